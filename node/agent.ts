@@ -1,0 +1,269 @@
+// The agent: one per server. It assembles the libp2p host and the services that run
+// on it, owns their lifecycle (start in order, stop in reverse), and exposes the
+// read-only views the API serves.
+import { EventEmitter } from 'node:events'
+import { mkdir } from 'node:fs/promises'
+import { createHost, type VgridHost } from '../protocol/host.ts'
+import { loadOrCreateIdentity } from '../protocol/identity.ts'
+import { encodeToken, type ClusterKey } from '../protocol/cluster-key.ts'
+import { MembershipService, type AdvertBody } from '../protocol/membership-service.ts'
+import { Dialer } from '../protocol/dialer.ts'
+import { countStates, type Member, type MemberCounts } from '../protocol/membership.ts'
+import { poolOf, type Pool } from '../protocol/pool.ts'
+import type { Resources } from '../protocol/advert.ts'
+import type { AgentConfig } from './config.ts'
+import { resolveCluster } from './cluster-key-store.ts'
+import { detectCapacity, loadAverage, subtract, ZERO } from './resources.ts'
+import { AgentMetrics } from './metrics.ts'
+import { createLogger, type Logger } from './log.ts'
+import { loadPeerBook, savePeerBook } from './peer-book.ts'
+import { ApiServer } from './api/server.ts'
+import { VERSION } from './version.ts'
+
+export interface StatusView {
+  node: { id: string, name: string, version: string, cluster: string, addrs: string[] }
+  members: MemberCounts
+  pool: Pool
+}
+
+export interface NodeView {
+  id: string
+  name: string
+  state: Member['state']
+  self: boolean
+  since: string
+  lastSeen: string
+  addrs: string[]
+  capacity: Resources
+  reserved: Resources
+  free: Resources
+  load: number[]
+  version: string
+  labels: Record<string, string>
+  wireguard: { publicKey: string, endpoint: string } | null
+  incarnation: number
+  seq: number
+}
+
+export interface AgentEvents {
+  started: []
+  stopped: []
+}
+
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly config: AgentConfig
+  readonly log: Logger
+  readonly metrics = new AgentMetrics()
+  host!: VgridHost
+  membership!: MembershipService
+  clusterKey!: ClusterKey
+  private dialer!: Dialer
+  private api?: ApiServer
+  private capacity: Resources = ZERO
+  private reserved: Resources = ZERO
+  private lastAddrs = ''
+  private addrTimer?: NodeJS.Timeout
+  private peerBookTimer?: NodeJS.Timeout
+  private peerBookDirty = false
+  private running = false
+
+  constructor (config: AgentConfig, opts: { logger?: Logger } = {}) {
+    super()
+    this.config = config
+    this.log = opts.logger ?? createLogger({ component: config.name })
+  }
+
+  get id (): string { return this.host.peerId.toString() }
+  get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
+
+  async start (opts: { api?: boolean } = {}): Promise<void> {
+    const cfg = this.config
+    await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 })
+    const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token })
+    this.clusterKey = cluster.key
+    const privateKey = await loadOrCreateIdentity(cfg.dataDir)
+    this.capacity = await detectCapacity(cfg.dataDir, cfg.capacity)
+    const join = [...new Set([...cfg.join, ...cluster.joinAddrs])]
+
+    this.host = await createHost({
+      privateKey,
+      clusterKey: cluster.key,
+      listen: cfg.listen,
+      bootstrap: join,
+      mdns: cfg.mdns,
+      transport: cfg.transport,
+      keyCheck: { onRejected: reason => this.metrics.connectionsRejected.inc({ reason }) }
+    })
+    this.host.addEventListener('connection:open', this.onConnectionsChanged)
+    this.host.addEventListener('connection:close', this.onConnectionsChanged)
+
+    this.membership = new MembershipService({
+      pubsub: this.host.services.pubsub,
+      nodeId: this.id,
+      clusterId: cluster.key.clusterId,
+      body: () => this.advertBody(),
+      config: cfg.membership,
+      advertIntervalMs: cfg.advertIntervalMs
+    })
+    this.membership.on('advert', a => {
+      this.metrics.advertsIn.inc()
+      this.dialer.noteMember(a.nodeId, a.addrs)
+    })
+    this.membership.on('sent', () => this.metrics.advertsOut.inc())
+    this.membership.on('rejected', (reason, detail) => {
+      this.metrics.gossipRejected.inc({ topic: 'adverts', reason })
+      this.log.debug('advert rejected', { reason, detail })
+    })
+    this.membership.on('transition', t => {
+      this.updateMemberGauge()
+      if (t.nodeId !== this.id) this.log.info('member ' + t.to, { node: t.member?.name ?? t.nodeId, id: t.nodeId, from: t.from })
+      if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
+      this.peerBookDirty = true
+    })
+
+    this.dialer = new Dialer({ host: this.host, join })
+    for (const p of await loadPeerBook(cfg.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs)
+
+    this.membership.start()
+    this.dialer.start()
+    this.lastAddrs = this.addrs().join()
+    // addresses change when interfaces do (a server moved networks): re-advertise
+    this.addrTimer = setInterval(() => {
+      const now = this.addrs().join()
+      if (now !== this.lastAddrs) {
+        this.lastAddrs = now
+        this.log.info('listen addresses changed', { addrs: now })
+        this.membership.advertiseNow()
+      }
+    }, 1000)
+    this.peerBookTimer = setInterval(() => { void this.flushPeerBook() }, 2000)
+
+    if (opts.api !== false) {
+      this.api = new ApiServer({ agent: this, metrics: this.metrics, log: this.log.child('api') })
+      await this.api.start(cfg.api)
+    }
+    this.running = true
+    this.log.info('agent started', {
+      id: this.id,
+      cluster: cluster.key.clusterId,
+      listen: this.addrs().join(','),
+      api: this.api == null ? 'off' : `${this.api.address.host}:${this.api.address.port}`
+    })
+    if (cluster.created) {
+      this.log.info('started a new grid; join other servers with: vgrid agent --token ' + this.token())
+    }
+    this.emit('started')
+  }
+
+  /** Graceful stop announces "leaving" so peers mark this node left, not dead. */
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    clearInterval(this.addrTimer)
+    clearInterval(this.peerBookTimer)
+    await this.api?.stop()
+    this.dialer.stop()
+    await this.membership.stop()
+    // give the last advert a moment to leave the socket before connections close
+    await new Promise(resolve => setTimeout(resolve, 150))
+    await this.flushPeerBook().catch(() => {})
+    await this.host.stop()
+    this.log.info('agent stopped')
+    this.emit('stopped')
+  }
+
+  addrs (): string[] {
+    return this.host.getMultiaddrs().map(m => m.toString())
+  }
+
+  /** Reserved resources come from the leases this node holds (none until VMs exist). */
+  setReserved (r: Resources): void {
+    this.reserved = r
+    this.membership.advertiseNow()
+  }
+
+  private advertBody (): AdvertBody {
+    return {
+      name: this.config.name,
+      addrs: this.addrs(),
+      capacity: this.capacity,
+      reserved: this.reserved,
+      free: subtract(this.capacity, this.reserved),
+      load: loadAverage(),
+      version: VERSION,
+      labels: this.config.labels,
+      wireguard: null
+    }
+  }
+
+  /** A join token: the cluster key plus this node's and a few alive members' addresses. */
+  token (): string {
+    const routable = (a: string): boolean => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/')
+    const mine = this.addrs()
+    const others = [...this.membership.members.values()]
+      .filter(m => m.state === 'alive' && m.nodeId !== this.id)
+      .flatMap(m => m.advert.addrs.slice(0, 1))
+    const all = [...mine, ...others]
+    const good = all.filter(routable)
+    return encodeToken(this.clusterKey, (good.length > 0 ? good : all).slice(0, 6))
+  }
+
+  status (): StatusView {
+    return {
+      node: { id: this.id, name: this.config.name, version: VERSION, cluster: this.clusterKey.clusterId, addrs: this.addrs() },
+      members: countStates(this.membership.members),
+      pool: poolOf(this.membership.members)
+    }
+  }
+
+  nodes (): NodeView[] {
+    return [...this.membership.members.values()].map(m => this.nodeView(m)).sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  /** By peer id or by name. */
+  node (idOrName: string): NodeView | undefined {
+    const m = this.membership.members.get(idOrName) ??
+      [...this.membership.members.values()].find(x => x.advert.name === idOrName)
+    return m == null ? undefined : this.nodeView(m)
+  }
+
+  private nodeView (m: Member): NodeView {
+    const a = m.advert
+    return {
+      id: m.nodeId,
+      name: a.name,
+      state: m.state,
+      self: m.nodeId === this.id,
+      since: new Date(m.since).toISOString(),
+      lastSeen: new Date(m.lastSeen).toISOString(),
+      addrs: a.addrs,
+      capacity: a.capacity,
+      reserved: a.reserved,
+      free: a.free,
+      load: a.load,
+      version: a.version,
+      labels: a.labels,
+      wireguard: a.wireguard,
+      incarnation: a.incarnation,
+      seq: a.seq
+    }
+  }
+
+  private readonly onConnectionsChanged = (): void => {
+    this.metrics.connectedPeers.set(new Set(this.host.getConnections().map(c => c.remotePeer.toString())).size)
+  }
+
+  private updateMemberGauge (): void {
+    const c = countStates(this.membership.members)
+    for (const [state, n] of Object.entries(c)) this.metrics.members.set({ state }, n)
+  }
+
+  private async flushPeerBook (): Promise<void> {
+    if (!this.peerBookDirty) return
+    this.peerBookDirty = false
+    const peers = [...this.membership.members.values()]
+      .filter(m => m.nodeId !== this.id && m.state !== 'left')
+      .map(m => ({ id: m.nodeId, addrs: m.advert.addrs }))
+    await savePeerBook(this.config.dataDir, peers)
+  }
+}

@@ -1,0 +1,26 @@
+// Flag parsing for every subcommand: node:util parseArgs in strict mode, with its
+// errors turned into one-line CLI errors (exit code 2: usage).
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { CliError } from './client.ts'
+
+export type Options = NonNullable<ParseArgsConfig['options']>
+
+export const API_OPTION: Options = { api: { type: 'string' } }
+export const JSON_OPTION: Options = { json: { type: 'boolean' } }
+
+export function parse<O extends Options> (argv: string[], options: O, usage: string, positionals = 0): { values: ReturnType<typeof parseArgs<{ options: O, allowPositionals: true }>>['values'], positionals: string[] } {
+  let out
+  try {
+    out = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+  } catch (err) {
+    throw new CliError(`${(err as Error).message.split('\n')[0]}\nusage: ${usage}`, 2)
+  }
+  if ((out.values as { help?: boolean }).help === true) {
+    process.stdout.write(`usage: ${usage}\n`)
+    process.exit(0)
+  }
+  if (out.positionals.length > positionals) {
+    throw new CliError(`unexpected argument "${out.positionals[positionals]}"\nusage: ${usage}`, 2)
+  }
+  return { values: out.values as never, positionals: out.positionals }
+}

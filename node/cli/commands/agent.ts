@@ -1,0 +1,79 @@
+// `vgrid agent`: runs the daemon in the foreground until SIGTERM/SIGINT.
+import { parse } from '../args.ts'
+import { CliError } from '../client.ts'
+import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
+import { Agent } from '../../agent.ts'
+
+const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--join MULTIADDR]... ' +
+  '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
+  '[--advert-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--forget-after DUR]'
+
+export async function run (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, {
+    config: { type: 'string' },
+    'data-dir': { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    api: { type: 'string' },
+    join: { type: 'string', multiple: true },
+    key: { type: 'string' },
+    token: { type: 'string' },
+    name: { type: 'string' },
+    'no-mdns': { type: 'boolean' },
+    capacity: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    'advert-interval': { type: 'string' },
+    'suspect-after': { type: 'string' },
+    'dead-after': { type: 'string' },
+    'forget-after': { type: 'string' }
+  }, USAGE)
+  const labels: Record<string, string> = {}
+  for (const l of (v.label as string[] | undefined) ?? []) {
+    const i = l.indexOf('=')
+    if (i <= 0) throw new CliError(`--label: "${l}" is not KEY=VALUE`, 2)
+    labels[l.slice(0, i)] = l.slice(i + 1)
+  }
+  if (v.key != null && v.token != null) throw new CliError('--key and --token are alternatives: give one', 2)
+  const flags: ConfigFlags = {
+    config: v.config as string | undefined,
+    dataDir: v['data-dir'] as string | undefined,
+    listen: v.listen as string[] | undefined,
+    api: v.api as string | undefined,
+    join: v.join as string[] | undefined,
+    key: v.key as string | undefined,
+    token: v.token as string | undefined,
+    name: v.name as string | undefined,
+    mdns: v['no-mdns'] === true ? false : undefined,
+    capacity: v.capacity as string | undefined,
+    labels: Object.keys(labels).length > 0 ? labels : undefined,
+    advertInterval: v['advert-interval'] as string | undefined,
+    suspectAfter: v['suspect-after'] as string | undefined,
+    deadAfter: v['dead-after'] as string | undefined,
+    forgetAfter: v['forget-after'] as string | undefined
+  }
+  let agent: Agent
+  try {
+    agent = new Agent(await resolveConfig(flags))
+    await agent.start()
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message, 2)
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'EADDRINUSE') throw new CliError(`address already in use: ${e.message.replace(/^listen EADDRINUSE: address already in use /, '')} (is another agent running?)`)
+    if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied: ${e.message}`)
+    throw err
+  }
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) {
+      agent.log.warn('second signal: exiting now', { signal })
+      process.exit(1)
+    }
+    stopping = true
+    agent.log.info('stopping', { signal })
+    agent.stop().then(() => process.exit(0), (err: unknown) => {
+      agent.log.error('stop failed', { error: (err as Error).message })
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+}

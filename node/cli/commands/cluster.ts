@@ -1,0 +1,28 @@
+// `vgrid init` (new cluster key + token) and `vgrid token` (the running grid's token).
+import { mkdir, access } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parse, API_OPTION } from '../args.ts'
+import { ApiClient, CliError } from '../client.ts'
+import { encodeToken, generateClusterKey } from '../../../protocol/cluster-key.ts'
+import { CLUSTER_KEY_FILE, writeClusterKey } from '../../cluster-key-store.ts'
+import { DEFAULT_DATA_DIR } from '../../config.ts'
+
+export async function init (argv: string[]): Promise<void> {
+  const usage = 'vgrid init [--data-dir DIR] [--force]'
+  const { values: v } = parse(argv, { 'data-dir': { type: 'string' }, force: { type: 'boolean' } }, usage)
+  const dir = (v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR
+  const path = join(dir, CLUSTER_KEY_FILE)
+  const exists = await access(path).then(() => true, () => false)
+  if (exists && v.force !== true) throw new CliError(`${path} already exists; this data dir belongs to a grid (use --force to replace its key)`)
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+  const key = generateClusterKey()
+  await writeClusterKey(path, key)
+  process.stderr.write(`wrote a new cluster key to ${path} (cluster ${key.clusterId})\n`)
+  process.stdout.write(encodeToken(key, []) + '\n')
+}
+
+export async function token (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, API_OPTION, 'vgrid token [--api HOST:PORT]')
+  const res = await new ApiClient(v.api as string | undefined).get<{ token: string }>('/v1/token')
+  process.stdout.write(res.token + '\n')
+}

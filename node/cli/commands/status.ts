@@ -1,0 +1,52 @@
+// `vgrid status` and `vgrid nodes`: the pool and its members as the local agent sees them.
+import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
+import { ApiClient } from '../client.ts'
+import { bytes, num, shortId, table } from '../format.ts'
+import type { NodeView, StatusView } from '../../agent.ts'
+
+export async function status (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid status [--json] [--api HOST:PORT]')
+  const s = await new ApiClient(v.api as string | undefined).get<StatusView>('/v1/status')
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify(s, null, 2) + '\n')
+    return
+  }
+  const m = s.members
+  const p = s.pool
+  process.stdout.write([
+    `node     ${s.node.name} (${s.node.id})`,
+    `cluster  ${s.node.cluster}`,
+    `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left`,
+    '',
+    table(['POOL', 'TOTAL', 'FREE'], [
+      ['cpu', num(p.cpu.total), num(p.cpu.free)],
+      ['memory', bytes(p.memoryBytes.total), bytes(p.memoryBytes.free)],
+      ['disk', bytes(p.diskBytes.total), bytes(p.diskBytes.free)]
+    ])
+  ].join('\n') + '\n')
+}
+
+export async function nodes (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid nodes [--json] [--api HOST:PORT]')
+  const res = await new ApiClient(v.api as string | undefined).get<{ nodes: NodeView[] }>('/v1/nodes')
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify(res, null, 2) + '\n')
+    return
+  }
+  const addr = (n: NodeView): string => (n.addrs.find(a => !a.startsWith('/ip4/127.')) ?? n.addrs[0] ?? '-').replace(/\/p2p\/.*$/, '')
+  const labels = (n: NodeView): string => Object.entries(n.labels).map(([k, val]) => `${k}=${val}`).join(',') || '-'
+  process.stdout.write(table(
+    ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'ADDRESS', 'ID', 'LABELS'],
+    res.nodes.map(n => [
+      n.name + (n.self ? '*' : ''),
+      n.state,
+      `${num(n.free.cpu)}/${num(n.capacity.cpu)}`,
+      `${bytes(n.free.memoryBytes)}/${bytes(n.capacity.memoryBytes)}`,
+      `${bytes(n.free.diskBytes)}/${bytes(n.capacity.diskBytes)}`,
+      num(n.load[0] ?? 0),
+      addr(n),
+      shortId(n.id),
+      labels(n)
+    ])
+  ) + '\n')
+}

@@ -1,0 +1,53 @@
+// The one binary, `vgrid`. `vgrid agent` runs the daemon; every other subcommand is a
+// client of the local agent's HTTP API. Errors print one line and exit non-zero.
+import { CliError } from './client.ts'
+import { VERSION } from '../version.ts'
+
+type Command = { summary: string, run: (argv: string[]) => Promise<void> }
+
+const COMMANDS: Record<string, Command> = {
+  agent: { summary: 'run the agent (the daemon) on this server', run: async a => (await import('./commands/agent.ts')).run(a) },
+  init: { summary: 'write a new cluster key and print its join token', run: async a => (await import('./commands/cluster.ts')).init(a) },
+  token: { summary: 'print the join token of the running grid', run: async a => (await import('./commands/cluster.ts')).token(a) },
+  status: { summary: 'this node and the pool as it sees it', run: async a => (await import('./commands/status.ts')).status(a) },
+  nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) }
+}
+
+function help (): string {
+  const w = Math.max(...Object.keys(COMMANDS).map(k => k.length))
+  return [
+    `vgrid ${VERSION}: a peer-to-peer grid of servers that behave as one pool`,
+    '',
+    'usage: vgrid <command> [flags]   (vgrid <command> --help for its flags)',
+    '',
+    ...Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(w)}  ${c.summary}`),
+    '',
+    'Client commands talk to the agent at --api or $VGRID_API (default 127.0.0.1:7401).'
+  ].join('\n')
+}
+
+async function main (argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv
+  if (cmd == null || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(help() + '\n')
+    return
+  }
+  if (cmd === '--version' || cmd === 'version') {
+    process.stdout.write(VERSION + '\n')
+    return
+  }
+  const c = COMMANDS[cmd]
+  if (c == null) throw new CliError(`unknown command "${cmd}" (see vgrid --help)`, 2)
+  await c.run(rest)
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof CliError) {
+    process.stderr.write(`vgrid: ${err.message}\n`)
+    process.exit(err.exitCode)
+  }
+  const e = err as Error
+  process.stderr.write(`vgrid: ${e.message ?? String(err)}\n`)
+  if (process.env.VGRID_DEBUG != null) process.stderr.write(`${e.stack}\n`)
+  process.exit(1)
+})

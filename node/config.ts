@@ -1,0 +1,151 @@
+// Agent configuration: defaults < JSON config file (--config) < command-line flags.
+// Every bad value is reported with the flag or key that carried it.
+import { readFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { multiaddr } from '@multiformats/multiaddr'
+import { parseCapacity, type CapacityOverride } from './resources.ts'
+import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
+
+export const DEFAULT_API = '127.0.0.1:7401'
+export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
+export const DEFAULT_DATA_DIR = '/var/lib/vgrid'
+
+export interface AgentConfig {
+  dataDir: string
+  listen: string[]
+  api: { host: string, port: number }
+  join: string[]
+  keyFile?: string
+  token?: string
+  name: string
+  mdns: boolean
+  capacity: CapacityOverride
+  labels: Record<string, string>
+  advertIntervalMs: number
+  membership: MembershipConfig
+  /** in-process transport for many-agents-in-one-process tests and benchmarks */
+  transport: 'tcp' | 'memory'
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const FileSchema = Type.Object({
+  dataDir: Type.Optional(Type.String({ minLength: 1 })),
+  listen: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
+  api: Type.Optional(Type.String()),
+  join: Type.Optional(Type.Array(Type.String())),
+  key: Type.Optional(Type.String()),
+  token: Type.Optional(Type.String()),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+  mdns: Type.Optional(Type.Boolean()),
+  capacity: Type.Optional(Type.String()),
+  labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+  advertInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  suspectAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  deadAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()]))
+}, { additionalProperties: false })
+
+export type ConfigFile = Static<typeof FileSchema>
+const fileCheck = TypeCompiler.Compile(FileSchema)
+
+/** What the command line said; undefined means "not given". */
+export type ConfigFlags = ConfigFile & { config?: string, transport?: 'tcp' | 'memory' }
+
+/** "250ms", "3s", "2m", "1h" or a number of milliseconds. */
+export function parseDuration (v: string | number, what: string): number {
+  if (typeof v === 'number') {
+    if (Number.isFinite(v) && v > 0) return v
+    throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
+  if (m == null) throw new ConfigError(`${what}: "${v}" is not a duration (use e.g. 500ms, 3s, 10m)`)
+  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
+  if (!(n > 0)) throw new ConfigError(`${what}: must be greater than zero`)
+  return n
+}
+
+/** "127.0.0.1:7401", "[::1]:7401", ":7401" -> host and port. */
+export function parseHostPort (v: string, what: string): { host: string, port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v.trim())
+  const port = m == null ? NaN : Number(m[3])
+  if (m == null || !(port >= 0 && port <= 65535)) throw new ConfigError(`${what}: "${v}" is not host:port`)
+  return { host: m[1] ?? (m[2] === '' ? '127.0.0.1' : m[2]!), port }
+}
+
+function checkMultiaddr (v: string, what: string): string {
+  try {
+    multiaddr(v)
+  } catch {
+    throw new ConfigError(`${what}: "${v}" is not a multiaddr (e.g. /ip4/10.0.0.2/tcp/7400)`)
+  }
+  return v
+}
+
+export async function readConfigFile (path: string): Promise<ConfigFile> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (err as Error).message}`)
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: not valid JSON (${(err as Error).message})`)
+  }
+  if (!fileCheck.Check(value)) {
+    const e = fileCheck.Errors(value).First()
+    const where = e?.path === '' || e == null ? '' : ` at "${e.path.slice(1).replace(/\//g, '.')}"`
+    throw new ConfigError(`config file ${path}${where}: ${e?.message ?? 'invalid'}` +
+      (e?.message?.includes('Unexpected property') === true ? ' (unknown key)' : ''))
+  }
+  return value
+}
+
+/** Merges file and flags over the defaults and checks every value. */
+export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
+  const file = flags.config != null ? await readConfigFile(flags.config) : {}
+  const pick = <K extends keyof ConfigFile>(k: K): ConfigFile[K] => flags[k] ?? file[k]
+  const listenRaw = pick('listen') ?? DEFAULT_LISTEN
+  const listen = (Array.isArray(listenRaw) ? listenRaw : [listenRaw]).map(l => checkMultiaddr(l, '--listen'))
+  const join = [...(file.join ?? []), ...(flags.join ?? [])].map(j => checkMultiaddr(j, '--join'))
+  let capacity: CapacityOverride = {}
+  const capText = pick('capacity')
+  if (capText != null) {
+    try {
+      capacity = parseCapacity(capText)
+    } catch (err) {
+      throw new ConfigError((err as Error).message)
+    }
+  }
+  const membership: MembershipConfig = {
+    suspectAfterMs: parseDuration(pick('suspectAfter') ?? DEFAULT_MEMBERSHIP.suspectAfterMs, '--suspect-after'),
+    deadAfterMs: parseDuration(pick('deadAfter') ?? DEFAULT_MEMBERSHIP.deadAfterMs, '--dead-after'),
+    forgetAfterMs: parseDuration(pick('forgetAfter') ?? DEFAULT_MEMBERSHIP.forgetAfterMs, '--forget-after')
+  }
+  const bad = validateMembershipConfig(membership)
+  if (bad != null) throw new ConfigError(`membership timeouts: ${bad}`)
+  const name = pick('name') ?? hostname()
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`--name: "${name}" may only hold letters, digits, ".", "_" and "-"`)
+  return {
+    dataDir: pick('dataDir') ?? DEFAULT_DATA_DIR,
+    listen,
+    api: parseHostPort(pick('api') ?? DEFAULT_API, '--api'),
+    join,
+    keyFile: pick('key'),
+    token: pick('token'),
+    name,
+    mdns: pick('mdns') ?? true,
+    capacity,
+    labels: { ...file.labels, ...flags.labels },
+    advertIntervalMs: parseDuration(pick('advertInterval') ?? 1000, '--advert-interval'),
+    membership,
+    transport: flags.transport ?? 'tcp'
+  }
+}

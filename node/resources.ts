@@ -1,0 +1,72 @@
+// What this server has: detected from the host, overridable with --capacity
+// (tests use it to model servers of different sizes).
+import { cpus, totalmem, loadavg } from 'node:os'
+import { statfs } from 'node:fs/promises'
+import type { Resources } from '../protocol/advert.ts'
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 1024, kb: 1024, kib: 1024,
+  m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2,
+  g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3,
+  t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4
+}
+
+/** "512M", "4G", "1.5T", "1048576" -> bytes. Throws a message naming the bad value. */
+export function parseSize (text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
+  const unit = m == null ? undefined : UNITS[(m[2] ?? '').toLowerCase()]
+  if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T)`)
+  return Math.floor(Number(m[1]) * unit)
+}
+
+export type CapacityOverride = Partial<Resources>
+
+/** "cpu=4,mem=8G,disk=100G" -> override. */
+export function parseCapacity (text: string): CapacityOverride {
+  const out: CapacityOverride = {}
+  for (const part of text.split(',').map(p => p.trim()).filter(p => p !== '')) {
+    const [k, v] = part.split('=', 2).map(s => s.trim())
+    if (v == null || v === '') throw new Error(`--capacity: "${part}" is not key=value`)
+    if (k === 'cpu') {
+      const n = Number(v)
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`--capacity: cpu must be a positive number, got "${v}"`)
+      out.cpu = n
+    } else if (k === 'mem' || k === 'memory') {
+      out.memoryBytes = parseSize(v)
+    } else if (k === 'disk') {
+      out.diskBytes = parseSize(v)
+    } else {
+      throw new Error(`--capacity: unknown resource "${k}" (use cpu, mem, disk)`)
+    }
+  }
+  return out
+}
+
+export async function detectCapacity (dataDir: string, override: CapacityOverride = {}): Promise<Resources> {
+  let diskBytes = override.diskBytes
+  if (diskBytes == null) {
+    const fs = await statfs(dataDir)
+    diskBytes = fs.blocks * fs.bsize
+  }
+  return {
+    cpu: override.cpu ?? cpus().length,
+    memoryBytes: override.memoryBytes ?? totalmem(),
+    diskBytes
+  }
+}
+
+export function loadAverage (): [number, number, number] {
+  const [a = 0, b = 0, c = 0] = loadavg()
+  return [a, b, c]
+}
+
+export function subtract (a: Resources, b: Resources): Resources {
+  return {
+    cpu: Math.max(0, a.cpu - b.cpu),
+    memoryBytes: Math.max(0, a.memoryBytes - b.memoryBytes),
+    diskBytes: Math.max(0, a.diskBytes - b.diskBytes)
+  }
+}
+
+export const ZERO: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 }

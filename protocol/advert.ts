@@ -1,0 +1,82 @@
+// The resource advert: what each agent gossips about itself. JSON on the wire,
+// validated against one schema; the gossipsub envelope carries the signature.
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+
+export const ADVERT_VERSION = 1
+/** adverts are small; anything bigger is malformed or hostile */
+export const MAX_ADVERT_BYTES = 16 * 1024
+
+const Count = Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+
+export const ResourcesSchema = Type.Object({
+  cpu: Count,
+  memoryBytes: Count,
+  diskBytes: Count
+}, { additionalProperties: false })
+
+export const AdvertSchema = Type.Object({
+  v: Type.Literal(ADVERT_VERSION),
+  cluster: Type.String({ minLength: 1, maxLength: 64 }),
+  nodeId: Type.String({ minLength: 1, maxLength: 128 }),
+  name: Type.String({ minLength: 1, maxLength: 128 }),
+  /** start time of this run of the agent (ms); with seq it orders adverts across restarts */
+  incarnation: Count,
+  seq: Count,
+  /** 'leaving' is the last advert of a graceful stop */
+  status: Type.Union([Type.Literal('alive'), Type.Literal('leaving')]),
+  addrs: Type.Array(Type.String({ maxLength: 256 }), { maxItems: 32 }),
+  capacity: ResourcesSchema,
+  reserved: ResourcesSchema,
+  free: ResourcesSchema,
+  load: Type.Array(Type.Number({ minimum: 0 }), { minItems: 3, maxItems: 3 }),
+  version: Type.String({ maxLength: 64 }),
+  labels: Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 256 })),
+  wireguard: Type.Union([Type.Null(), Type.Object({
+    publicKey: Type.String({ maxLength: 64 }),
+    endpoint: Type.String({ maxLength: 128 })
+  }, { additionalProperties: false })]),
+  /** heads of the cluster document, so peers that are not directly connected can pull */
+  stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 }))
+}, { additionalProperties: false })
+
+export type Advert = Static<typeof AdvertSchema>
+export type Resources = Static<typeof ResourcesSchema>
+
+const check = TypeCompiler.Compile(AdvertSchema)
+
+export type AdvertRejection = 'oversized' | 'malformed' | 'schema' | 'wrong-cluster' | 'forged' | 'stale'
+
+export type DecodeResult =
+  | { ok: true, advert: Advert }
+  | { ok: false, reason: AdvertRejection, detail: string }
+
+export function encodeAdvert (advert: Advert): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(advert))
+}
+
+/**
+ * Decodes and checks one gossip message. `signer` is the peer id that signed the
+ * gossipsub envelope: an advert is only accepted from the node it describes.
+ */
+export function decodeAdvert (data: Uint8Array, signer: string, clusterId: string): DecodeResult {
+  if (data.byteLength > MAX_ADVERT_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes` }
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
+  } catch (err) {
+    return { ok: false, reason: 'malformed', detail: (err as Error).message }
+  }
+  if (!check.Check(value)) {
+    const first = check.Errors(value).First()
+    return { ok: false, reason: 'schema', detail: first == null ? 'invalid' : `${first.path || '/'}: ${first.message}` }
+  }
+  if (value.cluster !== clusterId) return { ok: false, reason: 'wrong-cluster', detail: value.cluster }
+  if (value.nodeId !== signer) return { ok: false, reason: 'forged', detail: `${signer} described ${value.nodeId}` }
+  return { ok: true, advert: value }
+}
+
+/** true if a is newer than b (restarts raise the incarnation, adverts raise seq) */
+export function isNewer (a: Pick<Advert, 'incarnation' | 'seq'>, b: Pick<Advert, 'incarnation' | 'seq'>): boolean {
+  return a.incarnation > b.incarnation || (a.incarnation === b.incarnation && a.seq > b.seq)
+}

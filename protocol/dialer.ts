@@ -1,0 +1,138 @@
+// The dialer keeps this node connected to the grid: it dials --join addresses,
+// members it has heard of (adverts, mDNS, the saved peer list) and keeps retrying
+// with capped exponential backoff, so the grid heals after restarts and partitions.
+// Choosing what to dial is a pure function (planDials); the class only does I/O.
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Libp2p, PeerInfo } from '@libp2p/interface'
+
+export interface DialTarget {
+  /** peer id when known, otherwise the address itself */
+  key: string
+  peerId?: string
+  addrs: string[]
+  source: 'join' | 'member' | 'mdns'
+  attempts: number
+  nextAt: number
+}
+
+export interface DialPlanInput {
+  targets: Iterable<DialTarget>
+  connected: ReadonlySet<string>
+  now: number
+  /** stop adding connections above this many */
+  targetPeers: number
+  maxParallel: number
+}
+
+/** Which targets to dial now: due, not connected, join addresses first, fewest failures first. */
+export function planDials (input: DialPlanInput): DialTarget[] {
+  const room = Math.min(input.maxParallel, Math.max(0, input.targetPeers - input.connected.size))
+  const due = [...input.targets].filter(t =>
+    t.nextAt <= input.now && (t.peerId == null || !input.connected.has(t.peerId)))
+  // join targets are always worth a try: they are how an isolated node gets back in
+  const joins = due.filter(t => t.source === 'join')
+  const rest = due.filter(t => t.source !== 'join').sort((a, b) => a.attempts - b.attempts)
+  return [...joins, ...rest.slice(0, room)].slice(0, Math.max(room, joins.length))
+}
+
+export function backoffMs (attempts: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, attempts - 1))
+}
+
+export interface DialerInit {
+  host: Libp2p
+  join?: string[]
+  targetPeers?: number
+  baseBackoffMs?: number
+  maxBackoffMs?: number
+  tickMs?: number
+}
+
+export class Dialer {
+  private readonly init: DialerInit
+  private readonly targets = new Map<string, DialTarget>()
+  private readonly inFlight = new Set<string>()
+  private timer?: NodeJS.Timeout
+
+  constructor (init: DialerInit) {
+    this.init = init
+    for (const a of init.join ?? []) this.addJoin(a)
+  }
+
+  start (): void {
+    this.init.host.addEventListener('peer:discovery', this.onDiscovery)
+    this.timer = setInterval(() => this.tick(), this.init.tickMs ?? 500)
+    this.tick()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    this.init.host.removeEventListener('peer:discovery', this.onDiscovery)
+  }
+
+  addJoin (addr: string): void {
+    const peerId = multiaddr(addr).getComponents().findLast(c => c.name === 'p2p')?.value
+    this.targets.set(addr, { key: addr, peerId, addrs: [addr], source: 'join', attempts: 0, nextAt: 0 })
+  }
+
+  /** A member we know of (from its advert or the saved peer list) and where it listens. */
+  noteMember (peerId: string, addrs: string[]): void {
+    if (peerId === this.init.host.peerId.toString() || addrs.length === 0) return
+    const prev = this.targets.get(peerId)
+    if (prev?.source === 'join') return
+    const changed = prev == null || prev.addrs.join() !== addrs.join()
+    this.targets.set(peerId, {
+      key: peerId,
+      peerId,
+      addrs,
+      source: prev?.source === 'mdns' ? 'mdns' : 'member',
+      // new addresses deserve a prompt try (a member that moved)
+      attempts: changed ? 0 : prev.attempts,
+      nextAt: changed ? 0 : prev.nextAt
+    })
+  }
+
+  forget (peerId: string): void {
+    const t = this.targets.get(peerId)
+    if (t != null && t.source !== 'join') this.targets.delete(peerId)
+  }
+
+  get size (): number { return this.targets.size }
+
+  private readonly onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
+    const id = evt.detail.id.toString()
+    if (this.targets.has(id)) return
+    const addrs = evt.detail.multiaddrs.map(m => m.toString())
+    if (addrs.length === 0) return
+    this.targets.set(id, { key: id, peerId: id, addrs, source: 'mdns', attempts: 0, nextAt: 0 })
+  }
+
+  private tick (): void {
+    const { host } = this.init
+    const connected = new Set(host.getConnections().map(c => c.remotePeer.toString()))
+    const plan = planDials({
+      targets: [...this.targets.values()].filter(t => !this.inFlight.has(t.key)),
+      connected,
+      now: Date.now(),
+      targetPeers: this.init.targetPeers ?? 32,
+      maxParallel: 8
+    })
+    for (const t of plan) void this.dial(t)
+  }
+
+  private async dial (t: DialTarget): Promise<void> {
+    this.inFlight.add(t.key)
+    try {
+      const addrs: Multiaddr[] = t.addrs.map(a => multiaddr(a))
+      const conn = await this.init.host.dial(addrs.length === 1 ? addrs[0]! : addrs, { signal: AbortSignal.timeout(5000) })
+      t.attempts = 0
+      t.nextAt = Date.now() + (this.init.baseBackoffMs ?? 1000)
+      if (t.source === 'join') t.peerId = conn.remotePeer.toString()
+    } catch {
+      t.attempts++
+      t.nextAt = Date.now() + backoffMs(t.attempts, this.init.baseBackoffMs ?? 1000, this.init.maxBackoffMs ?? 5000)
+    } finally {
+      this.inFlight.delete(t.key)
+    }
+  }
+}

@@ -1,0 +1,76 @@
+// libp2p host assembly: the one place that knows which transports, encrypters,
+// muxers and services a vgrid node runs.
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { memory } from '@libp2p/memory'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { mdns } from '@libp2p/mdns'
+import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import type { Identify } from '@libp2p/identify'
+import type { Ping } from '@libp2p/ping'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
+import type { ClusterKey } from './cluster-key.ts'
+
+export type VgridServices = {
+  pubsub: GossipSub
+  identify: Identify
+  ping: Ping
+}
+
+export type VgridHost = Libp2p<VgridServices>
+
+export interface HostOptions {
+  privateKey: PrivateKey
+  clusterKey: ClusterKey
+  listen: string[]
+  /** multiaddrs with a /p2p/ id handed to @libp2p/bootstrap (others are dialled by the agent) */
+  bootstrap?: string[]
+  mdns?: boolean
+  /** use the in-memory transport (many agents in one process: tests, benchmarks) */
+  transport?: 'tcp' | 'memory'
+  keyCheck?: KeyCheckEvents
+  /** upper bound on one gossip message (bytes); larger ones are not decoded */
+  maxMessageBytes?: number
+}
+
+export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
+
+export async function createHost (opts: HostOptions): Promise<VgridHost> {
+  const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
+  if (opts.mdns === true) peerDiscovery.push(mdns({ serviceTag: MDNS_SERVICE_TAG, interval: 5000 }))
+  const boot = (opts.bootstrap ?? []).filter(a => a.includes('/p2p/'))
+  if (boot.length > 0) peerDiscovery.push(bootstrap({ list: boot, timeout: 100 }))
+
+  return createLibp2p<VgridServices>({
+    privateKey: opts.privateKey,
+    addresses: { listen: opts.listen },
+    transports: [opts.transport === 'memory' ? memory() : tcp()],
+    connectionProtector: checkedPreSharedKey(opts.clusterKey.psk, opts.keyCheck),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery,
+    // loopback and private LAN addresses are exactly where a rack's servers live
+    connectionGater: { denyDialMultiaddr: () => false },
+    connectionManager: { maxConnections: 1000, inboundUpgradeTimeout: 5000 },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // messages are signed by the publishing peer and checked on receipt: the
+        // advert handler then only has to compare signer and subject
+        globalSignaturePolicy: 'StrictSign',
+        maxInboundDataLength: opts.maxMessageBytes ?? 64 * 1024,
+        heartbeatInterval: 700,
+        // adverts are small and frequent; publish straight to every topic peer
+        floodPublish: true
+      })
+    }
+  })
+}

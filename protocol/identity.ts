@@ -1,0 +1,31 @@
+// The node's Ed25519 identity: made on first start, kept in the data dir (0600),
+// so the peer id survives restarts.
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { readFile, writeFile, rename, chmod } from 'node:fs/promises'
+import { join } from 'node:path'
+
+export const IDENTITY_FILE = 'identity.key'
+
+export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey> {
+  const path = join(dataDir, IDENTITY_FILE)
+  let buf: Buffer | undefined
+  try {
+    buf = await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (buf != null) {
+    try {
+      return privateKeyFromProtobuf(buf)
+    } catch {
+      throw new Error(`identity file ${path} is damaged; move it away to start this node with a new identity`)
+    }
+  }
+  const key = await generateKeyPair('Ed25519')
+  const tmp = path + '.tmp'
+  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
+  await chmod(tmp, 0o600)
+  await rename(tmp, path)
+  return key
+}
