@@ -1,6 +1,6 @@
 // The HTTP API (fastify, JSON-schema validated). Services add their own routes
 // through `routes`; this file owns the server, the error shape and the core views.
-import Fastify, { type FastifyInstance, type FastifyError } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify'
 import type { Agent } from '../agent.ts'
 import type { AgentMetrics } from '../metrics.ts'
 import type { Logger } from '../log.ts'
@@ -24,7 +24,15 @@ export class ApiServer {
 
   constructor (init: ApiServerInit) {
     this.init = init
-    this.app = Fastify({ logger: false, bodyLimit: 1024 * 1024 })
+    this.app = Fastify({
+      logger: false,
+      bodyLimit: 1024 * 1024,
+      // router-level failures (bad URL encoding, over-long ids) get the same error shape
+      frameworkErrors: (err, _req, reply) => {
+        init.metrics.apiErrors.inc({ code: 'bad_request' })
+        void (reply as FastifyReply).status(err.statusCode ?? 400).send(errorBody('bad_request', err.message))
+      }
+    })
     this.registerCore()
     for (const r of init.routes ?? []) r(this.app, init.agent)
   }

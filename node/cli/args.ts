@@ -13,14 +13,17 @@ export function parse<O extends Options> (argv: string[], options: O, usage: str
   try {
     out = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
   } catch (err) {
-    throw new CliError(`${(err as Error).message.split('\n')[0]}\nusage: ${usage}`, 2)
+    const e = err as { code?: string, message: string }
+    const flag = /'(-[^']*)'/.exec(e.message)?.[1]
+    const what = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag != null ? `unknown flag ${flag}` : e.message.split('\n')[0]
+    throw new CliError(`${what} (usage: ${usage})`, 2)
   }
   if ((out.values as { help?: boolean }).help === true) {
     process.stdout.write(`usage: ${usage}\n`)
     process.exit(0)
   }
   if (out.positionals.length > positionals) {
-    throw new CliError(`unexpected argument "${out.positionals[positionals]}"\nusage: ${usage}`, 2)
+    throw new CliError(`unexpected argument "${out.positionals[positionals]}" (usage: ${usage})`, 2)
   }
   return { values: out.values as never, positionals: out.positionals }
 }

@@ -37,7 +37,8 @@ export class ApiClient {
         signal: AbortSignal.timeout(10_000)
       })
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
+      const c = (err as { cause?: { code?: string, message?: string } }).cause
+      const cause = c?.code ?? c?.message ?? (err as Error).message
       throw new CliError(`cannot reach the vgrid agent at ${this.display} (${cause}); is it running? (set --api or VGRID_API)`)
     }
     const text = await res.text()

@@ -1,0 +1,94 @@
+// The CLI against a real agent, and its error behaviour: one line, non-zero exit,
+// never a stack trace.
+import test from 'ava'
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { AgentGroup, AgentProcess, VGRID, freePort, tempDir } from './helpers/agent-process.ts'
+import type { StatusView } from '../node/agent.ts'
+
+interface Run { code: number, stdout: string, stderr: string }
+const vgrid = async (args: string[], env: Record<string, string> = {}): Promise<Run> =>
+  await new Promise(resolve => {
+    execFile(VGRID, args, { env: { ...process.env, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err == null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr })
+    })
+  })
+
+const oneLineError = (t: import('ava').ExecutionContext, r: Run, code: number, pattern: RegExp): void => {
+  t.is(r.code, code, r.stderr)
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr)
+  t.regex(r.stderr, pattern)
+  t.notRegex(r.stderr, /\bat .*\.ts:\d+/, 'no stack trace')
+}
+
+const group = new AgentGroup()
+let agent: AgentProcess
+test.before(async () => { agent = await group.add({ name: 'cli0', args: ['--capacity', 'cpu=3,mem=3G,disk=30G', '--label', 'rack=r1'] }) })
+test.after.always(async () => { await group.cleanup() })
+
+test('vgrid status and nodes print tables, and JSON with --json', async t => {
+  const s = await vgrid(['status', '--api', agent.api])
+  t.is(s.code, 0, s.stderr)
+  t.regex(s.stdout, /members\s+1 alive, 0 suspect, 0 dead, 0 left/)
+  t.regex(s.stdout, /cpu\s+3\s+3/)
+  const j = JSON.parse((await vgrid(['status', '--json'], { VGRID_API: agent.api })).stdout) as StatusView
+  t.is(j.node.name, 'cli0')
+  t.deepEqual(j.pool.cpu, { total: 3, free: 3 })
+  const n = await vgrid(['nodes', '--api', agent.api])
+  t.regex(n.stdout, /^NAME\s+STATE/)
+  t.regex(n.stdout, /cli0\*\s+alive\s+3\/3/)
+  t.regex(n.stdout, /rack=r1/)
+})
+
+test('vgrid token prints a token that carries the key', async t => {
+  const r = await vgrid(['token', '--api', agent.api])
+  t.is(r.code, 0)
+  t.regex(r.stdout.trim(), /^vgrid1\.[A-Za-z0-9_-]+$/)
+})
+
+test('vgrid init writes a key once and refuses to overwrite it', async t => {
+  const dir = await tempDir()
+  const first = await vgrid(['init', '--data-dir', dir])
+  t.is(first.code, 0, first.stderr)
+  t.regex(first.stdout, /^vgrid1\./)
+  oneLineError(t, await vgrid(['init', '--data-dir', dir]), 1, /already exists/)
+})
+
+test('an unreachable agent is a one-line error', async t => {
+  const port = await freePort()
+  oneLineError(t, await vgrid(['status', '--api', `127.0.0.1:${port}`]), 1, /cannot reach the vgrid agent at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/)
+})
+
+test('bad flags, commands and config files are one-line errors with exit code 2', async t => {
+  oneLineError(t, await vgrid(['status', '--bogus']), 2, /unknown flag --bogus/)
+  oneLineError(t, await vgrid(['frobnicate']), 2, /unknown command "frobnicate"/)
+  oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
+  oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
+  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await tempDir()]), 2, /cpu must be a positive number/)
+  oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await tempDir()]), 2, /--token: join token must start with "vgrid1."/)
+  const dir = await tempDir()
+  const cfg = join(dir, 'bad.json')
+  await writeFile(cfg, '{"listen": 7}')
+  oneLineError(t, await vgrid(['agent', '--config', cfg]), 2, /config file .*bad\.json at "listen"/)
+})
+
+test('a second agent on the same API port fails with a clear message', async t => {
+  const r = await vgrid(['agent', '--data-dir', await tempDir(), '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', agent.api])
+  oneLineError(t, r, 1, /address already in use/)
+})
+
+test('bad API requests get a 4xx with the error shape', async t => {
+  const cases: Array<[string, string, unknown, number]> = [
+    ['GET', '/v1/nope', undefined, 404],
+    ['POST', '/v1/status', '{"x":', 400],
+    ['GET', '/v1/nodes/' + 'x'.repeat(300), undefined, 414]
+  ]
+  for (const [method, path, body, status] of cases) {
+    const r = await agent.request(method, path, body)
+    t.is(r.status, status, `${method} ${path}`)
+    const e = (r.body as { error?: { code?: unknown, message?: unknown } }).error
+    t.is(typeof e?.code, 'string')
+    t.is(typeof e?.message, 'string')
+  }
+})

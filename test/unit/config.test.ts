@@ -1,0 +1,50 @@
+import test from 'ava'
+import { writeFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { tmpdir } from 'node:os'
+import { resolveConfig, parseDuration, parseHostPort, DEFAULT_API } from '../../node/config.ts'
+import { parseCapacity, parseSize } from '../../node/resources.ts'
+
+test('defaults follow the design brief', async t => {
+  const c = await resolveConfig({})
+  t.is(c.dataDir, '/var/lib/vgrid')
+  t.deepEqual(c.listen, ['/ip4/0.0.0.0/tcp/7400'])
+  t.deepEqual(c.api, parseHostPort(DEFAULT_API, 'x'))
+  t.true(c.mdns)
+  t.is(c.membership.deadAfterMs, 4500)
+})
+
+test('sizes, capacities and durations parse and reject junk', t => {
+  t.is(parseSize('512M'), 512 * 1024 ** 2)
+  t.is(parseSize('1.5G'), 1.5 * 1024 ** 3)
+  t.throws(() => parseSize('lots'), { message: /not a size/ })
+  t.deepEqual(parseCapacity('cpu=4,mem=8G,disk=1T'), { cpu: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 1024 ** 4 })
+  t.throws(() => parseCapacity('gpu=1'), { message: /unknown resource "gpu"/ })
+  t.throws(() => parseCapacity('cpu=-1'), { message: /positive/ })
+  t.throws(() => parseCapacity('cpu'), { message: /key=value/ })
+  t.is(parseDuration('3s', 'x'), 3000)
+  t.is(parseDuration('250ms', 'x'), 250)
+  t.throws(() => parseDuration('soon', '--dead-after'), { message: /--dead-after: "soon" is not a duration/ })
+})
+
+test('flags override the config file, and bad files name the problem', async t => {
+  const dir = tmpdir()
+  const good = join(dir, `vgrid-cfg-${process.pid}-good.json`)
+  const bad = join(dir, `vgrid-cfg-${process.pid}-bad.json`)
+  const unknown = join(dir, `vgrid-cfg-${process.pid}-unknown.json`)
+  t.teardown(async () => { await Promise.all([good, bad, unknown].map(async f => await rm(f, { force: true }))) })
+  await writeFile(good, JSON.stringify({ name: 'filename', api: '127.0.0.1:9000', mdns: false, join: ['/ip4/10.0.0.1/tcp/7400'] }))
+  await writeFile(bad, '{"name": ')
+  await writeFile(unknown, JSON.stringify({ nmae: 'x' }))
+  const c = await resolveConfig({ config: good, name: 'flagname', join: ['/ip4/10.0.0.2/tcp/7400'] })
+  t.is(c.name, 'flagname')
+  t.is(c.api.port, 9000)
+  t.false(c.mdns)
+  t.deepEqual(c.join, ['/ip4/10.0.0.1/tcp/7400', '/ip4/10.0.0.2/tcp/7400'])
+  await t.throwsAsync(resolveConfig({ config: bad }), { message: /not valid JSON/ })
+  await t.throwsAsync(resolveConfig({ config: unknown }), { message: /nmae.*unknown key|unknown key/ })
+  await t.throwsAsync(resolveConfig({ config: join(dir, 'nope-vgrid.json') }), { message: /not found/ })
+  await t.throwsAsync(resolveConfig({ listen: 'tcp:7400' }), { message: /--listen: "tcp:7400" is not a multiaddr/ })
+  await t.throwsAsync(resolveConfig({ api: 'localhost' }), { message: /--api: "localhost" is not host:port/ })
+  await t.throwsAsync(resolveConfig({ suspectAfter: '5s', deadAfter: '2s' }), { message: /deadAfterMs must be greater/ })
+})
