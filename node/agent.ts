@@ -116,7 +116,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     })
     this.membership.on('transition', t => {
       this.updateMemberGauge()
-      if (t.nodeId !== this.id) this.log.info('member ' + t.to, { node: t.member?.name ?? t.nodeId, id: t.nodeId, from: t.from })
+      const name = t.member?.name ?? this.membership.members.get(t.nodeId)?.advert.name ?? t.nodeId
+      if (t.nodeId !== this.id) this.log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
       if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
       this.peerBookDirty = true
     })
