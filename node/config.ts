@@ -7,6 +7,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
+import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
@@ -23,8 +24,8 @@ export interface AgentConfig {
   mdns: boolean
   capacity: CapacityOverride
   labels: Record<string, string>
-  advertIntervalMs: number
   membership: MembershipConfig
+  timing: MembershipTiming
   /** in-process transport for many-agents-in-one-process tests and benchmarks */
   transport: 'tcp' | 'memory'
 }
@@ -45,8 +46,10 @@ const FileSchema = Type.Object({
   capacity: Type.Optional(Type.String()),
   labels: Type.Optional(Type.Record(Type.String(), Type.String())),
   advertInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  heartbeatInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   suspectAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   deadAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  silenceAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()]))
 }, { additionalProperties: false })
 
@@ -127,10 +130,11 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   const membership: MembershipConfig = {
     suspectAfterMs: parseDuration(pick('suspectAfter') ?? DEFAULT_MEMBERSHIP.suspectAfterMs, '--suspect-after'),
     deadAfterMs: parseDuration(pick('deadAfter') ?? DEFAULT_MEMBERSHIP.deadAfterMs, '--dead-after'),
+    silenceAfterMs: parseDuration(pick('silenceAfter') ?? DEFAULT_MEMBERSHIP.silenceAfterMs, '--silence-after'),
     forgetAfterMs: parseDuration(pick('forgetAfter') ?? DEFAULT_MEMBERSHIP.forgetAfterMs, '--forget-after')
   }
   const bad = validateMembershipConfig(membership)
-  if (bad != null) throw new ConfigError(`membership timeouts: ${bad}`)
+  if (bad != null) throw new ConfigError(`membership timeouts: ${bad.replace(/(\w+)Ms\b/g, (_, k: string) => '--' + k.replace(/[A-Z]/g, c => '-' + c.toLowerCase()))}`)
   const name = pick('name') ?? hostname()
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`--name: "${name}" may only hold letters, digits, ".", "_" and "-"`)
   return {
@@ -144,8 +148,12 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     mdns: pick('mdns') ?? true,
     capacity,
     labels: { ...file.labels, ...flags.labels },
-    advertIntervalMs: parseDuration(pick('advertInterval') ?? 1000, '--advert-interval'),
     membership,
+    timing: {
+      ...DEFAULT_TIMING,
+      advertRefreshMs: parseDuration(pick('advertInterval') ?? DEFAULT_TIMING.advertRefreshMs, '--advert-interval'),
+      heartbeatIntervalMs: parseDuration(pick('heartbeatInterval') ?? DEFAULT_TIMING.heartbeatIntervalMs, '--heartbeat-interval')
+    },
     transport: flags.transport ?? 'tcp'
   }
 }

@@ -1,7 +1,11 @@
 // The resource advert: what each agent gossips about itself. JSON on the wire,
-// validated against one schema; the gossipsub envelope carries the signature.
+// validated against one schema and signed by the node it describes (Ed25519, key
+// taken from its peer id), so an advert can be relayed by anyone (member sync on
+// join) and still be checked end to end.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
 
 export const ADVERT_VERSION = 1
 /** adverts are small; anything bigger is malformed or hostile */
@@ -37,15 +41,18 @@ export const AdvertSchema = Type.Object({
     endpoint: Type.String({ maxLength: 128 })
   }, { additionalProperties: false })]),
   /** heads of the cluster document, so peers that are not directly connected can pull */
-  stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 }))
+  stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
+  /** base64 Ed25519 signature over the JSON of every other field, in this order */
+  sig: Type.String({ maxLength: 128 })
 }, { additionalProperties: false })
 
 export type Advert = Static<typeof AdvertSchema>
+export type UnsignedAdvert = Omit<Advert, 'sig'>
 export type Resources = Static<typeof ResourcesSchema>
 
 const check = TypeCompiler.Compile(AdvertSchema)
 
-export type AdvertRejection = 'oversized' | 'malformed' | 'schema' | 'wrong-cluster' | 'forged' | 'stale'
+export type AdvertRejection = 'oversized' | 'malformed' | 'schema' | 'wrong-cluster' | 'forged' | 'bad-signature' | 'stale'
 
 export type DecodeResult =
   | { ok: true, advert: Advert }
@@ -55,11 +62,37 @@ export function encodeAdvert (advert: Advert): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(advert))
 }
 
+const signedBytes = (a: UnsignedAdvert): Uint8Array => {
+  const { sig: _sig, ...rest } = a as Advert
+  return new TextEncoder().encode(JSON.stringify(rest))
+}
+
+export async function signAdvert (key: PrivateKey, advert: UnsignedAdvert): Promise<Advert> {
+  const sig = await key.sign(signedBytes(advert))
+  return { ...advert, sig: Buffer.from(sig).toString('base64') }
+}
+
+async function signatureOk (a: Advert): Promise<boolean> {
+  try {
+    return await peerIdFromString(a.nodeId).publicKey?.verify(signedBytes(a), Buffer.from(a.sig, 'base64')) ?? false
+  } catch {
+    return false
+  }
+}
+
 /**
- * Decodes and checks one gossip message. `signer` is the peer id that signed the
- * gossipsub envelope: an advert is only accepted from the node it describes.
+ * Decodes and checks one advert. `signer`, when given, is the peer that signed the
+ * gossipsub envelope: on gossip an advert is only accepted from the node it
+ * describes. Relayed adverts (member sync) pass no signer and rest on `sig` alone.
  */
-export function decodeAdvert (data: Uint8Array, signer: string, clusterId: string): DecodeResult {
+export async function decodeAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): Promise<DecodeResult> {
+  const res = parseAdvert(data, signer, clusterId)
+  if (!res.ok) return res
+  if (!await signatureOk(res.advert)) return { ok: false, reason: 'bad-signature', detail: res.advert.nodeId }
+  return res
+}
+
+function parseAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): DecodeResult {
   if (data.byteLength > MAX_ADVERT_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes` }
   let value: unknown
   try {
@@ -72,11 +105,6 @@ export function decodeAdvert (data: Uint8Array, signer: string, clusterId: strin
     return { ok: false, reason: 'schema', detail: first == null ? 'invalid' : `${first.path || '/'}: ${first.message}` }
   }
   if (value.cluster !== clusterId) return { ok: false, reason: 'wrong-cluster', detail: value.cluster }
-  if (value.nodeId !== signer) return { ok: false, reason: 'forged', detail: `${signer} described ${value.nodeId}` }
+  if (signer != null && value.nodeId !== signer) return { ok: false, reason: 'forged', detail: `${signer} described ${value.nodeId}` }
   return { ok: true, advert: value }
-}
-
-/** true if a is newer than b (restarts raise the incarnation, adverts raise seq) */
-export function isNewer (a: Pick<Advert, 'incarnation' | 'seq'>, b: Pick<Advert, 'incarnation' | 'seq'>): boolean {
-  return a.incarnation > b.incarnation || (a.incarnation === b.incarnation && a.seq > b.seq)
 }

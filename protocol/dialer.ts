@@ -114,7 +114,7 @@ export class Dialer {
       targets: [...this.targets.values()].filter(t => !this.inFlight.has(t.key)),
       connected,
       now: Date.now(),
-      targetPeers: this.init.targetPeers ?? 32,
+      targetPeers: this.init.targetPeers ?? 16,
       maxParallel: 8
     })
     for (const t of plan) void this.dial(t)

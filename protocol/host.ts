@@ -69,7 +69,14 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
         maxInboundDataLength: opts.maxMessageBytes ?? 64 * 1024,
         heartbeatInterval: 700,
         // adverts are small and frequent; publish straight to every topic peer
-        floodPublish: true
+        floodPublish: true,
+        // recognise duplicates by (origin, seqno) *before* checking signatures: every
+        // message arrives from several mesh peers and only the first is worth verifying.
+        // Only validly signed messages enter this cache, so a forger cannot pre-empt one.
+        // (unsigned messages all share one id; StrictSign rejects them, so it is never cached)
+        fastMsgIdFn: (m) => m.from == null || m.seqno == null
+          ? 'unsigned'
+          : Buffer.from(m.from).toString('base64') + '/' + Buffer.from(m.seqno).toString('hex')
       })
     }
   })

@@ -1,86 +1,137 @@
-// The membership component: publishes this node's advert on the cluster topic (at
-// once on change, otherwise every interval), validates and applies the adverts of
-// others, and drives the pure state machine in membership.ts with the real clock.
+// The membership component: publishes this node's advert (at once on change, and
+// every refresh interval), keeps heartbeats with its neighbours, turns their silence
+// into gossiped suspicions, refutes suspicions about itself, and drives the pure
+// state machine in membership.ts with the real clock.
 import { EventEmitter } from 'node:events'
-import { TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
-import type { Message } from '@libp2p/gossipsub'
-import { decodeAdvert, encodeAdvert, type Advert, type AdvertRejection } from './advert.ts'
-import { onAdvert, onTick, type MemberTable, type MembershipConfig, type Transition, DEFAULT_MEMBERSHIP } from './membership.ts'
-import { advertTopic } from './topics.ts'
+import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { decodeAdvert, encodeAdvert, signAdvert, type Advert, type AdvertRejection } from './advert.ts'
+import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
+import {
+  onAdvert, onHeartbeat, onSuspect, onTick, DEFAULT_MEMBERSHIP,
+  type MemberTable, type MembershipConfig, type Step, type Transition, type Version
+} from './membership.ts'
+import { Heartbeats } from './heartbeat.ts'
+import { MemberSync } from './member-sync.ts'
+import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
 
-/** The parts of an advert the agent supplies; the service adds identity and sequencing. */
-export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status'>
+/** The parts of an advert the agent supplies; the service adds identity, sequencing and the signature. */
+export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
+
+export interface MembershipTiming {
+  /** re-publish the advert this often even if nothing changed */
+  advertRefreshMs: number
+  heartbeatIntervalMs: number
+  /** peers that receive this node's heartbeats and raise the alarm if they stop */
+  watchers: number
+  tickMs: number
+}
+
+export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heartbeatIntervalMs: 500, watchers: 4, tickMs: 250 }
 
 export interface MembershipServiceInit {
-  pubsub: GossipSub
-  nodeId: string
+  host: Libp2p<{ pubsub: GossipSub }>
+  /** the node's identity key, which signs its adverts */
+  privateKey: PrivateKey
   clusterId: string
   body: () => AdvertBody
   config?: Partial<MembershipConfig>
-  advertIntervalMs?: number
-  tickMs?: number
-  now?: () => number
+  timing?: Partial<MembershipTiming>
 }
 
 export interface MembershipEvents {
   transition: [Transition & { member?: Advert }]
   advert: [Advert]
-  rejected: [AdvertRejection, string]
-  sent: [Advert]
+  rejected: [topic: 'adverts' | 'suspicions' | 'heartbeats' | 'member-sync', reason: AdvertRejection, detail: string]
+  sent: [bytes: number]
+  received: [bytes: number]
+  suspected: [target: string, by: string, why: 'silent' | 'lost' | 'gossip']
 }
 
 export class MembershipService extends EventEmitter<MembershipEvents> {
   readonly config: MembershipConfig
+  readonly timing: MembershipTiming
+  readonly nodeId: string
   private readonly init: MembershipServiceInit
-  private readonly topic: string
-  private readonly now: () => number
-  private readonly incarnation: number
+  private readonly topics: { adverts: string, suspicions: string }
+  private readonly heartbeats: Heartbeats
+  private readonly sync: MemberSync
+  /** adverts decoded by the topic validator, handed to the message handler */
+  private readonly validated = new WeakMap<Message, Advert>()
+  private readonly incarnation = Date.now()
   private seq = 0
   private table: MemberTable = new Map()
-  private interval?: NodeJS.Timeout
-  private ticker?: NodeJS.Timeout
+  private timers: NodeJS.Timeout[] = []
   private pending?: NodeJS.Timeout
   private running = false
 
   constructor (init: MembershipServiceInit) {
     super()
     this.init = init
+    this.nodeId = init.host.peerId.toString()
     this.config = { ...DEFAULT_MEMBERSHIP, ...init.config }
-    this.topic = advertTopic(init.clusterId)
-    this.now = init.now ?? Date.now
-    this.incarnation = Date.now()
+    this.timing = { ...DEFAULT_TIMING, ...init.timing }
+    this.topics = { adverts: advertTopic(init.clusterId), suspicions: suspicionTopic(init.clusterId) }
+    this.heartbeats = new Heartbeats({
+      host: init.host,
+      protocol: heartbeatProtocol(init.clusterId),
+      intervalMs: this.timing.heartbeatIntervalMs,
+      timeoutMs: this.config.suspectAfterMs,
+      watchers: this.timing.watchers,
+      version: () => this.version,
+      onBeat: (peer, v) => { this.apply(onHeartbeat(this.table, peer, v, Date.now())) },
+      onSilent: peer => { this.suspect(peer, 'silent') },
+      onLost: peer => { this.suspect(peer, 'lost') },
+      onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) }
+    })
+    this.sync = new MemberSync({
+      host: init.host,
+      protocol: memberSyncProtocol(init.clusterId),
+      adverts: () => [...this.table.values()].filter(m => m.state === 'alive').map(m => m.advert),
+      onAdverts: (raw, from) => { void this.applyRelayed(raw, from) },
+      onError: (peer, err) => { this.emit('rejected', 'member-sync', 'malformed', `${peer}: ${err.message}`) }
+    })
   }
 
   get members (): MemberTable { return this.table }
+  get version (): Version { return { incarnation: this.incarnation, seq: this.seq } }
 
-  start (): void {
+  async start (): Promise<void> {
     if (this.running) return
     this.running = true
-    const { pubsub } = this.init
-    pubsub.topicValidators.set(this.topic, this.validate)
+    const { pubsub } = this.init.host.services
+    pubsub.topicValidators.set(this.topics.adverts, this.validateAdvert)
+    pubsub.topicValidators.set(this.topics.suspicions, this.validateSuspicion)
     pubsub.addEventListener('message', this.onMessage)
     pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
-    pubsub.subscribe(this.topic)
-    this.advertiseNow()
-    this.interval = setInterval(() => this.publish('alive'), this.init.advertIntervalMs ?? 1000)
-    this.ticker = setInterval(() => this.tick(), this.init.tickMs ?? 250)
+    pubsub.subscribe(this.topics.adverts)
+    pubsub.subscribe(this.topics.suspicions)
+    await this.heartbeats.start()
+    await this.sync.start()
+    void this.publish('alive')
+    this.timers = [
+      setInterval(() => { void this.publish('alive') }, this.timing.advertRefreshMs),
+      setInterval(() => { this.apply(onTick(this.table, Date.now(), this.config, this.nodeId)) }, this.timing.tickMs)
+    ]
   }
 
-  /** Graceful stop: one last advert tells the others we left, rather than died. */
-  async stop (): Promise<void> {
+  /** Graceful stop announces "leaving", so peers mark this node left, not dead. */
+  async stop (opts: { graceful?: boolean } = {}): Promise<void> {
     if (!this.running) return
     this.running = false
-    clearInterval(this.interval)
-    clearInterval(this.ticker)
+    for (const t of this.timers) clearInterval(t)
     clearTimeout(this.pending)
-    await this.publish('leaving')
-    const { pubsub } = this.init
+    if (opts.graceful !== false) await this.publish('leaving')
+    await this.heartbeats.stop()
+    await this.sync.stop()
+    const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)
     pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
-    pubsub.topicValidators.delete(this.topic)
+    pubsub.topicValidators.delete(this.topics.adverts)
+    pubsub.topicValidators.delete(this.topics.suspicions)
   }
 
-  /** Something in our advert changed: publish soon (coalescing bursts), not at the next interval. */
+  /** Something in our advert changed: publish soon (coalescing bursts), not at the next refresh. */
   advertiseNow (): void {
     if (!this.running || this.pending != null) return
     this.pending = setTimeout(() => {
@@ -90,62 +141,106 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   }
 
   private async publish (status: Advert['status']): Promise<void> {
-    const advert: Advert = {
+    const advert = await signAdvert(this.init.privateKey, {
       v: 1,
       cluster: this.init.clusterId,
-      nodeId: this.init.nodeId,
+      nodeId: this.nodeId,
       incarnation: this.incarnation,
       seq: ++this.seq,
       status,
       ...this.init.body()
-    }
-    this.apply(advert)
+    })
+    this.apply(onAdvert(this.table, advert, Date.now()), advert)
+    const data = encodeAdvert(advert)
     try {
-      await this.init.pubsub.publish(this.topic, encodeAdvert(advert))
-      this.emit('sent', advert)
+      await this.init.host.services.pubsub.publish(this.topics.adverts, data)
+      this.emit('sent', data.byteLength)
     } catch {
-      // no peers yet, or stopping: the next interval tries again
+      // no peers yet, or stopping: the next refresh tries again
     }
   }
 
-  private readonly validate = (_peer: unknown, msg: Message): TopicValidatorResult => {
-    if (msg.type !== 'signed') {
-      this.emit('rejected', 'forged', 'unsigned message')
-      return TopicValidatorResult.Reject
-    }
-    const res = decodeAdvert(msg.data, msg.from.toString(), this.init.clusterId)
-    if (!res.ok) {
-      this.emit('rejected', res.reason, res.detail)
-      return TopicValidatorResult.Reject
-    }
+  /** Our own suspicion of a neighbour: apply it here and tell everyone. */
+  private suspect (peer: string, why: 'silent' | 'lost'): void {
+    const m = this.table.get(peer)
+    if (!this.running || m == null || m.state !== 'alive') return
+    this.apply(onSuspect(this.table, peer, m.version, Date.now()))
+    this.emit('suspected', peer, this.nodeId, why)
+    const data = encodeSuspicion({ v: 1, cluster: this.init.clusterId, from: this.nodeId, target: peer, ...m.version })
+    this.init.host.services.pubsub.publish(this.topics.suspicions, data).then(
+      () => { this.emit('sent', data.byteLength) }, () => {})
+  }
+
+  private readonly validateAdvert = async (_peer: unknown, msg: Message): Promise<TopicValidatorResult> => {
+    if (msg.type !== 'signed') return this.reject('adverts', 'forged', 'unsigned message')
+    const res = await decodeAdvert(msg.data, msg.from.toString(), this.init.clusterId)
+    if (!res.ok) return this.reject('adverts', res.reason, res.detail)
+    this.validated.set(msg, res.advert)
     return TopicValidatorResult.Accept
+  }
+
+  /** Adverts relayed by member sync: each is checked on its own signature. */
+  private async applyRelayed (raw: Uint8Array[], from: string): Promise<void> {
+    for (const data of raw) {
+      const res = await decodeAdvert(data, undefined, this.init.clusterId)
+      if (!res.ok) {
+        this.emit('rejected', 'member-sync', res.reason, `${from}: ${res.detail}`)
+        continue
+      }
+      if (res.advert.nodeId === this.nodeId) continue
+      this.emit('advert', res.advert)
+      this.apply(onAdvert(this.table, res.advert, Date.now()), res.advert)
+    }
+  }
+
+  private readonly validateSuspicion = (_peer: unknown, msg: Message): TopicValidatorResult => {
+    if (msg.type !== 'signed') return this.reject('suspicions', 'forged', 'unsigned message')
+    const res = decodeSuspicion(msg.data, msg.from.toString(), this.init.clusterId)
+    return res.ok ? TopicValidatorResult.Accept : this.reject('suspicions', res.reason, res.detail)
+  }
+
+  private reject (topic: 'adverts' | 'suspicions', reason: AdvertRejection, detail: string): TopicValidatorResult {
+    this.emit('rejected', topic, reason, detail)
+    return TopicValidatorResult.Reject
   }
 
   private readonly onMessage = (evt: CustomEvent<Message>): void => {
     const msg = evt.detail
-    if (msg.topic !== this.topic || msg.type !== 'signed') return
-    // already validated; decoding again is cheap and keeps the two paths independent
-    const res = decodeAdvert(msg.data, msg.from.toString(), this.init.clusterId)
-    if (res.ok) {
-      this.emit('advert', res.advert)
-      this.apply(res.advert)
+    if (msg.type !== 'signed') return
+    const now = Date.now()
+    if (msg.topic === this.topics.adverts) {
+      const advert = this.validated.get(msg)
+      if (advert == null) return
+      this.emit('received', msg.data.byteLength)
+      this.emit('advert', advert)
+      this.apply(onAdvert(this.table, advert, now), advert)
+    } else if (msg.topic === this.topics.suspicions) {
+      const res = decodeSuspicion(msg.data, msg.from.toString(), this.init.clusterId)
+      if (!res.ok) return
+      this.emit('received', msg.data.byteLength)
+      const s = res.suspicion
+      if (s.target === this.nodeId) {
+        // we are suspected but alive: refute with a newer version, right away
+        this.advertiseNow()
+        return
+      }
+      this.emit('suspected', s.target, s.from, 'gossip')
+      this.apply(onSuspect(this.table, s.target, s, now))
     }
   }
 
   private readonly onSubscriptionChange = (): void => {
-    // a peer (re)joined the topic: let it learn about us now rather than in a second
+    // a peer (re)joined the topics: let it learn about us now rather than at the next refresh
     this.advertiseNow()
   }
 
-  private apply (advert: Advert): void {
-    const step = onAdvert(this.table, advert, this.now())
+  private apply (step: Step, member?: Advert): void {
     this.table = step.table
-    for (const t of step.transitions) this.emit('transition', { ...t, member: advert })
-  }
-
-  private tick (): void {
-    const step = onTick(this.table, this.now(), this.config, this.init.nodeId)
-    this.table = step.table
-    for (const t of step.transitions) this.emit('transition', t)
+    for (const t of step.transitions) {
+      this.emit('transition', { ...t, member })
+      // someone came back (a healed partition, a restart): they may think we are
+      // dead too, so tell them we are not
+      if (t.to === 'alive' && t.from === 'dead' && t.nodeId !== this.nodeId) this.advertiseNow()
+    }
   }
 }

@@ -1,43 +1,77 @@
 // Membership and failure detection as a pure state machine:
 //   (table, event, now) -> (table, transitions)
 // Time comes in as a number, so tests drive it with a fake clock and the agent with
-// the real one. A member's liveness is judged by when *we* last heard from it, never
-// by the sender's clock.
-import { isNewer, type Advert } from './advert.ts'
+// the real one. Liveness is judged on local receipt times, never the sender's clock.
+//
+// The protocol is SWIM-like, so that each node's work stays constant as the grid
+// grows (a full advert from every node every second costs O(N) per node):
+// - neighbours (directly connected members) exchange small heartbeats; a neighbour
+//   that falls silent, or whose connections all drop, is *suspected* and the
+//   suspicion is gossiped to everyone;
+// - a suspect that is alive refutes by publishing a newer advert (its version, the
+//   pair (incarnation, seq), goes up); one that does not is dead everywhere after
+//   the suspicion timeout;
+// - adverts are re-published every so often anyway, and a member not heard of at
+//   all for the silence timeout is suspected too (a node cut off from everyone).
+import type { Advert } from './advert.ts'
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left'
+
+/** (incarnation, seq) of a member's adverts: incarnation is its start time, seq counts adverts. */
+export interface Version { incarnation: number, seq: number }
+
+export function compareVersions (a: Version, b: Version): number {
+  return a.incarnation !== b.incarnation ? Math.sign(a.incarnation - b.incarnation) : Math.sign(a.seq - b.seq)
+}
 
 export interface Member {
   readonly nodeId: string
   readonly state: MemberState
   /** local time (ms) at which the state was entered */
   readonly since: number
-  /** local time (ms) of the last accepted advert */
+  /** local time (ms) of the last sign of life (advert or heartbeat) */
   readonly lastSeen: number
+  /** newest version seen in an advert or a heartbeat */
+  readonly version: Version
+  /** the version a suspicion (or death) was about; only a newer one clears it */
+  readonly suspectedVersion?: Version
   readonly advert: Advert
 }
 
 export type MemberTable = ReadonlyMap<string, Member>
 
 export interface MembershipConfig {
-  /** silence after which a member is suspect */
+  /** a neighbour whose heartbeats stop for this long is suspected */
   suspectAfterMs: number
-  /** silence after which a member is dead */
+  /** a suspect that has not refuted within this time is dead */
   deadAfterMs: number
+  /** a member not heard of at all (no advert, no heartbeat) for this long is suspected */
+  silenceAfterMs: number
   /** time a dead or left member is remembered before it is forgotten */
   forgetAfterMs: number
 }
 
 /**
- * Defaults: adverts go out every second, so a suspect has missed about two in a row
- * and a dead member about four; a killed node is dead everywhere 3.5-4.5 s after it
- * died (inside the 5 s target), and a healthy grid has ample slack against
- * event-loop stalls before anything is suspected.
+ * Defaults: heartbeats every 500 ms, so a suspect has missed three in a row; a
+ * crashed server whose connections reset is suspected at once and dead everywhere
+ * 2.5 s later, one that went silent (power, partition) within 1.5 + 2.5 = 4 s plus a
+ * heartbeat tick: inside the 5 s target. Adverts are refreshed every 10 s, so the
+ * silence timeout allows two to be lost.
  */
 export const DEFAULT_MEMBERSHIP: MembershipConfig = {
-  suspectAfterMs: 3000,
-  deadAfterMs: 4500,
+  suspectAfterMs: 1500,
+  deadAfterMs: 2500,
+  silenceAfterMs: 30_000,
   forgetAfterMs: 10 * 60_000
+}
+
+/**
+ * The longest a silent member stays alive in anyone's view: its silence is noticed
+ * after suspectAfter (plus one heartbeat interval), and it is dead deadAfter later.
+ * This is "the dead timeout" that tests and docs quote (4.5 s with the defaults).
+ */
+export function deadTimeoutMs (c: MembershipConfig, heartbeatIntervalMs: number): number {
+  return c.suspectAfterMs + heartbeatIntervalMs + c.deadAfterMs
 }
 
 export interface Transition {
@@ -51,46 +85,85 @@ export interface Step {
   transitions: Transition[]
 }
 
+const unchanged = (table: MemberTable): Step => ({ table, transitions: [] })
+
+function replace (table: MemberTable, m: Member, prev: Member | undefined): Step {
+  const next = new Map(table)
+  next.set(m.nodeId, m)
+  const transitions: Transition[] = prev?.state === m.state ? [] : [{ nodeId: m.nodeId, from: prev?.state ?? 'unknown', to: m.state }]
+  return { table: next, transitions }
+}
+
 export function validateMembershipConfig (c: MembershipConfig): string | null {
-  if (!(c.suspectAfterMs > 0)) return 'suspectAfterMs must be > 0'
-  if (!(c.deadAfterMs > c.suspectAfterMs)) return 'deadAfterMs must be greater than suspectAfterMs'
-  if (!(c.forgetAfterMs > 0)) return 'forgetAfterMs must be > 0'
+  for (const [k, v] of Object.entries(c)) if (!(typeof v === 'number' && v > 0)) return `${k} must be > 0`
+  if (!(c.silenceAfterMs > c.suspectAfterMs)) return 'silenceAfterMs must be greater than suspectAfterMs'
   return null
 }
 
-/** An accepted advert: the member is (again) alive, or has left if it says so. */
+/** An accepted (signed, validated) advert. */
 export function onAdvert (table: MemberTable, advert: Advert, now: number): Step {
   const prev = table.get(advert.nodeId)
-  if (prev != null && !isNewer(advert, prev.advert)) return { table, transitions: [] }
-  const to: MemberState = advert.status === 'leaving' ? 'left' : 'alive'
-  const next = new Map(table)
-  const changed = prev?.state !== to
-  next.set(advert.nodeId, {
+  const version = { incarnation: advert.incarnation, seq: advert.seq }
+  if (prev != null && compareVersions(version, prev.advert) <= 0) return unchanged(table)
+  let state: MemberState = advert.status === 'leaving' ? 'left' : 'alive'
+  // a newer advert that is still not newer than what was suspected does not clear it
+  if (state === 'alive' && prev?.suspectedVersion != null && compareVersions(version, prev.suspectedVersion) <= 0 &&
+    (prev.state === 'suspect' || prev.state === 'dead')) state = prev.state
+  const newest = prev == null || compareVersions(version, prev.version) > 0 ? version : prev.version
+  return replace(table, {
     nodeId: advert.nodeId,
-    state: to,
-    since: changed ? now : prev.since,
+    state,
+    since: prev?.state === state ? prev.since : now,
     lastSeen: now,
+    version: newest,
+    suspectedVersion: state === 'alive' || state === 'left' ? undefined : prev?.suspectedVersion,
     advert
-  })
-  return { table: next, transitions: changed ? [{ nodeId: advert.nodeId, from: prev?.state ?? 'unknown', to }] : [] }
+  }, prev)
 }
 
-/** The passage of time: silent members become suspect, then dead, then forgotten. */
+/**
+ * A heartbeat from a neighbour: first-hand proof of life (the connection is
+ * authenticated), but it only clears a suspicion if the member has refuted it,
+ * i.e. its version is newer than the suspected one.
+ */
+export function onHeartbeat (table: MemberTable, nodeId: string, version: Version, now: number): Step {
+  const prev = table.get(nodeId)
+  if (prev == null || prev.state === 'left') return unchanged(table)
+  const newest = compareVersions(version, prev.version) > 0 ? version : prev.version
+  const refuted = prev.suspectedVersion == null || compareVersions(version, prev.suspectedVersion) > 0
+  const state: MemberState = refuted ? 'alive' : prev.state
+  return replace(table, {
+    ...prev,
+    state,
+    since: state === prev.state ? prev.since : now,
+    lastSeen: now,
+    version: newest,
+    suspectedVersion: state === 'alive' ? undefined : prev.suspectedVersion
+  }, prev)
+}
+
+/** A suspicion (ours or gossiped): ignored if the member already showed a newer version. */
+export function onSuspect (table: MemberTable, nodeId: string, version: Version, now: number): Step {
+  const prev = table.get(nodeId)
+  if (prev == null || prev.state !== 'alive') return unchanged(table)
+  if (compareVersions(version, prev.version) < 0) return unchanged(table)
+  return replace(table, { ...prev, state: 'suspect', since: now, suspectedVersion: version }, prev)
+}
+
+/** The passage of time: suspects die, the silent are suspected, the dead are forgotten. */
 export function onTick (table: MemberTable, now: number, cfg: MembershipConfig, selfId?: string): Step {
   let next: Map<string, Member> | undefined
   const transitions: Transition[] = []
   for (const m of table.values()) {
     if (m.nodeId === selfId) continue
-    const silent = now - m.lastSeen
     let to: MemberState | 'forgotten' = m.state
-    if (m.state === 'alive' && silent >= cfg.deadAfterMs) to = 'dead'
-    else if (m.state === 'alive' && silent >= cfg.suspectAfterMs) to = 'suspect'
-    else if (m.state === 'suspect' && silent >= cfg.deadAfterMs) to = 'dead'
+    if (m.state === 'alive' && now - m.lastSeen >= cfg.silenceAfterMs) to = 'suspect'
+    else if (m.state === 'suspect' && now - m.since >= cfg.deadAfterMs) to = 'dead'
     else if ((m.state === 'dead' || m.state === 'left') && now - m.since >= cfg.forgetAfterMs) to = 'forgotten'
     if (to === m.state) continue
     next ??= new Map(table)
     if (to === 'forgotten') next.delete(m.nodeId)
-    else next.set(m.nodeId, { ...m, state: to, since: now })
+    else next.set(m.nodeId, { ...m, state: to, since: now, suspectedVersion: m.suspectedVersion ?? m.version })
     transitions.push({ nodeId: m.nodeId, from: m.state, to })
   }
   return { table: next ?? table, transitions }

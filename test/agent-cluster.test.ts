@@ -5,10 +5,12 @@ import { join } from 'node:path'
 import { AgentGroup, AgentProcess, waitFor, tempDir } from './helpers/agent-process.ts'
 import { startRawPeer, dialAgent } from './helpers/raw-peer.ts'
 import { parseClusterKey } from '../protocol/cluster-key.ts'
-import { advertTopic } from '../protocol/topics.ts'
+import { advertTopic, suspicionTopic } from '../protocol/topics.ts'
+import { encodeSuspicion } from '../protocol/suspicion.ts'
 import { encodeAdvert, type Advert } from '../protocol/advert.ts'
 import type { StatusView, NodeView } from '../node/agent.ts'
-import { DEFAULT_MEMBERSHIP } from '../protocol/membership.ts'
+import { DEFAULT_MEMBERSHIP, deadTimeoutMs } from '../protocol/membership.ts'
+import { DEFAULT_TIMING } from '../protocol/membership-service.ts'
 
 const group = new AgentGroup()
 let agents: AgentProcess[] = []
@@ -96,7 +98,7 @@ test.serial('forged, malformed, oversized and foreign-cluster adverts are reject
   const r = { cpu: 999, memoryBytes: 1, diskBytes: 1 }
   const forged: Advert = {
     v: 1, cluster: key.clusterId, nodeId: victim.id, name: 'evil', incarnation: Date.now() * 2, seq: 1, status: 'leaving',
-    addrs: [], capacity: r, reserved: r, free: r, load: [0, 0, 0], version: 'x', labels: {}, wireguard: null
+    addrs: [], capacity: r, reserved: r, free: r, load: [0, 0, 0], version: 'x', labels: {}, wireguard: null, sig: ''
   }
   const pub = async (data: Uint8Array): Promise<void> => { await peer.services.pubsub.publish(topic, data) }
   await pub(encodeAdvert(forged))
@@ -104,10 +106,16 @@ test.serial('forged, malformed, oversized and foreign-cluster adverts are reject
   await pub(encodeAdvert({ ...forged, nodeId: peer.peerId.toString(), cluster: 'another-cluster' }))
   await pub(new Uint8Array(20_000).fill(65))
   await pub(encodeAdvert({ ...forged, nodeId: peer.peerId.toString(), capacity: { cpu: -1 } as never }))
+  await pub(encodeAdvert({ ...forged, nodeId: peer.peerId.toString(), sig: 'AAAA' }))
+  // a suspicion signed by the raw peer but claiming to come from n2
+  await peer.services.pubsub.publish(suspicionTopic(key.clusterId), encodeSuspicion({
+    v: 1, cluster: key.clusterId, from: victim.id, target: agents[0]!.opts.name, incarnation: 0, seq: 0
+  }))
   await waitFor(async () => {
     const m = await target.metrics()
-    return ['forged', 'malformed', 'wrong-cluster', 'oversized', 'schema'].every(reason =>
-      counter(m, 'vgrid_gossip_rejected_total', `topic="adverts",reason="${reason}"`) >= 1)
+    return ['forged', 'malformed', 'wrong-cluster', 'oversized', 'schema', 'bad-signature'].every(reason =>
+      counter(m, 'vgrid_gossip_rejected_total', `topic="adverts",reason="${reason}"`) >= 1) &&
+      counter(m, 'vgrid_gossip_rejected_total', 'topic="suspicions",reason="forged"') >= 1
   }, 5000, 'every rejection reason counted')
   const after = await target.get<NodeView>(`/v1/nodes/${victim.id}`)
   t.is(after.name, 'n2', 'the forged advert did not replace the real one')
@@ -142,7 +150,7 @@ test.serial('SIGKILL is seen as dead by all within the dead timeout + 1 s; SIGTE
   await killed.kill('SIGKILL')
   await waitFor(async () =>
     (await Promise.all(others.map(async a => await stateOf(a, killedId)))).every(s => s === 'dead'),
-  DEFAULT_MEMBERSHIP.deadAfterMs + 1000, 'dead everywhere')
+  deadTimeoutMs(DEFAULT_MEMBERSHIP, DEFAULT_TIMING.heartbeatIntervalMs) + 1000, 'dead everywhere')
   t.log(`dead seen by all in ${Date.now() - t1} ms`)
   const s = await statusOf(others[0]!)
   t.deepEqual(s.members, { alive: 3, suspect: 0, dead: 1, left: 1 })

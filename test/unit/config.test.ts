@@ -11,7 +11,8 @@ test('defaults follow the design brief', async t => {
   t.deepEqual(c.listen, ['/ip4/0.0.0.0/tcp/7400'])
   t.deepEqual(c.api, parseHostPort(DEFAULT_API, 'x'))
   t.true(c.mdns)
-  t.is(c.membership.deadAfterMs, 4500)
+  t.is(c.membership.deadAfterMs, 2500)
+  t.is(c.timing.advertRefreshMs, 10_000)
 })
 
 test('sizes, capacities and durations parse and reject junk', t => {
@@ -46,5 +47,5 @@ test('flags override the config file, and bad files name the problem', async t =
   await t.throwsAsync(resolveConfig({ config: join(dir, 'nope-vgrid.json') }), { message: /not found/ })
   await t.throwsAsync(resolveConfig({ listen: 'tcp:7400' }), { message: /--listen: "tcp:7400" is not a multiaddr/ })
   await t.throwsAsync(resolveConfig({ api: 'localhost' }), { message: /--api: "localhost" is not host:port/ })
-  await t.throwsAsync(resolveConfig({ suspectAfter: '5s', deadAfter: '2s' }), { message: /deadAfterMs must be greater/ })
+  await t.throwsAsync(resolveConfig({ suspectAfter: '50s', silenceAfter: '20s' }), { message: /--silence-after must be greater than --suspect-after/ })
 })

@@ -1,5 +1,9 @@
 import test from 'ava'
-import { decodeAdvert, encodeAdvert, isNewer, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { decodeAdvert, encodeAdvert, signAdvert, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
+import { newerThan, digestOf } from '../../protocol/member-sync.ts'
+import { decodeBeat, encodeBeat } from '../../protocol/heartbeat.ts'
 import { generateClusterKey, parseClusterKey, formatClusterKey, encodeToken, decodeToken, clusterKeyFromHex, keyHex } from '../../protocol/cluster-key.ts'
 import { planDials, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
 import { poolOf } from '../../protocol/pool.ts'
@@ -9,34 +13,54 @@ const r = { cpu: 2, memoryBytes: 10, diskBytes: 100 }
 const advert = (nodeId: string, extra: Partial<Advert> = {}): Advert => ({
   v: 1, cluster: 'c1', nodeId, name: nodeId, incarnation: 1, seq: 1, status: 'alive', addrs: ['/ip4/127.0.0.1/tcp/1'],
   capacity: r, reserved: { cpu: 1, memoryBytes: 0, diskBytes: 0 }, free: { cpu: 1, memoryBytes: 10, diskBytes: 100 },
-  load: [0.1, 0.2, 0.3], version: '0.1.0', labels: { rack: 'a' }, wireguard: null, ...extra
+  load: [0.1, 0.2, 0.3], version: '0.1.0', labels: { rack: 'a' }, wireguard: null, sig: '', ...extra
 })
 
-test('adverts round-trip and are accepted only from the node they describe', t => {
-  const a = advert('peerA')
-  const ok = decodeAdvert(encodeAdvert(a), 'peerA', 'c1')
+test('signed adverts round-trip and are accepted only from the node they describe', async t => {
+  const key = await generateKeyPair('Ed25519')
+  const id = peerIdFromPrivateKey(key).toString()
+  const other = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const a = await signAdvert(key, advert(id))
+  const ok = await decodeAdvert(encodeAdvert(a), id, 'c1')
   t.true(ok.ok)
   t.deepEqual(ok.ok ? ok.advert : null, a)
-  const forged = decodeAdvert(encodeAdvert(a), 'peerB', 'c1')
-  t.deepEqual(forged.ok ? null : forged.reason, 'forged')
+  t.true((await decodeAdvert(encodeAdvert(a), undefined, 'c1')).ok, 'relayed: the signature alone is enough')
+  const forged = await decodeAdvert(encodeAdvert(a), other, 'c1')
+  t.is(forged.ok ? null : forged.reason, 'forged')
+  const tampered = await decodeAdvert(encodeAdvert({ ...a, capacity: { ...a.capacity, cpu: 64 } }), undefined, 'c1')
+  t.is(tampered.ok ? null : tampered.reason, 'bad-signature')
+  const otherKey = await signAdvert(await generateKeyPair('Ed25519'), advert(id))
+  const wrongKey = await decodeAdvert(encodeAdvert(otherKey), undefined, 'c1')
+  t.is(wrongKey.ok ? null : wrongKey.reason, 'bad-signature')
 })
 
-test('bad adverts are rejected with a reason', t => {
-  const reason = (data: Uint8Array): string | undefined => { const d = decodeAdvert(data, 'peerA', 'c1'); return d.ok ? undefined : d.reason }
-  t.is(reason(new TextEncoder().encode('{')), 'malformed')
-  t.is(reason(new Uint8Array([0xff, 0xfe])), 'malformed')
-  t.is(reason(new Uint8Array(MAX_ADVERT_BYTES + 1)), 'oversized')
-  t.is(reason(encodeAdvert({ ...advert('peerA'), cluster: 'other' })), 'wrong-cluster')
-  t.is(reason(encodeAdvert({ ...advert('peerA'), extra: 1 } as never)), 'schema')
-  t.is(reason(encodeAdvert({ ...advert('peerA'), load: [1] })), 'schema')
-  t.is(reason(encodeAdvert({ ...advert('peerA'), capacity: { cpu: -1, memoryBytes: 0, diskBytes: 0 } })), 'schema')
-  t.is(reason(new TextEncoder().encode('null')), 'schema')
+test('bad adverts are rejected with a reason', async t => {
+  const reason = async (data: Uint8Array): Promise<string | undefined> => { const d = await decodeAdvert(data, 'peerA', 'c1'); return d.ok ? undefined : d.reason }
+  t.is(await reason(new TextEncoder().encode('{')), 'malformed')
+  t.is(await reason(new Uint8Array([0xff, 0xfe])), 'malformed')
+  t.is(await reason(new Uint8Array(MAX_ADVERT_BYTES + 1)), 'oversized')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), cluster: 'other' })), 'wrong-cluster')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), extra: 1 } as never)), 'schema')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), load: [1] })), 'schema')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), capacity: { cpu: -1, memoryBytes: 0, diskBytes: 0 } })), 'schema')
+  t.is(await reason(new TextEncoder().encode('null')), 'schema')
+  t.is(await reason(encodeAdvert(advert('peerA'))), 'bad-signature')
 })
 
-test('isNewer orders by incarnation, then seq', t => {
-  t.true(isNewer({ incarnation: 2, seq: 1 }, { incarnation: 1, seq: 99 }))
-  t.true(isNewer({ incarnation: 1, seq: 2 }, { incarnation: 1, seq: 1 }))
-  t.false(isNewer({ incarnation: 1, seq: 1 }, { incarnation: 1, seq: 1 }))
+test('member sync sends only what the other side lacks', t => {
+  const a = advert('a', { seq: 5 })
+  const b = advert('b', { seq: 1 })
+  const c = advert('c', { seq: 1 })
+  t.deepEqual(digestOf([a, b]), { a: [1, 5], b: [1, 1] })
+  t.deepEqual(newerThan([a, b, c], { a: [1, 5], b: [1, 0] }).map(x => x.nodeId), ['b', 'c'])
+  t.deepEqual(newerThan([a], { a: 'junk' } as never).map(x => x.nodeId), ['a'])
+})
+
+test('heartbeat frames carry a version and reject junk', t => {
+  t.deepEqual(decodeBeat(encodeBeat({ incarnation: 1732240000000, seq: 42 })), { incarnation: 1732240000000, seq: 42 })
+  t.is(decodeBeat(new Uint8Array(15)), null)
+  t.is(decodeBeat(encodeBeat({ incarnation: -1, seq: 0 })), null)
+  t.is(decodeBeat(encodeBeat({ incarnation: 1.5, seq: 0 })), null)
 })
 
 test('cluster keys round-trip through the pnet file format and tokens', t => {

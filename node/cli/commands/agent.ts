@@ -6,7 +6,7 @@ import { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--join MULTIADDR]... ' +
   '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
-  '[--advert-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--forget-after DUR]'
+  '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR]'
 
 export async function run (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, {
@@ -22,7 +22,9 @@ export async function run (argv: string[]): Promise<void> {
     capacity: { type: 'string' },
     label: { type: 'string', multiple: true },
     'advert-interval': { type: 'string' },
+    'heartbeat-interval': { type: 'string' },
     'suspect-after': { type: 'string' },
+    'silence-after': { type: 'string' },
     'dead-after': { type: 'string' },
     'forget-after': { type: 'string' }
   }, USAGE)
@@ -46,7 +48,9 @@ export async function run (argv: string[]): Promise<void> {
     capacity: v.capacity as string | undefined,
     labels: Object.keys(labels).length > 0 ? labels : undefined,
     advertInterval: v['advert-interval'] as string | undefined,
+    heartbeatInterval: v['heartbeat-interval'] as string | undefined,
     suspectAfter: v['suspect-after'] as string | undefined,
+    silenceAfter: v['silence-after'] as string | undefined,
     deadAfter: v['dead-after'] as string | undefined,
     forgetAfter: v['forget-after'] as string | undefined
   }

@@ -1,0 +1,121 @@
+// Member sync: when two members connect, the dialling side sends a digest of the
+// adverts it holds (node id -> version), the other answers with every advert that is
+// newer than the digest plus its own digest, and the dialler sends back what the
+// other lacks (push-pull, as Serf does on join). A new server so learns the whole
+// grid from its first connection instead of waiting for every advert refresh.
+// Adverts are self-signed, so relayed ones are checked like gossiped ones.
+import { lpStream } from '@libp2p/utils'
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Advert } from './advert.ts'
+import { compareVersions, type Version } from './membership.ts'
+
+const MAX_MESSAGE = 8 * 1024 * 1024
+const TIMEOUT_MS = 10_000
+
+export type Digest = Record<string, [number, number]>
+
+export interface MemberSyncInit {
+  host: Libp2p
+  protocol: string
+  /** adverts of the members worth passing on (alive ones), self included */
+  adverts: () => Advert[]
+  /** relayed adverts, still to be verified by the receiver */
+  onAdverts: (raw: Uint8Array[], from: string) => void
+  onError?: (peer: string, err: Error) => void
+}
+
+export function digestOf (adverts: Advert[]): Digest {
+  const d: Digest = {}
+  for (const a of adverts) d[a.nodeId] = [a.incarnation, a.seq]
+  return d
+}
+
+/** The adverts the holder of `digest` lacks or has older versions of. Pure. */
+export function newerThan (adverts: Advert[], digest: Digest): Advert[] {
+  return adverts.filter(a => {
+    const d = digest[a.nodeId]
+    if (!Array.isArray(d) || d.length !== 2) return true
+    const theirs: Version = { incarnation: Number(d[0]), seq: Number(d[1]) }
+    return compareVersions(a, theirs) > 0
+  })
+}
+
+const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
+
+function parseDigest (v: unknown): Digest {
+  if (typeof v !== 'object' || v == null || Array.isArray(v)) throw new Error('digest is not an object')
+  return v as Digest
+}
+
+function parseAdvertList (v: unknown): Uint8Array[] {
+  if (!Array.isArray(v)) throw new Error('adverts is not a list')
+  // re-encode one by one: each is verified on its own by the receiver
+  return v.map(a => enc(a))
+}
+
+export class MemberSync {
+  private readonly init: MemberSyncInit
+  private readonly inFlight = new Set<string>()
+
+  constructor (init: MemberSyncInit) {
+    this.init = init
+  }
+
+  async start (): Promise<void> {
+    await this.init.host.handle(this.init.protocol, (stream, conn) => {
+      void this.answer(stream, conn.remotePeer.toString())
+    }, { maxInboundStreams: 2 })
+    this.init.host.addEventListener('peer:connect', this.onConnect)
+  }
+
+  async stop (): Promise<void> {
+    this.init.host.removeEventListener('peer:connect', this.onConnect)
+    await this.init.host.unhandle(this.init.protocol).catch(() => {})
+  }
+
+  // one exchange per pair is enough: the side with the smaller peer id starts it
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    if (this.init.host.peerId.toString() < evt.detail.toString()) void this.exchange(evt.detail)
+  }
+
+  /** Dialling side: digest out, adverts + digest in, adverts out. */
+  async exchange (peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    if (this.inFlight.has(id)) return
+    this.inFlight.add(id)
+    let stream: Stream | undefined
+    try {
+      const signal = AbortSignal.timeout(TIMEOUT_MS)
+      stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal })
+      const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
+      const mine = this.init.adverts()
+      await lp.write(enc({ digest: digestOf(mine) }), { signal })
+      const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown, digest?: unknown }
+      this.init.onAdverts(parseAdvertList(reply.adverts), id)
+      await lp.write(enc({ adverts: newerThan(mine, parseDigest(reply.digest)) }), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      stream?.abort(err as Error)
+      // a peer that is not a vgrid agent (or went away) simply has nothing for us
+      if ((err as Error).name !== 'UnsupportedProtocolError') this.init.onError?.(id, err as Error)
+    } finally {
+      this.inFlight.delete(id)
+    }
+  }
+
+  private async answer (stream: Stream, id: string): Promise<void> {
+    try {
+      const signal = AbortSignal.timeout(TIMEOUT_MS)
+      const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
+      const first = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { digest?: unknown }
+      const mine = this.init.adverts()
+      await lp.write(enc({ adverts: newerThan(mine, parseDigest(first.digest)), digest: digestOf(mine) }), { signal })
+      const last = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown }
+      this.init.onAdverts(parseAdvertList(last.adverts), id)
+      await stream.close({ signal })
+    } catch (err) {
+      stream.abort(err as Error)
+      this.init.onError?.(id, err as Error)
+    }
+  }
+}

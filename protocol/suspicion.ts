@@ -1,0 +1,44 @@
+// A suspicion: "I (the signer) have lost contact with `target` at this version".
+// Gossiped so that every node starts the same countdown; the target refutes it by
+// publishing a newer advert.
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { AdvertRejection } from './advert.ts'
+
+const Count = Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+
+export const SuspicionSchema = Type.Object({
+  v: Type.Literal(1),
+  cluster: Type.String({ minLength: 1, maxLength: 64 }),
+  from: Type.String({ minLength: 1, maxLength: 128 }),
+  target: Type.String({ minLength: 1, maxLength: 128 }),
+  incarnation: Count,
+  seq: Count
+}, { additionalProperties: false })
+
+export type Suspicion = Static<typeof SuspicionSchema>
+
+const check = TypeCompiler.Compile(SuspicionSchema)
+const MAX_BYTES = 1024
+
+export function encodeSuspicion (s: Suspicion): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(s))
+}
+
+export function decodeSuspicion (data: Uint8Array, signer: string, clusterId: string):
+  { ok: true, suspicion: Suspicion } | { ok: false, reason: AdvertRejection, detail: string } {
+  if (data.byteLength > MAX_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes` }
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
+  } catch (err) {
+    return { ok: false, reason: 'malformed', detail: (err as Error).message }
+  }
+  if (!check.Check(value)) {
+    const e = check.Errors(value).First()
+    return { ok: false, reason: 'schema', detail: e == null ? 'invalid' : `${e.path || '/'}: ${e.message}` }
+  }
+  if (value.cluster !== clusterId) return { ok: false, reason: 'wrong-cluster', detail: value.cluster }
+  if (value.from !== signer) return { ok: false, reason: 'forged', detail: `${signer} spoke for ${value.from}` }
+  return { ok: true, suspicion: value }
+}
