@@ -2,7 +2,7 @@
 // never a stack trace.
 import test from 'ava'
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AgentGroup, AgentProcess, VGRID, freePort, tempDir } from './helpers/agent-process.ts'
 import type { StatusView } from '../node/agent.ts'
@@ -24,8 +24,13 @@ const oneLineError = (t: import('ava').ExecutionContext, r: Run, code: number, p
 
 const group = new AgentGroup()
 let agent: AgentProcess
+const dirs: string[] = []
+const scratch = async (): Promise<string> => { const d = await tempDir(); dirs.push(d); return d }
 test.before(async () => { agent = await group.add({ name: 'cli0', args: ['--capacity', 'cpu=3,mem=3G,disk=30G', '--label', 'rack=r1'] }) })
-test.after.always(async () => { await group.cleanup() })
+test.after.always(async () => {
+  await group.cleanup()
+  await Promise.all(dirs.map(async d => await rm(d, { recursive: true, force: true })))
+})
 
 test('vgrid status and nodes print tables, and JSON with --json', async t => {
   const s = await vgrid(['status', '--api', agent.api])
@@ -48,7 +53,7 @@ test('vgrid token prints a token that carries the key', async t => {
 })
 
 test('vgrid init writes a key once and refuses to overwrite it', async t => {
-  const dir = await tempDir()
+  const dir = await scratch()
   const first = await vgrid(['init', '--data-dir', dir])
   t.is(first.code, 0, first.stderr)
   t.regex(first.stdout, /^vgrid1\./)
@@ -65,16 +70,16 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['frobnicate']), 2, /unknown command "frobnicate"/)
   oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
-  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await tempDir()]), 2, /cpu must be a positive number/)
-  oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await tempDir()]), 2, /--token: join token must start with "vgrid1."/)
-  const dir = await tempDir()
+  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /cpu must be a positive number/)
+  oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
+  const dir = await scratch()
   const cfg = join(dir, 'bad.json')
   await writeFile(cfg, '{"listen": 7}')
   oneLineError(t, await vgrid(['agent', '--config', cfg]), 2, /config file .*bad\.json at "listen"/)
 })
 
 test('a second agent on the same API port fails with a clear message', async t => {
-  const r = await vgrid(['agent', '--data-dir', await tempDir(), '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', agent.api])
+  const r = await vgrid(['agent', '--data-dir', await scratch(), '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', agent.api])
   oneLineError(t, r, 1, /address already in use/)
 })
 
