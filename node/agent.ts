@@ -3,6 +3,7 @@
 // read-only views the API serves.
 import { EventEmitter } from 'node:events'
 import { mkdir } from 'node:fs/promises'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type VgridHost } from '../protocol/host.ts'
 import { loadOrCreateIdentity } from '../protocol/identity.ts'
 import { encodeToken, type ClusterKey } from '../protocol/cluster-key.ts'
@@ -18,6 +19,8 @@ import { AgentMetrics } from './metrics.ts'
 import { createLogger, type Logger } from './log.ts'
 import { loadPeerBook, savePeerBook } from './peer-book.ts'
 import { ApiServer } from './api/server.ts'
+import { StateService } from './state/index.ts'
+import { stateRoutes } from './api/state-routes.ts'
 import { VERSION } from './version.ts'
 
 export interface StatusView {
@@ -56,6 +59,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly metrics = new AgentMetrics()
   host!: VgridHost
   membership!: MembershipService
+  /** the replicated cluster document */
+  state!: StateService
   clusterKey!: ClusterKey
   private dialer!: Dialer
   private api?: ApiServer
@@ -92,40 +97,68 @@ export class Agent extends EventEmitter<AgentEvents> {
       bootstrap: join,
       mdns: cfg.mdns,
       transport: cfg.transport,
-      keyCheck: { onRejected: reason => this.metrics.connectionsRejected.inc({ reason }) }
+      keyCheck: { onRejected: reason => this.metrics.connectionsRejected.inc({ reason }) },
+      start: false
+    })
+    this.host.addEventListener('peer:discovery', evt => {
+      this.log.debug('discovered', { peer: evt.detail.id.toString(), addrs: evt.detail.multiaddrs.map(m => m.toString()).join(',') })
     })
     this.host.addEventListener('connection:open', this.onConnectionsChanged)
     this.host.addEventListener('connection:close', this.onConnectionsChanged)
+    // the dialer hears discoveries from the moment the host starts (mDNS answers come early)
+    this.dialer = new Dialer({
+      host: this.host,
+      join,
+      onUnreachable: peer => { this.membership.unreachable(peer) },
+      onDialError: (target, err) => { this.log.debug('dial failed', { target, error: err.message }) }
+    })
+    await this.host.start()
+
+    this.state = new StateService({
+      host: this.host,
+      dataDir: cfg.dataDir,
+      clusterId: cluster.key.clusterId,
+      log: this.log.child('state'),
+      metrics: this.metrics,
+      nameOf: id => this.membership?.members.get(id)?.advert.name,
+      addrsOf: id => this.membership?.members.get(id)?.advert.addrs ?? []
+    })
+    await this.state.start()
 
     this.membership = new MembershipService({
-      pubsub: this.host.services.pubsub,
-      nodeId: this.id,
+      host: this.host,
+      privateKey,
       clusterId: cluster.key.clusterId,
       body: () => this.advertBody(),
       config: cfg.membership,
-      advertIntervalMs: cfg.advertIntervalMs
+      timing: cfg.timing
     })
     this.membership.on('advert', a => {
       this.metrics.advertsIn.inc()
       this.dialer.noteMember(a.nodeId, a.addrs)
+      this.state.noteHeads(a.nodeId, a.stateHeads)
     })
-    this.membership.on('sent', () => this.metrics.advertsOut.inc())
-    this.membership.on('rejected', (reason, detail) => {
-      this.metrics.gossipRejected.inc({ topic: 'adverts', reason })
-      this.log.debug('advert rejected', { reason, detail })
+    this.membership.on('sent', bytes => { this.metrics.advertsOut.inc(); this.metrics.membershipBytes.inc({ direction: 'out' }, bytes) })
+    this.membership.on('received', bytes => { this.metrics.membershipBytes.inc({ direction: 'in' }, bytes) })
+    this.membership.on('rejected', (topic, reason, detail) => {
+      this.metrics.gossipRejected.inc({ topic, reason })
+      this.log.debug('message rejected', { topic, reason, detail })
     })
+    this.membership.on('suspected', (target, by) => { this.metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     this.membership.on('transition', t => {
       this.updateMemberGauge()
       const name = t.member?.name ?? this.membership.members.get(t.nodeId)?.advert.name ?? t.nodeId
       if (t.nodeId !== this.id) this.log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
       if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
+      // connections to a dead member are stale (its address may have changed, or the
+      // link is gone): drop them, so that reconnecting is a fresh start that re-syncs
+      if (t.to === 'dead') this.host.hangUp(peerIdFromString(t.nodeId)).catch(() => {})
       this.peerBookDirty = true
     })
 
-    this.dialer = new Dialer({ host: this.host, join })
     for (const p of await loadPeerBook(cfg.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs)
 
-    this.membership.start()
+    await this.membership.start()
     this.dialer.start()
     this.lastAddrs = this.addrs().join()
     // addresses change when interfaces do (a server moved networks): re-advertise
@@ -137,10 +170,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.membership.advertiseNow()
       }
     }, 1000)
-    this.peerBookTimer = setInterval(() => { void this.flushPeerBook() }, 2000)
+    this.peerBookTimer = setInterval(() => {
+      this.flushPeerBook().catch((err: unknown) => this.log.warn('could not save the peer book', { error: (err as Error).message }))
+    }, 2000)
 
     if (opts.api !== false) {
-      this.api = new ApiServer({ agent: this, metrics: this.metrics, log: this.log.child('api') })
+      this.api = new ApiServer({ agent: this, metrics: this.metrics, log: this.log.child('api'), routes: [stateRoutes] })
       await this.api.start(cfg.api)
     }
     this.running = true
@@ -156,18 +191,23 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.emit('started')
   }
 
-  /** Graceful stop announces "leaving" so peers mark this node left, not dead. */
-  async stop (): Promise<void> {
+  /**
+   * Graceful stop announces "leaving" so peers mark this node left, not dead.
+   * `graceful: false` stops without a word, as a crash would (benchmarks, tests).
+   */
+  async stop (opts: { graceful?: boolean } = {}): Promise<void> {
     if (!this.running) return
     this.running = false
+    const graceful = opts.graceful !== false
     clearInterval(this.addrTimer)
     clearInterval(this.peerBookTimer)
     await this.api?.stop()
     this.dialer.stop()
-    await this.membership.stop()
+    await this.membership.stop({ graceful })
     // give the last advert a moment to leave the socket before connections close
-    await new Promise(resolve => setTimeout(resolve, 150))
+    if (graceful) await new Promise(resolve => setTimeout(resolve, 150))
     await this.flushPeerBook().catch(() => {})
+    await this.state.stop()
     await this.host.stop()
     this.log.info('agent stopped')
     this.emit('stopped')
@@ -193,7 +233,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       load: loadAverage(),
       version: VERSION,
       labels: this.config.labels,
-      wireguard: null
+      wireguard: null,
+      // lets peers that missed a heads announcement notice they are behind
+      stateHeads: this.state.heads().slice(0, 64)
     }
   }
 
@@ -243,7 +285,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       free: a.free,
       load: a.load,
       version: a.version,
-      labels: a.labels,
+      // operator labels from the cluster document win over the node's own (--label)
+      labels: { ...a.labels, ...this.state.labelsOf(m.nodeId) },
       wireguard: a.wireguard,
       incarnation: a.incarnation,
       seq: a.seq

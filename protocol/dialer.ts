@@ -41,6 +41,9 @@ export function backoffMs (attempts: number, baseMs: number, maxMs: number): num
 
 export interface DialerInit {
   host: Libp2p
+  /** a dial to this known peer failed while we had no connection to it */
+  onUnreachable?: (peerId: string) => void
+  onDialError?: (target: string, err: Error) => void
   join?: string[]
   targetPeers?: number
   baseBackoffMs?: number
@@ -57,10 +60,11 @@ export class Dialer {
   constructor (init: DialerInit) {
     this.init = init
     for (const a of init.join ?? []) this.addJoin(a)
+    // listen from construction on: mDNS answers can arrive while the host starts
+    this.init.host.addEventListener('peer:discovery', this.onDiscovery)
   }
 
   start (): void {
-    this.init.host.addEventListener('peer:discovery', this.onDiscovery)
     this.timer = setInterval(() => this.tick(), this.init.tickMs ?? 500)
     this.tick()
   }
@@ -101,10 +105,15 @@ export class Dialer {
 
   private readonly onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
     const id = evt.detail.id.toString()
-    if (this.targets.has(id)) return
     const addrs = evt.detail.multiaddrs.map(m => m.toString())
-    if (addrs.length === 0) return
-    this.targets.set(id, { key: id, peerId: id, addrs, source: 'mdns', attempts: 0, nextAt: 0 })
+    if (addrs.length === 0 || id === this.init.host.peerId.toString()) return
+    const prev = this.targets.get(id)
+    if (prev == null) {
+      this.targets.set(id, { key: id, peerId: id, addrs, source: 'mdns', attempts: 0, nextAt: 0 })
+    } else if (prev.source !== 'join' && prev.addrs.join() !== addrs.join()) {
+      // a known peer answering mDNS from new addresses has moved: try those now
+      this.targets.set(id, { ...prev, addrs, attempts: 0, nextAt: 0 })
+    }
   }
 
   private tick (): void {
@@ -124,11 +133,15 @@ export class Dialer {
     this.inFlight.add(t.key)
     try {
       const addrs: Multiaddr[] = t.addrs.map(a => multiaddr(a))
-      const conn = await this.init.host.dial(addrs.length === 1 ? addrs[0]! : addrs, { signal: AbortSignal.timeout(5000) })
+      const conn = await this.init.host.dial(addrs.length === 1 ? addrs[0]! : addrs, { signal: AbortSignal.timeout(3000) })
       t.attempts = 0
       t.nextAt = Date.now() + (this.init.baseBackoffMs ?? 1000)
       if (t.source === 'join') t.peerId = conn.remotePeer.toString()
-    } catch {
+    } catch (err) {
+      this.init.onDialError?.(t.key, err as Error)
+      if (t.peerId != null && this.init.host.getConnections().every(c => c.remotePeer.toString() !== t.peerId)) {
+        this.init.onUnreachable?.(t.peerId)
+      }
       t.attempts++
       t.nextAt = Date.now() + backoffMs(t.attempts, this.init.baseBackoffMs ?? 1000, this.init.maxBackoffMs ?? 5000)
     } finally {

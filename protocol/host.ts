@@ -36,6 +36,8 @@ export interface HostOptions {
   keyCheck?: KeyCheckEvents
   /** upper bound on one gossip message (bytes); larger ones are not decoded */
   maxMessageBytes?: number
+  /** start at once (default); false lets the caller attach listeners first */
+  start?: boolean
 }
 
 export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
@@ -47,6 +49,7 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
   if (boot.length > 0) peerDiscovery.push(bootstrap({ list: boot, timeout: 100 }))
 
   return createLibp2p<VgridServices>({
+    start: opts.start ?? true,
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen },
     transports: [opts.transport === 'memory' ? memory() : tcp()],

@@ -7,8 +7,9 @@ import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/goss
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { decodeAdvert, encodeAdvert, signAdvert, type Advert, type AdvertRejection } from './advert.ts'
 import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
 import {
-  onAdvert, onHeartbeat, onSuspect, onTick, DEFAULT_MEMBERSHIP,
+  onAdvert, onHeartbeat, onSuspect, onTick, compareVersions, DEFAULT_MEMBERSHIP,
   type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats } from './heartbeat.ts'
@@ -45,7 +46,7 @@ export interface MembershipEvents {
   rejected: [topic: 'adverts' | 'suspicions' | 'heartbeats' | 'member-sync', reason: AdvertRejection, detail: string]
   sent: [bytes: number]
   received: [bytes: number]
-  suspected: [target: string, by: string, why: 'silent' | 'lost' | 'gossip']
+  suspected: [target: string, by: string, why: 'silent' | 'lost' | 'unreachable' | 'gossip']
 }
 
 export class MembershipService extends EventEmitter<MembershipEvents> {
@@ -58,6 +59,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly sync: MemberSync
   /** adverts decoded by the topic validator, handed to the message handler */
   private readonly validated = new WeakMap<Message, Advert>()
+  /** when we last pulled adverts from a neighbour whose heartbeat was ahead */
+  private readonly fetched = new Map<string, number>()
   private readonly incarnation = Date.now()
   private seq = 0
   private table: MemberTable = new Map()
@@ -79,7 +82,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       timeoutMs: this.config.suspectAfterMs,
       watchers: this.timing.watchers,
       version: () => this.version,
-      onBeat: (peer, v) => { this.apply(onHeartbeat(this.table, peer, v, Date.now())) },
+      onBeat: (peer, v) => { this.onBeat(peer, v) },
       onSilent: peer => { this.suspect(peer, 'silent') },
       onLost: peer => { this.suspect(peer, 'lost') },
       onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) }
@@ -160,8 +163,22 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     }
   }
 
-  /** Our own suspicion of a neighbour: apply it here and tell everyone. */
-  private suspect (peer: string, why: 'silent' | 'lost'): void {
+  private onBeat (peer: string, v: Version): void {
+    const m = this.table.get(peer)
+    this.apply(onHeartbeat(this.table, peer, v, Date.now()))
+    // the neighbour is ahead of the advert we hold (one published while we could not
+    // hear it, e.g. its new address): fetch it straight from the neighbour
+    if (m != null && compareVersions(v, m.advert) > 0 && Date.now() - (this.fetched.get(peer) ?? 0) > 2000) {
+      this.fetched.set(peer, Date.now())
+      void this.sync.exchange(peerIdFromString(peer))
+    }
+  }
+
+  /** A member we could not dial (and have no connection to) is as good as silent. */
+  unreachable (peer: string): void { this.suspect(peer, 'unreachable') }
+
+  /** Our own suspicion of a member: apply it here and tell everyone. */
+  private suspect (peer: string, why: 'silent' | 'lost' | 'unreachable'): void {
     const m = this.table.get(peer)
     if (!this.running || m == null || m.state !== 'alive') return
     this.apply(onSuspect(this.table, peer, m.version, Date.now()))
@@ -237,6 +254,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private apply (step: Step, member?: Advert): void {
     this.table = step.table
     for (const t of step.transitions) {
+      if (t.to === 'forgotten') this.fetched.delete(t.nodeId)
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are
       // dead too, so tell them we are not

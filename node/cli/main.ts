@@ -10,7 +10,10 @@ const COMMANDS: Record<string, Command> = {
   init: { summary: 'write a new cluster key and print its join token', run: async a => (await import('./commands/cluster.ts')).init(a) },
   token: { summary: 'print the join token of the running grid', run: async a => (await import('./commands/cluster.ts')).token(a) },
   status: { summary: 'this node and the pool as it sees it', run: async a => (await import('./commands/status.ts')).status(a) },
-  nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) }
+  nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) },
+  demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop', run: async a => (await import('./commands/demo.ts')).run(a) },
+  node: { summary: 'label or unlabel a node (vgrid node label NODE key=value, vgrid node unlabel NODE key)', run: async a => (await import('./commands/node-label.ts')).run(a) },
+  state: { summary: 'the replicated cluster document: heads, size, objects, sync with each peer', run: async a => (await import('./commands/state.ts')).state(a) }
 }
 
 function help (): string {

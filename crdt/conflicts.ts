@@ -1,0 +1,71 @@
+// Conflict rules: which of several concurrent values of one object every agent reads.
+// Automerge keeps every value written concurrently to the same key; these pure
+// functions pick one, the same way on every agent, from the values alone (never
+// from arrival order). See docs/architecture-state.md for the rules in prose.
+import type { Kind, Lease, Objects } from './schema.ts'
+
+/**
+ * - `latest-write`: the greatest `at` (writer's clock, ms) wins; equal times: the
+ *   greater writer node id (`by`); then the greater canonical JSON. Used by every kind
+ *   except leases.
+ * - `highest-epoch`: leases: the greatest epoch wins; equal epochs: the smaller holder
+ *   node id (no clock involved, so a node with a fast clock cannot grab leases); then
+ *   `latest-write`.
+ * - `single`: there was only one value, nothing was contested.
+ */
+export type RuleName = 'latest-write' | 'highest-epoch' | 'single'
+
+export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
+  apps: 'latest-write',
+  vms: 'latest-write',
+  leases: 'highest-epoch',
+  volumes: 'latest-write',
+  connections: 'latest-write',
+  nodeLabels: 'latest-write'
+}
+
+export interface Resolved<T> {
+  value: T
+  /** the rule that picked `value` ('single' when there was no contest) */
+  rule: RuleName
+  contested: boolean
+  /** valid concurrent values that were considered */
+  candidates: number
+}
+
+interface Stamped { at: number, by: string }
+
+/** canonical JSON (sorted keys): the last tie-breaker, identical on every agent */
+export function canonical (v: unknown): string {
+  if (Array.isArray(v)) return '[' + v.map(canonical).join(',') + ']'
+  if (v != null && typeof v === 'object') {
+    const o = v as Record<string, unknown>
+    return '{' + Object.keys(o).sort().map(k => JSON.stringify(k) + ':' + canonical(o[k])).join(',') + '}'
+  }
+  return JSON.stringify(v) ?? 'null'
+}
+
+const cmp = (a: string | number, b: string | number): number => a < b ? -1 : a > b ? 1 : 0
+
+/** > 0 when `a` beats `b` under latest-write */
+export function latestWrite (a: Stamped, b: Stamped): number {
+  return cmp(a.at, b.at) || cmp(a.by, b.by) || cmp(canonical(a), canonical(b))
+}
+
+/** > 0 when `a` beats `b` under highest-epoch */
+export function highestEpoch (a: Lease, b: Lease): number {
+  return cmp(a.epoch, b.epoch) || cmp(b.holder, a.holder) || latestWrite(a, b)
+}
+
+/** Picks the winner among the valid concurrent values of one object, or undefined if none. */
+export function resolve<K extends Kind> (kind: K, candidates: Array<Objects[K]>): Resolved<Objects[K]> | undefined {
+  if (candidates.length === 0) return undefined
+  const rule = RULE_OF[kind]
+  const beats = rule === 'highest-epoch'
+    ? (a: Objects[K], b: Objects[K]) => highestEpoch(a as Lease, b as Lease)
+    : (a: Objects[K], b: Objects[K]) => latestWrite(a, b)
+  let best = candidates[0]!
+  for (const c of candidates.slice(1)) if (beats(c, best) > 0) best = c
+  const contested = candidates.length > 1
+  return { value: best, rule: contested ? rule : 'single', contested, candidates: candidates.length }
+}

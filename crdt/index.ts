@@ -1,0 +1,9 @@
+// The replicated cluster document: schema, conflict rules, typed reads and writes,
+// and the Replica that holds one agent's copy. Only crdt/ touches Automerge.
+export * from './schema.ts'
+export * from './conflicts.ts'
+export { Reader, StaleReaderError, type Counts, type InvalidHandler } from './reader.ts'
+export { Writer, InvalidObjectError, NotFoundError } from './writer.ts'
+export { Replica, SchemaNewerError, actorFor, sameHeads, type PeerSync, type ReceiveResult, type RejectReason, type ReplicaOptions } from './replica.ts'
+export { MIGRATIONS, GENESIS_ACTOR, type Migration } from './genesis.ts'
+export { syncPair, type PairResult } from './sync-pair.ts'

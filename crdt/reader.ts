@@ -1,0 +1,176 @@
+// Typed, validated reads of one version of the document. Every concurrent value of an
+// object is validated; invalid ones (an older or buggy writer) are skipped and
+// reported through `onInvalid`, never thrown; the conflict rule picks among the rest.
+// Resolved objects are cached across versions (ResolvedCache): the Replica drops
+// exactly the entries a change touched, so a read after a write costs what changed.
+// A Reader belongs to one version: get a fresh one from the Replica after a change.
+import { createHash } from 'node:crypto'
+import { KINDS, validateObject, type Kind, type NodeLabel, type Objects } from './schema.ts'
+import { canonical, resolve, type Resolved } from './conflicts.ts'
+import { plain, valuesAt, keysAt, type AmDoc } from './values.ts'
+
+export type InvalidHandler = (kind: Kind, key: string, problem: string) => void
+
+export type Counts = { [K in Kind]: number } & {
+  /** objects with more than one valid concurrent value (resolved by a rule) */
+  contested: number
+  /** concurrent values skipped because they fail the schema */
+  invalid: number
+}
+
+export class StaleReaderError extends Error {
+  override name = 'StaleReaderError'
+}
+
+interface Entry { value?: Resolved<Objects[Kind]>, invalid: number }
+
+/** Resolved objects by kind and key, shared by the Readers of successive versions. */
+export class ResolvedCache {
+  private readonly m = new Map<Kind, Map<string, Entry>>()
+  /** sorted keys per kind; undefined when a change may have added or removed one */
+  readonly keys = new Map<Kind, string[]>()
+  digest?: string
+
+  kind (k: Kind): Map<string, Entry> {
+    let e = this.m.get(k)
+    if (e == null) this.m.set(k, e = new Map())
+    return e
+  }
+
+  invalidate (kind: string, key: string): void {
+    this.m.get(kind as Kind)?.delete(key)
+    this.keys.delete(kind as Kind)
+    this.digest = undefined
+  }
+
+  clear (): void {
+    this.m.clear()
+    this.keys.clear()
+    this.digest = undefined
+  }
+}
+
+export class Reader {
+  private readonly doc: AmDoc
+  private readonly ids: ReadonlyMap<string, { id: string }>
+  private readonly onInvalid: InvalidHandler
+  private readonly cache: ResolvedCache
+  stale = false
+
+  /** `ids`: the object id of each collection (from the document's lineage) */
+  constructor (doc: AmDoc, ids: ReadonlyMap<string, { id: string }>, onInvalid: InvalidHandler = () => {}, cache = new ResolvedCache()) {
+    this.doc = doc
+    this.ids = ids
+    this.onInvalid = onInvalid
+    this.cache = cache
+  }
+
+  private check (): void {
+    if (this.stale) throw new StaleReaderError('this Reader is for an older version of the document')
+  }
+
+  /** Every valid concurrent value of one object (usually one); uncached. */
+  candidates<K extends Kind> (kind: K, key: string): Array<Objects[K]> {
+    return this.load(kind, key).valid
+  }
+
+  private load<K extends Kind> (kind: K, key: string): { valid: Array<Objects[K]>, invalid: number } {
+    this.check()
+    const collId = this.ids.get(kind)?.id
+    const valid: Array<Objects[K]> = []
+    let invalid = 0
+    if (collId == null) return { valid, invalid }
+    for (const raw of valuesAt(this.doc, kind, collId, key)) {
+      const v = plain(raw)
+      const problem = validateObject(kind, key, v)
+      if (problem == null) {
+        valid.push(v as Objects[K])
+      } else {
+        invalid++
+        this.onInvalid(kind, key, problem)
+      }
+    }
+    return { valid, invalid }
+  }
+
+  private entry (kind: Kind, key: string): Entry {
+    this.check()
+    const byKey = this.cache.kind(kind)
+    let e = byKey.get(key)
+    if (e == null) {
+      const { valid, invalid } = this.load(kind, key)
+      e = { value: resolve(kind, valid), invalid }
+      byKey.set(key, e)
+    }
+    return e
+  }
+
+  get<K extends Kind> (kind: K, key: string): Resolved<Objects[K]> | undefined {
+    return this.entry(kind, key).value as Resolved<Objects[K]> | undefined
+  }
+
+  private keysOf (kind: Kind): string[] {
+    this.check()
+    let keys = this.cache.keys.get(kind)
+    if (keys == null) {
+      const collId = this.ids.get(kind)?.id
+      keys = collId == null ? [] : keysAt(this.doc, collId).sort()
+      this.cache.keys.set(kind, keys)
+    }
+    return keys
+  }
+
+  /** All objects of a kind, by key, sorted by key. */
+  all<K extends Kind> (kind: K): Map<string, Resolved<Objects[K]>> {
+    const m = new Map<string, Resolved<Objects[K]>>()
+    for (const key of this.keysOf(kind)) {
+      const r = this.entry(kind, key).value
+      if (r != null) m.set(key, r as Resolved<Objects[K]>)
+    }
+    return m
+  }
+
+  list<K extends Kind> (kind: K): Array<Objects[K]> {
+    return [...this.all(kind).values()].map(r => r.value)
+  }
+
+  /** The operator labels stored for one node. */
+  labelsOf (node: string): Record<string, string> {
+    const out: Record<string, string> = {}
+    const prefix = node + '/'
+    for (const key of this.keysOf('nodeLabels')) {
+      if (!key.startsWith(prefix)) continue
+      const r = this.entry('nodeLabels', key).value as Resolved<NodeLabel> | undefined
+      if (r != null) out[r.value.key] = r.value.value
+    }
+    return out
+  }
+
+  label (node: string, key: string): Resolved<NodeLabel> | undefined {
+    return this.get('nodeLabels', `${node}/${key}`)
+  }
+
+  counts (): Counts {
+    const c = { contested: 0, invalid: 0 } as Counts
+    for (const k of KINDS) {
+      c[k] = 0
+      for (const key of this.keysOf(k)) {
+        const e = this.entry(k, key)
+        if (e.value != null) c[k]++
+        if (e.value?.contested === true) c.contested++
+        c.invalid += e.invalid
+      }
+    }
+    return c
+  }
+
+  /** A hash of the resolved content: equal on two agents iff they read the same objects. */
+  digest (): string {
+    if (this.cache.digest == null) {
+      const h = createHash('sha256')
+      for (const k of KINDS) for (const [key, r] of this.all(k)) h.update(`${k}\0${key}\0${canonical(r.value)}\n`)
+      this.cache.digest = h.digest('hex')
+    }
+    return this.cache.digest
+  }
+}

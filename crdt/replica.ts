@@ -1,0 +1,318 @@
+// One agent's copy of the cluster document: the only holder of the Automerge object.
+// It writes through typed Writers, reads through validating Readers, and speaks the
+// Automerge sync protocol with changes from peers checked on a fork first: a change
+// that fails the schema is refused whole and the document stays as it was.
+import { createHash, randomBytes } from 'node:crypto'
+import * as A from '@automerge/automerge'
+import { genesisDoc, lineage, migrate, structureProblem, docSchema, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
+import { isKind, validateObject } from './schema.ts'
+import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
+import { Writer, applyOps } from './writer.ts'
+import { plain, valuesAt, type AmDoc } from './values.ts'
+
+export interface ReplicaOptions {
+  clusterId: string
+  /** this node's id: written as `by` on every object it writes */
+  nodeId: string
+  /** Automerge actor id (hex); default: a fresh one per run (see actorFor) */
+  actor?: string
+  migrations?: readonly Migration[]
+  onInvalid?: InvalidHandler
+  now?: () => number
+}
+
+export type RejectReason = 'malformed' | 'schema'
+export type ReceiveResult =
+  /** `changes`: how many changes were added to the document */
+  | { ok: true, changes: number, changed: boolean }
+  | { ok: false, reason: RejectReason, detail: string }
+
+/** Sync state for one peer. Opaque outside this module; dropped with the session. */
+export interface PeerSync { state: A.SyncState }
+
+export class SchemaNewerError extends Error {
+  override name = 'SchemaNewerError'
+}
+
+/** Automerge chunk type byte (after 4 magic and 4 checksum bytes) of a whole document */
+const DOCUMENT_CHUNK = 0
+/** Bound on remembered sent-change hashes per peer; past it the state is reset to its shared heads. */
+const MAX_SENT_HASHES = 4096
+
+/**
+ * A new actor id for every run: 8 bytes naming the node, 8 random. Reusing an actor
+ * after a crash could reissue a sequence number that peers already hold with other
+ * content, which Automerge cannot merge.
+ */
+export function actorFor (nodeId: string): string {
+  return createHash('sha256').update(nodeId).digest('hex').slice(0, 16) + randomBytes(8).toString('hex')
+}
+
+export class Replica {
+  readonly clusterId: string
+  readonly nodeId: string
+  readonly actor: string
+  readonly lineage: Lineage
+  private doc: AmDoc
+  private reader?: Reader
+  private readonly cache = new ResolvedCache()
+  private readonly onInvalid: InvalidHandler
+  private readonly now: () => number
+
+  private constructor (opts: ReplicaOptions, doc: AmDoc, l: Lineage, actor: string) {
+    this.clusterId = opts.clusterId
+    this.nodeId = opts.nodeId
+    this.doc = doc
+    this.lineage = l
+    this.actor = actor
+    this.onInvalid = opts.onInvalid ?? (() => {})
+    this.now = opts.now ?? Date.now
+  }
+
+  static create (opts: ReplicaOptions): Replica {
+    const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
+    const actor = opts.actor ?? actorFor(opts.nodeId)
+    return new Replica(opts, genesisDoc(l, actor), l, actor)
+  }
+
+  /** Loads a saved document (throws if it is damaged). Call structureProblem() after. */
+  static load (opts: ReplicaOptions, saved: Uint8Array): Replica {
+    const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
+    const actor = opts.actor ?? actorFor(opts.nodeId)
+    return new Replica(opts, A.load<AmDoc>(saved, { actor }) as AmDoc, l, actor)
+  }
+
+  /** Adds saved changes (a log record); throws and leaves the document as it was if they are damaged. */
+  loadIncremental (data: Uint8Array): void {
+    const fork = A.clone(this.doc, { actor: this.actor })
+    let out: AmDoc
+    try {
+      out = A.loadIncremental(fork, data)
+    } catch (err) {
+      A.free(fork)
+      throw err
+    }
+    this.adopt(out)
+    this.cache.clear()
+  }
+
+  heads (): string[] { return A.getHeads(this.doc) }
+
+  hasHeads (heads: string[]): boolean {
+    try {
+      return A.hasHeads(this.doc, heads)
+    } catch {
+      return false
+    }
+  }
+
+  /** the schema version the document is at */
+  get schema (): number { return docSchema(this.doc) }
+  /** the document was migrated by a newer agent: this one must not write */
+  get schemaNewer (): boolean { return this.schema > this.lineage.target }
+
+  structureProblem (): string | null { return structureProblem(this.doc, this.lineage) }
+
+  /** Applies the structural migrations the document lacks; returns the versions applied. */
+  migrate (): number[] {
+    const { doc, applied } = migrate(this.doc, this.lineage)
+    if (applied.length > 0) {
+      this.setDoc(doc)
+      this.cache.clear()
+    }
+    return applied
+  }
+
+  /** A validating reader of the current version (do not keep it across changes). */
+  read (): Reader {
+    this.reader ??= new Reader(this.doc, this.lineage.objectIds, this.onInvalid, this.cache)
+    return this.reader
+  }
+
+  /**
+   * Runs `fn` with a Writer and commits what it asked for as one change. Throws
+   * (InvalidObjectError, NotFoundError, SchemaNewerError) before anything is written.
+   */
+  change<T> (fn: (w: Writer) => T, message?: string): { result: T, changed: boolean } {
+    if (this.schemaNewer) throw new SchemaNewerError(`the cluster document is at schema ${this.schema}; this agent knows up to ${this.lineage.target}: upgrade it before writing`)
+    const w = new Writer(this.read(), this.nodeId, this.now())
+    const result = fn(w)
+    if (w.ops.length === 0) return { result, changed: false }
+    const before = this.heads()
+    this.setDoc(A.change(this.doc, message == null ? {} : { message }, d => applyOps(d, w.ops)))
+    for (const op of w.ops) this.cache.invalidate(op.kind, op.key)
+    return { result, changed: !sameHeads(before, this.heads()) }
+  }
+
+  /** The whole document, compressed (a snapshot). */
+  save (): Uint8Array { return A.save(this.doc) }
+
+  /** The changes made since `heads`, to append to a log. */
+  saveSince (heads: string[]): Uint8Array { return A.saveSince(this.doc, heads) }
+
+  stats (): { changes: number, ops: number, actors: number } {
+    const s = A.stats(this.doc)
+    return { changes: s.numChanges, ops: s.numOps, actors: s.numActors }
+  }
+
+  newPeer (): PeerSync { return { state: A.initSyncState() } }
+
+  /** Forget what we believe a peer has (it will tell us again); for a stuck or oversized state. */
+  resetPeer (p: PeerSync): void {
+    p.state = A.decodeSyncState(A.encodeSyncState(p.state))
+  }
+
+  /** true when the peer's last reported heads are ours */
+  peerInSync (p: PeerSync): boolean {
+    const theirs = (p.state as { theirHeads?: string[] | null }).theirHeads
+    return theirs != null && sameHeads(theirs, this.heads())
+  }
+
+  /** The next sync message for this peer, or null when there is nothing to say. */
+  generate (p: PeerSync): Uint8Array | null {
+    const [state, msg] = A.generateSyncMessage(this.doc, p.state)
+    p.state = state
+    this.bound(p)
+    return msg
+  }
+
+  /** Applies a peer's sync message, or refuses it whole (the caller then drops the peer). */
+  receive (p: PeerSync, msg: Uint8Array): ReceiveResult {
+    let chunks: Uint8Array[]
+    try {
+      chunks = A.decodeSyncMessage(msg).changes
+    } catch (err) {
+      return { ok: false, reason: 'malformed', detail: (err as Error).message }
+    }
+    const changes = chunks.length
+    // a replica that has nothing yet, offered a whole document: load it (much faster)
+    if (changes === 1 && chunks[0]![8] === DOCUMENT_CHUNK && sameHeads(this.heads(), this.lineage.heads)) {
+      const r = this.receiveWholeDocument(p, chunks[0]!)
+      if (r != null) return r
+    }
+    if (changes === 0) {
+      // heads, needs and bloom filters only: the document cannot change
+      try {
+        const [doc, state] = A.receiveSyncMessage(this.doc, p.state, msg)
+        p.state = state
+        if (doc !== this.doc) this.setDoc(doc)
+      } catch (err) {
+        return { ok: false, reason: 'malformed', detail: (err as Error).message }
+      }
+      this.bound(p)
+      return { ok: true, changes: 0, changed: false }
+    }
+    const before = this.heads()
+    const countBefore = A.stats(this.doc).numChanges
+    const fork = A.clone(this.doc, { actor: this.actor })
+    const patches: A.Patch[] = []
+    let out: AmDoc
+    let state: A.SyncState
+    try {
+      [out, state] = A.receiveSyncMessage(fork, p.state, msg, { patchCallback: ps => { patches.push(...ps) } })
+    } catch (err) {
+      A.free(fork)
+      return { ok: false, reason: 'malformed', detail: (err as Error).message }
+    }
+    const { problem, root, touched } = this.checkPatches(out, patches)
+    if (problem != null) {
+      A.free(out)
+      return { ok: false, reason: 'schema', detail: problem }
+    }
+    this.adopt(out)
+    if (root) this.cache.clear()
+    for (const [kind, keys] of touched) for (const key of keys) this.cache.invalidate(kind, key)
+    p.state = state
+    this.bound(p)
+    // a message may carry many changes in one compressed chunk: count what was added
+    return { ok: true, changes: A.stats(this.doc).numChanges - countBefore, changed: !sameHeads(before, this.heads()) }
+  }
+
+  /** Adopts a whole document after validating every object in it; null to fall back to the normal path. */
+  private receiveWholeDocument (p: PeerSync, chunk: Uint8Array): ReceiveResult | null {
+    let doc: AmDoc
+    try {
+      doc = A.load<AmDoc>(chunk, { actor: this.actor }) as AmDoc
+    } catch {
+      return null
+    }
+    if (!A.hasHeads(doc, this.lineage.heads)) {
+      A.free(doc)
+      return null
+    }
+    let problem = structureProblem(doc, this.lineage)
+    if (problem == null && docSchema(doc) <= this.lineage.target) {
+      const check = new Reader(doc, this.lineage.objectIds, (kind, key, bad) => { problem ??= `${kind}/${key}: ${bad}` })
+      check.counts()
+    }
+    if (problem != null) {
+      A.free(doc)
+      return { ok: false, reason: 'schema', detail: problem }
+    }
+    const before = A.stats(this.doc).numChanges
+    this.adopt(doc)
+    this.cache.clear()
+    // the message's heads and needs were not processed: start the conversation afresh
+    p.state = A.initSyncState()
+    return { ok: true, changes: A.stats(this.doc).numChanges - before, changed: true }
+  }
+
+  /** What incoming patches touched, and what they did wrong to `doc` (null if every touched object is valid). */
+  private checkPatches (doc: AmDoc, patches: A.Patch[]): { problem: string | null, root: boolean, touched: Map<string, Set<string>> } {
+    let root = false
+    const touched = new Map<string, Set<string>>()
+    for (const { path } of patches) {
+      const [kind, key] = path
+      if (path.length < 2 || kind === 'meta') {
+        root = true
+        continue
+      }
+      if (typeof kind !== 'string' || typeof key !== 'string') return { problem: `unexpected path ${JSON.stringify(path)}`, root, touched }
+      let s = touched.get(kind)
+      if (s == null) touched.set(kind, s = new Set())
+      s.add(key)
+    }
+    const fail = (problem: string): { problem: string, root: boolean, touched: Map<string, Set<string>> } => ({ problem, root, touched })
+    if (root) {
+      const bad = structureProblem(doc, this.lineage)
+      if (bad != null) return fail(bad)
+    }
+    // a newer schema may have changed what objects look like: let readers judge
+    if (docSchema(doc) > this.lineage.target) return { problem: null, root, touched }
+    for (const [kind, keys] of touched) {
+      if (!isKind(kind)) return fail(`unknown collection "${kind}"`)
+      const collId = this.lineage.objectIds.get(kind)!.id
+      for (const key of keys) {
+        for (const raw of valuesAt(doc, kind, collId, key)) {
+          const bad = validateObject(kind, key, plain(raw))
+          if (bad != null) return fail(`${kind}/${key}: ${bad}`)
+        }
+      }
+    }
+    return { problem: null, root, touched }
+  }
+
+  private bound (p: PeerSync): void {
+    const sent = (p.state as unknown as { sentHashes?: Record<string, unknown> }).sentHashes
+    if (sent != null && Object.keys(sent).length > MAX_SENT_HASHES) this.resetPeer(p)
+  }
+
+  /** Replace the document with a fork that took its place (frees the old one's memory). */
+  private adopt (doc: AmDoc): void {
+    const old = this.doc
+    this.setDoc(doc)
+    A.free(old)
+  }
+
+  private setDoc (doc: AmDoc): void {
+    this.doc = doc
+    if (this.reader != null) this.reader.stale = true
+    this.reader = undefined
+  }
+}
+
+export function sameHeads (a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false
+  const s = new Set(a)
+  return b.every(h => s.has(h))
+}

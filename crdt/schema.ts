@@ -1,0 +1,174 @@
+// The cluster document's schema (version 1): one map per kind of object, each keyed by
+// the object's id. Every object carries `at` (ms since the epoch) and `by` (the node id
+// of the writer): the conflict rules read them. Objects tolerate extra fields so that a
+// newer agent can add fields without older agents rejecting its changes.
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+
+export const SCHEMA_VERSION = 1
+
+/** ids of apps, VMs, volumes, connections: readable, safe in paths and URLs */
+export const ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$'
+/** libp2p peer ids are base58 or base32 text */
+const NODE_ID_PATTERN = '^[A-Za-z0-9]{1,128}$'
+/** like Kubernetes label keys: 1-63 chars, alphanumeric at both ends, may hold a "prefix/" */
+export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$'
+export const LABEL_VALUE_MAX = 256
+
+const Id = Type.String({ pattern: ID_PATTERN })
+const NodeId = Type.String({ pattern: NODE_ID_PATTERN })
+const Name = Type.String({ minLength: 1, maxLength: 128 })
+const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+const Props = Type.Record(Type.String({ maxLength: 128 }), Type.String({ maxLength: 4096 }))
+const Stamp = { at: Count, by: NodeId }
+const open = { additionalProperties: true }
+
+export const AppSchema = Type.Object({
+  id: Id,
+  name: Name,
+  desired: Type.Union([Type.Literal('running'), Type.Literal('stopped')]),
+  description: Type.Optional(Type.String({ maxLength: 1024 })),
+  properties: Props,
+  ...Stamp
+}, open)
+
+export const VmSpecSchema = Type.Object({
+  driver: Type.Union([Type.Literal('qemu'), Type.Literal('process')]),
+  cpu: Type.Number({ exclusiveMinimum: 0, maximum: 4096 }),
+  memoryBytes: Count,
+  image: Type.Optional(Type.String({ maxLength: 1024 })),
+  command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+  volumes: Type.Array(Id, { maxItems: 64 }),
+  /** label selectors a host must match (placement reads them) */
+  constraints: Props
+}, open)
+
+export const VmSchema = Type.Object({
+  id: Id,
+  name: Name,
+  app: Type.Union([Id, Type.Null()]),
+  desired: Type.Union([Type.Literal('running'), Type.Literal('stopped'), Type.Literal('hibernated')]),
+  spec: VmSpecSchema,
+  ...Stamp
+}, open)
+
+/** keyed by the VM id: at most one lease per VM */
+export const LeaseSchema = Type.Object({
+  vm: Id,
+  holder: NodeId,
+  epoch: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+  cpu: Type.Number({ minimum: 0, maximum: 4096 }),
+  memoryBytes: Count,
+  ...Stamp
+}, open)
+
+export const SnapshotSchema = Type.Object({
+  name: Id,
+  createdAt: Count,
+  ...Stamp
+}, open)
+
+export const VolumeSchema = Type.Object({
+  id: Id,
+  /** place in the hierarchical volume namespace, e.g. /apps/shop/db-data */
+  path: Type.String({ pattern: '^(/[A-Za-z0-9._-]{1,128}){1,16}$' }),
+  sizeBytes: Count,
+  replicas: Type.Integer({ minimum: 1, maximum: 16 }),
+  state: Type.Union([Type.Literal('creating'), Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('deleting')]),
+  /** the volume it was cloned from */
+  parent: Type.Union([Id, Type.Null()]),
+  snapshots: Type.Record(Type.String({ pattern: ID_PATTERN }), SnapshotSchema),
+  ...Stamp
+}, open)
+
+const Endpoint = Type.Object({ vm: Id, terminal: Name }, open)
+
+export const ConnectionSchema = Type.Object({
+  id: Id,
+  app: Type.Union([Id, Type.Null()]),
+  from: Endpoint,
+  to: Endpoint,
+  protocol: Type.Union([Type.Literal('tcp'), Type.Literal('udp'), Type.Literal('any')]),
+  port: Type.Union([Type.Integer({ minimum: 1, maximum: 65535 }), Type.Null()]),
+  ...Stamp
+}, open)
+
+/** an operator's label on a node; keyed "<node>/<key>" so labels never share a parent map */
+export const NodeLabelSchema = Type.Object({
+  node: NodeId,
+  key: Type.String({ pattern: LABEL_KEY_PATTERN }),
+  value: Type.String({ maxLength: LABEL_VALUE_MAX, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+  ...Stamp
+}, open)
+
+export const MetaSchema = Type.Object({
+  schema: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+  cluster: Type.String({ minLength: 1, maxLength: 64 })
+}, open)
+
+export type App = Static<typeof AppSchema>
+export type Vm = Static<typeof VmSchema>
+export type VmSpec = Static<typeof VmSpecSchema>
+export type Lease = Static<typeof LeaseSchema>
+export type Volume = Static<typeof VolumeSchema>
+export type Snapshot = Static<typeof SnapshotSchema>
+export type Connection = Static<typeof ConnectionSchema>
+export type NodeLabel = Static<typeof NodeLabelSchema>
+export type Meta = Static<typeof MetaSchema>
+
+export interface Objects {
+  apps: App
+  vms: Vm
+  leases: Lease
+  volumes: Volume
+  connections: Connection
+  nodeLabels: NodeLabel
+}
+export type Kind = keyof Objects
+export const KINDS: readonly Kind[] = ['apps', 'vms', 'leases', 'volumes', 'connections', 'nodeLabels']
+
+/** what a writer supplies: the stamp is added by the writer */
+export type Draft<K extends Kind> = Omit<Objects[K], 'at' | 'by'>
+
+const SCHEMAS: { [K in Kind]: TSchema } = {
+  apps: AppSchema,
+  vms: VmSchema,
+  leases: LeaseSchema,
+  volumes: VolumeSchema,
+  connections: ConnectionSchema,
+  nodeLabels: NodeLabelSchema
+}
+const CHECKS = Object.fromEntries(KINDS.map(k => [k, TypeCompiler.Compile(SCHEMAS[k])])) as { [K in Kind]: TypeCheck<TSchema> }
+const metaCheck = TypeCompiler.Compile(MetaSchema)
+
+export const isKind = (k: string): k is Kind => (KINDS as readonly string[]).includes(k)
+
+/** the map key an object must be stored under */
+export function keyOf<K extends Kind> (kind: K, v: Objects[K] | Draft<K>): string {
+  if (kind === 'leases') return (v as Lease).vm
+  if (kind === 'nodeLabels') return labelKey((v as NodeLabel).node, (v as NodeLabel).key)
+  return (v as { id: string }).id
+}
+
+export const labelKey = (node: string, key: string): string => `${node}/${key}`
+
+function firstError (check: TypeCheck<TSchema>, value: unknown): string {
+  const e = check.Errors(value).First()
+  return e == null ? 'invalid' : `${e.path === '' ? '/' : e.path}: ${e.message}`
+}
+
+/** null when `value` is a valid object of `kind` stored under `key`, else what is wrong */
+export function validateObject (kind: Kind, key: string, value: unknown): string | null {
+  const check = CHECKS[kind]
+  if (!check.Check(value)) return firstError(check, value)
+  const want = keyOf(kind, value as Objects[Kind])
+  if (want !== key) return `stored under "${key}" but its id says "${want}"`
+  return null
+}
+
+export function validateMeta (value: unknown): string | null {
+  return metaCheck.Check(value) ? null : firstError(metaCheck, value)
+}
+
+export const isLabelKey = (k: string): boolean => new RegExp(LABEL_KEY_PATTERN).test(k)
+export const isLabelValue = (v: string): boolean => v.length <= LABEL_VALUE_MAX && !/[\u0000-\u001f\u007f]/.test(v)

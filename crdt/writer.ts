@@ -1,0 +1,123 @@
+// Typed writes. A Writer collects operations and validates each one as it is asked
+// for (throwing InvalidObjectError before anything touches the document); the
+// Replica then applies them all in one Automerge change. Reads inside a writer see
+// the document as it was before the change.
+import { keyOf, labelKey, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
+import type { Reader } from './reader.ts'
+import { toDoc, type RawDoc } from './values.ts'
+
+export class InvalidObjectError extends Error {
+  override name = 'InvalidObjectError'
+}
+
+export class NotFoundError extends Error {
+  override name = 'NotFoundError'
+}
+
+type Op =
+  | { op: 'put', kind: Kind, key: string, value: unknown }
+  | { op: 'fields', kind: Kind, key: string, fields: Record<string, unknown> }
+  | { op: 'del', kind: Kind, key: string }
+  | { op: 'nested', kind: Kind, key: string, field: string, sub: string, value: unknown }
+
+export class Writer {
+  readonly by: string
+  readonly at: number
+  readonly reader: Reader
+  readonly ops: Op[] = []
+
+  constructor (reader: Reader, by: string, at: number) {
+    this.reader = reader
+    this.by = by
+    this.at = at
+  }
+
+  private check (kind: Kind, key: string, value: unknown): void {
+    const problem = validateObject(kind, key, value)
+    if (problem != null) throw new InvalidObjectError(`${kind} "${key}": ${problem}`)
+  }
+
+  /** Creates or replaces a whole object (a new value for the conflict rule to weigh). */
+  put<K extends Kind> (kind: K, draft: Draft<K>): Objects[K] {
+    const value = { ...draft, at: this.at, by: this.by } as Objects[K]
+    const key = keyOf(kind, value)
+    this.check(kind, key, value)
+    this.ops.push({ op: 'put', kind, key, value })
+    return value
+  }
+
+  /**
+   * Changes some fields of an existing object. Uncontested objects get field-level
+   * writes (so concurrent edits of different fields both survive); a contested one is
+   * rewritten whole from the value the rule picked, which settles the contest.
+   */
+  update<K extends Kind> (kind: K, key: string, patch: Partial<Draft<K>>): Objects[K] {
+    const cur = this.reader.get(kind, key)
+    if (cur == null) throw new NotFoundError(`${kind} "${key}" does not exist`)
+    const value = { ...cur.value, ...patch, at: this.at, by: this.by } as Objects[K]
+    this.check(kind, key, value)
+    if (cur.contested) {
+      this.ops.push({ op: 'put', kind, key, value })
+    } else {
+      const fields: Record<string, unknown> = { at: this.at, by: this.by }
+      for (const [f, v] of Object.entries(patch)) if (v !== undefined) fields[f] = v
+      this.ops.push({ op: 'fields', kind, key, fields })
+    }
+    return value
+  }
+
+  /** Deletes an object (every concurrent value this agent has seen); false if absent. */
+  remove (kind: Kind, key: string): boolean {
+    if (this.reader.candidates(kind, key).length === 0) return false
+    this.ops.push({ op: 'del', kind, key })
+    return true
+  }
+
+  setLabel (node: string, key: string, value: string): void {
+    if (!isLabelKey(key)) throw new InvalidObjectError(`label key "${key}" must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`)
+    if (!isLabelValue(value)) throw new InvalidObjectError('label value must be at most 256 characters, without control characters')
+    this.put('nodeLabels', { node, key, value })
+  }
+
+  removeLabel (node: string, key: string): boolean {
+    return this.remove('nodeLabels', labelKey(node, key))
+  }
+
+  /** Adds a snapshot to a volume in its own map entry, so concurrent snapshots all survive. */
+  addSnapshot (volumeId: string, snap: Pick<Snapshot, 'name' | 'createdAt'>): Snapshot {
+    const cur = this.reader.get('volumes', volumeId)
+    if (cur == null) throw new NotFoundError(`volumes "${volumeId}" does not exist`)
+    const value: Snapshot = { ...snap, at: this.at, by: this.by }
+    this.check('volumes', volumeId, { ...cur.value, snapshots: { ...cur.value.snapshots, [snap.name]: value } })
+    if (cur.contested) {
+      this.ops.push({ op: 'put', kind: 'volumes', key: volumeId, value: { ...cur.value, snapshots: { ...cur.value.snapshots, [snap.name]: value } } })
+    } else {
+      this.ops.push({ op: 'nested', kind: 'volumes', key: volumeId, field: 'snapshots', sub: snap.name, value })
+    }
+    return value
+  }
+}
+
+type DraftMap = Record<string, unknown>
+
+/** Applies collected operations to an Automerge change draft. */
+export function applyOps (d: RawDoc, ops: Op[]): void {
+  for (const o of ops) {
+    const coll = d[o.kind]!
+    switch (o.op) {
+      case 'put': coll[o.key] = toDoc(o.value); break
+      case 'del': delete coll[o.key]; break
+      case 'fields': {
+        const obj = coll[o.key] as DraftMap
+        for (const [f, v] of Object.entries(o.fields)) obj[f] = toDoc(v)
+        break
+      }
+      case 'nested': {
+        const obj = coll[o.key] as DraftMap
+        const sub = obj[o.field] as DraftMap
+        sub[o.sub] = toDoc(o.value)
+        break
+      }
+    }
+  }
+}

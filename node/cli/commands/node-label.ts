@@ -1,0 +1,59 @@
+// `vgrid node label NODE key=value...` and `vgrid node unlabel NODE key...`: an
+// operator's labels on a node, stored in the cluster document (every agent sees
+// them, they survive restarts). NODE is a node's name or peer id.
+import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
+import { ApiClient, CliError } from '../client.ts'
+
+const LABEL_USAGE = 'vgrid node label NODE KEY=VALUE... [--json] [--api HOST:PORT]'
+const UNLABEL_USAGE = 'vgrid node unlabel NODE KEY... [--json] [--api HOST:PORT]'
+const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}`
+
+interface LabelAnswer { node: string, name: string, key: string, labels: Record<string, string> }
+
+const path = (node: string, key: string): string => `/v1/nodes/${encodeURIComponent(node)}/labels/${encodeURIComponent(key)}`
+
+const show = (labels: Record<string, string>): string => Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',') || '(none)'
+
+export async function run (argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub === 'label') return await label(rest)
+  if (sub === 'unlabel') return await unlabel(rest)
+  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  throw new CliError(`unknown subcommand "node ${sub}"\n${USAGE}`, 2)
+}
+
+async function label (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, LABEL_USAGE, Infinity)
+  const [node, ...pairs] = positionals
+  if (node == null || pairs.length === 0) throw new CliError(`give a node and at least one KEY=VALUE\nusage: ${LABEL_USAGE}`, 2)
+  const parsed = pairs.map(p => {
+    const i = p.indexOf('=')
+    if (i <= 0) throw new CliError(`"${p}" is not KEY=VALUE\nusage: ${LABEL_USAGE}`, 2)
+    return { key: p.slice(0, i), value: p.slice(i + 1) }
+  })
+  const api = new ApiClient(v.api as string | undefined)
+  let last: LabelAnswer | undefined
+  for (const { key, value } of parsed) last = await api.request<LabelAnswer>('PUT', path(node, key), { value })
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify(last, null, 2) + '\n')
+    return
+  }
+  process.stdout.write(`${last!.name}: ${show(last!.labels)}\n`)
+}
+
+async function unlabel (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, UNLABEL_USAGE, Infinity)
+  const [node, ...keys] = positionals
+  if (node == null || keys.length === 0) throw new CliError(`give a node and at least one KEY\nusage: ${UNLABEL_USAGE}`, 2)
+  const api = new ApiClient(v.api as string | undefined)
+  let last: LabelAnswer | undefined
+  for (const key of keys) last = await api.request<LabelAnswer>('DELETE', path(node, key))
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify(last, null, 2) + '\n')
+    return
+  }
+  process.stdout.write(`${last!.name}: ${show(last!.labels)}\n`)
+}

@@ -1,0 +1,257 @@
+// The state service: this agent's copy of the cluster document, kept on disk and in
+// sync with every peer. The one entry point for the rest of the agent: read through
+// `read()`, write through `write()` (resolves once the change is on disk), watch
+// `changed`. Start after the libp2p host, stop before it.
+import { EventEmitter } from 'node:events'
+import type { Libp2p } from '@libp2p/interface'
+import type { GossipSub } from '@libp2p/gossipsub'
+import { Replica, SCHEMA_VERSION, type Counts, type Kind, type Reader, type Writer } from '../../crdt/index.ts'
+import type { Logger } from '../log.ts'
+import type { AgentMetrics } from '../metrics.ts'
+import { StateStore, type DiskProblem, type StateFile } from './store.ts'
+import { Persister } from './persister.ts'
+import { SyncService, type PeerStatus } from './sync.ts'
+import { HeadsAnnouncer } from './announce.ts'
+
+export { STATE_SYNC_PROTOCOL, FRAME_SYNC } from './sync.ts'
+
+export interface StateServiceInit {
+  host: Libp2p<{ pubsub: GossipSub }>
+  dataDir: string
+  clusterId: string
+  log: Logger
+  metrics: AgentMetrics
+  /** a member's name, for the peer list */
+  nameOf?: (peer: string) => string | undefined
+  /** where a member listens, to pull from peers we are not connected to */
+  addrsOf?: (peer: string) => string[]
+  maxMessageBytes?: number
+  compactLogBytes?: number
+  compactIntervalMs?: number
+}
+
+export interface StateEvents {
+  /** the document changed: by a write here, or by changes from `peer` */
+  changed: [origin: 'local' | 'remote', peer?: string]
+}
+
+export interface RecoveredFile { file: StateFile, detail: string, keptAs: string, at: string }
+
+export interface StateView {
+  actor: string
+  schema: { document: number, agent: number }
+  heads: string[]
+  digest: string
+  history: { changes: number, ops: number, actors: number }
+  size: { diskBytes: number, snapshotBytes: number, logBytes: number, logRecords: number, memoryBytes: number }
+  counts: Counts
+  persistence: { lastFlushAt: string | null, lastSnapshotAt: string | null, recovered: RecoveredFile[] }
+  peers: Array<Omit<PeerStatus, 'lastSyncAt' | 'lastChangeAt'> & { name: string | null, lastSyncAt: string | null, lastChangeAt: string | null }>
+  blocked: string[]
+}
+
+const iso = (ms: number | null): string | null => ms == null || ms === 0 ? null : new Date(ms).toISOString()
+
+export class StateService extends EventEmitter<StateEvents> {
+  private readonly init: StateServiceInit
+  private readonly log: Logger
+  private readonly store: StateStore
+  replica!: Replica
+  private persister!: Persister
+  private sync!: SyncService
+  private announcer!: HeadsAnnouncer
+  private compactTimer?: NodeJS.Timeout
+  private readonly warned = new Set<string>()
+  /** heads of what the state files held (before migrations) */
+  private diskHeads: string[] = []
+  readonly recovered: RecoveredFile[] = []
+  private running = false
+
+  constructor (init: StateServiceInit) {
+    super()
+    this.init = init
+    this.log = init.log
+    this.store = new StateStore(init.dataDir)
+  }
+
+  async start (): Promise<void> {
+    const { host, metrics } = this.init
+    await this.load()
+    this.persister = new Persister({
+      store: this.store,
+      replica: this.replica,
+      compactLogBytes: this.init.compactLogBytes,
+      savedHeads: this.diskHeads,
+      onFlush: (kind) => {
+        metrics.stateFsyncs.inc({ kind })
+        const s = this.store.sizes
+        metrics.stateDiskBytes.set(s.snapshotBytes + s.logBytes)
+      }
+    })
+    await this.store.openLog()
+    // a clean base after a repair or a migration
+    if (this.recovered.length > 0 || this.persister.dirty) await this.persister.snapshot()
+
+    this.sync = new SyncService({ host, replica: this.replica, log: this.log, maxMessageBytes: this.init.maxMessageBytes, addrsOf: this.init.addrsOf })
+    this.sync.on('changed', (peer, n) => {
+      metrics.stateChanges.inc({ origin: 'remote' }, n)
+      this.afterChange('remote', peer)
+    })
+    this.sync.on('rejected', (_peer, reason) => metrics.stateSyncRejected.inc({ reason }))
+    this.sync.on('traffic', (direction, bytes) => {
+      metrics.stateSyncMessages.inc({ direction })
+      metrics.stateSyncBytes.inc({ direction }, bytes)
+    })
+    this.sync.on('sessions', n => metrics.stateSessions.set(n))
+    this.announcer = new HeadsAnnouncer(host.services.pubsub, this.init.clusterId, () => this.replica.heads())
+    this.announcer.on('heads', (peer, heads) => this.sync.noteHeads(peer, heads))
+    this.announcer.on('rejected', reason => metrics.gossipRejected.inc({ topic: 'state', reason }))
+    await this.sync.start()
+    this.announcer.start()
+    this.compactTimer = setInterval(() => {
+      if (this.store.sizes.logRecords > 0) this.persister.snapshot().catch(err => this.log.error('state compaction failed', { error: (err as Error).message }))
+    }, this.init.compactIntervalMs ?? 10 * 60_000)
+    this.running = true
+    const c = this.replica.read().counts()
+    this.log.info('cluster state loaded', { heads: this.replica.heads().length, changes: this.replica.stats().changes, labels: c.nodeLabels, vms: c.vms, volumes: c.volumes, apps: c.apps })
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    clearInterval(this.compactTimer)
+    this.announcer.stop()
+    await this.sync.stop()
+    // a fresh snapshot makes the next start a single load
+    await this.persister.snapshot().catch(err => this.log.error('final state snapshot failed', { error: (err as Error).message }))
+    await this.store.close()
+  }
+
+  heads (): string[] { return this.replica.heads() }
+
+  /** open sync sessions (one per connected peer once settled) */
+  get sessionCount (): number { return this.sync?.sessionCount ?? 0 }
+
+  /** A validating reader of the current document (use it at once, do not keep it). */
+  read (): Reader { return this.replica.read() }
+
+  labelsOf (node: string): Record<string, string> { return this.replica.read().labelsOf(node) }
+
+  /**
+   * Applies `fn`'s writes as one change, sends it to peers and resolves once it is
+   * durable on disk: a caller may acknowledge it then. Throws InvalidObjectError,
+   * NotFoundError or SchemaNewerError before anything is written.
+   */
+  async write<T> (fn: (w: Writer) => T, message?: string): Promise<T> {
+    if (!this.running) throw new Error('the state service is not running')
+    const { result, changed } = this.replica.change(fn, message)
+    if (changed) {
+      this.init.metrics.stateChanges.inc({ origin: 'local' })
+      this.afterChange('local')
+      await this.persister.flush()
+    }
+    return result
+  }
+
+  async setLabel (node: string, key: string, value: string): Promise<void> {
+    await this.write(w => w.setLabel(node, key, value), `label ${node} ${key}`)
+  }
+
+  async removeLabel (node: string, key: string): Promise<boolean> {
+    return await this.write(w => w.removeLabel(node, key), `unlabel ${node} ${key}`)
+  }
+
+  /** Heads a peer announced in its advert. */
+  noteHeads (peer: string, heads: string[] | undefined): void {
+    if (this.running && heads != null) this.sync.noteHeads(peer, heads)
+  }
+
+  /** Test hook (VGRID_TEST_HOOKS): refuse state sync with these peers, to cut a partition. */
+  setBlocked (peers: string[]): void { this.sync.setBlocked(peers) }
+
+  view (): StateView {
+    const r = this.replica.read()
+    const s = this.store.sizes
+    return {
+      actor: this.replica.actor,
+      schema: { document: this.replica.schema, agent: SCHEMA_VERSION },
+      heads: this.replica.heads(),
+      digest: r.digest(),
+      history: this.replica.stats(),
+      // Automerge lives in WebAssembly memory, counted in the process's external memory
+      size: { diskBytes: s.snapshotBytes + s.logBytes, ...s, memoryBytes: process.memoryUsage().external },
+      counts: r.counts(),
+      persistence: { lastFlushAt: iso(this.persister.lastFlushAt), lastSnapshotAt: iso(this.persister.lastSnapshotAt), recovered: this.recovered },
+      peers: this.sync.peers.list().map(p => ({ ...p, name: this.init.nameOf?.(p.id) ?? null, lastSyncAt: iso(p.lastSyncAt), lastChangeAt: iso(p.lastChangeAt) })),
+      blocked: this.sync.blockedPeers
+    }
+  }
+
+  private afterChange (origin: 'local' | 'remote', peer?: string): void {
+    this.sync.pokeAll(peer)
+    if (origin === 'local') this.announcer.announce()
+    else this.persister.flush().catch(err => this.log.error('could not save state changes from a peer', { error: (err as Error).message }))
+    this.emit('changed', origin, peer)
+  }
+
+  private onInvalid = (kind: Kind, key: string, problem: string): void => {
+    const k = `${kind}/${key}: ${problem}`
+    if (this.warned.has(k)) return
+    if (this.warned.size > 1000) this.warned.clear()
+    this.warned.add(k)
+    this.init.metrics.stateInvalidValues.inc()
+    this.log.warn('skipping an invalid value in the cluster document', { kind, key, problem })
+  }
+
+  /** Loads the document from disk; damaged files are set aside and the rest comes from peers. */
+  private async load (): Promise<void> {
+    const disk = await this.store.read()
+    const problems: DiskProblem[] = [...disk.problems]
+    const opts = { clusterId: this.init.clusterId, nodeId: this.init.host.peerId.toString(), onInvalid: this.onInvalid }
+    const fail = (file: StateFile, detail: string): void => { problems.push({ file, path: this.store.path(file), detail }) }
+    let replica: Replica | undefined
+    if (disk.snapshot != null) {
+      try {
+        replica = Replica.load(opts, disk.snapshot)
+        const bad = replica.structureProblem()
+        if (bad != null) fail('snapshot', bad)
+      } catch (err) {
+        fail('snapshot', `cannot be loaded: ${(err as Error).message}`)
+      }
+    }
+    const snapshotBad = problems.some(p => p.file === 'snapshot')
+    if (snapshotBad) {
+      replica = undefined
+      // the log only extends the snapshot it was written after
+      if (disk.records.length > 0 && !problems.some(p => p.file === 'log')) fail('log', 'extends a damaged snapshot')
+    } else {
+      replica ??= Replica.create(opts)
+      for (const [i, rec] of disk.records.entries()) {
+        try {
+          replica.loadIncremental(rec)
+        } catch (err) {
+          fail('log', `record ${i} cannot be loaded: ${(err as Error).message}`)
+          break
+        }
+      }
+      const bad = replica.structureProblem()
+      if (bad != null) {
+        fail('log', bad)
+        replica = disk.snapshot != null ? Replica.load(opts, disk.snapshot) : undefined
+      }
+    }
+    this.replica = replica ?? Replica.create(opts)
+    this.diskHeads = this.replica.heads()
+    const migrated = this.replica.migrate()
+    if (migrated.length > 0) this.log.info('migrated the cluster document', { to: migrated.at(-1) })
+    if (this.replica.schemaNewer) this.log.warn('the cluster document is newer than this agent: reading only; upgrade this agent to write', { document: this.replica.schema, agent: SCHEMA_VERSION })
+    const files = [...new Set(problems.map(p => p.file))]
+    for (const file of files) {
+      const detail = problems.filter(p => p.file === file).map(p => p.detail).join('; ')
+      const keptAs = await this.store.setAside(file)
+      this.init.metrics.stateCorruptFiles.inc()
+      this.recovered.push({ file, detail, keptAs, at: new Date().toISOString() })
+      this.log.error(`state ${file} ${this.store.path(file)} is damaged: ${detail}; kept aside as ${keptAs}; recovering the document from peers`)
+    }
+  }
+}

@@ -1,0 +1,409 @@
+// The state sync protocol: one long-lived libp2p stream per connected peer, carrying
+// Automerge sync messages as length-prefixed frames (1 type byte + message). Both
+// ends run the Automerge sync protocol over it; a change reaches a connected peer as
+// soon as it is made, and travels on through that peer's own sessions.
+//
+// Not every connection carries a session: each agent opens sessions to at most
+// `syncPeers` (6) of its connected peers, those with the lowest pair score (a hash of
+// both ids, so two peers rank each other alike), and accepts the sessions others
+// open. The union is a well-connected overlay: a change crosses it in a few hops at a
+// cost linear in the number of agents, where syncing every connection costs the
+// square. Heads heard on gossip that no session delivers are pulled directly.
+// Of a pair that picked each other the smaller id opens at once and the larger after
+// a grace period; if both opened, both keep the stream opened by the smaller id.
+// A peer whose frame is oversized or malformed, or whose changes fail the schema,
+// is disconnected and its sessions refused for a while (quarantine).
+import { EventEmitter } from 'node:events'
+import { createHash } from 'node:crypto'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { PeerSync, Replica } from '../../crdt/index.ts'
+import type { Logger } from '../log.ts'
+import { PeerTable, type PeerStatus } from './peers.ts'
+
+export const STATE_SYNC_PROTOCOL = '/vgrid/state/sync/1.0.0'
+/** a whole document travels in one message to a fresh peer: leave room */
+export const DEFAULT_MAX_SYNC_MESSAGE_BYTES = 32 * 1024 * 1024
+export const FRAME_SYNC = 0x01
+
+export type SyncRejectReason = 'malformed' | 'oversized' | 'schema'
+
+export interface SyncEvents {
+  changed: [peer: string, changes: number]
+  rejected: [peer: string, reason: SyncRejectReason, detail: string]
+  traffic: [direction: 'in' | 'out', bytes: number]
+  sessions: [count: number]
+}
+
+export interface SyncServiceInit {
+  host: Libp2p
+  replica: Replica
+  log: Logger
+  maxMessageBytes?: number
+  maxSessions?: number
+  quarantineMs?: number
+  /** how long the larger peer waits for the smaller one to open before opening itself */
+  graceMs?: number
+  /** how many connected peers this agent opens sessions to (it accepts more) */
+  syncPeers?: number
+  /** where a member listens (from its advert), to reach a peer we are not connected to */
+  addrsOf?: (peer: string) => string[]
+}
+
+interface Session {
+  peer: string
+  opener: string
+  stream: Stream
+  lp: LengthPrefixedStream<Stream>
+  sync: PeerSync
+  dirty: boolean
+  pumping: boolean
+  closed: boolean
+  /** our heads when we last generated a message, and whether the peer spoke since */
+  genHeads: string
+  heard: boolean
+  lastHeard: number
+}
+
+type CloseWhy = 'remote' | 'error' | 'replaced' | 'rejected' | 'blocked' | 'disconnected' | 'stopped' | 'unpicked'
+
+export class SyncService extends EventEmitter<SyncEvents> {
+  readonly peers = new PeerTable()
+  private readonly init: SyncServiceInit
+  private readonly self: string
+  private readonly sessions = new Map<string, Session>()
+  private readonly opening = new Set<string>()
+  private readonly timers = new Map<string, NodeJS.Timeout>()
+  private readonly attempts = new Map<string, number>()
+  private readonly quarantine = new Map<string, number>()
+  private readonly lastPull = new Map<string, number>()
+  private blocked = new Set<string>()
+  private running = false
+
+  constructor (init: SyncServiceInit) {
+    super()
+    this.init = init
+    this.self = init.host.peerId.toString()
+  }
+
+  private get maxBytes (): number { return this.init.maxMessageBytes ?? DEFAULT_MAX_SYNC_MESSAGE_BYTES }
+
+  async start (): Promise<void> {
+    this.running = true
+    const { host } = this.init
+    await host.handle(STATE_SYNC_PROTOCOL, (stream, conn) => { this.onInbound(stream, conn) }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
+    host.addEventListener('peer:connect', this.onConnect)
+    host.addEventListener('peer:disconnect', this.onDisconnect)
+    for (const p of new Set(host.getConnections().map(c => c.remotePeer.toString()))) this.connected(p)
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    const { host } = this.init
+    host.removeEventListener('peer:connect', this.onConnect)
+    host.removeEventListener('peer:disconnect', this.onDisconnect)
+    for (const t of this.timers.values()) clearTimeout(t)
+    this.timers.clear()
+    await host.unhandle(STATE_SYNC_PROTOCOL).catch(() => {})
+    for (const s of [...this.sessions.values()]) this.close(s, 'stopped')
+  }
+
+  get sessionCount (): number { return this.sessions.size }
+
+  /** Send what is new to every peer (after any change to the document). */
+  pokeAll (except?: string): void {
+    for (const s of this.sessions.values()) if (s.peer !== except) this.poke(s)
+  }
+
+  /** A peer announced its heads (gossip or advert): pull them if we lack them. */
+  noteHeads (peer: string, heads: string[]): void {
+    if (!this.running || peer === this.self || this.blocked.has(peer) || heads.length === 0) return
+    if (this.init.replica.hasHeads(heads)) return
+    if (this.timers.has('pull:' + peer)) return
+    // give the overlay a moment: a change usually arrives through it first
+    this.timer('pull:' + peer, 1000, () => {
+      if (!this.init.replica.hasHeads(heads)) void this.pull(peer)
+    })
+  }
+
+  /** Test hook and partition knob: refuse all sync with these peers. */
+  setBlocked (peers: Iterable<string>): void {
+    this.blocked = new Set(peers)
+    for (const s of [...this.sessions.values()]) if (this.blocked.has(s.peer)) this.close(s, 'blocked')
+    for (const p of new Set(this.init.host.getConnections().map(c => c.remotePeer.toString()))) this.connected(p)
+  }
+
+  get blockedPeers (): string[] { return [...this.blocked] }
+
+  // ---- connections and session lifecycle ----
+
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    this.connected(evt.detail.toString())
+    this.rebalanceSoon()
+  }
+
+  /** After connections settle: open sessions to our picks, close those we opened to others. */
+  private rebalanceSoon (): void {
+    this.timer('rebalance', 1000, () => {
+      const picks = new Set(this.picks())
+      for (const s of [...this.sessions.values()]) if (s.opener === this.self && !picks.has(s.peer)) this.close(s, 'unpicked')
+      for (const p of picks) this.connected(p)
+    })
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const peer = evt.detail.toString()
+    const s = this.sessions.get(peer)
+    if (s != null) this.close(s, 'disconnected')
+    for (const k of ['open:', 'pull:']) this.clearTimer(k + peer)
+    this.attempts.delete(peer)
+    this.scores.delete(peer)
+    // someone else may now be among our picks
+    this.rebalanceSoon()
+  }
+
+  private readonly scores = new Map<string, string>()
+
+  /** Symmetric: both peers of a pair compute the same score. */
+  private score (peer: string): string {
+    let sc = this.scores.get(peer)
+    if (sc == null) {
+      sc = createHash('sha256').update(this.self < peer ? this.self + peer : peer + this.self).digest('hex').slice(0, 16)
+      this.scores.set(peer, sc)
+    }
+    return sc
+  }
+
+  /** The connected peers this agent opens sessions to. */
+  private picks (): string[] {
+    const peers = [...new Set(this.init.host.getConnections().map(c => c.remotePeer.toString()))].filter(p => p !== this.self && !this.refused(p))
+    return peers.sort((a, b) => this.score(a) < this.score(b) ? -1 : 1).slice(0, this.init.syncPeers ?? 6)
+  }
+
+  private isConnected (peer: string): boolean {
+    return this.init.host.getConnections(peerIdFromString(peer)).some(c => c.status === 'open')
+  }
+
+  private refused (peer: string): boolean {
+    const until = this.quarantine.get(peer)
+    if (until != null && until <= Date.now()) this.quarantine.delete(peer)
+    return this.blocked.has(peer) || (until != null && until > Date.now())
+  }
+
+  /** A connection to `peer` exists: open a session if it is among our picks. */
+  private connected (peer: string): void {
+    if (!this.running || peer === this.self || this.sessions.has(peer) || this.refused(peer)) return
+    if (!this.picks().includes(peer)) return
+    if (this.self < peer) this.timer('open:' + peer, 0, () => { void this.open(peer) })
+    else this.timer('open:' + peer, this.init.graceMs ?? 750, () => { void this.open(peer) })
+  }
+
+  private async open (peer: string): Promise<void> {
+    if (!this.running || this.sessions.has(peer) || this.opening.has(peer) || this.refused(peer)) return
+    if (this.sessions.size >= (this.init.maxSessions ?? 256)) return
+    this.opening.add(peer)
+    try {
+      const stream = await this.init.host.dialProtocol(peerIdFromString(peer), STATE_SYNC_PROTOCOL, { signal: AbortSignal.timeout(5000) })
+      if (!this.running || this.refused(peer)) {
+        stream.abort(new Error('not syncing with this peer'))
+        return
+      }
+      this.adopt(stream, peer, this.self)
+    } catch (err) {
+      // most often the peer has not registered the protocol yet (it is starting)
+      const n = (this.attempts.get(peer) ?? 0) + 1
+      this.attempts.set(peer, n)
+      this.init.log.debug('state sync stream failed to open', { peer, attempt: n, error: (err as Error).message })
+      if (this.running && n < 8 && this.isConnected(peer)) this.timer('open:' + peer, Math.min(250 * 2 ** n, 5000), () => { void this.open(peer) })
+    } finally {
+      this.opening.delete(peer)
+    }
+  }
+
+  private onInbound (stream: Stream, conn: Connection): void {
+    const peer = conn.remotePeer.toString()
+    if (!this.running || this.refused(peer) || (!this.sessions.has(peer) && this.sessions.size >= (this.init.maxSessions ?? 256))) {
+      stream.abort(new Error('state sync refused'))
+      return
+    }
+    this.adopt(stream, peer, peer)
+  }
+
+  private adopt (stream: Stream, peer: string, opener: string): void {
+    const cur = this.sessions.get(peer)
+    if (cur != null) {
+      // a reopen by the same side replaces; otherwise the stream opened by the smaller id wins
+      if (cur.opener !== opener && cur.opener < opener) {
+        stream.abort(new Error('duplicate state sync session'))
+        return
+      }
+      this.close(cur, 'replaced')
+    }
+    this.clearTimer('open:' + peer)
+    const s: Session = {
+      peer,
+      opener,
+      stream,
+      lp: lpStream(stream, { maxDataLength: this.maxBytes, maxBufferSize: this.maxBytes + 16 }),
+      sync: this.init.replica.newPeer(),
+      dirty: false,
+      pumping: false,
+      closed: false,
+      genHeads: '',
+      heard: true,
+      lastHeard: Date.now()
+    }
+    this.sessions.set(peer, s)
+    this.peers.opened(peer)
+    this.emit('sessions', this.sessions.size)
+    void this.readLoop(s)
+    this.poke(s)
+  }
+
+  private close (s: Session, why: CloseWhy): void {
+    if (s.closed) return
+    s.closed = true
+    if (this.sessions.get(s.peer) === s) {
+      this.sessions.delete(s.peer)
+      this.peers.closed(s.peer)
+      this.emit('sessions', this.sessions.size)
+    }
+    if (why === 'remote' || why === 'stopped' || why === 'replaced' || why === 'unpicked') {
+      s.stream.close({ signal: AbortSignal.timeout(500) }).catch(() => s.stream.abort(new Error('closed')))
+    } else {
+      s.stream.abort(new Error(`state sync closed: ${why}`))
+    }
+    // a broken stream on a live connection: open again (backing off if it keeps failing)
+    if ((why === 'remote' || why === 'error') && this.running && this.isConnected(s.peer)) this.connected(s.peer)
+  }
+
+  private reject (s: Session, reason: SyncRejectReason, detail: string): void {
+    this.emit('rejected', s.peer, reason, detail)
+    this.init.log.warn('rejected state sync data from peer; closing its connection', { peer: s.peer, reason, detail: detail.slice(0, 200) })
+    this.quarantine.set(s.peer, Date.now() + (this.init.quarantineMs ?? 30_000))
+    this.close(s, 'rejected')
+    void this.init.host.hangUp(peerIdFromString(s.peer)).catch(() => {})
+    this.rebalanceSoon()
+  }
+
+  // ---- the protocol ----
+
+  /** Something may be worth saying: say it once the current burst of events is handled. */
+  private poke (s: Session): void {
+    s.dirty = true
+    if (s.pumping) return
+    s.pumping = true
+    // after pending I/O callbacks, so a burst of writes or frames becomes one message
+    setImmediate(() => { void this.pump(s) })
+  }
+
+  private async pump (s: Session): Promise<void> {
+    try {
+      while (s.dirty && !s.closed) {
+        s.dirty = false
+        // with nothing new on either side the protocol has nothing to say: skip the call
+        const heads = this.init.replica.heads().join()
+        if (!s.heard && heads === s.genHeads) continue
+        s.heard = false
+        s.genHeads = heads
+        const msg = this.init.replica.generate(s.sync)
+        if (msg == null) continue
+        const frame = new Uint8Array(msg.byteLength + 1)
+        frame[0] = FRAME_SYNC
+        frame.set(msg, 1)
+        await s.lp.write(frame)
+        this.peers.sent(s.peer, frame.byteLength)
+        this.emit('traffic', 'out', frame.byteLength)
+      }
+    } catch (err) {
+      if (!s.closed) {
+        this.init.log.debug('state sync write failed', { peer: s.peer, error: (err as Error).message })
+        this.close(s, 'error')
+      }
+    } finally {
+      s.pumping = false
+    }
+  }
+
+  private async readLoop (s: Session): Promise<void> {
+    for (;;) {
+      let data: Uint8Array
+      try {
+        data = (await s.lp.read()).subarray()
+      } catch (err) {
+        if (s.closed) return
+        const name = (err as Error).name
+        if (name === 'InvalidDataLengthError' || name === 'StreamBufferError') this.reject(s, 'oversized', (err as Error).message)
+        else if (name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') this.reject(s, 'malformed', (err as Error).message)
+        else this.close(s, name === 'UnexpectedEOFError' ? 'remote' : 'error')
+        return
+      }
+      if (s.closed) return
+      this.peers.received(s.peer, data.byteLength)
+      this.emit('traffic', 'in', data.byteLength)
+      if (data[0] !== FRAME_SYNC) {
+        this.reject(s, 'malformed', `unknown frame type ${data[0] ?? 'none'}`)
+        return
+      }
+      s.heard = true
+      s.lastHeard = Date.now()
+      const res = this.init.replica.receive(s.sync, data.subarray(1))
+      if (!res.ok) {
+        this.reject(s, res.reason, res.detail)
+        return
+      }
+      this.attempts.delete(s.peer)
+      if (res.changes > 0) this.peers.changes(s.peer, res.changes)
+      if (res.changed) {
+        this.emit('changed', s.peer, res.changes)
+        this.pokeAll(s.peer)
+      }
+      this.poke(s)
+      this.peers.inSync(s.peer, this.init.replica.peerInSync(s.sync))
+    }
+  }
+
+  /** Fetch heads a peer announced: through its session, or by connecting to it. */
+  private async pull (peer: string): Promise<void> {
+    const last = this.lastPull.get(peer) ?? 0
+    if (Date.now() - last < 1000 || this.refused(peer)) return
+    this.lastPull.set(peer, Date.now())
+    if (this.lastPull.size > 4096) this.lastPull.clear()
+    const s = this.sessions.get(peer)
+    if (s != null) {
+      if (Date.now() - s.lastHeard < 1000) return // a live session: it is on its way
+      this.init.replica.resetPeer(s.sync)
+      s.heard = true
+      this.poke(s)
+      return
+    }
+    if (!this.isConnected(peer)) {
+      const addrs = (this.init.addrsOf?.(peer) ?? []).flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+      try {
+        await this.init.host.dial(addrs.length > 0 ? addrs : peerIdFromString(peer), { signal: AbortSignal.timeout(5000) })
+      } catch (err) {
+        this.init.log.debug('cannot reach peer to pull state', { peer, error: (err as Error).message })
+        return
+      }
+    }
+    await this.open(peer)
+  }
+
+  private timer (key: string, ms: number, fn: () => void): void {
+    if (this.timers.has(key) || !this.running) return
+    this.timers.set(key, setTimeout(() => {
+      this.timers.delete(key)
+      if (this.running) fn()
+    }, ms))
+  }
+
+  private clearTimer (key: string): void {
+    clearTimeout(this.timers.get(key))
+    this.timers.delete(key)
+  }
+}
+
+export type { PeerStatus }

@@ -1,0 +1,155 @@
+// `vgrid demo` as a user runs it: it prints one "NAME ADDRESS:PORT" line per host,
+// `VGRID_API=ADDRESS:PORT vgrid status` works from this shell, and Ctrl-C,
+// `vgrid demo --stop`, or a later run after a crash remove everything it made.
+// Bad input gets a clear message and makes nothing.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import type { ExecutionContext } from 'ava'
+import { e2e, secs, onInterrupt, offInterrupt, type Cleanup } from '../harness/index.ts'
+import { VGRID } from '../../node/netns/processes.ts'
+import { isAlive, listNamespaces, which } from '../../node/netns/netns.ts'
+import { DEMO_DIR, PREFIX, isDemoProcess, readState } from '../../node/demo/state.ts'
+
+interface Demo { proc: ChildProcess, out: () => string, exited: Promise<number | null> }
+
+const demos = new Set<Demo>()
+
+/**
+ * Whatever this test leaves running when it fails or is interrupted: its demo
+ * processes are stopped (by PID) and `vgrid demo --stop` removes what they made.
+ */
+const cleanup: Cleanup = {
+  stop: async () => {
+    const running = [...demos].filter(d => d.proc.exitCode == null && d.proc.signalCode == null)
+    for (const d of running) d.proc.kill('SIGTERM')
+    await Promise.race([Promise.all(running.map(async d => await d.exited)), new Promise(resolve => setTimeout(resolve, 15_000).unref())])
+    if ((await listNamespaces()).some(ns => ns.startsWith(`${PREFIX}-`)) || existsSync(DEMO_DIR)) await vgrid(['demo', '--stop'])
+    offInterrupt(cleanup)
+  },
+  stopSync: () => {
+    for (const d of demos) if (d.proc.exitCode == null && d.proc.signalCode == null) d.proc.kill('SIGKILL')
+    spawnSync(VGRID, ['demo', '--stop'], { stdio: 'ignore', timeout: 30_000 })
+  }
+}
+
+function startDemo (args: string[]): Demo {
+  const proc = spawn(VGRID, ['demo', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  proc.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const exited = new Promise<number | null>(resolve => proc.once('exit', code => resolve(code)))
+  const demo = { proc, out: () => out, exited }
+  demos.add(demo)
+  return demo
+}
+
+/** Its exit code, or a failure after `ms` (a demo that does not stop is a bug, not a hang). */
+async function exitOf (d: Demo, ms = 30_000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`demo (pid ${d.proc.pid}) did not exit within ${ms} ms:\n${d.out()}`)), ms)
+  })
+  return await Promise.race([d.exited, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Until the demo says how to stop it (it is up), then its host lines. */
+async function hostLines (t: ExecutionContext, d: Demo): Promise<Array<[string, string]>> {
+  const start = Date.now()
+  while (!d.out().includes('stop:')) {
+    if (d.proc.exitCode != null) throw new Error(`demo exited (${d.proc.exitCode}):\n${d.out()}`)
+    if (Date.now() - start > 60_000) throw new Error(`demo not up after 60 s:\n${d.out()}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  return [...d.out().matchAll(/^(host\d+) (127\.0\.0\.1:\d+)$/gm)].map(m => [m[1]!, m[2]!])
+}
+
+/** A CLI run, asynchronous: a blocked event loop here would leave the demo (our child) an unreaped zombie. */
+async function vgrid (args: string[], env: Record<string, string> = {}, cmd = VGRID, pre: string[] = []): Promise<{ code: number | null, out: string }> {
+  return await new Promise(resolve => {
+    const p = spawn(cmd, [...pre, ...args], { env: { ...process.env, ...env }, timeout: 30_000 })
+    let out = ''
+    p.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    p.stderr.on('data', (d: Buffer) => { out += d.toString() })
+    p.on('close', code => resolve({ code, out }))
+  })
+}
+
+async function nothingLeft (t: ExecutionContext, what: string): Promise<void> {
+  t.deepEqual((await listNamespaces()).filter(ns => ns.startsWith(`${PREFIX}-`)), [], `${what}: no demo namespace left`)
+  t.false(existsSync(DEMO_DIR), `${what}: ${DEMO_DIR} removed`)
+}
+
+e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed run leave nothing', async t => {
+  onInterrupt(cleanup)
+  t.teardown(async () => {
+    if (!t.passed) for (const d of demos) process.stderr.write(`---- output of vgrid demo (pid ${d.proc.pid}) ----\n${d.out()}\n`)
+    await cleanup.stop()
+  })
+  let mark = Date.now()
+  const phase = (what: string): void => { t.log(`${what}: ${secs(Date.now() - mark)}`); mark = Date.now() }
+  const st = readState()
+  if (st != null && isDemoProcess(st.pid)) {
+    t.log(`a demo is running on this machine (pid ${st.pid}); not touching it, so this test checks nothing`)
+    t.pass()
+    return
+  }
+
+  for (const bad of ['0', '9', 'three']) {
+    const r = await vgrid(['demo', '--hosts', bad])
+    t.is(r.code, 2, `--hosts ${bad} is a usage error`)
+    t.regex(r.out, /--hosts must be a whole number from 1 to 8/)
+  }
+  if (which('setpriv') != null) {
+    const r = await vgrid(['demo'], {}, 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', VGRID])
+    t.regex(r.out, /need root/, 'without root: says so')
+    await nothingLeft(t, 'without root')
+  }
+  phase('bad input refused')
+
+  // 1. three hosts; status works through each printed address; --stop removes it all
+  const demo = startDemo(['--hosts', '3'])
+  const lines = await hostLines(t, demo)
+  t.deepEqual(lines.map(l => l[0]), ['host1', 'host2', 'host3'])
+  for (const [name, api] of lines) {
+    const r = await vgrid(['status', '--json'], { VGRID_API: api })
+    t.is(r.code, 0, r.out)
+    const s = JSON.parse(r.out) as { node: { name: string }, members: { alive: number } }
+    t.is(s.node.name, name)
+    t.is(s.members.alive, 3, `${name} sees 3 alive`)
+  }
+  const again = await vgrid(['demo'])
+  t.is(again.code, 1)
+  t.regex(again.out, /already running/, 'a second demo is refused while one runs')
+  const pids = (readState()?.pid != null ? [readState()!.pid] : [])
+  const stop = await vgrid(['demo', '--stop'])
+  t.is(stop.code, 0, stop.out)
+  t.is(await exitOf(demo), 0, demo.out())
+  t.deepEqual(pids.filter(isAlive), [])
+  await nothingLeft(t, 'after --stop')
+  phase('3 hosts up, status through each, --stop')
+
+  // 2. a demo killed outright leaves its hosts behind; the next run says so and removes them
+  const crashed = startDemo(['--hosts', '1'])
+  await hostLines(t, crashed)
+  crashed.proc.kill('SIGKILL')
+  await exitOf(crashed)
+  t.true((await listNamespaces()).some(ns => ns.startsWith(`${PREFIX}-`)), 'the killed demo left namespaces')
+  const next = startDemo(['--hosts', '2'])
+  t.is((await hostLines(t, next)).length, 2)
+  t.regex(next.out(), /leftovers of an earlier demo/)
+  // 3. Ctrl-C (SIGINT) removes everything
+  next.proc.kill('SIGINT')
+  t.is(await exitOf(next), 0, next.out())
+  await nothingLeft(t, 'after Ctrl-C')
+  phase('killed demo, next run removes its leftovers, Ctrl-C')
+
+  // 4. and --stop cleans up after a killed demo too
+  const killed = startDemo(['--hosts', '1'])
+  await hostLines(t, killed)
+  killed.proc.kill('SIGKILL')
+  await exitOf(killed)
+  const r = await vgrid(['demo', '--stop'])
+  t.regex(r.out, /gone without cleaning up/)
+  await nothingLeft(t, '--stop after a crash')
+  phase('--stop after a killed demo')
+})

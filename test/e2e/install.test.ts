@@ -1,0 +1,59 @@
+// install.sh as an operator runs it on a new server: inside a fresh namespace host
+// (its own prefix and data dir, the background service, since no systemd runs in
+// a namespace), with the token of a running grid. The agent it starts must join
+// that grid by the token alone (its mDNS is off): alive on every member, and they
+// on it. --uninstall then stops it.
+// The host has no route off the test's bridge, so npm works from its cache only,
+// as on an offline server with a prepared cache.
+import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
+import { e2e, Grid, secs } from '../harness/index.ts'
+import { ROOT } from '../../node/netns/processes.ts'
+
+const BOUND_MS = 30_000
+
+e2e('install.sh run inside a host starts an agent that joins the grid with --token', async t => {
+  const grid = await Grid.start(t, { hosts: ['h1', 'h2', { name: 'h4', agent: false }] })
+  await grid.waitAllAlive(BOUND_MS, ['h1', 'h2'])
+  const { token } = await grid.host('h1').api<{ token: string }>('/v1/token')
+
+  const h4 = grid.host('h4')
+  const prefix = join(h4.dir, 'prefix')
+  const dataDir = join(h4.dir, 'data')
+  const started = Date.now()
+  let out: string
+  try {
+    // stderr is the progress; stdout is the token of the grid it joined
+    out = await h4.exec('bash', [join(ROOT, 'install.sh'), '--prefix', prefix, '--data-dir', dataDir,
+      '--token', token, '--name', 'h4', '--api', '127.0.0.1:7401', '--no-mdns', '--service', 'background', '--no-packages'],
+    { timeoutMs: 240_000 })
+  } catch (err) {
+    const log = await readFile(join(prefix, 'log/vgrid.log'), 'utf8').catch(() => '(no agent log)')
+    t.fail(`install.sh failed: ${(err as Error).message}\n--- ${prefix}/log/vgrid.log ---\n${log}`)
+    return
+  }
+  t.log(`install.sh finished in ${secs(Date.now() - started)}`)
+  t.regex(out.trim(), /^vgrid1\./, 'install.sh printed a join token')
+
+  const members = ['h1', 'h2', 'h4']
+  try {
+    const ms = await grid.waitAllAlive(BOUND_MS, members)
+    t.log(`h4 (installed by install.sh) alive on h1 and h2, and they on it, ${secs(ms)} after install.sh returned`)
+  } catch (err) {
+    const log = await readFile(join(prefix, 'log/vgrid.log'), 'utf8').catch(() => '(no agent log)')
+    t.fail(`${(err as Error).message}\n--- ${prefix}/log/vgrid.log ---\n${log}`)
+    return
+  }
+  const s = await h4.status()
+  t.is(s.node.name, 'h4')
+  t.is(s.node.cluster, (await grid.host('h1').status()).node.cluster, 'the same grid as h1')
+
+  // the installed CLI works inside the host as the installer said it would
+  const cli = await h4.exec(join(prefix, 'bin/vgrid'), ['nodes', '--api', '127.0.0.1:7401'])
+  t.regex(cli, /h1\s+alive/)
+
+  await h4.exec('bash', [join(ROOT, 'install.sh'), '--uninstall', '--prefix', prefix], { timeoutMs: 60_000 })
+  await grid.waitState(['h1', 'h2'], 'h4', 'left', BOUND_MS).catch(async () =>
+    await grid.waitState(['h1', 'h2'], 'h4', 'dead', BOUND_MS))
+  t.log('after --uninstall, h4 has left the grid')
+})

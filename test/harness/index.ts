@@ -1,0 +1,78 @@
+// The e2e harness's entry point. An e2e test file does:
+//
+//   import { e2e, Grid } from '../harness/index.ts'
+//   e2e('three hosts join', async t => {
+//     const grid = await Grid.start(t, { hosts: 3 })
+//     t.true(await grid.waitAllAlive(20_000) < 20_000)
+//   })
+//
+// e2e() skips (with the reason printed) where namespaces cannot be made, runs the
+// file's tests one after another, and holds a machine-wide lock while a test runs:
+// ava runs test files in parallel processes, and two grids of agents competing for
+// two cores would make failure detection (seconds of silence) flaky.
+import test, { type ExecutionContext } from 'ava'
+import { mkdirSync, openSync, closeSync, writeSync, readFileSync, rmSync } from 'node:fs'
+import { checkSupport, isAlive } from '../../node/netns/netns.ts'
+
+export { Grid, Host, KIND, onInterrupt, offInterrupt, type Cleanup, type GridOptions, type HostSpec } from './grid.ts'
+
+/** Whether this machine can run e2e tests, and if not, why. */
+export const support = checkSupport({ nft: true })
+
+let toldSkip = false
+
+/** Registers a serial e2e test, or a skipped one saying why it cannot run here. */
+export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>): void {
+  if (!support.ok) {
+    if (!toldSkip) {
+      toldSkip = true
+      process.stderr.write(`e2e tests skipped: ${support.reason}\n`)
+    }
+    test.skip(`${title} (skipped: ${support.reason})`, () => {})
+    return
+  }
+  test.serial(title, async t => {
+    const waited = Date.now()
+    const release = await acquireLock()
+    // registered first, so it runs last: after the grid of this test is gone
+    t.teardown(release)
+    const start = Date.now()
+    await fn(t)
+    const waitedS = (start - waited) / 1000
+    t.log(`took ${((Date.now() - start) / 1000).toFixed(1)} s` + (waitedS > 0.5 ? ` (after ${waitedS.toFixed(1)} s waiting for another e2e test)` : ''))
+  })
+}
+
+const LOCK_DIR = '/run/vgrid-harness'
+const LOCK = `${LOCK_DIR}/e2e.lock`
+
+/** One e2e test at a time on this machine; a lock whose holder died is taken over. */
+async function acquireLock (): Promise<() => void> {
+  mkdirSync(LOCK_DIR, { recursive: true })
+  for (;;) {
+    try {
+      const fd = openSync(LOCK, 'wx')
+      writeSync(fd, String(process.pid))
+      closeSync(fd)
+      return () => {
+        try {
+          if (readFileSync(LOCK, 'utf8') === String(process.pid)) rmSync(LOCK)
+        } catch {}
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    let holder = NaN
+    try { holder = Number(readFileSync(LOCK, 'utf8')) } catch {}
+    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
+      try { rmSync(LOCK) } catch {}
+      continue
+    }
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}
+
+/** Seconds with one decimal, for the timings tests print. */
+export function secs (ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`
+}
