@@ -56,6 +56,8 @@ export class Replica {
   private doc: AmDoc
   private reader?: Reader
   private readonly cache = new ResolvedCache()
+  /** hashes known to be in the history (it only grows, so this never goes stale) */
+  private readonly known = new Set<string>()
   private readonly onInvalid: InvalidHandler
   private readonly now: () => number
 
@@ -98,12 +100,19 @@ export class Replica {
 
   heads (): string[] { return A.getHeads(this.doc) }
 
+  /** true if every hash is in the document's history (peers ask this for every advert) */
   hasHeads (heads: string[]): boolean {
+    const missing = heads.filter(h => !this.known.has(h))
+    if (missing.length === 0) return true
+    let ok = false
     try {
-      return A.hasHeads(this.doc, heads)
-    } catch {
-      return false
+      ok = A.hasHeads(this.doc, missing)
+    } catch {}
+    if (ok) {
+      if (this.known.size > 4096) this.known.clear()
+      for (const h of missing) this.known.add(h)
     }
+    return ok
   }
 
   /** the schema version the document is at */

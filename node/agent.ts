@@ -48,6 +48,13 @@ export interface NodeView {
   seq: number
 }
 
+/** At most 32 addresses fit an advert: loopback ones go first when there are too many. */
+export function advertisedAddrs (addrs: string[]): string[] {
+  if (addrs.length <= 32) return addrs
+  const routable = addrs.filter(a => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
+  return (routable.length > 0 ? routable : addrs).slice(0, 32)
+}
+
 export interface AgentEvents {
   started: []
   stopped: []
@@ -82,6 +89,16 @@ export class Agent extends EventEmitter<AgentEvents> {
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
 
   async start (opts: { api?: boolean } = {}): Promise<void> {
+    try {
+      await this.startParts(opts)
+    } catch (err) {
+      // undo whatever did start, so a failed start leaves nothing running
+      await this.teardown(false).catch(() => {})
+      throw err
+    }
+  }
+
+  private async startParts (opts: { api?: boolean }): Promise<void> {
     const cfg = this.config
     await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 })
     const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token })
@@ -198,19 +215,23 @@ export class Agent extends EventEmitter<AgentEvents> {
   async stop (opts: { graceful?: boolean } = {}): Promise<void> {
     if (!this.running) return
     this.running = false
-    const graceful = opts.graceful !== false
+    await this.teardown(opts.graceful !== false)
+    this.log.info('agent stopped')
+    this.emit('stopped')
+  }
+
+  /** Stops every part that exists, in reverse order of start (also after a failed start). */
+  private async teardown (graceful: boolean): Promise<void> {
     clearInterval(this.addrTimer)
     clearInterval(this.peerBookTimer)
     await this.api?.stop()
-    this.dialer.stop()
-    await this.membership.stop({ graceful })
+    this.dialer?.stop()
+    await this.membership?.stop({ graceful })
     // give the last advert a moment to leave the socket before connections close
     if (graceful) await new Promise(resolve => setTimeout(resolve, 150))
-    await this.flushPeerBook().catch(() => {})
-    await this.state.stop()
-    await this.host.stop()
-    this.log.info('agent stopped')
-    this.emit('stopped')
+    if (this.membership != null) await this.flushPeerBook().catch(() => {})
+    await this.state?.stop()
+    await this.host?.stop()
   }
 
   addrs (): string[] {
@@ -226,7 +247,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private advertBody (): AdvertBody {
     return {
       name: this.config.name,
-      addrs: this.addrs(),
+      addrs: advertisedAddrs(this.addrs()),
       capacity: this.capacity,
       reserved: this.reserved,
       free: subtract(this.capacity, this.reserved),

@@ -135,8 +135,21 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   }
   const bad = validateMembershipConfig(membership)
   if (bad != null) throw new ConfigError(`membership timeouts: ${bad.replace(/(\w+)Ms\b/g, (_, k: string) => '--' + k.replace(/[A-Z]/g, c => '-' + c.toLowerCase()))}`)
+  const labels = { ...file.labels, ...flags.labels }
+  for (const [k, v] of Object.entries(labels)) {
+    if (!/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/.test(k)) throw new ConfigError(`--label: "${k}" is not a label key (1-63 letters, digits, ".", "_", "/", "-")`)
+    if (v.length > 256) throw new ConfigError(`--label ${k}: the value is longer than 256 characters`)
+  }
   const name = pick('name') ?? hostname()
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`--name: "${name}" may only hold letters, digits, ".", "_" and "-"`)
+  const timing: MembershipTiming = {
+    ...DEFAULT_TIMING,
+    advertRefreshMs: parseDuration(pick('advertInterval') ?? DEFAULT_TIMING.advertRefreshMs, '--advert-interval'),
+    heartbeatIntervalMs: parseDuration(pick('heartbeatInterval') ?? DEFAULT_TIMING.heartbeatIntervalMs, '--heartbeat-interval')
+  }
+  // timings that contradict each other would make members flap forever
+  if (membership.suspectAfterMs < 2 * timing.heartbeatIntervalMs) throw new ConfigError('--suspect-after must be at least twice --heartbeat-interval')
+  if (membership.silenceAfterMs < 2 * timing.advertRefreshMs) throw new ConfigError('--silence-after must be at least twice --advert-interval')
   return {
     dataDir: pick('dataDir') ?? DEFAULT_DATA_DIR,
     listen,
@@ -147,13 +160,9 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     name,
     mdns: pick('mdns') ?? true,
     capacity,
-    labels: { ...file.labels, ...flags.labels },
+    labels,
     membership,
-    timing: {
-      ...DEFAULT_TIMING,
-      advertRefreshMs: parseDuration(pick('advertInterval') ?? DEFAULT_TIMING.advertRefreshMs, '--advert-interval'),
-      heartbeatIntervalMs: parseDuration(pick('heartbeatInterval') ?? DEFAULT_TIMING.heartbeatIntervalMs, '--heartbeat-interval')
-    },
+    timing,
     transport: flags.transport ?? 'tcp'
   }
 }

@@ -143,6 +143,9 @@ export class Dialer {
         this.init.onUnreachable?.(t.peerId)
       }
       t.attempts++
+      // an mDNS neighbour we never reached (another grid on the LAN, a dead box) is
+      // not worth dialling forever; it comes back if it answers mDNS again as a member
+      if (t.source === 'mdns' && t.attempts >= 5) { this.targets.delete(t.key); return }
       t.nextAt = Date.now() + backoffMs(t.attempts, this.init.baseBackoffMs ?? 1000, this.init.maxBackoffMs ?? 5000)
     } finally {
       this.inFlight.delete(t.key)

@@ -42,7 +42,7 @@ export interface HeartbeatsInit {
   onGarbage?: (peer: string) => void
 }
 
-interface Watch { last: number, silent: boolean }
+interface Watch { last: number, silent: boolean, stream: Stream }
 
 export class Heartbeats {
   private readonly init: HeartbeatsInit
@@ -110,7 +110,7 @@ export class Heartbeats {
       const stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(5000) })
       stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.out.delete(id) })
       this.out.set(id, stream)
-      stream.send(encodeBeat(this.init.version()))
+      try { stream.send(encodeBeat(this.init.version())) } catch {}
     } catch {
       // not a vgrid agent, or it went away: retried on the next tick while connected
     } finally {
@@ -121,7 +121,9 @@ export class Heartbeats {
   private onInbound (stream: Stream, conn: Connection): void {
     const id = conn.remotePeer.toString()
     const buf = new Uint8ArrayList()
-    this.watched.set(id, { last: Date.now(), silent: false })
+    this.watched.set(id, { last: Date.now(), silent: false, stream })
+    // the sender may move its heartbeats to another watcher: stop watching with the stream
+    stream.addEventListener('close', () => { if (this.watched.get(id)?.stream === stream) this.watched.delete(id) })
     stream.addEventListener('message', (evt) => {
       buf.append(evt.data)
       while (buf.byteLength >= FRAME) {
@@ -148,11 +150,17 @@ export class Heartbeats {
     if (stall > this.init.intervalMs / 2) for (const w of this.watched.values()) w.last += stall
     const frame = encodeBeat(this.init.version())
     for (const [id, s] of this.out) {
-      if (s.status !== 'open') { this.out.delete(id); continue }
+      // a closing stream (hang-up in progress) still says 'open' but refuses writes
+      if (s.status !== 'open' || s.writeStatus !== 'writable') { this.out.delete(id); continue }
       // a stream that cannot take one more frame is as good as dead; drop it so it
       // is reopened (and the far side sees silence if the link really is gone)
       if (s.writeBufferLength > FRAME * 64) { s.abort(new Error('heartbeat backlog')); this.out.delete(id); continue }
-      s.send(frame)
+      try {
+        s.send(frame)
+      } catch (err) {
+        s.abort(err as Error)
+        this.out.delete(id)
+      }
     }
     this.pickWatchers()
     for (const [id, w] of this.watched) {

@@ -47,8 +47,12 @@ function parseDigest (v: unknown): Digest {
   return v as Digest
 }
 
+/** a grid of this many servers is far beyond any rack; more is a hostile peer */
+const MAX_ADVERTS = 10_000
+
 function parseAdvertList (v: unknown): Uint8Array[] {
   if (!Array.isArray(v)) throw new Error('adverts is not a list')
+  if (v.length > MAX_ADVERTS) throw new Error(`${v.length} adverts in one exchange`)
   // re-encode one by one: each is verified on its own by the receiver
   return v.map(a => enc(a))
 }
@@ -66,6 +70,8 @@ export class MemberSync {
       void this.answer(stream, conn.remotePeer.toString())
     }, { maxInboundStreams: 2 })
     this.init.host.addEventListener('peer:connect', this.onConnect)
+    // peers that connected while the agent was still starting
+    for (const c of this.init.host.getConnections()) void this.exchange(c.remotePeer)
   }
 
   async stop (): Promise<void> {

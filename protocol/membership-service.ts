@@ -205,8 +205,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
         continue
       }
       if (res.advert.nodeId === this.nodeId) continue
-      this.emit('advert', res.advert)
-      this.apply(onAdvert(this.table, res.advert, Date.now()), res.advert)
+      this.applyAdvert(res.advert)
     }
   }
 
@@ -229,8 +228,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       const advert = this.validated.get(msg)
       if (advert == null) return
       this.emit('received', msg.data.byteLength)
-      this.emit('advert', advert)
-      this.apply(onAdvert(this.table, advert, now), advert)
+      this.applyAdvert(advert, now)
     } else if (msg.topic === this.topics.suspicions) {
       const res = decodeSuspicion(msg.data, msg.from.toString(), this.init.clusterId)
       if (!res.ok) return
@@ -238,6 +236,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       const s = res.suspicion
       if (s.target === this.nodeId) {
         // we are suspected but alive: refute with a newer version, right away
+        if (s.incarnation === this.incarnation && s.seq > this.seq && s.seq < this.seq + 1_000_000) this.seq = s.seq
         this.advertiseNow()
         return
       }
@@ -249,6 +248,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly onSubscriptionChange = (): void => {
     // a peer (re)joined the topics: let it learn about us now rather than at the next refresh
     this.advertiseNow()
+  }
+
+  /** An advert that passed every check; 'advert' fires only if it was news. */
+  private applyAdvert (advert: Advert, now = Date.now()): void {
+    const step = onAdvert(this.table, advert, now)
+    if (step.table === this.table) return
+    this.apply(step, advert)
+    this.emit('advert', advert)
   }
 
   private apply (step: Step, member?: Advert): void {

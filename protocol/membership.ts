@@ -147,7 +147,9 @@ export function onSuspect (table: MemberTable, nodeId: string, version: Version,
   const prev = table.get(nodeId)
   if (prev == null || prev.state !== 'alive') return unchanged(table)
   if (compareVersions(version, prev.version) < 0) return unchanged(table)
-  return replace(table, { ...prev, state: 'suspect', since: now, suspectedVersion: version }, prev)
+  // never hold a member to a version it has not been seen with: a suspicion naming a
+  // far-future version could otherwise keep it dead whatever it does
+  return replace(table, { ...prev, state: 'suspect', since: now, suspectedVersion: prev.version }, prev)
 }
 
 /** The passage of time: suspects die, the silent are suspected, the dead are forgotten. */

@@ -49,3 +49,10 @@ test('flags override the config file, and bad files name the problem', async t =
   await t.throwsAsync(resolveConfig({ api: 'localhost' }), { message: /--api: "localhost" is not host:port/ })
   await t.throwsAsync(resolveConfig({ suspectAfter: '50s', silenceAfter: '20s' }), { message: /--silence-after must be greater than --suspect-after/ })
 })
+
+test('contradictory timings and bad labels are refused by name', async t => {
+  await t.throwsAsync(resolveConfig({ heartbeatInterval: '2s' }), { message: /--suspect-after must be at least twice --heartbeat-interval/ })
+  await t.throwsAsync(resolveConfig({ advertInterval: '60s' }), { message: /--silence-after must be at least twice --advert-interval/ })
+  await t.throwsAsync(resolveConfig({ labels: { ['x'.repeat(64)]: 'v' } }), { message: /is not a label key/ })
+  await t.throwsAsync(resolveConfig({ labels: { rack: 'v'.repeat(257) } }), { message: /longer than 256/ })
+})

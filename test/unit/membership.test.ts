@@ -124,3 +124,11 @@ test('the defaults detect a silent neighbour as dead within 5 s and are valid', 
   t.truthy(validateMembershipConfig({ ...DEFAULT_MEMBERSHIP, silenceAfterMs: 1000 }))
   t.truthy(validateMembershipConfig({ ...DEFAULT_MEMBERSHIP, deadAfterMs: 0 }))
 })
+
+test('a suspicion naming a far-future version cannot keep a member dead', t => {
+  let table = onSuspect(joined('a'), 'a', v(Number.MAX_SAFE_INTEGER), 0).table
+  t.deepEqual(table.get('a')?.suspectedVersion, v(1), 'held to the version it was seen with')
+  table = onTick(table, 3000, cfg).table
+  t.is(table.get('a')?.state, 'dead')
+  t.is(onAdvert(table, advert('a', 2), 4000).table.get('a')?.state, 'alive', 'its next advert refutes')
+})
