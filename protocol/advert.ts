@@ -6,6 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
+import { parseJsonMessage, type Rejection } from './json-message.ts'
 
 export const ADVERT_VERSION = 1
 /** adverts are small; anything bigger is malformed or hostile */
@@ -52,7 +53,7 @@ export type Resources = Static<typeof ResourcesSchema>
 
 const check = TypeCompiler.Compile(AdvertSchema)
 
-export type AdvertRejection = 'oversized' | 'malformed' | 'schema' | 'wrong-cluster' | 'forged' | 'bad-signature' | 'stale'
+export type AdvertRejection = Rejection
 
 export type DecodeResult =
   | { ok: true, advert: Advert }
@@ -93,17 +94,9 @@ export async function decodeAdvert (data: Uint8Array, signer: string | undefined
 }
 
 function parseAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): DecodeResult {
-  if (data.byteLength > MAX_ADVERT_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes` }
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
-  } catch (err) {
-    return { ok: false, reason: 'malformed', detail: (err as Error).message }
-  }
-  if (!check.Check(value)) {
-    const first = check.Errors(value).First()
-    return { ok: false, reason: 'schema', detail: first == null ? 'invalid' : `${first.path || '/'}: ${first.message}` }
-  }
+  const res = parseJsonMessage(data, MAX_ADVERT_BYTES, check)
+  if (!res.ok) return res
+  const value = res.value
   if (value.cluster !== clusterId) return { ok: false, reason: 'wrong-cluster', detail: value.cluster }
   if (signer != null && value.nodeId !== signer) return { ok: false, reason: 'forged', detail: `${signer} described ${value.nodeId}` }
   return { ok: true, advert: value }

@@ -20,7 +20,7 @@ import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } fr
 export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
 
 export interface MembershipTiming {
-  /** re-publish the advert this often even if nothing changed */
+  /** re-publish the advert at least this often even if nothing changed (see refreshFor) */
   advertRefreshMs: number
   heartbeatIntervalMs: number
   /** peers that receive this node's heartbeats and raise the alarm if they stop */
@@ -29,6 +29,20 @@ export interface MembershipTiming {
 }
 
 export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heartbeatIntervalMs: 500, watchers: 4, tickMs: 250 }
+
+/**
+ * Refreshes are the only per-member cost every node pays (it receives N adverts per
+ * refresh period), so the period grows with the grid: at least `base`, and 200 ms
+ * per member, at most 60 s. Every node then receives at most 5 refreshes a second.
+ * The silence timeout follows, so that two lost refreshes never suspect anyone.
+ */
+export function refreshFor (members: number, base: number): number {
+  return Math.max(base, Math.min(60_000, members * 200))
+}
+
+export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh: number): number {
+  return Math.max(cfg.silenceAfterMs, 3 * refreshFor(members, baseRefresh))
+}
 
 export interface MembershipServiceInit {
   host: Libp2p<{ pubsub: GossipSub }>
@@ -66,6 +80,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private table: MemberTable = new Map()
   private timers: NodeJS.Timeout[] = []
   private pending?: NodeJS.Timeout
+  private refresh?: NodeJS.Timeout
   private running = false
 
   constructor (init: MembershipServiceInit) {
@@ -112,9 +127,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     await this.heartbeats.start()
     await this.sync.start()
     void this.publish('alive')
+    this.scheduleRefresh()
     this.timers = [
-      setInterval(() => { void this.publish('alive') }, this.timing.advertRefreshMs),
-      setInterval(() => { this.apply(onTick(this.table, Date.now(), this.config, this.nodeId)) }, this.timing.tickMs)
+      setInterval(() => {
+        const cfg = { ...this.config, silenceAfterMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
+        this.apply(onTick(this.table, Date.now(), cfg, this.nodeId))
+      }, this.timing.tickMs)
     ]
   }
 
@@ -123,6 +141,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     if (!this.running) return
     this.running = false
     for (const t of this.timers) clearInterval(t)
+    clearTimeout(this.refresh)
     clearTimeout(this.pending)
     if (opts.graceful !== false) await this.publish('leaving')
     await this.heartbeats.stop()
@@ -132,6 +151,16 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
     pubsub.topicValidators.delete(this.topics.adverts)
     pubsub.topicValidators.delete(this.topics.suspicions)
+  }
+
+  /** The next refresh, with ±10 % jitter so that a grid started together does not refresh in bursts. */
+  private scheduleRefresh (): void {
+    const period = refreshFor(this.table.size, this.timing.advertRefreshMs) * (0.9 + Math.random() * 0.2)
+    this.refresh = setTimeout(() => {
+      if (!this.running) return
+      void this.publish('alive')
+      this.scheduleRefresh()
+    }, period)
   }
 
   /** Something in our advert changed: publish soon (coalescing bursts), not at the next refresh. */

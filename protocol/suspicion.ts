@@ -3,7 +3,7 @@
 // publishing a newer advert.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { AdvertRejection } from './advert.ts'
+import { parseJsonMessage, type Rejection } from './json-message.ts'
 
 const Count = Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 
@@ -26,18 +26,10 @@ export function encodeSuspicion (s: Suspicion): Uint8Array {
 }
 
 export function decodeSuspicion (data: Uint8Array, signer: string, clusterId: string):
-  { ok: true, suspicion: Suspicion } | { ok: false, reason: AdvertRejection, detail: string } {
-  if (data.byteLength > MAX_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes` }
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
-  } catch (err) {
-    return { ok: false, reason: 'malformed', detail: (err as Error).message }
-  }
-  if (!check.Check(value)) {
-    const e = check.Errors(value).First()
-    return { ok: false, reason: 'schema', detail: e == null ? 'invalid' : `${e.path || '/'}: ${e.message}` }
-  }
+  { ok: true, suspicion: Suspicion } | { ok: false, reason: Rejection, detail: string } {
+  const res = parseJsonMessage(data, MAX_BYTES, check)
+  if (!res.ok) return res
+  const value = res.value
   if (value.cluster !== clusterId) return { ok: false, reason: 'wrong-cluster', detail: value.cluster }
   if (value.from !== signer) return { ok: false, reason: 'forged', detail: `${signer} spoke for ${value.from}` }
   return { ok: true, suspicion: value }

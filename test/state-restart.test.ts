@@ -2,7 +2,7 @@
 // restart, every change it acknowledged (the API answers only after fsync). The agent
 // runs alone, so nothing can come back from peers and mask a loss.
 import test from 'ava'
-import { AgentGroup } from './helpers/agent-process.ts'
+import { AgentGroup, waitFor } from './helpers/agent-process.ts'
 import { writeKeyFile, setLabel, call } from './state-grid.ts'
 
 test('SIGKILL during a stream of writes loses nothing that was acknowledged', async t => {
@@ -31,7 +31,7 @@ test('SIGKILL during a stream of writes loses nothing that was acknowledged', as
     }
     const writers = Array.from({ length: 16 }, writer)
     const before = acked.size
-    while (acked.size < before + killAfter) await new Promise(resolve => setTimeout(resolve, 5))
+    await waitFor(() => acked.size >= before + killAfter, 60_000, `${killAfter} acknowledged writes`, () => a.running ? undefined : `agent died:\n${a.log}`)
     t.is(await a.kill('SIGKILL'), null, 'killed by signal')
     stop = true
     await Promise.all(writers)

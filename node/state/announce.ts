@@ -31,6 +31,7 @@ export class HeadsAnnouncer extends EventEmitter<AnnouncerEvents> {
   private readonly topic: string
   private readonly heads: () => string[]
   private pending?: NodeJS.Timeout
+  private lastAt = 0
   private running = false
 
   constructor (pubsub: GossipSub, clusterId: string, heads: () => string[]) {
@@ -55,14 +56,20 @@ export class HeadsAnnouncer extends EventEmitter<AnnouncerEvents> {
     try { this.pubsub.unsubscribe(this.topic) } catch {}
   }
 
-  /** Publish our heads soon, coalescing a burst of changes into one message (at most 5/s). */
+  /**
+   * Publish our heads soon: a burst of changes becomes one message, and at most one
+   * per second leaves (every receiver checks its signature; the sync sessions carry
+   * the changes themselves, this only helps agents they do not reach).
+   */
   announce (): void {
     if (!this.running || this.pending != null) return
+    const wait = Math.max(50, this.lastAt + 1000 - Date.now())
     this.pending = setTimeout(() => {
       this.pending = undefined
+      this.lastAt = Date.now()
       const body = new TextEncoder().encode(JSON.stringify({ v: 1, heads: this.heads().slice(0, 64) }))
       this.pubsub.publish(this.topic, body).catch(() => {}) // no topic peers yet: adverts carry heads too
-    }, 200)
+    }, wait)
   }
 
   private readonly validate = (_peer: unknown, msg: Message): TopicValidatorResult => {

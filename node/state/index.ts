@@ -117,9 +117,15 @@ export class StateService extends EventEmitter<StateEvents> {
   }
 
   async stop (): Promise<void> {
-    if (!this.running) return
+    if (!this.running) {
+      // a start that failed part way: release what it opened
+      await this.sync?.stop().catch(() => {})
+      await this.store.close().catch(() => {})
+      return
+    }
     this.running = false
     clearInterval(this.compactTimer)
+    clearTimeout(this.remoteFlush)
     this.announcer.stop()
     await this.sync.stop()
     // a fresh snapshot makes the next start a single load
@@ -190,8 +196,19 @@ export class StateService extends EventEmitter<StateEvents> {
   private afterChange (origin: 'local' | 'remote', peer?: string): void {
     this.sync.pokeAll(peer)
     if (origin === 'local') this.announcer.announce()
-    else this.persister.flush().catch(err => this.log.error('could not save state changes from a peer', { error: (err as Error).message }))
+    else this.flushRemoteSoon()
     this.emit('changed', origin, peer)
+  }
+
+  private remoteFlush?: NodeJS.Timeout
+
+  /** Changes from peers are saved within 100 ms, a burst of them with one fsync (nobody waits on them). */
+  private flushRemoteSoon (): void {
+    if (this.remoteFlush != null) return
+    this.remoteFlush = setTimeout(() => {
+      this.remoteFlush = undefined
+      this.persister.flush().catch(err => this.log.error('could not save state changes from a peer', { error: (err as Error).message }))
+    }, 100)
   }
 
   private onInvalid = (kind: Kind, key: string, problem: string): void => {

@@ -4,7 +4,7 @@
 // soon as it is made, and travels on through that peer's own sessions.
 //
 // Not every connection carries a session: each agent opens sessions to at most
-// `syncPeers` (6) of its connected peers, those with the lowest pair score (a hash of
+// `syncPeers` (4) of its connected peers, those with the lowest pair score (a hash of
 // both ids, so two peers rank each other alike), and accepts the sessions others
 // open. The union is a well-connected overlay: a change crosses it in a few hops at a
 // cost linear in the number of agents, where syncing every connection costs the
@@ -14,7 +14,6 @@
 // A peer whose frame is oversized or malformed, or whose changes fail the schema,
 // is disconnected and its sessions refused for a while (quarantine).
 import { EventEmitter } from 'node:events'
-import { createHash } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -22,6 +21,7 @@ import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { PeerSync, Replica } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { PeerTable, type PeerStatus } from './peers.ts'
+import { pairScore, pickPeers, DEFAULT_SYNC_PEERS } from './overlay.ts'
 
 export const STATE_SYNC_PROTOCOL = '/vgrid/state/sync/1.0.0'
 /** a whole document travels in one message to a fresh peer: leave room */
@@ -167,20 +167,14 @@ export class SyncService extends EventEmitter<SyncEvents> {
 
   private readonly scores = new Map<string, string>()
 
-  /** Symmetric: both peers of a pair compute the same score. */
-  private score (peer: string): string {
-    let sc = this.scores.get(peer)
-    if (sc == null) {
-      sc = createHash('sha256').update(this.self < peer ? this.self + peer : peer + this.self).digest('hex').slice(0, 16)
-      this.scores.set(peer, sc)
-    }
-    return sc
-  }
-
-  /** The connected peers this agent opens sessions to. */
+  /** The connected peers this agent opens sessions to (scores cached per peer). */
   private picks (): string[] {
-    const peers = [...new Set(this.init.host.getConnections().map(c => c.remotePeer.toString()))].filter(p => p !== this.self && !this.refused(p))
-    return peers.sort((a, b) => this.score(a) < this.score(b) ? -1 : 1).slice(0, this.init.syncPeers ?? 6)
+    const peers = this.init.host.getConnections().map(c => c.remotePeer.toString()).filter(p => !this.refused(p))
+    return pickPeers(this.self, peers, this.init.syncPeers ?? DEFAULT_SYNC_PEERS, p => {
+      let sc = this.scores.get(p)
+      if (sc == null) this.scores.set(p, sc = pairScore(this.self, p))
+      return sc
+    })
   }
 
   private isConnected (peer: string): boolean {
