@@ -13,6 +13,7 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import './pnet-fix.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
 

@@ -1,16 +1,14 @@
-// The state sync protocol: one long-lived libp2p stream per connected peer, carrying
-// Automerge sync messages as length-prefixed frames (1 type byte + message). Both
-// ends run the Automerge sync protocol over it; a change reaches a connected peer as
-// soon as it is made, and travels on through that peer's own sessions.
+// The state sync protocol: long-lived libp2p streams ("sessions") carrying Automerge
+// sync messages as length-prefixed frames (1 type byte + message); both ends run the
+// Automerge sync protocol over them. A change goes out on every session as soon as it
+// is made and travels on through the receivers' own sessions.
 //
-// Not every connection carries a session: each agent opens sessions to at most
-// `syncPeers` (4) of its connected peers, those with the lowest pair score (a hash of
-// both ids, so two peers rank each other alike), and accepts the sessions others
-// open. The union is a well-connected overlay: a change crosses it in a few hops at a
-// cost linear in the number of agents, where syncing every connection costs the
-// square. Heads heard on gossip that no session delivers are pulled directly.
-// Of a pair that picked each other the smaller id opens at once and the larger after
-// a grace period; if both opened, both keep the stream opened by the smaller id.
+// Each agent opens sessions to at most `syncPeers` (4) connected peers, those with the
+// lowest pair score (overlay.ts), and accepts the sessions others open: the union is a
+// well-connected overlay whose cost per change grows linearly with the grid, where
+// syncing every connection grows with its square. Heads heard on gossip that no session
+// delivers are pulled directly. Of a pair that picked each other the smaller id opens
+// at once and the larger after a grace period; if both did, both keep the smaller's.
 // A peer whose frame is oversized or malformed, or whose changes fail the schema,
 // is disconnected and its sessions refused for a while (quarantine).
 import { EventEmitter } from 'node:events'

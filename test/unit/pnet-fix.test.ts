@@ -1,0 +1,25 @@
+// Many pnet ciphers in one process must not run the shared cipher memory into its
+// cap when one of them sees a large message (see protocol/pnet-fix.ts).
+import test from 'ava'
+import { createRequire } from 'node:module'
+import { patchXsalsa20 } from '../../protocol/pnet-fix.ts'
+
+const require = createRequire(import.meta.url)
+const pnetDir = require.resolve('@libp2p/pnet').replace(/dist[/\\]src[/\\]index\.js$/, '')
+const XSalsa20 = createRequire(pnetDir + 'package.json')('xsalsa20') as (n: Uint8Array, k: Uint8Array) => { update: (b: Uint8Array) => Uint8Array }
+
+test('large messages on one of many ciphers do not exhaust the shared memory, and output stays right', t => {
+  t.true(patchXsalsa20())
+  const key = new Uint8Array(32).fill(7)
+  const ciphers = Array.from({ length: 200 }, (_, i) => XSalsa20(new Uint8Array(24).fill(i % 250), key))
+  for (let round = 1; round <= 5; round++) {
+    // one cipher sees a big message (memory grows), then every other one is used
+    ciphers[round]!.update(new Uint8Array(round * 1024 * 1024))
+    for (const c of ciphers) c.update(new Uint8Array(100))
+  }
+  // the cipher still decrypts what a fresh one with the same nonce encrypts
+  const a = XSalsa20(new Uint8Array(24).fill(3), key)
+  const b = XSalsa20(new Uint8Array(24).fill(3), key)
+  const msg = new TextEncoder().encode('vgrid says hello')
+  t.deepEqual(b.update(a.update(msg)), msg)
+})
