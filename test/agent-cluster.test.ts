@@ -1,6 +1,6 @@
 // Five real agent processes on loopback, joined through one --join address.
 import test from 'ava'
-import { readFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AgentGroup, AgentProcess, waitFor, tempDir } from './helpers/agent-process.ts'
 import { startRawPeer, dialAgent } from './helpers/raw-peer.ts'
@@ -158,5 +158,6 @@ test.serial('SIGKILL is seen as dead by all within the dead timeout + 1 s; SIGTE
 
 test('tempDir helper makes unique directories', async t => {
   const [a, b] = await Promise.all([tempDir(), tempDir()])
+  t.teardown(async () => { await Promise.all([a, b].map(async d => await rm(d, { recursive: true, force: true }))) })
   t.not(a, b)
 })
