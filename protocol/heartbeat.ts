@@ -122,8 +122,8 @@ export class Heartbeats {
     const id = conn.remotePeer.toString()
     const buf = new Uint8ArrayList()
     this.watched.set(id, { last: Date.now(), silent: false, stream })
-    // the sender may move its heartbeats to another watcher: stop watching with the stream
-    stream.addEventListener('close', () => { if (this.watched.get(id)?.stream === stream) this.watched.delete(id) })
+    // a closed stream does not end the watch: if the sender does not open another one
+    // in time, that silence is worth a suspicion (which a live sender refutes at once)
     stream.addEventListener('message', (evt) => {
       buf.append(evt.data)
       while (buf.byteLength >= FRAME) {

@@ -61,9 +61,8 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
     // loopback and private LAN addresses are exactly where a rack's servers live
     connectionGater: { denyDialMultiaddr: () => false },
     connectionManager: { maxConnections: 1000, inboundUpgradeTimeout: 5000 },
-    // membership heartbeats already watch members; libp2p's own keep-alive pings (a
-    // new stream per connection every 10 s by default) only need to catch the rest
-    connectionMonitor: { pingInterval: 30_000 },
+    // libp2p's keep-alive pings (every 10 s) close connections that silently died,
+    // which membership then treats as lost: the safety net under the heartbeats
     services: {
       identify: identify(),
       ping: ping(),
