@@ -60,7 +60,9 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
     peerDiscovery,
     // loopback and private LAN addresses are exactly where a rack's servers live
     connectionGater: { denyDialMultiaddr: () => false },
-    connectionManager: { maxConnections: 1000, inboundUpgradeTimeout: 5000 },
+    // a rack restarting at once (or agents sharing an address in tests) dials in
+    // faster than libp2p's default of 5 connections per second per host allows
+    connectionManager: { maxConnections: 1000, inboundUpgradeTimeout: 5000, inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },
     // libp2p's keep-alive pings (every 10 s) close connections that silently died,
     // which membership then treats as lost: the safety net under the heartbeats
     services: {
