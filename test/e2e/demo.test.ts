@@ -129,10 +129,13 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
   phase('3 hosts up, status through each, --stop')
 
   // 2. a demo killed outright leaves its hosts behind; the next run says so and removes them
-  const crashed = startDemo(['--hosts', '1'])
-  await hostLines(t, crashed)
-  crashed.proc.kill('SIGKILL')
-  await exitOf(crashed)
+  const crash = async (): Promise<void> => {
+    const d = startDemo(['--hosts', '1'])
+    await hostLines(t, d)
+    d.proc.kill('SIGKILL')
+    await exitOf(d)
+  }
+  await crash()
   t.true((await listNamespaces()).some(ns => ns.startsWith(`${PREFIX}-`)), 'the killed demo left namespaces')
   const next = startDemo(['--hosts', '2'])
   t.is((await hostLines(t, next)).length, 2)
@@ -144,10 +147,7 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
   phase('killed demo, next run removes its leftovers, Ctrl-C')
 
   // 4. and --stop cleans up after a killed demo too
-  const killed = startDemo(['--hosts', '1'])
-  await hostLines(t, killed)
-  killed.proc.kill('SIGKILL')
-  await exitOf(killed)
+  await crash()
   const r = await vgrid(['demo', '--stop'])
   t.regex(r.out, /gone without cleaning up/)
   await nothingLeft(t, '--stop after a crash')
