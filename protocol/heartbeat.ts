@@ -42,7 +42,7 @@ export interface HeartbeatsInit {
   onGarbage?: (peer: string) => void
 }
 
-interface Watch { last: number, silent: boolean, stream: Stream }
+interface Watch { last: number, silent: boolean }
 
 export class Heartbeats {
   private readonly init: HeartbeatsInit
@@ -121,7 +121,7 @@ export class Heartbeats {
   private onInbound (stream: Stream, conn: Connection): void {
     const id = conn.remotePeer.toString()
     const buf = new Uint8ArrayList()
-    this.watched.set(id, { last: Date.now(), silent: false, stream })
+    this.watched.set(id, { last: Date.now(), silent: false })
     // a closed stream does not end the watch: if the sender does not open another one
     // in time, that silence is worth a suspicion (which a live sender refutes at once)
     stream.addEventListener('message', (evt) => {

@@ -9,10 +9,14 @@ import { createRequire } from 'node:module'
 
 interface WasmXor { _memory: Uint8Array, realloc: (size: number) => void, update: (i: Uint8Array, o: Uint8Array) => void }
 
+/** An xsalsa20 cipher as the library returns it (the wrapper around the WASM state). */
+export interface XSalsa20Cipher { _xor: WasmXor, update: (input: Uint8Array) => Uint8Array }
+
 const require = createRequire(import.meta.url)
 // resolve xsalsa20 as @libp2p/pnet does, so the patched copy is the one it uses
 const pnetDir = require.resolve('@libp2p/pnet').replace(/dist[/\\]src[/\\]index\.js$/, '')
-const XSalsa20 = createRequire(pnetDir + 'package.json')('xsalsa20') as (n: Uint8Array, k: Uint8Array) => { _xor: WasmXor }
+/** The xsalsa20 factory that @libp2p/pnet uses. */
+export const XSalsa20 = createRequire(pnetDir + 'package.json')('xsalsa20') as (nonce: Uint8Array, key: Uint8Array) => XSalsa20Cipher
 
 let patched = false
 
