@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '**/*.tmp.ts'] },
+  { ignores: ['node_modules/**', 'dist/**', '**/*.tmp.ts'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -314,7 +314,7 @@ trap cleanup_stage EXIT
 # 1. The new code in a staging dir with its dependencies, while the old agent still runs.
 rm -rf "$STAGE" "$OLD"
 mkdir -p "$STAGE"
-for f in bin protocol crdt node package.json package-lock.json install.sh README.md LICENSE; do
+for f in bin protocol crdt node scripts package.json package-lock.json install.sh README.md LICENSE; do
   if [ -e "$SOURCE/$f" ]; then cp -R "$SOURCE/$f" "$STAGE/"; fi
 done
 say "installing dependencies and Node.js 24 (npm ci --omit=dev)"

@@ -89,6 +89,21 @@ async function signatureOk (a: Advert): Promise<boolean> {
 export async function decodeAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): Promise<DecodeResult> {
   const res = parseAdvert(data, signer, clusterId)
   if (!res.ok) return res
+  // checked on gossip too (although the envelope is signed by the same node), so that
+  // an advert is accepted or refused alike however it arrives
+  if (!await signatureOk(res.advert)) return { ok: false, reason: 'bad-signature', detail: res.advert.nodeId }
+  return res
+}
+
+/**
+ * A relayed advert (member sync), checked on its own signature, or null when
+ * `wanted` turns it down first: every neighbour relays the whole grid to a new
+ * member, and only adverts newer than the ones held are worth a signature check.
+ */
+export async function decodeRelayedAdvert (data: Uint8Array, clusterId: string, wanted: (a: Advert) => boolean): Promise<DecodeResult | null> {
+  const res = parseAdvert(data, undefined, clusterId)
+  if (!res.ok) return res
+  if (!wanted(res.advert)) return null
   if (!await signatureOk(res.advert)) return { ok: false, reason: 'bad-signature', detail: res.advert.nodeId }
   return res
 }

@@ -4,6 +4,9 @@
 // other lacks (push-pull, as Serf does on join). A new server so learns the whole
 // grid from its first connection instead of waiting for every advert refresh.
 // Adverts are self-signed, so relayed ones are checked like gossiped ones.
+// The digest also lists the members its sender holds as suspect or dead (a third
+// element, "doubted"), so that a member doubted by mistake, whose refutation on gossip
+// was lost (a grid starting at once), learns it at the next exchange and refutes.
 import { lpStream } from '@libp2p/utils'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Advert } from './advert.ts'
@@ -12,29 +15,42 @@ import { compareVersions, type Version } from './membership.ts'
 const MAX_MESSAGE = 8 * 1024 * 1024
 const TIMEOUT_MS = 10_000
 
-export type Digest = Record<string, [number, number]>
+/** node id -> [incarnation, seq], or [incarnation, seq, "doubted"] for a suspect or dead member */
+export type Digest = Record<string, [number, number] | [number, number, 'doubted']>
 
 export interface MemberSyncInit {
   host: Libp2p
   protocol: string
   /** adverts of the members worth passing on (alive ones), self included */
   adverts: () => Advert[]
+  /** members held as suspect or dead, with the version they were doubted at */
+  doubted?: () => Array<{ nodeId: string } & Version>
   /** relayed adverts, still to be verified by the receiver */
   onAdverts: (raw: Uint8Array[], from: string) => void
+  /** the peer holds this node as suspect or dead at `version`: refute (the reply then carries the newer advert) */
+  onDoubted?: (version: Version, from: string) => Promise<void>
   onError?: (peer: string, err: Error) => void
 }
 
-export function digestOf (adverts: Advert[]): Digest {
+export function digestOf (adverts: Advert[], doubted: Array<{ nodeId: string } & Version> = []): Digest {
   const d: Digest = {}
+  for (const m of doubted) d[m.nodeId] = [m.incarnation, m.seq, 'doubted']
   for (const a of adverts) d[a.nodeId] = [a.incarnation, a.seq]
   return d
+}
+
+/** The version at which the digest's sender doubts `nodeId`, if it does. Pure. */
+export function doubtedIn (digest: Digest, nodeId: string): Version | undefined {
+  const d = digest[nodeId]
+  if (!Array.isArray(d) || d[2] !== 'doubted') return undefined
+  return { incarnation: Number(d[0]), seq: Number(d[1]) }
 }
 
 /** The adverts the holder of `digest` lacks or has older versions of. Pure. */
 export function newerThan (adverts: Advert[], digest: Digest): Advert[] {
   return adverts.filter(a => {
     const d = digest[a.nodeId]
-    if (!Array.isArray(d) || d.length !== 2) return true
+    if (!Array.isArray(d) || d.length < 2 || d[2] === 'doubted') return true
     const theirs: Version = { incarnation: Number(d[0]), seq: Number(d[1]) }
     return compareVersions(a, theirs) > 0
   })
@@ -95,10 +111,12 @@ export class MemberSync {
       stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal })
       const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
       const mine = this.init.adverts()
-      await lp.write(enc({ digest: digestOf(mine) }), { signal })
+      await lp.write(enc({ digest: digestOf(mine, this.init.doubted?.()) }), { signal })
       const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown, digest?: unknown }
       this.init.onAdverts(parseAdvertList(reply.adverts), id)
-      await lp.write(enc({ adverts: newerThan(mine, parseDigest(reply.digest)) }), { signal })
+      const digest = parseDigest(reply.digest)
+      const now = await this.checkDoubt(digest, id) ? this.init.adverts() : mine
+      await lp.write(enc({ adverts: newerThan(now, digest) }), { signal })
       await stream.close({ signal })
     } catch (err) {
       stream?.abort(err as Error)
@@ -109,13 +127,23 @@ export class MemberSync {
     }
   }
 
+  /** True if the peer doubted this node (and the refutation is done). */
+  private async checkDoubt (digest: Digest, from: string): Promise<boolean> {
+    const v = doubtedIn(digest, this.init.host.peerId.toString())
+    if (v == null || this.init.onDoubted == null) return false
+    await this.init.onDoubted(v, from)
+    return true
+  }
+
   private async answer (stream: Stream, id: string): Promise<void> {
     try {
       const signal = AbortSignal.timeout(TIMEOUT_MS)
       const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
       const first = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { digest?: unknown }
+      const digest = parseDigest(first.digest)
+      await this.checkDoubt(digest, id)
       const mine = this.init.adverts()
-      await lp.write(enc({ adverts: newerThan(mine, parseDigest(first.digest)), digest: digestOf(mine) }), { signal })
+      await lp.write(enc({ adverts: newerThan(mine, digest), digest: digestOf(mine, this.init.doubted?.()) }), { signal })
       const last = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown }
       this.init.onAdverts(parseAdvertList(last.adverts), id)
       await stream.close({ signal })

@@ -5,12 +5,13 @@
 import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import { decodeAdvert, encodeAdvert, signAdvert, type Advert, type AdvertRejection } from './advert.ts'
+import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, type Advert, type AdvertRejection } from './advert.ts'
 import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
   onAdvert, onHeartbeat, onSuspect, onTick, compareVersions, DEFAULT_MEMBERSHIP,
-  type MemberTable, type MembershipConfig, type Step, type Transition, type Version
+  type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats } from './heartbeat.ts'
 import { MemberSync } from './member-sync.ts'
@@ -26,18 +27,27 @@ export interface MembershipTiming {
   /** peers that receive this node's heartbeats and raise the alarm if they stop */
   watchers: number
   tickMs: number
+  /** push-pull member sync with one random neighbour this often (anti-entropy) */
+  syncIntervalMs: number
 }
 
-export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heartbeatIntervalMs: 500, watchers: 4, tickMs: 250 }
+export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heartbeatIntervalMs: 500, watchers: 4, tickMs: 250, syncIntervalMs: 30_000 }
+
+/** how long after a member was doubted we still ask it directly, and how often */
+const RECHECK_DOUBTED_MS = 60_000
+const DOUBT_SYNC_MS = 3_000
 
 /**
  * Refreshes are the only per-member cost every node pays (it receives N adverts per
- * refresh period), so the period grows with the grid: at least `base`, and 200 ms
- * per member, at most 60 s. Every node then receives at most 5 refreshes a second.
- * The silence timeout follows, so that two lost refreshes never suspect anyone.
+ * refresh period, each about 4 times over the mesh), and were most of an idle grid's
+ * CPU. Changes go out at once and the periodic member sync repairs lost ones, so a
+ * refresh only keeps load figures fresh: the period grows with the grid, at least
+ * `base` and 1 s per member, at most 5 minutes, so every node receives about one
+ * refresh a second whatever the size. The silence timeout follows, so that two lost
+ * refreshes never suspect anyone.
  */
 export function refreshFor (members: number, base: number): number {
-  return Math.max(base, Math.min(60_000, members * 200))
+  return Math.max(base, Math.min(300_000, members * 1000))
 }
 
 export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh: number): number {
@@ -81,6 +91,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private timers: NodeJS.Timeout[] = []
   private pending?: NodeJS.Timeout
   private refresh?: NodeJS.Timeout
+  private syncTimer?: NodeJS.Timeout
+  private refuting?: Promise<void>
   private running = false
 
   constructor (init: MembershipServiceInit) {
@@ -106,7 +118,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       host: init.host,
       protocol: memberSyncProtocol(init.clusterId),
       adverts: () => [...this.table.values()].filter(m => m.state === 'alive').map(m => m.advert),
+      doubted: () => [...this.table.values()].filter(m => m.state === 'suspect' || m.state === 'dead').map(m => ({ nodeId: m.nodeId, ...(m.suspectedVersion ?? m.version) })),
       onAdverts: (raw, from) => { void this.applyRelayed(raw, from) },
+      onDoubted: async v => { await this.refuteNow(v) },
       onError: (peer, err) => { this.emit('rejected', 'member-sync', 'malformed', `${peer}: ${err.message}`) }
     })
   }
@@ -134,6 +148,45 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
         this.apply(onTick(this.table, Date.now(), cfg, this.nodeId))
       }, this.timing.tickMs)
     ]
+    this.scheduleSync()
+  }
+
+  /**
+   * Anti-entropy: every sync interval (±25 %) a push-pull digest exchange with one
+   * random connected member, so an advert change that gossip lost reaches everyone
+   * within a few intervals instead of waiting for a refresh. A digest is about 60
+   * bytes per member; only newer adverts travel. While members we doubted in the
+   * last minute are still suspect or dead, every few seconds one of them is asked
+   * directly (dialled if need be): if it is alive after all, it sees the doubt in our
+   * digest and the same exchange brings its refutation (a grid starting at once,
+   * whose first heartbeats were late, heals in seconds).
+   */
+  private scheduleSync (): void {
+    const now = Date.now()
+    const doubted = [...this.table.values()].filter(m => (m.state === 'suspect' || m.state === 'dead') && now - m.since < RECHECK_DOUBTED_MS)
+    const base = doubted.length > 0 ? Math.min(this.timing.syncIntervalMs, DOUBT_SYNC_MS) : this.timing.syncIntervalMs
+    this.syncTimer = setTimeout(() => {
+      if (!this.running) return
+      if (doubted.length > 0) {
+        void this.askDoubted(doubted[Math.floor(Math.random() * doubted.length)]!)
+      } else {
+        const peers = this.init.host.getConnections().map(c => c.remotePeer).filter(p => this.table.get(p.toString())?.state === 'alive')
+        const peer = peers[Math.floor(Math.random() * peers.length)]
+        if (peer != null) void this.sync.exchange(peer)
+      }
+      this.scheduleSync()
+    }, base * (0.75 + Math.random() * 0.5))
+  }
+
+  /** A member sync with a doubted member, at the addresses of its last advert (we hung up on it). */
+  private async askDoubted (m: Member): Promise<void> {
+    const peer = peerIdFromString(m.nodeId)
+    const addrs: Multiaddr[] = []
+    for (const a of m.advert.addrs) {
+      try { addrs.push(multiaddr(a)) } catch { /* checked when the advert came in */ }
+    }
+    await this.init.host.peerStore.merge(peer, { multiaddrs: addrs }).catch(() => {})
+    await this.sync.exchange(peer)
   }
 
   /** Graceful stop announces "leaving", so peers mark this node left, not dead. */
@@ -143,6 +196,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const t of this.timers) clearInterval(t)
     clearTimeout(this.refresh)
     clearTimeout(this.pending)
+    clearTimeout(this.syncTimer)
     if (opts.graceful !== false) await this.publish('leaving')
     await this.heartbeats.stop()
     await this.sync.stop()
@@ -161,6 +215,24 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       void this.publish('alive')
       this.scheduleRefresh()
     }, period)
+  }
+
+  /** We are suspected (or held dead) at version `v` but alive: refute with a newer version, right away. */
+  private refute (v: Version): void {
+    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
+    this.advertiseNow()
+  }
+
+  /**
+   * A neighbour holds us as suspect or dead at `v` (seen in its member-sync digest):
+   * make sure the advert we hold is newer, publishing one now if need be, so that the
+   * same exchange carries the refutation back. Concurrent doubts share one publish.
+   */
+  private async refuteNow (v: Version): Promise<void> {
+    if (compareVersions(this.version, v) > 0) return
+    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
+    this.refuting ??= this.publish('alive').finally(() => { this.refuting = undefined })
+    await this.refuting
   }
 
   /** Something in our advert changed: publish soon (coalescing bursts), not at the next refresh. */
@@ -228,7 +300,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   /** Adverts relayed by member sync: each is checked on its own signature. */
   private async applyRelayed (raw: Uint8Array[], from: string): Promise<void> {
     for (const data of raw) {
-      const res = await decodeAdvert(data, undefined, this.init.clusterId)
+      const res = await decodeRelayedAdvert(data, this.init.clusterId, a => {
+        const held = this.table.get(a.nodeId)
+        return held == null || compareVersions(a, held.advert) > 0
+      })
+      if (res == null) continue
       if (!res.ok) {
         this.emit('rejected', 'member-sync', res.reason, `${from}: ${res.detail}`)
         continue
@@ -264,9 +340,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       this.emit('received', msg.data.byteLength)
       const s = res.suspicion
       if (s.target === this.nodeId) {
-        // we are suspected but alive: refute with a newer version, right away
-        if (s.incarnation === this.incarnation && s.seq > this.seq && s.seq < this.seq + 1_000_000) this.seq = s.seq
-        this.advertiseNow()
+        this.refute(s)
         return
       }
       this.emit('suspected', s.target, s.from, 'gossip')

@@ -5,10 +5,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, createWriteStream, type WriteStream } from 'node:fs'
 import { request } from 'node:http'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { ipPath, sleep } from './netns.ts'
+import { ROOT, CODE_EXT } from '../paths.ts'
 
-export const ROOT = resolve(import.meta.dirname, '../..')
+export { ROOT }
 export const VGRID = join(ROOT, 'bin/vgrid')
 /** Where each agent listens inside its own namespace (every namespace has its own ports). */
 export const P2P_PORT = 7400
@@ -107,7 +108,7 @@ export class ApiBridge extends NsProcess {
     let out = ''
     const ready = new Promise<void>((resolve, reject) => {
       const proc = this.launch(this.ns, nodeBin(), ['--disable-warning=ExperimentalWarning',
-        join(import.meta.dirname, 'api-bridge-main.ts'), this.socketPath, String(this.port)], d => {
+        join(import.meta.dirname, `api-bridge-main${CODE_EXT}`), this.socketPath, String(this.port)], d => {
         out += d.toString()
         if (out.includes('ready')) resolve()
       })

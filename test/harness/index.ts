@@ -46,8 +46,11 @@ export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>):
 const LOCK_DIR = '/run/vgrid-harness'
 const LOCK = `${LOCK_DIR}/e2e.lock`
 
-/** One e2e test at a time on this machine; a lock whose holder died is taken over. */
-async function acquireLock (): Promise<() => void> {
+/**
+ * One e2e test at a time on this machine; a lock whose holder died is taken over.
+ * Exported for e2e tests that need no namespace hosts (e.g. install-systemd.test.ts).
+ */
+export async function acquireLock (): Promise<() => void> {
   mkdirSync(LOCK_DIR, { recursive: true })
   for (;;) {
     try {

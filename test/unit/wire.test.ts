@@ -1,8 +1,8 @@
 import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { decodeAdvert, encodeAdvert, signAdvert, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
-import { newerThan, digestOf } from '../../protocol/member-sync.ts'
+import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
+import { newerThan, digestOf, doubtedIn } from '../../protocol/member-sync.ts'
 import { decodeBeat, encodeBeat } from '../../protocol/heartbeat.ts'
 import { generateClusterKey, parseClusterKey, formatClusterKey, encodeToken, decodeToken, clusterKeyFromHex, keyHex } from '../../protocol/cluster-key.ts'
 import { planDials, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
@@ -47,6 +47,19 @@ test('bad adverts are rejected with a reason', async t => {
   t.is(await reason(encodeAdvert(advert('peerA'))), 'bad-signature')
 })
 
+test('a relayed advert is signature-checked only if it is wanted', async t => {
+  const key = await generateKeyPair('Ed25519')
+  const id = peerIdFromPrivateKey(key).toString()
+  const signed = encodeAdvert(await signAdvert(key, advert(id)))
+  const forged = encodeAdvert(advert(id))
+  t.is(await decodeRelayedAdvert(forged, 'c1', () => false), null, 'unwanted: dropped before the signature check')
+  const bad = await decodeRelayedAdvert(forged, 'c1', () => true)
+  t.is(bad?.ok === false ? bad.reason : null, 'bad-signature')
+  t.true((await decodeRelayedAdvert(signed, 'c1', () => true))?.ok)
+  const junk = await decodeRelayedAdvert(new TextEncoder().encode('{'), 'c1', () => false)
+  t.is(junk?.ok === false ? junk.reason : null, 'malformed', 'garbage is rejected, not skipped')
+})
+
 test('member sync sends only what the other side lacks', t => {
   const a = advert('a', { seq: 5 })
   const b = advert('b', { seq: 1 })
@@ -54,6 +67,17 @@ test('member sync sends only what the other side lacks', t => {
   t.deepEqual(digestOf([a, b]), { a: [1, 5], b: [1, 1] })
   t.deepEqual(newerThan([a, b, c], { a: [1, 5], b: [1, 0] }).map(x => x.nodeId), ['b', 'c'])
   t.deepEqual(newerThan([a], { a: 'junk' } as never).map(x => x.nodeId), ['a'])
+})
+
+test('member sync digests name doubted members, and a doubted member is always sent', t => {
+  const a = advert('a', { seq: 5 })
+  const digest = digestOf([a], [{ nodeId: 'b', incarnation: 1, seq: 3 }])
+  t.deepEqual(digest, { a: [1, 5], b: [1, 3, 'doubted'] })
+  t.deepEqual(doubtedIn(digest, 'b'), { incarnation: 1, seq: 3 })
+  t.is(doubtedIn(digest, 'a'), undefined)
+  t.is(doubtedIn({ x: 'junk' } as never, 'x'), undefined)
+  // b holds itself at the doubted version: its advert goes back anyway (the refutation)
+  t.deepEqual(newerThan([advert('b', { seq: 3 })], digest).map(x => x.nodeId), ['b'])
 })
 
 test('heartbeat frames carry a version and reject junk', t => {
