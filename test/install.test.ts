@@ -9,6 +9,7 @@ import { readFile, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ROOT, freePort, tempDir, waitFor } from './helpers/agent-process.ts'
 import { decodeToken, keyHex } from '../protocol/cluster-key.ts'
+import { isAlive } from '../node/netns/netns.ts'
 
 const INSTALL = join(ROOT, 'install.sh')
 const isRoot = process.getuid?.() === 0
@@ -30,15 +31,6 @@ async function install (args: string[], ms = 120_000): Promise<Run> {
       resolve({ code, stdout, stderr })
     })
   })
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 async function readPid (file: string): Promise<number | undefined> {
@@ -148,14 +140,14 @@ rootTest('install.sh installs a running agent, upgrades it in place and uninstal
   t.is((await stat(join(prefix, 'etc/vgrid.json'))).mode & 0o777, 0o600)
   t.regex(await log(), /agent started/, 'the background service logs to PREFIX/log/vgrid.log')
   const firstPids = await record()
-  t.true(alive(firstPids.sup) && alive(firstPids.agent))
+  t.true(isAlive(firstPids.sup) && isAlive(firstPids.agent))
 
   // 2. the supervisor restarts an agent that dies
   process.kill(firstPids.agent, 'SIGKILL')
   await waitFor(async () => {
     const p = await readPid(agentPidFile)
     return p != null && p !== firstPids.agent && (await getJson<Status>(api, '/v1/status')).node.id === status.node.id
-  }, 15_000, 'the supervisor restarts the agent', () => alive(firstPids.sup) ? undefined : 'the supervisor died')
+  }, 15_000, 'the supervisor restarts the agent', () => isAlive(firstPids.sup) ? undefined : 'the supervisor died')
   await record()
 
   // 3. a second run (the prefix alone: the other settings are kept) upgrades in place
@@ -170,10 +162,10 @@ rootTest('install.sh installs a running agent, upgrades it in place and uninstal
   t.is(after.node.name, 'installed')
   t.is(keyHex(decodeToken(second.stdout.trim()).key), clusterKey, 'same grid after the upgrade')
   t.deepEqual(await readFile(join(dataDir, 'identity.key')), identity, 'data dir kept')
-  t.false(alive(before.sup), 'old supervisor gone')
-  t.false(alive(before.agent), 'old agent gone')
+  t.false(isAlive(before.sup), 'old supervisor gone')
+  t.false(isAlive(before.agent), 'old agent gone')
   const upgraded = await record()
-  t.true(alive(upgraded.sup) && alive(upgraded.agent))
+  t.true(isAlive(upgraded.sup) && isAlive(upgraded.agent))
 
   // 4. --uninstall: the prefix goes, the data dir stays, no process is left
   const third = await install(['--prefix', prefix, '--uninstall'], 60_000)
@@ -181,7 +173,7 @@ rootTest('install.sh installs a running agent, upgrades it in place and uninstal
   t.false(await exists(prefix), 'prefix removed')
   t.true(await exists(join(dataDir, 'identity.key')), 'data dir kept')
   t.true(await exists(join(dataDir, 'cluster.key')), 'cluster key kept')
-  for (const p of seen) t.false(alive(p), `process ${p} is gone`)
+  for (const p of seen) t.false(isAlive(p), `process ${p} is gone`)
   t.deepEqual(await processesMentioning(prefix + '/'), [], 'no process of the install is left')
   await t.throwsAsync(getJson(api, '/v1/status'))
 

@@ -23,7 +23,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { which } from '../../node/netns/netns.ts'
+import { isAlive, which } from '../../node/netns/netns.ts'
 import { onInterrupt, offInterrupt, type Cleanup } from '../harness/index.ts'
 
 /** Every cgroup made here is named PREFIX-<owner PID>-<n>. */
@@ -45,15 +45,6 @@ function cgroup2Mount (): string | undefined {
     if (f[3] === '/') return f[4]
   }
   return undefined
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /** PIDs in the cgroup `dir` and every cgroup below it. */
@@ -91,7 +82,7 @@ function killCgroup (dir: string): void {
 async function removeStale (root: string): Promise<void> {
   for (const name of readdirSync(root)) {
     const m = new RegExp(`^${CGROUP_PREFIX}-(\\d+)-\\d+$`).exec(name)
-    if (m == null || alive(Number(m[1]))) continue
+    if (m == null || isAlive(Number(m[1]))) continue
     process.stderr.write(`systemd-ns: removing the leftovers of an earlier run: cgroup ${join(root, name)}\n`)
     const dir = join(root, name)
     for (let i = 0; i < 50 && !removeCgroup(dir); i++) {
@@ -214,7 +205,7 @@ export class SystemdNs implements Cleanup {
     }
     // its private socket appears once it can take requests; then wait for the boot to end
     while (!existsSync(this.path('/run/systemd/private'))) {
-      if (!alive(this.pid)) throw new Error('systemd exited while starting')
+      if (!isAlive(this.pid)) throw new Error('systemd exited while starting')
       if (Date.now() - start > BOOT_MS) throw new Error('systemd did not open /run/systemd/private')
       await new Promise(resolve => setTimeout(resolve, 50))
     }
