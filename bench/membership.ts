@@ -1,4 +1,6 @@
-// Membership benchmark: many agents in one process on the in-memory transport.
+// Membership benchmark: many agents per process. Up to 50 agents share one process
+// on the in-memory transport; larger grids are spread over ceil(N/50) processes
+// that talk over loopback TCP (BENCH_PROCS=k overrides the split).
 //   node_modules/node/bin/node bench/membership.ts [N ...]   (default: 50 200)
 //   IDLE_SECONDS=300 ... for the 5-minute no-suspicion check (default 20 s)
 // Prints, per N: convergence, advert propagation (p50/p99/p100) with the same
@@ -9,7 +11,11 @@ import { spawn } from 'node:child_process'
 import { readFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startGrid, until, percentile, fmtMs, type InProcessGrid } from './cluster.ts'
+import { until, percentile, fmtMs } from './cluster.ts'
+import { GridShard, type IdleStats } from './grid-shard.ts'
+import { ShardProcess } from './shard-process.ts'
+import { writeClusterKey } from '../node/cluster-key-store.ts'
+import { generateClusterKey } from '../protocol/cluster-key.ts'
 import { deadTimeoutMs, DEFAULT_MEMBERSHIP } from '../protocol/membership.ts'
 import { DEFAULT_TIMING } from '../protocol/membership-service.ts'
 import { freePort, VGRID, waitFor } from '../test/helpers/agent-process.ts'
@@ -25,102 +31,128 @@ function spread (arrivals: number[], total: number): [number, number, number] {
   return [at(50), at(99), at(100)]
 }
 
-async function advertPropagation (g: InProcessGrid, round: number): Promise<number[]> {
-  const [origin, ...others] = g.agents
-  const arrivals: number[] = []
-  const start = performance.now()
-  const handlers = others.map(a => {
-    const h = (ad: { nodeId: string, reserved: { cpu: number } }): void => {
-      if (ad.nodeId === origin!.id && ad.reserved.cpu === round) arrivals.push(performance.now() - start)
-    }
-    a.membership.on('advert', h as never)
-    return () => a.membership.off('advert', h as never)
-  })
-  origin!.setReserved({ cpu: round, memoryBytes: 0, diskBytes: 0 })
-  await until(() => arrivals.length === others.length, 5000)
-  for (const off of handlers) off()
-  return arrivals.map(a => a)
+type Awaitable<T> = T | Promise<T>
+/** a GridShard here (memory transport) or in a child process (loopback TCP) */
+interface Shard {
+  seedAddr: () => Awaitable<string>
+  ids: () => Awaitable<string[]>
+  aliveMin: () => Awaitable<number>
+  subscribe: (topic: string) => Awaitable<void>
+  beginIdle: () => Awaitable<void>
+  endIdle: () => Awaitable<IdleStats>
+  watchAdvert: (originId: string, round: number) => Awaitable<void>
+  watchRaw: (originId: string, topic: string, round: number) => Awaitable<void>
+  watchDead: (id: string) => Awaitable<void>
+  hitTimes: () => Awaitable<number[]>
+  changeAdvert: (round: number) => Awaitable<number>
+  publishRaw: (topic: string, round: number) => Awaitable<number>
+  crashLast: () => Awaitable<number>
+  stop: () => Promise<void>
 }
 
-async function rawGossipPropagation (g: InProcessGrid, round: number): Promise<number[]> {
-  const topic = 'bench-baseline'
-  const [origin, ...others] = g.agents
-  const arrivals: number[] = []
-  const start = performance.now()
-  const handlers = others.map(a => {
-    const h = (evt: CustomEvent<{ topic: string, data: Uint8Array }>): void => {
-      if (evt.detail.topic === topic && evt.detail.data[0] === round) arrivals.push(performance.now() - start)
-    }
-    a.host.services.pubsub.addEventListener('message', h as never)
-    return () => a.host.services.pubsub.removeEventListener('message', h as never)
-  })
-  await origin!.host.services.pubsub.publish(topic, new Uint8Array(600).fill(round))
-  await until(() => arrivals.length === others.length, 5000)
-  for (const off of handlers) off()
-  return arrivals
+const all = async <T>(shards: Shard[], f: (s: Shard) => Awaitable<T>): Promise<T[]> => await Promise.all(shards.map(async s => await f(s)))
+
+/** Collects the hits of every shard until `want` arrived or `ms` passed; returns them relative to `t0`. */
+async function collect (shards: Shard[], t0: number, want: number, ms: number): Promise<number[]> {
+  let hits: number[] = []
+  await until(() => hits.length >= want, ms, 50, async () => { hits = (await all(shards, s => s.hitTimes())).flat() })
+  return hits.map(t => t - t0)
 }
 
-async function runGrid (n: number, idleSeconds: number): Promise<void> {
-  global.gc?.()
-  const rss0 = process.memoryUsage().rss
+/** Starts the grid: one shard in this process (memory transport) or `procs` child processes (loopback TCP). */
+async function startShards (n: number, procs: number, run: string): Promise<{ shards: Shard[], cleanup: () => Promise<void> }> {
+  if (procs <= 1) {
+    const s = await GridShard.start({ count: n, first: 0, transport: 'memory', run })
+    return { shards: [s], cleanup: async () => {} }
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'vgrid-bench-key-'))
+  const keyFile = join(dir, 'cluster.key')
+  await writeClusterKey(keyFile, generateClusterKey())
+  const sizes = Array.from({ length: procs }, (_, i) => Math.floor(n / procs) + (i < n % procs ? 1 : 0))
+  const shards: ShardProcess[] = []
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(shards.map(async s => await s.stop()))
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    shards.push(await ShardProcess.start({ count: sizes[0]!, first: 0, transport: 'tcp', run, keyFile }))
+    const seed = await shards[0]!.seedAddr()
+    let first = sizes[0]!
+    const rest = sizes.slice(1).map(count => { const f = first; first += count; return { count, first: f } })
+    for (const r of rest) shards.push(await ShardProcess.start({ ...r, transport: 'tcp', run, keyFile, seed }))
+  } catch (err) {
+    await cleanup()
+    throw err
+  }
+  return { shards, cleanup }
+}
+
+async function runGrid (n: number, procs: number, idleSeconds: number): Promise<void> {
   const t0 = performance.now()
-  const g = await startGrid(n, { run: `m${n}` })
-  const started = performance.now() - t0
-  const converged = await until(() => g.agents.every(a => [...a.membership.members.values()].filter(m => m.state === 'alive').length === n), 120_000, 50)
-  row(`N=${n}`, 'start + converge', `${fmtMs(started)} + ${fmtMs(converged)}`, '', '')
-  // subscribe the baseline topic everywhere, let the mesh form
-  for (const a of g.agents) a.host.services.pubsub.subscribe('bench-baseline')
-  await sleep(3000)
+  const { shards, cleanup } = await startShards(n, procs, `m${n}`)
+  try {
+    const started = performance.now() - t0
+    let alive = 0
+    const converged = await until(() => alive === n, 180_000, 200, async () => { alive = Math.min(...await all(shards, s => s.aliveMin())) })
+    const where = procs <= 1 ? '1 process, memory transport' : `${procs} processes, loopback TCP`
+    row(`N=${n}`, 'start + converge', `${fmtMs(started)} + ${fmtMs(converged)}`, where, '')
+    if (converged == null) row(`N=${n}`, 'not converged: fewest members seen alive', `${alive} of ${n}`, '', 'MISSED')
+    // subscribe the baseline topic everywhere, let the mesh form
+    await all(shards, s => s.subscribe('bench-baseline'))
+    await sleep(3000)
 
-  // idle window: CPU, bytes, suspicions
-  let bytes = 0
-  let suspicions = 0
-  const offs = g.agents.map(a => {
-    const b = (x: number): void => { bytes += x }
-    const s = (): void => { suspicions++ }
-    a.membership.on('sent', b)
-    a.membership.on('received', b)
-    a.membership.on('suspected', s)
-    return () => { a.membership.off('sent', b); a.membership.off('received', b); a.membership.off('suspected', s) }
-  })
-  const cpu0 = process.cpuUsage()
-  await sleep(idleSeconds * 1000)
-  const cpu = process.cpuUsage(cpu0)
-  for (const off of offs) off()
-  const rssPer = (process.memoryUsage().rss - rss0) / n
-  row(`N=${n}`, 'idle: suspicions / gossip bytes per node per s', `${suspicions} / ${(bytes / n / idleSeconds).toFixed(0)} B`, suspicions === 0 ? 'ok' : 'FLAPPED', `${idleSeconds} s idle`)
-  row(`N=${n}`, 'idle: CPU per agent / RSS per agent', `${((cpu.user + cpu.system) / 1e4 / idleSeconds / n).toFixed(2)} % core / ${(rssPer / 2 ** 20).toFixed(1)} MiB`, '', '')
+    // idle window: CPU, bytes, suspicions
+    await all(shards, s => s.beginIdle())
+    await sleep(idleSeconds * 1000)
+    const idle = await all(shards, s => s.endIdle())
+    const sum = (f: (x: IdleStats) => number): number => idle.reduce((acc, x) => acc + f(x), 0)
+    const suspicions = sum(x => x.suspicions)
+    const raised: Record<string, number> = {}
+    for (const x of idle) for (const [k, v] of Object.entries(x.raised)) raised[k] = (raised[k] ?? 0) + v
+    const why = Object.entries(raised).map(([k, v]) => `${v} ${k}`).join(', ')
+    row(`N=${n}`, 'idle: suspicions / gossip bytes per node per s', `${suspicions} / ${(sum(x => x.bytes) / n / idleSeconds).toFixed(0)} B`, suspicions === 0 ? 'ok' : `FLAPPED (raised: ${why})`, `${idleSeconds} s idle`)
+    row(`N=${n}`, 'idle: CPU per agent / RSS per agent', `${(sum(x => x.cpuMicros) / 1e4 / idleSeconds / n).toFixed(2)} % core / ${(sum(x => x.rssBytes) / n / 2 ** 20).toFixed(1)} MiB`, '', '')
 
-  // propagation, advert vs raw gossip baseline, 5 rounds each
-  const adv: number[][] = []
-  const raw: number[][] = []
-  for (let r = 1; r <= 5; r++) {
-    raw.push(await rawGossipPropagation(g, r))
-    await sleep(200)
-    adv.push(await advertPropagation(g, r))
-    await sleep(200)
+    // propagation, advert vs raw gossip baseline, 5 rounds each
+    const origin = (await shards[0]!.ids())[0]!
+    const adv: number[][] = []
+    const raw: number[][] = []
+    for (let r = 1; r <= 5; r++) {
+      await all(shards, s => s.watchRaw(origin, 'bench-baseline', r))
+      raw.push(await collect(shards, await shards[0]!.publishRaw('bench-baseline', r), n - 1, 5000))
+      await sleep(200)
+      await all(shards, s => s.watchAdvert(origin, r))
+      adv.push(await collect(shards, await shards[0]!.changeAdvert(r), n - 1, 5000))
+      await sleep(200)
+    }
+    const med = (xs: number[][], i: number): number => percentile(xs.map(x => spread(x, n - 1)[i]!).sort((a, b) => a - b), 50)
+    for (const [i, label] of ['50%', '99%', '100%'].entries()) {
+      const a = med(adv, i)
+      const b = med(raw, i)
+      const target = label === '99%' ? (a <= 500 ? 'ok (< 500 ms)' : 'MISSED (< 500 ms)') : ''
+      row(`N=${n}`, `advert change reaches ${label}`, fmtMs(a), `x${(a / b).toFixed(2)} of raw gossip (${fmtMs(b)})`, target)
+    }
+    // rounds where some agents were still waiting after 5 s (and how many had it)
+    const short = (xs: number[][]): string => xs.map(x => x.length).filter(k => k < n - 1).join(', ') || 'none'
+    row(`N=${n}`, 'rounds not complete in 5 s: advert / raw', `${short(adv)} / ${short(raw)}`, `of ${n - 1} agents, 5 rounds each`, '')
+
+    // a crashed agent: dead everywhere
+    const last = shards[shards.length - 1]!
+    const victim = (await last.ids()).at(-1)!
+    await all(shards, s => s.watchDead(victim))
+    const bound = deadTimeoutMs(DEFAULT_MEMBERSHIP, DEFAULT_TIMING.heartbeatIntervalMs)
+    const crashedAt = await last.crashLast()
+    const deaths = await collect(shards, crashedAt, n - 1, bound + 10_000)
+    const worst = deaths.length === n - 1 ? Math.max(...deaths) : NaN
+    row(`N=${n}`, 'crashed agent dead on all', fmtMs(worst), `x${(worst / bound).toFixed(2)} of dead timeout (${bound} ms)`, worst <= bound + 1000 ? 'ok (<= timeout + 1 s)' : 'MISSED')
+    if (shards.length > 1) {
+      const per = await all(shards, async s => { const h = (await s.hitTimes()).map(t => t - crashedAt); return `${fmtMs(percentile(h.sort((a, b) => a - b), 50))}/${fmtMs(Math.max(...h))}` })
+      row(`N=${n}`, 'dead on all, per process (median/max)', per.join(', '), 'the first process holds the seed agent', '')
+    }
+  } finally {
+    await all(shards, s => s.stop())
+    await cleanup()
   }
-  const med = (xs: number[][], i: number): number => percentile(xs.map(x => spread(x, n - 1)[i]!).sort((a, b) => a - b), 50)
-  for (const [i, label] of ['50%', '99%', '100%'].entries()) {
-    const a = med(adv, i)
-    const b = med(raw, i)
-    const target = label === '99%' ? (a <= 500 ? 'ok (< 500 ms)' : 'MISSED (< 500 ms)') : ''
-    row(`N=${n}`, `advert change reaches ${label}`, fmtMs(a), `x${(a / b).toFixed(2)} of raw gossip (${fmtMs(b)})`, target)
-  }
-
-  // a crashed agent: dead everywhere
-  const victim = g.agents[n - 1]!
-  const vid = victim.id
-  const deadAt = new Map<string, number>()
-  const t1 = performance.now()
-  for (const a of g.agents.slice(0, -1)) a.membership.on('transition', t => { if (t.nodeId === vid && t.to === 'dead' && !deadAt.has(a.id)) deadAt.set(a.id, performance.now() - t1) })
-  await victim.stop({ graceful: false })
-  const bound = deadTimeoutMs(DEFAULT_MEMBERSHIP, DEFAULT_TIMING.heartbeatIntervalMs)
-  await until(() => deadAt.size === n - 1, bound + 10_000)
-  const all = deadAt.size === n - 1 ? Math.max(...deadAt.values()) : NaN
-  row(`N=${n}`, 'crashed agent dead on all', fmtMs(all), `x${(all / bound).toFixed(2)} of dead timeout (${bound} ms)`, all <= bound + 1000 ? 'ok (<= timeout + 1 s)' : 'MISSED')
-  g.agents.pop()
-  await g.stop()
 }
 
 async function procStats (pid: number): Promise<{ rss: number, cpuTicks: number }> {
@@ -160,7 +192,10 @@ async function oneIdleAgent (): Promise<void> {
 
 const sizes = process.argv.slice(2).map(Number).filter(n => n > 1)
 const idle = Number(process.env.IDLE_SECONDS ?? 20)
-for (const n of sizes.length > 0 ? sizes : [50, 200]) await runGrid(n, idle)
+// one process can host about 50 agents with headroom (each idles at about 0.5 % of a
+// core); larger grids are spread over processes so that every core works
+const procsFor = (n: number): number => process.env.BENCH_PROCS != null ? Number(process.env.BENCH_PROCS) : Math.ceil(n / 50)
+for (const n of sizes.length > 0 ? sizes : [50, 200]) await runGrid(n, procsFor(n), idle)
 await oneIdleAgent()
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
 console.log('\n' + rows.map(r => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n'))

@@ -21,17 +21,27 @@ export interface DialPlanInput {
   now: number
   /** stop adding connections above this many */
   targetPeers: number
+  /** dials in flight at most, counting those already under way */
   maxParallel: number
+  /** dials under way (their targets are not in `targets`) */
+  inFlight?: number
 }
 
 /** Which targets to dial now: due, not connected, join addresses first, fewest failures first. */
 export function planDials (input: DialPlanInput): DialTarget[] {
-  const room = Math.min(input.maxParallel, Math.max(0, input.targetPeers - input.connected.size))
-  const due = [...input.targets].filter(t =>
-    t.nextAt <= input.now && (t.peerId == null || !input.connected.has(t.peerId)))
+  // dials still under way count against both limits: when a busy grid answers slowly,
+  // more dials on top of the slow ones only make every handshake slower (and time out)
+  const busy = input.inFlight ?? 0
+  const room = Math.max(0, Math.min(input.maxParallel - busy, input.targetPeers - input.connected.size - busy))
+  const isDue = (t: DialTarget): boolean => t.nextAt <= input.now && (t.peerId == null || !input.connected.has(t.peerId))
+  const joins: DialTarget[] = []
+  const rest: DialTarget[] = []
+  // with no room only join targets matter (this runs twice a second on every node)
+  for (const t of input.targets) {
+    if (t.source === 'join') { if (isDue(t)) joins.push(t) } else if (room > 0 && isDue(t)) rest.push(t)
+  }
+  rest.sort((a, b) => a.attempts - b.attempts)
   // join targets are always worth a try: they are how an isolated node gets back in
-  const joins = due.filter(t => t.source === 'join')
-  const rest = due.filter(t => t.source !== 'join').sort((a, b) => a.attempts - b.attempts)
   return [...joins, ...rest.slice(0, room)].slice(0, Math.max(room, joins.length))
 }
 
@@ -120,11 +130,12 @@ export class Dialer {
     const { host } = this.init
     const connected = new Set(host.getConnections().map(c => c.remotePeer.toString()))
     const plan = planDials({
-      targets: [...this.targets.values()].filter(t => !this.inFlight.has(t.key)),
+      targets: this.inFlight.size === 0 ? this.targets.values() : [...this.targets.values()].filter(t => !this.inFlight.has(t.key)),
       connected,
       now: Date.now(),
       targetPeers: this.init.targetPeers ?? 16,
-      maxParallel: 8
+      maxParallel: 8,
+      inFlight: this.inFlight.size
     })
     for (const t of plan) void this.dial(t)
   }
@@ -139,10 +150,12 @@ export class Dialer {
       if (t.source === 'join') t.peerId = conn.remotePeer.toString()
     } catch (err) {
       this.init.onDialError?.(t.key, err as Error)
-      if (t.peerId != null && this.init.host.getConnections().every(c => c.remotePeer.toString() !== t.peerId)) {
+      t.attempts++
+      // one failed dial is weak evidence (a busy peer answers late, and a suspicion is
+      // gossiped to every node): only a second failure in a row counts
+      if (t.peerId != null && t.attempts >= 2 && this.init.host.getConnections().every(c => c.remotePeer.toString() !== t.peerId)) {
         this.init.onUnreachable?.(t.peerId)
       }
-      t.attempts++
       // an mDNS neighbour we never reached (another grid on the LAN, a dead box) is
       // not worth dialling forever; it comes back if it answers mDNS again as a member
       if (t.source === 'mdns' && t.attempts >= 5) { this.targets.delete(t.key); return }

@@ -15,6 +15,7 @@ import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import './pnet-fix.ts'
 import './decoder-fix.ts'
+import './yamux-fix.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
 
@@ -57,7 +58,9 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
     transports: [opts.transport === 'memory' ? memory() : tcp()],
     connectionProtector: checkedPreSharedKey(opts.clusterKey.psk, opts.keyCheck),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // yamux's own keep-alive pings only measure round trips (it never closes a
+    // connection on a missed one); libp2p's connection monitor below does the real job
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     peerDiscovery,
     // loopback and private LAN addresses are exactly where a rack's servers live
     connectionGater: { denyDialMultiaddr: () => false },
@@ -87,6 +90,10 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
         Dlo: 3,
         Dhi: 6,
         Dlazy: 4,
+        // gossipsub's Sybil defence scores down peers that share an IP address: past 10
+        // of them their messages are ignored. Only cluster-key holders connect at all,
+        // and grids behind one NAT address (or tests on loopback) are normal: off
+        scoreParams: { IPColocationFactorWeight: 0 },
         // IDONTWANT pays off for large messages only; adverts are under 2 KiB
         idontwantMinDataSize: 16 * 1024,
         // adverts are small and frequent; publish straight to every topic peer

@@ -36,6 +36,10 @@ export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heart
 /** how long after a member was doubted we still ask it directly, and how often */
 const RECHECK_DOUBTED_MS = 60_000
 const DOUBT_SYNC_MS = 3_000
+/** a heartbeat that brings no news updates lastSeen at most this often */
+const LAST_SEEN_GRAIN_MS = 5_000
+/** a node re-publishes on new topic peers until one advert reached this many directly (gossipsub's D) */
+const ANNOUNCE_REACH = 4
 
 /**
  * Refreshes are the only per-member cost every node pays (it receives N adverts per
@@ -93,6 +97,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private refresh?: NodeJS.Timeout
   private syncTimer?: NodeJS.Timeout
   private refuting?: Promise<void>
+  /** topic peers our last advert went to straight from us (see onSubscriptionChange) */
+  private reached = 0
   private running = false
 
   constructor (init: MembershipServiceInit) {
@@ -257,7 +263,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     this.apply(onAdvert(this.table, advert, Date.now()), advert)
     const data = encodeAdvert(advert)
     try {
-      await this.init.host.services.pubsub.publish(this.topics.adverts, data)
+      const { recipients } = await this.init.host.services.pubsub.publish(this.topics.adverts, data)
+      this.reached = recipients.length
       this.emit('sent', data.byteLength)
     } catch {
       // no peers yet, or stopping: the next refresh tries again
@@ -266,7 +273,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   private onBeat (peer: string, v: Version): void {
     const m = this.table.get(peer)
-    this.apply(onHeartbeat(this.table, peer, v, Date.now()))
+    const now = Date.now()
+    // a beat that changes nothing but lastSeen is recorded at most every few seconds
+    // (a quarter of the silence timeout, which is all lastSeen feeds): each update
+    // copies the member table, and a node receives 8 beats a second
+    if (m?.state === 'alive' && compareVersions(v, m.advert) <= 0 && now - m.lastSeen < Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)) return
+    this.apply(onHeartbeat(this.table, peer, v, now))
     // the neighbour is ahead of the advert we hold (one published while we could not
     // hear it, e.g. its new address): fetch it straight from the neighbour
     if (m != null && compareVersions(v, m.advert) > 0 && Date.now() - (this.fetched.get(peer) ?? 0) > 2000) {
@@ -348,9 +360,15 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     }
   }
 
+  /**
+   * A peer (re)joined the topics. While our adverts reach fewer than a mesh's worth of
+   * peers directly (we are new, or were cut off) we publish again, so the grid learns
+   * of us now rather than at the next refresh. Established members do not: the new
+   * peer pulls their adverts by member sync when it connects, and an advert from each
+   * of them for every newcomer made a grid starting at once cost O(N^2) messages.
+   */
   private readonly onSubscriptionChange = (): void => {
-    // a peer (re)joined the topics: let it learn about us now rather than at the next refresh
-    this.advertiseNow()
+    if (this.reached < ANNOUNCE_REACH) this.advertiseNow()
   }
 
   /** An advert that passed every check; 'advert' fires only if it was news. */

@@ -125,6 +125,18 @@ test('join targets are dialled even when the peer budget is used up', t => {
   t.deepEqual(plan.map(p => p.key), ['j'])
 })
 
+test('dials under way count against the parallel limit and the peer budget', t => {
+  const targets = ['a', 'b', 'c', 'd', 'e'].map(k => target(k))
+  // 8 in parallel at most: 6 already under way leave room for 2
+  t.is(planDials({ targets, connected: new Set(), now: 0, targetPeers: 16, maxParallel: 8, inFlight: 6 }).length, 2)
+  // 16 peers wanted, 13 connected and 2 under way: room for 1
+  const connected = new Set(Array.from({ length: 13 }, (_, i) => `p${i}`))
+  t.is(planDials({ targets, connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: 2 }).length, 1)
+  // no room at all, but a join address is still tried
+  const plan = planDials({ targets: [...targets, target('j', { source: 'join', peerId: undefined })], connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: 8 })
+  t.deepEqual(plan.map(p => p.key), ['j'])
+})
+
 test('backoff doubles up to the cap', t => {
   t.deepEqual([1, 2, 3, 4, 5, 10].map(n => backoffMs(n, 1000, 5000)), [1000, 2000, 4000, 5000, 5000, 5000])
 })
