@@ -37,7 +37,7 @@ export interface HeartbeatsInit {
   version: () => Version
   onBeat: (peer: string, v: Version) => void
   onSilent: (peer: string) => void
-  /** all connections to a peer are gone */
+  /** all connections to a peer this node watches are gone */
   onLost: (peer: string) => void
   onGarbage?: (peer: string) => void
 }
@@ -84,8 +84,9 @@ export class Heartbeats {
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     this.out.delete(id)
-    this.watched.delete(id)
-    this.init.onLost(id)
+    // only a member we watch is our business: the others have watchers of their own,
+    // and a hang-up (a pruned or shed connection) is not a reason to gossip a suspicion
+    if (this.watched.delete(id)) this.init.onLost(id)
   }
 
   /** Tops the watcher set up to its size from the connected peers, at random. */
