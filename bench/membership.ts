@@ -146,8 +146,11 @@ async function runGrid (n: number, procs: number, idleSeconds: number): Promise<
     const worst = deaths.length === n - 1 ? Math.max(...deaths) : NaN
     row(`N=${n}`, 'crashed agent dead on all', fmtMs(worst), `x${(worst / bound).toFixed(2)} of dead timeout (${bound} ms)`, worst <= bound + 1000 ? 'ok (<= timeout + 1 s)' : 'MISSED')
     if (shards.length > 1) {
-      const per = await all(shards, async s => { const h = (await s.hitTimes()).map(t => t - crashedAt); return `${fmtMs(percentile(h.sort((a, b) => a - b), 50))}/${fmtMs(Math.max(...h))}` })
-      row(`N=${n}`, 'dead on all, per process (median/max)', per.join(', '), 'the first process holds the seed agent', '')
+      const per = await all(shards, async s => {
+        const h = (await s.hitTimes()).map(t => t - crashedAt).sort((a, b) => a - b)
+        return h.length === 0 ? 'none' : `${h.length}: ${fmtMs(percentile(h, 50))}/${fmtMs(h.at(-1))}`
+      })
+      row(`N=${n}`, 'dead on all, per process (count: median/max)', per.join(', '), 'the first process holds the seed agent', '')
     }
   } finally {
     await all(shards, s => s.stop())
