@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { until, percentile, fmtMs } from './cluster.ts'
 import { GridShard, type IdleStats } from './grid-shard.ts'
-import { ShardProcess } from './shard-process.ts'
+import { startShardProcess, type RemoteShard } from './shard-process.ts'
 import { writeClusterKey } from '../node/cluster-key-store.ts'
 import { generateClusterKey } from '../protocol/cluster-key.ts'
 import { deadTimeoutMs, DEFAULT_MEMBERSHIP } from '../protocol/membership.ts'
@@ -33,22 +33,7 @@ function spread (arrivals: number[], total: number): [number, number, number] {
 
 type Awaitable<T> = T | Promise<T>
 /** a GridShard here (memory transport) or in a child process (loopback TCP) */
-interface Shard {
-  seedAddr: () => Awaitable<string>
-  ids: () => Awaitable<string[]>
-  aliveMin: () => Awaitable<number>
-  subscribe: (topic: string) => Awaitable<void>
-  beginIdle: () => Awaitable<void>
-  endIdle: () => Awaitable<IdleStats>
-  watchAdvert: (originId: string, round: number) => Awaitable<void>
-  watchRaw: (originId: string, topic: string, round: number) => Awaitable<void>
-  watchDead: (id: string) => Awaitable<void>
-  hitTimes: () => Awaitable<number[]>
-  changeAdvert: (round: number) => Awaitable<number>
-  publishRaw: (topic: string, round: number) => Awaitable<number>
-  crashLast: () => Awaitable<number>
-  stop: () => Promise<void>
-}
+type Shard = { [K in keyof GridShard]: (...args: Parameters<GridShard[K]>) => Awaitable<Awaited<ReturnType<GridShard[K]>>> }
 
 const all = async <T>(shards: Shard[], f: (s: Shard) => Awaitable<T>): Promise<T[]> => await Promise.all(shards.map(async s => await f(s)))
 
@@ -69,17 +54,17 @@ async function startShards (n: number, procs: number, run: string): Promise<{ sh
   const keyFile = join(dir, 'cluster.key')
   await writeClusterKey(keyFile, generateClusterKey())
   const sizes = Array.from({ length: procs }, (_, i) => Math.floor(n / procs) + (i < n % procs ? 1 : 0))
-  const shards: ShardProcess[] = []
+  const shards: RemoteShard[] = []
   const cleanup = async (): Promise<void> => {
     await Promise.all(shards.map(async s => await s.stop()))
     await rm(dir, { recursive: true, force: true })
   }
   try {
-    shards.push(await ShardProcess.start({ count: sizes[0]!, first: 0, transport: 'tcp', run, keyFile }))
+    shards.push(await startShardProcess({ count: sizes[0]!, first: 0, transport: 'tcp', run, keyFile }))
     const seed = await shards[0]!.seedAddr()
     let first = sizes[0]!
     const rest = sizes.slice(1).map(count => { const f = first; first += count; return { count, first: f } })
-    for (const r of rest) shards.push(await ShardProcess.start({ ...r, transport: 'tcp', run, keyFile, seed }))
+    for (const r of rest) shards.push(await startShardProcess({ ...r, transport: 'tcp', run, keyFile, seed }))
   } catch (err) {
     await cleanup()
     throw err

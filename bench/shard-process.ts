@@ -1,73 +1,56 @@
 // A GridShard in a child process, driven over the IPC channel: the membership
 // benchmark spreads a large grid over several processes (loopback TCP between them)
 // so that it can use every core. Run as a child, this file serves one shard;
-// imported, it gives the parent a proxy with the same methods.
+// imported, it gives the parent a handle with the same methods (startShardProcess).
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { GridShard, type ShardOptions, type IdleStats } from './grid-shard.ts'
+import { GridShard, type ShardOptions } from './grid-shard.ts'
 
 interface Call { id: number, method: string, args: unknown[] }
 interface Reply { id: number, value?: unknown, error?: string }
 
-/** The parent's handle on a shard process: the same methods, asynchronous. */
-export class ShardProcess {
-  private readonly child: ChildProcess
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void }>()
-  private next = 0
+/** A shard in another process: every GridShard method, answered over IPC. */
+export type RemoteShard = { [K in keyof GridShard]: (...args: Parameters<GridShard[K]>) => Promise<Awaited<ReturnType<GridShard[K]>>> }
 
-  private constructor (child: ChildProcess) {
-    this.child = child
-    child.on('message', (m: Reply) => {
-      const p = this.pending.get(m.id)
-      this.pending.delete(m.id)
-      if (m.error != null) p?.reject(new Error(m.error))
-      else p?.resolve(m.value)
-    })
-    child.on('exit', code => {
-      for (const p of this.pending.values()) p.reject(new Error(`shard process exited (${code})`))
-      this.pending.clear()
-    })
-  }
-
-  static async start (opts: ShardOptions): Promise<ShardProcess> {
-    const child = fork(fileURLToPath(import.meta.url), ['--serve'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--expose-gc'] })
-    const s = new ShardProcess(child)
-    await s.call('start', opts)
-    return s
-  }
-
-  private async call<T>(method: string, ...args: unknown[]): Promise<T> {
-    const id = this.next++
-    return await new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
-      this.child.send({ id, method, args } satisfies Call)
-    })
-  }
-
-  get pid (): number | undefined { return this.child.pid }
-  async seedAddr (): Promise<string> { return await this.call('seedAddr') }
-  async ids (): Promise<string[]> { return await this.call('ids') }
-  async aliveMin (): Promise<number> { return await this.call('aliveMin') }
-  async subscribe (topic: string): Promise<void> { await this.call('subscribe', topic) }
-  async beginIdle (): Promise<void> { await this.call('beginIdle') }
-  async endIdle (): Promise<IdleStats> { return await this.call('endIdle') }
-  async watchAdvert (originId: string, round: number): Promise<void> { await this.call('watchAdvert', originId, round) }
-  async watchRaw (originId: string, topic: string, round: number): Promise<void> { await this.call('watchRaw', originId, topic, round) }
-  async watchDead (id: string): Promise<void> { await this.call('watchDead', id) }
-  async hitTimes (): Promise<number[]> { return await this.call('hitTimes') }
-  async changeAdvert (round: number): Promise<number> { return await this.call('changeAdvert', round) }
-  async publishRaw (topic: string, round: number): Promise<number> { return await this.call('publishRaw', topic, round) }
-  async crashLast (): Promise<number> { return await this.call('crashLast') }
-
-  async stop (): Promise<void> {
-    if (this.child.exitCode != null) return
-    const exited = new Promise(resolve => this.child.once('exit', resolve))
-    await this.call('stop').catch(() => {})
+/** Forks a shard process, starts its agents and returns a handle that forwards each call. */
+export async function startShardProcess (opts: ShardOptions): Promise<RemoteShard> {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--serve'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--expose-gc'] })
+  const pending = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void }>()
+  let next = 0
+  child.on('message', (m: Reply) => {
+    const p = pending.get(m.id)
+    pending.delete(m.id)
+    if (m.error != null) p?.reject(new Error(m.error))
+    else p?.resolve(m.value)
+  })
+  child.on('exit', code => {
+    for (const p of pending.values()) p.reject(new Error(`shard process exited (${code})`))
+    pending.clear()
+  })
+  const call = async (method: string, args: unknown[]): Promise<unknown> => await new Promise((resolve, reject) => {
+    const id = next++
+    pending.set(id, { resolve, reject })
+    child.send({ id, method, args } satisfies Call)
+  })
+  const stop = async (): Promise<void> => {
+    if (child.exitCode != null) return
+    const exited = new Promise(resolve => child.once('exit', resolve))
+    await call('stop', []).catch(() => {})
     // the shard exits by itself once stopped; a stuck one is killed (by its own pid)
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
     await exited
     clearTimeout(timer)
   }
+  try {
+    await call('start', [opts])
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
+  }
+  // 'then' must stay undefined, or awaiting the handle would call it
+  return new Proxy({} as RemoteShard, {
+    get: (_, method) => method === 'stop' ? stop : method === 'then' ? undefined : async (...args: unknown[]) => await call(String(method), args)
+  })
 }
 
 async function serve (): Promise<void> {

@@ -87,10 +87,13 @@ async function signatureOk (a: Advert): Promise<boolean> {
  * describes. Relayed adverts (member sync) pass no signer and rest on `sig` alone.
  */
 export async function decodeAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): Promise<DecodeResult> {
-  const res = parseAdvert(data, signer, clusterId)
-  if (!res.ok) return res
   // checked on gossip too (although the envelope is signed by the same node), so that
   // an advert is accepted or refused alike however it arrives
+  return await withSignatureChecked(parseAdvert(data, signer, clusterId))
+}
+
+async function withSignatureChecked (res: DecodeResult): Promise<DecodeResult> {
+  if (!res.ok) return res
   if (!await signatureOk(res.advert)) return { ok: false, reason: 'bad-signature', detail: res.advert.nodeId }
   return res
 }
@@ -102,10 +105,8 @@ export async function decodeAdvert (data: Uint8Array, signer: string | undefined
  */
 export async function decodeRelayedAdvert (data: Uint8Array, clusterId: string, wanted: (a: Advert) => boolean): Promise<DecodeResult | null> {
   const res = parseAdvert(data, undefined, clusterId)
-  if (!res.ok) return res
-  if (!wanted(res.advert)) return null
-  if (!await signatureOk(res.advert)) return { ok: false, reason: 'bad-signature', detail: res.advert.nodeId }
-  return res
+  if (res.ok && !wanted(res.advert)) return null
+  return await withSignatureChecked(res)
 }
 
 function parseAdvert (data: Uint8Array, signer: string | undefined, clusterId: string): DecodeResult {

@@ -23,17 +23,18 @@ export interface DialPlanInput {
   targetPeers: number
   /** dials in flight at most, counting those already under way */
   maxParallel: number
-  /** dials under way (their targets are not in `targets`) */
-  inFlight?: number
+  /** keys of the targets being dialled now (not dialled again) */
+  inFlight?: ReadonlySet<string>
 }
 
-/** Which targets to dial now: due, not connected, join addresses first, fewest failures first. */
+/** Which targets to dial now: due, not connected, not already being dialled, join addresses first, fewest failures first. */
 export function planDials (input: DialPlanInput): DialTarget[] {
   // dials still under way count against both limits: when a busy grid answers slowly,
   // more dials on top of the slow ones only make every handshake slower (and time out)
-  const busy = input.inFlight ?? 0
+  const busy = input.inFlight?.size ?? 0
   const room = Math.max(0, Math.min(input.maxParallel - busy, input.targetPeers - input.connected.size - busy))
-  const isDue = (t: DialTarget): boolean => t.nextAt <= input.now && (t.peerId == null || !input.connected.has(t.peerId))
+  const isDue = (t: DialTarget): boolean => t.nextAt <= input.now && input.inFlight?.has(t.key) !== true &&
+    (t.peerId == null || !input.connected.has(t.peerId))
   const joins: DialTarget[] = []
   const rest: DialTarget[] = []
   // with no room only join targets matter (this runs twice a second on every node)
@@ -130,12 +131,12 @@ export class Dialer {
     const { host } = this.init
     const connected = new Set(host.getConnections().map(c => c.remotePeer.toString()))
     const plan = planDials({
-      targets: this.inFlight.size === 0 ? this.targets.values() : [...this.targets.values()].filter(t => !this.inFlight.has(t.key)),
+      targets: this.targets.values(),
       connected,
       now: Date.now(),
       targetPeers: this.init.targetPeers ?? 16,
       maxParallel: 8,
-      inFlight: this.inFlight.size
+      inFlight: this.inFlight
     })
     for (const t of plan) void this.dial(t)
   }

@@ -36,6 +36,7 @@ export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heart
 /** how long after a member was doubted we still ask it directly, and how often */
 const RECHECK_DOUBTED_MS = 60_000
 const DOUBT_SYNC_MS = 3_000
+const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === 'dead'
 /** a heartbeat that brings no news updates lastSeen at most this often */
 const LAST_SEEN_GRAIN_MS = 5_000
 /** a node re-publishes on new topic peers until one advert reached this many directly (gossipsub's D) */
@@ -124,7 +125,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       host: init.host,
       protocol: memberSyncProtocol(init.clusterId),
       adverts: () => [...this.table.values()].filter(m => m.state === 'alive').map(m => m.advert),
-      doubted: () => [...this.table.values()].filter(m => m.state === 'suspect' || m.state === 'dead').map(m => ({ nodeId: m.nodeId, ...(m.suspectedVersion ?? m.version) })),
+      doubted: () => [...this.table.values()].filter(isDoubted).map(m => ({ nodeId: m.nodeId, ...(m.suspectedVersion ?? m.version) })),
       onAdverts: (raw, from) => { void this.applyRelayed(raw, from) },
       onDoubted: async v => { await this.refuteNow(v) },
       onError: (peer, err) => { this.emit('rejected', 'member-sync', 'malformed', `${peer}: ${err.message}`) }
@@ -169,7 +170,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    */
   private scheduleSync (): void {
     const now = Date.now()
-    const doubted = [...this.table.values()].filter(m => (m.state === 'suspect' || m.state === 'dead') && now - m.since < RECHECK_DOUBTED_MS)
+    const doubted = [...this.table.values()].filter(m => isDoubted(m) && now - m.since < RECHECK_DOUBTED_MS)
     const base = doubted.length > 0 ? Math.min(this.timing.syncIntervalMs, DOUBT_SYNC_MS) : this.timing.syncIntervalMs
     this.syncTimer = setTimeout(() => {
       if (!this.running) return
@@ -223,9 +224,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     }, period)
   }
 
+  /** A doubt names a seq of ours beyond the current one (we restarted our count): continue from it. */
+  private catchUp (v: Version): void {
+    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
+  }
+
   /** We are suspected (or held dead) at version `v` but alive: refute with a newer version, right away. */
   private refute (v: Version): void {
-    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
+    this.catchUp(v)
     this.advertiseNow()
   }
 
@@ -236,7 +242,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    */
   private async refuteNow (v: Version): Promise<void> {
     if (compareVersions(this.version, v) > 0) return
-    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
+    this.catchUp(v)
     this.refuting ??= this.publish('alive').finally(() => { this.refuting = undefined })
     await this.refuting
   }
@@ -278,12 +284,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   private onBeat (peer: string, v: Version): void {
     const m = this.table.get(peer)
-    const now = Date.now()
-    // a beat that changes nothing but lastSeen is recorded at most every few seconds
-    // (a quarter of the silence timeout, which is all lastSeen feeds): each update
-    // copies the member table, and a node receives 8 beats a second
-    if (m?.state === 'alive' && compareVersions(v, m.advert) <= 0 && now - m.lastSeen < Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)) return
-    this.apply(onHeartbeat(this.table, peer, v, now))
+    // lastSeen only feeds the silence timeout: a quarter of it (at most 5 s) is fresh enough
+    this.apply(onHeartbeat(this.table, peer, v, Date.now(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
     // the neighbour is ahead of the advert we hold (one published while we could not
     // hear it, e.g. its new address): fetch it straight from the neighbour
     if (m != null && compareVersions(v, m.advert) > 0 && Date.now() - (this.fetched.get(peer) ?? 0) > 2000) {

@@ -124,11 +124,15 @@ export function onAdvert (table: MemberTable, advert: Advert, now: number): Step
 /**
  * A heartbeat from a neighbour: first-hand proof of life (the connection is
  * authenticated), but it only clears a suspicion if the member has refuted it,
- * i.e. its version is newer than the suspected one.
+ * i.e. its version is newer than the suspected one. `lastSeenGrainMs` lets a beat
+ * that brings nothing new skip the update while lastSeen is that fresh.
  */
-export function onHeartbeat (table: MemberTable, nodeId: string, version: Version, now: number): Step {
+export function onHeartbeat (table: MemberTable, nodeId: string, version: Version, now: number, lastSeenGrainMs = 0): Step {
   const prev = table.get(nodeId)
   if (prev == null || prev.state === 'left') return unchanged(table)
+  // a beat that would change nothing but lastSeen is recorded at most every grain:
+  // a node receives 8 beats a second and each step copies the table
+  if (prev.state === 'alive' && compareVersions(version, prev.version) <= 0 && now - prev.lastSeen < lastSeenGrainMs) return unchanged(table)
   const newest = compareVersions(version, prev.version) > 0 ? version : prev.version
   const refuted = prev.suspectedVersion == null || compareVersions(version, prev.suspectedVersion) > 0
   const state: MemberState = refuted ? 'alive' : prev.state

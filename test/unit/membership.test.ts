@@ -132,3 +132,15 @@ test('a suspicion naming a far-future version cannot keep a member dead', t => {
   t.is(table.get('a')?.state, 'dead')
   t.is(onAdvert(table, advert('a', 2), 4000).table.get('a')?.state, 'alive', 'its next advert refutes')
 })
+
+test('a heartbeat that brings nothing new records lastSeen at most once per grain', t => {
+  const table = joined('a')
+  // same version, lastSeen (0) fresher than the 5 s grain: the table is left as it is
+  t.is(onHeartbeat(table, 'a', v(1), 4999, 5000).table, table)
+  // once the grain has passed, lastSeen moves
+  t.is(onHeartbeat(table, 'a', v(1), 5000, 5000).table.get('a')!.lastSeen, 5000)
+  // a newer version is news at once
+  t.deepEqual(onHeartbeat(table, 'a', v(2), 10, 5000).table.get('a')!.version, v(2))
+  // without a grain every beat counts, as before
+  t.is(onHeartbeat(table, 'a', v(1), 10).table.get('a')!.lastSeen, 10)
+})

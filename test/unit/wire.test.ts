@@ -127,14 +127,20 @@ test('join targets are dialled even when the peer budget is used up', t => {
 
 test('dials under way count against the parallel limit and the peer budget', t => {
   const targets = ['a', 'b', 'c', 'd', 'e'].map(k => target(k))
+  const underWay = (k: number): Set<string> => new Set(Array.from({ length: k }, (_, i) => `f${i}`))
   // 8 in parallel at most: 6 already under way leave room for 2
-  t.is(planDials({ targets, connected: new Set(), now: 0, targetPeers: 16, maxParallel: 8, inFlight: 6 }).length, 2)
+  t.is(planDials({ targets, connected: new Set(), now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(6) }).length, 2)
   // 16 peers wanted, 13 connected and 2 under way: room for 1
   const connected = new Set(Array.from({ length: 13 }, (_, i) => `p${i}`))
-  t.is(planDials({ targets, connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: 2 }).length, 1)
+  t.is(planDials({ targets, connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(2) }).length, 1)
   // no room at all, but a join address is still tried
-  const plan = planDials({ targets: [...targets, target('j', { source: 'join', peerId: undefined })], connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: 8 })
+  const plan = planDials({ targets: [...targets, target('j', { source: 'join', peerId: undefined })], connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(8) })
   t.deepEqual(plan.map(p => p.key), ['j'])
+})
+
+test('a target being dialled is not dialled again', t => {
+  const plan = planDials({ targets: [target('a'), target('b')], connected: new Set(), now: 0, targetPeers: 16, maxParallel: 8, inFlight: new Set(['a']) })
+  t.deepEqual(plan.map(p => p.key), ['b'])
 })
 
 test('backoff doubles up to the cap', t => {
