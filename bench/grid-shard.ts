@@ -33,6 +33,8 @@ export class GridShard {
   private readonly rss0: number
   private offs: Off[] = []
   private hits: number[] = []
+  /** watchDead: when each agent first doubted the member (suspect or dead) */
+  private doubts: number[] = []
   private idle?: { cpu: NodeJS.CpuUsage, bytes: number, suspicions: number, raised: Record<string, number> }
 
   private constructor (grid: InProcessGrid, rss0: number) {
@@ -109,14 +111,17 @@ export class GridShard {
     }
   }
 
-  /** record when each agent first marks `id` dead */
+  /** record when each agent first marks `id` dead (hits), and first doubts it (doubts) */
   watchDead (id: string): void {
     this.unwatch()
     for (const a of this.grid.agents) {
       if (a.id === id) continue
       let seen = false
+      let doubted = false
       const h = (t: { nodeId: string, to: string }): void => {
-        if (!seen && t.nodeId === id && t.to === 'dead') { seen = true; this.hits.push(now()) }
+        if (t.nodeId !== id) return
+        if (!doubted && (t.to === 'suspect' || t.to === 'dead')) { doubted = true; this.doubts.push(now()) }
+        if (!seen && t.to === 'dead') { seen = true; this.hits.push(now()) }
       }
       a.membership.on('transition', h)
       this.offs.push(() => a.membership.off('transition', h))
@@ -125,6 +130,7 @@ export class GridShard {
 
   /** the times recorded since the last watch */
   hitTimes (): number[] { return [...this.hits] }
+  doubtTimes (): number[] { return [...this.doubts] }
 
   /** the first agent changes its advert (reserved cpu = round); returns when */
   changeAdvert (round: number): number {
@@ -157,5 +163,6 @@ export class GridShard {
     for (const off of this.offs) off()
     this.offs = []
     this.hits = []
+    this.doubts = []
   }
 }

@@ -129,6 +129,8 @@ async function runGrid (n: number, procs: number, idleSeconds: number): Promise<
     const crashedAt = await last.crashLast()
     const deaths = await collect(shards, crashedAt, n - 1, bound + 10_000)
     const worst = deaths.length === n - 1 ? Math.max(...deaths) : NaN
+    const doubts = (await all(shards, s => s.doubtTimes())).flat().map(t => t - crashedAt).sort((a, b) => a - b)
+    row(`N=${n}`, 'crashed agent doubted (suspect) by 50/100 %', `${fmtMs(percentile(doubts, 50))} / ${fmtMs(doubts.length === n - 1 ? doubts.at(-1) : NaN)}`, 'a watcher sees its connections drop, then gossip', '')
     row(`N=${n}`, 'crashed agent dead on all', fmtMs(worst), `x${(worst / bound).toFixed(2)} of dead timeout (${bound} ms)`, worst <= bound + 1000 ? 'ok (<= timeout + 1 s)' : 'MISSED')
     if (shards.length > 1) {
       const per = await all(shards, async s => {

@@ -1,6 +1,7 @@
 // The agent: one per server. It assembles the libp2p host and the services that run
 // on it, owns their lifecycle (start in order, stop in reverse), and exposes the
 // read-only views the API serves.
+import type { GossipSub } from '@libp2p/gossipsub'
 import { EventEmitter } from 'node:events'
 import { mkdir } from 'node:fs/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -127,6 +128,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       host: this.host,
       join,
       onUnreachable: peer => { this.membership.unreachable(peer) },
+      keep: () => this.connectionsInUse(),
       onDialError: (target, err) => { this.log.debug('dial failed', { target, error: err.message }) }
     })
     await this.host.start()
@@ -316,6 +318,16 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private readonly onConnectionsChanged = (): void => {
     this.metrics.connectedPeers.set(new Set(this.host.getConnections().map(c => c.remotePeer.toString())).size)
+  }
+
+  /** peers whose connections carry something ongoing: the dialer never trims these */
+  private connectionsInUse (): Set<string> {
+    const keep = this.membership?.partners ?? new Set<string>()
+    // the mesh is not in GossipSub's public interface, but its implementation has it
+    const pubsub = this.host.services.pubsub as GossipSub & { getMeshPeers?: (topic: string) => string[] }
+    for (const topic of pubsub.getTopics()) for (const p of pubsub.getMeshPeers?.(topic) ?? []) keep.add(p)
+    for (const p of this.state?.sessionPeers ?? []) keep.add(p)
+    return keep
   }
 
   private updateMemberGauge (): void {

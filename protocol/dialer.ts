@@ -3,6 +3,7 @@
 // with capped exponential backoff, so the grid heals after restarts and partitions.
 // Choosing what to dial is a pure function (planDials); the class only does I/O.
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, PeerInfo } from '@libp2p/interface'
 
 export interface DialTarget {
@@ -25,9 +26,20 @@ export interface DialPlanInput {
   maxParallel: number
   /** keys of the targets being dialled now (not dialled again) */
   inFlight?: ReadonlySet<string>
+  /** below this many connections join addresses are dialled whatever the budget (default 3) */
+  minPeers?: number
+  /** breaks ties between equally good targets (default Math.random) */
+  random?: () => number
 }
 
-/** Which targets to dial now: due, not connected, not already being dialled, join addresses first, fewest failures first. */
+/**
+ * Which targets to dial now: due, not connected, not already being dialled, fewest
+ * failures first. While this node has fewer than minPeers connections (it is new, or
+ * cut off) its join addresses come first, budget or not: they are how it gets (back)
+ * in. Past that they are ordinary targets: every token of a grid names the same few
+ * servers, and a rule that kept everyone connected to them made those servers carry
+ * a connection from every member.
+ */
 export function planDials (input: DialPlanInput): DialTarget[] {
   // dials still under way count against both limits: when a busy grid answers slowly,
   // more dials on top of the slow ones only make every handshake slower (and time out)
@@ -35,15 +47,45 @@ export function planDials (input: DialPlanInput): DialTarget[] {
   const room = Math.max(0, Math.min(input.maxParallel - busy, input.targetPeers - input.connected.size - busy))
   const isDue = (t: DialTarget): boolean => t.nextAt <= input.now && input.inFlight?.has(t.key) !== true &&
     (t.peerId == null || !input.connected.has(t.peerId))
+  const isolated = input.connected.size < (input.minPeers ?? 3)
   const joins: DialTarget[] = []
   const rest: DialTarget[] = []
-  // with no room only join targets matter (this runs twice a second on every node)
+  // with no room only an isolated node's join targets matter (this runs twice a second on every node)
   for (const t of input.targets) {
-    if (t.source === 'join') { if (isDue(t)) joins.push(t) } else if (room > 0 && isDue(t)) rest.push(t)
+    if (t.source === 'join' && isolated) { if (isDue(t)) joins.push(t) } else if (room > 0 && isDue(t)) rest.push(t)
+  }
+  // at random among equals: every member learns the others in about the same order,
+  // and taking the first ones would have everybody dial the same few
+  const random = input.random ?? Math.random
+  for (let i = rest.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [rest[i], rest[j]] = [rest[j]!, rest[i]!]
   }
   rest.sort((a, b) => a.attempts - b.attempts)
-  // join targets are always worth a try: they are how an isolated node gets back in
   return [...joins, ...rest.slice(0, room)].slice(0, Math.max(room, joins.length))
+}
+
+export interface TrimInput {
+  /** one entry per connected peer, oldest connection first; outbound: we dialled it */
+  peers: ReadonlyArray<{ peerId: string, outbound: boolean }>
+  /** peers whose connection carries something that must not be cut (heartbeats, the gossip mesh) */
+  keep: ReadonlySet<string>
+  targetPeers: number
+  /** trimming starts above this many connections, and goes down to targetPeers at once */
+  highWater: number
+}
+
+/**
+ * Which peers to hang up on: a node far above its peer budget (a join address that
+ * every new member dialled) sheds connections that carry nothing it or the peer
+ * relies on, those the peer dialled first. Neither side then suspects anyone: a lost
+ * connection is suspected only between heartbeat partners, which are kept.
+ */
+export function planTrim (input: TrimInput): string[] {
+  if (input.peers.length <= input.highWater) return []
+  const excess = input.peers.length - input.targetPeers
+  const spare = input.peers.filter(p => !input.keep.has(p.peerId))
+  return [...spare.filter(p => !p.outbound), ...spare.filter(p => p.outbound)].slice(0, excess).map(p => p.peerId)
 }
 
 export function backoffMs (attempts: number, baseMs: number, maxMs: number): number {
@@ -55,6 +97,8 @@ export interface DialerInit {
   /** a dial to this known peer failed while we had no connection to it */
   onUnreachable?: (peerId: string) => void
   onDialError?: (target: string, err: Error) => void
+  /** peers whose connections must not be trimmed (see planTrim) */
+  keep?: () => ReadonlySet<string>
   join?: string[]
   targetPeers?: number
   baseBackoffMs?: number
@@ -139,6 +183,20 @@ export class Dialer {
       inFlight: this.inFlight
     })
     for (const t of plan) void this.dial(t)
+    this.trim()
+  }
+
+  private trim (): void {
+    const { host } = this.init
+    const seen = new Set<string>()
+    const peers: Array<{ peerId: string, outbound: boolean }> = []
+    for (const c of host.getConnections()) {
+      const id = c.remotePeer.toString()
+      if (!seen.has(id)) { seen.add(id); peers.push({ peerId: id, outbound: c.direction === 'outbound' }) }
+    }
+    const targetPeers = this.init.targetPeers ?? 16
+    const drop = planTrim({ peers, keep: this.init.keep?.() ?? new Set(), targetPeers, highWater: 2 * targetPeers })
+    for (const id of drop) void host.hangUp(peerIdFromString(id)).catch(() => {})
   }
 
   private async dial (t: DialTarget): Promise<void> {

@@ -79,6 +79,9 @@ export class Heartbeats {
 
   get watching (): number { return this.watched.size }
 
+  /** the peers this node beats to or watches: their connections must stay */
+  get partners (): Set<string> { return new Set([...this.out.keys(), ...this.opening, ...this.watched.keys()]) }
+
   private readonly onConnect = (): void => { this.pickWatchers() }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {

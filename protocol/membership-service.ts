@@ -10,7 +10,7 @@ import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
-  onAdvert, onHeartbeat, onSuspect, onTick, compareVersions, DEFAULT_MEMBERSHIP,
+  onAdvert, onHeartbeat, onSuspect, onDeathReport, onTick, compareVersions, DEFAULT_MEMBERSHIP,
   type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats } from './heartbeat.ts'
@@ -100,6 +100,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private refuting?: Promise<void>
   /** topic peers our last advert went to straight from us (see onSubscriptionChange) */
   private reached = 0
+  /** members whose current suspicion we raised ourselves: we report their death */
+  private readonly raised = new Set<string>()
   private running = false
 
   constructor (init: MembershipServiceInit) {
@@ -133,6 +135,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   }
 
   get members (): MemberTable { return this.table }
+  /** heartbeat partners: peers whose connections carry this node's failure detection */
+  get partners (): Set<string> { return this.heartbeats.partners }
   get version (): Version { return { incarnation: this.incarnation, seq: this.seq } }
 
   async start (): Promise<void> {
@@ -150,10 +154,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     void this.publish('alive')
     this.scheduleRefresh()
     this.timers = [
-      setInterval(() => {
-        const cfg = { ...this.config, silenceAfterMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
-        this.apply(onTick(this.table, Date.now(), cfg, this.nodeId))
-      }, this.timing.tickMs)
+      setInterval(() => { this.tick() }, this.timing.tickMs)
     ]
     this.scheduleSync()
   }
@@ -222,6 +223,21 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       void this.publish('alive')
       this.scheduleRefresh()
     }, period)
+  }
+
+  /**
+   * The clock: suspects die, the silent are suspected. A death that ends a suspicion
+   * we raised is gossiped, so that every node marks it dead now rather than when its
+   * own countdown ends (it began when the suspicion reached it, late on a busy node).
+   * Only the few nodes that raised the suspicion report, so a death costs a handful
+   * of messages, not one per node.
+   */
+  private tick (): void {
+    const cfg = { ...this.config, silenceAfterMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
+    const step = onTick(this.table, Date.now(), cfg, this.nodeId)
+    const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
+    this.apply(step)
+    for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
   }
 
   /** A doubt names a seq of ours beyond the current one (we restarted our count): continue from it. */
@@ -302,8 +318,15 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     const m = this.table.get(peer)
     if (!this.running || m == null || m.state !== 'alive') return
     this.apply(onSuspect(this.table, peer, m.version, Date.now()))
+    this.raised.add(peer)
     this.emit('suspected', peer, this.nodeId, why)
-    const data = encodeSuspicion({ v: 1, cluster: this.init.clusterId, from: this.nodeId, target: peer, ...m.version })
+    this.gossipDoubt(peer, m.version, 'suspect')
+  }
+
+  private gossipDoubt (target: string, v: Version, kind: 'suspect' | 'dead'): void {
+    const data = encodeSuspicion({
+      v: 1, cluster: this.init.clusterId, from: this.nodeId, target, incarnation: v.incarnation, seq: v.seq, ...(kind === 'dead' ? { kind } : {})
+    })
     this.init.host.services.pubsub.publish(this.topics.suspicions, data).then(
       () => { this.emit('sent', data.byteLength) }, () => {})
   }
@@ -362,8 +385,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
         this.refute(s)
         return
       }
-      this.emit('suspected', s.target, s.from, 'gossip')
-      this.apply(onSuspect(this.table, s.target, s, now))
+      if (s.kind === 'dead') {
+        this.apply(onDeathReport(this.table, s.target, s, now))
+      } else {
+        this.emit('suspected', s.target, s.from, 'gossip')
+        this.apply(onSuspect(this.table, s.target, s, now))
+      }
     }
   }
 
@@ -390,6 +417,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     this.table = step.table
     for (const t of step.transitions) {
       if (t.to === 'forgotten') this.fetched.delete(t.nodeId)
+      if (t.to !== 'suspect') this.raised.delete(t.nodeId)
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are
       // dead too, so tell them we are not

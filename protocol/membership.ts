@@ -9,8 +9,9 @@
 //   that falls silent, or whose connections all drop, is *suspected* and the
 //   suspicion is gossiped to everyone;
 // - a suspect that is alive refutes by publishing a newer advert (its version, the
-//   pair (incarnation, seq), goes up); one that does not is dead everywhere after
-//   the suspicion timeout;
+//   pair (incarnation, seq), goes up); one that does not is dead after the
+//   suspicion timeout, and the nodes that raised the suspicion gossip the death so
+//   that everyone agrees at once;
 // - adverts are re-published every so often anyway, and a member not heard of at
 //   all for the silence timeout is suspected too (a node cut off from everyone).
 import type { Advert } from './advert.ts'
@@ -154,6 +155,20 @@ export function onSuspect (table: MemberTable, nodeId: string, version: Version,
   // never hold a member to a version it has not been seen with: a suspicion naming a
   // far-future version could otherwise keep it dead whatever it does
   return replace(table, { ...prev, state: 'suspect', since: now, suspectedVersion: prev.version }, prev)
+}
+
+/**
+ * A death reported by a node whose own suspicion ran out unrefuted (SWIM's confirm):
+ * adopted at once, so the grid agrees on a death one gossip round after the first
+ * countdown ends instead of each node finishing its own, which on a busy node began
+ * late. Like a suspicion, it is ignored if the member has shown a newer version, and
+ * it holds the member to the version it was seen with.
+ */
+export function onDeathReport (table: MemberTable, nodeId: string, version: Version, now: number): Step {
+  const prev = table.get(nodeId)
+  if (prev == null || (prev.state !== 'alive' && prev.state !== 'suspect')) return unchanged(table)
+  if (compareVersions(version, prev.version) < 0) return unchanged(table)
+  return replace(table, { ...prev, state: 'dead', since: now, suspectedVersion: prev.suspectedVersion ?? prev.version }, prev)
 }
 
 /** The passage of time: suspects die, the silent are suspected, the dead are forgotten. */

@@ -1,6 +1,7 @@
-// A suspicion: "I (the signer) have lost contact with `target` at this version".
-// Gossiped so that every node starts the same countdown; the target refutes it by
-// publishing a newer advert.
+// A suspicion: "I (the signer) have lost contact with `target` at this version",
+// or, with `kind: 'dead'`, "my suspicion of it ran out unrefuted". Gossiped so that
+// every node starts the same countdown and ends it together; the target refutes
+// either by publishing a newer advert.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { parseJsonMessage, type Rejection } from './json-message.ts'
@@ -13,7 +14,9 @@ export const SuspicionSchema = Type.Object({
   from: Type.String({ minLength: 1, maxLength: 128 }),
   target: Type.String({ minLength: 1, maxLength: 128 }),
   incarnation: Count,
-  seq: Count
+  seq: Count,
+  /** absent in a plain suspicion */
+  kind: Type.Optional(Type.Union([Type.Literal('suspect'), Type.Literal('dead')]))
 }, { additionalProperties: false })
 
 export type Suspicion = Static<typeof SuspicionSchema>

@@ -137,6 +137,7 @@ export class StateService extends EventEmitter<StateEvents> {
 
   /** open sync sessions (one per connected peer once settled) */
   get sessionCount (): number { return this.sync?.sessionCount ?? 0 }
+  get sessionPeers (): string[] { return this.sync?.sessionPeers ?? [] }
 
   /** A validating reader of the current document (use it at once, do not keep it). */
   read (): Reader { return this.replica.read() }

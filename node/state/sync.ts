@@ -110,6 +110,8 @@ export class SyncService extends EventEmitter<SyncEvents> {
   }
 
   get sessionCount (): number { return this.sessions.size }
+  /** the peers this node has a sync session with */
+  get sessionPeers (): string[] { return [...this.sessions.keys()] }
 
   /** Send what is new to every peer (after any change to the document). */
   pokeAll (except?: string): void {

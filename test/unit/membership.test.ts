@@ -1,6 +1,6 @@
 import test from 'ava'
 import {
-  onAdvert, onHeartbeat, onSuspect, onTick, countStates, compareVersions, deadTimeoutMs, DEFAULT_MEMBERSHIP, validateMembershipConfig,
+  onAdvert, onHeartbeat, onSuspect, onDeathReport, onTick, countStates, compareVersions, deadTimeoutMs, DEFAULT_MEMBERSHIP, validateMembershipConfig,
   type MemberTable, type MembershipConfig
 } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
@@ -30,6 +30,23 @@ test('a suspicion makes an alive member suspect; unrefuted, it is dead after dea
   step = onTick(table, 3500 + 60_000, cfg)
   t.deepEqual(step.transitions, [{ nodeId: 'a', from: 'dead', to: 'forgotten' }])
   t.false(step.table.has('a'))
+})
+
+test('a death report ends a suspicion at once, reaches alive members too, and is refuted like a suspicion', t => {
+  let table = onSuspect(joined('a', 'b'), 'a', v(1), 1000).table
+  let step = onDeathReport(table, 'a', v(1), 1200)
+  t.deepEqual(step.transitions, [{ nodeId: 'a', from: 'suspect', to: 'dead' }], 'before its own countdown ran out')
+  table = step.table
+  t.deepEqual(table.get('a')?.suspectedVersion, v(1))
+  t.deepEqual(onDeathReport(table, 'a', v(1), 1300).transitions, [], 'dead already')
+  // a member whose suspicion never reached this node
+  step = onDeathReport(table, 'b', v(5), 1200)
+  t.deepEqual(step.transitions, [{ nodeId: 'b', from: 'alive', to: 'dead' }])
+  t.deepEqual(step.table.get('b')?.suspectedVersion, v(1), 'held to the version it was seen with')
+  table = onAdvert(step.table, advert('b', 2), 1400).table
+  t.is(table.get('b')?.state, 'alive', 'its next advert refutes')
+  t.deepEqual(onDeathReport(table, 'b', v(1), 1500).transitions, [], 'a report about an older version is stale')
+  t.deepEqual(onDeathReport(table, 'zz', v(1), 1500).transitions, [], 'unknown members stay unknown')
 })
 
 test('a refutation (newer advert) clears a suspicion; a stale suspicion is ignored', t => {

@@ -5,7 +5,7 @@ import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, MAX_ADVERT
 import { newerThan, digestOf, doubtedIn } from '../../protocol/member-sync.ts'
 import { decodeBeat, encodeBeat } from '../../protocol/heartbeat.ts'
 import { generateClusterKey, parseClusterKey, formatClusterKey, encodeToken, decodeToken, clusterKeyFromHex, keyHex } from '../../protocol/cluster-key.ts'
-import { planDials, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
+import { planDials, planTrim, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
 import { poolOf } from '../../protocol/pool.ts'
 import { onAdvert } from '../../protocol/membership.ts'
 
@@ -120,9 +120,12 @@ test('planDials skips connected and not-yet-due targets, puts joins first and re
   t.deepEqual(plan.map(p => p.key), ['j', 'a'])
 })
 
-test('join targets are dialled even when the peer budget is used up', t => {
-  const plan = planDials({ targets: [target('j', { source: 'join', peerId: undefined }), target('a')], connected: new Set(['x', 'y']), now: 0, targetPeers: 2, maxParallel: 8 })
-  t.deepEqual(plan.map(p => p.key), ['j'])
+test('join targets are dialled even when the peer budget is used up, until the node has a few peers', t => {
+  const targets = [target('j', { source: 'join', peerId: undefined }), target('a')]
+  t.deepEqual(planDials({ targets, connected: new Set(['x', 'y']), now: 0, targetPeers: 2, maxParallel: 8 }).map(p => p.key), ['j'])
+  // with three peers the node is in: the join address is an ordinary target (no room, no dial)
+  t.deepEqual(planDials({ targets, connected: new Set(['x', 'y', 'z']), now: 0, targetPeers: 2, maxParallel: 8 }), [])
+  t.deepEqual(planDials({ targets: targets.slice(0, 1), connected: new Set(['x', 'y', 'z']), now: 0, targetPeers: 4, maxParallel: 8 }).map(p => p.key), ['j'])
 })
 
 test('dials under way count against the parallel limit and the peer budget', t => {
@@ -133,9 +136,11 @@ test('dials under way count against the parallel limit and the peer budget', t =
   // 16 peers wanted, 13 connected and 2 under way: room for 1
   const connected = new Set(Array.from({ length: 13 }, (_, i) => `p${i}`))
   t.is(planDials({ targets, connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(2) }).length, 1)
-  // no room at all, but a join address is still tried
-  const plan = planDials({ targets: [...targets, target('j', { source: 'join', peerId: undefined })], connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(8) })
-  t.deepEqual(plan.map(p => p.key), ['j'])
+  // no room at all, and the node has peers: not even a join address is dialled
+  const withJoin = [...targets, target('j', { source: 'join', peerId: undefined })]
+  t.deepEqual(planDials({ targets: withJoin, connected, now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(8) }), [])
+  // an isolated node tries its join address whatever is under way
+  t.deepEqual(planDials({ targets: withJoin, connected: new Set(), now: 0, targetPeers: 16, maxParallel: 8, inFlight: underWay(8) }).map(p => p.key), ['j'])
 })
 
 test('a target being dialled is not dialled again', t => {
@@ -154,4 +159,24 @@ test('the pool sums alive members only', t => {
   const p = poolOf(table)
   t.deepEqual(p.cpu, { total: 4, free: 2 })
   t.deepEqual(p.diskBytes, { total: 200, free: 200 })
+})
+
+test('planDials picks at random among equally good targets', t => {
+  const targets = ['a', 'b', 'c', 'd'].map(k => target(k))
+  const first = (r: number): string => planDials({ targets, connected: new Set(), now: 0, targetPeers: 1, maxParallel: 8, random: () => r })[0]!.key
+  t.not(first(0), first(0.99))
+  // fewer failures still win over chance
+  const plan = planDials({ targets: [target('x', { attempts: 2 }), target('y')], connected: new Set(), now: 0, targetPeers: 1, maxParallel: 8, random: () => 0 })
+  t.deepEqual(plan.map(p => p.key), ['y'])
+})
+
+test('planTrim sheds spare connections above the high-water mark, those the peers dialled first', t => {
+  const peers = [
+    { peerId: 'o1', outbound: true }, { peerId: 'i1', outbound: false }, { peerId: 'k1', outbound: false },
+    { peerId: 'i2', outbound: false }, { peerId: 'o2', outbound: true }, { peerId: 'i3', outbound: false }
+  ]
+  const keep = new Set(['k1'])
+  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 6 }), [], 'at the high-water mark: nothing')
+  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 4 }), ['i1', 'i2', 'i3', 'o1'], 'down to the target, inbound first, kept ones kept')
+  t.deepEqual(planTrim({ peers, keep: new Set(peers.map(p => p.peerId)), targetPeers: 2, highWater: 4 }), [], 'all in use: none')
 })
