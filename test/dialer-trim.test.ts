@@ -12,11 +12,7 @@ const N = 36
 test(`a hub dialled by ${N} peers trims back to its budget and keeps the connections in use`, async t => {
   const clusterKey = generateClusterKey()
   const hosts: VgridHost[] = []
-  let dialer: Dialer | undefined
-  t.teardown(async () => {
-    dialer?.stop()
-    await Promise.all(hosts.map(async h => await h.stop()))
-  })
+  t.teardown(async () => { await Promise.all(hosts.map(async h => await h.stop())) })
   const run = `trim${process.pid}`
   for (let i = 0; i < N + 1; i++) {
     hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/${run}-${i}`], mdns: false, transport: 'memory' }))
@@ -28,7 +24,8 @@ test(`a hub dialled by ${N} peers trims back to its budget and keeps the connect
 
   // five spokes are "in use" (say, heartbeat partners)
   const keep = new Set(spokes.slice(0, 5).map(h => h.peerId.toString()))
-  dialer = new Dialer({ host: hub, keep: () => keep, targetPeers: 16, tickMs: 100 })
+  const dialer = new Dialer({ host: hub, keep: () => keep, targetPeers: 16, tickMs: 100 })
+  t.teardown(() => { dialer.stop() })
   dialer.start()
   const deadline = Date.now() + 10_000
   while (connectedToHub() > 16 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
