@@ -1,11 +1,12 @@
-// The membership component: publishes this node's advert (at once on change, and
-// every refresh interval), keeps heartbeats with its neighbours, turns their silence
-// into gossiped suspicions, refutes suspicions about itself, and drives the pure
-// state machine in membership.ts with the real clock.
+// The membership component: hears the others' adverts, keeps heartbeats with its
+// neighbours, turns their silence into gossiped suspicions (and unrefuted ones into
+// death reports), has its own advert (own-advert.ts) refute suspicions about itself,
+// and drives the pure state machine in membership.ts with the real clock.
 import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, type Advert, type AdvertRejection } from './advert.ts'
+import { decodeAdvert, decodeRelayedAdvert, type Advert, type AdvertRejection } from './advert.ts'
+import { OwnAdvert, refreshFor, type AdvertBody } from './own-advert.ts'
 import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
@@ -16,9 +17,6 @@ import {
 import { Heartbeats } from './heartbeat.ts'
 import { MemberSync } from './member-sync.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
-
-/** The parts of an advert the agent supplies; the service adds identity, sequencing and the signature. */
-export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
 
 export interface MembershipTiming {
   /** re-publish the advert at least this often even if nothing changed (see refreshFor) */
@@ -39,22 +37,7 @@ const DOUBT_SYNC_MS = 3_000
 const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === 'dead'
 /** a heartbeat that brings no news updates lastSeen at most this often */
 const LAST_SEEN_GRAIN_MS = 5_000
-/** a node re-publishes on new topic peers until one advert reached this many directly (gossipsub's D) */
-const ANNOUNCE_REACH = 4
-
-/**
- * Refreshes are the only per-member cost every node pays (it receives N adverts per
- * refresh period, each about 4 times over the mesh), and were most of an idle grid's
- * CPU. Changes go out at once and the periodic member sync repairs lost ones, so a
- * refresh only keeps load figures fresh: the period grows with the grid, at least
- * `base` and 1 s per member, at most 5 minutes, so every node receives about one
- * refresh a second whatever the size. The silence timeout follows, so that two lost
- * refreshes never suspect anyone.
- */
-export function refreshFor (members: number, base: number): number {
-  return Math.max(base, Math.min(300_000, members * 1000))
-}
-
+/** The silence timeout follows the refresh period (see refreshFor), so that two lost refreshes never suspect anyone. */
 export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh: number): number {
   return Math.max(cfg.silenceAfterMs, 3 * refreshFor(members, baseRefresh))
 }
@@ -90,16 +73,10 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly validated = new WeakMap<Message, Advert>()
   /** when we last pulled adverts from a neighbour whose heartbeat was ahead */
   private readonly fetched = new Map<string, number>()
-  private readonly incarnation = Date.now()
-  private seq = 0
+  private readonly own: OwnAdvert
   private table: MemberTable = new Map()
   private timers: NodeJS.Timeout[] = []
-  private pending?: NodeJS.Immediate
-  private refresh?: NodeJS.Timeout
   private syncTimer?: NodeJS.Timeout
-  private refuting?: Promise<void>
-  /** topic peers our last advert went to straight from us (see onSubscriptionChange) */
-  private reached = 0
   /** members whose current suspicion we raised ourselves: we report their death */
   private readonly raised = new Set<string>()
   private running = false
@@ -111,6 +88,18 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     this.config = { ...DEFAULT_MEMBERSHIP, ...init.config }
     this.timing = { ...DEFAULT_TIMING, ...init.timing }
     this.topics = { adverts: advertTopic(init.clusterId), suspicions: suspicionTopic(init.clusterId) }
+    this.own = new OwnAdvert({
+      pubsub: init.host.services.pubsub,
+      topic: this.topics.adverts,
+      privateKey: init.privateKey,
+      clusterId: init.clusterId,
+      nodeId: this.nodeId,
+      body: init.body,
+      refreshMs: this.timing.advertRefreshMs,
+      members: () => this.table.size,
+      onSigned: advert => { this.apply(onAdvert(this.table, advert, Date.now()), advert) },
+      onSent: bytes => { this.emit('sent', bytes) }
+    })
     this.heartbeats = new Heartbeats({
       host: init.host,
       protocol: heartbeatProtocol(init.clusterId),
@@ -129,7 +118,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       adverts: () => [...this.table.values()].filter(m => m.state === 'alive').map(m => m.advert),
       doubted: () => [...this.table.values()].filter(isDoubted).map(m => ({ nodeId: m.nodeId, ...(m.suspectedVersion ?? m.version) })),
       onAdverts: (raw, from) => { void this.applyRelayed(raw, from) },
-      onDoubted: async v => { await this.refuteNow(v) },
+      onDoubted: async v => { await this.own.refuteNow(v) },
       onError: (peer, err) => { this.emit('rejected', 'member-sync', 'malformed', `${peer}: ${err.message}`) }
     })
   }
@@ -137,7 +126,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   get members (): MemberTable { return this.table }
   /** heartbeat partners: peers whose connections carry this node's failure detection */
   get partners (): Set<string> { return this.heartbeats.partners }
-  get version (): Version { return { incarnation: this.incarnation, seq: this.seq } }
+  get version (): Version { return this.own.version }
 
   async start (): Promise<void> {
     if (this.running) return
@@ -146,13 +135,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     pubsub.topicValidators.set(this.topics.adverts, this.validateAdvert)
     pubsub.topicValidators.set(this.topics.suspicions, this.validateSuspicion)
     pubsub.addEventListener('message', this.onMessage)
-    pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
+    pubsub.addEventListener('subscription-change', this.onNewTopicPeer)
     pubsub.subscribe(this.topics.adverts)
     pubsub.subscribe(this.topics.suspicions)
     await this.heartbeats.start()
     await this.sync.start()
-    void this.publish('alive')
-    this.scheduleRefresh()
+    this.own.start()
     this.timers = [
       setInterval(() => { this.tick() }, this.timing.tickMs)
     ]
@@ -202,27 +190,15 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     if (!this.running) return
     this.running = false
     for (const t of this.timers) clearInterval(t)
-    clearTimeout(this.refresh)
-    clearImmediate(this.pending)
     clearTimeout(this.syncTimer)
-    if (opts.graceful !== false) await this.publish('leaving')
+    await this.own.stop(opts)
     await this.heartbeats.stop()
     await this.sync.stop()
     const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)
-    pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
+    pubsub.removeEventListener('subscription-change', this.onNewTopicPeer)
     pubsub.topicValidators.delete(this.topics.adverts)
     pubsub.topicValidators.delete(this.topics.suspicions)
-  }
-
-  /** The next refresh, with ±10 % jitter so that a grid started together does not refresh in bursts. */
-  private scheduleRefresh (): void {
-    const period = refreshFor(this.table.size, this.timing.advertRefreshMs) * (0.9 + Math.random() * 0.2)
-    this.refresh = setTimeout(() => {
-      if (!this.running) return
-      void this.publish('alive')
-      this.scheduleRefresh()
-    }, period)
   }
 
   /**
@@ -240,63 +216,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
   }
 
-  /** A doubt names a seq of ours beyond the current one (we restarted our count): continue from it. */
-  private catchUp (v: Version): void {
-    if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
-  }
-
-  /** We are suspected (or held dead) at version `v` but alive: refute with a newer version, right away. */
-  private refute (v: Version): void {
-    this.catchUp(v)
-    this.advertiseNow()
-  }
-
-  /**
-   * A neighbour holds us as suspect or dead at `v` (seen in its member-sync digest):
-   * make sure the advert we hold is newer, publishing one now if need be, so that the
-   * same exchange carries the refutation back. Concurrent doubts share one publish.
-   */
-  private async refuteNow (v: Version): Promise<void> {
-    if (compareVersions(this.version, v) > 0) return
-    this.catchUp(v)
-    this.refuting ??= this.publish('alive').finally(() => { this.refuting = undefined })
-    await this.refuting
-  }
-
-  /**
-   * Something in our advert changed: publish once the current burst of work is done
-   * (changes made together go out as one advert), not at the next refresh. An
-   * immediate, not a timer: on a busy node a timer waits for the next timers phase,
-   * which cost a change about 0.4 s with 200 agents in one process.
-   */
-  advertiseNow (): void {
-    if (!this.running || this.pending != null) return
-    this.pending = setImmediate(() => {
-      this.pending = undefined
-      void this.publish('alive')
-    })
-  }
-
-  private async publish (status: Advert['status']): Promise<void> {
-    const advert = await signAdvert(this.init.privateKey, {
-      v: 1,
-      cluster: this.init.clusterId,
-      nodeId: this.nodeId,
-      incarnation: this.incarnation,
-      seq: ++this.seq,
-      status,
-      ...this.init.body()
-    })
-    this.apply(onAdvert(this.table, advert, Date.now()), advert)
-    const data = encodeAdvert(advert)
-    try {
-      const { recipients } = await this.init.host.services.pubsub.publish(this.topics.adverts, data)
-      this.reached = recipients.length
-      this.emit('sent', data.byteLength)
-    } catch {
-      // no peers yet, or stopping: the next refresh tries again
-    }
-  }
+  /** Something in our advert changed: publish it once the current burst of work is done. */
+  advertiseNow (): void { this.own.advertiseNow() }
 
   private onBeat (peer: string, v: Version): void {
     const m = this.table.get(peer)
@@ -382,7 +303,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       this.emit('received', msg.data.byteLength)
       const s = res.suspicion
       if (s.target === this.nodeId) {
-        this.refute(s)
+        this.own.refute(s)
         return
       }
       if (s.kind === 'dead') {
@@ -394,16 +315,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     }
   }
 
-  /**
-   * A peer (re)joined the topics. While our adverts reach fewer than a mesh's worth of
-   * peers directly (we are new, or were cut off) we publish again, so the grid learns
-   * of us now rather than at the next refresh. Established members do not: the new
-   * peer pulls their adverts by member sync when it connects, and an advert from each
-   * of them for every newcomer made a grid starting at once cost O(N^2) messages.
-   */
-  private readonly onSubscriptionChange = (): void => {
-    if (this.reached < ANNOUNCE_REACH) this.advertiseNow()
-  }
+  private readonly onNewTopicPeer = (): void => { this.own.onNewTopicPeer() }
 
   /** An advert that passed every check; 'advert' fires only if it was news. */
   private applyAdvert (advert: Advert, now = Date.now()): void {
@@ -421,7 +333,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are
       // dead too, so tell them we are not
-      if (t.to === 'alive' && t.from === 'dead' && t.nodeId !== this.nodeId) this.advertiseNow()
+      if (t.to === 'alive' && t.from === 'dead' && t.nodeId !== this.nodeId) this.own.advertiseNow()
     }
   }
 }
