@@ -34,6 +34,8 @@ export interface HeartbeatsInit {
   timeoutMs: number
   /** how many peers watch this node */
   watchers: number
+  /** this node watches at most this many peers (default 3 x watchers) */
+  maxWatched?: number
   version: () => Version
   onBeat: (peer: string, v: Version) => void
   onSilent: (peer: string) => void
@@ -44,11 +46,16 @@ export interface HeartbeatsInit {
 
 interface Watch { last: number, silent: boolean }
 
+/** a watcher that closed our stream (it refused, restarted or went away) is not asked again for this long, if others will do */
+const REST_MS = 30_000
+
 export class Heartbeats {
   private readonly init: HeartbeatsInit
   private readonly out = new Map<string, Stream>()
   private readonly opening = new Set<string>()
   private readonly watched = new Map<string, Watch>()
+  /** peers whose stream from us closed, and until when they rest */
+  private readonly rested = new Map<string, number>()
   private timer?: NodeJS.Timeout
   private lastTick = 0
 
@@ -74,10 +81,12 @@ export class Heartbeats {
     for (const s of this.out.values()) s.abort(new Error('heartbeats stopped'))
     this.out.clear()
     this.watched.clear()
+    this.rested.clear()
     await host.unhandle(this.init.protocol).catch(() => {})
   }
 
   get watching (): number { return this.watched.size }
+  get watchedPeers (): Set<string> { return new Set(this.watched.keys()) }
 
   /** the peers this node beats to or watches: their connections must stay */
   get partners (): Set<string> { return new Set([...this.out.keys(), ...this.opening, ...this.watched.keys()]) }
@@ -92,10 +101,12 @@ export class Heartbeats {
     if (this.watched.delete(id)) this.init.onLost(id)
   }
 
-  /** Tops the watcher set up to its size from the connected peers, at random. */
+  /** Tops the watcher set up to its size from the connected peers, at random, resting ones last. */
   private pickWatchers (): void {
     const missing = this.init.watchers - this.out.size - this.opening.size
     if (missing <= 0) return
+    const now = Date.now()
+    for (const [id, until] of this.rested) if (until <= now) this.rested.delete(id)
     const candidates = this.init.host.getConnections()
       .map(c => c.remotePeer)
       .filter((p, i, all) => all.findIndex(q => q.equals(p)) === i && !this.out.has(p.toString()) && !this.opening.has(p.toString()))
@@ -103,6 +114,7 @@ export class Heartbeats {
       const j = Math.floor(Math.random() * (i + 1));
       [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!]
     }
+    candidates.sort((a, b) => Number(this.rested.has(a.toString())) - Number(this.rested.has(b.toString())))
     for (const p of candidates.slice(0, missing)) void this.openTo(p)
   }
 
@@ -112,7 +124,7 @@ export class Heartbeats {
     this.opening.add(id)
     try {
       const stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(5000) })
-      stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.out.delete(id) })
+      stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.drop(id) })
       this.out.set(id, stream)
       try { stream.send(encodeBeat(this.init.version())) } catch {}
     } catch {
@@ -122,8 +134,20 @@ export class Heartbeats {
     }
   }
 
+  /** A watcher whose stream failed or was closed (it declined, restarted, went away): rest it. */
+  private drop (id: string): void {
+    this.out.delete(id)
+    this.rested.set(id, Date.now() + REST_MS)
+  }
+
   private onInbound (stream: Stream, conn: Connection): void {
     const id = conn.remotePeer.toString()
+    // every node that joined through the same address picked it as its first watcher;
+    // past a few times its share it declines, and the sender picks someone else
+    if (!this.watched.has(id) && this.watched.size >= (this.init.maxWatched ?? 3 * this.init.watchers)) {
+      stream.abort(new Error('watching enough peers'))
+      return
+    }
     const buf = new Uint8ArrayList()
     this.watched.set(id, { last: Date.now(), silent: false })
     // a closed stream does not end the watch: if the sender does not open another one
@@ -155,15 +179,15 @@ export class Heartbeats {
     const frame = encodeBeat(this.init.version())
     for (const [id, s] of this.out) {
       // a closing stream (hang-up in progress) still says 'open' but refuses writes
-      if (s.status !== 'open' || s.writeStatus !== 'writable') { this.out.delete(id); continue }
+      if (s.status !== 'open' || s.writeStatus !== 'writable') { this.drop(id); continue }
       // a stream that cannot take one more frame is as good as dead; drop it so it
       // is reopened (and the far side sees silence if the link really is gone)
-      if (s.writeBufferLength > FRAME * 64) { s.abort(new Error('heartbeat backlog')); this.out.delete(id); continue }
+      if (s.writeBufferLength > FRAME * 64) { s.abort(new Error('heartbeat backlog')); this.drop(id); continue }
       try {
         s.send(frame)
       } catch (err) {
         s.abort(err as Error)
-        this.out.delete(id)
+        this.drop(id)
       }
     }
     this.pickWatchers()
