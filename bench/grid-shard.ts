@@ -24,9 +24,22 @@ export interface IdleStats {
   raised: Record<string, number>
   cpuMicros: number
   rssBytes: number
+  /** connections opened and closed (as the agents here saw them) */
+  opened: number
+  closed: number
 }
 
 type Off = () => void
+
+export interface ConnStats {
+  /** distinct connected peers, per agent */
+  peers: number[]
+  /** connections beyond the first to the same peer, all agents */
+  duplicates: number
+  /** connection opens and closes seen by the agents here since they started */
+  opened: number
+  closed: number
+}
 
 export class GridShard {
   private readonly grid: InProcessGrid
@@ -35,11 +48,27 @@ export class GridShard {
   private hits: number[] = []
   /** watchDead: when each agent first doubted the member (suspect or dead) */
   private doubts: number[] = []
-  private idle?: { cpu: NodeJS.CpuUsage, bytes: number, suspicions: number, raised: Record<string, number> }
+  private readonly churn = { opened: 0, closed: 0 }
+  private idle?: { cpu: NodeJS.CpuUsage, bytes: number, suspicions: number, raised: Record<string, number>, opened: number, closed: number }
 
   private constructor (grid: InProcessGrid, rss0: number) {
     this.grid = grid
     this.rss0 = rss0
+    for (const a of grid.agents) {
+      a.host.addEventListener('connection:open', () => { this.churn.opened++ })
+      a.host.addEventListener('connection:close', () => { this.churn.closed++ })
+    }
+  }
+
+  connStats (): ConnStats {
+    let duplicates = 0
+    const peers = this.grid.agents.map(a => {
+      const conns = a.host.getConnections()
+      const distinct = new Set(conns.map(c => c.remotePeer.toString())).size
+      duplicates += conns.length - distinct
+      return distinct
+    })
+    return { peers, duplicates, ...this.churn }
   }
 
   static async start (opts: ShardOptions): Promise<GridShard> {
@@ -63,7 +92,7 @@ export class GridShard {
   }
 
   beginIdle (): void {
-    const idle = { cpu: process.cpuUsage(), bytes: 0, suspicions: 0, raised: {} as Record<string, number> }
+    const idle = { cpu: process.cpuUsage(), bytes: 0, suspicions: 0, raised: {} as Record<string, number>, opened: this.churn.opened, closed: this.churn.closed }
     this.idle = idle
     for (const a of this.grid.agents) {
       const b = (x: number): void => { idle.bytes += x }
@@ -82,7 +111,15 @@ export class GridShard {
     const idle = this.idle!
     const cpu = process.cpuUsage(idle.cpu)
     this.unwatch()
-    return { bytes: idle.bytes, suspicions: idle.suspicions, raised: idle.raised, cpuMicros: cpu.user + cpu.system, rssBytes: process.memoryUsage().rss - this.rss0 }
+    return {
+      bytes: idle.bytes,
+      suspicions: idle.suspicions,
+      raised: idle.raised,
+      cpuMicros: cpu.user + cpu.system,
+      rssBytes: process.memoryUsage().rss - this.rss0,
+      opened: this.churn.opened - idle.opened,
+      closed: this.churn.closed - idle.closed
+    }
   }
 
   /** record when each agent (but the origin) accepts the origin's advert with reserved cpu = round */

@@ -96,6 +96,10 @@ async function runGrid (n: number, procs: number, idleSeconds: number): Promise<
     for (const x of idle) for (const [k, v] of Object.entries(x.raised)) raised[k] = (raised[k] ?? 0) + v
     const why = Object.entries(raised).map(([k, v]) => `${v} ${k}`).join(', ')
     row(`N=${n}`, 'idle: suspicions / gossip bytes per node per s', `${suspicions} / ${(sum(x => x.bytes) / n / idleSeconds).toFixed(0)} B`, suspicions === 0 ? 'ok' : `FLAPPED (raised: ${why})`, `${idleSeconds} s idle`)
+    row(`N=${n}`, 'idle: connections opened / closed', `${sum(x => x.opened)} / ${sum(x => x.closed)}`, 'each end counts', '')
+    const conns = await all(shards, s => s.connStats())
+    const peers = conns.flatMap(c => c.peers).sort((a, b) => a - b)
+    row(`N=${n}`, 'peers per agent: min / median / max', `${peers[0]} / ${percentile(peers, 50)} / ${peers.at(-1)}`, `${conns.reduce((acc, c) => acc + c.duplicates, 0)} duplicate connections`, '')
     row(`N=${n}`, 'idle: CPU per agent / RSS per agent', `${(sum(x => x.cpuMicros) / 1e4 / idleSeconds / n).toFixed(2)} % core / ${(sum(x => x.rssBytes) / n / 2 ** 20).toFixed(1)} MiB`, '', '')
 
     // propagation, advert vs raw gossip baseline, 5 rounds each

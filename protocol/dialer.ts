@@ -210,9 +210,13 @@ export class Dialer {
     } catch (err) {
       this.init.onDialError?.(t.key, err as Error)
       t.attempts++
-      // one failed dial is weak evidence (a busy peer answers late, and a suspicion is
-      // gossiped to every node): only a second failure in a row counts
-      if (t.peerId != null && t.attempts >= 2 && this.init.host.getConnections().every(c => c.remotePeer.toString() !== t.peerId)) {
+      // a failed dial is weak evidence: a busy peer answers late, and the member's own
+      // watchers are the ones to judge it. It counts only for a node with no connection
+      // at all (cut off right after joining, before any heartbeat stream existed), and
+      // only the second failure in a row. On 200 agents over loopback, suspicions from
+      // failed dials between busy peers turned into deaths, hang-ups and more failed
+      // dials, until every agent saw only itself.
+      if (t.peerId != null && t.attempts >= 2 && this.init.host.getConnections().length === 0) {
         this.init.onUnreachable?.(t.peerId)
       }
       // an mDNS neighbour we never reached (another grid on the LAN, a dead box) is

@@ -72,7 +72,13 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
     // silent member in seconds. Each ping opens a stream (about 10 frames), so every
     // 30 s rather than libp2p's 10: at 16 connections the 10 s pings were more frames
     // than all heartbeats together.
-    connectionMonitor: { pingInterval: 30_000 },
+    //
+    // A ping that times out aborts the connection, and libp2p's timeout adapts down to
+    // 5 s: a node that stalled that long (a long GC, a burst of handshakes) lost its
+    // connections, its watchers suspected it, and on 200 agents over loopback the
+    // hang-ups that followed brought the whole grid down. Heartbeats judge liveness
+    // within seconds; the monitor only has to clear out dead connections, so it waits.
+    connectionMonitor: { pingInterval: 30_000, pingTimeout: { minTimeout: 30_000, maxTimeout: 60_000 } },
     services: {
       identify: identify(),
       ping: ping(),
