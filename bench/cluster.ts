@@ -68,7 +68,10 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
     agents.push(...started)
     const expected = first + agents.length
     await until(() => started.every(a => aliveSeen(a) >= expected), 30_000, 100)
-    if (process.env.BENCH_VERBOSE != null) console.error(`started ${agents.length}/${n}`)
+    if (process.env.BENCH_VERBOSE != null) {
+      const conns = agents.reduce((acc, a) => acc + a.host.getConnections().length, 0)
+      console.error(`started ${agents.length}/${n} (agents ${first}-${first + n - 1}): ${conns} connections, fewest alive seen ${Math.min(...agents.map(aliveSeen))}`)
+    }
   }
   return {
     agents,
