@@ -25,6 +25,9 @@ import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { VERSION } from './version.ts'
 
+/** a dead member that answers a ping within this keeps its connections (see dropIfSilent) */
+const DEAD_PING_TIMEOUT_MS = 3000
+
 export interface StatusView {
   node: { id: string, name: string, version: string, cluster: string, addrs: string[] }
   members: MemberCounts
@@ -170,9 +173,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const name = t.member?.name ?? this.membership.members.get(t.nodeId)?.advert.name ?? t.nodeId
       if (t.nodeId !== this.id) this.log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
       if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
-      // connections to a dead member are stale (its address may have changed, or the
-      // link is gone): drop them, so that reconnecting is a fresh start that re-syncs
-      if (t.to === 'dead') this.host.hangUp(peerIdFromString(t.nodeId)).catch(() => {})
+      if (t.to === 'dead') void this.dropIfSilent(t.nodeId)
       this.peerBookDirty = true
     })
 
@@ -185,9 +186,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.addrTimer = setInterval(() => {
       const now = this.addrs().join()
       if (now !== this.lastAddrs) {
+        const gone = this.lastAddrs.split(',').filter(a => a !== '' && !now.split(',').includes(a))
         this.lastAddrs = now
         this.log.info('listen addresses changed', { addrs: now })
         this.membership.advertiseNow()
+        // connections bound to a vanished address are dead, and the far side cannot
+        // tell: start afresh, and the new connections carry the new advert at once
+        if (gone.length > 0) for (const c of this.host.getConnections()) void c.close().catch(() => {})
       }
     }, 1000)
     this.peerBookTimer = setInterval(() => {
@@ -319,6 +324,20 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private readonly onConnectionsChanged = (): void => {
     this.metrics.connectedPeers.set(new Set(this.host.getConnections().map(c => c.remotePeer.toString())).size)
+  }
+
+  /**
+   * Connections to a dead member are likely stale (its address changed, the link is
+   * gone): drop them, so that reconnecting is a fresh start that re-syncs. But only
+   * if it does not answer a ping on them: a member declared dead while it was merely
+   * slow (a stalled process) refutes in a moment, and hanging up on it everywhere made
+   * it suspect its own watchers in turn, which on a saturated machine cascaded.
+   */
+  private async dropIfSilent (id: string): Promise<void> {
+    const peer = peerIdFromString(id)
+    if (this.host.getConnections(peer).length === 0) return
+    const answered = await this.host.services.ping.ping(peer, { signal: AbortSignal.timeout(DEAD_PING_TIMEOUT_MS) }).then(() => true, () => false)
+    if (!answered && this.membership.members.get(id)?.state === 'dead') await this.host.hangUp(peer).catch(() => {})
   }
 
   /** peers whose connections carry something ongoing: the dialer never trims these */

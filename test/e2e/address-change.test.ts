@@ -4,10 +4,11 @@
 import { e2e, Grid, secs } from '../harness/index.ts'
 
 /**
- * The heartbeats over the connections bound to the old address stop, so each side
- * declares the other dead (about 4.5 s) and drops those connections; the moved host
- * redials the others, member sync hands them its new advert (about 5 s in all
- * here). 15 s leaves room for a busy machine.
+ * The moved host sees its address vanish (checked every second), closes its
+ * connections (bound to the old address, so dead) and redials; member sync on the
+ * new connections hands the others its new advert (1 to 2 s here). Should that
+ * fail, each side declares the other dead within about 4.5 s and drops the stale
+ * connections, which takes about 8 s in all. 15 s leaves room for a busy machine.
  */
 const BOUND_MS = 15_000
 
