@@ -94,7 +94,7 @@ export function backoffMs (attempts: number, baseMs: number, maxMs: number): num
 
 export interface DialerInit {
   host: Libp2p
-  /** a dial to this known peer failed while we had no connection to it */
+  /** a dial to this known peer failed twice while this node had no connection at all */
   onUnreachable?: (peerId: string) => void
   onDialError?: (target: string, err: Error) => void
   /** peers whose connections must not be trimmed (see planTrim) */
