@@ -11,15 +11,24 @@ export const ROOT = resolve(import.meta.dirname, '../..')
 export const VGRID = join(ROOT, 'bin/vgrid')
 
 /** A free TCP port on loopback (asked of the kernel, then released). */
+/**
+ * A free port below Linux's ephemeral range (32768 and up): a port the kernel hands
+ * out was taken by some test's outgoing connection between this check and the
+ * agent's bind, or while an agent restarted on it ("address already in use").
+ */
 export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    if (await canListen(port)) return port
+  }
+  throw new Error('no free port between 20000 and 31999')
+}
+
+async function canListen (port: number): Promise<boolean> {
+  return await new Promise(resolve => {
     const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      const port = typeof a === 'object' && a != null ? a.port : 0
-      s.close(() => resolve(port))
-    })
+    s.once('error', () => { resolve(false) })
+    s.listen(port, '127.0.0.1', () => { s.close(() => { resolve(true) }) })
   })
 }
 
