@@ -66,27 +66,35 @@ export function planDials (input: DialPlanInput): DialTarget[] {
 }
 
 export interface TrimInput {
-  /** one entry per connected peer, oldest connection first; outbound: we dialled it */
-  peers: ReadonlyArray<{ peerId: string, outbound: boolean }>
+  /** one entry per connected peer, oldest connection first; outbound: we dialled it; openedAt: its newest connection */
+  peers: ReadonlyArray<{ peerId: string, outbound: boolean, openedAt: number }>
   /** peers whose connection carries something that must not be cut (heartbeats, the gossip mesh) */
   keep: ReadonlySet<string>
   targetPeers: number
   /** trimming starts above this many connections, and goes down to targetPeers at once */
   highWater: number
+  now: number
+  /** connections younger than this are never trimmed */
+  minAgeMs: number
 }
 
 /**
  * Which peers to hang up on: a node far above its peer budget (a join address that
  * every new member dialled) sheds connections that carry nothing it or the peer
  * relies on, those the peer dialled first. Neither side then suspects anyone: a lost
- * connection is suspected only between heartbeat partners, which are kept.
+ * connection is suspected only between heartbeat partners, which are kept. Young
+ * connections are kept too: a newcomer's first connection is how it learns the grid
+ * (member sync) and whom else to dial, and cut at once it only dialled back.
  */
 export function planTrim (input: TrimInput): string[] {
   if (input.peers.length <= input.highWater) return []
   const excess = input.peers.length - input.targetPeers
-  const spare = input.peers.filter(p => !input.keep.has(p.peerId))
+  const spare = input.peers.filter(p => !input.keep.has(p.peerId) && input.now - p.openedAt >= input.minAgeMs)
   return [...spare.filter(p => !p.outbound), ...spare.filter(p => p.outbound)].slice(0, excess).map(p => p.peerId)
 }
+
+/** a connection is not trimmed before it is this old (see planTrim) */
+const TRIM_MIN_AGE_MS = 30_000
 
 export function backoffMs (attempts: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, attempts - 1))
@@ -99,6 +107,8 @@ export interface DialerInit {
   onDialError?: (target: string, err: Error) => void
   /** peers whose connections must not be trimmed (see planTrim) */
   keep?: () => ReadonlySet<string>
+  /** connections younger than this are not trimmed (default 30 s) */
+  trimMinAgeMs?: number
   join?: string[]
   targetPeers?: number
   baseBackoffMs?: number
@@ -188,14 +198,17 @@ export class Dialer {
 
   private trim (): void {
     const { host } = this.init
-    const seen = new Set<string>()
-    const peers: Array<{ peerId: string, outbound: boolean }> = []
+    const byPeer = new Map<string, { peerId: string, outbound: boolean, openedAt: number }>()
     for (const c of host.getConnections()) {
       const id = c.remotePeer.toString()
-      if (!seen.has(id)) { seen.add(id); peers.push({ peerId: id, outbound: c.direction === 'outbound' }) }
+      const p = byPeer.get(id)
+      if (p == null) byPeer.set(id, { peerId: id, outbound: c.direction === 'outbound', openedAt: c.timeline.open })
+      else p.openedAt = Math.max(p.openedAt, c.timeline.open)
     }
     const targetPeers = this.init.targetPeers ?? 16
-    const drop = planTrim({ peers, keep: this.init.keep?.() ?? new Set(), targetPeers, highWater: 2 * targetPeers })
+    const drop = planTrim({
+      peers: [...byPeer.values()], keep: this.init.keep?.() ?? new Set(), targetPeers, highWater: 2 * targetPeers, now: Date.now(), minAgeMs: this.init.trimMinAgeMs ?? TRIM_MIN_AGE_MS
+    })
     for (const id of drop) void host.hangUp(peerIdFromString(id)).catch(() => {})
   }
 

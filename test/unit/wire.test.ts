@@ -174,9 +174,13 @@ test('planTrim sheds spare connections above the high-water mark, those the peer
   const peers = [
     { peerId: 'o1', outbound: true }, { peerId: 'i1', outbound: false }, { peerId: 'k1', outbound: false },
     { peerId: 'i2', outbound: false }, { peerId: 'o2', outbound: true }, { peerId: 'i3', outbound: false }
-  ]
+  ].map(p => ({ ...p, openedAt: 0 }))
   const keep = new Set(['k1'])
-  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 6 }), [], 'at the high-water mark: nothing')
-  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 4 }), ['i1', 'i2', 'i3', 'o1'], 'down to the target, inbound first, kept ones kept')
-  t.deepEqual(planTrim({ peers, keep: new Set(peers.map(p => p.peerId)), targetPeers: 2, highWater: 4 }), [], 'all in use: none')
+  const at = { now: 60_000, minAgeMs: 30_000 }
+  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 6, ...at }), [], 'at the high-water mark: nothing')
+  t.deepEqual(planTrim({ peers, keep, targetPeers: 2, highWater: 4, ...at }), ['i1', 'i2', 'i3', 'o1'], 'down to the target, inbound first, kept ones kept')
+  t.deepEqual(planTrim({ peers, keep: new Set(peers.map(p => p.peerId)), targetPeers: 2, highWater: 4, ...at }), [], 'all in use: none')
+  // a newcomer's connection is left alone until it had time to learn the grid
+  const young = peers.map(p => p.peerId === 'i1' ? { ...p, openedAt: 59_000 } : p)
+  t.deepEqual(planTrim({ peers: young, keep, targetPeers: 2, highWater: 4, ...at }), ['i2', 'i3', 'o1', 'o2'])
 })
