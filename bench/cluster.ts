@@ -38,6 +38,7 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
   const agents: Agent[] = []
   let seed = opts.seed ?? (tcp ? undefined : `/memory/${run}-${first}`)
   // verbose: suspicions raised by reason and deaths seen, to tell a storm as it starts
+  const verbose = process.env.BENCH_VERBOSE != null
   const seen = { deaths: 0, raised: {} as Record<string, number> }
   const startOne = async (k: number): Promise<Agent> => {
     const cfg = await resolveConfig({
@@ -53,8 +54,10 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
     })
     const a = new Agent(cfg, { logger: silentLogger })
     await a.start({ api: false })
-    a.membership.on('transition', t => { if (t.to === 'dead') seen.deaths++ })
-    a.membership.on('suspected', (_t, by, why) => { if (by === a.id) seen.raised[why] = (seen.raised[why] ?? 0) + 1 })
+    if (verbose) {
+      a.membership.on('transition', t => { if (t.to === 'dead') seen.deaths++ })
+      a.membership.on('suspected', (_t, by, why) => { if (by === a.id) seen.raised[why] = (seen.raised[why] ?? 0) + 1 })
+    }
     return a
   }
   // a TCP grid's seed address is known only once its first agent listens
@@ -72,7 +75,7 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
     agents.push(...started)
     const expected = first + agents.length
     await until(() => started.every(a => aliveSeen(a) >= expected), 30_000, 100)
-    if (process.env.BENCH_VERBOSE != null) {
+    if (verbose) {
       const conns = agents.reduce((acc, a) => acc + a.host.getConnections().length, 0)
       console.error(`started ${agents.length}/${n} (agents ${first}-${first + n - 1}): ${conns} connections, fewest alive seen ${Math.min(...agents.map(aliveSeen))}, deaths ${seen.deaths}, raised ${JSON.stringify(seen.raised)}`)
     }

@@ -186,7 +186,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.addrTimer = setInterval(() => {
       const now = this.addrs().join()
       if (now !== this.lastAddrs) {
-        const gone = this.lastAddrs.split(',').filter(a => a !== '' && !now.split(',').includes(a))
+        const current = new Set(now.split(','))
+        const gone = this.lastAddrs.split(',').filter(a => a !== '' && !current.has(a))
         this.lastAddrs = now
         this.log.info('listen addresses changed', { addrs: now })
         this.membership.advertiseNow()

@@ -183,21 +183,7 @@ export class Dialer {
 
   private tick (): void {
     const { host } = this.init
-    const connected = new Set(host.getConnections().map(c => c.remotePeer.toString()))
-    const plan = planDials({
-      targets: this.targets.values(),
-      connected,
-      now: Date.now(),
-      targetPeers: this.init.targetPeers ?? 16,
-      maxParallel: 8,
-      inFlight: this.inFlight
-    })
-    for (const t of plan) void this.dial(t)
-    this.trim()
-  }
-
-  private trim (): void {
-    const { host } = this.init
+    // one pass over the connections feeds both the dial plan and the trim
     const byPeer = new Map<string, { peerId: string, outbound: boolean, openedAt: number }>()
     for (const c of host.getConnections()) {
       const id = c.remotePeer.toString()
@@ -206,8 +192,21 @@ export class Dialer {
       else p.openedAt = Math.max(p.openedAt, c.timeline.open)
     }
     const targetPeers = this.init.targetPeers ?? 16
+    const now = Date.now()
+    const plan = planDials({
+      targets: this.targets.values(),
+      connected: new Set(byPeer.keys()),
+      now,
+      targetPeers,
+      maxParallel: 8,
+      inFlight: this.inFlight
+    })
+    for (const t of plan) void this.dial(t)
+    // what is in use (heartbeats, mesh, sync sessions) is only worth asking above the mark
+    const highWater = 2 * targetPeers
+    if (byPeer.size <= highWater) return
     const drop = planTrim({
-      peers: [...byPeer.values()], keep: this.init.keep?.() ?? new Set(), targetPeers, highWater: 2 * targetPeers, now: Date.now(), minAgeMs: this.init.trimMinAgeMs ?? TRIM_MIN_AGE_MS
+      peers: [...byPeer.values()], keep: this.init.keep?.() ?? new Set(), targetPeers, highWater, now, minAgeMs: this.init.trimMinAgeMs ?? TRIM_MIN_AGE_MS
     })
     for (const id of drop) void host.hangUp(peerIdFromString(id)).catch(() => {})
   }
