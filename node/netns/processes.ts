@@ -7,7 +7,7 @@ import { accessSync, constants, createWriteStream, type WriteStream } from 'node
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { ipPath, sleep } from './netns.ts'
-import { ROOT, CODE_EXT } from '../paths.ts'
+import { ROOT, scriptPath } from '../paths.ts'
 
 export { ROOT }
 export const VGRID = join(ROOT, 'bin/vgrid')
@@ -108,7 +108,7 @@ export class ApiBridge extends NsProcess {
     let out = ''
     const ready = new Promise<void>((resolve, reject) => {
       const proc = this.launch(this.ns, nodeBin(), ['--disable-warning=ExperimentalWarning',
-        join(import.meta.dirname, `api-bridge-main${CODE_EXT}`), this.socketPath, String(this.port)], d => {
+        scriptPath('node/netns/api-bridge-main'), this.socketPath, String(this.port)], d => {
         out += d.toString()
         if (out.includes('ready')) resolve()
       })
