@@ -177,7 +177,8 @@ async function oneIdleAgent (): Promise<void> {
     const agent = await idleProcess('agent', VGRID, ['agent', '--data-dir', dir, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${api}`],
       async () => (await fetch(`http://127.0.0.1:${api}/healthz`).catch(() => null))?.ok === true)
     const bare = await idleProcess('bare node', process.execPath, ['-e', 'setInterval(() => {}, 1000)'], async () => true)
-    row('1 agent', 'idle RSS', `${(agent.rss / 2 ** 20).toFixed(0)} MiB`, `x${(agent.rss / bare.rss).toFixed(1)} of bare Node (${(bare.rss / 2 ** 20).toFixed(0)} MiB)`, agent.rss < 120 * 2 ** 20 ? 'ok (< 120 MB)' : 'MISSED')
+    // the target is in decimal megabytes: 120 MB is 114.4 MiB
+    row('1 agent', 'idle RSS', `${(agent.rss / 2 ** 20).toFixed(0)} MiB (${(agent.rss / 1e6).toFixed(0)} MB)`, `x${(agent.rss / bare.rss).toFixed(1)} of bare Node (${(bare.rss / 2 ** 20).toFixed(0)} MiB)`, agent.rss < 120e6 ? 'ok (< 120 MB)' : 'MISSED')
     row('1 agent', 'idle CPU', `${agent.cpu.toFixed(2)} % core`, `bare Node ${bare.cpu.toFixed(2)} %`, agent.cpu < 2 ? 'ok (< 2 %)' : 'MISSED')
   } finally {
     await rm(dir, { recursive: true, force: true })
