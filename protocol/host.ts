@@ -16,6 +16,7 @@ import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import './pnet-fix.ts'
 import './decoder-fix.ts'
 import './yamux-fix.ts'
+import './ed25519-fix.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
 
