@@ -2,6 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Agent } from '../node/agent.ts'
 import { resolveConfig } from '../node/config.ts'
 import { silentLogger } from '../node/log.ts'
@@ -37,9 +38,9 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
   if (opts.keyFile == null) await writeClusterKey(keyFile, generateClusterKey())
   const agents: Agent[] = []
   let seed = opts.seed ?? (tcp ? undefined : `/memory/${run}-${first}`)
-  // verbose: suspicions raised by reason and deaths seen, to tell a storm as it starts
-  const verbose = process.env.BENCH_VERBOSE != null
-  const seen = { deaths: 0, raised: {} as Record<string, number> }
+  // verbose: suspicions raised by reason, deaths seen and event-loop lag, to tell a
+  // storm as it starts (and in which process)
+  const monitor = process.env.BENCH_VERBOSE != null ? new StormMonitor(`agents ${first}-${first + n - 1}`) : undefined
   const startOne = async (k: number): Promise<Agent> => {
     const cfg = await resolveConfig({
       name: `a${k}`,
@@ -54,10 +55,7 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
     })
     const a = new Agent(cfg, { logger: silentLogger })
     await a.start({ api: false })
-    if (verbose) {
-      a.membership.on('transition', t => { if (t.to === 'dead') seen.deaths++ })
-      a.membership.on('suspected', (_t, by, why) => { if (by === a.id) seen.raised[why] = (seen.raised[why] ?? 0) + 1 })
-    }
+    monitor?.watch(a)
     return a
   }
   // a TCP grid's seed address is known only once its first agent listens
@@ -75,28 +73,82 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
     agents.push(...started)
     const expected = first + agents.length
     await until(() => started.every(a => aliveSeen(a) >= expected), 30_000, 100)
-    if (verbose) {
-      const conns = agents.reduce((acc, a) => acc + a.host.getConnections().length, 0)
-      console.error(`started ${agents.length}/${n} (agents ${first}-${first + n - 1}): ${conns} connections, fewest alive seen ${Math.min(...agents.map(aliveSeen))}, deaths ${seen.deaths}, raised ${JSON.stringify(seen.raised)}`)
-    }
+    monitor?.report(agents, `started ${agents.length}/${n}`)
   }
+  monitor?.start(agents)
   return {
     agents,
     root,
     stop: async () => {
+      monitor?.stop()
       await Promise.all(agents.map(async a => await a.stop().catch(() => {})))
       await rm(root, { recursive: true, force: true })
     }
   }
 }
 
-/** Polls `check` (after `refresh`, if given) until it holds; the time it took, or undefined after `ms`. */
+/**
+ * Verbose bench output (BENCH_VERBOSE=1): per start batch, and then every 2 s while
+ * anything happens, what this process's agents saw: connections, deaths (and of
+ * whom), suspicions they raised by reason, suspicions heard, and the worst event-loop
+ * lag. A saturated process shows as lag before its watchers miss heartbeats.
+ */
+class StormMonitor {
+  private readonly label: string
+  private readonly lag = monitorEventLoopDelay({ resolution: 20 })
+  private readonly seen = { deaths: 0, heard: 0, raised: {} as Record<string, number>, dead: new Map<string, number>() }
+  private last = ''
+  private timer?: NodeJS.Timeout
+  private readonly t0 = Date.now()
+
+  constructor (label: string) {
+    this.label = label
+    this.lag.enable()
+  }
+
+  watch (a: Agent): void {
+    a.membership.on('transition', t => {
+      if (t.to !== 'dead') return
+      this.seen.deaths++
+      const who = t.member?.name ?? t.nodeId.slice(-6)
+      this.seen.dead.set(who, (this.seen.dead.get(who) ?? 0) + 1)
+    })
+    a.membership.on('suspected', (_t, by, why) => {
+      if (by === a.id) this.seen.raised[why] = (this.seen.raised[why] ?? 0) + 1
+      else this.seen.heard++
+    })
+  }
+
+  report (agents: Agent[], what: string): void {
+    const conns = agents.reduce((acc, a) => acc + a.host.getConnections().length, 0)
+    const dead = [...this.seen.dead].sort((x, y) => y[1] - x[1]).slice(0, 4).map(([k, v]) => `${k}:${v}`).join(' ')
+    const line = `deaths ${this.seen.deaths}${dead === '' ? '' : ` (${dead})`}, raised ${JSON.stringify(this.seen.raised)}, heard ${this.seen.heard}`
+    const lagMs = this.lag.max / 1e6
+    this.lag.reset()
+    if (what === 'tick' && line === this.last && lagMs < 300) return
+    this.last = line
+    console.error(`[${this.label} +${((Date.now() - this.t0) / 1000).toFixed(0)} s] ${what}: ${conns} connections, fewest alive seen ${Math.min(...agents.map(aliveSeen))}, ${line}, max lag ${lagMs.toFixed(0)} ms`)
+  }
+
+  start (agents: Agent[]): void {
+    this.timer = setInterval(() => { this.report(agents, 'tick') }, 2000)
+    this.timer.unref()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    this.lag.disable()
+  }
+}
+
+/** How many members this agent sees alive, itself included. */
 export function aliveSeen (a: Agent): number {
   let alive = 0
   for (const m of a.membership.members.values()) if (m.state === 'alive') alive++
   return alive
 }
 
+/** Polls `check` (after `refresh`, if given) until it holds; the time it took, or undefined after `ms`. */
 export async function until (check: () => boolean, ms: number, stepMs = 10, refresh?: () => Promise<void>): Promise<number | undefined> {
   const start = performance.now()
   while (performance.now() - start < ms) {
