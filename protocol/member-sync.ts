@@ -10,7 +10,7 @@
 import { lpStream } from '@libp2p/utils'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Advert } from './advert.ts'
-import { compareVersions, type Version } from './membership.ts'
+import { compareVersions, type MemberTable, type Version } from './membership.ts'
 
 const MAX_MESSAGE = 8 * 1024 * 1024
 const TIMEOUT_MS = 10_000
@@ -54,6 +54,22 @@ export function newerThan (adverts: Advert[], digest: Digest): Advert[] {
     const theirs: Version = { incarnation: Number(d[0]), seq: Number(d[1]) }
     return compareVersions(a, theirs) > 0
   })
+}
+
+/**
+ * Whom the next anti-entropy exchange goes to: a connected peer that is alive or not
+ * known at all, picked with `random` in [0, 1). A connected peer we hold no advert of
+ * is a member all the same (only key holders connect): a newcomer whose first
+ * exchange failed (its join address was too busy to answer in time) knows nobody
+ * else, and picking among alive members only, it never asked again and saw only
+ * itself. Pure.
+ */
+export function syncPartner (table: MemberTable, connected: readonly string[], random: number): string | undefined {
+  const candidates = connected.filter(id => {
+    const state = table.get(id)?.state
+    return state == null || state === 'alive'
+  })
+  return candidates[Math.floor(random * candidates.length)]
 }
 
 const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))

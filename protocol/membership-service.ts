@@ -15,7 +15,7 @@ import {
   type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats } from './heartbeat.ts'
-import { MemberSync } from './member-sync.ts'
+import { MemberSync, syncPartner } from './member-sync.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
 
 export interface MembershipTiming {
@@ -155,20 +155,21 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * last minute are still suspect or dead, every few seconds one of them is asked
    * directly (dialled if need be): if it is alive after all, it sees the doubt in our
    * digest and the same exchange brings its refutation (a grid starting at once,
-   * whose first heartbeats were late, heals in seconds).
+   * whose first heartbeats were late, heals in seconds). A node that knows no member
+   * but itself (its first exchange failed) asks as often.
    */
   private scheduleSync (): void {
     const now = Date.now()
     const doubted = [...this.table.values()].filter(m => isDoubted(m) && now - m.since < RECHECK_DOUBTED_MS)
-    const base = doubted.length > 0 ? Math.min(this.timing.syncIntervalMs, DOUBT_SYNC_MS) : this.timing.syncIntervalMs
+    const lonely = this.table.size <= 1
+    const base = doubted.length > 0 || lonely ? Math.min(this.timing.syncIntervalMs, DOUBT_SYNC_MS) : this.timing.syncIntervalMs
     this.syncTimer = setTimeout(() => {
       if (!this.running) return
       if (doubted.length > 0) {
         void this.askDoubted(doubted[Math.floor(Math.random() * doubted.length)]!)
       } else {
-        const peers = this.init.host.getConnections().map(c => c.remotePeer).filter(p => this.table.get(p.toString())?.state === 'alive')
-        const peer = peers[Math.floor(Math.random() * peers.length)]
-        if (peer != null) void this.sync.exchange(peer)
+        const peer = syncPartner(this.table, this.init.host.getConnections().map(c => c.remotePeer.toString()), Math.random())
+        if (peer != null) void this.sync.exchange(peerIdFromString(peer))
       }
       this.scheduleSync()
     }, base * (0.75 + Math.random() * 0.5))

@@ -2,12 +2,12 @@ import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
-import { newerThan, digestOf, doubtedIn } from '../../protocol/member-sync.ts'
+import { newerThan, digestOf, doubtedIn, syncPartner } from '../../protocol/member-sync.ts'
 import { decodeBeat, encodeBeat } from '../../protocol/heartbeat.ts'
 import { generateClusterKey, parseClusterKey, formatClusterKey, encodeToken, decodeToken, clusterKeyFromHex, keyHex } from '../../protocol/cluster-key.ts'
 import { planDials, planTrim, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
 import { poolOf } from '../../protocol/pool.ts'
-import { onAdvert } from '../../protocol/membership.ts'
+import { onAdvert, onSuspect } from '../../protocol/membership.ts'
 
 const r = { cpu: 2, memoryBytes: 10, diskBytes: 100 }
 const advert = (nodeId: string, extra: Partial<Advert> = {}): Advert => ({
@@ -78,6 +78,17 @@ test('member sync digests name doubted members, and a doubted member is always s
   t.is(doubtedIn({ x: 'junk' } as never, 'x'), undefined)
   // b holds itself at the doubted version: its advert goes back anyway (the refutation)
   t.deepEqual(newerThan([advert('b', { seq: 3 })], digest).map(x => x.nodeId), ['b'])
+})
+
+test('anti-entropy asks alive members and connected peers not known yet, never doubted ones', t => {
+  let table = onAdvert(new Map(), advert('self'), 0).table
+  // a newcomer whose first exchange failed: it holds only itself, yet it is connected
+  t.is(syncPartner(table, ['seed'], 0.5), 'seed', 'an unknown connected peer is asked')
+  t.is(syncPartner(table, [], 0.5), undefined)
+  table = onAdvert(onAdvert(table, advert('a'), 0).table, advert('b'), 0).table
+  table = onSuspect(table, 'b', { incarnation: 1, seq: 1 }, 10).table
+  const picked = new Set([0, 0.3, 0.6, 0.99].map(r => syncPartner(table, ['a', 'b', 'c'], r)))
+  t.deepEqual([...picked].sort(), ['a', 'c'], 'b is suspect: it is asked by the doubt re-check instead')
 })
 
 test('heartbeat frames carry a version and reject junk', t => {
