@@ -3,6 +3,7 @@
 // so that it can use every core. Run as a child, this file serves one shard;
 // imported, it gives the parent a handle with the same methods (startShardProcess).
 import { fork, type ChildProcess } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { GridShard, type ShardOptions } from './grid-shard.ts'
 
@@ -59,7 +60,11 @@ async function serve (): Promise<void> {
   process.on('message', (m: Call) => {
     const run = async (): Promise<unknown> => {
       if (m.method === 'start') {
-        shard = await GridShard.start(m.args[0] as ShardOptions)
+        const opts = m.args[0] as ShardOptions
+        // BENCH_PROFILE=<first agent number>: that shard writes a CPU profile of its start
+        const profile = process.env.BENCH_PROFILE === String(opts.first) ? await startProfile() : undefined
+        shard = await GridShard.start(opts)
+        await profile?.(`vgrid-shard-${opts.first}-start.cpuprofile`)
         return null
       }
       if (shard == null) throw new Error('shard not started')
@@ -80,6 +85,21 @@ async function serve (): Promise<void> {
   })
   // the parent went away: nothing left to serve
   process.on('disconnect', () => { if (!stopping) void (shard?.stop() ?? Promise.resolve()).finally(() => process.exit(0)) })
+}
+
+/** Starts the V8 sampling profiler; the returned function writes the profile (in the working directory). */
+async function startProfile (): Promise<(file: string) => Promise<void>> {
+  const { Session } = await import('node:inspector/promises')
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  return async file => {
+    const { profile } = await session.post('Profiler.stop')
+    await writeFile(file, JSON.stringify(profile))
+    session.disconnect()
+    console.error(`CPU profile of the shard's start: ${file}`)
+  }
 }
 
 if (process.argv.includes('--serve') && process.send != null) await serve()
