@@ -2,8 +2,9 @@
 // raw key into a node:crypto KeyObject (a JWK import) on every verify. Every gossip
 // message is verified (StrictSign) and every advert once more on its own signature:
 // together an eighth of an idle grid's CPU (profiled, 50 agents), and the import was
-// about 40 % of each verify (231 µs per verify with it, 141 µs with a prepared key). The patch keeps the KeyObjects of
-// the last few thousand keys; the check itself is still node:crypto's verify.
+// about 40 % of each verify (231 µs per verify with it, 141 µs with a prepared key).
+// The patch keeps the KeyObjects of the last few thousand keys; the check itself is
+// still node:crypto's verify.
 import { createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { publicKeyFromRaw } from '@libp2p/crypto/keys'
 
