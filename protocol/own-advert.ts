@@ -8,8 +8,14 @@ import { compareVersions, type Version } from './membership.ts'
 /** The parts of an advert the agent supplies; OwnAdvert adds identity, sequencing and the signature. */
 export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
 
-/** a node re-publishes on new topic peers until one advert reached this many directly (gossipsub's D) */
-const ANNOUNCE_REACH = 4
+/**
+ * A node re-publishes on new topic peers until one advert reached a peer directly:
+ * that peer forwards it over its mesh to the whole grid, and every later neighbour
+ * gets it by member sync when it connects. (Waiting for a mesh's worth of direct
+ * peers cost each newcomer 4-5 adverts while its connections came up, each checked by
+ * every member: most of a 200-agent grid's work when its last agents joined.)
+ */
+const ANNOUNCE_REACH = 1
 
 /**
  * Refreshes are the only per-member cost every node pays (it receives N adverts per
@@ -48,6 +54,8 @@ export class OwnAdvert {
   private refuting?: Promise<void>
   /** topic peers our last advert went to straight from us (see onNewTopicPeer) */
   private reached = 0
+  /** when the last advert was signed (Date.now()); any advert counts as a refresh */
+  private publishedAt = 0
   private running = false
 
   constructor (init: OwnAdvertInit) {
@@ -119,14 +127,24 @@ export class OwnAdvert {
     if (v.incarnation === this.incarnation && v.seq > this.seq && v.seq < this.seq + 1_000_000) this.seq = v.seq
   }
 
-  /** The next refresh, with ±10 % jitter so that a grid started together does not refresh in bursts. */
-  private scheduleRefresh (): void {
-    const period = refreshFor(this.init.members(), this.init.refreshMs) * (0.9 + Math.random() * 0.2)
+  /**
+   * The next refresh, with ±10 % jitter so that a grid started together does not
+   * refresh in bursts. The period is checked again when the timer fires: a newcomer
+   * learns the grid's size only after its first advert, and any advert sent meanwhile
+   * (a change, a refutation) already was a refresh.
+   */
+  private scheduleRefresh (delayMs = this.refreshPeriod()): void {
     this.refresh = setTimeout(() => {
       if (!this.running) return
+      const left = this.publishedAt + this.refreshPeriod() - Date.now()
+      if (left > 0) { this.scheduleRefresh(left); return }
       void this.publish('alive')
       this.scheduleRefresh()
-    }, period)
+    }, delayMs)
+  }
+
+  private refreshPeriod (): number {
+    return refreshFor(this.init.members(), this.init.refreshMs) * (0.9 + Math.random() * 0.2)
   }
 
   private async publish (status: Advert['status']): Promise<void> {
@@ -139,6 +157,7 @@ export class OwnAdvert {
       status,
       ...this.init.body()
     })
+    this.publishedAt = Date.now()
     this.init.onSigned(advert)
     const data = encodeAdvert(advert)
     try {
