@@ -18,6 +18,7 @@ import { writeClusterKey } from '../node/cluster-key-store.ts'
 import { generateClusterKey } from '../protocol/cluster-key.ts'
 import { deadTimeoutMs, DEFAULT_MEMBERSHIP } from '../protocol/membership.ts'
 import { DEFAULT_TIMING } from '../protocol/membership-service.ts'
+import { refreshFor } from '../protocol/own-advert.ts'
 import { freePort, VGRID, waitFor } from '../test/helpers/agent-process.ts'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -95,7 +96,8 @@ async function runGrid (n: number, procs: number, idleSeconds: number): Promise<
     const raised: Record<string, number> = {}
     for (const x of idle) for (const [k, v] of Object.entries(x.raised)) raised[k] = (raised[k] ?? 0) + v
     const why = Object.entries(raised).map(([k, v]) => `${v} ${k}`).join(', ')
-    row(`N=${n}`, 'idle: suspicions / gossip bytes per node per s', `${suspicions} / ${(sum(x => x.bytes) / n / idleSeconds).toFixed(0)} B`, suspicions === 0 ? 'ok' : `FLAPPED (raised: ${why})`, `${idleSeconds} s idle`)
+    row(`N=${n}`, 'idle: suspicions / gossip bytes per node per s', `${suspicions} / ${(sum(x => x.bytes) / n / idleSeconds).toFixed(0)} B`, suspicions === 0 ? 'ok' : `FLAPPED (raised: ${why})`,
+      `${idleSeconds} s idle; each agent refreshes its advert every ${refreshFor(n, DEFAULT_TIMING.advertRefreshMs) / 1000} s from its last one`)
     row(`N=${n}`, 'idle: connections opened / closed', `${sum(x => x.opened)} / ${sum(x => x.closed)}`, 'each end counts', '')
     const conns = await all(shards, s => s.connStats())
     const peers = conns.flatMap(c => c.peers).sort((a, b) => a - b)
