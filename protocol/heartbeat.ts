@@ -58,6 +58,8 @@ export class Heartbeats {
   private readonly rested = new Map<string, number>()
   private timer?: NodeJS.Timeout
   private lastTick = 0
+  /** when this node last came out of a stall of its own (see tick) */
+  private stallEndedAt = 0
 
   constructor (init: HeartbeatsInit) {
     this.init = init
@@ -97,8 +99,16 @@ export class Heartbeats {
     const id = evt.detail.toString()
     this.out.delete(id)
     // only a member we watch is our business: the others have watchers of their own,
-    // and a hang-up (a pruned or shed connection) is not a reason to gossip a suspicion
-    if (this.watched.delete(id)) this.init.onLost(id)
+    // and a hang-up (a pruned or shed connection) is not a reason to gossip a suspicion.
+    // Nor is one that reaches us as we come out of a stall: the grid took us for dead
+    // and hung up on us, and suspecting the peers that did so made each of them refute
+    // (a storm on a saturated machine); a peer that really died has other watchers.
+    if (this.watched.delete(id) && !this.stalledLately(Date.now())) this.init.onLost(id)
+  }
+
+  /** True while this node is late on its own tick (a stall not over yet) or just came out of one. */
+  private stalledLately (now: number): boolean {
+    return now - this.lastTick > 2 * this.init.intervalMs || now - this.stallEndedAt < this.init.timeoutMs
   }
 
   /** Tops the watcher set up to its size from the connected peers, at random, resting ones last. */
@@ -175,7 +185,10 @@ export class Heartbeats {
     // is ours, not theirs: credit the stall to every watch before judging anyone
     const stall = now - this.lastTick - this.init.intervalMs
     this.lastTick = now
-    if (stall > this.init.intervalMs / 2) for (const w of this.watched.values()) w.last += stall
+    if (stall > this.init.intervalMs / 2) {
+      for (const w of this.watched.values()) w.last += stall
+      this.stallEndedAt = now
+    }
     const frame = encodeBeat(this.init.version())
     for (const [id, s] of this.out) {
       // a closing stream (hang-up in progress) still says 'open' but refuses writes
