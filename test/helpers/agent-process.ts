@@ -10,7 +10,6 @@ import { createServer } from 'node:net'
 export const ROOT = resolve(import.meta.dirname, '../..')
 export const VGRID = join(ROOT, 'bin/vgrid')
 
-/** A free TCP port on loopback (asked of the kernel, then released). */
 /**
  * A free port below Linux's ephemeral range (32768 and up): a port the kernel hands
  * out was taken by some test's outgoing connection between this check and the

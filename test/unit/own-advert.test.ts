@@ -4,6 +4,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { GossipSub } from '@libp2p/gossipsub'
 import { OwnAdvert, refreshFor, type AdvertBody } from '../../protocol/own-advert.ts'
 import type { Advert } from '../../protocol/advert.ts'
+import { waitFor } from '../helpers/agent-process.ts'
 
 const r = { cpu: 2, memoryBytes: 10, diskBytes: 100 }
 const body = (): AdvertBody => ({
@@ -34,11 +35,6 @@ async function ownAdvert (opts: { recipients: () => number, members: () => numbe
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
-async function waitFor (check: () => boolean, ms: number): Promise<void> {
-  const until = Date.now() + ms
-  while (!check() && Date.now() < until) await sleep(10)
-}
-
 test('the refresh period grows with the grid: about one refresh a second reaches each node', t => {
   t.is(refreshFor(1, 10_000), 10_000)
   t.is(refreshFor(200, 10_000), 200_000)
@@ -49,11 +45,11 @@ test('a newcomer re-publishes on new topic peers until one advert reached a peer
   let peers = 0
   const { own, sent } = await ownAdvert({ recipients: () => peers, members: () => 50 })
   own.start()
-  await waitFor(() => sent.length === 1, 1000)
+  await waitFor(() => sent.length === 1, 1000, 'the advert at start')
   t.is(sent.length, 1, 'the first advert goes out at start, to nobody yet')
   peers = 1
   own.onNewTopicPeer()
-  await waitFor(() => sent.length === 2, 1000)
+  await waitFor(() => sent.length === 2, 1000, 'an advert for the first topic peer')
   t.is(sent.length, 2, 'the first topic peer gets a new advert')
   await sleep(20)
   peers = 5
@@ -74,8 +70,8 @@ test('the refresh follows the grid it learnt after starting, and any advert coun
   await sleep(1300)
   t.is(sent.length, 1, 'no refresh after the period of a lonely node')
   own.advertiseNow() // a change, 1.3 s in: the next refresh is due 2 s after it
-  await waitFor(() => sent.length === 2, 1000)
-  await waitFor(() => sent.length === 3, 5000)
+  await waitFor(() => sent.length === 2, 1000, 'the changed advert')
+  await waitFor(() => sent.length === 3, 5000, 'the refresh')
   t.is(sent.length, 3)
   t.true(sent[2]!.at - sent[1]!.at >= 1800 - 20, `refresh ${sent[2]!.at - sent[1]!.at} ms after the change`)
   t.true(sent[2]!.at - t0 >= 3000, 'the change counted as a refresh')
