@@ -21,7 +21,8 @@ export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
   leases: 'highest-epoch',
   volumes: 'latest-write',
   connections: 'latest-write',
-  nodeLabels: 'latest-write'
+  nodeLabels: 'latest-write',
+  roll: 'latest-write'
 }
 
 export interface Resolved<T> {

@@ -4,7 +4,7 @@
 // That is what keeps two agents from each creating their own `vms` map, of which
 // Automerge would show only one.
 import * as A from '@automerge/automerge'
-import { KINDS, SCHEMA_VERSION, validateMeta } from './schema.ts'
+import { validateMeta } from './schema.ts'
 import { plain, type AmDoc, type RawDoc } from './values.ts'
 
 export const GENESIS_ACTOR = '0'.repeat(32)
@@ -20,8 +20,15 @@ export interface Migration {
   adds: string[]
 }
 
-/** Schema 1 is the genesis; later versions append here. */
-export const MIGRATIONS: readonly Migration[] = []
+/**
+ * The genesis is schema 1 with these collections, frozen: every agent of every
+ * version must build it byte for byte alike, so new kinds come only by migrations.
+ */
+export const GENESIS_SCHEMA = 1
+export const GENESIS_KINDS: readonly string[] = ['apps', 'vms', 'leases', 'volumes', 'connections', 'nodeLabels']
+
+/** Schema 1 is the genesis; later versions append here. 2: the member roll (issue 14). */
+export const MIGRATIONS: readonly Migration[] = [{ to: 2, adds: ['roll'] }]
 
 const migrationActor = (to: number): string => to.toString(16).padStart(32, '0')
 
@@ -44,10 +51,10 @@ export function lineage (clusterId: string, migrations: readonly Migration[] = M
   const hit = lineages.get(cacheKey)
   if (hit != null) return hit
   let doc: AmDoc = A.change(A.init<RawDoc>({ actor: GENESIS_ACTOR }), { time: 0, message: 'genesis' }, d => {
-    d.meta = { schema: SCHEMA_VERSION, cluster: new A.ImmutableString(clusterId) }
-    for (const k of KINDS) d[k] = {}
+    d.meta = { schema: GENESIS_SCHEMA, cluster: new A.ImmutableString(clusterId) }
+    for (const k of GENESIS_KINDS) d[k] = {}
   })
-  const changes = [{ to: SCHEMA_VERSION, change: A.getLastLocalChange(doc)! }]
+  const changes = [{ to: GENESIS_SCHEMA, change: A.getLastLocalChange(doc)! }]
   for (const m of migrations) {
     doc = A.clone(doc, { actor: migrationActor(m.to) })
     doc = A.change(doc, { time: 0, message: `schema ${m.to}` }, d => {
@@ -56,10 +63,10 @@ export function lineage (clusterId: string, migrations: readonly Migration[] = M
     })
     changes.push({ to: m.to, change: A.getLastLocalChange(doc)! })
   }
-  const since = (k: string): number => migrations.find(m => m.adds.includes(k))?.to ?? SCHEMA_VERSION
+  const since = (k: string): number => migrations.find(m => m.adds.includes(k))?.to ?? GENESIS_SCHEMA
   const objectIds = new Map<string, { id: string, since: number }>()
   for (const k of Object.keys(doc)) objectIds.set(k, { id: A.getObjectId(doc[k])!, since: since(k) })
-  const l = { clusterId, target: migrations.at(-1)?.to ?? SCHEMA_VERSION, changes, objectIds, heads: A.getHeads(doc) }
+  const l = { clusterId, target: migrations.at(-1)?.to ?? GENESIS_SCHEMA, changes, objectIds, heads: A.getHeads(doc) }
   A.free(doc)
   lineages.set(cacheKey, l)
   return l

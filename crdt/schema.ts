@@ -5,7 +5,8 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 
-export const SCHEMA_VERSION = 1
+/** the newest schema this code knows; the genesis is schema 1 (crdt/genesis.ts), migrations add the rest */
+export const SCHEMA_VERSION = 2
 
 /** ids of apps, VMs, volumes, connections: readable, safe in paths and URLs */
 export const ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$'
@@ -32,15 +33,29 @@ export const AppSchema = Type.Object({
   ...Stamp
 }, open)
 
+export const RESTART_POLICIES = ['always', 'on-failure', 'never'] as const
+
 export const VmSpecSchema = Type.Object({
   driver: Type.Union([Type.Literal('qemu'), Type.Literal('process')]),
+  /** guaranteed: reserved on the holder, never overcommitted */
   cpu: Type.Number({ exclusiveMinimum: 0, maximum: 4096 }),
-  memoryBytes: Count,
+  memoryBytes: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+  /** boot from a disk image (qemu) */
   image: Type.Optional(Type.String({ maxLength: 1024 })),
+  /** direct kernel boot (qemu) */
+  kernel: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  initrd: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  cmdline: Type.Optional(Type.String({ maxLength: 4096 })),
+  /** the program of a `process` VM */
   command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
   volumes: Type.Array(Id, { maxItems: 64 }),
-  /** label selectors a host must match (placement reads them) */
-  constraints: Props
+  /** node labels a host must carry, key -> value (placement reads them) */
+  constraints: Props,
+  /** VMs of one group go to different nodes where possible */
+  antiAffinity: Type.Optional(Type.String({ pattern: ID_PATTERN })),
+  /** what to do when the VM exits: default `always` (restart on the same node, up to 3 crashes a day) */
+  restart: Type.Optional(Type.Union(RESTART_POLICIES.map(p => Type.Literal(p)))),
+  labels: Type.Optional(Props)
 }, open)
 
 export const VmSchema = Type.Object({
@@ -52,13 +67,39 @@ export const VmSchema = Type.Object({
   ...Stamp
 }, open)
 
+/** what the holder last reported about its run of the VM */
+export const LEASE_STATUSES = ['claimed', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const
+
 /** keyed by the VM id: at most one lease per VM */
 export const LeaseSchema = Type.Object({
   vm: Id,
   holder: NodeId,
   epoch: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+  /** reserved on the holder while the lease is held (0 once failed or given up) */
   cpu: Type.Number({ minimum: 0, maximum: 4096 }),
   memoryBytes: Count,
+  status: Type.Optional(Type.Union(LEASE_STATUSES.map(p => Type.Literal(p)))),
+  /** why the status is what it is (a driver's error, the crash rule) */
+  reason: Type.Optional(Type.String({ maxLength: 2048 })),
+  /** times (ms) of the VM's recent crashes on this holder, for the 3-in-24-h rule */
+  crashes: Type.Optional(Type.Array(Count, { maxItems: 16 })),
+  /** the previous holder, when this lease was taken over */
+  from: Type.Optional(NodeId),
+  ...Stamp
+}, open)
+
+/**
+ * The member roll (schema 2): the nodes of the grid, recorded by each node when it
+ * first joins and removed by a graceful leave or `vgrid node forget`. "A majority"
+ * means a majority of this roll, never of the gossip table (which forgets the dead).
+ */
+export const RollEntrySchema = Type.Object({
+  node: NodeId,
+  name: Name,
+  /** when the node first recorded itself (ms) */
+  joined: Count,
+  /** unschedulable: placement skips it and its VMs move elsewhere */
+  draining: Type.Optional(Type.Boolean()),
   ...Stamp
 }, open)
 
@@ -115,6 +156,7 @@ export type Snapshot = Static<typeof SnapshotSchema>
 export type Connection = Static<typeof ConnectionSchema>
 export type NodeLabel = Static<typeof NodeLabelSchema>
 export type Meta = Static<typeof MetaSchema>
+export type RollEntry = Static<typeof RollEntrySchema>
 
 export interface Objects {
   apps: App
@@ -123,9 +165,10 @@ export interface Objects {
   volumes: Volume
   connections: Connection
   nodeLabels: NodeLabel
+  roll: RollEntry
 }
 export type Kind = keyof Objects
-export const KINDS: readonly Kind[] = ['apps', 'vms', 'leases', 'volumes', 'connections', 'nodeLabels']
+export const KINDS: readonly Kind[] = ['apps', 'vms', 'leases', 'volumes', 'connections', 'nodeLabels', 'roll']
 
 /** what a writer supplies: the stamp is added by the writer */
 export type Draft<K extends Kind> = Omit<Objects[K], 'at' | 'by'>
@@ -136,7 +179,8 @@ const SCHEMAS: { [K in Kind]: TSchema } = {
   leases: LeaseSchema,
   volumes: VolumeSchema,
   connections: ConnectionSchema,
-  nodeLabels: NodeLabelSchema
+  nodeLabels: NodeLabelSchema,
+  roll: RollEntrySchema
 }
 const CHECKS = Object.fromEntries(KINDS.map(k => [k, TypeCompiler.Compile(SCHEMAS[k])])) as { [K in Kind]: TypeCheck<TSchema> }
 const metaCheck = TypeCompiler.Compile(MetaSchema)
@@ -147,6 +191,7 @@ export const isKind = (k: string): k is Kind => (KINDS as readonly string[]).inc
 export function keyOf<K extends Kind> (kind: K, v: Objects[K] | Draft<K>): string {
   if (kind === 'leases') return (v as Lease).vm
   if (kind === 'nodeLabels') return labelKey((v as NodeLabel).node, (v as NodeLabel).key)
+  if (kind === 'roll') return (v as RollEntry).node
   return (v as { id: string }).id
 }
 
