@@ -1,0 +1,371 @@
+// The one typed wrapper around `wg` and `ip` for WireGuard. Everything the LCM does
+// to a tunnel goes through here.
+//
+// - Backend: the kernel module when `ip link add X type wireguard` works (probed for
+//   real, in the target namespace), `wireguard-go` otherwise. wireguard-go keeps its
+//   control socket in /run/wireguard/NAME.sock, shared by every namespace of the
+//   machine, so names must be unique per machine: interfaceName() derives one from
+//   the node id.
+// - Secrets: private keys are generated and read through stdin/stdout and handed to
+//   `wg` as config text on stdin (`wg addconf IF /dev/stdin`), never in argv, where
+//   any process could read them from /proc. Public keys are public and may appear.
+// - State: `wg show IF dump` (tab-separated, stable) is parsed, never screen output.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
+
+export class WireguardError extends Error {
+  override name = 'WireguardError'
+}
+
+/** WireGuard cannot run on this machine at all: the message says exactly why. */
+export class WireguardUnavailableError extends WireguardError {
+  override name = 'WireguardUnavailableError'
+}
+
+export type Backend = 'kernel' | 'userspace'
+
+export interface Keypair { privateKey: string, publicKey: string }
+
+export interface PeerConfig {
+  publicKey: string
+  /** host:port or [v6]:port; null leaves the peer waiting for the other side to call */
+  endpoint: string | null
+  allowedIps: string[]
+  /** seconds; 0 or undefined turns it off */
+  persistentKeepalive?: number
+}
+
+export interface PeerState {
+  publicKey: string
+  endpoint: string | null
+  allowedIps: string[]
+  /** ms since the epoch of the last completed handshake; 0 when never */
+  latestHandshake: number
+  rxBytes: number
+  txBytes: number
+  persistentKeepalive: number
+}
+
+export interface InterfaceState {
+  name: string
+  publicKey: string | null
+  listenPort: number
+  peers: PeerState[]
+}
+
+export const RUN_DIR = '/run/wireguard'
+const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
+
+/** A WireGuard key: base64 of 32 bytes (the last character carries 4 bits and padding). */
+export function isValidKey (s: unknown): s is string {
+  return typeof s === 'string' && KEY_RE.test(s)
+}
+
+/** host:port with an IPv4 address or a bracketed IPv6 one, port 1-65535. */
+export function isValidEndpoint (s: unknown): s is string {
+  if (typeof s !== 'string') return false
+  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9a-fA-F:.]+)\]):(\d{1,5})$/.exec(s)
+  if (m == null) return false
+  const port = Number(m[3])
+  if (port < 1 || port > 65535) return false
+  if (m[1] != null) return m[1].split('.').every(o => Number(o) <= 255)
+  return m[2]!.includes(':')
+}
+
+/**
+ * An interface name unique per machine for a node id: "vg" + 13 base32 characters of
+ * its SHA-256 (15 chars, Linux's limit). A hash, because libp2p ids share a long
+ * common prefix ("12D3KooW..."); 65 bits make a collision between nodes on one
+ * machine negligible.
+ */
+export function interfaceName (nodeId: string): string {
+  const h = createHash('sha256').update(nodeId).digest()
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567'
+  let bits = 0
+  let acc = 0
+  let out = ''
+  for (const b of h) {
+    acc = (acc << 8) | b
+    bits += 8
+    while (bits >= 5 && out.length < 13) {
+      out += alphabet[(acc >>> (bits - 5)) & 31]
+      bits -= 5
+    }
+    acc &= 0xff
+    if (out.length >= 13) break
+  }
+  return `vg${out}`
+}
+
+/** Parses `wg show IF dump`: one interface line, then one line per peer. */
+export function parseDump (text: string, name: string): InterfaceState {
+  const lines = text.split('\n').filter(l => l.trim() !== '')
+  if (lines.length === 0) throw new WireguardError(`wg show ${name} dump: empty output`)
+  const head = lines[0]!.split('\t')
+  if (head.length < 4) throw new WireguardError(`wg show ${name} dump: interface line has ${head.length} fields, expected 4`)
+  const none = (s: string | undefined): string | null => s == null || s === '(none)' || s === '' ? null : s
+  const num = (s: string | undefined, what: string): number => {
+    const n = Number(s)
+    if (!Number.isSafeInteger(n) || n < 0) throw new WireguardError(`wg show ${name} dump: ${what} is not a count: ${JSON.stringify(s)}`)
+    return n
+  }
+  const peers = lines.slice(1).map(l => {
+    const f = l.split('\t')
+    if (f.length < 8) throw new WireguardError(`wg show ${name} dump: peer line has ${f.length} fields, expected 8`)
+    const allowed = none(f[3])
+    const keepalive = f[7] === 'off' ? 0 : num(f[7], 'persistent keepalive')
+    return {
+      publicKey: f[0]!,
+      endpoint: none(f[2]),
+      allowedIps: allowed == null ? [] : allowed.split(','),
+      latestHandshake: num(f[4], 'latest handshake') * 1000,
+      rxBytes: num(f[5], 'rx bytes'),
+      txBytes: num(f[6], 'tx bytes'),
+      persistentKeepalive: keepalive
+    }
+  })
+  return { name, publicKey: none(head[1]), listenPort: num(head[2], 'listen port'), peers }
+}
+
+/** The config text `wg addconf` reads (wg(8) format). */
+export function renderConfig (o: { privateKey?: string, listenPort?: number, peers?: PeerConfig[] }): string {
+  const lines = ['[Interface]']
+  if (o.privateKey != null) lines.push(`PrivateKey = ${o.privateKey}`)
+  if (o.listenPort != null) lines.push(`ListenPort = ${o.listenPort}`)
+  for (const p of o.peers ?? []) {
+    lines.push('', '[Peer]', `PublicKey = ${p.publicKey}`)
+    if (p.endpoint != null) lines.push(`Endpoint = ${p.endpoint}`)
+    if (p.allowedIps.length > 0) lines.push(`AllowedIPs = ${p.allowedIps.join(', ')}`)
+    if ((p.persistentKeepalive ?? 0) > 0) lines.push(`PersistentKeepalive = ${p.persistentKeepalive}`)
+  }
+  return lines.join('\n') + '\n'
+}
+
+function wgPath (): string {
+  const p = which('wg')
+  if (p == null) throw new WireguardUnavailableError('`wg` not found (install wireguard-tools: apt-get install -y wireguard-tools)')
+  return p
+}
+
+/** `wg` inside a namespace (the kernel backend answers netlink there only). */
+async function wg (netns: string | null, args: string[], opts: RunOptions = {}): Promise<string> {
+  if (netns == null) return await run(wgPath(), args, opts)
+  return await ip(['netns', 'exec', netns, wgPath(), ...args], opts)
+}
+
+/** A new keypair from `wg genkey` / `wg pubkey`, through stdout and stdin only. */
+export async function generateKeypair (): Promise<Keypair> {
+  const privateKey = (await run(wgPath(), ['genkey'])).trim()
+  return { privateKey, publicKey: await publicKeyOf(privateKey) }
+}
+
+export async function publicKeyOf (privateKey: string): Promise<string> {
+  const publicKey = (await run(wgPath(), ['pubkey'], { input: privateKey + '\n' })).trim()
+  if (!isValidKey(publicKey)) throw new WireguardError(`wg pubkey gave no key: ${JSON.stringify(publicKey)}`)
+  return publicKey
+}
+
+/**
+ * The node's keypair, kept in `dir`/wireguard.key (mode 0600, private key only; the
+ * public key is derived). Made on first use; a file that holds no key is an error
+ * naming the file, never silently replaced (peers know the old public key).
+ */
+export async function loadOrCreateKeypair (dir: string): Promise<Keypair> {
+  const file = join(dir, 'wireguard.key')
+  let text: string | null = null
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (text != null) {
+    const privateKey = text.trim()
+    if (!isValidKey(privateKey)) throw new WireguardError(`${file} holds no WireGuard private key (expected 44 base64 characters); remove it to make a new one`)
+    if (((await stat(file)).mode & 0o077) !== 0) await chmod(file, 0o600)
+    return { privateKey, publicKey: await publicKeyOf(privateKey) }
+  }
+  const kp = await generateKeypair()
+  await mkdir(dir, { recursive: true })
+  const tmp = `${file}.tmp-${process.pid}`
+  await writeFile(tmp, kp.privateKey + '\n', { mode: 0o600 })
+  await rename(tmp, file)
+  return kp
+}
+
+/**
+ * Which backend works in `netns` (null: this namespace): the kernel module if a
+ * probe interface can be made, else wireguard-go if installed. Throws
+ * WireguardUnavailableError saying what is missing.
+ */
+export async function probeBackend (netns: string | null, probeName = `vgp${process.pid % 1_000_000_000}`.slice(0, 15)): Promise<Backend> {
+  const nsArgs = netns == null ? [] : ['-n', netns]
+  let kernelError = ''
+  try {
+    await ip([...nsArgs, 'link', 'add', probeName, 'type', 'wireguard'])
+    await ip([...nsArgs, 'link', 'del', probeName], { allowFail: true })
+    return 'kernel'
+  } catch (err) {
+    kernelError = (err as Error).message.split(': ').pop() ?? ''
+  }
+  wgPath()
+  if (which('wireguard-go') != null) return 'userspace'
+  throw new WireguardUnavailableError(`WireGuard cannot start: no kernel module (ip link add type wireguard: ${kernelError.trim() || 'failed'}) and no wireguard-go (install wireguard-go)`)
+}
+
+export interface CreateOptions {
+  name: string
+  /** namespace to make the interface in; null for the current one */
+  netns: string | null
+  privateKey: string
+  listenPort: number
+  /** addresses (CIDR) to put on the interface, e.g. the node's overlay address */
+  addresses?: string[]
+  mtu?: number
+  backend?: Backend
+}
+
+/** One WireGuard interface, made by create() and removed by destroy(). */
+export class WgInterface {
+  readonly name: string
+  readonly netns: string | null
+  readonly backend: Backend
+  private readonly proc: ChildProcess | null
+  private readonly exited: Promise<void>
+
+  private constructor (name: string, netns: string | null, backend: Backend, proc: ChildProcess | null) {
+    this.name = name
+    this.netns = netns
+    this.backend = backend
+    this.proc = proc
+    this.exited = proc == null || proc.exitCode != null
+      ? Promise.resolve()
+      : new Promise(resolve => { proc.once('exit', () => resolve()) })
+  }
+
+  /** PID of wireguard-go (userspace backend only). */
+  get pid (): number | undefined { return this.proc?.pid }
+  get socketPath (): string { return join(RUN_DIR, `${this.name}.sock`) }
+
+  static async create (o: CreateOptions): Promise<WgInterface> {
+    if (o.name.length > 15 || !/^[A-Za-z0-9_-]+$/.test(o.name)) throw new WireguardError(`bad interface name ${JSON.stringify(o.name)} (1-15 of A-Za-z0-9_-)`)
+    if (!isValidKey(o.privateKey)) throw new WireguardError('private key is not a WireGuard key')
+    const backend = o.backend ?? await probeBackend(o.netns)
+    const nsArgs = o.netns == null ? [] : ['-n', o.netns]
+    let proc: ChildProcess | null = null
+    if (backend === 'kernel') {
+      await ip([...nsArgs, 'link', 'add', o.name, 'type', 'wireguard'])
+    } else {
+      proc = await startUserspace(o.name, o.netns)
+    }
+    const iface = new WgInterface(o.name, o.netns, backend, proc)
+    try {
+      await iface.addConf(renderConfig({ privateKey: o.privateKey, listenPort: o.listenPort }))
+      if (o.mtu != null) await ip([...nsArgs, 'link', 'set', o.name, 'mtu', String(o.mtu)])
+      for (const a of o.addresses ?? []) await ip([...nsArgs, 'addr', 'add', a, 'dev', o.name])
+      await ip([...nsArgs, 'link', 'set', o.name, 'up'])
+    } catch (err) {
+      await iface.destroy()
+      throw err
+    }
+    return iface
+  }
+
+  /** Applies wg(8) config text through stdin (private keys never reach argv). */
+  async addConf (text: string): Promise<void> {
+    // Node's stdio "pipes" are socketpairs, which /dev/stdin cannot open (ENXIO):
+    // `cat` turns ours into a real pipe for wg to read
+    const sh = which('sh') ?? '/bin/sh'
+    const args = ['-c', 'cat | "$0" addconf "$1" /dev/stdin', wgPath(), this.name]
+    if (this.netns == null) await run(sh, args, { input: text })
+    else await ip(['netns', 'exec', this.netns, sh, ...args], { input: text })
+  }
+
+  /** Adds a peer or updates it; its allowed IPs are replaced by `p.allowedIps`. */
+  async setPeer (p: PeerConfig): Promise<void> {
+    if (!isValidKey(p.publicKey)) throw new WireguardError(`peer key ${JSON.stringify(p.publicKey)} is not a WireGuard key`)
+    if (p.endpoint != null && !isValidEndpoint(p.endpoint)) throw new WireguardError(`peer endpoint ${JSON.stringify(p.endpoint)} is not host:port`)
+    const args = ['set', this.name, 'peer', p.publicKey, 'allowed-ips', p.allowedIps.join(',')]
+    if (p.endpoint != null) args.push('endpoint', p.endpoint)
+    args.push('persistent-keepalive', (p.persistentKeepalive ?? 0) > 0 ? String(p.persistentKeepalive) : 'off')
+    await wg(this.netns, args)
+  }
+
+  async removePeer (publicKey: string): Promise<void> {
+    if (!isValidKey(publicKey)) throw new WireguardError(`peer key ${JSON.stringify(publicKey)} is not a WireGuard key`)
+    await wg(this.netns, ['set', this.name, 'peer', publicKey, 'remove'])
+  }
+
+  async show (): Promise<InterfaceState> {
+    return parseDump(await wg(this.netns, ['show', this.name, 'dump']), this.name)
+  }
+
+  /**
+   * After this host's address changed: sets every peer's endpoint to itself again.
+   * That drops the cached source address wireguard-go keeps sending from (it gets
+   * ENETUNREACH until its 15 s handshake timer fires); the next packet goes out from
+   * the new address and the other side roams to it. Returns the peers touched.
+   */
+  async refreshEndpoints (): Promise<string[]> {
+    const st = await this.show()
+    const done: string[] = []
+    for (const p of st.peers) {
+      if (p.endpoint == null) continue
+      await wg(this.netns, ['set', this.name, 'peer', p.publicKey, 'endpoint', p.endpoint])
+      done.push(p.publicKey)
+    }
+    return done
+  }
+
+  /**
+   * Removes the interface; wireguard-go exits when its device goes, and is
+   * signalled (by PID) if it does not. Leaves no link, process or socket.
+   */
+  async destroy (): Promise<void> {
+    const nsArgs = this.netns == null ? [] : ['-n', this.netns]
+    await ip([...nsArgs, 'link', 'del', this.name], { allowFail: true })
+    if (this.proc?.pid != null) {
+      const pid = this.proc.pid
+      const gone = await Promise.race([this.exited.then(() => true), sleep(2000).then(() => false)])
+      if (!gone && isAlive(pid)) {
+        this.proc.kill('SIGTERM')
+        const gone2 = await Promise.race([this.exited.then(() => true), sleep(2000).then(() => false)])
+        if (!gone2) this.proc.kill('SIGKILL')
+        await this.exited
+      }
+    }
+    // wireguard-go removes its socket on a clean exit; one left by a killed process is ours
+    if (this.backend === 'userspace' && existsSync(this.socketPath)) await unlink(this.socketPath).catch(() => {})
+  }
+}
+
+/** Starts wireguard-go in the foreground inside `netns` and waits for its socket. */
+async function startUserspace (name: string, netns: string | null): Promise<ChildProcess> {
+  const bin = which('wireguard-go')
+  if (bin == null) throw new WireguardUnavailableError('WireGuard cannot start: no kernel module and no wireguard-go (install wireguard-go)')
+  const sock = join(RUN_DIR, `${name}.sock`)
+  if (existsSync(sock)) throw new WireguardError(`${sock} exists: interface name ${name} is in use on this machine (every namespace shares ${RUN_DIR})`)
+  // `ip netns exec` execs, so the child's PID is wireguard-go's own
+  const [cmd, args] = netns == null ? [bin, ['-f', name]] : [which('ip') ?? 'ip', ['netns', 'exec', netns, bin, '-f', name]]
+  const proc = spawn(cmd, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // it refuses to run next to a kernel module without this; we probed already
+    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' }
+  })
+  let out = ''
+  proc.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-2000) })
+  proc.stderr?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-2000) })
+  const until = Date.now() + 5000
+  while (Date.now() < until) {
+    if (proc.exitCode != null || proc.signalCode != null) {
+      throw new WireguardError(`wireguard-go ${name} exited (${proc.exitCode ?? proc.signalCode}): ${out.trim().split('\n').slice(-3).join(' ')}`)
+    }
+    if (existsSync(sock)) return proc
+    await sleep(20)
+  }
+  proc.kill('SIGKILL')
+  throw new WireguardError(`wireguard-go ${name}: no control socket at ${sock} after 5 s`)
+}

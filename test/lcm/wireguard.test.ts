@@ -1,0 +1,81 @@
+// The WireGuard wrapper for real: two namespaces joined by a veth pair, a tunnel
+// between them built only through node/lcm/wireguard.ts, a ping through it, the
+// dump parsed, and a teardown that leaves no interface, process or socket.
+import test from 'ava'
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ip, isAlive } from '../../node/netns/netns.ts'
+import { interfaceName, loadOrCreateKeypair, probeBackend, WgInterface } from '../../node/lcm/wireguard.ts'
+import { makeNamespaces, pingOnce, skipReason, subnet, veth } from './ns.ts'
+
+const reason = await skipReason()
+if (reason != null) console.log(`lcm wireguard tests skipped: ${reason}`)
+const maybe = reason == null ? test.serial : test.skip
+
+maybe('a tunnel between two namespaces comes up, carries a ping, reports handshake and bytes, and leaves nothing behind', async t => {
+  const [a, b] = await makeNamespaces(t, ['a', 'b'])
+  const net = await subnet()
+  await veth({ ns: a!, dev: 'eth0', cidr: `${net}.1/24` }, { ns: b!, dev: 'eth0', cidr: `${net}.2/24` })
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-wg-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const ka = await loadOrCreateKeypair(join(dir, 'a'))
+  const kb = await loadOrCreateKeypair(join(dir, 'b'))
+  t.is(statSync(join(dir, 'a', 'wireguard.key')).mode & 0o777, 0o600)
+  t.deepEqual(await loadOrCreateKeypair(join(dir, 'a')), ka, 'the keypair is kept, not remade')
+
+  const backend = await probeBackend(a!)
+  t.log(`backend: ${backend}`)
+  const nameA = interfaceName(`${a}-node`)
+  const nameB = interfaceName(`${b}-node`)
+  const wa = await WgInterface.create({ name: nameA, netns: a!, privateKey: ka.privateKey, listenPort: 51820, addresses: ['100.99.0.1/24'] })
+  t.teardown(async () => { await wa.destroy() })
+  const wb = await WgInterface.create({ name: nameB, netns: b!, privateKey: kb.privateKey, listenPort: 51820, addresses: ['100.99.0.2/24'] })
+  t.teardown(async () => { await wb.destroy() })
+  await wa.setPeer({ publicKey: kb.publicKey, endpoint: `${net}.2:51820`, allowedIps: ['100.99.0.2/32'] })
+  await wb.setPeer({ publicKey: ka.publicKey, endpoint: `${net}.1:51820`, allowedIps: ['100.99.0.1/32'], persistentKeepalive: 25 })
+
+  t.true(await pingOnce(a!, '100.99.0.2', 5), 'a ping through the tunnel is answered')
+
+  const sa = await wa.show()
+  t.is(sa.name, nameA)
+  t.is(sa.publicKey, ka.publicKey)
+  t.is(sa.listenPort, 51820)
+  t.is(sa.peers.length, 1)
+  const pa = sa.peers[0]!
+  t.is(pa.publicKey, kb.publicKey)
+  t.is(pa.endpoint, `${net}.2:51820`)
+  t.deepEqual(pa.allowedIps, ['100.99.0.2/32'])
+  t.true(pa.latestHandshake > Date.now() - 60_000 && pa.latestHandshake <= Date.now() + 1000, `handshake time ${pa.latestHandshake}`)
+  t.true(pa.rxBytes > 0 && pa.txBytes > 0, `bytes rx ${pa.rxBytes} tx ${pa.txBytes}`)
+  t.is(pa.persistentKeepalive, 0)
+  t.is((await wb.show()).peers[0]!.persistentKeepalive, 25)
+
+  // removing the peer stops the tunnel
+  await wa.removePeer(kb.publicKey)
+  t.is((await wa.show()).peers.length, 0)
+  t.false(await pingOnce(a!, '100.99.0.2', 1))
+
+  const pids = [wa.pid, wb.pid]
+  await wa.destroy()
+  await wb.destroy()
+  for (const [ns, name] of [[a!, nameA], [b!, nameB]] as const) {
+    const links = await ip(['-n', ns, '-o', 'link', 'show'])
+    t.false(links.includes(name), `no ${name} in ${ns}`)
+    t.false(existsSync(`/run/wireguard/${name}.sock`), `no socket for ${name}`)
+  }
+  for (const pid of pids) if (pid != null) t.false(isAlive(pid), `wireguard-go ${pid} is gone`)
+})
+
+maybe('a second interface with a name in use on this machine is refused with a clear error', async t => {
+  const [a, b] = await makeNamespaces(t, ['c', 'd'])
+  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const name = interfaceName(`${a}-dup`)
+  const w = await WgInterface.create({ name, netns: a!, privateKey: kp.privateKey, listenPort: 51820 })
+  t.teardown(async () => { await w.destroy() })
+  if (w.backend === 'userspace') {
+    await t.throwsAsync(WgInterface.create({ name, netns: b!, privateKey: kp.privateKey, listenPort: 51820 }), { message: /in use on this machine/ })
+  } else {
+    t.pass('kernel interfaces are per namespace')
+  }
+})
