@@ -1,0 +1,66 @@
+// Feasibility checks, read like Nomad's scheduler/feasible.go: each looks at one
+// node for one VM and either passes it or says why it is filtered out.
+import type { Demand, NodeView } from './types.ts'
+
+/** a node's reserved resources: the sum of what it holds */
+export interface Usage {
+  cpu: number
+  memoryBytes: number
+  /** anti-affinity group -> VMs of it on the node */
+  groups: Map<string, number>
+}
+
+export interface Check {
+  name: string
+  /** null: the node passes; else why it is filtered */
+  check: (vm: Demand, node: NodeView, used: Usage) => string | null
+}
+
+const gib = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`
+const cpus = (c: number): string => String(Math.round(c * 1000) / 1000)
+
+export const alive: Check = {
+  name: 'alive',
+  check: (_vm, node) => node.alive ? null : 'not alive in membership'
+}
+
+export const notDraining: Check = {
+  name: 'draining',
+  check: (_vm, node) => node.draining ? 'node is draining' : null
+}
+
+export const labels: Check = {
+  name: 'labels',
+  check: (vm, node) => {
+    const missing = Object.keys(vm.constraints).sort().filter(k => node.labels[k] !== vm.constraints[k])
+    return missing.length === 0 ? null : `lacks label ${missing.map(k => `${k}=${vm.constraints[k]}`).join(', ')}`
+  }
+}
+
+export const fitsCpu: Check = {
+  name: 'cpu',
+  check: (vm, node, used) => {
+    const free = node.capacity.cpu - used.cpu
+    return vm.cpu <= free + 1e-9 ? null : `needs ${cpus(vm.cpu)} cpu, ${cpus(Math.max(0, free))} of ${cpus(node.capacity.cpu)} free`
+  }
+}
+
+export const fitsMemory: Check = {
+  name: 'memory',
+  check: (vm, node, used) => {
+    const free = node.capacity.memoryBytes - used.memoryBytes
+    return vm.memoryBytes <= free ? null : `needs ${gib(vm.memoryBytes)} memory, ${gib(Math.max(0, free))} of ${gib(node.capacity.memoryBytes)} free`
+  }
+}
+
+/** in this order: the first that fails is the reason shown */
+export const CHECKS: readonly Check[] = [alive, notDraining, labels, fitsCpu, fitsMemory]
+
+/** null when every check passes, else the first failing check and its reason */
+export function feasible (vm: Demand, node: NodeView, used: Usage, checks: readonly Check[] = CHECKS): { check: string, reason: string } | null {
+  for (const c of checks) {
+    const reason = c.check(vm, node, used)
+    if (reason != null) return { check: c.name, reason }
+  }
+  return null
+}

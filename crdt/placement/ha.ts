@@ -1,0 +1,26 @@
+// The HA check (AppLogic's "HA ok"): could every running VM be placed again if any
+// one node failed? For each node, its VMs are re-planned on the others, with what
+// the others already hold; those that fit nowhere are stranded by that node's loss.
+import { plan, type RankOptions } from './rank.ts'
+import type { Demand, Holding, NodeView } from './types.ts'
+
+export interface HaReport {
+  ok: boolean
+  /** per node whose loss would strand VMs: which, and why the first fits nowhere */
+  stranded: Array<{ node: string, name: string, vms: string[], reason: string }>
+}
+
+/** `demands`: the VMs that hold leases (by VM id); `holdings`: every lease */
+export function haCheck (demands: ReadonlyMap<string, Demand>, nodes: readonly NodeView[], holdings: readonly Holding[], opts: RankOptions = {}): HaReport {
+  const stranded: HaReport['stranded'] = []
+  for (const lost of [...nodes].sort((a, b) => a.id < b.id ? -1 : 1)) {
+    const moving = holdings.filter(h => h.holder === lost.id && (h.cpu > 0 || h.memoryBytes > 0))
+      .map(h => demands.get(h.vm)).filter((d): d is Demand => d != null).sort((a, b) => a.vm < b.vm ? -1 : 1)
+    if (moving.length === 0) continue
+    const rest = nodes.filter(n => n.id !== lost.id)
+    const placed = plan(moving, rest, holdings.filter(h => h.holder !== lost.id), opts)
+    const fail = [...placed.values()].filter(r => r.best == null)
+    if (fail.length > 0) stranded.push({ node: lost.id, name: lost.name, vms: fail.map(r => r.vm), reason: fail[0]!.pending ?? '' })
+  }
+  return { ok: stranded.length === 0, stranded }
+}

@@ -1,0 +1,130 @@
+// The ranking pipeline, read like Nomad's scheduler/rank.go: feasibility checks
+// filter nodes (each saying why), scorers score the rest, and a rendezvous hash of
+// (vm, node) breaks ties. `rank` is a pure function of its inputs: every agent that
+// holds the same document and sees the same members computes the same list.
+import { feasible, CHECKS, type Check, type Usage } from './feasible.ts'
+import type { Demand, Holding, NodeView, Strategy } from './types.ts'
+
+export interface NodeScore {
+  node: string
+  name: string
+  /** null when the node passed every check */
+  filtered: { check: string, reason: string } | null
+  /** the scorers' outputs (empty when filtered) */
+  scores: { fit?: number, antiAffinity?: number }
+  /** sum of the scores; -Infinity when filtered */
+  total: number
+  /** rendezvous hash of (vm, node) in [0, 1): the tie-break */
+  tiebreak: number
+}
+
+export interface Ranking {
+  vm: string
+  /** the best feasible node, if any */
+  best: string | null
+  /** feasible nodes best first, then the filtered ones (by name) */
+  nodes: NodeScore[]
+  /** why the VM fits nowhere (null when it fits) */
+  pending: string | null
+}
+
+export interface RankOptions {
+  strategy?: Strategy
+  checks?: readonly Check[]
+}
+
+/** the resources each node has reserved, from what is held */
+export function usageOf (holdings: Iterable<Holding>): Map<string, Usage> {
+  const m = new Map<string, Usage>()
+  for (const h of holdings) addUsage(m, h)
+  return m
+}
+
+export function addUsage (m: Map<string, Usage>, h: Holding): void {
+  let u = m.get(h.holder)
+  if (u == null) m.set(h.holder, u = { cpu: 0, memoryBytes: 0, groups: new Map() })
+  u.cpu += h.cpu
+  u.memoryBytes += h.memoryBytes
+  if (h.antiAffinity != null) u.groups.set(h.antiAffinity, (u.groups.get(h.antiAffinity) ?? 0) + 1)
+}
+
+const EMPTY: Usage = { cpu: 0, memoryBytes: 0, groups: new Map() }
+
+/** FNV-1a (32 bit) of `vm \0 node`, as a fraction: the same on every agent, spread evenly */
+export function rendezvous (vm: string, node: string): number {
+  let h = 0x811c9dc5
+  const s = vm + '\0' + node
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  // a final avalanche so that ids differing in their last character spread too
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b) >>> 0
+  h ^= h >>> 13
+  return h / 2 ** 32
+}
+
+/**
+ * Fit: the mean of cpu and memory utilisation the node would have with the VM.
+ * Binpack prefers the fullest node (score = utilisation), spread the emptiest
+ * (score = 1 - utilisation). In [0, 1].
+ */
+export function fitScore (vm: Demand, node: NodeView, used: Usage, strategy: Strategy): number {
+  const frac = (u: number, c: number): number => c <= 0 ? 1 : Math.min(1, u / c)
+  const util = (frac(used.cpu + vm.cpu, node.capacity.cpu) + frac(used.memoryBytes + vm.memoryBytes, node.capacity.memoryBytes)) / 2
+  return strategy === 'binpack' ? util : 1 - util
+}
+
+/** Anti-affinity: -1 for every VM of the group already on the node, so that any collision outweighs fit (at most 1). */
+export function antiAffinityScore (vm: Demand, used: Usage): number {
+  if (vm.antiAffinity == null) return 0
+  return -(used.groups.get(vm.antiAffinity) ?? 0)
+}
+
+/** Ranks every node for one VM, given what each node already holds. */
+export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap<string, Usage>, opts: RankOptions = {}): Ranking {
+  const strategy = opts.strategy ?? 'spread'
+  const scored: NodeScore[] = nodes.map(node => {
+    const used = usage.get(node.id) ?? EMPTY
+    const tiebreak = rendezvous(vm.vm, node.id)
+    const filtered = feasible(vm, node, used, opts.checks ?? CHECKS)
+    if (filtered != null) return { node: node.id, name: node.name, filtered, scores: {}, total: -Infinity, tiebreak }
+    const scores = { fit: fitScore(vm, node, used, strategy), antiAffinity: antiAffinityScore(vm, used) }
+    return { node: node.id, name: node.name, filtered: null, scores, total: scores.fit + scores.antiAffinity, tiebreak }
+  })
+  scored.sort((a, b) => {
+    if ((a.filtered == null) !== (b.filtered == null)) return a.filtered == null ? -1 : 1
+    if (a.filtered != null) return a.name < b.name ? -1 : a.name > b.name ? 1 : a.node < b.node ? -1 : 1
+    return b.total - a.total || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
+  })
+  const best = scored[0]?.filtered == null ? scored[0]?.node ?? null : null
+  return { vm: vm.vm, best, nodes: scored, pending: best == null ? pendingReason(scored) : null }
+}
+
+/** "no node fits: 3 cpu, 1 draining" style, from the filtered nodes */
+export function pendingReason (scored: readonly NodeScore[]): string {
+  if (scored.length === 0) return 'no node is known'
+  const by = new Map<string, number>()
+  for (const s of scored) if (s.filtered != null) by.set(s.filtered.check, (by.get(s.filtered.check) ?? 0) + 1)
+  const parts = [...by].sort(([a], [b]) => a < b ? -1 : 1).map(([c, n]) => `${n} ${c === 'alive' ? 'not alive' : c === 'draining' ? 'draining' : c === 'labels' ? 'lack labels' : `lack ${c}`}`)
+  const one = scored.find(s => s.filtered != null)
+  return `no node fits (${parts.join(', ')}); e.g. ${one!.name}: ${one!.filtered!.reason}`
+}
+
+/**
+ * Places many VMs at once, greedily in the order given (callers sort by VM id so
+ * every agent walks the same order): each placement counts against its node before
+ * the next VM is ranked. This is how every agent knows, without talking, which of
+ * many new VMs are its own to claim.
+ */
+export function plan (vms: readonly Demand[], nodes: readonly NodeView[], holdings: Iterable<Holding>, opts: RankOptions = {}): Map<string, Ranking> {
+  const usage = usageOf(holdings)
+  const out = new Map<string, Ranking>()
+  for (const vm of vms) {
+    const r = rank(vm, nodes, usage, opts)
+    out.set(vm.vm, r)
+    if (r.best != null) addUsage(usage, { vm: vm.vm, holder: r.best, cpu: vm.cpu, memoryBytes: vm.memoryBytes, antiAffinity: vm.antiAffinity })
+  }
+  return out
+}

@@ -1,0 +1,43 @@
+// The inputs of placement, as plain data: every agent builds them from the same
+// document (roll, labels, leases) and its membership table, so that the pure
+// functions beside this file decide the same way everywhere.
+
+export interface Capacity {
+  cpu: number
+  memoryBytes: number
+}
+
+/** a node as placement sees it */
+export interface NodeView {
+  id: string
+  name: string
+  /** alive in this agent's membership table (suspect, dead, left or unknown: false) */
+  alive: boolean
+  /** marked draining in the member roll */
+  draining: boolean
+  capacity: Capacity
+  /** operator labels (document) merged over the node's own (advert) */
+  labels: Record<string, string>
+}
+
+/** what a VM asks of a node */
+export interface Demand {
+  vm: string
+  cpu: number
+  memoryBytes: number
+  /** required node labels, key -> value */
+  constraints: Record<string, string>
+  /** VMs of one group go to different nodes where possible */
+  antiAffinity?: string
+}
+
+/** resources a node has reserved for one VM (a lease, or a claim being planned) */
+export interface Holding {
+  vm: string
+  holder: string
+  cpu: number
+  memoryBytes: number
+  antiAffinity?: string
+}
+
+export type Strategy = 'spread' | 'binpack'

@@ -1,0 +1,214 @@
+// The pure placement core (crdt/placement): feasibility reasons, ranking, the batch
+// plan, lease resolution and settling, fencing and takeover on a fake clock, the
+// restart rule and the HA check; with seeded property tests over random grids.
+import test from 'ava'
+import {
+  rank, plan, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, takeover,
+  onExit, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
+} from '../../crdt/placement/index.ts'
+import type { Lease } from '../../crdt/schema.ts'
+
+const GiB = 2 ** 30
+const node = (id: string, extra: Partial<NodeView> = {}): NodeView =>
+  ({ id, name: `name-${id}`, alive: true, draining: false, capacity: { cpu: 4, memoryBytes: 8 * GiB }, labels: {}, ...extra })
+const vm = (id: string, extra: Partial<Demand> = {}): Demand => ({ vm: id, cpu: 1, memoryBytes: GiB, constraints: {}, ...extra })
+const lease = (vmId: string, holder: string, epoch = 1, extra: Partial<Lease> = {}): Lease =>
+  ({ vm: vmId, holder, epoch, cpu: 1, memoryBytes: GiB, at: 1000, by: holder, ...extra })
+
+/** mulberry32: a seeded PRNG, so a failing property names its seed */
+function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
+  }
+}
+function shuffle<T> (xs: readonly T[], r: () => number): T[] {
+  const a = [...xs]
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1))
+    ;[a[i], a[j]] = [a[j]!, a[i]!]
+  }
+  return a
+}
+
+test('each feasibility check filters with its own reason, first failing check wins', t => {
+  const used = { cpu: 3.5, memoryBytes: 7 * GiB, groups: new Map() }
+  const empty = { cpu: 0, memoryBytes: 0, groups: new Map() }
+  t.like(feasible(vm('a'), node('n', { alive: false }), empty), { check: 'alive' })
+  t.like(feasible(vm('a'), node('n', { draining: true }), empty), { check: 'draining', reason: 'node is draining' })
+  t.like(feasible(vm('a', { constraints: { zone: 'b', ssd: 'yes' } }), node('n', { labels: { zone: 'a', ssd: 'yes' } }), empty), { check: 'labels', reason: 'lacks label zone=b' })
+  t.like(feasible(vm('a'), node('n'), used), { check: 'cpu', reason: 'needs 1 cpu, 0.5 of 4 free' })
+  t.like(feasible(vm('a', { cpu: 0.5, memoryBytes: 2 * GiB }), node('n'), used), { check: 'memory' })
+  t.is(feasible(vm('a', { cpu: 0.5, memoryBytes: GiB, constraints: { zone: 'a' } }), node('n', { labels: { zone: 'a' } }), used), null)
+})
+
+test('rank: spread prefers the emptiest node, binpack the fullest; reasons of filtered nodes are kept', t => {
+  const nodes = [node('a'), node('b'), node('c', { draining: true })]
+  const usage = usageOf([{ vm: 'x', holder: 'a', cpu: 2, memoryBytes: 4 * GiB }])
+  const spread = rank(vm('v'), nodes, usage)
+  t.is(spread.best, 'b')
+  t.deepEqual(spread.nodes.map(n => n.node), ['b', 'a', 'c'])
+  t.is(spread.nodes[2]!.filtered?.reason, 'node is draining')
+  t.is(spread.pending, null)
+  t.is(rank(vm('v'), nodes, usage, { strategy: 'binpack' }).best, 'a')
+})
+
+test('rank: a VM that fits nowhere is pending with a summary of why', t => {
+  const r = rank(vm('big', { cpu: 16 }), [node('a'), node('b', { alive: false })], new Map())
+  t.is(r.best, null)
+  t.regex(r.pending ?? '', /no node fits \(1 not alive, 1 lack cpu\); e.g. name-a: needs 16 cpu/)
+})
+
+test('rank: anti-affinity outweighs fit; the same group goes to another node while one is free of it', t => {
+  const nodes = [node('a'), node('b', { capacity: { cpu: 64, memoryBytes: 64 * GiB } })]
+  const usage = usageOf([{ vm: 'w1', holder: 'b', cpu: 1, memoryBytes: GiB, antiAffinity: 'web' }])
+  const r = rank(vm('w2', { antiAffinity: 'web' }), nodes, usage)
+  t.is(r.best, 'a')
+  t.is(r.nodes.find(n => n.node === 'b')!.scores.antiAffinity, -1)
+})
+
+test('rendezvous tie-break: identical nodes spread VMs, and the hash is stable', t => {
+  t.is(rendezvous('vm-1', 'node-a'), rendezvous('vm-1', 'node-a'))
+  const nodes = ['a', 'b', 'c', 'd'].map(id => node(id))
+  const bests = new Set(Array.from({ length: 40 }, (_, i) => rank(vm(`v${i}`), nodes, new Map()).best))
+  t.is(bests.size, 4, 'first choices of 40 VMs on 4 empty nodes use every node')
+})
+
+test('property: rank and plan do not depend on the order nodes or holdings are listed', t => {
+  for (let seed = 1; seed <= 30; seed++) {
+    const r = prng(seed)
+    const nodes = Array.from({ length: 2 + Math.floor(r() * 8) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, alive: r() > 0.1 }))
+    const holdings: Holding[] = Array.from({ length: Math.floor(r() * 10) }, (_, i) => ({ vm: `h${i}`, holder: nodes[Math.floor(r() * nodes.length)]!.id, cpu: 0.5, memoryBytes: GiB / 2 }))
+    const vms = Array.from({ length: 30 }, (_, i) => vm(`v${i}`, { cpu: 0.25 + Math.floor(r() * 4) / 2, memoryBytes: (1 + Math.floor(r() * 3)) * GiB / 2, antiAffinity: r() < 0.3 ? 'g' : undefined }))
+    const a = plan(vms, nodes, holdings)
+    const b = plan(vms, shuffle(nodes, r), shuffle(holdings, r))
+    t.deepEqual([...b].map(([k, v]) => [k, v.best]), [...a].map(([k, v]) => [k, v.best]), `seed ${seed}`)
+  }
+})
+
+test('property: a plan never overcommits a node and never uses a filtered one', t => {
+  for (let seed = 100; seed < 140; seed++) {
+    const r = prng(seed)
+    const nodes = Array.from({ length: 1 + Math.floor(r() * 6) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 6), memoryBytes: (1 + Math.floor(r() * 8)) * GiB }, draining: r() < 0.15 }))
+    const vms = Array.from({ length: 60 }, (_, i) => vm(`v${String(i).padStart(2, '0')}`, { cpu: 0.5 + Math.floor(r() * 3) / 2, memoryBytes: Math.ceil(r() * 2 * GiB) }))
+    const placed = plan(vms, nodes, [])
+    const used = new Map<string, { cpu: number, mem: number }>()
+    for (const v of vms) {
+      const best = placed.get(v.vm)!.best
+      if (best == null) continue
+      const n = nodes.find(x => x.id === best)!
+      t.false(n.draining, `seed ${seed}: ${v.vm} on a draining node`)
+      const u = used.get(best) ?? { cpu: 0, mem: 0 }
+      u.cpu += v.cpu
+      u.mem += v.memoryBytes
+      used.set(best, u)
+      t.true(u.cpu <= n.capacity.cpu + 1e-9 && u.mem <= n.capacity.memoryBytes, `seed ${seed}: ${best} overcommitted`)
+    }
+    // a VM left pending really fits on no node given what the plan placed before it
+    for (const [, rk] of placed) if (rk.best == null) t.truthy(rk.pending)
+  }
+})
+
+test('lease resolution: highest epoch, then the smaller holder; the same winner in any order', t => {
+  const claims = [lease('v', 'nodeB', 1, { at: 5 }), lease('v', 'nodeA', 1, { at: 9 }), lease('v', 'nodeC', 1, { at: 1 })]
+  for (let seed = 1; seed < 20; seed++) t.is(winner(shuffle(claims, prng(seed)))!.holder, 'nodeA')
+  t.is(winner([...claims, lease('v', 'nodeZ', 2)])!.holder, 'nodeZ', 'a takeover (epoch + 1) beats every claim of the older epoch')
+  t.is(winner([]), undefined)
+})
+
+test('reservations: a node counts every claim it made, once per VM, and failed ones not at all', t => {
+  const claims = [
+    [lease('a', 'n1'), lease('a', 'n2')], // contested: n1 counts it even if it loses
+    [lease('b', 'n1', 1, { cpu: 2, memoryBytes: 2 * GiB })],
+    [lease('c', 'n1', 1, { status: 'failed' })],
+    [lease('d', 'n2')]
+  ]
+  t.deepEqual(reservedBy('n1', claims), { cpu: 3, memoryBytes: 3 * GiB })
+  const cap = { cpu: 4, memoryBytes: 4 * GiB }
+  t.true(canReserve(cap, { cpu: 3, memoryBytes: 3 * GiB }, { cpu: 1, memoryBytes: GiB }).ok)
+  t.like(canReserve(cap, { cpu: 3, memoryBytes: 3 * GiB }, { cpu: 1.5, memoryBytes: GiB }), { ok: false })
+  t.like(canReserve(cap, { cpu: 0, memoryBytes: 3.5 * GiB }, { cpu: 1, memoryBytes: GiB }), { ok: false })
+})
+
+test('settle: a claim starts only after the window without a conflicting claim, and a loser learns it lost', t => {
+  const mine = lease('v', 'nodeA')
+  t.deepEqual(settle({ me: 'nodeA', claims: [mine], claimedAt: 1000, now: 1500, settleMs: 1000 }), { state: 'waiting', ms: 500 })
+  t.deepEqual(settle({ me: 'nodeA', claims: [mine], claimedAt: 1000, now: 2000, settleMs: 1000 }), { state: 'settled' })
+  // a conflicting claim that I beat restarts the window
+  const rival = lease('v', 'nodeB')
+  t.deepEqual(settle({ me: 'nodeA', claims: [mine, rival], claimedAt: 1000, conflictSeenAt: 1800, now: 2000, settleMs: 1000 }), { state: 'waiting', ms: 800 })
+  t.deepEqual(settle({ me: 'nodeB', claims: [mine, rival], claimedAt: 1000, now: 5000, settleMs: 1000 }), { state: 'lost', to: 'nodeA' })
+  t.like(settle({ me: 'nodeA', claims: [], claimedAt: 1000, now: 5000, settleMs: 1000 }), { state: 'lost' })
+})
+
+test('fencing on a fake clock: no majority of the roll for the fence timeout fences; a majority clears it', t => {
+  t.true(hasMajority(5, 3))
+  t.false(hasMajority(5, 2))
+  t.false(hasMajority(4, 2), 'half is not a majority')
+  t.true(hasMajority(0, 1), 'a lone node before the roll exists')
+  let last = 0
+  const at = (now: number, alive: number): ReturnType<typeof fenced> => {
+    const d = fenced({ rollSize: 5, aliveSeen: alive, lastMajorityAt: last, now, fenceTimeoutMs: 3000 })
+    last = d.lastMajorityAt
+    return d
+  }
+  t.like(at(1000, 5), { majority: true, fenced: false, mayClaim: true })
+  t.like(at(2000, 2), { majority: false, fenced: false, mayClaim: false })
+  t.like(at(3999, 2), { fenced: false })
+  t.like(at(4000, 2), { fenced: true, mayClaim: false })
+  t.regex(at(9000, 1).reason, /past the fence timeout/)
+  t.like(at(9500, 3), { fenced: false, mayClaim: true })
+})
+
+test('takeover on a fake clock: only after fence timeout + margin since the holder was last heard of', t => {
+  const base = { holderLastHeard: 10_000, fenceTimeoutMs: 3000, marginMs: 1000 }
+  t.like(takeover({ ...base, holderAlive: true, now: 99_999 }), { allowed: false })
+  t.like(takeover({ ...base, holderAlive: false, now: 13_999 }), { allowed: false, waitMs: 1 })
+  t.like(takeover({ ...base, holderAlive: false, now: 14_000 }), { allowed: true })
+})
+
+test('property: the fence always falls before any takeover may start (no two runs overlap)', t => {
+  for (let seed = 1; seed <= 200; seed++) {
+    const r = prng(seed)
+    const fenceTimeoutMs = 500 + Math.floor(r() * 5000)
+    const marginMs = Math.floor(r() * 2000)
+    const lastHeard = Math.floor(r() * 10_000) // the majority side last heard the holder
+    // the holder saw its majority at most at the moment it was last heard of
+    const holderLastMajority = lastHeard - Math.floor(r() * 1000)
+    let fenceAt = Infinity
+    let takeoverAt = Infinity
+    for (let now = lastHeard; now < lastHeard + 20_000; now += 50) {
+      if (fenceAt === Infinity && fenced({ rollSize: 5, aliveSeen: 2, lastMajorityAt: holderLastMajority, now, fenceTimeoutMs }).fenced) fenceAt = now
+      if (takeoverAt === Infinity && takeover({ holderAlive: false, holderLastHeard: lastHeard, now, fenceTimeoutMs, marginMs }).allowed) takeoverAt = now
+    }
+    t.true(fenceAt <= takeoverAt, `seed ${seed}: fenced at ${fenceAt}, takeover at ${takeoverAt}`)
+  }
+})
+
+test('restart rule: restart on the same node, 3 crashes within 24 h leave it stopped, old crashes age out', t => {
+  const now = 100 * CRASH_WINDOW_MS
+  t.like(onExit([], now), { action: 'restart', crashes: [now] })
+  t.like(onExit([now - 1000], now), { action: 'restart' })
+  const third = onExit([now - 2000, now - 1000], now, { detail: 'exited with code 1' })
+  t.is(third.action, 'stop')
+  t.regex(third.reason, /exited with code 1: 3 crashes within 24 h/)
+  t.like(onExit([now - CRASH_WINDOW_MS - 1, now - 1000], now), { action: 'restart', crashes: [now - 1000, now] })
+  t.like(onExit([], now, { policy: 'never' }), { action: 'stop' })
+  t.like(onExit([], now, { policy: 'on-failure', clean: true }), { action: 'stop' })
+})
+
+test('HA check: ok when any one loss can be absorbed; else names the node and the stranded VMs', t => {
+  const nodes = [node('a'), node('b'), node('c')]
+  const demands = new Map([['v1', vm('v1', { cpu: 2 })], ['v2', vm('v2', { cpu: 2 })], ['v3', vm('v3', { cpu: 3 })]])
+  const held: Holding[] = [{ vm: 'v1', holder: 'a', cpu: 2, memoryBytes: GiB }, { vm: 'v2', holder: 'b', cpu: 2, memoryBytes: GiB }]
+  t.deepEqual(haCheck(demands, nodes, held), { ok: true, stranded: [] })
+  const full: Holding[] = [...held, { vm: 'v3', holder: 'c', cpu: 3, memoryBytes: GiB }]
+  const rep = haCheck(demands, nodes, full)
+  t.false(rep.ok)
+  t.deepEqual(rep.stranded.map(s => [s.node, s.vms]), [['c', ['v3']]])
+  t.regex(rep.stranded[0]!.reason, /lack cpu/)
+})
