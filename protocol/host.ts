@@ -13,10 +13,7 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import './pnet-fix.ts'
-import './decoder-fix.ts'
-import './yamux-fix.ts'
-import './ed25519-fix.ts'
+import { installPatches } from './patches/index.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
 
@@ -47,6 +44,9 @@ export interface HostOptions {
 export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
 
 export async function createHost (opts: HostOptions): Promise<VgridHost> {
+  // the dependency patches go in before any connection exists; a patch whose library
+  // internals changed fails the start here, naming what is missing (protocol/patches/)
+  installPatches()
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
   if (opts.mdns === true) peerDiscovery.push(mdns({ serviceTag: MDNS_SERVICE_TAG, interval: 5000 }))
   const boot = (opts.bootstrap ?? []).filter(a => a.includes('/p2p/'))

@@ -34,8 +34,8 @@ async function * tsFiles (dir: string): AsyncGenerator<string> {
 }
 
 // Left to Node's resolver: Automerge loads its .wasm file next to its own module, and
-// xsalsa20 is patched in place (protocol/pnet-fix.ts), so @libp2p/pnet must load the
-// very copy the patch resolves.
+// xsalsa20 is patched in place (protocol/patches/xsalsa20-detached-memory.ts), so
+// @libp2p/pnet must load the very copy the patch resolves.
 const EXTERNAL = ['@automerge/automerge', 'xsalsa20']
 
 /** Bundles dist/node/cli/main.js into dir/vgrid.mjs; false when esbuild is missing. */

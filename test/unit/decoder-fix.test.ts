@@ -1,7 +1,9 @@
 import test from 'ava'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { patchLengthPrefixedDecoder } from '../../protocol/decoder-fix.ts'
+import { patch } from '../../protocol/patches/length-prefix-empty-buffer.ts'
+
+const patchLengthPrefixedDecoder = (): void => { patch.install() }
 
 const uint16 = (b: Uint8ArrayList | Uint8Array): number => {
   if (b.byteLength < 2) throw new RangeError('short')

@@ -1,9 +1,11 @@
 // Ed25519 verification with cached key imports must still tell good signatures from
-// bad ones, for every key, including keys pushed out of the cache (protocol/ed25519-fix.ts).
+// bad ones, for every key, including keys pushed out of the cache (protocol/patches/ed25519-key-import.ts).
 import test from 'ava'
 import { generateKeyPair, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { ed25519KeyObject, patchEd25519Verify } from '../../protocol/ed25519-fix.ts'
+import { ed25519KeyObject, patch } from '../../protocol/patches/ed25519-key-import.ts'
+
+const patchEd25519Verify = (): void => { patch.install() }
 
 test('patched verify accepts good signatures and refuses tampered data, other keys and bad sizes', async t => {
   patchEd25519Verify()

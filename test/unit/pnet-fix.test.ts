@@ -1,10 +1,11 @@
 // Many pnet ciphers in one process must not run the shared cipher memory into its
-// cap when one of them sees a large message (see protocol/pnet-fix.ts).
+// cap when one of them sees a large message (see protocol/patches/xsalsa20-detached-memory.ts).
 import test from 'ava'
-import { patchXsalsa20, XSalsa20 } from '../../protocol/pnet-fix.ts'
+import { patch, XSalsa20 } from '../../protocol/patches/xsalsa20-detached-memory.ts'
 
 test('large messages on one of many ciphers do not exhaust the shared memory, and output stays right', t => {
-  t.true(patchXsalsa20())
+  t.is(patch.check(), null)
+  patch.install()
   const key = new Uint8Array(32).fill(7)
   const ciphers = Array.from({ length: 200 }, (_, i) => XSalsa20(new Uint8Array(24).fill(i % 250), key))
   for (let round = 1; round <= 5; round++) {

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { windowUpdateDue, patchYamuxWindowUpdates } from '../../protocol/yamux-fix.ts'
+import { windowUpdateDue, patch } from '../../protocol/patches/yamux-window-updates.ts'
 import { YamuxStream } from '@chainsafe/libp2p-yamux/stream'
 
 const WINDOW = 256 * 1024
@@ -17,7 +17,7 @@ test('a stream that is opening, paused or closing always goes to the library (fl
 })
 
 test('the patched stream sends no frame for a small read, and one after half the window', t => {
-  patchYamuxWindowUpdates()
+  patch.install()
   const frames: Array<{ type: number, length: number }> = []
   const s = Object.create(YamuxStream.prototype) as Record<string, unknown>
   Object.assign(s, {
