@@ -1,0 +1,181 @@
+// Link rules, pure: from the declared connections, where each VM runs and its overlay
+// address, compute one node's nftables ruleset and its WireGuard peers' allowed IPs.
+//
+// The ruleset filters the forward hook only: VM traffic always crosses a node (VM
+// interface -> node -> VM interface or WireGuard), so both ends of a connection
+// check it. Exactly the declared flows pass (and the replies of a flow, which must
+// belong to a tracked connection that the declared direction opened); every other
+// packet from or to a VM address is dropped and counted per (source, destination)
+// in a dynamic set, AppLogic's breach detection.
+import { createHash } from 'node:crypto'
+
+export type Protocol = 'tcp' | 'udp' | 'any'
+
+export interface Terminal { vm: string, terminal: string }
+
+/** A declared connection, as the cluster document holds it. */
+export interface Link {
+  id: string
+  from: Terminal
+  to: Terminal
+  protocol: Protocol
+  /** null: every port of the protocol */
+  port: number | null
+}
+
+/** Where a VM runs and the address it keeps wherever it runs. */
+export interface VmPlace {
+  vm: string
+  /** IPv4 overlay address */
+  address: string
+  /** node id of the lease holder; null while it runs nowhere */
+  node: string | null
+}
+
+export interface NodeTunnel {
+  node: string
+  publicKey: string
+  endpoint: string | null
+  /** the node's own overlay address (of its WireGuard interface) */
+  address: string
+}
+
+export interface RuleInput {
+  /** the node this ruleset is for */
+  node: string
+  /** nft table name (per node: namespaces of one machine may share nothing, but names help reading) */
+  table: string
+  /** CIDR holding every VM address: traffic from or to it is VM traffic */
+  vmPrefix: string
+  vms: VmPlace[]
+  links: Link[]
+}
+
+export interface AllowedFlow {
+  link: string
+  counter: string
+  src: string
+  dst: string
+  protocol: Protocol
+  port: number | null
+}
+
+export interface Ruleset {
+  table: string
+  /** `nft -f` input: one transaction replacing the table's rules (counters and drop set kept) */
+  script: string
+  flows: AllowedFlow[]
+  /** links this node has no part in or cannot enforce yet, with why */
+  skipped: Array<{ link: string, reason: string }>
+  /** named counters the script declares (the apply step deletes others) */
+  counters: string[]
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+export function isIpv4 (s: string): boolean {
+  const m = IPV4.exec(s)
+  return m != null && m.slice(1).every(o => Number(o) <= 255)
+}
+
+export function isIpv4Cidr (s: string): boolean {
+  const [a, l] = s.split('/')
+  return a != null && l != null && isIpv4(a) && /^\d{1,2}$/.test(l) && Number(l) <= 32
+}
+
+/** nft identifiers: letters, digits, underscore; a hash keeps them unique and short. */
+export function counterName (linkId: string): string {
+  const safe = linkId.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 24)
+  return `c_${safe}_${createHash('sha256').update(linkId).digest('hex').slice(0, 8)}`
+}
+
+/** The table name for a node: one table per node (its own rules only). */
+export function tableName (nodeId: string): string {
+  return `vgrid_lcm_${createHash('sha256').update(nodeId).digest('hex').slice(0, 10)}`
+}
+
+/**
+ * Which links a node enforces and how: a link whose source or destination VM runs
+ * on `node`, both ends placed and addressed. A link with an end that runs nowhere is
+ * skipped (with the reason): nothing passes until it runs.
+ */
+export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: AllowedFlow[], skipped: Ruleset['skipped'] } {
+  const byVm = new Map(input.vms.map(v => [v.vm, v]))
+  const flows: AllowedFlow[] = []
+  const skipped: Ruleset['skipped'] = []
+  for (const l of [...input.links].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) {
+    const s = byVm.get(l.from.vm)
+    const d = byVm.get(l.to.vm)
+    if (s == null || d == null) { skipped.push({ link: l.id, reason: `VM ${s == null ? l.from.vm : l.to.vm} has no overlay address` }); continue }
+    if (s.node !== input.node && d.node !== input.node) { skipped.push({ link: l.id, reason: 'neither end runs on this node' }); continue }
+    if (s.node == null || d.node == null) { skipped.push({ link: l.id, reason: `VM ${s.node == null ? s.vm : d.vm} runs nowhere` }); continue }
+    if (!isIpv4(s.address) || !isIpv4(d.address)) { skipped.push({ link: l.id, reason: 'an end has no IPv4 address' }); continue }
+    if (l.port != null && (l.protocol === 'any' || !Number.isInteger(l.port) || l.port < 1 || l.port > 65535)) {
+      skipped.push({ link: l.id, reason: `port ${l.port} needs protocol tcp or udp and 1-65535` })
+      continue
+    }
+    flows.push({ link: l.id, counter: counterName(l.id), src: s.address, dst: d.address, protocol: l.protocol, port: l.port })
+  }
+  return { flows, skipped }
+}
+
+function flowRules (f: AllowedFlow): string[] {
+  const c = `counter name "${f.counter}"`
+  if (f.protocol === 'any') {
+    return [
+      `ip saddr ${f.src} ip daddr ${f.dst} ${c} accept`,
+      `ip saddr ${f.dst} ip daddr ${f.src} ct state established,related ${c} accept`
+    ]
+  }
+  const port = f.port == null ? '' : ` ${f.protocol} dport ${f.port}`
+  const back = f.port == null ? '' : ` ${f.protocol} sport ${f.port}`
+  return [
+    `ip saddr ${f.src} ip daddr ${f.dst} meta l4proto ${f.protocol}${port} ${c} accept`,
+    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto ${f.protocol}${back} ct state established,related ${c} accept`
+  ]
+}
+
+/**
+ * The node's ruleset as an `nft -f` script. Re-applying it replaces the rules in one
+ * transaction and keeps the counters and the drop set (declaring an existing named
+ * object is a no-op), so counts survive recomputation.
+ */
+export function computeRuleset (input: RuleInput): Ruleset {
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(input.table)) throw new Error(`bad nft table name ${JSON.stringify(input.table)}`)
+  if (!isIpv4Cidr(input.vmPrefix)) throw new Error(`VM prefix ${JSON.stringify(input.vmPrefix)} is not an IPv4 CIDR`)
+  const { flows, skipped } = computeFlows(input)
+  const t = `inet ${input.table}`
+  const counters = [...new Set(flows.map(f => f.counter))]
+  const lines = [
+    `table ${t} {`,
+    '  set drops { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }',
+    ...counters.map(c => `  counter ${c} { }`),
+    '  chain forward { type filter hook forward priority 0; policy accept; }',
+    '}',
+    `flush chain ${t} forward`,
+    `table ${t} {`,
+    '  chain forward {',
+    // not VM traffic: none of our business
+    `    ip saddr != ${input.vmPrefix} ip daddr != ${input.vmPrefix} accept`,
+    ...flows.flatMap(flowRules).map(r => `    ${r}`),
+    '    update @drops { ip saddr . ip daddr } drop',
+    '  }',
+    '}'
+  ]
+  return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters }
+}
+
+/**
+ * Allowed IPs per WireGuard peer: each remote node's own address plus the address of
+ * every VM it hosts, so the kernel routes a VM's address to the agent that runs it.
+ * A VM that moves changes only which peer lists it.
+ */
+export function peerAllowedIps (self: string, nodes: NodeTunnel[], vms: VmPlace[]): Map<string, string[]> {
+  const out = new Map<string, string[]>()
+  for (const n of nodes) {
+    if (n.node === self) continue
+    const hosted = vms.filter(v => v.node === n.node && isIpv4(v.address)).map(v => `${v.address}/32`).sort()
+    out.set(n.node, [`${n.address}/32`, ...hosted])
+  }
+  return out
+}

@@ -1,0 +1,69 @@
+// Link rules for real: two "VM" namespaces routed through a "node" namespace. The
+// ruleset from rules.ts, applied by nft.ts, lets the declared TCP port through and
+// drops an undeclared port (and undeclared UDP), counting each drop with its source
+// and destination; recomputing keeps the counts; removing a link closes it.
+import test from 'ava'
+import { ip, nsRun } from '../../node/netns/netns.ts'
+import { computeRuleset, tableName, counterName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
+import { makeNamespaces, skipReason, veth } from './ns.ts'
+import { echoServer, exchange } from './tcp.ts'
+
+const reason = await skipReason({ nft: true })
+if (reason != null) console.log(`lcm rules tests skipped: ${reason}`)
+const maybe = reason == null ? test : test.skip
+
+maybe('only the declared flow passes between two VMs; the rest is dropped and counted by source and destination', async t => {
+  const [node, v1, v2] = await makeNamespaces(t, ['node', 'vm1', 'vm2'])
+  const A1 = '100.80.64.1'
+  const A2 = '100.80.64.2'
+  for (const [vm, dev, addr] of [[v1!, 'v1', A1], [v2!, 'v2', A2]] as const) {
+    await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: node!, dev })
+    await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
+    await ip(['-n', node!, 'route', 'add', `${addr}/32`, 'dev', dev])
+    await nsRun(node!, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp`])
+  }
+  await nsRun(node!, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+  await echoServer(t, v2!, [8080, 9090])
+
+  // without rules both ports pass: the topology works
+  t.true(await exchange(v1!, 'tcp', A2, 8080))
+  t.true(await exchange(v1!, 'tcp', A2, 9090))
+
+  const table = tableName('node-1')
+  t.teardown(async () => { await removeRuleset(node!, table) })
+  const vms: VmPlace[] = [{ vm: 'web', address: A1, node: 'node-1' }, { vm: 'db', address: A2, node: 'node-1' }]
+  const links: Link[] = [{ id: 'web.out-db.in', from: { vm: 'web', terminal: 'out' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 }]
+  const rs = computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links })
+  t.deepEqual(rs.skipped, [])
+  await applyRuleset(node!, rs)
+
+  t.true(await exchange(v1!, 'tcp', A2, 8080), 'the declared port passes')
+  t.false(await exchange(v1!, 'tcp', A2, 9090), 'an undeclared port is dropped')
+  t.false(await exchange(v1!, 'udp', A2, 8080), 'the declared port over another protocol is dropped')
+  t.false(await exchange(v2!, 'tcp', A1, 8080, 800), 'the reverse direction is not declared')
+
+  const c = await readCounters(node!, table)
+  const pass = c.counters.get(counterName('web.out-db.in'))
+  t.truthy(pass)
+  t.true(pass!.packets >= 4, `declared flow counted both ways (${pass?.packets} packets)`)
+  const d12 = c.drops.find(d => d.src === A1 && d.dst === A2)
+  const d21 = c.drops.find(d => d.src === A2 && d.dst === A1)
+  t.truthy(d12, `drops from ${A1} to ${A2} are counted: ${JSON.stringify(c.drops)}`)
+  t.true(d12!.packets >= 2, `two undeclared attempts at least (${d12!.packets})`)
+  t.truthy(d21, `drops from ${A2} to ${A1} are counted`)
+
+  // re-applying (a document change) keeps the counts
+  await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links }))
+  const again = await readCounters(node!, table)
+  t.true(again.drops.find(d => d.src === A1 && d.dst === A2)!.packets >= d12!.packets)
+  t.true(again.counters.get(counterName('web.out-db.in'))!.packets >= pass!.packets)
+
+  // the link removed: the port closes, its counter goes
+  await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
+  t.false(await exchange(v1!, 'tcp', A2, 8080), 'a removed link no longer passes')
+  t.false((await readCounters(node!, table)).counters.has(counterName('web.out-db.in')))
+
+  await removeRuleset(node!, table)
+  t.true(await exchange(v1!, 'tcp', A2, 9090), 'removing the table restores plain forwarding')
+})
