@@ -8,7 +8,8 @@ import { genesisDoc, lineage, migrate, structureProblem, docSchema, MIGRATIONS, 
 import { isKind, validateObject } from './schema.ts'
 import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
 import { Writer, applyOps } from './writer.ts'
-import { plain, valuesAt, type AmDoc } from './values.ts'
+import { plain, valuesAt, keysAt, type AmDoc } from './values.ts'
+import { Hlc } from './hlc.ts'
 
 export interface ReplicaOptions {
   clusterId: string
@@ -18,7 +19,10 @@ export interface ReplicaOptions {
   actor?: string
   migrations?: readonly Migration[]
   onInvalid?: InvalidHandler
+  /** the wall clock (for `at` stamps, through a hybrid logical clock) */
   now?: () => number
+  /** the hybrid logical clock itself (default: a new one over `now`) */
+  clock?: Hlc
 }
 
 export type RejectReason = 'malformed' | 'schema'
@@ -51,7 +55,7 @@ export function actorFor (nodeId: string): string {
 export class Replica {
   readonly clusterId: string
   readonly nodeId: string
-  readonly actor: string
+  private actorId: string
   readonly lineage: Lineage
   private doc: AmDoc
   private reader?: Reader
@@ -59,17 +63,24 @@ export class Replica {
   /** hashes known to be in the history (it only grows, so this never goes stale) */
   private readonly known = new Set<string>()
   private readonly onInvalid: InvalidHandler
-  private readonly now: () => number
+  /** stamps `at` on this replica's writes; fed by every value that arrives from peers */
+  readonly clock: Hlc
+  private readonly opts: ReplicaOptions
+  /** objects a fork's changes touched (for the parent's cache when it merges them) */
+  private readonly touchedKeys: Array<[string, string]> = []
 
   private constructor (opts: ReplicaOptions, doc: AmDoc, l: Lineage, actor: string) {
+    this.opts = opts
     this.clusterId = opts.clusterId
     this.nodeId = opts.nodeId
     this.doc = doc
     this.lineage = l
-    this.actor = actor
+    this.actorId = actor
     this.onInvalid = opts.onInvalid ?? (() => {})
-    this.now = opts.now ?? Date.now
+    this.clock = opts.clock ?? new Hlc(opts.now ?? Date.now)
   }
+
+  get actor (): string { return this.actorId }
 
   static create (opts: ReplicaOptions): Replica {
     const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
@@ -81,7 +92,60 @@ export class Replica {
   static load (opts: ReplicaOptions, saved: Uint8Array): Replica {
     const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
     const actor = opts.actor ?? actorFor(opts.nodeId)
-    return new Replica(opts, A.load<AmDoc>(saved, { actor }) as AmDoc, l, actor)
+    const r = new Replica(opts, A.load<AmDoc>(saved, { actor }) as AmDoc, l, actor)
+    r.observeAll()
+    return r
+  }
+
+  /**
+   * A copy to make changes on before they are durable: changes go to the fork, its
+   * bytes to disk, and only then does merge() bring them here (discard() if the disk
+   * failed, and nothing of them was ever visible). Shares this replica's clock.
+   */
+  fork (): Replica {
+    const f = new Replica({ ...this.opts, clock: this.clock }, A.clone(this.doc, { actor: this.actorId }), this.lineage, this.actorId)
+    return f
+  }
+
+  /** Takes in a fork's changes (and frees the fork). */
+  merge (fork: Replica): void {
+    this.setDoc(A.merge(this.doc, fork.doc))
+    for (const [kind, key] of fork.touchedKeys) this.cache.invalidate(kind, key)
+    fork.discard()
+  }
+
+  /** Frees a fork whose changes are not wanted. */
+  discard (): void {
+    A.free(this.doc)
+  }
+
+  /**
+   * Takes a fresh actor id: after a fork's changes were discarded, their sequence
+   * numbers must not be reused for other content (a torn copy of them may survive
+   * on disk, and Automerge cannot merge two changes with one actor and number).
+   */
+  rotateActor (): void {
+    this.actorId = actorFor(this.nodeId)
+    this.adopt(A.clone(this.doc, { actor: this.actorId }))
+  }
+
+  /** Feeds the clock with every stamp in the document (after a load). */
+  observeAll (): void {
+    for (const [kind, o] of this.lineage.objectIds) {
+      if (kind === 'meta' || this.doc[kind] == null) continue
+      let keys: string[] = []
+      try {
+        keys = keysAt(this.doc, o.id)
+      } catch {} // a collection a later migration adds: not in this document yet
+      for (const key of keys) this.observeKey(kind, o.id, key)
+    }
+  }
+
+  private observeKey (kind: string, collId: string, key: string): void {
+    for (const raw of valuesAt(this.doc, kind, collId, key)) {
+      const at = (raw as { at?: unknown } | null)?.at
+      if (typeof at === 'number') this.clock.observe(at)
+    }
   }
 
   /** Adds saved changes (a log record); throws and leaves the document as it was if they are damaged. */
@@ -144,12 +208,15 @@ export class Replica {
    */
   change<T> (fn: (w: Writer) => T, message?: string): { result: T, changed: boolean } {
     if (this.schemaNewer) throw new SchemaNewerError(`the cluster document is at schema ${this.schema}; this agent knows up to ${this.lineage.target}: upgrade it before writing`)
-    const w = new Writer(this.read(), this.nodeId, this.now())
+    const w = new Writer(this.read(), this.nodeId, this.clock.tick())
     const result = fn(w)
     if (w.ops.length === 0) return { result, changed: false }
     const before = this.heads()
     this.setDoc(A.change(this.doc, message == null ? {} : { message }, d => applyOps(d, w.ops)))
-    for (const op of w.ops) this.cache.invalidate(op.kind, op.key)
+    for (const op of w.ops) {
+      this.cache.invalidate(op.kind, op.key)
+      this.touchedKeys.push([op.kind, op.key])
+    }
     return { result, changed: !sameHeads(before, this.heads()) }
   }
 
@@ -230,7 +297,13 @@ export class Replica {
     }
     this.adopt(out)
     if (root) this.cache.clear()
-    for (const [kind, keys] of touched) for (const key of keys) this.cache.invalidate(kind, key)
+    for (const [kind, keys] of touched) {
+      const collId = this.lineage.objectIds.get(kind)?.id
+      for (const key of keys) {
+        this.cache.invalidate(kind, key)
+        if (collId != null) this.observeKey(kind, collId, key)
+      }
+    }
     p.state = state
     this.bound(p)
     // a message may carry many changes in one compressed chunk: count what was added
@@ -261,6 +334,7 @@ export class Replica {
     const before = A.stats(this.doc).numChanges
     this.adopt(doc)
     this.cache.clear()
+    this.observeAll()
     // the message's heads and needs were not processed: start the conversation afresh
     p.state = A.initSyncState()
     return { ok: true, changes: A.stats(this.doc).numChanges - before, changed: true }

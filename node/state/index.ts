@@ -6,21 +6,50 @@ import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
 import { Replica, SCHEMA_VERSION, type Counts, type Kind, type Reader, type Writer } from '../../crdt/index.ts'
+import type { Counter, Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
-import type { AgentMetrics } from '../metrics.ts'
-import { StateStore, type DiskProblem, type StateFile } from './store.ts'
+import { StateMetrics } from './metrics.ts'
+import { StateStore, DiskError, type DiskCause, type DiskProblem, type StateFile } from './store.ts'
 import { Persister } from './persister.ts'
 import { SyncService, type PeerStatus } from './sync.ts'
 import { HeadsAnnouncer } from './announce.ts'
 
 export { STATE_SYNC_PROTOCOL, FRAME_SYNC } from './sync.ts'
+export { StateMetrics } from './metrics.ts'
+export { DiskError, type DiskCause } from './store.ts'
+
+/**
+ * Thrown by write() while the state files cannot be written (the API answers 503):
+ * `cause` names the trouble, the message says what to do. Nothing of the write was
+ * kept or sent anywhere.
+ */
+export class StateUnavailableError extends Error {
+  override name = 'StateUnavailableError'
+  override readonly cause: DiskCause
+  constructor (cause: DiskCause, message: string) {
+    super(message)
+    this.cause = cause
+  }
+}
+
+/** stop() could not save the document (what was acknowledged is still in the log). */
+export class StateSaveError extends Error {
+  override name = 'StateSaveError'
+}
+
+export type StateHealth =
+  | { ok: true }
+  | { ok: false, cause: DiskCause, message: string, since: string }
 
 export interface StateServiceInit {
   host: Libp2p<{ pubsub: GossipSub }>
   dataDir: string
   clusterId: string
   log: Logger
-  metrics: AgentMetrics
+  /** the agent's registry: the state metrics (vgrid_state_*) are registered on it */
+  registry: Registry
+  /** vgrid_gossip_rejected_total, owned by membership */
+  gossipRejected: Counter<'topic' | 'reason'>
   /** a member's name, for the peer list */
   nameOf?: (peer: string) => string | undefined
   /** where a member listens, to pull from peers we are not connected to */
@@ -28,6 +57,10 @@ export interface StateServiceInit {
   maxMessageBytes?: number
   compactLogBytes?: number
   compactIntervalMs?: number
+  /** how often a degraded service retries its disk, and a healthy one checks its directory (ms) */
+  diskCheckIntervalMs?: number
+  /** the wall clock (ms), for `at` stamps; default Date.now */
+  now?: () => number
 }
 
 export interface StateEvents {
@@ -45,7 +78,7 @@ export interface StateView {
   history: { changes: number, ops: number, actors: number }
   size: { diskBytes: number, snapshotBytes: number, logBytes: number, logRecords: number, memoryBytes: number }
   counts: Counts
-  persistence: { lastFlushAt: string | null, lastSnapshotAt: string | null, recovered: RecoveredFile[] }
+  persistence: { lastFlushAt: string | null, lastSnapshotAt: string | null, recovered: RecoveredFile[], health: StateHealth }
   peers: Array<Omit<PeerStatus, 'lastSyncAt' | 'lastChangeAt'> & { name: string | null, lastSyncAt: string | null, lastChangeAt: string | null }>
   blocked: string[]
 }
@@ -55,7 +88,11 @@ const iso = (ms: number | null): string | null => ms == null || ms === 0 ? null 
 export class StateService extends EventEmitter<StateEvents> {
   private readonly init: StateServiceInit
   private readonly log: Logger
+  readonly metrics: StateMetrics
   private readonly store: StateStore
+  private healthState: StateHealth = { ok: true }
+  private diskTimer?: NodeJS.Timeout
+  private recovering = false
   replica!: Replica
   private persister!: Persister
   private sync!: SyncService
@@ -71,11 +108,16 @@ export class StateService extends EventEmitter<StateEvents> {
     super()
     this.init = init
     this.log = init.log
+    this.metrics = new StateMetrics(init.registry)
     this.store = new StateStore(init.dataDir)
   }
 
+  /** ok, or why writes are refused (disk trouble) and since when. */
+  health (): StateHealth { return this.healthState }
+
   async start (): Promise<void> {
-    const { host, metrics } = this.init
+    const { host } = this.init
+    const metrics = this.metrics
     await this.load()
     this.persister = new Persister({
       store: this.store,
@@ -83,10 +125,15 @@ export class StateService extends EventEmitter<StateEvents> {
       compactLogBytes: this.init.compactLogBytes,
       savedHeads: this.diskHeads,
       onFlush: (kind) => {
-        metrics.stateFsyncs.inc({ kind })
+        metrics.fsyncs.inc({ kind })
         const s = this.store.sizes
-        metrics.stateDiskBytes.set(s.snapshotBytes + s.logBytes)
-      }
+        metrics.diskBytes.set(s.snapshotBytes + s.logBytes)
+      },
+      onCommitted: (n) => {
+        metrics.changes.inc({ origin: 'local' }, n)
+        this.afterChange('local')
+      },
+      onDiskError: err => { this.degrade(err) }
     })
     await this.store.openLog()
     // a clean base after a repair or a migration
@@ -94,23 +141,25 @@ export class StateService extends EventEmitter<StateEvents> {
 
     this.sync = new SyncService({ host, replica: this.replica, log: this.log, maxMessageBytes: this.init.maxMessageBytes, addrsOf: this.init.addrsOf })
     this.sync.on('changed', (peer, n) => {
-      metrics.stateChanges.inc({ origin: 'remote' }, n)
+      metrics.changes.inc({ origin: 'remote' }, n)
       this.afterChange('remote', peer)
     })
-    this.sync.on('rejected', (_peer, reason) => metrics.stateSyncRejected.inc({ reason }))
+    this.sync.on('rejected', (_peer, reason) => metrics.syncRejected.inc({ reason }))
     this.sync.on('traffic', (direction, bytes) => {
-      metrics.stateSyncMessages.inc({ direction })
-      metrics.stateSyncBytes.inc({ direction }, bytes)
+      metrics.syncMessages.inc({ direction })
+      metrics.syncBytes.inc({ direction }, bytes)
     })
-    this.sync.on('sessions', n => metrics.stateSessions.set(n))
+    this.sync.on('sessions', n => metrics.sessions.set(n))
     this.announcer = new HeadsAnnouncer(host.services.pubsub, this.init.clusterId, () => this.replica.heads())
     this.announcer.on('heads', (peer, heads) => this.sync.noteHeads(peer, heads))
-    this.announcer.on('rejected', reason => metrics.gossipRejected.inc({ topic: 'state', reason }))
+    this.announcer.on('rejected', reason => this.init.gossipRejected.inc({ topic: 'state', reason }))
     await this.sync.start()
     this.announcer.start()
     this.compactTimer = setInterval(() => {
-      if (this.store.sizes.logRecords > 0) this.persister.snapshot().catch(err => this.log.error('state compaction failed', { error: (err as Error).message }))
+      // a failure degrades the service (one ERROR); the old files stay as they were
+      if (this.store.sizes.logRecords > 0 && this.healthState.ok) this.persister.snapshot().catch(() => {})
     }, this.init.compactIntervalMs ?? 10 * 60_000)
+    this.diskTimer = setInterval(() => { void this.checkDisk() }, this.init.diskCheckIntervalMs ?? 2000)
     this.running = true
     const c = this.replica.read().counts()
     this.log.info('cluster state loaded', { heads: this.replica.heads().length, changes: this.replica.stats().changes, labels: c.nodeLabels, vms: c.vms, volumes: c.volumes, apps: c.apps })
@@ -125,12 +174,25 @@ export class StateService extends EventEmitter<StateEvents> {
     }
     this.running = false
     clearInterval(this.compactTimer)
+    clearInterval(this.diskTimer)
     clearTimeout(this.remoteFlush)
     this.announcer.stop()
     await this.sync.stop()
-    // a fresh snapshot makes the next start a single load
-    await this.persister.snapshot().catch(err => this.log.error('final state snapshot failed', { error: (err as Error).message }))
-    await this.store.close()
+    // a fresh snapshot makes the next start a single load; after disk trouble, first
+    // re-open the files (the directory may have been removed and is then re-created)
+    let failed: Error | undefined
+    try {
+      if (!this.healthState.ok) await this.store.reopen()
+      await this.persister.snapshot()
+    } catch (err) {
+      failed = err as Error
+    }
+    await this.store.close().catch(() => {})
+    if (failed != null) {
+      const msg = `could not save the cluster document at stop: ${failed.message}; the previous snapshot and log are kept (every acknowledged write is in them), changes from peers since are not`
+      this.log.error(msg)
+      throw new StateSaveError(msg)
+    }
   }
 
   heads (): string[] { return this.replica.heads() }
@@ -151,13 +213,20 @@ export class StateService extends EventEmitter<StateEvents> {
    */
   async write<T> (fn: (w: Writer) => T, message?: string): Promise<T> {
     if (!this.running) throw new Error('the state service is not running')
-    const { result, changed } = this.replica.change(fn, message)
-    if (changed) {
-      this.init.metrics.stateChanges.inc({ origin: 'local' })
-      this.afterChange('local')
-      await this.persister.flush()
+    const h = this.healthState
+    if (!h.ok) {
+      this.metrics.writesFailed.inc({ cause: h.cause })
+      throw new StateUnavailableError(h.cause, `the cluster document cannot be saved (${h.cause}: ${h.message}); writes are refused until this clears`)
     }
-    return result
+    try {
+      return await this.persister.commit(fn, message)
+    } catch (err) {
+      if (err instanceof DiskError) {
+        this.metrics.writesFailed.inc({ cause: err.reason })
+        throw new StateUnavailableError(err.reason, `the change could not be saved and was not applied (${err.reason}: ${err.message})`)
+      }
+      throw err
+    }
   }
 
   async setLabel (node: string, key: string, value: string): Promise<void> {
@@ -188,7 +257,7 @@ export class StateService extends EventEmitter<StateEvents> {
       // Automerge lives in WebAssembly memory, counted in the process's external memory
       size: { diskBytes: s.snapshotBytes + s.logBytes, ...s, memoryBytes: process.memoryUsage().external },
       counts: r.counts(),
-      persistence: { lastFlushAt: iso(this.persister.lastFlushAt), lastSnapshotAt: iso(this.persister.lastSnapshotAt), recovered: this.recovered },
+      persistence: { lastFlushAt: iso(this.persister.lastFlushAt), lastSnapshotAt: iso(this.persister.lastSnapshotAt), recovered: this.recovered, health: this.healthState },
       peers: this.sync.peers.list().map(p => ({ ...p, name: this.init.nameOf?.(p.id) ?? null, lastSyncAt: iso(p.lastSyncAt), lastChangeAt: iso(p.lastChangeAt) })),
       blocked: this.sync.blockedPeers
     }
@@ -203,12 +272,46 @@ export class StateService extends EventEmitter<StateEvents> {
 
   private remoteFlush?: NodeJS.Timeout
 
+  /** Disk trouble: refuse writes (one ERROR line per episode) until checkDisk() recovers. */
+  private degrade (err: DiskError): void {
+    this.metrics.diskErrors.inc({ cause: err.reason })
+    if (!this.healthState.ok) return
+    this.healthState = { ok: false, cause: err.reason, message: err.message, since: new Date().toISOString() }
+    this.metrics.degraded.set({ cause: err.reason }, 1)
+    this.log.error(`cannot save the cluster document (${err.reason}): ${err.message}; refusing writes until the disk recovers (nothing acknowledged is lost)`)
+  }
+
+  /** Healthy: notice a removed or replaced directory. Degraded: re-open the files and save everything. */
+  private async checkDisk (): Promise<void> {
+    if (!this.running || this.recovering) return
+    this.recovering = true
+    try {
+      if (this.healthState.ok) {
+        await this.store.checkDir().catch(err => { if (err instanceof DiskError) this.degrade(err) })
+        return
+      }
+      const was = this.healthState
+      try {
+        await this.store.reopen()
+        await this.persister.snapshot()
+      } catch {
+        return // still failing: keep refusing (already logged)
+      }
+      this.healthState = { ok: true }
+      this.metrics.degraded.set({ cause: was.cause }, 0)
+      this.log.info('the cluster document is saved again: wrote a fresh snapshot of everything this agent holds; accepting writes', { cause: was.cause, since: was.since })
+    } finally {
+      this.recovering = false
+    }
+  }
+
   /** Changes from peers are saved within 100 ms, a burst of them with one fsync (nobody waits on them). */
   private flushRemoteSoon (): void {
     if (this.remoteFlush != null) return
     this.remoteFlush = setTimeout(() => {
       this.remoteFlush = undefined
-      this.persister.flush().catch(err => this.log.error('could not save state changes from a peer', { error: (err as Error).message }))
+      // a failure degrades the service, which logs it once
+      this.persister.flush().catch(() => {})
     }, 100)
   }
 
@@ -217,7 +320,7 @@ export class StateService extends EventEmitter<StateEvents> {
     if (this.warned.has(k)) return
     if (this.warned.size > 1000) this.warned.clear()
     this.warned.add(k)
-    this.init.metrics.stateInvalidValues.inc()
+    this.metrics.invalidValues.inc()
     this.log.warn('skipping an invalid value in the cluster document', { kind, key, problem })
   }
 
@@ -225,7 +328,7 @@ export class StateService extends EventEmitter<StateEvents> {
   private async load (): Promise<void> {
     const disk = await this.store.read()
     const problems: DiskProblem[] = [...disk.problems]
-    const opts = { clusterId: this.init.clusterId, nodeId: this.init.host.peerId.toString(), onInvalid: this.onInvalid }
+    const opts = { clusterId: this.init.clusterId, nodeId: this.init.host.peerId.toString(), onInvalid: this.onInvalid, now: this.init.now }
     const fail = (file: StateFile, detail: string): void => { problems.push({ file, path: this.store.path(file), detail }) }
     let replica: Replica | undefined
     if (disk.snapshot != null) {
@@ -267,7 +370,7 @@ export class StateService extends EventEmitter<StateEvents> {
     for (const file of files) {
       const detail = problems.filter(p => p.file === file).map(p => p.detail).join('; ')
       const keptAs = await this.store.setAside(file)
-      this.init.metrics.stateCorruptFiles.inc()
+      this.metrics.corruptFiles.inc()
       this.recovered.push({ file, detail, keptAs, at: new Date().toISOString() })
       this.log.error(`state ${file} ${this.store.path(file)} is damaged: ${detail}; kept aside as ${keptAs}; recovering the document from peers`)
     }

@@ -1,9 +1,12 @@
 // The document on disk, in <data-dir>/state/: a snapshot (the whole document) and an
 // append-only log of the changes made since. Each has a magic header and every
 // payload a length and a CRC-32, so damage is found here rather than guessed at by
-// Automerge (which skips bytes it cannot parse). Appends are fdatasync'ed before they
-// count; a snapshot replaces the old one by rename and then the log starts over.
-import { open, readFile, rename, mkdir, stat, type FileHandle } from 'node:fs/promises'
+// Automerge (which skips bytes it cannot parse). An append counts once all its bytes
+// are written and fdatasync'ed; one that fails is cut off again (ftruncate) so the log
+// never holds a torn record followed by good ones. A snapshot is written to a temporary
+// file, checked, fsync'ed with its directory, and only then renamed over the old one.
+// Every I/O failure comes out as a DiskError naming its cause.
+import { open, readFile, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { crc32 } from 'node:zlib'
 import { join } from 'node:path'
 
@@ -44,6 +47,49 @@ async function readOptional (path: string): Promise<Buffer | undefined> {
   }
 }
 
+/** What went wrong with the disk, as operators name it. */
+export type DiskCause = 'disk-full' | 'io-error' | 'read-only' | 'dir-replaced' | 'short-write' | 'other'
+
+/** A state file could not be written; nothing of the write counts. */
+export class DiskError extends Error {
+  override name = 'DiskError'
+  readonly reason: DiskCause
+  readonly code: string | undefined
+  constructor (reason: DiskCause, message: string, code?: string) {
+    super(message)
+    this.reason = reason
+    this.code = code
+  }
+}
+
+/** errno -> cause (pure) */
+export function diskCause (code: string | undefined): DiskCause {
+  switch (code) {
+    case 'ENOSPC': case 'EDQUOT': case 'EFBIG': return 'disk-full'
+    case 'EIO': case 'EBADF': case 'ESTALE': return 'io-error'
+    case 'EPERM': case 'EACCES': case 'EROFS': return 'read-only'
+    case 'ENOENT': case 'ENOTDIR': return 'dir-replaced'
+    default: return 'other'
+  }
+}
+
+function asDiskError (err: unknown, what: string): DiskError {
+  if (err instanceof DiskError) return err
+  const e = err as NodeJS.ErrnoException
+  return new DiskError(diskCause(e.code), `${what}: ${e.message}`, e.code)
+}
+
+/** Writes all of `buf` at `position` or throws (a short write is retried once, then is an error). */
+async function writeAll (fh: FileHandle, buf: Buffer, position: number | null, what: string): Promise<void> {
+  let done = 0
+  let zero = 0
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position == null ? null : position + done)
+    if (bytesWritten === 0 && ++zero > 1) throw new DiskError('short-write', `${what}: wrote ${done} of ${buf.length} bytes`)
+    done += bytesWritten
+  }
+}
+
 async function fsyncDir (dir: string): Promise<void> {
   const fh = await open(dir, 'r')
   try { await fh.sync() } finally { await fh.close() }
@@ -55,6 +101,11 @@ export class StateStore {
   private logBytes = 0
   private logRecords = 0
   private snapshotBytes = 0
+  /** dev:ino of the state directory and of the open log, to notice either being removed or replaced */
+  private dirId?: string
+  private logId?: string
+  /** the log could not be cut back after a failed append: no appends until reopen() */
+  private broken?: DiskError
 
   constructor (dataDir: string) {
     this.dir = join(dataDir, 'state')
@@ -85,22 +136,9 @@ export class StateStore {
     }
     const log = await readOptional(this.path('log'))
     if (log != null && log.length > 0) {
-      const bad = (detail: string): void => { out.problems.push({ file: 'log', path: this.path('log'), detail }) }
-      if (log.length < LOG_MAGIC.length || !log.subarray(0, LOG_MAGIC.length).equals(LOG_MAGIC)) {
-        bad('not a vgrid state log (bad header)')
-      } else {
-        let at = LOG_MAGIC.length
-        while (at < log.length) {
-          if (log.length - at < HEADER) { bad(`ends in a partial record header at byte ${at} (an interrupted write?); ${out.records.length} records before it are intact`); break }
-          const len = log.readUInt32BE(at)
-          const end = at + HEADER + len
-          if (end > log.length) { bad(`record at byte ${at} is truncated (${log.length - at - HEADER} of ${len} bytes); ${out.records.length} records before it are intact`); break }
-          const payload = log.subarray(at + HEADER, end)
-          if (crc32(payload) !== log.readUInt32BE(at + 4)) { bad(`record at byte ${at} fails its checksum; ${out.records.length} records before it are intact`); break }
-          out.records.push(payload)
-          at = end
-        }
-      }
+      const parsed = parseLog(log)
+      out.records = parsed.records
+      if (parsed.problem != null) out.problems.push({ file: 'log', path: this.path('log'), detail: parsed.problem })
     }
     this.snapshotBytes = snap?.length ?? 0
     return out
@@ -119,59 +157,146 @@ export class StateStore {
   /** Opens the log for appending (creating it if needed). */
   async openLog (): Promise<void> {
     if (this.logFh != null) return
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
-    let size = 0
     try {
-      size = (await stat(this.path('log'))).size
-    } catch {}
-    if (size === 0) {
-      await this.resetLog()
-    } else {
-      this.logFh = await open(this.path('log'), 'a')
-      this.logBytes = size
+      await mkdir(this.dir, { recursive: true, mode: 0o700 })
+      await this.noteDir()
+      let size = 0
+      try {
+        size = (await stat(this.path('log'))).size
+      } catch {}
+      if (size === 0) {
+        await this.resetLog()
+      } else {
+        this.logFh = await open(this.path('log'), 'a')
+        this.logId = idOf(await this.logFh.stat())
+        this.logBytes = size
+      }
+    } catch (err) {
+      throw asDiskError(err, `opening ${this.path('log')}`)
     }
   }
 
-  /** Appends one record and makes it durable. */
+  /**
+   * Forgets the old files' identity and any broken log, after disk trouble: the next
+   * writeSnapshot() then starts the directory afresh (re-created if it was removed).
+   */
+  async reopen (): Promise<void> {
+    await this.closeLog().catch(() => {})
+    this.broken = undefined
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 })
+      await this.noteDir()
+    } catch (err) {
+      throw asDiskError(err, `re-creating ${this.dir}`)
+    }
+  }
+
+  /** Throws a DiskError if the state directory or the open log is no longer the one we opened. */
+  async checkDir (): Promise<void> {
+    let now: string
+    try {
+      now = idOf(await stat(this.dir))
+    } catch (err) {
+      throw new DiskError('dir-replaced', `the state directory ${this.dir} is gone (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): it was removed while the agent ran`)
+    }
+    if (this.dirId != null && now !== this.dirId) throw new DiskError('dir-replaced', `the state directory ${this.dir} was replaced while the agent ran`)
+    if (this.logFh == null || this.logId == null) return
+    let log: string
+    try {
+      log = idOf(await stat(this.path('log')))
+    } catch {
+      throw new DiskError('dir-replaced', `the state log ${this.path('log')} was removed while the agent ran`)
+    }
+    if (log !== this.logId) throw new DiskError('dir-replaced', `the state log ${this.path('log')} was replaced while the agent ran`)
+  }
+
+  /**
+   * Appends one record and makes it durable. On any failure the log is cut back to
+   * its last good record and a DiskError is thrown: the record does not count.
+   */
   async append (payload: Uint8Array): Promise<void> {
+    if (this.broken != null) throw this.broken
     if (this.logFh == null) await this.openLog()
+    await this.checkDir()
+    const fh = this.logFh!
     const buf = frame(payload)
-    await this.logFh!.write(buf)
-    await this.logFh!.datasync()
+    const good = this.logBytes
+    try {
+      await writeAll(fh, buf, null, `appending ${buf.length} bytes to ${this.path('log')}`)
+      await fh.datasync()
+    } catch (err) {
+      const e = asDiskError(err, `appending ${buf.length} bytes to ${this.path('log')}`)
+      try {
+        await fh.truncate(good)
+        await fh.datasync()
+      } catch (err2) {
+        // a torn record we cannot remove: nothing more goes into this file
+        this.broken = new DiskError(e.reason, `${e.message}; and the log could not be cut back to its last good record (${(err2 as Error).message})`, e.code)
+        await this.closeLog().catch(() => {})
+      }
+      throw e
+    }
     this.logBytes += buf.length
     this.logRecords++
   }
 
-  /** Replaces the snapshot with `payload` and empties the log; crash-safe at every step. */
+  /**
+   * Replaces the snapshot with `payload` and empties the log; crash-safe at every
+   * step. On failure the old snapshot and log stay as they were and a DiskError is thrown.
+   */
   async writeSnapshot (payload: Uint8Array): Promise<void> {
+    await this.checkDir()
     const tmp = this.path('snapshot') + '.tmp'
-    const fh = await open(tmp, 'w', 0o600)
+    const buf = Buffer.concat([SNAPSHOT_MAGIC, frame(payload)])
+    let fh: FileHandle | undefined
     try {
-      await fh.write(Buffer.concat([SNAPSHOT_MAGIC, frame(payload)]))
+      fh = await open(tmp, 'w', 0o600)
+      await writeAll(fh, buf, 0, `writing ${tmp}`)
       await fh.sync()
-    } finally {
+      const size = (await fh.stat()).size
+      if (size !== buf.length) throw new DiskError('short-write', `${tmp} holds ${size} of ${buf.length} bytes after writing`)
       await fh.close()
+      fh = undefined
+      await fsyncDir(this.dir)
+      await rename(tmp, this.path('snapshot'))
+      await fsyncDir(this.dir)
+    } catch (err) {
+      await fh?.close().catch(() => {})
+      await unlink(tmp).catch(() => {})
+      throw asDiskError(err, `writing the snapshot ${this.path('snapshot')}`)
     }
-    await rename(tmp, this.path('snapshot'))
-    await fsyncDir(this.dir)
-    this.snapshotBytes = SNAPSHOT_MAGIC.length + HEADER + payload.byteLength
-    // a crash before the log is reset replays changes the snapshot holds: harmless
-    await this.resetLog()
+    this.snapshotBytes = buf.length
+    // a crash (or failure) before the log is reset replays changes the snapshot holds: harmless
+    try {
+      await this.resetLog()
+    } catch (err) {
+      throw asDiskError(err, `starting a new log ${this.path('log')}`)
+    }
+  }
+
+  private async noteDir (): Promise<void> {
+    this.dirId = idOf(await stat(this.dir))
   }
 
   private async resetLog (): Promise<void> {
     await this.closeLog()
     const tmp = this.path('log') + '.tmp'
-    const fh = await open(tmp, 'w', 0o600)
+    let fh: FileHandle | undefined
     try {
-      await fh.write(LOG_MAGIC)
+      fh = await open(tmp, 'w', 0o600)
+      await writeAll(fh, LOG_MAGIC, 0, `writing ${tmp}`)
       await fh.sync()
-    } finally {
       await fh.close()
+      fh = undefined
+      await rename(tmp, this.path('log'))
+      await fsyncDir(this.dir)
+    } catch (err) {
+      await fh?.close().catch(() => {})
+      await unlink(tmp).catch(() => {})
+      throw err
     }
-    await rename(tmp, this.path('log'))
-    await fsyncDir(this.dir)
     this.logFh = await open(this.path('log'), 'a')
+    this.logId = idOf(await this.logFh.stat())
     this.logBytes = LOG_MAGIC.length
     this.logRecords = 0
   }
@@ -179,10 +304,35 @@ export class StateStore {
   private async closeLog (): Promise<void> {
     const fh = this.logFh
     this.logFh = undefined
+    this.logId = undefined
     await fh?.close()
   }
 
   async close (): Promise<void> {
     await this.closeLog()
   }
+}
+
+function idOf (s: { dev: number, ino: number }): string { return `${s.dev}:${s.ino}` }
+
+/** Splits a log file into its intact records (pure); `problem` says where and why it stops early. */
+export function parseLog (log: Buffer): { records: Uint8Array[], problem?: string } {
+  const records: Uint8Array[] = []
+  if (log.length < LOG_MAGIC.length || !log.subarray(0, LOG_MAGIC.length).equals(LOG_MAGIC)) {
+    // a log cut inside its header (a crash while it was created) holds nothing
+    if (log.length < LOG_MAGIC.length && LOG_MAGIC.subarray(0, log.length).equals(log)) return { records }
+    return { records, problem: 'not a vgrid state log (bad header)' }
+  }
+  let at = LOG_MAGIC.length
+  while (at < log.length) {
+    if (log.length - at < HEADER) return { records, problem: `ends in a partial record header at byte ${at} (an interrupted write?); ${records.length} records before it are intact` }
+    const len = log.readUInt32BE(at)
+    const end = at + HEADER + len
+    if (end > log.length) return { records, problem: `record at byte ${at} is truncated (${log.length - at - HEADER} of ${len} bytes); ${records.length} records before it are intact` }
+    const payload = log.subarray(at + HEADER, end)
+    if (crc32(payload) !== log.readUInt32BE(at + 4)) return { records, problem: `record at byte ${at} fails its checksum; ${records.length} records before it are intact` }
+    records.push(payload)
+    at = end
+  }
+  return { records }
 }
