@@ -1,0 +1,126 @@
+// One reconcile step of DVMM, as a pure function: given the document, membership,
+// what this node runs and the clock, what to claim, start, stop, kill and release.
+// The service (service.ts) feeds it and carries the answer out.
+import {
+  plan, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Ranking, type Strategy
+} from '../../crdt/placement/index.ts'
+import { demandOf, holdings, type DocView } from './view.ts'
+
+export interface DecideConfig {
+  settleMs: number
+  fenceTimeoutMs: number
+  takeoverMarginMs: number
+  strategy: Strategy
+}
+
+export interface DecideInput {
+  me: string
+  now: number
+  doc: DocView
+  nodes: readonly NodeView[]
+  /** the holder is alive or suspect in this agent's table (not yet given up on) */
+  holderAlive: (node: string) => boolean
+  /** local time the node was last heard of */
+  lastHeard: (node: string) => number
+  fence: FenceDecision
+  /** VMs this node's drivers run (started or adopted), by VM id */
+  runs: ReadonlySet<string>
+  /** VMs with a driver operation in flight: left alone this step */
+  busy: ReadonlySet<string>
+  /** when this node claimed a lease (absent: a lease from before this run: settled) */
+  claimedAt: ReadonlyMap<string, number>
+  conflictSeenAt: ReadonlyMap<string, number>
+  /** since when each VM has been waiting for a holder (this agent's clock) */
+  unplacedSince: ReadonlyMap<string, number>
+  capacity: Capacity
+  cfg: DecideConfig
+}
+
+export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string }
+
+export interface Decisions {
+  claims: Claim[]
+  /** claims the plan gave this node but its reservations refused (invariant 2) */
+  refused: Array<{ vm: string, reason: string }>
+  start: string[]
+  /** graceful stop; the lease is released afterwards */
+  stop: Array<{ vm: string, why: string }>
+  kill: Array<{ vm: string, why: string }>
+  /** leases of this node to delete now (nothing runs) */
+  release: Array<{ vm: string, why: string }>
+  /** VMs without a (live) holder and their ranking */
+  rankings: Map<string, Ranking>
+  /** ms until a timer (settle, takeover, fallback) may change the answer */
+  wakeInMs: number
+}
+
+export function decide (i: DecideInput): Decisions {
+  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], rankings: new Map(), wakeInMs: Infinity }
+  const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
+  if (i.fence.fenced) {
+    for (const vm of i.runs) if (!i.busy.has(vm)) d.kill.push({ vm, why: `fenced: ${i.fence.reason}` })
+    return d
+  }
+  const meNode = i.nodes.find(n => n.id === i.me)
+  const unplaced = new Map<string, { from?: string, epoch: number }>()
+  // VMs this node runs that it must not
+  for (const vm of i.runs) {
+    if (i.busy.has(vm)) continue
+    const l = i.doc.leases.get(vm)
+    const spec = i.doc.vms.get(vm)
+    if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${l.winner.holder}'s (epoch ${l.winner.epoch})` })
+    else if (spec == null) d.stop.push({ vm, why: 'VM removed' })
+    else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
+    else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })
+  }
+  for (const [id, l] of i.doc.leases) {
+    const w = l.winner
+    if (w.holder !== i.me || i.runs.has(id) || i.busy.has(id)) continue
+    const vm = i.doc.vms.get(id)
+    if (vm == null || vm.desired !== 'running') d.release.push({ vm: id, why: vm == null ? 'VM removed' : `desired ${vm.desired}` })
+    else if (meNode?.draining === true && w.status !== 'failed' && w.status !== 'stopped') d.release.push({ vm: id, why: 'node draining' })
+  }
+  for (const [id, vm] of i.doc.vms) {
+    if (vm.desired !== 'running') continue
+    const l = i.doc.leases.get(id)
+    if (l == null) { unplaced.set(id, { epoch: 1 }); continue }
+    const w = l.winner
+    if (w.status === 'failed' || w.status === 'stopped') continue // left so, with the reason, until started again
+    if (w.holder === i.me) {
+      if (i.runs.has(id) || i.busy.has(id) || meNode?.draining === true) continue
+      const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
+      if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)
+      else if (s.state === 'waiting') wake(s.ms)
+      continue
+    }
+    if (i.holderAlive(w.holder)) continue
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), now: i.now, fenceTimeoutMs: i.cfg.fenceTimeoutMs, marginMs: i.cfg.takeoverMarginMs })
+    if (t.allowed) unplaced.set(id, { from: w.holder, epoch: w.epoch + 1 })
+    else wake(t.waitMs)
+  }
+  if (unplaced.size === 0) return d
+  const order = [...unplaced.keys()].sort()
+  const ranked = plan(order.map(id => demandOf(i.doc.vms.get(id)!)), i.nodes, holdings(i.doc, new Set(unplaced.keys())), { strategy: i.cfg.strategy })
+  d.rankings = ranked
+  if (!i.fence.mayClaim) return d
+  const reserved = reservedBy(i.me, [...i.doc.leases.values()].map(l => l.claims))
+  for (const id of order) {
+    const r = ranked.get(id)!
+    if (r.best == null) continue
+    // the planned node claims; if it has not after a while, the next ones may too
+    // (it may be refusing for reservations others cannot see); the rule settles ties
+    const waited = i.now - (i.unplacedSince.get(id) ?? i.now)
+    const allowed = 1 + Math.floor(waited / (2 * i.cfg.settleMs))
+    const pos = r.nodes.findIndex(n => n.node === i.me && n.filtered == null)
+    if (pos < 0) continue
+    if (pos >= allowed) { wake(2 * i.cfg.settleMs * pos - waited); continue }
+    const vm = i.doc.vms.get(id)!
+    const ok = canReserve(i.capacity, reserved, { cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes })
+    if (!ok.ok) { d.refused.push({ vm: id, reason: ok.reason }); continue }
+    reserved.cpu += vm.spec.cpu
+    reserved.memoryBytes += vm.spec.memoryBytes
+    const u = unplaced.get(id)!
+    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from })
+  }
+  return d
+}

@@ -1,0 +1,205 @@
+// What every driver shares: spec validation (pure), the exit classification (pure),
+// and the run dir each VM gets under the data dir. The run dir is how a driver, a new
+// agent run, and the watchdog find a VM again: vm.json names its pid, the pid's start
+// time (so a reused pid is never taken for the VM), its cgroups and its namespace.
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
+
+const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
+
+/** Checks a spec's shape and values; `boots` are the boot kinds this driver runs. */
+export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kind']>): DriverVmSpec {
+  const bad = (field: string, why: string): never => { throw new DriverError('bad-spec', `${field}: ${why}`, field) }
+  if (raw == null || typeof raw !== 'object') bad('spec', 'must be an object')
+  const s = raw as Record<string, unknown>
+  if (typeof s.id !== 'string' || !ID.test(s.id)) bad('id', 'must match [a-z0-9][a-z0-9_.-]{0,62}')
+  if (typeof s.vcpus !== 'number' || !Number.isFinite(s.vcpus) || s.vcpus <= 0 || s.vcpus > 1024) bad('vcpus', 'must be a number in (0, 1024]')
+  if (typeof s.memoryMiB !== 'number' || !Number.isInteger(s.memoryMiB) || s.memoryMiB < 1 || s.memoryMiB > 4 * 1024 * 1024) bad('memoryMiB', 'must be a whole number of MiB, at least 1')
+  if (s.network !== undefined && typeof s.network !== 'boolean') bad('network', 'must be true or false')
+  const b = s.boot as Record<string, unknown> | undefined
+  if (b == null || typeof b !== 'object') return bad('boot', 'missing')
+  if (!boots.includes(b.kind as DriverBoot['kind'])) bad('boot.kind', `"${String(b.kind)}" is not one this driver runs (${boots.join(', ')})`)
+  const str = (v: unknown, field: string, optional = false): void => {
+    if (optional && v === undefined) return
+    if (typeof v !== 'string' || v === '' || v.includes('\0')) bad(field, 'must be a non-empty string')
+  }
+  if (b.kind === 'command') {
+    if (!Array.isArray(b.command) || b.command.length === 0) bad('boot.command', 'must be a non-empty array of strings')
+    ;(b.command as unknown[]).forEach((a, i) => str(a, `boot.command[${i}]`))
+    if (b.env !== undefined) {
+      if (b.env == null || typeof b.env !== 'object') bad('boot.env', 'must be an object of strings')
+      for (const [k, v] of Object.entries(b.env as object)) if (typeof v !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) bad(`boot.env.${k}`, 'must be NAME: string')
+    }
+  } else if (b.kind === 'kernel') {
+    str(b.kernel, 'boot.kernel')
+    str(b.initrd, 'boot.initrd', true)
+    if (b.cmdline !== undefined && typeof b.cmdline !== 'string') bad('boot.cmdline', 'must be a string')
+  } else if (b.kind === 'disk') {
+    str(b.image, 'boot.image')
+    if (b.format !== undefined && b.format !== 'raw' && b.format !== 'qcow2') bad('boot.format', 'must be raw or qcow2')
+  }
+  return raw as DriverVmSpec
+}
+
+/** Why a VM ended, from what is known when its process is gone. */
+export function classifyExit (o: { code: number | null, signal: string | null, oomKills: number, stopRequested: boolean, killRequested: boolean, now: number }): VmExit {
+  let reason: ExitReason
+  if (o.oomKills > 0) reason = 'oom-killed'
+  else if (o.killRequested) reason = 'killed'
+  else if (o.stopRequested) reason = 'stopped'
+  else if (o.code === 0) reason = 'exited'
+  else if (o.code == null && o.signal == null) reason = 'lost'
+  else reason = 'crashed'
+  return { code: o.code, signal: o.signal, reason, at: o.now }
+}
+
+/** An exit code from a shell wrapper: 128+N means signal N. */
+export function decodeShellStatus (status: number): { code: number | null, signal: string | null } {
+  if (status > 128 && status < 160) {
+    const names: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' }
+    return { code: status, signal: names[status - 128] ?? `SIG${status - 128}` }
+  }
+  return { code: status, signal: null }
+}
+
+// ---- /proc ----------------------------------------------------------------------
+
+let bootTimeMs: number | undefined
+const TICKS = 100 // USER_HZ is 100 on every Linux ABI node runs on
+
+/** A process's state letter and start time (clock ticks since boot), or undefined if gone. */
+export function procStat (pid: number): { state: string, startTicks: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // "PID (comm) STATE ...": comm may hold spaces and parentheses, so split at the last ")"
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { state: rest[0] ?? '?', startTicks: Number(rest[19]) }
+  } catch {
+    return undefined
+  }
+}
+
+export function ticksToMs (ticks: number): number {
+  if (bootTimeMs === undefined) {
+    const m = /^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))
+    bootTimeMs = Number(m?.[1] ?? 0) * 1000
+  }
+  return bootTimeMs + Math.round(ticks * 1000 / TICKS)
+}
+
+/** Whether `pid` still is the process that started at `startTicks` (and not a zombie). */
+export function sameProcessAlive (pid: number, startTicks: number): boolean {
+  const s = procStat(pid)
+  return s !== undefined && s.startTicks === startTicks && s.state !== 'Z' && s.state !== 'X'
+}
+
+// ---- run dirs --------------------------------------------------------------------
+
+/** What a run dir's vm.json holds. */
+export interface VmRecord {
+  version: 1
+  id: string
+  driver: DriverName
+  spec: DriverVmSpec
+  state: VmState
+  pid?: number
+  pidStartTicks?: number
+  startedAt?: number
+  /** Cgroup directories holding the VM's processes (one per v1 controller, one for v2). */
+  cgroups: string[]
+  cgroupVersion?: 'v1' | 'v2'
+  network?: VmNetwork & { slot: number }
+  /** Set by the node namespace the host ends live in, when not the root one. */
+  nodeNetns?: string
+  stopRequested?: boolean
+  killRequested?: boolean
+  exit?: VmExit
+  error?: string
+  detail?: Record<string, string>
+}
+
+export function runRoot (dataDir: string): string {
+  return join(dataDir, 'dvmm', 'run')
+}
+
+export class RunDirs {
+  readonly root: string
+  constructor (dataDir: string, driver: DriverName) {
+    this.root = join(runRoot(dataDir), driver)
+  }
+
+  dir (id: string): string { return join(this.root, id) }
+  console (id: string): string { return join(this.root, id, 'console.log') }
+
+  create (id: string): string {
+    const d = this.dir(id)
+    mkdirSync(d, { recursive: true, mode: 0o700 })
+    return d
+  }
+
+  /** Writes vm.json atomically (rename), so a crash never leaves half a record. */
+  write (rec: VmRecord): void {
+    const f = join(this.dir(rec.id), 'vm.json')
+    writeFileSync(f + '.tmp', JSON.stringify(rec, null, 1))
+    renameSync(f + '.tmp', f)
+  }
+
+  read (id: string): VmRecord | undefined {
+    return readRecord(join(this.dir(id), 'vm.json'))
+  }
+
+  ids (): string[] {
+    try {
+      return readdirSync(this.root).filter(n => ID.test(n) && existsSync(join(this.root, n, 'vm.json')))
+    } catch {
+      return []
+    }
+  }
+
+  remove (id: string): void {
+    rmSync(this.dir(id), { recursive: true, force: true })
+  }
+}
+
+/** Reads a vm.json; a damaged one is skipped (undefined), never a crash. */
+export function readRecord (file: string): VmRecord | undefined {
+  try {
+    const r = JSON.parse(readFileSync(file, 'utf8')) as VmRecord
+    if (r?.version !== 1 || typeof r.id !== 'string' || !Array.isArray(r.cgroups)) return undefined
+    return r
+  } catch {
+    return undefined
+  }
+}
+
+/** Every VM record of every driver under a data dir (the watchdog's view). */
+export function allRecords (dataDir: string): Array<{ dir: string, rec: VmRecord }> {
+  const out: Array<{ dir: string, rec: VmRecord }> = []
+  const root = runRoot(dataDir)
+  let drivers: string[] = []
+  try { drivers = readdirSync(root) } catch {}
+  for (const d of drivers) {
+    let ids: string[] = []
+    try { ids = readdirSync(join(root, d)) } catch {}
+    for (const id of ids) {
+      const rec = readRecord(join(root, d, id, 'vm.json'))
+      if (rec !== undefined) out.push({ dir: join(root, d, id), rec })
+    }
+  }
+  return out
+}
+
+export async function sleep (ms: number): Promise<void> {
+  await new Promise(resolve => setTimeout(resolve, ms))
+}
+
+/** The last `bytes` of a file, '' if there is none. */
+export function tailFile (file: string, bytes: number): string {
+  try {
+    const buf = readFileSync(file)
+    return buf.subarray(Math.max(0, buf.length - bytes)).toString('utf8')
+  } catch {
+    return ''
+  }
+}

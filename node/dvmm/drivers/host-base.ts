@@ -1,0 +1,332 @@
+// What the process and qemu drivers share: a VM is a process tree in its own cgroups,
+// started through a small shell wrapper that joins the cgroups before anything of the
+// VM runs and writes the VM's exit status to its run dir (so the status survives an
+// agent restart: the wrapper is the VM's session leader, not the agent's child). The
+// run dir's vm.json lets list() find VMs again; a pid counts as the VM only while its
+// start time in /proc matches the recorded one.
+import { spawn } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Logger } from '../../log.ts'
+import { ipPath } from '../../netns/netns.ts'
+import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
+import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout } from '../host/cgroups.ts'
+import { classifyExit, decodeShellStatus, procStat, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
+import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
+
+export interface HostDriverComponents {
+  log: Logger
+  clock: { now: () => number }
+}
+
+export interface HostDriverInit {
+  dataDir: string
+  /** The per-node range VM links take their /30 from. */
+  linkRange?: string
+  /** The namespace the node's ends of VM links live in (tests); the root one when unset. */
+  nodeNetns?: string
+  /** How often VMs are checked for exits (ms). */
+  pollMs?: number
+}
+
+const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; unset VGRID_CGROUPS; exec "$@"'
+// a caught TERM (unlike an ignored one) is reset in the VM's process, and lets this
+// shell outlive it to record its status
+const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; unset VGRID_EXIT; "$@"; echo $? > "$f"'
+
+export abstract class HostDriver extends EventEmitter<DriverEvents> implements VmDriver {
+  abstract readonly name: DriverName
+  protected abstract readonly boots: ReadonlyArray<DriverBoot['kind']>
+  protected readonly components: HostDriverComponents
+  protected readonly init: HostDriverInit
+  protected readonly runs: RunDirs
+  protected readonly recs = new Map<string, VmRecord>()
+  private probed?: Promise<ProbeResult>
+  protected cgroups?: CgroupLayout
+  private timer?: NodeJS.Timeout
+
+  constructor (components: HostDriverComponents, init: HostDriverInit, driver: DriverName) {
+    super()
+    this.components = components
+    this.init = init
+    this.runs = new RunDirs(init.dataDir, driver)
+    this.timer = setInterval(() => { this.poll() }, init.pollMs ?? 250)
+    this.timer.unref()
+  }
+
+  // ---- what a concrete driver supplies --------------------------------------------
+
+  /** Driver-specific probe, after cgroups were probed. */
+  protected abstract probeDriver (): Promise<ProbeResult>
+  /** Checks the spec against this node (files exist...), throwing DriverError('bad-spec'). */
+  protected abstract check (spec: DriverVmSpec): void
+  protected abstract setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork>
+  protected abstract teardownNetwork (rec: VmRecord): Promise<void>
+  /** The VM's argv and the namespace it runs in. */
+  protected abstract command (rec: VmRecord, dir: string): { argv: string[], env?: Record<string, string>, netns?: string }
+  /** Waits until the started VM is up; throws with the reason when it is not. */
+  protected async ready (_rec: VmRecord): Promise<void> {}
+  /** Asks the guest to shut down. */
+  protected abstract requestStop (rec: VmRecord): Promise<void>
+  protected extraDetail (_rec: VmRecord): Record<string, string> { return {} }
+
+  // ---- the interface ---------------------------------------------------------------
+
+  async probe (): Promise<ProbeResult> {
+    this.probed ??= (async () => {
+      const cg = probeCgroups()
+      if (!cg.ok || cg.layout === undefined) return { ok: false, detail: `cgroups: ${cg.detail}` }
+      this.cgroups = cg.layout
+      const own = await this.probeDriver()
+      return { ...own, cgroup: cg.layout.version, detail: `${own.detail}; cgroups: ${cg.detail}` }
+    })()
+    return await this.probed
+  }
+
+  async start (raw: DriverVmSpec): Promise<VmInfo> {
+    const spec = validateSpec(raw, this.boots)
+    this.check(spec)
+    const p = await this.probe()
+    if (!p.ok || this.cgroups === undefined) throw new DriverError('unsupported', `${this.name} driver cannot run VMs here: ${p.detail}`)
+    const old = this.load(spec.id)
+    if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) {
+      throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
+    }
+    if (old !== undefined) this.runs.remove(spec.id)
+    const dir = this.runs.create(spec.id)
+    const rec: VmRecord = { version: 1, id: spec.id, driver: this.name, spec, state: 'starting', cgroups: [], cgroupVersion: this.cgroups.version, nodeNetns: this.init.nodeNetns }
+    this.recs.set(spec.id, rec)
+    this.save(rec)
+    this.emit('state', { id: rec.id, state: 'starting', at: this.components.clock.now() })
+    try {
+      rec.cgroups = createGroups(this.cgroups, `${this.name}-${spec.id}`, { cpus: spec.vcpus, memoryBytes: spec.memoryMiB * 1024 * 1024 })
+      this.save(rec)
+      if (spec.network !== false) {
+        const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id ? [] : [r.network.slot])
+        const slot = freeSlot(this.init.linkRange ?? DEFAULT_LINK_RANGE, used)
+        rec.network = { ...await this.setupNetwork(spec, slot), slot }
+        this.save(rec)
+      }
+      this.spawnVm(rec, dir)
+      await this.ready(rec)
+      if (!this.alive(rec)) {
+        let status = '?'
+        try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
+        throw new Error(rec.error ?? `it ended at once with status ${status}: ${tailFile(this.runs.console(rec.id), 400).trim()}`)
+      }
+      this.setState(rec, 'running')
+      return this.info(rec)
+    } catch (err) {
+      const msg = (err as Error).message
+      this.components.log.warn('VM start failed', { vm: rec.id, driver: this.name, err: msg })
+      await this.forceKill(rec)
+      await this.cleanup(rec)
+      rec.error = msg
+      this.setState(rec, 'failed')
+      throw new DriverError('start-failed', `${this.name} VM ${rec.id} did not start: ${msg}`)
+    }
+  }
+
+  async stop (id: string, graceMs: number): Promise<VmInfo> {
+    const rec = this.mustLoad(id)
+    if (rec.state === 'stopped' || rec.state === 'failed') return this.info(rec)
+    rec.stopRequested = true
+    this.setState(rec, 'stopping')
+    try {
+      await this.requestStop(rec)
+    } catch (err) {
+      this.components.log.info('graceful stop request failed; killing after the grace time', { vm: id, err: (err as Error).message })
+    }
+    const until = this.components.clock.now() + graceMs
+    while (this.alive(rec) && this.components.clock.now() < until) await sleep(25)
+    if (this.alive(rec)) {
+      rec.killRequested = true
+      this.save(rec)
+      await this.forceKill(rec)
+    }
+    return await this.settle(rec)
+  }
+
+  async kill (id: string): Promise<VmInfo> {
+    const rec = this.mustLoad(id)
+    if (rec.state === 'stopped' || rec.state === 'failed') return this.info(rec)
+    rec.killRequested = true
+    this.save(rec)
+    await this.forceKill(rec)
+    return await this.settle(rec)
+  }
+
+  async inspect (id: string): Promise<VmInfo | undefined> {
+    const rec = this.load(id)
+    if (rec === undefined) return undefined
+    await this.check1(rec)
+    return this.info(rec)
+  }
+
+  async list (): Promise<VmInfo[]> {
+    const out: VmInfo[] = []
+    for (const id of this.runs.ids()) {
+      const info = await this.inspect(id)
+      if (info !== undefined) out.push(info)
+    }
+    return out
+  }
+
+  async consoleTail (id: string, bytes = 16384): Promise<string> {
+    this.mustLoad(id)
+    return tailFile(this.runs.console(id), bytes)
+  }
+
+  async remove (id: string): Promise<void> {
+    const rec = this.mustLoad(id)
+    if (rec.state !== 'stopped' && rec.state !== 'failed') throw new DriverError('exists', `VM ${id} is ${rec.state}; stop it first`)
+    this.recs.delete(id)
+    this.runs.remove(id)
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.timer)
+    this.recs.clear()
+  }
+
+  // ---- internals -------------------------------------------------------------------
+
+  private spawnVm (rec: VmRecord, dir: string): void {
+    const { argv, env, netns } = this.command(rec, dir)
+    const inner = ['/bin/sh', '-c', INNER, 'vgrid-vm', ...argv]
+    // the cgroups are joined before `ip netns exec`, which hides /sys/fs/cgroup behind a fresh sysfs
+    const outer = netns === undefined ? inner : [ipPath(), 'netns', 'exec', netns, ...inner]
+    const con = openSync(this.runs.console(rec.id), 'a')
+    try {
+      const child = spawn('/bin/sh', ['-c', OUTER, 'vgrid-vm', ...outer], {
+        cwd: dir,
+        detached: true, // its own session: the agent's death or its terminal's signals do not reach it
+        stdio: ['ignore', con, con],
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, VGRID_CGROUPS: rec.cgroups.join(' '), VGRID_EXIT: join(dir, 'exit') }
+      })
+      child.on('error', err => { rec.error = err.message })
+      child.on('exit', () => { this.poll() })
+      child.unref()
+      if (child.pid === undefined) throw new Error('spawn gave no pid')
+      const st = procStat(child.pid)
+      rec.pid = child.pid
+      rec.pidStartTicks = st?.startTicks
+      rec.startedAt = st === undefined ? this.components.clock.now() : ticksToMs(st.startTicks)
+      this.save(rec)
+    } finally {
+      closeSync(con)
+    }
+  }
+
+  protected alive (rec: VmRecord): boolean {
+    return rec.pid !== undefined && rec.pidStartTicks !== undefined && sameProcessAlive(rec.pid, rec.pidStartTicks)
+  }
+
+  private async forceKill (rec: VmRecord): Promise<void> {
+    if (this.alive(rec) && rec.pid !== undefined) {
+      try { process.kill(-rec.pid, 'SIGKILL') } catch {}
+    }
+    killGroups(rec.cgroups)
+    for (let i = 0; i < 200 && this.alive(rec); i++) await sleep(10)
+  }
+
+  /** Waits for the exit to be recorded. */
+  private async settle (rec: VmRecord): Promise<VmInfo> {
+    for (let i = 0; i < 400; i++) {
+      await this.check1(rec)
+      if (rec.state === 'stopped' || rec.state === 'failed') return this.info(rec)
+      await sleep(25)
+    }
+    throw new DriverError('start-failed', `VM ${rec.id} (pid ${String(rec.pid)}) did not go away within 10 s of SIGKILL`)
+  }
+
+  private poll (): void {
+    for (const rec of this.recs.values()) {
+      if (rec.state === 'running' || rec.state === 'stopping') void this.check1(rec)
+    }
+  }
+
+  private readonly finishing = new Set<string>()
+
+  /** Records the exit of a VM whose process is gone. */
+  private async check1 (rec: VmRecord): Promise<void> {
+    if (rec.state === 'stopped' || rec.state === 'failed' || rec.state === 'starting') return
+    if (this.alive(rec) || this.finishing.has(rec.id)) return
+    this.finishing.add(rec.id)
+    try {
+      let status: number | undefined
+      try { status = Number(readFileSync(join(this.runs.dir(rec.id), 'exit'), 'utf8').trim()) } catch {}
+      const cs = status === undefined || Number.isNaN(status) ? { code: null, signal: rec.killRequested === true ? 'SIGKILL' : null } : decodeShellStatus(status)
+      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true, now: this.components.clock.now() })
+      rec.exit = exit
+      await this.cleanup(rec)
+      const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
+      if (failed) rec.error = exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
+      this.setState(rec, failed ? 'failed' : 'stopped')
+      this.emit('exit', { id: rec.id, ...exit })
+    } finally {
+      this.finishing.delete(rec.id)
+    }
+  }
+
+  private async cleanup (rec: VmRecord): Promise<void> {
+    killGroups(rec.cgroups)
+    await removeGroups(rec.cgroups)
+    if (rec.network !== undefined) await this.teardownNetwork(rec)
+    rmSync(join(this.runs.dir(rec.id), 'qmp.sock'), { force: true })
+  }
+
+  protected setState (rec: VmRecord, state: VmState): void {
+    rec.state = state
+    this.save(rec)
+    this.emit('state', { id: rec.id, state, at: this.components.clock.now() })
+  }
+
+  protected save (rec: VmRecord): void {
+    if (existsSync(this.runs.dir(rec.id))) this.runs.write(rec)
+  }
+
+  /** The VM's record: in memory, or read from its run dir (adopting it). */
+  protected load (id: string): VmRecord | undefined {
+    const mem = this.recs.get(id)
+    if (mem !== undefined) return mem
+    const rec = this.runs.read(id)
+    if (rec === undefined || rec.driver !== this.name) return undefined
+    this.recs.set(id, rec)
+    return rec
+  }
+
+  private mustLoad (id: string): VmRecord {
+    const rec = this.load(id)
+    if (rec === undefined) throw new DriverError('not-found', `no ${this.name} VM ${id} on this node`, 'id')
+    return rec
+  }
+
+  private allRecords (): VmRecord[] {
+    return this.runs.ids().flatMap(id => this.load(id) ?? [])
+  }
+
+  protected info (rec: VmRecord): VmInfo {
+    const detail: Record<string, string> = { ...rec.detail, ...this.extraDetail(rec) }
+    if (rec.cgroupVersion !== undefined) detail.cgroup = rec.cgroupVersion
+    if (rec.cgroups.length > 0) detail.cgroups = rec.cgroups.join(' ')
+    const cpu = rec.state === 'running' ? readCpuLimit(rec.cgroups) : undefined
+    if (cpu !== undefined) detail.cpuLimit = String(cpu)
+    const { slot: _slot, ...network } = rec.network ?? { slot: 0 }
+    return {
+      id: rec.id,
+      driver: this.name,
+      state: rec.state,
+      pid: rec.pid,
+      startedAt: rec.startedAt,
+      exit: rec.exit,
+      error: rec.error,
+      consolePath: this.runs.console(rec.id),
+      network: rec.network === undefined ? undefined : network as VmNetwork,
+      vcpus: rec.spec.vcpus,
+      memoryMiB: rec.spec.memoryMiB,
+      detail
+    }
+  }
+}

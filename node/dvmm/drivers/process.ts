@@ -1,0 +1,65 @@
+// The `process` driver: a VM is a command run in its own network namespace (a veth
+// pair to the node) with cgroup cpu and memory limits from its spec. A light
+// appliance for development and tests; the same lifecycle as a real VM.
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import { checkSupport } from '../../netns/netns.ts'
+import { createVeth, deleteVeth, vmNetns } from '../host/net.ts'
+import type { VmRecord } from './common.ts'
+import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
+import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
+
+export type ProcessDriverComponents = HostDriverComponents
+export type ProcessDriverInit = HostDriverInit
+
+function executable (file: string): boolean {
+  try { accessSync(file, constants.X_OK); return true } catch { return false }
+}
+
+export class ProcessDriver extends HostDriver {
+  readonly name = 'process' as const
+  protected readonly boots = ['command'] as const
+
+  constructor (components: ProcessDriverComponents, init: ProcessDriverInit) {
+    super(components, init, 'process')
+  }
+
+  protected async probeDriver (): Promise<ProbeResult> {
+    const ns = checkSupport()
+    if (!ns.ok) return { ok: false, detail: ns.reason ?? 'no network namespaces' }
+    return { ok: true, detail: 'commands run in their own network namespace' }
+  }
+
+  protected check (spec: DriverVmSpec): void {
+    if (spec.boot.kind !== 'command') return
+    const cmd = spec.boot.command[0]!
+    const found = cmd.includes('/') ? executable(cmd) : (process.env.PATH ?? '').split(delimiter).some(d => d !== '' && executable(join(d, cmd)))
+    if (!found) throw new DriverError('bad-spec', `boot.command[0]: "${cmd}" is not an executable file`, 'boot.command[0]')
+  }
+
+  protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
+    return await createVeth(spec.id, this.init.linkRange ?? '10.254.0.0/20', slot, this.init.nodeNetns)
+  }
+
+  protected async teardownNetwork (rec: VmRecord): Promise<void> {
+    await deleteVeth(rec.id, rec.nodeNetns)
+  }
+
+  protected command (rec: VmRecord): { argv: string[], env?: Record<string, string>, netns?: string } {
+    const boot = rec.spec.boot
+    if (boot.kind !== 'command') throw new DriverError('bad-spec', 'boot.kind: the process driver runs commands', 'boot.kind')
+    // network: false shares the node's namespace (no interface of its own)
+    return { argv: boot.command, env: boot.env, netns: rec.network?.netns }
+  }
+
+  protected async requestStop (rec: VmRecord): Promise<void> {
+    // the whole session: the command and whatever it started
+    if (rec.pid !== undefined && this.alive(rec)) process.kill(-rec.pid, 'SIGTERM')
+  }
+
+  protected override extraDetail (rec: VmRecord): Record<string, string> {
+    return rec.network?.netns !== undefined ? { netns: rec.network.netns } : { netns: 'none' }
+  }
+}
+
+export { vmNetns }

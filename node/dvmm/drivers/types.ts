@@ -1,0 +1,121 @@
+// The one interface every VM driver (process, qemu, fake) implements, and the data it
+// speaks: a VM spec as a driver sees it, a VM's state and how it ended. DVMM's
+// placement core talks to drivers only through this, and test/dvmm/drivers/compliance.ts
+// holds every driver to the same behaviour.
+import type { EventEmitter } from 'node:events'
+
+export type DriverName = 'process' | 'qemu' | 'fake'
+
+/** How a VM boots: a command (process driver), a kernel, or a disk image (qemu). */
+export type DriverBoot =
+  | { kind: 'command', command: string[], env?: Record<string, string> }
+  | { kind: 'kernel', kernel: string, initrd?: string, cmdline?: string }
+  | { kind: 'disk', image: string, format?: 'raw' | 'qcow2' }
+
+export interface DriverVmSpec {
+  /** Unique on the node; [a-z0-9][a-z0-9_.-]{0,62}. Names its run dir, cgroups and interfaces. */
+  id: string
+  /** Guaranteed CPUs; a fraction is a cfs quota (process) and rounds up to whole vCPUs (qemu). */
+  vcpus: number
+  memoryMiB: number
+  boot: DriverBoot
+  /** Give the VM an interface on the node (veth for process, tap for qemu); default true. */
+  network?: boolean
+}
+
+/** The design's VM states as one node sees them (pending lives in the placement core). */
+export type VmState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
+
+/** Why a VM's process ended. */
+export type ExitReason =
+  | 'exited' // ended by itself with code 0 (a guest poweroff)
+  | 'crashed' // ended by itself with a non-zero code or a signal
+  | 'stopped' // ended after stop() asked it to
+  | 'killed' // ended by kill(), or by stop() after the grace time
+  | 'oom-killed' // the kernel killed it for going over its memory limit
+  | 'lost' // gone, and nothing on disk says how (e.g. the node rebooted)
+
+export interface VmExit {
+  code: number | null
+  signal: string | null
+  reason: ExitReason
+  at: number
+}
+
+export interface VmNetwork {
+  /** The node's end: a veth (process) or a tap (qemu). */
+  hostIf: string
+  hostAddress: string
+  vmAddress: string
+  prefix: number
+  /** The VM's own network namespace (process driver). */
+  netns?: string
+}
+
+export interface VmInfo {
+  id: string
+  driver: DriverName
+  state: VmState
+  pid?: number
+  /** ms since epoch, from the process's own start time in /proc where there is one. */
+  startedAt?: number
+  exit?: VmExit
+  /** The driver's own error when state is 'failed'. */
+  error?: string
+  consolePath?: string
+  network?: VmNetwork
+  vcpus: number
+  memoryMiB: number
+  /** Driver details worth showing (accelerator, cgroup version and paths). */
+  detail?: Record<string, string>
+}
+
+export interface ProbeResult {
+  ok: boolean
+  /** qemu: which accelerator VMs get. */
+  accel?: 'kvm' | 'tcg'
+  /** process: which cgroup hierarchy holds the limits. */
+  cgroup?: 'v1' | 'v2'
+  /** Why not, or what was found. */
+  detail: string
+}
+
+export interface DriverEvents {
+  state: [{ id: string, state: VmState, at: number }]
+  exit: [{ id: string } & VmExit]
+}
+
+export interface VmDriver extends EventEmitter<DriverEvents> {
+  readonly name: DriverName
+  /** What this node can run and why not; cached after the first call. */
+  probe: () => Promise<ProbeResult>
+  /** Starts a VM; resolves once its process runs (state running), rejects with a DriverError. */
+  start: (spec: DriverVmSpec) => Promise<VmInfo>
+  /** Asks the guest to stop, then kills it after graceMs; resolves when it is gone. */
+  stop: (id: string, graceMs: number) => Promise<VmInfo>
+  /** Ends the VM with no guest cooperation; resolves when it is gone. */
+  kill: (id: string) => Promise<VmInfo>
+  inspect: (id: string) => Promise<VmInfo | undefined>
+  /** Every VM of this driver on this node, including ones a previous agent run started. */
+  list: () => Promise<VmInfo[]>
+  /** The last `bytes` of the VM's console log. */
+  consoleTail: (id: string, bytes?: number) => Promise<string>
+  /** Forgets a VM that is not running: its run dir and console log go. */
+  remove: (id: string) => Promise<void>
+  /** Stops watching; VMs keep running for the next agent run to adopt. */
+  close: () => Promise<void>
+}
+
+export type DriverErrorCode = 'bad-spec' | 'exists' | 'not-found' | 'unsupported' | 'start-failed'
+
+export class DriverError extends Error {
+  override name = 'DriverError'
+  readonly code: DriverErrorCode
+  /** The spec field at fault, for bad-spec. */
+  readonly field?: string
+  constructor (code: DriverErrorCode, message: string, field?: string) {
+    super(message)
+    this.code = code
+    this.field = field
+  }
+}

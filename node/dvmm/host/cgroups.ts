@@ -1,0 +1,175 @@
+// Cgroup limits for VMs, on whichever hierarchy this node really has: unified v2 with
+// the cpu and memory controllers, or v1 with separate cpu and memory hierarchies. The
+// probe reads the mounts and then proves it can make a group under a vgrid-named
+// parent; nothing is assumed from the kernel version or the distribution.
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+export const PARENT = 'vgrid'
+const PERIOD_US = 100_000
+
+export type CgroupLayout =
+  | { version: 'v2', root: string }
+  | { version: 'v1', cpu: string, memory: string }
+
+export interface CgroupProbe { ok: boolean, layout?: CgroupLayout, detail: string }
+
+interface Mount { point: string, fstype: string, superOptions: string[] }
+
+/** Parses /proc/self/mountinfo (pure). */
+export function parseMountinfo (text: string): Mount[] {
+  const out: Mount[] = []
+  for (const line of text.split('\n')) {
+    const [pre, post] = line.split(' - ')
+    if (pre === undefined || post === undefined) continue
+    const point = pre.split(' ')[4]
+    const [fstype, , sopts] = post.split(' ')
+    if (point === undefined || fstype === undefined) continue
+    out.push({ point: point.replace(/\\040/g, ' '), fstype, superOptions: (sopts ?? '').split(',') })
+  }
+  return out
+}
+
+/** Picks a layout from the mounts (pure): v2 when its root offers cpu and memory, else v1. */
+export function chooseLayout (mounts: Mount[], v2Controllers: (point: string) => string[]): { layout?: CgroupLayout, why: string } {
+  const why: string[] = []
+  for (const m of mounts.filter(m => m.fstype === 'cgroup2')) {
+    const c = v2Controllers(m.point)
+    if (c.includes('cpu') && c.includes('memory')) return { layout: { version: 'v2', root: m.point }, why: `cgroup v2 at ${m.point} has cpu and memory` }
+    why.push(`cgroup v2 at ${m.point} lacks ${['cpu', 'memory'].filter(x => !c.includes(x)).join(' and ')}`)
+  }
+  const v1 = mounts.filter(m => m.fstype === 'cgroup')
+  const cpu = v1.find(m => m.superOptions.includes('cpu'))
+  const memory = v1.find(m => m.superOptions.includes('memory'))
+  if (cpu !== undefined && memory !== undefined) {
+    return { layout: { version: 'v1', cpu: cpu.point, memory: memory.point }, why: [...why, `cgroup v1 cpu at ${cpu.point}, memory at ${memory.point}`].join('; ') }
+  }
+  why.push('no cgroup v1 hierarchy with cpu and memory')
+  return { why: why.join('; ') }
+}
+
+function controllers (point: string): string[] {
+  try { return readFileSync(join(point, 'cgroup.controllers'), 'utf8').trim().split(/\s+/) } catch { return [] }
+}
+
+/** The real probe: read the mounts, then make (and keep) the vgrid parent group. */
+export function probeCgroups (): CgroupProbe {
+  let mounts: Mount[]
+  try { mounts = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')) } catch (err) {
+    return { ok: false, detail: `cannot read /proc/self/mountinfo: ${(err as Error).message}` }
+  }
+  const { layout, why } = chooseLayout(mounts, controllers)
+  if (layout === undefined) return { ok: false, detail: why }
+  try {
+    if (layout.version === 'v2') {
+      // children get cpu and memory only if every ancestor delegates them
+      writeFileSync(join(layout.root, 'cgroup.subtree_control'), '+cpu +memory')
+      mkdirSync(join(layout.root, PARENT), { recursive: true })
+      writeFileSync(join(layout.root, PARENT, 'cgroup.subtree_control'), '+cpu +memory')
+    } else {
+      mkdirSync(join(layout.cpu, PARENT), { recursive: true })
+      mkdirSync(join(layout.memory, PARENT), { recursive: true })
+    }
+  } catch (err) {
+    return { ok: false, detail: `${why}, but making the ${PARENT} group failed: ${(err as Error).message}` }
+  }
+  return { ok: true, layout, detail: why }
+}
+
+export interface Limits { cpus: number, memoryBytes: number }
+
+/** The group directories of one VM: one for v2, cpu then memory for v1. */
+export function groupPaths (layout: CgroupLayout, name: string): string[] {
+  return layout.version === 'v2'
+    ? [join(layout.root, PARENT, name)]
+    : [join(layout.cpu, PARENT, name), join(layout.memory, PARENT, name)]
+}
+
+/** Makes a VM's groups with its limits; returns their paths. */
+export function createGroups (layout: CgroupLayout, name: string, limits: Limits): string[] {
+  const paths = groupPaths(layout, name)
+  for (const p of paths) mkdirSync(p, { recursive: true })
+  const quota = Math.max(1000, Math.round(limits.cpus * PERIOD_US))
+  if (layout.version === 'v2') {
+    const [g] = paths as [string]
+    writeFileSync(join(g, 'cpu.max'), `${quota} ${PERIOD_US}`)
+    writeFileSync(join(g, 'memory.max'), String(limits.memoryBytes))
+    // guaranteed memory is real memory: no swapping the VM out to stay under the limit
+    if (existsSync(join(g, 'memory.swap.max'))) writeFileSync(join(g, 'memory.swap.max'), '0')
+  } else {
+    const [cpu, mem] = paths as [string, string]
+    writeFileSync(join(cpu, 'cpu.cfs_period_us'), String(PERIOD_US))
+    writeFileSync(join(cpu, 'cpu.cfs_quota_us'), String(quota))
+    writeFileSync(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes))
+    try { writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)) } catch {}
+  }
+  return paths
+}
+
+/** The cpu quota a group holds, in CPUs (for tests and `inspect`). */
+export function readCpuLimit (paths: string[]): number | undefined {
+  for (const p of paths) {
+    try {
+      const [q, per] = readFileSync(join(p, 'cpu.max'), 'utf8').trim().split(' ')
+      return q === 'max' ? Infinity : Number(q) / Number(per)
+    } catch {}
+    try {
+      const q = Number(readFileSync(join(p, 'cpu.cfs_quota_us'), 'utf8'))
+      const per = Number(readFileSync(join(p, 'cpu.cfs_period_us'), 'utf8'))
+      return q < 0 ? Infinity : q / per
+    } catch {}
+  }
+  return undefined
+}
+
+/** How many times the kernel OOM-killed a process of these groups. */
+export function oomKills (paths: string[]): number {
+  for (const p of paths) {
+    for (const f of ['memory.events', 'memory.oom_control']) {
+      try {
+        const m = /^oom_kill (\d+)$/m.exec(readFileSync(join(p, f), 'utf8'))
+        if (m != null) return Number(m[1])
+      } catch {}
+    }
+  }
+  return 0
+}
+
+/** PIDs in these groups. */
+export function groupPids (paths: string[]): number[] {
+  const pids = new Set<number>()
+  for (const p of paths) {
+    try {
+      for (const s of readFileSync(join(p, 'cgroup.procs'), 'utf8').split('\n')) if (/^\d+$/.test(s)) pids.add(Number(s))
+    } catch {}
+  }
+  return [...pids]
+}
+
+/** SIGKILLs every process in the groups (v2's cgroup.kill where there is one). */
+export function killGroups (paths: string[]): number {
+  let n = 0
+  for (const p of paths) {
+    if (existsSync(join(p, 'cgroup.kill'))) {
+      try { writeFileSync(join(p, 'cgroup.kill'), '1'); n++ } catch {}
+    }
+  }
+  for (const pid of groupPids(paths)) {
+    try { process.kill(pid, 'SIGKILL'); n++ } catch {}
+  }
+  return n
+}
+
+/** Removes the groups (they must be empty; killed processes leave them within ms). */
+export async function removeGroups (paths: string[]): Promise<void> {
+  for (const p of paths) {
+    for (let i = 0; i < 100; i++) {
+      try { rmdirSync(p); break } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOENT') break
+        killGroups([p])
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    }
+  }
+}

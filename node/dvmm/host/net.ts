@@ -1,0 +1,85 @@
+// A VM's interface on its node: a veth pair into the VM's own namespace (process
+// driver) or a tap (qemu). Names derive from the VM id by hash so they fit Linux's 15
+// characters and are found again by name after an agent restart. Each VM gets a /30
+// from a small per-node link range: .1 on the node's end, .2 in the VM, so the node
+// reaches its own VMs until the connection manager addresses and routes them.
+import { createHash } from 'node:crypto'
+import { ip } from '../../netns/netns.ts'
+import type { VmNetwork } from '../drivers/types.ts'
+
+export const DEFAULT_LINK_RANGE = '10.254.0.0/20'
+
+export function shortHash (id: string): string {
+  return createHash('sha256').update(id).digest('hex').slice(0, 8)
+}
+
+export const vethName = (id: string): string => `vgp${shortHash(id)}`
+export const tapName = (id: string): string => `vgt${shortHash(id)}`
+export const vmNetns = (id: string): string => `vgvm-${shortHash(id)}`
+
+function ipToInt (a: string): number {
+  const p = a.split('.').map(Number)
+  if (p.length !== 4 || p.some(x => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`"${a}" is not an IPv4 address`)
+  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0
+}
+const intToIp = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
+
+/** The /30 of `slot` in `range` (pure); throws when the range has no such slot. */
+export function slotAddresses (range: string, slot: number): { hostAddress: string, vmAddress: string, prefix: number } {
+  const [base, bits] = range.split('/')
+  const prefix = Number(bits)
+  if (base === undefined || !Number.isInteger(prefix) || prefix < 8 || prefix > 30) throw new Error(`link range "${range}" is not an IPv4 CIDR of /8 to /30`)
+  const size = 2 ** (30 - prefix)
+  if (!Number.isInteger(slot) || slot < 0 || slot >= size) throw new Error(`link range ${range} has no slot ${slot} (it holds ${size} VMs)`)
+  const net = (ipToInt(base) & ~(2 ** (32 - prefix) - 1)) >>> 0
+  const start = net + slot * 4
+  return { hostAddress: intToIp(start + 1), vmAddress: intToIp(start + 2), prefix: 30 }
+}
+
+/** The lowest slot not in `used` (pure). */
+export function freeSlot (range: string, used: Iterable<number>): number {
+  const taken = new Set(used)
+  const size = 2 ** (30 - Number(range.split('/')[1]))
+  for (let s = 0; s < size; s++) if (!taken.has(s)) return s
+  throw new Error(`link range ${range} is full (${size} VMs)`)
+}
+
+const inNs = (ns: string | undefined, args: string[]): string[] => ns === undefined ? args : ['-n', ns, ...args]
+
+/** Makes the VM's namespace and a veth pair into it; `nodeNetns` is where the node's end lives (root when undefined). */
+export async function createVeth (id: string, range: string, slot: number, nodeNetns?: string): Promise<VmNetwork> {
+  const ns = vmNetns(id)
+  const hostIf = vethName(id)
+  const a = slotAddresses(range, slot)
+  await deleteVeth(id, nodeNetns)
+  await ip(['netns', 'add', ns])
+  await ip(['-n', ns, 'link', 'set', 'lo', 'up'])
+  await ip(inNs(nodeNetns, ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]))
+  await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
+  await ip(inNs(nodeNetns, ['link', 'set', hostIf, 'up']))
+  await ip(['-n', ns, 'addr', 'add', `${a.vmAddress}/${a.prefix}`, 'dev', 'eth0'])
+  await ip(['-n', ns, 'link', 'set', 'eth0', 'up'])
+  await ip(['-n', ns, 'route', 'add', 'default', 'via', a.hostAddress])
+  return { hostIf, netns: ns, ...a }
+}
+
+/** Removes the VM's namespace (which takes the pair with it) and a leftover node end. */
+export async function deleteVeth (id: string, nodeNetns?: string): Promise<void> {
+  await ip(['netns', 'del', vmNetns(id)], { allowFail: true })
+  await ip(inNs(nodeNetns, ['link', 'del', vethName(id)]), { allowFail: true })
+}
+
+/** Makes the VM's tap on the node with the node's address of its /30. */
+export async function createTap (id: string, range: string, slot: number, nodeNetns?: string): Promise<VmNetwork> {
+  const hostIf = tapName(id)
+  const a = slotAddresses(range, slot)
+  await deleteTap(id, nodeNetns)
+  await ip(inNs(nodeNetns, ['tuntap', 'add', 'dev', hostIf, 'mode', 'tap']))
+  await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
+  await ip(inNs(nodeNetns, ['link', 'set', hostIf, 'up']))
+  return { hostIf, ...a }
+}
+
+export async function deleteTap (id: string, nodeNetns?: string): Promise<void> {
+  await ip(inNs(nodeNetns, ['link', 'del', tapName(id)]), { allowFail: true })
+}

@@ -1,0 +1,83 @@
+// The placement inputs as one agent sees them, built from the cluster document and
+// the membership table (pure): nodes from the member roll and the alive members,
+// VMs as demands, leases as holdings. Every agent that holds the same document and
+// sees the same members builds the same inputs.
+import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
+import { holdingOf, reserves, winner, type Demand, type Holding, type NodeView } from '../../crdt/placement/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+
+export interface LeaseView {
+  /** the claim every agent reads (highest epoch, then the smaller holder) */
+  winner: Lease
+  /** every valid concurrent claim (usually one) */
+  claims: Lease[]
+}
+
+export interface DocView {
+  vms: Map<string, Vm>
+  leases: Map<string, LeaseView>
+  roll: Map<string, RollEntry>
+}
+
+export function docView (r: Reader): DocView {
+  const vms = new Map(r.list('vms').map(v => [v.id, v]))
+  const leases = new Map<string, LeaseView>()
+  for (const key of r.all('leases').keys()) {
+    const claims = r.candidates('leases', key)
+    const w = winner(claims)
+    if (w != null) leases.set(key, { winner: w, claims })
+  }
+  const roll = new Map(r.list('roll').map(e => [e.node, e]))
+  return { vms, leases, roll }
+}
+
+export const demandOf = (vm: Vm): Demand => ({
+  vm: vm.id,
+  cpu: vm.spec.cpu,
+  memoryBytes: vm.spec.memoryBytes,
+  constraints: vm.spec.constraints,
+  antiAffinity: vm.spec.antiAffinity
+})
+
+/**
+ * Nodes: everyone on the roll plus alive members not on it yet (a node records
+ * itself as it starts, so that is brief). Only members alive in this agent's table
+ * are alive; labels are the node's own (advert) overlaid with the document's.
+ */
+export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: string) => Record<string, string>, me: string): NodeView[] {
+  const ids = new Set([...doc.roll.keys(), ...[...members.values()].filter(m => m.state === 'alive').map(m => m.nodeId)])
+  return [...ids].sort().map(id => {
+    const m = members.get(id)
+    const e = doc.roll.get(id)
+    return {
+      id,
+      name: m?.advert.name ?? e?.name ?? id,
+      alive: id === me || m?.state === 'alive',
+      draining: e?.draining === true,
+      capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
+      labels: { ...m?.advert.labels, ...labelsOf(id) }
+    }
+  })
+}
+
+/** what every node holds, by the winning claims; a lease of a deleted VM still holds */
+export function holdings (doc: DocView, except: ReadonlySet<string> = new Set()): Holding[] {
+  const out: Holding[] = []
+  for (const [vm, l] of doc.leases) {
+    if (except.has(vm) || !reserves(l.winner)) continue
+    out.push(holdingOf(l.winner, doc.vms.get(vm)?.spec.antiAffinity))
+  }
+  return out
+}
+
+/** the VM's state as the API shows it */
+export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' {
+  if (l == null) return vm.desired === 'running' ? 'pending' : 'stopped'
+  switch (l.winner.status) {
+    case 'running': return vm.desired === 'running' ? 'running' : 'stopping'
+    case 'stopping': return 'stopping'
+    case 'stopped': return 'stopped'
+    case 'failed': return 'failed'
+    default: return vm.desired === 'running' ? 'starting' : 'stopping'
+  }
+}
