@@ -1,0 +1,31 @@
+// Errors of the volume store, each with a code that maps to an NBD errno and an HTTP
+// status, and a message that names what was wrong.
+
+export type GvsErrorCode =
+  | 'stale-epoch' // a writer older than the newest this replica has seen (invariant 3)
+  | 'damaged' // stored data failed its checksum: reported, never served
+  | 'invalid' // a bad name, offset or length
+  | 'no-space' // the disk is full (ENOSPC)
+  | 'unavailable' // too few replicas reachable
+  | 'io' // any other I/O failure
+
+export class GvsError extends Error {
+  readonly code: GvsErrorCode
+  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'GvsError'
+    this.code = code
+  }
+}
+
+/** the GvsError for a Node.js fs error: ENOSPC and EDQUOT become no-space */
+export function fromFsError (err: unknown, what: string): GvsError {
+  if (err instanceof GvsError) return err
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  const msg = err instanceof Error ? err.message : String(err)
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new GvsError('no-space', `${what}: disk full (${msg})`, { cause: err })
+  return new GvsError('io', `${what}: ${msg}`, { cause: err })
+}
+
+export const isGvsError = (e: unknown, code?: GvsErrorCode): e is GvsError =>
+  e instanceof GvsError && (code == null || e.code === code)

@@ -1,0 +1,388 @@
+// One node's share of the volume store: objects as files under <dir>/objects/<volume>/,
+// each with a side file of block checksums (checksums.ts) verified on every read, and
+// per volume the newest writer epoch seen, kept durably in <dir>/epochs/<volume>.
+//
+// Semantics, as a disk's: a write returns once the data is in the page cache (written);
+// flush() and FUA writes return once it is on stable storage (fsync of the data, the
+// side file and, for a new object, its directory). An absent object reads as zeros
+// (thin provisioning). A block whose checksum fails is reported ('damaged' event) and
+// the read fails: damaged data is never served. A full disk fails the write with a
+// 'no-space' error, and the checksums of the blocks it touched are recomputed from what
+// did land so that the failure does not also make them read as damaged.
+import { EventEmitter } from 'node:events'
+import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { GvsError, fromFsError } from './errors.ts'
+import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum } from './checksums.ts'
+import { OBJECT_SIZE } from './placement.ts'
+import type { Logger } from '../log.ts'
+
+/** volume (or object-set) names as stored on disk: safe as one path component */
+export const STORE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,159}$/
+
+export interface DamageReport { volume: string, index: number, blocks: number[], path: string }
+
+export interface ObjectStoreEvents {
+  damaged: [DamageReport]
+}
+
+export interface ObjectStoreComponents { log: Logger }
+export interface ObjectStoreInit {
+  /** the store's root, e.g. <data-dir>/gvs */
+  dir: string
+  objectSize?: number
+  blockSize?: number
+}
+
+export interface WriteOptions {
+  /** the writer's epoch: rejected when older than the newest seen for the volume */
+  epoch: number
+  /** force unit access: on stable storage before returning */
+  fua?: boolean
+}
+
+export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
+  readonly dir: string
+  readonly objectSize: number
+  readonly blockSize: number
+  private readonly log: Logger
+  private readonly epochs = new Map<string, number>()
+  private readonly locks = new Map<string, Promise<unknown>>()
+  /** files and directories written since their last fsync */
+  private readonly dirty = new Set<string>()
+
+  constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
+    super()
+    this.log = components.log
+    this.dir = init.dir
+    this.objectSize = init.objectSize ?? OBJECT_SIZE
+    this.blockSize = init.blockSize ?? CHECK_BLOCK
+    if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
+  }
+
+  async start (): Promise<void> {
+    await mkdir(join(this.dir, 'objects'), { recursive: true })
+    await mkdir(join(this.dir, 'epochs'), { recursive: true })
+  }
+
+  async stop (): Promise<void> {
+    await this.flush()
+  }
+
+  private volDir (volume: string): string {
+    if (!STORE_NAME.test(volume)) throw new GvsError('invalid', `volume name "${volume}" is not valid: letters, digits and ._:@+- only, starting with a letter or digit`)
+    return join(this.dir, 'objects', volume)
+  }
+
+  private paths (volume: string, index: number): { dir: string, data: string, sums: string } {
+    if (!Number.isSafeInteger(index) || index < 0) throw new GvsError('invalid', `object index ${index} is not a non-negative integer`)
+    const dir = this.volDir(volume)
+    const data = join(dir, index.toString(16).padStart(8, '0'))
+    return { dir, data, sums: `${data}.sum` }
+  }
+
+  private checkRange (offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.objectSize) {
+      throw new GvsError('invalid', `range ${offset}+${length} is outside an object of ${this.objectSize} bytes`)
+    }
+  }
+
+  /** runs fn with the lock of `key` held: one writer per object, reads wait for writes */
+  private async locked<T> (key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.locks.set(key, tail)
+    try {
+      return await run
+    } finally {
+      if (this.locks.get(key) === tail) this.locks.delete(key)
+    }
+  }
+
+  // ---- epochs ----
+
+  /** the newest writer epoch this store has seen for the volume (0: none) */
+  async epoch (volume: string): Promise<number> {
+    const known = this.epochs.get(volume)
+    if (known != null) return known
+    this.volDir(volume)
+    let e = 0
+    try {
+      const fh = await open(join(this.dir, 'epochs', volume), 'r')
+      try {
+        const text = (await fh.readFile('utf8')).trim()
+        e = Number(text)
+        if (!Number.isSafeInteger(e) || e < 0) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
+      } finally { await fh.close() }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, `reading the epoch of "${volume}"`)
+    }
+    this.epochs.set(volume, e)
+    return e
+  }
+
+  /**
+   * Admits a writer with this epoch: a newer one is recorded durably before any of its
+   * writes lands, an older one is rejected (invariant 3).
+   */
+  async fence (volume: string, epoch: number): Promise<void> {
+    if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
+    const cur = await this.epoch(volume)
+    if (epoch < cur) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${cur}, the newest this replica has seen`)
+    if (epoch === cur) return
+    await this.locked(`epoch:${volume}`, async () => {
+      const now = await this.epoch(volume)
+      if (epoch < now) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${now}, the newest this replica has seen`)
+      if (epoch === now) return
+      const file = join(this.dir, 'epochs', volume)
+      try {
+        const fh = await open(`${file}.tmp`, 'w')
+        try {
+          await fh.writeFile(`${epoch}\n`)
+          await fh.sync()
+        } finally { await fh.close() }
+        await rename(`${file}.tmp`, file)
+        await syncPath(join(this.dir, 'epochs'))
+      } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${volume}"`) }
+      this.epochs.set(volume, epoch)
+    })
+  }
+
+  // ---- data ----
+
+  /** `length` bytes at `offset` of the object: zeros where nothing was written */
+  async read (volume: string, index: number, offset: number, length: number): Promise<Uint8Array> {
+    this.checkRange(offset, length)
+    const p = this.paths(volume, index)
+    return await this.locked(p.data, async () => {
+      const { first, data, sums } = await this.readBlocks(p, offset, length)
+      if (sums == null) return new Uint8Array(length)
+      const bad = badBlocks(data, first, sums, this.blockSize)
+      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
+      const from = offset - first * this.blockSize
+      return data.subarray(from, from + length)
+    })
+  }
+
+  /** the whole object and whether it is present: what repair copies to another holder */
+  async readObject (volume: string, index: number): Promise<Uint8Array | null> {
+    const p = this.paths(volume, index)
+    const present = await exists(p.data)
+    if (!present) return null
+    return await this.read(volume, index, 0, this.objectSize)
+  }
+
+  async write (volume: string, index: number, offset: number, data: Uint8Array, opts: WriteOptions): Promise<void> {
+    this.checkRange(offset, data.length)
+    await this.fence(volume, opts.epoch)
+    if (data.length === 0) return
+    const p = this.paths(volume, index)
+    await this.locked(p.data, async () => { await this.writeLocked(volume, index, p, offset, data, opts.fua === true) })
+  }
+
+  /** trim and write-zeroes: a whole object is deleted (thin again), a part zeroed */
+  async zero (volume: string, index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
+    this.checkRange(offset, length)
+    await this.fence(volume, opts.epoch)
+    if (length === 0) return
+    const p = this.paths(volume, index)
+    if (offset === 0 && length === this.objectSize) {
+      await this.locked(p.data, async () => { await this.removeLocked(p, opts.fua === true) })
+      return
+    }
+    if (!(await exists(p.data))) return
+    await this.locked(p.data, async () => { await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true) })
+  }
+
+  /** everything written so far, on stable storage */
+  async flush (): Promise<void> {
+    const paths = [...this.dirty]
+    for (const path of paths) this.dirty.delete(path)
+    try {
+      // files before the directories that name them
+      for (const path of paths.filter(x => !x.endsWith('/'))) await syncPath(path)
+      for (const path of paths.filter(x => x.endsWith('/'))) await syncPath(path)
+    } catch (err) {
+      for (const path of paths) this.dirty.add(path)
+      throw fromFsError(err, 'flush')
+    }
+  }
+
+  /** indexes of the objects present for a volume */
+  async list (volume: string): Promise<number[]> {
+    let names: string[]
+    try { names = await readdir(this.volDir(volume)) } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+      throw fromFsError(err, `listing "${volume}"`)
+    }
+    return names.filter(n => /^[0-9a-f]{8}$/.test(n)).map(n => parseInt(n, 16)).sort((a, b) => a - b)
+  }
+
+  /** the volumes with any object here */
+  async volumes (): Promise<string[]> {
+    return (await readdir(join(this.dir, 'objects'))).filter(n => STORE_NAME.test(n)).sort()
+  }
+
+  /** checks every block of one object: the damaged blocks (none: sound or absent) */
+  async verify (volume: string, index: number): Promise<number[]> {
+    const p = this.paths(volume, index)
+    return await this.locked(p.data, async () => {
+      const { first, data, sums } = await this.readBlocks(p, 0, this.objectSize)
+      if (sums == null) return []
+      return badBlocks(data, first, sums, this.blockSize)
+    })
+  }
+
+  async remove (volume: string, index: number): Promise<void> {
+    const p = this.paths(volume, index)
+    await this.locked(p.data, async () => { await this.removeLocked(p, false) })
+  }
+
+  async removeVolume (volume: string): Promise<void> {
+    await rm(this.volDir(volume), { recursive: true, force: true })
+    await rm(join(this.dir, 'epochs', volume), { force: true })
+    this.epochs.delete(volume)
+  }
+
+  // ---- internals ----
+
+  private damaged (volume: string, index: number, blocks: number[], path: string): never {
+    const report = { volume, index, blocks, path }
+    this.log.error('damaged object: checksum mismatch, not served', { volume, index, blocks: blocks.join(','), path })
+    this.emit('damaged', report)
+    throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged (blocks ${blocks.join(',')} fail their checksum)`)
+  }
+
+  /** the whole check blocks covering [offset, offset+length), and the side file (null: object absent) */
+  private async readBlocks (p: { data: string, sums: string }, offset: number, length: number): Promise<{ first: number, data: Uint8Array, sums: Uint8Array | null }> {
+    const first = Math.floor(offset / this.blockSize)
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
+    const data = new Uint8Array((last - first + 1) * this.blockSize)
+    let fh: FileHandle
+    try { fh = await open(p.data, 'r') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { first, data, sums: null }
+      throw fromFsError(err, `opening ${p.data}`)
+    }
+    try {
+      await readFully(fh, data, first * this.blockSize)
+    } finally { await fh.close() }
+    const sums = emptySums(this.objectSize, this.blockSize)
+    try {
+      const sh = await open(p.sums, 'r')
+      try {
+        const { bytesRead } = await sh.read(sums, 0, sums.length, 0)
+        if (bytesRead !== sums.length) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${sums.length}`)
+      } finally { await sh.close() }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new GvsError('damaged', `object ${p.data} has no checksum file`)
+      throw fromFsError(err, `reading ${p.sums}`)
+    }
+    return { first, data, sums }
+  }
+
+  private async writeLocked (volume: string, index: number, p: { dir: string, data: string, sums: string }, offset: number, bytes: Uint8Array, fua: boolean): Promise<void> {
+    const bs = this.blockSize
+    const isNew = !(await exists(p.data))
+    if (isNew) await this.create(p)
+    const { first, data, sums } = await this.readBlocks(p, offset, bytes.length)
+    if (sums == null) throw new GvsError('io', `object ${p.data} vanished during a write`)
+    // verify the blocks this write only partly covers: merging into a damaged block
+    // would give it a fresh, valid-looking checksum
+    const lastBlock = first + data.length / bs - 1
+    const edges = [first, lastBlock].filter((b, i, a) => a.indexOf(b) === i &&
+      (offset > b * bs || offset + bytes.length < (b + 1) * bs))
+    for (const b of edges) {
+      const bad = badBlocks(data.subarray((b - first) * bs, (b - first + 1) * bs), b, sums, bs)
+      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
+    }
+    data.set(bytes, offset - first * bs)
+    for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(data.subarray((b - first) * bs, (b - first + 1) * bs)))
+    const fh = await openRw(p.data)
+    const sh = await openRw(p.sums)
+    try {
+      try {
+        await writeFully(fh, data, first * bs)
+      } catch (err) {
+        // keep the side file true to what landed, so only this write fails
+        const landed = new Uint8Array(data.length)
+        await readFully(fh, landed, first * bs).catch(() => {})
+        for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(landed.subarray((b - first) * bs, (b - first + 1) * bs)))
+        await writeFully(sh, sums, 0).catch(() => {})
+        throw fromFsError(err, `writing object ${index} of "${volume}"`)
+      }
+      await writeFully(sh, sums, 0).catch(err => { throw fromFsError(err, `writing checksums of object ${index} of "${volume}"`) })
+      if (fua) {
+        await fh.sync()
+        await sh.sync()
+        if (isNew) await syncPath(p.dir)
+      } else {
+        this.dirty.add(p.data)
+        this.dirty.add(p.sums)
+        if (isNew) this.dirty.add(p.dir + '/')
+      }
+    } finally {
+      await fh.close()
+      await sh.close()
+    }
+  }
+
+  /** a new object: its side file first (all blocks zero), then an empty data file */
+  private async create (p: { dir: string, data: string, sums: string }): Promise<void> {
+    try {
+      await mkdir(p.dir, { recursive: true })
+      const sh = await open(p.sums, 'w')
+      try { await writeFully(sh, emptySums(this.objectSize, this.blockSize), 0) } finally { await sh.close() }
+      await (await open(p.data, 'w')).close()
+    } catch (err) {
+      await unlink(p.sums).catch(() => {})
+      throw fromFsError(err, `creating ${p.data}`)
+    }
+  }
+
+  private async removeLocked (p: { dir: string, data: string, sums: string }, sync: boolean): Promise<void> {
+    // data first: a side file without data is a harmless leftover, the reverse is "damaged"
+    await unlink(p.data).catch(ignoreEnoent)
+    await unlink(p.sums).catch(ignoreEnoent)
+    this.dirty.delete(p.data)
+    this.dirty.delete(p.sums)
+    if (sync) await syncPath(p.dir).catch(ignoreEnoent)
+    else this.dirty.add(p.dir + '/')
+  }
+}
+
+function ignoreEnoent (err: unknown): void {
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, 'removing an object')
+}
+
+async function exists (path: string): Promise<boolean> {
+  try { await (await open(path, 'r')).close(); return true } catch { return false }
+}
+
+async function openRw (path: string): Promise<FileHandle> {
+  try { return await open(path, 'r+') } catch (err) { throw fromFsError(err, `opening ${path}`) }
+}
+
+/** fsync a file or directory by path (a trailing "/" marks a directory) */
+async function syncPath (path: string): Promise<void> {
+  const fh = await open(path.endsWith('/') ? path.slice(0, -1) : path, 'r')
+  try { await fh.sync() } finally { await fh.close() }
+}
+
+/** fills buf from position; past the end of the file stays zero (a sparse tail) */
+async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done)
+    if (bytesRead === 0) break
+    done += bytesRead
+  }
+}
+
+async function writeFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done)
+    done += bytesWritten
+  }
+}

@@ -1,0 +1,122 @@
+import test from 'ava'
+import { mkdtemp, rm, open, readdir, mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
+import { LocalVolume, pieces } from '../../node/gvs/block-device.ts'
+import { isGvsError } from '../../node/gvs/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+/** byte equality without ava's deep diff, which is slow on megabytes */
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b)
+
+async function store (t: { teardown: (fn: () => Promise<void>) => void }, dir?: string): Promise<ObjectStore> {
+  const d = dir ?? await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  if (dir == null) t.teardown(async () => { await rm(d, { recursive: true, force: true }) })
+  const s = new ObjectStore({ log: silentLogger }, { dir: d })
+  await s.start()
+  return s
+}
+
+test('write then read back; an absent object and unwritten bytes read as zeros', async t => {
+  const s = await store(t)
+  t.deepEqual(await s.read('v1', 3, 100, 10), new Uint8Array(10))
+  const data = randomBytes(100_000)
+  await s.write('v1', 0, 70_000, data, { epoch: 1 })
+  t.true(same(await s.read('v1', 0, 70_000, 100_000), data))
+  t.deepEqual(await s.read('v1', 0, 0, 70_000), new Uint8Array(70_000))
+  t.deepEqual(await s.read('v1', 0, 4 * MiB - 10, 10), new Uint8Array(10))
+  t.deepEqual(await s.list('v1'), [0])
+  await s.flush()
+})
+
+test('bad names and ranges are refused with a clear error', async t => {
+  const s = await store(t)
+  await t.throwsAsync(s.read('../etc', 0, 0, 1), { message: /volume name "..\/etc" is not valid/ })
+  await t.throwsAsync(s.write('v', 0, 4 * MiB - 1, new Uint8Array(2), { epoch: 1 }), { message: /outside an object/ })
+  await t.throwsAsync(s.read('v', -1, 0, 1), { message: /not a non-negative integer/ })
+})
+
+test('a writer with an older epoch is rejected, also after a restart', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const s = await store(t, dir)
+  await s.write('v', 0, 0, new Uint8Array([1]), { epoch: 5 })
+  await s.write('v', 0, 0, new Uint8Array([2]), { epoch: 7 })
+  const e = await t.throwsAsync(s.write('v', 0, 0, new Uint8Array([3]), { epoch: 6 }))
+  t.true(isGvsError(e, 'stale-epoch'), String(e))
+  t.regex(e?.message ?? '', /epoch 6 is older than 7/)
+  const again = await store(t, dir)
+  t.is(await again.epoch('v'), 7)
+  await t.throwsAsync(again.zero('v', 0, 0, 1, { epoch: 1 }), { message: /older than 7/ })
+  t.deepEqual(await again.read('v', 0, 0, 1), new Uint8Array([2]))
+})
+
+test('a damaged object is detected and reported, never served; scrub finds the block', async t => {
+  const s = await store(t)
+  const data = randomBytes(200_000)
+  await s.write('v', 2, 0, data, { epoch: 1, fua: true })
+  const file = join(s.dir, 'objects', 'v', '00000002')
+  const fh = await open(file, 'r+')
+  await fh.write(new Uint8Array([data[70_000]! ^ 0xff]), 0, 1, 70_000) // block 1 (64 KiB blocks)
+  await fh.close()
+  const reports: DamageReport[] = []
+  s.on('damaged', r => reports.push(r))
+  const e = await t.throwsAsync(s.read('v', 2, 65_536, 10))
+  t.true(isGvsError(e, 'damaged'))
+  t.is(reports.length, 1)
+  t.deepEqual(reports[0]?.blocks, [1])
+  // the sound blocks still read
+  t.true(same(await s.read('v', 2, 0, 1000), data.subarray(0, 1000)))
+  t.deepEqual(await s.verify('v', 2), [1])
+  // a partial write into the damaged block must not launder it
+  await t.throwsAsync(s.write('v', 2, 70_001, new Uint8Array(4), { epoch: 1 }), { message: /damaged/ })
+  // a whole-block rewrite (as repair does) heals it
+  await s.write('v', 2, 65_536, data.subarray(65_536, 131_072), { epoch: 1 })
+  t.deepEqual(await s.verify('v', 2), [])
+})
+
+test('zeroing a whole object removes it (thin); a part reads as zeros', async t => {
+  const s = await store(t)
+  await s.write('v', 0, 0, randomBytes(4 * MiB), { epoch: 1 })
+  await s.zero('v', 0, 1000, 5000, { epoch: 1 })
+  t.deepEqual(await s.read('v', 0, 1000, 5000), new Uint8Array(5000))
+  await s.zero('v', 0, 0, 4 * MiB, { epoch: 1, fua: true })
+  t.deepEqual(await s.list('v'), [])
+  t.deepEqual(await s.read('v', 0, 0, 10), new Uint8Array(10))
+})
+
+test('LocalVolume splits ranges across objects', async t => {
+  const s = await store(t)
+  const vol = new LocalVolume({ store: s }, { volume: 'lv', size: 16 * MiB, epoch: 1 })
+  const data = randomBytes(9 * MiB)
+  await vol.write(3 * MiB, data, false)
+  t.true(same(await vol.read(3 * MiB, 9 * MiB), data))
+  t.deepEqual(await s.list('lv'), [0, 1, 2])
+  await t.throwsAsync(vol.read(15 * MiB, 2 * MiB), { message: /outside the 16777216-byte volume/ })
+  t.deepEqual(pieces(4 * MiB - 1, 2, 4 * MiB), [{ index: 0, offset: 4 * MiB - 1, length: 1, at: 0 }, { index: 1, offset: 0, length: 1, at: 1 }])
+})
+
+test('a full disk fails the write cleanly and loses nothing written before', async t => {
+  if (process.getuid?.() !== 0) { t.log('skipped: mounting a small tmpfs needs root'); t.pass(); return }
+  const mnt = await mkdtemp(join(tmpdir(), 'gvs-full-'))
+  try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]) } catch (err) {
+    await rm(mnt, { recursive: true, force: true })
+    t.log(`skipped: cannot mount a tmpfs here: ${String(err)}`); t.pass(); return
+  }
+  t.teardown(async () => { execFileSync('umount', [mnt]); await rm(mnt, { recursive: true, force: true }) })
+  await mkdir(join(mnt, 'gvs'))
+  const s = await store(t, join(mnt, 'gvs'))
+  const first = randomBytes(MiB)
+  await s.write('v', 0, 0, first, { epoch: 1, fua: true })
+  const e = await t.throwsAsync(s.write('v', 1, 0, randomBytes(2 * MiB), { epoch: 1, fua: true }))
+  t.true(isGvsError(e, 'no-space'), String(e))
+  t.regex(e?.message ?? '', /disk full/)
+  t.true(same(await s.read('v', 0, 0, MiB), first))
+  // what did land of the failed write is consistent: no block reads as damaged
+  t.deepEqual(await s.verify('v', 1), [])
+  t.true((await readdir(join(mnt, 'gvs', 'objects', 'v'))).length >= 2)
+})
