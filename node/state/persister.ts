@@ -12,8 +12,11 @@ import type { Replica, Writer } from '../../crdt/index.ts'
 import { sameHeads } from '../../crdt/index.ts'
 import { DiskError, type StateStore } from './store.ts'
 
+/** What the persister needs of the store (a narrow seam: tests inject disk faults here). */
+export type PersisterStore = Pick<StateStore, 'sizes' | 'append' | 'writeSnapshot'>
+
 export interface PersisterInit {
-  store: StateStore
+  store: PersisterStore
   replica: Replica
   /** compact when the log is larger than this and than the snapshot */
   compactLogBytes?: number
