@@ -1,0 +1,62 @@
+import test from 'ava'
+import { computeFlows, computeRuleset, counterName, peerAllowedIps, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+
+const vms: VmPlace[] = [
+  { vm: 'lb', address: '100.70.128.1', node: 'n1' },
+  { vm: 'web', address: '100.70.128.2', node: 'n2' },
+  { vm: 'db', address: '100.70.128.3', node: 'n3' },
+  { vm: 'idle', address: '100.70.128.4', node: null }
+]
+const link = (id: string, from: string, to: string, protocol: Link['protocol'] = 'tcp', port: number | null = 80): Link =>
+  ({ id, from: { vm: from, terminal: 'out' }, to: { vm: to, terminal: 'in' }, protocol, port })
+
+test('a node enforces exactly the links with an end on it; the others are skipped with a reason', t => {
+  const links = [link('l1', 'lb', 'web'), link('l2', 'web', 'db', 'tcp', 5432), link('l3', 'lb', 'idle'), link('l4', 'lb', 'ghost')]
+  const r = computeFlows({ node: 'n2', vmPrefix: '100.70.128.0/17', vms, links })
+  t.deepEqual(r.flows.map(f => f.link), ['l1', 'l2'])
+  t.deepEqual(r.skipped, [
+    { link: 'l3', reason: 'neither end runs on this node' },
+    { link: 'l4', reason: 'VM ghost has no overlay address' }
+  ])
+  const r1 = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms, links })
+  t.deepEqual(r1.skipped.find(s => s.link === 'l3'), { link: 'l3', reason: 'VM idle runs nowhere' })
+})
+
+test('the script declares the drop set, one counter per link, and rules for both directions', t => {
+  const rs = computeRuleset({ node: 'n2', table: tableName('n2'), vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web'), link('u', 'web', 'db', 'udp', 53), link('any', 'db', 'web', 'any', null)] })
+  t.regex(rs.table, /^vgrid_lcm_[0-9a-f]{10}$/)
+  t.true(rs.script.includes('set drops { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
+  t.true(rs.script.includes(`flush chain inet ${rs.table} forward`))
+  t.true(rs.script.includes(`ip saddr 100.70.128.1 ip daddr 100.70.128.2 meta l4proto tcp tcp dport 80 counter name "${counterName('l1')}" accept`))
+  t.true(rs.script.includes(`ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`))
+  t.true(rs.script.includes('meta l4proto udp udp dport 53'))
+  t.true(rs.script.includes(`ip saddr 100.70.128.3 ip daddr 100.70.128.2 counter name "${counterName('any')}" accept`))
+  t.true(rs.script.trimEnd().endsWith('update @drops { ip saddr . ip daddr } drop\n  }\n}'))
+  t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u')].sort())
+})
+
+test('counter names are valid nft identifiers and distinct for distinct links', t => {
+  const names = ['a-b', 'a_b', 'a.b', 'x:y@z', 'A'.repeat(128)].map(counterName)
+  t.is(new Set(names).size, names.length)
+  for (const n of names) t.regex(n, /^[A-Za-z_][A-Za-z0-9_]*$/)
+})
+
+test('bad input is refused with what is wrong', t => {
+  t.throws(() => computeRuleset({ node: 'n', table: 'bad name', vmPrefix: '100.70.128.0/17', vms, links: [] }), { message: /table name/ })
+  t.throws(() => computeRuleset({ node: 'n', table: 't', vmPrefix: '100.70.128.0', vms, links: [] }), { message: /not an IPv4 CIDR/ })
+  const r = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms, links: [link('p', 'lb', 'web', 'tcp', 70000), link('q', 'lb', 'web', 'any', 80)] })
+  t.is(r.flows.length, 0)
+  t.is(r.skipped.length, 2)
+})
+
+test('allowed IPs: each remote node gets its own address and the VMs it hosts; a move changes only that', t => {
+  const nodes = ['n1', 'n2', 'n3'].map((n, i) => ({ node: n, publicKey: 'k', endpoint: null, address: `100.70.0.${i + 1}` }))
+  const m = peerAllowedIps('n1', nodes, vms)
+  t.false(m.has('n1'))
+  t.deepEqual(m.get('n2'), ['100.70.0.2/32', '100.70.128.2/32'])
+  t.deepEqual(m.get('n3'), ['100.70.0.3/32', '100.70.128.3/32'])
+  const moved = vms.map(v => v.vm === 'web' ? { ...v, node: 'n3' } : v)
+  const m2 = peerAllowedIps('n1', nodes, moved)
+  t.deepEqual(m2.get('n2'), ['100.70.0.2/32'])
+  t.deepEqual(m2.get('n3'), ['100.70.0.3/32', '100.70.128.2/32', '100.70.128.3/32'])
+})
