@@ -138,7 +138,8 @@ export const ConnectionSchema = Type.Object({
 export const NodeLabelSchema = Type.Object({
   node: NodeId,
   key: Type.String({ pattern: LABEL_KEY_PATTERN }),
-  value: Type.String({ maxLength: LABEL_VALUE_MAX, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+  // no control character (C0, DEL, C1) and no lone surrogate (pairs are fine)
+  value: Type.String({ maxLength: LABEL_VALUE_MAX, pattern: '^(?:[^\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])*$' }),
   ...Stamp
 }, open)
 
@@ -216,4 +217,5 @@ export function validateMeta (value: unknown): string | null {
 }
 
 export const isLabelKey = (k: string): boolean => new RegExp(LABEL_KEY_PATTERN).test(k)
-export const isLabelValue = (v: string): boolean => v.length <= LABEL_VALUE_MAX && !/[\u0000-\u001f\u007f]/.test(v)
+/** at most LABEL_VALUE_MAX UTF-16 units, no control character (C0, DEL, C1), no lone surrogate */
+export const isLabelValue = (v: string): boolean => v.length <= LABEL_VALUE_MAX && !/[\u0000-\u001f\u007f-\u009f]/.test(v) && v.isWellFormed()

@@ -75,7 +75,7 @@ export class Writer {
 
   setLabel (node: string, key: string, value: string): void {
     if (!isLabelKey(key)) throw new InvalidObjectError(`label key "${key}" must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`)
-    if (!isLabelValue(value)) throw new InvalidObjectError('label value must be at most 256 characters, without control characters')
+    if (!isLabelValue(value)) throw new InvalidObjectError('label value must be at most 256 characters, without control characters (C0, DEL or C1) or lone surrogates')
     this.put('nodeLabels', { node, key, value })
   }
 
