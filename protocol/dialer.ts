@@ -12,6 +12,8 @@ export interface DialTarget {
   peerId?: string
   addrs: string[]
   source: 'join' | 'member' | 'mdns'
+  /** a member that left gracefully (from the peer book): dialled after the others */
+  left?: boolean
   attempts: number
   nextAt: number
 }
@@ -61,7 +63,9 @@ export function planDials (input: DialPlanInput): DialTarget[] {
     const j = Math.floor(random() * (i + 1));
     [rest[i], rest[j]] = [rest[j]!, rest[i]!]
   }
-  rest.sort((a, b) => a.attempts - b.attempts)
+  // members that left gracefully last: they are likely down, but after a whole-grid
+  // restart they are all there is
+  rest.sort((a, b) => Number(a.left === true) - Number(b.left === true) || a.attempts - b.attempts)
   return [...joins, ...rest.slice(0, room)].slice(0, Math.max(room, joins.length))
 }
 
@@ -144,8 +148,8 @@ export class Dialer {
     this.targets.set(addr, { key: addr, peerId, addrs: [addr], source: 'join', attempts: 0, nextAt: 0 })
   }
 
-  /** A member we know of (from its advert or the saved peer list) and where it listens. */
-  noteMember (peerId: string, addrs: string[]): void {
+  /** A member we know of (from its advert or the saved peer list) and where it listens; `left`: it stopped gracefully. */
+  noteMember (peerId: string, addrs: string[], left = false): void {
     if (peerId === this.init.host.peerId.toString() || addrs.length === 0) return
     const prev = this.targets.get(peerId)
     if (prev?.source === 'join') return
@@ -155,6 +159,7 @@ export class Dialer {
       peerId,
       addrs,
       source: prev?.source === 'mdns' ? 'mdns' : 'member',
+      left,
       // new addresses deserve a prompt try (a member that moved)
       attempts: changed ? 0 : prev.attempts,
       nextAt: changed ? 0 : prev.nextAt
