@@ -52,7 +52,6 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.init = init
     this.runs = new RunDirs(init.dataDir, driver)
     this.timer = setInterval(() => { this.poll() }, init.pollMs ?? 250)
-    this.timer.unref()
   }
 
   // ---- what a concrete driver supplies --------------------------------------------
@@ -103,7 +102,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       rec.cgroups = createGroups(this.cgroups, `${this.name}-${spec.id}`, { cpus: spec.vcpus, memoryBytes: spec.memoryMiB * 1024 * 1024 })
       this.save(rec)
       if (spec.network !== false) {
-        const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id ? [] : [r.network.slot])
+        const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id || r.state === 'stopped' || r.state === 'failed' ? [] : [r.network.slot])
         const slot = freeSlot(this.init.linkRange ?? DEFAULT_LINK_RANGE, used)
         rec.network = { ...await this.setupNetwork(spec, slot), slot }
         this.save(rec)

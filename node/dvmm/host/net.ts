@@ -55,10 +55,12 @@ export async function createVeth (id: string, range: string, slot: number, nodeN
   await ip(['netns', 'add', ns])
   await ip(['-n', ns, 'link', 'set', 'lo', 'up'])
   await ip(inNs(nodeNetns, ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]))
-  await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
+  // both ends up before any address: on some kernels an end brought up after the
+  // other end got its address stays NO-CARRIER
+  await ip(['-n', ns, 'link', 'set', 'eth0', 'up'])
   await ip(inNs(nodeNetns, ['link', 'set', hostIf, 'up']))
   await ip(['-n', ns, 'addr', 'add', `${a.vmAddress}/${a.prefix}`, 'dev', 'eth0'])
-  await ip(['-n', ns, 'link', 'set', 'eth0', 'up'])
+  await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
   await ip(['-n', ns, 'route', 'add', 'default', 'via', a.hostAddress])
   return { hostIf, netns: ns, ...a }
 }

@@ -1,0 +1,401 @@
+// The DVMM service: VMs anywhere on the grid, placed by leases in the cluster
+// document. The decisions are pure (crdt/placement, decide.ts); this shell reads the
+// document and membership, runs one decision step on every change and on a timer,
+// writes claims and statuses in one change per step (an agent gets few acknowledged
+// writes per second while many peers sync), and carries the answer out through the
+// drivers. Liveness is never written to the document.
+import type { EventEmitter } from 'node:events'
+import type { Registry } from 'prom-client'
+import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
+import { fenced, haCheck, onExit, reservedBy, type FenceDecision, type HaReport, type Ranking, type Strategy } from '../../crdt/placement/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { MembershipEvents } from '../../protocol/membership-service.ts'
+import type { Resources } from '../../protocol/advert.ts'
+import type { Logger } from '../log.ts'
+import type { Clock } from '../service.ts'
+import type { StateEvents } from '../state/index.ts'
+import type { DriverVmSpec, VmDriver, VmExit } from './drivers/types.ts'
+import { decide, type Decisions } from './decide.ts'
+import { History } from './history.ts'
+import { DvmmMetrics } from './metrics.ts'
+import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
+
+/** what DVMM uses of the state service */
+export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'> {
+  read: () => Reader
+  write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+}
+
+/** what DVMM uses of membership */
+export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on' | 'off'> {
+  readonly members: MemberTable
+}
+
+export interface DvmmComponents {
+  peerId: string
+  log: Logger
+  clock: Clock
+  registry: Registry
+  config: { name: string }
+  state: DvmmState
+  membership: DvmmMembership
+  /** the drivers this node runs VMs with, by the spec's driver name */
+  drivers: Partial<Record<Vm['spec']['driver'], VmDriver>>
+  /** the resources the leases this node holds reserve: the agent puts them in its advert */
+  onReserved: (r: Resources) => void
+}
+
+export interface DvmmInit {
+  /** a claim starts its VM after this long without a conflicting claim (> document propagation) */
+  settleMs?: number
+  /** a node without a majority of the roll this long kills its VMs */
+  fenceTimeoutMs?: number
+  /** takeover waits fence timeout + this, from when the holder was last heard of */
+  takeoverMarginMs?: number
+  /** the decision step also runs this often (timers: settle, takeover, fence) */
+  tickMs?: number
+  /** changes arriving within this window are decided on together */
+  debounceMs?: number
+  stopGraceMs?: number
+  strategy?: Strategy
+}
+
+const MiB = 2 ** 20
+
+export function driverSpec (vm: Vm): DriverVmSpec {
+  const s = vm.spec
+  const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
+    ? { kind: 'command', command: s.command }
+    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot }
+}
+
+export class DvmmService {
+  readonly name = 'dvmm'
+  readonly history = new History()
+  readonly metrics: DvmmMetrics
+  private readonly c: DvmmComponents
+  private readonly cfg: Required<DvmmInit>
+  private readonly log: Logger
+  /** VMs this node's drivers run (started or adopted) */
+  private readonly runs = new Set<string>()
+  private readonly busy = new Set<string>()
+  /** stops and kills this node asked for: their exits are no crashes */
+  private readonly expected = new Set<string>()
+  private readonly claimedAt = new Map<string, number>()
+  private readonly conflictSeenAt = new Map<string, number>()
+  private readonly claimHolders = new Map<string, string>()
+  private readonly unplacedSince = new Map<string, number>()
+  private readonly heard = new Map<string, number>()
+  /** document updates waiting for the next step's write */
+  private pending: Array<(w: Writer) => void> = []
+  private lastMajorityAt = 0
+  private startedAt = 0
+  private fence?: FenceDecision
+  private rankings = new Map<string, Ranking>()
+  private lastReserved = ''
+  private running = false
+  private stepping = false
+  private dirty = false
+  private timer?: NodeJS.Timeout
+  private wakeTimer?: NodeJS.Timeout
+  private debounce?: NodeJS.Timeout
+  private readonly onChange = (): void => { this.schedule() }
+  private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
+
+  constructor (components: DvmmComponents, init: DvmmInit = {}) {
+    this.c = components
+    this.log = components.log.child('dvmm')
+    this.cfg = {
+      settleMs: init.settleMs ?? 1500,
+      fenceTimeoutMs: init.fenceTimeoutMs ?? 5000,
+      takeoverMarginMs: init.takeoverMarginMs ?? 1500,
+      tickMs: init.tickMs ?? 500,
+      debounceMs: init.debounceMs ?? 20,
+      stopGraceMs: init.stopGraceMs ?? 10_000,
+      strategy: init.strategy ?? 'spread'
+    }
+    this.metrics = new DvmmMetrics(components.registry)
+  }
+
+  get me (): string { return this.c.peerId }
+  get config (): Readonly<Required<DvmmInit>> { return this.cfg }
+  get fenceState (): FenceDecision | undefined { return this.fence }
+  /** the ranking of each VM that is waiting for a holder, from the last step */
+  rankingOf (vm: string): Ranking | undefined { return this.rankings.get(vm) }
+  driver (name: string): VmDriver | undefined { return this.c.drivers[name as Vm['spec']['driver']] }
+  get drivers (): Partial<Record<string, VmDriver>> { return this.c.drivers }
+
+  async start (): Promise<void> {
+    this.running = true
+    this.startedAt = this.lastMajorityAt = this.c.clock.now()
+    for (const d of new Set(Object.values(this.c.drivers))) {
+      d.on('exit', this.onDriverExit)
+      // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
+      for (const vm of await d.list()) if (vm.state === 'running' || vm.state === 'starting') this.runs.add(vm.id)
+    }
+    if (this.runs.size > 0) this.log.info('found VMs of a previous run', { vms: [...this.runs] })
+    this.c.state.on('changed', this.onChange)
+    this.c.membership.on('transition', this.onChange)
+    if (this.c.state.read().get('roll', this.me) == null) {
+      const now = this.c.clock.now()
+      this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.c.config.name, joined: now }) })
+    }
+    this.timer = setInterval(() => { this.schedule() }, this.cfg.tickMs)
+    this.timer.unref()
+    this.schedule()
+  }
+
+  /** graceful: this node leaves the grid: its VMs stop, its leases and roll entry go */
+  async stop (opts: { graceful: boolean } = { graceful: true }): Promise<void> {
+    this.running = false
+    clearInterval(this.timer)
+    clearTimeout(this.wakeTimer)
+    clearTimeout(this.debounce)
+    this.c.state.off('changed', this.onChange)
+    this.c.membership.off('transition', this.onChange)
+    while (this.stepping) await new Promise(resolve => setTimeout(resolve, 5))
+    if (opts.graceful) {
+      const vms = [...this.runs]
+      await Promise.all(vms.map(async vm => await this.act(vm, 'stop', 'node leaving')))
+      await this.c.state.write(w => {
+        for (const l of w.reader.list('leases')) if (l.holder === this.me) w.remove('leases', l.vm)
+        w.remove('roll', this.me)
+      }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
+    }
+    for (const d of new Set(Object.values(this.c.drivers))) d.off('exit', this.onDriverExit)
+  }
+
+  /** Queues a document update for the next step (one change for many updates). */
+  enqueue (fn: (w: Writer) => void): void {
+    this.pending.push(fn)
+    this.schedule()
+  }
+
+  schedule (): void {
+    if (!this.running || this.debounce != null) return
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined
+      void this.reconcile()
+    }, this.cfg.debounceMs)
+  }
+
+  async reconcile (): Promise<void> {
+    if (this.stepping) { this.dirty = true; return }
+    this.stepping = true
+    try {
+      do {
+        this.dirty = false
+        await this.step()
+      } while (this.dirty && this.running)
+    } catch (err) {
+      this.log.warn('decision step failed', { err: (err as Error).message })
+    } finally {
+      this.stepping = false
+    }
+  }
+
+  private async flush (claims: Decisions['claims'] = [], release: Decisions['release'] = []): Promise<void> {
+    const ops = this.pending.splice(0)
+    if (ops.length === 0 && claims.length === 0 && release.length === 0) return
+    try {
+      await this.c.state.write(w => {
+        for (const op of ops) {
+          try { op(w) } catch (err) { this.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
+        }
+        for (const c of claims) w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
+        for (const r of release) if (w.reader.get('leases', r.vm)?.value.holder === this.me) w.remove('leases', r.vm)
+      }, 'dvmm')
+    } catch (err) {
+      if (claims.length === 0) this.pending.unshift(...ops)
+      throw err
+    }
+  }
+
+  private async step (): Promise<void> {
+    this.metrics.reconciles.inc()
+    await this.flush()
+    const now = this.c.clock.now()
+    const reader = this.c.state.read()
+    const doc = docView(reader)
+    const members = this.c.membership.members
+    for (const m of members.values()) this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, m.state === 'alive' ? 0 : m.since))
+    const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
+    const roll = new Set([...doc.roll.keys(), this.me])
+    const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
+    this.fence = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
+    if (this.fence.fenced && this.metrics.fenced.hashMap != null) this.log.debug('fenced', { reason: this.fence.reason })
+    this.lastMajorityAt = this.fence.lastMajorityAt
+    this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
+    this.watchClaims(doc, now)
+    this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)
+    const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
+    const d = decide({
+      me: this.me,
+      now,
+      doc,
+      nodes,
+      holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
+      lastHeard: id => this.heard.get(id) ?? this.startedAt,
+      fence: this.fence,
+      runs: this.runs,
+      busy: this.busy,
+      claimedAt: this.claimedAt,
+      conflictSeenAt: this.conflictSeenAt,
+      unplacedSince: this.unplacedSince,
+      capacity: cap,
+      cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy }
+    })
+    this.rankings = d.rankings
+    for (const vm of d.rankings.keys()) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
+    for (const vm of this.unplacedSince.keys()) if (!d.rankings.has(vm)) this.unplacedSince.delete(vm)
+    for (const r of d.refused) this.metrics.claimsRefused.inc()
+    if (d.claims.length > 0 || d.release.length > 0) {
+      await this.flush(d.claims, d.release)
+      const at = this.c.clock.now()
+      for (const c of d.claims) {
+        this.claimedAt.set(c.vm, at)
+        this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
+        const rk = d.rankings.get(c.vm)
+        if (rk != null) this.history.decisions.set(c.vm, { at, ranking: rk })
+      }
+      if (d.claims.length > 0) this.dirty = true // settle timers start now
+    }
+    for (const k of d.kill) void this.act(k.vm, 'kill', k.why)
+    for (const s of d.stop) void this.act(s.vm, 'stop', s.why)
+    for (const vm of d.start) void this.startVm(vm, doc)
+    this.publishReserved(doc)
+    if (Number.isFinite(d.wakeInMs) && this.running) {
+      clearTimeout(this.wakeTimer)
+      this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
+    }
+  }
+
+  /** Notices conflicting claims (they restart the settle window) and lost ones. */
+  private watchClaims (doc: DocView, now: number): void {
+    for (const [vm, at] of this.claimedAt) {
+      const l = doc.leases.get(vm)
+      const holders = l?.claims.map(c => `${c.holder}@${c.epoch}`).sort().join() ?? ''
+      if (l != null && l.claims.length > 1 && holders !== this.claimHolders.get(vm)) this.conflictSeenAt.set(vm, now)
+      this.claimHolders.set(vm, holders)
+      if (l == null || l.winner.holder !== this.me) {
+        this.metrics.claimsLost.inc()
+        this.history.add(vm, { at: now, event: 'lost-claim', detail: l == null ? 'lease removed' : `to ${l.winner.holder} (epoch ${l.winner.epoch})` })
+        this.forgetClaim(vm)
+      } else if (l.winner.status === 'running' && now - at > this.cfg.settleMs) {
+        this.forgetClaim(vm)
+      }
+    }
+  }
+
+  private forgetClaim (vm: string): void {
+    this.claimedAt.delete(vm)
+    this.conflictSeenAt.delete(vm)
+    this.claimHolders.delete(vm)
+  }
+
+  private updateLease (vm: string, patch: Partial<Lease>): void {
+    this.enqueue(w => {
+      if (w.reader.get('leases', vm)?.value.holder !== this.me) return
+      w.update('leases', vm, patch)
+    })
+  }
+
+  private async startVm (id: string, doc: DocView): Promise<void> {
+    const vm = doc.vms.get(id)
+    if (vm == null || this.busy.has(id)) return
+    const driver = this.c.drivers[vm.spec.driver]
+    if (driver == null) {
+      this.updateLease(id, { status: 'failed', reason: `driver ${vm.spec.driver} is not available on this node` })
+      return
+    }
+    this.busy.add(id)
+    try {
+      const old = await driver.inspect(id)
+      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
+      await driver.start(driverSpec(vm))
+      this.runs.add(id)
+      this.metrics.starts.inc({ result: 'ok' })
+      this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}` })
+    } catch (err) {
+      this.metrics.starts.inc({ result: 'failed' })
+      this.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
+      this.updateLease(id, { status: 'failed', reason: `driver ${driver.name}: ${(err as Error).message}` })
+    } finally {
+      this.busy.delete(id)
+      this.schedule()
+    }
+  }
+
+  /** Stops (gracefully, then releases the lease) or kills one VM this node runs. */
+  private async act (vm: string, how: 'stop' | 'kill', why: string): Promise<void> {
+    if (this.busy.has(vm)) return
+    const driver = await this.driverRunning(vm)
+    this.busy.add(vm)
+    this.expected.add(vm)
+    try {
+      if (driver != null) {
+        if (how === 'kill') await driver.kill(vm)
+        else await driver.stop(vm, this.cfg.stopGraceMs)
+        await driver.remove(vm).catch(() => {})
+      }
+      this.runs.delete(vm)
+      this.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
+      if (how === 'kill') this.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
+      this.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      if (how === 'stop') this.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.me) w.remove('leases', vm) })
+    } catch (err) {
+      this.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
+    } finally {
+      this.busy.delete(vm)
+      this.expected.delete(vm)
+      this.schedule()
+    }
+  }
+
+  private async driverRunning (vm: string): Promise<VmDriver | undefined> {
+    for (const d of new Set(Object.values(this.c.drivers))) if ((await d.inspect(vm)) != null) return d
+    return undefined
+  }
+
+  /** A VM's process ended: unless this node asked, a crash; the restart rule decides. */
+  private exited (e: { id: string } & VmExit): void {
+    if (!this.runs.has(e.id) || this.expected.has(e.id)) return
+    this.runs.delete(e.id)
+    const l = this.c.state.read().get('leases', e.id)?.value
+    const vm = this.c.state.read().get('vms', e.id)?.value
+    if (l == null || l.holder !== this.me || vm == null) return
+    this.metrics.crashes.inc()
+    const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
+    const d = onExit(l.crashes ?? [], this.c.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    this.log.info('VM exited', { vm: e.id, detail, action: d.action })
+    // while the update is queued the step would restart it: keep it busy until written
+    if (d.action === 'stop') this.busy.add(e.id)
+    this.enqueue(w => {
+      this.busy.delete(e.id)
+      if (w.reader.get('leases', e.id)?.value.holder !== this.me) return
+      w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
+    })
+  }
+
+  private publishReserved (doc: DocView): void {
+    const r = reservedBy(this.me, [...doc.leases.values()].map(l => l.claims))
+    const held = [...doc.leases.values()].filter(l => l.winner.holder === this.me).length
+    this.metrics.held.set(held)
+    this.metrics.reservedCpu.set(r.cpu)
+    this.metrics.reservedMemory.set(r.memoryBytes)
+    const key = `${r.cpu}/${r.memoryBytes}`
+    if (key === this.lastReserved) return
+    this.lastReserved = key
+    this.c.onReserved({ cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 })
+  }
+
+  /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
+  ha (): HaReport {
+    const reader = this.c.state.read()
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.c.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
+    const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
+    return haCheck(demands, nodes, holdings(doc), { strategy: this.cfg.strategy })
+  }
+}

@@ -1,0 +1,107 @@
+// The process driver: the compliance suite, plus its own promises: memory over the
+// limit is OOM-killed and reported so, the cpu quota is the spec's, the VM has its own
+// namespace whose address the node reaches. Host ends of VM links live in a namespace
+// this test makes (not the machine's own), removed by name afterwards.
+import test from 'ava'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
+import { probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
+import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
+import { silentLogger } from '../../../node/log.ts'
+import { driverCompliance, waitFor } from './compliance.ts'
+
+const support = checkSupport()
+const cg = support.ok ? probeCgroups() : undefined
+const skip = !support.ok ? support.reason : cg?.ok !== true ? `no usable cgroups: ${cg?.detail}` : which('busybox') == null ? 'busybox not installed (apt-get install busybox-static)' : which('curl') == null ? 'curl not installed (apt-get install curl)' : undefined
+
+const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-proc-'))
+const nodeNs = `vgtest-pn-${process.pid}`
+let nsMade = false
+test.before(async () => {
+  if (skip !== undefined) return
+  await createNamespace(nodeNs, () => { nsMade = true })
+})
+test.after.always(() => {
+  if (nsMade) deleteNamespaceSync(nodeNs)
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+const create = async (): Promise<ProcessDriver> => new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, nodeNetns: nodeNs, pollMs: 50 })
+const sh = (id: string, script: string, memoryMiB = 64, vcpus = 1) => ({ id, vcpus, memoryMiB, boot: { kind: 'command' as const, command: ['/bin/sh', '-c', script] } })
+
+driverCompliance(test, {
+  name: 'process',
+  skip,
+  create,
+  specs: {
+    running: id => sh(id, 'echo guest ready; exec sleep 600'),
+    exits: id => ({ spec: sh(id, 'echo guest ready; sleep 0.3; exit 3'), code: 3 }),
+    ignoresStop: id => sh(id, "trap '' TERM; echo guest ready; while :; do sleep 1; done"),
+    badBoot: id => ({ spec: { id, vcpus: 1, memoryMiB: 64, boot: { kind: 'command', command: ['/no/such/program'] } }, field: 'boot.command[0]' })
+  },
+  readyLine: 'guest ready',
+  readyTimeoutMs: 5000
+})
+
+const maybe = skip === undefined ? test.serial : test.serial.skip
+
+maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {
+  const d = await create()
+  const id = `oom-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const exited = new Promise<{ reason: string }>(resolve => d.on('exit', e => { if (e.id === id) resolve(e) }))
+  // about 200 MiB held in a shell variable against a 48 MiB limit
+  await d.start(sh(id, 'echo guest ready; x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived ${#x}', 48))
+  const e = await exited
+  t.is(e.reason, 'oom-killed')
+  const info = await d.inspect(id)
+  t.is(info?.state, 'failed')
+  t.is(info?.error, 'oom-killed')
+  t.false((await d.consoleTail(id)).includes('survived'))
+})
+
+maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM has its own namespace the node reaches', async t => {
+  const d = await create()
+  const id = `lim-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const busybox = which('busybox')!
+  const info = await d.start({ id, vcpus: 0.5, memoryMiB: 96, boot: { kind: 'command', command: [busybox, 'sh', '-c', `mkdir -p /tmp/${id}; echo hello-from-${id} > /tmp/${id}/index.html; echo guest ready; exec ${busybox} httpd -f -p 8080 -h /tmp/${id}`] } })
+  t.teardown(() => { rmSync(`/tmp/${id}`, { recursive: true, force: true }) })
+  t.is(info.detail?.cgroup, cg?.layout?.version)
+  const paths = info.detail!.cgroups!.split(' ')
+  t.is(readCpuLimit(paths), 0.5)
+  t.is(info.detail?.cpuLimit, '0.5')
+  const memFile = cg?.layout?.version === 'v2' ? join(paths[0]!, 'memory.max') : join(paths[1]!, 'memory.limit_in_bytes')
+  const { readFileSync } = await import('node:fs')
+  t.is(Number(readFileSync(memFile, 'utf8')), 96 * 1024 * 1024)
+  t.truthy(info.network?.netns)
+  t.not(info.network?.netns, nodeNs)
+  await waitFor('the ready line', async () => (await d.consoleTail(id)).includes('guest ready'), 5000)
+  const page = await waitFor('the page from the VM', async () => {
+    const out = await nsRun(nodeNs, 'curl', ['-s', '-m', '2', `http://${info.network!.vmAddress}:8080/`], { allowFail: true })
+    return out.includes('hello-from') ? out : undefined
+  }, 10_000, 200)
+  t.is(page.trim(), `hello-from-${id}`)
+  await d.stop(id, 5000)
+  const { existsSync } = await import('node:fs')
+  t.false(paths.some(p => existsSync(p)), 'cgroups removed on stop')
+})
+
+maybe('process driver: measures start time', async t => {
+  const d = await create()
+  const ids: string[] = []
+  t.teardown(async () => { for (const id of ids) { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {} } await d.close() })
+  const times: number[] = []
+  for (let i = 0; i < 5; i++) {
+    const id = `st-${process.pid}-${i}`
+    ids.push(id)
+    const t0 = performance.now()
+    await d.start(sh(id, 'exec sleep 600'))
+    times.push(performance.now() - t0)
+  }
+  times.sort((a, b) => a - b)
+  t.log(`process VM start (cgroups + netns + veth + spawn): median ${times[2]!.toFixed(0)} ms, min ${times[0]!.toFixed(0)}, max ${times[4]!.toFixed(0)}`)
+  t.is(times.length, 5)
+})
