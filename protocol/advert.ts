@@ -2,26 +2,43 @@
 // validated against one schema and signed by the node it describes (Ed25519, key
 // taken from its peer id), so an advert can be relayed by anyone (member sync on
 // join) and still be checked end to end.
+//
+// Forward compatible: a newer release may add fields (at the top or inside an object
+// such as capacity). An agent that does not know them *keeps* them: the signature
+// covers the JSON of every field but sig, in the order they arrive, and an advert is
+// relayed (member sync) as the object it was decoded to, so only a kept field lets
+// the next agent verify it. Unknown fields are otherwise never read. An advert is
+// rejected only when a field this agent knows is missing or out of its schema.
+// A change that alters a known field's meaning or type is not an added field: it
+// needs a new protocol version (`proto`, see compat.ts), not a bigger schema.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { parseJsonMessage, type Rejection } from './json-message.ts'
 
+/** the advert's envelope format; unlike `proto` it never changes (new fields are simply added) */
 export const ADVERT_VERSION = 1
 /** adverts are small; anything bigger is malformed or hostile */
 export const MAX_ADVERT_BYTES = 16 * 1024
 
 const Count = Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+/** unknown fields are kept (see the top of this file) */
+const open = { additionalProperties: true }
+const ProtoVersion = Type.Integer({ minimum: 1, maximum: 65535 })
 
 export const ResourcesSchema = Type.Object({
   cpu: Count,
   memoryBytes: Count,
   diskBytes: Count
-}, { additionalProperties: false })
+}, open)
 
 export const AdvertSchema = Type.Object({
   v: Type.Literal(ADVERT_VERSION),
+  /** the newest protocol version the node speaks; absent (agents before it was added) means 1 */
+  proto: Type.Optional(ProtoVersion),
+  /** the oldest protocol version it still speaks; absent means `proto` */
+  protoMin: Type.Optional(ProtoVersion),
   cluster: Type.String({ minLength: 1, maxLength: 64 }),
   nodeId: Type.String({ minLength: 1, maxLength: 128 }),
   name: Type.String({ minLength: 1, maxLength: 128 }),
@@ -35,17 +52,18 @@ export const AdvertSchema = Type.Object({
   reserved: ResourcesSchema,
   free: ResourcesSchema,
   load: Type.Array(Type.Number({ minimum: 0 }), { minItems: 3, maxItems: 3 }),
+  /** the agent's release (node/version.ts) */
   version: Type.String({ maxLength: 64 }),
   labels: Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 256 })),
   wireguard: Type.Union([Type.Null(), Type.Object({
     publicKey: Type.String({ maxLength: 64 }),
     endpoint: Type.String({ maxLength: 128 })
-  }, { additionalProperties: false })]),
+  }, open)]),
   /** heads of the cluster document, so peers that are not directly connected can pull */
   stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
-  /** base64 Ed25519 signature over the JSON of every other field, in this order */
+  /** base64 Ed25519 signature over the JSON of every other field (unknown ones too), in the order sent */
   sig: Type.String({ maxLength: 128 })
-}, { additionalProperties: false })
+}, open)
 
 export type Advert = Static<typeof AdvertSchema>
 export type UnsignedAdvert = Omit<Advert, 'sig'>

@@ -7,6 +7,10 @@
 // The digest also lists the members its sender holds as suspect or dead (a third
 // element, "doubted"), so that a member doubted by mistake, whose refutation on gossip
 // was lost (a grid starting at once), learns it at the next exchange and refutes.
+// Forward compatible: a message's fields this agent does not know are ignored, and so
+// are digest entries of a shape it does not know (the advert is then sent, as to a
+// peer that lacks it); relayed adverts keep their unknown fields (see advert.ts).
+// Only a known field that is missing or of the wrong type fails the exchange.
 import { lpStream } from '@libp2p/utils'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Advert } from './advert.ts'
@@ -79,6 +83,24 @@ function parseDigest (v: unknown): Digest {
   return v as Digest
 }
 
+export interface SyncMessage { digest: Digest, adverts: Uint8Array[] }
+
+/**
+ * One member-sync message, with the fields `want` names checked (an error names the
+ * broken one) and any other field ignored. Pure.
+ */
+export function parseSyncMessage<K extends keyof SyncMessage> (data: Uint8Array, want: readonly K[]): Pick<SyncMessage, K> {
+  const v: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
+  if (typeof v !== 'object' || v == null || Array.isArray(v)) throw new Error('member sync message is not an object')
+  const msg = v as Record<string, unknown>
+  const out: Partial<SyncMessage> = {}
+  for (const k of want) {
+    if (k === 'digest') out.digest = parseDigest(msg.digest)
+    else out.adverts = parseAdvertList(msg.adverts)
+  }
+  return out as Pick<SyncMessage, K>
+}
+
 /** a grid of this many servers is far beyond any rack; more is a hostile peer */
 const MAX_ADVERTS = 10_000
 
@@ -128,9 +150,9 @@ export class MemberSync {
       const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
       const mine = this.init.adverts()
       await lp.write(enc({ digest: digestOf(mine, this.init.doubted?.()) }), { signal })
-      const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown, digest?: unknown }
-      this.init.onAdverts(parseAdvertList(reply.adverts), id)
-      const digest = parseDigest(reply.digest)
+      const reply = parseSyncMessage((await lp.read({ signal })).subarray(), ['adverts', 'digest'])
+      this.init.onAdverts(reply.adverts, id)
+      const digest = reply.digest
       const now = await this.checkDoubt(digest, id) ? this.init.adverts() : mine
       await lp.write(enc({ adverts: newerThan(now, digest) }), { signal })
       await stream.close({ signal })
@@ -155,13 +177,12 @@ export class MemberSync {
     try {
       const signal = AbortSignal.timeout(TIMEOUT_MS)
       const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
-      const first = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { digest?: unknown }
-      const digest = parseDigest(first.digest)
+      const { digest } = parseSyncMessage((await lp.read({ signal })).subarray(), ['digest'])
       await this.checkDoubt(digest, id)
       const mine = this.init.adverts()
       await lp.write(enc({ adverts: newerThan(mine, digest), digest: digestOf(mine, this.init.doubted?.()) }), { signal })
-      const last = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { adverts?: unknown }
-      this.init.onAdverts(parseAdvertList(last.adverts), id)
+      const last = parseSyncMessage((await lp.read({ signal })).subarray(), ['adverts'])
+      this.init.onAdverts(last.adverts, id)
       await stream.close({ signal })
     } catch (err) {
       stream.abort(err as Error)

@@ -16,6 +16,7 @@ import {
 } from './membership.ts'
 import { Heartbeats } from './heartbeat.ts'
 import { MemberSync, syncPartner } from './member-sync.ts'
+import { CompatReports, protocolCompat, type Compat } from './compat.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
 
 export interface MembershipTiming {
@@ -50,6 +51,8 @@ export interface MembershipServiceInit {
   body: () => AdvertBody
   config?: Partial<MembershipConfig>
   timing?: Partial<MembershipTiming>
+  /** where a member that speaks no protocol version of ours is reported (once per member) */
+  log?: { warn: (msg: string, fields?: Record<string, unknown>) => void }
 }
 
 export interface MembershipEvents {
@@ -59,6 +62,8 @@ export interface MembershipEvents {
   sent: [bytes: number]
   received: [bytes: number]
   suspected: [target: string, by: string, why: 'silent' | 'lost' | 'unreachable' | 'gossip']
+  /** a member speaks no protocol version this node speaks (once per member, see compat.ts) */
+  incompatible: [nodeId: string, compat: Compat, member: Advert]
 }
 
 export class MembershipService extends EventEmitter<MembershipEvents> {
@@ -79,6 +84,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private syncTimer?: NodeJS.Timeout
   /** members whose current suspicion we raised ourselves: we report their death */
   private readonly raised = new Set<string>()
+  private readonly compat = new CompatReports()
   private running = false
 
   constructor (init: MembershipServiceInit) {
@@ -127,6 +133,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   /** heartbeat partners: peers whose connections carry this node's failure detection */
   get partners (): Set<string> { return this.heartbeats.partners }
   get version (): Version { return this.own.version }
+  /** Whether this node can work with a member (its advert's protocol versions against ours); for /v1/nodes. */
+  compatOf (nodeId: string): Compat | undefined {
+    const m = this.table.get(nodeId)
+    return m == null ? undefined : protocolCompat(m.advert)
+  }
 
   async start (): Promise<void> {
     if (this.running) return
@@ -323,13 +334,26 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     const step = onAdvert(this.table, advert, now)
     if (step.table === this.table) return
     this.apply(step, advert)
+    this.checkProtocol(advert)
     this.emit('advert', advert)
+  }
+
+  /**
+   * A member we share no protocol version with stays in the table (its advert is
+   * valid and it is alive), but the operator must hear of it: once per member, in
+   * the log and as an event.
+   */
+  private checkProtocol (advert: Advert): void {
+    const { compat, report } = this.compat.note(advert.nodeId, advert)
+    if (!report) return
+    this.init.log?.warn('member speaks no protocol version of ours', { node: advert.name, id: advert.nodeId, version: advert.version, reason: compat.reason })
+    this.emit('incompatible', advert.nodeId, compat, advert)
   }
 
   private apply (step: Step, member?: Advert): void {
     this.table = step.table
     for (const t of step.transitions) {
-      if (t.to === 'forgotten') this.fetched.delete(t.nodeId)
+      if (t.to === 'forgotten') { this.fetched.delete(t.nodeId); this.compat.forget(t.nodeId) }
       if (t.to !== 'suspect') this.raised.delete(t.nodeId)
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are

@@ -2,11 +2,31 @@
 // something changed or a suspicion must be refuted, and refreshing it every so often.
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
-import { encodeAdvert, signAdvert, type Advert } from './advert.ts'
+import { ADVERT_VERSION, encodeAdvert, signAdvert, type Advert, type UnsignedAdvert } from './advert.ts'
 import { compareVersions, type Version } from './membership.ts'
+import { PROTOCOL } from './compat.ts'
 
-/** The parts of an advert the agent supplies; OwnAdvert adds identity, sequencing and the signature. */
-export type AdvertBody = Omit<Advert, 'v' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
+/** The parts of an advert the agent supplies; OwnAdvert adds identity, protocol, sequencing and the signature. */
+export type AdvertBody = Omit<Advert, 'v' | 'proto' | 'protoMin' | 'cluster' | 'nodeId' | 'incarnation' | 'seq' | 'status' | 'sig'>
+
+/**
+ * Test hook: with VGRID_TEST_HOOKS=1, the JSON object in VGRID_TEST_ADVERT_EXTRA is
+ * added to every advert this node signs, as fields a newer release would add (fields
+ * the advert already has are left alone). Without both variables: nothing. Pure over
+ * `env`; a value that is not a JSON object is an error naming the variable.
+ */
+export function testAdvertExtra (env: Record<string, string | undefined>): Record<string, unknown> {
+  const raw = env.VGRID_TEST_ADVERT_EXTRA
+  if (env.VGRID_TEST_HOOKS !== '1' || raw == null || raw === '') return {}
+  let v: unknown
+  try {
+    v = JSON.parse(raw)
+  } catch (err) {
+    throw new Error(`VGRID_TEST_ADVERT_EXTRA is not JSON: ${(err as Error).message}`)
+  }
+  if (typeof v !== 'object' || v == null || Array.isArray(v)) throw new Error('VGRID_TEST_ADVERT_EXTRA must be a JSON object')
+  return v as Record<string, unknown>
+}
 
 /**
  * A node re-publishes on new topic peers until one advert reached a peer directly:
@@ -57,6 +77,8 @@ export class OwnAdvert {
   /** when the last advert was signed (Date.now()); any advert counts as a refresh */
   private publishedAt = 0
   private running = false
+  /** fields added by the test hook (testAdvertExtra); empty in production */
+  private readonly extra = testAdvertExtra(process.env)
 
   constructor (init: OwnAdvertInit) {
     this.init = init
@@ -148,15 +170,19 @@ export class OwnAdvert {
   }
 
   private async publish (status: Advert['status']): Promise<void> {
-    const advert = await signAdvert(this.init.privateKey, {
-      v: 1,
+    const known: UnsignedAdvert = {
+      v: ADVERT_VERSION,
+      proto: PROTOCOL.max,
+      protoMin: PROTOCOL.min,
       cluster: this.init.clusterId,
       nodeId: this.init.nodeId,
       incarnation: this.incarnation,
       seq: ++this.seq,
       status,
       ...this.init.body()
-    })
+    }
+    // test-hook fields go after the known ones and never replace one
+    const advert = await signAdvert(this.init.privateKey, { ...known, ...this.extra, ...known })
     this.publishedAt = Date.now()
     this.init.onSigned(advert)
     const data = encodeAdvert(advert)

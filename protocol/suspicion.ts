@@ -2,6 +2,9 @@
 // or, with `kind: 'dead'`, "my suspicion of it ran out unrefuted". Gossiped so that
 // every node starts the same countdown and ends it together; the target refutes
 // either by publishing a newer advert.
+// Fields a newer release adds are ignored (a suspicion is never relayed by this code:
+// gossipsub forwards the bytes as received); one is rejected only when a field this
+// agent knows is missing or out of its schema.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { parseJsonMessage, type Rejection } from './json-message.ts'
@@ -17,7 +20,7 @@ export const SuspicionSchema = Type.Object({
   seq: Count,
   /** absent in a plain suspicion */
   kind: Type.Optional(Type.Union([Type.Literal('suspect'), Type.Literal('dead')]))
-}, { additionalProperties: false })
+}, { additionalProperties: true })
 
 export type Suspicion = Static<typeof SuspicionSchema>
 

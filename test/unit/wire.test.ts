@@ -2,7 +2,11 @@ import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { decodeAdvert, decodeRelayedAdvert, encodeAdvert, signAdvert, MAX_ADVERT_BYTES, type Advert } from '../../protocol/advert.ts'
-import { newerThan, digestOf, doubtedIn, syncPartner } from '../../protocol/member-sync.ts'
+import { newerThan, digestOf, doubtedIn, syncPartner, parseSyncMessage } from '../../protocol/member-sync.ts'
+import { decodeSuspicion, encodeSuspicion, type Suspicion } from '../../protocol/suspicion.ts'
+import { protocolCompat, protocolOf, CompatReports } from '../../protocol/compat.ts'
+import { testAdvertExtra } from '../../protocol/own-advert.ts'
+import { decodeHeads } from '../../node/state/announce.ts'
 import { decodeBeat, encodeBeat } from '../../protocol/heartbeat.ts'
 import { generateClusterKey, parseClusterKey, formatClusterKey, encodeToken, decodeToken, clusterKeyFromHex, keyHex } from '../../protocol/cluster-key.ts'
 import { planDials, planTrim, backoffMs, type DialTarget } from '../../protocol/dialer.ts'
@@ -40,7 +44,10 @@ test('bad adverts are rejected with a reason', async t => {
   t.is(await reason(new Uint8Array([0xff, 0xfe])), 'malformed')
   t.is(await reason(new Uint8Array(MAX_ADVERT_BYTES + 1)), 'oversized')
   t.is(await reason(encodeAdvert({ ...advert('peerA'), cluster: 'other' })), 'wrong-cluster')
-  t.is(await reason(encodeAdvert({ ...advert('peerA'), extra: 1 } as never)), 'schema')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), proto: 0 })), 'schema', 'a protocol version is a positive integer')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), proto: '2' } as never)), 'schema')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), status: 'draining' } as never)), 'schema', 'a new value in a known field breaks it')
+  t.is(await reason(encodeAdvert({ ...advert('peerA'), free: { cpu: 1, memoryBytes: 10 } } as never)), 'schema', 'a known field missing inside an object')
   t.is(await reason(encodeAdvert({ ...advert('peerA'), load: [1] })), 'schema')
   t.is(await reason(encodeAdvert({ ...advert('peerA'), capacity: { cpu: -1, memoryBytes: 0, diskBytes: 0 } })), 'schema')
   t.is(await reason(new TextEncoder().encode('null')), 'schema')
@@ -194,4 +201,110 @@ test('planTrim sheds spare connections above the high-water mark, those the peer
   // a newcomer's connection is left alone until it had time to learn the grid
   const young = peers.map(p => p.peerId === 'i1' ? { ...p, openedAt: 59_000 } : p)
   t.deepEqual(planTrim({ peers: young, keep, targetPeers: 2, highWater: 4, ...at }), ['i2', 'i3', 'o1', 'o2'])
+})
+
+// Forward compatibility: what a newer release adds is kept or ignored, never a reason to reject.
+
+const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
+
+test('an advert with fields this agent does not know is accepted, keeps them, and still verifies when relayed', async t => {
+  const key = await generateKeyPair('Ed25519')
+  const id = peerIdFromPrivateKey(key).toString()
+  // as a newer release would sign it: new top-level fields, new fields inside known objects
+  const newer = await signAdvert(key, {
+    ...advert(id, { proto: 2, protoMin: 1 }),
+    capacity: { ...r, gpus: 2 },
+    wireguard: { publicKey: 'pk', endpoint: '10.0.0.1:51820', mtu: 1420 },
+    zone: 'eu-1',
+    volumes: [{ id: 'v1', bytes: 10 }]
+  } as never)
+  const got = await decodeAdvert(encodeAdvert(newer), id, 'c1')
+  t.true(got.ok, got.ok ? '' : got.detail)
+  const kept = got.ok ? got.advert as unknown as Record<string, unknown> : {}
+  t.is(kept.zone, 'eu-1')
+  t.deepEqual(kept.volumes, [{ id: 'v1', bytes: 10 }])
+  t.is((kept.capacity as Record<string, unknown>).gpus, 2)
+  // member sync relays the object this agent holds; the next agent checks the signature
+  const relayed = got.ok ? await decodeRelayedAdvert(encodeAdvert(got.advert), 'c1', () => true) : null
+  t.true(relayed?.ok, 'the relayed copy verifies: nothing was dropped or reordered')
+  t.deepEqual(relayed?.ok === true ? relayed.advert : null, newer)
+  // and the relay can not add or change one
+  const tampered = await decodeAdvert(encodeAdvert({ ...newer, zone: 'us-1' } as never), undefined, 'c1')
+  t.is(tampered.ok ? null : tampered.reason, 'bad-signature')
+})
+
+test('adverts from before the protocol field speak protocol 1', async t => {
+  const key = await generateKeyPair('Ed25519')
+  const id = peerIdFromPrivateKey(key).toString()
+  const old = await signAdvert(key, advert(id))
+  t.false('proto' in old)
+  const got = await decodeAdvert(encodeAdvert(old), id, 'c1')
+  t.true(got.ok)
+  t.deepEqual(protocolOf(old), { min: 1, max: 1 })
+  t.true(protocolCompat(old).ok)
+})
+
+test('protocol versions: ranges that overlap work together, others say which side to update', t => {
+  t.deepEqual(protocolCompat({ proto: 3, protoMin: 1 }, { min: 1, max: 2 }), { proto: { min: 1, max: 3 }, ok: true, speak: 2 })
+  const newer = protocolCompat({ proto: 4, protoMin: 3 }, { min: 1, max: 2 })
+  t.false(newer.ok)
+  t.regex(newer.reason ?? '', /speaks protocol 3-4, this agent speaks 1-2: the member runs a newer release; update this agent/)
+  const older = protocolCompat({}, { min: 2, max: 3 })
+  t.regex(older.reason ?? '', /speaks protocol 1, this agent speaks 2-3: the member runs an older release; update it/)
+  t.deepEqual(protocolOf({ proto: 2, protoMin: 5 }), { min: 2, max: 2 }, 'a min above the max is read as the max')
+})
+
+test('an incompatible member is reported once, and again only after it was compatible or forgotten', t => {
+  const reports = new CompatReports()
+  const ours = { min: 1, max: 1 }
+  t.true(reports.note('a', { proto: 2, protoMin: 2 }, ours).report)
+  t.false(reports.note('a', { proto: 2, protoMin: 2 }, ours).report, 'the next advert: already said')
+  t.deepEqual([...reports.incompatible], ['a'])
+  t.true(reports.note('a', { proto: 3, protoMin: 3 }, ours).report, 'a different range is news')
+  t.false(reports.note('a', { proto: 1 }, ours).report, 'compatible: nothing to say')
+  t.deepEqual([...reports.incompatible], [])
+  t.true(reports.note('a', { proto: 3, protoMin: 3 }, ours).report)
+  reports.forget('a')
+  t.true(reports.note('a', { proto: 3, protoMin: 3 }, ours).report)
+})
+
+test('a suspicion with fields this agent does not know is accepted; one with a broken known field is not', t => {
+  const s: Suspicion = { v: 1, cluster: 'c1', from: 'p1', target: 'p2', incarnation: 1, seq: 2 }
+  const got = decodeSuspicion(json({ ...s, kind: 'dead', reason: 'silent', witnesses: ['p3'] }), 'p1', 'c1')
+  t.true(got.ok)
+  t.is(got.ok ? got.suspicion.kind : null, 'dead')
+  t.true(decodeSuspicion(encodeSuspicion(s), 'p1', 'c1').ok)
+  const bad = (v: unknown): string | undefined => { const d = decodeSuspicion(json(v), 'p1', 'c1'); return d.ok ? undefined : d.reason }
+  t.is(bad({ ...s, seq: -1, extra: 1 }), 'schema')
+  t.is(bad({ ...s, kind: 'zombie' }), 'schema')
+  t.is(bad({ ...s, target: undefined }), 'schema')
+  t.is(bad({ ...s, from: 'p9' }), 'forged')
+})
+
+test('member sync messages: unknown fields and digest entries are ignored, a broken known field is named', t => {
+  const a = advert('a', { seq: 5 })
+  const msg = parseSyncMessage(json({ digest: { a: [1, 5, 'doubted', 'more'], b: { inc: 1 } }, adverts: [a], compressed: false, v: 2 }), ['digest', 'adverts'])
+  t.deepEqual(doubtedIn(msg.digest, 'a'), { incarnation: 1, seq: 5 }, 'an entry with more elements keeps its meaning')
+  t.deepEqual(newerThan([advert('b')], msg.digest).map(x => x.nodeId), ['b'], 'an entry of an unknown shape: the advert is sent')
+  t.is(msg.adverts.length, 1)
+  t.deepEqual(JSON.parse(new TextDecoder().decode(msg.adverts[0])), a)
+  t.deepEqual(Object.keys(parseSyncMessage(json({ digest: {}, adverts: 'x' }), ['digest'])), ['digest'], 'only the fields asked for are read')
+  t.throws(() => parseSyncMessage(json({ adverts: [] }), ['digest']), { message: /digest is not an object/ })
+  t.throws(() => parseSyncMessage(json({ digest: {} }), ['adverts']), { message: /adverts is not a list/ })
+  t.throws(() => parseSyncMessage(json([1]), ['digest']), { message: /not an object/ })
+  t.throws(() => parseSyncMessage(new Uint8Array([0xff]), ['digest']))
+})
+
+test('state heads announcements with fields this agent does not know are accepted', t => {
+  const head = 'a'.repeat(64)
+  t.deepEqual(decodeHeads(json({ v: 1, heads: [head], origin: 'x', at: 5 })), [head])
+  t.is(decodeHeads(json({ v: 1, heads: ['nothex'], origin: 'x' })), null)
+})
+
+test('the advert test hook adds fields only with VGRID_TEST_HOOKS=1, and names a bad value', t => {
+  t.deepEqual(testAdvertExtra({ VGRID_TEST_ADVERT_EXTRA: '{"zone":"x"}' }), {}, 'production: nothing')
+  t.deepEqual(testAdvertExtra({ VGRID_TEST_HOOKS: '1' }), {})
+  t.deepEqual(testAdvertExtra({ VGRID_TEST_HOOKS: '1', VGRID_TEST_ADVERT_EXTRA: '{"zone":"x"}' }), { zone: 'x' })
+  t.throws(() => testAdvertExtra({ VGRID_TEST_HOOKS: '1', VGRID_TEST_ADVERT_EXTRA: '[1]' }), { message: /VGRID_TEST_ADVERT_EXTRA must be a JSON object/ })
+  t.throws(() => testAdvertExtra({ VGRID_TEST_HOOKS: '1', VGRID_TEST_ADVERT_EXTRA: '{' }), { message: /VGRID_TEST_ADVERT_EXTRA is not JSON/ })
 })
