@@ -2,6 +2,7 @@
 // Every bad value is reported with the flag or key that carried it.
 import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
+import { join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -12,11 +13,19 @@ import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-se
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
 export const DEFAULT_DATA_DIR = '/var/lib/vgrid'
+/** the API's unix socket for the default data dir; another data dir keeps its own inside it */
+export const DEFAULT_API_SOCKET = '/run/vgrid/api.sock'
+
+export function defaultApiSocket (dataDir: string): string {
+  return dataDir === DEFAULT_DATA_DIR ? DEFAULT_API_SOCKET : join(dataDir, 'api.sock')
+}
 
 export interface AgentConfig {
   dataDir: string
   listen: string[]
   api: { host: string, port: number }
+  /** the API's unix socket (mode 0660, group vgrid), or null for none */
+  apiSocket: string | null
   join: string[]
   keyFile?: string
   token?: string
@@ -38,6 +47,7 @@ const FileSchema = Type.Object({
   dataDir: Type.Optional(Type.String({ minLength: 1 })),
   listen: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
   api: Type.Optional(Type.String()),
+  apiSocket: Type.Optional(Type.String({ minLength: 1 })),
   join: Type.Optional(Type.Array(Type.String())),
   key: Type.Optional(Type.String()),
   token: Type.Optional(Type.String()),
@@ -150,10 +160,15 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   // timings that contradict each other would make members flap forever
   if (membership.suspectAfterMs < 2 * timing.heartbeatIntervalMs) throw new ConfigError('--suspect-after must be at least twice --heartbeat-interval')
   if (membership.silenceAfterMs < 2 * timing.advertRefreshMs) throw new ConfigError('--silence-after must be at least twice --advert-interval')
+  const dataDir = pick('dataDir') ?? DEFAULT_DATA_DIR
+  const socketText = pick('apiSocket')
+  const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
+  if (apiSocket != null && !apiSocket.startsWith('/')) throw new ConfigError(`--api-socket: "${apiSocket}" must be an absolute path (or "none")`)
   return {
-    dataDir: pick('dataDir') ?? DEFAULT_DATA_DIR,
+    dataDir,
     listen,
     api: parseHostPort(pick('api') ?? DEFAULT_API, '--api'),
+    apiSocket,
     join,
     keyFile: pick('key'),
     token: pick('token'),

@@ -8,7 +8,7 @@ import { parseClusterKey } from '../protocol/cluster-key.ts'
 import { advertTopic, suspicionTopic } from '../protocol/topics.ts'
 import { encodeSuspicion } from '../protocol/suspicion.ts'
 import { encodeAdvert, type Advert } from '../protocol/advert.ts'
-import type { StatusView, NodeView } from '../node/agent.ts'
+import type { StatusView, NodeView } from '../node/api/types.ts'
 import { DEFAULT_MEMBERSHIP, deadTimeoutMs } from '../protocol/membership.ts'
 import { DEFAULT_TIMING } from '../protocol/membership-service.ts'
 

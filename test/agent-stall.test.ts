@@ -4,7 +4,7 @@
 import test from 'ava'
 import { join } from 'node:path'
 import { AgentGroup, type AgentProcess, waitFor } from './helpers/agent-process.ts'
-import type { StatusView, NodeView } from '../node/agent.ts'
+import type { StatusView, NodeView } from '../node/api/types.ts'
 import { DEFAULT_MEMBERSHIP, deadTimeoutMs } from '../protocol/membership.ts'
 import { DEFAULT_TIMING } from '../protocol/membership-service.ts'
 

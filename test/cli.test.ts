@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process'
 import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AgentGroup, AgentProcess, VGRID, freePort, tempDir } from './helpers/agent-process.ts'
-import type { StatusView } from '../node/agent.ts'
+import type { StatusView } from '../node/api/types.ts'
 
 interface Run { code: number, stdout: string, stderr: string }
 const vgrid = async (args: string[], env: Record<string, string> = {}): Promise<Run> =>

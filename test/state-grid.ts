@@ -7,7 +7,7 @@ import type { ExecutionContext } from 'ava'
 import { AgentGroup, freePort, tempDir, waitFor, type AgentProcess } from './helpers/agent-process.ts'
 import { formatClusterKey, generateClusterKey } from '../protocol/cluster-key.ts'
 import type { StateView } from '../node/state/index.ts'
-import type { NodeView } from '../node/agent.ts'
+import type { NodeView } from '../node/api/types.ts'
 
 export interface Grid {
   group: AgentGroup

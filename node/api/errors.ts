@@ -1,4 +1,12 @@
-// The API's one error shape: {"error":{"code","message"}} with a 4xx/5xx status.
+// The API's one error shape, {"error":{"code","message"}} with a 4xx/5xx status, and
+// the one place where errors thrown by services become HTTP answers. Routes throw
+// domain errors (node/errors.ts, crdt's); none invents its own mapping.
+import { ValidationError, NotFoundError, ConflictError, UnavailableError } from '../errors.ts'
+import { InvalidObjectError, NotFoundError as DocNotFoundError, SchemaNewerError } from '../../crdt/index.ts'
+import type { ErrorBody } from './types.ts'
+
+export type { ErrorBody } from './types.ts'
+
 export class ApiError extends Error {
   readonly status: number
   readonly code: string
@@ -9,6 +17,34 @@ export class ApiError extends Error {
   }
 }
 
-export interface ErrorBody { error: { code: string, message: string } }
-
 export const errorBody = (code: string, message: string): ErrorBody => ({ error: { code, message } })
+
+/** Fastify's own 4xx codes that deserve a name of their own */
+const FRAMEWORK_CODES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'bad_request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'bad_request',
+  FST_ERR_REQUEST_TIMEOUT: 'request_timeout'
+}
+
+/** An error thrown while answering a request, as the response it becomes. */
+export function toApiError (err: unknown): ApiError {
+  if (err instanceof ApiError) return err
+  if (err instanceof ValidationError) return new ApiError(400, err.code, err.message)
+  if (err instanceof InvalidObjectError) return new ApiError(400, 'invalid', err.message)
+  if (err instanceof NotFoundError || err instanceof DocNotFoundError) return new ApiError(404, 'not_found', err.message)
+  if (err instanceof SchemaNewerError) return new ApiError(409, 'schema_newer', err.message)
+  if (err instanceof ConflictError) return new ApiError(409, err.code, err.message)
+  if (err instanceof UnavailableError) return new ApiError(503, err.code, err.message)
+  const e = err as { validation?: unknown, statusCode?: number, code?: string, message?: string }
+  const message = e?.message ?? String(err)
+  // an operating-system error (ENOSPC, EIO, ...) under a request: the agent cannot do it now
+  if (typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && e.statusCode == null) return new ApiError(503, 'unavailable', `could not be done: ${message}`)
+  // request schema failures: fastify's message names the field ("body/value must be string")
+  if (e?.validation != null) return new ApiError(400, 'bad_request', message)
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new ApiError(e.statusCode, FRAMEWORK_CODES[e.code ?? ''] ?? 'bad_request', message)
+  }
+  return new ApiError(500, 'internal', message)
+}

@@ -1,40 +1,66 @@
-// The HTTP API (fastify, JSON-schema validated). Services add their own routes
-// through `routes`; this file owns the server, the error shape and the core views.
-import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify'
-import type { Agent } from '../agent.ts'
-import type { AgentMetrics } from '../metrics.ts'
+// The HTTP API (fastify, JSON-schema validated), as a service: it serves the routes
+// every other service brings, on loopback TCP (--api) and on a unix socket
+// (--api-socket, mode 0660, group vgrid). It owns the error shape (errors.ts), who
+// may change the grid (access.ts), /healthz and /metrics.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { createServer, connect, type Server, type Socket } from 'node:net'
+import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
-import { ApiError, errorBody } from './errors.ts'
+import type { Service } from '../service.ts'
+import { ApiError, errorBody, toApiError } from './errors.ts'
+import { AdminCache, ADMIN_GROUP, denial, isLoopback, loadOrCreateApiToken, readSocketTable, tokenMatches, uidOfClient, type Caller } from './access.ts'
 
-export type RouteModule = (app: FastifyInstance, agent: Agent) => void
-
-export interface ApiServerInit {
-  agent: Agent
-  metrics: AgentMetrics
+export interface ApiComponents {
+  config: { api: { host: string, port: number }, apiSocket: string | null, dataDir: string }
   log: Logger
-  routes?: RouteModule[]
+  registry: Registry
 }
 
-const isLoopback = (ip: string): boolean => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.')
+export interface ApiInit {
+  /** the services whose routes to serve (their `routes`, in order) */
+  services: ReadonlyArray<{ routes?: (app: FastifyInstance) => void }>
+}
 
-export class ApiServer {
+/** Route option `config: { access }`: reads are open, changes need an admin; 'admin' marks a read that needs one too. */
+export type Access = 'open' | 'admin'
+declare module 'fastify' {
+  interface FastifyContextConfig { access?: Access }
+}
+
+const BODY_LIMIT = 1024 * 1024
+/** a request (headers and body) that has not arrived in this long is cut off */
+const REQUEST_TIMEOUT_MS = 10_000
+
+export class ApiService implements Service {
+  readonly name = 'api'
   readonly app: FastifyInstance
-  private readonly init: ApiServerInit
+  private readonly c: ApiComponents
+  private readonly errors: Counter<'code'>
+  private readonly unixSockets = new WeakSet<Socket>()
+  private readonly admins = new AdminCache()
+  private unixServer?: Server
+  private token = ''
   private bound?: { host: string, port: number }
 
-  constructor (init: ApiServerInit) {
-    this.init = init
+  constructor (components: ApiComponents, init: ApiInit) {
+    this.c = components
+    this.errors = new Counter({ name: 'vgrid_api_errors_total', help: 'API requests answered with an error, by code', labelNames: ['code'] as const, registers: [components.registry] })
     this.app = Fastify({
       logger: false,
-      bodyLimit: 1024 * 1024,
+      bodyLimit: BODY_LIMIT,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // input is taken as sent: a number is not a string, null is not a value
+      ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
       // router-level failures (bad URL encoding, over-long ids) get the same error shape
-      frameworkErrors: (err, _req, reply) => {
-        init.metrics.apiErrors.inc({ code: 'bad_request' })
-        void (reply as FastifyReply).status(err.statusCode ?? 400).send(errorBody('bad_request', err.message))
-      }
+      frameworkErrors: (err, _req, reply) => { this.fail(reply as FastifyReply, toApiError(err)) },
+      // failures before a request exists (headers too large, a body that trickles in)
+      clientErrorHandler: (err, socket) => { this.clientError(err as NodeJS.ErrnoException, socket) }
     })
     this.registerCore()
-    for (const r of init.routes ?? []) r(this.app, init.agent)
+    for (const s of init.services) s.routes?.(this.app)
   }
 
   get address (): { host: string, port: number } {
@@ -42,68 +68,116 @@ export class ApiServer {
     return this.bound
   }
 
-  async start (at: { host: string, port: number }): Promise<void> {
-    await this.app.listen({ host: at.host, port: at.port })
+  async start (): Promise<void> {
+    const { api, apiSocket, dataDir } = this.c.config
+    this.token = await loadOrCreateApiToken(dataDir)
+    await this.app.listen({ host: api.host, port: api.port })
     const addr = this.app.server.address()
-    this.bound = { host: at.host, port: typeof addr === 'object' && addr != null ? addr.port : at.port }
+    this.bound = { host: api.host, port: typeof addr === 'object' && addr != null ? addr.port : api.port }
+    if (apiSocket != null) await this.listenUnix(apiSocket)
   }
 
   async stop (): Promise<void> {
+    const path = this.c.config.apiSocket
+    if (this.unixServer != null) {
+      await new Promise<void>(resolve => this.unixServer!.close(() => resolve()))
+      if (path != null) await rm(path, { force: true })
+    }
     await this.app.close()
+  }
+
+  /** The unix socket feeds the same HTTP server; its connections are marked as admin's (the file mode let them in). */
+  private async listenUnix (path: string): Promise<void> {
+    if (Buffer.byteLength(path) > 107) {
+      this.c.log.warn('API socket path is too long for a unix socket; serving TCP only', { path })
+      return
+    }
+    await mkdir(dirname(path), { recursive: true, mode: 0o755 })
+    await removeStaleSocket(path)
+    const server = createServer(sock => {
+      this.unixSockets.add(sock)
+      this.app.server.emit('connection', sock)
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(path, () => { server.off('error', reject); resolve() })
+    })
+    this.unixServer = server
+    await chmod(path, 0o660)
+    const gid = groupId(ADMIN_GROUP)
+    if (gid != null) await chown(path, 0, gid).catch(err => { this.c.log.warn('could not give the API socket to the vgrid group', { path, error: (err as Error).message }) })
+  }
+
+  private callerOf (req: FastifyRequest): Caller {
+    const s = req.socket
+    if (this.unixSockets.has(s)) return { via: 'unix' }
+    const client = { address: s.remoteAddress ?? '', port: s.remotePort ?? 0 }
+    const loopback = isLoopback(client.address)
+    // only connections made on this machine are in its socket table
+    const uid = loopback ? uidOfClient(readSocketTable(), client, { address: s.localAddress ?? '', port: s.localPort ?? 0 }) : null
+    return { via: 'tcp', uid, loopback }
+  }
+
+  private fail (reply: FastifyReply, e: ApiError): void {
+    this.errors.inc({ code: e.code })
+    if (e.status >= 500 && e.code === 'internal') this.c.log.error('request failed', { error: e.message })
+    void reply.status(e.status).send(errorBody(e.code, e.message))
+  }
+
+  private clientError (err: NodeJS.ErrnoException, socket: Socket): void {
+    const [status, code, text] = err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'Request Header Fields Too Large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'Request Timeout'] : [400, 'bad_request', 'Bad Request']
+    this.errors.inc({ code })
+    if (!socket.writable) { socket.destroy(); return }
+    const body = JSON.stringify(errorBody(code, code === 'headers_too_large' ? 'the request headers are too large' : code === 'request_timeout' ? `the request did not arrive within ${REQUEST_TIMEOUT_MS / 1000} s` : `malformed request: ${err.message}`))
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
 
   private registerCore (): void {
     const { app } = this
-    const { agent, metrics } = this.init
+    app.setErrorHandler((err, _req, reply) => { this.fail(reply, toApiError(err)) })
+    app.setNotFoundHandler((req, reply) => { this.fail(reply, new ApiError(404, 'not_found', `no route ${req.method} ${req.url}`)) })
 
-    app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
-      let status: number
-      let code: string
-      if (err instanceof ApiError) {
-        status = err.status
-        code = err.code
-      } else if (err.validation != null) {
-        status = 400
-        code = 'bad_request'
-      } else if (typeof err.statusCode === 'number' && err.statusCode < 500) {
-        status = err.statusCode
-        code = err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'bad_request'
-      } else {
-        status = 500
-        code = 'internal'
-        this.init.log.error('request failed', { error: err.message })
-      }
-      metrics.apiErrors.inc({ code })
-      void reply.status(status).send(errorBody(code, err.message))
-    })
-    app.setNotFoundHandler((req, reply) => {
-      metrics.apiErrors.inc({ code: 'not_found' })
-      void reply.status(404).send(errorBody('not_found', `no route ${req.method} ${req.url}`))
+    // changes, and reads marked admin, need an admin caller (access.ts)
+    app.addHook('onRequest', async (req) => {
+      const access = req.routeOptions.config?.access ?? (req.method === 'GET' || req.method === 'HEAD' ? 'open' : 'admin')
+      if (access === 'open') return
+      const caller = this.callerOf(req)
+      const tokenOk = tokenMatches(req.headers.authorization, this.token)
+      if (req.headers.authorization != null && !tokenOk) throw new ApiError(401, 'unauthorized', 'the API token presented is not this agent\'s')
+      const why = denial(caller, tokenOk, this.admins.isAdmin)
+      if (why != null) throw new ApiError(caller.via === 'tcp' && caller.uid != null ? 403 : 401, caller.via === 'tcp' && caller.uid != null ? 'forbidden' : 'unauthorized', why)
     })
 
     app.get('/healthz', async () => ({ ok: true }))
-
-    app.get('/v1/status', async () => agent.status())
-
-    app.get('/v1/nodes', async () => ({ nodes: agent.nodes() }))
-
-    app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
-      schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }
-    }, async (req) => {
-      const n = agent.node(req.params.id)
-      if (n == null) throw new ApiError(404, 'not_found', `no member with id or name "${req.params.id}"`)
-      return n
-    })
-
-    // the token holds the cluster key: only for callers on this machine
-    app.get('/v1/token', async (req) => {
-      if (!isLoopback(req.ip)) throw new ApiError(403, 'forbidden', 'the join token is only given to callers on this machine')
-      return { token: agent.token() }
-    })
-
     app.get('/metrics', async (_req, reply) => {
-      void reply.header('content-type', metrics.registry.contentType)
-      return await metrics.registry.metrics()
+      void reply.header('content-type', this.c.registry.contentType)
+      return await this.c.registry.metrics()
     })
   }
+}
+
+function groupId (name: string): number | null {
+  try {
+    const line = readFileSync('/etc/group', 'utf8').split('\n').find(l => l.startsWith(name + ':'))
+    const gid = Number(line?.split(':')[2])
+    return Number.isInteger(gid) ? gid : null
+  } catch {
+    return null
+  }
+}
+
+/** A socket file left by an agent that died is removed; one that answers belongs to a running agent. */
+async function removeStaleSocket (path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined)
+  if (st == null) return
+  if (!st.isSocket()) throw new Error(`API socket path ${path} exists and is not a socket`)
+  const alive = await new Promise<boolean>(resolve => {
+    const s = connect(path)
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+  if (alive) throw Object.assign(new Error(`listen EADDRINUSE: address already in use ${path}`), { code: 'EADDRINUSE' })
+  await rm(path, { force: true })
 }

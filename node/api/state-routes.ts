@@ -1,11 +1,25 @@
 // API routes of the cluster document: GET /v1/state, and node labels
 // (PUT/DELETE /v1/nodes/:id/labels/:key). Writes answer only once the change is on
 // disk. With VGRID_TEST_HOOKS=1 a test can cut state sync between peers.
+import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Agent } from '../agent.ts'
-import type { RouteModule } from './server.ts'
-import { ApiError } from './errors.ts'
-import { InvalidObjectError, NotFoundError, SchemaNewerError, LABEL_KEY_PATTERN, LABEL_VALUE_MAX } from '../../crdt/index.ts'
+import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX, isLabelValue } from '../../crdt/index.ts'
+import { NotFoundError, ValidationError } from '../errors.ts'
+import type { LabelBody, LabelRemovedView, LabelSetView, StateView } from './types.ts'
+
+/** what these routes use of the state service */
+export interface StateRoutesState {
+  view: () => StateView
+  labelsOf: (node: string) => Record<string, string>
+  setLabel: (node: string, key: string, value: string) => Promise<void>
+  removeLabel: (node: string, key: string) => Promise<boolean>
+  setBlocked: (peers: string[]) => void
+}
+
+/** what these routes use of the member directory */
+export interface StateRoutesDirectory {
+  find: (idOrName: string) => { nodeId: string, advert: { name: string, labels: Record<string, string> } } | undefined
+}
 
 interface LabelParams { id: string, key: string }
 
@@ -18,41 +32,28 @@ const labelParams = {
   required: ['id', 'key']
 }
 
-/** A member by id or name, or any well-formed peer id (a node that has not joined yet). */
-function resolveNode (agent: Agent, idOrName: string): { id: string, name: string } {
-  const n = agent.node(idOrName)
-  if (n != null) return { id: n.id, name: n.name }
-  try {
-    return { id: peerIdFromString(idOrName).toString(), name: idOrName }
-  } catch {
-    throw new ApiError(404, 'not_found', `no member with id or name "${idOrName}"`)
+const KEY_RE = new RegExp(LABEL_KEY_PATTERN)
+
+export const stateRoutes = ({ state, directory }: { state: StateRoutesState, directory: StateRoutesDirectory }) => (app: FastifyInstance): void => {
+  /** A member by id or name, or any well-formed peer id (a node that has not joined yet). */
+  const resolveNode = (idOrName: string): { id: string, name: string } => {
+    const m = directory.find(idOrName)
+    if (m != null) return { id: m.nodeId, name: m.advert.name }
+    try {
+      return { id: peerIdFromString(idOrName).toString(), name: idOrName }
+    } catch {
+      throw new NotFoundError(`no member with id or name "${idOrName}"`)
+    }
   }
-}
-
-function checkKey (key: string): void {
-  if (!new RegExp(LABEL_KEY_PATTERN).test(key)) {
-    throw new ApiError(400, 'invalid_label', `label key "${key}" must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`)
+  const checkKey = (key: string): void => {
+    if (!KEY_RE.test(key)) throw new ValidationError('key', `label key "${key}" must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`, 'invalid_label')
   }
-}
+  // the node's own labels (--label) overlaid with the document's, as /v1/nodes shows them
+  const labelsNow = (id: string): Record<string, string> => ({ ...directory.find(id)?.advert.labels, ...state.labelsOf(id) })
 
-async function write<T> (fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn()
-  } catch (err) {
-    if (err instanceof ApiError) throw err
-    if (err instanceof InvalidObjectError) throw new ApiError(400, 'invalid_label', err.message)
-    if (err instanceof NotFoundError) throw new ApiError(404, 'not_found', err.message)
-    if (err instanceof SchemaNewerError) throw new ApiError(409, 'schema_newer', err.message)
-    throw new ApiError(503, 'state_unavailable', `the change could not be saved: ${(err as Error).message}`)
-  }
-}
+  app.get('/v1/state', async (): Promise<StateView> => state.view())
 
-const labelsNow = (agent: Agent, id: string): Record<string, string> => agent.node(id)?.labels ?? agent.state.labelsOf(id)
-
-export const stateRoutes: RouteModule = (app, agent) => {
-  app.get('/v1/state', async () => agent.state.view())
-
-  app.put<{ Params: LabelParams, Body: { value: string } }>('/v1/nodes/:id/labels/:key', {
+  app.put<{ Params: LabelParams, Body: LabelBody }>('/v1/nodes/:id/labels/:key', {
     schema: {
       params: labelParams,
       body: {
@@ -62,21 +63,22 @@ export const stateRoutes: RouteModule = (app, agent) => {
         additionalProperties: false
       }
     }
-  }, async (req) => {
+  }, async (req): Promise<LabelSetView> => {
     const { key } = req.params
     checkKey(key)
-    const node = resolveNode(agent, req.params.id)
-    await write(async () => await agent.state.setLabel(node.id, key, req.body.value))
-    return { node: node.id, name: node.name, key, value: req.body.value, labels: labelsNow(agent, node.id) }
+    if (!isLabelValue(req.body.value)) throw new ValidationError('value', 'label value: may not hold control characters or lone surrogates', 'invalid_label')
+    const node = resolveNode(req.params.id)
+    await state.setLabel(node.id, key, req.body.value)
+    return { node: node.id, name: node.name, key, value: req.body.value, labels: labelsNow(node.id) }
   })
 
-  app.delete<{ Params: LabelParams }>('/v1/nodes/:id/labels/:key', { schema: { params: labelParams } }, async (req) => {
+  app.delete<{ Params: LabelParams }>('/v1/nodes/:id/labels/:key', { schema: { params: labelParams } }, async (req): Promise<LabelRemovedView> => {
     const { key } = req.params
     checkKey(key)
-    const node = resolveNode(agent, req.params.id)
-    const removed = await write(async () => await agent.state.removeLabel(node.id, key))
-    if (!removed) throw new ApiError(404, 'not_found', `node ${node.name} has no operator label "${key}"`)
-    return { node: node.id, name: node.name, key, removed: true, labels: labelsNow(agent, node.id) }
+    const node = resolveNode(req.params.id)
+    const removed = await state.removeLabel(node.id, key)
+    if (!removed) throw new NotFoundError(`node ${node.name} has no operator label "${key}"`)
+    return { node: node.id, name: node.name, key, removed: true, labels: labelsNow(node.id) }
   })
 
   if (process.env.VGRID_TEST_HOOKS === '1') {
@@ -90,7 +92,7 @@ export const stateRoutes: RouteModule = (app, agent) => {
         }
       }
     }, async (req) => {
-      agent.state.setBlocked(req.body.peers)
+      state.setBlocked(req.body.peers)
       return { blocked: req.body.peers }
     })
   }

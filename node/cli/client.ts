@@ -1,6 +1,11 @@
-// The CLI's client for the local agent's HTTP API. Every failure becomes a CliError
+// The CLI's client for the local agent's HTTP API: over loopback TCP (--api or
+// VGRID_API as HOST:PORT) or the agent's unix socket (VGRID_API=unix:/path; with
+// neither set, the default socket when it exists, else 127.0.0.1:7401). A token in
+// VGRID_API_TOKEN is presented as the API token. Every failure becomes a CliError
 // with a one-line message; nothing here prints a stack trace.
-import { DEFAULT_API, parseHostPort } from '../config.ts'
+import { request as httpRequest } from 'node:http'
+import { existsSync } from 'node:fs'
+import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
 
 export class CliError extends Error {
   override name = 'CliError'
@@ -11,44 +16,53 @@ export class CliError extends Error {
   }
 }
 
+type Target = { socketPath: string } | { host: string, port: number }
+
+/** Where the CLI talks to: an explicit --api / VGRID_API, else the default socket if present, else the default address. */
+export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = process.env, socketExists = existsSync): Target {
+  const raw = api ?? env.VGRID_API
+  if (raw == null || raw === '') {
+    if (socketExists(DEFAULT_API_SOCKET)) return { socketPath: DEFAULT_API_SOCKET }
+    return parseHostPort(DEFAULT_API, '--api')
+  }
+  if (raw.startsWith('unix:')) return { socketPath: raw.slice(5) }
+  if (raw.startsWith('/')) return { socketPath: raw }
+  return parseHostPort(raw, '--api')
+}
+
 export class ApiClient {
-  readonly base: string
+  private readonly target: Target
   private readonly display: string
+  private readonly token?: string
+
   constructor (api: string | undefined) {
-    const raw = api ?? process.env.VGRID_API ?? DEFAULT_API
-    let hp
     try {
-      hp = parseHostPort(raw, '--api')
+      this.target = apiTarget(api)
     } catch (err) {
       throw new CliError((err as Error).message, 2)
     }
-    const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
-    this.display = `${host}:${hp.port}`
-    this.base = `http://${this.display}`
+    const t = this.target
+    this.display = 'socketPath' in t ? `unix:${t.socketPath}` : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`
+    const token = process.env.VGRID_API_TOKEN?.trim()
+    this.token = token === '' ? undefined : token
   }
 
   async request<T> (method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    let res: { status: number, text: string }
     try {
-      res = await fetch(this.base + path, {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000)
-      })
+      res = await this.send(method, path, payload)
     } catch (err) {
-      const c = (err as { cause?: { code?: string, message?: string } }).cause
-      const cause = c?.code ?? c?.message ?? (err as Error).message
-      throw new CliError(`cannot reach the vgrid agent at ${this.display} (${cause}); is it running? (set --api or VGRID_API)`)
+      const e = err as NodeJS.ErrnoException
+      throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`)
     }
-    const text = await res.text()
     let data: unknown
     try {
-      data = text === '' ? undefined : JSON.parse(text)
+      data = res.text === '' ? undefined : JSON.parse(res.text)
     } catch {
       throw new CliError(`agent at ${this.display} answered ${res.status} with something that is not JSON`)
     }
-    if (!res.ok) {
+    if (res.status >= 400) {
       const e = (data as { error?: { code?: string, message?: string } } | undefined)?.error
       throw new CliError(`${e?.message ?? `request failed with status ${res.status}`}${e?.code == null ? '' : ` (${e.code})`}`)
     }
@@ -56,4 +70,24 @@ export class ApiClient {
   }
 
   get<T> (path: string): Promise<T> { return this.request<T>('GET', path) }
+
+  private async send (method: string, path: string, payload: string | undefined): Promise<{ status: number, text: string }> {
+    const headers: Record<string, string> = {}
+    if (payload !== undefined) {
+      headers['content-type'] = 'application/json'
+      headers['content-length'] = String(Buffer.byteLength(payload))
+    }
+    if (this.token != null) headers.authorization = `Bearer ${this.token}`
+    return await new Promise((resolve, reject) => {
+      const req = httpRequest({ ...this.target, method, path, headers, timeout: 10_000 }, res => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
+        res.on('error', reject)
+      })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })))
+      req.on('error', reject)
+      req.end(payload)
+    })
+  }
 }

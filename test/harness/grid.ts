@@ -13,7 +13,7 @@ import { ApiBridge, NsAgent } from '../../node/netns/processes.ts'
 import { deleteNamespace, findStale, isAlive, nsRun, type RunOptions } from '../../node/netns/netns.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { writeClusterKey } from '../../node/cluster-key-store.ts'
-import type { NodeView, StatusView } from '../../node/agent.ts'
+import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 /** Every namespace and temp dir of the harness starts with this, then the owner's PID. */
 export const KIND = 'vgt'

@@ -4,7 +4,7 @@ import { CliError } from '../client.ts'
 import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
 import { Agent } from '../../agent.ts'
 
-const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--join MULTIADDR]... ' +
+const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
   '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
   '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR]'
 
@@ -14,6 +14,7 @@ export async function run (argv: string[]): Promise<void> {
     'data-dir': { type: 'string' },
     listen: { type: 'string', multiple: true },
     api: { type: 'string' },
+    'api-socket': { type: 'string' },
     join: { type: 'string', multiple: true },
     key: { type: 'string' },
     token: { type: 'string' },
@@ -40,6 +41,7 @@ export async function run (argv: string[]): Promise<void> {
     dataDir: v['data-dir'] as string | undefined,
     listen: v.listen as string[] | undefined,
     api: v.api as string | undefined,
+    apiSocket: v['api-socket'] as string | undefined,
     join: v.join as string[] | undefined,
     key: v.key as string | undefined,
     token: v.token as string | undefined,
@@ -60,7 +62,8 @@ export async function run (argv: string[]): Promise<void> {
     await agent.start()
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message, 2)
-    const e = err as NodeJS.ErrnoException
+    // a service that failed to start wraps the cause (ServiceStartError)
+    const e = ((err as Error).cause ?? err) as NodeJS.ErrnoException
     if (e.code === 'EADDRINUSE') throw new CliError(`address already in use: ${e.message.replace(/^listen EADDRINUSE: address already in use /, '')} (is another agent running?)`)
     if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied: ${e.message}`)
     throw err

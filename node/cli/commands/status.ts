@@ -2,7 +2,7 @@
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
-import type { NodeView, StatusView } from '../../agent.ts'
+import type { NodeView, StatusView } from '../../api/types.ts'
 
 export async function status (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid status [--json] [--api HOST:PORT]')

@@ -1,0 +1,45 @@
+// The API's request and response shapes: what the CLI, the test harness and other
+// tools read. Nothing here imports the daemon, so a client never pulls it in.
+import type { Resources } from '../../protocol/advert.ts'
+import type { MemberCounts, Member } from '../../protocol/membership.ts'
+import type { Pool } from '../../protocol/pool.ts'
+
+export type { StateView, RecoveredFile } from '../state/index.ts'
+
+export interface ErrorBody { error: { code: string, message: string } }
+
+/** GET /v1/status */
+export interface StatusView {
+  node: { id: string, name: string, version: string, cluster: string, addrs: string[] }
+  members: MemberCounts
+  pool: Pool
+}
+
+/** GET /v1/nodes (as `{nodes: NodeView[]}`) and GET /v1/nodes/:id */
+export interface NodeView {
+  id: string
+  name: string
+  state: Member['state']
+  self: boolean
+  since: string
+  lastSeen: string
+  addrs: string[]
+  capacity: Resources
+  reserved: Resources
+  free: Resources
+  load: number[]
+  version: string
+  labels: Record<string, string>
+  wireguard: { publicKey: string, endpoint: string } | null
+  incarnation: number
+  seq: number
+}
+
+/** GET /v1/token */
+export interface TokenView { token: string }
+
+/** PUT /v1/nodes/:id/labels/:key */
+export interface LabelBody { value: string }
+export interface LabelSetView { node: string, name: string, key: string, value: string, labels: Record<string, string> }
+/** DELETE /v1/nodes/:id/labels/:key */
+export interface LabelRemovedView { node: string, name: string, key: string, removed: true, labels: Record<string, string> }

@@ -1,0 +1,39 @@
+// Errors a service throws when a request cannot be done, named by what went wrong
+// rather than by HTTP status: node/api/errors.ts maps them to responses in one place.
+
+/** The request is wrong: `field` names what (e.g. "spec.memoryBytes", "path"); the message names it too. */
+export class ValidationError extends Error {
+  override name = 'ValidationError'
+  readonly field: string
+  readonly code: string
+  constructor (field: string, message: string, code = 'invalid') {
+    super(message)
+    this.field = field
+    this.code = code
+  }
+}
+
+/** What the request names does not exist. */
+export class NotFoundError extends Error {
+  override name = 'NotFoundError'
+}
+
+/** The request contradicts what exists (a name in use, a volume still attached, ...). */
+export class ConflictError extends Error {
+  override name = 'ConflictError'
+  readonly code: string
+  constructor (message: string, code = 'conflict') {
+    super(message)
+    this.code = code
+  }
+}
+
+/** The agent cannot do it now (disk trouble, no majority, ...); `code` says why. */
+export class UnavailableError extends Error {
+  override name = 'UnavailableError'
+  readonly code: string
+  constructor (message: string, code = 'unavailable') {
+    super(message)
+    this.code = code
+  }
+}

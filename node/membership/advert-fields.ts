@@ -1,0 +1,31 @@
+// The parts of this node's advert that other services own: the state service its
+// document heads, the VM manager its reserved resources, the connection manager its
+// WireGuard key and endpoint. Each provides a getter; `changed()` asks for a new
+// advert at once (otherwise the next refresh carries it).
+import { EventEmitter } from 'node:events'
+import type { Resources } from '../../protocol/advert.ts'
+import { ZERO } from '../resources.ts'
+
+export interface ProvidedFields {
+  reserved: Resources
+  wireguard: { publicKey: string, endpoint: string } | null
+  stateHeads: string[]
+}
+
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [] }
+
+export class AdvertFields extends EventEmitter<{ changed: [] }> {
+  private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}
+
+  provide<K extends keyof ProvidedFields> (field: K, get: () => ProvidedFields[K]): void {
+    this.providers[field] = get as never
+  }
+
+  get<K extends keyof ProvidedFields> (field: K): ProvidedFields[K] {
+    const p = this.providers[field] as (() => ProvidedFields[K]) | undefined
+    return p == null ? DEFAULTS[field] : p()
+  }
+
+  /** a provided field changed: advertise now */
+  changed (): void { this.emit('changed') }
+}

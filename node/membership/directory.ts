@@ -1,0 +1,21 @@
+// Who is in the grid, as this node sees it: the membership service fills it, and
+// anyone who needs a member's name or addresses reads it (the state service's peer
+// list, the API's node views) without holding the membership service.
+import type { Member, MemberTable } from '../../protocol/membership.ts'
+
+export class MemberDirectory {
+  private table: MemberTable = new Map()
+
+  /** the membership service hands over each new table */
+  set (table: MemberTable): void { this.table = table }
+
+  get members (): MemberTable { return this.table }
+  get (id: string): Member | undefined { return this.table.get(id) }
+  nameOf (id: string): string | undefined { return this.table.get(id)?.advert.name }
+  addrsOf (id: string): string[] { return this.table.get(id)?.advert.addrs ?? [] }
+
+  /** by peer id or by name */
+  find (idOrName: string): Member | undefined {
+    return this.table.get(idOrName) ?? [...this.table.values()].find(m => m.advert.name === idOrName)
+  }
+}

@@ -1,0 +1,244 @@
+// The membership service: the failure detector (protocol/membership-service.ts) on
+// this agent's host, the dialer that keeps it connected (join addresses, members,
+// mDNS, the peer book), this node's advert, the address watch, and the metrics and
+// API views of who is in the grid.
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { PrivateKey } from '@libp2p/interface'
+import type { FastifyInstance } from 'fastify'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import { MembershipService, type MembershipTiming } from '../../protocol/membership-service.ts'
+import type { MembershipConfig } from '../../protocol/membership.ts'
+import { countStates } from '../../protocol/membership.ts'
+import type { AdvertBody } from '../../protocol/own-advert.ts'
+import type { Resources } from '../../protocol/advert.ts'
+import { Dialer } from '../../protocol/dialer.ts'
+import type { VgridHost } from '../../protocol/host.ts'
+import type { Logger } from '../log.ts'
+import type { Service } from '../service.ts'
+import { loadAverage, subtract } from '../resources.ts'
+import { loadPeerBook, savePeerBook } from '../peer-book.ts'
+import { VERSION } from '../version.ts'
+import type { AdvertFields } from './advert-fields.ts'
+import type { MemberDirectory } from './directory.ts'
+import { advertisedAddrs } from './views.ts'
+import { membershipRoutes } from './routes.ts'
+import { encodeToken, type ClusterKey } from '../../protocol/cluster-key.ts'
+
+export { AdvertFields } from './advert-fields.ts'
+export { MemberDirectory } from './directory.ts'
+
+/** a dead member that answers a ping within this keeps its connections (see dropIfSilent) */
+const DEAD_PING_TIMEOUT_MS = 3000
+
+export interface MembershipComponents {
+  config: { name: string, dataDir: string, labels: Record<string, string>, membership: MembershipConfig, timing: MembershipTiming }
+  log: Logger
+  registry: Registry
+  host: VgridHost
+  privateKey: PrivateKey
+  clusterKey: ClusterKey
+  capacity: Resources
+  /** join addresses (--join and the token's) */
+  join: string[]
+  advert: AdvertFields
+  directory: MemberDirectory
+  /** operator labels from the cluster document, shown over a node's own */
+  labels: { labelsOf: (node: string) => Record<string, string> }
+  /** peers whose connections carry something of another service's (never trimmed) */
+  busyPeers: () => Iterable<string>
+}
+
+export class MembershipMetrics {
+  readonly members: Gauge<'state'>
+  readonly advertsIn: Counter
+  readonly advertsOut: Counter
+  readonly gossipRejected: Counter<'topic' | 'reason'>
+  readonly bytes: Counter<'direction'>
+  readonly suspicions: Counter<'origin'>
+
+  constructor (registry: Registry) {
+    const registers = [registry]
+    this.members = new Gauge({ name: 'vgrid_members', help: 'Members by state, as this node sees them', labelNames: ['state'] as const, registers })
+    this.advertsIn = new Counter({ name: 'vgrid_adverts_received_total', help: 'Adverts accepted from other members', registers })
+    this.advertsOut = new Counter({ name: 'vgrid_adverts_sent_total', help: 'Adverts published by this node', registers })
+    this.gossipRejected = new Counter({ name: 'vgrid_gossip_rejected_total', help: 'Gossip messages dropped, by reason', labelNames: ['topic', 'reason'] as const, registers })
+    this.bytes = new Counter({ name: 'vgrid_membership_gossip_bytes_total', help: 'Payload bytes of membership gossip (adverts, suspicions)', labelNames: ['direction'] as const, registers })
+    this.suspicions = new Counter({ name: 'vgrid_suspicions_total', help: 'Suspicions raised here (local) or heard from others (remote)', labelNames: ['origin'] as const, registers })
+  }
+}
+
+export class GridMembership implements Service {
+  readonly name = 'membership'
+  readonly metrics: MembershipMetrics
+  readonly detector: MembershipService
+  readonly routes: (app: FastifyInstance) => void
+  private readonly c: MembershipComponents
+  private readonly log: Logger
+  private readonly dialer: Dialer
+  private lastAddrs = ''
+  private addrTimer?: NodeJS.Timeout
+  private peerBookTimer?: NodeJS.Timeout
+  private peerBookDirty = false
+  private started = false
+
+  constructor (components: MembershipComponents) {
+    const c = this.c = components
+    this.log = c.log
+    this.metrics = new MembershipMetrics(c.registry)
+    // the dialer hears discoveries from the moment the host starts (mDNS answers come early)
+    this.dialer = new Dialer({
+      host: c.host,
+      join: c.join,
+      onUnreachable: peer => { this.detector.unreachable(peer) },
+      keep: () => this.connectionsInUse(),
+      onDialError: (target, err) => { this.log.debug('dial failed', { target, error: err.message }) }
+    })
+    this.detector = new MembershipService({
+      host: c.host,
+      privateKey: c.privateKey,
+      clusterId: c.clusterKey.clusterId,
+      body: () => this.advertBody(),
+      config: c.config.membership,
+      timing: c.config.timing
+    })
+    c.directory.set(this.detector.members)
+    c.advert.on('changed', () => { if (this.started) this.detector.advertiseNow() })
+    this.listen()
+    this.routes = membershipRoutes({
+      self: () => ({ id: this.id, name: c.config.name, version: VERSION, cluster: c.clusterKey.clusterId, addrs: this.addrs() }),
+      directory: c.directory,
+      labels: c.labels,
+      token: () => this.token()
+    })
+  }
+
+  get id (): string { return this.c.host.peerId.toString() }
+
+  async start (): Promise<void> {
+    for (const p of await loadPeerBook(this.c.config.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs)
+    await this.detector.start()
+    this.started = true
+    this.dialer.start()
+    this.lastAddrs = this.addrs().join()
+    this.addrTimer = setInterval(() => this.checkAddrs(), 1000)
+    this.peerBookTimer = setInterval(() => {
+      this.flushPeerBook().catch((err: unknown) => this.log.warn('could not save the peer book', { error: (err as Error).message }))
+    }, 2000)
+  }
+
+  async stop (opts: { graceful: boolean }): Promise<void> {
+    clearInterval(this.addrTimer)
+    clearInterval(this.peerBookTimer)
+    this.dialer.stop()
+    await this.detector.stop({ graceful: opts.graceful })
+    // give the last advert a moment to leave the socket before connections close
+    if (opts.graceful) await new Promise(resolve => setTimeout(resolve, 150))
+    await this.flushPeerBook().catch(() => {})
+  }
+
+  addrs (): string[] {
+    return this.c.host.getMultiaddrs().map(m => m.toString())
+  }
+
+  /** A join token: the cluster key plus this node's and a few alive members' addresses. */
+  token (): string {
+    const routable = (a: string): boolean => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/')
+    const others = [...this.detector.members.values()]
+      .filter(m => m.state === 'alive' && m.nodeId !== this.id)
+      .flatMap(m => m.advert.addrs.slice(0, 1))
+    const all = [...this.addrs(), ...others]
+    const good = all.filter(routable)
+    return encodeToken(this.c.clusterKey, (good.length > 0 ? good : all).slice(0, 6))
+  }
+
+  private listen (): void {
+    const { detector, metrics, log } = this
+    detector.on('advert', a => {
+      metrics.advertsIn.inc()
+      this.dialer.noteMember(a.nodeId, a.addrs)
+    })
+    detector.on('sent', bytes => { metrics.advertsOut.inc(); metrics.bytes.inc({ direction: 'out' }, bytes) })
+    detector.on('received', bytes => { metrics.bytes.inc({ direction: 'in' }, bytes) })
+    detector.on('rejected', (topic, reason, detail) => {
+      metrics.gossipRejected.inc({ topic, reason })
+      log.debug('message rejected', { topic, reason, detail })
+    })
+    detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
+    detector.on('transition', t => {
+      this.c.directory.set(detector.members)
+      for (const [state, n] of Object.entries(countStates(detector.members))) metrics.members.set({ state }, n)
+      const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId
+      if (t.nodeId !== this.id) log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
+      if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
+      if (t.to === 'dead') void this.dropIfSilent(t.nodeId)
+      this.peerBookDirty = true
+    })
+  }
+
+  private advertBody (): AdvertBody {
+    const { c } = this
+    const reserved = c.advert.get('reserved')
+    return {
+      name: c.config.name,
+      addrs: advertisedAddrs(this.addrs()),
+      capacity: c.capacity,
+      reserved,
+      free: subtract(c.capacity, reserved),
+      load: loadAverage(),
+      version: VERSION,
+      labels: c.config.labels,
+      wireguard: c.advert.get('wireguard'),
+      // lets peers that missed a heads announcement notice they are behind
+      stateHeads: c.advert.get('stateHeads').slice(0, 64)
+    }
+  }
+
+  /** addresses change when interfaces do (a server moved networks): re-advertise */
+  private checkAddrs (): void {
+    const now = this.addrs().join()
+    if (now === this.lastAddrs) return
+    const current = new Set(now.split(','))
+    const gone = this.lastAddrs.split(',').filter(a => a !== '' && !current.has(a))
+    this.lastAddrs = now
+    this.log.info('listen addresses changed', { addrs: now })
+    this.detector.advertiseNow()
+    // connections bound to a vanished address are dead, and the far side cannot
+    // tell: start afresh, and the new connections carry the new advert at once
+    if (gone.length > 0) for (const conn of this.c.host.getConnections()) void conn.close().catch(() => {})
+  }
+
+  /**
+   * Connections to a dead member are likely stale (its address changed, the link is
+   * gone): drop them, so that reconnecting is a fresh start that re-syncs. But only
+   * if it does not answer a ping on them: a member declared dead while it was merely
+   * slow (a stalled process) refutes in a moment, and hanging up on it everywhere made
+   * it suspect its own watchers in turn, which on a saturated machine cascaded.
+   */
+  private async dropIfSilent (id: string): Promise<void> {
+    const { host } = this.c
+    const peer = peerIdFromString(id)
+    if (host.getConnections(peer).length === 0) return
+    const answered = await host.services.ping.ping(peer, { signal: AbortSignal.timeout(DEAD_PING_TIMEOUT_MS) }).then(() => true, () => false)
+    if (!answered && this.detector.members.get(id)?.state === 'dead') await host.hangUp(peer).catch(() => {})
+  }
+
+  /** peers whose connections carry something ongoing: the dialer never trims these */
+  private connectionsInUse (): Set<string> {
+    const keep = new Set(this.detector.partners)
+    // the mesh is not in GossipSub's public interface, but its implementation has it
+    const pubsub = this.c.host.services.pubsub as GossipSub & { getMeshPeers?: (topic: string) => string[] }
+    for (const topic of pubsub.getTopics()) for (const p of pubsub.getMeshPeers?.(topic) ?? []) keep.add(p)
+    for (const p of this.c.busyPeers()) keep.add(p)
+    return keep
+  }
+
+  private async flushPeerBook (): Promise<void> {
+    if (!this.peerBookDirty) return
+    this.peerBookDirty = false
+    const peers = [...this.detector.members.values()]
+      .filter(m => m.nodeId !== this.id && m.state !== 'left')
+      .map(m => ({ id: m.nodeId, addrs: m.advert.addrs }))
+    await savePeerBook(this.c.config.dataDir, peers)
+  }
+}

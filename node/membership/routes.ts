@@ -1,0 +1,37 @@
+// API routes of membership: GET /v1/status, /v1/nodes, /v1/nodes/:id, and the join
+// token (GET /v1/token: admin only, it carries the cluster key).
+import type { FastifyInstance } from 'fastify'
+import { NotFoundError } from '../errors.ts'
+import type { NodeView, StatusView, TokenView } from '../api/types.ts'
+import type { MemberDirectory } from './directory.ts'
+import { nodeView, statusView, type SelfInfo } from './views.ts'
+
+export interface MembershipRoutesDeps {
+  self: () => SelfInfo
+  directory: MemberDirectory
+  labels: { labelsOf: (node: string) => Record<string, string> }
+  token: () => string
+}
+
+/** Every member, sorted by name, and one by id or name (NotFoundError if none). */
+export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
+  const selfId = (): string => d.self().id
+  return {
+    all: () => [...d.directory.members.values()].map(m => nodeView(m, selfId(), d.labels.labelsOf(m.nodeId))).sort((a, b) => a.name.localeCompare(b.name)),
+    one: (idOrName) => {
+      const m = d.directory.find(idOrName)
+      if (m == null) throw new NotFoundError(`no member with id or name "${idOrName}"`)
+      return nodeView(m, selfId(), d.labels.labelsOf(m.nodeId))
+    }
+  }
+}
+
+export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
+  const views = nodeViews(d)
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members))
+  app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
+  app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
+    schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }
+  }, async (req): Promise<NodeView> => views.one(req.params.id))
+  app.get('/v1/token', { config: { access: 'admin' } }, async (): Promise<TokenView> => ({ token: d.token() }))
+}

@@ -1,0 +1,40 @@
+// The membership views the API serves, as pure functions of the member table.
+import { countStates, type Member, type MemberTable } from '../../protocol/membership.ts'
+import { poolOf } from '../../protocol/pool.ts'
+import type { NodeView, StatusView } from '../api/types.ts'
+
+export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
+
+export function statusView (self: SelfInfo, table: MemberTable): StatusView {
+  return { node: self, members: countStates(table), pool: poolOf(table) }
+}
+
+/** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>): NodeView {
+  const a = m.advert
+  return {
+    id: m.nodeId,
+    name: a.name,
+    state: m.state,
+    self: m.nodeId === selfId,
+    since: new Date(m.since).toISOString(),
+    lastSeen: new Date(m.lastSeen).toISOString(),
+    addrs: a.addrs,
+    capacity: a.capacity,
+    reserved: a.reserved,
+    free: a.free,
+    load: a.load,
+    version: a.version,
+    labels: { ...a.labels, ...labels },
+    wireguard: a.wireguard,
+    incarnation: a.incarnation,
+    seq: a.seq
+  }
+}
+
+/** At most 32 addresses fit an advert: loopback ones go first when there are too many. */
+export function advertisedAddrs (addrs: string[]): string[] {
+  if (addrs.length <= 32) return addrs
+  const routable = addrs.filter(a => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
+  return (routable.length > 0 ? routable : addrs).slice(0, 32)
+}

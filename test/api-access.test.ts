@@ -1,0 +1,123 @@
+// Who may change the grid, against a real agent: an unprivileged local user reads
+// status but gets 403 naming what is missing for a change and for the join token;
+// root succeeds over loopback TCP (identified by the kernel's socket table) and over
+// the unix socket; the API token from the data dir lets anyone in. And input is taken
+// as sent: wrong types, unknown fields, control characters and lone surrogates get a
+// 400 naming the field; oversized bodies and headers get the one error shape.
+import test from 'ava'
+import { execFile } from 'node:child_process'
+import { readFile, stat } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { AgentGroup, AgentProcess } from './helpers/agent-process.ts'
+
+const NOBODY = 65534
+const isRoot = process.getuid?.() === 0
+
+interface Curl { code: number, status: number, body: string }
+/** curl as some user: the request's socket is that user's, as the agent sees it */
+async function curl (args: string[], uid?: number): Promise<Curl> {
+  return await new Promise(resolve => {
+    execFile('curl', ['-s', '-o', '-', '-w', '\n%{http_code}', ...args], { uid, gid: uid, timeout: 20_000 }, (err, stdout) => {
+      const i = stdout.lastIndexOf('\n')
+      resolve({ code: err == null ? 0 : typeof err.code === 'number' ? err.code : 1, status: Number(stdout.slice(i + 1)), body: stdout.slice(0, i) })
+    })
+  })
+}
+const errorOf = (c: Curl): { code: string, message: string } => (JSON.parse(c.body) as { error: { code: string, message: string } }).error
+
+const group = new AgentGroup()
+let agent: AgentProcess
+let url: string
+test.before(async () => {
+  agent = await group.add({ name: 'acc0' })
+  url = `http://${agent.api}`
+})
+test.after.always(async () => { await group.cleanup() })
+
+const check = isRoot ? test : test.skip
+const labelUrl = (): string => `${url}/v1/nodes/acc0/labels/rack`
+
+check('an unprivileged user reads status, and is refused a change and the token with 403 naming what is missing', async t => {
+  const status = await curl([`${url}/v1/status`], NOBODY)
+  t.is(status.status, 200, status.body)
+  t.is((await curl([`${url}/metrics`], NOBODY)).status, 200)
+
+  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl()], NOBODY)
+  t.is(put.status, 403, put.body)
+  t.is(errorOf(put).code, 'forbidden')
+  t.regex(errorOf(put).message, /user 65534 is neither root nor in the "vgrid" group/)
+  t.regex(errorOf(put).message, /API token/)
+  const tok = await curl([`${url}/v1/token`], NOBODY)
+  t.is(tok.status, 403, tok.body)
+  t.regex(errorOf(tok).message, /neither root nor in the "vgrid" group/)
+  // nothing changed
+  const node = await agent.get<{ labels: Record<string, string> }>('/v1/nodes/acc0')
+  t.is(node.labels.rack, undefined)
+  t.regex(await agent.metrics(), /vgrid_api_errors_total\{code="forbidden"\} 2/)
+})
+
+check('root changes the grid over loopback TCP and over the unix socket; the socket is 0660', async t => {
+  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl()])
+  t.is(put.status, 200, put.body)
+  const tok = await curl([`${url}/v1/token`])
+  t.is(tok.status, 200, tok.body)
+  t.regex((JSON.parse(tok.body) as { token: string }).token, /^vgrid1\./)
+
+  const sock = join(agent.opts.dataDir, 'api.sock')
+  t.is((await stat(sock)).mode & 0o777, 0o660)
+  const viaSocket = await curl(['--unix-socket', sock, '-X', 'DELETE', 'http://agent/v1/nodes/acc0/labels/rack'])
+  t.is(viaSocket.status, 200, viaSocket.body)
+  // another user cannot even connect to it
+  const denied = await curl(['--unix-socket', sock, 'http://agent/v1/status'], NOBODY)
+  t.is(denied.code, 7, 'curl: failed to connect')
+})
+
+check('the API token from the data dir lets any user in; a wrong one is a 401', async t => {
+  const token = (await readFile(join(agent.opts.dataDir, 'api.token'), 'utf8')).trim()
+  t.is((await stat(join(agent.opts.dataDir, 'api.token'))).mode & 0o777, 0o600)
+  const ok = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', `authorization: Bearer ${token}`, '-d', '{"value":"r2"}', labelUrl()], NOBODY)
+  t.is(ok.status, 200, ok.body)
+  const bad = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', 'authorization: Bearer 00', '-d', '{"value":"r3"}', labelUrl()])
+  t.is(bad.status, 401, bad.body)
+  t.is(errorOf(bad).code, 'unauthorized')
+})
+
+test('bodies are taken as sent: wrong types, unknown fields, control characters and lone surrogates are a 400 naming the field', async t => {
+  for (const [body, field] of [
+    ['{"value":null}', /value/], ['{"value":7}', /value/], ['{"value":true}', /value/], ['{"value":["a"]}', /value/],
+    ['{}', /value/], ['{"value":"a","extra":1}', /extra|additional/], ['[]', /body/]
+  ] as const) {
+    const r = await agent.request('PUT', '/v1/nodes/acc0/labels/k', JSON.parse(body))
+    t.is(r.status, 400, body)
+    t.regex((r.body as { error: { message: string } }).error.message, field, body)
+  }
+  for (const value of ['a\u0085b', 'tab\there', 'x\u009f', '\ud800', 'a\udc00b', 'del\u007f']) {
+    const r = await agent.request('PUT', '/v1/nodes/acc0/labels/k', { value })
+    t.is(r.status, 400, JSON.stringify(value))
+    t.regex((r.body as { error: { code: string, message: string } }).error.message, /label value/)
+  }
+})
+
+test('an oversized body is a 413 and oversized headers a 431, both in the error shape and counted', async t => {
+  const big = await agent.request('PUT', '/v1/nodes/acc0/labels/k', { value: 'x'.repeat(2 * 1024 * 1024) })
+  t.is(big.status, 413)
+  t.is((big.body as { error: { code: string } }).error.code, 'body_too_large')
+  const headers = await rawRequest(agent.apiPort, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(32 * 1024)}\r\n\r\n`)
+  t.regex(headers, /^HTTP\/1\.1 431 /)
+  t.regex(headers, /"code":"headers_too_large"/)
+  const m = await agent.metrics()
+  t.regex(m, /vgrid_api_errors_total\{code="body_too_large"\} 1/)
+  t.regex(m, /vgrid_api_errors_total\{code="headers_too_large"\} 1/)
+})
+
+async function rawRequest (port: number, text: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => { s.write(text) })
+    let out = ''
+    s.on('data', d => { out += d.toString() })
+    s.on('close', () => resolve(out))
+    s.on('error', reject)
+    s.setTimeout(10_000, () => { s.destroy(); resolve(out) })
+  })
+}
