@@ -224,7 +224,7 @@ export class DvmmService {
     const roll = new Set([...doc.roll.keys(), this.me])
     const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
     this.fence = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
-    if (this.fence.fenced && this.metrics.fenced.hashMap != null) this.log.debug('fenced', { reason: this.fence.reason })
+    if (this.fence.fenced && this.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
     this.lastMajorityAt = this.fence.lastMajorityAt
     this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
     this.watchClaims(doc, now)
@@ -249,7 +249,7 @@ export class DvmmService {
     this.rankings = d.rankings
     for (const vm of d.rankings.keys()) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
     for (const vm of this.unplacedSince.keys()) if (!d.rankings.has(vm)) this.unplacedSince.delete(vm)
-    for (const r of d.refused) this.metrics.claimsRefused.inc()
+    if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
     if (d.claims.length > 0 || d.release.length > 0) {
       await this.flush(d.claims, d.release)
       const at = this.c.clock.now()
