@@ -1,18 +1,54 @@
 // Neighbour heartbeats: every node picks a few of its directly connected peers as
-// its watchers, keeps one long-lived stream to each and writes a 16-byte frame (its
-// advert version) on it every interval; the watchers raise the alarm when the frames
-// stop. A fixed number of watchers keeps each node's work constant as the grid grows.
+// its watchers, keeps one long-lived stream to each and writes a frame (its advert
+// version and its wall clock) on it every interval; the watchers raise the alarm when
+// the frames stop, and measure their clock offset to the sender from the wall times.
+// A fixed number of watchers keeps each node's work constant as the grid grows.
+//
+// Frames: the original 16 bytes (incarnation, seq: float64 big-endian; the first byte
+// of a non-negative float64 is below 0x80), or an extended frame: 0xFF, a length byte
+// L (>= 24), then L bytes: incarnation, seq, sender's wall clock (ms), all float64;
+// bytes past those are a newer agent's and ignored. Both are accepted.
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import type { Version } from './membership.ts'
 
 const FRAME = 16
+const EXT_MARK = 0xff
+const EXT_BODY = 24
+
+/**
+ * Clock offset bound (ms): a peer whose clock differs from ours by more than this is
+ * reported (log, /v1/nodes, metrics). Tighter than CockroachDB's 500 ms refusal,
+ * because it only warns here; the hybrid clock's own bound (crdt/hlc.ts,
+ * MAX_FUTURE_MS = 500) is twice this, so a grid within the warning bound never has
+ * a stamp clamped.
+ */
+export const MAX_CLOCK_OFFSET_MS = 250
+/** offset samples kept per peer (at 500 ms a beat: the last 8 s) */
+const OFFSET_SAMPLES = 16
+
+export interface Beat extends Version {
+  /** the sender's wall clock (ms) when it sent the frame; absent in an old agent's frame */
+  wallMs?: number
+}
 
 export function encodeBeat (v: Version): Uint8Array {
   const buf = new Uint8Array(FRAME)
   const view = new DataView(buf.buffer)
   view.setFloat64(0, v.incarnation)
   view.setFloat64(8, v.seq)
+  return buf
+}
+
+/** An extended frame: the version and this node's wall clock. */
+export function encodeBeatWithClock (v: Version, wallMs: number): Uint8Array {
+  const buf = new Uint8Array(2 + EXT_BODY)
+  buf[0] = EXT_MARK
+  buf[1] = EXT_BODY
+  const view = new DataView(buf.buffer)
+  view.setFloat64(2, v.incarnation)
+  view.setFloat64(10, v.seq)
+  view.setFloat64(18, wallMs)
   return buf
 }
 
@@ -24,6 +60,40 @@ export function decodeBeat (frame: Uint8Array): Version | null {
   const seq = view.getFloat64(8)
   const ok = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
   return ok(incarnation) && ok(seq) ? { incarnation, seq } : null
+}
+
+/**
+ * The first frame at the start of `buf` (pure): `need` when more bytes must arrive,
+ * `beat: null` for garbage, else the beat and how many bytes it took.
+ */
+export function parseBeat (buf: Uint8Array): 'need' | { beat: Beat | null, size: number } {
+  if (buf.byteLength < 2) return 'need'
+  if (buf[0] !== EXT_MARK) {
+    if (buf.byteLength < FRAME) return 'need'
+    return { beat: decodeBeat(buf.subarray(0, FRAME)), size: FRAME }
+  }
+  const len = buf[1]!
+  if (len < EXT_BODY) return { beat: null, size: 2 }
+  if (buf.byteLength < 2 + len) return 'need'
+  const v = decodeBeat(buf.subarray(2, 2 + FRAME))
+  const wallMs = new DataView(buf.buffer, buf.byteOffset + 2 + FRAME, 8).getFloat64(0)
+  if (v == null || !Number.isFinite(wallMs) || wallMs < 0) return { beat: null, size: 2 + len }
+  return { beat: { ...v, wallMs }, size: 2 + len }
+}
+
+/**
+ * A peer's clock offset (ms, theirs minus ours) from samples of (their wall time in a
+ * frame - our wall time at arrival). Each sample is the offset minus that frame's
+ * transit time, so the largest sample is the closest (pure).
+ */
+export function estimateOffset (samples: readonly number[]): number | undefined {
+  if (samples.length === 0) return undefined
+  return Math.max(...samples)
+}
+
+/** true when an offset is beyond the bound, either way */
+export function offsetExceeds (offsetMs: number, boundMs = MAX_CLOCK_OFFSET_MS): boolean {
+  return Math.abs(offsetMs) > boundMs
 }
 
 export interface HeartbeatsInit {
@@ -42,7 +112,18 @@ export interface HeartbeatsInit {
   /** all connections to a peer this node watches are gone */
   onLost: (peer: string) => void
   onGarbage?: (peer: string) => void
+  /** a peer's clock offset crossed the bound (`over`), or came back within it */
+  onClockOffset?: (peer: string, offsetMs: number, over: boolean) => void
+  /** send the wall clock to this peer (extended frames); default: to every peer */
+  sendClockTo?: (peer: string) => boolean
+  /** this node's wall clock (ms); default Date.now */
+  wallClock?: () => number
+  /** clock offset bound (ms), default MAX_CLOCK_OFFSET_MS */
+  maxClockOffsetMs?: number
 }
+
+/** A peer's clock offset as this node measures it. */
+export interface ClockOffset { offsetMs: number, over: boolean }
 
 interface Watch { last: number, silent: boolean }
 
@@ -58,6 +139,8 @@ export class Heartbeats {
   private readonly rested = new Map<string, number>()
   private timer?: NodeJS.Timeout
   private lastTick = 0
+  private readonly samples = new Map<string, number[]>()
+  private readonly offsets = new Map<string, ClockOffset>()
   /** when this node last came out of a stall of its own (see tick) */
   private stallEndedAt = 0
 
@@ -84,8 +167,13 @@ export class Heartbeats {
     this.out.clear()
     this.watched.clear()
     this.rested.clear()
+    this.samples.clear()
+    this.offsets.clear()
     await host.unhandle(this.init.protocol).catch(() => {})
   }
+
+  /** Clock offsets (theirs minus ours, ms) to the peers that beat to this node with their clock. */
+  clockOffsets (): ReadonlyMap<string, ClockOffset> { return this.offsets }
 
   get watching (): number { return this.watched.size }
   get watchedPeers (): Set<string> { return new Set(this.watched.keys()) }
@@ -103,6 +191,7 @@ export class Heartbeats {
     // Nor is one that reaches us as we come out of a stall: the grid took us for dead
     // and hung up on us, and suspecting the peers that did so made each of them refute
     // (a storm on a saturated machine); a peer that really died has other watchers.
+    this.forgetClock(id)
     if (this.watched.delete(id) && !this.stalledLately(Date.now())) this.init.onLost(id)
   }
 
@@ -136,7 +225,7 @@ export class Heartbeats {
       const stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(5000) })
       stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.drop(id) })
       this.out.set(id, stream)
-      try { stream.send(encodeBeat(this.init.version())) } catch {}
+      try { stream.send(this.frameFor(id)) } catch {}
     } catch {
       // not a vgrid agent, or it went away: retried on the next tick while connected
     } finally {
@@ -164,9 +253,11 @@ export class Heartbeats {
     // in time, that silence is worth a suspicion (which a live sender refutes at once)
     stream.addEventListener('message', (evt) => {
       buf.append(evt.data)
-      while (buf.byteLength >= FRAME) {
-        const v = decodeBeat(buf.subarray(0, FRAME))
-        buf.consume(FRAME)
+      for (;;) {
+        const r = parseBeat(buf.subarray(0, Math.min(buf.byteLength, 2 + 255)))
+        if (r === 'need') break
+        buf.consume(r.size)
+        const v = r.beat
         if (v == null) {
           this.init.onGarbage?.(id)
           stream.abort(new Error('bad heartbeat frame'))
@@ -174,9 +265,32 @@ export class Heartbeats {
         }
         const w = this.watched.get(id)
         if (w != null) { w.last = Date.now(); w.silent = false }
-        this.init.onBeat(id, v)
+        if (v.wallMs != null) this.sampleClock(id, v.wallMs)
+        this.init.onBeat(id, { incarnation: v.incarnation, seq: v.seq })
       }
     })
+  }
+
+  private frameFor (peer: string): Uint8Array {
+    const v = this.init.version()
+    return this.init.sendClockTo?.(peer) === false ? encodeBeat(v) : encodeBeatWithClock(v, (this.init.wallClock ?? Date.now)())
+  }
+
+  private sampleClock (peer: string, wallMs: number): void {
+    let s = this.samples.get(peer)
+    if (s == null) this.samples.set(peer, s = [])
+    s.push(wallMs - (this.init.wallClock ?? Date.now)())
+    if (s.length > OFFSET_SAMPLES) s.shift()
+    const offsetMs = estimateOffset(s)!
+    const over = offsetExceeds(offsetMs, this.init.maxClockOffsetMs)
+    const was = this.offsets.get(peer)
+    this.offsets.set(peer, { offsetMs, over })
+    if ((was?.over ?? false) !== over) this.init.onClockOffset?.(peer, offsetMs, over)
+  }
+
+  private forgetClock (peer: string): void {
+    this.samples.delete(peer)
+    this.offsets.delete(peer)
   }
 
   private tick (): void {
@@ -189,13 +303,13 @@ export class Heartbeats {
       for (const w of this.watched.values()) w.last += stall
       this.stallEndedAt = now
     }
-    const frame = encodeBeat(this.init.version())
     for (const [id, s] of this.out) {
+      const frame = this.frameFor(id)
       // a closing stream (hang-up in progress) still says 'open' but refuses writes
       if (s.status !== 'open' || s.writeStatus !== 'writable') { this.drop(id); continue }
       // a stream that cannot take one more frame is as good as dead; drop it so it
       // is reopened (and the far side sees silence if the link really is gone)
-      if (s.writeBufferLength > FRAME * 64) { s.abort(new Error('heartbeat backlog')); this.drop(id); continue }
+      if (s.writeBufferLength > (2 + EXT_BODY) * 64) { s.abort(new Error('heartbeat backlog')); this.drop(id); continue }
       try {
         s.send(frame)
       } catch (err) {
