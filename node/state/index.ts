@@ -9,6 +9,7 @@ import { Replica, SCHEMA_VERSION, type Counts, type Kind, type Reader, type Writ
 import type { Counter, Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import { StateMetrics } from './metrics.ts'
+import { UnavailableError } from '../errors.ts'
 import { StateStore, DiskError, type DiskCause, type DiskProblem, type StateFile } from './store.ts'
 import { Persister } from './persister.ts'
 import { SyncService, type PeerStatus } from './sync.ts'
@@ -23,11 +24,12 @@ export { DiskError, type DiskCause } from './store.ts'
  * `cause` names the trouble, the message says what to do. Nothing of the write was
  * kept or sent anywhere.
  */
-export class StateUnavailableError extends Error {
+export class StateUnavailableError extends UnavailableError {
   override name = 'StateUnavailableError'
   override readonly cause: DiskCause
   constructor (cause: DiskCause, message: string) {
-    super(message)
+    // the API's error code: disk_full, io_error, read_only, dir_replaced, ...
+    super(message, cause.replaceAll('-', '_'))
     this.cause = cause
   }
 }
