@@ -11,9 +11,11 @@ export type AdvertBody = Omit<Advert, 'v' | 'proto' | 'protoMin' | 'cluster' | '
 
 /**
  * Test hook: with VGRID_TEST_HOOKS=1, the JSON object in VGRID_TEST_ADVERT_EXTRA is
- * added to every advert this node signs, as fields a newer release would add (fields
- * the advert already has are left alone). Without both variables: nothing. Pure over
- * `env`; a value that is not a JSON object is an error naming the variable.
+ * added to every advert this node signs, as fields a newer release would add. Fields
+ * the advert already has are left alone, except `proto` and `protoMin`, so that a
+ * test can also play a release of another protocol version. Without both variables:
+ * nothing. Pure over `env`; a value that is not a JSON object is an error naming the
+ * variable.
  */
 export function testAdvertExtra (env: Record<string, string | undefined>): Record<string, unknown> {
   const raw = env.VGRID_TEST_ADVERT_EXTRA
@@ -181,8 +183,9 @@ export class OwnAdvert {
       status,
       ...this.init.body()
     }
-    // test-hook fields go after the known ones and never replace one
-    const advert = await signAdvert(this.init.privateKey, { ...known, ...this.extra, ...known })
+    // test-hook fields go after the known ones and replace none but the protocol range
+    const { proto, protoMin } = this.extra
+    const advert = await signAdvert(this.init.privateKey, { ...known, ...this.extra, ...known, ...(proto == null ? {} : { proto, protoMin }) } as UnsignedAdvert)
     this.publishedAt = Date.now()
     this.init.onSigned(advert)
     const data = encodeAdvert(advert)
