@@ -19,6 +19,8 @@ import { decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
+import { dvmmRoutes } from './routes.ts'
+import type { FastifyInstance } from 'fastify'
 
 /** what DVMM uses of the state service */
 export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'> {
@@ -74,7 +76,7 @@ export class DvmmService {
   readonly name = 'dvmm'
   readonly history = new History()
   readonly metrics: DvmmMetrics
-  private readonly c: DvmmComponents
+  readonly components: DvmmComponents
   private readonly cfg: Required<DvmmInit>
   private readonly log: Logger
   /** VMs this node's drivers run (started or adopted) */
@@ -104,7 +106,7 @@ export class DvmmService {
   private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
 
   constructor (components: DvmmComponents, init: DvmmInit = {}) {
-    this.c = components
+    this.components = components
     this.log = components.log.child('dvmm')
     this.cfg = {
       settleMs: init.settleMs ?? 1500,
@@ -118,28 +120,28 @@ export class DvmmService {
     this.metrics = new DvmmMetrics(components.registry)
   }
 
-  get me (): string { return this.c.peerId }
+  get me (): string { return this.components.peerId }
   get config (): Readonly<Required<DvmmInit>> { return this.cfg }
   get fenceState (): FenceDecision | undefined { return this.fence }
   /** the ranking of each VM that is waiting for a holder, from the last step */
   rankingOf (vm: string): Ranking | undefined { return this.rankings.get(vm) }
-  driver (name: string): VmDriver | undefined { return this.c.drivers[name as Vm['spec']['driver']] }
-  get drivers (): Partial<Record<string, VmDriver>> { return this.c.drivers }
+  driver (name: string): VmDriver | undefined { return this.components.drivers[name as Vm['spec']['driver']] }
+  routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
   async start (): Promise<void> {
     this.running = true
-    this.startedAt = this.lastMajorityAt = this.c.clock.now()
-    for (const d of new Set(Object.values(this.c.drivers))) {
+    this.startedAt = this.lastMajorityAt = this.components.clock.now()
+    for (const d of new Set(Object.values(this.components.drivers))) {
       d.on('exit', this.onDriverExit)
       // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
       for (const vm of await d.list()) if (vm.state === 'running' || vm.state === 'starting') this.runs.add(vm.id)
     }
     if (this.runs.size > 0) this.log.info('found VMs of a previous run', { vms: [...this.runs] })
-    this.c.state.on('changed', this.onChange)
-    this.c.membership.on('transition', this.onChange)
-    if (this.c.state.read().get('roll', this.me) == null) {
-      const now = this.c.clock.now()
-      this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.c.config.name, joined: now }) })
+    this.components.state.on('changed', this.onChange)
+    this.components.membership.on('transition', this.onChange)
+    if (this.components.state.read().get('roll', this.me) == null) {
+      const now = this.components.clock.now()
+      this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) })
     }
     this.timer = setInterval(() => { this.schedule() }, this.cfg.tickMs)
     this.timer.unref()
@@ -152,18 +154,18 @@ export class DvmmService {
     clearInterval(this.timer)
     clearTimeout(this.wakeTimer)
     clearTimeout(this.debounce)
-    this.c.state.off('changed', this.onChange)
-    this.c.membership.off('transition', this.onChange)
+    this.components.state.off('changed', this.onChange)
+    this.components.membership.off('transition', this.onChange)
     while (this.stepping) await new Promise(resolve => setTimeout(resolve, 5))
     if (opts.graceful) {
       const vms = [...this.runs]
       await Promise.all(vms.map(async vm => await this.act(vm, 'stop', 'node leaving')))
-      await this.c.state.write(w => {
+      await this.components.state.write(w => {
         for (const l of w.reader.list('leases')) if (l.holder === this.me) w.remove('leases', l.vm)
         w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }
-    for (const d of new Set(Object.values(this.c.drivers))) d.off('exit', this.onDriverExit)
+    for (const d of new Set(Object.values(this.components.drivers))) d.off('exit', this.onDriverExit)
   }
 
   /** Queues a document update for the next step (one change for many updates). */
@@ -199,7 +201,7 @@ export class DvmmService {
     const ops = this.pending.splice(0)
     if (ops.length === 0 && claims.length === 0 && release.length === 0) return
     try {
-      await this.c.state.write(w => {
+      await this.components.state.write(w => {
         for (const op of ops) {
           try { op(w) } catch (err) { this.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
         }
@@ -215,10 +217,10 @@ export class DvmmService {
   private async step (): Promise<void> {
     this.metrics.reconciles.inc()
     await this.flush()
-    const now = this.c.clock.now()
-    const reader = this.c.state.read()
+    const now = this.components.clock.now()
+    const reader = this.components.state.read()
     const doc = docView(reader)
-    const members = this.c.membership.members
+    const members = this.components.membership.members
     for (const m of members.values()) this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, m.state === 'alive' ? 0 : m.since))
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const roll = new Set([...doc.roll.keys(), this.me])
@@ -252,7 +254,7 @@ export class DvmmService {
     if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
     if (d.claims.length > 0 || d.release.length > 0) {
       await this.flush(d.claims, d.release)
-      const at = this.c.clock.now()
+      const at = this.components.clock.now()
       for (const c of d.claims) {
         this.claimedAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
@@ -304,7 +306,7 @@ export class DvmmService {
   private async startVm (id: string, doc: DocView): Promise<void> {
     const vm = doc.vms.get(id)
     if (vm == null || this.busy.has(id)) return
-    const driver = this.c.drivers[vm.spec.driver]
+    const driver = this.components.drivers[vm.spec.driver]
     if (driver == null) {
       this.updateLease(id, { status: 'failed', reason: `driver ${vm.spec.driver} is not available on this node` })
       return
@@ -316,7 +318,7 @@ export class DvmmService {
       await driver.start(driverSpec(vm))
       this.runs.add(id)
       this.metrics.starts.inc({ result: 'ok' })
-      this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}` })
+      this.updateLease(id, { status: 'running', reason: `started by ${this.components.config.name}` })
     } catch (err) {
       this.metrics.starts.inc({ result: 'failed' })
       this.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
@@ -342,7 +344,7 @@ export class DvmmService {
       this.runs.delete(vm)
       this.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      this.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      this.history.add(vm, { at: this.components.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.components.config.name, detail: why })
       if (how === 'stop') this.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.me) w.remove('leases', vm) })
     } catch (err) {
       this.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
@@ -354,7 +356,7 @@ export class DvmmService {
   }
 
   private async driverRunning (vm: string): Promise<VmDriver | undefined> {
-    for (const d of new Set(Object.values(this.c.drivers))) if ((await d.inspect(vm)) != null) return d
+    for (const d of new Set(Object.values(this.components.drivers))) if ((await d.inspect(vm)) != null) return d
     return undefined
   }
 
@@ -362,12 +364,12 @@ export class DvmmService {
   private exited (e: { id: string } & VmExit): void {
     if (!this.runs.has(e.id) || this.expected.has(e.id)) return
     this.runs.delete(e.id)
-    const l = this.c.state.read().get('leases', e.id)?.value
-    const vm = this.c.state.read().get('vms', e.id)?.value
+    const l = this.components.state.read().get('leases', e.id)?.value
+    const vm = this.components.state.read().get('vms', e.id)?.value
     if (l == null || l.holder !== this.me || vm == null) return
     this.metrics.crashes.inc()
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
-    const d = onExit(l.crashes ?? [], this.c.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    const d = onExit(l.crashes ?? [], this.components.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
     this.log.info('VM exited', { vm: e.id, detail, action: d.action })
     // while the update is queued the step would restart it: keep it busy until written
     if (d.action === 'stop') this.busy.add(e.id)
@@ -387,14 +389,14 @@ export class DvmmService {
     const key = `${r.cpu}/${r.memoryBytes}`
     if (key === this.lastReserved) return
     this.lastReserved = key
-    this.c.onReserved({ cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 })
+    this.components.onReserved({ cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 })
   }
 
   /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
   ha (): HaReport {
-    const reader = this.c.state.read()
+    const reader = this.components.state.read()
     const doc = docView(reader)
-    const nodes = nodeViews(doc, this.c.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
     const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
     return haCheck(demands, nodes, holdings(doc), { strategy: this.cfg.strategy })
   }

@@ -1,0 +1,132 @@
+// DVMM's HTTP API: /v1/vms (create, list, show, start, stop, rm, console), node drain,
+// undrain and forget, and /v1/ha. Writes answer once the change is on disk; what
+// happens next (placement, start) is decided by the agents and shown by `show`.
+import type { FastifyInstance } from 'fastify'
+import type { Reader } from '../../crdt/index.ts'
+import type { HaReport } from '../../crdt/placement/index.ts'
+import { ConflictError, NotFoundError } from '../errors.ts'
+import type { DvmmService } from './service.ts'
+import { docView, nodeViews, type DocView } from './view.ts'
+import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from './vms.ts'
+
+interface IdParams { id: string }
+const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
+
+export interface HaView extends HaReport {
+  stranded: Array<HaReport['stranded'][number] & { vmNames?: string[] }>
+}
+
+export function dvmmRoutes (svc: DvmmService) {
+  const { state, membership } = svc.components
+  const nameOf = (id: string, doc?: DocView): string => membership.members.get(id)?.advert.name ?? doc?.roll.get(id)?.name ?? id
+  const current = (): { reader: Reader, doc: DocView } => {
+    const reader = state.read()
+    return { reader, doc: docView(reader) }
+  }
+  const nodesOf = (reader: Reader, doc: DocView): ReturnType<typeof nodeViews> => nodeViews(doc, membership.members, n => reader.labelsOf(n), svc.me)
+  /** a node by id or name: a member, or an entry of the roll */
+  const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
+    const m = membership.members.get(idOrName) ?? [...membership.members.values()].find(x => x.advert.name === idOrName)
+    if (m != null) return { id: m.nodeId, name: m.advert.name }
+    const e = doc.roll.get(idOrName) ?? [...doc.roll.values()].find(x => x.name === idOrName)
+    if (e != null) return { id: e.node, name: e.name }
+    throw new NotFoundError(`no node with id or name "${idOrName}"`)
+  }
+  const row = (doc: DocView, id: string, reader: Reader): VmRow => {
+    const vm = findVm(doc, id)
+    const l = doc.leases.get(vm.id)
+    const pending = l == null && vm.desired === 'running' ? (svc.rankingOf(vm.id)?.pending ?? placementNow(vm, doc, nodesOf(reader, doc)).pending) : null
+    return vmRow(vm, l, n => nameOf(n, doc), pending)
+  }
+  const detail = (id: string): VmDetail => {
+    const { reader, doc } = current()
+    const vm = findVm(doc, id)
+    const l = doc.leases.get(vm.id)
+    const d = svc.history.decisions.get(vm.id)
+    return {
+      ...row(doc, vm.id, reader),
+      spec: vm.spec,
+      lease: l?.winner ?? null,
+      claims: l?.claims.length ?? 0,
+      placement: placementNow(vm, doc, nodesOf(reader, doc)),
+      decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
+      history: svc.history.of(vm.id).map(e => ({ ...e, at: new Date(e.at).toISOString() }))
+    }
+  }
+  const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {
+    const vm = findVm(current().doc, id)
+    await state.write(w => {
+      w.update('vms', vm.id, { desired })
+      // starting a VM left failed or stopped (crash rule) places it afresh
+      const l = w.reader.get('leases', vm.id)?.value
+      if (desired === 'running' && l != null && (l.status === 'failed' || l.status === 'stopped')) w.remove('leases', vm.id)
+    }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
+    svc.schedule()
+    return detail(vm.id)
+  }
+  const setDraining = async (idOrName: string, draining: boolean): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
+    const { doc } = current()
+    const n = findNode(doc, idOrName)
+    await state.write(w => {
+      const e = w.reader.get('roll', n.id)
+      if (e == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
+      w.update('roll', n.id, { draining })
+    }, `node ${draining ? 'drain' : 'undrain'} ${n.name}`)
+    svc.schedule()
+    return { node: n.id, name: n.name, draining, vms: [...current().doc.leases.values()].filter(l => l.winner.holder === n.id).map(l => l.winner.vm) }
+  }
+
+  return (app: FastifyInstance): void => {
+    app.get('/v1/vms', async (): Promise<{ vms: VmRow[] }> => {
+      const { reader, doc } = current()
+      return { vms: [...doc.vms.keys()].sort().map(id => row(doc, id, reader)) }
+    })
+    app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
+      const { reader, doc } = current()
+      const draft = vmDraft(req.body, doc, nodesOf(reader, doc))
+      await state.write(w => {
+        if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
+        w.put('vms', draft)
+      }, `vm create ${draft.id}`)
+      svc.schedule()
+      void reply.code(201)
+      return detail(draft.id)
+    })
+    app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => detail(req.params.id))
+    app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'running'))
+    app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'stopped'))
+    app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
+      const vm = findVm(current().doc, req.params.id)
+      await state.write(w => { w.remove('vms', vm.id) }, `vm rm ${vm.id}`)
+      svc.schedule()
+      return { removed: vm.id }
+    })
+    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req, reply) => {
+      const { doc } = current()
+      const vm = findVm(doc, req.params.id)
+      const l = doc.leases.get(vm.id)?.winner
+      if (l == null) throw new ConflictError(`VM ${vm.id} runs nowhere`, 'not_running')
+      if (l.holder !== svc.me) throw new ConflictError(`VM ${vm.id} runs on ${nameOf(l.holder, doc)}: ask that node's API for its console`, 'elsewhere')
+      const driver = svc.driver(vm.spec.driver)
+      if (driver == null) throw new ConflictError(`driver ${vm.spec.driver} is not available on this node`, 'no_driver')
+      void reply.type('text/plain; charset=utf-8')
+      return await driver.consoleTail(vm.id, 64 * 1024)
+    })
+    app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, true))
+    app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, false))
+    app.delete<{ Params: IdParams }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
+      const { doc } = current()
+      const n = findNode(doc, req.params.id)
+      const m = membership.members.get(n.id)
+      if (m != null && (m.state === 'alive' || m.state === 'suspect')) throw new ConflictError(`node ${n.name} is ${m.state}: forget is for a server that is gone for good`, 'node_alive')
+      const removed = await state.write(w => w.remove('roll', n.id), `node forget ${n.name}`)
+      if (!removed) throw new NotFoundError(`node ${n.name} is not on the member roll`)
+      svc.schedule()
+      return { forgotten: n.id, name: n.name }
+    })
+    app.get('/v1/ha', async (): Promise<HaView> => {
+      const r = svc.ha()
+      return { ok: r.ok, stranded: r.stranded }
+    })
+  }
+}

@@ -1,0 +1,170 @@
+// VM operations behind /v1/vms and the CLI: a create request checked field by field
+// (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
+import { existsSync } from 'node:fs'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, type Draft, type Vm } from '../../crdt/index.ts'
+import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
+import { parseSize } from '../resources.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import type { HistoryEvent } from './history.ts'
+import { demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
+import type { NodeView } from '../../crdt/placement/index.ts'
+
+/** VM names are ids too: they name run dirs, cgroups and interfaces on the holder */
+export const VM_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/
+
+export interface CreateVmBody {
+  name: string
+  app?: string | null
+  cpu: number
+  /** bytes, or a size like "512M" */
+  memory: number | string
+  driver: 'qemu' | 'process'
+  command?: string[]
+  kernel?: string
+  initrd?: string
+  cmdline?: string
+  image?: string
+  restart?: 'always' | 'on-failure' | 'never'
+  labels?: Record<string, string>
+  constraints?: Record<string, string>
+  antiAffinity?: string
+  desired?: 'running' | 'stopped'
+}
+
+const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
+  if (v === undefined) return {}
+  if (v == null || typeof v !== 'object' || Array.isArray(v)) throw new ValidationError(field, 'must be an object of strings')
+  for (const [k, x] of Object.entries(v)) {
+    if (typeof x !== 'string' || x.length > 256) throw new ValidationError(`${field}.${k}`, 'must be a string of at most 256 characters')
+    if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw new ValidationError(`${field}.${k}`, 'is not a label key')
+  }
+  return v as Record<string, string>
+}
+
+/**
+ * Checks a create request against the grid: `nodes` are the known nodes (a VM bigger
+ * than every node can never run), `fileExists` checks kernel paths (on this node).
+ */
+export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = existsSync): Draft<'vms'> {
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw new ValidationError('body', 'must be a JSON object')
+  const b = raw as Record<string, unknown>
+  if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw new ValidationError('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
+  if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
+  if (b.driver !== 'qemu' && b.driver !== 'process') throw new ValidationError('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
+  if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0 || b.cpu > 4096) throw new ValidationError('cpu', 'must be a number of vCPUs above 0')
+  let memoryBytes: number
+  try {
+    memoryBytes = typeof b.memory === 'number' ? b.memory : typeof b.memory === 'string' ? parseSize(b.memory) : NaN
+  } catch (err) {
+    throw new ValidationError('memory', (err as Error).message)
+  }
+  if (!Number.isSafeInteger(memoryBytes) || memoryBytes <= 0) throw new ValidationError('memory', 'must be a size above zero (bytes, or e.g. 512M)')
+  const str = (f: string): string | undefined => {
+    const v = b[f]
+    if (v === undefined) return undefined
+    if (typeof v !== 'string' || v === '' || v.length > 4096 || v.includes('\0')) throw new ValidationError(f, 'must be a non-empty string')
+    return v
+  }
+  const kernel = str('kernel')
+  const initrd = str('initrd')
+  const cmdline = str('cmdline')
+  const image = str('image')
+  let command: string[] | undefined
+  if (b.command !== undefined) {
+    if (!Array.isArray(b.command) || b.command.length === 0 || b.command.length > 256 || !b.command.every(a => typeof a === 'string' && a.length <= 4096)) throw new ValidationError('command', 'must be a non-empty array of strings')
+    command = b.command as string[]
+  }
+  if (b.driver === 'process' && command == null) throw new ValidationError('command', 'a process VM needs a command')
+  if (b.driver === 'qemu' && kernel == null && image == null) throw new ValidationError('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
+  for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
+    if (p != null && !fileExists(p)) throw new ValidationError(f, `${p} does not exist`)
+  }
+  if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw new ValidationError('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
+  if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw new ValidationError('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
+  if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw new ValidationError('app', 'must be an application id')
+  if (b.desired !== undefined && b.desired !== 'running' && b.desired !== 'stopped') throw new ValidationError('desired', 'must be running or stopped')
+  const cpuMax = Math.max(0, ...nodes.map(n => n.capacity.cpu))
+  const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
+  if (b.cpu > cpuMax) throw new ValidationError('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
+  if (memoryBytes > memMax) throw new ValidationError('memory', `${memoryBytes} bytes is more than any node has (largest: ${memMax})`)
+  const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }
+  return {
+    id: b.name,
+    name: b.name,
+    app: (b.app as string | null | undefined) ?? null,
+    desired: (b.desired as 'running' | 'stopped' | undefined) ?? 'running',
+    spec: {
+      driver: b.driver,
+      cpu: b.cpu,
+      memoryBytes,
+      volumes: [],
+      constraints: strMap(b.constraints, 'constraints', true),
+      ...opt('command', command),
+      ...opt('kernel', kernel),
+      ...opt('initrd', initrd),
+      ...opt('cmdline', cmdline),
+      ...opt('image', image),
+      ...opt('restart', b.restart as CreateVmBody['restart']),
+      ...opt('antiAffinity', b.antiAffinity as string | undefined),
+      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels') })
+    }
+  }
+}
+
+export interface VmRow {
+  id: string
+  name: string
+  app: string | null
+  desired: Vm['desired']
+  state: ReturnType<typeof vmState>
+  /** the holder's name (null when pending) */
+  node: string | null
+  nodeId: string | null
+  epoch: number | null
+  cpu: number
+  memoryBytes: number
+  driver: Vm['spec']['driver']
+  /** why it is pending, failed or stopped */
+  reason: string | null
+}
+
+export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
+  const state = vmState(vm, l)
+  return {
+    id: vm.id,
+    name: vm.name,
+    app: vm.app,
+    desired: vm.desired,
+    state,
+    node: l == null ? null : nameOf(l.winner.holder),
+    nodeId: l?.winner.holder ?? null,
+    epoch: l?.winner.epoch ?? null,
+    cpu: vm.spec.cpu,
+    memoryBytes: vm.spec.memoryBytes,
+    driver: vm.spec.driver,
+    reason: state === 'pending' ? pendingReason ?? 'waiting for a claim to settle' : state === 'failed' || state === 'stopped' ? l?.winner.reason ?? null : null
+  }
+}
+
+export interface VmDetail extends VmRow {
+  spec: Vm['spec']
+  lease: LeaseView['winner'] | null
+  /** concurrent claims still in the document (a contest not yet settled) */
+  claims: number
+  /** the ranking as it stands now (every node's reasons and scores) */
+  placement: Ranking
+  /** the ranking this agent computed when it claimed the VM, if it did */
+  decision: { at: string, ranking: Ranking } | null
+  history: Array<Omit<HistoryEvent, 'at'> & { at: string }>
+}
+
+/** the VM's ranking on the current inputs, as if it had to be placed now */
+export function placementNow (vm: Vm, doc: DocView, nodes: readonly NodeView[]): Ranking {
+  return rank(demandOf(vm), nodes, usageOf(holdings(doc, new Set([vm.id]))))
+}
+
+export function findVm (doc: DocView, id: string): Vm {
+  const vm = doc.vms.get(id) ?? [...doc.vms.values()].find(v => v.name === id)
+  if (vm == null) throw new NotFoundError(`no VM "${id}"`)
+  return vm
+}
