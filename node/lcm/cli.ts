@@ -1,0 +1,80 @@
+// CLI commands of the LCM: `vgrid link create|ls|rm` (declared connections) and
+// `vgrid net` (this agent's WireGuard interface and peers). Clients of /v1/links and
+// /v1/net; main.ts wires them in.
+import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
+import { ApiClient, CliError } from '../cli/client.ts'
+import { bytes, shortId, table } from '../cli/format.ts'
+import type { LinkView } from './links.ts'
+import type { NetView } from './routes.ts'
+
+const CREATE = 'vgrid link create FROM_VM.OUTPUT TO_VM.INPUT --protocol tcp|udp --port N [--json] [--api HOST:PORT]'
+const LS = 'vgrid link ls [--json] [--api HOST:PORT]'
+const RM = 'vgrid link rm LINK_ID [--json] [--api HOST:PORT]'
+const USAGE = `usage: ${CREATE}\n       ${LS}\n       ${RM}`
+
+const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${shortId(e.node)}`}`
+
+function linkRows (links: LinkView[]): string {
+  return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
+    l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
+    l.tunnel == null ? (l.skipped ?? 'local') : shortId(l.tunnel.node), String(l.packets), String(l.drops)
+  ]))
+}
+
+export async function link (argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub === 'create') return await create(rest)
+  if (sub === 'ls' || sub === 'list') return await ls(rest)
+  if (sub === 'rm' || sub === 'remove') return await rm(rest)
+  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  throw new CliError(`unknown subcommand "link ${sub}"\n${USAGE}`, 2)
+}
+
+async function create (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, protocol: { type: 'string' }, port: { type: 'string' } }, CREATE, 2)
+  const [from, to] = positionals
+  if (from == null || to == null) throw new CliError(`give the output and the input terminal\nusage: ${CREATE}`, 2)
+  const port = Number(v.port)
+  if (v.port == null || !Number.isInteger(port)) throw new CliError(`--port must be a number (1-65535)\nusage: ${CREATE}`, 2)
+  const made = await new ApiClient(v.api as string | undefined).request<LinkView>('POST', '/v1/links', { from, to, protocol: v.protocol ?? 'tcp', port })
+  process.stdout.write(v.json === true ? JSON.stringify(made, null, 2) + '\n' : `${made.id}\n`)
+}
+
+async function ls (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, LS)
+  const r = await new ApiClient(v.api as string | undefined).request<{ links: LinkView[] }>('GET', '/v1/links')
+  process.stdout.write(v.json === true ? JSON.stringify(r, null, 2) + '\n' : (r.links.length === 0 ? 'no links\n' : linkRows(r.links) + '\n'))
+}
+
+async function rm (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, RM, 1)
+  const [id] = positionals
+  if (id == null) throw new CliError(`give a link id (see vgrid link ls)\nusage: ${RM}`, 2)
+  const r = await new ApiClient(v.api as string | undefined).request<{ removed: string }>('DELETE', `/v1/links/${encodeURIComponent(id)}`)
+  process.stdout.write(v.json === true ? JSON.stringify(r, null, 2) + '\n' : `removed ${r.removed}\n`)
+}
+
+/** The text `vgrid net` prints: interface, then one row per peer, then drops. */
+export function formatNet (n: NetView, now = Date.now()): string {
+  const s = n.status
+  const head = s.ok
+    ? `${s.interface} (${s.backend ?? '?'})  address ${s.address ?? '-'}  endpoint ${s.endpoint ?? '-'}  key ${s.publicKey ?? '-'}`
+    : `${s.interface}: WireGuard is not running: ${s.error ?? 'unknown'}`
+  const ago = (iso: string | null): string => iso == null ? 'never' : `${Math.max(0, Math.round((now - Date.parse(iso)) / 1000))} s ago`
+  const peers = n.peers.length === 0
+    ? 'no peers'
+    : table(['PEER', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'ALLOWED IPS'], n.peers.map(p => [
+      p.name ?? (p.node == null ? shortId(p.publicKey) : shortId(p.node)), p.endpoint ?? '-', ago(p.latestHandshake), bytes(p.rxBytes), bytes(p.txBytes), p.allowedIps.join(',')
+    ]))
+  const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets)]))]
+  return [head, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
+}
+
+export async function net (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid net [--json] [--api HOST:PORT]')
+  const r = await new ApiClient(v.api as string | undefined).request<NetView>('GET', '/v1/net')
+  process.stdout.write(v.json === true ? JSON.stringify(r, null, 2) + '\n' : formatNet(r) + '\n')
+}

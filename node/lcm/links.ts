@@ -1,0 +1,93 @@
+// Declared connections ("links"), pure: validating a request to create one against
+// the document, and the views the API and CLI show.
+import { createHash } from 'node:crypto'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import type { Link } from './rules.ts'
+
+/** Terminal names become host names inside VMs (/etc/hosts, kernel command line). */
+export const TERMINAL_RE = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/
+
+export interface LinkRequest {
+  from: { vm: string, terminal: string }
+  to: { vm: string, terminal: string }
+  protocol: 'tcp' | 'udp'
+  port: number
+}
+
+/** What validation reads of the document. */
+export interface LinkDoc {
+  /** VM ids, with their declared terminals when the VM has any (open schema field) */
+  vms: ReadonlyMap<string, { inputs?: string[], outputs?: string[] }>
+  links: Link[]
+}
+
+function endpointOf (v: unknown, field: string): { vm: string, terminal: string } {
+  let vm: unknown
+  let terminal: unknown
+  if (typeof v === 'string') {
+    const i = v.lastIndexOf('.')
+    if (i <= 0) throw new ValidationError(field, `"${v}" is not VM.TERMINAL`)
+    vm = v.slice(0, i)
+    terminal = v.slice(i + 1)
+  } else if (v != null && typeof v === 'object') {
+    vm = (v as Record<string, unknown>).vm
+    terminal = (v as Record<string, unknown>).terminal
+  } else {
+    throw new ValidationError(field, 'missing: give "VM.TERMINAL" or {"vm","terminal"}')
+  }
+  if (typeof vm !== 'string' || vm === '' || vm.length > 128) throw new ValidationError(`${field}.vm`, 'must be a VM id')
+  if (typeof terminal !== 'string' || !TERMINAL_RE.test(terminal)) throw new ValidationError(`${field}.terminal`, `${JSON.stringify(terminal)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
+  return { vm, terminal }
+}
+
+/** Parses a POST /v1/links body; ValidationError names the field that is wrong. */
+export function parseLinkRequest (body: unknown): LinkRequest {
+  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('body', 'must be a JSON object')
+  const b = body as Record<string, unknown>
+  const from = endpointOf(b.from, 'from')
+  const to = endpointOf(b.to, 'to')
+  if (b.protocol !== 'tcp' && b.protocol !== 'udp') throw new ValidationError('protocol', `${JSON.stringify(b.protocol)} is not tcp or udp`)
+  if (typeof b.port !== 'number' || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new ValidationError('port', `${JSON.stringify(b.port)} is not a port (1-65535)`)
+  return { from, to, protocol: b.protocol, port: b.port }
+}
+
+/** A link's id: derived from what it connects, so the same request twice is the same link. */
+export function linkId (r: LinkRequest): string {
+  const h = createHash('sha256').update(JSON.stringify([r.from.vm, r.from.terminal, r.to.vm, r.to.terminal, r.protocol, r.port])).digest('hex')
+  return `link-${h.slice(0, 16)}`
+}
+
+/**
+ * Checks a request against the document: both VMs exist, the terminals exist where
+ * the VM declares its terminals, the link is new, and the output terminal is not
+ * connected yet (an output goes to exactly one input; an input takes many).
+ */
+export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
+  for (const [field, e, kind] of [['from', r.from, 'outputs'], ['to', r.to, 'inputs']] as const) {
+    const vm = doc.vms.get(e.vm)
+    if (vm == null) throw new NotFoundError(`${field}: no VM "${e.vm}"`)
+    const declared = vm[kind]
+    if (declared != null && !declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${kind === 'outputs' ? 'output' : 'input'} terminal "${e.terminal}" (it has: ${declared.join(', ') || 'none'})`)
+  }
+  if (r.from.vm === r.to.vm) throw new ValidationError('to', 'a VM cannot be connected to itself')
+  const id = linkId(r)
+  if (doc.links.some(l => l.id === id)) throw new ConflictError(`link ${id} exists already`, 'duplicate')
+  const taken = doc.links.find(l => l.from.vm === r.from.vm && l.from.terminal === r.from.terminal)
+  if (taken != null) throw new ConflictError(`output ${r.from.vm}.${r.from.terminal} is connected already (to ${taken.to.vm}.${taken.to.terminal} by ${taken.id})`, 'output-connected')
+  return { id, from: r.from, to: r.to, protocol: r.protocol, port: r.port }
+}
+
+export interface LinkView {
+  id: string
+  from: { vm: string, terminal: string, node: string | null, address: string | null }
+  to: { vm: string, terminal: string, node: string | null, address: string | null }
+  protocol: string
+  port: number | null
+  /** the WireGuard peer that carries it from this node, null when both ends are local or unplaced */
+  tunnel: { node: string, publicKey: string } | null
+  /** on this node: packets allowed for it, and packets dropped between its two VMs */
+  packets: number
+  drops: number
+  /** why this node does not enforce it, when it does not */
+  skipped: string | null
+}

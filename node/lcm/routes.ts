@@ -1,0 +1,100 @@
+// API routes of the LCM: /v1/links (declared connections: list, create, show,
+// remove) and /v1/net (this agent's WireGuard interface, peers and link rules).
+import type { FastifyInstance } from 'fastify'
+import { NotFoundError } from '../errors.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import { checkLink, parseLinkRequest, type LinkView } from './links.ts'
+import type { Link } from './rules.ts'
+import type { LcmService } from './service.ts'
+
+type Lcm = Pick<LcmService, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'>
+
+function links (lcm: Lcm): Link[] {
+  return lcm.state.read().list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
+}
+
+async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
+  const last = lcm.last
+  const place = new Map((last?.addr.vms ?? []).map(v => [v.vm, v]))
+  const tunnels = new Map((last?.plan.tunnels ?? []).map(t => [t.node, t]))
+  const flows = new Map((last?.rules.flows ?? []).map(f => [f.link, f]))
+  const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
+  const c = await lcm.counters()
+  return list.map(l => {
+    const s = place.get(l.from.vm)
+    const d = place.get(l.to.vm)
+    const remote = s?.node === lcm.selfId ? d?.node : d?.node === lcm.selfId ? s?.node : null
+    const t = remote == null || remote === lcm.selfId ? undefined : tunnels.get(remote)
+    const f = flows.get(l.id)
+    const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets, 0)
+    return {
+      id: l.id,
+      from: { ...l.from, node: s?.node ?? null, address: s?.address ?? null },
+      to: { ...l.to, node: d?.node ?? null, address: d?.address ?? null },
+      protocol: l.protocol,
+      port: l.port,
+      tunnel: t == null ? null : { node: t.node, publicKey: t.publicKey },
+      packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
+      drops,
+      skipped: f == null ? skipped.get(l.id) ?? 'not computed yet' : null
+    }
+  })
+}
+
+export interface NetView {
+  status: ReturnType<LcmService['status']>
+  peers: Array<{ node: string | null, name: string | null, publicKey: string, endpoint: string | null, allowedIps: string[], latestHandshake: string | null, rxBytes: number, txBytes: number }>
+  rules: { table: string, flows: number, skipped: Array<{ link: string, reason: string }> }
+  drops: Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number }>
+}
+
+const nameOf = (members: MemberTable, id: string | null): string | null => id == null ? null : members.get(id)?.advert.name ?? null
+
+export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
+  app.get('/v1/links', async (): Promise<{ links: LinkView[] }> => ({ links: await views(lcm, links(lcm)) }))
+
+  app.get<{ Params: { id: string } }>('/v1/links/:id', async (req): Promise<LinkView> => {
+    const l = links(lcm).find(x => x.id === req.params.id)
+    if (l == null) throw new NotFoundError(`no link "${req.params.id}"`)
+    return (await views(lcm, [l]))[0]!
+  })
+
+  app.post('/v1/links', { config: { access: 'admin' } }, async (req, reply): Promise<LinkView> => {
+    const r = parseLinkRequest(req.body)
+    // the id is derived from the request, so two agents racing on the same link write one object
+    const vms = new Map(lcm.state.read().list('vms').map(v => [v.id, v as { inputs?: string[], outputs?: string[] }]))
+    const link = checkLink(r, { vms, links: links(lcm) })
+    await lcm.state.write(w => w.put('connections', { id: link.id, app: null, from: link.from, to: link.to, protocol: link.protocol, port: link.port }))
+    lcm.schedule(0)
+    await lcm.settled()
+    void reply.code(201)
+    return (await views(lcm, [link]))[0]!
+  })
+
+  app.delete<{ Params: { id: string } }>('/v1/links/:id', { config: { access: 'admin' } }, async (req): Promise<{ removed: string }> => {
+    const removed = await lcm.state.write(w => w.remove('connections', req.params.id))
+    if (!removed) throw new NotFoundError(`no link "${req.params.id}"`)
+    lcm.schedule(0)
+    await lcm.settled()
+    return { removed: req.params.id }
+  })
+
+  app.get('/v1/net', async (): Promise<NetView> => {
+    const peers = await lcm.peerStates()
+    return {
+      status: lcm.status(),
+      peers: peers.map(p => ({
+        node: p.node,
+        name: nameOf(lcm.members, p.node),
+        publicKey: p.publicKey,
+        endpoint: p.endpoint,
+        allowedIps: p.allowedIps,
+        latestHandshake: p.latestHandshake === 0 ? null : new Date(p.latestHandshake).toISOString(),
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes
+      })),
+      rules: { table: lcm.table, flows: lcm.last?.rules.flows.length ?? 0, skipped: lcm.last?.rules.skipped ?? [] },
+      drops: (await lcm.drops()).map(d => ({ src: d.src, dst: d.dst, srcVm: d.srcVm, dstVm: d.dstVm, packets: d.packets }))
+    }
+  })
+}

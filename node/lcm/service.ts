@@ -1,0 +1,367 @@
+// The connection manager (LCM) of one agent: its WireGuard interface and keypair,
+// its advert slot, one peer per live member, VM addresses routed through the peer
+// that hosts them, and the node's link rules. Every decision is in plan.ts, rules.ts
+// and overlay.ts; this file reads the inputs, applies the differences and reports.
+// WireGuard failing to start is reported (log, status) and never stops the agent.
+import { EventEmitter } from 'node:events'
+import { networkInterfaces } from 'node:os'
+import type { FastifyInstance } from 'fastify'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { MemberTable, Transition } from '../../protocol/membership.ts'
+import type { Objects, Kind, Draft } from '../../crdt/schema.ts'
+import type { Logger } from '../log.ts'
+import type { Service } from '../service.ts'
+import { ip } from '../netns/netns.ts'
+import { loadOrCreateKeypair, interfaceName, WgInterface, type Backend, type InterfaceState, type Keypair } from './wireguard.ts'
+import { overlayPrefix, type OverlayPrefix } from './overlay.ts'
+import { addressing, diffPeers, planPeers, type Addressing, type DocView, type PeerPlan } from './plan.ts'
+import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
+import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
+import { lcmRoutes } from './routes.ts'
+
+export interface WireguardAdvert { publicKey: string, endpoint: string }
+
+/** What the LCM reads and writes of the cluster document. */
+export interface LcmState {
+  read: () => { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
+  write: <T>(fn: (w: { put: <K extends Kind>(kind: K, d: Draft<K>) => Objects[K], remove: (kind: Kind, key: string) => boolean, update: <K extends Kind>(kind: K, key: string, patch: Partial<Draft<K>>) => Objects[K] }) => T) => Promise<T>
+  on: (event: 'changed', fn: () => void) => unknown
+  off: (event: 'changed', fn: () => void) => unknown
+}
+
+export interface LcmComponents {
+  config: { dataDir: string }
+  log: Logger
+  registry: Registry
+  peerId: string
+  clusterId: string
+  membership: {
+    readonly members: MemberTable
+    on: (event: 'transition', fn: (t: Transition) => void) => unknown
+    off: (event: 'transition', fn: (t: Transition) => void) => unknown
+  }
+  state: LcmState
+  /** the agent puts this in its advert's `wireguard` slot and re-advertises */
+  onAdvert: (wg: WireguardAdvert | null) => void
+  /** a local VM's interface on this node (DVMM's tap or veth), to route its address */
+  vmInterfaces?: { interfaceOf: (vm: string) => string | null }
+}
+
+export interface LcmInit {
+  /** UDP port of the WireGuard interface (a fixed one, in the config) */
+  port?: number
+  /** the address peers reach this host at; default: its first non-loopback IPv4 */
+  endpointHost?: string
+  keepaliveS?: number
+  /** how often to look for a change of this host's addresses (ms); 0: never */
+  addressPollMs?: number
+  /** force a backend (tests); default: probed */
+  backend?: Backend
+}
+
+export interface LcmStatus {
+  ok: boolean
+  /** why WireGuard is not running, exactly */
+  error: string | null
+  backend: Backend | null
+  interface: string
+  publicKey: string | null
+  endpoint: string | null
+  address: string | null
+  prefix: OverlayPrefix
+}
+
+export interface LcmEvents {
+  reconciled: [PeerPlan, Ruleset]
+  error: [Error]
+}
+
+export class LcmService extends EventEmitter<LcmEvents> implements Service {
+  readonly name = 'lcm'
+  readonly prefix: OverlayPrefix
+  readonly ifname: string
+  readonly table: string
+  private readonly c: LcmComponents
+  private readonly init: Required<Omit<LcmInit, 'endpointHost' | 'backend'>> & Pick<LcmInit, 'endpointHost' | 'backend'>
+  private readonly log: Logger
+  private keypair: Keypair | null = null
+  private wg: WgInterface | null = null
+  private error: string | null = null
+  private endpoint: string | null = null
+  private address: string | null = null
+  private hostAddrs = ''
+  private running = false
+  private timer?: NodeJS.Timeout
+  private pollTimer?: NodeJS.Timeout
+  private queue: Promise<void> = Promise.resolve()
+  private dirty = false
+  private readonly applied = new Map<string, string | null>()
+  private readonly routed = new Set<string>()
+  last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
+  private readonly rejected: Counter<'reason'>
+  private readonly listener = (): void => { this.schedule() }
+
+  constructor (components: LcmComponents, init: LcmInit = {}) {
+    super()
+    this.c = components
+    this.init = { port: 51820, keepaliveS: 25, addressPollMs: 1000, ...init }
+    this.log = components.log.child('lcm')
+    this.prefix = overlayPrefix(components.clusterId)
+    this.ifname = interfaceName(components.peerId)
+    this.table = tableName(components.peerId)
+    const registers = [components.registry]
+    this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
+    const bytes: Gauge<'peer' | 'direction'> = new Gauge({
+      name: 'vgrid_lcm_tunnel_bytes', help: 'Bytes through each WireGuard tunnel of this node, by peer node and direction', labelNames: ['peer', 'direction'] as const, registers,
+      collect: async () => {
+        bytes.reset()
+        for (const p of await this.peerStates()) {
+          bytes.set({ peer: p.node ?? p.publicKey, direction: 'rx' }, p.rxBytes)
+          bytes.set({ peer: p.node ?? p.publicKey, direction: 'tx' }, p.txBytes)
+        }
+      }
+    })
+    const drops: Gauge<'src' | 'dst'> = new Gauge({
+      name: 'vgrid_lcm_drops', help: 'Packets between VMs dropped on this node (no declared connection), by source and destination VM', labelNames: ['src', 'dst'] as const, registers,
+      collect: async () => {
+        drops.reset()
+        for (const d of await this.drops()) drops.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.packets)
+      }
+    })
+    const passed: Gauge<'link'> = new Gauge({
+      name: 'vgrid_lcm_link_packets', help: 'Packets passed for each declared connection on this node', labelNames: ['link'] as const, registers,
+      collect: async () => {
+        passed.reset()
+        const c = await this.counters()
+        for (const f of this.last?.rules.flows ?? []) passed.set({ link: f.link }, c.counters.get(f.counter)?.packets ?? 0)
+      }
+    })
+  }
+
+  async start (): Promise<void> {
+    this.running = true
+    try {
+      this.keypair = await loadOrCreateKeypair(this.c.config.dataDir)
+      this.endpoint = this.detectEndpoint()
+      this.wg = await WgInterface.create({
+        name: this.ifname, netns: null, privateKey: this.keypair.privateKey, listenPort: this.init.port, backend: this.init.backend
+      })
+      await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
+      this.log.info('WireGuard up', { interface: this.ifname, backend: this.wg.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
+      if (this.endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
+      else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
+    } catch (err) {
+      this.error = (err as Error).message
+      this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error: this.error })
+      this.c.onAdvert(null)
+    }
+    this.c.membership.on('transition', this.listener)
+    this.c.state.on('changed', this.listener)
+    if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
+    this.hostAddrs = this.addrKey()
+    this.schedule(0)
+    await this.queue
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    clearTimeout(this.timer)
+    clearInterval(this.pollTimer)
+    this.c.membership.off('transition', this.listener)
+    this.c.state.off('changed', this.listener)
+    await this.queue
+    await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
+    await this.wg?.destroy()
+    this.wg = null
+  }
+
+  routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
+
+  status (): LcmStatus {
+    return { ok: this.error == null, error: this.error, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
+  }
+
+  get state (): LcmState { return this.c.state }
+  get members (): MemberTable { return this.c.membership.members }
+  get selfId (): string { return this.c.peerId }
+
+  /** Recompute and apply soon (coalesces bursts of document and membership events). */
+  schedule (delayMs = 50): void {
+    if (!this.running) return
+    this.dirty = true
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => {
+      this.queue = this.queue.then(async () => { if (this.dirty && this.running) await this.reconcile() })
+    }, delayMs)
+  }
+
+  /** Waits until what is scheduled now has been applied. */
+  async settled (): Promise<void> {
+    while (this.dirty && this.running) {
+      await new Promise(resolve => setTimeout(resolve, 20))
+      await this.queue
+    }
+  }
+
+  private docView (): DocView & { links: Link[] } {
+    const r = this.c.state.read()
+    return {
+      vms: r.list('vms').map(v => ({ id: v.id, at: v.at, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex })),
+      leases: r.list('leases').map(l => ({ vm: l.vm, holder: l.holder })),
+      roll: r.list('roll').map(n => ({ node: n.node, joined: n.joined, overlayIndex: (n as { overlayIndex?: unknown }).overlayIndex })),
+      links: r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
+    }
+  }
+
+  private async reconcile (): Promise<void> {
+    this.dirty = false
+    try {
+      const doc = this.docView()
+      const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
+      const plan = planPeers(this.c.peerId, this.keypair?.publicKey ?? null, this.c.membership.members, addr, this.init.keepaliveS)
+      for (const r of plan.rejected) {
+        this.rejected.inc({ reason: r.reason })
+        this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
+      }
+      const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
+      await this.applyAddress(addr)
+      if (this.wg != null) await this.applyPeers(plan)
+      await this.applyVmRoutes(addr)
+      await applyRuleset(null, rules)
+      await this.writeBackIndexes(doc, addr)
+      this.last = { plan, rules, addr, links: doc.links }
+      this.emit('reconciled', plan, rules)
+    } catch (err) {
+      this.log.error('could not apply connections', { error: (err as Error).message })
+      this.emit('error', err as Error)
+    }
+  }
+
+  private async applyAddress (addr: Addressing): Promise<void> {
+    const mine = addr.nodeAddr.get(this.c.peerId) ?? null
+    if (this.wg == null || mine === this.address) return
+    if (this.address != null) await ip(['addr', 'del', `${this.address}/32`, 'dev', this.ifname], { allowFail: true })
+    if (mine != null) {
+      await ip(['addr', 'replace', `${mine}/32`, 'dev', this.ifname])
+      await ip(['route', 'replace', this.prefix.nodeV4, 'dev', this.ifname])
+    }
+    this.address = mine
+  }
+
+  private async applyPeers (plan: PeerPlan): Promise<void> {
+    const wg = this.wg!
+    const ops = diffPeers((await wg.show()).peers, plan.peers.values(), this.applied)
+    for (const k of ops.remove) {
+      await wg.removePeer(k)
+      this.applied.delete(k)
+    }
+    for (const p of ops.set) {
+      await wg.setPeer(p)
+      this.applied.set(p.publicKey, p.endpoint)
+    }
+    if (ops.set.length + ops.remove.length > 0) this.log.info('peers updated', { set: ops.set.length, removed: ops.remove.length })
+  }
+
+  /** Local VMs' addresses go to their interfaces; everything else in the VM range to WireGuard. */
+  private async applyVmRoutes (addr: Addressing): Promise<void> {
+    const ifs = this.c.vmInterfaces
+    if (ifs == null) return
+    const want = new Map<string, string>()
+    for (const v of addr.vms) {
+      if (v.node !== this.c.peerId) continue
+      const dev = ifs.interfaceOf(v.vm)
+      if (dev != null) want.set(v.address, dev)
+    }
+    for (const [a, dev] of want) {
+      await ip(['route', 'replace', `${a}/32`, 'dev', dev])
+      this.routed.add(a)
+    }
+    for (const a of [...this.routed].filter(a => !want.has(a))) {
+      await ip(['route', 'del', `${a}/32`], { allowFail: true })
+      this.routed.delete(a)
+    }
+  }
+
+  /** A VM whose index is new or lost a conflict: its holder (or, unplaced, its writer) stores the index. */
+  private async writeBackIndexes (doc: DocView, addr: Addressing): Promise<void> {
+    const holder = new Map(doc.leases.map(l => [l.vm, l.holder]))
+    const mine = [...addr.vmAlloc].filter(([vm, a]) => a.changed && (holder.get(vm) ?? null) === this.c.peerId)
+    if (mine.length === 0) return
+    await this.c.state.write(w => {
+      for (const [vm, a] of mine) w.update('vms', vm, { overlayIndex: a.index } as Partial<Draft<'vms'>>)
+    })
+    for (const [vm, a] of mine) this.log.info('overlay address stored', { vm, index: a.index, reason: a.reason })
+  }
+
+  private detectEndpoint (): string | null {
+    const host = this.init.endpointHost ?? this.firstAddress()
+    return host == null ? null : `${host}:${this.init.port}`
+  }
+
+  private firstAddress (): string | null {
+    for (const [name, list] of Object.entries(networkInterfaces())) {
+      if (name === this.ifname) continue
+      for (const a of list ?? []) {
+        if (a.family === 'IPv4' && !a.internal && !a.address.startsWith(`100.${this.prefix.octet}.`)) return a.address
+      }
+    }
+    return null
+  }
+
+  private addrKey (): string {
+    return Object.entries(networkInterfaces()).filter(([n]) => n !== this.ifname)
+      .flatMap(([, l]) => (l ?? []).filter(a => !a.internal).map(a => a.address)).sort().join(',')
+  }
+
+  private checkAddresses (): void {
+    const k = this.addrKey()
+    if (k === this.hostAddrs) return
+    this.hostAddrs = k
+    this.queue = this.queue.then(async () => { await this.addressChanged() })
+  }
+
+  /**
+   * This host's addresses changed (the agent's address-change event, or the poll):
+   * re-set every peer's endpoint so WireGuard sends from the new address at once
+   * (wireguard-go alone stalls about 15 s), and advertise the new endpoint.
+   */
+  async addressChanged (): Promise<void> {
+    if (this.wg == null || this.keypair == null) return
+    const endpoint = this.detectEndpoint()
+    try {
+      const peers = await this.wg.refreshEndpoints()
+      this.log.info('host address changed: peer endpoints re-set', { endpoint, peers: peers.length })
+    } catch (err) {
+      this.log.warn('could not re-set peer endpoints', { error: (err as Error).message })
+    }
+    if (endpoint !== this.endpoint) {
+      this.endpoint = endpoint
+      if (endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint })
+    }
+  }
+
+  /** The interface's peers with the node each belongs to. */
+  async peerStates (): Promise<Array<InterfaceState['peers'][number] & { node: string | null }>> {
+    if (this.wg == null) return []
+    const byKey = new Map((this.last?.plan.tunnels ?? []).map(t => [t.publicKey, t.node]))
+    try {
+      return (await this.wg.show()).peers.map(p => ({ ...p, node: byKey.get(p.publicKey) ?? null }))
+    } catch {
+      return []
+    }
+  }
+
+  async counters (): Promise<TableCounters> {
+    try {
+      return await readCounters(null, this.table)
+    } catch {
+      return { counters: new Map(), drops: [] }
+    }
+  }
+
+  /** Drops on this node by address pair, with the VMs the addresses belong to. */
+  async drops (): Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number }>> {
+    const byAddr = new Map((this.last?.addr.vms ?? []).map(v => [v.address, v.vm]))
+    return (await this.counters()).drops.map(d => ({ ...d, srcVm: byAddr.get(d.src) ?? null, dstVm: byAddr.get(d.dst) ?? null }))
+  }
+}
