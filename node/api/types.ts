@@ -33,6 +33,8 @@ export interface NodeView {
   wireguard: { publicKey: string, endpoint: string } | null
   incarnation: number
   seq: number
+  /** the protocol versions the member speaks, and whether this agent can work with it (and why not) */
+  protocol: { speaks: { min: number, max: number }, ok: boolean, reason?: string }
 }
 
 /** GET /v1/token */

@@ -7,6 +7,7 @@
 // The demo runs in the foreground; Ctrl-C, SIGTERM or `vgrid demo --stop` remove
 // everything it made. Anything that fails half-way is undone the same way.
 import { createServer, connect, type Server } from 'node:net'
+import { AdminCache, readSocketTable, uidOfClient } from '../api/access.ts'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkSupport, sleep } from '../netns/netns.ts'
@@ -33,7 +34,7 @@ export interface DemoOptions {
   say?: (line: string) => void
 }
 
-interface DemoHost { name: string, agent: NsAgent, bridge: ApiBridge, server?: Server, api: string, address: string }
+interface DemoHost { name: string, agent: NsAgent, bridge: ApiBridge, readBridge: ApiBridge, server?: Server, api: string, address: string }
 
 /** Checks that run before anything is made; each says how to fix what it finds. */
 export async function preflight (hosts: number, say: (line: string) => void): Promise<void> {
@@ -61,10 +62,18 @@ export async function preflight (hosts: number, say: (line: string) => void): Pr
   }
 }
 
-/** Listens on 127.0.0.1, preferring `port`, and pipes each connection into `socketPath`. */
-async function forward (port: number, socketPath: string): Promise<Server> {
+/**
+ * Listens on 127.0.0.1, preferring `port`, and pipes each connection into
+ * `adminSocket` if its user may change the grid (root, the vgrid group: the same
+ * check as the agent's, by the kernel's socket table), else into `readSocket`, whose
+ * bridge the agent sees as an ordinary user: the demo gives no one more than the
+ * agent itself would.
+ */
+async function forward (port: number, adminSocket: string, readSocket: string): Promise<Server> {
+  const admins = new AdminCache()
   const server = createServer(c => {
-    const u = connect(socketPath)
+    const uid = uidOfClient(readSocketTable(), { address: c.remoteAddress ?? '', port: c.remotePort ?? 0 }, { address: c.localAddress ?? '', port: c.localPort ?? 0 })
+    const u = connect(uid != null && admins.isAdmin(uid) ? adminSocket : readSocket)
     c.pipe(u).pipe(c)
     const close = (): void => { c.destroy(); u.destroy() }
     for (const s of [c, u]) { s.on('error', close); s.on('close', close) }
@@ -116,10 +125,12 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
       mkdirSync(dir, { recursive: true, mode: 0o700 })
       const bridge = new ApiBridge(net.ns, join(dir, 'api.sock'))
       await bridge.start()
+      const readBridge = new ApiBridge(net.ns, join(dir, 'api-read.sock'), undefined, { unprivileged: true })
+      await readBridge.start()
       const agent = new NsAgent({
         name, ns: net.ns, dataDir: join(dir, 'data'), bridge, logFile: join(dir, 'agent.log'), memoryLog: false, args: ['--key', keyFile]
       })
-      hosts.push({ name, agent, bridge, api: '', address: net.address })
+      hosts.push({ name, agent, bridge, readBridge, api: '', address: net.address })
     }
     // every agent starts at once: they find each other by mDNS, as real servers on a LAN would
     await Promise.all(hosts.map(async h => {
@@ -129,7 +140,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
       })
     }))
     for (const [i, h] of hosts.entries()) {
-      h.server = await forward(BASE_PORT + i, h.bridge.socketPath)
+      h.server = await forward(BASE_PORT + i, h.bridge.socketPath, h.readBridge.socketPath)
       const a = h.server.address()
       h.api = `127.0.0.1:${typeof a === 'object' && a != null ? a.port : 0}`
     }
@@ -160,7 +171,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
   // the one way out: stop agents (gracefully, briefly), close listeners, remove namespaces and files
   for (const h of hosts) h.server?.close()
   await Promise.all(hosts.map(async h => { await h.agent.kill('SIGTERM', 3000); h.agent.closeLog() }))
-  await Promise.all(hosts.map(async h => await h.bridge.kill('SIGTERM', 1000)))
+  await Promise.all(hosts.flatMap(h => [h.bridge, h.readBridge]).map(async b => await b.kill('SIGTERM', 1000)))
   await topo?.destroy(1000)
   await removeDemo(() => {})
   if (failure != null && !(ac.signal.aborted && failure === ac.signal.reason)) {

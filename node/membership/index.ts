@@ -17,7 +17,7 @@ import type { VgridHost } from '../../protocol/host.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { loadAverage, subtract } from '../resources.ts'
-import { loadPeerBook, savePeerBook } from '../peer-book.ts'
+import { loadPeerBook, peerBookEntries, savePeerBook } from '../peer-book.ts'
 import { VERSION } from '../version.ts'
 import type { AdvertFields } from './advert-fields.ts'
 import type { MemberDirectory } from './directory.ts'
@@ -109,6 +109,7 @@ export class GridMembership implements Service {
       self: () => ({ id: this.id, name: c.config.name, version: VERSION, cluster: c.clusterKey.clusterId, addrs: this.addrs() }),
       directory: c.directory,
       labels: c.labels,
+      compat: id => this.detector.compatOf(id),
       token: () => this.token()
     })
   }
@@ -116,7 +117,7 @@ export class GridMembership implements Service {
   get id (): string { return this.c.host.peerId.toString() }
 
   async start (): Promise<void> {
-    for (const p of await loadPeerBook(this.c.config.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs)
+    for (const p of await loadPeerBook(this.c.config.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs, p.state === 'left')
     await this.detector.start()
     this.started = true
     this.dialer.start()
@@ -163,6 +164,9 @@ export class GridMembership implements Service {
     detector.on('rejected', (topic, reason, detail) => {
       metrics.gossipRejected.inc({ topic, reason })
       log.debug('message rejected', { topic, reason, detail })
+    })
+    detector.on('incompatible', (nodeId, compat, member) => {
+      log.warn('member speaks no protocol version this agent speaks', { node: member.name, id: nodeId, version: member.version, reason: compat.reason })
     })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('transition', t => {
@@ -236,9 +240,7 @@ export class GridMembership implements Service {
   private async flushPeerBook (): Promise<void> {
     if (!this.peerBookDirty) return
     this.peerBookDirty = false
-    const peers = [...this.detector.members.values()]
-      .filter(m => m.nodeId !== this.id && m.state !== 'left')
-      .map(m => ({ id: m.nodeId, addrs: m.advert.addrs }))
-    await savePeerBook(this.c.config.dataDir, peers)
+    // members that left stay in the book: a whole grid restarted without mDNS finds itself through them
+    await savePeerBook(this.c.config.dataDir, peerBookEntries(this.detector.members, this.id))
   }
 }

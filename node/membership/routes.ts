@@ -2,26 +2,30 @@
 // token (GET /v1/token: admin only, it carries the cluster key).
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
+import type { Member } from '../../protocol/membership.ts'
 import type { NodeView, StatusView, TokenView } from '../api/types.ts'
 import type { MemberDirectory } from './directory.ts'
+import type { Compat } from '../../protocol/compat.ts'
 import { nodeView, statusView, type SelfInfo } from './views.ts'
 
 export interface MembershipRoutesDeps {
   self: () => SelfInfo
   directory: MemberDirectory
   labels: { labelsOf: (node: string) => Record<string, string> }
+  /** whether a member speaks a protocol version this agent speaks */
+  compat: (node: string) => Compat | undefined
   token: () => string
 }
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
-  const selfId = (): string => d.self().id
+  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId))
   return {
-    all: () => [...d.directory.members.values()].map(m => nodeView(m, selfId(), d.labels.labelsOf(m.nodeId))).sort((a, b) => a.name.localeCompare(b.name)),
+    all: () => [...d.directory.members.values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {
       const m = d.directory.find(idOrName)
       if (m == null) throw new NotFoundError(`no member with id or name "${idOrName}"`)
-      return nodeView(m, selfId(), d.labels.labelsOf(m.nodeId))
+      return view(m)
     }
   }
 }

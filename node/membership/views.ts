@@ -1,6 +1,7 @@
 // The membership views the API serves, as pure functions of the member table.
 import { countStates, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { poolOf } from '../../protocol/pool.ts'
+import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { NodeView, StatusView } from '../api/types.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
@@ -10,7 +11,7 @@ export function statusView (self: SelfInfo, table: MemberTable): StatusView {
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -28,7 +29,8 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     labels: { ...a.labels, ...labels },
     wireguard: a.wireguard,
     incarnation: a.incarnation,
-    seq: a.seq
+    seq: a.seq,
+    protocol: compat == null ? { speaks: protocolOf(a), ok: true } : { speaks: compat.proto, ok: compat.ok, ...(compat.reason == null ? {} : { reason: compat.reason }) }
   }
 }
 

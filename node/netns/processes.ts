@@ -96,19 +96,22 @@ export class ApiBridge extends NsProcess {
   readonly ns: string
   readonly socketPath: string
   readonly port: number
+  /** the agent sees this bridge's connections as user nobody's (see api-bridge-main.ts) */
+  readonly unprivileged: boolean
 
-  constructor (ns: string, socketPath: string, port = API_PORT) {
+  constructor (ns: string, socketPath: string, port = API_PORT, opts: { unprivileged?: boolean } = {}) {
     super()
     this.ns = ns
     this.socketPath = socketPath
     this.port = port
+    this.unprivileged = opts.unprivileged === true
   }
 
   async start (): Promise<void> {
     let out = ''
     const ready = new Promise<void>((resolve, reject) => {
       const proc = this.launch(this.ns, nodeBin(), ['--disable-warning=ExperimentalWarning',
-        scriptPath('node/netns/api-bridge-main'), this.socketPath, String(this.port)], d => {
+        scriptPath('node/netns/api-bridge-main'), this.socketPath, String(this.port), ...(this.unprivileged ? ['--unprivileged'] : [])], d => {
         out += d.toString()
         if (out.includes('ready')) resolve()
       })

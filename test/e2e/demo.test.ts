@@ -117,6 +117,18 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
     t.is(s.node.name, name)
     t.is(s.members.alive, 3, `${name} sees 3 alive`)
   }
+  // the printed addresses give each caller what the agent would: status to anyone, changes to root only
+  const api1 = lines[0]![1]
+  if (which('setpriv') != null) {
+    const nobody = async (args: string[]): Promise<{ code: number | null, out: string }> =>
+      await vgrid(args, { VGRID_API: api1 }, 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', VGRID])
+    t.is((await nobody(['status'])).code, 0, 'an ordinary user reads status through the demo')
+    const refused = await nobody(['node', 'label', 'host1', 'rack=r1'])
+    t.not(refused.code, 0)
+    t.regex(refused.out, /neither root nor in the "vgrid" group/)
+  }
+  const label = await vgrid(['node', 'label', 'host1', 'rack=r1'], { VGRID_API: api1 })
+  t.is(label.code, 0, label.out)
   const again = await vgrid(['demo'])
   t.is(again.code, 1)
   t.regex(again.out, /already running/, 'a second demo is refused while one runs')
