@@ -277,7 +277,8 @@ export class StateService extends EventEmitter<StateEvents> {
   /** Disk trouble: refuse writes (one ERROR line per episode) until checkDisk() recovers. */
   private degrade (err: DiskError): void {
     this.metrics.diskErrors.inc({ cause: err.reason })
-    if (!this.healthState.ok) return
+    // at stop, stop() itself reports the failure (once)
+    if (!this.healthState.ok || !this.running) return
     this.healthState = { ok: false, cause: err.reason, message: err.message, since: new Date().toISOString() }
     this.metrics.degraded.set({ cause: err.reason }, 1)
     this.log.error(`cannot save the cluster document (${err.reason}): ${err.message}; refusing writes until the disk recovers (nothing acknowledged is lost)`)
