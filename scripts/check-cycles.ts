@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 
 const ROOTS = ['protocol', 'crdt', 'node', 'test', 'bench', 'scripts']
-const IMPORT = /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\s*\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g
+const IMPORT = /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\s*\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)|(?:^|[\s;])import\s*['"](\.{1,2}\/[^'"]+)['"]/g
 
 function files (dir: string): string[] {
   const out: string[] = []
@@ -24,7 +24,7 @@ export function importsOf (path: string, source: string): string[] {
   const deps: string[] = []
   // comments may show example imports: leave them out
   const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '')
-  for (const m of code.matchAll(IMPORT)) deps.push(resolve(dirname(path), (m[1] ?? m[2])!))
+  for (const m of code.matchAll(IMPORT)) deps.push(resolve(dirname(path), (m[1] ?? m[2] ?? m[3])!))
   return deps
 }
 

@@ -3,7 +3,7 @@
 import test from 'ava'
 import { cycles, importsOf } from '../../scripts/check-cycles.ts'
 
-test('imports are read from code, static, type-only, re-exports and dynamic, not from comments', t => {
+test('imports are read from code, static, side-effect, type-only, re-exports and dynamic, not from comments', t => {
   const src = [
     '// import { x } from \'./in-a-comment.ts\'',
     '/* import { y } from \'./in-a-block.ts\' */',
@@ -11,9 +11,10 @@ test('imports are read from code, static, type-only, re-exports and dynamic, not
     'import type { B } from \'../b.ts\'',
     'export { c } from \'./c.ts\'',
     'const d = await import(\'./d.ts\')',
+    'import \'./side-effect.ts\'',
     'import fs from \'node:fs\''
   ].join('\n')
-  t.deepEqual(importsOf('/r/x/m.ts', src), ['/r/x/a.ts', '/r/b.ts', '/r/x/c.ts', '/r/x/d.ts'])
+  t.deepEqual(importsOf('/r/x/m.ts', src), ['/r/x/a.ts', '/r/b.ts', '/r/x/c.ts', '/r/x/d.ts', '/r/x/side-effect.ts'])
 })
 
 test('a cycle of any length is found, and a tree has none', t => {
