@@ -1,0 +1,103 @@
+// Many agents in one process on the memory transport, each with a DVMM service and a
+// fake driver (one FakeNode per agent, standing for its server): for the placement
+// property tests and the benchmark. Everything started is stopped by the returned
+// `stop`, which tests call from t.teardown.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Registry } from 'prom-client'
+import { Agent } from '../../node/agent.ts'
+import { resolveConfig } from '../../node/config.ts'
+import { silentLogger } from '../../node/log.ts'
+import { writeClusterKey } from '../../node/cluster-key-store.ts'
+import { generateClusterKey } from '../../protocol/cluster-key.ts'
+import { systemClock } from '../../node/service.ts'
+import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
+import { DvmmService, type DvmmInit } from '../../node/dvmm/index.ts'
+import type { Draft } from '../../crdt/index.ts'
+
+export interface DvmmNode {
+  agent: Agent
+  dvmm: DvmmService
+  fake: FakeNode
+  driver: FakeDriver
+}
+
+export interface DvmmGrid {
+  nodes: DvmmNode[]
+  stop: () => Promise<void>
+}
+
+export interface GridOptions {
+  n: number
+  capacity: string
+  dvmm?: DvmmInit
+  membership?: Record<string, string>
+  /** agents started at once (the memory transport copes with batches) */
+  batch?: number
+}
+
+export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
+  const root = await mkdtemp(join(tmpdir(), 'vgrid-dvmm-'))
+  const keyFile = join(root, 'cluster.key')
+  await writeClusterKey(keyFile, generateClusterKey())
+  const tag = `d${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  const nodes: DvmmNode[] = []
+  const stop = async (): Promise<void> => {
+    for (const n of nodes) await n.dvmm.stop({ graceful: false }).catch(() => {})
+    await Promise.all(nodes.map(async n => await n.agent.stop({ graceful: false }).catch(() => {})))
+    for (const n of nodes) for (const [id, vm] of n.fake.vms) if (vm.state === 'running') await n.driver.kill(id).catch(() => {})
+    await rm(root, { recursive: true, force: true })
+  }
+  try {
+    const batch = o.batch ?? 10
+    for (let i = 0; i < o.n; i += batch) {
+      nodes.push(...await Promise.all(Array.from({ length: Math.min(batch, o.n - i) }, async (_, j) => {
+        const k = i + j
+        const cfg = await resolveConfig({
+          name: `a${k}`, dataDir: join(root, `a${k}`), listen: `/memory/${tag}-${k}`, join: k === 0 ? [] : [`/memory/${tag}-0`],
+          key: keyFile, mdns: false, capacity: o.capacity, transport: 'memory', ...o.membership
+        })
+        const agent = new Agent(cfg, { logger: silentLogger })
+        await agent.start({ api: false })
+        const fake = new FakeNode()
+        const driver = new FakeDriver({ clock: systemClock }, { node: fake })
+        const dvmm = new DvmmService({
+          peerId: agent.id,
+          log: silentLogger,
+          clock: systemClock,
+          registry: new Registry(),
+          config: { name: cfg.name },
+          state: agent.state,
+          membership: agent.membership,
+          drivers: { process: driver, qemu: driver },
+          onReserved: r => { agent.setReserved(r) }
+        }, o.dvmm)
+        return { agent, dvmm, fake, driver }
+      })))
+    }
+    await until(() => nodes.every(n => [...n.agent.membership.members.values()].filter(m => m.state === 'alive').length === o.n), 120_000, 'the grid to form')
+    for (const n of nodes) await n.dvmm.start()
+    await until(() => nodes.every(n => n.agent.state.read().list('roll').length === o.n), 60_000, 'every node on the roll')
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { nodes, stop }
+}
+
+export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+export async function until (check: () => boolean, limitMs: number, what: string): Promise<void> {
+  const t0 = Date.now()
+  while (!check()) {
+    if (Date.now() - t0 > limitMs) throw new Error(`timed out after ${limitMs} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** a fake VM: runs until stopped */
+export const fakeVm = (id: string, cpu: number, memoryBytes: number, extra: Partial<Draft<'vms'>['spec']> = {}): Draft<'vms'> => ({
+  id, name: id, app: null, desired: 'running',
+  spec: { driver: 'process', cpu, memoryBytes, volumes: [], constraints: {}, command: ['fake:run'], ...extra }
+})
