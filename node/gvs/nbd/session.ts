@@ -1,0 +1,227 @@
+// One NBD client connection: the fixed newstyle handshake (options until GO or
+// EXPORT_NAME), then the transmission phase. Requests are read in order and served
+// concurrently (at most `maxInFlight` at once, so a fast client cannot queue unbounded
+// memory); each reply is written whole when its request completes, which NBD allows.
+import type { Socket } from 'node:net'
+import type { BlockDevice } from '../block-device.ts'
+import type { Logger } from '../../log.ts'
+import { GvsError } from '../errors.ts'
+import {
+  CMD, CMD_FLAG, ERRNO, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, INFO, MAX_PAYLOAD, OPT, REP, TFLAG,
+  errnoOf, infoBlockSize, infoExport, infoString, optionReply, parseInfoRequest, parseRequest, serverEntry, serverGreeting, simpleReply
+} from './protocol.ts'
+
+export interface NbdExports {
+  /** the device behind an export name ('' is the default export), or undefined */
+  get: (name: string) => BlockDevice | undefined
+  list: () => string[]
+}
+
+/** option data longer than this ends the session: no option we know needs more */
+const MAX_OPTION = 64 * 1024
+
+class Closed extends Error {}
+
+/** reads exact byte counts from a socket */
+export class SocketReader {
+  private readonly chunks: Buffer[] = []
+  private buffered = 0
+  private waiter: (() => void) | null = null
+  private ended = false
+
+  constructor (socket: Socket) {
+    socket.on('data', (c: Buffer) => {
+      this.chunks.push(c)
+      this.buffered += c.length
+      this.wake()
+    })
+    const end = (): void => { this.ended = true; this.wake() }
+    socket.on('end', end)
+    socket.on('close', end)
+    socket.on('error', end)
+  }
+
+  private wake (): void {
+    const w = this.waiter
+    this.waiter = null
+    w?.()
+  }
+
+  async read (n: number): Promise<Buffer> {
+    while (this.buffered < n) {
+      if (this.ended) throw new Closed('the client closed the connection')
+      await new Promise<void>(resolve => { this.waiter = resolve })
+    }
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks)
+    const out = all.subarray(0, n)
+    const rest = all.subarray(n)
+    this.chunks.length = 0
+    if (rest.length > 0) this.chunks.push(rest)
+    this.buffered = rest.length
+    return out
+  }
+}
+
+export interface SessionInit { maxInFlight?: number }
+
+/** requests served, by kind: what tests and metrics read */
+export interface NbdStats { read: number, write: number, fua: number, flush: number, trim: number, zero: number, errors: number }
+export const emptyStats = (): NbdStats => ({ read: 0, write: 0, fua: 0, flush: 0, trim: 0, zero: 0, errors: 0 })
+
+export class NbdSession {
+  private readonly socket: Socket
+  private readonly reader: SocketReader
+  private readonly exports: NbdExports
+  private readonly log: Logger
+  private readonly maxInFlight: number
+  private readonly stats: NbdStats
+  private noZeroes = false
+  private readonly inFlight = new Set<Promise<void>>()
+  /** the export name once in transmission */
+  exportName: string | null = null
+
+  constructor (components: { log: Logger, exports: NbdExports, stats?: NbdStats }, socket: Socket, init: SessionInit = {}) {
+    this.socket = socket
+    this.stats = components.stats ?? emptyStats()
+    this.reader = new SocketReader(socket)
+    this.exports = components.exports
+    this.log = components.log
+    this.maxInFlight = init.maxInFlight ?? 64
+  }
+
+  /** runs the session to its end; never throws */
+  async run (): Promise<void> {
+    try {
+      const dev = await this.handshake()
+      if (dev != null) await this.transmit(dev)
+    } catch (err) {
+      if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
+    } finally {
+      await Promise.allSettled([...this.inFlight])
+      this.socket.end()
+    }
+  }
+
+  private send (b: Buffer): void { this.socket.write(b) }
+
+  private async handshake (): Promise<BlockDevice | null> {
+    this.send(serverGreeting())
+    const cflags = (await this.reader.read(4)).readUInt32BE(0)
+    if ((cflags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) throw new GvsError('invalid', `client flags 0x${cflags.toString(16)} hold bits this server does not know`)
+    this.noZeroes = (cflags & FLAG_C_NO_ZEROES) !== 0
+    for (;;) {
+      const h = await this.reader.read(16)
+      if (h.readBigUInt64BE(0) !== IHAVEOPT) throw new GvsError('invalid', 'option without the IHAVEOPT magic')
+      const opt = h.readUInt32BE(8)
+      const len = h.readUInt32BE(12)
+      if (len > MAX_OPTION) throw new GvsError('invalid', `option ${opt} carries ${len} bytes, more than ${MAX_OPTION}`)
+      const data = await this.reader.read(len)
+      switch (opt) {
+        case OPT.EXPORT_NAME: {
+          const name = data.toString('utf8')
+          const dev = this.exports.get(name)
+          // this option cannot carry an error: the protocol says to hang up
+          if (dev == null) throw new GvsError('invalid', `EXPORT_NAME for unknown export "${name}"`)
+          const b = Buffer.alloc(this.noZeroes ? 10 : 134)
+          b.writeBigUInt64BE(BigInt(dev.size), 0)
+          b.writeUInt16BE(transmissionFlags(dev), 8)
+          this.send(b)
+          this.exportName = name
+          return dev
+        }
+        case OPT.ABORT:
+          this.send(optionReply(opt, REP.ACK))
+          return null
+        case OPT.LIST:
+          if (len !== 0) { this.send(optionReply(opt, REP.ERR_INVALID, Buffer.from('NBD_OPT_LIST takes no data'))); break }
+          for (const name of this.exports.list()) this.send(optionReply(opt, REP.SERVER, serverEntry(name)))
+          this.send(optionReply(opt, REP.ACK))
+          break
+        case OPT.INFO:
+        case OPT.GO: {
+          let req: { name: string, infos: number[] }
+          try { req = parseInfoRequest(data) } catch (err) {
+            this.send(optionReply(opt, REP.ERR_INVALID, Buffer.from((err as Error).message)))
+            break
+          }
+          const dev = this.exports.get(req.name)
+          if (dev == null) {
+            this.send(optionReply(opt, REP.ERR_UNKNOWN, Buffer.from(`no volume is exported as "${req.name}"`)))
+            break
+          }
+          this.send(optionReply(opt, REP.INFO, infoExport(dev.size, transmissionFlags(dev))))
+          if (req.infos.includes(INFO.NAME)) this.send(optionReply(opt, REP.INFO, infoString(INFO.NAME, req.name)))
+          if (req.infos.includes(INFO.DESCRIPTION)) this.send(optionReply(opt, REP.INFO, infoString(INFO.DESCRIPTION, `vgrid volume ${req.name}`)))
+          if (req.infos.includes(INFO.BLOCK_SIZE)) this.send(optionReply(opt, REP.INFO, infoBlockSize()))
+          this.send(optionReply(opt, REP.ACK))
+          if (opt === OPT.GO) {
+            this.exportName = req.name
+            return dev
+          }
+          break
+        }
+        default:
+          // STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers: not spoken here
+          this.send(optionReply(opt, REP.ERR_UNSUP, Buffer.from(`option ${opt} is not supported by this server`)))
+      }
+    }
+  }
+
+  private async transmit (dev: BlockDevice): Promise<void> {
+    for (;;) {
+      while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight)
+      const req = parseRequest(await this.reader.read(28))
+      if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
+      if (req.type === CMD.DISC) return
+      let payload: Buffer | null = null
+      if (req.type === CMD.WRITE) {
+        // the payload must be consumed to stay in step, unless it is absurd
+        if (req.length > 2 * MAX_PAYLOAD) throw new GvsError('invalid', `write of ${req.length} bytes exceeds twice the advertised maximum`)
+        payload = await this.reader.read(req.length)
+      }
+      const p = this.serve(dev, req, payload)
+      this.inFlight.add(p)
+      void p.finally(() => this.inFlight.delete(p))
+    }
+  }
+
+  private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null): Promise<void> {
+    const fua = (req.flags & CMD_FLAG.FUA) !== 0
+    if (fua) this.stats.fua++
+    let error = 0
+    let data: Uint8Array | null = null
+    const end = req.offset + req.length
+    try {
+      const writes = req.type === CMD.WRITE || req.type === CMD.TRIM || req.type === CMD.WRITE_ZEROES
+      if (writes && dev.readOnly) error = ERRNO.EPERM
+      else if ((req.flags & CMD_FLAG.FAST_ZERO) !== 0) error = ERRNO.EINVAL // not advertised
+      else if (req.length > MAX_PAYLOAD && (req.type === CMD.READ || req.type === CMD.WRITE)) error = ERRNO.EINVAL
+      else if (end > dev.size && req.type !== CMD.FLUSH) error = writes ? ERRNO.ENOSPC : ERRNO.EINVAL
+      else {
+        switch (req.type) {
+          case CMD.READ: this.stats.read++; data = await dev.read(req.offset, req.length); break
+          case CMD.WRITE: this.stats.write++; await dev.write(req.offset, payload ?? Buffer.alloc(0), fua); break
+          case CMD.FLUSH: this.stats.flush++; await dev.flush(); break
+          case CMD.TRIM: this.stats.trim++; await dev.trim(req.offset, req.length, fua); break
+          case CMD.WRITE_ZEROES: this.stats.zero++; await dev.writeZeroes(req.offset, req.length, fua); break
+          default: error = ERRNO.EINVAL
+        }
+      }
+    } catch (err) {
+      error = errnoOf(err)
+      this.stats.errors++
+      this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
+    }
+    if (this.socket.destroyed) return
+    this.socket.write(simpleReply(req.cookie, error))
+    if (error === 0 && data != null) this.socket.write(data)
+  }
+}
+
+export function transmissionFlags (dev: BlockDevice): number {
+  // CAN_MULTI_CONN: a flush on any connection covers every write acknowledged on all
+  // of them, which is BlockDevice.flush's contract
+  let f = TFLAG.HAS_FLAGS | TFLAG.SEND_FLUSH | TFLAG.SEND_FUA | TFLAG.SEND_TRIM | TFLAG.SEND_WRITE_ZEROES | TFLAG.CAN_MULTI_CONN
+  if (dev.readOnly) f |= TFLAG.READ_ONLY
+  return f
+}
