@@ -1,0 +1,142 @@
+// The LCM service for real, two agents' worth: each service runs in its own host
+// namespace (test/lcm/service-driver.ts), with a "VM" namespace behind it. The
+// services make their WireGuard interfaces, advertise key and endpoint, add each
+// other as peers when members are alive, route the remote VM through the tunnel and
+// enforce the declared link: the declared TCP port passes between the two VMs, an
+// undeclared one is dropped and counted with source and destination; a host
+// address change is noticed and the tunnel keeps carrying pings; a dead member's
+// peer goes; stopping leaves no interface, socket or table.
+import test, { type ExecutionContext } from 'ava'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { ip, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
+import { nodeBin } from '../../node/netns/processes.ts'
+import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
+import { interfaceName } from '../../node/lcm/wireguard.ts'
+import { tableName } from '../../node/lcm/rules.ts'
+import { makeNamespaces, pingStream, skipReason, subnet, veth } from './ns.ts'
+import { echoServer, exchange } from './tcp.ts'
+
+const reason = await skipReason({ nft: true })
+if (reason != null) console.log(`lcm service test skipped: ${reason}`)
+const maybe = reason == null ? test : test.skip
+
+interface Msg { type: string, [k: string]: unknown }
+
+class Driver {
+  private readonly p: ChildProcess
+  private readonly waiting: Array<{ type: string, resolve: (m: Msg) => void }> = []
+  readonly seen: Msg[] = []
+  constructor (t: ExecutionContext, ns: string, cfg: object) {
+    this.p = spawn(which('ip') ?? 'ip', ['netns', 'exec', ns, nodeBin(), '--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'service-driver.ts'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] })
+    t.teardown(() => { if (this.p.exitCode == null) this.p.kill('SIGKILL') })
+    createInterface({ input: this.p.stdout! }).on('line', l => {
+      const m = JSON.parse(l) as Msg
+      this.seen.push(m)
+      const i = this.waiting.findIndex(w => w.type === m.type || m.type === 'error')
+      if (i >= 0) this.waiting.splice(i, 1)[0]!.resolve(m)
+    })
+  }
+
+  async next (type: string, timeoutMs = 20_000): Promise<Msg> {
+    const have = this.seen.findIndex(m => m.type === type)
+    if (have >= 0) return this.seen.splice(have, 1)[0]!
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no "${type}" from the driver in ${timeoutMs} ms`)), timeoutMs)
+      this.waiting.push({ type, resolve: m => { clearTimeout(timer); this.seen.splice(this.seen.indexOf(m), 1); if (m.type === 'error') reject(new Error(String(m.message))); else resolve(m) } })
+    })
+  }
+
+  async send (cmd: object, answer = 'done'): Promise<Msg> {
+    this.p.stdin!.write(JSON.stringify(cmd) + '\n')
+    return await this.next(answer)
+  }
+
+  get pid (): number | undefined { return this.p.pid }
+}
+
+maybe('two services: tunnel, declared link passes, undeclared dropped and counted, roaming, dead member, clean stop', async t => {
+  const [ha, hb, v1, v2] = await makeNamespaces(t, ['ha', 'hb', 'v1', 'v2'])
+  const net = await subnet()
+  await veth({ ns: ha!, dev: 'eth0', cidr: `${net}.1/24` }, { ns: hb!, dev: 'eth0', cidr: `${net}.2/24` })
+  const clusterId = `lcm-test-${process.pid}`
+  const p = overlayPrefix(clusterId)
+  const A1 = vmAddress(p, 10).v4
+  const A2 = vmAddress(p, 20).v4
+  for (const [host, vm, dev, addr] of [[ha!, v1!, 'vm1', A1], [hb!, v2!, 'vm2', A2]] as const) {
+    await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: host, dev })
+    await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
+    await nsRun(host, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 1 > /proc/sys/net/ipv4/ip_forward`])
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const idA = `NodeA${process.pid}`
+  const idB = `NodeB${process.pid}`
+  const a = new Driver(t, ha!, { dataDir: join(dir, 'a'), peerId: idA, clusterId, port: 51820, vmInterfaces: { web: 'vm1' }, addressPollMs: 200 })
+  const b = new Driver(t, hb!, { dataDir: join(dir, 'b'), peerId: idB, clusterId, port: 51820, vmInterfaces: { db: 'vm2' }, addressPollMs: 200 })
+  const readyA = await a.next('ready')
+  await b.next('ready')
+  t.true((readyA.status as { ok: boolean }).ok, JSON.stringify(readyA.status))
+  const advA = (await a.next('advert')).wg as { publicKey: string, endpoint: string }
+  const advB = (await b.next('advert')).wg as { publicKey: string, endpoint: string }
+  t.is(advA.endpoint, `${net}.1:51820`)
+  t.is(advB.endpoint, `${net}.2:51820`)
+
+  const spec = { driver: 'process', cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
+  const ops = [
+    { op: 'put', kind: 'roll', draft: { node: idA, name: 'a', joined: 1, overlayIndex: 1 } },
+    { op: 'put', kind: 'roll', draft: { node: idB, name: 'b', joined: 2, overlayIndex: 2 } },
+    { op: 'put', kind: 'vms', draft: { id: 'web', name: 'web', app: null, desired: 'running', spec, overlayIndex: 10 } },
+    { op: 'put', kind: 'vms', draft: { id: 'db', name: 'db', app: null, desired: 'running', spec, overlayIndex: 20 } },
+    { op: 'put', kind: 'leases', draft: { vm: 'web', holder: idA, epoch: 1, cpu: 0.1, memoryBytes: 1 << 20 } },
+    { op: 'put', kind: 'leases', draft: { vm: 'db', holder: idB, epoch: 1, cpu: 0.1, memoryBytes: 1 << 20 } },
+    { op: 'put', kind: 'connections', draft: { id: 'web-db', app: null, from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 } }
+  ]
+  const alive = [{ nodeId: idA, name: 'a', state: 'alive', wireguard: advA }, { nodeId: idB, name: 'b', state: 'alive', wireguard: advB }]
+  for (const d of [a, b]) {
+    await d.send({ type: 'doc', ops })
+    await d.send({ type: 'members', members: alive })
+  }
+  const netA = await a.send({ type: 'net' }, 'net')
+  const peersA = netA.peers as Array<{ publicKey: string, node: string, allowedIps: string[] }>
+  t.is(peersA.length, 1)
+  t.is(peersA[0]!.node, idB)
+  t.true(peersA[0]!.allowedIps.includes(`${A2}/32`), `B's VM is routed to B: ${peersA[0]!.allowedIps.join(',')}`)
+
+  await echoServer(t, v2!, [8080, 9090])
+  t.true(await exchange(v1!, 'tcp', A2, 8080, 5000), 'the declared link passes through the tunnel')
+  t.false(await exchange(v1!, 'tcp', A2, 9090), 'an undeclared port is dropped')
+  const drops = (await a.send({ type: 'net' }, 'net')).drops as Array<{ srcVm: string, dstVm: string, packets: number }>
+  const d = drops.find(x => x.srcVm === 'web' && x.dstVm === 'db')
+  t.truthy(d, `the drop is counted with source and destination: ${JSON.stringify(drops)}`)
+  const metrics = String((await a.send({ type: 'metrics' }, 'metrics')).text)
+  t.regex(metrics, /vgrid_lcm_drops\{src="web",dst="db"\} [1-9]/)
+  t.regex(metrics, new RegExp(`vgrid_lcm_tunnel_bytes\\{peer="${idB}",direction="tx"\\} [1-9]`))
+  t.regex(metrics, /vgrid_lcm_link_packets\{link="web-db"\} [1-9]/)
+
+  // host A's address changes: the service notices by itself, re-sets its peers' endpoints, re-advertises
+  const stream = pingStream(t, ha!, nodeAddress(p, 2).v4, 0.1)
+  await sleep(1000)
+  await replaceAddress(ha!, 'eth0', `${net}.1/24`, `${net}.11/24`)
+  const moved = (await a.next('advert', 10_000)).wg as { endpoint: string }
+  t.is(moved.endpoint, `${net}.11:51820`)
+  await sleep(3000)
+  const r = await stream.stop()
+  t.log(`across the address change: ${r.replies.length} replies of ${r.sent}, longest gap ${r.maxGapMs} ms`)
+  t.true(r.replies.length >= 25)
+  t.true(r.maxGapMs <= 2000, `longest gap ${r.maxGapMs} ms`)
+
+  // B dead: A drops its peer, the link stops
+  await a.send({ type: 'members', members: [{ ...alive[1], state: 'dead' }] })
+  t.deepEqual((await a.send({ type: 'net' }, 'net')).peers, [])
+  t.false(await exchange(v1!, 'tcp', A2, 8080), 'no tunnel to a dead member')
+
+  await a.send({ type: 'stop' }, 'stopped')
+  t.false(existsSync(`/run/wireguard/${interfaceName(idA)}.sock`), 'no control socket left')
+  t.false((await ip(['-n', ha!, '-o', 'link'])).includes(interfaceName(idA)), 'no interface left')
+  t.false((await nsRun(ha!, 'nft', ['list', 'tables'])).includes(tableName(idA)), 'no nft table left')
+  await b.send({ type: 'stop' }, 'stopped')
+})
