@@ -10,6 +10,7 @@
 // bytes past those are a newer agent's and ignored. Both are accepted.
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
+import { Gauge, type Registry } from 'prom-client'
 import type { Version } from './membership.ts'
 
 const FRAME = 16
@@ -120,6 +121,8 @@ export interface HeartbeatsInit {
   wallClock?: () => number
   /** clock offset bound (ms), default MAX_CLOCK_OFFSET_MS */
   maxClockOffsetMs?: number
+  /** where to register vgrid_clock_offset_seconds{peer} and vgrid_clock_offset_peers_over_bound */
+  registry?: Registry
 }
 
 /** A peer's clock offset as this node measures it. */
@@ -146,6 +149,26 @@ export class Heartbeats {
 
   constructor (init: HeartbeatsInit) {
     this.init = init
+    if (init.registry != null) {
+      // read at scrape time: peers that stopped beating drop out with their offsets
+      const offsets = this.offsets
+      new Gauge({
+        name: 'vgrid_clock_offset_seconds',
+        help: 'Clock offset of a peer that beats to this node (theirs minus ours), from heartbeat frames',
+        labelNames: ['peer'] as const,
+        registers: [init.registry],
+        collect () {
+          this.reset()
+          for (const [peer, o] of offsets) this.set({ peer }, o.offsetMs / 1000)
+        }
+      })
+      new Gauge({
+        name: 'vgrid_clock_offset_peers_over_bound',
+        help: `Peers whose clock differs from this node's by more than the bound (${init.maxClockOffsetMs ?? MAX_CLOCK_OFFSET_MS} ms)`,
+        registers: [init.registry],
+        collect () { this.set([...offsets.values()].filter(o => o.over).length) }
+      })
+    }
   }
 
   async start (): Promise<void> {

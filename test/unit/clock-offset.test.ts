@@ -3,6 +3,7 @@ import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
+import { Registry } from 'prom-client'
 import { Heartbeats, encodeBeat, encodeBeatWithClock, parseBeat, estimateOffset, offsetExceeds, MAX_CLOCK_OFFSET_MS } from '../../protocol/heartbeat.ts'
 
 test('old 16-byte frames, extended frames and longer frames from a newer agent all parse', t => {
@@ -41,6 +42,7 @@ test('a watcher measures a peer\'s clock an hour ahead and reports it once', asy
   })
   const reports: Array<[string, number, boolean]> = []
   const skews = [0, 3_600_000]
+  const registry = new Registry()
   for (const [i, skew] of skews.entries()) {
     const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/clock${process.pid}-${i}`], mdns: false, transport: 'memory' })
     hosts.push(host)
@@ -55,6 +57,7 @@ test('a watcher measures a peer\'s clock an hour ahead and reports it once', asy
       onSilent: () => {},
       onLost: () => {},
       wallClock: () => Date.now() + skew,
+      registry: i === 0 ? registry : undefined,
       onClockOffset: (peer, ms, over) => { reports.push([peer, ms, over]) }
     }))
   }
@@ -68,5 +71,8 @@ test('a watcher measures a peer\'s clock an hour ahead and reports it once', asy
   const ofA = beats[1]!.clockOffsets().get(a)!
   t.true(ofB.over && Math.abs(ofB.offsetMs - 3_600_000) < 1000, `A sees B at ${ofB.offsetMs} ms`)
   t.true(ofA.over && Math.abs(ofA.offsetMs + 3_600_000) < 1000, `B sees A at ${ofA.offsetMs} ms`)
+  const text = await registry.metrics()
+  t.regex(text, /^vgrid_clock_offset_peers_over_bound 1$/m)
+  t.regex(text, new RegExp(`^vgrid_clock_offset_seconds\\{peer="${b}"\\} 3[56]\\d\\d`, 'm'))
   t.deepEqual(reports.map(([p, , over]) => [p, over]).sort(), [[a, true], [b, true]].sort(), 'one report per peer, not one per beat')
 })
