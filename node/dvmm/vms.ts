@@ -9,6 +9,9 @@ import type { HistoryEvent } from './history.ts'
 import { demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
+/** a 400 naming the field, in the message too */
+const invalid = (field: string, msg: string): ValidationError => new ValidationError(field, `${field}: ${msg}`)
+
 /** VM names are ids too: they name run dirs, cgroups and interfaces on the holder */
 export const VM_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 
@@ -33,10 +36,10 @@ export interface CreateVmBody {
 
 const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
   if (v === undefined) return {}
-  if (v == null || typeof v !== 'object' || Array.isArray(v)) throw new ValidationError(field, 'must be an object of strings')
+  if (v == null || typeof v !== 'object' || Array.isArray(v)) throw invalid(field, 'must be an object of strings')
   for (const [k, x] of Object.entries(v)) {
-    if (typeof x !== 'string' || x.length > 256) throw new ValidationError(`${field}.${k}`, 'must be a string of at most 256 characters')
-    if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw new ValidationError(`${field}.${k}`, 'is not a label key')
+    if (typeof x !== 'string' || x.length > 256) throw invalid(`${field}.${k}`, 'must be a string of at most 256 characters')
+    if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(`${field}.${k}`, 'is not a label key')
   }
   return v as Record<string, string>
 }
@@ -46,23 +49,23 @@ const strMap = (v: unknown, field: string, keys = false): Record<string, string>
  * than every node can never run), `fileExists` checks kernel paths (on this node).
  */
 export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = existsSync): Draft<'vms'> {
-  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw new ValidationError('body', 'must be a JSON object')
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
-  if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw new ValidationError('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
+  if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
-  if (b.driver !== 'qemu' && b.driver !== 'process') throw new ValidationError('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
-  if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0 || b.cpu > 4096) throw new ValidationError('cpu', 'must be a number of vCPUs above 0')
+  if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
+  if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0 || b.cpu > 4096) throw invalid('cpu', 'must be a number of vCPUs above 0')
   let memoryBytes: number
   try {
     memoryBytes = typeof b.memory === 'number' ? b.memory : typeof b.memory === 'string' ? parseSize(b.memory) : NaN
   } catch (err) {
-    throw new ValidationError('memory', (err as Error).message)
+    throw invalid('memory', (err as Error).message)
   }
-  if (!Number.isSafeInteger(memoryBytes) || memoryBytes <= 0) throw new ValidationError('memory', 'must be a size above zero (bytes, or e.g. 512M)')
+  if (!Number.isSafeInteger(memoryBytes) || memoryBytes <= 0) throw invalid('memory', 'must be a size above zero (bytes, or e.g. 512M)')
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined
-    if (typeof v !== 'string' || v === '' || v.length > 4096 || v.includes('\0')) throw new ValidationError(f, 'must be a non-empty string')
+    if (typeof v !== 'string' || v === '' || v.length > 4096 || v.includes('\0')) throw invalid(f, 'must be a non-empty string')
     return v
   }
   const kernel = str('kernel')
@@ -71,22 +74,22 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const image = str('image')
   let command: string[] | undefined
   if (b.command !== undefined) {
-    if (!Array.isArray(b.command) || b.command.length === 0 || b.command.length > 256 || !b.command.every(a => typeof a === 'string' && a.length <= 4096)) throw new ValidationError('command', 'must be a non-empty array of strings')
+    if (!Array.isArray(b.command) || b.command.length === 0 || b.command.length > 256 || !b.command.every(a => typeof a === 'string' && a.length <= 4096)) throw invalid('command', 'must be a non-empty array of strings')
     command = b.command as string[]
   }
-  if (b.driver === 'process' && command == null) throw new ValidationError('command', 'a process VM needs a command')
-  if (b.driver === 'qemu' && kernel == null && image == null) throw new ValidationError('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
+  if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
+  if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
-    if (p != null && !fileExists(p)) throw new ValidationError(f, `${p} does not exist`)
+    if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist`)
   }
-  if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw new ValidationError('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
-  if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw new ValidationError('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
-  if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw new ValidationError('app', 'must be an application id')
-  if (b.desired !== undefined && b.desired !== 'running' && b.desired !== 'stopped') throw new ValidationError('desired', 'must be running or stopped')
+  if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
+  if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
+  if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id')
+  if (b.desired !== undefined && b.desired !== 'running' && b.desired !== 'stopped') throw invalid('desired', 'must be running or stopped')
   const cpuMax = Math.max(0, ...nodes.map(n => n.capacity.cpu))
   const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
-  if (b.cpu > cpuMax) throw new ValidationError('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
-  if (memoryBytes > memMax) throw new ValidationError('memory', `${memoryBytes} bytes is more than any node has (largest: ${memMax})`)
+  if (b.cpu > cpuMax) throw invalid('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
+  if (memoryBytes > memMax) throw invalid('memory', `${memoryBytes} bytes is more than any node has (largest: ${memMax})`)
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }
   return {
     id: b.name,

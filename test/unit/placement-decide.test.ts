@@ -1,0 +1,115 @@
+// One DVMM decision step (node/dvmm/decide.ts) on hand-made inputs and a fake clock:
+// claims, settle before start, takeover timing, fencing, drain, losers killed,
+// reservations; and the create-request checks (node/dvmm/vms.ts).
+import test from 'ava'
+import { decide, type DecideInput } from '../../node/dvmm/decide.ts'
+import { vmDraft } from '../../node/dvmm/vms.ts'
+import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
+import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
+import { fenced, type NodeView } from '../../crdt/placement/index.ts'
+
+const GiB = 2 ** 30
+const A = 'nodeA'
+const B = 'nodeB'
+const C = 'nodeC'
+const vm = (id: string, cpu = 1, extra: Partial<Vm> = {}): Vm => ({ id, name: id, app: null, desired: 'running', spec: { driver: 'process', cpu, memoryBytes: GiB, volumes: [], constraints: {}, command: ['x'] }, at: 1, by: A, ...extra })
+const lease = (v: string, holder: string, extra: Partial<Lease> = {}): Lease => ({ vm: v, holder, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'running', at: 1, by: holder, ...extra })
+const lv = (...claims: Lease[]): LeaseView => ({ winner: [...claims].sort((x, y) => y.epoch - x.epoch || (x.holder < y.holder ? -1 : 1))[0]!, claims })
+const roll = (id: string, draining = false): RollEntry => ({ node: id, name: id, joined: 1, draining, at: 1, by: id })
+const node = (id: string, extra: Partial<NodeView> = {}): NodeView => ({ id, name: id, alive: true, draining: false, capacity: { cpu: 4, memoryBytes: 8 * GiB }, labels: {}, ...extra })
+const majority = fenced({ rollSize: 3, aliveSeen: 3, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 })
+
+function input (over: Partial<DecideInput> & { vms?: Vm[], leases?: LeaseView[] } = {}): DecideInput {
+  const doc: DocView = {
+    vms: new Map((over.vms ?? []).map(v => [v.id, v])),
+    leases: new Map((over.leases ?? []).map(l => [l.winner.vm, l])),
+    roll: new Map([A, B, C].map(n => [n, roll(n)]))
+  }
+  const { vms: _v, leases: _l, ...rest } = over
+  return {
+    me: A, now: 10_000, doc, nodes: [node(A), node(B), node(C)],
+    holderAlive: () => true, lastHeard: () => 0, fence: majority,
+    runs: new Set(), busy: new Set(), claimedAt: new Map(), conflictSeenAt: new Map(), unplacedSince: new Map(),
+    capacity: { cpu: 4, memoryBytes: 8 * GiB },
+    cfg: { settleMs: 1000, fenceTimeoutMs: 5000, takeoverMarginMs: 1000, strategy: 'spread' },
+    ...rest
+  }
+}
+
+test('new VMs: each agent claims exactly the ones the shared plan gives it, and all are claimed by someone', t => {
+  const vms = Array.from({ length: 9 }, (_, i) => vm(`v${i}`))
+  const claimed = [A, B, C].map(me => decide(input({ me, vms })).claims.map(c => c.vm))
+  t.is(claimed.flat().length, 9)
+  t.is(new Set(claimed.flat()).size, 9, 'no VM claimed by two agents that see the same inputs')
+  t.true(claimed.every(c => c.length === 3), 'spread: three each')
+})
+
+test('a claim starts its VM only once settled, and with a majority in sight', t => {
+  const l = lv(lease('v', A, { status: 'claimed' }))
+  t.deepEqual(decide(input({ vms: [vm('v')], leases: [l], claimedAt: new Map([['v', 9500]]) })).start, [])
+  t.is(decide(input({ vms: [vm('v')], leases: [l], claimedAt: new Map([['v', 9500]]) })).wakeInMs, 500)
+  t.deepEqual(decide(input({ vms: [vm('v')], leases: [l], claimedAt: new Map([['v', 9000]]) })).start, ['v'])
+  const noMajority = fenced({ rollSize: 3, aliveSeen: 1, lastMajorityAt: 9000, now: 10_000, fenceTimeoutMs: 5000 })
+  t.deepEqual(decide(input({ vms: [vm('v')], leases: [l], fence: noMajority })).start, [])
+})
+
+test('a loser that runs the VM kills it at once; a fenced node kills everything and claims nothing', t => {
+  const d = decide(input({ vms: [vm('v'), vm('w')], leases: [lv(lease('v', A), lease('v', B, { epoch: 2 }))], runs: new Set(['v']) }))
+  t.deepEqual(d.kill.map(k => k.vm), ['v'])
+  const f = fenced({ rollSize: 3, aliveSeen: 1, lastMajorityAt: 0, now: 10_000, fenceTimeoutMs: 5000 })
+  const df = decide(input({ vms: [vm('v'), vm('w')], leases: [lv(lease('v', A))], runs: new Set(['v']), fence: f }))
+  t.deepEqual(df.kill.map(k => k.vm), ['v'])
+  t.deepEqual(df.claims, [])
+})
+
+test('takeover of a dead holder: only after fence timeout + margin from when it was last heard of, with epoch + 1', t => {
+  const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000 }
+  const early = decide(input({ ...base, now: 10_999 }))
+  t.deepEqual(early.claims, [])
+  t.is(early.wakeInMs, 1)
+  const [me] = [A, B].filter(n => decide(input({ ...base, me: n, now: 11_000 })).claims.length > 0)
+  const d = decide(input({ ...base, me: me!, now: 11_000 }))
+  t.like(d.claims[0], { vm: 'v', epoch: 4, from: C })
+})
+
+test('drain: the draining node stops its VMs (then releases) and nobody plans onto it', t => {
+  const i = input({ vms: [vm('v'), vm('new')], leases: [lv(lease('v', A))], runs: new Set(['v']), nodes: [node(A, { draining: true }), node(B), node(C)] })
+  const d = decide(i)
+  t.deepEqual(d.stop.map(s => s.vm), ['v'])
+  t.not(d.rankings.get('new')?.best, A)
+})
+
+test('reservations: the plan may pick a node, but it never claims past its capacity (counting its contested claims)', t => {
+  const vms = [vm('big', 3)]
+  // A already holds 2 cpu, one of them a claim it may be losing
+  const leases = [lv(lease('x', A, { cpu: 1 })), lv(lease('y', A, { cpu: 1 }), lease('y', B, { cpu: 1 }))]
+  const d = decide(input({ vms, leases, nodes: [node(A)], capacity: { cpu: 4, memoryBytes: 8 * GiB } }))
+  t.deepEqual(d.claims, [])
+  t.is(d.refused.length, 0, 'the plan itself already sees A too full (from the winning leases)')
+  const d2 = decide(input({ vms: [vm('z', 2)], leases, nodes: [node(A, { capacity: { cpu: 8, memoryBytes: 8 * GiB } })], capacity: { cpu: 3, memoryBytes: 8 * GiB } }))
+  t.is(d2.refused.length, 1, 'own reservations (2 of 3 cpu) refuse a 2-cpu claim the plan allowed')
+})
+
+test('a VM left failed or stopped by the crash rule is not placed again until started', t => {
+  const d = decide(input({ vms: [vm('v')], leases: [lv(lease('v', B, { status: 'stopped', reason: '3 crashes' }))] }))
+  t.deepEqual(d.claims, [])
+  t.is(d.rankings.size, 0)
+})
+
+test('create request: each wrong field gets an error naming it', t => {
+  const doc: DocView = { vms: new Map([['taken', vm('taken')]]), leases: new Map(), roll: new Map() }
+  const nodes = [node(A)]
+  const ok = { name: 'web', cpu: 1, memory: '512M', driver: 'process', command: ['/bin/true'] }
+  t.like(vmDraft(ok, doc, nodes), { id: 'web', spec: { memoryBytes: 512 * 2 ** 20 } })
+  const bad = (patch: Record<string, unknown>, field: RegExp): void => { t.throws(() => vmDraft({ ...ok, ...patch }, doc, nodes, () => false), { message: field }) }
+  bad({ memory: 0 }, /^memory:/)
+  bad({ memory: 'lots' }, /^memory:/)
+  bad({ driver: 'docker' }, /^driver:/)
+  bad({ driver: 'qemu', kernel: '/no/such/vmlinux' }, /^kernel: \/no\/such\/vmlinux does not exist/)
+  bad({ cpu: 64 }, /^cpu: 64 vCPUs is more than any node has/)
+  bad({ name: 'Bad Name' }, /^name:/)
+  bad({ command: undefined }, /^command:/)
+  bad({ restart: 'sometimes' }, /^restart:/)
+  t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /already exists/ })
+  t.throws(() => vmDraft('nope', doc, nodes), { message: /^body:/ })
+})
