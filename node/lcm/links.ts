@@ -26,28 +26,28 @@ function endpointOf (v: unknown, field: string): { vm: string, terminal: string 
   let terminal: unknown
   if (typeof v === 'string') {
     const i = v.lastIndexOf('.')
-    if (i <= 0) throw new ValidationError(field, `"${v}" is not VM.TERMINAL`)
+    if (i <= 0) throw new ValidationError(field, `${field}: "${v}" is not VM.TERMINAL`)
     vm = v.slice(0, i)
     terminal = v.slice(i + 1)
   } else if (v != null && typeof v === 'object') {
     vm = (v as Record<string, unknown>).vm
     terminal = (v as Record<string, unknown>).terminal
   } else {
-    throw new ValidationError(field, 'missing: give "VM.TERMINAL" or {"vm","terminal"}')
+    throw new ValidationError(field, `${field}: missing: give "VM.TERMINAL" or {"vm","terminal"}`)
   }
-  if (typeof vm !== 'string' || vm === '' || vm.length > 128) throw new ValidationError(`${field}.vm`, 'must be a VM id')
-  if (typeof terminal !== 'string' || !TERMINAL_RE.test(terminal)) throw new ValidationError(`${field}.terminal`, `${JSON.stringify(terminal)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
+  if (typeof vm !== 'string' || vm === '' || vm.length > 128) throw new ValidationError(`${field}.vm`, `${field}.vm: must be a VM id`)
+  if (typeof terminal !== 'string' || !TERMINAL_RE.test(terminal)) throw new ValidationError(`${field}.terminal`, `${field}.terminal: ${JSON.stringify(terminal)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
   return { vm, terminal }
 }
 
 /** Parses a POST /v1/links body; ValidationError names the field that is wrong. */
 export function parseLinkRequest (body: unknown): LinkRequest {
-  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('body', 'must be a JSON object')
+  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('body', 'body: must be a JSON object')
   const b = body as Record<string, unknown>
   const from = endpointOf(b.from, 'from')
   const to = endpointOf(b.to, 'to')
-  if (b.protocol !== 'tcp' && b.protocol !== 'udp') throw new ValidationError('protocol', `${JSON.stringify(b.protocol)} is not tcp or udp`)
-  if (typeof b.port !== 'number' || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new ValidationError('port', `${JSON.stringify(b.port)} is not a port (1-65535)`)
+  if (b.protocol !== 'tcp' && b.protocol !== 'udp') throw new ValidationError('protocol', `protocol: ${JSON.stringify(b.protocol)} is not tcp or udp`)
+  if (typeof b.port !== 'number' || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new ValidationError('port', `port: ${JSON.stringify(b.port)} is not a port (1-65535)`)
   return { from, to, protocol: b.protocol, port: b.port }
 }
 
@@ -69,7 +69,7 @@ export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
     const declared = vm[kind]
     if (declared != null && !declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${kind === 'outputs' ? 'output' : 'input'} terminal "${e.terminal}" (it has: ${declared.join(', ') || 'none'})`)
   }
-  if (r.from.vm === r.to.vm) throw new ValidationError('to', 'a VM cannot be connected to itself')
+  if (r.from.vm === r.to.vm) throw new ValidationError('to', 'to: a VM cannot be connected to itself')
   const id = linkId(r)
   if (doc.links.some(l => l.id === id)) throw new ConflictError(`link ${id} exists already`, 'duplicate')
   const taken = doc.links.find(l => l.from.vm === r.from.vm && l.from.terminal === r.from.terminal)

@@ -1,0 +1,91 @@
+import test from 'ava'
+import type { Member } from '../../protocol/membership.ts'
+import type { Advert } from '../../protocol/advert.ts'
+import { addressing, diffPeers, planPeers } from '../../node/lcm/plan.ts'
+import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts'
+import { checkLink, linkId, parseLinkRequest } from '../../node/lcm/links.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
+import { formatNet } from '../../node/lcm/cli.ts'
+
+const K = ['yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=', 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', 'TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=']
+const member = (id: string, state: Member['state'], wg: Advert['wireguard']): Member =>
+  ({ nodeId: id, state, since: 0, lastSeen: 0, version: { incarnation: 1, seq: 1 }, advert: { name: id, wireguard: wg } as unknown as Advert })
+const p = overlayPrefix('c')
+const doc = {
+  vms: [{ id: 'web', at: 1, overlayIndex: 4 }, { id: 'db', at: 2, overlayIndex: 4 }, { id: 'new', at: 3 }],
+  leases: [{ vm: 'web', holder: 'n2' }, { vm: 'db', holder: 'n3' }],
+  roll: [{ node: 'n1', joined: 1, overlayIndex: 0 }, { node: 'n2', joined: 2, overlayIndex: 1 }]
+}
+
+test('addressing: stored indexes kept, a conflict moved, VMs placed on their holders, nodes addressed', t => {
+  const a = addressing(p, doc, ['n1', 'n2', 'n3'])
+  t.is(a.vms.find(v => v.vm === 'web')!.address, vmAddress(p, 4).v4)
+  t.not(a.vms.find(v => v.vm === 'db')!.address, vmAddress(p, 4).v4, 'the later claim lost index 4')
+  t.true(a.vmAlloc.get('db')!.changed)
+  t.is(a.vms.find(v => v.vm === 'new')!.node, null)
+  t.is(a.nodeAddr.get('n1'), nodeAddress(p, 0).v4)
+  t.is(a.nodeAddr.get('n2'), nodeAddress(p, 1).v4)
+  t.truthy(a.nodeAddr.get('n3'), 'a member not on the roll yet is addressed too')
+  t.is(new Set(a.nodeAddr.values()).size, 3)
+})
+
+test('planPeers: alive and suspect members with valid adverts; dead, left, self and malformed ones not', t => {
+  const members = new Map([
+    ['n1', member('n1', 'alive', { publicKey: K[0]!, endpoint: '10.0.0.1:51820' })],
+    ['n2', member('n2', 'alive', { publicKey: K[1]!, endpoint: '10.0.0.2:51820' })],
+    ['n3', member('n3', 'suspect', { publicKey: K[2]!, endpoint: '10.0.0.3:51820' })],
+    ['n4', member('n4', 'dead', { publicKey: K[2]!, endpoint: '10.0.0.4:51820' })],
+    ['n5', member('n5', 'alive', { publicKey: 'not-a-key', endpoint: '10.0.0.5:51820' })],
+    ['n6', member('n6', 'alive', { publicKey: K[1]!.replace('x', 'y'), endpoint: 'somewhere' })],
+    ['n7', member('n7', 'alive', { publicKey: K[1]!, endpoint: '10.0.0.7:51820' })],
+    ['n8', member('n8', 'alive', null)]
+  ])
+  const a = addressing(p, doc, members.keys())
+  const plan = planPeers('n1', K[0]!, members, a, 25)
+  t.deepEqual([...plan.peers.keys()], ['n2', 'n3'])
+  t.deepEqual(plan.peers.get('n2'), { publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: [`${nodeAddress(p, 1).v4}/32`, `${vmAddress(p, 4).v4}/32`], persistentKeepalive: 25 })
+  t.deepEqual(plan.rejected.map(r => [r.node, r.reason]), [['n5', 'bad-key'], ['n6', 'bad-endpoint'], ['n7', 'duplicate-key']])
+})
+
+test('diffPeers: sets what is missing or different, removes what nobody wants, respects roaming', t => {
+  const cur = [
+    { publicKey: K[1]!, endpoint: '10.0.0.99:51820', allowedIps: ['100.1.0.2/32'], latestHandshake: 0, rxBytes: 0, txBytes: 0, persistentKeepalive: 25 },
+    { publicKey: K[2]!, endpoint: null, allowedIps: [], latestHandshake: 0, rxBytes: 0, txBytes: 0, persistentKeepalive: 0 }
+  ]
+  const want = [{ publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.1.0.2/32'], persistentKeepalive: 25 }]
+  // the interface roamed to .99 after we applied .2: not a difference
+  t.deepEqual(diffPeers(cur, want, new Map([[K[1]!, '10.0.0.2:51820']])), { set: [], remove: [K[2]!] })
+  // the advert now names another endpoint than we applied: set it
+  t.deepEqual(diffPeers(cur, want, new Map([[K[1]!, '10.0.0.1:51820']])).set, want)
+  // allowed IPs changed (a VM moved)
+  t.deepEqual(diffPeers(cur, [{ ...want[0]!, allowedIps: ['100.1.0.2/32', '100.1.128.5/32'] }], new Map([[K[1]!, '10.0.0.2:51820']])).set.length, 1)
+})
+
+test('link requests: parsed, checked against the document, with clear errors', t => {
+  const vms = new Map([['web', { outputs: ['db'] }], ['db', { inputs: ['in'] }], ['free', {}]])
+  const r = parseLinkRequest({ from: 'web.db', to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432 })
+  const l = checkLink(r, { vms, links: [] })
+  t.is(l.id, linkId(r))
+  t.deepEqual(l, { id: l.id, from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432 })
+  t.throws(() => checkLink(r, { vms, links: [l] }), { instanceOf: ConflictError, message: /exists already/ })
+  t.throws(() => checkLink({ ...r, port: 1 }, { vms, links: [l] }), { instanceOf: ConflictError, message: /output web.db is connected already/ })
+  t.throws(() => checkLink({ ...r, to: { vm: 'ghost', terminal: 'in' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no VM "ghost"/ })
+  t.throws(() => checkLink({ ...r, to: { vm: 'db', terminal: 'nope' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no input terminal "nope"/ })
+  t.notThrows(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), 'a VM without declared terminals takes any name')
+  t.throws(() => checkLink({ ...r, to: { vm: 'web', terminal: 'x' } }, { vms: new Map([['web', {}]]), links: [] }), { instanceOf: ValidationError, message: /itself/ })
+  for (const [body, msg] of [
+    [null, /body/], [{ from: 'web', to: 'db.in', protocol: 'tcp', port: 1 }, /from.*VM.TERMINAL/],
+    [{ from: 'web.db', to: 'db.in', protocol: 'icmp', port: 1 }, /protocol/], [{ from: 'web.db', to: 'db.in', protocol: 'tcp', port: 70000 }, /port/],
+    [{ from: 'web.db', to: 'db.in', protocol: 'tcp' }, /port/], [{ from: 'web.d b', to: 'db.in', protocol: 'tcp', port: 1 }, /terminal/]
+  ] as const) t.throws(() => parseLinkRequest(body), { instanceOf: ValidationError, message: msg })
+})
+
+test('vgrid net text shows the interface, peers and drops, or exactly why WireGuard is down', t => {
+  const status = { ok: true, error: null, backend: 'userspace' as const, interface: 'vgabc', publicKey: K[0]!, endpoint: '10.0.0.1:51820', address: '100.70.0.1', prefix: p }
+  const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', packets: 3 }] }, 15_000)
+  t.regex(text, /vgabc \(userspace\)/)
+  t.regex(text, /b\s+10\.0\.0\.2:51820\s+5 s ago\s+2\.0 KiB/)
+  t.regex(text, /web\s+db\s+3/)
+  const down = formatNet({ status: { ...status, ok: false, error: 'WireGuard cannot start: no kernel module and no wireguard-go' }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] })
+  t.regex(down, /WireGuard is not running: WireGuard cannot start: no kernel module and no wireguard-go/)
+})
