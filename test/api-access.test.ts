@@ -111,6 +111,25 @@ test('an oversized body is a 413 and oversized headers a 431, both in the error 
   t.regex(m, /vgrid_api_errors_total\{code="headers_too_large"\} 1/)
 })
 
+test('a body that trickles in is cut off with a 408 in the error shape', async t => {
+  const started = Date.now()
+  const answer = await new Promise<string>((resolve, reject) => {
+    const s = connect(agent.apiPort, '127.0.0.1', () => {
+      s.write('PUT /v1/nodes/acc0/labels/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{')
+    })
+    // one byte a second: never the whole body
+    const drip = setInterval(() => { if (s.writable) s.write(' ') }, 1000)
+    let out = ''
+    s.on('data', d => { out += d.toString() })
+    s.on('close', () => { clearInterval(drip); resolve(out) })
+    s.on('error', () => {})
+    setTimeout(() => { clearInterval(drip); s.destroy(); reject(new Error('still open after 40 s')) }, 40_000)
+  })
+  t.regex(answer, /^HTTP\/1\.1 408 /)
+  t.regex(answer, /"code":"request_timeout"/)
+  t.true(Date.now() - started < 40_000)
+})
+
 async function rawRequest (port: number, text: string): Promise<string> {
   return await new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1', () => { s.write(text) })

@@ -139,6 +139,19 @@ export class ApiService implements Service {
     app.setErrorHandler((err, _req, reply) => { this.fail(reply, toApiError(err)) })
     app.setNotFoundHandler((req, reply) => { this.fail(reply, new ApiError(404, 'not_found', `no route ${req.method} ${req.url}`)) })
 
+    // a body that trickles in is cut off: Node's own request timeout let one byte a
+    // second hold a request open indefinitely
+    app.addHook('onRequest', async (req) => {
+      const t = setTimeout(() => {
+        if (req.raw.complete) return
+        this.clientError(Object.assign(new Error('request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), req.socket)
+        req.socket.destroySoon()
+      }, REQUEST_TIMEOUT_MS)
+      t.unref()
+      req.raw.once('end', () => clearTimeout(t))
+      req.raw.once('close', () => clearTimeout(t))
+    })
+
     // changes, and reads marked admin, need an admin caller (access.ts)
     app.addHook('onRequest', async (req) => {
       const access = req.routeOptions.config?.access ?? (req.method === 'GET' || req.method === 'HEAD' ? 'open' : 'admin')
