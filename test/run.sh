@@ -6,15 +6,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive for real (ip for namespace hosts, nft for cutting
-# hosts off, systemd and util-linux's unshare/nsenter for running install.sh under a
-# real systemd in a namespace). Only missing ones are installed, so a prepared machine
-# stays offline.
+# hosts off and for the connection manager's rules, systemd and util-linux's
+# unshare/nsenter for running install.sh under a real systemd in a namespace, and the
+# services' parts below). Only missing ones are installed, so a prepared machine stays
+# offline.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 { [ -x /lib/systemd/systemd ] && command -v systemctl >/dev/null 2>&1; } || need+=(systemd)
 { command -v unshare && command -v nsenter && command -v mountpoint; } >/dev/null 2>&1 || need+=(util-linux)
+# the services' real parts: QEMU (VMs), qemu-img/qemu-io and nbdinfo/nbdcopy (the
+# standard NBD clients the volume store is tested with), WireGuard (wireguard-go: no
+# kernel module here), busybox and a Debian kernel for the guest image builder, chattr
+# (e2fsprogs) and faketime for the fault suite, fio and iperf3 for the benchmarks
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
+[ -x /bin/busybox ] || need+=(busybox-static)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test/run.sh: installing ${need[*]}"
