@@ -365,6 +365,8 @@ export class StateService extends EventEmitter<StateEvents> {
       }
     }
     this.replica = replica ?? Replica.create(opts)
+    const clock = this.replica.clock
+    this.metrics.clampedStamps = () => clock.clamped
     this.diskHeads = this.replica.heads()
     const migrated = this.replica.migrate()
     if (migrated.length > 0) this.log.info('migrated the cluster document', { to: migrated.at(-1) })

@@ -18,6 +18,8 @@ export class StateMetrics {
   readonly degraded: Gauge<'cause'>
   /** local writes refused because they could not be made durable */
   readonly writesFailed: Counter<'cause'>
+  /** where the clamped-stamp count comes from (the replica's clock, once loaded) */
+  clampedStamps: () => number = () => 0
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -32,6 +34,13 @@ export class StateMetrics {
     this.invalidValues = new Counter({ name: 'vgrid_state_invalid_values_total', help: 'Distinct invalid values readers skipped in the cluster document', registers })
     this.diskErrors = new Counter({ name: 'vgrid_state_disk_errors_total', help: 'Failed writes of the state files (the service then refuses writes until it recovers), by cause', labelNames: ['cause'] as const, registers })
     this.degraded = new Gauge({ name: 'vgrid_state_degraded', help: '1 while the state service refuses writes because of disk trouble, by cause', labelNames: ['cause'] as const, registers })
+    const clamped = (): number => this.clampedStamps()
+    new Gauge({
+      name: 'vgrid_state_future_stamps',
+      help: 'Stamps from peers more than 500 ms ahead of this node\'s clock seen since start (their writer\'s clock runs fast; see vgrid_clock_offset_seconds)',
+      registers,
+      collect () { this.set(clamped()) }
+    })
     this.writesFailed = new Counter({ name: 'vgrid_state_writes_failed_total', help: 'Local writes refused (nothing of them kept or sent) because they could not be made durable, by cause', labelNames: ['cause'] as const, registers })
   }
 }
