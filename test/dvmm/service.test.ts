@@ -1,0 +1,154 @@
+// The DVMM service on small in-process grids (fake driver): the API and its errors,
+// pending with a reason, the crash rule, drain, the HA check, the console, adoption
+// after a service restart, and failover with fencing.
+import test from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { startDvmmGrid, until, sleep, type DvmmGrid, type DvmmNode } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { DvmmService, type VmDetail, type VmRow } from '../../node/dvmm/index.ts'
+import { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
+import { silentLogger } from '../../node/log.ts'
+import { systemClock } from '../../node/service.ts'
+import type { HaReport } from '../../crdt/placement/index.ts'
+
+const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
+
+function api (n: DvmmNode): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  n.dvmm.routes(app)
+  return app
+}
+
+async function call<T> (app: FastifyInstance, method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number, body: T }> {
+  const r = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) })
+  return { status: r.statusCode, body: (r.headers['content-type'] ?? '').includes('json') ? r.json() : r.body as T }
+}
+
+const vmBody = (name: string, cpu: number, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ name, cpu, memory: '1G', driver: 'process', command: ['fake:run'], ...extra })
+const holderOf = (g: DvmmGrid, vm: string): DvmmNode | undefined => g.nodes.find(n => n.fake.vms.get(vm)?.state === 'running')
+const running = (g: DvmmGrid, vm: string): boolean => holderOf(g, vm) != null && g.nodes[0]!.agent.state.read().get('leases', vm)?.value.status === 'running'
+
+test.serial('API: bad input is a 4xx naming the field; a VM too big for the free room is pending with the reason and placed when room appears; console; HA', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app = api(g.nodes[0]!)
+  t.teardown(async () => { await app.close() })
+  const bad = await call<{ error: { code: string, message: string } }>(app, 'POST', '/v1/vms', vmBody('x', 1, { memory: 0 }))
+  t.is(bad.status, 400)
+  t.regex(bad.body.error.message, /^memory:/)
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('x', 9))).status, 400, 'more vCPUs than any node has')
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('x', 1, { driver: 'xen' }))).status, 400)
+  for (const i of [0, 1, 2]) t.is((await call(app, 'POST', '/v1/vms', vmBody(`big${i}`, 3))).status, 201)
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('big0', 1))).status, 409, 'a name already used')
+  await until(() => [0, 1, 2].every(i => running(g, `big${i}`)), 30_000, 'three 3-cpu VMs running')
+  t.deepEqual(new Set([0, 1, 2].map(i => holderOf(g, `big${i}`)!.agent.id)).size, 3, 'spread over the three nodes')
+  // HA: losing any node strands its VM (the others have 1 cpu free)
+  const ha = await call<HaReport>(app, 'GET', '/v1/ha')
+  t.false(ha.body.ok)
+  t.is(ha.body.stranded.length, 3)
+  t.regex(ha.body.stranded[0]!.reason, /lack cpu/)
+  // pending with the reason
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('two', 2))).status, 201)
+  await sleep(500)
+  const pend = await call<VmDetail>(app, 'GET', '/v1/vms/two')
+  t.is(pend.body.state, 'pending')
+  t.regex(pend.body.reason ?? '', /no node fits \(3 lack cpu\)/)
+  t.is(pend.body.placement.nodes.length, 3)
+  // room appears: placed
+  t.is((await call(app, 'DELETE', '/v1/vms/big1')).status, 200)
+  await until(() => running(g, 'two') && holderOf(g, 'big1') == null, 30_000, 'the pending VM placed once room appeared')
+  const ls = await call<{ vms: VmRow[] }>(app, 'GET', '/v1/vms')
+  t.deepEqual(ls.body.vms.map(v => [v.name, v.state]), [['big0', 'running'], ['big2', 'running'], ['two', 'running']])
+  // console on the holder
+  const h = holderOf(g, 'two')!
+  const happ = api(h)
+  t.teardown(async () => { await happ.close() })
+  t.regex((await call<string>(happ, 'GET', '/v1/vms/two/console')).body, /fake guest ready two/)
+  const show = await call<VmDetail>(happ, 'GET', '/v1/vms/two')
+  t.true(show.body.history.some(e => e.event === 'started'), 'history has the start')
+  t.truthy(show.body.decision, 'the holder kept the ranking it claimed by')
+})
+
+test.serial('crash rule: restarted on the same node, left stopped after 3 crashes with the reason; drain moves every VM off a node', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app = api(g.nodes[0]!)
+  t.teardown(async () => { await app.close() })
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('crashy', 1, { command: ['fake:exit', '1', '100'] }))).status, 201)
+  await until(() => g.nodes[0]!.agent.state.read().get('leases', 'crashy')?.value.status === 'stopped', 30_000, 'the crash rule to stop it')
+  const show = await call<VmDetail>(app, 'GET', '/v1/vms/crashy')
+  t.is(show.body.state, 'stopped')
+  t.regex(show.body.reason ?? '', /3 crashes within 24 h/)
+  t.is(show.body.epoch, 1, 'never moved')
+  const starts = g.nodes.map(n => n.fake.starts)
+  t.deepEqual(starts.filter(s => s > 0), [3], 'three starts, all on one node')
+  // drain
+  for (const i of [0, 1, 2, 3, 4]) t.is((await call(app, 'POST', '/v1/vms', vmBody(`w${i}`, 0.5))).status, 201)
+  await until(() => [0, 1, 2, 3, 4].every(i => running(g, `w${i}`)), 30_000, 'five VMs running')
+  const target = g.nodes.find(n => [0, 1, 2, 3, 4].some(i => holderOf(g, `w${i}`) === n))!
+  const dr = await call<{ draining: boolean }>(app, 'POST', `/v1/nodes/${target.agent.config.name}/drain`)
+  t.is(dr.status, 200)
+  await until(() => [0, 1, 2, 3, 4].every(i => running(g, `w${i}`) && holderOf(g, `w${i}`) !== target) && [...target.fake.vms.values()].every(v => v.state !== 'running'), 30_000, 'the drained node emptied')
+  t.is((await call(app, 'POST', `/v1/nodes/${target.agent.config.name}/undrain`)).status, 200)
+  t.is((await call(app, 'POST', '/v1/nodes/nosuch/drain')).status, 404)
+})
+
+test.serial('adoption: a restarted service finds its VMs running and keeps them (no restart, same epoch)', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app = api(g.nodes[0]!)
+  t.teardown(async () => { await app.close() })
+  for (const i of [0, 1, 2, 3]) await call(app, 'POST', '/v1/vms', vmBody(`v${i}`, 1))
+  await until(() => [0, 1, 2, 3].every(i => running(g, `v${i}`)), 30_000, 'VMs running')
+  const n = holderOf(g, 'v0')!
+  const before = n.fake.starts
+  await n.dvmm.stop({ graceful: false })
+  await n.driver.close()
+  const driver = new FakeDriver({ clock: systemClock }, { node: n.fake })
+  n.driver = driver
+  n.dvmm = new DvmmService({ ...n.dvmm.components, registry: new Registry(), log: silentLogger, drivers: { process: driver, qemu: driver } }, DVMM)
+  await n.dvmm.start()
+  await sleep(1500)
+  t.is(n.fake.starts, before, 'nothing restarted')
+  t.is(n.fake.vms.get('v0')?.state, 'running')
+  t.is(g.nodes[0]!.agent.state.read().get('leases', 'v0')?.value.epoch, 1)
+})
+
+test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only after fence timeout + margin; a node left without a majority kills its VMs', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app = api(g.nodes[0]!)
+  t.teardown(async () => { await app.close() })
+  for (const i of [0, 1, 2, 3, 4, 5]) await call(app, 'POST', '/v1/vms', vmBody(`f${i}`, 1))
+  await until(() => [0, 1, 2, 3, 4, 5].every(i => running(g, `f${i}`)), 30_000, 'VMs running')
+  const victim = g.nodes.find(n => n !== g.nodes[0] && [...n.fake.vms.values()].some(v => v.state === 'running'))!
+  const moved = [...victim.fake.vms.entries()].filter(([, v]) => v.state === 'running').map(([id]) => id)
+  const others = g.nodes.filter(n => n !== victim)
+  const startsAt = new Map<string, number>()
+  for (const o of others) o.driver.on('state', e => { if (e.state === 'running' && moved.includes(e.id) && !startsAt.has(e.id)) startsAt.set(e.id, Date.now()) })
+  const diedAt = Date.now()
+  await victim.dvmm.stop({ graceful: false })
+  await victim.agent.stop({ graceful: false })
+  // its server's watchdog kills the VMs left behind before the fence timeout ends
+  setTimeout(() => { for (const id of moved) void victim.driver.kill(id) }, DVMM.fenceTimeoutMs / 2)
+  await until(() => moved.every(id => others.some(o => o.fake.vms.get(id)?.state === 'running')), 30_000, 'the dead holder\'s VMs running elsewhere')
+  for (const id of moved) {
+    t.true(startsAt.get(id)! - diedAt >= DVMM.fenceTimeoutMs + DVMM.takeoverMarginMs, `${id} restarted ${startsAt.get(id)! - diedAt} ms after its holder died`)
+    t.is(g.nodes[0]!.agent.state.read().get('leases', id)?.value.epoch, 2)
+  }
+  // now the survivors split: the last one alone sees 1 of 3 and must fence itself
+  const [keep, gone] = others as [DvmmNode, DvmmNode]
+  const mine = [...keep.fake.vms.entries()].filter(([, v]) => v.state === 'running').map(([id]) => id)
+  t.true(mine.length > 0)
+  const cutAt = Date.now()
+  await gone.dvmm.stop({ graceful: false })
+  await gone.agent.stop({ graceful: false })
+  await until(() => mine.every(id => keep.fake.vms.get(id)?.state !== 'running'), 30_000, 'the lone node to kill its VMs')
+  t.true(Date.now() - cutAt >= DVMM.fenceTimeoutMs, 'not before the fence timeout')
+  t.is(keep.dvmm.fenceState?.fenced, true)
+})
