@@ -1,0 +1,61 @@
+// The replication protocol's messages. One stream per request: a length-prefixed JSON
+// header, then for 'write' the data as a second frame; the answer is a JSON header and,
+// for 'read' and 'get', the data as a second frame. Headers are checked against a
+// schema before anything acts on them: a malformed request is answered with 'invalid'.
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { parseJsonMessage } from '../../protocol/json-message.ts'
+import { GvsError, type GvsErrorCode } from './errors.ts'
+
+export const REPLICA_PROTOCOL = '/vgrid/gvs/replica/1.0.0'
+/** headers are small; data frames carry at most one object */
+export const MAX_HEADER = 4096
+
+const Vol = Type.String({ minLength: 1, maxLength: 160 })
+const U = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+
+export const ReplicaRequestSchema = Type.Union([
+  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, fua: Type.Boolean() }),
+  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, fua: Type.Boolean() }),
+  Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U }),
+  Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U }),
+  Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('list'), volume: Vol }),
+  Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
+  Type.Object({ op: Type.Literal('flush') })
+])
+export type ReplicaRequest = Static<typeof ReplicaRequestSchema>
+
+const Code = Type.Union(['stale-epoch', 'damaged', 'invalid', 'no-space', 'unavailable', 'io'].map(c => Type.Literal(c)))
+export const ReplicaReplySchema = Type.Union([
+  Type.Object({ ok: Type.Literal(true), present: Type.Optional(Type.Boolean()), bad: Type.Optional(Type.Array(U, { maxItems: 4096 })), indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })) }),
+  Type.Object({ ok: Type.Literal(false), code: Code, message: Type.String({ maxLength: 2048 }) })
+])
+export type ReplicaReply = Static<typeof ReplicaReplySchema>
+
+const reqCheck = TypeCompiler.Compile(ReplicaRequestSchema)
+const replyCheck = TypeCompiler.Compile(ReplicaReplySchema)
+
+export const encode = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
+
+export function decodeRequest (data: Uint8Array): ReplicaRequest {
+  const p = parseJsonMessage(data, MAX_HEADER, reqCheck)
+  if (!p.ok) throw new GvsError('invalid', `replica request rejected (${p.reason}): ${p.detail}`)
+  return p.value
+}
+
+export function decodeReply (data: Uint8Array): ReplicaReply {
+  const p = parseJsonMessage(data, 1 << 24, replyCheck)
+  if (!p.ok) throw new GvsError('io', `replica reply rejected (${p.reason}): ${p.detail}`)
+  return p.value
+}
+
+export function errorReply (err: unknown): ReplicaReply {
+  if (err instanceof GvsError) return { ok: false, code: err.code, message: err.message.slice(0, 2048) }
+  return { ok: false, code: 'io', message: String((err as Error)?.message ?? err).slice(0, 2048) }
+}
+
+export function replyError (r: ReplicaReply & { ok: false }, peer: string): GvsError {
+  return new GvsError(r.code as GvsErrorCode, `replica ${peer}: ${r.message}`)
+}

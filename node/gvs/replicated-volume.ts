@@ -1,0 +1,137 @@
+// A volume whose objects live on R nodes each, reachable from any node: the
+// BlockDevice the NBD server serves for a replicated volume.
+// - a write is acknowledged only once every holder of each object it touches has
+//   written it; with FUA, once every holder has it on stable storage;
+// - a flush is acknowledged once every node written to since the last flush has
+//   flushed (so a flushed write survives the loss of any R-1 holders, invariant 4);
+// - reads go to the local replica first, then the others in placement order; a damaged
+//   or unreachable replica is skipped (and the damage reported by its store);
+// - every write carries the writer's epoch, checked by each replica (invariant 3).
+// Too few holders (fewer than minReplicas live nodes) fails the write with a clear
+// 'unavailable' error instead of taking it with fewer copies than promised.
+import { GvsError } from './errors.ts'
+import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
+import type { ReplicaTransport } from './replication.ts'
+import { OBJECT_SIZE, objectKey } from './placement.ts'
+
+export interface ReplicatedVolumeComponents {
+  transport: ReplicaTransport
+  /** the object's holders now, best first: placement over the live nodes */
+  holders: (key: string, replicas: number) => string[]
+}
+
+export interface ReplicatedVolumeInit {
+  /** the store name of the volume's objects (its id) */
+  volume: string
+  size: number
+  replicas: number
+  /** writes fail below this many holders (Ceph's min_size); default = replicas */
+  minReplicas?: number
+  epoch: number
+  readOnly?: boolean
+  objectSize?: number
+}
+
+export class ReplicatedVolume implements BlockDevice {
+  readonly size: number
+  readonly readOnly: boolean
+  private readonly c: ReplicatedVolumeComponents
+  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly'>>
+  /** nodes written to since their last flush */
+  private readonly unflushed = new Set<string>()
+
+  constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
+    this.c = components
+    this.size = init.size
+    this.readOnly = init.readOnly === true
+    const minReplicas = init.minReplicas ?? init.replicas
+    if (minReplicas < 1 || minReplicas > init.replicas) throw new GvsError('invalid', `minimum replicas ${minReplicas} is not between 1 and R=${init.replicas}`)
+    this.init = { volume: init.volume, size: init.size, replicas: init.replicas, minReplicas, epoch: init.epoch, objectSize: init.objectSize ?? OBJECT_SIZE }
+  }
+
+  /** the holders that take writes to one object, or a clear error */
+  private writeHolders (index: number): string[] {
+    const hs = this.c.holders(objectKey(this.init.volume, index), this.init.replicas)
+    if (hs.length < this.init.minReplicas) {
+      throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${hs.length} live node(s) can hold it, the volume needs at least ${this.init.minReplicas} of R=${this.init.replicas}`)
+    }
+    return hs
+  }
+
+  /** holders in the order reads try them: this node first */
+  private readOrder (index: number): string[] {
+    const hs = this.c.holders(objectKey(this.init.volume, index), this.init.replicas)
+    const self = this.c.transport.self
+    return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
+  }
+
+  async read (offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this, offset, length)
+    const out = new Uint8Array(length)
+    await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => { out.set(await this.readPiece(p), p.at) }))
+    return out
+  }
+
+  private async readPiece (p: Piece): Promise<Uint8Array> {
+    const errors: string[] = []
+    for (const peer of this.readOrder(p.index)) {
+      try {
+        const r = await this.c.transport.call(peer, { op: 'read', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length })
+        if (r.data?.length === p.length) return r.data
+        errors.push(`${peer}: short read`)
+      } catch (err) {
+        errors.push((err as Error).message)
+      }
+    }
+    throw new GvsError(errors.length === 0 ? 'unavailable' : 'io', `volume "${this.init.volume}" object ${p.index}: no replica could serve the read${errors.length === 0 ? ' (no live holder)' : `: ${errors.join('; ')}`}`)
+  }
+
+  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    this.writable()
+    checkRange(this, offset, data.length)
+    await Promise.all(pieces(offset, data.length, this.init.objectSize).map(async p => {
+      const chunk = data.subarray(p.at, p.at + p.length)
+      await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua }, chunk, fua)
+    }))
+  }
+
+  async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.writeZeroes(offset, length, fua) }
+
+  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> {
+    this.writable()
+    checkRange(this, offset, length)
+    await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => {
+      await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua }, undefined, fua)
+    }))
+  }
+
+  async flush (): Promise<void> {
+    const peers = [...this.unflushed]
+    this.unflushed.clear()
+    const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush' })))
+    const failed = peers.filter((_, i) => results[i]?.status === 'rejected')
+    if (failed.length > 0) {
+      for (const p of failed) this.unflushed.add(p)
+      const why = results.flatMap(r => r.status === 'rejected' ? [String((r.reason as Error).message)] : [])
+      throw new GvsError('io', `volume "${this.init.volume}": flush failed on ${failed.length} replica(s): ${why.join('; ')}`)
+    }
+  }
+
+  /** one request to every holder of an object; resolves only when all succeeded */
+  private async toAll (index: number, req: Parameters<ReplicaTransport['call']>[1], data: Uint8Array | undefined, fua: boolean): Promise<void> {
+    const hs = this.writeHolders(index)
+    if (!fua) for (const h of hs) this.unflushed.add(h)
+    const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
+    const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i], err: r.reason as Error }] : [])
+    if (bad.length === 0) return
+    // a stale epoch anywhere means this writer is fenced: say so rather than "io"
+    const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
+    if (stale != null) throw stale.err
+    const full = bad.find(b => b.err instanceof GvsError && b.err.code === 'no-space')
+    throw new GvsError(full != null ? 'no-space' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`)
+  }
+
+  private writable (): void {
+    if (this.readOnly) throw new GvsError('invalid', `volume "${this.init.volume}" is read-only`)
+  }
+}
