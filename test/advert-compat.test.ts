@@ -16,8 +16,9 @@ import type { AdvertBody } from '../protocol/own-advert.ts'
 /** what a newer release might add: new top-level fields of every JSON kind */
 const EXTRA = { zone: 'eu-west-1', gpus: [{ model: 'x', memoryBytes: 1 }], drain: false, weight: 0.5, note: null }
 
+/** the sum of a metric's samples whose labels include `labels` */
 const counter = (metrics: string, name: string, labels: string): number =>
-  metrics.split('\n').filter(l => l.startsWith(`${name}{`) && l.includes(labels)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0)
+  metrics.split('\n').filter(l => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && l.includes(labels)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0)
 
 test.serial('a grid where one agent publishes adverts with unknown fields stays whole, and everyone counts it alive', async t => {
   const group = new AgentGroup()
@@ -54,6 +55,39 @@ test.serial('a grid where one agent publishes adverts with unknown fields stays 
     t.is(counter(metrics, 'vgrid_gossip_rejected_total', 'reason="schema"'), 0, `${a.opts.name}: no schema rejection`)
   }
   t.is(newer.proc?.exitCode, null)
+})
+
+test.serial('an agent shows a member of another protocol range in /v1/nodes and logs it once', async t => {
+  const group = new AgentGroup()
+  t.teardown(async () => {
+    if (!t.passed) console.error(group.logs())
+    await group.cleanup()
+  })
+  // adverts every 2 s or so, so that several arrive while we watch
+  const seed = await group.add({ name: 'n0', args: ['--advert-interval', '1s'] })
+  const future = await group.add({
+    name: 'future',
+    args: ['--key', join(seed.opts.dataDir, 'cluster.key'), '--join', seed.listen, '--advert-interval', '1s'],
+    env: { VGRID_TEST_HOOKS: '1', VGRID_TEST_ADVERT_EXTRA: JSON.stringify({ proto: 7, protoMin: 5, hologram: true }) }
+  })
+  const futureId = (await future.get<StatusView>('/v1/status')).node.id
+  const view = async (): Promise<NodeView | undefined> => (await seed.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.find(n => n.id === futureId)
+  await waitFor(async () => (await view())?.state === 'alive', 15_000, 'the seed holds the future agent alive')
+  // adverts the seed took in (all from the future agent: it is the only other member)
+  const received = async (): Promise<number> => counter(await seed.metrics(), 'vgrid_adverts_received_total', '')
+  const first = await received()
+  await waitFor(async () => await received() >= first + 3, 20_000, 'three more adverts from the future agent')
+  const v = (await view())!
+  t.is(v.state, 'alive', 'still a member')
+  t.deepEqual(v.protocol.speaks, { min: 5, max: 7 })
+  t.false(v.protocol.ok)
+  t.regex(v.protocol.reason ?? '', /speaks protocol 5-7, this agent speaks 1: the member runs a newer release; update this agent/)
+  const warned = seed.log.split('\n').filter(l => l.includes('WARN') && l.includes(futureId))
+  t.is(warned.length, 1, `one log line for the member, not one per advert:\n${warned.join('\n')}`)
+  t.regex(warned[0] ?? '', /protocol/)
+  const self = (await seed.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.find(n => n.self)!
+  t.true(self.protocol.ok)
+  t.deepEqual(self.protocol.speaks, { min: 1, max: 1 })
 })
 
 const body = (name: string) => (): AdvertBody => ({
