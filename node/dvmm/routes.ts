@@ -101,7 +101,7 @@ export function dvmmRoutes (svc: DvmmService) {
       svc.schedule()
       return { removed: vm.id }
     })
-    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req, reply) => {
+    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req): Promise<{ vm: string, node: string, console: string }> => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
       const l = doc.leases.get(vm.id)?.winner
@@ -109,8 +109,7 @@ export function dvmmRoutes (svc: DvmmService) {
       if (l.holder !== svc.me) throw new ConflictError(`VM ${vm.id} runs on ${nameOf(l.holder, doc)}: ask that node's API for its console`, 'elsewhere')
       const driver = svc.driver(vm.spec.driver)
       if (driver == null) throw new ConflictError(`driver ${vm.spec.driver} is not available on this node`, 'no_driver')
-      void reply.type('text/plain; charset=utf-8')
-      return await driver.consoleTail(vm.id, 64 * 1024)
+      return { vm: vm.id, node: nameOf(svc.me, doc), console: await driver.consoleTail(vm.id, 64 * 1024) }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, true))
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, false))

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
-import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout } from '../host/cgroups.ts'
+import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, decodeShellStatus, procStat, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
@@ -66,9 +66,13 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   protected abstract command (rec: VmRecord, dir: string): { argv: string[], env?: Record<string, string>, netns?: string }
   /** Waits until the started VM is up; throws with the reason when it is not. */
   protected async ready (_rec: VmRecord): Promise<void> {}
+  /** Repeat the stop request this often during the grace time (a guest still booting misses it). */
+  protected readonly stopRepeatMs?: number
   /** Asks the guest to shut down. */
   protected abstract requestStop (rec: VmRecord): Promise<void>
   protected extraDetail (_rec: VmRecord): Record<string, string> { return {} }
+  /** The cgroup limits for a spec (a driver adds its own overhead). */
+  protected limits (spec: DriverVmSpec): Limits { return { cpus: spec.vcpus, memoryBytes: spec.memoryMiB * 1024 * 1024 } }
 
   // ---- the interface ---------------------------------------------------------------
 
@@ -99,7 +103,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.save(rec)
     this.emit('state', { id: rec.id, state: 'starting', at: this.components.clock.now() })
     try {
-      rec.cgroups = createGroups(this.cgroups, `${this.name}-${spec.id}`, { cpus: spec.vcpus, memoryBytes: spec.memoryMiB * 1024 * 1024 })
+      rec.cgroups = createGroups(this.cgroups, `${this.name}-${spec.id}`, this.limits(spec))
       this.save(rec)
       if (spec.network !== false) {
         const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id || r.state === 'stopped' || r.state === 'failed' ? [] : [r.network.slot])
@@ -138,7 +142,14 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       this.components.log.info('graceful stop request failed; killing after the grace time', { vm: id, err: (err as Error).message })
     }
     const until = this.components.clock.now() + graceMs
-    while (this.alive(rec) && this.components.clock.now() < until) await sleep(25)
+    let again = this.components.clock.now() + (this.stopRepeatMs ?? Infinity)
+    while (this.alive(rec) && this.components.clock.now() < until) {
+      await sleep(25)
+      if (this.components.clock.now() >= again && this.alive(rec)) {
+        again = this.components.clock.now() + (this.stopRepeatMs ?? Infinity)
+        await this.requestStop(rec).catch(() => {})
+      }
+    }
     if (this.alive(rec)) {
       rec.killRequested = true
       this.save(rec)

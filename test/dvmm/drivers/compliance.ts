@@ -2,7 +2,7 @@
 // automerge-repo's storage adapters share one test suite: a driver's test file calls
 // driverCompliance(test, fixture) with how to make its driver and its kinds of guest.
 import type { TestFn, ExecutionContext } from 'ava'
-import { DriverError, type DriverVmSpec, type VmDriver, type VmExit } from '../../../node/dvmm/drivers/types.ts'
+import { DriverError, type DriverErrorCode, type DriverVmSpec, type VmDriver, type VmExit } from '../../../node/dvmm/drivers/types.ts'
 
 export interface DriverFixture {
   name: string
@@ -152,7 +152,7 @@ export function driverCompliance (test: TestFn, f: DriverFixture): void {
     const id = vmId()
     const d = await setup(t, [id])
     const good = f.specs.running(id)
-    const refuse = async (spec: unknown, field: string, code = 'bad-spec'): Promise<void> => {
+    const refuse = async (spec: unknown, field: string, code: DriverErrorCode = 'bad-spec'): Promise<void> => {
       const err = await t.throwsAsync(d.start(spec as DriverVmSpec), { instanceOf: DriverError })
       t.is(err?.code, code, err?.message)
       t.is(err?.field, field, err?.message)

@@ -1,0 +1,165 @@
+// CLI commands of DVMM, clients of the local agent's API:
+//   vgrid vm create|ls|show|start|stop|rm|console
+//   vgrid node drain|undrain|forget NODE
+//   vgrid ha
+import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
+import { ApiClient, CliError } from '../cli/client.ts'
+import type { HaReport } from '../../crdt/placement/index.ts'
+import type { VmDetail, VmRow } from './vms.ts'
+
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const VM_USAGE = `usage: ${CREATE_USAGE}
+       vgrid vm ls [--json]
+       vgrid vm show VM [--json]
+       vgrid vm start|stop|rm VM [--json]
+       vgrid vm console VM`
+const NODE_USAGE = 'vgrid node drain|undrain|forget NODE [--json] [--api HOST:PORT]'
+
+const out = (s: string): void => { process.stdout.write(s + '\n') }
+const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
+const gib = (b: number): string => `${(b / 2 ** 30).toFixed(b % 2 ** 30 === 0 ? 0 : 2)}G`
+const enc = encodeURIComponent
+
+function table (rows: string[][]): string {
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map(r => r[i]!.length)))
+  return rows.map(r => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
+}
+
+function pairs (list: unknown, flag: string): Record<string, string> {
+  const o: Record<string, string> = {}
+  for (const p of (list as string[] | undefined) ?? []) {
+    const i = p.indexOf('=')
+    if (i <= 0) throw new CliError(`${flag} "${p}" is not KEY=VALUE`, 2)
+    o[p.slice(0, i)] = p.slice(i + 1)
+  }
+  return o
+}
+
+export async function vm (argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv
+  switch (sub) {
+    case 'create': return await create(rest)
+    case 'ls': case 'list': return await ls(rest)
+    case 'show': return await show(rest)
+    case 'start': case 'stop': case 'rm': return await act(sub, rest)
+    case 'console': return await consoleOf(rest)
+    case undefined: case 'help': case '--help': case '-h': out(VM_USAGE); return
+    default: throw new CliError(`unknown subcommand "vm ${sub}"\n${VM_USAGE}`, 2)
+  }
+}
+
+async function create (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, {
+    api: { type: 'string' },
+    json: { type: 'boolean' },
+    cpu: { type: 'string' },
+    memory: { type: 'string' },
+    driver: { type: 'string' },
+    command: { type: 'string', multiple: true },
+    kernel: { type: 'string' },
+    initrd: { type: 'string' },
+    cmdline: { type: 'string' },
+    image: { type: 'string' },
+    restart: { type: 'string' },
+    constraint: { type: 'string', multiple: true },
+    label: { type: 'string', multiple: true },
+    'anti-affinity': { type: 'string' },
+    app: { type: 'string' },
+    stopped: { type: 'boolean' }
+  }, CREATE_USAGE, 1)
+  const name = positionals[0]
+  if (name == null) throw new CliError(`give the VM a name\nusage: ${CREATE_USAGE}`, 2)
+  if (v.cpu == null || v.memory == null) throw new CliError(`--cpu and --memory are required\nusage: ${CREATE_USAGE}`, 2)
+  const cpu = Number(v.cpu)
+  if (!Number.isFinite(cpu)) throw new CliError(`--cpu "${String(v.cpu)}" is not a number`, 2)
+  const body: Record<string, unknown> = {
+    name,
+    cpu,
+    memory: v.memory,
+    driver: v.driver ?? (v.command != null ? 'process' : 'qemu'),
+    constraints: pairs(v.constraint, '--constraint'),
+    labels: pairs(v.label, '--label')
+  }
+  // `--command` once with spaces is split like a shell would split a simple line
+  if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
+  for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app'] as const) if (v[k] != null) body[k] = v[k]
+  if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
+  if (v.stopped === true) body.desired = 'stopped'
+  const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body)
+  if (v.json === true) return json(d)
+  out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+}
+
+async function ls (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid vm ls [--json] [--api HOST:PORT]')
+  const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>('/v1/vms')
+  if (v.json === true) return json(r)
+  if (r.vms.length === 0) return out('no VMs')
+  out(table([['NAME', 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
+    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, x.reason ?? ''])]))
+}
+
+async function show (argv: string[]): Promise<void> {
+  const usage = 'vgrid vm show VM [--json] [--api HOST:PORT]'
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
+  const d = await new ApiClient(v.api as string | undefined).get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
+  if (v.json === true) return json(d)
+  out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+  out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
+  const ranking = d.decision?.ranking ?? d.placement
+  out(d.decision != null ? `placement (as decided at ${d.decision.at}):` : 'placement (if it were placed now):')
+  for (const n of ranking.nodes) {
+    out(n.filtered != null
+      ? `  ${n.name}: filtered by ${n.filtered.check}: ${n.filtered.reason}`
+      : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0})`)
+  }
+  if (d.history.length > 0) out('history:')
+  for (const e of d.history) out(`  ${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${e.detail != null ? `: ${e.detail}` : ''}`)
+}
+
+async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {
+  const usage = `vgrid vm ${what} VM [--json] [--api HOST:PORT]`
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
+  const api = new ApiClient(v.api as string | undefined)
+  const path = `/v1/vms/${enc(positionals[0])}`
+  const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
+  if (v.json === true) return json(r)
+  out(what === 'rm' ? `${positionals[0]}: removed` : `${(r as VmDetail).name}: desired ${(r as VmDetail).desired}, now ${(r as VmDetail).state}`)
+}
+
+async function consoleOf (argv: string[]): Promise<void> {
+  const usage = 'vgrid vm console VM [--api HOST:PORT]'
+  const { values: v, positionals } = parse(argv, { ...API_OPTION }, usage, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
+  const r = await new ApiClient(v.api as string | undefined).get<{ console: string }>(`/v1/vms/${enc(positionals[0])}/console`)
+  process.stdout.write(r.console)
+}
+
+/** `vgrid node drain|undrain|forget NODE`; other `node` subcommands stay with node-label.ts */
+export async function node (argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub !== 'drain' && sub !== 'undrain' && sub !== 'forget') throw new CliError(`unknown subcommand "node ${String(sub)}"\nusage: ${NODE_USAGE}`, 2)
+  const { values: v, positionals } = parse(rest, { ...API_OPTION, ...JSON_OPTION }, NODE_USAGE, 1)
+  if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
+  const api = new ApiClient(v.api as string | undefined)
+  const path = `/v1/nodes/${enc(positionals[0])}`
+  if (sub === 'forget') {
+    const r = await api.request<{ name: string }>('DELETE', `${path}/roll`)
+    return v.json === true ? json(r) : out(`${r.name}: forgotten (off the member roll)`)
+  }
+  const r = await api.request<{ name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`)
+  if (v.json === true) return json(r)
+  out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}` : ''}`)
+}
+
+export async function ha (argv: string[]): Promise<void> {
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid ha [--json] [--api HOST:PORT]')
+  const r = await new ApiClient(v.api as string | undefined).get<HaReport>('/v1/ha')
+  if (v.json === true) return json(r)
+  if (r.ok) return out('HA ok: every VM could be placed again if any one node failed')
+  out('HA not ok:')
+  for (const s of r.stranded) out(`  losing ${s.name} strands ${s.vms.join(', ')} (${s.reason})`)
+  process.exitCode = 1
+}

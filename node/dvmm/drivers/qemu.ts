@@ -1,0 +1,140 @@
+// The `qemu` driver: a real QEMU per VM, booted from a kernel (+ initrd + command line)
+// or a disk image, its serial console appended to a log file, QMP on a unix socket in
+// its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
+// grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
+// under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { which } from '../../netns/netns.ts'
+import { probeAccel } from '../host/accel.ts'
+import type { Limits } from '../host/cgroups.ts'
+import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
+import { sleep, type VmRecord } from './common.ts'
+import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
+import { Qmp, qmpOnce } from './qmp.ts'
+import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
+
+export type QemuDriverComponents = HostDriverComponents
+
+export interface QemuDriverInit extends HostDriverInit {
+  /** The QEMU binary; qemu-system-x86_64 from PATH by default. */
+  qemu?: string
+  /** The kernel the KVM probe boots; the newest /boot/vmlinuz-* by default. */
+  probeKernel?: string
+  /** Force an accelerator (skips the probe). */
+  accel?: 'kvm' | 'tcg'
+  /** How long a started QEMU may take to answer on QMP (ms). */
+  readyTimeoutMs?: number
+}
+
+// QEMU's own memory beside the guest's: device model, TCG's translation cache (bounded below)
+const OVERHEAD_MIB = 160
+const TB_SIZE_MIB = 64
+
+export class QemuDriver extends HostDriver {
+  readonly name = 'qemu' as const
+  protected readonly boots = ['kernel', 'disk'] as const
+  private readonly qemuInit: QemuDriverInit
+  private accel: 'kvm' | 'tcg' = 'tcg'
+  // a power button pressed before the guest watches it is lost: press again
+  protected override readonly stopRepeatMs = 2000
+
+  constructor (components: QemuDriverComponents, init: QemuDriverInit) {
+    super(components, init, 'qemu')
+    this.qemuInit = init
+  }
+
+  private qemuBin (): string | undefined {
+    return this.qemuInit.qemu ?? which('qemu-system-x86_64')
+  }
+
+  protected async probeDriver (): Promise<ProbeResult> {
+    const qemu = this.qemuBin()
+    if (qemu === undefined || !existsSync(qemu)) return { ok: false, detail: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)' }
+    if (this.qemuInit.nodeNetns === undefined && process.getuid?.() !== 0) return { ok: false, detail: 'tap interfaces need root' }
+    if (this.qemuInit.accel !== undefined) {
+      this.accel = this.qemuInit.accel
+      return { ok: true, accel: this.accel, detail: `${this.accel.toUpperCase()} (set by configuration)` }
+    }
+    let kernel = this.qemuInit.probeKernel
+    if (kernel === undefined) {
+      const k = readdirSync('/boot').filter(f => f.startsWith('vmlinuz-')).sort().at(-1)
+      kernel = k === undefined ? '/boot/vmlinuz' : join('/boot', k)
+    }
+    const p = await probeAccel({ qemu, kernel, cacheFile: join(this.init.dataDir, 'dvmm', 'qemu-accel.json'), now: this.components.clock.now() })
+    this.accel = p.accel
+    return { ok: true, accel: p.accel, detail: p.detail }
+  }
+
+  protected check (spec: DriverVmSpec): void {
+    const need = (file: string | undefined, field: string): void => {
+      if (file !== undefined && !existsSync(file)) throw new DriverError('bad-spec', `${field}: ${file} does not exist`, field)
+    }
+    if (spec.boot.kind === 'kernel') { need(spec.boot.kernel, 'boot.kernel'); need(spec.boot.initrd, 'boot.initrd') }
+    if (spec.boot.kind === 'disk') need(spec.boot.image, 'boot.image')
+  }
+
+  protected override limits (spec: DriverVmSpec): Limits {
+    return { cpus: Math.max(spec.vcpus, 1), memoryBytes: (spec.memoryMiB + OVERHEAD_MIB) * 1024 * 1024 }
+  }
+
+  protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
+    return await createTap(spec.id, this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
+  }
+
+  protected async teardownNetwork (rec: VmRecord): Promise<void> {
+    await deleteTap(rec.id, rec.nodeNetns)
+  }
+
+  protected command (rec: VmRecord, dir: string): { argv: string[], netns?: string } {
+    const s = rec.spec
+    const kvm = this.accel === 'kvm'
+    const argv = [this.qemuBin() ?? 'qemu-system-x86_64',
+      '-name', `vgrid-${s.id}`,
+      '-machine', 'q35',
+      '-accel', kvm ? 'kvm' : `tcg,tb-size=${TB_SIZE_MIB}`,
+      '-cpu', kvm ? 'host' : 'max',
+      '-smp', String(Math.max(1, Math.ceil(s.vcpus))),
+      '-m', String(s.memoryMiB),
+      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      '-chardev', `file,id=con,path=${join(dir, 'console.log')},append=on`, '-serial', 'chardev:con',
+      '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`]
+    if (s.boot.kind === 'kernel') {
+      const extra: string[] = [`vgrid.name=${s.id}`]
+      if (rec.network !== undefined && !/(^|\s)vgrid\.ip=/.test(s.boot.cmdline ?? '')) extra.push(`vgrid.ip=${rec.network.vmAddress}/${rec.network.prefix}`, `vgrid.gw=${rec.network.hostAddress}`)
+      argv.push('-kernel', s.boot.kernel, '-append', [s.boot.cmdline ?? 'console=ttyS0', ...extra].join(' '))
+      if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
+    } else if (s.boot.kind === 'disk') {
+      argv.push('-drive', `file=${s.boot.image},format=${s.boot.format ?? 'raw'},if=virtio`)
+    }
+    if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
+    rec.detail = { accel: this.accel }
+    // the tap lives in the node's namespace, so QEMU runs there
+    return { argv, netns: rec.nodeNetns }
+  }
+
+  protected override async ready (rec: VmRecord): Promise<void> {
+    const sock = join(this.runs.dir(rec.id), 'qmp.sock')
+    const until = this.components.clock.now() + (this.qemuInit.readyTimeoutMs ?? 10_000)
+    let last = ''
+    while (this.components.clock.now() < until) {
+      if (!this.alive(rec)) return // start() reports the exit with the console's tail
+      try {
+        const st = await qmpOnce(sock, 'query-status') as { status?: string }
+        if (st.status === 'running') return
+        last = `status ${String(st.status)}`
+      } catch (err) { last = (err as Error).message }
+      await sleep(50)
+    }
+    throw new Error(`QEMU did not report running on QMP: ${last}`)
+  }
+
+  protected async requestStop (rec: VmRecord): Promise<void> {
+    const q = await Qmp.open(join(this.runs.dir(rec.id), 'qmp.sock'))
+    try { await q.execute('system_powerdown') } finally { q.close() }
+  }
+
+  protected override extraDetail (rec: VmRecord): Record<string, string> {
+    return { accel: rec.detail?.accel ?? this.accel }
+  }
+}

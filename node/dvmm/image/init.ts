@@ -1,0 +1,51 @@
+// The guest's /init (busybox sh as pid 1) and its power-button handler. The kernel
+// command line configures it: vgrid.ip=ADDR/PREFIX, vgrid.gw=ADDR, vgrid.name=NAME,
+// vgrid.acpi=off (ignore the power button: a guest that does not cooperate), and
+// vgrid.exit=SECONDS (power off by itself after that long, for tests).
+
+/** The line the guest prints on its console when its service runs. */
+export const READY_MARK = 'vgrid-guest: ready'
+
+export const INIT_SCRIPT = `#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
+mkdir -p /tmp /run
+for m in $(cat /etc/vgrid/modules); do
+  insmod /lib/modules/$m.ko || echo "vgrid-guest: insmod $m failed"
+done
+arg () { for a in $(cat /proc/cmdline); do case "$a" in "$1="*) echo "\${a#*=}";; esac; done; }
+IP=$(arg vgrid.ip); GW=$(arg vgrid.gw); NAME=$(arg vgrid.name)
+ip link set lo up
+if [ -n "$IP" ]; then
+  n=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+  ip addr add "$IP" dev eth0 && ip link set eth0 up || echo "vgrid-guest: no eth0 for $IP"
+  [ -n "$GW" ] && ip route add default via "$GW"
+fi
+# the ACPI power button (QMP system_powerdown): any event on its input device means
+# "shut down"; simpler and surer than a daemon parsing events
+if [ "$(arg vgrid.acpi)" != off ]; then
+  for e in /sys/class/input/event*; do
+    if grep -q "Power Button" "$e/device/name" 2>/dev/null; then
+      # evdev answers reads shorter than one event (24 bytes) with EINVAL
+      ( dd if="/dev/input/\${e##*/}" of=/dev/null bs=24 count=1 2>/dev/null && /etc/acpi/power-button ) &
+    fi
+  done
+fi
+mkdir -p /www
+echo "vgrid guest \${NAME:-unnamed} at \${IP:-no address}" > /www/index.html
+httpd -p 80 -h /www
+echo "${READY_MARK} name=\${NAME:-unnamed} ip=\${IP:-none}"
+X=$(arg vgrid.exit)
+if [ -n "$X" ]; then sleep "$X"; echo "vgrid-guest: powering off"; poweroff -f; fi
+while :; do sleep 3600; done
+`
+
+// what the guest runs on the ACPI power button
+export const POWER_BUTTON_SCRIPT = `#!/bin/sh
+echo "vgrid-guest: power button, shutting down" > /dev/console
+sync
+poweroff -f
+`

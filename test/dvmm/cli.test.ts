@@ -1,0 +1,66 @@
+// The DVMM CLI commands (node/dvmm/cli.ts) against a real HTTP API of an in-process
+// agent with the fake driver: create, ls, show, console, stop, start, rm, drain,
+// undrain, ha; and usage errors.
+import test from 'ava'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import Fastify from 'fastify'
+import { startDvmmGrid, until } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+
+const run = promisify(execFile)
+const NODE = process.execPath
+const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); process.exitCode = e.exitCode ?? 1 }"
+
+async function cli (api: string, ...args: string[]): Promise<{ code: number, out: string, err: string }> {
+  try {
+    const r = await run(NODE, ['--input-type=module', '-e', SCRIPT, ...args], { env: { ...process.env, VGRID_API: api }, timeout: 30_000 })
+    return { code: 0, out: r.stdout, err: r.stderr }
+  } catch (e) {
+    const x = e as { code: number, stdout: string, stderr: string }
+    return { code: x.code, out: x.stdout, err: x.stderr }
+  }
+}
+
+test('vgrid vm / node drain / ha through the API', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100 } })
+  t.teardown(g.stop)
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  g.nodes[0]!.dvmm.routes(app)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => { await app.close() })
+  const addr = app.server.address() as { port: number }
+  const api = `127.0.0.1:${addr.port}`
+  const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '512M', '--command', 'fake:run', '--label', 'tier=web')
+  t.is(created.code, 0, created.err)
+  t.regex(created.out, /^web: (pending|starting|running)/)
+  const bad = await cli(api, 'vm', 'create', 'bad', '--cpu', '1', '--memory', '0', '--command', 'fake:run')
+  t.not(bad.code, 0)
+  t.regex(bad.err, /memory: /)
+  t.regex((await cli(api, 'vm', 'create', 'x')).err, /--cpu and --memory are required/)
+  await until(() => g.nodes.some(n => n.fake.vms.get('web')?.state === 'running') && g.nodes[0]!.agent.state.read().get('leases', 'web')?.value.status === 'running', 20_000, 'web running')
+  const ls = await cli(api, 'vm', 'ls')
+  t.regex(ls.out, /NAME\s+STATE\s+NODE\s+EPOCH/)
+  t.regex(ls.out, /web\s+running\s+a[01]\s+1\s+1\s+0\.50G\s+process/)
+  const show = await cli(api, 'vm', 'show', 'web')
+  t.regex(show.out, /placement/)
+  t.regex(show.out, /history:\n.*placed on a[01]/)
+  const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
+  if (holder === g.nodes[0]) t.regex((await cli(api, 'vm', 'console', 'web')).out, /fake guest ready web/)
+  else t.regex((await cli(api, 'vm', 'console', 'web')).err, /runs on a1/)
+  t.regex((await cli(api, 'ha')).out, /HA ok/)
+  const drained = await cli(api, 'node', 'drain', holder.agent.config.name)
+  t.regex(drained.out, /draining/)
+  await until(() => holder.fake.vms.get('web')?.state !== 'running' && g.nodes.some(n => n.fake.vms.get('web')?.state === 'running'), 20_000, 'web moved off the drained node')
+  t.regex((await cli(api, 'node', 'undrain', holder.agent.config.name)).out, /schedulable/)
+  t.regex((await cli(api, 'node', 'forget', holder.agent.config.name)).err, /is alive: forget is for a server that is gone for good/)
+  t.regex((await cli(api, 'vm', 'stop', 'web')).out, /web: desired stopped/)
+  await until(() => g.nodes.every(n => n.fake.vms.get('web')?.state !== 'running') && g.nodes[0]!.agent.state.read().get('leases', 'web') == null, 20_000, 'web stopped and its lease released')
+  t.regex((await cli(api, 'vm', 'rm', 'web')).out, /web: removed/)
+  t.regex((await cli(api, 'vm', 'show', 'web')).err, /no VM "web"/)
+  t.regex((await cli(api, 'vm', 'frobnicate')).err, /unknown subcommand "vm frobnicate"/)
+})

@@ -1,0 +1,75 @@
+// The qemu driver with a real guest from the guest builder: the compliance suite, then
+// the guest's own ready line, HTTP from its node, a graceful stop through QMP, and the
+// boot time under the probed accelerator. The taps live in a namespace this test makes.
+import test from 'ava'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { QemuDriver } from '../../../node/dvmm/drivers/qemu.ts'
+import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
+import { buildGuestImage, type GuestImage } from '../../../node/dvmm/image/build.ts'
+import { READY_MARK } from '../../../node/dvmm/image/init.ts'
+import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
+import { silentLogger } from '../../../node/log.ts'
+import { driverCompliance, waitFor } from './compliance.ts'
+
+const support = checkSupport()
+const cg = support.ok ? probeCgroups() : undefined
+const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-qemu-'))
+let image: GuestImage | undefined
+let why: string | undefined = !support.ok ? support.reason : cg?.ok !== true ? `no usable cgroups: ${cg?.detail}` : which('qemu-system-x86_64') == null ? 'qemu-system-x86_64 not installed (apt-get install qemu-system-x86)' : which('curl') == null ? 'curl not installed' : undefined
+if (why === undefined) {
+  try { image = buildGuestImage(dataDir) } catch (err) { why = `cannot build a guest image: ${(err as Error).message}` }
+}
+
+const nodeNs = `vgtest-qn-${process.pid}`
+let nsMade = false
+test.before(async () => { if (why === undefined) await createNamespace(nodeNs, () => { nsMade = true }) })
+test.after.always(() => {
+  if (nsMade) deleteNamespaceSync(nodeNs)
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+const create = async (): Promise<QemuDriver> => new QemuDriver({ log: silentLogger, clock: Date }, { dataDir, nodeNetns: nodeNs, pollMs: 100 })
+const guest = (id: string, extra = '') => ({ id, vcpus: 1, memoryMiB: 128, boot: { kind: 'kernel' as const, kernel: image!.kernel, initrd: image!.initrd, cmdline: `${image!.cmdline} ${extra}`.trim() } })
+
+driverCompliance(test, {
+  name: 'qemu',
+  skip: why,
+  create,
+  specs: {
+    running: id => guest(id),
+    exits: id => ({ spec: guest(id, 'vgrid.exit=1'), code: 0 }),
+    ignoresStop: id => guest(id, 'vgrid.acpi=off'),
+    badBoot: id => ({ spec: { ...guest(id), boot: { kind: 'kernel', kernel: '/no/such/vmlinux' } }, field: 'boot.kernel' })
+  },
+  readyLine: READY_MARK,
+  readyTimeoutMs: 90_000
+})
+
+const maybe = why === undefined ? test.serial : test.serial.skip
+
+maybe('qemu driver: the built guest boots, says it is ready, answers HTTP from its node, and stops gracefully through QMP', async t => {
+  const d = await create()
+  const id = `web-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const p = await d.probe()
+  t.log(`accelerator: ${p.accel} (${p.detail})`)
+  const t0 = performance.now()
+  const info = await d.start(guest(id))
+  t.is(info.detail?.accel, p.accel)
+  t.truthy(info.network?.hostIf)
+  const line = await waitFor('the ready line', async () => (await d.consoleTail(id)).split('\n').find(l => l.includes(READY_MARK)), 90_000, 20)
+  const bootMs = performance.now() - t0
+  t.log(`boot to ready line under ${p.accel}: ${bootMs.toFixed(0)} ms (vmlinux ${image!.compression}-extracted, PVH)`)
+  t.true(line.includes(`ip=${info.network!.vmAddress}/30`), line)
+  const page = await waitFor('the guest\'s page', async () => {
+    const out = await nsRun(nodeNs, 'curl', ['-s', '-m', '3', `http://${info.network!.vmAddress}/`], { allowFail: true })
+    return out.includes('vgrid guest') ? out : undefined
+  }, 30_000, 300)
+  t.is(page.trim(), `vgrid guest ${id} at ${info.network!.vmAddress}/30`)
+  const stopped = await d.stop(id, 60_000)
+  t.is(stopped.exit?.reason, 'stopped', 'ended by the guest, not by the kill after the grace time')
+  t.is(stopped.exit?.code, 0)
+  t.true((await d.consoleTail(id)).includes('power button, shutting down'))
+})
