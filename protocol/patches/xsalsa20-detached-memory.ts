@@ -19,7 +19,7 @@ import { missingMethods, packageVersion, type Patch } from './probe.ts'
 interface WasmXor { _memory: Uint8Array, realloc: (size: number) => void, update: (i: Uint8Array, o: Uint8Array) => void }
 
 /** An xsalsa20 cipher as the library returns it (the wrapper around the WASM state). */
-export interface XSalsa20Cipher { _xor: WasmXor, update: (input: Uint8Array) => Uint8Array }
+export interface XSalsa20Cipher { _xor: WasmXor, update: (input: Uint8Array) => Uint8Array, finalize?: () => void }
 export type XSalsa20Factory = (nonce: Uint8Array, key: Uint8Array) => XSalsa20Cipher
 
 const require = createRequire(import.meta.url)
@@ -43,7 +43,10 @@ export function check (factory: unknown = XSalsa20): string | null {
   const xor = probe._xor
   if (xor == null || typeof xor !== 'object') return 'a cipher has no _xor (its WASM state)'
   if (!(xor._memory instanceof Uint8Array)) return 'the WASM state has no _memory view'
-  return missingMethods('the WASM state', xor, ['realloc', 'update'])
+  const missing = missingMethods('the WASM state', xor, ['realloc', 'update'])
+  // every cipher holds a slot of the shared memory until finalized
+  if (typeof probe.finalize === 'function') probe.finalize()
+  return missing
 }
 
 let patched = false
@@ -53,6 +56,7 @@ function install (): void {
   const probe = XSalsa20(new Uint8Array(24), new Uint8Array(32))
   if (!('WebAssembly' in globalThis)) return
   const proto = Object.getPrototypeOf(probe._xor) as WasmXor
+  probe.finalize?.()
   const update = proto.update
   proto.update = function (this: WasmXor, input: Uint8Array, output: Uint8Array): void {
     if (this._memory.length === 0) this.realloc(0)
