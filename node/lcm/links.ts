@@ -91,3 +91,24 @@ export interface LinkView {
   /** why this node does not enforce it, when it does not */
   skipped: string | null
 }
+
+/**
+ * The names a VM resolves, terminal name -> peer address: for each of its outputs the
+ * address of the VM at the other end (an output connects to exactly one input). A
+ * `process` VM gets them in /etc/hosts and its environment, a `qemu` guest on its
+ * kernel command line, so appliances are configured by terminal names.
+ */
+export function terminalHosts (vm: string, links: Link[], addressOf: (vm: string) => string | null): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const l of [...links].sort((a, b) => a.id < b.id ? -1 : 1)) {
+    if (l.from.vm !== vm) continue
+    const a = addressOf(l.to.vm)
+    if (a != null) out[l.from.terminal] = a
+  }
+  return out
+}
+
+/** /etc/hosts lines for terminalHosts(). */
+export function hostsFile (names: Record<string, string>): string {
+  return Object.entries(names).map(([n, a]) => `${a}\t${n}\n`).join('')
+}

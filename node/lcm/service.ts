@@ -4,6 +4,7 @@
 // and overlay.ts; this file reads the inputs, applies the differences and reports.
 // WireGuard failing to start is reported (log, status) and never stops the agent.
 import { EventEmitter } from 'node:events'
+import { writeFile } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, type Registry } from 'prom-client'
@@ -18,6 +19,7 @@ import { addressing, diffPeers, planPeers, type Addressing, type DocView, type P
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
+import { terminalHosts } from './links.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
@@ -97,6 +99,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
   private dirty = false
   private readonly applied = new Map<string, string | null>()
   private readonly routed = new Set<string>()
+  private forwarding = false
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
   private readonly listener = (): void => { this.schedule() }
@@ -273,8 +276,15 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
       if (dev != null) want.set(v.address, dev)
     }
     for (const [a, dev] of want) {
+      // the VM's default route points at its link (no gateway address): answer its ARP
+      // for every destination, and forward what it sends
+      await writeFile(`/proc/sys/net/ipv4/conf/${dev}/proxy_arp`, '1')
       await ip(['route', 'replace', `${a}/32`, 'dev', dev])
       this.routed.add(a)
+    }
+    if (want.size > 0 && !this.forwarding) {
+      await writeFile('/proc/sys/net/ipv4/ip_forward', '1')
+      this.forwarding = true
     }
     for (const a of [...this.routed].filter(a => !want.has(a))) {
       await ip(['route', 'del', `${a}/32`], { allowFail: true })
@@ -338,6 +348,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
       this.endpoint = endpoint
       if (endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint })
     }
+  }
+
+  /** A VM's overlay address (for DVMM to put on its interface), null before the first plan. */
+  addressOf (vm: string): string | null {
+    return this.last?.addr.vms.find(v => v.vm === vm)?.address ?? null
+  }
+
+  /** terminal name -> peer address for a VM (its /etc/hosts, environment or kernel command line). */
+  terminalNames (vm: string): Record<string, string> {
+    return terminalHosts(vm, this.last?.links ?? [], v => this.addressOf(v))
   }
 
   /** The interface's peers with the node each belongs to. */

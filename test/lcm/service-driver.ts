@@ -47,7 +47,7 @@ const lcm = new LcmService({
 type Cmd =
   | { type: 'members', members: Array<{ nodeId: string, name: string, state: Member['state'], wireguard: Advert['wireguard'] }> }
   | { type: 'doc', ops: Array<{ op: 'put', kind: Kind, draft: never } | { op: 'remove', kind: Kind, key: string }> }
-  | { type: 'net' } | { type: 'metrics' } | { type: 'stop' }
+  | { type: 'net' } | { type: 'metrics' } | { type: 'stop' } | { type: 'names', vm: string }
 
 async function handle (c: Cmd): Promise<void> {
   if (c.type === 'members') {
@@ -66,6 +66,10 @@ async function handle (c: Cmd): Promise<void> {
   } else if (c.type === 'net') {
     await lcm.settled()
     out({ type: 'net', status: lcm.status(), peers: await lcm.peerStates(), drops: await lcm.drops(), flows: lcm.last?.rules.flows ?? [], skipped: lcm.last?.rules.skipped ?? [] })
+    return
+  } else if (c.type === 'names') {
+    await lcm.settled()
+    out({ type: 'names', names: lcm.terminalNames(c.vm) })
     return
   } else if (c.type === 'metrics') {
     out({ type: 'metrics', text: await registry.metrics() })

@@ -69,7 +69,7 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   for (const [host, vm, dev, addr] of [[ha!, v1!, 'vm1', A1], [hb!, v2!, 'vm2', A2]] as const) {
     await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: host, dev })
     await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
-    await nsRun(host, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 1 > /proc/sys/net/ipv4/ip_forward`])
+    // no proxy_arp, no forwarding, no route to the VM here: the service sets them up
   }
   const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
@@ -105,6 +105,8 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.is(peersA.length, 1)
   t.is(peersA[0]!.node, idB)
   t.true(peersA[0]!.allowedIps.includes(`${A2}/32`), `B's VM is routed to B: ${peersA[0]!.allowedIps.join(',')}`)
+
+  t.deepEqual((await a.send({ type: 'names', vm: 'web' }, 'names')).names, { db: A2 }, 'web resolves its output terminal to db\'s address')
 
   await echoServer(t, v2!, [8080, 9090])
   t.true(await exchange(v1!, 'tcp', A2, 8080, 5000), 'the declared link passes through the tunnel')
