@@ -51,8 +51,6 @@ export interface MembershipServiceInit {
   body: () => AdvertBody
   config?: Partial<MembershipConfig>
   timing?: Partial<MembershipTiming>
-  /** where a member that speaks no protocol version of ours is reported (once per member) */
-  log?: { warn: (msg: string, fields?: Record<string, unknown>) => void }
 }
 
 export interface MembershipEvents {
@@ -340,14 +338,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   /**
    * A member we share no protocol version with stays in the table (its advert is
-   * valid and it is alive), but the operator must hear of it: once per member, in
-   * the log and as an event.
+   * valid and it is alive), but the operator must hear of it: an event once per
+   * member, which the agent logs.
    */
   private checkProtocol (advert: Advert): void {
     const { compat, report } = this.compat.note(advert.nodeId, advert)
-    if (!report) return
-    this.init.log?.warn('member speaks no protocol version of ours', { node: advert.name, id: advert.nodeId, version: advert.version, reason: compat.reason })
-    this.emit('incompatible', advert.nodeId, compat, advert)
+    if (report) this.emit('incompatible', advert.nodeId, compat, advert)
   }
 
   private apply (step: Step, member?: Advert): void {
