@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  plan, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Ranking, type Strategy
+  rank, usageOf, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Ranking, type Strategy
 } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
@@ -40,7 +40,7 @@ export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: nu
 
 export interface Decisions {
   claims: Claim[]
-  /** claims the plan gave this node but its reservations refused (invariant 2) */
+  /** claims the ranking gave this node but its reservations refused (invariant 2) */
   refused: Array<{ vm: string, reason: string }>
   start: string[]
   /** graceful stop; the lease is released afterwards */
@@ -100,14 +100,17 @@ export function decide (i: DecideInput): Decisions {
   }
   if (unplaced.size === 0) return d
   const order = [...unplaced.keys()].sort()
-  const ranked = plan(order.map(id => demandOf(i.doc.vms.get(id)!)), i.nodes, holdings(i.doc, new Set(unplaced.keys())), { strategy: i.cfg.strategy })
+  // each VM is ranked on its own against the leases in the document (not against the
+  // other new VMs, which agents see at different times): what every agent agrees on
+  const usage = usageOf(holdings(i.doc, new Set(unplaced.keys())))
+  const ranked = new Map(order.map(id => [id, rank(demandOf(i.doc.vms.get(id)!), i.nodes, usage, { strategy: i.cfg.strategy })]))
   d.rankings = ranked
   if (!i.fence.mayClaim) return d
   const reserved = reservedBy(i.me, [...i.doc.leases.values()].map(l => l.claims))
   for (const id of order) {
     const r = ranked.get(id)!
     if (r.best == null) continue
-    // the planned node claims; if it has not after a while, the next ones may too
+    // the best-ranked node claims; if it has not after a while, the next ones may too
     // (it may be refusing for reservations others cannot see); the rule settles ties
     const waited = i.now - (i.unplacedSince.get(id) ?? i.now)
     const allowed = 1 + Math.floor(waited / (2 * i.cfg.settleMs))

@@ -22,7 +22,9 @@ export interface DocView {
 export function docView (r: Reader): DocView {
   const vms = new Map(r.list('vms').map(v => [v.id, v]))
   const leases = new Map<string, LeaseView>()
-  for (const key of r.all('leases').keys()) {
+  for (const [key, res] of r.all('leases')) {
+    // the resolved value is cached across versions; only a contest needs every claim
+    if (!res.contested) { leases.set(key, { winner: res.value, claims: [res.value] }); continue }
     const claims = r.candidates('leases', key)
     const w = winner(claims)
     if (w != null) leases.set(key, { winner: w, claims })

@@ -268,7 +268,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       let status: number | undefined
       try { status = Number(readFileSync(join(this.runs.dir(rec.id), 'exit'), 'utf8').trim()) } catch {}
       const cs = status === undefined || Number.isNaN(status) ? { code: null, signal: rec.killRequested === true ? 'SIGKILL' : null } : decodeShellStatus(status)
-      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true, now: this.components.clock.now() })
+      // the watchdog (a separate process) marks the VMs it killed
+      let watchdogAt: string | undefined
+      try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), 'watchdog-killed'), 'utf8') } catch {}
+      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, now: this.components.clock.now() })
+      if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog at ${new Date(Number(watchdogAt)).toISOString()}`
       rec.exit = exit
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'

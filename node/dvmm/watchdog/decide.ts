@@ -1,0 +1,36 @@
+// The watchdog's decisions, pure over what it read and its own monotonic clock.
+
+export interface FeedState {
+  /** Bumped by every feed; a change is what counts, not the wall-clock time in it. */
+  seq: number
+  /** The agent exits cleanly: the watchdog exits and kills nothing. */
+  disarmed?: boolean
+  /** The agent may change the timeout while it runs. */
+  timeoutMs?: number
+  pid?: number
+}
+
+export type Verdict =
+  | { action: 'wait', why: string }
+  | { action: 'fire', why: string }
+  | { action: 'exit', why: string }
+
+/** What to do now: `lastChangeAt` is when the feed last changed, by the watchdog's monotonic clock. */
+export function decide (o: { feed: FeedState | undefined, lastChangeAt: number, now: number, timeoutMs: number }): Verdict {
+  if (o.feed?.disarmed === true) return { action: 'exit', why: 'disarmed by the agent' }
+  const timeout = o.feed?.timeoutMs ?? o.timeoutMs
+  const quiet = o.now - o.lastChangeAt
+  if (quiet > timeout) return { action: 'fire', why: `not fed for ${Math.round(quiet)} ms (timeout ${timeout} ms)` }
+  return { action: 'wait', why: `fed ${Math.round(quiet)} ms ago` }
+}
+
+/** Parses the feed file; anything unreadable counts as no feed (pure). */
+export function parseFeed (text: string | undefined): FeedState | undefined {
+  if (text === undefined) return undefined
+  try {
+    const f = JSON.parse(text) as FeedState
+    return typeof f?.seq === 'number' ? f : undefined
+  } catch {
+    return undefined
+  }
+}

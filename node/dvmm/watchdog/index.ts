@@ -1,0 +1,116 @@
+// The agent's side of the fencing watchdog: spawns the supervisor process (or finds the
+// one a previous agent run left, so a restarted agent adopts it and its VMs), feeds it
+// from the agent's own event loop every feedMs (a stalled loop stops feeding, which is
+// the point), and disarms it on a clean exit.
+import { spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { Logger } from '../../log.ts'
+import { procStat, sameProcessAlive, sleep } from '../drivers/common.ts'
+import { watchdogPaths } from './paths.ts'
+
+export interface WatchdogComponents { log: Logger }
+
+export interface WatchdogInit {
+  dataDir: string
+  /** Kill the node's VMs when not fed for this long; keep it well under the fence timeout. */
+  timeoutMs: number
+  /** Feed interval; a third of the timeout by default. */
+  feedMs?: number
+  /** How often the supervisor checks; a tenth of the timeout by default. */
+  checkMs?: number
+}
+
+export interface FiredRecord { at: number, why: string, killed: Array<{ id: string, driver: string, pid?: number }> }
+
+const SUPERVISOR = fileURLToPath(new URL('./supervisor-main.ts', import.meta.url))
+
+export class Watchdog {
+  readonly name = 'watchdog'
+  private readonly log: Logger
+  private readonly init: WatchdogInit
+  private readonly paths: ReturnType<typeof watchdogPaths>
+  private timer?: NodeJS.Timeout
+  private seq = 0
+  pid?: number
+
+  constructor (components: WatchdogComponents, init: WatchdogInit) {
+    if (!(init.timeoutMs > 0)) throw new Error(`watchdog timeoutMs must be positive, got ${init.timeoutMs}`)
+    this.log = components.log
+    this.init = init
+    this.paths = watchdogPaths(init.dataDir)
+  }
+
+  /** The supervisor's pid if one runs for this data dir (checked against its start time). */
+  running (): number | undefined {
+    try {
+      const p = JSON.parse(readFileSync(this.paths.pid, 'utf8')) as { pid: number, startTicks: number }
+      return sameProcessAlive(p.pid, p.startTicks) ? p.pid : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  async start (): Promise<void> {
+    mkdirSync(this.paths.dir, { recursive: true })
+    this.feed() // before the supervisor reads: a fresh feed, not a stale disarm
+    const existing = this.running()
+    if (existing !== undefined) {
+      this.pid = existing
+      this.log.info('watchdog adopted from a previous agent run', { pid: existing })
+    } else {
+      rmSync(this.paths.ready, { force: true })
+      const checkMs = this.init.checkMs ?? Math.max(20, Math.floor(this.init.timeoutMs / 10))
+      const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs)], {
+        detached: true, // its own session: the agent's death or its terminal's signals do not reach it
+        stdio: 'ignore'
+      })
+      child.unref()
+      if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
+      const st = procStat(child.pid)
+      this.pid = child.pid
+      writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks }))
+      for (let i = 0; ; i++) {
+        try { if (readFileSync(this.paths.ready, 'utf8') === String(child.pid)) break } catch {}
+        if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')
+        await sleep(50)
+      }
+      this.log.info('watchdog started', { pid: child.pid, timeoutMs: this.init.timeoutMs })
+    }
+    this.timer = setInterval(() => { this.feed() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
+  }
+
+  /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
+  feed (): void {
+    this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs })
+  }
+
+  /** Stops feeding and disarms: the supervisor exits and kills nothing. */
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid })
+    for (let i = 0; i < 100 && this.pid !== undefined && this.running() !== undefined; i++) await sleep(20)
+    if (this.running() !== undefined) this.log.warn('watchdog still runs after disarm', { pid: this.pid })
+  }
+
+  /** Every time the watchdog fired, oldest first. */
+  fired (): FiredRecord[] {
+    try {
+      return readFileSync(this.paths.fired, 'utf8').split('\n').filter(l => l !== '').flatMap(l => {
+        try { return [JSON.parse(l) as FiredRecord] } catch { return [] }
+      })
+    } catch {
+      return []
+    }
+  }
+
+  private write (state: object): void {
+    const tmp = `${this.paths.feed}.${process.pid}.tmp`
+    try {
+      writeFileSync(tmp, JSON.stringify(state))
+      renameSync(tmp, this.paths.feed)
+    } catch (err) {
+      this.log.warn('watchdog feed failed', { err: (err as Error).message })
+    }
+  }
+}

@@ -1,0 +1,50 @@
+// The watchdog process: `node supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS]`.
+// Spawned by the agent in a session of its own, so the agent's death (SIGKILL) or hang
+// (SIGSTOP, a stalled event loop) does not touch it. The agent feeds it by rewriting
+// the feed file; if the feed stops changing for longer than the timeout (shorter than
+// the fence timeout), it kills every VM of this node and records when. A disarmed feed
+// (clean agent exit) makes it exit without killing anything.
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { decide, parseFeed } from './decide.ts'
+import { killAllVms } from './kill.ts'
+import { watchdogPaths } from './paths.ts'
+
+const [dataDir, timeoutArg, checkArg] = process.argv.slice(2)
+if (dataDir === undefined || !Number.isFinite(Number(timeoutArg)) || Number(timeoutArg) <= 0) {
+  process.stderr.write('usage: supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS]\n')
+  process.exit(2)
+}
+const timeoutMs = Number(timeoutArg)
+const checkMs = Number(checkArg ?? Math.max(20, Math.floor(timeoutMs / 10)))
+const paths = watchdogPaths(dataDir)
+const mono = (): number => performance.now()
+const log = (msg: string): void => { try { appendFileSync(paths.log, `${new Date().toISOString()} ${msg}\n`) } catch {} }
+
+let lastText: string | undefined
+let lastChangeAt = mono()
+log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}`)
+
+const timer = setInterval(() => {
+  if (!existsSync(paths.dir)) { log('data dir gone; exiting'); process.exit(0) }
+  let text: string | undefined
+  try { text = readFileSync(paths.feed, 'utf8') } catch {}
+  if (text !== lastText) { lastText = text; lastChangeAt = mono() }
+  const v = decide({ feed: parseFeed(text), lastChangeAt, now: mono(), timeoutMs })
+  if (v.action === 'exit') {
+    log(`exit: ${v.why}`)
+    clearInterval(timer)
+    process.exit(0)
+  }
+  if (v.action === 'fire') {
+    const victims = killAllVms(dataDir, Date.now())
+    if (victims.length > 0) {
+      const rec = { at: Date.now(), why: v.why, killed: victims.map(x => ({ id: x.id, driver: x.driver, pid: x.pid })) }
+      try { appendFileSync(paths.fired, JSON.stringify(rec) + '\n') } catch {}
+      log(`fired: ${v.why}; killed ${victims.map(x => `${x.driver}/${x.id}`).join(' ')}`)
+    }
+  }
+}, checkMs)
+
+// the agent's terminal signals are not ours; only SIGKILL (or a disarm) ends the watchdog
+for (const s of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGPIPE'] as const) process.on(s, () => { log(`ignored ${s}`) })
+try { writeFileSync(paths.ready, String(process.pid)) } catch {}

@@ -1,0 +1,142 @@
+// The fencing watchdog: a node's VMs never outlive its agent's fence. A stand-in agent
+// (feeder.ts) feeds a real supervisor process; real process VMs run meanwhile. SIGKILL
+// or SIGSTOP of the feeder gets the VMs killed within the bound; a clean disarm kills
+// nothing; a restarted agent adopts the watchdog and the VMs live on.
+import test from 'ava'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
+import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
+import { decide } from '../../../node/dvmm/watchdog/decide.ts'
+import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
+import { silentLogger } from '../../../node/log.ts'
+import { isAlive } from '../../../node/netns/netns.ts'
+import { waitFor } from '../drivers/compliance.ts'
+
+const FEEDER = fileURLToPath(new URL('./feeder.ts', import.meta.url))
+const TIMEOUT_MS = 1000
+// the fence timeout the watchdog must beat; generous for a loaded 2-core machine
+const FENCE_MS = 6000
+const cg = process.getuid?.() === 0 ? probeCgroups() : undefined
+const skip = process.getuid?.() !== 0 ? 'needs root (cgroups)' : cg?.ok !== true ? `no usable cgroups: ${cg?.detail}` : undefined
+const maybe = skip === undefined ? test.serial : test.serial.skip
+if (skip !== undefined) console.log(`test/dvmm/watchdog: skipped: ${skip}`)
+
+test('decide: waits while fed, fires after the timeout, exits when disarmed', t => {
+  t.is(decide({ feed: { seq: 1 }, lastChangeAt: 0, now: 999, timeoutMs: 1000 }).action, 'wait')
+  const fire = decide({ feed: { seq: 1 }, lastChangeAt: 0, now: 1001, timeoutMs: 1000 })
+  t.is(fire.action, 'fire')
+  t.regex(fire.why, /not fed for 1001 ms/)
+  t.is(decide({ feed: undefined, lastChangeAt: 0, now: 1001, timeoutMs: 1000 }).action, 'fire')
+  t.is(decide({ feed: { seq: 2, disarmed: true }, lastChangeAt: 0, now: 99999, timeoutMs: 1000 }).action, 'exit')
+  t.is(decide({ feed: { seq: 2, timeoutMs: 5000 }, lastChangeAt: 0, now: 3000, timeoutMs: 1000 }).action, 'wait', 'the agent may lengthen the timeout')
+})
+
+interface Setup { dataDir: string, driver: ProcessDriver, ids: string[], pids: number[], feeder: () => Promise<{ proc: ChildProcess, watchdogPid: number }> }
+
+async function setup (t: import('ava').ExecutionContext, vms = 2, timeoutMs = TIMEOUT_MS): Promise<Setup> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
+  const ids: string[] = []
+  const pids: number[] = []
+  const procs: ChildProcess[] = []
+  const watchdogs = new Set<number>()
+  t.teardown(async () => {
+    for (const p of procs) { try { p.kill('SIGCONT'); p.kill('SIGKILL') } catch {} }
+    for (const pid of watchdogs) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    for (const id of ids) { try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {} }
+    await driver.close()
+    if (process.env.KEEP === undefined) rmSync(dataDir, { recursive: true, force: true })
+    else console.log('kept', dataDir)
+  })
+  for (let i = 0; i < vms; i++) {
+    const id = `wd-${process.pid}-${i}`
+    ids.push(id)
+    // network: false keeps this test to cgroups and processes; the VM is a plain sleep
+    const info = await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })
+    pids.push(info.pid!)
+  }
+  const feeder = async (): Promise<{ proc: ChildProcess, watchdogPid: number }> => {
+    const proc = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', FEEDER, dataDir, String(timeoutMs)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    procs.push(proc)
+    const watchdogPid = await new Promise<number>((resolve, reject) => {
+      let out = ''
+      proc.stdout!.on('data', (d: Buffer) => {
+        out += d.toString()
+        const m = /armed (\d+)/.exec(out)
+        if (m != null) resolve(Number(m[1]))
+      })
+      proc.on('exit', code => reject(new Error(`feeder exited (${code}) before arming: ${out}`)))
+    })
+    watchdogs.add(watchdogPid)
+    return { proc, watchdogPid }
+  }
+  return { dataDir, driver, ids, pids, feeder }
+}
+
+// a killed VM may stay a zombie of this process for a moment: isAlive counts that as dead
+const alive = (pid: number): boolean => isAlive(pid)
+
+async function gone (s: Setup, since: number): Promise<number> {
+  await waitFor('every VM killed', async () => {
+    for (const id of s.ids) {
+      const st = (await s.driver.inspect(id))?.state
+      if (st === 'running' || st === 'starting' || st === 'stopping') return false
+    }
+    return true
+  }, FENCE_MS * 2, 20)
+  return Date.now() - since
+}
+
+for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
+  maybe(`watchdog: ${how} of the agent gets its VMs killed before the fence timeout`, async t => {
+    const s = await setup(t)
+    const { proc, watchdogPid } = await s.feeder()
+    await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
+    t.true(s.pids.every(alive), 'VMs live while the agent feeds')
+    const t0 = Date.now()
+    proc.kill(how)
+    const ms = await gone(s, t0)
+    t.log(`VMs killed ${ms} ms after ${how} of the agent (watchdog timeout ${TIMEOUT_MS} ms)`)
+    t.true(ms < FENCE_MS, `killed within the fence timeout (${ms} ms)`)
+    // the last feed came at most one feed interval (timeout / 3) before the kill
+    t.true(ms >= TIMEOUT_MS * 2 / 3 - 50, `not before the watchdog timeout (${ms} ms)`)
+    t.false(s.pids.some(alive))
+    for (const id of s.ids) {
+      const info = await s.driver.inspect(id)
+      t.is(info?.exit?.reason, 'killed')
+      t.regex(info?.error ?? '', /fencing watchdog/)
+    }
+    const w = new Watchdog({ log: silentLogger }, { dataDir: s.dataDir, timeoutMs: TIMEOUT_MS })
+    const fired = w.fired()
+    t.true(fired.length >= 1)
+    t.deepEqual(fired[0]!.killed.map(k => k.id).sort(), [...s.ids].sort())
+    t.true(fired[0]!.at - t0 >= TIMEOUT_MS * 2 / 3 - 50 && fired[0]!.at - t0 < FENCE_MS, 'when it fired is recorded')
+    t.true(alive(watchdogPid), 'the watchdog itself outlived the agent')
+  })
+}
+
+maybe('watchdog: a clean disarm kills nothing; a restarted agent adopts the watchdog and its VMs live on', async t => {
+  // a restart must come within the watchdog timeout: a node agent starts in well under
+  // 4 s, even on this loaded machine
+  const timeoutMs = 4000
+  const s = await setup(t, 1, timeoutMs)
+  const first = await s.feeder()
+  // the agent dies; a new run comes up within the watchdog timeout and adopts
+  first.proc.kill('SIGKILL')
+  const second = await s.feeder()
+  t.is(second.watchdogPid, first.watchdogPid, 'the new agent run adopted the running watchdog')
+  await new Promise(resolve => setTimeout(resolve, timeoutMs * 1.5))
+  t.true(s.pids.every(alive), 'the adopted VMs live on')
+  // clean exit: disarm
+  const exited = new Promise(resolve => second.proc.on('exit', resolve))
+  second.proc.kill('SIGTERM')
+  await exited
+  await waitFor('the watchdog to exit', () => !alive(second.watchdogPid), 5000)
+  await new Promise(resolve => setTimeout(resolve, timeoutMs * 1.5))
+  t.true(s.pids.every(alive), 'nothing was killed')
+  t.is(new Watchdog({ log: silentLogger }, { dataDir: s.dataDir, timeoutMs: TIMEOUT_MS }).fired().length, 0)
+})
