@@ -165,6 +165,10 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     })
   }
 
+  async has (volume: string, index: number): Promise<boolean> {
+    return await exists(this.paths(volume, index).data)
+  }
+
   /** the whole object and whether it is present: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<Uint8Array | null> {
     const p = this.paths(volume, index)

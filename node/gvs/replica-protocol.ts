@@ -22,6 +22,8 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('list'), volume: Vol }),
+  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('remove'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush') })
 ])
@@ -29,7 +31,7 @@ export type ReplicaRequest = Static<typeof ReplicaRequestSchema>
 
 const Code = Type.Union(['stale-epoch', 'damaged', 'invalid', 'no-space', 'unavailable', 'io'].map(c => Type.Literal(c)))
 export const ReplicaReplySchema = Type.Union([
-  Type.Object({ ok: Type.Literal(true), present: Type.Optional(Type.Boolean()), bad: Type.Optional(Type.Array(U, { maxItems: 4096 })), indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })) }),
+  Type.Object({ ok: Type.Literal(true), present: Type.Optional(Type.Boolean()), epoch: Type.Optional(U), bad: Type.Optional(Type.Array(U, { maxItems: 4096 })), indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })) }),
   Type.Object({ ok: Type.Literal(false), code: Code, message: Type.String({ maxLength: 2048 }) })
 ])
 export type ReplicaReply = Static<typeof ReplicaReplySchema>

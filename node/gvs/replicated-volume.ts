@@ -7,6 +7,9 @@
 // - reads go to the local replica first, then the others in placement order; a damaged
 //   or unreachable replica is skipped (and the damage reported by its store);
 // - every write carries the writer's epoch, checked by each replica (invariant 3).
+// - an object whose placement moved (a node died or joined) is first copied to its new
+//   holders from wherever a copy is, before they serve a read or take a write: no
+//   write is lost across the move and a new holder never answers with zeros it lacks;
 // Too few holders (fewer than minReplicas live nodes) fails the write with a clear
 // 'unavailable' error instead of taking it with fewer copies than promised.
 import { GvsError } from './errors.ts'
@@ -18,6 +21,8 @@ export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
   /** the object's holders now, best first: placement over the live nodes */
   holders: (key: string, replicas: number) => string[]
+  /** the live nodes, where a moved object's old copies may be; default: none beyond the holders */
+  nodes?: () => string[]
 }
 
 export interface ReplicatedVolumeInit {
@@ -39,6 +44,9 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly'>>
   /** nodes written to since their last flush */
   private readonly unflushed = new Set<string>()
+  /** object index -> the holder list last made complete (all hold it, or nobody does) */
+  private readonly settled = new Map<number, string>()
+  private readonly settling = new Map<number, Promise<void>>()
 
   constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
     this.c = components
@@ -65,6 +73,45 @@ export class ReplicatedVolume implements BlockDevice {
     return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
   }
 
+  /** brings the object to every current holder that lacks it, once per holder set */
+  private async settle (index: number, hs: string[]): Promise<void> {
+    const key = hs.join(',')
+    if (this.settled.get(index) === key) return
+    let p = this.settling.get(index)
+    if (p == null) {
+      p = this.settleNow(index, hs).then(() => { this.settled.set(index, key) }).finally(() => { this.settling.delete(index) })
+      this.settling.set(index, p)
+    }
+    await p
+  }
+
+  private async settleNow (index: number, hs: string[]): Promise<void> {
+    const vol = this.init.volume
+    const stat = async (n: string): Promise<boolean | null> => {
+      try { return (await this.c.transport.call(n, { op: 'stat', volume: vol, index })).reply.present === true } catch { return null }
+    }
+    const have = await Promise.all(hs.map(stat))
+    const lacking = hs.filter((_, i) => have[i] === false)
+    if (lacking.length === 0) return
+    let sources = hs.filter((_, i) => have[i] === true)
+    if (sources.length === 0) {
+      const others = (this.c.nodes?.() ?? []).filter(n => !hs.includes(n))
+      const oh = await Promise.all(others.map(stat))
+      sources = others.filter((_, i) => oh[i] === true)
+      if (sources.length === 0) return // never written anywhere: thin, nothing to move
+    }
+    const why: string[] = []
+    for (const src of sources) {
+      try {
+        const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
+        if (r.data == null) continue
+        await Promise.all(lacking.map(async to => await this.c.transport.call(to, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0 }, r.data ?? undefined)))
+        return
+      } catch (err) { why.push((err as Error).message) }
+    }
+    throw new GvsError('unavailable', `volume "${vol}" object ${index}: its new holders lack it and no copy could be brought to them: ${why.join('; ')}`)
+  }
+
   async read (offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length)
     const out = new Uint8Array(length)
@@ -74,6 +121,7 @@ export class ReplicatedVolume implements BlockDevice {
 
   private async readPiece (p: Piece): Promise<Uint8Array> {
     const errors: string[] = []
+    await this.settle(p.index, this.c.holders(objectKey(this.init.volume, p.index), this.init.replicas))
     for (const peer of this.readOrder(p.index)) {
       try {
         const r = await this.c.transport.call(peer, { op: 'read', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length })
@@ -120,6 +168,7 @@ export class ReplicatedVolume implements BlockDevice {
   /** one request to every holder of an object; resolves only when all succeeded */
   private async toAll (index: number, req: Parameters<ReplicaTransport['call']>[1], data: Uint8Array | undefined, fua: boolean): Promise<void> {
     const hs = this.writeHolders(index)
+    await this.settle(index, hs)
     if (!fua) for (const h of hs) this.unflushed.add(h)
     const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i], err: r.reason as Error }] : [])

@@ -35,15 +35,21 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       return { reply: { ok: true }, data: await store.read(req.volume, req.index, req.offset, req.length) }
     case 'get': {
       const obj = await store.readObject(req.volume, req.index)
-      return { reply: { ok: true, present: obj != null }, data: obj }
+      return { reply: { ok: true, present: obj != null, epoch: await store.epoch(req.volume) }, data: obj }
     }
     case 'put':
-      // a whole object copied in by repair, durably
+      // a whole object copied in by repair, durably, under the source's epoch (which
+      // also teaches this replica the newest writer epoch)
       if (data == null || data.length !== store.objectSize) throw new GvsError('invalid', `put needs a whole object of ${store.objectSize} bytes`)
       await store.write(req.volume, req.index, 0, data, { epoch: req.epoch, fua: true })
       return { reply: { ok: true }, data: null }
     case 'verify':
       return { reply: { ok: true, bad: await store.verify(req.volume, req.index) }, data: null }
+    case 'stat':
+      return { reply: { ok: true, present: await store.has(req.volume, req.index) }, data: null }
+    case 'remove':
+      await store.remove(req.volume, req.index)
+      return { reply: { ok: true }, data: null }
     case 'list':
       return { reply: { ok: true, indexes: await store.list(req.volume) }, data: null }
     case 'fence':

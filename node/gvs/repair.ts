@@ -1,0 +1,172 @@
+// Repair and scrub of one volume. The decisions are pure: planRepair compares where
+// each object is (an inventory gathered from the live nodes) with where placement
+// wants it, and says what to copy where, what is surplus and what is lost; pace says
+// how long to wait so copying stays under a byte rate (so VM I/O keeps going). The
+// Repairer is the imperative shell: inventory, copies at the paced rate, progress.
+import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ReplicaTransport } from './replication.ts'
+import { GvsError } from './errors.ts'
+import { objectKey } from './placement.ts'
+
+/** object index -> the live nodes that hold a copy */
+export type Inventory = ReadonlyMap<number, readonly string[]>
+
+export interface Copy { index: number, to: string, from: readonly string[], why: string }
+export interface RepairPlan {
+  copies: Copy[]
+  /** copies on nodes that are no longer holders: freed only once the holders have it */
+  surplus: Array<{ index: number, node: string }>
+  /** objects no live node holds: their data is gone (more than R-1 holders lost) */
+  lost: number[]
+  /** objects that will have fewer than R copies even after the copies */
+  short: number[]
+}
+
+export type VolumeHealth = 'healthy' | 'degraded' | 'repairing'
+
+/** what to copy where so that every object sits on its placement's holders */
+export function planRepair (inventory: Inventory, wanted: (index: number) => readonly string[], replicas: number): RepairPlan {
+  const plan: RepairPlan = { copies: [], surplus: [], lost: [], short: [] }
+  for (const [index, have] of [...inventory].sort((a, b) => a[0] - b[0])) {
+    const want = wanted(index)
+    if (have.length === 0) { plan.lost.push(index); continue }
+    const haveSet = new Set(have)
+    // sources: holders first (they took the latest writes), then any other copy
+    const from = [...want.filter(n => haveSet.has(n)), ...have.filter(n => !want.includes(n))]
+    for (const to of want) {
+      if (!haveSet.has(to)) plan.copies.push({ index, to, from, why: `object ${index} belongs on ${to} by placement and is missing there` })
+    }
+    for (const n of have) if (!want.includes(n)) plan.surplus.push({ index, node: n })
+    if (want.length < replicas) plan.short.push(index)
+  }
+  return plan
+}
+
+/** a volume is healthy when nothing needs copying and every object has R holders */
+export function healthOf (plan: RepairPlan, running: boolean): VolumeHealth {
+  if (plan.copies.length === 0 && plan.lost.length === 0 && plan.short.length === 0) return 'healthy'
+  return running ? 'repairing' : 'degraded'
+}
+
+/** milliseconds to wait before the next copy so `bytes` done in `elapsedMs` stays at or under `rate` bytes/s */
+export function pace (bytes: number, rate: number, elapsedMs: number): number {
+  if (!(rate > 0) || !Number.isFinite(rate)) return 0
+  return Math.max(0, bytes / rate * 1000 - elapsedMs)
+}
+
+export interface RepairProgress { volume: string, done: number, total: number, bytes: number, failed: number }
+export interface RepairReport extends RepairProgress { plan: RepairPlan, health: VolumeHealth, errors: string[] }
+
+export interface RepairerComponents {
+  transport: ReplicaTransport
+  holders: (key: string, replicas: number) => string[]
+  /** the nodes to ask for their inventory: the live members */
+  nodes: () => string[]
+}
+
+export interface RepairerInit {
+  volume: string
+  replicas: number
+  /** copy rate cap in bytes per second (default 50 MB/s) */
+  bytesPerSecond?: number
+  /** the volume's size in objects; objects beyond are not expected */
+  objects?: number
+}
+
+export interface RepairerEvents { progress: [RepairProgress] }
+
+export class Repairer extends EventEmitter<RepairerEvents> {
+  private readonly c: RepairerComponents
+  private readonly init: RepairerInit
+  private stopped = false
+
+  constructor (components: RepairerComponents, init: RepairerInit) {
+    super()
+    this.c = components
+    this.init = init
+  }
+
+  stop (): void { this.stopped = true }
+
+  /** where every object of the volume is, as the live nodes report it */
+  async inventory (): Promise<{ inventory: Map<number, string[]>, errors: string[] }> {
+    const inv = new Map<number, string[]>()
+    const errors: string[] = []
+    await Promise.all(this.c.nodes().map(async node => {
+      try {
+        const r = await this.c.transport.call(node, { op: 'list', volume: this.init.volume })
+        for (const i of r.reply.indexes ?? []) {
+          if (this.init.objects != null && i >= this.init.objects) continue
+          const l = inv.get(i) ?? []
+          l.push(node)
+          inv.set(i, l)
+        }
+      } catch (err) { errors.push(`inventory of ${node}: ${(err as Error).message}`) }
+    }))
+    return { inventory: inv, errors }
+  }
+
+  /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
+  async run (): Promise<RepairReport> {
+    const { inventory, errors } = await this.inventory()
+    const wanted = (i: number): string[] => this.c.holders(objectKey(this.init.volume, i), this.init.replicas)
+    const plan = planRepair(inventory, wanted, this.init.replicas)
+    const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
+    const started = Date.now()
+    for (const copy of plan.copies) {
+      if (this.stopped) break
+      await sleep(pace(progress.bytes, this.init.bytesPerSecond ?? 50e6, Date.now() - started))
+      try {
+        progress.bytes += await this.copy(copy)
+      } catch (err) {
+        progress.failed++
+        errors.push(`object ${copy.index} to ${copy.to}: ${(err as Error).message}`)
+      }
+      progress.done++
+      this.emit('progress', { ...progress })
+    }
+    const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
+    return { ...progress, plan, health, errors }
+  }
+
+  /** one object from the first source that has a sound copy; bytes moved */
+  private async copy (c: Copy): Promise<number> {
+    const why: string[] = []
+    for (const src of c.from) {
+      try {
+        const r = await this.c.transport.call(src, { op: 'get', volume: this.init.volume, index: c.index })
+        if (r.data == null) { why.push(`${src}: absent`); continue }
+        await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0 }, r.data)
+        return r.data.length
+      } catch (err) { why.push((err as Error).message) }
+    }
+    throw new GvsError('unavailable', `no source could supply object ${c.index}: ${why.join('; ')}`)
+  }
+
+  /**
+   * Scrub: verify every copy of every object on its holders; a damaged copy is
+   * rewritten from a sound one. Returns the objects found damaged and whether each
+   * was healed.
+   */
+  async scrub (): Promise<Array<{ index: number, node: string, blocks: number[], healed: boolean, error?: string }>> {
+    const { inventory } = await this.inventory()
+    const found: Array<{ index: number, node: string, blocks: number[], healed: boolean, error?: string }> = []
+    for (const [index, nodes] of [...inventory].sort((a, b) => a[0] - b[0])) {
+      const verdicts = await Promise.all(nodes.map(async node => {
+        try { return { node, bad: (await this.c.transport.call(node, { op: 'verify', volume: this.init.volume, index })).reply.bad ?? [] } } catch { return { node, bad: null } }
+      }))
+      const sound = verdicts.filter(v => v.bad != null && v.bad.length === 0).map(v => v.node)
+      for (const v of verdicts) {
+        if (v.bad == null || v.bad.length === 0) continue
+        try {
+          await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' })
+          found.push({ index, node: v.node, blocks: v.bad, healed: true })
+        } catch (err) {
+          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: (err as Error).message })
+        }
+      }
+    }
+    return found
+  }
+}
