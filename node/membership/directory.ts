@@ -4,12 +4,13 @@
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 export class MemberDirectory {
-  private table: MemberTable = new Map()
+  private source: () => MemberTable = () => new Map()
 
-  /** the membership service hands over each new table */
-  set (table: MemberTable): void { this.table = table }
+  /** the membership service hands over where its table lives (it is replaced on every step, so read it live) */
+  attach (source: () => MemberTable): void { this.source = source }
 
-  get members (): MemberTable { return this.table }
+  get members (): MemberTable { return this.source() }
+  private get table (): MemberTable { return this.source() }
   get (id: string): Member | undefined { return this.table.get(id) }
   nameOf (id: string): string | undefined { return this.table.get(id)?.advert.name }
   addrsOf (id: string): string[] { return this.table.get(id)?.advert.addrs ?? [] }

@@ -102,7 +102,7 @@ export class GridMembership implements Service {
       config: c.config.membership,
       timing: c.config.timing
     })
-    c.directory.set(this.detector.members)
+    c.directory.attach(() => this.detector.members)
     c.advert.on('changed', () => { if (this.started) this.detector.advertiseNow() })
     this.listen()
     this.routes = membershipRoutes({
@@ -170,7 +170,6 @@ export class GridMembership implements Service {
     })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('transition', t => {
-      this.c.directory.set(detector.members)
       for (const [state, n] of Object.entries(countStates(detector.members))) metrics.members.set({ state }, n)
       const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId
       if (t.nodeId !== this.id) log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
