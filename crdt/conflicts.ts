@@ -70,3 +70,23 @@ export function resolve<K extends Kind> (kind: K, candidates: Array<Objects[K]>)
   const contested = candidates.length > 1
   return { value: best, rule: contested ? rule : 'single', contested, candidates: candidates.length }
 }
+
+/**
+ * The future-stamp rule. A value stamped more than `boundMs` ahead of a reader's own
+ * clock (`now`) was written by a node whose clock runs fast; under latest-write it
+ * would beat every concurrent value for as long as that skew lasts. It must not beat
+ * a concurrent value whose stamp the reader's clock has already passed (`at <= now`).
+ *
+ * Pure, but it depends on `now`, so it is not a read rule (agents would disagree):
+ * the agent that receives such a contest computes the value that should win, and
+ * settles the contest by writing that value again (a causal overwrite, which every
+ * agent then reads alike). Returns that value, or undefined when the plain rule's
+ * pick stands. Leases are never settled this way: their rule uses no clock.
+ */
+export function futureOverride<K extends Kind> (kind: K, candidates: Array<Objects[K]>, now: number, boundMs: number): Objects[K] | undefined {
+  if (RULE_OF[kind] !== 'latest-write' || candidates.length < 2) return undefined
+  const plainPick = resolve(kind, candidates)!.value
+  if (plainPick.at <= now + boundMs) return undefined
+  if (!candidates.some(c => c.at <= now)) return undefined
+  return resolve(kind, candidates.filter(c => c.at <= now + boundMs))!.value
+}

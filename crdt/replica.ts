@@ -5,11 +5,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import { genesisDoc, lineage, migrate, structureProblem, docSchema, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
-import { isKind, validateObject } from './schema.ts'
+import { isKind, validateObject, type Kind } from './schema.ts'
 import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
 import { Writer, applyOps } from './writer.ts'
 import { plain, valuesAt, keysAt, type AmDoc } from './values.ts'
-import { Hlc } from './hlc.ts'
+import { Hlc, MAX_FUTURE_MS } from './hlc.ts'
+import { futureOverride } from './conflicts.ts'
 
 export interface ReplicaOptions {
   clusterId: string
@@ -68,6 +69,8 @@ export class Replica {
   private readonly opts: ReplicaOptions
   /** objects a fork's changes touched (for the parent's cache when it merges them) */
   private readonly touchedKeys: Array<[string, string]> = []
+  /** contests that a value stamped in the future won, for the agent to settle (see futureOverride) */
+  private readonly futureContests = new Map<string, { kind: Kind, key: string }>()
 
   private constructor (opts: ReplicaOptions, doc: AmDoc, l: Lineage, actor: string) {
     this.opts = opts
@@ -139,6 +142,19 @@ export class Replica {
       } catch {} // a collection a later migration adds: not in this document yet
       for (const key of keys) this.observeKey(kind, o.id, key)
     }
+  }
+
+  /** Contests a future-stamped value won since the last call (each once). */
+  takeFutureContests (): Array<{ kind: Kind, key: string }> {
+    const out = [...this.futureContests.values()]
+    this.futureContests.clear()
+    return out
+  }
+
+  private noteFuture (kind: Kind, key: string): void {
+    if (this.futureContests.size > 10_000) return
+    const now = (this.opts.now ?? Date.now)()
+    if (futureOverride(kind, this.read().candidates(kind, key), now, MAX_FUTURE_MS) != null) this.futureContests.set(`${kind}\0${key}`, { kind, key })
   }
 
   private observeKey (kind: string, collId: string, key: string): void {
@@ -302,6 +318,7 @@ export class Replica {
       for (const key of keys) {
         this.cache.invalidate(kind, key)
         if (collId != null) this.observeKey(kind, collId, key)
+        if (isKind(kind)) this.noteFuture(kind, key)
       }
     }
     p.state = state

@@ -4,6 +4,7 @@
 // the document as it was before the change.
 import { keyOf, labelKey, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
 import type { Reader } from './reader.ts'
+import { futureOverride } from './conflicts.ts'
 import { toDoc, type RawDoc } from './values.ts'
 
 export class InvalidObjectError extends Error {
@@ -70,6 +71,20 @@ export class Writer {
   remove (kind: Kind, key: string): boolean {
     if (this.reader.candidates(kind, key).length === 0) return false
     this.ops.push({ op: 'del', kind, key })
+    return true
+  }
+
+  /**
+   * Settles a contest that a value stamped in the future would win (see
+   * futureOverride): writes the value that should win again, stamped now. False if
+   * there is nothing (any more) to settle.
+   */
+  settleFuture (kind: Kind, key: string, now: number, boundMs: number): boolean {
+    const pick = futureOverride(kind, this.reader.candidates(kind, key), now, boundMs)
+    if (pick == null) return false
+    const value = { ...pick, at: this.at, by: this.by }
+    this.check(kind, key, value)
+    this.ops.push({ op: 'put', kind, key, value })
     return true
   }
 

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
-import { Replica, SCHEMA_VERSION, type Counts, type Kind, type Reader, type Writer } from '../../crdt/index.ts'
+import { Replica, SCHEMA_VERSION, MAX_FUTURE_MS, type Counts, type Kind, type Reader, type Writer } from '../../crdt/index.ts'
 import type { Counter, Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import { StateMetrics } from './metrics.ts'
@@ -145,6 +145,7 @@ export class StateService extends EventEmitter<StateEvents> {
     this.sync.on('changed', (peer, n) => {
       metrics.changes.inc({ origin: 'remote' }, n)
       this.afterChange('remote', peer)
+      this.settleFuture(peer)
     })
     this.sync.on('rejected', (_peer, reason) => metrics.syncRejected.inc({ reason }))
     this.sync.on('traffic', (direction, bytes) => {
@@ -273,6 +274,22 @@ export class StateService extends EventEmitter<StateEvents> {
   }
 
   private remoteFlush?: NodeJS.Timeout
+
+  /**
+   * Contests that a value stamped more than MAX_FUTURE_MS ahead of our clock won
+   * (its writer's clock runs fast): write the value that should win again, stamped
+   * now, so every agent reads it (crdt/conflicts.ts futureOverride).
+   */
+  private settleFuture (peer: string): void {
+    const contests = this.replica.takeFutureContests()
+    if (contests.length === 0 || !this.healthState.ok) return
+    const now = (this.init.now ?? Date.now)()
+    this.persister.commit(w => contests.filter(c => w.settleFuture(c.kind, c.key, now, MAX_FUTURE_MS)).map(c => `${c.kind}/${c.key}`), 'settle future stamps')
+      .then(settled => {
+        if (settled.length > 0) this.log.warn('values stamped in the future (a peer\'s clock runs fast) won contests: settled for the values this clock had passed', { from: peer, objects: settled.slice(0, 10).join(','), count: settled.length })
+      })
+      .catch(() => {}) // disk trouble: reported by the persister (the contest then stays as it is)
+  }
 
   /** Disk trouble: refuse writes (one ERROR line per episode) until checkDisk() recovers. */
   private degrade (err: DiskError): void {

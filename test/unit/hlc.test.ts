@@ -1,7 +1,7 @@
 // The hybrid logical clock behind `at` stamps.
 import test from 'ava'
 import { tick, observe, Hlc, MAX_FUTURE_MS } from '../../crdt/hlc.ts'
-import { Replica, syncPair } from '../../crdt/index.ts'
+import { Replica, syncPair, futureOverride, type Lease, type NodeLabel } from '../../crdt/index.ts'
 
 test('stamps follow the wall clock and never go back or repeat', t => {
   let s = { last: 0 }
@@ -58,4 +58,39 @@ test('a write made after seeing another orders after it, whatever the wall clock
   t.true(c.observe(1_000 + 3_600_000))
   t.is(c.clamped, 1)
   t.is(c.tick(), 1_000 + MAX_FUTURE_MS + 1)
+})
+
+test('a concurrent value stamped an hour ahead does not beat one the receiver\'s clock has passed: the receiver settles the contest', t => {
+  const T = 1_800_000_000_000
+  let right = T
+  const fast = Replica.create({ clusterId: 'c', nodeId: 'F', now: () => right + 3_600_000 })
+  const ok = Replica.create({ clusterId: 'c', nodeId: 'C', now: () => right })
+  syncPair(fast, ok)
+  // concurrent: neither has seen the other's write; the correct node writes 10 s later
+  fast.change(w => w.setLabel('N', 'k', 'fast'))
+  right += 10_000
+  ok.change(w => w.setLabel('N', 'k', 'right'))
+  syncPair(fast, ok)
+  t.is(ok.read().labelsOf('N').k, 'fast', 'the plain rule picks the fast stamp')
+  const contests = ok.takeFutureContests()
+  t.deepEqual(contests, [{ kind: 'nodeLabels', key: 'N/k' }])
+  t.deepEqual(fast.takeFutureContests(), [], 'the fast node sees nothing in its future')
+  ok.change(w => { for (const c of contests) t.true(w.settleFuture(c.kind, c.key, right, MAX_FUTURE_MS)) })
+  syncPair(fast, ok)
+  for (const r of [fast, ok]) {
+    t.is(r.read().labelsOf('N').k, 'right', `${r.nodeId}: the write the clock had passed wins`)
+    t.false(r.read().get('nodeLabels', 'N/k')!.contested, 'settled: one value left')
+  }
+  t.deepEqual(ok.takeFutureContests(), [])
+})
+
+test('futureOverride: only latest-write kinds, only against a value the clock has passed', t => {
+  const now = 1_000_000
+  const label = (value: string, at: number): NodeLabel => ({ node: 'N', key: 'k', value, at, by: value })
+  t.is(futureOverride('nodeLabels', [label('a', now + 3_600_000)], now, 500), undefined, 'no contest')
+  t.is(futureOverride('nodeLabels', [label('a', now + 400), label('b', now - 5)], now, 500), undefined, 'within the bound')
+  t.is(futureOverride('nodeLabels', [label('a', now + 3_600_000), label('b', now + 100)], now, 500), undefined, 'nothing the clock has passed')
+  t.is(futureOverride('nodeLabels', [label('a', now + 3_600_000), label('b', now - 5), label('c', now - 50)], now, 500)?.value, 'b')
+  const lease = (holder: string, epoch: number, at: number): Lease => ({ id: 'l', holder, epoch, at, by: holder } as unknown as Lease)
+  t.is(futureOverride('leases', [lease('x', 2, now + 3_600_000), lease('y', 1, now - 5)], now, 500), undefined)
 })
