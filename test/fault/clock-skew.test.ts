@@ -4,7 +4,7 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { AgentGroup, freePort, waitFor } from '../helpers/agent-process.ts'
-import { writeKeyFile, waitMembers, waitConverged, setLabel, metricValue } from '../state-grid.ts'
+import { writeKeyFile, waitMembers, waitConverged, setLabel, metricValue, call } from '../state-grid.ts'
 import { labelsOn } from './fault-helpers.ts'
 
 const FAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'
@@ -17,12 +17,12 @@ maybe('an agent an hour ahead: causally later writes win everywhere, and the ske
   t.teardown(async () => await group.cleanup())
   const keyFile = await writeKeyFile(group)
   const port = await freePort()
-  const slow = await group.add({ name: 'right', p2pPort: port, args: ['--key', keyFile] })
+  const slow = await group.add({ name: 'right', p2pPort: port, args: ['--key', keyFile], env: { VGRID_TEST_HOOKS: '1' } })
   // only the wall clock is faked: timers run on the monotonic clock
   const fast = await group.add({
     name: 'fast',
     args: ['--key', keyFile, '--join', `/ip4/127.0.0.1/tcp/${port}`],
-    env: { LD_PRELOAD: FAKETIME, FAKETIME: '+1h', FAKETIME_DONT_FAKE_MONOTONIC: '1', FAKETIME_NO_CACHE: '1' }
+    env: { LD_PRELOAD: FAKETIME, FAKETIME: '+1h', FAKETIME_DONT_FAKE_MONOTONIC: '1', FAKETIME_NO_CACHE: '1', VGRID_TEST_HOOKS: '1' }
   })
   await waitMembers([slow, fast], 2)
 
@@ -40,6 +40,22 @@ maybe('an agent an hour ahead: causally later writes win everywhere, and the ske
     t.is(labels.k, 'from-right-later', `${a.opts.name}: the causally later write wins`)
     t.is(labels.k2, 'from-fast-later', `${a.opts.name}: the causally later write wins`)
   }
+  // concurrent writes (state sync cut between them): the fast one first, the correct
+  // one a second later in real time; the correct one's write wins once they meet
+  const idOf = async (a: typeof slow): Promise<string> => ((await call(a, 'GET', '/v1/status')).body as { node: { id: string } }).node.id
+  const [slowId, fastId] = [await idOf(slow), await idOf(fast)]
+  t.is((await call(slow, 'PUT', '/v1/state/test/blocked-peers', { peers: [fastId] })).status, 200)
+  t.is((await call(fast, 'PUT', '/v1/state/test/blocked-peers', { peers: [slowId] })).status, 200)
+  t.is(await setLabel(fast, 'right', 'k3', 'fast-concurrent'), 200)
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  t.is(await setLabel(slow, 'right', 'k3', 'right-concurrent-later'), 200)
+  for (const a of [slow, fast]) t.is((await call(a, 'PUT', '/v1/state/test/blocked-peers', { peers: [] })).status, 200)
+  await waitFor(async () => {
+    const all = await Promise.all([slow, fast].map(async a => (await labelsOn(a, 'right')).k3))
+    return all.every(v => v === 'right-concurrent-later')
+  }, 30_000, 'the write the correct clock had passed wins on both agents')
+  t.regex(slow.log, /values stamped in the future .* settled/)
+
   // the correct agent saw stamps an hour ahead and did not follow them (crdt/hlc.ts bound)
   t.true(metricValue(await slow.metrics(), 'vgrid_state_future_stamps') >= 1, 'the future stamps are counted')
 
