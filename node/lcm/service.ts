@@ -154,7 +154,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
       if (this.endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
       else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
     } catch (err) {
-      this.error = (err as Error).message
+      const msg = (err as Error).message
+      this.error = msg.startsWith('WireGuard cannot start') ? msg : `WireGuard cannot start: ${msg}`
       this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error: this.error })
       this.c.onAdvert(null)
     }

@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
+import { createConnection } from 'node:net'
 import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
@@ -201,7 +202,9 @@ export async function loadOrCreateKeypair (dir: string): Promise<Keypair> {
  * probe interface can be made, else wireguard-go if installed. Throws
  * WireguardUnavailableError saying what is missing.
  */
-export async function probeBackend (netns: string | null, probeName = `vgp${process.pid % 1_000_000_000}`.slice(0, 15)): Promise<Backend> {
+export async function probeBackend (netns: string | null, opts: { probeName?: string, wireguardGo?: string | null } = {}): Promise<Backend> {
+  const probeName = opts.probeName ?? `vgp${process.pid % 1_000_000_000}`.slice(0, 15)
+  const goPath = opts.wireguardGo === undefined ? which('wireguard-go') : opts.wireguardGo
   const nsArgs = netns == null ? [] : ['-n', netns]
   let kernelError = ''
   try {
@@ -212,7 +215,7 @@ export async function probeBackend (netns: string | null, probeName = `vgp${proc
     kernelError = (err as Error).message.split(': ').pop() ?? ''
   }
   wgPath()
-  if (which('wireguard-go') != null) return 'userspace'
+  if (goPath != null) return 'userspace'
   throw new WireguardUnavailableError(`WireGuard cannot start: no kernel module (ip link add type wireguard: ${kernelError.trim() || 'failed'}) and no wireguard-go (install wireguard-go)`)
 }
 
@@ -257,6 +260,8 @@ export class WgInterface {
     const nsArgs = o.netns == null ? [] : ['-n', o.netns]
     let proc: ChildProcess | null = null
     if (backend === 'kernel') {
+      // one left by a run of ours that was killed: made again from scratch
+      await ip([...nsArgs, 'link', 'del', o.name], { allowFail: true })
       await ip([...nsArgs, 'link', 'add', o.name, 'type', 'wireguard'])
     } else {
       proc = await startUserspace(o.name, o.netns)
@@ -347,7 +352,7 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
   const bin = which('wireguard-go')
   if (bin == null) throw new WireguardUnavailableError('WireGuard cannot start: no kernel module and no wireguard-go (install wireguard-go)')
   const sock = join(RUN_DIR, `${name}.sock`)
-  if (existsSync(sock)) throw new WireguardError(`${sock} exists: interface name ${name} is in use on this machine (every namespace shares ${RUN_DIR})`)
+  if (existsSync(sock)) await clearLeftover(name, netns, sock)
   // `ip netns exec` execs, so the child's PID is wireguard-go's own
   const [cmd, args] = netns == null ? [bin, ['-f', name]] : [which('ip') ?? 'ip', ['netns', 'exec', netns, bin, '-f', name]]
   const proc = spawn(cmd, args, {
@@ -368,4 +373,31 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
   }
   proc.kill('SIGKILL')
   throw new WireguardError(`wireguard-go ${name}: no control socket at ${sock} after 5 s`)
+}
+
+async function socketAnswers (path: string): Promise<boolean> {
+  return await new Promise(resolve => {
+    const c = createConnection({ path })
+    c.once('connect', () => { c.destroy(); resolve(true) })
+    c.once('error', () => { resolve(false) })
+  })
+}
+
+/**
+ * A control socket for `name` exists already. If the interface is in our namespace it
+ * is a leftover of ours (an agent killed before it could clean up): removing the
+ * device makes its wireguard-go exit. A socket nobody answers is stale and goes. A
+ * live one elsewhere means another namespace of this machine uses the name.
+ */
+async function clearLeftover (name: string, netns: string | null, sock: string): Promise<void> {
+  const nsArgs = netns == null ? [] : ['-n', netns]
+  const here = (await ip([...nsArgs, 'link', 'show', name], { allowFail: true })).includes(name)
+  if (here) {
+    await ip([...nsArgs, 'link', 'del', name], { allowFail: true })
+    const until = Date.now() + 3000
+    while (existsSync(sock) && Date.now() < until) await sleep(20)
+  }
+  if (!existsSync(sock)) return
+  if (await socketAnswers(sock)) throw new WireguardError(`${sock} exists: interface name ${name} is in use on this machine (every namespace shares ${RUN_DIR})`)
+  await unlink(sock).catch(() => {})
 }

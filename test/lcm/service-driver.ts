@@ -13,7 +13,7 @@ import type { Advert } from '../../protocol/advert.ts'
 import { createLogger } from '../../node/log.ts'
 import { LcmService, type LcmState } from '../../node/lcm/service.ts'
 
-const cfg = JSON.parse(process.argv[2]!) as { dataDir: string, peerId: string, clusterId: string, port: number, vmInterfaces: Record<string, string>, addressPollMs: number }
+const cfg = JSON.parse(process.argv[2]!) as { dataDir: string, peerId: string, clusterId: string, port: number, vmInterfaces: Record<string, string>, addressPollMs: number, backend?: 'kernel' | 'userspace' }
 const out = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n') }
 
 const replica = Replica.create({ clusterId: cfg.clusterId, nodeId: cfg.peerId, migrations: MIGRATIONS })
@@ -42,7 +42,7 @@ const lcm = new LcmService({
   state,
   onAdvert: wg => { out({ type: 'advert', wg }) },
   vmInterfaces: { interfaceOf: vm => cfg.vmInterfaces[vm] ?? null }
-}, { port: cfg.port, addressPollMs: cfg.addressPollMs, keepaliveS: 1 })
+}, { port: cfg.port, addressPollMs: cfg.addressPollMs, keepaliveS: 1, backend: cfg.backend })
 
 type Cmd =
   | { type: 'members', members: Array<{ nodeId: string, name: string, state: Member['state'], wireguard: Advert['wireguard'] }> }

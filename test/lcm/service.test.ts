@@ -142,3 +142,23 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.false((await nsRun(ha!, 'nft', ['list', 'tables'])).includes(tableName(idA)), 'no nft table left')
   await b.send({ type: 'stop' }, 'stopped')
 })
+
+maybe('when WireGuard cannot start the service says why, advertises no tunnel, and still enforces links', async t => {
+  const [h] = await makeNamespaces(t, ['hk'])
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const id = `NodeK${process.pid}`
+  // forcing the kernel backend where there is no module makes the interface fail for real
+  await ip(['-n', h!, 'link', 'add', 'vgkprobe', 'type', 'wireguard'], { allowFail: true })
+  if ((await ip(['-n', h!, '-o', 'link'])).includes('vgkprobe')) { t.pass('kernel module present: nothing to fail'); return }
+  const d = new Driver(t, h!, { dataDir: join(dir, 'k'), peerId: id, clusterId: 'c-k', port: 51820, vmInterfaces: {}, addressPollMs: 0, backend: 'kernel' })
+  const ready = await d.next('ready')
+  const status = ready.status as { ok: boolean, error: string }
+  t.false(status.ok)
+  t.regex(status.error, /^WireGuard cannot start: .*type wireguard/)
+  t.is((await d.next('advert')).wg, null)
+  const net = await d.send({ type: 'net' }, 'net')
+  t.deepEqual(net.peers, [])
+  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id)), 'the link rules are applied all the same')
+  await d.send({ type: 'stop' }, 'stopped')
+})

@@ -5,8 +5,9 @@ import test from 'ava'
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ip, isAlive } from '../../node/netns/netns.ts'
-import { interfaceName, loadOrCreateKeypair, probeBackend, WgInterface } from '../../node/lcm/wireguard.ts'
+import { spawn } from 'node:child_process'
+import { ip, isAlive, sleep, which } from '../../node/netns/netns.ts'
+import { interfaceName, loadOrCreateKeypair, probeBackend, WgInterface, WireguardUnavailableError } from '../../node/lcm/wireguard.ts'
 import { makeNamespaces, pingOnce, skipReason, subnet, veth } from './ns.ts'
 
 const reason = await skipReason()
@@ -78,4 +79,32 @@ maybe('a second interface with a name in use on this machine is refused with a c
   } else {
     t.pass('kernel interfaces are per namespace')
   }
+})
+
+maybe('an interface left by a killed run in the same namespace is replaced, its wireguard-go ends', async t => {
+  const [a] = await makeNamespaces(t, ['e'])
+  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const name = interfaceName(`${a}-left`)
+  // what a killed agent leaves: a wireguard-go nobody will stop
+  const orphan = spawn(which('ip')!, ['netns', 'exec', a!, which('wireguard-go')!, '-f', name], { stdio: 'ignore', env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } })
+  t.teardown(() => { if (orphan.exitCode == null) orphan.kill('SIGKILL') })
+  const until = Date.now() + 5000
+  while (!existsSync(`/run/wireguard/${name}.sock`) && Date.now() < until) await sleep(20)
+  t.true(existsSync(`/run/wireguard/${name}.sock`))
+  const w = await WgInterface.create({ name, netns: a!, privateKey: kp.privateKey, listenPort: 51820, backend: 'userspace' })
+  t.teardown(async () => { await w.destroy() })
+  t.not(w.pid, orphan.pid)
+  t.false(isAlive(orphan.pid!), 'the leftover wireguard-go exited')
+  t.is((await w.show()).publicKey, kp.publicKey)
+})
+
+maybe('without a kernel module and without wireguard-go the probe says exactly that', async t => {
+  const [a] = await makeNamespaces(t, ['f'])
+  const backend = await probeBackend(a!)
+  if (backend === 'kernel') {
+    t.pass('this machine has the kernel module: the probe takes it')
+    return
+  }
+  const err = await t.throwsAsync(probeBackend(a!, { wireguardGo: null }), { instanceOf: WireguardUnavailableError })
+  t.regex(err!.message, /^WireGuard cannot start: no kernel module \(ip link add type wireguard: .+\) and no wireguard-go \(install wireguard-go\)$/)
 })
