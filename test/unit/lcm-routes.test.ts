@@ -1,0 +1,85 @@
+// The LCM's HTTP routes over a real cluster document (crdt Replica), with the API's
+// own error mapping: bad link requests get a clear 4xx, good ones are stored and
+// listed, removal works, /v1/net answers.
+import test from 'ava'
+import Fastify from 'fastify'
+import { Replica } from '../../crdt/replica.ts'
+import { MIGRATIONS } from '../../crdt/genesis.ts'
+import { errorBody, toApiError } from '../../node/api/errors.ts'
+import { lcmRoutes } from '../../node/lcm/routes.ts'
+import { overlayPrefix } from '../../node/lcm/overlay.ts'
+import type { LcmState } from '../../node/lcm/service.ts'
+
+function app (): { app: ReturnType<typeof Fastify>, replica: Replica } {
+  const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
+  const state: LcmState = { read: () => replica.read(), write: async fn => replica.change(fn).result, on: () => {}, off: () => {} }
+  const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
+  replica.change(w => {
+    w.put('vms', { id: 'web', name: 'web', app: null, desired: 'running', spec, outputs: ['db'], inputs: [] } as never)
+    w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec, inputs: ['in'], outputs: [] } as never)
+  })
+  const lcm = {
+    status: () => ({ ok: true, error: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
+    peerStates: async () => [],
+    counters: async () => ({ counters: new Map(), drops: [] }),
+    drops: async () => [],
+    schedule: () => {},
+    settled: async () => {},
+    state,
+    last: null,
+    members: new Map(),
+    selfId: 'n1',
+    table: 'vgrid_lcm_x'
+  }
+  const a = Fastify()
+  a.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
+  lcmRoutes(lcm)(a)
+  return { app: a, replica }
+}
+
+test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is stored, listed and removed', async t => {
+  const { app: a } = app()
+  const post = async (body: unknown): Promise<{ status: number, json: { error?: { code: string, message: string }, id?: string } }> => {
+    const r = await a.inject({ method: 'POST', url: '/v1/links', payload: body as object })
+    return { status: r.statusCode, json: r.json() }
+  }
+  const good = { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 }
+  for (const [body, status, msg] of [
+    [{ ...good, from: 'ghost.db' }, 404, /no VM "ghost"/],
+    [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope"/],
+    [{ ...good, port: 0 }, 400, /port/],
+    [{ ...good, port: 65536 }, 400, /port/],
+    [{ ...good, protocol: 'icmp' }, 400, /protocol: "icmp" is not tcp or udp/],
+    [[1, 2], 400, /body/]
+  ] as const) {
+    const r = await post(body)
+    t.is(r.status, status, JSON.stringify(body))
+    t.regex(r.json.error?.message ?? '', msg)
+  }
+  const made = await post(good)
+  t.is(made.status, 201)
+  const dup = await post(good)
+  t.is(dup.status, 409)
+  t.is(dup.json.error?.code, 'duplicate')
+  const taken = await post({ ...good, port: 5433 })
+  t.is(taken.status, 409)
+  t.is(taken.json.error?.code, 'output-connected')
+
+  const list = (await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: Array<{ id: string, from: { vm: string }, skipped: string | null }> }
+  t.is(list.links.length, 1)
+  t.is(list.links[0]!.id, made.json.id!)
+  t.is((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
+  t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
+  t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 404)
+  t.is((await a.inject({ method: 'GET', url: '/v1/links/none' })).statusCode, 404)
+})
+
+test('GET /v1/net answers the status, peers, rules and drops', async t => {
+  const { app: a } = app()
+  const r = await a.inject({ method: 'GET', url: '/v1/net' })
+  t.is(r.statusCode, 200)
+  const j = r.json() as { status: { interface: string }, peers: unknown[], rules: { table: string } }
+  t.is(j.status.interface, 'vgx')
+  t.deepEqual(j.peers, [])
+  t.is(j.rules.table, 'vgrid_lcm_x')
+})
