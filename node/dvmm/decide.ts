@@ -6,6 +6,9 @@ import {
 } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
+/** settle windows a VM waits for its best-ranked node before the next one may claim too */
+const FALLBACK_SETTLES = 4
+
 export interface DecideConfig {
   settleMs: number
   fenceTimeoutMs: number
@@ -113,10 +116,10 @@ export function decide (i: DecideInput): Decisions {
     // the best-ranked node claims; if it has not after a while, the next ones may too
     // (it may be refusing for reservations others cannot see); the rule settles ties
     const waited = i.now - (i.unplacedSince.get(id) ?? i.now)
-    const allowed = 1 + Math.floor(waited / (2 * i.cfg.settleMs))
+    const allowed = 1 + Math.floor(waited / (FALLBACK_SETTLES * i.cfg.settleMs))
     const pos = r.nodes.findIndex(n => n.node === i.me && n.filtered == null)
     if (pos < 0) continue
-    if (pos >= allowed) { wake(2 * i.cfg.settleMs * pos - waited); continue }
+    if (pos >= allowed) { wake(FALLBACK_SETTLES * i.cfg.settleMs * pos - waited); continue }
     const vm = i.doc.vms.get(id)!
     const ok = canReserve(i.capacity, reserved, { cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes })
     if (!ok.ok) { d.refused.push({ vm: id, reason: ok.reason }); continue }

@@ -216,7 +216,6 @@ export class DvmmService {
 
   private async step (): Promise<void> {
     this.metrics.reconciles.inc()
-    await this.flush()
     const now = this.components.clock.now()
     const reader = this.components.state.read()
     const doc = docView(reader)
@@ -252,7 +251,8 @@ export class DvmmService {
     for (const vm of d.rankings.keys()) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
     for (const vm of this.unplacedSince.keys()) if (!d.rankings.has(vm)) this.unplacedSince.delete(vm)
     if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
-    if (d.claims.length > 0 || d.release.length > 0) {
+    // one change per step: queued status updates, claims and releases together
+    if (d.claims.length > 0 || d.release.length > 0 || this.pending.length > 0) {
       await this.flush(d.claims, d.release)
       const at = this.components.clock.now()
       for (const c of d.claims) {

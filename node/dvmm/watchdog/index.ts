@@ -4,8 +4,8 @@
 // the point), and disarms it on a clean exit.
 import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import type { Logger } from '../../log.ts'
+import { scriptPath } from '../../paths.ts'
 import { procStat, sameProcessAlive, sleep } from '../drivers/common.ts'
 import { watchdogPaths } from './paths.ts'
 
@@ -23,7 +23,8 @@ export interface WatchdogInit {
 
 export interface FiredRecord { at: number, why: string, killed: Array<{ id: string, driver: string, pid?: number }> }
 
-const SUPERVISOR = fileURLToPath(new URL('./supervisor-main.ts', import.meta.url))
+// its own script, so it runs from the sources and from dist/ alike
+const SUPERVISOR = scriptPath('node/dvmm/watchdog/supervisor-main')
 
 export class Watchdog {
   readonly name = 'watchdog'

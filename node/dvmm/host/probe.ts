@@ -1,0 +1,32 @@
+// What this node can run, for its advert and `vgrid nodes`: which cgroup hierarchy
+// holds VM limits and which accelerator QEMU VMs get, each with the probe's reason.
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { which } from '../../netns/netns.ts'
+import { probeAccel } from './accel.ts'
+import { probeCgroups } from './cgroups.ts'
+
+export interface HostProbe {
+  cgroup: { version: 'v1' | 'v2' | 'none', detail: string }
+  qemu: { available: boolean, accel?: 'kvm' | 'tcg', detail: string }
+  drivers: Array<'process' | 'qemu'>
+}
+
+export async function probeHost (o: { dataDir: string, now: number, qemu?: string, probeKernel?: string }): Promise<HostProbe> {
+  const cg = probeCgroups()
+  const cgroup = { version: cg.layout?.version ?? 'none' as const, detail: cg.detail }
+  const qemuBin = o.qemu ?? which('qemu-system-x86_64')
+  let qemu: HostProbe['qemu'] = { available: false, detail: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)' }
+  if (qemuBin !== undefined) {
+    let kernel = o.probeKernel
+    if (kernel === undefined) {
+      try { kernel = join('/boot', readdirSync('/boot').filter(f => f.startsWith('vmlinuz-')).sort().at(-1) ?? 'vmlinuz') } catch { kernel = '/boot/vmlinuz' }
+    }
+    const a = await probeAccel({ qemu: qemuBin, kernel, cacheFile: join(o.dataDir, 'dvmm', 'qemu-accel.json'), now: o.now })
+    qemu = { available: true, accel: a.accel, detail: a.detail }
+  }
+  const drivers: HostProbe['drivers'] = []
+  if (cg.ok && process.getuid?.() === 0 && which('ip') !== undefined) drivers.push('process')
+  if (cg.ok && qemu.available) drivers.push('qemu')
+  return { cgroup, qemu, drivers }
+}

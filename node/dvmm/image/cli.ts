@@ -1,0 +1,40 @@
+// `vgrid image build`: builds (or finds in the cache) the guest appliance the qemu
+// driver boots, from the kernel, modules and busybox-static installed on this server.
+// It runs locally, without an agent: the image lands in the data dir's cache.
+import { parse } from '../../cli/args.ts'
+import { CliError } from '../../cli/client.ts'
+import { DEFAULT_DATA_DIR } from '../../config.ts'
+import { buildGuestImage, ImageError } from './build.ts'
+
+const USAGE = 'vgrid image build [--data-dir DIR] [--kernel-version VERSION] [--force] [--json]'
+
+export async function run (argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(`usage: ${USAGE}\n`)
+    return
+  }
+  if (sub !== 'build') throw new CliError(`unknown subcommand "image ${sub}"\nusage: ${USAGE}`, 2)
+  const { values: v } = parse(rest, { json: { type: 'boolean' }, 'data-dir': { type: 'string' }, 'kernel-version': { type: 'string' }, force: { type: 'boolean' } }, USAGE)
+  const t0 = performance.now()
+  let img
+  try {
+    img = buildGuestImage((v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR, { kernelVersion: v['kernel-version'] as string | undefined, force: v.force === true })
+  } catch (err) {
+    if (err instanceof ImageError) throw new CliError(`image build failed: ${err.message}`, 1)
+    throw err
+  }
+  const ms = performance.now() - t0
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify({ ...img, ms: Math.round(ms) }, null, 2) + '\n')
+    return
+  }
+  process.stdout.write([
+    `guest image ${img.hash} ${img.cached ? '(cached)' : `(built in ${(ms / 1000).toFixed(1)} s)`}`,
+    `kernel    ${img.kernel} (${img.kernelVersion}, uncompressed from ${img.compression} for PVH boot)`,
+    `initrd    ${img.initrd}`,
+    `modules   ${img.modules.join(' ')}`,
+    `cmdline   ${img.cmdline} vgrid.ip=ADDR/PREFIX vgrid.gw=ADDR`,
+    `ready     the console prints "${img.readyMark} ..." when its HTTP service runs`
+  ].join('\n') + '\n')
+}

@@ -1,0 +1,79 @@
+// The drivers' pure decisions: spec validation, exit classification, cgroup layout
+// choice from the mounts, link addressing.
+import test from 'ava'
+import { classifyExit, decodeShellStatus, validateSpec } from '../../../node/dvmm/drivers/common.ts'
+import { DriverError } from '../../../node/dvmm/drivers/types.ts'
+import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
+import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
+import { kernelBooted } from '../../../node/dvmm/host/accel.ts'
+
+const good = { id: 'web-1', vcpus: 1.5, memoryMiB: 256, boot: { kind: 'command', command: ['/bin/true'] } }
+
+test('validateSpec: a good spec passes; each bad field is named', t => {
+  t.is(validateSpec(good, ['command']).id, 'web-1')
+  const field = (spec: unknown, boots: Array<'command' | 'kernel' | 'disk'> = ['command']): string | undefined => {
+    try { validateSpec(spec, boots); return undefined } catch (err) { t.true(err instanceof DriverError); return (err as DriverError).field }
+  }
+  t.is(field({ ...good, memoryMiB: 0 }), 'memoryMiB')
+  t.is(field({ ...good, memoryMiB: 1.5 }), 'memoryMiB')
+  t.is(field({ ...good, vcpus: 0 }), 'vcpus')
+  t.is(field({ ...good, vcpus: '2' }), 'vcpus')
+  t.is(field({ ...good, id: 'Upper' }), 'id')
+  t.is(field({ ...good, id: '' }), 'id')
+  t.is(field({ ...good, network: 'yes' }), 'network')
+  t.is(field({ ...good, boot: undefined }), 'boot')
+  t.is(field({ ...good, boot: { kind: 'command', command: [] } }), 'boot.command')
+  t.is(field({ ...good, boot: { kind: 'command', command: ['/bin/x', 3] } }), 'boot.command[1]')
+  t.is(field({ ...good, boot: { kind: 'command', command: ['/bin/x'], env: { 'A-B': 'x' } } }), 'boot.env.A-B')
+  t.is(field(good, ['kernel']), 'boot.kind')
+  t.is(field({ ...good, boot: { kind: 'kernel' } }, ['kernel']), 'boot.kernel')
+  t.is(field({ ...good, boot: { kind: 'disk', image: '/x', format: 'vmdk' } }, ['disk']), 'boot.format')
+  t.is(field('nope'), 'spec')
+})
+
+test('classifyExit: OOM beats everything; a requested stop or kill is not a crash', t => {
+  const base = { code: 0, signal: null, oomKills: 0, stopRequested: false, killRequested: false, now: 5 }
+  t.is(classifyExit(base).reason, 'exited')
+  t.is(classifyExit({ ...base, code: 3 }).reason, 'crashed')
+  t.is(classifyExit({ ...base, code: 137, signal: 'SIGKILL', oomKills: 1 }).reason, 'oom-killed')
+  t.is(classifyExit({ ...base, code: 143, signal: 'SIGTERM', stopRequested: true }).reason, 'stopped')
+  t.is(classifyExit({ ...base, code: null, signal: 'SIGKILL', stopRequested: true, killRequested: true }).reason, 'killed')
+  t.is(classifyExit({ ...base, code: null, signal: null }).reason, 'lost')
+  t.deepEqual(decodeShellStatus(137), { code: 137, signal: 'SIGKILL' })
+  t.deepEqual(decodeShellStatus(3), { code: 3, signal: null })
+})
+
+const MOUNTINFO_V1 = `25 30 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,memory`
+const MOUNTINFO_V2 = '30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot'
+
+test('chooseLayout: v2 only with cpu and memory, else v1 with both, else why not', t => {
+  const v1 = chooseLayout(parseMountinfo(MOUNTINFO_V1), () => ['pids'])
+  t.deepEqual(v1.layout, { version: 'v1', cpu: '/sys/fs/cgroup/cpu,cpuacct', memory: '/sys/fs/cgroup/memory' })
+  t.regex(v1.why, /unified lacks cpu and memory/)
+  const v2 = chooseLayout(parseMountinfo(MOUNTINFO_V2 + '\n' + MOUNTINFO_V1), p => p === '/sys/fs/cgroup' ? ['cpuset', 'cpu', 'io', 'memory', 'pids'] : [])
+  t.deepEqual(v2.layout, { version: 'v2', root: '/sys/fs/cgroup' })
+  const none = chooseLayout(parseMountinfo(MOUNTINFO_V2), () => ['pids'])
+  t.is(none.layout, undefined)
+  t.regex(none.why, /lacks cpu and memory; no cgroup v1/)
+})
+
+test('links: a /30 per slot, names that fit 15 characters and are stable', t => {
+  t.deepEqual(slotAddresses('10.254.0.0/20', 0), { hostAddress: '10.254.0.1', vmAddress: '10.254.0.2', prefix: 30 })
+  t.deepEqual(slotAddresses('10.254.0.0/20', 65), { hostAddress: '10.254.1.5', vmAddress: '10.254.1.6', prefix: 30 })
+  t.throws(() => slotAddresses('10.254.0.0/20', 1024), { message: /no slot 1024/ })
+  t.throws(() => slotAddresses('10.254.0.0/31', 0), { message: /not an IPv4 CIDR/ })
+  t.is(freeSlot('10.254.0.0/28', [0, 1, 3]), 2)
+  t.throws(() => freeSlot('10.254.0.0/28', [0, 1, 2, 3]), { message: /full/ })
+  for (const name of [vethName('a-very-long-vm-name-that-goes-on'), tapName('x'), vmNetns('x')]) t.true(name.length <= 15, name)
+  t.is(vethName('x'), vethName('x'))
+  t.not(vethName('x'), vethName('y'))
+})
+
+test('kernelBooted: only a kernel that reached its root fs counts', t => {
+  t.true(kernelBooted('...\n[ 1.2] VFS: Unable to mount root fs on unknown-block(0,0)\n'))
+  t.false(kernelBooted('KVM internal error. Suberror: 1\n'))
+  t.false(kernelBooted(''))
+})
