@@ -12,7 +12,7 @@ export interface NodeScore {
   filtered: { check: string, reason: string } | null
   /** the scorers' outputs (empty when filtered) */
   scores: { fit?: number, antiAffinity?: number }
-  /** sum of the scores; -Infinity when filtered */
+  /** anti-affinity then fit, as one number (anti-affinity counts 1000 per collision); -Infinity when filtered */
   total: number
   /** rendezvous hash of (vm, node) in [0, 1): the tie-break */
   tiebreak: number
@@ -66,17 +66,26 @@ export function rendezvous (vm: string, node: string): number {
 }
 
 /**
- * Fit: the mean of cpu and memory utilisation the node would have with the VM.
- * Binpack prefers the fullest node (score = utilisation), spread the emptiest
- * (score = 1 - utilisation). In [0, 1].
+ * Fit, from the mean of cpu and memory utilisation the node would have with the VM.
+ * Binpack prefers the fullest node (score = utilisation, in [0, 1]). Spread is a
+ * weighted rendezvous hash: -room / ln(hash(vm, node)), so each node is first choice
+ * for a share of VMs in proportion to its room. Every VM ranks the nodes on its own
+ * (no herding onto the one emptiest node when many VMs are placed at once by many
+ * agents). The room is counted in eighths, so that a VM's ranking changes only when a
+ * node's room crosses an eighth: agents whose views of the leases differ by a few
+ * recent claims still agree (fewer contested claims).
  */
 export function fitScore (vm: Demand, node: NodeView, used: Usage, strategy: Strategy): number {
   const frac = (u: number, c: number): number => c <= 0 ? 1 : Math.min(1, u / c)
   const util = (frac(used.cpu + vm.cpu, node.capacity.cpu) + frac(used.memoryBytes + vm.memoryBytes, node.capacity.memoryBytes)) / 2
-  return strategy === 'binpack' ? util : 1 - util
+  if (strategy === 'binpack') return util
+  const free = Math.ceil((1 - util) * 8) / 8
+  if (free <= 0) return 0
+  const h = Math.min(Math.max(rendezvous(vm.vm, node.id), 1e-12), 1 - 1e-12)
+  return -free / Math.log(h)
 }
 
-/** Anti-affinity: -1 for every VM of the group already on the node, so that any collision outweighs fit (at most 1). */
+/** Anti-affinity: -1 for every VM of the group already on the node; it ranks before fit (fewer collisions first). */
 export function antiAffinityScore (vm: Demand, used: Usage): number {
   if (vm.antiAffinity == null) return 0
   return -(used.groups.get(vm.antiAffinity) ?? 0)
@@ -91,12 +100,12 @@ export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap
     const filtered = feasible(vm, node, used, opts.checks ?? CHECKS)
     if (filtered != null) return { node: node.id, name: node.name, filtered, scores: {}, total: -Infinity, tiebreak }
     const scores = { fit: fitScore(vm, node, used, strategy), antiAffinity: antiAffinityScore(vm, used) }
-    return { node: node.id, name: node.name, filtered: null, scores, total: scores.fit + scores.antiAffinity, tiebreak }
+    return { node: node.id, name: node.name, filtered: null, scores, total: scores.antiAffinity * 1000 + scores.fit, tiebreak }
   })
   scored.sort((a, b) => {
     if ((a.filtered == null) !== (b.filtered == null)) return a.filtered == null ? -1 : 1
     if (a.filtered != null) return a.name < b.name ? -1 : a.name > b.name ? 1 : a.node < b.node ? -1 : 1
-    return b.total - a.total || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
+    return (b.scores.antiAffinity ?? 0) - (a.scores.antiAffinity ?? 0) || (b.scores.fit ?? 0) - (a.scores.fit ?? 0) || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
   })
   const best = scored[0]?.filtered == null ? scored[0]?.node ?? null : null
   return { vm: vm.vm, best, nodes: scored, pending: best == null ? pendingReason(scored) : null }

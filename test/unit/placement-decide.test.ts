@@ -36,12 +36,12 @@ function input (over: Partial<DecideInput> & { vms?: Vm[], leases?: LeaseView[] 
   }
 }
 
-test('new VMs: each agent claims exactly the ones the shared plan gives it, and all are claimed by someone', t => {
+test('new VMs: each agent claims exactly the ones the shared ranking gives it, and all are claimed by someone', t => {
   const vms = Array.from({ length: 9 }, (_, i) => vm(`v${i}`))
   const claimed = [A, B, C].map(me => decide(input({ me, vms })).claims.map(c => c.vm))
   t.is(claimed.flat().length, 9)
   t.is(new Set(claimed.flat()).size, 9, 'no VM claimed by two agents that see the same inputs')
-  t.true(claimed.every(c => c.length === 3), 'spread: three each')
+  t.true(claimed.every(c => c.length > 0), 'spread: every node gets some')
 })
 
 test('a claim starts its VM only once settled, and with a majority in sight', t => {

@@ -46,14 +46,17 @@ test('each feasibility check filters with its own reason, first failing check wi
   t.is(feasible(vm('a', { cpu: 0.5, memoryBytes: GiB, constraints: { zone: 'a' } }), node('n', { labels: { zone: 'a' } }), used), null)
 })
 
-test('rank: spread prefers the emptiest node, binpack the fullest; reasons of filtered nodes are kept', t => {
+test('rank: spread sends each node a share of VMs in proportion to its room, binpack the fullest; reasons of filtered nodes are kept', t => {
   const nodes = [node('a'), node('b'), node('c', { draining: true })]
   const usage = usageOf([{ vm: 'x', holder: 'a', cpu: 2, memoryBytes: 4 * GiB }])
   const spread = rank(vm('v'), nodes, usage)
-  t.is(spread.best, 'b')
-  t.deepEqual(spread.nodes.map(n => n.node), ['b', 'a', 'c'])
+  t.deepEqual(spread.nodes.map(n => n.node).slice(2), ['c'], 'the filtered node ranks last')
   t.is(spread.nodes[2]!.filtered?.reason, 'node is draining')
   t.is(spread.pending, null)
+  const firsts = { a: 0, b: 0 }
+  for (let i = 0; i < 1000; i++) firsts[rank(vm(`v${i}`), nodes, usage).best as 'a' | 'b']++
+  // room left with the VM: a (3 of 4 cpu, 5 of 8 GiB used) 0.3125, b 0.8125: b's share is about 72 %
+  t.true(firsts.b > 650 && firsts.b < 790, `b first for ${firsts.b} of 1000`)
   t.is(rank(vm('v'), nodes, usage, { strategy: 'binpack' }).best, 'a')
 })
 
