@@ -12,9 +12,7 @@ import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from 
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
 
-export interface HaView extends HaReport {
-  stranded: Array<HaReport['stranded'][number] & { vmNames?: string[] }>
-}
+export type HaView = HaReport
 
 export function dvmmRoutes (svc: DvmmService) {
   const { state, membership } = svc.components
@@ -123,9 +121,6 @@ export function dvmmRoutes (svc: DvmmService) {
       svc.schedule()
       return { forgotten: n.id, name: n.name }
     })
-    app.get('/v1/ha', async (): Promise<HaView> => {
-      const r = svc.ha()
-      return { ok: r.ok, stranded: r.stranded }
-    })
+    app.get('/v1/ha', async (): Promise<HaView> => svc.ha())
   }
 }
