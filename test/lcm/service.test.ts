@@ -6,14 +6,12 @@
 // undeclared one is dropped and counted with source and destination; a host
 // address change is noticed and the tunnel keeps carrying pings; a dead member's
 // peer goes; stopping leaves no interface, socket or table.
-import test, { type ExecutionContext } from 'ava'
-import { spawn, type ChildProcess } from 'node:child_process'
+import test from 'ava'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { ip, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
-import { nodeBin } from '../../node/netns/processes.ts'
+import { ip, nsRun, replaceAddress, sleep } from '../../node/netns/netns.ts'
+import { Driver } from './driver.ts'
 import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { interfaceName } from '../../node/lcm/wireguard.ts'
 import { tableName } from '../../node/lcm/rules.ts'
@@ -23,40 +21,6 @@ import { echoServer, exchange } from './tcp.ts'
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm service test skipped: ${reason}`)
 const maybe = reason == null ? test : test.skip
-
-interface Msg { type: string, [k: string]: unknown }
-
-class Driver {
-  private readonly p: ChildProcess
-  private readonly waiting: Array<{ type: string, resolve: (m: Msg) => void }> = []
-  readonly seen: Msg[] = []
-  constructor (t: ExecutionContext, ns: string, cfg: object) {
-    this.p = spawn(which('ip') ?? 'ip', ['netns', 'exec', ns, nodeBin(), '--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'service-driver.ts'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] })
-    t.teardown(() => { if (this.p.exitCode == null) this.p.kill('SIGKILL') })
-    createInterface({ input: this.p.stdout! }).on('line', l => {
-      const m = JSON.parse(l) as Msg
-      this.seen.push(m)
-      const i = this.waiting.findIndex(w => w.type === m.type || m.type === 'error')
-      if (i >= 0) this.waiting.splice(i, 1)[0]!.resolve(m)
-    })
-  }
-
-  async next (type: string, timeoutMs = 20_000): Promise<Msg> {
-    const have = this.seen.findIndex(m => m.type === type)
-    if (have >= 0) return this.seen.splice(have, 1)[0]!
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "${type}" from the driver in ${timeoutMs} ms`)), timeoutMs)
-      this.waiting.push({ type, resolve: m => { clearTimeout(timer); this.seen.splice(this.seen.indexOf(m), 1); if (m.type === 'error') reject(new Error(String(m.message))); else resolve(m) } })
-    })
-  }
-
-  async send (cmd: object, answer = 'done'): Promise<Msg> {
-    this.p.stdin!.write(JSON.stringify(cmd) + '\n')
-    return await this.next(answer)
-  }
-
-  get pid (): number | undefined { return this.p.pid }
-}
 
 maybe('two services: tunnel, declared link passes, undeclared dropped and counted, roaming, dead member, clean stop', async t => {
   const [ha, hb, v1, v2] = await makeNamespaces(t, ['ha', 'hb', 'v1', 'v2'])
