@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
+import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
 import type { Logger } from '../log.ts'
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
@@ -50,6 +51,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly locks = new Map<string, Promise<unknown>>()
   /** files and directories written since their last fsync */
   private readonly dirty = new Set<string>()
+  private readonly open = new OpenObjects()
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
@@ -67,6 +69,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async stop (): Promise<void> {
     await this.flush()
+    await this.open.closeAll()
   }
 
   private volDir (volume: string): string {
@@ -155,26 +158,48 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async read (volume: string, index: number, offset: number, length: number): Promise<Uint8Array> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
-    return await this.locked(p.data, async () => {
-      const { first, data, sums } = await this.readBlocks(p, offset, length)
-      if (sums == null) return new Uint8Array(length)
-      const bad = badBlocks(data, first, sums, this.blockSize)
+    return await this.locked(p.data, async () => await this.withObject(p, false, async o => {
+      if (o == null) return new Uint8Array(length)
+      const { first, data } = await this.readBlocks(o, offset, length)
+      const bad = badBlocks(data, first, o.sumBuf, this.blockSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       const from = offset - first * this.blockSize
       return data.subarray(from, from + length)
-    })
+    }))
   }
 
   async has (volume: string, index: number): Promise<boolean> {
-    return await exists(this.paths(volume, index).data)
+    const p = this.paths(volume, index)
+    return await this.locked(p.data, async () => await this.withObject(p, false, async o => o != null))
+  }
+
+  /** runs fn with the object open (null: absent, unless create); the caller holds its lock */
+  private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null, created: boolean) => Promise<T>): Promise<T> {
+    const sumBytes = Math.ceil(this.objectSize / this.blockSize) * 4
+    let o = await this.open.acquire(p, sumBytes)
+    let created = false
+    if (o == null && create) {
+      await this.create(p)
+      created = true
+      o = await this.open.acquire(p, sumBytes)
+    }
+    try {
+      return await fn(o, created)
+    } finally {
+      if (o != null) await this.open.release(o)
+    }
   }
 
   /** the whole object and whether it is present: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<Uint8Array | null> {
     const p = this.paths(volume, index)
-    const present = await exists(p.data)
-    if (!present) return null
-    return await this.read(volume, index, 0, this.objectSize)
+    return await this.locked(p.data, async () => await this.withObject(p, false, async o => {
+      if (o == null) return null
+      const { data } = await this.readBlocks(o, 0, this.objectSize)
+      const bad = badBlocks(data, 0, o.sumBuf, this.blockSize)
+      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
+      return data
+    }))
   }
 
   async write (volume: string, index: number, offset: number, data: Uint8Array, opts: WriteOptions): Promise<void> {
@@ -195,8 +220,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       await this.locked(p.data, async () => { await this.removeLocked(p, opts.fua === true) })
       return
     }
-    if (!(await exists(p.data))) return
-    await this.locked(p.data, async () => { await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true) })
+    await this.locked(p.data, async () => {
+      // zeroing an absent object changes nothing: it already reads as zeros
+      if (!(await this.withObject(p, false, async o => o != null))) return
+      await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true)
+    })
   }
 
   /** everything written so far, on stable storage */
@@ -232,9 +260,13 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
     return await this.locked(p.data, async () => {
-      const { first, data, sums } = await this.readBlocks(p, 0, this.objectSize)
-      if (sums == null) return []
-      return badBlocks(data, first, sums, this.blockSize)
+      // a scrub reads the checksums from disk, not the cached copy
+      await this.open.drop(p.data)
+      return await this.withObject(p, false, async o => {
+        if (o == null) return []
+        const { data } = await this.readBlocks(o, 0, this.objectSize)
+        return badBlocks(data, 0, o.sumBuf, this.blockSize)
+      })
     })
   }
 
@@ -244,6 +276,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async removeVolume (volume: string): Promise<void> {
+    await this.open.dropUnder(this.volDir(volume))
     await rm(this.volDir(volume), { recursive: true, force: true })
     await rm(join(this.dir, 'epochs', volume), { force: true })
     this.epochs.delete(volume)
@@ -258,77 +291,58 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged (blocks ${blocks.join(',')} fail their checksum)`)
   }
 
-  /** the whole check blocks covering [offset, offset+length), and the side file (null: object absent) */
-  private async readBlocks (p: { data: string, sums: string }, offset: number, length: number): Promise<{ first: number, data: Uint8Array, sums: Uint8Array | null }> {
+  /** the whole check blocks covering [offset, offset+length) */
+  private async readBlocks (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array }> {
     const first = Math.floor(offset / this.blockSize)
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
     const data = new Uint8Array((last - first + 1) * this.blockSize)
-    let fh: FileHandle
-    try { fh = await open(p.data, 'r') } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { first, data, sums: null }
-      throw fromFsError(err, `opening ${p.data}`)
-    }
-    try {
-      await readFully(fh, data, first * this.blockSize)
-    } finally { await fh.close() }
-    const sums = emptySums(this.objectSize, this.blockSize)
-    try {
-      const sh = await open(p.sums, 'r')
-      try {
-        const { bytesRead } = await sh.read(sums, 0, sums.length, 0)
-        if (bytesRead !== sums.length) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${sums.length}`)
-      } finally { await sh.close() }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new GvsError('damaged', `object ${p.data} has no checksum file`)
-      throw fromFsError(err, `reading ${p.sums}`)
-    }
-    return { first, data, sums }
+    try { await readFully(o.data, data, first * this.blockSize) } catch (err) { throw fromFsError(err, 'reading an object') }
+    return { first, data }
   }
 
-  private async writeLocked (volume: string, index: number, p: { dir: string, data: string, sums: string }, offset: number, bytes: Uint8Array, fua: boolean): Promise<void> {
-    const bs = this.blockSize
-    const isNew = !(await exists(p.data))
-    if (isNew) await this.create(p)
-    const { first, data, sums } = await this.readBlocks(p, offset, bytes.length)
-    if (sums == null) throw new GvsError('io', `object ${p.data} vanished during a write`)
-    // verify the blocks this write only partly covers: merging into a damaged block
-    // would give it a fresh, valid-looking checksum
-    const lastBlock = first + data.length / bs - 1
-    const edges = [first, lastBlock].filter((b, i, a) => a.indexOf(b) === i &&
-      (offset > b * bs || offset + bytes.length < (b + 1) * bs))
-    for (const b of edges) {
-      const bad = badBlocks(data.subarray((b - first) * bs, (b - first + 1) * bs), b, sums, bs)
-      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-    }
-    data.set(bytes, offset - first * bs)
-    for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(data.subarray((b - first) * bs, (b - first + 1) * bs)))
-    const fh = await openRw(p.data)
-    const sh = await openRw(p.sums)
-    try {
+  private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, fua: boolean): Promise<void> {
+    await this.withObject(p, true, async (o, isNew) => {
+      if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
+      const bs = this.blockSize
+      const sums = o.sumBuf
+      const aligned = offset % bs === 0 && bytes.length % bs === 0
+      // a write of whole blocks replaces them: nothing to read, merge or verify first
+      const { first, data } = aligned ? { first: offset / bs, data: bytes } : await this.readBlocks(o, offset, bytes.length)
+      // verify the blocks this write only partly covers: merging into a damaged block
+      // would give it a fresh, valid-looking checksum
+      const lastBlock = first + data.length / bs - 1
+      const edges = [first, lastBlock].filter((b, i, a) => a.indexOf(b) === i &&
+        (offset > b * bs || offset + bytes.length < (b + 1) * bs))
+      for (const b of edges) {
+        const bad = badBlocks(data.subarray((b - first) * bs, (b - first + 1) * bs), b, sums, bs)
+        if (bad.length > 0) this.damaged(volume, index, bad, p.data)
+      }
+      if (!aligned) data.set(bytes, offset - first * bs)
+      const sumRange = (): Uint8Array => sums.subarray(first * 4, (lastBlock + 1) * 4)
+      for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(data.subarray((b - first) * bs, (b - first + 1) * bs)))
       try {
-        await writeFully(fh, data, first * bs)
+        await writeFully(o.data, data, first * bs)
       } catch (err) {
         // keep the side file true to what landed, so only this write fails
         const landed = new Uint8Array(data.length)
-        await readFully(fh, landed, first * bs).catch(() => {})
+        await readFully(o.data, landed, first * bs).catch(() => {})
         for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(landed.subarray((b - first) * bs, (b - first + 1) * bs)))
-        await writeFully(sh, sums, 0).catch(() => {})
+        await writeFully(o.sums, sumRange(), first * 4).catch(() => {})
         throw fromFsError(err, `writing object ${index} of "${volume}"`)
       }
-      await writeFully(sh, sums, 0).catch(err => { throw fromFsError(err, `writing checksums of object ${index} of "${volume}"`) })
+      await writeFully(o.sums, sumRange(), first * 4).catch(err => { throw fromFsError(err, `writing checksums of object ${index} of "${volume}"`) })
       if (fua) {
-        await fh.sync()
-        await sh.sync()
-        if (isNew) await syncPath(p.dir)
+        try {
+          await o.data.sync()
+          await o.sums.sync()
+          if (isNew) await syncPath(p.dir)
+        } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
       } else {
         this.dirty.add(p.data)
         this.dirty.add(p.sums)
         if (isNew) this.dirty.add(p.dir + '/')
       }
-    } finally {
-      await fh.close()
-      await sh.close()
-    }
+    })
   }
 
   /** a new object: its side file first (all blocks zero), then an empty data file */
@@ -344,7 +358,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
   }
 
-  private async removeLocked (p: { dir: string, data: string, sums: string }, sync: boolean): Promise<void> {
+  private async removeLocked (p: ObjectPaths, sync: boolean): Promise<void> {
+    await this.open.drop(p.data)
     // data first: a side file without data is a harmless leftover, the reverse is "damaged"
     await unlink(p.data).catch(ignoreEnoent)
     await unlink(p.sums).catch(ignoreEnoent)
@@ -357,14 +372,6 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
 function ignoreEnoent (err: unknown): void {
   if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, 'removing an object')
-}
-
-async function exists (path: string): Promise<boolean> {
-  try { await (await open(path, 'r')).close(); return true } catch { return false }
-}
-
-async function openRw (path: string): Promise<FileHandle> {
-  try { return await open(path, 'r+') } catch (err) { throw fromFsError(err, `opening ${path}`) }
 }
 
 /** fsync a file or directory by path (a trailing "/" marks a directory) */

@@ -34,6 +34,7 @@ async function setup (t: ExecutionContext, opts: { storeDir?: string, init?: Par
   await server.start()
   t.teardown(async () => {
     await server.stop()
+    await store.stop()
     await rm(dir, { recursive: true, force: true })
   })
   return { dir, store, server, sock, devs, uri: name => `nbd+unix:///${name}?socket=${sock}` }

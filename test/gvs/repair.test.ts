@@ -27,7 +27,7 @@ async function grid (t: ExecutionContext, n: number): Promise<Node[]> {
   const clusterKey = generateClusterKey()
   const nodes: Node[] = []
   t.teardown(async () => {
-    for (const x of nodes) if (x.alive) { await x.svc.stop(); await x.host.stop() }
+    for (const x of nodes) { if (x.alive) { await x.svc.stop(); await x.host.stop() } await x.store.stop() }
     await rm(dir, { recursive: true, force: true })
   })
   const tag = `gvsr${process.pid}-${seq++}`
@@ -120,7 +120,7 @@ test('scrub detects a corrupted copy and rewrites it from another replica', asyn
   await fh.close()
   const rep = new Repairer({ transport: nodes[0]!.svc, holders, nodes: () => nodes.map(n => n.id) }, { volume: 'web', replicas: 2 })
   const found = await rep.scrub()
-  t.deepEqual(found.map(f => [f.index, f.node, f.blocks, f.healed]), [[5, victim.id, [1], true]])
+  t.deepEqual(found.map(f => [f.index, f.node, f.blocks, f.healed]), [[5, victim.id, [24], true]])
   t.deepEqual(await victim.store.verify('web', 5), [])
   t.true(same(await victim.store.read('web', 5, 0, OBJ), data.subarray(5 * OBJ, 6 * OBJ)))
   t.deepEqual(await rep.scrub(), [], 'a second scrub finds nothing')

@@ -32,7 +32,7 @@ async function grid (t: ExecutionContext, n: number): Promise<{ nodes: Node[], d
   const clusterKey = generateClusterKey()
   const nodes: Node[] = []
   t.teardown(async () => {
-    for (const x of nodes) { await x.svc.stop(); await x.host.stop() }
+    for (const x of nodes) { await x.svc.stop(); await x.host.stop(); await x.store.stop() }
     await rm(dir, { recursive: true, force: true })
   })
   const tag = `gvs${process.pid}-${seq++}`

@@ -18,6 +18,8 @@ async function store (t: { teardown: (fn: () => Promise<void>) => void }, dir?: 
   if (dir == null) t.teardown(async () => { await rm(d, { recursive: true, force: true }) })
   const s = new ObjectStore({ log: silentLogger }, { dir: d })
   await s.start()
+  // registered after the directory's removal, so it runs before it (teardowns run last first)
+  t.teardown(async () => { await s.stop() })
   return s
 }
 
@@ -61,21 +63,21 @@ test('a damaged object is detected and reported, never served; scrub finds the b
   await s.write('v', 2, 0, data, { epoch: 1, fua: true })
   const file = join(s.dir, 'objects', 'v', '00000002')
   const fh = await open(file, 'r+')
-  await fh.write(new Uint8Array([data[70_000]! ^ 0xff]), 0, 1, 70_000) // block 1 (64 KiB blocks)
+  await fh.write(new Uint8Array([data[70_000]! ^ 0xff]), 0, 1, 70_000) // check block 17 (4 KiB blocks)
   await fh.close()
   const reports: DamageReport[] = []
   s.on('damaged', r => reports.push(r))
-  const e = await t.throwsAsync(s.read('v', 2, 65_536, 10))
+  const e = await t.throwsAsync(s.read('v', 2, 69_632, 10))
   t.true(isGvsError(e, 'damaged'))
   t.is(reports.length, 1)
-  t.deepEqual(reports[0]?.blocks, [1])
+  t.deepEqual(reports[0]?.blocks, [17])
   // the sound blocks still read
   t.true(same(await s.read('v', 2, 0, 1000), data.subarray(0, 1000)))
-  t.deepEqual(await s.verify('v', 2), [1])
+  t.deepEqual(await s.verify('v', 2), [17])
   // a partial write into the damaged block must not launder it
   await t.throwsAsync(s.write('v', 2, 70_001, new Uint8Array(4), { epoch: 1 }), { message: /damaged/ })
   // a whole-block rewrite (as repair does) heals it
-  await s.write('v', 2, 65_536, data.subarray(65_536, 131_072), { epoch: 1 })
+  await s.write('v', 2, 69_632, data.subarray(69_632, 73_728), { epoch: 1 })
   t.deepEqual(await s.verify('v', 2), [])
 })
 

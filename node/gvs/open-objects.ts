@@ -1,0 +1,93 @@
+// Open objects: the data and checksum file handles of recently used objects, and the
+// checksums themselves, kept so that a 4 KiB request costs one pread (and one pwrite
+// of data and of the checksum) instead of two opens and closes. Least recently used
+// entries are closed past `max`; an entry in use is never closed under its user.
+// Callers hold the object's lock around acquire..release, so one path is never opened
+// twice at once.
+import { open, type FileHandle } from 'node:fs/promises'
+import { GvsError, fromFsError } from './errors.ts'
+
+export interface OpenObject {
+  readonly data: FileHandle
+  readonly sums: FileHandle
+  /** the checksum file's content, kept in step with it */
+  readonly sumBuf: Uint8Array
+  refs: number
+}
+
+export interface ObjectPaths { dir: string, data: string, sums: string }
+
+export class OpenObjects {
+  private readonly max: number
+  private readonly entries = new Map<string, OpenObject>()
+
+  constructor (max = 256) {
+    this.max = max
+  }
+
+  /** the open object, or null when its data file does not exist */
+  async acquire (p: ObjectPaths, sumBytes: number): Promise<OpenObject | null> {
+    const hit = this.entries.get(p.data)
+    if (hit != null) {
+      // move to the back: most recently used
+      this.entries.delete(p.data)
+      this.entries.set(p.data, hit)
+      hit.refs++
+      return hit
+    }
+    let data: FileHandle
+    try { data = await open(p.data, 'r+') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw fromFsError(err, `opening ${p.data}`)
+    }
+    let sums: FileHandle
+    try { sums = await open(p.sums, 'r+') } catch (err) {
+      await data.close()
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new GvsError('damaged', `object ${p.data} has no checksum file`)
+      throw fromFsError(err, `opening ${p.sums}`)
+    }
+    const sumBuf = new Uint8Array(sumBytes)
+    try {
+      const { bytesRead } = await sums.read(sumBuf, 0, sumBytes, 0)
+      if (bytesRead !== sumBytes) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${sumBytes}`)
+    } catch (err) {
+      await data.close()
+      await sums.close()
+      throw err instanceof GvsError ? err : fromFsError(err, `reading ${p.sums}`)
+    }
+    const o: OpenObject = { data, sums, sumBuf, refs: 1 }
+    this.entries.set(p.data, o)
+    await this.evict()
+    return o
+  }
+
+  async release (o: OpenObject): Promise<void> {
+    o.refs--
+    await this.evict()
+  }
+
+  /** closes and forgets one object (before it is unlinked or replaced) */
+  async drop (dataPath: string): Promise<void> {
+    const o = this.entries.get(dataPath)
+    if (o == null) return
+    this.entries.delete(dataPath)
+    await Promise.allSettled([o.data.close(), o.sums.close()])
+  }
+
+  /** closes and forgets every object under a directory */
+  async dropUnder (dir: string): Promise<void> {
+    for (const path of [...this.entries.keys()]) if (path.startsWith(dir + '/')) await this.drop(path)
+  }
+
+  async closeAll (): Promise<void> {
+    for (const path of [...this.entries.keys()]) await this.drop(path)
+  }
+
+  private async evict (): Promise<void> {
+    if (this.entries.size <= this.max) return
+    for (const [path, o] of this.entries) {
+      if (this.entries.size <= this.max) break
+      if (o.refs === 0) await this.drop(path)
+    }
+  }
+}
