@@ -76,9 +76,9 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
         return { agent, dvmm, fake, driver }
       })))
     }
-    await until(() => nodes.every(n => [...n.agent.membership.members.values()].filter(m => m.state === 'alive').length === o.n), 120_000, 'the grid to form')
+    await until(() => nodes.every(n => [...n.agent.membership.members.values()].filter(m => m.state === 'alive').length === o.n), Math.max(120_000, o.n * 6000), 'the grid to form')
     for (const n of nodes) await n.dvmm.start()
-    await until(() => nodes.every(n => n.agent.state.read().list('roll').length === o.n), 60_000, 'every node on the roll')
+    await until(() => nodes.every(n => n.agent.state.read().list('roll').length === o.n), Math.max(60_000, o.n * 6000), 'every node on the roll')
   } catch (err) {
     await stop()
     throw err
