@@ -3,12 +3,15 @@
 // service; "db" runs behind host B, then (B's copy gone) behind host C with the same
 // address, and its lease moves to C in the document every host holds. Host A, where
 // "web" runs, only sees the document change; web reaches db through the new tunnel.
+// Before the move: a host that is not a member (plain routing, or a WireGuard key of
+// its own) and a member's node without a connection cannot reach db.
 import test from 'ava'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connectToBridge, createBridge, deleteNamespace, ip } from '../../node/netns/netns.ts'
 import { overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
+import { generateKeypair, interfaceName, WgInterface } from '../../node/lcm/wireguard.ts'
 import { Driver } from './driver.ts'
 import { makeNamespaces, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
@@ -18,13 +21,14 @@ if (reason != null) console.log(`lcm move test skipped: ${reason}`)
 const maybe = reason == null ? test : test.skip
 
 maybe('a VM restarted on another node is reachable at the same address by its peers, without any action of theirs', async t => {
-  const [sw, ha, hb, hc, vweb, vdb1, vdb2] = await makeNamespaces(t, ['sw', 'ha', 'hb', 'hc', 'web', 'db1', 'db2'])
+  const [sw, ha, hb, hc, vweb, vdb1, vdb2, evil] = await makeNamespaces(t, ['sw', 'ha', 'hb', 'hc', 'web', 'db1', 'db2', 'evil'])
   const net = await subnet()
   await createBridge(sw!, 'br0')
-  for (const [i, h] of [ha!, hb!, hc!].entries()) {
+  for (const [i, h] of [ha!, hb!, hc!, evil!].entries()) {
     await connectToBridge({ hostNs: h, hostIf: 'eth0', switchNs: sw!, portIf: `p${i}`, bridge: 'br0' })
     await ip(['-n', h, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', 'eth0'])
   }
+  const EVIL = `${net}.4`
   const clusterId = `lcm-move-${process.pid}`
   const p = overlayPrefix(clusterId)
   const WEB = vmAddress(p, 1).v4
@@ -62,6 +66,23 @@ maybe('a VM restarted on another node is reachable at the same address by its pe
     await d.send({ type: 'members', members })
   }
   t.true(await exchange(vweb!, 'tcp', DB, 5432, 5000), 'web reaches db on B')
+
+  // a host that is not a member: routing through B's underlay address is dropped and counted
+  await ip(['-n', evil!, 'route', 'add', p.vmV4, 'via', `${net}.2`])
+  t.false(await exchange(evil!, 'tcp', DB, 5432), 'a non-member cannot reach a VM by routing through its node')
+  const dropsB = (await drivers[1]!.send({ type: 'net' }, 'net')).drops as Array<{ src: string, dstVm: string | null, packets: number }>
+  t.truthy(dropsB.find(d => d.src === EVIL && d.dstVm === 'db' && d.packets > 0), `counted on B: ${JSON.stringify(dropsB)}`)
+  // nor with a WireGuard key of its own: B has no peer for it
+  await ip(['-n', evil!, 'route', 'del', p.vmV4])
+  const evilKey = await generateKeypair()
+  const w = await WgInterface.create({ name: interfaceName(`${evil}-wg`), netns: evil!, privateKey: evilKey.privateKey, listenPort: 51820, addresses: [`100.${p.octet}.0.200/32`] })
+  t.teardown(async () => { await w.destroy() })
+  await w.setPeer({ publicKey: (adverts[1] as { publicKey: string }).publicKey, endpoint: `${net}.2:51820`, allowedIps: [p.v4] })
+  await ip(['-n', evil!, 'route', 'add', p.vmV4, 'dev', w.name])
+  t.false(await exchange(evil!, 'tcp', DB, 5432), 'a stranger\'s WireGuard key gets nowhere')
+  t.is((await w.show()).peers[0]!.latestHandshake, 0, 'no handshake with a key B does not know')
+  // a member's own node has no connection to db either
+  t.false(await exchange(ha!, 'tcp', DB, 5432), 'a member cannot reach a VM it has no connection to')
 
   // B's copy of db dies with its namespace; db restarts on C: the lease moves (epoch 2)
   await deleteNamespace(vdb1!)
