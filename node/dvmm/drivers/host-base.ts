@@ -307,6 +307,15 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     if (mem !== undefined) return mem
     const rec = this.runs.read(id)
     if (rec === undefined || rec.driver !== this.name) return undefined
+    // a previous agent run died mid-start: what runs is a VM like any other (and if it
+    // does not run, check1 records how it ended)
+    if (rec.state === 'starting' && rec.pid !== undefined) rec.state = 'running'
+    else if (rec.state === 'starting') {
+      rec.state = 'failed'
+      rec.error = 'the agent stopped while starting it'
+      this.save(rec)
+      void this.cleanup(rec)
+    }
     this.recs.set(id, rec)
     return rec
   }
