@@ -45,6 +45,19 @@ export interface GuestImage {
 
 export class ImageError extends Error { override name = 'ImageError' }
 
+/** Whether a 64-bit ELF asks for a program interpreter (is dynamically linked) (pure). */
+export function elfInterpreter (b: Buffer): boolean {
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2) return false
+  const phoff = Number(b.readBigUInt64LE(0x20))
+  const size = b.readUInt16LE(0x36)
+  const count = b.readUInt16LE(0x38)
+  for (let i = 0; i < count; i++) {
+    const at = phoff + i * size
+    if (at + 4 <= b.length && b.readUInt32LE(at) === 3) return true // PT_INTERP
+  }
+  return false
+}
+
 function newestKernel (bootDir: string, modulesRoot: string): string {
   const versions = readdirSync(bootDir).filter(f => f.startsWith('vmlinuz-')).map(f => f.slice(8)).filter(v => existsSync(join(modulesRoot, v, 'modules.dep')))
   versions.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
@@ -76,8 +89,7 @@ export function buildGuestImage (dataDir: string, opts: GuestImageOptions = {}):
   const modulesRoot = opts.modulesRoot ?? '/lib/modules'
   const busybox = opts.busybox ?? '/bin/busybox'
   if (!existsSync(busybox)) throw new ImageError(`${busybox} not found (apt-get install busybox-static)`)
-  const bbText = spawnSync('file', [busybox], { encoding: 'utf8' }).stdout ?? ''
-  if (bbText.includes('dynamically linked')) throw new ImageError(`${busybox} is dynamically linked; the guest needs busybox-static`)
+  if (elfInterpreter(readFileSync(busybox))) throw new ImageError(`${busybox} is dynamically linked; the guest has no libc: install busybox-static`)
   const version = opts.kernelVersion ?? newestKernel(bootDir, modulesRoot)
   const vmlinuz = join(bootDir, `vmlinuz-${version}`)
   const modDir = join(modulesRoot, version)

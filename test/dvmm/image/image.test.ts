@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { buildGuestImage, ImageError } from '../../../node/dvmm/image/build.ts'
+import { buildGuestImage, elfInterpreter, ImageError } from '../../../node/dvmm/image/build.ts'
 import { cpioNewc } from '../../../node/dvmm/image/cpio.ts'
 import { loadOrder, moduleName, parseModulesDep } from '../../../node/dvmm/image/modules.ts'
 import { extractVmlinux, findAll, isElf } from '../../../node/dvmm/image/vmlinux.ts'
@@ -100,4 +100,28 @@ real('build: bad inputs say what is missing', t => {
   writeFileSync(join(empty, 'README'), 'nothing here')
   const e3 = t.throws(() => buildGuestImage(tmp, { bootDir: empty }), { instanceOf: ImageError })
   t.regex(e3!.message, /linux-image-amd64/)
+})
+
+test('elfInterpreter: a dynamic program asks for one, busybox-static does not', t => {
+  t.true(elfInterpreter(readFileSync(process.execPath)), 'node is dynamically linked')
+  if (existsSync('/bin/busybox')) t.false(elfInterpreter(readFileSync('/bin/busybox')))
+  t.false(elfInterpreter(Buffer.from('#!/bin/sh\n')))
+})
+
+real('vgrid image build: the command module prints the image, --json its fields', async t => {
+  const { run } = await import('../../../node/dvmm/image/cli.ts')
+  let out = ''
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = ((s: string) => { out += s; return true }) as typeof process.stdout.write
+  try {
+    await run(['build', '--data-dir', tmp, '--json'])
+    const j = JSON.parse(out) as { kernel: string, initrd: string, hash: string }
+    t.true(existsSync(j.kernel) && existsSync(j.initrd))
+    out = ''
+    await run(['build', '--data-dir', tmp])
+    t.regex(out, new RegExp(`guest image ${j.hash} \\(cached\\)`))
+    await t.throwsAsync(run(['frobnicate']), { message: /unknown subcommand "image frobnicate"/ })
+  } finally {
+    process.stdout.write = write
+  }
 })
