@@ -119,6 +119,12 @@ export const VolumeSchema = Type.Object({
   /** the volume it was cloned from */
   parent: Type.Union([Id, Type.Null()]),
   snapshots: Type.Record(Type.String({ pattern: ID_PATTERN }), SnapshotSchema),
+  /** GVS: writes fail below this many live holders (Ceph's min_size); absent = replicas */
+  minReplicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+  /** GVS: thin provisioning (absent objects read as zeros and take no disk); absent = true */
+  thin: Type.Optional(Type.Boolean()),
+  /** GVS: the writer epoch the volume's NBD exports write with (a VM disk: its lease epoch) */
+  epoch: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   ...Stamp
 }, open)
 

@@ -1,0 +1,100 @@
+// The volume namespace's decisions, pure over the document's volumes and the pool:
+// what a create, resize, rename or destroy request becomes, or the clear error that
+// refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
+import { randomBytes } from 'node:crypto'
+import type { Draft, Volume, Vm } from '../../crdt/index.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { parseSize } from '../resources.ts'
+
+export const PATH_PATTERN = /^(\/[A-Za-z0-9._-]{1,128}){1,16}$/
+/** volume sizes are whole 512-byte sectors: QEMU's NBD client mishandles a partial last sector */
+export const SECTOR = 512
+export const DEFAULT_REPLICAS = 2
+export const MAX_REPLICAS = 16
+
+export interface Pool {
+  /** live nodes that can hold replicas */
+  nodes: number
+  /** free disk bytes over those nodes */
+  freeBytes: number
+}
+
+export interface CreateRequest {
+  path?: unknown
+  size?: unknown
+  replicas?: unknown
+  minReplicas?: unknown
+  thin?: unknown
+}
+
+export function checkPath (path: unknown, field = 'path'): string {
+  if (typeof path !== 'string' || !PATH_PATTERN.test(path)) {
+    throw new ValidationError(field, `${field} ${JSON.stringify(path)} is not a volume path: 1-16 segments like /shop/db/data, each 1-128 letters, digits, ".", "_" or "-"`)
+  }
+  if (path.split('/').some(seg => seg === '.' || seg === '..')) throw new ValidationError(field, `${field} "${path}" holds a "." or ".." segment`)
+  return path
+}
+
+/** bytes from a number or a size text ("10G"); positive and whole sectors */
+export function checkSize (size: unknown, field = 'size'): number {
+  let n: number
+  if (typeof size === 'number') n = size
+  else if (typeof size === 'string') {
+    try { n = parseSize(size) } catch (err) { throw new ValidationError(field, `${field}: ${(err as Error).message}`) }
+  } else throw new ValidationError(field, `${field} is required: bytes, or a size such as 10G`)
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError(field, `${field} ${JSON.stringify(size)} must be a positive whole number of bytes`)
+  if (n % SECTOR !== 0) throw new ValidationError(field, `${field} ${n} is not a multiple of ${SECTOR} bytes (whole sectors)`)
+  return n
+}
+
+const byPath = (volumes: Iterable<Volume>, path: string): Volume | undefined => [...volumes].find(v => v.path === path)
+
+/** a volume by id or path */
+export function findVolume (volumes: Iterable<Volume>, idOrPath: string): Volume {
+  const all = [...volumes]
+  const v = all.find(x => x.id === idOrPath) ?? byPath(all, idOrPath)
+  if (v == null) throw new NotFoundError(`no volume with id or path "${idOrPath}"`)
+  return v
+}
+
+/** the draft of a new volume, or why not */
+export function planCreate (req: CreateRequest, volumes: Iterable<Volume>, pool: Pool, newId: () => string = () => `vol-${randomBytes(6).toString('hex')}`): Draft<'volumes'> {
+  const path = checkPath(req.path)
+  const size = checkSize(req.size)
+  const replicas = req.replicas == null ? Math.max(1, Math.min(DEFAULT_REPLICAS, pool.nodes)) : req.replicas
+  if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) {
+    throw new ValidationError('replicas', `replicas ${JSON.stringify(req.replicas)} must be a whole number from 1 to ${MAX_REPLICAS}`)
+  }
+  if (replicas > pool.nodes) throw new ValidationError('replicas', `replicas ${replicas} is more than the ${pool.nodes} live node(s) that can hold them`)
+  const minReplicas = req.minReplicas ?? replicas
+  if (typeof minReplicas !== 'number' || !Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > replicas) {
+    throw new ValidationError('minReplicas', `minReplicas ${JSON.stringify(req.minReplicas)} must be a whole number from 1 to replicas (${replicas})`)
+  }
+  if (req.thin != null && typeof req.thin !== 'boolean') throw new ValidationError('thin', 'thin must be true or false')
+  if (size * replicas > pool.freeBytes) {
+    throw new ValidationError('size', `${size} bytes x ${replicas} replicas is more than the pool's ${pool.freeBytes} free bytes`, 'too-large')
+  }
+  if (byPath(volumes, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
+  return { id: newId(), path, sizeBytes: size, replicas, minReplicas, thin: req.thin !== false, state: 'ready', parent: null, snapshots: {}, epoch: 1 }
+}
+
+/** a volume grows; it never shrinks (a filesystem on it would lose its tail) */
+export function planResize (v: Volume, size: unknown, pool: Pool): number {
+  const n = checkSize(size)
+  if (n < v.sizeBytes) throw new ValidationError('size', `volume "${v.path}" is ${v.sizeBytes} bytes; shrinking to ${n} is refused (it would cut off data)`, 'shrink')
+  if ((n - v.sizeBytes) * v.replicas > pool.freeBytes) throw new ValidationError('size', `growing "${v.path}" by ${n - v.sizeBytes} bytes x ${v.replicas} replicas is more than the pool's ${pool.freeBytes} free bytes`, 'too-large')
+  return n
+}
+
+export function planRename (v: Volume, to: unknown, volumes: Iterable<Volume>): string {
+  const path = checkPath(to, 'to')
+  const other = byPath(volumes, path)
+  if (other != null && other.id !== v.id) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
+  return path
+}
+
+/** a volume a VM that should run still names is in use: destroying it is refused */
+export function checkDestroy (v: Volume, vms: Iterable<Vm>): void {
+  const users = [...vms].filter(vm => vm.desired !== 'stopped' && (vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path)))
+  if (users.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${users.map(u => `"${u.name}"`).join(', ')}; stop or remove it first`, 'in-use')
+}
