@@ -22,10 +22,12 @@ set -euo pipefail
 umask 022
 
 # ---- Debian packages vgrid needs on every server (the one list to extend) ----------
-# Later issues add wireguard-tools, wireguard-go, qemu-system-x86 and nbd-client here.
-# nodejs and npm are only installed when node or npm is missing: npm is needed once, to
-# fetch the dependencies, which bring Node.js 24 for running the agent.
-PACKAGES=(iproute2 nftables)
+# ip and nft (namespaces, link rules), QEMU and qemu-img (VMs, volume import and
+# export), wireguard-go and wg (the overlay; no kernel module is assumed), busybox for
+# the guest image builder. nodejs and npm are only installed when node or npm is
+# missing: npm is needed once, to fetch the dependencies, which bring Node.js 24 for
+# running the agent.
+PACKAGES=(iproute2 nftables qemu-system-x86 qemu-utils wireguard-go wireguard-tools busybox-static)
 
 DEFAULT_PREFIX=/opt/vgrid
 DEFAULT_DATA_DIR=/var/lib/vgrid
@@ -278,6 +280,10 @@ install_packages () {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 install_packages
+# who may change the grid through the API's unix socket besides root (node/api/access.ts)
+if command -v getent >/dev/null 2>&1 && ! getent group vgrid >/dev/null 2>&1 && command -v groupadd >/dev/null 2>&1; then
+  groupadd --system vgrid && say "created the vgrid group: its members may change the grid through /run/vgrid/api.sock"
+fi
 command -v npm >/dev/null 2>&1 || die "npm is needed to install vgrid's dependencies (apt-get install npm)"
 
 # How the agent will run: systemd where it runs, else the background supervisor.
