@@ -100,6 +100,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
   private readonly applied = new Map<string, string | null>()
   private readonly routed = new Set<string>()
   private forwarding = false
+  private readonly rejectedSeen = new Set<string>()
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
   private readonly listener = (): void => { this.schedule() }
@@ -224,6 +225,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
       const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
       const plan = planPeers(this.c.peerId, this.keypair?.publicKey ?? null, this.c.membership.members, addr, this.init.keepaliveS)
       for (const r of plan.rejected) {
+        // counted once per advert content, not on every recomputation
+        const key = `${r.node}\n${r.reason}\n${r.detail}`
+        if (this.rejectedSeen.has(key)) continue
+        this.rejectedSeen.add(key)
         this.rejected.inc({ reason: r.reason })
         this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
       }

@@ -95,6 +95,13 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.true(r.replies.length >= 25)
   t.true(r.maxGapMs <= 2000, `longest gap ${r.maxGapMs} ms`)
 
+  // a malformed advert is rejected and counted once, however often plans are recomputed
+  const bad = { nodeId: 'NodeBad', name: 'bad', state: 'alive', wireguard: { publicKey: 'not-a-key', endpoint: `${net}.9:51820` } }
+  await a.send({ type: 'members', members: [bad] })
+  await a.send({ type: 'members', members: [bad] })
+  t.regex(String((await a.send({ type: 'metrics' }, 'metrics')).text), /vgrid_lcm_peers_rejected_total\{reason="bad-key"\} 1\n/)
+  t.is(((await a.send({ type: 'net' }, 'net')).peers as unknown[]).length, 1, 'no peer for it')
+
   // B dead: A drops its peer, the link stops
   await a.send({ type: 'members', members: [{ ...alive[1], state: 'dead' }] })
   t.deepEqual((await a.send({ type: 'net' }, 'net')).peers, [])
