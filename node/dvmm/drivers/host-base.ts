@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
+import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, decodeShellStatus, procStat, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
@@ -270,7 +271,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const cs = status === undefined || Number.isNaN(status) ? { code: null, signal: rec.killRequested === true ? 'SIGKILL' : null } : decodeShellStatus(status)
       // the watchdog (a separate process) marks the VMs it killed
       let watchdogAt: string | undefined
-      try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), 'watchdog-killed'), 'utf8') } catch {}
+      try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
       const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, now: this.components.clock.now() })
       if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog at ${new Date(Number(watchdogAt)).toISOString()}`
       rec.exit = exit

@@ -4,7 +4,7 @@
 import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { checkSupport } from '../../netns/netns.ts'
-import { createVeth, deleteVeth, vmNetns } from '../host/net.ts'
+import { createVeth, deleteVeth, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import type { VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
@@ -38,7 +38,7 @@ export class ProcessDriver extends HostDriver {
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
-    return await createVeth(spec.id, this.init.linkRange ?? '10.254.0.0/20', slot, this.init.nodeNetns)
+    return await createVeth(spec.id, this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
   }
 
   protected async teardownNetwork (rec: VmRecord): Promise<void> {
@@ -61,5 +61,3 @@ export class ProcessDriver extends HostDriver {
     return rec.network?.netns !== undefined ? { netns: rec.network.netns } : { netns: 'none' }
   }
 }
-
-export { vmNetns }
