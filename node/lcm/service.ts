@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events'
 import { writeFile } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
-import { Counter, Gauge, type Registry } from 'prom-client'
+import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
 import type { Objects, Kind, Draft } from '../../crdt/schema.ts'
 import type { Logger } from '../log.ts'
@@ -20,6 +20,7 @@ import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
 import { terminalHosts } from './links.ts'
+import { registerGauges } from './metrics.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
@@ -115,31 +116,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
     this.table = tableName(components.peerId)
     const registers = [components.registry]
     this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
-    const bytes: Gauge<'peer' | 'direction'> = new Gauge({
-      name: 'vgrid_lcm_tunnel_bytes', help: 'Bytes through each WireGuard tunnel of this node, by peer node and direction', labelNames: ['peer', 'direction'] as const, registers,
-      collect: async () => {
-        bytes.reset()
-        for (const p of await this.peerStates()) {
-          bytes.set({ peer: p.node ?? p.publicKey, direction: 'rx' }, p.rxBytes)
-          bytes.set({ peer: p.node ?? p.publicKey, direction: 'tx' }, p.txBytes)
-        }
-      }
-    })
-    const drops: Gauge<'src' | 'dst'> = new Gauge({
-      name: 'vgrid_lcm_drops', help: 'Packets between VMs dropped on this node (no declared connection), by source and destination VM', labelNames: ['src', 'dst'] as const, registers,
-      collect: async () => {
-        drops.reset()
-        for (const d of await this.drops()) drops.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.packets)
-      }
-    })
-    const passed: Gauge<'link'> = new Gauge({
-      name: 'vgrid_lcm_link_packets', help: 'Packets passed for each declared connection on this node', labelNames: ['link'] as const, registers,
-      collect: async () => {
-        passed.reset()
-        const c = await this.counters()
-        for (const f of this.last?.rules.flows ?? []) passed.set({ link: f.link }, c.counters.get(f.counter)?.packets ?? 0)
-      }
-    })
+    registerGauges(components.registry, this)
   }
 
   async start (): Promise<void> {
@@ -147,11 +124,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
     try {
       this.keypair = await loadOrCreateKeypair(this.c.config.dataDir)
       this.endpoint = this.detectEndpoint()
-      this.wg = await WgInterface.create({
-        name: this.ifname, netns: null, privateKey: this.keypair.privateKey, listenPort: this.init.port, backend: this.init.backend
-      })
-      await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
-      this.log.info('WireGuard up', { interface: this.ifname, backend: this.wg.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
+      await this.bringUp()
+      this.log.info('WireGuard up', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
       if (this.endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
       else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
     } catch (err) {
@@ -166,6 +140,22 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
     this.hostAddrs = this.addrKey()
     this.schedule(0)
     await this.queue
+  }
+
+  /** Makes the interface; if wireguard-go ever exits under us, the next plan makes it again. */
+  private async bringUp (): Promise<void> {
+    const wg = await WgInterface.create({
+      name: this.ifname, netns: null, privateKey: this.keypair!.privateKey, listenPort: this.init.port, backend: this.init.backend
+    })
+    this.wg = wg
+    this.applied.clear()
+    this.address = null
+    await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
+    void wg.exited.then(() => {
+      if (!this.running || this.wg !== wg) return
+      this.log.error('wireguard-go exited; making the interface again', { interface: this.ifname, pid: wg.pid })
+      this.schedule(0)
+    })
   }
 
   async stop (): Promise<void> {
@@ -233,6 +223,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
         this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
       }
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
+      if (this.wg != null && !this.wg.alive) {
+        await this.wg.destroy()
+        await this.bringUp()
+      }
       await this.applyAddress(addr)
       if (this.wg != null) await this.applyPeers(plan)
       await this.applyVmRoutes(addr)

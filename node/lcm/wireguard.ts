@@ -237,20 +237,23 @@ export class WgInterface {
   readonly netns: string | null
   readonly backend: Backend
   private readonly proc: ChildProcess | null
-  private readonly exited: Promise<void>
+  /** resolves when wireguard-go exits (never, for the kernel backend) */
+  readonly exited: Promise<void>
 
   private constructor (name: string, netns: string | null, backend: Backend, proc: ChildProcess | null) {
     this.name = name
     this.netns = netns
     this.backend = backend
     this.proc = proc
-    this.exited = proc == null || proc.exitCode != null
-      ? Promise.resolve()
-      : new Promise(resolve => { proc.once('exit', () => resolve()) })
+    this.exited = proc == null
+      ? new Promise(() => {})
+      : proc.exitCode != null ? Promise.resolve() : new Promise(resolve => { proc.once('exit', () => resolve()) })
   }
 
   /** PID of wireguard-go (userspace backend only). */
   get pid (): number | undefined { return this.proc?.pid }
+  /** false once wireguard-go has exited (the interface is gone with it) */
+  get alive (): boolean { return this.proc == null || (this.proc.exitCode == null && this.proc.signalCode == null) }
   get socketPath (): string { return join(RUN_DIR, `${this.name}.sock`) }
 
   static async create (o: CreateOptions): Promise<WgInterface> {

@@ -10,7 +10,7 @@ import test from 'ava'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ip, nsRun, replaceAddress, sleep } from '../../node/netns/netns.ts'
+import { ip, namespacePids, nsRun, replaceAddress, sleep } from '../../node/netns/netns.ts'
 import { Driver } from './driver.ts'
 import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { interfaceName } from '../../node/lcm/wireguard.ts'
@@ -94,6 +94,14 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.log(`across the address change: ${r.replies.length} replies of ${r.sent}, longest gap ${r.maxGapMs} ms`)
   t.true(r.replies.length >= 25)
   t.true(r.maxGapMs <= 2000, `longest gap ${r.maxGapMs} ms`)
+
+  // wireguard-go dies under the service: the next plan makes the interface again
+  const wgPids = (await namespacePids(ha!)).filter(pid => pid !== a.pid)
+  t.is(wgPids.length, 1, `one wireguard-go in host A: ${wgPids.join(',')}`)
+  process.kill(wgPids[0]!, 'SIGKILL')
+  let back = false
+  for (let i = 0; i < 10 && !back; i++) back = await exchange(v1!, 'tcp', A2, 8080, 1500)
+  t.true(back, 'the link carries traffic again after wireguard-go was killed')
 
   // a malformed advert is rejected and counted once, however often plans are recomputed
   const bad = { nodeId: 'NodeBad', name: 'bad', state: 'alive', wireguard: { publicKey: 'not-a-key', endpoint: `${net}.9:51820` } }
