@@ -233,8 +233,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     for (const path of paths) this.dirty.delete(path)
     try {
       // files before the directories that name them
-      for (const path of paths.filter(x => !x.endsWith('/'))) await syncPath(path)
-      for (const path of paths.filter(x => x.endsWith('/'))) await syncPath(path)
+      // a file or directory removed since it was written has nothing left to sync
+      for (const path of paths.filter(x => !x.endsWith('/'))) await syncPath(path).catch(ignoreEnoent)
+      for (const path of paths.filter(x => x.endsWith('/'))) await syncPath(path).catch(ignoreEnoent)
     } catch (err) {
       for (const path of paths) this.dirty.add(path)
       throw fromFsError(err, 'flush')
@@ -276,7 +277,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async removeVolume (volume: string): Promise<void> {
-    await this.open.dropUnder(this.volDir(volume))
+    const dir = this.volDir(volume)
+    await this.open.dropUnder(dir)
+    for (const path of [...this.dirty]) if (path.startsWith(dir + '/')) this.dirty.delete(path)
     await rm(this.volDir(volume), { recursive: true, force: true })
     await rm(join(this.dir, 'epochs', volume), { force: true })
     this.epochs.delete(volume)
@@ -370,8 +373,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 }
 
+/** a missing file is what a remove or a late sync wants anyway; anything else is an error */
 function ignoreEnoent (err: unknown): void {
-  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, 'removing an object')
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
 }
 
 /** fsync a file or directory by path (a trailing "/" marks a directory) */

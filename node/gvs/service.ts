@@ -1,0 +1,125 @@
+// The GVS service of an agent: this node's object store, the replica protocol that
+// serves it to the other agents, and the NBD server that exports every volume of the
+// cluster document (whatever node its replicas are on) as a ReplicatedVolume placed
+// over the live members, weighted by their disk capacity.
+import type { Libp2p } from '@libp2p/interface'
+import type { FastifyInstance } from 'fastify'
+import { join } from 'node:path'
+import type { Reader, Volume, Writer } from '../../crdt/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { Logger } from '../log.ts'
+import { ObjectStore } from './object-store.ts'
+import { ReplicaService } from './replication.ts'
+import { ReplicatedVolume } from './replicated-volume.ts'
+import { Placement } from './placement.ts'
+import { NbdServer } from './nbd/server.ts'
+import type { BlockDevice } from './block-device.ts'
+import { Repairer, type RepairReport } from './repair.ts'
+import type { Pool } from './volumes.ts'
+import { gvsRoutes } from './routes.ts'
+
+export interface GvsComponents {
+  peerId: string
+  log: Logger
+  config: { dataDir: string }
+  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  state: {
+    read: () => Reader
+    write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+  }
+  membership: { readonly members: MemberTable }
+}
+
+export interface GvsInit {
+  /** default <data-dir>/nbd.sock */
+  nbdSocket?: string
+  /** loopback TCP for NBD, only where asked for */
+  nbdTcpPort?: number
+  repairBytesPerSecond?: number
+}
+
+export class GvsService {
+  readonly name = 'gvs'
+  readonly components: GvsComponents
+  readonly store: ObjectStore
+  readonly replicas: ReplicaService
+  readonly nbd: NbdServer
+  private readonly init: GvsInit
+  /** export devices by volume id, rebuilt when the volume's shape or epoch changes */
+  private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
+  /** the last repair of each volume, for info */
+  readonly repairs = new Map<string, RepairReport>()
+
+  constructor (components: GvsComponents, init: GvsInit = {}) {
+    this.components = components
+    this.init = init
+    const log = components.log.child('gvs')
+    this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
+    this.replicas = new ReplicaService({ host: components.host, store: this.store, log })
+    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName) } }, {
+      socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
+      tcpPort: init.nbdTcpPort
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.store.start()
+    await this.replicas.start()
+    await this.nbd.start()
+  }
+
+  async stop (): Promise<void> {
+    await this.nbd.stop()
+    await this.replicas.stop()
+    await this.store.stop()
+  }
+
+  routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
+
+  volumes (): Volume[] { return this.components.state.read().list('volumes') }
+
+  /** the live members that hold replicas, weighted by disk capacity */
+  liveNodes (): Array<{ id: string, weight: number, free: number }> {
+    return [...this.components.membership.members.values()]
+      .filter(m => m.state === 'alive')
+      .map(m => ({ id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes }))
+  }
+
+  pool (): Pool {
+    const live = this.liveNodes().filter(n => n.weight > 0)
+    return { nodes: live.length, freeBytes: live.reduce((s, n) => s + n.free, 0) }
+  }
+
+  holders = (key: string, r: number): string[] => new Placement(this.liveNodes()).holders(key, r)
+
+  /** the block device of an export name: a volume's path without its leading "/", or its id */
+  device (name: string): BlockDevice | undefined {
+    const v = this.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
+    if (v == null) return undefined
+    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${v.epoch ?? 1}`
+    const cached = this.devices.get(v.id)
+    if (cached?.key === key) return cached.dev
+    const dev = new ReplicatedVolume({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
+      volume: v.id, size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch: v.epoch ?? 1
+    })
+    this.devices.set(v.id, { key, dev })
+    return dev
+  }
+
+  async repair (v: Volume): Promise<RepairReport> {
+    const r = new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
+      volume: v.id, replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
+    })
+    const report = await r.run()
+    this.repairs.set(v.id, report)
+    return report
+  }
+
+  /** the NBD URI a client on this node opens for a volume */
+  uriOf (v: Volume): string {
+    return `nbd+unix:///${exportName(v)}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
+  }
+}
+
+/** the NBD export name of a volume: its path without the leading "/" */
+export const exportName = (v: Volume): string => v.path.slice(1)
