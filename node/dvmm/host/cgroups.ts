@@ -122,6 +122,27 @@ export function readCpuLimit (paths: string[]): number | undefined {
   return undefined
 }
 
+/** CPU time the groups' processes used, in microseconds (v2 cpu.stat, v1 cpuacct.usage or /proc). */
+export function cpuUsageUs (paths: string[]): number {
+  for (const p of paths) {
+    try {
+      const m = /^usage_usec (\d+)$/m.exec(readFileSync(join(p, 'cpu.stat'), 'utf8'))
+      if (m != null) return Number(m[1])
+    } catch {}
+    try { return Number(readFileSync(join(p, 'cpuacct.usage'), 'utf8')) / 1000 } catch {}
+  }
+  // v1 with cpuacct in a hierarchy of its own: the live processes' own times
+  let ticks = 0
+  for (const pid of groupPids(paths)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      ticks += Number(f[11]) + Number(f[12]) // utime, stime
+    } catch {}
+  }
+  return ticks * 10_000 // USER_HZ 100
+}
+
 /** How many times the kernel OOM-killed a process of these groups. */
 export function oomKills (paths: string[]): number {
   for (const p of paths) {

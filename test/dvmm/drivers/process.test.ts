@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
-import { probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
+import { cpuUsageUs, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
 import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
 import { silentLogger } from '../../../node/log.ts'
 import { driverCompliance, waitFor } from './compliance.ts'
@@ -87,6 +87,23 @@ maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM ha
   await d.stop(id, 5000)
   const { existsSync } = await import('node:fs')
   t.false(paths.some(p => existsSync(p)), 'cgroups removed on stop')
+})
+
+maybe('process driver: the cpu quota holds a busy loop to the spec\'s share', async t => {
+  const d = await create()
+  const id = `cpu-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const info = await d.start({ ...sh(id, 'while :; do :; done'), vcpus: 0.25, network: false })
+  const paths = info.detail!.cgroups!.split(' ')
+  const u0 = cpuUsageUs(paths)
+  const t0 = performance.now()
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  const used = cpuUsageUs(paths) - u0
+  const elapsedUs = (performance.now() - t0) * 1000
+  t.log(`busy loop with 0.25 vCPU used ${(used / elapsedUs * 100).toFixed(0)}% of one CPU`)
+  // an upper bound only (the quota's promise); slack of two 100 ms periods at the edges
+  t.true(used <= elapsedUs * 0.25 + 200_000, `used ${used} us of ${elapsedUs.toFixed(0)} us`)
+  t.true(used > 0, 'it did run')
 })
 
 maybe('process driver: measures start time', async t => {
