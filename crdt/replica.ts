@@ -107,14 +107,23 @@ export class Replica {
    */
   fork (): Replica {
     const f = new Replica({ ...this.opts, clock: this.clock }, A.clone(this.doc, { actor: this.actorId }), this.lineage, this.actorId)
+    f.forkBase = this.heads()
     return f
   }
 
+  /** heads of the replica a fork was taken from, when it was taken */
+  private forkBase?: string[]
+
   /** Takes in a fork's changes (and frees the fork). */
   merge (fork: Replica): void {
-    this.setDoc(A.merge(this.doc, fork.doc))
+    if (fork.forkBase != null && sameHeads(this.heads(), fork.forkBase)) {
+      // nothing arrived here meanwhile (the usual case): the fork is the new document
+      this.adopt(fork.doc)
+    } else {
+      this.setDoc(A.merge(this.doc, fork.doc))
+      fork.discard()
+    }
     for (const [kind, key] of fork.touchedKeys) this.cache.invalidate(kind, key)
-    fork.discard()
   }
 
   /** Frees a fork whose changes are not wanted. */
