@@ -50,7 +50,8 @@ test('volumes API and NBD exports across agents', async t => {
   const app = Fastify()
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
   svcs[0]!.routes(app)
-  const call = async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object): Promise<{ status: number, body: any }> => {
+  interface Body { volumes?: Array<{ path: string }>, error?: { code: string, message: string }, [k: string]: unknown }
+  const call = async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object): Promise<{ status: number, body: Body }> => {
     const r = await app.inject({ method, url, payload })
     return { status: r.statusCode, body: r.json() }
   }
@@ -59,8 +60,8 @@ test('volumes API and NBD exports across agents', async t => {
   t.is(created.status, 201, JSON.stringify(created.body))
   t.like(created.body, { path: '/shop/db/data', sizeBytes: 16 * MiB, replicas: 2, minReplicas: 2, thin: true })
   await call('POST', '/v1/volumes', { path: '/shop/web/root', size: 1048576, replicas: 3 })
-  t.deepEqual((await call('GET', '/v1/volumes?prefix=/shop/db')).body.volumes.map((v: { path: string }) => v.path), ['/shop/db/data'])
-  t.is((await call('GET', '/v1/volumes')).body.volumes.length, 2)
+  t.deepEqual((await call('GET', '/v1/volumes?prefix=/shop/db')).body.volumes?.map(v => v.path), ['/shop/db/data'])
+  t.is((await call('GET', '/v1/volumes')).body.volumes?.length, 2)
 
   // bad input: clear 4xx
   const bad = async (payload: object): Promise<[number, string]> => { const r = await call('POST', '/v1/volumes', payload); return [r.status, r.body.error?.message ?? ''] }
@@ -71,7 +72,7 @@ test('volumes API and NBD exports across agents', async t => {
   t.is((await bad({ path: '/shop/db/data', size: '1G' }))[0], 409)
 
   // NBD: written through agent 0, read back through agent 2
-  const vol = created.body as { id: string, nbd: string }
+  const vol = created.body as unknown as { id: string, nbd: string }
   const src = randomBytes(16 * MiB)
   await writeFile(join(dir, 'src.raw'), src)
   const have = await run('sh', ['-c', 'command -v nbdcopy']).then(() => true, () => false)
@@ -85,7 +86,7 @@ test('volumes API and NBD exports across agents', async t => {
   t.is((await call('PATCH', `/v1/volumes/${vol.id}`, { size: '32M' })).body.sizeBytes, 32 * MiB)
   const shrink = await call('PATCH', `/v1/volumes/${vol.id}`, { size: '8M' })
   t.is(shrink.status, 400)
-  t.regex(shrink.body.error.message, /shrinking .* is refused/)
+  t.regex(shrink.body.error?.message ?? '', /shrinking .* is refused/)
   t.is((await call('PATCH', `/v1/volumes/${encodeURIComponent('/shop/db/data')}`, { path: '/shop/db/main' })).body.path, '/shop/db/main')
   const rep = await call('POST', `/v1/volumes/${vol.id}/repair`)
   t.like(rep.body, { total: 0, failed: 0, health: 'healthy' })
