@@ -1,7 +1,8 @@
 // Roaming: a host's address changes under a running tunnel. The side that moved
 // re-sets each peer's endpoint (WgInterface.refreshEndpoints, which the LCM service
 // calls on the agent's address-change event); a ping stream through the tunnel
-// keeps going with a gap of at most 2 s, and the other side learns the new address.
+// and a TCP stream keep going with a gap of at most 2 s (the TCP connection is not
+// reset), and the other side learns the new address.
 import test from 'ava'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,6 +10,7 @@ import { join } from 'node:path'
 import { replaceAddress, sleep } from '../../node/netns/netns.ts'
 import { interfaceName, loadOrCreateKeypair, WgInterface } from '../../node/lcm/wireguard.ts'
 import { makeNamespaces, pingOnce, pingStream, skipReason, subnet, veth } from './ns.ts'
+import { echoServer, tcpStream } from './tcp.ts'
 
 const reason = await skipReason()
 if (reason != null) console.log(`lcm roaming test skipped: ${reason}`)
@@ -30,6 +32,8 @@ maybe('a tunnel keeps carrying pings across an address change of one host, gap a
   await wb.setPeer({ publicKey: ka.publicKey, endpoint: `${net}.1:51820`, allowedIps: ['100.98.0.1/32'] })
   t.true(await pingOnce(a!, '100.98.0.2', 5), 'the tunnel is up before the move')
 
+  await echoServer(t, b!, [7000])
+  const tcp = tcpStream(a!, '100.98.0.2', 7000, 6000)
   const stream = pingStream(t, a!, '100.98.0.2', 0.1)
   await sleep(1500)
   await replaceAddress(a!, 'eth0', `${net}.1/24`, `${net}.11/24`)
@@ -43,4 +47,9 @@ maybe('a tunnel keeps carrying pings across an address change of one host, gap a
   // replies kept coming after the move, not only before it
   t.true(r.replies.at(-1)! > Date.now() - 1500, 'replies still arrive at the end')
   t.is((await wb.show()).peers[0]!.endpoint, `${net}.11:51820`, 'the other side roamed to the new address')
+  const s = await tcp
+  t.log(`TCP stream: ${s.echoes} echoes of ${s.sent} lines, longest gap ${s.maxGapMs} ms, error ${s.error ?? 'none'}`)
+  t.is(s.error, null, 'the TCP connection was not reset')
+  t.is(s.echoes, s.sent, 'every line came back')
+  t.true(s.maxGapMs <= 2000, `longest TCP gap ${s.maxGapMs} ms`)
 })

@@ -43,3 +43,27 @@ export async function exchange (ns: string, proto: 'tcp' | 'udp', host: string, 
   const out = await nsRun(ns, nodeBin(), ['-e', CLIENT, proto, host, String(port), String(timeoutMs)], { timeoutMs: timeoutMs + 10_000 })
   return out.trim() === 'ok'
 }
+
+const STREAM = `
+const [host, port, ms] = process.argv.slice(1)
+const s = require('node:net').connect(Number(port), host)
+const times = []; let error = null; let seq = 0; let buf = ''
+s.on('connect', () => { const iv = setInterval(() => s.write(String(seq++) + '\\n'), 100); setTimeout(() => { clearInterval(iv); s.end() }, Number(ms)) })
+s.on('data', d => { buf += d.toString(); const parts = buf.split('\\n'); buf = parts.pop(); for (const _ of parts) times.push(Date.now()) })
+s.on('error', e => { error = e.code || e.message })
+s.on('close', () => {
+  let gap = 0; for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1])
+  console.log(JSON.stringify({ error, echoes: times.length, sent: seq, maxGapMs: gap }))
+})
+`
+
+export interface StreamResult { error: string | null, echoes: number, sent: number, maxGapMs: number }
+
+/**
+ * One TCP connection from `ns` to an echo server, a line every 100 ms for `ms`;
+ * resolves with the longest time between two echoes and any socket error (a reset).
+ */
+export async function tcpStream (ns: string, host: string, port: number, ms: number): Promise<StreamResult> {
+  const out = await nsRun(ns, nodeBin(), ['-e', STREAM, host, String(port), String(ms)], { timeoutMs: ms + 60_000 })
+  return JSON.parse(out.trim()) as StreamResult
+}
