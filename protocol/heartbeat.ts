@@ -7,7 +7,8 @@
 // Frames: the original 16 bytes (incarnation, seq: float64 big-endian; the first byte
 // of a non-negative float64 is below 0x80), or an extended frame: 0xFF, a length byte
 // L (>= 24), then L bytes: incarnation, seq, sender's wall clock (ms), all float64;
-// bytes past those are a newer agent's and ignored. Both are accepted.
+// bytes past those are a newer agent's and ignored. Both are accepted; extended frames
+// are sent only to peers that accept them (sendClockTo).
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { Gauge, type Registry } from 'prom-client'
@@ -115,7 +116,11 @@ export interface HeartbeatsInit {
   onGarbage?: (peer: string) => void
   /** a peer's clock offset crossed the bound (`over`), or came back within it */
   onClockOffset?: (peer: string, offsetMs: number, over: boolean) => void
-  /** send the wall clock to this peer (extended frames); default: to every peer */
+  /**
+   * Send the wall clock to this peer (extended frames). An agent from before them
+   * takes an extended frame for garbage and drops the stream, so only to peers whose
+   * protocol version has them (protocol 2, see protocol/compat.ts); default: nobody.
+   */
   sendClockTo?: (peer: string) => boolean
   /** this node's wall clock (ms); default Date.now */
   wallClock?: () => number
@@ -296,7 +301,7 @@ export class Heartbeats {
 
   private frameFor (peer: string): Uint8Array {
     const v = this.init.version()
-    return this.init.sendClockTo?.(peer) === false ? encodeBeat(v) : encodeBeatWithClock(v, (this.init.wallClock ?? Date.now)())
+    return this.init.sendClockTo?.(peer) === true ? encodeBeatWithClock(v, (this.init.wallClock ?? Date.now)()) : encodeBeat(v)
   }
 
   private sampleClock (peer: string, wallMs: number): void {

@@ -57,6 +57,7 @@ test('a watcher measures a peer\'s clock an hour ahead and reports it once', asy
       onSilent: () => {},
       onLost: () => {},
       wallClock: () => Date.now() + skew,
+      sendClockTo: () => true,
       registry: i === 0 ? registry : undefined,
       onClockOffset: (peer, ms, over) => { reports.push([peer, ms, over]) }
     }))
