@@ -23,11 +23,11 @@ umask 022
 
 # ---- Debian packages vgrid needs on every server (the one list to extend) ----------
 # ip and nft (namespaces, link rules), QEMU and qemu-img (VMs, volume import and
-# export), wireguard-go and wg (the overlay; no kernel module is assumed), busybox for
-# the guest image builder. nodejs and npm are only installed when node or npm is
+# export), wireguard-go and wg (the overlay; no kernel module is assumed), busybox and
+# xz for the guest image builder (it boots the server's own Debian kernel, unpacked). nodejs and npm are only installed when node or npm is
 # missing: npm is needed once, to fetch the dependencies, which bring Node.js 24 for
 # running the agent.
-PACKAGES=(iproute2 nftables qemu-system-x86 qemu-utils wireguard-go wireguard-tools busybox-static)
+PACKAGES=(iproute2 nftables qemu-system-x86 qemu-utils wireguard-go wireguard-tools busybox-static xz-utils)
 
 DEFAULT_PREFIX=/opt/vgrid
 DEFAULT_DATA_DIR=/var/lib/vgrid

@@ -32,6 +32,7 @@ command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test/run.sh: installing ${need[*]}"

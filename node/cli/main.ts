@@ -13,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) },
   demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop', run: async a => (await import('./commands/demo.ts')).run(a) },
   node: { summary: 'label or unlabel a node (vgrid node label NODE key=value, vgrid node unlabel NODE key)', run: async a => (await import('./commands/node-label.ts')).run(a) },
+  image: { summary: 'build the guest appliance the qemu driver boots (vgrid image build)', run: async a => (await import('../dvmm/image/cli.ts')).run(a) },
   state: { summary: 'the replicated cluster document: heads, size, objects, sync with each peer', run: async a => (await import('./commands/state.ts')).state(a) }
 }
 
