@@ -60,6 +60,8 @@ export interface LcmInit {
   addressPollMs?: number
   /** force a backend (tests); default: probed */
   backend?: Backend
+  /** leave the nftables rules in place when the service stops (default true: fail closed) */
+  keepRulesOnStop?: boolean
 }
 
 export interface LcmStatus {
@@ -109,7 +111,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
   constructor (components: LcmComponents, init: LcmInit = {}) {
     super()
     this.c = components
-    this.init = { port: 51820, keepaliveS: 25, addressPollMs: 1000, ...init }
+    this.init = { port: 51820, keepaliveS: 25, addressPollMs: 1000, keepRulesOnStop: true, ...init }
     this.log = components.log.child('lcm')
     this.prefix = overlayPrefix(components.clusterId)
     this.ifname = interfaceName(components.peerId)
@@ -165,7 +167,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service {
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
     await this.queue
-    await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
+    // the rules stay in the kernel unless asked: VMs that outlive the agent stay
+    // confined to their declared connections (fail closed); the next start replaces them
+    if (!this.init.keepRulesOnStop) await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
     await this.wg?.destroy()
     this.wg = null
   }
