@@ -54,7 +54,7 @@ async function main (): Promise<void> {
     const tc = performance.now()
     let specsEverywhere = 0
     const specsWatch = (async () => {
-      await until(() => g.nodes.every(n => n.agent.state.read().counts().vms === M), 600_000, 'the specs to reach every agent')
+      await until(() => g.nodes.every(n => n.agent.state.read().all('vms').size === M), 600_000, 'the specs to reach every agent', 100)
       specsEverywhere = performance.now() - tc
     })()
     await Promise.all(g.nodes.map(async (n, i) => await n.agent.state.write(w => { for (const v of vms.slice(i * share, (i + 1) * share)) w.put('vms', v) })))
@@ -75,7 +75,7 @@ async function main (): Promise<void> {
         console.error(`  ${((now - tc) / 1000).toFixed(1)} s: ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it)`)
       }
       return settled()
-    }, 600_000, 'every lease settled')
+    }, 600_000, 'every lease settled', 100)
     const settleMs = performance.now() - tc
     await specsWatch
     // outcomes

@@ -52,12 +52,19 @@ const EMPTY: Usage = { cpu: 0, memoryBytes: 0, groups: new Map() }
 
 /** FNV-1a (32 bit) of `vm \0 node`, as a fraction: the same on every agent, spread evenly */
 export function rendezvous (vm: string, node: string): number {
+  return rendezvousFrom(rendezvousPrefix(vm), node)
+}
+
+/** the FNV state after `vm \0`: hashing many nodes for one VM starts from here */
+export function rendezvousPrefix (vm: string): number {
   let h = 0x811c9dc5
-  const s = vm + '\0' + node
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
+  for (let i = 0; i < vm.length; i++) h = Math.imul(h ^ vm.charCodeAt(i), 0x01000193) >>> 0
+  return Math.imul(h, 0x01000193) >>> 0 // the \0 (xor with 0 changes nothing)
+}
+
+export function rendezvousFrom (prefix: number, node: string): number {
+  let h = prefix
+  for (let i = 0; i < node.length; i++) h = Math.imul(h ^ node.charCodeAt(i), 0x01000193) >>> 0
   // a final avalanche so that ids differing in their last character spread too
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b) >>> 0
@@ -75,13 +82,13 @@ export function rendezvous (vm: string, node: string): number {
  * node's room crosses an eighth: agents whose views of the leases differ by a few
  * recent claims still agree (fewer contested claims).
  */
-export function fitScore (vm: Demand, node: NodeView, used: Usage, strategy: Strategy): number {
+export function fitScore (vm: Demand, node: NodeView, used: Usage, strategy: Strategy, hash?: number): number {
   const frac = (u: number, c: number): number => c <= 0 ? 1 : Math.min(1, u / c)
   const util = (frac(used.cpu + vm.cpu, node.capacity.cpu) + frac(used.memoryBytes + vm.memoryBytes, node.capacity.memoryBytes)) / 2
   if (strategy === 'binpack') return util
   const free = Math.ceil((1 - util) * 8) / 8
   if (free <= 0) return 0
-  const h = Math.min(Math.max(rendezvous(vm.vm, node.id), 1e-12), 1 - 1e-12)
+  const h = Math.min(Math.max(hash ?? rendezvous(vm.vm, node.id), 1e-12), 1 - 1e-12)
   return -free / Math.log(h)
 }
 
@@ -94,12 +101,13 @@ export function antiAffinityScore (vm: Demand, used: Usage): number {
 /** Ranks every node for one VM, given what each node already holds. */
 export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap<string, Usage>, opts: RankOptions = {}): Ranking {
   const strategy = opts.strategy ?? 'spread'
+  const prefix = rendezvousPrefix(vm.vm)
   const scored: NodeScore[] = nodes.map(node => {
     const used = usage.get(node.id) ?? EMPTY
-    const tiebreak = rendezvous(vm.vm, node.id)
+    const tiebreak = rendezvousFrom(prefix, node.id)
     const filtered = feasible(vm, node, used, opts.checks ?? CHECKS)
     if (filtered != null) return { node: node.id, name: node.name, filtered, scores: {}, total: -Infinity, tiebreak }
-    const scores = { fit: fitScore(vm, node, used, strategy), antiAffinity: antiAffinityScore(vm, used) }
+    const scores = { fit: fitScore(vm, node, used, strategy, tiebreak), antiAffinity: antiAffinityScore(vm, used) }
     return { node: node.id, name: node.name, filtered: null, scores, total: scores.antiAffinity * 1000 + scores.fit, tiebreak }
   })
   scored.sort((a, b) => {
@@ -136,4 +144,46 @@ export function plan (vms: readonly Demand[], nodes: readonly NodeView[], holdin
     if (r.best != null) addUsage(usage, { vm: vm.vm, holder: r.best, cpu: vm.cpu, memoryBytes: vm.memoryBytes, antiAffinity: vm.antiAffinity })
   }
   return out
+}
+
+/**
+ * Where `me` stands in `rank(vm, ...)`'s order (0: best; -1: filtered), and how many
+ * nodes pass: the same order as `rank`, computed without building the ranking. An
+ * agent asks this for every waiting VM at every step, so it allocates nothing per node.
+ */
+export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap<string, Usage>, me: string, opts: RankOptions = {}): { pos: number, feasible: number } {
+  const strategy = opts.strategy ?? 'spread'
+  const checks = opts.checks ?? CHECKS
+  const mine = nodes.find(n => n.id === me)
+  const prefix = rendezvousPrefix(vm.vm)
+  let mAa = 0
+  let mFit = 0
+  let mTie = 0
+  let mOk = false
+  if (mine != null) {
+    const used = usage.get(me) ?? EMPTY
+    if (feasible(vm, mine, used, checks) == null) {
+      mOk = true
+      mAa = antiAffinityScore(vm, used)
+      mTie = rendezvousFrom(prefix, me)
+      mFit = fitScore(vm, mine, used, strategy, mTie)
+    }
+  }
+  let pos = 0
+  let count = 0
+  for (const n of nodes) {
+    if (n === mine) { if (mOk) count++; continue }
+    const used = usage.get(n.id) ?? EMPTY
+    if (feasible(vm, n, used, checks) != null) continue
+    count++
+    if (!mOk) continue
+    // the comparator of `rank`: anti-affinity, fit, tie-break, then node id
+    const aa = antiAffinityScore(vm, used)
+    if (aa !== mAa) { if (aa > mAa) pos++; continue }
+    const tie = rendezvousFrom(prefix, n.id)
+    const fit = fitScore(vm, n, used, strategy, tie)
+    if (fit !== mFit) { if (fit > mFit) pos++; continue }
+    if (tie !== mTie ? tie > mTie : n.id < me) pos++
+  }
+  return { pos: mOk ? pos : -1, feasible: count }
 }

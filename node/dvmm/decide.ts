@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  rank, usageOf, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Ranking, type Strategy
+  positionOf, usageOf, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
@@ -51,14 +51,16 @@ export interface Decisions {
   kill: Array<{ vm: string, why: string }>
   /** leases of this node to delete now (nothing runs) */
   release: Array<{ vm: string, why: string }>
-  /** VMs without a (live) holder and their ranking */
-  rankings: Map<string, Ranking>
+  /** VMs without a (live) holder, by id */
+  unplaced: string[]
+  /** of those, the ones no node can take now */
+  fitsNowhere: string[]
   /** ms until a timer (settle, takeover, fallback) may change the answer */
   wakeInMs: number
 }
 
 export function decide (i: DecideInput): Decisions {
-  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], rankings: new Map(), wakeInMs: Infinity }
+  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], unplaced: [], fitsNowhere: [], wakeInMs: Infinity }
   const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
   if (i.fence.fenced) {
     for (const vm of i.runs) if (!i.busy.has(vm)) d.kill.push({ vm, why: `fenced: ${i.fence.reason}` })
@@ -104,20 +106,21 @@ export function decide (i: DecideInput): Decisions {
   if (unplaced.size === 0) return d
   const order = [...unplaced.keys()].sort()
   // each VM is ranked on its own against the leases in the document (not against the
-  // other new VMs, which agents see at different times): what every agent agrees on
+  // other new VMs, which agents see at different times): what every agent agrees on.
+  // Only this node's place in each ranking is computed here; the API ranks in full.
   const usage = usageOf(holdings(i.doc, new Set(unplaced.keys())))
-  const ranked = new Map(order.map(id => [id, rank(demandOf(i.doc.vms.get(id)!), i.nodes, usage, { strategy: i.cfg.strategy })]))
-  d.rankings = ranked
+  const places = new Map(order.map(id => [id, positionOf(demandOf(i.doc.vms.get(id)!), i.nodes, usage, i.me, { strategy: i.cfg.strategy })]))
+  d.unplaced = order
+  d.fitsNowhere = order.filter(id => places.get(id)!.feasible === 0)
   if (!i.fence.mayClaim) return d
   const reserved = reservedBy(i.me, [...i.doc.leases.values()].map(l => l.claims))
   for (const id of order) {
-    const r = ranked.get(id)!
-    if (r.best == null) continue
+    const { pos, feasible } = places.get(id)!
+    if (feasible === 0) continue
     // the best-ranked node claims; if it has not after a while, the next ones may too
     // (it may be refusing for reservations others cannot see); the rule settles ties
     const waited = i.now - (i.unplacedSince.get(id) ?? i.now)
     const allowed = 1 + Math.floor(waited / (FALLBACK_SETTLES * i.cfg.settleMs))
-    const pos = r.nodes.findIndex(n => n.node === i.me && n.filtered == null)
     if (pos < 0) continue
     if (pos >= allowed) { wake(FALLBACK_SETTLES * i.cfg.settleMs * pos - waited); continue }
     const vm = i.doc.vms.get(id)!

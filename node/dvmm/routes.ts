@@ -33,7 +33,7 @@ export function dvmmRoutes (svc: DvmmService) {
   const row = (doc: DocView, id: string, reader: Reader): VmRow => {
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
-    const pending = l == null && vm.desired === 'running' ? (svc.rankingOf(vm.id)?.pending ?? placementNow(vm, doc, nodesOf(reader, doc)).pending) : null
+    const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, nodesOf(reader, doc)).pending : null
     return vmRow(vm, l, n => nameOf(n, doc), pending)
   }
   const detail = (id: string): VmDetail => {

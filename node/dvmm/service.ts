@@ -7,7 +7,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
-import { fenced, haCheck, onExit, reservedBy, type FenceDecision, type HaReport, type Ranking, type Strategy } from '../../crdt/placement/index.ts'
+import { fenced, haCheck, onExit, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -94,8 +94,9 @@ export class DvmmService {
   private lastMajorityAt = 0
   private startedAt = 0
   private fence?: FenceDecision
-  private rankings = new Map<string, Ranking>()
   private lastReserved = ''
+  private lastStepMs = 0
+  private lastStepEnd = 0
   private running = false
   private stepping = false
   private dirty = false
@@ -123,8 +124,6 @@ export class DvmmService {
   get me (): string { return this.components.peerId }
   get config (): Readonly<Required<DvmmInit>> { return this.cfg }
   get fenceState (): FenceDecision | undefined { return this.fence }
-  /** the ranking of each VM that is waiting for a holder, from the last step */
-  rankingOf (vm: string): Ranking | undefined { return this.rankings.get(vm) }
   driver (name: string): VmDriver | undefined { return this.components.drivers[name as Vm['spec']['driver']] }
   routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
@@ -176,10 +175,12 @@ export class DvmmService {
 
   schedule (): void {
     if (!this.running || this.debounce != null) return
+    // a step that took long (many waiting VMs) spaces the next: DVMM keeps to a fifth of the loop
+    const gap = Math.max(this.cfg.debounceMs, this.lastStepMs * 4 - (this.components.clock.now() - this.lastStepEnd))
     this.debounce = setTimeout(() => {
       this.debounce = undefined
       void this.reconcile()
-    }, this.cfg.debounceMs)
+    }, gap)
   }
 
   async reconcile (): Promise<void> {
@@ -189,6 +190,7 @@ export class DvmmService {
       do {
         this.dirty = false
         await this.step()
+        this.lastStepEnd = this.components.clock.now()
       } while (this.dirty && this.running)
     } catch (err) {
       this.log.warn('decision step failed', { err: (err as Error).message })
@@ -216,6 +218,7 @@ export class DvmmService {
 
   private async step (): Promise<void> {
     this.metrics.reconciles.inc()
+    const t0 = performance.now()
     const now = this.components.clock.now()
     const reader = this.components.state.read()
     const doc = docView(reader)
@@ -247,9 +250,10 @@ export class DvmmService {
       capacity: cap,
       cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy }
     })
-    this.rankings = d.rankings
-    for (const vm of d.rankings.keys()) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
-    for (const vm of this.unplacedSince.keys()) if (!d.rankings.has(vm)) this.unplacedSince.delete(vm)
+    this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)
+    const waiting = new Set(d.unplaced)
+    for (const vm of waiting) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
+    for (const vm of this.unplacedSince.keys()) if (!waiting.has(vm)) this.unplacedSince.delete(vm)
     if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
     // one change per step: queued status updates, claims and releases together
     if (d.claims.length > 0 || d.release.length > 0 || this.pending.length > 0) {
@@ -258,8 +262,8 @@ export class DvmmService {
       for (const c of d.claims) {
         this.claimedAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
-        const rk = d.rankings.get(c.vm)
-        if (rk != null) this.history.decisions.set(c.vm, { at, ranking: rk })
+        const vm = doc.vms.get(c.vm)
+        if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usageOf(holdings(doc, waiting)), { strategy: this.cfg.strategy }) })
       }
       if (d.claims.length > 0) this.dirty = true // settle timers start now
     }

@@ -88,11 +88,11 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
-export async function until (check: () => boolean, limitMs: number, what: string): Promise<void> {
+export async function until (check: () => boolean, limitMs: number, what: string, everyMs = 20): Promise<void> {
   const t0 = Date.now()
   while (!check()) {
     if (Date.now() - t0 > limitMs) throw new Error(`timed out after ${limitMs} ms waiting for ${what}`)
-    await sleep(20)
+    await sleep(everyMs)
   }
 }
 

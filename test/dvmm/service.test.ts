@@ -69,6 +69,7 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   const happ = api(h)
   t.teardown(async () => { await happ.close() })
   t.regex((await call<{ console: string }>(happ, 'GET', '/v1/vms/two/console')).body.console, /fake guest ready two/)
+  await until(() => h.dvmm.history.of('two').some(e => e.event === 'started'), 10_000, 'the holder to see its start in the document')
   const show = await call<VmDetail>(happ, 'GET', '/v1/vms/two')
   t.true(show.body.history.some(e => e.event === 'started'), 'history has the start')
   t.truthy(show.body.decision, 'the holder kept the ranking it claimed by')

@@ -3,7 +3,7 @@
 // restart rule and the HA check; with seeded property tests over random grids.
 import test from 'ava'
 import {
-  rank, plan, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, takeover,
+  rank, plan, positionOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, takeover,
   onExit, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
@@ -90,6 +90,25 @@ test('property: rank and plan do not depend on the order nodes or holdings are l
     const a = plan(vms, nodes, holdings)
     const b = plan(vms, shuffle(nodes, r), shuffle(holdings, r))
     t.deepEqual([...b].map(([k, v]) => [k, v.best]), [...a].map(([k, v]) => [k, v.best]), `seed ${seed}`)
+  }
+})
+
+test('property: positionOf names the same place as the full ranking, for every node', t => {
+  for (let seed = 500; seed < 520; seed++) {
+    const r = prng(seed)
+    const nodes = Array.from({ length: 2 + Math.floor(r() * 10) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, labels: r() < 0.5 ? { zone: 'a' } : {} }))
+    const usage = usageOf(Array.from({ length: 8 }, (_, i) => ({ vm: `h${i}`, holder: nodes[Math.floor(r() * nodes.length)]!.id, cpu: 0.5, memoryBytes: GiB / 2, antiAffinity: r() < 0.5 ? 'g' : undefined })))
+    for (let v = 0; v < 20; v++) {
+      const d = vm(`v${v}`, { cpu: 0.5 + Math.floor(r() * 4) / 2, antiAffinity: r() < 0.5 ? 'g' : undefined, constraints: r() < 0.2 ? { zone: 'a' } : {} })
+      for (const strategy of ['spread', 'binpack'] as const) {
+        const full = rank(d, nodes, usage, { strategy })
+        for (const n of nodes) {
+          const i = full.nodes.findIndex(x => x.node === n.id)
+          const want = full.nodes[i]!.filtered == null ? i : -1
+          t.is(positionOf(d, nodes, usage, n.id, { strategy }).pos, want, `seed ${seed} ${d.vm} ${n.id} ${strategy}`)
+        }
+      }
+    }
   }
 })
 
