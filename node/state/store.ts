@@ -177,12 +177,12 @@ export class StateStore {
   }
 
   /**
-   * Forgets the old files' identity and any broken log, after disk trouble: the next
-   * writeSnapshot() then starts the directory afresh (re-created if it was removed).
+   * Forgets the old files' identity after disk trouble: the next writeSnapshot() then
+   * starts the directory afresh (re-created if it was removed). A log that could not
+   * be cut back stays closed to appends until that snapshot has started a new one.
    */
   async reopen (): Promise<void> {
     await this.closeLog().catch(() => {})
-    this.broken = undefined
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 })
       await this.noteDir()
@@ -299,6 +299,7 @@ export class StateStore {
     this.logId = idOf(await this.logFh.stat())
     this.logBytes = LOG_MAGIC.length
     this.logRecords = 0
+    this.broken = undefined
   }
 
   private async closeLog (): Promise<void> {
