@@ -3,7 +3,7 @@ import type { Member } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
 import { addressing, diffPeers, planPeers } from '../../node/lcm/plan.ts'
 import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts'
-import { checkLink, linkId, parseLinkRequest } from '../../node/lcm/links.ts'
+import { checkLink, hostsFile, linkId, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
 import { formatNet } from '../../node/lcm/cli.ts'
 
@@ -88,4 +88,17 @@ test('vgrid net text shows the interface, peers and drops, or exactly why WireGu
   t.regex(text, /web\s+db\s+3/)
   const down = formatNet({ status: { ...status, ok: false, error: 'WireGuard cannot start: no kernel module and no wireguard-go' }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] })
   t.regex(down, /WireGuard is not running: WireGuard cannot start: no kernel module and no wireguard-go/)
+})
+
+test('terminal names resolve to the address of the VM at the other end of each output', t => {
+  const links = [
+    { id: 'a', from: { vm: 'lb', terminal: 'web1' }, to: { vm: 'w1', terminal: 'in' }, protocol: 'tcp' as const, port: 80 },
+    { id: 'b', from: { vm: 'lb', terminal: 'web2' }, to: { vm: 'w2', terminal: 'in' }, protocol: 'tcp' as const, port: 80 },
+    { id: 'c', from: { vm: 'w1', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp' as const, port: 5432 }
+  ]
+  const addr: Record<string, string> = { w1: '100.70.128.2', w2: '100.70.128.3' }
+  const names = terminalHosts('lb', links, vm => addr[vm] ?? null)
+  t.deepEqual(names, { web1: '100.70.128.2', web2: '100.70.128.3' })
+  t.deepEqual(terminalHosts('w1', links, vm => addr[vm] ?? null), {}, 'an end without an address yet is left out')
+  t.is(hostsFile(names), '100.70.128.2\tweb1\n100.70.128.3\tweb2\n')
 })
