@@ -36,6 +36,8 @@ export interface GvsInit {
   /** loopback TCP for NBD, only where asked for */
   nbdTcpPort?: number
   repairBytesPerSecond?: number
+  /** background repair and cleanup runs this often (0: never; default 30 s) */
+  reconcileMs?: number
 }
 
 export class GvsService {
@@ -49,6 +51,11 @@ export class GvsService {
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
   /** the last repair of each volume, for info */
   readonly repairs = new Map<string, RepairReport>()
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private reconciling: Promise<void> | null = null
+  private running = false
+  /** volumes this node has seen in the document: only these are freed when they go */
+  private readonly seen = new Set<string>()
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
@@ -66,9 +73,46 @@ export class GvsService {
     await this.store.start()
     await this.replicas.start()
     await this.nbd.start()
+    this.running = true
+    this.schedule()
+  }
+
+  private schedule (): void {
+    const ms = this.init.reconcileMs ?? 30_000
+    if (!this.running || ms <= 0) return
+    this.timer = setTimeout(() => {
+      this.reconciling = this.reconcile().catch(err => { this.components.log.warn('gvs reconcile failed', { error: String(err) }) })
+      void this.reconciling.finally(() => { this.reconciling = null; this.schedule() })
+    }, ms)
+    this.timer.unref?.()
+  }
+
+  /**
+   * The background pass: every volume is repaired towards its placement (rate-capped,
+   * one volume at a time, so client I/O keeps going), and this node frees the objects
+   * of volumes it saw in the document and the document no longer has.
+   */
+  async reconcile (): Promise<void> {
+    const vols = this.volumes()
+    const ids = new Set(vols.map(v => v.id))
+    for (const id of ids) this.seen.add(id)
+    for (const name of await this.store.volumes()) {
+      // a volume this node never saw may be new and not yet synced here: keep it
+      if (!ids.has(name) && this.seen.has(name)) {
+        this.components.log.info('freeing the objects of a destroyed volume', { volume: name })
+        await this.store.removeVolume(name)
+      }
+    }
+    for (const v of vols) {
+      if (!this.running) return
+      await this.repair(v)
+    }
   }
 
   async stop (): Promise<void> {
+    this.running = false
+    if (this.timer != null) clearTimeout(this.timer)
+    await this.reconciling
     await this.nbd.stop()
     await this.replicas.stop()
     await this.store.stop()

@@ -43,7 +43,7 @@ test('volumes API and NBD exports across agents', async t => {
     nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
   } as unknown as Member]))
   for (let i = 0; i < 3; i++) {
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } })
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0 })
     await s.start()
     svcs.push(s)
   }
@@ -90,6 +90,13 @@ test('volumes API and NBD exports across agents', async t => {
   t.is((await call('PATCH', `/v1/volumes/${encodeURIComponent('/shop/db/data')}`, { path: '/shop/db/main' })).body.path, '/shop/db/main')
   const rep = await call('POST', `/v1/volumes/${vol.id}/repair`)
   t.like(rep.body, { total: 0, failed: 0, health: 'healthy' })
+  // the background pass sees the volume (and has nothing to repair)...
+  for (const s of svcs) await s.reconcile()
+  const holding = (await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(vol.id)))).filter(Boolean).length
+  if (have) t.true(holding >= 2, 'R=2 nodes hold the written volume')
   t.is((await call('DELETE', `/v1/volumes/${vol.id}`)).status, 200)
   t.is((await call('GET', `/v1/volumes/${vol.id}`)).status, 404)
+  // ...and once it is destroyed, every node frees its objects
+  for (const s of svcs) await s.reconcile()
+  for (const s of svcs) t.false((await s.store.volumes()).includes(vol.id))
 })
