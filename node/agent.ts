@@ -47,7 +47,15 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
-  const membership = new GridMembership({ ...c, labels: { labelsOf: node => state.labelsOf(node) }, busyPeers: () => state.sessionPeers })
+  const membership = new GridMembership({
+    ...c,
+    labels: { labelsOf: node => state.labelsOf(node) },
+    busyPeers: () => state.sessionPeers,
+    health: () => {
+      const h = state.health()
+      return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
+    }
+  })
   const state: StateService = new StateService({
     ...c,
     log: core.log.child('state'),

@@ -10,8 +10,12 @@ import type { Advert } from './advert.ts'
 
 export interface ProtocolRange { min: number, max: number }
 
-/** the protocol versions this release speaks */
-export const PROTOCOL: ProtocolRange = { min: 1, max: 1 }
+/**
+ * the protocol versions this release speaks. 2: heartbeat frames may carry the
+ * sender's wall clock (24 bytes; protocol/heartbeat.ts), sent only to members that
+ * speak 2, since a release that speaks only 1 drops a stream with a longer frame.
+ */
+export const PROTOCOL: ProtocolRange = { min: 1, max: 2 }
 
 export interface Compat {
   /** the range the member speaks, as its advert says */

@@ -14,7 +14,8 @@ import {
   onAdvert, onHeartbeat, onSuspect, onDeathReport, onTick, compareVersions, DEFAULT_MEMBERSHIP,
   type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
-import { Heartbeats } from './heartbeat.ts'
+import { Heartbeats, type ClockOffset } from './heartbeat.ts'
+import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
 import { CompatReports, protocolCompat, type Compat } from './compat.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
@@ -51,6 +52,8 @@ export interface MembershipServiceInit {
   body: () => AdvertBody
   config?: Partial<MembershipConfig>
   timing?: Partial<MembershipTiming>
+  /** where the heartbeats' clock-offset metrics go (none without it) */
+  registry?: Registry
 }
 
 export interface MembershipEvents {
@@ -62,6 +65,8 @@ export interface MembershipEvents {
   suspected: [target: string, by: string, why: 'silent' | 'lost' | 'unreachable' | 'gossip']
   /** a member speaks no protocol version this node speaks (once per member, see compat.ts) */
   incompatible: [nodeId: string, compat: Compat, member: Advert]
+  /** a neighbour's clock crossed the offset bound, one way or the other (heartbeat.ts) */
+  'clock-offset': [peer: string, offsetMs: number, over: boolean]
 }
 
 export class MembershipService extends EventEmitter<MembershipEvents> {
@@ -114,7 +119,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       onBeat: (peer, v) => { this.onBeat(peer, v) },
       onSilent: peer => { this.suspect(peer, 'silent') },
       onLost: peer => { this.suspect(peer, 'lost') },
-      onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) }
+      onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) },
+      // the frame with a clock is protocol 2: an older agent would drop the stream
+      sendClockTo: peer => (this.compatOf(peer)?.speak ?? 1) >= 2,
+      onClockOffset: (peer, offsetMs, over) => { this.emit('clock-offset', peer, offsetMs, over) },
+      registry: init.registry
     })
     this.sync = new MemberSync({
       host: init.host,
@@ -132,6 +141,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   get partners (): Set<string> { return this.heartbeats.partners }
   get version (): Version { return this.own.version }
   /** Whether this node can work with a member (its advert's protocol versions against ours); for /v1/nodes. */
+  /** measured clock offsets of the neighbours this node watches or is watched by (ms, theirs minus ours) */
+  clockOffsets (): ReadonlyMap<string, ClockOffset> { return this.heartbeats.clockOffsets() }
+
   compatOf (nodeId: string): Compat | undefined {
     const m = this.table.get(nodeId)
     return m == null ? undefined : protocolCompat(m.advert)

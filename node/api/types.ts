@@ -8,11 +8,16 @@ export type { StateView, RecoveredFile } from '../state/index.ts'
 
 export interface ErrorBody { error: { code: string, message: string } }
 
+/** Something that keeps this node from working fully, until it clears (e.g. the state service's disk trouble). */
+export interface HealthProblem { service: string, cause: string, message: string, since: string }
+
 /** GET /v1/status */
 export interface StatusView {
   node: { id: string, name: string, version: string, cluster: string, addrs: string[] }
   members: MemberCounts
   pool: Pool
+  /** ok: false (degraded) while any problem lasts */
+  health: { ok: boolean, problems: HealthProblem[] }
 }
 
 /** GET /v1/nodes (as `{nodes: NodeView[]}`) and GET /v1/nodes/:id */
@@ -33,6 +38,8 @@ export interface NodeView {
   wireguard: { publicKey: string, endpoint: string } | null
   incarnation: number
   seq: number
+  /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */
+  clock: { offsetMs: number, over: boolean } | null
   /** the protocol versions the member speaks, and whether this agent can work with it (and why not) */
   protocol: { speaks: { min: number, max: number }, ok: boolean, reason?: string }
 }

@@ -13,6 +13,8 @@ import { countStates } from '../../protocol/membership.ts'
 import type { AdvertBody } from '../../protocol/own-advert.ts'
 import type { Resources } from '../../protocol/advert.ts'
 import { Dialer } from '../../protocol/dialer.ts'
+import { MAX_CLOCK_OFFSET_MS } from '../../protocol/heartbeat.ts'
+import type { HealthProblem } from '../api/types.ts'
 import type { VgridHost } from '../../protocol/host.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
@@ -47,6 +49,8 @@ export interface MembershipComponents {
   labels: { labelsOf: (node: string) => Record<string, string> }
   /** peers whose connections carry something of another service's (never trimmed) */
   busyPeers: () => Iterable<string>
+  /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
+  health: () => HealthProblem[]
 }
 
 export class MembershipMetrics {
@@ -100,7 +104,8 @@ export class GridMembership implements Service {
       clusterId: c.clusterKey.clusterId,
       body: () => this.advertBody(),
       config: c.config.membership,
-      timing: c.config.timing
+      timing: c.config.timing,
+      registry: c.registry
     })
     c.directory.attach(() => this.detector.members)
     c.advert.on('changed', () => { if (this.started) this.detector.advertiseNow() })
@@ -110,6 +115,8 @@ export class GridMembership implements Service {
       directory: c.directory,
       labels: c.labels,
       compat: id => this.detector.compatOf(id),
+      clock: id => this.detector.clockOffsets().get(id),
+      health: c.health,
       token: () => this.token()
     })
   }
@@ -167,6 +174,11 @@ export class GridMembership implements Service {
     })
     detector.on('incompatible', (nodeId, compat, member) => {
       log.warn('member speaks no protocol version this agent speaks', { node: member.name, id: nodeId, version: member.version, reason: compat.reason })
+    })
+    detector.on('clock-offset', (peer, offsetMs, over) => {
+      const node = detector.members.get(peer)?.advert.name ?? peer
+      if (over) log.warn('a member\'s clock is off from this node\'s by more than the bound: writes it stamps in the future are held back; check NTP on both', { node, offsetMs: Math.round(offsetMs), boundMs: MAX_CLOCK_OFFSET_MS })
+      else log.info('a member\'s clock is back within the bound', { node, offsetMs: Math.round(offsetMs) })
     })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('transition', t => {

@@ -3,9 +3,10 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { Member } from '../../protocol/membership.ts'
-import type { NodeView, StatusView, TokenView } from '../api/types.ts'
+import type { HealthProblem, NodeView, StatusView, TokenView } from '../api/types.ts'
 import type { MemberDirectory } from './directory.ts'
 import type { Compat } from '../../protocol/compat.ts'
+import type { ClockOffset } from '../../protocol/heartbeat.ts'
 import { nodeView, statusView, type SelfInfo } from './views.ts'
 
 export interface MembershipRoutesDeps {
@@ -14,12 +15,15 @@ export interface MembershipRoutesDeps {
   labels: { labelsOf: (node: string) => Record<string, string> }
   /** whether a member speaks a protocol version this agent speaks */
   compat: (node: string) => Compat | undefined
+  /** a neighbour's measured clock offset (only neighbours are measured) */
+  clock: (node: string) => ClockOffset | undefined
+  health: () => HealthProblem[]
   token: () => string
 }
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
-  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId))
+  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId))
   return {
     all: () => [...d.directory.members.values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {
@@ -32,7 +36,7 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
-  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members))
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members, d.health()))
   app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }

@@ -2,16 +2,17 @@
 import { countStates, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { poolOf } from '../../protocol/pool.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
-import type { NodeView, StatusView } from '../api/types.ts'
+import type { HealthProblem, NodeView, StatusView } from '../api/types.ts'
+import type { ClockOffset } from '../../protocol/heartbeat.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
-export function statusView (self: SelfInfo, table: MemberTable): StatusView {
-  return { node: self, members: countStates(table), pool: poolOf(table) }
+export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = []): StatusView {
+  return { node: self, members: countStates(table), pool: poolOf(table), health: { ok: problems.length === 0, problems } }
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -30,6 +31,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     wireguard: a.wireguard,
     incarnation: a.incarnation,
     seq: a.seq,
+    clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },
     protocol: compat == null ? { speaks: protocolOf(a), ok: true } : { speaks: compat.proto, ok: compat.ok, ...(compat.reason == null ? {} : { reason: compat.reason }) }
   }
 }
