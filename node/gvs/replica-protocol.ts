@@ -13,16 +13,18 @@ export const MAX_HEADER = 4096
 
 const Vol = Type.String({ minLength: 1, maxLength: 160 })
 const U = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+/** the frozen layers under `volume`, top first (snapshots and clones; layers.ts) */
+const Under = Type.Optional(Type.Array(Vol, { maxItems: 256 }))
 
 export const ReplicaRequestSchema = Type.Union([
-  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, fua: Type.Boolean() }),
-  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, fua: Type.Boolean() }),
-  Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U }),
+  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U, under: Under }),
   Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('list'), volume: Vol }),
-  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U, under: Under }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush') })

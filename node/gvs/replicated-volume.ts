@@ -35,13 +35,19 @@ export interface ReplicatedVolumeInit {
   epoch: number
   readOnly?: boolean
   objectSize?: number
+  /** frozen layers under this volume's objects, top first (snapshots, a clone's parent) */
+  under?: string[]
+  /** the name objects are placed by: the root of the layer stack, so all layers of an object share holders */
+  placementKey?: string
 }
 
 export class ReplicatedVolume implements BlockDevice {
   readonly size: number
   readonly readOnly: boolean
   private readonly c: ReplicatedVolumeComponents
-  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly'>>
+  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey'>>
+  private readonly under: string[] | undefined
+  private readonly pkey: string
   /** nodes written to since their last flush */
   private readonly unflushed = new Set<string>()
   /** object index -> the holder list last made complete (all hold it, or nobody does) */
@@ -55,11 +61,13 @@ export class ReplicatedVolume implements BlockDevice {
     const minReplicas = init.minReplicas ?? init.replicas
     if (minReplicas < 1 || minReplicas > init.replicas) throw new GvsError('invalid', `minimum replicas ${minReplicas} is not between 1 and R=${init.replicas}`)
     this.init = { volume: init.volume, size: init.size, replicas: init.replicas, minReplicas, epoch: init.epoch, objectSize: init.objectSize ?? OBJECT_SIZE }
+    this.under = init.under != null && init.under.length > 0 ? init.under : undefined
+    this.pkey = init.placementKey ?? init.volume
   }
 
   /** the holders that take writes to one object, or a clear error */
   private writeHolders (index: number): string[] {
-    const hs = this.c.holders(objectKey(this.init.volume, index), this.init.replicas)
+    const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     if (hs.length < this.init.minReplicas) {
       throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${hs.length} live node(s) can hold it, the volume needs at least ${this.init.minReplicas} of R=${this.init.replicas}`)
     }
@@ -68,7 +76,7 @@ export class ReplicatedVolume implements BlockDevice {
 
   /** holders in the order reads try them: this node first */
   private readOrder (index: number): string[] {
-    const hs = this.c.holders(objectKey(this.init.volume, index), this.init.replicas)
+    const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     const self = this.c.transport.self
     return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
   }
@@ -86,7 +94,10 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   private async settleNow (index: number, hs: string[]): Promise<void> {
-    const vol = this.init.volume
+    for (const layer of [this.init.volume, ...(this.under ?? [])]) await this.settleLayer(layer, index, hs)
+  }
+
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<void> {
     const stat = async (n: string): Promise<boolean | null> => {
       try { return (await this.c.transport.call(n, { op: 'stat', volume: vol, index })).reply.present === true } catch { return null }
     }
@@ -121,10 +132,10 @@ export class ReplicatedVolume implements BlockDevice {
 
   private async readPiece (p: Piece): Promise<Uint8Array> {
     const errors: string[] = []
-    await this.settle(p.index, this.c.holders(objectKey(this.init.volume, p.index), this.init.replicas))
+    await this.settle(p.index, this.c.holders(objectKey(this.pkey, p.index), this.init.replicas))
     for (const peer of this.readOrder(p.index)) {
       try {
-        const r = await this.c.transport.call(peer, { op: 'read', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length })
+        const r = await this.c.transport.call(peer, { op: 'read', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, under: this.under })
         if (r.data?.length === p.length) return r.data
         errors.push(`${peer}: short read`)
       } catch (err) {
@@ -139,7 +150,7 @@ export class ReplicatedVolume implements BlockDevice {
     checkRange(this, offset, data.length)
     await Promise.all(pieces(offset, data.length, this.init.objectSize).map(async p => {
       const chunk = data.subarray(p.at, p.at + p.length)
-      await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua }, chunk, fua)
+      await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua, under: this.under }, chunk, fua)
     }))
   }
 
@@ -149,7 +160,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.writable()
     checkRange(this, offset, length)
     await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => {
-      await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua }, undefined, fua)
+      await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua, under: this.under }, undefined, fua)
     }))
   }
 

@@ -8,6 +8,7 @@ import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import { GvsError } from './errors.ts'
+import { Layers } from './layers.ts'
 import {
   REPLICA_PROTOCOL, MAX_HEADER, decodeReply, decodeRequest, encode, errorReply, replyError,
   type ReplicaReply, type ReplicaRequest
@@ -21,18 +22,32 @@ export interface ReplicaTransport {
   call: (peer: string, req: ReplicaRequest, data?: Uint8Array) => Promise<CallResult>
 }
 
+const layersOf = new WeakMap<ObjectStore, Layers>()
+/** the layer stack of a request: the volume, then what is under it */
+const stack = (req: { volume: string, under?: string[] }): string[] | null => req.under != null && req.under.length > 0 ? [req.volume, ...req.under] : null
+
 /** runs one request against a store: the handler's body and the local short cut */
 export async function execute (store: ObjectStore, req: ReplicaRequest, data: Uint8Array | null): Promise<{ reply: ReplicaReply & { ok: true }, data: Uint8Array | null }> {
+  let layers = layersOf.get(store)
+  if (layers == null) { layers = new Layers(store); layersOf.set(store, layers) }
   switch (req.op) {
-    case 'write':
+    case 'write': {
       if (data == null) throw new GvsError('invalid', 'write without data')
-      await store.write(req.volume, req.index, req.offset, data, { epoch: req.epoch, fua: req.fua })
+      const s = stack(req)
+      if (s != null) await layers.write(s, req.index, req.offset, data, { epoch: req.epoch, fua: req.fua })
+      else await store.write(req.volume, req.index, req.offset, data, { epoch: req.epoch, fua: req.fua })
       return { reply: { ok: true }, data: null }
-    case 'zero':
-      await store.zero(req.volume, req.index, req.offset, req.length, { epoch: req.epoch, fua: req.fua })
+    }
+    case 'zero': {
+      const s = stack(req)
+      if (s != null) await layers.zero(s, req.index, req.offset, req.length, { epoch: req.epoch, fua: req.fua })
+      else await store.zero(req.volume, req.index, req.offset, req.length, { epoch: req.epoch, fua: req.fua })
       return { reply: { ok: true }, data: null }
-    case 'read':
-      return { reply: { ok: true }, data: await store.read(req.volume, req.index, req.offset, req.length) }
+    }
+    case 'read': {
+      const s = stack(req)
+      return { reply: { ok: true }, data: s != null ? await layers.read(s, req.index, req.offset, req.length) : await store.read(req.volume, req.index, req.offset, req.length) }
+    }
     case 'get': {
       const obj = await store.readObject(req.volume, req.index)
       return { reply: { ok: true, present: obj != null, epoch: await store.epoch(req.volume) }, data: obj }
@@ -45,8 +60,10 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       return { reply: { ok: true }, data: null }
     case 'verify':
       return { reply: { ok: true, bad: await store.verify(req.volume, req.index) }, data: null }
-    case 'stat':
-      return { reply: { ok: true, present: await store.has(req.volume, req.index) }, data: null }
+    case 'stat': {
+      const s = stack(req)
+      return { reply: { ok: true, present: s != null ? await layers.has(s, req.index) : await store.has(req.volume, req.index) }, data: null }
+    }
     case 'remove':
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }

@@ -1,0 +1,59 @@
+// The device an NBD client keeps for its whole session, while the volume under it
+// changes (a snapshot moves its writes to a new top layer, a resize or a new epoch
+// rebuilds it). Each request goes to the current device; when it changed, the requests
+// still running on the old one finish and the old one is flushed first, so no write is
+// split across the switch: a write acknowledged before a snapshot is in it, one issued
+// after is not in it.
+import { GvsError } from './errors.ts'
+import type { BlockDevice } from './block-device.ts'
+
+export class LiveVolume implements BlockDevice {
+  private readonly current: () => BlockDevice | undefined
+  private readonly name: string
+  private last: BlockDevice | undefined
+  private readonly inFlight = new Set<Promise<unknown>>()
+  private switching: Promise<void> | null = null
+
+  constructor (current: () => BlockDevice | undefined, name: string) {
+    this.current = current
+    this.name = name
+    this.last = current()
+  }
+
+  private now (): BlockDevice {
+    const d = this.current()
+    if (d == null) throw new GvsError('unavailable', `volume "${this.name}" no longer exists`)
+    return d
+  }
+
+  get size (): number { return (this.current() ?? this.last)?.size ?? 0 }
+  get readOnly (): boolean { return (this.current() ?? this.last)?.readOnly ?? true }
+
+  /** call this when the volume may have changed: later requests wait for the switch */
+  async settle (): Promise<void> {
+    const d = this.now()
+    if (d === this.last) return
+    if (this.switching == null) {
+      const old = this.last
+      this.switching = (async () => {
+        await Promise.allSettled([...this.inFlight])
+        await old?.flush()
+        this.last = d
+      })().finally(() => { this.switching = null })
+    }
+    await this.switching
+  }
+
+  private async use<T> (fn: (d: BlockDevice) => Promise<T>): Promise<T> {
+    while (this.switching != null || this.now() !== this.last) await this.settle()
+    const p = fn(this.last!)
+    this.inFlight.add(p)
+    try { return await p } finally { this.inFlight.delete(p) }
+  }
+
+  async read (offset: number, length: number): Promise<Uint8Array> { return await this.use(async d => await d.read(offset, length)) }
+  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.use(async d => { await d.write(offset, data, fua) }) }
+  async flush (): Promise<void> { await this.use(async d => { await d.flush() }) }
+  async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.trim(offset, length, fua) }) }
+  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.writeZeroes(offset, length, fua) }) }
+}
