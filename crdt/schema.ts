@@ -103,9 +103,14 @@ export const RollEntrySchema = Type.Object({
   ...Stamp
 }, open)
 
+/** GVS object-set names: a volume's layers (see node/gvs/layers.ts) */
+const Layers = Type.Array(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,159}$' }), { minItems: 1, maxItems: 256 })
+
 export const SnapshotSchema = Type.Object({
   name: Id,
   createdAt: Count,
+  /** GVS: the frozen layers the snapshot reads, top first */
+  layers: Type.Optional(Layers),
   ...Stamp
 }, open)
 
@@ -125,6 +130,10 @@ export const VolumeSchema = Type.Object({
   thin: Type.Optional(Type.Boolean()),
   /** GVS: the writer epoch the volume's NBD exports write with (a VM disk: its lease epoch) */
   epoch: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  /** GVS: the object sets it reads through, top (written) first; absent = [id] */
+  layers: Type.Optional(Layers),
+  /** GVS: the name its objects are placed by (a clone's: its parent's root); absent = id */
+  placementKey: Type.Optional(Type.String({ pattern: ID_PATTERN })),
   ...Stamp
 }, open)
 

@@ -58,6 +58,25 @@ export function pace (bytes: number, rate: number, elapsedMs: number): number {
 export interface RepairProgress { volume: string, done: number, total: number, bytes: number, failed: number }
 export interface RepairReport extends RepairProgress { plan: RepairPlan, health: VolumeHealth, errors: string[] }
 
+/** one report of several object sets (a volume's layers) */
+export function mergeReports (volume: string, rs: readonly RepairReport[]): RepairReport {
+  const plan: RepairPlan = { copies: [], surplus: [], lost: [], short: [] }
+  const out: RepairReport = { volume, done: 0, total: 0, bytes: 0, failed: 0, plan, health: 'healthy', errors: [] }
+  for (const r of rs) {
+    out.done += r.done
+    out.total += r.total
+    out.bytes += r.bytes
+    out.failed += r.failed
+    out.errors.push(...r.errors)
+    if (r.health !== 'healthy') out.health = r.health
+    plan.copies.push(...r.plan.copies)
+    plan.surplus.push(...r.plan.surplus)
+    plan.lost.push(...r.plan.lost)
+    plan.short.push(...r.plan.short)
+  }
+  return out
+}
+
 export interface RepairerComponents {
   transport: ReplicaTransport
   holders: (key: string, replicas: number) => string[]
@@ -72,6 +91,8 @@ export interface RepairerInit {
   bytesPerSecond?: number
   /** the volume's size in objects; objects beyond are not expected */
   objects?: number
+  /** what objects are placed by, when not the object set's own name (layers of a clone or snapshot) */
+  placementKey?: string
 }
 
 export interface RepairerEvents { progress: [RepairProgress] }
@@ -110,7 +131,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
     const { inventory, errors } = await this.inventory()
-    const wanted = (i: number): string[] => this.c.holders(objectKey(this.init.volume, i), this.init.replicas)
+    const wanted = (i: number): string[] => this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas)
     const plan = planRepair(inventory, wanted, this.init.replicas)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const started = Date.now()

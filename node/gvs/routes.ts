@@ -2,9 +2,9 @@
 // destroy, repair). Writes answer once the change is in the document on disk; the
 // data path (NBD, replication) reads the document as it is.
 import type { FastifyInstance } from 'fastify'
-import type { Volume } from '../../crdt/index.ts'
-import { ValidationError } from '../errors.ts'
-import { checkDestroy, findVolume, planCreate, planRename, planResize, type CreateRequest } from './volumes.ts'
+import type { Snapshot, Volume, Writer } from '../../crdt/index.ts'
+import { NotFoundError, ValidationError } from '../errors.ts'
+import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, type CreateRequest } from './volumes.ts'
 import type { GvsService } from './service.ts'
 import type { RepairReport } from './repair.ts'
 
@@ -18,7 +18,7 @@ export interface VolumeView {
   epoch: number
   state: Volume['state']
   parent: string | null
-  snapshots: string[]
+  snapshots: Array<{ name: string, createdAt: string, nbd: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
   lastRepair: { at: string, copied: number, failed: number, bytes: number, health: string } | null
@@ -42,7 +42,8 @@ export function gvsRoutes (svc: GvsService) {
       epoch: v.epoch ?? 1,
       state: v.state,
       parent: v.parent,
-      snapshots: Object.keys(v.snapshots).sort(),
+      snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
+        .map(s => ({ name: s.name, createdAt: new Date(s.createdAt).toISOString(), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
       nbd: svc.uriOf(v),
       lastRepair: r == null ? null : { at: new Date(repairedAt.get(v.id) ?? 0).toISOString(), copied: r.done - r.failed, failed: r.failed, bytes: r.bytes, health: r.health }
     }
@@ -60,7 +61,9 @@ export function gvsRoutes (svc: GvsService) {
     })
 
     app.post('/v1/volumes', async (req, reply): Promise<VolumeView> => {
-      const draft = planCreate(body(req.body) as CreateRequest, svc.volumes(), svc.pool())
+      const b = body(req.body)
+      // with "from": a clone of a snapshot, in constant time
+      const draft = b.from != null ? planClone(b, svc.volumes()) : planCreate(b as CreateRequest, svc.volumes(), svc.pool())
       const v = await state.write(w => w.put('volumes', draft), `volume create ${draft.path}`)
       void reply.code(201)
       return view(v)
@@ -85,6 +88,43 @@ export function gvsRoutes (svc: GvsService) {
       // this node's copies go now; the others free theirs when they see it gone
       await svc.store.removeVolume(v.id)
       return { removed: v.id, path: v.path }
+    })
+
+    /** snapshots of several volumes in one change of the document: one consistent cut */
+    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number): void => {
+      for (const v of vs) {
+        const plan = planSnapshot(v, name, now)
+        w.update('volumes', v.id, { layers: plan.layers })
+        w.addSnapshot(v.id, plan.snapshot as Pick<Snapshot, 'name' | 'createdAt'>)
+      }
+    }
+
+    app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {
+      const b = body(req.body)
+      const v = findVolume(svc.volumes(), req.params.id)
+      await state.write(w => { snapshot(w, [v], b.name, Date.now()) }, `volume snapshot ${v.path}@${String(b.name)}`)
+      void reply.code(201)
+      return view(findVolume(svc.volumes(), v.id))
+    })
+
+    app.post('/v1/snapshots', async (req, reply) => {
+      const b = body(req.body)
+      if (!Array.isArray(b.volumes) || b.volumes.length === 0 || b.volumes.length > 256) throw new ValidationError('volumes', 'volumes must list 1-256 volume paths or ids')
+      const all = svc.volumes()
+      const vs = (b.volumes as unknown[]).map(x => findVolume(all, String(x)))
+      if (new Set(vs.map(v => v.id)).size !== vs.length) throw new ValidationError('volumes', 'a volume is listed twice')
+      await state.write(w => { snapshot(w, vs, b.name, Date.now()) }, `volume set snapshot @${String(b.name)}`)
+      void reply.code(201)
+      return { snapshot: b.name, volumes: vs.map(v => view(findVolume(svc.volumes(), v.id))) }
+    })
+
+    app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
+      const v = findVolume(svc.volumes(), req.params.id)
+      if (v.snapshots[req.params.name] == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
+      const rest = Object.fromEntries(Object.entries(v.snapshots).filter(([k]) => k !== req.params.name))
+      // the snapshot's layers stay while the volume or a clone still reads through them
+      await state.write(w => w.update('volumes', v.id, { snapshots: rest }), `volume snapshot rm ${v.path}@${req.params.name}`)
+      return view(findVolume(svc.volumes(), v.id))
     })
 
     app.post<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async (req): Promise<{ volume: string } & Omit<RepairReport, 'plan'> & { lost: number[] }> => {

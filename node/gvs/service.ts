@@ -14,8 +14,9 @@ import { ReplicatedVolume } from './replicated-volume.ts'
 import { Placement } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
-import { Repairer, type RepairReport } from './repair.ts'
-import type { Pool } from './volumes.ts'
+import { Repairer, mergeReports, type RepairReport } from './repair.ts'
+import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
+import { LiveVolume } from './live-volume.ts'
 import { gvsRoutes } from './routes.ts'
 
 export interface GvsComponents {
@@ -47,8 +48,10 @@ export class GvsService {
   readonly replicas: ReplicaService
   readonly nbd: NbdServer
   private readonly init: GvsInit
-  /** export devices by volume id, rebuilt when the volume's shape or epoch changes */
+  /** export devices by volume id (or id@snapshot), rebuilt when the volume's shape, layers or epoch change */
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
+  /** what NBD sessions hold: one per volume, following its current device */
+  private readonly live = new Map<string, LiveVolume>()
   /** the last repair of each volume, for info */
   readonly repairs = new Map<string, RepairReport>()
   private timer: ReturnType<typeof setTimeout> | null = null
@@ -94,7 +97,7 @@ export class GvsService {
    */
   async reconcile (): Promise<void> {
     const vols = this.volumes()
-    const ids = new Set(vols.map(v => v.id))
+    const ids = referencedLayers(vols)
     for (const id of ids) this.seen.add(id)
     for (const name of await this.store.volumes()) {
       // a volume this node never saw may be new and not yet synced here: keep it
@@ -136,25 +139,55 @@ export class GvsService {
 
   holders = (key: string, r: number): string[] => new Placement(this.liveNodes()).holders(key, r)
 
-  /** the block device of an export name: a volume's path without its leading "/", or its id */
+  /** a volume by export name: its path without the leading "/", or its id */
+  private byName (name: string): Volume | undefined {
+    return this.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
+  }
+
+  /**
+   * The block device of an export name: a volume ("shop/db/data" or its id), or one of
+   * its snapshots, read-only ("shop/db/data@nightly").
+   */
   device (name: string): BlockDevice | undefined {
-    const v = this.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
-    if (v == null) return undefined
-    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${v.epoch ?? 1}`
-    const cached = this.devices.get(v.id)
+    if (this.byName(name) == null) {
+      const at = name.lastIndexOf('@')
+      const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
+      const snap = v?.snapshots[name.slice(at + 1)]
+      if (v == null || snap == null) return undefined
+      const layers = snap.layers ?? [v.id]
+      return this.build(`${v.id}@${snap.name}`, v, layers, true)
+    }
+    let lv = this.live.get(name)
+    if (lv == null) {
+      lv = new LiveVolume(() => {
+        const v = this.byName(name)
+        return v == null ? undefined : this.build(v.id, v, layersOf(v), false)
+      }, name)
+      this.live.set(name, lv)
+    }
+    return lv
+  }
+
+  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean): ReplicatedVolume {
+    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${v.epoch ?? 1}/${layers.join(',')}`
+    const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
     const dev = new ReplicatedVolume({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-      volume: v.id, size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch: v.epoch ?? 1
+      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch: v.epoch ?? 1, readOnly
     })
-    this.devices.set(v.id, { key, dev })
+    this.devices.set(cacheKey, { key, dev })
     return dev
   }
 
+  /** repairs every object set the volume reads (its layers) towards their placement */
   async repair (v: Volume): Promise<RepairReport> {
-    const r = new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-      volume: v.id, replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
-    })
-    const report = await r.run()
+    const reports: RepairReport[] = []
+    for (const layer of layersOf(v)) {
+      reports.push(await new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
+        volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
+      }).run())
+    }
+    const report = mergeReports(v.id, reports)
     this.repairs.set(v.id, report)
     return report
   }

@@ -2,7 +2,7 @@
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
 import { randomBytes } from 'node:crypto'
-import type { Draft, Volume, Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, type Draft, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 
@@ -97,4 +97,58 @@ export function planRename (v: Volume, to: unknown, volumes: Iterable<Volume>): 
 export function checkDestroy (v: Volume, vms: Iterable<Vm>): void {
   const users = [...vms].filter(vm => vm.desired !== 'stopped' && (vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path)))
   if (users.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${users.map(u => `"${u.name}"`).join(', ')}; stop or remove it first`, 'in-use')
+}
+
+/** the object sets a volume reads through, top (written) first */
+export const layersOf = (v: Volume): string[] => v.layers ?? [v.id]
+export const placementKeyOf = (v: Volume): string => v.placementKey ?? v.id
+
+export function checkSnapshotName (name: unknown): string {
+  if (typeof name !== 'string' || !new RegExp(ID_PATTERN).test(name)) throw new ValidationError('name', `snapshot name ${JSON.stringify(name)} must be 1-128 letters, digits, ".", "_", ":", "@" or "-", starting with a letter or digit`)
+  return name
+}
+
+/**
+ * A snapshot freezes the volume's current layers; the volume goes on writing to a new
+ * top layer over them. Constant time: nothing is copied.
+ */
+export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot: Pick<Snapshot, 'name' | 'createdAt' | 'layers'>, layers: string[] } {
+  const n = checkSnapshotName(name)
+  if (v.snapshots[n] != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
+  const cur = layersOf(v)
+  if (cur.length >= 256) throw new ConflictError(`volume "${v.path}" has ${cur.length} layers, the most a volume may have`, 'too-many-layers')
+  return { snapshot: { name: n, createdAt: now, layers: cur }, layers: [`${v.id}@${cur.length}`, ...cur] }
+}
+
+/** "VOL@SNAP" (VOL a path or id) -> the volume and its snapshot */
+export function findSnapshot (volumes: Iterable<Volume>, ref: unknown): { volume: Volume, snapshot: Snapshot } {
+  if (typeof ref !== 'string' || !ref.includes('@')) throw new ValidationError('from', `from ${JSON.stringify(ref)} must name a snapshot as VOLUME@SNAPSHOT`)
+  const at = ref.lastIndexOf('@')
+  const volume = findVolume(volumes, ref.slice(0, at))
+  const snapshot = volume.snapshots[ref.slice(at + 1)]
+  if (snapshot == null) throw new NotFoundError(`volume "${volume.path}" has no snapshot "${ref.slice(at + 1)}"`)
+  return { volume, snapshot }
+}
+
+/** a clone: a writable volume over a snapshot's layers, made in constant time */
+export function planClone (req: { path?: unknown, from?: unknown }, volumes: Iterable<Volume>, newId: () => string = () => `vol-${randomBytes(6).toString('hex')}`): Draft<'volumes'> {
+  const all = [...volumes]
+  const path = checkPath(req.path)
+  const { volume: src, snapshot } = findSnapshot(all, req.from)
+  if (byPath(all, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
+  const id = newId()
+  return {
+    id, path, sizeBytes: src.sizeBytes, replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
+    layers: [id, ...(snapshot.layers ?? [src.id])], placementKey: placementKeyOf(src)
+  }
+}
+
+/** every object set some volume or snapshot still reads: never freed */
+export function referencedLayers (volumes: Iterable<Volume>): Set<string> {
+  const out = new Set<string>()
+  for (const v of volumes) {
+    for (const l of layersOf(v)) out.add(l)
+    for (const s of Object.values(v.snapshots)) for (const l of s.layers ?? []) out.add(l)
+  }
+  return out
 }
