@@ -56,6 +56,10 @@ again (or --reset-config).
                          /ip4/0.0.0.0/tcp/7400)
   --api HOST:PORT        the local HTTP API (default 127.0.0.1:7401)
   --no-mdns | --mdns     turn LAN discovery by mDNS off or (back) on (default on)
+  --no-overlay | --overlay
+                         run without or (back) with the WireGuard overlay and the
+                         connection rules (default on; off only for several agents
+                         sharing one network namespace, as the tests do)
   --capacity SPEC        override what the host reports: cpu=N,mem=SIZE,disk=SIZE
   --label KEY=VALUE      a label of this node (repeatable)
   --service MODE         auto (default), systemd or background
@@ -123,11 +127,13 @@ while [ $# -gt 0 ]; do
           SETTINGS+=("labels+=$value") ;;
       esac
       ;;
-    --no-mdns|--mdns|--uninstall|--no-packages|--reset-config)
+    --no-mdns|--mdns|--no-overlay|--overlay|--uninstall|--no-packages|--reset-config)
       [ "$have_inline" = 0 ] || bad_usage "$flag takes no value"
       case $flag in
         --no-mdns) SETTINGS+=("mdns=false") ;;
         --mdns) SETTINGS+=("mdns=true") ;;
+        --no-overlay) SETTINGS+=("overlay=false") ;;
+        --overlay) SETTINGS+=("overlay=true") ;;
         --uninstall) UNINSTALL=1 ;;
         --no-packages) NO_PACKAGES=1 ;;
         --reset-config) RESET_CONFIG=1 ;;
@@ -350,7 +356,7 @@ async function main () {
   const replaced = new Set()
   for (const s of settings) {
     const [, key, add, value] = /^([A-Za-z]+)(\+?)=([\s\S]*)$/.exec(s)
-    if (add === '') { cfg[key] = key === 'mdns' ? value === 'true' : value; continue }
+    if (add === '') { cfg[key] = key === 'mdns' || key === 'overlay' ? value === 'true' : value; continue }
     if (!replaced.has(key)) { replaced.add(key); cfg[key] = key === 'labels' ? {} : [] }
     if (key === 'labels') { const i = value.indexOf('='); cfg.labels[value.slice(0, i)] = value.slice(i + 1) } else cfg[key].push(value)
   }

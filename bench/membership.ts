@@ -176,7 +176,7 @@ async function oneIdleAgent (): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'vgrid-bench-idle-'))
   const api = await freePort()
   try {
-    const agent = await idleProcess('agent', VGRID, ['agent', '--data-dir', dir, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${api}`],
+    const agent = await idleProcess('agent', VGRID, ['agent', '--data-dir', dir, '--no-mdns', '--no-overlay', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${api}`],
       async () => (await fetch(`http://127.0.0.1:${api}/healthz`).catch(() => null))?.ok === true)
     const bare = await idleProcess('bare node', process.execPath, ['-e', 'setInterval(() => {}, 1000)'], async () => true)
     // the target is in decimal megabytes: 120 MB is 114.4 MiB

@@ -22,6 +22,8 @@ import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
 import { ApiService } from './api/server.ts'
+import type { HealthProblem } from './api/types.ts'
+import { LcmService } from './lcm/index.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -47,14 +49,16 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
+  // what keeps this node from working fully, shown in /v1/status; each service adds its own
+  const problems: Array<() => HealthProblem[]> = [() => {
+    const h = state.health()
+    return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
+  }]
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
     busyPeers: () => state.sessionPeers,
-    health: () => {
-      const h = state.health()
-      return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
-    }
+    health: () => problems.flatMap(p => p())
   })
   const state: StateService = new StateService({
     ...c,
@@ -66,10 +70,26 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
   core.advert.provide('stateHeads', () => state.heads())
   membership.detector.on('advert', a => { state.noteHeads(a.nodeId, a.stateHeads) })
 
+  const lcm = core.config.overlay
+    ? new LcmService({
+      ...c,
+      log: core.log.child('lcm'),
+      peerId: host.peerId.toString(),
+      membership: membership.detector,
+      state,
+      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() }
+    }, { port: core.config.wireguardPort })
+    : undefined
+  problems.push(() => {
+    const s = lcm?.status()
+    return s == null || s.ok ? [] : [{ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running' }]
+  })
+
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory })),
-    membership
+    membership,
+    ...(lcm == null ? [] : [lcm])
   ]
   let api: ApiService | undefined
   if (opts.api) {
@@ -156,7 +176,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (!this.running) return
     this.running = false
     try {
-      await stopAll(this.services, { graceful: opts.graceful !== false }, this.log)
+      await stopAll(this.services, { graceful: opts.graceful !== false })
     } finally {
       this.emit('stopped')
     }

@@ -13,6 +13,7 @@ import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-se
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
 export const DEFAULT_DATA_DIR = '/var/lib/vgrid'
+export const DEFAULT_WIREGUARD_PORT = 51820
 /** the API's unix socket for the default data dir; another data dir keeps its own inside it */
 export const DEFAULT_API_SOCKET = '/run/vgrid/api.sock'
 
@@ -37,6 +38,10 @@ export interface AgentConfig {
   timing: MembershipTiming
   /** in-process transport for many-agents-in-one-process tests and benchmarks */
   transport: 'tcp' | 'memory'
+  /** the WireGuard overlay and connection rules (LCM); off for agents sharing one network namespace (loopback tests, benchmarks) */
+  overlay: boolean
+  /** UDP port of the WireGuard interface */
+  wireguardPort: number
 }
 
 export class ConfigError extends Error {
@@ -53,6 +58,8 @@ const FileSchema = Type.Object({
   token: Type.Optional(Type.String()),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
   mdns: Type.Optional(Type.Boolean()),
+  overlay: Type.Optional(Type.Boolean()),
+  wireguardPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   capacity: Type.Optional(Type.String()),
   labels: Type.Optional(Type.Record(Type.String(), Type.String())),
   advertInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
@@ -178,6 +185,9 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     labels,
     membership,
     timing,
-    transport: flags.transport ?? 'tcp'
+    transport: flags.transport ?? 'tcp',
+    // agents that share one network namespace would fight over one port and one firewall
+    overlay: pick('overlay') ?? (flags.transport !== 'memory'),
+    wireguardPort: pick('wireguardPort') ?? DEFAULT_WIREGUARD_PORT
   }
 }

@@ -41,7 +41,7 @@ export async function startAll (services: readonly Service[], log: Logger): Prom
       await s.start()
       started.push(s)
     } catch (err) {
-      await stopAll(started, { graceful: false }, log)
+      await stopAll(started, { graceful: false }).catch((e: unknown) => { log.error('stopping what did start failed too', { error: (e as Error).message }) })
       throw err instanceof ServiceStartError ? err : new ServiceStartError(s.name, err as Error)
     }
   }
@@ -49,18 +49,19 @@ export async function startAll (services: readonly Service[], log: Logger): Prom
 
 /**
  * Stops `services` in reverse order. Every service gets its stop even when an
- * earlier one fails; the failures are logged and the first is thrown at the end, so
- * a stop that could not save something says so.
+ * earlier one fails; then one error naming each failed service is thrown (the caller
+ * logs it once), so a stop that could not save something says so.
  */
-export async function stopAll (services: readonly Service[], opts: { graceful: boolean }, log: Logger): Promise<void> {
-  let first: Error | undefined
+export async function stopAll (services: readonly Service[], opts: { graceful: boolean }): Promise<void> {
+  const failed: string[] = []
+  let first: unknown
   for (const s of [...services].reverse()) {
     try {
       await s.stop(opts)
     } catch (err) {
-      log.error(`stopping ${s.name} failed`, { error: (err as Error).message })
-      first ??= new Error(`${s.name}: ${(err as Error).message}`, { cause: err })
+      failed.push(`${s.name}: ${(err as Error).message}`)
+      first ??= err
     }
   }
-  if (first != null) throw first
+  if (failed.length > 0) throw new Error(failed.join('; '), { cause: first })
 }

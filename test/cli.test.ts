@@ -79,7 +79,7 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
 })
 
 test('a second agent on the same API port fails with a clear message', async t => {
-  const r = await vgrid(['agent', '--data-dir', await scratch(), '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', agent.api])
+  const r = await vgrid(['agent', '--data-dir', await scratch(), '--no-mdns', '--no-overlay', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', agent.api])
   // the agent may log its start-up before it fails: the error is the last line
   const lines = r.stderr.trim().split('\n')
   t.is(r.code, 1)

@@ -124,7 +124,7 @@ rootTest('install.sh installs a running agent, upgrades it in place and uninstal
   // 1. a fresh install starts a new grid and prints its token
   let t0 = Date.now()
   const first = await install(['--prefix', prefix, '--data-dir', dataDir, '--name', 'installed',
-    '--listen', `/ip4/127.0.0.1/tcp/${p2p}`, '--api', api, '--no-mdns', '--service', 'background'])
+    '--listen', `/ip4/127.0.0.1/tcp/${p2p}`, '--api', api, '--no-mdns', '--no-overlay', '--service', 'background'])
   t.is(first.code, 0, `first install failed:\n${first.stderr}\n${await log()}`)
   t.log(`install: ${Date.now() - t0} ms`)
   const status = await getJson<Status>(api, '/v1/status')

@@ -9,7 +9,7 @@ export type { StateView, RecoveredFile } from '../state/index.ts'
 export interface ErrorBody { error: { code: string, message: string } }
 
 /** Something that keeps this node from working fully, until it clears (e.g. the state service's disk trouble). */
-export interface HealthProblem { service: string, cause: string, message: string, since: string }
+export interface HealthProblem { service: string, cause: string, message: string, since?: string }
 
 /** GET /v1/status */
 export interface StatusView {

@@ -14,6 +14,8 @@ const COMMANDS: Record<string, Command> = {
   demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop', run: async a => (await import('./commands/demo.ts')).run(a) },
   node: { summary: 'label or unlabel a node (vgrid node label NODE key=value, vgrid node unlabel NODE key)', run: async a => (await import('./commands/node-label.ts')).run(a) },
   image: { summary: 'build the guest appliance the qemu driver boots (vgrid image build)', run: async a => (await import('../dvmm/image/cli.ts')).run(a) },
+  link: { summary: 'declared connections between VMs (vgrid link create FROM_VM.OUT TO_VM.IN --protocol tcp|udp --port N, ls, rm ID)', run: async a => (await import('../lcm/cli.ts')).link(a) },
+  net: { summary: 'this agent\'s WireGuard interface, peers and dropped traffic', run: async a => (await import('../lcm/cli.ts')).net(a) },
   state: { summary: 'the replicated cluster document: heads, size, objects, sync with each peer', run: async a => (await import('./commands/state.ts')).state(a) }
 }
 

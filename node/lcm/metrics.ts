@@ -1,9 +1,9 @@
 // The LCM's gauges, read when /metrics is scraped: bytes per tunnel (from `wg show
 // dump`), drops per VM pair and packets per declared connection (from `nft -j`).
 import { Gauge, type Registry } from 'prom-client'
-import type { LcmService } from './service.ts'
+import type { LcmView } from './types.ts'
 
-type Source = Pick<LcmService, 'peerStates' | 'drops' | 'counters' | 'last'>
+type Source = Pick<LcmView, 'peerStates' | 'drops' | 'counters' | 'last'>
 
 export function registerGauges (registry: Registry, lcm: Source): void {
   const registers = [registry]

@@ -5,9 +5,9 @@ import { NotFoundError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { checkLink, parseLinkRequest, type LinkView } from './links.ts'
 import type { Link } from './rules.ts'
-import type { LcmService } from './service.ts'
+import type { LcmView } from './types.ts'
 
-type Lcm = Pick<LcmService, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'>
+type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'>
 
 function links (lcm: Lcm): Link[] {
   return lcm.state.read().list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
@@ -42,7 +42,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
 }
 
 export interface NetView {
-  status: ReturnType<LcmService['status']>
+  status: ReturnType<LcmView['status']>
   peers: Array<{ node: string | null, name: string | null, publicKey: string, endpoint: string | null, allowedIps: string[], latestHandshake: string | null, rxBytes: number, txBytes: number }>
   rules: { table: string, flows: number, skipped: Array<{ link: string, reason: string }> }
   drops: Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number }>

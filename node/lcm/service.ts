@@ -9,7 +9,7 @@ import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
-import type { Objects, Kind, Draft } from '../../crdt/schema.ts'
+import type { Draft } from '../../crdt/schema.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { ip } from '../netns/netns.ts'
@@ -21,16 +21,12 @@ import { applyRuleset, readCounters, removeRuleset, type TableCounters } from '.
 import { lcmRoutes } from './routes.ts'
 import { terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
+import type { LcmState, LcmStatus, LcmView } from './types.ts'
+
+export type { LcmState, LcmStatus, LcmView } from './types.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
-/** What the LCM reads and writes of the cluster document. */
-export interface LcmState {
-  read: () => { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
-  write: <T>(fn: (w: { put: <K extends Kind>(kind: K, d: Draft<K>) => Objects[K], remove: (kind: Kind, key: string) => boolean, update: <K extends Kind>(kind: K, key: string, patch: Partial<Draft<K>>) => Objects[K] }) => T) => Promise<T>
-  on: (event: 'changed', fn: () => void) => unknown
-  off: (event: 'changed', fn: () => void) => unknown
-}
 
 export interface LcmComponents {
   config: { dataDir: string }
@@ -64,24 +60,13 @@ export interface LcmInit {
   keepRulesOnStop?: boolean
 }
 
-export interface LcmStatus {
-  ok: boolean
-  /** why WireGuard is not running, exactly */
-  error: string | null
-  backend: Backend | null
-  interface: string
-  publicKey: string | null
-  endpoint: string | null
-  address: string | null
-  prefix: OverlayPrefix
-}
 
 export interface LcmEvents {
   reconciled: [PeerPlan, Ruleset]
   error: [Error]
 }
 
-export class LcmService extends EventEmitter<LcmEvents> implements Service {
+export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
   readonly name = 'lcm'
   readonly prefix: OverlayPrefix
   readonly ifname: string

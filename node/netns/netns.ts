@@ -8,7 +8,7 @@
 // interfaces with it. Processes inside a namespace keep it alive, so deletion kills
 // the PIDs `ip netns pids` reports for it first (never anything found by name).
 import { spawn, execFileSync } from 'node:child_process'
-import { accessSync, constants, readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync, rmSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 
 export class NetnsError extends Error {
@@ -151,6 +151,7 @@ function killPid (pid: number, signal: NodeJS.Signals): void {
  * interface in it, and the other end of every veth pair).
  */
 export async function deleteNamespace (ns: string, graceMs = 0): Promise<void> {
+  const links = await linkNames(ns)
   let pids = await namespacePids(ns)
   if (pids.length > 0 && graceMs > 0) {
     for (const p of pids) killPid(p, 'SIGTERM')
@@ -168,15 +169,39 @@ export async function deleteNamespace (ns: string, graceMs = 0): Promise<void> {
     while (pids.some(isAlive) && Date.now() < until) await sleep(20)
   }
   await ip(['netns', 'del', ns], { allowFail: true })
+  removeWireguardSockets(links)
+}
+
+/** The names of a namespace's interfaces. */
+async function linkNames (ns: string): Promise<string[]> {
+  const out = await ip(['-n', ns, '-o', 'link', 'show'], { allowFail: true })
+  return out.split('\n').map(l => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((n): n is string => n != null)
+}
+
+/**
+ * wireguard-go keeps its control socket in /run/wireguard, shared by every namespace
+ * of the machine, and leaves it behind when it is killed: remove those of the
+ * namespace's own interfaces, by name.
+ */
+function removeWireguardSockets (links: string[]): void {
+  for (const name of links) {
+    try { rmSync(`/run/wireguard/${name}.sock`) } catch {}
+  }
 }
 
 /** The same, synchronously, for process 'exit' handlers where nothing async runs. */
 export function deleteNamespaceSync (ns: string): void {
+  let links: string[] = []
+  try {
+    links = execFileSync(ipPath(), ['-n', ns, '-o', 'link', 'show'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n').map(l => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((n): n is string => n != null)
+  } catch {}
   try {
     const out = execFileSync(ipPath(), ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
     for (const p of out.split(/\s+/).filter(s => /^\d+$/.test(s))) killPid(Number(p), 'SIGKILL')
   } catch {}
   try { execFileSync(ipPath(), ['netns', 'del', ns], { stdio: 'ignore' }) } catch {}
+  removeWireguardSockets(links)
 }
 
 // ---- links and addresses --------------------------------------------------------

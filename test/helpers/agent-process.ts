@@ -64,7 +64,8 @@ export class AgentProcess {
     this.p2pPort = this.opts.p2pPort ?? (this.p2pPort !== 0 ? this.p2pPort : await freePort())
     this.apiPort = this.opts.apiPort ?? (this.apiPort !== 0 ? this.apiPort : await freePort())
     const args = ['agent', '--name', this.opts.name, '--data-dir', this.opts.dataDir,
-      '--listen', this.listen, '--api', this.api, '--no-mdns', ...(this.opts.args ?? [])]
+      // agents on loopback share one network namespace: one WireGuard port, one firewall
+      '--listen', this.listen, '--api', this.api, '--no-mdns', '--no-overlay', ...(this.opts.args ?? [])]
     const proc = spawn(VGRID, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.opts.env } })
     this.proc = proc
     const onData = (d: Buffer): void => { this.log += d.toString() }

@@ -5,8 +5,14 @@ import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
 import { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
-  '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
+  '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
   '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR]'
+
+function parsePort (text: string, flag: string): number {
+  const n = Number(text)
+  if (!/^\d+$/.test(text) || n < 1 || n > 65535) throw new CliError(`${flag}: "${text}" is not a port (1-65535)`, 2)
+  return n
+}
 
 export async function run (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, {
@@ -20,6 +26,8 @@ export async function run (argv: string[]): Promise<void> {
     token: { type: 'string' },
     name: { type: 'string' },
     'no-mdns': { type: 'boolean' },
+    'no-overlay': { type: 'boolean' },
+    'wg-port': { type: 'string' },
     capacity: { type: 'string' },
     label: { type: 'string', multiple: true },
     'advert-interval': { type: 'string' },
@@ -47,6 +55,8 @@ export async function run (argv: string[]): Promise<void> {
     token: v.token as string | undefined,
     name: v.name as string | undefined,
     mdns: v['no-mdns'] === true ? false : undefined,
+    overlay: v['no-overlay'] === true ? false : undefined,
+    wireguardPort: v['wg-port'] == null ? undefined : parsePort(v['wg-port'] as string, '--wg-port'),
     capacity: v.capacity as string | undefined,
     labels: Object.keys(labels).length > 0 ? labels : undefined,
     advertInterval: v['advert-interval'] as string | undefined,

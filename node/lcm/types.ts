@@ -1,0 +1,44 @@
+// The LCM's shapes that its routes, metrics and service share (kept apart from the
+// service, so that the routes and metrics depend on what they read, not on it).
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { Objects, Kind, Draft } from '../../crdt/schema.ts'
+import type { Backend, InterfaceState } from './wireguard.ts'
+import type { OverlayPrefix } from './overlay.ts'
+import type { Addressing, PeerPlan } from './plan.ts'
+import type { Link, Ruleset } from './rules.ts'
+import type { TableCounters } from './nft.ts'
+
+/** What the LCM reads and writes of the cluster document. */
+export interface LcmState {
+  read: () => { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
+  write: <T>(fn: (w: { put: <K extends Kind>(kind: K, d: Draft<K>) => Objects[K], remove: (kind: Kind, key: string) => boolean, update: <K extends Kind>(kind: K, key: string, patch: Partial<Draft<K>>) => Objects[K] }) => T) => Promise<T>
+  on: (event: 'changed', fn: () => void) => unknown
+  off: (event: 'changed', fn: () => void) => unknown
+}
+
+export interface LcmStatus {
+  ok: boolean
+  /** why WireGuard is not running, exactly */
+  error: string | null
+  backend: Backend | null
+  interface: string
+  publicKey: string | null
+  endpoint: string | null
+  address: string | null
+  prefix: OverlayPrefix
+}
+
+/** What the routes and the metrics read of the running service. */
+export interface LcmView {
+  readonly table: string
+  readonly state: LcmState
+  readonly members: MemberTable
+  readonly selfId: string
+  readonly last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null
+  status: () => LcmStatus
+  schedule: (delayMs?: number) => void
+  settled: () => Promise<void>
+  peerStates: () => Promise<Array<InterfaceState['peers'][number] & { node: string | null }>>
+  counters: () => Promise<TableCounters>
+  drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number }>>
+}
