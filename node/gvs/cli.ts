@@ -1,5 +1,5 @@
 // CLI commands of GVS, clients of the local agent's API:
-//   vgrid vol create|ls|info|resize|mv|rm|repair|import|export
+//   vgrid vol create|ls|info|resize|mv|rm|snapshot|clone|repair|import|export
 // import and export run qemu-img convert against the volume's NBD export on this node
 // (raw or qcow2 files; qemu-img does the format work and shows its own progress).
 import { spawn } from 'node:child_process'
@@ -13,6 +13,10 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol resize VOL SIZE
        vgrid vol mv VOL NEWPATH
        vgrid vol rm VOL
+       vgrid vol snapshot VOL NAME            (one volume)
+       vgrid vol snapshot NAME VOL VOL...     (with --set: one consistent cut of several)
+       vgrid vol snapshot rm VOL NAME
+       vgrid vol clone VOL@SNAPSHOT NEWPATH
        vgrid vol repair VOL [--json]
        vgrid vol import FILE VOL [--format raw|qcow2]
        vgrid vol export VOL FILE [--format raw|qcow2]
@@ -42,8 +46,9 @@ export async function vol (argv: string[]): Promise<void> {
     replicas: { type: 'string' },
     'min-replicas': { type: 'string' },
     thick: { type: 'boolean' },
-    format: { type: 'string' }
-  }, USAGE, 3)
+    format: { type: 'string' },
+    set: { type: 'boolean' }
+  }, USAGE, 300)
   const api = new ApiClient(v.api as string | undefined)
   const need = (n: number): string[] => {
     if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${USAGE}`, 2)
@@ -88,6 +93,27 @@ export async function vol (argv: string[]): Promise<void> {
     case 'rm': {
       const r = await api.request<{ path: string }>('DELETE', `/v1/volumes/${enc(need(1)[0]!)}`)
       return out(`removed ${r.path}`)
+    }
+    case 'snapshot': {
+      if (p[0] === 'rm') {
+        const [, id, name] = need(3)
+        await api.request('DELETE', `/v1/volumes/${enc(id!)}/snapshots/${enc(name!)}`)
+        return out(`removed snapshot ${id!}@${name!}`)
+      }
+      if (v.set === true) {
+        const [name, ...vols] = need(2)
+        await api.request('POST', '/v1/snapshots', { name, volumes: vols })
+        return out(`snapshot ${name!} of ${vols.join(', ')}`)
+      }
+      const [id, name] = need(2)
+      const d = await api.request<VolumeView>('POST', `/v1/volumes/${enc(id!)}/snapshots`, { name })
+      const s = d.snapshots.find(x => x.name === name)
+      return v.json === true ? json(d) : out(`${d.path}@${name!}${s != null ? `\n  nbd: ${s.nbd} (read-only)` : ''}`)
+    }
+    case 'clone': {
+      const [from, path] = need(2)
+      const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, from })
+      return v.json === true ? json(d) : out(`${d.path}: clone of ${from!}, ${size(d.sizeBytes)} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
     case 'repair': {
       const r = await api.request<{ volume: string, done: number, total: number, failed: number, bytes: number, health: string, errors: string[] }>('POST', `/v1/volumes/${enc(need(1)[0]!)}/repair`)
