@@ -77,10 +77,12 @@ test('a QEMU guest on another node boots with the volume and reads what was writ
   t.teardown(() => { if (qemu.exitCode == null) qemu.kill('SIGKILL') })
   qemu.stdout.on('data', (b: Buffer) => console.push(b.toString()))
   qemu.stderr.on('data', (b: Buffer) => console.push(b.toString()))
+  let timer: ReturnType<typeof setTimeout> | undefined
   const exited = await Promise.race([
     new Promise<boolean>(resolve => qemu.once('exit', () => { resolve(true) })),
-    new Promise<boolean>(resolve => setTimeout(() => { resolve(false) }, 90_000))
+    new Promise<boolean>(resolve => { timer = setTimeout(() => { resolve(false) }, 90_000) })
   ])
+  clearTimeout(timer)
   const out = console.join('')
   t.true(exited, `the guest powered off by itself\n${out.slice(-2000)}`)
   t.regex(out, /\[vda\] 65536 512-byte logical blocks/, 'the guest sees the 32 MiB volume')
