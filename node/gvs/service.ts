@@ -18,6 +18,8 @@ import { Repairer, mergeReports, type RepairReport } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { LiveVolume } from './live-volume.ts'
 import { gvsRoutes } from './routes.ts'
+import { GvsMetrics } from './metrics.ts'
+import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
   peerId: string
@@ -29,6 +31,8 @@ export interface GvsComponents {
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
   }
   membership: { readonly members: MemberTable }
+  /** the agent's Prometheus registry (optional in tests) */
+  registry?: Registry
 }
 
 export interface GvsInit {
@@ -54,6 +58,7 @@ export class GvsService {
   private readonly live = new Map<string, LiveVolume>()
   /** the last repair of each volume, for info */
   readonly repairs = new Map<string, RepairReport>()
+  private readonly metrics: GvsMetrics | null
   private timer: ReturnType<typeof setTimeout> | null = null
   private reconciling: Promise<void> | null = null
   private running = false
@@ -70,6 +75,8 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
+    this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
+    this.store.on('damaged', () => { this.metrics?.damaged.inc() })
   }
 
   async start (): Promise<void> {
@@ -188,7 +195,10 @@ export class GvsService {
       }).run())
     }
     const report = mergeReports(v.id, reports)
+    this.metrics?.repairBytes.inc(report.bytes)
+    this.metrics?.repairFailed.inc(report.failed)
     this.repairs.set(v.id, report)
+    this.metrics?.volumesUnhealthy.set([...this.repairs.values()].filter(r => r.health !== 'healthy').length)
     return report
   }
 

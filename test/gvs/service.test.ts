@@ -3,6 +3,7 @@
 // the NBD export of a created volume, written on one agent and read on another.
 import test from 'ava'
 import Fastify from 'fastify'
+import { Registry } from 'prom-client'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -42,8 +43,9 @@ test('volumes API and NBD exports across agents', async t => {
   const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
     nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
   } as unknown as Member]))
+  const registries = [new Registry(), new Registry(), new Registry()]
   for (let i = 0; i < 3; i++) {
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0 })
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: registries[i] }, { reconcileMs: 0 })
     await s.start()
     svcs.push(s)
   }
@@ -118,4 +120,5 @@ test('volumes API and NBD exports across agents', async t => {
   // ...and once it is destroyed, every node frees its objects
   for (const s of svcs) await s.reconcile()
   for (const s of svcs) t.false((await s.store.volumes()).includes(vol.id))
+  if (have) t.regex(await registries[0]!.metrics(), /vgrid_gvs_nbd_requests\{kind="write"\} [1-9]/)
 })
