@@ -152,13 +152,13 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   }
 
   /** one object from the first source that has a sound copy; bytes moved */
-  private async copy (c: Copy): Promise<number> {
+  private async copy (c: Copy, replace = false): Promise<number> {
     const why: string[] = []
     for (const src of c.from) {
       try {
         const r = await this.c.transport.call(src, { op: 'get', volume: this.init.volume, index: c.index })
         if (r.data == null) { why.push(`${src}: absent`); continue }
-        await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0 }, r.data)
+        await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0, replace }, r.data)
         return r.data.length
       } catch (err) { why.push((err as Error).message) }
     }
@@ -181,7 +181,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       for (const v of verdicts) {
         if (v.bad == null || v.bad.length === 0) continue
         try {
-          await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' })
+          await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' }, true)
           found.push({ index, node: v.node, blocks: v.bad, healed: true })
         } catch (err) {
           found.push({ index, node: v.node, blocks: v.bad, healed: false, error: (err as Error).message })

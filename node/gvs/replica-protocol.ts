@@ -21,7 +21,7 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, fua: Type.Boolean(), under: Under }),
   Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U, under: Under }),
   Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
-  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U }),
+  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U, replace: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('list'), volume: Vol }),
   Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U, under: Under }),

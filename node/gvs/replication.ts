@@ -56,6 +56,9 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       // a whole object copied in by repair, durably, under the source's epoch (which
       // also teaches this replica the newest writer epoch)
       if (data == null || data.length !== store.objectSize) throw new GvsError('invalid', `put needs a whole object of ${store.objectSize} bytes`)
+      // a copy never overwrites a copy already here (a writer may have settled it and
+      // written since the copy was read); only scrub replaces a damaged one
+      if (req.replace !== true && await store.has(req.volume, req.index)) return { reply: { ok: true, present: true }, data: null }
       await store.write(req.volume, req.index, 0, data, { epoch: req.epoch, fua: true })
       return { reply: { ok: true }, data: null }
     case 'verify':
