@@ -24,6 +24,14 @@ import { GridMembership, AdvertFields, MemberDirectory } from './membership/inde
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
+import { DvmmService } from './dvmm/index.ts'
+import type { HaReport } from '../crdt/placement/ha.ts'
+import { NodeRuntime } from './dvmm/node-runtime.ts'
+
+/** a node that cannot see a majority of the roll this long kills its VMs; a dead holder's VMs move after this plus a margin */
+const FENCE_TIMEOUT_MS = 5000
+/** the watchdog kills this node's VMs when the agent stopped feeding it this long: before the fence timeout ends */
+const WATCHDOG_TIMEOUT_MS = 4000
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -58,7 +66,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
     busyPeers: () => state.sessionPeers,
-    health: () => problems.flatMap(p => p())
+    health: () => problems.flatMap(p => p()),
+    ha: (): HaReport => dvmm.ha()
   })
   const state: StateService = new StateService({
     ...c,
@@ -85,11 +94,24 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
     return s == null || s.ok ? [] : [{ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running' }]
   })
 
+  // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
+  const runtime = new NodeRuntime({ ...c, log: core.log.child('dvmm') }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS })
+  const dvmm: DvmmService = new DvmmService({
+    ...c,
+    peerId: host.peerId.toString(),
+    state,
+    membership: membership.detector,
+    drivers: runtime.drivers,
+    onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() }
+  }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
+
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory })),
     membership,
-    ...(lcm == null ? [] : [lcm])
+    ...(lcm == null ? [] : [lcm]),
+    runtime,
+    dvmm
   ]
   let api: ApiService | undefined
   if (opts.api) {

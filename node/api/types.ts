@@ -3,6 +3,7 @@
 import type { Resources } from '../../protocol/advert.ts'
 import type { MemberCounts, Member } from '../../protocol/membership.ts'
 import type { Pool } from '../../protocol/pool.ts'
+import type { HaReport } from '../../crdt/placement/ha.ts'
 
 export type { StateView, RecoveredFile } from '../state/index.ts'
 
@@ -18,6 +19,8 @@ export interface StatusView {
   pool: Pool
   /** ok: false (degraded) while any problem lasts */
   health: { ok: boolean, problems: HealthProblem[] }
+  /** whether every running VM could be placed again if any one node failed (as GET /v1/ha); null without the VM manager */
+  ha: HaReport | null
 }
 
 /** GET /v1/nodes (as `{nodes: NodeView[]}`) and GET /v1/nodes/:id */

@@ -12,7 +12,12 @@ const COMMANDS: Record<string, Command> = {
   status: { summary: 'this node and the pool as it sees it', run: async a => (await import('./commands/status.ts')).status(a) },
   nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) },
   demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop', run: async a => (await import('./commands/demo.ts')).run(a) },
-  node: { summary: 'label or unlabel a node (vgrid node label NODE key=value, vgrid node unlabel NODE key)', run: async a => (await import('./commands/node-label.ts')).run(a) },
+  node: {
+    summary: 'label, drain or forget a node (vgrid node label NODE key=value, unlabel NODE key, drain NODE, undrain NODE, forget NODE)',
+    run: async a => ['drain', 'undrain', 'forget'].includes(a[0] ?? '') ? (await import('../dvmm/cli.ts')).node(a) : (await import('./commands/node-label.ts')).run(a)
+  },
+  vm: { summary: 'VMs on the grid: vgrid vm create|ls|show|start|stop|rm|console', run: async a => (await import('../dvmm/cli.ts')).vm(a) },
+  ha: { summary: 'could every running VM be placed again if any one node failed', run: async a => (await import('../dvmm/cli.ts')).ha(a) },
   image: { summary: 'build the guest appliance the qemu driver boots (vgrid image build)', run: async a => (await import('../dvmm/image/cli.ts')).run(a) },
   link: { summary: 'declared connections between VMs (vgrid link create FROM_VM.OUT TO_VM.IN --protocol tcp|udp --port N, ls, rm ID)', run: async a => (await import('../lcm/cli.ts')).link(a) },
   net: { summary: 'this agent\'s WireGuard interface, peers and dropped traffic', run: async a => (await import('../lcm/cli.ts')).net(a) },

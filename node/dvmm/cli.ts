@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -48,7 +48,11 @@ export async function vm (argv: string[]): Promise<void> {
   }
 }
 
-async function create (argv: string[]): Promise<void> {
+async function create (args: string[]): Promise<void> {
+  // everything after `--` is the command, taken as given (it may hold flags of its own)
+  const dash = args.indexOf('--')
+  const argv = dash < 0 ? args : args.slice(0, dash)
+  const after = dash < 0 ? undefined : args.slice(dash + 1)
   const { values: v, positionals } = parse(argv, {
     api: { type: 'string' },
     json: { type: 'boolean' },
@@ -76,12 +80,14 @@ async function create (argv: string[]): Promise<void> {
     name,
     cpu,
     memory: v.memory,
-    driver: v.driver ?? (v.command != null ? 'process' : 'qemu'),
+    driver: v.driver ?? (v.command != null || after != null ? 'process' : 'qemu'),
     constraints: pairs(v.constraint, '--constraint'),
     labels: pairs(v.label, '--label')
   }
   // `--command` once with spaces is split like a shell would split a simple line
+  if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
   if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
+  if (after != null) body.command = after
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app'] as const) if (v[k] != null) body[k] = v[k]
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
   if (v.stopped === true) body.desired = 'stopped'

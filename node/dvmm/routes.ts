@@ -5,7 +5,10 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader } from '../../crdt/index.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError } from '../errors.ts'
-import type { DvmmService } from './service.ts'
+import type { Writer } from '../../crdt/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { VmDriver } from './drivers/types.ts'
+import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
 import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from './vms.ts'
 
@@ -14,7 +17,20 @@ const idParams = { type: 'object', properties: { id: { type: 'string', minLength
 
 export type HaView = HaReport
 
-export function dvmmRoutes (svc: DvmmService) {
+/** What the routes use of the DVMM service (a narrow view, so the service and its routes do not import each other). */
+export interface DvmmRoutesDeps {
+  readonly components: {
+    state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> }
+    membership: { readonly members: MemberTable }
+  }
+  readonly me: string
+  readonly history: History
+  driver: (name: string) => VmDriver | undefined
+  schedule: () => void
+  ha: () => HaReport
+}
+
+export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const { state, membership } = svc.components
   const nameOf = (id: string, doc?: DocView): string => membership.members.get(id)?.advert.name ?? doc?.roll.get(id)?.name ?? id
   const current = (): { reader: Reader, doc: DocView } => {

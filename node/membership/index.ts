@@ -14,7 +14,7 @@ import type { AdvertBody } from '../../protocol/own-advert.ts'
 import type { Resources } from '../../protocol/advert.ts'
 import { Dialer } from '../../protocol/dialer.ts'
 import { MAX_CLOCK_OFFSET_MS } from '../../protocol/heartbeat.ts'
-import type { HealthProblem } from '../api/types.ts'
+import type { HealthProblem, StatusView } from '../api/types.ts'
 import type { VgridHost } from '../../protocol/host.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
@@ -51,6 +51,8 @@ export interface MembershipComponents {
   busyPeers: () => Iterable<string>
   /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
   health: () => HealthProblem[]
+  /** the VM manager's HA check, for /v1/status */
+  ha?: () => StatusView['ha']
 }
 
 export class MembershipMetrics {
@@ -117,6 +119,7 @@ export class GridMembership implements Service {
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),
       health: c.health,
+      ha: () => c.ha?.() ?? null,
       token: () => this.token()
     })
   }

@@ -18,6 +18,8 @@ export interface MembershipRoutesDeps {
   /** a neighbour's measured clock offset (only neighbours are measured) */
   clock: (node: string) => ClockOffset | undefined
   health: () => HealthProblem[]
+  /** the VM manager's HA check, when it runs */
+  ha?: () => StatusView['ha']
   token: () => string
 }
 
@@ -36,7 +38,7 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
-  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members, d.health()))
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members, d.health(), d.ha?.() ?? null))
   app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }

@@ -7,8 +7,8 @@ import type { ClockOffset } from '../../protocol/heartbeat.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
-export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = []): StatusView {
-  return { node: self, members: countStates(table), pool: poolOf(table), health: { ok: problems.length === 0, problems } }
+export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = [], ha: StatusView['ha'] = null): StatusView {
+  return { node: self, members: countStates(table), pool: poolOf(table), health: { ok: problems.length === 0, problems }, ha }
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */

@@ -1,0 +1,70 @@
+// What the agent builds for the VM manager on this node: the drivers, with the fencing
+// watchdog armed before the first VM starts (or is found running after a restart),
+// so an agent that never runs a VM starts no supervisor; and the host probe (cgroup
+// version, QEMU accelerator) for the advert. The watchdog is a service of its own: a
+// graceful stop disarms it, a crash leaves it to kill the node's VMs.
+import type { Logger } from '../log.ts'
+import type { Clock, Service } from '../service.ts'
+import { createDriver, type VmDriver } from './drivers/index.ts'
+import { Watchdog } from './watchdog/index.ts'
+
+export interface NodeRuntimeComponents {
+  log: Logger
+  clock: Clock
+  config: { dataDir: string }
+}
+
+export interface NodeRuntimeInit {
+  /** the watchdog kills this node's VMs when the agent has not fed it this long (under the fence timeout) */
+  watchdogTimeoutMs: number
+}
+
+export class NodeRuntime implements Service {
+  readonly name = 'watchdog'
+  readonly drivers: { process: VmDriver, qemu: VmDriver }
+  private readonly watchdog: Watchdog
+  private armed?: Promise<void>
+
+  constructor (c: NodeRuntimeComponents, init: NodeRuntimeInit) {
+    const dc = { log: c.log, clock: c.clock }
+    const di = { dataDir: c.config.dataDir }
+    this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs })
+    this.drivers = {
+      process: this.armedBefore(createDriver('process', dc, di)),
+      qemu: this.armedBefore(createDriver('qemu', dc, di))
+    }
+  }
+
+  async start (): Promise<void> {}
+
+  /** A graceful stop disarms (the VM manager stopped its VMs first); a crash-like stop leaves it armed. */
+  async stop (opts: { graceful: boolean }): Promise<void> {
+    if (this.armed != null && opts.graceful) await this.watchdog.stop()
+    await Promise.all(Object.values(this.drivers).map(async d => await d.close()))
+  }
+
+  private async arm (): Promise<void> {
+    this.armed ??= this.watchdog.start()
+    await this.armed
+  }
+
+  /** The driver, with the watchdog armed before a start and as soon as list() finds a VM still running. */
+  private armedBefore (driver: VmDriver): VmDriver {
+    return new Proxy(driver, {
+      get: (target, key, receiver) => {
+        if (key === 'start') {
+          return async (...args: Parameters<VmDriver['start']>) => { await this.arm(); return await target.start(...args) }
+        }
+        if (key === 'list') {
+          return async () => {
+            const vms = await target.list()
+            if (vms.some(v => v.state === 'running' || v.state === 'starting')) await this.arm()
+            return vms
+          }
+        }
+        const v = Reflect.get(target, key, receiver) as unknown
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      }
+    })
+  }
+}
