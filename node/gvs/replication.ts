@@ -123,6 +123,18 @@ export class ReplicaService implements ReplicaTransport {
 
   async call (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
     if (peer === this.self) return await execute(this.c.store, req, data ?? null)
+    try {
+      return await this.callOnce(peer, req, data)
+    } catch (err) {
+      // a stream reset (a duplicate connection closed under it, a connection replaced)
+      // is worth one more try: every request is idempotent (writes carry their data
+      // and offset; a put never replaces; a flush covers what was written)
+      if (!(err instanceof GvsError) || err.code !== 'unavailable' || !/reset|closed/i.test(err.message)) throw err
+      return await this.callOnce(peer, req, data)
+    }
+  }
+
+  private async callOnce (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
     let stream: Stream | undefined
     try {
       const signal = AbortSignal.timeout(this.timeoutMs)
