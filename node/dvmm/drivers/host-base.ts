@@ -7,10 +7,10 @@
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
-import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
+import { DEFAULT_LINK_RANGE, freeSlot, shortHash } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, decodeShellStatus, procStat, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
@@ -46,14 +46,24 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   private probed?: Promise<ProbeResult>
   protected cgroups?: CgroupLayout
   private timer?: NodeJS.Timeout
+  /**
+   * What makes this agent's machine-wide names (VM namespaces, cgroups, links) its
+   * own: several agents on one machine (the demo, the e2e hosts) may each run a VM of
+   * the same id, e.g. while it moves from one to another.
+   */
+  protected readonly scope: string
 
   constructor (components: HostDriverComponents, init: HostDriverInit, driver: DriverName) {
     super()
     this.components = components
     this.init = init
+    this.scope = shortHash(resolve(init.dataDir))
     this.runs = new RunDirs(init.dataDir, driver)
     this.timer = setInterval(() => { this.poll() }, init.pollMs ?? 250)
   }
+
+  /** the key a VM's machine-wide names derive from (see `scope`) */
+  protected netKey (id: string): string { return `${id}@${this.scope}` }
 
   // ---- what a concrete driver supplies --------------------------------------------
 
@@ -104,7 +114,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.save(rec)
     this.emit('state', { id: rec.id, state: 'starting', at: this.components.clock.now() })
     try {
-      rec.cgroups = createGroups(this.cgroups, `${this.name}-${spec.id}`, this.limits(spec))
+      rec.cgroups = createGroups(this.cgroups, `${this.name}-${this.scope}-${spec.id}`, this.limits(spec))
       this.save(rec)
       if (spec.network !== false) {
         const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id || r.state === 'stopped' || r.state === 'failed' ? [] : [r.network.slot])

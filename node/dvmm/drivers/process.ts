@@ -38,11 +38,11 @@ export class ProcessDriver extends HostDriver {
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
-    return await createVeth(spec.id, this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
+    return await createVeth(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
   }
 
   protected async teardownNetwork (rec: VmRecord): Promise<void> {
-    await deleteVeth(rec.id, rec.nodeNetns)
+    await deleteVeth(this.netKey(rec.id), rec.nodeNetns)
   }
 
   protected command (rec: VmRecord): { argv: string[], env?: Record<string, string>, netns?: string } {

@@ -79,11 +79,11 @@ export class QemuDriver extends HostDriver {
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
-    return await createTap(spec.id, this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
+    return await createTap(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
   }
 
   protected async teardownNetwork (rec: VmRecord): Promise<void> {
-    await deleteTap(rec.id, rec.nodeNetns)
+    await deleteTap(this.netKey(rec.id), rec.nodeNetns)
   }
 
   protected command (rec: VmRecord, dir: string): { argv: string[], netns?: string } {
