@@ -31,7 +31,7 @@ import { NodeRuntime } from './dvmm/node-runtime.ts'
 /** a node that cannot see a majority of the roll this long kills its VMs; a dead holder's VMs move after this plus a margin */
 const FENCE_TIMEOUT_MS = 5000
 /** the watchdog kills this node's VMs when the agent stopped feeding it this long: before the fence timeout ends */
-const WATCHDOG_TIMEOUT_MS = 4000
+const WATCHDOG_TIMEOUT_MS = 3000
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {

@@ -74,6 +74,10 @@ export function ipPath (): string {
   return which('ip') ?? 'ip'
 }
 
+export function nsenterPath (): string {
+  return which('nsenter') ?? 'nsenter'
+}
+
 export async function ip (args: string[], opts: RunOptions = {}): Promise<string> {
   return await run(ipPath(), args, opts)
 }

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, createWriteStream, type WriteStream } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
-import { ipPath, sleep } from './netns.ts'
+import { nsenterPath, sleep } from './netns.ts'
 import { ROOT, scriptPath } from '../paths.ts'
 
 export { ROOT }
@@ -61,8 +61,10 @@ class NsProcess {
 
   protected launch (ns: string, cmd: string, args: string[], onOutput: (d: Buffer) => void, env?: Record<string, string>): ChildProcess {
     // detached: a Ctrl-C in the terminal reaches only the owner, which then stops
-    // these in order instead of everything dying at once
-    const proc = spawn(ipPath(), ['netns', 'exec', ns, cmd, ...args], {
+    // these in order instead of everything dying at once. nsenter, not `ip netns
+    // exec`: that one remounts /sys for the namespace, which hides /sys/fs/cgroup, and
+    // an agent there could not give its VMs cgroup limits
+    const proc = spawn(nsenterPath(), [`--net=/run/netns/${ns}`, '--', cmd, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
       env: { ...process.env, ...env }

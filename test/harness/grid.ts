@@ -14,6 +14,7 @@ import { deleteNamespace, findStale, isAlive, nsRun, type RunOptions } from '../
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
+import { reapDataDir } from '../../node/dvmm/reap.ts'
 
 /** Every namespace and temp dir of the harness starts with this, then the owner's PID. */
 export const KIND = 'vgt'
@@ -310,6 +311,8 @@ export class Grid implements Cleanup {
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
       await Promise.all(this.list.map(async h => { await h.agent.kill('SIGKILL'); await h.bridge.kill('SIGKILL'); h.agent.closeLog() }))
+      // VMs live in namespaces and cgroups of their own, outside the hosts' namespaces
+      for (const h of this.list) await reapDataDir(join(h.dir, 'data')).catch(() => {})
       await this.topo.destroy()
       await rm(this.dir, { recursive: true, force: true })
       offInterrupt(this)

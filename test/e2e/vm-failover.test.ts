@@ -1,0 +1,81 @@
+// The VM manager across real agents in network namespaces: a process VM runs on one
+// host; its holder's agent is killed with SIGKILL while the "server" runs on. The
+// holder's fencing watchdog kills the VM it left behind before the fence timeout
+// ends, and only after fence timeout + margin does another host start the VM (epoch
+// 2): no two runs overlap, checked from the VM processes' own start and exit times.
+// The killed agent, restarted, finds its old VM gone and does not start it again.
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { e2e, Grid, secs } from '../harness/index.ts'
+import type { VmRow } from '../../node/dvmm/index.ts'
+
+/** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin: no takeover starts before both passed */
+const FENCE_MS = 5000
+const TAKEOVER_MS = FENCE_MS + 1500
+
+interface Run { pid: number, startedAt: number }
+const runsIn = (file: string): Run[] => existsSync(file)
+  ? readFileSync(file, 'utf8').split('\n').filter(l => l !== '').map(l => { const [p, s] = l.split(' '); return { pid: Number(p), startedAt: Number(s) } })
+  : []
+
+async function until<T> (what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await Promise.resolve(f()).catch(() => undefined)
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+e2e('a killed holder\'s VM is fenced by its watchdog, then runs on another host; runs never overlap', async t => {
+  const grid = await Grid.start(t, { hosts: 3, args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
+  await grid.waitAllAlive(20_000)
+  const runs = join(grid.dir, 'runs.log')
+  const h1 = grid.host('h1')
+  await h1.api('/v1/vms', 'POST', {
+    name: 'web',
+    driver: 'process',
+    cpu: 0.25,
+    memory: '32M',
+    // each run records its pid and start time (ms) in a file outside every namespace
+    command: ['/bin/sh', '-c', `echo "$$ $(date +%s%3N)" >> ${runs}; exec sleep 100000`]
+  })
+  const first = await until('the VM to run', 60_000, () => runsIn(runs)[0])
+  const row = await h1.api<VmRow>('/v1/vms/web')
+  t.is(row.epoch, 1)
+  const holder = grid.host(row.node!)
+  const others = grid.list.filter(h => h !== holder)
+  t.log(`web runs on ${holder.name} (pid ${first.pid})`)
+
+  // watch the first run's process from outside: when does it end?
+  let endedAt: number | undefined
+  const watch = setInterval(() => { if (endedAt == null && !existsSync(`/proc/${first.pid}`)) endedAt = Date.now() }, 20)
+  t.teardown(() => clearInterval(watch))
+
+  const killedAt = Date.now()
+  await holder.kill()
+  const second = await until('the VM to run on another host', 90_000, () => runsIn(runs)[1])
+  clearInterval(watch)
+  const moved = await others[0]!.api<VmRow>('/v1/vms/web')
+  t.log(`killed ${holder.name}'s agent; its VM ended after ${secs((endedAt ?? NaN) - killedAt)} (watchdog), web ran again on ${moved.node} after ${secs(second.startedAt - killedAt)}`)
+
+  t.not(endedAt, undefined, 'the watchdog killed the VM the dead agent left behind')
+  t.true(endedAt! - killedAt < TAKEOVER_MS, 'before any other host may take the lease over')
+  t.true(second.startedAt > endedAt!, 'the new run starts after the old one ended: no overlap')
+  t.true(second.startedAt - killedAt >= FENCE_MS, 'and not before the fence timeout after the holder was last heard from')
+  t.not(moved.node, holder.name)
+  t.is(moved.epoch, 2)
+  t.is(runsIn(runs).length, 2)
+
+  // the old holder comes back: the lease is not its own, so it runs nothing
+  await holder.restart()
+  await grid.waitAllAlive(30_000)
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  t.is(runsIn(runs).length, 2, 'no third run')
+  t.is((await holder.api<VmRow>('/v1/vms/web')).node, moved.node)
+
+  // removing the VM stops it on its holder; every host ends with nothing of it
+  await h1.api('/v1/vms/web', 'DELETE')
+  await until('the second run to end', 30_000, () => existsSync(`/proc/${second.pid}`) ? undefined : true)
+})
