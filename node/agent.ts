@@ -4,6 +4,7 @@
 // no service logic: each service is a folder under node/ with one entry point.
 import { EventEmitter } from 'node:events'
 import { mkdir } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { PrivateKey } from '@libp2p/interface'
 import { Registry } from 'prom-client'
@@ -27,6 +28,7 @@ import { LcmService } from './lcm/index.ts'
 import { DvmmService } from './dvmm/index.ts'
 import type { HaReport } from '../crdt/placement/ha.ts'
 import { NodeRuntime } from './dvmm/node-runtime.ts'
+import { GvsService } from './gvs/index.ts'
 
 /** a node that cannot see a majority of the roll this long kills its VMs; a dead holder's VMs move after this plus a margin */
 const FENCE_TIMEOUT_MS = 5000
@@ -105,11 +107,21 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
     onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() }
   }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
 
+  // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
+  const gvs = new GvsService({
+    ...c,
+    log: core.log.child('gvs'),
+    peerId: host.peerId.toString(),
+    state,
+    membership: membership.detector
+  }, { nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock') })
+
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory })),
     membership,
     ...(lcm == null ? [] : [lcm]),
+    gvs,
     runtime,
     dvmm
   ]

@@ -5,7 +5,8 @@ import type { FastifyInstance } from 'fastify'
 import type { Snapshot, Volume, Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
 import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, type CreateRequest } from './volumes.ts'
-import type { GvsService } from './service.ts'
+import type { Reader } from '../../crdt/index.ts'
+import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
 
 export interface VolumeView {
@@ -27,7 +28,18 @@ export interface VolumeView {
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 2100 } }, required: ['id'] }
 
-export function gvsRoutes (svc: GvsService) {
+/** What the routes use of the GVS service (a narrow view, so the service and its routes do not import each other). */
+export interface GvsRoutesDeps {
+  readonly components: { state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> } }
+  readonly repairs: ReadonlyMap<string, RepairReport>
+  readonly store: { removeVolume: (volume: string) => Promise<unknown> }
+  volumes: () => Volume[]
+  pool: () => Pool
+  repair: (v: Volume) => Promise<RepairReport>
+  uriOf: (v: Volume) => string
+}
+
+export function gvsRoutes (svc: GvsRoutesDeps) {
   const { state } = svc.components
   const repairedAt = new Map<string, number>()
   const view = (v: Volume): VolumeView => {
