@@ -53,7 +53,7 @@ export async function startGrid (n: number, opts: GridOptions = {}): Promise<InP
       transport: opts.transport ?? 'memory',
       ...opts.flags
     })
-    const a = new Agent(cfg, { logger: silentLogger })
+    const a = new Agent(cfg, { logger: silentLogger, without: ['dvmm', 'gvs'] })
     await a.start({ api: false })
     monitor?.watch(a)
     return a

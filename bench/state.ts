@@ -96,7 +96,7 @@ async function agents (n: number, root: string, keyFile: string, opts: { prep?: 
         name: `a${k}`, dataDir, listen: `/memory/${tag}-${k}`, join: k === 0 ? (opts.seed == null ? [] : [opts.seed]) : [`/memory/${tag}-0`],
         key: keyFile, mdns: false, capacity: 'cpu=4,mem=8G,disk=100G', transport: 'memory', ...MEMBERSHIP
       })
-      const a = new Agent(cfg, { logger: silentLogger })
+      const a = new Agent(cfg, { logger: silentLogger, without: ['dvmm', 'gvs'] })
       await a.start({ api: false })
       return a
     })))

@@ -55,7 +55,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService> }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
@@ -69,7 +69,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
     labels: { labelsOf: node => state.labelsOf(node) },
     busyPeers: () => state.sessionPeers,
     health: () => problems.flatMap(p => p()),
-    ha: (): HaReport => dvmm.ha()
+    ha: (): HaReport | null => dvmm?.ha() ?? null
   })
   const state: StateService = new StateService({
     ...c,
@@ -81,7 +81,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
   core.advert.provide('stateHeads', () => state.heads())
   membership.detector.on('advert', a => { state.noteHeads(a.nodeId, a.stateHeads) })
 
-  const lcm = core.config.overlay
+  const want = (name: OptionalService): boolean => !opts.without.has(name)
+  const lcm = core.config.overlay && want('lcm')
     ? new LcmService({
       ...c,
       log: core.log.child('lcm'),
@@ -97,34 +98,38 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
   })
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
-  const runtime = new NodeRuntime({ ...c, log: core.log.child('dvmm') }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS })
-  const dvmm: DvmmService = new DvmmService({
-    ...c,
-    peerId: host.peerId.toString(),
-    state,
-    membership: membership.detector,
-    drivers: runtime.drivers,
-    onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() }
-  }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
+  const runtime = want('dvmm') ? new NodeRuntime({ ...c, log: core.log.child('dvmm') }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS }) : undefined
+  const dvmm: DvmmService | undefined = runtime == null
+    ? undefined
+    : new DvmmService({
+      ...c,
+      peerId: host.peerId.toString(),
+      state,
+      membership: membership.detector,
+      drivers: runtime.drivers,
+      onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() }
+    }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
-  const gvs = new GvsService({
-    ...c,
-    log: core.log.child('gvs'),
-    peerId: host.peerId.toString(),
-    state,
-    membership: membership.detector
-  }, { nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock') })
+  const gvs = want('gvs')
+    ? new GvsService({
+      ...c,
+      log: core.log.child('gvs'),
+      peerId: host.peerId.toString(),
+      state,
+      membership: membership.detector
+    }, { nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock') })
+    : undefined
 
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory })),
     membership,
-    ...(lcm == null ? [] : [lcm]),
+    lcm,
     gvs,
     runtime,
     dvmm
-  ]
+  ].filter(s => s != null)
   let api: ApiService | undefined
   if (opts.api) {
     api = new ApiService({ ...c, log: core.log.child('api') }, { services })
@@ -136,6 +141,14 @@ async function buildServices (core: CoreComponents, opts: { api: boolean }): Pro
 /** The state service predates the Service shape: give it a name and its routes. */
 function asService (name: string, s: { start: () => Promise<void>, stop: () => Promise<void> }, routes: (app: FastifyInstance) => void): Service {
   return { name, start: async () => await s.start(), stop: async () => await s.stop(), routes }
+}
+
+/** Services a test or benchmark may leave out, to bring its own (e.g. DVMM on a fake driver). */
+export type OptionalService = 'gvs' | 'dvmm' | 'lcm'
+
+export interface AgentOptions {
+  logger?: Logger
+  without?: OptionalService[]
 }
 
 export interface AgentEvents {
@@ -158,10 +171,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   private api?: ApiService
   private running = false
 
-  constructor (config: AgentConfig, opts: { logger?: Logger } = {}) {
+  private readonly without: ReadonlySet<OptionalService>
+
+  constructor (config: AgentConfig, opts: AgentOptions = {}) {
     super()
     this.config = config
     this.log = opts.logger ?? createLogger({ component: config.name })
+    this.without = new Set(opts.without)
   }
 
   get id (): string { return this.host.peerId.toString() }
@@ -184,7 +200,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

@@ -58,7 +58,8 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
           name: `a${k}`, dataDir: join(root, `a${k}`), listen: `/memory/${tag}-${k}`, join: k === 0 ? [] : [`/memory/${tag}-0`],
           key: keyFile, mdns: false, capacity: o.capacity, transport: 'memory', ...o.membership
         })
-        const agent = new Agent(cfg, { logger: silentLogger })
+        // this test brings its own VM manager, on the fake driver
+        const agent = new Agent(cfg, { logger: silentLogger, without: ['dvmm'] })
         await agent.start({ api: false })
         const fake = new FakeNode()
         const driver = new FakeDriver({ clock: systemClock }, { node: fake })

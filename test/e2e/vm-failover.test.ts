@@ -1,9 +1,10 @@
 // The VM manager across real agents in network namespaces: a process VM runs on one
-// host; its holder's agent is killed with SIGKILL while the "server" runs on. The
+// host; its holder's agent is killed with SIGKILL, or hangs (SIGSTOP), while the
+// "server" runs on. The
 // holder's fencing watchdog kills the VM it left behind before the fence timeout
 // ends, and only after fence timeout + margin does another host start the VM (epoch
 // 2): no two runs overlap, checked from the VM processes' own start and exit times.
-// The killed agent, restarted, finds its old VM gone and does not start it again.
+// The agent, restarted (or resumed), finds its old VM gone and does not start it again.
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
@@ -28,7 +29,8 @@ async function until<T> (what: string, ms: number, f: () => Promise<T | undefine
   }
 }
 
-e2e('a killed holder\'s VM is fenced by its watchdog, then runs on another host; runs never overlap', async t => {
+for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
+e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then run on another host; runs never overlap`, async t => {
   const grid = await Grid.start(t, { hosts: 3, args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
   await grid.waitAllAlive(20_000)
   const runs = join(grid.dir, 'runs.log')
@@ -54,7 +56,9 @@ e2e('a killed holder\'s VM is fenced by its watchdog, then runs on another host;
   t.teardown(() => clearInterval(watch))
 
   const killedAt = Date.now()
-  await holder.kill()
+  // SIGSTOP: the agent hangs while its server runs on; nothing of it answers or feeds the watchdog
+  if (how === 'SIGKILL') await holder.kill()
+  else process.kill(holder.agent.pid!, 'SIGSTOP')
   const second = await until('the VM to run on another host', 90_000, () => runsIn(runs)[1])
   clearInterval(watch)
   const moved = await others[0]!.api<VmRow>('/v1/vms/web')
@@ -69,7 +73,8 @@ e2e('a killed holder\'s VM is fenced by its watchdog, then runs on another host;
   t.is(runsIn(runs).length, 2)
 
   // the old holder comes back: the lease is not its own, so it runs nothing
-  await holder.restart()
+  if (how === 'SIGKILL') await holder.restart()
+  else process.kill(holder.agent.pid!, 'SIGCONT')
   await grid.waitAllAlive(30_000)
   await new Promise(resolve => setTimeout(resolve, 3000))
   t.is(runsIn(runs).length, 2, 'no third run')
@@ -79,3 +84,4 @@ e2e('a killed holder\'s VM is fenced by its watchdog, then runs on another host;
   await h1.api('/v1/vms/web', 'DELETE')
   await until('the second run to end', 30_000, () => existsSync(`/proc/${second.pid}`) ? undefined : true)
 })
+}
