@@ -14,6 +14,7 @@ import { startDvmmGrid, fakeVm, until, sleep } from '../test/dvmm/grid.ts'
 import { plan, type NodeView } from '../crdt/placement/index.ts'
 import { demandOf } from '../node/dvmm/view.ts'
 import type { Vm } from '../crdt/index.ts'
+import { prng } from '../test/helpers/prng.ts'
 
 const { values: args } = parseArgs({ options: { agents: { type: 'string', default: '50' }, vms: { type: 'string', default: '1000' }, settle: { type: 'string', default: '1000' } } })
 const N = Number(args.agents)
@@ -28,17 +29,6 @@ function row (what: string, value: string, baseline: string, ratio: number, note
   console.error(`  ${what}: ${value} (baseline ${baseline})`)
 }
 const ms = (v: number): string => `${v.toFixed(0)} ms`
-
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
 async function main (): Promise<void> {
   console.error(`starting ${N} agents...`)

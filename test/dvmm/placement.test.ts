@@ -5,20 +5,10 @@
 import test, { type ExecutionContext } from 'ava'
 import { startDvmmGrid, fakeVm, until, sleep, type DvmmGrid } from './grid.ts'
 import { winner } from '../../crdt/placement/index.ts'
+import { prng } from '../helpers/prng.ts'
 
 const GiB = 2 ** 30
 const CAP = { cpu: 32, memoryBytes: 64 * GiB }
-
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
 interface Run { node: number, from: number, to: number }
 

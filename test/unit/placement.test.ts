@@ -7,6 +7,7 @@ import {
   onExit, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
+import { prng } from '../helpers/prng.ts'
 
 const GiB = 2 ** 30
 const node = (id: string, extra: Partial<NodeView> = {}): NodeView =>
@@ -15,17 +16,6 @@ const vm = (id: string, extra: Partial<Demand> = {}): Demand => ({ vm: id, cpu: 
 const lease = (vmId: string, holder: string, epoch = 1, extra: Partial<Lease> = {}): Lease =>
   ({ vm: vmId, holder, epoch, cpu: 1, memoryBytes: GiB, at: 1000, by: holder, ...extra })
 
-/** mulberry32: a seeded PRNG, so a failing property names its seed */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 function shuffle<T> (xs: readonly T[], r: () => number): T[] {
   const a = [...xs]
   for (let i = a.length - 1; i > 0; i--) {
