@@ -36,14 +36,15 @@ test.before(async () => {
 test.after.always(async () => { await group.cleanup() })
 
 const check = isRoot ? test : test.skip
-const labelUrl = (): string => `${url}/v1/nodes/acc0/labels/rack`
+// each test its own label key: the tests of this file run at the same time
+const labelUrl = (key: string): string => `${url}/v1/nodes/acc0/labels/${key}`
 
 check('an unprivileged user reads status, and is refused a change and the token with 403 naming what is missing', async t => {
   const status = await curl([`${url}/v1/status`], NOBODY)
   t.is(status.status, 200, status.body)
   t.is((await curl([`${url}/metrics`], NOBODY)).status, 200)
 
-  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl()], NOBODY)
+  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl('zone')], NOBODY)
   t.is(put.status, 403, put.body)
   t.is(errorOf(put).code, 'forbidden')
   t.regex(errorOf(put).message, /user 65534 is neither root nor in the "vgrid" group/)
@@ -53,12 +54,12 @@ check('an unprivileged user reads status, and is refused a change and the token 
   t.regex(errorOf(tok).message, /neither root nor in the "vgrid" group/)
   // nothing changed
   const node = await agent.get<{ labels: Record<string, string> }>('/v1/nodes/acc0')
-  t.is(node.labels.rack, undefined)
+  t.is(node.labels.zone, undefined)
   t.regex(await agent.metrics(), /vgrid_api_errors_total\{code="forbidden"\} 2/)
 })
 
 check('root changes the grid over loopback TCP and over the unix socket; the socket is 0660', async t => {
-  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl()])
+  const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl('rack')])
   t.is(put.status, 200, put.body)
   const tok = await curl([`${url}/v1/token`])
   t.is(tok.status, 200, tok.body)
@@ -76,9 +77,9 @@ check('root changes the grid over loopback TCP and over the unix socket; the soc
 check('the API token from the data dir lets any user in; a wrong one is a 401', async t => {
   const token = (await readFile(join(agent.opts.dataDir, 'api.token'), 'utf8')).trim()
   t.is((await stat(join(agent.opts.dataDir, 'api.token'))).mode & 0o777, 0o600)
-  const ok = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', `authorization: Bearer ${token}`, '-d', '{"value":"r2"}', labelUrl()], NOBODY)
+  const ok = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', `authorization: Bearer ${token}`, '-d', '{"value":"r2"}', labelUrl('row')], NOBODY)
   t.is(ok.status, 200, ok.body)
-  const bad = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', 'authorization: Bearer 00', '-d', '{"value":"r3"}', labelUrl()])
+  const bad = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-H', 'authorization: Bearer 00', '-d', '{"value":"r3"}', labelUrl('row')])
   t.is(bad.status, 401, bad.body)
   t.is(errorOf(bad).code, 'unauthorized')
 })
