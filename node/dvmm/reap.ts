@@ -3,8 +3,7 @@
 // watchdog supervisor, every VM's processes (by pid checked against its start time,
 // and by its cgroups), its namespace and host links, and its cgroups. All found from
 // the data dir's own records, never by a name pattern.
-import { readFileSync, rmdirSync } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { deleteNamespace, ip } from '../netns/netns.ts'
 import { RunDirs, sameProcessAlive, type VmRecord } from './drivers/common.ts'
 import type { DriverName } from './drivers/types.ts'
@@ -44,9 +43,5 @@ async function reapVm (rec: VmRecord): Promise<number> {
   // the node's end lives where the agent ran; only a namespace named in the record is ours to reach into
   if (net?.hostIf != null && rec.nodeNetns != null) await ip(['-n', rec.nodeNetns, 'link', 'del', net.hostIf], { allowFail: true })
   await removeGroups(rec.cgroups)
-  // the drivers' parent group goes once no agent's VM is left in it (rmdir refuses otherwise)
-  for (const parent of new Set(rec.cgroups.map(g => dirname(g)))) {
-    if (basename(parent) === 'vgrid') try { rmdirSync(parent) } catch {}
-  }
   return n
 }

@@ -3,7 +3,7 @@
 // probe reads the mounts and then proves it can make a group under a vgrid-named
 // parent; nothing is assumed from the kernel version or the distribution.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 
 export const PARENT = 'vgrid'
 const PERIOD_US = 100_000
@@ -192,5 +192,9 @@ export async function removeGroups (paths: string[]): Promise<void> {
         await new Promise(resolve => setTimeout(resolve, 20))
       }
     }
+    // the drivers' parent group goes with its last VM (rmdir refuses while another VM is in it;
+    // createGroups makes it again for the next)
+    const parent = dirname(p)
+    if (basename(parent) === 'vgrid') try { rmdirSync(parent) } catch {}
   }
 }
