@@ -60,6 +60,14 @@ export interface DvmmInit {
   debounceMs?: number
   stopGraceMs?: number
   strategy?: Strategy
+  /**
+   * An agent whose own timers were late by this much stalled (SIGSTOP, a hung event
+   * loop): its fencing watchdog has killed its VMs, and what it knows of the grid is
+   * stale. It then claims and starts nothing for fence timeout + margin, until fresh
+   * membership and the document tell it whether its leases moved (default 3 s, the
+   * watchdog's timeout as the agent wires it)
+   */
+  stallMs?: number
 }
 
 const MiB = 2 ** 20
@@ -116,7 +124,8 @@ export class DvmmService {
       tickMs: init.tickMs ?? 500,
       debounceMs: init.debounceMs ?? 20,
       stopGraceMs: init.stopGraceMs ?? 10_000,
-      strategy: init.strategy ?? 'spread'
+      strategy: init.strategy ?? 'spread',
+      stallMs: init.stallMs ?? 3000
     }
     this.metrics = new DvmmMetrics(components.registry)
   }
@@ -142,7 +151,8 @@ export class DvmmService {
       const now = this.components.clock.now()
       this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) })
     }
-    this.timer = setInterval(() => { this.schedule() }, this.cfg.tickMs)
+    this.lastTickAt = this.components.clock.now()
+    this.timer = setInterval(() => { this.tick() }, this.cfg.tickMs)
     this.timer.unref()
     this.schedule()
   }
@@ -216,6 +226,21 @@ export class DvmmService {
     }
   }
 
+  private lastTickAt = 0
+  /** after a stall of this agent: no claim and no start before this time (see stallMs) */
+  private quarantineUntil = 0
+
+  private tick (): void {
+    const now = this.components.clock.now()
+    const late = now - this.lastTickAt - this.cfg.tickMs
+    this.lastTickAt = now
+    if (late >= this.cfg.stallMs) {
+      this.quarantineUntil = now + this.cfg.fenceTimeoutMs + this.cfg.takeoverMarginMs
+      this.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(late), until: new Date(this.quarantineUntil).toISOString() })
+    }
+    this.schedule()
+  }
+
   private async step (): Promise<void> {
     this.metrics.reconciles.inc()
     const t0 = performance.now()
@@ -228,6 +253,8 @@ export class DvmmService {
     const roll = new Set([...doc.roll.keys(), this.me])
     const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
     this.fence = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
+    // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
+    if (now < this.quarantineUntil) this.fence = { ...this.fence, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
     if (this.fence.fenced && this.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
     this.lastMajorityAt = this.fence.lastMajorityAt
     this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
