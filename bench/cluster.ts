@@ -165,3 +165,11 @@ export function percentile (sorted: number[], p: number): number {
 }
 
 export const fmtMs = (v: number | undefined): string => v == null || Number.isNaN(v) ? 'n/a' : `${v.toFixed(0)} ms`
+
+/** Prints a benchmark's rows (measure, value, baseline, ratio, notes) as an aligned table. */
+export function printTable (rows: string[][]): void {
+  const head = ['measure', 'value', 'baseline (same run)', 'ratio', 'notes']
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map(r => r[i]!.length)))
+  const line = (r: string[]): string => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()
+  console.log([line(head), line(w.map(n => '-'.repeat(n))), ...rows.map(line)].join('\n'))
+}

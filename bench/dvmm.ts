@@ -15,6 +15,7 @@ import { plan, type NodeView } from '../crdt/placement/index.ts'
 import { demandOf } from '../node/dvmm/view.ts'
 import type { Vm } from '../crdt/index.ts'
 import { prng } from '../test/helpers/prng.ts'
+import { printTable } from './cluster.ts'
 
 const { values: args } = parseArgs({ options: { agents: { type: 'string', default: '50' }, vms: { type: 'string', default: '1000' }, settle: { type: 'string', default: '1000' } } })
 const N = Number(args.agents)
@@ -99,10 +100,7 @@ async function main (): Promise<void> {
   } finally {
     await g.stop()
   }
-  const head = ['measure', 'value', 'baseline (same run)', 'ratio', 'notes']
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map(r => r[i]!.length)))
-  const line = (r: string[]): string => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()
-  console.log([line(head), line(w.map(n => '-'.repeat(n))), ...rows.map(line)].join('\n'))
+  printTable(rows)
 }
 
 main().then(() => process.exit(0), (err: unknown) => {

@@ -22,6 +22,7 @@ import { writeClusterKey } from '../node/cluster-key-store.ts'
 import { generateClusterKey } from '../protocol/cluster-key.ts'
 import { StateStore } from '../node/state/store.ts'
 import { Replica, syncPair, type Draft } from '../crdt/index.ts'
+import { printTable } from './cluster.ts'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
@@ -233,10 +234,7 @@ async function main (): Promise<void> {
     await Promise.all(started.map(async a => await a.stop().catch(() => {})))
     await rm(root, { recursive: true, force: true })
   }
-  const head = ['measure', 'value', 'baseline (same run)', 'ratio', 'notes']
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map(r => r[i]!.length)))
-  const line = (r: string[]): string => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()
-  console.log([line(head), line(w.map(n => '-'.repeat(n))), ...rows.map(line)].join('\n'))
+  printTable(rows)
 }
 
 main().then(() => process.exit(0), (err: unknown) => {
