@@ -28,10 +28,9 @@ export function decodeProcAddr (hex: string): Endpoint | null {
   const [a, p] = hex.split(':')
   if (a == null || p == null || !/^[0-9A-Fa-f]+$/.test(a) || !/^[0-9A-Fa-f]{4}$/.test(p)) return null
   const port = parseInt(p, 16)
-  const words = a.match(/.{8}/g) ?? []
   if (a.length === 8) return { address: wordBytes(a).join('.'), port }
   if (a.length !== 32) return null
-  const bytes = words.flatMap(wordBytes)
+  const bytes = (a.match(/.{8}/g) ?? []).flatMap(wordBytes)
   // an IPv4-mapped address, as a dual-stack server sees an IPv4 client
   if (bytes.slice(0, 10).every(b => b === 0) && bytes[10] === 255 && bytes[11] === 255) return { address: bytes.slice(12).join('.'), port }
   const groups: string[] = []
