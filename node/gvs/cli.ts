@@ -1,11 +1,11 @@
 // CLI commands of GVS, clients of the local agent's API:
-//   vgrid vol create|ls|info|resize|mv|rm|snapshot|clone|repair|import|export
-// import and export run qemu-img convert against the volume's NBD export on this node
-// (raw or qcow2 files; qemu-img does the format work and shows its own progress).
-import { spawn } from 'node:child_process'
+//   vgrid vol create|ls|info|resize|mv|rm|snapshot|clone|repair|scrub|import|export
+// The long copies (repair, scrub, import, export) are in cli-copy.ts.
 import { parse } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import type { VolumeView } from './routes.ts'
+import { copyFile, repair, scrub } from './cli-copy.ts'
+import { enc, json, out, size, stateText } from './cli-format.ts'
 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--thick] [--json]
        vgrid vol ls [PREFIX] [--json]
@@ -17,19 +17,11 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol snapshot NAME VOL VOL...     (with --set: one consistent cut of several)
        vgrid vol snapshot rm VOL NAME
        vgrid vol clone VOL@SNAPSHOT NEWPATH
-       vgrid vol repair VOL [--json]
+       vgrid vol repair VOL [--scrub] [--json]   (--scrub: verify every copy first)
+       vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
        vgrid vol export VOL FILE [--format raw|qcow2]
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
-
-const out = (s: string): void => { process.stdout.write(s + '\n') }
-const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
-const enc = encodeURIComponent
-
-function size (b: number): string {
-  for (const [u, n] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) if (b >= n) return `${(b / n).toFixed(b % n === 0 ? 0 : 1)}${u}`
-  return `${b}`
-}
 
 function table (rows: string[][]): string {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
@@ -47,7 +39,9 @@ export async function vol (argv: string[]): Promise<void> {
     'min-replicas': { type: 'string' },
     thick: { type: 'boolean' },
     format: { type: 'string' },
-    set: { type: 'boolean' }
+    set: { type: 'boolean' },
+    scrub: { type: 'boolean' },
+    now: { type: 'boolean' }
   }, USAGE, 300)
   const api = new ApiClient(v.api as string | undefined)
   const need = (n: number): string[] => {
@@ -71,14 +65,19 @@ export async function vol (argv: string[]): Promise<void> {
       const r = await api.request<{ volumes: VolumeView[] }>('GET', `/v1/volumes${p[0] != null ? `?prefix=${enc(p[0])}` : ''}`)
       if (v.json === true) return json(r)
       if (r.volumes.length === 0) return out('no volumes')
-      return out(table([['PATH', 'SIZE', 'R', 'STATE', 'ID'], ...r.volumes.map(x => [x.path, size(x.sizeBytes), String(x.replicas), x.state, x.id])]))
+      return out(table([['PATH', 'SIZE', 'R', 'STATE', 'ID'], ...r.volumes.map(x => [x.path, size(x.sizeBytes), String(x.replicas), x.state === 'ready' ? stateText(x.health) : x.state, x.id])]))
     }
     case 'info': {
       const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(need(1)[0]!)}`)
       if (v.json === true) return json(d)
+      const h = d.health
+      const lr = h.lastRepair
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
-        `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state}`, `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
-        `repair    ${d.lastRepair == null ? 'never run here' : `${d.lastRepair.health} at ${d.lastRepair.at}: ${d.lastRepair.copied} copied, ${d.lastRepair.failed} failed`}`].join('\n'))
+        `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
+        ...(h.repair != null ? [`progress  ${h.repair.done}/${h.repair.total} copies, ${size(h.repair.bytes)}, ${h.repair.failed} failed (on ${h.repair.node})`] : []),
+        `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
+        `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${lr.node}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
+        `scrub     ${d.scrub == null ? 'not yet on this node' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`].join('\n'))
     }
     case 'resize': {
       const [id, to] = need(2)
@@ -115,39 +114,13 @@ export async function vol (argv: string[]): Promise<void> {
       const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, from })
       return v.json === true ? json(d) : out(`${d.path}: clone of ${from!}, ${size(d.sizeBytes)} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
-    case 'repair': {
-      const r = await api.request<{ volume: string, done: number, total: number, failed: number, bytes: number, health: string, errors: string[] }>('POST', `/v1/volumes/${enc(need(1)[0]!)}/repair`)
-      if (v.json === true) return json(r)
-      out(`${r.volume}: ${r.health}; copied ${r.done - r.failed}/${r.total} objects (${size(r.bytes)}), ${r.failed} failed`)
-      for (const e of r.errors) out(`  ${e}`)
-      return
-    }
+    case 'repair': return await repair(api, need(1)[0]!, { scrub: v.scrub === true, json: v.json === true })
+    case 'scrub': return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)
-      const volId = sub === 'import' ? b! : a!
-      const file = sub === 'import' ? a! : b!
-      const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`)
-      const fmt = (v.format as string | undefined) ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
-      if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
-      // -n: the volume exists (qemu-img must not try to create it); -p: progress
-      const args = sub === 'import'
-        ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, d.nbd]
-        : ['convert', '-p', '-f', 'raw', '-O', fmt, d.nbd, file]
-      await qemuImg(args)
-      return out(sub === 'import' ? `imported ${file} into ${d.path}` : `exported ${d.path} to ${file}`)
+      return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined)
     }
     case undefined: case 'help': case '--help': case '-h': return out(USAGE)
     default: throw new CliError(`unknown subcommand "vol ${sub}"\n${USAGE}`, 2)
   }
-}
-
-async function qemuImg (args: string[]): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn('qemu-img', args, { stdio: ['ignore', 'inherit', 'inherit'] })
-    p.once('error', err => { reject(new CliError(`qemu-img could not run (install qemu-utils): ${err.message}`, 1)) })
-    p.once('exit', code => {
-      if (code === 0) resolve()
-      else reject(new CliError(`qemu-img ${args[0] ?? ''} failed (exit ${String(code)})`, 1))
-    })
-  })
 }

@@ -9,6 +9,10 @@ export class GvsMetrics {
   readonly repairBytes: Counter
   readonly repairFailed: Counter
   readonly volumesUnhealthy: Gauge
+  readonly scrubObjects: Counter
+  readonly scrubBad: Counter
+  readonly scrubRepaired: Counter
+  readonly scrubLast: Gauge
 
   constructor (registry: Registry, nbd: () => NbdStats) {
     const registers = [registry]
@@ -16,6 +20,10 @@ export class GvsMetrics {
     this.repairBytes = new Counter({ name: 'vgrid_gvs_repair_bytes_total', help: 'Bytes repair copied to new holders', registers })
     this.repairFailed = new Counter({ name: 'vgrid_gvs_repair_failed_total', help: 'Object copies repair could not make (retried on the next pass)', registers })
     this.volumesUnhealthy = new Gauge({ name: 'vgrid_gvs_volumes_unhealthy', help: 'Volumes whose last repair here left them degraded', registers })
+    this.scrubObjects = new Counter({ name: 'vgrid_gvs_scrub_objects_total', help: 'Objects of this node the scheduled scrub read and checked', registers })
+    this.scrubBad = new Counter({ name: 'vgrid_gvs_scrub_bad_total', help: 'Copies on this node the scrub found damaged', registers })
+    this.scrubRepaired = new Counter({ name: 'vgrid_gvs_scrub_repaired_total', help: 'Damaged copies on this node the scrub rewrote from a sound one', registers })
+    this.scrubLast = new Gauge({ name: 'vgrid_gvs_scrub_last_timestamp_seconds', help: 'When this node last finished a scrub (Unix time)', registers })
     new Gauge({
       name: 'vgrid_gvs_nbd_requests',
       help: 'NBD requests served by this node since start, by kind',

@@ -1,13 +1,18 @@
 // GVS's HTTP API: /v1/volumes (create, list by path prefix, info, resize, rename,
-// destroy, repair). Writes answer once the change is in the document on disk; the
-// data path (NBD, replication) reads the document as it is.
+// destroy, snapshots, repair) and /v1/gvs/scrub. Writes answer once the change is in
+// the document on disk; the data path (NBD, replication) reads the document as it is.
+// A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
+// progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import type { Snapshot, Volume, Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
-import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, type CreateRequest } from './volumes.ts'
+import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
+import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
+import type { ScrubReport } from './scrub.ts'
+import type { ScrubStatus } from './scrub-schedule.ts'
 
 export interface VolumeView {
   id: string
@@ -17,12 +22,22 @@ export interface VolumeView {
   minReplicas: number
   thin: boolean
   epoch: number
+  /** the document's lifecycle state (ready, ...) */
   state: Volume['state']
+  /** the computed state: healthy, degraded or repairing, why, and the repair's progress */
+  health: VolumeHealthView
+  /** this node's last scrub of its own copies of the volume */
+  scrub: { at: string, objects: number, bad: number, repaired: number } | null
   parent: string | null
   snapshots: Array<{ name: string, createdAt: string, nbd: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
-  lastRepair: { at: string, copied: number, failed: number, bytes: number, health: string } | null
+}
+
+export interface RepairStatusView {
+  volume: string
+  running: RepairProgressView | null
+  last: (Omit<LastRepair, 'at'> & { at: string }) | null
 }
 
 interface IdParams { id: string }
@@ -31,20 +46,36 @@ const idParams = { type: 'object', properties: { id: { type: 'string', minLength
 /** What the routes use of the GVS service (a narrow view, so the service and its routes do not import each other). */
 export interface GvsRoutesDeps {
   readonly components: { state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> } }
-  readonly repairs: ReadonlyMap<string, RepairReport>
   readonly store: { removeVolume: (volume: string) => Promise<unknown> }
+  readonly lastRepairs: ReadonlyMap<string, LastRepair>
+  readonly scrub: { status: () => ScrubStatus, now: () => Promise<ScrubReport> }
   volumes: () => Volume[]
   pool: () => Pool
-  repair: (v: Volume) => Promise<RepairReport>
+  repair: (v: Volume, opts?: { scrub?: boolean }) => Promise<RepairReport>
+  repairing: (id: string) => RepairProgressView | null
+  health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
+  writersOf: (id: string) => Promise<Array<{ node: string, writers: number }>>
   uriOf: (v: Volume) => string
 }
 
+const iso = (ms: number): string => new Date(ms).toISOString()
+
 export function gvsRoutes (svc: GvsRoutesDeps) {
   const { state } = svc.components
-  const repairedAt = new Map<string, number>()
-  const view = (v: Volume): VolumeView => {
-    const r = svc.repairs.get(v.id)
-    return {
+  const scrubOf = (v: Volume): VolumeView['scrub'] => {
+    const last = svc.scrub.status().last
+    if (last == null) return null
+    const out = { at: iso(last.finishedAt), objects: 0, bad: 0, repaired: 0 }
+    const layers = new Set([...layersOf(v), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [])])
+    for (const l of layers) {
+      const x = last.layers[l]
+      if (x != null) { out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }
+    }
+    return out
+  }
+  const views = async (vs: Volume[]): Promise<VolumeView[]> => {
+    const health = await svc.health(vs)
+    return vs.map(v => ({
       id: v.id,
       path: v.path,
       sizeBytes: v.sizeBytes,
@@ -53,23 +84,35 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       thin: v.thin !== false,
       epoch: v.epoch ?? 1,
       state: v.state,
+      health: health.get(v.id) ?? { state: 'degraded', reasons: ['no state could be computed'], repair: null, lastRepair: null },
+      scrub: scrubOf(v),
       parent: v.parent,
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
-        .map(s => ({ name: s.name, createdAt: new Date(s.createdAt).toISOString(), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
-      nbd: svc.uriOf(v),
-      lastRepair: r == null ? null : { at: new Date(repairedAt.get(v.id) ?? 0).toISOString(), copied: r.done - r.failed, failed: r.failed, bytes: r.bytes, health: r.health }
-    }
+        .map(s => ({ name: s.name, createdAt: iso(s.createdAt), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
+      nbd: svc.uriOf(v)
+    }))
   }
+  const view = async (v: Volume): Promise<VolumeView> => (await views([v]))[0]!
   const body = (b: unknown): Record<string, unknown> => {
     if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')
     return b as Record<string, unknown>
+  }
+  const optionalBody = (b: unknown): Record<string, unknown> => b == null || b === '' ? {} : body(b)
+  const flag = (b: Record<string, unknown>, k: string, dflt: boolean): boolean => {
+    if (b[k] == null) return dflt
+    if (typeof b[k] !== 'boolean') throw new ValidationError(k, `${k} must be true or false`)
+    return b[k]
+  }
+  const repairStatus = (v: Volume): RepairStatusView => {
+    const l = svc.lastRepairs.get(v.id)
+    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at) } }
   }
 
   return (app: FastifyInstance): void => {
     app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', async req => {
       const prefix = req.query.prefix ?? '/'
       const vs = svc.volumes().filter(v => v.path === prefix || v.path.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'))
-      return { volumes: vs.sort((a, b) => a.path.localeCompare(b.path)).map(view) }
+      return { volumes: await views(vs.sort((a, b) => a.path.localeCompare(b.path))) }
     })
 
     app.post('/v1/volumes', async (req, reply): Promise<VolumeView> => {
@@ -78,10 +121,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const draft = b.from != null ? planClone(b, svc.volumes()) : planCreate(b as CreateRequest, svc.volumes(), svc.pool())
       const v = await state.write(w => w.put('volumes', draft), `volume create ${draft.path}`)
       void reply.code(201)
-      return view(v)
+      return await view(v)
     })
 
-    app.get<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => view(findVolume(svc.volumes(), req.params.id)))
+    app.get<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => await view(findVolume(svc.volumes(), req.params.id)))
 
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
@@ -90,12 +133,14 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (b.size != null) patch.sizeBytes = planResize(v, b.size, svc.pool())
       if (b.path != null) patch.path = planRename(v, b.path, svc.volumes())
       if (Object.keys(patch).length === 0) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
-      return view(await state.write(w => w.update('volumes', v.id, patch), `volume change ${v.path}`))
+      return await view(await state.write(w => w.update('volumes', v.id, patch), `volume change ${v.path}`))
     })
 
     app.delete<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const v = findVolume(svc.volumes(), req.params.id)
-      checkDestroy(v, state.read().list('vms'))
+      const r = state.read()
+      checkDestroy(v, r.list('vms'), r.list('leases'))
+      checkDestroy(v, [], [], await svc.writersOf(v.id))
       await state.write(w => w.remove('volumes', v.id), `volume rm ${v.path}`)
       // this node's copies go now; the others free theirs when they see it gone
       await svc.store.removeVolume(v.id)
@@ -116,7 +161,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id)
       await state.write(w => { snapshot(w, [v], b.name, Date.now()) }, `volume snapshot ${v.path}@${String(b.name)}`)
       void reply.code(201)
-      return view(findVolume(svc.volumes(), v.id))
+      return await view(findVolume(svc.volumes(), v.id))
     })
 
     app.post('/v1/snapshots', async (req, reply) => {
@@ -127,7 +172,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (new Set(vs.map(v => v.id)).size !== vs.length) throw new ValidationError('volumes', 'a volume is listed twice')
       await state.write(w => { snapshot(w, vs, b.name, Date.now()) }, `volume set snapshot @${String(b.name)}`)
       void reply.code(201)
-      return { snapshot: b.name, volumes: vs.map(v => view(findVolume(svc.volumes(), v.id))) }
+      return { snapshot: b.name, volumes: await views(vs.map(v => findVolume(svc.volumes(), v.id))) }
     })
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
@@ -136,14 +181,36 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const rest = Object.fromEntries(Object.entries(v.snapshots).filter(([k]) => k !== req.params.name))
       // the snapshot's layers stay while the volume or a clone still reads through them
       await state.write(w => w.update('volumes', v.id, { snapshots: rest }), `volume snapshot rm ${v.path}@${req.params.name}`)
-      return view(findVolume(svc.volumes(), v.id))
+      return await view(findVolume(svc.volumes(), v.id))
     })
 
-    app.post<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async (req): Promise<{ volume: string } & Omit<RepairReport, 'plan'> & { lost: number[] }> => {
+    // wait (default true): answer with the report when done; false: 202 at once, and
+    // GET .../repair shows the progress (what `vgrid vol repair` polls for its bar)
+    app.post<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async (req, reply) => {
+      const b = optionalBody(req.body)
+      const wait = flag(b, 'wait', true)
+      const scrub = flag(b, 'scrub', false)
       const v = findVolume(svc.volumes(), req.params.id)
-      const r = await svc.repair(v)
-      repairedAt.set(v.id, Date.now())
-      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, health: r.health, errors: r.errors, lost: r.plan.lost }
+      const done = svc.repair(v, { scrub })
+      if (!wait) {
+        done.catch(() => {}) // its errors are in GET .../repair
+        void reply.code(202)
+        return repairStatus(v)
+      }
+      const r = await done
+      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, health: r.health, errors: r.errors, lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
+    })
+
+    app.get<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async req => repairStatus(findVolume(svc.volumes(), req.params.id)))
+
+    /** this node's scheduled scrub of its own copies: when, how far, what it found */
+    app.get('/v1/gvs/scrub', async () => svc.scrub.status())
+
+    app.post('/v1/gvs/scrub', async (req, reply) => {
+      const wait = flag(optionalBody(req.body), 'wait', false)
+      const done = svc.scrub.now()
+      if (!wait) { done.catch(() => {}); void reply.code(202); return svc.scrub.status() }
+      return await done
     })
   }
 }

@@ -1,17 +1,22 @@
 // The GVS service of an agent: this node's object store, the replica protocol that
 // serves it to the other agents, and the NBD server that exports every volume of the
 // cluster document (whatever node its replicas are on) as a ReplicatedVolume placed
-// over the live members, weighted by their disk capacity.
+// over the live members, weighted by their disk capacity. In the background it
+// repairs the volumes it coordinates (coordinatorOf: one node per volume), soon after
+// a member dies, leaves or joins and every `reconcileMs`, and scrubs its own copies on
+// a schedule. A volume's state is computed, never stored: membership + the
+// coordinator's last inventory + the repair running now (health.ts).
 import type { Libp2p } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
+import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
-import { Placement } from './placement.ts'
+import { Placement, objectKey } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import { Repairer, mergeReports, type RepairReport } from './repair.ts'
@@ -19,6 +24,11 @@ import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes
 import { LiveVolume } from './live-volume.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
+import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
+import { StatusService, type StatusAnswer } from './status-protocol.ts'
+import { Writers } from './writers.ts'
+import { tuningFromEnv, type GvsTuning } from './config.ts'
+import { ScrubSchedule } from './scrub-schedule.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -30,20 +40,27 @@ export interface GvsComponents {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
   }
-  membership: { readonly members: MemberTable }
+  /** the failure detector; its transitions (a member died, left, joined) start a repair soon */
+  membership: { readonly members: MemberTable, on?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown, off?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown }
   /** the agent's Prometheus registry (optional in tests) */
   registry?: Registry
 }
 
-export interface GvsInit {
+export interface GvsInit extends GvsTuning {
   /** default <data-dir>/nbd.sock */
   nbdSocket?: string
   /** loopback TCP for NBD, only where asked for */
   nbdTcpPort?: number
-  repairBytesPerSecond?: number
-  /** background repair and cleanup runs this often (0: never; default 30 s) */
+  /** background repair and cleanup runs this often (0: never, not even after a membership change; default 30 s) */
   reconcileMs?: number
+  /** an NBD session that wrote within this long counts as the volume's writer (default 30 s) */
+  writerIdleMs?: number
+  /** read the VGRID_GVS_* variables (default true; tests pass false) */
+  env?: boolean
 }
+
+/** a repair this node runs now */
+interface Running { view: RepairProgressView, background: boolean, stop: () => void, done: Promise<RepairReport> }
 
 export class GvsService {
   readonly name = 'gvs'
@@ -51,23 +68,32 @@ export class GvsService {
   readonly store: ObjectStore
   readonly replicas: ReplicaService
   readonly nbd: NbdServer
+  readonly status: StatusService
+  readonly scrub: ScrubSchedule
   private readonly init: GvsInit
   /** export devices by volume id (or id@snapshot), rebuilt when the volume's shape, layers or epoch change */
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
   /** what NBD sessions hold: one per volume, following its current device */
   private readonly live = new Map<string, LiveVolume>()
-  /** the last repair of each volume, for info */
-  readonly repairs = new Map<string, RepairReport>()
+  private readonly writers: Writers
+  /** where each volume's copies were at its last inventory here, and who was live then */
+  private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
+  private readonly inventorying = new Map<string, Promise<void>>()
+  private readonly running = new Map<string, Running>()
+  /** the last repair of each volume this node ran */
+  readonly lastRepairs = new Map<string, LastRepair>()
   private readonly metrics: GvsMetrics | null
   private timer: ReturnType<typeof setTimeout> | null = null
+  private dueAt = Infinity
   private reconciling: Promise<void> | null = null
-  private running = false
+  private again = false
+  private started = false
   /** volumes this node has seen in the document: only these are freed when they go */
   private readonly seen = new Set<string>()
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
-    this.init = init
+    this.init = { ...(init.env === false ? {} : tuningFromEnv(process.env)), ...init }
     const log = components.log.child('gvs')
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
     this.replicas = new ReplicaService({ host: components.host, store: this.store, log })
@@ -75,32 +101,73 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
+    this.writers = new Writers(this.init.writerIdleMs ?? 30_000)
+    this.status = new StatusService({ host: components.host, log, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.store.on('damaged', () => { this.metrics?.damaged.inc() })
+    this.scrub = new ScrubSchedule({
+      self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
+    }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
   async start (): Promise<void> {
     await this.store.start()
     await this.replicas.start()
+    await this.status.start()
     await this.nbd.start()
-    this.running = true
-    this.schedule()
+    this.started = true
+    this.components.membership.on?.('transition', this.onTransition)
+    this.wake(Math.min(this.init.reconcileMs ?? 30_000, this.repairDelay()))
+    await this.scrub.start()
   }
 
-  private schedule (): void {
-    const ms = this.init.reconcileMs ?? 30_000
-    if (!this.running || ms <= 0) return
+  async stop (): Promise<void> {
+    this.started = false
+    this.components.membership.off?.('transition', this.onTransition)
+    if (this.timer != null) clearTimeout(this.timer)
+    for (const r of this.running.values()) r.stop()
+    await this.scrub.stop()
+    await this.reconciling
+    await Promise.allSettled([...this.running.values()].map(async r => await r.done))
+    await this.nbd.stop()
+    await this.status.stop()
+    await this.replicas.stop()
+    await this.store.stop()
+  }
+
+  private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }
+
+  /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
+  private readonly onTransition = (): void => {
+    for (const r of this.running.values()) if (r.background) r.stop()
+    if (this.reconciling != null) this.again = true
+    this.wake(this.repairDelay())
+  }
+
+  /** runs the background pass in `ms` (or sooner, if one is due sooner) */
+  private wake (ms: number): void {
+    if (!this.started || !(ms >= 0) || !((this.init.reconcileMs ?? 30_000) > 0)) return
+    const at = Date.now() + ms
+    if (this.reconciling != null || at >= this.dueAt) return
+    if (this.timer != null) clearTimeout(this.timer)
+    this.dueAt = at
     this.timer = setTimeout(() => {
+      this.timer = null
+      this.dueAt = Infinity
       this.reconciling = this.reconcile().catch(err => { this.components.log.warn('gvs reconcile failed', { error: String(err) }) })
-      void this.reconciling.finally(() => { this.reconciling = null; this.schedule() })
+      void this.reconciling.finally(() => {
+        this.reconciling = null
+        const period = this.init.reconcileMs ?? 30_000
+        if (this.again) { this.again = false; this.wake(this.repairDelay()) } else if (period > 0) this.wake(period)
+      })
     }, ms)
     this.timer.unref?.()
   }
 
   /**
-   * The background pass: every volume is repaired towards its placement (rate-capped,
-   * one volume at a time, so client I/O keeps going), and this node frees the objects
-   * of volumes it saw in the document and the document no longer has.
+   * The background pass: the volumes this node coordinates are repaired towards their
+   * placement (rate-capped, one at a time, so client I/O keeps going), and this node
+   * frees the objects of volumes it saw in the document and the document no longer has.
    */
   async reconcile (): Promise<void> {
     const vols = this.volumes()
@@ -113,19 +180,12 @@ export class GvsService {
         await this.store.removeVolume(name)
       }
     }
+    for (const id of this.inventories.keys()) if (!vols.some(v => v.id === id)) this.inventories.delete(id)
+    const live = this.liveIds()
     for (const v of vols) {
-      if (!this.running) return
-      await this.repair(v)
+      if (!this.started) return
+      if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
     }
-  }
-
-  async stop (): Promise<void> {
-    this.running = false
-    if (this.timer != null) clearTimeout(this.timer)
-    await this.reconciling
-    await this.nbd.stop()
-    await this.replicas.stop()
-    await this.store.stop()
   }
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
@@ -139,12 +199,21 @@ export class GvsService {
       .map(m => ({ id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes }))
   }
 
+  private liveIds (): Set<string> { return new Set(this.liveNodes().filter(n => n.weight > 0).map(n => n.id)) }
+
   pool (): Pool {
     const live = this.liveNodes().filter(n => n.weight > 0)
     return { nodes: live.length, freeBytes: live.reduce((s, n) => s + n.free, 0) }
   }
 
   holders = (key: string, r: number): string[] => new Placement(this.liveNodes()).holders(key, r)
+
+  /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
+  private sourcesOf (layer: string, index: number): string[] {
+    const v = this.volumes().find(x => referencedLayers([x]).has(layer))
+    const hs = v == null ? [] : this.holders(objectKey(placementKeyOf(v), index), v.replicas)
+    return [...new Set([...hs, ...this.liveIds()])]
+  }
 
   /** a volume by export name: its path without the leading "/", or its id */
   private byName (name: string): Volume | undefined {
@@ -153,10 +222,12 @@ export class GvsService {
 
   /**
    * The block device of an export name: a volume ("shop/db/data" or its id), or one of
-   * its snapshots, read-only ("shop/db/data@nightly").
+   * its snapshots, read-only ("shop/db/data@nightly"). Each session of a volume gets its
+   * own handle, so the service knows who writes.
    */
   device (name: string): BlockDevice | undefined {
-    if (this.byName(name) == null) {
+    const vol = this.byName(name)
+    if (vol == null) {
       const at = name.lastIndexOf('@')
       const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
       const snap = v?.snapshots[name.slice(at + 1)]
@@ -172,7 +243,7 @@ export class GvsService {
       }, name)
       this.live.set(name, lv)
     }
-    return lv
+    return this.writers.handle(vol.id, lv)
   }
 
   private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean): ReplicatedVolume {
@@ -186,20 +257,147 @@ export class GvsService {
     return dev
   }
 
-  /** repairs every object set the volume reads (its layers) towards their placement */
-  async repair (v: Volume): Promise<RepairReport> {
-    const reports: RepairReport[] = []
-    for (const layer of layersOf(v)) {
-      reports.push(await new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-        volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
-      }).run())
+  private repairer (v: Volume, layer: string): Repairer {
+    return new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
+      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
+    })
+  }
+
+  /** where the copies of every layer of the volume are now, as the live nodes say */
+  private async inventory (v: Volume): Promise<void> {
+    let p = this.inventorying.get(v.id)
+    if (p == null) {
+      p = (async () => {
+        const live = this.liveIds()
+        const copies: LayerCopies[] = []
+        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.repairer(v, layer).inventory()).inventory })
+        this.inventories.set(v.id, { copies, live, at: Date.now() })
+      })().finally(() => { this.inventorying.delete(v.id) })
+      this.inventorying.set(v.id, p)
     }
-    const report = mergeReports(v.id, reports)
-    this.metrics?.repairBytes.inc(report.bytes)
-    this.metrics?.repairFailed.inc(report.failed)
-    this.repairs.set(v.id, report)
-    this.metrics?.volumesUnhealthy.set([...this.repairs.values()].filter(r => r.health !== 'healthy').length)
-    return report
+    await p
+  }
+
+  /** the repair of this volume running here, if any */
+  repairing (id: string): RepairProgressView | null { return this.running.get(id)?.view ?? null }
+
+  /**
+   * Repairs every object set the volume reads (its layers) towards their placement,
+   * with `scrub` first verifying every copy and rewriting damaged ones. One repair of a
+   * volume at a time on this node: a second call joins the running one.
+   */
+  async repair (v: Volume, opts: { background?: boolean, scrub?: boolean } = {}): Promise<RepairReport> {
+    const cur = this.running.get(v.id)
+    if (cur != null) return await cur.done
+    const view: RepairProgressView = { node: this.replicas.self, startedAt: Date.now(), done: 0, total: 0, bytes: 0, failed: 0 }
+    const active = new Set<Repairer>()
+    let stopped = false
+    const run = async (): Promise<RepairReport> => {
+      const scrubbed: LastRepair['scrubbed'] = []
+      if (opts.scrub === true) {
+        for (const layer of layersOf(v)) {
+          const r = this.repairer(v, layer)
+          for (const f of await r.scrub()) scrubbed.push({ layer, ...f })
+        }
+      }
+      const reports: RepairReport[] = []
+      for (const layer of layersOf(v)) {
+        if (stopped) break
+        const r = this.repairer(v, layer)
+        active.add(r)
+        const base = { ...view }
+        r.on('progress', p => { Object.assign(view, { done: base.done + p.done, total: base.total + p.total, bytes: base.bytes + p.bytes, failed: base.failed + p.failed }) })
+        const rep = await r.run()
+        active.delete(r)
+        reports.push(rep)
+        Object.assign(view, { done: base.done + rep.done, total: base.total + rep.total, bytes: base.bytes + rep.bytes, failed: base.failed + rep.failed })
+      }
+      const report = mergeReports(v.id, reports)
+      this.metrics?.repairBytes.inc(report.bytes)
+      this.metrics?.repairFailed.inc(report.failed)
+      this.lastRepairs.set(v.id, {
+        node: this.replicas.self, at: Date.now(), copied: report.done - report.failed, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, ...(opts.scrub === true ? { scrubbed } : {})
+      })
+      this.inventories.delete(v.id)
+      await this.inventory(v).catch(() => {})
+      return report
+    }
+    const done = run().finally(() => {
+      this.running.delete(v.id)
+      this.metrics?.volumesUnhealthy.set([...this.lastRepairs.values()].filter(r => r.failed > 0 || r.lost > 0).length)
+    })
+    this.running.set(v.id, { view, background: opts.background === true, stop: () => { stopped = true; for (const r of active) r.stop() }, done })
+    return await done
+  }
+
+  /** this node's own view of a volume's state (taking an inventory when it has none) */
+  async localHealth (v: Volume): Promise<VolumeHealthView> {
+    if (!this.inventories.has(v.id)) await this.inventory(v).catch(() => {})
+    const inv = this.inventories.get(v.id)
+    const live = this.liveIds()
+    return {
+      ...volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null }),
+      coordinator: coordinatorOf(v.id, live) ?? undefined
+    }
+  }
+
+  /** what this node answers another's status request */
+  async statusAnswer (ids: string[]): Promise<StatusAnswer> {
+    const out: StatusAnswer = {}
+    const all = this.volumes()
+    const live = this.liveIds()
+    for (const id of ids) {
+      const v = all.find(x => x.id === id)
+      const mine = v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.running.has(v.id))
+      out[id] = { writers: this.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
+    }
+    return out
+  }
+
+  /**
+   * The state of each volume as the API shows it: its coordinator's view (asked over
+   * the status protocol), with a repair running on this node merged in. A coordinator
+   * that does not answer leaves this node's own view, saying so.
+   */
+  async health (vs: Volume[]): Promise<Map<string, VolumeHealthView>> {
+    const out = new Map<string, VolumeHealthView>()
+    const live = this.liveIds()
+    const byCoord = new Map<string, Volume[]>()
+    for (const v of vs) {
+      const c = coordinatorOf(v.id, live)
+      if (c == null || c === this.replicas.self) out.set(v.id, await this.localHealth(v))
+      else byCoord.set(c, [...(byCoord.get(c) ?? []), v])
+    }
+    await Promise.all([...byCoord].map(async ([coord, list]) => {
+      let answer: StatusAnswer = {}
+      let why: string | null = null
+      try { answer = await this.status.ask(coord, list.map(v => v.id)) } catch (err) { why = (err as Error).message }
+      for (const v of list) {
+        let h = answer[v.id]?.health
+        if (h == null) {
+          h = await this.localHealth(v)
+          h = { ...h, reasons: [...h.reasons, why != null ? `its repair coordinator ${coord} did not answer (${why}): this node's view` : `its repair coordinator ${coord} has no view of it yet: this node's view`] }
+        }
+        const here = this.repairing(v.id)
+        if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
+        out.set(v.id, h)
+      }
+    }))
+    return out
+  }
+
+  /**
+   * NBD writers of a volume on every live node. A live node that does not answer
+   * makes it unknowable: that refuses the destroy (503) rather than guess.
+   */
+  async writersOf (id: string): Promise<Array<{ node: string, writers: number }>> {
+    const nodes = [...new Set([...this.liveIds(), this.replicas.self])]
+    const silent: string[] = []
+    const answers = await Promise.all(nodes.map(async node => {
+      try { return { node, writers: (await this.status.ask(node, [id], 3000))[id]?.writers ?? 0 } } catch { silent.push(node); return { node, writers: 0 } }
+    }))
+    if (silent.length > 0) throw new UnavailableError(`could not ask node${silent.length === 1 ? '' : 's'} ${silent.join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
+    return answers.filter(a => a.writers > 0)
   }
 
   /** the NBD URI a client on this node opens for a volume */

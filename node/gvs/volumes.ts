@@ -2,7 +2,7 @@
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
 import { randomBytes } from 'node:crypto'
-import { ID_PATTERN, type Draft, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 
@@ -93,10 +93,19 @@ export function planRename (v: Volume, to: unknown, volumes: Iterable<Volume>): 
   return path
 }
 
-/** a volume a VM that should run still names is in use: destroying it is refused */
-export function checkDestroy (v: Volume, vms: Iterable<Vm>): void {
-  const users = [...vms].filter(vm => vm.desired !== 'stopped' && (vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path)))
+/**
+ * A volume is in use, and destroying it refused (409 in-use), while a VM that should
+ * run (or hibernates) names it, a VM that names it still runs by its lease (stopping
+ * is not stopped), or an NBD session on some node writes to it.
+ */
+export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, writers: number }> = []): void {
+  const running = new Set([...leases].filter(l => l.status === 'running' || l.status === 'starting' || l.status === 'stopping' || l.status === 'claimed').map(l => l.vm))
+  const users = [...vms].filter(vm => (vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path)) && (vm.desired !== 'stopped' || running.has(vm.id)))
   if (users.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${users.map(u => `"${u.name}"`).join(', ')}; stop or remove it first`, 'in-use')
+  const w = writers.filter(x => x.writers > 0)
+  if (w.length > 0) {
+    throw new ConflictError(`volume "${v.path}" is being written over NBD (${w.map(x => `${x.writers} session${x.writers === 1 ? '' : 's'} on node ${x.node}`).join(', ')}); disconnect its writers first`, 'in-use')
+  }
 }
 
 /** the object sets a volume reads through, top (written) first */

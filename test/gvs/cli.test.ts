@@ -20,6 +20,8 @@ import { silentLogger } from '../../node/log.ts'
 
 const run = promisify(execFile)
 const MiB = 1024 * 1024
+/** an NBD session that wrote within this long counts as a writer (a destroy is refused) */
+const WRITER_IDLE_MS = 2000
 
 test('vgrid vol commands', async t => {
   const haveQemuImg = await run('sh', ['-c', 'command -v qemu-img']).then(() => true, () => false)
@@ -28,7 +30,7 @@ test('vgrid vol commands', async t => {
   const replica = Replica.create({ clusterId: 'c1', nodeId: host.peerId.toString() })
   const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
   const members = new Map([[host.peerId.toString(), { nodeId: host.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 2 ** 40 }, free: { diskBytes: 2 ** 39 } } } as unknown as Member]])
-  const svc = new GvsService({ peerId: host.peerId.toString(), log: silentLogger, config: { dataDir: dir }, host, state, membership: { members } })
+  const svc = new GvsService({ peerId: host.peerId.toString(), log: silentLogger, config: { dataDir: dir }, host, state, membership: { members } }, { writerIdleMs: WRITER_IDLE_MS, env: false })
   await svc.start()
   const app = Fastify()
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
@@ -48,7 +50,7 @@ test('vgrid vol commands', async t => {
   }
 
   t.regex(await cli('create', '/shop/db/data', '--size', '8M'), /\/shop\/db\/data: 8M, R=1/)
-  t.regex(await cli('ls'), /\/shop\/db\/data\s+8M\s+1\s+ready/)
+  t.regex(await cli('ls'), /\/shop\/db\/data\s+8M\s+1\s+healthy/)
   t.regex(await cli('info', '/shop/db/data'), /nbd\s+nbd\+unix:\/\/\/shop\/db\/data\?socket=/)
   t.regex(await cli('resize', '/shop/db/data', '16M'), /16M/)
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
@@ -58,8 +60,13 @@ test('vgrid vol commands', async t => {
   if (haveQemuImg) {
     const src = randomBytes(16 * MiB)
     await writeFile(join(dir, 'in.raw'), src)
-    await cli('import', join(dir, 'in.raw'), '/shop/db/main')
-    await cli('export', '/shop/db/main', join(dir, 'out.qcow2'))
+    // not a terminal here: plain progress lines, up to 100 %
+    const imported = await cli('import', join(dir, 'in.raw'), '/shop/db/main')
+    t.regex(imported, /import .*in\.raw -> \/shop\/db\/main: 100%\n/, imported)
+    t.regex(imported, /imported .* into \/shop\/db\/main/)
+    // just written over NBD: destroying it is refused while that writer may still be there
+    await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on node / })
+    t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')
     await run('qemu-img', ['convert', '-O', 'raw', join(dir, 'out.qcow2'), join(dir, 'out.raw')])
     t.true(Buffer.from(await readFile(join(dir, 'out.raw'))).equals(src), 'import then export is byte-exact')
@@ -70,7 +77,19 @@ test('vgrid vol commands', async t => {
   t.regex(await cli('snapshot', 'rm', '/shop/db/main', 'both'), /removed snapshot/)
   await t.throwsAsync(cli('clone', '/shop/db/main@nope', '/x'), { message: /has no snapshot "nope"/ })
   t.regex(await cli('rm', '/shop/db/copy'), /removed/)
-  t.regex(await cli('repair', '/shop/db/main'), /healthy; copied 0\/0/)
+  t.regex(await cli('repair', '/shop/db/main'), /\/shop\/db\/main: repaired; copied 0 objects \(0\), 0 failed/)
+  const scrubbed = await cli('repair', '/shop/db/main', '--scrub')
+  t.regex(scrubbed, /scrub: every copy verified sound/)
+  const info = await cli('info', '/shop/db/main')
+  t.regex(info, /state\s+healthy\n/)
+  t.regex(info, /repair\s+\S+ on \S+: 0 copied/)
+  // this node's scrub: on its schedule, and now when asked, with plain progress lines
+  t.regex(await cli('scrub'), /every 24 h; next \d{4}-/)
+  const now = await cli('scrub', '--now')
+  t.regex(now, haveQemuImg ? /scrub: \d+ objects checked, 0 bad, 0 rewritten/ : /scrub: 0 objects checked/, now)
+  t.regex(await cli('scrub'), /last: \S+: \d+ objects checked, 0 bad/)
+  if (haveQemuImg) t.regex(await cli('info', '/shop/db/main'), /scrub\s+\S+: [1-9]\d* objects here checked, 0 bad/)
+  await new Promise(resolve => setTimeout(resolve, WRITER_IDLE_MS + 100)) // the writer is gone (its session went quiet)
   t.regex(await cli('rm', '/shop/db/main'), /removed \/shop\/db\/main/)
   t.regex(await cli('ls'), /no volumes/)
 })

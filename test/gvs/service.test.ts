@@ -22,6 +22,7 @@ import { silentLogger } from '../../node/log.ts'
 const run = promisify(execFile)
 const MiB = 1024 * 1024
 const G = 2 ** 30
+const WRITER_IDLE_MS = 3000
 
 test('volumes API and NBD exports across agents', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-svc-'))
@@ -45,7 +46,7 @@ test('volumes API and NBD exports across agents', async t => {
   } as unknown as Member]))
   const registries = [new Registry(), new Registry(), new Registry()]
   for (let i = 0; i < 3; i++) {
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: registries[i] }, { reconcileMs: 0 })
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: registries[i] }, { reconcileMs: 0, writerIdleMs: WRITER_IDLE_MS, env: false })
     await s.start()
     svcs.push(s)
   }
@@ -60,7 +61,7 @@ test('volumes API and NBD exports across agents', async t => {
 
   const created = await call('POST', '/v1/volumes', { path: '/shop/db/data', size: '16M' })
   t.is(created.status, 201, JSON.stringify(created.body))
-  t.like(created.body, { path: '/shop/db/data', sizeBytes: 16 * MiB, replicas: 2, minReplicas: 2, thin: true })
+  t.like(created.body, { path: '/shop/db/data', sizeBytes: 16 * MiB, replicas: 2, minReplicas: 2, thin: true, health: { state: 'healthy', reasons: [] } })
   await call('POST', '/v1/volumes', { path: '/shop/web/root', size: 1048576, replicas: 3 })
   t.deepEqual((await call('GET', '/v1/volumes?prefix=/shop/db')).body.volumes?.map(v => v.path), ['/shop/db/data'])
   t.is((await call('GET', '/v1/volumes')).body.volumes?.length, 2)
@@ -80,8 +81,19 @@ test('volumes API and NBD exports across agents', async t => {
   const have = await run('sh', ['-c', 'command -v nbdcopy']).then(() => true, () => false)
   if (have) {
     await run('nbdcopy', [join(dir, 'src.raw'), svcs[0]!.uriOf(replica.read().get('volumes', vol.id)!.value)])
+    // written a moment ago through agent 0: agent 1's API refuses to destroy it (it asks every node)
+    const app1 = Fastify()
+    app1.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+    svcs[1]!.routes(app1)
+    const busy = await app1.inject({ method: 'DELETE', url: `/v1/volumes/${vol.id}` })
+    t.is(busy.statusCode, 409, busy.body)
+    t.regex(busy.json<Body>().error?.message ?? '', new RegExp(`being written over NBD \\(1 session on node ${hosts[0]!.peerId.toString()}\\)`))
     await run('nbdcopy', [svcs[2]!.uriOf(replica.read().get('volumes', vol.id)!.value), join(dir, 'back.raw')])
     t.true(Buffer.from(await readFile(join(dir, 'back.raw'))).equals(src))
+    // every node names the same repair coordinator and shows the same state
+    const h1 = (await app1.inject({ method: 'GET', url: `/v1/volumes/${vol.id}` })).json<{ health: { state: string, coordinator: string } }>().health
+    t.like((await call('GET', `/v1/volumes/${vol.id}`)).body, { health: { state: 'healthy', coordinator: h1.coordinator } })
+    t.is(h1.state, 'healthy')
     // snapshot, then overwrite: the snapshot keeps the old data, a clone of it starts there
     const snap = await call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's1' })
     t.is(snap.status, 201, JSON.stringify(snap.body))
@@ -115,6 +127,7 @@ test('volumes API and NBD exports across agents', async t => {
   for (const s of svcs) await s.reconcile()
   const holding = (await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(vol.id)))).filter(Boolean).length
   if (have) t.true(holding >= 2, 'R=2 nodes hold the written volume')
+  await new Promise(resolve => setTimeout(resolve, WRITER_IDLE_MS + 100)) // its writers went quiet
   t.is((await call('DELETE', `/v1/volumes/${vol.id}`)).status, 200)
   t.is((await call('GET', `/v1/volumes/${vol.id}`)).status, 404)
   // ...and once it is destroyed, every node frees its objects

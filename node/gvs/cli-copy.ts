@@ -1,0 +1,91 @@
+// The long copies of `vgrid vol`, with progress (a bar on a terminal, plain lines
+// otherwise; see progress.ts):
+// - repair and scrub run in the agent: the CLI starts one (POST ... {wait: false},
+//   202) and polls its progress endpoint (GET /v1/volumes/:id/repair, GET
+//   /v1/gvs/scrub) every half second until it is done, then prints the report;
+// - import and export run here: qemu-img convert against the volume's NBD export on
+//   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
+//   read from its output (it knows what it skips as sparse).
+import { spawn } from 'node:child_process'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { type ApiClient, CliError } from '../cli/client.ts'
+import type { RepairStatusView, VolumeView } from './routes.ts'
+import type { ScrubStatus } from './scrub-schedule.ts'
+import type { ScrubReport } from './scrub.ts'
+import { progress, qemuImgPercent } from './progress.ts'
+import { enc, json, out, size } from './cli-format.ts'
+
+const POLL_MS = 500
+
+export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, json: boolean }): Promise<void> {
+  if (o.json) return json(await api.request('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: true, scrub: o.scrub }))
+  const asked = Date.now()
+  let st = await api.request<RepairStatusView>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: false, scrub: o.scrub })
+  const bar = progress(`repair ${st.volume}`, { format: (v, t) => `${v}/${t} copies` })
+  while (st.running != null) {
+    const r = st.running
+    bar.update(r.done, r.total, `${size(r.bytes)}${r.failed > 0 ? `, ${r.failed} failed` : ''}`)
+    await sleep(POLL_MS)
+    st = await api.request<RepairStatusView>('GET', `/v1/volumes/${enc(vol)}/repair`)
+  }
+  const l = st.last
+  if (l == null || Date.parse(l.at) < asked - 1000) { bar.stop(); throw new CliError(`the repair of ${st.volume} ended without a report (the agent may have stopped)`, 1) }
+  bar.update(l.copied + l.failed, l.copied + l.failed)
+  bar.stop(`${st.volume}: ${l.failed === 0 && l.lost === 0 ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}`)
+  for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
+  if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
+  for (const e of l.errors) out(`  ${e}`)
+}
+
+export async function scrub (api: ApiClient, o: { now: boolean, json: boolean }): Promise<void> {
+  if (!o.now) {
+    const s = await api.request<ScrubStatus>('GET', '/v1/gvs/scrub')
+    if (o.json) return json(s)
+    const l = s.last
+    out(`scrub of this node's copies: every ${Math.round(s.intervalMs / 3600_000 * 10) / 10} h; next ${s.next == null ? 'not scheduled' : new Date(s.next).toISOString()}`)
+    if (s.running != null) out(`running: ${s.running.objects}/${s.running.total} objects, ${s.running.bad} bad, ${s.running.repaired} rewritten`)
+    return out(l == null ? 'last: never' : `last: ${new Date(l.finishedAt).toISOString()}: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten${l.unrepaired.length > 0 ? `, ${l.unrepaired.length} not rewritten` : ''}`)
+  }
+  if (o.json) return json(await api.request<ScrubReport>('POST', '/v1/gvs/scrub', { wait: true }))
+  const asked = Date.now()
+  let s = await api.request<ScrubStatus>('POST', '/v1/gvs/scrub', { wait: false })
+  const bar = progress('scrub', { format: (v, t) => `${v}/${t} objects` })
+  while (s.running != null || s.last == null || s.last.finishedAt < asked - 1000) {
+    if (s.running != null) bar.update(s.running.objects, s.running.total, s.running.bad > 0 ? `${s.running.bad} bad` : '')
+    await sleep(POLL_MS)
+    s = await api.request<ScrubStatus>('GET', '/v1/gvs/scrub')
+  }
+  const l = s.last
+  bar.update(l.objects, l.total)
+  bar.stop(`scrub: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten`)
+  for (const u of l.unrepaired) out(`  object ${u.index} of ${u.layer}: not rewritten: ${u.error}`)
+}
+
+export async function copyFile (api: ApiClient, sub: 'import' | 'export', volId: string, file: string, format: string | undefined): Promise<void> {
+  const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`)
+  const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
+  if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
+  // -n: the volume exists (qemu-img must not try to create it); -p: progress
+  const args = sub === 'import'
+    ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, d.nbd]
+    : ['convert', '-p', '-f', 'raw', '-O', fmt, d.nbd, file]
+  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${d.path}` : `${d.path} -> ${file}`}`)
+  try {
+    await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
+  } finally { bar.stop() }
+  out(sub === 'import' ? `imported ${file} into ${d.path}` : `exported ${d.path} to ${file}`)
+}
+
+async function qemuImg (args: string[], onPercent: (p: number) => void): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let err = ''
+    p.stdout.on('data', (b: Buffer) => { const pct = qemuImgPercent(b.toString()); if (pct != null) onPercent(pct) })
+    p.stderr.on('data', (b: Buffer) => { err += b.toString() })
+    p.once('error', e => { reject(new CliError(`qemu-img could not run (install qemu-utils): ${e.message}`, 1)) })
+    p.once('exit', code => {
+      if (code === 0) resolve()
+      else reject(new CliError(`qemu-img ${args[0] ?? ''} failed (exit ${String(code)})${err.trim() === '' ? '' : `: ${err.trim()}`}`, 1))
+    })
+  })
+}

@@ -1,0 +1,144 @@
+// A volume's state (healthy, degraded, repairing) with the reasons, as a pure function
+// of what is known: the live nodes now (membership: liveness is never written to the
+// document), where each object's copies were at the last inventory (kept in memory by
+// the node that coordinates the volume's repair), and the repair running now.
+// - degraded: some object has fewer than R copies on live nodes (a holder died or
+//   left), or fewer than R nodes are live (writes then take fewer copies, down to
+//   minReplicas, or fail), or the last repair could not make every copy;
+// - repairing: copies are being made now and can all be made (enough live nodes);
+// - healthy: neither.
+import { hashString } from './placement.ts'
+
+export type VolumeState = 'healthy' | 'degraded' | 'repairing'
+
+/** where the copies of one object set (a layer) of the volume were at the last inventory */
+export interface LayerCopies {
+  layer: string
+  /** object index -> nodes that held a copy */
+  objects: ReadonlyMap<number, readonly string[]>
+}
+
+export interface RepairProgressView {
+  /** the node copying */
+  node: string
+  startedAt: number
+  done: number
+  total: number
+  bytes: number
+  failed: number
+}
+
+export interface LastRepairView {
+  node: string
+  at: number
+  copied: number
+  failed: number
+  bytes: number
+  /** objects no live node held when it ran */
+  lost: number
+}
+
+/** what the node that ran a repair keeps of it */
+export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, healed: boolean, error?: string }> }
+
+export interface HealthInput {
+  replicas: number
+  minReplicas: number
+  /** ids of the live nodes that can hold replicas now */
+  live: ReadonlySet<string>
+  /** the last inventory, or null when none was taken yet */
+  copies: readonly LayerCopies[] | null
+  /** the live nodes when that inventory was taken */
+  liveAtInventory?: ReadonlySet<string>
+  repair: RepairProgressView | null
+  lastRepair: LastRepairView | null
+}
+
+export interface VolumeHealthView {
+  state: VolumeState
+  reasons: string[]
+  repair: RepairProgressView | null
+  lastRepair: LastRepairView | null
+  /** the node whose inventory and repair this is */
+  coordinator?: string
+}
+
+const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`
+const list = (xs: Iterable<string>, max = 3): string => {
+  const a = [...xs]
+  return a.length <= max ? a.join(', ') : `${a.slice(0, max).join(', ')} and ${a.length - max} more`
+}
+
+/** the state and its reasons; pure */
+export function volumeHealth (h: HealthInput): VolumeHealthView {
+  const reasons: string[] = []
+  const { replicas: R } = h
+  const liveCount = h.live.size
+  const tooFewNodes = liveCount < R
+  if (tooFewNodes) {
+    reasons.push(liveCount >= h.minReplicas
+      ? `only ${plural(liveCount, 'live node')} can hold replicas of R=${R}: writes are kept ${liveCount === 1 ? 'once' : `${liveCount} times`} (minReplicas ${h.minReplicas})`
+      : `only ${plural(liveCount, 'live node')} can hold replicas of R=${R}: writes fail (they need at least ${h.minReplicas})`)
+  }
+  if (h.copies == null) {
+    reasons.push('no inventory of its copies yet')
+  } else {
+    let short = 0
+    let lost = 0
+    const gone = new Set<string>()
+    for (const l of h.copies) {
+      for (const nodes of l.objects.values()) {
+        const liveCopies = nodes.filter(n => h.live.has(n)).length
+        if (liveCopies === 0) lost++
+        else if (liveCopies < R) short++
+        for (const n of nodes) if (!h.live.has(n)) gone.add(n)
+      }
+    }
+    const where = gone.size > 0 ? ` (copies on ${list(gone)}, not live)` : ''
+    if (lost > 0) reasons.push(`${plural(lost, 'object')} ha${lost === 1 ? 's' : 've'} no live copy${where}: unreadable until such a node returns`)
+    if (short > 0) reasons.push(`${plural(short, 'object')} ha${short === 1 ? 's' : 've'} fewer than ${R} live copies${lost > 0 ? '' : where}`)
+    // objects written while fewer than R nodes were live have fewer copies than the
+    // inventory can show once nodes return: unknown until the next inventory
+    const back = [...h.live].filter(n => !(h.liveAtInventory?.has(n) ?? true))
+    if (h.liveAtInventory != null && h.liveAtInventory.size < R && back.length > 0) {
+      reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back)} returned, repair pending`)
+    }
+  }
+  if (h.repair == null && h.lastRepair != null && h.lastRepair.failed > 0) {
+    reasons.push(`the last repair could not make ${plural(h.lastRepair.failed, 'copy', 'copies')} (retried on the next pass)`)
+  }
+  let state: VolumeState = reasons.length === 0 ? 'healthy' : 'degraded'
+  // a repair that can finish (enough live nodes) turns degraded into repairing; one
+  // that only moves copies to a node that joined shows as repairing too
+  if (h.repair != null && h.repair.done < h.repair.total && !tooFewNodes) state = 'repairing'
+  return { state, reasons, repair: h.repair, lastRepair: h.lastRepair }
+}
+
+/**
+ * The node that inventories and repairs a volume: a rendezvous hash of the volume's
+ * id over the live nodes (unweighted), so every node names the same one from the same
+ * membership and one node copies instead of all of them. When views differ for a
+ * moment two nodes may repair at once, which is safe (a copy never overwrites one).
+ */
+export function coordinatorOf (volume: string, live: Iterable<string>): string | null {
+  let best: string | null = null
+  let bestHash = -1
+  for (const n of live) {
+    const h = hashString(`${volume}|${n}`)
+    if (h > bestHash || (h === bestHash && best != null && n < best)) { best = n; bestHash = h }
+  }
+  return best
+}
+
+/**
+ * When this node's next scheduled scrub starts: every `intervalMs`, at a phase set by
+ * a hash of the node id so that the nodes of a grid do not all scrub at once; never
+ * sooner than `minGapMs` after the last one (a restart does not scrub again at once).
+ */
+export function nextScrubAt (nodeId: string, intervalMs: number, now: number, lastAt: number | null, minGapMs = intervalMs / 2): number {
+  const phase = hashString(`scrub|${nodeId}`) % intervalMs
+  let next = Math.floor((now - phase) / intervalMs) * intervalMs + phase
+  if (next <= now) next += intervalMs
+  if (lastAt != null && next - lastAt < minGapMs) next += intervalMs
+  return next
+}

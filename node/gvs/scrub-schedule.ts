@@ -1,0 +1,118 @@
+// The scrub on a schedule: this node's copies are scrubbed every `intervalMs` at a
+// phase set by the node id (nextScrubAt), or now when asked; the last report is kept
+// in <data-dir>/gvs-scrub.json so a restart neither forgets it nor scrubs again at once.
+import { readFile, rename, writeFile } from 'node:fs/promises'
+import type { Logger } from '../log.ts'
+import type { ObjectStore } from './object-store.ts'
+import type { ReplicaTransport } from './replication.ts'
+import type { GvsMetrics } from './metrics.ts'
+import { nextScrubAt } from './health.ts'
+import { Scrubber, type ScrubProgress, type ScrubReport } from './scrub.ts'
+
+export interface ScrubScheduleComponents {
+  self: string
+  log: Logger
+  transport: ReplicaTransport
+  store: Pick<ObjectStore, 'volumes' | 'list' | 'objectSize'>
+  metrics: GvsMetrics | null
+  file: string
+  sources: (layer: string, index: number) => string[]
+}
+
+export interface ScrubStatus {
+  intervalMs: number
+  /** when the next scheduled scrub starts (ms), or null when none is scheduled */
+  next: number | null
+  running: ScrubProgress | null
+  last: ScrubReport | null
+}
+
+export class ScrubSchedule {
+  private readonly c: ScrubScheduleComponents
+  private readonly intervalMs: number
+  private readonly rate: number | undefined
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private next: number | null = null
+  private current: { scrubber: Scrubber, done: Promise<ScrubReport> } | null = null
+  private progress: ScrubProgress | null = null
+  last: ScrubReport | null = null
+  private on = false
+
+  constructor (components: ScrubScheduleComponents, init: { intervalMs: number, bytesPerSecond?: number }) {
+    this.c = components
+    this.intervalMs = init.intervalMs
+    this.rate = init.bytesPerSecond
+  }
+
+  async start (): Promise<void> {
+    this.on = true
+    try {
+      this.last = JSON.parse(await readFile(this.c.file, 'utf8')) as ScrubReport
+    } catch { this.last = null }
+    this.plan()
+  }
+
+  async stop (): Promise<void> {
+    this.on = false
+    if (this.timer != null) clearTimeout(this.timer)
+    this.timer = null
+    this.current?.scrubber.stop()
+    await this.current?.done.catch(() => {})
+  }
+
+  status (): ScrubStatus {
+    return { intervalMs: this.intervalMs, next: this.next, running: this.progress, last: this.last }
+  }
+
+  private plan (): void {
+    if (this.timer != null) clearTimeout(this.timer)
+    this.timer = null
+    this.next = null
+    if (!this.on || !(this.intervalMs > 0)) return
+    const now = Date.now()
+    const at = nextScrubAt(this.c.self, this.intervalMs, now, this.last?.startedAt ?? null)
+    this.next = at
+    // timers hold at most ~24.8 days; a longer wait is re-planned when it fires
+    this.timer = setTimeout(() => { void this.now().catch(() => {}) }, Math.min(at - now, 2 ** 31 - 1))
+    this.timer.unref?.()
+  }
+
+  /** scrubs this node's copies now (joins a running scrub) */
+  async now (): Promise<ScrubReport> {
+    if (this.current != null) return await this.current.done
+    if (this.timer != null) clearTimeout(this.timer)
+    this.next = null
+    const scrubber = new Scrubber({
+      transport: this.c.transport,
+      layers: async () => await this.c.store.volumes(),
+      objects: async layer => await this.c.store.list(layer),
+      sources: this.c.sources,
+      objectSize: this.c.store.objectSize
+    }, { bytesPerSecond: this.rate })
+    let seen = { objects: 0, bad: 0, repaired: 0 }
+    scrubber.on('progress', p => {
+      this.progress = p
+      // counters move as the scrub goes, not only at its end
+      this.c.metrics?.scrubObjects.inc(p.objects - seen.objects)
+      this.c.metrics?.scrubBad.inc(p.bad - seen.bad)
+      this.c.metrics?.scrubRepaired.inc(p.repaired - seen.repaired)
+      seen = { objects: p.objects, bad: p.bad, repaired: p.repaired }
+    })
+    const done = (async () => {
+      const r = await scrubber.run()
+      this.last = r
+      this.c.metrics?.scrubLast.set(r.finishedAt / 1000)
+      if (r.bad > 0) this.c.log.warn('scrub found damaged copies', { bad: r.bad, repaired: r.repaired, unrepaired: r.unrepaired.map(u => `${u.layer}/${u.index}: ${u.error}`) })
+      else this.c.log.info('scrub found every copy sound', { objects: r.objects })
+      await writeFile(`${this.c.file}.tmp`, JSON.stringify(r)).then(async () => { await rename(`${this.c.file}.tmp`, this.c.file) })
+        .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
+      return r
+    })().finally(() => {
+      this.current = null
+      this.progress = null
+      this.plan()
+    })
+    this.current = { scrubber, done }
+    return await done
+  }
+}

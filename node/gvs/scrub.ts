@@ -1,0 +1,97 @@
+// The scheduled scrub of one node: every object this node holds is read from disk and
+// checked against its checksums, at a capped byte rate (so VM I/O keeps going); a bad
+// copy is rewritten from a sound copy on another live node (one that verifies clean
+// just before it is read). Each node scrubs only its own copies, so the grid's scrub
+// costs each disk one read of what it holds, and no object is read over the network
+// unless it is bad. The schedule itself is `nextScrubAt` (health.ts).
+import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ReplicaTransport } from './replication.ts'
+import { pace } from './repair.ts'
+
+export interface ScrubProgress { startedAt: number, objects: number, total: number, bytes: number, bad: number, repaired: number }
+
+export interface ScrubReport extends ScrubProgress {
+  finishedAt: number
+  /** bad copies that could not be rewritten: no sound copy was reachable */
+  unrepaired: Array<{ layer: string, index: number, error: string }>
+  /** per object set (layer): what was checked and found */
+  layers: Record<string, { objects: number, bad: number, repaired: number }>
+  /** set when the scrub was stopped before it was through */
+  stopped?: boolean
+}
+
+export interface ScrubberComponents {
+  /** this node's store, as the replica protocol's local short cut reaches it */
+  transport: ReplicaTransport
+  /** the object sets this node holds, and their objects */
+  layers: () => Promise<string[]>
+  objects: (layer: string) => Promise<number[]>
+  /** other live nodes to take a sound copy from, best first (the object's holders) */
+  sources: (layer: string, index: number) => string[]
+  objectSize: number
+}
+
+export interface ScrubberEvents { progress: [ScrubProgress] }
+
+export class Scrubber extends EventEmitter<ScrubberEvents> {
+  private readonly c: ScrubberComponents
+  private readonly rate: number
+  private stopped = false
+
+  constructor (components: ScrubberComponents, init: { bytesPerSecond?: number } = {}) {
+    super()
+    this.c = components
+    this.rate = init.bytesPerSecond ?? 50e6
+  }
+
+  stop (): void { this.stopped = true }
+
+  async run (now = Date.now()): Promise<ScrubReport> {
+    const work: Array<[string, number[]]> = []
+    for (const layer of await this.c.layers()) work.push([layer, await this.c.objects(layer)])
+    const p: ScrubProgress = { startedAt: now, objects: 0, total: work.reduce((s, [, xs]) => s + xs.length, 0), bytes: 0, bad: 0, repaired: 0 }
+    const report: ScrubReport = { ...p, finishedAt: now, unrepaired: [], layers: {} }
+    const self = this.c.transport.self
+    const started = Date.now()
+    for (const [layer, indexes] of work) {
+      const per = report.layers[layer] = { objects: 0, bad: 0, repaired: 0 }
+      for (const index of indexes) {
+        if (this.stopped) { report.stopped = true; break }
+        await sleep(pace(p.bytes, this.rate, Date.now() - started))
+        let bad: number[]
+        try {
+          bad = (await this.c.transport.call(self, { op: 'verify', volume: layer, index })).reply.bad ?? []
+        } catch { continue } // removed meanwhile (a destroyed volume): nothing to check
+        p.objects++
+        per.objects++
+        p.bytes += this.c.objectSize
+        if (bad.length > 0) {
+          p.bad++
+          per.bad++
+          const error = await this.heal(layer, index)
+          if (error == null) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error })
+        }
+        this.emit('progress', { ...p })
+      }
+    }
+    return { ...report, ...p, finishedAt: Date.now() }
+  }
+
+  /** rewrites this node's copy from a sound one elsewhere; null when healed, else why not */
+  private async heal (layer: string, index: number): Promise<string | null> {
+    const why: string[] = []
+    const self = this.c.transport.self
+    for (const src of this.c.sources(layer, index).filter(n => n !== self)) {
+      try {
+        const v = await this.c.transport.call(src, { op: 'verify', volume: layer, index })
+        if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); continue }
+        const r = await this.c.transport.call(src, { op: 'get', volume: layer, index })
+        if (r.data == null) { why.push(`${src}: no copy`); continue }
+        await this.c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, replace: true }, r.data)
+        return null
+      } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
+    }
+    return why.length === 0 ? 'no other live node to copy from' : why.join('; ')
+  }
+}

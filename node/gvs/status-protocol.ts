@@ -1,0 +1,95 @@
+// `/vgrid/gvs/status/1.0.0`: one agent asks another what it knows of some volumes:
+// the state it computed as their repair coordinator (inventory, repair progress) and
+// how many NBD writers it serves them to. The API answers with the coordinator's view
+// (merged with its own), and a destroy asks every live node whether a writer has the
+// volume open. One stream per request; a length-prefixed JSON request and answer.
+import { lpStream } from '@libp2p/utils'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Logger } from '../log.ts'
+import type { VolumeHealthView } from './health.ts'
+
+export const STATUS_PROTOCOL = '/vgrid/gvs/status/1.0.0'
+const MAX_REQUEST = 256 * 1024
+const MAX_REPLY = 4 * 1024 * 1024
+export const MAX_STATUS_VOLUMES = 4096
+
+export interface VolumeStatus {
+  /** set when this node coordinates the volume's repair or runs one */
+  health?: VolumeHealthView
+  /** NBD sessions on this node that wrote to the volume lately */
+  writers: number
+}
+
+export type StatusAnswer = Record<string, VolumeStatus>
+
+/** the volume ids of a request, or why it is not one */
+export function parseStatusRequest (raw: unknown): string[] {
+  const vs = (raw as { volumes?: unknown } | null)?.volumes
+  if (!Array.isArray(vs) || vs.length > MAX_STATUS_VOLUMES || !vs.every(v => typeof v === 'string' && v.length > 0 && v.length <= 256)) {
+    throw new Error(`a status request is {"volumes": [ids]} with at most ${MAX_STATUS_VOLUMES} ids`)
+  }
+  return vs as string[]
+}
+
+/** an answer as far as it has the expected shape: entries of another shape are dropped */
+export function parseStatusAnswer (raw: unknown): StatusAnswer {
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('a status answer is a JSON object')
+  const out: StatusAnswer = {}
+  for (const [id, s] of Object.entries(raw as Record<string, unknown>)) {
+    const x = s as Partial<VolumeStatus> | null
+    if (x == null || typeof x !== 'object' || typeof x.writers !== 'number') continue
+    const h = x.health
+    const okHealth = h == null || (typeof h === 'object' && ['healthy', 'degraded', 'repairing'].includes(h.state) && Array.isArray(h.reasons))
+    out[id] = okHealth ? x as VolumeStatus : { writers: x.writers }
+  }
+  return out
+}
+
+export interface StatusServiceComponents {
+  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  log: Logger
+  /** this node's answer */
+  answer: (volumes: string[]) => Promise<StatusAnswer>
+}
+
+export class StatusService {
+  private readonly c: StatusServiceComponents
+  constructor (components: StatusServiceComponents) { this.c = components }
+
+  async start (): Promise<void> {
+    await this.c.host.handle(STATUS_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, { maxInboundStreams: 32, maxOutboundStreams: 64 })
+  }
+
+  async stop (): Promise<void> { await this.c.host.unhandle(STATUS_PROTOCOL).catch(() => {}) }
+
+  /** asks one node; throws when it does not answer within `timeoutMs` */
+  async ask (peer: string, volumes: string[], timeoutMs = 2000): Promise<StatusAnswer> {
+    if (peer === this.c.host.peerId.toString()) return await this.c.answer(volumes)
+    const signal = AbortSignal.timeout(timeoutMs)
+    const stream = await this.c.host.dialProtocol(peerIdFromString(peer), STATUS_PROTOCOL, { signal })
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_REPLY })
+      await lp.write(new TextEncoder().encode(JSON.stringify({ volumes })), { signal })
+      const answer = parseStatusAnswer(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())))
+      await stream.close({ signal }).catch(() => {})
+      return answer
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+
+  private async serve (stream: Stream): Promise<void> {
+    const signal = AbortSignal.timeout(10_000)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_REQUEST })
+      const ids = parseStatusRequest(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())))
+      await lp.write(new TextEncoder().encode(JSON.stringify(await this.c.answer(ids))), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      this.c.log.warn('gvs status request failed', { error: String(err) })
+      stream.abort(err as Error)
+    }
+  }
+}
