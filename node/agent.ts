@@ -89,7 +89,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       peerId: host.peerId.toString(),
       membership: membership.detector,
       state,
-      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() }
+      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
+      // read when called: DVMM is built below
+      vms: { interfaceOf: vm => dvmm?.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.setNames(vm, names) ?? false }
     }, { port: core.config.wireguardPort })
     : undefined
   problems.push(() => {
@@ -107,7 +109,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       state,
       membership: membership.detector,
       drivers: runtime.drivers,
-      onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() }
+      onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
+      network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } }
     }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket

@@ -7,7 +7,7 @@ import type { HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import type { VmDriver } from './drivers/types.ts'
+import type { VmDriver, VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
 import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from './vms.ts'
@@ -28,6 +28,10 @@ export interface DvmmRoutesDeps {
   driver: (name: string) => VmDriver | undefined
   schedule: () => void
   ha: () => HaReport
+  /** the VM's overlay address, where the grid has an overlay */
+  addressOf: (vm: string) => string | null
+  /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
+  runtimeOf: (vm: string) => Promise<VmInfo | null>
 }
 
 export function dvmmRoutes (svc: DvmmRoutesDeps) {
@@ -52,13 +56,15 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, nodesOf(reader, doc)).pending : null
     return vmRow(vm, l, n => nameOf(n, doc), pending)
   }
-  const detail = (id: string): VmDetail => {
+  const detail = async (id: string): Promise<VmDetail> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
     return {
       ...row(doc, vm.id, reader),
+      address: svc.addressOf(vm.id),
+      runtime: l?.winner.holder === svc.me ? await svc.runtimeOf(vm.id) : null,
       spec: vm.spec,
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
@@ -76,7 +82,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (desired === 'running' && l != null && (l.status === 'failed' || l.status === 'stopped')) w.remove('leases', vm.id)
     }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
-    return detail(vm.id)
+    return await detail(vm.id)
   }
   const setDraining = async (idOrName: string, draining: boolean): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
     const { doc } = current()
@@ -104,9 +110,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       }, `vm create ${draft.id}`)
       svc.schedule()
       void reply.code(201)
-      return detail(draft.id)
+      return await detail(draft.id)
     })
-    app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => detail(req.params.id))
+    app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await detail(req.params.id))
     app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'running'))
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'stopped'))
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {

@@ -14,7 +14,7 @@ import type { Resources } from '../../protocol/advert.ts'
 import type { Logger } from '../log.ts'
 import type { Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
-import type { DriverVmSpec, VmDriver, VmExit } from './drivers/types.ts'
+import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
 import { decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
@@ -45,6 +45,14 @@ export interface DvmmComponents {
   drivers: Partial<Record<Vm['spec']['driver'], VmDriver>>
   /** the resources the leases this node holds reserve: the agent puts them in its advert */
   onReserved: (r: Resources) => void
+  /** the connection manager, where the grid has an overlay: each VM's address and names, told when local VMs come and go */
+  network?: VmNetworkHooks
+}
+
+export interface VmNetworkHooks {
+  overlayOf: (vm: string) => VmOverlay | null
+  /** a VM of this node started, was adopted or went: its interface appeared or vanished */
+  interfacesChanged: () => void
 }
 
 export interface DvmmInit {
@@ -72,12 +80,12 @@ export interface DvmmInit {
 
 const MiB = 2 ** 20
 
-export function driverSpec (vm: Vm): DriverVmSpec {
+export function driverSpec (vm: Vm, overlay?: VmOverlay | null): DriverVmSpec {
   const s = vm.spec
   const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
     ? { kind: 'command', command: s.command }
     : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
-  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}) }
 }
 
 export class DvmmService {
@@ -89,6 +97,8 @@ export class DvmmService {
   private readonly log: Logger
   /** VMs this node's drivers run (started or adopted) */
   private readonly runs = new Set<string>()
+  /** their interfaces on this node (the connection manager routes their overlay addresses there) */
+  private readonly ifaces = new Map<string, { hostIf: string, driver: VmDriver }>()
   private readonly busy = new Set<string>()
   /** stops and kills this node asked for: their exits are no crashes */
   private readonly expected = new Set<string>()
@@ -142,8 +152,13 @@ export class DvmmService {
     for (const d of new Set(Object.values(this.components.drivers))) {
       d.on('exit', this.onDriverExit)
       // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
-      for (const vm of await d.list()) if (vm.state === 'running' || vm.state === 'starting') this.runs.add(vm.id)
+      for (const vm of await d.list()) {
+        if (vm.state !== 'running' && vm.state !== 'starting') continue
+        this.runs.add(vm.id)
+        this.noteInterface(vm, d)
+      }
     }
+    if (this.ifaces.size > 0) this.components.network?.interfacesChanged()
     if (this.runs.size > 0) this.log.info('found VMs of a previous run', { vms: [...this.runs] })
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
@@ -346,8 +361,9 @@ export class DvmmService {
     try {
       const old = await driver.inspect(id)
       if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
-      await driver.start(driverSpec(vm))
+      const info = await driver.start(driverSpec(vm, this.components.network?.overlayOf(id)))
       this.runs.add(id)
+      this.noteInterface(info, driver)
       this.metrics.starts.inc({ result: 'ok' })
       this.updateLease(id, { status: 'running', reason: `started by ${this.components.config.name}` })
     } catch (err) {
@@ -373,6 +389,7 @@ export class DvmmService {
         await driver.remove(vm).catch(() => {})
       }
       this.runs.delete(vm)
+      this.forgetInterface(vm)
       this.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
       this.history.add(vm, { at: this.components.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.components.config.name, detail: why })
@@ -386,6 +403,38 @@ export class DvmmService {
     }
   }
 
+  private noteInterface (info: VmInfo, driver: VmDriver): void {
+    if (info.network == null) return
+    this.ifaces.set(info.id, { hostIf: info.network.hostIf, driver })
+    this.components.network?.interfacesChanged()
+  }
+
+  private forgetInterface (vm: string): void {
+    if (this.ifaces.delete(vm)) this.components.network?.interfacesChanged()
+  }
+
+  addressOf (vm: string): string | null {
+    return this.components.network?.overlayOf(vm)?.address ?? null
+  }
+
+  async runtimeOf (vm: string): Promise<VmInfo | null> {
+    const d = this.ifaces.get(vm)?.driver ?? await this.driverRunning(vm)
+    return (await d?.inspect(vm)) ?? null
+  }
+
+  /** The node's end of a VM's link, for VMs this node runs (null for others). */
+  interfaceOf (vm: string): string | null {
+    return this.ifaces.get(vm)?.hostIf ?? null
+  }
+
+  /** Tells a running VM its terminal names anew, where its driver can (see VmDriver.setNames). */
+  async setNames (vm: string, names: Record<string, string>): Promise<boolean> {
+    const r = this.ifaces.get(vm)
+    if (r?.driver.setNames == null) return false
+    await r.driver.setNames(vm, names)
+    return true
+  }
+
   private async driverRunning (vm: string): Promise<VmDriver | undefined> {
     for (const d of new Set(Object.values(this.components.drivers))) if ((await d.inspect(vm)) != null) return d
     return undefined
@@ -395,6 +444,7 @@ export class DvmmService {
   private exited (e: { id: string } & VmExit): void {
     if (!this.runs.has(e.id) || this.expected.has(e.id)) return
     this.runs.delete(e.id)
+    this.forgetInterface(e.id)
     const l = this.components.state.read().get('leases', e.id)?.value
     const vm = this.components.state.read().get('vms', e.id)?.value
     if (l == null || l.holder !== this.me || vm == null) return

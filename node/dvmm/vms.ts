@@ -6,6 +6,7 @@ import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
+import type { VmInfo } from './drivers/types.ts'
 import { demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
@@ -150,6 +151,10 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
 }
 
 export interface VmDetail extends VmRow {
+  /** its overlay address (stable across moves), null where the grid has no overlay */
+  address: string | null
+  /** on its holder: what the driver reports (pid, start time, interface, netns, accelerator, cgroups) */
+  runtime: VmInfo | null
   spec: Vm['spec']
   lease: LeaseView['winner'] | null
   /** concurrent claims still in the document (a contest not yet settled) */

@@ -107,8 +107,3 @@ export function terminalHosts (vm: string, links: Link[], addressOf: (vm: string
   }
   return out
 }
-
-/** /etc/hosts lines for terminalHosts(). */
-export function hostsFile (names: Record<string, string>): string {
-  return Object.entries(names).map(([n, a]) => `${a}\t${n}\n`).join('')
-}

@@ -42,9 +42,18 @@ export interface LcmComponents {
   state: LcmState
   /** the agent puts this in its advert's `wireguard` slot and re-advertises */
   onAdvert: (wg: WireguardAdvert | null) => void
-  /** a local VM's interface on this node (DVMM's tap or veth), to route its address */
-  vmInterfaces?: { interfaceOf: (vm: string) => string | null }
+  /** the VMs of this node (DVMM): each one's interface (tap or veth), to route its address, and its terminal names */
+  vms?: LocalVms
 }
+
+export interface LocalVms {
+  interfaceOf: (vm: string) => string | null
+  /** tells a running VM its terminal names anew; false where its driver cannot */
+  setNames?: (vm: string, names: Record<string, string>) => Promise<boolean>
+}
+
+/** What a VM is given when it starts: its overlay address and its terminal names. */
+export interface VmOverlay { address: string, names: Record<string, string> }
 
 export interface LcmInit {
   /** UDP port of the WireGuard interface (a fixed one, in the config) */
@@ -87,6 +96,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private dirty = false
   private readonly applied = new Map<string, string | null>()
   private readonly routed = new Set<string>()
+  /** terminal names last given to each local VM, as JSON */
+  private readonly named = new Map<string, string>()
   private forwarding = false
   private readonly rejectedSeen = new Set<string>()
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
@@ -220,6 +231,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       if (this.wg != null) await this.applyPeers(plan)
       await this.applyVmRoutes(addr)
       await applyRuleset(null, rules)
+      await this.applyNames(addr, doc.links)
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
       this.emit('reconciled', plan, rules)
@@ -256,7 +268,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   /** Local VMs' addresses go to their interfaces; everything else in the VM range to WireGuard. */
   private async applyVmRoutes (addr: Addressing): Promise<void> {
-    const ifs = this.c.vmInterfaces
+    const ifs = this.c.vms
     if (ifs == null) return
     const want = new Map<string, string>()
     for (const v of addr.vms) {
@@ -279,6 +291,28 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await ip(['route', 'del', `${a}/32`], { allowFail: true })
       this.routed.delete(a)
     }
+  }
+
+  /** Local VMs whose terminal names changed (a link made, removed, or its peer readdressed) are told. */
+  private async applyNames (addr: Addressing, links: Link[]): Promise<void> {
+    const vms = this.c.vms
+    if (vms?.setNames == null) return
+    const byVm = new Map(addr.vms.map(v => [v.vm, v.address]))
+    const here = new Set<string>()
+    for (const v of addr.vms) {
+      if (v.node !== this.c.peerId || vms.interfaceOf(v.vm) == null) continue
+      here.add(v.vm)
+      const names = terminalHosts(v.vm, links, x => byVm.get(x) ?? null)
+      const key = JSON.stringify(names)
+      if (this.named.get(v.vm) === key) continue
+      try {
+        if (await vms.setNames(v.vm, names)) this.log.info('terminal names updated', { vm: v.vm, names })
+        this.named.set(v.vm, key)
+      } catch (err) {
+        this.log.warn('could not update terminal names', { vm: v.vm, error: (err as Error).message })
+      }
+    }
+    for (const vm of this.named.keys()) if (!here.has(vm)) this.named.delete(vm)
   }
 
   /** A VM whose index is new or lost a conflict: its holder (or, unplaced, its writer) stores the index. */
@@ -339,14 +373,18 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
   }
 
-  /** A VM's overlay address (for DVMM to put on its interface), null before the first plan. */
-  addressOf (vm: string): string | null {
-    return this.last?.addr.vms.find(v => v.vm === vm)?.address ?? null
-  }
-
-  /** terminal name -> peer address for a VM (its /etc/hosts, environment or kernel command line). */
-  terminalNames (vm: string): Record<string, string> {
-    return terminalHosts(vm, this.last?.links ?? [], v => this.addressOf(v))
+  /**
+   * A VM's overlay address and terminal names (its /etc/hosts, environment or kernel
+   * command line), from the document as it is now: DVMM asks just before it starts
+   * the VM, which may be before this service's next plan. Null for a VM not in the document.
+   */
+  overlayOf (vm: string): VmOverlay | null {
+    const doc = this.docView()
+    const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
+    const byVm = new Map(addr.vms.map(v => [v.vm, v.address]))
+    const address = byVm.get(vm)
+    if (address == null) return null
+    return { address, names: terminalHosts(vm, doc.links, x => byVm.get(x) ?? null) }
   }
 
   /** The interface's peers with the node each belongs to. */

@@ -41,7 +41,7 @@ const lcm = new LcmService({
   membership,
   state,
   onAdvert: wg => { out({ type: 'advert', wg }) },
-  vmInterfaces: { interfaceOf: vm => cfg.vmInterfaces[vm] ?? null }
+  vms: { interfaceOf: vm => cfg.vmInterfaces[vm] ?? null }
 }, { port: cfg.port, addressPollMs: cfg.addressPollMs, keepaliveS: 1, backend: cfg.backend })
 
 type Cmd =
@@ -69,7 +69,7 @@ async function handle (c: Cmd): Promise<void> {
     return
   } else if (c.type === 'names') {
     await lcm.settled()
-    out({ type: 'names', names: lcm.terminalNames(c.vm) })
+    out({ type: 'names', names: lcm.overlayOf(c.vm)?.names ?? null })
     return
   } else if (c.type === 'metrics') {
     out({ type: 'metrics', text: await registry.metrics() })

@@ -3,7 +3,8 @@ import type { Member } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
 import { addressing, diffPeers, planPeers } from '../../node/lcm/plan.ts'
 import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts'
-import { checkLink, hostsFile, linkId, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
+import { checkLink, linkId, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
+import { hostsFile, terminalEnv } from '../../node/dvmm/drivers/common.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
 import { formatNet } from '../../node/lcm/cli.ts'
 
@@ -100,5 +101,6 @@ test('terminal names resolve to the address of the VM at the other end of each o
   const names = terminalHosts('lb', links, vm => addr[vm] ?? null)
   t.deepEqual(names, { web1: '100.70.128.2', web2: '100.70.128.3' })
   t.deepEqual(terminalHosts('w1', links, vm => addr[vm] ?? null), {}, 'an end without an address yet is left out')
-  t.is(hostsFile(names), '100.70.128.2\tweb1\n100.70.128.3\tweb2\n')
+  t.is(hostsFile(names), '127.0.0.1\tlocalhost\n::1\tlocalhost\n100.70.128.2\tweb1\n100.70.128.3\tweb2\n')
+  t.deepEqual(terminalEnv({ web1: '100.70.128.2', 'db-main': '100.70.128.9' }), { VGRID_TERMINAL_WEB1: '100.70.128.2', VGRID_TERMINAL_DB_MAIN: '100.70.128.9' })
 })

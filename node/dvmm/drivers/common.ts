@@ -17,6 +17,7 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   if (typeof s.vcpus !== 'number' || !Number.isFinite(s.vcpus) || s.vcpus <= 0 || s.vcpus > 1024) bad('vcpus', 'must be a number in (0, 1024]')
   if (typeof s.memoryMiB !== 'number' || !Number.isInteger(s.memoryMiB) || s.memoryMiB < 1 || s.memoryMiB > 4 * 1024 * 1024) bad('memoryMiB', 'must be a whole number of MiB, at least 1')
   if (s.network !== undefined && typeof s.network !== 'boolean') bad('network', 'must be true or false')
+  if (s.overlay !== undefined) validateOverlay(s.overlay, bad)
   const b = s.boot as Record<string, unknown> | undefined
   if (b == null || typeof b !== 'object') return bad('boot', 'missing')
   if (!boots.includes(b.kind as DriverBoot['kind'])) bad('boot.kind', `"${String(b.kind)}" is not one this driver runs (${boots.join(', ')})`)
@@ -40,6 +41,32 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
     if (b.format !== undefined && b.format !== 'raw' && b.format !== 'qcow2') bad('boot.format', 'must be raw or qcow2')
   }
   return raw as DriverVmSpec
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+/** A terminal name as a host name (the LCM's TERMINAL_RE; kept here so drivers do not import the LCM). */
+const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/
+
+function validateOverlay (raw: unknown, bad: (field: string, why: string) => never): void {
+  if (raw == null || typeof raw !== 'object') bad('overlay', 'must be an object')
+  const o = raw as Record<string, unknown>
+  if (typeof o.address !== 'string' || !IPV4.test(o.address)) bad('overlay.address', `${JSON.stringify(o.address)} is not an IPv4 address`)
+  if (o.names === undefined) return
+  if (o.names == null || typeof o.names !== 'object') bad('overlay.names', 'must be an object of name: address')
+  for (const [k, v] of Object.entries(o.names as object)) {
+    if (!NAME.test(k)) bad(`overlay.names.${k}`, 'is not a terminal name')
+    if (typeof v !== 'string' || !IPV4.test(v)) bad(`overlay.names.${k}`, `${JSON.stringify(v)} is not an IPv4 address`)
+  }
+}
+
+/** A terminal name's environment variable inside a VM: VGRID_TERMINAL_ plus the name in capitals, "-" as "_". */
+export function terminalEnv (names: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(names).map(([n, a]) => [`VGRID_TERMINAL_${n.toUpperCase().replace(/-/g, '_')}`, a]))
+}
+
+/** /etc/hosts of a VM: localhost, then one line per terminal name. */
+export function hostsFile (names: Record<string, string>): string {
+  return '127.0.0.1\tlocalhost\n::1\tlocalhost\n' + Object.entries(names).sort(([a], [b]) => a < b ? -1 : 1).map(([n, a]) => `${a}\t${n}\n`).join('')
 }
 
 /** Why a VM ended, from what is known when its process is gone. */

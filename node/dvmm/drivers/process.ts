@@ -4,8 +4,8 @@
 import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { checkSupport } from '../../netns/netns.ts'
-import { createVeth, deleteVeth, DEFAULT_LINK_RANGE } from '../host/net.ts'
-import type { VmRecord } from './common.ts'
+import { createVeth, deleteVeth, writeVmHosts, DEFAULT_LINK_RANGE } from '../host/net.ts'
+import { terminalEnv, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
 
@@ -38,7 +38,7 @@ export class ProcessDriver extends HostDriver {
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
-    return await createVeth(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
+    return await createVeth(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns, spec.overlay)
   }
 
   protected async teardownNetwork (rec: VmRecord): Promise<void> {
@@ -49,7 +49,17 @@ export class ProcessDriver extends HostDriver {
     const boot = rec.spec.boot
     if (boot.kind !== 'command') throw new DriverError('bad-spec', 'boot.kind: the process driver runs commands', 'boot.kind')
     // network: false shares the node's namespace (no interface of its own)
-    return { argv: boot.command, env: boot.env, netns: rec.network?.netns }
+    const o = rec.network !== undefined ? rec.spec.overlay : undefined
+    // the terminal names as of the start (the environment cannot change later; /etc/hosts does)
+    const env = o === undefined ? boot.env : { ...boot.env, VGRID_ADDRESS: o.address, ...terminalEnv(o.names ?? {}) }
+    return { argv: boot.command, env, netns: rec.network?.netns }
+  }
+
+  /** A link made or removed while the VM runs: its /etc/hosts follows at once. */
+  async setNames (id: string, names: Record<string, string>): Promise<void> {
+    const rec = this.load(id)
+    if (rec?.network?.netns === undefined || (rec.state !== 'running' && rec.state !== 'starting')) return
+    writeVmHosts(this.netKey(id), names)
   }
 
   protected async requestStop (rec: VmRecord): Promise<void> {

@@ -79,7 +79,7 @@ export class QemuDriver extends HostDriver {
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
-    return await createTap(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns)
+    return await createTap(this.netKey(spec.id), this.init.linkRange ?? DEFAULT_LINK_RANGE, slot, this.init.nodeNetns, spec.overlay)
   }
 
   protected async teardownNetwork (rec: VmRecord): Promise<void> {
@@ -101,7 +101,15 @@ export class QemuDriver extends HostDriver {
       '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`]
     if (s.boot.kind === 'kernel') {
       const extra: string[] = [`vgrid.name=${s.id}`]
-      if (rec.network !== undefined && !/(^|\s)vgrid\.ip=/.test(s.boot.cmdline ?? '')) extra.push(`vgrid.ip=${rec.network.vmAddress}/${rec.network.prefix}`, `vgrid.gw=${rec.network.hostAddress}`)
+      if (rec.network !== undefined && !/(^|\s)vgrid\.ip=/.test(s.boot.cmdline ?? '')) {
+        extra.push(`vgrid.ip=${rec.network.vmAddress}/${rec.network.prefix}`, `vgrid.gw=${rec.network.hostAddress}`)
+        // the overlay address and terminal names: read once, at boot (see VmDriver.setNames)
+        if (s.overlay !== undefined) {
+          extra.push(`vgrid.overlay=${s.overlay.address}`)
+          const names = Object.entries(s.overlay.names ?? {}).map(([n, a]) => `${n}=${a}`).join(',')
+          if (names !== '') extra.push(`vgrid.hosts=${names}`)
+        }
+      }
       argv.push('-kernel', s.boot.kernel, '-append', [s.boot.cmdline ?? 'console=ttyS0', ...extra].join(' '))
       if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
     } else if (s.boot.kind === 'disk') {

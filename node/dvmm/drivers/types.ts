@@ -21,6 +21,18 @@ export interface DriverVmSpec {
   boot: DriverBoot
   /** Give the VM an interface on the node (veth for process, tap for qemu); default true. */
   network?: boolean
+  /** The VM's overlay address and terminal names (from the connection manager), when the grid has an overlay. */
+  overlay?: VmOverlay
+}
+
+/**
+ * What the connection manager gives a VM: its stable overlay address (a /32 on its
+ * interface, the source of everything it sends off its link) and the names its
+ * output terminals resolve to (terminal name -> the peer VM's overlay address).
+ */
+export interface VmOverlay {
+  address: string
+  names?: Record<string, string>
 }
 
 /** The design's VM states as one node sees them (pending lives in the placement core). */
@@ -50,6 +62,8 @@ export interface VmNetwork {
   prefix: number
   /** The VM's own network namespace (process driver). */
   netns?: string
+  /** Its overlay address, when the grid gave it one (routed by the connection manager). */
+  overlayAddress?: string
 }
 
 export interface VmInfo {
@@ -100,6 +114,12 @@ export interface VmDriver extends EventEmitter<DriverEvents> {
   list: () => Promise<VmInfo[]>
   /** The last `bytes` of the VM's console log. */
   consoleTail: (id: string, bytes?: number) => Promise<string>
+  /**
+   * Re-points a running VM's terminal names (a link made or removed after it started).
+   * Absent where the guest cannot be told without its cooperation (qemu: the names
+   * are on its kernel command line, read at boot).
+   */
+  setNames?: (id: string, names: Record<string, string>) => Promise<void>
   /** Forgets a VM that is not running: its run dir and console log go. */
   remove: (id: string) => Promise<void>
   /** Stops watching; VMs keep running for the next agent run to adopt. */

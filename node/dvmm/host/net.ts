@@ -4,9 +4,11 @@
 // from a small per-node link range: .1 on the node's end, .2 in the VM, so the node
 // reaches its own VMs until the connection manager addresses and routes them.
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { ip } from '../../netns/netns.ts'
-import type { VmNetwork } from '../drivers/types.ts'
+import type { VmNetwork, VmOverlay } from '../drivers/types.ts'
+import { hostsFile } from '../drivers/common.ts'
 
 export const DEFAULT_LINK_RANGE = '10.254.0.0/20'
 
@@ -47,38 +49,61 @@ export function freeSlot (range: string, used: Iterable<number>): number {
 
 const inNs = (ns: string | undefined, args: string[]): string[] => ns === undefined ? args : ['-n', ns, ...args]
 
-/** Makes the VM's namespace and a veth pair into it; `nodeNetns` is where the node's end lives (root when undefined). */
-export async function createVeth (id: string, range: string, slot: number, nodeNetns?: string): Promise<VmNetwork> {
+/**
+ * `ip netns exec NS` bind-mounts the files of /etc/netns/NS over /etc: a process VM
+ * gets its own /etc/hosts there. Written in place (same inode), so a VM that runs
+ * already sees a changed one.
+ */
+export function vmHostsPath (id: string): string {
+  return join('/etc/netns', vmNetns(id), 'hosts')
+}
+
+export function writeVmHosts (id: string, names: Record<string, string>): void {
+  mkdirSync(join('/etc/netns', vmNetns(id)), { recursive: true })
+  writeFileSync(vmHostsPath(id), hostsFile(names))
+}
+
+/**
+ * Makes the VM's namespace and a veth pair into it; `nodeNetns` is where the node's
+ * end lives (root when undefined). With an overlay address the VM also holds it (a
+ * /32) and sends from it: the node routes it and the link rules see it.
+ */
+export async function createVeth (id: string, range: string, slot: number, nodeNetns?: string, overlay?: VmOverlay): Promise<VmNetwork> {
   const ns = vmNetns(id)
   const hostIf = vethName(id)
   const a = slotAddresses(range, slot)
   // leftovers of a crashed run: the pair goes with its namespace
   if (existsSync(`/run/netns/${ns}`)) await deleteVeth(id, nodeNetns)
   await ip(['netns', 'add', ns])
+  writeVmHosts(id, overlay?.names ?? {})
   // three `ip -batch` runs instead of ten processes: this is most of a process VM's start time.
   // Both ends come up before the node's end gets its address: on some kernels an end
   // brought up after the other end got its address stays NO-CARRIER.
   await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: `link add ${hostIf} type veth peer name eth0 netns ${ns}\n` })
-  await ip(['-n', ns, '-batch', '-'], { input: ['link set lo up', 'link set eth0 up', `addr add ${a.vmAddress}/${a.prefix} dev eth0`, `route add default via ${a.hostAddress}`].join('\n') + '\n' })
+  const vmSide = ['link set lo up', 'link set eth0 up', `addr add ${a.vmAddress}/${a.prefix} dev eth0`]
+  if (overlay === undefined) vmSide.push(`route add default via ${a.hostAddress}`)
+  else vmSide.push(`addr add ${overlay.address}/32 dev eth0`, `route add default via ${a.hostAddress} src ${overlay.address}`)
+  await ip(['-n', ns, '-batch', '-'], { input: vmSide.join('\n') + '\n' })
   await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, `addr add ${a.hostAddress}/${a.prefix} dev ${hostIf}`].join('\n') + '\n' })
-  return { hostIf, netns: ns, ...a }
+  return { hostIf, netns: ns, ...a, ...(overlay !== undefined ? { overlayAddress: overlay.address } : {}) }
 }
 
 /** Removes the VM's namespace (which takes the pair with it) and a leftover node end. */
 export async function deleteVeth (id: string, nodeNetns?: string): Promise<void> {
   await ip(['netns', 'del', vmNetns(id)], { allowFail: true })
   await ip(inNs(nodeNetns, ['link', 'del', vethName(id)]), { allowFail: true })
+  rmSync(join('/etc/netns', vmNetns(id)), { recursive: true, force: true })
 }
 
 /** Makes the VM's tap on the node with the node's address of its /30. */
-export async function createTap (id: string, range: string, slot: number, nodeNetns?: string): Promise<VmNetwork> {
+export async function createTap (id: string, range: string, slot: number, nodeNetns?: string, overlay?: VmOverlay): Promise<VmNetwork> {
   const hostIf = tapName(id)
   const a = slotAddresses(range, slot)
   await deleteTap(id, nodeNetns)
   await ip(inNs(nodeNetns, ['tuntap', 'add', 'dev', hostIf, 'mode', 'tap']))
   await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
   await ip(inNs(nodeNetns, ['link', 'set', hostIf, 'up']))
-  return { hostIf, ...a }
+  return { hostIf, ...a, ...(overlay !== undefined ? { overlayAddress: overlay.address } : {}) }
 }
 
 export async function deleteTap (id: string, nodeNetns?: string): Promise<void> {

@@ -1,5 +1,7 @@
 // The guest's /init (busybox sh as pid 1) and its power-button handler. The kernel
 // command line configures it: vgrid.ip=ADDR/PREFIX, vgrid.gw=ADDR, vgrid.name=NAME,
+// vgrid.overlay=ADDR (its overlay address: a /32 it sends from), vgrid.hosts=N=A,...
+// (terminal names for /etc/hosts),
 // vgrid.acpi=off (ignore the power button: a guest that does not cooperate), and
 // vgrid.exit=SECONDS (power off by itself after that long, for tests).
 
@@ -16,13 +18,20 @@ for m in $(cat /etc/vgrid/modules); do
   insmod /lib/modules/$m.ko || echo "vgrid-guest: insmod $m failed"
 done
 arg () { for a in $(cat /proc/cmdline); do case "$a" in "$1="*) echo "\${a#*=}";; esac; done; }
-IP=$(arg vgrid.ip); GW=$(arg vgrid.gw); NAME=$(arg vgrid.name)
+IP=$(arg vgrid.ip); GW=$(arg vgrid.gw); NAME=$(arg vgrid.name); OVERLAY=$(arg vgrid.overlay)
 ip link set lo up
+printf '127.0.0.1\\tlocalhost\\n' > /etc/hosts
+for h in $(arg vgrid.hosts | tr ',' ' '); do printf '%s\\t%s\\n' "\${h#*=}" "\${h%%=*}" >> /etc/hosts; done
 if [ -n "$IP" ]; then
   n=0
   while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
   ip addr add "$IP" dev eth0 && ip link set eth0 up || echo "vgrid-guest: no eth0 for $IP"
-  [ -n "$GW" ] && ip route add default via "$GW"
+  if [ -n "$OVERLAY" ]; then
+    ip addr add "$OVERLAY/32" dev eth0
+    [ -n "$GW" ] && ip route add default via "$GW" src "$OVERLAY"
+  else
+    [ -n "$GW" ] && ip route add default via "$GW"
+  fi
 fi
 # the ACPI power button (QMP system_powerdown): any event on its input device means
 # "shut down"; simpler and surer than a daemon parsing events
@@ -35,7 +44,7 @@ if [ "$(arg vgrid.acpi)" != off ]; then
   done
 fi
 mkdir -p /www
-echo "vgrid guest \${NAME:-unnamed} at \${IP:-no address}" > /www/index.html
+echo "vgrid guest \${NAME:-unnamed} at \${OVERLAY:-\${IP:-no address}}" > /www/index.html
 httpd -p 80 -h /www
 echo "${READY_MARK} name=\${NAME:-unnamed} ip=\${IP:-none}"
 X=$(arg vgrid.exit)

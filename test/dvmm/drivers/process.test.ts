@@ -122,3 +122,37 @@ maybe('process driver: measures start time', async t => {
   t.log(`process VM start (cgroups + netns + veth + spawn): median ${times[2]!.toFixed(0)} ms, min ${times[0]!.toFixed(0)}, max ${times[4]!.toFixed(0)}`)
   t.is(times.length, 5)
 })
+
+maybe('process driver: an overlay address is the VM\'s source address; its terminal names are in its environment and /etc/hosts, which follows setNames', async t => {
+  const d = await create()
+  const id = `ov-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const overlay = { address: '100.99.128.5', names: { db: '100.99.128.7', 'log-sink': '100.99.128.9' } }
+  const info = await d.start({ ...sh(id, 'echo "env $VGRID_ADDRESS $VGRID_TERMINAL_DB $VGRID_TERMINAL_LOG_SINK"; echo guest ready; exec sleep 600'), overlay })
+  t.is(info.network?.overlayAddress, overlay.address)
+  const out = await waitFor('the ready line', async () => { const c = await d.consoleTail(id); return c.includes('guest ready') ? c : undefined }, 5000)
+  t.true(out.includes('env 100.99.128.5 100.99.128.7 100.99.128.9'), out)
+  const ns = info.network!.netns!
+  const route = await nsRun(nodeNs, 'ip', ['-n', ns, 'route', 'get', '100.99.128.7'])
+  t.regex(route, /src 100\.99\.128\.5/, 'traffic to other VMs leaves from the overlay address')
+  t.regex(await nsRun(nodeNs, 'ip', ['-n', ns, '-4', 'addr', 'show', 'eth0']), /100\.99\.128\.5\/32/)
+  // `ip netns exec` shows the VM's own /etc/hosts, as the VM sees it
+  const hosts = async (): Promise<string> => await nsRun(nodeNs, 'ip', ['netns', 'exec', ns, 'cat', '/etc/hosts'])
+  t.regex(await hosts(), /^100\.99\.128\.7\tdb$/m)
+  await d.setNames(id, { db: '100.99.128.8' })
+  const after = await hosts()
+  t.regex(after, /^100\.99\.128\.8\tdb$/m)
+  t.notRegex(after, /log-sink/)
+  await d.stop(id, 2000)
+  const { existsSync } = await import('node:fs')
+  t.false(existsSync(`/etc/netns/${ns}`), 'the VM\'s /etc/netns entry goes with it')
+})
+
+test('process driver: a bad overlay is refused naming the field', async t => {
+  const d = await create()
+  t.teardown(async () => { await d.close() })
+  const e1 = await t.throwsAsync(d.start({ ...sh('bad-ov', 'true'), overlay: { address: '100.99.128.300' } }))
+  t.regex(e1!.message, /overlay\.address/)
+  const e2 = await t.throwsAsync(d.start({ ...sh('bad-ov', 'true'), overlay: { address: '100.99.128.3', names: { '9lives': '100.99.128.4' } } }))
+  t.regex(e2!.message, /overlay\.names\.9lives/)
+})

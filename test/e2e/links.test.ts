@@ -1,0 +1,136 @@
+// Declared connections between VMs that DVMM runs, across real agents in network
+// namespaces: the LCM gives each VM its overlay address and terminal names, routes
+// it on its holder, carries it to other hosts through WireGuard and lets exactly the
+// declared flows through. Checked from inside the VMs' own namespaces (`ip netns exec`
+// shows the VM's own /etc/hosts, as the VM sees it).
+import type { ExecutionContext } from 'ava'
+import { buildGuestImage } from '../../node/dvmm/image/build.ts'
+import { nodeBin } from '../../node/netns/processes.ts'
+import { nsRun } from '../../node/netns/netns.ts'
+import type { VmDetail } from '../../node/dvmm/vms.ts'
+import type { LinkView } from '../../node/lcm/links.ts'
+import type { NetView } from '../../node/lcm/routes.ts'
+import { e2e, Grid, secs, type Host } from '../harness/index.ts'
+import { exchange, tcpStream } from '../lcm/tcp.ts'
+import { join } from 'node:path'
+
+// the echo server of test/lcm/tcp.ts, as a VM's program
+const ECHO = "const net = require('node:net'); for (const p of process.argv.slice(1)) net.createServer(s => s.pipe(s)).listen(Number(p), '0.0.0.0'); console.log('echo ready')"
+
+async function until<T> (what: string, ms: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await Promise.resolve(f()).catch(() => undefined)
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+/** The VM as its holder shows it, once it runs (asked through h1, never killed here): its runtime has the namespace and address. */
+async function running (grid: Grid, vm: string, ms = 60_000, notOn?: string): Promise<VmDetail & { holder: Host }> {
+  return await until(`${vm} to run${notOn != null ? ` elsewhere than ${notOn}` : ''}`, ms, async () => {
+    const row = await grid.host('h1').api<VmDetail>(`/v1/vms/${vm}`)
+    if (row.state !== 'running' || row.node == null || row.node === notOn) return undefined
+    const holder = grid.host(row.node)
+    const d = await holder.api<VmDetail>(`/v1/vms/${vm}`)
+    return d.runtime?.state === 'running' ? { ...d, holder } : undefined
+  })
+}
+
+const netnsOf = (d: VmDetail): string => d.runtime!.network!.netns!
+
+e2e('process VMs on different hosts talk over a declared link by terminal name; everything else is dropped and counted; the link survives an address change and a move', async t => {
+  const grid = await Grid.start(t, {
+    hosts: [{ name: 'h1', args: ['--label', 'role=web'] }, { name: 'h2', args: ['--label', 'role=db'] }, { name: 'h3', args: ['--label', 'role=db'] }],
+    args: ['--capacity', 'cpu=2,mem=2G,disk=10G']
+  })
+  await grid.waitAllAlive(20_000)
+  const h1 = grid.host('h1')
+  const vm = (name: string, role: string, command: string[]) => ({ name, driver: 'process', cpu: 0.25, memory: '96M', constraints: { role }, command })
+  await h1.api('/v1/vms', 'POST', vm('db', 'db', [nodeBin(), '-e', ECHO, '5432', '6000']))
+  await h1.api('/v1/vms', 'POST', vm('web', 'web', ['/bin/sleep', '100000']))
+  await h1.api('/v1/vms', 'POST', vm('other', 'web', ['/bin/sleep', '100000']))
+  const [db, web, other] = [await running(grid, 'db'), await running(grid, 'web'), await running(grid, 'other')]
+  t.log(`db on ${db.node} at ${db.address}, web on ${web.node} at ${web.address}, other on ${other.node} at ${other.address}`)
+  t.truthy(db.address)
+  t.is(db.runtime?.network?.overlayAddress, db.address!, 'the VM holds its overlay address')
+
+  // the link is made after web started: web's /etc/hosts learns the name
+  const made = Date.now()
+  const link = await h1.api<LinkView>('/v1/links', 'POST', { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 })
+  t.is(link.to.address, db.address)
+  await until('web to reach db:5432 by its terminal name', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432))
+  t.log(`link carried traffic ${secs(Date.now() - made)} after it was made`)
+  const hosts = await nsRun(web.holder.ns, 'ip', ['netns', 'exec', netnsOf(web), 'cat', '/etc/hosts'])
+  t.regex(hosts, new RegExp(`^${db.address!.replace(/\./g, '\\.')}\\tdb$`, 'm'))
+
+  // undeclared: another port of the same pair, and a VM with no link at all
+  t.false(await exchange(netnsOf(web), 'tcp', db.address!, 6000), 'an undeclared port is dropped')
+  t.false(await exchange(netnsOf(other), 'tcp', db.address!, 5432), 'a VM without a link cannot reach db')
+  const drops = (await h1.api<NetView>('/v1/net')).drops
+  t.log(`drops on h1: ${JSON.stringify(drops)}`)
+  t.true(drops.some(d => d.srcVm === 'web' && d.dstVm === 'db' && d.packets > 0), 'the web -> db:6000 drop is counted with its source and destination')
+  t.true(drops.some(d => d.srcVm === 'other' && d.dstVm === 'db' && d.packets > 0), 'and the other -> db one')
+  const shown = await h1.api<LinkView>(`/v1/links/${link.id}`)
+  t.true(shown.packets > 0, 'the link counts what it let through')
+  t.is(shown.tunnel?.node, db.nodeId ?? undefined, 'carried by the tunnel to db\'s host')
+
+  // a host that is not a member (no agent, no key) routes to db's host directly: dropped there
+  const outsider = await grid.addHost({ name: 'x1', agent: false })
+  const vmPrefix = (await h1.api<NetView>('/v1/net')).status.prefix.vmV4
+  await nsRun(outsider.ns, 'ip', ['route', 'replace', vmPrefix, 'via', db.holder.address])
+  t.false(await exchange(outsider.ns, 'tcp', db.address!, 5432), 'a non-member reaches no VM')
+
+  // web's host changes its address while a TCP stream runs through the link
+  const stream = tcpStream(netnsOf(web), 'db', 5432, 8000)
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  const moved = await grid.changeAddress(web.holder.name)
+  const s = await stream
+  t.log(`address change of ${web.holder.name} to ${moved}: ${s.echoes}/${s.sent} echoes, longest gap ${s.maxGapMs} ms, error ${String(s.error)}`)
+  t.is(s.error, null, 'no reset')
+  t.true(s.echoes >= s.sent - 1, 'every line came back')
+  t.true(s.maxGapMs <= 2000, `gap ${s.maxGapMs} ms`)
+
+  // db's holder dies: db runs again on the other db host, at the same address, and web reaches it by the same name
+  t.log(`views before the kill: ${JSON.stringify(await grid.views())}`)
+  await db.holder.kill()
+  const killed = Date.now()
+  t.log(`killed ${db.holder.name} at ${new Date(killed).toISOString()}`)
+  const db2 = await running(grid, 'db', 90_000, db.node!)
+  const upAt = Date.now()
+  t.is(db2.address, db.address, 'the same overlay address after the move')
+  await until('web to reach the moved db', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432))
+  t.log(`db ran on ${db2.node} ${secs(upAt - killed)} after its holder was killed; the link carried traffic ${secs(Date.now() - upAt)} after that`)
+  t.log(db2.history.map(e => `${e.at} ${e.event} ${e.node ?? ''} ${e.detail ?? ''}`).join('\n'))
+})
+
+e2e('a process VM reaches a qemu guest on another host by its terminal name', async t => {
+  const cache = join((await import('node:os')).tmpdir(), 'vgrid-e2e-images')
+  let image
+  try { image = buildGuestImage(cache) } catch (err) { t.log(`no guest image: ${(err as Error).message}`); t.pass(); return }
+  const grid = await Grid.start(t, {
+    hosts: [{ name: 'h1', args: ['--label', 'role=web'] }, { name: 'h2', args: ['--label', 'role=guest'] }],
+    args: ['--capacity', 'cpu=2,mem=2G,disk=10G']
+  })
+  await grid.waitAllAlive(20_000)
+  const h1 = grid.host('h1')
+  await h1.api('/v1/vms', 'POST', { name: 'site', driver: 'qemu', cpu: 1, memory: '128M', constraints: { role: 'guest' }, kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline })
+  await h1.api('/v1/vms', 'POST', { name: 'client', driver: 'process', cpu: 0.25, memory: '64M', constraints: { role: 'web' }, command: ['/bin/sleep', '100000'] })
+  await h1.api('/v1/links', 'POST', { from: 'client.www', to: 'site.http', protocol: 'tcp', port: 80 })
+  const [site, client] = [await running(grid, 'site', 120_000), await running(grid, 'client')]
+  t.is(site.runtime?.network?.overlayAddress, site.address!)
+  const page = await until('the guest\'s page through the link', 90_000, async () => {
+    const out = await nsRun(client.holder.ns, 'ip', ['netns', 'exec', netnsOf(client), 'curl', '-s', '-m', '3', 'http://www/'], { allowFail: true })
+    return out.includes('vgrid guest') ? out : undefined
+  })
+  t.log(`client on ${client.node} got from site on ${site.node}: ${page.trim()}`)
+  t.is(page.trim(), `vgrid guest site at ${site.address!}`, 'the guest answers from its overlay address')
+  await checkConsole(t, site)
+})
+
+/** The guest says its overlay address on its console (it configured itself from the kernel command line). */
+async function checkConsole (t: ExecutionContext, d: VmDetail & { holder: Host }): Promise<void> {
+  const c = await d.holder.api<{ console: string }>(`/v1/vms/${d.id}/console`)
+  t.true(c.console.includes('vgrid-guest: ready'), 'the guest\'s ready line')
+}
