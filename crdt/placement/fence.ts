@@ -44,10 +44,39 @@ export function fenced (f: FenceInput): FenceDecision {
   }
 }
 
+/**
+ * Since when this node has seen a majority of the roll without a break: the time by
+ * which enough of the members it sees alive now (itself included) had all become
+ * alive. -Infinity when it needs no one else, Infinity when it has no majority.
+ * `aliveSince` answers for the roll members alive now (undefined: not alive).
+ *
+ * A node cut off from the majority, on healing, sees members come back one by one:
+ * its majority is back while a holder on the other side is still dead in its table,
+ * silent for long (because this node was the one cut off) but never fenced. Counting
+ * a takeover from this time as well keeps it from taking over a live node's VMs.
+ */
+export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (node: string) => number | undefined): number {
+  const ids = new Set(roll)
+  ids.add(me)
+  // others this node needs besides itself for a strict majority
+  const need = Math.floor(ids.size / 2)
+  if (need === 0) return -Infinity
+  const since: number[] = []
+  for (const id of ids) {
+    if (id === me) continue
+    const s = aliveSince(id)
+    if (s !== undefined) since.push(s)
+  }
+  if (since.length < need) return Infinity
+  return since.sort((a, b) => a - b)[need - 1]!
+}
+
 export interface TakeoverInput {
   holderAlive: boolean
   /** local time the holder was last heard of (advert or heartbeat); this agent's start if never */
   holderLastHeard: number
+  /** since when this node has seen a majority without a break (`majoritySince`); absent: always */
+  majoritySince?: number
   now: number
   fenceTimeoutMs: number
   marginMs: number
@@ -56,6 +85,13 @@ export interface TakeoverInput {
 /** whether a lease of a dead holder may be taken over now, and if not how long to wait */
 export function takeover (t: TakeoverInput): { allowed: boolean, waitMs: number, reason: string } {
   if (t.holderAlive) return { allowed: false, waitMs: Infinity, reason: 'holder is alive' }
+  // silence only counts while this node had a majority: before, it may have been the one cut off
+  const since = t.majoritySince ?? -Infinity
+  if (since === Infinity) return { allowed: false, waitMs: Infinity, reason: 'this node sees no majority' }
+  if (since > t.holderLastHeard) {
+    const wait = since + t.fenceTimeoutMs + t.marginMs - t.now
+    if (wait > 0) return { allowed: false, waitMs: wait, reason: `this node has seen a majority only for ${t.now - since} ms; takeover after fence timeout + margin (${t.fenceTimeoutMs + t.marginMs} ms) of it` }
+  }
   const at = t.holderLastHeard + t.fenceTimeoutMs + t.marginMs
   const wait = at - t.now
   if (wait > 0) return { allowed: false, waitMs: wait, reason: `holder silent for ${t.now - t.holderLastHeard} ms; takeover after fence timeout + margin (${t.fenceTimeoutMs + t.marginMs} ms)` }

@@ -13,6 +13,11 @@ export interface NodeView {
   name: string
   /** alive in this agent's membership table (suspect, dead, left or unknown: false) */
   alive: boolean
+  /**
+   * local time since which it has been alive without a break (absent: since ever);
+   * says since when this agent's majority holds (fence.ts, `majoritySince`)
+   */
+  aliveSince?: number
   /** marked draining in the member roll */
   draining: boolean
   capacity: Capacity

@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionOf, usageOf, reservedBy, canReserve, settle, takeover, type Capacity, type FenceDecision, type NodeView, type Strategy
+  positionOf, usageOf, reservedBy, canReserve, settle, takeover, majoritySince, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
@@ -67,6 +67,11 @@ export function decide (i: DecideInput): Decisions {
     return d
   }
   const meNode = i.nodes.find(n => n.id === i.me)
+  // since when this node has seen a majority: a node that just got it back (a healed
+  // partition, a restart) holds a stale document and stale liveness for a while
+  const byId = new Map(i.nodes.map(n => [n.id, n]))
+  const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
+  const staleUntil = since + i.cfg.fenceTimeoutMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number }>()
   // VMs this node runs that it must not
   for (const vm of i.runs) {
@@ -93,13 +98,18 @@ export function decide (i: DecideInput): Decisions {
     if (w.status === 'failed' || w.status === 'stopped') continue // left so, with the reason, until started again
     if (w.holder === i.me) {
       if (i.runs.has(id) || i.busy.has(id) || meNode?.draining === true) continue
+      // a lease of this node from before its majority came back (it was fenced, or it
+      // restarted): the others may have taken it over meanwhile, which this node learns
+      // only as the document catches up; it waits as long as a takeover would
+      const claimed = i.claimedAt.get(id)
+      if ((claimed == null || claimed < since) && i.now < staleUntil) { wake(staleUntil - i.now); continue }
       const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
       if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)
       else if (s.state === 'waiting') wake(s.ms)
       continue
     }
     if (i.holderAlive(w.holder)) continue
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), now: i.now, fenceTimeoutMs: i.cfg.fenceTimeoutMs, marginMs: i.cfg.takeoverMarginMs })
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: i.cfg.fenceTimeoutMs, marginMs: i.cfg.takeoverMarginMs })
     if (t.allowed) unplaced.set(id, { from: w.holder, epoch: w.epoch + 1 })
     else wake(t.waitMs)
   }

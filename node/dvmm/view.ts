@@ -51,10 +51,13 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
   return [...ids].sort().map(id => {
     const m = members.get(id)
     const e = doc.roll.get(id)
+    const alive = id === me || m?.state === 'alive'
     return {
       id,
       name: m?.advert.name ?? e?.name ?? id,
-      alive: id === me || m?.state === 'alive',
+      alive,
+      // this node itself counts as alive since ever (its own fence is not judged by this)
+      ...(alive ? { aliveSince: id === me ? -Infinity : m!.since } : {}),
       draining: e?.draining === true,
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
       labels: { ...m?.advert.labels, ...labelsOf(id) }

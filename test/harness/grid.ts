@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ExecutionContext } from 'ava'
 import { Topology, type NetHost } from '../../node/netns/topology.ts'
-import { ApiBridge, NsAgent } from '../../node/netns/processes.ts'
-import { deleteNamespace, findStale, isAlive, nsRun, type RunOptions } from '../../node/netns/netns.ts'
+import { spawn } from 'node:child_process'
+import { ApiBridge, NsAgent, VGRID } from '../../node/netns/processes.ts'
+import { deleteNamespace, findStale, isAlive, nsenterPath, nsRun, type RunOptions } from '../../node/netns/netns.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
@@ -67,6 +68,27 @@ export class Host {
   /** Runs a command inside this host's namespace. */
   async exec (cmd: string, args: string[], opts?: RunOptions): Promise<string> {
     return await nsRun(this.ns, cmd, args, opts)
+  }
+
+  /**
+   * Runs `vgrid ARGS` inside this host's namespace against its agent's API (VGRID_API
+   * set, so no default socket of this machine is used); resolves the exit code and
+   * output, whatever the code (`vgrid ha` exits 1 when HA is not ok).
+   */
+  async vgrid (args: string[], timeoutMs = 30_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
+    return await new Promise((resolve, reject) => {
+      const p = spawn(nsenterPath(), [`--net=/run/netns/${this.ns}`, '--', VGRID, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, VGRID_API: `127.0.0.1:${this.bridge.port}` }
+      })
+      let stdout = ''
+      let stderr = ''
+      const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
+      p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+      p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+      p.on('error', err => { clearTimeout(timer); reject(err) })
+      p.on('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+    })
   }
 
   async api<T> (path: string, method = 'GET', body?: unknown): Promise<T> {

@@ -1,0 +1,93 @@
+// Invariant 3 across a real network partition: 5 hosts in network namespaces run 6
+// `process` VMs; the network splits them 2 + 3 (firewall rules). The 2-side cannot see
+// a majority of the member roll: after the fence timeout it kills its VMs itself.
+// The 3-side takes those leases over (epoch + 1) only after fence timeout + margin
+// from when it last heard the holders, and starts the VMs after the 2-side's runs
+// ended. After healing, every VM runs exactly once, where every host says it runs.
+// Every run's start and end comes from the VM processes (their own records, and
+// their pids watched from outside), and no two runs of one VM overlap.
+import { join } from 'node:path'
+import { e2e, Grid, secs } from '../harness/index.ts'
+import { describeRuns, overlaps, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
+import type { VmRow } from '../../node/dvmm/index.ts'
+
+const VMS = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6']
+/** the agent's fence timeout (node/agent.ts) */
+const FENCE_MS = 5000
+
+const rowsOf = async (h: { api: <T>(p: string) => Promise<T> }): Promise<VmRow[]> => (await h.api<{ vms: VmRow[] }>('/v1/vms')).vms
+
+e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only afterwards; healed, each VM runs once', async t => {
+  const grid = await Grid.start(t, { hosts: 5, args: ['--capacity', 'cpu=2,mem=2G,disk=10G', '--no-overlay'] })
+  await grid.waitAllAlive(40_000)
+  const log = new RunLog(join(grid.dir, 'runs.log')).watch()
+  t.teardown(() => { log.stop() })
+  const h1 = grid.host('h1')
+  for (const name of VMS) await h1.api('/v1/vms', 'POST', { name, driver: 'process', cpu: 0.25, memory: '32M', command: recordingCommand(log.file) })
+  await until('every VM to run once', 60_000, async () =>
+    (await rowsOf(h1)).every(r => r.state === 'running') && VMS.every(v => log.live(v).length === 1) ? true : undefined)
+  const before = new Map((await rowsOf(h1)).map(r => [r.name, r.node!]))
+
+  // the 2-side: the two hosts holding the most VMs (spread placement leaves some on the 3-side too)
+  const load = (h: string): number => [...before.values()].filter(n => n === h).length
+  const names = grid.list.map(h => h.name).sort((a, b) => load(b) - load(a) || (a < b ? -1 : 1))
+  const sideA = names.slice(0, 2)
+  const sideB = names.slice(2)
+  const onA = VMS.filter(v => sideA.includes(before.get(v)!))
+  const onB = VMS.filter(v => sideB.includes(before.get(v)!))
+  t.log(`placed: ${VMS.map(v => `${v}@${before.get(v)}`).join(' ')}; cutting ${sideA.join('+')} from ${sideB.join('+')}`)
+  t.true(onA.length > 0 && onB.length > 0, 'VMs on both sides')
+  const firstRun = new Map(VMS.map(v => [v, log.live(v)[0]!]))
+
+  const cutAt = Date.now()
+  for (const a of sideA) await grid.cut(a, { from: sideB })
+  const b0 = grid.host(sideB[0]!)
+  const moved = await until('the 2-side VMs to run on the 3-side with epoch 2', 90_000, async () => {
+    const rows = await rowsOf(b0)
+    const ok = onA.every(v => {
+      const r = rows.find(x => x.name === v)
+      return r?.state === 'running' && r.epoch === 2 && sideB.includes(r.node!) && log.live(v).some(x => sideB.includes(x.host))
+    })
+    return ok ? rows : undefined
+  })
+  log.poll()
+  t.log(`after the cut:\n${describeRuns(log.runs, cutAt)}`)
+  for (const v of onA) {
+    const old = firstRun.get(v)!
+    const next = log.of(v).find(x => x !== old)!
+    t.not(old.endedAt, undefined, `${v}: the 2-side killed its run`)
+    t.is(old.how, 'gone', `${v}: killed (fenced), not stopped`)
+    t.true(old.endedAt! < next.startedAt, `${v}: the 3-side started it (${secs(next.startedAt - cutAt)}) only after the 2-side's run ended (${secs(old.endedAt! - cutAt)})`)
+    t.true(next.startedAt - cutAt >= FENCE_MS, `${v}: not before the fence timeout`)
+    t.is(moved.find(r => r.name === v)!.node, next.host)
+  }
+  for (const v of onB) t.is(firstRun.get(v)!.endedAt, undefined, `${v} on the 3-side ran on untouched`)
+  // the 2-side says why: it is fenced, and it killed what it ran
+  for (const a of sideA) {
+    const h = grid.host(a)
+    t.is(await h.metric('vgrid_dvmm_fenced'), 1, `${a} is fenced`)
+    t.is(await h.metric('vgrid_dvmm_kills_total', { why: 'fenced' }), load(a), `${a} killed its ${load(a)} VM(s) as fenced`)
+  }
+
+  const healedAt = Date.now()
+  for (const a of sideA) await grid.heal(a)
+  await grid.waitAllAlive(40_000)
+  // every host agrees where each VM runs
+  await until('every host to agree on every lease', 30_000, async () => {
+    const views = await Promise.all(grid.list.map(async h => JSON.stringify((await rowsOf(h)).map(r => [r.name, r.node, r.epoch, r.state]))))
+    return new Set(views).size === 1 && JSON.parse(views[0]!).every((r: unknown[]) => r[3] === 'running') ? true : undefined
+  })
+  // long enough for any stale decision of a rejoined host to have acted
+  await new Promise(resolve => setTimeout(resolve, 4000))
+  log.poll()
+  t.log(`healed ${secs(Date.now() - healedAt)} ago; every run since the start:\n${describeRuns(log.runs, cutAt)}`)
+  const after = await rowsOf(grid.host(sideA[0]!))
+  for (const v of VMS) {
+    const live = log.live(v)
+    t.is(live.length, 1, `${v} runs exactly once after healing`)
+    t.is(live[0]?.host ?? null, after.find(r => r.name === v)!.node, `${v} runs where its lease says`)
+  }
+  t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
+  t.is(log.runs.length, VMS.length + onA.length, 'one run per VM, plus one per moved VM')
+  for (const a of sideA) t.is(await grid.host(a).metric('vgrid_dvmm_fenced'), 0, `${a} is no longer fenced`)
+})
