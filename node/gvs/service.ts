@@ -59,6 +59,9 @@ export interface GvsInit extends GvsTuning {
   env?: boolean
 }
 
+/** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
+const INVENTORY_TTL_MS = 5000
+
 /** a repair this node runs now */
 interface Running { view: RepairProgressView, background: boolean, stop: () => void, done: Promise<RepairReport> }
 
@@ -87,6 +90,8 @@ export class GvsService {
   private dueAt = Infinity
   private reconciling: Promise<void> | null = null
   private again = false
+  /** the live nodes placement last used (sorted ids), to tell a real change from a relabelling */
+  private liveKey = ''
   private started = false
   /** volumes this node has seen in the document: only these are freed when they go */
   private readonly seen = new Set<string>()
@@ -116,6 +121,7 @@ export class GvsService {
     await this.status.start()
     await this.nbd.start()
     this.started = true
+    this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
     this.wake(Math.min(this.init.reconcileMs ?? 30_000, this.repairDelay()))
     await this.scrub.start()
@@ -139,6 +145,10 @@ export class GvsService {
 
   /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
   private readonly onTransition = (): void => {
+    // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
+    const key = [...this.liveIds()].sort().join(',')
+    if (key === this.liveKey) return
+    this.liveKey = key
     for (const r of this.running.values()) if (r.background) r.stop()
     if (this.reconciling != null) this.again = true
     this.wake(this.repairDelay())
@@ -332,7 +342,9 @@ export class GvsService {
 
   /** this node's own view of a volume's state (taking an inventory when it has none) */
   async localHealth (v: Volume): Promise<VolumeHealthView> {
-    if (!this.inventories.has(v.id)) await this.inventory(v).catch(() => {})
+    // thin volumes gain objects as they are written: an inventory is good for a few seconds
+    const inv0 = this.inventories.get(v.id)
+    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.running.has(v.id))) await this.inventory(v).catch(() => {})
     const inv = this.inventories.get(v.id)
     const live = this.liveIds()
     return {
