@@ -1,0 +1,129 @@
+// The pure parts of a volume's state, the repair coordinator, the scrub schedule, the
+// GVS environment settings, the status protocol's parsing and the CLI's plain
+// progress lines.
+import test from 'ava'
+import { Writable } from 'node:stream'
+import { coordinatorOf, nextScrubAt, volumeHealth, type HealthInput, type LayerCopies } from '../../node/gvs/health.ts'
+import { tuningFromEnv } from '../../node/gvs/config.ts'
+import { parseStatusAnswer, parseStatusRequest } from '../../node/gvs/status-protocol.ts'
+import { progress, qemuImgPercent } from '../../node/gvs/progress.ts'
+
+const copies = (objects: Record<number, string[]>): LayerCopies[] => [{ layer: 'v', objects: new Map(Object.entries(objects).map(([k, v]) => [Number(k), v])) }]
+const base = (over: Partial<HealthInput>): HealthInput => ({
+  replicas: 2, minReplicas: 2, live: new Set(['a', 'b', 'c']), copies: copies({ 0: ['a', 'b'], 1: ['b', 'c'], 2: ['a', 'c'] }), repair: null, lastRepair: null, ...over
+})
+
+test('every object with R live copies: healthy, no reasons', t => {
+  t.deepEqual(volumeHealth(base({})), { state: 'healthy', reasons: [], repair: null, lastRepair: null })
+})
+
+test('a holder dies: degraded, naming how many objects and the node', t => {
+  const h = volumeHealth(base({ live: new Set(['a', 'c']) }))
+  t.is(h.state, 'degraded')
+  t.deepEqual(h.reasons, ['2 objects have fewer than 2 live copies (copies on b, not live)'])
+})
+
+test('both holders of an object gone: it has no live copy', t => {
+  const h = volumeHealth(base({ live: new Set(['c']) }))
+  t.is(h.state, 'degraded')
+  t.regex(h.reasons.join('\n'), /only 1 live node can hold replicas of R=2: writes fail \(they need at least 2\)/)
+  t.regex(h.reasons.join('\n'), /1 object has no live copy \(copies on a, b, not live\): unreadable/)
+  t.regex(h.reasons.join('\n'), /2 objects have fewer than 2 live copies/)
+})
+
+test('writes below R through minReplicas: degraded, saying how many copies writes keep', t => {
+  const h = volumeHealth(base({ minReplicas: 1, live: new Set(['a']), copies: copies({ 0: ['a'] }) }))
+  t.is(h.state, 'degraded')
+  t.regex(h.reasons[0]!, /only 1 live node .* writes are kept once \(minReplicas 1\)/)
+  // the nodes return: what was written meanwhile is unknown until the next inventory
+  const back = volumeHealth(base({ minReplicas: 1, live: new Set(['a', 'b']), copies: copies({ 0: ['a'] }), liveAtInventory: new Set(['a']) }))
+  t.is(back.state, 'degraded')
+  t.regex(back.reasons.join('\n'), /written while only 1 node was live; b returned, repair pending/)
+})
+
+test('a repair under way turns degraded into repairing, unless too few nodes are live to finish it', t => {
+  const repair = { node: 'a', startedAt: 1, done: 1, total: 2, bytes: 4, failed: 0 }
+  t.is(volumeHealth(base({ live: new Set(['a', 'c']), repair })).state, 'repairing')
+  t.is(volumeHealth(base({ live: new Set(['a']), repair })).state, 'degraded')
+  // moving copies to a node that joined shows as repairing too; a finished one does not
+  t.is(volumeHealth(base({ repair })).state, 'repairing')
+  t.is(volumeHealth(base({ repair: { ...repair, done: 2 } })).state, 'healthy')
+})
+
+test('no inventory yet, or a last repair that failed copies: degraded, saying so', t => {
+  t.deepEqual(volumeHealth(base({ copies: null })).reasons, ['no inventory of its copies yet'])
+  const h = volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0 } }))
+  t.is(h.state, 'degraded')
+  t.deepEqual(h.reasons, ['the last repair could not make 2 copies (retried on the next pass)'])
+})
+
+test('the repair coordinator: one of the live nodes, the same from any order, moving only when it leaves', t => {
+  const nodes = ['n1', 'n2', 'n3', 'n4', 'n5']
+  const counts = new Map<string, number>()
+  let moved = 0
+  for (let i = 0; i < 500; i++) {
+    const c = coordinatorOf(`vol-${i}`, nodes)!
+    t.is(coordinatorOf(`vol-${i}`, [...nodes].reverse()), c)
+    counts.set(c, (counts.get(c) ?? 0) + 1)
+    const without = coordinatorOf(`vol-${i}`, nodes.filter(n => n !== 'n3'))
+    if (c !== 'n3') t.is(without, c)
+    else moved++
+  }
+  t.is(moved, counts.get('n3') ?? 0)
+  for (const n of nodes) t.true((counts.get(n) ?? 0) > 60, `${n} coordinates its share (${counts.get(n) ?? 0} of 500)`)
+  t.is(coordinatorOf('v', []), null)
+})
+
+test('scrub schedule: every interval at a per-node phase, spread over the interval, never right after the last', t => {
+  const H = 3600_000
+  const day = 24 * H
+  const now = 1_000 * day
+  const phases = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map(n => nextScrubAt(n, day, now, null) - now)
+  for (const p of phases) t.true(p > 0 && p <= day)
+  t.true(new Set(phases.map(p => Math.floor(p / H))).size >= 5, 'nodes start at different hours')
+  const next = nextScrubAt('a', day, now, null)
+  t.is(nextScrubAt('a', day, next + 1, null), next + day, 'the next one a day later')
+  t.is(nextScrubAt('a', day, next - 1, next - 2 * H), next + day, 'a scrub 2 h ago: not again now')
+  t.is(nextScrubAt('a', day, next - 1, next - 20 * H), next, 'one 20 h ago: on time')
+})
+
+test('GVS settings from the environment, and clear errors for bad ones', t => {
+  t.deepEqual(tuningFromEnv({}), {})
+  t.deepEqual(tuningFromEnv({ VGRID_GVS_REPAIR_RATE: '8M', VGRID_GVS_REPAIR_DELAY: '1500ms', VGRID_GVS_SCRUB_INTERVAL: '24h', VGRID_GVS_SCRUB_RATE: '20M/s' }),
+    { repairBytesPerSecond: 8 * 2 ** 20, repairDelayMs: 1500, scrubIntervalMs: 24 * 3600_000, scrubBytesPerSecond: 20 * 2 ** 20 })
+  t.is(tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: '0' }).scrubIntervalMs, 0)
+  t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_RATE: 'fast' }), { message: /VGRID_GVS_REPAIR_RATE: "fast" is not a size/ })
+  t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_RATE: '0' }), { message: /VGRID_GVS_REPAIR_RATE must be greater than zero/ })
+  t.throws(() => tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: 'daily' }), { message: /VGRID_GVS_SCRUB_INTERVAL="daily" is not a duration/ })
+})
+
+test('status protocol: requests are checked, answers keep only well-formed entries', t => {
+  t.deepEqual(parseStatusRequest({ volumes: ['a', 'b'] }), ['a', 'b'])
+  t.throws(() => parseStatusRequest({ volumes: 'a' }), { message: /\{"volumes": \[ids\]\}/ })
+  t.throws(() => parseStatusRequest(null))
+  t.throws(() => parseStatusRequest({ volumes: [''] }))
+  t.throws(() => parseStatusAnswer([]), { message: /JSON object/ })
+  const a = parseStatusAnswer({
+    ok: { writers: 1, health: { state: 'healthy', reasons: [], repair: null, lastRepair: null } },
+    oddHealth: { writers: 0, health: { state: 'fine' } },
+    bad: { writers: 'x' }
+  })
+  t.deepEqual(Object.keys(a).sort(), ['oddHealth', 'ok'])
+  t.is(a.oddHealth!.health, undefined)
+  t.is(a.ok!.health!.state, 'healthy')
+})
+
+test('progress without a terminal: one plain line per 10 % step; qemu-img percentages read', t => {
+  let text = ''
+  const out = new Writable({ write (chunk, _enc, cb) { text += String(chunk); cb() } })
+  const p = progress('repair /v', { tty: false, out, format: (v, total) => `${v}/${total} copies` })
+  for (let i = 0; i <= 40; i++) p.update(i, 40)
+  p.stop('done')
+  const lines = text.trim().split('\n')
+  t.is(lines.length, 12)
+  t.is(lines[0], 'repair /v: 0% (0/40 copies)')
+  t.is(lines[10], 'repair /v: 100% (40/40 copies)')
+  t.is(lines[11], 'done')
+  t.is(qemuImgPercent('    (0.00/100%)\r    (45.50/100%)\r'), 45.5)
+  t.is(qemuImgPercent('no progress here'), null)
+})
