@@ -61,6 +61,8 @@ export interface GvsInit extends GvsTuning {
 
 /** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
 const INVENTORY_TTL_MS = 5000
+/** how long the API waits for an inventory before it answers with the last one */
+const INVENTORY_WAIT_MS = 3000
 
 /** a repair this node runs now */
 interface Running { view: RepairProgressView, background: boolean, stop: () => void, done: Promise<RepairReport> }
@@ -344,13 +346,18 @@ export class GvsService {
   async localHealth (v: Volume): Promise<VolumeHealthView> {
     // thin volumes gain objects as they are written: an inventory is good for a few seconds
     const inv0 = this.inventories.get(v.id)
-    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.running.has(v.id))) await this.inventory(v).catch(() => {})
+    let slow = false
+    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.running.has(v.id))) {
+      // a node that hangs (not dead yet) must not hang the API: the inventory goes on in the background
+      const timer = new Promise<'slow'>(resolve => { setTimeout(() => { resolve('slow') }, INVENTORY_WAIT_MS).unref?.() })
+      slow = await Promise.race([this.inventory(v).catch(() => {}), timer]) === 'slow'
+    }
     const inv = this.inventories.get(v.id)
     const live = this.liveIds()
-    return {
-      ...volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null }),
-      coordinator: coordinatorOf(v.id, live) ?? undefined
-    }
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null })
+    if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
+    if (slow && h.state === 'healthy') h.state = 'degraded'
+    return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
   }
 
   /** what this node answers another's status request */
@@ -375,11 +382,13 @@ export class GvsService {
     const out = new Map<string, VolumeHealthView>()
     const live = this.liveIds()
     const byCoord = new Map<string, Volume[]>()
+    const mine: Volume[] = []
     for (const v of vs) {
       const c = coordinatorOf(v.id, live)
-      if (c == null || c === this.replicas.self) out.set(v.id, await this.localHealth(v))
+      if (c == null || c === this.replicas.self) mine.push(v)
       else byCoord.set(c, [...(byCoord.get(c) ?? []), v])
     }
+    await Promise.all(mine.map(async v => { out.set(v.id, await this.localHealth(v)) }))
     await Promise.all([...byCoord].map(async ([coord, list]) => {
       let answer: StatusAnswer = {}
       let why: string | null = null
