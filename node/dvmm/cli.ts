@@ -13,7 +13,7 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm show VM [--json]
        vgrid vm start|stop|rm VM [--json]
        vgrid vm console VM`
-const NODE_USAGE = 'vgrid node drain|undrain|forget NODE [--json] [--api HOST:PORT]'
+const NODE_USAGE = 'vgrid node drain NODE [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node undrain|forget NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
@@ -147,17 +147,71 @@ async function consoleOf (argv: string[]): Promise<void> {
 export async function node (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   if (sub !== 'drain' && sub !== 'undrain' && sub !== 'forget') throw new CliError(`unknown subcommand "node ${String(sub)}"\nusage: ${NODE_USAGE}`, 2)
-  const { values: v, positionals } = parse(rest, { ...API_OPTION, ...JSON_OPTION }, NODE_USAGE, 1)
+  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, NODE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
+  if (v.wait === true && sub !== 'drain') throw new CliError('--wait is for drain', 2)
+  const timeoutS = v.timeout == null ? 300 : Number(v.timeout)
+  if (!(timeoutS > 0)) throw new CliError(`--timeout "${String(v.timeout)}" is not a number of seconds above 0`, 2)
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
     const r = await api.request<{ name: string }>('DELETE', `${path}/roll`)
     return v.json === true ? json(r) : out(`${r.name}: forgotten (off the member roll)`)
   }
-  const r = await api.request<{ name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`)
+  const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`)
+  if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)
   if (v.json === true) return json(r)
   out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}` : ''}`)
+}
+
+/** where each VM of a drain stands: still on the node, or where it went */
+export interface DrainProgress {
+  /** VMs whose lease the node still holds */
+  on: string[]
+  /** VMs that were on it, by where they are now: "running on NODE", "pending (REASON)", ... */
+  moved: Record<string, string>
+  /** nothing is on the node and no VM that left it is on its way (stopping, starting) */
+  done: boolean
+}
+
+/** Pure: the drain's progress from the VM list, for the VMs that were on `node` (by id) when it began. */
+export function drainProgress (node: string, vms: readonly VmRow[], initial: readonly string[]): DrainProgress {
+  const on = vms.filter(x => x.nodeId === node).map(x => x.name).sort()
+  const moved: Record<string, string> = {}
+  let settled = true
+  for (const id of initial) {
+    const x = vms.find(r => r.id === id)
+    if (x == null) { moved[id] = 'removed'; continue }
+    if (x.nodeId === node) continue
+    // on its way: stopping, being claimed, starting; a VM that fits nowhere is pending for good
+    if (x.state === 'starting' || x.state === 'stopping' || (x.state === 'pending' && x.reason?.startsWith('no node fits') !== true)) settled = false
+    moved[x.name] = x.node != null ? `${x.state} on ${x.node}` : `${x.state}${x.reason != null ? ` (${x.reason})` : ''}`
+  }
+  return { on, moved, done: on.length === 0 && settled }
+}
+
+/** Follows a drain until nothing is left on the node, printing each change. */
+async function drainWait (api: ApiClient, r: { node: string, name: string, vms: string[] }, timeoutMs: number, asJson: boolean): Promise<void> {
+  const end = Date.now() + timeoutMs
+  const said = new Map<string, string>()
+  if (!asJson) out(`${r.name}: draining; ${r.vms.length} VM(s) on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}`)
+  for (;;) {
+    const { vms } = await api.get<{ vms: VmRow[] }>('/v1/vms')
+    const p = drainProgress(r.node, vms, r.vms)
+    if (!asJson) {
+      for (const [vm, where] of Object.entries(p.moved)) {
+        if (said.get(vm) === where) continue
+        said.set(vm, where)
+        out(`  ${vm}: ${where} (${p.on.length} left on ${r.name})`)
+      }
+    }
+    if (p.done) {
+      if (asJson) return json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved })
+      return out(`${r.name}: drained; ${Object.keys(p.moved).length} VM(s) moved off it`)
+    }
+    if (Date.now() > end) throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}`)
+    await new Promise(resolve => setTimeout(resolve, 500))
+  }
 }
 
 export async function ha (argv: string[]): Promise<void> {

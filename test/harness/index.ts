@@ -11,8 +11,10 @@
 // ava runs test files in parallel processes, and two grids of agents competing for
 // two cores would make failure detection (seconds of silence) flaky.
 import test, { type ExecutionContext } from 'ava'
-import { mkdirSync, openSync, closeSync, writeSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, openSync, closeSync, writeSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { checkSupport, isAlive } from '../../node/netns/netns.ts'
+import { ROOT } from '../../node/paths.ts'
 
 export { Grid, Host, KIND, onInterrupt, offInterrupt, type Cleanup, type GridOptions, type HostSpec } from './grid.ts'
 
@@ -21,8 +23,15 @@ export const support = checkSupport({ nft: true })
 
 let toldSkip = false
 
-/** Registers a serial e2e test, or a skipped one saying why it cannot run here. */
-export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>): void {
+/**
+ * Registers a serial e2e test, or a skipped one saying why it cannot run here;
+ * `opts.skip` is a reason of the test's own (a precondition this machine lacks).
+ */
+export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>, opts: { skip?: string } = {}): void {
+  if (opts.skip != null) {
+    test.skip(`${title} (skipped: ${opts.skip})`, () => {})
+    return
+  }
   if (!support.ok) {
     if (!toldSkip) {
       toldSkip = true
@@ -41,6 +50,33 @@ export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>):
     const waitedS = (start - waited) / 1000
     t.log(`took ${((Date.now() - start) / 1000).toFixed(1)} s` + (waitedS > 0.5 ? ` (after ${waitedS.toFixed(1)} s waiting for another e2e test)` : ''))
   })
+}
+
+/**
+ * Whether `bin/vgrid` runs the build in dist/ (as it does while dist/.built is newer
+ * than every source, see bin/vgrid) rather than the TypeScript sources. From the
+ * sources an agent takes several times as long to start (on a busy 2-core machine
+ * 6-11 s instead of about 2 s), which some tests cannot allow for.
+ */
+export function agentsRunBuild (): { ok: boolean, reason?: string } {
+  let built: number
+  try {
+    built = statSync(join(ROOT, 'dist/.built')).mtimeMs
+  } catch {
+    return { ok: false, reason: 'agents run from the sources: there is no build in dist/ (npm run build)' }
+  }
+  const newer = (dir: string): string | undefined => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name)
+      if (e.isDirectory()) { const n = newer(p); if (n != null) return n } else if (e.name.endsWith('.ts') && statSync(p).mtimeMs > built) return p
+    }
+    return undefined
+  }
+  for (const d of ['node', 'protocol', 'crdt']) {
+    const n = newer(join(ROOT, d))
+    if (n != null) return { ok: false, reason: `agents run from the sources: ${n.slice(ROOT.length + 1)} is newer than the build in dist/ (npm run build)` }
+  }
+  return { ok: true }
 }
 
 const LOCK_DIR = '/run/vgrid-harness'

@@ -1,0 +1,146 @@
+// An agent restarted while its VMs run, through real agents in network namespaces:
+// - killed (SIGKILL) and started again at once, before its watchdog fires and long
+//   before anyone may take its leases over, it finds its VMs through the driver and
+//   adopts them: each VM process keeps its PID and start time, no run is added, the
+//   leases keep their holder and epoch, and the watchdog never fired. That needs an
+//   agent that is back within the watchdog's 3 s: from the build in dist/ it took
+//   about 2 s here, from the TypeScript sources 6-11 s (its watchdog had long fired),
+//   so this case runs only where bin/vgrid runs the build;
+// - a VM whose lease moved while the agent was down (its watchdog was gone too, so
+//   the VM outlived it) is killed when the agent comes back, not adopted; the run on
+//   the new holder is left alone.
+import { readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
+import { describeRuns, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
+import type { VmDetail, VmRow } from '../../node/dvmm/index.ts'
+
+// DVMM alone: agents without the overlay (LCM has its own tests), which also start faster
+const CAPACITY = ['--capacity', 'cpu=2,mem=2G,disk=10G', '--no-overlay']
+const build = agentsRunBuild()
+/** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin */
+const TAKEOVER_MS = 5000 + 1500
+
+const startTicks = (pid: number): number | undefined => {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[19])
+  } catch {
+    return undefined
+  }
+}
+
+const dataDir = (h: Host): string => join(h.dir, 'data')
+const firedCount = (h: Host): number => {
+  try {
+    return readFileSync(join(dataDir(h), 'dvmm/watchdog/fired.jsonl'), 'utf8').split('\n').filter(l => l !== '').length
+  } catch {
+    return 0
+  }
+}
+
+/** Creates `names` through h1's API and waits until each runs; the hosts that hold them. */
+async function createVms (grid: Grid, log: RunLog, names: string[]): Promise<Map<string, string>> {
+  const h1 = grid.host('h1')
+  for (const name of names) {
+    await h1.api('/v1/vms', 'POST', { name, driver: 'process', cpu: 0.25, memory: '32M', command: recordingCommand(log.file) })
+  }
+  await until('every VM to run', 60_000, async () => {
+    const rows = (await h1.api<{ vms: VmRow[] }>('/v1/vms')).vms
+    return rows.every(r => r.state === 'running') && names.every(n => log.live(n).length === 1) ? true : undefined
+  })
+  const rows = (await h1.api<{ vms: VmRow[] }>('/v1/vms')).vms
+  return new Map(rows.map(r => [r.name, r.node!]))
+}
+
+e2e('an agent killed and restarted at once adopts the VMs it ran: same PIDs and start times, no new run, same leases', async t => {
+  const grid = await Grid.start(t, { hosts: 3, args: CAPACITY })
+  await grid.waitAllAlive(30_000)
+  const log = new RunLog(join(grid.dir, 'runs.log')).watch()
+  t.teardown(() => { log.stop() })
+  // spread placement puts some of 4 VMs on one host: that host is restarted
+  const holders = await createVms(grid, log, ['a1', 'a2', 'a3', 'a4'])
+  const counts = new Map<string, number>()
+  for (const h of holders.values()) counts.set(h, (counts.get(h) ?? 0) + 1)
+  const victim = grid.host([...counts].sort((a, b) => b[1] - a[1])[0]![0])
+  const mine = [...holders].filter(([, h]) => h === victim.name).map(([vm]) => vm).sort()
+  const before = new Map(mine.map(vm => { const r = log.live(vm)[0]!; return [vm, { pid: r.pid, ticks: startTicks(r.pid) }] }))
+  const leasesBefore = new Map(await Promise.all(mine.map(async vm => [vm, (await victim.api<VmDetail>(`/v1/vms/${vm}`)).lease] as const)))
+  t.log(`${victim.name} runs ${mine.join(', ')}; killing its agent and starting it again`)
+
+  // kill it right after it fed its watchdog: the restart gets the whole watchdog timeout
+  const feed = join(dataDir(victim), 'dvmm/watchdog/feed.json')
+  const fedAt = statSync(feed).mtimeMs
+  for (let i = 0; i < 1000 && statSync(feed).mtimeMs === fedAt; i++) await new Promise(resolve => setTimeout(resolve, 5))
+  const killedAt = Date.now()
+  await victim.kill()
+  await victim.start()
+  const upAt = Date.now()
+  // the restarted agent has found its VMs and hears the grid again
+  await grid.waitAllAlive(30_000)
+  t.log(`${victim.name}'s agent answered again ${secs(upAt - killedAt)} after the SIGKILL`)
+  // past the time anyone could have taken a lease over, and any fence would have struck
+  await new Promise(resolve => setTimeout(resolve, Math.max(0, killedAt + TAKEOVER_MS + 3000 - Date.now())))
+  log.poll()
+
+  t.is(firedCount(victim), 0, 'the watchdog did not fire: the new agent fed it in time')
+  for (const vm of mine) {
+    const live = log.live(vm)
+    t.is(live.length, 1, `${vm} runs once`)
+    t.is(live[0]?.pid, before.get(vm)!.pid, `${vm} keeps its PID`)
+    t.is(startTicks(live[0]!.pid), before.get(vm)!.ticks, `${vm} keeps its start time`)
+    t.is(log.of(vm).length, 1, `${vm} was never started again`)
+    const now = await grid.host('h1').api<VmDetail>(`/v1/vms/${vm}`)
+    t.is(now.node, victim.name)
+    t.is(now.epoch, leasesBefore.get(vm)!.epoch)
+    t.is(now.state, 'running')
+  }
+  t.is(log.runs.length, 4, `no run was added anywhere:\n${describeRuns(log.runs, killedAt)}`)
+  t.true(log.runs.every(r => r.endedAt == null))
+  // the restarted agent knows them as its own: it stops one when asked
+  await victim.api(`/v1/vms/${mine[0]!}/stop`, 'POST')
+  await until(`${mine[0]!} to stop`, 30_000, () => { log.poll(); return log.live(mine[0]!).length === 0 ? true : undefined })
+  t.is(log.of(mine[0]!)[0]!.how, 'term', 'stopped gracefully by the adopting agent')
+}, { skip: build.ok ? undefined : `adopting needs an agent back within its watchdog's 3 s; ${build.reason}` })
+
+e2e('a VM whose lease moved while its agent was down is killed when the agent restarts, not adopted', async t => {
+  const grid = await Grid.start(t, { hosts: 3, args: CAPACITY })
+  await grid.waitAllAlive(30_000)
+  const log = new RunLog(join(grid.dir, 'runs.log')).watch()
+  t.teardown(() => { log.stop() })
+  const holders = await createVms(grid, log, ['m1'])
+  const victim = grid.host(holders.get('m1')!)
+  const other = grid.list.find(h => h !== victim)!
+  const first = log.live('m1')[0]!
+
+  // the server runs on but its agent and its watchdog are gone (a watchdog that died
+  // or was never fed back): nothing on it kills the VM, so it outlives the lease
+  const wd = JSON.parse(readFileSync(join(dataDir(victim), 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number }
+  const killedAt = Date.now()
+  await victim.kill()
+  process.kill(wd.pid, 'SIGKILL')
+  const moved = await until('m1 to run on another host (epoch 2)', 60_000, async () => {
+    const r = await other.api<VmRow>('/v1/vms/m1')
+    return r.epoch === 2 && r.state === 'running' && log.live('m1').some(x => x.host !== victim.name) ? r : undefined
+  })
+  const second = log.live('m1').find(x => x.host !== victim.name)!
+  t.log(`m1 moved from ${victim.name} to ${moved.node} ${secs(second.startedAt - killedAt)} after the SIGKILL; the old run (pid ${first.pid}) still runs`)
+  t.not(moved.node, victim.name)
+  t.is(first.endedAt, undefined, 'without agent and watchdog the old run lives on (what the restart must clean up)')
+
+  const restartAt = Date.now()
+  await victim.start()
+  await until('the restarted agent to kill the VM whose lease moved', 30_000, () => { log.poll(); return first.endedAt })
+  t.log(`the restarted agent killed the old run ${secs(first.endedAt! - restartAt)} after it was started`)
+  await grid.waitAllAlive(30_000)
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  log.poll()
+  t.is(first.how, 'gone')
+  t.is(second.endedAt, undefined, 'the run on the new holder is left alone')
+  t.is(log.runs.length, 2, `no third run:\n${describeRuns(log.runs, killedAt)}`)
+  const row = await victim.api<VmDetail>('/v1/vms/m1')
+  t.is(row.node, moved.node)
+  t.is(row.epoch, 2)
+  t.true(row.history.some(e => e.event === 'killed' && e.node === victim.name && /lease is/.test(e.detail ?? '')),
+    `the restarted agent says why it killed it: ${JSON.stringify(row.history)}`)
+})

@@ -1,0 +1,24 @@
+// `vgrid node drain --wait`'s progress (node/dvmm/cli.ts, drainProgress), pure: what
+// is still on the node, where each VM that was on it went, and when the drain is done
+// (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
+import test from 'ava'
+import { drainProgress } from '../../node/dvmm/cli.ts'
+import type { VmRow } from '../../node/dvmm/index.ts'
+
+const row = (name: string, nodeId: string | null, state: VmRow['state'], reason: string | null = null): VmRow =>
+  ({ id: name, name, app: null, desired: 'running', state, node: nodeId == null ? null : `name-${nodeId}`, nodeId, epoch: nodeId == null ? null : 1, cpu: 1, memoryBytes: 1, driver: 'process', reason })
+
+test('drain progress: on the node, on its way, moved, stranded', t => {
+  const initial = ['a', 'b']
+  let p = drainProgress('n1', [row('a', 'n1', 'stopping'), row('b', 'n1', 'running'), row('c', 'n2', 'running')], initial)
+  t.deepEqual(p, { on: ['a', 'b'], moved: {}, done: false })
+  p = drainProgress('n1', [row('a', null, 'pending', 'waiting for a claim to settle'), row('b', 'n1', 'running')], initial)
+  t.deepEqual(p.moved, { a: 'pending (waiting for a claim to settle)' })
+  t.false(p.done)
+  p = drainProgress('n1', [row('a', 'n2', 'starting'), row('b', 'n3', 'running')], initial)
+  t.deepEqual(p, { on: [], moved: { a: 'starting on name-n2', b: 'running on name-n3' }, done: false }, 'a is still starting')
+  p = drainProgress('n1', [row('a', 'n2', 'running'), row('b', null, 'pending', 'no node fits (2 lack cpu); e.g. n2: ...')], initial)
+  t.true(p.done, 'a VM that fits nowhere ends the wait, pending with its reason')
+  t.is(p.moved.b, 'pending (no node fits (2 lack cpu); e.g. n2: ...)')
+  t.deepEqual(drainProgress('n1', [row('b', 'n2', 'running')], initial).moved, { a: 'removed', b: 'running on name-n2' })
+})
