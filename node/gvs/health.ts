@@ -52,6 +52,8 @@ export interface HealthInput {
   liveAtInventory?: ReadonlySet<string>
   repair: RepairProgressView | null
   lastRepair: LastRepairView | null
+  /** how a node is named in reasons (its name from membership); default its id */
+  nameOf?: (node: string) => string
 }
 
 export interface VolumeHealthView {
@@ -73,6 +75,7 @@ const list = (xs: Iterable<string>, max = 3): string => {
 export function volumeHealth (h: HealthInput): VolumeHealthView {
   const reasons: string[] = []
   const { replicas: R } = h
+  const name = h.nameOf ?? ((n: string) => n)
   const liveCount = h.live.size
   const tooFewNodes = liveCount < R
   if (tooFewNodes) {
@@ -94,14 +97,14 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
         for (const n of nodes) if (!h.live.has(n)) gone.add(n)
       }
     }
-    const where = gone.size > 0 ? ` (copies on ${list(gone)}, not live)` : ''
+    const where = gone.size > 0 ? ` (copies on ${list([...gone].map(name))}, not live)` : ''
     if (lost > 0) reasons.push(`${plural(lost, 'object')} ha${lost === 1 ? 's' : 've'} no live copy${where}: unreadable until such a node returns`)
     if (short > 0) reasons.push(`${plural(short, 'object')} ha${short === 1 ? 's' : 've'} fewer than ${R} live copies${lost > 0 ? '' : where}`)
     // objects written while fewer than R nodes were live have fewer copies than the
     // inventory can show once nodes return: unknown until the next inventory
     const back = [...h.live].filter(n => !(h.liveAtInventory?.has(n) ?? true))
     if (h.liveAtInventory != null && h.liveAtInventory.size < R && back.length > 0) {
-      reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back)} returned, repair pending`)
+      reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back.map(name))} returned, repair pending`)
     }
   }
   if (h.repair == null && h.lastRepair != null && h.lastRepair.failed > 0) {

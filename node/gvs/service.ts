@@ -354,7 +354,9 @@ export class GvsService {
     }
     const inv = this.inventories.get(v.id)
     const live = this.liveIds()
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null })
+    const members = this.components.membership.members
+    const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, nameOf })
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
@@ -392,7 +394,7 @@ export class GvsService {
     await Promise.all([...byCoord].map(async ([coord, list]) => {
       let answer: StatusAnswer = {}
       let why: string | null = null
-      try { answer = await this.status.ask(coord, list.map(v => v.id)) } catch (err) { why = (err as Error).message }
+      try { answer = await this.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message }
       for (const v of list) {
         let h = answer[v.id]?.health
         if (h == null) {

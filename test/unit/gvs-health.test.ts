@@ -21,6 +21,7 @@ test('a holder dies: degraded, naming how many objects and the node', t => {
   const h = volumeHealth(base({ live: new Set(['a', 'c']) }))
   t.is(h.state, 'degraded')
   t.deepEqual(h.reasons, ['2 objects have fewer than 2 live copies (copies on b, not live)'])
+  t.deepEqual(volumeHealth(base({ live: new Set(['a', 'c']), nameOf: n => `node-${n}` })).reasons, ['2 objects have fewer than 2 live copies (copies on node-b, not live)'])
 })
 
 test('both holders of an object gone: it has no live copy', t => {
