@@ -100,7 +100,16 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   })
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
-  const runtime = want('dvmm') ? new NodeRuntime({ ...c, log: core.log.child('dvmm') }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS }) : undefined
+  const runtime = want('dvmm')
+    ? new NodeRuntime({
+      ...c,
+      log: core.log.child('dvmm'),
+      onProbe: p => {
+        core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers }))
+        core.advert.changed()
+      }
+    }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS })
+    : undefined
   const dvmm: DvmmService | undefined = runtime == null
     ? undefined
     : new DvmmService({

@@ -59,6 +59,12 @@ export const AdvertSchema = Type.Object({
     publicKey: Type.String({ maxLength: 64 }),
     endpoint: Type.String({ maxLength: 128 })
   }, open)]),
+  /** how this node runs VMs: which cgroup hierarchy holds their limits, which accelerator QEMU gets, which drivers work */
+  vmHost: Type.Optional(Type.Object({
+    cgroup: Type.Union([Type.Literal('v1'), Type.Literal('v2'), Type.Literal('none')]),
+    accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg'), Type.Null()]),
+    drivers: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 })
+  }, open)),
   /** heads of the cluster document, so peers that are not directly connected can pull */
   stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
   /** base64 Ed25519 signature over the JSON of every other field (unknown ones too), in the order sent */
@@ -68,6 +74,7 @@ export const AdvertSchema = Type.Object({
 export type Advert = Static<typeof AdvertSchema>
 export type UnsignedAdvert = Omit<Advert, 'sig'>
 export type Resources = Static<typeof ResourcesSchema>
+export type VmHostAdvert = NonNullable<Advert['vmHost']>
 
 const check = TypeCompiler.Compile(AdvertSchema)
 

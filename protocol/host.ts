@@ -1,6 +1,8 @@
 // libp2p host assembly: the one place that knows which transports, encrypters,
 // muxers and services a vgrid node runs.
+import { networkInterfaces } from 'node:os'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { tcp } from '@libp2p/tcp'
 import { memory } from '@libp2p/memory'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -43,6 +45,33 @@ export interface HostOptions {
 
 export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
 
+/**
+ * Interfaces vgrid itself makes: the WireGuard interface ("vg" + 13 base32 of the
+ * node id) and VM links (veth "vgp" / tap "vgt" + 8 hex). Their addresses are never
+ * announced: agents dialling each other through their own overlay would tie
+ * membership to the tunnels membership sets up, and every node's VM links use the
+ * same small range (10.254.0.0/20), which names no one node.
+ */
+export const OWN_INTERFACE = /^vg([a-z2-7]{13}|[pt][0-9a-f]{8})$/
+
+function ownInterfaceAddrs (): Set<string> {
+  const out = new Set<string>()
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    if (OWN_INTERFACE.test(name)) for (const a of list ?? []) out.add(a.address)
+  }
+  return out
+}
+
+/** Listen addresses minus those on vgrid's own interfaces (see OWN_INTERFACE). */
+export function announceable (addrs: Multiaddr[]): Multiaddr[] {
+  const own = ownInterfaceAddrs()
+  if (own.size === 0) return addrs
+  return addrs.filter(a => {
+    const host = a.toString().split('/')[2]
+    return host === undefined || !own.has(host)
+  })
+}
+
 export async function createHost (opts: HostOptions): Promise<VgridHost> {
   // the dependency patches go in before any connection exists; a patch whose library
   // internals changed fails the start here, naming what is missing (protocol/patches/)
@@ -55,7 +84,7 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
   return createLibp2p<VgridServices>({
     start: opts.start ?? true,
     privateKey: opts.privateKey,
-    addresses: { listen: opts.listen },
+    addresses: { listen: opts.listen, announceFilter: announceable },
     transports: [opts.transport === 'memory' ? memory() : tcp()],
     connectionProtector: checkedPreSharedKey(opts.clusterKey.psk, opts.keyCheck),
     connectionEncrypters: [noise()],

@@ -39,6 +39,8 @@ export interface NodeView {
   version: string
   labels: Record<string, string>
   wireguard: { publicKey: string, endpoint: string } | null
+  /** how it runs VMs (cgroup version, QEMU accelerator, working drivers); null until it has probed, or an agent without VMs */
+  vmHost: { cgroup: 'v1' | 'v2' | 'none', accel: 'kvm' | 'tcg' | null, drivers: string[] } | null
   incarnation: number
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */

@@ -6,12 +6,15 @@
 import type { Logger } from '../log.ts'
 import type { Clock, Service } from '../service.ts'
 import { createDriver, type VmDriver } from './drivers/index.ts'
+import { probeHost, type HostProbe } from './host/probe.ts'
 import { Watchdog } from './watchdog/index.ts'
 
 export interface NodeRuntimeComponents {
   log: Logger
   clock: Clock
   config: { dataDir: string }
+  /** what the host probe found (cgroup version, accelerator), for the advert */
+  onProbe?: (p: HostProbe) => void
 }
 
 export interface NodeRuntimeInit {
@@ -24,8 +27,11 @@ export class NodeRuntime implements Service {
   readonly drivers: { process: VmDriver, qemu: VmDriver }
   private readonly watchdog: Watchdog
   private armed?: Promise<void>
+  private readonly c: NodeRuntimeComponents
+  probe?: HostProbe
 
   constructor (c: NodeRuntimeComponents, init: NodeRuntimeInit) {
+    this.c = c
     const dc = { log: c.log, clock: c.clock }
     const di = { dataDir: c.config.dataDir }
     this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs })
@@ -35,7 +41,14 @@ export class NodeRuntime implements Service {
     }
   }
 
-  async start (): Promise<void> {}
+  /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */
+  async start (): Promise<void> {
+    void probeHost({ dataDir: this.c.config.dataDir, now: this.c.clock.now() }).then(p => {
+      this.probe = p
+      this.c.log.info('VM host probed', { cgroup: p.cgroup.version, accel: p.qemu.accel ?? 'none', drivers: p.drivers.join(',') || 'none' })
+      this.c.onProbe?.(p)
+    }, (err: Error) => { this.c.log.warn('host probe failed', { err: err.message }) })
+  }
 
   /** A graceful stop disarms (the VM manager stopped its VMs first); a crash-like stop leaves it armed. */
   async stop (opts: { graceful: boolean }): Promise<void> {

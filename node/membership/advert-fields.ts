@@ -1,18 +1,19 @@
 // The parts of this node's advert that other services own: the state service its
 // document heads, the VM manager its reserved resources, the connection manager its
-// WireGuard key and endpoint. Each provides a getter; `changed()` asks for a new
-// advert at once (otherwise the next refresh carries it).
+// WireGuard key and endpoint, the node runtime how it runs VMs. Each provides a
+// getter; `changed()` asks for a new advert at once (otherwise the next refresh carries it).
 import { EventEmitter } from 'node:events'
-import type { Resources } from '../../protocol/advert.ts'
+import type { Resources, VmHostAdvert } from '../../protocol/advert.ts'
 import { ZERO } from '../resources.ts'
 
 export interface ProvidedFields {
   reserved: Resources
   wireguard: { publicKey: string, endpoint: string } | null
   stateHeads: string[]
+  vmHost: VmHostAdvert | null
 }
 
-const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [] }
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null }
 
 export class AdvertFields extends EventEmitter<{ changed: [] }> {
   private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}

@@ -11,7 +11,7 @@ import { MembershipService, type MembershipTiming } from '../../protocol/members
 import type { MembershipConfig } from '../../protocol/membership.ts'
 import { countStates } from '../../protocol/membership.ts'
 import type { AdvertBody } from '../../protocol/own-advert.ts'
-import type { Resources } from '../../protocol/advert.ts'
+import type { Resources, VmHostAdvert } from '../../protocol/advert.ts'
 import { Dialer } from '../../protocol/dialer.ts'
 import { MAX_CLOCK_OFFSET_MS } from '../../protocol/heartbeat.ts'
 import type { HealthProblem, StatusView } from '../api/types.ts'
@@ -23,7 +23,7 @@ import { loadPeerBook, peerBookEntries, savePeerBook } from '../peer-book.ts'
 import { VERSION } from '../version.ts'
 import type { AdvertFields } from './advert-fields.ts'
 import type { MemberDirectory } from './directory.ts'
-import { advertisedAddrs } from './views.ts'
+import { advertisedAddrs, ipsOf, vanished } from './views.ts'
 import { membershipRoutes } from './routes.ts'
 import { encodeToken, type ClusterKey } from '../../protocol/cluster-key.ts'
 
@@ -168,6 +168,7 @@ export class GridMembership implements Service {
     detector.on('advert', a => {
       metrics.advertsIn.inc()
       this.dialer.noteMember(a.nodeId, a.addrs)
+      this.dropVanished(a.nodeId, a.addrs)
     })
     detector.on('sent', bytes => { metrics.advertsOut.inc(); metrics.bytes.inc({ direction: 'out' }, bytes) })
     detector.on('received', bytes => { metrics.bytes.inc({ direction: 'in' }, bytes) })
@@ -207,6 +208,7 @@ export class GridMembership implements Service {
       version: VERSION,
       labels: c.config.labels,
       wireguard: c.advert.get('wireguard'),
+      ...vmHostField(c.advert.get('vmHost')),
       // lets peers that missed a heads announcement notice they are behind
       stateHeads: c.advert.get('stateHeads').slice(0, 64)
     }
@@ -224,6 +226,28 @@ export class GridMembership implements Service {
     // connections bound to a vanished address are dead, and the far side cannot
     // tell: start afresh, and the new connections carry the new advert at once
     if (gone.length > 0) for (const conn of this.c.host.getConnections()) void conn.close().catch(() => {})
+  }
+
+  private readonly advertIps = new Map<string, Set<string>>()
+
+  /**
+   * A member whose address vanished (it moved networks) closed its connections, but
+   * from an address it no longer has: its FIN never reaches us, and our side stays
+   * open, swallowing gossip for it until a keep-alive ping fails (30 s). Its new
+   * advert says which addresses went: connections to those are closed now.
+   */
+  private dropVanished (id: string, addrs: string[]): void {
+    const now = ipsOf(addrs)
+    const gone = vanished(this.advertIps.get(id), now)
+    this.advertIps.set(id, now)
+    if (gone.size === 0 || id === this.id) return
+    for (const conn of this.c.host.getConnections(peerIdFromString(id))) {
+      const ip = conn.remoteAddr.toString().split('/')[2]
+      if (ip !== undefined && gone.has(ip)) {
+        this.log.info('closing a connection to an address the member no longer has', { node: id, addr: conn.remoteAddr.toString() })
+        void conn.close().catch(() => {})
+      }
+    }
   }
 
   /**
@@ -257,4 +281,9 @@ export class GridMembership implements Service {
     // members that left stay in the book: a whole grid restarted without mDNS finds itself through them
     await savePeerBook(this.c.config.dataDir, peerBookEntries(this.detector.members, this.id))
   }
+}
+
+/** Absent until the node runtime has probed (an advert without it is what older agents send). */
+function vmHostField (h: VmHostAdvert | null): { vmHost?: VmHostAdvert } {
+  return h == null ? {} : { vmHost: h }
 }

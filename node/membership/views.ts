@@ -29,6 +29,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     version: a.version,
     labels: { ...a.labels, ...labels },
     wireguard: a.wireguard,
+    vmHost: a.vmHost ?? null,
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },
@@ -41,4 +42,14 @@ export function advertisedAddrs (addrs: string[]): string[] {
   if (addrs.length <= 32) return addrs
   const routable = addrs.filter(a => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
   return (routable.length > 0 ? routable : addrs).slice(0, 32)
+}
+
+/** The IP addresses of multiaddrs ("/ip4/10.0.0.1/tcp/7400/p2p/..." -> "10.0.0.1"). */
+export function ipsOf (addrs: string[]): Set<string> {
+  return new Set(addrs.flatMap(a => { const p = a.split('/'); return (p[1] === 'ip4' || p[1] === 'ip6') && p[2] != null ? [p[2]] : [] }))
+}
+
+/** Addresses a member advertised before and no longer does (none on its first advert). */
+export function vanished (before: ReadonlySet<string> | undefined, now: ReadonlySet<string>): Set<string> {
+  return new Set([...before ?? []].filter(ip => !now.has(ip)))
 }

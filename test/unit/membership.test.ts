@@ -4,6 +4,7 @@ import {
   type MemberTable, type MembershipConfig
 } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
+import { ipsOf, vanished } from '../../node/membership/views.ts'
 
 const cfg: MembershipConfig = { suspectAfterMs: 1500, deadAfterMs: 2500, silenceAfterMs: 30_000, forgetAfterMs: 60_000 }
 
@@ -160,4 +161,13 @@ test('a heartbeat that brings nothing new records lastSeen at most once per grai
   t.deepEqual(onHeartbeat(table, 'a', v(2), 10, 5000).table.get('a')!.version, v(2))
   // without a grain every beat counts, as before
   t.is(onHeartbeat(table, 'a', v(1), 10).table.get('a')!.lastSeen, 10)
+})
+
+test('vanished: the addresses a member stopped advertising (a server that moved networks)', t => {
+  const before = ipsOf(['/ip4/10.0.0.1/tcp/7400/p2p/X', '/ip4/127.0.0.1/tcp/7400/p2p/X', '/ip6/fd00::1/tcp/7400'])
+  t.deepEqual([...before].sort(), ['10.0.0.1', '127.0.0.1', 'fd00::1'])
+  const after = ipsOf(['/ip4/10.0.0.9/tcp/7400/p2p/X', '/ip4/127.0.0.1/tcp/7400/p2p/X', '/ip6/fd00::1/tcp/7400'])
+  t.deepEqual([...vanished(before, after)], ['10.0.0.1'])
+  t.is(vanished(undefined, after).size, 0, 'a first advert takes nothing away')
+  t.is(vanished(after, after).size, 0)
 })

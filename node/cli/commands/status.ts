@@ -34,9 +34,11 @@ export async function nodes (argv: string[]): Promise<void> {
     return
   }
   const addr = (n: NodeView): string => (n.addrs.find(a => !a.startsWith('/ip4/127.')) ?? n.addrs[0] ?? '-').replace(/\/p2p\/.*$/, '')
+  // e.g. "tcg,cgroup-v1": how this node runs VMs
+  const vmHost = (n: NodeView): string => n.vmHost == null ? '-' : [n.vmHost.accel ?? 'no-qemu', `cgroup-${n.vmHost.cgroup}`].join(',')
   const labels = (n: NodeView): string => Object.entries(n.labels).map(([k, val]) => `${k}=${val}`).join(',') || '-'
   process.stdout.write(table(
-    ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'ADDRESS', 'ID', 'LABELS'],
+    ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],
     res.nodes.map(n => [
       n.name + (n.self ? '*' : ''),
       n.state,
@@ -44,6 +46,7 @@ export async function nodes (argv: string[]): Promise<void> {
       `${bytes(n.free.memoryBytes)}/${bytes(n.capacity.memoryBytes)}`,
       `${bytes(n.free.diskBytes)}/${bytes(n.capacity.diskBytes)}`,
       num(n.load[0] ?? 0),
+      vmHost(n),
       addr(n),
       shortId(n.id),
       labels(n)
