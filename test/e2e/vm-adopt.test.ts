@@ -115,7 +115,8 @@ e2e('a VM whose lease moved while its agent was down is killed when the agent re
 
   // the server runs on but its agent and its watchdog are gone (a watchdog that died
   // or was never fed back): nothing on it kills the VM, so it outlives the lease
-  const wd = JSON.parse(readFileSync(join(dataDir(victim), 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number }
+  const wd = JSON.parse(readFileSync(join(dataDir(victim), 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number, startTicks: number }
+  t.is(startTicks(wd.pid), wd.startTicks, 'the supervisor the agent recorded runs')
   const killedAt = Date.now()
   await victim.kill()
   process.kill(wd.pid, 'SIGKILL')
