@@ -15,13 +15,12 @@ import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
-import { ReplicatedVolume } from './replicated-volume.ts'
 import { Placement, objectKey } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import { Repairer, mergeReports, type RepairReport } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
-import { LiveVolume } from './live-volume.ts'
+import { VolumeExports } from './exports.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
@@ -76,11 +75,7 @@ export class GvsService {
   readonly status: StatusService
   readonly scrub: ScrubSchedule
   private readonly init: GvsInit
-  /** export devices by volume id (or id@snapshot), rebuilt when the volume's shape, layers or epoch change */
-  private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
-  /** what NBD sessions hold: one per volume, following its current device */
-  private readonly live = new Map<string, LiveVolume>()
-  private readonly writers: Writers
+  private readonly exports: VolumeExports
   /** where each volume's copies were at its last inventory here, and who was live then */
   private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
   private readonly inventorying = new Map<string, Promise<void>>()
@@ -108,7 +103,7 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.writers = new Writers(this.init.writerIdleMs ?? 30_000)
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes() }, new Writers(this.init.writerIdleMs ?? 30_000))
     this.status = new StatusService({ host: components.host, log, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.store.on('damaged', () => { this.metrics?.damaged.inc() })
@@ -227,47 +222,8 @@ export class GvsService {
     return [...new Set([...hs, ...this.liveIds()])]
   }
 
-  /** a volume by export name: its path without the leading "/", or its id */
-  private byName (name: string): Volume | undefined {
-    return this.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
-  }
-
-  /**
-   * The block device of an export name: a volume ("shop/db/data" or its id), or one of
-   * its snapshots, read-only ("shop/db/data@nightly"). Each session of a volume gets its
-   * own handle, so the service knows who writes.
-   */
-  device (name: string): BlockDevice | undefined {
-    const vol = this.byName(name)
-    if (vol == null) {
-      const at = name.lastIndexOf('@')
-      const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
-      const snap = v?.snapshots[name.slice(at + 1)]
-      if (v == null || snap == null) return undefined
-      const layers = snap.layers ?? [v.id]
-      return this.build(`${v.id}@${snap.name}`, v, layers, true)
-    }
-    let lv = this.live.get(name)
-    if (lv == null) {
-      lv = new LiveVolume(() => {
-        const v = this.byName(name)
-        return v == null ? undefined : this.build(v.id, v, layersOf(v), false)
-      }, name)
-      this.live.set(name, lv)
-    }
-    return this.writers.handle(vol.id, lv)
-  }
-
-  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean): ReplicatedVolume {
-    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${v.epoch ?? 1}/${layers.join(',')}`
-    const cached = this.devices.get(cacheKey)
-    if (cached?.key === key) return cached.dev
-    const dev = new ReplicatedVolume({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch: v.epoch ?? 1, readOnly
-    })
-    this.devices.set(cacheKey, { key, dev })
-    return dev
-  }
+  /** the block device NBD serves for an export name (a volume, or VOL@SNAP read-only) */
+  device (name: string): BlockDevice | undefined { return this.exports.device(name) }
 
   private repairer (v: Volume, layer: string): Repairer {
     return new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
@@ -370,7 +326,7 @@ export class GvsService {
     for (const id of ids) {
       const v = all.find(x => x.id === id)
       const mine = v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.running.has(v.id))
-      out[id] = { writers: this.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
+      out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
     }
     return out
   }
