@@ -131,6 +131,7 @@ test('SIGKILL of a replica holder during NBD writes: acknowledged writes read ba
   t.regex((await health()).reasons.join('\n'), /only 1 live node can hold replicas of R=2/)
   await second.start()
   await waitFor(async () => (await health()).state === 'healthy', 60_000, 'the volume healthy again')
+  await waitFor(() => states.at(-1) === 'healthy', 10_000, 'the watcher to see it healthy too')
   watching = false
   await watcher
 
