@@ -24,16 +24,20 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
   const log = new RunLog(join(grid.dir, 'runs.log')).watch()
   t.teardown(() => { log.stop() })
   const h1 = grid.host('h1')
-  for (const name of VMS) await h1.api('/v1/vms', 'POST', { name, driver: 'process', cpu: 0.25, memory: '32M', command: recordingCommand(log.file) })
+  // one anti-affinity group: spread over all 5 hosts, so every split has VMs on both sides
+  for (const name of VMS) await h1.api('/v1/vms', 'POST', { name, driver: 'process', cpu: 0.25, memory: '32M', antiAffinity: 'p', command: recordingCommand(log.file) })
   await until('every VM to run once', 60_000, async () =>
     (await rowsOf(h1)).every(r => r.state === 'running') && VMS.every(v => log.live(v).length === 1) ? true : undefined)
   const before = new Map((await rowsOf(h1)).map(r => [r.name, r.node!]))
 
-  // the 2-side: the two hosts holding the most VMs (spread placement leaves some on the 3-side too)
+  // the 2-side: of all pairs of hosts, one that leaves the most VMs on the smaller side, then on the 2-side
   const load = (h: string): number => [...before.values()].filter(n => n === h).length
-  const names = grid.list.map(h => h.name).sort((a, b) => load(b) - load(a) || (a < b ? -1 : 1))
-  const sideA = names.slice(0, 2)
-  const sideB = names.slice(2)
+  const names = grid.list.map(h => h.name)
+  const pairs = names.flatMap((a, i) => names.slice(i + 1).map(b => [a, b]))
+  const onSide = (side: string[]): number => side.reduce((n, h) => n + load(h), 0)
+  const score = (p: string[]): number => Math.min(onSide(p), VMS.length - onSide(p)) * 10 + onSide(p)
+  const sideA = pairs.sort((x, y) => score(y) - score(x))[0]!
+  const sideB = names.filter(n => !sideA.includes(n))
   const onA = VMS.filter(v => sideA.includes(before.get(v)!))
   const onB = VMS.filter(v => sideB.includes(before.get(v)!))
   t.log(`placed: ${VMS.map(v => `${v}@${before.get(v)}`).join(' ')}; cutting ${sideA.join('+')} from ${sideB.join('+')}`)
