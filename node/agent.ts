@@ -119,7 +119,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       membership: membership.detector,
       drivers: runtime.drivers,
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
-      network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } }
+      network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
+      // read when called: GVS is built below
+      volumes: want('gvs') ? { uriOf: id => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v) } } : undefined
     }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket

@@ -103,7 +103,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
-      const draft = vmDraft(req.body, doc, nodesOf(reader, doc))
+      const vols = reader.list('volumes')
+      const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, {
+        find: ref => vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`),
+        usedBy: id => [...doc.vms.values()].find(vm => vm.spec.volumes.includes(id))?.id
+      })
       await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         w.put('vms', draft)

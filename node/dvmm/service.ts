@@ -47,6 +47,8 @@ export interface DvmmComponents {
   onReserved: (r: Resources) => void
   /** the connection manager, where the grid has an overlay: each VM's address and names, told when local VMs come and go */
   network?: VmNetworkHooks
+  /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
+  volumes?: { uriOf: (volumeId: string) => string | null }
 }
 
 export interface VmNetworkHooks {
@@ -80,12 +82,12 @@ export interface DvmmInit {
 
 const MiB = 2 ** 20
 
-export function driverSpec (vm: Vm, overlay?: VmOverlay | null): DriverVmSpec {
+export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
   const s = vm.spec
   const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
     ? { kind: 'command', command: s.command }
     : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
-  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}) }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
 }
 
 export class DvmmService {
@@ -361,7 +363,8 @@ export class DvmmService {
     try {
       const old = await driver.inspect(id)
       if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
-      const info = await driver.start(driverSpec(vm, this.components.network?.overlayOf(id)))
+      const disks = await this.attachVolumes(vm, doc.leases.get(id)?.winner.epoch ?? 1)
+      const info = await driver.start(driverSpec(vm, this.components.network?.overlayOf(id), disks))
       this.runs.add(id)
       this.noteInterface(info, driver)
       this.metrics.starts.inc({ result: 'ok' })
@@ -401,6 +404,31 @@ export class DvmmService {
       this.expected.delete(vm)
       this.schedule()
     }
+  }
+
+  /**
+   * The VM's volumes as NBD disks served by this node's agent. Before the VM runs,
+   * each volume's writer epoch goes past every earlier writer's (at least the VM's
+   * lease epoch): replicas refuse the writes of a previous holder that still runs.
+   */
+  private async attachVolumes (vm: Vm, leaseEpoch: number): Promise<Array<{ uri: string }>> {
+    const ids = vm.spec.volumes
+    if (ids.length === 0) return []
+    const store = this.components.volumes
+    if (store == null) throw new Error('the volume store does not run on this node')
+    const disks = ids.map(v => {
+      const uri = store.uriOf(v)
+      if (uri == null) throw new Error(`volume ${v} does not exist`)
+      return { uri }
+    })
+    await this.components.state.write(w => {
+      for (const v of ids) {
+        const cur = w.reader.get('volumes', v)?.value
+        if (cur == null) throw new Error(`volume ${v} does not exist`)
+        w.update('volumes', v, { epoch: Math.max((cur.epoch ?? 1) + 1, leaseEpoch) })
+      }
+    }, `dvmm: ${vm.id} takes its volumes`)
+    return disks
   }
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {

@@ -28,6 +28,8 @@ export interface CreateVmBody {
   initrd?: string
   cmdline?: string
   image?: string
+  /** volumes (paths like /shop/db/data, or ids) attached in order as the guest's disks (qemu) */
+  volumes?: string[]
   restart?: 'always' | 'on-failure' | 'never'
   labels?: Record<string, string>
   constraints?: Record<string, string>
@@ -45,11 +47,20 @@ const strMap = (v: unknown, field: string, keys = false): Record<string, string>
   return v as Record<string, string>
 }
 
+/** What a create request may attach: volumes by path or id, and the VMs that use each already. */
+export interface VolumeLookup {
+  find: (ref: string) => { id: string, path: string } | undefined
+  usedBy: (id: string) => string | undefined
+}
+
+const NO_VOLUMES: VolumeLookup = { find: () => undefined, usedBy: () => undefined }
+
 /**
  * Checks a create request against the grid: `nodes` are the known nodes (a VM bigger
- * than every node can never run), `fileExists` checks kernel paths (on this node).
+ * than every node can never run), `fileExists` checks kernel paths (on this node),
+ * `volumes` the volume store's namespace.
  */
-export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = existsSync): Draft<'vms'> {
+export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = existsSync, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
   if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
@@ -83,6 +94,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
     if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist`)
   }
+  const vols = volumeIds(b.volumes, b.driver, volumes)
   if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
   if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
   if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id')
@@ -101,7 +113,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       driver: b.driver,
       cpu: b.cpu,
       memoryBytes,
-      volumes: [],
+      volumes: vols,
       constraints: strMap(b.constraints, 'constraints', true),
       ...opt('command', command),
       ...opt('kernel', kernel),
@@ -164,6 +176,23 @@ export interface VmDetail extends VmRow {
   /** the ranking this agent computed when it claimed the VM, if it did */
   decision: { at: string, ranking: Ranking } | null
   history: Array<Omit<HistoryEvent, 'at'> & { at: string }>
+}
+
+/** A create request's volumes as ids: each exists, once, and is no other VM's disk (one writer per volume). */
+function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup): string[] {
+  if (raw === undefined) return []
+  if (!Array.isArray(raw) || raw.length > 64 || !raw.every(r => typeof r === 'string' && r !== '' && r.length <= 2048)) throw invalid('volumes', 'must be an array of at most 64 volume paths or ids')
+  if (raw.length > 0 && driver !== 'qemu') throw invalid('volumes', 'a process VM cannot attach volumes (it has no block devices); use the qemu driver')
+  const ids: string[] = []
+  raw.forEach((ref: string, i) => {
+    const v = volumes.find(ref)
+    if (v == null) throw invalid(`volumes[${i}]`, `no volume "${ref}"`)
+    if (ids.includes(v.id)) throw invalid(`volumes[${i}]`, `${v.path} is listed twice`)
+    const user = volumes.usedBy(v.id)
+    if (user != null) throw new ConflictError(`volumes[${i}]: ${v.path} is already a disk of VM ${user} (a volume has one writer at a time)`, 'volume_in_use')
+    ids.push(v.id)
+  })
+  return ids
 }
 
 /** the VM's ranking on the current inputs, as if it had to be placed now */

@@ -113,4 +113,13 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ restart: 'sometimes' }, /^restart:/)
   t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /already exists/ })
   t.throws(() => vmDraft('nope', doc, nodes), { message: /^body:/ })
+  // volumes: by path or id, qemu only, each once, and no other VM's disk
+  const vols = { find: (r: string) => ['/shop/db', 'vol-1'].includes(r) ? { id: 'vol-1', path: '/shop/db' } : r === '/shop/logs' ? { id: 'vol-2', path: '/shop/logs' } : undefined, usedBy: (id: string) => id === 'vol-2' ? 'logger' : undefined }
+  const q = { ...ok, driver: 'qemu', command: undefined, kernel: '/k' }
+  t.deepEqual(vmDraft({ ...q, volumes: ['/shop/db'] }, doc, nodes, () => true, vols).spec.volumes, ['vol-1'])
+  t.throws(() => vmDraft({ ...ok, volumes: ['/shop/db'] }, doc, nodes, () => true, vols), { message: /^volumes: a process VM cannot attach volumes/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/none'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: no volume "\/shop\/none"/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
+  t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })
 })

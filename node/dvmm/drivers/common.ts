@@ -18,6 +18,13 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   if (typeof s.memoryMiB !== 'number' || !Number.isInteger(s.memoryMiB) || s.memoryMiB < 1 || s.memoryMiB > 4 * 1024 * 1024) bad('memoryMiB', 'must be a whole number of MiB, at least 1')
   if (s.network !== undefined && typeof s.network !== 'boolean') bad('network', 'must be true or false')
   if (s.overlay !== undefined) validateOverlay(s.overlay, bad)
+  if (s.disks !== undefined) {
+    if (!Array.isArray(s.disks) || s.disks.length > 64) bad('disks', 'must be an array of at most 64 {uri}')
+    ;(s.disks as unknown[]).forEach((d, i) => {
+      const uri = (d as { uri?: unknown } | null)?.uri
+      if (typeof uri !== 'string' || !/^nbd(\+unix)?:\/\//.test(uri) || uri.includes('\0') || uri.length > 4096) bad(`disks[${i}].uri`, 'must be an nbd:// or nbd+unix:// URI')
+    })
+  }
   const b = s.boot as Record<string, unknown> | undefined
   if (b == null || typeof b !== 'object') return bad('boot', 'missing')
   if (!boots.includes(b.kind as DriverBoot['kind'])) bad('boot.kind', `"${String(b.kind)}" is not one this driver runs (${boots.join(', ')})`)

@@ -31,6 +31,7 @@ export class ProcessDriver extends HostDriver {
   }
 
   protected check (spec: DriverVmSpec): void {
+    if ((spec.disks?.length ?? 0) > 0) throw new DriverError('bad-spec', 'disks: a process VM cannot attach volumes (it has no block devices); use the qemu driver', 'disks')
     if (spec.boot.kind !== 'command') return
     const cmd = spec.boot.command[0]!
     const found = cmd.includes('/') ? executable(cmd) : (process.env.PATH ?? '').split(delimiter).some(d => d !== '' && executable(join(d, cmd)))

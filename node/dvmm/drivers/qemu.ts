@@ -101,6 +101,7 @@ export class QemuDriver extends HostDriver {
       '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`]
     if (s.boot.kind === 'kernel') {
       const extra: string[] = [`vgrid.name=${s.id}`]
+      if ((s.disks?.length ?? 0) > 0) extra.push(`vgrid.disks=${s.disks!.length}`)
       if (rec.network !== undefined && !/(^|\s)vgrid\.ip=/.test(s.boot.cmdline ?? '')) {
         extra.push(`vgrid.ip=${rec.network.vmAddress}/${rec.network.prefix}`, `vgrid.gw=${rec.network.hostAddress}`)
         // the overlay address and terminal names: read once, at boot (see VmDriver.setNames)
@@ -115,6 +116,8 @@ export class QemuDriver extends HostDriver {
     } else if (s.boot.kind === 'disk') {
       argv.push('-drive', `file=${s.boot.image},format=${s.boot.format ?? 'raw'},if=virtio`)
     }
+    // volumes over NBD from this node's agent; cache=none: a guest's flush reaches every replica's stable storage
+    for (const d of s.disks ?? []) argv.push('-drive', `file=${d.uri.replace(/,/g, ',,')},format=raw,if=virtio,cache=none`)
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
     rec.detail = { accel: this.accel }
     // the tap lives in the node's namespace, so QEMU runs there

@@ -23,6 +23,8 @@ export interface DriverVmSpec {
   network?: boolean
   /** The VM's overlay address and terminal names (from the connection manager), when the grid has an overlay. */
   overlay?: VmOverlay
+  /** Block devices from the volume store, attached in order (vda, vdb, ...): NBD URIs (qemu only). */
+  disks?: Array<{ uri: string }>
 }
 
 /**

@@ -2,6 +2,8 @@
 // command line configures it: vgrid.ip=ADDR/PREFIX, vgrid.gw=ADDR, vgrid.name=NAME,
 // vgrid.overlay=ADDR (its overlay address: a /32 it sends from), vgrid.hosts=N=A,...
 // (terminal names for /etc/hosts),
+// vgrid.disks=N (wait for N virtio disks), vgrid.stamp=TEXT (write TEXT over the
+// start of its first disk),
 // vgrid.acpi=off (ignore the power button: a guest that does not cooperate), and
 // vgrid.exit=SECONDS (power off by itself after that long, for tests).
 
@@ -18,6 +20,18 @@ for m in $(cat /etc/vgrid/modules); do
   insmod /lib/modules/$m.ko || echo "vgrid-guest: insmod $m failed"
 done
 arg () { for a in $(cat /proc/cmdline); do case "$a" in "$1="*) echo "\${a#*=}";; esac; done; }
+# volumes: what each virtio disk starts with; vgrid.stamp=TEXT writes TEXT over the
+# start of the first one (so a test sees a disk as the guest left it, on another node)
+n=0; want=$(arg vgrid.disks)
+while [ -n "$want" ] && [ "$(ls -d /sys/block/vd* 2>/dev/null | wc -l)" -lt "$want" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done
+for d in /sys/block/vd*; do
+  [ -e "$d" ] || continue
+  echo "vgrid-guest: disk \${d##*/} [$(head -c 64 /dev/\${d##*/} | tr -cd 'A-Za-z0-9._-')]"
+done
+STAMP=$(arg vgrid.stamp)
+if [ -n "$STAMP" ] && [ -e /dev/vda ]; then
+  { printf '%s' "$STAMP"; head -c 64 /dev/zero; } | head -c 64 | dd of=/dev/vda bs=64 count=1 conv=notrunc,fsync 2>/dev/null && sync && echo "vgrid-guest: stamped vda [$STAMP]"
+fi
 IP=$(arg vgrid.ip); GW=$(arg vgrid.gw); NAME=$(arg vgrid.name); OVERLAY=$(arg vgrid.overlay)
 ip link set lo up
 printf '127.0.0.1\\tlocalhost\\n' > /etc/hosts
