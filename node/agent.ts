@@ -118,6 +118,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       state,
       membership: membership.detector,
       drivers: runtime.drivers,
+      host,
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below

@@ -30,6 +30,8 @@ export interface DvmmRoutesDeps {
   ha: () => HaReport
   /** the VM's overlay address, where the grid has an overlay */
   addressOf: (vm: string) => string | null
+  /** the tail of a VM's console, from its holder wherever it is */
+  console: (vm: string) => Promise<{ holder: string, console: string }>
   /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
   runtimeOf: (vm: string) => Promise<VmInfo | null>
 }
@@ -128,12 +130,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req): Promise<{ vm: string, node: string, console: string }> => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
-      const l = doc.leases.get(vm.id)?.winner
-      if (l == null) throw new ConflictError(`VM ${vm.id} runs nowhere`, 'not_running')
-      if (l.holder !== svc.me) throw new ConflictError(`VM ${vm.id} runs on ${nameOf(l.holder, doc)}: ask that node's API for its console`, 'elsewhere')
-      const driver = svc.driver(vm.spec.driver)
-      if (driver == null) throw new ConflictError(`driver ${vm.spec.driver} is not available on this node`, 'no_driver')
-      return { vm: vm.id, node: nameOf(svc.me, doc), console: await driver.consoleTail(vm.id, 64 * 1024) }
+      const c = await svc.console(vm.id)
+      return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, true))
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, false))

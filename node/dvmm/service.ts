@@ -20,6 +20,12 @@ import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
+import { request, serve, type RequestHost } from '../p2p/request.ts'
+import { ConflictError, UnavailableError } from '../errors.ts'
+
+/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
+export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
+const CONSOLE_BYTES = 64 * 1024
 import type { FastifyInstance } from 'fastify'
 
 /** what DVMM uses of the state service */
@@ -47,6 +53,8 @@ export interface DvmmComponents {
   onReserved: (r: Resources) => void
   /** the connection manager, where the grid has an overlay: each VM's address and names, told when local VMs come and go */
   network?: VmNetworkHooks
+  /** libp2p, to answer and ask for consoles of VMs on other nodes */
+  host?: RequestHost
   /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
   volumes?: { uriOf: (volumeId: string) => string | null }
 }
@@ -164,6 +172,7 @@ export class DvmmService {
     if (this.runs.size > 0) this.log.info('found VMs of a previous run', { vms: [...this.runs] })
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
+    if (this.components.host != null) await serve(this.components.host, CONSOLE_PROTOCOL, async req => await this.localConsole(req))
     if (this.components.state.read().get('roll', this.me) == null) {
       const now = this.components.clock.now()
       this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) })
@@ -192,6 +201,38 @@ export class DvmmService {
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }
     for (const d of new Set(Object.values(this.components.drivers))) d.off('exit', this.onDriverExit)
+    await this.components.host?.unhandle(CONSOLE_PROTOCOL).catch(() => {})
+  }
+
+  /** The tail of a VM's console, from whichever node holds it. */
+  async console (vmId: string): Promise<{ holder: string, console: string }> {
+    const l = this.components.state.read().get('leases', vmId)?.value
+    if (l == null) throw new ConflictError(`VM ${vmId} runs nowhere`, 'not_running')
+    if (l.holder === this.me) return { holder: this.me, console: (await this.localConsole({ vm: vmId })).console }
+    const host = this.components.host
+    if (host == null) throw new ConflictError(`VM ${vmId} runs on another node, and this agent does not talk to other nodes`, 'elsewhere')
+    let answer: unknown
+    try {
+      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
+    } catch (err) {
+      throw new UnavailableError(`VM ${vmId}'s holder did not answer for its console: ${(err as Error).message}`, 'holder_unreachable')
+    }
+    const a = answer as { console?: unknown, error?: unknown } | null
+    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
+    throw new ConflictError(`VM ${vmId}'s holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`, 'elsewhere')
+  }
+
+  /** This node's answer to a console request: only for a VM it holds. */
+  private async localConsole (req: unknown): Promise<{ console: string }> {
+    const vmId = (req as { vm?: unknown } | null)?.vm
+    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
+    const reader = this.components.state.read()
+    const vm = reader.get('vms', vmId)?.value
+    if (vm == null) throw new Error(`no VM "${vmId}"`)
+    if (reader.get('leases', vmId)?.value.holder !== this.me) throw new Error(`VM ${vmId} does not run on this node`)
+    const driver = this.components.drivers[vm.spec.driver]
+    if (driver == null) throw new Error(`driver ${vm.spec.driver} is not available on this node`)
+    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
   }
 
   /** Queues a document update for the next step (one change for many updates). */

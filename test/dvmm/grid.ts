@@ -72,6 +72,7 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
           state: agent.state,
           membership: agent.membership,
           drivers: { process: driver, qemu: driver },
+          host: agent.host,
           onReserved: r => { agent.setReserved(r) }
         }, o.dvmm)
         return { agent, dvmm, fake, driver }

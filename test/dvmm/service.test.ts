@@ -69,6 +69,14 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   const happ = api(h)
   t.teardown(async () => { await happ.close() })
   t.regex((await call<{ console: string }>(happ, 'GET', '/v1/vms/two/console')).body.console, /fake guest ready two/)
+  // and from a node that does not hold it: asked of the holder over libp2p
+  const other = g.nodes.find(n => n !== h)!
+  const oapp = api(other)
+  t.teardown(async () => { await oapp.close() })
+  const remote = await call<{ console: string, node: string }>(oapp, 'GET', '/v1/vms/two/console')
+  t.is(remote.status, 200, JSON.stringify(remote.body))
+  t.regex(remote.body.console, /fake guest ready two/)
+  t.is(remote.body.node, h.agent.config.name, 'it says which node answered')
   await until(() => h.dvmm.history.of('two').some(e => e.event === 'started'), 10_000, 'the holder to see its start in the document')
   const show = await call<VmDetail>(happ, 'GET', '/v1/vms/two')
   t.true(show.body.history.some(e => e.event === 'started'), 'history has the start')
