@@ -11,11 +11,13 @@
 // did land so that the failure does not also make them read as damaged.
 import { EventEmitter } from 'node:events'
 import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
+import { RangeLock, type Span } from './range-lock.ts'
 import type { Logger } from '../log.ts'
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
@@ -49,6 +51,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly log: Logger
   private readonly epochs = new Map<string, number>()
   private readonly locks = new Map<string, Promise<unknown>>()
+  /** per object: requests to different blocks run at once, to the same blocks in order */
+  private readonly ranges = new RangeLock()
   /** files and directories written since their last fsync */
   private readonly dirty = new Set<string>()
   private readonly open = new OpenObjects()
@@ -90,7 +94,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
   }
 
-  /** runs fn with the lock of `key` held: one writer per object, reads wait for writes */
+  /** runs fn with the mutex of `key` held (epoch records, object creation) */
   private async locked<T> (key: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(key) ?? Promise.resolve()
     const run = prev.then(fn, fn)
@@ -102,6 +106,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       if (this.locks.get(key) === tail) this.locks.delete(key)
     }
   }
+
+  /** the check blocks under [offset, offset+length): shared for reads, exclusive for writes */
+  private span (offset: number, length: number, exclusive: boolean): Span {
+    const start = Math.floor(offset / this.blockSize)
+    return { start, end: Math.max(start + 1, Math.ceil((offset + length) / this.blockSize)), exclusive }
+  }
+
+  /** every block of an object: for whole-object reads, creation checks, removal */
+  private static whole (exclusive: boolean): Span { return { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive } }
 
   // ---- epochs ----
 
@@ -158,7 +171,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async read (volume: string, index: number, offset: number, length: number): Promise<Uint8Array> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
-    return await this.locked(p.data, async () => await this.withObject(p, false, async o => {
+    return await this.ranges.run(p.data, this.span(offset, length, false), async () => await this.withObject(p, false, async o => {
       if (o == null) return new Uint8Array(length)
       const { first, data } = await this.readBlocks(o, offset, length)
       const bad = badBlocks(data, first, o.sumBuf, this.blockSize)
@@ -170,17 +183,23 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async has (volume: string, index: number): Promise<boolean> {
     const p = this.paths(volume, index)
-    return await this.locked(p.data, async () => await this.withObject(p, false, async o => o != null))
+    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => o != null))
   }
 
-  /** runs fn with the object open (null: absent, unless create); the caller holds its lock */
+  /** runs fn with the object open (null: absent, unless create); the caller holds a range of it */
   private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null, created: boolean) => Promise<T>): Promise<T> {
     const sumBytes = Math.ceil(this.objectSize / this.blockSize) * 4
     let o = await this.open.acquire(p, sumBytes)
     let created = false
     if (o == null && create) {
-      await this.create(p)
-      created = true
+      // writers to different blocks of a new object race here: one creates, under a
+      // mutex, and the others find its files (create truncates, so never twice)
+      created = await this.locked(`create:${p.data}`, async () => {
+        const again = await this.open.acquire(p, sumBytes)
+        if (again != null) { await this.open.release(again); return false }
+        await this.create(p)
+        return true
+      })
       o = await this.open.acquire(p, sumBytes)
     }
     try {
@@ -193,7 +212,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** the whole object and whether it is present: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<Uint8Array | null> {
     const p = this.paths(volume, index)
-    return await this.locked(p.data, async () => await this.withObject(p, false, async o => {
+    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
       const { data } = await this.readBlocks(o, 0, this.objectSize)
       const bad = badBlocks(data, 0, o.sumBuf, this.blockSize)
@@ -207,7 +226,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.fence(volume, opts.epoch)
     if (data.length === 0) return
     const p = this.paths(volume, index)
-    await this.locked(p.data, async () => { await this.writeLocked(volume, index, p, offset, data, opts.fua === true) })
+    await this.ranges.run(p.data, this.span(offset, data.length, true), async () => { await this.writeLocked(volume, index, p, offset, data, opts.fua === true) })
   }
 
   /** trim and write-zeroes: a whole object is deleted (thin again), a part zeroed */
@@ -217,10 +236,10 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (length === 0) return
     const p = this.paths(volume, index)
     if (offset === 0 && length === this.objectSize) {
-      await this.locked(p.data, async () => { await this.removeLocked(p, opts.fua === true) })
+      await this.ranges.run(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, opts.fua === true) })
       return
     }
-    await this.locked(p.data, async () => {
+    await this.ranges.run(p.data, this.span(offset, length, true), async () => {
       // zeroing an absent object changes nothing: it already reads as zeros
       if (!(await this.withObject(p, false, async o => o != null))) return
       await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true)
@@ -260,7 +279,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** checks every block of one object: the damaged blocks (none: sound or absent) */
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
-    return await this.locked(p.data, async () => {
+    return await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
       // a scrub reads the checksums from disk, not the cached copy
       await this.open.drop(p.data)
       return await this.withObject(p, false, async o => {
@@ -273,7 +292,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async remove (volume: string, index: number): Promise<void> {
     const p = this.paths(volume, index)
-    await this.locked(p.data, async () => { await this.removeLocked(p, false) })
+    await this.ranges.run(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, false) })
   }
 
   async removeVolume (volume: string): Promise<void> {
@@ -298,7 +317,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private async readBlocks (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array }> {
     const first = Math.floor(offset / this.blockSize)
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
-    const data = new Uint8Array((last - first + 1) * this.blockSize)
+    // not zero-filled: readFully fills it, zeroing only a sparse tail
+    const data = Buffer.allocUnsafe((last - first + 1) * this.blockSize)
     try { await readFully(o.data, data, first * this.blockSize) } catch (err) { throw fromFsError(err, 'reading an object') }
     return { first, data }
   }
@@ -338,7 +358,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         try {
           await o.data.sync()
           await o.sums.sync()
-          if (isNew) await syncPath(p.dir)
+          // a new object's name too, also when a concurrent write created it
+          if (isNew || this.dirty.has(p.dir + '/')) await syncPath(p.dir)
         } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
       } else {
         this.dirty.add(p.data)
@@ -384,20 +405,33 @@ async function syncPath (path: string): Promise<void> {
   try { await fh.sync() } finally { await fh.close() }
 }
 
+/**
+ * Reads and writes up to this size are made in place, not on libuv's thread pool: they
+ * copy to or from the page cache in microseconds, and the hand-over to a pool thread
+ * and back cost four to five times the CPU of the copy itself (measured: 4 KiB pwrite
+ * 4 us in place, 22 us through the pool). Larger ones, and every fsync, go to the pool.
+ */
+const IN_PLACE_IO = 1024 * 1024
+
 /** fills buf from position; past the end of the file stays zero (a sparse tail) */
 async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
+  const inPlace = buf.length <= IN_PLACE_IO
   let done = 0
   while (done < buf.length) {
-    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done)
-    if (bytesRead === 0) break
+    const bytesRead = inPlace
+      ? readSync(fh.fd, buf, done, buf.length - done, position + done)
+      : (await fh.read(buf, done, buf.length - done, position + done)).bytesRead
+    if (bytesRead === 0) { buf.fill(0, done); break }
     done += bytesRead
   }
 }
 
 async function writeFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
+  const inPlace = buf.length <= IN_PLACE_IO
   let done = 0
   while (done < buf.length) {
-    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done)
-    done += bytesWritten
+    done += inPlace
+      ? writeSync(fh.fd, buf, done, buf.length - done, position + done)
+      : (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten
   }
 }

@@ -2,8 +2,8 @@
 // checksums themselves, kept so that a 4 KiB request costs one pread (and one pwrite
 // of data and of the checksum) instead of two opens and closes. Least recently used
 // entries are closed past `max`; an entry in use is never closed under its user.
-// Callers hold the object's lock around acquire..release, so one path is never opened
-// twice at once.
+// Several requests may acquire one object at once (they hold different blocks of it):
+// the first opens it and the others wait for that open instead of opening it again.
 import { open, type FileHandle } from 'node:fs/promises'
 import { GvsError, fromFsError } from './errors.ts'
 
@@ -20,6 +20,7 @@ export interface ObjectPaths { dir: string, data: string, sums: string }
 export class OpenObjects {
   private readonly max: number
   private readonly entries = new Map<string, OpenObject>()
+  private readonly opening = new Map<string, Promise<unknown>>()
 
   constructor (max = 256) {
     this.max = max
@@ -27,6 +28,7 @@ export class OpenObjects {
 
   /** the open object, or null when its data file does not exist */
   async acquire (p: ObjectPaths, sumBytes: number): Promise<OpenObject | null> {
+    for (let o = this.opening.get(p.data); o != null; o = this.opening.get(p.data)) await o.catch(() => {})
     const hit = this.entries.get(p.data)
     if (hit != null) {
       // move to the back: most recently used
@@ -35,6 +37,12 @@ export class OpenObjects {
       hit.refs++
       return hit
     }
+    const opened = this.openNew(p, sumBytes)
+    this.opening.set(p.data, opened)
+    try { return await opened } finally { this.opening.delete(p.data) }
+  }
+
+  private async openNew (p: ObjectPaths, sumBytes: number): Promise<OpenObject | null> {
     let data: FileHandle
     try { data = await open(p.data, 'r+') } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null

@@ -1,13 +1,17 @@
-// The replication protocol's messages. One stream per request: a length-prefixed JSON
-// header, then for 'write' the data as a second frame; the answer is a JSON header and,
-// for 'read' and 'get', the data as a second frame. Headers are checked against a
-// schema before anything acts on them: a malformed request is answered with 'invalid'.
+// The replication protocol's messages. Version 2: long-lived streams, each carrying
+// many requests at once as frames tagged with a request id (replica-frames.ts); a
+// frame holds a JSON header and, for 'write' and 'put' requests and for the answers to
+// 'read' and 'get', the data. Version 1 (still answered, for agents not yet upgraded):
+// one stream per request, a length-prefixed JSON header, then the data as a second
+// length-prefixed frame, and the answer likewise. Headers are checked against a schema
+// before anything acts on them: a malformed request is answered with 'invalid'.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { parseJsonMessage } from '../../protocol/json-message.ts'
 import { GvsError, type GvsErrorCode } from './errors.ts'
 
-export const REPLICA_PROTOCOL = '/vgrid/gvs/replica/1.0.0'
+export const REPLICA_PROTOCOL = '/vgrid/gvs/replica/2.0.0'
+export const REPLICA_PROTOCOL_V1 = '/vgrid/gvs/replica/1.0.0'
 /** headers are small; data frames carry at most one object */
 export const MAX_HEADER = 4096
 

@@ -16,6 +16,7 @@ import { GvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
+import { RangeLock } from './range-lock.ts'
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -53,6 +54,8 @@ export class ReplicatedVolume implements BlockDevice {
   /** object index -> the holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
   private readonly settling = new Map<number, Promise<void>>()
+  /** writes in flight, by object and byte range */
+  private readonly writing = new RangeLock()
 
   constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
     this.c = components
@@ -125,15 +128,49 @@ export class ReplicatedVolume implements BlockDevice {
 
   async read (offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length)
+    const ps = pieces(offset, length, this.init.objectSize)
+    if (ps.length === 1) return await this.readPiece(ps[0]!)
     const out = new Uint8Array(length)
-    await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => { out.set(await this.readPiece(p), p.at) }))
+    await Promise.all(ps.map(async p => { out.set(await this.readPiece(p), p.at) }))
     return out
+  }
+
+  /**
+   * Where to read an object from. Once its holders are known to be complete, they are,
+   * this node first. Before that (its placement moved, and neither a write nor repair
+   * has brought it to every new holder yet), only nodes that have a copy: a new holder
+   * that lacks it would answer with zeros. A read does not copy the object itself: a
+   * VM reading through a moved volume would then move it all at once, at full speed,
+   * which is what repair's rate cap is there to prevent. A write still settles first.
+   */
+  private async readSources (index: number): Promise<string[]> {
+    const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
+    const key = hs.join(',')
+    if (this.settled.get(index) === key) return this.readOrder(index)
+    // layers resolve per node, which needs every layer in place: settle as for a write
+    if (this.under != null) { await this.settle(index, hs); return this.readOrder(index) }
+    const stat = async (n: string): Promise<boolean | null> => {
+      try { return (await this.c.transport.call(n, { op: 'stat', volume: this.init.volume, index })).reply.present === true } catch { return null }
+    }
+    const have = await Promise.all(hs.map(stat))
+    if (have.every(h => h === true)) { this.settled.set(index, key); return this.readOrder(index) }
+    const self = this.c.transport.self
+    const first = (ns: string[]): string[] => ns.includes(self) ? [self, ...ns.filter(n => n !== self)] : ns
+    const holding = hs.filter((_, i) => have[i] === true)
+    if (holding.length > 0) return first(holding)
+    const others = (this.c.nodes?.() ?? []).filter(n => !hs.includes(n))
+    const oh = await Promise.all(others.map(stat))
+    const elsewhere = others.filter((_, i) => oh[i] === true)
+    if (elsewhere.length > 0) return first(elsewhere)
+    // written nowhere (thin), as every node answered: settled; some did not answer:
+    // the holders answer (zeros) or fail, and the next read asks again
+    if (have.every(h => h === false) && oh.every(h => h === false)) this.settled.set(index, key)
+    return this.readOrder(index)
   }
 
   private async readPiece (p: Piece): Promise<Uint8Array> {
     const errors: string[] = []
-    await this.settle(p.index, this.c.holders(objectKey(this.pkey, p.index), this.init.replicas))
-    for (const peer of this.readOrder(p.index)) {
+    for (const peer of await this.readSources(p.index)) {
       try {
         const r = await this.c.transport.call(peer, { op: 'read', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, under: this.under })
         if (r.data?.length === p.length) return r.data
@@ -150,8 +187,18 @@ export class ReplicatedVolume implements BlockDevice {
     checkRange(this, offset, data.length)
     await Promise.all(pieces(offset, data.length, this.init.objectSize).map(async p => {
       const chunk = data.subarray(p.at, p.at + p.length)
-      await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua, under: this.under }, chunk, fua)
+      await this.inOrder(p, async () => { await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua, under: this.under }, chunk, fua) })
     }))
+  }
+
+  /**
+   * Runs a write once no overlapping write of this volume is in flight. The replicas
+   * may run requests in another order than they were sent (they travel on several
+   * streams), and two overlapping writes landing in different orders on two replicas
+   * would leave them different for good; one at a time, they land alike everywhere.
+   */
+  private async inOrder (p: Piece, fn: () => Promise<void>): Promise<void> {
+    await this.writing.run(String(p.index), { start: p.offset, end: p.offset + p.length, exclusive: true }, fn)
   }
 
   async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.writeZeroes(offset, length, fua) }
@@ -160,7 +207,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.writable()
     checkRange(this, offset, length)
     await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => {
-      await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua, under: this.under }, undefined, fua)
+      await this.inOrder(p, async () => { await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua, under: this.under }, undefined, fua) })
     }))
   }
 

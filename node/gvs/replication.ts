@@ -1,20 +1,33 @@
 // Replication between agents: every agent answers replica requests for its object
 // store over a libp2p stream protocol, and calls other agents' stores the same way. A
 // call to this node itself goes straight to the local store (no stream): reads from
-// the local replica cost no network.
+// the local replica cost no network. Calls to another node share long-lived pipelined
+// streams (replica-channel.ts), in lanes:
+// - small requests (up to 64 KiB of data either way) on one stream, where those issued
+//   together go out as one frame (per-frame costs dominate a 4 KiB request);
+// - large reads and writes spread over a few more streams: yamux lets each stream have
+//   only 256 KiB unacknowledged (its window never grows here: that needs the round-trip
+//   time, which only its keep-alive pings measure, and those are off), so one stream
+//   carries at most 256 KiB per round trip;
+// - whole-object copies (repair, moves) on a stream of their own, so a 4 MiB copy
+//   never queues a VM's 4 KiB request behind it.
+// Requests on different streams may be run by a replica in another order than sent;
+// the writer never has two overlapping writes in flight (replicated-volume.ts), so
+// replicas still agree.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { lpStream } from '@libp2p/utils'
-import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import {
-  REPLICA_PROTOCOL, MAX_HEADER, decodeReply, decodeRequest, encode, errorReply, replyError,
+  REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply,
   type ReplicaReply, type ReplicaRequest
 } from './replica-protocol.ts'
+import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
 
-export interface CallResult { reply: ReplicaReply & { ok: true }, data: Uint8Array | null }
+export type { CallResult } from './replica-channel.ts'
 
 /** what a replicated volume needs of the network: one request to one node's store */
 export interface ReplicaTransport {
@@ -92,7 +105,20 @@ export interface ReplicaServiceInit {
   /** per-request deadline; a replica that does not answer in time counts as failed */
   timeoutMs?: number
   maxInboundStreams?: number
+  /** requests and bytes in flight per peer and lane */
+  limits?: ChannelLimits
+  /** streams per peer for large reads and writes (default 4) */
+  lanes?: number
 }
+
+/** waits before the retries of a request whose stream went away */
+const RETRY_DELAYS = [10, 250]
+
+/** requests up to this many bytes of data share the batching lane */
+const SMALL = 64 * 1024
+
+/** whole-object copies travel apart from client I/O */
+const bulk = (op: ReplicaRequest['op']): boolean => op === 'get' || op === 'put'
 
 export class ReplicaService implements ReplicaTransport {
   readonly self: string
@@ -101,6 +127,11 @@ export class ReplicaService implements ReplicaTransport {
   private readonly timeoutMs: number
   private readonly maxInbound: number
   private readonly maxData: number
+  private readonly limits: ChannelLimits | undefined
+  private readonly lanes: number
+  private nextLane = 0
+  private readonly channels = new Map<string, PeerChannel>()
+  private readonly inbound = new Set<Stream>()
 
   constructor (components: ReplicaServiceComponents, init: ReplicaServiceInit = {}) {
     this.c = components
@@ -109,53 +140,73 @@ export class ReplicaService implements ReplicaTransport {
     this.timeoutMs = init.timeoutMs ?? 30_000
     this.maxInbound = init.maxInboundStreams ?? 256
     this.maxData = components.store.objectSize + MAX_HEADER
+    this.limits = init.limits
+    this.lanes = Math.max(1, init.lanes ?? 4)
   }
 
   async start (): Promise<void> {
     await this.c.host.handle(this.protocol, (stream, conn) => {
-      void this.answer(stream, conn.remotePeer.toString())
+      const from = conn.remotePeer.toString()
+      this.inbound.add(stream)
+      stream.addEventListener('close', () => { this.inbound.delete(stream) })
+      serveChannel(stream, {
+        objectSize: this.c.store.objectSize,
+        maxRequests: 1024,
+        run: async (req, data) => await execute(this.c.store, req, data),
+        failed: err => { if (err.code !== 'stale-epoch') this.c.log.warn('replica request failed', { from, error: err.message }) }
+      })
+    }, { maxInboundStreams: this.maxInbound, maxOutboundStreams: this.maxInbound })
+    // the one-request-per-stream protocol of earlier releases, for agents not yet upgraded
+    await this.c.host.handle(REPLICA_PROTOCOL_V1, (stream, conn) => {
+      void this.answerV1(stream, conn.remotePeer.toString())
     }, { maxInboundStreams: this.maxInbound, maxOutboundStreams: this.maxInbound })
   }
 
   async stop (): Promise<void> {
     await this.c.host.unhandle(this.protocol).catch(() => {})
+    await this.c.host.unhandle(REPLICA_PROTOCOL_V1).catch(() => {})
+    for (const ch of this.channels.values()) ch.close('the replica service stopped')
+    this.channels.clear()
+    for (const s of this.inbound) s.abort(new Error('the replica service stopped'))
+    this.inbound.clear()
   }
 
   async call (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
     if (peer === this.self) return await execute(this.c.store, req, data ?? null)
-    try {
-      return await this.callOnce(peer, req, data)
-    } catch (err) {
-      // a stream reset (a duplicate connection closed under it, a connection replaced)
-      // is worth one more try: every request is idempotent (writes carry their data
-      // and offset; a put never replaces; a flush covers what was written)
-      if (!(err instanceof GvsError) || err.code !== 'unavailable' || !/reset|closed/i.test(err.message)) throw err
-      return await this.callOnce(peer, req, data)
+    const ch = this.channel(peer, this.lane(req, data))
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await ch.request(req, data)
+      } catch (err) {
+        // a stream reset (a duplicate connection closed under it, a connection
+        // replaced) is worth two more tries, the last after the connections settled:
+        // every request is idempotent (writes carry their data and offset; a put never
+        // replaces; a flush covers what was written)
+        if (attempt >= RETRY_DELAYS.length || !(err instanceof GvsError) || err.code !== 'unavailable' || !/reset|closed/i.test(err.message)) throw err
+        await sleep(RETRY_DELAYS[attempt])
+      }
     }
   }
 
-  private async callOnce (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
-    let stream: Stream | undefined
-    try {
-      const signal = AbortSignal.timeout(this.timeoutMs)
-      stream = await this.c.host.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
-      const lp = lpStream(stream, { maxDataLength: this.maxData })
-      await lp.write(encode(req), { signal })
-      if (req.op === 'write' || req.op === 'put') await lp.write(data ?? new Uint8Array(0), { signal })
-      const reply = decodeReply((await lp.read({ signal })).subarray())
-      if (!reply.ok) throw replyError(reply, peer)
-      let out: Uint8Array | null = null
-      if (req.op === 'read' || (req.op === 'get' && reply.present === true)) out = (await lp.read({ signal })).subarray()
-      await stream.close({ signal }).catch(() => {})
-      return { reply, data: out }
-    } catch (err) {
-      stream?.abort(err as Error)
-      if (err instanceof GvsError) throw err
-      throw new GvsError('unavailable', `replica ${peer} unreachable for ${req.op}: ${(err as Error).message}`, { cause: err })
-    }
+  private lane (req: ReplicaRequest, data: Uint8Array | undefined): string {
+    if (bulk(req.op)) return 'bulk'
+    const bytes = req.op === 'read' ? req.length : data?.length ?? 0
+    if (bytes <= SMALL) return 'small'
+    this.nextLane = (this.nextLane + 1) % this.lanes
+    return `large${this.nextLane}`
   }
 
-  private async answer (stream: Stream, from: string): Promise<void> {
+  private channel (peer: string, lane: string): PeerChannel {
+    const key = `${lane}:${peer}`
+    let ch = this.channels.get(key)
+    if (ch == null) {
+      ch = new PeerChannel(this.c.host, peer, { protocol: this.protocol, timeoutMs: this.timeoutMs, objectSize: this.c.store.objectSize, limits: this.limits })
+      this.channels.set(key, ch)
+    }
+    return ch
+  }
+
+  private async answerV1 (stream: Stream, from: string): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs)
     const lp = lpStream(stream, { maxDataLength: this.maxData })
     try {

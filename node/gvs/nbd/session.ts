@@ -52,12 +52,27 @@ export class SocketReader {
       if (this.ended) throw new Closed('the client closed the connection')
       await new Promise<void>(resolve => { this.waiter = resolve })
     }
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks)
-    const out = all.subarray(0, n)
-    const rest = all.subarray(n)
-    this.chunks.length = 0
-    if (rest.length > 0) this.chunks.push(rest)
-    this.buffered = rest.length
+    if (n === 0) return Buffer.alloc(0)
+    this.buffered -= n
+    const head = this.chunks[0]!
+    if (head.length >= n) {
+      // the common case: within the first chunk, no copy
+      if (head.length === n) this.chunks.shift()
+      else this.chunks[0] = head.subarray(n)
+      return head.subarray(0, n)
+    }
+    // join only the chunks this read needs, not all that is buffered behind it (a
+    // 28-byte header must not copy the megabytes of writes queued after it)
+    const out = Buffer.allocUnsafe(n)
+    let got = 0
+    while (got < n) {
+      const c = this.chunks[0]!
+      const take = Math.min(c.length, n - got)
+      c.copy(out, got, 0, take)
+      got += take
+      if (take === c.length) this.chunks.shift()
+      else this.chunks[0] = c.subarray(take)
+    }
     return out
   }
 }
@@ -213,8 +228,11 @@ export class NbdSession {
       this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
     }
     if (this.socket.destroyed) return
+    // header and data in one writev
+    this.socket.cork()
     this.socket.write(simpleReply(req.cookie, error))
     if (error === 0 && data != null) this.socket.write(data)
+    this.socket.uncork()
   }
 }
 

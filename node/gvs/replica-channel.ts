@@ -1,0 +1,247 @@
+// Both ends of the pipelined replica protocol (frames: replica-frames.ts).
+// - PeerChannel, the calling end: one long-lived stream to one peer, opened on first
+//   use and again after it closed; many requests in flight on it at once (bounded in
+//   count and bytes, so a burst queues here rather than in memory at the peer), each
+//   answered by the reply with its id or failed by its own deadline.
+// - serveChannel, the answering end: every frame that arrives is run at once (the
+//   store orders requests that touch the same blocks) and answered when done.
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p, Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { GvsError } from './errors.ts'
+import { FrameReader, encodeFrame, type Frame } from './replica-frames.ts'
+import { MAX_HEADER, decodeReply, decodeRequest, encode, errorReply, replyError, type ReplicaReply, type ReplicaRequest } from './replica-protocol.ts'
+
+/**
+ * Frames sent on one stream within one turn of the event loop go down as one send:
+ * every send becomes at least one yamux frame, one Noise message (a new cipher
+ * context each) and one socket write, which cost more than the bytes of a 4 KiB
+ * request. Sixteen requests issued together then cost one of each instead of sixteen.
+ */
+export class Batcher {
+  private readonly stream: Pick<Stream, 'send'>
+  private pending: Uint8ArrayList | null = null
+  private readonly max: number
+
+  constructor (stream: Pick<Stream, 'send'>, max = 256 * 1024) {
+    this.stream = stream
+    this.max = max
+  }
+
+  /** queues a frame; throws (as send does) when the stream can no longer take it */
+  send (frame: Uint8ArrayList<ArrayBufferLike>): void {
+    if (this.pending == null) {
+      this.pending = new Uint8ArrayList()
+      setImmediate(() => { this.flush() })
+    }
+    this.pending.append(frame)
+    if (this.pending.byteLength >= this.max) this.flush()
+  }
+
+  private flush (): void {
+    const p = this.pending
+    this.pending = null
+    if (p == null || p.byteLength === 0) return
+    try { this.stream.send(p) } catch { /* the stream ended: its close fails what waits on it */ }
+  }
+}
+
+export interface CallResult { reply: ReplicaReply & { ok: true }, data: Uint8Array | null }
+
+interface Pending {
+  op: string
+  resolve: (r: CallResult) => void
+  reject: (e: Error) => void
+  timer: ReturnType<typeof setTimeout>
+}
+
+export interface ChannelLimits {
+  /** requests in flight on one channel */
+  maxRequests: number
+  /** bytes of data in flight on one channel, both ways (one request may exceed it alone) */
+  maxBytes: number
+}
+
+export const DEFAULT_LIMITS: ChannelLimits = { maxRequests: 64, maxBytes: 32 * 1024 * 1024 }
+
+/** what a request and its answer carry: what it counts against the byte bound */
+function weight (req: ReplicaRequest, data: Uint8Array | undefined, objectSize: number): number {
+  if (req.op === 'read') return req.length
+  if (req.op === 'get') return objectSize
+  return data?.length ?? 0
+}
+
+/** the error of a request whose stream went away: "closed" lets the caller retry once */
+const closedError = (peer: string, op: string, why: string): GvsError =>
+  new GvsError('unavailable', `replica ${peer} unreachable for ${op}: stream closed (${why})`)
+
+export class PeerChannel {
+  private readonly host: Pick<Libp2p, 'dialProtocol'>
+  private readonly peer: string
+  private readonly protocol: string
+  private readonly timeoutMs: number
+  private readonly objectSize: number
+  private readonly limits: ChannelLimits
+  private stream: Stream | null = null
+  private out: Batcher | null = null
+  private opening: Promise<Stream> | null = null
+  private readonly pending = new Map<number, Pending>()
+  private nextId = 1
+  private inFlight = 0
+  private inFlightBytes = 0
+  private readonly slotWaiters: Array<() => void> = []
+
+  constructor (host: Pick<Libp2p, 'dialProtocol'>, peer: string, init: { protocol: string, timeoutMs: number, objectSize: number, limits?: ChannelLimits }) {
+    this.host = host
+    this.peer = peer
+    this.protocol = init.protocol
+    this.timeoutMs = init.timeoutMs
+    this.objectSize = init.objectSize
+    this.limits = init.limits ?? DEFAULT_LIMITS
+  }
+
+  async request (req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
+    const w = weight(req, data, this.objectSize)
+    while (this.inFlight >= this.limits.maxRequests || (this.inFlight > 0 && this.inFlightBytes + w > this.limits.maxBytes)) {
+      await new Promise<void>(resolve => { this.slotWaiters.push(resolve) })
+    }
+    this.inFlight++
+    this.inFlightBytes += w
+    try {
+      await this.open(req.op)
+      return await new Promise<CallResult>((resolve, reject) => {
+        const id = this.nextId
+        this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
+        const timer = setTimeout(() => {
+          this.pending.delete(id)
+          reject(new GvsError('unavailable', `replica ${this.peer} did not answer ${req.op} within ${this.timeoutMs} ms`))
+        }, this.timeoutMs)
+        this.pending.set(id, { op: req.op, resolve, reject, timer })
+        try {
+          this.out!.send(encodeFrame(id, encode(req), req.op === 'write' || req.op === 'put' ? data : null))
+        } catch (err) {
+          clearTimeout(timer)
+          this.pending.delete(id)
+          reject(closedError(this.peer, req.op, (err as Error).message))
+        }
+      })
+    } finally {
+      this.inFlight--
+      this.inFlightBytes -= w
+      this.slotWaiters.shift()?.()
+    }
+  }
+
+  /** ends the channel: requests in flight fail (retryable), the next one reopens */
+  close (why: string): void {
+    const s = this.stream
+    this.stream = null
+    if (s != null) s.abort(new Error(why))
+    this.failAll(why)
+  }
+
+  private failAll (why: string): void {
+    const ps = [...this.pending.values()]
+    this.pending.clear()
+    for (const p of ps) {
+      clearTimeout(p.timer)
+      p.reject(closedError(this.peer, p.op, why))
+    }
+  }
+
+  private async open (op: string): Promise<Stream> {
+    if (this.stream != null && this.stream.writeStatus === 'writable') return this.stream
+    this.opening ??= this.dial(op).finally(() => { this.opening = null })
+    return await this.opening
+  }
+
+  private async dial (op: string): Promise<Stream> {
+    let stream: Stream
+    try {
+      stream = await this.host.dialProtocol(peerIdFromString(this.peer), this.protocol, { signal: AbortSignal.timeout(this.timeoutMs) })
+    } catch (err) {
+      throw new GvsError('unavailable', `replica ${this.peer} unreachable for ${op}: ${(err as Error).message}`, { cause: err })
+    }
+    // a stream used for hours must not be cut for being quiet for a while
+    stream.inactivityTimeout = 0
+    const reader = new FrameReader(this.objectSize + MAX_HEADER + 64, 1 << 20)
+    const gone = (why: string): void => {
+      if (this.stream === stream) this.stream = null
+      this.failAll(why)
+    }
+    stream.addEventListener('message', (e: { data: Uint8Array | Uint8ArrayList }) => {
+      let frames: Frame[]
+      try { frames = reader.push(e.data) } catch (err) {
+        stream.abort(err as Error)
+        gone((err as Error).message)
+        return
+      }
+      for (const f of frames) this.answered(f)
+    })
+    stream.addEventListener('close', (e: { error?: Error }) => { gone(e.error?.message ?? 'closed by the peer') })
+    // the peer is going away (its service stopped): no new requests on this stream
+    stream.addEventListener('remoteCloseWrite', () => { gone('closed by the peer') })
+    this.stream = stream
+    this.out = new Batcher(stream)
+    return stream
+  }
+
+  private answered (f: Frame): void {
+    const p = this.pending.get(f.id)
+    if (p == null) return // its deadline passed: the late answer is dropped
+    this.pending.delete(f.id)
+    clearTimeout(p.timer)
+    let reply: ReplicaReply
+    try { reply = decodeReply(f.header) } catch (err) { p.reject(err as Error); return }
+    if (!reply.ok) { p.reject(replyError(reply, this.peer)); return }
+    p.resolve({ reply, data: f.data })
+  }
+}
+
+export interface ServeOptions {
+  objectSize: number
+  /** requests one stream may have running here at once; more ends the stream */
+  maxRequests: number
+  run: (req: ReplicaRequest, data: Uint8Array | null) => Promise<CallResult>
+  /** a request failed with this error (already answered) */
+  failed: (err: GvsError) => void
+}
+
+/** answers the requests arriving on one stream until it ends */
+export function serveChannel (stream: Stream, opts: ServeOptions): void {
+  stream.inactivityTimeout = 0
+  const reader = new FrameReader(opts.objectSize + MAX_HEADER + 64, MAX_HEADER)
+  const out = new Batcher(stream)
+  let running = 0
+  let ending = false
+  const closeIfDone = (): void => { if (ending && running === 0) void stream.close().catch(() => {}) }
+  const answer = async (f: Frame): Promise<void> => {
+    let header: Uint8Array
+    let data: Uint8Array | null = null
+    try {
+      const req = decodeRequest(f.header)
+      const r = await opts.run(req, req.op === 'write' || req.op === 'put' ? f.data : null)
+      header = encode(r.reply)
+      data = r.data
+    } catch (err) {
+      if (!(err instanceof GvsError)) { stream.abort(err as Error); return }
+      header = encode(errorReply(err))
+      opts.failed(err)
+    }
+    if (stream.writeStatus !== 'writable') return
+    out.send(encodeFrame(f.id, header, data))
+  }
+  stream.addEventListener('message', (e: { data: Uint8Array | Uint8ArrayList }) => {
+    let frames: Frame[]
+    try { frames = reader.push(e.data) } catch (err) { stream.abort(err as Error); return }
+    for (const f of frames) {
+      if (++running > opts.maxRequests) {
+        stream.abort(new GvsError('invalid', `more than ${opts.maxRequests} replica requests in flight on one stream`))
+        return
+      }
+      void answer(f).finally(() => { running--; closeIfDone() })
+    }
+  })
+  // the caller closed its side: finish what runs, then close ours
+  stream.addEventListener('remoteCloseWrite', () => { ending = true; closeIfDone() })
+}
