@@ -23,15 +23,8 @@ export const support = checkSupport({ nft: true })
 
 let toldSkip = false
 
-/**
- * Registers a serial e2e test, or a skipped one saying why it cannot run here;
- * `opts.skip` is a reason of the test's own (a precondition this machine lacks).
- */
-export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>, opts: { skip?: string } = {}): void {
-  if (opts.skip != null) {
-    test.skip(`${title} (skipped: ${opts.skip})`, () => {})
-    return
-  }
+/** Registers a serial e2e test, or a skipped one saying why it cannot run here. */
+export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>): void {
   if (!support.ok) {
     if (!toldSkip) {
       toldSkip = true
@@ -56,7 +49,7 @@ export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>, 
  * Whether `bin/vgrid` runs the build in dist/ (as it does while dist/.built is newer
  * than every source, see bin/vgrid) rather than the TypeScript sources. From the
  * sources an agent takes several times as long to start (on a busy 2-core machine
- * 6-11 s instead of about 2 s), which some tests cannot allow for.
+ * 6-11 s instead of 1.4-4.4 s); tests whose path depends on it say which it was.
  */
 export function agentsRunBuild (): { ok: boolean, reason?: string } {
   let built: number
