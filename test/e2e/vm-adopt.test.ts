@@ -4,8 +4,9 @@
 //   adopts them: each VM process keeps its PID and start time, no run is added, the
 //   leases keep their holder and epoch, and the watchdog never fired. That needs an
 //   agent back within the watchdog's 3 s: from the build in dist/ it took 1.4-4.4 s
-//   here, from the TypeScript sources 6-11 s. An agent back too late finds its VMs
-//   killed by the watchdog: they run again, each once, never overlapping;
+//   here, from the TypeScript sources 3-11 s. An agent back too late finds its VMs
+//   killed by the watchdog (also waited for on purpose): they run again, each once,
+//   on its host or taken over by another, never overlapping;
 // - a VM whose lease moved while the agent was down (its watchdog was gone too, so
 //   the VM outlived it) is killed when the agent comes back, not adopted; the run on
 //   the new holder is left alone.
@@ -126,6 +127,46 @@ e2e('an agent restarted at once adopts its VMs (same PIDs, start times and lease
   await victim.api(`/v1/vms/${mine[0]!}/stop`, 'POST')
   await until(`${mine[0]!} to stop`, 30_000, () => { log.poll(); return log.live(mine[0]!).length === 0 ? true : undefined })
   t.is(log.of(mine[0]!)[0]!.how, 'term', 'stopped gracefully by the adopting agent')
+})
+
+e2e('an agent restarted after its watchdog fired finds its VMs gone: they run again, each once, never overlapping', async t => {
+  const grid = await Grid.start(t, { hosts: 3, args: CAPACITY })
+  await grid.waitAllAlive(30_000)
+  const log = new RunLog(join(grid.dir, 'runs.log')).watch()
+  t.teardown(() => { log.stop() })
+  const holders = await createVms(grid, log, ['w1', 'w2', 'w3'])
+  const counts = new Map<string, number>()
+  for (const h of holders.values()) counts.set(h, (counts.get(h) ?? 0) + 1)
+  const victim = grid.host([...counts].sort((a, b) => b[1] - a[1])[0]![0])
+  const mine = [...holders].filter(([, h]) => h === victim.name).map(([vm]) => vm).sort()
+  const killedAt = Date.now()
+  await victim.kill()
+  // the server runs on without its agent until the watchdog has killed the VMs
+  await until('the watchdog to kill the VMs', 30_000, () => { log.poll(); return firedCount(victim) > 0 && mine.every(vm => log.live(vm).length === 0) ? true : undefined })
+  const firedAfter = Date.now() - killedAt
+  await victim.start()
+  t.log(`${victim.name} ran ${mine.join(', ')}; its watchdog killed them within ${secs(firedAfter)} of the SIGKILL; agent back after ${secs(Date.now() - killedAt)}`)
+  await grid.waitAllAlive(30_000)
+  await until('every VM to run again, once, where its lease says', 60_000, async () => {
+    log.poll()
+    const rows = (await grid.host('h1').api<{ vms: VmRow[] }>('/v1/vms')).vms
+    return mine.every(vm => log.live(vm).length === 1 && rows.find(r => r.name === vm)?.state === 'running' &&
+      rows.find(r => r.name === vm)?.node === log.live(vm)[0]!.host) ? true : undefined
+  })
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  log.poll()
+  t.log(`runs:\n${describeRuns(log.runs, killedAt)}`)
+  const rows = (await victim.api<{ vms: VmRow[] }>('/v1/vms')).vms
+  for (const vm of mine) {
+    const [old, next, ...more] = log.of(vm)
+    t.is(more.length, 0, `${vm} ran twice in all: before and after`)
+    t.true(old!.endedAt! < next!.startedAt, `${vm}: the new run started after the watchdog ended the old one`)
+    t.is(next!.endedAt, undefined)
+    const r = rows.find(x => x.name === vm)!
+    // back on its own host with the same lease, or taken over by another with epoch 2
+    t.is(r.epoch, r.node === victim.name ? 1 : 2, `${vm} on ${r.node ?? '-'} has the epoch of how it got there`)
+  }
+  t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
 })
 
 e2e('a VM whose lease moved while its agent was down is killed when the agent restarts, not adopted', async t => {
