@@ -30,10 +30,7 @@ import type { HaReport } from '../crdt/placement/ha.ts'
 import { NodeRuntime } from './dvmm/node-runtime.ts'
 import { GvsService } from './gvs/index.ts'
 
-/** a node that cannot see a majority of the roll this long kills its VMs; a dead holder's VMs move after this plus a margin */
-const FENCE_TIMEOUT_MS = 5000
-/** the watchdog kills this node's VMs when the agent stopped feeding it this long: before the fence timeout ends */
-const WATCHDOG_TIMEOUT_MS = 3000
+import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from './dvmm/timing.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -55,7 +52,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService> }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
@@ -123,7 +120,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below
       volumes: want('gvs') ? { uriOf: id => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v) } } : undefined
-    }, { fenceTimeoutMs: FENCE_TIMEOUT_MS })
+    }, { fenceTimeoutMs: FENCE_TIMEOUT_MS, lastAliveAt: opts.previousFeedAt ?? undefined })
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
   const gvs = want('gvs')
@@ -164,6 +161,8 @@ export type OptionalService = 'gvs' | 'dvmm' | 'lcm'
 export interface AgentOptions {
   logger?: Logger
   without?: OptionalService[]
+  /** when the previous run of this agent last fed its watchdog (node/dvmm/watchdog/bridge.ts): the VM manager's fence counts from there */
+  previousFeedAt?: number | null
 }
 
 export interface AgentEvents {
@@ -193,7 +192,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.config = config
     this.log = opts.logger ?? createLogger({ component: config.name })
     this.without = new Set(opts.without)
+    this.previousFeedAt = opts.previousFeedAt ?? null
   }
+
+  private readonly previousFeedAt: number | null
 
   get id (): string { return this.host.peerId.toString() }
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
@@ -215,7 +217,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false, without: this.without })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

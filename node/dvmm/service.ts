@@ -86,6 +86,12 @@ export interface DvmmInit {
    * watchdog's timeout as the agent wires it)
    */
   stallMs?: number
+  /**
+   * When this node last knew it was alive in the grid before this run: a restarted
+   * agent's previous run's last watchdog feed. Its fence counts from there, so a
+   * restart that finds no majority kills the VMs it adopted before any takeover.
+   */
+  lastAliveAt?: number
 }
 
 const MiB = 2 ** 20
@@ -117,6 +123,7 @@ export class DvmmService {
   private readonly claimHolders = new Map<string, string>()
   private readonly unplacedSince = new Map<string, number>()
   private readonly heard = new Map<string, number>()
+  private readonly silentSince = new Map<string, number>()
   /** document updates waiting for the next step's write */
   private pending: Array<(w: Writer) => void> = []
   private lastMajorityAt = 0
@@ -145,7 +152,8 @@ export class DvmmService {
       debounceMs: init.debounceMs ?? 20,
       stopGraceMs: init.stopGraceMs ?? 10_000,
       strategy: init.strategy ?? 'spread',
-      stallMs: init.stallMs ?? 3000
+      stallMs: init.stallMs ?? 3000,
+      lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
     }
     this.metrics = new DvmmMetrics(components.registry)
   }
@@ -158,7 +166,8 @@ export class DvmmService {
 
   async start (): Promise<void> {
     this.running = true
-    this.startedAt = this.lastMajorityAt = this.components.clock.now()
+    this.startedAt = this.components.clock.now()
+    this.lastMajorityAt = this.cfg.lastAliveAt > 0 ? Math.min(this.startedAt, this.cfg.lastAliveAt) : this.startedAt
     for (const d of new Set(Object.values(this.components.drivers))) {
       d.on('exit', this.onDriverExit)
       // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
@@ -306,7 +315,14 @@ export class DvmmService {
     const reader = this.components.state.read()
     const doc = docView(reader)
     const members = this.components.membership.members
-    for (const m of members.values()) this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, m.state === 'alive' ? 0 : m.since))
+    for (const m of members.values()) {
+      // last heard of: its own beats, or once it went silent, the moment this node
+      // learned so (its first suspicion); a death declared later does not move it on:
+      // its watchdog or its own fence ended its VMs within the fence timeout of that
+      if (m.state === 'alive') this.silentSince.delete(m.nodeId)
+      else if (!this.silentSince.has(m.nodeId)) this.silentSince.set(m.nodeId, m.since)
+      this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
+    }
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const roll = new Set([...doc.roll.keys(), this.me])
     const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length

@@ -5,6 +5,7 @@
 // WireGuard failing to start is reported (log, status) and never stops the agent.
 import { EventEmitter } from 'node:events'
 import { writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
@@ -72,7 +73,8 @@ export interface LcmInit {
 
 export interface LcmEvents {
   reconciled: [PeerPlan, Ruleset]
-  error: [Error]
+  /** a plan could not be applied (logged; the next change or poll tries again). Not 'error': an EventEmitter throws that when nobody listens */
+  failed: [Error]
 }
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
@@ -237,7 +239,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.emit('reconciled', plan, rules)
     } catch (err) {
       this.log.error('could not apply connections', { error: (err as Error).message })
-      this.emit('error', err as Error)
+      this.emit('failed', err as Error)
     }
   }
 
@@ -276,12 +278,19 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       const dev = ifs.interfaceOf(v.vm)
       if (dev != null) want.set(v.address, dev)
     }
-    for (const [a, dev] of want) {
-      // the VM's default route points at its link (no gateway address): answer its ARP
-      // for every destination, and forward what it sends
-      await writeFile(`/proc/sys/net/ipv4/conf/${dev}/proxy_arp`, '1')
-      await ip(['route', 'replace', `${a}/32`, 'dev', dev])
-      this.routed.add(a)
+    for (const [a, dev] of [...want]) {
+      try {
+        // the VM's default route points at its link (no gateway address): answer its ARP
+        // for every destination, and forward what it sends
+        await writeFile(`/proc/sys/net/ipv4/conf/${dev}/proxy_arp`, '1')
+        await ip(['route', 'replace', `${a}/32`, 'dev', dev])
+        this.routed.add(a)
+      } catch (err) {
+        // the VM went (killed, stopped, moved) between the plan and now: its route goes with its interface
+        if (existsSync(`/sys/class/net/${dev}`)) throw err
+        want.delete(a)
+        this.log.debug('a VM interface went while routing it', { address: a, interface: dev })
+      }
     }
     if (want.size > 0 && !this.forwarding) {
       await writeFile('/proc/sys/net/ipv4/ip_forward', '1')

@@ -1,12 +1,14 @@
 // An agent restarted while its VMs run, through real agents in network namespaces:
-// - killed (SIGKILL) and started again at once, before its watchdog fires and long
+// - killed (SIGKILL) and started again at once, before its fence timeout ends and long
 //   before anyone may take its leases over, it finds its VMs through the driver and
 //   adopts them: each VM process keeps its PID and start time, no run is added, the
-//   leases keep their holder and epoch, and the watchdog never fired. That needs an
-//   agent back within the watchdog's 3 s: from the build in dist/ it took 1.4-4.4 s
-//   here, from the TypeScript sources 3-11 s. An agent back too late finds its VMs
-//   killed by the watchdog (also waited for on purpose): they run again, each once,
-//   on its host or taken over by another, never overlapping;
+//   leases keep their holder and epoch, and the watchdog never fired. The restarted
+//   `vgrid agent` feeds its previous run's watchdog from its first moment, until that
+//   run's last feed + (fence 5 s - watchdog 3 s) (node/dvmm/watchdog/bridge.ts), so a
+//   restart has the fence timeout, not just the watchdog's 3 s: from the build in
+//   dist/ it took 1.4-4.4 s here, from the TypeScript sources 3-11 s. An agent back
+//   too late finds its VMs killed by the watchdog (also waited for on purpose): they
+//   run again, each once, on its host or taken over by another, never overlapping;
 // - a VM whose lease moved while the agent was down (its watchdog was gone too, so
 //   the VM outlived it) is killed when the agent comes back, not adopted; the run on
 //   the new holder is left alone.
@@ -16,16 +18,16 @@ import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
 import { describeRuns, overlaps, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
 import type { VmDetail, VmRow } from '../../node/dvmm/index.ts'
 
-// DVMM alone: agents without the overlay (LCM has its own tests), which also start faster
-const CAPACITY = ['--capacity', 'cpu=2,mem=2G,disk=10G', '--no-overlay']
+const CAPACITY = ['--capacity', 'cpu=2,mem=2G,disk=10G']
 const build = agentsRunBuild()
 /**
- * An agent whose API answers this soon after the SIGKILL (right after a feed) fed its
- * watchdog (3 s) in time: it must adopt. Later, the watchdog may have fired first and
- * the VMs must run again without overlap. From the sources a restart took 6-11 s here,
- * from the build in dist/ 1.4-4.4 s (a busy 2-core machine).
+ * An agent whose API answers this soon after the SIGKILL (right after a feed) kept its
+ * watchdog fed and found a majority within the fence timeout (5 s): it must adopt.
+ * Later, the watchdog or its own fence may have killed the VMs first, and they must run
+ * again without overlap. From the sources a restart took 6-11 s here, from the build
+ * in dist/ 1.4-4.4 s (a busy 2-core machine).
  */
-const ADOPT_WITHIN_MS = 2500
+const ADOPT_WITHIN_MS = 4000
 /** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin */
 const TAKEOVER_MS = 5000 + 1500
 
@@ -101,7 +103,8 @@ e2e('an agent restarted at once adopts its VMs (same PIDs, start times and lease
     })
     await new Promise(resolve => setTimeout(resolve, 3000))
     log.poll()
-    t.log(`too late to adopt: the watchdog fired ${fired} time(s); runs:\n${describeRuns(log.runs, killedAt)}`)
+    const kept = mine.filter(vm => log.live(vm)[0]?.pid === before.get(vm)!.pid)
+    t.log(`back after the ${secs(ADOPT_WITHIN_MS)} bound: the watchdog fired ${fired} time(s), ${kept.length} of ${mine.length} VMs adopted anyway; runs:\n${describeRuns(log.runs, killedAt)}`)
     for (const vm of mine) t.is(log.live(vm).length, 1, `${vm} runs once`)
     t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
     return

@@ -24,8 +24,7 @@ async function cli (h: Host, args: string[], code = 0): Promise<string> {
 const rows = async (h: Host): Promise<VmRow[]> => (JSON.parse(await cli(h, ['vm', 'ls', '--json'])) as { vms: VmRow[] }).vms
 
 e2e('drain moves every VM off a node and keeps new ones off until undrain; vgrid ha names a VM that would be stranded', async t => {
-  // DVMM alone: agents without the overlay (LCM has its own tests), which also start faster
-  const grid = await Grid.start(t, { hosts: 3, args: ['--capacity', 'cpu=2,mem=1G,disk=10G', '--no-overlay'] })
+  const grid = await Grid.start(t, { hosts: 3, args: ['--capacity', 'cpu=2,mem=1G,disk=10G'] })
   await grid.waitAllAlive(30_000)
   const log = new RunLog(join(grid.dir, 'runs.log')).watch()
   t.teardown(() => { log.stop() })

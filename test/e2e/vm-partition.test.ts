@@ -18,8 +18,7 @@ const FENCE_MS = 5000
 const rowsOf = async (h: { api: <T>(p: string) => Promise<T> }): Promise<VmRow[]> => (await h.api<{ vms: VmRow[] }>('/v1/vms')).vms
 
 e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only afterwards; healed, each VM runs once', async t => {
-  // DVMM alone: agents without the overlay (LCM has its own tests), which also start faster
-  const grid = await Grid.start(t, { hosts: 5, args: ['--capacity', 'cpu=2,mem=2G,disk=10G', '--no-overlay'] })
+  const grid = await Grid.start(t, { hosts: 5, args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
   await grid.waitAllAlive(40_000)
   const log = new RunLog(join(grid.dir, 'runs.log')).watch()
   t.teardown(() => { log.stop() })

@@ -2,7 +2,9 @@
 import { parse } from '../args.ts'
 import { CliError } from '../client.ts'
 import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
-import { Agent } from '../../agent.ts'
+import { bridgeWatchdog } from '../../dvmm/watchdog/bridge.ts'
+import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../../dvmm/timing.ts'
+import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
   '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
@@ -68,8 +70,15 @@ export async function run (argv: string[]): Promise<void> {
   }
   let agent: Agent
   try {
-    agent = new Agent(await resolveConfig(flags))
+    const config = await resolveConfig(flags)
+    // first, before the agent loads: keep the previous run's VMs alive for the fence
+    // timeout, not just the watchdog's (see bridge.ts)
+    const bridge = bridgeWatchdog(config.dataDir, { graceMs: FENCE_TIMEOUT_MS - WATCHDOG_TIMEOUT_MS })
+    const { Agent } = await import('../../agent.ts')
+    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt })
+    if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     await agent.start()
+    bridge.stop()
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message, 2)
     // a service that failed to start wraps the cause (ServiceStartError)

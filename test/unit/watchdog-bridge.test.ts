@@ -1,0 +1,53 @@
+// The restarted agent's bridge to the previous run's watchdog (node/dvmm/watchdog/bridge.ts):
+// it feeds only while a supervisor of that run lives, and only until the previous
+// run's last feed + the grace, so the VMs still die before any takeover.
+import test from 'ava'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { bridgePlan, bridgeWatchdog } from '../../node/dvmm/watchdog/bridge.ts'
+import { watchdogPaths } from '../../node/dvmm/watchdog/paths.ts'
+import { procStat } from '../../node/dvmm/drivers/common.ts'
+
+test('bridgePlan: feeds until last feed + grace, and never without a live, armed supervisor', t => {
+  const base = { supervisorAlive: true, disarmed: false, lastFeedAt: 10_000, now: 11_000, graceMs: 2000 }
+  t.is(bridgePlan(base).until, 12_000)
+  t.is(bridgePlan({ ...base, now: 12_500 }).until, null, 'too late: the supervisor is about to fire, as it should')
+  t.regex(bridgePlan({ ...base, now: 12_500 }).why, /too late/)
+  t.is(bridgePlan({ ...base, supervisorAlive: false }).until, null)
+  t.is(bridgePlan({ ...base, disarmed: true }).until, null)
+  t.is(bridgePlan({ ...base, lastFeedAt: null }).until, null)
+})
+
+test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline, then stops', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  // this test process stands in for the supervisor (alive, start time matching)
+  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks }))
+  writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1 }))
+  const last = Date.now() - 200
+  utimesSync(p.feed, last / 1000, last / 1000)
+  const b = bridgeWatchdog(dir, { graceMs: 600, feedMs: 50 })
+  t.teardown(b.stop)
+  t.is(Math.round(b.lastFeedAt! / 1000), Math.round(last / 1000))
+  t.truthy(b.until)
+  const seen = new Set<string>()
+  const end = Date.now() + 1000
+  while (Date.now() < end) { seen.add(readFileSync(p.feed, 'utf8')); await new Promise(resolve => setTimeout(resolve, 20)) }
+  t.true(seen.size >= 3, `fed while the grace lasted (${seen.size} distinct feeds)`)
+  const after = readFileSync(p.feed, 'utf8')
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.is(readFileSync(p.feed, 'utf8'), after, 'and not after it')
+  t.true(JSON.parse(after).bridge === true)
+})
+
+test('bridgeWatchdog: nothing to bridge without a supervisor', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const b = bridgeWatchdog(dir, { graceMs: 2000 })
+  b.stop()
+  t.is(b.lastFeedAt, null)
+  t.is(b.until, null)
+})
