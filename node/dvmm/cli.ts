@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -64,6 +64,7 @@ async function create (args: string[]): Promise<void> {
     initrd: { type: 'string' },
     cmdline: { type: 'string' },
     image: { type: 'string' },
+    volume: { type: 'string', multiple: true },
     restart: { type: 'string' },
     constraint: { type: 'string', multiple: true },
     label: { type: 'string', multiple: true },
@@ -90,6 +91,7 @@ async function create (args: string[]): Promise<void> {
   if (after != null) body.command = after
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app'] as const) if (v[k] != null) body[k] = v[k]
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
+  if (v.volume != null) body.volumes = v.volume
   if (v.stopped === true) body.desired = 'stopped'
   const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body)
   if (v.json === true) return json(d)
@@ -113,6 +115,10 @@ async function show (argv: string[]): Promise<void> {
   if (v.json === true) return json(d)
   out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
   out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
+  if (d.address != null) out(`  overlay address ${d.address}`)
+  if (d.spec.volumes.length > 0) out(`  volumes ${d.spec.volumes.join(', ')}`)
+  const rt = d.runtime
+  if (rt != null) out(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
   const ranking = d.decision?.ranking ?? d.placement
   out(d.decision != null ? `placement (as decided at ${d.decision.at}):` : 'placement (if it were placed now):')
   for (const n of ranking.nodes) {
