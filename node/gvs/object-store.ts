@@ -18,6 +18,7 @@ import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum } from './checksums
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
 import { RangeLock, type Span } from './range-lock.ts'
+import { readBuffers } from './buffer-pool.ts'
 import type { Logger } from '../log.ts'
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
@@ -223,23 +224,30 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async write (volume: string, index: number, offset: number, data: Uint8Array, opts: WriteOptions): Promise<void> {
     this.checkRange(offset, data.length)
-    await this.fence(volume, opts.epoch)
-    if (data.length === 0) return
     const p = this.paths(volume, index)
-    await this.ranges.run(p.data, this.span(offset, data.length, true), async () => { await this.writeLocked(volume, index, p, offset, data, opts.fua === true) })
+    if (data.length === 0) { await this.fence(volume, opts.epoch); return }
+    // the range is taken at once (before any await), so requests to overlapping
+    // blocks run in the order they were made; the writer's epoch is checked inside
+    await this.ranges.run(p.data, this.span(offset, data.length, true), async () => {
+      await this.fence(volume, opts.epoch)
+      await this.writeLocked(volume, index, p, offset, data, opts.fua === true)
+    })
   }
 
   /** trim and write-zeroes: a whole object is deleted (thin again), a part zeroed */
   async zero (volume: string, index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
     this.checkRange(offset, length)
-    await this.fence(volume, opts.epoch)
-    if (length === 0) return
     const p = this.paths(volume, index)
+    if (length === 0) { await this.fence(volume, opts.epoch); return }
     if (offset === 0 && length === this.objectSize) {
-      await this.ranges.run(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, opts.fua === true) })
+      await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+        await this.fence(volume, opts.epoch)
+        await this.removeLocked(p, opts.fua === true)
+      })
       return
     }
     await this.ranges.run(p.data, this.span(offset, length, true), async () => {
+      await this.fence(volume, opts.epoch)
       // zeroing an absent object changes nothing: it already reads as zeros
       if (!(await this.withObject(p, false, async o => o != null))) return
       await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true)
@@ -251,10 +259,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const paths = [...this.dirty]
     for (const path of paths) this.dirty.delete(path)
     try {
-      // files before the directories that name them
-      // a file or directory removed since it was written has nothing left to sync
-      for (const path of paths.filter(x => !x.endsWith('/'))) await syncPath(path).catch(ignoreEnoent)
-      for (const path of paths.filter(x => x.endsWith('/'))) await syncPath(path).catch(ignoreEnoent)
+      // files before the directories that name them; a file or directory removed since
+      // it was written has nothing left to sync. Several at once: the file system
+      // commits concurrent fsyncs together (one journal commit for many files, where
+      // one by one each paid its own: 256 files of a 512 MiB write took twice as long)
+      await inParallel(paths.filter(x => !x.endsWith('/')), SYNCS_AT_ONCE, async path => { await syncPath(path).catch(ignoreEnoent) })
+      await inParallel(paths.filter(x => x.endsWith('/')), SYNCS_AT_ONCE, async path => { await syncPath(path).catch(ignoreEnoent) })
     } catch (err) {
       for (const path of paths) this.dirty.add(path)
       throw fromFsError(err, 'flush')
@@ -317,8 +327,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private async readBlocks (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array }> {
     const first = Math.floor(offset / this.blockSize)
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
-    // not zero-filled: readFully fills it, zeroing only a sparse tail
-    const data = Buffer.allocUnsafe((last - first + 1) * this.blockSize)
+    // a reused buffer (buffer-pool.ts), not zero-filled: readFully fills it, zeroing
+    // only a sparse tail
+    const data = readBuffers.take((last - first + 1) * this.blockSize)
     try { await readFully(o.data, data, first * this.blockSize) } catch (err) { throw fromFsError(err, 'reading an object') }
     return { first, data }
   }
@@ -392,6 +403,19 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (sync) await syncPath(p.dir).catch(ignoreEnoent)
     else this.dirty.add(p.dir + '/')
   }
+}
+
+/** fsyncs in flight during a flush (libuv's pool has 4 threads by default) */
+const SYNCS_AT_ONCE = 8
+
+/** runs fn over items, at most n at once; the first failure is thrown once all stopped */
+async function inParallel<T> (items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const results = await Promise.allSettled(Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!)
+  }))
+  const failed = results.find(r => r.status === 'rejected')
+  if (failed != null) throw failed.reason
 }
 
 /** a missing file is what a remove or a late sync wants anyway; anything else is an error */

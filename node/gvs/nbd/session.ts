@@ -6,6 +6,7 @@ import type { Socket } from 'node:net'
 import type { BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
 import { GvsError } from '../errors.ts'
+import { readBuffers } from '../buffer-pool.ts'
 import {
   CMD, CMD_FLAG, ERRNO, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, INFO, MAX_PAYLOAD, OPT, REP, TFLAG,
   errnoOf, infoBlockSize, infoExport, infoString, optionReply, parseInfoRequest, parseRequest, serverEntry, serverGreeting, simpleReply
@@ -231,7 +232,11 @@ export class NbdSession {
     // header and data in one writev
     this.socket.cork()
     this.socket.write(simpleReply(req.cookie, error))
-    if (error === 0 && data != null) this.socket.write(data)
+    // the read buffer goes back to the store's pool once the socket has taken it
+    if (error === 0 && data != null) {
+      const d = data
+      this.socket.write(d, () => { readBuffers.give(d) })
+    }
     this.socket.uncork()
   }
 }
