@@ -234,6 +234,22 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     })
   }
 
+  /**
+   * A whole object copied in (repair, a move), unless one is here already: the check
+   * and the write under one hold of the object, so a writer's write that landed in
+   * between is never overwritten by the older copy. True when one was already here.
+   */
+  async putIfAbsent (volume: string, index: number, data: Uint8Array, opts: WriteOptions): Promise<boolean> {
+    if (data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${data.length}`)
+    const p = this.paths(volume, index)
+    return await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+      if (await this.withObject(p, false, async o => o != null)) return true
+      await this.fence(volume, opts.epoch)
+      await this.writeLocked(volume, index, p, 0, data, opts.fua === true)
+      return false
+    })
+  }
+
   /** trim and write-zeroes: a whole object is deleted (thin again), a part zeroed */
   async zero (volume: string, index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
     this.checkRange(offset, length)
@@ -252,6 +268,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       if (!(await this.withObject(p, false, async o => o != null))) return
       await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true)
     })
+  }
+
+  /**
+   * One object's files (and its directory's entry for it) on stable storage, without
+   * holding the object: a whole-object copy is written under its lock and synced
+   * after, so reads of the object wait for the copy but not for the disk.
+   */
+  async syncObject (volume: string, index: number): Promise<void> {
+    const p = this.paths(volume, index)
+    try {
+      await syncPath(p.data).catch(ignoreEnoent)
+      await syncPath(p.sums).catch(ignoreEnoent)
+      if (this.dirty.has(p.dir + '/')) await syncPath(p.dir + '/').catch(ignoreEnoent)
+    } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
   }
 
   /** everything written so far, on stable storage */

@@ -71,8 +71,11 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       if (data == null || data.length !== store.objectSize) throw new GvsError('invalid', `put needs a whole object of ${store.objectSize} bytes`)
       // a copy never overwrites a copy already here (a writer may have settled it and
       // written since the copy was read); only scrub replaces a damaged one
-      if (req.replace !== true && await store.has(req.volume, req.index)) return { reply: { ok: true, present: true }, data: null }
-      await store.write(req.volume, req.index, 0, data, { epoch: req.epoch, fua: true })
+      // (checked and written under one hold of the object); durable before the answer,
+      // but synced outside that hold (readers of it wait for the write, not the disk)
+      if (req.replace === true) await store.write(req.volume, req.index, 0, data, { epoch: req.epoch })
+      else if (await store.putIfAbsent(req.volume, req.index, data, { epoch: req.epoch })) return { reply: { ok: true, present: true }, data: null }
+      await store.syncObject(req.volume, req.index)
       return { reply: { ok: true }, data: null }
     case 'verify':
       return { reply: { ok: true, bad: await store.verify(req.volume, req.index) }, data: null }
