@@ -11,21 +11,13 @@ import type { VmDetail } from '../../node/dvmm/vms.ts'
 import type { LinkView } from '../../node/lcm/links.ts'
 import type { NetView } from '../../node/lcm/routes.ts'
 import { e2e, Grid, secs, type Host } from '../harness/index.ts'
+import { until } from '../harness/vm-runs.ts'
 import { exchange, tcpStream } from '../lcm/tcp.ts'
 import { join } from 'node:path'
 
 // the echo server of test/lcm/tcp.ts, as a VM's program
 const ECHO = "const net = require('node:net'); for (const p of process.argv.slice(1)) net.createServer(s => s.pipe(s)).listen(Number(p), '0.0.0.0'); console.log('echo ready')"
 
-async function until<T> (what: string, ms: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await Promise.resolve(f()).catch(() => undefined)
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 /** The VM as its holder shows it, once it runs (asked through h1, never killed here): its runtime has the namespace and address. */
 async function running (grid: Grid, vm: string, ms = 60_000, notOn?: string): Promise<VmDetail & { holder: Host }> {
@@ -68,7 +60,7 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   const made = Date.now()
   const link = await h1.api<LinkView>('/v1/links', 'POST', { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 })
   t.is(link.to.address, db.address)
-  await until('web to reach db:5432 by its terminal name', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432))
+  await until('web to reach db:5432 by its terminal name', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432) || undefined)
   t.log(`link carried traffic ${secs(Date.now() - made)} after it was made`)
   const hosts = await nsRun(web.holder.ns, 'ip', ['netns', 'exec', netnsOf(web), 'cat', '/etc/hosts'])
   t.regex(hosts, new RegExp(`^${db.address!.replace(/\./g, '\\.')}\\tdb$`, 'm'))
@@ -89,6 +81,11 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   const vmPrefix = (await h1.api<NetView>('/v1/net')).status.prefix.vmV4
   await nsRun(outsider.ns, 'ip', ['route', 'replace', vmPrefix, 'via', db.holder.address])
   t.false(await exchange(outsider.ns, 'tcp', db.address!, 5432), 'a non-member reaches no VM')
+  // nor does an agent of another grid (another key): not a member, so no WireGuard peer of ours either
+  const stranger = await grid.addHost({ name: 'x2', key: 'other' })
+  await nsRun(stranger.ns, 'ip', ['route', 'replace', vmPrefix, 'via', db.holder.address])
+  t.false(await exchange(stranger.ns, 'tcp', db.address!, 5432), 'an agent of another grid reaches no VM')
+  t.false((await db.holder.api<NetView>('/v1/net')).peers.some(p => p.name === 'x2'), 'and is no peer of the grid\'s tunnels')
 
   // web's host changes its address while a TCP stream runs through the link
   const stream = tcpStream(netnsOf(web), 'db', 5432, 8000)
@@ -109,7 +106,7 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   const db2 = await running(grid, 'db', 30_000, db.node!)
   const upAt = Date.now()
   t.is(db2.address, db.address, 'the same overlay address after the move')
-  await until('web to reach the moved db', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432))
+  await until('web to reach the moved db', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432) || undefined)
   t.log(`db ran on ${db2.node} ${secs(upAt - killed)} after its holder was killed; the link carried traffic ${secs(Date.now() - upAt)} after that`)
   t.log(db2.history.map(e => `${e.at} ${e.event} ${e.node ?? ''} ${e.detail ?? ''}`).join('\n'))
 })

@@ -5,21 +5,13 @@
 import { buildGuestImage } from '../../node/dvmm/image/build.ts'
 import { nsRun } from '../../node/netns/netns.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
-import { e2e, Grid, secs } from '../harness/index.ts'
+import { e2e, Grid } from '../harness/index.ts'
+import { until } from '../harness/vm-runs.ts'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 
 interface VolumeView { id: string, path: string, epoch: number, nbd: string }
 
-async function until<T> (what: string, ms: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await Promise.resolve(f()).catch(() => undefined)
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 200))
-  }
-}
 
 e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on another host', async t => {
   let image
