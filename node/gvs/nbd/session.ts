@@ -92,6 +92,7 @@ export class NbdSession {
   private readonly maxInFlight: number
   private readonly stats: NbdStats
   private noZeroes = false
+  private corked = false
   private readonly inFlight = new Set<Promise<void>>()
   /** the export name once in transmission */
   exportName: string | null = null
@@ -229,15 +230,19 @@ export class NbdSession {
       this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
     }
     if (this.socket.destroyed) return
-    // header and data in one writev
-    this.socket.cork()
+    // the replies finished in one turn of the event loop go out in one writev (a
+    // reply is 16 bytes and a write(2) each cost more than the request)
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      setImmediate(() => { this.corked = false; this.socket.uncork() })
+    }
     this.socket.write(simpleReply(req.cookie, error))
     // the read buffer goes back to the store's pool once the socket has taken it
     if (error === 0 && data != null) {
       const d = data
       this.socket.write(d, () => { readBuffers.give(d) })
     }
-    this.socket.uncork()
   }
 }
 
