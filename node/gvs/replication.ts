@@ -9,7 +9,7 @@
 //   only 256 KiB unacknowledged (its window never grows here: that needs the round-trip
 //   time, which only its keep-alive pings measure, and those are off), so one stream
 //   carries at most 256 KiB per round trip;
-// - whole-object copies (repair, moves) on a stream of their own, so a 4 MiB copy
+// - whole-object copies (repair, moves) on two streams of their own, so a 4 MiB copy
 //   never queues a VM's 4 KiB request behind it.
 // Requests on different streams may be run by a replica in another order than sent;
 // the writer never has two overlapping writes in flight (replicated-volume.ts), so
@@ -120,6 +120,9 @@ const RETRY_DELAYS = [10, 250]
 /** requests up to this many bytes of data share the batching lane */
 const SMALL = 64 * 1024
 
+/** streams per peer for whole-object copies: a 4 MiB copy takes 16 window round trips on one */
+const BULK_LANES = 2
+
 /** whole-object copies travel apart from client I/O */
 const bulk = (op: ReplicaRequest['op']): boolean => op === 'get' || op === 'put'
 
@@ -133,6 +136,7 @@ export class ReplicaService implements ReplicaTransport {
   private readonly limits: ChannelLimits | undefined
   private readonly lanes: number
   private nextLane = 0
+  private nextBulk = 0
   private readonly channels = new Map<string, PeerChannel>()
   private readonly inbound = new Set<Stream>()
 
@@ -192,7 +196,10 @@ export class ReplicaService implements ReplicaTransport {
   }
 
   private lane (req: ReplicaRequest, data: Uint8Array | undefined): string {
-    if (bulk(req.op)) return 'bulk'
+    if (bulk(req.op)) {
+      this.nextBulk = (this.nextBulk + 1) % BULK_LANES
+      return `bulk${this.nextBulk}`
+    }
     const bytes = req.op === 'read' ? req.length : data?.length ?? 0
     if (bytes <= SMALL) return 'small'
     this.nextLane = (this.nextLane + 1) % this.lanes
