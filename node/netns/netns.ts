@@ -174,6 +174,16 @@ export async function deleteNamespace (ns: string, graceMs = 0): Promise<void> {
   }
   await ip(['netns', 'del', ns], { allowFail: true })
   removeWireguardSockets(links)
+  removeEtcNetns(ns)
+}
+
+/**
+ * /etc/netns/NAME holds files `ip netns exec NAME` binds over /etc (a process VM's
+ * /etc/hosts): iproute2's convention makes it the namespace's, so it goes with it.
+ */
+function removeEtcNetns (ns: string): void {
+  if (!/^[A-Za-z0-9_.-]+$/.test(ns) || ns === '.' || ns === '..') return
+  rmSync(join('/etc/netns', ns), { recursive: true, force: true })
 }
 
 /** The names of a namespace's interfaces. */
@@ -206,6 +216,7 @@ export function deleteNamespaceSync (ns: string): void {
   } catch {}
   try { execFileSync(ipPath(), ['netns', 'del', ns], { stdio: 'ignore' }) } catch {}
   removeWireguardSockets(links)
+  removeEtcNetns(ns)
 }
 
 // ---- links and addresses --------------------------------------------------------
