@@ -359,7 +359,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
     // a reused buffer (buffer-pool.ts), not zero-filled: readFully fills it, zeroing
     // only a sparse tail
-    const data = readBuffers.take((last - first + 1) * this.blockSize)
+    const taken = readBuffers.take((last - first + 1) * this.blockSize)
+    // a plain Uint8Array over it, as every read of the store returns
+    const data = new Uint8Array(taken.buffer, taken.byteOffset, taken.length)
     try { await readFully(o.data, data, first * this.blockSize) } catch (err) { throw fromFsError(err, 'reading an object') }
     return { first, data }
   }
