@@ -18,6 +18,8 @@ import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
 import { Placement, objectKey } from '../../node/gvs/placement.ts'
 import { NbdServer } from '../../node/gvs/nbd/server.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
+import { REPLICA_PROTOCOL_V1 } from '../../node/gvs/replica-protocol.ts'
+import { lpStream } from '@libp2p/utils'
 import { silentLogger } from '../../node/log.ts'
 
 const run = promisify(execFile)
@@ -150,4 +152,48 @@ test('written through NBD on one host, read back through NBD on a host that hold
   await run('nbdcopy', [await serve(nodes[3]!, 3), join(dir, 'back.raw')])
   t.true(same(await readFile(join(dir, 'back.raw')), src))
   t.deepEqual(await nodes[3]!.store.list('apps-web'), [], 'the reading host holds no replica')
+})
+
+test('an agent not yet upgraded (replica protocol 1.0.0, a stream per request) is still answered', async t => {
+  const { nodes } = await grid(t, 2)
+  const [a, b] = [nodes[0]!, nodes[1]!]
+  const ask = async (req: object, data?: Uint8Array): Promise<{ reply: Record<string, unknown>, data: Uint8Array | null }> => {
+    const stream = await a.host.dialProtocol(b.host.peerId, REPLICA_PROTOCOL_V1)
+    const lp = lpStream(stream)
+    await lp.write(new TextEncoder().encode(JSON.stringify(req)))
+    if (data != null) await lp.write(data)
+    const reply = JSON.parse(new TextDecoder().decode((await lp.read()).subarray())) as Record<string, unknown>
+    const out = reply.ok === true && (req as { op: string }).op === 'read' ? (await lp.read()).subarray() : null
+    await stream.close()
+    return { reply, data: out }
+  }
+  t.deepEqual((await ask({ op: 'write', volume: 'old', index: 0, offset: 8, epoch: 1, fua: false }, new Uint8Array([7, 8, 9]))).reply, { ok: true })
+  const r = await ask({ op: 'read', volume: 'old', index: 0, offset: 8, length: 3 })
+  t.deepEqual([...r.data ?? []], [7, 8, 9])
+  t.deepEqual([...await b.store.read('old', 0, 8, 3)], [7, 8, 9], 'it landed in the store')
+  const bad = await ask({ op: 'read', volume: 'old' })
+  t.is(bad.reply.ok, false)
+  t.is(bad.reply.code, 'invalid')
+})
+
+test('a moved object is read from a node that has it, without copying it; the first write brings it to its new holder', async t => {
+  const { nodes } = await grid(t, 3)
+  const ids = nodes.map(n => n.id)
+  const before = placement(ids.slice(0, 2))
+  const after = placement(ids)
+  const size = 16 * MiB
+  const data = randomBytes(size)
+  await new ReplicatedVolume({ transport: nodes[0]!.svc, holders: before }, { volume: 'mv', size, replicas: 2, epoch: 1 }).write(0, data, false)
+  // node 2 joined: the objects it now wins are still only on nodes 0 and 1
+  const moved = [0, 1, 2, 3].filter(i => after(objectKey('mv', i), 2).includes(ids[2]!))
+  t.true(moved.length > 0, 'some object moved to the new node')
+  const v = new ReplicatedVolume({ transport: nodes[2]!.svc, holders: after, nodes: () => ids }, { volume: 'mv', size, replicas: 2, epoch: 1 })
+  t.true(same(await v.read(0, size), data), 'read back right, from nodes that have the objects')
+  t.deepEqual(await nodes[2]!.store.list('mv'), [], 'reads copied nothing to the new holder')
+  const i = moved[0]!
+  await v.write(i * 4 * MiB + 4096, Buffer.alloc(4096, 5), false)
+  t.true((await nodes[2]!.store.list('mv')).includes(i), 'the write brought the object to its new holder first')
+  const want = Buffer.from(data.subarray(i * 4 * MiB, (i + 1) * 4 * MiB))
+  want.fill(5, 4096, 8192)
+  t.true(same(await nodes[2]!.store.read('mv', i, 0, 4 * MiB), want), 'the whole object, with the write, on the new holder')
 })
