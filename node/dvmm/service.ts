@@ -95,6 +95,8 @@ export interface DvmmInit {
 }
 
 const MiB = 2 ** 20
+/** the least time between two adverts of this node's reservations */
+const RESERVED_EVERY_MS = 2000
 
 export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
   const s = vm.spec
@@ -198,6 +200,7 @@ export class DvmmService {
     clearInterval(this.timer)
     clearTimeout(this.wakeTimer)
     clearTimeout(this.debounce)
+    clearTimeout(this.reservedTimer)
     this.components.state.off('changed', this.onChange)
     this.components.membership.off('transition', this.onChange)
     while (this.stepping) await new Promise(resolve => setTimeout(resolve, 5))
@@ -360,11 +363,13 @@ export class DvmmService {
     if (d.claims.length > 0 || d.release.length > 0 || this.pending.length > 0) {
       await this.flush(d.claims, d.release)
       const at = this.components.clock.now()
+      // what the others hold, once for all claims of the step (kept for vm show)
+      const usage = d.claims.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
       for (const c of d.claims) {
         this.claimedAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
-        if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usageOf(holdings(doc, waiting)), { strategy: this.cfg.strategy }) })
+        if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
       }
       if (d.claims.length > 0) this.dirty = true // settle timers start now
     }
@@ -555,8 +560,22 @@ export class DvmmService {
     const key = `${r.cpu}/${r.memoryBytes}`
     if (key === this.lastReserved) return
     this.lastReserved = key
-    this.components.onReserved({ cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 })
+    this.reservedNow = { cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 }
+    // every new figure is a signed advert that every member checks: while VMs are
+    // placed in bulk (a change every step) at most one per RESERVED_EVERY_MS goes
+    // out, and the last one always does. Placement reads the leases, not the adverts
+    if (this.reservedTimer != null) return
+    const wait = Math.max(0, this.reservedAt + RESERVED_EVERY_MS - this.components.clock.now())
+    this.reservedTimer = setTimeout(() => {
+      this.reservedTimer = undefined
+      this.reservedAt = this.components.clock.now()
+      if (this.reservedNow != null && this.running) this.components.onReserved(this.reservedNow)
+    }, wait)
   }
+
+  private reservedNow?: Resources
+  private reservedAt = -Infinity
+  private reservedTimer?: NodeJS.Timeout
 
   /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
   ha (): HaReport {

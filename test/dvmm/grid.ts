@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Registry } from 'prom-client'
 import { Agent } from '../../node/agent.ts'
 import { resolveConfig } from '../../node/config.ts'
-import { silentLogger } from '../../node/log.ts'
+import { createLogger, silentLogger, type Level } from '../../node/log.ts'
 import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { systemClock } from '../../node/service.ts'
@@ -65,7 +65,7 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
         const driver = new FakeDriver({ clock: systemClock }, { node: fake })
         const dvmm = new DvmmService({
           peerId: agent.id,
-          log: silentLogger,
+          log: dvmmLog(cfg.name),
           clock: systemClock,
           registry: new Registry(),
           config: { name: cfg.name },
@@ -86,6 +86,12 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
     throw err
   }
   return { nodes, stop }
+}
+
+/** VGRID_GRID_LOG=warn (or info, debug): the DVMM services' log lines on stderr, to see why a run stalls */
+function dvmmLog (name: string): ReturnType<typeof createLogger> {
+  const level = process.env.VGRID_GRID_LOG as Level | undefined
+  return level == null ? silentLogger : createLogger({ component: name, level, write: line => { process.stderr.write(line + '\n') } })
 }
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
