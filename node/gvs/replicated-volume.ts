@@ -3,7 +3,8 @@
 // - a write is acknowledged only once every holder of each object it touches has
 //   written it; with FUA, once every holder has it on stable storage;
 // - a flush is acknowledged once every node written to since the last flush has
-//   flushed (so a flushed write survives the loss of any R-1 holders, invariant 4);
+//   flushed, and objects whose written node died since are on their live holders and
+//   flushed there (so a flushed write survives the loss of any R-1 holders, invariant 4);
 // - reads go to the local replica first, then the others in placement order; a damaged
 //   or unreachable replica is skipped (and the damage reported by its store);
 // - every write carries the writer's epoch, checked by each replica (invariant 3).
@@ -49,8 +50,8 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey'>>
   private readonly under: string[] | undefined
   private readonly pkey: string
-  /** nodes written to since their last flush */
-  private readonly unflushed = new Set<string>()
+  /** nodes written to since their last flush, with the objects written there */
+  private readonly unflushed = new Map<string, Set<number>>()
   /** object index -> the holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
   private readonly settling = new Map<number, Promise<void>>()
@@ -211,23 +212,63 @@ export class ReplicatedVolume implements BlockDevice {
     }))
   }
 
+  /**
+   * Every node written to since the last flush flushes. A node that died since holds
+   * the only unflushed copy of nothing (every write reached all R holders), but its
+   * copies no longer count: the objects it had unflushed are first brought to their
+   * holders among the live nodes (settle), which then flush too. So a flush that
+   * succeeds means R copies on live nodes' stable storage, and a holder's death fails
+   * at most the flushes made before membership says it died, not every later one.
+   */
   async flush (): Promise<void> {
-    const peers = [...this.unflushed]
+    const entries = [...this.unflushed]
     this.unflushed.clear()
-    const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush' })))
-    const failed = peers.filter((_, i) => results[i]?.status === 'rejected')
-    if (failed.length > 0) {
-      for (const p of failed) this.unflushed.add(p)
-      const why = results.flatMap(r => r.status === 'rejected' ? [String((r.reason as Error).message)] : [])
-      throw new GvsError('io', `volume "${this.init.volume}": flush failed on ${failed.length} replica(s): ${why.join('; ')}`)
+    const live = this.c.nodes == null ? null : new Set(this.c.nodes())
+    const flushNow = new Map<string, Set<number>>()
+    const add = (node: string, idx: Iterable<number>): void => {
+      const set = flushNow.get(node) ?? new Set<number>()
+      for (const i of idx) set.add(i)
+      flushNow.set(node, set)
     }
+    const orphaned = new Set<number>()
+    for (const [node, idx] of entries) {
+      if (live == null || live.has(node)) add(node, idx)
+      else for (const i of idx) orphaned.add(i)
+    }
+    const errors: string[] = []
+    for (const index of orphaned) {
+      try {
+        const hs = this.writeHolders(index)
+        this.settled.delete(index)
+        await this.settle(index, hs)
+        for (const h of hs) add(h, [index])
+      } catch (err) {
+        errors.push(`object ${index}: ${(err as Error).message}`)
+        for (const [node, idx] of entries) if (idx.has(index)) this.markUnflushed(node, [index])
+      }
+    }
+    const peers = [...flushNow.keys()]
+    const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush' })))
+    peers.forEach((p, i) => {
+      const r = results[i]
+      if (r?.status !== 'rejected') return
+      this.markUnflushed(p, flushNow.get(p)!)
+      errors.push(`${p}: ${String((r.reason as Error).message)}`)
+    })
+    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`)
+  }
+
+  private markUnflushed (node: string, idx: Iterable<number>): void {
+    const set = this.unflushed.get(node) ?? new Set<number>()
+    for (const i of idx) set.add(i)
+    this.unflushed.set(node, set)
   }
 
   /** one request to every holder of an object; resolves only when all succeeded */
   private async toAll (index: number, req: Parameters<ReplicaTransport['call']>[1], data: Uint8Array | undefined, fua: boolean): Promise<void> {
     const hs = this.writeHolders(index)
     await this.settle(index, hs)
-    if (!fua) for (const h of hs) this.unflushed.add(h)
+    if (!fua) for (const h of hs) this.markUnflushed(h, [index])
     const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i], err: r.reason as Error }] : [])
     if (bad.length === 0) return

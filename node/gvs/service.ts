@@ -15,10 +15,11 @@ import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
-import { Placement, objectKey } from './placement.ts'
+import { OBJECT_SIZE, Placement, objectKey } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
-import { Repairer, mergeReports, type RepairReport } from './repair.ts'
+import { DEFAULT_REPAIR_RATE, Repairer, mergeReports, type RepairReport } from './repair.ts'
+import { TokenBucket } from './token-bucket.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports } from './exports.ts'
 import { gvsRoutes } from './routes.ts'
@@ -83,6 +84,8 @@ export class GvsService {
   /** the last repair of each volume this node ran */
   readonly lastRepairs = new Map<string, LastRepair>()
   private readonly metrics: GvsMetrics | null
+  /** one copy-rate cap for every repair this node runs, whatever the volume */
+  private repairBucket?: TokenBucket
   private timer: ReturnType<typeof setTimeout> | null = null
   private dueAt = Infinity
   private reconciling: Promise<void> | null = null
@@ -225,9 +228,16 @@ export class GvsService {
   /** the block device NBD serves for an export name (a volume, or VOL@SNAP read-only) */
   device (name: string): BlockDevice | undefined { return this.exports.device(name) }
 
+  private sharedBucket (): TokenBucket | undefined {
+    const rate = this.init.repairBytesPerSecond ?? DEFAULT_REPAIR_RATE
+    if (rate <= 0) return undefined // no cap
+    this.repairBucket ??= new TokenBucket({ rate, burst: OBJECT_SIZE })
+    return this.repairBucket
+  }
+
   private repairer (v: Volume, layer: string): Repairer {
     return new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond
+      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond, bucket: this.sharedBucket()
     })
   }
 

@@ -197,3 +197,29 @@ test('a moved object is read from a node that has it, without copying it; the fi
   want.fill(5, 4096, 8192)
   t.true(same(await nodes[2]!.store.read('mv', i, 0, 4 * MiB), want), 'the whole object, with the write, on the new holder')
 })
+
+test('a holder that dies with unflushed writes fails the flush only until membership drops it; then its objects are on R live holders and flushed', async t => {
+  const { nodes } = await grid(t, 3)
+  let live = nodes.map(n => n.id)
+  const holders = (key: string, r: number): string[] => placement(live)(key, r)
+  const size = 12 * MiB
+  const v = new ReplicatedVolume({ transport: nodes[0]!.svc, holders, nodes: () => live }, { volume: 'fl', size, replicas: 2, epoch: 1 })
+  const data = randomBytes(size)
+  await v.write(0, data, false)
+  // a holder other than the writer's node dies before the flush
+  const dead = nodes.slice(1).find(n => [0, 1, 2].some(i => holders(objectKey('fl', i), 2).includes(n.id)))!
+  await dead.svc.stop()
+  await dead.host.stop()
+  const e = await t.throwsAsync(v.flush())
+  t.regex(e?.message ?? '', /flush failed/, 'while placement still names the dead node, the flush cannot be complete')
+  // membership drops it: the same flush now brings its objects to their live holders
+  live = live.filter(id => id !== dead.id)
+  await v.flush()
+  const alive = nodes.filter(n => n !== dead)
+  for (let i = 0; i < size / (4 * MiB); i++) {
+    const have = (await Promise.all(alive.map(async n => (await n.store.list('fl')).includes(i) ? [n.id] : []))).flat()
+    t.is(have.length, 2, `object ${i} is on both live nodes`)
+  }
+  t.true(same(await v.read(0, size), data))
+  await v.flush()
+})
