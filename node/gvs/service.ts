@@ -102,7 +102,7 @@ export class GvsService {
     const log = components.log.child('gvs')
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
     this.replicas = new ReplicaService({ host: components.host, store: this.store, log })
-    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName) } }, {
+    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })

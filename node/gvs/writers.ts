@@ -1,8 +1,8 @@
 // Who writes a volume through this node's NBD server: every session that opens a
 // writable export gets its own handle onto the volume's LiveVolume, and a handle that
 // has written within `idleMs` counts as a writer, so a destroy can be refused while a
-// client writes. (The NBD server does not yet tell the service when a session ends;
-// until it does, a writer that went quiet for `idleMs` no longer counts.)
+// client writes. A session that ends releases its handle at once; a writer that went
+// quiet for `idleMs` no longer counts either (a client that hangs on to a session).
 import type { BlockDevice } from './block-device.ts'
 
 export class WriterHandle implements BlockDevice {
@@ -43,6 +43,14 @@ export class Writers {
       if (s == null) this.byVolume.set(volume, s = new Set())
       s.add(h)
     })
+  }
+
+  /** the session of this handle ended */
+  release (h: BlockDevice): void {
+    if (!(h instanceof WriterHandle)) return
+    for (const [volume, s] of this.byVolume) {
+      if (s.delete(h) && s.size === 0) this.byVolume.delete(volume)
+    }
   }
 
   /** sessions that wrote to the volume within idleMs */

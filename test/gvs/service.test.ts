@@ -16,6 +16,7 @@ import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
 
@@ -81,13 +82,17 @@ test('volumes API and NBD exports across agents', async t => {
   const have = await run('sh', ['-c', 'command -v nbdcopy']).then(() => true, () => false)
   if (have) {
     await run('nbdcopy', [join(dir, 'src.raw'), svcs[0]!.uriOf(replica.read().get('volumes', vol.id)!.value)])
-    // written a moment ago through agent 0: agent 1's API refuses to destroy it (it asks every node)
+    // a session writing through agent 0: agent 1's API refuses to destroy it (it asks every node)
+    const writer = await NbdClient.open(join(dir, 'a0', 'nbd.sock'), 'shop/db/data')
+    await writer.write(0, Buffer.from(src.subarray(0, 4096)))
     const app1 = Fastify()
     app1.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
     svcs[1]!.routes(app1)
     const busy = await app1.inject({ method: 'DELETE', url: `/v1/volumes/${vol.id}` })
     t.is(busy.statusCode, 409, busy.body)
     t.regex(busy.json<Body>().error?.message ?? '', new RegExp(`being written over NBD \\(1 session on node ${hosts[0]!.peerId.toString()}\\)`))
+    // its session ends: no longer a writer (the finished nbdcopy never counted after it ended)
+    await writer.close()
     await run('nbdcopy', [svcs[2]!.uriOf(replica.read().get('volumes', vol.id)!.value), join(dir, 'back.raw')])
     t.true(Buffer.from(await readFile(join(dir, 'back.raw'))).equals(src))
     // every node names the same repair coordinator and shows the same state
@@ -127,7 +132,7 @@ test('volumes API and NBD exports across agents', async t => {
   for (const s of svcs) await s.reconcile()
   const holding = (await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(vol.id)))).filter(Boolean).length
   if (have) t.true(holding >= 2, 'R=2 nodes hold the written volume')
-  await new Promise(resolve => setTimeout(resolve, WRITER_IDLE_MS + 100)) // its writers went quiet
+  // no waiting for its writers to go quiet: their NBD sessions ended, which released them
   t.is((await call('DELETE', `/v1/volumes/${vol.id}`)).status, 200)
   t.is((await call('GET', `/v1/volumes/${vol.id}`)).status, 404)
   // ...and once it is destroyed, every node frees its objects

@@ -16,6 +16,8 @@ export interface NbdExports {
   /** the device behind an export name ('' is the default export), or undefined */
   get: (name: string) => BlockDevice | undefined
   list: () => string[]
+  /** the session that used `dev` ended: its writes are over */
+  release?: (dev: BlockDevice) => void
 }
 
 /** option data longer than this ends the session: no option we know needs more */
@@ -108,14 +110,16 @@ export class NbdSession {
 
   /** runs the session to its end; never throws */
   async run (): Promise<void> {
+    let dev: BlockDevice | null | undefined
     try {
-      const dev = await this.handshake()
+      dev = await this.handshake()
       if (dev != null) await this.transmit(dev)
     } catch (err) {
       if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
     } finally {
       await Promise.allSettled([...this.inFlight])
       this.socket.end()
+      if (dev != null) this.exports.release?.(dev)
     }
   }
 
