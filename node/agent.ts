@@ -29,6 +29,7 @@ import { DvmmService } from './dvmm/index.ts'
 import type { HaReport } from '../crdt/placement/ha.ts'
 import { NodeRuntime } from './dvmm/node-runtime.ts'
 import { GvsService } from './gvs/index.ts'
+import { tuningFromEnv } from './gvs/config.ts'
 
 import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from './dvmm/timing.ts'
 
@@ -130,7 +131,13 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       peerId: host.peerId.toString(),
       state,
       membership: membership.detector
-    }, { nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock') })
+    }, {
+      nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock'),
+      // the config file's settings, the environment's over them
+      ...core.config.gvs,
+      ...tuningFromEnv(process.env),
+      env: false
+    })
     : undefined
 
   const services: Service[] = [

@@ -9,6 +9,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
+import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
@@ -42,6 +43,8 @@ export interface AgentConfig {
   overlay: boolean
   /** UDP port of the WireGuard interface */
   wireguardPort: number
+  /** the volume store's repair and scrub settings (the environment's VGRID_GVS_* go over these) */
+  gvs: GvsTuning
 }
 
 export class ConfigError extends Error {
@@ -67,7 +70,13 @@ const FileSchema = Type.Object({
   suspectAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   deadAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   silenceAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
-  forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()]))
+  forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  gvs: Type.Optional(Type.Object({
+    repairRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    repairDelay: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    scrubInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    scrubRate: Type.Optional(Type.Union([Type.String(), Type.Number()]))
+  }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 export type ConfigFile = Static<typeof FileSchema>
@@ -188,6 +197,11 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     transport: flags.transport ?? 'tcp',
     // agents that share one network namespace would fight over one port and one firewall
     overlay: pick('overlay') ?? (flags.transport !== 'memory'),
-    wireguardPort: pick('wireguardPort') ?? DEFAULT_WIREGUARD_PORT
+    wireguardPort: pick('wireguardPort') ?? DEFAULT_WIREGUARD_PORT,
+    gvs: gvsTuning(file.gvs ?? {})
   }
+}
+
+function gvsTuning (raw: Parameters<typeof tuningFromConfig>[0]): GvsTuning {
+  try { return tuningFromConfig(raw) } catch (err) { throw new ConfigError((err as Error).message) }
 }

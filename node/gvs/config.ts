@@ -1,10 +1,10 @@
-// GVS settings from the environment, for agents started as processes (the e2e tests,
-// an operator tuning one node) until the agent's config file carries them:
-//   VGRID_GVS_REPAIR_RATE     repair copy cap, bytes/s or a size per second ("50M")
-//   VGRID_GVS_REPAIR_DELAY    wait after a membership change before repairing ("5s")
-//   VGRID_GVS_SCRUB_INTERVAL  scheduled scrub period ("24h"; "0" never)
-//   VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
-// A bad value is an error naming the variable, never a silent default.
+// GVS settings, from the agent's config file (`"gvs": {"repairRate": "50M", ...}`) and,
+// over those, the environment (an operator tuning one node, the e2e tests):
+//   repairRate    VGRID_GVS_REPAIR_RATE     repair copy cap, bytes/s or a size per second ("50M")
+//   repairDelay   VGRID_GVS_REPAIR_DELAY    wait after a membership change before repairing ("5s")
+//   scrubInterval VGRID_GVS_SCRUB_INTERVAL  scheduled scrub period ("24h"; "0" never)
+//   scrubRate     VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
+// A bad value is an error naming the key or variable, never a silent default.
 import { parseSize } from '../resources.ts'
 
 export interface GvsTuning {
@@ -31,13 +31,24 @@ function rate (name: string, v: string): number {
   return n
 }
 
-export function tuningFromEnv (env: Record<string, string | undefined>): GvsTuning {
+/** Settings by name (`names` say how to call each in an error), as text; absent ones are left out. */
+function tuning (get: (k: 'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate') => string | undefined, names: Record<'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate', string>): GvsTuning {
   const out: GvsTuning = {}
-  const get = (k: string): string | undefined => env[k] != null && env[k] !== '' ? env[k] : undefined
   let v: string | undefined
-  if ((v = get('VGRID_GVS_REPAIR_RATE')) != null) out.repairBytesPerSecond = rate('VGRID_GVS_REPAIR_RATE', v)
-  if ((v = get('VGRID_GVS_REPAIR_DELAY')) != null) out.repairDelayMs = duration('VGRID_GVS_REPAIR_DELAY', v, true)
-  if ((v = get('VGRID_GVS_SCRUB_INTERVAL')) != null) out.scrubIntervalMs = duration('VGRID_GVS_SCRUB_INTERVAL', v, true)
-  if ((v = get('VGRID_GVS_SCRUB_RATE')) != null) out.scrubBytesPerSecond = rate('VGRID_GVS_SCRUB_RATE', v)
+  if ((v = get('repairRate')) != null) out.repairBytesPerSecond = rate(names.repairRate, v)
+  if ((v = get('repairDelay')) != null) out.repairDelayMs = duration(names.repairDelay, v, true)
+  if ((v = get('scrubInterval')) != null) out.scrubIntervalMs = duration(names.scrubInterval, v, true)
+  if ((v = get('scrubRate')) != null) out.scrubBytesPerSecond = rate(names.scrubRate, v)
   return out
+}
+
+const ENV = { repairRate: 'VGRID_GVS_REPAIR_RATE', repairDelay: 'VGRID_GVS_REPAIR_DELAY', scrubInterval: 'VGRID_GVS_SCRUB_INTERVAL', scrubRate: 'VGRID_GVS_SCRUB_RATE' } as const
+
+export function tuningFromEnv (env: Record<string, string | undefined>): GvsTuning {
+  return tuning(k => env[ENV[k]] != null && env[ENV[k]] !== '' ? env[ENV[k]] : undefined, ENV)
+}
+
+/** The config file's `gvs` object (its shape is checked by the config schema); numbers are bytes/s or ms. */
+export function tuningFromConfig (gvs: Partial<Record<'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate', string | number>>): GvsTuning {
+  return tuning(k => gvs[k] == null ? undefined : String(gvs[k]), { repairRate: 'gvs.repairRate', repairDelay: 'gvs.repairDelay', scrubInterval: 'gvs.scrubInterval', scrubRate: 'gvs.scrubRate' })
 }

@@ -56,3 +56,18 @@ test('contradictory timings and bad labels are refused by name', async t => {
   await t.throwsAsync(resolveConfig({ labels: { ['x'.repeat(64)]: 'v' } }), { message: /is not a label key/ })
   await t.throwsAsync(resolveConfig({ labels: { rack: 'v'.repeat(257) } }), { message: /longer than 256/ })
 })
+
+test('the volume store\'s repair and scrub settings come from the config file, checked by name', async t => {
+  const dir = tmpdir()
+  const f = join(dir, `vgrid-cfg-${process.pid}-gvs.json`)
+  t.teardown(async () => { await rm(f, { force: true }) })
+  await writeFile(f, JSON.stringify({ gvs: { repairRate: '20M', repairDelay: '2s', scrubInterval: '12h', scrubRate: 1048576 } }))
+  t.deepEqual((await resolveConfig({ config: f })).gvs, { repairBytesPerSecond: 20 * 2 ** 20, repairDelayMs: 2000, scrubIntervalMs: 12 * 3_600_000, scrubBytesPerSecond: 2 ** 20 })
+  t.deepEqual((await resolveConfig({})).gvs, {}, 'the service defaults when the file says nothing')
+  await writeFile(f, JSON.stringify({ gvs: { repairRate: 'fast' } }))
+  await t.throwsAsync(resolveConfig({ config: f }), { message: /gvs\.repairRate/ })
+  await writeFile(f, JSON.stringify({ gvs: { scrubInterval: 'soon' } }))
+  await t.throwsAsync(resolveConfig({ config: f }), { message: /gvs\.scrubInterval="soon" is not a duration/ })
+  await writeFile(f, JSON.stringify({ gvs: { repairSpeed: '1M' } }))
+  await t.throwsAsync(resolveConfig({ config: f }), { message: /repairSpeed|unknown key/ })
+})
