@@ -11,11 +11,12 @@ import { mkdtemp, rm, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { createHost, type VgridHost } from '../../protocol/host.ts'
+import { createHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
+import { memoryHosts } from './hosts.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
 import { waitFor } from '../helpers/agent-process.ts'
@@ -26,19 +27,7 @@ const MiB = 1024 * 1024
 const G = 2 ** 30
 
 test('the scheduled scrub finds a damaged copy, rewrites it from the other replica and reports it', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-scrub-'))
-  const clusterKey = generateClusterKey()
-  const hosts: VgridHost[] = []
-  const svcs: GvsService[] = []
-  t.teardown(async () => {
-    for (const s of svcs) await s.stop()
-    for (const h of hosts) await h.stop()
-    await rm(dir, { recursive: true, force: true })
-  })
-  for (let i = 0; i < 2; i++) {
-    hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/gvsscrub${process.pid}-${i}`], mdns: false, transport: 'memory' }))
-  }
-  await hosts[0]!.dial(hosts[1]!.getMultiaddrs()[0]!)
+  const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsscrub')
   const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
   const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
   const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {

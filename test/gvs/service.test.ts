@@ -4,18 +4,15 @@
 import test from 'ava'
 import Fastify from 'fastify'
 import { Registry } from 'prom-client'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { createHost, type VgridHost } from '../../protocol/host.ts'
-import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
+import { memoryHosts } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -26,19 +23,7 @@ const G = 2 ** 30
 const WRITER_IDLE_MS = 3000
 
 test('volumes API and NBD exports across agents', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-svc-'))
-  const clusterKey = generateClusterKey()
-  const hosts: VgridHost[] = []
-  const svcs: GvsService[] = []
-  t.teardown(async () => {
-    for (const s of svcs) await s.stop()
-    for (const h of hosts) await h.stop()
-    await rm(dir, { recursive: true, force: true })
-  })
-  for (let i = 0; i < 3; i++) {
-    hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/gvssvc${process.pid}-${i}`], mdns: false, transport: 'memory' }))
-  }
-  for (const a of hosts) for (const b of hosts) if (a !== b) await a.dial(b.getMultiaddrs()[0]!)
+  const { dir, hosts, svcs } = await memoryHosts(t, 3, 'gvssvc')
   // one converged document and one members table stand in for state sync and membership
   const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
   const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
