@@ -15,6 +15,7 @@ import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import { GvsService, vol } from '../../node/gvs/index.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
 
@@ -64,8 +65,11 @@ test('vgrid vol commands', async t => {
     const imported = await cli('import', join(dir, 'in.raw'), '/shop/db/main')
     t.regex(imported, /import .*in\.raw -> \/shop\/db\/main: 100%\n/, imported)
     t.regex(imported, /imported .* into \/shop\/db\/main/)
-    // just written over NBD: destroying it is refused while that writer may still be there
+    // a session writing over NBD: destroying the volume is refused while it is open
+    const writer = await NbdClient.open(join(dir, 'nbd.sock'), 'shop/db/main')
+    await writer.write(0, Buffer.from(src.subarray(0, 4096)))
     await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on node / })
+    await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')
     await run('qemu-img', ['convert', '-O', 'raw', join(dir, 'out.qcow2'), join(dir, 'out.raw')])
