@@ -107,7 +107,7 @@ export class GvsService {
       tcpPort: init.nbdTcpPort
     })
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes() }, new Writers(this.init.writerIdleMs ?? 30_000))
-    this.status = new StatusService({ host: components.host, log, answer: async ids => await this.statusAnswer(ids) })
+    this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.store.on('damaged', () => { this.metrics?.damaged.inc() })
     this.scrub = new ScrubSchedule({

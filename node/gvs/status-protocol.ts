@@ -3,10 +3,8 @@
 // how many NBD writers it serves them to. The API answers with the coordinator's view
 // (merged with its own), and a destroy asks every live node whether a writer has the
 // volume open. One stream per request; a length-prefixed JSON request and answer.
-import { lpStream } from '@libp2p/utils'
-import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, Stream } from '@libp2p/interface'
-import type { Logger } from '../log.ts'
+import type { Libp2p } from '@libp2p/interface'
+import { request, serve } from '../p2p/request.ts'
 import type { VolumeHealthView } from './health.ts'
 
 export const STATUS_PROTOCOL = '/vgrid/gvs/status/1.0.0'
@@ -48,7 +46,6 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
 
 export interface StatusServiceComponents {
   host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
-  log: Logger
   /** this node's answer */
   answer: (volumes: string[]) => Promise<StatusAnswer>
 }
@@ -58,38 +55,17 @@ export class StatusService {
   constructor (components: StatusServiceComponents) { this.c = components }
 
   async start (): Promise<void> {
-    await this.c.host.handle(STATUS_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, { maxInboundStreams: 32, maxOutboundStreams: 64 })
+    await serve(this.c.host, STATUS_PROTOCOL, async raw => await this.c.answer(parseStatusRequest(raw)), { maxRequestBytes: MAX_REQUEST, maxInboundStreams: 32 })
   }
 
   async stop (): Promise<void> { await this.c.host.unhandle(STATUS_PROTOCOL).catch(() => {}) }
 
-  /** asks one node; throws when it does not answer within `timeoutMs` */
+  /** asks one node; throws when it does not answer within `timeoutMs`, or refuses */
   async ask (peer: string, volumes: string[], timeoutMs = 2000): Promise<StatusAnswer> {
     if (peer === this.c.host.peerId.toString()) return await this.c.answer(volumes)
-    const signal = AbortSignal.timeout(timeoutMs)
-    const stream = await this.c.host.dialProtocol(peerIdFromString(peer), STATUS_PROTOCOL, { signal })
-    try {
-      const lp = lpStream(stream, { maxDataLength: MAX_REPLY })
-      await lp.write(new TextEncoder().encode(JSON.stringify({ volumes })), { signal })
-      const answer = parseStatusAnswer(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())))
-      await stream.close({ signal }).catch(() => {})
-      return answer
-    } catch (err) {
-      stream.abort(err as Error)
-      throw err
-    }
-  }
-
-  private async serve (stream: Stream): Promise<void> {
-    const signal = AbortSignal.timeout(10_000)
-    try {
-      const lp = lpStream(stream, { maxDataLength: MAX_REQUEST })
-      const ids = parseStatusRequest(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())))
-      await lp.write(new TextEncoder().encode(JSON.stringify(await this.c.answer(ids))), { signal })
-      await stream.close({ signal })
-    } catch (err) {
-      this.c.log.warn('gvs status request failed', { error: String(err) })
-      stream.abort(err as Error)
-    }
+    const raw = await request(this.c.host, peer, STATUS_PROTOCOL, { volumes }, { timeoutMs, maxAnswerBytes: MAX_REPLY })
+    const refused = (raw as { error?: unknown } | null)?.error
+    if (typeof refused === 'string') throw new Error(`${peer} refused the status request: ${refused}`)
+    return parseStatusAnswer(raw)
   }
 }
