@@ -1,6 +1,6 @@
 // One request, one answer, over a libp2p stream of its own: a length-prefixed JSON
 // request and a length-prefixed JSON answer, both bounded. For the small questions
-// agents ask each other (a VM's console on its holder); bulk data has protocols of
+// agents ask each other (a VM's console on its holder, a volume's state); bulk data has protocols of
 // its own (state sync, GVS replication).
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
