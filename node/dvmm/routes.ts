@@ -7,7 +7,7 @@ import type { HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import type { VmDriver, VmInfo } from './drivers/types.ts'
+import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
 import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from './vms.ts'
@@ -25,7 +25,6 @@ export interface DvmmRoutesDeps {
   }
   readonly me: string
   readonly history: History
-  driver: (name: string) => VmDriver | undefined
   schedule: () => void
   ha: () => HaReport
   /** the VM's overlay address, where the grid has an overlay */

@@ -163,7 +163,6 @@ export class DvmmService {
   get me (): string { return this.components.peerId }
   get config (): Readonly<Required<DvmmInit>> { return this.cfg }
   get fenceState (): FenceDecision | undefined { return this.fence }
-  driver (name: string): VmDriver | undefined { return this.components.drivers[name as Vm['spec']['driver']] }
   routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
   async start (): Promise<void> {
