@@ -3,30 +3,30 @@
 // document and membership, runs one decision step on every change and on a timer,
 // writes claims and statuses in one change per step (an agent gets few acknowledged
 // writes per second while many peers sync), and carries the answer out through the
-// drivers. Liveness is never written to the document.
+// drivers (local-vms.ts, which also ties this node's VMs to the overlay, GVS and the
+// other nodes). Liveness is never written to the document.
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
-import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
-import { fenced, haCheck, onExit, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import type { Reader, Vm, Writer } from '../../crdt/index.ts'
+import { fenced, haCheck, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
 import type { Logger } from '../log.ts'
 import type { Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
-import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
+import type { FastifyInstance } from 'fastify'
+import type { VmDriver, VmInfo } from './drivers/types.ts'
 import { decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
-import { request, serve, type RequestHost } from '../p2p/request.ts'
-import { ConflictError, UnavailableError } from '../errors.ts'
+import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
+import type { RequestHost } from '../p2p/request.ts'
 
-/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
-export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
-const CONSOLE_BYTES = 64 * 1024
-import type { FastifyInstance } from 'fastify'
+// index.ts exports it from here
+export { driverSpec } from './local-vms.ts'
 
 /** what DVMM uses of the state service */
 export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'> {
@@ -59,12 +59,6 @@ export interface DvmmComponents {
   volumes?: { uriOf: (volumeId: string) => string | null }
 }
 
-export interface VmNetworkHooks {
-  overlayOf: (vm: string) => VmOverlay | null
-  /** a VM of this node started, was adopted or went: its interface appeared or vanished */
-  interfacesChanged: () => void
-}
-
 export interface DvmmInit {
   /** a claim starts its VM after this long without a conflicting claim (> document propagation) */
   settleMs?: number
@@ -94,17 +88,8 @@ export interface DvmmInit {
   lastAliveAt?: number
 }
 
-const MiB = 2 ** 20
 /** the least time between two adverts of this node's reservations */
 const RESERVED_EVERY_MS = 2000
-
-export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
-  const s = vm.spec
-  const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
-    ? { kind: 'command', command: s.command }
-    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
-  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
-}
 
 export class DvmmService {
   readonly name = 'dvmm'
@@ -113,13 +98,8 @@ export class DvmmService {
   readonly components: DvmmComponents
   private readonly cfg: Required<DvmmInit>
   private readonly log: Logger
-  /** VMs this node's drivers run (started or adopted) */
-  private readonly runs = new Set<string>()
-  /** their interfaces on this node (the connection manager routes their overlay addresses there) */
-  private readonly ifaces = new Map<string, { hostIf: string, driver: VmDriver }>()
-  private readonly busy = new Set<string>()
-  /** stops and kills this node asked for: their exits are no crashes */
-  private readonly expected = new Set<string>()
+  /** the VMs this node runs: starts, stops, kills and crashes on its drivers */
+  private readonly local: LocalVms
   private readonly claimedAt = new Map<string, number>()
   private readonly conflictSeenAt = new Map<string, number>()
   private readonly claimHolders = new Map<string, string>()
@@ -141,7 +121,6 @@ export class DvmmService {
   private wakeTimer?: NodeJS.Timeout
   private debounce?: NodeJS.Timeout
   private readonly onChange = (): void => { this.schedule() }
-  private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
 
   constructor (components: DvmmComponents, init: DvmmInit = {}) {
     this.components = components
@@ -158,6 +137,14 @@ export class DvmmService {
       lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
     }
     this.metrics = new DvmmMetrics(components.registry)
+    this.local = new LocalVms({
+      ...components,
+      log: this.log,
+      metrics: this.metrics,
+      history: this.history,
+      enqueue: fn => { this.enqueue(fn) },
+      schedule: () => { this.schedule() }
+    }, { stopGraceMs: this.cfg.stopGraceMs })
   }
 
   get me (): string { return this.components.peerId }
@@ -169,20 +156,10 @@ export class DvmmService {
     this.running = true
     this.startedAt = this.components.clock.now()
     this.lastMajorityAt = this.cfg.lastAliveAt > 0 ? Math.min(this.startedAt, this.cfg.lastAliveAt) : this.startedAt
-    for (const d of new Set(Object.values(this.components.drivers))) {
-      d.on('exit', this.onDriverExit)
-      // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
-      for (const vm of await d.list()) {
-        if (vm.state !== 'running' && vm.state !== 'starting') continue
-        this.runs.add(vm.id)
-        this.noteInterface(vm, d)
-      }
-    }
-    if (this.ifaces.size > 0) this.components.network?.interfacesChanged()
-    if (this.runs.size > 0) this.log.info('found VMs of a previous run', { vms: [...this.runs] })
+    // before any step: VMs a previous run of this agent left are adopted, not started again
+    await this.local.start()
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
-    if (this.components.host != null) await serve(this.components.host, CONSOLE_PROTOCOL, async req => await this.localConsole(req))
     if (this.components.state.read().get('roll', this.me) == null) {
       const now = this.components.clock.now()
       this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) })
@@ -204,46 +181,13 @@ export class DvmmService {
     this.components.membership.off('transition', this.onChange)
     while (this.stepping) await new Promise(resolve => setTimeout(resolve, 5))
     if (opts.graceful) {
-      const vms = [...this.runs]
-      await Promise.all(vms.map(async vm => await this.act(vm, 'stop', 'node leaving')))
+      await this.local.stopAll('node leaving')
       await this.components.state.write(w => {
         for (const l of w.reader.list('leases')) if (l.holder === this.me) w.remove('leases', l.vm)
         w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }
-    for (const d of new Set(Object.values(this.components.drivers))) d.off('exit', this.onDriverExit)
-    await this.components.host?.unhandle(CONSOLE_PROTOCOL).catch(() => {})
-  }
-
-  /** The tail of a VM's console, from whichever node holds it. */
-  async console (vmId: string): Promise<{ holder: string, console: string }> {
-    const l = this.components.state.read().get('leases', vmId)?.value
-    if (l == null) throw new ConflictError(`VM ${vmId} runs nowhere`, 'not_running')
-    if (l.holder === this.me) return { holder: this.me, console: (await this.localConsole({ vm: vmId })).console }
-    const host = this.components.host
-    if (host == null) throw new ConflictError(`VM ${vmId} runs on another node, and this agent does not talk to other nodes`, 'elsewhere')
-    let answer: unknown
-    try {
-      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
-    } catch (err) {
-      throw new UnavailableError(`VM ${vmId}'s holder did not answer for its console: ${(err as Error).message}`, 'holder_unreachable')
-    }
-    const a = answer as { console?: unknown, error?: unknown } | null
-    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
-    throw new ConflictError(`VM ${vmId}'s holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`, 'elsewhere')
-  }
-
-  /** This node's answer to a console request: only for a VM it holds. */
-  private async localConsole (req: unknown): Promise<{ console: string }> {
-    const vmId = (req as { vm?: unknown } | null)?.vm
-    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
-    const reader = this.components.state.read()
-    const vm = reader.get('vms', vmId)?.value
-    if (vm == null) throw new Error(`no VM "${vmId}"`)
-    if (reader.get('leases', vmId)?.value.holder !== this.me) throw new Error(`VM ${vmId} does not run on this node`)
-    const driver = this.components.drivers[vm.spec.driver]
-    if (driver == null) throw new Error(`driver ${vm.spec.driver} is not available on this node`)
-    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
+    await this.local.stop()
   }
 
   /** Queues a document update for the next step (one change for many updates). */
@@ -331,7 +275,7 @@ export class DvmmService {
     this.fence = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
     if (now < this.quarantineUntil) this.fence = { ...this.fence, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
-    if (this.fence.fenced && this.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
+    if (this.fence.fenced && this.local.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
     this.lastMajorityAt = this.fence.lastMajorityAt
     this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
     this.watchClaims(doc, now)
@@ -345,8 +289,8 @@ export class DvmmService {
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.heard.get(id) ?? this.startedAt,
       fence: this.fence,
-      runs: this.runs,
-      busy: this.busy,
+      runs: this.local.runs,
+      busy: this.local.busy,
       claimedAt: this.claimedAt,
       conflictSeenAt: this.conflictSeenAt,
       unplacedSince: this.unplacedSince,
@@ -372,9 +316,9 @@ export class DvmmService {
       }
       if (d.claims.length > 0) this.dirty = true // settle timers start now
     }
-    for (const k of d.kill) void this.act(k.vm, 'kill', k.why)
-    for (const s of d.stop) void this.act(s.vm, 'stop', s.why)
-    for (const vm of d.start) void this.startVm(vm, doc)
+    for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
+    for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
+    for (const vm of d.start) void this.local.startVm(vm, doc)
     this.publishReserved(doc)
     if (Number.isFinite(d.wakeInMs) && this.running) {
       clearTimeout(this.wakeTimer)
@@ -405,150 +349,12 @@ export class DvmmService {
     this.claimHolders.delete(vm)
   }
 
-  private updateLease (vm: string, patch: Partial<Lease>): void {
-    this.enqueue(w => {
-      if (w.reader.get('leases', vm)?.value.holder !== this.me) return
-      w.update('leases', vm, patch)
-    })
-  }
-
-  private async startVm (id: string, doc: DocView): Promise<void> {
-    const vm = doc.vms.get(id)
-    if (vm == null || this.busy.has(id)) return
-    const driver = this.components.drivers[vm.spec.driver]
-    if (driver == null) {
-      this.updateLease(id, { status: 'failed', reason: `driver ${vm.spec.driver} is not available on this node` })
-      return
-    }
-    this.busy.add(id)
-    try {
-      const old = await driver.inspect(id)
-      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
-      const disks = await this.attachVolumes(vm, doc.leases.get(id)?.winner.epoch ?? 1)
-      const info = await driver.start(driverSpec(vm, this.components.network?.overlayOf(id), disks))
-      this.runs.add(id)
-      this.noteInterface(info, driver)
-      this.metrics.starts.inc({ result: 'ok' })
-      this.updateLease(id, { status: 'running', reason: `started by ${this.components.config.name}` })
-    } catch (err) {
-      this.metrics.starts.inc({ result: 'failed' })
-      this.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
-      this.updateLease(id, { status: 'failed', reason: `driver ${driver.name}: ${(err as Error).message}` })
-    } finally {
-      this.busy.delete(id)
-      this.schedule()
-    }
-  }
-
-  /** Stops (gracefully, then releases the lease) or kills one VM this node runs. */
-  private async act (vm: string, how: 'stop' | 'kill', why: string): Promise<void> {
-    if (this.busy.has(vm)) return
-    const driver = await this.driverRunning(vm)
-    this.busy.add(vm)
-    this.expected.add(vm)
-    try {
-      if (driver != null) {
-        if (how === 'kill') await driver.kill(vm)
-        else await driver.stop(vm, this.cfg.stopGraceMs)
-        await driver.remove(vm).catch(() => {})
-      }
-      this.runs.delete(vm)
-      this.forgetInterface(vm)
-      this.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
-      if (how === 'kill') this.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      this.history.add(vm, { at: this.components.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.components.config.name, detail: why })
-      if (how === 'stop') this.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.me) w.remove('leases', vm) })
-    } catch (err) {
-      this.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
-    } finally {
-      this.busy.delete(vm)
-      this.expected.delete(vm)
-      this.schedule()
-    }
-  }
-
-  /**
-   * The VM's volumes as NBD disks served by this node's agent. Before the VM runs,
-   * each volume's writer epoch goes past every earlier writer's (at least the VM's
-   * lease epoch): replicas refuse the writes of a previous holder that still runs.
-   */
-  private async attachVolumes (vm: Vm, leaseEpoch: number): Promise<Array<{ uri: string }>> {
-    const ids = vm.spec.volumes
-    if (ids.length === 0) return []
-    const store = this.components.volumes
-    if (store == null) throw new Error('the volume store does not run on this node')
-    const disks = ids.map(v => {
-      const uri = store.uriOf(v)
-      if (uri == null) throw new Error(`volume ${v} does not exist`)
-      return { uri }
-    })
-    await this.components.state.write(w => {
-      for (const v of ids) {
-        const cur = w.reader.get('volumes', v)?.value
-        if (cur == null) throw new Error(`volume ${v} does not exist`)
-        w.update('volumes', v, { epoch: Math.max((cur.epoch ?? 1) + 1, leaseEpoch) })
-      }
-    }, `dvmm: ${vm.id} takes its volumes`)
-    return disks
-  }
-
-  private noteInterface (info: VmInfo, driver: VmDriver): void {
-    if (info.network == null) return
-    this.ifaces.set(info.id, { hostIf: info.network.hostIf, driver })
-    this.components.network?.interfacesChanged()
-  }
-
-  private forgetInterface (vm: string): void {
-    if (this.ifaces.delete(vm)) this.components.network?.interfacesChanged()
-  }
-
-  addressOf (vm: string): string | null {
-    return this.components.network?.overlayOf(vm)?.address ?? null
-  }
-
-  async runtimeOf (vm: string): Promise<VmInfo | null> {
-    const d = this.ifaces.get(vm)?.driver ?? await this.driverRunning(vm)
-    return (await d?.inspect(vm)) ?? null
-  }
-
-  /** The node's end of a VM's link, for VMs this node runs (null for others). */
-  interfaceOf (vm: string): string | null {
-    return this.ifaces.get(vm)?.hostIf ?? null
-  }
-
-  /** Tells a running VM its terminal names anew, where its driver can (see VmDriver.setNames). */
-  async setNames (vm: string, names: Record<string, string>): Promise<boolean> {
-    const r = this.ifaces.get(vm)
-    if (r?.driver.setNames == null) return false
-    await r.driver.setNames(vm, names)
-    return true
-  }
-
-  private async driverRunning (vm: string): Promise<VmDriver | undefined> {
-    for (const d of new Set(Object.values(this.components.drivers))) if ((await d.inspect(vm)) != null) return d
-    return undefined
-  }
-
-  /** A VM's process ended: unless this node asked, a crash; the restart rule decides. */
-  private exited (e: { id: string } & VmExit): void {
-    if (!this.runs.has(e.id) || this.expected.has(e.id)) return
-    this.runs.delete(e.id)
-    this.forgetInterface(e.id)
-    const l = this.components.state.read().get('leases', e.id)?.value
-    const vm = this.components.state.read().get('vms', e.id)?.value
-    if (l == null || l.holder !== this.me || vm == null) return
-    this.metrics.crashes.inc()
-    const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
-    const d = onExit(l.crashes ?? [], this.components.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
-    this.log.info('VM exited', { vm: e.id, detail, action: d.action })
-    // while the update is queued the step would restart it: keep it busy until written
-    if (d.action === 'stop') this.busy.add(e.id)
-    this.enqueue(w => {
-      this.busy.delete(e.id)
-      if (w.reader.get('leases', e.id)?.value.holder !== this.me) return
-      w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
-    })
-  }
+  // what the routes and the LCM ask of this node's VMs (local-vms.ts answers)
+  addressOf (vm: string): string | null { return this.local.addressOf(vm) }
+  async runtimeOf (vm: string): Promise<VmInfo | null> { return await this.local.runtimeOf(vm) }
+  interfaceOf (vm: string): string | null { return this.local.interfaceOf(vm) }
+  async setNames (vm: string, names: Record<string, string>): Promise<boolean> { return await this.local.setNames(vm, names) }
+  async console (vmId: string): Promise<{ holder: string, console: string }> { return await this.local.console(vmId) }
 
   private publishReserved (doc: DocView): void {
     const r = reservedBy(this.me, [...doc.leases.values()].map(l => l.claims))

@@ -1,0 +1,292 @@
+// The VMs this node runs. The decision loop (service.ts) says which VMs start, stop or
+// die here; this carries that out on the drivers and reports crashes back to it, and is
+// the glue to the rest of the node: each VM started with its overlay address, terminal
+// names and volumes; its interface handed to the LCM, which routes its overlay address
+// there; its terminal names told anew when links change; its console answered over
+// `/vgrid/dvmm/console/1.0.0`, or asked of the holder for a VM elsewhere.
+import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
+import { onExit } from '../../crdt/placement/index.ts'
+import { ConflictError, UnavailableError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { request, serve, type RequestHost } from '../p2p/request.ts'
+import type { Clock } from '../service.ts'
+import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
+import type { History } from './history.ts'
+import type { DvmmMetrics } from './metrics.ts'
+import type { DocView } from './view.ts'
+
+/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
+export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
+const CONSOLE_BYTES = 64 * 1024
+const MiB = 2 ** 20
+
+/** the connection manager, where the grid has an overlay */
+export interface VmNetworkHooks {
+  overlayOf: (vm: string) => VmOverlay | null
+  /** a VM of this node started, was adopted or went: its interface appeared or vanished */
+  interfacesChanged: () => void
+}
+
+export interface LocalVmsComponents {
+  peerId: string
+  log: Logger
+  clock: Clock
+  config: { name: string }
+  state: {
+    read: () => Reader
+    write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+  }
+  /** the drivers this node runs VMs with, by the spec's driver name */
+  drivers: Partial<Record<Vm['spec']['driver'], VmDriver>>
+  network?: VmNetworkHooks
+  /** libp2p, to answer and ask for consoles of VMs on other nodes */
+  host?: RequestHost
+  /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
+  volumes?: { uriOf: (volumeId: string) => string | null }
+  metrics: Pick<DvmmMetrics, 'starts' | 'kills' | 'crashes'>
+  history: Pick<History, 'add'>
+  /** queues a lease update for the decision loop's next write */
+  enqueue: (fn: (w: Writer) => void) => void
+  /** asks the decision loop for a step soon */
+  schedule: () => void
+}
+
+export interface LocalVmsInit {
+  stopGraceMs: number
+}
+
+export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
+  const s = vm.spec
+  const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
+    ? { kind: 'command', command: s.command }
+    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
+}
+
+export class LocalVms {
+  private readonly c: LocalVmsComponents
+  private readonly init: LocalVmsInit
+  private readonly running = new Set<string>()
+  private readonly working = new Set<string>()
+  /** stops and kills this node asked for: their exits are no crashes */
+  private readonly expected = new Set<string>()
+  /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
+  private readonly ifaces = new Map<string, { hostIf: string, driver: VmDriver }>()
+  private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
+
+  constructor (components: LocalVmsComponents, init: LocalVmsInit) {
+    this.c = components
+    this.init = init
+  }
+
+  /** VMs this node's drivers run (started or adopted) */
+  get runs (): ReadonlySet<string> { return this.running }
+  /** VMs being started, stopped or killed, or whose exit is not written yet: the decision step leaves them be */
+  get busy (): ReadonlySet<string> { return this.working }
+
+  /** Adopts the VMs a previous run of this agent left running, and answers console requests. */
+  async start (): Promise<void> {
+    for (const d of this.drivers()) {
+      d.on('exit', this.onDriverExit)
+      // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
+      for (const vm of await d.list()) {
+        if (vm.state !== 'running' && vm.state !== 'starting') continue
+        this.running.add(vm.id)
+        this.noteInterface(vm, d)
+      }
+    }
+    if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
+    if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
+    if (this.c.host != null) await serve(this.c.host, CONSOLE_PROTOCOL, async req => await this.localConsole(req))
+  }
+
+  /** Leaves the VMs as they are (stopAll stops them). */
+  async stop (): Promise<void> {
+    for (const d of this.drivers()) d.off('exit', this.onDriverExit)
+    await this.c.host?.unhandle(CONSOLE_PROTOCOL).catch(() => {})
+  }
+
+  /** Stops every VM this node runs, gracefully. */
+  async stopAll (why: string): Promise<void> {
+    await Promise.all([...this.running].map(async vm => await this.act(vm, 'stop', why)))
+  }
+
+  private updateLease (vm: string, patch: Partial<Lease>): void {
+    this.c.enqueue(w => {
+      if (w.reader.get('leases', vm)?.value.holder !== this.c.peerId) return
+      w.update('leases', vm, patch)
+    })
+  }
+
+  async startVm (id: string, doc: DocView): Promise<void> {
+    const vm = doc.vms.get(id)
+    if (vm == null || this.working.has(id)) return
+    const driver = this.c.drivers[vm.spec.driver]
+    if (driver == null) {
+      this.updateLease(id, { status: 'failed', reason: `driver ${vm.spec.driver} is not available on this node` })
+      return
+    }
+    this.working.add(id)
+    try {
+      const old = await driver.inspect(id)
+      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
+      const disks = await this.attachVolumes(vm, doc.leases.get(id)?.winner.epoch ?? 1)
+      const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))
+      this.running.add(id)
+      this.noteInterface(info, driver)
+      this.c.metrics.starts.inc({ result: 'ok' })
+      this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}` })
+    } catch (err) {
+      this.c.metrics.starts.inc({ result: 'failed' })
+      this.c.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
+      this.updateLease(id, { status: 'failed', reason: `driver ${driver.name}: ${(err as Error).message}` })
+    } finally {
+      this.working.delete(id)
+      this.c.schedule()
+    }
+  }
+
+  /** Stops (gracefully, then releases the lease) or kills one VM this node runs. */
+  async act (vm: string, how: 'stop' | 'kill', why: string): Promise<void> {
+    if (this.working.has(vm)) return
+    const driver = await this.driverOf(vm)
+    this.working.add(vm)
+    this.expected.add(vm)
+    try {
+      if (driver != null) {
+        if (how === 'kill') await driver.kill(vm)
+        else await driver.stop(vm, this.init.stopGraceMs)
+        await driver.remove(vm).catch(() => {})
+      }
+      this.running.delete(vm)
+      this.forgetInterface(vm)
+      this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
+      if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
+      this.c.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      if (how === 'stop') this.c.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.c.peerId) w.remove('leases', vm) })
+    } catch (err) {
+      this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
+    } finally {
+      this.working.delete(vm)
+      this.expected.delete(vm)
+      this.c.schedule()
+    }
+  }
+
+  /** A VM's process ended: unless this node asked, a crash; the restart rule decides. */
+  private exited (e: { id: string } & VmExit): void {
+    if (!this.running.has(e.id) || this.expected.has(e.id)) return
+    this.running.delete(e.id)
+    this.forgetInterface(e.id)
+    const l = this.c.state.read().get('leases', e.id)?.value
+    const vm = this.c.state.read().get('vms', e.id)?.value
+    if (l == null || l.holder !== this.c.peerId || vm == null) return
+    this.c.metrics.crashes.inc()
+    const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
+    const d = onExit(l.crashes ?? [], this.c.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    this.c.log.info('VM exited', { vm: e.id, detail, action: d.action })
+    // while the update is queued the step would restart it: keep it busy until written
+    if (d.action === 'stop') this.working.add(e.id)
+    this.c.enqueue(w => {
+      this.working.delete(e.id)
+      if (w.reader.get('leases', e.id)?.value.holder !== this.c.peerId) return
+      w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
+    })
+  }
+
+  /**
+   * The VM's volumes as NBD disks served by this node's agent. Before the VM runs,
+   * each volume's writer epoch goes past every earlier writer's (at least the VM's
+   * lease epoch): replicas refuse the writes of a previous holder that still runs.
+   */
+  private async attachVolumes (vm: Vm, leaseEpoch: number): Promise<Array<{ uri: string }>> {
+    const ids = vm.spec.volumes
+    if (ids.length === 0) return []
+    const store = this.c.volumes
+    if (store == null) throw new Error('the volume store does not run on this node')
+    const disks = ids.map(v => {
+      const uri = store.uriOf(v)
+      if (uri == null) throw new Error(`volume ${v} does not exist`)
+      return { uri }
+    })
+    await this.c.state.write(w => {
+      for (const v of ids) {
+        const cur = w.reader.get('volumes', v)?.value
+        if (cur == null) throw new Error(`volume ${v} does not exist`)
+        w.update('volumes', v, { epoch: Math.max((cur.epoch ?? 1) + 1, leaseEpoch) })
+      }
+    }, `dvmm: ${vm.id} takes its volumes`)
+    return disks
+  }
+
+  private noteInterface (info: VmInfo, driver: VmDriver): void {
+    if (info.network == null) return
+    this.ifaces.set(info.id, { hostIf: info.network.hostIf, driver })
+    this.c.network?.interfacesChanged()
+  }
+
+  private forgetInterface (vm: string): void {
+    if (this.ifaces.delete(vm)) this.c.network?.interfacesChanged()
+  }
+
+  /** The node's end of a VM's link, for VMs this node runs (null for others). */
+  interfaceOf (vm: string): string | null {
+    return this.ifaces.get(vm)?.hostIf ?? null
+  }
+
+  /** Tells a running VM its terminal names anew, where its driver can (see VmDriver.setNames). */
+  async setNames (vm: string, names: Record<string, string>): Promise<boolean> {
+    const r = this.ifaces.get(vm)
+    if (r?.driver.setNames == null) return false
+    await r.driver.setNames(vm, names)
+    return true
+  }
+
+  addressOf (vm: string): string | null {
+    return this.c.network?.overlayOf(vm)?.address ?? null
+  }
+
+  async runtimeOf (vm: string): Promise<VmInfo | null> {
+    const d = this.ifaces.get(vm)?.driver ?? await this.driverOf(vm)
+    return (await d?.inspect(vm)) ?? null
+  }
+
+  /** the driver that has the VM on this node (running or ended), if any */
+  private async driverOf (vm: string): Promise<VmDriver | undefined> {
+    for (const d of this.drivers()) if ((await d.inspect(vm)) != null) return d
+    return undefined
+  }
+
+  /** The tail of a VM's console, from whichever node holds it. */
+  async console (vmId: string): Promise<{ holder: string, console: string }> {
+    const l = this.c.state.read().get('leases', vmId)?.value
+    if (l == null) throw new ConflictError(`VM ${vmId} runs nowhere`, 'not_running')
+    if (l.holder === this.c.peerId) return { holder: this.c.peerId, console: (await this.localConsole({ vm: vmId })).console }
+    const host = this.c.host
+    if (host == null) throw new ConflictError(`VM ${vmId} runs on another node, and this agent does not talk to other nodes`, 'elsewhere')
+    let answer: unknown
+    try {
+      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
+    } catch (err) {
+      throw new UnavailableError(`VM ${vmId}'s holder did not answer for its console: ${(err as Error).message}`, 'holder_unreachable')
+    }
+    const a = answer as { console?: unknown, error?: unknown } | null
+    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
+    throw new ConflictError(`VM ${vmId}'s holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`, 'elsewhere')
+  }
+
+  /** This node's answer to a console request: only for a VM it holds. */
+  private async localConsole (req: unknown): Promise<{ console: string }> {
+    const vmId = (req as { vm?: unknown } | null)?.vm
+    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
+    const reader = this.c.state.read()
+    const vm = reader.get('vms', vmId)?.value
+    if (vm == null) throw new Error(`no VM "${vmId}"`)
+    if (reader.get('leases', vmId)?.value.holder !== this.c.peerId) throw new Error(`VM ${vmId} does not run on this node`)
+    const driver = this.c.drivers[vm.spec.driver]
+    if (driver == null) throw new Error(`driver ${vm.spec.driver} is not available on this node`)
+    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
+  }
+
+  private drivers (): Set<VmDriver> { return new Set(Object.values(this.c.drivers)) }
+}
