@@ -10,6 +10,7 @@ import * as xsalsa20Memory from './xsalsa20-detached-memory.ts'
 import * as lengthPrefix from './length-prefix-empty-buffer.ts'
 import * as yamuxWindow from './yamux-window-updates.ts'
 import * as ed25519Import from './ed25519-key-import.ts'
+import * as noiseSessionKey from './noise-session-key.ts'
 
 export type { Patch } from './probe.ts'
 
@@ -23,7 +24,7 @@ export class PatchError extends Error {
   }
 }
 
-export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import].map(m => m.patch)
+export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import, noiseSessionKey].map(m => m.patch)
 
 /**
  * Checks every patch, then installs them all; throws a PatchError for the first one
