@@ -129,7 +129,7 @@ async function main (): Promise<void> {
   const old = await pair(before, before, bytes)
   console.log(`before         a->b ${f(old[0])}  b->a ${f(old[1])}`)
   const ratio = (k: keyof Result, inv = false): string => now.map((r, i) => (inv ? old[i]![k] / r[k] : r[k] / old[i]![k]).toFixed(2) + 'x').join(' ')
-  console.log(`after/before   MB/s ${ratio('mbs')}  CPU per byte: send ${ratio('sendCpu')} receive ${ratio('recvCpu')}`)
+  console.log(`after/before  MB/s ${ratio('mbs')}  CPU per byte (lower is better): send ${ratio('sendCpu')} receive ${ratio('recvCpu')}`)
   const mixed = await pair(HERE, before, bytes)
   console.log(`new<->old      new->old ${f(mixed[0])}  old->new ${f(mixed[1])}  (same bytes arrived)`)
 }
