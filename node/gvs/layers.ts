@@ -70,6 +70,6 @@ export class Layers {
     const h = await this.holder(layers, index)
     if (h <= 0) return
     const obj = await this.store.readObject(layers[h]!, index)
-    if (obj != null) await this.store.write(layers[0]!, index, 0, obj, { epoch: opts.epoch, fua: opts.fua })
+    if (obj != null) await this.store.write(layers[0]!, index, 0, obj.data, opts)
   }
 }

@@ -1,6 +1,8 @@
 // One node's share of the volume store: objects as files under <dir>/objects/<volume>/,
 // each with a side file of block checksums (checksums.ts) verified on every read, and
 // per volume the newest writer epoch seen, kept durably in <dir>/epochs/<volume>.
+// The side file ends in the object's version (versions.ts): the highest (epoch, seq)
+// of the writes applied, which tells a copy that missed writes from a current one.
 //
 // Semantics, as a disk's: a write returns once the data is in the page cache (written);
 // flush() and FUA writes return once it is on stable storage (fsync of the data, the
@@ -14,11 +16,12 @@ import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:
 import { readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
-import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum } from './checksums.ts'
+import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum, zeroBlockSum } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
+import { NO_VERSION, VERSION_BYTES, compareVersions, decodeVersion, encodeVersion, newer, type Version } from './versions.ts'
 import type { Logger } from '../log.ts'
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
@@ -43,12 +46,18 @@ export interface WriteOptions {
   epoch: number
   /** force unit access: on stable storage before returning */
   fua?: boolean
+  /** the write's version: the object's version becomes it if it is higher */
+  version?: Version
 }
+
+/** a whole object and its version: what a copy carries */
+export interface ObjectCopy { data: Uint8Array, version: Version }
 
 export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   readonly dir: string
   readonly objectSize: number
   readonly blockSize: number
+  private readonly sumBytes: number
   private readonly log: Logger
   private readonly epochs = new Map<string, number>()
   private readonly locks = new Map<string, Promise<unknown>>()
@@ -65,6 +74,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.objectSize = init.objectSize ?? OBJECT_SIZE
     this.blockSize = init.blockSize ?? CHECK_BLOCK
     if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
+    this.sumBytes = this.objectSize / this.blockSize * 4
   }
 
   async start (): Promise<void> {
@@ -143,13 +153,16 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * Admits a writer with this epoch: a newer one is recorded durably before any of its
    * writes lands, an older one is rejected (invariant 3).
    */
-  async fence (volume: string, epoch: number): Promise<void> {
+  async fence (volume: string, epoch: number, opts: { learnOnly?: boolean } = {}): Promise<void> {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
     const cur = await this.epoch(volume)
+    // a copy (repair, a move) only teaches a newer epoch: its version decides whether it lands
+    if (epoch <= cur && opts.learnOnly === true) return
     if (epoch < cur) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${cur}, the newest this replica has seen`)
     if (epoch === cur) return
     await this.locked(`epoch:${volume}`, async () => {
       const now = await this.epoch(volume)
+      if (epoch <= now && opts.learnOnly === true) return
       if (epoch < now) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${now}, the newest this replica has seen`)
       if (epoch === now) return
       const file = join(this.dir, 'epochs', volume)
@@ -183,25 +196,30 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async has (volume: string, index: number): Promise<boolean> {
+    return (await this.stat(volume, index)).present
+  }
+
+  /** whether the object is here, and its version (NO_VERSION when absent) */
+  async stat (volume: string, index: number): Promise<{ present: boolean, version: Version }> {
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => o != null))
+    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o =>
+      o == null ? { present: false, version: NO_VERSION } : { present: true, version: o.version }))
   }
 
   /** runs fn with the object open (null: absent, unless create); the caller holds a range of it */
   private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null, created: boolean) => Promise<T>): Promise<T> {
-    const sumBytes = Math.ceil(this.objectSize / this.blockSize) * 4
-    let o = await this.open.acquire(p, sumBytes)
+    let o = await this.open.acquire(p, this.sumBytes)
     let created = false
     if (o == null && create) {
       // writers to different blocks of a new object race here: one creates, under a
       // mutex, and the others find its files (create truncates, so never twice)
       created = await this.locked(`create:${p.data}`, async () => {
-        const again = await this.open.acquire(p, sumBytes)
+        const again = await this.open.acquire(p, this.sumBytes)
         if (again != null) { await this.open.release(again); return false }
         await this.create(p)
         return true
       })
-      o = await this.open.acquire(p, sumBytes)
+      o = await this.open.acquire(p, this.sumBytes)
     }
     try {
       return await fn(o, created)
@@ -210,15 +228,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
   }
 
-  /** the whole object and whether it is present: what repair copies to another holder */
-  async readObject (volume: string, index: number): Promise<Uint8Array | null> {
+  /** the whole object and its version, or null when absent: what repair copies to another holder */
+  async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
     const p = this.paths(volume, index)
     return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
       const { data } = await this.readBlocks(o, 0, this.objectSize)
       const bad = badBlocks(data, 0, o.sumBuf, this.blockSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-      return data
+      return { data, version: o.version }
     }))
   }
 
@@ -230,22 +248,26 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     // blocks run in the order they were made; the writer's epoch is checked inside
     await this.ranges.run(p.data, this.span(offset, data.length, true), async () => {
       await this.fence(volume, opts.epoch)
-      await this.writeLocked(volume, index, p, offset, data, opts.fua === true)
+      await this.writeLocked(volume, index, p, offset, data, opts)
     })
   }
 
   /**
-   * A whole object copied in (repair, a move), unless one is here already: the check
-   * and the write under one hold of the object, so a writer's write that landed in
-   * between is never overwritten by the older copy. True when one was already here.
+   * A whole object copied in (repair, a move, scrub): it replaces the copy here only
+   * if its version is higher (or, with `replace`, a damaged copy whatever its version).
+   * The check and the write are one hold of the object, so a writer's write that landed
+   * in between (a higher version) is never overwritten by the older copy. The copy
+   * teaches the volume's epoch but is not refused by it: its version decides. True
+   * when the copy here was kept (as new or newer).
    */
-  async putIfAbsent (volume: string, index: number, data: Uint8Array, opts: WriteOptions): Promise<boolean> {
-    if (data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${data.length}`)
+  async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean }): Promise<boolean> {
+    if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
     return await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
-      if (await this.withObject(p, false, async o => o != null)) return true
-      await this.fence(volume, opts.epoch)
-      await this.writeLocked(volume, index, p, 0, data, opts.fua === true)
+      const here = await this.withObject(p, false, async o => o?.version ?? null)
+      if (here != null && opts.replace !== true && compareVersions(here, copy.version) >= 0) return true
+      await this.fence(volume, opts.epoch, { learnOnly: true })
+      await this.replaceLocked(volume, index, p, copy.data, copy.version)
       return false
     })
   }
@@ -258,7 +280,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (offset === 0 && length === this.objectSize) {
       await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
         await this.fence(volume, opts.epoch)
-        await this.removeLocked(p, opts.fua === true)
+        // the data goes (thin again), the side file stays with the zeroing's version:
+        // a copy that missed it must not bring the old data back as the newer one
+        if (!(await this.withObject(p, false, async o => o != null))) return
+        await this.replaceLocked(volume, index, p, null, opts.version ?? NO_VERSION)
+        if (opts.fua === true) await this.syncObject(volume, index)
       })
       return
     }
@@ -266,7 +292,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       await this.fence(volume, opts.epoch)
       // zeroing an absent object changes nothing: it already reads as zeros
       if (!(await this.withObject(p, false, async o => o != null))) return
-      await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts.fua === true)
+      await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts)
     })
   }
 
@@ -299,6 +325,26 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       for (const path of paths) this.dirty.add(path)
       throw fromFsError(err, 'flush')
     }
+  }
+
+  /** the objects present for a volume, each with its version */
+  async inventory (volume: string): Promise<Array<{ index: number, version: Version }>> {
+    const out: Array<{ index: number, version: Version }> = []
+    for (const index of await this.list(volume)) {
+      const p = this.paths(volume, index)
+      // the open copy when there is one (it is what the file says, and what a write
+      // in flight is about to make it), else the side file's tail
+      const cached = this.open.peek(p.data)
+      if (cached != null) { out.push({ index, version: cached.version }); continue }
+      try {
+        out.push({ index, version: await readVersion(p.sums, this.sumBytes) })
+      } catch (err) {
+        // removed meanwhile: not present; a damaged side file counts as the oldest copy
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+        out.push({ index, version: NO_VERSION })
+      }
+    }
+    return out
   }
 
   /** indexes of the objects present for a volume */
@@ -366,7 +412,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     return { first, data }
   }
 
-  private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, fua: boolean): Promise<void> {
+  private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, opts: WriteOptions): Promise<void> {
+    const fua = opts.fua === true
     await this.withObject(p, true, async (o, isNew) => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       const bs = this.blockSize
@@ -397,6 +444,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         throw fromFsError(err, `writing object ${index} of "${volume}"`)
       }
       await writeFully(o.sums, sumRange(), first * 4).catch(err => { throw fromFsError(err, `writing checksums of object ${index} of "${volume}"`) })
+      if (opts.version != null) await this.setVersion(o, opts.version, volume, index)
       if (fua) {
         try {
           await o.data.sync()
@@ -412,12 +460,60 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     })
   }
 
-  /** a new object: its side file first (all blocks zero), then an empty data file */
+  /**
+   * Raises the object's version to v (with `force`, sets it). Writes to other blocks of
+   * the object run at once: the check and the new value are taken before any await, so
+   * a lower version finishing later never overwrites a higher one.
+   */
+  private async setVersion (o: OpenObject, v: Version, volume: string, index: number, force = false): Promise<void> {
+    if (!force && !newer(v, o.version)) return
+    o.version = v
+    await writeFully(o.sums, encodeVersion(v), this.sumBytes).catch(err => { throw fromFsError(err, `writing the version of object ${index} of "${volume}"`) })
+  }
+
+  /**
+   * The whole object becomes `data` (null: zeros) at version v, written sparse: the
+   * data file is emptied and only blocks that are not zero are written. The caller
+   * holds the whole object. Synced by the caller (flush, syncObject) like a write.
+   */
+  private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version): Promise<void> {
+    await this.withObject(p, true, async (o, isNew) => {
+      if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
+      const bs = this.blockSize
+      const sums = emptySums(this.objectSize, bs)
+      try {
+        await o.data.truncate(0)
+        if (data != null) {
+          // runs of blocks that are not zero, each one write
+          let run = -1
+          const zero = zeroBlockSum(bs)
+          for (let b = 0; b <= this.objectSize / bs; b++) {
+            const block = b < this.objectSize / bs ? data.subarray(b * bs, (b + 1) * bs) : null
+            const sum = block == null ? zero : blockSum(block)
+            const isZero = block == null || (sum === zero && block.every(x => x === 0))
+            if (!isZero) { setSum(sums, b, sum); if (run < 0) run = b; continue }
+            if (run >= 0) { await writeFully(o.data, data.subarray(run * bs, b * bs), run * bs); run = -1 }
+          }
+        }
+        o.sumBuf.set(sums)
+        await writeFully(o.sums, sums, 0)
+      } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
+      await this.setVersion(o, v, volume, index, true)
+      this.dirty.add(p.data)
+      this.dirty.add(p.sums)
+      if (isNew) this.dirty.add(p.dir + '/')
+    })
+  }
+
+  /** a new object: its side file first (all blocks zero, no version), then an empty data file */
   private async create (p: { dir: string, data: string, sums: string }): Promise<void> {
     try {
       await mkdir(p.dir, { recursive: true })
       const sh = await open(p.sums, 'w')
-      try { await writeFully(sh, emptySums(this.objectSize, this.blockSize), 0) } finally { await sh.close() }
+      try {
+        await writeFully(sh, emptySums(this.objectSize, this.blockSize), 0)
+        await writeFully(sh, encodeVersion(NO_VERSION), this.sumBytes)
+      } finally { await sh.close() }
       await (await open(p.data, 'w')).close()
     } catch (err) {
       await unlink(p.sums).catch(() => {})
@@ -490,4 +586,17 @@ async function writeFully (fh: FileHandle, buf: Uint8Array, position: number): P
       ? writeSync(fh.fd, buf, done, buf.length - done, position + done)
       : (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten
   }
+}
+
+/** the version at the tail of a side file (NO_VERSION for one from before versions) */
+async function readVersion (sumsPath: string, sumBytes: number): Promise<Version> {
+  const fh = await open(sumsPath, 'r')
+  try {
+    const buf = new Uint8Array(VERSION_BYTES)
+    const { bytesRead } = await fh.read(buf, 0, VERSION_BYTES, sumBytes)
+    if (bytesRead === 0) return NO_VERSION
+    const v = decodeVersion(buf.subarray(0, bytesRead))
+    if (v == null) throw new GvsError('damaged', `${sumsPath} ends in no version`)
+    return v
+  } finally { await fh.close() }
 }

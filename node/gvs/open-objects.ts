@@ -6,12 +6,15 @@
 // the first opens it and the others wait for that open instead of opening it again.
 import { open, type FileHandle } from 'node:fs/promises'
 import { GvsError, fromFsError } from './errors.ts'
+import { NO_VERSION, VERSION_BYTES, decodeVersion, type Version } from './versions.ts'
 
 export interface OpenObject {
   readonly data: FileHandle
   readonly sums: FileHandle
   /** the checksum file's content, kept in step with it */
   readonly sumBuf: Uint8Array
+  /** the highest version applied (versions.ts), kept in step with the side file's tail */
+  version: Version
   refs: number
 }
 
@@ -54,20 +57,31 @@ export class OpenObjects {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new GvsError('damaged', `object ${p.data} has no checksum file`)
       throw fromFsError(err, `opening ${p.sums}`)
     }
-    const sumBuf = new Uint8Array(sumBytes)
+    // checksums, then the version; a side file of before versions ends after the checksums
+    const file = new Uint8Array(sumBytes + VERSION_BYTES)
+    let version: Version
     try {
-      const { bytesRead } = await sums.read(sumBuf, 0, sumBytes, 0)
-      if (bytesRead !== sumBytes) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${sumBytes}`)
+      const { bytesRead } = await sums.read(file, 0, file.length, 0)
+      if (bytesRead === sumBytes) version = NO_VERSION
+      else if (bytesRead !== file.length) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${file.length}`)
+      else {
+        const v = decodeVersion(file.subarray(sumBytes))
+        if (v == null) throw new GvsError('damaged', `checksum file ${p.sums} ends in no version`)
+        version = v
+      }
     } catch (err) {
       await data.close()
       await sums.close()
       throw err instanceof GvsError ? err : fromFsError(err, `reading ${p.sums}`)
     }
-    const o: OpenObject = { data, sums, sumBuf, refs: 1 }
+    const o: OpenObject = { data, sums, sumBuf: file.subarray(0, sumBytes), version, refs: 1 }
     this.entries.set(p.data, o)
     await this.evict()
     return o
   }
+
+  /** the open object, if it is open, without taking it */
+  peek (dataPath: string): OpenObject | undefined { return this.entries.get(dataPath) }
 
   async release (o: OpenObject): Promise<void> {
     o.refs--

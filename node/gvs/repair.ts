@@ -10,8 +10,9 @@ import { TokenBucket } from './token-bucket.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
+import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
 
-/** object index -> the live nodes that hold a copy */
+/** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
 
 export interface Copy { index: number, to: string, from: readonly string[], why: string }
@@ -27,8 +28,12 @@ export interface RepairPlan {
 
 export type VolumeHealth = 'healthy' | 'degraded' | 'repairing'
 
-/** what to copy where so that every object sits on its placement's holders */
-export function planRepair (inventory: Inventory, wanted: (index: number) => readonly string[], replicas: number): RepairPlan {
+/**
+ * What to copy where so that every object's newest copy sits on its placement's
+ * holders. `stale`: nodes that hold an older copy (they missed writes while away): on a
+ * holder it is replaced like a missing one, elsewhere it is surplus.
+ */
+export function planRepair (inventory: Inventory, wanted: (index: number) => readonly string[], replicas: number, stale: Inventory = new Map()): RepairPlan {
   const plan: RepairPlan = { copies: [], surplus: [], lost: [], short: [] }
   for (const [index, have] of [...inventory].sort((a, b) => a[0] - b[0])) {
     const want = wanted(index)
@@ -40,6 +45,7 @@ export function planRepair (inventory: Inventory, wanted: (index: number) => rea
       if (!haveSet.has(to)) plan.copies.push({ index, to, from, why: `object ${index} belongs on ${to} by placement and is missing there` })
     }
     for (const n of have) if (!want.includes(n)) plan.surplus.push({ index, node: n })
+    for (const n of stale.get(index) ?? []) if (!want.includes(n)) plan.surplus.push({ index, node: n })
     if (want.length < replicas) plan.short.push(index)
   }
   return plan
@@ -123,29 +129,47 @@ export class Repairer extends EventEmitter<RepairerEvents> {
 
   stop (): void { this.stopped = true }
 
-  /** where every object of the volume is, as the live nodes report it */
-  async inventory (): Promise<{ inventory: Map<number, string[]>, errors: string[] }> {
-    const inv = new Map<number, string[]>()
+  /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
+  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, errors: string[] }> {
+    const all = new Map<number, Array<{ node: string, version: Version }>>()
     const errors: string[] = []
     await Promise.all(this.c.nodes().map(async node => {
       try {
         const r = await this.c.transport.call(node, { op: 'list', volume: this.init.volume })
-        for (const i of r.reply.indexes ?? []) {
+        const versions = r.reply.versions ?? []
+        for (const [k, i] of (r.reply.indexes ?? []).entries()) {
           if (this.init.objects != null && i >= this.init.objects) continue
-          const l = inv.get(i) ?? []
-          l.push(node)
-          inv.set(i, l)
+          const v = versions[k]
+          const l = all.get(i) ?? []
+          l.push({ node, version: v == null ? NO_VERSION : { epoch: v[0], seq: v[1] } })
+          all.set(i, l)
         }
       } catch (err) { errors.push(`inventory of ${node}: ${(err as Error).message}`) }
     }))
-    return { inventory: inv, errors }
+    const inventory = new Map<number, string[]>()
+    const stale = new Map<number, string[]>()
+    await Promise.all([...all].map(async ([i, copies]) => {
+      const top = newest(copies.map(c => c.version))
+      const current = copies.filter(c => compareVersions(c.version, top) === 0).map(c => c.node)
+      // a write in flight reaches the holders a moment apart, and a list can fall in
+      // between: an older copy is stale only if a second look still finds it behind
+      // the newest of the first
+      await Promise.all(copies.filter(c => compareVersions(c.version, top) < 0).map(async c => {
+        let now = c.version
+        try { now = (await this.c.transport.call(c.node, { op: 'stat', volume: this.init.volume, index: i })).reply.version ?? NO_VERSION } catch {}
+        if (compareVersions(now, top) >= 0) current.push(c.node)
+        else stale.set(i, [...stale.get(i) ?? [], c.node])
+      }))
+      inventory.set(i, current)
+    }))
+    return { inventory, stale, errors }
   }
 
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
-    const { inventory, errors } = await this.inventory()
+    const { inventory, stale, errors } = await this.inventory()
     const wanted = (i: number): string[] => this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas)
-    const plan = planRepair(inventory, wanted, this.init.replicas)
+    const plan = planRepair(inventory, wanted, this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
     // the burst is one object per copy in flight: enough to keep them going, never a flood
@@ -180,7 +204,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         // the copy's bytes go when the bucket has them (the get before it is bounded
         // by the copies in flight)
         await bucket?.take(r.data.length)
-        await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0, replace }, r.data)
+        // replaces only an older copy there (replace: a damaged one, whatever its version)
+        await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace }, r.data)
         return r.data.length
       } catch (err) { why.push((err as Error).message) }
     }

@@ -5,6 +5,10 @@
 // one stream per request, a length-prefixed JSON header, then the data as a second
 // length-prefixed frame, and the answer likewise. Headers are checked against a schema
 // before anything acts on them: a malformed request is answered with 'invalid'.
+// Object versions (versions.ts) ride along as optional fields, so agents without them
+// still understand the rest: a write's or zero's `seq` (its version is (epoch, seq)),
+// a put's `version`, and the `version` of a stat's or get's answer, the `versions` of a
+// list's (in the order of its `indexes`). Missing, a version counts as NO_VERSION.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { parseJsonMessage } from '../../protocol/json-message.ts'
@@ -19,13 +23,14 @@ const Vol = Type.String({ minLength: 1, maxLength: 160 })
 const U = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 /** the frozen layers under `volume`, top first (snapshots and clones; layers.ts) */
 const Under = Type.Optional(Type.Array(Vol, { maxItems: 256 }))
+const VersionT = Type.Object({ epoch: U, seq: U })
 
 export const ReplicaRequestSchema = Type.Union([
-  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, fua: Type.Boolean(), under: Under }),
-  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
   Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U, under: Under }),
   Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
-  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U, replace: Type.Optional(Type.Boolean()) }),
+  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('list'), volume: Vol }),
   Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U, under: Under }),
@@ -37,7 +42,15 @@ export type ReplicaRequest = Static<typeof ReplicaRequestSchema>
 
 const Code = Type.Union(['stale-epoch', 'damaged', 'invalid', 'no-space', 'unavailable', 'io'].map(c => Type.Literal(c)))
 export const ReplicaReplySchema = Type.Union([
-  Type.Object({ ok: Type.Literal(true), present: Type.Optional(Type.Boolean()), epoch: Type.Optional(U), bad: Type.Optional(Type.Array(U, { maxItems: 4096 })), indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })) }),
+  Type.Object({
+    ok: Type.Literal(true),
+    present: Type.Optional(Type.Boolean()),
+    epoch: Type.Optional(U),
+    version: Type.Optional(VersionT),
+    bad: Type.Optional(Type.Array(U, { maxItems: 4096 })),
+    indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })),
+    versions: Type.Optional(Type.Array(Type.Tuple([U, U]), { maxItems: 1_000_000 }))
+  }),
   Type.Object({ ok: Type.Literal(false), code: Code, message: Type.String({ maxLength: 2048 }) })
 ])
 export type ReplicaReply = Static<typeof ReplicaReplySchema>

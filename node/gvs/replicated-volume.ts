@@ -17,7 +17,12 @@ import { GvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
-import { RangeLock } from './range-lock.ts'
+import { RangeLock, type Span } from './range-lock.ts'
+import type { ReplicaRequest } from './replica-protocol.ts'
+import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
+
+/** every byte of an object: settling holds it whole */
+const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -57,6 +62,10 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly settling = new Map<number, Promise<void>>()
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
+  /** object index -> the sequence number of this writer's last write to it (versions.ts) */
+  private readonly seqs = new Map<number, number>()
+  /** object index -> holders a write of it failed on, until it settles again */
+  private readonly suspects = new Map<number, Set<string>>()
 
   constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
     this.c = components
@@ -85,46 +94,65 @@ export class ReplicatedVolume implements BlockDevice {
     return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
   }
 
-  /** brings the object to every current holder that lacks it, once per holder set */
+  /**
+   * Brings the newest copy of the object to every current holder that lacks it (absent,
+   * older, or suspect), once per holder set. It holds the whole object in this volume's
+   * write lock: no write of it is in flight while copies are compared and replaced.
+   */
   private async settle (index: number, hs: string[]): Promise<void> {
     const key = hs.join(',')
     if (this.settled.get(index) === key) return
     let p = this.settling.get(index)
     if (p == null) {
-      p = this.settleNow(index, hs).then(() => { this.settled.set(index, key) }).finally(() => { this.settling.delete(index) })
+      p = this.writing.run(String(index), WHOLE, async () => { await this.settleNow(index, hs) })
+        .then(() => { this.settled.set(index, key) }).finally(() => { this.settling.delete(index) })
       this.settling.set(index, p)
     }
     await p
   }
 
   private async settleNow (index: number, hs: string[]): Promise<void> {
-    for (const layer of [this.init.volume, ...(this.under ?? [])]) await this.settleLayer(layer, index, hs)
+    for (const layer of [this.init.volume, ...(this.under ?? [])]) {
+      const plan = await this.settleLayer(layer, index, hs)
+      if (layer !== this.init.volume) continue
+      // this writer's next write to the object comes after every write it can see
+      if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
+      this.suspects.delete(index)
+    }
   }
 
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<void> {
-    const stat = async (n: string): Promise<boolean | null> => {
-      try { return (await this.c.transport.call(n, { op: 'stat', volume: vol, index })).reply.present === true } catch { return null }
-    }
-    const have = await Promise.all(hs.map(stat))
-    const lacking = hs.filter((_, i) => have[i] === false)
-    if (lacking.length === 0) return
-    let sources = hs.filter((_, i) => have[i] === true)
-    if (sources.length === 0) {
-      const others = (this.c.nodes?.() ?? []).filter(n => !hs.includes(n))
-      const oh = await Promise.all(others.map(stat))
-      sources = others.filter((_, i) => oh[i] === true)
-      if (sources.length === 0) return // never written anywhere: thin, nothing to move
-    }
+  /**
+   * What every live node says of one object set's object: holders first, then the
+   * other live nodes (a moved object's old holders, or a holder that missed writes
+   * while it was away and is back). A node that does not answer is left out.
+   */
+  private async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean }> {
+    const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
+    const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
+      try {
+        const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
+        return { node, present: r.present === true, version: r.version ?? NO_VERSION }
+      } catch { return null }
+    }))
+    const seen = answers.filter(x => x != null)
+    return { seen, everyone: seen.length === nodes.length }
+  }
+
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<SettlePlan> {
+    const plan = planSettle(hs, (await this.look(vol, index, hs)).seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
+    if (plan.lacking.length === 0) return plan
     const why: string[] = []
-    for (const src of sources) {
+    for (const src of plan.sources) {
       try {
         const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
-        if (r.data == null) continue
-        await Promise.all(lacking.map(async to => await this.c.transport.call(to, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0 }, r.data ?? undefined)))
-        return
+        if (r.data == null) { why.push(`${src}: absent`); continue }
+        const data = r.data
+        const version = r.reply.version ?? NO_VERSION
+        await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
+        return plan
       } catch (err) { why.push((err as Error).message) }
     }
-    throw new GvsError('unavailable', `volume "${vol}" object ${index}: its new holders lack it and no copy could be brought to them: ${why.join('; ')}`)
+    throw new GvsError('unavailable', `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`)
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> {
@@ -137,12 +165,13 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   /**
-   * Where to read an object from. Once its holders are known to be complete, they are,
-   * this node first. Before that (its placement moved, and neither a write nor repair
-   * has brought it to every new holder yet), only nodes that have a copy: a new holder
-   * that lacks it would answer with zeros. A read does not copy the object itself: a
-   * VM reading through a moved volume would then move it all at once, at full speed,
-   * which is what repair's rate cap is there to prevent. A write still settles first.
+   * Where to read an object from. Once its holders are known to have its newest copy,
+   * they are, this node first. Before that (its placement moved, a holder came back
+   * from missing writes, or a write failed on one), only nodes that have the newest
+   * copy: a holder without it would answer with zeros or old data. A read does not copy
+   * the object itself: a VM reading through a moved volume would then move it all at
+   * once, at full speed, which is what repair's rate cap is there to prevent. A write
+   * still settles first.
    */
   private async readSources (index: number): Promise<string[]> {
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
@@ -150,23 +179,17 @@ export class ReplicatedVolume implements BlockDevice {
     if (this.settled.get(index) === key) return this.readOrder(index)
     // layers resolve per node, which needs every layer in place: settle as for a write
     if (this.under != null) { await this.settle(index, hs); return this.readOrder(index) }
-    const stat = async (n: string): Promise<boolean | null> => {
-      try { return (await this.c.transport.call(n, { op: 'stat', volume: this.init.volume, index })).reply.present === true } catch { return null }
-    }
-    const have = await Promise.all(hs.map(stat))
-    if (have.every(h => h === true)) { this.settled.set(index, key); return this.readOrder(index) }
+    const { seen, everyone } = await this.look(this.init.volume, index, hs)
+    const plan = planSettle(hs, seen, this.suspects.get(index))
     const self = this.c.transport.self
-    const first = (ns: string[]): string[] => ns.includes(self) ? [self, ...ns.filter(n => n !== self)] : ns
-    const holding = hs.filter((_, i) => have[i] === true)
-    if (holding.length > 0) return first(holding)
-    const others = (this.c.nodes?.() ?? []).filter(n => !hs.includes(n))
-    const oh = await Promise.all(others.map(stat))
-    const elsewhere = others.filter((_, i) => oh[i] === true)
-    if (elsewhere.length > 0) return first(elsewhere)
-    // written nowhere (thin), as every node answered: settled; some did not answer:
-    // the holders answer (zeros) or fail, and the next read asks again
-    if (have.every(h => h === false) && oh.every(h => h === false)) this.settled.set(index, key)
-    return this.readOrder(index)
+    if (plan.sources.length === 0) {
+      // written nowhere (thin), as every node answered: settled; some did not answer:
+      // the holders answer (zeros) or fail, and the next read asks again
+      if (everyone) this.settled.set(index, key)
+      return this.readOrder(index)
+    }
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settled.set(index, key); return this.readOrder(index) }
+    return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 
   private async readPiece (p: Piece): Promise<Uint8Array> {
@@ -188,8 +211,29 @@ export class ReplicatedVolume implements BlockDevice {
     checkRange(this, offset, data.length)
     await Promise.all(pieces(offset, data.length, this.init.objectSize).map(async p => {
       const chunk = data.subarray(p.at, p.at + p.length)
-      await this.inOrder(p, async () => { await this.toAll(p.index, { op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, fua, under: this.under }, chunk, fua) })
+      await this.toObject(p, seq => ({ op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, seq, fua, under: this.under }), chunk, fua)
     }))
+  }
+
+  /**
+   * One write or zero of one object: its holders settled first (outside the write
+   * lock, which settling takes whole), then the request to all of them in order with
+   * overlapping writes. If the holders changed in between, it settles again.
+   */
+  private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
+    for (;;) {
+      const hs = this.writeHolders(p.index)
+      await this.settle(p.index, hs)
+      const sent = await this.inOrder(p, async () => {
+        const now = this.writeHolders(p.index)
+        if (this.settled.get(p.index) !== now.join(',')) return false
+        const seq = (this.seqs.get(p.index) ?? 0) + 1
+        this.seqs.set(p.index, seq)
+        await this.toAll(p.index, now, req(seq), data, fua)
+        return true
+      })
+      if (sent) return
+    }
   }
 
   /**
@@ -198,8 +242,8 @@ export class ReplicatedVolume implements BlockDevice {
    * streams), and two overlapping writes landing in different orders on two replicas
    * would leave them different for good; one at a time, they land alike everywhere.
    */
-  private async inOrder (p: Piece, fn: () => Promise<void>): Promise<void> {
-    await this.writing.run(String(p.index), { start: p.offset, end: p.offset + p.length, exclusive: true }, fn)
+  private async inOrder<T> (p: Piece, fn: () => Promise<T>): Promise<T> {
+    return await this.writing.run(String(p.index), { start: p.offset, end: p.offset + p.length, exclusive: true }, fn)
   }
 
   async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.writeZeroes(offset, length, fua) }
@@ -208,7 +252,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.writable()
     checkRange(this, offset, length)
     await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => {
-      await this.inOrder(p, async () => { await this.toAll(p.index, { op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, fua, under: this.under }, undefined, fua) })
+      await this.toObject(p, seq => ({ op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, seq, fua, under: this.under }), undefined, fua)
     }))
   }
 
@@ -264,14 +308,25 @@ export class ReplicatedVolume implements BlockDevice {
     this.unflushed.set(node, set)
   }
 
-  /** one request to every holder of an object; resolves only when all succeeded */
-  private async toAll (index: number, req: Parameters<ReplicaTransport['call']>[1], data: Uint8Array | undefined, fua: boolean): Promise<void> {
-    const hs = this.writeHolders(index)
-    await this.settle(index, hs)
+  /**
+   * One request to every holder of an object; resolves only when all succeeded. A
+   * holder it failed on may have missed it while later writes land there: it becomes a
+   * suspect, and the object settles again (the suspect replaced by a sound copy) before
+   * the next write or read of it.
+   */
+  private async toAll (index: number, hs: string[], req: ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
     if (!fua) for (const h of hs) this.markUnflushed(h, [index])
     const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
-    const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i], err: r.reason as Error }] : [])
+    const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i]!, err: r.reason as Error }] : [])
     if (bad.length === 0) return
+    const suspects = this.suspects.get(index) ?? new Set<string>()
+    for (const b of bad) suspects.add(b.peer)
+    this.suspects.set(index, suspects)
+    this.settled.delete(index)
+    // bring it back in step now, not only at the next write or read of this object:
+    // until then another node's reader could find the suspect's copy (if its holder
+    // is gone for good, membership drops it and the next settle skips it)
+    void this.settle(index, hs).catch(() => {})
     // a stale epoch anywhere means this writer is fenced: say so rather than "io"
     const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
     if (stale != null) throw stale.err

@@ -21,6 +21,7 @@ import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
+import { NO_VERSION, type Version } from './versions.ts'
 import {
   REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply,
   type ReplicaReply, type ReplicaRequest
@@ -39,6 +40,9 @@ const layersOf = new WeakMap<ObjectStore, Layers>()
 /** the layer stack of a request: the volume, then what is under it */
 const stack = (req: { volume: string, under?: string[] }): string[] | null => req.under != null && req.under.length > 0 ? [req.volume, ...req.under] : null
 
+/** a write's version: its writer's epoch and the writer's sequence number for the object */
+const versionOf = (req: { epoch: number, seq?: number }): Version | undefined => req.seq == null ? undefined : { epoch: req.epoch, seq: req.seq }
+
 /** runs one request against a store: the handler's body and the local short cut */
 export async function execute (store: ObjectStore, req: ReplicaRequest, data: Uint8Array | null): Promise<{ reply: ReplicaReply & { ok: true }, data: Uint8Array | null }> {
   let layers = layersOf.get(store)
@@ -47,14 +51,16 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'write': {
       if (data == null) throw new GvsError('invalid', 'write without data')
       const s = stack(req)
-      if (s != null) await layers.write(s, req.index, req.offset, data, { epoch: req.epoch, fua: req.fua })
-      else await store.write(req.volume, req.index, req.offset, data, { epoch: req.epoch, fua: req.fua })
+      const opts = { epoch: req.epoch, fua: req.fua, version: versionOf(req) }
+      if (s != null) await layers.write(s, req.index, req.offset, data, opts)
+      else await store.write(req.volume, req.index, req.offset, data, opts)
       return { reply: { ok: true }, data: null }
     }
     case 'zero': {
       const s = stack(req)
-      if (s != null) await layers.zero(s, req.index, req.offset, req.length, { epoch: req.epoch, fua: req.fua })
-      else await store.zero(req.volume, req.index, req.offset, req.length, { epoch: req.epoch, fua: req.fua })
+      const opts = { epoch: req.epoch, fua: req.fua, version: versionOf(req) }
+      if (s != null) await layers.zero(s, req.index, req.offset, req.length, opts)
+      else await store.zero(req.volume, req.index, req.offset, req.length, opts)
       return { reply: { ok: true }, data: null }
     }
     case 'read': {
@@ -63,31 +69,34 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     }
     case 'get': {
       const obj = await store.readObject(req.volume, req.index)
-      return { reply: { ok: true, present: obj != null, epoch: await store.epoch(req.volume) }, data: obj }
+      return { reply: { ok: true, present: obj != null, epoch: await store.epoch(req.volume), ...(obj != null ? { version: obj.version } : {}) }, data: obj?.data ?? null }
     }
     case 'put':
-      // a whole object copied in by repair, durably, under the source's epoch (which
-      // also teaches this replica the newest writer epoch)
+      // a whole object copied in by repair or a move, carrying its version and the
+      // source's epoch (which teaches this replica the newest writer epoch)
       if (data == null || data.length !== store.objectSize) throw new GvsError('invalid', `put needs a whole object of ${store.objectSize} bytes`)
-      // a copy never overwrites a copy already here (a writer may have settled it and
-      // written since the copy was read); only scrub replaces a damaged one
-      // (checked and written under one hold of the object); durable before the answer,
-      // but synced outside that hold (readers of it wait for the write, not the disk)
-      if (req.replace === true) await store.write(req.volume, req.index, 0, data, { epoch: req.epoch })
-      else if (await store.putIfAbsent(req.volume, req.index, data, { epoch: req.epoch })) return { reply: { ok: true, present: true }, data: null }
+      // it replaces only an older copy (a writer may have settled the object and
+      // written since the copy was read); scrub's `replace` rewrites a damaged one.
+      // Durable before the answer, but synced outside the object's hold (readers of it
+      // wait for the write, not the disk)
+      if (await store.put(req.volume, req.index, { data, version: req.version ?? NO_VERSION }, { epoch: req.epoch, replace: req.replace })) return { reply: { ok: true, present: true }, data: null }
       await store.syncObject(req.volume, req.index)
       return { reply: { ok: true }, data: null }
     case 'verify':
       return { reply: { ok: true, bad: await store.verify(req.volume, req.index) }, data: null }
     case 'stat': {
       const s = stack(req)
-      return { reply: { ok: true, present: s != null ? await layers.has(s, req.index) : await store.has(req.volume, req.index) }, data: null }
+      if (s != null) return { reply: { ok: true, present: await layers.has(s, req.index) }, data: null }
+      const st = await store.stat(req.volume, req.index)
+      return { reply: { ok: true, present: st.present, version: st.version }, data: null }
     }
     case 'remove':
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }
-    case 'list':
-      return { reply: { ok: true, indexes: await store.list(req.volume) }, data: null }
+    case 'list': {
+      const inv = await store.inventory(req.volume)
+      return { reply: { ok: true, indexes: inv.map(o => o.index), versions: inv.map(o => [o.version.epoch, o.version.seq] as [number, number]) }, data: null }
+    }
     case 'fence':
       await store.fence(req.volume, req.epoch)
       return { reply: { ok: true }, data: null }

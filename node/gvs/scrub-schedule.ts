@@ -98,6 +98,8 @@ export class ScrubSchedule {
       this.c.metrics?.scrubRepaired.inc(p.repaired - seen.repaired)
       seen = { objects: p.objects, bad: p.bad, repaired: p.repaired }
     })
+    // running from its start, not from its first progress event
+    this.progress = { startedAt: Date.now(), objects: 0, total: 0, bytes: 0, bad: 0, repaired: 0 }
     const done = (async () => {
       const r = await scrubber.run()
       this.last = r

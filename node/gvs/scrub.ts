@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ReplicaTransport } from './replication.ts'
 import { pace } from './repair.ts'
+import { NO_VERSION, compareVersions } from './versions.ts'
 
 export interface ScrubProgress { startedAt: number, objects: number, total: number, bytes: number, bad: number, repaired: number }
 
@@ -78,17 +79,21 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
     return { ...report, ...p, finishedAt: Date.now() }
   }
 
-  /** rewrites this node's copy from a sound one elsewhere; null when healed, else why not */
+  /** rewrites this node's copy from a sound one elsewhere, the newest first; null when healed, else why not */
   private async heal (layer: string, index: number): Promise<string | null> {
     const why: string[] = []
     const self = this.c.transport.self
-    for (const src of this.c.sources(layer, index).filter(n => n !== self)) {
+    const others = this.c.sources(layer, index).filter(n => n !== self)
+    const versions = new Map(await Promise.all(others.map(async n => {
+      try { return [n, (await this.c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION] as const } catch { return [n, NO_VERSION] as const }
+    })))
+    for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
       try {
         const v = await this.c.transport.call(src, { op: 'verify', volume: layer, index })
         if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); continue }
         const r = await this.c.transport.call(src, { op: 'get', volume: layer, index })
         if (r.data == null) { why.push(`${src}: no copy`); continue }
-        await this.c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, replace: true }, r.data)
+        await this.c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
         return null
       } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
     }

@@ -81,14 +81,69 @@ test('a damaged object is detected and reported, never served; scrub finds the b
   t.deepEqual(await s.verify('v', 2), [])
 })
 
-test('zeroing a whole object removes it (thin); a part reads as zeros', async t => {
+test('zeroing a whole object frees its data (thin) and keeps its version; a part reads as zeros', async t => {
   const s = await store(t)
-  await s.write('v', 0, 0, randomBytes(4 * MiB), { epoch: 1 })
-  await s.zero('v', 0, 1000, 5000, { epoch: 1 })
+  await s.write('v', 0, 0, randomBytes(4 * MiB), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await s.zero('v', 0, 1000, 5000, { epoch: 1, version: { epoch: 1, seq: 2 } })
   t.deepEqual(await s.read('v', 0, 1000, 5000), new Uint8Array(5000))
-  await s.zero('v', 0, 0, 4 * MiB, { epoch: 1, fua: true })
-  t.deepEqual(await s.list('v'), [])
+  await s.zero('v', 0, 0, 4 * MiB, { epoch: 1, fua: true, version: { epoch: 1, seq: 3 } })
+  // a copy that missed the zeroing must not come back as the newer one: the version stays
+  t.deepEqual(await s.stat('v', 0), { present: true, version: { epoch: 1, seq: 3 } })
+  const file = await open(join(s.dir, 'objects', 'v', '00000000'), 'r')
+  t.is((await file.stat()).blocks, 0, 'no data blocks left')
+  await file.close()
   t.deepEqual(await s.read('v', 0, 0, 10), new Uint8Array(10))
+  // zeroing an object that is not here leaves nothing behind
+  await s.zero('v', 1, 0, 4 * MiB, { epoch: 1, version: { epoch: 1, seq: 1 } })
+  t.deepEqual(await s.list('v'), [0])
+})
+
+test('versions: a write raises the object version; a copy replaces only an older one (or, with replace, any); inventory lists them', async t => {
+  const s = await store(t)
+  t.deepEqual(await s.stat('v', 0), { present: false, version: { epoch: 0, seq: 0 } })
+  const a = randomBytes(4 * MiB)
+  await s.write('v', 0, 0, a, { epoch: 2, version: { epoch: 2, seq: 5 } })
+  // requests may land out of order: the version is the highest applied
+  await s.write('v', 0, 0, a.subarray(0, 4096), { epoch: 2, version: { epoch: 2, seq: 4 } })
+  t.deepEqual((await s.stat('v', 0)).version, { epoch: 2, seq: 5 })
+  const older = new Uint8Array(4 * MiB).fill(7)
+  t.true(await s.put('v', 0, { data: older, version: { epoch: 2, seq: 3 } }, { epoch: 2 }), 'an older copy is refused')
+  t.true(await s.put('v', 0, { data: older, version: { epoch: 2, seq: 5 } }, { epoch: 2 }), 'so is an equal one')
+  t.true(same(await s.read('v', 0, 0, 4 * MiB), a))
+  // a newer copy replaces it, written sparse: zero blocks take no space
+  const newer = new Uint8Array(4 * MiB)
+  newer.fill(9, 8192, 12288)
+  t.false(await s.put('v', 0, { data: newer, version: { epoch: 3, seq: 1 } }, { epoch: 1 }))
+  t.true(same(await s.read('v', 0, 0, 4 * MiB), newer))
+  t.is(await s.epoch('v'), 2, 'a copy teaches a newer epoch, never refuses for an older one')
+  const file = await open(join(s.dir, 'objects', 'v', '00000000'), 'r')
+  t.true((await file.stat()).blocks * 512 <= 64 * 1024, 'sparse')
+  await file.close()
+  // scrub's replace rewrites whatever the version says
+  t.false(await s.put('v', 0, { data: a, version: { epoch: 2, seq: 9 } }, { epoch: 2, replace: true }))
+  t.deepEqual((await s.stat('v', 0)).version, { epoch: 2, seq: 9 })
+  await s.write('v', 2, 0, a.subarray(0, 4096), { epoch: 2 })
+  t.deepEqual(await s.inventory('v'), [{ index: 0, version: { epoch: 2, seq: 9 } }, { index: 2, version: { epoch: 0, seq: 0 } }])
+  // the version survives a restart (read back from the side file)
+  await s.stop()
+  const again = await store(t, s.dir)
+  t.deepEqual(await again.inventory('v'), [{ index: 0, version: { epoch: 2, seq: 9 } }, { index: 2, version: { epoch: 0, seq: 0 } }])
+  t.deepEqual((await again.stat('v', 0)).version, { epoch: 2, seq: 9 })
+})
+
+test('versions: a side file from before versions (checksums only) reads as the oldest version', async t => {
+  const s = await store(t)
+  await s.write('v', 0, 0, randomBytes(8192), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await s.stop()
+  const sums = join(s.dir, 'objects', 'v', '00000000.sum')
+  const fh = await open(sums, 'r+')
+  await fh.truncate(4 * MiB / 4096 * 4)
+  await fh.close()
+  const again = await store(t, s.dir)
+  t.deepEqual(await again.stat('v', 0), { present: true, version: { epoch: 0, seq: 0 } })
+  t.deepEqual(await again.inventory('v'), [{ index: 0, version: { epoch: 0, seq: 0 } }])
+  await again.write('v', 0, 0, new Uint8Array(4096), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  t.deepEqual((await again.stat('v', 0)).version, { epoch: 1, seq: 2 })
 })
 
 test('LocalVolume splits ranges across objects', async t => {

@@ -1,0 +1,79 @@
+// Object versions. Every write to an object carries (epoch, seq): the writer's epoch
+// (its lease, invariant 3) and a sequence number the writer counts up per object. A
+// replica keeps the highest version it has applied, in the object's side file. Copies
+// of one object compare by version: the highest is the newest, and a copy with a lower
+// version missed writes (its node was down or cut off while they were made) and is
+// replaced, never served, before the object takes writes or reads again
+// (replicated-volume.ts settle, repair.ts planRepair). Epochs order writers; within
+// one epoch the single writer orders its own writes.
+export interface Version { readonly epoch: number, readonly seq: number }
+
+/** what an absent object, or one written before versions existed, counts as */
+export const NO_VERSION: Version = { epoch: 0, seq: 0 }
+
+/** negative when a is older than b, 0 when equal, positive when newer */
+export const compareVersions = (a: Version, b: Version): number => a.epoch !== b.epoch ? a.epoch - b.epoch : a.seq - b.seq
+
+export const newer = (a: Version, b: Version): boolean => compareVersions(a, b) > 0
+
+/** the newest of some versions (NO_VERSION for none) */
+export const newest = (vs: Iterable<Version>): Version => {
+  let best = NO_VERSION
+  for (const v of vs) if (newer(v, best)) best = v
+  return best
+}
+
+export const formatVersion = (v: Version): string => `${v.epoch}.${v.seq}`
+
+/** bytes of a version in a side file, after the checksums: epoch and seq, u64 big-endian each */
+export const VERSION_BYTES = 16
+
+export function encodeVersion (v: Version): Uint8Array {
+  const buf = new Uint8Array(VERSION_BYTES)
+  const dv = new DataView(buf.buffer)
+  dv.setBigUint64(0, BigInt(v.epoch))
+  dv.setBigUint64(8, BigInt(v.seq))
+  return buf
+}
+
+/** a version read from a side file; null when its numbers cannot be one */
+export function decodeVersion (buf: Uint8Array): Version | null {
+  if (buf.length !== VERSION_BYTES) return null
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  const epoch = dv.getBigUint64(0)
+  const seq = dv.getBigUint64(8)
+  if (epoch > BigInt(Number.MAX_SAFE_INTEGER) || seq > BigInt(Number.MAX_SAFE_INTEGER)) return null
+  return { epoch: Number(epoch), seq: Number(seq) }
+}
+
+/** what one node said of its copy of one object */
+export interface CopySeen { node: string, present: boolean, version: Version }
+
+export interface SettlePlan {
+  /** the version every holder must have */
+  newest: Version
+  /** nodes with a sound newest copy, the holders first: where to copy from and read */
+  sources: string[]
+  /** holders that must get the copy; `replace` ones whatever version they claim */
+  lacking: Array<{ node: string, replace: boolean }>
+}
+
+/**
+ * Where the newest copy of an object is, and which of its holders lack it. `suspects`
+ * are nodes a write of this object failed on: their version may claim writes they
+ * missed (a later write landed, an earlier one did not), so they are no source while
+ * another is, and they get the newest copy whatever their version says. Nodes that did
+ * not answer are left out of `seen`: not lacking, not a source.
+ */
+export function planSettle (holders: readonly string[], seen: readonly CopySeen[], suspects: ReadonlySet<string> = new Set()): SettlePlan {
+  const present = seen.filter(s => s.present)
+  const sound = present.filter(s => !suspects.has(s.node))
+  const trusted = sound.length > 0 ? sound : present
+  const top = newest(trusted.map(s => s.version))
+  const at = trusted.filter(s => compareVersions(s.version, top) === 0).map(s => s.node)
+  const sources = [...holders.filter(h => at.includes(h)), ...at.filter(n => !holders.includes(n))]
+  if (sources.length === 0) return { newest: NO_VERSION, sources: [], lacking: [] }
+  const answered = new Set(seen.map(s => s.node))
+  const lacking = holders.filter(h => answered.has(h) && !sources.includes(h)).map(node => ({ node, replace: suspects.has(node) }))
+  return { newest: top, sources, lacking }
+}

@@ -1,0 +1,124 @@
+// Object versions across replicas (versions.ts): a holder that comes back after
+// missing writes, or that a write failed on while later ones landed, never serves its
+// old copy; the writer, a reader and repair each bring it the newest one.
+import test, { type ExecutionContext } from 'ava'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { ReplicaService, type ReplicaTransport } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { Repairer } from '../../node/gvs/repair.ts'
+import { Placement, objectKey } from '../../node/gvs/placement.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { planSettle } from '../../node/gvs/versions.ts'
+import { silentLogger } from '../../node/log.ts'
+import { memoryHosts } from './hosts.ts'
+
+const MiB = 1024 * 1024
+const SIZE = 16 * MiB
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b)
+
+interface Node { id: string, store: ObjectStore, svc: ReplicaService }
+
+async function grid (t: ExecutionContext, n: number, tag: string): Promise<Node[]> {
+  const { dir, hosts } = await memoryHosts(t, n, tag)
+  const nodes: Node[] = []
+  t.teardown(async () => { for (const x of nodes) { await x.svc.stop(); await x.store.stop() } })
+  for (const [i, host] of hosts.entries()) {
+    const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, `n${i}`) })
+    await store.start()
+    const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 30_000 })
+    await svc.start()
+    nodes.push({ id: host.peerId.toString(), store, svc })
+  }
+  return nodes
+}
+
+/** a volume as one node sees it, over the nodes it takes to be live */
+function volume (transport: ReplicaTransport, live: () => string[], epoch = 1): ReplicatedVolume {
+  const holders = (key: string, r: number): string[] => new Placement(live().map(id => ({ id, weight: 1 }))).holders(key, r)
+  return new ReplicatedVolume({ transport, holders, nodes: live }, { volume: 'vol', size: SIZE, replicas: 2, epoch })
+}
+
+test('planSettle: the newest copy is the source; older, absent and suspect holders get it; silent nodes are left out', t => {
+  const v = (epoch: number, seq: number): { epoch: number, seq: number } => ({ epoch, seq })
+  t.deepEqual(planSettle(['a', 'b'], [{ node: 'a', present: true, version: v(1, 9) }, { node: 'b', present: true, version: v(1, 4) }, { node: 'c', present: true, version: v(1, 9) }]),
+    { newest: v(1, 9), sources: ['a', 'c'], lacking: [{ node: 'b', replace: false }] })
+  // a holder away while a newer writer wrote elsewhere: the other node is the source
+  t.deepEqual(planSettle(['a', 'b'], [{ node: 'a', present: true, version: v(1, 9) }, { node: 'b', present: false, version: v(0, 0) }, { node: 'c', present: true, version: v(2, 1) }]),
+    { newest: v(2, 1), sources: ['c'], lacking: [{ node: 'a', replace: false }, { node: 'b', replace: false }] })
+  // equal versions, but a write failed on b: a is the source, b is replaced whatever it says
+  t.deepEqual(planSettle(['a', 'b'], [{ node: 'a', present: true, version: v(1, 9) }, { node: 'b', present: true, version: v(1, 9) }], new Set(['b'])),
+    { newest: v(1, 9), sources: ['a'], lacking: [{ node: 'b', replace: true }] })
+  // nobody has it: thin, nothing to do; b did not answer: neither source nor lacking
+  t.deepEqual(planSettle(['a', 'b'], [{ node: 'a', present: false, version: v(0, 0) }]), { newest: v(0, 0), sources: [], lacking: [] })
+  t.deepEqual(planSettle(['a', 'b'], [{ node: 'a', present: true, version: v(1, 2) }]), { newest: v(1, 2), sources: ['a'], lacking: [] })
+})
+
+test('a holder back from missing writes never serves its old copy: reads find the newest, a write brings it there, repair too', async t => {
+  const nodes = await grid(t, 3, 'gvsver')
+  const all = nodes.map(n => n.id)
+  const old = randomBytes(SIZE)
+  await volume(nodes[0]!.svc, () => all).write(0, old, false)
+  // node 1 is cut off: the others take it for dead and write on without it
+  const away = nodes[1]!
+  const without = all.filter(id => id !== away.id)
+  const now = randomBytes(SIZE)
+  const writer = volume(nodes[0]!.svc, () => without)
+  await writer.write(0, now, false)
+  await writer.flush()
+  const itsObjects = [0, 1, 2, 3].filter(i => new Placement(all.map(id => ({ id, weight: 1 }))).holders(objectKey('vol', i), 2).includes(away.id))
+  t.true(itsObjects.length > 0, 'node 1 holds some objects when all are live')
+  for (const i of itsObjects) t.true(same((await away.store.readObject('vol', i))!.data, old.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)), `node 1 still has the old copy of object ${i}`)
+  // it is back: placement names it again. A reader on it, which would read its own copy first, reads the newest
+  t.true(same(await volume(away.svc, () => all).read(0, SIZE), now), 'read on the returned holder')
+  t.true(same(await volume(nodes[2]!.svc, () => all).read(0, SIZE), now), 'read on another node')
+  t.deepEqual((await new Repairer({ transport: nodes[2]!.svc, holders: (k, r) => new Placement(all.map(id => ({ id, weight: 1 }))).holders(k, r), nodes: () => all }, { volume: 'vol', replicas: 2 }).inventory()).stale,
+    new Map(itsObjects.map(i => [i, [away.id]])), 'the inventory says which copies are stale')
+  // a write of one byte per object settles it first: the returned holder gets the whole newest object
+  const back = volume(nodes[2]!.svc, () => all)
+  await back.write(itsObjects[0]! * 4 * MiB, now.subarray(itsObjects[0]! * 4 * MiB, itsObjects[0]! * 4 * MiB + 1), false)
+  const o = itsObjects[0]!
+  t.true(same((await away.store.readObject('vol', o))!.data, now.subarray(o * 4 * MiB, (o + 1) * 4 * MiB)), 'the write brought the newest copy first')
+  // repair brings the rest
+  const report = await new Repairer({ transport: nodes[2]!.svc, holders: (k, r) => new Placement(all.map(id => ({ id, weight: 1 }))).holders(k, r), nodes: () => all }, { volume: 'vol', replicas: 2, bytesPerSecond: 0 }).run()
+  t.is(report.failed, 0, report.errors.join('; '))
+  t.is(report.health, 'healthy')
+  for (const i of itsObjects) t.true(same((await away.store.readObject('vol', i))!.data, now.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)), `object ${i} is the newest on node 1`)
+  t.true(same(await volume(away.svc, () => all).read(0, SIZE), now))
+})
+
+test('a holder a write failed on, while a later write of the object landed there, is brought back in step', async t => {
+  const nodes = await grid(t, 2, 'gvssus')
+  const all = nodes.map(n => n.id)
+  const base = randomBytes(4 * MiB)
+  await volume(nodes[0]!.svc, () => all).write(0, base, false)
+  // one request to node 1 is lost: the first write of the range [0, 64 KiB)
+  let lost = 0
+  const lossy: ReplicaTransport = {
+    self: nodes[0]!.svc.self,
+    call: async (peer, req, data) => {
+      if (peer === nodes[1]!.id && req.op === 'write' && req.offset === 0 && lost++ === 0) throw new GvsError('io', 'lost on the way (test)')
+      return await nodes[0]!.svc.call(peer, req, data)
+    }
+  }
+  const writer = volume(lossy, () => all)
+  const a = randomBytes(64 * 1024)
+  const b = randomBytes(64 * 1024)
+  const results = await Promise.allSettled([writer.write(0, a, false), writer.write(1 * MiB, b, false)])
+  t.is(results[0].status, 'rejected', 'the write that was lost on a holder fails')
+  t.is(results[1].status, 'fulfilled')
+  const v0 = await nodes[0]!.store.stat('vol', 0)
+  const v1 = await nodes[1]!.store.stat('vol', 0)
+  t.deepEqual(v0.version, v1.version, 'the later write gave both the same version, though node 1 missed one')
+  // the writer puts node 1 back in step on its own
+  const start = Date.now()
+  while (Date.now() - start < 10_000 && !same((await nodes[1]!.store.readObject('vol', 0))!.data, (await nodes[0]!.store.readObject('vol', 0))!.data)) await new Promise(resolve => setTimeout(resolve, 50))
+  t.true(same((await nodes[1]!.store.readObject('vol', 0))!.data, (await nodes[0]!.store.readObject('vol', 0))!.data), 'both copies alike')
+  // and writes go on: both copies take the next one
+  await writer.write(0, a, false)
+  const want = Buffer.from(base)
+  want.set(a, 0)
+  want.set(b, 1 * MiB)
+  for (const n of nodes) t.true(same((await n.store.readObject('vol', 0))!.data, want), `node ${n.id.slice(-4)} has every write`)
+})
