@@ -26,7 +26,6 @@ import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { RequestHost } from '../p2p/request.ts'
 
 // index.ts exports it from here
-export { driverSpec } from './local-vms.ts'
 
 /** what DVMM uses of the state service */
 export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'> {
