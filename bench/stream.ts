@@ -1,12 +1,14 @@
 // Throughput of one libp2p stream between two vgrid hosts (TCP | pnet | Noise | yamux,
 // as protocol/host.ts assembles them), each host in a process of its own, over loopback:
-// STREAM_BENCH_MIB (default 1024) MiB sent one way in 64 KiB writes (the size of a
-// replica object), then the same amount the other way.
+// STREAM_BENCH_MIB (default 1024) MiB sent one way in 64 KiB writes, then the same
+// amount the other way, after a warm-up. Prints MB/s and the CPU seconds per GiB that
+// sender and receiver spent (steadier than MB/s on a machine shared with other work).
 //   node_modules/node/bin/node bench/stream.ts
 //   STREAM_BENCH_BEFORE=/path/to/older/checkout node_modules/node/bin/node bench/stream.ts
-// With STREAM_BENCH_BEFORE (a checkout whose node_modules resolve, e.g. a git worktree
-// with a node_modules symlink), the same run also measures two hosts of that checkout,
-// prints after/before ratios, and streams between an older and a newer host both ways
+// With STREAM_BENCH_BEFORE (a checkout whose node_modules resolve, e.g. `git archive`
+// of an older commit with a node_modules symlink), the same run also measures two hosts
+// of that checkout in alternating rounds (STREAM_BENCH_ROUNDS, default 3), prints
+// after/before ratios of the medians, and streams between an older and a newer host both ways
 // (agents of the previous version must still connect and agree on every byte).
 // Profile a side with STREAM_BENCH_PROF=DIR (node --cpu-prof into DIR for both hosts).
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -18,6 +20,7 @@ import { pathToFileURL } from 'node:url'
 const MiB = 1024 * 1024
 const CHUNK = 64 * 1024
 const PROTOCOL = '/vgrid-bench/stream/1'
+const WARMUP = 64 * MiB
 const HERE = resolve(import.meta.dirname, '..')
 
 // what is sent: chunk n of a pattern 17 chunks long (distinct chunks, so a reordering
@@ -111,6 +114,7 @@ async function pair (rootA: string, rootB: string, bytes: number): Promise<[Resu
   const prof = process.env.STREAM_BENCH_PROF
   const [a, b] = await Promise.all([start(rootA, key, prof), start(rootB, key, prof)])
   try {
+    await oneWay(a, b, WARMUP) // JIT and yamux's window growth
     return [await oneWay(a, b, bytes), await oneWay(b, a, bytes)]
   } finally {
     for (const s of [a, b]) s.proc.stdin!.end('quit\n')
@@ -118,18 +122,30 @@ async function pair (rootA: string, rootB: string, bytes: number): Promise<[Resu
   }
 }
 
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]! }
+
 async function main (): Promise<void> {
   const bytes = Number(process.env.STREAM_BENCH_MIB ?? 1024) * MiB
   const before = process.env.STREAM_BENCH_BEFORE
+  // rounds alternate this checkout and the older one, so a load that comes and goes
+  // (others' tests on the same machine) falls on both
+  const rounds = Number(process.env.STREAM_BENCH_ROUNDS ?? (before == null ? 1 : 3))
   const f = (r: Result): string => `${r.mbs.toFixed(1)} MB/s (CPU s/GiB: send ${r.sendCpu.toFixed(2)}, receive ${r.recvCpu.toFixed(2)})`
-  console.log(`${bytes / MiB} MiB each way`)
-  const now = await pair(HERE, HERE, bytes)
-  console.log(`this checkout  a->b ${f(now[0])}  b->a ${f(now[1])}`)
+  console.log(`${bytes / MiB} MiB each way, after ${WARMUP / MiB} MiB of warm-up; ${rounds} round(s)`)
+  const now: Result[] = []
+  const old: Result[] = []
+  for (let r = 0; r < rounds; r++) {
+    const n = await pair(HERE, HERE, bytes)
+    now.push(...n)
+    console.log(`this checkout  a->b ${f(n[0])}  b->a ${f(n[1])}`)
+    if (before == null) continue
+    const o = await pair(before, before, bytes)
+    old.push(...o)
+    console.log(`before         a->b ${f(o[0])}  b->a ${f(o[1])}`)
+  }
   if (before == null) return
-  const old = await pair(before, before, bytes)
-  console.log(`before         a->b ${f(old[0])}  b->a ${f(old[1])}`)
-  const ratio = (k: keyof Result, inv = false): string => now.map((r, i) => (inv ? old[i]![k] / r[k] : r[k] / old[i]![k]).toFixed(2) + 'x').join(' ')
-  console.log(`after/before  MB/s ${ratio('mbs')}  CPU per byte (lower is better): send ${ratio('sendCpu')} receive ${ratio('recvCpu')}`)
+  const ratio = (k: keyof Result): string => (median(now.map(r => r[k])) / median(old.map(r => r[k]))).toFixed(2) + 'x'
+  console.log(`after/before (medians)  MB/s ${ratio('mbs')}  CPU per byte (lower is better): send ${ratio('sendCpu')} receive ${ratio('recvCpu')}`)
   const mixed = await pair(HERE, before, bytes)
   console.log(`new<->old      new->old ${f(mixed[0])}  old->new ${f(mixed[1])}  (same bytes arrived)`)
 }

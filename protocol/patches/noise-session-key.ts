@@ -1,5 +1,5 @@
-// Symptom: a replica stream spends about a sixth of its Noise time (4 % of its CPU,
-// profiled with bench/stream.ts) setting up the cipher key, once for every message
+// Symptom: a replica stream spent 4 % of its CPU (profiled with bench/stream.ts, about
+// a third of all it spent in Noise) setting up the cipher key, once for every message
 // of at most 64 KiB, although each direction of a session has one key for its life.
 //
 // Cause, in @chainsafe/libp2p-noise, src/crypto/index.ts, nodeCrypto's
