@@ -133,9 +133,12 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, errors: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()
     const errors: string[] = []
+    /** the nodes that answered */
+    const listed: string[] = []
     await Promise.all(this.c.nodes().map(async node => {
       try {
         const r = await this.c.transport.call(node, { op: 'list', volume: this.init.volume })
+        listed.push(node)
         const versions = r.reply.versions ?? []
         for (const [k, i] of (r.reply.indexes ?? []).entries()) {
           if (this.init.objects != null && i >= this.init.objects) continue
@@ -151,14 +154,19 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     await Promise.all([...all].map(async ([i, copies]) => {
       const top = newest(copies.map(c => c.version))
       const current = copies.filter(c => compareVersions(c.version, top) === 0).map(c => c.node)
-      // a write in flight reaches the holders a moment apart, and a list can fall in
-      // between: an older copy is stale only if a second look still finds it behind
-      // the newest of the first
-      await Promise.all(copies.filter(c => compareVersions(c.version, top) < 0).map(async c => {
-        let now = c.version
-        try { now = (await this.c.transport.call(c.node, { op: 'stat', volume: this.init.volume, index: i })).reply.version ?? NO_VERSION } catch {}
-        if (compareVersions(now, top) >= 0) current.push(c.node)
-        else stale.set(i, [...stale.get(i) ?? [], c.node])
+      // a write in flight reaches the holders a moment apart (and a new object its
+      // holders), and a list can fall in between: a copy behind, or a holder without
+      // one, is short only if a second look still finds it behind the newest of the first
+      const behind = copies.filter(c => compareVersions(c.version, top) < 0).map(c => c.node)
+      const absent = listed.filter(n => !copies.some(c => c.node === n) && this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas).includes(n))
+      await Promise.all([...behind, ...absent].map(async node => {
+        let now: Version | null = null
+        try {
+          const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i })).reply
+          if (r.present === true) now = r.version ?? NO_VERSION
+        } catch {}
+        if (now != null && compareVersions(now, top) >= 0) current.push(node)
+        else if (behind.includes(node)) stale.set(i, [...stale.get(i) ?? [], node])
       }))
       inventory.set(i, current)
     }))
