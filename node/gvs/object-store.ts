@@ -561,9 +561,12 @@ async function syncPath (path: string): Promise<void> {
  * Reads and writes up to this size are made in place, not on libuv's thread pool: they
  * copy to or from the page cache in microseconds, and the hand-over to a pool thread
  * and back cost four to five times the CPU of the copy itself (measured: 4 KiB pwrite
- * 4 us in place, 22 us through the pool). Larger ones, and every fsync, go to the pool.
+ * 4 us in place, 22 us through the pool). Larger ones, and every fsync, go to the pool:
+ * there they run several at once, where in place each holds the event loop for the
+ * whole copy (nbdcopy's 256 KiB reads of a local volume: 0.34x qemu-nbd in place, 0.66x
+ * through the pool, bench/gvs.ts in one run on a loaded machine).
  */
-const IN_PLACE_IO = 1024 * 1024
+const IN_PLACE_IO = 64 * 1024
 
 /** fills buf from position; past the end of the file stays zero (a sparse tail) */
 async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
