@@ -276,7 +276,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async zero (volume: string, index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
-    if (length === 0) { await this.fence(volume, opts.epoch); return }
+    if (length === 0) {
+      // nothing to zero: a version alone marks that copies elsewhere are behind
+      // (replicated-volume.ts, a holder a write failed on that does not answer)
+      await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+        await this.fence(volume, opts.epoch)
+        if (opts.version != null) await this.withObject(p, false, async o => { if (o != null) await this.setVersion(o, opts.version!, volume, index) })
+      })
+      return
+    }
     if (offset === 0 && length === this.objectSize) {
       await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
         await this.fence(volume, opts.epoch)

@@ -117,8 +117,30 @@ export class ReplicatedVolume implements BlockDevice {
       if (layer !== this.init.volume) continue
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
-      this.suspects.delete(index)
+      await this.outdateSilentSuspects(index, plan)
     }
+  }
+
+  /**
+   * A suspect that got the newest copy is in step again. One that did not answer (cut
+   * off, or gone) may come back claiming a version it does not fully have; so the
+   * copies that did answer move one version on (a zero of no bytes), which leaves the
+   * suspect's copy plainly behind for any writer, reader or repair, also after this
+   * writer is gone. Until that succeeds the object does not settle.
+   */
+  private async outdateSilentSuspects (index: number, plan: SettlePlan): Promise<void> {
+    const suspects = this.suspects.get(index)
+    if (suspects == null) return
+    for (const l of plan.lacking) suspects.delete(l.node)
+    for (const s of plan.sources) suspects.delete(s)
+    if (suspects.size === 0) { this.suspects.delete(index); return }
+    const seq = (this.seqs.get(index) ?? 0) + 1
+    this.seqs.set(index, seq)
+    const at = [...new Set([...plan.sources, ...plan.lacking.map(l => l.node)])]
+    const results = await Promise.allSettled(at.map(async n => await this.c.transport.call(n, { op: 'zero', volume: this.init.volume, index, offset: 0, length: 0, epoch: this.init.epoch, seq, fua: true })))
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${at[i]}: ${(r.reason as Error).message}`] : [])
+    if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`)
+    this.suspects.delete(index)
   }
 
   /**

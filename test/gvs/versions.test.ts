@@ -122,3 +122,46 @@ test('a holder a write failed on, while a later write of the object landed there
   want.set(b, 1 * MiB)
   for (const n of nodes) t.true(same((await n.store.readObject('vol', 0))!.data, want), `node ${n.id.slice(-4)} has every write`)
 })
+
+test('a holder a write failed on that then stops answering is left plainly behind: a writer with no memory of it, or a reader, never takes its copy', async t => {
+  const nodes = await grid(t, 2, 'gvscut')
+  const all = nodes.map(n => n.id)
+  const base = randomBytes(4 * MiB)
+  await volume(nodes[0]!.svc, () => all).write(0, base, false)
+  // node 1 misses the first write of [0, 64 KiB), takes the one at 1 MiB, then is cut off
+  let lost = 0
+  let cut = false
+  const lossy: ReplicaTransport = {
+    self: nodes[0]!.svc.self,
+    call: async (peer, req, data) => {
+      if (peer === nodes[1]!.id) {
+        if (cut) throw new GvsError('unavailable', 'cut off (test)')
+        if (req.op === 'write' && req.offset === 0 && lost++ === 0) throw new GvsError('io', 'lost on the way (test)')
+        // the later write lands, then node 1 is cut off
+        if (req.op === 'write' && req.offset === 1 * MiB) { const r = await nodes[0]!.svc.call(peer, req, data); cut = true; return r }
+      }
+      return await nodes[0]!.svc.call(peer, req, data)
+    }
+  }
+  const a = randomBytes(64 * 1024)
+  const b = randomBytes(64 * 1024)
+  const writer = volume(lossy, () => all)
+  // the write at 0 (the lower sequence number) fails on node 1, the one at 1 MiB lands there
+  const results = await Promise.allSettled([writer.write(0, a, false), writer.write(1 * MiB, b, false)])
+  t.is(results[0].status, 'rejected')
+  t.is(results[1].status, 'fulfilled')
+  // while node 1 does not answer, the writer marks the copy it still reaches as newer
+  const start = Date.now()
+  const ahead = async (): Promise<boolean> => (await nodes[0]!.store.stat('vol', 0)).version.seq > (await nodes[1]!.store.stat('vol', 0)).version.seq
+  while (Date.now() - start < 10_000 && !(await ahead())) await new Promise(resolve => setTimeout(resolve, 50))
+  t.true(await ahead(), 'node 0 is a version ahead of node 1')
+  // node 1 answers again; a reader and a writer that know nothing of the failure both go by the versions
+  const want = Buffer.from(base)
+  want.set(a, 0)
+  want.set(b, 1 * MiB)
+  t.true(same((await nodes[0]!.store.readObject('vol', 0))!.data, want))
+  t.true(same(await volume(nodes[1]!.svc, () => all).read(0, 4 * MiB), want), 'read on node 1 comes from node 0')
+  await volume(nodes[1]!.svc, () => all, 2).write(3 * MiB, new Uint8Array(1), false)
+  want[3 * MiB] = 0
+  for (const n of nodes) t.true(same((await n.store.readObject('vol', 0))!.data, want), `node ${n.id.slice(-4)} has every write`)
+})
