@@ -12,8 +12,7 @@
 // 'no-space' error, and the checksums of the blocks it touched are recomputed from what
 // did land so that the failure does not also make them read as damaged.
 import { EventEmitter } from 'node:events'
-import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
-import { readSync, writeSync } from 'node:fs'
+import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum, zeroBlockSum } from './checksums.ts'
@@ -21,7 +20,9 @@ import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { NO_VERSION, VERSION_BYTES, compareVersions, decodeVersion, encodeVersion, newer, type Version } from './versions.ts'
+import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
+import { SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
+import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
@@ -59,7 +60,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   readonly blockSize: number
   private readonly sumBytes: number
   private readonly log: Logger
-  private readonly epochs = new Map<string, number>()
+  private readonly epochs: WriterEpochs
   private readonly locks = new Map<string, Promise<unknown>>()
   /** per object: requests to different blocks run at once, to the same blocks in order */
   private readonly ranges = new RangeLock()
@@ -75,6 +76,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.blockSize = init.blockSize ?? CHECK_BLOCK
     if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
     this.sumBytes = this.objectSize / this.blockSize * 4
+    this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
   }
 
   async start (): Promise<void> {
@@ -131,52 +133,18 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /** the newest writer epoch this store has seen for the volume (0: none) */
   async epoch (volume: string): Promise<number> {
-    const known = this.epochs.get(volume)
-    if (known != null) return known
     this.volDir(volume)
-    let e = 0
-    try {
-      const fh = await open(join(this.dir, 'epochs', volume), 'r')
-      try {
-        const text = (await fh.readFile('utf8')).trim()
-        e = Number(text)
-        if (!Number.isSafeInteger(e) || e < 0) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
-      } finally { await fh.close() }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, `reading the epoch of "${volume}"`)
-    }
-    this.epochs.set(volume, e)
-    return e
+    return await this.epochs.get(volume)
   }
 
   /**
    * Admits a writer with this epoch: a newer one is recorded durably before any of its
-   * writes lands, an older one is rejected (invariant 3).
+   * writes lands, an older one is rejected (invariant 3). `learnOnly`: a copy (repair,
+   * a move) only teaches a newer epoch; its version decides whether it lands.
    */
   async fence (volume: string, epoch: number, opts: { learnOnly?: boolean } = {}): Promise<void> {
-    if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
-    const cur = await this.epoch(volume)
-    // a copy (repair, a move) only teaches a newer epoch: its version decides whether it lands
-    if (epoch <= cur && opts.learnOnly === true) return
-    if (epoch < cur) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${cur}, the newest this replica has seen`)
-    if (epoch === cur) return
-    await this.locked(`epoch:${volume}`, async () => {
-      const now = await this.epoch(volume)
-      if (epoch <= now && opts.learnOnly === true) return
-      if (epoch < now) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${now}, the newest this replica has seen`)
-      if (epoch === now) return
-      const file = join(this.dir, 'epochs', volume)
-      try {
-        const fh = await open(`${file}.tmp`, 'w')
-        try {
-          await fh.writeFile(`${epoch}\n`)
-          await fh.sync()
-        } finally { await fh.close() }
-        await rename(`${file}.tmp`, file)
-        await syncPath(join(this.dir, 'epochs'))
-      } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${volume}"`) }
-      this.epochs.set(volume, epoch)
-    })
+    this.volDir(volume)
+    await this.epochs.admit(volume, epoch, opts.learnOnly === true)
   }
 
   // ---- data ----
@@ -394,8 +362,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.open.dropUnder(dir)
     for (const path of [...this.dirty]) if (path.startsWith(dir + '/')) this.dirty.delete(path)
     await rm(this.volDir(volume), { recursive: true, force: true })
-    await rm(join(this.dir, 'epochs', volume), { force: true })
-    this.epochs.delete(volume)
+    await this.epochs.forget(volume)
   }
 
   // ---- internals ----
@@ -539,75 +506,4 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (sync) await syncPath(p.dir).catch(ignoreEnoent)
     else this.dirty.add(p.dir + '/')
   }
-}
-
-/** fsyncs in flight during a flush (libuv's pool has 4 threads by default) */
-const SYNCS_AT_ONCE = 8
-
-/** runs fn over items, at most n at once; the first failure is thrown once all stopped */
-async function inParallel<T> (items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const results = await Promise.allSettled(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!)
-  }))
-  const failed = results.find(r => r.status === 'rejected')
-  if (failed != null) throw failed.reason
-}
-
-/** a missing file is what a remove or a late sync wants anyway; anything else is an error */
-function ignoreEnoent (err: unknown): void {
-  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-}
-
-/** fsync a file or directory by path (a trailing "/" marks a directory) */
-async function syncPath (path: string): Promise<void> {
-  const fh = await open(path.endsWith('/') ? path.slice(0, -1) : path, 'r')
-  try { await fh.sync() } finally { await fh.close() }
-}
-
-/**
- * Reads and writes up to this size are made in place, not on libuv's thread pool: they
- * copy to or from the page cache in microseconds, and the hand-over to a pool thread
- * and back cost four to five times the CPU of the copy itself (measured: 4 KiB pwrite
- * 4 us in place, 22 us through the pool). Larger ones, and every fsync, go to the pool:
- * there they run several at once, where in place each holds the event loop for the
- * whole copy (nbdcopy's 256 KiB reads of a local volume: 0.34x qemu-nbd in place, 0.66x
- * through the pool, bench/gvs.ts in one run on a loaded machine).
- */
-const IN_PLACE_IO = 64 * 1024
-
-/** fills buf from position; past the end of the file stays zero (a sparse tail) */
-async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
-  const inPlace = buf.length <= IN_PLACE_IO
-  let done = 0
-  while (done < buf.length) {
-    const bytesRead = inPlace
-      ? readSync(fh.fd, buf, done, buf.length - done, position + done)
-      : (await fh.read(buf, done, buf.length - done, position + done)).bytesRead
-    if (bytesRead === 0) { buf.fill(0, done); break }
-    done += bytesRead
-  }
-}
-
-async function writeFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
-  const inPlace = buf.length <= IN_PLACE_IO
-  let done = 0
-  while (done < buf.length) {
-    done += inPlace
-      ? writeSync(fh.fd, buf, done, buf.length - done, position + done)
-      : (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten
-  }
-}
-
-/** the version at the tail of a side file (NO_VERSION for one from before versions) */
-async function readVersion (sumsPath: string, sumBytes: number): Promise<Version> {
-  const fh = await open(sumsPath, 'r')
-  try {
-    const buf = new Uint8Array(VERSION_BYTES)
-    const { bytesRead } = await fh.read(buf, 0, VERSION_BYTES, sumBytes)
-    if (bytesRead === 0) return NO_VERSION
-    const v = decodeVersion(buf.subarray(0, bytesRead))
-    if (v == null) throw new GvsError('damaged', `${sumsPath} ends in no version`)
-    return v
-  } finally { await fh.close() }
 }

@@ -1,0 +1,76 @@
+// Writer epochs of the volumes a store holds (invariant 3): per volume the newest
+// epoch seen, kept durably in <dir>/<volume> as text "<epoch>\n", written and fsync'ed
+// (with its directory) before the first write of a newer epoch is taken.
+import { open, rename, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { GvsError, fromFsError } from './errors.ts'
+import { syncPath } from './file-io.ts'
+
+export class WriterEpochs {
+  private readonly dir: string
+  private readonly known = new Map<string, number>()
+  private readonly recording = new Map<string, Promise<unknown>>()
+
+  /** dir: where the epoch files are (it must exist); volume names are checked by the caller */
+  constructor (dir: string) {
+    this.dir = dir
+  }
+
+  /** the newest writer epoch seen for the volume (0: none) */
+  async get (volume: string): Promise<number> {
+    const known = this.known.get(volume)
+    if (known != null) return known
+    let e = 0
+    try {
+      const fh = await open(join(this.dir, volume), 'r')
+      try {
+        const text = (await fh.readFile('utf8')).trim()
+        e = Number(text)
+        if (!Number.isSafeInteger(e) || e < 0) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
+      } finally { await fh.close() }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, `reading the epoch of "${volume}"`)
+    }
+    this.known.set(volume, e)
+    return e
+  }
+
+  /**
+   * Admits a writer with this epoch: a newer one is recorded durably first, an older
+   * one is rejected with 'stale-epoch' (unless `learnOnly`: then it is only not recorded).
+   */
+  async admit (volume: string, epoch: number, learnOnly: boolean): Promise<void> {
+    if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
+    const check = (cur: number): boolean => {
+      if (epoch <= cur && learnOnly) return true
+      if (epoch < cur) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${cur}, the newest this replica has seen`)
+      return epoch === cur
+    }
+    if (check(await this.get(volume))) return
+    // one recording per volume at a time: the newest wins, never an older after it
+    const prev = this.recording.get(volume) ?? Promise.resolve()
+    const run = prev.then(async () => {
+      if (check(await this.get(volume))) return
+      const file = join(this.dir, volume)
+      try {
+        const fh = await open(`${file}.tmp`, 'w')
+        try {
+          await fh.writeFile(`${epoch}\n`)
+          await fh.sync()
+        } finally { await fh.close() }
+        await rename(`${file}.tmp`, file)
+        await syncPath(this.dir + '/')
+      } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${volume}"`) }
+      this.known.set(volume, epoch)
+    })
+    const tail = run.catch(() => {})
+    this.recording.set(volume, tail)
+    try { await run } finally { if (this.recording.get(volume) === tail) this.recording.delete(volume) }
+  }
+
+  /** the volume is gone from this store */
+  async forget (volume: string): Promise<void> {
+    await rm(join(this.dir, volume), { force: true })
+    this.known.delete(volume)
+  }
+}
