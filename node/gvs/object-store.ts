@@ -251,6 +251,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         await this.fence(volume, opts.epoch)
         if (opts.version != null) await this.withObject(p, false, async o => { if (o != null) await this.setVersion(o, opts.version!, volume, index) })
       })
+      if (opts.fua === true) await this.syncObject(volume, index)
       return
     }
     if (offset === 0 && length === this.objectSize) {
