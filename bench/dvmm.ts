@@ -56,6 +56,8 @@ async function main (): Promise<void> {
     // every agent writes its share in one change, all at once
     const share = Math.ceil(M / N)
     const tc = performance.now()
+    // CPU this process used while placing: on a shared machine a steadier measure than wall time
+    const cpu0 = process.cpuUsage()
     // how late the one event loop all agents share runs (each agent's timers are this late)
     const loopDelay = monitorEventLoopDelay({ resolution: 20 })
     loopDelay.enable()
@@ -78,7 +80,11 @@ async function main (): Promise<void> {
     }
     const settled = (): boolean => g.nodes.every(n => unsettled(n) == null)
     // progress every 2 s: where the agents are (a run that stalls says why)
+    const recent = monitorEventLoopDelay({ resolution: 20 })
+    recent.enable()
     const progress = setInterval(() => {
+      const lag = recent.max / 1e6
+      recent.reset()
       void (async () => {
         const rd = g.nodes[0]!.agent.state.read()
         const ls = rd.list('leases')
@@ -90,15 +96,17 @@ async function main (): Promise<void> {
           for (const v of (await n.dvmm.metrics.claims.get()).values) claims += v.value
           steps += (await n.dvmm.metrics.reconciles.get()).values[0]?.value ?? 0
         }
-        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it); ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
+        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it); loop late up to ${lag.toFixed(0)} ms; ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
       })()
     }, 2000)
     try {
       await until(settled, LIMIT_MS, 'every lease settled', 100)
     } finally {
       clearInterval(progress)
+      recent.disable()
     }
     const settleMs = performance.now() - tc
+    const cpu = process.cpuUsage(cpu0)
     loopDelay.disable()
     await specsWatch
     // outcomes
@@ -127,6 +135,7 @@ async function main (): Promise<void> {
     row(`${M} VMs on ${N} agents: every lease settled`, ms(settleMs), `${ms(specsEverywhere)} specs reach all`, settleMs / specsEverywhere, `target < 10000 ms; settle window ${args.settle} ms; pure plan alone ${ms(planMs)}`)
     row('utilisation spread (max/mean cpu)', spread.toFixed(3), `${planSpread.toFixed(3)} pure plan`, spread / planSpread, `mean ${(fractions.reduce((a, b) => a + b, 0) / N * 100).toFixed(0)} % reserved`)
     row('claims lost to a concurrent claim', String(lost), `${M} VMs`, lost / M)
+    row('CPU used while placing (user + system)', ms((cpu.user + cpu.system) / 1000), ms(settleMs), (cpu.user + cpu.system) / 1000 / settleMs, 'baseline: wall time; 1.00x = one core busy throughout')
     row('event loop delay (all agents share it): p50 / max', `${ms(loopDelay.percentile(50) / 1e6)} / ${ms(loopDelay.max / 1e6)}`, 'n/a', NaN, 'while placing')
     row('nodes overcommitted', String(overcommit), '0', overcommit === 0 ? 1 : Infinity, `VMs not running exactly once: ${twice}`)
     await sleep(100)

@@ -7,7 +7,8 @@
 import { createHash } from 'node:crypto'
 import { KINDS, validateObject, type Kind, type NodeLabel, type Objects } from './schema.ts'
 import { canonical, resolve, type Resolved } from './conflicts.ts'
-import { plain, valuesAt, keysAt, type AmDoc } from './values.ts'
+import { plain, valuesAt, keysAt } from './values.ts'
+import type { Core } from './backend.ts'
 
 export type InvalidHandler = (kind: Kind, key: string, problem: string) => void
 
@@ -22,13 +23,21 @@ export class StaleReaderError extends Error {
   override name = 'StaleReaderError'
 }
 
-interface Entry { value?: Resolved<Objects[Kind]>, invalid: number }
+/** `valid`: every valid concurrent value, kept only for contested objects (DVMM reads every claim of a contested lease at each step) */
+interface Entry { value?: Resolved<Objects[Kind]>, invalid: number, valid?: Array<Objects[Kind]> }
 
 /** Resolved objects by kind and key, shared by the Readers of successive versions. */
 export class ResolvedCache {
   private readonly m = new Map<Kind, Map<string, Entry>>()
   /** sorted keys per kind; undefined when a change may have added or removed one */
   readonly keys = new Map<Kind, string[]>()
+  /**
+   * keys whose entry was read from more than one concurrent value: Automerge's patches
+   * describe only the value it shows itself, so a change to another of them (a field
+   * update of a claim the conflict rule picks, a causal overwrite of one of them) can
+   * come without a patch naming the key. The Replica drops these after every merge.
+   */
+  private readonly multi = new Map<Kind, Set<string>>()
   digest?: string
 
   kind (k: Kind): Map<string, Entry> {
@@ -37,13 +46,38 @@ export class ResolvedCache {
     return e
   }
 
+  /** Records an entry read from `values` concurrent values (see `multi`). */
+  set (kind: Kind, key: string, e: Entry, values: number): void {
+    this.kind(kind).set(key, e)
+    let s = this.multi.get(kind)
+    if (values > 1) {
+      if (s == null) this.multi.set(kind, s = new Set())
+      s.add(key)
+    } else {
+      s?.delete(key)
+    }
+  }
+
+  /** Drops every entry read from more than one concurrent value. */
+  invalidateMulti (): void {
+    for (const [kind, keys] of this.multi) for (const key of keys) this.invalidate(kind, key)
+    this.multi.clear()
+  }
+
   invalidate (kind: string, key: string): void {
+    this.multi.get(kind as Kind)?.delete(key)
     this.m.get(kind as Kind)?.delete(key)
     this.keys.delete(kind as Kind)
     this.digest = undefined
   }
 
+  /** Sets an object's entry from its values, validated already (after invalidate). */
+  prime (kind: Kind, key: string, valid: Array<Objects[Kind]>): void {
+    this.set(kind, key, { value: resolve(kind, valid), invalid: 0, ...(valid.length > 1 ? { valid } : {}) }, valid.length)
+  }
+
   clear (): void {
+    this.multi.clear()
     this.m.clear()
     this.keys.clear()
     this.digest = undefined
@@ -51,15 +85,15 @@ export class ResolvedCache {
 }
 
 export class Reader {
-  private readonly doc: AmDoc
+  private readonly core: Core
   private readonly ids: ReadonlyMap<string, { id: string }>
   private readonly onInvalid: InvalidHandler
   private readonly cache: ResolvedCache
   stale = false
 
   /** `ids`: the object id of each collection (from the document's lineage) */
-  constructor (doc: AmDoc, ids: ReadonlyMap<string, { id: string }>, onInvalid: InvalidHandler = () => {}, cache = new ResolvedCache()) {
-    this.doc = doc
+  constructor (core: Core, ids: ReadonlyMap<string, { id: string }>, onInvalid: InvalidHandler = () => {}, cache = new ResolvedCache()) {
+    this.core = core
     this.ids = ids
     this.onInvalid = onInvalid
     this.cache = cache
@@ -69,9 +103,11 @@ export class Reader {
     if (this.stale) throw new StaleReaderError('this Reader is for an older version of the document')
   }
 
-  /** Every valid concurrent value of one object (usually one); uncached. */
+  /** Every valid concurrent value of one object (usually one), each a fresh array. */
   candidates<K extends Kind> (kind: K, key: string): Array<Objects[K]> {
-    return this.load(kind, key).valid
+    const e = this.entry(kind, key)
+    if (e.valid != null) return [...e.valid] as Array<Objects[K]>
+    return e.value == null ? [] : [e.value.value as Objects[K]]
   }
 
   private load<K extends Kind> (kind: K, key: string): { valid: Array<Objects[K]>, invalid: number } {
@@ -80,7 +116,7 @@ export class Reader {
     const valid: Array<Objects[K]> = []
     let invalid = 0
     if (collId == null) return { valid, invalid }
-    for (const raw of valuesAt(this.doc, kind, collId, key)) {
+    for (const raw of valuesAt(this.core, collId, key)) {
       const v = plain(raw)
       const problem = validateObject(kind, key, v)
       if (problem == null) {
@@ -99,8 +135,8 @@ export class Reader {
     let e = byKey.get(key)
     if (e == null) {
       const { valid, invalid } = this.load(kind, key)
-      e = { value: resolve(kind, valid), invalid }
-      byKey.set(key, e)
+      e = { value: resolve(kind, valid), invalid, ...(valid.length > 1 ? { valid } : {}) }
+      this.cache.set(kind, key, e, valid.length + invalid)
     }
     return e
   }
@@ -114,7 +150,7 @@ export class Reader {
     let keys = this.cache.keys.get(kind)
     if (keys == null) {
       const collId = this.ids.get(kind)?.id
-      keys = collId == null ? [] : keysAt(this.doc, collId).sort()
+      keys = collId == null ? [] : keysAt(this.core, collId).sort()
       this.cache.keys.set(kind, keys)
     }
     return keys

@@ -1,14 +1,16 @@
 // One agent's copy of the cluster document: the only holder of the Automerge object.
 // It writes through typed Writers, reads through validating Readers, and speaks the
 // Automerge sync protocol with changes from peers checked on a fork first: a change
-// that fails the schema is refused whole and the document stays as it was.
+// that fails the schema is refused whole and the document stays as it was. It holds
+// the document's core only (crdt/backend.ts), never Automerge's JS object tree.
 import { createHash, randomBytes } from 'node:crypto'
 import * as A from '@automerge/automerge'
-import { genesisDoc, lineage, migrate, structureProblem, docSchema, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
-import { isKind, validateObject, type Kind } from './schema.ts'
+import { genesisDoc, lineage, structureProblem, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
+import { isKind, validateObject, type Kind, type Objects } from './schema.ts'
 import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
 import { Writer, applyOps } from './writer.ts'
-import { plain, valuesAt, keysAt, type AmDoc } from './values.ts'
+import { plain, valuesAt, keysAt, schemaOf, type RawDoc } from './values.ts'
+import { loadCore, syncIn, syncOut, treeOf, type Core } from './backend.ts'
 import { Hlc, MAX_FUTURE_MS } from './hlc.ts'
 import { futureOverride, RULE_OF } from './conflicts.ts'
 
@@ -58,7 +60,9 @@ export class Replica {
   readonly nodeId: string
   private actorId: string
   readonly lineage: Lineage
-  private doc: AmDoc
+  private core: Core
+  /** bumped whenever the document's content may have changed */
+  private version = 0
   private reader?: Reader
   private readonly cache = new ResolvedCache()
   /** hashes known to be in the history (it only grows, so this never goes stale) */
@@ -72,11 +76,11 @@ export class Replica {
   /** contests that a value stamped in the future won, for the agent to settle (see futureOverride) */
   private readonly futureContests = new Map<string, { kind: Kind, key: string }>()
 
-  private constructor (opts: ReplicaOptions, doc: AmDoc, l: Lineage, actor: string) {
+  private constructor (opts: ReplicaOptions, core: Core, l: Lineage, actor: string) {
     this.opts = opts
     this.clusterId = opts.clusterId
     this.nodeId = opts.nodeId
-    this.doc = doc
+    this.core = core
     this.lineage = l
     this.actorId = actor
     this.onInvalid = opts.onInvalid ?? (() => {})
@@ -88,14 +92,14 @@ export class Replica {
   static create (opts: ReplicaOptions): Replica {
     const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
     const actor = opts.actor ?? actorFor(opts.nodeId)
-    return new Replica(opts, genesisDoc(l, actor), l, actor)
+    return new Replica(opts, A.getBackend(genesisDoc(l, actor)), l, actor)
   }
 
   /** Loads a saved document (throws if it is damaged). Call structureProblem() after. */
   static load (opts: ReplicaOptions, saved: Uint8Array): Replica {
     const l = lineage(opts.clusterId, opts.migrations ?? MIGRATIONS)
     const actor = opts.actor ?? actorFor(opts.nodeId)
-    const r = new Replica(opts, A.load<AmDoc>(saved, { actor }) as AmDoc, l, actor)
+    const r = new Replica(opts, loadCore(saved, actor), l, actor)
     r.observeAll()
     return r
   }
@@ -106,7 +110,7 @@ export class Replica {
    * failed, and nothing of them was ever visible). Shares this replica's clock.
    */
   fork (): Replica {
-    const f = new Replica({ ...this.opts, clock: this.clock }, A.clone(this.doc, { actor: this.actorId }), this.lineage, this.actorId)
+    const f = new Replica({ ...this.opts, clock: this.clock }, this.core.fork(this.actorId), this.lineage, this.actorId)
     f.forkBase = this.heads()
     return f
   }
@@ -118,9 +122,11 @@ export class Replica {
   merge (fork: Replica): void {
     if (fork.forkBase != null && sameHeads(this.heads(), fork.forkBase)) {
       // nothing arrived here meanwhile (the usual case): the fork is the new document
-      this.adopt(fork.doc)
+      this.adopt(fork.core)
     } else {
-      this.setDoc(A.merge(this.doc, fork.doc))
+      this.core.merge(fork.core)
+      this.changed()
+      this.cache.invalidateMulti()
       fork.discard()
     }
     for (const [kind, key] of fork.touchedKeys) this.cache.invalidate(kind, key)
@@ -128,7 +134,7 @@ export class Replica {
 
   /** Frees a fork whose changes are not wanted. */
   discard (): void {
-    A.free(this.doc)
+    this.core.free()
   }
 
   /**
@@ -138,16 +144,16 @@ export class Replica {
    */
   rotateActor (): void {
     this.actorId = actorFor(this.nodeId)
-    this.adopt(A.clone(this.doc, { actor: this.actorId }))
+    this.adopt(this.core.fork(this.actorId))
   }
 
   /** Feeds the clock with every stamp in the document (after a load). */
   observeAll (): void {
     for (const [kind, o] of this.lineage.objectIds) {
-      if (kind === 'meta' || this.doc[kind] == null) continue
+      if (kind === 'meta') continue
       let keys: string[] = []
       try {
-        keys = keysAt(this.doc, o.id)
+        keys = keysAt(this.core, o.id)
       } catch {} // a collection a later migration adds: not in this document yet
       for (const key of keys) this.observeKey(kind, o.id, key)
     }
@@ -164,13 +170,13 @@ export class Replica {
     // only a contest under latest-write can be won by a future stamp: leases (highest
     // epoch) and single values are skipped without reading and validating them again
     if (this.futureContests.size > 10_000 || RULE_OF[kind] !== 'latest-write') return
-    if (A.getBackend(this.doc).getAll(collId, key).length < 2) return
+    if (this.core.getAll(collId, key).length < 2) return
     const now = (this.opts.now ?? Date.now)()
     if (futureOverride(kind, this.read().candidates(kind, key), now, MAX_FUTURE_MS) != null) this.futureContests.set(`${kind}\0${key}`, { kind, key })
   }
 
-  private observeKey (kind: string, collId: string, key: string): void {
-    for (const raw of valuesAt(this.doc, kind, collId, key)) {
+  private observeKey (kind: string, collId: string, key: string, values = valuesAt(this.core, collId, key)): void {
+    for (const raw of values) {
       const at = (raw as { at?: unknown } | null)?.at
       if (typeof at === 'number') this.clock.observe(at)
     }
@@ -178,19 +184,18 @@ export class Replica {
 
   /** Adds saved changes (a log record); throws and leaves the document as it was if they are damaged. */
   loadIncremental (data: Uint8Array): void {
-    const fork = A.clone(this.doc, { actor: this.actor })
-    let out: AmDoc
+    const fork = this.core.fork(this.actor)
     try {
-      out = A.loadIncremental(fork, data)
+      fork.loadIncremental(data)
     } catch (err) {
-      A.free(fork)
+      fork.free()
       throw err
     }
-    this.adopt(out)
+    this.adopt(fork)
     this.cache.clear()
   }
 
-  heads (): string[] { return A.getHeads(this.doc) }
+  heads (): string[] { return this.core.getHeads() }
 
   /**
    * true if every hash is known without asking Automerge: our own heads, or heads
@@ -199,12 +204,12 @@ export class Replica {
   knowsHeads (heads: string[]): boolean {
     const missing = heads.filter(h => !this.known.has(h))
     if (missing.length === 0) return true
-    const mine = A.getHeads(this.doc)
+    const mine = this.core.getHeads()
     return missing.every(h => mine.includes(h))
   }
 
   /** the last heads hasHeads found missing, and in which version of the document */
-  private lacking?: { doc: AmDoc, ask: string }
+  private lacking?: { version: number, ask: string }
 
   /** true if every hash is in the document's history (peers ask this for every advert) */
   hasHeads (heads: string[]): boolean {
@@ -213,15 +218,20 @@ export class Replica {
     // the same unknown heads asked again of the same document (many peers announce
     // them): the answer is still no, without Automerge throwing inside (costly)
     const ask = missing.join()
-    if (this.lacking?.doc === this.doc && this.lacking.ask === ask) return false
+    if (this.lacking?.version === this.version && this.lacking.ask === ask) return false
     let ok = false
     try {
       // getMissingDeps names the given heads the history lacks, without exporting the
-      // changes it has (A.hasHeads builds each one's bytes: 9 % of a grid's CPU)
-      const lacks = new Set(A.getMissingDeps(this.doc, missing))
-      ok = !missing.some(h => lacks.has(h))
+      // changes it has (A.hasHeads builds each one's bytes: 9 % of a grid's CPU). It
+      // does not name a change that waits in the queue for its own dependencies: with
+      // anything queued the answer would be wrong (a message dropped as known could be
+      // the one carrying those dependencies), so then the answer is no
+      if (this.core.getMissingDeps([]).length === 0) {
+        const lacks = new Set(this.core.getMissingDeps(missing))
+        ok = !missing.some(h => lacks.has(h))
+      }
     } catch {}
-    if (!ok) this.lacking = { doc: this.doc, ask }
+    if (!ok) this.lacking = { version: this.version, ask }
     if (ok) {
       if (this.known.size > 4096) this.known.clear()
       for (const h of missing) this.known.add(h)
@@ -230,25 +240,26 @@ export class Replica {
   }
 
   /** the schema version the document is at */
-  get schema (): number { return docSchema(this.doc) }
+  get schema (): number { return schemaOf(this.core) }
   /** the document was migrated by a newer agent: this one must not write */
   get schemaNewer (): boolean { return this.schema > this.lineage.target }
 
-  structureProblem (): string | null { return structureProblem(this.doc, this.lineage) }
+  structureProblem (): string | null { return structureProblem(treeOf<RawDoc>(this.core), this.lineage) }
 
-  /** Applies the structural migrations the document lacks; returns the versions applied. */
+  /** Applies the structural migrations the document lacks; returns the versions applied (crdt/genesis.ts migrate, on the core). */
   migrate (): number[] {
-    const { doc, applied } = migrate(this.doc, this.lineage)
-    if (applied.length > 0) {
-      this.setDoc(doc)
-      this.cache.clear()
-    }
-    return applied
+    const have = this.schema
+    const missing = this.lineage.changes.filter(c => c.to > have)
+    if (missing.length === 0) return []
+    this.core.applyChanges(missing.map(c => c.change))
+    this.changed()
+    this.cache.clear()
+    return missing.map(c => c.to)
   }
 
   /** A validating reader of the current version (do not keep it across changes). */
   read (): Reader {
-    this.reader ??= new Reader(this.doc, this.lineage.objectIds, this.onInvalid, this.cache)
+    this.reader ??= new Reader(this.core, this.lineage.objectIds, this.onInvalid, this.cache)
     return this.reader
   }
 
@@ -262,7 +273,15 @@ export class Replica {
     const result = fn(w)
     if (w.ops.length === 0) return { result, changed: false }
     const before = this.heads()
-    this.setDoc(A.change(this.doc, message == null ? {} : { message }, d => applyOps(d, w.ops)))
+    try {
+      applyOps(this.core, this.lineage.objectIds, w.ops)
+    } catch (err) {
+      this.core.rollback()
+      throw err
+    }
+    // the time A.change stamps (seconds)
+    this.core.commit(message ?? null, Math.floor(Date.now() / 1000))
+    this.changed()
     for (const op of w.ops) {
       this.cache.invalidate(op.kind, op.key)
       this.touchedKeys.push([op.kind, op.key])
@@ -271,13 +290,13 @@ export class Replica {
   }
 
   /** The whole document, compressed (a snapshot). */
-  save (): Uint8Array { return A.save(this.doc) }
+  save (): Uint8Array { return this.core.save() }
 
   /** The changes made since `heads`, to append to a log. */
-  saveSince (heads: string[]): Uint8Array { return A.saveSince(this.doc, heads) }
+  saveSince (heads: string[]): Uint8Array { return this.core.saveSince(heads) }
 
   stats (): { changes: number, ops: number, actors: number } {
-    const s = A.stats(this.doc)
+    const s = this.core.stats()
     return { changes: s.numChanges, ops: s.numOps, actors: s.numActors }
   }
 
@@ -296,8 +315,13 @@ export class Replica {
 
   /** The next sync message for this peer, or null when there is nothing to say. */
   generate (p: PeerSync): Uint8Array | null {
-    const [state, msg] = A.generateSyncMessage(this.doc, p.state)
-    p.state = state
+    const s = syncIn(p.state)
+    let msg: Uint8Array | null
+    try {
+      msg = this.core.generateSyncMessage(s as never)
+    } finally {
+      p.state = syncOut(s)
+    }
     this.bound(p)
     return msg
   }
@@ -332,113 +356,128 @@ export class Replica {
     }
     if (changes === 0) {
       // heads, needs and bloom filters only: the document cannot change
+      const s = syncIn(p.state)
       try {
-        const [doc, state] = A.receiveSyncMessage(this.doc, p.state, msg)
-        p.state = state
-        if (doc !== this.doc) this.setDoc(doc)
+        this.core.receiveSyncMessage(s as never, msg)
       } catch (err) {
+        s.free()
         return { ok: false, reason: 'malformed', detail: (err as Error).message }
       }
+      p.state = syncOut(s)
       this.bound(p)
       return { ok: true, changes: 0, changed: false }
     }
     const before = this.heads()
-    const countBefore = A.stats(this.doc).numChanges
-    const fork = A.clone(this.doc, { actor: this.actor })
-    const patches: A.Patch[] = []
-    let out: AmDoc
-    let state: A.SyncState
+    const countBefore = this.core.stats().numChanges
+    // on a fork of the core, whose diff then names exactly what the message changed
+    const fork = this.core.fork(this.actor)
+    fork.updateDiffCursor()
+    const s = syncIn(p.state)
+    let patches: A.Patch[]
     try {
-      [out, state] = A.receiveSyncMessage(fork, p.state, msg, { patchCallback: ps => { patches.push(...ps) } })
+      fork.receiveSyncMessage(s as never, msg)
+      patches = fork.diffIncremental()
     } catch (err) {
-      A.free(fork)
+      s.free()
+      fork.free()
       return { ok: false, reason: 'malformed', detail: (err as Error).message }
     }
-    const { problem, root, touched } = this.checkPatches(out, patches)
+    const { problem, root, touched, checked } = this.checkPatches(fork, patches)
     if (problem != null) {
-      A.free(out)
+      s.free()
+      fork.free()
       return { ok: false, reason: 'schema', detail: problem }
     }
-    this.adopt(out)
+    this.adopt(fork)
     if (root) this.cache.clear()
+    this.cache.invalidateMulti()
     for (const [kind, keys] of touched) {
       const collId = this.lineage.objectIds.get(kind)?.id
       for (const key of keys) {
         this.cache.invalidate(kind, key)
         if (collId == null) continue
-        this.observeKey(kind, collId, key)
+        // the values just validated are what a Reader would read: kept, not read again
+        const values = checked.get(kind)?.get(key)
+        if (values != null && isKind(kind)) this.cache.prime(kind, key, values as Array<Objects[Kind]>)
+        this.observeKey(kind, collId, key, values)
         if (isKind(kind)) this.noteFuture(kind, key, collId)
       }
     }
-    p.state = state
+    p.state = syncOut(s)
     this.bound(p)
     // a message may carry many changes in one compressed chunk: count what was added
-    return { ok: true, changes: A.stats(this.doc).numChanges - countBefore, changed: !sameHeads(before, this.heads()) }
+    return { ok: true, changes: this.core.stats().numChanges - countBefore, changed: !sameHeads(before, this.heads()) }
   }
 
   /** Adopts a whole document after validating every object in it; null to fall back to the normal path. */
   private receiveWholeDocument (p: PeerSync, chunk: Uint8Array): ReceiveResult | null {
-    let doc: AmDoc
+    let core: Core
     try {
-      doc = A.load<AmDoc>(chunk, { actor: this.actor }) as AmDoc
+      core = loadCore(chunk, this.actor)
     } catch {
       return null
     }
-    if (!A.hasHeads(doc, this.lineage.heads)) {
-      A.free(doc)
+    if (core.getMissingDeps(this.lineage.heads).length > 0) {
+      core.free()
       return null
     }
-    let problem = structureProblem(doc, this.lineage)
-    if (problem == null && docSchema(doc) <= this.lineage.target) {
-      const check = new Reader(doc, this.lineage.objectIds, (kind, key, bad) => { problem ??= `${kind}/${key}: ${bad}` })
+    let problem = structureProblem(treeOf<RawDoc>(core), this.lineage)
+    if (problem == null && schemaOf(core) <= this.lineage.target) {
+      const check = new Reader(core, this.lineage.objectIds, (kind, key, bad) => { problem ??= `${kind}/${key}: ${bad}` })
       check.counts()
     }
     if (problem != null) {
-      A.free(doc)
+      core.free()
       return { ok: false, reason: 'schema', detail: problem }
     }
-    const before = A.stats(this.doc).numChanges
-    this.adopt(doc)
+    const before = this.core.stats().numChanges
+    this.adopt(core)
     this.cache.clear()
     this.observeAll()
     // the message's heads and needs were not processed: start the conversation afresh
     p.state = A.initSyncState()
-    return { ok: true, changes: A.stats(this.doc).numChanges - before, changed: true }
+    return { ok: true, changes: this.core.stats().numChanges - before, changed: true }
   }
 
-  /** What incoming patches touched, and what they did wrong to `doc` (null if every touched object is valid). */
-  private checkPatches (doc: AmDoc, patches: A.Patch[]): { problem: string | null, root: boolean, touched: Map<string, Set<string>> } {
+  /** What incoming patches touched, and what they did wrong to `core` (null if every touched object is valid). */
+  private checkPatches (core: Core, patches: A.Patch[]): Checked {
     let root = false
     const touched = new Map<string, Set<string>>()
+    /** each touched object's values, valid (plain): empty when not validated */
+    const checked = new Map<string, Map<string, unknown[]>>()
     for (const { path } of patches) {
       const [kind, key] = path
       if (path.length < 2 || kind === 'meta') {
         root = true
         continue
       }
-      if (typeof kind !== 'string' || typeof key !== 'string') return { problem: `unexpected path ${JSON.stringify(path)}`, root, touched }
+      if (typeof kind !== 'string' || typeof key !== 'string') return { problem: `unexpected path ${JSON.stringify(path)}`, root, touched, checked }
       let s = touched.get(kind)
       if (s == null) touched.set(kind, s = new Set())
       s.add(key)
     }
-    const fail = (problem: string): { problem: string, root: boolean, touched: Map<string, Set<string>> } => ({ problem, root, touched })
+    const fail = (problem: string): Checked => ({ problem, root, touched, checked })
     if (root) {
-      const bad = structureProblem(doc, this.lineage)
+      const bad = structureProblem(treeOf<RawDoc>(core), this.lineage)
       if (bad != null) return fail(bad)
     }
     // a newer schema may have changed what objects look like: let readers judge
-    if (docSchema(doc) > this.lineage.target) return { problem: null, root, touched }
+    if (schemaOf(core) > this.lineage.target) return { problem: null, root, touched, checked }
     for (const [kind, keys] of touched) {
       if (!isKind(kind)) return fail(`unknown collection "${kind}"`)
       const collId = this.lineage.objectIds.get(kind)!.id
+      const byKey = new Map<string, unknown[]>()
+      checked.set(kind, byKey)
       for (const key of keys) {
-        for (const raw of valuesAt(doc, kind, collId, key)) {
-          const bad = validateObject(kind, key, plain(raw))
+        const values = valuesAt(core, collId, key).map(plain)
+        for (const v of values) {
+          const bad = validateObject(kind, key, v)
           if (bad != null) return fail(`${kind}/${key}: ${bad}`)
         }
+        byKey.set(key, values)
       }
     }
-    return { problem: null, root, touched }
+    return { problem: null, root, touched, checked }
   }
 
   private bound (p: PeerSync): void {
@@ -447,17 +486,27 @@ export class Replica {
   }
 
   /** Replace the document with a fork that took its place (frees the old one's memory). */
-  private adopt (doc: AmDoc): void {
-    const old = this.doc
-    this.setDoc(doc)
-    A.free(old)
+  private adopt (core: Core): void {
+    const old = this.core
+    this.core = core
+    this.changed()
+    old.free()
   }
 
-  private setDoc (doc: AmDoc): void {
-    this.doc = doc
+  /** The content may have changed: the current Reader is stale. */
+  private changed (): void {
+    this.version++
     if (this.reader != null) this.reader.stale = true
     this.reader = undefined
   }
+}
+
+interface Checked {
+  problem: string | null
+  /** the root or meta changed */
+  root: boolean
+  touched: Map<string, Set<string>>
+  checked: Map<string, Map<string, unknown[]>>
 }
 
 export function sameHeads (a: string[], b: string[]): boolean {

@@ -2,6 +2,7 @@
 // stored as Automerge ImmutableStrings (scalars): plain JS strings would become
 // collaborative text, one op per character, which is slower and larger for ids.
 import * as A from '@automerge/automerge'
+import type { Core } from './backend.ts'
 
 /** The document's root as Automerge sees it: `meta` plus one map per kind. */
 export type RawDoc = Record<string, Record<string, unknown>>
@@ -29,19 +30,51 @@ export function toDoc (v: unknown): unknown {
 }
 
 /**
- * Every concurrent value stored at `coll[key]` (usually one). Goes through the
- * document's own backend: materialized sub-objects can outlive a fork and point at
- * the backend they came from, so Automerge.getConflicts on them is not safe here.
+ * Every concurrent value stored at `coll[key]` (usually one), read from the core:
+ * each object materialized on its own (the Replica keeps no JS tree of the document).
  */
-export function valuesAt (doc: AmDoc, coll: string, collId: string, key: string): unknown[] {
-  const backend = A.getBackend(doc)
-  const all = backend.getAll(collId, key)
+export function valuesAt (core: Core, collId: string, key: string): unknown[] {
+  const all = core.getAll(collId, key)
   if (all.length === 0) return []
-  // the common case: one value, already materialized in the document tree
-  if (all.length === 1) return [doc[coll]?.[key]]
-  return all.map(v => (v[0] === 'map' || v[0] === 'list') ? backend.materialize(v[1] as string) : v[0] === 'text' ? backend.text(v[1] as string) : v[1])
+  return all.map(v => (v[0] === 'map' || v[0] === 'list') ? core.materialize(v[1] as string) : v[0] === 'text' ? core.text(v[1] as string) : v[1])
 }
 
-export function keysAt (doc: AmDoc, collId: string): string[] {
-  return A.getBackend(doc).keys(collId)
+export function keysAt (core: Core, collId: string): string[] {
+  return core.keys(collId)
+}
+
+/** the object id of a map under `obj` (the value Automerge picks if written concurrently), or null */
+export function mapAt (core: Core, obj: string, key: string): string | null {
+  const v = core.getWithType(obj, key)
+  return v?.[0] === 'map' ? v[1] as string : null
+}
+
+/** the schema version in the document's meta (0: none); crdt/genesis.ts docSchema, read from the core */
+export function schemaOf (core: Core): number {
+  const meta = mapAt(core, '_root', 'meta')
+  const s = meta == null ? undefined : core.get(meta, 'schema')
+  return typeof s === 'number' ? s : 0
+}
+
+/** Writes a document value (from toDoc) at obj[prop], as Automerge's proxies would. */
+export function putValue (core: Core, obj: string, prop: string, v: unknown): void {
+  if (v != null && typeof v === 'object' && !A.isImmutableString(v) && !(v instanceof Uint8Array) && !(v instanceof Date)) {
+    core.putObjectFromHydrate(obj, prop, v)
+    return
+  }
+  const [value, datatype] = scalar(v)
+  core.put(obj, prop, value as never, datatype)
+}
+
+function scalar (v: unknown): [unknown, Parameters<Core['put']>[3]] {
+  if (v === null) return [null, 'null']
+  if (A.isImmutableString(v)) return [v.toString(), 'str']
+  if (v instanceof Uint8Array) return [v, 'bytes']
+  if (v instanceof Date) return [v.getTime(), 'timestamp']
+  switch (typeof v) {
+    case 'boolean': return [v, 'boolean']
+    case 'number': return [v, Number.isInteger(v) ? 'int' : 'f64']
+    // plain strings would be collaborative text: toDoc makes them ImmutableStrings
+    default: throw new RangeError(`cannot store a ${typeof v} in the document`)
+  }
 }

@@ -1,11 +1,12 @@
 // Typed writes. A Writer collects operations and validates each one as it is asked
 // for (throwing InvalidObjectError before anything touches the document); the
-// Replica then applies them all in one Automerge change. Reads inside a writer see
-// the document as it was before the change.
+// Replica then applies them all to the document's core as one Automerge change.
+// Reads inside a writer see the document as it was before the change.
 import { keyOf, labelKey, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
 import type { Reader } from './reader.ts'
 import { futureOverride } from './conflicts.ts'
-import { toDoc, type RawDoc } from './values.ts'
+import { toDoc, putValue, mapAt } from './values.ts'
+import type { Core } from './backend.ts'
 
 export class InvalidObjectError extends Error {
   override name = 'InvalidObjectError'
@@ -113,24 +114,28 @@ export class Writer {
   }
 }
 
-type DraftMap = Record<string, unknown>
-
-/** Applies collected operations to an Automerge change draft. */
-export function applyOps (d: RawDoc, ops: Op[]): void {
+/**
+ * Applies collected operations to the document's core (the caller commits them as
+ * one change, or rolls them back if this throws). `ids`: each collection's object id.
+ */
+export function applyOps (core: Core, ids: ReadonlyMap<string, { id: string }>, ops: Op[]): void {
   for (const o of ops) {
-    const coll = d[o.kind]!
+    const coll = ids.get(o.kind)?.id
+    if (coll == null) throw new Error(`the document has no collection "${o.kind}"`)
     switch (o.op) {
-      case 'put': coll[o.key] = toDoc(o.value); break
-      case 'del': delete coll[o.key]; break
+      case 'put': putValue(core, coll, o.key, toDoc(o.value)); break
+      case 'del': core.delete(coll, o.key); break
       case 'fields': {
-        const obj = coll[o.key] as DraftMap
-        for (const [f, v] of Object.entries(o.fields)) obj[f] = toDoc(v)
+        const obj = mapAt(core, coll, o.key)
+        if (obj == null) throw new Error(`${o.kind} "${o.key}" is not in the document`)
+        for (const [f, v] of Object.entries(o.fields)) putValue(core, obj, f, toDoc(v))
         break
       }
       case 'nested': {
-        const obj = coll[o.key] as DraftMap
-        const sub = obj[o.field] as DraftMap
-        sub[o.sub] = toDoc(o.value)
+        const obj = mapAt(core, coll, o.key)
+        const sub = obj == null ? null : mapAt(core, obj, o.field)
+        if (sub == null) throw new Error(`${o.kind} "${o.key}" has no ${o.field}`)
+        putValue(core, sub, o.sub, toDoc(o.value))
         break
       }
     }
