@@ -6,11 +6,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import { genesisDoc, lineage, structureProblem, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
-import { isKind, validateObject, type Kind, type Objects } from './schema.ts'
+import { isKind, type Kind, type Objects } from './schema.ts'
 import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
 import { Writer, applyOps } from './writer.ts'
-import { plain, valuesAt, keysAt, schemaOf, type RawDoc } from './values.ts'
+import { valuesAt, keysAt, schemaOf, type RawDoc } from './values.ts'
 import { loadCore, syncIn, syncOut, treeOf, type Core } from './backend.ts'
+import { checkPatches, checkWhole } from './incoming.ts'
 import { Hlc, MAX_FUTURE_MS } from './hlc.ts'
 import { futureOverride, RULE_OF } from './conflicts.ts'
 
@@ -382,7 +383,7 @@ export class Replica {
       fork.free()
       return { ok: false, reason: 'malformed', detail: (err as Error).message }
     }
-    const { problem, root, touched, checked } = this.checkPatches(fork, patches)
+    const { problem, root, touched, checked } = checkPatches(fork, this.lineage, patches)
     if (problem != null) {
       s.free()
       fork.free()
@@ -421,11 +422,7 @@ export class Replica {
       core.free()
       return null
     }
-    let problem = structureProblem(treeOf<RawDoc>(core), this.lineage)
-    if (problem == null && schemaOf(core) <= this.lineage.target) {
-      const check = new Reader(core, this.lineage.objectIds, (kind, key, bad) => { problem ??= `${kind}/${key}: ${bad}` })
-      check.counts()
-    }
+    const problem = checkWhole(core, this.lineage)
     if (problem != null) {
       core.free()
       return { ok: false, reason: 'schema', detail: problem }
@@ -437,47 +434,6 @@ export class Replica {
     // the message's heads and needs were not processed: start the conversation afresh
     p.state = A.initSyncState()
     return { ok: true, changes: this.core.stats().numChanges - before, changed: true }
-  }
-
-  /** What incoming patches touched, and what they did wrong to `core` (null if every touched object is valid). */
-  private checkPatches (core: Core, patches: A.Patch[]): Checked {
-    let root = false
-    const touched = new Map<string, Set<string>>()
-    /** each touched object's values, valid (plain): empty when not validated */
-    const checked = new Map<string, Map<string, unknown[]>>()
-    for (const { path } of patches) {
-      const [kind, key] = path
-      if (path.length < 2 || kind === 'meta') {
-        root = true
-        continue
-      }
-      if (typeof kind !== 'string' || typeof key !== 'string') return { problem: `unexpected path ${JSON.stringify(path)}`, root, touched, checked }
-      let s = touched.get(kind)
-      if (s == null) touched.set(kind, s = new Set())
-      s.add(key)
-    }
-    const fail = (problem: string): Checked => ({ problem, root, touched, checked })
-    if (root) {
-      const bad = structureProblem(treeOf<RawDoc>(core), this.lineage)
-      if (bad != null) return fail(bad)
-    }
-    // a newer schema may have changed what objects look like: let readers judge
-    if (schemaOf(core) > this.lineage.target) return { problem: null, root, touched, checked }
-    for (const [kind, keys] of touched) {
-      if (!isKind(kind)) return fail(`unknown collection "${kind}"`)
-      const collId = this.lineage.objectIds.get(kind)!.id
-      const byKey = new Map<string, unknown[]>()
-      checked.set(kind, byKey)
-      for (const key of keys) {
-        const values = valuesAt(core, collId, key).map(plain)
-        for (const v of values) {
-          const bad = validateObject(kind, key, v)
-          if (bad != null) return fail(`${kind}/${key}: ${bad}`)
-        }
-        byKey.set(key, values)
-      }
-    }
-    return { problem: null, root, touched, checked }
   }
 
   private bound (p: PeerSync): void {
@@ -499,14 +455,6 @@ export class Replica {
     if (this.reader != null) this.reader.stale = true
     this.reader = undefined
   }
-}
-
-interface Checked {
-  problem: string | null
-  /** the root or meta changed */
-  root: boolean
-  touched: Map<string, Set<string>>
-  checked: Map<string, Map<string, unknown[]>>
 }
 
 export function sameHeads (a: string[], b: string[]): boolean {
