@@ -16,7 +16,8 @@
 // Diagnostics (in a child run, GVS_REPL_CHILD=1, which prints one JSON line of results):
 // GVS_REPL_TRACE=1 prints each second the device's and the replica calls' counts, mean
 // latency and requests in flight (local or remote); GVS_REPL_DIRECT=1 first writes and
-// reads the volume without NBD (32 requests of 256 KiB in flight); GVS_REPL_FIO=0 skips
+// reads the volume without NBD (GVS_REPL_DIRECT_QD, default 32, requests of 256 KiB in
+// flight); GVS_REPL_FIO=0 skips
 // fio; GVS_REPL_MARK=1 prints when each phase starts (to cut a --cpu-prof into phases).
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -233,7 +234,7 @@ async function child (): Promise<void> {
       const direct = async (f: (off: number) => Promise<unknown>): Promise<Phase> => {
         const c0 = cpuSeconds(g.pids)
         let next = 0
-        const ms = await timed(async () => await Promise.all(Array.from({ length: 32 }, async () => {
+        const ms = await timed(async () => await Promise.all(Array.from({ length: Number(process.env.GVS_REPL_DIRECT_QD ?? 32) }, async () => {
           while (next < SIZE) { const off = next; next += 256 * 1024; await f(off) }
         })))
         const c1 = cpuSeconds(g.pids)
