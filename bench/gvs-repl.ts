@@ -17,8 +17,9 @@
 // GVS_REPL_TRACE=1 prints each second the device's and the replica calls' counts, mean
 // latency and requests in flight (local or remote); GVS_REPL_DIRECT=1 first writes and
 // reads the volume without NBD (GVS_REPL_DIRECT_QD, default 32, requests of 256 KiB in
-// flight); GVS_REPL_FIO=0 skips
-// fio; GVS_REPL_MARK=1 prints when each phase starts (to cut a --cpu-prof into phases).
+// flight); GVS_REPL_FIO=0 skips fio; GVS_REPL_MARK=1 prints when each phase starts (to
+// cut a --cpu-prof into phases); GVS_REPL_LANES sets the serving agent's streams per
+// peer for large requests (ReplicaServiceInit.lanes).
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdtemp, rm, open, stat } from 'node:fs/promises'
@@ -121,7 +122,8 @@ async function grid (dir: string): Promise<{ svc: ReplicaService, ids: string[],
   const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, transport: 'tcp' })
   const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, 'agent0') })
   await store.start()
-  const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 120_000 })
+  const lanes = process.env.GVS_REPL_LANES != null ? Number(process.env.GVS_REPL_LANES) : undefined
+  const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 120_000, lanes })
   await svc.start()
   const ids = [host.peerId.toString()]
   const stops: Array<() => Promise<void>> = []
