@@ -278,6 +278,7 @@ export class DvmmService {
     this.lastMajorityAt = this.fence.lastMajorityAt
     this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
     this.watchClaims(doc, now)
+    this.settleContests(doc)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
     const d = decide({
@@ -341,6 +342,30 @@ export class DvmmService {
       }
     }
   }
+
+  /**
+   * A contested lease this node holds and has started is written again whole, which
+   * removes the losing claims it has seen. A claim that arrived after the winner's
+   * status update had nothing else to end it: every agent read the lease as contested,
+   * and the loser kept the VM's resources reserved (reservedBy counts its own claims).
+   */
+  private settleContests (doc: DocView): void {
+    for (const [vm, l] of doc.leases) {
+      if (l.claims.length < 2 || l.winner.holder !== this.me || l.winner.status === 'claimed') continue
+      // once per set of claims seen (the write goes out with this step's change)
+      const seen = l.claims.map(c => `${c.holder}@${c.epoch}@${c.at}`).sort().join()
+      if (this.rewritten.get(vm) === seen) continue
+      if (this.rewritten.size > 10_000) this.rewritten.clear()
+      this.rewritten.set(vm, seen)
+      this.enqueue(w => {
+        const cur = w.reader.get('leases', vm)
+        // an update of a contested object writes it whole (Writer.update)
+        if (cur?.contested === true && cur.value.holder === this.me) w.update('leases', vm, {})
+      })
+    }
+  }
+
+  private readonly rewritten = new Map<string, string>()
 
   private forgetClaim (vm: string): void {
     this.claimedAt.delete(vm)
