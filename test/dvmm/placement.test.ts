@@ -121,3 +121,29 @@ test.serial('100 VMs created at once through 5 agents: no overcommit, each VM on
 test.serial('the same with random message delays (state sync cut between random agents)', async t => {
   await property(t, 2, true)
 })
+
+test.serial('a claim that arrives after the winner started is ended: the lease settles to one holder and the loser keeps no reservation', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=32,mem=64G,disk=100G', dvmm: { settleMs: 400, tickMs: 200 } })
+  t.teardown(g.stop)
+  const [a, b] = g.nodes as [DvmmGrid['nodes'][number], DvmmGrid['nodes'][number]]
+  // the two agents stop hearing each other's document changes (membership goes on)
+  a.agent.state.setBlocked([b.agent.id])
+  b.agent.state.setBlocked([a.agent.id])
+  t.teardown(() => { a.agent.state.setBlocked([]); b.agent.state.setBlocked([]) })
+  // the spec is written on both sides: each side places it alone, the next-ranked after
+  // the best one has not claimed for its fallback time
+  const vm = fakeVm('late', 1, GiB)
+  await a.agent.state.write(w => w.put('vms', vm))
+  await b.agent.state.write(w => w.put('vms', vm))
+  await until(() => g.nodes.every(n => n.fake.vms.get('late')?.state === 'running'), 30_000, 'the VM running on both sides of the cut')
+  a.agent.state.setBlocked([])
+  b.agent.state.setBlocked([])
+  const settled = (): boolean => g.nodes.every(n => {
+    const cs = n.agent.state.read().candidates('leases', 'late')
+    return cs.length === 1 && cs[0]!.status === 'running'
+  }) && g.nodes.filter(n => n.fake.vms.get('late')?.state === 'running').length === 1
+  await until(settled, 30_000, 'one uncontested lease and one run')
+  const holder = winner(a.agent.state.read().candidates('leases', 'late'))!.holder
+  const loser = g.nodes.find(n => n.agent.id !== holder)!
+  t.is(loser.agent.state.read().list('leases').filter(l => l.holder === loser.agent.id).length, 0, 'the loser holds no lease (no reservation)')
+})
