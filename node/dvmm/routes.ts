@@ -27,12 +27,15 @@ export interface DvmmRoutesDeps {
   readonly history: History
   schedule: () => void
   ha: () => HaReport
-  /** the VM's overlay address, where the grid has an overlay */
-  addressOf: (vm: string) => string | null
-  /** the tail of a VM's console, from its holder wherever it is */
-  console: (vm: string) => Promise<{ holder: string, console: string }>
-  /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
-  runtimeOf: (vm: string) => Promise<VmInfo | null>
+  /** this node's VMs (local-vms.ts) */
+  readonly local: {
+    /** the VM's overlay address, where the grid has an overlay */
+    addressOf: (vm: string) => string | null
+    /** the tail of a VM's console, from its holder wherever it is */
+    console: (vm: string) => Promise<{ holder: string, console: string }>
+    /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
+    runtimeOf: (vm: string) => Promise<VmInfo | null>
+  }
 }
 
 export function dvmmRoutes (svc: DvmmRoutesDeps) {
@@ -64,8 +67,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const d = svc.history.decisions.get(vm.id)
     return {
       ...row(doc, vm.id, reader),
-      address: svc.addressOf(vm.id),
-      runtime: l?.winner.holder === svc.me ? await svc.runtimeOf(vm.id) : null,
+      address: svc.local.addressOf(vm.id),
+      runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
@@ -129,7 +132,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req): Promise<{ vm: string, node: string, console: string }> => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
-      const c = await svc.console(vm.id)
+      const c = await svc.local.console(vm.id)
       return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, true))

@@ -16,7 +16,7 @@ import type { Logger } from '../log.ts'
 import type { Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
-import type { VmDriver, VmInfo } from './drivers/types.ts'
+import type { VmDriver } from './drivers/types.ts'
 import { decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
@@ -98,7 +98,8 @@ export class DvmmService {
   private readonly cfg: Required<DvmmInit>
   private readonly log: Logger
   /** the VMs this node runs: starts, stops, kills and crashes on its drivers */
-  private readonly local: LocalVms
+  /** the VMs this node runs: their addresses, runtimes, interfaces, names and consoles */
+  readonly local: LocalVms
   private readonly claimedAt = new Map<string, number>()
   private readonly conflictSeenAt = new Map<string, number>()
   private readonly claimHolders = new Map<string, string>()
@@ -372,13 +373,6 @@ export class DvmmService {
     this.conflictSeenAt.delete(vm)
     this.claimHolders.delete(vm)
   }
-
-  // what the routes and the LCM ask of this node's VMs (local-vms.ts answers)
-  addressOf (vm: string): string | null { return this.local.addressOf(vm) }
-  async runtimeOf (vm: string): Promise<VmInfo | null> { return await this.local.runtimeOf(vm) }
-  interfaceOf (vm: string): string | null { return this.local.interfaceOf(vm) }
-  async setNames (vm: string, names: Record<string, string>): Promise<boolean> { return await this.local.setNames(vm, names) }
-  async console (vmId: string): Promise<{ holder: string, console: string }> { return await this.local.console(vmId) }
 
   private publishReserved (doc: DocView): void {
     const r = reservedBy(this.me, [...doc.leases.values()].map(l => l.claims))
