@@ -260,7 +260,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         // the data goes (thin again), the side file stays with the zeroing's version:
         // a copy that missed it must not bring the old data back as the newer one
         if (!(await this.withObject(p, false, async o => o != null))) return
-        await this.replaceLocked(volume, index, p, null, opts.version ?? NO_VERSION)
+        await this.replaceLocked(volume, index, p, null, opts.version ?? NO_VERSION, false)
         if (opts.fua === true) await this.syncObject(volume, index)
       })
       return
@@ -448,11 +448,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   /**
-   * The whole object becomes `data` (null: zeros) at version v, written sparse: the
-   * data file is emptied and only blocks that are not zero are written. The caller
-   * holds the whole object. Synced by the caller (flush, syncObject) like a write.
+   * The whole object becomes `data` (null: zeros) at version v (`force`: even a lower
+   * one, as a copy that replaces a damaged one), written sparse: the data file is
+   * emptied and only blocks that are not zero are written. The caller holds the whole
+   * object. Synced by the caller (flush, syncObject) like a write.
    */
-  private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version): Promise<void> {
+  private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force = true): Promise<void> {
     await this.withObject(p, true, async (o, isNew) => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       const bs = this.blockSize
@@ -474,7 +475,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         o.sumBuf.set(sums)
         await writeFully(o.sums, sums, 0)
       } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
-      await this.setVersion(o, v, volume, index, true)
+      await this.setVersion(o, v, volume, index, force)
       this.dirty.add(p.data)
       this.dirty.add(p.sums)
       if (isNew) this.dirty.add(p.dir + '/')

@@ -129,6 +129,11 @@ export class Repairer extends EventEmitter<RepairerEvents> {
 
   stop (): void { this.stopped = true }
 
+  /** where placement wants object i */
+  private wanted (i: number): string[] {
+    return this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas)
+  }
+
   /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
   async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, errors: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()
@@ -158,7 +163,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       // holders), and a list can fall in between: a copy behind, or a holder without
       // one, is short only if a second look still finds it behind the newest of the first
       const behind = copies.filter(c => compareVersions(c.version, top) < 0).map(c => c.node)
-      const absent = listed.filter(n => !copies.some(c => c.node === n) && this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas).includes(n))
+      const absent = this.wanted(i).filter(n => listed.includes(n) && !copies.some(c => c.node === n))
       await Promise.all([...behind, ...absent].map(async node => {
         let now: Version | null = null
         try {
@@ -176,8 +181,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
     const { inventory, stale, errors } = await this.inventory()
-    const wanted = (i: number): string[] => this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas)
-    const plan = planRepair(inventory, wanted, this.init.replicas, stale)
+    const plan = planRepair(inventory, i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
     // the burst is one object per copy in flight: enough to keep them going, never a flood
