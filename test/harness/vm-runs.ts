@@ -86,7 +86,9 @@ export class RunLog {
       this.runs.push(run)
       this.ticks.set(run, startTicks(run.pid))
     } else if (kind === 'stop') {
-      const r = this.runs.find(x => x.pid === Number(pid) && x.endedAt == null)
+      // a run seen gone may have written its stop line just before it ended, after the
+      // poll that read the file: the line is what happened, and when
+      const r = this.runs.find(x => x.pid === Number(pid) && (x.endedAt == null || x.how === 'gone'))
       if (r != null) { r.endedAt = Number(ms); r.how = 'term' }
     }
   }
