@@ -138,7 +138,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
     this.hostAddrs = this.addrKey()
-    this.schedule(0)
+    // the first plan is applied before start returns: the link rules must be in
+    // the kernel before this node reports ready (a timer here let start return first)
+    this.dirty = true
+    this.queue = this.queue.then(async () => { if (this.dirty && this.running) await this.reconcile() })
     await this.queue
   }
 

@@ -132,12 +132,13 @@ maybe('when WireGuard cannot start the service says why, advertises no tunnel, a
   if ((await ip(['-n', h!, '-o', 'link'])).includes('vgkprobe')) { t.pass('kernel module present: nothing to fail'); return }
   const d = new Driver(t, h!, { dataDir: join(dir, 'k'), peerId: id, clusterId: 'c-k', port: 51820, vmInterfaces: {}, addressPollMs: 0, backend: 'kernel' })
   const ready = await d.next('ready')
+  // checked before anything else: start reports ready only once the rules are in
+  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id)), 'the link rules are applied all the same')
   const status = ready.status as { ok: boolean, error: string }
   t.false(status.ok)
   t.regex(status.error, /^WireGuard cannot start: .*type wireguard/)
   t.is((await d.next('advert')).wg, null)
   const net = await d.send({ type: 'net' }, 'net')
   t.deepEqual(net.peers, [])
-  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id)), 'the link rules are applied all the same')
   await d.send({ type: 'stop' }, 'stopped')
 })
