@@ -3,10 +3,15 @@
 // payload a length and a CRC-32, so damage is found here rather than guessed at by
 // Automerge (which skips bytes it cannot parse). An append counts once all its bytes
 // are written and fdatasync'ed; one that fails is cut off again (ftruncate) so the log
-// never holds a torn record followed by good ones. A snapshot is written to a temporary
+// never holds a torn record followed by good ones. The log is opened with O_DSYNC, so an
+// append is one write that returns once durable, its identity checks running beside it:
+// every step of a write waits for the event loop to come round (a busy agent's loop
+// turn can take a second), and four sequential steps made each write wait four turns.
+// A snapshot is written to a temporary
 // file, checked, fsync'ed with its directory, and only then renamed over the old one.
 // Every I/O failure comes out as a DiskError naming its cause.
 import { open, readFile, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { constants } from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { join } from 'node:path'
 
@@ -15,6 +20,8 @@ export const LOG_FILE = 'log'
 const SNAPSHOT_MAGIC = Buffer.from('VGSNAP1\n')
 const LOG_MAGIC = Buffer.from('VGLOG01\n')
 const HEADER = 8 // u32 length + u32 crc32, big-endian
+/** the log's open flags: appends, each write durable (data and size) when it returns, as after fdatasync */
+const LOG_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC
 
 export type StateFile = 'snapshot' | 'log'
 
@@ -167,7 +174,7 @@ export class StateStore {
       if (size === 0) {
         await this.resetLog()
       } else {
-        this.logFh = await open(this.path('log'), 'a')
+        this.logFh = await open(this.path('log'), LOG_FLAGS, 0o600)
         this.logId = idOf(await this.logFh.stat())
         this.logBytes = size
       }
@@ -193,21 +200,16 @@ export class StateStore {
 
   /** Throws a DiskError if the state directory or the open log is no longer the one we opened. */
   async checkDir (): Promise<void> {
-    let now: string
-    try {
-      now = idOf(await stat(this.dir))
-    } catch (err) {
-      throw new DiskError('dir-replaced', `the state directory ${this.dir} is gone (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): it was removed while the agent ran`)
+    // both looked up at once (one turn of the event loop, not two)
+    const [dir, log] = await Promise.allSettled([stat(this.dir), this.logFh == null ? null : stat(this.path('log'))])
+    if (dir.status === 'rejected') {
+      const err = dir.reason as NodeJS.ErrnoException
+      throw new DiskError('dir-replaced', `the state directory ${this.dir} is gone (${err.code ?? err.message}): it was removed while the agent ran`)
     }
-    if (this.dirId != null && now !== this.dirId) throw new DiskError('dir-replaced', `the state directory ${this.dir} was replaced while the agent ran`)
+    if (this.dirId != null && idOf(dir.value) !== this.dirId) throw new DiskError('dir-replaced', `the state directory ${this.dir} was replaced while the agent ran`)
     if (this.logFh == null || this.logId == null) return
-    let log: string
-    try {
-      log = idOf(await stat(this.path('log')))
-    } catch {
-      throw new DiskError('dir-replaced', `the state log ${this.path('log')} was removed while the agent ran`)
-    }
-    if (log !== this.logId) throw new DiskError('dir-replaced', `the state log ${this.path('log')} was replaced while the agent ran`)
+    if (log.status === 'rejected' || log.value == null) throw new DiskError('dir-replaced', `the state log ${this.path('log')} was removed while the agent ran`)
+    if (idOf(log.value) !== this.logId) throw new DiskError('dir-replaced', `the state log ${this.path('log')} was replaced while the agent ran`)
   }
 
   /**
@@ -217,13 +219,18 @@ export class StateStore {
   async append (payload: Uint8Array): Promise<void> {
     if (this.broken != null) throw this.broken
     if (this.logFh == null) await this.openLog()
-    await this.checkDir()
     const fh = this.logFh!
     const buf = frame(payload)
     const good = this.logBytes
     try {
-      await writeAll(fh, buf, null, `appending ${buf.length} bytes to ${this.path('log')}`)
-      await fh.datasync()
+      // the record and the checks that it goes to the directory we opened, at once: a
+      // record written to a removed or replaced log does not count (and is cut off)
+      const [checked, written] = await Promise.allSettled([
+        this.checkDir(),
+        writeAll(fh, buf, null, `appending ${buf.length} bytes to ${this.path('log')}`)
+      ])
+      if (checked.status === 'rejected') throw checked.reason
+      if (written.status === 'rejected') throw written.reason
     } catch (err) {
       const e = asDiskError(err, `appending ${buf.length} bytes to ${this.path('log')}`)
       try {
@@ -295,7 +302,7 @@ export class StateStore {
       await unlink(tmp).catch(() => {})
       throw err
     }
-    this.logFh = await open(this.path('log'), 'a')
+    this.logFh = await open(this.path('log'), LOG_FLAGS, 0o600)
     this.logId = idOf(await this.logFh.stat())
     this.logBytes = LOG_MAGIC.length
     this.logRecords = 0
