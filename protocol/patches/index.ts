@@ -12,6 +12,7 @@ import * as yamuxWindow from './yamux-window-updates.ts'
 import * as ed25519Import from './ed25519-key-import.ts'
 import * as noiseSessionKey from './noise-session-key.ts'
 import * as xsalsa20Simd from './xsalsa20-simd.ts'
+import * as noiseDecryptCopy from './noise-decrypt-copy.ts'
 
 export type { Patch } from './probe.ts'
 
@@ -25,7 +26,7 @@ export class PatchError extends Error {
   }
 }
 
-export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import, noiseSessionKey, xsalsa20Simd].map(m => m.patch)
+export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import, noiseSessionKey, xsalsa20Simd, noiseDecryptCopy].map(m => m.patch)
 
 /**
  * Checks every patch, then installs them all; throws a PatchError for the first one

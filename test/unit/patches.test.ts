@@ -13,7 +13,7 @@ import { check as checkXsalsa20 } from '../../protocol/patches/xsalsa20-detached
 import { packageVersion } from '../../protocol/patches/probe.ts'
 
 test('every patch finds what it needs in the pinned packages, and installs', t => {
-  t.is(PATCHES.length, 6)
+  t.is(PATCHES.length, 7)
   for (const p of PATCHES) {
     t.is(p.check(), null, p.name)
     t.regex(p.version(), /^\d+\.\d+\.\d+/, `${p.package} has a version`)
