@@ -82,8 +82,22 @@ async function main (): Promise<void> {
     // progress every 2 s: where the agents are (a run that stalls says why)
     const recent = monitorEventLoopDelay({ resolution: 20 })
     recent.enable()
+    // the longest turn of the event loop (a chain of immediates, one per turn): an I/O
+    // completion (a write's fsync) is seen only once per turn, however late timers run
+    let turnAt = performance.now()
+    let longestTurn = 0
+    let turning = true
+    const turn = (): void => {
+      const now = performance.now()
+      longestTurn = Math.max(longestTurn, now - turnAt)
+      turnAt = now
+      if (turning) setImmediate(turn)
+    }
+    setImmediate(turn)
     const progress = setInterval(() => {
       const lag = recent.max / 1e6
+      const turnMs = longestTurn
+      longestTurn = 0
       recent.reset()
       void (async () => {
         const rd = g.nodes[0]!.agent.state.read()
@@ -96,13 +110,14 @@ async function main (): Promise<void> {
           for (const v of (await n.dvmm.metrics.claims.get()).values) claims += v.value
           steps += (await n.dvmm.metrics.reconciles.get()).values[0]?.value ?? 0
         }
-        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it); loop late up to ${lag.toFixed(0)} ms; ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
+        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it); loop late up to ${lag.toFixed(0)} ms, longest turn ${turnMs.toFixed(0)} ms; ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
       })()
     }, 2000)
     try {
       await until(settled, LIMIT_MS, 'every lease settled', 100)
     } finally {
       clearInterval(progress)
+      turning = false
       recent.disable()
     }
     const settleMs = performance.now() - tc
