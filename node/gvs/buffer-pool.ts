@@ -36,6 +36,16 @@ export class BufferPool {
     return Buffer.from(ab, 0, n)
   }
 
+  /**
+   * A buffer of this pool was moved to another thread and back (transferred: the same
+   * memory under a new ArrayBuffer): the new one is what will be given back.
+   */
+  moved (from: ArrayBufferLike, to: ArrayBufferLike): void {
+    if (!(from instanceof ArrayBuffer) || !(to instanceof ArrayBuffer) || !this.out.has(from)) return
+    this.out.delete(from)
+    this.out.add(to)
+  }
+
   /** gives back the buffer under `view` (any view of it); others are ignored */
   give (view: Uint8Array): void {
     const ab = view.buffer

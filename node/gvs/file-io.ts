@@ -39,7 +39,7 @@ export async function syncPath (path: string): Promise<void> {
  * whole copy (nbdcopy's 256 KiB reads of a local volume: 0.34x qemu-nbd in place, 0.66x
  * through the pool, bench/gvs.ts in one run on a loaded machine).
  */
-const IN_PLACE_IO = 64 * 1024
+export const IN_PLACE_IO = 64 * 1024
 
 /** fills buf from position; past the end of the file stays zero (a sparse tail) */
 export async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {

@@ -21,7 +21,8 @@ import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.t
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
+import { IN_PLACE_IO, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
+import { readWorkers } from './read-workers.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
 
@@ -155,8 +156,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const p = this.paths(volume, index)
     return await this.ranges.run(p.data, this.span(offset, length, false), async () => await this.withObject(p, false, async o => {
       if (o == null) return new Uint8Array(length)
-      const { first, data } = await this.readBlocks(o, offset, length)
-      const bad = badBlocks(data, first, o.sumBuf, this.blockSize)
+      const { first, data, bad } = await this.readChecked(o, offset, length)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       const from = offset - first * this.blockSize
       return data.subarray(from, from + length)
@@ -201,8 +201,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const p = this.paths(volume, index)
     return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
-      const { data } = await this.readBlocks(o, 0, this.objectSize)
-      const bad = badBlocks(data, 0, o.sumBuf, this.blockSize)
+      const { data, bad } = await this.readChecked(o, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       return { data, version: o.version }
     }))
@@ -347,8 +346,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       await this.open.drop(p.data)
       return await this.withObject(p, false, async o => {
         if (o == null) return []
-        const { data } = await this.readBlocks(o, 0, this.objectSize)
-        return badBlocks(data, 0, o.sumBuf, this.blockSize)
+        const { data, bad } = await this.readChecked(o, 0, this.objectSize)
+        readBuffers.give(data)
+        return bad
       })
     })
   }
@@ -373,6 +373,30 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.log.error('damaged object: checksum mismatch, not served', { volume, index, blocks: blocks.join(','), path })
     this.emit('damaged', report)
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged (blocks ${blocks.join(',')} fail their checksum)`)
+  }
+
+  /**
+   * The whole check blocks covering [offset, offset+length), and those of them that
+   * fail their checksum. Large reads run on a worker thread with their checks
+   * (read-workers.ts); the caller holds the object open and its range until this ends.
+   */
+  private async readChecked (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array, bad: number[] }> {
+    const bs = this.blockSize
+    const first = Math.floor(offset / bs)
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / bs)
+    const n = (last - first + 1) * bs
+    if (n <= IN_PLACE_IO) {
+      const { data } = await this.readBlocks(o, offset, length)
+      return { first, data, bad: badBlocks(data, first, o.sumBuf, bs) }
+    }
+    const taken = readBuffers.take(n)
+    const ab = taken.buffer
+    let r
+    try {
+      r = await readWorkers.read(o.data.fd, first * bs, taken, first, bs, o.sumBuf.subarray(first * 4, (last + 1) * 4))
+    } catch (err) { throw fromFsError(err, 'reading an object') }
+    readBuffers.moved(ab, r.data.buffer)
+    return { first, data: r.data, bad: r.bad }
   }
 
   /** the whole check blocks covering [offset, offset+length) */
