@@ -33,7 +33,7 @@ export interface DecideInput {
   /** when this node claimed a lease (absent: a lease from before this run: settled) */
   claimedAt: ReadonlyMap<string, number>
   conflictSeenAt: ReadonlyMap<string, number>
-  /** since when each VM has been waiting for a holder (this agent's clock) */
+  /** since when each VM has been waiting for a holder (this agent's clock; time its loop lost is not counted, see creditWaits) */
   unplacedSince: ReadonlyMap<string, number>
   capacity: Capacity
   cfg: DecideConfig
@@ -57,6 +57,19 @@ export interface Decisions {
   fitsNowhere: string[]
   /** ms until a timer (settle, takeover, fallback) may change the answer */
   wakeInMs: number
+}
+
+/**
+ * The waits of unplaced VMs (`since`: when each started waiting) with the time this
+ * agent's loop lost taken out: a step that comes more than `onTimeMs` after the previous
+ * one counts only onTimeMs. A busy or stalled loop holds back the best-ranked node's claim
+ * and its journey here as much as this step (in a grid under load, every loop turn takes
+ * long), and a fallback counted in wall time then claimed beside it: half the VMs of a
+ * bulk create were contested. Returns new waits (pure); an on-time step changes nothing.
+ */
+export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, onTimeMs: number): Map<string, number> {
+  const lost = Math.max(0, gapMs - onTimeMs)
+  return new Map([...since].map(([vm, at]) => [vm, at + lost]))
 }
 
 export function decide (i: DecideInput): Decisions {

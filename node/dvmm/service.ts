@@ -17,7 +17,7 @@ import type { Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
-import { decide, type Decisions } from './decide.ts'
+import { creditWaits, decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
@@ -103,7 +103,7 @@ export class DvmmService {
   private readonly claimedAt = new Map<string, number>()
   private readonly conflictSeenAt = new Map<string, number>()
   private readonly claimHolders = new Map<string, string>()
-  private readonly unplacedSince = new Map<string, number>()
+  private unplacedSince = new Map<string, number>()
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
   /** document updates waiting for the next step's write */
@@ -114,6 +114,8 @@ export class DvmmService {
   private lastReserved = ''
   private lastStepMs = 0
   private lastStepEnd = 0
+  /** when the previous step began (this agent's clock; 0: none yet) */
+  private lastStepAt = 0
   private running = false
   private stepping = false
   private dirty = false
@@ -278,6 +280,12 @@ export class DvmmService {
     if (this.fence.fenced && this.local.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
     this.lastMajorityAt = this.fence.lastMajorityAt
     this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
+    // a step later than a timer tick (plus the spacing a slow step asks for) found the
+    // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
+    if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
+      this.unplacedSince = creditWaits(this.unplacedSince, now - this.lastStepAt, Math.max(this.cfg.tickMs, this.lastStepMs * 4) + this.cfg.debounceMs)
+    }
+    this.lastStepAt = now
     this.watchClaims(doc, now)
     this.settleContests(doc)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)

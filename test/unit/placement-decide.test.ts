@@ -2,11 +2,11 @@
 // claims, settle before start, takeover timing, fencing, drain, losers killed,
 // reservations; and the create-request checks (node/dvmm/vms.ts).
 import test from 'ava'
-import { decide, type DecideInput } from '../../node/dvmm/decide.ts'
+import { creditWaits, decide, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
-import { fenced, type NodeView } from '../../crdt/placement/index.ts'
+import { fenced, positionOf, type NodeView } from '../../crdt/placement/index.ts'
 
 const GiB = 2 ** 30
 const A = 'nodeA'
@@ -89,6 +89,24 @@ test('reservations: the plan may pick a node, but it never claims past its capac
   t.is(d.refused.length, 0, 'the plan itself already sees A too full (from the winning leases)')
   const d2 = decide(input({ vms: [vm('z', 2)], leases, nodes: [node(A, { capacity: { cpu: 8, memoryBytes: 8 * GiB } })], capacity: { cpu: 3, memoryBytes: 8 * GiB } }))
   t.is(d2.refused.length, 1, 'own reservations (2 of 3 cpu) refuse a 2-cpu claim the plan allowed')
+})
+
+test('fallback to the next-ranked node: after four settle windows of waiting, but time this agent\'s loop lost does not count', t => {
+  const nodes = [node(A), node(B), node(C)]
+  // a VM whose ranking puts this node (A) second
+  const second = Array.from({ length: 50 }, (_, i) => vm(`f${i}`)).find(v => positionOf({ vm: v.id, cpu: 1, memoryBytes: GiB, constraints: {} }, nodes, new Map(), A).pos === 1)!
+  const at = (since: number): DecideInput => input({ vms: [second], now: 10_000, unplacedSince: new Map([[second.id, since]]) })
+  t.deepEqual(decide(at(7_000)).claims, [], 'waited 3 s of the 4 s')
+  t.deepEqual(decide(at(6_000)).claims.map(c => c.vm), [second.id], 'waited 4 s: the best-ranked node has not claimed it, so this one does')
+  // steps every second on time: all of the wait counts
+  let since = new Map([[second.id, 6_000]])
+  for (let s = 0; s < 4; s++) since = creditWaits(since, 1000, 1020)
+  t.deepEqual(decide(input({ vms: [second], now: 10_000, unplacedSince: since })).claims.map(c => c.vm), [second.id])
+  // the loop stalled 8 s between two steps (every agent's claims and sync were as late):
+  // only one step's worth of that counts, and the fallback waits
+  since = creditWaits(new Map([[second.id, 1_000]]), 9_000, 1_020)
+  t.deepEqual(decide(input({ vms: [second], now: 10_000, unplacedSince: since })).claims, [])
+  t.true(decide(input({ vms: [second], now: 10_000, unplacedSince: since })).wakeInMs > 0)
 })
 
 test('a VM left failed or stopped by the crash rule is not placed again until started', t => {
