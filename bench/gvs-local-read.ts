@@ -1,7 +1,7 @@
 // The local-volume rows of bench/gvs.ts alone, repeated and alternated, with CPU time.
 // One file of random data is written once through every server: qemu-nbd on a raw
 // file, a vgrid export of a local volume served by this checkout, and, with
-// GVS_LR_OLD=<checkout>, the same served by an older checkout (each vgrid server in a
+// GVS_LR_OLD=<checkout>[,<checkout>...], the same served by older checkouts (each vgrid server in a
 // process of its own, bench/gvs-local-server.ts). Then each round reads each whole with
 // nbdcopy, in an order that rotates from round to round (a trend in the machine's load
 // hits all alike), and prints MB/s, the ratio to qemu-nbd in that round, the CPU
@@ -36,6 +36,13 @@ async function usage (pid: number): Promise<{ cpu: number, faults: number }> {
   const s = await readFile(`/proc/${pid}/stat`, 'utf8')
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
   return { cpu: (Number(f[11]) + Number(f[12])) / 100, faults: Number(f[7]) }
+}
+
+/** CPU seconds of a process's main thread (its first task) */
+async function mainThreadCpu (pid: number): Promise<number> {
+  const s = await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8')
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
 }
 
 /** runs a command under /usr/bin/time: wall ms and its CPU seconds */
@@ -100,30 +107,36 @@ async function main (): Promise<void> {
     await fh.close()
     servers.push(await qemuNbd(dir))
     servers.push(await vgrid(dir, 'new', join(import.meta.dirname, '..'), [...NODE_ARGS, ...(PERF != null ? ['--perf-basic-prof'] : [])]))
-    if (OLD != null) servers.push(await vgrid(dir, 'old', OLD, NODE_ARGS))
+    // several older checkouts: GVS_LR_OLD=/a,/b (named old, old2, ...)
+    for (const [i, root] of (OLD ?? '').split(',').filter(r => r !== '').entries()) servers.push(await vgrid(dir, i === 0 ? 'old' : `old${i + 1}`, root, NODE_ARGS))
 
     for (const s of servers) {
       const w = await timedCmd('nbdcopy', ['--flush', src, s.uri])
       console.log(`write ${s.name}: ${(SIZE / MiB / (w.ms / 1000)).toFixed(0)} MB/s, nbdcopy cpu ${w.cpu.toFixed(2)} s`)
     }
     const ratios = new Map<string, number[]>()
+    const cpu = new Map<string, Array<[number, number]>>()
     for (let r = 0; r < ROUNDS; r++) {
       const order = servers.map((_, i) => servers[(i + r) % servers.length]!)
-      const res = new Map<string, { mbs: number, cpu: number, server: number, faults: number }>()
+      const res = new Map<string, { mbs: number, cpu: number, server: number, main: number, faults: number }>()
       for (const s of order) {
         const u0 = await usage(s.pid)
+        const m0 = await mainThreadCpu(s.pid)
         const perf = PERF != null && s.name === 'new' ? spawn('perf', ['record', '-g', '-o', `${PERF}.${r + 1}.data`, '-p', String(s.pid)], { stdio: 'ignore' }) : null
         if (perf != null) await sleep(500)
         const c = await timedCmd('nbdcopy', [s.uri, 'null:'])
         if (perf != null) { perf.kill('SIGINT'); await new Promise(resolve => perf.once('exit', resolve)) }
         const u1 = await usage(s.pid)
-        res.set(s.name, { mbs: SIZE / MiB / (c.ms / 1000), cpu: c.cpu, server: u1.cpu - u0.cpu, faults: u1.faults - u0.faults })
+        res.set(s.name, { mbs: SIZE / MiB / (c.ms / 1000), cpu: c.cpu, server: u1.cpu - u0.cpu, main: await mainThreadCpu(s.pid) - m0, faults: u1.faults - u0.faults })
       }
       const base = res.get('qemu-nbd')!
       const cells = servers.map(s => {
         const x = res.get(s.name)!
         if (s.name !== 'qemu-nbd') { const l = ratios.get(s.name) ?? []; l.push(x.mbs / base.mbs); ratios.set(s.name, l) }
-        return `${s.name} ${x.mbs.toFixed(0)} MB/s (${(x.mbs / base.mbs).toFixed(2)}x; server ${x.server.toFixed(2)} s ${x.faults} faults, nbdcopy ${x.cpu.toFixed(2)} s)`
+        const c = cpu.get(s.name) ?? []
+        c.push([x.server, x.main])
+        cpu.set(s.name, c)
+        return `${s.name} ${x.mbs.toFixed(0)} MB/s (${(x.mbs / base.mbs).toFixed(2)}x; server ${x.server.toFixed(2)} s, main thread ${x.main.toFixed(2)} s, ${x.faults} faults, nbdcopy ${x.cpu.toFixed(2)} s)`
       })
       console.log(`round ${r + 1} [load ${await loadavg()}] seq read: ${cells.join('; ')}`)
       if (FIO) {
@@ -138,6 +151,10 @@ async function main (): Promise<void> {
     for (const [name, l] of ratios) {
       const sorted = [...l].sort((a, b) => a - b)
       console.log(`seq read ${name}/qemu-nbd: median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)} (${l.map(x => x.toFixed(2)).join(' ')})`)
+    }
+    const median = (l: number[]): number => [...l].sort((a, b) => a - b)[Math.floor(l.length / 2)]!
+    for (const [name, l] of cpu) {
+      console.log(`${name}: CPU s per GiB read, median: server ${(median(l.map(x => x[0])) * 1024 * MiB / SIZE).toFixed(2)}, its main thread ${(median(l.map(x => x[1])) * 1024 * MiB / SIZE).toFixed(2)}`)
     }
     console.log(`load ${await loadavg()}`)
   } finally {

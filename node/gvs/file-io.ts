@@ -1,6 +1,6 @@
-// File I/O under the object store: whole reads and writes (in place when small, on
-// libuv's pool when large), fsync by path, bounded parallel work, and the version at
-// the tail of a side file.
+// File I/O under the object store: whole reads and writes (in place up to
+// IN_PLACE_READ and IN_PLACE_IO, on libuv's pool when larger), fsync by path, bounded
+// parallel work, and the version at the tail of a side file.
 import { open, type FileHandle } from 'node:fs/promises'
 import { readSync, writeSync } from 'node:fs'
 import { GvsError } from './errors.ts'
@@ -31,19 +31,30 @@ export async function syncPath (path: string): Promise<void> {
 }
 
 /**
- * Reads and writes up to this size are made in place, not on libuv's thread pool: they
- * copy to or from the page cache in microseconds, and the hand-over to a pool thread
- * and back cost four to five times the CPU of the copy itself (measured: 4 KiB pwrite
- * 4 us in place, 22 us through the pool). Larger ones, and every fsync, go to the pool:
- * there they run several at once, where in place each holds the event loop for the
- * whole copy (nbdcopy's 256 KiB reads of a local volume: 0.34x qemu-nbd in place, 0.66x
- * through the pool, bench/gvs.ts in one run on a loaded machine).
+ * Writes up to this size are made in place, not on libuv's thread pool: they copy to
+ * the page cache in microseconds, and the hand-over to a pool thread and back cost four
+ * to five times the CPU of the copy itself (measured: 4 KiB pwrite 4 us in place, 22 us
+ * through the pool). Larger ones, and every fsync, go to the pool, where they run
+ * several at once.
  */
 export const IN_PLACE_IO = 64 * 1024
 
+/**
+ * Reads up to this size are made in place too, and checked there (the store reads
+ * larger ones, whole objects, on worker threads: read-workers.ts). A cached 256 KiB
+ * read costs less on the event loop than handed to another thread: the copy lands in
+ * this core's cache, where the CRC and the socket write read it again, and no thread
+ * is woken twice per read. Measured with nbdcopy reading a local volume (bench/
+ * gvs-local-read.ts, 1 GiB, 4 alternating rounds, 2 loaded cores): server CPU 0.77 s
+ * per GiB in place, 1.15 through the pool, 1.14 on worker threads (qemu-nbd 0.55), and
+ * 1.14x qemu-nbd's MB/s against 0.97x and 0.94x (median). A read that misses the page
+ * cache holds the event loop for the disk's time: at most 1 MiB's worth.
+ */
+export const IN_PLACE_READ = 1024 * 1024
+
 /** fills buf from position; past the end of the file stays zero (a sparse tail) */
 export async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
-  const inPlace = buf.length <= IN_PLACE_IO
+  const inPlace = buf.length <= IN_PLACE_READ
   let done = 0
   while (done < buf.length) {
     const bytesRead = inPlace

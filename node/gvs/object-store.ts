@@ -21,7 +21,7 @@ import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.t
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { IN_PLACE_IO, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
+import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
 import { readWorkers } from './read-workers.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
@@ -377,15 +377,16 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /**
    * The whole check blocks covering [offset, offset+length), and those of them that
-   * fail their checksum. Large reads run on a worker thread with their checks
-   * (read-workers.ts); the caller holds the object open and its range until this ends.
+   * fail their checksum: in place up to IN_PLACE_READ (file-io.ts), larger ones (whole
+   * objects: repair, scrub) on a worker thread with their checks (read-workers.ts). The
+   * caller holds the object open and its range until this ends.
    */
   private async readChecked (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array, bad: number[] }> {
     const bs = this.blockSize
     const first = Math.floor(offset / bs)
     const last = Math.floor((offset + Math.max(length, 1) - 1) / bs)
     const n = (last - first + 1) * bs
-    if (n <= IN_PLACE_IO) {
+    if (n <= IN_PLACE_READ) {
       const { data } = await this.readBlocks(o, offset, length)
       return { first, data, bad: badBlocks(data, first, o.sumBuf, bs) }
     }

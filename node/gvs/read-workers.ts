@@ -1,12 +1,10 @@
-// Large reads of the store with their checksum check, on worker threads. A 256 KiB
-// read through NBD cost the event loop its checksums (zlib's CRC-32, about 3-4 GB/s
-// here: the largest single cost of a sequential read) on top of the NBD protocol and
-// the socket writes, all on one thread, while the copy from the page cache ran on
-// libuv's pool. Here a worker does the pread and the CRC of every block, so the event
-// loop only dispatches and sends: sequential reads use both cores of a small server.
-// The read buffer moves to the worker and back (transferred, not copied), so the
-// caller gets an ordinary buffer. Reads up to IN_PLACE_IO stay on the event loop: for
-// those the hand-over costs more than the work.
+// Large reads of the store (over IN_PLACE_READ: whole objects for repair and scrub)
+// with their checksum check, on worker threads, so that reading and checking 4 MiB
+// (about 2 ms of CRC-32) does not hold the event loop that serves NBD and the replica
+// protocol. The read buffer moves to the worker and back (transferred, not copied),
+// so the caller gets an ordinary buffer. Smaller reads stay on the event loop: for
+// those the hand-over and the wake-ups of two threads cost more than the work
+// (file-io.ts).
 //
 // The worker reads by file descriptor: the caller holds the object open (and its
 // blocks' range) until the promise settles, so the descriptor cannot be closed and
@@ -19,30 +17,47 @@ const SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { readSync } = require('node:fs')
 const { crc32 } = require('node:zlib')
-parentPort.on('message', ([id, fd, position, ab, length, first, blockSize, sums]) => {
-  const buf = new Uint8Array(ab, 0, length)
-  try {
-    let done = 0
-    while (done < length) {
-      const n = readSync(fd, buf, done, length - done, position + done)
-      if (n === 0) { buf.fill(0, done); break }
-      done += n
+// replies go back as soon as this many bytes are ready, the rest at the batch's end
+const REPLY_BYTES = 1024 * 1024
+parentPort.on('message', batch => {
+  let replies = []
+  let moved = []
+  let bytes = 0
+  for (const [id, fd, position, ab, length, first, blockSize, sums] of batch) {
+    const buf = new Uint8Array(ab, 0, length)
+    try {
+      let done = 0
+      while (done < length) {
+        const n = readSync(fd, buf, done, length - done, position + done)
+        if (n === 0) { buf.fill(0, done); break }
+        done += n
+      }
+      const dv = new DataView(sums.buffer, sums.byteOffset, sums.byteLength)
+      const bad = []
+      for (let off = 0, b = 0; off < length; off += blockSize, b++) {
+        if (crc32(buf.subarray(off, off + blockSize)) !== dv.getUint32(b * 4)) bad.push(first + b)
+      }
+      replies.push([id, ab, bad])
+    } catch (err) {
+      replies.push([id, ab, null, { code: err.code, message: err.message }])
     }
-    const dv = new DataView(sums.buffer, sums.byteOffset, sums.byteLength)
-    const bad = []
-    for (let off = 0, b = 0; off < length; off += blockSize, b++) {
-      if (crc32(buf.subarray(off, off + blockSize)) !== dv.getUint32(b * 4)) bad.push(first + b)
+    moved.push(ab)
+    bytes += length
+    if (bytes >= REPLY_BYTES) {
+      parentPort.postMessage(replies, moved)
+      replies = []
+      moved = []
+      bytes = 0
     }
-    parentPort.postMessage([id, ab, bad], [ab])
-  } catch (err) {
-    parentPort.postMessage([id, ab, null, { code: err.code, message: err.message }], [ab])
   }
+  if (replies.length > 0) parentPort.postMessage(replies, moved)
 })
 `
 
 type Reply = [number, ArrayBuffer, number[] | null, { code?: string, message: string }?]
 
-interface Slot { worker: Worker, inFlight: number }
+interface Slot { worker: Worker, inFlight: number, batch: Request[], moved: ArrayBuffer[] }
+type Request = [number, number, number, ArrayBuffer, number, number, number, Uint8Array]
 interface Pending { slot: Slot, length: number, resolve: (r: CheckedRead) => void, reject: (err: Error) => void }
 
 /** what a checked read gives: the data and the blocks (numbered in the object) that failed */
@@ -53,6 +68,7 @@ export class ReadWorkers {
   private readonly slots: Slot[] = []
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
+  private flushing = false
 
   constructor (size = Math.max(2, Math.min(4, availableParallelism()))) {
     this.size = size
@@ -73,9 +89,26 @@ export class ReadWorkers {
     const done = new Promise<CheckedRead>((resolve, reject) => { this.pending.set(id, { slot, length: buffer.length, resolve, reject }) })
     // an idle worker does not keep the process alive; one with reads in flight does
     if (slot.inFlight++ === 0) slot.worker.ref()
-    // the sums are copied (a small slice), the buffer is moved
-    slot.worker.postMessage([id, fd, position, ab, buffer.length, first, blockSize, sums.slice()], [ab])
+    // the sums are copied (a small slice), the buffer is moved. Reads asked for in one
+    // turn of the event loop go as one message (nbdcopy asks for dozens at once): a
+    // message and the wake-up of the thread that gets it cost about as much as the CRC
+    slot.batch.push([id, fd, position, ab, buffer.length, first, blockSize, sums.slice()])
+    slot.moved.push(ab)
+    if (!this.flushing) {
+      this.flushing = true
+      setImmediate(() => { this.flush() })
+    }
     return await done
+  }
+
+  private flush (): void {
+    this.flushing = false
+    for (const s of this.slots) {
+      if (s.batch.length === 0) continue
+      s.worker.postMessage(s.batch, s.moved)
+      s.batch = []
+      s.moved = []
+    }
   }
 
   /** stops the workers; reads in flight fail */
@@ -94,9 +127,9 @@ export class ReadWorkers {
   private spawn (): Slot {
     const worker = new Worker(SOURCE, { eval: true, name: 'gvs-read' })
     worker.unref()
-    const slot: Slot = { worker, inFlight: 0 }
+    const slot: Slot = { worker, inFlight: 0, batch: [], moved: [] }
     this.slots.push(slot)
-    worker.on('message', (m: Reply) => { this.settle(slot, m) })
+    worker.on('message', (replies: Reply[]) => { for (const r of replies) this.settle(slot, r) })
     const fail = (err: Error): void => {
       const i = this.slots.indexOf(slot)
       if (i >= 0) this.slots.splice(i, 1)

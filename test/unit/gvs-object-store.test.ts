@@ -178,14 +178,18 @@ test('a full disk fails the write cleanly and loses nothing written before', asy
   t.true((await readdir(join(mnt, 'gvs', 'objects', 'v'))).length >= 2)
 })
 
-test('large reads (checked on worker threads): many at once read back right, a sparse tail reads as zeros, a damaged block fails only the reads over it', async t => {
+test('large reads (in place, and over 1 MiB on worker threads): many at once read back right, a sparse tail reads as zeros, a damaged block fails only the reads over it', async t => {
   const s = await store(t)
   const data = randomBytes(3 * MiB)
   await s.write('big', 0, 0, data, { epoch: 1 })
-  // 48 reads of 256 KiB at once, unaligned ones too, each over many check blocks
-  const offsets = Array.from({ length: 48 }, (_, i) => (i * 61_440 + (i % 3) * 1000) % (3 * MiB - 256 * 1024))
-  const got = await Promise.all(offsets.map(async off => await s.read('big', 0, off, 256 * 1024)))
-  for (const [i, off] of offsets.entries()) t.true(same(got[i]!, data.subarray(off, off + 256 * 1024)), `read at ${off}`)
+  // 48 reads of 256 KiB and of 1.5 MiB at once, unaligned ones too, each over many check blocks
+  for (const size of [256 * 1024, 1536 * 1024]) {
+    const offsets = Array.from({ length: 48 }, (_, i) => (i * 61_440 + (i % 3) * 1000) % (3 * MiB - size))
+    const got = await Promise.all(offsets.map(async off => await s.read('big', 0, off, size)))
+    for (const [i, off] of offsets.entries()) t.true(same(got[i]!, data.subarray(off, off + size)), `read of ${size} at ${off}`)
+  }
+  const whole = await s.readObject('big', 0)
+  t.true(same(whole!.data.subarray(0, 3 * MiB), data) && whole!.data.subarray(3 * MiB).every(x => x === 0), 'a whole object: the data, then zeros')
   // past the data file's end (never written): zeros, from a large read that starts in the data
   const tail = await s.read('big', 0, 3 * MiB - 100_000, 300_000)
   t.true(same(tail.subarray(0, 100_000), data.subarray(3 * MiB - 100_000)))
@@ -198,8 +202,10 @@ test('large reads (checked on worker threads): many at once read back right, a s
   s.on('damaged', r => reports.push(r))
   const e = await t.throwsAsync(s.read('big', 0, 280 * 4096, 256 * 1024))
   t.true(isGvsError(e, 'damaged'))
-  t.deepEqual(reports.map(r => r.blocks), [[300]])
+  await t.throwsAsync(s.read('big', 0, 4096, 2 * MiB), { message: /damaged/ })
+  t.deepEqual(reports.map(r => r.blocks), [[300], [300]])
   await t.throwsAsync(s.readObject('big', 0), { message: /damaged/ })
+  t.is(reports.length, 3)
   t.true(same(await s.read('big', 0, 0, 256 * 1024), data.subarray(0, 256 * 1024)), 'sound blocks still read')
   t.deepEqual(await s.verify('big', 0), [300])
 })

@@ -118,18 +118,21 @@ export interface Request { flags: number, type: number, cookie: Buffer, offset: 
 /** a 28-byte request header; null when the magic is wrong (the session must end) */
 export function parseRequest (h: Buffer): Request | null {
   if (h.readUInt32BE(0) !== REQUEST_MAGIC) return null
-  const offset = h.readBigUInt64BE(16)
+  // the u64 offset as two halves (no BigInt per request); past 2^53 it stays out of range
+  const hi = h.readUInt32BE(16)
+  const offset = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + h.readUInt32BE(20)
   return {
     flags: h.readUInt16BE(4),
     type: h.readUInt16BE(6),
     cookie: Buffer.from(h.subarray(8, 16)),
-    offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset),
+    offset,
     length: h.readUInt32BE(24)
   }
 }
 
 export function simpleReply (cookie: Buffer, error: number): Buffer {
-  const b = Buffer.alloc(16)
+  // every byte is written below
+  const b = Buffer.allocUnsafe(16)
   b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0)
   b.writeUInt32BE(error, 4)
   cookie.copy(b, 8)

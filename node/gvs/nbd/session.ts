@@ -95,7 +95,10 @@ export class NbdSession {
   private readonly stats: NbdStats
   private noZeroes = false
   private corked = false
-  private readonly inFlight = new Set<Promise<void>>()
+  /** requests being served; the reader waits while there are maxInFlight */
+  private active = 0
+  /** wakes the reader when a request ends (at the limit) or the last one ends (at the end) */
+  private wake: (() => void) | null = null
   /** the export name once in transmission */
   exportName: string | null = null
 
@@ -117,7 +120,7 @@ export class NbdSession {
     } catch (err) {
       if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
     } finally {
-      await Promise.allSettled([...this.inFlight])
+      while (this.active > 0) await new Promise<void>(resolve => { this.wake = resolve })
       this.socket.end()
       if (dev != null) this.exports.release?.(dev)
     }
@@ -190,7 +193,9 @@ export class NbdSession {
 
   private async transmit (dev: BlockDevice): Promise<void> {
     for (;;) {
-      while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight)
+      // one waiter, woken by the request that ends: a race over every request in flight
+      // added a handler to each of them per request read (nbdcopy keeps the limit full)
+      while (this.active >= this.maxInFlight) await new Promise<void>(resolve => { this.wake = resolve })
       const req = parseRequest(await this.reader.read(28))
       if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
       if (req.type === CMD.DISC) return
@@ -200,9 +205,13 @@ export class NbdSession {
         if (req.length > 2 * MAX_PAYLOAD) throw new GvsError('invalid', `write of ${req.length} bytes exceeds twice the advertised maximum`)
         payload = await this.reader.read(req.length)
       }
-      const p = this.serve(dev, req, payload)
-      this.inFlight.add(p)
-      void p.finally(() => this.inFlight.delete(p))
+      this.active++
+      void this.serve(dev, req, payload).finally(() => {
+        this.active--
+        const w = this.wake
+        this.wake = null
+        w?.()
+      })
     }
   }
 
