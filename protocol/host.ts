@@ -75,7 +75,7 @@ export function announceable (addrs: Multiaddr[]): Multiaddr[] {
 export async function createHost (opts: HostOptions): Promise<VgridHost> {
   // the dependency patches go in before any connection exists; a patch whose library
   // internals changed fails the start here, naming what is missing (protocol/patches/)
-  installPatches()
+  await installPatches()
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
   if (opts.mdns === true) peerDiscovery.push(mdns({ serviceTag: MDNS_SERVICE_TAG, interval: 5000 }))
   const boot = (opts.bootstrap ?? []).filter(a => a.includes('/p2p/'))

@@ -13,6 +13,8 @@ import * as ed25519Import from './ed25519-key-import.ts'
 import * as noiseSessionKey from './noise-session-key.ts'
 import * as xsalsa20Simd from './xsalsa20-simd.ts'
 import * as noiseDecryptCopy from './noise-decrypt-copy.ts'
+import * as pnetSendCopy from './pnet-send-copy.ts'
+import { findLiveClasses } from './live-classes.ts'
 
 export type { Patch } from './probe.ts'
 
@@ -26,14 +28,16 @@ export class PatchError extends Error {
   }
 }
 
-export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import, noiseSessionKey, xsalsa20Simd, noiseDecryptCopy].map(m => m.patch)
+export const PATCHES: readonly Patch[] = [xsalsa20Memory, lengthPrefix, yamuxWindow, ed25519Import, noiseSessionKey, xsalsa20Simd, noiseDecryptCopy, pnetSendCopy].map(m => m.patch)
 
 /**
  * Checks every patch, then installs them all; throws a PatchError for the first one
  * whose internals are missing (nothing is installed then). Called by createHost, so
- * an agent never runs its network without them.
+ * an agent never runs its network without them. It first makes the instances that
+ * lead to the classes two patches change (live-classes.ts).
  */
-export function installPatches (patches: readonly Patch[] = PATCHES): void {
+export async function installPatches (patches: readonly Patch[] = PATCHES): Promise<void> {
+  await findLiveClasses()
   for (const p of patches) {
     const missing = p.check()
     if (missing != null) throw new PatchError(p, versionOf(p), missing)

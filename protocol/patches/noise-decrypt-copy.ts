@@ -18,12 +18,11 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { missingFields, missingMethods, packageVersion, type Patch } from './probe.ts'
 import { BULK_BYTES } from './noise-session-key.ts'
+import { liveClasses } from './live-classes.ts'
 
 const NOISE_ENTRY = import.meta.resolve('@chainsafe/libp2p-noise')
-// the module the library's own index.js loads (the package exports only its entry)
-const utils = await import(new URL('./utils.js', NOISE_ENTRY).href) as { toMessageStream?: unknown }
-const constants = await import(new URL('./constants.js', NOISE_ENTRY).href) as Record<string, unknown>
 
+// Noise's limits (the specification's): a message of at most 65535 bytes, 16 of them the tag
 const TAG_BYTES = 16
 const MAX_MESSAGE = 65535
 
@@ -32,18 +31,6 @@ interface Decrypter {
   handshake: Handshake
   metrics?: { decryptedPackets: { increment: () => void }, decryptErrors: { increment: () => void } }
   decrypt: (chunk: Uint8Array | Uint8ArrayList) => Uint8ArrayList
-}
-
-/** EncryptedMessageStream's prototype, reached through an instance on a stream that does nothing */
-function streamPrototype (toMessageStream: unknown): Partial<Decrypter> | string {
-  if (typeof toMessageStream !== 'function') return 'utils.js no longer exports toMessageStream()'
-  const log = Object.assign(() => {}, { trace () {}, error () {}, enabled: false })
-  const idle = { log, direction: 'inbound', inactivityTimeout: 0, addEventListener () {}, removeEventListener () {} }
-  try {
-    return Object.getPrototypeOf((toMessageStream as (s: object, h: object) => object)(idle, {})) as Partial<Decrypter>
-  } catch (err) {
-    return `an encrypted stream cannot be made: ${(err as Error).message}`
-  }
 }
 
 /** Noise's decrypt without the copy: messages of the whole chunk, each deciphered by the handshake */
@@ -66,24 +53,28 @@ function decrypt (this: Pick<Decrypter, 'handshake' | 'metrics'>, chunk: Uint8Ar
   return output
 }
 
-/** What the patch needs of the library and is missing, or null. */
-export function check (mod: { toMessageStream?: unknown } = utils, consts: Record<string, unknown> = constants): string | null {
-  if (consts.NOISE_MSG_MAX_LENGTH_BYTES !== MAX_MESSAGE || consts.CHACHA_TAG_LENGTH !== TAG_BYTES) {
-    return `the message limits changed (NOISE_MSG_MAX_LENGTH_BYTES ${String(consts.NOISE_MSG_MAX_LENGTH_BYTES)}, CHACHA_TAG_LENGTH ${String(consts.CHACHA_TAG_LENGTH)})`
-  }
-  const proto = streamPrototype(mod.toMessageStream)
+/**
+ * What the patch needs of the library and is missing, or null. `proto` is
+ * EncryptedMessageStream.prototype as findLiveClasses() found it (or why not).
+ */
+export function check (proto: object | string | null | undefined = liveClasses()?.encrypted): string | null {
+  if (proto == null) return 'the encrypted stream class was not looked for (findLiveClasses() runs first)'
   if (typeof proto === 'string') return proto
   const missing = missingMethods('EncryptedMessageStream.prototype', proto, ['decrypt'])
   if (missing != null) return missing
-  // the replacement reads the same fields and calls the handshake the same way
-  return missingFields('EncryptedMessageStream.prototype.decrypt', proto.decrypt, ['handshake', 'metrics', 'decryptedPackets'])
+  // the replacement reads the same fields, calls the handshake the same way and cuts
+  // messages where the library does
+  const fn = (proto as { decrypt: unknown }).decrypt
+  const fields = missingFields('EncryptedMessageStream.prototype.decrypt', fn, ['handshake', 'metrics', 'decryptedPackets', 'decryptErrors'])
+  if (fields != null) return fields
+  return /\bNOISE_MSG_MAX_LENGTH_BYTES\b/.test(String(fn)) ? null : 'EncryptedMessageStream.prototype.decrypt no longer cuts messages at NOISE_MSG_MAX_LENGTH_BYTES'
 }
 
 let patched = false
 
 function install (): void {
   if (patched) return
-  const proto = streamPrototype(utils.toMessageStream) as Decrypter
+  const proto = liveClasses()?.encrypted as { decrypt: unknown }
   proto.decrypt = decrypt
   patched = true
 }

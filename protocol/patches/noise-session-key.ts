@@ -58,14 +58,11 @@ export const knownSessionKey = (k: Uint8Array): KeyObject | undefined => keys.ge
 function encryptBulk (plaintext: Bytes, nonce: Uint8Array, ad: Uint8Array, k: Uint8Array): Bytes {
   const cipher = createCipheriv(ALGORITHM, sessionKey(k), nonce, { authTagLength: TAG_BYTES })
   cipher.setAAD(ad, { plaintextLength: plaintext.byteLength })
-  if (plaintext instanceof Uint8Array) {
-    const updated = cipher.update(plaintext)
-    const final = cipher.final()
-    const tag = cipher.getAuthTag()
-    return Buffer.concat([updated, final, tag], updated.byteLength + final.byteLength + tag.byteLength)
-  }
+  // the ciphertext and its tag as a list, not joined: the message goes out as a list
+  // anyway (after its length), and pnet enciphers a list into one buffer
+  // (pnet-send-copy.ts), so a join here would copy every byte once more
   const output = new Uint8ArrayList()
-  for (const buf of plaintext) output.append(cipher.update(buf))
+  for (const buf of plaintext instanceof Uint8Array ? [plaintext] : plaintext) output.append(cipher.update(buf))
   const final = cipher.final()
   if (final.byteLength > 0) output.append(final)
   output.append(cipher.getAuthTag())

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
 import { check, decryptWithoutCopy, patch } from '../../protocol/patches/noise-decrypt-copy.ts'
+import { findLiveClasses } from '../../protocol/patches/live-classes.ts'
 
 const MAX = 65535
 const nonceOf = (n: number): Uint8Array => { const b = new Uint8Array(12); new DataView(b.buffer).setUint32(4, n, true); return b }
@@ -30,8 +31,13 @@ function sealedChunk (k: Uint8Array, sizes: number[]): { plain: Buffer, sealed: 
   return { plain: Buffer.concat(plains), sealed: Buffer.concat(plains.map(p => Buffer.from(s.encrypt(p).subarray()))) }
 }
 
-test('the patch finds what it relies on in the installed library', t => {
+test('the patch finds what it relies on in the installed library, through a real Noise session', async t => {
+  const { encrypted } = await findLiveClasses()
+  t.is(typeof encrypted, 'object', String(encrypted))
   t.is(check(), null)
+  t.is(check({}), 'EncryptedMessageStream.prototype has no decrypt()')
+  t.regex(check({ decrypt () {} }) ?? '', /no longer uses handshake/)
+  t.is(check('a Noise session could not be made'), 'a Noise session could not be made')
   t.is(patch.package, '@chainsafe/libp2p-noise')
 })
 

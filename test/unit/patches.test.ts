@@ -11,15 +11,17 @@ import { check as checkYamux } from '../../protocol/patches/yamux-window-updates
 import { check as checkEd25519 } from '../../protocol/patches/ed25519-key-import.ts'
 import { check as checkXsalsa20 } from '../../protocol/patches/xsalsa20-detached-memory.ts'
 import { packageVersion } from '../../protocol/patches/probe.ts'
+import { findLiveClasses } from '../../protocol/patches/live-classes.ts'
 
-test('every patch finds what it needs in the pinned packages, and installs', t => {
-  t.is(PATCHES.length, 7)
+test('every patch finds what it needs in the pinned packages, and installs', async t => {
+  await findLiveClasses()
+  t.is(PATCHES.length, 8)
   for (const p of PATCHES) {
     t.is(p.check(), null, p.name)
     t.regex(p.version(), /^\d+\.\d+\.\d+/, `${p.package} has a version`)
   }
-  t.notThrows(() => { installPatches() })
-  t.notThrows(() => { installPatches() }, 'installing twice is harmless')
+  await t.notThrowsAsync(installPatches())
+  await t.notThrowsAsync(installPatches(), 'installing twice is harmless')
 })
 
 test('the decoder patch notices a decoder without decode() or without lengthDecoder', t => {
@@ -58,16 +60,16 @@ test('the xsalsa20 patch notices a cipher without its shared-memory view', t => 
   t.regex(checkXsalsa20(() => ({ _xor: { _memory: new Uint8Array(1), update () {} } })) ?? '', /has no realloc\(\)/)
 })
 
-test('installPatches fails naming the patch, the package, its version and what is missing, and installs nothing', t => {
+test('installPatches fails naming the patch, the package, its version and what is missing, and installs nothing', async t => {
   let installed = 0
   const fine: Patch = { name: 'fine', package: 'ok-pkg', version: () => '1.0.0', check: () => null, install: () => { installed++ } }
   const broken: Patch = { name: 'window updates', package: '@chainsafe/libp2p-yamux', version: () => '9.0.0', check: () => 'YamuxStream.prototype has no sendWindowUpdate()', install: () => { installed++ } }
-  const err = t.throws(() => { installPatches([fine, broken]) }, { instanceOf: PatchError })
+  const err = await t.throwsAsync(installPatches([fine, broken]), { instanceOf: PatchError })
   t.is(err?.patch, 'window updates')
   t.regex(err?.message ?? '', /"window updates" cannot be applied to @chainsafe\/libp2p-yamux@9\.0\.0: YamuxStream\.prototype has no sendWindowUpdate\(\)/)
   t.is(installed, 0, 'a failed check installs no patch at all')
   const noVersion: Patch = { ...broken, version: () => { throw new Error('not resolvable') } }
-  t.regex(t.throws(() => { installPatches([noVersion]) })?.message ?? '', /@chainsafe\/libp2p-yamux@unknown/)
+  t.regex((await t.throwsAsync(installPatches([noVersion])))?.message ?? '', /@chainsafe\/libp2p-yamux@unknown/)
 })
 
 test('package versions are read from the package that is really loaded', t => {
