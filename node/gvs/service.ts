@@ -40,7 +40,11 @@ export interface GvsComponents {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
   }
-  /** the failure detector; its transitions (a member died, left, joined) start a repair soon */
+  /**
+   * the failure detector; its transitions (a member died, left, joined) start a repair
+   * soon. Its table is replaced, never changed in place, when a member changes
+   * (placement is made once per table)
+   */
   membership: { readonly members: MemberTable, on?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown, off?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown }
   /** the agent's Prometheus registry (optional in tests) */
   registry?: Registry
@@ -77,6 +81,8 @@ export class GvsService {
   readonly scrub: ScrubSchedule
   private readonly init: GvsInit
   private readonly exports: VolumeExports
+  /** the placement over the member table it was made from (holders) */
+  private placement: { table: MemberTable, p: Placement } | null = null
   /** where each volume's copies were at its last inventory here, and who was live then */
   private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
   private readonly inventorying = new Map<string, Promise<void>>()
@@ -203,8 +209,8 @@ export class GvsService {
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
 
   /** the live members that hold replicas, weighted by disk capacity */
-  liveNodes (): Array<{ id: string, weight: number, free: number }> {
-    return [...this.components.membership.members.values()]
+  liveNodes (table: MemberTable = this.components.membership.members): Array<{ id: string, weight: number, free: number }> {
+    return [...table.values()]
       .filter(m => m.state === 'alive')
       .map(m => ({ id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes }))
   }
@@ -216,7 +222,16 @@ export class GvsService {
     return { nodes: live.length, freeBytes: live.reduce((s, n) => s + n.free, 0) }
   }
 
-  holders = (key: string, r: number): string[] => new Placement(this.liveNodes()).holders(key, r)
+  /**
+   * The object's holders over the live members. Every I/O request asks (several times),
+   * so the placement over one member table is made once: a table is replaced, never
+   * changed, when a member changes (protocol/membership.ts), so its identity is the key.
+   */
+  holders = (key: string, r: number): string[] => {
+    const table = this.components.membership.members
+    if (this.placement?.table !== table) this.placement = { table, p: new Placement(this.liveNodes(table)) }
+    return this.placement.p.holders(key, r)
+  }
 
   /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
   private sourcesOf (layer: string, index: number): string[] {
