@@ -52,6 +52,16 @@ export const IN_PLACE_IO = 64 * 1024
  */
 export const IN_PLACE_READ = 1024 * 1024
 
+/** readFully in place, for a read made without awaiting */
+export function readFullySync (fd: number, buf: Uint8Array, position: number): void {
+  let done = 0
+  while (done < buf.length) {
+    const bytesRead = readSync(fd, buf, done, buf.length - done, position + done)
+    if (bytesRead === 0) { buf.fill(0, done); break }
+    done += bytesRead
+  }
+}
+
 /** fills buf from position; past the end of the file stays zero (a sparse tail) */
 export async function readFully (fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
   const inPlace = buf.length <= IN_PLACE_READ

@@ -21,7 +21,7 @@ import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.t
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readVersion, syncPath, writeFully } from './file-io.ts'
+import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readFullySync, readVersion, syncPath, writeFully } from './file-io.ts'
 import { readWorkers } from './read-workers.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
@@ -65,6 +65,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly locks = new Map<string, Promise<unknown>>()
   /** per object: requests to different blocks run at once, to the same blocks in order */
   private readonly ranges = new RangeLock()
+  /** per object, its exclusive spans held or waiting: a read takes the fast path only where there are none */
+  private readonly writers = new Map<string, number>()
   /** files and directories written since their last fsync */
   private readonly dirty = new Set<string>()
   private readonly open = new OpenObjects()
@@ -121,6 +123,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
   }
 
+  /** runs fn under a span of the object at `key` (range-lock.ts), counting the exclusive ones */
+  private async ranged<T> (key: string, span: Span, fn: () => Promise<T>): Promise<T> {
+    if (!span.exclusive) return await this.ranges.run(key, span, fn)
+    // counted before the span is taken (no await in between), uncounted after it ends
+    this.writers.set(key, (this.writers.get(key) ?? 0) + 1)
+    try {
+      return await this.ranges.run(key, span, fn)
+    } finally {
+      const left = this.writers.get(key)! - 1
+      if (left === 0) this.writers.delete(key)
+      else this.writers.set(key, left)
+    }
+  }
+
   /** the check blocks under [offset, offset+length): shared for reads, exclusive for writes */
   private span (offset: number, length: number, exclusive: boolean): Span {
     const start = Math.floor(offset / this.blockSize)
@@ -154,7 +170,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async read (volume: string, index: number, offset: number, length: number): Promise<Uint8Array> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, this.span(offset, length, false), async () => await this.withObject(p, false, async o => {
+    const span = this.span(offset, length, false)
+    // the common case, an object open and no write to it held or waiting: read and
+    // check at once, without an await (nothing else runs meanwhile, so nothing needs
+    // holding), instead of through the range lock and the object's hold
+    if (span.end - span.start <= IN_PLACE_READ / this.blockSize && !this.writers.has(p.data)) {
+      const o = this.open.hit(p.data)
+      if (o != null) return this.readNow(o, volume, index, p.data, offset, length)
+    }
+    return await this.ranged(p.data, span, async () => await this.withObject(p, false, async o => {
       if (o == null) return new Uint8Array(length)
       const { first, data, bad } = await this.readChecked(o, offset, length)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -170,7 +194,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** whether the object is here, and its version (NO_VERSION when absent) */
   async stat (volume: string, index: number): Promise<{ present: boolean, version: Version }> {
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o =>
+    return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o =>
       o == null ? { present: false, version: NO_VERSION } : { present: true, version: o.version }))
   }
 
@@ -199,7 +223,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** the whole object and its version, or null when absent: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
+    return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await this.readChecked(o, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -213,7 +237,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (data.length === 0) { await this.fence(volume, opts.epoch); return }
     // the range is taken at once (before any await), so requests to overlapping
     // blocks run in the order they were made; the writer's epoch is checked inside
-    await this.ranges.run(p.data, this.span(offset, data.length, true), async () => {
+    await this.ranged(p.data, this.span(offset, data.length, true), async () => {
       await this.fence(volume, opts.epoch)
       await this.writeLocked(volume, index, p, offset, data, opts)
     })
@@ -230,7 +254,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean }): Promise<boolean> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+    return await this.ranged(p.data, ObjectStore.whole(true), async () => {
       const here = await this.withObject(p, false, async o => o?.version ?? null)
       if (here != null && opts.replace !== true && compareVersions(here, copy.version) >= 0) return true
       await this.fence(volume, opts.epoch, { learnOnly: true })
@@ -246,7 +270,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (length === 0) {
       // nothing to zero: a version alone marks that copies elsewhere are behind
       // (replicated-volume.ts, a holder a write failed on that does not answer)
-      await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+      await this.ranged(p.data, ObjectStore.whole(true), async () => {
         await this.fence(volume, opts.epoch)
         if (opts.version != null) await this.withObject(p, false, async o => { if (o != null) await this.setVersion(o, opts.version!, volume, index) })
       })
@@ -254,7 +278,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       return
     }
     if (offset === 0 && length === this.objectSize) {
-      await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+      await this.ranged(p.data, ObjectStore.whole(true), async () => {
         await this.fence(volume, opts.epoch)
         // the data goes (thin again), the side file stays with the zeroing's version:
         // a copy that missed it must not bring the old data back as the newer one
@@ -264,7 +288,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       })
       return
     }
-    await this.ranges.run(p.data, this.span(offset, length, true), async () => {
+    await this.ranged(p.data, this.span(offset, length, true), async () => {
       await this.fence(volume, opts.epoch)
       // zeroing an absent object changes nothing: it already reads as zeros
       if (!(await this.withObject(p, false, async o => o != null))) return
@@ -341,7 +365,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** checks every block of one object: the damaged blocks (none: sound or absent) */
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
-    return await this.ranges.run(p.data, ObjectStore.whole(true), async () => {
+    return await this.ranged(p.data, ObjectStore.whole(true), async () => {
       // a scrub reads the checksums from disk, not the cached copy
       await this.open.drop(p.data)
       return await this.withObject(p, false, async o => {
@@ -355,7 +379,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async remove (volume: string, index: number): Promise<void> {
     const p = this.paths(volume, index)
-    await this.ranges.run(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, false) })
+    await this.ranged(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, false) })
   }
 
   async removeVolume (volume: string): Promise<void> {
@@ -398,6 +422,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     } catch (err) { throw fromFsError(err, 'reading an object') }
     readBuffers.moved(ab, r.data.buffer)
     return { first, data: r.data, bad: r.bad }
+  }
+
+  /** read's fast path: [offset, offset+length) of an open object, read and checked in place */
+  private readNow (o: OpenObject, volume: string, index: number, path: string, offset: number, length: number): Uint8Array {
+    const bs = this.blockSize
+    const first = Math.floor(offset / bs)
+    const n = (Math.floor((offset + Math.max(length, 1) - 1) / bs) - first + 1) * bs
+    const taken = readBuffers.take(n)
+    const data = new Uint8Array(taken.buffer, taken.byteOffset, taken.length)
+    try { readFullySync(o.data.fd, data, first * bs) } catch (err) { throw fromFsError(err, 'reading an object') }
+    const bad = badBlocks(data, first, o.sumBuf, bs)
+    if (bad.length > 0) this.damaged(volume, index, bad, path)
+    const from = offset - first * bs
+    return data.subarray(from, from + length)
   }
 
   /** the whole check blocks covering [offset, offset+length) */

@@ -80,6 +80,16 @@ export class OpenObjects {
     return o
   }
 
+  /** the open object, if it is open, as most recently used, without taking it (for a use that does not await) */
+  hit (dataPath: string): OpenObject | undefined {
+    const o = this.entries.get(dataPath)
+    if (o != null) {
+      this.entries.delete(dataPath)
+      this.entries.set(dataPath, o)
+    }
+    return o
+  }
+
   /** the open object, if it is open, without taking it */
   peek (dataPath: string): OpenObject | undefined { return this.entries.get(dataPath) }
 

@@ -209,3 +209,20 @@ test('large reads (in place, and over 1 MiB on worker threads): many at once rea
   t.true(same(await s.read('big', 0, 0, 256 * 1024), data.subarray(0, 256 * 1024)), 'sound blocks still read')
   t.deepEqual(await s.verify('big', 0), [300])
 })
+
+test('a read made after a write to the same blocks, before the write returned, sees the write (an open object read without awaiting only while no write to it is pending)', async t => {
+  const s = await store(t)
+  const a = randomBytes(256 * 1024)
+  const b = randomBytes(256 * 1024)
+  await s.write('ord', 0, 0, a, { epoch: 1 })
+  t.true(same(await s.read('ord', 0, 0, a.length), a), 'the object is open: the next read is the one without awaits')
+  const w = s.write('ord', 0, 4096, b, { epoch: 1 })
+  const r = s.read('ord', 0, 0, 8192)
+  const w2 = s.write('ord', 0, 0, a.subarray(0, 4096), { epoch: 1, fua: true })
+  const other = s.read('ord', 0, 512 * 1024, 4096)
+  await w
+  t.true(same(await r, Buffer.concat([a.subarray(0, 4096), b.subarray(0, 4096)])), 'the read waited for the write before it')
+  await w2
+  t.true(same(await other, new Uint8Array(4096)), 'unwritten blocks of the object read as zeros meanwhile')
+  t.true(same(await s.read('ord', 0, 0, 8192), Buffer.concat([a.subarray(0, 4096), b.subarray(0, 4096)])))
+})

@@ -95,6 +95,8 @@ export class NbdSession {
   private readonly stats: NbdStats
   private noZeroes = false
   private corked = false
+  private corkedBytes = 0
+  private uncorkQueued = false
   /** requests being served; the reader waits while there are maxInFlight */
   private active = 0
   /** wakes the reader when a request ends (at the limit) or the last one ends (at the end) */
@@ -244,20 +246,38 @@ export class NbdSession {
     }
     if (this.socket.destroyed) return
     // the replies finished in one turn of the event loop go out in one writev (a
-    // reply is 16 bytes and a write(2) each cost more than the request)
+    // reply is 16 bytes and a write(2) each cost more than the request), but not more
+    // than CORK_BYTES of them: reads served in place run back to back in one turn, and
+    // the client should get the first while the next are read, not all at the end
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
-      setImmediate(() => { this.corked = false; this.socket.uncork() })
+      if (!this.uncorkQueued) {
+        this.uncorkQueued = true
+        setImmediate(() => { this.uncorkQueued = false; this.uncork() })
+      }
     }
     this.socket.write(simpleReply(req.cookie, error))
+    this.corkedBytes += 16
     // the read buffer goes back to the store's pool once the socket has taken it
     if (error === 0 && data != null) {
       const d = data
       this.socket.write(d, () => { readBuffers.give(d) })
+      this.corkedBytes += d.length
     }
+    if (this.corkedBytes >= CORK_BYTES) this.uncork()
+  }
+
+  private uncork (): void {
+    if (!this.corked) return
+    this.corked = false
+    this.corkedBytes = 0
+    this.socket.uncork()
   }
 }
+
+/** replies held for one writev at most: a unix socket's default send buffer holds about 208 KiB */
+const CORK_BYTES = 128 * 1024
 
 export function transmissionFlags (dev: BlockDevice): number {
   // CAN_MULTI_CONN: a flush on any connection covers every write acknowledged on all
