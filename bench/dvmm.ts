@@ -49,6 +49,10 @@ async function main (): Promise<void> {
   }
 })
   console.error(`grid formed in ${ms(performance.now() - t0)}`)
+  // a run cut short (timeout, ^C) still removes its agents' data directories
+  const interrupted = (): void => { void g.stop().finally(() => process.exit(130)) }
+  process.once('SIGTERM', interrupted)
+  process.once('SIGINT', interrupted)
   try {
     const r = prng(42)
     const vms = Array.from({ length: M }, (_, i) => fakeVm(`vm-${String(i).padStart(4, '0')}`, [0.5, 1, 1.5, 2][Math.floor(r() * 4)]!, [0.5, 1, 2][Math.floor(r() * 3)]! * GiB))
