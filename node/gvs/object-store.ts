@@ -12,17 +12,17 @@
 // 'no-space' error, and the checksums of the blocks it touched are recomputed from what
 // did land so that the failure does not also make them read as damaged.
 import { EventEmitter } from 'node:events'
-import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
+import { mkdir, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
-import { CHECK_BLOCK, badBlocks, blockSum, emptySums, setSum, zeroBlockSum } from './checksums.ts'
+import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readFully, readFullySync, readVersion, syncPath, writeFully } from './file-io.ts'
-import { readWorkers } from './read-workers.ts'
+import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readVersion, syncPath, writeFully } from './file-io.ts'
+import { createObject, readChecked, readNow, writeRange, writeWhole, type Geometry } from './object-files.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
 
@@ -60,6 +60,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   readonly objectSize: number
   readonly blockSize: number
   private readonly sumBytes: number
+  private readonly geometry: Geometry
   private readonly log: Logger
   private readonly epochs: WriterEpochs
   private readonly locks = new Map<string, Promise<unknown>>()
@@ -79,6 +80,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.blockSize = init.blockSize ?? CHECK_BLOCK
     if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
     this.sumBytes = this.objectSize / this.blockSize * 4
+    this.geometry = { objectSize: this.objectSize, blockSize: this.blockSize, sumBytes: this.sumBytes }
     this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
   }
 
@@ -176,11 +178,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     // holding), instead of through the range lock and the object's hold
     if (span.end - span.start <= IN_PLACE_READ / this.blockSize && !this.writers.has(p.data)) {
       const o = this.open.hit(p.data)
-      if (o != null) return this.readNow(o, volume, index, p.data, offset, length)
+      if (o != null) {
+        const { data, bad } = readNow(o, this.blockSize, offset, length)
+        if (bad.length > 0) this.damaged(volume, index, bad, p.data)
+        return data
+      }
     }
     return await this.ranged(p.data, span, async () => await this.withObject(p, false, async o => {
       if (o == null) return new Uint8Array(length)
-      const { first, data, bad } = await this.readChecked(o, offset, length)
+      const { first, data, bad } = await readChecked(o, this.blockSize, offset, length)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       const from = offset - first * this.blockSize
       return data.subarray(from, from + length)
@@ -208,7 +214,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       created = await this.locked(`create:${p.data}`, async () => {
         const again = await this.open.acquire(p, this.sumBytes)
         if (again != null) { await this.open.release(again); return false }
-        await this.create(p)
+        await createObject(p, this.geometry)
         return true
       })
       o = await this.open.acquire(p, this.sumBytes)
@@ -225,7 +231,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const p = this.paths(volume, index)
     return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
-      const { data, bad } = await this.readChecked(o, 0, this.objectSize)
+      const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       return { data, version: o.version }
     }))
@@ -370,7 +376,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       await this.open.drop(p.data)
       return await this.withObject(p, false, async o => {
         if (o == null) return []
-        const { data, bad } = await this.readChecked(o, 0, this.objectSize)
+        const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
         readBuffers.give(data)
         return bad
       })
@@ -399,90 +405,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged (blocks ${blocks.join(',')} fail their checksum)`)
   }
 
-  /**
-   * The whole check blocks covering [offset, offset+length), and those of them that
-   * fail their checksum: in place up to IN_PLACE_READ (file-io.ts), larger ones (whole
-   * objects: repair, scrub) on a worker thread with their checks (read-workers.ts). The
-   * caller holds the object open and its range until this ends.
-   */
-  private async readChecked (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array, bad: number[] }> {
-    const bs = this.blockSize
-    const first = Math.floor(offset / bs)
-    const last = Math.floor((offset + Math.max(length, 1) - 1) / bs)
-    const n = (last - first + 1) * bs
-    if (n <= IN_PLACE_READ) {
-      const { data } = await this.readBlocks(o, offset, length)
-      return { first, data, bad: badBlocks(data, first, o.sumBuf, bs) }
-    }
-    const taken = readBuffers.take(n)
-    const ab = taken.buffer
-    let r
-    try {
-      r = await readWorkers.read(o.data.fd, first * bs, taken, first, bs, o.sumBuf.subarray(first * 4, (last + 1) * 4))
-    } catch (err) { throw fromFsError(err, 'reading an object') }
-    readBuffers.moved(ab, r.data.buffer)
-    return { first, data: r.data, bad: r.bad }
-  }
-
-  /** read's fast path: [offset, offset+length) of an open object, read and checked in place */
-  private readNow (o: OpenObject, volume: string, index: number, path: string, offset: number, length: number): Uint8Array {
-    const bs = this.blockSize
-    const first = Math.floor(offset / bs)
-    const n = (Math.floor((offset + Math.max(length, 1) - 1) / bs) - first + 1) * bs
-    const taken = readBuffers.take(n)
-    const data = new Uint8Array(taken.buffer, taken.byteOffset, taken.length)
-    try { readFullySync(o.data.fd, data, first * bs) } catch (err) { throw fromFsError(err, 'reading an object') }
-    const bad = badBlocks(data, first, o.sumBuf, bs)
-    if (bad.length > 0) this.damaged(volume, index, bad, path)
-    const from = offset - first * bs
-    return data.subarray(from, from + length)
-  }
-
-  /** the whole check blocks covering [offset, offset+length) */
-  private async readBlocks (o: OpenObject, offset: number, length: number): Promise<{ first: number, data: Uint8Array }> {
-    const first = Math.floor(offset / this.blockSize)
-    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.blockSize)
-    // a reused buffer (buffer-pool.ts), not zero-filled: readFully fills it, zeroing
-    // only a sparse tail
-    const taken = readBuffers.take((last - first + 1) * this.blockSize)
-    // a plain Uint8Array over it, as every read of the store returns
-    const data = new Uint8Array(taken.buffer, taken.byteOffset, taken.length)
-    try { await readFully(o.data, data, first * this.blockSize) } catch (err) { throw fromFsError(err, 'reading an object') }
-    return { first, data }
-  }
-
   private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, opts: WriteOptions): Promise<void> {
     const fua = opts.fua === true
     await this.withObject(p, true, async (o, isNew) => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
-      const bs = this.blockSize
-      const sums = o.sumBuf
-      const aligned = offset % bs === 0 && bytes.length % bs === 0
-      // a write of whole blocks replaces them: nothing to read, merge or verify first
-      const { first, data } = aligned ? { first: offset / bs, data: bytes } : await this.readBlocks(o, offset, bytes.length)
-      // verify the blocks this write only partly covers: merging into a damaged block
-      // would give it a fresh, valid-looking checksum
-      const lastBlock = first + data.length / bs - 1
-      const edges = [first, lastBlock].filter((b, i, a) => a.indexOf(b) === i &&
-        (offset > b * bs || offset + bytes.length < (b + 1) * bs))
-      for (const b of edges) {
-        const bad = badBlocks(data.subarray((b - first) * bs, (b - first + 1) * bs), b, sums, bs)
-        if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-      }
-      if (!aligned) data.set(bytes, offset - first * bs)
-      const sumRange = (): Uint8Array => sums.subarray(first * 4, (lastBlock + 1) * 4)
-      for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(data.subarray((b - first) * bs, (b - first + 1) * bs)))
-      try {
-        await writeFully(o.data, data, first * bs)
-      } catch (err) {
-        // keep the side file true to what landed, so only this write fails
-        const landed = new Uint8Array(data.length)
-        await readFully(o.data, landed, first * bs).catch(() => {})
-        for (let b = first; b <= lastBlock; b++) setSum(sums, b, blockSum(landed.subarray((b - first) * bs, (b - first + 1) * bs)))
-        await writeFully(o.sums, sumRange(), first * 4).catch(() => {})
-        throw fromFsError(err, `writing object ${index} of "${volume}"`)
-      }
-      await writeFully(o.sums, sumRange(), first * 4).catch(err => { throw fromFsError(err, `writing checksums of object ${index} of "${volume}"`) })
+      const bad = await writeRange(o, this.blockSize, offset, bytes, `object ${index} of "${volume}"`)
+      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       if (opts.version != null) await this.setVersion(o, opts.version, volume, index)
       if (fua) {
         try {
@@ -512,53 +440,18 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /**
    * The whole object becomes `data` (null: zeros) at version v (`force`: even a lower
-   * one, as a copy that replaces a damaged one), written sparse: the data file is
-   * emptied and only blocks that are not zero are written. The caller holds the whole
-   * object. Synced by the caller (flush, syncObject) like a write.
+   * one, as a copy that replaces a damaged one), written sparse (object-files.ts). The
+   * caller holds the whole object. Synced by the caller (flush, syncObject) like a write.
    */
   private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force = true): Promise<void> {
     await this.withObject(p, true, async (o, isNew) => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
-      const bs = this.blockSize
-      const sums = emptySums(this.objectSize, bs)
-      try {
-        await o.data.truncate(0)
-        if (data != null) {
-          // runs of blocks that are not zero, each one write
-          let run = -1
-          const zero = zeroBlockSum(bs)
-          for (let b = 0; b <= this.objectSize / bs; b++) {
-            const block = b < this.objectSize / bs ? data.subarray(b * bs, (b + 1) * bs) : null
-            const sum = block == null ? zero : blockSum(block)
-            const isZero = block == null || (sum === zero && block.every(x => x === 0))
-            if (!isZero) { setSum(sums, b, sum); if (run < 0) run = b; continue }
-            if (run >= 0) { await writeFully(o.data, data.subarray(run * bs, b * bs), run * bs); run = -1 }
-          }
-        }
-        o.sumBuf.set(sums)
-        await writeFully(o.sums, sums, 0)
-      } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
+      try { await writeWhole(o, data, this.geometry) } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
       await this.setVersion(o, v, volume, index, force)
       this.dirty.add(p.data)
       this.dirty.add(p.sums)
       if (isNew) this.dirty.add(p.dir + '/')
     })
-  }
-
-  /** a new object: its side file first (all blocks zero, no version), then an empty data file */
-  private async create (p: { dir: string, data: string, sums: string }): Promise<void> {
-    try {
-      await mkdir(p.dir, { recursive: true })
-      const sh = await open(p.sums, 'w')
-      try {
-        await writeFully(sh, emptySums(this.objectSize, this.blockSize), 0)
-        await writeFully(sh, encodeVersion(NO_VERSION), this.sumBytes)
-      } finally { await sh.close() }
-      await (await open(p.data, 'w')).close()
-    } catch (err) {
-      await unlink(p.sums).catch(() => {})
-      throw fromFsError(err, `creating ${p.data}`)
-    }
   }
 
   private async removeLocked (p: ObjectPaths, sync: boolean): Promise<void> {
