@@ -10,6 +10,7 @@ import type { Libp2p, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { GvsError } from './errors.ts'
 import { FrameReader, encodeFrame, type Frame } from './replica-frames.ts'
+import { readBuffers } from './buffer-pool.ts'
 import { MAX_HEADER, decodeReply, decodeRequest, encode, errorReply, replyError, type ReplicaReply, type ReplicaRequest } from './replica-protocol.ts'
 
 /**
@@ -50,6 +51,8 @@ export interface CallResult { reply: ReplicaReply & { ok: true }, data: Uint8Arr
 
 interface Pending {
   op: string
+  /** what the request sends: if it ends unanswered, the stream may still hold it */
+  data?: Uint8Array
   resolve: (r: CallResult) => void
   reject: (e: Error) => void
   timer: ReturnType<typeof setTimeout>
@@ -70,6 +73,12 @@ function weight (req: ReplicaRequest, data: Uint8Array | undefined, objectSize: 
   if (req.op === 'get') return objectSize
   return data?.length ?? 0
 }
+
+/**
+ * A request ended without its answer: its data may still sit in the stream's send
+ * queue, so a pooled buffer under it must never be reused (buffer-pool.ts).
+ */
+const unanswered = (data: Uint8Array | undefined): void => { if (data != null) readBuffers.keep(data) }
 
 /** the error of a request whose stream went away: "closed" lets the caller retry once */
 const closedError = (peer: string, op: string, why: string): GvsError =>
@@ -112,13 +121,15 @@ export class PeerChannel {
       return await new Promise<CallResult>((resolve, reject) => {
         const id = this.nextId
         this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
+        const sent = req.op === 'write' || req.op === 'put' ? data : undefined
         const timer = setTimeout(() => {
           this.pending.delete(id)
+          unanswered(sent)
           reject(new GvsError('unavailable', `replica ${this.peer} did not answer ${req.op} within ${this.timeoutMs} ms`))
         }, this.timeoutMs)
-        this.pending.set(id, { op: req.op, resolve, reject, timer })
+        this.pending.set(id, { op: req.op, data: sent, resolve, reject, timer })
         try {
-          this.out!.send(encodeFrame(id, encode(req), req.op === 'write' || req.op === 'put' ? data : null))
+          this.out!.send(encodeFrame(id, encode(req), sent))
         } catch (err) {
           clearTimeout(timer)
           this.pending.delete(id)
@@ -145,6 +156,7 @@ export class PeerChannel {
     this.pending.clear()
     for (const p of ps) {
       clearTimeout(p.timer)
+      unanswered(p.data)
       p.reject(closedError(this.peer, p.op, why))
     }
   }
@@ -220,9 +232,15 @@ export function serveChannel (stream: Stream, opts: ServeOptions): void {
     let data: Uint8Array | null = null
     try {
       const req = decodeRequest(f.header)
-      const r = await opts.run(req, req.op === 'write' || req.op === 'put' ? f.data : null)
-      header = encode(r.reply)
-      data = r.data
+      const payload = req.op === 'write' || req.op === 'put' ? f.data : null
+      try {
+        const r = await opts.run(req, payload)
+        header = encode(r.reply)
+        data = r.data
+      } finally {
+        // the store is done with it (written or failed): a pooled copy is free again
+        if (payload != null) readBuffers.give(payload)
+      }
     } catch (err) {
       if (!(err instanceof GvsError)) { stream.abort(err as Error); return }
       header = encode(errorReply(err))

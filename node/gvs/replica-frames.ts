@@ -7,6 +7,7 @@
 // the same frame, unframed and uncopied on the way out.
 import { Uint8ArrayList } from 'uint8arraylist'
 import { GvsError } from './errors.ts'
+import { readBuffers } from './buffer-pool.ts'
 
 /** bytes before the header: length, id, header length */
 export const FRAME_PREFIX = 10
@@ -24,6 +25,22 @@ export function encodeFrame (id: number, header: Uint8Array, data?: Uint8Array |
   head.set(header, FRAME_PREFIX)
   const out = new Uint8ArrayList<ArrayBufferLike>(head)
   if (data != null && data.length > 0) out.append(data)
+  return out
+}
+
+/**
+ * The bytes of a list as one array: the piece itself when there is one, else a copy
+ * into a pooled buffer (buffer-pool.ts: a fresh one's pages cost more to fault in than
+ * the copy), which whoever is done with it may give back.
+ */
+function joined (list: Uint8ArrayList): Uint8Array {
+  let only: Uint8Array | null = null
+  let count = 0
+  for (const piece of list) { only = piece; if (++count > 1) break }
+  if (count === 1 && only != null) return only
+  const out = readBuffers.take(list.byteLength)
+  let at = 0
+  for (const piece of list) { out.set(piece, at); at += piece.byteLength }
   return out
 }
 
@@ -55,8 +72,7 @@ export class FrameReader {
       if (hlen > this.maxHeader || FRAME_PREFIX - 4 + hlen > len) throw new GvsError('invalid', `replica frame header of ${hlen} bytes does not fit (frame ${len} bytes, header limit ${this.maxHeader})`)
       const header = this.buf.subarray(FRAME_PREFIX, FRAME_PREFIX + hlen)
       const dataLen = len - (FRAME_PREFIX - 4) - hlen
-      // subarray copies only when the data spans several received pieces
-      const data = dataLen > 0 ? this.buf.subarray(FRAME_PREFIX + hlen, 4 + len) : null
+      const data = dataLen > 0 ? joined(this.buf.sublist(FRAME_PREFIX + hlen, 4 + len)) : null
       this.buf.consume(4 + len)
       out.push({ id, header, data })
     }

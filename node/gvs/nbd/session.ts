@@ -25,6 +25,9 @@ const MAX_OPTION = 64 * 1024
 
 class Closed extends Error {}
 
+/** reads this long are copied into a pooled buffer when they span the socket's chunks */
+const POOLED = 4096
+
 /** reads exact byte counts from a socket */
 export class SocketReader {
   private readonly chunks: Buffer[] = []
@@ -66,7 +69,9 @@ export class SocketReader {
     }
     // join only the chunks this read needs, not all that is buffered behind it (a
     // 28-byte header must not copy the megabytes of writes queued after it)
-    const out = Buffer.allocUnsafe(n)
+    // a payload's copy comes from the pool (the session gives it back once written):
+    // a fresh buffer's pages cost more to fault in than the copy
+    const out = n >= POOLED ? readBuffers.take(n) : Buffer.allocUnsafe(n)
     let got = 0
     while (got < n) {
       const c = this.chunks[0]!
@@ -232,7 +237,13 @@ export class NbdSession {
       else {
         switch (req.type) {
           case CMD.READ: this.stats.read++; data = await dev.read(req.offset, req.length); break
-          case CMD.WRITE: this.stats.write++; await dev.write(req.offset, payload ?? Buffer.alloc(0), fua); break
+          case CMD.WRITE:
+            this.stats.write++
+            await dev.write(req.offset, payload ?? Buffer.alloc(0), fua)
+            // written: the payload's copy (if pooled) is free again; a device that may
+            // still send it (a write that did not finish on a replica) kept it (buffer-pool.ts)
+            if (payload != null) readBuffers.give(payload)
+            break
           case CMD.FLUSH: this.stats.flush++; await dev.flush(); break
           case CMD.TRIM: this.stats.trim++; await dev.trim(req.offset, req.length, fua); break
           case CMD.WRITE_ZEROES: this.stats.zero++; await dev.writeZeroes(req.offset, req.length, fua); break
