@@ -17,9 +17,14 @@ export class BufferPool {
   /** buffers handed out and not yet given back */
   private readonly out = new WeakSet<ArrayBuffer>()
   private readonly maxBytesPerClass: number
+  private readonly maxBytes: number
+  /** bytes of the free buffers held */
+  private held = 0
 
-  constructor (maxBytesPerClass = 64 * 1024 * 1024) {
+  /** free buffers held: at most maxBytesPerClass of one size, maxBytes in all (the rest go to the GC) */
+  constructor (maxBytesPerClass = 32 * 1024 * 1024, maxBytes = 64 * 1024 * 1024) {
     this.maxBytesPerClass = maxBytesPerClass
+    this.maxBytes = maxBytes
   }
 
   /** the size class of a request: the next power of two, at least 4 KiB */
@@ -34,7 +39,9 @@ export class BufferPool {
     if (n > MAX || n <= 0) return Buffer.allocUnsafeSlow(n)
     const c = BufferPool.classOf(n)
     // a new one is not zero-filled (new ArrayBuffer would be): the reader fills it
-    const ab = this.free.get(c)?.pop() ?? (Buffer.allocUnsafeSlow(c).buffer as ArrayBuffer)
+    let ab = this.free.get(c)?.pop()
+    if (ab != null) this.held -= c
+    else ab = Buffer.allocUnsafeSlow(c).buffer as ArrayBuffer
     this.out.add(ab)
     return Buffer.from(ab, 0, n)
   }
@@ -65,7 +72,10 @@ export class BufferPool {
     const c = ab.byteLength
     let list = this.free.get(c)
     if (list == null) { list = []; this.free.set(c, list) }
-    if ((list.length + 1) * c <= this.maxBytesPerClass) list.push(ab)
+    if ((list.length + 1) * c <= this.maxBytesPerClass && this.held + c <= this.maxBytes) {
+      list.push(ab)
+      this.held += c
+    }
   }
 }
 

@@ -16,6 +16,8 @@ export interface OpenObject {
   /** the highest version applied (versions.ts), kept in step with the side file's tail */
   version: Version
   refs: number
+  /** dropped while in use: closed by the last release (a read on a worker thread uses the raw descriptor) */
+  dropped?: boolean
 }
 
 export interface ObjectPaths { dir: string, data: string, sums: string }
@@ -95,15 +97,24 @@ export class OpenObjects {
 
   async release (o: OpenObject): Promise<void> {
     o.refs--
+    if (o.dropped === true) {
+      if (o.refs === 0) await closeHandles(o)
+      return
+    }
     await this.evict()
   }
 
-  /** closes and forgets one object (before it is unlinked or replaced) */
+  /**
+   * Forgets one object (before it is unlinked or replaced, or the store stops) and
+   * closes it, or, while someone still uses it, lets their last release close it: a
+   * descriptor closed under a read on a worker thread could be reused by another file.
+   */
   async drop (dataPath: string): Promise<void> {
     const o = this.entries.get(dataPath)
     if (o == null) return
     this.entries.delete(dataPath)
-    await Promise.allSettled([o.data.close(), o.sums.close()])
+    if (o.refs > 0) { o.dropped = true; return }
+    await closeHandles(o)
   }
 
   /** closes and forgets every object under a directory */
@@ -122,4 +133,8 @@ export class OpenObjects {
       if (o.refs === 0) await this.drop(path)
     }
   }
+}
+
+async function closeHandles (o: OpenObject): Promise<void> {
+  await Promise.allSettled([o.data.close(), o.sums.close()])
 }

@@ -338,6 +338,10 @@ export class ReplicatedVolume implements BlockDevice {
    */
   private async toAll (index: number, hs: string[], req: ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
     if (!fua) for (const h of hs) this.markUnflushed(h, [index])
+    // every call settles before this returns: the caller may then reuse `data` (the NBD
+    // session gives a pooled payload back), and a call that ended without its answer
+    // has kept it out of the pool (replica-channel.ts). Returning on a quorum would
+    // hand out a buffer a stream may still be sending.
     const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i]!, err: r.reason as Error }] : [])
     if (bad.length === 0) return

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
+import { OpenObjects } from '../../node/gvs/open-objects.ts'
 import { LocalVolume, pieces } from '../../node/gvs/block-device.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -225,4 +226,25 @@ test('a read made after a write to the same blocks, before the write returned, s
   await w2
   t.true(same(await other, new Uint8Array(4096)), 'unwritten blocks of the object read as zeros meanwhile')
   t.true(same(await s.read('ord', 0, 0, 8192), Buffer.concat([a.subarray(0, 4096), b.subarray(0, 4096)])))
+})
+
+test('an open object dropped while in use stays open until its last user releases it (a worker thread reads its raw descriptor)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-open-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const s = await store(t, dir)
+  await s.write('v', 0, 0, randomBytes(8192), { epoch: 1 })
+  await s.stop()
+  const objects = new OpenObjects()
+  const vdir = join(dir, 'objects', 'v')
+  const p = { dir: vdir, data: join(vdir, '00000000'), sums: join(vdir, '00000000.sum') }
+  t.deepEqual((await readdir(vdir)).sort(), ['00000000', '00000000.sum'])
+  const o = (await objects.acquire(p, 4 * MiB / 4096 * 4))!
+  const fd = o.data.fd
+  await objects.drop(p.data)
+  t.is(o.data.fd, fd, 'still open while in use')
+  t.is((await o.data.read(new Uint8Array(16), 0, 16, 0)).bytesRead, 16)
+  t.is(objects.peek(p.data), undefined, 'forgotten: the next user opens the file again')
+  await objects.release(o)
+  t.is(o.data.fd, -1, 'closed by the last release')
+  t.is(o.sums.fd, -1)
 })
