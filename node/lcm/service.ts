@@ -77,6 +77,10 @@ export interface LcmEvents {
   failed: [Error]
 }
 
+/** after a failed apply: the first retry, and the longest wait between retries */
+const RETRY_MIN_MS = 1000
+const RETRY_MAX_MS = 30_000
+
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
   readonly name = 'lcm'
   readonly prefix: OverlayPrefix
@@ -96,6 +100,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private pollTimer?: NodeJS.Timeout
   private queue: Promise<void> = Promise.resolve()
   private dirty = false
+  /** the wait before applying again after a failed apply (doubles up to RETRY_MAX_MS, reset by a success) */
+  private retryMs = RETRY_MIN_MS
+  /** passes of reconcile started, and the number of the last one that ended (settled) */
+  private passesStarted = 0
+  private lastPassDone = 0
   private readonly applied = new Map<string, string | null>()
   private readonly routed = new Set<string>()
   /** terminal names last given to each local VM, as JSON */
@@ -195,9 +204,14 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }, delayMs)
   }
 
-  /** Waits until what is scheduled now has been applied. */
+  /**
+   * Waits until what is scheduled now has been applied, or failed to apply: a pass that
+   * started after this call has ended (a failed one retries later on its own).
+   */
   async settled (): Promise<void> {
-    while (this.dirty && this.running) {
+    if (!this.dirty) return
+    const mark = this.passesStarted
+    while (this.running && this.lastPassDone <= mark) {
       await new Promise(resolve => setTimeout(resolve, 20))
       await this.queue
     }
@@ -215,6 +229,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   private async reconcile (): Promise<void> {
     this.dirty = false
+    const pass = ++this.passesStarted
     try {
       const doc = this.docView()
       const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
@@ -239,10 +254,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.applyNames(addr, doc.links)
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
+      this.retryMs = RETRY_MIN_MS
       this.emit('reconciled', plan, rules)
     } catch (err) {
-      this.log.error('could not apply connections', { error: (err as Error).message })
+      // nothing else may come to ask again (a quiet grid): try again, less often each time
+      this.log.error('could not apply connections; trying again', { error: (err as Error).message, inMs: this.retryMs })
       this.emit('failed', err as Error)
+      this.schedule(this.retryMs)
+      this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS)
+    } finally {
+      this.lastPassDone = pass
     }
   }
 

@@ -13,13 +13,17 @@ import type { Advert } from '../../protocol/advert.ts'
 import { createLogger } from '../../node/log.ts'
 import { LcmService, type LcmState } from '../../node/lcm/service.ts'
 
-const cfg = JSON.parse(process.argv[2]!) as { dataDir: string, peerId: string, clusterId: string, port: number, vmInterfaces: Record<string, string>, addressPollMs: number, backend?: 'kernel' | 'userspace' }
+const cfg = JSON.parse(process.argv[2]!) as { dataDir: string, peerId: string, clusterId: string, port: number, vmInterfaces: Record<string, string>, addressPollMs: number, backend?: 'kernel' | 'userspace', failReads?: number }
 const out = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n') }
 
 const replica = Replica.create({ clusterId: cfg.clusterId, nodeId: cfg.peerId, migrations: MIGRATIONS })
 const docEvents = new EventEmitter<{ changed: [] }>()
 const state: LcmState = {
-  read: () => replica.read(),
+  // failReads: the first reads of the document fail, as a plan that cannot be made
+  read: () => {
+    if ((cfg.failReads ?? 0) > 0) { cfg.failReads!--; throw new Error('the document cannot be read (test)') }
+    return replica.read()
+  },
   write: async fn => { const r = replica.change(fn).result; docEvents.emit('changed'); return r },
   on: (e, fn) => docEvents.on(e, fn),
   off: (e, fn) => docEvents.off(e, fn)

@@ -142,3 +142,21 @@ maybe('when WireGuard cannot start the service says why, advertises no tunnel, a
   t.deepEqual(net.peers, [])
   await d.send({ type: 'stop' }, 'stopped')
 })
+
+maybe('a plan that fails to apply is tried again by itself, later each time, until it applies', async t => {
+  const [h] = await makeNamespaces(t, ['hr'])
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const id = `NodeR${process.pid}`
+  // the first two plans fail (at 0 s and after 1 s); the third (after 2 s more) applies
+  const d = new Driver(t, h!, { dataDir: join(dir, 'r'), peerId: id, clusterId: 'c-r', port: 51820, vmInterfaces: {}, addressPollMs: 0, failReads: 2 })
+  await d.next('ready')
+  t.false((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id)), 'the first plan failed: no rules yet')
+  let applied = false
+  for (let i = 0; i < 40 && !applied; i++) {
+    await new Promise(resolve => setTimeout(resolve, 250))
+    applied = (await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id))
+  }
+  t.true(applied, 'the rules are in after the retries, with nothing else asking')
+  await d.send({ type: 'stop' }, 'stopped')
+})
