@@ -285,7 +285,6 @@ export class DvmmService {
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
       this.unplacedSince = creditWaits(this.unplacedSince, now - this.lastStepAt, Math.max(this.cfg.tickMs, this.lastStepMs * 4) + this.cfg.debounceMs)
     }
-    this.lastStepAt = now
     this.watchClaims(doc, now)
     this.settleContests(doc)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)
@@ -329,6 +328,9 @@ export class DvmmService {
     for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
     for (const vm of d.start) void this.local.startVm(vm, doc)
     this.publishReserved(doc)
+    // the next step's lateness counts from here: the wait for this step's write (its
+    // fsync, a slow disk) is not the loop being late
+    this.lastStepAt = this.components.clock.now()
     if (Number.isFinite(d.wakeInMs) && this.running) {
       clearTimeout(this.wakeTimer)
       this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
