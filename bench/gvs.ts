@@ -1,6 +1,7 @@
 // GVS benchmark. In one run, against baselines measured in the same run:
 //   sequential write and read of GVS_BENCH_MIB (default 1024) MiB with nbdcopy through
-//     a vgrid export of a local volume, vs qemu-nbd serving a local raw file;
+//     a vgrid export of a local volume (its server in a process of its own,
+//     bench/gvs-local-server.ts, as qemu-nbd is), vs qemu-nbd serving a local raw file;
 //   the same through a replicated volume (R=2 over 3 agents on loopback TCP libp2p:
 //     the first in this process, serving NBD; two in processes of their own,
 //     bench/gvs-agent.ts) with GVS_BENCH_REPL_MIB (default 128) MiB;
@@ -28,7 +29,7 @@ import { generateClusterKey, keyHex } from '../protocol/cluster-key.ts'
 import { createInterface } from 'node:readline'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ObjectStore } from '../node/gvs/object-store.ts'
-import { LocalVolume, type BlockDevice } from '../node/gvs/block-device.ts'
+import type { BlockDevice } from '../node/gvs/block-device.ts'
 import { ReplicaService } from '../node/gvs/replication.ts'
 import { ReplicatedVolume } from '../node/gvs/replicated-volume.ts'
 import { Repairer, DEFAULT_REPAIR_RATE } from '../node/gvs/repair.ts'
@@ -83,6 +84,26 @@ async function serve (dir: string, name: string, dev: BlockDevice): Promise<{ ur
   const server = new NbdServer({ log: silentLogger, exports: { get: n => n === name ? dev : undefined, list: () => [name] } }, { socketPath: sock })
   await server.start()
   return { uri: `nbd+unix:///${name}?socket=${sock}`, server }
+}
+
+/**
+ * The vgrid NBD server of a local volume in a process of its own, as qemu-nbd and as
+ * an agent are (bench/gvs-local-server.ts): served from this process, every fork that
+ * starts nbdcopy or fio made its pages copy-on-write, and the server paid the faults.
+ */
+async function localServer (dir: string, size: number): Promise<{ uri: string, stop: () => Promise<void> }> {
+  const sock = join(dir, 'local.sock')
+  const root = join(import.meta.dirname, '..')
+  const p = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'gvs-local-server.ts'), root, join(dir, 'local'), sock, String(size)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const [line] = await new Promise<[string]>((resolve, reject) => {
+    createInterface({ input: p.stdout! }).once('line', l => { resolve([l]) })
+    p.once('exit', code => { reject(new Error(`the local vgrid server exited (${code}) before it was ready`)) })
+  })
+  if (line !== 'ready') throw new Error(`the local vgrid server said "${line}", not ready`)
+  return {
+    uri: `nbd+unix:///local?socket=${sock}`,
+    stop: async () => { if (p.exitCode == null) { p.stdin!.end(); await new Promise(resolve => p.once('exit', resolve)) } }
+  }
 }
 
 async function qemuNbd (dir: string, size: number, name: string): Promise<{ uri: string, stop: () => Promise<void> }> {
@@ -186,10 +207,8 @@ async function localRows (dir: string, stops: Array<() => Promise<void>>): Promi
   await randomFile(src, SIZE)
   const base = await qemuNbd(dir, SIZE, 'base')
   stops.push(base.stop)
-  const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, 'local') })
-  await store.start()
-  const local = await serve(dir, 'local', new LocalVolume({ store }, { volume: 'local', size: SIZE, epoch: 1 }))
-  stops.push(async () => { await local.server.stop() })
+  const local = await localServer(dir, SIZE)
+  stops.push(local.stop)
   const b = await seq(base.uri, src, SIZE)
   const v = await seq(local.uri, src, SIZE)
   const mib = SIZE / MiB
