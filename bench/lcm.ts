@@ -120,7 +120,7 @@ async function main (): Promise<void> {
     await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
     await ip(['-n', host, 'route', 'add', `${addr}/32`, 'dev', 'vm'])
     await ip(['-n', host, 'route', 'replace', '100.77.128.0/17', 'dev', wg.name])
-    await nsRun(host, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/conf/vm/proxy_arp; echo 1 > /proc/sys/net/ipv4/ip_forward'])
+    await nsRun(host, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/conf/vm/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/vm/proxy_delay; echo 1 > /proc/sys/net/ipv4/ip_forward'])
     await applyRuleset(host, computeRuleset({ node, table: tableName(node), vmPrefix: '100.77.128.0/17', vms, links }))
   }
   results.vgrid = await iperf(v2, v1, VM2)

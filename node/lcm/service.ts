@@ -305,8 +305,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     for (const [a, dev] of [...want]) {
       try {
         // the VM's default route points at its link (no gateway address): answer its ARP
-        // for every destination, and forward what it sends
+        // for every destination, and forward what it sends. At once: the kernel delays
+        // a proxy answer by up to proxy_delay (0.8 s by default) for each new neighbour
         await writeFile(`/proc/sys/net/ipv4/conf/${dev}/proxy_arp`, '1')
+        await writeFile(`/proc/sys/net/ipv4/neigh/${dev}/proxy_delay`, '0')
         await ip(['route', 'replace', `${a}/32`, 'dev', dev])
         this.routed.add(a)
       } catch (err) {
