@@ -16,6 +16,7 @@ import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { installPatches } from './patches/index.ts'
+import { tuneGcForStreams } from './gc-tuning.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
 
@@ -76,6 +77,7 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
   // the dependency patches go in before any connection exists; a patch whose library
   // internals changed fails the start here, naming what is missing (protocol/patches/)
   await installPatches()
+  tuneGcForStreams()
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
   if (opts.mdns === true) peerDiscovery.push(mdns({ serviceTag: MDNS_SERVICE_TAG, interval: 5000 }))
   const boot = (opts.bootstrap ?? []).filter(a => a.includes('/p2p/'))
