@@ -5,8 +5,10 @@
 // small the heap: a replica agent moving 40 MB/s ran five a second, and its GC threads
 // took a quarter of all CPU (perf, bench/gvs-repl.ts). Counted within the heap's global
 // limit instead, buffers are collected as heap growth calls for it.
-// Measured with bench/gvs-repl.ts (3 agents, R=2): mark-compacts 42-49 -> 10-18 per run,
-// writes 41-44 -> 48-51 MB/s, agents' CPU about 18% lower, peak RSS 240-275 -> 275-322 MB.
+// Measured, alternated against the commit before: one stream (bench/stream.ts, 512 MiB
+// each way, 3 rounds) 1.37x MB/s, CPU per byte 0.76x sending and 0.70x receiving;
+// R=2 volume writes (bench/gvs-repl.ts) 1.15x, mark-compacts 42-49 -> 10-18 per 256 MiB
+// run, an agent's peak RSS 240-275 -> 275-322 MB.
 import { setFlagsFromString } from 'node:v8'
 
 let tuned = false
