@@ -51,6 +51,8 @@ export interface CallResult { reply: ReplicaReply & { ok: true }, data: Uint8Arr
 
 interface Pending {
   op: string
+  /** the stream it went out on: only that stream's end fails it */
+  stream: Stream
   /** what the request sends: if it ends unanswered, the stream may still hold it */
   data?: Uint8Array
   resolve: (r: CallResult) => void
@@ -93,7 +95,7 @@ export class PeerChannel {
   private readonly limits: ChannelLimits
   private stream: Stream | null = null
   private out: Batcher | null = null
-  private opening: Promise<Stream> | null = null
+  private opening: Promise<{ stream: Stream, out: Batcher }> | null = null
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private inFlight = 0
@@ -117,7 +119,11 @@ export class PeerChannel {
     this.inFlight++
     this.inFlightBytes += w
     try {
-      await this.open(req.op)
+      const { stream, out } = await this.open(req.op)
+      // refused here rather than sent: a header the peer cannot take would end the
+      // stream, and with it every request in flight on it
+      const header = encode(req)
+      if (header.length > MAX_HEADER) throw new GvsError('invalid', `replica ${req.op} request of ${header.length} header bytes is over the ${MAX_HEADER} a replica takes`)
       return await new Promise<CallResult>((resolve, reject) => {
         const id = this.nextId
         this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
@@ -127,9 +133,9 @@ export class PeerChannel {
           unanswered(sent)
           reject(new GvsError('unavailable', `replica ${this.peer} did not answer ${req.op} within ${this.timeoutMs} ms`))
         }, this.timeoutMs)
-        this.pending.set(id, { op: req.op, data: sent, resolve, reject, timer })
+        this.pending.set(id, { op: req.op, stream, data: sent, resolve, reject, timer })
         try {
-          this.out!.send(encodeFrame(id, encode(req), sent))
+          out.send(encodeFrame(id, header, sent))
         } catch (err) {
           clearTimeout(timer)
           this.pending.delete(id)
@@ -147,27 +153,29 @@ export class PeerChannel {
   close (why: string): void {
     const s = this.stream
     this.stream = null
+    this.out = null
     if (s != null) s.abort(new Error(why))
     this.failAll(why)
   }
 
-  private failAll (why: string): void {
-    const ps = [...this.pending.values()]
-    this.pending.clear()
-    for (const p of ps) {
+  /** fails the requests sent on `stream` (all when none is named) */
+  private failAll (why: string, stream?: Stream): void {
+    for (const [id, p] of this.pending) {
+      if (stream != null && p.stream !== stream) continue
+      this.pending.delete(id)
       clearTimeout(p.timer)
       unanswered(p.data)
       p.reject(closedError(this.peer, p.op, why))
     }
   }
 
-  private async open (op: string): Promise<Stream> {
-    if (this.stream != null && this.stream.writeStatus === 'writable') return this.stream
+  private async open (op: string): Promise<{ stream: Stream, out: Batcher }> {
+    if (this.stream != null && this.out != null && this.stream.writeStatus === 'writable') return { stream: this.stream, out: this.out }
     this.opening ??= this.dial(op).finally(() => { this.opening = null })
     return await this.opening
   }
 
-  private async dial (op: string): Promise<Stream> {
+  private async dial (op: string): Promise<{ stream: Stream, out: Batcher }> {
     let stream: Stream
     try {
       stream = await this.host.dialProtocol(peerIdFromString(this.peer), this.protocol, { signal: AbortSignal.timeout(this.timeoutMs) })
@@ -177,9 +185,11 @@ export class PeerChannel {
     // a stream used for hours must not be cut for being quiet for a while
     stream.inactivityTimeout = 0
     const reader = new FrameReader(this.objectSize + MAX_HEADER + 64, 1 << 20)
+    // a stream's end fails only what was sent on it: its `close` can come after a
+    // half-close or reset already made the channel open the next stream
     const gone = (why: string): void => {
-      if (this.stream === stream) this.stream = null
-      this.failAll(why)
+      if (this.stream === stream) { this.stream = null; this.out = null }
+      this.failAll(why, stream)
     }
     stream.addEventListener('message', (e: { data: Uint8Array | Uint8ArrayList }) => {
       let frames: Frame[]
@@ -193,9 +203,10 @@ export class PeerChannel {
     stream.addEventListener('close', (e: { error?: Error }) => { gone(e.error?.message ?? 'closed by the peer') })
     // the peer is going away (its service stopped): no new requests on this stream
     stream.addEventListener('remoteCloseWrite', () => { gone('closed by the peer') })
+    const out = new Batcher(stream)
     this.stream = stream
-    this.out = new Batcher(stream)
-    return stream
+    this.out = out
+    return { stream, out }
   }
 
   private answered (f: Frame): void {
