@@ -120,7 +120,12 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below
-      volumes: want('gvs') ? { uriOf: id => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v) } } : undefined
+      volumes: want('gvs')
+        ? {
+            uriOf: id => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v) },
+            fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) }
+          }
+        : undefined
     }, { fenceTimeoutMs: FENCE_TIMEOUT_MS, lastAliveAt: opts.previousFeedAt ?? undefined })
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket

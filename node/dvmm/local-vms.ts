@@ -21,10 +21,21 @@ const CONSOLE_BYTES = 64 * 1024
 const MiB = 2 ** 20
 
 /** the connection manager, where the grid has an overlay */
+/** tries at fencing a VM's volume before its start fails */
+const FENCE_ATTEMPTS = 3
+
 export interface VmNetworkHooks {
   overlayOf: (vm: string) => VmOverlay | null
   /** a VM of this node started, was adopted or went: its interface appeared or vanished */
   interfacesChanged: () => void
+}
+
+/** what DVMM needs of the volume store for a VM's disks */
+export interface VolumeAccess {
+  /** the NBD URI this node's agent serves the volume at, or null when there is no such volume */
+  uriOf: (volumeId: string) => string | null
+  /** makes `epoch` the volume's writer epoch on every live node (GvsService.fence) */
+  fence: (volumeId: string, epoch: number) => Promise<void>
 }
 
 export interface LocalVmsComponents {
@@ -42,7 +53,7 @@ export interface LocalVmsComponents {
   /** libp2p, to answer and ask for consoles of VMs on other nodes */
   host?: RequestHost
   /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
-  volumes?: { uriOf: (volumeId: string) => string | null }
+  volumes?: VolumeAccess
   metrics: Pick<DvmmMetrics, 'starts' | 'kills' | 'crashes'>
   history: Pick<History, 'add'>
   /** queues a lease update for the decision loop's next write */
@@ -209,13 +220,30 @@ export class LocalVms {
       if (uri == null) throw new Error(`volume ${v} does not exist`)
       return { uri }
     })
+    const epochs = new Map<string, number>()
     await this.c.state.write(w => {
       for (const v of ids) {
         const cur = w.reader.get('volumes', v)?.value
         if (cur == null) throw new Error(`volume ${v} does not exist`)
-        w.update('volumes', v, { epoch: Math.max((cur.epoch ?? 1) + 1, leaseEpoch) })
+        const epoch = Math.max((cur.epoch ?? 1) + 1, leaseEpoch)
+        epochs.set(v, epoch)
+        w.update('volumes', v, { epoch })
       }
     }, `dvmm: ${vm.id} takes its volumes`)
+    // every live replica learns the new epoch before the VM writes: from then on a
+    // previous holder still running is refused on every object, not only on those this
+    // VM writes first (a node briefly unreachable gets two more tries)
+    for (const [v, epoch] of epochs) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await store.fence(v, epoch)
+          break
+        } catch (err) {
+          if (attempt >= FENCE_ATTEMPTS) throw err
+          await new Promise(resolve => setTimeout(resolve, 1000))
+        }
+      }
+    }
     return disks
   }
 

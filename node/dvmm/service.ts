@@ -22,7 +22,7 @@ import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
-import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
+import { LocalVms, type VmNetworkHooks, type VolumeAccess } from './local-vms.ts'
 import type { RequestHost } from '../p2p/request.ts'
 
 // index.ts exports it from here
@@ -55,7 +55,7 @@ export interface DvmmComponents {
   /** libp2p, to answer and ask for consoles of VMs on other nodes */
   host?: RequestHost
   /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
-  volumes?: { uriOf: (volumeId: string) => string | null }
+  volumes?: VolumeAccess
 }
 
 export interface DvmmInit {

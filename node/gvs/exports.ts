@@ -1,8 +1,12 @@
 // What this node's NBD server exports: every volume of the document by name (its path
-// without the leading "/", or its id), and each snapshot read-only as VOL@SNAP. A
-// volume's sessions share one LiveVolume, which follows the volume as its shape,
-// layers or epoch change; each session gets its own writer handle on it, so the
+// without the leading "/", or its id), and each snapshot read-only as VOL@SNAP. The
+// sessions opened at one writer epoch share one LiveVolume, which follows the volume as
+// its shape or layers change; each session gets its own writer handle on it, so the
 // service knows who writes (writers.ts).
+// A session keeps the epoch it opened with (invariant 3): when a new writer (a VM's new
+// holder) raises the volume's epoch, the sessions already open here are the previous
+// writer's, and must be refused by the replicas, not carried over to the new epoch.
+// Sessions opened after the change write with the new one.
 import type { Volume } from '../../crdt/index.ts'
 import type { BlockDevice } from './block-device.ts'
 import { LiveVolume } from './live-volume.ts'
@@ -21,10 +25,10 @@ export interface VolumeExportsComponents {
 export class VolumeExports {
   readonly writers: Writers
   private readonly c: VolumeExportsComponents
-  /** devices by volume id (or id@snapshot), rebuilt when the volume's shape, layers or epoch change */
+  /** devices by volume id and epoch (or id@snapshot), rebuilt when the volume's shape or layers change */
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
-  /** what NBD sessions hold: one per volume, following its current device */
-  private readonly live = new Map<string, LiveVolume>()
+  /** what new NBD sessions of a volume get: the LiveVolume of its current epoch */
+  private readonly live = new Map<string, { epoch: number, lv: LiveVolume }>()
 
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
@@ -45,25 +49,40 @@ export class VolumeExports {
       if (v == null || snap == null) return undefined
       return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true)
     }
-    let lv = this.live.get(name)
-    if (lv == null) {
-      lv = new LiveVolume(() => {
+    const epoch = vol.epoch ?? 1
+    let entry = this.live.get(name)
+    if (entry?.epoch !== epoch) {
+      // sessions of an earlier epoch keep their LiveVolume (and its device); new ones get this
+      const lv = new LiveVolume(() => {
         const v = this.byName(name)
-        return v == null ? undefined : this.build(v.id, v, layersOf(v), false)
+        return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
       }, name)
-      this.live.set(name, lv)
+      this.live.set(name, entry = { epoch, lv })
+      this.forgetEpochsBefore(vol.id, epoch - 1)
     }
-    return this.writers.handle(vol.id, lv)
+    return this.writers.handle(vol.id, entry.lv)
   }
 
-  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean): ReplicatedVolume {
-    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${v.epoch ?? 1}/${layers.join(',')}`
+  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1): ReplicatedVolume {
+    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
     const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes }, {
-      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch: v.epoch ?? 1, readOnly
+      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly
     })
     this.devices.set(cacheKey, { key, dev })
     return dev
+  }
+
+  /**
+   * Drops the cached devices of a volume's epochs below `epoch`: the writers that held
+   * them are fenced, and a session still on one gets a fresh device whose writes the
+   * replicas refuse just the same (one epoch back is kept for a switch under way).
+   */
+  private forgetEpochsBefore (id: string, epoch: number): void {
+    for (const k of this.devices.keys()) {
+      const at = k.startsWith(`${id}#`) ? Number(k.slice(id.length + 1)) : NaN
+      if (at < epoch) this.devices.delete(k)
+    }
   }
 }

@@ -404,6 +404,24 @@ export class GvsService {
     return answers.filter(a => a.writers > 0)
   }
 
+  /**
+   * Makes `epoch` the volume's writer epoch on every live node before the writer that
+   * raised it writes (invariant 3): each then refuses an older writer on every object
+   * of the volume, not only on the objects the new writer has touched. A VM's holder
+   * calls this before the VM starts; a live node that cannot be told fails the call.
+   */
+  async fence (volumeId: string, epoch: number): Promise<void> {
+    const v = this.volumes().find(x => x.id === volumeId)
+    if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
+    const top = layersOf(v)[0]!
+    const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
+    const failed: string[] = []
+    await Promise.all(nodes.map(async node => {
+      try { await this.replicas.call(node, { op: 'fence', volume: top, epoch }) } catch (err) { failed.push(`${node}: ${(err as Error).message}`) }
+    }))
+    if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.join('; ')}`, 'fence-failed')
+  }
+
   /** the NBD URI a client on this node opens for a volume */
   uriOf (v: Volume): string {
     return `nbd+unix:///${exportName(v)}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`

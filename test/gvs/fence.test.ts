@@ -1,0 +1,64 @@
+// Invariant 3 for volumes: when a new writer (a VM's new holder) raises a volume's
+// writer epoch and fences it, a previous writer whose NBD session is still open on
+// another agent is refused on every object, including objects the new writer has not
+// written yet; sessions opened after the change write with the new epoch.
+import test from 'ava'
+import Fastify from 'fastify'
+import { join } from 'node:path'
+import type { Member } from '../../protocol/membership.ts'
+import { Replica } from '../../crdt/replica.ts'
+import { GvsService } from '../../node/gvs/service.ts'
+import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
+import { memoryHosts } from './hosts.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+import { toApiError } from '../../node/api/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const G = 2 ** 30
+
+test('a raised and fenced epoch refuses the previous writer on every object, and new sessions write with it', async t => {
+  const { dir, hosts, svcs } = await memoryHosts(t, 3, 'gvsfence')
+  const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
+  const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
+  const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
+    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
+  } as unknown as Member]))
+  for (let i = 0; i < 3; i++) {
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false })
+    await s.start()
+    svcs.push(s)
+  }
+  const app = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+  svcs[0]!.routes(app)
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<{ id: string }>().id
+  const block = (byte: number): Buffer => Buffer.alloc(4096, byte)
+
+  // the previous writer: a session on agent 1 at epoch 1, which has written object 0
+  const old = await NbdClient.open(join(dir, 'a1', 'nbd.sock'), 'app/disk')
+  t.teardown(async () => { await old.close().catch(() => {}) })
+  await old.write(0, block(1))
+  await old.flush()
+
+  // the new writer on agent 2 raises the epoch and fences it, as DVMM does before a VM starts
+  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder takes the volume')
+  await svcs[2]!.fence(id, 2)
+
+  // the old session is refused on object 3, which the new writer never wrote, and on object 0
+  await t.throwsAsync(async () => { await old.write(3 * OBJECT_SIZE, block(9)) }, undefined, 'a write of the fenced writer to an untouched object is refused')
+  await t.throwsAsync(async () => { await old.write(0, block(9)) }, undefined, 'and to an object it wrote before')
+
+  // a session opened now (on the same agent as the old one) writes with the new epoch
+  const fresh = await NbdClient.open(join(dir, 'a1', 'nbd.sock'), 'app/disk')
+  t.teardown(async () => { await fresh.close().catch(() => {}) })
+  await fresh.write(OBJECT_SIZE, block(2))
+  await fresh.flush()
+  t.true((await fresh.read(3 * OBJECT_SIZE, 4096)).equals(block(0)), 'the refused write left nothing behind')
+  t.true((await fresh.read(0, 4096)).equals(block(1)), 'what the old writer wrote before the fence stays')
+  t.true((await fresh.read(OBJECT_SIZE, 4096)).equals(block(2)))
+
+  // fencing a volume that does not exist is a clear error
+  await t.throwsAsync(async () => { await svcs[0]!.fence('no-such-volume', 3) }, { message: /does not exist/ })
+})
