@@ -10,6 +10,8 @@ export class WriterEpochs {
   private readonly dir: string
   private readonly known = new Map<string, number>()
   private readonly recording = new Map<string, Promise<unknown>>()
+  /** per volume, the epochs queued or being recorded: an older writer is rejected meanwhile */
+  private readonly inFlight = new Map<string, Set<number>>()
 
   /** dir: where the epoch files are (it must exist); volume names are checked by the caller */
   constructor (dir: string) {
@@ -42,11 +44,17 @@ export class WriterEpochs {
   async admit (volume: string, epoch: number, learnOnly: boolean): Promise<void> {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
     const check = (cur: number): boolean => {
-      if (epoch <= cur && learnOnly) return true
-      if (epoch < cur) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${cur}, the newest this replica has seen`)
+      if (learnOnly) return epoch <= cur
+      // a newer epoch being recorded counts as seen: its writer has taken over, and the
+      // writer of the recorded epoch must not land writes while it is being recorded
+      const newest = Math.max(cur, ...(this.inFlight.get(volume) ?? []))
+      if (epoch < newest) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${newest}, the newest this replica has seen`)
       return epoch === cur
     }
     if (check(await this.get(volume))) return
+    const queued = this.inFlight.get(volume) ?? new Set<number>()
+    this.inFlight.set(volume, queued)
+    queued.add(epoch)
     // one recording per volume at a time: the newest wins, never an older after it
     const prev = this.recording.get(volume) ?? Promise.resolve()
     const run = prev.then(async () => {
@@ -65,7 +73,11 @@ export class WriterEpochs {
     })
     const tail = run.catch(() => {})
     this.recording.set(volume, tail)
-    try { await run } finally { if (this.recording.get(volume) === tail) this.recording.delete(volume) }
+    try { await run } finally {
+      if (this.recording.get(volume) === tail) this.recording.delete(volume)
+      queued.delete(epoch)
+      if (queued.size === 0 && this.inFlight.get(volume) === queued) this.inFlight.delete(volume)
+    }
   }
 
   /** the volume is gone from this store */
