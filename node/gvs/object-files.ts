@@ -68,16 +68,20 @@ export function readNow (o: OpenObject, blockSize: number, offset: number, lengt
   return { data: data.subarray(from, from + length), bad: badBlocks(data, first, o.sumBuf, blockSize) }
 }
 
-/** a new object: its side file first (all blocks zero, no version), then an empty data file */
-export async function createObject (p: ObjectPaths, g: Geometry): Promise<void> {
+/**
+ * A new object: its side file first (all blocks zero, no version), then an empty data
+ * file. True when it made the volume's directory too (a new name in its parent).
+ */
+export async function createObject (p: ObjectPaths, g: Geometry): Promise<boolean> {
   try {
-    await mkdir(p.dir, { recursive: true })
+    const made = await mkdir(p.dir, { recursive: true })
     const sh = await open(p.sums, 'w')
     try {
       await writeFully(sh, emptySums(g.objectSize, g.blockSize), 0)
       await writeFully(sh, encodeVersion(NO_VERSION), g.sumBytes)
     } finally { await sh.close() }
     await (await open(p.data, 'w')).close()
+    return made != null
   } catch (err) {
     await unlink(p.sums).catch(() => {})
     throw fromFsError(err, `creating ${p.data}`)

@@ -10,10 +10,11 @@
 // (thin provisioning). A block whose checksum fails is reported ('damaged' event) and
 // the read fails: damaged data is never served. A full disk fails the write with a
 // 'no-space' error, and the checksums of the blocks it touched are recomputed from what
-// did land so that the failure does not also make them read as damaged.
+// did land so that the failure does not also make them read as damaged. An object an
+// fsync failed on counts as damaged until rewritten (store-syncs.ts).
 import { EventEmitter } from 'node:events'
 import { mkdir, readdir, rm, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
@@ -21,7 +22,8 @@ import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.t
 import { RangeLock, type Span } from './range-lock.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { IN_PLACE_READ, SYNCS_AT_ONCE, ignoreEnoent, inParallel, readVersion, syncPath, writeFully } from './file-io.ts'
+import { IN_PLACE_READ, ignoreEnoent, readVersion, syncPath, writeFully } from './file-io.ts'
+import { StoreSyncs, type Fsync } from './store-syncs.ts'
 import { createObject, readChecked, readNow, writeRange, writeWhole, type Geometry } from './object-files.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
@@ -35,7 +37,11 @@ export interface ObjectStoreEvents {
   damaged: [DamageReport]
 }
 
-export interface ObjectStoreComponents { log: Logger }
+export interface ObjectStoreComponents {
+  log: Logger
+  /** fsync by path (default file-io.ts syncPath): a test wraps it to watch or fail fsyncs */
+  fsync?: Fsync
+}
 export interface ObjectStoreInit {
   /** the store's root, e.g. <data-dir>/gvs */
   dir: string
@@ -57,6 +63,8 @@ export interface ObjectCopy { data: Uint8Array, version: Version }
 
 export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   readonly dir: string
+  /** <dir>/objects, where each volume has its directory */
+  private readonly objectsDir: string
   readonly objectSize: number
   readonly blockSize: number
   private readonly sumBytes: number
@@ -68,14 +76,16 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly ranges = new RangeLock()
   /** per object, its exclusive spans held or waiting: a read takes the fast path only where there are none */
   private readonly writers = new Map<string, number>()
-  /** files and directories written since their last fsync */
-  private readonly dirty = new Set<string>()
+  /** what is written but not yet synced, flushes in progress, objects an fsync failed on */
+  private readonly syncs: StoreSyncs
   private readonly open = new OpenObjects()
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
     this.log = components.log
+    this.syncs = new StoreSyncs(components.fsync ?? syncPath, data => { this.lostObject(data) })
     this.dir = init.dir
+    this.objectsDir = join(init.dir, 'objects')
     this.objectSize = init.objectSize ?? OBJECT_SIZE
     this.blockSize = init.blockSize ?? CHECK_BLOCK
     if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
@@ -172,6 +182,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async read (volume: string, index: number, offset: number, length: number): Promise<Uint8Array> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
+    if (this.syncs.isLost(p.data)) this.lost(volume, index)
     const span = this.span(offset, length, false)
     // the common case, an object open and no write to it held or waiting: read and
     // check at once, without an await (nothing else runs meanwhile, so nothing needs
@@ -205,22 +216,24 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   /** runs fn with the object open (null: absent, unless create); the caller holds a range of it */
-  private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null, created: boolean) => Promise<T>): Promise<T> {
+  private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null) => Promise<T>): Promise<T> {
     let o = await this.open.acquire(p, this.sumBytes)
-    let created = false
     if (o == null && create) {
       // writers to different blocks of a new object race here: one creates, under a
       // mutex, and the others find its files (create truncates, so never twice)
-      created = await this.locked(`create:${p.data}`, async () => {
+      await this.locked(`create:${p.data}`, async () => {
         const again = await this.open.acquire(p, this.sumBytes)
-        if (again != null) { await this.open.release(again); return false }
-        await createObject(p, this.geometry)
-        return true
+        if (again != null) { await this.open.release(again); return }
+        const madeDir = await createObject(p, this.geometry)
+        // the new names are synced by the next flush, or FUA write to the object,
+        // whether or not the write that created it succeeds
+        this.syncs.add(p.dir + '/')
+        if (madeDir) this.syncs.add(this.objectsDir + '/')
       })
       o = await this.open.acquire(p, this.sumBytes)
     }
     try {
-      return await fn(o, created)
+      return await fn(o)
     } finally {
       if (o != null) await this.open.release(o)
     }
@@ -229,6 +242,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** the whole object and its version, or null when absent: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
     const p = this.paths(volume, index)
+    if (this.syncs.isLost(p.data)) this.lost(volume, index)
     return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
@@ -251,7 +265,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /**
    * A whole object copied in (repair, a move, scrub): it replaces the copy here only
-   * if its version is higher (or, with `replace`, a damaged copy whatever its version).
+   * if its version is higher (with `replace`, a damaged copy: also an equal one; an
+   * object an fsync failed on: whatever its version).
    * The check and the write are one hold of the object, so a writer's write that landed
    * in between (a higher version) is never overwritten by the older copy. The copy
    * teaches the volume's epoch but is not refused by it: its version decides. True
@@ -262,7 +277,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const p = this.paths(volume, index)
     return await this.ranged(p.data, ObjectStore.whole(true), async () => {
       const here = await this.withObject(p, false, async o => o?.version ?? null)
-      if (here != null && opts.replace !== true && compareVersions(here, copy.version) >= 0) return true
+      if (here != null && !this.syncs.isLost(p.data)) {
+        // replace overrides only the equal-version skip: a copy read before a write
+        // landed here (scrub's get, then put) is older and must not undo that write
+        const c = compareVersions(here, copy.version)
+        if (c > 0 || (c === 0 && opts.replace !== true)) return true
+      }
       await this.fence(volume, opts.epoch, { learnOnly: true })
       await this.replaceLocked(volume, index, p, copy.data, copy.version)
       return false
@@ -310,27 +330,26 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async syncObject (volume: string, index: number): Promise<void> {
     const p = this.paths(volume, index)
     try {
-      await syncPath(p.data).catch(ignoreEnoent)
-      await syncPath(p.sums).catch(ignoreEnoent)
-      if (this.dirty.has(p.dir + '/')) await syncPath(p.dir + '/').catch(ignoreEnoent)
+      await this.syncs.syncNow(p.data)
+      await this.syncs.syncNow(p.sums)
+      await this.syncNames(p)
     } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
+    if (this.syncs.isLost(p.data)) this.lost(volume, index)
   }
 
-  /** everything written so far, on stable storage */
+  /**
+   * Everything written before this call, on stable storage: also what a flush still
+   * in progress took to sync (store-syncs.ts). An fsync that fails fails this flush
+   * and marks its object damaged, not dirty again.
+   */
   async flush (): Promise<void> {
-    const paths = [...this.dirty]
-    for (const path of paths) this.dirty.delete(path)
-    try {
-      // files before the directories that name them; a file or directory removed since
-      // it was written has nothing left to sync. Several at once: the file system
-      // commits concurrent fsyncs together (one journal commit for many files, where
-      // one by one each paid its own: 256 files of a 512 MiB write took twice as long)
-      await inParallel(paths.filter(x => !x.endsWith('/')), SYNCS_AT_ONCE, async path => { await syncPath(path).catch(ignoreEnoent) })
-      await inParallel(paths.filter(x => x.endsWith('/')), SYNCS_AT_ONCE, async path => { await syncPath(path).catch(ignoreEnoent) })
-    } catch (err) {
-      for (const path of paths) this.dirty.add(path)
-      throw fromFsError(err, 'flush')
-    }
+    try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
+  }
+
+  /** a new object's directory entry, and a new volume directory's, where not synced yet */
+  private async syncNames (p: ObjectPaths): Promise<void> {
+    // also while a flush that took them is syncing them: that flush may not have yet
+    await this.syncs.syncPending([p.dir + '/', this.objectsDir + '/'])
   }
 
   /** the objects present for a volume, each with its version */
@@ -372,6 +391,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
     return await this.ranged(p.data, ObjectStore.whole(true), async () => {
+      // an fsync failed on it: what is on disk is unknown, every block counts as damaged
+      if (this.syncs.isLost(p.data)) return Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b)
       // a scrub reads the checksums from disk, not the cached copy
       await this.open.drop(p.data)
       return await this.withObject(p, false, async o => {
@@ -391,12 +412,25 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async removeVolume (volume: string): Promise<void> {
     const dir = this.volDir(volume)
     await this.open.dropUnder(dir)
-    for (const path of [...this.dirty]) if (path.startsWith(dir + '/')) this.dirty.delete(path)
+    this.syncs.forgetUnder(dir)
     await rm(this.volDir(volume), { recursive: true, force: true })
     await this.epochs.forget(volume)
   }
 
   // ---- internals ----
+
+  private lost (volume: string, index: number): never {
+    throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged: an fsync of it failed, so what is on disk is unknown (a whole copy rewrites it)`)
+  }
+
+  /** an fsync of the object's files failed (store-syncs.ts): reported as damaged, once */
+  private lostObject (data: string): void {
+    const volume = basename(dirname(data))
+    const index = parseInt(basename(data), 16)
+    const report = { volume, index, blocks: Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b), path: data }
+    this.log.error('an fsync of an object failed: its copy counts as damaged until rewritten', { volume, index, path: data })
+    this.emit('damaged', report)
+  }
 
   private damaged (volume: string, index: number, blocks: number[], path: string): never {
     const report = { volume, index, blocks, path }
@@ -407,22 +441,22 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, opts: WriteOptions): Promise<void> {
     const fua = opts.fua === true
-    await this.withObject(p, true, async (o, isNew) => {
+    await this.withObject(p, true, async o => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       const bad = await writeRange(o, this.blockSize, offset, bytes, `object ${index} of "${volume}"`)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
       if (opts.version != null) await this.setVersion(o, opts.version, volume, index)
       if (fua) {
         try {
-          await o.data.sync()
-          await o.sums.sync()
+          // a failed fsync may have dropped earlier writes to the object too (store-syncs.ts)
+          await o.data.sync().catch(err => { this.syncs.markLost(p.data); throw err })
+          await o.sums.sync().catch(err => { this.syncs.markLost(p.data); throw err })
           // a new object's name too, also when a concurrent write created it
-          if (isNew || this.dirty.has(p.dir + '/')) await syncPath(p.dir)
+          await this.syncNames(p)
         } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
       } else {
-        this.dirty.add(p.data)
-        this.dirty.add(p.sums)
-        if (isNew) this.dirty.add(p.dir + '/')
+        this.syncs.add(p.data)
+        this.syncs.add(p.sums)
       }
     })
   }
@@ -444,24 +478,28 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * caller holds the whole object. Synced by the caller (flush, syncObject) like a write.
    */
   private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force = true): Promise<void> {
-    await this.withObject(p, true, async (o, isNew) => {
+    await this.withObject(p, true, async o => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       try { await writeWhole(o, data, this.geometry) } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
       await this.setVersion(o, v, volume, index, force)
-      this.dirty.add(p.data)
-      this.dirty.add(p.sums)
-      if (isNew) this.dirty.add(p.dir + '/')
+      // written whole: no longer what a failed fsync left (synced as any write is)
+      this.syncs.rewritten(p.data)
+      this.syncs.add(p.data)
+      this.syncs.add(p.sums)
     })
   }
 
   private async removeLocked (p: ObjectPaths, sync: boolean): Promise<void> {
     await this.open.drop(p.data)
-    // data first: a side file without data is a harmless leftover, the reverse is "damaged"
-    await unlink(p.data).catch(ignoreEnoent)
-    await unlink(p.sums).catch(ignoreEnoent)
-    this.dirty.delete(p.data)
-    this.dirty.delete(p.sums)
-    if (sync) await syncPath(p.dir).catch(ignoreEnoent)
-    else this.dirty.add(p.dir + '/')
+    try {
+      // data first: a side file without data is a harmless leftover, the reverse is "damaged"
+      await unlink(p.data).catch(ignoreEnoent)
+      await unlink(p.sums).catch(ignoreEnoent)
+      this.syncs.forget(p.data)
+      this.syncs.forget(p.sums)
+      this.syncs.rewritten(p.data)
+      if (sync) await this.syncs.syncNow(p.dir + '/')
+      else this.syncs.add(p.dir + '/')
+    } catch (err) { throw fromFsError(err, `removing ${p.data}`) }
   }
 }

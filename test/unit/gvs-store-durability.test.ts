@@ -1,0 +1,157 @@
+// The object store's durability edges (review of 2026-11-30): overlapping flushes, a
+// copy racing a write, new directories' entries, failed fsyncs and removals.
+// fsyncs are the real ones, watched (or, to fail one, replaced) through the store's
+// `fsync` component: a disk that fails an fsync cannot be had here otherwise.
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
+import { syncPath } from '../../node/gvs/file-io.ts'
+import { isGvsError } from '../../node/gvs/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+type Fsync = (path: string) => Promise<void>
+
+async function store (t: { teardown: (fn: () => Promise<void>) => void }, fsync: Fsync = syncPath, dir?: string): Promise<ObjectStore> {
+  const d = dir ?? await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  if (dir == null) t.teardown(async () => { await rm(d, { recursive: true, force: true }) })
+  const s = new ObjectStore({ log: silentLogger, fsync }, { dir: d })
+  await s.start()
+  t.teardown(async () => { await s.stop().catch(() => {}) })
+  return s
+}
+
+/** fsyncs of paths matching `held` wait until released; every completed fsync is recorded */
+function heldSyncs (held: (path: string) => boolean): { fsync: Fsync, done: string[], release: () => void } {
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  const done: string[] = []
+  return { fsync: async path => { if (held(path)) await gate; await syncPath(path); done.push(path) }, done, release }
+}
+
+/** what `p` resolved with, once it did or after a while (then `then` runs first, e.g. releasing what it waits for) */
+async function settleOrRelease<T> (p: Promise<T>, then: () => void): Promise<T> {
+  await Promise.race([p, new Promise(resolve => setTimeout(resolve, 300))])
+  then()
+  return await p
+}
+
+test("a flush returns only once the writes before it are synced, also those another flush in progress took", async t => {
+  const h = heldSyncs(path => path.includes('/objects/y/'))
+  const s = await store(t, h.fsync)
+  await s.write('x', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1 })
+  await s.write('y', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1 }) // Y's write, acknowledged
+  const f1 = s.flush() // X's flush takes Y's paths too; their fsyncs are held
+  const syncedAtF2 = await settleOrRelease(s.flush().then(() => [...h.done]), h.release)
+  await f1
+  const y = join(s.dir, 'objects', 'y', '00000000')
+  t.true(syncedAtF2.includes(y) && syncedAtF2.includes(`${y}.sum`) && syncedAtF2.includes(join(s.dir, 'objects', 'y') + '/'), `synced when Y's flush returned: ${syncedAtF2.join(', ')}`)
+})
+
+test("a FUA write and syncObject sync a new object's directory entry while a flush that took it is still syncing it", async t => {
+  const dirOf = (s: ObjectStore): string => join(s.dir, 'objects', 'y') + '/'
+  for (const how of ['fua', 'syncObject'] as const) {
+    const h = heldSyncs(path => path.endsWith('/objects/y/'))
+    const s = await store(t, h.fsync)
+    await s.write('y', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1 }) // creates y/00000000
+    const f1 = s.flush() // takes the directory; its fsync is held
+    const op = how === 'fua'
+      ? s.write('y', 0, 8192, new Uint8Array(4096).fill(3), { epoch: 1, fua: true })
+      : s.syncObject('y', 0)
+    const synced = await settleOrRelease(op.then(() => [...h.done]), h.release)
+    await f1
+    t.true(synced.includes(dirOf(s)), `${how}: synced when it returned: ${synced.join(', ')}`)
+  }
+})
+
+test("a replacing copy (scrub) never puts an older version over a newer one; it still rewrites an equal one", async t => {
+  const s = await store(t)
+  const size = s.objectSize
+  await s.write('v', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: { epoch: 1, seq: 10 } })
+  const readByScrub = { data: new Uint8Array(size).fill(1), version: { epoch: 1, seq: 10 } }
+  await s.write('v', 0, 8192, new Uint8Array(4096).fill(9), { epoch: 1, version: { epoch: 1, seq: 11 } }) // acknowledged
+  t.true(await s.put('v', 0, readByScrub, { epoch: 1, replace: true }), 'the newer copy here is kept')
+  t.deepEqual((await s.stat('v', 0)).version, { epoch: 1, seq: 11 })
+  t.is((await s.read('v', 0, 8192, 1))[0], 9)
+  // an equal version is rewritten (a damaged copy's version is as new as the sound one's)
+  t.false(await s.put('v', 0, { data: new Uint8Array(size).fill(4), version: { epoch: 1, seq: 11 } }, { epoch: 1, replace: true }))
+  t.is((await s.read('v', 0, 8192, 1))[0], 4)
+})
+
+test("a new volume's directory entry in objects/ is synced by the next flush and by a FUA write", async t => {
+  const done: string[] = []
+  const s = await store(t, async path => { await syncPath(path); done.push(path) })
+  const objects = join(s.dir, 'objects') + '/'
+  await s.write('a', 0, 0, new Uint8Array(4096), { epoch: 1 })
+  await s.flush()
+  t.true(done.includes(objects), done.join(', '))
+  done.length = 0
+  await s.write('b', 0, 0, new Uint8Array(4096), { epoch: 1, fua: true })
+  t.true(done.includes(objects), done.join(', '))
+})
+
+test("a new object's directory entry is synced by the next flush even when the write that created it failed", async t => {
+  if (process.getuid?.() !== 0) { t.log('skipped: mounting a small tmpfs needs root'); t.pass(); return }
+  const mnt = await mkdtemp(join(tmpdir(), 'gvs-full-'))
+  try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]) } catch (err) {
+    await rm(mnt, { recursive: true, force: true })
+    t.log(`skipped: cannot mount a tmpfs here: ${String(err)}`); t.pass(); return
+  }
+  t.teardown(async () => { execFileSync('umount', [mnt]); await rm(mnt, { recursive: true, force: true }) })
+  await mkdir(join(mnt, 'gvs'))
+  const done: string[] = []
+  const s = await store(t, async path => { await syncPath(path); done.push(path) }, join(mnt, 'gvs'))
+  await s.write('v', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1 })
+  await s.flush()
+  done.length = 0
+  // creates object 1, then fails: the disk is full
+  const e = await t.throwsAsync(s.write('v', 1, 0, new Uint8Array(3 * MiB).fill(2), { epoch: 1 }))
+  t.true(isGvsError(e, 'no-space'), String(e))
+  t.true((await s.list('v')).includes(1), 'the object was created')
+  await s.flush()
+  t.true(done.includes(join(s.dir, 'objects', 'v') + '/'), `synced: ${done.join(', ')}`)
+})
+
+test('a removal failing on the file system fails with a store error, not a raw one', async t => {
+  const s = await store(t)
+  await s.write('v', 0, 0, new Uint8Array([1]), { epoch: 1 })
+  // a directory where object 1's data file would be: unlink fails with EISDIR
+  await mkdir(join(s.dir, 'objects', 'v', '00000001'))
+  const e = await t.throwsAsync(s.remove('v', 1))
+  t.true(isGvsError(e), String(e))
+})
+
+test('an fsync that fails marks the object damaged (not dirty again): the flush fails, it is not served, verify reports it, a rewrite heals it', async t => {
+  const failing = new Set<string>()
+  const s = await store(t, async path => {
+    if (failing.delete(path)) throw Object.assign(new Error(`EIO: i/o error, fsync '${path}'`), { code: 'EIO' })
+    await syncPath(path)
+  })
+  const reports: DamageReport[] = []
+  s.on('damaged', r => reports.push(r))
+  const size = s.objectSize
+  await s.write('v', 0, 0, new Uint8Array(size).fill(5), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await s.write('v', 1, 0, new Uint8Array(4096).fill(6), { epoch: 1 })
+  failing.add(join(s.dir, 'objects', 'v', '00000000'))
+  const e = await t.throwsAsync(s.flush())
+  t.true(isGvsError(e, 'io'), String(e))
+  // a retried fsync would now succeed: the kernel may have dropped the pages
+  await s.flush()
+  t.is(reports.length, 1)
+  t.like(reports[0], { volume: 'v', index: 0 })
+  const r = await t.throwsAsync(s.read('v', 0, 0, 4096))
+  t.true(isGvsError(r, 'damaged'), String(r))
+  t.is((await s.verify('v', 0)).length, size / s.blockSize)
+  await t.throwsAsync(s.syncObject('v', 0))
+  // the other object is sound
+  t.is((await s.read('v', 1, 0, 1))[0], 6)
+  t.deepEqual(await s.verify('v', 1), [])
+  // scrub's copy from a sound holder (same version) rewrites it
+  t.false(await s.put('v', 0, { data: new Uint8Array(size).fill(5), version: { epoch: 1, seq: 1 } }, { epoch: 1, replace: true }))
+  await s.syncObject('v', 0)
+  t.is((await s.read('v', 0, 0, 1))[0], 5)
+  t.deepEqual(await s.verify('v', 0), [])
+})
