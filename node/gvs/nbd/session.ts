@@ -1,7 +1,7 @@
 // One NBD client connection: the fixed newstyle handshake (options until GO or
 // EXPORT_NAME), then the transmission phase. Requests are read in order and served
-// concurrently (at most `maxInFlight` at once, so a fast client cannot queue unbounded
-// memory); each reply is written whole when its request completes, which NBD allows.
+// concurrently (at most `maxInFlight` at once, the socket paused at the limit, so a
+// fast client cannot queue unbounded memory); each reply is written whole when its request completes, which NBD allows.
 import type { Socket } from 'node:net'
 import type { BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
@@ -202,7 +202,13 @@ export class NbdSession {
     for (;;) {
       // one waiter, woken by the request that ends: a race over every request in flight
       // added a handler to each of them per request read (nbdcopy keeps the limit full)
-      while (this.active >= this.maxInFlight) await new Promise<void>(resolve => { this.wake = resolve })
+      if (this.active >= this.maxInFlight) {
+        // and the socket stops being read meanwhile: else the reader buffers whatever
+        // the client sends, and the limit would not bound memory
+        this.socket.pause()
+        while (this.active >= this.maxInFlight) await new Promise<void>(resolve => { this.wake = resolve })
+        this.socket.resume()
+      }
       const req = parseRequest(await this.reader.read(28))
       if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
       if (req.type === CMD.DISC) return
