@@ -7,7 +7,7 @@
 // rest of the rate), progress.
 import { EventEmitter } from 'node:events'
 import { TokenBucket } from './token-bucket.ts'
-import type { ReplicaTransport } from './replication.ts'
+import { listObjects, type ReplicaTransport } from './replication.ts'
 import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
@@ -142,14 +142,12 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     const listed: string[] = []
     await Promise.all(this.c.nodes().map(async node => {
       try {
-        const r = await this.c.transport.call(node, { op: 'list', volume: this.init.volume })
+        const held = await listObjects(this.c.transport, node, this.init.volume)
         listed.push(node)
-        const versions = r.reply.versions ?? []
-        for (const [k, i] of (r.reply.indexes ?? []).entries()) {
+        for (const { index: i, version } of held) {
           if (this.init.objects != null && i >= this.init.objects) continue
-          const v = versions[k]
           const l = all.get(i) ?? []
-          l.push({ node, version: v == null ? NO_VERSION : { epoch: v[0], seq: v[1] } })
+          l.push({ node, version })
           all.set(i, l)
         }
       } catch (err) { errors.push(`inventory of ${node}: ${(err as Error).message}`) }

@@ -72,7 +72,7 @@ export const DEFAULT_LIMITS: ChannelLimits = { maxRequests: 64, maxBytes: 32 * 1
 /** what a request and its answer carry: what it counts against the byte bound */
 function weight (req: ReplicaRequest, data: Uint8Array | undefined, objectSize: number): number {
   if (req.op === 'read') return req.length
-  if (req.op === 'get') return objectSize
+  if (req.op === 'get' || req.op === 'list') return objectSize
   return data?.length ?? 0
 }
 
@@ -258,7 +258,13 @@ export function serveChannel (stream: Stream, opts: ServeOptions): void {
       opts.failed(err)
     }
     if (stream.writeStatus !== 'writable') return
-    out.send(encodeFrame(f.id, header, data))
+    let frame: Uint8ArrayList<ArrayBufferLike>
+    try { frame = encodeFrame(f.id, header, data) } catch (err) {
+      // an answer too large for a frame fails alone, not the stream
+      frame = encodeFrame(f.id, encode(errorReply(err)))
+      opts.failed(err as GvsError)
+    }
+    out.send(frame)
   }
   stream.addEventListener('message', (e: { data: Uint8Array | Uint8ArrayList }) => {
     let frames: Frame[]

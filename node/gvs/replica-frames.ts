@@ -11,11 +11,16 @@ import { readBuffers } from './buffer-pool.ts'
 
 /** bytes before the header: length, id, header length */
 export const FRAME_PREFIX = 10
+/** the longest header a frame can carry (its length is 16 bits) */
+export const MAX_FRAME_HEADER = 0xffff
 
 export interface Frame { id: number, header: Uint8Array, data: Uint8Array | null }
 
 /** a frame ready to send: its prefix and header in one buffer, the data as it is */
 export function encodeFrame (id: number, header: Uint8Array, data?: Uint8Array | null): Uint8ArrayList<ArrayBufferLike> {
+  // a longer one would go out with its length cut to 16 bits: the far end would read
+  // a broken header and take the rest of it for data
+  if (header.length > MAX_FRAME_HEADER) throw new GvsError('invalid', `replica frame header of ${header.length} bytes is over the ${MAX_FRAME_HEADER} a frame can carry`)
   const head = new Uint8Array(FRAME_PREFIX + header.length)
   const dv = new DataView(head.buffer)
   const dataLength = data?.length ?? 0

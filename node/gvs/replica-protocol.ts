@@ -9,10 +9,17 @@
 // still understand the rest: a write's or zero's `seq` (its version is (epoch, seq)),
 // a put's `version`, and the `version` of a stat's or get's answer, the `versions` of a
 // list's (in the order of its `indexes`). Missing, a version counts as NO_VERSION.
+// A list asked with `from` (and maybe `limit`) is answered in pages whose entries ride
+// in the frame's data (LIST_ENTRY bytes each), `count` of them, with `more` the `from`
+// of the next page: a node may hold any number of a volume's objects, and a header is
+// at most 64 KiB. A list asked without (agents of earlier releases) gets the whole list
+// in the header as before, or a clear error when it would not fit in one.
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { parseJsonMessage } from '../../protocol/json-message.ts'
 import { GvsError, type GvsErrorCode } from './errors.ts'
+import { MAX_FRAME_HEADER } from './replica-frames.ts'
+import { NO_VERSION, type Version } from './versions.ts'
 
 export const REPLICA_PROTOCOL = '/vgrid/gvs/replica/2.0.0'
 export const REPLICA_PROTOCOL_V1 = '/vgrid/gvs/replica/1.0.0'
@@ -32,7 +39,7 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
-  Type.Object({ op: Type.Literal('list'), volume: Vol }),
+  Type.Object({ op: Type.Literal('list'), volume: Vol, from: Type.Optional(U), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })) }),
   Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U, under: Under }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: U }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
@@ -49,7 +56,11 @@ export const ReplicaReplySchema = Type.Union([
     version: Type.Optional(VersionT),
     bad: Type.Optional(Type.Array(U, { maxItems: 4096 })),
     indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })),
-    versions: Type.Optional(Type.Array(Type.Tuple([U, U]), { maxItems: 1_000_000 }))
+    versions: Type.Optional(Type.Array(Type.Tuple([U, U]), { maxItems: 1_000_000 })),
+    /** a list page: entries in the data */
+    count: Type.Optional(U),
+    /** a list page: there are more, from this index on */
+    more: Type.Optional(U)
   }),
   Type.Object({ ok: Type.Literal(false), code: Code, message: Type.String({ maxLength: 2048 }) })
 ])
@@ -79,4 +90,67 @@ export function errorReply (err: unknown): ReplicaReply {
 
 export function replyError (r: ReplicaReply & { ok: false }, peer: string): GvsError {
   return new GvsError(r.code as GvsErrorCode, `replica ${peer}: ${r.message}`)
+}
+
+/** one object a node holds, as a list reports it */
+export interface Listed { index: number, version: Version }
+
+/** bytes of one entry of a list page's data: u32 index, f64 epoch, f64 seq */
+export const LIST_ENTRY = 20
+
+/** entries of a list page: its data is at most an object's size, which every frame reader takes */
+export const listPage = (objectSize: number): number => Math.max(1, Math.floor(objectSize / LIST_ENTRY))
+
+export function encodeList (entries: readonly Listed[]): Uint8Array {
+  const out = new Uint8Array(entries.length * LIST_ENTRY)
+  const dv = new DataView(out.buffer)
+  entries.forEach((e, k) => {
+    dv.setUint32(k * LIST_ENTRY, e.index)
+    dv.setFloat64(k * LIST_ENTRY + 4, e.version.epoch)
+    dv.setFloat64(k * LIST_ENTRY + 12, e.version.seq)
+  })
+  return out
+}
+
+export function decodeList (data: Uint8Array | null, count: number): Listed[] {
+  const bytes = data?.length ?? 0
+  if (bytes !== count * LIST_ENTRY) throw new GvsError('io', `replica list page of ${count} entries came with ${bytes} bytes, not ${count * LIST_ENTRY}`)
+  const out: Listed[] = []
+  if (data == null) return out
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  const whole = (x: number): boolean => Number.isSafeInteger(x) && x >= 0
+  for (let at = 0; at < bytes; at += LIST_ENTRY) {
+    const index = dv.getUint32(at)
+    const epoch = dv.getFloat64(at + 4)
+    const seq = dv.getFloat64(at + 12)
+    if (!whole(epoch) || !whole(seq)) throw new GvsError('io', `replica list page: object ${index} has version ${epoch}.${seq}`)
+    out.push({ index, version: { epoch, seq } })
+  }
+  return out
+}
+
+/** what a list answer of an agent of an earlier release says: the whole list, in its header */
+export const listedOf = (reply: ReplicaReply & { ok: true }): Listed[] => (reply.indexes ?? []).map((index, k) => {
+  const v = reply.versions?.[k]
+  return { index, version: v == null ? NO_VERSION : { epoch: v[0], seq: v[1] } }
+})
+
+/**
+ * The answer to a list request, given what the store holds of the volume (by index,
+ * ascending): a page when asked with `from` or `limit`, else (an agent of an earlier
+ * release asking) the whole list in the header if it fits in one frame, else an error.
+ */
+export function answerList (held: readonly Listed[], req: { volume: string, from?: number, limit?: number }, objectSize: number): { reply: ReplicaReply & { ok: true }, data: Uint8Array | null } {
+  if (req.from == null && req.limit == null) {
+    const reply = { ok: true as const, indexes: held.map(o => o.index), versions: held.map(o => [o.version.epoch, o.version.seq] as [number, number]) }
+    const bytes = encode(reply).length
+    if (bytes > MAX_FRAME_HEADER) throw new GvsError('invalid', `"${req.volume}" has ${held.length} objects here: a list of them without pages (${bytes} bytes) does not fit in a frame's ${MAX_FRAME_HEADER}; ask with {from, limit} (as agents with paged lists do)`)
+    return { reply, data: null }
+  }
+  const n = Math.min(req.limit ?? Infinity, listPage(objectSize))
+  const from = req.from ?? 0
+  const rest = held.filter(o => o.index >= from).sort((a, b) => a.index - b.index)
+  const page = rest.slice(0, n)
+  const more = rest.length > n ? page[n - 1]!.index + 1 : undefined
+  return { reply: { ok: true, count: page.length, ...(more != null ? { more } : {}) }, data: page.length > 0 ? encodeList(page) : null }
 }

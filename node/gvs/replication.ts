@@ -23,8 +23,8 @@ import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import { NO_VERSION, type Version } from './versions.ts'
 import {
-  REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply,
-  type ReplicaReply, type ReplicaRequest
+  REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, decodeList, listedOf,
+  type Listed, type ReplicaReply, type ReplicaRequest
 } from './replica-protocol.ts'
 import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
 
@@ -93,16 +93,31 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'remove':
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }
-    case 'list': {
-      const inv = await store.inventory(req.volume)
-      return { reply: { ok: true, indexes: inv.map(o => o.index), versions: inv.map(o => [o.version.epoch, o.version.seq] as [number, number]) }, data: null }
-    }
+    case 'list':
+      return answerList(await store.inventory(req.volume), req, store.objectSize)
     case 'fence':
       await store.fence(req.volume, req.epoch)
       return { reply: { ok: true }, data: null }
     case 'flush':
       await store.flush()
       return { reply: { ok: true }, data: null }
+  }
+}
+
+/**
+ * Every object of a volume one node holds, with its version, asked page by page (any
+ * number fits: replica-protocol.ts). An agent of an earlier release ignores `from` and
+ * answers with the whole list in one header.
+ */
+export async function listObjects (transport: ReplicaTransport, node: string, volume: string): Promise<Listed[]> {
+  const out: Listed[] = []
+  for (let from = 0; ;) {
+    const { reply, data } = await transport.call(node, { op: 'list', volume, from })
+    if (reply.count == null) return listedOf(reply)
+    for (const e of decodeList(data, reply.count)) out.push(e)
+    if (reply.more == null) return out
+    if (reply.more <= from) throw new GvsError('io', `replica ${node}: the list of "${volume}" went back from ${from} to ${reply.more}`)
+    from = reply.more
   }
 }
 
@@ -132,8 +147,8 @@ const SMALL = 64 * 1024
 /** streams per peer for whole-object copies: a 4 MiB copy takes 16 window round trips on one */
 const BULK_LANES = 2
 
-/** whole-object copies travel apart from client I/O */
-const bulk = (op: ReplicaRequest['op']): boolean => op === 'get' || op === 'put'
+/** whole-object copies, and lists (a page is up to an object's size), travel apart from client I/O */
+const bulk = (op: ReplicaRequest['op']): boolean => op === 'get' || op === 'put' || op === 'list'
 
 export class ReplicaService implements ReplicaTransport {
   readonly self: string
