@@ -59,13 +59,16 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly unflushed = new Map<string, Set<number>>()
   /** object index -> the holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
-  private readonly settling = new Map<number, Promise<void>>()
+  /** settles in progress, resolving to the holders that did not answer (and why) */
+  private readonly settling = new Map<number, Promise<Map<string, string>>>()
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
   /** object index -> the sequence number of this writer's last write to it (versions.ts) */
   private readonly seqs = new Map<number, number>()
   /** object index -> holders a write of it failed on, until it settles again */
   private readonly suspects = new Map<number, Set<string>>()
+  /** the flush in progress (with those it overlapped): a later one is answered after it */
+  private flushing: Promise<void> | null = null
 
   constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
     this.c = components
@@ -98,27 +101,42 @@ export class ReplicatedVolume implements BlockDevice {
    * Brings the newest copy of the object to every current holder that lacks it (absent,
    * older, or suspect), once per holder set. It holds the whole object in this volume's
    * write lock: no write of it is in flight while copies are compared and replaced.
+   * Resolves to the holders that did not answer: the object is settled only when every
+   * holder did, since a silent one may hold an old copy (or none) that a write would
+   * then build on and raise to the newest version.
    */
-  private async settle (index: number, hs: string[]): Promise<void> {
+  private async settle (index: number, hs: string[]): Promise<Map<string, string>> {
     const key = hs.join(',')
-    if (this.settled.get(index) === key) return
+    if (this.settled.get(index) === key) return new Map()
     let p = this.settling.get(index)
     if (p == null) {
-      p = this.writing.run(String(index), WHOLE, async () => { await this.settleNow(index, hs) })
-        .then(() => { this.settled.set(index, key) }).finally(() => { this.settling.delete(index) })
+      p = this.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
+        .then(silent => { if (silent.size === 0) this.settled.set(index, key); return silent })
+        .finally(() => { this.settling.delete(index) })
       this.settling.set(index, p)
     }
-    await p
+    return await p
   }
 
-  private async settleNow (index: number, hs: string[]): Promise<void> {
+  /** settles the object for a write: every holder must have answered (a write needs them all anyway) */
+  private async settleAll (index: number, hs: string[], op: string): Promise<void> {
+    const silent = await this.settle(index, hs)
+    if (silent.size === 0) return
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`)
+  }
+
+  private async settleNow (index: number, hs: string[]): Promise<Map<string, string>> {
+    const silent = new Map<string, string>()
     for (const layer of [this.init.volume, ...(this.under ?? [])]) {
-      const plan = await this.settleLayer(layer, index, hs)
+      const l = await this.settleLayer(layer, index, hs)
+      const plan = l.plan
+      for (const h of hs) { const why = l.silent.get(h); if (why != null && !silent.has(h)) silent.set(h, why) }
       if (layer !== this.init.volume) continue
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
       await this.outdateSilentSuspects(index, plan)
     }
+    return silent
   }
 
   /**
@@ -126,7 +144,8 @@ export class ReplicatedVolume implements BlockDevice {
    * off, or gone) may come back claiming a version it does not fully have; so the
    * copies that did answer move one version on (a zero of no bytes), which leaves the
    * suspect's copy plainly behind for any writer, reader or repair, also after this
-   * writer is gone. Until that succeeds the object does not settle.
+   * writer is gone. Until that succeeds the object does not settle (nor while such a
+   * suspect is still a holder: settle waits for every holder's answer).
    */
   private async outdateSilentSuspects (index: number, plan: SettlePlan): Promise<void> {
     const suspects = this.suspects.get(index)
@@ -148,21 +167,24 @@ export class ReplicatedVolume implements BlockDevice {
    * other live nodes (a moved object's old holders, or a holder that missed writes
    * while it was away and is back). A node that does not answer is left out.
    */
-  private async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean }> {
+  private async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Map<string, string> }> {
     const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
+    const silent = new Map<string, string>()
     const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
       try {
         const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
         return { node, present: r.present === true, version: r.version ?? NO_VERSION }
-      } catch { return null }
+      } catch (err) { silent.set(node, (err as Error).message); return null }
     }))
     const seen = answers.filter(x => x != null)
-    return { seen, everyone: seen.length === nodes.length }
+    return { seen, everyone: seen.length === nodes.length, silent }
   }
 
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<SettlePlan> {
-    const plan = planSettle(hs, (await this.look(vol, index, hs)).seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
-    if (plan.lacking.length === 0) return plan
+  /** the copies of one layer's object brought to the holders that answered and lack it */
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Map<string, string> }> {
+    const { seen, silent } = await this.look(vol, index, hs)
+    const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
+    if (plan.lacking.length === 0) return { plan, silent }
     const why: string[] = []
     for (const src of plan.sources) {
       try {
@@ -171,7 +193,7 @@ export class ReplicatedVolume implements BlockDevice {
         const data = r.data
         const version = r.reply.version ?? NO_VERSION
         await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
-        return plan
+        return { plan, silent }
       } catch (err) { why.push((err as Error).message) }
     }
     throw new GvsError('unavailable', `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`)
@@ -200,7 +222,8 @@ export class ReplicatedVolume implements BlockDevice {
     const key = hs.join(',')
     if (this.settled.get(index) === key) return this.readOrder(index)
     // layers resolve per node, which needs every layer in place: settle as for a write
-    if (this.under != null) { await this.settle(index, hs); return this.readOrder(index) }
+    // (a holder that did not answer may have an old copy: not read from until it does)
+    if (this.under != null) { const silent = await this.settle(index, hs); return this.readOrder(index).filter(n => !silent.has(n)) }
     const { seen, everyone } = await this.look(this.init.volume, index, hs)
     const plan = planSettle(hs, seen, this.suspects.get(index))
     const self = this.c.transport.self
@@ -245,7 +268,7 @@ export class ReplicatedVolume implements BlockDevice {
   private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
     for (;;) {
       const hs = this.writeHolders(p.index)
-      await this.settle(p.index, hs)
+      await this.settleAll(p.index, hs, data == null ? 'zero' : 'write')
       const sent = await this.inOrder(p, async () => {
         const now = this.writeHolders(p.index)
         if (this.settled.get(p.index) !== now.join(',')) return false
@@ -285,8 +308,22 @@ export class ReplicatedVolume implements BlockDevice {
    * holders among the live nodes (settle), which then flush too. So a flush that
    * succeeds means R copies on live nodes' stable storage, and a holder's death fails
    * at most the flushes made before membership says it died, not every later one.
+   * A flush that starts while another runs is answered once that one is done, and fails
+   * if it failed: what it must cover includes writes the other took from `unflushed`
+   * (clients flush on several connections at once, nbd/session.ts CAN_MULTI_CONN).
    */
   async flush (): Promise<void> {
+    const before = this.flushing
+    const own = this.flushOnce()
+    const both = Promise.allSettled([before, own]).then(([b, o]) => {
+      if (o.status === 'rejected') throw o.reason
+      if (b.status === 'rejected') throw new GvsError('io', `volume "${this.init.volume}": an overlapping flush failed: ${(b.reason as Error).message}`)
+    })
+    this.flushing = both
+    try { await both } finally { if (this.flushing === both) this.flushing = null }
+  }
+
+  private async flushOnce (): Promise<void> {
     const entries = [...this.unflushed]
     this.unflushed.clear()
     const live = this.c.nodes == null ? null : new Set(this.c.nodes())
@@ -306,7 +343,7 @@ export class ReplicatedVolume implements BlockDevice {
       try {
         const hs = this.writeHolders(index)
         this.settled.delete(index)
-        await this.settle(index, hs)
+        await this.settleAll(index, hs, 'flush')
         for (const h of hs) add(h, [index])
       } catch (err) {
         errors.push(`object ${index}: ${(err as Error).message}`)
@@ -343,6 +380,10 @@ export class ReplicatedVolume implements BlockDevice {
     // has kept it out of the pool (replica-channel.ts). Returning on a quorum would
     // hand out a buffer a stream may still be sending.
     const results = await Promise.allSettled(hs.map(async h => await this.c.transport.call(h, req, data)))
+    // and again now it has landed: a flush that began while it was in flight took the
+    // marks and may have run before it landed, so the next flush must cover it (failed
+    // holders too: the write may have landed in part)
+    if (!fua) for (const h of hs) this.markUnflushed(h, [index])
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i]!, err: r.reason as Error }] : [])
     if (bad.length === 0) return
     const suspects = this.suspects.get(index) ?? new Set<string>()

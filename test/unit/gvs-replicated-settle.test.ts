@@ -1,0 +1,48 @@
+// Settling an object (replicated-volume.ts) over real object stores in one process: a
+// holder that does not say which copy it has is never taken as up to date. A write
+// then fails as unavailable, and the next one, once the holder answers, first brings it
+// the newest copy.
+import test from 'ava'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { execute, type ReplicaTransport } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+const block = (v: number): Uint8Array => new Uint8Array(4096).fill(v)
+
+test('a holder that did not answer stat is not written to as if it had the newest copy', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  // both took 1.1 (block 0 = 1s); A then took 1.2 (block 1 = 2s) while B was cut off
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await stores.A!.write('v', 0, 4096, block(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  // B is back, but its answer to the next stat is lost (a stream reset)
+  let lose = 1
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      if (peer === 'B' && req.op === 'stat' && lose-- > 0) throw new GvsError('unavailable', 'replica B unreachable for stat: stream closed (reset, test)')
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  // a new writer (epoch 2): its first write fails, B's copy untouched
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 2 })
+  await t.throwsAsync(v.write(8192, block(3), false), { instanceOf: GvsError, message: /1 of 2 replica\(s\) failed the write, not saying which copy they have: replica B unreachable/ })
+  t.deepEqual((await stores.B!.stat('v', 0)).version, { epoch: 1, seq: 1 }, 'B still says its old version')
+  t.is((await stores.B!.read('v', 0, 4096, 1))[0], 0)
+  t.is((await stores.B!.read('v', 0, 8192, 1))[0], 0, 'the failed write did not reach B')
+  // B answers now: the write brings it A's copy first, then lands on both alike
+  await v.write(8192, block(3), false)
+  const a = await stores.A!.readObject('v', 0)
+  const b = await stores.B!.readObject('v', 0)
+  t.deepEqual(a!.version, b!.version)
+  t.true(Buffer.from(a!.data).equals(b!.data), 'both copies alike')
+  t.deepEqual([...(await stores.B!.read('v', 0, 0, 3 * 4096)).filter((_, i) => i % 4096 === 0)], [1, 2, 3])
+})
