@@ -63,7 +63,9 @@ export interface SettlePlan {
  * are nodes a write of this object failed on: their version may claim writes they
  * missed (a later write landed, an earlier one did not), so they are no source while
  * another is, and they get the newest copy whatever their version says. Nodes that did
- * not answer are left out of `seen`: not lacking, not a source.
+ * not answer are left out of `seen`: not lacking, not a source (so the plan does not
+ * cover a silent holder, and the writer does not count the object settled while one is:
+ * replicated-volume.ts settle).
  */
 export function planSettle (holders: readonly string[], seen: readonly CopySeen[], suspects: ReadonlySet<string> = new Set()): SettlePlan {
   const present = seen.filter(s => s.present)

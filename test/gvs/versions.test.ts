@@ -168,3 +168,52 @@ test('a holder a write failed on that then stops answering is left plainly behin
   want[3 * MiB] = 0
   for (const n of nodes) t.true(same((await n.store.readObject('vol', 0))!.data, want), `node ${n.id.slice(-4)} has every write`)
 })
+
+test('a holder that stops answering while membership still lists it fails writes of its objects as unavailable, never taken as in step; once dropped, writes go to the new holders and its copy stays behind', async t => {
+  const nodes = await grid(t, 3, 'gvswin')
+  const all = nodes.map(n => n.id)
+  const placed = new Placement(all.map(id => ({ id, weight: 1 })))
+  const away = nodes.find(n => n !== nodes[0] && placed.holders(objectKey('vol', 0), 2).includes(n.id))!
+  let cut = false
+  const lossy: ReplicaTransport = {
+    self: nodes[0]!.svc.self,
+    call: async (peer, req, data) => {
+      if (cut && peer === away.id) throw new GvsError('unavailable', 'cut off (test)')
+      return await nodes[0]!.svc.call(peer, req, data)
+    }
+  }
+  let live = all
+  const writer = volume(lossy, () => live)
+  const want = Buffer.from(randomBytes(4 * MiB))
+  await writer.write(0, want, false)
+  const a = randomBytes(4096)
+  const b = randomBytes(4096)
+  await writer.write(0, a, false)
+  want.set(a, 0)
+  // the node is cut off; membership has not noticed yet
+  cut = true
+  const first = await t.throwsAsync(writer.write(4096, b, false))
+  t.regex(first?.message ?? '', /failed the write/)
+  const again = await t.throwsAsync(writer.write(4096, b, false), { instanceOf: GvsError })
+  t.is(again?.code, 'unavailable', 'the next write does not settle without the silent holder')
+  t.regex(again?.message ?? '', /not saying which copy they have: cut off/)
+  // membership drops it: the object moves to a new holder, and the write goes there
+  live = all.filter(id => id !== away.id)
+  await writer.write(4096, b, false)
+  want.set(b, 4096)
+  await writer.flush()
+  for (const id of live) {
+    const n = nodes.find(x => x.id === id)!
+    t.true(same((await n.store.readObject('vol', 0))!.data, want), `holder ${id.slice(-4)} has every write`)
+  }
+  // it answers again and is a holder again: its copy is behind, never served, and a write brings it the newest
+  cut = false
+  live = all
+  const keeper = nodes.find(n => n !== away && placed.holders(objectKey('vol', 0), 2).includes(n.id))!
+  const newest = (await keeper.store.stat('vol', 0)).version
+  t.true((await away.store.stat('vol', 0)).version.seq < newest.seq, 'its copy is plainly behind')
+  t.true(same(await volume(away.svc, () => all).read(0, 4 * MiB), want), 'a read on it finds the newest copy')
+  await volume(away.svc, () => all, 2).write(8192, new Uint8Array(1), false)
+  want[8192] = 0
+  for (const id of placed.holders(objectKey('vol', 0), 2)) t.true(same((await nodes.find(x => x.id === id)!.store.readObject('vol', 0))!.data, want), `holder ${id.slice(-4)} has every write`)
+})

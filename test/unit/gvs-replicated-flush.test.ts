@@ -26,10 +26,10 @@ function gate (): { reached: Promise<void>, wait: () => Promise<void>, open: () 
 
 /**
  * Object stores named by `names`, reached through a transport that runs each request on
- * the named store; `hook` runs before (and may hold or fail) a request. `log` records
- * what reached each store, in order.
+ * the named store; `hook` runs before (and may hold or fail) a request; a request `lose`
+ * picks runs, but its answer is lost. `log` records what reached each store, in order.
  */
-async function nodes (t: ExecutionContext, names: string[], hook: (peer: string, req: ReplicaRequest) => Promise<void>): Promise<{ transport: ReplicaTransport, log: string[] }> {
+async function nodes (t: ExecutionContext, names: string[], hook: (peer: string, req: ReplicaRequest) => Promise<void>, lose = (_peer: string, _req: ReplicaRequest): boolean => false): Promise<{ transport: ReplicaTransport, log: string[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-rflush-'))
   const stores = new Map<string, ObjectStore>()
   t.teardown(async () => { for (const s of stores.values()) await s.stop(); await rm(dir, { recursive: true, force: true }) })
@@ -45,6 +45,7 @@ async function nodes (t: ExecutionContext, names: string[], hook: (peer: string,
       await hook(peer, req)
       const r = await execute(stores.get(peer)!, req, data ?? null)
       log.push(`${req.op}@${peer}`)
+      if (lose(peer, req)) throw new GvsError('unavailable', `replica ${peer} unreachable for ${req.op}: stream closed (reset, test)`)
       return r
     }
   }
@@ -69,6 +70,24 @@ test('a write in flight when a flush began is flushed by the next flush', async 
   // the write is acknowledged: a flush now must put it on stable storage on both holders
   await v.flush()
   t.deepEqual(log.slice(landed).sort(), ['flush@a', 'flush@b'], 'the second flush flushed both holders after the write landed')
+})
+
+test('a write in flight when a flush began that failed on a holder after landing there is flushed there by the next flush', async t => {
+  const w = gate()
+  let lost = 0
+  const { transport, log } = await nodes(t, ['a', 'b'], async (_peer, req) => { if (req.op === 'write') await w.wait() },
+    (peer, req) => peer === 'b' && req.op === 'write' && lost++ === 0)
+  const v = volume(transport, ['a', 'b'])
+  const write = v.write(0, new Uint8Array(4096).fill(7), false)
+  await w.reached
+  await v.flush()
+  w.open()
+  await t.throwsAsync(write, { message: /1 of 2 replica\(s\) failed the write/ })
+  const landed = log.length
+  // the write landed on b though b's answer was lost: not acknowledged, but what b
+  // now holds (and serves) is on stable storage after the next flush
+  await v.flush()
+  t.true(log.slice(landed).includes('flush@b'), 'the next flush flushed the holder the write failed on')
 })
 
 test('a flush that overlaps another is answered only after the other\'s replica flushes, and fails when it failed', async t => {
