@@ -79,24 +79,33 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
     return { ...report, ...p, finishedAt: Date.now() }
   }
 
-  /** rewrites this node's copy from a sound one elsewhere, the newest first; null when healed, else why not */
   private async heal (layer: string, index: number): Promise<string | null> {
-    const why: string[] = []
-    const self = this.c.transport.self
-    const others = this.c.sources(layer, index).filter(n => n !== self)
-    const versions = new Map(await Promise.all(others.map(async n => {
-      try { return [n, (await this.c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION] as const } catch { return [n, NO_VERSION] as const }
-    })))
-    for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
-      try {
-        const v = await this.c.transport.call(src, { op: 'verify', volume: layer, index })
-        if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); continue }
-        const r = await this.c.transport.call(src, { op: 'get', volume: layer, index })
-        if (r.data == null) { why.push(`${src}: no copy`); continue }
-        await this.c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
-        return null
-      } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
-    }
-    return why.length === 0 ? 'no other live node to copy from' : why.join('; ')
+    return await healCopy(this.c, layer, index)
   }
+}
+
+/**
+ * Rewrites this node's copy of one object from a sound one on another live node, the
+ * newest first (each verified just before it is read); null when healed, else why not.
+ * The scrub uses it for each bad copy it finds, and the service as soon as a read or a
+ * failed fsync reports a copy damaged.
+ */
+export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sources'>, layer: string, index: number): Promise<string | null> {
+  const why: string[] = []
+  const self = c.transport.self
+  const others = c.sources(layer, index).filter(n => n !== self)
+  const versions = new Map(await Promise.all(others.map(async n => {
+    try { return [n, (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION] as const } catch { return [n, NO_VERSION] as const }
+  })))
+  for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
+    try {
+      const v = await c.transport.call(src, { op: 'verify', volume: layer, index })
+      if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); continue }
+      const r = await c.transport.call(src, { op: 'get', volume: layer, index })
+      if (r.data == null) { why.push(`${src}: no copy`); continue }
+      await c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
+      return null
+    } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
+  }
+  return why.length === 0 ? 'no other live node to copy from' : why.join('; ')
 }

@@ -29,6 +29,7 @@ import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
+import { healCopy } from './scrub.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -99,6 +100,8 @@ export class GvsService {
   /** the live nodes placement last used (sorted ids), to tell a real change from a relabelling */
   private liveKey = ''
   private started = false
+  /** damaged copies being rewritten now (layer/index) */
+  private readonly healing = new Set<string>()
   /** volumes this node has seen in the document: only these are freed when they go */
   private readonly seen = new Set<string>()
 
@@ -115,7 +118,7 @@ export class GvsService {
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes() }, new Writers(this.init.writerIdleMs ?? 30_000))
     this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
-    this.store.on('damaged', () => { this.metrics?.damaged.inc() })
+    this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.healSoon(r.volume, r.index) })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
@@ -234,6 +237,28 @@ export class GvsService {
   }
 
   /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
+  /**
+   * A copy here was found damaged (a read's checksum, a failed fsync): it is rewritten
+   * from a sound copy now, not at the next scrub; the request that found it has already
+   * gone to another copy. One heal per object at a time; a heal that finds no sound copy
+   * is logged and left to repair and scrub.
+   */
+  private healSoon (layer: string, index: number): void {
+    const key = `${layer}/${index}`
+    if (!this.started || this.healing.has(key)) return
+    this.healing.add(key)
+    const log = this.components.log
+    const timer = setTimeout(() => {
+      void healCopy({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i) }, layer, index)
+        .then(why => {
+          if (why == null) log.info('a damaged copy was rewritten from a sound one', { volume: layer, index })
+          else log.warn('a damaged copy could not be rewritten yet (repair and scrub try again)', { volume: layer, index, why })
+        }, err => { log.warn('healing a damaged copy failed', { volume: layer, index, err: (err as Error).message }) })
+        .finally(() => { this.healing.delete(key) })
+    }, HEAL_DELAY_MS)
+    timer.unref()
+  }
+
   private sourcesOf (layer: string, index: number): string[] {
     const v = this.volumes().find(x => referencedLayers([x]).has(layer))
     const hs = v == null ? [] : this.holders(objectKey(placementKeyOf(v), index), v.replicas)
@@ -427,6 +452,9 @@ export class GvsService {
     return `nbd+unix:///${exportName(v)}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
   }
 }
+
+/** how long after a damaged copy is reported it is rewritten (the reporting request fails over first) */
+const HEAL_DELAY_MS = 200
 
 /** the NBD export name of a volume: its path without the leading "/" */
 export const exportName = (v: Volume): string => v.path.slice(1)
