@@ -224,13 +224,15 @@ export class ReplicatedVolume implements BlockDevice {
     // layers resolve per node, which needs every layer in place: settle as for a write
     // (a holder that did not answer may have an old copy: not read from until it does)
     if (this.under != null) { const silent = await this.settle(index, hs); return this.readOrder(index).filter(n => !silent.has(n)) }
-    const { seen, everyone } = await this.look(this.init.volume, index, hs)
+    const { seen, everyone, silent } = await this.look(this.init.volume, index, hs)
     const plan = planSettle(hs, seen, this.suspects.get(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {
-      // written nowhere (thin), as every node answered: settled; some did not answer:
-      // the holders answer (zeros) or fail, and the next read asks again
-      if (everyone) this.settled.set(index, key)
+      // written nowhere (thin), as every node answered: settled, and the holders answer
+      // zeros. Some did not answer: the only copies may be theirs, and a holder without
+      // one would answer zeros for data that exists: fail, and the next read asks again
+      if (!everyone) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
+      this.settled.set(index, key)
       return this.readOrder(index)
     }
     if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settled.set(index, key); return this.readOrder(index) }

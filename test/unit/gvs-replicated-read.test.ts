@@ -1,0 +1,38 @@
+// Reading an object that is not settled yet (replicated-volume.ts) over real object
+// stores in one process: when no node that answered has a copy and some node did not
+// answer, the read fails as unavailable instead of returning the zeros a holder without
+// a copy would give; once that node answers, the data comes back.
+import test from 'ava'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { execute, type ReplicaTransport } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+
+test('a read never answers zeros for an object whose only copies are on nodes that did not answer', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rread-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B', 'C']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  // object 0 was written on A and B; placement has since moved it to C and A
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  let silent = new Set(['A', 'B'])
+  const transport: ReplicaTransport = {
+    self: 'C',
+    call: async (peer, req, data) => {
+      if (silent.has(peer)) throw new GvsError('unavailable', `replica ${peer} unreachable: stream closed (reset, test)`)
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['C', 'A'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /no node that answered has a copy, and A, B did not answer/ })
+  silent = new Set()
+  t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [7, 7], 'once they answer, the written data')
+  // a thin object written nowhere, every node answering: zeros
+  t.deepEqual([...(await v.read(4 * MiB, 4096))].slice(0, 2), [0, 0])
+})
