@@ -3,34 +3,23 @@
 // another agent is refused on every object, including objects the new writer has not
 // written yet; sessions opened after the change write with the new epoch.
 import test from 'ava'
-import Fastify from 'fastify'
 import { join } from 'node:path'
-import type { Member } from '../../protocol/membership.ts'
-import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
-import { memoryHosts } from './hosts.ts'
+import { apiOf, memoryHosts, sharedDocument } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
-import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
 
-const G = 2 ** 30
 
 test('a raised and fenced epoch refuses the previous writer on every object, and new sessions write with it', async t => {
   const { dir, hosts, svcs } = await memoryHosts(t, 3, 'gvsfence')
-  const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
-  const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
-  const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
-    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
-  } as unknown as Member]))
+  const { state, members } = sharedDocument(hosts)
   for (let i = 0; i < 3; i++) {
     const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false })
     await s.start()
     svcs.push(s)
   }
-  const app = Fastify()
-  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
-  svcs[0]!.routes(app)
+  const app = apiOf(svcs[0]!)
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
   t.is(created.statusCode, 201, created.body)
   const id = created.json<{ id: string }>().id

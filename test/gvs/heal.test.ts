@@ -3,38 +3,27 @@
 // still returns the written data (from the other copy), and within moments the damaged
 // copy verifies clean again, rewritten from the sound one.
 import test from 'ava'
-import Fastify from 'fastify'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import type { Member } from '../../protocol/membership.ts'
-import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
-import { memoryHosts } from './hosts.ts'
-import { toApiError } from '../../node/api/errors.ts'
+import { apiOf, memoryHosts, sharedDocument } from './hosts.ts'
 import { silentLogger } from '../../node/log.ts'
 import { waitFor } from '../helpers/agent-process.ts'
 import type { VolumeView } from '../../node/gvs/routes.ts'
 
 const MiB = 1024 * 1024
-const G = 2 ** 30
 
 test('a copy a read finds damaged is rewritten from the sound one at once', async t => {
   const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsheal')
-  const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
-  const state = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
-  const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
-    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
-  } as unknown as Member]))
+  const { state, members } = sharedDocument(hosts)
   for (let i = 0; i < 2; i++) {
     // no scheduled scrub: only the heal can mend the copy
     const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false, scrubIntervalMs: 0 })
     await s.start()
     svcs.push(s)
   }
-  const app = Fastify()
-  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
-  svcs[0]!.routes(app)
+  const app = apiOf(svcs[0]!)
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/data', size: '16M' } })
   t.is(created.statusCode, 201, created.body)
   const id = created.json<VolumeView>().id

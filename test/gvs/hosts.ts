@@ -8,7 +8,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
-import type { GvsService } from '../../node/gvs/service.ts'
+import type { GvsComponents, GvsService } from '../../node/gvs/service.ts'
+import type { Member } from '../../protocol/membership.ts'
+import { Replica } from '../../crdt/replica.ts'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { toApiError } from '../../node/api/errors.ts'
+
+const G = 2 ** 30
 
 export async function memoryHosts (t: ExecutionContext, n: number, tag: string): Promise<{ dir: string, hosts: VgridHost[], svcs: GvsService[] }> {
   const dir = await mkdtemp(join(tmpdir(), `${tag}-`))
@@ -25,4 +31,25 @@ export async function memoryHosts (t: ExecutionContext, n: number, tag: string):
   }
   for (const a of hosts) for (const b of hosts) if (a !== b) await a.dial(b.getMultiaddrs()[0]!)
   return { dir, hosts, svcs }
+}
+
+/**
+ * One converged cluster document and one members table standing in for state sync and
+ * membership: every host alive with 100 GiB of disk, 50 free.
+ */
+export function sharedDocument (hosts: VgridHost[]): { replica: Replica, state: GvsComponents['state'], members: Map<string, Member> } {
+  const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
+  const state: GvsComponents['state'] = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
+  const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
+    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
+  } as unknown as Member]))
+  return { replica, state, members }
+}
+
+/** an HTTP app with one service's routes, its errors in the API's shape (inject requests into it) */
+export function apiOf (svc: GvsService): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+  svc.routes(app)
+  return app
 }
