@@ -28,7 +28,7 @@ export interface DecideInput {
   fence: FenceDecision
   /** VMs this node's drivers run (started or adopted), by VM id */
   runs: ReadonlySet<string>
-  /** VMs with a driver operation in flight: left alone this step */
+  /** VMs with a driver operation in flight: left alone this step (unless fenced) */
   busy: ReadonlySet<string>
   /** when this node claimed a lease (absent: a lease from before this run: settled) */
   claimedAt: ReadonlyMap<string, number>
@@ -55,6 +55,8 @@ export interface Decisions {
   unplaced: string[]
   /** of those, the ones no node can take now */
   fitsNowhere: string[]
+  /** VMs this node would take over but cannot, with the reason (a lease epoch at the schema's maximum) */
+  blocked: Array<{ vm: string, reason: string }>
   /** ms until a timer (settle, takeover, fallback) may change the answer */
   wakeInMs: number
 }
@@ -73,10 +75,11 @@ export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, 
 }
 
 export function decide (i: DecideInput): Decisions {
-  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], unplaced: [], fitsNowhere: [], wakeInMs: Infinity }
+  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
   const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
   if (i.fence.fenced) {
-    for (const vm of i.runs) if (!i.busy.has(vm)) d.kill.push({ vm, why: `fenced: ${i.fence.reason}` })
+    // busy ones too: a graceful stop's grace time or a guest's boot may outlast the takeover wait
+    for (const vm of new Set([...i.runs, ...i.busy])) d.kill.push({ vm, why: `fenced: ${i.fence.reason}` })
     return d
   }
   const meNode = i.nodes.find(n => n.id === i.me)
@@ -123,8 +126,10 @@ export function decide (i: DecideInput): Decisions {
     }
     if (i.holderAlive(w.holder)) continue
     const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: i.cfg.fenceTimeoutMs, marginMs: i.cfg.takeoverMarginMs })
-    if (t.allowed) unplaced.set(id, { from: w.holder, epoch: w.epoch + 1 })
-    else wake(t.waitMs)
+    if (!t.allowed) { wake(t.waitMs); continue }
+    // a claim the schema refuses would fail the whole step's write, every step
+    if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })
+    else unplaced.set(id, { from: w.holder, epoch: w.epoch + 1 })
   }
   if (unplaced.size === 0) return d
   const order = [...unplaced.keys()].sort()
@@ -142,8 +147,9 @@ export function decide (i: DecideInput): Decisions {
     if (feasible === 0) continue
     // the best-ranked node claims; if it has not after a while, the next ones may too
     // (it may be refusing for reservations others cannot see); the rule settles ties
-    const waited = i.now - (i.unplacedSince.get(id) ?? i.now)
-    const allowed = 1 + Math.floor(waited / (FALLBACK_SETTLES * i.cfg.settleMs))
+    // never negative: a wait start in the future (credited lost time, a clock step) still lets the best-ranked claim
+    const waited = Math.max(0, i.now - (i.unplacedSince.get(id) ?? i.now))
+    const allowed = Math.max(1, 1 + Math.floor(waited / (FALLBACK_SETTLES * i.cfg.settleMs)))
     if (pos < 0) continue
     if (pos >= allowed) { wake(FALLBACK_SETTLES * i.cfg.settleMs * pos - waited); continue }
     const vm = i.doc.vms.get(id)!

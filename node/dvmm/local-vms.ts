@@ -56,8 +56,8 @@ export interface LocalVmsComponents {
   volumes?: VolumeAccess
   metrics: Pick<DvmmMetrics, 'starts' | 'kills' | 'crashes'>
   history: Pick<History, 'add'>
-  /** queues a lease update for the decision loop's next write */
-  enqueue: (fn: (w: Writer) => void) => void
+  /** queues a lease update for the decision loop's next write (`written`: called once it is written) */
+  enqueue: (fn: (w: Writer) => void, opts?: { written?: () => void }) => void
   /** asks the decision loop for a step soon */
   schedule: () => void
 }
@@ -74,13 +74,32 @@ export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ 
   return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
 }
 
+/**
+ * A time written into the document (the roll's joined, crash records): whole ms of wall
+ * time where the clock has it apart from its monotonic `now`, which other nodes and
+ * later runs cannot compare with theirs.
+ */
+export function docStamp (clock: Clock & { wall?: () => number }): number {
+  return Math.floor(clock.wall?.() ?? clock.now())
+}
+
+/** a start called off while it ran (see LocalVms.aborted) */
+class StartAborted extends Error { override message = 'start called off' }
+
 export class LocalVms {
   private readonly c: LocalVmsComponents
   private readonly init: LocalVmsInit
   private readonly running = new Set<string>()
-  private readonly working = new Set<string>()
-  /** stops and kills this node asked for: their exits are no crashes */
-  private readonly expected = new Set<string>()
+  /** starts in flight (the decision step leaves these VMs be; a graceful stop waits for them) */
+  private readonly starting = new Map<string, Promise<void>>()
+  /** stops and kills in flight: their exits are no crashes */
+  private readonly ending = new Map<string, { how: 'stop' | 'kill', done: Promise<void> }>()
+  /** a kill asked for while the VM was starting: the start ends it */
+  private readonly killAsked = new Set<string>()
+  /** VMs that exited for good whose lease update is not written yet */
+  private readonly unwritten = new Set<string>()
+  /** a graceful stop of the service began: a start that completes now is killed */
+  private closing = false
   /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
   private readonly ifaces = new Map<string, { hostIf: string, driver: VmDriver }>()
   private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
@@ -92,8 +111,10 @@ export class LocalVms {
 
   /** VMs this node's drivers run (started or adopted) */
   get runs (): ReadonlySet<string> { return this.running }
-  /** VMs being started, stopped or killed, or whose exit is not written yet: the decision step leaves them be */
-  get busy (): ReadonlySet<string> { return this.working }
+  /** VMs being started, stopped or killed, or whose exit is not written yet: the decision step leaves them be (a fenced one kills them) */
+  get busy (): ReadonlySet<string> { return new Set([...this.starting.keys(), ...this.ending.keys(), ...this.unwritten]) }
+  /** VMs whose process may run here: running, starting or being stopped */
+  get live (): ReadonlySet<string> { return new Set([...this.running, ...this.starting.keys(), ...this.ending.keys()]) }
 
   /** Adopts the VMs a previous run of this agent left running, and answers console requests. */
   async start (): Promise<void> {
@@ -117,9 +138,30 @@ export class LocalVms {
     await this.c.host?.unhandle(CONSOLE_PROTOCOL).catch(() => {})
   }
 
-  /** Stops every VM this node runs, gracefully. */
-  async stopAll (why: string): Promise<void> {
+  /**
+   * Stops every VM on this node, gracefully: waits for the starts in flight (one that
+   * completes from now on is killed), then stops every VM a driver lists as running or
+   * starting, not only those this run knows of. Returns the VMs some driver still lists
+   * as running, starting or stopping: their leases must stay.
+   */
+  async stopAll (why: string): Promise<Set<string>> {
+    this.closing = true
+    await Promise.all([...this.starting.values()])
+    for (const d of this.drivers()) {
+      for (const v of await d.list().catch(() => [])) if (v.state === 'running' || v.state === 'starting' || v.state === 'stopping') this.running.add(v.id)
+    }
     await Promise.all([...this.running].map(async vm => await this.act(vm, 'stop', why)))
+    const left = new Set<string>()
+    for (const d of this.drivers()) {
+      try {
+        for (const v of await d.list()) if (v.state === 'running' || v.state === 'starting' || v.state === 'stopping') left.add(v.id)
+      } catch (err) {
+        // unknown: every VM this run knew of stays
+        this.c.log.warn('could not list the VMs after stopping them', { driver: d.name, err: (err as Error).message })
+        for (const vm of this.running) left.add(vm)
+      }
+    }
+    return left
   }
 
   private updateLease (vm: string, patch: Partial<Lease>): void {
@@ -129,46 +171,107 @@ export class LocalVms {
     })
   }
 
-  async startVm (id: string, doc: DocView): Promise<void> {
+  startVm (id: string, doc: DocView): Promise<void> {
     const vm = doc.vms.get(id)
-    if (vm == null || this.working.has(id)) return
+    if (vm == null || this.closing || this.busy.has(id)) return Promise.resolve()
     const driver = this.c.drivers[vm.spec.driver]
     if (driver == null) {
       this.updateLease(id, { status: 'failed', reason: `driver ${vm.spec.driver} is not available on this node` })
-      return
+      return Promise.resolve()
     }
-    this.working.add(id)
+    const done = this.runStart(vm, driver, doc).finally(() => {
+      this.starting.delete(id)
+      this.killAsked.delete(id)
+      this.c.schedule()
+    })
+    this.starting.set(id, done)
+    return done
+  }
+
+  /** the start was called off while it ran: a kill (fenced, lost lease) or a graceful stop of the service */
+  private aborted (id: string): boolean { return this.closing || this.killAsked.has(id) }
+
+  private async runStart (vm: Vm, driver: VmDriver, doc: DocView): Promise<void> {
+    const id = vm.id
     try {
       const old = await driver.inspect(id)
       if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
       const disks = await this.attachVolumes(vm, doc.leases.get(id)?.winner.epoch ?? 1)
+      if (this.aborted(id)) throw new StartAborted()
       const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))
+      // a kill or a graceful stop that came while the driver started it ends it now
+      if (this.aborted(id)) throw new StartAborted()
       this.running.add(id)
       this.noteInterface(info, driver)
       this.c.metrics.starts.inc({ result: 'ok' })
       this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}` })
     } catch (err) {
+      if (this.aborted(id)) {
+        const why = this.killAsked.has(id) ? 'killed while starting' : 'the service stopped while it started'
+        await this.endAborted(id, driver, why)
+        return
+      }
       this.c.metrics.starts.inc({ result: 'failed' })
       this.c.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
       this.updateLease(id, { status: 'failed', reason: `driver ${driver.name}: ${(err as Error).message}` })
-    } finally {
-      this.working.delete(id)
-      this.c.schedule()
     }
   }
 
-  /** Stops (gracefully, then releases the lease) or kills one VM this node runs. */
-  async act (vm: string, how: 'stop' | 'kill', why: string): Promise<void> {
-    if (this.working.has(vm)) return
-    const driver = await this.driverOf(vm)
-    this.working.add(vm)
-    this.expected.add(vm)
+  /** A start called off: whatever the driver has of it is killed and removed. */
+  private async endAborted (id: string, driver: VmDriver, why: string): Promise<void> {
     try {
+      const info = await driver.inspect(id)
+      if (info != null && info.state !== 'stopped' && info.state !== 'failed') await driver.kill(id)
+      if (info != null) await driver.remove(id).catch(() => {})
+      this.c.log.info('killed a VM', { vm: id, why })
+      this.c.history.add(id, { at: this.c.clock.now(), event: 'killed', node: this.c.config.name, detail: why })
+    } catch (err) {
+      // it may run: stopAll lists it, and a fenced step kills it again
+      this.running.add(id)
+      this.c.log.warn('could not kill a VM whose start was called off', { vm: id, err: (err as Error).message })
+    }
+  }
+
+  /**
+   * Stops (gracefully, then releases the lease) or kills one VM this node runs. A kill
+   * pre-empts a graceful stop or a start in flight (a fenced node must not wait out a
+   * stop's grace time, nor a guest's boot); anything else waits for the operation in flight.
+   */
+  async act (vm: string, how: 'stop' | 'kill', why: string): Promise<void> {
+    const cur = this.ending.get(vm)
+    if (cur != null && (cur.how === 'kill' || how === 'stop')) { await cur.done; return }
+    const start = this.starting.get(vm)
+    if (start != null) {
+      if (how === 'stop') return // the next step decides again once it runs
+      this.killAsked.add(vm)
+      // the driver ends a VM that is starting (host-base: its process); the start sees killAsked
+      try {
+        const d = await this.driverOf(vm)
+        const info = await d?.inspect(vm)
+        if (d != null && info != null && info.state !== 'stopped' && info.state !== 'failed') await d.kill(vm)
+      } catch (err) {
+        this.c.log.warn('could not kill a VM while it started', { vm, err: (err as Error).message })
+      }
+      await start
+      if (!this.running.has(vm)) return
+    }
+    if (!this.running.has(vm)) return
+    const op: { how: 'stop' | 'kill', done: Promise<void> } = { how, done: Promise.resolve() }
+    this.ending.set(vm, op)
+    op.done = this.end(vm, how, why, op)
+    await op.done
+  }
+
+  private async end (vm: string, how: 'stop' | 'kill', why: string, op: object): Promise<void> {
+    try {
+      const driver = await this.driverOf(vm)
       if (driver != null) {
         if (how === 'kill') await driver.kill(vm)
         else await driver.stop(vm, this.init.stopGraceMs)
-        await driver.remove(vm).catch(() => {})
       }
+      // a kill that pre-empted this stop does the rest
+      if (this.ending.get(vm) !== op) return
+      if (driver != null) await driver.remove(vm).catch(() => {})
       this.running.delete(vm)
       this.forgetInterface(vm)
       this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
@@ -178,15 +281,14 @@ export class LocalVms {
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
     } finally {
-      this.working.delete(vm)
-      this.expected.delete(vm)
+      if (this.ending.get(vm) === op) this.ending.delete(vm)
       this.c.schedule()
     }
   }
 
   /** A VM's process ended: unless this node asked, a crash; the restart rule decides. */
   private exited (e: { id: string } & VmExit): void {
-    if (!this.running.has(e.id) || this.expected.has(e.id)) return
+    if (!this.running.has(e.id) || this.ending.has(e.id) || this.killAsked.has(e.id)) return
     this.running.delete(e.id)
     this.forgetInterface(e.id)
     const l = this.c.state.read().get('leases', e.id)?.value
@@ -194,15 +296,14 @@ export class LocalVms {
     if (l == null || l.holder !== this.c.peerId || vm == null) return
     this.c.metrics.crashes.inc()
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
-    const d = onExit(l.crashes ?? [], this.c.clock.now(), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    const d = onExit(l.crashes ?? [], docStamp(this.c.clock), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
     this.c.log.info('VM exited', { vm: e.id, detail, action: d.action })
-    // while the update is queued the step would restart it: keep it busy until written
-    if (d.action === 'stop') this.working.add(e.id)
+    // while the update is not written the step would restart it: busy until it is
+    if (d.action === 'stop') this.unwritten.add(e.id)
     this.c.enqueue(w => {
-      this.working.delete(e.id)
       if (w.reader.get('leases', e.id)?.value.holder !== this.c.peerId) return
       w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
-    })
+    }, { written: () => { this.unwritten.delete(e.id) } })
   }
 
   /**

@@ -28,17 +28,29 @@ export class NodeRuntime implements Service {
   private readonly watchdog: Watchdog
   private armed?: Promise<void>
   private readonly c: NodeRuntimeComponents
+  private readonly watchdogTimeoutMs: number
+  /** the drivers themselves (listing through `drivers` arms the watchdog) */
+  private readonly raw: VmDriver[]
   probe?: HostProbe
 
   constructor (c: NodeRuntimeComponents, init: NodeRuntimeInit) {
     this.c = c
     const dc = { log: c.log, clock: c.clock }
     const di = { dataDir: c.config.dataDir }
+    this.watchdogTimeoutMs = init.watchdogTimeoutMs
     this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs })
-    this.drivers = {
-      process: this.armedBefore(createDriver('process', dc, di)),
-      qemu: this.armedBefore(createDriver('qemu', dc, di))
-    }
+    this.raw = [createDriver('process', dc, di), createDriver('qemu', dc, di)]
+    this.drivers = { process: this.armedBefore(this.raw[0]!), qemu: this.armedBefore(this.raw[1]!) }
+  }
+
+  /**
+   * Feeds the watchdog only while `loopAgeMs()` (how long ago the VM manager's decision
+   * loop last completed a step: DvmmService.loopAgeMs) stays under half its timeout: a
+   * loop stuck (on a write that hangs, say) lets the supervisor kill the VMs, as a
+   * stalled agent does, since that loop is what fences them.
+   */
+  feedWhile (loopAgeMs: () => number): void {
+    this.watchdog.feedWhile(() => loopAgeMs() < this.watchdogTimeoutMs / 2)
   }
 
   /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */
@@ -50,10 +62,31 @@ export class NodeRuntime implements Service {
     }, (err: Error) => { this.c.log.warn('host probe failed', { err: err.message }) })
   }
 
-  /** A graceful stop disarms (the VM manager stopped its VMs first); a crash-like stop leaves it armed. */
+  /**
+   * A graceful stop disarms once no driver lists a VM running, starting or stopping (the
+   * VM manager stopped them first); one left, or a crash-like stop, leaves it armed, to
+   * kill what is left once this agent is gone.
+   */
   async stop (opts: { graceful: boolean }): Promise<void> {
-    if (this.armed != null && opts.graceful) await this.watchdog.stop()
-    await Promise.all(Object.values(this.drivers).map(async d => await d.close()))
+    if (this.armed != null && opts.graceful) {
+      const left = await this.liveVms()
+      if (left.length === 0) await this.watchdog.stop()
+      else this.c.log.warn('VMs still run: the watchdog stays armed and kills them', { vms: left })
+    }
+    await Promise.all(this.raw.map(async d => await d.close()))
+  }
+
+  /** VMs some driver lists as running, starting or stopping (all of them when a driver cannot say) */
+  private async liveVms (): Promise<string[]> {
+    const out: string[] = []
+    for (const d of this.raw) {
+      try {
+        for (const v of await d.list()) if (v.state === 'running' || v.state === 'starting' || v.state === 'stopping') out.push(v.id)
+      } catch (err) {
+        out.push(`(${d.name}: ${(err as Error).message})`)
+      }
+    }
+    return out
   }
 
   private async arm (): Promise<void> {

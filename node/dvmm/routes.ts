@@ -27,6 +27,8 @@ export interface DvmmRoutesDeps {
   readonly history: History
   schedule: () => void
   ha: () => HaReport
+  /** VMs this node would take over but cannot, with the reason: shown as pending */
+  readonly blocked?: ReadonlyMap<string, string>
   /** this node's VMs (local-vms.ts) */
   readonly local: {
     /** the VM's overlay address, where the grid has an overlay */
@@ -58,7 +60,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
     const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, nodesOf(reader, doc)).pending : null
-    return vmRow(vm, l, n => nameOf(n, doc), pending)
+    const r = vmRow(vm, l, n => nameOf(n, doc), pending)
+    const blocked = svc.blocked?.get(vm.id)
+    return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }
   const detail = async (id: string): Promise<VmDetail> => {
     const { reader, doc } = current()

@@ -22,7 +22,7 @@ import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
-import { LocalVms, type VmNetworkHooks, type VolumeAccess } from './local-vms.ts'
+import { docStamp, LocalVms, type VmNetworkHooks, type VolumeAccess } from './local-vms.ts'
 import type { RequestHost } from '../p2p/request.ts'
 
 // index.ts exports it from here
@@ -87,6 +87,9 @@ export interface DvmmInit {
   lastAliveAt?: number
 }
 
+/** a queued document update; `key`: a newer one with the same key replaces it; `written`: called once it is written */
+interface PendingOp { apply: (w: Writer) => void, key?: string, written?: () => void }
+
 /** the least time between two adverts of this node's reservations */
 const RESERVED_EVERY_MS = 2000
 
@@ -106,15 +109,17 @@ export class DvmmService {
   private unplacedSince = new Map<string, number>()
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
-  /** document updates waiting for the next step's write */
-  private pending: Array<(w: Writer) => void> = []
+  /** document updates waiting for the next step's write (kept until one succeeds) */
+  private pending: PendingOp[] = []
+  /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending */
+  readonly blocked = new Map<string, string>()
   private lastMajorityAt = 0
   private startedAt = 0
   private fence?: FenceDecision
   private lastReserved = ''
   private lastStepMs = 0
   private lastStepEnd = 0
-  /** when the previous step began (this agent's clock; 0: none yet) */
+  /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
   private lastStepAt = 0
   private running = false
   private stepping = false
@@ -144,7 +149,7 @@ export class DvmmService {
       log: this.log,
       metrics: this.metrics,
       history: this.history,
-      enqueue: fn => { this.enqueue(fn) },
+      enqueue: (fn, opts) => { this.enqueue(fn, opts) },
       schedule: () => { this.schedule() }
     }, { stopGraceMs: this.cfg.stopGraceMs })
   }
@@ -163,8 +168,8 @@ export class DvmmService {
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
     if (this.components.state.read().get('roll', this.me) == null) {
-      const now = this.components.clock.now()
-      this.pending.push(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) })
+      const now = docStamp(this.components.clock)
+      this.pending.push({ apply: w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) } })
     }
     this.lastTickAt = this.components.clock.now()
     this.timer = setInterval(() => { this.tick() }, this.cfg.tickMs)
@@ -181,21 +186,42 @@ export class DvmmService {
     clearTimeout(this.reservedTimer)
     this.components.state.off('changed', this.onChange)
     this.components.membership.off('transition', this.onChange)
-    while (this.stepping) await new Promise(resolve => setTimeout(resolve, 5))
+    // a step stuck on its write (a hung disk) must not hold the stop forever: it acts no more once it returns
+    const until = this.components.clock.now() + (opts.graceful ? this.cfg.stopGraceMs : 0)
+    while (this.stepping && this.components.clock.now() < until) await new Promise(resolve => setTimeout(resolve, 5))
     if (opts.graceful) {
-      await this.local.stopAll('node leaving')
+      // every VM stopped, starts in flight included; a lease goes only once its VM is
+      // confirmed stopped: one left running keeps its lease and this node its roll entry
+      // (the watchdog stays armed and kills it once this agent is gone, before a takeover)
+      const left = await this.local.stopAll('node leaving')
+      if (left.size > 0) this.log.warn('VMs still run after the stop: their leases and this node\'s roll entry stay', { vms: [...left] })
+      const ops = this.pending.splice(0)
       await this.components.state.write(w => {
-        for (const l of w.reader.list('leases')) if (l.holder === this.me) w.remove('leases', l.vm)
-        w.remove('roll', this.me)
+        this.apply(w, ops)
+        for (const l of w.reader.list('leases')) if (l.holder === this.me && !left.has(l.vm)) w.remove('leases', l.vm)
+        if (left.size === 0) w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }
     await this.local.stop()
   }
 
   /** Queues a document update for the next step (one change for many updates). */
-  enqueue (fn: (w: Writer) => void): void {
-    this.pending.push(fn)
+  enqueue (fn: (w: Writer) => void, opts: { key?: string, written?: () => void } = {}): void {
+    const op: PendingOp = { apply: fn, ...opts }
+    const i = opts.key == null ? -1 : this.pending.findIndex(p => p.key === opts.key)
+    if (i >= 0) this.pending[i] = op
+    else this.pending.push(op)
     this.schedule()
+  }
+
+  /**
+   * How long ago DVMM's decision loop last got through a step (written or not), or 0
+   * while it does not run: the agent feeds the fencing watchdog only while this stays
+   * small (NodeRuntime.feedWhile), so a loop stuck on a write lets the watchdog fire.
+   */
+  loopAgeMs (): number {
+    if (!this.running) return 0
+    return Math.max(0, this.components.clock.now() - Math.max(this.lastStepAt, this.startedAt))
   }
 
   schedule (): void {
@@ -214,8 +240,13 @@ export class DvmmService {
     try {
       do {
         this.dirty = false
-        await this.step()
-        this.lastStepEnd = this.components.clock.now()
+        try {
+          await this.step()
+        } finally {
+          // the next step's lateness counts from here (failed or not: creditWaits), and
+          // the wait for this step's write (its fsync) is not the loop being late
+          this.lastStepEnd = this.lastStepAt = this.components.clock.now()
+        }
       } while (this.dirty && this.running)
     } catch (err) {
       this.log.warn('decision step failed', { err: (err as Error).message })
@@ -224,21 +255,42 @@ export class DvmmService {
     }
   }
 
-  private async flush (claims: Decisions['claims'] = [], release: Decisions['release'] = []): Promise<void> {
+  private apply (w: Writer, ops: PendingOp[]): void {
+    for (const op of ops) {
+      try { op.apply(w) } catch (err) { this.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
+    }
+  }
+
+  /** Writes the queued updates, claims and releases in one change; returns the claims written. */
+  private async flush (claims: Decisions['claims'] = [], release: Decisions['release'] = []): Promise<Decisions['claims']> {
     const ops = this.pending.splice(0)
-    if (ops.length === 0 && claims.length === 0 && release.length === 0) return
+    if (ops.length === 0 && claims.length === 0 && release.length === 0) return []
+    let written: Decisions['claims'] = []
     try {
-      await this.components.state.write(w => {
-        for (const op of ops) {
-          try { op(w) } catch (err) { this.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
-        }
-        for (const c of claims) w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
+      written = await this.components.state.write(w => {
+        this.apply(w, ops)
+        // one claim the schema refuses must not cost the others, nor the queued updates
+        const ok = claims.filter(c => {
+          try {
+            w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
+            return true
+          } catch (err) {
+            this.log.warn('a claim was refused', { vm: c.vm, epoch: c.epoch, err: (err as Error).message })
+            return false
+          }
+        })
         for (const r of release) if (w.reader.get('leases', r.vm)?.value.holder === this.me) w.remove('leases', r.vm)
+        return ok
       }, 'dvmm')
     } catch (err) {
-      if (claims.length === 0) this.pending.unshift(...ops)
+      // nothing was written: the updates go out with a later step (claims are decided again);
+      // a newer update with the same key, queued meanwhile, wins
+      const keys = new Set(this.pending.map(p => p.key).filter(k => k != null))
+      this.pending.unshift(...ops.filter(op => op.key == null || !keys.has(op.key)))
       throw err
     }
+    for (const op of ops) op.written?.()
+    return written
   }
 
   private lastTickAt = 0
@@ -253,7 +305,33 @@ export class DvmmService {
       this.quarantineUntil = now + this.cfg.fenceTimeoutMs + this.cfg.takeoverMarginMs
       this.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(late), until: new Date(this.quarantineUntil).toISOString() })
     }
+    // the fence is judged and carried out here too, not only in a step: a step stuck on
+    // its write (a hung fsync) must not keep a fenced node's VMs running
+    try {
+      this.checkFence(now)
+    } catch (err) {
+      this.log.warn('fence check failed', { err: (err as Error).message })
+    }
     this.schedule()
+  }
+
+  /** Judges this node's fence now and, when fenced, kills every VM here, busy ones too (a stop or start in flight). */
+  private checkFence (now: number): FenceDecision {
+    const members = this.components.membership.members
+    const roll = new Set([...this.components.state.read().list('roll').map(e => e.node), this.me])
+    const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
+    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
+    this.lastMajorityAt = f.lastMajorityAt
+    // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
+    if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
+    this.fence = f
+    this.metrics.fenced.set(f.fenced ? 1 : 0)
+    const live = this.local.live
+    if (f.fenced && live.size > 0) {
+      this.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
+      for (const vm of live) void this.local.act(vm, 'kill', `fenced: ${f.reason}`)
+    }
+    return f
   }
 
   private async step (): Promise<void> {
@@ -272,14 +350,7 @@ export class DvmmService {
       this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
     }
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
-    const roll = new Set([...doc.roll.keys(), this.me])
-    const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
-    this.fence = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
-    // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
-    if (now < this.quarantineUntil) this.fence = { ...this.fence, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
-    if (this.fence.fenced && this.local.runs.size > 0) this.log.warn('fenced: killing every VM', { reason: this.fence.reason })
-    this.lastMajorityAt = this.fence.lastMajorityAt
-    this.metrics.fenced.set(this.fence.fenced ? 1 : 0)
+    const fence = this.checkFence(now)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
@@ -296,7 +367,7 @@ export class DvmmService {
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.heard.get(id) ?? this.startedAt,
-      fence: this.fence,
+      fence,
       runs: this.local.runs,
       busy: this.local.busy,
       claimedAt: this.claimedAt,
@@ -310,27 +381,27 @@ export class DvmmService {
     for (const vm of waiting) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
     for (const vm of this.unplacedSince.keys()) if (!waiting.has(vm)) this.unplacedSince.delete(vm)
     if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
+    this.noteBlocked(d.blocked)
+    // kills and stops before this step's write: a write that fails or hangs must not keep them
+    for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
+    for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
     // one change per step: queued status updates, claims and releases together
     if (d.claims.length > 0 || d.release.length > 0 || this.pending.length > 0) {
-      await this.flush(d.claims, d.release)
+      const claims = await this.flush(d.claims, d.release)
       const at = this.components.clock.now()
       // what the others hold, once for all claims of the step (kept for vm show)
-      const usage = d.claims.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
-      for (const c of d.claims) {
+      const usage = claims.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
+      for (const c of claims) {
         this.claimedAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
         if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
       }
-      if (d.claims.length > 0) this.dirty = true // settle timers start now
+      if (claims.length > 0) this.dirty = true // settle timers start now
     }
-    for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
-    for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
+    if (!this.running) return // stopped while this step wrote
     for (const vm of d.start) void this.local.startVm(vm, doc)
     this.publishReserved(doc)
-    // the next step's lateness counts from here: the wait for this step's write (its
-    // fsync, a slow disk) is not the loop being late
-    this.lastStepAt = this.components.clock.now()
     if (Number.isFinite(d.wakeInMs) && this.running) {
       clearTimeout(this.wakeTimer)
       this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
@@ -366,17 +437,34 @@ export class DvmmService {
       // once per set of claims seen (the write goes out with this step's change)
       const seen = l.claims.map(c => `${c.holder}@${c.epoch}@${c.at}`).sort().join()
       if (this.rewritten.get(vm) === seen) continue
-      if (this.rewritten.size > 10_000) this.rewritten.clear()
-      this.rewritten.set(vm, seen)
+      // recorded once written: a failed write queues it again, and a step meanwhile replaces it (key)
       this.enqueue(w => {
         const cur = w.reader.get('leases', vm)
         // an update of a contested object writes it whole (Writer.update)
         if (cur?.contested === true && cur.value.holder === this.me) w.update('leases', vm, {})
+      }, {
+        key: `rewrite:${vm}`,
+        written: () => {
+          if (this.rewritten.size > 10_000) this.rewritten.clear()
+          this.rewritten.set(vm, seen)
+        }
       })
     }
   }
 
   private readonly rewritten = new Map<string, string>()
+
+  /** VMs this node would take over but cannot: logged once per reason, shown as pending (routes) */
+  private noteBlocked (blocked: Decisions['blocked']): void {
+    const seen = new Set<string>()
+    for (const b of blocked) {
+      seen.add(b.vm)
+      if (this.blocked.get(b.vm) === b.reason) continue
+      this.blocked.set(b.vm, b.reason)
+      this.log.warn('a VM cannot be taken over', { vm: b.vm, reason: b.reason })
+    }
+    for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
+  }
 
   private forgetClaim (vm: string): void {
     this.claimedAt.delete(vm)

@@ -62,6 +62,31 @@ test('a loser that runs the VM kills it at once; a fenced node kills everything 
   t.deepEqual(df.claims, [])
 })
 
+test('a fenced node kills busy VMs too: a graceful stop or a start in flight', t => {
+  const f = fenced({ rollSize: 3, aliveSeen: 1, lastMajorityAt: 0, now: 10_000, fenceTimeoutMs: 5000 })
+  const d = decide(input({ vms: [vm('v'), vm('s')], leases: [lv(lease('v', A)), lv(lease('s', A, { status: 'claimed' }))], runs: new Set(['v']), busy: new Set(['v', 's']), fence: f }))
+  t.deepEqual(d.kill.map(k => k.vm).sort(), ['s', 'v'])
+  t.regex(d.kill[0]!.why, /^fenced: /)
+})
+
+test('a takeover whose epoch would pass the document\'s largest is not claimed: the VM is blocked with the reason', t => {
+  const base = { vms: [vm('v'), vm('w')], leases: [lv(lease('v', C, { epoch: Number.MAX_SAFE_INTEGER })), lv(lease('w', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 0 }
+  const all = [A, B].map(me => decide(input({ ...base, me, now: 20_000 })))
+  t.false(all.some(d => d.claims.some(c => c.vm === 'v')), 'nobody claims v')
+  t.true(all.some(d => d.claims.some(c => c.vm === 'w' && c.epoch === 4)), 'w is taken over as usual')
+  for (const d of all) {
+    t.deepEqual(d.blocked.map(b => b.vm), ['v'])
+    t.regex(d.blocked[0]!.reason, /epoch 9007199254740991 is at the largest/)
+  }
+})
+
+test('a wait that starts in the future (time credited after failed steps) never keeps the best-ranked node from claiming', t => {
+  const nodes = [node(A), node(B), node(C)]
+  const first = Array.from({ length: 50 }, (_, i) => vm(`b${i}`)).find(v => positionOf({ vm: v.id, cpu: 1, memoryBytes: GiB, constraints: {} }, nodes, new Map(), A).pos === 0)!
+  const d = decide(input({ vms: [first], now: 10_000, unplacedSince: new Map([[first.id, 60_000]]) }))
+  t.deepEqual(d.claims.map(c => c.vm), [first.id])
+})
+
 test('takeover of a dead holder: only after fence timeout + margin from when it was last heard of, with epoch + 1', t => {
   const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000 }
   const early = decide(input({ ...base, now: 10_999 }))

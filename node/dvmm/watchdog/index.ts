@@ -1,7 +1,8 @@
 // The agent's side of the fencing watchdog: spawns the supervisor process (or finds the
 // one a previous agent run left, so a restarted agent adopts it and its VMs), feeds it
-// from the agent's own event loop every feedMs (a stalled loop stops feeding, which is
-// the point), and disarms it on a clean exit.
+// from the agent's own event loop every feedMs while its gate says the agent is sound
+// (a stalled loop, or a VM manager stuck in a step, stops feeding, which is the point),
+// and disarms it on a clean exit.
 import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import type { Logger } from '../../log.ts'
@@ -33,6 +34,8 @@ export class Watchdog {
   private readonly paths: ReturnType<typeof watchdogPaths>
   private timer?: NodeJS.Timeout
   private seq = 0
+  private gate: () => boolean = () => true
+  private withheld = false
   pid?: number
 
   constructor (components: WatchdogComponents, init: WatchdogInit) {
@@ -78,7 +81,20 @@ export class Watchdog {
       }
       this.log.info('watchdog started', { pid: child.pid, timeoutMs: this.init.timeoutMs })
     }
-    this.timer = setInterval(() => { this.feed() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
+    this.timer = setInterval(() => { this.feedIfSound() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
+  }
+
+  /** Feeds from now on only while `sound()` holds (the VM manager's loop keeps completing steps). */
+  feedWhile (sound: () => boolean): void {
+    this.gate = sound
+  }
+
+  private feedIfSound (): void {
+    let ok: boolean
+    try { ok = this.gate() } catch { ok = false }
+    if (ok !== !this.withheld) this.log[ok ? 'info' : 'warn'](ok ? 'watchdog fed again' : 'watchdog not fed: the VM manager\'s loop is stuck', { pid: this.pid })
+    this.withheld = !ok
+    if (ok) this.feed()
   }
 
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */

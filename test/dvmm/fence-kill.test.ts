@@ -1,0 +1,98 @@
+// Invariant 3 on one node: once fenced (no majority of the roll for the fence timeout)
+// its VMs die before a takeover may start them elsewhere (fence timeout + margin),
+// whatever else goes on: a document write that fails or hangs, a graceful stop in its
+// grace time, a start in flight. And the decision loop stuck on a write shows in
+// loopAgeMs, which gates the watchdog's feed (watchdog/index.ts).
+import test from 'ava'
+import { harness, sleep, until, vmSpec, ME, GiB, type Harness } from './fence-harness.ts'
+import type { VmDriver } from '../../node/dvmm/drivers/types.ts'
+import type { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
+
+// fence timeout 1 s, margin 0.5 s (harness): a takeover may start the VM 1.5 s after the cut
+const TAKEOVER_MS = 1500
+
+async function running (command: string[], wrap?: (d: FakeDriver) => VmDriver): Promise<Harness> {
+  return await harness({
+    wrap,
+    running: [{ id: 'v', command }],
+    seed: w => {
+      w.put('vms', { id: 'v', name: 'v', app: null, desired: 'running', spec: vmSpec(command) } as never)
+      w.put('leases', { vm: 'v', holder: ME, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'running' })
+    }
+  })
+}
+
+const alive = (h: Harness): boolean => { const s = h.fake.vms.get('v')?.state; return s === 'running' || s === 'stopping' || s === 'starting' }
+
+test.serial('control: a fenced node kills its VM before the takeover wait ends', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  t.true(alive(h))
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), 'killed within fence timeout + margin')
+  t.true(h.dvmm.fenceState?.fenced)
+})
+
+test.serial('a fenced node kills its VM although every document write fails (a full disk)', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  h.setWrites('refuse')
+  h.dvmm.enqueue(() => {}) // something to write in every step
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), `killed within fence timeout + margin (VM ${h.fake.vms.get('v')?.state})`)
+})
+
+test.serial('a fenced node kills its VM although a document write hangs (a stuck fsync); the stuck loop shows in loopAgeMs', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  t.true(h.dvmm.loopAgeMs() < 500, `steps complete: loop age ${h.dvmm.loopAgeMs()} ms`)
+  h.setWrites('hang')
+  h.dvmm.enqueue(() => {})
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), `killed within fence timeout + margin (VM ${h.fake.vms.get('v')?.state})`)
+  await sleep(600)
+  t.true(h.dvmm.loopAgeMs() > TAKEOVER_MS, `the stuck step shows: loop age ${h.dvmm.loopAgeMs()} ms`)
+})
+
+test.serial('a fenced node kills a VM in its graceful stop\'s grace time (the stop pre-empted)', async t => {
+  const h = await running(['fake:ignore-stop'])
+  t.teardown(h.stop)
+  await sleep(300)
+  void h.dvmm.local.act('v', 'stop', 'node draining') // grace 4 s: it ignores the stop
+  await sleep(100)
+  t.is(h.fake.vms.get('v')?.state, 'stopping')
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), `killed within fence timeout + margin (VM ${h.fake.vms.get('v')?.state})`)
+})
+
+test.serial('a fenced node kills a VM whose start is in flight (a guest slow to answer, as qemu waits for QMP)', async t => {
+  // the driver has the VM running at once but answers start only 4 s later, or when it ends
+  const slow = (d: FakeDriver): VmDriver => new Proxy(d, {
+    get: (target, key) => {
+      if (key === 'start') {
+        return async (...a: Parameters<VmDriver['start']>) => {
+          const info = await target.start(...a)
+          for (let i = 0; i < 40; i++) {
+            await sleep(100)
+            if (target.node.vms.get(a[0].id)?.state !== 'running') throw new Error('the guest ended while starting')
+          }
+          return info
+        }
+      }
+      const v = Reflect.get(target, key) as unknown
+      return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(target) : v
+    }
+  })
+  const h = await harness({ wrap: slow })
+  t.teardown(h.stop)
+  await h.replica.change(w => w.put('vms', { id: 'v', name: 'v', app: null, desired: 'running', spec: vmSpec(['fake:run']) } as never))
+  h.transition()
+  t.true(await until(() => h.dvmm.local.busy.has('v') && h.fake.vms.get('v')?.state === 'running', 3000), 'the start in flight')
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), `killed within fence timeout + margin (VM ${h.fake.vms.get('v')?.state})`)
+  await until(() => !h.dvmm.local.busy.has('v'), 5000)
+  t.false(h.dvmm.local.runs.has('v'), 'not counted as running once the start ended')
+})

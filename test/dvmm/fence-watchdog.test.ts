@@ -1,0 +1,37 @@
+// The fencing watchdog is fed only while its gate holds (NodeRuntime.feedWhile: the VM
+// manager's loop completes steps): a real supervisor process, its feed file watched.
+// Whether a starved supervisor kills VMs is test/dvmm/watchdog/watchdog.test.ts.
+import test from 'ava'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Watchdog } from '../../node/dvmm/watchdog/index.ts'
+import { watchdogPaths } from '../../node/dvmm/watchdog/paths.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+test('the watchdog is fed while its gate holds, not while it does not, and again once it does', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wdgate-'))
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: 60_000, feedMs: 20 })
+  t.teardown(async () => {
+    await w.stop()
+    if (w.pid !== undefined) { try { process.kill(w.pid, 'SIGKILL') } catch {} }
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  let sound = true
+  w.feedWhile(() => sound)
+  await w.start()
+  const seq = (): number => (JSON.parse(readFileSync(watchdogPaths(dataDir).feed, 'utf8')) as { seq: number }).seq
+  const a = seq()
+  await sleep(200)
+  t.true(seq() > a, 'fed while sound')
+  sound = false
+  await sleep(60) // a feed in progress
+  const b = seq()
+  await sleep(300)
+  t.is(seq(), b, 'not fed while the loop is stuck')
+  sound = true
+  await sleep(200)
+  t.true(seq() > b, 'fed again')
+})
