@@ -5,6 +5,7 @@
 // were given.
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from './log.ts'
+import { monoNow } from '../protocol/mono-clock.ts'
 
 export interface Service {
   /** short, lowercase: used in logs and errors ("state", "membership", "api") */
@@ -16,9 +17,22 @@ export interface Service {
   routes?: (app: FastifyInstance) => void
 }
 
-/** Wall time, injectable so decisions can be tested with a fake clock. */
-export interface Clock { now: () => number }
-export const systemClock: Clock = { now: () => Date.now() }
+/**
+ * The agent's clock, injectable so decisions can be tested with a fake one. `now` is
+ * for durations, deadlines and liveness: ms on the epoch scale that never step when
+ * the wall clock does (protocol/mono-clock.ts), so an NTP step cannot fence a node,
+ * let a takeover or a start come early, or delay them. `wall` is for stamps that
+ * another node or a later run reads (crash records, the roll's joined): see wallNow.
+ */
+export interface Clock {
+  now: () => number
+  /** wall time (Date.now); a fake clock may leave it out and have `now` serve both */
+  wall?: () => number
+}
+export const systemClock: Clock = { now: monoNow, wall: () => Date.now() }
+
+/** The wall time of `clock`, for stamps other nodes or a later run compare with their own clocks. */
+export const wallNow = (clock: Clock): number => clock.wall?.() ?? clock.now()
 
 export class ServiceStartError extends Error {
   override name = 'ServiceStartError'

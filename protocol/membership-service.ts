@@ -1,7 +1,10 @@
 // The membership component: hears the others' adverts, keeps heartbeats with its
 // neighbours, turns their silence into gossiped suspicions (and unrefuted ones into
 // death reports), has its own advert (own-advert.ts) refute suspicions about itself,
-// and drives the pure state machine in membership.ts with the real clock.
+// and drives the pure state machine in membership.ts with the real clock: the
+// monotonic one (mono-clock.ts), so that a step of the wall clock neither makes every
+// member's silence long at once nor delays its end. Members' since and lastSeen are
+// therefore monotonic readings (ms on the epoch scale), for this process only.
 import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -15,6 +18,7 @@ import {
   type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats, type ClockOffset } from './heartbeat.ts'
+import { monoNow } from './mono-clock.ts'
 import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
 import { CompatReports, protocolCompat, type Compat } from './compat.ts'
@@ -106,7 +110,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       body: init.body,
       refreshMs: this.timing.advertRefreshMs,
       members: () => this.table.size,
-      onSigned: advert => { this.apply(onAdvert(this.table, advert, Date.now()), advert) },
+      onSigned: advert => { this.apply(onAdvert(this.table, advert, monoNow()), advert) },
       onSent: bytes => { this.emit('sent', bytes) }
     })
     this.heartbeats = new Heartbeats({
@@ -180,7 +184,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * but itself (its first exchange failed) asks as often.
    */
   private scheduleSync (): void {
-    const now = Date.now()
+    const now = monoNow()
     const doubted = [...this.table.values()].filter(m => isDoubted(m) && now - m.since < RECHECK_DOUBTED_MS)
     const lonely = this.table.size <= 1
     const base = doubted.length > 0 || lonely ? Math.min(this.timing.syncIntervalMs, DOUBT_SYNC_MS) : this.timing.syncIntervalMs
@@ -232,7 +236,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    */
   private tick (): void {
     const cfg = { ...this.config, silenceAfterMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
-    const step = onTick(this.table, Date.now(), cfg, this.nodeId)
+    const step = onTick(this.table, monoNow(), cfg, this.nodeId)
     const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
     this.apply(step)
     for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
@@ -244,11 +248,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private onBeat (peer: string, v: Version): void {
     const m = this.table.get(peer)
     // lastSeen only feeds the silence timeout: a quarter of it (at most 5 s) is fresh enough
-    this.apply(onHeartbeat(this.table, peer, v, Date.now(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
+    this.apply(onHeartbeat(this.table, peer, v, monoNow(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
     // the neighbour is ahead of the advert we hold (one published while we could not
     // hear it, e.g. its new address): fetch it straight from the neighbour
-    if (m != null && compareVersions(v, m.advert) > 0 && Date.now() - (this.fetched.get(peer) ?? 0) > 2000) {
-      this.fetched.set(peer, Date.now())
+    if (m != null && compareVersions(v, m.advert) > 0 && monoNow() - (this.fetched.get(peer) ?? 0) > 2000) {
+      this.fetched.set(peer, monoNow())
       void this.sync.exchange(peerIdFromString(peer))
     }
   }
@@ -260,7 +264,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private suspect (peer: string, why: 'silent' | 'lost' | 'unreachable'): void {
     const m = this.table.get(peer)
     if (!this.running || m == null || m.state !== 'alive') return
-    this.apply(onSuspect(this.table, peer, m.version, Date.now()))
+    this.apply(onSuspect(this.table, peer, m.version, monoNow()))
     this.raised.add(peer)
     this.emit('suspected', peer, this.nodeId, why)
     this.gossipDoubt(peer, m.version, 'suspect')
@@ -313,7 +317,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly onMessage = (evt: CustomEvent<Message>): void => {
     const msg = evt.detail
     if (msg.type !== 'signed') return
-    const now = Date.now()
+    const now = monoNow()
     if (msg.topic === this.topics.adverts) {
       const advert = this.validated.get(msg)
       if (advert == null) return
@@ -340,7 +344,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly onNewTopicPeer = (): void => { this.own.onNewTopicPeer() }
 
   /** An advert that passed every check; 'advert' fires only if it was news. */
-  private applyAdvert (advert: Advert, now = Date.now()): void {
+  private applyAdvert (advert: Advert, now = monoNow()): void {
     const step = onAdvert(this.table, advert, now)
     if (step.table === this.table) return
     this.apply(step, advert)
