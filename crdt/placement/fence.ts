@@ -9,6 +9,36 @@ export function hasMajority (rollSize: number, aliveSeen: number): boolean {
   return aliveSeen * 2 > Math.max(1, rollSize)
 }
 
+export interface RollChangeInput {
+  /** the nodes on the roll in this node's document */
+  roll: Iterable<string>
+  me: string
+  /** alive in this node's membership table */
+  alive: (node: string) => boolean
+  /**
+   * this node was told to join a grid (--join): until its document holds another node's
+   * roll entry it has not synced it yet, and an empty roll would make it a majority of one
+   */
+  joining: boolean
+}
+
+/**
+ * Whether this node may change the roll now: write its own entry, or forget another
+ * node. Only while it sees a strict majority of (the synced roll ∪ itself): nodes that
+ * join through a node cut off from the majority must not grow the minority's roll into
+ * a second majority (both sides would then take over each other's VMs), and an
+ * operator on the minority side must not forget the majority away.
+ */
+export function mayChangeRoll (i: RollChangeInput): { ok: boolean, reason: string } {
+  const ids = new Set(i.roll)
+  const synced = [...ids].some(id => id !== i.me)
+  ids.add(i.me)
+  if (i.joining && !synced) return { ok: false, reason: 'this node has not synced the grid\'s document yet' }
+  const seen = [...ids].filter(id => id === i.me || i.alive(id)).length
+  if (!hasMajority(ids.size, seen)) return { ok: false, reason: `this node sees ${seen} of ${ids.size} roll members (itself included): no majority` }
+  return { ok: true, reason: `this node sees ${seen} of ${ids.size} roll members` }
+}
+
 export interface FenceInput {
   /** nodes on the member roll */
   rollSize: number

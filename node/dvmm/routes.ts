@@ -3,7 +3,7 @@
 // happens next (placement, start) is decided by the agents and shown by `show`.
 import type { FastifyInstance } from 'fastify'
 import type { Reader } from '../../crdt/index.ts'
-import type { HaReport } from '../../crdt/placement/index.ts'
+import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
@@ -146,6 +146,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const n = findNode(doc, req.params.id)
       const m = membership.members.get(n.id)
       if (m != null && (m.state === 'alive' || m.state === 'suspect')) throw new ConflictError(`node ${n.name} is ${m.state}: forget is for a server that is gone for good`, 'node_alive')
+      // only from the majority side: a node cut off must not forget the others away
+      const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => membership.members.get(id)?.state === 'alive', joining: false })
+      if (!may.ok) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll`, 'no_majority')
       const removed = await state.write(w => w.remove('roll', n.id), `node forget ${n.name}`)
       if (!removed) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       svc.schedule()

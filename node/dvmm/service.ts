@@ -8,7 +8,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { fenced, haCheck, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { fenced, haCheck, mayChangeRoll, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -43,7 +43,8 @@ export interface DvmmComponents {
   log: Logger
   clock: Clock
   registry: Registry
-  config: { name: string }
+  /** `join`: the peers this node was told to join through (it writes its roll entry only once it has synced) */
+  config: { name: string, join?: readonly string[] }
   state: DvmmState
   membership: DvmmMembership
   /** the drivers this node runs VMs with, by the spec's driver name */
@@ -167,10 +168,8 @@ export class DvmmService {
     await this.local.start()
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
-    if (this.components.state.read().get('roll', this.me) == null) {
-      const now = docStamp(this.components.clock)
-      this.pending.push({ apply: w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined: now }) } })
-    }
+    // written by a step that sees a majority of the roll (mayChangeRoll)
+    this.joinedAt = this.components.state.read().get('roll', this.me) == null ? docStamp(this.components.clock) : undefined
     this.lastTickAt = this.components.clock.now()
     this.timer = setInterval(() => { this.tick() }, this.cfg.tickMs)
     this.timer.unref()
@@ -293,6 +292,22 @@ export class DvmmService {
     return written
   }
 
+  /** when this node started without a roll entry: until written, the time it joined (see joinRoll) */
+  private joinedAt?: number
+
+  /** Queues this node's roll entry, once a step sees a majority of the synced roll (mayChangeRoll). */
+  private joinRoll (doc: DocView, members: DvmmMembership['members']): void {
+    const joined = this.joinedAt
+    if (joined == null) return
+    if (doc.roll.has(this.me)) { this.joinedAt = undefined; return }
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me: this.me, alive: id => members.get(id)?.state === 'alive', joining: (this.components.config.join?.length ?? 0) > 0 })
+    if (!may.ok) return
+    this.enqueue(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined }) }, {
+      key: 'roll:self',
+      written: () => { this.joinedAt = undefined }
+    })
+  }
+
   private lastTickAt = 0
   /** after a stall of this agent: no claim and no start before this time (see stallMs) */
   private quarantineUntil = 0
@@ -351,6 +366,7 @@ export class DvmmService {
     }
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fence = this.checkFence(now)
+    this.joinRoll(doc, members)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {

@@ -47,6 +47,12 @@ export interface HarnessOptions {
   /** wraps the fake driver (slow starts, failing stops) */
   wrap?: (d: FakeDriver) => VmDriver
   others?: string[]
+  /** this node on the roll before the service starts (default true) */
+  selfOnRoll?: boolean
+  /** the others' membership state at the start (default alive) */
+  othersState?: 'alive' | 'suspect' | 'dead'
+  /** --join was given */
+  join?: string[]
   init?: DvmmInit
 }
 
@@ -70,7 +76,7 @@ export async function harness (o: HarnessOptions = {}): Promise<Harness> {
   }
   const others = o.others ?? ['Nb', 'Nc']
   replica.change(w => {
-    for (const n of [ME, ...others]) w.put('roll', { node: n, name: n, joined: 1 })
+    for (const n of [...(o.selfOnRoll === false ? [] : [ME]), ...others]) w.put('roll', { node: n, name: n, joined: 1 })
     o.seed?.(w)
   })
   const fake = new FakeNode()
@@ -80,7 +86,7 @@ export async function harness (o: HarnessOptions = {}): Promise<Harness> {
   }
   const driver = new FakeDriver({ clock: systemClock }, { node: fake })
   const d = o.wrap?.(driver) ?? driver
-  const members = new Map<string, Member>([[ME, member(ME, 'alive')], ...others.map(n => [n, member(n, 'alive')] as [string, Member])])
+  const members = new Map<string, Member>([[ME, member(ME, 'alive')], ...others.map(n => [n, member(n, o.othersState ?? 'alive')] as [string, Member])])
   const mev = new EventEmitter()
   const membership = {
     members,
@@ -88,7 +94,7 @@ export async function harness (o: HarnessOptions = {}): Promise<Harness> {
     off: (e: string, f: () => void) => mev.off(e, f)
   } as unknown as DvmmMembership
   const dvmm = new DvmmService({
-    peerId: ME, log: silentLogger, clock: systemClock, registry: new Registry(), config: { name: ME },
+    peerId: ME, log: silentLogger, clock: systemClock, registry: new Registry(), config: { name: ME, ...(o.join != null ? { join: o.join } : {}) },
     state, membership, drivers: { process: d, qemu: d }, onReserved: () => {}
   }, { fenceTimeoutMs: 1000, takeoverMarginMs: 500, tickMs: 100, settleMs: 100, stopGraceMs: 4000, ...o.init })
   await dvmm.start()

@@ -1,0 +1,57 @@
+// Finding 4 of the DVMM review: nodes that join through a node cut off from the
+// majority must not grow its roll into a second majority. A node writes its own roll
+// entry only from a step where it sees a strict majority of the synced roll plus
+// itself (not before it has synced, when told to join), and forgetting a node takes
+// the same majority.
+import test from 'ava'
+import Fastify from 'fastify'
+import { mayChangeRoll } from '../../crdt/placement/index.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { harness, member, sleep, until, ME } from './fence-harness.ts'
+
+const alive = (...ids: string[]) => (id: string): boolean => ids.includes(id)
+
+test('mayChangeRoll: a strict majority of the synced roll plus this node; not before the first sync when joining', t => {
+  t.true(mayChangeRoll({ roll: [], me: 'N', alive: alive(), joining: false }).ok, 'the first node of a grid')
+  t.false(mayChangeRoll({ roll: [], me: 'N', alive: alive(), joining: true }).ok, 'told to join: the document is not synced yet')
+  t.true(mayChangeRoll({ roll: ['A'], me: 'N', alive: alive('A'), joining: true }).ok, 'the second node, joining through the first')
+  t.true(mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N', alive: alive('A', 'B', 'H'), joining: true }).ok)
+  // the review's case: H cut off from A and B; N1 joins through H: 2 of 4 is no majority
+  const cut = mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N1', alive: alive('H'), joining: true })
+  t.false(cut.ok)
+  t.regex(cut.reason, /sees 2 of 4 roll members .*no majority/)
+  t.true(mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N1', alive: alive('A', 'H'), joining: true }).ok, '3 of 4')
+  t.true(mayChangeRoll({ roll: ['A', 'B', 'N'], me: 'N', alive: alive('A'), joining: false }).ok, 'already on the roll: 2 of 3')
+  t.false(mayChangeRoll({ roll: ['A', 'B', 'N'], me: 'N', alive: alive(), joining: false }).ok, '1 of 3')
+})
+
+test.serial('a node joining through a node cut off from the majority does not write its roll entry until it sees a majority', async t => {
+  const h = await harness({ selfOnRoll: false, others: ['A', 'B', 'H'], othersState: 'dead', join: ['/ip4/127.0.0.1/tcp/1'] })
+  t.teardown(h.stop)
+  h.members.set('H', member('H', 'alive'))
+  h.transition()
+  await sleep(500)
+  t.is(h.replica.read().get('roll', ME), undefined, 'sees 2 of 4: not written')
+  h.members.set('A', member('A', 'alive'))
+  h.transition()
+  t.true(await until(() => h.replica.read().get('roll', ME) != null, 2000), 'written once it sees 3 of 4')
+  t.true(Number.isInteger(h.replica.read().get('roll', ME)?.value.joined))
+})
+
+test.serial('forget: refused on a node without a majority of the roll, allowed with one', async t => {
+  const h = await harness({ others: ['A', 'B', 'C', 'D'], othersState: 'dead' })
+  t.teardown(h.stop)
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => { const e = toApiError(err); return await reply.code(e.status).send(errorBody(e.code, e.message)) })
+  h.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  h.members.set('A', member('A', 'alive'))
+  const refused = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll' })
+  t.is(refused.statusCode, 409, refused.body)
+  t.regex(refused.body, /sees 2 of 5 roll members/)
+  t.truthy(h.replica.read().get('roll', 'C'), 'still on the roll')
+  h.members.set('B', member('B', 'alive'))
+  const ok = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll' })
+  t.is(ok.statusCode, 200, ok.body)
+  t.is(h.replica.read().get('roll', 'C'), undefined)
+})
