@@ -64,14 +64,18 @@ export class NodeRuntime implements Service {
 
   /**
    * A graceful stop disarms once no driver lists a VM running, starting or stopping (the
-   * VM manager stopped them first); one left, or a crash-like stop, leaves it armed, to
-   * kill what is left once this agent is gone.
+   * VM manager stopped them first); with one left it stops feeding and leaves it armed,
+   * to kill what is left; a crash-like stop leaves it armed too.
    */
   async stop (opts: { graceful: boolean }): Promise<void> {
     if (this.armed != null && opts.graceful) {
       const left = await this.liveVms()
       if (left.length === 0) await this.watchdog.stop()
-      else this.c.log.warn('VMs still run: the watchdog stays armed and kills them', { vms: left })
+      else {
+        // this agent is leaving: no more feeds, so the supervisor kills them within its timeout
+        this.watchdog.abandon()
+        this.c.log.warn('VMs still run: the watchdog stays armed and kills them', { vms: left })
+      }
     }
     await Promise.all(this.raw.map(async d => await d.close()))
   }

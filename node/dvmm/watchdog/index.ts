@@ -102,6 +102,11 @@ export class Watchdog {
     this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs })
   }
 
+  /** Stops feeding and leaves it armed: the supervisor kills what runs once its timeout passes. */
+  abandon (): void {
+    clearInterval(this.timer)
+  }
+
   /** Stops feeding and disarms: the supervisor exits and kills nothing. */
   async stop (): Promise<void> {
     clearInterval(this.timer)

@@ -1,0 +1,68 @@
+// NodeRuntime's graceful stop disarms the fencing watchdog only when no driver lists a
+// VM running, starting or stopping; with one left it stops feeding and leaves the
+// supervisor armed, which kills it. Real process VMs and a real supervisor.
+import test from 'ava'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { NodeRuntime } from '../../node/dvmm/node-runtime.ts'
+import { probeCgroups } from '../../node/dvmm/host/cgroups.ts'
+import { Watchdog } from '../../node/dvmm/watchdog/index.ts'
+import { silentLogger } from '../../node/log.ts'
+import { isAlive } from '../../node/netns/netns.ts'
+import { systemClock } from '../../node/service.ts'
+
+const cg = process.getuid?.() === 0 ? probeCgroups() : undefined
+const skip = process.getuid?.() !== 0 ? 'needs root (cgroups)' : cg?.ok !== true ? `no usable cgroups: ${cg?.detail}` : undefined
+const maybe = skip === undefined ? test.serial : test.serial.skip
+const TIMEOUT_MS = 1000
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+async function until (check: () => boolean, limitMs: number): Promise<boolean> {
+  const t0 = Date.now()
+  while (!check()) {
+    if (Date.now() - t0 > limitMs) return false
+    await sleep(25)
+  }
+  return true
+}
+
+function setup (t: import('ava').ExecutionContext): { runtime: NodeRuntime, watchdog: Watchdog, pids: number[] } {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-rt-'))
+  const runtime = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir } }, { watchdogTimeoutMs: TIMEOUT_MS })
+  const watchdog = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT_MS }) // to read its pid and record, never started
+  const pids: number[] = []
+  t.teardown(async () => {
+    const w = watchdog.running()
+    if (w !== undefined) { try { process.kill(w, 'SIGKILL') } catch {} }
+    for (const p of pids) { try { process.kill(p, 'SIGKILL') } catch {} }
+    await runtime.stop({ graceful: false }).catch(() => {})
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  return { runtime, watchdog, pids }
+}
+
+const spec = (id: string): Parameters<NodeRuntime['drivers']['process']['start']>[0] => ({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })
+
+maybe('graceful stop with a VM still running: the watchdog stays armed, stops being fed, and kills it', async t => {
+  const { runtime, watchdog, pids } = setup(t)
+  const info = await runtime.drivers.process.start(spec(`rt-${process.pid}-a`))
+  pids.push(info.pid!)
+  const supervisor = watchdog.running()
+  t.truthy(supervisor, 'armed by the start')
+  await runtime.stop({ graceful: true })
+  t.is(watchdog.running(), supervisor, 'not disarmed')
+  t.true(await until(() => !isAlive(info.pid!), TIMEOUT_MS * 4), 'the supervisor killed the VM left behind')
+  t.true(watchdog.fired().some(f => f.killed.some(k => k.id === `rt-${process.pid}-a`)))
+})
+
+maybe('graceful stop with every VM stopped: disarmed, nothing killed', async t => {
+  const { runtime, watchdog } = setup(t)
+  const id = `rt-${process.pid}-b`
+  await runtime.drivers.process.start(spec(id))
+  t.truthy(watchdog.running())
+  await runtime.drivers.process.stop(id, 1000)
+  await runtime.stop({ graceful: true })
+  t.true(await until(() => watchdog.running() === undefined, 3000), 'the supervisor exited')
+  t.deepEqual(watchdog.fired(), [])
+})
