@@ -4,6 +4,7 @@
 // Choosing what to dial is a pure function (planDials); the class only does I/O.
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { monoNow } from './mono-clock.ts'
 import type { Libp2p, PeerInfo } from '@libp2p/interface'
 
 export interface DialTarget {
@@ -197,7 +198,7 @@ export class Dialer {
       else p.openedAt = Math.max(p.openedAt, c.timeline.open)
     }
     const targetPeers = this.init.targetPeers ?? 16
-    const now = Date.now()
+    const now = monoNow()
     const plan = planDials({
       targets: this.targets.values(),
       connected: new Set(byPeer.keys()),
@@ -222,7 +223,7 @@ export class Dialer {
       const addrs: Multiaddr[] = t.addrs.map(a => multiaddr(a))
       const conn = await this.init.host.dial(addrs.length === 1 ? addrs[0]! : addrs, { signal: AbortSignal.timeout(3000) })
       t.attempts = 0
-      t.nextAt = Date.now() + (this.init.baseBackoffMs ?? 1000)
+      t.nextAt = monoNow() + (this.init.baseBackoffMs ?? 1000)
       if (t.source === 'join') t.peerId = conn.remotePeer.toString()
     } catch (err) {
       this.init.onDialError?.(t.key, err as Error)
@@ -239,7 +240,7 @@ export class Dialer {
       // an mDNS neighbour we never reached (another grid on the LAN, a dead box) is
       // not worth dialling forever; it comes back if it answers mDNS again as a member
       if (t.source === 'mdns' && t.attempts >= 5) { this.targets.delete(t.key); return }
-      t.nextAt = Date.now() + backoffMs(t.attempts, this.init.baseBackoffMs ?? 1000, this.init.maxBackoffMs ?? 5000)
+      t.nextAt = monoNow() + backoffMs(t.attempts, this.init.baseBackoffMs ?? 1000, this.init.maxBackoffMs ?? 5000)
     } finally {
       this.inFlight.delete(t.key)
     }

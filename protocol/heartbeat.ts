@@ -9,6 +9,7 @@
 // L (>= 24), then L bytes: incarnation, seq, sender's wall clock (ms), all float64;
 // bytes past those are a newer agent's and ignored. Both are accepted; extended frames
 // are sent only to peers that accept them (sendClockTo).
+import { monoNow } from './mono-clock.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { Gauge, type Registry } from 'prom-client'
@@ -181,7 +182,7 @@ export class Heartbeats {
     await host.handle(this.init.protocol, (stream, conn) => { this.onInbound(stream, conn) }, { maxInboundStreams: 4 })
     host.addEventListener('peer:connect', this.onConnect)
     host.addEventListener('peer:disconnect', this.onDisconnect)
-    this.lastTick = Date.now()
+    this.lastTick = monoNow()
     this.pickWatchers()
     this.timer = setInterval(() => { this.tick() }, this.init.intervalMs)
   }
@@ -220,7 +221,7 @@ export class Heartbeats {
     // and hung up on us, and suspecting the peers that did so made each of them refute
     // (a storm on a saturated machine); a peer that really died has other watchers.
     this.forgetClock(id)
-    if (this.watched.delete(id) && !this.stalledLately(Date.now())) this.init.onLost(id)
+    if (this.watched.delete(id) && !this.stalledLately(monoNow())) this.init.onLost(id)
   }
 
   /** True while this node is late on its own tick (a stall not over yet) or just came out of one. */
@@ -232,7 +233,7 @@ export class Heartbeats {
   private pickWatchers (): void {
     const missing = this.init.watchers - this.out.size - this.opening.size
     if (missing <= 0) return
-    const now = Date.now()
+    const now = monoNow()
     for (const [id, until] of this.rested) if (until <= now) this.rested.delete(id)
     const candidates = this.init.host.getConnections()
       .map(c => c.remotePeer)
@@ -264,7 +265,7 @@ export class Heartbeats {
   /** A watcher whose stream failed or was closed (it declined, restarted, went away): rest it. */
   private drop (id: string): void {
     this.out.delete(id)
-    this.rested.set(id, Date.now() + REST_MS)
+    this.rested.set(id, monoNow() + REST_MS)
   }
 
   private onInbound (stream: Stream, conn: Connection): void {
@@ -276,7 +277,7 @@ export class Heartbeats {
       return
     }
     const buf = new Uint8ArrayList()
-    this.watched.set(id, { last: Date.now(), silent: false })
+    this.watched.set(id, { last: monoNow(), silent: false })
     // a closed stream does not end the watch: if the sender does not open another one
     // in time, that silence is worth a suspicion (which a live sender refutes at once)
     stream.addEventListener('message', (evt) => {
@@ -292,7 +293,7 @@ export class Heartbeats {
           return
         }
         const w = this.watched.get(id)
-        if (w != null) { w.last = Date.now(); w.silent = false }
+        if (w != null) { w.last = monoNow(); w.silent = false }
         if (v.wallMs != null) this.sampleClock(id, v.wallMs)
         this.init.onBeat(id, { incarnation: v.incarnation, seq: v.seq })
       }
@@ -322,7 +323,7 @@ export class Heartbeats {
   }
 
   private tick (): void {
-    const now = Date.now()
+    const now = monoNow()
     // if this process itself stalled (GC, overload), the silence we are about to see
     // is ours, not theirs: credit the stall to every watch before judging anyone
     const stall = now - this.lastTick - this.init.intervalMs

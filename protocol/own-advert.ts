@@ -2,6 +2,7 @@
 // something changed or a suspicion must be refuted, and refreshing it every so often.
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
+import { monoNow } from './mono-clock.ts'
 import { ADVERT_VERSION, encodeAdvert, signAdvert, type Advert, type UnsignedAdvert } from './advert.ts'
 import { compareVersions, type Version } from './membership.ts'
 import { PROTOCOL } from './compat.ts'
@@ -76,7 +77,7 @@ export class OwnAdvert {
   private refuting?: Promise<void>
   /** topic peers our last advert went to straight from us (see onNewTopicPeer) */
   private reached = 0
-  /** when the last advert was signed (Date.now()); any advert counts as a refresh */
+  /** when the last advert was signed (monoNow(): a wall clock step neither holds refreshes back nor rushes them); any advert counts as a refresh */
   private publishedAt = 0
   private running = false
   /** fields added by the test hook (testAdvertExtra); empty in production */
@@ -160,7 +161,7 @@ export class OwnAdvert {
   private scheduleRefresh (delayMs = this.refreshPeriod()): void {
     this.refresh = setTimeout(() => {
       if (!this.running) return
-      const left = this.publishedAt + this.refreshPeriod() - Date.now()
+      const left = this.publishedAt + this.refreshPeriod() - monoNow()
       if (left > 0) { this.scheduleRefresh(left); return }
       void this.publish('alive')
       this.scheduleRefresh()
@@ -186,7 +187,7 @@ export class OwnAdvert {
     // test-hook fields go after the known ones and replace none but the protocol range
     const { proto, protoMin } = this.extra
     const advert = await signAdvert(this.init.privateKey, { ...known, ...this.extra, ...known, ...(proto == null ? {} : { proto, protoMin }) } as UnsignedAdvert)
-    this.publishedAt = Date.now()
+    this.publishedAt = monoNow()
     this.init.onSigned(advert)
     const data = encodeAdvert(advert)
     try {
