@@ -1,9 +1,8 @@
-// Finding 6 of the DVMM review, in protocol/heartbeat.ts: timed with Date.now, its watches
-// silence with Date.now. A wall clock stepped back by minutes makes every silence
-// that begins after it go unnoticed for as long; on a holder cut off from the
-// majority that delays its fence (it keeps seeing its neighbours alive) while the
-// majority takes its VMs over after fence timeout + margin: the VM runs twice.
-// heartbeat.ts therefore times `last`, `lastTick`, `rested` and the stall check with
+// Heartbeat watches time a neighbour's silence. Timed with Date.now, a wall clock
+// stepped back by minutes hid every silence that began after it for as long: a holder
+// cut off from the majority kept seeing its neighbours alive and fenced late, while the
+// majority took its VMs over after fence timeout + margin (the VM ran twice).
+// heartbeat.ts times `last`, `lastTick`, `rested` and the stall check with
 // protocol/mono-clock.ts's monoNow (frames keep the wall clock: other nodes read it).
 import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
