@@ -1,6 +1,7 @@
 // The membership views the API serves, as pure functions of the member table.
 import { countStates, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { poolOf } from '../../protocol/pool.ts'
+import { monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView } from '../api/types.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -19,8 +20,8 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     name: a.name,
     state: m.state,
     self: m.nodeId === selfId,
-    since: new Date(m.since).toISOString(),
-    lastSeen: new Date(m.lastSeen).toISOString(),
+    since: new Date(monoToWall(m.since)).toISOString(),
+    lastSeen: new Date(monoToWall(m.lastSeen)).toISOString(),
     addrs: a.addrs,
     capacity: a.capacity,
     reserved: a.reserved,
