@@ -330,6 +330,8 @@ export class DvmmService {
     this.schedule()
   }
 
+  private fenceKilling = ''
+
   /** Judges this node's fence now and, when fenced, kills every VM here, busy ones too (a stop or start in flight). */
   private checkFence (now: number): FenceDecision {
     const members = this.components.membership.members
@@ -343,9 +345,12 @@ export class DvmmService {
     this.metrics.fenced.set(f.fenced ? 1 : 0)
     const live = this.local.live
     if (f.fenced && live.size > 0) {
-      this.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
+      // once per VM set (a kill in flight is asked again every tick, and waited for)
+      const key = [...live].sort().join()
+      if (key !== this.fenceKilling) this.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
+      this.fenceKilling = key
       for (const vm of live) void this.local.act(vm, 'kill', `fenced: ${f.reason}`)
-    }
+    } else this.fenceKilling = ''
     return f
   }
 
