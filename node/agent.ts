@@ -127,6 +127,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
           }
         : undefined
     }, { fenceTimeoutMs: FENCE_TIMEOUT_MS, lastAliveAt: opts.previousFeedAt ?? undefined })
+  // the fencing watchdog is fed only while DVMM's decision steps do not hang (a step
+  // stuck on a write lets the supervisor kill this node's VMs)
+  if (runtime != null && dvmm != null) runtime.feedWhile(() => dvmm.loopAgeMs())
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
   const gvs = want('gvs')

@@ -122,6 +122,8 @@ export class DvmmService {
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
   private lastStepAt = 0
+  /** when the step under way began (null between steps): loopAgeMs */
+  private stepStartedAt: number | null = null
   private running = false
   private stepping = false
   private dirty = false
@@ -214,13 +216,15 @@ export class DvmmService {
   }
 
   /**
-   * How long ago DVMM's decision loop last got through a step (written or not), or 0
-   * while it does not run: the agent feeds the fencing watchdog only while this stays
-   * small (NodeRuntime.feedWhile), so a loop stuck on a write lets the watchdog fire.
+   * How long the decision step under way has been running, or 0 between steps: the
+   * agent feeds the fencing watchdog only while this stays small (NodeRuntime.feedWhile),
+   * so a step stuck on a write lets the watchdog fire. Counted per step, not since the
+   * last one ended: steps are spaced by design (a long step spaces the next by four
+   * times its length), and an idle gap must not starve the watchdog.
    */
   loopAgeMs (): number {
-    if (!this.running) return 0
-    return Math.max(0, this.components.clock.now() - Math.max(this.lastStepAt, this.startedAt))
+    if (!this.running || this.stepStartedAt == null) return 0
+    return Math.max(0, this.components.clock.now() - this.stepStartedAt)
   }
 
   schedule (): void {
@@ -239,9 +243,11 @@ export class DvmmService {
     try {
       do {
         this.dirty = false
+        this.stepStartedAt = this.components.clock.now()
         try {
           await this.step()
         } finally {
+          this.stepStartedAt = null
           // the next step's lateness counts from here (failed or not: creditWaits), and
           // the wait for this step's write (its fsync) is not the loop being late
           this.lastStepEnd = this.lastStepAt = this.components.clock.now()

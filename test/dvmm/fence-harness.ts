@@ -29,8 +29,8 @@ export interface Harness {
   fake: FakeNode
   driver: FakeDriver
   members: Map<string, Member>
-  /** 'ok', 'refuse' (every write throws, as on a full disk) or 'hang' (writes never finish, as on a stuck fsync) */
-  setWrites: (mode: 'ok' | 'refuse' | 'hang') => void
+  /** 'ok', 'slow' (each read of the document costs 250 ms of CPU, so a step is long and the next is spaced), 'refuse' (every write throws, as on a full disk) or 'hang' (writes never finish, as on a stuck fsync) */
+  setWrites: (mode: 'ok' | 'slow' | 'refuse' | 'hang') => void
   /** membership changed: the service steps */
   transition: () => void
   /** the other two go silent: this node sees 1 of 3 */
@@ -59,10 +59,13 @@ export interface HarnessOptions {
 export async function harness (o: HarnessOptions = {}): Promise<Harness> {
   const replica = Replica.create({ clusterId: 'c1', nodeId: ME })
   const ev = new EventEmitter()
-  let mode: 'ok' | 'refuse' | 'hang' = 'ok'
+  let mode: 'ok' | 'slow' | 'refuse' | 'hang' = 'ok'
   let writes = 0
   const state: DvmmState = {
-    read: () => replica.read(),
+    read: () => {
+      if (mode === 'slow') for (const end = performance.now() + 250; performance.now() < end;);
+      return replica.read()
+    },
     write: async <T>(fn: (w: Writer) => T): Promise<T> => {
       if (mode === 'hang') return await new Promise<T>(() => {})
       if (mode === 'refuse') throw new Error('disk full: writes refused')

@@ -57,6 +57,23 @@ test.serial('a fenced node kills its VM although a document write hangs (a stuck
   t.true(h.dvmm.loopAgeMs() > TAKEOVER_MS, `the stuck step shows: loop age ${h.dvmm.loopAgeMs()} ms`)
 })
 
+test.serial('slow steps, spaced by design, never look like a stuck loop: loopAgeMs counts only the step under way', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  // every step reads the document for 250 ms of CPU or more: the next waits 4 times that
+  h.setWrites('slow')
+  const more = setInterval(() => { h.dvmm.enqueue(() => {}) }, 200)
+  t.teardown(() => { clearInterval(more) })
+  let most = 0
+  const writesBefore = h.writes()
+  for (const end = Date.now() + 4000; Date.now() < end; await sleep(50)) most = Math.max(most, h.dvmm.loopAgeMs())
+  t.true(h.writes() > writesBefore, 'steps went on writing')
+  // the watchdog is fed while the age is under half its timeout (1.5 s)
+  t.log(`most ${most}`)
+  t.true(most < 1000, `loop age stayed at most ${most} ms`)
+})
+
 test.serial('a fenced node kills a VM in its graceful stop\'s grace time (the stop pre-empted)', async t => {
   const h = await running(['fake:ignore-stop'])
   t.teardown(h.stop)
