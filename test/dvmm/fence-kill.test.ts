@@ -69,9 +69,9 @@ test.serial('slow steps, spaced by design, never look like a stuck loop: loopAge
   const writesBefore = h.writes()
   for (const end = Date.now() + 4000; Date.now() < end; await sleep(50)) most = Math.max(most, h.dvmm.loopAgeMs())
   t.true(h.writes() > writesBefore, 'steps went on writing')
-  // the watchdog is fed while the age is under half its timeout (1.5 s)
-  t.log(`most ${most}`)
-  t.true(most < 1000, `loop age stayed at most ${most} ms`)
+  // between steps the age is 0 (counted from the last step's end it reached 1 s here,
+  // and with longer steps it passes the half watchdog timeout the feed allows)
+  t.true(most < 600, `loop age stayed at most ${most} ms`)
 })
 
 test.serial('a fenced node kills a VM in its graceful stop\'s grace time (the stop pre-empted)', async t => {
