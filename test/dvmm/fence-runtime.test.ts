@@ -2,11 +2,11 @@
 // VM running, starting or stopping; with one left it stops feeding and leaves the
 // supervisor armed, which kills it. Real process VMs and a real supervisor.
 import test from 'ava'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { NodeRuntime } from '../../node/dvmm/node-runtime.ts'
-import { probeCgroups } from '../../node/dvmm/host/cgroups.ts'
+import { groupPaths, probeCgroups, removeGroups } from '../../node/dvmm/host/cgroups.ts'
 import { Watchdog } from '../../node/dvmm/watchdog/index.ts'
 import { silentLogger } from '../../node/log.ts'
 import { isAlive } from '../../node/netns/netns.ts'
@@ -27,25 +27,36 @@ async function until (check: () => boolean, limitMs: number): Promise<boolean> {
   return true
 }
 
-function setup (t: import('ava').ExecutionContext): { runtime: NodeRuntime, watchdog: Watchdog, pids: number[] } {
+function setup (t: import('ava').ExecutionContext): { runtime: NodeRuntime, watchdog: Watchdog, pids: number[], ids: string[] } {
   const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-rt-'))
   const runtime = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir } }, { watchdogTimeoutMs: TIMEOUT_MS })
   const watchdog = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT_MS }) // to read its pid and record, never started
   const pids: number[] = []
+  const ids: string[] = []
   t.teardown(async () => {
     const w = watchdog.running()
     if (w !== undefined) { try { process.kill(w, 'SIGKILL') } catch {} }
     for (const p of pids) { try { process.kill(p, 'SIGKILL') } catch {} }
+    // the VMs' cgroups and files: a VM the supervisor killed is never removed by a driver
     await runtime.stop({ graceful: false }).catch(() => {})
+    // the cgroups of a VM the supervisor killed: no driver ran to remove them
+    const layout = probeCgroups().layout
+    if (layout !== undefined) {
+      const parents = groupPaths(layout, '').map(p => dirname(join(p, 'x')))
+      for (const parent of parents) {
+        for (const name of readdirSync(parent)) if (ids.some(id => name.startsWith('process-') && name.endsWith(`-${id}`))) await removeGroups([join(parent, name)])
+      }
+    }
     rmSync(dataDir, { recursive: true, force: true })
   })
-  return { runtime, watchdog, pids }
+  return { runtime, watchdog, pids, ids }
 }
 
 const spec = (id: string): Parameters<NodeRuntime['drivers']['process']['start']>[0] => ({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })
 
 maybe('graceful stop with a VM still running: the watchdog stays armed, stops being fed, and kills it', async t => {
-  const { runtime, watchdog, pids } = setup(t)
+  const { runtime, watchdog, pids, ids } = setup(t)
+  ids.push(`rt-${process.pid}-a`)
   const info = await runtime.drivers.process.start(spec(`rt-${process.pid}-a`))
   pids.push(info.pid!)
   const supervisor = watchdog.running()
@@ -57,8 +68,9 @@ maybe('graceful stop with a VM still running: the watchdog stays armed, stops be
 })
 
 maybe('graceful stop with every VM stopped: disarmed, nothing killed', async t => {
-  const { runtime, watchdog } = setup(t)
+  const { runtime, watchdog, ids } = setup(t)
   const id = `rt-${process.pid}-b`
+  ids.push(id)
   await runtime.drivers.process.start(spec(id))
   t.truthy(watchdog.running())
   await runtime.drivers.process.stop(id, 1000)
