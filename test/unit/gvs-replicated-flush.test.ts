@@ -32,7 +32,10 @@ function gate (): { reached: Promise<void>, wait: () => Promise<void>, open: () 
 async function nodes (t: ExecutionContext, names: string[], hook: (peer: string, req: ReplicaRequest) => Promise<void>, lose = (_peer: string, _req: ReplicaRequest): boolean => false): Promise<{ transport: ReplicaTransport, log: string[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-rflush-'))
   const stores = new Map<string, ObjectStore>()
-  t.teardown(async () => { for (const s of stores.values()) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  // a volume may still be bringing a holder back in step in the background: once the
+  // test ends its requests fail, instead of writing into the removed directory
+  let closed = false
+  t.teardown(async () => { closed = true; for (const s of stores.values()) await s.stop(); await rm(dir, { recursive: true, force: true }) })
   for (const n of names) {
     const s = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) })
     await s.start()
@@ -43,6 +46,7 @@ async function nodes (t: ExecutionContext, names: string[], hook: (peer: string,
     self: names[0]!,
     call: async (peer, req, data) => {
       await hook(peer, req)
+      if (closed) throw new GvsError('unavailable', 'the test is over')
       const r = await execute(stores.get(peer)!, req, data ?? null)
       log.push(`${req.op}@${peer}`)
       if (lose(peer, req)) throw new GvsError('unavailable', `replica ${peer} unreachable for ${req.op}: stream closed (reset, test)`)
