@@ -20,10 +20,10 @@ export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
 const CONSOLE_BYTES = 64 * 1024
 const MiB = 2 ** 20
 
-/** the connection manager, where the grid has an overlay */
 /** tries at fencing a VM's volume before its start fails */
 const FENCE_ATTEMPTS = 3
 
+/** the connection manager, where the grid has an overlay */
 export interface VmNetworkHooks {
   overlayOf: (vm: string) => VmOverlay | null
   /** a VM of this node started, was adopted or went: its interface appeared or vanished */
@@ -81,6 +81,18 @@ export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ 
  */
 export function docStamp (clock: Clock & { wall?: () => number }): number {
   return Math.floor(clock.wall?.() ?? clock.now())
+}
+
+/** the VMs a driver lists whose process may run: running, starting or stopping */
+async function listedLive (d: VmDriver): Promise<string[]> {
+  return (await d.list()).filter(v => v.state === 'running' || v.state === 'starting' || v.state === 'stopping').map(v => v.id)
+}
+
+/** kills the VM where the driver knows it and it has not ended; whether the driver knows it */
+async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
+  const info = await d.inspect(id)
+  if (info != null && info.state !== 'stopped' && info.state !== 'failed') await d.kill(id)
+  return info != null
 }
 
 /** a start called off while it ran (see LocalVms.aborted) */
@@ -148,13 +160,13 @@ export class LocalVms {
     this.closing = true
     await Promise.all([...this.starting.values()])
     for (const d of this.drivers()) {
-      for (const v of await d.list().catch(() => [])) if (v.state === 'running' || v.state === 'starting' || v.state === 'stopping') this.running.add(v.id)
+      for (const id of await listedLive(d).catch(() => [])) this.running.add(id)
     }
     await Promise.all([...this.running].map(async vm => await this.act(vm, 'stop', why)))
     const left = new Set<string>()
     for (const d of this.drivers()) {
       try {
-        for (const v of await d.list()) if (v.state === 'running' || v.state === 'starting' || v.state === 'stopping') left.add(v.id)
+        for (const id of await listedLive(d)) left.add(id)
       } catch (err) {
         // unknown: every VM this run knew of stays
         this.c.log.warn('could not list the VMs after stopping them', { driver: d.name, err: (err as Error).message })
@@ -220,9 +232,7 @@ export class LocalVms {
   /** A start called off: whatever the driver has of it is killed and removed. */
   private async endAborted (id: string, driver: VmDriver, why: string): Promise<void> {
     try {
-      const info = await driver.inspect(id)
-      if (info != null && info.state !== 'stopped' && info.state !== 'failed') await driver.kill(id)
-      if (info != null) await driver.remove(id).catch(() => {})
+      if (await killIfLive(driver, id)) await driver.remove(id).catch(() => {})
       this.c.log.info('killed a VM', { vm: id, why })
       this.c.history.add(id, { at: this.c.clock.now(), event: 'killed', node: this.c.config.name, detail: why })
     } catch (err) {
@@ -247,8 +257,7 @@ export class LocalVms {
       // the driver ends a VM that is starting (host-base: its process); the start sees killAsked
       try {
         const d = await this.driverOf(vm)
-        const info = await d?.inspect(vm)
-        if (d != null && info != null && info.state !== 'stopped' && info.state !== 'failed') await d.kill(vm)
+        if (d != null) await killIfLive(d, vm)
       } catch (err) {
         this.c.log.warn('could not kill a VM while it started', { vm, err: (err as Error).message })
       }
