@@ -2,13 +2,13 @@ import test from 'ava'
 import { mkdtemp, rm, open, readdir, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
 import { OpenObjects } from '../../node/gvs/open-objects.ts'
 import { LocalVolume, pieces } from '../../node/gvs/block-device.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
 import { silentLogger } from '../../node/log.ts'
+import { smallDisk } from '../helpers/small-disk.ts'
 
 const MiB = 1024 * 1024
 /** byte equality without ava's deep diff, which is slow on megabytes */
@@ -163,13 +163,8 @@ test('LocalVolume splits ranges across objects', async t => {
 })
 
 test('a full disk fails the write cleanly and loses nothing written before', async t => {
-  if (process.getuid?.() !== 0) { t.log('skipped: mounting a small tmpfs needs root'); t.pass(); return }
-  const mnt = await mkdtemp(join(tmpdir(), 'gvs-full-'))
-  try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]) } catch (err) {
-    await rm(mnt, { recursive: true, force: true })
-    t.log(`skipped: cannot mount a tmpfs here: ${String(err)}`); t.pass(); return
-  }
-  t.teardown(async () => { execFileSync('umount', [mnt]); await rm(mnt, { recursive: true, force: true }) })
+  const mnt = await smallDisk(t)
+  if (mnt == null) return
   await mkdir(join(mnt, 'gvs'))
   const s = await store(t, join(mnt, 'gvs'))
   const first = randomBytes(MiB)

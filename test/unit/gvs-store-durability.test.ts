@@ -3,7 +3,6 @@
 // fsyncs are the real ones, watched (or, to fail one, replaced) through the store's
 // `fsync` component: a disk that fails an fsync cannot be had here otherwise.
 import test from 'ava'
-import { execFileSync } from 'node:child_process'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +10,7 @@ import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
 import { syncPath } from '../../node/gvs/file-io.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
 import { silentLogger } from '../../node/log.ts'
+import { smallDisk } from '../helpers/small-disk.ts'
 
 const MiB = 1024 * 1024
 type Fsync = (path: string) => Promise<void>
@@ -94,13 +94,8 @@ test("a new volume's directory entry in objects/ is synced by the next flush and
 })
 
 test("a new object's directory entry is synced by the next flush even when the write that created it failed", async t => {
-  if (process.getuid?.() !== 0) { t.log('skipped: mounting a small tmpfs needs root'); t.pass(); return }
-  const mnt = await mkdtemp(join(tmpdir(), 'gvs-full-'))
-  try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]) } catch (err) {
-    await rm(mnt, { recursive: true, force: true })
-    t.log(`skipped: cannot mount a tmpfs here: ${String(err)}`); t.pass(); return
-  }
-  t.teardown(async () => { execFileSync('umount', [mnt]); await rm(mnt, { recursive: true, force: true }) })
+  const mnt = await smallDisk(t)
+  if (mnt == null) return
   await mkdir(join(mnt, 'gvs'))
   const done: string[] = []
   const s = await store(t, async path => { await syncPath(path); done.push(path) }, join(mnt, 'gvs'))
