@@ -268,7 +268,10 @@ async function child (): Promise<void> {
 async function runIn (checkout: string): Promise<Result> {
   const { stdout } = await run(process.execPath, ['--disable-warning=ExperimentalWarning', join(checkout, 'bench', 'gvs-repl.ts')],
     { env: { ...process.env, GVS_REPL_CHILD: '1' }, maxBuffer: 16 * MiB, cwd: checkout })
-  return JSON.parse(stdout.trim().split('\n').pop()!) as Result
+  // JSON writes the NaN of a skipped fio as null
+  const r = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>
+  for (const k of ['randread', 'randwrite', 'bRandread', 'bRandwrite']) r[k] ??= NaN
+  return r as unknown as Result
 }
 
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
