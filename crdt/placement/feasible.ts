@@ -37,6 +37,14 @@ export const labels: Check = {
   }
 }
 
+/** a node whose probe found the VM's driver unusable (no qemu, no cgroups) would only fail the start */
+export const driver: Check = {
+  name: 'driver',
+  check: (vm, node) => vm.driver == null || node.drivers == null || node.drivers.includes(vm.driver)
+    ? null
+    : `no usable ${vm.driver} driver (has ${node.drivers.length === 0 ? 'none' : node.drivers.join(', ')})`
+}
+
 export const fitsCpu: Check = {
   name: 'cpu',
   check: (vm, node, used) => {
@@ -54,7 +62,7 @@ export const fitsMemory: Check = {
 }
 
 /** in this order: the first that fails is the reason shown */
-export const CHECKS: readonly Check[] = [alive, notDraining, labels, fitsCpu, fitsMemory]
+export const CHECKS: readonly Check[] = [alive, notDraining, labels, driver, fitsCpu, fitsMemory]
 
 /** null when every check passes, else the first failing check and its reason */
 export function feasible (vm: Demand, node: NodeView, used: Usage, checks: readonly Check[] = CHECKS): { check: string, reason: string } | null {

@@ -23,6 +23,8 @@ export interface NodeView {
   capacity: Capacity
   /** operator labels (document) merged over the node's own (advert) */
   labels: Record<string, string>
+  /** the VM drivers its probe found usable; absent: not known yet (not probed, or an older agent) */
+  drivers?: readonly string[]
 }
 
 /** what a VM asks of a node */
@@ -34,6 +36,8 @@ export interface Demand {
   constraints: Record<string, string>
   /** VMs of one group go to different nodes where possible */
   antiAffinity?: string
+  /** the driver that runs it (absent: any) */
+  driver?: string
 }
 
 /** resources a node has reserved for one VM (a lease, or a claim being planned) */

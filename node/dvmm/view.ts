@@ -38,7 +38,8 @@ export const demandOf = (vm: Vm): Demand => ({
   cpu: vm.spec.cpu,
   memoryBytes: vm.spec.memoryBytes,
   constraints: vm.spec.constraints,
-  antiAffinity: vm.spec.antiAffinity
+  antiAffinity: vm.spec.antiAffinity,
+  driver: vm.spec.driver
 })
 
 /**
@@ -60,7 +61,8 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       ...(alive ? { aliveSince: id === me ? -Infinity : m!.since } : {}),
       draining: e?.draining === true,
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
-      labels: { ...m?.advert.labels, ...labelsOf(id) }
+      labels: { ...m?.advert.labels, ...labelsOf(id) },
+      ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {})
     }
   })
 }
