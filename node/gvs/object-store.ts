@@ -11,20 +11,23 @@
 // the read fails: damaged data is never served. A full disk fails the write with a
 // 'no-space' error, and the checksums of the blocks it touched are recomputed from what
 // did land so that the failure does not also make them read as damaged. An object an
-// fsync failed on counts as damaged until rewritten (store-syncs.ts).
+// fsync failed on counts as damaged until rewritten (store-syncs.ts). Requests hold
+// spans of an object's check blocks (object-spans.ts), and under one its files are
+// opened, written, versioned, replaced or removed (held-objects.ts).
 import { EventEmitter } from 'node:events'
-import { mkdir, readdir, rm, unlink } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
-import { OpenObjects, type ObjectPaths, type OpenObject } from './open-objects.ts'
-import { RangeLock, type Span } from './range-lock.ts'
+import { OpenObjects } from './open-objects.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { NO_VERSION, compareVersions, encodeVersion, newer, type Version } from './versions.ts'
-import { IN_PLACE_READ, ignoreEnoent, readVersion, syncPath, writeFully } from './file-io.ts'
+import { NO_VERSION, compareVersions, type Version } from './versions.ts'
+import { IN_PLACE_READ, readVersion, syncPath } from './file-io.ts'
 import { StoreSyncs, type Fsync } from './store-syncs.ts'
-import { createObject, readChecked, readNow, writeRange, writeWhole, type Geometry } from './object-files.ts'
+import { readChecked, readNow, type Geometry } from './object-files.ts'
+import { ObjectSpans } from './object-spans.ts'
+import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
 
@@ -71,14 +74,13 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly geometry: Geometry
   private readonly log: Logger
   private readonly epochs: WriterEpochs
-  private readonly locks = new Map<string, Promise<unknown>>()
-  /** per object: requests to different blocks run at once, to the same blocks in order */
-  private readonly ranges = new RangeLock()
-  /** per object, its exclusive spans held or waiting: a read takes the fast path only where there are none */
-  private readonly writers = new Map<string, number>()
+  /** the spans of objects held or waiting: reads share blocks, writes have them to themselves */
+  private readonly spans: ObjectSpans
   /** what is written but not yet synced, flushes in progress, objects an fsync failed on */
   private readonly syncs: StoreSyncs
   private readonly open = new OpenObjects()
+  /** what is done to an object's files under its span */
+  private readonly held: HeldObjects
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
@@ -92,6 +94,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.sumBytes = this.objectSize / this.blockSize * 4
     this.geometry = { objectSize: this.objectSize, blockSize: this.blockSize, sumBytes: this.sumBytes }
     this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
+    this.spans = new ObjectSpans(this.blockSize)
+    this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path) })
   }
 
   async start (): Promise<void> {
@@ -122,42 +126,6 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
   }
 
-  /** runs fn with the mutex of `key` held (epoch records, object creation) */
-  private async locked<T> (key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve()
-    const run = prev.then(fn, fn)
-    const tail = run.catch(() => {})
-    this.locks.set(key, tail)
-    try {
-      return await run
-    } finally {
-      if (this.locks.get(key) === tail) this.locks.delete(key)
-    }
-  }
-
-  /** runs fn under a span of the object at `key` (range-lock.ts), counting the exclusive ones */
-  private async ranged<T> (key: string, span: Span, fn: () => Promise<T>): Promise<T> {
-    if (!span.exclusive) return await this.ranges.run(key, span, fn)
-    // counted before the span is taken (no await in between), uncounted after it ends
-    this.writers.set(key, (this.writers.get(key) ?? 0) + 1)
-    try {
-      return await this.ranges.run(key, span, fn)
-    } finally {
-      const left = this.writers.get(key)! - 1
-      if (left === 0) this.writers.delete(key)
-      else this.writers.set(key, left)
-    }
-  }
-
-  /** the check blocks under [offset, offset+length): shared for reads, exclusive for writes */
-  private span (offset: number, length: number, exclusive: boolean): Span {
-    const start = Math.floor(offset / this.blockSize)
-    return { start, end: Math.max(start + 1, Math.ceil((offset + length) / this.blockSize)), exclusive }
-  }
-
-  /** every block of an object: for whole-object reads, creation checks, removal */
-  private static whole (exclusive: boolean): Span { return { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive } }
-
   // ---- epochs ----
 
   /** the newest writer epoch this store has seen for the volume (0: none) */
@@ -183,11 +151,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
-    const span = this.span(offset, length, false)
+    const span = this.spans.span(offset, length, false)
     // the common case, an object open and no write to it held or waiting: read and
     // check at once, without an await (nothing else runs meanwhile, so nothing needs
     // holding), instead of through the range lock and the object's hold
-    if (span.end - span.start <= IN_PLACE_READ / this.blockSize && !this.writers.has(p.data)) {
+    if (span.end - span.start <= IN_PLACE_READ / this.blockSize && !this.spans.written(p.data)) {
       const o = this.open.hit(p.data)
       if (o != null) {
         const { data, bad } = readNow(o, this.blockSize, offset, length)
@@ -195,7 +163,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         return data
       }
     }
-    return await this.ranged(p.data, span, async () => await this.withObject(p, false, async o => {
+    return await this.spans.run(p.data, span, async () => await this.held.with(p, false, async o => {
       if (o == null) return new Uint8Array(length)
       const { first, data, bad } = await readChecked(o, this.blockSize, offset, length)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -211,39 +179,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** whether the object is here, and its version (NO_VERSION when absent) */
   async stat (volume: string, index: number): Promise<{ present: boolean, version: Version }> {
     const p = this.paths(volume, index)
-    return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o =>
+    return await this.spans.run(p.data, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o =>
       o == null ? { present: false, version: NO_VERSION } : { present: true, version: o.version }))
-  }
-
-  /** runs fn with the object open (null: absent, unless create); the caller holds a range of it */
-  private async withObject<T> (p: ObjectPaths, create: boolean, fn: (o: OpenObject | null) => Promise<T>): Promise<T> {
-    let o = await this.open.acquire(p, this.sumBytes)
-    if (o == null && create) {
-      // writers to different blocks of a new object race here: one creates, under a
-      // mutex, and the others find its files (create truncates, so never twice)
-      await this.locked(`create:${p.data}`, async () => {
-        const again = await this.open.acquire(p, this.sumBytes)
-        if (again != null) { await this.open.release(again); return }
-        const madeDir = await createObject(p, this.geometry)
-        // the new names are synced by the next flush, or FUA write to the object,
-        // whether or not the write that created it succeeds
-        this.syncs.add(p.dir + '/')
-        if (madeDir) this.syncs.add(this.objectsDir + '/')
-      })
-      o = await this.open.acquire(p, this.sumBytes)
-    }
-    try {
-      return await fn(o)
-    } finally {
-      if (o != null) await this.open.release(o)
-    }
   }
 
   /** the whole object and its version, or null when absent: what repair copies to another holder */
   async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
     const p = this.paths(volume, index)
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
-    return await this.ranged(p.data, ObjectStore.whole(false), async () => await this.withObject(p, false, async o => {
+    return await this.spans.run(p.data, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -257,9 +201,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (data.length === 0) { await this.fence(volume, opts.epoch); return }
     // the range is taken at once (before any await), so requests to overlapping
     // blocks run in the order they were made; the writer's epoch is checked inside
-    await this.ranged(p.data, this.span(offset, data.length, true), async () => {
+    await this.spans.run(p.data, this.spans.span(offset, data.length, true), async () => {
       await this.fence(volume, opts.epoch)
-      await this.writeLocked(volume, index, p, offset, data, opts)
+      await this.held.write(volume, index, p, offset, data, opts)
     })
   }
 
@@ -275,8 +219,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean }): Promise<boolean> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
-    return await this.ranged(p.data, ObjectStore.whole(true), async () => {
-      const here = await this.withObject(p, false, async o => o?.version ?? null)
+    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+      const here = await this.held.with(p, false, async o => o?.version ?? null)
       if (here != null && !this.syncs.isLost(p.data)) {
         // replace overrides only the equal-version skip: a copy read before a write
         // landed here (scrub's get, then put) is older and must not undo that write
@@ -284,7 +228,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         if (c > 0 || (c === 0 && opts.replace !== true)) return true
       }
       await this.fence(volume, opts.epoch, { learnOnly: true })
-      await this.replaceLocked(volume, index, p, copy.data, copy.version)
+      await this.held.replace(volume, index, p, copy.data, copy.version)
       return false
     })
   }
@@ -296,29 +240,29 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (length === 0) {
       // nothing to zero: a version alone marks that copies elsewhere are behind
       // (replicated-volume.ts, a holder a write failed on that does not answer)
-      await this.ranged(p.data, ObjectStore.whole(true), async () => {
+      await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
         await this.fence(volume, opts.epoch)
-        if (opts.version != null) await this.withObject(p, false, async o => { if (o != null) await this.setVersion(o, opts.version!, volume, index) })
+        if (opts.version != null) await this.held.with(p, false, async o => { if (o != null) await this.held.setVersion(o, opts.version!, volume, index) })
       })
       if (opts.fua === true) await this.syncObject(volume, index)
       return
     }
     if (offset === 0 && length === this.objectSize) {
-      await this.ranged(p.data, ObjectStore.whole(true), async () => {
+      await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
         await this.fence(volume, opts.epoch)
         // the data goes (thin again), the side file stays with the zeroing's version:
         // a copy that missed it must not bring the old data back as the newer one
-        if (!(await this.withObject(p, false, async o => o != null))) return
-        await this.replaceLocked(volume, index, p, null, opts.version ?? NO_VERSION, false)
+        if (!(await this.held.with(p, false, async o => o != null))) return
+        await this.held.replace(volume, index, p, null, opts.version ?? NO_VERSION, false)
         if (opts.fua === true) await this.syncObject(volume, index)
       })
       return
     }
-    await this.ranged(p.data, this.span(offset, length, true), async () => {
+    await this.spans.run(p.data, this.spans.span(offset, length, true), async () => {
       await this.fence(volume, opts.epoch)
       // zeroing an absent object changes nothing: it already reads as zeros
-      if (!(await this.withObject(p, false, async o => o != null))) return
-      await this.writeLocked(volume, index, p, offset, new Uint8Array(length), opts)
+      if (!(await this.held.with(p, false, async o => o != null))) return
+      await this.held.write(volume, index, p, offset, new Uint8Array(length), opts)
     })
   }
 
@@ -332,7 +276,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     try {
       await this.syncs.syncNow(p.data)
       await this.syncs.syncNow(p.sums)
-      await this.syncNames(p)
+      await this.held.syncNames(p)
     } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
   }
@@ -344,12 +288,6 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async flush (): Promise<void> {
     try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
-  }
-
-  /** a new object's directory entry, and a new volume directory's, where not synced yet */
-  private async syncNames (p: ObjectPaths): Promise<void> {
-    // also while a flush that took them is syncing them: that flush may not have yet
-    await this.syncs.syncPending([p.dir + '/', this.objectsDir + '/'])
   }
 
   /** the objects present for a volume, each with its version */
@@ -390,12 +328,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** checks every block of one object: the damaged blocks (none: sound or absent) */
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
-    return await this.ranged(p.data, ObjectStore.whole(true), async () => {
+    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
       // an fsync failed on it: what is on disk is unknown, every block counts as damaged
       if (this.syncs.isLost(p.data)) return Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b)
       // a scrub reads the checksums from disk, not the cached copy
       await this.open.drop(p.data)
-      return await this.withObject(p, false, async o => {
+      return await this.held.with(p, false, async o => {
         if (o == null) return []
         const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
         readBuffers.give(data)
@@ -406,7 +344,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async remove (volume: string, index: number): Promise<void> {
     const p = this.paths(volume, index)
-    await this.ranged(p.data, ObjectStore.whole(true), async () => { await this.removeLocked(p, false) })
+    await this.spans.run(p.data, ObjectSpans.whole(true), async () => { await this.held.remove(p, false) })
   }
 
   async removeVolume (volume: string): Promise<void> {
@@ -437,69 +375,5 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.log.error('damaged object: checksum mismatch, not served', { volume, index, blocks: blocks.join(','), path })
     this.emit('damaged', report)
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged (blocks ${blocks.join(',')} fail their checksum)`)
-  }
-
-  private async writeLocked (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, opts: WriteOptions): Promise<void> {
-    const fua = opts.fua === true
-    await this.withObject(p, true, async o => {
-      if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
-      const bad = await writeRange(o, this.blockSize, offset, bytes, `object ${index} of "${volume}"`)
-      if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-      if (opts.version != null) await this.setVersion(o, opts.version, volume, index)
-      if (fua) {
-        try {
-          // a failed fsync may have dropped earlier writes to the object too (store-syncs.ts)
-          await o.data.sync().catch(err => { this.syncs.markLost(p.data); throw err })
-          await o.sums.sync().catch(err => { this.syncs.markLost(p.data); throw err })
-          // a new object's name too, also when a concurrent write created it
-          await this.syncNames(p)
-        } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }
-      } else {
-        this.syncs.add(p.data)
-        this.syncs.add(p.sums)
-      }
-    })
-  }
-
-  /**
-   * Raises the object's version to v (with `force`, sets it). Writes to other blocks of
-   * the object run at once: the check and the new value are taken before any await, so
-   * a lower version finishing later never overwrites a higher one.
-   */
-  private async setVersion (o: OpenObject, v: Version, volume: string, index: number, force = false): Promise<void> {
-    if (!force && !newer(v, o.version)) return
-    o.version = v
-    await writeFully(o.sums, encodeVersion(v), this.sumBytes).catch(err => { throw fromFsError(err, `writing the version of object ${index} of "${volume}"`) })
-  }
-
-  /**
-   * The whole object becomes `data` (null: zeros) at version v (`force`: even a lower
-   * one, as a copy that replaces a damaged one), written sparse (object-files.ts). The
-   * caller holds the whole object. Synced by the caller (flush, syncObject) like a write.
-   */
-  private async replaceLocked (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force = true): Promise<void> {
-    await this.withObject(p, true, async o => {
-      if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
-      try { await writeWhole(o, data, this.geometry) } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
-      await this.setVersion(o, v, volume, index, force)
-      // written whole: no longer what a failed fsync left (synced as any write is)
-      this.syncs.rewritten(p.data)
-      this.syncs.add(p.data)
-      this.syncs.add(p.sums)
-    })
-  }
-
-  private async removeLocked (p: ObjectPaths, sync: boolean): Promise<void> {
-    await this.open.drop(p.data)
-    try {
-      // data first: a side file without data is a harmless leftover, the reverse is "damaged"
-      await unlink(p.data).catch(ignoreEnoent)
-      await unlink(p.sums).catch(ignoreEnoent)
-      this.syncs.forget(p.data)
-      this.syncs.forget(p.sums)
-      this.syncs.rewritten(p.data)
-      if (sync) await this.syncs.syncNow(p.dir + '/')
-      else this.syncs.add(p.dir + '/')
-    } catch (err) { throw fromFsError(err, `removing ${p.data}`) }
   }
 }

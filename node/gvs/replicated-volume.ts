@@ -10,19 +10,18 @@
 // - every write carries the writer's epoch, checked by each replica (invariant 3).
 // - an object whose placement moved (a node died or joined) is first copied to its new
 //   holders from wherever a copy is, before they serve a read or take a write: no
-//   write is lost across the move and a new holder never answers with zeros it lacks;
+//   write is lost across the move and a new holder never answers with zeros it lacks
+//   (settler.ts);
 // Too few holders (fewer than minReplicas live nodes) fails the write with a clear
 // 'unavailable' error instead of taking it with fewer copies than promised.
 import { GvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
-import { RangeLock, type Span } from './range-lock.ts'
+import { RangeLock } from './range-lock.ts'
 import type { ReplicaRequest } from './replica-protocol.ts'
-import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
-
-/** every byte of an object: settling holds it whole */
-const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
+import { planSettle } from './versions.ts'
+import { Settler } from './settler.ts'
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -57,16 +56,10 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly pkey: string
   /** nodes written to since their last flush, with the objects written there */
   private readonly unflushed = new Map<string, Set<number>>()
-  /** object index -> the holder list last made complete (all hold it, or nobody does) */
-  private readonly settled = new Map<number, string>()
-  /** settles in progress, resolving to the holders that did not answer (and why) */
-  private readonly settling = new Map<number, Promise<Map<string, string>>>()
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
-  /** object index -> the sequence number of this writer's last write to it (versions.ts) */
-  private readonly seqs = new Map<number, number>()
-  /** object index -> holders a write of it failed on, until it settles again */
-  private readonly suspects = new Map<number, Set<string>>()
+  /** which objects are complete on their holders, suspects, this writer's sequence numbers */
+  private readonly settler: Settler
   /** the flush in progress (with those it overlapped): a later one is answered after it */
   private flushing: Promise<void> | null = null
 
@@ -79,6 +72,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.init = { volume: init.volume, size: init.size, replicas: init.replicas, minReplicas, epoch: init.epoch, objectSize: init.objectSize ?? OBJECT_SIZE }
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing }, { volume: init.volume, epoch: init.epoch, under: this.under })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -95,108 +89,6 @@ export class ReplicatedVolume implements BlockDevice {
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     const self = this.c.transport.self
     return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
-  }
-
-  /**
-   * Brings the newest copy of the object to every current holder that lacks it (absent,
-   * older, or suspect), once per holder set. It holds the whole object in this volume's
-   * write lock: no write of it is in flight while copies are compared and replaced.
-   * Resolves to the holders that did not answer: the object is settled only when every
-   * holder did, since a silent one may hold an old copy (or none) that a write would
-   * then build on and raise to the newest version.
-   */
-  private async settle (index: number, hs: string[]): Promise<Map<string, string>> {
-    const key = hs.join(',')
-    if (this.settled.get(index) === key) return new Map()
-    let p = this.settling.get(index)
-    if (p == null) {
-      p = this.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
-        .then(silent => { if (silent.size === 0) this.settled.set(index, key); return silent })
-        .finally(() => { this.settling.delete(index) })
-      this.settling.set(index, p)
-    }
-    return await p
-  }
-
-  /** settles the object for a write: every holder must have answered (a write needs them all anyway) */
-  private async settleAll (index: number, hs: string[], op: string): Promise<void> {
-    const silent = await this.settle(index, hs)
-    if (silent.size === 0) return
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`)
-  }
-
-  private async settleNow (index: number, hs: string[]): Promise<Map<string, string>> {
-    const silent = new Map<string, string>()
-    for (const layer of [this.init.volume, ...(this.under ?? [])]) {
-      const l = await this.settleLayer(layer, index, hs)
-      const plan = l.plan
-      for (const h of hs) { const why = l.silent.get(h); if (why != null && !silent.has(h)) silent.set(h, why) }
-      if (layer !== this.init.volume) continue
-      // this writer's next write to the object comes after every write it can see
-      if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
-      await this.outdateSilentSuspects(index, plan)
-    }
-    return silent
-  }
-
-  /**
-   * A suspect that got the newest copy is in step again. One that did not answer (cut
-   * off, or gone) may come back claiming a version it does not fully have; so the
-   * copies that did answer move one version on (a zero of no bytes), which leaves the
-   * suspect's copy plainly behind for any writer, reader or repair, also after this
-   * writer is gone. Until that succeeds the object does not settle (nor while such a
-   * suspect is still a holder: settle waits for every holder's answer).
-   */
-  private async outdateSilentSuspects (index: number, plan: SettlePlan): Promise<void> {
-    const suspects = this.suspects.get(index)
-    if (suspects == null) return
-    for (const l of plan.lacking) suspects.delete(l.node)
-    for (const s of plan.sources) suspects.delete(s)
-    if (suspects.size === 0) { this.suspects.delete(index); return }
-    const seq = (this.seqs.get(index) ?? 0) + 1
-    this.seqs.set(index, seq)
-    const at = [...new Set([...plan.sources, ...plan.lacking.map(l => l.node)])]
-    const results = await Promise.allSettled(at.map(async n => await this.c.transport.call(n, { op: 'zero', volume: this.init.volume, index, offset: 0, length: 0, epoch: this.init.epoch, seq, fua: true })))
-    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${at[i]}: ${(r.reason as Error).message}`] : [])
-    if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`)
-    this.suspects.delete(index)
-  }
-
-  /**
-   * What every live node says of one object set's object: holders first, then the
-   * other live nodes (a moved object's old holders, or a holder that missed writes
-   * while it was away and is back). A node that does not answer is left out.
-   */
-  private async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Map<string, string> }> {
-    const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
-    const silent = new Map<string, string>()
-    const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
-      try {
-        const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
-        return { node, present: r.present === true, version: r.version ?? NO_VERSION }
-      } catch (err) { silent.set(node, (err as Error).message); return null }
-    }))
-    const seen = answers.filter(x => x != null)
-    return { seen, everyone: seen.length === nodes.length, silent }
-  }
-
-  /** the copies of one layer's object brought to the holders that answered and lack it */
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Map<string, string> }> {
-    const { seen, silent } = await this.look(vol, index, hs)
-    const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
-    if (plan.lacking.length === 0) return { plan, silent }
-    const why: string[] = []
-    for (const src of plan.sources) {
-      try {
-        const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
-        if (r.data == null) { why.push(`${src}: absent`); continue }
-        const data = r.data
-        const version = r.reply.version ?? NO_VERSION
-        await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
-        return { plan, silent }
-      } catch (err) { why.push((err as Error).message) }
-    }
-    throw new GvsError('unavailable', `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`)
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> {
@@ -219,23 +111,22 @@ export class ReplicatedVolume implements BlockDevice {
    */
   private async readSources (index: number): Promise<string[]> {
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
-    const key = hs.join(',')
-    if (this.settled.get(index) === key) return this.readOrder(index)
+    if (this.settler.isSettled(index, hs)) return this.readOrder(index)
     // layers resolve per node, which needs every layer in place: settle as for a write
     // (a holder that did not answer may have an old copy: not read from until it does)
-    if (this.under != null) { const silent = await this.settle(index, hs); return this.readOrder(index).filter(n => !silent.has(n)) }
-    const { seen, everyone, silent } = await this.look(this.init.volume, index, hs)
-    const plan = planSettle(hs, seen, this.suspects.get(index))
+    if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(index).filter(n => !silent.has(n)) }
+    const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
+    const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {
       // written nowhere (thin), as every node answered: settled, and the holders answer
       // zeros. Some did not answer: the only copies may be theirs, and a holder without
       // one would answer zeros for data that exists: fail, and the next read asks again
       if (!everyone) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
-      this.settled.set(index, key)
+      this.settler.markSettled(index, hs)
       return this.readOrder(index)
     }
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settled.set(index, key); return this.readOrder(index) }
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs); return this.readOrder(index) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 
@@ -270,12 +161,11 @@ export class ReplicatedVolume implements BlockDevice {
   private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
     for (;;) {
       const hs = this.writeHolders(p.index)
-      await this.settleAll(p.index, hs, data == null ? 'zero' : 'write')
+      await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
       const sent = await this.inOrder(p, async () => {
         const now = this.writeHolders(p.index)
-        if (this.settled.get(p.index) !== now.join(',')) return false
-        const seq = (this.seqs.get(p.index) ?? 0) + 1
-        this.seqs.set(p.index, seq)
+        if (!this.settler.isSettled(p.index, now)) return false
+        const seq = this.settler.nextSeq(p.index)
         await this.toAll(p.index, now, req(seq), data, fua)
         return true
       })
@@ -344,8 +234,8 @@ export class ReplicatedVolume implements BlockDevice {
     for (const index of orphaned) {
       try {
         const hs = this.writeHolders(index)
-        this.settled.delete(index)
-        await this.settleAll(index, hs, 'flush')
+        this.settler.unsettle(index)
+        await this.settler.settleAll(index, hs, 'flush')
         for (const h of hs) add(h, [index])
       } catch (err) {
         errors.push(`object ${index}: ${(err as Error).message}`)
@@ -388,14 +278,11 @@ export class ReplicatedVolume implements BlockDevice {
     if (!fua) for (const h of hs) this.markUnflushed(h, [index])
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i]!, err: r.reason as Error }] : [])
     if (bad.length === 0) return
-    const suspects = this.suspects.get(index) ?? new Set<string>()
-    for (const b of bad) suspects.add(b.peer)
-    this.suspects.set(index, suspects)
-    this.settled.delete(index)
+    this.settler.suspect(index, bad.map(b => b.peer))
     // bring it back in step now, not only at the next write or read of this object:
     // until then another node's reader could find the suspect's copy (if its holder
     // is gone for good, membership drops it and the next settle skips it)
-    void this.settle(index, hs).catch(() => {})
+    void this.settler.settle(index, hs).catch(() => {})
     // a stale epoch anywhere means this writer is fenced: say so rather than "io"
     const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
     if (stale != null) throw stale.err

@@ -2,10 +2,11 @@
 // serves it to the other agents, and the NBD server that exports every volume of the
 // cluster document (whatever node its replicas are on) as a ReplicatedVolume placed
 // over the live members, weighted by their disk capacity. In the background it
-// repairs the volumes it coordinates (coordinatorOf: one node per volume), soon after
-// a member dies, leaves or joins and every `reconcileMs`, and scrubs its own copies on
-// a schedule. A volume's state is computed, never stored: membership + the
-// coordinator's last inventory + the repair running now (health.ts).
+// repairs the volumes it coordinates (coordinatorOf: one node per volume; repair-runs.ts),
+// soon after a member dies, leaves or joins and every `reconcileMs`, scrubs its own
+// copies on a schedule, and rewrites a copy found damaged soon (damage-heals.ts). A
+// volume's state is computed, never stored: membership + the coordinator's last
+// inventory + the repair running now (health.ts).
 import type { Libp2p } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
@@ -15,11 +16,11 @@ import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
-import { OBJECT_SIZE, Placement, objectKey } from './placement.ts'
+import { Placement, objectKey } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
-import { DEFAULT_REPAIR_RATE, Repairer, mergeReports, type RepairReport } from './repair.ts'
-import { TokenBucket } from './token-bucket.ts'
+import type { RepairReport } from './repair.ts'
+import { RepairRuns } from './repair-runs.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports } from './exports.ts'
 import { gvsRoutes } from './routes.ts'
@@ -29,7 +30,7 @@ import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
-import { healCopy } from './scrub.ts'
+import { DamageHeals } from './damage-heals.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -69,9 +70,6 @@ const INVENTORY_TTL_MS = 5000
 /** how long the API waits for an inventory before it answers with the last one */
 const INVENTORY_WAIT_MS = 3000
 
-/** a repair this node runs now */
-interface Running { view: RepairProgressView, background: boolean, stop: () => void, done: Promise<RepairReport> }
-
 export class GvsService {
   readonly name = 'gvs'
   readonly components: GvsComponents
@@ -87,12 +85,11 @@ export class GvsService {
   /** where each volume's copies were at its last inventory here, and who was live then */
   private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
   private readonly inventorying = new Map<string, Promise<void>>()
-  private readonly running = new Map<string, Running>()
+  /** the repairs this node runs, and the last of each volume */
+  private readonly repairs: RepairRuns
   /** the last repair of each volume this node ran */
-  readonly lastRepairs = new Map<string, LastRepair>()
+  readonly lastRepairs: Map<string, LastRepair>
   private readonly metrics: GvsMetrics | null
-  /** one copy-rate cap for every repair this node runs, whatever the volume */
-  private repairBucket?: TokenBucket
   private timer: ReturnType<typeof setTimeout> | null = null
   private dueAt = Infinity
   private reconciling: Promise<void> | null = null
@@ -100,8 +97,8 @@ export class GvsService {
   /** the live nodes placement last used (sorted ids), to tell a real change from a relabelling */
   private liveKey = ''
   private started = false
-  /** damaged copies being rewritten now (layer/index) */
-  private readonly healing = new Set<string>()
+  /** damaged copies here, rewritten soon from sound ones */
+  private readonly heals: DamageHeals
   /** volumes this node has seen in the document: only these are freed when they go */
   private readonly seen = new Set<string>()
 
@@ -118,7 +115,17 @@ export class GvsService {
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes() }, new Writers(this.init.writerIdleMs ?? 30_000))
     this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
-    this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.healSoon(r.volume, r.index) })
+    this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
+    this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
+    this.repairs = new RepairRuns({
+      self: this.replicas.self,
+      transport: this.replicas,
+      holders: this.holders,
+      nodes: () => this.liveNodes().map(n => n.id),
+      metrics: this.metrics,
+      repaired: async v => { this.inventories.delete(v.id); await this.inventory(v).catch(() => {}) }
+    }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond })
+    this.lastRepairs = this.repairs.last
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
@@ -140,10 +147,10 @@ export class GvsService {
     this.started = false
     this.components.membership.off?.('transition', this.onTransition)
     if (this.timer != null) clearTimeout(this.timer)
-    for (const r of this.running.values()) r.stop()
+    this.repairs.stopAll()
     await this.scrub.stop()
     await this.reconciling
-    await Promise.allSettled([...this.running.values()].map(async r => await r.done))
+    await this.repairs.ended()
     await this.nbd.stop()
     await this.status.stop()
     await this.replicas.stop()
@@ -158,7 +165,7 @@ export class GvsService {
     const key = [...this.liveIds()].sort().join(',')
     if (key === this.liveKey) return
     this.liveKey = key
-    for (const r of this.running.values()) if (r.background) r.stop()
+    this.repairs.stopBackground()
     if (this.reconciling != null) this.again = true
     this.wake(this.repairDelay())
   }
@@ -237,28 +244,6 @@ export class GvsService {
   }
 
   /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
-  /**
-   * A copy here was found damaged (a read's checksum, a failed fsync): it is rewritten
-   * from a sound copy now, not at the next scrub; the request that found it has already
-   * gone to another copy. One heal per object at a time; a heal that finds no sound copy
-   * is logged and left to repair and scrub.
-   */
-  private healSoon (layer: string, index: number): void {
-    const key = `${layer}/${index}`
-    if (!this.started || this.healing.has(key)) return
-    this.healing.add(key)
-    const log = this.components.log
-    const timer = setTimeout(() => {
-      void healCopy({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i) }, layer, index)
-        .then(why => {
-          if (why == null) log.info('a damaged copy was rewritten from a sound one', { volume: layer, index })
-          else log.warn('a damaged copy could not be rewritten yet (repair and scrub try again)', { volume: layer, index, why })
-        }, err => { log.warn('healing a damaged copy failed', { volume: layer, index, err: (err as Error).message }) })
-        .finally(() => { this.healing.delete(key) })
-    }, HEAL_DELAY_MS)
-    timer.unref()
-  }
-
   private sourcesOf (layer: string, index: number): string[] {
     const v = this.volumes().find(x => referencedLayers([x]).has(layer))
     const hs = v == null ? [] : this.holders(objectKey(placementKeyOf(v), index), v.replicas)
@@ -268,19 +253,6 @@ export class GvsService {
   /** the block device NBD serves for an export name (a volume, or VOL@SNAP read-only) */
   device (name: string): BlockDevice | undefined { return this.exports.device(name) }
 
-  private sharedBucket (): TokenBucket | undefined {
-    const rate = this.init.repairBytesPerSecond ?? DEFAULT_REPAIR_RATE
-    if (rate <= 0) return undefined // no cap
-    this.repairBucket ??= new TokenBucket({ rate, burst: OBJECT_SIZE })
-    return this.repairBucket
-  }
-
-  private repairer (v: Volume, layer: string): Repairer {
-    return new Repairer({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id) }, {
-      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.store.objectSize), bytesPerSecond: this.init.repairBytesPerSecond, bucket: this.sharedBucket()
-    })
-  }
-
   /** where the copies of every layer of the volume are now, as the live nodes say */
   private async inventory (v: Volume): Promise<void> {
     let p = this.inventorying.get(v.id)
@@ -288,7 +260,7 @@ export class GvsService {
       p = (async () => {
         const live = this.liveIds()
         const copies: LayerCopies[] = []
-        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.repairer(v, layer).inventory()).inventory })
+        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.repairs.repairer(v, layer).inventory()).inventory })
         this.inventories.set(v.id, { copies, live, at: Date.now() })
       })().finally(() => { this.inventorying.delete(v.id) })
       this.inventorying.set(v.id, p)
@@ -297,55 +269,14 @@ export class GvsService {
   }
 
   /** the repair of this volume running here, if any */
-  repairing (id: string): RepairProgressView | null { return this.running.get(id)?.view ?? null }
+  repairing (id: string): RepairProgressView | null { return this.repairs.progress(id) }
 
   /**
-   * Repairs every object set the volume reads (its layers) towards their placement,
-   * with `scrub` first verifying every copy and rewriting damaged ones. One repair of a
-   * volume at a time on this node: a second call joins the running one.
+   * Repairs every object set the volume reads (its layers) towards their placement
+   * (repair-runs.ts); a second call while one runs joins it.
    */
   async repair (v: Volume, opts: { background?: boolean, scrub?: boolean } = {}): Promise<RepairReport> {
-    const cur = this.running.get(v.id)
-    if (cur != null) return await cur.done
-    const view: RepairProgressView = { node: this.replicas.self, startedAt: Date.now(), done: 0, total: 0, bytes: 0, failed: 0 }
-    const active = new Set<Repairer>()
-    let stopped = false
-    const run = async (): Promise<RepairReport> => {
-      const scrubbed: LastRepair['scrubbed'] = []
-      if (opts.scrub === true) {
-        for (const layer of layersOf(v)) {
-          const r = this.repairer(v, layer)
-          for (const f of await r.scrub()) scrubbed.push({ layer, ...f })
-        }
-      }
-      const reports: RepairReport[] = []
-      for (const layer of layersOf(v)) {
-        if (stopped) break
-        const r = this.repairer(v, layer)
-        active.add(r)
-        const base = { ...view }
-        r.on('progress', p => { Object.assign(view, { done: base.done + p.done, total: base.total + p.total, bytes: base.bytes + p.bytes, failed: base.failed + p.failed }) })
-        const rep = await r.run()
-        active.delete(r)
-        reports.push(rep)
-        Object.assign(view, { done: base.done + rep.done, total: base.total + rep.total, bytes: base.bytes + rep.bytes, failed: base.failed + rep.failed })
-      }
-      const report = mergeReports(v.id, reports)
-      this.metrics?.repairBytes.inc(report.bytes)
-      this.metrics?.repairFailed.inc(report.failed)
-      this.lastRepairs.set(v.id, {
-        node: this.replicas.self, at: Date.now(), copied: report.done - report.failed, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, ...(opts.scrub === true ? { scrubbed } : {})
-      })
-      this.inventories.delete(v.id)
-      await this.inventory(v).catch(() => {})
-      return report
-    }
-    const done = run().finally(() => {
-      this.running.delete(v.id)
-      this.metrics?.volumesUnhealthy.set([...this.lastRepairs.values()].filter(r => r.failed > 0 || r.lost > 0).length)
-    })
-    this.running.set(v.id, { view, background: opts.background === true, stop: () => { stopped = true; for (const r of active) r.stop() }, done })
-    return await done
+    return await this.repairs.repair(v, opts)
   }
 
   /** this node's own view of a volume's state (taking an inventory when it has none) */
@@ -353,7 +284,7 @@ export class GvsService {
     // thin volumes gain objects as they are written: an inventory is good for a few seconds
     const inv0 = this.inventories.get(v.id)
     let slow = false
-    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.running.has(v.id))) {
+    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.repairs.isRunning(v.id))) {
       // a node that hangs (not dead yet) must not hang the API: the inventory goes on in the background
       const timer = new Promise<'slow'>(resolve => { setTimeout(() => { resolve('slow') }, INVENTORY_WAIT_MS).unref?.() })
       slow = await Promise.race([this.inventory(v).catch(() => {}), timer]) === 'slow'
@@ -375,7 +306,7 @@ export class GvsService {
     const live = this.liveIds()
     for (const id of ids) {
       const v = all.find(x => x.id === id)
-      const mine = v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.running.has(v.id))
+      const mine = v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))
       out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
     }
     return out
@@ -452,9 +383,6 @@ export class GvsService {
     return `nbd+unix:///${exportName(v)}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
   }
 }
-
-/** how long after a damaged copy is reported it is rewritten (the reporting request fails over first) */
-const HEAL_DELAY_MS = 200
 
 /** the NBD export name of a volume: its path without the leading "/" */
 export const exportName = (v: Volume): string => v.path.slice(1)

@@ -1,0 +1,42 @@
+// A copy here found damaged (a read's checksum, a failed fsync: the store's 'damaged'
+// event) is rewritten from a sound copy soon (healCopy, scrub.ts), not at the next
+// scrub; the request that found it has already gone to another copy (service.ts).
+import type { Logger } from '../log.ts'
+import { healCopy, type ScrubberComponents } from './scrub.ts'
+
+/** how long after a damaged copy is reported it is rewritten (the reporting request fails over first) */
+const HEAL_DELAY_MS = 200
+
+export interface DamageHealsComponents extends Pick<ScrubberComponents, 'transport' | 'sources'> {
+  log: Logger
+  /** whether the service runs: a report while it stops is left to repair and scrub */
+  started: () => boolean
+}
+
+export class DamageHeals {
+  private readonly c: DamageHealsComponents
+  /** damaged copies being rewritten now (layer/index) */
+  private readonly healing = new Set<string>()
+
+  constructor (components: DamageHealsComponents) { this.c = components }
+
+  /**
+   * Rewrites the copy soon. One heal per object at a time; a heal that finds no sound
+   * copy is logged and left to repair and scrub.
+   */
+  soon (layer: string, index: number): void {
+    const key = `${layer}/${index}`
+    if (!this.c.started() || this.healing.has(key)) return
+    this.healing.add(key)
+    const log = this.c.log
+    const timer = setTimeout(() => {
+      void healCopy({ transport: this.c.transport, sources: this.c.sources }, layer, index)
+        .then(why => {
+          if (why == null) log.info('a damaged copy was rewritten from a sound one', { volume: layer, index })
+          else log.warn('a damaged copy could not be rewritten yet (repair and scrub try again)', { volume: layer, index, why })
+        }, err => { log.warn('healing a damaged copy failed', { volume: layer, index, err: (err as Error).message }) })
+        .finally(() => { this.healing.delete(key) })
+    }, HEAL_DELAY_MS)
+    timer.unref()
+  }
+}

@@ -1,0 +1,126 @@
+// The repairs one node runs (service.ts): one per volume at a time, over every object set
+// the volume reads (its layers), all sharing one copy-rate cap whatever the volume, with
+// the progress of the one running and the last report of each (health.ts shows both).
+import type { Volume } from '../../crdt/index.ts'
+import type { ReplicaTransport } from './replication.ts'
+import { OBJECT_SIZE } from './placement.ts'
+import { DEFAULT_REPAIR_RATE, Repairer, mergeReports, type RepairReport } from './repair.ts'
+import { TokenBucket } from './token-bucket.ts'
+import { layersOf, placementKeyOf } from './volumes.ts'
+import type { GvsMetrics } from './metrics.ts'
+import type { LastRepair, RepairProgressView } from './health.ts'
+
+export interface RepairRunsComponents {
+  /** this node's id */
+  self: string
+  transport: ReplicaTransport
+  /** the object's holders over the live members */
+  holders: (key: string, replicas: number) => string[]
+  /** the live nodes, where copies may be */
+  nodes: () => string[]
+  metrics: GvsMetrics | null
+  /** after a repair, before it counts as done: its volume's copies are listed again */
+  repaired: (v: Volume) => Promise<void>
+}
+
+export interface RepairRunsInit {
+  objectSize: number
+  /** the copy-rate cap (default DEFAULT_REPAIR_RATE; 0: none) */
+  bytesPerSecond?: number
+}
+
+/** a repair this node runs now */
+interface Running { view: RepairProgressView, background: boolean, stop: () => void, done: Promise<RepairReport> }
+
+export class RepairRuns {
+  private readonly c: RepairRunsComponents
+  private readonly init: RepairRunsInit
+  private readonly running = new Map<string, Running>()
+  /** the last repair of each volume this node ran */
+  readonly last = new Map<string, LastRepair>()
+  /** one copy-rate cap for every repair this node runs, whatever the volume */
+  private bucket?: TokenBucket
+
+  constructor (components: RepairRunsComponents, init: RepairRunsInit) {
+    this.c = components
+    this.init = init
+  }
+
+  private sharedBucket (): TokenBucket | undefined {
+    const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
+    if (rate <= 0) return undefined // no cap
+    this.bucket ??= new TokenBucket({ rate, burst: OBJECT_SIZE })
+    return this.bucket
+  }
+
+  /** the repairer of one layer of the volume (also what takes its inventory) */
+  repairer (v: Volume, layer: string): Repairer {
+    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes }, {
+      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket()
+    })
+  }
+
+  /** the repair of this volume running here, if any */
+  progress (id: string): RepairProgressView | null { return this.running.get(id)?.view ?? null }
+
+  isRunning (id: string): boolean { return this.running.has(id) }
+
+  /** a member changed: the background repairs' plans are stale */
+  stopBackground (): void { for (const r of this.running.values()) if (r.background) r.stop() }
+
+  /** stops every repair (ended() waits for them) */
+  stopAll (): void { for (const r of this.running.values()) r.stop() }
+
+  /** once every repair running now has ended */
+  async ended (): Promise<void> {
+    await Promise.allSettled([...this.running.values()].map(async r => await r.done))
+  }
+
+  /**
+   * Repairs every object set the volume reads (its layers) towards their placement,
+   * with `scrub` first verifying every copy and rewriting damaged ones. One repair of a
+   * volume at a time on this node: a second call joins the running one.
+   */
+  async repair (v: Volume, opts: { background?: boolean, scrub?: boolean } = {}): Promise<RepairReport> {
+    const cur = this.running.get(v.id)
+    if (cur != null) return await cur.done
+    const view: RepairProgressView = { node: this.c.self, startedAt: Date.now(), done: 0, total: 0, bytes: 0, failed: 0 }
+    const active = new Set<Repairer>()
+    let stopped = false
+    const run = async (): Promise<RepairReport> => {
+      const scrubbed: LastRepair['scrubbed'] = []
+      if (opts.scrub === true) {
+        for (const layer of layersOf(v)) {
+          const r = this.repairer(v, layer)
+          for (const f of await r.scrub()) scrubbed.push({ layer, ...f })
+        }
+      }
+      const reports: RepairReport[] = []
+      for (const layer of layersOf(v)) {
+        if (stopped) break
+        const r = this.repairer(v, layer)
+        active.add(r)
+        const base = { ...view }
+        r.on('progress', p => { Object.assign(view, { done: base.done + p.done, total: base.total + p.total, bytes: base.bytes + p.bytes, failed: base.failed + p.failed }) })
+        const rep = await r.run()
+        active.delete(r)
+        reports.push(rep)
+        Object.assign(view, { done: base.done + rep.done, total: base.total + rep.total, bytes: base.bytes + rep.bytes, failed: base.failed + rep.failed })
+      }
+      const report = mergeReports(v.id, reports)
+      this.c.metrics?.repairBytes.inc(report.bytes)
+      this.c.metrics?.repairFailed.inc(report.failed)
+      this.last.set(v.id, {
+        node: this.c.self, at: Date.now(), copied: report.done - report.failed, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, ...(opts.scrub === true ? { scrubbed } : {})
+      })
+      await this.c.repaired(v)
+      return report
+    }
+    const done = run().finally(() => {
+      this.running.delete(v.id)
+      this.c.metrics?.volumesUnhealthy.set([...this.last.values()].filter(r => r.failed > 0 || r.lost > 0).length)
+    })
+    this.running.set(v.id, { view, background: opts.background === true, stop: () => { stopped = true; for (const r of active) r.stop() }, done })
+    return await done
+  }
+}

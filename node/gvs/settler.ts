@@ -1,0 +1,175 @@
+// Settling one object of a replicated volume (replicated-volume.ts): bringing its newest
+// copy to every current holder that lacks it (absent, older, or suspect) before a write
+// builds on it, and marking the copies of a holder that missed a write plainly behind.
+// It keeps, per object, the holder list last made complete, the holders a write failed
+// on, and this writer's sequence numbers (versions.ts), which a settle moves on.
+import { GvsError } from './errors.ts'
+import type { ReplicaTransport } from './replication.ts'
+import type { RangeLock, Span } from './range-lock.ts'
+import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
+
+/** every byte of an object: settling holds it whole */
+const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
+
+export interface SettlerComponents {
+  transport: ReplicaTransport
+  /** the live nodes, where a moved object's old copies may be; default: none beyond the holders */
+  nodes?: () => string[]
+  /** the volume's writes in flight, by object and byte range: a settle holds the object whole */
+  writing: RangeLock
+}
+
+export interface SettlerInit {
+  /** the store name of the volume's objects (its id) */
+  volume: string
+  /** the writer's epoch */
+  epoch: number
+  /** frozen layers under the volume's objects, top first */
+  under?: string[]
+}
+
+export class Settler {
+  private readonly c: SettlerComponents
+  private readonly init: SettlerInit
+  /** object index -> the holder list last made complete (all hold it, or nobody does) */
+  private readonly settled = new Map<number, string>()
+  /** settles in progress, resolving to the holders that did not answer (and why) */
+  private readonly settling = new Map<number, Promise<Map<string, string>>>()
+  /** object index -> the sequence number of this writer's last write to it (versions.ts) */
+  private readonly seqs = new Map<number, number>()
+  /** object index -> holders a write of it failed on, until it settles again */
+  private readonly suspects = new Map<number, Set<string>>()
+
+  constructor (components: SettlerComponents, init: SettlerInit) {
+    this.c = components
+    this.init = init
+  }
+
+  /** whether the object was last made complete on exactly these holders */
+  isSettled (index: number, hs: string[]): boolean { return this.settled.get(index) === hs.join(',') }
+
+  /** the object is complete on these holders (all hold its newest copy, or nobody has one) */
+  markSettled (index: number, hs: string[]): void { this.settled.set(index, hs.join(',')) }
+
+  /** the object settles again before its next write */
+  unsettle (index: number): void { this.settled.delete(index) }
+
+  /** the sequence number of this writer's next write to the object */
+  nextSeq (index: number): number {
+    const seq = (this.seqs.get(index) ?? 0) + 1
+    this.seqs.set(index, seq)
+    return seq
+  }
+
+  /** holders a write of the object failed on, until it settles again */
+  suspectsOf (index: number): Set<string> | undefined { return this.suspects.get(index) }
+
+  /** a write of the object failed on these holders: they may have missed it */
+  suspect (index: number, peers: Iterable<string>): void {
+    const suspects = this.suspects.get(index) ?? new Set<string>()
+    for (const p of peers) suspects.add(p)
+    this.suspects.set(index, suspects)
+    this.settled.delete(index)
+  }
+
+  /**
+   * Brings the newest copy of the object to every current holder that lacks it (absent,
+   * older, or suspect), once per holder set. It holds the whole object in this volume's
+   * write lock: no write of it is in flight while copies are compared and replaced.
+   * Resolves to the holders that did not answer: the object is settled only when every
+   * holder did, since a silent one may hold an old copy (or none) that a write would
+   * then build on and raise to the newest version.
+   */
+  async settle (index: number, hs: string[]): Promise<Map<string, string>> {
+    const key = hs.join(',')
+    if (this.settled.get(index) === key) return new Map()
+    let p = this.settling.get(index)
+    if (p == null) {
+      p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
+        .then(silent => { if (silent.size === 0) this.settled.set(index, key); return silent })
+        .finally(() => { this.settling.delete(index) })
+      this.settling.set(index, p)
+    }
+    return await p
+  }
+
+  /** settles the object for a write: every holder must have answered (a write needs them all anyway) */
+  async settleAll (index: number, hs: string[], op: string): Promise<void> {
+    const silent = await this.settle(index, hs)
+    if (silent.size === 0) return
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`)
+  }
+
+  private async settleNow (index: number, hs: string[]): Promise<Map<string, string>> {
+    const silent = new Map<string, string>()
+    for (const layer of [this.init.volume, ...(this.init.under ?? [])]) {
+      const l = await this.settleLayer(layer, index, hs)
+      const plan = l.plan
+      for (const h of hs) { const why = l.silent.get(h); if (why != null && !silent.has(h)) silent.set(h, why) }
+      if (layer !== this.init.volume) continue
+      // this writer's next write to the object comes after every write it can see
+      if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
+      await this.outdateSilentSuspects(index, plan)
+    }
+    return silent
+  }
+
+  /**
+   * A suspect that got the newest copy is in step again. One that did not answer (cut
+   * off, or gone) may come back claiming a version it does not fully have; so the
+   * copies that did answer move one version on (a zero of no bytes), which leaves the
+   * suspect's copy plainly behind for any writer, reader or repair, also after this
+   * writer is gone. Until that succeeds the object does not settle (nor while such a
+   * suspect is still a holder: settle waits for every holder's answer).
+   */
+  private async outdateSilentSuspects (index: number, plan: SettlePlan): Promise<void> {
+    const suspects = this.suspects.get(index)
+    if (suspects == null) return
+    for (const l of plan.lacking) suspects.delete(l.node)
+    for (const s of plan.sources) suspects.delete(s)
+    if (suspects.size === 0) { this.suspects.delete(index); return }
+    const seq = this.nextSeq(index)
+    const at = [...new Set([...plan.sources, ...plan.lacking.map(l => l.node)])]
+    const results = await Promise.allSettled(at.map(async n => await this.c.transport.call(n, { op: 'zero', volume: this.init.volume, index, offset: 0, length: 0, epoch: this.init.epoch, seq, fua: true })))
+    const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${at[i]}: ${(r.reason as Error).message}`] : [])
+    if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`)
+    this.suspects.delete(index)
+  }
+
+  /**
+   * What every live node says of one object set's object: holders first, then the
+   * other live nodes (a moved object's old holders, or a holder that missed writes
+   * while it was away and is back). A node that does not answer is left out.
+   */
+  async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Map<string, string> }> {
+    const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
+    const silent = new Map<string, string>()
+    const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
+      try {
+        const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
+        return { node, present: r.present === true, version: r.version ?? NO_VERSION }
+      } catch (err) { silent.set(node, (err as Error).message); return null }
+    }))
+    const seen = answers.filter(x => x != null)
+    return { seen, everyone: seen.length === nodes.length, silent }
+  }
+
+  /** the copies of one layer's object brought to the holders that answered and lack it */
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Map<string, string> }> {
+    const { seen, silent } = await this.look(vol, index, hs)
+    const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
+    if (plan.lacking.length === 0) return { plan, silent }
+    const why: string[] = []
+    for (const src of plan.sources) {
+      try {
+        const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
+        if (r.data == null) { why.push(`${src}: absent`); continue }
+        const data = r.data
+        const version = r.reply.version ?? NO_VERSION
+        await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
+        return { plan, silent }
+      } catch (err) { why.push((err as Error).message) }
+    }
+    throw new GvsError('unavailable', `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`)
+  }
+}
