@@ -122,7 +122,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       // read when called: GVS is built below
       volumes: want('gvs')
         ? {
-            uriOf: id => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v) },
+            uriOf: (id, epoch) => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v, epoch) },
             fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) }
           }
         : undefined

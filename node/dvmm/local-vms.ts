@@ -14,14 +14,12 @@ import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './driver
 import type { History } from './history.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
+import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
 
 /** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
 export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
 const CONSOLE_BYTES = 64 * 1024
 const MiB = 2 ** 20
-
-/** tries at fencing a VM's volume before its start fails */
-const FENCE_ATTEMPTS = 3
 
 /** the connection manager, where the grid has an overlay */
 export interface VmNetworkHooks {
@@ -30,13 +28,7 @@ export interface VmNetworkHooks {
   interfacesChanged: () => void
 }
 
-/** what DVMM needs of the volume store for a VM's disks */
-export interface VolumeAccess {
-  /** the NBD URI this node's agent serves the volume at, or null when there is no such volume */
-  uriOf: (volumeId: string) => string | null
-  /** makes `epoch` the volume's writer epoch on every live node (GvsService.fence) */
-  fence: (volumeId: string, epoch: number) => Promise<void>
-}
+export type { VolumeAccess } from './vm-disks.ts'
 
 export interface LocalVmsComponents {
   peerId: string
@@ -208,7 +200,7 @@ export class LocalVms {
     try {
       const old = await driver.inspect(id)
       if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
-      const disks = await this.attachVolumes(vm, doc.leases.get(id)?.winner.epoch ?? 1)
+      const disks = await attachVolumes(this.c, vm, doc.leases.get(id)?.winner.epoch ?? 1)
       if (this.aborted(id)) throw new StartAborted()
       const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))
       // a kill or a graceful stop that came while the driver started it ends it now
@@ -313,48 +305,6 @@ export class LocalVms {
       if (w.reader.get('leases', e.id)?.value.holder !== this.c.peerId) return
       w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
     }, { written: () => { this.unwritten.delete(e.id) } })
-  }
-
-  /**
-   * The VM's volumes as NBD disks served by this node's agent. Before the VM runs,
-   * each volume's writer epoch goes past every earlier writer's (at least the VM's
-   * lease epoch): replicas refuse the writes of a previous holder that still runs.
-   */
-  private async attachVolumes (vm: Vm, leaseEpoch: number): Promise<Array<{ uri: string }>> {
-    const ids = vm.spec.volumes
-    if (ids.length === 0) return []
-    const store = this.c.volumes
-    if (store == null) throw new Error('the volume store does not run on this node')
-    const disks = ids.map(v => {
-      const uri = store.uriOf(v)
-      if (uri == null) throw new Error(`volume ${v} does not exist`)
-      return { uri }
-    })
-    const epochs = new Map<string, number>()
-    await this.c.state.write(w => {
-      for (const v of ids) {
-        const cur = w.reader.get('volumes', v)?.value
-        if (cur == null) throw new Error(`volume ${v} does not exist`)
-        const epoch = Math.max((cur.epoch ?? 1) + 1, leaseEpoch)
-        epochs.set(v, epoch)
-        w.update('volumes', v, { epoch })
-      }
-    }, `dvmm: ${vm.id} takes its volumes`)
-    // every live replica learns the new epoch before the VM writes: from then on a
-    // previous holder still running is refused on every object, not only on those this
-    // VM writes first (a node briefly unreachable gets two more tries)
-    for (const [v, epoch] of epochs) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await store.fence(v, epoch)
-          break
-        } catch (err) {
-          if (attempt >= FENCE_ATTEMPTS) throw err
-          await new Promise(resolve => setTimeout(resolve, 1000))
-        }
-      }
-    }
-    return disks
   }
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {

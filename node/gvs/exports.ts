@@ -7,6 +7,12 @@
 // holder) raises the volume's epoch, the sessions already open here are the previous
 // writer's, and must be refused by the replicas, not carried over to the new epoch.
 // Sessions opened after the change write with the new one.
+// A VM's disk is opened as NAME~EPOCH: pinned to the writer epoch its holder fenced
+// here (GvsService.fence), not to whatever the document says now. Two nodes that both
+// believe they hold a VM's lease raise the epoch at once, and the document keeps only
+// one of their values: each VM must still write with its own holder's epoch, so the
+// replicas refuse the loser's (crdt/placement/volume-epoch.ts). A pinned name opens
+// only at an epoch this node fenced, or at the volume's current one.
 import type { Volume } from '../../crdt/index.ts'
 import type { BlockDevice } from './block-device.ts'
 import { LiveVolume } from './live-volume.ts'
@@ -14,6 +20,14 @@ import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { layersOf, placementKeyOf } from './volumes.ts'
 import type { Writers } from './writers.ts'
+
+/** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
+const PINNED = /^(.+)~([0-9]{1,16})$/
+/** pinned epochs kept per volume: the newest few of this node's VM starts */
+const PINS_KEPT = 4
+
+/** the export name of a volume pinned to a writer epoch */
+export const pinnedName = (name: string, epoch: number): string => `${name}~${epoch}`
 
 export interface VolumeExportsComponents {
   transport: ReplicaTransport
@@ -29,6 +43,8 @@ export class VolumeExports {
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
   /** what new NBD sessions of a volume get: the LiveVolume of its current epoch */
   private readonly live = new Map<string, { epoch: number, lv: LiveVolume }>()
+  /** per volume id, the writer epochs fenced on this node (newest last, a few kept) */
+  private readonly pins = new Map<string, number[]>()
 
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
@@ -39,8 +55,23 @@ export class VolumeExports {
     return this.c.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
   }
 
+  /** the volume's writer epoch was fenced here: NAME~EPOCH opens at it */
+  pin (volumeId: string, epoch: number): void {
+    const held = (this.pins.get(volumeId) ?? []).filter(e => e !== epoch)
+    held.push(epoch)
+    const kept = held.slice(-PINS_KEPT)
+    this.pins.set(volumeId, kept)
+    // new sessions at an epoch no longer kept open nothing; open ones keep their volume
+    for (const name of this.live.keys()) {
+      const m = PINNED.exec(name)
+      if (m != null && !kept.includes(Number(m[2])) && this.byName(m[1]!)?.id === volumeId) this.live.delete(name)
+    }
+  }
+
   /** the block device of an export name, or undefined when there is no such volume or snapshot */
   device (name: string): BlockDevice | undefined {
+    const pinned = PINNED.exec(name)
+    if (pinned != null) return this.pinnedDevice(name, pinned[1]!, Number(pinned[2]))
     const vol = this.byName(name)
     if (vol == null) {
       const at = name.lastIndexOf('@')
@@ -59,6 +90,21 @@ export class VolumeExports {
       }, name)
       this.live.set(name, entry = { epoch, lv })
       this.forgetEpochsBefore(vol.id, epoch - 1)
+    }
+    return this.writers.handle(vol.id, entry.lv)
+  }
+
+  private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {
+    const vol = this.byName(base)
+    if (vol == null || !Number.isSafeInteger(epoch)) return undefined
+    if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
+    let entry = this.live.get(name)
+    if (entry == null) {
+      const lv = new LiveVolume(() => {
+        const v = this.byName(base)
+        return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
+      }, name)
+      this.live.set(name, entry = { epoch, lv })
     }
     return this.writers.handle(vol.id, entry.lv)
   }

@@ -22,7 +22,7 @@ import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
-import { VolumeExports } from './exports.ts'
+import { VolumeExports, pinnedName } from './exports.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
@@ -376,11 +376,14 @@ export class GvsService {
       try { await this.replicas.call(node, { op: 'fence', volume: top, epoch }) } catch (err) { failed.push(`${node}: ${(err as Error).message}`) }
     }))
     if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.join('; ')}`, 'fence-failed')
+    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by then
+    this.exports.pin(volumeId, epoch)
   }
 
   /** the NBD URI a client on this node opens for a volume */
-  uriOf (v: Volume): string {
-    return `nbd+unix:///${exportName(v)}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
+  uriOf (v: Volume, epoch?: number): string {
+    const name = epoch == null ? exportName(v) : pinnedName(exportName(v), epoch)
+    return `nbd+unix:///${name}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
   }
 }
 
