@@ -2,13 +2,15 @@
 // document. The decisions are pure (crdt/placement, decide.ts); this shell reads the
 // document and membership, runs one decision step on every change and on a timer,
 // writes claims and statuses in one change per step (an agent gets few acknowledged
-// writes per second while many peers sync), and carries the answer out through the
-// drivers (local-vms.ts, which also ties this node's VMs to the overlay, GVS and the
-// other nodes). Liveness is never written to the document.
+// writes per second while many peers sync: update-queue.ts), and carries the answer
+// out through the drivers (local-vms.ts, which also ties this node's VMs to the
+// overlay, GVS and the other nodes). Its parts: the fence and when others were last
+// heard of (fencing.ts), its claims until they settle (claim-watch.ts), what its
+// leases reserve (reserved-advert.ts). Liveness is never written to the document.
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { fenced, haCheck, mayChangeRoll, rank, reservedBy, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { haCheck, mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -17,9 +19,13 @@ import type { Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
+import { ClaimWatch } from './claim-watch.ts'
 import { creditWaits, decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
+import { Fencing } from './fencing.ts'
+import { ReservedAdvert } from './reserved-advert.ts'
+import { UpdateQueue } from './update-queue.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks, type VolumeAccess } from './local-vms.ts'
@@ -88,12 +94,6 @@ export interface DvmmInit {
   lastAliveAt?: number
 }
 
-/** a queued document update; `key`: a newer one with the same key replaces it; `written`: called once it is written */
-interface PendingOp { apply: (w: Writer) => void, key?: string, written?: () => void }
-
-/** the least time between two adverts of this node's reservations */
-const RESERVED_EVERY_MS = 2000
-
 export class DvmmService {
   readonly name = 'dvmm'
   readonly history = new History()
@@ -101,23 +101,19 @@ export class DvmmService {
   readonly components: DvmmComponents
   private readonly cfg: Required<DvmmInit>
   private readonly log: Logger
-  /** the VMs this node runs: starts, stops, kills and crashes on its drivers */
-  /** the VMs this node runs: their addresses, runtimes, interfaces, names and consoles */
+  /** the VMs this node runs: starts, stops, kills and crashes on its drivers; their addresses, runtimes, interfaces, names and consoles */
   readonly local: LocalVms
-  private readonly claimedAt = new Map<string, number>()
-  private readonly conflictSeenAt = new Map<string, number>()
-  private readonly claimHolders = new Map<string, string>()
-  private unplacedSince = new Map<string, number>()
-  private readonly heard = new Map<string, number>()
-  private readonly silentSince = new Map<string, number>()
+  /** this node's fence, and when the others were last heard of */
+  private readonly fencing: Fencing
+  /** this node's claims until they settle */
+  private readonly claims: ClaimWatch
   /** document updates waiting for the next step's write (kept until one succeeds) */
-  private pending: PendingOp[] = []
+  private readonly queue: UpdateQueue
+  /** what this node's leases reserve, for its advert */
+  private readonly reserved: ReservedAdvert
+  private unplacedSince = new Map<string, number>()
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending */
   readonly blocked = new Map<string, string>()
-  private lastMajorityAt = 0
-  private startedAt = 0
-  private fence?: FenceDecision
-  private lastReserved = ''
   private lastStepMs = 0
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
@@ -147,25 +143,34 @@ export class DvmmService {
       lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
     }
     this.metrics = new DvmmMetrics(components.registry)
+    this.queue = new UpdateQueue({ log: this.log, state: components.state, schedule: () => { this.schedule() } })
     this.local = new LocalVms({
       ...components,
       log: this.log,
       metrics: this.metrics,
       history: this.history,
-      enqueue: (fn, opts) => { this.enqueue(fn, opts) },
+      enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) },
       schedule: () => { this.schedule() }
     }, { stopGraceMs: this.cfg.stopGraceMs })
+    this.reserved = new ReservedAdvert({ ...components, metrics: this.metrics })
+    this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
+    this.claims = new ClaimWatch({
+      peerId: components.peerId,
+      metrics: this.metrics,
+      history: this.history,
+      enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) }
+    }, { settleMs: this.cfg.settleMs })
   }
 
   get me (): string { return this.components.peerId }
   get config (): Readonly<Required<DvmmInit>> { return this.cfg }
-  get fenceState (): FenceDecision | undefined { return this.fence }
+  get fenceState (): FenceDecision | undefined { return this.fencing.state }
   routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
   async start (): Promise<void> {
     this.running = true
-    this.startedAt = this.components.clock.now()
-    this.lastMajorityAt = this.cfg.lastAliveAt > 0 ? Math.min(this.startedAt, this.cfg.lastAliveAt) : this.startedAt
+    this.fencing.start()
+    this.reserved.start()
     // before any step: VMs a previous run of this agent left are adopted, not started again
     await this.local.start()
     this.components.state.on('changed', this.onChange)
@@ -184,7 +189,7 @@ export class DvmmService {
     clearInterval(this.timer)
     clearTimeout(this.wakeTimer)
     clearTimeout(this.debounce)
-    clearTimeout(this.reservedTimer)
+    this.reserved.stop()
     this.components.state.off('changed', this.onChange)
     this.components.membership.off('transition', this.onChange)
     // a step stuck on its write (a hung disk) must not hold the stop forever: it acts no more once it returns
@@ -196,9 +201,9 @@ export class DvmmService {
       // (the watchdog stays armed and kills it once this agent is gone, before a takeover)
       const left = await this.local.stopAll('node leaving')
       if (left.size > 0) this.log.warn('VMs still run after the stop: their leases and this node\'s roll entry stay', { vms: [...left] })
-      const ops = this.pending.splice(0)
+      const queued = this.queue.takeAll()
       await this.components.state.write(w => {
-        this.apply(w, ops)
+        queued(w)
         for (const l of w.reader.list('leases')) if (l.holder === this.me && !left.has(l.vm)) w.remove('leases', l.vm)
         if (left.size === 0) w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
@@ -207,13 +212,7 @@ export class DvmmService {
   }
 
   /** Queues a document update for the next step (one change for many updates). */
-  enqueue (fn: (w: Writer) => void, opts: { key?: string, written?: () => void } = {}): void {
-    const op: PendingOp = { apply: fn, ...opts }
-    const i = opts.key == null ? -1 : this.pending.findIndex(p => p.key === opts.key)
-    if (i >= 0) this.pending[i] = op
-    else this.pending.push(op)
-    this.schedule()
-  }
+  enqueue (fn: (w: Writer) => void, opts: { key?: string, written?: () => void } = {}): void { this.queue.enqueue(fn, opts) }
 
   /**
    * How long the decision step under way has been running, or 0 between steps: the
@@ -260,42 +259,23 @@ export class DvmmService {
     }
   }
 
-  private apply (w: Writer, ops: PendingOp[]): void {
-    for (const op of ops) {
-      try { op.apply(w) } catch (err) { this.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
-    }
-  }
-
   /** Writes the queued updates, claims and releases in one change; returns the claims written. */
-  private async flush (claims: Decisions['claims'] = [], release: Decisions['release'] = []): Promise<Decisions['claims']> {
-    const ops = this.pending.splice(0)
-    if (ops.length === 0 && claims.length === 0 && release.length === 0) return []
-    let written: Decisions['claims'] = []
-    try {
-      written = await this.components.state.write(w => {
-        this.apply(w, ops)
-        // one claim the schema refuses must not cost the others, nor the queued updates
-        const ok = claims.filter(c => {
-          try {
-            w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
-            return true
-          } catch (err) {
-            this.log.warn('a claim was refused', { vm: c.vm, epoch: c.epoch, err: (err as Error).message })
-            return false
-          }
-        })
-        for (const r of release) if (w.reader.get('leases', r.vm)?.value.holder === this.me) w.remove('leases', r.vm)
-        return ok
-      }, 'dvmm')
-    } catch (err) {
-      // nothing was written: the updates go out with a later step (claims are decided again);
-      // a newer update with the same key, queued meanwhile, wins
-      const keys = new Set(this.pending.map(p => p.key).filter(k => k != null))
-      this.pending.unshift(...ops.filter(op => op.key == null || !keys.has(op.key)))
-      throw err
-    }
-    for (const op of ops) op.written?.()
-    return written
+  private async flush (claims: Decisions['claims'], release: Decisions['release']): Promise<Decisions['claims']> {
+    // on failure nothing was written: the updates go out with a later step (claims are decided again)
+    return await this.queue.write(w => {
+      // one claim the schema refuses must not cost the others, nor the queued updates
+      const ok = claims.filter(c => {
+        try {
+          w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
+          return true
+        } catch (err) {
+          this.log.warn('a claim was refused', { vm: c.vm, epoch: c.epoch, err: (err as Error).message })
+          return false
+        }
+      })
+      for (const r of release) if (w.reader.get('leases', r.vm)?.value.holder === this.me) w.remove('leases', r.vm)
+      return ok
+    }, 'dvmm')
   }
 
   /** when this node started without a roll entry: until written, the time it joined (see joinRoll) */
@@ -315,49 +295,20 @@ export class DvmmService {
   }
 
   private lastTickAt = 0
-  /** after a stall of this agent: no claim and no start before this time (see stallMs) */
-  private quarantineUntil = 0
 
   private tick (): void {
     const now = this.components.clock.now()
     const late = now - this.lastTickAt - this.cfg.tickMs
     this.lastTickAt = now
-    if (late >= this.cfg.stallMs) {
-      this.quarantineUntil = now + this.cfg.fenceTimeoutMs + this.cfg.takeoverMarginMs
-      this.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(late), until: new Date(this.quarantineUntil).toISOString() })
-    }
+    if (late >= this.cfg.stallMs) this.fencing.stalled(now, late)
     // the fence is judged and carried out here too, not only in a step: a step stuck on
     // its write (a hung fsync) must not keep a fenced node's VMs running
     try {
-      this.checkFence(now)
+      this.fencing.check(now)
     } catch (err) {
       this.log.warn('fence check failed', { err: (err as Error).message })
     }
     this.schedule()
-  }
-
-  private fenceKilling = ''
-
-  /** Judges this node's fence now and, when fenced, kills every VM here, busy ones too (a stop or start in flight). */
-  private checkFence (now: number): FenceDecision {
-    const members = this.components.membership.members
-    const roll = new Set([...this.components.state.read().list('roll').map(e => e.node), this.me])
-    const aliveSeen = [...roll].filter(id => id === this.me || members.get(id)?.state === 'alive').length
-    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
-    this.lastMajorityAt = f.lastMajorityAt
-    // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
-    if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
-    this.fence = f
-    this.metrics.fenced.set(f.fenced ? 1 : 0)
-    const live = this.local.live
-    if (f.fenced && live.size > 0) {
-      // once per VM set (a kill in flight is asked again every tick, and waited for)
-      const key = [...live].sort().join()
-      if (key !== this.fenceKilling) this.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
-      this.fenceKilling = key
-      for (const vm of live) void this.local.act(vm, 'kill', `fenced: ${f.reason}`)
-    } else this.fenceKilling = ''
-    return f
   }
 
   private async step (): Promise<void> {
@@ -367,24 +318,17 @@ export class DvmmService {
     const reader = this.components.state.read()
     const doc = docView(reader)
     const members = this.components.membership.members
-    for (const m of members.values()) {
-      // last heard of: its own beats, or once it went silent, the moment this node
-      // learned so (its first suspicion); a death declared later does not move it on:
-      // its watchdog or its own fence ended its VMs within the fence timeout of that
-      if (m.state === 'alive') this.silentSince.delete(m.nodeId)
-      else if (!this.silentSince.has(m.nodeId)) this.silentSince.set(m.nodeId, m.since)
-      this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
-    }
+    this.fencing.hear(members)
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
-    const fence = this.checkFence(now)
+    const fence = this.fencing.check(now)
     this.joinRoll(doc, members)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
       this.unplacedSince = creditWaits(this.unplacedSince, now - this.lastStepAt, Math.max(this.cfg.tickMs, this.lastStepMs * 4) + this.cfg.debounceMs)
     }
-    this.watchClaims(doc, now)
-    this.settleContests(doc)
+    this.claims.watch(doc, now)
+    this.claims.settleContests(doc)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
     const d = decide({
@@ -393,12 +337,12 @@ export class DvmmService {
       doc,
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
-      lastHeard: id => this.heard.get(id) ?? this.startedAt,
+      lastHeard: id => this.fencing.lastHeard(id),
       fence,
       runs: this.local.runs,
       busy: this.local.busy,
-      claimedAt: this.claimedAt,
-      conflictSeenAt: this.conflictSeenAt,
+      claimedAt: this.claims.claimedAt,
+      conflictSeenAt: this.claims.conflictSeenAt,
       unplacedSince: this.unplacedSince,
       capacity: cap,
       cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy }
@@ -413,73 +357,27 @@ export class DvmmService {
     for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
     for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
     // one change per step: queued status updates, claims and releases together
-    if (d.claims.length > 0 || d.release.length > 0 || this.pending.length > 0) {
-      const claims = await this.flush(d.claims, d.release)
+    if (d.claims.length > 0 || d.release.length > 0 || this.queue.size > 0) {
+      const written = await this.flush(d.claims, d.release)
       const at = this.components.clock.now()
       // what the others hold, once for all claims of the step (kept for vm show)
-      const usage = claims.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
-      for (const c of claims) {
-        this.claimedAt.set(c.vm, at)
+      const usage = written.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
+      for (const c of written) {
+        this.claims.claimed(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
         if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
       }
-      if (claims.length > 0) this.dirty = true // settle timers start now
+      if (written.length > 0) this.dirty = true // settle timers start now
     }
     if (!this.running) return // stopped while this step wrote
     for (const vm of d.start) void this.local.startVm(vm, doc)
-    this.publishReserved(doc)
+    this.reserved.publish(doc)
     if (Number.isFinite(d.wakeInMs) && this.running) {
       clearTimeout(this.wakeTimer)
       this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
     }
   }
-
-  /** Notices conflicting claims (they restart the settle window) and lost ones. */
-  private watchClaims (doc: DocView, now: number): void {
-    for (const [vm, at] of this.claimedAt) {
-      const l = doc.leases.get(vm)
-      const holders = l?.claims.map(c => `${c.holder}@${c.epoch}`).sort().join() ?? ''
-      if (l != null && l.claims.length > 1 && holders !== this.claimHolders.get(vm)) this.conflictSeenAt.set(vm, now)
-      this.claimHolders.set(vm, holders)
-      if (l == null || l.winner.holder !== this.me) {
-        this.metrics.claimsLost.inc()
-        this.history.add(vm, { at: now, event: 'lost-claim', detail: l == null ? 'lease removed' : `to ${l.winner.holder} (epoch ${l.winner.epoch})` })
-        this.forgetClaim(vm)
-      } else if (l.winner.status === 'running' && now - at > this.cfg.settleMs) {
-        this.forgetClaim(vm)
-      }
-    }
-  }
-
-  /**
-   * A contested lease this node holds and has started is written again whole, which
-   * removes the losing claims it has seen. A claim that arrived after the winner's
-   * status update had nothing else to end it: every agent read the lease as contested,
-   * and the loser kept the VM's resources reserved (reservedBy counts its own claims).
-   */
-  private settleContests (doc: DocView): void {
-    for (const [vm, l] of doc.leases) {
-      if (l.claims.length < 2 || l.winner.holder !== this.me || l.winner.status === 'claimed') continue
-      // once per set of claims seen (the write goes out with this step's change)
-      const seen = l.claims.map(c => `${c.holder}@${c.epoch}@${c.at}`).sort().join()
-      if (this.rewritten.get(vm) === seen) continue
-      // recorded once written: a failed write queues it again, and a step meanwhile replaces it (key)
-      this.enqueue(w => {
-        const cur = w.reader.get('leases', vm)
-        // an update of a contested object writes it whole (Writer.update)
-        if (cur?.contested === true && cur.value.holder === this.me) w.update('leases', vm, {})
-      }, {
-        key: `rewrite:${vm}`,
-        written: () => {
-          if (this.rewritten.size > 10_000) this.rewritten.clear()
-          this.rewritten.set(vm, seen)
-        }
-      })
-    }
-  }
-
-  private readonly rewritten = new Map<string, string>()
 
   /** VMs this node would take over but cannot: logged once per reason, shown as pending (routes) */
   private noteBlocked (blocked: Decisions['blocked']): void {
@@ -492,38 +390,6 @@ export class DvmmService {
     }
     for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
   }
-
-  private forgetClaim (vm: string): void {
-    this.claimedAt.delete(vm)
-    this.conflictSeenAt.delete(vm)
-    this.claimHolders.delete(vm)
-  }
-
-  private publishReserved (doc: DocView): void {
-    const r = reservedBy(this.me, [...doc.leases.values()].map(l => l.claims))
-    const held = [...doc.leases.values()].filter(l => l.winner.holder === this.me).length
-    this.metrics.held.set(held)
-    this.metrics.reservedCpu.set(r.cpu)
-    this.metrics.reservedMemory.set(r.memoryBytes)
-    const key = `${r.cpu}/${r.memoryBytes}`
-    if (key === this.lastReserved) return
-    this.lastReserved = key
-    this.reservedNow = { cpu: r.cpu, memoryBytes: r.memoryBytes, diskBytes: 0 }
-    // every new figure is a signed advert that every member checks: while VMs are
-    // placed in bulk (a change every step) at most one per RESERVED_EVERY_MS goes
-    // out, and the last one always does. Placement reads the leases, not the adverts
-    if (this.reservedTimer != null) return
-    const wait = Math.max(0, this.reservedAt + RESERVED_EVERY_MS - this.components.clock.now())
-    this.reservedTimer = setTimeout(() => {
-      this.reservedTimer = undefined
-      this.reservedAt = this.components.clock.now()
-      if (this.reservedNow != null && this.running) this.components.onReserved(this.reservedNow)
-    }, wait)
-  }
-
-  private reservedNow?: Resources
-  private reservedAt = -Infinity
-  private reservedTimer?: NodeJS.Timeout
 
   /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
   ha (): HaReport {

@@ -1,0 +1,100 @@
+// This node's fence and when the others were last heard of: the two clocks a
+// takeover is safe by. A node without a majority of the roll for the fence timeout
+// kills its VMs (fenced, crdt/placement); another node takes its leases over only a
+// fence timeout (plus margin) after it last heard of the holder. The judgement is
+// pure (fenced); this part keeps its state and carries out the kill.
+import type { Reader } from '../../crdt/index.ts'
+import { fenced, type FenceDecision } from '../../crdt/placement/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { Logger } from '../log.ts'
+import type { Clock } from '../service.ts'
+import type { LocalVms } from './local-vms.ts'
+import type { DvmmMetrics } from './metrics.ts'
+
+export interface FencingComponents {
+  peerId: string
+  log: Logger
+  clock: Clock
+  state: { read: () => Reader }
+  membership: { readonly members: MemberTable }
+  metrics: Pick<DvmmMetrics, 'fenced'>
+  local: Pick<LocalVms, 'live' | 'act'>
+}
+
+export interface FencingInit {
+  fenceTimeoutMs: number
+  takeoverMarginMs: number
+  /** when this node last knew it was alive in the grid before this run (0: none), see DvmmInit.lastAliveAt */
+  lastAliveAt: number
+}
+
+export class Fencing {
+  private readonly c: FencingComponents
+  private readonly cfg: FencingInit
+  private startedAt = 0
+  private lastMajorityAt = 0
+  /** after a stall of this agent: no claim and no start before this time (see DvmmInit.stallMs) */
+  private quarantineUntil = 0
+  private fence?: FenceDecision
+  /** the VM set a fence kill was logged for */
+  private killing = ''
+  private readonly heard = new Map<string, number>()
+  private readonly silentSince = new Map<string, number>()
+
+  constructor (components: FencingComponents, init: FencingInit) {
+    this.c = components
+    this.cfg = init
+  }
+
+  /** the last judgement (undefined before the first) */
+  get state (): FenceDecision | undefined { return this.fence }
+
+  /** before the first step: the fence counts from this run's start, or from the previous run's last sign of life */
+  start (): void {
+    this.startedAt = this.c.clock.now()
+    this.lastMajorityAt = this.cfg.lastAliveAt > 0 ? Math.min(this.startedAt, this.cfg.lastAliveAt) : this.startedAt
+  }
+
+  /** This agent stalled `lateMs` (its timers ran late): it claims and starts nothing for fence timeout + margin. */
+  stalled (now: number, lateMs: number): void {
+    this.quarantineUntil = now + this.cfg.fenceTimeoutMs + this.cfg.takeoverMarginMs
+    this.c.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(lateMs), until: new Date(this.quarantineUntil).toISOString() })
+  }
+
+  /** Judges this node's fence now and, when fenced, kills every VM here, busy ones too (a stop or start in flight). */
+  check (now: number): FenceDecision {
+    const members = this.c.membership.members
+    const roll = new Set([...this.c.state.read().list('roll').map(e => e.node), this.c.peerId])
+    const aliveSeen = [...roll].filter(id => id === this.c.peerId || members.get(id)?.state === 'alive').length
+    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
+    this.lastMajorityAt = f.lastMajorityAt
+    // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
+    if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
+    this.fence = f
+    this.c.metrics.fenced.set(f.fenced ? 1 : 0)
+    const live = this.c.local.live
+    if (f.fenced && live.size > 0) {
+      // once per VM set (a kill in flight is asked again every tick, and waited for)
+      const key = [...live].sort().join()
+      if (key !== this.killing) this.c.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
+      this.killing = key
+      for (const vm of live) void this.c.local.act(vm, 'kill', `fenced: ${f.reason}`)
+    } else this.killing = ''
+    return f
+  }
+
+  /** Notes when each member was last heard of, from the member table (every step). */
+  hear (members: MemberTable): void {
+    for (const m of members.values()) {
+      // last heard of: its own beats, or once it went silent, the moment this node
+      // learned so (its first suspicion); a death declared later does not move it on:
+      // its watchdog or its own fence ended its VMs within the fence timeout of that
+      if (m.state === 'alive') this.silentSince.delete(m.nodeId)
+      else if (!this.silentSince.has(m.nodeId)) this.silentSince.set(m.nodeId, m.since)
+      this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
+    }
+  }
+
+  /** local time the node was last heard of (this run's start for a node not heard of yet) */
+  lastHeard (id: string): number { return this.heard.get(id) ?? this.startedAt }
+}
