@@ -3,7 +3,7 @@
 // answer, the read fails as unavailable instead of returning the zeros a holder without
 // a copy would give; once that node answers, the data comes back. Nor does it answer an
 // older copy while as many nodes did not answer as an acknowledged write reaches.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,54 +15,53 @@ import { silentLogger } from '../../node/log.ts'
 
 const MiB = 1024 * 1024
 
-test('a read never answers zeros for an object whose only copies are on nodes that did not answer', async t => {
+/** object stores named by node, in one process, and a transport from `self` to them that fails calls to the nodes in `silent` */
+async function grid (t: ExecutionContext, names: string[], self: string): Promise<{ stores: Record<string, ObjectStore>, transport: ReplicaTransport, silent: Set<string> }> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-rread-'))
   const stores: Record<string, ObjectStore> = {}
   t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
-  for (const n of ['A', 'B', 'C']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
-  // object 0 was written on A and B; placement has since moved it to C and A
-  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1, version: { epoch: 1, seq: 1 } })
-  let silent = new Set(['A', 'B'])
+  for (const n of names) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const silent = new Set<string>()
   const transport: ReplicaTransport = {
-    self: 'C',
+    self,
     call: async (peer, req, data) => {
       if (silent.has(peer)) throw new GvsError('unavailable', `replica ${peer} unreachable: stream closed (reset, test)`)
       return await execute(stores[peer]!, req, data ?? null)
     }
   }
+  return { stores, transport, silent }
+}
+
+const silence = (silent: Set<string>, nodes: string[]): void => { silent.clear(); for (const n of nodes) silent.add(n) }
+
+test('a read never answers zeros for an object whose only copies are on nodes that did not answer', async t => {
+  const { stores, transport, silent } = await grid(t, ['A', 'B', 'C'], 'C')
+  // object 0 was written on A and B; placement has since moved it to C and A
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  silence(silent, ['A', 'B'])
   const v = new ReplicatedVolume({ transport, holders: () => ['C', 'A'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
   await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /no node that answered has a copy, and A, B did not answer/ })
-  silent = new Set()
+  silence(silent, [])
   t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [7, 7], 'once they answer, the written data')
   // a thin object written nowhere, every node answering: zeros
   t.deepEqual([...(await v.read(4 * MiB, 4096))].slice(0, 2), [0, 0])
 })
 
 test('a read never answers an older copy while as many nodes as an acknowledged write reaches did not answer', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-rread-'))
-  const stores: Record<string, ObjectStore> = {}
-  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
-  for (const n of ['A', 'B', 'C', 'D']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const { stores, transport, silent } = await grid(t, ['A', 'B', 'C', 'D'], 'D')
   // C keeps an old copy (version 1.1) from when it held object 0; A and B, its holders
   // since, took a newer write (1.2) that was acknowledged on both
   await stores.C!.write('v', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
   for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
-  let silent = new Set(['A', 'B'])
-  const transport: ReplicaTransport = {
-    self: 'D',
-    call: async (peer, req, data) => {
-      if (silent.has(peer)) throw new GvsError('unavailable', `replica ${peer} unreachable: stream closed (reset, test)`)
-      return await execute(stores[peer]!, req, data ?? null)
-    }
-  }
+  silence(silent, ['A', 'B'])
   const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C', 'D'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
   await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /A, B did not answer .* may hold a newer copy than C/ })
   // one of the two silent: the other answers with the newest copy
-  silent = new Set(['A'])
+  silence(silent, ['A'])
   t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [2, 2], 'the acknowledged write, from B')
   // a volume that acknowledges writes on one node: one silent node is already too many
   const one = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C', 'D'] }, { volume: 'v', size: 8 * MiB, replicas: 2, minReplicas: 1, epoch: 1 })
   await t.throwsAsync(one.read(0, 4096), { instanceOf: GvsError, message: /A did not answer/ })
-  silent = new Set()
+  silence(silent, [])
   t.deepEqual([...(await one.read(0, 4096))].slice(0, 2), [2, 2])
 })
