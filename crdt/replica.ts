@@ -3,6 +3,8 @@
 // Automerge sync protocol with changes from peers checked on a fork first: a change
 // that fails the schema is refused whole and the document stays as it was. It holds
 // the document's core only (crdt/backend.ts), never Automerge's JS object tree.
+// The protocol's steps on the core are crdt/sync-session.ts's; this file decides
+// which a message takes and keeps the cache and clock in step with what it adopts.
 import { createHash, randomBytes } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import { genesisDoc, lineage, structureProblem, MIGRATIONS, type Lineage, type Migration } from './genesis.ts'
@@ -10,8 +12,9 @@ import { isKind, type Kind, type Objects } from './schema.ts'
 import { Reader, ResolvedCache, type InvalidHandler } from './reader.ts'
 import { Writer, applyOps } from './writer.ts'
 import { valuesAt, keysAt, schemaOf, type RawDoc } from './values.ts'
-import { loadCore, syncIn, syncOut, treeOf, type Core } from './backend.ts'
-import { checkPatches, checkWhole } from './incoming.ts'
+import { loadCore, treeOf, type Core } from './backend.ts'
+import * as session from './sync-session.ts'
+import { sameHeads, type PeerSync, type ReceiveResult } from './sync-session.ts'
 import { Hlc, MAX_FUTURE_MS } from './hlc.ts'
 import { futureOverride, RULE_OF } from './conflicts.ts'
 
@@ -29,23 +32,9 @@ export interface ReplicaOptions {
   clock?: Hlc
 }
 
-export type RejectReason = 'malformed' | 'schema'
-export type ReceiveResult =
-  /** `changes`: how many changes were added to the document */
-  | { ok: true, changes: number, changed: boolean }
-  | { ok: false, reason: RejectReason, detail: string }
-
-/** Sync state for one peer. Opaque outside this module; dropped with the session. */
-export interface PeerSync { state: A.SyncState }
-
 export class SchemaNewerError extends Error {
   override name = 'SchemaNewerError'
 }
-
-/** Automerge chunk type byte (after 4 magic and 4 checksum bytes) of a whole document */
-const DOCUMENT_CHUNK = 0
-/** Bound on remembered sent-change hashes per peer; past it the state is reset to its shared heads. */
-const MAX_SENT_HASHES = 4096
 
 /**
  * A new actor id for every run: 8 bytes naming the node, 8 random. Reusing an actor
@@ -301,45 +290,27 @@ export class Replica {
     return { changes: s.numChanges, ops: s.numOps, actors: s.numActors }
   }
 
-  newPeer (): PeerSync { return { state: A.initSyncState() } }
+  newPeer (): PeerSync { return session.newPeer() }
 
   /** Forget what we believe a peer has (it will tell us again); for a stuck or oversized state. */
-  resetPeer (p: PeerSync): void {
-    p.state = A.decodeSyncState(A.encodeSyncState(p.state))
-  }
+  resetPeer (p: PeerSync): void { session.resetPeer(p) }
 
   /** true when the peer's last reported heads are ours */
   peerInSync (p: PeerSync): boolean {
-    const theirs = (p.state as { theirHeads?: string[] | null }).theirHeads
+    const theirs = session.peerHeads(p)
     return theirs != null && sameHeads(theirs, this.heads())
   }
 
   /** The next sync message for this peer, or null when there is nothing to say. */
-  generate (p: PeerSync): Uint8Array | null {
-    const s = syncIn(p.state)
-    let msg: Uint8Array | null
-    try {
-      msg = this.core.generateSyncMessage(s as never)
-    } finally {
-      p.state = syncOut(s)
-    }
-    this.bound(p)
-    return msg
-  }
+  generate (p: PeerSync): Uint8Array | null { return session.generate(this.core, p) }
 
   /** Applies a peer's sync message, or refuses it whole (the caller then drops the peer). */
   receive (p: PeerSync, msg: Uint8Array): ReceiveResult {
-    let decoded: A.DecodedSyncMessage
-    try {
-      decoded = A.decodeSyncMessage(msg)
-    } catch (err) {
-      return { ok: false, reason: 'malformed', detail: (err as Error).message }
-    }
-    const chunks = decoded.changes
-    let changes = chunks.length
+    const decoded = session.decode(msg)
+    if ('ok' in decoded) return decoded
     // a replica that has nothing yet, offered a whole document: load it (much faster)
-    if (changes === 1 && chunks[0]![8] === DOCUMENT_CHUNK && sameHeads(this.heads(), this.lineage.heads)) {
-      const r = this.receiveWholeDocument(p, chunks[0]!)
+    if (session.offersWholeDocument(decoded) && sameHeads(this.heads(), this.lineage.heads)) {
+      const r = this.receiveWholeDocument(p, decoded.changes[0]!)
       if (r != null) return r
     }
     // Changes we hold already: the sender's heads are in our history, so is every
@@ -347,98 +318,47 @@ export class Replica {
     // several sessions, half the messages of a placement burst): drop them unread and
     // take the message's heads and filters only, without forking and validating the
     // document. A sender that lies about its heads loses only its own extra changes.
-    if (changes > 0 && decoded.heads.length > 0 && this.hasHeads(decoded.heads)) {
-      try {
-        msg = A.encodeSyncMessage({ ...decoded, changes: [] })
-      } catch (err) {
-        return { ok: false, reason: 'malformed', detail: (err as Error).message }
-      }
-      changes = 0
+    if (decoded.changes.length > 0 && decoded.heads.length > 0 && this.hasHeads(decoded.heads)) {
+      const stripped = session.withoutChanges(decoded)
+      return stripped instanceof Uint8Array ? session.receiveHeads(this.core, p, stripped) : stripped
     }
-    if (changes === 0) {
-      // heads, needs and bloom filters only: the document cannot change
-      const s = syncIn(p.state)
-      try {
-        this.core.receiveSyncMessage(s as never, msg)
-      } catch (err) {
-        s.free()
-        return { ok: false, reason: 'malformed', detail: (err as Error).message }
-      }
-      p.state = syncOut(s)
-      this.bound(p)
-      return { ok: true, changes: 0, changed: false }
-    }
+    // heads, needs and bloom filters only: the document cannot change
+    if (decoded.changes.length === 0) return session.receiveHeads(this.core, p, msg)
     const before = this.heads()
     const countBefore = this.core.stats().numChanges
-    // on a fork of the core, whose diff then names exactly what the message changed
-    const fork = this.core.fork(this.actor)
-    fork.updateDiffCursor()
-    const s = syncIn(p.state)
-    let patches: A.Patch[]
-    try {
-      fork.receiveSyncMessage(s as never, msg)
-      patches = fork.diffIncremental()
-    } catch (err) {
-      s.free()
-      fork.free()
-      return { ok: false, reason: 'malformed', detail: (err as Error).message }
-    }
-    const { problem, root, touched, checked } = checkPatches(fork, this.lineage, patches)
-    if (problem != null) {
-      s.free()
-      fork.free()
-      return { ok: false, reason: 'schema', detail: problem }
-    }
-    this.adopt(fork)
-    if (root) this.cache.clear()
+    const r = session.receiveOnFork(this.core, this.actor, this.lineage, p, msg)
+    if (!r.ok) return r
+    this.adopt(r.fork)
+    if (r.root) this.cache.clear()
     this.cache.invalidateMulti()
-    for (const [kind, keys] of touched) {
+    for (const [kind, keys] of r.touched) {
       const collId = this.lineage.objectIds.get(kind)?.id
       for (const key of keys) {
         this.cache.invalidate(kind, key)
         if (collId == null) continue
         // the values just validated are what a Reader would read: kept, not read again
-        const values = checked.get(kind)?.get(key)
+        const values = r.checked.get(kind)?.get(key)
         if (values != null && isKind(kind)) this.cache.prime(kind, key, values as Array<Objects[Kind]>)
         this.observeKey(kind, collId, key, values)
         if (isKind(kind)) this.noteFuture(kind, key, collId)
       }
     }
-    p.state = syncOut(s)
-    this.bound(p)
+    r.settle()
     // a message may carry many changes in one compressed chunk: count what was added
     return { ok: true, changes: this.core.stats().numChanges - countBefore, changed: !sameHeads(before, this.heads()) }
   }
 
   /** Adopts a whole document after validating every object in it; null to fall back to the normal path. */
   private receiveWholeDocument (p: PeerSync, chunk: Uint8Array): ReceiveResult | null {
-    let core: Core
-    try {
-      core = loadCore(chunk, this.actor)
-    } catch {
-      return null
-    }
-    if (core.getMissingDeps(this.lineage.heads).length > 0) {
-      core.free()
-      return null
-    }
-    const problem = checkWhole(core, this.lineage)
-    if (problem != null) {
-      core.free()
-      return { ok: false, reason: 'schema', detail: problem }
-    }
+    const loaded = session.loadWholeDocument(chunk, this.actor, this.lineage)
+    if (loaded == null || !loaded.ok) return loaded
     const before = this.core.stats().numChanges
-    this.adopt(core)
+    this.adopt(loaded.core)
     this.cache.clear()
     this.observeAll()
     // the message's heads and needs were not processed: start the conversation afresh
     p.state = A.initSyncState()
     return { ok: true, changes: this.core.stats().numChanges - before, changed: true }
-  }
-
-  private bound (p: PeerSync): void {
-    const sent = (p.state as unknown as { sentHashes?: Record<string, unknown> }).sentHashes
-    if (sent != null && Object.keys(sent).length > MAX_SENT_HASHES) this.resetPeer(p)
   }
 
   /** Replace the document with a fork that took its place (frees the old one's memory). */
@@ -455,10 +375,4 @@ export class Replica {
     if (this.reader != null) this.reader.stale = true
     this.reader = undefined
   }
-}
-
-export function sameHeads (a: string[], b: string[]): boolean {
-  if (a.length !== b.length) return false
-  const s = new Set(a)
-  return b.every(h => s.has(h))
 }

@@ -1,6 +1,7 @@
 // Runs the sync protocol between two replicas in memory until both are quiet: for
 // unit tests, simulations and benchmarks (the network version is node/state/sync.ts).
-import type { Replica, ReceiveResult } from './replica.ts'
+import type { Replica } from './replica.ts'
+import type { ReceiveResult } from './sync-session.ts'
 
 export interface PairResult { rounds: number, bytes: number, rejected?: ReceiveResult }
 

@@ -2,10 +2,9 @@
 // its advert slot, one peer per live member, VM addresses routed through the peer
 // that hosts them, and the node's link rules. Every decision is in plan.ts, rules.ts
 // and overlay.ts; this file reads the inputs, applies the differences and reports.
+// Routing this node's own VMs and telling them their names is local-vm-net.ts's.
 // WireGuard failing to start is reported (log, status) and never stops the agent.
 import { EventEmitter } from 'node:events'
-import { writeFile } from 'node:fs/promises'
-import { existsSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
@@ -22,9 +21,11 @@ import { applyRuleset, readCounters, removeRuleset, type TableCounters } from '.
 import { lcmRoutes } from './routes.ts'
 import { terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
+import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
+export type { LocalVms } from './local-vm-net.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
@@ -45,12 +46,6 @@ export interface LcmComponents {
   onAdvert: (wg: WireguardAdvert | null) => void
   /** the VMs of this node (DVMM): each one's interface (tap or veth), to route its address, and its terminal names */
   vms?: LocalVms
-}
-
-export interface LocalVms {
-  interfaceOf: (vm: string) => string | null
-  /** tells a running VM its terminal names anew; false where its driver cannot */
-  setNames?: (vm: string, names: Record<string, string>) => Promise<boolean>
 }
 
 /** What a VM is given when it starts: its overlay address and its terminal names. */
@@ -106,10 +101,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private passesStarted = 0
   private lastPassDone = 0
   private readonly applied = new Map<string, string | null>()
-  private readonly routed = new Set<string>()
-  /** terminal names last given to each local VM, as JSON */
-  private readonly named = new Map<string, string>()
-  private forwarding = false
+  private readonly localVms: LocalVmNet
   private readonly rejectedSeen = new Set<string>()
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
@@ -123,6 +115,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.prefix = overlayPrefix(components.clusterId)
     this.ifname = interfaceName(components.peerId)
     this.table = tableName(components.peerId)
+    this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
     const registers = [components.registry]
     this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
     registerGauges(components.registry, this)
@@ -249,9 +242,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       }
       await this.applyAddress(addr)
       if (this.wg != null) await this.applyPeers(plan)
-      await this.applyVmRoutes(addr)
+      await this.localVms.route(addr)
       await applyRuleset(null, rules)
-      await this.applyNames(addr, doc.links)
+      await this.localVms.name(addr, doc.links)
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
       this.retryMs = RETRY_MIN_MS
@@ -290,64 +283,6 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.applied.set(p.publicKey, p.endpoint)
     }
     if (ops.set.length + ops.remove.length > 0) this.log.info('peers updated', { set: ops.set.length, removed: ops.remove.length })
-  }
-
-  /** Local VMs' addresses go to their interfaces; everything else in the VM range to WireGuard. */
-  private async applyVmRoutes (addr: Addressing): Promise<void> {
-    const ifs = this.c.vms
-    if (ifs == null) return
-    const want = new Map<string, string>()
-    for (const v of addr.vms) {
-      if (v.node !== this.c.peerId) continue
-      const dev = ifs.interfaceOf(v.vm)
-      if (dev != null) want.set(v.address, dev)
-    }
-    for (const [a, dev] of [...want]) {
-      try {
-        // the VM's default route points at its link (no gateway address): answer its ARP
-        // for every destination, and forward what it sends. At once: the kernel delays
-        // a proxy answer by up to proxy_delay (0.8 s by default) for each new neighbour
-        await writeFile(`/proc/sys/net/ipv4/conf/${dev}/proxy_arp`, '1')
-        await writeFile(`/proc/sys/net/ipv4/neigh/${dev}/proxy_delay`, '0')
-        await ip(['route', 'replace', `${a}/32`, 'dev', dev])
-        this.routed.add(a)
-      } catch (err) {
-        // the VM went (killed, stopped, moved) between the plan and now: its route goes with its interface
-        if (existsSync(`/sys/class/net/${dev}`)) throw err
-        want.delete(a)
-        this.log.debug('a VM interface went while routing it', { address: a, interface: dev })
-      }
-    }
-    if (want.size > 0 && !this.forwarding) {
-      await writeFile('/proc/sys/net/ipv4/ip_forward', '1')
-      this.forwarding = true
-    }
-    for (const a of [...this.routed].filter(a => !want.has(a))) {
-      await ip(['route', 'del', `${a}/32`], { allowFail: true })
-      this.routed.delete(a)
-    }
-  }
-
-  /** Local VMs whose terminal names changed (a link made, removed, or its peer readdressed) are told. */
-  private async applyNames (addr: Addressing, links: Link[]): Promise<void> {
-    const vms = this.c.vms
-    if (vms?.setNames == null) return
-    const byVm = new Map(addr.vms.map(v => [v.vm, v.address]))
-    const here = new Set<string>()
-    for (const v of addr.vms) {
-      if (v.node !== this.c.peerId || vms.interfaceOf(v.vm) == null) continue
-      here.add(v.vm)
-      const names = terminalHosts(v.vm, links, x => byVm.get(x) ?? null)
-      const key = JSON.stringify(names)
-      if (this.named.get(v.vm) === key) continue
-      try {
-        if (await vms.setNames(v.vm, names)) this.log.info('terminal names updated', { vm: v.vm, names })
-        this.named.set(v.vm, key)
-      } catch (err) {
-        this.log.warn('could not update terminal names', { vm: v.vm, error: (err as Error).message })
-      }
-    }
-    for (const vm of this.named.keys()) if (!here.has(vm)) this.named.delete(vm)
   }
 
   /** A VM whose index is new or lost a conflict: its holder (or, unplaced, its writer) stores the index. */
