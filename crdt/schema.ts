@@ -128,7 +128,7 @@ export const VolumeSchema = Type.Object({
   minReplicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
   /** GVS: thin provisioning (absent objects read as zeros and take no disk); absent = true */
   thin: Type.Optional(Type.Boolean()),
-  /** GVS: the writer epoch the volume's NBD exports write with (a VM disk: its lease epoch) */
+  /** GVS: the writer epoch the volume's NBD exports write with (a VM's holder raises it: crdt/placement/volume-epoch.ts) */
   epoch: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   /** GVS: the object sets it reads through, top (written) first; absent = [id] */
   layers: Type.Optional(Layers),

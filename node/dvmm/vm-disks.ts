@@ -1,6 +1,7 @@
 // A VM's volumes as its disks: before the VM runs, its holder raises each volume's
-// writer epoch in the document (crdt/placement/volume-epoch.ts), fences it on every
-// live node, and opens the disks pinned to it (invariant 3 for volumes).
+// writer epoch in the document (crdt/placement/volume-epoch.ts; a restart under the
+// same lease keeps it), fences it on every live node, and opens the disks pinned to it
+// (invariant 3 for volumes).
 import type { Vm, Writer } from '../../crdt/index.ts'
 import { volumeEpoch } from '../../crdt/placement/index.ts'
 
@@ -28,7 +29,8 @@ export interface VmDisksComponents {
 /**
  * The VM's volumes as NBD disks served by this node's agent. Before the VM runs,
  * each volume's writer epoch goes past every earlier writer's (its base at least the
- * VM's lease epoch, its slot this node's: crdt/placement/volume-epoch.ts): replicas
+ * VM's lease epoch, its slot this node's, kept for a restart under the same lease:
+ * crdt/placement/volume-epoch.ts): replicas
  * refuse the writes of a previous holder that still runs, and of a node that claimed
  * the same lease at the same epoch and lost. The disks are opened pinned to it.
  */
@@ -43,11 +45,10 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
     // the lease may have gone to another node since the step decided to start
     const lease = w.reader.get('leases', vm.id)?.value
     if (lease?.holder !== c.peerId) throw new Error(`its lease is no longer this node's (${lease == null ? 'no lease' : `${lease.holder}'s, epoch ${lease.epoch}`})`)
-    const roll = w.reader.list('roll').map(e => e.node)
     for (const v of ids) {
       const cur = w.reader.get('volumes', v)?.value
       if (cur == null) throw new Error(`volume ${v} does not exist`)
-      const epoch = volumeEpoch(cur.epoch ?? 1, Math.max(leaseEpoch, lease.epoch), c.peerId, [...roll, c.peerId])
+      const epoch = volumeEpoch(cur.epoch ?? 1, Math.max(leaseEpoch, lease.epoch), c.peerId)
       epochs.set(v, epoch)
       w.update('volumes', v, { epoch })
     }

@@ -55,16 +55,44 @@ export class VolumeExports {
     return this.c.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
   }
 
+  /** what is cached: devices, LiveVolumes by export name, pinned epochs (bounded by the volumes and their pins) */
+  sizes (): { devices: number, live: number, pins: number } {
+    let pins = 0
+    for (const p of this.pins.values()) pins += p.length
+    return { devices: this.devices.size, live: this.live.size, pins }
+  }
+
   /** the volume's writer epoch was fenced here: NAME~EPOCH opens at it */
   pin (volumeId: string, epoch: number): void {
     const held = (this.pins.get(volumeId) ?? []).filter(e => e !== epoch)
     held.push(epoch)
-    const kept = held.slice(-PINS_KEPT)
-    this.pins.set(volumeId, kept)
-    // new sessions at an epoch no longer kept open nothing; open ones keep their volume
+    this.pins.set(volumeId, held.slice(-PINS_KEPT))
+    this.prune()
+  }
+
+  /**
+   * Drops what no new session will open: the caches of volumes gone from the document,
+   * pinned names at epochs no longer kept, and devices of epochs that are neither the
+   * volume's current one, one of its pins, nor `keep` (a switch under way). A session
+   * still on a dropped one keeps its LiveVolume, which builds a fresh device when it
+   * next needs one (the replicas refuse its writes just the same).
+   */
+  private prune (keep?: { id: string, epoch: number }): void {
+    const vols = new Map(this.c.volumes().map(v => [v.id, v]))
+    for (const id of this.pins.keys()) if (!vols.has(id)) this.pins.delete(id)
     for (const name of this.live.keys()) {
       const m = PINNED.exec(name)
-      if (m != null && !kept.includes(Number(m[2])) && this.byName(m[1]!)?.id === volumeId) this.live.delete(name)
+      const v = this.byName(m?.[1] ?? name)
+      if (v == null || (m != null && this.pins.get(v.id)?.includes(Number(m[2])) !== true)) this.live.delete(name)
+    }
+    for (const k of this.devices.keys()) {
+      const cut = k.search(/[#@]/)
+      const id = cut < 0 ? k : k.slice(0, cut)
+      const v = vols.get(id)
+      if (v == null) { this.devices.delete(k); continue }
+      if (k[cut] !== '#') continue
+      const e = Number(k.slice(cut + 1))
+      if (e !== (v.epoch ?? 1) && !(keep?.id === id && keep.epoch === e) && this.pins.get(id)?.includes(e) !== true) this.devices.delete(k)
     }
   }
 
@@ -88,8 +116,9 @@ export class VolumeExports {
         const v = this.byName(name)
         return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
       }, name)
+      const previous = entry?.epoch
       this.live.set(name, entry = { epoch, lv })
-      this.forgetEpochsBefore(vol.id, epoch - 1)
+      this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })
     }
     return this.writers.handle(vol.id, entry.lv)
   }
@@ -118,17 +147,5 @@ export class VolumeExports {
     })
     this.devices.set(cacheKey, { key, dev })
     return dev
-  }
-
-  /**
-   * Drops the cached devices of a volume's epochs below `epoch`: the writers that held
-   * them are fenced, and a session still on one gets a fresh device whose writes the
-   * replicas refuse just the same (one epoch back is kept for a switch under way).
-   */
-  private forgetEpochsBefore (id: string, epoch: number): void {
-    for (const k of this.devices.keys()) {
-      const at = k.startsWith(`${id}#`) ? Number(k.slice(id.length + 1)) : NaN
-      if (at < epoch) this.devices.delete(k)
-    }
   }
 }

@@ -126,10 +126,10 @@ export class ReplicatedVolume implements BlockDevice {
       this.settler.markSettled(index, hs)
       return this.readOrder(index)
     }
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs); return this.readOrder(index) }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
-    // only copies may be theirs, and the newest copy that answered may be older
+    // only copies may be theirs (former holders too), and the newest that answered older
     if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.join(', ')}; try again`)
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs); return this.readOrder(index) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 

@@ -32,7 +32,7 @@ for (const first of ['loser', 'winner'] as const) {
     const won = winner([1, 2].map(i => ({ vm: 'vm', holder: ids[i]!, epoch: 1, cpu: 1, memoryBytes: 1, at: 1, by: ids[i]! })))!.holder
     const w = ids.indexOf(won)
     const l = w === 1 ? 2 : 1
-    const epochOf = (i: number): number => volumeEpoch(1, 1, ids[i]!, ids)
+    const epochOf = (i: number): number => volumeEpoch(1, 1, ids[i]!)
     t.true(epochOf(w) > epochOf(l), 'the winner takes the greater writer epoch')
     // the document keeps one of the two values: the loser's, the worse case
     await state.write(x => { x.update('volumes', id, { epoch: epochOf(l) }) }, 'test: both take the volume; the loser\'s value stays')

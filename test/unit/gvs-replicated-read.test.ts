@@ -65,3 +65,15 @@ test('a read never answers an older copy while as many nodes as an acknowledged 
   silence(silent, [])
   t.deepEqual([...(await one.read(0, 4096))].slice(0, 2), [2, 2])
 })
+
+test('nor while the nodes that did not answer are former holders: the current ones agreeing is not enough', async t => {
+  const { stores, transport, silent } = await grid(t, ['A', 'B', 'C', 'D'], 'A')
+  // A and B, holders now, have an old copy; C and D took the newest write when they held it
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  for (const n of ['C', 'D']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  silence(silent, ['C', 'D'])
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C', 'D'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /C, D did not answer/ })
+  silence(silent, [])
+  t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [2, 2])
+})

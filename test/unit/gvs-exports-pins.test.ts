@@ -1,0 +1,35 @@
+// A node's NBD exports pinned to writer epochs (node/gvs/exports.ts): NAME~EPOCH opens
+// only at an epoch this node fenced or the volume's current one, and what the exports
+// cache stays bounded however many times VMs start (each start pins a new epoch), and
+// goes with a volume that leaves the document.
+import test from 'ava'
+import type { Volume } from '../../crdt/index.ts'
+import { VolumeExports, pinnedName } from '../../node/gvs/exports.ts'
+import { Writers } from '../../node/gvs/writers.ts'
+
+const MiB = 1024 * 1024
+const volume = (id: string, path: string, epoch: number): Volume =>
+  ({ id, path, sizeBytes: 8 * MiB, replicas: 1, state: 'ready', parent: null, snapshots: {}, epoch, at: 1, by: 'n' } as unknown as Volume)
+
+test('pinned names open only at a fenced or the current epoch; the caches stay bounded and go with the volume', t => {
+  let vols = [volume('vol-aaaaaaaaaaaa', '/app/disk', 1), volume('vol-bbbbbbbbbbbb', '/app/other', 1)]
+  const ex = new VolumeExports({ transport: { self: 'n', call: async () => { throw new Error('no I/O in this test') } }, holders: () => ['n'], nodes: () => ['n'], volumes: () => vols }, new Writers(30_000))
+  t.truthy(ex.device('app/disk'), 'the current epoch, unpinned')
+  t.truthy(ex.device(pinnedName('app/disk', 1)), 'the current epoch, pinned')
+  t.is(ex.device(pinnedName('app/disk', 7)), undefined, 'an epoch neither fenced here nor current')
+  // 40 VM starts on this node, each fencing a new epoch and opening the disk pinned to it
+  for (let e = 100; e < 140; e++) {
+    vols = [{ ...vols[0]!, epoch: e }, vols[1]!]
+    ex.pin('vol-aaaaaaaaaaaa', e)
+    t.truthy(ex.device(pinnedName('app/disk', e)))
+    t.truthy(ex.device('app/disk'))
+  }
+  t.truthy(ex.device(pinnedName('vol-aaaaaaaaaaaa', 138)), 'a recent pin, by id')
+  t.is(ex.device(pinnedName('app/disk', 120)), undefined, 'an old pin is no longer kept')
+  const s = ex.sizes()
+  t.true(s.pins <= 4 && s.devices <= 6 && s.live <= 7, JSON.stringify(s))
+  // the volume leaves the document: its caches go at the next pin of any volume
+  vols = [vols[1]!]
+  ex.pin('vol-bbbbbbbbbbbb', 2)
+  t.deepEqual(ex.sizes(), { devices: 0, live: 0, pins: 1 })
+})
