@@ -30,6 +30,24 @@ export interface QemuDriverInit extends HostDriverInit {
 // QEMU's own memory beside the guest's: device model, TCG's translation cache (bounded below)
 const OVERHEAD_MIB = 160
 const TB_SIZE_MIB = 64
+/** how long a disk's requests wait for its NBD server to come back (an agent restarting, which adopts the VM) */
+export const NBD_RECONNECT_S = 15
+
+const commaSafe = (s: string): string => s.replace(/,/g, ',,')
+
+/**
+ * A volume's -drive, over NBD from this node's agent; cache=none: a guest's flush
+ * reaches every replica's stable storage. An export on a unix socket is given by its
+ * parts, so QEMU reconnects when the socket closes: an agent restarted within the fence
+ * timeout adopts its VMs, and their requests wait for it (up to NBD_RECONNECT_S) and
+ * are run again, instead of failing the guest's disk. Any other URI goes as it is.
+ */
+export function diskDrive (uri: string): string {
+  const m = /^nbd\+unix:\/\/\/([^?]+)\?socket=(.+)$/.exec(uri)
+  if (m == null) return `file=${commaSafe(uri)},format=raw,if=virtio,cache=none`
+  return `driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=${commaSafe(m[2]!)},file.export=${commaSafe(m[1]!)},` +
+    `file.reconnect-delay=${NBD_RECONNECT_S},if=virtio,cache=none`
+}
 
 export class QemuDriver extends HostDriver {
   readonly name = 'qemu' as const
@@ -116,8 +134,7 @@ export class QemuDriver extends HostDriver {
     } else if (s.boot.kind === 'disk') {
       argv.push('-drive', `file=${s.boot.image},format=${s.boot.format ?? 'raw'},if=virtio`)
     }
-    // volumes over NBD from this node's agent; cache=none: a guest's flush reaches every replica's stable storage
-    for (const d of s.disks ?? []) argv.push('-drive', `file=${d.uri.replace(/,/g, ',,')},format=raw,if=virtio,cache=none`)
+    for (const d of s.disks ?? []) argv.push('-drive', diskDrive(d.uri))
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
     rec.detail = { accel: this.accel }
     // the tap lives in the node's namespace, so QEMU runs there
