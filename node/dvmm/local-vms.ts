@@ -28,8 +28,6 @@ export interface VmNetworkHooks {
   interfacesChanged: () => void
 }
 
-export type { VolumeAccess } from './vm-disks.ts'
-
 export interface LocalVmsComponents {
   peerId: string
   log: Logger

@@ -28,7 +28,8 @@ import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
 import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
-import { docStamp, LocalVms, type VmNetworkHooks, type VolumeAccess } from './local-vms.ts'
+import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
+import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
 
 // index.ts exports it from here

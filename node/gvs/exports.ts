@@ -112,12 +112,8 @@ export class VolumeExports {
     let entry = this.live.get(name)
     if (entry?.epoch !== epoch) {
       // sessions of an earlier epoch keep their LiveVolume (and its device); new ones get this
-      const lv = new LiveVolume(() => {
-        const v = this.byName(name)
-        return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
-      }, name)
       const previous = entry?.epoch
-      this.live.set(name, entry = { epoch, lv })
+      this.live.set(name, entry = { epoch, lv: this.liveAt(name, name, epoch) })
       this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })
     }
     return this.writers.handle(vol.id, entry.lv)
@@ -128,14 +124,16 @@ export class VolumeExports {
     if (vol == null || !Number.isSafeInteger(epoch)) return undefined
     if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
     let entry = this.live.get(name)
-    if (entry == null) {
-      const lv = new LiveVolume(() => {
-        const v = this.byName(base)
-        return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
-      }, name)
-      this.live.set(name, entry = { epoch, lv })
-    }
+    if (entry == null) this.live.set(name, entry = { epoch, lv: this.liveAt(name, base, epoch) })
     return this.writers.handle(vol.id, entry.lv)
+  }
+
+  /** what sessions of export `name` write through: the volume `base` names, at `epoch`, following its shape and layers */
+  private liveAt (name: string, base: string, epoch: number): LiveVolume {
+    return new LiveVolume(() => {
+      const v = this.byName(base)
+      return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
+    }, name)
   }
 
   private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1): ReplicatedVolume {

@@ -6,22 +6,16 @@
 import test from 'ava'
 import { join } from 'node:path'
 import { volumeEpoch, winner } from '../../crdt/placement/index.ts'
-import { GvsService } from '../../node/gvs/service.ts'
 import { pinnedName } from '../../node/gvs/exports.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
-import { apiOf, memoryHosts, sharedDocument } from './hosts.ts'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
-import { silentLogger } from '../../node/log.ts'
 
 for (const first of ['loser', 'winner'] as const) {
   test(`two holders of one lease epoch: the winner's disk writes, the loser's is refused (the ${first} fences first)`, async t => {
     const { dir, hosts, svcs } = await memoryHosts(t, 3, `gvspin${first}`)
     const { state, members } = sharedDocument(hosts)
-    for (let i = 0; i < 3; i++) {
-      const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false })
-      await s.start()
-      svcs.push(s)
-    }
+    await startServices({ dir, hosts, svcs }, { state, members })
     const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
     t.is(created.statusCode, 201, created.body)
     const id = created.json<{ id: string }>().id

@@ -4,21 +4,15 @@
 // written yet; sessions opened after the change write with the new epoch.
 import test from 'ava'
 import { join } from 'node:path'
-import { GvsService } from '../../node/gvs/service.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
-import { apiOf, memoryHosts, sharedDocument } from './hosts.ts'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
-import { silentLogger } from '../../node/log.ts'
 
 
 test('a raised and fenced epoch refuses the previous writer on every object, and new sessions write with it', async t => {
   const { dir, hosts, svcs } = await memoryHosts(t, 3, 'gvsfence')
   const { state, members } = sharedDocument(hosts)
-  for (let i = 0; i < 3; i++) {
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false })
-    await s.start()
-    svcs.push(s)
-  }
+  await startServices({ dir, hosts, svcs }, { state, members })
   const app = apiOf(svcs[0]!)
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
   t.is(created.statusCode, 201, created.body)

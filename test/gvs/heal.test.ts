@@ -6,9 +6,7 @@ import test from 'ava'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { GvsService } from '../../node/gvs/service.ts'
-import { apiOf, memoryHosts, sharedDocument } from './hosts.ts'
-import { silentLogger } from '../../node/log.ts'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { waitFor } from '../helpers/agent-process.ts'
 import type { VolumeView } from '../../node/gvs/routes.ts'
 
@@ -17,12 +15,8 @@ const MiB = 1024 * 1024
 test('a copy a read finds damaged is rewritten from the sound one at once', async t => {
   const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsheal')
   const { state, members } = sharedDocument(hosts)
-  for (let i = 0; i < 2; i++) {
-    // no scheduled scrub: only the heal can mend the copy
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members } }, { reconcileMs: 0, env: false, scrubIntervalMs: 0 })
-    await s.start()
-    svcs.push(s)
-  }
+  // no scheduled scrub: only the heal can mend the copy
+  await startServices({ dir, hosts, svcs }, { state, members }, { scrubIntervalMs: 0 })
   const app = apiOf(svcs[0]!)
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/data', size: '16M' } })
   t.is(created.statusCode, 201, created.body)

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
-import type { GvsComponents, GvsService } from '../../node/gvs/service.ts'
+import { GvsService, type GvsComponents, type GvsInit } from '../../node/gvs/service.ts'
+import { silentLogger } from '../../node/log.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -52,4 +53,14 @@ export function apiOf (svc: GvsService): FastifyInstance {
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
   svc.routes(app)
   return app
+}
+
+/** a GvsService on each host, started over the shared document, stopped when the test ends (`svcs`) */
+export async function startServices (grid: { dir: string, hosts: VgridHost[], svcs: GvsService[] }, doc: { state: GvsComponents['state'], members: Map<string, Member> }, init: GvsInit = {}): Promise<GvsService[]> {
+  for (const [i, host] of grid.hosts.entries()) {
+    const s = new GvsService({ peerId: host.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, `a${i}`) }, host, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, ...init })
+    await s.start()
+    grid.svcs.push(s)
+  }
+  return grid.svcs
 }

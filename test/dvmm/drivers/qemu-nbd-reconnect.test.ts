@@ -10,18 +10,11 @@ import { join } from 'node:path'
 import { diskDrive } from '../../../node/dvmm/drivers/qemu.ts'
 import { qmpOnce } from '../../../node/dvmm/drivers/qmp.ts'
 import { which } from '../../../node/netns/netns.ts'
+import { waitFor } from './compliance.ts'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 const missing = ['qemu-system-x86_64', 'qemu-nbd'].filter(b => which(b) == null)
 const maybe = missing.length === 0 ? test : test.skip
-const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
-
-async function until (check: () => boolean, ms: number): Promise<void> {
-  const t0 = Date.now()
-  while (!check()) {
-    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms`)
-    await sleep(25)
-  }
-}
 
 maybe('a volume drive waits for its NBD server to come back, and its request then runs', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgrid-nbdrc-'))
@@ -39,7 +32,7 @@ maybe('a volume drive waits for its NBD server to come back, and its request the
     const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'shop/disk~195113', '-k', sock, '--persistent', file], { stdio: 'ignore' })
     procs.add(p)
     p.on('exit', () => procs.delete(p))
-    await until(() => existsSync(sock), 5000)
+    await waitFor('the NBD socket', () => existsSync(sock), 5000, 25)
     return p
   }
   let server = await serve()
@@ -52,20 +45,20 @@ maybe('a volume drive waits for its NBD server to come back, and its request the
   qemu.stderr!.on('data', (b: Buffer) => { stderr += b.toString() })
   // the monitor's qemu-io prints to QEMU's standard output
   qemu.stdout!.on('data', (b: Buffer) => { stdout += b.toString() })
-  await until(() => existsSync(qmp), 10_000).catch(() => { throw new Error(`qemu did not start: ${stderr}`) })
+  await waitFor('the QMP socket', () => existsSync(qmp), 10_000, 25).catch(() => { throw new Error(`qemu did not start: ${stderr}`) })
   const io = async (cmd: string): Promise<string> => {
     const from = stdout.length
     // the monitor answers once the I/O is done, which may be after QMP's own 2 s limit
     // while the server is away: what counts is what qemu-io prints
     await qmpOnce(qmp, 'human-monitor-command', { 'command-line': `qemu-io d0 "${cmd}"` }).catch(() => {})
-    await until(() => /ops\/sec|fail|error/i.test(stdout.slice(from)), 30_000).catch(() => {})
+    await waitFor('qemu-io\'s answer', () => /ops\/sec|fail|error/i.test(stdout.slice(from)), 30_000, 25).catch(() => {})
     return stdout.slice(from)
   }
 
   t.regex(await io('write -P 0x41 0 4096'), /wrote 4096\/4096/)
   // the server goes (an agent killed) and comes back a second later on the same socket
   server.kill('SIGKILL')
-  await until(() => server.exitCode != null || server.signalCode != null, 5000)
+  await waitFor('qemu-nbd to exit', () => server.exitCode != null || server.signalCode != null, 5000, 25)
   const pending = io('write -P 0x42 4096 4096')
   await sleep(1000)
   server = await serve()
