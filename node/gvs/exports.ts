@@ -12,9 +12,12 @@
 // believe they hold a VM's lease raise the epoch at once, and the document keeps only
 // one of their values: each VM must still write with its own holder's epoch, so the
 // replicas refuse the loser's (crdt/placement/volume-epoch.ts). A pinned name opens
-// only at an epoch this node fenced, or at the volume's current one.
+// only at an epoch this node fenced, or at the volume's current one. The pins are kept
+// on disk (pins-file.ts): after an agent restart QEMU reconnects asking for the same
+// NAME~EPOCH, which must still open though the document may hold another holder's epoch.
 import type { Volume } from '../../crdt/index.ts'
 import type { BlockDevice } from './block-device.ts'
+import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
@@ -34,6 +37,8 @@ export interface VolumeExportsComponents {
   holders: (key: string, replicas: number) => string[]
   nodes: () => string[]
   volumes: () => Volume[]
+  /** where the pins are kept across restarts (absent: in memory only) */
+  pinsFile?: PinsFile
 }
 
 export class VolumeExports {
@@ -49,6 +54,7 @@ export class VolumeExports {
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
     this.writers = writers
+    for (const [id, epochs] of components.pinsFile?.load() ?? []) this.pins.set(id, epochs.slice(-PINS_KEPT))
   }
 
   private byName (name: string): Volume | undefined {
@@ -62,12 +68,18 @@ export class VolumeExports {
     return { devices: this.devices.size, live: this.live.size, pins }
   }
 
-  /** the volume's writer epoch was fenced here: NAME~EPOCH opens at it */
-  pin (volumeId: string, epoch: number): void {
-    const held = (this.pins.get(volumeId) ?? []).filter(e => e !== epoch)
+  /**
+   * The volume's writer epoch was fenced here: NAME~EPOCH opens at it, after a restart
+   * too. Resolves once the pins are on disk (the VM starts only then); rejects when
+   * they cannot be written.
+   */
+  async pin (volumeId: string, epoch: number): Promise<void> {
+    const before = this.pins.get(volumeId)
+    const held = (before ?? []).filter(e => e !== epoch)
     held.push(epoch)
     this.pins.set(volumeId, held.slice(-PINS_KEPT))
-    this.prune()
+    const dropped = this.prune()
+    if (dropped || before?.join() !== this.pins.get(volumeId)!.join()) await this.c.pinsFile?.save(this.pins)
   }
 
   /**
@@ -75,11 +87,13 @@ export class VolumeExports {
    * pinned names at epochs no longer kept, and devices of epochs that are neither the
    * volume's current one, one of its pins, nor `keep` (a switch under way). A session
    * still on a dropped one keeps its LiveVolume, which builds a fresh device when it
-   * next needs one (the replicas refuse its writes just the same).
+   * next needs one (the replicas refuse its writes just the same). Whether it dropped
+   * the pins of a volume gone (the file then has to follow).
    */
-  private prune (keep?: { id: string, epoch: number }): void {
+  private prune (keep?: { id: string, epoch: number }): boolean {
     const vols = new Map(this.c.volumes().map(v => [v.id, v]))
-    for (const id of this.pins.keys()) if (!vols.has(id)) this.pins.delete(id)
+    let dropped = false
+    for (const id of this.pins.keys()) if (!vols.has(id)) { this.pins.delete(id); dropped = true }
     for (const name of this.live.keys()) {
       const m = PINNED.exec(name)
       const v = this.byName(m?.[1] ?? name)
@@ -94,6 +108,7 @@ export class VolumeExports {
       const e = Number(k.slice(cut + 1))
       if (e !== (v.epoch ?? 1) && !(keep?.id === id && keep.epoch === e) && this.pins.get(id)?.includes(e) !== true) this.devices.delete(k)
     }
+    return dropped
   }
 
   /** the block device of an export name, or undefined when there is no such volume or snapshot */
@@ -114,7 +129,8 @@ export class VolumeExports {
       // sessions of an earlier epoch keep their LiveVolume (and its device); new ones get this
       const previous = entry?.epoch
       this.live.set(name, entry = { epoch, lv: this.liveAt(name, name, epoch) })
-      this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })
+      // a session's open does not wait for the file: a failed write is only reported
+      if (this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })) void this.c.pinsFile?.save(this.pins).catch(() => {})
     }
     return this.writers.handle(vol.id, entry.lv)
   }

@@ -23,6 +23,7 @@ import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
+import { PINS_FILE, PinsFile } from './pins-file.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
@@ -112,7 +113,7 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes() }, new Writers(this.init.writerIdleMs ?? 30_000))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000))
     this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
@@ -376,8 +377,9 @@ export class GvsService {
       try { await this.replicas.call(node, { op: 'fence', volume: top, epoch }) } catch (err) { failed.push(`${node}: ${(err as Error).message}`) }
     }))
     if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.join('; ')}`, 'fence-failed')
-    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by then
-    this.exports.pin(volumeId, epoch)
+    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by
+    // then, and after a restart of this agent too (kept on disk before the VM starts)
+    try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
   }
 
   /** the NBD URI a client on this node opens for a volume */
