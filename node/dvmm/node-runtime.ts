@@ -1,12 +1,14 @@
 // What the agent builds for the VM manager on this node: the drivers, with the fencing
 // watchdog armed before the first VM starts (or is found running after a restart),
 // so an agent that never runs a VM starts no supervisor; and the host probe (cgroup
-// version, QEMU accelerator) for the advert. The watchdog is a service of its own: a
-// graceful stop disarms it, a crash leaves it to kill the node's VMs.
+// version, QEMU accelerator) for the advert, probed again while it failed or found a
+// driver missing (qemu installed, cgroups mounted after the agent started). The
+// watchdog is a service of its own: a graceful stop disarms it, a crash leaves it to
+// kill the node's VMs.
 import type { Logger } from '../log.ts'
 import type { Clock, Service } from '../service.ts'
 import { createDriver, type VmDriver } from './drivers/index.ts'
-import { probeHost, type HostProbe } from './host/probe.ts'
+import { afterProbe, probeHost, type HostProbe } from './host/probe.ts'
 import { Watchdog } from './watchdog/index.ts'
 
 export interface NodeRuntimeComponents {
@@ -15,11 +17,15 @@ export interface NodeRuntimeComponents {
   config: { dataDir: string }
   /** what the host probe found (cgroup version, accelerator), for the advert */
   onProbe?: (p: HostProbe) => void
+  /** probes the host (default probeHost; tests give their own) */
+  probeHost?: (o: { dataDir: string, now: number }) => Promise<HostProbe>
 }
 
 export interface NodeRuntimeInit {
   /** the watchdog kills this node's VMs when the agent has not fed it this long (under the fence timeout) */
   watchdogTimeoutMs: number
+  /** probe the host again this long after a probe failed or found a driver missing (default 60 s) */
+  reprobeMs?: number
 }
 
 export class NodeRuntime implements Service {
@@ -31,13 +37,20 @@ export class NodeRuntime implements Service {
   private readonly watchdogTimeoutMs: number
   /** the drivers themselves (listing through `drivers` arms the watchdog) */
   private readonly raw: VmDriver[]
+  /** the last probe that succeeded */
   probe?: HostProbe
+  private readonly reprobeMs: number
+  /** bumped by stop: a probe of an earlier run neither reports nor schedules another */
+  private run = 0
+  private reprobeTimer?: NodeJS.Timeout
+  private lastProbeError?: string
 
   constructor (c: NodeRuntimeComponents, init: NodeRuntimeInit) {
     this.c = c
     const dc = { log: c.log, clock: c.clock }
     const di = { dataDir: c.config.dataDir }
     this.watchdogTimeoutMs = init.watchdogTimeoutMs
+    this.reprobeMs = init.reprobeMs ?? 60_000
     this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs })
     this.raw = [createDriver('process', dc, di), createDriver('qemu', dc, di)]
     this.drivers = { process: this.armedBefore(this.raw[0]!), qemu: this.armedBefore(this.raw[1]!) }
@@ -55,11 +68,32 @@ export class NodeRuntime implements Service {
 
   /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */
   async start (): Promise<void> {
-    void probeHost({ dataDir: this.c.config.dataDir, now: this.c.clock.now() }).then(p => {
-      this.probe = p
+    void this.probeHost(this.run)
+  }
+
+  /** One probe; reports it through onProbe only when the advert's part of it changed. */
+  private async probeHost (run: number): Promise<void> {
+    let p: HostProbe | undefined
+    try {
+      p = await (this.c.probeHost ?? probeHost)({ dataDir: this.c.config.dataDir, now: this.c.clock.now() })
+      this.lastProbeError = undefined
+    } catch (err) {
+      // retried every reprobeMs: the same failure is logged once
+      const msg = (err as Error).message
+      if (run === this.run && msg !== this.lastProbeError) this.c.log.warn('host probe failed', { err: msg })
+      this.lastProbeError = msg
+    }
+    if (run !== this.run) return // stopped meanwhile
+    const { report, againInMs } = afterProbe(this.probe, p, this.reprobeMs)
+    if (p !== undefined) this.probe = p
+    if (p !== undefined && report) {
       this.c.log.info('VM host probed', { cgroup: p.cgroup.version, accel: p.qemu.accel ?? 'none', drivers: p.drivers.join(',') || 'none' })
       this.c.onProbe?.(p)
-    }, (err: Error) => { this.c.log.warn('host probe failed', { err: err.message }) })
+    }
+    if (againInMs !== undefined) {
+      this.reprobeTimer = setTimeout(() => { if (run === this.run) void this.probeHost(run) }, againInMs)
+      this.reprobeTimer.unref()
+    }
   }
 
   /**
@@ -68,6 +102,8 @@ export class NodeRuntime implements Service {
    * to kill what is left; a crash-like stop leaves it armed too.
    */
   async stop (opts: { graceful: boolean }): Promise<void> {
+    this.run++
+    clearTimeout(this.reprobeTimer)
     if (this.armed != null && opts.graceful) {
       const left = await this.liveVms()
       if (left.length === 0) await this.watchdog.stop()

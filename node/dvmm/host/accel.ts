@@ -2,7 +2,10 @@
 // machine that is itself a guest (PVM), KVM creates VMs but a stock kernel dies in
 // them with "KVM internal error". So the probe boots a real kernel under KVM with a
 // timeout and accepts KVM only if the kernel gets as far as looking for its root fs.
-// The answer is cached in the data dir, keyed by the QEMU binary and kernel it tried.
+// The answer is cached in the data dir, keyed by the QEMU binary and kernel it tried,
+// but only a guest's own verdict: /dev/kvm not opening (a module loaded later) or QEMU
+// failing to run at all (a package half installed: the binary's mtime, in the key,
+// stays when its firmware lands) are checked again on the next probe.
 import { spawn } from 'node:child_process'
 import { constants, mkdirSync, openSync, closeSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
@@ -23,19 +26,20 @@ function devKvmOpens (): string | undefined {
   }
 }
 
-async function bootUnderKvm (qemu: string, kernel: string, timeoutMs: number): Promise<{ ok: boolean, detail: string }> {
+/** `verdict`: a guest ran under KVM, so the answer holds for this QEMU and kernel */
+async function bootUnderKvm (qemu: string, kernel: string, timeoutMs: number): Promise<{ ok: boolean, detail: string, verdict: boolean }> {
   return await new Promise(resolve => {
     const p = spawn(qemu, ['-machine', 'q35,accel=kvm', '-cpu', 'host', '-m', '128', '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-kernel', kernel, '-append', 'console=ttyS0 panic=-1 root=/dev/vgrid-probe-none', '-serial', 'stdio'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     let done = false
-    const finish = (ok: boolean, detail: string): void => {
+    const finish = (ok: boolean, detail: string, verdict = true): void => {
       if (done) return
       done = true
       clearTimeout(timer)
       p.kill('SIGKILL')
-      resolve({ ok, detail })
+      resolve({ ok, detail, verdict })
     }
     const timer = setTimeout(() => {
       const why = /KVM internal error/.test(err + out) ? 'a KVM guest stopped with "KVM internal error"' : 'the kernel did not boot'
@@ -43,8 +47,8 @@ async function bootUnderKvm (qemu: string, kernel: string, timeoutMs: number): P
     }, timeoutMs)
     p.stdout.on('data', (d: Buffer) => { out += d.toString(); if (kernelBooted(out)) finish(true, 'a kernel booted under KVM') })
     p.stderr.on('data', (d: Buffer) => { err += d.toString(); if (/KVM internal error/.test(err)) finish(false, 'a KVM guest stopped with "KVM internal error"') })
-    p.on('error', e => finish(false, `cannot run ${qemu}: ${e.message}`))
-    p.on('exit', code => { if (!kernelBooted(out)) finish(false, `QEMU with KVM exited (${String(code)}): ${err.trim().split('\n').slice(-2).join(' ')}`) })
+    p.on('error', e => finish(false, `cannot run ${qemu}: ${e.message}`, false))
+    p.on('exit', code => { if (!kernelBooted(out)) finish(false, `QEMU with KVM exited (${String(code)}): ${err.trim().split('\n').slice(-2).join(' ')}`, false) })
   })
 }
 
@@ -63,8 +67,9 @@ export async function probeAccel (o: { qemu: string, kernel: string, cacheFile: 
     if (cached.key === key && (cached.accel === 'kvm' || cached.accel === 'tcg')) return cached
   } catch {}
   const no = devKvmOpens()
-  const r = no !== undefined ? { ok: false, detail: no } : await bootUnderKvm(o.qemu, o.kernel, o.timeoutMs ?? 15_000)
+  const r = no !== undefined ? { ok: false, detail: no, verdict: false } : await bootUnderKvm(o.qemu, o.kernel, o.timeoutMs ?? 15_000)
   const result: AccelProbe = { accel: r.ok ? 'kvm' : 'tcg', detail: r.ok ? r.detail : `TCG: ${r.detail}`, key, at: o.now }
+  if (!r.verdict) return result
   try {
     mkdirSync(dirname(o.cacheFile), { recursive: true })
     writeFileSync(o.cacheFile, JSON.stringify(result))

@@ -30,3 +30,26 @@ export async function probeHost (o: { dataDir: string, now: number, qemu?: strin
   if (cg.ok && qemu.available) drivers.push('qemu')
   return { cgroup, qemu, drivers }
 }
+
+/** Every driver a probe can find: a node missing one may gain it (a package installed, cgroups mounted). */
+export const ALL_DRIVERS: ReadonlyArray<HostProbe['drivers'][number]> = ['process', 'qemu']
+
+/** What of a probe the advert carries (`vmHost`): a probe that changes none of it needs no new advert (pure). */
+export function probeChanged (prev: HostProbe | undefined, next: HostProbe): boolean {
+  if (prev === undefined) return true
+  const sig = (p: HostProbe): string => JSON.stringify([p.cgroup.version, p.qemu.available, p.qemu.accel ?? null, [...p.drivers].sort()])
+  return sig(prev) !== sig(next)
+}
+
+/**
+ * After a probe (`next` undefined: it failed), whether to report it and when to probe
+ * again (pure). Again in `retryMs` while it failed or found a driver missing; once
+ * every driver is found, never: nothing short of removing packages changes that, and
+ * the drivers keep their own first probe for the agent's life (drivers/host-base.ts),
+ * so a later accelerator answer in the advert could contradict the one QEMU VMs get.
+ */
+export function afterProbe (prev: HostProbe | undefined, next: HostProbe | undefined, retryMs: number): { report: boolean, againInMs?: number } {
+  if (next === undefined) return { report: false, againInMs: retryMs }
+  const complete = ALL_DRIVERS.every(d => next.drivers.includes(d))
+  return { report: probeChanged(prev, next), ...(complete ? {} : { againInMs: retryMs }) }
+}
