@@ -4,6 +4,7 @@
 import {
   positionOf, usageOf, reservedBy, canReserve, settle, takeover, majoritySince, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
+import type { Lease } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
@@ -40,6 +41,20 @@ export interface DecideInput {
 }
 
 export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string }
+
+/**
+ * Whether a claim decided on one read of the document still applies to the lease the
+ * write finds (`current`: the lease as the writer reads it, undefined when there is
+ * none): a placement finds no lease, a takeover finds the lease it took over. A step
+ * writes after its read (the write waits for the one before it), and a claim that
+ * arrived meanwhile must not be overwritten: a put replaces every value its writer has
+ * seen, so that claim would vanish without a contest while its node, which may have
+ * started the VM, still counts it as its own.
+ */
+export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch'> | undefined, c: Pick<Claim, 'epoch' | 'from'>): boolean {
+  if (c.from == null) return current == null
+  return current != null && current.holder === c.from && current.epoch === c.epoch - 1
+}
 
 export interface Decisions {
   claims: Claim[]

@@ -5,6 +5,7 @@ export class DvmmMetrics {
   readonly claims: Counter<'kind'>
   readonly claimsLost: Counter
   readonly claimsRefused: Counter
+  readonly claimsStale: Counter
   readonly starts: Counter<'result'>
   readonly crashes: Counter
   readonly kills: Counter<'why'>
@@ -19,6 +20,7 @@ export class DvmmMetrics {
     this.claims = new Counter({ name: 'vgrid_dvmm_claims_total', help: 'Leases this node claimed, by kind (place, takeover)', labelNames: ['kind'] as const, registers })
     this.claimsLost = new Counter({ name: 'vgrid_dvmm_claims_lost_total', help: 'Claims of this node that lost to a concurrent claim', registers })
     this.claimsRefused = new Counter({ name: 'vgrid_dvmm_claims_refused_total', help: 'Claims the plan gave this node that its reservations refused (would exceed capacity)', registers })
+    this.claimsStale = new Counter({ name: 'vgrid_dvmm_claims_stale_total', help: 'Claims not written because the lease changed between the decision step\'s read and its write (decided again)', registers })
     this.starts = new Counter({ name: 'vgrid_dvmm_starts_total', help: 'VM starts on this node, by result (ok, failed)', labelNames: ['result'] as const, registers })
     this.crashes = new Counter({ name: 'vgrid_dvmm_crashes_total', help: 'VMs on this node that exited without being asked to', registers })
     this.kills = new Counter({ name: 'vgrid_dvmm_kills_total', help: 'VMs this node killed, by why (fenced, lost)', labelNames: ['why'] as const, registers })

@@ -20,7 +20,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { creditWaits, decide, type Decisions } from './decide.ts'
+import { claimStillApplies, creditWaits, decide, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -266,6 +266,8 @@ export class DvmmService {
     return await this.queue.write(w => {
       // one claim the schema refuses must not cost the others, nor the queued updates
       const ok = claims.filter(c => {
+        // decided again on the next read (claimStillApplies says why)
+        if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
         try {
           w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
           return true

@@ -147,3 +147,33 @@ test.serial('a claim that arrives after the winner started is ended: the lease s
   const loser = g.nodes.find(n => n.agent.id !== holder)!
   t.is(loser.agent.state.read().list('leases').filter(l => l.holder === loser.agent.id).length, 0, 'the loser holds no lease (no reservation)')
 })
+
+test.serial('a claim decided on one read is not written over a lease that arrived before its write: no claim vanishes without a contest', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=32,mem=64G,disk=100G', dvmm: { settleMs: 300, tickMs: 100, fenceTimeoutMs: 1000, takeoverMarginMs: 300 } })
+  t.teardown(g.stop)
+  const a = g.nodes[0]!
+  // another node's claim (a node this one never heard of) reaches the document after
+  // the step read it and before its write runs: written just ahead of that write
+  const other = '12D3KooWzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz'
+  const state = a.agent.state
+  const write = state.write.bind(state)
+  let injected = false
+  let afterFirst: string | undefined
+  state.write = (async (fn: Parameters<typeof write>[0], message?: string) => {
+    if (message !== 'dvmm' || injected || state.read().get('vms', 'race') == null) return await write(fn, message)
+    injected = true
+    await write(w => w.put('leases', { vm: 'race', holder: other, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'claimed' }))
+    const out = await write(fn, message)
+    afterFirst = `${state.read().get('leases', 'race')?.value.holder}@${state.read().get('leases', 'race')?.value.epoch}`
+    return out
+  }) as typeof state.write
+  t.teardown(() => { state.write = write })
+  await write(w => w.put('vms', fakeVm('race', 1, GiB)))
+  await until(() => afterFirst != null, 10_000, 'the step\'s write')
+  t.is(afterFirst, `${other}@1`, 'the claim that arrived first is still there: this node\'s claim was not written over it')
+  t.true(((await a.dvmm.metrics.claimsStale.get()).values[0]?.value ?? 0) >= 1, 'counted as a stale claim')
+  // decided again on the new read: the holder is never heard from, so after fence timeout + margin this node takes it over
+  await until(() => a.fake.vms.get('race')?.state === 'running', 15_000, 'the takeover')
+  const l = state.read().get('leases', 'race')!.value
+  t.deepEqual([l.holder, l.epoch, l.from], [a.agent.id, 2, other])
+})

@@ -95,7 +95,10 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const own = await this.probeDriver()
       return { ...own, cgroup: cg.layout.version, detail: `${own.detail}; cgroups: ${cg.detail}` }
     })()
-    return await this.probed
+    const r = await this.probed
+    // a failed probe is asked again next time: qemu installed or cgroups mounted after the agent started count then
+    if (!r.ok) this.probed = undefined
+    return r
   }
 
   async start (raw: DriverVmSpec): Promise<VmInfo> {
