@@ -3,7 +3,7 @@
 // addresses should be. The service (service.ts) only applies the differences.
 import type { MemberTable } from '../../protocol/membership.ts'
 import { allocate, nodeAddress, vmAddress, type Allocation, type OverlayPrefix } from './overlay.ts'
-import { isValidEndpoint, isValidKey, type PeerConfig, type PeerState } from './wireguard.ts'
+import { isValidEndpoint, isValidKey, type PeerConfig, type PeerState } from './wireguard-format.ts'
 import { peerAllowedIps, type NodeTunnel, type VmPlace } from './rules.ts'
 
 /** What the plan reads of the document (a narrow view, filled from crdt's Reader). */

@@ -2,7 +2,8 @@
 // service, so that the routes and metrics depend on what they read, not on it).
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Objects, Kind, Draft } from '../../crdt/schema.ts'
-import type { Backend, InterfaceState } from './wireguard.ts'
+import type { Backend } from './wireguard.ts'
+import type { InterfaceState } from './wireguard-format.ts'
 import type { OverlayPrefix } from './overlay.ts'
 import type { Addressing, PeerPlan } from './plan.ts'
 import type { Link, Ruleset } from './rules.ts'

@@ -15,7 +15,8 @@ import { Persister } from './persister.ts'
 import { SyncService, type PeerStatus } from './sync.ts'
 import { HeadsAnnouncer } from './announce.ts'
 
-export { STATE_SYNC_PROTOCOL, FRAME_SYNC } from './sync.ts'
+export { STATE_SYNC_PROTOCOL } from './sync.ts'
+export { FRAME_SYNC } from './sync-session.ts'
 export { StateMetrics } from './metrics.ts'
 export { DiskError, type DiskCause } from './store.ts'
 

@@ -11,22 +11,22 @@
 // at once and the larger after a grace period; if both did, both keep the smaller's.
 // A peer whose frame is oversized or malformed, or whose changes fail the schema,
 // is disconnected and its sessions refused for a while (quarantine).
+//
+// This file is which sessions exist (picks, opening, closing, quarantine, pulls); what
+// one session does on its stream is sync-session.ts.
 import { EventEmitter } from 'node:events'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import type { PeerSync, Replica } from '../../crdt/index.ts'
+import type { Replica } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { PeerTable, type PeerStatus } from './peers.ts'
 import { pairScore, pickPeers, DEFAULT_SYNC_PEERS } from './overlay.ts'
+import { SyncSession, DEFAULT_COALESCE_MS, type SessionOwner, type SyncRejectReason } from './sync-session.ts'
 
 export const STATE_SYNC_PROTOCOL = '/vgrid/state/sync/1.0.0'
 /** a whole document travels in one message to a fresh peer: leave room */
 export const DEFAULT_MAX_SYNC_MESSAGE_BYTES = 32 * 1024 * 1024
-export const FRAME_SYNC = 0x01
-
-export type SyncRejectReason = 'malformed' | 'oversized' | 'schema'
 
 export interface SyncEvents {
   changed: [peer: string, changes: number]
@@ -52,38 +52,13 @@ export interface SyncServiceInit {
   coalesceMs?: number
 }
 
-/**
- * Every message costs both ends a pass of the sync protocol over the document, and a
- * change that arrives while one is being written would otherwise go out alone (with
- * its acknowledgement coming back alone): 25 ms between messages on a session lets a
- * burst of changes (many agents placing VMs at once) travel together.
- */
-export const DEFAULT_COALESCE_MS = 25
-
-interface Session {
-  peer: string
-  opener: string
-  stream: Stream
-  lp: LengthPrefixedStream<Stream>
-  sync: PeerSync
-  dirty: boolean
-  pumping: boolean
-  closed: boolean
-  /** our heads when we last generated a message, and whether the peer spoke since */
-  genHeads: string
-  heard: boolean
-  lastHeard: number
-  /** when the last message went out (performance.now()) */
-  lastSent: number
-}
-
 type CloseWhy = 'remote' | 'error' | 'replaced' | 'rejected' | 'blocked' | 'disconnected' | 'stopped' | 'unpicked'
 
 export class SyncService extends EventEmitter<SyncEvents> {
   readonly peers = new PeerTable()
   private readonly init: SyncServiceInit
   private readonly self: string
-  private readonly sessions = new Map<string, Session>()
+  private readonly sessions = new Map<string, SyncSession>()
   private readonly opening = new Set<string>()
   private readonly timers = new Map<string, NodeJS.Timeout>()
   private readonly attempts = new Map<string, number>()
@@ -91,14 +66,37 @@ export class SyncService extends EventEmitter<SyncEvents> {
   private readonly lastPull = new Map<string, number>()
   private blocked = new Set<string>()
   private running = false
+  /** what the sessions report to */
+  private readonly owner: SessionOwner
 
   constructor (init: SyncServiceInit) {
     super()
     this.init = init
     this.self = init.host.peerId.toString()
+    this.owner = {
+      replica: init.replica,
+      log: init.log,
+      maxBytes: init.maxMessageBytes ?? DEFAULT_MAX_SYNC_MESSAGE_BYTES,
+      coalesceMs: init.coalesceMs ?? DEFAULT_COALESCE_MS,
+      traffic: (s, direction, bytes) => {
+        if (direction === 'out') this.peers.sent(s.peer, bytes)
+        else this.peers.received(s.peer, bytes)
+        this.emit('traffic', direction, bytes)
+      },
+      received: (s, changes, changed) => {
+        this.attempts.delete(s.peer)
+        if (changes > 0) this.peers.changes(s.peer, changes)
+        if (changed) {
+          this.emit('changed', s.peer, changes)
+          this.pokeAll(s.peer)
+        }
+        s.poke()
+        this.peers.inSync(s.peer, init.replica.peerInSync(s.sync))
+      },
+      reject: (s, reason, detail) => { this.reject(s, reason, detail) },
+      ended: (s, why) => { this.close(s, why) }
+    }
   }
-
-  private get maxBytes (): number { return this.init.maxMessageBytes ?? DEFAULT_MAX_SYNC_MESSAGE_BYTES }
 
   async start (): Promise<void> {
     this.running = true
@@ -127,7 +125,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
 
   /** Send what is new to every peer (after any change to the document). */
   pokeAll (except?: string): void {
-    for (const s of this.sessions.values()) if (s.peer !== except) this.poke(s)
+    for (const s of this.sessions.values()) if (s.peer !== except) s.poke()
   }
 
   /** A peer announced its heads (gossip or advert): pull them if we lack them. */
@@ -252,28 +250,14 @@ export class SyncService extends EventEmitter<SyncEvents> {
       this.close(cur, 'replaced')
     }
     this.clearTimer('open:' + peer)
-    const s: Session = {
-      peer,
-      opener,
-      stream,
-      lp: lpStream(stream, { maxDataLength: this.maxBytes, maxBufferSize: this.maxBytes + 16 }),
-      sync: this.init.replica.newPeer(),
-      dirty: false,
-      pumping: false,
-      closed: false,
-      genHeads: '',
-      heard: true,
-      lastHeard: Date.now(),
-      lastSent: -Infinity
-    }
+    const s = new SyncSession(this.owner, stream, peer, opener)
     this.sessions.set(peer, s)
     this.peers.opened(peer)
     this.emit('sessions', this.sessions.size)
-    void this.readLoop(s)
-    this.poke(s)
+    s.start()
   }
 
-  private close (s: Session, why: CloseWhy): void {
+  private close (s: SyncSession, why: CloseWhy): void {
     if (s.closed) return
     s.closed = true
     if (this.sessions.get(s.peer) === s) {
@@ -290,7 +274,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
     if ((why === 'remote' || why === 'error') && this.running && this.isConnected(s.peer)) this.connected(s.peer)
   }
 
-  private reject (s: Session, reason: SyncRejectReason, detail: string): void {
+  private reject (s: SyncSession, reason: SyncRejectReason, detail: string): void {
     this.emit('rejected', s.peer, reason, detail)
     this.init.log.warn('rejected state sync data from peer; closing its connection', { peer: s.peer, reason, detail: detail.slice(0, 200) })
     this.quarantine.set(s.peer, Date.now() + (this.init.quarantineMs ?? 30_000))
@@ -299,87 +283,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
     this.rebalanceSoon()
   }
 
-  // ---- the protocol ----
-
-  /** Something may be worth saying: say it once the current burst of events is handled. */
-  private poke (s: Session): void {
-    s.dirty = true
-    if (s.pumping) return
-    s.pumping = true
-    // after pending I/O callbacks, so a burst of writes or frames becomes one message;
-    // and no sooner than coalesceMs after the previous one
-    const wait = s.lastSent + (this.init.coalesceMs ?? DEFAULT_COALESCE_MS) - performance.now()
-    if (wait > 0) setTimeout(() => { void this.pump(s) }, wait)
-    else setImmediate(() => { void this.pump(s) })
-  }
-
-  /** Sends at most one message; what became new meanwhile goes in the next one, coalesceMs later. */
-  private async pump (s: Session): Promise<void> {
-    try {
-      if (!s.dirty || s.closed) return
-      s.dirty = false
-      // with nothing new on either side the protocol has nothing to say: skip the call
-      const heads = this.init.replica.heads().join()
-      if (!s.heard && heads === s.genHeads) return
-      s.heard = false
-      s.genHeads = heads
-      const msg = this.init.replica.generate(s.sync)
-      if (msg == null) return
-      const frame = new Uint8Array(msg.byteLength + 1)
-      frame[0] = FRAME_SYNC
-      frame.set(msg, 1)
-      s.lastSent = performance.now()
-      await s.lp.write(frame)
-      this.peers.sent(s.peer, frame.byteLength)
-      this.emit('traffic', 'out', frame.byteLength)
-    } catch (err) {
-      if (!s.closed) {
-        this.init.log.debug('state sync write failed', { peer: s.peer, error: (err as Error).message })
-        this.close(s, 'error')
-      }
-    } finally {
-      s.pumping = false
-      if (s.dirty && !s.closed) this.poke(s)
-    }
-  }
-
-  private async readLoop (s: Session): Promise<void> {
-    for (;;) {
-      let data: Uint8Array
-      try {
-        data = (await s.lp.read()).subarray()
-      } catch (err) {
-        if (s.closed) return
-        const name = (err as Error).name
-        if (name === 'InvalidDataLengthError' || name === 'StreamBufferError') this.reject(s, 'oversized', (err as Error).message)
-        else if (name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') this.reject(s, 'malformed', (err as Error).message)
-        else this.close(s, name === 'UnexpectedEOFError' ? 'remote' : 'error')
-        return
-      }
-      if (s.closed) return
-      this.peers.received(s.peer, data.byteLength)
-      this.emit('traffic', 'in', data.byteLength)
-      if (data[0] !== FRAME_SYNC) {
-        this.reject(s, 'malformed', `unknown frame type ${data[0] ?? 'none'}`)
-        return
-      }
-      s.heard = true
-      s.lastHeard = Date.now()
-      const res = this.init.replica.receive(s.sync, data.subarray(1))
-      if (!res.ok) {
-        this.reject(s, res.reason, res.detail)
-        return
-      }
-      this.attempts.delete(s.peer)
-      if (res.changes > 0) this.peers.changes(s.peer, res.changes)
-      if (res.changed) {
-        this.emit('changed', s.peer, res.changes)
-        this.pokeAll(s.peer)
-      }
-      this.poke(s)
-      this.peers.inSync(s.peer, this.init.replica.peerInSync(s.sync))
-    }
-  }
+  // ---- pulls ----
 
   /** Fetch heads a peer announced: through its session, or by connecting to it. */
   private async pull (peer: string): Promise<void> {
@@ -390,9 +294,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
     const s = this.sessions.get(peer)
     if (s != null) {
       if (Date.now() - s.lastHeard < 1000) return // a live session: it is on its way
-      this.init.replica.resetPeer(s.sync)
-      s.heard = true
-      this.poke(s)
+      s.restart()
       return
     }
     if (!this.isConnected(peer)) {

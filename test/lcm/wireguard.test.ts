@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { ip, isAlive, sleep, which } from '../../node/netns/netns.ts'
-import { interfaceName, loadOrCreateKeypair, probeBackend, WgInterface, WireguardUnavailableError } from '../../node/lcm/wireguard.ts'
+import { loadOrCreateKeypair, probeBackend, WgInterface, WireguardUnavailableError } from '../../node/lcm/wireguard.ts'
+import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { makeNamespaces, pingOnce, skipReason, subnet, veth } from './ns.ts'
 
 const reason = await skipReason()

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { interfaceName, isValidEndpoint, isValidKey, parseDump, renderConfig } from '../../node/lcm/wireguard.ts'
+import { interfaceName, isValidEndpoint, isValidKey, parseDump, renderConfig } from '../../node/lcm/wireguard-format.ts'
 import { parseTableJson } from '../../node/lcm/nft.ts'
 
 const K1 = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk='
