@@ -290,10 +290,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
   }
 
-  /** the objects present for a volume, each with its version */
-  async inventory (volume: string): Promise<Array<{ index: number, version: Version }>> {
+  /**
+   * The objects present for a volume, each with its version; with `page`, only the
+   * first `limit` present from index `from` on (a paged list reads the versions of its
+   * page, not of the whole volume: a side file's tail each).
+   */
+  async inventory (volume: string, page?: { from: number, limit: number }): Promise<Array<{ index: number, version: Version }>> {
     const out: Array<{ index: number, version: Version }> = []
     for (const index of await this.list(volume)) {
+      if (page != null && (index < page.from || out.length >= page.limit)) continue
       const p = this.paths(volume, index)
       // the open copy when there is one (it is what the file says, and what a write
       // in flight is about to make it), else the side file's tail

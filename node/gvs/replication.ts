@@ -23,7 +23,7 @@ import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import { NO_VERSION, type Version } from './versions.ts'
 import {
-  REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, decodeList, listedOf,
+  REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, listPage, decodeList, listedOf,
   type Listed, type ReplicaReply, type ReplicaRequest
 } from './replica-protocol.ts'
 import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
@@ -94,7 +94,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }
     case 'list':
-      return answerList(await store.inventory(req.volume), req, store.objectSize)
+      // a page reads one more than it answers: whether there are more
+      return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
     case 'fence':
       await store.fence(req.volume, req.epoch)
       return { reply: { ok: true }, data: null }
