@@ -84,6 +84,23 @@ export interface Decisions {
  * long), and a fallback counted in wall time then claimed beside it: half the VMs of a
  * bulk create were contested. Returns new waits (pure); an on-time step changes nothing.
  */
+/**
+ * The starts a step decided that still hold on a later read (`after`), with the fence
+ * judged then: the step's write waits for the one before it, and meanwhile a claim
+ * that wins may have arrived, the VM may have been stopped or removed, or the node
+ * fenced. A start needs the lease still this node's at the same epoch with no claim
+ * it had not seen, and the VM still desired running.
+ */
+export function startsStillDue (starts: readonly string[], before: DocView, after: DocView, me: string, mayClaim: boolean): string[] {
+  if (!mayClaim) return []
+  return starts.filter(id => {
+    const was = before.leases.get(id)
+    const now = after.leases.get(id)
+    return was != null && now != null && now.winner.holder === me && now.winner.epoch === was.winner.epoch &&
+      now.claims.length <= was.claims.length && after.vms.get(id)?.desired === 'running'
+  })
+}
+
 export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, onTimeMs: number): Map<string, number> {
   const lost = Math.max(0, gapMs - onTimeMs)
   return new Map([...since].map(([vm, at]) => [vm, at + lost]))

@@ -10,7 +10,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { haCheck, mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -20,13 +20,13 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimStillApplies, creditWaits, decide, type Decisions } from './decide.ts'
+import { claimStillApplies, creditWaits, decide, startsStillDue, type Decisions } from './decide.ts'
 import { History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
-import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
+import { demandOf, docView, haOf, holdings, nodeViews, type DocView } from './view.ts'
 import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
@@ -374,7 +374,11 @@ export class DvmmService {
       if (written.length > 0) this.dirty = true // settle timers start now
     }
     if (!this.running) return // stopped while this step wrote
-    for (const vm of d.start) void this.local.startVm(vm, doc)
+    if (d.start.length > 0) {
+      // judged again on what arrived while the write waited (startsStillDue says why)
+      const fresh = docView(this.components.state.read())
+      for (const vm of startsStillDue(d.start, doc, fresh, this.me, this.fencing.check(this.components.clock.now()).mayClaim)) void this.local.startVm(vm, fresh)
+    }
     this.reserved.publish(doc)
     if (Number.isFinite(d.wakeInMs) && this.running) {
       clearTimeout(this.wakeTimer)
@@ -395,11 +399,5 @@ export class DvmmService {
   }
 
   /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
-  ha (): HaReport {
-    const reader = this.components.state.read()
-    const doc = docView(reader)
-    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
-    const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
-    return haCheck(demands, nodes, holdings(doc), { strategy: this.cfg.strategy })
-  }
+  ha (): HaReport { return haOf(this.components.state.read(), this.components.membership.members, this.me, this.cfg.strategy) }
 }

@@ -3,7 +3,7 @@
 // VMs as demands, leases as holdings. Every agent that holds the same document and
 // sees the same members builds the same inputs.
 import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
-import { holdingOf, reserves, winner, type Demand, type Holding, type NodeView } from '../../crdt/placement/index.ts'
+import { haCheck, holdingOf, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 
 export interface LeaseView {
@@ -87,4 +87,12 @@ export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'startin
     case 'failed': return 'failed'
     default: return vm.desired === 'running' ? 'starting' : 'stopping'
   }
+}
+
+/** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? (over the alive nodes) */
+export function haOf (reader: Reader, members: MemberTable, me: string, strategy: Strategy): HaReport {
+  const doc = docView(reader)
+  const nodes = nodeViews(doc, members, n => reader.labelsOf(n), me).filter(n => n.alive)
+  const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
+  return haCheck(demands, nodes, holdings(doc), { strategy })
 }

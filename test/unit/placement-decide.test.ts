@@ -2,7 +2,7 @@
 // claims, settle before start, takeover timing, fencing, drain, losers killed,
 // reservations; and the create-request checks (node/dvmm/vms.ts).
 import test from 'ava'
-import { creditWaits, decide, type DecideInput } from '../../node/dvmm/decide.ts'
+import { claimStillApplies, creditWaits, decide, startsStillDue, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
@@ -165,4 +165,25 @@ test('create request: each wrong field gets an error naming it', t => {
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
   t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })
+})
+
+test('claimStillApplies: a placement only where there is no lease, a takeover only of the lease it took over', t => {
+  t.true(claimStillApplies(undefined, { epoch: 1 }))
+  t.false(claimStillApplies(lease('v', B, { status: 'claimed' }), { epoch: 1 }), 'a claim that arrived after the read is not written over')
+  t.true(claimStillApplies(lease('v', B, { epoch: 3 }), { epoch: 4, from: B }))
+  t.false(claimStillApplies(lease('v', C, { epoch: 4 }), { epoch: 4, from: B }), 'another node took it over first')
+  t.false(claimStillApplies(undefined, { epoch: 4, from: B }), 'the lease went (the VM was removed or stopped)')
+})
+
+test('startsStillDue: a start decided on one read is carried out only if a later read still gives it to this node', t => {
+  const doc = (leases: LeaseView[], vms: Vm[] = [vm('v')]): DocView => ({ vms: new Map(vms.map(v => [v.id, v])), leases: new Map(leases.map(l => [l.winner.vm, l])), roll: new Map() })
+  const before = doc([lv(lease('v', A, { status: 'claimed' }))])
+  t.deepEqual(startsStillDue(['v'], before, before, A, true), ['v'])
+  t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }), lease('v', '0smaller', { status: 'claimed' }))]), A, true), [], 'a claim that wins arrived')
+  t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }), lease('v', C, { status: 'claimed' }))]), A, true), [], 'a claim it had not seen: its settle window starts again')
+  t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', B, { epoch: 2, from: A }))]), A, true), [], 'taken over')
+  t.deepEqual(startsStillDue(['v'], before, doc([]), A, true), [], 'the lease went')
+  t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }))], [vm('v', 1, { desired: 'stopped' })]), A, true), [], 'stopped meanwhile')
+  t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }))], []), A, true), [], 'removed meanwhile')
+  t.deepEqual(startsStillDue(['v'], before, before, A, false), [], 'fenced meanwhile')
 })
