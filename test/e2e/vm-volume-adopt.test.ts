@@ -30,7 +30,7 @@ const ADOPT_WITHIN_MS = 4000
 const TAKEOVER_MS = 5000 + 1500
 const MiB = 1024 * 1024
 /** restarts tried until one is adopted */
-const RESTARTS = 3
+const RESTARTS = 5
 
 const dataDir = (h: Host): string => join(h.dir, 'data')
 const firedCount = (h: Host): number => {
