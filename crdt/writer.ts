@@ -21,6 +21,7 @@ type Op =
   | { op: 'fields', kind: Kind, key: string, fields: Record<string, unknown> }
   | { op: 'del', kind: Kind, key: string }
   | { op: 'nested', kind: Kind, key: string, field: string, sub: string, value: unknown }
+  | { op: 'nestedDel', kind: Kind, key: string, field: string, sub: string }
 
 export class Writer {
   readonly by: string
@@ -112,6 +113,20 @@ export class Writer {
     }
     return value
   }
+
+  /**
+   * Removes one snapshot of a volume: its map entry only, so snapshots added
+   * concurrently (here or on another node) survive, as they would not a new map.
+   */
+  removeSnapshot (volumeId: string, name: string): void {
+    const cur = this.reader.get('volumes', volumeId)
+    if (cur == null) throw new NotFoundError(`volumes "${volumeId}" does not exist`)
+    if (cur.value.snapshots[name] == null) throw new NotFoundError(`volume "${cur.value.path}" has no snapshot "${name}"`)
+    const snapshots = Object.fromEntries(Object.entries(cur.value.snapshots).filter(([k]) => k !== name))
+    this.check('volumes', volumeId, { ...cur.value, snapshots })
+    if (cur.contested) this.ops.push({ op: 'put', kind: 'volumes', key: volumeId, value: { ...cur.value, snapshots } })
+    else this.ops.push({ op: 'nestedDel', kind: 'volumes', key: volumeId, field: 'snapshots', sub: name })
+  }
 }
 
 /**
@@ -136,6 +151,13 @@ export function applyOps (core: Core, ids: ReadonlyMap<string, { id: string }>, 
         const sub = obj == null ? null : mapAt(core, obj, o.field)
         if (sub == null) throw new Error(`${o.kind} "${o.key}" has no ${o.field}`)
         putValue(core, sub, o.sub, toDoc(o.value))
+        break
+      }
+      case 'nestedDel': {
+        const obj = mapAt(core, coll, o.key)
+        const sub = obj == null ? null : mapAt(core, obj, o.field)
+        if (sub == null) throw new Error(`${o.kind} "${o.key}" has no ${o.field}`)
+        core.delete(sub, o.sub)
         break
       }
     }

@@ -4,7 +4,7 @@
 // A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
-import type { Snapshot, Volume, Writer } from '../../crdt/index.ts'
+import type { Draft, Snapshot, Volume, Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
 import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
@@ -117,9 +117,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.post('/v1/volumes', async (req, reply): Promise<VolumeView> => {
       const b = body(req.body)
-      // with "from": a clone of a snapshot, in constant time
-      const draft = b.from != null ? planClone(b, svc.volumes()) : planCreate(b as CreateRequest, svc.volumes(), svc.pool())
-      const v = await state.write(w => w.put('volumes', draft), `volume create ${draft.path}`)
+      // with "from": a clone of a snapshot, in constant time. Planned inside the write,
+      // against the volumes as it finds them: a path taken while an earlier write waited counts
+      const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
+      const path = plan(svc.volumes()).path
+      const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${path}`)
       void reply.code(201)
       return await view(v)
     })
@@ -128,12 +130,16 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
+      if (b.size == null && b.path == null) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
       const v = findVolume(svc.volumes(), req.params.id)
-      const patch: Partial<Volume> = {}
-      if (b.size != null) patch.sizeBytes = planResize(v, b.size, svc.pool())
-      if (b.path != null) patch.path = planRename(v, b.path, svc.volumes())
-      if (Object.keys(patch).length === 0) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
-      return await view(await state.write(w => w.update('volumes', v.id, patch), `volume change ${v.path}`))
+      // checked inside the write, on the volume as it is then: a resize that waited must not shrink what another grew
+      return await view(await state.write(w => {
+        const cur = findVolume(w.reader.list('volumes'), v.id)
+        const patch: Partial<Volume> = {}
+        if (b.size != null) patch.sizeBytes = planResize(cur, b.size, svc.pool())
+        if (b.path != null) patch.path = planRename(cur, b.path, w.reader.list('volumes'))
+        return w.update('volumes', v.id, patch)
+      }, `volume change ${v.path}`))
     })
 
     app.delete<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
@@ -141,7 +147,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const r = state.read()
       checkDestroy(v, r.list('vms'), r.list('leases'))
       checkDestroy(v, [], [], await svc.writersOf(v.id))
-      await state.write(w => w.remove('volumes', v.id), `volume rm ${v.path}`)
+      // again inside the write: a VM may have taken the volume while the writers were asked
+      await state.write(w => {
+        checkDestroy(findVolume(w.reader.list('volumes'), v.id), w.reader.list('vms'), w.reader.list('leases'))
+        w.remove('volumes', v.id)
+      }, `volume rm ${v.path}`)
       // this node's copies go now; the others free theirs when they see it gone
       await svc.store.removeVolume(v.id)
       return { removed: v.id, path: v.path }
@@ -150,7 +160,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     /** snapshots of several volumes in one change of the document: one consistent cut */
     const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number): void => {
       for (const v of vs) {
-        const plan = planSnapshot(v, name, now)
+        // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
+        const plan = planSnapshot(findVolume(w.reader.list('volumes'), v.id), name, now)
         w.update('volumes', v.id, { layers: plan.layers })
         w.addSnapshot(v.id, plan.snapshot as Pick<Snapshot, 'name' | 'createdAt'>)
       }
@@ -178,9 +189,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
       const v = findVolume(svc.volumes(), req.params.id)
       if (v.snapshots[req.params.name] == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
-      const rest = Object.fromEntries(Object.entries(v.snapshots).filter(([k]) => k !== req.params.name))
-      // the snapshot's layers stay while the volume or a clone still reads through them
-      await state.write(w => w.update('volumes', v.id, { snapshots: rest }), `volume snapshot rm ${v.path}@${req.params.name}`)
+      // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them
+      await state.write(w => { w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
       return await view(findVolume(svc.volumes(), v.id))
     })
 

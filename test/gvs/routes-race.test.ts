@@ -1,0 +1,124 @@
+// The volume API's checks run inside the document write, on the volumes as the write
+// finds them: a write waits for the one before it (its fsync), and what was decided
+// on the route's own read may no longer hold. Here every write waits at a gate the
+// test opens, so two requests read the same document and write one after the other.
+import test, { type ExecutionContext } from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { join } from 'node:path'
+import type { Member } from '../../protocol/membership.ts'
+import { Replica } from '../../crdt/replica.ts'
+import type { Volume } from '../../crdt/index.ts'
+import { GvsService } from '../../node/gvs/service.ts'
+import { memoryHosts } from './hosts.ts'
+import { toApiError } from '../../node/api/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const G = 2 ** 30
+const MiB = 2 ** 20
+
+interface Api {
+  replica: Replica
+  call: (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object) => Promise<{ status: number, body: { id?: string, error?: { code: string, message: string } } }>
+  /** from now on, writes wait until open() */
+  hold: () => void
+  open: () => void
+  /** writes waiting at the gate */
+  waiting: () => number
+}
+
+async function api (t: ExecutionContext, tag: string): Promise<Api> {
+  const { dir, hosts, svcs } = await memoryHosts(t, 2, tag)
+  const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
+  let gate: Promise<void> | null = null
+  let release = (): void => {}
+  let waiting = 0
+  const state = {
+    read: () => replica.read(),
+    write: async <T>(fn: Parameters<Replica['change']>[0], message?: string): Promise<T> => {
+      if (gate != null) { waiting++; await gate; waiting-- }
+      return replica.change(fn, message).result as T
+    }
+  }
+  const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
+    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
+  } as unknown as Member]))
+  for (let i = 0; i < 2; i++) {
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: new Registry() }, { reconcileMs: 0, env: false })
+    await s.start()
+    svcs.push(s)
+  }
+  const app: FastifyInstance = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+  svcs[0]!.routes(app)
+  t.teardown(async () => { await app.close() })
+  return {
+    replica,
+    call: async (method, url, payload) => { const r = await app.inject({ method, url, payload }); return { status: r.statusCode, body: r.json() } },
+    hold: () => { gate = new Promise(resolve => { release = resolve }) },
+    open: () => { gate = null; release() },
+    waiting: () => waiting
+  }
+}
+
+async function until (check: () => boolean, what: string): Promise<void> {
+  const t0 = Date.now()
+  while (!check()) {
+    if (Date.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+}
+
+test('requests that read the same document and write one after the other: nothing taken meanwhile is overwritten', async t => {
+  const a = await api(t, 'gvsrace')
+  const vol = (await a.call('POST', '/v1/volumes', { path: '/r/disk', size: '16M' })).body as { id: string }
+  const volume = (): Volume => a.replica.read().get('volumes', vol.id)!.value
+
+  // two snapshots at once: both kept, and the layer each froze stays under the volume
+  a.hold()
+  const snaps = [a.call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's1' }), a.call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's2' })]
+  await until(() => a.waiting() === 2, 'both snapshot writes to wait')
+  a.open()
+  t.deepEqual((await Promise.all(snaps)).map(r => r.status), [201, 201])
+  t.deepEqual(Object.keys(volume().snapshots).sort(), ['s1', 's2'])
+  t.is(volume().layers?.length, 3, 'each snapshot froze its own layer: the volume reads through both')
+
+  // removing one snapshot while another is taken: the new one stays
+  a.hold()
+  const rm = a.call('DELETE', `/v1/volumes/${vol.id}/snapshots/s1`)
+  const add = a.call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's3' })
+  await until(() => a.waiting() === 2, 'both writes to wait')
+  a.open()
+  t.deepEqual([(await rm).status, (await add).status], [200, 201])
+  t.deepEqual(Object.keys(volume().snapshots).sort(), ['s2', 's3'])
+
+  // two resizes from one size: the smaller, written second, would shrink: refused
+  a.hold()
+  const grow = [a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '64M' }), a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '32M' })]
+  await until(() => a.waiting() === 2, 'both resizes to wait')
+  a.open()
+  const [big, small] = await Promise.all(grow)
+  t.is(big!.status, 200)
+  t.is(small!.status, 400)
+  t.regex(small!.body.error?.message ?? '', /shrinking/)
+  t.is(volume().sizeBytes, 64 * MiB)
+
+  // two creates of one path: one volume
+  a.hold()
+  const creates = [a.call('POST', '/v1/volumes', { path: '/r/twin', size: '1M' }), a.call('POST', '/v1/volumes', { path: '/r/twin', size: '1M' })]
+  await until(() => a.waiting() === 2, 'both creates to wait')
+  a.open()
+  t.deepEqual((await Promise.all(creates)).map(r => r.status).sort(), [201, 409])
+  t.is(a.replica.read().list('volumes').filter(v => v.path === '/r/twin').length, 1)
+
+  // a destroy that waits while a VM takes the volume: refused, the volume stays
+  a.hold()
+  const destroy = a.call('DELETE', `/v1/volumes/${vol.id}`)
+  await until(() => a.waiting() === 1, 'the destroy to wait')
+  a.replica.change(w => w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: 128 * MiB, volumes: [vol.id], constraints: {}, kernel: '/k' } }))
+  a.open()
+  const d = await destroy
+  t.is(d.status, 409, JSON.stringify(d.body))
+  t.regex(d.body.error?.message ?? '', /in use by VM "db"/)
+  t.truthy(a.replica.read().get('volumes', vol.id))
+})
