@@ -116,7 +116,8 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     await grid.waitAllAlive(30_000)
     // past the time anyone could have taken the lease over, and any fence would have struck
     await new Promise(resolve => setTimeout(resolve, Math.max(0, killedAt + TAKEOVER_MS + 3000 - Date.now())))
-    const now = await victim.api<VmDetail>('/v1/vms/db')
+    // the restarted agent lists the VM's process once it has found it (adopted) or started it again
+    const now = await until('db to run on h2 with a process', 120_000, async () => { const d = await victim.api<VmDetail>('/v1/vms/db'); return d.state === 'running' && d.node === victim.name && d.runtime?.pid != null ? d : undefined })
     // whether it came back in time is vm-adopt.test.ts's question; this one asks about the disk of an adopted VM
     if (now.runtime?.pid === pid && startTicks(pid) === ticks) {
       adoptions++
@@ -129,8 +130,9 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
       t.is((await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch, volEpoch, 'the volume kept its writer epoch')
       run = now
     } else {
-      t.log(`restart ${attempt}: not adopted (back ${upMs <= ADOPT_WITHIN_MS ? 'within' : 'after'} ${secs(ADOPT_WITHIN_MS)}; the watchdog fired ${firedCount(victim) - fired} time(s)): the VM runs again`)
-      run = await until('db to run again', 120_000, async () => { const d = await victim.api<VmDetail>('/v1/vms/db'); return d.state === 'running' && d.node === victim.name && d.runtime?.pid != null ? d : undefined })
+      const why = now.history.filter(e => Date.parse(e.at) >= killedAt).map(e => `${e.event}${e.detail == null ? '' : ` (${e.detail})`}`).join(', ')
+      t.log(`restart ${attempt}: not adopted (back ${upMs <= ADOPT_WITHIN_MS ? 'within' : 'after'} ${secs(ADOPT_WITHIN_MS)}; the watchdog fired ${firedCount(victim) - fired} time(s); since: ${why}): the VM runs again`)
+      run = now
     }
 
     // the VM's drive writes after the restart, through its NBD session (reconnected when
