@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { Reader } from '../../crdt/index.ts'
 import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -118,6 +118,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       })
       await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
+        // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
+        draft.spec.volumes.forEach((id, i) => {
+          if (w.reader.get('volumes', id) == null) throw new ValidationError(`volumes[${i}]`, `volume ${id} was removed`)
+          const user = w.reader.list('vms').find(vm => vm.spec.volumes.includes(id))
+          if (user != null) throw new ConflictError(`volumes[${i}]: ${id} is already a disk of VM ${user.id} (a volume has one writer at a time)`, 'volume_in_use')
+        })
         w.put('vms', draft)
       }, `vm create ${draft.id}`)
       svc.schedule()

@@ -11,6 +11,10 @@ import { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
 import { silentLogger } from '../../node/log.ts'
 import { systemClock } from '../../node/service.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
+import { planCreate } from '../../node/gvs/volumes.ts'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
@@ -162,4 +166,36 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
   // majority, waver before the cut); what matters is that it happened, and in time
   t.log(`the lone node killed its VMs ${Date.now() - cutAt} ms after it was left alone (fence timeout ${DVMM.fenceTimeoutMs} ms)`)
   t.is(keep.dvmm.fenceState?.fenced, true)
+})
+
+test.serial('API: two VMs created at once with one volume: the second, written after the first, is refused (one writer per volume)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const app = api(n)
+  t.teardown(async () => { await app.close() })
+  const dir = mkdtempSync(join(tmpdir(), 'vgt-vmvol-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const kernel = join(dir, 'vmlinux')
+  writeFileSync(kernel, 'not booted here')
+  const state = n.agent.state
+  await state.write(w => w.put('volumes', planCreate({ path: '/d', size: '16M' }, [], { nodes: 1, freeBytes: 2 ** 40 }, () => 'vol-d')))
+  // each write waits at a gate: both requests read the document before either writes
+  const write = state.write.bind(state)
+  let waiting = 0
+  let open = (): void => {}
+  const gate = new Promise<void>(resolve => { open = resolve })
+  state.write = (async (fn: Parameters<typeof write>[0], message?: string) => {
+    if (message?.startsWith('vm create') === true) { waiting++; await gate }
+    return await write(fn, message)
+  }) as typeof state.write
+  t.teardown(() => { state.write = write })
+  const body = (name: string): Record<string, unknown> => ({ name, driver: 'qemu', cpu: 1, memory: '128M', kernel, volumes: ['/d'], desired: 'stopped' })
+  const both = [call<{ error?: { message: string } }>(app, 'POST', '/v1/vms', body('a')), call<{ error?: { message: string } }>(app, 'POST', '/v1/vms', body('b'))]
+  await until(() => waiting === 2, 10_000, 'both creates to wait')
+  open()
+  const [a, b] = await Promise.all(both)
+  t.deepEqual([a!.status, b!.status], [201, 409])
+  t.regex(b!.body.error?.message ?? '', /already a disk of VM a/)
+  t.deepEqual(n.agent.state.read().list('vms').map(v => v.id), ['a'])
 })
