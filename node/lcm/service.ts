@@ -292,7 +292,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const mine = [...addr.vmAlloc].filter(([vm, a]) => a.changed && (holder.get(vm) ?? null) === this.c.peerId)
     if (mine.length === 0) return
     await this.c.state.write(w => {
-      for (const [vm, a] of mine) w.update('vms', vm, { overlayIndex: a.index } as Partial<Draft<'vms'>>)
+      // a VM removed, or its lease moved, since the pass read the document: not this node's to write
+      for (const [vm, a] of mine) {
+        if (w.reader.get('vms', vm) == null || w.reader.get('leases', vm)?.value.holder !== this.c.peerId) continue
+        w.update('vms', vm, { overlayIndex: a.index } as Partial<Draft<'vms'>>)
+      }
     })
     for (const [vm, a] of mine) this.log.info('overlay address stored', { vm, index: a.index, reason: a.reason })
   }
