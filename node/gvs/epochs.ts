@@ -6,6 +6,18 @@ import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
 
+/**
+ * The layer a snapshot's top layer went over: "VOL@N" over "VOL@N-1", "VOL@1" over
+ * "VOL" (volumes.ts planSnapshot names them so; a clone's "C@N" walks down to "C"
+ * through names never written, never into its source's layers). Null for a base layer.
+ */
+export function layerBelow (layer: string): string | null {
+  const m = /^(.+)@([0-9]+)$/.exec(layer)
+  if (m == null) return null
+  const n = Number(m[2])
+  return n <= 1 ? m[1]! : `${m[1]}@${n - 1}`
+}
+
 export class WriterEpochs {
   private readonly dir: string
   private readonly known = new Map<string, number>()
@@ -51,14 +63,14 @@ export class WriterEpochs {
       if (epoch < newest) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${newest}, the newest this replica has seen`)
       return epoch === cur
     }
-    if (check(await this.get(volume))) return
+    if (check(await this.floor(volume))) return
     const queued = this.inFlight.get(volume) ?? new Set<number>()
     this.inFlight.set(volume, queued)
     queued.add(epoch)
     // one recording per volume at a time: the newest wins, never an older after it
     const prev = this.recording.get(volume) ?? Promise.resolve()
     const run = prev.then(async () => {
-      if (check(await this.get(volume))) return
+      if (check(await this.floor(volume))) return
       const file = join(this.dir, volume)
       try {
         const fh = await open(`${file}.tmp`, 'w')
@@ -78,6 +90,21 @@ export class WriterEpochs {
       queued.delete(epoch)
       if (queued.size === 0 && this.inFlight.get(volume) === queued) this.inFlight.delete(volume)
     }
+  }
+
+  /**
+   * What a writer of the layer must reach: its own newest epoch, or, for a top layer a
+   * snapshot made that no writer has recorded an epoch on yet, the newest of the layers
+   * under it. A fence lands on the top layer its node knows of; a writer it deposed
+   * that follows a snapshot made since must still be refused on the new top layer.
+   */
+  private async floor (layer: string): Promise<number> {
+    let l: string | null = layer
+    for (let i = 0; l != null && i <= 256; i++, l = layerBelow(l)) {
+      const e = await this.get(l)
+      if (e > 0) return e
+    }
+    return 0
   }
 
   /** the volume is gone from this store */

@@ -23,3 +23,25 @@ test('an epoch below one being recorded is rejected, also one equal to the recor
   // a copy only learns: not refused
   await s.fence('v', 5, { learnOnly: true })
 })
+
+test('a top layer a snapshot made starts from the epoch of the layers under it: a writer fenced there before the snapshot stays refused', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const s = new ObjectStore({ log: silentLogger }, { dir })
+  await s.start()
+  t.teardown(async () => { await s.stop() })
+  await s.fence('vol-a', 7)
+  // the volume snapshotted twice since: its writer now writes vol-a@2
+  const e = await t.throwsAsync(s.write('vol-a@2', 0, 0, new Uint8Array([1]), { epoch: 6 }))
+  t.true(isGvsError(e, 'stale-epoch'), String(e))
+  await s.write('vol-a@2', 0, 0, new Uint8Array([1]), { epoch: 7 })
+  await s.fence('vol-a@2', 9)
+  t.is(await s.epoch('vol-a@2'), 9)
+  t.true(isGvsError(await t.throwsAsync(s.write('vol-a@2', 0, 0, new Uint8Array([1]), { epoch: 8 })), 'stale-epoch'))
+  // a clone's snapshot layer ("C@3" over "C", its source's layers below) walks down to the clone only
+  await s.fence('vol-src', 20)
+  await s.write('vol-c@3', 0, 0, new Uint8Array([1]), { epoch: 1 })
+  t.is(await s.epoch('vol-c@3'), 1)
+  // a copy only learns, whatever the layers under it say
+  await s.fence('vol-a@5', 2, { learnOnly: true })
+})
