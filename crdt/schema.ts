@@ -174,6 +174,10 @@ export type NodeLabel = Static<typeof NodeLabelSchema>
 export type Meta = Static<typeof MetaSchema>
 export type RollEntry = Static<typeof RollEntrySchema>
 
+/** a volume's snapshot by name: its own entries only (a name like "constructor" or "__proto__" is not one) */
+export const snapshotOf = (v: { snapshots: Record<string, Snapshot> }, name: string): Snapshot | undefined =>
+  Object.hasOwn(v.snapshots, name) ? v.snapshots[name] : undefined
+
 export interface Objects {
   apps: App
   vms: Vm

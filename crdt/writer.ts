@@ -2,7 +2,7 @@
 // for (throwing InvalidObjectError before anything touches the document); the
 // Replica then applies them all to the document's core as one Automerge change.
 // Reads inside a writer see the document as it was before the change.
-import { keyOf, labelKey, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
+import { keyOf, labelKey, snapshotOf, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
 import type { Reader } from './reader.ts'
 import { futureOverride } from './conflicts.ts'
 import { toDoc, putValue, mapAt } from './values.ts'
@@ -121,7 +121,7 @@ export class Writer {
   removeSnapshot (volumeId: string, name: string): void {
     const cur = this.reader.get('volumes', volumeId)
     if (cur == null) throw new NotFoundError(`volumes "${volumeId}" does not exist`)
-    if (cur.value.snapshots[name] == null) throw new NotFoundError(`volume "${cur.value.path}" has no snapshot "${name}"`)
+    if (snapshotOf(cur.value, name) == null) throw new NotFoundError(`volume "${cur.value.path}" has no snapshot "${name}"`)
     const snapshots = Object.fromEntries(Object.entries(cur.value.snapshots).filter(([k]) => k !== name))
     this.check('volumes', volumeId, { ...cur.value, snapshots })
     if (cur.contested) this.ops.push({ op: 'put', kind: 'volumes', key: volumeId, value: { ...cur.value, snapshots } })

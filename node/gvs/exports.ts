@@ -15,7 +15,7 @@
 // only at an epoch this node fenced, or at the volume's current one. The pins are kept
 // on disk (pins-file.ts): after an agent restart QEMU reconnects asking for the same
 // NAME~EPOCH, which must still open though the document may hold another holder's epoch.
-import type { Volume } from '../../crdt/index.ts'
+import { snapshotOf, type Volume } from '../../crdt/index.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
@@ -119,7 +119,7 @@ export class VolumeExports {
     if (vol == null) {
       const at = name.lastIndexOf('@')
       const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
-      const snap = v?.snapshots[name.slice(at + 1)]
+      const snap = v == null ? undefined : snapshotOf(v, name.slice(at + 1))
       if (v == null || snap == null) return undefined
       return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true)
     }

@@ -4,9 +4,9 @@
 // A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
-import type { Draft, Snapshot, Volume, Writer } from '../../crdt/index.ts'
+import { snapshotOf, type Draft, type Snapshot, type Volume, type Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
-import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, type CreateRequest } from './volumes.ts'
+import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -148,12 +148,17 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       checkDestroy(v, r.list('vms'), r.list('leases'))
       checkDestroy(v, [], [], await svc.writersOf(v.id))
       // again inside the write: a VM may have taken the volume while the writers were asked
-      await state.write(w => {
-        checkDestroy(findVolume(w.reader.list('volumes'), v.id), w.reader.list('vms'), w.reader.list('leases'))
+      const unread = await state.write(w => {
+        const all = w.reader.list('volumes')
+        const cur = findVolume(all, v.id)
+        checkDestroy(cur, w.reader.list('vms'), w.reader.list('leases'))
         w.remove('volumes', v.id)
+        // a clone of one of its snapshots reads on through the layers under it: those stay
+        const still = referencedLayers(all.filter(x => x.id !== v.id))
+        return [...new Set([...layersOf(cur), ...Object.values(cur.snapshots).flatMap(s => s.layers ?? [])])].filter(l => !still.has(l))
       }, `volume rm ${v.path}`)
-      // this node's copies go now; the others free theirs when they see it gone
-      await svc.store.removeVolume(v.id)
+      // this node's copies of the layers nothing reads go now; the others free theirs when they see it gone
+      for (const l of unread) await svc.store.removeVolume(l)
       return { removed: v.id, path: v.path }
     })
 
@@ -188,7 +193,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
       const v = findVolume(svc.volumes(), req.params.id)
-      if (v.snapshots[req.params.name] == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
+      if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them
       await state.write(w => { w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
       return await view(findVolume(svc.volumes(), v.id))

@@ -2,7 +2,7 @@
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
 import { randomBytes } from 'node:crypto'
-import { ID_PATTERN, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 
@@ -123,7 +123,7 @@ export function checkSnapshotName (name: unknown): string {
  */
 export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot: Pick<Snapshot, 'name' | 'createdAt' | 'layers'>, layers: string[] } {
   const n = checkSnapshotName(name)
-  if (v.snapshots[n] != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
+  if (snapshotOf(v, n) != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
   const cur = layersOf(v)
   if (cur.length >= 256) throw new ConflictError(`volume "${v.path}" has ${cur.length} layers, the most a volume may have`, 'too-many-layers')
   return { snapshot: { name: n, createdAt: now, layers: cur }, layers: [`${v.id}@${cur.length}`, ...cur] }
@@ -134,7 +134,7 @@ export function findSnapshot (volumes: Iterable<Volume>, ref: unknown): { volume
   if (typeof ref !== 'string' || !ref.includes('@')) throw new ValidationError('from', `from ${JSON.stringify(ref)} must name a snapshot as VOLUME@SNAPSHOT`)
   const at = ref.lastIndexOf('@')
   const volume = findVolume(volumes, ref.slice(0, at))
-  const snapshot = volume.snapshots[ref.slice(at + 1)]
+  const snapshot = snapshotOf(volume, checkSnapshotName(ref.slice(at + 1)))
   if (snapshot == null) throw new NotFoundError(`volume "${volume.path}" has no snapshot "${ref.slice(at + 1)}"`)
   return { volume, snapshot }
 }

@@ -19,6 +19,7 @@ const MiB = 2 ** 20
 
 interface Api {
   replica: Replica
+  svc: GvsService
   call: (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object) => Promise<{ status: number, body: { id?: string, error?: { code: string, message: string } } }>
   /** from now on, writes wait until open() */
   hold: () => void
@@ -54,6 +55,7 @@ async function api (t: ExecutionContext, tag: string): Promise<Api> {
   t.teardown(async () => { await app.close() })
   return {
     replica,
+    svc: svcs[0]!,
     call: async (method, url, payload) => { const r = await app.inject({ method, url, payload }); return { status: r.statusCode, body: r.json() } },
     hold: () => { gate = new Promise(resolve => { release = resolve }) },
     open: () => { gate = null; release() },
@@ -121,4 +123,21 @@ test('requests that read the same document and write one after the other: nothin
   t.is(d.status, 409, JSON.stringify(d.body))
   t.regex(d.body.error?.message ?? '', /in use by VM "db"/)
   t.truthy(a.replica.read().get('volumes', vol.id))
+})
+
+test('destroying a volume keeps the layers a clone of its snapshot reads; snapshot names are the volume\'s own entries only', async t => {
+  const a = await api(t, 'gvslayers')
+  const src = (await a.call('POST', '/v1/volumes', { path: '/a', size: '16M', replicas: 1 })).body as { id: string }
+  await a.svc.store.write(src.id, 0, 0, new Uint8Array([0x61]), { epoch: 1 })
+  // names every plain object answers to are no snapshots
+  for (const name of ['constructor', '__proto__', 'toString']) {
+    t.is((await a.call('POST', '/v1/volumes', { path: `/bad-${name.replaceAll('_', 'u')}`, from: `/a@${name}` })).status, name === '__proto__' ? 400 : 404, name)
+    t.is((await a.call('DELETE', `/v1/volumes/${src.id}/snapshots/${name}`)).status, 404, name)
+  }
+  t.is((await a.call('POST', `/v1/volumes/${src.id}/snapshots`, { name: 'constructor' })).status, 201, 'and may be a snapshot\'s name')
+  t.is((await a.call('POST', `/v1/volumes/${src.id}/snapshots`, { name: 's1' })).status, 201)
+  t.is((await a.call('POST', '/v1/volumes', { path: '/c', from: '/a@s1' })).status, 201)
+  t.is((await a.call('DELETE', `/v1/volumes/${src.id}`)).status, 200)
+  t.true((await a.svc.store.volumes()).includes(src.id), 'the clone reads on through the source\'s first layer')
+  t.deepEqual([...await a.svc.store.read(src.id, 0, 0, 1)], [0x61])
 })
