@@ -111,6 +111,17 @@ export class HeldObjects {
    * caller holds the whole object. Synced by the caller (flush, syncObject) like a write.
    */
   async replace (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force = true): Promise<void> {
+    try {
+      await this.replaceOnce(volume, index, p, data, v, force)
+    } catch (err) {
+      if (!(err instanceof GvsError && err.code === 'damaged')) throw err
+      // a copy here that cannot even be opened (its side file lost) is replaced whole all the same
+      await this.remove(p, false)
+      await this.replaceOnce(volume, index, p, data, v, force)
+    }
+  }
+
+  private async replaceOnce (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force: boolean): Promise<void> {
     const syncs = this.c.syncs
     await this.with(p, true, async o => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)

@@ -18,11 +18,11 @@ import { EventEmitter } from 'node:events'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
-import { CHECK_BLOCK } from './checksums.ts'
+import { CHECK_BLOCK, emptySums } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects } from './open-objects.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { NO_VERSION, compareVersions, type Version } from './versions.ts'
+import { NO_VERSION, VERSION_BYTES, compareVersions, encodeVersion, type Version } from './versions.ts'
 import { IN_PLACE_READ, readVersion, syncPath } from './file-io.ts'
 import { StoreSyncs, type Fsync } from './store-syncs.ts'
 import { readChecked, readNow, type Geometry } from './object-files.ts'
@@ -78,7 +78,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly spans: ObjectSpans
   /** what is written but not yet synced, flushes in progress, objects an fsync failed on */
   private readonly syncs: StoreSyncs
-  private readonly open = new OpenObjects()
+  private readonly open: OpenObjects
   /** what is done to an object's files under its span */
   private readonly held: HeldObjects
 
@@ -94,6 +94,10 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.sumBytes = this.objectSize / this.blockSize * 4
     this.geometry = { objectSize: this.objectSize, blockSize: this.blockSize, sumBytes: this.sumBytes }
     this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
+    const fresh = new Uint8Array(this.sumBytes + VERSION_BYTES)
+    fresh.set(emptySums(this.objectSize, this.blockSize))
+    fresh.set(encodeVersion(NO_VERSION), this.sumBytes)
+    this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.incomplete(data) } })
     this.spans = new ObjectSpans(this.blockSize)
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path) })
   }
@@ -220,7 +224,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
     return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
-      const here = await this.held.with(p, false, async o => o?.version ?? null)
+      // a copy here that cannot be opened (its side file lost or torn) is as good as none
+      const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
+        if (err instanceof GvsError && err.code === 'damaged') return null
+        throw err
+      })
       if (here != null && !this.syncs.isLost(p.data)) {
         // replace overrides only the equal-version skip: a copy read before a write
         // landed here (scrub's get, then put) is older and must not undo that write
@@ -364,6 +372,14 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   private lost (volume: string, index: number): never {
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged: an fsync of it failed, so what is on disk is unknown (a whole copy rewrites it)`)
+  }
+
+  /** an object whose creation a power loss cut short after data landed: reported as damaged (a copy from another node rewrites it) */
+  private incomplete (data: string): void {
+    const volume = basename(dirname(data))
+    const index = parseInt(basename(data), 16)
+    this.log.error('an object has data but no whole checksum file (cut short by a power loss?): its copy counts as damaged until rewritten', { volume, index, path: data })
+    this.emit('damaged', { volume, index, blocks: Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b), path: data })
   }
 
   /** an fsync of the object's files failed (store-syncs.ts): reported as damaged, once */

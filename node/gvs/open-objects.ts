@@ -27,8 +27,15 @@ export class OpenObjects {
   private readonly entries = new Map<string, OpenObject>()
   private readonly opening = new Map<string, Promise<unknown>>()
 
-  constructor (max = 256) {
+  /** a fresh object's side file (every block zero, no version), to finish a creation that did not reach the disk */
+  private readonly freshSide?: () => Uint8Array
+  /** an object whose side file is missing or short while its data file has data: reported (heal rewrites it) */
+  private readonly onIncomplete?: (dataPath: string) => void
+
+  constructor (max = 256, opts: { freshSide?: () => Uint8Array, onIncomplete?: (dataPath: string) => void } = {}) {
     this.max = max
+    this.freshSide = opts.freshSide
+    this.onIncomplete = opts.onIncomplete
   }
 
   /** the open object, or null when its data file does not exist */
@@ -55,15 +62,19 @@ export class OpenObjects {
     }
     let sums: FileHandle
     try { sums = await open(p.sums, 'r+') } catch (err) {
-      await data.close()
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new GvsError('damaged', `object ${p.data} has no checksum file`)
-      throw fromFsError(err, `opening ${p.sums}`)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') { await data.close(); throw fromFsError(err, `opening ${p.sums}`) }
+      sums = await this.finishCreation(p, data, 'has no checksum file')
     }
     // checksums, then the version; a side file of before versions ends after the checksums
     const file = new Uint8Array(sumBytes + VERSION_BYTES)
     let version: Version
     try {
-      const { bytesRead } = await sums.read(file, 0, file.length, 0)
+      let { bytesRead } = await sums.read(file, 0, file.length, 0)
+      if (bytesRead < sumBytes) {
+        await sums.close()
+        sums = await this.finishCreation(p, data, `has a checksum file of ${bytesRead} bytes, not ${file.length}`)
+        bytesRead = (await sums.read(file, 0, file.length, 0)).bytesRead
+      }
       if (bytesRead === sumBytes) version = NO_VERSION
       else if (bytesRead !== file.length) throw new GvsError('damaged', `checksum file ${p.sums} is ${bytesRead} bytes, not ${file.length}`)
       else {
@@ -80,6 +91,28 @@ export class OpenObjects {
     this.entries.set(p.data, o)
     await this.evict()
     return o
+  }
+
+  /**
+   * A side file missing or shorter than its checksums: the object's creation (side file,
+   * then data file, both synced by the next flush) did not reach the disk whole before a
+   * power loss. With an empty data file nothing was written to it: it is made a fresh
+   * object. With data, what the checksums were is lost: damaged (reported, so a copy
+   * from another node rewrites it). Closes `data` when it throws.
+   */
+  private async finishCreation (p: ObjectPaths, data: FileHandle, what: string): Promise<FileHandle> {
+    let size: number
+    try { size = (await data.stat()).size } catch (err) { await data.close(); throw fromFsError(err, `reading ${p.data}`) }
+    if (size > 0 || this.freshSide == null) {
+      await data.close()
+      this.onIncomplete?.(p.data)
+      throw new GvsError('damaged', `object ${p.data} ${what}`)
+    }
+    try {
+      const sums = await open(p.sums, 'w+')
+      await sums.write(this.freshSide(), 0)
+      return sums
+    } catch (err) { await data.close(); throw fromFsError(err, `writing ${p.sums}`) }
   }
 
   /** the open object, if it is open, as most recently used, without taking it (for a use that does not await) */

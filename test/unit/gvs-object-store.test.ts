@@ -259,3 +259,33 @@ test('a paged inventory reads the versions of its page only, and fills the page 
   await rm(join(s.dir, 'objects', 'p', '00000003.sum'))
   t.deepEqual((await again.inventory('p', { from: 2, limit: 2 })).map(o => o.index), [5, 7])
 })
+
+test('an object whose creation a power loss cut short: fresh again when no data landed; else reported damaged, and a whole copy replaces it', async t => {
+  const s = await store(t)
+  const obj = (i: number, ext = ''): string => join(s.dir, 'objects', 'v', `0000000${i}${ext}`)
+  for (const i of [0, 1, 2]) await s.write('v', i, 0, randomBytes(4096), { epoch: 1 })
+  await s.stop()
+  // 0: both files made, nothing reached the disk; 1: data landed, the side file did not; 2: no side file at all
+  await (await open(obj(0), 'r+')).truncate(0)
+  await (await open(obj(0, '.sum'), 'r+')).truncate(0)
+  await (await open(obj(1, '.sum'), 'r+')).truncate(0)
+  await rm(obj(2, '.sum'))
+  const again = await store(t, s.dir)
+  const reports: DamageReport[] = []
+  again.on('damaged', r => reports.push(r))
+  const a = randomBytes(4096)
+  await again.write('v', 0, 4096, a, { epoch: 1 })
+  t.true(same(await again.read('v', 0, 4096, 4096), a), 'a fresh object takes writes')
+  t.true(same(await again.read('v', 0, 0, 4096), new Uint8Array(4096)))
+  for (const i of [1, 2]) {
+    t.true(isGvsError(await t.throwsAsync(again.read('v', i, 0, 4096)), 'damaged'), `object ${i}: not served`)
+    t.true(isGvsError(await t.throwsAsync(again.write('v', i, 0, a, { epoch: 1 })), 'damaged'))
+  }
+  t.deepEqual([...new Set(reports.map(r => r.index))].sort(), [1, 2], 'reported, so a heal copies them in')
+  const whole = randomBytes(4 * MiB)
+  for (const i of [1, 2]) {
+    t.false(await again.put('v', i, { data: whole, version: { epoch: 1, seq: 5 } }, { epoch: 1 }), `object ${i}: the copy replaces it`)
+    t.true(same(await again.read('v', i, 0, 4 * MiB), whole))
+    await again.write('v', i, 0, a, { epoch: 1 })
+  }
+})
