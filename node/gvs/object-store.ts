@@ -15,6 +15,8 @@
 // spans of an object's check blocks (object-spans.ts), and under one its files are
 // opened, written, versioned, replaced or removed (held-objects.ts).
 import { EventEmitter } from 'node:events'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
@@ -30,6 +32,8 @@ import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
 import type { Logger } from '../log.ts'
+
+const run = promisify(execFile)
 
 /** volume (or object-set) names as stored on disk: safe as one path component */
 export const STORE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,159}$/
@@ -85,7 +89,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
     this.log = components.log
-    this.syncs = new StoreSyncs(components.fsync ?? syncPath, data => { this.lostObject(data) })
+    this.syncs = new StoreSyncs(components.fsync ?? syncPath, data => { this.wholeDamaged(data, 'an fsync of an object failed') })
     this.dir = init.dir
     this.objectsDir = join(init.dir, 'objects')
     this.objectSize = init.objectSize ?? OBJECT_SIZE
@@ -97,14 +101,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const fresh = new Uint8Array(this.sumBytes + VERSION_BYTES)
     fresh.set(emptySums(this.objectSize, this.blockSize))
     fresh.set(encodeVersion(NO_VERSION), this.sumBytes)
-    this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.incomplete(data) } })
+    this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.wholeDamaged(data, 'an object has data but no whole checksum file (a power loss cut its creation short?)') } })
     this.spans = new ObjectSpans(this.blockSize)
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path) })
   }
 
+  /**
+   * Also syncs the file system the store is on: writes a previous run of this agent took
+   * and never synced (it was killed) are in the kernel's cache, not in this run's list
+   * of what a flush must sync, and a client's next flush must cover them.
+   */
   async start (): Promise<void> {
     await mkdir(join(this.dir, 'objects'), { recursive: true })
     await mkdir(join(this.dir, 'epochs'), { recursive: true })
+    try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
   }
 
   async stop (): Promise<void> {
@@ -374,21 +384,16 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     throw new GvsError('damaged', `object ${index} of volume "${volume}" is damaged: an fsync of it failed, so what is on disk is unknown (a whole copy rewrites it)`)
   }
 
-  /** an object whose creation a power loss cut short after data landed: reported as damaged (a copy from another node rewrites it) */
-  private incomplete (data: string): void {
+  /**
+   * A whole object whose copy here counts as damaged until a copy from another node
+   * rewrites it: an fsync of its files failed (store-syncs.ts), or a power loss cut its
+   * creation short after data landed (open-objects.ts). Reported once each time.
+   */
+  private wholeDamaged (data: string, why: string): void {
     const volume = basename(dirname(data))
     const index = parseInt(basename(data), 16)
-    this.log.error('an object has data but no whole checksum file (cut short by a power loss?): its copy counts as damaged until rewritten', { volume, index, path: data })
+    this.log.error(`${why}: its copy counts as damaged until rewritten`, { volume, index, path: data })
     this.emit('damaged', { volume, index, blocks: Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b), path: data })
-  }
-
-  /** an fsync of the object's files failed (store-syncs.ts): reported as damaged, once */
-  private lostObject (data: string): void {
-    const volume = basename(dirname(data))
-    const index = parseInt(basename(data), 16)
-    const report = { volume, index, blocks: Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b), path: data }
-    this.log.error('an fsync of an object failed: its copy counts as damaged until rewritten', { volume, index, path: data })
-    this.emit('damaged', report)
   }
 
   private damaged (volume: string, index: number, blocks: number[], path: string): never {

@@ -56,6 +56,7 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly pkey: string
   /** nodes written to since their last flush, with the objects written there */
   private readonly unflushed = new Map<string, Set<number>>()
+  private flushedOnce = false
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
   /** which objects are complete on their holders, suspects, this writer's sequence numbers */
@@ -227,6 +228,12 @@ export class ReplicatedVolume implements BlockDevice {
       const set = flushNow.get(node) ?? new Set<number>()
       for (const i of idx) set.add(i)
       flushNow.set(node, set)
+    }
+    // the first flush goes to every live node: a client that reconnected to a restarted
+    // agent flushes writes an earlier run of it took (on other nodes too) that this one never saw
+    if (!this.flushedOnce) {
+      this.flushedOnce = true
+      for (const n of live ?? []) add(n, [])
     }
     const orphaned = new Set<number>()
     for (const [node, idx] of entries) {

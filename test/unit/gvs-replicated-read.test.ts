@@ -77,3 +77,17 @@ test('nor while the nodes that did not answer are former holders: the current on
   silence(silent, [])
   t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [2, 2])
 })
+
+test('the first flush of a volume reaches every live node: writes an earlier run of this agent took were never its to track', async t => {
+  const { stores, transport } = await grid(t, ['A', 'B', 'C'], 'C')
+  // an earlier run of C's agent wrote object 0 on A and B, and was killed before flushing
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(5), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  const flushed: string[] = []
+  const counting: ReplicaTransport = { self: 'C', call: async (peer, req, data) => { if (req.op === 'flush') flushed.push(peer); return await transport.call(peer, req, data) } }
+  const v = new ReplicatedVolume({ transport: counting, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await v.flush()
+  t.deepEqual(flushed.sort(), ['A', 'B', 'C'], 'the client\'s first flush after it reconnected')
+  flushed.length = 0
+  await v.flush()
+  t.deepEqual(flushed, [], 'later flushes only where this run wrote')
+})
