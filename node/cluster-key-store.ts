@@ -1,9 +1,10 @@
 // Which cluster this agent belongs to: --key file, --token, the key kept in the
 // data dir, or (embedded default) a brand-new single-node grid.
-import { readFile, writeFile, rename } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { decodeToken, formatClusterKey, generateClusterKey, keyHex, parseClusterKey, type ClusterKey } from '../protocol/cluster-key.ts'
 import { ConfigError } from './config.ts'
+import { writeFileDurable } from './durable-file.ts'
 
 export const CLUSTER_KEY_FILE = 'cluster.key'
 
@@ -25,8 +26,7 @@ async function readOptional (path: string): Promise<string | undefined> {
 }
 
 export async function writeClusterKey (path: string, key: ClusterKey): Promise<void> {
-  await writeFile(path + '.tmp', formatClusterKey(key), { mode: 0o600 })
-  await rename(path + '.tmp', path)
+  await writeFileDurable(path, formatClusterKey(key), { mode: 0o600 })
 }
 
 export async function resolveCluster (dataDir: string, opts: { keyFile?: string, token?: string }): Promise<ResolvedCluster> {

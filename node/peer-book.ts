@@ -3,8 +3,9 @@
 // Members that left gracefully stay in it, marked as left: when a whole grid is
 // stopped and started again (in any order, mDNS off), the others' "left" entries are
 // all each agent has, and they are dialled after the members still running.
-import { readFile, writeFile, rename } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurable } from './durable-file.ts'
 import type { Logger } from './log.ts'
 import type { MemberTable } from '../protocol/membership.ts'
 
@@ -51,6 +52,5 @@ export async function loadPeerBook (dataDir: string, log: Logger): Promise<PeerE
 
 export async function savePeerBook (dataDir: string, peers: PeerEntry[]): Promise<void> {
   const path = join(dataDir, PEER_BOOK_FILE)
-  await writeFile(path + '.tmp', JSON.stringify({ peers }, null, 1))
-  await rename(path + '.tmp', path)
+  await writeFileDurable(path, JSON.stringify({ peers }, null, 1))
 }

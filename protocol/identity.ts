@@ -2,8 +2,9 @@
 // so the peer id survives restarts.
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { readFile, writeFile, rename, chmod } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurable } from '../node/durable-file.ts'
 
 export const IDENTITY_FILE = 'identity.key'
 
@@ -23,9 +24,8 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey
     }
   }
   const key = await generateKeyPair('Ed25519')
-  const tmp = path + '.tmp'
-  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
-  await chmod(tmp, 0o600)
-  await rename(tmp, path)
+  // durable before the peer id is used: a rename lost in a power cut would give this
+  // node another peer id on the next start, and the grid a new member
+  await writeFileDurable(path, privateKeyToProtobuf(key), { mode: 0o600 })
   return key
 }

@@ -6,10 +6,10 @@
 // new set, never half of one. A damaged file is reported and read as empty: the disks
 // it named open again once their holder fences, as on a first start.
 import { readFileSync } from 'node:fs'
-import { mkdir, open, rename } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { writeFileDurable } from '../durable-file.ts'
 import type { Logger } from '../log.ts'
-import { syncPath } from './file-io.ts'
 
 export const PINS_FILE = 'gvs-pins.json'
 const FORMAT = 1
@@ -46,7 +46,7 @@ export function parsePins (text: string): { pins: Pins } | { error: string } {
 export class PinsFile {
   readonly path: string
   private readonly log: Logger
-  /** writes go one after another (they share the tmp file); the last one made wins */
+  /** writes go one after another: the last one made is the one left */
   private writing: Promise<void> = Promise.resolve()
 
   constructor (path: string, log: Logger) {
@@ -80,15 +80,7 @@ export class PinsFile {
   }
 
   private async write (text: string): Promise<void> {
-    const dir = dirname(this.path)
-    const tmp = `${this.path}.tmp`
-    await mkdir(dir, { recursive: true })
-    const fh = await open(tmp, 'w')
-    try {
-      await fh.writeFile(text)
-      await fh.sync()
-    } finally { await fh.close() }
-    await rename(tmp, this.path)
-    await syncPath(`${dir}/`)
+    await mkdir(dirname(this.path), { recursive: true })
+    await writeFileDurable(this.path, text)
   }
 }

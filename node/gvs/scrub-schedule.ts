@@ -1,7 +1,8 @@
 // The scrub on a schedule: this node's copies are scrubbed every `intervalMs` at a
 // phase set by the node id (nextScrubAt), or now when asked; the last report is kept
 // in <data-dir>/gvs-scrub.json so a restart neither forgets it nor scrubs again at once.
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
+import { writeFileDurable } from '../durable-file.ts'
 import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import type { ReplicaTransport } from './replication.ts'
@@ -106,7 +107,7 @@ export class ScrubSchedule {
       this.c.metrics?.scrubLast.set(r.finishedAt / 1000)
       if (r.bad > 0) this.c.log.warn('scrub found damaged copies', { bad: r.bad, repaired: r.repaired, unrepaired: r.unrepaired.map(u => `${u.layer}/${u.index}: ${u.error}`) })
       else this.c.log.info('scrub found every copy sound', { objects: r.objects })
-      await writeFile(`${this.c.file}.tmp`, JSON.stringify(r)).then(async () => { await rename(`${this.c.file}.tmp`, this.c.file) })
+      await writeFileDurable(this.c.file, JSON.stringify(r))
         .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
       return r
     })().finally(() => {

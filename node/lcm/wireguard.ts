@@ -14,8 +14,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
-import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurable } from '../durable-file.ts'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
 import { WireguardError, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
 
@@ -75,9 +76,7 @@ export async function loadOrCreateKeypair (dir: string): Promise<Keypair> {
   }
   const kp = await generateKeypair()
   await mkdir(dir, { recursive: true })
-  const tmp = `${file}.tmp-${process.pid}`
-  await writeFile(tmp, kp.privateKey + '\n', { mode: 0o600 })
-  await rename(tmp, file)
+  await writeFileDurable(file, kp.privateKey + '\n', { mode: 0o600 })
   return kp
 }
 

@@ -7,8 +7,9 @@
 // failing to run at all (a package half installed: the binary's mtime, in the key,
 // stays when its firmware lands) are checked again on the next probe.
 import { spawn } from 'node:child_process'
-import { constants, mkdirSync, openSync, closeSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { constants, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
+import { writeFileDurable } from '../../durable-file.ts'
 
 export interface AccelProbe { accel: 'kvm' | 'tcg', detail: string, key: string, at: number }
 
@@ -72,7 +73,7 @@ export async function probeAccel (o: { qemu: string, kernel: string, cacheFile: 
   if (!r.verdict) return result
   try {
     mkdirSync(dirname(o.cacheFile), { recursive: true })
-    writeFileSync(o.cacheFile, JSON.stringify(result))
+    await writeFileDurable(o.cacheFile, JSON.stringify(result))
   } catch {}
   return result
 }

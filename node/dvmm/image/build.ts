@@ -7,8 +7,9 @@
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { syncDirSync } from '../../durable-file.ts'
 import { which } from '../../netns/netns.ts'
 import { cpioNewc, type CpioEntry } from './cpio.ts'
 import { INIT_SCRIPT, POWER_BUTTON_SCRIPT, READY_MARK } from './init.ts'
@@ -132,15 +133,20 @@ export function buildGuestImage (dataDir: string, opts: GuestImageOptions = {}):
   for (const m of modFiles) entries.push({ kind: 'file', path: `lib/modules/${m.name}.ko`, data: m.bytes })
   const initrd = gzipSync(cpioNewc(entries), { level: 6 })
 
-  // built aside and renamed into place, so a crash never leaves a half image in the cache
+  // built aside and renamed into place, so a crash never leaves a half image in the cache:
+  // each file and the tmp dir are fsynced before the rename (else a power cut soon after
+  // can leave the manifest over an empty vmlinux: VMs fail to boot until --force), and
+  // the parent after it
   const tmp = `${dir}.tmp-${process.pid}`
   rmSync(tmp, { recursive: true, force: true })
   mkdirSync(tmp, { recursive: true })
-  writeFileSync(join(tmp, 'vmlinux'), vmlinux)
-  writeFileSync(join(tmp, 'initrd.img'), initrd)
+  writeFileSync(join(tmp, 'vmlinux'), vmlinux, { flush: true })
+  writeFileSync(join(tmp, 'initrd.img'), initrd, { flush: true })
   const img = image(false, format)
-  writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ hash, kernelVersion: version, compression: format, modules: img.modules, builtAt: new Date().toISOString(), builder: BUILDER_VERSION }, null, 1))
+  writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ hash, kernelVersion: version, compression: format, modules: img.modules, builtAt: new Date().toISOString(), builder: BUILDER_VERSION }, null, 1), { flush: true })
+  syncDirSync(tmp)
   rmSync(dir, { recursive: true, force: true })
   renameSync(tmp, dir)
+  syncDirSync(dirname(dir))
   return img
 }
