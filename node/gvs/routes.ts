@@ -111,6 +111,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   return (app: FastifyInstance): void => {
     app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', async req => {
       const prefix = req.query.prefix ?? '/'
+      if (typeof prefix !== 'string') throw new ValidationError('prefix', 'prefix must be given once, as a path')
       const vs = svc.volumes().filter(v => v.path === prefix || v.path.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'))
       return { volumes: await views(vs.sort((a, b) => a.path.localeCompare(b.path))) }
     })

@@ -110,6 +110,13 @@ export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lea
 
 /** the object sets a volume reads through, top (written) first */
 export const layersOf = (v: Volume): string[] => v.layers ?? [v.id]
+
+/**
+ * The most layers a volume reads through: a replica request names every layer under
+ * the one it writes (replica-protocol.ts, a header of at most 4 KiB), and at about 178
+ * the header no longer fits, so every remote read and write of the volume would fail.
+ */
+export const MAX_LAYERS = 128
 export const placementKeyOf = (v: Volume): string => v.placementKey ?? v.id
 
 export function checkSnapshotName (name: unknown): string {
@@ -125,7 +132,7 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
   const n = checkSnapshotName(name)
   if (snapshotOf(v, n) != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
   const cur = layersOf(v)
-  if (cur.length >= 256) throw new ConflictError(`volume "${v.path}" has ${cur.length} layers, the most a volume may have`, 'too-many-layers')
+  if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have: remove snapshots it no longer needs`, 'too-many-layers')
   return { snapshot: { name: n, createdAt: now, layers: cur }, layers: [`${v.id}@${cur.length}`, ...cur] }
 }
 
@@ -145,10 +152,12 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   const path = checkPath(req.path)
   const { volume: src, snapshot } = findSnapshot(all, req.from)
   if (byPath(all, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
+  const under = snapshot.layers ?? [src.id]
+  if (under.length >= MAX_LAYERS) throw new ConflictError(`snapshot ${String(req.from)} reads through ${under.length} layers: a clone of it would be over the ${MAX_LAYERS} a volume may have`, 'too-many-layers')
   const id = newId()
   return {
     id, path, sizeBytes: src.sizeBytes, replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
-    layers: [id, ...(snapshot.layers ?? [src.id])], placementKey: placementKeyOf(src)
+    layers: [id, ...under], placementKey: placementKeyOf(src)
   }
 }
 

@@ -13,6 +13,8 @@ import { GvsService } from '../../node/gvs/service.ts'
 import { memoryHosts } from './hosts.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
+import { MAX_LAYERS } from '../../node/gvs/volumes.ts'
+import { MAX_HEADER, encode } from '../../node/gvs/replica-protocol.ts'
 
 const G = 2 ** 30
 const MiB = 2 ** 20
@@ -140,4 +142,22 @@ test('destroying a volume keeps the layers a clone of its snapshot reads; snapsh
   t.is((await a.call('DELETE', `/v1/volumes/${src.id}`)).status, 200)
   t.true((await a.svc.store.volumes()).includes(src.id), 'the clone reads on through the source\'s first layer')
   t.deepEqual([...await a.svc.store.read(src.id, 0, 0, 1)], [0x61])
+})
+
+test('a volume reads through at most MAX_LAYERS layers: a snapshot or clone past them is refused, and the remote writes of the last one allowed fit their header', async t => {
+  const a = await api(t, 'gvsmaxl')
+  const v = (await a.call('POST', '/v1/volumes', { path: '/deep', size: '16M' })).body as { id: string }
+  // layers as snapshots leave them, written straight into the document (a hundred API calls would only be slower)
+  const layers = [v.id, ...Array.from({ length: MAX_LAYERS - 1 }, (_, i) => `${v.id}@${i + 1}`)].reverse()
+  a.replica.change(w => w.update('volumes', v.id, { layers }))
+  const refused = await a.call('POST', `/v1/volumes/${v.id}/snapshots`, { name: 'one-more' })
+  t.is(refused.status, 409)
+  t.regex(refused.body.error?.message ?? '', /reads through 128 layers, the most/)
+  // the deepest write a replica is asked for still fits a request header
+  const header = encode({ op: 'write', volume: layers[0]!, index: 2 ** 32 - 1, offset: 4 * MiB - 4096, epoch: Number.MAX_SAFE_INTEGER, seq: Number.MAX_SAFE_INTEGER, fua: true, under: layers.slice(1) })
+  t.true(header.length <= MAX_HEADER, `${header.length} bytes`)
+  // a list's prefix given twice: a 400 naming it, not a 500
+  const twice = await a.call('GET', '/v1/volumes?prefix=/a&prefix=/b')
+  t.is(twice.status, 400)
+  t.regex(twice.body.error?.message ?? '', /prefix/)
 })

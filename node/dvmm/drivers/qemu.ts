@@ -35,6 +35,9 @@ export const NBD_RECONNECT_S = 15
 
 const commaSafe = (s: string): string => s.replace(/,/g, ',,')
 
+/** A boot disk image's -drive (a path with commas passes as a path, not as more options) */
+export const imageDrive = (image: string, format: string): string => `file=${commaSafe(image)},format=${format},if=virtio`
+
 /**
  * A volume's -drive, over NBD from this node's agent; cache=none: a guest's flush
  * reaches every replica's stable storage. An export on a unix socket is given by its
@@ -115,8 +118,8 @@ export class QemuDriver extends HostDriver {
       '-smp', String(Math.max(1, Math.ceil(s.vcpus))),
       '-m', String(s.memoryMiB),
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-chardev', `file,id=con,path=${join(dir, 'console.log')},append=on`, '-serial', 'chardev:con',
-      '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`]
+      '-chardev', `file,id=con,path=${commaSafe(join(dir, 'console.log'))},append=on`, '-serial', 'chardev:con',
+      '-qmp', `unix:${commaSafe(join(dir, 'qmp.sock'))},server=on,wait=off`]
     if (s.boot.kind === 'kernel') {
       const extra: string[] = [`vgrid.name=${s.id}`]
       if ((s.disks?.length ?? 0) > 0) extra.push(`vgrid.disks=${s.disks!.length}`)
@@ -132,7 +135,7 @@ export class QemuDriver extends HostDriver {
       argv.push('-kernel', s.boot.kernel, '-append', [s.boot.cmdline ?? 'console=ttyS0', ...extra].join(' '))
       if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
     } else if (s.boot.kind === 'disk') {
-      argv.push('-drive', `file=${s.boot.image},format=${s.boot.format ?? 'raw'},if=virtio`)
+      argv.push('-drive', imageDrive(s.boot.image, s.boot.format ?? 'raw'))
     }
     for (const d of s.disks ?? []) argv.push('-drive', diskDrive(d.uri))
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
