@@ -12,6 +12,7 @@ import { request, serve, type RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
 import type { History } from './history.ts'
+import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
@@ -118,15 +119,25 @@ export class LocalVms {
   /** VMs whose process may run here: running, starting or being stopped */
   get live (): ReadonlySet<string> { return new Set([...this.running, ...this.starting.keys(), ...this.ending.keys()]) }
 
-  /** Adopts the VMs a previous run of this agent left running, and answers console requests. */
+  /**
+   * Takes over what a previous run of this agent left (leftBehind): VMs still running
+   * are adopted (if the lease is another node's, the step kills them), exits nobody
+   * wrote go through the crash rule; then answers console requests.
+   */
   async start (): Promise<void> {
+    const reader = this.c.state.read()
     for (const d of this.drivers()) {
+      // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
       d.on('exit', this.onDriverExit)
-      // VMs a previous run of this agent left: adopted if the lease is still ours, else killed (decide)
       for (const vm of await d.list()) {
-        if (vm.state !== 'running' && vm.state !== 'starting') continue
-        this.running.add(vm.id)
-        this.noteInterface(vm, d)
+        const act = leftBehind(vm, reader.get('leases', vm.id)?.value, this.c.peerId)
+        if (act.do === 'adopt') {
+          this.running.add(vm.id)
+          this.noteInterface(vm, d)
+        } else if (act.do === 'exit') {
+          this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })
+          this.recordExit(vm.id, act.exit)
+        }
       }
     }
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
@@ -290,19 +301,24 @@ export class LocalVms {
     if (!this.running.has(e.id) || this.ending.has(e.id) || this.killAsked.has(e.id)) return
     this.running.delete(e.id)
     this.forgetInterface(e.id)
-    const l = this.c.state.read().get('leases', e.id)?.value
-    const vm = this.c.state.read().get('vms', e.id)?.value
+    this.recordExit(e.id, e)
+  }
+
+  /** An exit this node did not ask for, seen live or left from a previous run (start): the crash rule and the lease update. */
+  private recordExit (id: string, e: VmExit): void {
+    const l = this.c.state.read().get('leases', id)?.value
+    const vm = this.c.state.read().get('vms', id)?.value
     if (l == null || l.holder !== this.c.peerId || vm == null) return
     this.c.metrics.crashes.inc()
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const d = onExit(l.crashes ?? [], docStamp(this.c.clock), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
-    this.c.log.info('VM exited', { vm: e.id, detail, action: d.action })
+    this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     // while the update is not written the step would restart it: busy until it is
-    if (d.action === 'stop') this.unwritten.add(e.id)
+    if (d.action === 'stop') this.unwritten.add(id)
     this.c.enqueue(w => {
-      if (w.reader.get('leases', e.id)?.value.holder !== this.c.peerId) return
-      w.update('leases', e.id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
-    }, { written: () => { this.unwritten.delete(e.id) } })
+      if (w.reader.get('leases', id)?.value.holder !== this.c.peerId) return
+      w.update('leases', id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
+    }, { written: () => { this.unwritten.delete(id) } })
   }
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {

@@ -1,0 +1,51 @@
+// What a starting agent does with each VM a previous run left (leftBehind, pure).
+import test from 'ava'
+import { leftBehind } from '../../node/dvmm/left-behind.ts'
+import type { VmExit } from '../../node/dvmm/drivers/types.ts'
+
+const ME = 'me'
+const exit = (reason: VmExit['reason'], code: number | null = 0): VmExit => ({ code, signal: null, reason, at: 5000 })
+const ended = (reason: VmExit['reason'], startedAt = 1000, error?: string) => ({ state: reason === 'exited' || reason === 'stopped' || reason === 'killed' ? 'stopped' as const : 'failed' as const, exit: exit(reason), startedAt, error })
+const lease = (status: string | undefined, at = 2000, holder = ME) => ({ holder, status: status as 'running', at })
+
+test('a VM still running is adopted, whoever holds the lease (the step kills it if not this node)', t => {
+  t.is(leftBehind({ state: 'running', startedAt: 1000 }, lease('running'), ME).do, 'adopt')
+  t.is(leftBehind({ state: 'starting' }, lease('running', 2000, 'other'), ME).do, 'adopt')
+  t.is(leftBehind({ state: 'running' }, undefined, ME).do, 'adopt')
+})
+
+test('a guest that ended by itself while its lease says running goes through the crash rule', t => {
+  for (const r of ['exited', 'crashed', 'oom-killed', 'lost'] as const) {
+    const d = leftBehind(ended(r), lease('running'), ME)
+    t.deepEqual(d, { do: 'exit', exit: exit(r) }, r)
+  }
+})
+
+test('a lease no longer this node\'s, or none, is left to the decision step', t => {
+  t.is(leftBehind(ended('crashed'), lease('running', 2000, 'other'), ME).do, 'leave')
+  t.is(leftBehind(ended('exited'), undefined, ME).do, 'leave')
+})
+
+test('an exit already written is not counted again', t => {
+  // the crash rule wrote stopped (never, on-failure, the limit)
+  t.is(leftBehind(ended('exited'), lease('stopped'), ME).do, 'leave')
+  t.is(leftBehind(ended('crashed'), lease('failed'), ME).do, 'leave')
+  // it wrote starting (a restart due) after the run ended: the record is of that run
+  t.is(leftBehind(ended('crashed', 1000), lease('starting', 6000), ME).do, 'leave')
+  // a claim written after the run (a VM started again after a stop): the record is older
+  t.is(leftBehind(ended('exited', 1000), lease('claimed', 6000), ME).do, 'leave')
+  t.is(leftBehind({ state: 'stopped', exit: exit('exited') }, lease('starting', 6000), ME).do, 'leave', 'no start time: not counted twice')
+})
+
+test('a run that began after the lease said claimed or starting (its running was not written) is counted', t => {
+  t.is(leftBehind(ended('crashed', 3000), lease('starting', 2000), ME).do, 'exit')
+  t.is(leftBehind(ended('exited', 3000), lease('claimed', 2000), ME).do, 'exit')
+})
+
+test('stops and kills are no crashes: this node asked, or the fencing watchdog killed it', t => {
+  t.is(leftBehind(ended('killed', 1000, 'killed by the fencing watchdog at 2026-01-01T00:00:00.000Z'), lease('running'), ME).do, 'leave')
+  t.is(leftBehind(ended('stopped'), lease('running'), ME).do, 'leave')
+  // a start that never completed (the agent stopped while starting it): nothing to count
+  t.is(leftBehind({ state: 'failed', error: 'the agent stopped while starting it' }, lease('running'), ME).do, 'leave')
+  t.is(leftBehind({ state: 'stopping' }, lease('running'), ME).do, 'leave')
+})
