@@ -47,9 +47,14 @@ export class ScrubSchedule {
 
   async start (): Promise<void> {
     this.on = true
+    this.last = null
     try {
-      this.last = JSON.parse(await readFile(this.c.file, 'utf8')) as ScrubReport
-    } catch { this.last = null }
+      const r = asScrubReport(JSON.parse(await readFile(this.c.file, 'utf8')))
+      if (r != null) this.last = r
+      else this.c.log.warn('the last scrub\'s record is not one: ignored (the next scrub writes a new one)', { file: this.c.file })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.c.log.warn('the last scrub\'s record cannot be read: ignored (the next scrub writes a new one)', { file: this.c.file, err: (err as Error).message })
+    }
     this.plan()
   }
 
@@ -118,4 +123,14 @@ export class ScrubSchedule {
     this.current = { scrubber, done }
     return await done
   }
+}
+
+/** a scrub record read back from disk, if it is one (what the API shows of it must not fail on a damaged file) */
+export function asScrubReport (x: unknown): ScrubReport | null {
+  if (x == null || typeof x !== 'object') return null
+  const r = x as Record<string, unknown>
+  const times = ['startedAt', 'finishedAt'].every(k => Number.isFinite(r[k]) && !Number.isNaN(new Date(r[k] as number).getTime()))
+  const counts = ['objects', 'total', 'bytes', 'bad', 'repaired'].every(k => Number.isSafeInteger(r[k]) && (r[k] as number) >= 0)
+  const ok = times && counts && Array.isArray(r.unrepaired) && r.layers != null && typeof r.layers === 'object' && !Array.isArray(r.layers)
+  return ok ? x as ScrubReport : null
 }
