@@ -165,6 +165,10 @@ export class StateService extends EventEmitter<StateEvents> {
     }, this.init.compactIntervalMs ?? 10 * 60_000)
     this.diskTimer = setInterval(() => { void this.checkDisk() }, this.init.diskCheckIntervalMs ?? 2000)
     this.running = true
+    // the start's snapshot was saved but the log could not be started afresh: refuse
+    // writes (checkDisk retries) rather than fail each one at the store
+    const refused = this.store.appendsRefused
+    if (refused != null) this.degrade(refused)
     const c = this.replica.read().counts()
     this.log.info('cluster state loaded', { heads: this.replica.heads().length, changes: this.replica.stats().changes, labels: c.nodeLabels, vms: c.vms, volumes: c.volumes, apps: c.apps })
   }
@@ -188,6 +192,8 @@ export class StateService extends EventEmitter<StateEvents> {
     try {
       if (!this.healthState.ok) await this.store.reopen()
       await this.persister.snapshot()
+      const refused = this.store.appendsRefused
+      if (refused != null) this.log.warn(`saved the cluster document at stop, but could not start a new log: ${refused.message}; the old log's records are all in the snapshot (replayed over it at the next start: harmless)`)
     } catch (err) {
       failed = err as Error
     }
@@ -318,6 +324,8 @@ export class StateService extends EventEmitter<StateEvents> {
       } catch {
         return // still failing: keep refusing (already logged)
       }
+      // the snapshot is saved but no new log could be started: still failing
+      if (this.store.appendsRefused != null) return
       this.healthState = { ok: true }
       this.metrics.degraded.set({ cause: was.cause }, 0)
       this.log.info('the cluster document is saved again: wrote a fresh snapshot of everything this agent holds; accepting writes', { cause: was.cause, since: was.since })
@@ -392,7 +400,10 @@ export class StateService extends EventEmitter<StateEvents> {
     const files = [...new Set(problems.map(p => p.file))]
     for (const file of files) {
       const detail = problems.filter(p => p.file === file).map(p => p.detail).join('; ')
-      const keptAs = await this.store.setAside(file)
+      // a log whose intact records are in the document stays in place (closed to appends)
+      // until start() has written the snapshot that holds them: a crash before then
+      // finds them again. A damaged snapshot and a log extending it hold nothing we keep.
+      const keptAs = file === 'log' && !snapshotBad ? await this.store.keepAside() : await this.store.setAside(file)
       this.metrics.corruptFiles.inc()
       this.recovered.push({ file, detail, keptAs, at: new Date().toISOString() })
       this.log.error(`state ${file} ${this.store.path(file)} is damaged: ${detail}; kept aside as ${keptAs}; recovering the document from peers`)

@@ -7,13 +7,21 @@
 // Group commit: every write queued while a flush runs goes into the next one, so a
 // burst of writes costs one fsync. Changes from peers (already in the replica) ride
 // along in the same records. When the log outgrows the snapshot the flush writes a
-// new snapshot instead.
+// new snapshot instead. A snapshot counts once it is renamed in place: a failure after
+// that (starting the new log) is reported as disk trouble, but the flush's writes stand,
+// since a restart would read them from that snapshot.
 import type { Replica, Writer } from '../../crdt/index.ts'
 import { sameHeads } from '../../crdt/index.ts'
 import { DiskError, type StateStore } from './store.ts'
 
-/** What the persister needs of the store (a narrow seam: tests inject disk faults here). */
-export type PersisterStore = Pick<StateStore, 'sizes' | 'append' | 'writeSnapshot'>
+/**
+ * What the persister needs of the store (a narrow seam: tests inject disk faults here).
+ * writeSnapshot throws if the snapshot does not count; a DiskError it resolves with is
+ * trouble after the snapshot was saved (StateStore.writeSnapshot).
+ */
+export type PersisterStore = Pick<StateStore, 'sizes' | 'append'> & {
+  writeSnapshot: (payload: Uint8Array) => Promise<unknown>
+}
 
 export interface PersisterInit {
   store: PersisterStore
@@ -114,8 +122,9 @@ export class Persister {
       }
     }
     const source = fork ?? replica
+    let after: DiskError | undefined
     try {
-      await this.persist(source)
+      after = await this.persist(source)
     } catch (err) {
       const e = err instanceof DiskError ? err : new DiskError('other', (err as Error).message)
       if (fork != null) {
@@ -133,19 +142,26 @@ export class Persister {
     }
     for (const { job, result } of done) job.resolve(result)
     for (const w of waiters) w.resolve()
+    if (after != null) this.init.onDiskError?.(after)
   }
 
-  /** Writes what `source` holds beyond what is on disk: an append, or a snapshot. */
-  private async persist (source: Replica): Promise<void> {
+  /**
+   * Writes what `source` holds beyond what is on disk: an append, or a snapshot.
+   * Returns the trouble after a snapshot that counts (the log could not be started afresh).
+   */
+  private async persist (source: Replica): Promise<DiskError | undefined> {
     const { store } = this.init
     const heads = source.heads()
     const sizes = store.sizes
     const limit = Math.max(this.init.compactLogBytes ?? 4 * 1024 * 1024, sizes.snapshotBytes)
     const t0 = performance.now()
+    let after: DiskError | undefined
     if (this.wantSnapshot || sizes.logBytes > limit) {
       const bytes = source.save()
-      await store.writeSnapshot(bytes)
-      this.wantSnapshot = false
+      const problem = await store.writeSnapshot(bytes)
+      if (problem instanceof DiskError) after = problem
+      // the next flush tries a snapshot again (the store refuses appends until one starts a new log)
+      this.wantSnapshot = after != null
       this.lastSnapshotAt = Date.now()
       this.init.onFlush?.('snapshot', bytes.byteLength, performance.now() - t0)
     } else if (!sameHeads(heads, this.savedHeads)) {
@@ -155,5 +171,6 @@ export class Persister {
     }
     this.savedHeads = heads
     this.lastFlushAt = Date.now()
+    return after
   }
 }

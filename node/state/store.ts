@@ -8,9 +8,10 @@
 // every step of a write waits for the event loop to come round (a busy agent's loop
 // turn can take a second), and four sequential steps made each write wait four turns.
 // A snapshot is written to a temporary
-// file, checked, fsync'ed with its directory, and only then renamed over the old one.
+// file, checked, fsync'ed with its directory, and only then renamed over the old one;
+// from that rename on it counts, whatever happens to the log after it.
 // Every I/O failure comes out as a DiskError naming its cause.
-import { open, readFile, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { copyFile, link, open, readFile, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { join } from 'node:path'
@@ -111,7 +112,11 @@ export class StateStore {
   /** dev:ino of the state directory and of the open log, to notice either being removed or replaced */
   private dirId?: string
   private logId?: string
-  /** the log could not be cut back after a failed append: no appends until reopen() */
+  /**
+   * no appends until a snapshot starts a new log: the log could not be cut back after a
+   * failed append, or not be started afresh after a snapshot, or is a damaged one kept
+   * in place until the snapshot holding its intact records is written
+   */
   private broken?: DiskError
 
   constructor (dataDir: string) {
@@ -151,13 +156,39 @@ export class StateStore {
     return out
   }
 
+  /** why appends are refused until the next snapshot starts a new log (undefined: they are not) */
+  get appendsRefused (): DiskError | undefined { return this.broken }
+
+  private asideName (f: StateFile, now: Date): string {
+    return `${this.path(f)}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`
+  }
+
   /** Moves a damaged file out of the way (kept for inspection); returns where it went. */
   async setAside (f: StateFile, now = new Date()): Promise<string> {
     if (f === 'log') await this.closeLog()
-    const to = `${this.path(f)}.corrupt-${now.toISOString().replace(/[:.]/g, '-')}`
+    const to = this.asideName(f, now)
     await rename(this.path(f), to)
     await fsyncDir(this.dir)
     if (f === 'snapshot') this.snapshotBytes = 0
+    return to
+  }
+
+  /**
+   * Keeps a copy of a damaged log for inspection and leaves the log itself in place,
+   * closed to appends, until the next writeSnapshot() starts a new one: its intact
+   * records are in the document but in no snapshot yet, and a crash before that
+   * snapshot must find them again. Returns where the copy went.
+   */
+  async keepAside (now = new Date()): Promise<string> {
+    await this.closeLog()
+    const to = this.asideName('log', now)
+    try {
+      await link(this.path('log'), to)
+    } catch {
+      await copyFile(this.path('log'), to) // a filesystem without hard links
+    }
+    await fsyncDir(this.dir)
+    this.broken = new DiskError('other', `the log ${this.path('log')} is damaged (kept as ${to}): no appends until a snapshot starts a new log`)
     return to
   }
 
@@ -167,11 +198,15 @@ export class StateStore {
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 })
       await this.noteDir()
+      // a log closed to appends stays closed until a snapshot starts a new one
+      if (this.broken != null) return
       let size = 0
       try {
         size = (await stat(this.path('log'))).size
       } catch {}
-      if (size === 0) {
+      // shorter than its header (cut while it was created): nothing in it, and a
+      // record appended after it would make the whole file unreadable
+      if (size < LOG_MAGIC.length) {
         await this.resetLog()
       } else {
         this.logFh = await open(this.path('log'), LOG_FLAGS, 0o600)
@@ -249,13 +284,21 @@ export class StateStore {
 
   /**
    * Replaces the snapshot with `payload` and empties the log; crash-safe at every
-   * step. On failure the old snapshot and log stay as they were and a DiskError is thrown.
+   * step. A failure before the new snapshot is renamed in place leaves the old snapshot
+   * and log as they were and throws a DiskError. From the rename on the snapshot is the
+   * one a restart reads, so the write counts: a failure after it (the directory's fsync,
+   * starting the new log) is returned, not thrown, and appends are refused until a later
+   * snapshot starts a new log. The log then holds only records the snapshot holds too
+   * (replayed over it at a restart: harmless), or just its header; nothing is appended
+   * to it, since a record after a rename not known to be durable could be lost with it.
    */
-  async writeSnapshot (payload: Uint8Array): Promise<void> {
+  async writeSnapshot (payload: Uint8Array): Promise<DiskError | undefined> {
     await this.checkDir()
     const tmp = this.path('snapshot') + '.tmp'
     const buf = Buffer.concat([SNAPSHOT_MAGIC, frame(payload)])
     let fh: FileHandle | undefined
+    let renamed = false
+    let problem: DiskError | undefined
     try {
       fh = await open(tmp, 'w', 0o600)
       await writeAll(fh, buf, 0, `writing ${tmp}`)
@@ -266,19 +309,30 @@ export class StateStore {
       fh = undefined
       await fsyncDir(this.dir)
       await rename(tmp, this.path('snapshot'))
+      renamed = true
       await fsyncDir(this.dir)
     } catch (err) {
-      await fh?.close().catch(() => {})
-      await unlink(tmp).catch(() => {})
-      throw asDiskError(err, `writing the snapshot ${this.path('snapshot')}`)
+      if (!renamed) {
+        await fh?.close().catch(() => {})
+        await unlink(tmp).catch(() => {})
+        throw asDiskError(err, `writing the snapshot ${this.path('snapshot')}`)
+      }
+      // the old log is kept as it is: with the rename maybe not durable, a crash may
+      // bring back the old snapshot, which needs it
+      problem = asDiskError(err, `syncing ${this.dir} after renaming the snapshot in place`)
     }
     this.snapshotBytes = buf.length
-    // a crash (or failure) before the log is reset replays changes the snapshot holds: harmless
-    try {
-      await this.resetLog()
-    } catch (err) {
-      throw asDiskError(err, `starting a new log ${this.path('log')}`)
+    if (problem == null) {
+      try {
+        await this.resetLog()
+        return undefined
+      } catch (err) {
+        problem = asDiskError(err, `starting a new log ${this.path('log')}`)
+      }
     }
+    await this.closeLog().catch(() => {})
+    this.broken = new DiskError(problem.reason, `${problem.message} (the snapshot is saved; no appends until a snapshot starts a new log)`, problem.code)
+    return this.broken
   }
 
   private async noteDir (): Promise<void> {
