@@ -11,12 +11,12 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { Counter, Registry } from 'prom-client'
 import { StateStore, DiskError } from '../node/state/store.ts'
 import { Persister } from '../node/state/persister.ts'
-import { StateService } from '../node/state/index.ts'
+import { StateService, StateUnavailableError, type StateServiceInit } from '../node/state/index.ts'
 import { Replica } from '../crdt/index.ts'
 import { createHost, type VgridHost } from '../protocol/host.ts'
 import { generateClusterKey } from '../protocol/cluster-key.ts'
-import { silentLogger } from '../node/log.ts'
-import { tempDir } from './helpers/agent-process.ts'
+import { createLogger, silentLogger } from '../node/log.ts'
+import { tempDir, waitFor } from './helpers/agent-process.ts'
 
 const opts = { clusterId: 'c1', nodeId: '12D3KooWDurable' }
 
@@ -99,17 +99,50 @@ test('a log cut inside its header is started afresh, not appended to', async t =
   t.deepEqual(back.records.map(r => [...r]), [[1, 2, 3]])
 })
 
+let hosts = 0
 async function memoryHost (t: ExecutionContext): Promise<VgridHost> {
-  const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey: generateClusterKey(), listen: [`/memory/snapdur${process.pid}`], mdns: false, transport: 'memory' })
+  const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey: generateClusterKey(), listen: [`/memory/snapdur${process.pid}-${hosts++}`], mdns: false, transport: 'memory' })
   t.teardown(async () => await host.stop())
   return host
 }
 
-function service (host: VgridHost, dataDir: string): StateService {
+function service (host: VgridHost, dataDir: string, init: Partial<StateServiceInit> = {}): StateService {
   const registry = new Registry()
   const gossipRejected = new Counter({ name: 'vgrid_gossip_rejected_total', help: 'x', labelNames: ['topic', 'reason'] as const, registers: [registry] })
-  return new StateService({ host, dataDir, clusterId: opts.clusterId, log: silentLogger, registry, gossipRejected })
+  return new StateService({ host, dataDir, clusterId: opts.clusterId, log: silentLogger, registry, gossipRejected, ...init })
 }
+
+test('the service stays degraded while no new log can be started after a saved snapshot, and heals once it can', async t => {
+  const dir = await fresh(t)
+  const host = await memoryHost(t)
+  const node = host.peerId.toString()
+  const lines: string[] = []
+  const svc = service(host, dir, { log: createLogger({ write: l => lines.push(l) }), compactIntervalMs: 30, diskCheckIntervalMs: 30 })
+  await svc.start()
+  t.teardown(async () => await svc.stop().catch(() => {}))
+  await svc.setLabel(node, 'a', '1')
+  const obstacle = join(dir, 'state', 'log.tmp')
+  await mkdir(obstacle)
+  // the compaction's snapshot is saved; the new log is not
+  await waitFor(() => !svc.health().ok, 10_000, 'degraded')
+  t.regex(lines.find(l => / ERROR /.test(l)) ?? '', /the snapshot is saved; no appends until a snapshot starts a new log/)
+  await t.throwsAsync(svc.setLabel(node, 'b', '2'), { instanceOf: StateUnavailableError })
+  // every retry saves a snapshot but still starts no log: not yet healed
+  const retries = async (): Promise<number> => (await svc.metrics.diskErrors.get()).values.reduce((n, v) => n + v.value, 0)
+  await waitFor(async () => await retries() >= 4, 10_000, 'retries')
+  t.false(svc.health().ok)
+  t.false(lines.some(l => /saved again/.test(l)), 'no recovery is claimed while the log cannot be started')
+
+  await rmdir(obstacle)
+  await waitFor(() => svc.health().ok, 10_000, 'healed')
+  await svc.setLabel(node, 'c', '3')
+  await svc.stop()
+  const again = service(host, dir)
+  await again.start()
+  t.teardown(async () => await again.stop().catch(() => {}))
+  t.deepEqual(again.labelsOf(node), { a: '1', c: '3' })
+  t.deepEqual(again.view().persistence.recovered, [])
+})
 
 test('a damaged log\'s intact records survive a failure (or crash) before the start\'s snapshot holds them', async t => {
   const dir = await fresh(t)

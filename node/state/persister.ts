@@ -75,7 +75,10 @@ export class Persister {
     })
   }
 
-  /** Resolves once a fresh snapshot holding everything is on disk and the log is empty. */
+  /**
+   * Resolves once a fresh snapshot holding everything is on disk and the log is empty
+   * (or, if no new log could be started after it, once onDiskError has been told so).
+   */
   async snapshot (): Promise<void> {
     this.wantSnapshot = true
     await this.flush()
