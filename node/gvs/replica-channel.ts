@@ -5,6 +5,8 @@
 //   answered by the reply with its id or failed by its own deadline.
 // - serveChannel, the answering end: every frame that arrives is run at once (the
 //   store orders requests that touch the same blocks) and answered when done.
+// Both ends bound what waits in a stream's send queue (yamux queues without limit): a
+// peer that does not read gets its stream reset rather than this node's memory.
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
@@ -19,12 +21,15 @@ import { MAX_HEADER, decodeReply, decodeRequest, encode, errorReply, replyError,
  * context each) and one socket write, which cost more than the bytes of a 4 KiB
  * request. Sixteen requests issued together then cost one of each instead of sixteen.
  */
+/** frames batched before a send */
+const BATCH_BYTES = 256 * 1024
+
 export class Batcher {
   private readonly stream: Pick<Stream, 'send'>
   private pending: Uint8ArrayList | null = null
   private readonly max: number
 
-  constructor (stream: Pick<Stream, 'send'>, max = 256 * 1024) {
+  constructor (stream: Pick<Stream, 'send'>, max = BATCH_BYTES) {
     this.stream = stream
     this.max = max
   }
@@ -68,6 +73,18 @@ export interface ChannelLimits {
 }
 
 export const DEFAULT_LIMITS: ChannelLimits = { maxRequests: 64, maxBytes: 32 * 1024 * 1024 }
+
+/** the longest frame either end takes: one object and a header */
+const maxFrame = (objectSize: number): number => objectSize + MAX_HEADER + 64
+
+/**
+ * Bytes one stream may hold unsent before it is reset: what a caller keeps in flight
+ * (its byte bound) and one request over it, and a batch. More means the peer stopped
+ * reading: requests that timed out leave their data queued behind, and a peer can ask
+ * for any number of answers it never takes.
+ */
+export const sendQueueBound = (objectSize: number, maxBytes = DEFAULT_LIMITS.maxBytes): number =>
+  maxBytes + 2 * maxFrame(objectSize) + BATCH_BYTES
 
 /** what a request and its answer carry: what it counts against the byte bound */
 function weight (req: ReplicaRequest, data: Uint8Array | undefined, objectSize: number): number {
@@ -184,7 +201,10 @@ export class PeerChannel {
     }
     // a stream used for hours must not be cut for being quiet for a while
     stream.inactivityTimeout = 0
-    const reader = new FrameReader(this.objectSize + MAX_HEADER + 64, 1 << 20)
+    // a peer that stopped reading: the stream is reset (its 'close' fails what was
+    // sent on it, retryably) instead of the data of timed-out requests piling up
+    stream.maxWriteBufferLength = sendQueueBound(this.objectSize, this.limits.maxBytes)
+    const reader = new FrameReader(maxFrame(this.objectSize), 1 << 20)
     // a stream's end fails only what was sent on it: its `close` can come after a
     // half-close or reset already made the channel open the next stream
     const gone = (why: string): void => {
@@ -225,6 +245,8 @@ export interface ServeOptions {
   objectSize: number
   /** requests one stream may have running here at once; more ends the stream */
   maxRequests: number
+  /** answers one stream may hold unsent; more resets it (default: sendQueueBound) */
+  maxQueuedBytes?: number
   run: (req: ReplicaRequest, data: Uint8Array | null) => Promise<CallResult>
   /** a request failed with this error (already answered) */
   failed: (err: GvsError) => void
@@ -233,7 +255,13 @@ export interface ServeOptions {
 /** answers the requests arriving on one stream until it ends */
 export function serveChannel (stream: Stream, opts: ServeOptions): void {
   stream.inactivityTimeout = 0
-  const reader = new FrameReader(opts.objectSize + MAX_HEADER + 64, MAX_HEADER)
+  // a request ends here once its answer is queued: without a bound on the queue, a
+  // peer asking for reads it never takes made this node hold every answer
+  stream.maxWriteBufferLength = opts.maxQueuedBytes ?? sendQueueBound(opts.objectSize)
+  stream.addEventListener('close', (e: { error?: Error }) => {
+    if (e.error?.name === 'StreamBufferError') opts.failed(new GvsError('unavailable', `the peer does not read its answers: stream reset (${e.error.message})`))
+  })
+  const reader = new FrameReader(maxFrame(opts.objectSize), MAX_HEADER)
   const out = new Batcher(stream)
   let running = 0
   let ending = false

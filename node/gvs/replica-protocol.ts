@@ -28,20 +28,26 @@ export const MAX_HEADER = 4096
 
 const Vol = Type.String({ minLength: 1, maxLength: 160 })
 const U = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+/**
+ * An object's index: 32 bits, as the store names its files (8 hex digits) and a list
+ * page carries them (u32). A larger one from a peer would be stored where no list finds it.
+ */
+export const MAX_INDEX = 0xffffffff
+const Index = Type.Integer({ minimum: 0, maximum: MAX_INDEX })
 /** the frozen layers under `volume`, top first (snapshots and clones; layers.ts) */
 const Under = Type.Optional(Type.Array(Vol, { maxItems: 256 }))
 const VersionT = Type.Object({ epoch: U, seq: U })
 
 export const ReplicaRequestSchema = Type.Union([
-  Type.Object({ op: Type.Literal('write'), volume: Vol, index: U, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
-  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: U, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
-  Type.Object({ op: Type.Literal('read'), volume: Vol, index: U, offset: U, length: U, under: Under }),
-  Type.Object({ op: Type.Literal('get'), volume: Vol, index: U }),
-  Type.Object({ op: Type.Literal('put'), volume: Vol, index: U, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
-  Type.Object({ op: Type.Literal('verify'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('write'), volume: Vol, index: Index, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: Index, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
+  Type.Object({ op: Type.Literal('read'), volume: Vol, index: Index, offset: U, length: U, under: Under }),
+  Type.Object({ op: Type.Literal('get'), volume: Vol, index: Index }),
+  Type.Object({ op: Type.Literal('put'), volume: Vol, index: Index, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
+  Type.Object({ op: Type.Literal('verify'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('list'), volume: Vol, from: Type.Optional(U), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })) }),
-  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: U, under: Under }),
-  Type.Object({ op: Type.Literal('remove'), volume: Vol, index: U }),
+  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under }),
+  Type.Object({ op: Type.Literal('remove'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush') })
 ])

@@ -1,7 +1,11 @@
 // One NBD client connection: the fixed newstyle handshake (options until GO or
-// EXPORT_NAME), then the transmission phase. Requests are read in order and served
-// concurrently (at most `maxInFlight` at once, the socket paused at the limit, so a
-// fast client cannot queue unbounded memory); each reply is written whole when its request completes, which NBD allows.
+// EXPORT_NAME, at most MAX_OPTIONS of them, within a deadline), then the transmission
+// phase. Requests are read in order and served concurrently; each reply is written
+// whole when its request completes, which NBD allows. A request counts as in flight
+// until its reply has left for the kernel (the write's callback), not until it was
+// handed to socket.write: at most `maxInFlight` requests and about `maxInFlightBytes`
+// of their data at once, the socket not read meanwhile, so a client that sends fast or
+// never reads its replies cannot make the agent queue unbounded memory.
 import type { Socket } from 'node:net'
 import type { BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
@@ -22,6 +26,12 @@ export interface NbdExports {
 
 /** option data longer than this ends the session: no option we know needs more */
 const MAX_OPTION = 64 * 1024
+/** options in one handshake: a client listing and asking about every export needs a few per export */
+export const MAX_OPTIONS = 1024
+/** a handshake not done by then ends the session: an idle connection must not hold one forever */
+export const HANDSHAKE_TIMEOUT_MS = 30_000
+/** option replies the client has not read yet: the next option is read only below this */
+const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 
 class Closed extends Error {}
 
@@ -85,7 +95,12 @@ export class SocketReader {
   }
 }
 
-export interface SessionInit { maxInFlight?: number }
+export interface SessionInit {
+  maxInFlight?: number
+  /** bytes of requests (a read's length, a write's payload) in flight, until their replies left; one request may exceed it alone */
+  maxInFlightBytes?: number
+  handshakeTimeoutMs?: number
+}
 
 /** requests served, by kind: what tests and metrics read */
 export interface NbdStats { read: number, write: number, fua: number, flush: number, trim: number, zero: number, errors: number }
@@ -97,13 +112,17 @@ export class NbdSession {
   private readonly exports: NbdExports
   private readonly log: Logger
   private readonly maxInFlight: number
+  private readonly maxInFlightBytes: number
+  private readonly handshakeTimeoutMs: number
   private readonly stats: NbdStats
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
   private uncorkQueued = false
-  /** requests being served; the reader waits while there are maxInFlight */
+  /** requests being served or whose replies are still queued in this process; the reader waits while there are maxInFlight */
   private active = 0
+  /** their bytes: the reader waits while they reach maxInFlightBytes */
+  private activeBytes = 0
   /** wakes the reader when a request ends (at the limit) or the last one ends (at the end) */
   private wake: (() => void) | null = null
   /** the export name once in transmission */
@@ -116,17 +135,20 @@ export class NbdSession {
     this.exports = components.exports
     this.log = components.log
     this.maxInFlight = init.maxInFlight ?? 64
+    this.maxInFlightBytes = init.maxInFlightBytes ?? 2 * MAX_PAYLOAD
+    this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS
   }
 
   /** runs the session to its end; never throws */
   async run (): Promise<void> {
     let dev: BlockDevice | null | undefined
     try {
-      dev = await this.handshake()
+      dev = await this.handshakeInTime()
       if (dev != null) await this.transmit(dev)
     } catch (err) {
       if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
     } finally {
+      // a reply's write ends in its callback, also when the socket is destroyed
       while (this.active > 0) await new Promise<void>(resolve => { this.wake = resolve })
       this.socket.end()
       if (dev != null) this.exports.release?.(dev)
@@ -135,12 +157,36 @@ export class NbdSession {
 
   private send (b: Buffer): void { this.socket.write(b) }
 
+  private async handshakeInTime (): Promise<BlockDevice | null> {
+    const timer = setTimeout(() => {
+      this.log.warn('nbd handshake not done in time: connection closed', { timeoutMs: this.handshakeTimeoutMs })
+      this.socket.destroy()
+    }, this.handshakeTimeoutMs)
+    try { return await this.handshake() } finally { clearTimeout(timer) }
+  }
+
+  /** resolves once the client read the replies queued here down to `bytes`, or the socket ended */
+  private async drained (bytes: number): Promise<void> {
+    if (this.socket.writableLength <= bytes || this.socket.destroyed) return
+    this.socket.pause()
+    await new Promise<void>(resolve => {
+      const done = (): void => { this.socket.off('drain', done); this.socket.off('close', done); resolve() }
+      this.socket.on('drain', done)
+      this.socket.on('close', done)
+    })
+    this.socket.resume()
+  }
+
   private async handshake (): Promise<BlockDevice | null> {
     this.send(serverGreeting())
     const cflags = (await this.reader.read(4)).readUInt32BE(0)
     if ((cflags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) throw new GvsError('invalid', `client flags 0x${cflags.toString(16)} hold bits this server does not know`)
     this.noZeroes = (cflags & FLAG_C_NO_ZEROES) !== 0
-    for (;;) {
+    for (let options = 0; ; options++) {
+      if (options >= MAX_OPTIONS) throw new GvsError('invalid', `more than ${MAX_OPTIONS} options in one handshake`)
+      // option replies are flow controlled too: a client that sends LIST after LIST and
+      // never reads the answers waits here
+      await this.drained(MAX_UNREAD_OPTION_REPLIES)
       const h = await this.reader.read(16)
       if (h.readBigUInt64BE(0) !== IHAVEOPT) throw new GvsError('invalid', 'option without the IHAVEOPT magic')
       const opt = h.readUInt32BE(8)
@@ -202,11 +248,11 @@ export class NbdSession {
     for (;;) {
       // one waiter, woken by the request that ends: a race over every request in flight
       // added a handler to each of them per request read (nbdcopy keeps the limit full)
-      if (this.active >= this.maxInFlight) {
+      if (this.full()) {
         // and the socket stops being read meanwhile: else the reader buffers whatever
         // the client sends, and the limit would not bound memory
         this.socket.pause()
-        while (this.active >= this.maxInFlight) await new Promise<void>(resolve => { this.wake = resolve })
+        while (this.full()) await new Promise<void>(resolve => { this.wake = resolve })
         this.socket.resume()
       }
       const req = parseRequest(await this.reader.read(28))
@@ -218,17 +264,30 @@ export class NbdSession {
         if (req.length > 2 * MAX_PAYLOAD) throw new GvsError('invalid', `write of ${req.length} bytes exceeds twice the advertised maximum`)
         payload = await this.reader.read(req.length)
       }
+      const bytes = req.type === CMD.READ ? Math.min(req.length, MAX_PAYLOAD) : payload?.length ?? 0
       this.active++
-      void this.serve(dev, req, payload).finally(() => {
+      this.activeBytes += bytes
+      let ended = false
+      const end = (): void => {
+        if (ended) return
+        ended = true
         this.active--
+        this.activeBytes -= bytes
         const w = this.wake
         this.wake = null
         w?.()
-      })
+      }
+      // ends when its reply left (or could not be sent): serve calls it from the write's callback
+      void this.serve(dev, req, payload, end).catch(() => { end() })
     }
   }
 
-  private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null): Promise<void> {
+  /** no more requests are read while this holds; one request alone may exceed the byte bound */
+  private full (): boolean {
+    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes)
+  }
+
+  private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null, done: () => void): Promise<void> {
     const fua = (req.flags & CMD_FLAG.FUA) !== 0
     if (fua) this.stats.fua++
     let error = 0
@@ -261,7 +320,7 @@ export class NbdSession {
       this.stats.errors++
       this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
     }
-    if (this.socket.destroyed) return
+    if (this.socket.destroyed) { done(); return }
     // the replies finished in one turn of the event loop go out in one writev (a
     // reply is 16 bytes and a write(2) each cost more than the request), but not more
     // than CORK_BYTES of them: reads served in place run back to back in one turn, and
@@ -274,13 +333,16 @@ export class NbdSession {
         setImmediate(() => { this.uncorkQueued = false; this.uncork() })
       }
     }
-    this.socket.write(simpleReply(req.cookie, error))
-    this.corkedBytes += 16
-    // the read buffer goes back to the store's pool once the socket has taken it
+    // the read buffer goes back to the store's pool once the socket has taken it, and
+    // the request ends then: until the kernel took its reply, it is memory held here
     if (error === 0 && data != null) {
       const d = data
-      this.socket.write(d, () => { readBuffers.give(d) })
-      this.corkedBytes += d.length
+      this.socket.write(simpleReply(req.cookie, error))
+      this.socket.write(d, (err) => { if (err == null) readBuffers.give(d); done() })
+      this.corkedBytes += 16 + d.length
+    } else {
+      this.socket.write(simpleReply(req.cookie, error), () => { done() })
+      this.corkedBytes += 16
     }
     if (this.corkedBytes >= CORK_BYTES) this.uncork()
   }

@@ -1,0 +1,164 @@
+// An NBD client that does not read what the agent answers must not make it queue
+// unbounded memory: neither replies to requests (a request counts until its reply left
+// for the kernel) nor option replies in the handshake; a handshake is bounded in options
+// and in time. The session runs on a real socket pair over a real store and volume; the
+// server side's queued bytes (socket.writableLength) are what is bounded.
+import test, { type ExecutionContext } from 'ava'
+import { createServer, connect, type Socket } from 'node:net'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { LocalVolume, type BlockDevice } from '../../node/gvs/block-device.ts'
+import { NbdSession, MAX_OPTIONS, emptyStats, type NbdStats, type SessionInit } from '../../node/gvs/nbd/session.ts'
+import { silentLogger, type Logger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+const IHAVEOPT = 0x49484156454f5054n
+const OPT = { ABORT: 2, LIST: 3, GO: 7, STRUCTURED_REPLY: 8 }
+
+interface Rig { client: Socket, server: Socket, stats: NbdStats, warnings: string[], ended: Promise<void> }
+
+async function rig (t: ExecutionContext, devs: Map<string, BlockDevice>, init: SessionInit): Promise<Rig> {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-bp-'))
+  const stats = emptyStats()
+  const warnings: string[] = []
+  const log: Logger = { ...silentLogger, warn: msg => { warnings.push(msg) } }
+  let ended!: Promise<void>
+  const accepted = new Promise<Socket>(resolve => {
+    const srv = createServer(s => {
+      s.on('error', () => {})
+      ended = new NbdSession({ log, exports: { get: n => devs.get(n), list: () => [...devs.keys()] }, stats }, s, init).run()
+      resolve(s)
+    })
+    srv.listen(join(dir, 's.sock'))
+    t.teardown(async () => { await new Promise(resolve => srv.close(resolve)); await rm(dir, { recursive: true, force: true }) })
+  })
+  const client = connect(join(dir, 's.sock'))
+  client.on('error', () => {})
+  const server = await accepted
+  t.teardown(() => { client.destroy(); server.destroy() })
+  return { client, server, stats, warnings, ended }
+}
+
+async function volume (t: ExecutionContext, size: number): Promise<BlockDevice> {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-bp-store-'))
+  const store = new ObjectStore({ log: silentLogger }, { dir })
+  await store.start()
+  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  return new LocalVolume({ store }, { volume: 'vol', size, epoch: 1 })
+}
+
+function option (opt: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(16)
+  h.writeBigUInt64BE(IHAVEOPT, 0)
+  h.writeUInt32BE(opt, 8)
+  h.writeUInt32BE(data.length, 12)
+  return Buffer.concat([h, data])
+}
+
+function go (name: string): Buffer {
+  const n = Buffer.from(name)
+  const d = Buffer.alloc(4 + n.length + 2)
+  d.writeUInt32BE(n.length, 0)
+  n.copy(d, 4)
+  return option(OPT.GO, d)
+}
+
+const clientFlags = (): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(3); return b }
+
+function readRequest (cookie: number, offset: number, length: number): Buffer {
+  const h = Buffer.alloc(28)
+  h.writeUInt32BE(0x25609513, 0)
+  h.writeUInt16BE(0, 6) // READ
+  h.writeBigUInt64BE(BigInt(cookie), 8)
+  h.writeBigUInt64BE(BigInt(offset), 16)
+  h.writeUInt32BE(length, 24)
+  return h
+}
+
+/** reads from the client socket until `done(bytes so far)` or the socket closes */
+async function collect (s: Socket, done: (bytes: number) => boolean): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let bytes = 0
+  return await new Promise(resolve => {
+    const finish = (): void => { s.off('data', on); resolve(Buffer.concat(chunks)) }
+    // the bytes so far are joined only when the caller needs to look at them
+    const on = (d: Buffer): void => { chunks.push(d); bytes += d.length; if (done(bytes)) finish() }
+    s.on('data', on)
+    s.once('close', finish)
+    s.resume()
+  })
+}
+
+/** the largest value `sample` takes until `progress` stops changing for ten looks in a row */
+async function peakUntilStill (sample: () => number, progress: () => number): Promise<number> {
+  let peak = 0
+  let last = -1
+  let still = 0
+  while (still < 10) {
+    peak = Math.max(peak, sample())
+    const p = progress()
+    still = p === last ? still + 1 : 0
+    last = p
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  return Math.max(peak, sample())
+}
+
+test('a client that never reads its replies: the agent stops reading requests at the byte bound', async t => {
+  const dev = await volume(t, 128 * MiB)
+  const r = await rig(t, new Map([['vol', dev]]), { maxInFlightBytes: 4 * MiB })
+  r.client.write(Buffer.concat([clientFlags(), go('vol')]))
+  // the handshake's replies end with the ACK of GO: 18 greeting + INFO(20+12) + ACK(20)
+  await collect(r.client, b => b >= 18 + 32 + 20)
+  r.client.pause()
+  const n = 100
+  for (let i = 0; i < n; i++) r.client.write(readRequest(i + 1, i * MiB, MiB))
+  const peak = await peakUntilStill(() => r.server.writableLength, () => r.stats.read)
+  t.true(r.stats.read < n, `served ${r.stats.read} of ${n} reads nobody read the answers of`)
+  // the bound plus the one request that may cross it
+  t.true(peak <= 5 * MiB + 16 * n, `the agent queued ${peak} bytes of replies`)
+  // all answered once the client reads
+  const all = await collect(r.client, b => b >= n * (16 + MiB))
+  t.is(all.length, n * (16 + MiB))
+  t.is(r.stats.read, n)
+})
+
+test('option replies are flow controlled: LIST after LIST, never read, is not queued without bound', async t => {
+  const devs = new Map<string, BlockDevice>()
+  const dev = await volume(t, MiB)
+  for (let i = 0; i < 50; i++) devs.set(`volume-${i}-${'x'.repeat(200)}`, dev)
+  const r = await rig(t, devs, {})
+  r.client.pause()
+  const n = 500 // each answer: 50 entries of about 230 bytes, and an ACK
+  r.client.write(Buffer.concat([clientFlags(), ...Array.from({ length: n }, () => option(OPT.LIST))]))
+  let served = 0
+  const peak = await peakUntilStill(() => r.server.writableLength, () => (served = r.server.bytesWritten + r.server.writableLength))
+  t.true(served < n * 50 * 200, `${served} bytes of answers written or queued`)
+  t.true(peak <= 512 * 1024, `the agent queued ${peak} bytes of option replies`)
+})
+
+test('a handshake is bounded in options: the session ends past the limit', async t => {
+  const r = await rig(t, new Map(), {})
+  const n = MAX_OPTIONS + 100
+  r.client.write(Buffer.concat([clientFlags(), ...Array.from({ length: n }, () => option(OPT.STRUCTURED_REPLY)), option(OPT.ABORT)]))
+  const all = await collect(r.client, () => false)
+  await r.ended
+  // 18 greeting bytes, then one error reply per option answered
+  let replies = 0
+  for (let at = 18; at + 20 <= all.length; at += 20 + all.readUInt32BE(at + 16)) {
+    t.not(all.readUInt32BE(at + 12) & 0x80000000, 0, 'unsupported, not the ACK of ABORT')
+    replies++
+  }
+  t.is(replies, MAX_OPTIONS)
+  t.true(r.warnings.some(w => /ended on an error/.test(w)))
+})
+
+test('a connection idle in the handshake is closed after the handshake timeout, with a log line', async t => {
+  const r = await rig(t, new Map(), { handshakeTimeoutMs: 100 })
+  await collect(r.client, () => false) // the greeting, then the close
+  await r.ended
+  t.true(r.server.destroyed)
+  t.true(r.warnings.some(w => /handshake not done in time/.test(w)), r.warnings.join('; '))
+})
