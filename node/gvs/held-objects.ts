@@ -8,7 +8,8 @@ import type { OpenObjects, ObjectPaths, OpenObject } from './open-objects.ts'
 import { encodeVersion, newer, type Version } from './versions.ts'
 import { ignoreEnoent, writeFully } from './file-io.ts'
 import type { StoreSyncs } from './store-syncs.ts'
-import { createObject, writeRange, writeWhole, type Geometry } from './object-files.ts'
+import { createObject, trueToData, writeRange, writeWhole, type Geometry } from './object-files.ts'
+import type { WriteIntents } from './write-intents.ts'
 
 export interface HeldObjectsComponents {
   open: OpenObjects
@@ -18,6 +19,8 @@ export interface HeldObjectsComponents {
   objectsDir: string
   /** blocks that fail their checksum: reported, and the request fails */
   damaged: (volume: string, index: number, blocks: number[], path: string) => never
+  /** the objects written since their last sync, named before each is first written (write-intents.ts) */
+  intents: Pick<WriteIntents, 'begin' | 'done'>
 }
 
 export class HeldObjects {
@@ -74,7 +77,7 @@ export class HeldObjects {
   async write (volume: string, index: number, p: ObjectPaths, offset: number, bytes: Uint8Array, opts: { fua?: boolean, version?: Version }): Promise<void> {
     const fua = opts.fua === true
     const syncs = this.c.syncs
-    await this.with(p, true, async o => {
+    await this.intended(p, async () => await this.with(p, true, async o => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       const bad = await writeRange(o, this.c.geometry.blockSize, offset, bytes, `object ${index} of "${volume}"`)
       if (bad.length > 0) this.c.damaged(volume, index, bad, p.data)
@@ -91,7 +94,7 @@ export class HeldObjects {
         syncs.add(p.data)
         syncs.add(p.sums)
       }
-    })
+    }))
   }
 
   /**
@@ -123,7 +126,7 @@ export class HeldObjects {
 
   private async replaceOnce (volume: string, index: number, p: ObjectPaths, data: Uint8Array | null, v: Version, force: boolean): Promise<void> {
     const syncs = this.c.syncs
-    await this.with(p, true, async o => {
+    await this.intended(p, async () => await this.with(p, true, async o => {
       if (o == null) throw new GvsError('io', `object ${p.data} could not be created`)
       try { await writeWhole(o, data, this.c.geometry) } catch (err) { throw fromFsError(err, `replacing object ${index} of "${volume}"`) }
       await this.setVersion(o, v, volume, index, force)
@@ -131,7 +134,27 @@ export class HeldObjects {
       syncs.rewritten(p.data)
       syncs.add(p.data)
       syncs.add(p.sums)
-    })
+    }))
+  }
+
+  /** Raises the version of the object, if it is here (a version alone: copies elsewhere are behind). */
+  async raiseVersion (volume: string, index: number, p: ObjectPaths, v: Version): Promise<void> {
+    await this.intended(p, async () => await this.with(p, false, async o => {
+      if (o == null) return
+      await this.setVersion(o, v, volume, index)
+      this.c.syncs.add(p.sums)
+    }))
+  }
+
+  /** The object's checksums made true to its data, if it is here (write-intents.ts): the blocks made so. */
+  async trueToData (p: ObjectPaths): Promise<number[]> {
+    return await this.with(p, false, async o => o == null ? [] : await trueToData(o, this.c.geometry))
+  }
+
+  /** fn, a change to the object's files, with the object named in the write-intent log first */
+  private async intended<T> (p: ObjectPaths, fn: () => Promise<T>): Promise<T> {
+    await this.c.intents.begin(p.data)
+    try { return await fn() } finally { this.c.intents.done(p.data) }
   }
 
   /** the object's files gone; the caller holds the whole object */

@@ -68,6 +68,14 @@ export function readNow (o: OpenObject, blockSize: number, offset: number, lengt
   return { data: data.subarray(from, from + length), bad: badBlocks(data, first, o.sumBuf, blockSize) }
 }
 
+/** a fresh object's side file: every block zero, no version */
+export function freshSide (g: Geometry): Uint8Array {
+  const side = new Uint8Array(g.sumBytes + encodeVersion(NO_VERSION).length)
+  side.set(emptySums(g.objectSize, g.blockSize))
+  side.set(encodeVersion(NO_VERSION), g.sumBytes)
+  return side
+}
+
 /**
  * A new object: its side file first (all blocks zero, no version), then an empty data
  * file. True when it made the volume's directory too (a new name in its parent).
@@ -146,4 +154,20 @@ export async function writeRange (o: OpenObject, blockSize: number, offset: numb
   }
   await writeFully(o.sums, sumRange(), first * 4).catch(err => { throw fromFsError(err, `writing checksums of ${what}`) })
   return []
+}
+
+/**
+ * Makes the checksums of blocks that fail theirs true to the data the disk kept, and
+ * syncs both files (write-intents.ts: only for objects a power loss may have cut between
+ * their data and their checksums). Returns the blocks it made true.
+ */
+export async function trueToData (o: OpenObject, g: Geometry): Promise<number[]> {
+  const data = new Uint8Array(g.objectSize)
+  await readFully(o.data, data, 0)
+  const fixed = badBlocks(data, 0, o.sumBuf, g.blockSize)
+  for (const b of fixed) setSum(o.sumBuf, b, blockSum(data.subarray(b * g.blockSize, (b + 1) * g.blockSize)))
+  if (fixed.length > 0) await writeFully(o.sums, o.sumBuf, 0)
+  await o.data.sync()
+  await o.sums.sync()
+  return fixed
 }

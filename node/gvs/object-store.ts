@@ -13,24 +13,27 @@
 // did land so that the failure does not also make them read as damaged. An object an
 // fsync failed on counts as damaged until rewritten (store-syncs.ts). Requests hold
 // spans of an object's check blocks (object-spans.ts), and under one its files are
-// opened, written, versioned, replaced or removed (held-objects.ts).
+// opened, written, versioned, replaced or removed (held-objects.ts). Each object is
+// named in a log before it is first written after it was last synced, and at start
+// its checksums are made true to the data a power loss left (write-intents.ts).
 import { EventEmitter } from 'node:events'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
-import { CHECK_BLOCK, emptySums } from './checksums.ts'
+import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects } from './open-objects.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { NO_VERSION, VERSION_BYTES, compareVersions, encodeVersion, type Version } from './versions.ts'
+import { NO_VERSION, compareVersions, type Version } from './versions.ts'
 import { IN_PLACE_READ, readVersion, syncPath } from './file-io.ts'
 import { StoreSyncs, type Fsync } from './store-syncs.ts'
-import { readChecked, readNow, type Geometry } from './object-files.ts'
+import { freshSide, readChecked, readNow, type Geometry } from './object-files.ts'
 import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
+import { WriteIntents } from './write-intents.ts'
 import type { Logger } from '../log.ts'
 
 const run = promisify(execFile)
@@ -85,6 +88,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly open: OpenObjects
   /** what is done to an object's files under its span */
   private readonly held: HeldObjects
+  /** the objects written since their last sync (write-intents.ts) */
+  private readonly intents: WriteIntents
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
@@ -98,12 +103,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.sumBytes = this.objectSize / this.blockSize * 4
     this.geometry = { objectSize: this.objectSize, blockSize: this.blockSize, sumBytes: this.sumBytes }
     this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
-    const fresh = new Uint8Array(this.sumBytes + VERSION_BYTES)
-    fresh.set(emptySums(this.objectSize, this.blockSize))
-    fresh.set(encodeVersion(NO_VERSION), this.sumBytes)
+    const fresh = freshSide(this.geometry)
     this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.wholeDamaged(data, 'an object has data but no whole checksum file (a power loss cut its creation short?)') } })
     this.spans = new ObjectSpans(this.blockSize)
-    this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path) })
+    this.intents = new WriteIntents(join(this.dir, 'intents'))
+    this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path), intents: this.intents })
   }
 
   /**
@@ -115,11 +119,21 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await mkdir(join(this.dir, 'objects'), { recursive: true })
     await mkdir(join(this.dir, 'epochs'), { recursive: true })
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
+    for (const { volume, file } of await this.intents.pending()) await this.recover(volume, parseInt(file, 16))
+    await this.intents.open()
+  }
+
+  /** An object the last run wrote and never synced: its checksums made true to the data the disk kept. */
+  private async recover (volume: string, index: number): Promise<void> {
+    // one that cannot be checked is left as it is: a read reports it damaged, and a copy from another node rewrites it
+    const fixed = await this.held.trueToData(this.paths(volume, index)).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
+    if (fixed.length > 0) this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data', { volume, index, blocks: fixed.join(',') })
   }
 
   async stop (): Promise<void> {
     await this.flush()
     await this.open.closeAll()
+    await this.intents.close()
   }
 
   private volDir (volume: string): string {
@@ -260,7 +274,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       // (replicated-volume.ts, a holder a write failed on that does not answer)
       await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
         await this.fence(volume, opts.epoch)
-        if (opts.version != null) await this.held.with(p, false, async o => { if (o != null) await this.held.setVersion(o, opts.version!, volume, index) })
+        if (opts.version != null) await this.held.raiseVersion(volume, index, p, opts.version)
       })
       if (opts.fua === true) await this.syncObject(volume, index)
       return
@@ -306,6 +320,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async flush (): Promise<void> {
     try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
+    await this.intents.settled(d => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`)).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
   }
 
   /**

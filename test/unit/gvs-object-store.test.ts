@@ -1,5 +1,5 @@
 import test from 'ava'
-import { mkdtemp, rm, open, readdir, mkdir } from 'node:fs/promises'
+import { mkdtemp, rm, open, readdir, mkdir, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -288,4 +288,35 @@ test('an object whose creation a power loss cut short: fresh again when no data 
     t.true(same(await again.read('v', i, 0, 4 * MiB), whole))
     await again.write('v', i, 0, a, { epoch: 1 })
   }
+})
+
+test('a power loss between an object\'s data and its checksums: the objects the write-intent log names are made true to their data at start; others still read as damaged', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const first = new ObjectStore({ log: silentLogger }, { dir })
+  await first.start()
+  const a = randomBytes(8192)
+  await first.write('v', 0, 0, a, { epoch: 1 })
+  await first.write('v', 1, 0, a, { epoch: 1 })
+  await first.flush()
+  const log = async (): Promise<string> => (await readFile(join(dir, 'intents'), 'utf8')).trim()
+  t.is(await log(), '', 'a flush leaves nothing named')
+  const b = randomBytes(4096)
+  await first.write('v', 0, 4096, b, { epoch: 1 })
+  t.is(await log(), 'v/00000000', 'named before the write, durably')
+  // the power goes: the new data reached the disk, its checksum did not (object 0, named);
+  // object 1's checksum goes bad too, though nothing wrote it since its sync: damage
+  const spoil = async (i: number): Promise<void> => {
+    const f = await open(join(dir, 'objects', 'v', `0000000${i}.sum`), 'r+')
+    await f.write(new Uint8Array([0xde, 0xad, 0xbe, 0xef]), 0, 4, 4)
+    await f.close()
+  }
+  await spoil(0)
+  await spoil(1)
+  const again = await store(t, dir)
+  t.true(same(await again.read('v', 0, 4096, 4096), b), 'the data the disk kept, served')
+  t.true(same(await again.read('v', 0, 0, 4096), a.subarray(0, 4096)))
+  t.true(isGvsError(await t.throwsAsync(again.read('v', 1, 4096, 4096)), 'damaged'), 'an object not written since its sync is not made true: its damage is reported')
+  t.is(await log(), '', 'a fresh log once recovered')
+  await first.stop().catch(() => {})
 })

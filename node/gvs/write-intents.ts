@@ -1,0 +1,106 @@
+// Which objects may have been written since their last sync: a log (<dir>/intents) each
+// object is named in, durably (O_DSYNC), before its first write after it was last clean.
+// An object's data and its checksums are two files, written one after the other and
+// synced by the next flush: a power loss before it can leave either on disk without
+// the other, and every later read of those blocks would fail its checksum on every copy
+// (all of them lost power at once, or the only one). At start, the objects the log names
+// have their checksums made true to the data the disk kept (ObjectStore.recover), as a
+// disk gives back either the old or the new data of a write it never acknowledged as
+// flushed. An object is dropped from the log once a flush synced it and no write to it
+// is in flight or waiting for a sync.
+import { open, readFile, type FileHandle } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { basename, dirname } from 'node:path'
+import { writeFileDurable } from '../durable-file.ts'
+
+export class WriteIntents {
+  private readonly file: string
+  private fh?: FileHandle
+  /** objects (data paths) named in the log */
+  private readonly listed = new Set<string>()
+  /** writes under way per object: not dropped while one runs */
+  private readonly active = new Map<string, number>()
+  /** the appends under way, by object: a second writer waits for the first's */
+  private readonly noting = new Map<string, Promise<void>>()
+  /** appends and rewrites of the log, one at a time */
+  private chain: Promise<void> = Promise.resolve()
+
+  constructor (file: string) { this.file = file }
+
+  /** The objects the log names (from a run that ended without syncing them), as "volume/index-hex". */
+  async pending (): Promise<Array<{ volume: string, file: string }>> {
+    let text: string
+    try { text = await readFile(this.file, 'utf8') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+      throw err
+    }
+    const out = new Map<string, { volume: string, file: string }>()
+    // a line cut by the power loss is not an object name: skipped
+    for (const line of text.split('\n')) if (/^[A-Za-z0-9][A-Za-z0-9._:@+-]*\/[0-9a-f]{8}$/.test(line)) out.set(line, { volume: line.split('/')[0]!, file: line.split('/')[1]! })
+    return [...out.values()]
+  }
+
+  /** Starts a fresh log (after the objects it named were recovered) and opens it for appends. */
+  async open (): Promise<void> {
+    await writeFileDurable(this.file, '', { mode: 0o600 })
+    this.fh = await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_DSYNC)
+  }
+
+  async close (): Promise<void> {
+    await this.chain
+    await this.fh?.close()
+    this.fh = undefined
+  }
+
+  /** Before a write to the object: it is named in the log (durably) unless it already is. Pair with `done`. */
+  async begin (data: string): Promise<void> {
+    this.active.set(data, (this.active.get(data) ?? 0) + 1)
+    if (this.listed.has(data) || this.fh == null) return
+    let p = this.noting.get(data)
+    if (p == null) {
+      p = this.append(data).finally(() => { this.noting.delete(data) })
+      this.noting.set(data, p)
+    }
+    try { await p } catch (err) { this.done(data); throw err }
+  }
+
+  /** The write begun for the object is over (its files are in the list of what the next flush syncs). */
+  done (data: string): void {
+    const n = (this.active.get(data) ?? 1) - 1
+    if (n > 0) this.active.set(data, n)
+    else this.active.delete(data)
+  }
+
+  /** After a flush: the objects it synced, with no write under way or waiting for a sync (`pending`), leave the log. */
+  async settled (pending: (data: string) => boolean): Promise<void> {
+    const gone = [...this.listed].filter(d => !this.active.has(d) && !pending(d))
+    if (gone.length === 0 || this.fh == null) return
+    await this.serial(async () => {
+      // checked again in turn: an object written meanwhile stays
+      for (const d of gone) if (!this.active.has(d) && !pending(d)) this.listed.delete(d)
+      // the log rewritten whole with what stays (a crash keeps the old or the new one, both sound)
+      await this.fh?.close()
+      this.fh = undefined
+      await writeFileDurable(this.file, [...this.listed].map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
+      this.fh = await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_DSYNC)
+    })
+  }
+
+  private async append (data: string): Promise<void> {
+    await this.serial(async () => {
+      if (this.listed.has(data)) return
+      if (this.fh == null) throw new Error(`the write-intent log ${this.file} is not open`)
+      await this.fh.write(nameOf(data) + '\n')
+      this.listed.add(data)
+    })
+  }
+
+  private async serial (op: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(op)
+    this.chain = run.catch(() => {})
+    await run
+  }
+}
+
+/** "volume/index-hex" of an object's data file (<dir>/objects/<volume>/<index-hex>) */
+const nameOf = (data: string): string => `${basename(dirname(data))}/${basename(data)}`
