@@ -12,7 +12,7 @@
 // - a VM whose lease moved while the agent was down (its watchdog was gone too, so
 //   the VM outlived it) is killed when the agent comes back, not adopted; the run on
 //   the new holder is left alone.
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
 import { describeRuns, overlaps, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
@@ -78,13 +78,8 @@ e2e('an agent restarted at once adopts its VMs (same PIDs, start times and lease
   const leasesBefore = new Map(await Promise.all(mine.map(async vm => [vm, (await victim.api<VmDetail>(`/v1/vms/${vm}`)).lease] as const)))
   t.log(`${victim.name} runs ${mine.join(', ')}; killing its agent and starting it again`)
 
-  // kill it right after it fed its watchdog: the restart gets the whole watchdog timeout
-  const feed = join(dataDir(victim), 'dvmm/watchdog/feed.json')
-  const fedAt = statSync(feed).mtimeMs
-  for (let i = 0; i < 1000 && statSync(feed).mtimeMs === fedAt; i++) await new Promise(resolve => setTimeout(resolve, 5))
-  const killedAt = Date.now()
-  await victim.kill()
-  await victim.start()
+  // killed right after it fed its watchdog: the restart gets the whole watchdog timeout
+  const killedAt = await victim.killAfterFeed()
   // the API starts after the VM manager, which fed the watchdog as it found its VMs
   const upMs = Date.now() - killedAt
   const inTime = upMs <= ADOPT_WITHIN_MS

@@ -11,7 +11,7 @@
 // `qemu-io virtio0`: the same block backend and NBD connection as the guest's
 // virtio-blk). An agent back too late for its watchdog (agents from the sources take
 // 6-11 s) finds its VM killed: it runs again, with its disk, and the test says so.
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { buildGuestImage } from '../../node/dvmm/image/build.ts'
@@ -104,13 +104,8 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     await hmp(qmpOf(run), 'qemu-io virtio0 "flush"')
     t.is(await readsAs(h3, vol, 8192, 4096, pre), 'ok', 'h3 reads what the VM wrote before the restart')
 
-    // kill the agent right after it fed its watchdog: the restart gets the whole watchdog timeout
-    const feed = join(dataDir(victim), 'dvmm/watchdog/feed.json')
-    const fedAt = statSync(feed).mtimeMs
-    for (let i = 0; i < 1000 && statSync(feed).mtimeMs === fedAt; i++) await new Promise(resolve => setTimeout(resolve, 5))
-    const killedAt = Date.now()
-    await victim.kill()
-    await victim.start()
+    // killed right after it fed its watchdog: the restart gets the whole watchdog timeout
+    const killedAt = await victim.killAfterFeed()
     const upMs = Date.now() - killedAt
     t.log(`restart ${attempt}: h2's agent answered again ${secs(upMs)} after the SIGKILL (${build.ok ? 'from the build in dist/' : build.reason})`)
     await grid.waitAllAlive(30_000)

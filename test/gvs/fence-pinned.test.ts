@@ -5,27 +5,17 @@
 // which keeps only one of the two values, does not decide which epoch a disk writes with.
 import test from 'ava'
 import { join } from 'node:path'
-import { volumeEpoch, winner } from '../../crdt/placement/index.ts'
+import { volumeEpoch } from '../../crdt/placement/index.ts'
 import { pinnedName } from '../../node/gvs/exports.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
-import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+import { contestedDisk } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 
 for (const first of ['loser', 'winner'] as const) {
   test(`two holders of one lease epoch: the winner's disk writes, the loser's is refused (the ${first} fences first)`, async t => {
-    const { dir, hosts, svcs } = await memoryHosts(t, 3, `gvspin${first}`)
-    const { state, members } = sharedDocument(hosts)
-    await startServices({ dir, hosts, svcs }, { state, members })
-    const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
-    t.is(created.statusCode, 201, created.body)
-    const id = created.json<{ id: string }>().id
-    const block = (byte: number): Buffer => Buffer.alloc(4096, byte)
-
     // nodes 1 and 2 both claimed the VM at lease epoch 1; the rule names one the winner
-    const ids = hosts.map(h => h.peerId.toString())
-    const won = winner([1, 2].map(i => ({ vm: 'vm', holder: ids[i]!, epoch: 1, cpu: 1, memoryBytes: 1, at: 1, by: ids[i]! })))!.holder
-    const w = ids.indexOf(won)
-    const l = w === 1 ? 2 : 1
+    const { dir, svcs, state, id, ids, w, l } = await contestedDisk(t, `gvspin${first}`)
+    const block = (byte: number): Buffer => Buffer.alloc(4096, byte)
     const epochOf = (i: number): number => volumeEpoch(1, 1, ids[i]!)
     t.true(epochOf(w) > epochOf(l), 'the winner takes the greater writer epoch')
     // the document keeps one of the two values: the loser's, the worse case

@@ -14,6 +14,8 @@ import type { Member } from '../../protocol/membership.ts'
 import { Replica } from '../../crdt/replica.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError } from '../../node/api/errors.ts'
+import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
+import { winner } from '../../crdt/placement/index.ts'
 
 const G = 2 ** 30
 
@@ -63,4 +65,20 @@ export async function startServices (grid: { dir: string, hosts: VgridHost[], sv
     grid.svcs.push(s)
   }
   return grid.svcs
+}
+
+/**
+ * Three services sharing one document, a volume /app/disk of four objects, and the
+ * two nodes (1 and 2) that both claimed one VM's lease at epoch 1: `w` the winner by
+ * the lease rule, `l` the loser (crdt/placement/volume-epoch.ts gives each its own writer epoch).
+ */
+export async function contestedDisk (t: ExecutionContext, tag: string): Promise<{ dir: string, hosts: VgridHost[], svcs: GvsService[], state: GvsComponents['state'], members: Map<string, Member>, id: string, ids: string[], w: number, l: number }> {
+  const { dir, hosts, svcs } = await memoryHosts(t, 3, tag)
+  const { state, members } = sharedDocument(hosts)
+  await startServices({ dir, hosts, svcs }, { state, members })
+  const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
+  if (created.statusCode !== 201) throw new Error(`volume create: ${created.body}`)
+  const ids = hosts.map(h => h.peerId.toString())
+  const w = ids.indexOf(winner([1, 2].map(i => ({ vm: 'vm', holder: ids[i]!, epoch: 1, cpu: 1, memoryBytes: 1, at: 1, by: ids[i]! })))!.holder)
+  return { dir, hosts, svcs, state, members, id: created.json<{ id: string }>().id, ids, w, l: w === 1 ? 2 : 1 }
 }

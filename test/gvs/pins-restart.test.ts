@@ -6,29 +6,20 @@
 import test from 'ava'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { volumeEpoch, winner } from '../../crdt/placement/index.ts'
+import { volumeEpoch } from '../../crdt/placement/index.ts'
 import { pinnedName } from '../../node/gvs/exports.ts'
 import { PINS_FILE } from '../../node/gvs/pins-file.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { createLogger, silentLogger, type Logger } from '../../node/log.ts'
-import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+import { apiOf, contestedDisk, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 
 test('a disk pinned to a fenced epoch the document no longer holds opens after the agent restarts, and writes', async t => {
-  const { dir, hosts, svcs } = await memoryHosts(t, 3, 'gvspinrestart')
-  const { state, members } = sharedDocument(hosts)
-  await startServices({ dir, hosts, svcs }, { state, members })
-  const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/app/disk', size: 4 * OBJECT_SIZE } })
-  t.is(created.statusCode, 201, created.body)
-  const id = created.json<{ id: string }>().id
-  const block = (byte: number): Buffer => Buffer.alloc(4096, byte)
-
   // nodes 1 and 2 both claimed the VM at lease epoch 1; the winner fenced and runs the VM,
   // and the document kept the loser's value (fence-pinned.test.ts)
-  const ids = hosts.map(h => h.peerId.toString())
-  const w = ids.indexOf(winner([1, 2].map(i => ({ vm: 'vm', holder: ids[i]!, epoch: 1, cpu: 1, memoryBytes: 1, at: 1, by: ids[i]! })))!.holder)
-  const l = w === 1 ? 2 : 1
+  const { dir, hosts, svcs, state, members, id, ids, w, l } = await contestedDisk(t, 'gvspinrestart')
+  const block = (byte: number): Buffer => Buffer.alloc(4096, byte)
   const mine = volumeEpoch(1, 1, ids[w]!)
   await state.write(x => { x.update('volumes', id, { epoch: mine }) }, 'test: the winner takes the volume')
   await svcs[w]!.fence(id, mine)

@@ -3,7 +3,7 @@
 // data dir, reached through its API bridge. The grid collects every agent's log,
 // prints them when the test fails, and removes everything it made when the test
 // ends, fails or the process is interrupted.
-import { rmSync } from 'node:fs'
+import { rmSync, statSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -122,6 +122,20 @@ export class Host {
   async stop (): Promise<void> { await this.agent.stop() }
   async kill (): Promise<void> { await this.agent.kill('SIGKILL') }
   async restart (): Promise<void> { await this.agent.restart() }
+
+  /**
+   * SIGKILLs the agent right after it fed its VM watchdog, so the restart gets the
+   * whole watchdog timeout, and starts it again; returns when it was killed.
+   */
+  async killAfterFeed (): Promise<number> {
+    const feed = join(this.dir, 'data', 'dvmm/watchdog/feed.json')
+    const fedAt = statSync(feed).mtimeMs
+    for (let i = 0; i < 1000 && statSync(feed).mtimeMs === fedAt; i++) await new Promise(resolve => setTimeout(resolve, 5))
+    const killedAt = Date.now()
+    await this.kill()
+    await this.start()
+    return killedAt
+  }
 }
 
 /** Something to remove when the test process is interrupted or exits. */
