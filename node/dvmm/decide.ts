@@ -97,7 +97,7 @@ export function startsStillDue (starts: readonly string[], before: DocView, afte
     const was = before.leases.get(id)
     const now = after.leases.get(id)
     return was != null && now != null && now.winner.holder === me && now.winner.epoch === was.winner.epoch &&
-      now.claims.length <= was.claims.length && after.vms.get(id)?.desired === 'running'
+      now.claims.every(c => was.claims.some(w => w.holder === c.holder && w.epoch === c.epoch)) && after.vms.get(id)?.desired === 'running'
   })
 }
 

@@ -93,18 +93,16 @@ export class WriterEpochs {
   }
 
   /**
-   * What a writer of the layer must reach: its own newest epoch, or, for a top layer a
-   * snapshot made that no writer has recorded an epoch on yet, the newest of the layers
-   * under it. A fence lands on the top layer its node knows of; a writer it deposed
+   * What a writer of the layer must reach: the newest epoch seen on it or on any layer
+   * under it (a snapshot's new top layer starts from the epoch of the layers under it). A fence lands on the top layer its node knows of; a writer it deposed
    * that follows a snapshot made since must still be refused on the new top layer.
    */
   private async floor (layer: string): Promise<number> {
-    let l: string | null = layer
-    for (let i = 0; l != null && i <= 256; i++, l = layerBelow(l)) {
-      const e = await this.get(l)
-      if (e > 0) return e
-    }
-    return 0
+    // the highest over the layers: a deposed writer that reached the new top layer first
+    // recorded its epoch there, and the fence then went to the layer under it
+    let floor = 0
+    for (let l: string | null = layer, i = 0; l != null && i <= 256; i++, l = layerBelow(l)) floor = Math.max(floor, await this.get(l))
+    return floor
   }
 
   /** the volume is gone from this store */

@@ -127,13 +127,17 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private async recover (volume: string, index: number): Promise<void> {
     // one that cannot be checked is left as it is: a read reports it damaged, and a copy from another node rewrites it
     const fixed = await this.held.trueToData(this.paths(volume, index)).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
-    if (fixed.length > 0) this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data', { volume, index, blocks: fixed.join(',') })
+    if (fixed.length === 0) return
+    this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data, and reported (a copy elsewhere with its version rewrites it)', { volume, index, blocks: fixed.join(',') })
+    // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one
+    this.emit('damaged', { volume, index, blocks: fixed, path: this.paths(volume, index).data })
   }
 
   async stop (): Promise<void> {
-    await this.flush()
-    await this.open.closeAll()
-    await this.intents.close()
+    try { await this.flush() } finally {
+      await this.open.closeAll()
+      await this.intents.close()
+    }
   }
 
   private volDir (volume: string): string {
@@ -320,7 +324,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async flush (): Promise<void> {
     try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
-    await this.intents.settled(d => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`)).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
+    await this.intents.settled(d => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
   }
 
   /**

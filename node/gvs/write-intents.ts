@@ -16,6 +16,8 @@ import { writeFileDurable } from '../durable-file.ts'
 export class WriteIntents {
   private readonly file: string
   private fh?: FileHandle
+  /** open() ran and close() did not: writes are named (a store never started names nothing) */
+  private opened = false
   /** objects (data paths) named in the log */
   private readonly listed = new Set<string>()
   /** writes under way per object: not dropped while one runs */
@@ -43,10 +45,12 @@ export class WriteIntents {
   /** Starts a fresh log (after the objects it named were recovered) and opens it for appends. */
   async open (): Promise<void> {
     await writeFileDurable(this.file, '', { mode: 0o600 })
-    this.fh = await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_DSYNC)
+    this.fh = await this.reopen()
+    this.opened = true
   }
 
   async close (): Promise<void> {
+    this.opened = false
     await this.chain
     await this.fh?.close()
     this.fh = undefined
@@ -55,7 +59,7 @@ export class WriteIntents {
   /** Before a write to the object: it is named in the log (durably) unless it already is. Pair with `done`. */
   async begin (data: string): Promise<void> {
     this.active.set(data, (this.active.get(data) ?? 0) + 1)
-    if (this.listed.has(data) || this.fh == null) return
+    if (this.listed.has(data) || !this.opened) return
     let p = this.noting.get(data)
     if (p == null) {
       p = this.append(data).finally(() => { this.noting.delete(data) })
@@ -74,23 +78,35 @@ export class WriteIntents {
   /** After a flush: the objects it synced, with no write under way or waiting for a sync (`pending`), leave the log. */
   async settled (pending: (data: string) => boolean): Promise<void> {
     const gone = [...this.listed].filter(d => !this.active.has(d) && !pending(d))
-    if (gone.length === 0 || this.fh == null) return
+    if (gone.length === 0 || !this.opened) return
     await this.serial(async () => {
+      if (!this.opened) return
       // checked again in turn: an object written meanwhile stays
       for (const d of gone) if (!this.active.has(d) && !pending(d)) this.listed.delete(d)
       // the log rewritten whole with what stays (a crash keeps the old or the new one, both sound)
       await this.fh?.close()
       this.fh = undefined
-      await writeFileDurable(this.file, [...this.listed].map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
-      this.fh = await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_DSYNC)
+      try {
+        await writeFileDurable(this.file, [...this.listed].map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
+      } finally {
+        // the new log, or the old one (naming more) when the rewrite failed: appends go on
+        this.fh = await this.reopen()
+      }
     })
+  }
+
+  private async reopen (): Promise<FileHandle> {
+    return await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600)
   }
 
   private async append (data: string): Promise<void> {
     await this.serial(async () => {
       if (this.listed.has(data)) return
       if (this.fh == null) throw new Error(`the write-intent log ${this.file} is not open`)
-      await this.fh.write(nameOf(data) + '\n')
+      // a line of its own even after one a full disk cut short
+      const line = Buffer.from(`\n${nameOf(data)}\n`)
+      const { bytesWritten } = await this.fh.write(line)
+      if (bytesWritten !== line.length) throw new Error(`the write-intent log ${this.file} took ${bytesWritten} of ${line.length} bytes (a full disk?)`)
       this.listed.add(data)
     })
   }

@@ -313,7 +313,12 @@ test('a power loss between an object\'s data and its checksums: the objects the 
   }
   await spoil(0)
   await spoil(1)
-  const again = await store(t, dir)
+  const reports: DamageReport[] = []
+  const again = new ObjectStore({ log: silentLogger }, { dir })
+  again.on('damaged', r => reports.push(r))
+  await again.start()
+  t.teardown(async () => { await again.stop() })
+  t.deepEqual(reports.map(r => [r.index, r.blocks]), [[0, [1]]], 'reported: a copy elsewhere with its version is the sound one')
   t.true(same(await again.read('v', 0, 4096, 4096), b), 'the data the disk kept, served')
   t.true(same(await again.read('v', 0, 0, 4096), a.subarray(0, 4096)))
   t.true(isGvsError(await t.throwsAsync(again.read('v', 1, 4096, 4096)), 'damaged'), 'an object not written since its sync is not made true: its damage is reported')

@@ -42,6 +42,10 @@ test('a top layer a snapshot made starts from the epoch of the layers under it: 
   await s.fence('vol-src', 20)
   await s.write('vol-c@3', 0, 0, new Uint8Array([1]), { epoch: 1 })
   t.is(await s.epoch('vol-c@3'), 1)
+  // a deposed writer reached the new top layer first (it recorded 10 there); the fence at 11 went to the layer under it
+  await s.write('vol-b@2', 0, 0, new Uint8Array([1]), { epoch: 10 })
+  await s.fence('vol-b@1', 11)
+  t.true(isGvsError(await t.throwsAsync(s.write('vol-b@2', 0, 0, new Uint8Array([1]), { epoch: 10 })), 'stale-epoch'), 'the highest epoch over the layers counts')
   // a copy only learns, whatever the layers under it say
   await s.fence('vol-a@5', 2, { learnOnly: true })
 })
