@@ -13,6 +13,11 @@ import { constants } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 
+/** clean objects still named that make it worth rewriting the log without them (while others are not clean) */
+export const REWRITE_AT = 1024
+/** how often at most the log is emptied when every object it names is clean */
+export const EMPTY_EVERY_MS = 1000
+
 export class WriteIntents {
   private readonly file: string
   private fh?: FileHandle
@@ -27,7 +32,16 @@ export class WriteIntents {
   /** appends and rewrites of the log, one at a time */
   private chain: Promise<void> = Promise.resolve()
 
-  constructor (file: string) { this.file = file }
+  private readonly rewriteAt: number
+  private readonly emptyEveryMs: number
+  /** when the log was last emptied (performance.now) */
+  private emptiedAt = -Infinity
+
+  constructor (file: string, opts: { rewriteAt?: number, emptyEveryMs?: number } = {}) {
+    this.file = file
+    this.rewriteAt = opts.rewriteAt ?? REWRITE_AT
+    this.emptyEveryMs = opts.emptyEveryMs ?? EMPTY_EVERY_MS
+  }
 
   /** The objects the log names (from a run that ended without syncing them), as "volume/index-hex". */
   async pending (): Promise<Array<{ volume: string, file: string }>> {
@@ -75,19 +89,38 @@ export class WriteIntents {
     else this.active.delete(data)
   }
 
-  /** After a flush: the objects it synced, with no write under way or waiting for a sync (`pending`), leave the log. */
+  /**
+   * After a flush: objects it synced, with no write under way or waiting for a sync
+   * (`pending`), may leave the log. Clean objects stay named for a while (a name too many
+   * costs only a check at start, and spares the append when the object is written
+   * again): a client that flushes after every write (a database) would otherwise pay two
+   * more syncs a flush. When every object named is clean, the log is emptied (truncate,
+   * fdatasync) at most once per `emptyEveryMs`; while some are not, it is rewritten
+   * without the clean ones once `rewriteAt` of them are named.
+   */
   async settled (pending: (data: string) => boolean): Promise<void> {
-    const gone = [...this.listed].filter(d => !this.active.has(d) && !pending(d))
-    if (gone.length === 0 || !this.opened) return
+    if (!this.opened || this.listed.size === 0) return
+    const clean = (d: string): boolean => !this.active.has(d) && !pending(d)
+    const n = [...this.listed].filter(clean).length
+    if (n === this.listed.size ? performance.now() - this.emptiedAt < this.emptyEveryMs : n < this.rewriteAt) return
     await this.serial(async () => {
-      if (!this.opened) return
+      if (!this.opened || this.fh == null) return
       // checked again in turn: an object written meanwhile stays
-      for (const d of gone) if (!this.active.has(d) && !pending(d)) this.listed.delete(d)
+      const stay = [...this.listed].filter(d => !clean(d))
+      if (stay.length === 0) {
+        this.listed.clear()
+        this.emptiedAt = performance.now()
+        await this.fh.truncate(0)
+        await this.fh.datasync()
+        return
+      }
+      if (this.listed.size - stay.length < this.rewriteAt) return
+      for (const d of [...this.listed]) if (clean(d)) this.listed.delete(d)
       // the log rewritten whole with what stays (a crash keeps the old or the new one, both sound)
-      await this.fh?.close()
+      await this.fh.close()
       this.fh = undefined
       try {
-        await writeFileDurable(this.file, [...this.listed].map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
+        await writeFileDurable(this.file, stay.map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
       } finally {
         // the new log, or the old one (naming more) when the rewrite failed: appends go on
         this.fh = await this.reopen()

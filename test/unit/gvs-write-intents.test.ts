@@ -10,32 +10,61 @@ import { WriteIntents } from '../../node/gvs/write-intents.ts'
 
 const names = (file: string): string[] => readFileSync(file, 'utf8').split('\n').filter(l => l !== '').sort()
 
+test('a flush that leaves every object clean empties the log; one written meanwhile is named', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgt-intents-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'intents')
+  const w = new WriteIntents(file, { emptyEveryMs: 0 })
+  await w.open()
+  const obj = (i: number): string => join(dir, 'objects', 'v', i.toString(16).padStart(8, '0'))
+  await w.begin(obj(1))
+  w.done(obj(1))
+  t.deepEqual(names(file), ['v/00000001'])
+  // a write under way (or waiting for a sync) keeps the log as it is
+  await w.begin(obj(2))
+  await w.settled(() => false)
+  t.deepEqual(names(file), ['v/00000001', 'v/00000002'])
+  w.done(obj(2))
+  await w.settled(d => d === obj(2))
+  t.deepEqual(names(file), ['v/00000001', 'v/00000002'])
+  // every object clean: emptied; a first write that comes in meanwhile is named after it
+  const settling = w.settled(() => false)
+  await w.begin(obj(3))
+  await settling
+  w.done(obj(3))
+  t.deepEqual(names(file), ['v/00000003'])
+  await w.close()
+  // emptied at most once a while: a client flushing after each write pays no sync for it in between
+  const slow = new WriteIntents(file, { emptyEveryMs: 60_000 })
+  await slow.open()
+  for (const i of [1, 2]) {
+    await slow.begin(obj(i))
+    slow.done(obj(i))
+    await slow.settled(() => false)
+  }
+  t.deepEqual(names(file), ['v/00000002'], 'emptied once (after 1), then kept while clean')
+  await slow.close()
+})
+
 test('an object first written while the log is rewritten is named in the new log', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgt-intents-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const file = join(dir, 'intents')
-  const w = new WriteIntents(file)
+  // past 3 clean objects named while another is not clean, the log is rewritten without them
+  const w = new WriteIntents(file, { rewriteAt: 3 })
   await w.open()
-  const obj = (v: string, i: number): string => join(dir, 'objects', v, i.toString(16).padStart(8, '0'))
-  await w.begin(obj('v', 1))
-  w.done(obj('v', 1))
-  t.deepEqual(names(file), ['v/00000001'])
-  // a flush synced it: the log is rewritten without it; a first write to another object comes in meanwhile
+  const obj = (i: number): string => join(dir, 'objects', 'v', i.toString(16).padStart(8, '0'))
+  for (const i of [1, 2, 3]) { await w.begin(obj(i)); w.done(obj(i)) }
+  await w.begin(obj(4))
   const settling = w.settled(() => false)
   const handle = w as unknown as { fh?: unknown }
   for (let i = 0; i < 2000 && handle.fh != null; i++) await new Promise(resolve => setImmediate(resolve))
   t.is(handle.fh, undefined, 'caught while the log is closed for its rewrite')
-  await w.begin(obj('v', 2))
+  await w.begin(obj(5))
   await settling
-  w.done(obj('v', 2))
-  t.deepEqual(names(file), ['v/00000002'], 'named though it came during the rewrite')
-  // a write under way keeps its object named; pending ones too
-  await w.begin(obj('v', 3))
-  await w.settled(d => d.endsWith('00000002'))
-  t.deepEqual(names(file), ['v/00000002', 'v/00000003'])
-  w.done(obj('v', 3))
-  await w.settled(() => false)
-  t.deepEqual(names(file), [])
+  w.done(obj(4))
+  w.done(obj(5))
+  t.deepEqual(names(file), ['v/00000004', 'v/00000005'], 'named though it came during the rewrite')
   await w.close()
 })
 
