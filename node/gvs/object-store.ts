@@ -90,6 +90,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly held: HeldObjects
   /** the objects written since their last sync (write-intents.ts) */
   private readonly intents: WriteIntents
+  /** an object (its data path) with writes not yet synced, or whose sync failed: it stays named in the intent log */
+  private readonly unsynced = (d: string): boolean => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
@@ -134,7 +136,10 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async stop (): Promise<void> {
-    try { await this.flush() } finally {
+    try {
+      await this.flush()
+      await this.intents.settled(this.unsynced, { stopping: true })
+    } finally {
       await this.open.closeAll()
       await this.intents.close()
     }
@@ -324,7 +329,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async flush (): Promise<void> {
     try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
-    await this.intents.settled(d => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
+    await this.intents.settled(this.unsynced).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
   }
 
   /**

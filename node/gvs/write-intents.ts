@@ -98,11 +98,13 @@ export class WriteIntents {
    * fdatasync) at most once per `emptyEveryMs`; while some are not, it is rewritten
    * without the clean ones once `rewriteAt` of them are named.
    */
-  async settled (pending: (data: string) => boolean): Promise<void> {
+  async settled (pending: (data: string) => boolean, opts: { stopping?: boolean } = {}): Promise<void> {
     if (!this.opened || this.listed.size === 0) return
     const clean = (d: string): boolean => !this.active.has(d) && !pending(d)
     const n = [...this.listed].filter(clean).length
-    if (n === this.listed.size ? performance.now() - this.emptiedAt < this.emptyEveryMs : n < this.rewriteAt) return
+    // a store that stops leaves an empty log when it can: its next start checks nothing
+    const wait = opts.stopping === true ? 0 : this.emptyEveryMs
+    if (n === this.listed.size ? performance.now() - this.emptiedAt < wait : n < this.rewriteAt) return
     await this.serial(async () => {
       if (!this.opened || this.fh == null) return
       // checked again in turn: an object written meanwhile stays

@@ -43,6 +43,8 @@ test('a flush that leaves every object clean empties the log; one written meanwh
     await slow.settled(() => false)
   }
   t.deepEqual(names(file), ['v/00000002'], 'emptied once (after 1), then kept while clean')
+  await slow.settled(() => false, { stopping: true })
+  t.deepEqual(names(file), [], 'and emptied when the store stops')
   await slow.close()
 })
 
