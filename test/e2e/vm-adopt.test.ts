@@ -14,8 +14,8 @@
 //   the new holder is left alone.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
-import { describeRuns, overlaps, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
+import { agentsRunBuild, e2e, Grid, secs } from '../harness/index.ts'
+import { describeRuns, overlaps, recordingCommand, RunLog, startTicks, until } from '../harness/vm-runs.ts'
 import type { VmDetail, VmRow } from '../../node/dvmm/index.ts'
 
 const CAPACITY = ['--capacity', 'cpu=2,mem=2G,disk=10G']
@@ -31,23 +31,7 @@ const ADOPT_WITHIN_MS = 4000
 /** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin */
 const TAKEOVER_MS = 5000 + 1500
 
-const startTicks = (pid: number): number | undefined => {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[19])
-  } catch {
-    return undefined
-  }
-}
 
-const dataDir = (h: Host): string => join(h.dir, 'data')
-const firedCount = (h: Host): number => {
-  try {
-    return readFileSync(join(dataDir(h), 'dvmm/watchdog/fired.jsonl'), 'utf8').split('\n').filter(l => l !== '').length
-  } catch {
-    return 0
-  }
-}
 
 /** Creates `names` through h1's API and waits until each runs; the hosts that hold them. */
 async function createVms (grid: Grid, log: RunLog, names: string[]): Promise<Map<string, string>> {
@@ -89,7 +73,7 @@ e2e('an agent restarted at once adopts its VMs (same PIDs, start times and lease
   if (!inTime) {
     // too late for its watchdog (3 s): the VMs were killed; they run again, each once,
     // on this host (its leases are still its own) or, taken over, on another
-    const fired = firedCount(victim)
+    const fired = victim.watchdogFired()
     await until('every VM of the restarted host to run again, once', 60_000, async () => {
       log.poll()
       const rows = await grid.host('h1').api<{ vms: VmRow[] }>('/v1/vms')
@@ -107,7 +91,7 @@ e2e('an agent restarted at once adopts its VMs (same PIDs, start times and lease
   // past the time anyone could have taken a lease over, and any fence would have struck
   await new Promise(resolve => setTimeout(resolve, Math.max(0, killedAt + TAKEOVER_MS + 3000 - Date.now())))
   log.poll()
-  t.is(firedCount(victim), 0, 'the watchdog did not fire: the new agent fed it in time')
+  t.is(victim.watchdogFired(), 0, 'the watchdog did not fire: the new agent fed it in time')
   for (const vm of mine) {
     const live = log.live(vm)
     t.is(live.length, 1, `${vm} runs once`)
@@ -140,7 +124,7 @@ e2e('an agent restarted after its watchdog fired finds its VMs gone: they run ag
   const killedAt = Date.now()
   await victim.kill()
   // the server runs on without its agent until the watchdog has killed the VMs
-  await until('the watchdog to kill the VMs', 30_000, () => { log.poll(); return firedCount(victim) > 0 && mine.every(vm => log.live(vm).length === 0) ? true : undefined })
+  await until('the watchdog to kill the VMs', 30_000, () => { log.poll(); return victim.watchdogFired() > 0 && mine.every(vm => log.live(vm).length === 0) ? true : undefined })
   const firedAfter = Date.now() - killedAt
   await victim.start()
   t.log(`${victim.name} ran ${mine.join(', ')}; its watchdog killed them within ${secs(firedAfter)} of the SIGKILL; agent back after ${secs(Date.now() - killedAt)}`)
@@ -179,7 +163,7 @@ e2e('a VM whose lease moved while its agent was down is killed when the agent re
 
   // the server runs on but its agent and its watchdog are gone (a watchdog that died
   // or was never fed back): nothing on it kills the VM, so it outlives the lease
-  const wd = JSON.parse(readFileSync(join(dataDir(victim), 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number, startTicks: number }
+  const wd = JSON.parse(readFileSync(join(victim.dataDir, 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number, startTicks: number }
   t.is(startTicks(wd.pid), wd.startTicks, 'the supervisor the agent recorded runs')
   const killedAt = Date.now()
   await victim.kill()

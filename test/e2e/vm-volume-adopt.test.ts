@@ -19,7 +19,7 @@ import { Qmp } from '../../node/dvmm/drivers/qmp.ts'
 import { nsRun } from '../../node/netns/netns.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
 import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
-import { until } from '../harness/vm-runs.ts'
+import { startTicks, until } from '../harness/vm-runs.ts'
 
 interface VolumeView { id: string, path: string, epoch: number, nbd: string }
 
@@ -32,22 +32,6 @@ const MiB = 1024 * 1024
 /** restarts tried until one is adopted */
 const RESTARTS = 5
 
-const dataDir = (h: Host): string => join(h.dir, 'data')
-const firedCount = (h: Host): number => {
-  try {
-    return readFileSync(join(dataDir(h), 'dvmm/watchdog/fired.jsonl'), 'utf8').split('\n').filter(l => l !== '').length
-  } catch {
-    return 0
-  }
-}
-const startTicks = (pid: number): number | undefined => {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[19])
-  } catch {
-    return undefined
-  }
-}
 
 /** one HMP command on the VM's QMP socket (QEMU takes one QMP client at a time: the agent's may be on it) */
 async function hmp (sock: string, line: string): Promise<void> {
@@ -60,7 +44,7 @@ async function hmp (sock: string, line: string): Promise<void> {
 
 /** `len` bytes at `offset` of the volume, as `host` reads them through its own NBD export: the byte they all hold, or what qemu-io said */
 async function readsAs (host: Host, vol: VolumeView, offset: number, len: number, byte: number): Promise<string> {
-  const uri = vol.nbd.replace(/socket=[^&]*/, `socket=${join(dataDir(host), 'nbd.sock')}`)
+  const uri = vol.nbd.replace(/socket=[^&]*/, `socket=${join(host.dataDir, 'nbd.sock')}`)
   const out = await nsRun(host.ns, 'qemu-io', ['-f', 'raw', '-c', `read -P 0x${byte.toString(16)} ${offset} ${len}`, uri], { allowFail: true })
   return out.includes(`read ${len}/${len} bytes`) && !out.includes('Pattern verification failed') ? 'ok' : out.trim()
 }
@@ -81,12 +65,12 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     name: 'db', driver: 'qemu', cpu: 1, memory: '128M', constraints: { role: 'vm' }, volumes: ['/db/disk'],
     kernel: image.kernel, initrd: image.initrd, cmdline: `${image.cmdline} vgrid.stamp=boot1`
   })
-  const qmpOf = (d: VmDetail): string => join(dataDir(victim), 'dvmm/run/qemu', d.id, 'qmp.sock')
+  const qmpOf = (d: VmDetail): string => join(victim.dataDir, 'dvmm/run/qemu', d.id, 'qmp.sock')
   const consoleOf = async (): Promise<string> => (await victim.api<{ console: string }>('/v1/vms/db/console')).console
   const before = await until('db to run on h2', 60_000, async () => { const d = await victim.api<VmDetail>('/v1/vms/db'); return d.state === 'running' && d.node === victim.name && d.runtime?.pid != null ? d : undefined })
   await until('the guest to stamp its disk', 120_000, async () => (await consoleOf()).includes('stamped vda [boot1]') ? true : undefined)
   const epoch = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
-  const pins = JSON.parse(readFileSync(join(dataDir(victim), 'gvs-pins.json'), 'utf8')) as { pins: Record<string, number[]> }
+  const pins = JSON.parse(readFileSync(join(victim.dataDir, 'gvs-pins.json'), 'utf8')) as { pins: Record<string, number[]> }
   t.deepEqual(pins.pins[vol.id], [epoch], 'the holder kept the epoch it fenced on disk')
   t.true(readFileSync(`/proc/${before.runtime!.pid!}/cmdline`, 'utf8').includes(`file.export=db/disk~${epoch},`), 'the VM\'s drive is the export pinned to that epoch')
 
@@ -96,7 +80,7 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
   for (let attempt = 1; attempt <= RESTARTS && adoptions === 0; attempt++) {
     const pid = run.runtime!.pid!
     const ticks = startTicks(pid)
-    const fired = firedCount(victim)
+    const fired = victim.watchdogFired()
     const volEpoch = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
     // the VM's drive writes before the restart: object 0, beside the guest's stamp
     const pre = 0x60 + 2 * attempt
@@ -116,7 +100,7 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     // whether it came back in time is vm-adopt.test.ts's question; this one asks about the disk of an adopted VM
     if (now.runtime?.pid === pid && startTicks(pid) === ticks) {
       adoptions++
-      t.is(firedCount(victim), fired, 'the watchdog did not fire')
+      t.is(victim.watchdogFired(), fired, 'the watchdog did not fire')
       t.is(now.state, 'running')
       t.is(now.node, victim.name)
       t.is(now.epoch, run.epoch, 'the lease kept its epoch')
@@ -126,7 +110,7 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
       run = now
     } else {
       const why = now.history.filter(e => Date.parse(e.at) >= killedAt).map(e => `${e.event}${e.detail == null ? '' : ` (${e.detail})`}`).join(', ')
-      t.log(`restart ${attempt}: not adopted (back ${upMs <= ADOPT_WITHIN_MS ? 'within' : 'after'} ${secs(ADOPT_WITHIN_MS)}; the watchdog fired ${firedCount(victim) - fired} time(s); since: ${why}): the VM runs again`)
+      t.log(`restart ${attempt}: not adopted (back ${upMs <= ADOPT_WITHIN_MS ? 'within' : 'after'} ${secs(ADOPT_WITHIN_MS)}; the watchdog fired ${victim.watchdogFired() - fired} time(s); since: ${why}): the VM runs again`)
       run = now
     }
 

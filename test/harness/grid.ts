@@ -3,7 +3,7 @@
 // data dir, reached through its API bridge. The grid collects every agent's log,
 // prints them when the test fails, and removes everything it made when the test
 // ends, fails or the process is interrupted.
-import { rmSync, statSync } from 'node:fs'
+import { readFileSync, rmSync, statSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -123,12 +123,24 @@ export class Host {
   async kill (): Promise<void> { await this.agent.kill('SIGKILL') }
   async restart (): Promise<void> { await this.agent.restart() }
 
+  /** the agent's data directory */
+  get dataDir (): string { return join(this.dir, 'data') }
+
+  /** how many times this host's VM watchdog fired (its record, dvmm/watchdog/fired.jsonl) */
+  watchdogFired (): number {
+    try {
+      return readFileSync(join(this.dataDir, 'dvmm/watchdog/fired.jsonl'), 'utf8').split('\n').filter(l => l !== '').length
+    } catch {
+      return 0
+    }
+  }
+
   /**
    * SIGKILLs the agent right after it fed its VM watchdog, so the restart gets the
    * whole watchdog timeout, and starts it again; returns when it was killed.
    */
   async killAfterFeed (): Promise<number> {
-    const feed = join(this.dir, 'data', 'dvmm/watchdog/feed.json')
+    const feed = join(this.dataDir, 'dvmm/watchdog/feed.json')
     const fedAt = statSync(feed).mtimeMs
     for (let i = 0; i < 1000 && statSync(feed).mtimeMs === fedAt; i++) await new Promise(resolve => setTimeout(resolve, 5))
     const killedAt = Date.now()

@@ -35,7 +35,8 @@ export function recordingCommand (log: string): string[] {
 
 const RUN_DIR = /\/([^/]+)\/data\/dvmm\/run\/process\/([^/]+)\/?$/
 
-function startTicks (pid: number): number | undefined {
+/** a process's start time in clock ticks since boot (undefined: gone, or a zombie): tells a pid's reuse apart */
+export function startTicks (pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const s = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
