@@ -264,19 +264,34 @@ export function serveChannel (stream: Stream, opts: ServeOptions): void {
   const reader = new FrameReader(maxFrame(opts.objectSize), MAX_HEADER)
   const out = new Batcher(stream)
   let running = 0
+  /** what the requests running here carry (weight): a well-behaved caller keeps it under its own byte bound */
+  let runningBytes = 0
+  const maxRunning = opts.maxQueuedBytes ?? sendQueueBound(opts.objectSize)
   let ending = false
   const closeIfDone = (): void => { if (ending && running === 0) void stream.close().catch(() => {}) }
   const answer = async (f: Frame): Promise<void> => {
     let header: Uint8Array
     let data: Uint8Array | null = null
+    let w = 0
     try {
       const req = decodeRequest(f.header)
       const payload = req.op === 'write' || req.op === 'put' ? f.data : null
+      w = weight(req, payload ?? undefined, opts.objectSize)
+      // answers being made are held in memory as much as queued ones: a peer asking for
+      // more at once than any caller keeps in flight has its stream reset
+      if (runningBytes > 0 && runningBytes + w > maxRunning) {
+        if (payload != null) readBuffers.give(payload)
+        stream.abort(new GvsError('invalid', `replica requests of more than ${maxRunning} bytes at once on one stream`))
+        opts.failed(new GvsError('unavailable', `the peer asked for more than ${maxRunning} bytes at once: stream reset`))
+        return
+      }
+      runningBytes += w
       try {
         const r = await opts.run(req, payload)
         header = encode(r.reply)
         data = r.data
       } finally {
+        runningBytes -= w
         // the store is done with it (written or failed): a pooled copy is free again
         if (payload != null) readBuffers.give(payload)
       }

@@ -66,9 +66,11 @@ test('the answering end: a peer asking for reads it never takes gets its stream 
   neverReads(s)
   const reset = new Promise<void>(resolve => { s.addEventListener('close', () => { resolve() }) })
   const n = 1000 // 1000 answers of 64 KiB: about twice the bound
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < n && served?.status !== 'aborted'; i++) {
     const req: ReplicaRequest = { op: 'read', volume: 'shop-db', index: i % 16, offset: 0, length: OBJECT }
     s.send(encodeFrame(i + 1, encode(req)))
+    // asked as a caller asks, a few at a time (more at once is refused by itself: the next test)
+    if (i % 32 === 31) while (ran < i - 32 && served?.status === 'open') await new Promise(resolve => setTimeout(resolve, 2))
   }
   while (ran < n && served?.status === 'open') await new Promise(resolve => setTimeout(resolve, 10))
   // the answers already run are queued (in batches, a turn later)
@@ -110,4 +112,27 @@ test('the calling end: requests timing out against a peer that stopped reading r
   t.is(streams[0]?.status, 'aborted', `the stream to the stalled peer is reset (${streams[0]?.writeBufferLength} bytes queued)`)
   t.true(peak <= bound, `at most ${peak} bytes queued (bound ${bound})`)
   t.true(errors.some(e => /stream closed \(.*Write buffer length/.test(e)), 'the requests on it failed as closed: the caller may retry on a new stream')
+})
+
+test('the answering end: a peer asking for more at once than any caller keeps in flight gets its stream reset before the answers are made', async t => {
+  const [a, b] = await hosts(t)
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-bp-'))
+  const store = new ObjectStore({ log: silentLogger }, { dir, objectSize: OBJECT })
+  await store.start()
+  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  let served = null as Stream | null
+  let ran = 0
+  const failures: string[] = []
+  await b.handle(PROTOCOL, stream => {
+    served = stream
+    serveChannel(stream, { objectSize: OBJECT, maxRequests: 1024, run: async (req, data) => { ran++; return await execute(store, req, data) }, failed: err => { failures.push(err.message) } })
+  })
+  const s = await a.dialProtocol(b.peerId, PROTOCOL)
+  // 1000 reads of 64 KiB in one go: about twice what a caller keeps in flight
+  const frames = Array.from({ length: 1000 }, (_, i) => encodeFrame(i + 1, encode({ op: 'read', volume: 'shop-db', index: i % 16, offset: 0, length: OBJECT } satisfies ReplicaRequest)))
+  for (const f of frames) s.send(f)
+  while (served?.status === 'open' && ran < 1000) await new Promise(resolve => setTimeout(resolve, 5))
+  t.not(served!.status, 'open')
+  t.true(ran * OBJECT <= sendQueueBound(OBJECT) + OBJECT, `${ran} reads were made (${ran * OBJECT} bytes)`)
+  t.true(failures.some(f => /asked for more than \d+ bytes at once/.test(f)), failures.join('; '))
 })
