@@ -4,13 +4,13 @@
 import type { FastifyInstance } from 'fastify'
 import type { Reader } from '../../crdt/index.ts'
 import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
-import { findVm, placementNow, vmDraft, vmRow, type VmDetail, type VmRow } from './vms.ts'
+import { findVm, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
@@ -111,19 +111,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
-      const vols = reader.list('volumes')
-      const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, {
-        find: ref => vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`),
-        usedBy: id => [...doc.vms.values()].find(vm => vm.spec.volumes.includes(id))?.id
-      })
+      const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, volumeLookup(reader))
       await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
-        draft.spec.volumes.forEach((id, i) => {
-          if (w.reader.get('volumes', id) == null) throw new ValidationError(`volumes[${i}]`, `volume ${id} was removed`)
-          const user = w.reader.list('vms').find(vm => vm.spec.volumes.includes(id))
-          if (user != null) throw new ConflictError(`volumes[${i}]: ${id} is already a disk of VM ${user.id} (a volume has one writer at a time)`, 'volume_in_use')
-        })
+        volumeIds(draft.spec.volumes, draft.spec.driver, volumeLookup(w.reader))
         w.put('vms', draft)
       }, `vm create ${draft.id}`)
       svc.schedule()

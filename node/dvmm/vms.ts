@@ -1,7 +1,7 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { existsSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, type Draft, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
@@ -54,6 +54,16 @@ export interface VolumeLookup {
 }
 
 const NO_VOLUMES: VolumeLookup = { find: () => undefined, usedBy: () => undefined }
+
+/** volumes by path or id, and the VM that has each as a disk, as a reader of the document sees them */
+export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
+  const vols = r.list('volumes')
+  const vms = r.list('vms')
+  return {
+    find: ref => vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`),
+    usedBy: id => vms.find(vm => vm.spec.volumes.includes(id))?.id
+  }
+}
 
 /**
  * Checks a create request against the grid: `nodes` are the known nodes (a VM bigger
@@ -179,7 +189,7 @@ export interface VmDetail extends VmRow {
 }
 
 /** A create request's volumes as ids: each exists, once, and is no other VM's disk (one writer per volume). */
-function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup): string[] {
+export function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup): string[] {
   if (raw === undefined) return []
   if (!Array.isArray(raw) || raw.length > 64 || !raw.every(r => typeof r === 'string' && r !== '' && r.length <= 2048)) throw invalid('volumes', 'must be an array of at most 64 volume paths or ids')
   if (raw.length > 0 && driver !== 'qemu') throw invalid('volumes', 'a process VM cannot attach volumes (it has no block devices); use the qemu driver')

@@ -101,7 +101,8 @@ export class WriterEpochs {
     // the highest over the layers: a deposed writer that reached the new top layer first
     // recorded its epoch there, and the fence then went to the layer under it
     let floor = 0
-    for (let l: string | null = layer, i = 0; l != null && i <= 256; i++, l = layerBelow(l)) floor = Math.max(floor, await this.get(l))
+    // (each write asks: the cached epochs are read without an await)
+    for (let l: string | null = layer, i = 0; l != null && i <= 256; i++, l = layerBelow(l)) floor = Math.max(floor, this.known.get(l) ?? await this.get(l))
     return floor
   }
 

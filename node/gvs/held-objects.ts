@@ -3,7 +3,7 @@
 // raise its version, replace it whole, remove it. Each records what the next flush must
 // sync (store-syncs.ts); a FUA write syncs at once.
 import { unlink } from 'node:fs/promises'
-import { GvsError, fromFsError } from './errors.ts'
+import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import type { OpenObjects, ObjectPaths, OpenObject } from './open-objects.ts'
 import { encodeVersion, newer, type Version } from './versions.ts'
 import { ignoreEnoent, writeFully } from './file-io.ts'
@@ -117,7 +117,7 @@ export class HeldObjects {
     try {
       await this.replaceOnce(volume, index, p, data, v, force)
     } catch (err) {
-      if (!(err instanceof GvsError && err.code === 'damaged')) throw err
+      if (!isGvsError(err, 'damaged')) throw err
       // a copy here that cannot even be opened (its side file lost) is replaced whole all the same
       await this.remove(p, false)
       await this.replaceOnce(volume, index, p, data, v, force)

@@ -84,10 +84,7 @@ export async function createObject (p: ObjectPaths, g: Geometry): Promise<boolea
   try {
     const made = await mkdir(p.dir, { recursive: true })
     const sh = await open(p.sums, 'w')
-    try {
-      await writeFully(sh, emptySums(g.objectSize, g.blockSize), 0)
-      await writeFully(sh, encodeVersion(NO_VERSION), g.sumBytes)
-    } finally { await sh.close() }
+    try { await writeFully(sh, freshSide(g), 0) } finally { await sh.close() }
     await (await open(p.data, 'w')).close()
     return made != null
   } catch (err) {

@@ -21,7 +21,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { GvsError, fromFsError } from './errors.ts'
+import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects } from './open-objects.ts'
@@ -259,7 +259,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
       // a copy here that cannot be opened (its side file lost or torn) is as good as none
       const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
-        if (err instanceof GvsError && err.code === 'damaged') return null
+        if (isGvsError(err, 'damaged')) return null
         throw err
       })
       if (here != null && !this.syncs.isLost(p.data)) {
@@ -340,7 +340,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async inventory (volume: string, page?: { from: number, limit: number }): Promise<Array<{ index: number, version: Version }>> {
     const out: Array<{ index: number, version: Version }> = []
     for (const index of await this.list(volume)) {
-      if (page != null && (index < page.from || out.length >= page.limit)) continue
+      if (page != null && index < page.from) continue
+      if (page != null && out.length >= page.limit) break
       const p = this.paths(volume, index)
       // the open copy when there is one (it is what the file says, and what a write
       // in flight is about to make it), else the side file's tail

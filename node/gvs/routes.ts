@@ -121,8 +121,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // with "from": a clone of a snapshot, in constant time. Planned inside the write,
       // against the volumes as it finds them: a path taken while an earlier write waited counts
       const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
-      const path = plan(svc.volumes()).path
-      const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${path}`)
+      const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${String(b.path)}`)
       void reply.code(201)
       return await view(v)
     })
@@ -156,7 +155,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         w.remove('volumes', v.id)
         // a clone of one of its snapshots reads on through the layers under it: those stay
         const still = referencedLayers(all.filter(x => x.id !== v.id))
-        return [...new Set([...layersOf(cur), ...Object.values(cur.snapshots).flatMap(s => s.layers ?? [])])].filter(l => !still.has(l))
+        return [...referencedLayers([cur])].filter(l => !still.has(l))
       }, `volume rm ${v.path}`)
       // this node's copies of the layers nothing reads go now; the others free theirs when they see it gone
       for (const l of unread) await svc.store.removeVolume(l)

@@ -32,6 +32,15 @@ async function hosts (t: ExecutionContext): Promise<[VgridHost, VgridHost]> {
   return [hs[0]!, hs[1]!]
 }
 
+/** an object store of small objects, gone after the test */
+async function smallStore (t: ExecutionContext): Promise<ObjectStore> {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-bp-'))
+  const store = new ObjectStore({ log: silentLogger }, { dir, objectSize: OBJECT })
+  await store.start()
+  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  return store
+}
+
 /** a stream end that takes in nothing: its reader is paused, and it never gives up on what piles up */
 function neverReads (s: Stream): void {
   s.maxReadBufferLength = Infinity
@@ -40,10 +49,7 @@ function neverReads (s: Stream): void {
 
 test('the answering end: a peer asking for reads it never takes gets its stream reset, the queue stays bounded', async t => {
   const [a, b] = await hosts(t)
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-bp-'))
-  const store = new ObjectStore({ log: silentLogger }, { dir, objectSize: OBJECT })
-  await store.start()
-  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  const store = await smallStore(t)
   let served = null as Stream | null
   let ran = 0
   let peak = 0
@@ -116,10 +122,7 @@ test('the calling end: requests timing out against a peer that stopped reading r
 
 test('the answering end: a peer asking for more at once than any caller keeps in flight gets its stream reset before the answers are made', async t => {
   const [a, b] = await hosts(t)
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-bp-'))
-  const store = new ObjectStore({ log: silentLogger }, { dir, objectSize: OBJECT })
-  await store.start()
-  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  const store = await smallStore(t)
   let served = null as Stream | null
   let ran = 0
   const failures: string[] = []
