@@ -58,11 +58,11 @@ async function oneRun (kind: 'process' | 'qemu', image?: { kernel: string, initr
     const spec = kind === 'process'
       ? { driver: 'process', cpu: 0.25, memory: '96M', command: [nodeBin(), '-e', ECHO] }
       : { driver: 'qemu', cpu: 1, memory: '128M', kernel: image!.kernel, initrd: image!.initrd, cmdline: image!.cmdline }
-    await h1.api('/v1/vms', 'POST', { name: 'db', constraints: { role: 'db' }, ...spec })
+    await h1.api('/v1/vms', 'POST', { name: 'db', constraints: { role: 'db' }, inputs: ['in'], ...spec })
     let firstTraffic: number | undefined
     const webConsole = async (): Promise<string> => (await h1.api<{ console: string }>('/v1/vms/web/console')).console
     if (kind === 'process') {
-      await h1.api('/v1/vms', 'POST', { name: 'web', driver: 'process', cpu: 0.25, memory: '96M', constraints: { role: 'web' }, command: [nodeBin(), '-e', PROBE] })
+      await h1.api('/v1/vms', 'POST', { name: 'web', driver: 'process', cpu: 0.25, memory: '96M', constraints: { role: 'web' }, outputs: ['db'], command: [nodeBin(), '-e', PROBE] })
       await h1.api('/v1/links', 'POST', { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 })
       await until(60_000, async () => (await show(h1, 'web')).runtime?.state === 'running')
     }

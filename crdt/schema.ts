@@ -15,6 +15,10 @@ const NODE_ID_PATTERN = '^[A-Za-z0-9]{1,128}$'
 /** like Kubernetes label keys: 1-63 chars, alphanumeric at both ends, may hold a "prefix/" */
 export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$'
 export const LABEL_VALUE_MAX = 256
+/** a VM's terminal: a host name inside VMs (/etc/hosts, a guest's kernel command line) */
+export const TERMINAL_PATTERN = '^[A-Za-z][A-Za-z0-9_-]{0,62}$'
+/** at most this many input and this many output terminals per VM */
+export const TERMINALS_MAX = 64
 
 const Id = Type.String({ pattern: ID_PATTERN })
 const NodeId = Type.String({ pattern: NODE_ID_PATTERN })
@@ -23,6 +27,7 @@ const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 const Props = Type.Record(Type.String({ maxLength: 128 }), Type.String({ maxLength: 4096 }))
 const Stamp = { at: Count, by: NodeId }
 const open = { additionalProperties: true }
+const Terminals = Type.Array(Type.String({ pattern: TERMINAL_PATTERN }), { maxItems: TERMINALS_MAX, uniqueItems: true })
 
 export const AppSchema = Type.Object({
   id: Id,
@@ -55,7 +60,10 @@ export const VmSpecSchema = Type.Object({
   antiAffinity: Type.Optional(Type.String({ pattern: ID_PATTERN })),
   /** what to do when the VM exits: default `always` (restart on the same node, up to 3 crashes a day) */
   restart: Type.Optional(Type.Union(RESTART_POLICIES.map(p => Type.Literal(p)))),
-  labels: Type.Optional(Props)
+  labels: Type.Optional(Props),
+  /** the terminals links may connect: an input takes many links, an output exactly one (absent = none) */
+  inputs: Type.Optional(Terminals),
+  outputs: Type.Optional(Terminals)
 }, open)
 
 export const VmSchema = Type.Object({

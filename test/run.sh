@@ -43,6 +43,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# with every package there, a guest image that cannot be built fails its tests instead
+# of skipping them
+if [ ${#need[@]} -eq 0 ] || { [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; }; then
+  export VGRID_TEST_REQUIRE_GUEST=1
+fi
+
 # npm ci brings Node 24 (the `node` package) next to everything else.
 npm ci --no-fund --no-audit --loglevel=error
 npm test

@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -65,6 +65,8 @@ async function create (args: string[]): Promise<void> {
     cmdline: { type: 'string' },
     image: { type: 'string' },
     volume: { type: 'string', multiple: true },
+    input: { type: 'string', multiple: true },
+    output: { type: 'string', multiple: true },
     restart: { type: 'string' },
     constraint: { type: 'string', multiple: true },
     label: { type: 'string', multiple: true },
@@ -92,6 +94,8 @@ async function create (args: string[]): Promise<void> {
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app'] as const) if (v[k] != null) body[k] = v[k]
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
   if (v.volume != null) body.volumes = v.volume
+  if (v.input != null) body.inputs = v.input
+  if (v.output != null) body.outputs = v.output
   if (v.stopped === true) body.desired = 'stopped'
   const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body)
   if (v.json === true) return json(d)

@@ -1,7 +1,7 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { existsSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_PATTERN, TERMINALS_MAX, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
@@ -35,6 +35,10 @@ export interface CreateVmBody {
   constraints?: Record<string, string>
   antiAffinity?: string
   desired?: 'running' | 'stopped'
+  /** terminal names links may connect to (an input takes many links) */
+  inputs?: string[]
+  /** terminal names links may start from (each goes to exactly one input); inside the VM each resolves to its peer */
+  outputs?: string[]
 }
 
 const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
@@ -45,6 +49,19 @@ const strMap = (v: unknown, field: string, keys = false): Record<string, string>
     if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(`${field}.${k}`, 'is not a label key')
   }
   return v as Record<string, string>
+}
+
+const TERMINAL = new RegExp(TERMINAL_PATTERN)
+
+/** A create request's input or output terminals: names that can be host names, each once. */
+export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): string[] {
+  if (raw === undefined) return []
+  if (!Array.isArray(raw) || raw.length > TERMINALS_MAX) throw invalid(field, `must be an array of at most ${TERMINALS_MAX} terminal names`)
+  raw.forEach((t: unknown, i) => {
+    if (typeof t !== 'string' || !TERMINAL.test(t)) throw invalid(`${field}[${i}]`, `${JSON.stringify(t)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
+    if (raw.indexOf(t) !== i) throw invalid(`${field}[${i}]`, `"${t}" is listed twice`)
+  })
+  return raw as string[]
 }
 
 /** What a create request may attach: volumes by path or id, and the VMs that use each already. */
@@ -105,6 +122,10 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist`)
   }
   const vols = volumeIds(b.volumes, b.driver, volumes)
+  const inputs = terminalNames(b.inputs, 'inputs')
+  const outputs = terminalNames(b.outputs, 'outputs')
+  const both = inputs.find(t => outputs.includes(t))
+  if (both != null) throw invalid('outputs', `"${both}" is an input too: a terminal is an input or an output`)
   if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
   if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
   if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id')
@@ -132,7 +153,9 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       ...opt('image', image),
       ...opt('restart', b.restart as CreateVmBody['restart']),
       ...opt('antiAffinity', b.antiAffinity as string | undefined),
-      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels') })
+      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels') }),
+      ...(inputs.length > 0 ? { inputs } : {}),
+      ...(outputs.length > 0 ? { outputs } : {})
     }
   }
 }

@@ -2,10 +2,11 @@
 // the document, and the views the API and CLI show.
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { TERMINAL_PATTERN } from '../../crdt/index.ts'
 import type { Link } from './rules.ts'
 
 /** Terminal names become host names inside VMs (/etc/hosts, kernel command line). */
-export const TERMINAL_RE = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/
+export const TERMINAL_RE = new RegExp(TERMINAL_PATTERN)
 
 export interface LinkRequest {
   from: { vm: string, terminal: string }
@@ -16,7 +17,7 @@ export interface LinkRequest {
 
 /** What validation reads of the document. */
 export interface LinkDoc {
-  /** VM ids, with their declared terminals when the VM has any (open schema field) */
+  /** VM ids, with the terminals each declared when it was created (absent: none) */
   vms: ReadonlyMap<string, { inputs?: string[], outputs?: string[] }>
   links: Link[]
 }
@@ -58,16 +59,17 @@ export function linkId (r: LinkRequest): string {
 }
 
 /**
- * Checks a request against the document: both VMs exist, the terminals exist where
- * the VM declares its terminals, the link is new, and the output terminal is not
- * connected yet (an output goes to exactly one input; an input takes many).
+ * Checks a request against the document: both VMs exist, each declared the terminal
+ * (an output on the `from` VM, an input on the `to` VM), the link is new, and the
+ * output is not connected yet (an output goes to exactly one input; an input takes many).
  */
 export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
   for (const [field, e, kind] of [['from', r.from, 'outputs'], ['to', r.to, 'inputs']] as const) {
     const vm = doc.vms.get(e.vm)
     if (vm == null) throw new NotFoundError(`${field}: no VM "${e.vm}"`)
-    const declared = vm[kind]
-    if (declared != null && !declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${kind === 'outputs' ? 'output' : 'input'} terminal "${e.terminal}" (it has: ${declared.join(', ') || 'none'})`)
+    const declared = vm[kind] ?? []
+    const what = kind === 'outputs' ? 'output' : 'input'
+    if (!declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (it has: ${declared.join(', ') || `none; a VM's terminals are declared when it is created: ${kind}, or vgrid vm create --${what}`})`)
   }
   if (r.from.vm === r.to.vm) throw new ValidationError('to', 'to: a VM cannot be connected to itself')
   const id = linkId(r)

@@ -3,15 +3,17 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { checkLink, parseLinkRequest, type LinkView } from './links.ts'
+import { checkLink, parseLinkRequest, type LinkDoc, type LinkView } from './links.ts'
 import type { Link } from './rules.ts'
-import type { LcmView } from './types.ts'
+import type { LcmReader, LcmView } from './types.ts'
 
 type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'>
 
-function links (lcm: Lcm): Link[] {
-  return lcm.state.read().list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
-}
+const linksOf = (r: LcmReader): Link[] => r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
+const links = (lcm: Lcm): Link[] => linksOf(lcm.state.read())
+
+/** what checkLink reads: the VMs with their declared terminals, and the links */
+const linkDoc = (r: LcmReader): LinkDoc => ({ vms: new Map(r.list('vms').map(v => [v.id, v.spec])), links: linksOf(r) })
 
 async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const last = lcm.last
@@ -61,10 +63,14 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
 
   app.post('/v1/links', { config: { access: 'admin' } }, async (req, reply): Promise<LinkView> => {
     const r = parseLinkRequest(req.body)
-    // the id is derived from the request, so two agents racing on the same link write one object
-    const vms = new Map(lcm.state.read().list('vms').map(v => [v.id, v as { inputs?: string[], outputs?: string[] }]))
-    const link = checkLink(r, { vms, links: links(lcm) })
-    await lcm.state.write(w => w.put('connections', { id: link.id, app: null, from: link.from, to: link.to, protocol: link.protocol, port: link.port }))
+    // checked inside the write, on the document as the write finds it: two creates from
+    // one output through this agent cannot both pass (the id is derived from the
+    // request, so two agents racing on the same link write one object)
+    const link = await lcm.state.write(w => {
+      const l = checkLink(r, linkDoc(w.reader))
+      w.put('connections', { id: l.id, app: null, from: l.from, to: l.to, protocol: l.protocol, port: l.port })
+      return l
+    }, `link create ${r.from.vm}.${r.from.terminal}`)
     lcm.schedule(0)
     await lcm.settled()
     void reply.code(201)

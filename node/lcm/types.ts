@@ -10,15 +10,17 @@ import type { Link, Ruleset } from './rules.ts'
 import type { TableCounters } from './nft.ts'
 
 /** What the LCM reads and writes of the cluster document. */
+export interface LcmReader { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
+
 export interface LcmState {
-  read: () => { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
+  read: () => LcmReader
   /** `w.reader`: the document as the write finds it (what changed since a pass read it counts) */
   write: <T>(fn: (w: {
-    reader: { get: <K extends Kind>(kind: K, key: string) => { value: Objects[K] } | undefined }
+    reader: LcmReader & { get: <K extends Kind>(kind: K, key: string) => { value: Objects[K] } | undefined }
     put: <K extends Kind>(kind: K, d: Draft<K>) => Objects[K]
     remove: (kind: Kind, key: string) => boolean
     update: <K extends Kind>(kind: K, key: string, patch: Partial<Draft<K>>) => Objects[K]
-  }) => T) => Promise<T>
+  }) => T, message?: string) => Promise<T>
   on: (event: 'changed', fn: () => void) => unknown
   off: (event: 'changed', fn: () => void) => unknown
 }

@@ -3,17 +3,14 @@
 // it on its holder, carries it to other hosts through WireGuard and lets exactly the
 // declared flows through. Checked from inside the VMs' own namespaces (`ip netns exec`
 // shows the VM's own /etc/hosts, as the VM sees it).
-import type { ExecutionContext } from 'ava'
-import { buildGuestImage } from '../../node/dvmm/image/build.ts'
 import { nodeBin } from '../../node/netns/processes.ts'
 import { nsRun } from '../../node/netns/netns.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
 import type { LinkView } from '../../node/lcm/links.ts'
 import type { NetView } from '../../node/lcm/routes.ts'
-import { e2e, Grid, secs, type Host } from '../harness/index.ts'
+import { e2e, Grid, guestImage, secs, type Host } from '../harness/index.ts'
 import { until } from '../harness/vm-runs.ts'
 import { exchange, tcpStream } from '../lcm/tcp.ts'
-import { join } from 'node:path'
 
 // the echo server of test/lcm/tcp.ts, as a VM's program
 const ECHO = "const net = require('node:net'); for (const p of process.argv.slice(1)) net.createServer(s => s.pipe(s)).listen(Number(p), '0.0.0.0'); console.log('echo ready')"
@@ -47,18 +44,24 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
     t.true(n.vmHost!.drivers.includes('process'))
   }
   t.log(`VM hosts: ${hostsSay.map(n => `${n.name} ${n.vmHost!.accel ?? '-'} cgroup-${n.vmHost!.cgroup} ${n.vmHost!.drivers.join('+')}`).join(', ')}`)
-  const vm = (name: string, role: string, command: string[]) => ({ name, driver: 'process', cpu: 0.25, memory: '96M', constraints: { role }, command })
-  await h1.api('/v1/vms', 'POST', vm('db', 'db', [nodeBin(), '-e', ECHO, '5432', '6000']))
-  await h1.api('/v1/vms', 'POST', vm('web', 'web', ['/bin/sleep', '100000']))
-  await h1.api('/v1/vms', 'POST', vm('other', 'web', ['/bin/sleep', '100000']))
+  const vm = (name: string, role: string, command: string[], terminals: { inputs?: string[], outputs?: string[] }) => ({ name, driver: 'process', cpu: 0.25, memory: '96M', constraints: { role }, command, ...terminals })
+  await h1.api('/v1/vms', 'POST', vm('db', 'db', [nodeBin(), '-e', ECHO, '5432', '6000'], { inputs: ['in'] }))
+  await h1.api('/v1/vms', 'POST', vm('web', 'web', ['/bin/sleep', '100000'], { outputs: ['db'] }))
+  await h1.api('/v1/vms', 'POST', vm('other', 'web', ['/bin/sleep', '100000'], { outputs: ['db'] }))
   const [db, web, other] = [await running(grid, 'db'), await running(grid, 'web'), await running(grid, 'other')]
   t.log(`db on ${db.node} at ${db.address}, web on ${web.node} at ${web.address}, other on ${other.node} at ${other.address}`)
   t.truthy(db.address)
   t.is(db.runtime?.network?.overlayAddress, db.address!, 'the VM holds its overlay address')
 
+  // through the CLI, as an operator would: a terminal db does not have is refused, naming what it has
+  const bad = await h1.vgrid(['link', 'create', 'web.db', 'db.nope', '--protocol', 'tcp', '--port', '5432'])
+  t.not(bad.code, 0)
+  t.regex(bad.stderr, /VM "db" has no input terminal "nope" \(it has: in\)/)
   // the link is made after web started: web's /etc/hosts learns the name
   const made = Date.now()
-  const link = await h1.api<LinkView>('/v1/links', 'POST', { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 })
+  const created = await h1.vgrid(['link', 'create', 'web.db', 'db.in', '--protocol', 'tcp', '--port', '5432', '--json'])
+  t.is(created.code, 0, created.stderr)
+  const link = JSON.parse(created.stdout) as LinkView
   t.is(link.to.address, db.address)
   await until('web to reach db:5432 by its terminal name', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432) || undefined)
   t.log(`link carried traffic ${secs(Date.now() - made)} after it was made`)
@@ -75,6 +78,19 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   const shown = await h1.api<LinkView>(`/v1/links/${link.id}`)
   t.true(shown.packets > 0, 'the link counts what it let through')
   t.is(shown.tunnel?.node, db.nodeId ?? undefined, 'carried by the tunnel to db\'s host')
+  // vgrid link ls and vgrid net, as the operator reads them
+  const ls = await h1.vgrid(['link', 'ls'])
+  t.is(ls.code, 0, ls.stderr)
+  t.regex(ls.stdout, new RegExp(`${link.id}.*web\\.db.*db\\.in`))
+  const net = await web.holder.vgrid(['net', '--json'])
+  t.is(net.code, 0, net.stderr)
+  const peer = (JSON.parse(net.stdout) as NetView).peers.find(p => p.node === db.nodeId)
+  t.truthy(peer?.endpoint, 'the tunnel peer to db\'s host has an endpoint')
+  t.truthy(peer?.latestHandshake, 'and a handshake')
+  t.true((peer?.rxBytes ?? 0) > 0 && (peer?.txBytes ?? 0) > 0, 'and carried bytes both ways')
+  const netText = await web.holder.vgrid(['net'])
+  t.is(netText.code, 0, netText.stderr)
+  t.true(netText.stdout.includes(peer!.endpoint!), `vgrid net shows the peer's endpoint:\n${netText.stdout}`)
 
   // a host that is not a member (no agent, no key) routes to db's host directly: dropped there
   const outsider = await grid.addHost({ name: 'x1', agent: false })
@@ -109,21 +125,30 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   await until('web to reach the moved db', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432) || undefined)
   t.log(`db ran on ${db2.node} ${secs(upAt - killed)} after its holder was killed; the link carried traffic ${secs(Date.now() - upAt)} after that`)
   t.log(db2.history.map(e => `${e.at} ${e.event} ${e.node ?? ''} ${e.detail ?? ''}`).join('\n'))
+
+  // the link removed through the CLI: the flow is dropped again
+  const rm = await h1.vgrid(['link', 'rm', link.id])
+  t.is(rm.code, 0, rm.stderr)
+  await until('the removed link to stop carrying traffic', 20_000, async () => !(await exchange(netnsOf(web), 'tcp', db.address!, 5432)) || undefined)
+  t.deepEqual((await h1.api<{ links: LinkView[] }>('/v1/links')).links, [])
 })
 
 e2e('a process VM reaches a qemu guest on another host by its terminal name', async t => {
-  const cache = join((await import('node:os')).tmpdir(), 'vgrid-e2e-images')
-  let image
-  try { image = buildGuestImage(cache) } catch (err) { t.log(`no guest image: ${(err as Error).message}`); t.pass(); return }
+  const image = guestImage(t)
+  if (image == null) return
   const grid = await Grid.start(t, {
     hosts: [{ name: 'h1', args: ['--label', 'role=web'] }, { name: 'h2', args: ['--label', 'role=guest'] }],
     args: ['--capacity', 'cpu=2,mem=2G,disk=10G']
   })
   await grid.waitAllAlive(20_000)
   const h1 = grid.host('h1')
-  await h1.api('/v1/vms', 'POST', { name: 'site', driver: 'qemu', cpu: 1, memory: '128M', constraints: { role: 'guest' }, kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline })
-  await h1.api('/v1/vms', 'POST', { name: 'client', driver: 'process', cpu: 0.25, memory: '64M', constraints: { role: 'web' }, command: ['/bin/sleep', '100000'] })
+  // both made stopped, so that the links exist before either boots: the guest takes its
+  // terminal names from its kernel command line, at boot
+  await h1.api('/v1/vms', 'POST', { name: 'site', driver: 'qemu', cpu: 1, memory: '128M', constraints: { role: 'guest' }, kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline, inputs: ['http'], outputs: ['back'], desired: 'stopped' })
+  await h1.api('/v1/vms', 'POST', { name: 'client', driver: 'process', cpu: 0.25, memory: '64M', constraints: { role: 'web' }, command: ['/bin/sleep', '100000'], inputs: ['in'], outputs: ['www'], desired: 'stopped' })
   await h1.api('/v1/links', 'POST', { from: 'client.www', to: 'site.http', protocol: 'tcp', port: 80 })
+  await h1.api('/v1/links', 'POST', { from: 'site.back', to: 'client.in', protocol: 'tcp', port: 7000 })
+  for (const v of ['site', 'client']) await h1.api(`/v1/vms/${v}/start`, 'POST')
   const [site, client] = [await running(grid, 'site', 120_000), await running(grid, 'client')]
   t.is(site.runtime?.network?.overlayAddress, site.address!)
   const page = await until('the guest\'s page through the link', 90_000, async () => {
@@ -132,11 +157,8 @@ e2e('a process VM reaches a qemu guest on another host by its terminal name', as
   })
   t.log(`client on ${client.node} got from site on ${site.node}: ${page.trim()}`)
   t.is(page.trim(), `vgrid guest site at ${site.address!}`, 'the guest answers from its overlay address')
-  await checkConsole(t, site)
-})
-
-/** The guest says its overlay address on its console (it configured itself from the kernel command line). */
-async function checkConsole (t: ExecutionContext, d: VmDetail & { holder: Host }): Promise<void> {
-  const c = await d.holder.api<{ console: string }>(`/v1/vms/${d.id}/console`)
+  // the guest resolves its own terminal: its /etc/hosts, from the kernel command line, names the client
+  const c = await site.holder.api<{ console: string }>(`/v1/vms/${site.id}/console`)
   t.true(c.console.includes('vgrid-guest: ready'), 'the guest\'s ready line')
-}
+  t.true(c.console.includes(`vgrid-guest: terminal back is ${client.address!}`), `the guest's terminal back resolves to the client (${client.address!}):\n${c.console}`)
+})

@@ -13,12 +13,10 @@
 // 6-11 s) finds its VM killed: it runs again, with its disk, and the test says so.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { tmpdir } from 'node:os'
-import { buildGuestImage } from '../../node/dvmm/image/build.ts'
 import { Qmp } from '../../node/dvmm/drivers/qmp.ts'
 import { nsRun } from '../../node/netns/netns.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
-import { agentsRunBuild, e2e, Grid, secs, type Host } from '../harness/index.ts'
+import { agentsRunBuild, e2e, Grid, guestImage, secs, type Host } from '../harness/index.ts'
 import { startTicks, until } from '../harness/vm-runs.ts'
 
 interface VolumeView { id: string, path: string, epoch: number, nbd: string }
@@ -50,8 +48,8 @@ async function readsAs (host: Host, vol: VolumeView, offset: number, len: number
 }
 
 e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopted, its NBD disk reconnects at its pinned epoch and writes', async t => {
-  let image
-  try { image = buildGuestImage(join(tmpdir(), 'vgrid-e2e-images')) } catch (err) { t.log(`no guest image: ${(err as Error).message}`); t.pass(); return }
+  const image = guestImage(t)
+  if (image == null) return
   const grid = await Grid.start(t, {
     hosts: [{ name: 'h1', args: ['--label', 'role=edge'] }, { name: 'h2', args: ['--label', 'role=vm'] }, { name: 'h3', args: ['--label', 'role=edge'] }],
     args: ['--capacity', 'cpu=2,mem=2G,disk=10G']

@@ -2,20 +2,18 @@
 // agent, and finds its disk as it left it when it runs on another host: written first
 // through NBD on a host that is not the holder, then by the guest itself; drained to
 // another host, it reads what it wrote. Each start moves the volume's writer epoch on.
-import { buildGuestImage } from '../../node/dvmm/image/build.ts'
 import { nsRun } from '../../node/netns/netns.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
-import { e2e, Grid } from '../harness/index.ts'
+import { e2e, Grid, guestImage } from '../harness/index.ts'
 import { until } from '../harness/vm-runs.ts'
 import { join } from 'node:path'
-import { tmpdir } from 'node:os'
 
 interface VolumeView { id: string, path: string, epoch: number, nbd: string }
 
 
 e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on another host', async t => {
-  let image
-  try { image = buildGuestImage(join(tmpdir(), 'vgrid-e2e-images')) } catch (err) { t.log(`no guest image: ${(err as Error).message}`); t.pass(); return }
+  const image = guestImage(t)
+  if (image == null) return
   const grid = await Grid.start(t, {
     hosts: [{ name: 'h1', args: ['--label', 'role=edge'] }, { name: 'h2', args: ['--label', 'role=vm'] }, { name: 'h3', args: ['--label', 'role=vm'] }],
     args: ['--capacity', 'cpu=2,mem=2G,disk=10G']

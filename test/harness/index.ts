@@ -15,6 +15,8 @@ import { mkdirSync, openSync, closeSync, writeSync, readFileSync, readdirSync, r
 import { join } from 'node:path'
 import { checkSupport, isAlive } from '../../node/netns/netns.ts'
 import { ROOT } from '../../node/paths.ts'
+import { tmpdir } from 'node:os'
+import { buildGuestImage, type GuestImage } from '../../node/dvmm/image/build.ts'
 
 export { Grid, Host, KIND, onInterrupt, offInterrupt, type Cleanup, type GridOptions, type HostSpec } from './grid.ts'
 
@@ -43,6 +45,23 @@ export function e2e (title: string, fn: (t: ExecutionContext) => Promise<void>):
     const waitedS = (start - waited) / 1000
     t.log(`took ${((Date.now() - start) / 1000).toFixed(1)} s` + (waitedS > 0.5 ? ` (after ${waitedS.toFixed(1)} s waiting for another e2e test)` : ''))
   })
+}
+
+/**
+ * The guest appliance for qemu VMs, built once per machine into a cache. Where it cannot
+ * be built the test passes with the reason logged, unless VGRID_TEST_REQUIRE_GUEST=1
+ * (test/run.sh sets it once it has installed the kernel and busybox packages): then it
+ * fails, so a broken image build never passes CI silently.
+ */
+export function guestImage (t: ExecutionContext): GuestImage | undefined {
+  try {
+    return buildGuestImage(join(tmpdir(), 'vgrid-e2e-images'))
+  } catch (err) {
+    const why = `no guest image: ${(err as Error).message}`
+    if (process.env.VGRID_TEST_REQUIRE_GUEST === '1') t.fail(`${why} (VGRID_TEST_REQUIRE_GUEST=1: test/run.sh installed what the image needs)`)
+    else { t.log(`SKIPPED: ${why}`); t.pass() }
+    return undefined
+  }
 }
 
 /**

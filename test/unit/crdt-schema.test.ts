@@ -23,6 +23,10 @@ test('a valid VM passes; a wrong type, a missing field or a wrong key fails with
   t.regex(validateObject('vms', 'web-2', vm()) ?? '', /stored under "web-2"/)
   t.not(validateObject('vms', 'web-1', 'a string'), null)
   t.not(validateObject('vms', 'web-1', null), null)
+  // terminals from a peer: names that can be host names, each once
+  t.is(validateObject('vms', 'web-1', { ...vm(), spec: { ...vm().spec, inputs: ['http'], outputs: ['db', 'cache'] } }), null)
+  t.regex(validateObject('vms', 'web-1', { ...vm(), spec: { ...vm().spec, outputs: ['db x'] } }) ?? '', /spec\/outputs\/0/)
+  t.regex(validateObject('vms', 'web-1', { ...vm(), spec: { ...vm().spec, inputs: ['a', 'a'] } }) ?? '', /spec\/inputs/)
 })
 
 test('objects tolerate fields a newer schema may add', t => {

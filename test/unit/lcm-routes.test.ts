@@ -10,13 +10,16 @@ import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
 
-function app (): { app: ReturnType<typeof Fastify>, replica: Replica } {
+/** `gate`: writes wait for it before they run, as a real write waits for the one before it */
+function app (gate: Promise<void> = Promise.resolve()): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
-  const state: LcmState = { read: () => replica.read(), write: async fn => replica.change(fn).result, on: () => {}, off: () => {} }
+  const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
   replica.change(w => {
-    w.put('vms', { id: 'web', name: 'web', app: null, desired: 'running', spec, outputs: ['db'], inputs: [] } as never)
-    w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec, inputs: ['in'], outputs: [] } as never)
+    w.put('vms', { id: 'web', name: 'web', app: null, desired: 'running', spec: { ...spec, outputs: ['db'] } })
+    w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec: { ...spec, inputs: ['in'] } })
+    w.put('vms', { id: 'db2', name: 'db2', app: null, desired: 'running', spec: { ...spec, inputs: ['in'] } })
+    w.put('vms', { id: 'bare', name: 'bare', app: null, desired: 'running', spec })
   })
   const lcm = {
     status: () => ({ ok: true, error: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
@@ -46,7 +49,13 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   const good = { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 }
   for (const [body, status, msg] of [
     [{ ...good, from: 'ghost.db' }, 404, /no VM "ghost"/],
-    [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope"/],
+    [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope" \(it has: in\)/],
+    [{ ...good, from: 'web.in' }, 404, /VM "web" has no output terminal "in"/],
+    [{ ...good, to: 'bare.in' }, 404, /VM "bare" has no input terminal "in" \(it has: none; .*declared when it is created/],
+    [{ ...good, from: 'db.in', to: 'web.db' }, 404, /no output terminal "in"/],
+    [{ ...good, protocol: 'any' }, 400, /protocol: "any" is not tcp or udp/],
+    [{ ...good, port: undefined }, 400, /port/],
+    [{ ...good, to: 'db.9x' }, 400, /not a terminal name/],
     [{ ...good, port: 0 }, 400, /port/],
     [{ ...good, port: 65536 }, 400, /port/],
     [{ ...good, protocol: 'icmp' }, 400, /protocol: "icmp" is not tcp or udp/],
@@ -72,6 +81,18 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 404)
   t.is((await a.inject({ method: 'GET', url: '/v1/links/none' })).statusCode, 404)
+})
+
+test('two creates from one output at once: the second is checked on the document as its write finds it, and refused', async t => {
+  let open = (): void => {}
+  const { app: a, replica } = app(new Promise<void>(resolve => { open = resolve }))
+  const post = async (to: string): Promise<number> => (await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to, protocol: 'tcp', port: 5432 } })).statusCode
+  // both requests are read and parsed before either write runs
+  const both = Promise.all([post('db.in'), post('db2.in')])
+  await new Promise(resolve => setTimeout(resolve, 50))
+  open()
+  t.deepEqual((await both).sort(), [201, 409])
+  t.is(replica.read().list('connections').length, 1)
 })
 
 test('GET /v1/net answers the status, peers, rules and drops', async t => {

@@ -165,6 +165,15 @@ test('create request: each wrong field gets an error naming it', t => {
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
   t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })
+  // terminals: names that can be host names, each once, an input or an output
+  t.like(vmDraft({ ...ok, inputs: ['http', 'admin'], outputs: ['db'] }, doc, nodes).spec, { inputs: ['http', 'admin'], outputs: ['db'] })
+  t.false('inputs' in vmDraft(ok, doc, nodes).spec, 'none declared: none stored')
+  bad({ inputs: 'http' }, /^inputs: must be an array/)
+  bad({ outputs: ['9db'] }, /^outputs\[0\]: "9db" is not a terminal name/)
+  bad({ outputs: ['db', 'db.x'] }, /^outputs\[1\]: "db.x" is not a terminal name/)
+  bad({ inputs: ['a', 'b', 'a'] }, /^inputs\[2\]: "a" is listed twice/)
+  bad({ inputs: ['db'], outputs: ['db'] }, /^outputs: "db" is an input too/)
+  bad({ inputs: Array.from({ length: 65 }, (_, i) => `t${i}`) }, /^inputs: must be an array of at most 64/)
 })
 
 test('claimStillApplies: a placement only where there is no lease, a takeover only of the lease it took over', t => {

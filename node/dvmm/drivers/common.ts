@@ -4,6 +4,7 @@
 // time (so a reused pid is never taken for the VM), its cgroups and its namespace.
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { TERMINAL_PATTERN } from '../../../crdt/schema.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
@@ -51,8 +52,8 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
-/** A terminal name as a host name (the LCM's TERMINAL_RE; kept here so drivers do not import the LCM). */
-const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/
+/** a terminal name, which the VM resolves as a host name */
+const NAME = new RegExp(TERMINAL_PATTERN)
 
 function validateOverlay (raw: unknown, bad: (field: string, why: string) => never): void {
   if (raw == null || typeof raw !== 'object') bad('overlay', 'must be an object')

@@ -35,7 +35,10 @@ fi
 IP=$(arg vgrid.ip); GW=$(arg vgrid.gw); NAME=$(arg vgrid.name); OVERLAY=$(arg vgrid.overlay)
 ip link set lo up
 printf '127.0.0.1\\tlocalhost\\n' > /etc/hosts
-for h in $(arg vgrid.hosts | tr ',' ' '); do printf '%s\\t%s\\n' "\${h#*=}" "\${h%%=*}" >> /etc/hosts; done
+for h in $(arg vgrid.hosts | tr ',' ' '); do
+  printf '%s\\t%s\\n' "\${h#*=}" "\${h%%=*}" >> /etc/hosts
+  echo "vgrid-guest: terminal \${h%%=*} is \${h#*=}"
+done
 if [ -n "$IP" ]; then
   n=0
   while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
