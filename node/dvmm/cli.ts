@@ -121,6 +121,7 @@ async function show (argv: string[]): Promise<void> {
   out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) out(`  overlay address ${d.address}`)
   if (d.spec.volumes.length > 0) out(`  volumes ${d.spec.volumes.join(', ')}`)
+  if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime
   if (rt != null) out(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
   const ranking = d.decision?.ranking ?? d.placement
