@@ -1,7 +1,7 @@
 // Applies a node's link ruleset (rules.ts) with `nft -f` in one transaction, in its
 // own table, and reads its counters back as JSON (`nft -j`), never screen output.
 import { nsRun, run, which } from '../netns/netns.ts'
-import type { Ruleset } from './rules.ts'
+import { DROP_SETS, type Ruleset } from './rules.ts'
 
 export class NftError extends Error {
   override name = 'NftError'
@@ -12,8 +12,12 @@ export interface Counter { packets: number, bytes: number }
 export interface TableCounters {
   /** named counters (one per allowed link) */
   counters: Map<string, Counter>
-  /** drops per "src dst" address pair */
-  drops: Array<{ src: string, dst: string } & Counter>
+  /**
+   * drops per "src dst" address pair, whatever the reason; `spoofed` (present when
+   * some were) is the packets of them that came in on an interface their source
+   * address is not routed to (a forged source)
+   */
+  drops: Array<{ src: string, dst: string, spoofed?: number } & Counter>
 }
 
 function nftPath (): string {
@@ -34,7 +38,7 @@ function asCounter (v: unknown): Counter | null {
   return typeof o.packets === 'number' && typeof o.bytes === 'number' ? { packets: o.packets, bytes: o.bytes } : null
 }
 
-/** Parses `nft -j list table inet T`: named counters and the drop set's elements. */
+/** Parses `nft -j list table inet T`: named counters and the drop sets' elements, one entry per pair. */
 export function parseTableJson (text: string): TableCounters {
   let doc: unknown
   try {
@@ -45,7 +49,7 @@ export function parseTableJson (text: string): TableCounters {
   const items = (doc as { nftables?: unknown }).nftables
   if (!Array.isArray(items)) throw new NftError('nft -j output has no "nftables" array')
   const counters = new Map<string, Counter>()
-  const drops: TableCounters['drops'] = []
+  const drops = new Map<string, TableCounters['drops'][number]>()
   for (const it of items as Array<Record<string, unknown>>) {
     if (it.counter != null) {
       const c = it.counter as Record<string, unknown>
@@ -53,19 +57,25 @@ export function parseTableJson (text: string): TableCounters {
       if (typeof c.name === 'string' && v != null) counters.set(c.name, v)
     }
     const set = it.set as Record<string, unknown> | undefined
-    if (set?.name === 'drops' && Array.isArray(set.elem)) {
+    const spoofed = set?.name === DROP_SETS.spoofed
+    if ((spoofed || set?.name === DROP_SETS.undeclared) && Array.isArray(set?.elem)) {
       for (const e of set.elem as unknown[]) {
         // an element with a counter is {"elem": {"val": {"concat": [a, b]}, "counter": {...}}}
         const inner = (e as { elem?: Record<string, unknown> }).elem
         const val = (inner?.val as { concat?: unknown } | undefined)?.concat
         const c = asCounter(inner?.counter)
         if (Array.isArray(val) && typeof val[0] === 'string' && typeof val[1] === 'string' && c != null) {
-          drops.push({ src: val[0], dst: val[1], ...c })
+          const key = `${val[0]} ${val[1]}`
+          const d = drops.get(key) ?? { src: val[0], dst: val[1], packets: 0, bytes: 0 }
+          d.packets += c.packets
+          d.bytes += c.bytes
+          if (spoofed) d.spoofed = (d.spoofed ?? 0) + c.packets
+          drops.set(key, d)
         }
       }
     }
   }
-  return { counters, drops }
+  return { counters, drops: [...drops.values()] }
 }
 
 /** The table's counters and drops; an empty result when the table does not exist. */

@@ -7,6 +7,14 @@
 // belong to a tracked connection that the declared direction opened); every other
 // packet from or to a VM address is dropped and counted per (source, destination)
 // in a dynamic set, AppLogic's breach detection.
+//
+// The flow rules match addresses, so first a packet whose source is a VM address must
+// come in on the interface that address is routed to (strict reverse path, nft's
+// `fib saddr . iif`): a local VM's address lives behind its tap or veth (a /32 route,
+// local-vm-net.ts), every other VM address behind WireGuard (the VM prefix route),
+// whose allowed IPs bind each of those to the peer that hosts it. A forged source (a
+// host on the underlay, or a local VM claiming a neighbour's address) is dropped and
+// counted in its own set, so its reason shows.
 import { createHash } from 'node:crypto'
 
 export type Protocol = 'tcp' | 'udp' | 'any'
@@ -83,6 +91,9 @@ export function isIpv4Cidr (s: string): boolean {
   return a != null && l != null && isIpv4(a) && /^\d{1,2}$/.test(l) && Number(l) <= 32
 }
 
+/** The dynamic sets counting drops per (source, destination), by why they were dropped. */
+export const DROP_SETS = { undeclared: 'drops', spoofed: 'spoofs' } as const
+
 /** nft identifiers: letters, digits, underscore; a hash keeps them unique and short. */
 export function counterName (linkId: string): string {
   const safe = linkId.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 24)
@@ -137,7 +148,7 @@ function flowRules (f: AllowedFlow): string[] {
 
 /**
  * The node's ruleset as an `nft -f` script. Re-applying it replaces the rules in one
- * transaction and keeps the counters and the drop set (declaring an existing named
+ * transaction and keeps the counters and the drop sets (declaring an existing named
  * object is a no-op), so counts survive recomputation.
  */
 export function computeRuleset (input: RuleInput): Ruleset {
@@ -146,19 +157,31 @@ export function computeRuleset (input: RuleInput): Ruleset {
   const { flows, skipped } = computeFlows(input)
   const t = `inet ${input.table}`
   const counters = [...new Set(flows.map(f => f.counter))]
+  const pair = '{ ip saddr . ip daddr }'
   const lines = [
     `table ${t} {`,
-    '  set drops { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }',
+    `  set ${DROP_SETS.undeclared} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
+    `  set ${DROP_SETS.spoofed} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
     ...counters.map(c => `  counter ${c} { }`),
+    '  chain spoofed { }',
     '  chain forward { type filter hook forward priority 0; policy accept; }',
     '}',
     `flush chain ${t} forward`,
+    `flush chain ${t} spoofed`,
     `table ${t} {`,
+    // the drop is a rule of its own: an update of a full set ends its rule unmatched
+    '  chain spoofed {',
+    `    update @${DROP_SETS.spoofed} ${pair}`,
+    '    drop',
+    '  }',
     '  chain forward {',
     // not VM traffic: none of our business
     `    ip saddr != ${input.vmPrefix} ip daddr != ${input.vmPrefix} accept`,
+    // a VM source must come in where its address is routed (replies too)
+    `    ip saddr ${input.vmPrefix} fib saddr . iif oif missing goto spoofed`,
     ...flows.flatMap(flowRules).map(r => `    ${r}`),
-    '    update @drops { ip saddr . ip daddr } drop',
+    `    update @${DROP_SETS.undeclared} ${pair}`,
+    '    drop',
     '  }',
     '}'
   ]

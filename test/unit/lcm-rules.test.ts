@@ -1,5 +1,6 @@
 import test from 'ava'
 import { computeFlows, computeRuleset, counterName, peerAllowedIps, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { parseTableJson } from '../../node/lcm/nft.ts'
 
 const vms: VmPlace[] = [
   { vm: 'lb', address: '100.70.128.1', node: 'n1' },
@@ -22,7 +23,7 @@ test('a node enforces exactly the links with an end on it; the others are skippe
   t.deepEqual(r1.skipped.find(s => s.link === 'l3'), { link: 'l3', reason: 'VM idle runs nowhere' })
 })
 
-test('the script declares the drop set, one counter per link, and rules for both directions', t => {
+test('the script declares the drop sets, one counter per link, and rules for both directions', t => {
   const rs = computeRuleset({ node: 'n2', table: tableName('n2'), vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web'), link('u', 'web', 'db', 'udp', 53), link('any', 'db', 'web', 'any', null)] })
   t.regex(rs.table, /^vgrid_lcm_[0-9a-f]{10}$/)
   t.true(rs.script.includes('set drops { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
@@ -31,8 +32,35 @@ test('the script declares the drop set, one counter per link, and rules for both
   t.true(rs.script.includes(`ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`))
   t.true(rs.script.includes('meta l4proto udp udp dport 53'))
   t.true(rs.script.includes(`ip saddr 100.70.128.3 ip daddr 100.70.128.2 counter name "${counterName('any')}" accept`))
-  t.true(rs.script.trimEnd().endsWith('update @drops { ip saddr . ip daddr } drop\n  }\n}'))
+  t.true(rs.script.trimEnd().endsWith('update @drops { ip saddr . ip daddr }\n    drop\n  }\n}'))
   t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u')].sort())
+})
+
+test('a VM source must come in where its address is routed, checked before any flow; forged ones are counted apart', t => {
+  const rs = computeRuleset({ node: 'n2', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web')] })
+  const forward = rs.script.slice(rs.script.lastIndexOf('chain forward {')).split('\n').map(l => l.trim())
+  const antiSpoof = forward.indexOf('ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed')
+  t.is(antiSpoof, 2, 'right after the pass for traffic that is not VM traffic')
+  t.true(forward.findIndex(l => l.includes('accept') && l.includes('100.70.128.1')) > antiSpoof, 'before the flows (and their replies)')
+  t.true(rs.script.includes('set spoofs { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
+  t.true(rs.script.includes(`flush chain inet t spoofed`))
+  // the verdict is not in the update's rule: a full set ends that rule unmatched
+  t.true(rs.script.includes('  chain spoofed {\n    update @spoofs { ip saddr . ip daddr }\n    drop\n  }'))
+})
+
+test('drops are read per pair from both sets; the forged part of them is marked', t => {
+  const elem = (a: string, b: string, packets: number): object => ({ elem: { val: { concat: [a, b] }, counter: { packets, bytes: packets * 60 } } })
+  const r = parseTableJson(JSON.stringify({
+    nftables: [
+      { set: { name: 'drops', elem: [elem('100.1.128.1', '100.1.128.2', 2), elem('100.1.128.3', '100.1.128.2', 1)] } },
+      { set: { name: 'spoofs', elem: [elem('100.1.128.1', '100.1.128.2', 5), elem('100.1.128.9', '100.1.128.2', 3)] } }
+    ]
+  }))
+  t.deepEqual(r.drops, [
+    { src: '100.1.128.1', dst: '100.1.128.2', packets: 7, bytes: 420, spoofed: 5 },
+    { src: '100.1.128.3', dst: '100.1.128.2', packets: 1, bytes: 60 },
+    { src: '100.1.128.9', dst: '100.1.128.2', packets: 3, bytes: 180, spoofed: 3 }
+  ])
 })
 
 test('counter names are valid nft identifiers and distinct for distinct links', t => {
