@@ -3,7 +3,8 @@
 // that hosts them, and the node's link rules. Every decision is in plan.ts, rules.ts
 // and overlay.ts; this file reads the inputs, applies the differences and reports.
 // Routing this node's own VMs and telling them their names is local-vm-net.ts's.
-// WireGuard failing to start is reported (log, status) and never stops the agent.
+// WireGuard failing to start is reported (log, status, advert), never stops the agent,
+// and is tried again by itself.
 import { EventEmitter } from 'node:events'
 import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
@@ -22,6 +23,7 @@ import { applyRuleset, readCounters, removeRuleset, type TableCounters } from '.
 import { lcmRoutes } from './routes.ts'
 import { terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
+import { addressKey, firstAddress } from './host-addresses.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
@@ -94,6 +96,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private running = false
   private timer?: NodeJS.Timeout
   private pollTimer?: NodeJS.Timeout
+  /** while the interface cannot be made: the next try, and the wait before the one after */
+  private ifTimer?: NodeJS.Timeout
+  private ifRetryMs = RETRY_MIN_MS
+  /** what the agent was last told to advertise (undefined: nothing yet) */
+  private advertised: WireguardAdvert | null | undefined
   private queue: Promise<void> = Promise.resolve()
   private dirty = false
   /** the wait before applying again after a failed apply (doubles up to RETRY_MAX_MS, reset by a success) */
@@ -106,6 +113,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private readonly rejectedSeen = new Set<string>()
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
+  private readonly startFailures: Counter
   private readonly listener = (): void => { this.schedule() }
 
   constructor (components: LcmComponents, init: LcmInit = {}) {
@@ -119,44 +127,88 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
     const registers = [components.registry]
     this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
+    this.startFailures = new Counter({ name: 'vgrid_lcm_wireguard_start_failures_total', help: 'Tries to make the WireGuard interface that failed (the LCM status says the last cause)', registers })
     registerGauges(components.registry, this)
   }
 
   async start (): Promise<void> {
     this.running = true
-    try {
-      this.keypair = await loadOrCreateKeypair(this.c.config.dataDir)
-      this.endpoint = this.detectEndpoint()
-      await this.bringUp()
-      this.log.info('WireGuard up', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
-      if (this.endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
-      else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
-    } catch (err) {
-      const msg = (err as Error).message
-      this.error = msg.startsWith('WireGuard cannot start') ? msg : `WireGuard cannot start: ${msg}`
-      this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error: this.error })
-      this.c.onAdvert(null)
-    }
     this.c.membership.on('transition', this.listener)
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
     this.hostAddrs = this.addrKey()
-    // the first plan is applied before start returns: the link rules must be in
-    // the kernel before this node reports ready (a timer here let start return first)
+    // the first plan (which makes the interface) is applied before start returns: the link
+    // rules must be in the kernel before this node reports ready (a timer here let start return first)
     this.dirty = true
     this.queue = this.queue.then(async () => { if (this.dirty && this.running) await this.reconcile() })
     await this.queue
   }
 
-  /** Makes the interface; if wireguard-go ever exits under us, the next plan makes it again. */
+  /**
+   * Makes the interface when there is none (it never came up, or wireguard-go exited).
+   * The status, the log and the advert follow the outcome both ways, each told once per
+   * change, not on every try; while it cannot be made the rest of the plan still applies,
+   * and it is tried again by itself, less often each time. Throws only if the dead one
+   * cannot be removed.
+   */
+  private async ensureInterface (): Promise<void> {
+    if (this.wg?.alive === true) return
+    clearTimeout(this.ifTimer)
+    if (this.wg != null) {
+      await this.wg.destroy()
+      this.wg = null
+      this.address = null
+    }
+    try {
+      this.keypair ??= await loadOrCreateKeypair(this.c.config.dataDir)
+      this.endpoint = this.detectEndpoint()
+      await this.bringUp()
+    } catch (err) {
+      this.wentDown(err as Error)
+      return
+    }
+    const was = this.error
+    this.error = null
+    this.ifRetryMs = RETRY_MIN_MS
+    this.log.info(was == null ? 'WireGuard up' : 'WireGuard up again', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
+    if (this.endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
+    else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
+  }
+
+  private wentDown (err: Error): void {
+    const error = err.message.startsWith('WireGuard cannot start') ? err.message : `WireGuard cannot start: ${err.message}`
+    this.startFailures.inc()
+    if (error !== this.error) this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error })
+    this.error = error
+    // peers are told there is no tunnel to this node, until there is one again
+    this.advertise(null)
+    if (!this.running) return
+    this.ifTimer = setTimeout(() => { this.schedule(0) }, this.ifRetryMs)
+    this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
+  }
+
+  /** Tells the agent what to advertise, when it differs from what it was told last. */
+  private advertise (wg: WireguardAdvert | null): void {
+    const last = this.advertised
+    if (last !== undefined && last?.publicKey === wg?.publicKey && last?.endpoint === wg?.endpoint) return
+    this.advertised = wg
+    this.c.onAdvert(wg)
+  }
+
+  /** Makes the interface and its route; if wireguard-go ever exits under us, the next plan makes it again. */
   private async bringUp (): Promise<void> {
     const wg = await WgInterface.create({
       name: this.ifname, netns: null, privateKey: this.keypair!.privateKey, listenPort: this.init.port, backend: this.init.backend
     })
+    try {
+      await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
+    } catch (err) {
+      await wg.destroy()
+      throw err
+    }
     this.wg = wg
     this.applied.clear()
     this.address = null
-    await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
     void wg.exited.then(() => {
       if (!this.running || this.wg !== wg) return
       this.log.error('wireguard-go exited; making the interface again', { interface: this.ifname, pid: wg.pid })
@@ -171,6 +223,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
     await this.queue
+    clearTimeout(this.ifTimer)
     // the rules stay in the kernel unless asked: VMs that outlive the agent stay
     // confined to their declared connections (fail closed); the next start replaces them
     if (!this.init.keepRulesOnStop) await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
@@ -225,6 +278,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.dirty = false
     const pass = ++this.passesStarted
     try {
+      await this.ensureInterface()
       const doc = this.docView()
       const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
       const plan = planPeers(this.c.peerId, this.keypair?.publicKey ?? null, this.c.membership.members, addr, this.init.keepaliveS)
@@ -237,10 +291,6 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
         this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
       }
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
-      if (this.wg != null && !this.wg.alive) {
-        await this.wg.destroy()
-        await this.bringUp()
-      }
       await this.applyAddress(addr)
       if (this.wg != null) await this.applyPeers(plan)
       await this.localVms.route(addr)
@@ -302,24 +352,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   }
 
   private detectEndpoint (): string | null {
-    const host = this.init.endpointHost ?? this.firstAddress()
+    const host = this.init.endpointHost ?? firstAddress(networkInterfaces(), this.ifname, this.prefix.octet)
     return host == null ? null : `${host}:${this.init.port}`
   }
 
-  private firstAddress (): string | null {
-    for (const [name, list] of Object.entries(networkInterfaces())) {
-      if (name === this.ifname) continue
-      for (const a of list ?? []) {
-        if (a.family === 'IPv4' && !a.internal && !a.address.startsWith(`100.${this.prefix.octet}.`)) return a.address
-      }
-    }
-    return null
-  }
-
-  private addrKey (): string {
-    return Object.entries(networkInterfaces()).filter(([n]) => n !== this.ifname)
-      .flatMap(([, l]) => (l ?? []).filter(a => !a.internal).map(a => a.address)).sort().join(',')
-  }
+  private addrKey (): string { return addressKey(networkInterfaces(), this.ifname) }
 
   private checkAddresses (): void {
     const k = this.addrKey()
@@ -344,7 +381,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
     if (endpoint !== this.endpoint) {
       this.endpoint = endpoint
-      if (endpoint != null) this.c.onAdvert({ publicKey: this.keypair.publicKey, endpoint })
+      if (endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint })
     }
   }
 

@@ -3,16 +3,16 @@
 // wireguard-format.ts's.
 //
 // - Backend: the kernel module when `ip link add X type wireguard` works (probed for
-//   real, in the target namespace), `wireguard-go` otherwise. wireguard-go keeps its
-//   control socket in /run/wireguard/NAME.sock, shared by every namespace of the
-//   machine, so names must be unique per machine: interfaceName() derives one from
-//   the node id.
+//   real, in the target namespace), `wireguard-go` otherwise ($VGRID_WIREGUARD_GO names
+//   another binary, or "none"). wireguard-go keeps its control socket in
+//   /run/wireguard/NAME.sock, shared by every namespace of the machine, so names must
+//   be unique per machine: interfaceName() derives one from the node id.
 // - Secrets: private keys are generated and read through stdin/stdout and handed to
 //   `wg` as config text on stdin (`wg addconf IF /dev/stdin`), never in argv, where
 //   any process could read them from /proc. Public keys are public and may appear.
 // - State: `wg show IF dump` (tab-separated, stable) is parsed, never screen output.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { chmod, mkdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -80,6 +80,29 @@ export async function loadOrCreateKeypair (dir: string): Promise<Keypair> {
   return kp
 }
 
+/** Names the wireguard-go to run instead of the one on PATH; "none" (or empty): there is none. */
+export const WIREGUARD_GO_ENV = 'VGRID_WIREGUARD_GO'
+
+/**
+ * The wireguard-go to run, or null with why there is none. Looked up at each use, so
+ * one removed (or installed) while the agent runs counts at the next bring-up. The
+ * variable is the only way to make it unfindable: which() also looks in /usr/bin.
+ */
+export function findWireguardGo (): { path: string } | { path: null, why: string } {
+  const named = process.env[WIREGUARD_GO_ENV]
+  if (named == null) {
+    const path = which('wireguard-go')
+    return path != null ? { path } : { path: null, why: 'install wireguard-go' }
+  }
+  if (named === '' || named === 'none') return { path: null, why: `${WIREGUARD_GO_ENV}=${named === '' ? '""' : named}` }
+  try {
+    accessSync(named, constants.X_OK)
+    return { path: named }
+  } catch (err) {
+    return { path: null, why: `${WIREGUARD_GO_ENV}=${named}: ${(err as NodeJS.ErrnoException).code ?? 'not executable'}` }
+  }
+}
+
 /**
  * Which backend works in `netns` (null: this namespace): the kernel module if a
  * probe interface can be made, else wireguard-go if installed. Throws
@@ -87,7 +110,7 @@ export async function loadOrCreateKeypair (dir: string): Promise<Keypair> {
  */
 export async function probeBackend (netns: string | null, opts: { probeName?: string, wireguardGo?: string | null } = {}): Promise<Backend> {
   const probeName = opts.probeName ?? `vgp${process.pid % 1_000_000_000}`.slice(0, 15)
-  const goPath = opts.wireguardGo === undefined ? which('wireguard-go') : opts.wireguardGo
+  const go = opts.wireguardGo === undefined ? findWireguardGo() : opts.wireguardGo == null ? { path: null, why: 'install wireguard-go' } : { path: opts.wireguardGo }
   const nsArgs = netns == null ? [] : ['-n', netns]
   let kernelError = ''
   try {
@@ -98,8 +121,8 @@ export async function probeBackend (netns: string | null, opts: { probeName?: st
     kernelError = (err as Error).message.split(': ').pop() ?? ''
   }
   wgPath()
-  if (goPath != null) return 'userspace'
-  throw new WireguardUnavailableError(`WireGuard cannot start: no kernel module (ip link add type wireguard: ${kernelError.trim() || 'failed'}) and no wireguard-go (install wireguard-go)`)
+  if (go.path != null) return 'userspace'
+  throw new WireguardUnavailableError(`WireGuard cannot start: no kernel module (ip link add type wireguard: ${kernelError.trim() || 'failed'}) and no wireguard-go (${go.why})`)
 }
 
 export interface CreateOptions {
@@ -235,8 +258,9 @@ export class WgInterface {
 
 /** Starts wireguard-go in the foreground inside `netns` and waits for its socket. */
 async function startUserspace (name: string, netns: string | null): Promise<ChildProcess> {
-  const bin = which('wireguard-go')
-  if (bin == null) throw new WireguardUnavailableError('WireGuard cannot start: no kernel module and no wireguard-go (install wireguard-go)')
+  const go = findWireguardGo()
+  if (go.path == null) throw new WireguardUnavailableError(`WireGuard cannot start: no wireguard-go (${go.why})`)
+  const bin = go.path
   const sock = join(RUN_DIR, `${name}.sock`)
   if (existsSync(sock)) await clearLeftover(name, netns, sock)
   // `ip netns exec` execs, so the child's PID is wireguard-go's own

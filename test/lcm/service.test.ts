@@ -7,14 +7,15 @@
 // address change is noticed and the tunnel keeps carrying pings; a dead member's
 // peer goes; stopping leaves no interface or socket, and the rules stay (fail closed).
 import test from 'ava'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ip, namespacePids, nsRun, replaceAddress, sleep } from '../../node/netns/netns.ts'
+import { ip, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
 import { Driver } from './driver.ts'
 import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { tableName } from '../../node/lcm/rules.ts'
+import { WIREGUARD_GO_ENV } from '../../node/lcm/wireguard.ts'
 import { makeNamespaces, pingStream, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
 
@@ -158,5 +159,74 @@ maybe('a plan that fails to apply is tried again by itself, later each time, unt
     applied = (await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id))
   }
   t.true(applied, 'the rules are in after the retries, with nothing else asking')
+  await d.send({ type: 'stop' }, 'stopped')
+})
+
+maybe('when wireguard-go dies and cannot start again the status says why, links still apply; once it can, the status clears and the tunnel is advertised again', async t => {
+  const [h, other] = await makeNamespaces(t, ['hg', 'hx'])
+  // an address for the endpoint, so the service advertises one
+  await veth({ ns: h!, dev: 'eth0', cidr: '192.0.2.1/24' }, { ns: other!, dev: 'eth0' })
+  await ip(['-n', h!, 'link', 'add', 'vgkprobe', 'type', 'wireguard'], { allowFail: true })
+  if ((await ip(['-n', h!, '-o', 'link'])).includes('vgkprobe')) { t.pass('kernel module present: wireguard-go is not needed'); return }
+  const real = which('wireguard-go')
+  if (real == null) { t.pass('no wireguard-go on this machine'); return }
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  // the service's wireguard-go is a link the test removes: a binary that stops working
+  const go = join(dir, 'wireguard-go')
+  symlinkSync(real, go)
+  const id = `NodeG${process.pid}`
+  const before = process.env[WIREGUARD_GO_ENV]
+  process.env[WIREGUARD_GO_ENV] = go
+  // the driver copies the environment now; the other tests' drivers never see it
+  const d = new Driver(t, h!, { dataDir: join(dir, 'g'), peerId: id, clusterId: 'c-g', port: 51820, vmInterfaces: {}, addressPollMs: 0 })
+  if (before == null) delete process.env[WIREGUARD_GO_ENV]
+  else process.env[WIREGUARD_GO_ENV] = before
+  const ready = await d.next('ready')
+  t.true((ready.status as { ok: boolean }).ok, JSON.stringify(ready.status))
+  const adv = (await d.next('advert')).wg as { publicKey: string, endpoint: string }
+  t.is(adv.endpoint, '192.0.2.1:51820')
+
+  const status = async (): Promise<{ ok: boolean, error: string | null, backend: string | null }> => (await d.send({ type: 'net' }, 'net')).status as { ok: boolean, error: string | null, backend: string | null }
+  const waitStatus = async (ok: boolean): Promise<{ ok: boolean, error: string | null }> => {
+    for (let i = 0; i < 200; i++) {
+      const s = await status()
+      if (s.ok === ok) return s
+      await sleep(250)
+    }
+    throw new Error(`the status never became ok: ${String(ok)}`)
+  }
+  const goPids = (await namespacePids(h!)).filter(pid => pid !== d.pid)
+  t.is(goPids.length, 1, `one wireguard-go: ${goPids.join(',')}`)
+  rmSync(go)
+  process.kill(goPids[0]!, 'SIGKILL')
+  const down = await waitStatus(false)
+  t.regex(down.error!, new RegExp(`^WireGuard cannot start: no kernel module \\(ip link add type wireguard: .+\\) and no wireguard-go \\(${WIREGUARD_GO_ENV}=${go.replace(/[.]/g, '\\.')}: ENOENT\\)$`))
+  t.is((await d.next('advert')).wg, null, 'the tunnel is no longer advertised')
+  t.deepEqual((await d.send({ type: 'net' }, 'net')).peers, [])
+
+  // the rest of the plan still applies while the interface is down
+  const spec = { driver: 'process', cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
+  await d.send({
+    type: 'doc',
+    ops: [
+      { op: 'put', kind: 'vms', draft: { id: 'web', name: 'web', app: null, desired: 'running', spec, overlayIndex: 10 } },
+      { op: 'put', kind: 'vms', draft: { id: 'db', name: 'db', app: null, desired: 'running', spec, overlayIndex: 20 } },
+      { op: 'put', kind: 'leases', draft: { vm: 'web', holder: id, epoch: 1, cpu: 0.1, memoryBytes: 1 << 20 } },
+      { op: 'put', kind: 'leases', draft: { vm: 'db', holder: id, epoch: 1, cpu: 0.1, memoryBytes: 1 << 20 } },
+      { op: 'put', kind: 'connections', draft: { id: 'web-db', app: null, from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 } }
+    ]
+  })
+  t.is(((await d.send({ type: 'net' }, 'net')).flows as unknown[]).length, 1, 'the link declared while WireGuard was down is in the rules')
+  t.true((await nsRun(h!, 'nft', ['list', 'table', 'inet', tableName(id)])).includes('8080'), 'and in the kernel')
+  t.false((await status()).ok, 'still down: the retries keep failing')
+
+  // the binary works again: the next try brings the interface up and the status clears
+  symlinkSync(real, go)
+  const up = await waitStatus(true)
+  t.is(up.error, null)
+  t.is((await status()).backend, 'userspace')
+  t.deepEqual((await d.next('advert', 40_000)).wg, adv, 'the tunnel is advertised again, with the same key')
+  t.is((await namespacePids(h!)).filter(pid => pid !== d.pid).length, 1, 'one wireguard-go again')
   await d.send({ type: 'stop' }, 'stopped')
 })
