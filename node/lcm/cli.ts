@@ -69,7 +69,7 @@ export function formatNet (n: NetView, now = Date.now()): string {
     : table(['PEER', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'ALLOWED IPS'], n.peers.map(p => [
       p.name ?? (p.node == null ? shortId(p.publicKey) : shortId(p.node)), p.endpoint ?? '-', ago(p.latestHandshake), bytes(p.rxBytes), bytes(p.txBytes), p.allowedIps.join(',')
     ]))
-  const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets)]))]
+  const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)]))]
   return [head, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
 }
 

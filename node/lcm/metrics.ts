@@ -24,6 +24,13 @@ export function registerGauges (registry: Registry, lcm: Source): void {
       for (const d of await lcm.drops()) drops.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.packets)
     }
   })
+  const spoofed: Gauge<'src' | 'dst'> = new Gauge({
+    name: 'vgrid_lcm_spoofed', help: 'Of vgrid_lcm_drops, the packets whose source VM address was forged (they came in where that address is not routed)', labelNames: ['src', 'dst'] as const, registers,
+    collect: async () => {
+      spoofed.reset()
+      for (const d of await lcm.drops()) if ((d.spoofed ?? 0) > 0) spoofed.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.spoofed!)
+    }
+  })
   const passed: Gauge<'link'> = new Gauge({
     name: 'vgrid_lcm_link_packets', help: 'Packets passed for each declared connection on this node', labelNames: ['link'] as const, registers,
     collect: async () => {

@@ -164,6 +164,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.endpoint = this.detectEndpoint()
       await this.bringUp()
     } catch (err) {
+      await this.unroutable()
       this.wentDown(err as Error)
       return
     }
@@ -185,6 +186,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     if (!this.running) return
     this.ifTimer = setTimeout(() => { this.schedule(0) }, this.ifRetryMs)
     this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
+  }
+
+  /**
+   * While there is no tunnel, the VM range is unreachable rather than routed by the
+   * default route: traffic to remote VMs must not leave in clear on the underlay, and a
+   * packet arriving there with a remote VM's address as its source fails the rules'
+   * reverse-path check. bringUp's route replaces this one.
+   */
+  private async unroutable (): Promise<void> {
+    await ip(['route', 'replace', 'unreachable', this.prefix.vmV4]).catch(err => { this.log.warn('could not make the VM range unreachable', { error: (err as Error).message }) })
   }
 
   /** Tells the agent what to advertise, when it differs from what it was told last. */
@@ -229,6 +240,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     if (!this.init.keepRulesOnStop) await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
     await this.wg?.destroy()
     this.wg = null
+    // VMs that outlive the agent keep their declared links, but nothing of theirs leaves in clear
+    if (!this.init.keepRulesOnStop) return
+    await this.unroutable()
   }
 
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
@@ -419,7 +433,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   }
 
   /** Drops on this node by address pair, with the VMs the addresses belong to. */
-  async drops (): Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number }>> {
+  async drops (): ReturnType<LcmView['drops']> {
     const byAddr = new Map((this.last?.addr.vms ?? []).map(v => [v.address, v.vm]))
     return (await this.counters()).drops.map(d => ({ ...d, srcVm: byAddr.get(d.src) ?? null, dstVm: byAddr.get(d.dst) ?? null }))
   }

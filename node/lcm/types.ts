@@ -49,5 +49,6 @@ export interface LcmView {
   settled: () => Promise<void>
   peerStates: () => Promise<Array<InterfaceState['peers'][number] & { node: string | null }>>
   counters: () => Promise<TableCounters>
-  drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number }>>
+  /** dropped packets per (source, destination); `spoofed`: how many of them had a forged source */
+  drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number, spoofed?: number }>>
 }

@@ -52,6 +52,9 @@ e2e('an agent where WireGuard cannot start says exactly why (status, CLI, log on
   t.regex(h1.agent.log, /agent started/)
   const self = (await h1.nodes()).find(n => n.self)
   t.is(self?.wireguard, null, 'no tunnel advertised')
+  // no tunnel: the VM range is unreachable, not sent in clear along the default route
+  const vmRange = (await h1.api<NetView>('/v1/net')).status.prefix.vmV4
+  t.regex(await h1.exec('ip', ['route', 'show', vmRange]), /^unreachable /m)
 
   // everything else runs: VMs (state writes, the process driver), links, their rules
   const vm = (name: string, command: string[], terminals: { inputs?: string[], outputs?: string[] }): object => ({ name, driver: 'process', cpu: 0.25, memory: '96M', command, ...terminals })

@@ -72,8 +72,8 @@ test('link requests: parsed, checked against the document, with clear errors', t
   t.throws(() => checkLink({ ...r, port: 1 }, { vms, links: [l] }), { instanceOf: ConflictError, message: /output web.db is connected already/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'ghost', terminal: 'in' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no VM "ghost"/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'db', terminal: 'nope' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no input terminal "nope"/ })
-  t.notThrows(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), 'a VM without declared terminals takes any name')
-  t.throws(() => checkLink({ ...r, to: { vm: 'web', terminal: 'x' } }, { vms: new Map([['web', {}]]), links: [] }), { instanceOf: ValidationError, message: /itself/ })
+  t.throws(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /VM "free" has no output terminal "any" \(it has: none; .*declared when it is created/ }, 'a VM that declared no terminals has none')
+  t.throws(() => checkLink({ ...r, to: { vm: 'web', terminal: 'x' } }, { vms: new Map([['web', { outputs: ['db'], inputs: ['x'] }]]), links: [] }), { instanceOf: ValidationError, message: /itself/ })
   for (const [body, msg] of [
     [null, /body/], [{ from: 'web', to: 'db.in', protocol: 'tcp', port: 1 }, /from.*VM.TERMINAL/],
     [{ from: 'web.db', to: 'db.in', protocol: 'icmp', port: 1 }, /protocol/], [{ from: 'web.db', to: 'db.in', protocol: 'tcp', port: 70000 }, /port/],
@@ -83,10 +83,10 @@ test('link requests: parsed, checked against the document, with clear errors', t
 
 test('vgrid net text shows the interface, peers and drops, or exactly why WireGuard is down', t => {
   const status = { ok: true, error: null, backend: 'userspace' as const, interface: 'vgabc', publicKey: K[0]!, endpoint: '10.0.0.1:51820', address: '100.70.0.1', prefix: p }
-  const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', packets: 3 }] }, 15_000)
+  const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', packets: 3, spoofed: 2 }] }, 15_000)
   t.regex(text, /vgabc \(userspace\)/)
   t.regex(text, /b\s+10\.0\.0\.2:51820\s+5 s ago\s+2\.0 KiB/)
-  t.regex(text, /web\s+db\s+3/)
+  t.regex(text, /web\s+db\s+3\s+2/)
   const down = formatNet({ status: { ...status, ok: false, error: 'WireGuard cannot start: no kernel module and no wireguard-go' }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] })
   t.regex(down, /WireGuard is not running: WireGuard cannot start: no kernel module and no wireguard-go/)
 })
