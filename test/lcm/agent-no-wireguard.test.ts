@@ -44,6 +44,9 @@ e2e('an agent where WireGuard cannot start says exactly why (status, CLI, log on
   const cliStatus = await h1.vgrid(['status', '--json'])
   t.is(cliStatus.code, 0, cliStatus.stderr)
   t.deepEqual((JSON.parse(cliStatus.stdout) as StatusView).health.problems.find(p => p.service === 'lcm'), problem)
+  const statusText = (await h1.vgrid(['status'])).stdout
+  t.regex(statusText, /^health {3}degraded: 1 problem\(s\)$/m)
+  t.true(statusText.includes(`  lcm overlay-down: ${problem!.message}`), statusText)
   const net = await h1.vgrid(['net'])
   t.is(net.code, 0, net.stderr)
   t.true(net.stdout.includes(`WireGuard is not running: ${problem!.message}`), net.stdout)

@@ -17,6 +17,8 @@ export async function status (argv: string[]): Promise<void> {
     `node     ${s.node.name} (${s.node.id})`,
     `cluster  ${s.node.cluster}`,
     `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left`,
+    `health   ${s.health.ok ? 'ok' : `degraded: ${s.health.problems.length} problem(s)`}`,
+    ...s.health.problems.map(h => `  ${h.service} ${h.cause}${h.since != null ? ` since ${h.since}` : ''}: ${h.message}`),
     '',
     table(['POOL', 'TOTAL', 'FREE'], [
       ['cpu', num(p.cpu.total), num(p.cpu.free)],
