@@ -2,11 +2,12 @@
 // driver) or a tap (qemu). Names derive from the VM id by hash so they fit Linux's 15
 // characters and are found again by name after an agent restart. Each VM gets a /30
 // from a small per-node link range: .1 on the node's end, .2 in the VM, so the node
-// reaches its own VMs until the connection manager addresses and routes them.
+// reaches its own VMs until the connection manager addresses and routes them. A VM with
+// an overlay address has it routed to its interface before it runs (see routeOverlay).
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ip } from '../../netns/netns.ts'
+import { ip, nsRun } from '../../netns/netns.ts'
 import type { VmNetwork, VmOverlay } from '../drivers/types.ts'
 import { hostsFile } from '../drivers/common.ts'
 
@@ -84,8 +85,38 @@ export async function createVeth (id: string, range: string, slot: number, nodeN
   if (overlay === undefined) vmSide.push(`route add default via ${a.hostAddress}`)
   else vmSide.push(`addr add ${overlay.address}/32 dev eth0`, `route add default via ${a.hostAddress} src ${overlay.address}`)
   await ip(['-n', ns, '-batch', '-'], { input: vmSide.join('\n') + '\n' })
-  await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, `addr add ${a.hostAddress}/${a.prefix} dev ${hostIf}`].join('\n') + '\n' })
+  await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, `addr add ${a.hostAddress}/${a.prefix} dev ${hostIf}`, ...overlayRoute(hostIf, overlay)].join('\n') + '\n' })
+  if (overlay !== undefined) await overlaySysctls(hostIf, nodeNetns)
   return { hostIf, netns: ns, ...a, ...(overlay !== undefined ? { overlayAddress: overlay.address } : {}) }
+}
+
+/**
+ * The node's end of a VM with an overlay address is set as the connection manager's
+ * plan sets it (LocalVmNet.route), before the VM runs: the plan learns of the interface
+ * only once the VM started, and until then the anti-spoof rule (`fib saddr . iif`)
+ * took the VM's first packets for forged ones (its address not routed there; with
+ * rp_filter on, the kernel dropped them before), and on a host where no plan had turned
+ * forwarding on yet they were not forwarded. The plan stays the owner: it sets the same
+ * again (a no-op) and takes the route away when the VM is no longer addressed here; the
+ * route also goes with the interface.
+ */
+export const overlayRoute = (hostIf: string, overlay: VmOverlay | undefined): string[] =>
+  overlay === undefined ? [] : [`route replace ${overlay.address}/32 dev ${hostIf}`]
+
+/** proxy ARP at once (for a VM whose default route has no gateway) and forwarding on its interface only */
+export function overlaySysctlWrites (hostIf: string): Array<[string, string]> {
+  return [
+    [`/proc/sys/net/ipv4/conf/${hostIf}/proxy_arp`, '1'],
+    [`/proc/sys/net/ipv4/neigh/${hostIf}/proxy_delay`, '0'],
+    [`/proc/sys/net/ipv4/conf/${hostIf}/forwarding`, '1']
+  ]
+}
+
+async function overlaySysctls (hostIf: string, nodeNetns: string | undefined): Promise<void> {
+  const writes = overlaySysctlWrites(hostIf)
+  // /proc/sys/net is the writer's own namespace: the node's, when it is not this one
+  if (nodeNetns === undefined) for (const [f, v] of writes) writeFileSync(f, v)
+  else await nsRun(nodeNetns, 'sh', ['-c', writes.map(([f, v]) => `echo ${v} > ${f}`).join(' && ')])
 }
 
 /** Removes the VM's namespace (which takes the pair with it) and a leftover node end. */
@@ -102,7 +133,8 @@ export async function createTap (id: string, range: string, slot: number, nodeNe
   await deleteTap(id, nodeNetns)
   await ip(inNs(nodeNetns, ['tuntap', 'add', 'dev', hostIf, 'mode', 'tap']))
   await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
-  await ip(inNs(nodeNetns, ['link', 'set', hostIf, 'up']))
+  await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, ...overlayRoute(hostIf, overlay)].join('\n') + '\n' })
+  if (overlay !== undefined) await overlaySysctls(hostIf, nodeNetns)
   return { hostIf, ...a, ...(overlay !== undefined ? { overlayAddress: overlay.address } : {}) }
 }
 
