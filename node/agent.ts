@@ -94,7 +94,11 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     : undefined
   problems.push(() => {
     const s = lcm?.status()
-    return s == null || s.ok ? [] : [{ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running' }]
+    if (s == null) return []
+    const problems: HealthProblem[] = []
+    if (!s.ok) problems.push({ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running', ...(s.errorSince != null ? { since: s.errorSince } : {}) })
+    if (s.applyError != null) problems.push({ service: 'lcm', cause: 'connections-not-applied', message: `routes, tunnel peers or link rules could not be applied (trying again): ${s.applyError}`, ...(s.applyErrorSince != null ? { since: s.applyErrorSince } : {}) })
+    return problems
   })
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs

@@ -77,6 +77,8 @@ export interface LcmEvents {
 
 /** after a failed apply: the first retry, and the longest wait between retries */
 const RETRY_MIN_MS = 1000
+/** the fallback route's metric: the lowest priority there is, under every real route */
+const FALLBACK_METRIC = 4294967295
 const RETRY_MAX_MS = 30_000
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
@@ -90,6 +92,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private keypair: Keypair | null = null
   private wg: WgInterface | null = null
   private error: string | null = null
+  private errorSince: string | null = null
+  private applyError: string | null = null
+  private applyErrorSince: string | null = null
   private endpoint: string | null = null
   private address: string | null = null
   private hostAddrs = ''
@@ -137,6 +142,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
     this.hostAddrs = this.addrKey()
+    await this.fallbackRoute('replace')
     // the first plan (which makes the interface) is applied before start returns: the link
     // rules must be in the kernel before this node reports ready (a timer here let start return first)
     this.dirty = true
@@ -164,12 +170,12 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.endpoint = this.detectEndpoint()
       await this.bringUp()
     } catch (err) {
-      await this.unroutable()
       this.wentDown(err as Error)
       return
     }
     const was = this.error
     this.error = null
+    this.errorSince = null
     this.ifRetryMs = RETRY_MIN_MS
     this.log.info(was == null ? 'WireGuard up' : 'WireGuard up again', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
     if (this.endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
@@ -180,6 +186,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const error = err.message.startsWith('WireGuard cannot start') ? err.message : `WireGuard cannot start: ${err.message}`
     this.startFailures.inc()
     if (error !== this.error) this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error })
+    this.errorSince ??= new Date().toISOString()
     this.error = error
     // peers are told there is no tunnel to this node, until there is one again
     this.advertise(null)
@@ -189,13 +196,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   }
 
   /**
-   * While there is no tunnel, the VM range is unreachable rather than routed by the
-   * default route: traffic to remote VMs must not leave in clear on the underlay, and a
-   * packet arriving there with a remote VM's address as its source fails the rules'
-   * reverse-path check. bringUp's route replaces this one.
+   * The VM range is unreachable at the lowest priority, under the route to the WireGuard
+   * interface, from start on and after stop: whenever there is no tunnel (it cannot
+   * start, wireguard-go just died, the agent stopped) traffic to remote VMs does not
+   * leave in clear along the default route, and a packet arriving on the underlay with a
+   * remote VM's address as its source fails the rules' reverse-path check.
    */
-  private async unroutable (): Promise<void> {
-    await ip(['route', 'replace', 'unreachable', this.prefix.vmV4]).catch(err => { this.log.warn('could not make the VM range unreachable', { error: (err as Error).message }) })
+  private async fallbackRoute (how: 'replace' | 'del'): Promise<void> {
+    await ip(['route', how, 'unreachable', this.prefix.vmV4, 'metric', String(FALLBACK_METRIC)]).catch(err => {
+      if (how === 'replace') this.log.warn('could not route the VM range as unreachable under the tunnel', { error: (err as Error).message })
+    })
   }
 
   /** Tells the agent what to advertise, when it differs from what it was told last. */
@@ -240,15 +250,15 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     if (!this.init.keepRulesOnStop) await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
     await this.wg?.destroy()
     this.wg = null
-    // VMs that outlive the agent keep their declared links, but nothing of theirs leaves in clear
-    if (!this.init.keepRulesOnStop) return
-    await this.unroutable()
+    // VMs that outlive the agent keep their declared links, and the fallback route keeps
+    // anything of theirs from leaving in clear
+    if (!this.init.keepRulesOnStop) await this.fallbackRoute('del')
   }
 
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
 
   status (): LcmStatus {
-    return { ok: this.error == null, error: this.error, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
+    return { ok: this.error == null, error: this.error, errorSince: this.errorSince, applyError: this.applyError, applyErrorSince: this.applyErrorSince, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
   }
 
   get state (): LcmState { return this.c.state }
@@ -313,10 +323,17 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
       this.retryMs = RETRY_MIN_MS
+      if (this.applyError != null) this.log.info('connections applied again', { after: this.applyError })
+      this.applyError = null
+      this.applyErrorSince = null
       this.emit('reconciled', plan, rules)
     } catch (err) {
-      // nothing else may come to ask again (a quiet grid): try again, less often each time
-      this.log.error('could not apply connections; trying again', { error: (err as Error).message, inMs: this.retryMs })
+      // nothing else may come to ask again (a quiet grid): try again, less often each time;
+      // said once per cause, and shown in the status while it lasts
+      const error = (err as Error).message
+      if (error !== this.applyError) this.log.error('could not apply connections; trying again', { error, inMs: this.retryMs })
+      this.applyErrorSince ??= new Date().toISOString()
+      this.applyError = error
       this.emit('failed', err as Error)
       this.schedule(this.retryMs)
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS)

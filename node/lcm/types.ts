@@ -29,6 +29,11 @@ export interface LcmStatus {
   ok: boolean
   /** why WireGuard is not running, exactly */
   error: string | null
+  /** since when (ISO time) `error` holds */
+  errorSince: string | null
+  /** why the last plan (routes, peers, link rules) could not be applied; null once one applied */
+  applyError: string | null
+  applyErrorSince: string | null
   backend: Backend | null
   interface: string
   publicKey: string | null

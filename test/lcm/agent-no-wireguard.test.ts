@@ -46,7 +46,8 @@ e2e('an agent where WireGuard cannot start says exactly why (status, CLI, log on
   t.deepEqual((JSON.parse(cliStatus.stdout) as StatusView).health.problems.find(p => p.service === 'lcm'), problem)
   const statusText = (await h1.vgrid(['status'])).stdout
   t.regex(statusText, /^health {3}degraded: 1 problem\(s\)$/m)
-  t.true(statusText.includes(`  lcm overlay-down: ${problem!.message}`), statusText)
+  t.truthy(problem!.since, 'the problem says since when')
+  t.true(statusText.includes(`  lcm overlay-down since ${problem!.since!}: ${problem!.message}`), statusText)
   const net = await h1.vgrid(['net'])
   t.is(net.code, 0, net.stderr)
   t.true(net.stdout.includes(`WireGuard is not running: ${problem!.message}`), net.stdout)

@@ -16,6 +16,7 @@ import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { tableName } from '../../node/lcm/rules.ts'
 import { WIREGUARD_GO_ENV } from '../../node/lcm/wireguard.ts'
+import type { LcmStatus } from '../../node/lcm/types.ts'
 import { makeNamespaces, pingStream, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
 
@@ -151,14 +152,22 @@ maybe('a plan that fails to apply is tried again by itself, later each time, unt
   const id = `NodeR${process.pid}`
   // the first two plans fail (at 0 s and after 1 s); the third (after 2 s more) applies
   const d = new Driver(t, h!, { dataDir: join(dir, 'r'), peerId: id, clusterId: 'c-r', port: 51820, vmInterfaces: {}, addressPollMs: 0, failReads: 2 })
-  await d.next('ready')
+  const ready = await d.next('ready')
   t.false((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id)), 'the first plan failed: no rules yet')
+  const st = ready.status as LcmStatus
+  t.regex(st.applyError ?? '', /the document cannot be read \(test\)/, 'the status says the connections are not applied, and why')
+  t.truthy(st.applyErrorSince)
+  t.true(st.ok, 'WireGuard itself is up')
+  // under the tunnel's route, from the start: the VM range is unreachable, never sent in clear
+  t.regex(await nsRun(h!, 'ip', ['route', 'show', 'type', 'unreachable']), /metric 4294967295/)
   let applied = false
   for (let i = 0; i < 40 && !applied; i++) {
     await new Promise(resolve => setTimeout(resolve, 250))
     applied = (await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id))
   }
   t.true(applied, 'the rules are in after the retries, with nothing else asking')
+  const after = (await d.send({ type: 'net' }, 'net')).status as LcmStatus
+  t.is(after.applyError, null, 'and the status clears')
   await d.send({ type: 'stop' }, 'stopped')
 })
 
