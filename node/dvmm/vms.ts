@@ -59,7 +59,9 @@ export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): strin
   if (!Array.isArray(raw) || raw.length > TERMINALS_MAX) throw invalid(field, `must be an array of at most ${TERMINALS_MAX} terminal names`)
   raw.forEach((t: unknown, i) => {
     if (typeof t !== 'string' || !TERMINAL.test(t)) throw invalid(`${field}[${i}]`, `${JSON.stringify(t)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
-    if (raw.indexOf(t) !== i) throw invalid(`${field}[${i}]`, `"${t}" is listed twice`)
+    // names resolve as host names inside the VM, where case does not count
+    if (t.toLowerCase() === 'localhost') throw invalid(`${field}[${i}]`, '"localhost" is the VM\'s own name, not a terminal')
+    if (raw.findIndex((u: string) => u.toLowerCase() === t.toLowerCase()) !== i) throw invalid(`${field}[${i}]`, `"${t}" is listed twice (names are host names: case does not count)`)
   })
   return raw as string[]
 }
@@ -124,7 +126,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const vols = volumeIds(b.volumes, b.driver, volumes)
   const inputs = terminalNames(b.inputs, 'inputs')
   const outputs = terminalNames(b.outputs, 'outputs')
-  const both = inputs.find(t => outputs.includes(t))
+  const both = inputs.find(t => outputs.some(o => o.toLowerCase() === t.toLowerCase()))
   if (both != null) throw invalid('outputs', `"${both}" is an input too: a terminal is an input or an output`)
   if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
   if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')

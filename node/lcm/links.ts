@@ -17,7 +17,7 @@ export interface LinkRequest {
 
 /** What validation reads of the document. */
 export interface LinkDoc {
-  /** VM ids, with the terminals each declared when it was created (absent: none) */
+  /** VM ids, with the terminals each declared when it was created (absent: those its links use) */
   vms: ReadonlyMap<string, { inputs?: string[], outputs?: string[] }>
   links: Link[]
 }
@@ -67,7 +67,8 @@ export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
   for (const [field, e, kind] of [['from', r.from, 'outputs'], ['to', r.to, 'inputs']] as const) {
     const vm = doc.vms.get(e.vm)
     if (vm == null) throw new NotFoundError(`${field}: no VM "${e.vm}"`)
-    const declared = vm[kind] ?? []
+    // a VM from before terminals were declared has the ones its links already use
+    const declared = vm[kind] ?? doc.links.flatMap(l => kind === 'outputs' ? (l.from.vm === e.vm ? [l.from.terminal] : []) : (l.to.vm === e.vm ? [l.to.terminal] : []))
     const what = kind === 'outputs' ? 'output' : 'input'
     if (!declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (it has: ${declared.join(', ') || `none; a VM's terminals are declared when it is created: ${kind}, or vgrid vm create --${what}`})`)
   }
@@ -77,6 +78,24 @@ export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
   const taken = doc.links.find(l => l.from.vm === r.from.vm && l.from.terminal === r.from.terminal)
   if (taken != null) throw new ConflictError(`output ${r.from.vm}.${r.from.terminal} is connected already (to ${taken.to.vm}.${taken.to.terminal} by ${taken.id})`, 'output-connected')
   return { id, from: r.from, to: r.to, protocol: r.protocol, port: r.port }
+}
+
+/**
+ * One link per output, the same on every node: two agents that each took a request for
+ * one output at the same moment both wrote a link (each checked its own document). The
+ * earliest written (`at`, then id) is the output's link; the others are skipped, with
+ * the reason, until one is removed.
+ */
+export function oneLinkPerOutput<L extends Link & { at: number }> (links: readonly L[]): { links: L[], skipped: Array<{ link: string, reason: string }> } {
+  const kept = new Map<string, L>()
+  const skipped: Array<{ link: string, reason: string }> = []
+  for (const l of [...links].sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+    const out = `${l.from.vm}.${l.from.terminal}`
+    const first = kept.get(out)
+    if (first == null) kept.set(out, l)
+    else skipped.push({ link: l.id, reason: `output ${out} is connected already, by ${first.id} (made first); remove one of them` })
+  }
+  return { links: [...kept.values()], skipped }
 }
 
 export interface LinkView {

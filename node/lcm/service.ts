@@ -21,7 +21,7 @@ import { addressing, diffPeers, planPeers, type Addressing, type DocView, type P
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
-import { terminalHosts } from './links.ts'
+import { oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
 import { addressKey, firstAddress } from './host-addresses.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
@@ -288,13 +288,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
   }
 
-  private docView (): DocView & { links: Link[] } {
+  /** `links`: one per output (oneLinkPerOutput); `contested`: the others, skipped */
+  private docView (): DocView & { links: Link[], contested: Ruleset['skipped'] } {
     const r = this.c.state.read()
+    const { links, skipped } = oneLinkPerOutput(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })))
     return {
       vms: r.list('vms').map(v => ({ id: v.id, at: v.at, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex })),
       leases: r.list('leases').map(l => ({ vm: l.vm, holder: l.holder })),
       roll: r.list('roll').map(n => ({ node: n.node, joined: n.joined, overlayIndex: (n as { overlayIndex?: unknown }).overlayIndex })),
-      links: r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
+      links,
+      contested: skipped
     }
   }
 
@@ -315,6 +318,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
         this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
       }
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
+      rules.skipped.push(...doc.contested)
       await this.applyAddress(addr)
       if (this.wg != null) await this.applyPeers(plan)
       await this.localVms.route(addr)

@@ -3,7 +3,7 @@ import type { Member } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
 import { addressing, diffPeers, planPeers } from '../../node/lcm/plan.ts'
 import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts'
-import { checkLink, linkId, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
+import { checkLink, linkId, oneLinkPerOutput, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
 import { hostsFile, terminalEnv } from '../../node/dvmm/drivers/common.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
 import { formatNet } from '../../node/lcm/cli.ts'
@@ -73,6 +73,10 @@ test('link requests: parsed, checked against the document, with clear errors', t
   t.throws(() => checkLink({ ...r, to: { vm: 'ghost', terminal: 'in' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no VM "ghost"/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'db', terminal: 'nope' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no input terminal "nope"/ })
   t.throws(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /VM "free" has no output terminal "any" \(it has: none; .*declared when it is created/ }, 'a VM that declared no terminals has none')
+  // a VM from before terminals were declared has those its links already use: an input takes more links
+  const old = { id: 'link-old', from: { vm: 'db', terminal: 'out' }, to: { vm: 'free', terminal: 'cache' }, protocol: 'tcp' as const, port: 6379 }
+  t.is(checkLink({ ...r, to: { vm: 'free', terminal: 'cache' } }, { vms, links: [old] }).to.terminal, 'cache')
+  t.throws(() => checkLink({ ...r, to: { vm: 'free', terminal: 'other' } }, { vms, links: [old] }), { instanceOf: NotFoundError, message: /VM "free" has no input terminal "other" \(it has: cache\)/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'web', terminal: 'x' } }, { vms: new Map([['web', { outputs: ['db'], inputs: ['x'] }]]), links: [] }), { instanceOf: ValidationError, message: /itself/ })
   for (const [body, msg] of [
     [null, /body/], [{ from: 'web', to: 'db.in', protocol: 'tcp', port: 1 }, /from.*VM.TERMINAL/],
@@ -105,4 +109,17 @@ test('terminal names resolve to the address of the VM at the other end of each o
   t.deepEqual(terminalHosts('w1', links, vm => addr[vm] ?? null), {}, 'an end without an address yet is left out')
   t.is(hostsFile(names), '127.0.0.1\tlocalhost\n::1\tlocalhost\n100.70.128.2\tweb1\n100.70.128.3\tweb2\n')
   t.deepEqual(terminalEnv({ web1: '100.70.128.2', 'db-main': '100.70.128.9' }), { VGRID_TERMINAL_WEB1: '100.70.128.2', VGRID_TERMINAL_DB_MAIN: '100.70.128.9' })
+})
+
+test('one link per output on every node: two written at once from one output, the earliest is the link, the other is skipped with the reason', t => {
+  const a = { id: 'link-b', from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp' as const, port: 5432, at: 100 }
+  const b = { ...a, id: 'link-a', to: { vm: 'db2', terminal: 'in' }, at: 200 }
+  const c = { ...a, id: 'link-c', from: { vm: 'web', terminal: 'cache' }, at: 50 }
+  for (const order of [[a, b, c], [c, b, a], [b, c, a]]) {
+    const r = oneLinkPerOutput(order)
+    t.deepEqual(r.links.map(l => l.id).sort(), ['link-b', 'link-c'])
+    t.deepEqual(r.skipped, [{ link: 'link-a', reason: 'output web.db is connected already, by link-b (made first); remove one of them' }])
+  }
+  // equal times: the smaller id is first
+  t.deepEqual(oneLinkPerOutput([a, { ...b, at: 100 }]).links.map(l => l.id), ['link-a'])
 })
