@@ -4,6 +4,28 @@ import { Gauge, type Registry } from 'prom-client'
 import type { LcmView } from './types.ts'
 
 type Source = Pick<LcmView, 'peerStates' | 'drops' | 'counters' | 'last'>
+type Drop = Awaited<ReturnType<LcmView['drops']>>[number]
+
+/**
+ * The label value of every address that is no VM's (a VM's link address, the node's,
+ * a scanner's or a forger's): one series for all of them, where raw addresses could
+ * make up to 65,536. Not a valid VM name (node/dvmm/vms.ts VM_NAME), so no VM's.
+ */
+export const OTHER = '(other)'
+
+/** Drops summed per (source VM, destination VM), non-VM addresses as OTHER. */
+export function dropSeries (drops: Drop[], value: (d: Drop) => number): Map<string, { src: string, dst: string, value: number }> {
+  const out = new Map<string, { src: string, dst: string, value: number }>()
+  for (const d of drops) {
+    const src = d.srcVm ?? OTHER
+    const dst = d.dstVm ?? OTHER
+    const key = JSON.stringify([src, dst])
+    const s = out.get(key) ?? { src, dst, value: 0 }
+    s.value += value(d)
+    out.set(key, s)
+  }
+  return out
+}
 
 export function registerGauges (registry: Registry, lcm: Source): void {
   const registers = [registry]
@@ -18,17 +40,17 @@ export function registerGauges (registry: Registry, lcm: Source): void {
     }
   })
   const drops: Gauge<'src' | 'dst'> = new Gauge({
-    name: 'vgrid_lcm_drops', help: 'Packets between VMs dropped on this node (no declared connection), by source and destination VM', labelNames: ['src', 'dst'] as const, registers,
+    name: 'vgrid_lcm_drops', help: `Packets from or to VMs dropped on this node (no declared connection), by source and destination VM (${OTHER}: any address that is no VM's)`, labelNames: ['src', 'dst'] as const, registers,
     collect: async () => {
       drops.reset()
-      for (const d of await lcm.drops()) drops.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.packets)
+      for (const s of dropSeries(await lcm.drops(), d => d.packets).values()) drops.set({ src: s.src, dst: s.dst }, s.value)
     }
   })
   const spoofed: Gauge<'src' | 'dst'> = new Gauge({
-    name: 'vgrid_lcm_spoofed', help: 'Of vgrid_lcm_drops, the packets whose source VM address was forged (they came in where that address is not routed)', labelNames: ['src', 'dst'] as const, registers,
+    name: 'vgrid_lcm_spoofed', help: 'Of vgrid_lcm_drops, the packets with a forged source (a VM address that came in where it is not routed, or a VM interface\'s packet from an address that is no VM\'s)', labelNames: ['src', 'dst'] as const, registers,
     collect: async () => {
       spoofed.reset()
-      for (const d of await lcm.drops()) if ((d.spoofed ?? 0) > 0) spoofed.set({ src: d.srcVm ?? d.src, dst: d.dstVm ?? d.dst }, d.spoofed!)
+      for (const s of dropSeries(await lcm.drops(), d => d.spoofed ?? 0).values()) if (s.value > 0) spoofed.set({ src: s.src, dst: s.dst }, s.value)
     }
   })
   const passed: Gauge<'link'> = new Gauge({

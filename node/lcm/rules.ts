@@ -1,20 +1,32 @@
 // Link rules, pure: from the declared connections, where each VM runs and its overlay
 // address, compute one node's nftables ruleset and its WireGuard peers' allowed IPs.
 //
-// The ruleset filters the forward hook only: VM traffic always crosses a node (VM
+// The ruleset filters the forward hook: VM traffic always crosses a node (VM
 // interface -> node -> VM interface or WireGuard), so both ends of a connection
 // check it. Exactly the declared flows pass (and the replies of a flow, which must
 // belong to a tracked connection that the declared direction opened); every other
-// packet from or to a VM address is dropped and counted per (source, destination)
-// in a dynamic set, AppLogic's breach detection.
+// packet from or to a VM is dropped and counted per (source, destination) in a
+// dynamic set, AppLogic's breach detection.
 //
-// The flow rules match addresses, so first a packet whose source is a VM address must
+// What is a VM's is decided by interface first, then by address. A VM interface is
+// the node's end of a VM link (node/dvmm/host/net.ts: veth "vgp" + hash, tap "vgt" +
+// hash), matched by name prefix, so a VM is confined from the moment its interface
+// exists, before the LCM knows it. What comes in on one must carry a VM address as
+// its source (not the VM's /30 link address, nor anything else) and what goes out on
+// one a VM address as its destination; IPv6 on one is dropped (the overlay is IPv4
+// only). The input hook drops what a VM opens towards the node itself (its link's
+// host end, or any other address of the node: the agent, WireGuard, sshd): VMs talk
+// over declared links only. The node may open connections to its VMs (root on the
+// node is trusted), and their replies come back. Forwarded traffic with no VM
+// interface and no VM address, IPv4 or IPv6, is none of this table's business.
+//
+// The flow rules match addresses, so a packet whose source is a VM address must
 // come in on the interface that address is routed to (strict reverse path, nft's
 // `fib saddr . iif`): a local VM's address lives behind its tap or veth (a /32 route,
 // local-vm-net.ts), every other VM address behind WireGuard (the VM prefix route),
 // whose allowed IPs bind each of those to the peer that hosts it. A forged source (a
-// host on the underlay, or a local VM claiming a neighbour's address) is dropped and
-// counted in its own set, so its reason shows.
+// host on the underlay, or a local VM claiming a neighbour's address or any address
+// outside the VM prefix) is dropped and counted in its own set, so its reason shows.
 import { createHash } from 'node:crypto'
 
 export type Protocol = 'tcp' | 'udp' | 'any'
@@ -94,6 +106,13 @@ export function isIpv4Cidr (s: string): boolean {
 /** The dynamic sets counting drops per (source, destination), by why they were dropped. */
 export const DROP_SETS = { undeclared: 'drops', spoofed: 'spoofs' } as const
 
+/**
+ * Name patterns of the node's ends of VM links (node/dvmm/host/net.ts `vethName`,
+ * `tapName`). Nothing else vgrid makes starts so: the WireGuard interface is "vgw" +
+ * 12 (wireguard-format.ts), test namespaces' links are eth0, p<N>, br0.
+ */
+export const VM_INTERFACES = ['vgp*', 'vgt*'] as const
+
 /** nft identifiers: letters, digits, underscore; a hash keeps them unique and short. */
 export function counterName (linkId: string): string {
   const safe = linkId.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 24)
@@ -158,30 +177,49 @@ export function computeRuleset (input: RuleInput): Ruleset {
   const t = `inet ${input.table}`
   const counters = [...new Set(flows.map(f => f.counter))]
   const pair = '{ ip saddr . ip daddr }'
+  const vmIf = `{ ${VM_INTERFACES.map(p => `"${p}"`).join(', ')} }`
+  const vm = input.vmPrefix
+  const chains = ['forward', 'input', 'spoofed', 'undeclared']
   const lines = [
     `table ${t} {`,
     `  set ${DROP_SETS.undeclared} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
     `  set ${DROP_SETS.spoofed} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
     ...counters.map(c => `  counter ${c} { }`),
     '  chain spoofed { }',
+    '  chain undeclared { }',
     '  chain forward { type filter hook forward priority 0; policy accept; }',
+    '  chain input { type filter hook input priority 0; policy accept; }',
     '}',
-    `flush chain ${t} forward`,
-    `flush chain ${t} spoofed`,
+    ...chains.map(c => `flush chain ${t} ${c}`),
     `table ${t} {`,
-    // the drop is a rule of its own: an update of a full set ends its rule unmatched
+    // each drop is a rule of its own: an update of a full set ends its rule unmatched.
+    // An IPv6 packet matches no `ip` update and is dropped uncounted (the sets are IPv4).
     '  chain spoofed {',
     `    update @${DROP_SETS.spoofed} ${pair}`,
     '    drop',
     '  }',
-    '  chain forward {',
-    // not VM traffic: none of our business
-    `    ip saddr != ${input.vmPrefix} ip daddr != ${input.vmPrefix} accept`,
-    // a VM source must come in where its address is routed (replies too)
-    `    ip saddr ${input.vmPrefix} fib saddr . iif oif missing goto spoofed`,
-    ...flows.flatMap(flowRules).map(r => `    ${r}`),
+    '  chain undeclared {',
     `    update @${DROP_SETS.undeclared} ${pair}`,
     '    drop',
+    '  }',
+    '  chain forward {',
+    // the host's own IPv6 forwarding: not VM traffic (IPv6 on a VM interface falls through to the drop)
+    `    meta nfproto ipv6 iifname != ${vmIf} oifname != ${vmIf} accept`,
+    // a VM sends from a VM address and receives at one, never at its link address or another
+    `    iifname ${vmIf} ip saddr != ${vm} goto spoofed`,
+    `    oifname ${vmIf} ip daddr != ${vm} goto undeclared`,
+    // no VM interface and no VM address: none of our business
+    `    ip saddr != ${vm} ip daddr != ${vm} accept`,
+    // a VM source must come in where its address is routed (replies too)
+    `    ip saddr ${vm} fib saddr . iif oif missing goto spoofed`,
+    ...flows.flatMap(flowRules).map(r => `    ${r}`),
+    '    goto undeclared',
+    '  }',
+    // the node itself: a VM may answer it, never open a connection to it
+    '  chain input {',
+    `    iifname != ${vmIf} accept`,
+    '    ct state established,related accept',
+    '    goto undeclared',
     '  }',
     '}'
   ]

@@ -54,29 +54,47 @@ export function isValidEndpoint (s: unknown): s is string {
   return m[2]!.includes(':')
 }
 
-/**
- * An interface name unique per machine for a node id: "vg" + 13 base32 characters of
- * its SHA-256 (15 chars, Linux's limit). A hash, because libp2p ids share a long
- * common prefix ("12D3KooW..."); 65 bits make a collision between nodes on one
- * machine negligible.
- */
-export function interfaceName (nodeId: string): string {
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/** The first `n` base32 characters of the node id's SHA-256. */
+function hash32 (nodeId: string, n: number): string {
   const h = createHash('sha256').update(nodeId).digest()
-  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567'
   let bits = 0
   let acc = 0
   let out = ''
   for (const b of h) {
     acc = (acc << 8) | b
     bits += 8
-    while (bits >= 5 && out.length < 13) {
-      out += alphabet[(acc >>> (bits - 5)) & 31]
+    while (bits >= 5 && out.length < n) {
+      out += BASE32[(acc >>> (bits - 5)) & 31]
       bits -= 5
     }
     acc &= 0xff
-    if (out.length >= 13) break
+    if (out.length >= n) break
   }
-  return `vg${out}`
+  return out
+}
+
+/**
+ * An interface name unique per machine for a node id: "vgw" + 12 base32 characters of
+ * its SHA-256 (15 chars, Linux's limit). A hash, because libp2p ids share a long
+ * common prefix ("12D3KooW..."); 60 bits make a collision between nodes on one
+ * machine negligible. "vgw", because the link rules (rules.ts) take every interface
+ * named "vgp*" or "vgt*" for a VM's.
+ */
+export function interfaceName (nodeId: string): string {
+  return `vgw${hash32(nodeId, 12)}`
+}
+
+/**
+ * The name earlier versions gave the same node's interface ("vg" + 13 base32 of the
+ * same hash), as a test on a name: the first 12 of those 13 are the current name's
+ * last 12, so the old one is known from the new one up to its last character. One
+ * left by an agent killed before an upgrade holds the node's address and listen port.
+ */
+export function isLegacyNameOf (candidate: string, name: string): boolean {
+  const m = /^vgw([a-z2-7]{12})$/.exec(name)
+  return m != null && candidate !== name && new RegExp(`^vg${m[1]}[a-z2-7]$`).test(candidate)
 }
 
 /** Parses `wg show IF dump`: one interface line, then one line per peer. */

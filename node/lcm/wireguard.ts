@@ -18,7 +18,7 @@ import { chmod, mkdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
-import { WireguardError, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
+import { WireguardError, isLegacyNameOf, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
 
 /** WireGuard cannot run on this machine at all: the message says exactly why. */
 export class WireguardUnavailableError extends WireguardError {
@@ -109,7 +109,8 @@ export function findWireguardGo (): { path: string } | { path: null, why: string
  * WireguardUnavailableError saying what is missing.
  */
 export async function probeBackend (netns: string | null, opts: { probeName?: string, wireguardGo?: string | null } = {}): Promise<Backend> {
-  const probeName = opts.probeName ?? `vgp${process.pid % 1_000_000_000}`.slice(0, 15)
+  // never vgp*/vgt*: the link rules take those for VM interfaces
+  const probeName = opts.probeName ?? `vgwprobe${process.pid % 10_000_000}`
   const go = opts.wireguardGo === undefined ? findWireguardGo() : opts.wireguardGo == null ? { path: null, why: 'install wireguard-go' } : { path: opts.wireguardGo }
   const nsArgs = netns == null ? [] : ['-n', netns]
   let kernelError = ''
@@ -167,6 +168,7 @@ export class WgInterface {
     if (!isValidKey(o.privateKey)) throw new WireguardError('private key is not a WireGuard key')
     const backend = o.backend ?? await probeBackend(o.netns)
     const nsArgs = o.netns == null ? [] : ['-n', o.netns]
+    await removeLegacy(o.name, o.netns)
     let proc: ChildProcess | null = null
     if (backend === 'kernel') {
       // one left by a run of ours that was killed: made again from scratch
@@ -253,6 +255,24 @@ export class WgInterface {
     }
     // wireguard-go removes its socket on a clean exit; one left by a killed process is ours
     if (this.backend === 'userspace' && existsSync(this.socketPath)) await unlink(this.socketPath).catch(() => {})
+  }
+}
+
+/**
+ * This node's interface under the name earlier versions gave it (isLegacyNameOf), left
+ * by an agent killed before an upgrade: it holds the listen port and the node's
+ * address, so it goes (its wireguard-go, if any, exits with its device).
+ */
+async function removeLegacy (name: string, netns: string | null): Promise<void> {
+  const nsArgs = netns == null ? [] : ['-n', netns]
+  const links = await ip([...nsArgs, '-o', 'link', 'show'], { allowFail: true })
+  for (const m of links.matchAll(/^\d+: ([^:@\s]+)/gm)) {
+    const old = m[1]!
+    if (!isLegacyNameOf(old, name)) continue
+    await ip([...nsArgs, 'link', 'del', old], { allowFail: true })
+    const sock = join(RUN_DIR, `${old}.sock`)
+    const until = Date.now() + 3000
+    while (existsSync(sock) && Date.now() < until) await sleep(20)
   }
 }
 

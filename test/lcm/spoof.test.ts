@@ -15,25 +15,11 @@ import { generateKeypair, WgInterface } from '../../node/lcm/wireguard.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { makeNamespaces, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
+import { watchArrivals } from './arrivals.ts'
 
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm spoof test skipped: ${reason}`)
 const maybe = reason == null ? test : test.skip
-
-/** Counts, inside `ns`, every packet it receives by (source address, protocol). */
-async function watchArrivals (ns: string): Promise<() => Promise<(src: string, proto: 'tcp' | 'udp') => number>> {
-  await nsRun(ns, 'nft', ['-f', '-'], {
-    input: 'table inet arrivals {\n  set seen { type ipv4_addr . inet_proto; size 1024; flags dynamic; counter; }\n' +
-      '  chain pre { type filter hook prerouting priority -300; policy accept; update @seen { ip saddr . meta l4proto }; }\n}\n'
-  })
-  return async () => {
-    const doc = JSON.parse(await nsRun(ns, 'nft', ['-j', 'list', 'set', 'inet', 'arrivals', 'seen'])) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: [string, string | number] }, counter: { packets: number } } }> } }> }
-    const elems = doc.nftables.flatMap(i => i.set?.elem ?? [])
-    return (src, proto) => elems
-      .filter(e => e.elem.val.concat[0] === src && ([proto, proto === 'tcp' ? 6 : 17] as Array<string | number>).includes(e.elem.val.concat[1]))
-      .reduce((n, e) => n + e.elem.counter.packets, 0)
-  }
-}
 
 maybe('a forged VM source is dropped and counted, from the underlay and from a local VM; the genuine flows pass', async t => {
   const [sw, n, m, evil, vweb, vdb, vother, vapi] = await makeNamespaces(t, ['sw', 'n', 'm', 'evil', 'web', 'db', 'other', 'api'])
@@ -45,8 +31,9 @@ maybe('a forged VM source is dropped and counted, from the underlay and from a l
   }
   const p = overlayPrefix(`lcm-spoof-${process.pid}`)
   const [WEB, DB, OTHER, API] = [1, 2, 3, 4].map(i => vmAddress(p, i).v4) as [string, string, string, string]
-  // each VM behind a veth of its node, routed and proxy-ARPed as local-vm-net.ts does
-  for (const [host, vm, dev, addr] of [[n!, vweb!, 'vweb', WEB], [n!, vdb!, 'vdb', DB], [n!, vother!, 'vother', OTHER], [m!, vapi!, 'vapi', API]] as const) {
+  // each VM behind a veth of its node, named as DVMM names them ("vgp" + ...), routed
+  // and proxy-ARPed as local-vm-net.ts does
+  for (const [host, vm, dev, addr] of [[n!, vweb!, 'vgpweb', WEB], [n!, vdb!, 'vgpdb', DB], [n!, vother!, 'vgpother', OTHER], [m!, vapi!, 'vgpapi', API]] as const) {
     await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: host, dev })
     await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
     await ip(['-n', host, 'route', 'add', `${addr}/32`, 'dev', dev])

@@ -99,6 +99,39 @@ maybe('an interface left by a killed run in the same namespace is replaced, its 
   t.is((await w.show()).publicKey, kp.publicKey)
 })
 
+maybe('an interface left under the name earlier versions gave it ("vg" + 13) is removed: it held the listen port', async t => {
+  const [a] = await makeNamespaces(t, ['l'])
+  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const name = interfaceName(`${a}-legacy`)
+  t.regex(name, /^vgw[a-z2-7]{12}$/)
+  // the old interfaceName: "vg" + the first 13 base32 characters of the same hash
+  const old = `vg${name.slice(3)}q`
+  const backend = await probeBackend(a!)
+  const orphan = backend === 'userspace'
+    ? spawn(which('ip')!, ['netns', 'exec', a!, which('wireguard-go')!, '-f', old], { stdio: 'ignore', env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } })
+    : null
+  t.teardown(async () => {
+    if (orphan != null && orphan.exitCode == null) orphan.kill('SIGKILL')
+    await ip(['-n', a!, 'link', 'del', old], { allowFail: true })
+  })
+  if (orphan == null) await ip(['-n', a!, 'link', 'add', old, 'type', 'wireguard'])
+  const until = Date.now() + 5000
+  while (!(await ip(['-n', a!, 'link', 'show', old], { allowFail: true })).includes(old) && Date.now() < until) await sleep(20)
+  // what the killed agent had set: its key and listen port
+  const sh = which('sh')!
+  await ip(['netns', 'exec', a!, sh, '-c', 'cat > /tmp/.k.$$ && "$0" set "$1" private-key /tmp/.k.$$ listen-port 51820; r=$?; rm -f /tmp/.k.$$; exit $r', which('wg')!, old], { input: kp.privateKey })
+  const w = await WgInterface.create({ name, netns: a!, privateKey: kp.privateKey, listenPort: 51820, backend })
+  t.teardown(async () => { await w.destroy() })
+  t.is((await w.show()).listenPort, 51820, 'the port is the new interface\'s')
+  t.false((await ip(['-n', a!, '-o', 'link', 'show'])).includes(old), 'the old one is gone')
+  if (orphan != null) {
+    const gone = Date.now() + 3000
+    while (isAlive(orphan.pid!) && Date.now() < gone) await sleep(20)
+    t.false(isAlive(orphan.pid!), 'its wireguard-go exited')
+    t.false(existsSync(`/run/wireguard/${old}.sock`))
+  }
+})
+
 maybe('without a kernel module and without wireguard-go the probe says exactly that', async t => {
   const [a] = await makeNamespaces(t, ['f'])
   const backend = await probeBackend(a!)

@@ -1,5 +1,9 @@
 import test from 'ava'
-import { computeFlows, computeRuleset, counterName, peerAllowedIps, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { computeFlows, computeRuleset, counterName, peerAllowedIps, tableName, VM_INTERFACES, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { dropSeries, OTHER } from '../../node/lcm/metrics.ts'
+import { VM_NAME } from '../../node/dvmm/vms.ts'
+import { tapName, vethName } from '../../node/dvmm/host/net.ts'
+import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { parseTableJson } from '../../node/lcm/nft.ts'
 
 const vms: VmPlace[] = [
@@ -32,7 +36,7 @@ test('the script declares the drop sets, one counter per link, and rules for bot
   t.true(rs.script.includes(`ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`))
   t.true(rs.script.includes('meta l4proto udp udp dport 53'))
   t.true(rs.script.includes(`ip saddr 100.70.128.3 ip daddr 100.70.128.2 counter name "${counterName('any')}" accept`))
-  t.true(rs.script.trimEnd().endsWith('update @drops { ip saddr . ip daddr }\n    drop\n  }\n}'))
+  t.true(rs.script.includes('  chain undeclared {\n    update @drops { ip saddr . ip daddr }\n    drop\n  }'))
   t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u')].sort())
 })
 
@@ -40,12 +44,65 @@ test('a VM source must come in where its address is routed, checked before any f
   const rs = computeRuleset({ node: 'n2', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web')] })
   const forward = rs.script.slice(rs.script.lastIndexOf('chain forward {')).split('\n').map(l => l.trim())
   const antiSpoof = forward.indexOf('ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed')
-  t.is(antiSpoof, 2, 'right after the pass for traffic that is not VM traffic')
+  t.is(antiSpoof, 5, 'right after the interface checks and the pass for traffic that is not VM traffic')
   t.true(forward.findIndex(l => l.includes('accept') && l.includes('100.70.128.1')) > antiSpoof, 'before the flows (and their replies)')
   t.true(rs.script.includes('set spoofs { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
   t.true(rs.script.includes(`flush chain inet t spoofed`))
   // the verdict is not in the update's rule: a full set ends that rule unmatched
   t.true(rs.script.includes('  chain spoofed {\n    update @spoofs { ip saddr . ip daddr }\n    drop\n  }'))
+})
+
+/** A chain's rules, trimmed, from the second (filling) block of the script. */
+function chain (script: string, name: string): string[] {
+  const from = script.lastIndexOf(`  chain ${name} {\n`)
+  return script.slice(from, script.indexOf('\n  }', from)).split('\n').slice(1).map(l => l.trim())
+}
+
+test('VM traffic is decided by interface first: a VM interface sends from and receives at VM addresses only; the host\'s other traffic, IPv4 and IPv6, passes', t => {
+  const rs = computeRuleset({ node: 'n2', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web')] })
+  const vmIf = '{ "vgp*", "vgt*" }'
+  t.deepEqual(chain(rs.script, 'forward'), [
+    `meta nfproto ipv6 iifname != ${vmIf} oifname != ${vmIf} accept`,
+    `iifname ${vmIf} ip saddr != 100.70.128.0/17 goto spoofed`,
+    `oifname ${vmIf} ip daddr != 100.70.128.0/17 goto undeclared`,
+    'ip saddr != 100.70.128.0/17 ip daddr != 100.70.128.0/17 accept',
+    'ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed',
+    `ip saddr 100.70.128.1 ip daddr 100.70.128.2 meta l4proto tcp tcp dport 80 counter name "${counterName('l1')}" accept`,
+    `ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`,
+    // never a bare drop here: it would take the host's IPv6 too
+    'goto undeclared'
+  ])
+  // the node itself: a VM answers it, never opens a connection to it
+  t.deepEqual(chain(rs.script, 'input'), [`iifname != ${vmIf} accept`, 'ct state established,related accept', 'goto undeclared'])
+  t.true(rs.script.includes('  chain input { type filter hook input priority 0; policy accept; }'))
+  for (const c of ['forward', 'input', 'spoofed', 'undeclared']) t.true(rs.script.includes(`flush chain inet t ${c}\n`), c)
+  // the drops are their sets' updates and then a drop, rules of their own; no other drop anywhere
+  t.is(rs.script.match(/^\s*drop$/gm)?.length, 2)
+})
+
+test('the VM interface patterns take every VM link end DVMM makes and never the WireGuard interface', t => {
+  const matches = (name: string): boolean => VM_INTERFACES.some(p => name.startsWith(p.replace(/\*$/, '')))
+  for (const id of ['a', 'web', 'x'.repeat(60)]) {
+    t.true(matches(vethName(id)), vethName(id))
+    t.true(matches(tapName(id)), tapName(id))
+  }
+  for (let i = 0; i < 2000; i++) t.false(matches(interfaceName(`12D3KooW${i}`)), interfaceName(`12D3KooW${i}`))
+})
+
+test('drops by VM in metrics: an address that is no VM\'s is one label value, summed, and no VM can be named so', t => {
+  const d = (src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, spoofed?: number) => ({ src, dst, srcVm, dstVm, packets, bytes: 0, ...(spoofed != null ? { spoofed } : {}) })
+  const series = [...dropSeries([
+    d('100.1.128.1', '100.1.128.2', 'web', 'db', 3),
+    d('10.254.0.2', '100.1.128.2', null, 'db', 2, 2),
+    d('192.0.2.7', '100.1.128.2', null, 'db', 5, 5),
+    d('100.1.128.1', '10.254.0.1', 'web', null, 1)
+  ], x => x.packets).values()]
+  t.deepEqual(series, [
+    { src: 'web', dst: 'db', value: 3 },
+    { src: OTHER, dst: 'db', value: 7 },
+    { src: 'web', dst: OTHER, value: 1 }
+  ])
+  t.false(VM_NAME.test(OTHER))
 })
 
 test('drops are read per pair from both sets; the forged part of them is marked', t => {

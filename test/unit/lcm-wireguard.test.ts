@@ -1,5 +1,5 @@
 import test from 'ava'
-import { interfaceName, isValidEndpoint, isValidKey, parseDump, renderConfig } from '../../node/lcm/wireguard-format.ts'
+import { interfaceName, isLegacyNameOf, isValidEndpoint, isValidKey, parseDump, renderConfig } from '../../node/lcm/wireguard-format.ts'
 import { parseTableJson } from '../../node/lcm/nft.ts'
 
 const K1 = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk='
@@ -46,8 +46,21 @@ test('interface names are unique per node id, at most 15 chars, and not shared b
   const b = interfaceName('12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB')
   t.not(a, b)
   t.is(a.length, 15)
-  t.regex(a, /^vg[a-z2-7]{13}$/)
+  t.regex(a, /^vgw[a-z2-7]{12}$/)
   t.is(interfaceName('x'), interfaceName('x'))
+})
+
+test('the name earlier versions gave a node\'s interface is recognised from the current one, and no other', t => {
+  const name = interfaceName('12D3KooWAAAA')
+  // what the old interfaceName made: "vg" + 13 base32 of the same hash, whose first 12 are the new name's last 12
+  const old = (c: string): string => `vg${name.slice(3)}${c}`
+  t.true(isLegacyNameOf(old('a'), name))
+  t.true(isLegacyNameOf(old('7'), name))
+  t.false(isLegacyNameOf(old('8'), name), 'not base32')
+  t.false(isLegacyNameOf(name, name), 'never the interface itself')
+  t.false(isLegacyNameOf(`vg${interfaceName('other').slice(3)}a`, name), 'another node\'s')
+  t.false(isLegacyNameOf(`vg${name.slice(3)}`, name), 'too short')
+  t.false(isLegacyNameOf(old('a'), 'eth0'), 'only for a current-form name')
 })
 
 test('renderConfig writes wg(8) config', t => {
