@@ -47,7 +47,7 @@ export interface HostOptions {
 export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
 
 /**
- * Interfaces vgrid itself makes: the WireGuard interface ("vg" + 13 base32 of the
+ * Interfaces vgrid itself makes: the WireGuard interface ("vgw" + 12 base32 of the
  * node id) and VM links (veth "vgp" / tap "vgt" + 8 hex). Their addresses are never
  * announced: agents dialling each other through their own overlay would tie
  * membership to the tunnels membership sets up, and every node's VM links use the
