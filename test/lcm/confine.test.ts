@@ -12,14 +12,12 @@ import test from 'ava'
 import { connectToBridge, createBridge, ip, nsRun } from '../../node/netns/netns.ts'
 import { createVeth, deleteVeth } from '../../node/dvmm/host/net.ts'
 import type { VmNetwork } from '../../node/dvmm/drivers/types.ts'
-import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
+import { overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
-import { generateKeypair, WgInterface } from '../../node/lcm/wireguard.ts'
-import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { makeNamespaces, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
-import { watchArrivals } from './arrivals.ts'
+import { tunnelNodes, watchArrivals } from './arrivals.ts'
 
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm confine test skipped: ${reason}`)
@@ -67,17 +65,7 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
   t.regex(va.hostIf, /^vgp/)
   const [nsA, nsB, nsR] = [va.netns!, vb.netns!, vr.netns!]
 
-  // N and M tunnel the VM prefix to each other, as the service sets them up
-  const [kn, km] = [await generateKeypair(), await generateKeypair()]
-  const wgs: WgInterface[] = []
-  for (const [host, key, i] of [[n!, kn, 1], [m!, km, 2]] as const) {
-    const w = await WgInterface.create({ name: interfaceName(`${host}-wg`), netns: host, privateKey: key.privateKey, listenPort: 51820, addresses: [`${nodeAddress(p, i).v4}/32`] })
-    t.teardown(async () => { await w.destroy() })
-    await ip(['-n', host, 'route', 'add', p.vmV4, 'dev', w.name])
-    wgs.push(w)
-  }
-  await wgs[0]!.setPeer({ publicKey: km.publicKey, endpoint: `${net}.2:51820`, allowedIps: [`${nodeAddress(p, 2).v4}/32`, `${R}/32`] })
-  await wgs[1]!.setPeer({ publicKey: kn.publicKey, endpoint: `${net}.1:51820`, allowedIps: [`${nodeAddress(p, 1).v4}/32`, `${A}/32`, `${B}/32`] })
+  await tunnelNodes(t, p, net, [n!, m!], [A, B], [R])
 
   await echoServer(t, nsB, [8080, 9000, 7777])
   await echoServer(t, nsA, [7777])

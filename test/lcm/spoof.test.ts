@@ -8,14 +8,12 @@
 // same forgeries reach db when the anti-spoof rule is left out: the test sees the bug.
 import test from 'ava'
 import { connectToBridge, createBridge, ip, nsRun } from '../../node/netns/netns.ts'
-import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
+import { overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
-import { generateKeypair, WgInterface } from '../../node/lcm/wireguard.ts'
-import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { makeNamespaces, skipReason, subnet, veth } from './ns.ts'
 import { echoServer, exchange } from './tcp.ts'
-import { watchArrivals } from './arrivals.ts'
+import { tunnelNodes, watchArrivals } from './arrivals.ts'
 
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm spoof test skipped: ${reason}`)
@@ -39,17 +37,7 @@ maybe('a forged VM source is dropped and counted, from the underlay and from a l
     await ip(['-n', host, 'route', 'add', `${addr}/32`, 'dev', dev])
     await nsRun(host, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay; echo 1 > /proc/sys/net/ipv4/ip_forward`])
   }
-  // N and M tunnel the VM prefix to each other, as the service sets them up
-  const [kn, km] = [await generateKeypair(), await generateKeypair()]
-  const wgs: WgInterface[] = []
-  for (const [host, key, i] of [[n!, kn, 1], [m!, km, 2]] as const) {
-    const w = await WgInterface.create({ name: interfaceName(`${host}-wg`), netns: host, privateKey: key.privateKey, listenPort: 51820, addresses: [`${nodeAddress(p, i).v4}/32`] })
-    t.teardown(async () => { await w.destroy() })
-    await ip(['-n', host, 'route', 'add', p.vmV4, 'dev', w.name])
-    wgs.push(w)
-  }
-  await wgs[0]!.setPeer({ publicKey: km.publicKey, endpoint: `${net}.2:51820`, allowedIps: [`${nodeAddress(p, 2).v4}/32`, `${API}/32`] })
-  await wgs[1]!.setPeer({ publicKey: kn.publicKey, endpoint: `${net}.1:51820`, allowedIps: [`${nodeAddress(p, 1).v4}/32`, `${WEB}/32`, `${DB}/32`, `${OTHER}/32`] })
+  await tunnelNodes(t, p, net, [n!, m!], [WEB, DB, OTHER], [API])
 
   // the forgers: evil routes db through N's underlay address from API; other sends from WEB or API
   await ip(['-n', evil!, 'addr', 'add', `${API}/32`, 'dev', 'lo'])
