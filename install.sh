@@ -224,6 +224,52 @@ stop_background () {
   fi
 }
 
+# A system program by name, found as the agent finds it (node/netns/netns.ts which):
+# PATH without node_modules (under npm, its .bin holds an unrelated `nft`), then the
+# sbin and bin dirs.
+system_cmd () {
+  local d IFS=:
+  for d in $PATH /usr/sbin /sbin /usr/bin /bin; do
+    case $d in '' | *node_modules*) continue ;; esac
+    if [ -x "$d/$1" ] && [ -f "$d/$1" ]; then printf '%s\n' "$d/$1"; return 0; fi
+  done
+  return 1
+}
+
+# The connection manager's kernel state outlives its agent on purpose (VMs that outlive
+# it stay confined, and their traffic does not leave in clear): its nftables tables
+# (inet vgrid_lcm_<10 hex>) and the VM range routed unreachable. Once uninstalled both
+# go. The range is always 100.N.128.0/17 with N in 64-127 (node/lcm/overlay.ts) and
+# the route has the lowest priority there is (metric 4294967295): matching that form is
+# exact without the agent, which is stopped by now. Never fails the uninstall.
+remove_lcm_kernel_state () {
+  local t r out nft ip
+  nft=$(system_cmd nft) || nft=''
+  ip=$(system_cmd ip) || ip=''
+  if [ -n "$nft" ]; then
+    if out=$("$nft" list tables 2>&1); then
+      for t in $(printf '%s\n' "$out" | awk '$1 == "table" && $2 == "inet" && $3 ~ /^vgrid_lcm_/ { print $3 }'); do
+        if "$nft" delete table inet "$t" 2>/dev/null; then say "removed the connection manager's nftables table inet $t"
+        else say "warning: could not delete the nftables table inet $t"; fi
+      done
+    else
+      say "warning: could not list the nftables tables (the connection manager's may be left): $out"
+    fi
+  fi
+  if [ -n "$ip" ]; then
+    if out=$("$ip" -4 route show type unreachable 2>&1); then
+      for r in $(printf '%s\n' "$out" | awk '$1 == "unreachable" { for (i = 3; i < NF; i++) if ($i == "metric" && $(i + 1) == "4294967295") print $2 }' |
+        grep -E '^100\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\.128\.0/17$'); do
+        if "$ip" route del unreachable "$r" metric 4294967295 2>/dev/null; then say "removed the route unreachable $r (the VM range)"
+        else say "warning: could not delete the route unreachable $r"; fi
+      done
+    else
+      say "warning: could not list the routes (the VM range may stay unreachable): $out"
+    fi
+  fi
+  return 0
+}
+
 # ---- uninstall ----------------------------------------------------------------------
 if [ "$UNINSTALL" = 1 ]; then
   if ! [ -d "$PREFIX" ] || ! is_vgrid_prefix; then
@@ -237,6 +283,7 @@ if [ "$UNINSTALL" = 1 ]; then
   script=$APP/node/service/vgrid-service.sh
   [ -f "$script" ] || script=$SOURCE/node/service/vgrid-service.sh
   stop_background "$script"
+  remove_lcm_kernel_state
   for l in "$PATH_LINK_DIR/vgrid" "$PATH_LINK_DIR/vgrid-service"; do
     if [ -L "$l" ] && [[ $(readlink "$l") == "$PREFIX/"* ]]; then rm -f "$l"; fi
   done

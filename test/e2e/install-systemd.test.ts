@@ -4,7 +4,9 @@
 // there, as on a server that boots with systemd. It must write, enable and start the
 // unit (and the agent answer), upgrade in place (same node, same data dir), have
 // systemd restart the agent when its main process is killed (Restart=), and
-// --uninstall must stop the agent and remove the unit but keep the data dir.
+// --uninstall must stop the agent and remove the unit but keep the data dir, and remove
+// the connection manager's kernel state (its nftables table, the VM range routed
+// unreachable), which outlives the agent on purpose.
 // Skipped (saying why) where systemd cannot run so: not root, no systemd binary, no
 // cgroup v2, or systemd not coming up.
 import test, { type ExecutionContext } from 'ava'
@@ -15,6 +17,8 @@ import { ROOT, tempDir, waitFor } from '../helpers/agent-process.ts'
 import { SystemdNs, type Run } from '../helpers/systemd-ns.ts'
 import { acquireLock, secs } from '../harness/index.ts'
 import { isAlive } from '../../node/netns/netns.ts'
+import { tableName } from '../../node/lcm/rules.ts'
+import { overlayPrefix } from '../../node/lcm/overlay.ts'
 
 const INSTALL = join(ROOT, 'install.sh')
 const UNIT = 'vgrid.service'
@@ -23,7 +27,7 @@ const API = '127.0.0.1:7411'
 const LISTEN = '/ip4/127.0.0.1/tcp/7410'
 const TEMP_PREFIX = `vgrid-systemd-${process.pid}-`
 
-interface Status { node: { id: string, name: string }, members: { alive: number } }
+interface Status { node: { id: string, name: string, cluster: string }, members: { alive: number } }
 
 const exists = async (p: string): Promise<boolean> => await stat(p).then(() => true, () => false)
 
@@ -139,8 +143,25 @@ async function run (t: ExecutionContext): Promise<void> {
     const pid3 = Number(await ns.show(UNIT, 'MainPID'))
     const host3 = ns.hostPid(pid3)
 
-    // 4. --uninstall stops the agent and removes the unit, but keeps the data dir
+    // 4. --uninstall stops the agent and removes the unit, but keeps the data dir; the
+    //    connection manager's table and unreachable VM range go (made by hand, named as
+    //    the agent names them, where it made none)
+    const sh = async (cmd: string, args: string[]): Promise<string> => {
+      const r = await ns.exec(cmd, args)
+      if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.code} ${r.stderr}`)
+      return r.stdout
+    }
+    const lcmState = async (): Promise<{ tables: string[], routes: string[] }> => ({
+      tables: (await sh('nft', ['list', 'tables'])).split('\n').filter(l => /^table inet vgrid_lcm_/.test(l)).map(l => l.trim()),
+      routes: (await sh('ip', ['-4', 'route', 'show', 'type', 'unreachable'])).split('\n').filter(l => /^unreachable 100\.\d+\.128\.0\/17 /.test(l)).map(l => l.trim())
+    })
+    const made = await lcmState()
+    t.log(`the agent's kernel state before --uninstall: ${JSON.stringify(made)}`)
+    const s3 = await status()
+    if (made.tables.length === 0) await sh('nft', ['add', 'table', 'inet', tableName(s3.node.id)])
+    if (made.routes.length === 0) await sh('ip', ['route', 'add', 'unreachable', overlayPrefix(s3.node.cluster).vmV4, 'metric', '4294967295'])
     await install(['--uninstall', '--prefix', prefix])
+    t.deepEqual(await lcmState(), { tables: [], routes: [] }, 'no vgrid_lcm_ table, no unreachable VM range left')
     t.false(await exists(ns.path(join('/etc/systemd/system', UNIT))), 'the unit file is removed')
     t.is(await ns.show(UNIT, 'LoadState'), 'not-found', 'systemd forgot the unit')
     t.false(await active(), 'the unit is not active')

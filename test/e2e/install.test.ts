@@ -2,15 +2,25 @@
 // (its own prefix and data dir, the background service, since no systemd runs in
 // a namespace), with the token of a running grid. The agent it starts must join
 // that grid by the token alone (its mDNS is off): alive on every member, and they
-// on it. --uninstall then stops it.
+// on it. --uninstall then stops it and removes the connection manager's kernel state
+// (its nftables table, the VM range routed unreachable), which outlives the agent.
 // The host has no route off the test's bridge, so npm works from its cache only,
 // as on an offline server with a prepared cache.
 import { join } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { e2e, Grid, secs } from '../harness/index.ts'
 import { ROOT } from '../../node/netns/processes.ts'
+import { tableName } from '../../node/lcm/rules.ts'
+import { overlayPrefix } from '../../node/lcm/overlay.ts'
 
 const BOUND_MS = 30_000
+
+/** The connection manager's kernel state in a host: its tables, and the VM range routed unreachable. */
+async function lcmState (run: (cmd: string, args: string[]) => Promise<string>): Promise<{ tables: string[], routes: string[] }> {
+  const tables = (await run('nft', ['list', 'tables'])).split('\n').filter(l => /^table inet vgrid_lcm_/.test(l)).map(l => l.trim())
+  const routes = (await run('ip', ['-4', 'route', 'show', 'type', 'unreachable'])).split('\n').filter(l => /^unreachable 100\.\d+\.128\.0\/17 /.test(l)).map(l => l.trim())
+  return { tables, routes }
+}
 
 e2e('install.sh run inside a host starts an agent that joins the grid with --token', async t => {
   const grid = await Grid.start(t, { hosts: ['h1', 'h2', { name: 'h4', agent: false }] })
@@ -52,7 +62,20 @@ e2e('install.sh run inside a host starts an agent that joins the grid with --tok
   const cli = await h4.exec(join(prefix, 'bin/vgrid'), ['nodes', '--api', '127.0.0.1:7401'])
   t.regex(cli, /h1\s+alive/)
 
-  await h4.exec('bash', [join(ROOT, 'install.sh'), '--uninstall', '--prefix', prefix], { timeoutMs: 60_000 })
+  // what the agent (overlay on) left in the kernel; made by hand, named as it names them, if it made none
+  const run = async (cmd: string, args: string[]): Promise<string> => await h4.exec(cmd, args)
+  const made = await lcmState(run)
+  t.log(`the agent's kernel state before --uninstall: ${JSON.stringify(made)}`)
+  if (made.tables.length === 0) await run('nft', ['add', 'table', 'inet', tableName(s.node.id)])
+  if (made.routes.length === 0) await run('ip', ['route', 'add', 'unreachable', overlayPrefix(s.node.cluster).vmV4, 'metric', '4294967295'])
+  await run('nft', ['add', 'table', 'inet', 'not_vgrid'])
+  t.teardown(async () => { await run('nft', ['delete', 'table', 'inet', 'not_vgrid']).catch(() => {}) })
+  t.is((await lcmState(run)).tables.length, 1)
+
+  // its progress and warnings (stderr) as its output, to be shown
+  const said = await h4.exec('bash', ['-c', 'bash "$0" --uninstall --prefix "$1" 2>&1', join(ROOT, 'install.sh'), prefix], { timeoutMs: 60_000 })
+  t.deepEqual(await lcmState(run), { tables: [], routes: [] }, `no vgrid_lcm_ table, no unreachable VM range left; install.sh said:\n${said}`)
+  t.regex(await run('nft', ['list', 'tables']), /table inet not_vgrid/, 'other tables are kept')
   await grid.waitState(['h1', 'h2'], 'h4', 'left', BOUND_MS).catch(async () =>
     await grid.waitState(['h1', 'h2'], 'h4', 'dead', BOUND_MS))
   t.log('after --uninstall, h4 has left the grid')
