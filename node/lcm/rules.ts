@@ -161,7 +161,10 @@ function flowRules (f: AllowedFlow): string[] {
   const back = f.port == null ? '' : ` ${f.protocol} sport ${f.port}`
   return [
     `ip saddr ${f.src} ip daddr ${f.dst} meta l4proto ${f.protocol}${port} ${c} accept`,
-    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto ${f.protocol}${back} ct state established,related ${c} accept`
+    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto ${f.protocol}${back} ct state established,related ${c} accept`,
+    // the ICMP errors of the flow (port unreachable, fragmentation needed), from its
+    // destination only: another VM cannot send errors about connections not its own
+    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto icmp ct state related ${c} accept`
   ]
 }
 
@@ -212,12 +215,17 @@ export function computeRuleset (input: RuleInput): Ruleset {
     `    ip saddr != ${vm} ip daddr != ${vm} accept`,
     // a VM source must come in where its address is routed (replies too)
     `    ip saddr ${vm} fib saddr . iif oif missing goto spoofed`,
+    // ICMP errors about a VM's connections from routers and nodes on the way (not VMs)
+    `    ip saddr != ${vm} meta l4proto icmp ct state related accept`,
     ...flows.flatMap(flowRules).map(r => `    ${r}`),
     '    goto undeclared',
     '  }',
     // the node itself: a VM may answer it, never open a connection to it
     '  chain input {',
     `    iifname != ${vmIf} accept`,
+    // a reply must come from where its source is routed: a VM cannot answer in another's
+    // name, or as a host beyond the node, into the node's own connections
+    '    fib saddr . iif oif missing goto spoofed',
     '    ct state established,related accept',
     '    goto undeclared',
     '  }',

@@ -11,6 +11,7 @@
 import test from 'ava'
 import { connectToBridge, createBridge, ip, nsRun } from '../../node/netns/netns.ts'
 import { createVeth, deleteVeth } from '../../node/dvmm/host/net.ts'
+import { nodeBin } from '../../node/netns/processes.ts'
 import type { VmNetwork } from '../../node/dvmm/drivers/types.ts'
 import { overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
@@ -80,6 +81,21 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
     if (src == null) await ip(['-n', v.netns!, 'route', 'del', `${dst}/32`], { allowFail: true })
     else await ip(['-n', v.netns!, 'route', 'replace', `${dst}/32`, 'via', v.hostAddress, 'src', src])
   }
+  /**
+   * N asks o over UDP; a, holding o's address for the moment, answers in o's name into
+   * N's own socket (a reply in conntrack's eyes): whether N took it.
+   */
+  const injected = async (): Promise<boolean> => {
+    await ip(['-n', nsA, 'addr', 'add', '198.51.100.2/32', 'dev', 'lo'])
+    try {
+      const asking = nsRun(n!, nodeBin(), ['-e', "const d = require('dgram').createSocket('udp4'); let got = 'none'; d.on('message', m => { got = String(m) }); d.bind(40000, () => { d.send('query', 5353, '198.51.100.2'); setTimeout(() => { console.log('got ' + got); process.exit(0) }, 2000) })"])
+      await new Promise(resolve => setTimeout(resolve, 700))
+      await nsRun(nsA, nodeBin(), ['-e', "const d = require('dgram').createSocket('udp4'); d.bind(5353, '198.51.100.2', () => { d.send('forged', 40000, '198.51.100.1', () => { d.close() }) })"])
+      return (await asking).includes('got forged')
+    } finally {
+      await ip(['-n', nsA, 'addr', 'del', '198.51.100.2/32', 'dev', 'lo'])
+    }
+  }
   /** Every probe, each true when the exchange went through (and, the way out, what reached o). */
   const probe = async (): Promise<Record<string, boolean | number>> => {
     const r: Record<string, boolean | number> = {}
@@ -102,6 +118,7 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
     const after = await arrivals()
     r['a -> o: packets from a\'s link address reaching o'] = after(va.vmAddress, 'tcp') - before(va.vmAddress, 'tcp')
     r['a -> o: packets from a forged outside address reaching o'] = after('198.51.100.77', 'udp') - before('198.51.100.77', 'udp')
+    r['a answers in o\'s name into N\'s own UDP query'] = await injected()
     return r
   }
   /** What must pass, with the rules or without. */
@@ -127,11 +144,13 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
   const vms: VmPlace[] = [{ vm: 'a', address: A, node: 'n' }, { vm: 'b', address: B, node: 'n' }, { vm: 'r', address: R, node: 'm' }]
   const links: Link[] = ['a', 'r'].flatMap(from => [['tcp', 8080], ['udp', 9000]].map(([protocol, port]) =>
     ({ id: `${from}-b-${protocol}`, from: { vm: from, terminal: 'out' }, to: { vm: 'b', terminal: 'in' }, protocol: protocol as 'tcp' | 'udp', port: port as number })))
+  // and one where nothing listens: its ICMP errors
+  links.push({ id: 'a-b-udp9001', from: { vm: 'a', terminal: 'quiet' }, to: { vm: 'b', terminal: 'in' }, protocol: 'udp', port: 9001 })
   const tables: Array<[string, string]> = [[n!, tableName('n')], [m!, tableName('m')]]
   for (const [host, table] of tables) {
     t.teardown(async () => { await removeRuleset(host, table) })
     const rs = computeRuleset({ node: host === n ? 'n' : 'm', table, vmPrefix: p.vmV4, vms, links })
-    t.deepEqual(rs.skipped, host === n ? [] : [{ link: 'a-b-tcp', reason: 'neither end runs on this node' }, { link: 'a-b-udp', reason: 'neither end runs on this node' }])
+    t.deepEqual(rs.skipped, host === n ? [] : [{ link: 'a-b-tcp', reason: 'neither end runs on this node' }, { link: 'a-b-udp', reason: 'neither end runs on this node' }, { link: 'a-b-udp9001', reason: 'neither end runs on this node' }])
     await applyRuleset(host, rs)
   }
 
@@ -139,6 +158,11 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
   t.log('with the rules:', JSON.stringify(shut))
   t.true(Object.values(shut).every(x => x === false || x === 0), `with the rules no probe gets through: ${JSON.stringify(shut)}`)
   await mustPass()
+
+  // the ICMP errors of a declared flow reach its source: a's datagram to b's udp 9000,
+  // with nothing listening there now, is refused (port unreachable), not silently lost
+  const refused = await nsRun(nsA, nodeBin(), ['-e', `const d = require('dgram').createSocket('udp4'); d.on('error', e => { console.log(e.code); process.exit(0) }); d.connect(9001, '${B}', () => { d.send('x'); setTimeout(() => d.send('x', err => { console.log(err ? err.code : 'no error'); process.exit(0) }), 700) })`])
+  t.regex(refused, /ECONNREFUSED/, 'b\'s port unreachable reached a')
 
   const { drops, counters } = await readCounters(n!, tableName('n'))
   t.log('drops at N:', JSON.stringify(drops))
@@ -153,5 +177,6 @@ maybe('VMs talk over declared links only: not over their link addresses, not fro
   t.true((at(va.vmAddress, '198.51.100.2')?.spoofed ?? 0) >= 1, 'a -> o from its link address: counted, as forged')
   t.true((at('198.51.100.77', '198.51.100.2')?.spoofed ?? 0) >= 1, 'a -> o from a forged address: counted, as forged')
   t.false(drops.some(d => d.src.startsWith('203.0.113.') || d.dst.startsWith('203.0.113.')), 'c\'s traffic is none of the table\'s business')
+  t.is(at(B, A), undefined, 'b\'s ICMP error about a\'s flow is no breach')
   t.true([...counters.values()].every(x => x.packets > 0), `every declared link counted what it passed: ${JSON.stringify([...counters])}`)
 })

@@ -67,13 +67,18 @@ test('VM traffic is decided by interface first: a VM interface sends from and re
     `oifname ${vmIf} ip daddr != 100.70.128.0/17 goto undeclared`,
     'ip saddr != 100.70.128.0/17 ip daddr != 100.70.128.0/17 accept',
     'ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed',
+    // ICMP errors about VMs' tracked connections, from the routers and nodes on the way
+    'ip saddr != 100.70.128.0/17 meta l4proto icmp ct state related accept',
     `ip saddr 100.70.128.1 ip daddr 100.70.128.2 meta l4proto tcp tcp dport 80 counter name "${counterName('l1')}" accept`,
     `ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`,
+    // and from the link's destination about its own flow: no other VM's
+    `ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto icmp ct state related counter name "${counterName('l1')}" accept`,
     // never a bare drop here: it would take the host's IPv6 too
     'goto undeclared'
   ])
   // the node itself: a VM answers it, never opens a connection to it
-  t.deepEqual(chain(rs.script, 'input'), [`iifname != ${vmIf} accept`, 'ct state established,related accept', 'goto undeclared'])
+  // (a reply must come in where its source is routed: no VM answers as another, or as a host beyond the node)
+  t.deepEqual(chain(rs.script, 'input'), [`iifname != ${vmIf} accept`, 'fib saddr . iif oif missing goto spoofed', 'ct state established,related accept', 'goto undeclared'])
   t.true(rs.script.includes('  chain input { type filter hook input priority 0; policy accept; }'))
   for (const c of ['forward', 'input', 'spoofed', 'undeclared']) t.true(rs.script.includes(`flush chain inet t ${c}\n`), c)
   // the drops are their sets' updates and then a drop, rules of their own; no other drop anywhere
