@@ -98,6 +98,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     const problems: HealthProblem[] = []
     if (!s.ok) problems.push({ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running', ...(s.errorSince != null ? { since: s.errorSince } : {}) })
     if (s.applyError != null) problems.push({ service: 'lcm', cause: 'connections-not-applied', message: `routes, tunnel peers or link rules could not be applied (trying again): ${s.applyError}`, ...(s.applyErrorSince != null ? { since: s.applyErrorSince } : {}) })
+    if (s.routeConflict != null) problems.push({ service: 'lcm', cause: 'overlay-route-conflict', message: s.routeConflict, ...(s.routeConflictSince != null ? { since: s.routeConflictSince } : {}) })
     return problems
   })
 

@@ -71,7 +71,8 @@ export function formatNet (n: NetView, now = Date.now()): string {
     ]))
   const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)]))]
   const unapplied = s.applyError == null ? [] : [`connections not applied${s.applyErrorSince != null ? ` for ${ago(s.applyErrorSince).replace(/ ago$/, '')}` : ''} (trying again): ${s.applyError}`]
-  return [head, ...unapplied, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
+  const conflict = s.routeConflict == null ? [] : [`route conflict: ${s.routeConflict}`]
+  return [head, ...unapplied, ...conflict, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
 }
 
 export async function net (argv: string[]): Promise<void> {

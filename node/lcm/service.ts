@@ -24,6 +24,7 @@ import { lcmRoutes } from './routes.ts'
 import { oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
 import { addressKey, firstAddress } from './host-addresses.ts'
+import { OverlayRoutes } from './overlay-routes.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
@@ -77,8 +78,8 @@ export interface LcmEvents {
 
 /** after a failed apply: the first retry, and the longest wait between retries */
 const RETRY_MIN_MS = 1000
-/** the fallback route's metric: the lowest priority there is, under every real route */
-const FALLBACK_METRIC = 4294967295
+/** how often routes others may have added inside the overlay range are looked for */
+const ROUTE_CHECK_MS = 30_000
 const RETRY_MAX_MS = 30_000
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
@@ -95,6 +96,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private errorSince: string | null = null
   private applyError: string | null = null
   private applyErrorSince: string | null = null
+  private readonly overlayRoutes: OverlayRoutes
+  private routeTimer?: NodeJS.Timeout
   private endpoint: string | null = null
   private address: string | null = null
   private hostAddrs = ''
@@ -130,6 +133,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.ifname = interfaceName(components.peerId)
     this.table = tableName(components.peerId)
     this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
+    this.overlayRoutes = new OverlayRoutes({ log: this.log, prefix: this.prefix, wgIf: this.ifname })
     const registers = [components.registry]
     this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
     this.startFailures = new Counter({ name: 'vgrid_lcm_wireguard_start_failures_total', help: 'Tries to make the WireGuard interface that failed (the LCM status says the last cause)', registers })
@@ -142,7 +146,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
     this.hostAddrs = this.addrKey()
-    await this.fallbackRoute('replace')
+    await this.overlayRoutes.fallback('replace')
+    // routes others add are looked for after every plan, and now and then besides
+    this.routeTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.overlayRoutes.check() }) }, ROUTE_CHECK_MS)
     // the first plan (which makes the interface) is applied before start returns: the link
     // rules must be in the kernel before this node reports ready (a timer here let start return first)
     this.dirty = true
@@ -195,19 +201,6 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
   }
 
-  /**
-   * The VM range is unreachable at the lowest priority, under the route to the WireGuard
-   * interface, from start on and after stop: whenever there is no tunnel (it cannot
-   * start, wireguard-go just died, the agent stopped) traffic to remote VMs does not
-   * leave in clear along the default route, and a packet arriving on the underlay with a
-   * remote VM's address as its source fails the rules' reverse-path check.
-   */
-  private async fallbackRoute (how: 'replace' | 'del'): Promise<void> {
-    await ip(['route', how, 'unreachable', this.prefix.vmV4, 'metric', String(FALLBACK_METRIC)]).catch(err => {
-      if (how === 'replace') this.log.warn('could not route the VM range as unreachable under the tunnel', { error: (err as Error).message })
-    })
-  }
-
   /** Tells the agent what to advertise, when it differs from what it was told last. */
   private advertise (wg: WireguardAdvert | null): void {
     const last = this.advertised
@@ -241,6 +234,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.running = false
     clearTimeout(this.timer)
     clearInterval(this.pollTimer)
+    clearInterval(this.routeTimer)
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
     await this.queue
@@ -252,13 +246,13 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.wg = null
     // VMs that outlive the agent keep their declared links, and the fallback route keeps
     // anything of theirs from leaving in clear
-    if (!this.init.keepRulesOnStop) await this.fallbackRoute('del')
+    if (!this.init.keepRulesOnStop) await this.overlayRoutes.fallback('del')
   }
 
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
 
   status (): LcmStatus {
-    return { ok: this.error == null, error: this.error, errorSince: this.errorSince, applyError: this.applyError, applyErrorSince: this.applyErrorSince, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
+    return { ok: this.error == null, error: this.error, errorSince: this.errorSince, applyError: this.applyError, applyErrorSince: this.applyErrorSince, routeConflict: this.overlayRoutes.conflict, routeConflictSince: this.overlayRoutes.conflictSince, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
   }
 
   get state (): LcmState { return this.c.state }
@@ -322,6 +316,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.applyAddress(addr)
       if (this.wg != null) await this.applyPeers(plan)
       await this.localVms.route(addr)
+      await this.overlayRoutes.check()
       await applyRuleset(null, rules)
       await this.localVms.name(addr, doc.links)
       await this.writeBackIndexes(doc, addr)

@@ -34,6 +34,9 @@ export interface LcmStatus {
   /** why the last plan (routes, peers, link rules) could not be applied; null once one applied */
   applyError: string | null
   applyErrorSince: string | null
+  /** routes inside the overlay range that vgrid did not make (route-conflicts.ts), null when none */
+  routeConflict: string | null
+  routeConflictSince: string | null
   backend: Backend | null
   interface: string
   publicKey: string | null

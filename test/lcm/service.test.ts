@@ -239,3 +239,24 @@ maybe('when wireguard-go dies and cannot start again the status says why, links 
   t.is((await namespacePids(h!)).filter(pid => pid !== d.pid).length, 1, 'one wireguard-go again')
   await d.send({ type: 'stop' }, 'stopped')
 })
+
+maybe('a route inside the overlay range that vgrid did not make is a problem in the status until it is gone', async t => {
+  const [h, other] = await makeNamespaces(t, ['hc', 'hy'])
+  await veth({ ns: h!, dev: 'eth0', cidr: '192.0.2.1/24' }, { ns: other!, dev: 'eth0', cidr: '192.0.2.2/24' })
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const id = `NodeC${process.pid}`
+  const clusterId = 'c-c'
+  // as an ISP's carrier-grade NAT range on the LAN would be
+  const foreign = `${overlayPrefix(clusterId).vmV4.replace(/\.0\/17$/, '.0/24')}`
+  await ip(['-n', h!, 'route', 'add', foreign, 'via', '192.0.2.2'])
+  const d = new Driver(t, h!, { dataDir: join(dir, 'c'), peerId: id, clusterId, port: 51820, vmInterfaces: {}, addressPollMs: 0 })
+  const st = (await d.next('ready')).status as LcmStatus
+  t.is(st.routeConflict, `routes inside the overlay range ${overlayPrefix(clusterId).v4} that vgrid did not make win over its tunnel (VM traffic may leave unencrypted): ${foreign} via 192.0.2.2 dev eth0`)
+  t.truthy(st.routeConflictSince)
+  // gone: the next plan (a document change) sees it
+  await ip(['-n', h!, 'route', 'del', foreign])
+  await d.send({ type: 'doc', ops: [{ op: 'put', kind: 'vms', draft: { id: 'web', name: 'web', app: null, desired: 'running', spec: { driver: 'process', cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} } } as never }] })
+  t.is(((await d.send({ type: 'net' }, 'net')).status as LcmStatus).routeConflict, null)
+  await d.send({ type: 'stop' }, 'stopped')
+})

@@ -86,7 +86,7 @@ test('link requests: parsed, checked against the document, with clear errors', t
 })
 
 test('vgrid net text shows the interface, peers and drops, or exactly why WireGuard is down', t => {
-  const status = { ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, backend: 'userspace' as const, interface: 'vgabc', publicKey: K[0]!, endpoint: '10.0.0.1:51820', address: '100.70.0.1', prefix: p }
+  const status = { ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgabc', publicKey: K[0]!, endpoint: '10.0.0.1:51820', address: '100.70.0.1', prefix: p }
   const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', packets: 3, spoofed: 2 }] }, 15_000)
   t.regex(text, /vgabc \(userspace\)/)
   t.regex(text, /b\s+10\.0\.0\.2:51820\s+5 s ago\s+2\.0 KiB/)

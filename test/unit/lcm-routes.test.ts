@@ -22,7 +22,7 @@ function app (gate: Promise<void> = Promise.resolve()): { app: ReturnType<typeof
     w.put('vms', { id: 'bare', name: 'bare', app: null, desired: 'running', spec })
   })
   const lcm = {
-    status: () => ({ ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
+    status: () => ({ ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
     peerStates: async () => [],
     counters: async () => ({ counters: new Map(), drops: [] }),
     drops: async () => [],
