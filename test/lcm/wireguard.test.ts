@@ -1,7 +1,7 @@
 // The WireGuard wrapper for real: two namespaces joined by a veth pair, a tunnel
 // between them built only through node/lcm/wireguard.ts, a ping through it, the
 // dump parsed, and a teardown that leaves no interface, process or socket.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +14,13 @@ import { makeNamespaces, pingOnce, skipReason, subnet, veth } from './ns.ts'
 const reason = await skipReason()
 if (reason != null) console.log(`lcm wireguard tests skipped: ${reason}`)
 const maybe = reason == null ? test.serial : test.skip
+
+/** a data dir for a keypair, removed after the test (it holds a private key) */
+function keyDir (t: ExecutionContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-wg-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
+}
 
 maybe('a tunnel between two namespaces comes up, carries a ping, reports handshake and bytes, and leaves nothing behind', async t => {
   const [a, b] = await makeNamespaces(t, ['a', 'b'])
@@ -71,7 +78,7 @@ maybe('a tunnel between two namespaces comes up, carries a ping, reports handsha
 
 maybe('a second interface with a name in use on this machine is refused with a clear error', async t => {
   const [a, b] = await makeNamespaces(t, ['c', 'd'])
-  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const kp = await loadOrCreateKeypair(keyDir(t))
   const name = interfaceName(`${a}-dup`)
   const w = await WgInterface.create({ name, netns: a!, privateKey: kp.privateKey, listenPort: 51820 })
   t.teardown(async () => { await w.destroy() })
@@ -84,7 +91,7 @@ maybe('a second interface with a name in use on this machine is refused with a c
 
 maybe('an interface left by a killed run in the same namespace is replaced, its wireguard-go ends', async t => {
   const [a] = await makeNamespaces(t, ['e'])
-  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const kp = await loadOrCreateKeypair(keyDir(t))
   const name = interfaceName(`${a}-left`)
   // what a killed agent leaves: a wireguard-go nobody will stop
   const orphan = spawn(which('ip')!, ['netns', 'exec', a!, which('wireguard-go')!, '-f', name], { stdio: 'ignore', env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } })
@@ -101,7 +108,7 @@ maybe('an interface left by a killed run in the same namespace is replaced, its 
 
 maybe('an interface left under the name earlier versions gave it ("vg" + 13) is removed: it held the listen port', async t => {
   const [a] = await makeNamespaces(t, ['l'])
-  const kp = await loadOrCreateKeypair(mkdtempSync(join(tmpdir(), 'lcm-wg-')))
+  const kp = await loadOrCreateKeypair(keyDir(t))
   const name = interfaceName(`${a}-legacy`)
   t.regex(name, /^vgw[a-z2-7]{12}$/)
   // the old interfaceName: "vg" + the first 13 base32 characters of the same hash
