@@ -23,13 +23,14 @@
 // srv's), so they compete for this one machine's CPUs as the VMs' do.
 // Run as root: node_modules/node/bin/node bench/lcm.ts [--seconds 5] [--rounds 3] [--no-move]
 import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Grid, KIND, onInterrupt, offInterrupt, type Host } from '../test/harness/grid.ts'
 import { until } from '../test/harness/vm-runs.ts'
-import { checkSupport, ip, isAlive, nsRun, sleep, which } from '../node/netns/netns.ts'
+import { acquireLock } from '../test/harness/lock.ts'
+import { checkSupport, ip, nsRun, sleep, which } from '../node/netns/netns.ts'
 import { nodeBin } from '../node/netns/processes.ts'
 import { generateKeypair } from '../node/lcm/wireguard.ts'
 import type { VmDetail } from '../node/dvmm/vms.ts'
@@ -68,27 +69,6 @@ const CLI = "const fs = require('node:fs'); const net = require('node:net'); con
 /** `word MS [RUN]` lines of a console */
 const said = (text: string, word: string): Array<{ at: number, id?: string }> =>
   [...text.matchAll(new RegExp(`^${word} (\\d+)(?: (\\d+))?$`, 'gm'))].map(m => ({ at: Number(m[1]), id: m[2] }))
-
-/**
- * The e2e tests' machine-wide lock (test/harness/index.ts; that module imports ava,
- * which refuses plain node): iperf3 fills both cores, which would make an e2e test's
- * failure detection flaky and our numbers meaningless.
- */
-async function e2eLock (): Promise<() => void> {
-  const lock = '/run/vgrid-harness/e2e.lock'
-  mkdirSync('/run/vgrid-harness', { recursive: true })
-  for (let told = false; ; await sleep(200)) {
-    try {
-      const fd = openSync(lock, 'wx')
-      writeSync(fd, String(process.pid))
-      closeSync(fd)
-      return () => { try { if (readFileSync(lock, 'utf8') === String(process.pid)) rmSync(lock) } catch {} }
-    } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err }
-    const holder = Number(readFileSync(lock, 'utf8'))
-    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) { rmSync(lock, { force: true }); continue }
-    if (!told) { told = true; console.error(`bench/lcm: waiting for the e2e lock (held by pid ${holder})`) }
-  }
-}
 
 // what this run starts besides the grid: removed on the way out, also on Ctrl-C
 const procs = new Set<ChildProcess>()
@@ -317,7 +297,7 @@ async function main (): Promise<void> {
   }
 }
 
-const release = await e2eLock()
+const release = await acquireLock(holder => { console.error(`bench/lcm: waiting for the e2e lock (held by pid ${holder})`) })
 try {
   await main()
 } finally {

@@ -17,6 +17,7 @@ export const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])
 export const LABEL_VALUE_MAX = 256
 /** a VM's terminal: a host name inside VMs (/etc/hosts, a guest's kernel command line) */
 export const TERMINAL_PATTERN = '^[A-Za-z][A-Za-z0-9_-]{0,62}$'
+export const TERMINAL_RE = new RegExp(TERMINAL_PATTERN)
 /** at most this many input and this many output terminals per VM */
 export const TERMINALS_MAX = 64
 

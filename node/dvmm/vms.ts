@@ -1,7 +1,7 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { existsSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_PATTERN, TERMINALS_MAX, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
@@ -51,14 +51,12 @@ const strMap = (v: unknown, field: string, keys = false): Record<string, string>
   return v as Record<string, string>
 }
 
-const TERMINAL = new RegExp(TERMINAL_PATTERN)
-
 /** A create request's input or output terminals: names that can be host names, each once. */
 export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): string[] {
   if (raw === undefined) return []
   if (!Array.isArray(raw) || raw.length > TERMINALS_MAX) throw invalid(field, `must be an array of at most ${TERMINALS_MAX} terminal names`)
   raw.forEach((t: unknown, i) => {
-    if (typeof t !== 'string' || !TERMINAL.test(t)) throw invalid(`${field}[${i}]`, `${JSON.stringify(t)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
+    if (typeof t !== 'string' || !TERMINAL_RE.test(t)) throw invalid(`${field}[${i}]`, `${JSON.stringify(t)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
     // names resolve as host names inside the VM, where case does not count
     if (t.toLowerCase() === 'localhost') throw invalid(`${field}[${i}]`, '"localhost" is the VM\'s own name, not a terminal')
     if (raw.findIndex((u: string) => u.toLowerCase() === t.toLowerCase()) !== i) throw invalid(`${field}[${i}]`, `"${t}" is listed twice (names are host names: case does not count)`)

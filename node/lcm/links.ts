@@ -2,11 +2,8 @@
 // the document, and the views the API and CLI show.
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
-import { TERMINAL_PATTERN } from '../../crdt/index.ts'
+import { TERMINAL_RE } from '../../crdt/index.ts'
 import type { Link } from './rules.ts'
-
-/** Terminal names become host names inside VMs (/etc/hosts, kernel command line). */
-export const TERMINAL_RE = new RegExp(TERMINAL_PATTERN)
 
 export interface LinkRequest {
   from: { vm: string, terminal: string }

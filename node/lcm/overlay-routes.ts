@@ -5,14 +5,14 @@ import type { Logger } from '../log.ts'
 import { ip } from '../netns/netns.ts'
 import type { OverlayPrefix } from './overlay.ts'
 import { foreignRoutes, type RouteEntry } from './route-conflicts.ts'
+import { Condition } from './condition.ts'
 
 /** the fallback route's metric: the lowest priority there is, under every real route */
 export const FALLBACK_METRIC = 4294967295
 
 export class OverlayRoutes {
-  /** foreign routes inside the range, as the status says it; null when none */
-  conflict: string | null = null
-  conflictSince: string | null = null
+  /** foreign routes inside the range, as the status says it */
+  readonly conflict = new Condition()
 
   private readonly c: { log: Logger, prefix: OverlayPrefix, wgIf: string }
 
@@ -43,10 +43,8 @@ export class OverlayRoutes {
     }
     const foreign = foreignRoutes(routes, { wgIf: this.c.wgIf, fallbackMetric: FALLBACK_METRIC })
     const conflict = foreign.length === 0 ? null : `routes inside the overlay range ${this.c.prefix.v4} that vgrid did not make win over its tunnel (VM traffic may leave unencrypted): ${foreign.join('; ')}`
-    if (conflict === this.conflict) return
+    if (!this.conflict.set(conflict)) return
     if (conflict != null) this.c.log.error('foreign routes inside the overlay range', { routes: foreign.join('; ') })
     else this.c.log.info('no foreign routes inside the overlay range any more')
-    this.conflictSince = conflict == null ? null : this.conflictSince ?? new Date().toISOString()
-    this.conflict = conflict
   }
 }

@@ -25,6 +25,7 @@ import { oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
 import { addressKey, firstAddress } from './host-addresses.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
+import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
@@ -92,10 +93,12 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private readonly log: Logger
   private keypair: Keypair | null = null
   private wg: WgInterface | null = null
-  private error: string | null = null
-  private errorSince: string | null = null
-  private applyError: string | null = null
-  private applyErrorSince: string | null = null
+  /** why WireGuard is not running */
+  private readonly down = new Condition()
+  /** why the last plan could not be applied */
+  private readonly unapplied = new Condition()
+  /** a read of the table's counts under way */
+  private countersRead?: Promise<TableCounters>
   private readonly overlayRoutes: OverlayRoutes
   private routeTimer?: NodeJS.Timeout
   private endpoint: string | null = null
@@ -179,9 +182,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.wentDown(err as Error)
       return
     }
-    const was = this.error
-    this.error = null
-    this.errorSince = null
+    const was = this.down.value
+    this.down.set(null)
     this.ifRetryMs = RETRY_MIN_MS
     this.log.info(was == null ? 'WireGuard up' : 'WireGuard up again', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
     if (this.endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
@@ -191,9 +193,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private wentDown (err: Error): void {
     const error = err.message.startsWith('WireGuard cannot start') ? err.message : `WireGuard cannot start: ${err.message}`
     this.startFailures.inc()
-    if (error !== this.error) this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error })
-    this.errorSince ??= new Date().toISOString()
-    this.error = error
+    if (this.down.set(error)) this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error })
     // peers are told there is no tunnel to this node, until there is one again
     this.advertise(null)
     if (!this.running) return
@@ -252,7 +252,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
 
   status (): LcmStatus {
-    return { ok: this.error == null, error: this.error, errorSince: this.errorSince, applyError: this.applyError, applyErrorSince: this.applyErrorSince, routeConflict: this.overlayRoutes.conflict, routeConflictSince: this.overlayRoutes.conflictSince, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
+    const { down, unapplied, overlayRoutes: { conflict } } = this
+    return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
   }
 
   get state (): LcmState { return this.c.state }
@@ -322,17 +323,14 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
       this.retryMs = RETRY_MIN_MS
-      if (this.applyError != null) this.log.info('connections applied again', { after: this.applyError })
-      this.applyError = null
-      this.applyErrorSince = null
+      const after = this.unapplied.value
+      if (this.unapplied.set(null)) this.log.info('connections applied again', { after })
       this.emit('reconciled', plan, rules)
     } catch (err) {
       // nothing else may come to ask again (a quiet grid): try again, less often each time;
       // said once per cause, and shown in the status while it lasts
       const error = (err as Error).message
-      if (error !== this.applyError) this.log.error('could not apply connections; trying again', { error, inMs: this.retryMs })
-      this.applyErrorSince ??= new Date().toISOString()
-      this.applyError = error
+      if (this.unapplied.set(error)) this.log.error('could not apply connections; trying again', { error, inMs: this.retryMs })
       this.emit('failed', err as Error)
       this.schedule(this.retryMs)
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS)
@@ -440,12 +438,12 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
   }
 
+  /** The table's counts; callers at the same moment (the gauges of one /metrics scrape, a view) share one `nft -j` read. */
   async counters (): Promise<TableCounters> {
-    try {
-      return await readCounters(null, this.table)
-    } catch {
-      return { counters: new Map(), drops: [] }
-    }
+    this.countersRead ??= readCounters(null, this.table)
+      .catch(() => ({ counters: new Map(), drops: [] }))
+      .finally(() => { this.countersRead = undefined })
+    return await this.countersRead
   }
 
   /** Drops on this node by address pair, with the VMs the addresses belong to. */

@@ -11,13 +11,15 @@
 // ava runs test files in parallel processes, and two grids of agents competing for
 // two cores would make failure detection (seconds of silence) flaky.
 import test, { type ExecutionContext } from 'ava'
-import { mkdirSync, openSync, closeSync, writeSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { checkSupport, isAlive } from '../../node/netns/netns.ts'
+import { checkSupport } from '../../node/netns/netns.ts'
+import { acquireLock } from './lock.ts'
 import { ROOT } from '../../node/paths.ts'
 import { tmpdir } from 'node:os'
 import { buildGuestImage, type GuestImage } from '../../node/dvmm/image/build.ts'
 
+export { acquireLock } from './lock.ts'
 export { Grid, Host, KIND, onInterrupt, offInterrupt, type Cleanup, type GridOptions, type HostSpec } from './grid.ts'
 
 /** Whether this machine can run e2e tests, and if not, why. */
@@ -89,38 +91,6 @@ export function agentsRunBuild (): { ok: boolean, reason?: string } {
     if (n != null) return { ok: false, reason: `agents run from the sources: ${n.slice(ROOT.length + 1)} is newer than the build in dist/ (npm run build)` }
   }
   return { ok: true }
-}
-
-const LOCK_DIR = '/run/vgrid-harness'
-const LOCK = `${LOCK_DIR}/e2e.lock`
-
-/**
- * One e2e test at a time on this machine; a lock whose holder died is taken over.
- * Exported for e2e tests that need no namespace hosts (e.g. install-systemd.test.ts).
- */
-export async function acquireLock (): Promise<() => void> {
-  mkdirSync(LOCK_DIR, { recursive: true })
-  for (;;) {
-    try {
-      const fd = openSync(LOCK, 'wx')
-      writeSync(fd, String(process.pid))
-      closeSync(fd)
-      return () => {
-        try {
-          if (readFileSync(LOCK, 'utf8') === String(process.pid)) rmSync(LOCK)
-        } catch {}
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
-    let holder = NaN
-    try { holder = Number(readFileSync(LOCK, 'utf8')) } catch {}
-    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
-      try { rmSync(LOCK) } catch {}
-      continue
-    }
-    await new Promise(resolve => setTimeout(resolve, 200))
-  }
 }
 
 /** Seconds with one decimal, for the timings tests print. */

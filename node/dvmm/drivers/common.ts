@@ -4,7 +4,7 @@
 // time (so a reused pid is never taken for the VM), its cgroups and its namespace.
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { TERMINAL_PATTERN } from '../../../crdt/schema.ts'
+import { TERMINAL_RE } from '../../../crdt/schema.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
@@ -52,8 +52,6 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
-/** a terminal name, which the VM resolves as a host name */
-const NAME = new RegExp(TERMINAL_PATTERN)
 
 function validateOverlay (raw: unknown, bad: (field: string, why: string) => never): void {
   if (raw == null || typeof raw !== 'object') bad('overlay', 'must be an object')
@@ -62,7 +60,7 @@ function validateOverlay (raw: unknown, bad: (field: string, why: string) => nev
   if (o.names === undefined) return
   if (o.names == null || typeof o.names !== 'object') bad('overlay.names', 'must be an object of name: address')
   for (const [k, v] of Object.entries(o.names as object)) {
-    if (!NAME.test(k)) bad(`overlay.names.${k}`, 'is not a terminal name')
+    if (!TERMINAL_RE.test(k)) bad(`overlay.names.${k}`, 'is not a terminal name')
     if (typeof v !== 'string' || !IPV4.test(v)) bad(`overlay.names.${k}`, `${JSON.stringify(v)} is not an IPv4 address`)
   }
 }
