@@ -133,6 +133,7 @@ export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: Allowed
   const byVm = new Map(input.vms.map(v => [v.vm, v]))
   const flows: AllowedFlow[] = []
   const skipped: Ruleset['skipped'] = []
+  const counterOf = new Map<string, string>()
   for (const l of [...input.links].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) {
     const s = byVm.get(l.from.vm)
     const d = byVm.get(l.to.vm)
@@ -144,28 +145,61 @@ export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: Allowed
       skipped.push({ link: l.id, reason: `port ${l.port} needs protocol tcp or udp and 1-65535` })
       continue
     }
-    flows.push({ link: l.id, counter: counterName(l.id), src: s.address, dst: d.address, protocol: l.protocol, port: l.port })
+    // a link with the same addresses, protocol and port as an earlier one carries the
+    // same packets: it is counted on that one's counter (the flow maps' key is unique)
+    const same = `${l.protocol} ${s.address} ${d.address} ${String(l.port)}`
+    const counter = counterOf.get(same) ?? counterName(l.id)
+    counterOf.set(same, counter)
+    flows.push({ link: l.id, counter, src: s.address, dst: d.address, protocol: l.protocol, port: l.port })
   }
   return { flows, skipped }
 }
 
-function flowRules (f: AllowedFlow): string[] {
-  const c = `counter name "${f.counter}"`
-  if (f.protocol === 'any') {
-    return [
-      `ip saddr ${f.src} ip daddr ${f.dst} ${c} accept`,
-      `ip saddr ${f.dst} ip daddr ${f.src} ct state established,related ${c} accept`
-    ]
+/**
+ * The flows as nft maps from a packet's addresses (and protocol and port) to its
+ * link's named counter, so the forward chain has a fixed number of rules however
+ * many links a node enforces: one hash lookup per map instead of one rule per link
+ * (measured: rules in a list cost about 16 ns each per packet, 30 µs a packet at
+ * 1,000 links). A lookup that finds nothing ends its rule, so a flow passes only by
+ * its own element. Two links with the same addresses, protocol and port carry the
+ * same packets: the later one (by id) shares the earlier one's counter (computeFlows).
+ */
+const FLOW_MAPS = {
+  /** tcp or udp to one port: src . dst . protocol . dport, and the replies: dst . src . protocol . sport */
+  port: { type: 'ipv4_addr . ipv4_addr . inet_proto . inet_service', match: 'ip saddr . ip daddr . meta l4proto . th dport', reply: 'ip saddr . ip daddr . meta l4proto . th sport' },
+  /** tcp or udp to any port */
+  proto: { type: 'ipv4_addr . ipv4_addr . inet_proto', match: 'ip saddr . ip daddr . meta l4proto', reply: 'ip saddr . ip daddr . meta l4proto' },
+  /** any protocol */
+  any: { type: 'ipv4_addr . ipv4_addr', match: 'ip saddr . ip daddr', reply: 'ip saddr . ip daddr' }
+} as const
+type FlowKind = keyof typeof FLOW_MAPS
+const FLOW_MAP_NAMES = [...Object.keys(FLOW_MAPS).flatMap(k => [`flows_${k}`, `replies_${k}`]), 'icmp_errors']
+const kindOf = (f: AllowedFlow): FlowKind => f.protocol === 'any' ? 'any' : f.port == null ? 'proto' : 'port'
+
+/** a flow's map key, one way or the other (`back`: the replies' key) */
+function flowKey (f: AllowedFlow, back: boolean): string {
+  const [a, b] = back ? [f.dst, f.src] : [f.src, f.dst]
+  const kind = kindOf(f)
+  return kind === 'any' ? `${a} . ${b}` : kind === 'proto' ? `${a} . ${b} . ${f.protocol}` : `${a} . ${b} . ${f.protocol} . ${String(f.port)}`
+}
+
+/** the maps' elements, each key once (the first flow's), as `add element` lines */
+function mapElements (table: string, flows: AllowedFlow[]): string[] {
+  const maps = new Map<string, Map<string, string>>()
+  const put = (map: string, key: string, counter: string): void => {
+    const m = maps.get(map) ?? new Map<string, string>()
+    if (!m.has(key)) m.set(key, counter)
+    maps.set(map, m)
   }
-  const port = f.port == null ? '' : ` ${f.protocol} dport ${f.port}`
-  const back = f.port == null ? '' : ` ${f.protocol} sport ${f.port}`
-  return [
-    `ip saddr ${f.src} ip daddr ${f.dst} meta l4proto ${f.protocol}${port} ${c} accept`,
-    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto ${f.protocol}${back} ct state established,related ${c} accept`,
-    // the ICMP errors of the flow (port unreachable, fragmentation needed), from its
+  for (const f of flows) {
+    const kind = kindOf(f)
+    put(`flows_${kind}`, flowKey(f, false), f.counter)
+    put(`replies_${kind}`, flowKey(f, true), f.counter)
+    // the ICMP errors of a flow (port unreachable, fragmentation needed) from its
     // destination only: another VM cannot send errors about connections not its own
-    `ip saddr ${f.dst} ip daddr ${f.src} meta l4proto icmp ct state related ${c} accept`
-  ]
+    put('icmp_errors', `${f.dst} . ${f.src}`, f.counter)
+  }
+  return [...maps].map(([map, m]) => `add element ${table} ${map} { ${[...m].map(([k, c]) => `${k} : "${c}"`).join(', ')} }`)
 }
 
 /**
@@ -188,12 +222,15 @@ export function computeRuleset (input: RuleInput): Ruleset {
     `  set ${DROP_SETS.undeclared} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
     `  set ${DROP_SETS.spoofed} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
     ...counters.map(c => `  counter ${c} { }`),
+    ...Object.entries(FLOW_MAPS).flatMap(([kind, m]) => [`  map flows_${kind} { type ${m.type} : counter; }`, `  map replies_${kind} { type ${m.type} : counter; }`]),
+    `  map icmp_errors { type ${FLOW_MAPS.any.type} : counter; }`,
     '  chain spoofed { }',
     '  chain undeclared { }',
     '  chain forward { type filter hook forward priority 0; policy accept; }',
     '  chain input { type filter hook input priority 0; policy accept; }',
     '}',
     ...chains.map(c => `flush chain ${t} ${c}`),
+    ...FLOW_MAP_NAMES.map(m => `flush map ${t} ${m}`),
     `table ${t} {`,
     // each drop is a rule of its own: an update of a full set ends its rule unmatched.
     // An IPv6 packet matches no `ip` update and is dropped uncounted (the sets are IPv4).
@@ -217,7 +254,10 @@ export function computeRuleset (input: RuleInput): Ruleset {
     `    ip saddr ${vm} fib saddr . iif oif missing goto spoofed`,
     // ICMP errors about a VM's connections from routers and nodes on the way (not VMs)
     `    ip saddr != ${vm} meta l4proto icmp ct state related accept`,
-    ...flows.flatMap(flowRules).map(r => `    ${r}`),
+    ...Object.entries(FLOW_MAPS).map(([kind, m]) => `    counter name ${m.match} map @flows_${kind} accept`),
+    // replies: of a tracked connection that the declared direction opened
+    ...Object.entries(FLOW_MAPS).map(([kind, m]) => `    ct state established,related counter name ${m.reply} map @replies_${kind} accept`),
+    '    meta l4proto icmp ct state related counter name ip saddr . ip daddr map @icmp_errors accept',
     '    goto undeclared',
     '  }',
     // the node itself: a VM may answer it, never open a connection to it
@@ -229,7 +269,8 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '    ct state established,related accept',
     '    goto undeclared',
     '  }',
-    '}'
+    '}',
+    ...mapElements(t, flows)
   ]
   return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters }
 }

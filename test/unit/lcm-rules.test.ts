@@ -27,17 +27,40 @@ test('a node enforces exactly the links with an end on it; the others are skippe
   t.deepEqual(r1.skipped.find(s => s.link === 'l3'), { link: 'l3', reason: 'VM idle runs nowhere' })
 })
 
-test('the script declares the drop sets, one counter per link, and rules for both directions', t => {
-  const rs = computeRuleset({ node: 'n2', table: tableName('n2'), vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web'), link('u', 'web', 'db', 'udp', 53), link('any', 'db', 'web', 'any', null)] })
+test('the script declares the drop sets, one counter per link, and each flow as map elements for both directions', t => {
+  const rs = computeRuleset({ node: 'n2', table: tableName('n2'), vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web'), link('u', 'web', 'db', 'udp', 53), link('any', 'db', 'web', 'any', null), link('p', 'db', 'web', 'udp', null)] })
+  const T = `inet ${rs.table}`
   t.regex(rs.table, /^vgrid_lcm_[0-9a-f]{10}$/)
   t.true(rs.script.includes('set drops { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
-  t.true(rs.script.includes(`flush chain inet ${rs.table} forward`))
-  t.true(rs.script.includes(`ip saddr 100.70.128.1 ip daddr 100.70.128.2 meta l4proto tcp tcp dport 80 counter name "${counterName('l1')}" accept`))
-  t.true(rs.script.includes(`ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`))
-  t.true(rs.script.includes('meta l4proto udp udp dport 53'))
-  t.true(rs.script.includes(`ip saddr 100.70.128.3 ip daddr 100.70.128.2 counter name "${counterName('any')}" accept`))
+  t.true(rs.script.includes(`flush chain ${T} forward`))
+  for (const m of ['flows_port', 'replies_port', 'flows_proto', 'replies_proto', 'flows_any', 'replies_any', 'icmp_errors']) t.true(rs.script.includes(`flush map ${T} ${m}\n`), m)
+  t.true(rs.script.includes('  map flows_port { type ipv4_addr . ipv4_addr . inet_proto . inet_service : counter; }'))
+  const elements = rs.script.split('\n').filter(l => l.startsWith('add element'))
+  t.deepEqual(elements.sort(), [
+    `add element ${T} flows_any { 100.70.128.3 . 100.70.128.2 : "${counterName('any')}" }`,
+    `add element ${T} flows_port { 100.70.128.1 . 100.70.128.2 . tcp . 80 : "${counterName('l1')}", 100.70.128.2 . 100.70.128.3 . udp . 53 : "${counterName('u')}" }`,
+    `add element ${T} flows_proto { 100.70.128.3 . 100.70.128.2 . udp : "${counterName('p')}" }`,
+    // ICMP errors of a flow from its destination only; one counter per pair (the first link's)
+    `add element ${T} icmp_errors { 100.70.128.2 . 100.70.128.3 : "${counterName('any')}", 100.70.128.2 . 100.70.128.1 : "${counterName('l1')}", 100.70.128.3 . 100.70.128.2 : "${counterName('u')}" }`,
+    `add element ${T} replies_any { 100.70.128.2 . 100.70.128.3 : "${counterName('any')}" }`,
+    `add element ${T} replies_port { 100.70.128.2 . 100.70.128.1 . tcp . 80 : "${counterName('l1')}", 100.70.128.3 . 100.70.128.2 . udp . 53 : "${counterName('u')}" }`,
+    `add element ${T} replies_proto { 100.70.128.2 . 100.70.128.3 . udp : "${counterName('p')}" }`
+  ].sort())
   t.true(rs.script.includes('  chain undeclared {\n    update @drops { ip saddr . ip daddr }\n    drop\n  }'))
-  t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u')].sort())
+  t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u'), counterName('p')].sort())
+})
+
+test('the forward chain has as many rules for 1,000 links as for one; two links with the same flow share its counter', t => {
+  const many: VmPlace[] = Array.from({ length: 1001 }, (_, i) => ({ vm: `v${i}`, address: `100.70.${128 + (i >> 8)}.${i & 255}`, node: i === 0 ? 'n1' : 'n2' }))
+  const one = computeRuleset({ node: 'n1', table: 't', vmPrefix: '100.70.128.0/17', vms: many, links: [link('x0', 'v0', 'v1')] })
+  const all = computeRuleset({ node: 'n1', table: 't', vmPrefix: '100.70.128.0/17', vms: many, links: Array.from({ length: 1000 }, (_, i) => link(`x${i}`, 'v0', `v${i + 1}`)) })
+  t.is(all.flows.length, 1000)
+  t.deepEqual(chain(all.script, 'forward'), chain(one.script, 'forward'))
+  // cli.a -> srv.x and cli.b -> srv.y, both tcp 80: the same packets, one element, one count for both
+  const twin = computeRuleset({ node: 'n1', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('b', 'lb', 'web'), link('a', 'lb', 'web')] })
+  t.deepEqual(twin.flows.map(f => [f.link, f.counter]), [['a', counterName('a')], ['b', counterName('a')]])
+  t.deepEqual(twin.counters, [counterName('a')])
+  t.is(twin.script.split('\n').filter(l => l.startsWith('add element inet t flows_port')).length, 1)
 })
 
 test('a VM source must come in where its address is routed, checked before any flow; forged ones are counted apart', t => {
@@ -45,7 +68,7 @@ test('a VM source must come in where its address is routed, checked before any f
   const forward = rs.script.slice(rs.script.lastIndexOf('chain forward {')).split('\n').map(l => l.trim())
   const antiSpoof = forward.indexOf('ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed')
   t.is(antiSpoof, 5, 'right after the interface checks and the pass for traffic that is not VM traffic')
-  t.true(forward.findIndex(l => l.includes('accept') && l.includes('100.70.128.1')) > antiSpoof, 'before the flows (and their replies)')
+  t.true(forward.findIndex(l => l.includes('map @flows_port accept')) > antiSpoof, 'before the flows (and their replies)')
   t.true(rs.script.includes('set spoofs { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }'))
   t.true(rs.script.includes(`flush chain inet t spoofed`))
   // the verdict is not in the update's rule: a full set ends that rule unmatched
@@ -69,10 +92,15 @@ test('VM traffic is decided by interface first: a VM interface sends from and re
     'ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed',
     // ICMP errors about VMs' tracked connections, from the routers and nodes on the way
     'ip saddr != 100.70.128.0/17 meta l4proto icmp ct state related accept',
-    `ip saddr 100.70.128.1 ip daddr 100.70.128.2 meta l4proto tcp tcp dport 80 counter name "${counterName('l1')}" accept`,
-    `ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto tcp tcp sport 80 ct state established,related counter name "${counterName('l1')}" accept`,
-    // and from the link's destination about its own flow: no other VM's
-    `ip saddr 100.70.128.2 ip daddr 100.70.128.1 meta l4proto icmp ct state related counter name "${counterName('l1')}" accept`,
+    // the declared flows, by map lookup: a packet passes only by its own flow's element
+    'counter name ip saddr . ip daddr . meta l4proto . th dport map @flows_port accept',
+    'counter name ip saddr . ip daddr . meta l4proto map @flows_proto accept',
+    'counter name ip saddr . ip daddr map @flows_any accept',
+    'ct state established,related counter name ip saddr . ip daddr . meta l4proto . th sport map @replies_port accept',
+    'ct state established,related counter name ip saddr . ip daddr . meta l4proto map @replies_proto accept',
+    'ct state established,related counter name ip saddr . ip daddr map @replies_any accept',
+    // and ICMP errors from the link's destination about its own flow: no other VM's
+    'meta l4proto icmp ct state related counter name ip saddr . ip daddr map @icmp_errors accept',
     // never a bare drop here: it would take the host's IPv6 too
     'goto undeclared'
   ])
