@@ -1,31 +1,38 @@
 // Link rules for real: two "VM" namespaces routed through a "node" namespace. The
 // ruleset from rules.ts, applied by nft.ts, lets the declared TCP port through and
 // drops an undeclared port (and undeclared UDP), counting each drop with its source
-// and destination; recomputing keeps the counts; removing a link closes it.
-import test from 'ava'
-import { ip, nsRun } from '../../node/netns/netns.ts'
+// and destination; recomputing keeps the counts; removing a link closes it and resets its TCP connections.
+import test, { type ExecutionContext } from 'ava'
+import { ip, nsRun, sleep } from '../../node/netns/netns.ts'
 import { computeRuleset, tableName, counterName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
 import { makeNamespaces, skipReason, veth } from './ns.ts'
-import { echoServer, exchange } from './tcp.ts'
+import { echoServer, exchange, tcpStream } from './tcp.ts'
 
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm rules tests skipped: ${reason}`)
 const maybe = reason == null ? test : test.skip
 
-maybe('only the declared flow passes between two VMs; the rest is dropped and counted by source and destination', async t => {
-  const [node, v1, v2] = await makeNamespaces(t, ['node', 'vm1', 'vm2'])
-  const A1 = '100.80.64.1'
-  const A2 = '100.80.64.2'
-  for (const [vm, dev, addr] of [[v1!, 'v1', A1], [v2!, 'v2', A2]] as const) {
-    await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: node!, dev })
+const A1 = '100.80.64.1'
+const A2 = '100.80.64.2'
+
+/** two "VM" namespaces (A1, A2) routed through a "node" namespace, an echo server in the second */
+async function twoVms (t: ExecutionContext): Promise<{ node: string, v1: string, v2: string }> {
+  const [node, v1, v2] = await makeNamespaces(t, ['node', 'vm1', 'vm2']) as [string, string, string]
+  for (const [vm, dev, addr] of [[v1, 'v1', A1], [v2, 'v2', A2]] as const) {
+    await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: node, dev })
     await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
-    await ip(['-n', node!, 'route', 'add', `${addr}/32`, 'dev', dev])
+    await ip(['-n', node, 'route', 'add', `${addr}/32`, 'dev', dev])
     // proxy answers without the kernel's random delay (up to 0.8 s), as the LCM sets it
-    await nsRun(node!, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay`])
+    await nsRun(node, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay`])
   }
-  await nsRun(node!, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
-  await echoServer(t, v2!, [8080, 9090])
+  await nsRun(node, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+  await echoServer(t, v2, [8080, 9090])
+  return { node, v1, v2 }
+}
+
+maybe('only the declared flow passes between two VMs; the rest is dropped and counted by source and destination', async t => {
+  const { node, v1, v2 } = await twoVms(t)
 
   // without rules both ports pass: the topology works
   t.true(await exchange(v1!, 'tcp', A2, 8080))
@@ -67,4 +74,25 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
 
   await removeRuleset(node!, table)
   t.true(await exchange(v1!, 'tcp', A2, 9090), 'removing the table restores plain forwarding')
+})
+
+maybe('removing a link resets the TCP connections it carried: an end learns at its next packet, not at its timeout', async t => {
+  const { node, v1 } = await twoVms(t)
+  const table = tableName('node-2')
+  t.teardown(async () => { await removeRuleset(node, table) })
+  const vms: VmPlace[] = [{ vm: 'web', address: A1, node: 'node-2' }, { vm: 'db', address: A2, node: 'node-2' }]
+  const links: Link[] = [{ id: 'web.out-db.in', from: { vm: 'web', terminal: 'out' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 }]
+  await applyRuleset(node, computeRuleset({ node: 'node-2', table, vmPrefix: '100.80.64.0/18', vms, links }))
+  // a line every 100 ms for 4 s; the link goes after about 1.5 s
+  const stream = tcpStream(v1, A2, 8080, 4000)
+  await sleep(1500)
+  await applyRuleset(node, computeRuleset({ node: 'node-2', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
+  // (the stream reports when its socket closes: without the reset, not before TCP gives up)
+  const r = await stream
+  t.log(`lines written ${r.sent}, echoed ${r.echoes}, then ${r.error}`)
+  t.true(r.echoes >= 5, 'the connection carried data while the link was declared')
+  t.is(r.error, 'ECONNRESET', 'a packet after the removal was answered with a reset')
+  t.true(r.sent - r.echoes <= 3, 'the first lines written after the removal met the reset')
+  // the reset packet is still counted among the drops of the pair
+  t.true((await readCounters(node, table)).drops.some(d => d.src === A1 && d.dst === A2))
 })

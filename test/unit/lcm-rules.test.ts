@@ -46,7 +46,7 @@ test('the script declares the drop sets, one counter per link, and each flow as 
     `add element ${T} replies_port { 100.70.128.2 . 100.70.128.1 . tcp . 80 : "${counterName('l1')}", 100.70.128.3 . 100.70.128.2 . udp . 53 : "${counterName('u')}" }`,
     `add element ${T} replies_proto { 100.70.128.2 . 100.70.128.3 . udp : "${counterName('p')}" }`
   ].sort())
-  t.true(rs.script.includes('  chain undeclared {\n    update @drops { ip saddr . ip daddr }\n    drop\n  }'))
+  t.true(rs.script.includes('  chain undeclared {\n    update @drops { ip saddr . ip daddr }\n    meta l4proto tcp ct state established reject with tcp reset\n    drop\n  }'))
   t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u'), counterName('p')].sort())
 })
 
