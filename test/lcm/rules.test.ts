@@ -4,7 +4,7 @@
 // and destination; recomputing keeps the counts; removing a link closes it and resets its TCP connections.
 import test, { type ExecutionContext } from 'ava'
 import { ip, nsRun, sleep } from '../../node/netns/netns.ts'
-import { computeRuleset, tableName, counterName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
 import { makeNamespaces, skipReason, veth } from './ns.ts'
 import { echoServer, exchange, tcpStream } from './tcp.ts'
@@ -52,7 +52,7 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
   t.false(await exchange(v2!, 'tcp', A1, 8080, 800), 'the reverse direction is not declared')
 
   const c = await readCounters(node!, table)
-  const pass = c.counters.get(counterName('web.out-db.in'))
+  const pass = c.counters.get(rs.flows[0]!.counter)
   t.truthy(pass)
   t.true(pass!.packets >= 4, `declared flow counted both ways (${pass?.packets} packets)`)
   const d12 = c.drops.find(d => d.src === A1 && d.dst === A2)
@@ -65,12 +65,12 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
   await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links }))
   const again = await readCounters(node!, table)
   t.true(again.drops.find(d => d.src === A1 && d.dst === A2)!.packets >= d12!.packets)
-  t.true(again.counters.get(counterName('web.out-db.in'))!.packets >= pass!.packets)
+  t.true(again.counters.get(rs.flows[0]!.counter)!.packets >= pass!.packets)
 
   // the link removed: the port closes, its counter goes
   await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
   t.false(await exchange(v1!, 'tcp', A2, 8080), 'a removed link no longer passes')
-  t.false((await readCounters(node!, table)).counters.has(counterName('web.out-db.in')))
+  t.false((await readCounters(node!, table)).counters.has(rs.flows[0]!.counter))
 
   await removeRuleset(node!, table)
   t.true(await exchange(v1!, 'tcp', A2, 9090), 'removing the table restores plain forwarding')
@@ -95,4 +95,23 @@ maybe('removing a link resets the TCP connections it carried: an end learns at i
   t.true(r.sent - r.echoes <= 3, 'the first lines written after the removal met the reset')
   // the reset packet is still counted among the drops of the pair
   t.true((await readCounters(node, table)).drops.some(d => d.src === A1 && d.dst === A2))
+})
+
+maybe('a reply counts for its own link, also when a link the other way (any protocol) would take it', async t => {
+  const { node, v1 } = await twoVms(t)
+  const table = tableName('node-3')
+  t.teardown(async () => { await removeRuleset(node, table) })
+  const vms: VmPlace[] = [{ vm: 'web', address: A1, node: 'node-3' }, { vm: 'db', address: A2, node: 'node-3' }]
+  const links: Link[] = [
+    { id: 'l1', from: { vm: 'web', terminal: 'out' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 },
+    { id: 'l2', from: { vm: 'db', terminal: 'out' }, to: { vm: 'web', terminal: 'in' }, protocol: 'any', port: null }
+  ]
+  const rs = computeRuleset({ node: 'node-3', table, vmPrefix: '100.80.64.0/18', vms, links })
+  await applyRuleset(node, rs)
+  for (let i = 0; i < 3; i++) t.true(await exchange(v1, 'tcp', A2, 8080))
+  const c = (await readCounters(node, table)).counters
+  const [l1, l2] = ['l1', 'l2'].map(id => c.get(rs.flows.find(f => f.link === id)!.counter)?.packets)
+  t.log(`l1 ${l1} packets, l2 ${l2}`)
+  t.true((l1 ?? 0) >= 12, 'both directions of three exchanges on l1')
+  t.is(l2, 0, 'nothing of l1 counted on the link the other way')
 })

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { computeFlows, computeRuleset, counterName, peerAllowedIps, tableName, VM_INTERFACES, type Link, type VmPlace } from '../../node/lcm/rules.ts'
+import { computeFlows, computeRuleset, counterName, flowCounter, peerAllowedIps, tableName, VM_INTERFACES, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { dropSeries, OTHER } from '../../node/lcm/metrics.ts'
 import { VM_NAME } from '../../node/dvmm/vms.ts'
 import { tapName, vethName } from '../../node/dvmm/host/net.ts'
@@ -35,19 +35,22 @@ test('the script declares the drop sets, one counter per link, and each flow as 
   t.true(rs.script.includes(`flush chain ${T} forward`))
   for (const m of ['flows_port', 'replies_port', 'flows_proto', 'replies_proto', 'flows_any', 'replies_any', 'icmp_errors']) t.true(rs.script.includes(`flush map ${T} ${m}\n`), m)
   t.true(rs.script.includes('  map flows_port { type ipv4_addr . ipv4_addr . inet_proto . inet_service : counter; }'))
+  const c = (id: string): string => rs.flows.find(f => f.link === id)!.counter
+  t.is(c('l1'), flowCounter({ protocol: 'tcp', src: '100.70.128.1', dst: '100.70.128.2', port: 80 }))
   const elements = rs.script.split('\n').filter(l => l.startsWith('add element'))
   t.deepEqual(elements.sort(), [
-    `add element ${T} flows_any { 100.70.128.3 . 100.70.128.2 : "${counterName('any')}" }`,
-    `add element ${T} flows_port { 100.70.128.1 . 100.70.128.2 . tcp . 80 : "${counterName('l1')}", 100.70.128.2 . 100.70.128.3 . udp . 53 : "${counterName('u')}" }`,
-    `add element ${T} flows_proto { 100.70.128.3 . 100.70.128.2 . udp : "${counterName('p')}" }`,
-    // ICMP errors of a flow from its destination only; one counter per pair (the first link's)
-    `add element ${T} icmp_errors { 100.70.128.2 . 100.70.128.3 : "${counterName('any')}", 100.70.128.2 . 100.70.128.1 : "${counterName('l1')}", 100.70.128.3 . 100.70.128.2 : "${counterName('u')}" }`,
-    `add element ${T} replies_any { 100.70.128.2 . 100.70.128.3 : "${counterName('any')}" }`,
-    `add element ${T} replies_port { 100.70.128.2 . 100.70.128.1 . tcp . 80 : "${counterName('l1')}", 100.70.128.3 . 100.70.128.2 . udp . 53 : "${counterName('u')}" }`,
-    `add element ${T} replies_proto { 100.70.128.2 . 100.70.128.3 . udp : "${counterName('p')}" }`
+    `add element ${T} flows_any { 100.70.128.3 . 100.70.128.2 : "${c('any')}" }`,
+    `add element ${T} flows_port { 100.70.128.1 . 100.70.128.2 . tcp . 80 : "${c('l1')}", 100.70.128.2 . 100.70.128.3 . udp . 53 : "${c('u')}" }`,
+    `add element ${T} flows_proto { 100.70.128.3 . 100.70.128.2 . udp : "${c('p')}" }`,
+    // ICMP errors of a flow from its destination only; one counter per (destination, source) (the first link's)
+    `add element ${T} icmp_errors { 100.70.128.2 . 100.70.128.3 : "${c('any')}", 100.70.128.2 . 100.70.128.1 : "${c('l1')}", 100.70.128.3 . 100.70.128.2 : "${c('u')}" }`,
+    `add element ${T} replies_any { 100.70.128.2 . 100.70.128.3 : "${c('any')}" }`,
+    `add element ${T} replies_port { 100.70.128.2 . 100.70.128.1 . tcp . 80 : "${c('l1')}", 100.70.128.3 . 100.70.128.2 . udp . 53 : "${c('u')}" }`,
+    `add element ${T} replies_proto { 100.70.128.2 . 100.70.128.3 . udp : "${c('p')}" }`
   ].sort())
   t.true(rs.script.includes('  chain undeclared {\n    update @drops { ip saddr . ip daddr }\n    meta l4proto tcp ct state established reject with tcp reset\n    drop\n  }'))
-  t.deepEqual(rs.counters.sort(), [counterName('any'), counterName('l1'), counterName('u'), counterName('p')].sort())
+  t.deepEqual(rs.counters.sort(), ['any', 'l1', 'u', 'p'].map(c).sort())
+  t.is(new Set(rs.counters).size, 4)
 })
 
 test('the forward chain has as many rules for 1,000 links as for one; two links with the same flow share its counter', t => {
@@ -57,9 +60,13 @@ test('the forward chain has as many rules for 1,000 links as for one; two links 
   t.is(all.flows.length, 1000)
   t.deepEqual(chain(all.script, 'forward'), chain(one.script, 'forward'))
   // cli.a -> srv.x and cli.b -> srv.y, both tcp 80: the same packets, one element, one count for both
+  const alone = computeRuleset({ node: 'n1', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('b', 'lb', 'web')] })
   const twin = computeRuleset({ node: 'n1', table: 't', vmPrefix: '100.70.128.0/17', vms, links: [link('b', 'lb', 'web'), link('a', 'lb', 'web')] })
-  t.deepEqual(twin.flows.map(f => [f.link, f.counter]), [['a', counterName('a')], ['b', counterName('a')]])
-  t.deepEqual(twin.counters, [counterName('a')])
+  const shared = flowCounter({ protocol: 'tcp', src: '100.70.128.1', dst: '100.70.128.2', port: 80 })
+  t.deepEqual(twin.flows.map(f => [f.link, f.counter]), [['a', shared], ['b', shared]])
+  t.deepEqual(twin.counters, [shared])
+  // adding (or removing) a twin leaves the other link's counter, and so its count, alone
+  t.deepEqual(alone.counters, [shared])
   t.is(twin.script.split('\n').filter(l => l.startsWith('add element inet t flows_port')).length, 1)
 })
 
@@ -92,7 +99,12 @@ test('VM traffic is decided by interface first: a VM interface sends from and re
     'ip saddr 100.70.128.0/17 fib saddr . iif oif missing goto spoofed',
     // ICMP errors about VMs' tracked connections, from the routers and nodes on the way
     'ip saddr != 100.70.128.0/17 meta l4proto icmp ct state related accept',
-    // the declared flows, by map lookup: a packet passes only by its own flow's element
+    // the declared flows, by map lookup: a packet passes only by its own flow's element;
+    // replies the tracker knows as such first (so they count for their own link, not for
+    // one the other way), and after the flows any tracked one (first seen from the reply side)
+    'ct direction reply ct state established,related counter name ip saddr . ip daddr . meta l4proto . th sport map @replies_port accept',
+    'ct direction reply ct state established,related counter name ip saddr . ip daddr . meta l4proto map @replies_proto accept',
+    'ct direction reply ct state established,related counter name ip saddr . ip daddr map @replies_any accept',
     'counter name ip saddr . ip daddr . meta l4proto . th dport map @flows_port accept',
     'counter name ip saddr . ip daddr . meta l4proto map @flows_proto accept',
     'counter name ip saddr . ip daddr map @flows_any accept',
