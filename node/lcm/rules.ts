@@ -245,10 +245,10 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '  }',
     '  chain undeclared {',
     `    update @${DROP_SETS.undeclared} ${pair}`,
-    // a tracked TCP connection that no link carries any more (removed, or its port
-    // changed): reset, so each end fails at its next packet instead of hanging until
-    // its own timeouts. New connections never get here established: their first
-    // packet was dropped
+    // a tracked TCP connection that no link on this node carries any more (its link
+    // removed, or an end no longer placed): reset, so each end fails at its next packet
+    // instead of hanging until its own timeouts. New connections never get here
+    // established: their first packet was dropped
     '    meta l4proto tcp ct state established reject with tcp reset',
     '    drop',
     '  }',
