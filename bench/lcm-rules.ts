@@ -10,12 +10,12 @@
 // keep it flat.
 // Run as root: node_modules/node/bin/node bench/lcm-rules.ts [--seconds 3] [--rounds 2]
 import { spawn, execFile } from 'node:child_process'
-import { promisify } from 'node:util'
-import { parseArgs } from 'node:util'
-import { checkSupport, createNamespace, deleteNamespace, ip, nsRun, sleep, which } from '../node/netns/netns.ts'
+import { parseArgs, promisify } from 'node:util'
+import { checkSupport, createNamespace, deleteNamespace, sleep, which } from '../node/netns/netns.ts'
 import { computeRuleset, type Link, type VmPlace } from '../node/lcm/rules.ts'
 import { applyRuleset, removeRuleset } from '../node/lcm/nft.ts'
 import { KIND, onInterrupt, offInterrupt } from '../test/harness/grid.ts'
+import { routeThrough } from '../test/lcm/ns.ts'
 import { printTable } from './cluster.ts'
 
 const { values: opts } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '2' } } })
@@ -38,17 +38,7 @@ const mine = {
 
 async function topology (): Promise<void> {
   for (const n of names) await createNamespace(n)
-  for (const [vm, dev, addr] of [[VM1, 'vgpbench1', A1], [VM2, 'vgpbench2', A2]] as const) {
-    await ip(['-n', NODE, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', vm])
-    await ip(['-n', vm, 'addr', 'add', `${addr}/32`, 'dev', 'eth0'])
-    await ip(['-n', vm, 'link', 'set', 'lo', 'up'])
-    await ip(['-n', vm, 'link', 'set', 'eth0', 'up'])
-    await ip(['-n', NODE, 'link', 'set', dev, 'up'])
-    await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
-    await ip(['-n', NODE, 'route', 'add', `${addr}/32`, 'dev', dev])
-    await nsRun(NODE, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay`])
-  }
-  await nsRun(NODE, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+  await routeThrough(NODE, [{ ns: VM1, dev: 'vgpbench1', address: A1 }, { ns: VM2, dev: 'vgpbench2', address: A2 }])
 }
 
 /** the node's ruleset with `n` links from vm1: the measured ones (udp 5201 and iperf3's control, tcp 5201, to vm2) sort last */

@@ -47,6 +47,21 @@ export async function veth (a: { ns: string, dev: string, cidr?: string }, b: { 
   }
 }
 
+/**
+ * "VM" namespaces each joined to `node` by a veth (eth0 inside, `dev` on the node end)
+ * and routed through it as the LCM routes VMs: the VM's address a /32 on each side,
+ * proxy ARP without the kernel's random delay (up to 0.8 s), forwarding on.
+ */
+export async function routeThrough (node: string, vms: Array<{ ns: string, dev: string, address: string }>): Promise<void> {
+  for (const { ns, dev, address } of vms) {
+    await veth({ ns, dev: 'eth0', cidr: `${address}/32` }, { ns: node, dev })
+    await ip(['-n', ns, 'route', 'add', 'default', 'dev', 'eth0'])
+    await ip(['-n', node, 'route', 'add', `${address}/32`, 'dev', dev])
+    await nsRun(node, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay`])
+  }
+  await nsRun(node, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+}
+
 export async function subnet (): Promise<string> {
   return await pickSubnet(process.pid % 200)
 }

@@ -3,10 +3,10 @@
 // drops an undeclared port (and undeclared UDP), counting each drop with its source
 // and destination; recomputing keeps the counts; removing a link closes it and resets its TCP connections.
 import test, { type ExecutionContext } from 'ava'
-import { ip, nsRun, sleep } from '../../node/netns/netns.ts'
+import { sleep } from '../../node/netns/netns.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
-import { makeNamespaces, skipReason, veth } from './ns.ts'
+import { makeNamespaces, routeThrough, skipReason } from './ns.ts'
 import { echoServer, exchange, tcpStream } from './tcp.ts'
 
 const reason = await skipReason({ nft: true })
@@ -19,14 +19,7 @@ const A2 = '100.80.64.2'
 /** two "VM" namespaces (A1, A2) routed through a "node" namespace, an echo server in the second */
 async function twoVms (t: ExecutionContext): Promise<{ node: string, v1: string, v2: string }> {
   const [node, v1, v2] = await makeNamespaces(t, ['node', 'vm1', 'vm2']) as [string, string, string]
-  for (const [vm, dev, addr] of [[v1, 'v1', A1], [v2, 'v2', A2]] as const) {
-    await veth({ ns: vm, dev: 'eth0', cidr: `${addr}/32` }, { ns: node, dev })
-    await ip(['-n', vm, 'route', 'add', 'default', 'dev', 'eth0'])
-    await ip(['-n', node, 'route', 'add', `${addr}/32`, 'dev', dev])
-    // proxy answers without the kernel's random delay (up to 0.8 s), as the LCM sets it
-    await nsRun(node, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/${dev}/proxy_delay`])
-  }
-  await nsRun(node, 'sh', ['-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+  await routeThrough(node, [{ ns: v1, dev: 'v1', address: A1 }, { ns: v2, dev: 'v2', address: A2 }])
   await echoServer(t, v2, [8080, 9090])
   return { node, v1, v2 }
 }
@@ -35,23 +28,23 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
   const { node, v1, v2 } = await twoVms(t)
 
   // without rules both ports pass: the topology works
-  t.true(await exchange(v1!, 'tcp', A2, 8080))
-  t.true(await exchange(v1!, 'tcp', A2, 9090))
+  t.true(await exchange(v1, 'tcp', A2, 8080))
+  t.true(await exchange(v1, 'tcp', A2, 9090))
 
   const table = tableName('node-1')
-  t.teardown(async () => { await removeRuleset(node!, table) })
+  t.teardown(async () => { await removeRuleset(node, table) })
   const vms: VmPlace[] = [{ vm: 'web', address: A1, node: 'node-1' }, { vm: 'db', address: A2, node: 'node-1' }]
   const links: Link[] = [{ id: 'web.out-db.in', from: { vm: 'web', terminal: 'out' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 }]
   const rs = computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links })
   t.deepEqual(rs.skipped, [])
-  await applyRuleset(node!, rs)
+  await applyRuleset(node, rs)
 
-  t.true(await exchange(v1!, 'tcp', A2, 8080), 'the declared port passes')
-  t.false(await exchange(v1!, 'tcp', A2, 9090), 'an undeclared port is dropped')
-  t.false(await exchange(v1!, 'udp', A2, 8080), 'the declared port over another protocol is dropped')
-  t.false(await exchange(v2!, 'tcp', A1, 8080, 800), 'the reverse direction is not declared')
+  t.true(await exchange(v1, 'tcp', A2, 8080), 'the declared port passes')
+  t.false(await exchange(v1, 'tcp', A2, 9090), 'an undeclared port is dropped')
+  t.false(await exchange(v1, 'udp', A2, 8080), 'the declared port over another protocol is dropped')
+  t.false(await exchange(v2, 'tcp', A1, 8080, 800), 'the reverse direction is not declared')
 
-  const c = await readCounters(node!, table)
+  const c = await readCounters(node, table)
   const pass = c.counters.get(rs.flows[0]!.counter)
   t.truthy(pass)
   t.true(pass!.packets >= 4, `declared flow counted both ways (${pass?.packets} packets)`)
@@ -62,18 +55,18 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
   t.truthy(d21, `drops from ${A2} to ${A1} are counted`)
 
   // re-applying (a document change) keeps the counts
-  await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links }))
-  const again = await readCounters(node!, table)
+  await applyRuleset(node, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links }))
+  const again = await readCounters(node, table)
   t.true(again.drops.find(d => d.src === A1 && d.dst === A2)!.packets >= d12!.packets)
   t.true(again.counters.get(rs.flows[0]!.counter)!.packets >= pass!.packets)
 
   // the link removed: the port closes, its counter goes
-  await applyRuleset(node!, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
-  t.false(await exchange(v1!, 'tcp', A2, 8080), 'a removed link no longer passes')
-  t.false((await readCounters(node!, table)).counters.has(rs.flows[0]!.counter))
+  await applyRuleset(node, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
+  t.false(await exchange(v1, 'tcp', A2, 8080), 'a removed link no longer passes')
+  t.false((await readCounters(node, table)).counters.has(rs.flows[0]!.counter))
 
-  await removeRuleset(node!, table)
-  t.true(await exchange(v1!, 'tcp', A2, 9090), 'removing the table restores plain forwarding')
+  await removeRuleset(node, table)
+  t.true(await exchange(v1, 'tcp', A2, 9090), 'removing the table restores plain forwarding')
 })
 
 maybe('removing a link resets the TCP connections it carried: an end learns at its next packet, not at its timeout', async t => {
