@@ -16,8 +16,8 @@ export async function reapDataDir (dataDir: string): Promise<number> {
   let n = 0
   // the supervisor first: it must not be the one racing us over the same VMs
   try {
-    const p = JSON.parse(readFileSync(watchdogPaths(dataDir).pid, 'utf8')) as { pid: number, startTicks: number }
-    if (sameProcessAlive(p.pid, p.startTicks)) { process.kill(p.pid, 'SIGKILL'); n++ }
+    const p = JSON.parse(readFileSync(watchdogPaths(dataDir).pid, 'utf8')) as { pid: number, startTicks: number, bootId?: string }
+    if (sameProcessAlive(p.pid, p.startTicks, p.bootId)) { process.kill(p.pid, 'SIGKILL'); n++ }
   } catch {}
   for (const driver of DRIVERS) {
     const runs = new RunDirs(dataDir, driver)
@@ -31,7 +31,7 @@ export async function reapDataDir (dataDir: string): Promise<number> {
 
 async function reapVm (rec: VmRecord): Promise<number> {
   let n = 0
-  if (rec.pid != null && rec.pidStartTicks != null && sameProcessAlive(rec.pid, rec.pidStartTicks)) {
+  if (rec.pid != null && rec.pidStartTicks != null && sameProcessAlive(rec.pid, rec.pidStartTicks, rec.bootId)) {
     // the VM runs in its own session: its process group is its whole tree
     try { process.kill(-rec.pid, 'SIGKILL') } catch {}
     try { process.kill(rec.pid, 'SIGKILL') } catch {}

@@ -21,6 +21,12 @@ test('a guest that ended by itself while its lease says running goes through the
   }
 })
 
+test('a VM gone with its host\'s restart is no crash: the decision step starts it again as its lease says', t => {
+  const d = leftBehind({ state: 'stopped', exit: exit('host-restarted', null), startedAt: 1000, error: 'its host restarted while it ran' }, lease('running'), ME)
+  t.is(d.do, 'leave')
+  t.regex(d.do === 'leave' ? d.why : '', /host-restarted.*not the guest's doing/)
+})
+
 test('a lease no longer this node\'s, or none, is left to the decision step', t => {
   t.is(leftBehind(ended('crashed'), lease('running', 2000, 'other'), ME).do, 'leave')
   t.is(leftBehind(ended('exited'), undefined, ME).do, 'leave')

@@ -75,14 +75,15 @@ export function hostsFile (names: Record<string, string>): string {
   return '127.0.0.1\tlocalhost\n::1\tlocalhost\n' + Object.entries(names).sort(([a], [b]) => a < b ? -1 : 1).map(([n, a]) => `${a}\t${n}\n`).join('')
 }
 
-/** Why a VM ended, from what is known when its process is gone. */
-export function classifyExit (o: { code: number | null, signal: string | null, oomKills: number, stopRequested: boolean, killRequested: boolean, now: number }): VmExit {
+/** Why a VM ended, from what is known when its process is gone (`hostRestarted`: it began in an earlier boot of this machine). */
+export function classifyExit (o: { code: number | null, signal: string | null, oomKills: number, stopRequested: boolean, killRequested: boolean, hostRestarted?: boolean, now: number }): VmExit {
   let reason: ExitReason
   if (o.oomKills > 0) reason = 'oom-killed'
   else if (o.killRequested) reason = 'killed'
   else if (o.stopRequested) reason = 'stopped'
   else if (o.code === 0) reason = 'exited'
-  else if (o.code == null && o.signal == null) reason = 'lost'
+  // no status written: the wrapper went with the machine, or something killed it
+  else if (o.code == null && o.signal == null) reason = o.hostRestarted === true ? 'host-restarted' : 'lost'
   else reason = 'crashed'
   return { code: o.code, signal: o.signal, reason, at: o.now }
 }
@@ -121,8 +122,34 @@ export function ticksToMs (ticks: number): number {
   return bootTimeMs + Math.round(ticks * 1000 / TICKS)
 }
 
-/** Whether `pid` still is the process that started at `startTicks` (and not a zombie). */
-export function sameProcessAlive (pid: number, startTicks: number): boolean {
+let bootId: string | undefined
+
+/** This boot of the machine (the kernel's random boot id): a VM record from another boot ran before a restart. */
+export function currentBootId (): string | undefined {
+  if (bootId === undefined) {
+    try { bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() } catch { return undefined }
+  }
+  return bootId
+}
+
+/** Whether `bootId` names an earlier boot of this machine (unknown: no). */
+function isOtherBoot (bootId: string): boolean {
+  const now = currentBootId()
+  return now !== undefined && bootId !== now
+}
+
+/** Whether a run recorded in `rec` began in an earlier boot of this machine (a record without a boot id: unknown, no). */
+export function ranBeforeBoot (rec: Pick<VmRecord, 'bootId'>): boolean {
+  return rec.bootId !== undefined && isOtherBoot(rec.bootId)
+}
+
+/**
+ * Whether `pid` still is the process that started at `startTicks` (and not a zombie),
+ * in the boot `bootId` when given: after a restart of the machine another process may
+ * have the same pid and start time (a boot runs the same steps in the same order).
+ */
+export function sameProcessAlive (pid: number, startTicks: number, bootId?: string): boolean {
+  if (bootId !== undefined && isOtherBoot(bootId)) return false
   const s = procStat(pid)
   return s !== undefined && s.startTicks === startTicks && s.state !== 'Z' && s.state !== 'X'
 }
@@ -139,6 +166,8 @@ export interface VmRecord {
   pid?: number
   pidStartTicks?: number
   startedAt?: number
+  /** The machine's boot id when the run began (records of older agents have none). */
+  bootId?: string
   /** Cgroup directories holding the VM's processes (one per v1 controller, one for v2). */
   cgroups: string[]
   cgroupVersion?: 'v1' | 'v2'

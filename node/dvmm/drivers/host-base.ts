@@ -13,7 +13,7 @@ import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot, shortHash } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
-import { classifyExit, decodeShellStatus, procStat, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
 export interface HostDriverComponents {
@@ -237,6 +237,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       rec.pid = child.pid
       rec.pidStartTicks = st?.startTicks
       rec.startedAt = st === undefined ? this.components.clock.now() : ticksToMs(st.startTicks)
+      rec.bootId = currentBootId()
       this.save(rec)
     } finally {
       closeSync(con)
@@ -244,7 +245,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   }
 
   protected alive (rec: VmRecord): boolean {
-    return rec.pid !== undefined && rec.pidStartTicks !== undefined && sameProcessAlive(rec.pid, rec.pidStartTicks)
+    return rec.pid !== undefined && rec.pidStartTicks !== undefined && sameProcessAlive(rec.pid, rec.pidStartTicks, rec.bootId)
   }
 
   private async forceKill (rec: VmRecord): Promise<void> {
@@ -285,7 +286,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       // the watchdog (a separate process) marks the VMs it killed
       let watchdogAt: string | undefined
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
-      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, now: this.components.clock.now() })
+      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
+      if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
       if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog at ${new Date(Number(watchdogAt)).toISOString()}`
       rec.exit = exit
       await this.cleanup(rec)

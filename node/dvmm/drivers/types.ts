@@ -47,7 +47,8 @@ export type ExitReason =
   | 'stopped' // ended after stop() asked it to
   | 'killed' // ended by kill(), or by stop() after the grace time
   | 'oom-killed' // the kernel killed it for going over its memory limit
-  | 'lost' // gone, and nothing on disk says how (e.g. the node rebooted)
+  | 'lost' // gone, and nothing on disk says how
+  | 'host-restarted' // gone with its host: the machine restarted (a power loss, a reboot) while it ran
 
 export interface VmExit {
   code: number | null

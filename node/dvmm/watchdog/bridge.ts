@@ -36,8 +36,8 @@ export function bridgeWatchdog (dataDir: string, opts: { graceMs: number, feedMs
   const paths = watchdogPaths(dataDir)
   let supervisorAlive = false
   try {
-    const p = JSON.parse(readFileSync(paths.pid, 'utf8')) as { pid: number, startTicks: number }
-    supervisorAlive = sameProcessAlive(p.pid, p.startTicks)
+    const p = JSON.parse(readFileSync(paths.pid, 'utf8')) as { pid: number, startTicks: number, bootId?: string }
+    supervisorAlive = sameProcessAlive(p.pid, p.startTicks, p.bootId)
   } catch {}
   let lastFeedAt: number | null = null
   let disarmed = false

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import type { Logger } from '../../log.ts'
 import { scriptPath } from '../../paths.ts'
-import { procStat, sameProcessAlive, sleep } from '../drivers/common.ts'
+import { currentBootId, procStat, sameProcessAlive, sleep } from '../drivers/common.ts'
 import { watchdogPaths } from './paths.ts'
 
 export interface WatchdogComponents { log: Logger }
@@ -48,8 +48,8 @@ export class Watchdog {
   /** The supervisor's pid if one runs for this data dir (checked against its start time). */
   running (): number | undefined {
     try {
-      const p = JSON.parse(readFileSync(this.paths.pid, 'utf8')) as { pid: number, startTicks: number }
-      return sameProcessAlive(p.pid, p.startTicks) ? p.pid : undefined
+      const p = JSON.parse(readFileSync(this.paths.pid, 'utf8')) as { pid: number, startTicks: number, bootId?: string }
+      return sameProcessAlive(p.pid, p.startTicks, p.bootId) ? p.pid : undefined
     } catch {
       return undefined
     }
@@ -73,7 +73,7 @@ export class Watchdog {
       if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
       const st = procStat(child.pid)
       this.pid = child.pid
-      writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks }))
+      writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
       for (let i = 0; ; i++) {
         try { if (readFileSync(this.paths.ready, 'utf8') === String(child.pid)) break } catch {}
         if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')

@@ -14,7 +14,7 @@ export interface Victim { id: string, driver: string, pid?: number, dir: string 
 export function killAllVms (dataDir: string, now: number): Victim[] {
   const out: Victim[] = []
   for (const { dir, rec } of allRecords(dataDir)) {
-    const live = rec.pid !== undefined && rec.pidStartTicks !== undefined && sameProcessAlive(rec.pid, rec.pidStartTicks)
+    const live = rec.pid !== undefined && rec.pidStartTicks !== undefined && sameProcessAlive(rec.pid, rec.pidStartTicks, rec.bootId)
     if (!live && groupPids(rec.cgroups).length === 0) continue
     try { writeFileSync(join(dir, WATCHDOG_KILLED), String(now)) } catch {}
     if (live) {

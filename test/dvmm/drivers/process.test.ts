@@ -62,6 +62,42 @@ maybe('process driver: allocating over the memory limit is OOM-killed and report
   t.false((await d.consoleTail(id)).includes('survived'))
 })
 
+maybe('process driver: a VM gone with its machine\'s restart is host-restarted, not a crash; its pid in a later boot is not taken for it', async t => {
+  // a restart is simulated: each VM's record says it began in another boot, and its
+  // whole process group dies with no exit status written, as with a power loss
+  const d = await create()
+  const ids = { rebooted: `rb-${process.pid}`, lost: `lo-${process.pid}` }
+  const { readFileSync, writeFileSync } = await import('node:fs')
+  const { currentBootId } = await import('../../../node/dvmm/drivers/common.ts')
+  const vmJson = (id: string): string => join(dataDir, 'dvmm', 'run', 'process', id, 'vm.json')
+  const pids: number[] = []
+  for (const id of Object.values(ids)) {
+    const info = await d.start({ ...sh(id, 'echo guest ready; exec sleep 600'), network: false })
+    t.truthy(info.pid)
+    pids.push(info.pid!)
+  }
+  await d.close()
+  const d2 = await create()
+  t.teardown(async () => {
+    for (const pid of pids) { try { process.kill(-pid, 'SIGKILL') } catch {} }
+    for (const id of Object.values(ids)) { try { await d2.kill(id) } catch {}; try { await d2.remove(id) } catch {} }
+    await d2.close()
+  })
+  const rec = JSON.parse(readFileSync(vmJson(ids.rebooted), 'utf8')) as { bootId?: string }
+  t.is(rec.bootId, currentBootId(), 'a run records the boot it began in')
+  writeFileSync(vmJson(ids.rebooted), JSON.stringify({ ...rec, bootId: 'an-earlier-boot' }))
+  // still running, but in another boot: not this VM's process any more
+  t.is((await d2.inspect(ids.rebooted))?.state, 'stopped')
+  for (const pid of pids) process.kill(-pid, 'SIGKILL')
+  await waitFor('the killed VM to be seen gone', async () => (await d2.inspect(ids.lost))?.state === 'failed' ? true : undefined, 5000)
+  const rebooted = await d2.inspect(ids.rebooted)
+  t.is(rebooted?.exit?.reason, 'host-restarted')
+  t.is(rebooted?.error, 'its host restarted while it ran')
+  // the same end within this boot: nothing says how, so it is lost (counted as a crash)
+  const lost = await d2.inspect(ids.lost)
+  t.is(lost?.exit?.reason, 'lost')
+})
+
 maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM has its own namespace the node reaches', async t => {
   const d = await create()
   const id = `lim-${process.pid}`

@@ -1,7 +1,7 @@
 // The drivers' pure decisions: spec validation, exit classification, cgroup layout
 // choice from the mounts, link addressing.
 import test from 'ava'
-import { classifyExit, decodeShellStatus, validateSpec } from '../../../node/dvmm/drivers/common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, procStat, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
 import { DriverError } from '../../../node/dvmm/drivers/types.ts'
 import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
@@ -39,8 +39,20 @@ test('classifyExit: OOM beats everything; a requested stop or kill is not a cras
   t.is(classifyExit({ ...base, code: 143, signal: 'SIGTERM', stopRequested: true }).reason, 'stopped')
   t.is(classifyExit({ ...base, code: null, signal: 'SIGKILL', stopRequested: true, killRequested: true }).reason, 'killed')
   t.is(classifyExit({ ...base, code: null, signal: null }).reason, 'lost')
+  t.is(classifyExit({ ...base, code: null, signal: null, hostRestarted: true }).reason, 'host-restarted')
+  // a status written, or a kill asked for, says more than the restart
+  t.is(classifyExit({ ...base, code: 3, hostRestarted: true }).reason, 'crashed')
+  t.is(classifyExit({ ...base, code: null, signal: null, killRequested: true, hostRestarted: true }).reason, 'killed')
   t.deepEqual(decodeShellStatus(137), { code: 137, signal: 'SIGKILL' })
   t.deepEqual(decodeShellStatus(3), { code: 3, signal: null })
+})
+
+test('sameProcessAlive: a pid and start time of another boot are not this process', t => {
+  const ticks = procStat(process.pid)!.startTicks
+  t.true(sameProcessAlive(process.pid, ticks))
+  t.true(sameProcessAlive(process.pid, ticks, currentBootId()))
+  t.false(sameProcessAlive(process.pid, ticks, 'an-earlier-boot'))
+  t.false(sameProcessAlive(process.pid, ticks + 1))
 })
 
 const MOUNTINFO_V1 = `25 30 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
