@@ -10,7 +10,8 @@
 //               the raw underlay (veth + bridge), and through the agents' own tunnel
 //               host to host (no VM: tells the tunnel's share of a gap from the VM
 //               hops'). Rounds alternate the order; best and median of each; ratios
-//               vgrid/bare (target >= 0.9) and bare/raw.
+//               vgrid/bare (target >= 0.9, judged on the median of each round's own
+//               ratio) and bare/raw.
 //   start       srv started while cli runs (and cli while srv runs): the VM's process
 //               start, and its program being up, -> its link carries traffic. Target
 //               < 1 s after the VM is up, judged from its program being up (node's
@@ -280,10 +281,16 @@ async function main (): Promise<void> {
     const best = (k: keyof typeof paths): number => Math.max(...got[k])
     const med = (k: keyof typeof paths): number => median(got[k])
     const g = (x: number): string => `${x.toFixed(3)} Gbit/s`
+    // the target is judged on ratios within a round: the machine's load drifts over a
+    // run (a whole round slows down together), which a ratio of two medians taken from
+    // different rounds mixes into the comparison
+    const pairs = got.vgrid.map((v, i) => v / got.bare[i]!)
+    const paired = median(pairs)
     const rows: string[][] = [
       ['raw underlay (veth + bridge), median', g(med('raw')), '', '', `best ${g(best('raw'))}; ${ha.name} -> ${hb.name}`],
       [`bare WireGuard (${backend}), median`, g(med('bare')), g(med('raw')), (med('bare') / med('raw')).toFixed(3), `best ${g(best('bare'))}; by hand with wg and ip, host to host`],
-      ['vgrid link, median', g(med('vgrid')), g(med('bare')), (med('vgrid') / med('bare')).toFixed(2), `best ${g(best('vgrid'))}; VM to VM by terminal name; target >= 0.9: ${med('vgrid') / med('bare') >= 0.9 ? 'ok' : 'MISSED'}`],
+      ['vgrid link, median', g(med('vgrid')), g(med('bare')), (med('vgrid') / med('bare')).toFixed(2), `best ${g(best('vgrid'))}; VM to VM by terminal name`],
+      ['vgrid / bare, paired by round, median', paired.toFixed(2), '', '', `per round ${pairs.map(x => x.toFixed(2)).join(' ')}; target >= 0.9: ${paired >= 0.9 ? 'ok' : 'MISSED'}`],
       ['vgrid / bare, best of each', (best('vgrid') / best('bare')).toFixed(2), '', '', ''],
       ['vgrid tunnel host to host, median', g(med('tunnel')), g(med('bare')), (med('tunnel') / med('bare')).toFixed(2), `best ${g(best('tunnel'))}; the agents' WireGuard between their overlay addresses: no VM, no forwarding`],
       ['srv start -> link carries traffic', s(srvStart.fromStart), '', '', `its program listening -> traffic ${s(srvStart.fromUp)}; target < 1 s after the VM is up: ${srvStart.fromUp < 1000 ? 'ok' : 'MISSED'}`],
