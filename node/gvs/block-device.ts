@@ -76,7 +76,7 @@ export class LocalVolume implements BlockDevice {
     }))
   }
 
-  async flush (): Promise<void> { await this.store.flush() }
+  async flush (): Promise<void> { await this.store.flush(this.volume) }
 
   async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.writeZeroes(offset, length, fua) }
 

@@ -34,6 +34,7 @@ import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
 import { WriteIntents } from './write-intents.ts'
+import { Writeback } from './writeback.ts'
 import type { Logger } from '../log.ts'
 
 const run = promisify(execFile)
@@ -57,6 +58,8 @@ export interface ObjectStoreInit {
   dir: string
   objectSize?: number
   blockSize?: number
+  /** flush by itself when a write waited this long with no flush (writeback.ts; 0: never) */
+  writebackMs?: number
 }
 
 export interface WriteOptions {
@@ -90,6 +93,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly held: HeldObjects
   /** the objects written since their last sync (write-intents.ts) */
   private readonly intents: WriteIntents
+  private readonly writeback: Writeback
   /** an object (its data path) with writes not yet synced, or whose sync failed: it stays named in the intent log */
   private readonly unsynced = (d: string): boolean => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)
 
@@ -110,6 +114,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.spans = new ObjectSpans(this.blockSize)
     this.intents = new WriteIntents(join(this.dir, 'intents'))
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path), intents: this.intents })
+    this.writeback = new Writeback(() => this.syncs.hasDirty, async () => {
+      await this.flush().catch(err => { this.log.warn('a background flush failed: the next flush of the volume reports it', { err: (err as Error).message }) })
+    }, init.writebackMs)
   }
 
   /**
@@ -123,6 +130,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
     for (const { volume, file } of await this.intents.pending()) await this.recover(volume, parseInt(file, 16))
     await this.intents.open()
+    this.writeback.start()
   }
 
   /** An object the last run wrote and never synced: its checksums made true to the data the disk kept. */
@@ -136,6 +144,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async stop (): Promise<void> {
+    this.writeback.stop()
     try {
       await this.flush()
       await this.intents.settled(this.unsynced, { stopping: true })
@@ -325,10 +334,13 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /**
    * Everything written before this call, on stable storage: also what a flush still
    * in progress took to sync (store-syncs.ts). An fsync that fails fails this flush
-   * and marks its object damaged, not dirty again.
+   * and marks its object damaged, not dirty again. `volume`: the flush is that volume
+   * writer's, which also learns of a failed fsync of one of its objects that an
+   * earlier flush (the writeback's, another volume's) met.
    */
-  async flush (): Promise<void> {
-    try { await this.syncs.flush() } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
+  async flush (volume?: string): Promise<void> {
+    this.writeback.flushed()
+    try { await this.syncs.flush(volume === undefined ? undefined : this.volDir(volume)) } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
     await this.intents.settled(this.unsynced).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
   }
 

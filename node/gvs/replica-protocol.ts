@@ -49,7 +49,7 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
-  Type.Object({ op: Type.Literal('flush') })
+  Type.Object({ op: Type.Literal('flush'), volume: Type.Optional(Vol) })
 ])
 export type ReplicaRequest = Static<typeof ReplicaRequestSchema>
 

@@ -253,7 +253,7 @@ export class ReplicatedVolume implements BlockDevice {
       }
     }
     const peers = [...flushNow.keys()]
-    const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush' })))
+    const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush', volume: this.init.volume })))
     peers.forEach((p, i) => {
       const r = results[i]
       if (r?.status !== 'rejected') return

@@ -8,12 +8,17 @@
 //   Linux the kernel may have dropped the unwritten pages and marked them clean, so a
 //   retried fsync succeeds with the data gone. The store then treats the copy as
 //   damaged (never served, verify reports it, scrub re-copies it) until it is rewritten
-//   whole or removed. Only the flush that saw the error fails: a lost object does not
-//   fail every later flush of every volume on the node, it is detected and repaired
-//   as any damaged copy is. The mark is in memory: after a restart, what is on disk is
-//   what a crash leaves, where the checksums and versions tell what is missing.
+//   whole or removed. The flush that saw the error fails, and so does the next flush of
+//   the object's own volume if that was not the one (another volume's flush, or the
+//   background writeback, took the object's files): each volume's writer learns of
+//   each error once, as from a disk, and never has a flush acknowledged over data the
+//   kernel dropped. A lost object does not fail every later flush of every volume on
+//   the node; it is detected and repaired as any damaged copy is. The mark is in
+//   memory: after a restart, what is on disk is what a crash leaves, where the
+//   checksums and versions tell what is missing.
 // - A directory whose fsync failed is synced again by the next flush: its entries go
 //   through the file system's journal, whose failure is sticky (later fsyncs fail too).
+import { dirname } from 'node:path'
 import { SYNCS_AT_ONCE, inParallel } from './file-io.ts'
 
 /** fsync by path, a trailing "/" marking a directory (file-io.ts syncPath) */
@@ -32,6 +37,8 @@ export class StoreSyncs {
   private readonly flushing = new Set<Flush>()
   /** objects (their data paths) an fsync failed on, until rewritten or removed */
   private readonly lost = new Set<string>()
+  /** by volume directory: the first fsync error on one of its objects that no flush of that volume has reported yet */
+  private readonly owed = new Map<string, unknown>()
 
   /** onLost: an object was just marked lost (the store reports it as damaged) */
   constructor (fsync: Fsync, onLost: (data: string) => void) {
@@ -55,16 +62,22 @@ export class StoreSyncs {
   forgetUnder (dir: string): void {
     for (const path of [...this.dirty]) if (path.startsWith(dir + '/')) this.dirty.delete(path)
     for (const data of [...this.lost]) if (data.startsWith(dir + '/')) this.lost.delete(data)
+    for (const vol of [...this.owed.keys()]) if (vol === dir || vol.startsWith(dir + '/')) this.owed.delete(vol)
   }
+
+  /** whether anything written waits for an fsync */
+  get hasDirty (): boolean { return this.dirty.size > 0 }
 
   isLost (data: string): boolean { return this.lost.size > 0 && this.lost.has(data) }
 
   /** the object's files were written whole again (or removed): no longer lost */
   rewritten (data: string): void { this.lost.delete(data) }
 
-  /** an fsync of one of the object's files failed (its path: data or side file) */
-  markLost (file: string): void {
+  /** an fsync of one of the object's files failed (its path: data or side file), with `err` */
+  markLost (file: string, err?: unknown): void {
     const data = file.endsWith('.sum') ? file.slice(0, -4) : file
+    const vol = dirname(data)
+    if (!this.owed.has(vol)) this.owed.set(vol, err ?? new Error(`an fsync of ${file} failed`))
     if (this.lost.has(data)) return
     this.lost.add(data)
     this.onLost(data)
@@ -75,7 +88,7 @@ export class StoreSyncs {
     try { await this.fsync(path) } catch (err) {
       if (isEnoent(err)) return
       if (path.endsWith('/')) this.dirty.add(path)
-      else this.markLost(path)
+      else this.markLost(path, err)
       throw err
     }
   }
@@ -94,8 +107,12 @@ export class StoreSyncs {
     try { await mine.done } finally { this.flushing.delete(mine) }
   }
 
-  /** everything written before this call, on stable storage */
-  async flush (): Promise<void> {
+  /**
+   * Everything written before this call, on stable storage. `volumeDir`: the flush is
+   * that volume's writer's, which also gets an error an earlier fsync of one of its
+   * objects met and no flush of it reported (the writeback's, another volume's flush).
+   */
+  async flush (volumeDir?: string): Promise<void> {
     // what was written before this call and is not in `dirty` any more is in a flush
     // still running: this one waits for those too
     const earlier = [...this.flushing].map(f => f.done)
@@ -105,7 +122,11 @@ export class StoreSyncs {
     this.flushing.add(mine)
     try {
       const failed = (await Promise.allSettled([mine.done, ...earlier])).find(r => r.status === 'rejected')
+      const owed = volumeDir === undefined ? undefined : this.owed.get(volumeDir)
+      // one error reported to the volume's writer settles what it was owed
+      if (volumeDir !== undefined && (failed != null || owed !== undefined)) this.owed.delete(volumeDir)
       if (failed != null) throw failed.reason
+      if (owed !== undefined) throw owed
     } finally { this.flushing.delete(mine) }
   }
 

@@ -3,7 +3,7 @@
 // fsyncs are the real ones, watched (or, to fail one, replaced) through the store's
 // `fsync` component: a disk that fails an fsync cannot be had here otherwise.
 import test from 'ava'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
@@ -15,10 +15,10 @@ import { smallDisk } from '../helpers/small-disk.ts'
 const MiB = 1024 * 1024
 type Fsync = (path: string) => Promise<void>
 
-async function store (t: { teardown: (fn: () => Promise<void>) => void }, fsync: Fsync = syncPath, dir?: string): Promise<ObjectStore> {
+async function store (t: { teardown: (fn: () => Promise<void>) => void }, fsync: Fsync = syncPath, dir?: string, writebackMs = 0): Promise<ObjectStore> {
   const d = dir ?? await mkdtemp(join(tmpdir(), 'gvs-store-'))
   if (dir == null) t.teardown(async () => { await rm(d, { recursive: true, force: true }) })
-  const s = new ObjectStore({ log: silentLogger, fsync }, { dir: d })
+  const s = new ObjectStore({ log: silentLogger, fsync }, { dir: d, writebackMs })
   await s.start()
   t.teardown(async () => { await s.stop().catch(() => {}) })
   return s
@@ -149,4 +149,44 @@ test('an fsync that fails marks the object damaged (not dirty again): the flush 
   await s.syncObject('v', 0)
   t.is((await s.read('v', 0, 0, 1))[0], 5)
   t.deepEqual(await s.verify('v', 0), [])
+})
+
+test('an fsync error that a flush of another volume or the writeback met is reported to the next flush of the object\'s own volume, once', async t => {
+  const failing = new Set<string>()
+  const s = await store(t, async path => {
+    if (failing.delete(path)) throw Object.assign(new Error(`EIO: i/o error, fsync '${path}'`), { code: 'EIO' })
+    await syncPath(path)
+  })
+  const objA = join(s.dir, 'objects', 'a', '00000000')
+  // another volume's writer flushes first and takes a's object with it
+  await s.write('a', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1 })
+  await s.write('b', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1 })
+  failing.add(objA)
+  await t.throwsAsync(s.flush('b'), undefined, 'the flush that met the error fails')
+  const e = await t.throwsAsync(s.flush('a'))
+  t.true(isGvsError(e, 'io'), String(e))
+  t.regex(String(e), /EIO/)
+  await t.notThrowsAsync(s.flush('a'), 'reported once, as a disk does')
+  await t.notThrowsAsync(s.flush('b'))
+  // the same through a flush that names no volume (the store's own, as the writeback's)
+  await s.write('a', 1, 0, new Uint8Array(4096).fill(3), { epoch: 1 })
+  failing.add(join(s.dir, 'objects', 'a', '00000001'))
+  await t.throwsAsync(s.flush())
+  await t.notThrowsAsync(s.flush('b'), 'not owed to another volume')
+  await t.throwsAsync(s.flush('a'))
+  await t.notThrowsAsync(s.flush('a'))
+})
+
+test('a writer that never flushes is flushed in the background: its objects leave the write-intent log', async t => {
+  const synced: string[] = []
+  const s = await store(t, async path => { await syncPath(path); synced.push(path) }, undefined, 100)
+  const log = join(s.dir, 'intents')
+  await s.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1 })
+  await s.write('v', 3, 0, new Uint8Array(4096).fill(8), { epoch: 1 })
+  t.regex(await readFile(log, 'utf8'), /v\/00000000\n[^]*v\/00000003\n/, 'named before the writes')
+  const deadline = Date.now() + 5000
+  while ((await readFile(log, 'utf8')) !== '' && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  t.is(await readFile(log, 'utf8'), '', 'the log emptied with no flush asked for')
+  t.true(synced.includes(join(s.dir, 'objects', 'v', '00000003')))
+  t.is((await s.read('v', 3, 0, 1))[0], 8)
 })
