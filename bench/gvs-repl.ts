@@ -19,7 +19,9 @@
 // reads the volume without NBD (GVS_REPL_DIRECT_QD, default 32, requests of 256 KiB in
 // flight); GVS_REPL_FIO=0 skips fio; GVS_REPL_MARK=1 prints when each phase starts (to
 // cut a --cpu-prof into phases); GVS_REPL_LANES sets the serving agent's streams per
-// peer for large requests (ReplicaServiceInit.lanes).
+// peer for large requests (ReplicaServiceInit.lanes); GVS_REPL_REWRITE=1 writes both
+// exports once before the timed writes, which then rewrite what is there (on VMs with
+// free page reporting a first write pays the host's faults for every new page of cache).
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdtemp, rm, open, stat } from 'node:fs/promises'
@@ -247,6 +249,11 @@ async function child (): Promise<void> {
       const r = await direct(async off => await inner.read(off, 256 * 1024))
       console.error(`direct done at ${(performance.now() / 1000).toFixed(1)} s`)
       console.error(`direct: write ${w.mbs.toFixed(1)} MB/s CPU s ${cpuText(w.cpu)}; read ${r.mbs.toFixed(1)} MB/s CPU s ${cpuText(r.cpu)}`)
+    }
+    if (process.env.GVS_REPL_REWRITE === '1') {
+      // both written once first: the timed writes then rewrite data that is there
+      await nbdcopy(['--flush', src, base.uri])
+      await nbdcopy(['--flush', src, uri])
     }
     const b = await seq(base.uri, src)
     const v = await seq(uri, src, g.pids)
