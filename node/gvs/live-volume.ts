@@ -13,6 +13,8 @@ export class LiveVolume implements BlockDevice {
   private last: BlockDevice | undefined
   private readonly inFlight = new Set<Promise<unknown>>()
   private switching: Promise<void> | null = null
+  /** the old device's flush at a switch failed: owed to the writer's next flush (the switch's request may have been a read) */
+  private switchError: unknown
 
   constructor (current: () => BlockDevice | undefined, name: string) {
     this.current = current
@@ -37,7 +39,12 @@ export class LiveVolume implements BlockDevice {
       const old = this.last
       this.switching = (async () => {
         await Promise.allSettled([...this.inFlight])
-        await old?.flush()
+        try { await old?.flush() } catch (err) {
+          // tried again by the next request, when its own flush may well succeed: this
+          // error stays owed, or the writes before the switch could be lost unreported
+          this.switchError ??= err
+          throw err
+        }
         this.last = d
       })().finally(() => { this.switching = null })
     }
@@ -53,7 +60,14 @@ export class LiveVolume implements BlockDevice {
 
   async read (offset: number, length: number): Promise<Uint8Array> { return await this.use(async d => await d.read(offset, length)) }
   async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.use(async d => { await d.write(offset, data, fua) }) }
-  async flush (): Promise<void> { await this.use(async d => { await d.flush() }) }
+  async flush (): Promise<void> {
+    await this.use(async d => { await d.flush() })
+    const owed = this.switchError
+    if (owed !== undefined) {
+      this.switchError = undefined
+      throw owed
+    }
+  }
   async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.trim(offset, length, fua) }) }
   async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.writeZeroes(offset, length, fua) }) }
 }

@@ -28,13 +28,14 @@ import { OpenObjects } from './open-objects.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { NO_VERSION, compareVersions, type Version } from './versions.ts'
 import { IN_PLACE_READ, readVersion, syncPath } from './file-io.ts'
-import { StoreSyncs, type Fsync } from './store-syncs.ts'
+import { StoreSyncs, type FlushScope, type Fsync } from './store-syncs.ts'
 import { freshSide, readChecked, readNow, type Geometry } from './object-files.ts'
 import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
 import { WriteIntents } from './write-intents.ts'
 import { Writeback } from './writeback.ts'
+import { inventoryOf, objectIndexes } from './store-listing.ts'
 import type { Logger } from '../log.ts'
 
 const run = promisify(execFile)
@@ -114,9 +115,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.spans = new ObjectSpans(this.blockSize)
     this.intents = new WriteIntents(join(this.dir, 'intents'))
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path), intents: this.intents })
-    this.writeback = new Writeback(() => this.syncs.hasDirty, async () => {
-      await this.flush().catch(err => { this.log.warn('a background flush failed: the next flush of the volume reports it', { err: (err as Error).message }) })
-    }, init.writebackMs)
+    this.writeback = new Writeback(() => this.syncs.hasDirty, async () => { await this.flushAs('store') }, this.log, init.writebackMs)
   }
 
   /**
@@ -146,7 +145,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async stop (): Promise<void> {
     this.writeback.stop()
     try {
-      await this.flush()
+      await this.flushAs('store')
       await this.intents.settled(this.unsynced, { stopping: true })
     } finally {
       await this.open.closeAll()
@@ -335,12 +334,17 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * Everything written before this call, on stable storage: also what a flush still
    * in progress took to sync (store-syncs.ts). An fsync that fails fails this flush
    * and marks its object damaged, not dirty again. `volume`: the flush is that volume
-   * writer's, which also learns of a failed fsync of one of its objects that an
-   * earlier flush (the writeback's, another volume's) met.
+   * writer's, which fails on the fsync errors met on its objects since its last flush
+   * (by whichever flush: store-syncs.ts), and on no other volume's; without one (an
+   * agent of an earlier release), on any volume's.
    */
   async flush (volume?: string): Promise<void> {
+    await this.flushAs(volume === undefined ? 'any' : { volumeDir: this.volDir(volume) })
+  }
+
+  private async flushAs (scope: FlushScope): Promise<void> {
     this.writeback.flushed()
-    try { await this.syncs.flush(volume === undefined ? undefined : this.volDir(volume)) } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
+    try { await this.syncs.flush(scope) } catch (err) { throw err instanceof GvsError ? err : fromFsError(err, 'flush') }
     await this.intents.settled(this.unsynced).catch(err => { this.log.warn('could not shorten the write-intent log', { err: (err as Error).message }) })
   }
 
@@ -350,35 +354,19 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * page, not of the whole volume: a side file's tail each).
    */
   async inventory (volume: string, page?: { from: number, limit: number }): Promise<Array<{ index: number, version: Version }>> {
-    const out: Array<{ index: number, version: Version }> = []
-    for (const index of await this.list(volume)) {
-      if (page != null && index < page.from) continue
-      if (page != null && out.length >= page.limit) break
+    return await inventoryOf(await this.list(volume), page, async index => {
       const p = this.paths(volume, index)
       // the open copy when there is one (it is what the file says, and what a write
       // in flight is about to make it), else the side file's tail
       const cached = this.open.peek(p.data)
-      if (cached != null) { out.push({ index, version: cached.version }); continue }
-      try {
-        out.push({ index, version: await readVersion(p.sums, this.sumBytes) })
-      } catch (err) {
-        // removed meanwhile: not present; a damaged side file counts as the oldest copy
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-        out.push({ index, version: NO_VERSION })
-      }
-    }
-    return out
+      if (cached != null) return cached.version
+      // removed meanwhile: not present; a damaged side file counts as the oldest copy
+      return await readVersion(p.sums, this.sumBytes).catch(err => (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : NO_VERSION)
+    })
   }
 
   /** indexes of the objects present for a volume */
-  async list (volume: string): Promise<number[]> {
-    let names: string[]
-    try { names = await readdir(this.volDir(volume)) } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-      throw fromFsError(err, `listing "${volume}"`)
-    }
-    return names.filter(n => /^[0-9a-f]{8}$/.test(n)).map(n => parseInt(n, 16)).sort((a, b) => a - b)
-  }
+  async list (volume: string): Promise<number[]> { return await objectIndexes(this.volDir(volume), volume) }
 
   /** the volumes with any object here */
   async volumes (): Promise<string[]> {

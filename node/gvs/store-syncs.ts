@@ -8,23 +8,39 @@
 //   Linux the kernel may have dropped the unwritten pages and marked them clean, so a
 //   retried fsync succeeds with the data gone. The store then treats the copy as
 //   damaged (never served, verify reports it, scrub re-copies it) until it is rewritten
-//   whole or removed. The flush that saw the error fails, and so does the next flush of
-//   the object's own volume if that was not the one (another volume's flush, or the
-//   background writeback, took the object's files): each volume's writer learns of
-//   each error once, as from a disk, and never has a flush acknowledged over data the
-//   kernel dropped. A lost object does not fail every later flush of every volume on
-//   the node; it is detected and repaired as any damaged copy is. The mark is in
-//   memory: after a restart, what is on disk is what a crash leaves, where the
-//   checksums and versions tell what is missing.
+//   whole or removed.
+// - Its writer learns of it once, from the next flush of the object's volume that
+//   began after the failed fsync did (the failure is a debt, tagged with the flush that
+//   met it), whichever flush that was: its own, another volume's (a flush syncs every
+//   volume's dirty files), or the background writeback's. So no flush is acknowledged
+//   over data the kernel dropped, a flush is not failed by an error in data it did not
+//   cover (a write after it began), and another volume's writer is not failed by it. A
+//   whole sound copy written over the object (scrub, a heal), or its removal, settles
+//   the debt: nothing of the writer's is missing then. A failed FUA write or object
+//   sync is answered to its caller and owes nothing. A flush that names no volume (an
+//   agent of an earlier release) takes every debt due. The marks are in memory: after a
+//   restart, what is on disk is what a crash leaves, where the checksums and versions
+//   tell what is missing.
 // - A directory whose fsync failed is synced again by the next flush: its entries go
 //   through the file system's journal, whose failure is sticky (later fsyncs fail too).
-import { dirname } from 'node:path'
 import { SYNCS_AT_ONCE, inParallel } from './file-io.ts'
 
 /** fsync by path, a trailing "/" marking a directory (file-io.ts syncPath) */
 export type Fsync = (path: string) => Promise<void>
 
-interface Flush { paths: Set<string>, done: Promise<void> }
+/** the fsyncs that failed in one round, by path */
+type Failures = Array<{ path: string, err: unknown }>
+
+interface Flush { id: number, paths: Set<string>, done: Promise<Failures> }
+
+/**
+ * Whose flush it is: a volume writer's (its directory), a writer's of an unknown volume
+ * ('any': an agent of an earlier release), or the store's own ('store': the writeback,
+ * a stop), which fails on any error it met and takes no debt.
+ */
+export type FlushScope = { volumeDir: string } | 'any' | 'store'
+
+interface Debt { err: unknown, flush: number }
 
 const isEnoent = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT'
 
@@ -37,8 +53,9 @@ export class StoreSyncs {
   private readonly flushing = new Set<Flush>()
   /** objects (their data paths) an fsync failed on, until rewritten or removed */
   private readonly lost = new Set<string>()
-  /** by volume directory: the first fsync error on one of its objects that no flush of that volume has reported yet */
-  private readonly owed = new Map<string, unknown>()
+  /** by data path: an fsync error a flush met on the object, not yet reported to its volume's writer */
+  private readonly debts = new Map<string, Debt>()
+  private nextFlush = 1
 
   /** onLost: an object was just marked lost (the store reports it as damaged) */
   constructor (fsync: Fsync, onLost: (data: string) => void) {
@@ -55,14 +72,17 @@ export class StoreSyncs {
     return false
   }
 
-  /** the path is gone (removed): nothing of it is left to sync */
-  forget (path: string): void { this.dirty.delete(path) }
+  /** the path is gone (removed): nothing of it is left to sync, nor owed */
+  forget (path: string): void {
+    this.dirty.delete(path)
+    this.debts.delete(path)
+  }
 
   /** everything under a removed directory */
   forgetUnder (dir: string): void {
     for (const path of [...this.dirty]) if (path.startsWith(dir + '/')) this.dirty.delete(path)
     for (const data of [...this.lost]) if (data.startsWith(dir + '/')) this.lost.delete(data)
-    for (const vol of [...this.owed.keys()]) if (vol === dir || vol.startsWith(dir + '/')) this.owed.delete(vol)
+    for (const data of [...this.debts.keys()]) if (data.startsWith(dir + '/')) this.debts.delete(data)
   }
 
   /** whether anything written waits for an fsync */
@@ -70,25 +90,27 @@ export class StoreSyncs {
 
   isLost (data: string): boolean { return this.lost.size > 0 && this.lost.has(data) }
 
-  /** the object's files were written whole again (or removed): no longer lost */
-  rewritten (data: string): void { this.lost.delete(data) }
+  /** the object's files were written whole again (or removed): no longer lost, nothing owed */
+  rewritten (data: string): void {
+    this.lost.delete(data)
+    this.debts.delete(data)
+  }
 
-  /** an fsync of one of the object's files failed (its path: data or side file), with `err` */
-  markLost (file: string, err?: unknown): void {
+  /** an fsync of one of the object's files failed (its path: data or side file); in flush `flush`: a debt to its volume's writer */
+  markLost (file: string, err?: unknown, flush?: number): void {
     const data = file.endsWith('.sum') ? file.slice(0, -4) : file
-    const vol = dirname(data)
-    if (!this.owed.has(vol)) this.owed.set(vol, err ?? new Error(`an fsync of ${file} failed`))
+    if (flush !== undefined && !this.debts.has(data)) this.debts.set(data, { err: err ?? new Error(`an fsync of ${file} failed`), flush })
     if (this.lost.has(data)) return
     this.lost.add(data)
     this.onLost(data)
   }
 
-  /** fsync of one path now; a file removed meanwhile has nothing to sync; a failed file marks its object lost */
-  async syncNow (path: string): Promise<void> {
+  /** fsync of one path now; a file removed meanwhile has nothing to sync; a failed file marks its object lost (owed, in flush `flush`) */
+  async syncNow (path: string, flush?: number): Promise<void> {
     try { await this.fsync(path) } catch (err) {
       if (isEnoent(err)) return
       if (path.endsWith('/')) this.dirty.add(path)
-      else this.markLost(path, err)
+      else this.markLost(path, err, flush)
       throw err
     }
   }
@@ -102,31 +124,40 @@ export class StoreSyncs {
     const taken = paths.filter(x => this.pending(x))
     if (taken.length === 0) return
     for (const path of taken) this.dirty.delete(path)
-    const mine: Flush = { paths: new Set(taken), done: this.syncAll(taken) }
+    // an id of its own (flushes wait for it), but no debts: its caller gets its error
+    const mine: Flush = { id: this.nextFlush++, paths: new Set(taken), done: this.syncAll(taken) }
     this.flushing.add(mine)
-    try { await mine.done } finally { this.flushing.delete(mine) }
+    try {
+      const failed = await mine.done
+      if (failed.length > 0) throw failed[0]!.err
+    } finally { this.flushing.delete(mine) }
   }
 
   /**
-   * Everything written before this call, on stable storage. `volumeDir`: the flush is
-   * that volume's writer's, which also gets an error an earlier fsync of one of its
-   * objects met and no flush of it reported (the writeback's, another volume's flush).
+   * Everything written before this call, on stable storage, for `scope` (FlushScope):
+   * it fails on a directory that failed, and on each debt due to it (see the top).
    */
-  async flush (volumeDir?: string): Promise<void> {
+  async flush (scope: FlushScope = 'any'): Promise<void> {
+    const id = this.nextFlush++
     // what was written before this call and is not in `dirty` any more is in a flush
     // still running: this one waits for those too
     const earlier = [...this.flushing].map(f => f.done)
     const paths = [...this.dirty]
     this.dirty.clear()
-    const mine: Flush = { paths: new Set(paths), done: this.syncAll(paths) }
+    const mine: Flush = { id, paths: new Set(paths), done: this.syncAll(paths, id) }
     this.flushing.add(mine)
     try {
-      const failed = (await Promise.allSettled([mine.done, ...earlier])).find(r => r.status === 'rejected')
-      const owed = volumeDir === undefined ? undefined : this.owed.get(volumeDir)
-      // one error reported to the volume's writer settles what it was owed
-      if (volumeDir !== undefined && (failed != null || owed !== undefined)) this.owed.delete(volumeDir)
-      if (failed != null) throw failed.reason
-      if (owed !== undefined) throw owed
+      const failures = (await Promise.all([mine.done, ...earlier])).flat()
+      if (scope === 'store') {
+        if (failures.length > 0) throw failures[0]!.err
+        return
+      }
+      // every flush with a lower id has ended (it was over before this one began, or in `earlier`)
+      const due = [...this.debts].filter(([data, d]) => d.flush <= id && (scope === 'any' || data.startsWith(scope.volumeDir + '/')))
+      for (const [data] of due) this.debts.delete(data)
+      const dir = failures.find(f => f.path.endsWith('/'))
+      if (dir != null) throw dir.err
+      if (due.length > 0) throw due[0]![1].err
     } finally { this.flushing.delete(mine) }
   }
 
@@ -134,13 +165,14 @@ export class StoreSyncs {
    * Files before the directories that name them. Several at once: the file system
    * commits concurrent fsyncs together (one journal commit for many files, where one
    * by one each paid its own: 256 files of a 512 MiB write took twice as long). Every
-   * path is tried; the first error is thrown at the end.
+   * path is tried; what failed is the answer (never a rejection). `flush`: the id of
+   * the flush it is, whose failed objects are owed to their volumes.
    */
-  private async syncAll (paths: string[]): Promise<void> {
-    let first: { err: unknown } | null = null
-    const one = async (path: string): Promise<void> => { await this.syncNow(path).catch(err => { first ??= { err } }) }
+  private async syncAll (paths: string[], flush?: number): Promise<Failures> {
+    const failed: Failures = []
+    const one = async (path: string): Promise<void> => { await this.syncNow(path, flush).catch(err => { failed.push({ path, err }) }) }
     await inParallel(paths.filter(x => !x.endsWith('/')), SYNCS_AT_ONCE, one)
     await inParallel(paths.filter(x => x.endsWith('/')), SYNCS_AT_ONCE, one)
-    if (first != null) throw (first as { err: unknown }).err
+    return failed
   }
 }

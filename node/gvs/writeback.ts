@@ -6,26 +6,33 @@
 // itself and the objects it synced leave the log. An fsync error it meets is owed to
 // the next flush of the object's volume (store-syncs.ts), as a disk reports a failed
 // writeback to the next fsync.
+import type { Logger } from '../log.ts'
+
 export const WRITEBACK_MS = 10_000
 
 export class Writeback {
   private readonly due: () => boolean
   private readonly run: () => Promise<void>
+  private readonly log: Pick<Logger, 'warn'>
   private readonly everyMs: number
+  /** the last run failed: the next failure is not logged again */
+  private failing = false
   private timer?: NodeJS.Timeout
   private lastFlush = performance.now()
   private running = false
 
   /** due: whether anything waits for an fsync; run: the flush; everyMs 0: never */
-  constructor (due: () => boolean, run: () => Promise<void>, everyMs = WRITEBACK_MS) {
+  constructor (due: () => boolean, run: () => Promise<void>, log: Pick<Logger, 'warn'>, everyMs = WRITEBACK_MS) {
     this.due = due
     this.run = run
+    this.log = log
     this.everyMs = everyMs
   }
 
   start (): void {
     if (this.everyMs <= 0 || this.timer != null) return
-    this.timer = setInterval(() => { void this.tick() }, this.everyMs)
+    // checked often, so the wait after the last flush is about `everyMs`, not up to twice it
+    this.timer = setInterval(() => { void this.tick() }, Math.min(this.everyMs, 1000))
     this.timer.unref()
   }
 
@@ -41,7 +48,14 @@ export class Writeback {
   async tick (): Promise<void> {
     if (this.running || performance.now() - this.lastFlush < this.everyMs || !this.due()) return
     this.running = true
-    try { await this.run() } finally {
+    try {
+      await this.run()
+      this.failing = false
+    } catch (err) {
+      // once per run of failures (a directory whose fsync keeps failing is tried each time)
+      if (!this.failing) this.log.warn('a background flush failed: the next flush of the volume reports it', { err: (err as Error).message })
+      this.failing = true
+    } finally {
       this.running = false
       this.flushed()
     }

@@ -1,0 +1,38 @@
+// LiveVolume (node/gvs/live-volume.ts): the device an NBD session keeps while the volume
+// under it changes. A failed flush of the old device at a switch (a snapshot) must reach
+// the writer's next flush, whichever request happened to trigger the switch.
+import test from 'ava'
+import { LiveVolume } from '../../node/gvs/live-volume.ts'
+import type { BlockDevice } from '../../node/gvs/block-device.ts'
+
+function device (flushes: { fail: boolean, count: number }): BlockDevice {
+  return {
+    size: 4096,
+    readOnly: false,
+    read: async (_o, length) => new Uint8Array(length),
+    write: async () => {},
+    flush: async () => {
+      flushes.count++
+      if (flushes.fail) { flushes.fail = false; throw new Error('EIO: the old top\'s flush failed') }
+    },
+    trim: async () => {},
+    writeZeroes: async () => {}
+  }
+}
+
+test('a failed flush of the old device at a switch fails the request that made the switch and the next flush, once', async t => {
+  const oldFlushes = { fail: true, count: 0 }
+  const newFlushes = { fail: false, count: 0 }
+  const old = device(oldFlushes)
+  const top = device(newFlushes)
+  let current = old
+  const live = new LiveVolume(() => current, 'v')
+  await live.write(0, new Uint8Array(512), false)
+  current = top // a snapshot: writes go to a new top layer
+  await t.throwsAsync(live.read(0, 512), { message: /old top/ }, 'the read that switched')
+  await t.notThrowsAsync(live.read(0, 512), 'the switch is tried again, and its flush now passes')
+  t.is(oldFlushes.count, 2)
+  await t.throwsAsync(live.flush(), { message: /old top/ }, 'the writer learns that writes before the switch may be lost')
+  await t.notThrowsAsync(live.flush())
+  t.is(newFlushes.count, 2)
+})
