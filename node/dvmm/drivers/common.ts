@@ -138,9 +138,18 @@ function isOtherBoot (bootId: string): boolean {
   return now !== undefined && bootId !== now
 }
 
-/** Whether a run recorded in `rec` began in an earlier boot of this machine (a record without a boot id: unknown, no). */
-export function ranBeforeBoot (rec: Pick<VmRecord, 'bootId'>): boolean {
-  return rec.bootId !== undefined && isOtherBoot(rec.bootId)
+/** this boot's start, wall ms (/proc/stat btime) */
+export function bootTime (): number { return ticksToMs(0) }
+
+/**
+ * Whether a run recorded in `rec` began in an earlier boot of this machine. A record
+ * without a boot id (its run ended under an agent of an earlier release) counts as one
+ * when it began well before this boot did: only to name how it ended, never to decide
+ * whether its process runs (a wall clock stepped since could put a live run there).
+ */
+export function ranBeforeBoot (rec: Pick<VmRecord, 'bootId' | 'startedAt'>): boolean {
+  if (rec.bootId !== undefined) return isOtherBoot(rec.bootId)
+  return rec.startedAt !== undefined && rec.startedAt < bootTime() - 60_000
 }
 
 /**

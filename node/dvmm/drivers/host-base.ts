@@ -326,7 +326,13 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     // a previous agent run died mid-start: what runs is a VM like any other (and if it
     // does not run, check1 records how it ended)
     if (rec.state === 'starting' && rec.pid !== undefined) rec.state = 'running'
-    else if (rec.state === 'starting') {
+    if ((rec.state === 'running' || rec.state === 'stopping') && rec.bootId === undefined && this.alive(rec)) {
+      // a run an agent of an earlier release started, found running in this boot: from
+      // now on a restart of the machine is told apart from a crash (ranBeforeBoot)
+      rec.bootId = currentBootId()
+      this.save(rec)
+    }
+    if (rec.state === 'starting') {
       rec.state = 'failed'
       rec.error = 'the agent stopped while starting it'
       this.save(rec)

@@ -66,7 +66,7 @@ maybe('process driver: a VM gone with its machine\'s restart is host-restarted, 
   // a restart is simulated: each VM's record says it began in another boot, and its
   // whole process group dies with no exit status written, as with a power loss
   const d = await create()
-  const ids = { rebooted: `rb-${process.pid}`, lost: `lo-${process.pid}` }
+  const ids = { rebooted: `rb-${process.pid}`, lost: `lo-${process.pid}`, adopted: `ad-${process.pid}` }
   const { readFileSync, writeFileSync } = await import('node:fs')
   const { currentBootId } = await import('../../../node/dvmm/drivers/common.ts')
   const vmJson = (id: string): string => join(dataDir, 'dvmm', 'run', 'process', id, 'vm.json')
@@ -86,6 +86,11 @@ maybe('process driver: a VM gone with its machine\'s restart is host-restarted, 
   const rec = JSON.parse(readFileSync(vmJson(ids.rebooted), 'utf8')) as { bootId?: string }
   t.is(rec.bootId, currentBootId(), 'a run records the boot it began in')
   writeFileSync(vmJson(ids.rebooted), JSON.stringify({ ...rec, bootId: 'an-earlier-boot' }))
+  // a run an agent of an earlier release started (no boot id), found running: it gets this boot's
+  const { bootId: _, ...older } = JSON.parse(readFileSync(vmJson(ids.adopted), 'utf8')) as { bootId?: string }
+  writeFileSync(vmJson(ids.adopted), JSON.stringify(older))
+  t.is((await d2.inspect(ids.adopted))?.state, 'running')
+  t.is((JSON.parse(readFileSync(vmJson(ids.adopted), 'utf8')) as { bootId?: string }).bootId, currentBootId())
   // still running, but in another boot: not this VM's process any more
   t.is((await d2.inspect(ids.rebooted))?.state, 'stopped')
   for (const pid of pids) process.kill(-pid, 'SIGKILL')

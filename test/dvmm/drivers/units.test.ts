@@ -1,7 +1,7 @@
 // The drivers' pure decisions: spec validation, exit classification, cgroup layout
 // choice from the mounts, link addressing.
 import test from 'ava'
-import { classifyExit, currentBootId, decodeShellStatus, procStat, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
+import { bootTime, classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
 import { DriverError } from '../../../node/dvmm/drivers/types.ts'
 import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
@@ -53,6 +53,14 @@ test('sameProcessAlive: a pid and start time of another boot are not this proces
   t.true(sameProcessAlive(process.pid, ticks, currentBootId()))
   t.false(sameProcessAlive(process.pid, ticks, 'an-earlier-boot'))
   t.false(sameProcessAlive(process.pid, ticks + 1))
+})
+
+test('ranBeforeBoot: by boot id; a record without one by its start, well before this boot', t => {
+  t.false(ranBeforeBoot({ bootId: currentBootId(), startedAt: 0 }), 'the boot id decides when there is one')
+  t.true(ranBeforeBoot({ bootId: 'an-earlier-boot', startedAt: Date.now() }))
+  t.true(ranBeforeBoot({ startedAt: bootTime() - 120_000 }))
+  t.false(ranBeforeBoot({ startedAt: bootTime() + 1000 }))
+  t.false(ranBeforeBoot({}))
 })
 
 const MOUNTINFO_V1 = `25 30 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
