@@ -6,10 +6,10 @@
 // but only a guest's own verdict: /dev/kvm not opening (a module loaded later) or QEMU
 // failing to run at all (a package half installed: the binary's mtime, in the key,
 // stays when its firmware lands) are checked again on the next probe.
-import { spawn } from 'node:child_process'
 import { constants, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { writeFileDurable } from '../../durable-file.ts'
+import { spawnTied } from './tied-child.ts'
 
 export interface AccelProbe { accel: 'kvm' | 'tcg', detail: string, key: string, at: number }
 
@@ -30,7 +30,9 @@ function devKvmOpens (): string | undefined {
 /** `verdict`: a guest ran under KVM, so the answer holds for this QEMU and kernel */
 async function bootUnderKvm (qemu: string, kernel: string, timeoutMs: number): Promise<{ ok: boolean, detail: string, verdict: boolean }> {
   return await new Promise(resolve => {
-    const p = spawn(qemu, ['-machine', 'q35,accel=kvm', '-cpu', 'host', '-m', '128', '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    // tied to the agent: one stopped or killed before the timeout must not leave a
+    // QEMU spinning on a guest that never boots
+    const p = spawnTied(qemu, ['-machine', 'q35,accel=kvm', '-cpu', 'host', '-m', '128', '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-kernel', kernel, '-append', 'console=ttyS0 panic=-1 root=/dev/vgrid-probe-none', '-serial', 'stdio'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
