@@ -24,7 +24,12 @@ maybe('a tied helper is killed by the kernel when the process that started it is
   t.true(pid > 0)
   t.teardown(() => { try { process.kill(pid, 'SIGKILL') } catch {} })
   t.truthy(procStat(pid), 'the helper runs')
-  t.regex(await import('node:fs').then(fs => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')), /^sleep\0/, 'the pid is the command\'s own (setpriv execs it)')
+  // the pid is the command's own: setpriv execs it (a moment after the spawn)
+  const { readFileSync } = await import('node:fs')
+  const cmdline = (): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch { return '' } }
+  const execBy = Date.now() + 5000
+  while (!cmdline().startsWith('sleep\0') && Date.now() < execBy) await new Promise(resolve => setTimeout(resolve, 20))
+  t.regex(cmdline(), /^sleep\0/, 'the pid is the command\'s own (setpriv execs it)')
   parent.kill('SIGKILL')
   const until = Date.now() + 5000
   while (procStat(pid) !== undefined && procStat(pid)?.state !== 'Z' && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
