@@ -84,9 +84,11 @@ export class HeldObjects {
       if (opts.version != null) await this.setVersion(o, opts.version, volume, index)
       if (fua) {
         try {
-          // a failed fsync may have dropped earlier writes to the object too (store-syncs.ts)
-          await o.data.sync().catch(err => { syncs.markLost(p.data); throw err })
-          await o.sums.sync().catch(err => { syncs.markLost(p.data); throw err })
+          // a failed fsync may have dropped earlier writes to the object too (store-syncs.ts):
+          // those that waited for a flush are owed to the next ones (this error answers this write only)
+          const earlier = syncs.pending(p.data) || syncs.pending(p.sums) ? 0 : undefined
+          await o.data.sync().catch(err => { syncs.markLost(p.data, err, earlier); throw err })
+          await o.sums.sync().catch(err => { syncs.markLost(p.data, err, earlier); throw err })
           // a new object's name too, also when a concurrent write created it
           await this.syncNames(p)
         } catch (err) { throw fromFsError(err, `syncing object ${index} of "${volume}"`) }

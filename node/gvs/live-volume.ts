@@ -61,7 +61,11 @@ export class LiveVolume implements BlockDevice {
   async read (offset: number, length: number): Promise<Uint8Array> { return await this.use(async d => await d.read(offset, length)) }
   async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.use(async d => { await d.write(offset, data, fua) }) }
   async flush (): Promise<void> {
-    await this.use(async d => { await d.flush() })
+    try { await this.use(async d => { await d.flush() }) } catch (err) {
+      // a switch this flush made failed: reported here, once
+      if (err === this.switchError) this.switchError = undefined
+      throw err
+    }
     const owed = this.switchError
     if (owed !== undefined) {
       this.switchError = undefined

@@ -17,7 +17,9 @@
 //   cover (a write after it began), and another volume's writer is not failed by it. A
 //   whole sound copy written over the object (scrub, a heal), or its removal, settles
 //   the debt: nothing of the writer's is missing then. A failed FUA write or object
-//   sync is answered to its caller and owes nothing. A flush that names no volume (an
+//   sync is answered to its caller and owes nothing, but a FUA write's failed fsync
+//   also dropped the writes to the object that waited for a flush: those are owed to
+//   every flush to come (tag 0). A flush that names no volume (an
 //   agent of an earlier release) takes every debt due. The marks are in memory: after a
 //   restart, what is on disk is what a crash leaves, where the checksums and versions
 //   tell what is missing.
@@ -96,10 +98,16 @@ export class StoreSyncs {
     this.debts.delete(data)
   }
 
-  /** an fsync of one of the object's files failed (its path: data or side file); in flush `flush`: a debt to its volume's writer */
+  /**
+   * An fsync of one of the object's files failed (its path: data or side file); in
+   * flush `flush` (0: before any flush now running or to come), a debt to its volume's
+   * writer. Of two failures the earlier flush's tag is kept: a flush waiting for that
+   * one must not miss it because a later flush failed first.
+   */
   markLost (file: string, err?: unknown, flush?: number): void {
     const data = file.endsWith('.sum') ? file.slice(0, -4) : file
-    if (flush !== undefined && !this.debts.has(data)) this.debts.set(data, { err: err ?? new Error(`an fsync of ${file} failed`), flush })
+    const had = this.debts.get(data)
+    if (flush !== undefined && (had == null || flush < had.flush)) this.debts.set(data, { err: had?.err ?? err ?? new Error(`an fsync of ${file} failed`), flush })
     if (this.lost.has(data)) return
     this.lost.add(data)
     this.onLost(data)

@@ -36,3 +36,13 @@ test('a failed flush of the old device at a switch fails the request that made t
   await t.notThrowsAsync(live.flush())
   t.is(newFlushes.count, 2)
 })
+
+test('a flush that made a failed switch reports it; the next flush does not again', async t => {
+  const oldFlushes = { fail: true, count: 0 }
+  let current = device(oldFlushes)
+  const live = new LiveVolume(() => current, 'v')
+  await live.write(0, new Uint8Array(512), false)
+  current = device({ fail: false, count: 0 })
+  await t.throwsAsync(live.flush(), { message: /old top/ })
+  await t.notThrowsAsync(live.flush())
+})

@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
+import { StoreSyncs } from '../../node/gvs/store-syncs.ts'
 import { syncPath } from '../../node/gvs/file-io.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -235,4 +236,37 @@ test('a writer that never flushes is flushed in the background: its objects leav
   t.is(await readFile(log, 'utf8'), '', 'the log emptied with no flush asked for')
   t.true(synced.includes(join(s.dir, 'objects', 'v', '00000003')))
   t.is((await s.read('v', 3, 0, 1))[0], 8)
+})
+
+test('of two failed fsyncs of one object, the earlier flush\'s counts: a flush that waited for it is not acknowledged because a later one failed first', async t => {
+  // F (the writeback's) takes a/x; G (a's) waits for F; a write after G began, taken by H,
+  // fails first; then F's fsyncs fail: G covered F's writes and must fail
+  const gates: Array<() => void> = []
+  const failing = new Set(['/v/a/x', '/v/a/x.sum'])
+  const syncs = new StoreSyncs(async path => {
+    await new Promise<void>(resolve => gates.push(resolve))
+    if (failing.has(path)) throw Object.assign(new Error(`EIO: fsync '${path}'`), { code: 'EIO' })
+  }, () => {})
+  syncs.add('/v/a/x')
+  syncs.add('/v/a/x.sum')
+  const f = syncs.flush('store')
+  const g = syncs.flush({ volumeDir: '/v/a' })
+  syncs.add('/v/a/x')
+  const h = syncs.flush('store')
+  while (gates.length < 3) await new Promise(resolve => setTimeout(resolve, 5))
+  gates[2]!() // H's fsync of a/x fails first (H then waits for F and G)
+  await new Promise(resolve => setTimeout(resolve, 20))
+  for (const open of gates.slice(0, 2)) open()
+  await t.throwsAsync(f)
+  await t.throwsAsync(h)
+  await t.throwsAsync(g, undefined, 'G waited for F, whose fsyncs failed')
+  await t.notThrowsAsync(syncs.flush({ volumeDir: '/v/a' }), 'reported once')
+})
+
+test('a debt tagged 0 (writes a failed FUA fsync dropped) is due to every flush to come, of its volume only', async t => {
+  const syncs = new StoreSyncs(async () => {}, () => {})
+  syncs.markLost('/v/a/00000001', new Error('EIO: a FUA write\'s fsync'), 0)
+  await t.notThrowsAsync(syncs.flush({ volumeDir: '/v/b' }))
+  await t.throwsAsync(syncs.flush({ volumeDir: '/v/a' }), { message: /FUA/ })
+  await t.notThrowsAsync(syncs.flush({ volumeDir: '/v/a' }))
 })
