@@ -67,10 +67,8 @@ export class LiveVolume implements BlockDevice {
       throw err
     }
     const owed = this.switchError
-    if (owed !== undefined) {
-      this.switchError = undefined
-      throw owed
-    }
+    this.switchError = undefined
+    if (owed !== undefined) throw owed
   }
   async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.trim(offset, length, fua) }) }
   async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.use(async d => { await d.writeZeroes(offset, length, fua) }) }

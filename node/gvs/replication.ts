@@ -100,7 +100,7 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       await store.fence(req.volume, req.epoch)
       return { reply: { ok: true }, data: null }
     case 'flush':
-      // an agent of an earlier release names no volume: the errors owed to one wait for a flush that does
+      // an agent of an earlier release names no volume: its flush takes every fsync error owed (store-syncs.ts)
       await store.flush(req.volume)
       return { reply: { ok: true }, data: null }
   }

@@ -19,10 +19,10 @@
 //   the debt: nothing of the writer's is missing then. A failed FUA write or object
 //   sync is answered to its caller and owes nothing, but a FUA write's failed fsync
 //   also dropped the writes to the object that waited for a flush: those are owed to
-//   every flush to come (tag 0). A flush that names no volume (an
-//   agent of an earlier release) takes every debt due. The marks are in memory: after a
-//   restart, what is on disk is what a crash leaves, where the checksums and versions
-//   tell what is missing.
+//   every flush to come (tag 0). A flush that names no volume (an agent of an earlier
+//   release) takes every debt due. The marks are in memory: after a restart, what is
+//   on disk is what a crash leaves, where the checksums and versions tell what is
+//   missing.
 // - A directory whose fsync failed is synced again by the next flush: its entries go
 //   through the file system's journal, whose failure is sticky (later fsyncs fail too).
 import { SYNCS_AT_ONCE, inParallel } from './file-io.ts'
@@ -74,11 +74,8 @@ export class StoreSyncs {
     return false
   }
 
-  /** the path is gone (removed): nothing of it is left to sync, nor owed */
-  forget (path: string): void {
-    this.dirty.delete(path)
-    this.debts.delete(path)
-  }
+  /** the path is gone (removed): nothing of it is left to sync (its debt: `rewritten`) */
+  forget (path: string): void { this.dirty.delete(path) }
 
   /** everything under a removed directory */
   forgetUnder (dir: string): void {
