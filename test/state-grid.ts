@@ -41,6 +41,10 @@ export async function startGrid (t: ExecutionContext, n: number, opts: { env?: R
     const all = await Promise.all(agents.map(async a => (await call(a, 'GET', '/v1/status', undefined, 10_000)).body as { members: { alive: number } }))
     return all.every(s => s.members.alive === n)
   }, 30_000, `${n} agents see each other`, () => agents.some(a => !a.running) ? group.logs() : undefined)
+  // each agent writes itself into the member roll once it sees the others: wait for those
+  // writes, so a test that compares the document before and after sees only its own changes
+  await waitFor(async () => (await Promise.all(agents.map(stateOf))).every(s => s.counts.roll === n), 30_000, `${n} agents on the member roll`)
+  await waitConverged(agents, 30_000, 'the member roll converges')
   const ids = await Promise.all(agents.map(async a => ((await call(a, 'GET', '/v1/status')).body as { node: { id: string } }).node.id))
   return { group, agents, ids, keyFile }
 }
