@@ -31,7 +31,7 @@ import { NodeRuntime } from './dvmm/node-runtime.ts'
 import { GvsService } from './gvs/index.ts'
 import { tuningFromEnv } from './gvs/config.ts'
 
-import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from './dvmm/timing.ts'
+import { watchdogTimeoutFor } from './dvmm/timing.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -111,7 +111,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers }))
         core.advert.changed()
       }
-    }, { watchdogTimeoutMs: WATCHDOG_TIMEOUT_MS })
+    }, { watchdogTimeoutMs: watchdogTimeoutFor(core.config.fenceTimeoutMs), fenceTimeoutMs: core.config.fenceTimeoutMs })
     : undefined
   const dvmm: DvmmService | undefined = runtime == null
     ? undefined
@@ -131,7 +131,12 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
             fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) }
           }
         : undefined
-    }, { fenceTimeoutMs: FENCE_TIMEOUT_MS, lastAliveAt: opts.previousFeedAt ?? undefined })
+    }, {
+      fenceTimeoutMs: core.config.fenceTimeoutMs,
+      // a late timer longer than the watchdog's timeout means the watchdog has fired
+      stallMs: watchdogTimeoutFor(core.config.fenceTimeoutMs),
+      lastAliveAt: opts.previousFeedAt ?? undefined
+    })
   // the fencing watchdog is fed only while DVMM's decision steps do not hang (a step
   // stuck on a write lets the supervisor kill this node's VMs)
   if (runtime != null && dvmm != null) runtime.feedWhile(() => dvmm.loopAgeMs())

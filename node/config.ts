@@ -10,6 +10,7 @@ import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
+import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './dvmm/timing.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
@@ -45,6 +46,12 @@ export interface AgentConfig {
   wireguardPort: number
   /** the volume store's repair and scrub settings (the environment's VGRID_GVS_* go over these) */
   gvs: GvsTuning
+  /**
+   * DVMM's fence timeout: a node that cannot see a majority this long kills its VMs, its
+   * watchdog fires after 3/5 of it, an agent restarted within it adopts its VMs, and a
+   * dead holder's VMs move after it (plus a margin). Set the same on every node.
+   */
+  fenceTimeoutMs: number
 }
 
 export class ConfigError extends Error {
@@ -71,6 +78,7 @@ const FileSchema = Type.Object({
   deadAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   silenceAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  fenceTimeout: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   gvs: Type.Optional(Type.Object({
     repairRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     repairDelay: Type.Optional(Type.Union([Type.String(), Type.Number()])),
@@ -176,6 +184,10 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   // timings that contradict each other would make members flap forever
   if (membership.suspectAfterMs < 2 * timing.heartbeatIntervalMs) throw new ConfigError('--suspect-after must be at least twice --heartbeat-interval')
   if (membership.silenceAfterMs < 2 * timing.advertRefreshMs) throw new ConfigError('--silence-after must be at least twice --advert-interval')
+  const fenceTimeoutMs = parseDuration(pick('fenceTimeout') ?? FENCE_TIMEOUT_MS, '--fence-timeout')
+  if (fenceTimeoutMs < MIN_FENCE_TIMEOUT_MS || fenceTimeoutMs > MAX_FENCE_TIMEOUT_MS) {
+    throw new ConfigError(`--fence-timeout: must be between ${MIN_FENCE_TIMEOUT_MS / 1000} s and ${MAX_FENCE_TIMEOUT_MS / 60_000} min, got ${fenceTimeoutMs} ms`)
+  }
   const dataDir = pick('dataDir') ?? DEFAULT_DATA_DIR
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
@@ -198,7 +210,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     // agents that share one network namespace would fight over one port and one firewall
     overlay: pick('overlay') ?? (flags.transport !== 'memory'),
     wireguardPort: pick('wireguardPort') ?? DEFAULT_WIREGUARD_PORT,
-    gvs: gvsTuning(file.gvs ?? {})
+    gvs: gvsTuning(file.gvs ?? {}),
+    fenceTimeoutMs: Math.round(fenceTimeoutMs)
   }
 }
 

@@ -26,7 +26,7 @@ const group = new AgentGroup()
 let agent: AgentProcess
 const dirs: string[] = []
 const scratch = async (): Promise<string> => { const d = await tempDir(); dirs.push(d); return d }
-test.before(async () => { agent = await group.add({ name: 'cli0', args: ['--capacity', 'cpu=3,mem=3G,disk=30G', '--label', 'rack=r1'] }) })
+test.before(async () => { agent = await group.add({ name: 'cli0', args: ['--capacity', 'cpu=3,mem=3G,disk=30G', '--label', 'rack=r1', '--fence-timeout', '7s'] }) })
 test.after.always(async () => {
   await group.cleanup()
   await Promise.all(dirs.map(async d => await rm(d, { recursive: true, force: true })))
@@ -45,6 +45,9 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   t.regex(n.stdout, /^NAME\s+STATE/)
   t.regex(n.stdout, /cli0\*\s+alive\s+3\/3/)
   t.regex(n.stdout, /rack=r1/)
+  // the fence timeout it runs with is in its advert, for the others' takeover waits
+  const nj = JSON.parse((await vgrid(['nodes', '--json', '--api', agent.api])).stdout) as { nodes: Array<{ name: string, fenceTimeoutMs: number | null }> }
+  t.is(nj.nodes.find(x => x.name === 'cli0')?.fenceTimeoutMs, 7000)
 })
 
 test('vgrid token prints a token that carries the key', async t => {

@@ -101,6 +101,20 @@ export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (
   return since.sort((a, b) => a - b)[need - 1]!
 }
 
+/**
+ * The fence timeout a takeover waits for (before its margin): the longest of this
+ * node's and every one any node advertises, dead holders included. A holder fences
+ * itself after its own timeout, and nodes may be set differently (the setting is
+ * per node; the docs say to set it alike): waiting for the longest never starts a VM
+ * before its holder has killed it. A holder whose advert this node never saw (it
+ * died before this node joined) is covered while any node advertises the same.
+ */
+export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTimeoutMs?: number }>): number {
+  let ms = ownMs
+  for (const n of nodes) if (n.fenceTimeoutMs != null && n.fenceTimeoutMs > ms) ms = n.fenceTimeoutMs
+  return ms
+}
+
 export interface TakeoverInput {
   holderAlive: boolean
   /** local time the holder was last heard of (advert or heartbeat); this agent's start if never */

@@ -25,6 +25,8 @@ export interface NodeView {
   labels: Record<string, string>
   /** the VM drivers its probe found usable; absent: not known yet (not probed, or an older agent) */
   drivers?: readonly string[]
+  /** the fence timeout it advertises (ms); absent: not known (an older agent, or no advert seen) */
+  fenceTimeoutMs?: number
 }
 
 /** what a VM asks of a node */

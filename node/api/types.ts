@@ -41,6 +41,8 @@ export interface NodeView {
   wireguard: { publicKey: string, endpoint: string } | null
   /** how it runs VMs (cgroup version, QEMU accelerator, working drivers); null until it has probed, or an agent without VMs */
   vmHost: { cgroup: 'v1' | 'v2' | 'none', accel: 'kvm' | 'tcg' | null, drivers: string[] } | null
+  /** its fence timeout (ms): its VMs move this long (plus a margin) after it was last heard of; null: an agent that does not say (5 s) */
+  fenceTimeoutMs: number | null
   incarnation: number
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */

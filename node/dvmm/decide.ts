@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionOf, usageOf, reservedBy, canReserve, settle, takeover, majoritySince, type Capacity, type FenceDecision, type NodeView, type Strategy
+  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, majoritySince, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -119,7 +119,9 @@ export function decide (i: DecideInput): Decisions {
   // partition, a restart) holds a stale document and stale liveness for a while
   const byId = new Map(i.nodes.map(n => [n.id, n]))
   const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
-  const staleUntil = since + i.cfg.fenceTimeoutMs + i.cfg.takeoverMarginMs
+  // others wait this long before taking a lease over (the longest fence any node advertises)
+  const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
+  const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number }>()
   // VMs this node runs that it must not
   for (const vm of i.runs) {
@@ -157,7 +159,7 @@ export function decide (i: DecideInput): Decisions {
       continue
     }
     if (i.holderAlive(w.holder)) continue
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: i.cfg.fenceTimeoutMs, marginMs: i.cfg.takeoverMarginMs })
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: fenceMs, marginMs: i.cfg.takeoverMarginMs })
     if (!t.allowed) { wake(t.waitMs); continue }
     // a claim the schema refuses would fail the whole step's write, every step
     if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })

@@ -1,7 +1,20 @@
 // The fencing times the agent runs DVMM with, in one place: the CLI's watchdog bridge
-// (watchdog/bridge.ts) reads them before the agent loads.
+// (watchdog/bridge.ts) reads them before the agent loads. The fence timeout is the
+// node's `fenceTimeout` setting (default 5 s); the watchdog's follows from it.
 
 /** a node that cannot see a majority of the roll this long kills its VMs; a dead holder's VMs move after this plus a margin */
 export const FENCE_TIMEOUT_MS = 5000
 /** the watchdog kills this node's VMs when the agent stopped feeding it this long: before the fence timeout ends */
 export const WATCHDOG_TIMEOUT_MS = 3000
+/** the bounds of the setting: below, a loaded machine's pauses fire the watchdog; above, a dead server's VMs wait too long */
+export const MIN_FENCE_TIMEOUT_MS = 3000
+export const MAX_FENCE_TIMEOUT_MS = 600_000
+
+/**
+ * The watchdog's timeout for a fence timeout: 3/5 of it (3 s of the default 5 s). The
+ * rest is the time the supervisor has to kill the VMs before any takeover may start
+ * (takeovers wait the fence timeout plus a margin from the holder's last sign of life).
+ */
+export function watchdogTimeoutFor (fenceTimeoutMs: number): number {
+  return Math.round(fenceTimeoutMs * WATCHDOG_TIMEOUT_MS / FENCE_TIMEOUT_MS)
+}

@@ -62,7 +62,9 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       draining: e?.draining === true,
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
       labels: { ...m?.advert.labels, ...labelsOf(id) },
-      ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {})
+      ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
+      // dead members too: a takeover of a dead holder's leases waits for its fence
+      ...(m?.advert.fenceTimeoutMs != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs } : {})
     }
   })
 }

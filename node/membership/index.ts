@@ -34,7 +34,7 @@ export { MemberDirectory } from './directory.ts'
 const DEAD_PING_TIMEOUT_MS = 3000
 
 export interface MembershipComponents {
-  config: { name: string, dataDir: string, labels: Record<string, string>, membership: MembershipConfig, timing: MembershipTiming }
+  config: { name: string, dataDir: string, labels: Record<string, string>, membership: MembershipConfig, timing: MembershipTiming, fenceTimeoutMs?: number }
   log: Logger
   registry: Registry
   host: VgridHost
@@ -209,6 +209,7 @@ export class GridMembership implements Service {
       labels: c.config.labels,
       wireguard: c.advert.get('wireguard'),
       ...vmHostField(c.advert.get('vmHost')),
+      ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
       stateHeads: c.advert.get('stateHeads').slice(0, 64)
     }

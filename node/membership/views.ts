@@ -31,6 +31,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     labels: { ...a.labels, ...labels },
     wireguard: a.wireguard,
     vmHost: a.vmHost ?? null,
+    fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },

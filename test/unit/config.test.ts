@@ -13,6 +13,15 @@ test('defaults follow the design brief', async t => {
   t.true(c.mdns)
   t.is(c.membership.deadAfterMs, 2500)
   t.is(c.timing.advertRefreshMs, 10_000)
+  t.is(c.fenceTimeoutMs, 5000)
+})
+
+test('the fence timeout comes from --fence-timeout or the file, within its bounds', async t => {
+  t.is((await resolveConfig({ fenceTimeout: '20s' })).fenceTimeoutMs, 20_000)
+  t.is((await resolveConfig({ fenceTimeout: 60_000 })).fenceTimeoutMs, 60_000)
+  await t.throwsAsync(resolveConfig({ fenceTimeout: '1s' }), { message: /--fence-timeout: must be between 3 s and 10 min, got 1000 ms/ })
+  await t.throwsAsync(resolveConfig({ fenceTimeout: '2h' }), { message: /--fence-timeout: must be between/ })
+  await t.throwsAsync(resolveConfig({ fenceTimeout: 'later' }), { message: /--fence-timeout: "later" is not a duration/ })
 })
 
 test('sizes, capacities and durations parse and reject junk', t => {

@@ -97,6 +97,20 @@ test('takeover of a dead holder: only after fence timeout + margin from when it 
   t.like(d.claims[0], { vm: 'v', epoch: 4, from: C })
 })
 
+test('takeover waits for the longest fence timeout any node advertises, the dead holder\'s included', t => {
+  // C (dead, last heard at 5000) ran with a 20 s fence: it kills its VMs only by 25 000
+  const nodes = [node(A), node(B), node(C, { alive: false, fenceTimeoutMs: 20_000 })]
+  const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000, nodes }
+  const claimsAt = (now: number): number => [A, B].map(me => decide(input({ ...base, me, now })).claims.length).reduce((x, y) => x + y, 0)
+  t.is(claimsAt(11_000), 0, 'not after this node\'s own 5 s fence + margin')
+  t.is(claimsAt(25_999), 0)
+  t.is(decide(input({ ...base, now: 11_000 })).wakeInMs, 15_000)
+  t.is(claimsAt(26_000), 1, 'after the holder\'s 20 s fence + margin')
+  // a shorter one advertised changes nothing: this node's own holds
+  const short = [node(A), node(B), node(C, { alive: false, fenceTimeoutMs: 3000 })]
+  t.is([A, B].map(me => decide(input({ ...base, nodes: short, me, now: 11_000 })).claims.length).reduce((x, y) => x + y, 0), 1)
+})
+
 test('drain: the draining node stops its VMs (then releases) and nobody plans onto it', t => {
   const i = input({ vms: [vm('v'), vm('new')], leases: [lv(lease('v', A))], runs: new Set(['v']), nodes: [node(A, { draining: true }), node(B), node(C)] })
   const d = decide(i)

@@ -5,7 +5,7 @@ import test from 'ava'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { bridgePlan, bridgeWatchdog } from '../../node/dvmm/watchdog/bridge.ts'
+import { bridgePlan, bridgeWatchdog, previousTimeouts } from '../../node/dvmm/watchdog/bridge.ts'
 import { watchdogPaths } from '../../node/dvmm/watchdog/paths.ts'
 import { procStat } from '../../node/dvmm/drivers/common.ts'
 
@@ -26,12 +26,16 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   mkdirSync(p.dir, { recursive: true })
   // this test process stands in for the supervisor (alive, start time matching)
   writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks }))
-  writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1 }))
+  // the previous run's last feed names its timeouts: the grace is their difference (600 ms)
+  writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1, timeoutMs: 400, fenceMs: 1000 }))
   const last = Date.now() - 200
   utimesSync(p.feed, last / 1000, last / 1000)
-  const b = bridgeWatchdog(dir, { graceMs: 600, feedMs: 50 })
+  // the new run's fence is 3000 ms longer: its fence counts from that much earlier
+  const b = bridgeWatchdog(dir, { fenceTimeoutMs: 4000, feedMs: 50 })
   t.teardown(b.stop)
   t.is(Math.round(b.lastFeedAt! / 1000), Math.round(last / 1000))
+  t.is(b.fenceFrom, b.lastFeedAt! - 3000)
+  t.true(Math.abs(b.until! - (b.lastFeedAt! + 600)) < 1)
   t.truthy(b.until)
   const seen = new Set<string>()
   const end = Date.now() + 1000
@@ -40,14 +44,23 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   const after = readFileSync(p.feed, 'utf8')
   await new Promise(resolve => setTimeout(resolve, 200))
   t.is(readFileSync(p.feed, 'utf8'), after, 'and not after it')
-  t.true(JSON.parse(after).bridge === true)
+  t.like(JSON.parse(after), { bridge: true, timeoutMs: 400, fenceMs: 1000 }, 'fed with the previous run\'s timeouts')
+})
+
+test('previousTimeouts: the last feed\'s, or the defaults of a release that did not feed them', t => {
+  t.deepEqual(previousTimeouts({ timeoutMs: 12_000, fenceMs: 20_000 }), { watchdogMs: 12_000, fenceMs: 20_000 })
+  t.deepEqual(previousTimeouts({ timeoutMs: 3000 }), { watchdogMs: 3000, fenceMs: 5000 })
+  t.deepEqual(previousTimeouts(undefined), { watchdogMs: 3000, fenceMs: 5000 })
+  t.deepEqual(previousTimeouts({ timeoutMs: -1, fenceMs: Number.NaN }), { watchdogMs: 3000, fenceMs: 5000 }, 'junk is not taken')
+  t.deepEqual(previousTimeouts({ timeoutMs: 9000, fenceMs: 4000 }), { watchdogMs: 3000, fenceMs: 4000 }, 'a watchdog longer than its fence is not taken')
 })
 
 test('bridgeWatchdog: nothing to bridge without a supervisor', t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const b = bridgeWatchdog(dir, { graceMs: 2000 })
+  const b = bridgeWatchdog(dir, { fenceTimeoutMs: 5000 })
   b.stop()
   t.is(b.lastFeedAt, null)
+  t.is(b.fenceFrom, null)
   t.is(b.until, null)
 })

@@ -3,12 +3,11 @@ import { parse } from '../args.ts'
 import { CliError } from '../client.ts'
 import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
 import { bridgeWatchdog } from '../../dvmm/watchdog/bridge.ts'
-import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../../dvmm/timing.ts'
 import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
   '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
-  '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR]'
+  '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR] [--fence-timeout DUR]'
 
 function parsePort (text: string, flag: string): number {
   const n = Number(text)
@@ -37,7 +36,8 @@ export async function run (argv: string[]): Promise<void> {
     'suspect-after': { type: 'string' },
     'silence-after': { type: 'string' },
     'dead-after': { type: 'string' },
-    'forget-after': { type: 'string' }
+    'forget-after': { type: 'string' },
+    'fence-timeout': { type: 'string' }
   }, USAGE)
   const labels: Record<string, string> = {}
   for (const l of (v.label as string[] | undefined) ?? []) {
@@ -66,16 +66,17 @@ export async function run (argv: string[]): Promise<void> {
     suspectAfter: v['suspect-after'] as string | undefined,
     silenceAfter: v['silence-after'] as string | undefined,
     deadAfter: v['dead-after'] as string | undefined,
-    forgetAfter: v['forget-after'] as string | undefined
+    forgetAfter: v['forget-after'] as string | undefined,
+    fenceTimeout: v['fence-timeout'] as string | undefined
   }
   let agent: Agent
   try {
     const config = await resolveConfig(flags)
     // first, before the agent loads: keep the previous run's VMs alive for the fence
     // timeout, not just the watchdog's (see bridge.ts)
-    const bridge = bridgeWatchdog(config.dataDir, { graceMs: FENCE_TIMEOUT_MS - WATCHDOG_TIMEOUT_MS })
+    const bridge = bridgeWatchdog(config.dataDir, { fenceTimeoutMs: config.fenceTimeoutMs })
     const { Agent } = await import('../../agent.ts')
-    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt })
+    agent = new Agent(config, { previousFeedAt: bridge.fenceFrom })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     await agent.start()
     bridge.stop()

@@ -1,21 +1,30 @@
 // A restarted agent and the previous run's watchdog. Between an agent's death and its
-// restart the watchdog keeps counting, and a restart slower than its timeout (3 s;
-// loading the agent takes 1.5-4 s here) found its VMs killed. The issue promises
-// adoption within the fence timeout (5 s). So `vgrid agent` feeds the previous run's
-// supervisor from its first moment, but only until the previous run's last feed +
-// (fence timeout - watchdog timeout): left alone the supervisor then fires by last
-// feed + fence timeout, still before any takeover elsewhere (takeovers wait fence
-// timeout + margin from when the holder was last heard of, which is not before its
-// last feed). The VM manager counts its fence from the same last feed, so a restarted
-// agent that finds no majority in time kills its VMs itself.
+// restart the watchdog keeps counting, and a restart slower than its timeout (3 s of the
+// default 5 s fence; loading the agent takes 1.5-4 s here) found its VMs killed. The
+// issue promises adoption within the fence timeout. So `vgrid agent` feeds the previous
+// run's supervisor from its first moment, but only until the previous run's last feed +
+// (its fence timeout - its watchdog timeout): left alone the supervisor then fires by
+// last feed + fence timeout, still before any takeover elsewhere (takeovers wait fence
+// timeout + margin from when the holder was last heard of, which is not before its last
+// feed). The VM manager counts its fence from the same last feed, so a restarted agent
+// that finds no majority in time kills its VMs itself. The previous run's timeouts come
+// from its last feed (an operator may have changed the fence timeout between runs).
 import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { sameProcessAlive } from '../drivers/common.ts'
 import { parseFeed } from './decide.ts'
 import { watchdogPaths } from './paths.ts'
+import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
 
 export interface Bridge {
   /** when the previous run last fed its watchdog (ms since epoch), if a supervisor still runs for this data dir */
   lastFeedAt: number | null
+  /**
+   * Where the new run's fence counts from: the last feed, moved earlier by however much
+   * the new fence timeout is longer than the previous run's, so that a restarted agent
+   * that finds no majority kills its VMs by the time the others may take them over
+   * (they learn the new timeout only from its next advert). Null: no previous run to adopt.
+   */
+  fenceFrom: number | null
   /** until when this bridge feeds (null: it does not) */
   until: number | null
   stop: () => void
@@ -31,7 +40,16 @@ export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, la
   return { until, why: `feeding the previous run's watchdog until ${new Date(until).toISOString()}` }
 }
 
-export function bridgeWatchdog (dataDir: string, opts: { graceMs: number, feedMs?: number, now?: () => number }): Bridge & { why: string } {
+/** The previous run's timeouts, from its last feed (a release before fenceMs was fed ran the defaults). */
+export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number } | undefined): { watchdogMs: number, fenceMs: number } {
+  const ok = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0
+  const fenceMs = ok(feed?.fenceMs) ? feed.fenceMs : FENCE_TIMEOUT_MS
+  const watchdogMs = ok(feed?.timeoutMs) && feed.timeoutMs <= fenceMs ? feed.timeoutMs : Math.min(WATCHDOG_TIMEOUT_MS, fenceMs)
+  return { watchdogMs, fenceMs }
+}
+
+/** `fenceTimeoutMs`: the new run's. */
+export function bridgeWatchdog (dataDir: string, opts: { fenceTimeoutMs: number, feedMs?: number, now?: () => number }): Bridge & { why: string } {
   const now = opts.now ?? Date.now
   const paths = watchdogPaths(dataDir)
   let supervisorAlive = false
@@ -41,23 +59,29 @@ export function bridgeWatchdog (dataDir: string, opts: { graceMs: number, feedMs
   } catch {}
   let lastFeedAt: number | null = null
   let disarmed = false
+  let previous = previousTimeouts(undefined)
   try {
     lastFeedAt = statSync(paths.feed).mtimeMs
-    disarmed = parseFeed(readFileSync(paths.feed, 'utf8'))?.disarmed === true
+    const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
+    disarmed = feed?.disarmed === true
+    previous = previousTimeouts(feed)
   } catch {}
-  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: opts.graceMs })
+  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - previous.watchdogMs })
   let seq = 0
   const feed = (): void => {
     if (plan.until == null || now() >= plan.until) { clearInterval(timer); return }
     const tmp = `${paths.feed}.bridge.tmp`
     try {
       // any change of the file counts as a feed; the agent's own watchdog writes its own later
-      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true }))
+      // with the previous run's timeouts: the supervisor fires by its last feed + fence timeout
+      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, timeoutMs: previous.watchdogMs, fenceMs: previous.fenceMs }))
       renameSync(tmp, paths.feed)
     } catch {}
   }
   const timer = setInterval(feed, opts.feedMs ?? 250)
   timer.unref()
   feed()
-  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
+  const last = supervisorAlive ? lastFeedAt : null
+  const fenceFrom = last == null ? null : last - Math.max(0, opts.fenceTimeoutMs - previous.fenceMs)
+  return { lastFeedAt: last, fenceFrom, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
 }

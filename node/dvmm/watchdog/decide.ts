@@ -7,6 +7,8 @@ export interface FeedState {
   disarmed?: boolean
   /** The agent may change the timeout while it runs. */
   timeoutMs?: number
+  /** The fence timeout the agent runs with: a restarted agent's bridge (bridge.ts) reads it. */
+  fenceMs?: number
   pid?: number
 }
 

@@ -16,6 +16,8 @@ export interface WatchdogInit {
   dataDir: string
   /** Kill the node's VMs when not fed for this long; keep it well under the fence timeout. */
   timeoutMs: number
+  /** the agent's fence timeout, written in each feed for the next run's bridge (bridge.ts) */
+  fenceMs?: number
   /** Feed interval; a third of the timeout by default. */
   feedMs?: number
   /** How often the supervisor checks; a tenth of the timeout by default. */
@@ -99,7 +101,7 @@ export class Watchdog {
 
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
   feed (): void {
-    this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs })
+    this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
   }
 
   /** Stops feeding and leaves it armed: the supervisor kills what runs once its timeout passes. */
