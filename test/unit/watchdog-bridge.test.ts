@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { bridgePlan, bridgeWatchdog, previousTimeouts } from '../../node/dvmm/watchdog/bridge.ts'
 import { watchdogPaths } from '../../node/dvmm/watchdog/paths.ts'
-import { procStat } from '../../node/dvmm/drivers/common.ts'
+import { currentBootId, procStat } from '../../node/dvmm/drivers/common.ts'
 
 test('bridgePlan: feeds until last feed + grace, and never without a live, armed supervisor', t => {
   const base = { supervisorAlive: true, disarmed: false, lastFeedAt: 10_000, now: 11_000, graceMs: 2000 }
@@ -25,7 +25,7 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   const p = watchdogPaths(dir)
   mkdirSync(p.dir, { recursive: true })
   // this test process stands in for the supervisor (alive, start time matching)
-  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks }))
+  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks, bootId: currentBootId() }))
   // the previous run's last feed names its timeouts: the grace is their difference (600 ms)
   writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1, timeoutMs: 400, fenceMs: 1000 }))
   const last = Date.now() - 200

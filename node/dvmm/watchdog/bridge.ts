@@ -10,7 +10,7 @@
 // that finds no majority in time kills its VMs itself. The previous run's timeouts come
 // from its last feed (an operator may have changed the fence timeout between runs).
 import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import { sameProcessAlive } from '../drivers/common.ts'
+import { liveSupervisor } from './supervisor-pid.ts'
 import { parseFeed } from './decide.ts'
 import { watchdogPaths } from './paths.ts'
 import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
@@ -52,11 +52,7 @@ export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number }
 export function bridgeWatchdog (dataDir: string, opts: { fenceTimeoutMs: number, feedMs?: number, now?: () => number }): Bridge & { why: string } {
   const now = opts.now ?? Date.now
   const paths = watchdogPaths(dataDir)
-  let supervisorAlive = false
-  try {
-    const p = JSON.parse(readFileSync(paths.pid, 'utf8')) as { pid: number, startTicks: number, bootId?: string }
-    supervisorAlive = sameProcessAlive(p.pid, p.startTicks, p.bootId)
-  } catch {}
+  const supervisorAlive = liveSupervisor(dataDir) !== undefined
   let lastFeedAt: number | null = null
   let disarmed = false
   let previous = previousTimeouts(undefined)

@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import type { Logger } from '../../log.ts'
 import { scriptPath } from '../../paths.ts'
-import { currentBootId, procStat, sameProcessAlive, sleep } from '../drivers/common.ts'
+import { currentBootId, procStat, sleep } from '../drivers/common.ts'
+import { liveSupervisor } from './supervisor-pid.ts'
 import { watchdogPaths } from './paths.ts'
 
 export interface WatchdogComponents { log: Logger }
@@ -49,12 +50,7 @@ export class Watchdog {
 
   /** The supervisor's pid if one runs for this data dir (checked against its start time). */
   running (): number | undefined {
-    try {
-      const p = JSON.parse(readFileSync(this.paths.pid, 'utf8')) as { pid: number, startTicks: number, bootId?: string }
-      return sameProcessAlive(p.pid, p.startTicks, p.bootId) ? p.pid : undefined
-    } catch {
-      return undefined
-    }
+    return liveSupervisor(this.init.dataDir)
   }
 
   async start (): Promise<void> {
