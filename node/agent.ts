@@ -53,7 +53,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previous: PreviousRun }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
@@ -111,7 +111,11 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers }))
         core.advert.changed()
       }
-    }, { watchdogTimeoutMs: watchdogTimeoutFor(core.config.fenceTimeoutMs), fenceTimeoutMs: core.config.fenceTimeoutMs })
+    }, {
+      // DVMM sets the fence timeout in force before any VM runs (setFence): until then the shortest it may be
+      watchdogTimeoutMs: watchdogTimeoutFor(Math.min(core.config.fenceTimeoutMs, opts.previous.fenceMs ?? core.config.fenceTimeoutMs)),
+      fenceTimeoutMs: Math.min(core.config.fenceTimeoutMs, opts.previous.fenceMs ?? core.config.fenceTimeoutMs)
+    })
     : undefined
   const dvmm: DvmmService | undefined = runtime == null
     ? undefined
@@ -123,6 +127,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       drivers: runtime.drivers,
       host,
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
+      // the watchdog follows the fence timeout in force (activeFenceMs)
+      onActiveFence: ms => { runtime.setFence(ms) },
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below
       volumes: want('gvs')
@@ -133,13 +139,15 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         : undefined
     }, {
       fenceTimeoutMs: core.config.fenceTimeoutMs,
-      // a late timer longer than the watchdog's timeout means the watchdog has fired
-      stallMs: watchdogTimeoutFor(core.config.fenceTimeoutMs),
-      lastAliveAt: opts.previousFeedAt ?? undefined
+      lastAliveAt: opts.previous.feedAt ?? undefined,
+      previousFenceMs: opts.previous.fenceMs
     })
   // the fencing watchdog is fed only while DVMM's decision steps do not hang (a step
   // stuck on a write lets the supervisor kill this node's VMs)
-  if (runtime != null && dvmm != null) runtime.feedWhile(() => dvmm.loopAgeMs())
+  if (runtime != null && dvmm != null) {
+    runtime.setFence(dvmm.activeFenceMs)
+    runtime.feedWhile(() => dvmm.loopAgeMs())
+  }
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
   const gvs = want('gvs')
@@ -188,7 +196,11 @@ export interface AgentOptions {
   without?: OptionalService[]
   /** when the previous run of this agent last fed its watchdog (node/dvmm/watchdog/bridge.ts): the VM manager's fence counts from there */
   previousFeedAt?: number | null
+  /** the fence timeout the previous run ran with (bridge.ts; undefined: no previous run) */
+  previousFenceMs?: number
 }
+
+interface PreviousRun { feedAt: number | null, fenceMs?: number }
 
 export interface AgentEvents {
   started: []
@@ -217,10 +229,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.config = config
     this.log = opts.logger ?? createLogger({ component: config.name })
     this.without = new Set(opts.without)
-    this.previousFeedAt = opts.previousFeedAt ?? null
+    this.previous = { feedAt: opts.previousFeedAt ?? null, fenceMs: opts.previousFenceMs }
   }
 
-  private readonly previousFeedAt: number | null
+  private readonly previous: PreviousRun
 
   get id (): string { return this.host.peerId.toString() }
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
@@ -242,7 +254,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previous: this.previous })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

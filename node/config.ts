@@ -188,6 +188,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   if (fenceTimeoutMs < MIN_FENCE_TIMEOUT_MS || fenceTimeoutMs > MAX_FENCE_TIMEOUT_MS) {
     throw new ConfigError(`--fence-timeout: must be between ${MIN_FENCE_TIMEOUT_MS / 1000} s and ${MAX_FENCE_TIMEOUT_MS / 60_000} min, got ${fenceTimeoutMs} ms`)
   }
+  // a dead node's advert (its fence timeout) must outlive the wait before its VMs move
+  if (membership.forgetAfterMs <= fenceTimeoutMs + 2000) throw new ConfigError('--forget-after must be longer than --fence-timeout plus 2 s')
   const dataDir = pick('dataDir') ?? DEFAULT_DATA_DIR
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)

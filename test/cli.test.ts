@@ -45,6 +45,7 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   t.regex(n.stdout, /^NAME\s+STATE/)
   t.regex(n.stdout, /cli0\*\s+alive\s+3\/3/)
   t.regex(n.stdout, /rack=r1/)
+  t.regex(n.stdout, /fence-7s/)
   // the fence timeout it runs with is in its advert, for the others' takeover waits
   const nj = JSON.parse((await vgrid(['nodes', '--json', '--api', agent.api])).stdout) as { nodes: Array<{ name: string, fenceTimeoutMs: number | null }> }
   t.is(nj.nodes.find(x => x.name === 'cli0')?.fenceTimeoutMs, 7000)

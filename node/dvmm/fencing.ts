@@ -2,14 +2,17 @@
 // takeover is safe by. A node without a majority of the roll for the fence timeout
 // kills its VMs (fenced, crdt/placement); another node takes its leases over only a
 // fence timeout (plus margin) after it last heard of the holder. The judgement is
-// pure (fenced); this part keeps its state and carries out the kill.
+// pure (fenced, activeFenceMs); this part keeps its state and carries out the kill.
+// The fence timeout it runs with (`active`) is the node's setting, held shorter while
+// another member could take its VMs over sooner (activeFenceMs).
 import type { Reader } from '../../crdt/index.ts'
-import { fenced, type FenceDecision } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, type FenceDecision } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import type { Clock } from '../service.ts'
 import type { LocalVms } from './local-vms.ts'
 import type { DvmmMetrics } from './metrics.ts'
+import { FENCE_TIMEOUT_MS } from './timing.ts'
 
 export interface FencingComponents {
   peerId: string
@@ -19,10 +22,15 @@ export interface FencingComponents {
   membership: { readonly members: MemberTable }
   metrics: Pick<DvmmMetrics, 'fenced'>
   local: Pick<LocalVms, 'live' | 'act'>
+  /** the fence timeout it runs with changed (the watchdog follows it) */
+  onActiveFence?: (ms: number) => void
 }
 
 export interface FencingInit {
+  /** the node's setting */
   fenceTimeoutMs: number
+  /** the fence timeout its previous run advertised (undefined: none), see activeFenceMs */
+  previousFenceMs?: number
   takeoverMarginMs: number
   /** when this node last knew it was alive in the grid before this run (0: none), see DvmmInit.lastAliveAt */
   lastAliveAt: number
@@ -40,11 +48,20 @@ export class Fencing {
   private killing = ''
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
+  /** the fence timeout this node runs with now, and whether its setting counts as known to all */
+  private active: { ms: number, raised: boolean }
+  /** since when a majority has been in sight without a break (undefined: not now) */
+  private majorityFrom?: number
 
   constructor (components: FencingComponents, init: FencingInit) {
     this.c = components
     this.cfg = init
+    // before it knows any other member: no longer than the others surely know of
+    this.active = activeFenceMs({ configuredMs: init.fenceTimeoutMs, previousMs: init.previousFenceMs, majorityForMs: 0, others: [], legacyMs: FENCE_TIMEOUT_MS, raised: false })
   }
+
+  /** the fence timeout this node runs with now (its watchdog's is 3/5 of it) */
+  get activeMs (): number { return this.active.ms }
 
   /** the last judgement (undefined before the first) */
   get state (): FenceDecision | undefined { return this.fence }
@@ -57,7 +74,7 @@ export class Fencing {
 
   /** This agent stalled `lateMs` (its timers ran late): it claims and starts nothing for fence timeout + margin. */
   stalled (now: number, lateMs: number): void {
-    this.quarantineUntil = now + this.cfg.fenceTimeoutMs + this.cfg.takeoverMarginMs
+    this.quarantineUntil = now + this.active.ms + this.cfg.takeoverMarginMs
     this.c.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(lateMs), until: new Date(this.quarantineUntil).toISOString() })
   }
 
@@ -66,8 +83,10 @@ export class Fencing {
     const members = this.c.membership.members
     const roll = new Set([...this.c.state.read().list('roll').map(e => e.node), this.c.peerId])
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || members.get(id)?.state === 'alive').length
-    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.cfg.fenceTimeoutMs })
+    this.updateActive(now, members)
+    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.active.ms })
     this.lastMajorityAt = f.lastMajorityAt
+    this.majorityFrom = f.majority ? this.majorityFrom ?? now : undefined
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
     if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
     this.fence = f
@@ -81,6 +100,27 @@ export class Fencing {
       for (const vm of live) void this.c.local.act(vm, 'kill', `fenced: ${f.reason}`)
     } else this.killing = ''
     return f
+  }
+
+  private updateActive (now: number, members: MemberTable): void {
+    const others = [...members.values()].filter(m => m.nodeId !== this.c.peerId).map(m => m.advert.fenceTimeoutMs ?? null)
+    const next = activeFenceMs({
+      configuredMs: this.cfg.fenceTimeoutMs,
+      previousMs: this.cfg.previousFenceMs,
+      majorityForMs: this.majorityFrom == null ? 0 : now - this.majorityFrom,
+      others,
+      legacyMs: FENCE_TIMEOUT_MS,
+      raised: this.active.raised
+    })
+    const was = this.active.ms
+    this.active = next
+    if (next.ms === was) return
+    this.c.log.info('fence timeout now in force', {
+      ms: next.ms,
+      setting: this.cfg.fenceTimeoutMs,
+      ...(next.ms < this.cfg.fenceTimeoutMs ? { why: next.raised ? 'another member would take this node\'s VMs over sooner' : 'the others know only the previous run\'s' } : {})
+    })
+    this.c.onActiveFence?.(next.ms)
   }
 
   /** Notes when each member was last heard of, from the member table (every step). */

@@ -10,6 +10,7 @@ import type { Clock, Service } from '../service.ts'
 import { createDriver, type VmDriver } from './drivers/index.ts'
 import { afterProbe, probeHost, type HostProbe } from './host/probe.ts'
 import { Watchdog } from './watchdog/index.ts'
+import { watchdogTimeoutFor } from './timing.ts'
 
 export interface NodeRuntimeComponents {
   log: Logger
@@ -36,7 +37,7 @@ export class NodeRuntime implements Service {
   private readonly watchdog: Watchdog
   private armed?: Promise<void>
   private readonly c: NodeRuntimeComponents
-  private readonly watchdogTimeoutMs: number
+  private watchdogTimeoutMs: number
   /** the drivers themselves (listing through `drivers` arms the watchdog) */
   private readonly raw: VmDriver[]
   /** the last probe that succeeded */
@@ -66,6 +67,15 @@ export class NodeRuntime implements Service {
    */
   feedWhile (loopAgeMs: () => number): void {
     this.watchdog.feedWhile(() => loopAgeMs() < this.watchdogTimeoutMs / 2)
+  }
+
+  /**
+   * The fence timeout the VM manager runs with changed (activeFenceMs): the watchdog's
+   * timeout follows (3/5 of it), and goes in the next feed, which the supervisor reads.
+   */
+  setFence (fenceMs: number): void {
+    this.watchdogTimeoutMs = watchdogTimeoutFor(fenceMs)
+    this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
   }
 
   /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */

@@ -31,6 +31,7 @@ import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
+import { watchdogTimeoutFor } from './timing.ts'
 
 // index.ts exports it from here
 
@@ -64,6 +65,8 @@ export interface DvmmComponents {
   host?: RequestHost
   /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
   volumes?: VolumeAccess
+  /** the fence timeout this node runs with changed (activeFenceMs): the watchdog follows it */
+  onActiveFence?: (ms: number) => void
 }
 
 export interface DvmmInit {
@@ -83,10 +86,12 @@ export interface DvmmInit {
    * An agent whose own timers were late by this much stalled (SIGSTOP, a hung event
    * loop): its fencing watchdog has killed its VMs, and what it knows of the grid is
    * stale. It then claims and starts nothing for fence timeout + margin, until fresh
-   * membership and the document tell it whether its leases moved (default 3 s, the
-   * watchdog's timeout as the agent wires it)
+   * membership and the document tell it whether its leases moved (default: the
+   * watchdog's timeout, 3/5 of the fence timeout in force)
    */
   stallMs?: number
+  /** the fence timeout this node's previous run advertised (from its watchdog feed; undefined: none), see activeFenceMs */
+  previousFenceMs?: number
   /**
    * When this node last knew it was alive in the grid before this run: a restarted
    * agent's previous run's last watchdog feed. Its fence counts from there, so a
@@ -100,7 +105,7 @@ export class DvmmService {
   readonly history = new History()
   readonly metrics: DvmmMetrics
   readonly components: DvmmComponents
-  private readonly cfg: Required<DvmmInit>
+  private readonly cfg: Required<Omit<DvmmInit, 'stallMs' | 'previousFenceMs'>> & Pick<DvmmInit, 'stallMs' | 'previousFenceMs'>
   private readonly log: Logger
   /** the VMs this node runs: starts, stops, kills and crashes on its drivers; their addresses, runtimes, interfaces, names and consoles */
   readonly local: LocalVms
@@ -140,7 +145,8 @@ export class DvmmService {
       debounceMs: init.debounceMs ?? 20,
       stopGraceMs: init.stopGraceMs ?? 10_000,
       strategy: init.strategy ?? 'spread',
-      stallMs: init.stallMs ?? 3000,
+      stallMs: init.stallMs,
+      previousFenceMs: init.previousFenceMs,
       lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
     }
     this.metrics = new DvmmMetrics(components.registry)
@@ -164,7 +170,9 @@ export class DvmmService {
   }
 
   get me (): string { return this.components.peerId }
-  get config (): Readonly<Required<DvmmInit>> { return this.cfg }
+  get config (): Readonly<DvmmService['cfg']> { return this.cfg }
+  /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
+  get activeFenceMs (): number { return this.fencing.activeMs }
   get fenceState (): FenceDecision | undefined { return this.fencing.state }
   routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
@@ -303,7 +311,7 @@ export class DvmmService {
     const now = this.components.clock.now()
     const late = now - this.lastTickAt - this.cfg.tickMs
     this.lastTickAt = now
-    if (late >= this.cfg.stallMs) this.fencing.stalled(now, late)
+    if (late >= (this.cfg.stallMs ?? watchdogTimeoutFor(this.fencing.activeMs))) this.fencing.stalled(now, late)
     // the fence is judged and carried out here too, not only in a step: a step stuck on
     // its write (a hung fsync) must not keep a fenced node's VMs running
     try {

@@ -5,6 +5,7 @@
 import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
 import { haCheck, holdingOf, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
+import { FENCE_TIMEOUT_MS } from './timing.ts'
 
 export interface LeaseView {
   /** the claim every agent reads (highest epoch, then the smaller holder) */
@@ -63,8 +64,9 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
       labels: { ...m?.advert.labels, ...labelsOf(id) },
       ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
-      // dead members too: a takeover of a dead holder's leases waits for its fence
-      ...(m?.advert.fenceTimeoutMs != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs } : {})
+      // dead members too: a takeover of a dead holder's leases waits for its fence (an
+      // agent that advertises none runs the default)
+      ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {})
     }
   })
 }

@@ -22,6 +22,8 @@ test('the fence timeout comes from --fence-timeout or the file, within its bound
   await t.throwsAsync(resolveConfig({ fenceTimeout: '1s' }), { message: /--fence-timeout: must be between 3 s and 10 min, got 1000 ms/ })
   await t.throwsAsync(resolveConfig({ fenceTimeout: '2h' }), { message: /--fence-timeout: must be between/ })
   await t.throwsAsync(resolveConfig({ fenceTimeout: 'later' }), { message: /--fence-timeout: "later" is not a duration/ })
+  await t.throwsAsync(resolveConfig({ fenceTimeout: '10m' }), { message: /--forget-after must be longer than --fence-timeout plus 2 s/ })
+  t.is((await resolveConfig({ fenceTimeout: '10m', forgetAfter: '11m' })).fenceTimeoutMs, 600_000)
 })
 
 test('sizes, capacities and durations parse and reject junk', t => {

@@ -6,7 +6,7 @@ import { claimStillApplies, creditWaits, decide, startsStillDue, type DecideInpu
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
-import { fenced, positionOf, type NodeView } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, positionOf, FENCE_RAISE_AFTER_MS, type NodeView } from '../../crdt/placement/index.ts'
 
 const GiB = 2 ** 30
 const A = 'nodeA'
@@ -109,6 +109,25 @@ test('takeover waits for the longest fence timeout any node advertises, the dead
   // a shorter one advertised changes nothing: this node's own holds
   const short = [node(A), node(B), node(C, { alive: false, fenceTimeoutMs: 3000 })]
   t.is([A, B].map(me => decide(input({ ...base, nodes: short, me, now: 11_000 })).claims.length).reduce((x, y) => x + y, 0), 1)
+})
+
+test('activeFenceMs: never longer than another member would wait; a raise counts once a majority has been in sight a while', t => {
+  const base = { configuredMs: 20_000, majorityForMs: 0, legacyMs: 5000, raised: false }
+  // a new data dir: the others learn the setting with the node
+  t.deepEqual(activeFenceMs({ ...base, others: [5000, 5000] }), { ms: 20_000, raised: true })
+  // raised over the previous run's 5 s: the others may still hold that advert
+  t.deepEqual(activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000] }), { ms: 5000, raised: false })
+  t.deepEqual(activeFenceMs({ ...base, previousMs: 5000, others: [], majorityForMs: FENCE_RAISE_AFTER_MS - 1 }), { ms: 5000, raised: false })
+  const up = activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000], majorityForMs: FENCE_RAISE_AFTER_MS })
+  t.deepEqual(up, { ms: 20_000, raised: true })
+  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000], raised: up.raised }).ms, 20_000, 'latched: losing the majority later does not lower it')
+  // every other member waits 20 s of its own anyway: no need to wait for the advert
+  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [20_000, 30_000] }).ms, 20_000)
+  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [8000, 30_000] }).ms, 8000)
+  // an agent that advertises none waits the default whatever this node says
+  t.is(activeFenceMs({ ...base, others: [20_000, null], raised: true }).ms, 5000)
+  // lowered: at once
+  t.is(activeFenceMs({ ...base, configuredMs: 5000, previousMs: 20_000, others: [20_000] }).ms, 5000)
 })
 
 test('drain: the draining node stops its VMs (then releases) and nobody plans onto it', t => {

@@ -74,9 +74,9 @@ export async function run (argv: string[]): Promise<void> {
     const config = await resolveConfig(flags)
     // first, before the agent loads: keep the previous run's VMs alive for the fence
     // timeout, not just the watchdog's (see bridge.ts)
-    const bridge = bridgeWatchdog(config.dataDir, { fenceTimeoutMs: config.fenceTimeoutMs })
+    const bridge = bridgeWatchdog(config.dataDir)
     const { Agent } = await import('../../agent.ts')
-    agent = new Agent(config, { previousFeedAt: bridge.fenceFrom })
+    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt, previousFenceMs: bridge.previousFenceMs })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     await agent.start()
     bridge.stop()

@@ -37,9 +37,10 @@ export async function nodes (argv: string[]): Promise<void> {
   }
   const addr = (n: NodeView): string => (n.addrs.find(a => !a.startsWith('/ip4/127.')) ?? n.addrs[0] ?? '-').replace(/\/p2p\/.*$/, '')
   // e.g. "tcg,cgroup-v1,fence-5s": how this node runs VMs, and how long its VMs take to move when it dies
-  const vmHost = (n: NodeView): string => n.vmHost == null
-    ? '-'
-    : [n.vmHost.accel ?? 'no-qemu', `cgroup-${n.vmHost.cgroup}`, ...(n.fenceTimeoutMs != null ? [`fence-${num(n.fenceTimeoutMs / 1000)}s`] : [])].join(',')
+  const vmHost = (n: NodeView): string => [
+    ...(n.vmHost != null ? [n.vmHost.accel ?? 'no-qemu', `cgroup-${n.vmHost.cgroup}`] : []),
+    ...(n.fenceTimeoutMs != null ? [`fence-${num(n.fenceTimeoutMs / 1000)}s`] : [])
+  ].join(',') || '-'
   const labels = (n: NodeView): string => Object.entries(n.labels).map(([k, val]) => `${k}=${val}`).join(',') || '-'
   process.stdout.write(table(
     ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],

@@ -19,12 +19,12 @@ export interface Bridge {
   /** when the previous run last fed its watchdog (ms since epoch), if a supervisor still runs for this data dir */
   lastFeedAt: number | null
   /**
-   * Where the new run's fence counts from: the last feed, moved earlier by however much
-   * the new fence timeout is longer than the previous run's, so that a restarted agent
-   * that finds no majority kills its VMs by the time the others may take them over
-   * (they learn the new timeout only from its next advert). Null: no previous run to adopt.
+   * The fence timeout the previous run ran with (its last feed; 5 s for a release that
+   * fed none), whether or not its supervisor still runs: what the others may still
+   * believe of this node until its new advert reaches them (activeFenceMs). Undefined:
+   * no previous run on this data dir.
    */
-  fenceFrom: number | null
+  previousFenceMs: number | undefined
   /** until when this bridge feeds (null: it does not) */
   until: number | null
   stop: () => void
@@ -48,16 +48,17 @@ export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number }
   return { watchdogMs, fenceMs }
 }
 
-/** `fenceTimeoutMs`: the new run's. */
-export function bridgeWatchdog (dataDir: string, opts: { fenceTimeoutMs: number, feedMs?: number, now?: () => number }): Bridge & { why: string } {
+export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: () => number } = {}): Bridge & { why: string } {
   const now = opts.now ?? Date.now
   const paths = watchdogPaths(dataDir)
   const supervisorAlive = liveSupervisor(dataDir) !== undefined
   let lastFeedAt: number | null = null
   let disarmed = false
   let previous = previousTimeouts(undefined)
+  let hadRun = false
   try {
     lastFeedAt = statSync(paths.feed).mtimeMs
+    hadRun = true
     const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
     disarmed = feed?.disarmed === true
     previous = previousTimeouts(feed)
@@ -77,7 +78,5 @@ export function bridgeWatchdog (dataDir: string, opts: { fenceTimeoutMs: number,
   const timer = setInterval(feed, opts.feedMs ?? 250)
   timer.unref()
   feed()
-  const last = supervisorAlive ? lastFeedAt : null
-  const fenceFrom = last == null ? null : last - Math.max(0, opts.fenceTimeoutMs - previous.fenceMs)
-  return { lastFeedAt: last, fenceFrom, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
+  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, previousFenceMs: hadRun ? previous.fenceMs : undefined, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
 }

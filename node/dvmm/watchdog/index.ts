@@ -33,7 +33,7 @@ const SUPERVISOR = scriptPath('node/dvmm/watchdog/supervisor-main')
 export class Watchdog {
   readonly name = 'watchdog'
   private readonly log: Logger
-  private readonly init: WatchdogInit
+  private init: WatchdogInit
   private readonly paths: ReturnType<typeof watchdogPaths>
   private timer?: NodeJS.Timeout
   private seq = 0
@@ -95,6 +95,22 @@ export class Watchdog {
     if (ok) this.feed()
   }
 
+  /**
+   * New timeouts (the agent's fence timeout in force changed): in the feed at once,
+   * which the supervisor reads on its next check; the feed interval follows.
+   */
+  setTimeouts (timeoutMs: number, fenceMs: number): void {
+    if (!(timeoutMs > 0)) throw new Error(`watchdog timeoutMs must be positive, got ${timeoutMs}`)
+    const changed = timeoutMs !== this.init.timeoutMs
+    this.init = { ...this.init, timeoutMs, fenceMs }
+    if (this.timer == null) return
+    // only while sound: a feed here must not outlive a stuck decision loop (feedWhile)
+    this.feedIfSound()
+    if (!changed) return
+    clearInterval(this.timer)
+    this.timer = setInterval(() => { this.feedIfSound() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
+  }
+
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
   feed (): void {
     this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
@@ -103,12 +119,15 @@ export class Watchdog {
   /** Stops feeding and leaves it armed: the supervisor kills what runs once its timeout passes. */
   abandon (): void {
     clearInterval(this.timer)
+    this.timer = undefined
   }
 
   /** Stops feeding and disarms: the supervisor exits and kills nothing. */
   async stop (): Promise<void> {
     clearInterval(this.timer)
-    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid })
+    this.timer = undefined
+    // the fence timeout in force goes on to the next run (bridge.ts: what the others know of this node)
+    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
     for (let i = 0; i < 100 && this.pid !== undefined && this.running() !== undefined; i++) await sleep(20)
     if (this.running() !== undefined) this.log.warn('watchdog still runs after disarm', { pid: this.pid })
   }

@@ -14,6 +14,7 @@ if (dataDir === undefined || !Number.isFinite(Number(timeoutArg)) || Number(time
   process.stderr.write('usage: supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS]\n')
   process.exit(2)
 }
+const root: string = dataDir
 const timeoutMs = Number(timeoutArg)
 const checkMs = Number(checkArg ?? Math.max(20, Math.floor(timeoutMs / 10)))
 const paths = watchdogPaths(dataDir)
@@ -24,26 +25,38 @@ let lastText: string | undefined
 let lastChangeAt = mono()
 log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}`)
 
-const timer = setInterval(() => {
+// checks every tenth of the timeout in force, and at least every second: the feed may
+// shorten the timeout (an agent of a later run, or the fence timeout in force going
+// down), and a check interval of a long timeout it was spawned with must not outlast it
+const MAX_CHECK_MS = 1000
+function check (): void {
   if (!existsSync(paths.dir)) { log('data dir gone; exiting'); process.exit(0) }
   let text: string | undefined
   try { text = readFileSync(paths.feed, 'utf8') } catch {}
   if (text !== lastText) { lastText = text; lastChangeAt = mono() }
-  const v = decide({ feed: parseFeed(text), lastChangeAt, now: mono(), timeoutMs })
+  const feed = parseFeed(text)
+  const v = decide({ feed, lastChangeAt, now: mono(), timeoutMs })
   if (v.action === 'exit') {
     log(`exit: ${v.why}`)
-    clearInterval(timer)
     process.exit(0)
   }
   if (v.action === 'fire') {
-    const victims = killAllVms(dataDir, Date.now())
+    const victims = killAllVms(root, Date.now())
     if (victims.length > 0) {
       const rec = { at: Date.now(), why: v.why, killed: victims.map(x => ({ id: x.id, driver: x.driver, pid: x.pid })) }
       try { appendFileSync(paths.fired, JSON.stringify(rec) + '\n') } catch {}
       log(`fired: ${v.why}; killed ${victims.map(x => `${x.driver}/${x.id}`).join(' ')}`)
     }
   }
-}, checkMs)
+  setTimeout(check, checkEvery(feed?.timeoutMs))
+}
+
+function checkEvery (fedTimeoutMs: number | undefined): number {
+  const t = typeof fedTimeoutMs === 'number' && fedTimeoutMs > 0 ? fedTimeoutMs : timeoutMs
+  return Math.min(checkMs, MAX_CHECK_MS, Math.max(20, Math.floor(t / 10)))
+}
+
+setTimeout(check, Math.min(checkMs, MAX_CHECK_MS))
 
 // the agent's terminal signals are not ours; only SIGKILL (or a disarm) ends the watchdog
 for (const s of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGPIPE'] as const) process.on(s, () => { log(`ignored ${s}`) })

@@ -120,6 +120,27 @@ for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
   })
 }
 
+maybe('watchdog: an adopted supervisor follows the shorter timeout a later agent run feeds, whatever it was spawned with', async t => {
+  // spawned by a run with a 60 s timeout (so a check every 6 s by its arguments); the
+  // next run feeds 1 s: once that run dies, the VMs die within its timeout, not 6 s on
+  const s = await setup(t, 1, 60_000)
+  const first = await s.feeder()
+  const again = await (async () => {
+    first.proc.kill('SIGKILL')
+    const proc = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', FEEDER, s.dataDir, String(TIMEOUT_MS)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.teardown(() => { try { proc.kill('SIGKILL') } catch {} })
+    await new Promise<void>(resolve => { proc.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('armed')) resolve() }) })
+    return proc
+  })()
+  await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
+  t.true(s.pids.every(alive), 'adopted and fed')
+  const t0 = Date.now()
+  again.kill('SIGKILL')
+  const ms = await gone(s, t0)
+  t.log(`VMs killed ${ms} ms after the SIGKILL (fed timeout ${TIMEOUT_MS} ms, spawned with 60000 ms)`)
+  t.true(ms < TIMEOUT_MS + 1000 + 1000, `killed within the fed timeout plus a check of at most 1 s, and slack (${ms} ms)`)
+})
+
 maybe('watchdog: a clean disarm kills nothing; a restarted agent adopts the watchdog and its VMs live on', async t => {
   // a restart must come within the watchdog timeout: a node agent starts in well under
   // 4 s, even on this loaded machine
