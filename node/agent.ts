@@ -32,6 +32,7 @@ import { GvsService } from './gvs/index.ts'
 import { tuningFromEnv } from './gvs/config.ts'
 
 import { watchdogTimeoutFor } from './dvmm/timing.ts'
+import { readFenceRecord } from './dvmm/fence-record.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -53,7 +54,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previous: PreviousRun }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
@@ -103,6 +104,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   })
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
+  // (the fence timeout the previous run ran with holds until the others' settings are known again)
+  const previousFenceMs = readFenceRecord(core.config.dataDir)
   const runtime = want('dvmm')
     ? new NodeRuntime({
       ...c,
@@ -113,8 +116,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       }
     }, {
       // DVMM sets the fence timeout in force before any VM runs (setFence): until then the shortest it may be
-      watchdogTimeoutMs: watchdogTimeoutFor(Math.min(core.config.fenceTimeoutMs, opts.previous.fenceMs ?? core.config.fenceTimeoutMs)),
-      fenceTimeoutMs: Math.min(core.config.fenceTimeoutMs, opts.previous.fenceMs ?? core.config.fenceTimeoutMs)
+      watchdogTimeoutMs: watchdogTimeoutFor(Math.min(core.config.fenceTimeoutMs, previousFenceMs ?? Infinity)),
+      fenceTimeoutMs: Math.min(core.config.fenceTimeoutMs, previousFenceMs ?? Infinity)
     })
     : undefined
   const dvmm: DvmmService | undefined = runtime == null
@@ -139,8 +142,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         : undefined
     }, {
       fenceTimeoutMs: core.config.fenceTimeoutMs,
-      lastAliveAt: opts.previous.feedAt ?? undefined,
-      previousFenceMs: opts.previous.fenceMs
+      lastAliveAt: opts.previousFeedAt ?? undefined,
+      previousFenceMs
     })
   // the fencing watchdog is fed only while DVMM's decision steps do not hang (a step
   // stuck on a write lets the supervisor kill this node's VMs)
@@ -196,11 +199,7 @@ export interface AgentOptions {
   without?: OptionalService[]
   /** when the previous run of this agent last fed its watchdog (node/dvmm/watchdog/bridge.ts): the VM manager's fence counts from there */
   previousFeedAt?: number | null
-  /** the fence timeout the previous run ran with (bridge.ts; undefined: no previous run) */
-  previousFenceMs?: number
 }
-
-interface PreviousRun { feedAt: number | null, fenceMs?: number }
 
 export interface AgentEvents {
   started: []
@@ -229,10 +228,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.config = config
     this.log = opts.logger ?? createLogger({ component: config.name })
     this.without = new Set(opts.without)
-    this.previous = { feedAt: opts.previousFeedAt ?? null, fenceMs: opts.previousFenceMs }
+    this.previousFeedAt = opts.previousFeedAt ?? null
   }
 
-  private readonly previous: PreviousRun
+  private readonly previousFeedAt: number | null
 
   get id (): string { return this.host.peerId.toString() }
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
@@ -254,7 +253,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previous: this.previous })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

@@ -115,42 +115,33 @@ export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTime
   return ms
 }
 
-/** how long a majority must have been in sight before a raised fence timeout counts as known to every member (its advert reached them) */
-export const FENCE_RAISE_AFTER_MS = 10_000
-
 export interface ActiveFenceInput {
   /** the node's setting */
   configuredMs: number
-  /** what it advertised before this run (its previous run's active fence); undefined: nothing (a new data dir) */
+  /** the fence timeout it ran with last (its previous run's, kept on disk); undefined: none */
   previousMs?: number
-  /** how long it has seen a majority of the roll without a break (0: not now) */
-  majorityForMs: number
-  /** the other members it knows: each one's own advertised fence timeout, null for an agent that advertises none (it waits `legacyMs` whatever others say) */
-  others: ReadonlyArray<number | null>
+  /**
+   * every other member (the roll's and the member table's): its own setting as it
+   * advertises it; null: an agent that advertises none (it waits `legacyMs`);
+   * undefined: not known here (no advert in this table)
+   */
+  others: ReadonlyArray<number | null | undefined>
   legacyMs: number
-  /** the setting was already taken as known (latched) */
-  raised: boolean
 }
 
 /**
  * The fence timeout a node runs with now (its own fence and, at 3/5, its watchdog):
- * never longer than any other member would wait before taking its VMs over, which is
- * at least the longer of that member's own timeout and what it knows of this node's.
- * Right after a restart that raised the setting, the others know only the previous
- * run's advert: the raise takes effect once a majority has been in sight for
- * FENCE_RAISE_AFTER_MS (`raised`, then latched). An agent of a release that advertises
- * no fence timeout waits `legacyMs` whatever this node advertises: it caps it.
+ * never longer than any other member's own setting, since a member waits at least its
+ * own before taking this node's VMs over (it waits for the longest it knows of, but it
+ * may know nothing of this node: one that restarted or joined while this node was cut
+ * off). A member not known here counts as the fence this node ran with last (that was
+ * no longer than every setting it knew then; a new node: its own setting), one that
+ * advertises none as `legacyMs`. Set alike everywhere, it is the setting.
  */
-export function activeFenceMs (i: ActiveFenceInput): { ms: number, raised: boolean } {
-  const raised = i.raised || i.previousMs == null || i.previousMs >= i.configuredMs || i.majorityForMs >= FENCE_RAISE_AFTER_MS
-  const known = raised ? i.configuredMs : i.previousMs!
-  let floor = Infinity
-  let cap = Infinity
-  for (const o of i.others) {
-    if (o == null) cap = Math.min(cap, i.legacyMs)
-    else floor = Math.min(floor, o)
-  }
-  return { ms: Math.min(i.configuredMs, Math.max(floor === Infinity ? known : floor, known), cap), raised }
+export function activeFenceMs (i: ActiveFenceInput): number {
+  let ms = i.configuredMs
+  for (const o of i.others) ms = Math.min(ms, o === null ? i.legacyMs : o === undefined ? i.previousMs ?? i.configuredMs : o)
+  return ms
 }
 
 export interface TakeoverInput {

@@ -48,20 +48,18 @@ export class Fencing {
   private killing = ''
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
-  /** the fence timeout this node runs with now, and whether its setting counts as known to all */
-  private active: { ms: number, raised: boolean }
-  /** since when a majority has been in sight without a break (undefined: not now) */
-  private majorityFrom?: number
+  /** the fence timeout this node runs with now (activeFenceMs) */
+  private active: number
 
   constructor (components: FencingComponents, init: FencingInit) {
     this.c = components
     this.cfg = init
-    // before it knows any other member: no longer than the others surely know of
-    this.active = activeFenceMs({ configuredMs: init.fenceTimeoutMs, previousMs: init.previousFenceMs, majorityForMs: 0, others: [], legacyMs: FENCE_TIMEOUT_MS, raised: false })
+    // before it knows any other member: as if one were there, not known
+    this.active = activeFenceMs({ configuredMs: init.fenceTimeoutMs, previousMs: init.previousFenceMs, others: [undefined], legacyMs: FENCE_TIMEOUT_MS })
   }
 
   /** the fence timeout this node runs with now (its watchdog's is 3/5 of it) */
-  get activeMs (): number { return this.active.ms }
+  get activeMs (): number { return this.active }
 
   /** the last judgement (undefined before the first) */
   get state (): FenceDecision | undefined { return this.fence }
@@ -74,7 +72,7 @@ export class Fencing {
 
   /** This agent stalled `lateMs` (its timers ran late): it claims and starts nothing for fence timeout + margin. */
   stalled (now: number, lateMs: number): void {
-    this.quarantineUntil = now + this.active.ms + this.cfg.takeoverMarginMs
+    this.quarantineUntil = now + this.active + this.cfg.takeoverMarginMs
     this.c.log.warn('this agent stalled: starting nothing until it has heard the grid again', { stalledMs: Math.round(lateMs), until: new Date(this.quarantineUntil).toISOString() })
   }
 
@@ -83,10 +81,9 @@ export class Fencing {
     const members = this.c.membership.members
     const roll = new Set([...this.c.state.read().list('roll').map(e => e.node), this.c.peerId])
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || members.get(id)?.state === 'alive').length
-    this.updateActive(now, members)
-    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.active.ms })
+    this.updateActive(roll, members)
+    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.active })
     this.lastMajorityAt = f.lastMajorityAt
-    this.majorityFrom = f.majority ? this.majorityFrom ?? now : undefined
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
     if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
     this.fence = f
@@ -102,25 +99,25 @@ export class Fencing {
     return f
   }
 
-  private updateActive (now: number, members: MemberTable): void {
-    const others = [...members.values()].filter(m => m.nodeId !== this.c.peerId).map(m => m.advert.fenceTimeoutMs ?? null)
-    const next = activeFenceMs({
-      configuredMs: this.cfg.fenceTimeoutMs,
-      previousMs: this.cfg.previousFenceMs,
-      majorityForMs: this.majorityFrom == null ? 0 : now - this.majorityFrom,
-      others,
-      legacyMs: FENCE_TIMEOUT_MS,
-      raised: this.active.raised
-    })
-    const was = this.active.ms
+  private updateActive (roll: ReadonlySet<string>, members: MemberTable): void {
+    const ids = new Set([...roll, ...members.keys()])
+    ids.delete(this.c.peerId)
+    const others = [...ids].map(id => { const m = members.get(id); return m == null ? undefined : m.advert.fenceTimeoutMs ?? null })
+    const next = activeFenceMs({ configuredMs: this.cfg.fenceTimeoutMs, previousMs: this.cfg.previousFenceMs, others, legacyMs: FENCE_TIMEOUT_MS })
+    if (next === this.active) return
+    // the watchdog first: if telling it fails, this is tried again on the next check
+    try {
+      this.c.onActiveFence?.(next)
+    } catch (err) {
+      this.c.log.error('could not pass the fence timeout in force to the watchdog', { ms: next, error: (err as Error).message })
+      return
+    }
     this.active = next
-    if (next.ms === was) return
-    this.c.log.info('fence timeout now in force', {
-      ms: next.ms,
+    this.c.log.info('fence timeout in force', {
+      ms: next,
       setting: this.cfg.fenceTimeoutMs,
-      ...(next.ms < this.cfg.fenceTimeoutMs ? { why: next.raised ? 'another member would take this node\'s VMs over sooner' : 'the others know only the previous run\'s' } : {})
+      ...(next < this.cfg.fenceTimeoutMs ? { why: 'another member\'s setting is shorter, or not known here' } : {})
     })
-    this.c.onActiveFence?.(next.ms)
   }
 
   /** Notes when each member was last heard of, from the member table (every step). */

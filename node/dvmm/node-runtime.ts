@@ -11,6 +11,7 @@ import { createDriver, type VmDriver } from './drivers/index.ts'
 import { afterProbe, probeHost, type HostProbe } from './host/probe.ts'
 import { Watchdog } from './watchdog/index.ts'
 import { watchdogTimeoutFor } from './timing.ts'
+import { writeFenceRecord } from './fence-record.ts'
 
 export interface NodeRuntimeComponents {
   log: Logger
@@ -70,10 +71,13 @@ export class NodeRuntime implements Service {
   }
 
   /**
-   * The fence timeout the VM manager runs with changed (activeFenceMs): the watchdog's
-   * timeout follows (3/5 of it), and goes in the next feed, which the supervisor reads.
+   * The fence timeout the VM manager runs with changed (activeFenceMs): kept on disk for
+   * the next run, and the watchdog's timeout follows (3/5 of it) in its feed, which
+   * the supervisor reads.
    */
   setFence (fenceMs: number): void {
+    // kept for the next run first (fence-record.ts); a failure throws, and the VM manager tries again
+    writeFenceRecord(this.c.config.dataDir, fenceMs)
     this.watchdogTimeoutMs = watchdogTimeoutFor(fenceMs)
     this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
   }

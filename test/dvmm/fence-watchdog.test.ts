@@ -31,6 +31,12 @@ test('the watchdog is fed while its gate holds, not while it does not, and again
   const b = seq()
   await sleep(300)
   t.is(seq(), b, 'not fed while the loop is stuck')
+  // a shorter fence timeout in force meanwhile reaches the supervisor, as no feed (same seq)
+  w.setTimeouts(1800, 3000)
+  const feed = JSON.parse(readFileSync(watchdogPaths(dataDir).feed, 'utf8')) as { seq: number, timeoutMs: number, fenceMs: number }
+  t.like(feed, { seq: b, timeoutMs: 1800, fenceMs: 3000 })
+  await sleep(100)
+  t.is(seq(), b, 'still not fed')
   sound = true
   await sleep(200)
   t.true(seq() > b, 'fed again')

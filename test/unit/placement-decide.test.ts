@@ -6,7 +6,7 @@ import { claimStillApplies, creditWaits, decide, startsStillDue, type DecideInpu
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
-import { activeFenceMs, fenced, positionOf, FENCE_RAISE_AFTER_MS, type NodeView } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, positionOf, type NodeView } from '../../crdt/placement/index.ts'
 
 const GiB = 2 ** 30
 const A = 'nodeA'
@@ -111,23 +111,17 @@ test('takeover waits for the longest fence timeout any node advertises, the dead
   t.is([A, B].map(me => decide(input({ ...base, nodes: short, me, now: 11_000 })).claims.length).reduce((x, y) => x + y, 0), 1)
 })
 
-test('activeFenceMs: never longer than another member would wait; a raise counts once a majority has been in sight a while', t => {
-  const base = { configuredMs: 20_000, majorityForMs: 0, legacyMs: 5000, raised: false }
-  // a new data dir: the others learn the setting with the node
-  t.deepEqual(activeFenceMs({ ...base, others: [5000, 5000] }), { ms: 20_000, raised: true })
-  // raised over the previous run's 5 s: the others may still hold that advert
-  t.deepEqual(activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000] }), { ms: 5000, raised: false })
-  t.deepEqual(activeFenceMs({ ...base, previousMs: 5000, others: [], majorityForMs: FENCE_RAISE_AFTER_MS - 1 }), { ms: 5000, raised: false })
-  const up = activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000], majorityForMs: FENCE_RAISE_AFTER_MS })
-  t.deepEqual(up, { ms: 20_000, raised: true })
-  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [5000, 5000], raised: up.raised }).ms, 20_000, 'latched: losing the majority later does not lower it')
-  // every other member waits 20 s of its own anyway: no need to wait for the advert
-  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [20_000, 30_000] }).ms, 20_000)
-  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [8000, 30_000] }).ms, 8000)
-  // an agent that advertises none waits the default whatever this node says
-  t.is(activeFenceMs({ ...base, others: [20_000, null], raised: true }).ms, 5000)
-  // lowered: at once
-  t.is(activeFenceMs({ ...base, configuredMs: 5000, previousMs: 20_000, others: [20_000] }).ms, 5000)
+test('activeFenceMs: never longer than another member\'s own setting; one not known counts as the fence last run', t => {
+  const base = { configuredMs: 20_000, legacyMs: 5000 }
+  t.is(activeFenceMs({ ...base, others: [20_000, 30_000] }), 20_000, 'set alike (or longer) everywhere: the setting')
+  t.is(activeFenceMs({ ...base, others: [20_000, 8000] }), 8000, 'a member that waits 8 s of its own, whatever it knows of this node')
+  t.is(activeFenceMs({ ...base, others: [20_000, null] }), 5000, 'an agent that advertises none waits 5 s')
+  // a member with no advert here (not met yet, or met only in the roll): the fence this node ran with last
+  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [20_000, undefined] }), 5000)
+  t.is(activeFenceMs({ ...base, previousMs: 5000, others: [20_000] }), 20_000, 'once it is known, the previous run no longer counts')
+  t.is(activeFenceMs({ ...base, others: [undefined] }), 20_000, 'a new data dir: nothing ran shorter')
+  t.is(activeFenceMs({ ...base, others: [] }), 20_000, 'alone')
+  t.is(activeFenceMs({ ...base, configuredMs: 5000, previousMs: 20_000, others: [undefined, 20_000] }), 5000, 'never longer than the setting')
 })
 
 test('drain: the draining node stops its VMs (then releases) and nobody plans onto it', t => {

@@ -76,7 +76,7 @@ export async function run (argv: string[]): Promise<void> {
     // timeout, not just the watchdog's (see bridge.ts)
     const bridge = bridgeWatchdog(config.dataDir)
     const { Agent } = await import('../../agent.ts')
-    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt, previousFenceMs: bridge.previousFenceMs })
+    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     await agent.start()
     bridge.stop()

@@ -18,13 +18,6 @@ import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
 export interface Bridge {
   /** when the previous run last fed its watchdog (ms since epoch), if a supervisor still runs for this data dir */
   lastFeedAt: number | null
-  /**
-   * The fence timeout the previous run ran with (its last feed; 5 s for a release that
-   * fed none), whether or not its supervisor still runs: what the others may still
-   * believe of this node until its new advert reaches them (activeFenceMs). Undefined:
-   * no previous run on this data dir.
-   */
-  previousFenceMs: number | undefined
   /** until when this bridge feeds (null: it does not) */
   until: number | null
   stop: () => void
@@ -55,10 +48,8 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
   let lastFeedAt: number | null = null
   let disarmed = false
   let previous = previousTimeouts(undefined)
-  let hadRun = false
   try {
     lastFeedAt = statSync(paths.feed).mtimeMs
-    hadRun = true
     const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
     disarmed = feed?.disarmed === true
     previous = previousTimeouts(feed)
@@ -78,5 +69,5 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
   const timer = setInterval(feed, opts.feedMs ?? 250)
   timer.unref()
   feed()
-  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, previousFenceMs: hadRun ? previous.fenceMs : undefined, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
+  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
 }

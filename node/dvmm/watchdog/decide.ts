@@ -26,6 +26,18 @@ export function decide (o: { feed: FeedState | undefined, lastChangeAt: number, 
   return { action: 'wait', why: `fed ${Math.round(quiet)} ms ago` }
 }
 
+/**
+ * What makes a rewrite of the feed file a feed: everything in it but the timeouts. The
+ * agent writes new timeouts without feeding while its decision loop is stuck (a shorter
+ * fence timeout in force must reach the supervisor all the same, but not as a feed).
+ */
+export function feedKey (text: string | undefined): string | undefined {
+  const f = parseFeed(text)
+  if (f == null) return text
+  const { timeoutMs: _t, fenceMs: _f, ...rest } = f
+  return JSON.stringify(rest)
+}
+
 /** Parses the feed file; anything unreadable counts as no feed (pure). */
 export function parseFeed (text: string | undefined): FeedState | undefined {
   if (text === undefined) return undefined

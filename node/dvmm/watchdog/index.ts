@@ -10,6 +10,7 @@ import { scriptPath } from '../../paths.ts'
 import { currentBootId, procStat, sleep } from '../drivers/common.ts'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { watchdogPaths } from './paths.ts'
+import type { FeedState } from './decide.ts'
 
 export interface WatchdogComponents { log: Logger }
 
@@ -87,9 +88,12 @@ export class Watchdog {
     this.gate = sound
   }
 
+  private gateOk (): boolean {
+    try { return this.gate() } catch { return false }
+  }
+
   private feedIfSound (): void {
-    let ok: boolean
-    try { ok = this.gate() } catch { ok = false }
+    const ok = this.gateOk()
     if (ok !== !this.withheld) this.log[ok ? 'info' : 'warn'](ok ? 'watchdog fed again' : 'watchdog not fed: the VM manager\'s loop is stuck', { pid: this.pid })
     this.withheld = !ok
     if (ok) this.feed()
@@ -104,8 +108,11 @@ export class Watchdog {
     const changed = timeoutMs !== this.init.timeoutMs
     this.init = { ...this.init, timeoutMs, fenceMs }
     if (this.timer == null) return
-    // only while sound: a feed here must not outlive a stuck decision loop (feedWhile)
-    this.feedIfSound()
+    // a feed only while sound (feedWhile): a stuck decision loop gets the new timeouts
+    // written all the same, as the last feed with them (the supervisor counts a change
+    // of anything but the timeouts as a feed: decide.ts feedKey), so a shorter one holds
+    if (this.gateOk()) this.feed()
+    else this.write(this.state())
     if (!changed) return
     clearInterval(this.timer)
     this.timer = setInterval(() => { this.feedIfSound() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
@@ -113,7 +120,12 @@ export class Watchdog {
 
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
   feed (): void {
-    this.write({ seq: ++this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
+    this.seq++
+    this.write(this.state())
+  }
+
+  private state (): FeedState {
+    return { seq: this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) }
   }
 
   /** Stops feeding and leaves it armed: the supervisor kills what runs once its timeout passes. */
@@ -126,8 +138,7 @@ export class Watchdog {
   async stop (): Promise<void> {
     clearInterval(this.timer)
     this.timer = undefined
-    // the fence timeout in force goes on to the next run (bridge.ts: what the others know of this node)
-    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
+    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid })
     for (let i = 0; i < 100 && this.pid !== undefined && this.running() !== undefined; i++) await sleep(20)
     if (this.running() !== undefined) this.log.warn('watchdog still runs after disarm', { pid: this.pid })
   }

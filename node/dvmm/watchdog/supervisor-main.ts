@@ -5,7 +5,7 @@
 // the fence timeout), it kills every VM of this node and records when. A disarmed feed
 // (clean agent exit) makes it exit without killing anything.
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { decide, parseFeed } from './decide.ts'
+import { decide, feedKey, parseFeed } from './decide.ts'
 import { killAllVms } from './kill.ts'
 import { watchdogPaths } from './paths.ts'
 
@@ -21,7 +21,7 @@ const paths = watchdogPaths(dataDir)
 const mono = (): number => performance.now()
 const log = (msg: string): void => { try { appendFileSync(paths.log, `${new Date().toISOString()} ${msg}\n`) } catch {} }
 
-let lastText: string | undefined
+let lastKey: string | undefined
 let lastChangeAt = mono()
 log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}`)
 
@@ -33,7 +33,8 @@ function check (): void {
   if (!existsSync(paths.dir)) { log('data dir gone; exiting'); process.exit(0) }
   let text: string | undefined
   try { text = readFileSync(paths.feed, 'utf8') } catch {}
-  if (text !== lastText) { lastText = text; lastChangeAt = mono() }
+  const key = feedKey(text)
+  if (key !== lastKey) { lastKey = key; lastChangeAt = mono() }
   const feed = parseFeed(text)
   const v = decide({ feed, lastChangeAt, now: mono(), timeoutMs })
   if (v.action === 'exit') {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
 import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
-import { decide } from '../../../node/dvmm/watchdog/decide.ts'
+import { decide, feedKey } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
 import { silentLogger } from '../../../node/log.ts'
 import { isAlive } from '../../../node/netns/netns.ts'
@@ -33,6 +33,12 @@ test('decide: waits while fed, fires after the timeout, exits when disarmed', t 
   t.is(decide({ feed: undefined, lastChangeAt: 0, now: 1001, timeoutMs: 1000 }).action, 'fire')
   t.is(decide({ feed: { seq: 2, disarmed: true }, lastChangeAt: 0, now: 99999, timeoutMs: 1000 }).action, 'exit')
   t.is(decide({ feed: { seq: 2, timeoutMs: 5000 }, lastChangeAt: 0, now: 3000, timeoutMs: 1000 }).action, 'wait', 'the agent may lengthen the timeout')
+  // new timeouts written while the agent withholds its feed are no feed; a new seq is
+  const fed = JSON.stringify({ seq: 7, pid: 10, timeoutMs: 12_000, fenceMs: 20_000 })
+  t.is(feedKey(JSON.stringify({ seq: 7, pid: 10, timeoutMs: 3000, fenceMs: 5000 })), feedKey(fed))
+  t.not(feedKey(JSON.stringify({ seq: 8, pid: 10, timeoutMs: 12_000, fenceMs: 20_000 })), feedKey(fed))
+  t.not(feedKey(JSON.stringify({ seq: 7, pid: 11, timeoutMs: 12_000 })), feedKey(fed), 'another run\'s feed')
+  t.is(feedKey('garbage'), 'garbage')
 })
 
 interface Setup { dataDir: string, driver: ProcessDriver, ids: string[], pids: number[], feeder: () => Promise<{ proc: ChildProcess, watchdogPid: number }> }
