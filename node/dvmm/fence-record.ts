@@ -2,7 +2,7 @@
 // <data-dir>/dvmm/fence.json as {"activeMs": N}: after a restart, until the other
 // members' settings are known again, the node runs no longer than that. A missing or
 // damaged file reads as none (a new data dir: the setting).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 const fileOf = (dataDir: string): string => join(dataDir, 'dvmm', 'fence.json')
@@ -22,4 +22,8 @@ export function writeFenceRecord (dataDir: string, activeMs: number): void {
   mkdirSync(join(dataDir, 'dvmm'), { recursive: true })
   writeFileSync(`${file}.tmp`, JSON.stringify({ activeMs }))
   renameSync(`${file}.tmp`, file)
+}
+
+export function removeFenceRecord (dataDir: string): void {
+  try { rmSync(fileOf(dataDir), { force: true }) } catch {}
 }

@@ -11,7 +11,7 @@ import { createDriver, type VmDriver } from './drivers/index.ts'
 import { afterProbe, probeHost, type HostProbe } from './host/probe.ts'
 import { Watchdog } from './watchdog/index.ts'
 import { watchdogTimeoutFor } from './timing.ts'
-import { writeFenceRecord } from './fence-record.ts'
+import { removeFenceRecord, writeFenceRecord } from './fence-record.ts'
 
 export interface NodeRuntimeComponents {
   log: Logger
@@ -76,8 +76,14 @@ export class NodeRuntime implements Service {
    * the supervisor reads.
    */
   setFence (fenceMs: number): void {
-    // kept for the next run first (fence-record.ts); a failure throws, and the VM manager tries again
-    writeFenceRecord(this.c.config.dataDir, fenceMs)
+    // kept for the next run (fence-record.ts); one that cannot be written (a full disk)
+    // is removed rather than left stale, and the watchdog follows all the same
+    try {
+      writeFenceRecord(this.c.config.dataDir, fenceMs)
+    } catch (err) {
+      this.c.log.error('could not keep the fence timeout in force for the next run', { ms: fenceMs, error: (err as Error).message })
+      removeFenceRecord(this.c.config.dataDir)
+    }
     this.watchdogTimeoutMs = watchdogTimeoutFor(fenceMs)
     this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
   }
