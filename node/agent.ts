@@ -32,7 +32,7 @@ import { GvsService } from './gvs/index.ts'
 import { tuningFromEnv } from './gvs/config.ts'
 
 import { watchdogTimeoutFor } from './dvmm/timing.ts'
-import { readFenceRecord } from './dvmm/fence-record.ts'
+import { previousFence } from './dvmm/fence-record.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -105,7 +105,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
   // (the fence timeout the previous run ran with holds until the others' settings are known again)
-  const previousFenceMs = readFenceRecord(core.config.dataDir)
+  const previousFenceMs = previousFence(core.config.dataDir)
   const runtime = want('dvmm')
     ? new NodeRuntime({
       ...c,

@@ -66,10 +66,10 @@ export const AdvertSchema = Type.Object({
     drivers: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 })
   }, open)),
   /**
-   * the node's fence timeout (ms): a takeover of its leases waits at least this (plus a
-   * margin) after it was last heard of; absent (an older agent): the default, 5 s
+   * the node's fence timeout setting (ms; 3 s to 10 min, as the agent's flag): a takeover of its
+   * leases waits at least this (plus a margin) after it was last heard of; absent (an older agent): 5 s
    */
-  fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
+  fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 3000, maximum: 600_000 })),
   /** heads of the cluster document, so peers that are not directly connected can pull */
   stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
   /** base64 Ed25519 signature over the JSON of every other field (unknown ones too), in the order sent */

@@ -105,7 +105,7 @@ export class Fencing {
     const others = [...ids].map(id => { const m = members.get(id); return m == null ? undefined : m.advert.fenceTimeoutMs ?? null })
     const next = activeFenceMs({ configuredMs: this.cfg.fenceTimeoutMs, previousMs: this.cfg.previousFenceMs, others, legacyMs: FENCE_TIMEOUT_MS })
     if (next === this.active) return
-    // the watchdog first: if telling it fails, this is tried again on the next check
+    // the watchdog first: if it refuses the value, this node keeps the one it has and asks again on the next check
     try {
       this.c.onActiveFence?.(next)
     } catch (err) {

@@ -43,6 +43,22 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   await new Promise(resolve => setTimeout(resolve, 200))
   t.is(readFileSync(p.feed, 'utf8'), after, 'and not after it')
   t.like(JSON.parse(after), { bridge: true, timeoutMs: 400, fenceMs: 1000 }, 'fed with the previous run\'s timeouts')
+  t.is(Math.round(JSON.parse(after).since), Math.round(b.lastFeedAt!), 'and its last own feed')
+})
+
+test('bridgeWatchdog: a bridge of a run that died while loading does not move the last own feed on', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks, bootId: currentBootId() }))
+  // the feed on disk is a bridge's, written just now, of a run whose last own feed was 5 s ago
+  const since = Date.now() - 5000
+  writeFileSync(p.feed, JSON.stringify({ seq: 3, pid: 1, bridge: true, since, timeoutMs: 3000, fenceMs: 5000 }))
+  const b = bridgeWatchdog(dir, { feedMs: 50 })
+  b.stop()
+  t.is(b.lastFeedAt, since)
+  t.is(b.until, null, 'past that feed + 2 s: no more bridging, the supervisor fires')
 })
 
 test('previousTimeouts: the last feed\'s, or the defaults of a release that did not feed them', t => {

@@ -53,6 +53,9 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
     disarmed = feed?.disarmed === true
     previous = previousTimeouts(feed)
+    // a bridge of a run that died before its agent fed: its feeds do not move the last
+    // own feed on (runs that keep dying while loading must not keep the VMs alive)
+    if (feed?.bridge === true && typeof feed.since === 'number' && Number.isFinite(feed.since)) lastFeedAt = Math.min(lastFeedAt, feed.since)
   } catch {}
   const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - previous.watchdogMs })
   let seq = 0
@@ -62,7 +65,7 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     try {
       // any change of the file counts as a feed; the agent's own watchdog writes its own later
       // with the previous run's timeouts: the supervisor fires by its last feed + fence timeout
-      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, timeoutMs: previous.watchdogMs, fenceMs: previous.fenceMs }))
+      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs: previous.watchdogMs, fenceMs: previous.fenceMs }))
       renameSync(tmp, paths.feed)
     } catch {}
   }

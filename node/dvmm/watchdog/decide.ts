@@ -9,6 +9,9 @@ export interface FeedState {
   timeoutMs?: number
   /** The fence timeout the agent runs with: a restarted agent's bridge (bridge.ts) reads it. */
   fenceMs?: number
+  /** A bridge's feed (bridge.ts): `since` is the previous run's last own feed, which a bridge never moves on. */
+  bridge?: boolean
+  since?: number
   pid?: number
 }
 
@@ -17,12 +20,35 @@ export type Verdict =
   | { action: 'fire', why: string }
   | { action: 'exit', why: string }
 
-/** What to do now: `lastChangeAt` is when the feed last changed, by the watchdog's monotonic clock. */
-export function decide (o: { feed: FeedState | undefined, lastChangeAt: number, now: number, timeoutMs: number }): Verdict {
+/** The timeout a feed asks for, or `fallbackMs` (the supervisor's own) when it names none or junk. */
+export function fedTimeout (feed: FeedState | undefined, fallbackMs: number): number {
+  const t = feed?.timeoutMs
+  return typeof t === 'number' && Number.isFinite(t) && t > 0 ? t : fallbackMs
+}
+
+/**
+ * When the supervisor fires (by its monotonic clock), after a check: a feed sets it to
+ * now + timeout; a timeout changed without a feed (the agent's fence timeout in force
+ * changed while its feed is withheld) moves it to the earlier of the old deadline and
+ * now + the shorter timeout (not to the last feed + the new one, which may be past:
+ * that would kill at once), or, for a longer timeout, to the last feed + it.
+ */
+export function nextDeadline (o: { fed: boolean, deadline: number, lastChangeAt: number, prevTimeoutMs: number, timeoutMs: number, now: number }): number {
+  if (o.fed) return o.now + o.timeoutMs
+  if (o.timeoutMs < o.prevTimeoutMs) return Math.min(o.deadline, o.now + o.timeoutMs)
+  if (o.timeoutMs > o.prevTimeoutMs) return Math.max(o.deadline, o.lastChangeAt + o.timeoutMs)
+  return o.deadline
+}
+
+/**
+ * What to do now: `lastChangeAt` is when the feed last changed, by the watchdog's
+ * monotonic clock; `deadline` (nextDeadline) when it fires, by default that + the timeout.
+ */
+export function decide (o: { feed: FeedState | undefined, lastChangeAt: number, now: number, timeoutMs: number, deadline?: number }): Verdict {
   if (o.feed?.disarmed === true) return { action: 'exit', why: 'disarmed by the agent' }
-  const timeout = o.feed?.timeoutMs ?? o.timeoutMs
+  const timeout = fedTimeout(o.feed, o.timeoutMs)
   const quiet = o.now - o.lastChangeAt
-  if (quiet > timeout) return { action: 'fire', why: `not fed for ${Math.round(quiet)} ms (timeout ${timeout} ms)` }
+  if (o.now > (o.deadline ?? o.lastChangeAt + timeout)) return { action: 'fire', why: `not fed for ${Math.round(quiet)} ms (timeout ${timeout} ms)` }
   return { action: 'wait', why: `fed ${Math.round(quiet)} ms ago` }
 }
 

@@ -5,7 +5,7 @@
 // the fence timeout), it kills every VM of this node and records when. A disarmed feed
 // (clean agent exit) makes it exit without killing anything.
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { decide, feedKey, parseFeed } from './decide.ts'
+import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
 import { killAllVms } from './kill.ts'
 import { watchdogPaths } from './paths.ts'
 
@@ -23,6 +23,8 @@ const log = (msg: string): void => { try { appendFileSync(paths.log, `${new Date
 
 let lastKey: string | undefined
 let lastChangeAt = mono()
+let lastTimeout = timeoutMs
+let deadline = lastChangeAt + timeoutMs
 log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}`)
 
 // checks every tenth of the timeout in force, and at least every second: the feed may
@@ -34,9 +36,14 @@ function check (): void {
   let text: string | undefined
   try { text = readFileSync(paths.feed, 'utf8') } catch {}
   const key = feedKey(text)
-  if (key !== lastKey) { lastKey = key; lastChangeAt = mono() }
+  const now = mono()
+  const fed = key !== lastKey
+  if (fed) { lastKey = key; lastChangeAt = now }
   const feed = parseFeed(text)
-  const v = decide({ feed, lastChangeAt, now: mono(), timeoutMs })
+  const t = fedTimeout(feed, timeoutMs)
+  deadline = nextDeadline({ fed, deadline, lastChangeAt, prevTimeoutMs: lastTimeout, timeoutMs: t, now })
+  lastTimeout = t
+  const v = decide({ feed, lastChangeAt, now, timeoutMs, deadline })
   if (v.action === 'exit') {
     log(`exit: ${v.why}`)
     process.exit(0)
@@ -49,12 +56,7 @@ function check (): void {
       log(`fired: ${v.why}; killed ${victims.map(x => `${x.driver}/${x.id}`).join(' ')}`)
     }
   }
-  setTimeout(check, checkEvery(feed?.timeoutMs))
-}
-
-function checkEvery (fedTimeoutMs: number | undefined): number {
-  const t = typeof fedTimeoutMs === 'number' && fedTimeoutMs > 0 ? fedTimeoutMs : timeoutMs
-  return Math.min(checkMs, MAX_CHECK_MS, Math.max(20, Math.floor(t / 10)))
+  setTimeout(check, Math.min(checkMs, MAX_CHECK_MS, Math.max(20, Math.floor(t / 10))))
 }
 
 setTimeout(check, Math.min(checkMs, MAX_CHECK_MS))

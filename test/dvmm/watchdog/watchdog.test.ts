@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
 import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
-import { decide, feedKey } from '../../../node/dvmm/watchdog/decide.ts'
+import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
 import { silentLogger } from '../../../node/log.ts'
 import { isAlive } from '../../../node/netns/netns.ts'
@@ -39,6 +39,17 @@ test('decide: waits while fed, fires after the timeout, exits when disarmed', t 
   t.not(feedKey(JSON.stringify({ seq: 8, pid: 10, timeoutMs: 12_000, fenceMs: 20_000 })), feedKey(fed))
   t.not(feedKey(JSON.stringify({ seq: 7, pid: 11, timeoutMs: 12_000 })), feedKey(fed), 'another run\'s feed')
   t.is(feedKey('garbage'), 'garbage')
+  // a fed timeout that is junk is not taken (the supervisor's own holds)
+  t.is(fedTimeout({ seq: 1, timeoutMs: 'soon' as unknown as number }, 3000), 3000)
+  t.is(decide({ feed: { seq: 1, timeoutMs: 'soon' as unknown as number }, lastChangeAt: 0, now: 3001, timeoutMs: 3000 }).action, 'fire')
+  // a timeout shortened without a feed: the earlier of the old deadline and now + the new one, never at once
+  const d = { fed: false, deadline: 12_000, lastChangeAt: 0, prevTimeoutMs: 12_000, now: 5000 }
+  t.is(nextDeadline({ ...d, timeoutMs: 3000 }), 8000)
+  t.is(nextDeadline({ ...d, timeoutMs: 9000 }), 12_000)
+  t.is(nextDeadline({ ...d, now: 11_000, timeoutMs: 3000 }), 12_000, 'the old deadline when it is earlier')
+  t.is(nextDeadline({ ...d, deadline: 3000, prevTimeoutMs: 3000, timeoutMs: 12_000 }), 12_000, 'lengthened: from the last feed')
+  t.is(nextDeadline({ ...d, fed: true, timeoutMs: 3000 }), 8000, 'a feed: now + the timeout')
+  t.is(decide({ feed: { seq: 1, timeoutMs: 3000 }, lastChangeAt: 0, now: 5000, timeoutMs: 12_000, deadline: 8000 }).action, 'wait')
 })
 
 interface Setup { dataDir: string, driver: ProcessDriver, ids: string[], pids: number[], feeder: () => Promise<{ proc: ChildProcess, watchdogPid: number }> }

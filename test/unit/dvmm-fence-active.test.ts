@@ -1,0 +1,77 @@
+// The fence timeout a node runs with, as its VM manager keeps it (node/dvmm/fencing.ts)
+// and the record a restart starts from (node/dvmm/fence-record.ts): fed from the
+// member table and the roll, told to the watchdog on every change, and after a
+// restart no longer than the fence last run until the others are known again.
+import test from 'ava'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Fencing } from '../../node/dvmm/fencing.ts'
+import { previousFence, readFenceRecord, writeFenceRecord } from '../../node/dvmm/fence-record.ts'
+import { watchdogPaths } from '../../node/dvmm/watchdog/paths.ts'
+import { silentLogger } from '../../node/log.ts'
+import type { Member } from '../../protocol/membership.ts'
+
+const ME = 'me'
+const member = (nodeId: string, fenceTimeoutMs?: number): Member => ({
+  nodeId, state: 'alive', since: 0, lastSeen: 0, version: { incarnation: 1, seq: 1 },
+  advert: { fenceTimeoutMs } as unknown as Member['advert']
+})
+
+function fencing (o: { settingMs: number, previousMs?: number, roll: string[], members: Member[] }): { f: Fencing, told: number[], members: Map<string, Member> } {
+  const told: number[] = []
+  const members = new Map(o.members.map(m => [m.nodeId, m]))
+  const f = new Fencing({
+    peerId: ME,
+    log: silentLogger,
+    clock: { now: () => 0 },
+    state: { read: () => ({ list: () => o.roll.map(node => ({ node })) }) as never },
+    membership: { members },
+    metrics: { fenced: { set: () => {} } } as never,
+    local: { live: new Set(), act: async () => {} } as never,
+    onActiveFence: ms => { told.push(ms) }
+  }, { fenceTimeoutMs: o.settingMs, previousFenceMs: o.previousMs, takeoverMarginMs: 1500, lastAliveAt: 0 })
+  f.start()
+  return { f, told, members }
+}
+
+test('the fence in force follows the other members\' settings, and the watchdog is told each change', t => {
+  // restarted: the roll has a and b, not met yet; it ran 5 s last
+  const { f, told, members } = fencing({ settingMs: 20_000, previousMs: 5000, roll: [ME, 'a', 'b'], members: [] })
+  t.is(f.activeMs, 5000, 'before the others are known: the fence last run')
+  f.check(1000)
+  t.deepEqual(told, [], 'no change, nothing told')
+  members.set('a', member('a', 20_000))
+  f.check(2000)
+  t.is(f.activeMs, 5000, 'b is still not known')
+  members.set('b', member('b', 30_000))
+  f.check(3000)
+  t.is(f.activeMs, 20_000, 'every member known, each set at least as long: the setting')
+  members.set('c', member('c'))
+  f.check(4000)
+  t.is(f.activeMs, 5000, 'an agent that advertises none waits 5 s')
+  members.delete('c')
+  f.check(5000)
+  t.deepEqual(told, [20_000, 5000, 20_000])
+})
+
+test('a new data dir runs its setting; a damaged or out-of-range record is none; the last feed caps it', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-fence-rec-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  t.is(previousFence(dir), undefined)
+  writeFenceRecord(dir, 20_000)
+  t.is(readFenceRecord(dir), 20_000)
+  t.is(previousFence(dir), 20_000)
+  // a watchdog feed of a release that kept no record (no fenceMs): it ran 5 s
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  writeFileSync(p.feed, JSON.stringify({ seq: 4, pid: 1, timeoutMs: 3000 }))
+  t.is(previousFence(dir), 5000)
+  writeFileSync(p.feed, JSON.stringify({ seq: 5, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }))
+  t.is(previousFence(dir), 20_000)
+  for (const junk of ['{"activeMs": 0.5}', '{"activeMs": 100}', '{"activeMs": "x"}', 'not json', '{"activeMs": 9999999}']) {
+    writeFileSync(join(dir, 'dvmm', 'fence.json'), junk)
+    t.is(readFenceRecord(dir), undefined, junk)
+  }
+  t.is(previousFence(dir), 20_000, 'the feed alone')
+})
