@@ -29,7 +29,7 @@ export interface FencingComponents {
 export interface FencingInit {
   /** the node's setting */
   fenceTimeoutMs: number
-  /** the fence timeout its previous run advertised (undefined: none), see activeFenceMs */
+  /** the fence timeout this node ran with last (fence-record.ts previousFence; undefined: none), see activeFenceMs */
   previousFenceMs?: number
   takeoverMarginMs: number
   /** when this node last knew it was alive in the grid before this run (0: none), see DvmmInit.lastAliveAt */

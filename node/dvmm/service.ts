@@ -90,7 +90,7 @@ export interface DvmmInit {
    * watchdog's timeout, 3/5 of the fence timeout in force)
    */
   stallMs?: number
-  /** the fence timeout this node's previous run advertised (from its watchdog feed; undefined: none), see activeFenceMs */
+  /** the fence timeout this node ran with last (fence-record.ts previousFence; undefined: none), see activeFenceMs */
   previousFenceMs?: number
   /**
    * When this node last knew it was alive in the grid before this run: a restarted
