@@ -1,39 +1,35 @@
-// The connection manager (LCM) of one agent: its WireGuard interface and keypair,
-// its advert slot, one peer per live member, VM addresses routed through the peer
-// that hosts them, and the node's link rules. Every decision is in plan.ts, rules.ts
-// and overlay.ts; this file reads the inputs, applies the differences and reports.
-// Routing this node's own VMs and telling them their names is local-vm-net.ts's.
-// WireGuard failing to start is reported (log, status, advert), never stops the agent,
-// and is tried again by itself.
+// The connection manager (LCM) of one agent: one WireGuard peer per live member, VM
+// addresses routed through the peer that hosts them, and the node's link rules. Every
+// decision is in plan.ts, rules.ts and overlay.ts; this file reads the inputs, applies
+// the differences and reports. The interface, its keypair, address and peers, and the
+// advert are tunnel.ts's; routing this node's own VMs and telling them their names is
+// local-vm-net.ts's.
 import { EventEmitter } from 'node:events'
-import { networkInterfaces } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
 import type { Draft } from '../../crdt/schema.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
-import { ip } from '../netns/netns.ts'
-import { loadOrCreateKeypair, WgInterface, type Backend, type Keypair } from './wireguard.ts'
+import type { Backend } from './wireguard.ts'
 import { interfaceName, type InterfaceState } from './wireguard-format.ts'
 import { overlayPrefix, type OverlayPrefix } from './overlay.ts'
-import { addressing, diffPeers, planPeers, type Addressing, type DocView, type PeerPlan } from './plan.ts'
+import { addressing, planPeers, type Addressing, type DocView, type PeerPlan } from './plan.ts'
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
 import { oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
-import { addressKey, firstAddress } from './host-addresses.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
 import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
+import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
 export type { LocalVms } from './local-vm-net.ts'
 
-export interface WireguardAdvert { publicKey: string, endpoint: string }
-
+export type { WireguardAdvert } from './tunnel.ts'
 
 export interface LcmComponents {
   config: { dataDir: string }
@@ -77,11 +73,8 @@ export interface LcmEvents {
   failed: [Error]
 }
 
-/** after a failed apply: the first retry, and the longest wait between retries */
-const RETRY_MIN_MS = 1000
 /** how often routes others may have added inside the overlay range are looked for */
 const ROUTE_CHECK_MS = 30_000
-const RETRY_MAX_MS = 30_000
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
   readonly name = 'lcm'
@@ -91,27 +84,18 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private readonly c: LcmComponents
   private readonly init: Required<Omit<LcmInit, 'endpointHost' | 'backend'>> & Pick<LcmInit, 'endpointHost' | 'backend'>
   private readonly log: Logger
-  private keypair: Keypair | null = null
-  private wg: WgInterface | null = null
-  /** why WireGuard is not running */
-  private readonly down = new Condition()
+  /** this node's WireGuard interface, its address and peers, and its advert */
+  private readonly tunnel: Tunnel
   /** why the last plan could not be applied */
   private readonly unapplied = new Condition()
   /** a read of the table's counts under way */
   private countersRead?: Promise<TableCounters>
   private readonly overlayRoutes: OverlayRoutes
   private routeTimer?: NodeJS.Timeout
-  private endpoint: string | null = null
-  private address: string | null = null
   private hostAddrs = ''
   private running = false
   private timer?: NodeJS.Timeout
   private pollTimer?: NodeJS.Timeout
-  /** while the interface cannot be made: the next try, and the wait before the one after */
-  private ifTimer?: NodeJS.Timeout
-  private ifRetryMs = RETRY_MIN_MS
-  /** what the agent was last told to advertise (undefined: nothing yet) */
-  private advertised: WireguardAdvert | null | undefined
   private queue: Promise<void> = Promise.resolve()
   private dirty = false
   /** the wait before applying again after a failed apply (doubles up to RETRY_MAX_MS, reset by a success) */
@@ -119,12 +103,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   /** passes of reconcile started, and the number of the last one that ended (settled) */
   private passesStarted = 0
   private lastPassDone = 0
-  private readonly applied = new Map<string, string | null>()
   private readonly localVms: LocalVmNet
   private readonly rejectedSeen = new Set<string>()
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
-  private readonly startFailures: Counter
   private readonly listener = (): void => { this.schedule() }
 
   constructor (components: LcmComponents, init: LcmInit = {}) {
@@ -137,18 +119,20 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.table = tableName(components.peerId)
     this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
     this.overlayRoutes = new OverlayRoutes({ log: this.log, prefix: this.prefix, wgIf: this.ifname })
-    const registers = [components.registry]
-    this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers })
-    this.startFailures = new Counter({ name: 'vgrid_lcm_wireguard_start_failures_total', help: 'Tries to make the WireGuard interface that failed (the LCM status says the last cause)', registers })
+    this.tunnel = new Tunnel({
+      log: this.log, registry: components.registry, dataDir: components.config.dataDir, peerId: components.peerId, onAdvert: components.onAdvert, schedule: ms => { this.schedule(ms) }
+    }, { ifname: this.ifname, prefix: this.prefix, port: this.init.port, endpointHost: this.init.endpointHost, backend: this.init.backend })
+    this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers: [components.registry] })
     registerGauges(components.registry, this)
   }
 
   async start (): Promise<void> {
     this.running = true
+    this.tunnel.start()
     this.c.membership.on('transition', this.listener)
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
-    this.hostAddrs = this.addrKey()
+    this.hostAddrs = this.tunnel.addressKey()
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
     this.routeTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.overlayRoutes.check() }) }, ROUTE_CHECK_MS)
@@ -159,77 +143,6 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     await this.queue
   }
 
-  /**
-   * Makes the interface when there is none (it never came up, or wireguard-go exited).
-   * The status, the log and the advert follow the outcome both ways, each told once per
-   * change, not on every try; while it cannot be made the rest of the plan still applies,
-   * and it is tried again by itself, less often each time. Throws only if the dead one
-   * cannot be removed.
-   */
-  private async ensureInterface (): Promise<void> {
-    if (this.wg?.alive === true) return
-    clearTimeout(this.ifTimer)
-    if (this.wg != null) {
-      await this.wg.destroy()
-      this.wg = null
-      this.address = null
-    }
-    try {
-      this.keypair ??= await loadOrCreateKeypair(this.c.config.dataDir)
-      this.endpoint = this.detectEndpoint()
-      await this.bringUp()
-    } catch (err) {
-      this.wentDown(err as Error)
-      return
-    }
-    const was = this.down.value
-    this.down.set(null)
-    this.ifRetryMs = RETRY_MIN_MS
-    this.log.info(was == null ? 'WireGuard up' : 'WireGuard up again', { interface: this.ifname, backend: this.wg!.backend, endpoint: this.endpoint, publicKey: this.keypair.publicKey })
-    if (this.endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint: this.endpoint })
-    else this.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
-  }
-
-  private wentDown (err: Error): void {
-    const error = err.message.startsWith('WireGuard cannot start') ? err.message : `WireGuard cannot start: ${err.message}`
-    this.startFailures.inc()
-    if (this.down.set(error)) this.log.error('WireGuard cannot start; connections to other nodes are down, everything else runs', { error })
-    // peers are told there is no tunnel to this node, until there is one again
-    this.advertise(null)
-    if (!this.running) return
-    this.ifTimer = setTimeout(() => { this.schedule(0) }, this.ifRetryMs)
-    this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
-  }
-
-  /** Tells the agent what to advertise, when it differs from what it was told last. */
-  private advertise (wg: WireguardAdvert | null): void {
-    const last = this.advertised
-    if (last !== undefined && last?.publicKey === wg?.publicKey && last?.endpoint === wg?.endpoint) return
-    this.advertised = wg
-    this.c.onAdvert(wg)
-  }
-
-  /** Makes the interface and its route; if wireguard-go ever exits under us, the next plan makes it again. */
-  private async bringUp (): Promise<void> {
-    const wg = await WgInterface.create({
-      name: this.ifname, netns: null, privateKey: this.keypair!.privateKey, listenPort: this.init.port, backend: this.init.backend
-    })
-    try {
-      await ip(['route', 'replace', this.prefix.vmV4, 'dev', this.ifname])
-    } catch (err) {
-      await wg.destroy()
-      throw err
-    }
-    this.wg = wg
-    this.applied.clear()
-    this.address = null
-    void wg.exited.then(() => {
-      if (!this.running || this.wg !== wg) return
-      this.log.error('wireguard-go exited; making the interface again', { interface: this.ifname, pid: wg.pid })
-      this.schedule(0)
-    })
-  }
-
   async stop (): Promise<void> {
     this.running = false
     clearTimeout(this.timer)
@@ -238,12 +151,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
     await this.queue
-    clearTimeout(this.ifTimer)
     // the rules stay in the kernel unless asked: VMs that outlive the agent stay
     // confined to their declared connections (fail closed); the next start replaces them
     if (!this.init.keepRulesOnStop) await removeRuleset(null, this.table).catch(err => { this.log.warn('could not remove the link rules', { error: (err as Error).message }) })
-    await this.wg?.destroy()
-    this.wg = null
+    await this.tunnel.stop()
     // VMs that outlive the agent keep their declared links, and the fallback route keeps
     // anything of theirs from leaving in clear
     if (!this.init.keepRulesOnStop) await this.overlayRoutes.fallback('del')
@@ -252,8 +163,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
 
   status (): LcmStatus {
-    const { down, unapplied, overlayRoutes: { conflict } } = this
-    return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, backend: this.wg?.backend ?? null, interface: this.ifname, publicKey: this.keypair?.publicKey ?? null, endpoint: this.endpoint, address: this.address, prefix: this.prefix }
+    const { unapplied, overlayRoutes: { conflict }, tunnel } = this
+    const { down } = tunnel
+    return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, backend: tunnel.backend, interface: this.ifname, publicKey: tunnel.publicKey, endpoint: tunnel.endpoint, address: tunnel.address, prefix: this.prefix }
   }
 
   get state (): LcmState { return this.c.state }
@@ -300,10 +212,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.dirty = false
     const pass = ++this.passesStarted
     try {
-      await this.ensureInterface()
+      await this.tunnel.ensure()
       const doc = this.docView()
       const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
-      const plan = planPeers(this.c.peerId, this.keypair?.publicKey ?? null, this.c.membership.members, addr, this.init.keepaliveS)
+      const plan = planPeers(this.c.peerId, this.tunnel.publicKey, this.c.membership.members, addr, this.init.keepaliveS)
       for (const r of plan.rejected) {
         // counted once per advert content, not on every recomputation
         const key = `${r.node}\n${r.reason}\n${r.detail}`
@@ -314,8 +226,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       }
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
       rules.skipped.push(...doc.contested)
-      await this.applyAddress(addr)
-      if (this.wg != null) await this.applyPeers(plan)
+      await this.tunnel.applyAddress(addr)
+      await this.tunnel.applyPeers(plan)
       await this.localVms.route(addr)
       await this.overlayRoutes.check()
       await applyRuleset(null, rules)
@@ -339,31 +251,6 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
   }
 
-  private async applyAddress (addr: Addressing): Promise<void> {
-    const mine = addr.nodeAddr.get(this.c.peerId) ?? null
-    if (this.wg == null || mine === this.address) return
-    if (this.address != null) await ip(['addr', 'del', `${this.address}/32`, 'dev', this.ifname], { allowFail: true })
-    if (mine != null) {
-      await ip(['addr', 'replace', `${mine}/32`, 'dev', this.ifname])
-      await ip(['route', 'replace', this.prefix.nodeV4, 'dev', this.ifname])
-    }
-    this.address = mine
-  }
-
-  private async applyPeers (plan: PeerPlan): Promise<void> {
-    const wg = this.wg!
-    const ops = diffPeers((await wg.show()).peers, plan.peers.values(), this.applied)
-    for (const k of ops.remove) {
-      await wg.removePeer(k)
-      this.applied.delete(k)
-    }
-    for (const p of ops.set) {
-      await wg.setPeer(p)
-      this.applied.set(p.publicKey, p.endpoint)
-    }
-    if (ops.set.length + ops.remove.length > 0) this.log.info('peers updated', { set: ops.set.length, removed: ops.remove.length })
-  }
-
   /** A VM whose index is new or lost a conflict: its holder (or, unplaced, its writer) stores the index. */
   private async writeBackIndexes (doc: DocView, addr: Addressing): Promise<void> {
     const holder = new Map(doc.leases.map(l => [l.vm, l.holder]))
@@ -379,38 +266,12 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     for (const [vm, a] of mine) this.log.info('overlay address stored', { vm, index: a.index, reason: a.reason })
   }
 
-  private detectEndpoint (): string | null {
-    const host = this.init.endpointHost ?? firstAddress(networkInterfaces(), this.ifname, this.prefix.octet)
-    return host == null ? null : `${host}:${this.init.port}`
-  }
-
-  private addrKey (): string { return addressKey(networkInterfaces(), this.ifname) }
-
   private checkAddresses (): void {
-    const k = this.addrKey()
+    const k = this.tunnel.addressKey()
     if (k === this.hostAddrs) return
     this.hostAddrs = k
-    this.queue = this.queue.then(async () => { await this.addressChanged() })
-  }
-
-  /**
-   * This host's addresses changed (the agent's address-change event, or the poll):
-   * re-set every peer's endpoint so WireGuard sends from the new address at once
-   * (wireguard-go alone stalls about 15 s), and advertise the new endpoint.
-   */
-  async addressChanged (): Promise<void> {
-    if (this.wg == null || this.keypair == null) return
-    const endpoint = this.detectEndpoint()
-    try {
-      const peers = await this.wg.refreshEndpoints()
-      this.log.info('host address changed: peer endpoints re-set', { endpoint, peers: peers.length })
-    } catch (err) {
-      this.log.warn('could not re-set peer endpoints', { error: (err as Error).message })
-    }
-    if (endpoint !== this.endpoint) {
-      this.endpoint = endpoint
-      if (endpoint != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint })
-    }
+    // peer endpoints re-set at once, the new endpoint advertised (Tunnel.addressChanged)
+    this.queue = this.queue.then(async () => { await this.tunnel.addressChanged() })
   }
 
   /**
@@ -429,10 +290,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   /** The interface's peers with the node each belongs to. */
   async peerStates (): Promise<Array<InterfaceState['peers'][number] & { node: string | null }>> {
-    if (this.wg == null) return []
+    const wg = this.tunnel.wg
+    if (wg == null) return []
     const byKey = new Map((this.last?.plan.tunnels ?? []).map(t => [t.publicKey, t.node]))
     try {
-      return (await this.wg.show()).peers.map(p => ({ ...p, node: byKey.get(p.publicKey) ?? null }))
+      return (await wg.show()).peers.map(p => ({ ...p, node: byKey.get(p.publicKey) ?? null }))
     } catch {
       return []
     }
