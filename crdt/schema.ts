@@ -18,6 +18,8 @@ export const LABEL_VALUE_MAX = 256
 /** a VM's terminal: a host name inside VMs (/etc/hosts, a guest's kernel command line) */
 export const TERMINAL_PATTERN = '^[A-Za-z][A-Za-z0-9_-]{0,62}$'
 export const TERMINAL_RE = new RegExp(TERMINAL_PATTERN)
+/** who a `process` VM's command runs as: a user name or a numeric uid */
+export const VM_USER_PATTERN = '^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$'
 /** at most this many input and this many output terminals per VM */
 export const TERMINALS_MAX = 64
 
@@ -54,6 +56,8 @@ export const VmSpecSchema = Type.Object({
   cmdline: Type.Optional(Type.String({ maxLength: 4096 })),
   /** the program of a `process` VM */
   command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+  /** the user a `process` VM's command runs as (absent: root), without capabilities */
+  user: Type.Optional(Type.String({ pattern: VM_USER_PATTERN })),
   volumes: Type.Array(Id, { maxItems: 64 }),
   /** node labels a host must carry, key -> value (placement reads them) */
   constraints: Props,

@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -60,6 +60,7 @@ async function create (args: string[]): Promise<void> {
     memory: { type: 'string' },
     driver: { type: 'string' },
     command: { type: 'string', multiple: true },
+    user: { type: 'string' },
     kernel: { type: 'string' },
     initrd: { type: 'string' },
     cmdline: { type: 'string' },
@@ -91,7 +92,7 @@ async function create (args: string[]): Promise<void> {
   if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
   if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
   if (after != null) body.command = after
-  for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app'] as const) if (v[k] != null) body[k] = v[k]
+  for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app', 'user'] as const) if (v[k] != null) body[k] = v[k]
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
   if (v.volume != null) body.volumes = v.volume
   if (v.input != null) body.inputs = v.input
@@ -120,6 +121,7 @@ async function show (argv: string[]): Promise<void> {
   out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
   out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) out(`  overlay address ${d.address}`)
+  if (d.spec.user != null) out(`  runs as user ${d.spec.user}, without capabilities`)
   if (d.spec.volumes.length > 0) out(`  volumes ${d.spec.volumes.join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime

@@ -1,7 +1,7 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { existsSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
@@ -24,6 +24,8 @@ export interface CreateVmBody {
   memory: number | string
   driver: 'qemu' | 'process'
   command?: string[]
+  /** process VMs: the user (name or uid) the command runs as, without capabilities (default root) */
+  user?: string
   kernel?: string
   initrd?: string
   cmdline?: string
@@ -117,6 +119,10 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
+  if (b.user !== undefined) {
+    if (b.driver !== 'process') throw invalid('user', 'only a process VM runs as a user of its node (a qemu guest has its own)')
+    if (typeof b.user !== 'string' || !new RegExp(VM_USER_PATTERN).test(b.user)) throw invalid('user', 'must be a user name (lower case, up to 32 characters) or a numeric uid')
+  }
   if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
     if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist`)
@@ -147,6 +153,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       volumes: vols,
       constraints: strMap(b.constraints, 'constraints', true),
       ...opt('command', command),
+      ...opt('user', b.user as string | undefined),
       ...opt('kernel', kernel),
       ...opt('initrd', initrd),
       ...opt('cmdline', cmdline),

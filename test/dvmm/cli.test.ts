@@ -35,7 +35,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.teardown(async () => { await app.close() })
   const addr = app.server.address() as { port: number }
   const api = `127.0.0.1:${addr.port}`
-  const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '512M', '--command', 'fake:run', '--label', 'tier=web')
+  const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '512M', '--command', 'fake:run', '--label', 'tier=web', '--user', 'nobody')
   t.is(created.code, 0, created.err)
   t.regex(created.out, /^web: (pending|starting|running)/)
   const bad = await cli(api, 'vm', 'create', 'bad', '--cpu', '1', '--memory', '0', '--command', 'fake:run')
@@ -48,6 +48,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.regex(ls.out, /web\s+running\s+a[01]\s+1\s+1\s+0\.50G\s+process/)
   const show = await cli(api, 'vm', 'show', 'web')
   t.regex(show.out, /placement/)
+  t.regex(show.out, /runs as user nobody, without capabilities/)
   t.regex(show.out, /history:\n.*placed on a[01]/)
   const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
   // from whichever node: a node that does not hold it asks the holder

@@ -181,6 +181,12 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ name: 'Bad Name' }, /^name:/)
   bad({ command: undefined }, /^command:/)
   bad({ restart: 'sometimes' }, /^restart:/)
+  // the user a process VM runs as: a name or a uid, process VMs only
+  t.like(vmDraft({ ...ok, user: 'nobody' }, doc, nodes), { spec: { user: 'nobody' } })
+  t.like(vmDraft({ ...ok, user: '1000' }, doc, nodes), { spec: { user: '1000' } })
+  bad({ user: 'Not A User' }, /^user: must be a user name/)
+  bad({ user: 7 }, /^user: must be a user name/)
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', user: 'nobody' }, doc, nodes, () => true), { message: /^user: only a process VM runs as a user/ })
   t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /already exists/ })
   t.throws(() => vmDraft('nope', doc, nodes), { message: /^body:/ })
   // volumes: by path or id, qemu only, each once, and no other VM's disk

@@ -36,6 +36,7 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   if (b.kind === 'command') {
     if (!Array.isArray(b.command) || b.command.length === 0) bad('boot.command', 'must be a non-empty array of strings')
     ;(b.command as unknown[]).forEach((a, i) => str(a, `boot.command[${i}]`))
+    if (b.user !== undefined && (typeof b.user !== 'string' || !/^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$/.test(b.user))) bad('boot.user', 'must be a user name or a numeric uid')
     if (b.env !== undefined) {
       if (b.env == null || typeof b.env !== 'object') bad('boot.env', 'must be an object of strings')
       for (const [k, v] of Object.entries(b.env as object)) if (typeof v !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) bad(`boot.env.${k}`, 'must be NAME: string')

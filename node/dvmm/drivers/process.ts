@@ -6,6 +6,7 @@ import { delimiter, join } from 'node:path'
 import { checkSupport } from '../../netns/netns.ts'
 import { createVeth, deleteVeth, writeVmHosts, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { terminalEnv, type VmRecord } from './common.ts'
+import { asUser, resolveUser } from '../host/users.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
 
@@ -36,6 +37,7 @@ export class ProcessDriver extends HostDriver {
     const cmd = spec.boot.command[0]!
     const found = cmd.includes('/') ? executable(cmd) : (process.env.PATH ?? '').split(delimiter).some(d => d !== '' && executable(join(d, cmd)))
     if (!found) throw new DriverError('bad-spec', `boot.command[0]: "${cmd}" is not an executable file`, 'boot.command[0]')
+    if (spec.boot.user !== undefined && resolveUser(spec.boot.user) == null) throw new DriverError('bad-spec', `boot.user: there is no user "${spec.boot.user}" on this node`, 'boot.user')
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
@@ -52,8 +54,13 @@ export class ProcessDriver extends HostDriver {
     // network: false shares the node's namespace (no interface of its own)
     const o = rec.network !== undefined ? rec.spec.overlay : undefined
     // the terminal names as of the start (the environment cannot change later; /etc/hosts does)
-    const env = o === undefined ? boot.env : { ...boot.env, VGRID_ADDRESS: o.address, ...terminalEnv(o.names ?? {}) }
-    return { argv: boot.command, env, netns: rec.network?.netns }
+    let env = o === undefined ? boot.env : { ...boot.env, VGRID_ADDRESS: o.address, ...terminalEnv(o.names ?? {}) }
+    // a user of the node, without capabilities (see host/users.ts); checked at start, gone since: refused
+    if (boot.user === undefined) return { argv: boot.command, env, netns: rec.network?.netns }
+    const u = resolveUser(boot.user)
+    if (u == null) throw new DriverError('bad-spec', `boot.user: there is no user "${boot.user}" on this node`, 'boot.user')
+    env = { HOME: u.home, USER: u.name, LOGNAME: u.name, ...env }
+    return { argv: asUser(u, boot.command), env, netns: rec.network?.netns }
   }
 
   /** A link made or removed while the VM runs: its /etc/hosts follows at once. */

@@ -8,7 +8,8 @@ export type DriverName = 'process' | 'qemu' | 'fake'
 
 /** How a VM boots: a command (process driver), a kernel, or a disk image (qemu). */
 export type DriverBoot =
-  | { kind: 'command', command: string[], env?: Record<string, string> }
+  /** `user`: a name or numeric uid the command runs as, without capabilities (absent: root) */
+  | { kind: 'command', command: string[], env?: Record<string, string>, user?: string }
   | { kind: 'kernel', kernel: string, initrd?: string, cmdline?: string }
   | { kind: 'disk', image: string, format?: 'raw' | 'qcow2' }
 

@@ -3,7 +3,7 @@
 // namespace whose address the node reaches. Host ends of VM links live in a namespace
 // this test makes (not the machine's own), removed by name afterwards.
 import test from 'ava'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
@@ -46,6 +46,36 @@ driverCompliance(test, {
 })
 
 const maybe = skip === undefined ? test.serial : test.serial.skip
+
+maybe('process driver: a VM with a user runs as that user with no capabilities: it cannot leave its namespace or read the node\'s root-only files', async t => {
+  const d = await create()
+  const id = `usr-${process.pid}`
+  const secret = join(tmpdir(), `vgrid-secret-${process.pid}`)
+  writeFileSync(secret, 'key material', { mode: 0o600 })
+  t.teardown(async () => { rmSync(secret, { force: true }); try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const script = [
+    'echo "uid=$(id -u) gid=$(id -g) home=$HOME"',
+    'grep -E "^Cap(Eff|Prm|Bnd):" /proc/self/status',
+    // this test's own process is in the node's namespace: root could enter it from the VM
+    `if nsenter --net=/proc/${process.pid}/ns/net true 2>/dev/null; then echo ESCAPED; else echo CONFINED; fi`,
+    `if cat ${secret} >/dev/null 2>&1; then echo READ; else echo UNREADABLE; fi`,
+    'if ip addr add 10.9.9.9/32 dev eth0 2>/dev/null; then echo READDRESSED; else echo ADDRESS-KEPT; fi',
+    'echo guest ready; exec sleep 600'
+  ].join('; ')
+  await d.start({ ...sh(id, script), boot: { kind: 'command', command: ['/bin/sh', '-c', script], user: 'nobody' } })
+  await waitFor('the VM to say it is ready', async () => (await d.consoleTail(id)).includes('guest ready'), 5000)
+  const out = await d.consoleTail(id)
+  t.regex(out, /uid=65534 gid=65534 home=\/nonexistent/)
+  for (const cap of ['CapEff', 'CapPrm', 'CapBnd']) t.regex(out, new RegExp(`${cap}:\\s+0+\\n`), `${cap} empty`)
+  t.regex(out, /CONFINED/)
+  t.regex(out, /UNREADABLE/)
+  t.regex(out, /ADDRESS-KEPT/)
+  t.is((await d.inspect(id))?.state, 'running')
+  // a user the node does not have is refused before anything runs, naming the field
+  const e = await d.start({ ...sh(`nou-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: 'no-such-user-here' } }).catch((err: Error & { field?: string }) => err)
+  t.like(e, { code: 'bad-spec', field: 'boot.user' })
+  t.regex((e as Error).message, /no user "no-such-user-here" on this node/)
+})
 
 maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {
   const d = await create()
