@@ -4,10 +4,11 @@
 // time (so a reused pid is never taken for the VM), its cgroups and its namespace.
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { TERMINAL_RE } from '../../../crdt/schema.ts'
+import { TERMINAL_RE, VM_USER_PATTERN } from '../../../crdt/schema.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
+const USER_RE = new RegExp(VM_USER_PATTERN)
 
 /** Checks a spec's shape and values; `boots` are the boot kinds this driver runs. */
 export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kind']>): DriverVmSpec {
@@ -36,7 +37,7 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   if (b.kind === 'command') {
     if (!Array.isArray(b.command) || b.command.length === 0) bad('boot.command', 'must be a non-empty array of strings')
     ;(b.command as unknown[]).forEach((a, i) => str(a, `boot.command[${i}]`))
-    if (b.user !== undefined && (typeof b.user !== 'string' || !/^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$/.test(b.user))) bad('boot.user', 'must be a user name or a numeric uid')
+    if (b.user !== undefined && (typeof b.user !== 'string' || !USER_RE.test(b.user))) bad('boot.user', 'must be a user name or a numeric uid')
     if (b.env !== undefined) {
       if (b.env == null || typeof b.env !== 'object') bad('boot.env', 'must be an object of strings')
       for (const [k, v] of Object.entries(b.env as object)) if (typeof v !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) bad(`boot.env.${k}`, 'must be NAME: string')
