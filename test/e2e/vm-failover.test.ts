@@ -5,29 +5,17 @@
 // ends, and only after fence timeout + margin does another host start the VM (epoch
 // 2): no two runs overlap, checked from the VM processes' own start and exit times.
 // The agent, restarted (or resumed), finds its old VM gone and does not start it again.
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
+import { simpleRuns, until } from '../harness/vm-runs.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 /** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin: no takeover starts before both passed */
 const FENCE_MS = 5000
 const TAKEOVER_MS = FENCE_MS + 1500
 
-interface Run { pid: number, startedAt: number }
-const runsIn = (file: string): Run[] => existsSync(file)
-  ? readFileSync(file, 'utf8').split('\n').filter(l => l !== '').map(l => { const [p, s] = l.split(' '); return { pid: Number(p), startedAt: Number(s) } })
-  : []
-
-async function until<T> (what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await Promise.resolve(f()).catch(() => undefined)
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
+const runsIn = simpleRuns
 
 for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
 e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then run on another host; runs never overlap`, async t => {

@@ -10,25 +10,13 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
+import { simpleRuns, until } from '../harness/vm-runs.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 import type { NodeView } from '../../node/api/types.ts'
 
 const LONG_S = 20
 
-interface Run { pid: number, startedAt: number }
-const runsIn = (file: string): Run[] => existsSync(file)
-  ? readFileSync(file, 'utf8').split('\n').filter(l => l !== '').map(l => { const [p, s] = l.split(' '); return { pid: Number(p), startedAt: Number(s) } })
-  : []
-
-async function until<T> (what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await Promise.resolve(f()).catch(() => undefined)
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
+const runsIn = simpleRuns
 
 e2e('a node set longer than the others runs their fence timeout; the others wait for its longer one before they take its VM over', async t => {
   const grid = await Grid.start(t, {

@@ -121,6 +121,13 @@ export function describeRuns (runs: readonly VmRun[], t0 = 0): string {
     .map(r => `${r.vm} on ${r.host} pid ${r.pid}: ${at(r.startedAt)} .. ${at(r.endedAt)}${r.how != null ? ` (${r.how})` : ''}`).join('\n')
 }
 
+/** The runs a VM's command recorded as `PID START_MS` lines (`echo "$$ $(date +%s%3N)" >> FILE`), oldest first. */
+export function simpleRuns (file: string): Array<{ pid: number, startedAt: number }> {
+  return existsSync(file)
+    ? readFileSync(file, 'utf8').split('\n').filter(l => l !== '').map(l => { const [p, s] = l.split(' '); return { pid: Number(p), startedAt: Number(s) } })
+    : []
+}
+
 /** Polls `f` every 100 ms until it gives a value (errors count as not yet). */
 export async function until<T> (what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
   const end = Date.now() + ms
