@@ -114,11 +114,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers }))
         core.advert.changed()
       }
-    }, {
-      // DVMM sets the fence timeout in force before any VM runs (setFence): until then the shortest it may be
-      watchdogTimeoutMs: watchdogTimeoutFor(Math.min(core.config.fenceTimeoutMs, previousFenceMs ?? Infinity)),
-      fenceTimeoutMs: Math.min(core.config.fenceTimeoutMs, previousFenceMs ?? Infinity)
-    })
+    }, { watchdogTimeoutMs: watchdogTimeoutFor(core.config.fenceTimeoutMs) }) // DVMM sets the fence in force below (setFence), before anything runs
     : undefined
   const dvmm: DvmmService | undefined = runtime == null
     ? undefined

@@ -3,8 +3,9 @@
 // members' settings are known again, the node runs no longer than that, nor than the
 // fence its watchdog was last fed (an older release, which kept no record, ran 5 s).
 // A damaged or out-of-range record reads as none.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { writeFileDurableSync } from '../durable-file.ts'
 import { MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './timing.ts'
 import { previousTimeouts } from './watchdog/bridge.ts'
 import { parseFeed } from './watchdog/decide.ts'
@@ -35,12 +36,10 @@ export function previousFence (dataDir: string): number | undefined {
   return fed == null ? record : Math.min(record, fed)
 }
 
-/** Throws when it cannot be written (the caller tries again). */
+/** Throws when it cannot be written (the old record is left as it was). */
 export function writeFenceRecord (dataDir: string, activeMs: number): void {
-  const file = fileOf(dataDir)
   mkdirSync(join(dataDir, 'dvmm'), { recursive: true })
-  writeFileSync(`${file}.tmp`, JSON.stringify({ activeMs }))
-  renameSync(`${file}.tmp`, file)
+  writeFileDurableSync(fileOf(dataDir), JSON.stringify({ activeMs }))
 }
 
 export function removeFenceRecord (dataDir: string): void {

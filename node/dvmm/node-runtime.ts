@@ -26,8 +26,6 @@ export interface NodeRuntimeComponents {
 export interface NodeRuntimeInit {
   /** the watchdog kills this node's VMs when the agent has not fed it this long (under the fence timeout) */
   watchdogTimeoutMs: number
-  /** the agent's fence timeout: the watchdog writes it in each feed for a restarted agent's bridge */
-  fenceTimeoutMs?: number
   /** probe the host again this long after a probe failed or found a driver missing (default 60 s) */
   reprobeMs?: number
 }
@@ -55,7 +53,7 @@ export class NodeRuntime implements Service {
     const di = { dataDir: c.config.dataDir }
     this.watchdogTimeoutMs = init.watchdogTimeoutMs
     this.reprobeMs = init.reprobeMs ?? 60_000
-    this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs, fenceMs: init.fenceTimeoutMs })
+    this.watchdog = new Watchdog({ log: c.log }, { dataDir: c.config.dataDir, timeoutMs: init.watchdogTimeoutMs })
     this.raw = [createDriver('process', dc, di), createDriver('qemu', dc, di)]
     this.drivers = { process: this.armedBefore(this.raw[0]!), qemu: this.armedBefore(this.raw[1]!) }
   }

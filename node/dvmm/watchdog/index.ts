@@ -139,7 +139,8 @@ export class Watchdog {
     clearInterval(this.timer)
     this.timer = undefined
     // with the fence timeout in force: the next run starts no longer than it (fence-record.ts)
-    this.write({ seq: ++this.seq, disarmed: true, pid: process.pid, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) })
+    this.seq++
+    this.write({ ...this.state(), disarmed: true })
     for (let i = 0; i < 100 && this.pid !== undefined && this.running() !== undefined; i++) await sleep(20)
     if (this.running() !== undefined) this.log.warn('watchdog still runs after disarm', { pid: this.pid })
   }

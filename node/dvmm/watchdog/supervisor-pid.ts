@@ -5,7 +5,8 @@
 // counts only if the process's command line is the supervisor's for this data dir,
 // and is stamped with the boot id once found so (the first agent run of a release
 // that records them, in the same boot, closes the gap).
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
+import { writeFileDurableSync } from '../../durable-file.ts'
 import { currentBootId, sameProcessAlive } from '../drivers/common.ts'
 import { watchdogPaths } from './paths.ts'
 
@@ -41,10 +42,7 @@ export function liveSupervisor (dataDir: string): number | undefined {
   if (argv === undefined || !isSupervisorCmdline(argv, dataDir)) return undefined
   const bootId = currentBootId()
   if (bootId !== undefined) {
-    try {
-      writeFileSync(`${file}.tmp`, JSON.stringify({ ...p, bootId }))
-      renameSync(`${file}.tmp`, file)
-    } catch {}
+    try { writeFileDurableSync(file, JSON.stringify({ ...p, bootId })) } catch {}
   }
   return p.pid
 }
