@@ -131,6 +131,15 @@ async function main (): Promise<void> {
     // outcomes
     let lost = 0
     for (const n of g.nodes) lost += (await n.dvmm.metrics.claimsLost.get()).values[0]?.value ?? 0
+    // the document traffic behind it: what every agent wrote, and what all of them received
+    const sum = async (get: (n: typeof g.nodes[number]) => Promise<{ values: Array<{ value: number, labels: Record<string, unknown> }> }>, label: string): Promise<number> => {
+      let t = 0
+      for (const n of g.nodes) for (const v of (await get(n)).values) if (Object.values(v.labels).includes(label)) t += v.value
+      return t
+    }
+    const written = await sum(async n => await n.agent.state.metrics.changes.get(), 'local')
+    const applied = await sum(async n => await n.agent.state.metrics.changes.get(), 'remote')
+    const msgsIn = await sum(async n => await n.agent.state.metrics.syncMessages.get(), 'in')
     const used = new Map<string, number>()
     for (const l of g.nodes[0]!.agent.state.read().list('leases')) used.set(l.holder, (used.get(l.holder) ?? 0) + l.cpu)
     const overcommit = g.nodes.filter(n => {
@@ -154,6 +163,7 @@ async function main (): Promise<void> {
     row(`${M} VMs on ${N} agents: every lease settled`, ms(settleMs), `${ms(specsEverywhere)} specs reach all`, settleMs / specsEverywhere, `target < 10000 ms; settle window ${args.settle} ms; pure plan alone ${ms(planMs)}`)
     row('utilisation spread (max/mean cpu)', spread.toFixed(3), `${planSpread.toFixed(3)} pure plan`, spread / planSpread, `mean ${(fractions.reduce((a, b) => a + b, 0) / N * 100).toFixed(0)} % reserved`)
     row('claims lost to a concurrent claim', String(lost), `${M} VMs`, lost / M)
+    row('document changes written (all agents)', String(written), `${M} VMs`, written / M, `${applied} applied from peers; ${msgsIn} sync messages received`)
     row('CPU used while placing (user + system)', ms((cpu.user + cpu.system) / 1000), ms(settleMs), (cpu.user + cpu.system) / 1000 / settleMs, 'baseline: wall time; 1.00x = one core busy throughout')
     row('event loop delay (all agents share it): p50 / max', `${ms(loopDelay.percentile(50) / 1e6)} / ${ms(loopDelay.max / 1e6)}`, 'n/a', NaN, 'while placing')
     row('nodes overcommitted', String(overcommit), '0', overcommit === 0 ? 1 : Infinity, `VMs not running exactly once: ${twice}`)
