@@ -3,8 +3,9 @@
 // agent run, and the watchdog find a VM again: vm.json names its pid, the pid's start
 // time (so a reused pid is never taken for the VM), its cgroups and its namespace.
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, dirname, isAbsolute, join, normalize } from 'node:path'
 import { TERMINAL_RE, VM_USER_PATTERN } from '../../../crdt/schema.ts'
+import { PARENT as CGROUP_PARENT } from '../host/cgroups.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
@@ -218,8 +219,8 @@ export class RunDirs {
     renameSync(f + '.tmp', f)
   }
 
-  read (id: string): VmRecord | undefined {
-    return readRecord(join(this.dir(id), 'vm.json'))
+  read (id: string, onBad?: (file: string, problem: string) => void): VmRecord | undefined {
+    return readRecord(join(this.dir(id), 'vm.json'), onBad)
   }
 
   ids (): string[] {
@@ -235,18 +236,61 @@ export class RunDirs {
   }
 }
 
-/** Reads a vm.json; a damaged one is skipped (undefined), never a crash. */
-export function readRecord (file: string): VmRecord | undefined {
-  try {
-    const r = JSON.parse(readFileSync(file, 'utf8')) as VmRecord
-    if (r?.version !== 1 || typeof r.id !== 'string' || !Array.isArray(r.cgroups)) return undefined
-    return r
-  } catch {
-    return undefined
+const STATES = new Set<string>(['starting', 'running', 'stopping', 'stopped', 'failed'])
+const wholeOrAbsent = (v: unknown): boolean => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 0)
+const isObject = (v: unknown): v is Record<string, unknown> => v != null && typeof v === 'object' && !Array.isArray(v)
+
+/**
+ * What is wrong with a parsed vm.json (null: nothing). Every field a driver or the
+ * watchdog acts on is checked: a record damaged on disk must not stop the driver from
+ * listing the node's other VMs, nor point a kill at a cgroup that is not a VM's (a
+ * group directly under a `vgrid` parent, as createGroups makes them). `kill`: only
+ * what a kill reads.
+ */
+export function recordProblem (r: unknown, only: 'all' | 'kill' = 'all'): string | null {
+  if (!isObject(r)) return 'not a JSON object'
+  if (r.version !== 1) return `version ${JSON.stringify(r.version)} (this agent reads 1)`
+  if (typeof r.id !== 'string' || !ID.test(r.id)) return 'id is not a VM id'
+  if (only === 'all') {
+    if (typeof r.driver !== 'string') return 'driver is not a string'
+    if (typeof r.state !== 'string' || !STATES.has(r.state)) return `state ${JSON.stringify(r.state)} is not a VM state`
+    const spec = r.spec
+    if (!isObject(spec) || typeof spec.vcpus !== 'number' || typeof spec.memoryMiB !== 'number' || !isObject(spec.boot)) return 'spec lacks vcpus, memoryMiB or boot'
   }
+  for (const k of ['pid', 'pidStartTicks', 'startedAt'] as const) if (!wholeOrAbsent(r[k])) return `${k} is not a whole number`
+  if (r.pid === 0) return 'pid is 0'
+  if (r.bootId !== undefined && typeof r.bootId !== 'string') return 'bootId is not a string'
+  if (!Array.isArray(r.cgroups) || !r.cgroups.every(g => typeof g === 'string' && isAbsolute(g) && normalize(g) === g && basename(dirname(g)) === CGROUP_PARENT)) return `cgroups are not a list of vgrid groups (…/${CGROUP_PARENT}/NAME)`
+  if (r.network !== undefined && (!isObject(r.network) || !Number.isSafeInteger(r.network.slot) || typeof r.network.hostIf !== 'string')) return 'network lacks its slot or interface'
+  if (r.nodeNetns !== undefined && typeof r.nodeNetns !== 'string') return 'nodeNetns is not a string'
+  return null
 }
 
-/** Every VM record of every driver under a data dir (the watchdog's view). */
+/**
+ * Reads a vm.json; a damaged one is skipped (undefined), never a crash. `onBad` hears
+ * why, with the file (a record that cannot be read is a VM the node no longer manages).
+ */
+export function readRecord (file: string, onBad?: (file: string, problem: string) => void, only: 'all' | 'kill' = 'all'): VmRecord | undefined {
+  let r: unknown
+  try {
+    r = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') onBad?.(file, err instanceof SyntaxError ? `not JSON (${err.message})` : (err as Error).message)
+    return undefined
+  }
+  const problem = recordProblem(r, only)
+  if (problem != null) {
+    onBad?.(file, problem)
+    return undefined
+  }
+  return r as VmRecord
+}
+
+/**
+ * Every VM record of every driver under a data dir (the watchdog's view): checked only
+ * for what a kill reads (pid, its start, boot id, cgroups), so that a record damaged
+ * elsewhere still has its VM killed.
+ */
 export function allRecords (dataDir: string): Array<{ dir: string, rec: VmRecord }> {
   const out: Array<{ dir: string, rec: VmRecord }> = []
   const root = runRoot(dataDir)
@@ -256,7 +300,7 @@ export function allRecords (dataDir: string): Array<{ dir: string, rec: VmRecord
     let ids: string[] = []
     try { ids = readdirSync(join(root, d)) } catch {}
     for (const id of ids) {
-      const rec = readRecord(join(root, d, id, 'vm.json'))
+      const rec = readRecord(join(root, d, id, 'vm.json'), undefined, 'kill')
       if (rec !== undefined) out.push({ dir: join(root, d, id), rec })
     }
   }

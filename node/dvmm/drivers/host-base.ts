@@ -268,7 +268,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
 
   private poll (): void {
     for (const rec of this.recs.values()) {
-      if (rec.state === 'running' || rec.state === 'stopping') void this.check1(rec)
+      if (rec.state === 'running' || rec.state === 'stopping') {
+        // a timer's promise: a failure here (a cgroup or run file it could not handle) is
+        // logged and the check runs again at the next poll, never an unhandled rejection
+        this.check1(rec).catch((err: unknown) => { this.components.log.warn('VM exit check failed', { vm: rec.id, driver: this.name, err: (err as Error).message }) })
+      }
     }
   }
 
@@ -288,7 +292,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
       const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
-      if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog at ${new Date(Number(watchdogAt)).toISOString()}`
+      if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
       rec.exit = exit
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
@@ -321,7 +325,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   protected load (id: string): VmRecord | undefined {
     const mem = this.recs.get(id)
     if (mem !== undefined) return mem
-    const rec = this.runs.read(id)
+    const rec = this.runs.read(id, this.badRecord)
     if (rec === undefined || rec.driver !== this.name) return undefined
     // a previous agent run died mid-start: what runs is a VM like any other (and if it
     // does not run, check1 records how it ended)
@@ -340,6 +344,15 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     }
     this.recs.set(id, rec)
     return rec
+  }
+
+  /** damaged run records already reported (file -> problem): once each, not at every poll */
+  private readonly badRecords = new Map<string, string>()
+  private readonly badRecord = (file: string, problem: string): void => {
+    if (this.badRecords.get(file) === problem) return
+    if (this.badRecords.size >= 1024) this.badRecords.clear()
+    this.badRecords.set(file, problem)
+    this.components.log.error('VM run record is damaged: this VM is skipped (vgrid neither adopts nor stops what it may still run); remove its run dir once nothing of it runs', { file, problem })
   }
 
   private mustLoad (id: string): VmRecord {
@@ -374,4 +387,14 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       detail
     }
   }
+}
+
+/**
+ * ` at <ISO time>` from the watchdog's mark (ms since the epoch, written without a
+ * sync: a crash can leave it empty or full of NULs), or nothing when it holds no time.
+ */
+export function watchdogTime (text: string): string {
+  const t = text.trim()
+  const ms = /^\d{1,15}$/.test(t) ? Number(t) : NaN
+  return Number.isFinite(ms) && ms > 0 ? ` at ${new Date(ms).toISOString()}` : ''
 }

@@ -22,7 +22,7 @@ export function killAllVms (dataDir: string, now: number): Victim[] {
       try { process.kill(rec.pid!, 'SIGKILL') } catch {}
     }
     killGroups(rec.cgroups)
-    out.push({ id: rec.id, driver: rec.driver, pid: rec.pid, dir })
+    out.push({ id: rec.id, driver: String(rec.driver), pid: rec.pid, dir })
   }
   return out
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
 import { cpuUsageUs, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
 import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
-import { silentLogger } from '../../../node/log.ts'
+import { createLogger, silentLogger } from '../../../node/log.ts'
 import { driverCompliance, waitFor } from './compliance.ts'
 
 const support = checkSupport()
@@ -75,6 +75,41 @@ maybe('process driver: a VM with a user runs as that user with no capabilities: 
   const e = await d.start({ ...sh(`nou-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: 'no-such-user-here' } }).catch((err: Error & { field?: string }) => err)
   t.like(e, { code: 'bad-spec', field: 'boot.user' })
   t.regex((e as Error).message, /no user "no-such-user-here" on this node/)
+})
+
+maybe('process driver: a damaged run record is skipped and reported once, the node\'s other VMs listed; a garbled watchdog mark names no time', async t => {
+  const { mkdirSync, writeFileSync } = await import('node:fs')
+  const lines: string[] = []
+  const d = new ProcessDriver({ log: createLogger({ write: l => lines.push(l) }), clock: Date }, { dataDir, nodeNetns: nodeNs, pollMs: 50 })
+  const id = `wk-${process.pid}`
+  const runDir = (vm: string): string => join(dataDir, 'dvmm', 'run', 'process', vm)
+  const bad = { nospec: `bs-${process.pid}`, cgroup: `bc-${process.pid}`, junk: `bj-${process.pid}` }
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close(); for (const b of Object.values(bad)) rmSync(runDir(b), { recursive: true, force: true }) })
+  await d.start({ ...sh(id, 'echo guest ready; exec sleep 600'), network: false })
+  // valid JSON of the wrong shape, a kill aimed outside the VMs' groups, bytes that are not JSON
+  const records: Record<string, string> = {
+    [bad.nospec]: JSON.stringify({ version: 1, id: bad.nospec, driver: 'process', state: 'stopped', cgroups: [] }),
+    [bad.cgroup]: JSON.stringify({ version: 1, id: bad.cgroup, driver: 'process', state: 'running', pid: 1, spec: { vcpus: 1, memoryMiB: 1, boot: {} }, cgroups: ['/sys/fs/cgroup/memory'] }),
+    [bad.junk]: '\0\0\0\0'
+  }
+  for (const [vm, text] of Object.entries(records)) {
+    mkdirSync(runDir(vm), { recursive: true })
+    writeFileSync(join(runDir(vm), 'vm.json'), text)
+  }
+  const listed = await d.list()
+  t.deepEqual(listed.map(v => v.id), [id])
+  await d.list()
+  const damaged = lines.filter(l => l.includes('VM run record is damaged'))
+  t.is(damaged.length, 3, 'each damaged record is reported once')
+  t.true(damaged.some(l => l.includes('spec lacks')))
+  t.true(damaged.some(l => l.includes('cgroups are not a list of vgrid groups')))
+  t.true(damaged.some(l => l.includes('not JSON')))
+  // the watchdog's mark, left full of NULs by a crash: the VM is still reported killed by it
+  writeFileSync(join(runDir(id), 'watchdog-killed'), '\0\0\0\0')
+  const exited = new Promise<void>(resolve => d.on('exit', e => { if (e.id === id) resolve() }))
+  process.kill(-(await d.inspect(id))!.pid!, 'SIGKILL')
+  await exited
+  t.is((await d.inspect(id))?.error, 'killed by the fencing watchdog')
 })
 
 maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {

@@ -1,7 +1,8 @@
 // The drivers' pure decisions: spec validation, exit classification, cgroup layout
 // choice from the mounts, link addressing.
 import test from 'ava'
-import { bootTime, classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
+import { bootTime, classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, recordProblem, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
+import { watchdogTime } from '../../../node/dvmm/drivers/host-base.ts'
 import { DriverError } from '../../../node/dvmm/drivers/types.ts'
 import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
@@ -96,4 +97,32 @@ test('kernelBooted: only a kernel that reached its root fs counts', t => {
   t.true(kernelBooted('...\n[ 1.2] VFS: Unable to mount root fs on unknown-block(0,0)\n'))
   t.false(kernelBooted('KVM internal error. Suberror: 1\n'))
   t.false(kernelBooted(''))
+})
+
+test('recordProblem: a run record names what is damaged; kills only ever aim at vgrid groups', t => {
+  const rec = { version: 1, id: 'web-1', driver: 'process', state: 'running', pid: 42, pidStartTicks: 7, startedAt: 1, spec: good, cgroups: ['/sys/fs/cgroup/cpu/vgrid/web-1', '/sys/fs/cgroup/memory/vgrid/web-1'] }
+  t.is(recordProblem(rec), null)
+  t.is(recordProblem({ ...rec, network: { slot: 3, hostIf: 'vgp1' } }), null)
+  t.regex(recordProblem(null)!, /not a JSON object/)
+  t.regex(recordProblem([rec])!, /not a JSON object/)
+  t.regex(recordProblem({ ...rec, version: 2 })!, /version 2/)
+  t.regex(recordProblem({ ...rec, spec: undefined })!, /spec lacks/)
+  t.regex(recordProblem({ ...rec, spec: null })!, /spec lacks/)
+  t.regex(recordProblem({ ...rec, state: 'gone' })!, /state "gone"/)
+  t.regex(recordProblem({ ...rec, pid: '42' })!, /pid is not a whole number/)
+  t.regex(recordProblem({ ...rec, pid: 0 })!, /pid is 0/)
+  t.regex(recordProblem({ ...rec, startedAt: -1 })!, /startedAt/)
+  for (const cgroups of [[5], ['/sys/fs/cgroup/memory'], ['/sys/fs/cgroup/memory/vgrid/../x'], ['vgrid/web-1'], '/sys/fs/cgroup/vgrid/x']) {
+    t.regex(recordProblem({ ...rec, cgroups })!, /cgroups/, JSON.stringify(cgroups))
+  }
+  t.regex(recordProblem({ ...rec, network: { slot: 'x' } })!, /network/)
+  // the watchdog kills what a record damaged elsewhere still names well
+  t.is(recordProblem({ ...rec, spec: undefined, state: 'gone' }, 'kill'), null)
+  t.regex(recordProblem({ ...rec, spec: undefined, cgroups: ['/'] }, 'kill')!, /cgroups/)
+})
+
+test('watchdogTime: the watchdog\'s mark as a time, or nothing when it holds none', t => {
+  t.is(watchdogTime('1767225600000'), ' at 2026-01-01T00:00:00.000Z')
+  t.is(watchdogTime('1767225600000\n'), ' at 2026-01-01T00:00:00.000Z')
+  for (const junk of ['', '\0\0\0', 'x', '-5', '1e3', '99999999999999999999']) t.is(watchdogTime(junk), '', JSON.stringify(junk))
 })
