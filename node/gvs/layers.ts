@@ -35,7 +35,11 @@ export class Layers {
     return await this.locked(`${layers[0]}/${index}`, async () => await this.holder(layers, index) >= 0)
   }
 
+  // Each call checks its range before anything else: a read of an object no layer
+  // holds answers zeros of the asked length without reaching the store, and a write
+  // or zero copies up and records its epoch before the store would refuse the range.
   async read (layers: readonly string[], index: number, offset: number, length: number): Promise<Uint8Array> {
+    this.store.checkRange(offset, length)
     return await this.locked(`${layers[0]}/${index}`, async () => {
       const h = await this.holder(layers, index)
       if (h < 0) return new Uint8Array(length)
@@ -44,6 +48,7 @@ export class Layers {
   }
 
   async write (layers: readonly string[], index: number, offset: number, data: Uint8Array, opts: WriteOptions): Promise<void> {
+    this.store.checkRange(offset, data.length)
     const top = layers[0]!
     await this.locked(`${top}/${index}`, async () => {
       await this.copyUp(layers, index, opts)
@@ -52,6 +57,7 @@ export class Layers {
   }
 
   async zero (layers: readonly string[], index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
+    this.store.checkRange(offset, length)
     const top = layers[0]!
     await this.locked(`${top}/${index}`, async () => {
       const h = await this.holder(layers, index)

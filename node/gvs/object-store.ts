@@ -165,7 +165,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     return { dir, data, sums: `${data}.sum` }
   }
 
-  private checkRange (offset: number, length: number): void {
+  /** throws `invalid` unless offset..offset+length lies within one object */
+  checkRange (offset: number, length: number): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.objectSize) {
       throw new GvsError('invalid', `range ${offset}+${length} is outside an object of ${this.objectSize} bytes`)
     }

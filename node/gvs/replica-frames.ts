@@ -21,9 +21,11 @@ export function encodeFrame (id: number, header: Uint8Array, data?: Uint8Array |
   // a longer one would go out with its length cut to 16 bits: the far end would read
   // a broken header and take the rest of it for data
   if (header.length > MAX_FRAME_HEADER) throw new GvsError('invalid', `replica frame header of ${header.length} bytes is over the ${MAX_FRAME_HEADER} a frame can carry`)
+  const dataLength = data?.length ?? 0
+  // likewise a length past 32 bits would wrap (the receiver's own bound is far lower)
+  if (FRAME_PREFIX - 4 + header.length + dataLength > 0xffffffff) throw new GvsError('invalid', `replica frame of ${dataLength} data bytes is over what a frame can carry`)
   const head = new Uint8Array(FRAME_PREFIX + header.length)
   const dv = new DataView(head.buffer)
-  const dataLength = data?.length ?? 0
   dv.setUint32(0, FRAME_PREFIX - 4 + header.length + dataLength)
   dv.setUint32(4, id >>> 0)
   dv.setUint16(8, header.length)
