@@ -39,8 +39,10 @@ export class WriterEpochs {
       const fh = await open(join(this.dir, volume), 'r')
       try {
         const text = (await fh.readFile('utf8')).trim()
-        e = Number(text)
-        if (!Number.isSafeInteger(e) || e < 0) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
+        // digits only: Number() reads '' (an emptied file) as 0, no epoch seen, and
+        // takes '0x10' or '1e3' for numbers the writer never wrote
+        e = /^\d{1,16}$/.test(text) ? Number(text) : NaN
+        if (!Number.isSafeInteger(e)) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
       } finally { await fh.close() }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, `reading the epoch of "${volume}"`)

@@ -49,3 +49,18 @@ test('a top layer a snapshot made starts from the epoch of the layers under it: 
   // a copy only learns, whatever the layers under it say
   await s.fence('vol-a@5', 2, { learnOnly: true })
 })
+
+test('an epoch file that is not digits is damaged, not "no epoch seen": an emptied one would let any writer in', async t => {
+  const { WriterEpochs } = await import('../../node/gvs/epochs.ts')
+  const { writeFile } = await import('node:fs/promises')
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-epochs-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  for (const [i, text] of ['', '\n', '   ', '0x10', '1e3', '\0\0', '-1', '7 8'].entries()) {
+    await writeFile(join(dir, `v${i}`), text)
+    const e = await t.throwsAsync(new WriterEpochs(dir).get(`v${i}`))
+    t.true(isGvsError(e, 'damaged'), `${JSON.stringify(text)}: ${String(e)}`)
+  }
+  await writeFile(join(dir, 'ok'), '7\n')
+  t.is(await new WriterEpochs(dir).get('ok'), 7)
+  await t.throwsAsync(new WriterEpochs(dir).admit('ok', 3, false))
+})
