@@ -67,6 +67,9 @@ test('previousTimeouts: the last feed\'s, or the defaults of a release that did 
   t.deepEqual(previousTimeouts(undefined), { watchdogMs: 3000, fenceMs: 5000 })
   t.deepEqual(previousTimeouts({ timeoutMs: -1, fenceMs: Number.NaN }), { watchdogMs: 3000, fenceMs: 5000 }, 'junk is not taken')
   t.deepEqual(previousTimeouts({ timeoutMs: 9000, fenceMs: 4000 }), { watchdogMs: 3000, fenceMs: 4000 }, 'a watchdog longer than its fence is not taken')
+  // damage, not a setting: a restarted node fenced at once, a start refused, the old VMs bridged for ever
+  for (const fenceMs of [1, 0.4, 1e15, 2.5e3 + 0.5]) t.is(previousTimeouts({ timeoutMs: 1, fenceMs }).fenceMs, 5000, String(fenceMs))
+  t.deepEqual(previousTimeouts({ timeoutMs: 0, fenceMs: 20_000 }), { watchdogMs: 3000, fenceMs: 20_000 })
 })
 
 test('bridgeWatchdog: nothing to bridge without a supervisor', t => {

@@ -13,7 +13,7 @@ import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { parseFeed } from './decide.ts'
 import { watchdogPaths } from './paths.ts'
-import { FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
+import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
 
 export interface Bridge {
   /** when the previous run last fed its watchdog (ms since epoch), if a supervisor still runs for this data dir */
@@ -33,11 +33,18 @@ export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, la
   return { until, why: `feeding the previous run's watchdog until ${new Date(until).toISOString()}` }
 }
 
-/** The previous run's timeouts, from its last feed (a release before fenceMs was fed ran the defaults). */
+/**
+ * Fed fence timeouts outside these bounds are damage, not a setting: an agent's is 3 s
+ * to 10 min (node/config.ts), in-process tests run down to 1 s. A fed 1 ms would fence
+ * a restarted node at once, a fed 1e15 ms would bridge the old VMs for ever.
+ */
+const FED_FENCE_MS = { min: 500, max: MAX_FENCE_TIMEOUT_MS }
+
+/** The previous run's timeouts, from its last feed (a release before fenceMs was fed ran the defaults; junk counts as not fed). */
 export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number } | undefined): { watchdogMs: number, fenceMs: number } {
-  const ok = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0
-  const fenceMs = ok(feed?.fenceMs) ? feed.fenceMs : FENCE_TIMEOUT_MS
-  const watchdogMs = ok(feed?.timeoutMs) && feed.timeoutMs <= fenceMs ? feed.timeoutMs : Math.min(WATCHDOG_TIMEOUT_MS, fenceMs)
+  const within = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
+  const fenceMs = within(feed?.fenceMs, FED_FENCE_MS.min, FED_FENCE_MS.max) ? feed.fenceMs : FENCE_TIMEOUT_MS
+  const watchdogMs = within(feed?.timeoutMs, Math.floor(FED_FENCE_MS.min / 2), fenceMs) ? feed.timeoutMs : Math.min(WATCHDOG_TIMEOUT_MS, fenceMs)
   return { watchdogMs, fenceMs }
 }
 
