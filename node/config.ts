@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { multiaddr } from '@multiformats/multiaddr'
+import { multiaddrProblem } from '../protocol/address-check.ts'
 import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
@@ -115,11 +115,8 @@ export function parseHostPort (v: string, what: string): { host: string, port: n
 }
 
 function checkMultiaddr (v: string, what: string): string {
-  try {
-    multiaddr(v)
-  } catch {
-    throw new ConfigError(`${what}: "${v}" is not a multiaddr (e.g. /ip4/10.0.0.2/tcp/7400)`)
-  }
+  const problem = multiaddrProblem(v)
+  if (problem != null) throw new ConfigError(`${what}: "${v}" is not a multiaddr (e.g. /ip4/10.0.0.2/tcp/7400): ${problem}`)
   return v
 }
 

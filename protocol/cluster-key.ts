@@ -1,6 +1,7 @@
 // The cluster key: a libp2p pnet v1 pre-shared key. Only holders can complete a
 // connection handshake; its hash names the cluster on the wire (topics, adverts).
 import { createHash, randomBytes } from 'node:crypto'
+import { multiaddrProblem } from './address-check.ts'
 
 const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
 
@@ -73,6 +74,10 @@ export function decodeToken (token: string): JoinToken {
   const b = body as { k?: unknown, a?: unknown }
   if (typeof b !== 'object' || b == null || typeof b.k !== 'string' || !Array.isArray(b.a) || !b.a.every(a => typeof a === 'string')) {
     throw new ClusterKeyError('join token is damaged (missing key or addresses)')
+  }
+  for (const a of b.a as string[]) {
+    const problem = multiaddrProblem(a)
+    if (problem != null) throw new ClusterKeyError(`join token is damaged (its address ${JSON.stringify(a.slice(0, 120))}: ${problem})`)
   }
   return { key: clusterKeyFromHex(b.k), addrs: b.a as string[] }
 }

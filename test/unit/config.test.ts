@@ -57,6 +57,7 @@ test('flags override the config file, and bad files name the problem', async t =
   await t.throwsAsync(resolveConfig({ config: unknown }), { message: /nmae.*unknown key|unknown key/ })
   await t.throwsAsync(resolveConfig({ config: join(dir, 'nope-vgrid.json') }), { message: /not found/ })
   await t.throwsAsync(resolveConfig({ listen: 'tcp:7400' }), { message: /--listen: "tcp:7400" is not a multiaddr/ })
+  await t.throwsAsync(resolveConfig({ join: ['/ip4/10.0.0.2/tcp/7400/p2p/not-a-peer-id'] }), { message: /--join: "\/ip4\/10.0.0.2\/tcp\/7400\/p2p\/not-a-peer-id" is not a multiaddr .*"not-a-peer-id" is not a peer id/ })
   await t.throwsAsync(resolveConfig({ api: 'localhost' }), { message: /--api: "localhost" is not host:port/ })
   await t.throwsAsync(resolveConfig({ suspectAfter: '50s', silenceAfter: '20s' }), { message: /--silence-after must be greater than --suspect-after/ })
 })

@@ -110,9 +110,9 @@ test('cluster keys round-trip through the pnet file format and tokens', t => {
   const again = parseClusterKey(formatClusterKey(k))
   t.is(again.clusterId, k.clusterId)
   t.is(k.psk.length, 95)
-  const tok = decodeToken(encodeToken(k, ['/ip4/10.0.0.1/tcp/7400/p2p/x']))
+  const tok = decodeToken(encodeToken(k, ['/ip4/10.0.0.1/tcp/7400/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo']))
   t.is(keyHex(tok.key), keyHex(k))
-  t.deepEqual(tok.addrs, ['/ip4/10.0.0.1/tcp/7400/p2p/x'])
+  t.deepEqual(tok.addrs, ['/ip4/10.0.0.1/tcp/7400/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'])
   t.not(clusterKeyFromHex('a'.repeat(64)).clusterId, clusterKeyFromHex('b'.repeat(64)).clusterId)
 })
 
@@ -122,6 +122,10 @@ test('bad keys and tokens give clear errors', t => {
   t.throws(() => decodeToken('abc'), { message: /must start with "vgrid1."/ })
   t.throws(() => decodeToken('vgrid1.!!!'), { message: /damaged/ })
   t.throws(() => decodeToken('vgrid1.' + Buffer.from('{"k":1}').toString('base64url')), { message: /damaged/ })
+  // addresses are checked where they enter, not where the bootstrap first parses them
+  const k = generateClusterKey()
+  t.throws(() => decodeToken(encodeToken(k, ['/ip4/10.0.0.1/tcp/7400/p2p/not-a-peer-id'])), { message: /join token is damaged \(its address "\/ip4\/10.0.0.1\/tcp\/7400\/p2p\/not-a-peer-id": "not-a-peer-id" is not a peer id\)/ })
+  t.throws(() => decodeToken(encodeToken(k, ['nonsense'])), { message: /join token is damaged \(its address "nonsense"/ })
 })
 
 const target = (key: string, extra: Partial<DialTarget> = {}): DialTarget =>
