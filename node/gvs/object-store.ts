@@ -134,12 +134,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /** An object the last run wrote and never synced: its checksums made true to the data the disk kept. */
   private async recover (volume: string, index: number): Promise<void> {
+    let paths: ReturnType<ObjectStore['paths']>
+    try {
+      paths = this.paths(volume, index)
+    } catch (err) {
+      // an entry no run of ours could have written (a damaged log): nothing to make true
+      this.log.warn('the write-intent log names an object that cannot exist: skipped', { volume: volume.slice(0, 200), index, err: (err as Error).message })
+      return
+    }
     // one that cannot be checked is left as it is: a read reports it damaged, and a copy from another node rewrites it
-    const fixed = await this.held.trueToData(this.paths(volume, index)).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
+    const fixed = await this.held.trueToData(paths).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
     if (fixed.length === 0) return
     this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data, and reported (a copy elsewhere with its version rewrites it)', { volume, index, blocks: fixed.join(',') })
     // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one
-    this.emit('damaged', { volume, index, blocks: fixed, path: this.paths(volume, index).data })
+    this.emit('damaged', { volume, index, blocks: fixed, path: paths.data })
   }
 
   async stop (): Promise<void> {
