@@ -235,13 +235,13 @@ export class Agent extends EventEmitter<AgentEvents> {
   async start (opts: { api?: boolean } = {}): Promise<void> {
     const cfg = this.config
     await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 })
-    const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token })
+    const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token }, this.log)
     const core: CoreComponents = {
       config: cfg,
       log: this.log,
       clock: systemClock,
       registry: this.registry,
-      privateKey: await loadOrCreateIdentity(cfg.dataDir),
+      privateKey: await loadOrCreateIdentity(cfg.dataDir, this.log),
       clusterKey: cluster.key,
       capacity: await detectCapacity(cfg.dataDir, cfg.capacity),
       join: [...new Set([...cfg.join, ...cluster.joinAddrs])],

@@ -5,6 +5,8 @@ import { join } from 'node:path'
 import { decodeToken, formatClusterKey, generateClusterKey, keyHex, parseClusterKey, type ClusterKey } from '../protocol/cluster-key.ts'
 import { ConfigError } from './config.ts'
 import { writeFileDurable } from './durable-file.ts'
+import type { Logger } from './log.ts'
+import { readSecretFile } from './secret-file.ts'
 
 export const CLUSTER_KEY_FILE = 'cluster.key'
 
@@ -16,12 +18,12 @@ export interface ResolvedCluster {
   created: boolean
 }
 
-async function readOptional (path: string): Promise<string | undefined> {
+async function readOptional (path: string, what: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
+    throw new ConfigError(`${what} ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
 }
 
@@ -29,9 +31,9 @@ export async function writeClusterKey (path: string, key: ClusterKey): Promise<v
   await writeFileDurable(path, formatClusterKey(key), { mode: 0o600 })
 }
 
-export async function resolveCluster (dataDir: string, opts: { keyFile?: string, token?: string }): Promise<ResolvedCluster> {
+export async function resolveCluster (dataDir: string, opts: { keyFile?: string, token?: string }, log?: Logger): Promise<ResolvedCluster> {
   const storedPath = join(dataDir, CLUSTER_KEY_FILE)
-  const storedText = await readOptional(storedPath)
+  const storedText = (await readSecretFile(storedPath, 'cluster key file', log))?.toString('utf8')
   let stored: ClusterKey | undefined
   if (storedText != null) {
     try {
@@ -41,7 +43,7 @@ export async function resolveCluster (dataDir: string, opts: { keyFile?: string,
     }
   }
   if (opts.keyFile != null) {
-    const text = await readOptional(opts.keyFile)
+    const text = await readOptional(opts.keyFile, '--key')
     if (text == null) throw new ConfigError(`--key: ${opts.keyFile} not found`)
     try {
       return { key: parseClusterKey(text), joinAddrs: [], created: false }

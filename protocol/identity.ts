@@ -2,20 +2,16 @@
 // so the peer id survives restarts.
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileDurable } from '../node/durable-file.ts'
+import type { Logger } from '../node/log.ts'
+import { readSecretFile } from '../node/secret-file.ts'
 
 export const IDENTITY_FILE = 'identity.key'
 
-export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey> {
+export async function loadOrCreateIdentity (dataDir: string, log?: Logger): Promise<PrivateKey> {
   const path = join(dataDir, IDENTITY_FILE)
-  let buf: Buffer | undefined
-  try {
-    buf = await readFile(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
+  const buf = await readSecretFile(path, 'identity file', log)
   if (buf != null) {
     try {
       return privateKeyFromProtobuf(buf)

@@ -9,8 +9,10 @@
 // - anything else: only the token.
 import { readFileSync } from 'node:fs'
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurable } from '../durable-file.ts'
+import type { Logger } from '../log.ts'
+import { readSecretFile } from '../secret-file.ts'
 
 export const API_TOKEN_FILE = 'api.token'
 export const ADMIN_GROUP = 'vgrid'
@@ -104,23 +106,18 @@ export function tokenMatches (presented: string | undefined, token: string): boo
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-/** The data dir's API token, made on first start (0600, root's). */
-export async function loadOrCreateApiToken (dataDir: string): Promise<string> {
+/** The data dir's API token, made on first start (0600, root's); a damaged one is replaced, saying so. */
+export async function loadOrCreateApiToken (dataDir: string, log?: Logger): Promise<string> {
   const path = join(dataDir, API_TOKEN_FILE)
-  try {
-    const t = (await readFile(path, 'utf8')).trim()
+  const old = await readSecretFile(path, 'API token file', log)
+  if (old != null) {
+    const t = old.toString('utf8').trim()
     if (/^[0-9a-f]{64}$/.test(t)) return t
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    log?.warn('the API token file is damaged (not 64 hex digits): replaced with a new token', { file: path })
   }
   const token = randomBytes(32).toString('hex')
-  const fh = await open(path, 'w', 0o600)
-  try {
-    await fh.write(token + '\n')
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
+  // a new file (tmp + rename): 0600 from its first byte, whatever mode the old one had
+  await writeFileDurable(path, token + '\n', { mode: 0o600 })
   return token
 }
 

@@ -72,7 +72,7 @@ export class ApiService implements Service {
 
   async start (): Promise<void> {
     const { api, apiSocket, dataDir } = this.c.config
-    this.token = await loadOrCreateApiToken(dataDir)
+    this.token = await loadOrCreateApiToken(dataDir, this.c.log)
     await this.app.listen({ host: api.host, port: api.port })
     const addr = this.app.server.address()
     this.bound = { host: api.host, port: typeof addr === 'object' && addr != null ? addr.port : api.port }
