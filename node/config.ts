@@ -10,6 +10,7 @@ import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
+import { MAX_TIMER_MS } from './timer-limit.ts'
 import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './dvmm/timing.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
@@ -93,16 +94,19 @@ const fileCheck = TypeCompiler.Compile(FileSchema)
 /** What the command line said; undefined means "not given". */
 export type ConfigFlags = ConfigFile & { config?: string, transport?: 'tcp' | 'memory' }
 
-/** "250ms", "3s", "2m", "1h" or a number of milliseconds. */
+/** "250ms", "3s", "2m", "1h" or a number of milliseconds; every one is a timer's delay, so at most MAX_TIMER_MS. */
 export function parseDuration (v: string | number, what: string): number {
+  let n: number
   if (typeof v === 'number') {
-    if (Number.isFinite(v) && v > 0) return v
-    throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
+    if (!(Number.isFinite(v) && v > 0)) throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
+    n = v
+  } else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
+    if (m == null) throw new ConfigError(`${what}: "${v}" is not a duration (use e.g. 500ms, 3s, 10m)`)
+    n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
+    if (!(n > 0)) throw new ConfigError(`${what}: must be greater than zero`)
   }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
-  if (m == null) throw new ConfigError(`${what}: "${v}" is not a duration (use e.g. 500ms, 3s, 10m)`)
-  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
-  if (!(n > 0)) throw new ConfigError(`${what}: must be greater than zero`)
+  if (n > MAX_TIMER_MS) throw new ConfigError(`${what}: must be at most 24 days (596h), got ${typeof v === 'number' ? `${v} ms` : `"${v}"`}`)
   return n
 }
 

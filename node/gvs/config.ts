@@ -6,6 +6,7 @@
 //   scrubRate     VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
 // A bad value is an error naming the key or variable, never a silent default.
 import { parseSize } from '../resources.ts'
+import { MAX_TIMER_MS } from '../timer-limit.ts'
 
 export interface GvsTuning {
   repairBytesPerSecond?: number
@@ -16,11 +17,13 @@ export interface GvsTuning {
 
 const DURATION = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/
 
-function duration (name: string, v: string, zeroOk: boolean): number {
+/** `maxMs`: for a delay a timer waits for in one piece (a longer one would fire after 1 ms) */
+function duration (name: string, v: string, zeroOk: boolean, maxMs = Infinity): number {
   const m = DURATION.exec(v)
   if (m == null) throw new Error(`${name}="${v}" is not a duration (use e.g. 500ms, 5s, 10m, 24h)`)
   const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
   if (n === 0 && !zeroOk) throw new Error(`${name} must be greater than zero`)
+  if (n > maxMs) throw new Error(`${name}="${v}" is longer than ${Math.floor(maxMs / 3_600_000)}h`)
   return n
 }
 
@@ -36,7 +39,7 @@ function tuning (get: (k: 'repairRate' | 'repairDelay' | 'scrubInterval' | 'scru
   const out: GvsTuning = {}
   let v: string | undefined
   if ((v = get('repairRate')) != null) out.repairBytesPerSecond = rate(names.repairRate, v)
-  if ((v = get('repairDelay')) != null) out.repairDelayMs = duration(names.repairDelay, v, true)
+  if ((v = get('repairDelay')) != null) out.repairDelayMs = duration(names.repairDelay, v, true, MAX_TIMER_MS)
   if ((v = get('scrubInterval')) != null) out.scrubIntervalMs = duration(names.scrubInterval, v, true)
   if ((v = get('scrubRate')) != null) out.scrubBytesPerSecond = rate(names.scrubRate, v)
   return out

@@ -36,6 +36,10 @@ test('sizes, capacities and durations parse and reject junk', t => {
   t.throws(() => parseCapacity('cpu'), { message: /key=value/ })
   t.is(parseDuration('3s', 'x'), 3000)
   t.is(parseDuration('250ms', 'x'), 250)
+  // a timer's delay: past 2^31 ms Node fires it after 1 ms (a heartbeat of "600h" ran every millisecond)
+  t.is(parseDuration('596h', 'x'), 596 * 3_600_000)
+  t.throws(() => parseDuration('600h', '--heartbeat-interval'), { message: '--heartbeat-interval: must be at most 24 days (596h), got "600h"' })
+  t.throws(() => parseDuration(2 ** 31, 'x'), { message: /at most 24 days/ })
   t.throws(() => parseDuration('soon', '--dead-after'), { message: /--dead-after: "soon" is not a duration/ })
 })
 

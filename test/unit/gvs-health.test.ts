@@ -96,6 +96,9 @@ test('GVS settings from the environment, and clear errors for bad ones', t => {
   t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_RATE: 'fast' }), { message: /VGRID_GVS_REPAIR_RATE: "fast" is not a size/ })
   t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_RATE: '0' }), { message: /VGRID_GVS_REPAIR_RATE must be greater than zero/ })
   t.throws(() => tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: 'daily' }), { message: /VGRID_GVS_SCRUB_INTERVAL="daily" is not a duration/ })
+  // the repair delay is one timer's wait (a longer one would fire at once); the scrub period is kept in smaller waits
+  t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_DELAY: '1000h' }), { message: 'VGRID_GVS_REPAIR_DELAY="1000h" is longer than 596h' })
+  t.is(tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: '720h' }).scrubIntervalMs, 720 * 3600_000)
 })
 
 test('status protocol: requests are checked, answers keep only well-formed entries', t => {
