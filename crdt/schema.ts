@@ -124,6 +124,8 @@ export const SnapshotSchema = Type.Object({
   createdAt: Count,
   /** GVS: the frozen layers the snapshot reads, top first */
   layers: Type.Optional(Layers),
+  /** GVS: the volume's size when it was taken (absent: taken before this was kept; the volume's size) */
+  sizeBytes: Type.Optional(Count),
   ...Stamp
 }, open)
 

@@ -101,7 +101,7 @@ export class Writer {
   }
 
   /** Adds a snapshot to a volume in its own map entry, so concurrent snapshots all survive. */
-  addSnapshot (volumeId: string, snap: Pick<Snapshot, 'name' | 'createdAt'>): Snapshot {
+  addSnapshot (volumeId: string, snap: Omit<Snapshot, 'at' | 'by'>): Snapshot {
     const cur = this.reader.get('volumes', volumeId)
     if (cur == null) throw new NotFoundError(`volumes "${volumeId}" does not exist`)
     const value: Snapshot = { ...snap, at: this.at, by: this.by }

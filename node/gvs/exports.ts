@@ -21,7 +21,7 @@ import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
-import { layersOf, placementKeyOf } from './volumes.ts'
+import { layersOf, placementKeyOf, snapshotSize } from './volumes.ts'
 import type { Writers } from './writers.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
@@ -57,8 +57,10 @@ export class VolumeExports {
     for (const [id, epochs] of components.pinsFile?.load() ?? []) this.pins.set(id, epochs.slice(-PINS_KEPT))
   }
 
+  /** an export name is a volume's path without the "/" (exportName), or its id; a path wins (no new path has an id's shape) */
   private byName (name: string): Volume | undefined {
-    return this.c.volumes().find(x => x.id === name || x.path === `/${name}` || x.path === name)
+    const all = this.c.volumes()
+    return all.find(x => x.path === `/${name}` || x.path === name) ?? all.find(x => x.id === name)
   }
 
   /** what is cached: devices, LiveVolumes by export name, pinned epochs (bounded by the volumes and their pins) */
@@ -121,7 +123,7 @@ export class VolumeExports {
       const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
       const snap = v == null ? undefined : snapshotOf(v, name.slice(at + 1))
       if (v == null || snap == null) return undefined
-      return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true)
+      return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true, v.epoch ?? 1, snapshotSize(v, snap))
     }
     const epoch = vol.epoch ?? 1
     let entry = this.live.get(name)
@@ -152,12 +154,12 @@ export class VolumeExports {
     }, name)
   }
 
-  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1): ReplicatedVolume {
-    const key = `${v.sizeBytes}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
+  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1, size = v.sizeBytes): ReplicatedVolume {
+    const key = `${size}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
     const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes }, {
-      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size: v.sizeBytes, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly
+      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly
     })
     this.devices.set(cacheKey, { key, dev })
     return dev

@@ -4,9 +4,9 @@
 // A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
-import { snapshotOf, type Draft, type Snapshot, type Volume, type Writer } from '../../crdt/index.ts'
+import { snapshotOf, type Draft, type Volume, type Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
-import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -29,7 +29,7 @@ export interface VolumeView {
   /** this node's last scrub of its own copies of the volume */
   scrub: { at: string, objects: number, bad: number, repaired: number } | null
   parent: string | null
-  snapshots: Array<{ name: string, createdAt: string, nbd: string }>
+  snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
 }
@@ -88,7 +88,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       scrub: scrubOf(v),
       parent: v.parent,
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
-        .map(s => ({ name: s.name, createdAt: iso(s.createdAt), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
+        .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
       nbd: svc.uriOf(v)
     }))
   }
@@ -168,7 +168,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
         const plan = planSnapshot(findVolume(w.reader.list('volumes'), v.id), name, now)
         w.update('volumes', v.id, { layers: plan.layers })
-        w.addSnapshot(v.id, plan.snapshot as Pick<Snapshot, 'name' | 'createdAt'>)
+        w.addSnapshot(v.id, plan.snapshot)
       }
     }
 

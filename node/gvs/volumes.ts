@@ -32,8 +32,13 @@ export function checkPath (path: unknown, field = 'path'): string {
     throw new ValidationError(field, `${field} ${JSON.stringify(path)} is not a volume path: 1-16 segments like /shop/db/data, each 1-128 letters, digits, ".", "_" or "-"`)
   }
   if (path.split('/').some(seg => seg === '.' || seg === '..')) throw new ValidationError(field, `${field} "${path}" holds a "." or ".." segment`)
+  // a volume is named by its id or by its path without the "/" (NBD export names, the
+  // API): a path of an id's shape could name another volume, whose disk a VM would open
+  if (ID_SHAPED_PATH.test(path)) throw new ValidationError(field, `${field} "${path}" has the shape of a volume id (vol- and 12 hex digits), which names volumes too: choose another path`)
   return path
 }
+
+const ID_SHAPED_PATH = /^\/vol-[0-9a-f]{12}$/
 
 /** bytes from a number or a size text ("10G"); positive and whole sectors */
 export function checkSize (size: unknown, field = 'size'): number {
@@ -128,12 +133,13 @@ export function checkSnapshotName (name: unknown): string {
  * A snapshot freezes the volume's current layers; the volume goes on writing to a new
  * top layer over them. Constant time: nothing is copied.
  */
-export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot: Pick<Snapshot, 'name' | 'createdAt' | 'layers'>, layers: string[] } {
+export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot: Omit<Snapshot, 'at' | 'by'>, layers: string[] } {
   const n = checkSnapshotName(name)
   if (snapshotOf(v, n) != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
   const cur = layersOf(v)
   if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have: remove snapshots it no longer needs`, 'too-many-layers')
-  return { snapshot: { name: n, createdAt: now, layers: cur }, layers: [`${v.id}@${cur.length}`, ...cur] }
+  // its size too: a later resize grows the volume, not what the snapshot froze
+  return { snapshot: { name: n, createdAt: now, layers: cur, sizeBytes: v.sizeBytes }, layers: [`${v.id}@${cur.length}`, ...cur] }
 }
 
 /** "VOL@SNAP" (VOL a path or id) -> the volume and its snapshot */
@@ -146,6 +152,9 @@ export function findSnapshot (volumes: Iterable<Volume>, ref: unknown): { volume
   return { volume, snapshot }
 }
 
+/** the size a snapshot was taken at (one taken before sizes were kept: its volume's) */
+export const snapshotSize = (v: Volume, s: Snapshot): number => s.sizeBytes ?? v.sizeBytes
+
 /** a clone: a writable volume over a snapshot's layers, made in constant time */
 export function planClone (req: { path?: unknown, from?: unknown }, volumes: Iterable<Volume>, newId: () => string = () => `vol-${randomBytes(6).toString('hex')}`): Draft<'volumes'> {
   const all = [...volumes]
@@ -156,7 +165,7 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   if (under.length >= MAX_LAYERS) throw new ConflictError(`snapshot ${String(req.from)} reads through ${under.length} layers: a clone of it would be over the ${MAX_LAYERS} a volume may have`, 'too-many-layers')
   const id = newId()
   return {
-    id, path, sizeBytes: src.sizeBytes, replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
+    id, path, sizeBytes: snapshotSize(src, snapshot), replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
     layers: [id, ...under], placementKey: placementKeyOf(src)
   }
 }

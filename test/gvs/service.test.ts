@@ -106,7 +106,17 @@ test('volumes API and NBD exports across agents', async t => {
   } else t.log('NBD part skipped: nbdcopy (libnbd-bin) not installed')
 
   // resize grows only; rename; repair; destroy
+  t.is((await call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 'pre' })).status, 201)
   t.is((await call('PATCH', `/v1/volumes/${vol.id}`, { size: '32M' })).body.sizeBytes, 32 * MiB)
+  // a snapshot keeps the size it froze: the volume grew, its export and its clones did not
+  const pre = (await call('GET', `/v1/volumes/${vol.id}`)).body as unknown as { snapshots: Array<{ name: string, sizeBytes: number }> }
+  t.is(pre.snapshots.find(x => x.name === 'pre')?.sizeBytes, 16 * MiB)
+  const preDev = await NbdClient.open(join(dir, 'a1', 'nbd.sock'), 'shop/db/data@pre')
+  t.is(preDev.size, 16 * MiB)
+  await preDev.close()
+  t.is((await call('POST', '/v1/volumes', { path: '/shop/db/pre', from: '/shop/db/data@pre' })).body.sizeBytes, 16 * MiB)
+  t.is((await call('DELETE', `/v1/volumes/${encodeURIComponent('/shop/db/pre')}`)).status, 200)
+  t.is((await call('DELETE', `/v1/volumes/${vol.id}/snapshots/pre`)).status, 200)
   const shrink = await call('PATCH', `/v1/volumes/${vol.id}`, { size: '8M' })
   t.is(shrink.status, 400)
   t.regex(shrink.body.error?.message ?? '', /shrinking .* is refused/)
