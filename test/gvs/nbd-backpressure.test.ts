@@ -1,8 +1,12 @@
 // An NBD client that does not read what the agent answers must not make it queue
 // unbounded memory: neither replies to requests (a request counts until its reply left
-// for the kernel) nor option replies in the handshake; a handshake is bounded in options
-// and in time. The session runs on a real socket pair over a real store and volume; the
-// server side's queued bytes (socket.writableLength) are what is bounded.
+// for the kernel) nor option replies in the handshake, nor, over many connections,
+// more than the server's shared budget; a handshake is bounded in options and in time;
+// a session that ended is closed even if its client keeps its end open, and requests a
+// client left behind when it went are not served. Requests with flags they may not
+// carry, or past the end, get the errors proto.md names. The session runs on a real
+// socket pair over a real store and volume; the server side's queued bytes
+// (socket.writableLength) are what is bounded.
 import test, { type ExecutionContext } from 'ava'
 import { createServer, connect, type Socket } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -11,6 +15,7 @@ import { join } from 'node:path'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { LocalVolume, type BlockDevice } from '../../node/gvs/block-device.ts'
 import { NbdSession, MAX_OPTIONS, emptyStats, type NbdStats, type SessionInit } from '../../node/gvs/nbd/session.ts'
+import { InFlightBudget } from '../../node/gvs/nbd/budget.ts'
 import { silentLogger, type Logger } from '../../node/log.ts'
 
 const MiB = 1024 * 1024
@@ -19,7 +24,7 @@ const OPT = { ABORT: 2, LIST: 3, GO: 7, STRUCTURED_REPLY: 8 }
 
 interface Rig { client: Socket, server: Socket, stats: NbdStats, warnings: string[], ended: Promise<void> }
 
-async function rig (t: ExecutionContext, devs: Map<string, BlockDevice>, init: SessionInit): Promise<Rig> {
+async function rig (t: ExecutionContext, devs: Map<string, BlockDevice>, init: SessionInit, halfOpen = false): Promise<Rig> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-bp-'))
   const stats = emptyStats()
   const warnings: string[] = []
@@ -34,7 +39,8 @@ async function rig (t: ExecutionContext, devs: Map<string, BlockDevice>, init: S
     srv.listen(join(dir, 's.sock'))
     t.teardown(async () => { await new Promise(resolve => srv.close(resolve)); await rm(dir, { recursive: true, force: true }) })
   })
-  const client = connect(join(dir, 's.sock'))
+  // halfOpen: a client that keeps its end open when the agent closes its own
+  const client = connect({ path: join(dir, 's.sock'), allowHalfOpen: halfOpen })
   client.on('error', () => {})
   const server = await accepted
   t.teardown(() => { client.destroy(); server.destroy() })
@@ -67,10 +73,14 @@ function go (name: string): Buffer {
 
 const clientFlags = (): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(3); return b }
 
-function readRequest (cookie: number, offset: number, length: number): Buffer {
+const CMD = { READ: 0, WRITE: 1, TRIM: 4, WRITE_ZEROES: 6 }
+const readRequest = (cookie: number, offset: number, length: number): Buffer => request(CMD.READ, 0, cookie, offset, length)
+
+function request (type: number, flags: number, cookie: number, offset: number, length: number): Buffer {
   const h = Buffer.alloc(28)
   h.writeUInt32BE(0x25609513, 0)
-  h.writeUInt16BE(0, 6) // READ
+  h.writeUInt16BE(flags, 4)
+  h.writeUInt16BE(type, 6)
   h.writeBigUInt64BE(BigInt(cookie), 8)
   h.writeBigUInt64BE(BigInt(offset), 16)
   h.writeUInt32BE(length, 24)
@@ -161,4 +171,84 @@ test('a connection idle in the handshake is closed after the handshake timeout, 
   await r.ended
   t.true(r.server.destroyed)
   t.true(r.warnings.some(w => /handshake not done in time/.test(w)), r.warnings.join('; '))
+})
+
+/** a client through GO on `vol`, its handshake replies read */
+async function opened (r: Rig): Promise<void> {
+  r.client.write(Buffer.concat([clientFlags(), go('vol')]))
+  await collect(r.client, b => b >= 18 + 32 + 20)
+}
+
+test('many connections that never read their replies hold no more than the server\'s shared budget', async t => {
+  const dev = await volume(t, 128 * MiB)
+  const budget = new InFlightBudget(4 * MiB)
+  const rigs = [await rig(t, new Map([['vol', dev]]), { budget }), await rig(t, new Map([['vol', dev]]), { budget })]
+  for (const r of rigs) await opened(r)
+  const n = 60
+  for (const r of rigs) {
+    r.client.pause()
+    for (let i = 0; i < n; i++) r.client.write(readRequest(i + 1, i * MiB, MiB))
+  }
+  const queued = (): number => rigs.reduce((a, r) => a + r.server.writableLength, 0)
+  const peak = await peakUntilStill(queued, () => rigs.reduce((a, r) => a + r.stats.read, 0))
+  // the budget, plus the one request each session may have read when it was last under it
+  t.true(peak <= 6 * MiB + 32 * n, `the two sessions queued ${peak} bytes (each alone may hold 64 MiB)`)
+  for (const r of rigs) t.is((await collect(r.client, b => b >= n * (16 + MiB))).length, n * (16 + MiB))
+  t.is(budget.bytes, 0)
+})
+
+test('a session that ended is closed, though its client keeps its end open and writes on', async t => {
+  const r = await rig(t, new Map(), {}, true)
+  r.client.write(Buffer.concat([clientFlags(), option(OPT.ABORT)]))
+  await collect(r.client, b => b >= 18 + 20)
+  await r.ended
+  for (let i = 0; i < 50 && !r.server.destroyed; i++) {
+    r.client.write(Buffer.alloc(64 * 1024)) // junk after the end: dropped, and the socket goes
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  t.true(r.server.destroyed, 'the agent\'s end is gone, not left buffering what the client sends')
+})
+
+test('requests a client left behind when it went are not served', async t => {
+  const store = await volume(t, 512 * MiB)
+  // each read takes a while: the client is gone long before they could all be served
+  const slow: BlockDevice = { ...store, size: store.size, readOnly: false, read: async (o, l) => { await new Promise(resolve => setTimeout(resolve, 20)); return await store.read(o, l) } }
+  const r = await rig(t, new Map([['vol', slow]]), { maxInFlight: 4 })
+  await opened(r)
+  const n = 400
+  r.client.write(Buffer.concat(Array.from({ length: n }, (_, i) => readRequest(i + 1, i * MiB, MiB))))
+  await new Promise(resolve => setTimeout(resolve, 30))
+  r.client.destroy()
+  await r.ended
+  t.true(r.stats.read < 40, `served ${r.stats.read} of ${n} reads for a client that had gone`)
+})
+
+test('flags a request may not carry, and requests past the end, get proto.md\'s errors; write-zeroes with NO_HOLE provisions', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-flags-'))
+  const store = new ObjectStore({ log: silentLogger }, { dir, objectSize: MiB })
+  await store.start()
+  t.teardown(async () => { await store.stop(); await rm(dir, { recursive: true, force: true }) })
+  const dev = new LocalVolume({ store }, { volume: 'vol', size: 4 * MiB, epoch: 1 })
+  const r = await rig(t, new Map([['vol', dev]]), {})
+  await opened(r)
+  const NO_HOLE = 2
+  const cases: Array<[string, Buffer, number]> = [
+    ['a read with an undefined flag', request(CMD.READ, 0x80, 1, 0, 512), 22],
+    ['a read with DF (no structured replies)', request(CMD.READ, 4, 2, 0, 512), 22],
+    ['a write with NO_HOLE', Buffer.concat([request(CMD.WRITE, NO_HOLE, 3, 0, 512), Buffer.alloc(512)]), 22],
+    ['a trim past the end', request(CMD.TRIM, 0, 4, 4 * MiB - 512, 1024), 22],
+    ['a write-zeroes past the end', request(CMD.WRITE_ZEROES, 0, 5, 4 * MiB - 512, 1024), 28],
+    ['a read with FUA', request(CMD.READ, 1, 6, 0, 512), 0],
+    ['write-zeroes of object 1 with NO_HOLE', request(CMD.WRITE_ZEROES, NO_HOLE, 7, MiB, MiB), 0],
+    ['write-zeroes of object 2', request(CMD.WRITE_ZEROES, 0, 8, 2 * MiB, MiB), 0]
+  ]
+  for (const [what, req, errno] of cases) {
+    r.client.write(req)
+    const reply = await collect(r.client, b => b >= 16)
+    const extra = reply.length - 16 // a successful read's data
+    t.is(reply.readUInt32BE(4), errno, what)
+    if (errno === 0 && extra < 512 && req.readUInt16BE(6) === CMD.READ) await collect(r.client, b => b >= 512 - extra)
+  }
+  t.true(await store.has('vol', 1), 'NO_HOLE: the zeros are on disk')
+  t.false(await store.has('vol', 2), 'without it: a hole')
 })

@@ -8,6 +8,12 @@ import { chmod, chown, readFile, unlink } from 'node:fs/promises'
 import { readSocketTable, uidOfClient, isLoopback } from '../../api/access.ts'
 import type { Logger } from '../../log.ts'
 import { NbdSession, emptyStats, type NbdExports, type NbdStats } from './session.ts'
+import { InFlightBudget } from './budget.ts'
+
+/** connections at once, all sockets together: a node's VM disks (one each) and copies fit well within it */
+export const MAX_SESSIONS = 1024
+/** request bytes in flight over all sessions (each also has its own bound, SessionInit.maxInFlightBytes) */
+export const MAX_IN_FLIGHT_BYTES = 512 * 1024 * 1024
 
 export interface NbdServerComponents { log: Logger, exports: NbdExports }
 
@@ -20,6 +26,10 @@ export interface NbdServerInit {
   /** the group that may open the unix socket */
   group?: string
   maxInFlight?: number
+  /** MAX_SESSIONS unless set (tests) */
+  maxSessions?: number
+  /** MAX_IN_FLIGHT_BYTES unless set (tests) */
+  maxInFlightBytes?: number
   /** who may use loopback TCP; defaults to root only */
   tcpUidAllowed?: (uid: number) => boolean
 }
@@ -44,11 +54,15 @@ export class NbdServer {
   tcpPort: number | null = null
   /** requests served since start, over all sessions */
   readonly stats: NbdStats = emptyStats()
+  private readonly budget: InFlightBudget
+  /** refused connections not yet logged (one line per burst) */
+  private refused = 0
 
   constructor (components: NbdServerComponents, init: NbdServerInit) {
     this.log = components.log
     this.exports = components.exports
     this.init = init
+    this.budget = new InFlightBudget(init.maxInFlightBytes ?? MAX_IN_FLIGHT_BYTES)
     if (init.tcpHost != null && !isLoopback(init.tcpHost)) throw new Error(`NBD over TCP listens on loopback only, not on "${init.tcpHost}"`)
   }
 
@@ -88,14 +102,19 @@ export class NbdServer {
         socket.destroy()
         return
       }
+      if (this.sockets.size >= (this.init.maxSessions ?? MAX_SESSIONS)) {
+        if (this.refused++ === 0) setTimeout(() => { this.log.warn('nbd connections refused: too many open', { refused: this.refused, max: this.init.maxSessions ?? MAX_SESSIONS }); this.refused = 0 }, 1000).unref()
+        socket.destroy()
+        return
+      }
+      // a socket counts until it is closed, not until its session ended: stop() must still
+      // be able to destroy one whose client keeps it open
       this.sockets.add(socket)
       socket.on('error', () => {})
-      const run = new NbdSession({ log: this.log, exports: this.exports, stats: this.stats }, socket, { maxInFlight: this.init.maxInFlight }).run()
+      socket.once('close', () => { this.sockets.delete(socket) })
+      const run = new NbdSession({ log: this.log, exports: this.exports, stats: this.stats }, socket, { maxInFlight: this.init.maxInFlight, budget: this.budget }).run()
       this.sessions.add(run)
-      void run.finally(() => {
-        this.sessions.delete(run)
-        this.sockets.delete(socket)
-      })
+      void run.finally(() => { this.sessions.delete(run) })
     })
     this.servers.push(srv)
     return srv

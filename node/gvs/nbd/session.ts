@@ -11,6 +11,8 @@ import type { BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
 import { GvsError } from '../errors.ts'
 import { readBuffers } from '../buffer-pool.ts'
+import { Closed, SocketReader } from './socket-reader.ts'
+import type { InFlightBudget } from './budget.ts'
 import {
   CMD, CMD_FLAG, ERRNO, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, INFO, MAX_PAYLOAD, OPT, REP, TFLAG,
   errnoOf, infoBlockSize, infoExport, infoString, optionReply, parseInfoRequest, parseRequest, serverEntry, serverGreeting, simpleReply
@@ -33,69 +35,16 @@ export const HANDSHAKE_TIMEOUT_MS = 30_000
 /** option replies the client has not read yet: the next option is read only below this */
 const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 
-class Closed extends Error {}
+export { SocketReader } from './socket-reader.ts'
 
-/** reads this long are copied into a pooled buffer when they span the socket's chunks */
-const POOLED = 4096
-
-/** reads exact byte counts from a socket */
-export class SocketReader {
-  private readonly chunks: Buffer[] = []
-  private buffered = 0
-  private waiter: (() => void) | null = null
-  private ended = false
-
-  constructor (socket: Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.chunks.push(c)
-      this.buffered += c.length
-      this.wake()
-    })
-    const end = (): void => { this.ended = true; this.wake() }
-    socket.on('end', end)
-    socket.on('close', end)
-    socket.on('error', end)
-  }
-
-  private wake (): void {
-    const w = this.waiter
-    this.waiter = null
-    w?.()
-  }
-
-  async read (n: number): Promise<Buffer> {
-    while (this.buffered < n) {
-      if (this.ended) throw new Closed('the client closed the connection')
-      await new Promise<void>(resolve => { this.waiter = resolve })
-    }
-    if (n === 0) return Buffer.alloc(0)
-    this.buffered -= n
-    const head = this.chunks[0]!
-    if (head.length >= n) {
-      // the common case: within the first chunk, no copy
-      if (head.length === n) this.chunks.shift()
-      else this.chunks[0] = head.subarray(n)
-      return head.subarray(0, n)
-    }
-    // join only the chunks this read needs, not all that is buffered behind it (a
-    // 28-byte header must not copy the megabytes of writes queued after it)
-    // a payload's copy comes from the pool (the session gives it back once written):
-    // a fresh buffer's pages cost more to fault in than the copy
-    const out = n >= POOLED ? readBuffers.take(n) : Buffer.allocUnsafe(n)
-    let got = 0
-    while (got < n) {
-      const c = this.chunks[0]!
-      const take = Math.min(c.length, n - got)
-      c.copy(out, got, 0, take)
-      got += take
-      if (take === c.length) this.chunks.shift()
-      else this.chunks[0] = c.subarray(take)
-    }
-    return out
-  }
-}
+/** a session over (DISC, an error) whose client does not take its last replies or close is cut off after this */
+const LINGER_MS = 10_000
+/** a zero payload for write-zeroes with NO_HOLE, written in pieces of this size (never modified, so shared) */
+const ZEROS = Buffer.alloc(1024 * 1024)
 
 export interface SessionInit {
+  /** the bytes in flight over all sessions of the server */
+  budget?: InFlightBudget
   maxInFlight?: number
   /** bytes of requests (a read's length, a write's payload) in flight, until their replies left; one request may exceed it alone */
   maxInFlightBytes?: number
@@ -115,6 +64,9 @@ export class NbdSession {
   private readonly maxInFlightBytes: number
   private readonly handshakeTimeoutMs: number
   private readonly stats: NbdStats
+  private readonly budget: InFlightBudget | undefined
+  /** the socket closed: nobody takes replies any more, so nothing more is served */
+  private gone = false
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
@@ -137,6 +89,13 @@ export class NbdSession {
     this.maxInFlight = init.maxInFlight ?? 64
     this.maxInFlightBytes = init.maxInFlightBytes ?? 2 * MAX_PAYLOAD
     this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS
+    this.budget = init.budget
+    socket.once('close', () => {
+      this.gone = true
+      const w = this.wake
+      this.wake = null
+      w?.()
+    })
   }
 
   /** runs the session to its end; never throws */
@@ -148,9 +107,16 @@ export class NbdSession {
     } catch (err) {
       if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
     } finally {
-      // a reply's write ends in its callback, also when the socket is destroyed
+      // nothing more is read: what the client sends from here on is dropped, not kept
+      this.reader.close()
+      // its last replies go out; a client that does not take them, or keeps its end open
+      // once they are out, is cut off (a reply's write ends in its callback, also when
+      // the socket is destroyed)
+      const linger = setTimeout(() => { this.socket.destroy() }, LINGER_MS)
+      this.socket.once('close', () => { clearTimeout(linger) })
       while (this.active > 0) await new Promise<void>(resolve => { this.wake = resolve })
-      this.socket.end()
+      if (this.socket.destroyed) clearTimeout(linger)
+      else this.socket.end(() => { this.socket.destroy() })
       if (dev != null) this.exports.release?.(dev)
     }
   }
@@ -223,7 +189,9 @@ export class NbdSession {
           }
           const dev = this.exports.get(req.name)
           if (dev == null) {
-            this.send(optionReply(opt, REP.ERR_UNKNOWN, Buffer.from(`no volume is exported as "${req.name}"`)))
+            // the name is the client's (up to 4 KiB): quoted in part, an error string stays short
+            const name = req.name.length > 200 ? `${req.name.slice(0, 200)}...` : req.name
+            this.send(optionReply(opt, REP.ERR_UNKNOWN, Buffer.from(`no volume is exported as "${name}"`)))
             break
           }
           this.send(optionReply(opt, REP.INFO, infoExport(dev.size, transmissionFlags(dev))))
@@ -252,9 +220,16 @@ export class NbdSession {
         // and the socket stops being read meanwhile: else the reader buffers whatever
         // the client sends, and the limit would not bound memory
         this.socket.pause()
-        while (this.full()) await new Promise<void>(resolve => { this.wake = resolve })
+        while (this.full() && !this.gone) {
+          await new Promise<void>(resolve => {
+            this.wake = resolve
+            if (this.budget?.spent === true) void this.budget.next().then(resolve)
+          })
+        }
         this.socket.resume()
       }
+      // a client gone: the requests it left buffered are for nobody
+      if (this.gone) return
       const req = parseRequest(await this.reader.read(28))
       if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
       if (req.type === CMD.DISC) return
@@ -267,12 +242,14 @@ export class NbdSession {
       const bytes = req.type === CMD.READ ? Math.min(req.length, MAX_PAYLOAD) : payload?.length ?? 0
       this.active++
       this.activeBytes += bytes
+      this.budget?.take(bytes)
       let ended = false
       const end = (): void => {
         if (ended) return
         ended = true
         this.active--
         this.activeBytes -= bytes
+        this.budget?.give(bytes)
         const w = this.wake
         this.wake = null
         w?.()
@@ -284,10 +261,11 @@ export class NbdSession {
 
   /** no more requests are read while this holds; one request alone may exceed the byte bound */
   private full (): boolean {
-    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes)
+    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes) || this.budget?.spent === true
   }
 
   private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null, done: () => void): Promise<void> {
+    if (this.gone) { done(); return }
     const fua = (req.flags & CMD_FLAG.FUA) !== 0
     if (fua) this.stats.fua++
     let error = 0
@@ -295,10 +273,15 @@ export class NbdSession {
     const end = req.offset + req.length
     try {
       const writes = req.type === CMD.WRITE || req.type === CMD.TRIM || req.type === CMD.WRITE_ZEROES
+      // FUA goes with any command; NO_HOLE only with write-zeroes; DF, REQ_ONE and
+      // FAST_ZERO need what this server does not offer (structured replies, block
+      // status, fast zeroes), and bits the protocol does not define are refused too
+      const allowed = CMD_FLAG.FUA | (req.type === CMD.WRITE_ZEROES ? CMD_FLAG.NO_HOLE : 0)
       if (writes && dev.readOnly) error = ERRNO.EPERM
-      else if ((req.flags & CMD_FLAG.FAST_ZERO) !== 0) error = ERRNO.EINVAL // not advertised
+      else if ((req.flags & ~allowed) !== 0) error = ERRNO.EINVAL
       else if (req.length > MAX_PAYLOAD && (req.type === CMD.READ || req.type === CMD.WRITE)) error = ERRNO.EINVAL
-      else if (end > dev.size && req.type !== CMD.FLUSH) error = writes ? ERRNO.ENOSPC : ERRNO.EINVAL
+      // past the end: ENOSPC for what writes data, EINVAL for reads and trims (proto.md)
+      else if (end > dev.size && req.type !== CMD.FLUSH) error = req.type === CMD.WRITE || req.type === CMD.WRITE_ZEROES ? ERRNO.ENOSPC : ERRNO.EINVAL
       else {
         switch (req.type) {
           case CMD.READ: this.stats.read++; data = await dev.read(req.offset, req.length); break
@@ -311,7 +294,12 @@ export class NbdSession {
             break
           case CMD.FLUSH: this.stats.flush++; await dev.flush(); break
           case CMD.TRIM: this.stats.trim++; await dev.trim(req.offset, req.length, fua); break
-          case CMD.WRITE_ZEROES: this.stats.zero++; await dev.writeZeroes(req.offset, req.length, fua); break
+          case CMD.WRITE_ZEROES:
+            this.stats.zero++
+            // NO_HOLE: the range must be provisioned, not left a hole (a later write there must not find the disk full)
+            if ((req.flags & CMD_FLAG.NO_HOLE) !== 0) await writeZeroData(dev, req.offset, req.length, fua)
+            else await dev.writeZeroes(req.offset, req.length, fua)
+            break
           default: error = ERRNO.EINVAL
         }
       }
@@ -352,6 +340,14 @@ export class NbdSession {
     this.corked = false
     this.corkedBytes = 0
     this.socket.uncork()
+  }
+}
+
+/** zeros written as data, in pieces, for write-zeroes with NO_HOLE */
+async function writeZeroData (dev: BlockDevice, offset: number, length: number, fua: boolean): Promise<void> {
+  for (let at = 0; at < length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, length - at)
+    await dev.write(offset + at, n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n), fua)
   }
 }
 
