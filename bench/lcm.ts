@@ -9,9 +9,11 @@
 //               agents report: wireguard-go where there is no kernel module), over
 //               the raw underlay (veth + bridge), and through the agents' own tunnel
 //               host to host (no VM: tells the tunnel's share of a gap from the VM
-//               hops'). Rounds alternate the order; best and median of each; ratios
-//               vgrid/bare (target >= 0.9, judged on the median of each round's own
-//               ratio) and bare/raw.
+//               hops'), and between two namespaces routed by hand through the bare
+//               tunnel (the hop a VM adds, with no rules: tells what the hop itself
+//               costs from what vgrid adds). Rounds alternate the order; best and
+//               median of each; ratios vgrid/bare (target >= 0.9, judged on the median
+//               of each round's own ratio), vgrid/bare with the same hop, and bare/raw.
 //   start       srv started while cli runs (and cli while srv runs): the VM's process
 //               start, and its program being up, -> its link carries traffic. Target
 //               < 1 s after the VM is up, judged from its program being up (node's
@@ -111,7 +113,8 @@ function gbits (out: string): number {
 }
 
 /** iperf3 between two host namespaces, the server on 5301 in `server.groups`, the client in `client.groups`. */
-async function hostIperf (server: { host: Host, groups: string[] }, client: { host: Host, groups: string[] }, addr: string): Promise<number> {
+interface End { host: Pick<Host, 'ns' | 'name'>, groups: string[] }
+async function hostIperf (server: End, client: End, addr: string): Promise<number> {
   const srv = nsSpawn(server.host.ns, 'iperf3', ['-s', '-1', '-p', '5301'], { groups: server.groups })
   try {
     return await until(`iperf3 ${client.host.name} -> ${addr}`, 10_000, async () => {
@@ -165,14 +168,61 @@ async function bareTunnel (hosts: [Host, Host], backend: 'kernel' | 'userspace')
     const key = join(dir, `bare${i}.key`)
     writeFileSync(key, keys[i]!.privateKey, { mode: 0o600 })
     const peer = hosts[1 - i]!
-    await nsRun(h.ns, 'wg', ['set', name, 'listen-port', '51900', 'private-key', key, 'peer', keys[1 - i]!.publicKey, 'endpoint', `${peer.address}:51900`, 'allowed-ips', `10.99.0.${2 - i}/32`])
+    await nsRun(h.ns, 'wg', ['set', name, 'listen-port', '51900', 'private-key', key, 'peer', keys[1 - i]!.publicKey, 'endpoint', `${peer.address}:51900`, 'allowed-ips', `10.99.0.${2 - i}/32,${BARE_VM_NET}.${2 - i}.0/24`])
     await ip(['-n', h.ns, 'addr', 'add', `10.99.0.${i + 1}/24`, 'dev', name])
     await ip(['-n', h.ns, 'link', 'set', name, 'up'])
   }
+  const vms = await bareVmHop(hosts, names)
   return async () => {
+    await vms()
     for (const [i, h] of hosts.entries()) await ip(['-n', h.ns, 'link', 'del', names[i]!], { allowFail: true })
     await sleep(200) // wireguard-go exits when its device goes
   }
+}
+
+/** the hand-made VMs' subnets: `${BARE_VM_NET}.1.0/24` behind the first host, `.2.0/24` behind the second */
+const BARE_VM_NET = '10.98'
+const bareVmNs = (i: number): string => `lcbv${process.pid}${i}`
+
+/**
+ * The hop a VM adds, made by hand over the bare tunnel: a namespace behind each host
+ * (`${BARE_VM_NET}.N.2`), a veth pair to it, the host forwarding between the pair and
+ * the tunnel, as the agents' VMs are connected but with no link rules. The vgrid link
+ * against this path is what vgrid itself costs; against the bare tunnel host to host,
+ * what the issue's target compares, it also pays the forwarding hop at both ends.
+ */
+async function bareVmHop (hosts: Host[], tunnels: string[]): Promise<() => Promise<void>> {
+  const made: Array<{ ns: string, host: Host, dev: string }> = []
+  const undo = async (): Promise<void> => {
+    for (const m of made) {
+      await ip(['netns', 'del', m.ns], { allowFail: true })
+      await ip(['-n', m.host.ns, 'link', 'del', m.dev], { allowFail: true })
+    }
+  }
+  try {
+    for (const [i, h] of hosts.entries()) {
+      const ns = bareVmNs(i)
+      const dev = `lcbh${process.pid}${i}`.slice(0, 15)
+      const net = `${BARE_VM_NET}.${i + 1}`
+      await ip(['netns', 'add', ns])
+      made.push({ ns, host: h, dev })
+      await ip(['-n', h.ns, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns])
+      await ip(['-n', ns, '-batch', '-'], { input: ['link set lo up', 'link set eth0 up', `addr add ${net}.2/24 dev eth0`, `route add default via ${net}.1`].join('\n') + '\n' })
+      await ip(['-n', h.ns, '-batch', '-'], { input: [`link set ${dev} up`, `addr add ${net}.1/24 dev ${dev}`, `route add ${BARE_VM_NET}.${2 - i}.0/24 dev ${tunnels[i]!}`].join('\n') + '\n' })
+      // forwarding on these two interfaces only, as the agents turn it on for theirs
+      await nsRun(h.ns, 'sh', ['-c', `echo 1 > /proc/sys/net/ipv4/conf/${dev}/forwarding && echo 1 > /proc/sys/net/ipv4/conf/${tunnels[i]!}/forwarding`])
+    }
+  } catch (err) {
+    await undo()
+    throw err
+  }
+  return undo
+}
+
+/** iperf3 between the hand-made VMs over the bare tunnel (bareVmHop), in the same cgroups as the others. */
+async function bareVmIperf (server: { groups: string[] }, client: { groups: string[] }): Promise<number> {
+  const ns = (i: number): End['host'] => ({ ns: bareVmNs(i), name: `bare-vm${i + 1}` })
+  return await hostIperf({ host: ns(1), groups: server.groups }, { host: ns(0), groups: client.groups }, `${BARE_VM_NET}.2.2`)
 }
 
 /** The VM once its holder runs it (asked through h1), with the holder. */
@@ -250,13 +300,14 @@ async function main (): Promise<void> {
     const paths = {
       raw: async () => await hostIperf(ends.srv, ends.cli, hb.address),
       bare: async () => await hostIperf(ends.srv, ends.cli, '10.99.0.2'),
+      bareVm: async () => await bareVmIperf(ends.srv, ends.cli),
       tunnel: async () => await hostIperf(ends.srv, ends.cli, hbOverlay),
       vgrid: vmIperf
     }
-    const got: Record<keyof typeof paths, number[]> = { raw: [], bare: [], tunnel: [], vgrid: [] }
+    const got: Record<keyof typeof paths, number[]> = { raw: [], bare: [], bareVm: [], tunnel: [], vgrid: [] }
     await sleep(1000) // the probes' connections gone
     for (let r = 0; r < ROUNDS; r++) {
-      const order = (r % 2 === 0 ? ['raw', 'bare', 'tunnel', 'vgrid'] : ['vgrid', 'tunnel', 'bare', 'raw']) as Array<keyof typeof paths>
+      const order = (r % 2 === 0 ? ['raw', 'bare', 'bareVm', 'tunnel', 'vgrid'] : ['vgrid', 'tunnel', 'bareVm', 'bare', 'raw']) as Array<keyof typeof paths>
       for (const k of order) got[k].push(await paths[k]())
       console.error(`round ${r + 1}: ${order.map(k => `${k} ${got[k].at(-1)!.toFixed(3)}`).join(', ')} Gbit/s`)
     }
@@ -286,12 +337,15 @@ async function main (): Promise<void> {
     // different rounds mixes into the comparison
     const pairs = got.vgrid.map((v, i) => v / got.bare[i]!)
     const paired = median(pairs)
+    const hopPairs = got.vgrid.map((v, i) => v / got.bareVm[i]!)
     const rows: string[][] = [
       ['raw underlay (veth + bridge), median', g(med('raw')), '', '', `best ${g(best('raw'))}; ${ha.name} -> ${hb.name}`],
       [`bare WireGuard (${backend}), median`, g(med('bare')), g(med('raw')), (med('bare') / med('raw')).toFixed(3), `best ${g(best('bare'))}; by hand with wg and ip, host to host`],
       ['vgrid link, median', g(med('vgrid')), g(med('bare')), (med('vgrid') / med('bare')).toFixed(2), `best ${g(best('vgrid'))}; VM to VM by terminal name`],
       ['vgrid / bare, paired by round, median', paired.toFixed(2), '', '', `per round ${pairs.map(x => x.toFixed(2)).join(' ')}; target >= 0.9: ${paired >= 0.9 ? 'ok' : 'MISSED'}`],
       ['vgrid / bare, best of each', (best('vgrid') / best('bare')).toFixed(2), '', '', ''],
+      ['bare with a VM hop by hand, median', g(med('bareVm')), g(med('bare')), (med('bareVm') / med('bare')).toFixed(2), `best ${g(best('bareVm'))}; namespace + veth behind each host, forwarded into the bare tunnel, no rules: what the hop alone costs`],
+      ['vgrid / bare with the same hop, paired', median(hopPairs).toFixed(2), '', '', `per round ${hopPairs.map(x => x.toFixed(2)).join(' ')}; what vgrid itself (rules, agents) costs`],
       ['vgrid tunnel host to host, median', g(med('tunnel')), g(med('bare')), (med('tunnel') / med('bare')).toFixed(2), `best ${g(best('tunnel'))}; the agents' WireGuard between their overlay addresses: no VM, no forwarding`],
       ['srv start -> link carries traffic', s(srvStart.fromStart), '', '', `its program listening -> traffic ${s(srvStart.fromUp)}; target < 1 s after the VM is up: ${srvStart.fromUp < 1000 ? 'ok' : 'MISSED'}`],
       ['cli start -> link carries traffic', s(cliStart.fromStart), '', '', `its program up -> traffic ${s(cliStart.fromUp)}; target < 1 s after the VM is up: ${cliStart.fromUp < 1000 ? 'ok' : 'MISSED'}`]
