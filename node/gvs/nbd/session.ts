@@ -35,8 +35,6 @@ export const HANDSHAKE_TIMEOUT_MS = 30_000
 /** option replies the client has not read yet: the next option is read only below this */
 const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 
-export { SocketReader } from './socket-reader.ts'
-
 /** a session over (DISC, an error) whose client does not take its last replies or close is cut off after this */
 const LINGER_MS = 10_000
 /** a zero payload for write-zeroes with NO_HOLE, written in pieces of this size (never modified, so shared) */
