@@ -52,10 +52,14 @@ check('an unprivileged user reads status, and is refused a change and the token 
   const tok = await curl([`${url}/v1/token`], NOBODY)
   t.is(tok.status, 403, tok.body)
   t.regex(errorOf(tok).message, /neither root nor in the "vgrid" group/)
+  // a VM's console is what its guest prints (secrets included): refused before the VM is even looked up
+  const con = await curl([`${url}/v1/vms/any-vm/console`], NOBODY)
+  t.is(con.status, 403, con.body)
+  t.regex(errorOf(con).message, /neither root nor in the "vgrid" group/)
   // nothing changed
   const node = await agent.get<{ labels: Record<string, string> }>('/v1/nodes/acc0')
   t.is(node.labels.zone, undefined)
-  t.regex(await agent.metrics(), /vgrid_api_errors_total\{code="forbidden"\} 2/)
+  t.regex(await agent.metrics(), /vgrid_api_errors_total\{code="forbidden"\} 3/)
 })
 
 check('root changes the grid over loopback TCP and over the unix socket; the socket is 0660', async t => {

@@ -131,7 +131,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       svc.schedule()
       return { removed: vm.id }
     })
-    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams } }, async (req): Promise<{ vm: string, node: string, console: string }> => {
+    // a console holds what the guest prints (passwords at first boot, keys): root and the
+    // vgrid group only, as the console file on the node is root's
+    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams }, config: { access: 'admin' } }, async (req): Promise<{ vm: string, node: string, console: string }> => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
       const c = await svc.local.console(vm.id)
