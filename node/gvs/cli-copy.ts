@@ -7,9 +7,10 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
-import type { RepairStatusView, VolumeView } from './routes.ts'
+import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import type { ScrubReport } from './scrub.ts'
 import { progress, qemuImgPercent } from './progress.ts'
@@ -65,6 +66,10 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', volId:
   const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`)
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
+  // an import is a writer: never a second one under a VM that runs from the volume, or
+  // beside another NBD writer (a volume has one writer at a time)
+  if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
+  checkSocketAccess(d.nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress
   const args = sub === 'import'
     ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, d.nbd]
@@ -74,6 +79,25 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', volId:
     await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
   } finally { bar.stop() }
   out(sub === 'import' ? `imported ${file} into ${d.path}` : `exported ${d.path} to ${file}`)
+}
+
+/** throws naming who uses the volume, when a VM runs from it or an NBD session writes to it */
+export function refuseInUse (path: string, u: VolumeUsersView): void {
+  const running = u.vms.filter(v => v.running)
+  if (running.length > 0) throw new CliError(`${path} is a disk of VM ${running.map(v => `"${v.name}"`).join(', ')}, which runs from it: an import would write under it; stop the VM first`, 1)
+  if (u.writers.length > 0) throw new CliError(`${path} is being written over NBD (${u.writers.map(w => `${w.writers} on node ${w.node}`).join(', ')}): an import would be a second writer; disconnect it first`, 1)
+}
+
+/** the NBD socket is root's and the vgrid group's (as the API's): say so, not qemu-img's "Permission denied" */
+function checkSocketAccess (uri: string): void {
+  let sock: string | null = null
+  try { sock = new URL(uri).searchParams.get('socket') } catch {}
+  if (sock == null) return
+  try {
+    accessSync(sock, constants.R_OK | constants.W_OK)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') throw new CliError(`the volume's NBD socket ${sock} is for root and members of the "vgrid" group: run this as root or as a member of that group`, 1)
+  }
 }
 
 async function qemuImg (args: string[], onPercent: (p: number) => void): Promise<void> {

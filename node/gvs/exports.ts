@@ -21,7 +21,7 @@ import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
-import { layersOf, placementKeyOf, snapshotSize } from './volumes.ts'
+import { layersOf, placementKeyOf, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { Writers } from './writers.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
@@ -119,9 +119,9 @@ export class VolumeExports {
     if (pinned != null) return this.pinnedDevice(name, pinned[1]!, Number(pinned[2]))
     const vol = this.byName(name)
     if (vol == null) {
-      const at = name.lastIndexOf('@')
-      const v = at > 0 ? this.byName(name.slice(0, at)) : undefined
-      const snap = v == null ? undefined : snapshotOf(v, name.slice(at + 1))
+      const ref = splitSnapshotRef(name)
+      const v = ref == null ? undefined : this.byName(ref.volume)
+      const snap = v == null || ref == null ? undefined : snapshotOf(v, ref.snapshot)
       if (v == null || snap == null) return undefined
       return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true, v.epoch ?? 1, snapshotSize(v, snap))
     }

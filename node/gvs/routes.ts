@@ -4,15 +4,23 @@
 // A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
-import { snapshotOf, type Draft, type Volume, type Writer } from '../../crdt/index.ts'
+import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
-import { checkDestroy, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkRename, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
+
+/** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
+export interface VolumeUsersView {
+  volume: string
+  path: string
+  vms: Array<{ id: string, name: string, desired: string, running: boolean }>
+  writers: Array<{ node: string, writers: number }>
+}
 
 export interface VolumeView {
   id: string
@@ -128,16 +136,32 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => await view(findVolume(svc.volumes(), req.params.id)))
 
+    app.get<{ Params: IdParams }>('/v1/volumes/:id/users', { schema: { params: idParams } }, async (req): Promise<VolumeUsersView> => {
+      const v = findVolume(svc.volumes(), req.params.id)
+      const r = state.read()
+      const u = volumeUsers(v, r.list('vms'), r.list('leases'))
+      const vm = (running: boolean) => (x: Vm) => ({ id: x.id, name: x.name, desired: x.desired, running })
+      return { volume: v.id, path: v.path, vms: [...u.running.map(vm(true)), ...u.stopped.map(vm(false))], writers: (await svc.writersOf(v.id)).filter(x => x.writers > 0) }
+    })
+
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
       if (b.size == null && b.path == null) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
       const v = findVolume(svc.volumes(), req.params.id)
+      if (b.path != null) {
+        const r = state.read()
+        checkRename(v, r.list('vms'), r.list('leases'), await svc.writersOf(v.id))
+      }
       // checked inside the write, on the volume as it is then: a resize that waited must not shrink what another grew
       return await view(await state.write(w => {
         const cur = findVolume(w.reader.list('volumes'), v.id)
         const patch: Partial<Volume> = {}
         if (b.size != null) patch.sizeBytes = planResize(cur, b.size, svc.pool())
-        if (b.path != null) patch.path = planRename(cur, b.path, w.reader.list('volumes'))
+        if (b.path != null) {
+          // again inside the write: a VM may have started from it while the writers were asked
+          checkRename(cur, w.reader.list('vms'), w.reader.list('leases'))
+          patch.path = planRename(cur, b.path, w.reader.list('volumes'))
+        }
         return w.update('volumes', v.id, patch)
       }, `volume change ${v.path}`))
     })

@@ -2,7 +2,7 @@
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
 import { randomBytes } from 'node:crypto'
-import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
+import { snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 
@@ -99,18 +99,48 @@ export function planRename (v: Volume, to: unknown, volumes: Iterable<Volume>): 
 }
 
 /**
- * A volume is in use, and destroying it refused (409 in-use), while a VM that should
- * run (or hibernates) names it, a VM that names it still runs by its lease (stopping
- * is not stopped), or an NBD session on some node writes to it.
+ * The VMs that name a volume as a disk: `running` those that run or should (desired
+ * running or hibernated, or still running by their lease: stopping is not stopped),
+ * `stopped` the others (a stopped VM keeps its disks: it starts from them again).
  */
-export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, writers: number }> = []): void {
-  const running = new Set([...leases].filter(l => l.status === 'running' || l.status === 'starting' || l.status === 'stopping' || l.status === 'claimed').map(l => l.vm))
-  const users = [...vms].filter(vm => (vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path)) && (vm.desired !== 'stopped' || running.has(vm.id)))
-  if (users.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${users.map(u => `"${u.name}"`).join(', ')}; stop or remove it first`, 'in-use')
+export function volumeUsers (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = []): { running: Vm[], stopped: Vm[] } {
+  const live = new Set([...leases].filter(l => l.status === 'running' || l.status === 'starting' || l.status === 'stopping' || l.status === 'claimed').map(l => l.vm))
+  const users = [...vms].filter(vm => vm.spec.volumes.includes(v.id) || vm.spec.volumes.includes(v.path))
+  const runs = (vm: Vm): boolean => vm.desired !== 'stopped' || live.has(vm.id)
+  return { running: users.filter(runs), stopped: users.filter(vm => !runs(vm)) }
+}
+
+const names = (vms: Vm[]): string => vms.map(u => `"${u.name}"`).join(', ')
+
+function checkWriters (v: Volume, writers: ReadonlyArray<{ node: string, writers: number }>): void {
   const w = writers.filter(x => x.writers > 0)
   if (w.length > 0) {
     throw new ConflictError(`volume "${v.path}" is being written over NBD (${w.map(x => `${x.writers} session${x.writers === 1 ? '' : 's'} on node ${x.node}`).join(', ')}); disconnect its writers first`, 'in-use')
   }
+}
+
+/**
+ * Destroying a volume is refused (409 in-use) while any VM names it, running or not (a
+ * stopped VM would fail at its next start, and a volume made again at the path is not
+ * the one it names), or an NBD session on some node writes to it.
+ */
+export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, writers: number }> = []): void {
+  const u = volumeUsers(v, vms, leases)
+  if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}; stop and remove it first`, 'in-use')
+  if (u.stopped.length > 0) throw new ConflictError(`volume "${v.path}" is a disk of VM ${names(u.stopped)} (stopped); remove the VM first`, 'in-use')
+  checkWriters(v, writers)
+}
+
+/**
+ * Renaming a volume is refused (409 in-use) while a VM runs from it or an NBD session
+ * writes to it: their clients open it by its path (the export name), and one that
+ * reconnects (after an agent restart) would find the old name gone. A stopped VM names
+ * it by id: renaming its disk is fine.
+ */
+export function checkRename (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, writers: number }> = []): void {
+  const u = volumeUsers(v, vms, leases)
+  if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}, which opens it by its path; stop it first`, 'in-use')
+  checkWriters(v, writers)
 }
 
 /** the object sets a volume reads through, top (written) first */
@@ -124,9 +154,21 @@ export const layersOf = (v: Volume): string[] => v.layers ?? [v.id]
 export const MAX_LAYERS = 128
 export const placementKeyOf = (v: Volume): string => v.placementKey ?? v.id
 
+/** a new snapshot's name: no "@", which separates it from its volume in VOL@SNAP */
+const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
+
 export function checkSnapshotName (name: unknown): string {
-  if (typeof name !== 'string' || !new RegExp(ID_PATTERN).test(name)) throw new ValidationError('name', `snapshot name ${JSON.stringify(name)} must be 1-128 letters, digits, ".", "_", ":", "@" or "-", starting with a letter or digit`)
+  if (typeof name !== 'string' || !SNAPSHOT_NAME.test(name)) throw new ValidationError('name', `snapshot name ${JSON.stringify(name)} must be 1-128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit`)
   return name
+}
+
+/**
+ * VOL@SNAP split at its first "@": a path never holds one (a snapshot named with one by
+ * an earlier release is still found). Null without an "@".
+ */
+export function splitSnapshotRef (ref: string): { volume: string, snapshot: string } | null {
+  const at = ref.indexOf('@')
+  return at <= 0 ? null : { volume: ref.slice(0, at), snapshot: ref.slice(at + 1) }
 }
 
 /**
@@ -144,11 +186,11 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
 
 /** "VOL@SNAP" (VOL a path or id) -> the volume and its snapshot */
 export function findSnapshot (volumes: Iterable<Volume>, ref: unknown): { volume: Volume, snapshot: Snapshot } {
-  if (typeof ref !== 'string' || !ref.includes('@')) throw new ValidationError('from', `from ${JSON.stringify(ref)} must name a snapshot as VOLUME@SNAPSHOT`)
-  const at = ref.lastIndexOf('@')
-  const volume = findVolume(volumes, ref.slice(0, at))
-  const snapshot = snapshotOf(volume, checkSnapshotName(ref.slice(at + 1)))
-  if (snapshot == null) throw new NotFoundError(`volume "${volume.path}" has no snapshot "${ref.slice(at + 1)}"`)
+  const parts = typeof ref === 'string' ? splitSnapshotRef(ref) : null
+  if (parts == null) throw new ValidationError('from', `from ${JSON.stringify(ref)} must name a snapshot as VOLUME@SNAPSHOT`)
+  const volume = findVolume(volumes, parts.volume)
+  const snapshot = snapshotOf(volume, parts.snapshot)
+  if (snapshot == null) throw new NotFoundError(`volume "${volume.path}" has no snapshot "${parts.snapshot}"`)
   return { volume, snapshot }
 }
 

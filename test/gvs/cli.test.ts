@@ -69,6 +69,8 @@ test('vgrid vol commands', async t => {
     const writer = await NbdClient.open(join(dir, 'nbd.sock'), 'shop/db/main')
     await writer.write(0, Buffer.from(src.subarray(0, 4096)))
     await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on node / })
+    // nor imported into: that would be a second writer
+    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 on node .*\): an import would be a second writer/ })
     await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')

@@ -76,6 +76,10 @@ test('volumes API and NBD exports across agents', async t => {
     const busy = await app1.inject({ method: 'DELETE', url: `/v1/volumes/${vol.id}` })
     t.is(busy.statusCode, 409, busy.body)
     t.regex(busy.json<Body>().error?.message ?? '', new RegExp(`being written over NBD \\(1 session on node ${hosts[0]!.peerId.toString()}\\)`))
+    // nor renamed under it (its client opened it by its path), and the users say who writes
+    const mv = await app1.inject({ method: 'PATCH', url: `/v1/volumes/${vol.id}`, payload: { path: '/shop/db/moved' } })
+    t.is(mv.statusCode, 409, mv.body)
+    t.like((await call('GET', `/v1/volumes/${vol.id}/users`)).body, { path: '/shop/db/data', vms: [], writers: [{ node: hosts[0]!.peerId.toString(), writers: 1 }] })
     // its session ends: no longer a writer (the finished nbdcopy never counted after it ended)
     await writer.close()
     await run('nbdcopy', [svcs[2]!.uriOf(replica.read().get('volumes', vol.id)!.value), join(dir, 'back.raw')])

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, findVolume, checkSize, checkPath } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef } from '../../node/gvs/volumes.ts'
 import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -40,7 +40,18 @@ test('resize grows only; rename keeps paths unique; destroy refuses a volume in 
   t.throws(() => planRename(vol(), '/b', [vol(), vol({ id: 'vol-b', path: '/b' })]), { message: /already has the path "\/b"/ })
   const vm = { id: 'db', name: 'db', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: G, volumes: ['vol-a'], constraints: {} }, ...stamp } as Vm
   t.throws(() => checkDestroy(vol(), [vm]), { message: /in use by VM "db"/ })
-  t.notThrows(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped' }]))
+  // a stopped VM keeps its disk (it would fail at its next start): not destroyed under it, but renamed (it names it by id)
+  t.throws(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped' }]), { message: /is a disk of VM "db" \(stopped\); remove the VM first/ })
+  t.notThrows(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped', spec: { ...vm.spec, volumes: [] } }]))
+  t.throws(() => checkRename(vol(), [vm]), { message: /in use by VM "db", which opens it by its path/ })
+  t.throws(() => checkRename(vol(), [{ ...vm, desired: 'stopped' }], [{ vm: 'db', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: G, status: 'stopping', ...stamp }]), { message: /in use by VM "db"/ }, 'stopping is not stopped')
+  t.notThrows(() => checkRename(vol(), [{ ...vm, desired: 'stopped' }]))
+  t.throws(() => checkRename(vol(), [], [], [{ node: 'n2', writers: 1 }]), { message: /being written over NBD \(1 session on node n2\)/ })
+  // snapshot references split at the first "@" (paths have none); new names may not hold one
+  t.deepEqual(splitSnapshotRef('/c1@a@b'), { volume: '/c1', snapshot: 'a@b' })
+  t.is(splitSnapshotRef('/c1'), null)
+  t.throws(() => checkSnapshotName('a@b'), { message: /snapshot name "a@b" must be/ })
+  t.is(checkSnapshotName('daily-2026.12.01:03'), 'daily-2026.12.01:03')
   t.is(findVolume([vol()], '/shop/db/data').id, 'vol-a')
   t.throws(() => findVolume([vol()], '/nope'), { message: /no volume with id or path/ })
   t.is(checkSize(4096), 4096)
@@ -50,4 +61,13 @@ test('resize grows only; rename keeps paths unique; destroy refuses a volume in 
   t.throws(() => planRename(vol(), '/vol-0123456789ab', [vol()]), { message: /has the shape of a volume id/ })
   t.is(checkPath('/vol-0123456789ab/data'), '/vol-0123456789ab/data')
   t.is(checkPath('/vol-0123'), '/vol-0123')
+})
+
+test('vol import refuses a volume a VM runs from, or another NBD session writes to', async t => {
+  const { refuseInUse } = await import('../../node/gvs/cli-copy.ts')
+  const base = { volume: 'vol-a', path: '/T/A', vms: [], writers: [] }
+  t.notThrows(() => { refuseInUse('/T/A', base) })
+  t.notThrows(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q1', name: 'q1', desired: 'stopped', running: false }] }) }, 'a stopped VM\'s disk is what an import provisions')
+  t.throws(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q3', name: 'q3', desired: 'running', running: true }] }) }, { message: '/T/A is a disk of VM "q3", which runs from it: an import would write under it; stop the VM first' })
+  t.throws(() => { refuseInUse('/T/A', { ...base, writers: [{ node: 'n2', writers: 2 }] }) }, { message: /2 on node n2/ })
 })
