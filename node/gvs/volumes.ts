@@ -2,7 +2,7 @@
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
 import { randomBytes } from 'node:crypto'
-import { snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
+import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 
@@ -188,6 +188,8 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
 export function findSnapshot (volumes: Iterable<Volume>, ref: unknown): { volume: Volume, snapshot: Snapshot } {
   const parts = typeof ref === 'string' ? splitSnapshotRef(ref) : null
   if (parts == null) throw new ValidationError('from', `from ${JSON.stringify(ref)} must name a snapshot as VOLUME@SNAPSHOT`)
+  // a name of any snapshot ever made (with "@" before this release): others name none
+  if (!new RegExp(ID_PATTERN).test(parts.snapshot)) throw new ValidationError('from', `from ${JSON.stringify(ref)}: "${parts.snapshot}" is not a snapshot name`)
   const volume = findVolume(volumes, parts.volume)
   const snapshot = snapshotOf(volume, parts.snapshot)
   if (snapshot == null) throw new NotFoundError(`volume "${volume.path}" has no snapshot "${parts.snapshot}"`)

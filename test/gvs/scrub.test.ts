@@ -89,7 +89,7 @@ test('the scheduled scrub finds a damaged copy, rewrites it from the other repli
   t.like(now, { objects: 4, bad: 0, repaired: 0 })
 })
 
-test('destroying a volume a VM still runs with (by its lease) is a 409', async t => {
+test('destroying a volume a VM still runs with (by its lease), or keeps as a stopped VM\'s disk, is a 409', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-inuse-'))
   const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey: generateClusterKey(), listen: [`/memory/gvsinuse${process.pid}`], mdns: false, transport: 'memory' })
   const me = host.peerId.toString()
@@ -110,8 +110,13 @@ test('destroying a volume a VM still runs with (by its lease) is a 409', async t
   })
   const busy = await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })
   t.is(busy.statusCode, 409)
-  t.regex(busy.json<{ error: { code: string, message: string } }>().error.message, /volume "\/vm\/disk" is in use by VM "web"; stop or remove it first/)
+  t.regex(busy.json<{ error: { code: string, message: string } }>().error.message, /volume "\/vm\/disk" is in use by VM "web"; stop and remove it first/)
   t.is(busy.json<{ error: { code: string } }>().error.code, 'in-use')
   await state.write(w => { w.update('leases', 'web', { status: 'stopped' }) })
+  // stopped, it keeps its disk: it would start from it again
+  const kept = await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })
+  t.is(kept.statusCode, 409)
+  t.regex(kept.json<{ error: { message: string } }>().error.message, /is a disk of VM "web" \(stopped\); remove the VM first/)
+  await state.write(w => { w.remove('vms', 'web') })
   t.is((await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
 })
