@@ -101,7 +101,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       w.update('roll', n.id, { draining })
     }, `node ${draining ? 'drain' : 'undrain'} ${n.name}`)
     svc.schedule()
-    return { node: n.id, name: n.name, draining, vms: [...current().doc.leases.values()].filter(l => l.winner.holder === n.id).map(l => l.winner.vm) }
+    // what the drain moves: VMs that run there (a stopped or failed one's lease reserves nothing, and it is placed anew when started)
+    return { node: n.id, name: n.name, draining, vms: [...current().doc.leases.values()].filter(l => l.winner.holder === n.id && l.winner.status !== 'stopped' && l.winner.status !== 'failed').map(l => l.winner.vm) }
   }
 
   return (app: FastifyInstance): void => {

@@ -22,3 +22,11 @@ test('drain progress: on the node, on its way, moved, stranded', t => {
   t.is(p.moved.b, 'pending (no node fits (2 lack cpu); e.g. n2: ...)')
   t.deepEqual(drainProgress('n1', [row('b', 'n2', 'running')], initial).moved, { a: 'removed', b: 'running on name-n2' })
 })
+
+test('drain progress: a stopped or failed VM whose lease the node holds is not on it (it runs nothing and is placed anew when started)', t => {
+  const p = drainProgress('n1', [row('a', 'n1', 'failed', '3 crashes within 24 h'), row('b', 'n1', 'stopped'), row('c', 'n2', 'running')], ['c'])
+  t.deepEqual(p.on, [])
+  t.true(p.done)
+  // one that stopped there after the drain began counts as moved: it is stopped
+  t.deepEqual(drainProgress('n1', [row('a', 'n1', 'stopped')], ['a']), { on: [], moved: { a: 'stopped on name-n1' }, done: true })
+})
