@@ -38,8 +38,22 @@ function help (): string {
   ].join('\n')
 }
 
+/**
+ * A client's output that cannot be written: to a pipe whose reader is gone (`| head`),
+ * that ends the command quietly, as for any Unix tool; anything else (a full disk) is
+ * one line. Not for the agent and the demo, whose output is a log they outlive.
+ */
+function quietOutputErrors (): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0)
+    process.stderr.write(`vgrid: cannot write the output: ${err.code ?? err.message}\n`)
+    process.exit(1)
+  })
+}
+
 async function main (argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
+  if (cmd !== 'agent' && cmd !== 'demo') quietOutputErrors()
   if (cmd == null || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(help() + '\n')
     return

@@ -54,7 +54,11 @@ export class NetworkService implements Service {
   }
 
   async start (): Promise<void> {
-    await this.host.start()
+    try {
+      await this.host.start()
+    } catch (err) {
+      throw new Error(listenFailure((err as Error).message ?? String(err)))
+    }
   }
 
   async stop (): Promise<void> {
@@ -69,4 +73,14 @@ export class NetworkService implements Service {
   private readonly onConnectionsChanged = (): void => {
     this.connected.set(new Set(this.host.getConnections().map(conn => conn.remotePeer.toString())).size)
   }
+}
+
+/**
+ * libp2p's failure to listen, as one line: which --listen address, and the system's
+ * reason (its message is several lines of advice about its own options and a stack).
+ */
+export function listenFailure (message: string): string {
+  const failed = [...message.matchAll(/^\s*(\/\S+): (?:\w*Error: )?(.+)$/gm)].map(m => `${m[1]!} (${m[2]!.trim()})`)
+  if (failed.length > 0) return `cannot listen on ${failed.join(', ')}: change --listen or stop what uses it`
+  return message.split('\n')[0]!
 }
