@@ -77,10 +77,26 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
   oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /cpu must be a positive number/)
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
+  // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"
+  oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '-1', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is followed by a value that starts with "-" \(a negative number\?\)/)
+  // decimal only: 0x50 is not taken for port 80
+  t.regex((await vgrid(['link', 'create', 'a.o', 'b.i', '--port', '0x50'])).stderr, /^vgrid: --port must be a number \(1-65535\), not "0x50"\n/)
   const dir = await scratch()
   const cfg = join(dir, 'bad.json')
   await writeFile(cfg, '{"listen": 7}')
   oneLineError(t, await vgrid(['agent', '--config', cfg]), 2, /config file .*bad\.json at "listen"/)
+})
+
+test('an agent that cannot listen on its --listen address says which and why, in one line', async t => {
+  const { createServer } = await import('node:net')
+  const busy = createServer()
+  await new Promise<void>(resolve => busy.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { busy.close() })
+  const port = (busy.address() as { port: number }).port
+  const r = await vgrid(['agent', '--data-dir', await scratch(), '--no-mdns', '--no-overlay', '--api', `127.0.0.1:${await freePort()}`, '--api-socket', 'none', '--listen', `/ip4/127.0.0.1/tcp/${port}`])
+  t.is(r.code, 1)
+  t.regex(r.stderr.trim().split('\n').at(-1) ?? '', new RegExp(`cannot listen on /ip4/127\\.0\\.0\\.1/tcp/${port} \\(listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}\\): change --listen or stop what uses it$`))
+  t.notRegex(r.stderr, /\bat .*:\d+:\d+\)/, 'no stack trace')
 })
 
 test('a second agent on the same API port fails with a clear message', async t => {

@@ -15,7 +15,11 @@ export function parse<O extends Options> (argv: string[], options: O, usage: str
   } catch (err) {
     const e = err as { code?: string, message: string }
     const flag = /'(-[^']*)'/.exec(e.message)?.[1]
-    const what = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag != null ? `unknown flag ${flag}` : e.message.split('\n')[0]
+    // a value that starts with a dash (--cpu -1) is taken for a flag: say what it is
+    const negative = e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag != null && /is ambiguous/.test(e.message)
+    const what = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag != null
+      ? `unknown flag ${flag}`
+      : negative ? `${flag!} is followed by a value that starts with "-" (a negative number?); values must be above zero, or write ${flag!}=VALUE` : e.message.split('\n')[0]
     throw new CliError(`${what} (usage: ${usage})`, 2)
   }
   if ((out.values as { help?: boolean }).help === true) {

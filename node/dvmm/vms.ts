@@ -1,6 +1,6 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
-import { existsSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
@@ -89,20 +89,34 @@ export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
  * than every node can never run), `fileExists` checks kernel paths (on this node),
  * `volumes` the volume store's namespace.
  */
-export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = existsSync, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
+/** a regular file (a kernel, an initrd, an image): a directory given there fails only when the VM starts */
+function isFile (p: string): boolean {
+  try { return statSync(p).isFile() } catch { return false }
+}
+
+/** the smallest memory a VM gets: a cgroup's grain (MiB) for a process; for a qemu guest what a small kernel needs to boot */
+export const MIN_MEMORY = { process: 2 ** 20, qemu: 16 * 2 ** 20 } as const
+/** the smallest cpu share: the cfs quota's grain (1 ms of a 100 ms period) */
+export const MIN_CPU = 0.01
+
+export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = isFile, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
   if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
-  if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0 || b.cpu > 4096) throw invalid('cpu', 'must be a number of vCPUs above 0')
+  if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0) throw invalid('cpu', 'must be a number of vCPUs above 0')
+  if (b.cpu < MIN_CPU) throw invalid('cpu', `${b.cpu} is below ${MIN_CPU}, the smallest share a VM gets`)
+  if (b.cpu > 4096) throw invalid('cpu', `${b.cpu} vCPUs is more than the 4096 a VM may have`)
   let memoryBytes: number
   try {
     memoryBytes = typeof b.memory === 'number' ? b.memory : typeof b.memory === 'string' ? parseSize(b.memory) : NaN
   } catch (err) {
     throw invalid('memory', (err as Error).message)
   }
-  if (!Number.isSafeInteger(memoryBytes) || memoryBytes <= 0) throw invalid('memory', 'must be a size above zero (bytes, or e.g. 512M)')
+  if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', 'must be a size above zero (bytes, or e.g. 512M)')
+  if (!Number.isSafeInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is more than any node has`)
+  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${memoryBytes} bytes is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least`)
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined
@@ -115,7 +129,10 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const image = str('image')
   let command: string[] | undefined
   if (b.command !== undefined) {
-    if (!Array.isArray(b.command) || b.command.length === 0 || b.command.length > 256 || !b.command.every(a => typeof a === 'string' && a.length <= 4096)) throw invalid('command', 'must be a non-empty array of strings')
+    if (!Array.isArray(b.command) || b.command.length === 0 || !b.command.every(a => typeof a === 'string')) throw invalid('command', 'must be a non-empty array of strings')
+    if (b.command.length > 256) throw invalid('command', `has ${b.command.length} arguments, more than the 256 a VM's command may have`)
+    const long = (b.command as string[]).findIndex(a => a.length > 4096)
+    if (long >= 0) throw invalid(`command[${long}]`, 'is longer than 4096 characters')
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
@@ -125,7 +142,13 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   }
   if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
-    if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist`)
+    if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist or is not a file`)
+  }
+  // what boots it is the driver's: a field of the other kind would be ignored or fail at start
+  if (b.driver === 'qemu' && command != null) throw invalid('command', 'a qemu VM boots a kernel or an image; a command is for a process VM')
+  if (b.driver === 'process') {
+    const other = ([['kernel', kernel], ['initrd', initrd], ['cmdline', cmdline], ['image', image]] as const).find(([, v]) => v != null)
+    if (other != null) throw invalid(other[0], `a process VM runs its command; ${other[0]} is for a qemu VM`)
   }
   const vols = volumeIds(b.volumes, b.driver, volumes)
   const inputs = terminalNames(b.inputs, 'inputs')

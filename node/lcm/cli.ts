@@ -37,8 +37,9 @@ async function create (argv: string[]): Promise<void> {
   const { values: v, positionals } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, protocol: { type: 'string' }, port: { type: 'string' } }, CREATE, 2)
   const [from, to] = positionals
   if (from == null || to == null) throw new CliError(`give the output and the input terminal\nusage: ${CREATE}`, 2)
-  const port = Number(v.port)
-  if (v.port == null || !Number.isInteger(port)) throw new CliError(`--port must be a number (1-65535)\nusage: ${CREATE}`, 2)
+  // decimal digits only: Number() would take 0x50 for 80, and " 80 " or 8e1 too
+  const port = v.port != null && /^\d{1,5}$/.test(v.port as string) ? Number(v.port) : NaN
+  if (!Number.isInteger(port)) throw new CliError(`--port must be a number (1-65535)${v.port == null ? '' : `, not "${String(v.port)}"`}\nusage: ${CREATE}`, 2)
   const made = await new ApiClient(v.api as string | undefined).request<LinkView>('POST', '/v1/links', { from, to, protocol: v.protocol ?? 'tcp', port })
   process.stdout.write(v.json === true ? JSON.stringify(made, null, 2) + '\n' : `${made.id}\n`)
 }
