@@ -145,7 +145,10 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   const path = `/v1/vms/${enc(positionals[0])}`
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
   if (v.json === true) return json(r)
-  out(what === 'rm' ? `${positionals[0]}: removed` : `${(r as VmDetail).name}: desired ${(r as VmDetail).desired}, now ${(r as VmDetail).state}`)
+  if (what === 'rm') {
+    const links = (r as { links?: string[] }).links ?? []
+    out(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}`)
+  } else out(`${(r as VmDetail).name}: desired ${(r as VmDetail).desired}, now ${(r as VmDetail).state}`)
 }
 
 async function consoleOf (argv: string[]): Promise<void> {

@@ -128,9 +128,15 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'stopped'))
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const vm = findVm(current().doc, req.params.id)
-      await state.write(w => { w.remove('vms', vm.id) }, `vm rm ${vm.id}`)
+      // its links go with it: a VM made again under the name must not inherit them
+      const links = await state.write(w => {
+        w.remove('vms', vm.id)
+        const gone = w.reader.list('connections').filter(c => c.from.vm === vm.id || c.to.vm === vm.id).map(c => c.id)
+        for (const id of gone) w.remove('connections', id)
+        return gone
+      }, `vm rm ${vm.id}`)
       svc.schedule()
-      return { removed: vm.id }
+      return { removed: vm.id, links }
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's

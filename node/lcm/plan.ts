@@ -8,7 +8,7 @@ import { peerAllowedIps, type NodeTunnel, type VmPlace } from './rules.ts'
 
 /** What the plan reads of the document (a narrow view, filled from crdt's Reader). */
 export interface DocView {
-  vms: Array<{ id: string, at: number, overlayIndex?: unknown }>
+  vms: Array<{ id: string, at: number, overlayIndex?: unknown, inputs?: readonly string[], outputs?: readonly string[] }>
   leases: Array<{ vm: string, holder: string }>
   roll: Array<{ node: string, joined: number, overlayIndex?: unknown }>
 }
@@ -27,7 +27,7 @@ export interface Addressing {
 export function addressing (p: OverlayPrefix, doc: DocView, members: Iterable<string>): Addressing {
   const vmAlloc = allocate(doc.vms.map(v => ({ id: v.id, at: v.at, index: typeof v.overlayIndex === 'number' ? v.overlayIndex : null })))
   const holder = new Map(doc.leases.map(l => [l.vm, l.holder]))
-  const vms = doc.vms.map(v => ({ vm: v.id, address: vmAddress(p, vmAlloc.get(v.id)!.index).v4, node: holder.get(v.id) ?? null }))
+  const vms = doc.vms.map(v => ({ vm: v.id, address: vmAddress(p, vmAlloc.get(v.id)!.index).v4, node: holder.get(v.id) ?? null, inputs: v.inputs, outputs: v.outputs }))
   const nodes = new Map(doc.roll.map(r => [r.node, { id: r.node, at: r.joined, index: typeof r.overlayIndex === 'number' ? r.overlayIndex : null }]))
   // a member not yet on the roll sorts after every rolled one
   for (const m of members) if (!nodes.has(m)) nodes.set(m, { id: m, at: Number.MAX_SAFE_INTEGER, index: null })

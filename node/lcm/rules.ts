@@ -50,6 +50,9 @@ export interface VmPlace {
   address: string
   /** node id of the lease holder; null while it runs nowhere */
   node: string | null
+  /** the terminals its spec declares (absent: a VM from before terminals were declared, which has whatever its links use) */
+  inputs?: readonly string[]
+  outputs?: readonly string[]
 }
 
 export interface NodeTunnel {
@@ -147,6 +150,10 @@ export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: Allowed
     const s = byVm.get(l.from.vm)
     const d = byVm.get(l.to.vm)
     if (s == null || d == null) { skipped.push({ link: l.id, reason: `VM ${s == null ? l.from.vm : l.to.vm} has no overlay address` }); continue }
+    // a link whose terminal its VM no longer declares (the VM removed and made again
+    // under the same name with other terminals) lets nothing through
+    if (s.outputs != null && !s.outputs.includes(l.from.terminal)) { skipped.push({ link: l.id, reason: `VM ${s.vm} has no output terminal "${l.from.terminal}"` }); continue }
+    if (d.inputs != null && !d.inputs.includes(l.to.terminal)) { skipped.push({ link: l.id, reason: `VM ${d.vm} has no input terminal "${l.to.terminal}"` }); continue }
     if (s.node !== input.node && d.node !== input.node) { skipped.push({ link: l.id, reason: 'neither end runs on this node' }); continue }
     if (s.node == null || d.node == null) { skipped.push({ link: l.id, reason: `VM ${s.node == null ? s.vm : d.vm} runs nowhere` }); continue }
     if (!isIpv4(s.address) || !isIpv4(d.address)) { skipped.push({ link: l.id, reason: 'an end has no IPv4 address' }); continue }

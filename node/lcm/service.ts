@@ -200,7 +200,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const r = this.c.state.read()
     const { links, skipped } = oneLinkPerOutput(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })))
     return {
-      vms: r.list('vms').map(v => ({ id: v.id, at: v.at, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex })),
+      vms: r.list('vms').map(v => ({ id: v.id, at: v.at, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex, inputs: v.spec.inputs, outputs: v.spec.outputs })),
       leases: r.list('leases').map(l => ({ vm: l.vm, holder: l.holder })),
       roll: r.list('roll').map(n => ({ node: n.node, joined: n.joined, overlayIndex: (n as { overlayIndex?: unknown }).overlayIndex })),
       links,

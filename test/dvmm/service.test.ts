@@ -63,8 +63,15 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is(pend.body.state, 'pending')
   t.regex(pend.body.reason ?? '', /no node fits \(3 lack cpu\)/)
   t.is(pend.body.placement.nodes.length, 3)
-  // room appears: placed
-  t.is((await call(app, 'DELETE', '/v1/vms/big1')).status, 200)
+  // room appears: placed. The removed VM's links go with it (a VM made again under its name must not inherit them)
+  await g.nodes[0]!.agent.state.write(w => {
+    w.put('connections', { id: 'link-a', app: null, from: { vm: 'big1', terminal: 'out' }, to: { vm: 'big0', terminal: 'in' }, protocol: 'tcp', port: 80 })
+    w.put('connections', { id: 'link-b', app: null, from: { vm: 'big2', terminal: 'out' }, to: { vm: 'big0', terminal: 'in' }, protocol: 'tcp', port: 80 })
+  })
+  const rm = await call<{ removed: string, links: string[] }>(app, 'DELETE', '/v1/vms/big1')
+  t.is(rm.status, 200)
+  t.deepEqual(rm.body, { removed: 'big1', links: ['link-a'] })
+  t.deepEqual(g.nodes[0]!.agent.state.read().list('connections').map(c => c.id), ['link-b'])
   await until(() => running(g, 'two') && holderOf(g, 'big1') == null, 30_000, 'the pending VM placed once room appeared')
   const ls = await call<{ vms: VmRow[] }>(app, 'GET', '/v1/vms')
   t.deepEqual(ls.body.vms.map(v => [v.name, v.state]), [['big0', 'running'], ['big2', 'running'], ['two', 'running']])

@@ -27,6 +27,15 @@ test('a node enforces exactly the links with an end on it; the others are skippe
   t.deepEqual(r1.skipped.find(s => s.link === 'l3'), { link: 'l3', reason: 'VM idle runs nowhere' })
 })
 
+test('a link whose terminal its VM does not declare lets nothing through (a VM made again under the name with other terminals)', t => {
+  const declared: VmPlace[] = [{ ...vms[0]!, outputs: ['out'] }, { ...vms[1]!, inputs: ['other'] }, { ...vms[2]!, inputs: ['in'] }]
+  const r = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms: declared, links: [link('l1', 'lb', 'web'), link('l2', 'lb', 'db')] })
+  t.deepEqual(r.flows.map(f => f.link), ['l2'])
+  t.deepEqual(r.skipped, [{ link: 'l1', reason: 'VM web has no input terminal "in"' }])
+  const noOut = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms: [{ ...vms[0]!, outputs: ['x'] }, ...declared.slice(2)], links: [link('l2', 'lb', 'db')] })
+  t.deepEqual(noOut.skipped, [{ link: 'l2', reason: 'VM lb has no output terminal "out"' }])
+})
+
 test('the script declares the drop sets, one counter per link, and each flow as map elements for both directions', t => {
   const rs = computeRuleset({ node: 'n2', table: tableName('n2'), vmPrefix: '100.70.128.0/17', vms, links: [link('l1', 'lb', 'web'), link('u', 'web', 'db', 'udp', 53), link('any', 'db', 'web', 'any', null), link('p', 'db', 'web', 'udp', null)] })
   const T = `inet ${rs.table}`
