@@ -21,7 +21,7 @@ import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
-import { layersOf, placementKeyOf, snapshotSize, splitSnapshotRef } from './volumes.ts'
+import { byPath, layersOf, placementKeyOf, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { Writers } from './writers.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
@@ -60,7 +60,7 @@ export class VolumeExports {
   /** an export name is a volume's path without the "/" (exportName), or its id; a path wins (no new path has an id's shape) */
   private byName (name: string): Volume | undefined {
     const all = this.c.volumes()
-    return all.find(x => x.path === `/${name}` || x.path === name) ?? all.find(x => x.id === name)
+    return byPath(all, `/${name}`) ?? byPath(all, name) ?? all.find(x => x.id === name)
   }
 
   /** what is cached: devices, LiveVolumes by export name, pinned epochs (bounded by the volumes and their pins) */

@@ -5,8 +5,8 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { NotFoundError, ValidationError } from '../errors.ts'
-import { checkDestroy, checkRename, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { byPath, checkDestroy, checkRename, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -53,7 +53,14 @@ const idParams = { type: 'object', properties: { id: { type: 'string', minLength
 
 /** What the routes use of the GVS service (a narrow view, so the service and its routes do not import each other). */
 export interface GvsRoutesDeps {
-  readonly components: { state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> } }
+  readonly components: {
+    state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> }
+    /** who else is alive: a path given here may have been given on another node at the same moment */
+    membership?: { readonly members: ReadonlyMap<string, { state: string }> }
+    peerId?: string
+  }
+  /** how long a create or rename waits for such a concurrent one to arrive (default PATH_SETTLE_MS) */
+  readonly pathSettleMs?: number
   readonly store: { removeVolume: (volume: string) => Promise<unknown> }
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
   readonly scrub: { status: () => ScrubStatus, now: () => Promise<ScrubReport> }
@@ -68,8 +75,28 @@ export interface GvsRoutesDeps {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+/** longer than a change takes to reach every node (the claims' settle window, DVMM) */
+export const PATH_SETTLE_MS = 1500
+
 export function gvsRoutes (svc: GvsRoutesDeps) {
   const { state } = svc.components
+
+  /**
+   * After a write gave `path` to volume `id`: every node checks a path against its own
+   * copy of the document, so another may have given it away at the same moment. Once
+   * such a change had time to arrive, the volume that does not hold the path (byPath:
+   * the smaller id does) is undone, and its request answered 409: of two requests that
+   * raced, one succeeds. Alone on the grid there is nobody to race with.
+   */
+  const settlePath = async (id: string, path: string, undo: (w: Writer) => void, what: string): Promise<void> => {
+    const m = svc.components.membership
+    if (m == null || ![...m.members].some(([node, x]) => node !== svc.components.peerId && x.state !== 'dead' && x.state !== 'left')) return
+    await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
+    const holder = byPath(svc.volumes(), path)
+    if (holder == null || holder.id === id) return
+    await state.write(undo, `volume ${what} ${path} undone: taken at the same moment by ${holder.id}`)
+    throw new ConflictError(`a volume already has the path "${path}" (${holder.id}, given it at the same moment on another node): this ${what} was undone`, 'exists')
+  }
   const scrubOf = (v: Volume): VolumeView['scrub'] => {
     const last = svc.scrub.status().last
     if (last == null) return null
@@ -130,6 +157,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // against the volumes as it finds them: a path taken while an earlier write waited counts
       const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
       const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${String(b.path)}`)
+      await settlePath(v.id, v.path, w => { w.remove('volumes', v.id) }, b.from != null ? 'clone' : 'create')
       void reply.code(201)
       return await view(v)
     })
@@ -153,8 +181,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         checkRename(v, r.list('vms'), r.list('leases'), await svc.writersOf(v.id))
       }
       // checked inside the write, on the volume as it is then: a resize that waited must not shrink what another grew
-      return await view(await state.write(w => {
+      let was = v.path
+      const changed = await state.write(w => {
         const cur = findVolume(w.reader.list('volumes'), v.id)
+        was = cur.path
         const patch: Partial<Volume> = {}
         if (b.size != null) patch.sizeBytes = planResize(cur, b.size, svc.pool())
         if (b.path != null) {
@@ -163,7 +193,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
           patch.path = planRename(cur, b.path, w.reader.list('volumes'))
         }
         return w.update('volumes', v.id, patch)
-      }, `volume change ${v.path}`))
+      }, `volume change ${v.path}`)
+      if (b.path != null && changed.path !== was) await settlePath(v.id, changed.path, w => { w.update('volumes', v.id, { path: was }) }, 'rename')
+      return await view(changed)
     })
 
     app.delete<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {

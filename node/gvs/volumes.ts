@@ -53,7 +53,16 @@ export function checkSize (size: unknown, field = 'size'): number {
   return n
 }
 
-const byPath = (volumes: Iterable<Volume>, path: string): Volume | undefined => [...volumes].find(v => v.path === path)
+/**
+ * The volume a path names. Two nodes may each give a path to a volume at the same
+ * moment (each checks only its own copy of the document); until the one that lost gives
+ * it back (the API's settle check), every node names the same one: the smaller id.
+ */
+export function byPath (volumes: Iterable<Volume>, path: string): Volume | undefined {
+  let holder: Volume | undefined
+  for (const v of volumes) if (v.path === path && (holder == null || v.id < holder.id)) holder = v
+  return holder
+}
 
 /** a volume by id or path */
 export function findVolume (volumes: Iterable<Volume>, idOrPath: string): Volume {

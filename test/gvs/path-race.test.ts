@@ -1,0 +1,79 @@
+// Two nodes give one path to two volumes at the same moment: each checked only its own
+// copy of the document. Once the changes crossed, every node names the same holder
+// (the smaller id), and the request that lost is undone and answered 409: of two
+// requests that raced, one succeeds. Here two replicas stand for the two nodes, synced
+// while both requests wait for such a change to arrive.
+import test from 'ava'
+import Fastify from 'fastify'
+import { Replica } from '../../crdt/replica.ts'
+import { syncPair } from '../../crdt/sync-pair.ts'
+import { gvsRoutes, type GvsRoutesDeps } from '../../node/gvs/routes.ts'
+import type { ScrubStatus } from '../../node/gvs/scrub-schedule.ts'
+import { toApiError } from '../../node/api/errors.ts'
+
+const G = 2 ** 30
+// two peer ids (the document's `by` is one)
+const NODES = ['12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo', '12D3KooWLRPJAA5o6Z6bJgzUs4PQ1ZMVGMBb7ZNmBqXoCHTJUXDn']
+
+function node (t: import('ava').ExecutionContext, me: string): { replica: Replica, call: (method: 'POST' | 'PATCH', url: string, payload: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
+  const replica = Replica.create({ clusterId: 'c1', nodeId: me })
+  const deps: GvsRoutesDeps = {
+    components: {
+      state: { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T },
+      membership: { members: new Map(NODES.map(n => [n, { state: 'alive' }])) },
+      peerId: me
+    },
+    pathSettleMs: 300,
+    store: { removeVolume: async () => {} },
+    lastRepairs: new Map(),
+    scrub: { status: () => ({ intervalMs: 0, next: null, running: null, last: null }) as ScrubStatus, now: async () => { throw new Error('not here') } },
+    volumes: () => replica.read().list('volumes'),
+    pool: () => ({ nodes: 2, freeBytes: 100 * G }),
+    repair: async () => { throw new Error('not here') },
+    repairing: () => null,
+    health: async () => new Map(),
+    writersOf: async () => [],
+    uriOf: v => `nbd+unix:///${v.path.slice(1)}?socket=/nowhere`
+  }
+  const app = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+  gvsRoutes(deps)(app)
+  t.teardown(async () => { await app.close() })
+  return { replica, call: async (method, url, payload) => { const r = await app.inject({ method, url, payload }); return { status: r.statusCode, body: r.json() } } }
+}
+
+test('two creates of one path on two nodes at once: one 201, one 409, one volume at the path everywhere', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const ra = a.call('POST', '/v1/volumes', { path: '/race/v', size: '10M' })
+  const rb = b.call('POST', '/v1/volumes', { path: '/race/v', size: '20M' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica) // the changes cross while both wait
+  const [x, y] = await Promise.all([ra, rb])
+  t.deepEqual([x.status, y.status].sort(), [201, 409])
+  const lost = x.status === 409 ? x : y
+  t.regex(lost.body.error?.message ?? '', /a volume already has the path "\/race\/v" \(vol-[0-9a-f]+, given it at the same moment on another node\): this create was undone/)
+  syncPair(a.replica, b.replica)
+  for (const r of [a.replica, b.replica]) t.deepEqual(r.read().list('volumes').map(v => v.path), ['/race/v'])
+  t.is(a.replica.read().list('volumes')[0]!.id, (x.status === 201 ? x : y).body.id)
+})
+
+test('two renames onto one path on two nodes at once: one succeeds, the other goes back to its old path', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const p = (await a.call('POST', '/v1/volumes', { path: '/p', size: '10M' })).body.id!
+  const q = (await a.call('POST', '/v1/volumes', { path: '/q', size: '10M' })).body.id!
+  syncPair(a.replica, b.replica)
+  const ra = a.call('PATCH', `/v1/volumes/${p}`, { path: '/same' })
+  const rb = b.call('PATCH', `/v1/volumes/${q}`, { path: '/same' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  const [x, y] = await Promise.all([ra, rb])
+  t.deepEqual([x.status, y.status].sort(), [200, 409])
+  syncPair(a.replica, b.replica)
+  const paths = new Map(a.replica.read().list('volumes').map(v => [v.id, v.path]))
+  const winner = [p, q].sort()[0]!
+  t.is(paths.get(winner), '/same')
+  t.is(paths.get(winner === p ? q : p), winner === p ? '/q' : '/p', 'the loser has its old path back')
+  t.deepEqual(new Map(b.replica.read().list('volumes').map(v => [v.id, v.path])), paths)
+})
