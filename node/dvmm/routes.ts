@@ -2,7 +2,8 @@
 // undrain and forget, and /v1/ha. Writes answer once the change is on disk; what
 // happens next (placement, start) is decided by the agents and shown by `show`.
 import type { FastifyInstance } from 'fastify'
-import type { Reader } from '../../crdt/index.ts'
+import type { Reader, Vm } from '../../crdt/index.ts'
+import { canonical } from '../../crdt/conflicts.ts'
 import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
@@ -24,6 +25,8 @@ export interface DvmmRoutesDeps {
     membership: { readonly members: MemberTable }
   }
   readonly me: string
+  /** how long a create waits for one of the same name made at the same moment elsewhere to arrive (the claims' settle window) */
+  readonly nameSettleMs?: number
   readonly history: History
   schedule: () => void
   ha: () => HaReport
@@ -105,6 +108,22 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return { node: n.id, name: n.name, draining, vms: [...current().doc.leases.values()].filter(l => l.winner.holder === n.id && l.winner.status !== 'stopped' && l.winner.status !== 'failed').map(l => l.winner.vm) }
   }
 
+  /**
+   * A VM's name is its key: another node may have created one of the same name at the
+   * same moment (each checks only its own copy of the document), and the document then
+   * keeps one by its latest-write rule. Once such a change had time to arrive, the
+   * request whose VM lost is answered 409, not 201 for a spec that is gone. Alone on
+   * the grid there is nobody to race with.
+   */
+  const settleName = async (made: Vm): Promise<void> => {
+    if (![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
+    await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
+    // by its spec: the VM's own later writes (its overlay index, a start) change at and by
+    const now = state.read().get('vms', made.id)?.value
+    if (now == null || canonical(now.spec) === canonical(made.spec)) return
+    throw new ConflictError(`a VM named "${made.id}" was created at the same moment on node ${nameOf(now.by)}; that one was kept, this one dropped`, 'name_in_use')
+  }
+
   return (app: FastifyInstance): void => {
     app.get('/v1/vms', async (): Promise<{ vms: VmRow[] }> => {
       const { reader, doc } = current()
@@ -113,13 +132,14 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
       const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, volumeLookup(reader))
-      await state.write(w => {
+      const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
         volumeIds(draft.spec.volumes, draft.spec.driver, volumeLookup(w.reader))
-        w.put('vms', draft)
+        return w.put('vms', draft)
       }, `vm create ${draft.id}`)
       svc.schedule()
+      await settleName(made)
       void reply.code(201)
       return await detail(draft.id)
     })

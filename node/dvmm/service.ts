@@ -174,6 +174,8 @@ export class DvmmService {
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
   get activeFenceMs (): number { return this.fencing.activeMs }
   get fenceState (): FenceDecision | undefined { return this.fencing.state }
+  /** a create waits this long for a VM of the same name made elsewhere at the same moment (routes.ts) */
+  get nameSettleMs (): number { return this.cfg.settleMs }
   routes (app: FastifyInstance): void { dvmmRoutes(this)(app) }
 
   async start (): Promise<void> {

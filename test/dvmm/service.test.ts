@@ -206,3 +206,20 @@ test.serial('API: two VMs created at once with one volume: the second, written a
   t.regex(b!.body.error?.message ?? '', /already a disk of VM a/)
   t.deepEqual(n.agent.state.read().list('vms').map(v => v.id), ['a'])
 })
+
+test.serial('API: one name created on two nodes at the same moment: one 201, one 409 naming the other node, and the kept spec is the 201\'s', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { ...DVMM, settleMs: 1500 } })
+  t.teardown(g.stop)
+  const [a, b] = [api(g.nodes[0]!), api(g.nodes[1]!)]
+  t.teardown(async () => { await a.close(); await b.close() })
+  const [x, y] = await Promise.all([
+    call<{ spec?: { cpu: number }, error?: { code: string, message: string } }>(a, 'POST', '/v1/vms', vmBody('mix1', 1)),
+    call<{ spec?: { cpu: number }, error?: { code: string, message: string } }>(b, 'POST', '/v1/vms', vmBody('mix1', 2))
+  ])
+  t.deepEqual([x.status, y.status].sort(), [201, 409])
+  const [won, lost] = x.status === 201 ? [x, y] : [y, x]
+  t.is(lost.body.error?.code, 'name_in_use')
+  t.regex(lost.body.error?.message ?? '', /a VM named "mix1" was created at the same moment on node \S+; that one was kept, this one dropped/)
+  const cpu = (won === x ? 1 : 2)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'mix1')?.value.spec.cpu === cpu), 10_000, 'every node to keep the 201\'s spec')
+})
