@@ -43,10 +43,16 @@ export interface CreateVmBody {
   outputs?: string[]
 }
 
+/** labels or constraints one VM may carry: every agent holds every VM's spec */
+export const STR_MAP_MAX = 64
+
 const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
   if (v === undefined) return {}
   if (v == null || typeof v !== 'object' || Array.isArray(v)) throw invalid(field, 'must be an object of strings')
+  const n = Object.keys(v).length
+  if (n > STR_MAP_MAX) throw invalid(field, `has ${n} entries, more than the ${STR_MAP_MAX} a VM may carry`)
   for (const [k, x] of Object.entries(v)) {
+    if (k.length > 128) throw invalid(field, `key "${k.slice(0, 40)}..." is longer than 128 characters`)
     if (typeof x !== 'string' || x.length > 256) throw invalid(`${field}.${k}`, 'must be a string of at most 256 characters')
     if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(`${field}.${k}`, 'is not a label key')
   }

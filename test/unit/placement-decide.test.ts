@@ -189,6 +189,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ command: Array.from({ length: 900 }, () => 'x') }, /^command: has 900 arguments, more than the 256/)
   bad({ command: ['/bin/x', 'y'.repeat(5000)] }, /^command\[1\]: is longer than 4096 characters/)
   bad({ kernel: '/k' }, /^kernel: \/k does not exist or is not a file/)
+  bad({ labels: Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v'])) }, /^labels: has 5000 entries, more than the 64 a VM may carry/)
   t.throws(() => vmDraft({ ...ok, kernel: '/k' }, doc, nodes, () => true), { message: /^kernel: a process VM runs its command; kernel is for a qemu VM/ })
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', kernel: '/k' }, doc, nodes, () => true), { message: /^command: a qemu VM boots a kernel or an image; a command is for a process VM/ })
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => true), { message: /^memory: 1048576 bytes is below the 16M a qemu VM needs/ })
