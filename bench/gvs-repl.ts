@@ -18,7 +18,8 @@
 // latency and requests in flight (local or remote); GVS_REPL_DIRECT=1 first writes and
 // reads the volume without NBD (GVS_REPL_DIRECT_QD, default 32, requests of 256 KiB in
 // flight); GVS_REPL_FIO=0 skips fio; GVS_REPL_MARK=1 prints when each phase starts (to
-// cut a --cpu-prof into phases); GVS_REPL_LANES sets the serving agent's streams per
+// cut a --cpu-prof into phases; in brackets CLOCK_MONOTONIC, to cut a `perf record`
+// with `perf report --time`); GVS_REPL_LANES sets the serving agent's streams per
 // peer for large requests (ReplicaServiceInit.lanes); GVS_REPL_REWRITE=1 writes both
 // exports once before the timed writes, which then rewrite what is there (on VMs with
 // free page reporting a first write pays the host's faults for every new page of cache).
@@ -49,6 +50,10 @@ const FIO_SECONDS = Number(process.env.GVS_BENCH_FIO_SECONDS ?? 4)
 const CONNS = process.env.GVS_REPL_CONNECTIONS
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const mbps = (bytes: number, ms: number): number => bytes / MiB / (ms / 1000)
+/** GVS_REPL_MARK=1: a phase starts (seconds since start, and CLOCK_MONOTONIC, which perf timestamps use) */
+const mark = (what: string): void => {
+  if (process.env.GVS_REPL_MARK === '1') console.error(`marks: ${what} at ${(performance.now() / 1000).toFixed(1)} s [${(Number(process.hrtime.bigint()) / 1e9).toFixed(3)}]`)
+}
 
 interface Result {
   write: number, read: number, randread: number, randwrite: number, bWrite: number, bRead: number, bRandread: number, bRandwrite: number
@@ -96,7 +101,7 @@ async function seq (uri: string, src: string, pids: number[] = []): Promise<{ wr
     return { mbs: mbps(SIZE, r.ms), cpu: { server: c1.self - c0.self, agents: c1.agents - c0.agents, nbdcopy: r.cpu } }
   }
   const write = await phase(['--flush', src, uri])
-  if (process.env.GVS_REPL_MARK === '1') console.error(`marks: nbdcopy read starts at ${(performance.now() / 1000).toFixed(1)} s`)
+  mark('nbdcopy read starts')
   return { write, read: await phase([uri, 'null:']) }
 }
 
@@ -246,8 +251,9 @@ async function child (): Promise<void> {
       }
       const w = await direct(async off => { await inner.write(off, data.subarray(off, off + 256 * 1024), false) })
       await inner.flush()
+      mark('direct read starts')
       const r = await direct(async off => await inner.read(off, 256 * 1024))
-      console.error(`direct done at ${(performance.now() / 1000).toFixed(1)} s`)
+      mark('direct done')
       console.error(`direct: write ${w.mbs.toFixed(1)} MB/s CPU s ${cpuText(w.cpu)}; read ${r.mbs.toFixed(1)} MB/s CPU s ${cpuText(r.cpu)}`)
     }
     if (process.env.GVS_REPL_REWRITE === '1') {
@@ -257,7 +263,7 @@ async function child (): Promise<void> {
     }
     const b = await seq(base.uri, src)
     const v = await seq(uri, src, g.pids)
-    if (process.env.GVS_REPL_MARK === '1') console.error(`marks: written and read by ${(performance.now() / 1000).toFixed(1)} s`)
+    mark('written and read')
     // GVS_REPL_FIO=0: nbdcopy alone (e.g. for a profile of the sequential path)
     const withFio = process.env.GVS_REPL_FIO !== '0'
     const bRandread = withFio ? await fio(base.uri, 'randread') : NaN
