@@ -94,8 +94,11 @@ const fileCheck = TypeCompiler.Compile(FileSchema)
 /** What the command line said; undefined means "not given". */
 export type ConfigFlags = ConfigFile & { config?: string, transport?: 'tcp' | 'memory' }
 
-/** "250ms", "3s", "2m", "1h" or a number of milliseconds; every one is a timer's delay, so at most MAX_TIMER_MS. */
-export function parseDuration (v: string | number, what: string): number {
+/**
+ * "250ms", "3s", "2m", "1h" or a number of milliseconds. One a timer waits for in one
+ * piece is at most MAX_TIMER_MS; `maxMs` Infinity for one only compared with times.
+ */
+export function parseDuration (v: string | number, what: string, maxMs = MAX_TIMER_MS): number {
   let n: number
   if (typeof v === 'number') {
     if (!(Number.isFinite(v) && v > 0)) throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
@@ -106,7 +109,7 @@ export function parseDuration (v: string | number, what: string): number {
     n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
     if (!(n > 0)) throw new ConfigError(`${what}: must be greater than zero`)
   }
-  if (n > MAX_TIMER_MS) throw new ConfigError(`${what}: must be at most 24 days (596h), got ${typeof v === 'number' ? `${v} ms` : `"${v}"`}`)
+  if (n > maxMs) throw new ConfigError(`${what}: must be at most 24 days (596h), got ${typeof v === 'number' ? `${v} ms` : `"${v}"`}`)
   return n
 }
 
@@ -166,7 +169,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     suspectAfterMs: parseDuration(pick('suspectAfter') ?? DEFAULT_MEMBERSHIP.suspectAfterMs, '--suspect-after'),
     deadAfterMs: parseDuration(pick('deadAfter') ?? DEFAULT_MEMBERSHIP.deadAfterMs, '--dead-after'),
     silenceAfterMs: parseDuration(pick('silenceAfter') ?? DEFAULT_MEMBERSHIP.silenceAfterMs, '--silence-after'),
-    forgetAfterMs: parseDuration(pick('forgetAfter') ?? DEFAULT_MEMBERSHIP.forgetAfterMs, '--forget-after')
+    // compared with times, never a timer's delay: a month is fine
+    forgetAfterMs: parseDuration(pick('forgetAfter') ?? DEFAULT_MEMBERSHIP.forgetAfterMs, '--forget-after', Infinity)
   }
   const bad = validateMembershipConfig(membership)
   if (bad != null) throw new ConfigError(`membership timeouts: ${bad.replace(/(\w+)Ms\b/g, (_, k: string) => '--' + k.replace(/[A-Z]/g, c => '-' + c.toLowerCase()))}`)

@@ -121,7 +121,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     throw invalid('memory', (err as Error).message)
   }
   if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', 'must be a size above zero (bytes, or e.g. 512M)')
-  if (!Number.isSafeInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is more than any node has`)
+  if (memoryBytes > Number.MAX_SAFE_INTEGER) throw invalid('memory', `${String(b.memory)} is more than any node has`)
+  if (!Number.isInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is not a whole number of bytes`)
   if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${memoryBytes} bytes is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least`)
   const str = (f: string): string | undefined => {
     const v = b[f]

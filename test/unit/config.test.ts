@@ -26,7 +26,7 @@ test('the fence timeout comes from --fence-timeout or the file, within its bound
   t.is((await resolveConfig({ fenceTimeout: '10m', forgetAfter: '11m' })).fenceTimeoutMs, 600_000)
 })
 
-test('sizes, capacities and durations parse and reject junk', t => {
+test('sizes, capacities and durations parse and reject junk', async t => {
   t.is(parseSize('512M'), 512 * 1024 ** 2)
   t.is(parseSize('1.5G'), 1.5 * 1024 ** 3)
   t.throws(() => parseSize('lots'), { message: /not a size/ })
@@ -40,6 +40,8 @@ test('sizes, capacities and durations parse and reject junk', t => {
   t.is(parseDuration('596h', 'x'), 596 * 3_600_000)
   t.throws(() => parseDuration('600h', '--heartbeat-interval'), { message: '--heartbeat-interval: must be at most 24 days (596h), got "600h"' })
   t.throws(() => parseDuration(2 ** 31, 'x'), { message: /at most 24 days/ })
+  // forgetting a member is a comparison with its last sighting, no timer: a month is taken
+  t.is((await resolveConfig({ forgetAfter: '720h' })).membership.forgetAfterMs, 720 * 3_600_000)
   t.throws(() => parseDuration('soon', '--dead-after'), { message: /--dead-after: "soon" is not a duration/ })
 })
 

@@ -186,6 +186,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ cpu: 1e9 }, /^cpu: 1000000000 vCPUs is more than the 4096 a VM may have/)
   bad({ memory: 1 }, /^memory: 1 bytes is below the 1M a process VM needs at least/)
   bad({ memory: '99999999T' }, /^memory: 99999999T is more than any node has/)
+  bad({ memory: 1048576.5 }, /^memory: 1048576.5 is not a whole number of bytes/)
   bad({ command: Array.from({ length: 900 }, () => 'x') }, /^command: has 900 arguments, more than the 256/)
   bad({ command: ['/bin/x', 'y'.repeat(5000)] }, /^command\[1\]: is longer than 4096 characters/)
   bad({ kernel: '/k' }, /^kernel: \/k does not exist or is not a file/)

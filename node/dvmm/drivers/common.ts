@@ -250,17 +250,19 @@ const isObject = (v: unknown): v is Record<string, unknown> => v != null && type
 export function recordProblem (r: unknown, only: 'all' | 'kill' = 'all'): string | null {
   if (!isObject(r)) return 'not a JSON object'
   if (r.version !== 1) return `version ${JSON.stringify(r.version)} (this agent reads 1)`
-  if (typeof r.id !== 'string' || !ID.test(r.id)) return 'id is not a VM id'
-  if (only === 'all') {
-    if (typeof r.driver !== 'string') return 'driver is not a string'
-    if (typeof r.state !== 'string' || !STATES.has(r.state)) return `state ${JSON.stringify(r.state)} is not a VM state`
-    const spec = r.spec
-    if (!isObject(spec) || typeof spec.vcpus !== 'number' || typeof spec.memoryMiB !== 'number' || !isObject(spec.boot)) return 'spec lacks vcpus, memoryMiB or boot'
-  }
-  for (const k of ['pid', 'pidStartTicks', 'startedAt'] as const) if (!wholeOrAbsent(r[k])) return `${k} is not a whole number`
+  if (typeof r.id !== 'string') return 'id is not a string'
+  // what a kill reads: the process (pid, its start, the boot) and the groups
+  for (const k of ['pid', 'pidStartTicks'] as const) if (!wholeOrAbsent(r[k])) return `${k} is not a whole number`
   if (r.pid === 0) return 'pid is 0'
   if (r.bootId !== undefined && typeof r.bootId !== 'string') return 'bootId is not a string'
   if (!Array.isArray(r.cgroups) || !r.cgroups.every(g => typeof g === 'string' && isAbsolute(g) && normalize(g) === g && basename(dirname(g)) === CGROUP_PARENT)) return `cgroups are not a list of vgrid groups (…/${CGROUP_PARENT}/NAME)`
+  if (only === 'kill') return null
+  if (!ID.test(r.id)) return 'id is not a VM id'
+  if (typeof r.driver !== 'string') return 'driver is not a string'
+  if (typeof r.state !== 'string' || !STATES.has(r.state)) return `state ${JSON.stringify(r.state)} is not a VM state`
+  const spec = r.spec
+  if (!isObject(spec) || typeof spec.vcpus !== 'number' || typeof spec.memoryMiB !== 'number' || !isObject(spec.boot)) return 'spec lacks vcpus, memoryMiB or boot'
+  if (!wholeOrAbsent(r.startedAt)) return 'startedAt is not a whole number'
   if (r.network !== undefined && (!isObject(r.network) || !Number.isSafeInteger(r.network.slot) || typeof r.network.hostIf !== 'string')) return 'network lacks its slot or interface'
   if (r.nodeNetns !== undefined && typeof r.nodeNetns !== 'string') return 'nodeNetns is not a string'
   return null

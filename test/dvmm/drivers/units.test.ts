@@ -118,6 +118,7 @@ test('recordProblem: a run record names what is damaged; kills only ever aim at 
   t.regex(recordProblem({ ...rec, network: { slot: 'x' } })!, /network/)
   // the watchdog kills what a record damaged elsewhere still names well
   t.is(recordProblem({ ...rec, spec: undefined, state: 'gone' }, 'kill'), null)
+  t.is(recordProblem({ ...rec, id: 'Web', startedAt: 1.5, network: { slot: 3 }, nodeNetns: 5 }, 'kill'), null, 'nothing a kill does not read')
   t.regex(recordProblem({ ...rec, spec: undefined, cgroups: ['/'] }, 'kill')!, /cgroups/)
 })
 
