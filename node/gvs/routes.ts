@@ -84,19 +84,33 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   /**
    * After a write gave `path` to volume `id`: every node checks a path against its own
    * copy of the document, so another may have given it away at the same moment. Once
-   * such a change had time to arrive, the volume that does not hold the path (byPath:
-   * the smaller id does) is undone, and its request answered 409: of two requests that
-   * raced, one succeeds. Alone on the grid there is nobody to race with.
+   * such a change had time to arrive, the request whose volume does not hold the path
+   * (byPath: the smaller id does) is undone and answered 409: of two requests that
+   * raced, one succeeds. Decided inside the write, on the volumes as they are then: a
+   * volume renamed or removed meanwhile (answered to its own request) is left alone, and
+   * a rename goes back to its old path only while that is free (else it stays behind the
+   * holder, reachable by its id). Alone on the grid there is nobody to race with.
    */
-  const settlePath = async (id: string, path: string, undo: (w: Writer) => void, what: string): Promise<void> => {
+  const settlePath = async (id: string, path: string, what: 'create' | 'clone' | 'rename', was?: string): Promise<void> => {
     const m = svc.components.membership
     if (m == null || ![...m.members].some(([node, x]) => node !== svc.components.peerId && x.state !== 'dead' && x.state !== 'left')) return
     await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
-    const holder = byPath(svc.volumes(), path)
-    if (holder == null || holder.id === id) return
-    await state.write(undo, `volume ${what} ${path} undone: taken at the same moment by ${holder.id}`)
-    throw new ConflictError(`a volume already has the path "${path}" (${holder.id}, given it at the same moment on another node): this ${what} was undone`, 'exists')
+    const lost = await state.write(w => {
+      const all = w.reader.list('volumes')
+      if (all.find(x => x.id === id)?.path !== path) return null
+      const holder = byPath(all, path)
+      if (holder == null || holder.id === id) return null
+      if (what !== 'rename') w.remove('volumes', id)
+      const back = what === 'rename' && was != null && byPath(all, was) == null
+      if (back) w.update('volumes', id, { path: was })
+      return { holder: holder.id, back }
+    }, `volume ${what} ${path}: settled`)
+    if (lost == null) return
+    const taken = `a volume already has the path "${path}" (${lost.holder}, given it at the same moment on another node)`
+    if (what !== 'rename' || lost.back) throw new ConflictError(`${taken}: this ${what} was undone`, 'exists')
+    throw new ConflictError(`${taken}, and "${String(was)}" was taken meanwhile: volume ${id} stays at "${path}" behind ${lost.holder}, reachable by its id; rename it`, 'exists')
   }
+
   const scrubOf = (v: Volume): VolumeView['scrub'] => {
     const last = svc.scrub.status().last
     if (last == null) return null
@@ -157,7 +171,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // against the volumes as it finds them: a path taken while an earlier write waited counts
       const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
       const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${String(b.path)}`)
-      await settlePath(v.id, v.path, w => { w.remove('volumes', v.id) }, b.from != null ? 'clone' : 'create')
+      await settlePath(v.id, v.path, b.from != null ? 'clone' : 'create')
       void reply.code(201)
       return await view(v)
     })
@@ -194,7 +208,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         }
         return w.update('volumes', v.id, patch)
       }, `volume change ${v.path}`)
-      if (b.path != null && changed.path !== was) await settlePath(v.id, changed.path, w => { w.update('volumes', v.id, { path: was }) }, 'rename')
+      if (b.path != null && changed.path !== was) await settlePath(v.id, changed.path, 'rename', was)
       return await view(changed)
     })
 

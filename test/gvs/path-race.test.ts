@@ -77,3 +77,36 @@ test('two renames onto one path on two nodes at once: one succeeds, the other go
   t.is(paths.get(winner === p ? q : p), winner === p ? '/q' : '/p', 'the loser has its old path back')
   t.deepEqual(new Map(b.replica.read().list('volumes').map(v => [v.id, v.path])), paths)
 })
+
+test('an undo is decided on the volumes as they are then: a volume renamed meanwhile stays; a lost rename goes back only to a free old path', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  // a create whose volume was renamed while it waited (that rename answered 200), and /x given again: nothing undone
+  const ra = a.call('POST', '/v1/volumes', { path: '/x', size: '10M' })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const first = a.replica.read().list('volumes')[0]!.id
+  t.is((await a.call('PATCH', `/v1/volumes/${first}`, { path: '/z' })).status, 200)
+  t.is((await a.call('POST', '/v1/volumes', { path: '/x', size: '10M' })).status, 201)
+  t.is((await ra).status, 201)
+  t.deepEqual(a.replica.read().list('volumes').map(v => v.path).sort(), ['/x', '/z'])
+  // C (the smaller id) and A renamed onto /y at the same moment; A's old path taken meanwhile by D
+  const put = (r: Replica, id: string, path: string): void => { r.change(w => { w.put('volumes', { id, path, sizeBytes: 10 * 2 ** 20, replicas: 1, minReplicas: 1, thin: true, state: 'ready', parent: null, snapshots: {}, epoch: 1 }) }) }
+  put(a.replica, 'vol-000000000001', '/c')
+  put(a.replica, 'vol-ffffffffffff', '/old')
+  syncPair(a.replica, b.replica)
+  const ren = a.call('PATCH', '/v1/volumes/vol-ffffffffffff', { path: '/y' })
+  const renC = b.call('PATCH', '/v1/volumes/vol-000000000001', { path: '/y' })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const d = a.call('POST', '/v1/volumes', { path: '/old', size: '10M' })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  syncPair(a.replica, b.replica)
+  const [r1, r2, r3] = await Promise.all([ren, renC, d])
+  t.is(r2.status, 200)
+  t.is(r3.status, 201, 'D keeps /old: nobody else gave it away')
+  t.is(r1.status, 409)
+  t.regex(r1.body.error?.message ?? '', /and "\/old" was taken meanwhile: volume vol-ffffffffffff stays at "\/y" behind vol-000000000001, reachable by its id; rename it/)
+  syncPair(a.replica, b.replica)
+  const paths = new Map(b.replica.read().list('volumes').map(v => [v.id, v.path]))
+  t.is(paths.get('vol-000000000001'), '/y')
+  t.is(paths.get('vol-ffffffffffff'), '/y')
+})
