@@ -1,8 +1,10 @@
 // The bytes of NBD requests in flight over all sessions of one server. Each session
 // bounds its own (maxInFlightBytes), but connections are many (a disk per VM, nbdcopy's
 // several): without a shared bound, N clients that send large reads and never read
-// the replies held N times a session's bound. A session waits while the budget is
-// spent, unless nothing at all is in flight (someone must always make progress).
+// the replies held N times a session's bound. A request waits for its bytes before it
+// costs memory (its payload read, its read served), unless nothing at all is in flight
+// (someone must always make progress): at most the budget plus one request are held. A
+// client that stops reading holds its part until its session cuts it off (stallMs).
 export class InFlightBudget {
   readonly max: number
   private used = 0
@@ -14,10 +16,12 @@ export class InFlightBudget {
 
   get bytes (): number { return this.used }
 
-  /** spent: a session reads no further request until some bytes come back */
-  get spent (): boolean { return this.used > 0 && this.used >= this.max }
-
-  take (n: number): void { this.used += n }
+  /** takes `n` bytes when a request of that size may start now (within the budget, or nothing else in flight) */
+  tryTake (n: number): boolean {
+    if (this.used !== 0 && this.used + n > this.max) return false
+    this.used += n
+    return true
+  }
 
   give (n: number): void {
     this.used -= n

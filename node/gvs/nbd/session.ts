@@ -37,6 +37,8 @@ const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 
 /** a session over (DISC, an error) whose client does not take its last replies or close is cut off after this */
 const LINGER_MS = 10_000
+/** a client that took none of its replies for this long is cut off (a paused nbdcopy too) */
+export const STALL_MS = 30_000
 /** a zero payload for write-zeroes with NO_HOLE, written in pieces of this size (never modified, so shared) */
 const ZEROS = Buffer.alloc(1024 * 1024)
 
@@ -47,6 +49,8 @@ export interface SessionInit {
   /** bytes of requests (a read's length, a write's payload) in flight, until their replies left; one request may exceed it alone */
   maxInFlightBytes?: number
   handshakeTimeoutMs?: number
+  /** a client whose replies have not moved for this long is cut off (default STALL_MS) */
+  stallMs?: number
 }
 
 /** requests served, by kind: what tests and metrics read */
@@ -63,8 +67,10 @@ export class NbdSession {
   private readonly handshakeTimeoutMs: number
   private readonly stats: NbdStats
   private readonly budget: InFlightBudget | undefined
+  private readonly stallMs: number
   /** the socket closed: nobody takes replies any more, so nothing more is served */
   private gone = false
+  private readonly closed: Promise<void>
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
@@ -88,6 +94,8 @@ export class NbdSession {
     this.maxInFlightBytes = init.maxInFlightBytes ?? 2 * MAX_PAYLOAD
     this.handshakeTimeoutMs = init.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS
     this.budget = init.budget
+    this.stallMs = init.stallMs ?? STALL_MS
+    this.closed = new Promise(resolve => { socket.once('close', () => { resolve() }) })
     socket.once('close', () => {
       this.gone = true
       const w = this.wake
@@ -211,55 +219,103 @@ export class NbdSession {
   }
 
   private async transmit (dev: BlockDevice): Promise<void> {
-    for (;;) {
-      // one waiter, woken by the request that ends: a race over every request in flight
-      // added a handler to each of them per request read (nbdcopy keeps the limit full)
-      if (this.full()) {
+    const stall = this.watchStall()
+    try {
+      for (;;) {
+        // one waiter, woken by the request that ends: a race over every request in flight
+        // added a handler to each of them per request read (nbdcopy keeps the limit full)
         // and the socket stops being read meanwhile: else the reader buffers whatever
         // the client sends, and the limit would not bound memory
-        this.socket.pause()
-        while (this.full() && !this.gone) {
-          await new Promise<void>(resolve => {
-            this.wake = resolve
-            if (this.budget?.spent === true) void this.budget.next().then(resolve)
-          })
-        }
-        this.socket.resume()
-      }
-      // a client gone: the requests it left buffered are for nobody
-      if (this.gone) return
-      const req = parseRequest(await this.reader.read(28))
-      if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
-      if (req.type === CMD.DISC) return
-      let payload: Buffer | null = null
-      if (req.type === CMD.WRITE) {
+        await this.waitWhile(() => this.full())
+        // a client gone: the requests it left buffered are for nobody
+        if (this.gone) return
+        const req = parseRequest(await this.reader.read(28))
+        if (req == null) throw new GvsError('invalid', 'request without the NBD request magic')
+        if (req.type === CMD.DISC) return
         // the payload must be consumed to stay in step, unless it is absurd
-        if (req.length > 2 * MAX_PAYLOAD) throw new GvsError('invalid', `write of ${req.length} bytes exceeds twice the advertised maximum`)
-        payload = await this.reader.read(req.length)
+        if (req.type === CMD.WRITE && req.length > 2 * MAX_PAYLOAD) throw new GvsError('invalid', `write of ${req.length} bytes exceeds twice the advertised maximum`)
+        const bytes = req.type === CMD.READ || req.type === CMD.WRITE ? Math.min(req.length, 2 * MAX_PAYLOAD) : 0
+        // the server's budget is taken before the request costs memory (its payload read,
+        // its read served), checked and taken in one step (sessions that checked one after
+        // the other before either took would all pass); nothing in flight anywhere: it
+        // goes, whatever its size
+        if (this.budget != null && !await this.takeBudget(this.budget, bytes)) return
+        this.active++
+        this.activeBytes += bytes
+        let ended = false
+        const end = (): void => {
+          if (ended) return
+          ended = true
+          this.active--
+          this.activeBytes -= bytes
+          this.budget?.give(bytes)
+          const w = this.wake
+          this.wake = null
+          w?.()
+        }
+        let payload: Buffer | null = null
+        try {
+          if (req.type === CMD.WRITE) payload = await this.reader.read(req.length)
+        } catch (err) {
+          end()
+          throw err
+        }
+        // ends when its reply left (or could not be sent): serve calls it from the write's callback
+        void this.serve(dev, req, payload, end).catch(() => { end() })
       }
-      const bytes = req.type === CMD.READ ? Math.min(req.length, MAX_PAYLOAD) : payload?.length ?? 0
-      this.active++
-      this.activeBytes += bytes
-      this.budget?.take(bytes)
-      let ended = false
-      const end = (): void => {
-        if (ended) return
-        ended = true
-        this.active--
-        this.activeBytes -= bytes
-        this.budget?.give(bytes)
-        const w = this.wake
-        this.wake = null
-        w?.()
-      }
-      // ends when its reply left (or could not be sent): serve calls it from the write's callback
-      void this.serve(dev, req, payload, end).catch(() => { end() })
+    } finally {
+      clearInterval(stall)
     }
   }
 
+  /** takes `bytes` of the server's budget, waiting with the socket paused; false when the client went first */
+  private async takeBudget (budget: InFlightBudget, bytes: number): Promise<boolean> {
+    if (budget.tryTake(bytes)) return true
+    this.socket.pause()
+    try {
+      while (!budget.tryTake(bytes)) {
+        if (this.gone) return false
+        await Promise.race([budget.next(), this.closed])
+      }
+      return true
+    } finally {
+      this.socket.resume()
+    }
+  }
+
+  /** with the socket paused (nothing more buffered), until `blocked` is false or the client is gone */
+  private async waitWhile (blocked: () => boolean): Promise<void> {
+    if (!blocked()) return
+    this.socket.pause()
+    while (blocked() && !this.gone) {
+      await new Promise<void>(resolve => { this.wake = resolve })
+    }
+    this.socket.resume()
+  }
+
+  /**
+   * A client whose replies do not leave (it stopped reading) holds its requests' bytes,
+   * the server's budget with them, and so the other sessions: cut off once nothing of
+   * its replies moved for stallMs.
+   */
+  private watchStall (): ReturnType<typeof setInterval> {
+    let moved = this.socket.bytesWritten
+    let since = Date.now()
+    const timer = setInterval(() => {
+      const now = this.socket.bytesWritten
+      if (this.socket.writableLength === 0 || now !== moved) { moved = now; since = Date.now(); return }
+      if (Date.now() - since < this.stallMs) return
+      this.log.warn('nbd client stopped reading its replies: connection closed', { export: this.exportName, queuedBytes: this.socket.writableLength, stallMs: this.stallMs })
+      this.socket.destroy()
+    }, Math.max(50, Math.floor(this.stallMs / 4)))
+    timer.unref?.()
+    return timer
+  }
+
+
   /** no more requests are read while this holds; one request alone may exceed the byte bound */
   private full (): boolean {
-    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes) || this.budget?.spent === true
+    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes)
   }
 
   private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null, done: () => void): Promise<void> {
