@@ -7,7 +7,7 @@ import type { VolumeView } from './routes.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
 import { enc, json, out, size, stateText } from './cli-format.ts'
 
-const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--thick] [--json]
+const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
        vgrid vol ls [PREFIX] [--json]
        vgrid vol info VOL [--json]
        vgrid vol resize VOL SIZE
@@ -37,7 +37,6 @@ export async function vol (argv: string[]): Promise<void> {
     size: { type: 'string' },
     replicas: { type: 'string' },
     'min-replicas': { type: 'string' },
-    thick: { type: 'boolean' },
     format: { type: 'string' },
     set: { type: 'boolean' },
     scrub: { type: 'boolean' },
@@ -58,7 +57,7 @@ export async function vol (argv: string[]): Promise<void> {
     case 'create': {
       const [path] = need(1)
       if (v.size == null) throw new CliError(`--size is required\n${USAGE}`, 2)
-      const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, size: v.size, replicas: int(v.replicas, '--replicas'), minReplicas: int(v['min-replicas'], '--min-replicas'), thin: v.thick !== true })
+      const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, size: v.size, replicas: int(v.replicas, '--replicas'), minReplicas: int(v['min-replicas'], '--min-replicas') })
       return v.json === true ? json(d) : out(`${d.path}: ${size(d.sizeBytes)}, R=${d.replicas} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
     case 'ls': case 'list': {

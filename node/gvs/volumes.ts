@@ -86,11 +86,13 @@ export function planCreate (req: CreateRequest, volumes: Iterable<Volume>, pool:
     throw new ValidationError('minReplicas', `minReplicas ${JSON.stringify(req.minReplicas)} must be a whole number from 1 to replicas (${replicas})`)
   }
   if (req.thin != null && typeof req.thin !== 'boolean') throw new ValidationError('thin', 'thin must be true or false')
+  // refused rather than recorded and ignored: nothing would set the disk aside
+  if (req.thin === false) throw new ValidationError('thin', 'thick provisioning (thin: false) is not implemented: a volume\'s objects take disk as they are written; a client provisions a range by writing it (NBD write-zeroes with NO_HOLE writes zeros as data)')
   if (size * replicas > pool.freeBytes) {
     throw new ValidationError('size', `${size} bytes x ${replicas} replicas is more than the pool's ${pool.freeBytes} free bytes`, 'too-large')
   }
   if (byPath(volumes, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
-  return { id: newId(), path, sizeBytes: size, replicas, minReplicas, thin: req.thin !== false, state: 'ready', parent: null, snapshots: {}, epoch: 1 }
+  return { id: newId(), path, sizeBytes: size, replicas, minReplicas, thin: true, state: 'ready', parent: null, snapshots: {}, epoch: 1 }
 }
 
 /** a volume grows; it never shrinks (a filesystem on it would lose its tail) */

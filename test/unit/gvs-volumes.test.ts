@@ -29,6 +29,7 @@ test('create: bad input gets a clear error naming the field', t => {
   t.regex(e({ path: '/x', size: '1G', replicas: 4 }), /more than the 3 live node/)
   t.regex(e({ path: '/x', size: '1G', replicas: 2, minReplicas: 3 }), /minReplicas 3 must be/)
   t.regex(e({ path: '/x', size: '1G', thin: 'yes' }), /thin must be true or false/)
+  t.regex(e({ path: '/x', size: '1G', thin: false }), /thick provisioning \(thin: false\) is not implemented/)
   t.regex(e({ path: '/shop/db/data', size: '1G' }), /ConflictError: a volume already has the path/)
 })
 
