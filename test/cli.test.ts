@@ -121,4 +121,8 @@ test('bad API requests get a 4xx with the error shape', async t => {
     t.is(typeof e?.code, 'string')
     t.is(typeof e?.message, 'string')
   }
+  // JSON only: a text/plain body is a 415 naming the type, not "body: must be a JSON object"
+  const plain = await fetch(`http://${agent.api}/v1/vms`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'name=x', signal: AbortSignal.timeout(5000) })
+  t.is(plain.status, 415)
+  t.like(await plain.json(), { error: { code: 'unsupported_media_type' } })
 })

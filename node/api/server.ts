@@ -61,6 +61,9 @@ export class ApiService implements Service {
       // failures before a request exists (headers too large, a body that trickles in)
       clientErrorHandler: (err, socket) => { this.clientError(err as NodeJS.ErrnoException, socket) }
     })
+    // the API takes JSON only: a text/plain body would reach a route as a string and be
+    // refused as "not a JSON object"; without this parser it is a 415 naming the type
+    this.app.removeContentTypeParser('text/plain')
     this.registerCore()
     for (const s of init.services) s.routes?.(this.app)
   }
