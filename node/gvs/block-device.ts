@@ -92,3 +92,14 @@ export class LocalVolume implements BlockDevice {
     if (this.readOnly) throw new GvsError('invalid', `volume "${this.volume}" is read-only`)
   }
 }
+
+/** a zero payload written in pieces of this size (never modified, so shared) */
+const ZEROS = Buffer.alloc(1024 * 1024)
+
+/** zeros written as data, in pieces: the range is provisioned, not left a hole (NBD write-zeroes with NO_HOLE) */
+export async function writeZerosAsData (dev: BlockDevice, offset: number, length: number, fua: boolean): Promise<void> {
+  for (let at = 0; at < length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, length - at)
+    await dev.write(offset + at, n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n), fua)
+  }
+}

@@ -1,6 +1,7 @@
 // The NBD protocol's numbers (NetworkBlockDevice/nbd doc/proto.md) and the pure
 // encoders and decoders of its messages. Only what the server speaks: the fixed
 // newstyle handshake and simple replies.
+import type { BlockDevice } from '../block-device.ts'
 import { GvsError } from '../errors.ts'
 
 export const NBDMAGIC = 0x4e42444d41474943n
@@ -150,4 +151,12 @@ export function errnoOf (err: unknown): number {
     case 'unavailable':
     case 'io': return ERRNO.EIO
   }
+}
+
+export function transmissionFlags (dev: BlockDevice): number {
+  // CAN_MULTI_CONN: a flush on any connection covers every write acknowledged on all
+  // of them, which is BlockDevice.flush's contract
+  let f = TFLAG.HAS_FLAGS | TFLAG.SEND_FLUSH | TFLAG.SEND_FUA | TFLAG.SEND_TRIM | TFLAG.SEND_WRITE_ZEROES | TFLAG.CAN_MULTI_CONN
+  if (dev.readOnly) f |= TFLAG.READ_ONLY
+  return f
 }

@@ -7,15 +7,15 @@
 // of their data at once, the socket not read meanwhile, so a client that sends fast or
 // never reads its replies cannot make the agent queue unbounded memory.
 import type { Socket } from 'node:net'
-import type { BlockDevice } from '../block-device.ts'
+import { writeZerosAsData, type BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
 import { GvsError } from '../errors.ts'
 import { readBuffers } from '../buffer-pool.ts'
 import { Closed, SocketReader } from './socket-reader.ts'
 import type { InFlightBudget } from './budget.ts'
 import {
-  CMD, CMD_FLAG, ERRNO, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, INFO, MAX_PAYLOAD, OPT, REP, TFLAG,
-  errnoOf, infoBlockSize, infoExport, infoString, optionReply, parseInfoRequest, parseRequest, serverEntry, serverGreeting, simpleReply
+  CMD, CMD_FLAG, ERRNO, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, INFO, MAX_PAYLOAD, OPT, REP,
+  errnoOf, infoBlockSize, infoExport, infoString, optionReply, parseInfoRequest, parseRequest, serverEntry, serverGreeting, simpleReply, transmissionFlags
 } from './protocol.ts'
 
 export interface NbdExports {
@@ -39,8 +39,6 @@ const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 const LINGER_MS = 10_000
 /** a client that took none of its replies for this long is cut off (a paused nbdcopy too) */
 export const STALL_MS = 30_000
-/** a zero payload for write-zeroes with NO_HOLE, written in pieces of this size (never modified, so shared) */
-const ZEROS = Buffer.alloc(1024 * 1024)
 
 export interface SessionInit {
   /** the bytes in flight over all sessions of the server */
@@ -351,7 +349,7 @@ export class NbdSession {
           case CMD.WRITE_ZEROES:
             this.stats.zero++
             // NO_HOLE: the range must be provisioned, not left a hole (a later write there must not find the disk full)
-            if ((req.flags & CMD_FLAG.NO_HOLE) !== 0) await writeZeroData(dev, req.offset, req.length, fua)
+            if ((req.flags & CMD_FLAG.NO_HOLE) !== 0) await writeZerosAsData(dev, req.offset, req.length, fua)
             else await dev.writeZeroes(req.offset, req.length, fua)
             break
           default: error = ERRNO.EINVAL
@@ -397,21 +395,5 @@ export class NbdSession {
   }
 }
 
-/** zeros written as data, in pieces, for write-zeroes with NO_HOLE */
-async function writeZeroData (dev: BlockDevice, offset: number, length: number, fua: boolean): Promise<void> {
-  for (let at = 0; at < length; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, length - at)
-    await dev.write(offset + at, n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n), fua)
-  }
-}
-
 /** replies held for one writev at most: a unix socket's default send buffer holds about 208 KiB */
 const CORK_BYTES = 128 * 1024
-
-export function transmissionFlags (dev: BlockDevice): number {
-  // CAN_MULTI_CONN: a flush on any connection covers every write acknowledged on all
-  // of them, which is BlockDevice.flush's contract
-  let f = TFLAG.HAS_FLAGS | TFLAG.SEND_FLUSH | TFLAG.SEND_FUA | TFLAG.SEND_TRIM | TFLAG.SEND_WRITE_ZEROES | TFLAG.CAN_MULTI_CONN
-  if (dev.readOnly) f |= TFLAG.READ_ONLY
-  return f
-}
