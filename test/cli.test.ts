@@ -111,6 +111,8 @@ test('a second agent on the same API port fails with a clear message', async t =
 test('bad API requests get a 4xx with the error shape', async t => {
   const cases: Array<[string, string, unknown, number]> = [
     ['GET', '/v1/nope', undefined, 404],
+    ['PUT', '/v1/vms', undefined, 405],
+    ['PATCH', '/v1/nodes/acc0/labels/zone', undefined, 405],
     ['POST', '/v1/status', '{"x":', 400],
     ['GET', '/v1/nodes/' + 'x'.repeat(300), undefined, 414]
   ]
@@ -121,6 +123,9 @@ test('bad API requests get a 4xx with the error shape', async t => {
     t.is(typeof e?.code, 'string')
     t.is(typeof e?.message, 'string')
   }
+  const put = await fetch(`http://${agent.api}/v1/vms`, { method: 'PUT', signal: AbortSignal.timeout(5000) })
+  t.is(put.headers.get('allow'), 'GET, POST')
+  t.regex(((await put.json()) as { error: { message: string } }).error.message, /PUT is not allowed on \/v1\/vms \(allowed: GET, POST\)/)
   // JSON only: a text/plain body is a 415 naming the type, not "body: must be a JSON object"
   const plain = await fetch(`http://${agent.api}/v1/vms`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'name=x', signal: AbortSignal.timeout(5000) })
   t.is(plain.status, 415)

@@ -143,7 +143,22 @@ export class ApiService implements Service {
   private registerCore (): void {
     const { app } = this
     app.setErrorHandler((err, _req, reply) => { this.fail(reply, toApiError(err)) })
-    app.setNotFoundHandler((req, reply) => { this.fail(reply, new ApiError(404, 'not_found', `no route ${req.method} ${req.url}`)) })
+    // a path that exists with other methods is a 405 naming them (and the Allow header)
+    const routes: Array<{ method: string, path: RegExp }> = []
+    app.addHook('onRoute', r => {
+      const path = new RegExp(`^${r.url.split('/').map(seg => seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')}/?$`)
+      for (const m of [r.method].flat()) routes.push({ method: m, path })
+    })
+    app.setNotFoundHandler((req, reply) => {
+      const path = req.url.split('?')[0] ?? ''
+      const allowed = [...new Set(routes.filter(r => r.path.test(path)).map(r => r.method))].filter(m => m !== 'HEAD').sort()
+      if (allowed.length > 0) {
+        void reply.header('allow', allowed.join(', '))
+        this.fail(reply, new ApiError(405, 'method_not_allowed', `${req.method} is not allowed on ${path} (allowed: ${allowed.join(', ')})`))
+        return
+      }
+      this.fail(reply, new ApiError(404, 'not_found', `no route ${req.method} ${req.url}`))
+    })
 
     // a body that trickles in is cut off: Node's own request timeout let one byte a
     // second hold a request open indefinitely
