@@ -143,7 +143,7 @@ e2e('a process VM reaches a qemu guest on another host by its terminal name', as
   await grid.waitAllAlive(20_000)
   const h1 = grid.host('h1')
   // both made stopped, so that the links exist before either boots: the guest takes its
-  // terminal names from its kernel command line, at boot
+  // terminal names from its kernel command line at boot, and later ones from its names port
   await h1.api('/v1/vms', 'POST', { name: 'site', driver: 'qemu', cpu: 1, memory: '128M', constraints: { role: 'guest' }, kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline, inputs: ['http'], outputs: ['back'], desired: 'stopped' })
   await h1.api('/v1/vms', 'POST', { name: 'client', driver: 'process', cpu: 0.25, memory: '64M', constraints: { role: 'web' }, command: ['/bin/sleep', '100000'], inputs: ['in'], outputs: ['www'], desired: 'stopped' })
   await h1.api('/v1/links', 'POST', { from: 'client.www', to: 'site.http', protocol: 'tcp', port: 80 })
@@ -161,4 +161,11 @@ e2e('a process VM reaches a qemu guest on another host by its terminal name', as
   const c = await site.holder.api<{ console: string }>(`/v1/vms/${site.id}/console`)
   t.true(c.console.includes('vgrid-guest: ready'), 'the guest\'s ready line')
   t.true(c.console.includes(`vgrid-guest: terminal back is ${client.address!}`), `the guest's terminal back resolves to the client (${client.address!}):\n${c.console}`)
+  // a link removed and made again while the guest runs: its names follow, through its names port
+  const consoleHas = async (text: string): Promise<true | undefined> => (await site.holder.api<{ console: string }>(`/v1/vms/${site.id}/console`)).console.includes(text) || undefined
+  const back = (await h1.api<{ links: Array<{ id: string, from: { vm: string } }> }>('/v1/links')).links.find(l => l.from.vm === 'site')!
+  await h1.api(`/v1/links/${back.id}`, 'DELETE')
+  await until('the running guest to drop its terminal back', 30_000, async () => await consoleHas('vgrid-guest: terminals now none'))
+  await h1.api('/v1/links', 'POST', { from: 'site.back', to: 'client.in', protocol: 'tcp', port: 7000 })
+  await until('the running guest to learn its terminal back again', 30_000, async () => await consoleHas(`vgrid-guest: terminals now back=${client.address!}`))
 })

@@ -4,6 +4,7 @@
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
 import { existsSync, readdirSync } from 'node:fs'
+import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
 import { probeAccel } from '../host/accel.ts'
@@ -119,13 +120,17 @@ export class QemuDriver extends HostDriver {
       '-m', String(s.memoryMiB),
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-chardev', `file,id=con,path=${commaSafe(join(dir, 'console.log'))},append=on`, '-serial', 'chardev:con',
-      '-qmp', `unix:${commaSafe(join(dir, 'qmp.sock'))},server=on,wait=off`]
+      '-qmp', `unix:${commaSafe(join(dir, 'qmp.sock'))},server=on,wait=off`,
+      // terminal names told while it runs (setNames): a virtio port the guest's init reads
+      '-device', 'virtio-serial-pci,id=vser',
+      '-chardev', `socket,id=names,path=${commaSafe(join(dir, NAMES_SOCKET))},server=on,wait=off`,
+      '-device', `virtserialport,bus=vser.0,chardev=names,name=${NAMES_PORT}`]
     if (s.boot.kind === 'kernel') {
       const extra: string[] = [`vgrid.name=${s.id}`]
       if ((s.disks?.length ?? 0) > 0) extra.push(`vgrid.disks=${s.disks!.length}`)
       if (rec.network !== undefined && !/(^|\s)vgrid\.ip=/.test(s.boot.cmdline ?? '')) {
         extra.push(`vgrid.ip=${rec.network.vmAddress}/${rec.network.prefix}`, `vgrid.gw=${rec.network.hostAddress}`)
-        // the overlay address and terminal names: read once, at boot (see VmDriver.setNames)
+        // the overlay address, and the terminal names at boot (later ones: setNames)
         if (s.overlay !== undefined) {
           extra.push(`vgrid.overlay=${s.overlay.address}`)
           const names = Object.entries(s.overlay.names ?? {}).map(([n, a]) => `${n}=${a}`).join(',')
@@ -168,4 +173,42 @@ export class QemuDriver extends HostDriver {
   protected override extraDetail (rec: VmRecord): Record<string, string> {
     return { accel: rec.detail?.accel ?? this.accel }
   }
+
+  /** per running VM, the connection to its names port (held open: QEMU passes data on once the guest opens the port) */
+  private readonly namesPorts = new Map<string, Socket>()
+
+  /**
+   * A link made or removed while the guest runs: a line "hosts N=A,..." on its names
+   * port, which its init turns into /etc/hosts. A guest started by an earlier release
+   * has no such port: it learns its names at its next boot.
+   */
+  async setNames (id: string, names: Record<string, string>): Promise<void> {
+    const rec = this.load(id)
+    if (rec == null || (rec.state !== 'running' && rec.state !== 'starting')) return
+    const path = join(this.runs.dir(id), NAMES_SOCKET)
+    if (!existsSync(path)) return
+    let port = this.namesPorts.get(id)
+    if (port == null || port.destroyed) {
+      port = await new Promise<Socket>((resolve, reject) => { const s = connect(path, () => { s.off('error', reject); resolve(s) }).once('error', reject) })
+      const held = port
+      held.on('error', () => {})
+      held.on('close', () => { if (this.namesPorts.get(id) === held) this.namesPorts.delete(id) })
+      held.resume() // the guest says nothing; drop it if it ever does
+      this.namesPorts.set(id, held)
+    }
+    port.write(namesLine(names))
+  }
+
+  override async close (): Promise<void> {
+    for (const s of this.namesPorts.values()) s.destroy()
+    this.namesPorts.clear()
+    await super.close()
+  }
 }
+
+/** the virtio port a guest reads its terminal names from, and its socket in the VM's run dir */
+export const NAMES_PORT = 'org.vgrid.names'
+const NAMES_SOCKET = 'names.sock'
+
+/** "hosts db=100.64.0.9,cache=100.64.0.10" (what the guest's init reads) */
+export const namesLine = (names: Record<string, string>): string => `hosts ${Object.entries(names).map(([n, a]) => `${n}=${a}`).join(',')}\n`

@@ -119,9 +119,8 @@ export interface VmDriver extends EventEmitter<DriverEvents> {
   /** The last `bytes` of the VM's console log. */
   consoleTail: (id: string, bytes?: number) => Promise<string>
   /**
-   * Re-points a running VM's terminal names (a link made or removed after it started).
-   * Absent where the guest cannot be told without its cooperation (qemu: the names
-   * are on its kernel command line, read at boot).
+   * Re-points a running VM's terminal names (a link made or removed after it started):
+   * a process VM's /etc/hosts; a qemu guest's through a virtio port its init reads.
    */
   setNames?: (id: string, names: Record<string, string>) => Promise<void>
   /** Forgets a VM that is not running: its run dir and console log go. */

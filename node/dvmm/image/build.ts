@@ -17,7 +17,7 @@ import { loadOrder, moduleName, parseBuiltin, parseModulesDep } from './modules.
 import { extractVmlinux } from './vmlinux.ts'
 
 const BUILDER_VERSION = 2
-export const GUEST_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'button', 'evdev']
+export const GUEST_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_console', 'button', 'evdev']
 
 export interface GuestImageOptions {
   /** Kernel version (a /lib/modules entry); the newest with a /boot/vmlinuz-* by default. */

@@ -5,7 +5,9 @@
 // vgrid.disks=N (wait for N virtio disks), vgrid.stamp=TEXT (write TEXT over the
 // start of its first disk),
 // vgrid.acpi=off (ignore the power button: a guest that does not cooperate), and
-// vgrid.exit=SECONDS (power off by itself after that long, for tests).
+// vgrid.exit=SECONDS (power off by itself after that long, for tests). While it runs,
+// lines "hosts N=A,..." on the virtio port org.vgrid.names replace its terminal names
+// (a link made after it booted; the qemu driver's setNames).
 
 /** The line the guest prints on its console when its service runs. */
 export const READY_MARK = 'vgrid-guest: ready'
@@ -39,6 +41,20 @@ for h in $(arg vgrid.hosts | tr ',' ' '); do
   printf '%s\\t%s\\n' "\${h#*=}" "\${h%%=*}" >> /etc/hosts
   echo "vgrid-guest: terminal \${h%%=*} is \${h#*=}"
 done
+# terminal names told while it runs: the port reads end-of-file while nobody on the
+# node holds it open, and blocks for the next line while someone does
+NAMES=
+for p in /sys/class/virtio-ports/*; do [ "$(cat "$p/name" 2>/dev/null)" = org.vgrid.names ] && NAMES=/dev/\${p##*/}; done
+if [ -n "$NAMES" ]; then
+  ( while :; do
+      while read -r kind list; do
+        [ "$kind" = hosts ] || continue
+        { printf '127.0.0.1\tlocalhost\n'; for h in $(echo "$list" | tr ',' ' '); do printf '%s\t%s\n' "\${h#*=}" "\${h%%=*}"; done; } > /etc/hosts.new && mv /etc/hosts.new /etc/hosts
+        echo "vgrid-guest: terminals now \${list:-none}"
+      done < "$NAMES"
+      sleep 1
+    done ) &
+fi
 if [ -n "$IP" ]; then
   n=0
   while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done

@@ -74,3 +74,18 @@ maybe('qemu driver: the built guest boots, says it is ready, answers HTTP from i
   t.is(stopped.exit?.code, 0)
   t.true((await d.consoleTail(id)).includes('power button, shutting down'))
 })
+
+maybe('qemu driver: terminal names told while the guest runs reach its /etc/hosts through its names port', async t => {
+  const d = await create()
+  const id = `names-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  await d.start(guest(id, 'vgrid.acpi=off'))
+  await waitFor('the ready line', async () => (await d.consoleTail(id)).includes(READY_MARK) || undefined, 90_000, 50)
+  // a link made after it booted, then another, then both removed: each reaches the guest, in order
+  await d.setNames!(id, { db: '100.64.0.9' })
+  await waitFor('the first names', async () => (await d.consoleTail(id)).includes('vgrid-guest: terminals now db=100.64.0.9') || undefined, 30_000, 50)
+  await d.setNames!(id, { db: '100.64.0.9', cache: '100.64.0.10' })
+  await d.setNames!(id, {})
+  const out = await waitFor('the last names', async () => { const c = await d.consoleTail(id); return c.includes('vgrid-guest: terminals now none') ? c : undefined }, 30_000, 50)
+  t.true(out.indexOf('terminals now db=100.64.0.9,cache=100.64.0.10') < out.indexOf('terminals now none'), out.slice(-400))
+})
