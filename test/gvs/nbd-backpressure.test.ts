@@ -179,11 +179,11 @@ async function opened (r: Rig): Promise<void> {
   await collect(r.client, b => b >= 18 + 32 + 20)
 }
 
-test('many connections that never read their replies hold no more than the server\'s shared budget, and are cut off, so that others are served again', async t => {
+test('many connections that never read their replies hold no more than the server\'s shared budget, and are cut off in turn while others wait, so that those are served', async t => {
   const dev = await volume(t, 128 * MiB)
   const budget = new InFlightBudget(4 * MiB)
   const init = { budget, stallMs: 400 }
-  const stuck = await Promise.all(Array.from({ length: 8 }, async () => await rig(t, new Map([['vol', dev]]), init)))
+  const stuck = await Promise.all(Array.from({ length: 6 }, async () => await rig(t, new Map([['vol', dev]]), init)))
   for (const r of stuck) await opened(r)
   const n = 8
   for (const r of stuck) {
@@ -194,19 +194,71 @@ test('many connections that never read their replies hold no more than the serve
   const queued = (): number => stuck.reduce((a, r) => a + (r.server.destroyed ? 0 : r.server.writableLength), 0)
   let peak = 0
   const sampler = setInterval(() => { peak = Math.max(peak, queued(), budget.bytes) }, 10)
-  // each stuck session is cut off once its replies did not move for stallMs
-  await Promise.all(stuck.map(async r => { await r.ended }))
-  clearInterval(sampler)
-  // the budget, plus the one request that may start when nothing is in flight
-  t.true(peak <= 8 * MiB, `${peak} bytes held by eight sessions (each alone may hold 64 MiB)`)
-  t.true(stuck.every(r => r.server.destroyed))
-  t.true(stuck[0]!.warnings.some(w => /stopped reading its replies/.test(w)))
-  t.is(budget.bytes, 0, 'their bytes came back')
-  // a client that reads is served again
+  t.teardown(() => { clearInterval(sampler) })
+  await new Promise(resolve => setTimeout(resolve, 200))
+  // a client that reads, behind them: it waits its turn, and the stuck ones holding it up are cut off
   const fresh = await rig(t, new Map([['vol', dev]]), init)
   await opened(fresh)
   fresh.client.write(readRequest(1, 0, MiB))
   t.is((await collect(fresh.client, b => b >= 16 + MiB)).length, 16 + MiB)
+  clearInterval(sampler)
+  // the budget, plus the one request that may start when nothing is in flight
+  t.true(peak <= 8 * MiB, `${peak} bytes held by six sessions (each alone may hold 64 MiB)`)
+  t.true(stuck.every(r => r.server.destroyed), 'every stuck session held up the client behind it')
+  t.true(stuck[0]!.warnings.some(w => /made no progress while holding what others wait for/.test(w)))
+})
+
+test('the budget admits in turn: a large request is not passed for ever by small ones; one that waits and goes takes nothing', async t => {
+  const b = new InFlightBudget(4 * MiB)
+  const never = new Promise<void>(() => {})
+  t.true(await b.take(3 * MiB, never))
+  const big = b.take(4 * MiB, never)
+  // smaller ones that would fit now wait behind it
+  const small = b.take(512 * 1024, never)
+  let smallIn = false
+  void small.then(() => { smallIn = true })
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.false(smallIn, 'a small request does not pass the large one waiting first')
+  b.give(3 * MiB)
+  t.true(await big)
+  t.is(b.bytes, 4 * MiB)
+  b.give(4 * MiB)
+  t.true(await small)
+  // a waiter whose client goes takes nothing, and the one behind it moves up
+  let go = (): void => {}
+  const gone = new Promise<void>(resolve => { go = resolve })
+  const leaving = b.take(4 * MiB, gone)
+  const next = b.take(1024, never)
+  go()
+  t.false(await leaving)
+  t.true(await next)
+  t.is(b.bytes, 512 * 1024 + 1024)
+  t.is(b.waiting, 0)
+})
+
+test('a slow client that keeps reading is not cut off, even while others wait', async t => {
+  const dev = await volume(t, 128 * MiB)
+  const budget = new InFlightBudget(2 * MiB)
+  const init = { budget, stallMs: 1200 }
+  const slow = await rig(t, new Map([['vol', dev]]), init)
+  await opened(slow)
+  const other = await rig(t, new Map([['vol', dev]]), init)
+  await opened(other)
+  // 16 replies of 256 KiB, read at about 1 MiB/s (a reply leaves every quarter second), while another client's wait behind it
+  slow.client.pause()
+  for (let i = 0; i < 16; i++) slow.client.write(readRequest(i + 1, i * 256 * 1024, 256 * 1024))
+  other.client.write(Buffer.concat(Array.from({ length: 16 }, (_, i) => readRequest(i + 1, i * MiB, MiB))))
+  const others = collect(other.client, b => b >= 16 * (16 + MiB))
+  let got = 0
+  const want = 16 * (16 + 256 * 1024)
+  const drip = setInterval(() => { const c = slow.client.read(Math.min(64 * 1024, want - got)) as Buffer | null; if (c != null) got += c.length }, 60)
+  t.teardown(() => { clearInterval(drip) })
+  const end = Date.now() + 20_000
+  while (got < want && Date.now() < end && !slow.server.destroyed) await new Promise(resolve => setTimeout(resolve, 50))
+  clearInterval(drip)
+  t.false(slow.server.destroyed, 'a client that reads, however slowly, is left alone')
+  t.is(got, want)
+  t.is((await others).length, 16 * (16 + MiB))
 })
 
 test('a session that ended is closed, though its client keeps its end open and writes on', async t => {
@@ -263,4 +315,22 @@ test('flags a request may not carry, and requests past the end, get proto.md\'s 
   }
   t.true(await store.has('vol', 1), 'NO_HOLE: the zeros are on disk')
   t.false(await store.has('vol', 2), 'without it: a hole')
+})
+
+test('a client that stops in the middle of a write\'s payload is cut off once another waits for the bytes it holds', async t => {
+  const dev = await volume(t, 128 * MiB)
+  const budget = new InFlightBudget(4 * MiB)
+  const init = { budget, stallMs: 400 }
+  const a = await rig(t, new Map([['vol', dev]]), init)
+  await opened(a)
+  a.client.write(Buffer.concat([request(CMD.WRITE, 0, 1, 0, 4 * MiB), Buffer.alloc(1000)])) // and nothing more
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.is(budget.bytes, 4 * MiB)
+  const b = await rig(t, new Map([['vol', dev]]), init)
+  await opened(b)
+  b.client.write(readRequest(1, 0, 64 * 1024))
+  t.is((await collect(b.client, n => n >= 16 + 64 * 1024)).length, 16 + 64 * 1024)
+  await a.ended
+  t.true(a.server.destroyed)
+  t.is(budget.bytes, 0)
 })

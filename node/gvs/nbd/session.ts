@@ -37,7 +37,7 @@ const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 
 /** a session over (DISC, an error) whose client does not take its last replies or close is cut off after this */
 const LINGER_MS = 10_000
-/** a client that took none of its replies for this long is cut off (a paused nbdcopy too) */
+/** a session that holds bytes others wait for, with no reply leaving and nothing arriving for this long, is cut off */
 export const STALL_MS = 30_000
 
 export interface SessionInit {
@@ -47,7 +47,7 @@ export interface SessionInit {
   /** bytes of requests (a read's length, a write's payload) in flight, until their replies left; one request may exceed it alone */
   maxInFlightBytes?: number
   handshakeTimeoutMs?: number
-  /** a client whose replies have not moved for this long is cut off (default STALL_MS) */
+  /** a session holding bytes others wait for, with no progress for this long, is cut off (default STALL_MS) */
   stallMs?: number
 }
 
@@ -69,6 +69,8 @@ export class NbdSession {
   /** the socket closed: nobody takes replies any more, so nothing more is served */
   private gone = false
   private readonly closed: Promise<void>
+  /** when a reply of this session last left or its client last sent something (watchStall) */
+  private progressAt = Date.now()
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
@@ -86,6 +88,7 @@ export class NbdSession {
     this.socket = socket
     this.stats = components.stats ?? emptyStats()
     this.reader = new SocketReader(socket)
+    socket.on('data', () => { this.progressAt = Date.now() })
     this.exports = components.exports
     this.log = components.log
     this.maxInFlight = init.maxInFlight ?? 64
@@ -244,6 +247,7 @@ export class NbdSession {
         const end = (): void => {
           if (ended) return
           ended = true
+          this.progressAt = Date.now()
           this.active--
           this.activeBytes -= bytes
           this.budget?.give(bytes)
@@ -266,16 +270,17 @@ export class NbdSession {
     }
   }
 
-  /** takes `bytes` of the server's budget, waiting with the socket paused; false when the client went first */
+  /** bytes of replies not yet taken by the kernel: the stream's buffer and what libuv still holds of its writes */
+  private unsent (): number {
+    const handle = (this.socket as unknown as { _handle?: { writeQueueSize?: unknown } })._handle
+    return this.socket.writableLength + (typeof handle?.writeQueueSize === 'number' ? handle.writeQueueSize : 0)
+  }
+
+  /** takes `bytes` of the server's budget, waiting in turn with the socket paused; false when the client went first */
   private async takeBudget (budget: InFlightBudget, bytes: number): Promise<boolean> {
-    if (budget.tryTake(bytes)) return true
     this.socket.pause()
     try {
-      while (!budget.tryTake(bytes)) {
-        if (this.gone) return false
-        await Promise.race([budget.next(), this.closed])
-      }
-      return true
+      return await budget.take(bytes, this.closed)
     } finally {
       this.socket.resume()
     }
@@ -292,23 +297,35 @@ export class NbdSession {
   }
 
   /**
-   * A client whose replies do not leave (it stopped reading) holds its requests' bytes,
-   * the server's budget with them, and so the other sessions: cut off once nothing of
-   * its replies moved for stallMs.
+   * A session that holds the server's bytes while other requests wait for them, and
+   * makes no progress (no reply of its left, nothing arrived from its client: a client
+   * that stopped reading, or stopped in the middle of a write's payload), is cut off
+   * after stallMs, giving its bytes back. A slow client that moves is left alone, and
+   * one that holds up nobody too. A check that comes late (this process's own loop
+   * stalled) counts as progress: replies may have left meanwhile without being seen.
    */
   private watchStall (): ReturnType<typeof setInterval> {
-    let moved = this.socket.bytesWritten
-    let since = Date.now()
+    const every = Math.max(50, Math.floor(this.stallMs / 4))
+    let last = Date.now()
+    let unsent = this.unsent()
     const timer = setInterval(() => {
-      const now = this.socket.bytesWritten
-      if (this.socket.writableLength === 0 || now !== moved) { moved = now; since = Date.now(); return }
-      if (Date.now() - since < this.stallMs) return
-      this.log.warn('nbd client stopped reading its replies: connection closed', { export: this.exportName, queuedBytes: this.socket.writableLength, stallMs: this.stallMs })
+      const now = Date.now()
+      const late = now - last > 2 * every
+      last = now
+      // bytes leaving for the client, not only whole replies: a write's callback comes
+      // once its whole writev is out, which for a slow reader is seconds of replies
+      const u = this.unsent()
+      if (u < unsent) this.progressAt = now
+      unsent = u
+      if (late || this.budget == null || this.budget.waiting === 0 || this.activeBytes === 0) { this.progressAt = now; return }
+      if (now - this.progressAt < this.stallMs) return
+      this.log.warn('nbd client made no progress while holding what others wait for: connection closed', { export: this.exportName, heldBytes: this.activeBytes, stallMs: this.stallMs })
       this.socket.destroy()
-    }, Math.max(50, Math.floor(this.stallMs / 4)))
+    }, every)
     timer.unref?.()
     return timer
   }
+
 
 
   /** no more requests are read while this holds; one request alone may exceed the byte bound */
