@@ -118,9 +118,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const settleName = async (made: Vm): Promise<void> => {
     if (![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
-    // by its spec: the VM's own later writes (its overlay index, a start) change at and by
+    // by what the create gave (spec and application): the VM's own later writes (its
+    // overlay index, a start or stop) change at, by and desired
     const now = state.read().get('vms', made.id)?.value
-    if (now == null || canonical(now.spec) === canonical(made.spec)) return
+    if (now == null || canonical([now.spec, now.app]) === canonical([made.spec, made.app])) return
     throw new ConflictError(`a VM named "${made.id}" was created at the same moment on node ${nameOf(now.by)}; that one was kept, this one dropped`, 'name_in_use')
   }
 

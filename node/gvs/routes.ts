@@ -208,7 +208,12 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         }
         return w.update('volumes', v.id, patch)
       }, `volume change ${v.path}`)
-      if (b.path != null && changed.path !== was) await settlePath(v.id, changed.path, 'rename', was)
+      if (b.path != null && changed.path !== was) {
+        await settlePath(v.id, changed.path, 'rename', was)
+        // the volume as the document has it now: a rename of the same volume elsewhere at
+        // the same moment may have won over this one (the answer then shows its path)
+        return await view(findVolume(svc.volumes(), v.id))
+      }
       return await view(changed)
     })
 

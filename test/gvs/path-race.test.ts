@@ -110,3 +110,19 @@ test('an undo is decided on the volumes as they are then: a volume renamed meanw
   t.is(paths.get('vol-000000000001'), '/y')
   t.is(paths.get('vol-ffffffffffff'), '/y')
 })
+
+test('one volume renamed to two paths on two nodes at once: both answers show the path the document kept', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const id = (await a.call('POST', '/v1/volumes', { path: '/start', size: '10M' })).body.id ?? ''
+  syncPair(a.replica, b.replica)
+  const ra = a.call('PATCH', `/v1/volumes/${id}`, { path: '/p' })
+  const rb = b.call('PATCH', `/v1/volumes/${id}`, { path: '/q' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  const [x, y] = await Promise.all([ra, rb])
+  t.deepEqual([x.status, y.status], [200, 200])
+  const kept = a.replica.read().get('volumes', id)?.value.path
+  t.is(x.body.path, kept)
+  t.is(y.body.path, kept)
+})
