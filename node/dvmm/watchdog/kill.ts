@@ -8,7 +8,7 @@ import { groupPids, killGroups } from '../host/cgroups.ts'
 
 export const WATCHDOG_KILLED = 'watchdog-killed'
 
-export interface Victim { id: string, driver: string, pid?: number, dir: string }
+export interface Victim { id: string, driver: string, pid?: number, dir: string, cgroups: string[] }
 
 /** SIGKILLs every live VM under `dataDir`; marks each run dir so its driver reports why. */
 export function killAllVms (dataDir: string, now: number): Victim[] {
@@ -22,7 +22,7 @@ export function killAllVms (dataDir: string, now: number): Victim[] {
       try { process.kill(rec.pid!, 'SIGKILL') } catch {}
     }
     killGroups(rec.cgroups)
-    out.push({ id: rec.id, driver: String(rec.driver), pid: rec.pid, dir })
+    out.push({ id: rec.id, driver: String(rec.driver), pid: rec.pid, dir, cgroups: rec.cgroups })
   }
   return out
 }

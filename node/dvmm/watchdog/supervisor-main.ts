@@ -7,6 +7,7 @@
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
 import { killAllVms } from './kill.ts'
+import { removeGroups } from '../host/cgroups.ts'
 import { watchdogPaths } from './paths.ts'
 
 const [dataDir, timeoutArg, checkArg] = process.argv.slice(2)
@@ -54,6 +55,9 @@ function check (): void {
       const rec = { at: Date.now(), why: v.why, killed: victims.map(x => ({ id: x.id, driver: x.driver, pid: x.pid })) }
       try { appendFileSync(paths.fired, JSON.stringify(rec) + '\n') } catch {}
       log(`fired: ${v.why}; killed ${victims.map(x => `${x.driver}/${x.id}`).join(' ')}`)
+      // and their groups, once empty: an agent that never comes back (its server left the
+      // grid, a demo stopped) would leave them for ever; one that does finds them gone
+      void removeGroups(victims.flatMap(x => x.cgroups)).catch(() => {})
     }
   }
   setTimeout(check, Math.min(checkMs, MAX_CHECK_MS, Math.max(20, Math.floor(t / 10))))

@@ -4,7 +4,7 @@
 // nothing; a restarted agent adopts the watchdog and the VMs live on.
 import test from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -136,6 +136,19 @@ for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
     t.true(alive(watchdogPid), 'the watchdog itself outlived the agent')
   })
 }
+
+maybe('watchdog: with no agent to come back, it removes the groups of the VMs it killed', async t => {
+  const s = await setup(t, 1)
+  const groups = (await s.driver.inspect(s.ids[0]!))?.detail?.cgroups?.split(' ') ?? []
+  t.true(groups.length > 0 && groups.every(g => existsSync(g)))
+  // this process's driver stops watching: nothing else will clean up after the kill
+  await s.driver.close()
+  const { proc } = await s.feeder()
+  await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
+  proc.kill('SIGKILL')
+  await waitFor('the VM killed and its groups removed', () => !alive(s.pids[0]!) && groups.every(g => !existsSync(g)), FENCE_MS * 2, 20)
+  t.pass()
+})
 
 maybe('watchdog: an adopted supervisor follows the shorter timeout a later agent run feeds, whatever it was spawned with', async t => {
   // spawned by a run with a 60 s timeout (so a check every 6 s by its arguments); the
