@@ -10,7 +10,7 @@ import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
-import { MAX_TIMER_MS } from './timer-limit.ts'
+import { durationMs, MAX_TIMER_MS } from './durations.ts'
 import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './dvmm/timing.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
@@ -104,9 +104,9 @@ export function parseDuration (v: string | number, what: string, maxMs = MAX_TIM
     if (!(Number.isFinite(v) && v > 0)) throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
     n = v
   } else {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
-    if (m == null) throw new ConfigError(`${what}: "${v}" is not a duration (use e.g. 500ms, 3s, 10m)`)
-    n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
+    const ms = durationMs(v)
+    if (ms == null) throw new ConfigError(`${what}: "${v}" is not a duration (use e.g. 500ms, 3s, 10m)`)
+    n = ms
     if (!(n > 0)) throw new ConfigError(`${what}: must be greater than zero`)
   }
   if (n > maxMs) throw new ConfigError(`${what}: must be at most 24 days (596h), got ${typeof v === 'number' ? `${v} ms` : `"${v}"`}`)

@@ -194,13 +194,14 @@ export interface DrainProgress {
 export function drainProgress (node: string, vms: readonly VmRow[], initial: readonly string[]): DrainProgress {
   // a stopped or failed VM whose lease the node still holds reserves nothing and runs
   // nothing there: started again, it is placed anew (never on a draining node)
-  const on = vms.filter(x => x.nodeId === node && x.state !== 'stopped' && x.state !== 'failed').map(x => x.name).sort()
+  const isOn = (x: VmRow): boolean => x.nodeId === node && x.state !== 'stopped' && x.state !== 'failed'
+  const on = vms.filter(isOn).map(x => x.name).sort()
   const moved: Record<string, string> = {}
   let settled = true
   for (const id of initial) {
     const x = vms.find(r => r.id === id)
     if (x == null) { moved[id] = 'removed'; continue }
-    if (x.nodeId === node && x.state !== 'stopped' && x.state !== 'failed') continue
+    if (isOn(x)) continue
     // on its way: stopping, being claimed, starting; a VM that fits nowhere is pending for good
     if (x.state === 'starting' || x.state === 'stopping' || (x.state === 'pending' && x.reason?.startsWith('no node fits') !== true)) settled = false
     moved[x.name] = x.node != null ? `${x.state} on ${x.node}` : `${x.state}${x.reason != null ? ` (${x.reason})` : ''}`

@@ -6,7 +6,7 @@
 //   scrubRate     VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
 // A bad value is an error naming the key or variable, never a silent default.
 import { parseSize } from '../resources.ts'
-import { MAX_TIMER_MS } from '../timer-limit.ts'
+import { durationMs, MAX_TIMER_MS } from '../durations.ts'
 
 export interface GvsTuning {
   repairBytesPerSecond?: number
@@ -15,13 +15,10 @@ export interface GvsTuning {
   scrubBytesPerSecond?: number
 }
 
-const DURATION = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/
-
 /** `maxMs`: for a delay a timer waits for in one piece (a longer one would fire after 1 ms) */
 function duration (name: string, v: string, zeroOk: boolean, maxMs = Infinity): number {
-  const m = DURATION.exec(v)
-  if (m == null) throw new Error(`${name}="${v}" is not a duration (use e.g. 500ms, 5s, 10m, 24h)`)
-  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1)
+  const n = durationMs(v)
+  if (n == null) throw new Error(`${name}="${v}" is not a duration (use e.g. 500ms, 5s, 10m, 24h)`)
   if (n === 0 && !zeroOk) throw new Error(`${name} must be greater than zero`)
   if (n > maxMs) throw new Error(`${name}="${v}" is longer than ${Math.floor(maxMs / 3_600_000)}h`)
   return n

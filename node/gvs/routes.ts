@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
-import { byPath, checkDestroy, checkRename, findVolume, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -96,14 +96,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     if (m == null || ![...m.members].some(([node, x]) => node !== svc.components.peerId && x.state !== 'dead' && x.state !== 'left')) return
     await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
     const lost = await state.write(w => {
-      const all = w.reader.list('volumes')
-      if (all.find(x => x.id === id)?.path !== path) return null
-      const holder = byPath(all, path)
-      if (holder == null || holder.id === id) return null
+      const l = lostPath(w.reader.list('volumes'), id, path, what === 'rename' ? was : undefined)
+      if (l == null) return null
       if (what !== 'rename') w.remove('volumes', id)
-      const back = what === 'rename' && was != null && byPath(all, was) == null
-      if (back) w.update('volumes', id, { path: was })
-      return { holder: holder.id, back }
+      else if (l.back) w.update('volumes', id, { path: was })
+      return l
     }, `volume ${what} ${path}: settled`)
     if (lost == null) return
     const taken = `a volume already has the path "${path}" (${lost.holder}, given it at the same moment on another node)`

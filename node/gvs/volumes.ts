@@ -95,6 +95,19 @@ export function planCreate (req: CreateRequest, volumes: Iterable<Volume>, pool:
   return { id: newId(), path, sizeBytes: size, replicas, minReplicas, thin: true, state: 'ready', parent: null, snapshots: {}, epoch: 1 }
 }
 
+/**
+ * After a create, clone or rename gave `path` to volume `id`, with the volumes as they
+ * are once a concurrent change had time to arrive: null when the volume keeps the path
+ * (or was renamed or removed meanwhile: nothing of this request is left to undo), else
+ * the holder (byPath) and, for a rename, whether its old path `was` is free to go back to.
+ */
+export function lostPath (volumes: Volume[], id: string, path: string, was?: string): { holder: string, back: boolean } | null {
+  if (volumes.find(x => x.id === id)?.path !== path) return null
+  const holder = byPath(volumes, path)
+  if (holder == null || holder.id === id) return null
+  return { holder: holder.id, back: was != null && byPath(volumes, was) == null }
+}
+
 /** a volume grows; it never shrinks (a filesystem on it would lose its tail) */
 export function planResize (v: Volume, size: unknown, pool: Pool): number {
   const n = checkSize(size)

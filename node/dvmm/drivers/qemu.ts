@@ -133,7 +133,7 @@ export class QemuDriver extends HostDriver {
         // the overlay address, and the terminal names at boot (later ones: setNames)
         if (s.overlay !== undefined) {
           extra.push(`vgrid.overlay=${s.overlay.address}`)
-          const names = Object.entries(s.overlay.names ?? {}).map(([n, a]) => `${n}=${a}`).join(',')
+          const names = hostsList(s.overlay.names ?? {})
           if (names !== '') extra.push(`vgrid.hosts=${names}`)
         }
       }
@@ -210,5 +210,8 @@ export class QemuDriver extends HostDriver {
 export const NAMES_PORT = 'org.vgrid.names'
 const NAMES_SOCKET = 'names.sock'
 
-/** "hosts db=100.64.0.9,cache=100.64.0.10" (what the guest's init reads) */
-export const namesLine = (names: Record<string, string>): string => `hosts ${Object.entries(names).map(([n, a]) => `${n}=${a}`).join(',')}\n`
+/** "db=100.64.0.9,cache=100.64.0.10": terminal names as the guest's init reads them, on its command line and its names port */
+const hostsList = (names: Record<string, string>): string => Object.entries(names).map(([n, a]) => `${n}=${a}`).join(',')
+
+/** a names port line: "hosts db=100.64.0.9,cache=100.64.0.10" */
+export const namesLine = (names: Record<string, string>): string => `hosts ${hostsList(names)}\n`
