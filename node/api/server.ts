@@ -33,6 +33,8 @@ declare module 'fastify' {
 const BODY_LIMIT = 1024 * 1024
 /** how long the rest of a refused body is read and dropped before the connection is cut */
 const LINGER_MS = 5_000
+/** a path parameter, as sent (percent-encoded): above any route's own bound */
+const MAX_PARAM_LENGTH = 8192
 /** a request (headers and body) that has not arrived in this long is cut off */
 const REQUEST_TIMEOUT_MS = 10_000
 
@@ -54,6 +56,10 @@ export class ApiService implements Service {
       logger: false,
       bodyLimit: BODY_LIMIT,
       requestTimeout: REQUEST_TIMEOUT_MS,
+      // the router's own cap (100) answered a 414 for volume paths of a few segments
+      // (an encoded path reaches 2,100 characters and more) and for over-long label keys;
+      // each route's schema and checks bound its parameters and name the field
+      routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
       // input is taken as sent: a number is not a string, null is not a value
       ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
       // router-level failures (bad URL encoding, over-long ids) get the same error shape
@@ -138,6 +144,15 @@ export class ApiService implements Service {
     if (!socket.writable) { socket.destroy(); return }
     const body = JSON.stringify(errorBody(code, code === 'headers_too_large' ? 'the request headers are too large' : code === 'request_timeout' ? `the request did not arrive within ${REQUEST_TIMEOUT_MS / 1000} s` : `malformed request: ${err.message}`))
     socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    // the client may still be sending (a header far over the limit): as for a refused
+    // body (lingerForBody), its bytes are read and dropped until it ends, LINGER_MS at most
+    socket.removeAllListeners('data')
+    socket.on('data', () => {})
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS)
+    timer.unref()
+    socket.once('end', () => { socket.destroy() })
+    socket.once('close', () => { clearTimeout(timer) })
+    socket.resume()
   }
 
   private registerCore (): void {
