@@ -186,6 +186,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
       if (b.size == null && b.path == null) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
+      // one at a time: a rename that loses its settle window is undone, and a resize
+      // made in the same change would stay with nobody told
+      if (b.size != null && b.path != null) throw new ValidationError('body', 'give size (grow) or path (rename), not both: make them two requests')
       const v = findVolume(svc.volumes(), req.params.id)
       if (b.path != null) {
         const r = state.read()
