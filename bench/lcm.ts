@@ -11,7 +11,9 @@
 //               host to host (no VM: tells the tunnel's share of a gap from the VM
 //               hops'), and between two namespaces routed by hand through the bare
 //               tunnel (the hop a VM adds, with no rules: tells what the hop itself
-//               costs from what vgrid adds). Rounds alternate the order; best and
+//               costs from what vgrid adds), and through a second bare tunnel whose
+//               wireguard-go runs at the priority the agents give theirs (nice
+//               DATA_PLANE_NICE: tells that priority's share). Rounds alternate the order; best and
 //               median of each; ratios vgrid/bare (target >= 0.9, judged on the median
 //               of each round's own ratio), vgrid/bare with the same hop, and bare/raw.
 //   start       srv started while cli runs (and cli while srv runs): the VM's process
@@ -35,7 +37,7 @@ import { until } from '../test/harness/vm-runs.ts'
 import { acquireLock } from '../test/harness/lock.ts'
 import { checkSupport, ip, nsRun, sleep, which } from '../node/netns/netns.ts'
 import { nodeBin } from '../node/netns/processes.ts'
-import { generateKeypair } from '../node/lcm/wireguard.ts'
+import { DATA_PLANE_NICE, generateKeypair } from '../node/lcm/wireguard.ts'
 import type { VmDetail } from '../node/dvmm/vms.ts'
 import type { NetView } from '../node/lcm/routes.ts'
 import { printTable } from './cluster.ts'
@@ -147,32 +149,39 @@ async function vmIperf (): Promise<number> {
 }
 
 /**
- * A WireGuard tunnel by hand between two host namespaces, 10.99.0.1 <-> 10.99.0.2, with
- * the agents' backend. Each wireguard-go runs in a session of its own, as each agent's
- * does (an agent is its own session, its wireguard-go in it) and as the two ends of a
- * real tunnel do, on two servers. Where the kernel groups CPU time by session
+ * A WireGuard tunnel by hand between two host namespaces, BARE_NET .1 <-> .2, with the
+ * agents' backend at the default priority (`nice`: BARE_NICE_NET, at the agents'). Each
+ * wireguard-go runs in a session of its own, as each agent's does and as the two ends
+ * of a real tunnel do, on two servers. Where the kernel groups CPU time by session
  * (sched_autogroup_enabled, on here), the two ends in this run's one session shared a
  * group and ran 1.1-1.2 times faster than the same tunnels in two sessions: that, not
  * the agents, was the gap this bench showed against vgrid (0.77-0.94x before).
  */
-async function bareTunnel (hosts: [Host, Host], backend: 'kernel' | 'userspace'): Promise<() => Promise<void>> {
+async function bareTunnel (hosts: [Host, Host], backend: 'kernel' | 'userspace', o: { nice: boolean }): Promise<() => Promise<void>> {
   const keys = [await generateKeypair(), await generateKeypair()]
-  const names = hosts.map((_, i) => `lcb${process.pid}${i}`.slice(0, 15))
+  const tag = o.nice ? 'n' : ''
+  const names = hosts.map((_, i) => `lcb${tag}${process.pid}${i}`.slice(0, 15))
+  const [net, port] = o.nice ? [BARE_NICE_NET, 51901] : [BARE_NET, 51900]
   for (const [i, h] of hosts.entries()) {
     const name = names[i]!
     if (backend === 'kernel') await ip(['-n', h.ns, 'link', 'add', name, 'type', 'wireguard'])
     else {
-      nsSpawn(h.ns, 'wireguard-go', ['-f', name], { session: true, env: { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } })
+      const env = { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' }
+      const p = o.nice
+        ? nsSpawn(h.ns, 'nice', ['-n', String(DATA_PLANE_NICE), which('wireguard-go')!, '-f', name], { session: true, env })
+        : nsSpawn(h.ns, 'wireguard-go', ['-f', name], { session: true, env })
       await until(`wireguard-go ${name}`, 5000, async () => (await ip(['-n', h.ns, 'link', 'show', name], { allowFail: true })).includes(name) || undefined)
+      if (o.nice) writeFileSync(`/proc/${p.pid!}/autogroup`, String(DATA_PLANE_NICE))
     }
-    const key = join(dir, `bare${i}.key`)
+    const key = join(dir, `bare${tag}${i}.key`)
     writeFileSync(key, keys[i]!.privateKey, { mode: 0o600 })
     const peer = hosts[1 - i]!
-    await nsRun(h.ns, 'wg', ['set', name, 'listen-port', '51900', 'private-key', key, 'peer', keys[1 - i]!.publicKey, 'endpoint', `${peer.address}:51900`, 'allowed-ips', `10.99.0.${2 - i}/32,${BARE_VM_NET}.${2 - i}.0/24`])
-    await ip(['-n', h.ns, 'addr', 'add', `10.99.0.${i + 1}/24`, 'dev', name])
+    const hop = o.nice ? '' : `,${BARE_VM_NET}.${2 - i}.0/24`
+    await nsRun(h.ns, 'wg', ['set', name, 'listen-port', String(port), 'private-key', key, 'peer', keys[1 - i]!.publicKey, 'endpoint', `${peer.address}:${port}`, 'allowed-ips', `${net}.${2 - i}/32${hop}`])
+    await ip(['-n', h.ns, 'addr', 'add', `${net}.${i + 1}/24`, 'dev', name])
     await ip(['-n', h.ns, 'link', 'set', name, 'up'])
   }
-  const vms = await bareVmHop(hosts, names)
+  const vms = o.nice ? async () => {} : await bareVmHop(hosts, names)
   return async () => {
     await vms()
     for (const [i, h] of hosts.entries()) await ip(['-n', h.ns, 'link', 'del', names[i]!], { allowFail: true })
@@ -180,6 +189,9 @@ async function bareTunnel (hosts: [Host, Host], backend: 'kernel' | 'userspace')
   }
 }
 
+/** the bare tunnels' addresses: `${net}.1` on the first host, `.2` on the second */
+const BARE_NET = '10.99.0'
+const BARE_NICE_NET = '10.97.0'
 /** the hand-made VMs' subnets: `${BARE_VM_NET}.1.0/24` behind the first host, `.2.0/24` behind the second */
 const BARE_VM_NET = '10.98'
 const bareVmNs = (i: number): string => `lcbv${process.pid}${i}`
@@ -292,22 +304,27 @@ async function main (): Promise<void> {
 
     // throughput: raw underlay, bare tunnel and the vgrid link between cli's and srv's hosts
     const [ha, hb] = [cli.holder, srv.holder]
-    unbare = await bareTunnel([ha, hb], backend)
+    unbare = await bareTunnel([ha, hb], backend, { nice: false })
+    const unbareNice = backend === 'userspace' ? await bareTunnel([ha, hb], backend, { nice: true }) : async () => {}
+    const unbareBoth = unbare
+    unbare = async () => { await unbareNice(); await unbareBoth() }
     const groupsOf = (d: VmDetail): string[] => d.runtime?.detail?.cgroups?.split(' ') ?? []
     const ends = { cli: { host: ha, groups: groupsOf(cli) }, srv: { host: hb, groups: groupsOf(srv) } }
     // the agents' own tunnel, host to host (no VM, no forwarding): where a vgrid/bare gap comes from
     const hbOverlay = (await hb.api<NetView>('/v1/net')).status.address!.split('/')[0]!
     const paths = {
       raw: async () => await hostIperf(ends.srv, ends.cli, hb.address),
-      bare: async () => await hostIperf(ends.srv, ends.cli, '10.99.0.2'),
+      bare: async () => await hostIperf(ends.srv, ends.cli, `${BARE_NET}.2`),
+      bareNice: async () => await hostIperf(ends.srv, ends.cli, `${BARE_NICE_NET}.2`),
       bareVm: async () => await bareVmIperf(ends.srv, ends.cli),
       tunnel: async () => await hostIperf(ends.srv, ends.cli, hbOverlay),
       vgrid: vmIperf
     }
-    const got: Record<keyof typeof paths, number[]> = { raw: [], bare: [], bareVm: [], tunnel: [], vgrid: [] }
+    const got: Record<keyof typeof paths, number[]> = { raw: [], bare: [], bareNice: [], bareVm: [], tunnel: [], vgrid: [] }
+    if (backend !== 'userspace') delete (paths as Partial<typeof paths>).bareNice
     await sleep(1000) // the probes' connections gone
     for (let r = 0; r < ROUNDS; r++) {
-      const order = (r % 2 === 0 ? ['raw', 'bare', 'bareVm', 'tunnel', 'vgrid'] : ['vgrid', 'tunnel', 'bareVm', 'bare', 'raw']) as Array<keyof typeof paths>
+      const order = (r % 2 === 0 ? ['raw', 'bare', 'bareNice', 'bareVm', 'tunnel', 'vgrid'] : ['vgrid', 'tunnel', 'bareVm', 'bareNice', 'bare', 'raw']).filter(k => k in paths) as Array<keyof typeof paths>
       for (const k of order) got[k].push(await paths[k]())
       console.error(`round ${r + 1}: ${order.map(k => `${k} ${got[k].at(-1)!.toFixed(3)}`).join(', ')} Gbit/s`)
     }
@@ -338,12 +355,17 @@ async function main (): Promise<void> {
     const pairs = got.vgrid.map((v, i) => v / got.bare[i]!)
     const paired = median(pairs)
     const hopPairs = got.vgrid.map((v, i) => v / got.bareVm[i]!)
+    const nicePairs = got.vgrid.map((v, i) => v / got.bareNice[i]!)
     const rows: string[][] = [
       ['raw underlay (veth + bridge), median', g(med('raw')), '', '', `best ${g(best('raw'))}; ${ha.name} -> ${hb.name}`],
       [`bare WireGuard (${backend}), median`, g(med('bare')), g(med('raw')), (med('bare') / med('raw')).toFixed(3), `best ${g(best('bare'))}; by hand with wg and ip, host to host`],
       ['vgrid link, median', g(med('vgrid')), g(med('bare')), (med('vgrid') / med('bare')).toFixed(2), `best ${g(best('vgrid'))}; VM to VM by terminal name`],
       ['vgrid / bare, paired by round, median', paired.toFixed(2), '', '', `per round ${pairs.map(x => x.toFixed(2)).join(' ')}; target >= 0.9: ${paired >= 0.9 ? 'ok' : 'MISSED'}`],
       ['vgrid / bare, best of each', (best('vgrid') / best('bare')).toFixed(2), '', '', ''],
+      ...(got.bareNice.length === 0 ? [] : [
+        ['bare WireGuard at nice ' + String(DATA_PLANE_NICE) + ', median', g(med('bareNice')), g(med('bare')), (med('bareNice') / med('bare')).toFixed(2), `best ${g(best('bareNice'))}; by hand, at the priority the agents give their wireguard-go: what that priority alone gains`],
+        ['vgrid / bare at the same priority, paired', median(nicePairs).toFixed(2), '', '', `per round ${nicePairs.map(x => x.toFixed(2)).join(' ')}`]
+      ]),
       ['bare with a VM hop by hand, median', g(med('bareVm')), g(med('bare')), (med('bareVm') / med('bare')).toFixed(2), `best ${g(best('bareVm'))}; namespace + veth behind each host, forwarded into the bare tunnel, no rules: what the hop alone costs`],
       ['vgrid / bare with the same hop, paired', median(hopPairs).toFixed(2), '', '', `per round ${hopPairs.map(x => x.toFixed(2)).join(' ')}; what vgrid itself (rules, agents) costs`],
       ['vgrid tunnel host to host, median', g(med('tunnel')), g(med('bare')), (med('tunnel') / med('bare')).toFixed(2), `best ${g(best('tunnel'))}; the agents' WireGuard between their overlay addresses: no VM, no forwarding`],

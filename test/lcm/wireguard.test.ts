@@ -2,12 +2,12 @@
 // between them built only through node/lcm/wireguard.ts, a ping through it, the
 // dump parsed, and a teardown that leaves no interface, process or socket.
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { ip, isAlive, sleep, which } from '../../node/netns/netns.ts'
-import { loadOrCreateKeypair, probeBackend, WgInterface, WireguardUnavailableError } from '../../node/lcm/wireguard.ts'
+import { DATA_PLANE_NICE, loadOrCreateKeypair, probeBackend, WgInterface, WireguardUnavailableError } from '../../node/lcm/wireguard.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { makeNamespaces, pingOnce, skipReason, subnet, veth } from './ns.ts'
 
@@ -103,6 +103,13 @@ maybe('an interface left by a killed run in the same namespace is replaced, its 
   t.teardown(async () => { await w.destroy() })
   t.not(w.pid, orphan.pid)
   t.false(isAlive(orphan.pid!), 'the leftover wireguard-go exited')
+  // the data plane: in a session of its own, every thread at DATA_PLANE_NICE, and so is its autogroup where there is one
+  const stat = (task: string): string[] => readFileSync(task, 'utf8').replace(/^.*\) /s, '').split(' ')
+  t.is(Number(stat(`/proc/${w.pid!}/stat`)[3]), w.pid!, 'its own session')
+  const threads = readdirSync(`/proc/${w.pid!}/task`)
+  t.true(threads.length > 1)
+  t.deepEqual(threads.map(id => Number(stat(`/proc/${w.pid!}/task/${id}/stat`)[16])), threads.map(() => DATA_PLANE_NICE), 'every thread niced')
+  if (existsSync(`/proc/${w.pid!}/autogroup`)) t.regex(readFileSync(`/proc/${w.pid!}/autogroup`, 'utf8'), new RegExp(`nice ${DATA_PLANE_NICE}\\b`))
   t.is((await w.show()).publicKey, kp.publicKey)
 })
 
