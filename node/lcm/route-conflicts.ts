@@ -3,7 +3,7 @@
 // table 52) wins over the tunnel for the addresses it covers: VM traffic would leave
 // in clear, and the rules' reverse-path check would take a forged VM source arriving
 // that way for a genuine one. The LCM reports them as a health problem.
-import { VM_INTERFACES } from './rules.ts'
+import { isVmInterface } from './rules.ts'
 
 /** One entry of `ip -j route show table all root PREFIX`. */
 export interface RouteEntry {
@@ -22,7 +22,7 @@ export interface OwnRoutes {
   fallbackMetric: number
 }
 
-const vmIf = (dev: string): boolean => VM_INTERFACES.some(p => dev.startsWith(p.replace(/\*$/, '')))
+const vmIf = isVmInterface
 
 /** The foreign routes among `routes`, each as `ip route` would print it (for the status). */
 export function foreignRoutes (routes: readonly RouteEntry[], own: OwnRoutes): string[] {

@@ -115,6 +115,8 @@ export const DROP_SETS = { undeclared: 'drops', spoofed: 'spoofs' } as const
  * 12 (wireguard-format.ts), test namespaces' links are eth0, p<N>, br0.
  */
 export const VM_INTERFACES = ['vgp*', 'vgt*'] as const
+/** a VM's interface on its node (tap or veth), by its name */
+export const isVmInterface = (dev: string): boolean => VM_INTERFACES.some(p => dev.startsWith(p.replace(/\*$/, '')))
 
 /** nft identifiers: letters, digits, underscore; a hash keeps them unique and short. */
 export function counterName (name: string): string {

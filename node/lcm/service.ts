@@ -23,6 +23,7 @@ import { registerGauges } from './metrics.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
 import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
+import { AddressWatch } from './address-watch.ts'
 import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
@@ -104,7 +105,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private passesStarted = 0
   private lastPassDone = 0
   private readonly localVms: LocalVmNet
-  private readonly rejectedSeen = new Set<string>()
+  private rejectedSeen = new Set<string>()
+  private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
   private readonly listener = (): void => { this.schedule() }
@@ -118,6 +120,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.ifname = interfaceName(components.peerId)
     this.table = tableName(components.peerId)
     this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
+    this.addressWatch = new AddressWatch(() => { if (this.running) this.checkAddresses() }, this.log)
     this.overlayRoutes = new OverlayRoutes({ log: this.log, prefix: this.prefix, wgIf: this.ifname })
     this.tunnel = new Tunnel({
       log: this.log, registry: components.registry, dataDir: components.config.dataDir, peerId: components.peerId, onAdvert: components.onAdvert, schedule: ms => { this.schedule(ms) }
@@ -131,7 +134,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.tunnel.start()
     this.c.membership.on('transition', this.listener)
     this.c.state.on('changed', this.listener)
-    if (this.init.addressPollMs > 0) this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
+    if (this.init.addressPollMs > 0) {
+      this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
+      this.addressWatch.start()
+    }
     this.hostAddrs = this.tunnel.addressKey()
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
@@ -147,6 +153,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.running = false
     clearTimeout(this.timer)
     clearInterval(this.pollTimer)
+    this.addressWatch.stop()
     clearInterval(this.routeTimer)
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
@@ -216,14 +223,17 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       const doc = this.docView()
       const addr = addressing(this.prefix, doc, this.c.membership.members.keys())
       const plan = planPeers(this.c.peerId, this.tunnel.publicKey, this.c.membership.members, addr, this.init.keepaliveS)
+      // counted once per advert content while it is seen, not on every recomputation;
+      // only the adverts rejected now are kept, so the set stays as small as the grid
+      const seen = new Set<string>()
       for (const r of plan.rejected) {
-        // counted once per advert content, not on every recomputation
         const key = `${r.node}\n${r.reason}\n${r.detail}`
+        seen.add(key)
         if (this.rejectedSeen.has(key)) continue
-        this.rejectedSeen.add(key)
         this.rejected.inc({ reason: r.reason })
         this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
       }
+      this.rejectedSeen = seen
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })
       rules.skipped.push(...doc.contested)
       await this.tunnel.applyAddress(addr)

@@ -7,7 +7,7 @@
 // address change is noticed and the tunnel keeps carrying pings; a dead member's
 // peer goes; stopping leaves no interface or socket, and the rules stay (fail closed).
 import test from 'ava'
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ip, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
@@ -18,6 +18,10 @@ import { tableName } from '../../node/lcm/rules.ts'
 import { WIREGUARD_GO_ENV } from '../../node/lcm/wireguard.ts'
 import type { LcmStatus } from '../../node/lcm/types.ts'
 import { makeNamespaces, pingStream, skipReason, subnet, veth } from './ns.ts'
+
+/** the processes in `ns` but the service's own (`except`) and its address watch (`ip monitor`): its wireguard-go */
+const wireguardGoPids = async (ns: string, except: number | undefined): Promise<number[]> =>
+  (await namespacePids(ns)).filter(pid => pid !== except && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'ip')
 import { echoServer, exchange } from './tcp.ts'
 
 const reason = await skipReason({ nft: true })
@@ -98,7 +102,7 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.true(r.maxGapMs <= 2000, `longest gap ${r.maxGapMs} ms`)
 
   // wireguard-go dies under the service: the next plan makes the interface again
-  const wgPids = (await namespacePids(ha!)).filter(pid => pid !== a.pid)
+  const wgPids = await wireguardGoPids(ha!, a.pid)
   t.is(wgPids.length, 1, `one wireguard-go in host A: ${wgPids.join(',')}`)
   process.kill(wgPids[0]!, 'SIGKILL')
   let back = false
@@ -205,7 +209,7 @@ maybe('when wireguard-go dies and cannot start again the status says why, links 
     }
     throw new Error(`the status never became ok: ${String(ok)}`)
   }
-  const goPids = (await namespacePids(h!)).filter(pid => pid !== d.pid)
+  const goPids = await wireguardGoPids(h!, d.pid)
   t.is(goPids.length, 1, `one wireguard-go: ${goPids.join(',')}`)
   rmSync(go)
   process.kill(goPids[0]!, 'SIGKILL')
