@@ -261,7 +261,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     }
   }
 
-  /** A VM whose index is new or lost a conflict: its holder (or, unplaced, its writer) stores the index. */
+  /**
+   * A VM whose index is new or lost a conflict: its holder stores the index. An unplaced
+   * VM's is not stored: every agent computes the same index for it from the document.
+   */
   private async writeBackIndexes (doc: DocView, addr: Addressing): Promise<void> {
     const holder = new Map(doc.leases.map(l => [l.vm, l.holder]))
     const mine = [...addr.vmAlloc].filter(([vm, a]) => a.changed && (holder.get(vm) ?? null) === this.c.peerId)

@@ -39,7 +39,8 @@ test('planPeers: alive and suspect members with valid adverts; dead, left, self 
     ['n5', member('n5', 'alive', { publicKey: 'not-a-key', endpoint: '10.0.0.5:51820' })],
     ['n6', member('n6', 'alive', { publicKey: K[1]!.replace('x', 'y'), endpoint: 'somewhere' })],
     ['n7', member('n7', 'alive', { publicKey: K[1]!, endpoint: '10.0.0.7:51820' })],
-    ['n8', member('n8', 'alive', null)]
+    ['n8', member('n8', 'alive', null)],
+    ['n9', member('n9', 'left', { publicKey: Buffer.alloc(32, 9).toString('base64'), endpoint: '10.0.0.9:51820' })]
   ])
   const a = addressing(p, doc, members.keys())
   const plan = planPeers('n1', K[0]!, members, a, 25)
