@@ -171,7 +171,7 @@ async function bareTunnel (hosts: [Host, Host], backend: 'kernel' | 'userspace',
         ? nsSpawn(h.ns, 'nice', ['-n', String(DATA_PLANE_NICE), which('wireguard-go')!, '-f', name], { session: true, env })
         : nsSpawn(h.ns, 'wireguard-go', ['-f', name], { session: true, env })
       await until(`wireguard-go ${name}`, 5000, async () => (await ip(['-n', h.ns, 'link', 'show', name], { allowFail: true })).includes(name) || undefined)
-      if (o.nice) writeFileSync(`/proc/${p.pid!}/autogroup`, String(DATA_PLANE_NICE))
+      if (o.nice && existsSync(`/proc/${p.pid!}/autogroup`)) writeFileSync(`/proc/${p.pid!}/autogroup`, String(DATA_PLANE_NICE))
     }
     const key = join(dir, `bare${tag}${i}.key`)
     writeFileSync(key, keys[i]!.privateKey, { mode: 0o600 })

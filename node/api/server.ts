@@ -44,6 +44,8 @@ export class ApiService implements Service {
   private readonly c: ApiComponents
   private readonly errors: Counter<'code'>
   private readonly unixSockets = new WeakSet<Socket>()
+  /** connections answered with a client error (clientError) */
+  private readonly answered = new WeakSet<Socket>()
   private readonly admins = new AdminCache()
   private unixServer?: Server
   private token = ''
@@ -57,8 +59,9 @@ export class ApiService implements Service {
       bodyLimit: BODY_LIMIT,
       requestTimeout: REQUEST_TIMEOUT_MS,
       // the router's own cap (100) answered a 414 for volume paths of a few segments
-      // (an encoded path reaches 2,100 characters and more) and for over-long label keys;
-      // each route's schema and checks bound its parameters and name the field
+      // (an encoded path reaches 2,100 characters and more) and for over-long label keys.
+      // A parameter is then bounded by the route's schema where it has one (naming the
+      // field), and by Node's 16 KB header limit on the whole URL
       routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
       // input is taken as sent: a number is not a string, null is not a value
       ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
@@ -140,6 +143,10 @@ export class ApiService implements Service {
     const [status, code, text] = err.code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'headers_too_large', 'Request Header Fields Too Large']
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'Request Timeout'] : [400, 'bad_request', 'Bad Request']
+    // once per connection: the end of a connection already answered (and being drained
+    // below) can raise a second parser error, which is no second bad request
+    if (this.answered.has(socket)) return
+    this.answered.add(socket)
     this.errors.inc({ code })
     if (!socket.writable) { socket.destroy(); return }
     const body = JSON.stringify(errorBody(code, code === 'headers_too_large' ? 'the request headers are too large' : code === 'request_timeout' ? `the request did not arrive within ${REQUEST_TIMEOUT_MS / 1000} s` : `malformed request: ${err.message}`))

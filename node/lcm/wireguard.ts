@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, existsSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { chmod, mkdir, readFile, stat, unlink } from 'node:fs/promises'
+import { getPriority } from 'node:os'
 import { join } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
@@ -285,9 +286,12 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
   if (existsSync(sock)) await clearLeftover(name, netns, sock)
   // `ip netns exec` execs, so the child's PID is wireguard-go's own
   const inNs = netns == null ? [bin, '-f', name] : [which('ip') ?? 'ip', 'netns', 'exec', netns, bin, '-f', name]
-  // `nice` execs too, and every thread wireguard-go makes inherits its niceness
+  // `nice` execs too, and every thread wireguard-go makes inherits its niceness. Its
+  // -n is relative to the agent's own; GNU nice runs the command at the old niceness
+  // where it may not raise it (no CAP_SYS_NICE)
   const nice = which('nice')
-  const [cmd, args] = nice == null ? [inNs[0]!, inNs.slice(1)] : [nice, ['-n', String(DATA_PLANE_NICE), ...inNs]]
+  const by = DATA_PLANE_NICE - getPriority()
+  const [cmd, args] = nice == null || by === 0 ? [inNs[0]!, inNs.slice(1)] : [nice, ['-n', String(by), ...inNs]]
   const proc = spawn(cmd, args, {
     // a session of its own, so that where the kernel groups CPU time by session
     // (autogroup) its priority below is its own, not shared with the agent's
