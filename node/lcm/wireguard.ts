@@ -322,7 +322,7 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
  * wireguard-go is the data plane of every VM's links on this node: at the VMs' own
  * priority, busy VMs starve it and every VM's traffic slows (the kernel module's work
  * runs in softirq and kernel workers, ahead of any VM). Measured on a 2-core machine
- * with iperf3 through it (bench/lcm.ts): about 8% more throughput at nice -10. Set
+ * with iperf3 through it (bench/lcm.ts, a bare tunnel): 1.01-1.14x at nice -10. Set
  * twice: its niceness (started under `nice`), and, where the kernel groups CPU time by
  * session (sched_autogroup), its session's. Best effort: without CAP_SYS_NICE it runs
  * at the default.
