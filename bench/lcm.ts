@@ -26,7 +26,7 @@
 // The VMs get cpu=2 (the whole 2-core machine), so their cgroups do not limit iperf3;
 // the bare, raw and host-to-host runs' iperf3 run in the same cgroups (cli's and
 // srv's), so they compete for this one machine's CPUs as the VMs' do.
-// Run as root: node_modules/node/bin/node bench/lcm.ts [--seconds 5] [--rounds 3] [--no-move]
+// Run as root: node_modules/node/bin/node bench/lcm.ts [--seconds 5] [--rounds 5] [--no-move]
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -42,7 +42,7 @@ import type { VmDetail } from '../node/dvmm/vms.ts'
 import type { NetView } from '../node/lcm/routes.ts'
 import { printTable } from './cluster.ts'
 
-const { values: opts } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, 'no-move': { type: 'boolean', default: false } } })
+const { values: opts } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, rounds: { type: 'string', default: '5' }, 'no-move': { type: 'boolean', default: false } } })
 const SECONDS = Number(opts.seconds)
 const ROUNDS = Number(opts.rounds)
 const support = checkSupport({ nft: true })
