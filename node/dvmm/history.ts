@@ -38,7 +38,10 @@ export class History {
         this.add(vm, { at: now, event: failover ? 'failed-over' : 'placed', node: nameOf(l.holder), epoch: l.epoch, detail: failover ? `from ${nameOf(l.from!)}` : undefined })
       }
       if (l.status !== p?.status || (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0)) {
-        if ((l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)) this.add(vm, { at: now, event: 'crashed', node: nameOf(l.holder), detail: l.reason })
+        const crashed = (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)
+        if (crashed) this.add(vm, { at: now, event: 'crashed', node: nameOf(l.holder), detail: l.reason })
+        // a run that ended by no crash and is started again (fenced, or the watchdog killed it while its agent was down)
+        else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) this.add(vm, { at: now, event: 'killed', node: nameOf(l.holder), detail: l.reason })
         if (l.status === 'running') this.add(vm, { at: now, event: 'started', node: nameOf(l.holder), epoch: l.epoch })
         if (l.status === 'stopped' || l.status === 'failed') this.add(vm, { at: now, event: l.status, node: nameOf(l.holder), detail: l.reason })
       }

@@ -13,6 +13,12 @@ export type LeftBehind =
   | { do: 'exit', exit: VmExit }
   /** nothing to do here (the decision step judges the lease as it is) */
   | { do: 'leave', why: string }
+  /**
+   * killed while no agent watched (the fencing watchdog), its lease still this node's
+   * and `running`: no crash, but the lease says so (`starting`, with why) before the
+   * decision step starts it again, so every agent's history shows the kill
+   */
+  | { do: 'restart', why: string }
 
 /** exits that were the guest's own doing; `stopped` and `killed` were asked for (by this node, or the fencing watchdog): no crash */
 const GUEST_EXITS: ReadonlySet<VmExit['reason']> = new Set(['exited', 'crashed', 'oom-killed', 'lost'])
@@ -22,8 +28,12 @@ export function leftBehind (vm: Pick<VmInfo, 'state' | 'exit' | 'error' | 'start
   if (vm.state !== 'stopped' && vm.state !== 'failed') return { do: 'leave', why: `it is ${vm.state}` }
   const exit = vm.exit
   if (exit == null) return { do: 'leave', why: `no exit recorded (${vm.error ?? 'it never ran'})` }
-  if (!GUEST_EXITS.has(exit.reason)) return { do: 'leave', why: `${exit.reason}${vm.error != null ? ` (${vm.error})` : ''}: not the guest's doing, no crash` }
-  if (lease == null || lease.holder !== me) return { do: 'leave', why: lease == null ? 'no lease' : `lease is ${lease.holder}'s` }
+  const mine = lease != null && lease.holder === me
+  if (!GUEST_EXITS.has(exit.reason)) {
+    if (exit.reason === 'killed' && mine && lease.status === 'running') return { do: 'restart', why: `${vm.error ?? 'killed'} while the agent was down` }
+    return { do: 'leave', why: `${exit.reason}${vm.error != null ? ` (${vm.error})` : ''}: not the guest's doing, no crash` }
+  }
+  if (!mine) return { do: 'leave', why: lease == null ? 'no lease' : `lease is ${lease.holder}'s` }
   // `running` is written only once a start returned, and a start first removes the
   // record of the run before: this record is of the run the lease reports, exit unwritten
   if (lease.status === 'running') return { do: 'exit', exit }

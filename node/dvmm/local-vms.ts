@@ -126,6 +126,7 @@ export class LocalVms {
    */
   async start (): Promise<void> {
     const reader = this.c.state.read()
+    const killedWhileDown: string[] = []
     for (const d of this.drivers()) {
       // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
       d.on('exit', this.onDriverExit)
@@ -137,11 +138,16 @@ export class LocalVms {
         } else if (act.do === 'exit') {
           this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })
           this.recordExit(vm.id, act.exit)
+        } else if (act.do === 'restart') {
+          killedWhileDown.push(vm.id)
+          this.updateLease(vm.id, { status: 'starting', reason: act.why })
         }
       }
     }
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
+    // the agent came back later than the fence timeout: its VMs were killed, and run again now
+    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down; starting them again (an agent back within the fence timeout keeps them running)', { vms: killedWhileDown })
     if (this.c.host != null) await serve(this.c.host, CONSOLE_PROTOCOL, async req => await this.localConsole(req))
   }
 
@@ -288,6 +294,10 @@ export class LocalVms {
       if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
       this.c.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
       if (how === 'stop') this.c.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.c.peerId) w.remove('leases', vm) })
+      // fenced, with the lease still this node's (no other took it over, or none could):
+      // the lease says so, for every agent's history, until the step starts it again. A
+      // takeover elsewhere puts a new lease, which this update of the old one cannot touch
+      else if (why.startsWith('fenced')) this.c.enqueue(w => { if (w.reader.get('leases', vm)?.value.status === 'running' && w.reader.get('leases', vm)?.value.holder === this.c.peerId) w.update('leases', vm, { status: 'starting', reason: `killed: ${why}` }) })
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
     } finally {
