@@ -66,6 +66,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
+    draining: node => state.read().get('roll', node)?.value.draining === true,
     busyPeers: () => state.sessionPeers,
     health: () => problems.flatMap(p => p()),
     ha: (): HaReport | null => dvmm?.ha() ?? null

@@ -38,6 +38,8 @@ export interface NodeView {
   load: number[]
   version: string
   labels: Record<string, string>
+  /** unschedulable (`vgrid node drain`): placement skips it and its VMs move elsewhere */
+  draining: boolean
   wireguard: { publicKey: string, endpoint: string } | null
   /** how it runs VMs (cgroup version, QEMU accelerator, working drivers); null until it has probed, or an agent without VMs */
   vmHost: { cgroup: 'v1' | 'v2' | 'none', accel: 'kvm' | 'tcg' | null, drivers: string[] } | null

@@ -188,6 +188,8 @@ export interface DrainProgress {
   moved: Record<string, string>
   /** nothing is on the node and no VM that left it is on its way (stopping, starting) */
   done: boolean
+  /** VMs that left it and run nowhere now: no node fits them */
+  stranded: string[]
 }
 
 /** Pure: the drain's progress from the VM list, for the VMs that were on `node` (by id) when it began. */
@@ -197,16 +199,19 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
   const isOn = (x: VmRow): boolean => x.nodeId === node && x.state !== 'stopped' && x.state !== 'failed'
   const on = vms.filter(isOn).map(x => x.name).sort()
   const moved: Record<string, string> = {}
+  const stranded: string[] = []
   let settled = true
   for (const id of initial) {
     const x = vms.find(r => r.id === id)
     if (x == null) { moved[id] = 'removed'; continue }
     if (isOn(x)) continue
     // on its way: stopping, being claimed, starting; a VM that fits nowhere is pending for good
-    if (x.state === 'starting' || x.state === 'stopping' || (x.state === 'pending' && x.reason?.startsWith('no node fits') !== true)) settled = false
+    const fitsNowhere = x.state === 'pending' && x.reason?.startsWith('no node fits') === true
+    if (fitsNowhere) stranded.push(x.name)
+    if (x.state === 'starting' || x.state === 'stopping' || (x.state === 'pending' && !fitsNowhere)) settled = false
     moved[x.name] = x.node != null ? `${x.state} on ${x.node}` : `${x.state}${x.reason != null ? ` (${x.reason})` : ''}`
   }
-  return { on, moved, done: on.length === 0 && settled }
+  return { on, moved, done: on.length === 0 && settled, stranded: stranded.sort() }
 }
 
 /** Follows a drain until nothing is left on the node, printing each change. */
@@ -225,8 +230,15 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       }
     }
     if (p.done) {
-      if (asJson) return json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved })
-      return out(`${r.name}: drained; ${Object.keys(p.moved).length} VM(s) moved off it`)
+      // a VM that had to leave and fits nowhere runs nowhere now: said, and the exit code says it too
+      if (asJson) {
+        json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded })
+        if (p.stranded.length > 0) process.exitCode = 1
+        return
+      }
+      const movedOff = Object.keys(p.moved).length - p.stranded.length
+      if (p.stranded.length === 0) return out(`${r.name}: drained; ${movedOff} VM(s) moved off it`)
+      throw new CliError(`${r.name}: drained, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\``)
     }
     if (Date.now() > end) throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}`)
     await new Promise(resolve => setTimeout(resolve, 500))

@@ -47,6 +47,8 @@ export interface MembershipComponents {
   directory: MemberDirectory
   /** operator labels from the cluster document, shown over a node's own */
   labels: { labelsOf: (node: string) => Record<string, string> }
+  /** whether a node is draining (the member roll in the cluster document) */
+  draining?: (node: string) => boolean
   /** peers whose connections carry something of another service's (never trimmed) */
   busyPeers: () => Iterable<string>
   /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
@@ -116,6 +118,7 @@ export class GridMembership implements Service {
       self: () => ({ id: this.id, name: c.config.name, version: VERSION, cluster: c.clusterKey.clusterId, addrs: this.addrs() }),
       directory: c.directory,
       labels: c.labels,
+      draining: c.draining,
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),
       health: c.health,

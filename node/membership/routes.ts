@@ -13,6 +13,8 @@ export interface MembershipRoutesDeps {
   self: () => SelfInfo
   directory: MemberDirectory
   labels: { labelsOf: (node: string) => Record<string, string> }
+  /** whether a node is draining (the roll); none: never */
+  draining?: (node: string) => boolean
   /** whether a member speaks a protocol version this agent speaks */
   compat: (node: string) => Compat | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
@@ -25,7 +27,7 @@ export interface MembershipRoutesDeps {
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
-  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId))
+  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.draining?.(m.nodeId) === true)
   return {
     all: () => [...d.directory.members.values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {

@@ -13,7 +13,7 @@ export function statusView (self: SelfInfo, table: MemberTable, problems: Health
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, draining = false): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -29,6 +29,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     load: a.load,
     version: a.version,
     labels: { ...a.labels, ...labels },
+    draining,
     wireguard: a.wireguard,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,

@@ -60,6 +60,9 @@ e2e('drain moves every VM off a node and keeps new ones off until undrain; vgrid
   }
   for (const v of staying) t.is(log.of(v).length, 1, `${v}, not on ${target}, kept running untouched`)
   t.false(after.some(r => r.node === target), `nothing left on ${target}`)
+  // every node tells that it drains, in /v1/nodes and `vgrid nodes`
+  t.regex(await cli(h1, ['nodes']), new RegExp(`^${target}\\*?\\s+alive,draining\\s`, 'm'))
+  t.true((await h1.api<{ draining: boolean }>(`/v1/nodes/${target}`)).draining)
 
   // a VM of 1.5 cpu fits only on the drained node (the others keep at most 1.4 free): it stays pending
   const big = ['vm', 'create', 'big', '--cpu', '1.5', '--memory', '32M', '--', ...recordingCommand(log.file)]
@@ -73,6 +76,7 @@ e2e('drain moves every VM off a node and keeps new ones off until undrain; vgrid
   t.is(log.of('big').length, 0)
 
   t.regex(await cli(h1, ['node', 'undrain', target]), new RegExp(`^${target}: schedulable`))
+  t.false((await h1.api<{ draining: boolean }>(`/v1/nodes/${target}`)).draining)
   const placed = await until('big to run on the undrained node', 30_000, async () => {
     const r = (await rows(h1)).find(x => x.name === 'big')
     return r?.state === 'running' && log.live('big').length === 1 ? r : undefined

@@ -46,7 +46,7 @@ export async function nodes (argv: string[]): Promise<void> {
     ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],
     res.nodes.map(n => [
       n.name + (n.self ? '*' : ''),
-      n.state,
+      n.state + (n.draining === true ? ',draining' : ''),
       `${num(n.free.cpu)}/${num(n.capacity.cpu)}`,
       `${bytes(n.free.memoryBytes)}/${bytes(n.capacity.memoryBytes)}`,
       `${bytes(n.free.diskBytes)}/${bytes(n.capacity.diskBytes)}`,
