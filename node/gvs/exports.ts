@@ -47,7 +47,7 @@ export class VolumeExports {
   /** devices by volume id and epoch (or id@snapshot), rebuilt when the volume's shape or layers change */
   private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
   /** what new NBD sessions of a volume get: the LiveVolume of its current epoch */
-  private readonly live = new Map<string, { epoch: number, lv: LiveVolume }>()
+  private readonly live = new Map<string, { id: string, epoch: number, lv: LiveVolume }>()
   /** per volume id, the writer epochs fenced on this node (newest last, a few kept) */
   private readonly pins = new Map<string, number[]>()
 
@@ -96,10 +96,10 @@ export class VolumeExports {
     const vols = new Map(this.c.volumes().map(v => [v.id, v]))
     let dropped = false
     for (const id of this.pins.keys()) if (!vols.has(id)) { this.pins.delete(id); dropped = true }
-    for (const name of this.live.keys()) {
+    for (const [name, entry] of this.live) {
       const m = PINNED.exec(name)
       const v = this.byName(m?.[1] ?? name)
-      if (v == null || (m != null && this.pins.get(v.id)?.includes(Number(m[2])) !== true)) this.live.delete(name)
+      if (v == null || v.id !== entry.id || (m != null && this.pins.get(v.id)?.includes(Number(m[2])) !== true)) this.live.delete(name)
     }
     for (const k of this.devices.keys()) {
       const cut = k.search(/[#@]/)
@@ -127,10 +127,11 @@ export class VolumeExports {
     }
     const epoch = vol.epoch ?? 1
     let entry = this.live.get(name)
-    if (entry?.epoch !== epoch) {
-      // sessions of an earlier epoch keep their LiveVolume (and its device); new ones get this
-      const previous = entry?.epoch
-      this.live.set(name, entry = { epoch, lv: this.liveAt(name, name, epoch) })
+    if (entry?.epoch !== epoch || entry.id !== vol.id) {
+      // sessions of an earlier epoch, or of a volume the name no longer names, keep their
+      // LiveVolume (and its device); new ones get this
+      const previous = entry?.id === vol.id ? entry.epoch : undefined
+      this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
       // a session's open does not wait for the file: a failed write is only reported
       if (this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })) void this.c.pinsFile?.save(this.pins).catch(() => {})
     }
@@ -142,14 +143,19 @@ export class VolumeExports {
     if (vol == null || !Number.isSafeInteger(epoch)) return undefined
     if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
     let entry = this.live.get(name)
-    if (entry == null) this.live.set(name, entry = { epoch, lv: this.liveAt(name, base, epoch) })
+    if (entry?.id !== vol.id) this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
     return this.writers.handle(vol.id, entry.lv)
   }
 
-  /** what sessions of export `name` write through: the volume `base` names, at `epoch`, following its shape and layers */
-  private liveAt (name: string, base: string, epoch: number): LiveVolume {
+  /**
+   * What sessions of export `name` write through: volume `id`, at `epoch`, following its
+   * shape, layers and path. By id, not by name: a session opened on a volume stays on it
+   * when it is renamed, and fails (the volume "no longer exists") when it is destroyed,
+   * never reaching another volume made at its old path.
+   */
+  private liveAt (name: string, id: string, epoch: number): LiveVolume {
     return new LiveVolume(() => {
-      const v = this.byName(base)
+      const v = this.c.volumes().find(x => x.id === id)
       return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
     }, name)
   }

@@ -33,3 +33,19 @@ test('pinned names open only at a fenced or the current epoch; the caches stay b
   ex.pin('vol-bbbbbbbbbbbb', 2)
   t.deepEqual(ex.sizes(), { devices: 0, live: 0, pins: 1 })
 })
+
+test('a session stays on the volume it opened: renamed, it follows it; destroyed, it fails, and never reaches a new volume made at its path', async t => {
+  let vols = [volume('vol-aaaaaaaaaaaa', '/x/b', 1)]
+  const ex = new VolumeExports({ transport: { self: 'n', call: async () => { throw new Error('no I/O in this test') } }, holders: () => ['n'], nodes: () => ['n'], volumes: () => vols }, new Writers(30_000))
+  const old = ex.device('x/b')!
+  // renamed: the session's requests still go to its volume (here: to its replicas, which this test has none of)
+  vols = [{ ...vols[0]!, path: '/x/b2' } as Volume]
+  await t.throwsAsync(old.read(0, 4096), { message: /no I\/O in this test/ })
+  // destroyed, and a new volume made at the old path: the old session fails, the new name opens the new one
+  vols = [volume('vol-bbbbbbbbbbbb', '/x/b', 1)]
+  await t.throwsAsync(old.write(4096, new Uint8Array(4096), false), { message: /no longer exists/ })
+  await t.throwsAsync(old.read(0, 4096), { message: /no longer exists/ })
+  const fresh = ex.device('x/b')!
+  await t.throwsAsync(fresh.read(0, 4096), { message: /no I\/O in this test/ }, 'a new session opens the new volume')
+  await t.throwsAsync(old.read(0, 4096), { message: /no longer exists/ }, 'and the old one still does not')
+})
