@@ -190,7 +190,10 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       while (!this.stopped && next < plan.copies.length) {
         const copy = plan.copies[next++]!
         try {
-          progress.bytes += await this.copy(copy, false, bucket)
+          // read after the copy: `progress.bytes += await ...` read it before, and the
+          // workers running at the same time lost each other's bytes
+          const bytes = await this.copy(copy, false, bucket)
+          progress.bytes += bytes
         } catch (err) {
           progress.failed++
           errors.push(`object ${copy.index} to ${copy.to}: ${(err as Error).message}`)
