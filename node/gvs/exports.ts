@@ -36,6 +36,8 @@ export interface VolumeExportsComponents {
   transport: ReplicaTransport
   holders: (key: string, replicas: number) => string[]
   nodes: () => string[]
+  /** changes whenever the live nodes change (SettlerComponents.generation) */
+  generation?: () => number
   volumes: () => Volume[]
   /** where the pins are kept across restarts (absent: in memory only) */
   pinsFile?: PinsFile
@@ -164,7 +166,7 @@ export class VolumeExports {
     const key = `${size}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
-    const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes }, {
+    const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly
     })
     this.devices.set(cacheKey, { key, dev })

@@ -29,6 +29,8 @@ export interface ReplicatedVolumeComponents {
   holders: (key: string, replicas: number) => string[]
   /** the live nodes, where a moved object's old copies may be; default: none beyond the holders */
   nodes?: () => string[]
+  /** changes whenever the live nodes change (SettlerComponents.generation) */
+  generation?: () => number
 }
 
 export interface ReplicatedVolumeInit {
@@ -73,7 +75,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.init = { volume: init.volume, size: init.size, replicas: init.replicas, minReplicas, epoch: init.epoch, objectSize: init.objectSize ?? OBJECT_SIZE }
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing }, { volume: init.volume, epoch: init.epoch, under: this.under })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation }, { volume: init.volume, epoch: init.epoch, under: this.under })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -111,6 +113,7 @@ export class ReplicatedVolume implements BlockDevice {
    * still settles first.
    */
   private async readSources (index: number): Promise<string[]> {
+    const generation = this.settler.generation()
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     if (this.settler.isSettled(index, hs)) return this.readOrder(index)
     // layers resolve per node, which needs every layer in place: settle as for a write
@@ -124,13 +127,13 @@ export class ReplicatedVolume implements BlockDevice {
       // zeros. Some did not answer: the only copies may be theirs, and a holder without
       // one would answer zeros for data that exists: fail, and the next read asks again
       if (!everyone) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
-      this.settler.markSettled(index, hs)
+      this.settler.markSettled(index, hs, generation)
       return this.readOrder(index)
     }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
     // only copies may be theirs (former holders too), and the newest that answered older
     if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.join(', ')}; try again`)
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs); return this.readOrder(index) }
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(index) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 

@@ -17,6 +17,13 @@ export interface SettlerComponents {
   nodes?: () => string[]
   /** the volume's writes in flight, by object and byte range: a settle holds the object whole */
   writing: RangeLock
+  /**
+   * Changes whenever the live nodes (and so any object's holders) change: a settled
+   * object is settled for one generation. Its holders may go A, B, A while another
+   * node's writer writes it on B; then A's own old copy is not its newest, though its
+   * holders read as before. Default: never changes.
+   */
+  generation?: () => number
 }
 
 export interface SettlerInit {
@@ -31,7 +38,7 @@ export interface SettlerInit {
 export class Settler {
   private readonly c: SettlerComponents
   private readonly init: SettlerInit
-  /** object index -> the holder list last made complete (all hold it, or nobody does) */
+  /** object index -> the placement generation and holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
   /** settles in progress, resolving to the holders that did not answer (and why) */
   private readonly settling = new Map<number, Promise<Map<string, string>>>()
@@ -45,11 +52,16 @@ export class Settler {
     this.init = init
   }
 
-  /** whether the object was last made complete on exactly these holders */
-  isSettled (index: number, hs: string[]): boolean { return this.settled.get(index) === hs.join(',') }
+  /** the placement generation now (see SettlerComponents.generation) */
+  generation (): number { return this.c.generation?.() ?? 0 }
 
-  /** the object is complete on these holders (all hold its newest copy, or nobody has one) */
-  markSettled (index: number, hs: string[]): void { this.settled.set(index, hs.join(',')) }
+  private keyOf (hs: string[], generation: number): string { return `${generation}:${hs.join(',')}` }
+
+  /** whether the object was last made complete on exactly these holders, in this placement generation */
+  isSettled (index: number, hs: string[]): boolean { return this.settled.get(index) === this.keyOf(hs, this.generation()) }
+
+  /** the object is complete on these holders (all hold its newest copy, or nobody has one), as seen in `generation` */
+  markSettled (index: number, hs: string[], generation: number): void { this.settled.set(index, this.keyOf(hs, generation)) }
 
   /** the object settles again before its next write */
   unsettle (index: number): void { this.settled.delete(index) }
@@ -81,7 +93,8 @@ export class Settler {
    * then build on and raise to the newest version.
    */
   async settle (index: number, hs: string[]): Promise<Map<string, string>> {
-    const key = hs.join(',')
+    // the generation it started in: one that changes while it runs leaves it unsettled
+    const key = this.keyOf(hs, this.generation())
     if (this.settled.get(index) === key) return new Map()
     let p = this.settling.get(index)
     if (p == null) {
