@@ -3,6 +3,7 @@
 
 export type GvsErrorCode =
   | 'stale-epoch' // a writer older than the newest this replica has seen (invariant 3)
+  | 'in-use' // another node's client writes the volume: one writer at a time
   | 'damaged' // stored data failed its checksum: reported, never served
   | 'invalid' // a bad name, offset or length
   | 'no-space' // the disk is full (ENOSPC)

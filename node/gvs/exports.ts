@@ -137,7 +137,7 @@ export class VolumeExports {
       // a session's open does not wait for the file: a failed write is only reported
       if (this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })) void this.c.pinsFile?.save(this.pins).catch(() => {})
     }
-    return this.writers.handle(vol.id, entry.lv)
+    return this.writers.handle(vol.id, entry.lv, { exclusive: true })
   }
 
   private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {

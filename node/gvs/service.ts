@@ -14,6 +14,7 @@ import type { Reader, Volume, Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
+import { GvsError } from './errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
 import { Placement, objectKey } from './placement.ts'
@@ -83,6 +84,8 @@ export class GvsService {
   private readonly exports: VolumeExports
   /** the placement over the member table it was made from (holders) */
   private placement: { table: MemberTable, p: Placement } | null = null
+  /** placementGeneration: moves on when the live nodes placement is made over change */
+  private generation = { n: 0, signature: '' }
   /** where each volume's copies were at its last inventory here, and who was live then */
   private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
   private readonly inventorying = new Map<string, Promise<void>>()
@@ -113,7 +116,7 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
@@ -162,6 +165,10 @@ export class GvsService {
 
   /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
   private readonly onTransition = (): void => {
+    // every change of the live nodes moves the placement generation on, also while no
+    // I/O of this node asks for holders: a node that went and came back between two of
+    // its reads is a change (settler.ts)
+    this.placementGeneration()
     // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
     const key = [...this.liveIds()].sort().join(',')
     if (key === this.liveKey) return
@@ -239,9 +246,28 @@ export class GvsService {
    * changed, when a member changes (protocol/membership.ts), so its identity is the key.
    */
   holders = (key: string, r: number): string[] => {
+    return this.currentPlacement().holders(key, r)
+  }
+
+  /**
+   * Moves on whenever the live nodes placement is made over change (not on every new
+   * member table: adverts replace it too): what a writer settled is settled for one
+   * generation (settler.ts).
+   */
+  placementGeneration = (): number => {
+    this.currentPlacement()
+    return this.generation.n
+  }
+
+  private currentPlacement (): Placement {
     const table = this.components.membership.members
-    if (this.placement?.table !== table) this.placement = { table, p: new Placement(this.liveNodes(table)) }
-    return this.placement.p.holders(key, r)
+    if (this.placement?.table !== table) {
+      const nodes = this.liveNodes(table)
+      const signature = nodes.map(n => `${n.id}=${n.weight}`).sort().join(',')
+      if (signature !== this.generation.signature) this.generation = { n: this.generation.n + 1, signature }
+      this.placement = { table, p: new Placement(nodes) }
+    }
+    return this.placement.p
   }
 
   /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
@@ -351,6 +377,19 @@ export class GvsService {
    * NBD writers of a volume on every live node. A live node that does not answer
    * makes it unknowable: that refuses the destroy (503) rather than guess.
    */
+  /** the other nodes whose clients write the volume now, for a plain export's session (writers.ts), or null */
+  private async otherWriters (id: string): Promise<string | null> {
+    let ws
+    try {
+      ws = (await this.writersOf(id)).filter(w => w.node !== this.replicas.self)
+    } catch (err) {
+      throw new GvsError('unavailable', `volume "${id}": ${(err as Error).message}`)
+    }
+    if (ws.length === 0) return null
+    const nameOf = (n: string): string => this.components.membership.members.get(n)?.advert.name ?? n
+    return ws.map(w => `${w.writers} client(s) on ${nameOf(w.node)}`).join(', ')
+  }
+
   async writersOf (id: string): Promise<Array<{ node: string, writers: number }>> {
     const nodes = [...new Set([...this.liveIds(), this.replicas.self])]
     const silent: string[] = []

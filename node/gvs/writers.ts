@@ -3,16 +3,50 @@
 // has written within `idleMs` counts as a writer, so a destroy can be refused while a
 // client writes. A session that ends releases its handle at once; a writer that went
 // quiet for `idleMs` no longer counts either (a client that hangs on to a session).
+//
+// One node writes a volume at a time. A session of a plain export (no writer epoch of
+// its own: a VM's disk has one, and the replicas fence its older writers) first asks
+// the other nodes, when it starts writing and after each quiet spell, whether a client
+// writes the volume there; if one does, its writes fail (EPERM) naming that node. Two
+// nodes' writers at one epoch would number their writes alike, and each would take its
+// own copies for the newest: the replicas could end up different under one version.
+// Sessions on one node share the volume's device and may write side by side (a
+// multi-connection client).
 import type { BlockDevice } from './block-device.ts'
+import { GvsError } from './errors.ts'
+
+/** whether a client writes the volume on another node: a description of them, or null */
+export type OtherWriters = (volume: string) => Promise<string | null>
 
 export class WriterHandle implements BlockDevice {
   private readonly dev: BlockDevice
   private readonly onWrite: (h: WriterHandle) => void
+  private readonly exclusive?: { volume: string, others: OtherWriters, idleMs: number }
+  /** the ask of the other nodes in progress */
+  private claiming: Promise<void> | null = null
   lastWriteAt = 0
 
-  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void) {
+  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number }) {
     this.dev = dev
     this.onWrite = onWrite
+    this.exclusive = exclusive
+  }
+
+  /** before a write: this session is the volume's writer, or it becomes one now if no other node's client writes */
+  private async claim (): Promise<void> {
+    const x = this.exclusive
+    if (x == null) return
+    if (this.claiming != null) { await this.claiming; return }
+    if (this.lastWriteAt > 0 && Date.now() - this.lastWriteAt <= x.idleMs) return
+    this.claiming = (async () => {
+      // counted as a writer from now on: another node asking at the same moment sees this one
+      this.wrote()
+      const others = await x.others(x.volume)
+      if (others == null) return
+      this.lastWriteAt = 0
+      throw new GvsError('in-use', `volume "${x.volume}" is being written on another node (${others}): one node writes a volume at a time; stop that client first`)
+    })().finally(() => { this.claiming = null })
+    await this.claiming
   }
 
   get size (): number { return this.dev.size }
@@ -24,25 +58,31 @@ export class WriterHandle implements BlockDevice {
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> { return await this.dev.read(offset, length) }
-  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { this.wrote(); await this.dev.write(offset, data, fua) }
+  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.write(offset, data, fua) }
   async flush (): Promise<void> { await this.dev.flush() }
-  async trim (offset: number, length: number, fua: boolean): Promise<void> { this.wrote(); await this.dev.trim(offset, length, fua) }
-  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { this.wrote(); await this.dev.writeZeroes(offset, length, fua) }
+  async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.trim(offset, length, fua) }
+  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.writeZeroes(offset, length, fua) }
 }
 
 /** the writer handles of each volume; quiet ones are dropped when counted */
 export class Writers {
   private readonly byVolume = new Map<string, Set<WriterHandle>>()
   readonly idleMs: number
+  private readonly others?: OtherWriters
 
-  constructor (idleMs: number) { this.idleMs = idleMs }
+  /** `others`: how a plain export's session asks the other nodes (none: it does not ask) */
+  constructor (idleMs: number, others?: OtherWriters) {
+    this.idleMs = idleMs
+    this.others = others
+  }
 
-  handle (volume: string, dev: BlockDevice): WriterHandle {
+  /** `exclusive`: a plain export's session, which writes only while no other node's does */
+  handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean } = {}): WriterHandle {
     return new WriterHandle(dev, h => {
       let s = this.byVolume.get(volume)
       if (s == null) this.byVolume.set(volume, s = new Set())
       s.add(h)
-    })
+    }, o.exclusive === true && this.others != null ? { volume, others: this.others, idleMs: this.idleMs } : undefined)
   }
 
   /** the session of this handle ended */

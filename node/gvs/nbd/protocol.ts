@@ -144,7 +144,8 @@ export function simpleReply (cookie: Buffer, error: number): Buffer {
 export function errnoOf (err: unknown): number {
   if (!(err instanceof GvsError)) return ERRNO.EIO
   switch (err.code) {
-    case 'stale-epoch': return ERRNO.EPERM
+    case 'stale-epoch':
+    case 'in-use': return ERRNO.EPERM
     case 'invalid': return ERRNO.EINVAL
     case 'no-space': return ERRNO.ENOSPC
     case 'damaged':

@@ -1,0 +1,58 @@
+// One node writes a volume at a time (node/gvs/writers.ts): a plain export's session asks
+// the other nodes before it starts writing, and again after a quiet spell.
+import test from 'ava'
+import type { BlockDevice } from '../../node/gvs/block-device.ts'
+import { Writers } from '../../node/gvs/writers.ts'
+
+function device (): BlockDevice & { writes: number } {
+  const d = {
+    size: 1 << 20,
+    readOnly: false,
+    writes: 0,
+    read: async (_o: number, n: number) => new Uint8Array(n),
+    write: async () => { d.writes++ },
+    flush: async () => {},
+    trim: async () => { d.writes++ },
+    writeZeroes: async () => { d.writes++ }
+  }
+  return d
+}
+
+test('a plain export\'s session writes only while no other node\'s client does, asking once per busy spell', async t => {
+  let elsewhere: string | null = '1 client(s) on h2'
+  let asked = 0
+  const ws = new Writers(200, async () => { asked++; await new Promise(resolve => setTimeout(resolve, 20)); return elsewhere })
+  const dev = device()
+  const h = ws.handle('vol-aaaaaaaaaaaa', dev, { exclusive: true })
+  await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /is being written on another node \(1 client\(s\) on h2\)/ })
+  await t.throwsAsync(h.writeZeroes(0, 512, false), { message: /another node/ })
+  t.is(dev.writes, 0, 'nothing of a refused write reaches the volume')
+  t.is(ws.count('vol-aaaaaaaaaaaa'), 0, 'a refused session is no writer')
+  // the other client stopped: several writes at once ask once
+  elsewhere = null
+  asked = 0
+  await Promise.all([h.write(0, new Uint8Array(512), false), h.write(512, new Uint8Array(512), false), h.trim(0, 512, false)])
+  t.is(asked, 1)
+  t.is(dev.writes, 3)
+  t.is(ws.count('vol-aaaaaaaaaaaa'), 1)
+  await h.write(0, new Uint8Array(512), false)
+  t.is(asked, 1, 'a busy writer does not ask again')
+  // quiet for longer than idleMs: another node may have started meanwhile, so it asks again
+  await new Promise(resolve => setTimeout(resolve, 250))
+  elsewhere = '2 client(s) on h3'
+  await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /h3/ })
+  t.is(asked, 2)
+})
+
+test('a VM disk\'s session (pinned to its writer epoch) and reads never ask', async t => {
+  let asked = 0
+  const ws = new Writers(200, async () => { asked++; return 'someone' })
+  const dev = device()
+  const pinned = ws.handle('vol-aaaaaaaaaaaa', dev)
+  await pinned.write(0, new Uint8Array(512), false)
+  const plain = ws.handle('vol-aaaaaaaaaaaa', dev, { exclusive: true })
+  await plain.read(0, 512)
+  await plain.flush()
+  t.is(asked, 0)
+  t.is(dev.writes, 1)
+})
