@@ -36,6 +36,8 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   for (const e of l.errors) out(`  ${e}`)
+  // the exit code says it too: a script must not take a volume left degraded for repaired
+  if (l.failed > 0 || l.lost > 0 || (l.unsound ?? 0) > 0) process.exitCode = 1
 }
 
 export async function scrub (api: ApiClient, o: { now: boolean, json: boolean }): Promise<void> {

@@ -36,6 +36,8 @@ export interface LastRepairView {
   bytes: number
   /** objects no live node held when it ran */
   lost: number
+  /** objects a scrub found damaged with no sound copy to rewrite them from (kept until a scrub finds otherwise) */
+  unsound?: number
 }
 
 /** what the node that ran a repair keeps of it */
@@ -107,6 +109,8 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
       reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back.map(name))} returned, repair pending`)
     }
   }
+  const unsound = h.lastRepair?.unsound ?? 0
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors)`)
   if (h.repair == null && h.lastRepair != null && h.lastRepair.failed > 0) {
     reasons.push(`the last repair could not make ${plural(h.lastRepair.failed, 'copy', 'copies')} (retried on the next pass)`)
   }

@@ -108,10 +108,19 @@ export class RepairRuns {
         Object.assign(view, { done: base.done + rep.done, total: base.total + rep.total, bytes: base.bytes + rep.bytes, failed: base.failed + rep.failed })
       }
       const report = mergeReports(v.id, reports)
+      // a damaged copy scrub could not rewrite (no sound copy of it anywhere it looked) is
+      // a failure of this repair, and stays in the volume's health until a scrub finds
+      // otherwise: a repair without scrub does not look at the data, so it carries it on
+      const unhealed = scrubbed.filter(s => !s.healed)
+      report.failed += unhealed.length
+      for (const s of unhealed) report.errors.push(`scrub: object ${s.index} of ${s.layer} on ${s.node} is damaged and was not rewritten: ${s.error ?? 'unknown why'}`)
+      const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
+      const unsound = new Set(carried.map(s => `${s.layer}/${s.index}`)).size
+      if (report.failed > 0 || unsound > 0) report.health = 'degraded'
       this.c.metrics?.repairBytes.inc(report.bytes)
       this.c.metrics?.repairFailed.inc(report.failed)
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: report.done - report.failed, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, ...(opts.scrub === true ? { scrubbed } : {})
+        node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, scrubbed: opts.scrub === true ? scrubbed : carried
       })
       await this.c.repaired(v)
       return report

@@ -240,6 +240,11 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       const sound = verdicts.filter(v => v.bad != null && v.bad.length === 0).map(v => v.node)
       for (const v of verdicts) {
         if (v.bad == null || v.bad.length === 0) continue
+        if (sound.length === 0) {
+          const unanswered = verdicts.filter(x => x.bad == null).map(x => x.node)
+          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: `no sound copy to rewrite it from: every copy checked (${verdicts.filter(x => x.bad != null).map(x => x.node).join(', ')}) is damaged${unanswered.length > 0 ? `, and ${unanswered.join(', ')} did not answer` : ''}` })
+          continue
+        }
         try {
           await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' }, true)
           found.push({ index, node: v.node, blocks: v.bad, healed: true })

@@ -40,3 +40,36 @@ test('a copy a read finds damaged is rewritten from the sound one at once', asyn
   const again = await svcs[0]!.store.read(id, 2, 0, 4 * MiB)
   t.true(Buffer.from(again).equals(data.subarray(2 * 4 * MiB, 3 * 4 * MiB)), 'the local copy holds the written data again')
 })
+
+test('an object damaged on every copy: repair with scrub says so, fails, and the volume stays degraded until a scrub finds it sound', async t => {
+  const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsunsound')
+  const { state, members } = sharedDocument(hosts)
+  await startServices({ dir, hosts, svcs }, { state, members }, { scrubIntervalMs: 0 })
+  const app = apiOf(svcs[0]!)
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/both', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<VolumeView>().id
+  await svcs[0]!.device('h/both')!.write(0, randomBytes(8 * MiB), true)
+  // both copies of object 1 rot (R=2 on two nodes: one on each)
+  for (const a of ['a0', 'a1']) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, '00000001'), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
+    await fh.close()
+  }
+  const r = await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })
+  const body = r.json<{ failed: number, health: string, errors: string[] }>()
+  t.is(body.failed, 2, JSON.stringify(body))
+  t.is(body.health, 'degraded')
+  t.regex(body.errors.join('\n'), /object 1 .* not rewritten: no sound copy to rewrite it from: every copy checked .* is damaged/)
+  const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(await health(), { state: 'degraded' })
+  t.regex((await health()).reasons.join('\n'), /1 object is damaged on every copy/)
+  // a repair without scrub does not look at the data: it keeps what the scrub found
+  await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
+  t.regex((await health()).reasons.join('\n'), /damaged on every copy/)
+  // rewritten (a client writes the whole object again): the next scrub finds it sound
+  await svcs[0]!.device('h/both')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  const again = (await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json<{ failed: number, health: string }>()
+  t.like(again, { failed: 0, health: 'healthy' })
+  t.like(await health(), { state: 'healthy' })
+})
