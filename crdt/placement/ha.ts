@@ -8,6 +8,8 @@ export interface HaReport {
   ok: boolean
   /** per node whose loss would strand VMs: which, and why the first fits nowhere */
   stranded: Array<{ node: string, name: string, vms: string[], reason: string }>
+  /** per node already lost (not alive) whose VMs fit on no live node: they run nowhere now (ok is false) */
+  lost?: Array<{ node: string, name: string, vms: string[], reason: string }>
 }
 
 /** `demands`: the VMs that hold leases (by VM id); `holdings`: every lease */

@@ -11,7 +11,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
-import { findVm, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type VmDetail, type VmRow } from './vms.ts'
+import { findVm, lostReason, lostVms, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
@@ -64,6 +64,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const l = doc.leases.get(vm.id)
     const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, nodesOf(reader, doc)).pending : null
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
+    const lost = l == null ? undefined : lostVms(doc, nodesOf(reader, doc), vm.id)[0]
+    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost) }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }

@@ -27,6 +27,8 @@ import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
 import { demandOf, docView, haOf, holdings, nodeViews, type DocView } from './view.ts'
+import { lostVms, type LostVm } from './vms.ts'
+import type { HealthProblem } from '../api/types.ts'
 import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
@@ -408,6 +410,30 @@ export class DvmmService {
     for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
   }
 
-  /** AppLogic's "HA ok": could every VM with a lease be placed again if any one node failed? */
-  ha (): HaReport { return haOf(this.components.state.read(), this.components.membership.members, this.me, this.cfg.strategy) }
+  /**
+   * AppLogic's "HA ok": could every VM with a lease be placed again if any one node
+   * failed? Not ok either while VMs of a node already lost fit on no live node.
+   */
+  ha (): HaReport {
+    const reader = this.components.state.read()
+    const r = haOf(reader, this.components.membership.members, this.me, this.cfg.strategy)
+    const lost = this.stranded(reader)
+    if (lost.length === 0) return r
+    const byNode = new Map<string, LostVm[]>()
+    for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
+    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reason: ls[0]!.fitsNowhere! })) }
+  }
+
+  /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
+  stranded (reader = this.components.state.read()): LostVm[] {
+    const doc = docView(reader)
+    return lostVms(doc, nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)).filter(l => l.fitsNowhere != null)
+  }
+
+  /** for /v1/status: VMs that run nowhere because their node is gone and none other fits them */
+  problems (): HealthProblem[] {
+    const lost = this.stranded()
+    if (lost.length === 0) return []
+    return [{ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` }]
+  }
 }

@@ -202,7 +202,8 @@ export interface VmRow {
   name: string
   app: string | null
   desired: Vm['desired']
-  state: ReturnType<typeof vmState>
+  /** `unknown`: its holder is not alive, so whether it runs is not known here (lostVms) */
+  state: ReturnType<typeof vmState> | 'unknown'
   /** the holder's name (null when pending) */
   node: string | null
   nodeId: string | null
@@ -210,8 +211,44 @@ export interface VmRow {
   cpu: number
   memoryBytes: number
   driver: Vm['spec']['driver']
-  /** why it is pending, failed or stopped */
+  /** why it is pending, failed, stopped or unknown */
   reason: string | null
+}
+
+/** a VM that should run whose lease holder is not alive (lostVms) */
+export interface LostVm {
+  vm: string
+  name: string
+  node: string
+  nodeName: string
+  /** why no live node can take it now; null: one can, once the holder's fence timeout has passed */
+  fitsNowhere: string | null
+}
+
+/**
+ * The VMs that should run and whose holder is not alive (dead, or gone from the
+ * grid): they run nowhere this node knows of (the holder's watchdog kills them within
+ * its fence timeout) until a live node takes them over, which it does only where one
+ * fits them. `nodes`: as nodeViews makes them (this node counts as alive). `only`:
+ * that one VM (the others still count for where it would fit).
+ */
+export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string): LostVm[] {
+  const alive = new Set(nodes.filter(n => n.alive).map(n => n.id))
+  const out: LostVm[] = []
+  for (const [id, l] of doc.leases) {
+    if (only != null && id !== only) continue
+    const vm = doc.vms.get(id)
+    const status = l.winner.status
+    if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed') continue
+    const holder = l.winner.holder
+    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? holder, fitsNowhere: placementNow(vm, doc, nodes).pending ?? null })
+  }
+  return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+}
+
+/** what `vm ls` and `vm show` say of a lost VM */
+export function lostReason (l: LostVm): string {
+  return `its node ${l.nodeName} is not alive; ${l.fitsNowhere != null ? `no other node fits it: ${l.fitsNowhere}` : 'it moves once that node\'s fence timeout has passed'}`
 }
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
