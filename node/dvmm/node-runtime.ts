@@ -132,6 +132,10 @@ export class NodeRuntime implements Service {
         this.watchdog.abandon()
         this.c.log.warn('VMs still run: the watchdog stays armed and kills them', { vms: left })
       }
+    } else if (opts.graceful && (await this.liveVms()).length === 0) {
+      // a supervisor a killed earlier run left, which this run never took over (none of
+      // its VMs ran on): disarmed, or it runs on until the machine restarts
+      await this.watchdog.disarmLeftover()
     }
     await Promise.all(this.raw.map(async d => await d.close()))
   }

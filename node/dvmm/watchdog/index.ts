@@ -145,6 +145,20 @@ export class Watchdog {
     if (this.running() !== undefined) this.log.warn('watchdog still runs after disarm', { pid: this.pid })
   }
 
+  /**
+   * Disarms the supervisor a previous agent run left, when this run never took it over
+   * (it found no VM of that run still running): nothing feeds it any more, and it would
+   * otherwise run until the machine restarts. Whether there was one.
+   */
+  async disarmLeftover (): Promise<boolean> {
+    const pid = this.running()
+    if (pid === undefined) return false
+    this.pid = pid
+    await this.stop()
+    this.log.info('watchdog of a previous agent run disarmed: no VM of it runs', { pid })
+    return true
+  }
+
   /** Every time the watchdog fired, oldest first. */
   fired (): FiredRecord[] {
     try {

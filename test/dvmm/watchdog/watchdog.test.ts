@@ -12,6 +12,8 @@ import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
 import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
 import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
+import { NodeRuntime } from '../../../node/dvmm/node-runtime.ts'
+import { systemClock } from '../../../node/service.ts'
 import { silentLogger } from '../../../node/log.ts'
 import { isAlive } from '../../../node/netns/netns.ts'
 import { waitFor } from '../drivers/compliance.ts'
@@ -191,4 +193,21 @@ maybe('watchdog: a clean disarm kills nothing; a restarted agent adopts the watc
   await new Promise(resolve => setTimeout(resolve, timeoutMs * 1.5))
   t.true(s.pids.every(alive), 'nothing was killed')
   t.is(new Watchdog({ log: silentLogger }, { dataDir: s.dataDir, timeoutMs: TIMEOUT_MS }).fired().length, 0)
+})
+
+maybe('watchdog: a later run that took none of the VMs over disarms the supervisor a killed run left, when it stops', async t => {
+  const s = await setup(t, 1)
+  const { proc, watchdogPid } = await s.feeder()
+  await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
+  proc.kill('SIGKILL')
+  await gone(s, Date.now())
+  t.true(alive(watchdogPid), 'the supervisor outlived the agent and killed its VMs')
+  // the next run finds no VM of the killed one running: it arms nothing, and on its stop
+  // disarms the leftover (before, it ran on until the machine restarted)
+  const rt = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir: s.dataDir }, probeHost: async () => { throw new Error('no host probe in this test') } }, { watchdogTimeoutMs: TIMEOUT_MS })
+  await rt.start()
+  t.false((await rt.drivers.process.list()).some(v => v.state === 'running'))
+  await rt.stop({ graceful: true })
+  await waitFor('the leftover supervisor to exit', () => !alive(watchdogPid), 5000)
+  t.pass()
 })
