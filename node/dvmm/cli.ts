@@ -80,6 +80,10 @@ async function create (args: string[]): Promise<void> {
   if (v.cpu == null || v.memory == null) throw new CliError(`--cpu and --memory are required\nusage: ${CREATE_USAGE}`, 2)
   const cpu = Number(v.cpu)
   if (!Number.isFinite(cpu)) throw new CliError(`--cpu "${String(v.cpu)}" is not a number`, 2)
+  // nothing to run given: which of the two kinds of VM was meant is not known
+  if (v.driver == null && v.command == null && after == null && v.kernel == null && v.image == null) {
+    throw new CliError(`say what the VM runs: a command (-- CMD ARG..., a process VM), or --kernel or --image (a qemu VM)\nusage: ${CREATE_USAGE}`, 2)
+  }
   const body: Record<string, unknown> = {
     name,
     cpu,
@@ -251,6 +255,7 @@ export async function ha (argv: string[]): Promise<void> {
   if (v.json === true) return json(r)
   if (r.ok) return out('HA ok: every VM could be placed again if any one node failed')
   out('HA not ok:')
+  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits (${s.reason})`)
   for (const s of r.stranded) out(`  losing ${s.name} strands ${s.vms.join(', ')} (${s.reason})`)
   process.exitCode = 1
 }
