@@ -12,12 +12,12 @@ const LS = 'vgrid link ls [--json] [--api HOST:PORT]'
 const RM = 'vgrid link rm LINK_ID [--json] [--api HOST:PORT]'
 const USAGE = `usage: ${CREATE}\n       ${LS}\n       ${RM}`
 
-const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${shortId(e.node)}`}`
+const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${e.nodeName ?? shortId(e.node)}`}`
 
 function linkRows (links: LinkView[]): string {
   return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
     l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
-    l.tunnel == null ? (l.skipped ?? 'local') : shortId(l.tunnel.node), String(l.packets), String(l.drops)
+    l.tunnel == null ? (l.skipped ?? 'local') : l.tunnel.name ?? shortId(l.tunnel.node), String(l.packets), String(l.drops)
   ]))
 }
 

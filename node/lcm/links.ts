@@ -97,12 +97,13 @@ export function oneLinkPerOutput<L extends Link & { at: number }> (links: readon
 
 export interface LinkView {
   id: string
-  from: { vm: string, terminal: string, node: string | null, address: string | null }
-  to: { vm: string, terminal: string, node: string | null, address: string | null }
+  /** `node`: where the VM runs (its id), `nodeName`: that node's name */
+  from: { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null }
+  to: { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null }
   protocol: string
   port: number | null
   /** the WireGuard peer that carries it from this node, null when both ends are local or unplaced */
-  tunnel: { node: string, publicKey: string } | null
+  tunnel: { node: string, name: string | null, publicKey: string } | null
   /** on this node: packets allowed for it, and packets dropped between its two VMs */
   packets: number
   drops: number

@@ -31,11 +31,11 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets, 0)
     return {
       id: l.id,
-      from: { ...l.from, node: s?.node ?? null, address: s?.address ?? null },
-      to: { ...l.to, node: d?.node ?? null, address: d?.address ?? null },
+      from: { ...l.from, node: s?.node ?? null, nodeName: nameOf(lcm.members, s?.node ?? null), address: s?.address ?? null },
+      to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null },
       protocol: l.protocol,
       port: l.port,
-      tunnel: t == null ? null : { node: t.node, publicKey: t.publicKey },
+      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey },
       packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
       drops,
       skipped: f == null ? skipped.get(l.id) ?? 'not computed yet' : null

@@ -81,7 +81,7 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   // vgrid link ls and vgrid net, as the operator reads them
   const ls = await h1.vgrid(['link', 'ls'])
   t.is(ls.code, 0, ls.stderr)
-  t.regex(ls.stdout, new RegExp(`${link.id}.*web\\.db.*db\\.in`))
+  t.regex(ls.stdout, new RegExp(`${link.id}.*web\\.db@${web.holder.name}.*db\\.in@${db.node}`), 'ends by node name')
   const net = await web.holder.vgrid(['net', '--json'])
   t.is(net.code, 0, net.stderr)
   const peer = (JSON.parse(net.stdout) as NetView).peers.find(p => p.node === db.nodeId)
