@@ -79,6 +79,13 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
   // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"
   oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '-1', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is followed by a value that starts with "-" \(a negative number\?\)/)
+  // a flag given twice is refused, not taken as its last value
+  oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '1', '--cpu', '2', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is given more than once/)
+  // a command whose usage is several lines prints it below the error, once
+  const vol = await vgrid(['vol', 'create', '/x/a', '--size', '1M', '--bogus'])
+  t.is(vol.code, 2)
+  t.regex(vol.stderr, /^vgrid: unknown flag --bogus\nusage: vgrid vol create/)
+  t.notRegex(vol.stderr, /usage: usage/)
   // decimal only: 0x50 is not taken for port 80
   t.regex((await vgrid(['link', 'create', 'a.o', 'b.i', '--port', '0x50'])).stderr, /^vgrid: --port must be a number \(1-65535\), not "0x50"\n/)
   const dir = await scratch()
