@@ -7,7 +7,7 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants, statSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
 import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
@@ -64,23 +64,37 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   for (const u of l.unrepaired) out(`  object ${u.index} of ${u.layer}: not rewritten: ${u.error}`)
 }
 
-export async function copyFile (api: ApiClient, sub: 'import' | 'export', volId: string, file: string, format: string | undefined): Promise<void> {
+export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined): Promise<void> {
+  // VOL@SNAP: a snapshot, which exports (read-only) and never imports
+  const at = ref.indexOf('@')
+  const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
   const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`)
+  const snap = snapName == null ? undefined : d.snapshots.find(s => s.name === snapName)
+  if (snapName != null && snap == null) throw new CliError(`${d.path} has no snapshot "${snapName}"${d.snapshots.length > 0 ? ` (it has ${d.snapshots.map(s => s.name).join(', ')})` : ''}`, 1)
+  if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
+  // a raw file bigger than the volume: said with both sizes (qemu-img only says "smaller")
+  if (sub === 'import' && fmt === 'raw') {
+    let bytes: number | undefined
+    try { bytes = statSync(file).size } catch {}
+    if (bytes != null && bytes > d.sizeBytes) throw new CliError(`${file} is ${bytes} bytes, more than ${d.path}'s ${d.sizeBytes}: grow the volume first (vgrid vol resize ${d.path} SIZE)`, 1)
+  }
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
   if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
-  checkSocketAccess(d.nbd)
+  const nbd = snap?.nbd ?? d.nbd
+  const name = snap == null ? d.path : `${d.path}@${snap.name}`
+  checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress
   const args = sub === 'import'
-    ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, d.nbd]
-    : ['convert', '-p', '-f', 'raw', '-O', fmt, d.nbd, file]
-  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${d.path}` : `${d.path} -> ${file}`}`)
+    ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, nbd]
+    : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, file]
+  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`)
   try {
     await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
   } finally { bar.stop() }
-  out(sub === 'import' ? `imported ${file} into ${d.path}` : `exported ${d.path} to ${file}`)
+  out(sub === 'import' ? `imported ${file} into ${name}` : `exported ${name} to ${file}`)
 }
 
 /** throws naming who uses the volume, when a VM runs from it or an NBD session writes to it */

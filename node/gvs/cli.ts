@@ -20,7 +20,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol repair VOL [--scrub] [--json]   (--scrub: verify every copy first)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
-       vgrid vol export VOL FILE [--format raw|qcow2]
+       vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2]
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
 
 function table (rows: string[][]): string {

@@ -79,6 +79,15 @@ test('vgrid vol commands', async t => {
   } else t.log('import/export skipped: qemu-img (qemu-utils) not installed')
   t.regex(await cli('snapshot', '/shop/db/main', 'before'), /\/shop\/db\/main@before\n  nbd: .*@before\?socket=.*read-only/)
   t.regex(await cli('clone', '/shop/db/main@before', '/shop/db/copy'), /\/shop\/db\/copy: clone of \/shop\/db\/main@before, 16M/)
+  if (haveQemuImg) {
+    // a snapshot exports (its own NBD name), never imports; a file bigger than the volume says both sizes
+    t.regex(await cli('export', '/shop/db/main@before', join(dir, 'snap.raw')), /exported \/shop\/db\/main@before to .*snap\.raw/)
+    t.true(Buffer.from(await readFile(join(dir, 'snap.raw'))).equals(await readFile(join(dir, 'out.raw'))), 'the snapshot holds what the volume held')
+    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main@before'), { message: /is a snapshot: read-only/ })
+    await t.throwsAsync(cli('export', '/shop/db/main@nope', join(dir, 'x.raw')), { message: /has no snapshot "nope" \(it has before\)/ })
+    await writeFile(join(dir, 'big.raw'), Buffer.alloc(17 * MiB))
+    await t.throwsAsync(cli('import', join(dir, 'big.raw'), '/shop/db/main'), { message: /big\.raw is 17825792 bytes, more than \/shop\/db\/main's 16777216: grow the volume first/ })
+  }
   t.regex(await cli('snapshot', '--set', 'both', '/shop/db/main', '/shop/db/copy'), /snapshot both of/)
   t.regex(await cli('snapshot', 'rm', '/shop/db/main', 'both'), /removed snapshot/)
   await t.throwsAsync(cli('clone', '/shop/db/main@nope', '/x'), { message: /has no snapshot "nope"/ })
