@@ -101,7 +101,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
 export function refuseInUse (path: string, u: VolumeUsersView): void {
   const running = u.vms.filter(v => v.running)
   if (running.length > 0) throw new CliError(`${path} is a disk of VM ${running.map(v => `"${v.name}"`).join(', ')}, which runs from it: an import would write under it; stop the VM first`, 1)
-  if (u.writers.length > 0) throw new CliError(`${path} is being written over NBD (${u.writers.map(w => `${w.writers} on node ${w.node}`).join(', ')}): an import would be a second writer; disconnect it first`, 1)
+  if (u.writers.length > 0) throw new CliError(`${path} is being written over NBD (${u.writers.map(w => `${w.writers} on ${w.name ?? `node ${w.node}`}`).join(', ')}): an import would be a second writer; disconnect it first`, 1)
 }
 
 /** the NBD socket is root's and the vgrid group's (as the API's): say so, not qemu-img's "Permission denied" */

@@ -19,7 +19,7 @@ export interface VolumeUsersView {
   volume: string
   path: string
   vms: Array<{ id: string, name: string, desired: string, running: boolean }>
-  writers: Array<{ node: string, writers: number }>
+  writers: Array<{ node: string, name?: string, writers: number }>
 }
 
 export interface VolumeView {
@@ -69,7 +69,7 @@ export interface GvsRoutesDeps {
   repair: (v: Volume, opts?: { scrub?: boolean }) => Promise<RepairReport>
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
-  writersOf: (id: string) => Promise<Array<{ node: string, writers: number }>>
+  writersOf: (id: string) => Promise<Array<{ node: string, name?: string, writers: number }>>
   uriOf: (v: Volume) => string
 }
 

@@ -386,18 +386,18 @@ export class GvsService {
       throw new GvsError('unavailable', `volume "${id}": ${(err as Error).message}`)
     }
     if (ws.length === 0) return null
-    const nameOf = (n: string): string => this.components.membership.members.get(n)?.advert.name ?? n
-    return ws.map(w => `${w.writers} client(s) on ${nameOf(w.node)}`).join(', ')
+    return ws.map(w => `${w.writers} client(s) on ${w.name ?? w.node}`).join(', ')
   }
 
-  async writersOf (id: string): Promise<Array<{ node: string, writers: number }>> {
+  async writersOf (id: string): Promise<Array<{ node: string, name?: string, writers: number }>> {
     const nodes = [...new Set([...this.liveIds(), this.replicas.self])]
     const silent: string[] = []
     const answers = await Promise.all(nodes.map(async node => {
       try { return { node, writers: (await this.status.ask(node, [id], 3000))[id]?.writers ?? 0 } } catch { silent.push(node); return { node, writers: 0 } }
     }))
-    if (silent.length > 0) throw new UnavailableError(`could not ask node${silent.length === 1 ? '' : 's'} ${silent.join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
-    return answers.filter(a => a.writers > 0)
+    const nameOf = (n: string): string | undefined => this.components.membership.members.get(n)?.advert.name
+    if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(n => nameOf(n) ?? `node ${n}`).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
+    return answers.filter(a => a.writers > 0).map(a => ({ ...a, ...(nameOf(a.node) != null ? { name: nameOf(a.node) } : {}) }))
   }
 
   /**
