@@ -203,40 +203,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       }
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, plan.copies.length) }, worker))
-    if (!this.stopped) await this.freeSurplus(plan, new Set(errors.map(e => Number(/^object (\d+) /.exec(e)?.[1]))))
     const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
     return { ...progress, plan, health, errors }
-  }
-
-  /**
-   * Frees the copies of objects on nodes that are not their holders (a node that took
-   * them over while another was away, or an old copy of a node back from missing
-   * writes): they take disk, and an old one must never be read. Each one goes only once
-   * every holder the placement names now has the object at a version at least that
-   * copy's, asked just before; an object one of whose copies failed in this run, or
-   * short of holders, keeps them all. Errors are left to the next pass.
-   */
-  private async freeSurplus (plan: RepairPlan, failed: ReadonlySet<number>): Promise<void> {
-    const short = new Set(plan.short)
-    for (const { index, node } of plan.surplus) {
-      if (this.stopped) return
-      if (failed.has(index) || short.has(index)) continue
-      try {
-        const want = this.wanted(index)
-        if (want.includes(node) || want.length < this.init.replicas) continue
-        const stat = async (n: string): Promise<{ present: boolean, version: Version }> => {
-          const r = (await this.c.transport.call(n, { op: 'stat', volume: this.init.volume, index })).reply
-          return { present: r.present === true, version: r.version ?? NO_VERSION }
-        }
-        const extra = await stat(node)
-        if (!extra.present) continue
-        const held = await Promise.all(want.map(stat))
-        if (!held.every(h => h.present && compareVersions(h.version, extra.version) >= 0)) continue
-        await this.c.transport.call(node, { op: 'remove', volume: this.init.volume, index })
-      } catch {
-        // a node that did not answer: the copy stays until a later pass
-      }
-    }
   }
 
   /** one object from the first source that has a sound copy; bytes moved */

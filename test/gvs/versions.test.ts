@@ -89,11 +89,6 @@ test('a holder back from missing writes never serves its old copy: reads find th
   t.is(report.health, 'healthy')
   for (const i of itsObjects) t.true(same((await away.store.readObject('vol', i))!.data, now.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)), `object ${i} is the newest on the returned node`)
   t.true(same(await volume(away.svc, () => all).read(0, SIZE), now))
-  // and the copies the others took over while it was away are freed: each object is on its holders only
-  for (let i = 0; i < 4; i++) {
-    const on = (await Promise.all(nodes.map(async n => (await n.store.stat('vol', i)).present ? [n.id] : []))).flat().sort()
-    t.deepEqual(on, placed.holders(objectKey('vol', i), 2).sort(), `object ${i} only on its holders`)
-  }
 })
 
 test('a holder a write failed on, while a later write of the object landed there, is brought back in step', async t => {
