@@ -14,7 +14,6 @@ import type { Reader, Volume, Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
-import { GvsError } from './errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService } from './replication.ts'
 import { Placement, objectKey } from './placement.ts'
@@ -117,7 +116,7 @@ export class GvsService {
       tcpPort: init.nbdTcpPort
     })
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.otherWriters(id)))
-    this.status = new StatusService({ host: components.host, answer: async ids => await this.statusAnswer(ids) })
+    this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
@@ -327,13 +326,13 @@ export class GvsService {
   }
 
   /** what this node answers another's status request */
-  async statusAnswer (ids: string[]): Promise<StatusAnswer> {
+  async statusAnswer (ids: string[], o: { writersOnly?: boolean } = {}): Promise<StatusAnswer> {
     const out: StatusAnswer = {}
     const all = this.volumes()
     const live = this.liveIds()
     for (const id of ids) {
       const v = all.find(x => x.id === id)
-      const mine = v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))
+      const mine = o.writersOnly !== true && v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))
       out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
     }
     return out
@@ -367,6 +366,10 @@ export class GvsService {
         }
         const here = this.repairing(v.id)
         if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
+        // a scrub run here (vol repair --scrub through this node) that found objects damaged
+        // on every copy: the coordinator does not know of it (it keeps its own last repair)
+        const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
+        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
         out.set(v.id, h)
       }
     }))
@@ -374,21 +377,32 @@ export class GvsService {
   }
 
   /**
+   * The other nodes whose clients write the volume now, for a plain export's session
+   * (writers.ts), or null. Every member that may still run a client is asked, suspect
+   * ones and those without disk too, for the writer counts only (answered at once). One
+   * that does not answer within a second is taken to have none, with a warning: failing
+   * the write would give a client EIO whenever one node is slow, and before this check
+   * nothing was asked at all.
+   */
+  private async otherWriters (id: string): Promise<string | null> {
+    const self = this.replicas.self
+    const members = [...this.components.membership.members.values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect'))
+    const found: string[] = []
+    await Promise.all(members.map(async m => {
+      try {
+        const n = (await this.status.ask(m.nodeId, [id], 1000, { writersOnly: true }))[id]?.writers ?? 0
+        if (n > 0) found.push(`${n} client(s) on ${m.advert.name}`)
+      } catch (err) {
+        this.components.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: m.advert.name, error: (err as Error).message })
+      }
+    }))
+    return found.length === 0 ? null : found.sort().join(', ')
+  }
+
+  /**
    * NBD writers of a volume on every live node. A live node that does not answer
    * makes it unknowable: that refuses the destroy (503) rather than guess.
    */
-  /** the other nodes whose clients write the volume now, for a plain export's session (writers.ts), or null */
-  private async otherWriters (id: string): Promise<string | null> {
-    let ws
-    try {
-      ws = (await this.writersOf(id)).filter(w => w.node !== this.replicas.self)
-    } catch (err) {
-      throw new GvsError('unavailable', `volume "${id}": ${(err as Error).message}`)
-    }
-    if (ws.length === 0) return null
-    return ws.map(w => `${w.writers} client(s) on ${w.name ?? w.node}`).join(', ')
-  }
-
   async writersOf (id: string): Promise<Array<{ node: string, name?: string, writers: number }>> {
     const nodes = [...new Set([...this.liveIds(), this.replicas.self])]
     const silent: string[] = []

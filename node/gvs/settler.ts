@@ -40,8 +40,8 @@ export class Settler {
   private readonly init: SettlerInit
   /** object index -> the placement generation and holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
-  /** settles in progress, resolving to the holders that did not answer (and why) */
-  private readonly settling = new Map<number, Promise<Map<string, string>>>()
+  /** settles in progress, by the key (generation and holders) each settles for, resolving to the holders that did not answer (and why) */
+  private readonly settling = new Map<number, { key: string, p: Promise<Map<string, string>> }>()
   /** object index -> the sequence number of this writer's last write to it (versions.ts) */
   private readonly seqs = new Map<number, number>()
   /** object index -> holders a write of it failed on, until it settles again */
@@ -96,14 +96,19 @@ export class Settler {
     // the generation it started in: one that changes while it runs leaves it unsettled
     const key = this.keyOf(hs, this.generation())
     if (this.settled.get(index) === key) return new Map()
-    let p = this.settling.get(index)
-    if (p == null) {
-      p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
+    // one in flight for other holders or an older generation settles something else:
+    // waited for, then this one runs (its answer is not this one's)
+    for (let cur = this.settling.get(index); cur != null && cur.key !== key; cur = this.settling.get(index)) await cur.p.catch(() => {})
+    if (this.settled.get(index) === key) return new Map()
+    let inflight = this.settling.get(index)
+    if (inflight == null) {
+      const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
         .then(silent => { if (silent.size === 0) this.settled.set(index, key); return silent })
-        .finally(() => { this.settling.delete(index) })
-      this.settling.set(index, p)
+        .finally(() => { if (this.settling.get(index)?.p === p) this.settling.delete(index) })
+      inflight = { key, p }
+      this.settling.set(index, inflight)
     }
-    return await p
+    return await inflight.p
   }
 
   /** settles the object for a write: every holder must have answered (a write needs them all anyway) */

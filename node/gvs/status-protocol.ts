@@ -21,13 +21,18 @@ export interface VolumeStatus {
 
 export type StatusAnswer = Record<string, VolumeStatus>
 
-/** the volume ids of a request, or why it is not one */
-export function parseStatusRequest (raw: unknown): string[] {
+/**
+ * The volume ids of a request, or why it is not one. `writersOnly`: the asker wants
+ * only the writer counts (a session about to write), which are answered at once; the
+ * health a coordinator adds may wait on an inventory. Agents that predate it answer
+ * the health too.
+ */
+export function parseStatusRequest (raw: unknown): { volumes: string[], writersOnly: boolean } {
   const vs = (raw as { volumes?: unknown } | null)?.volumes
   if (!Array.isArray(vs) || vs.length > MAX_STATUS_VOLUMES || !vs.every(v => typeof v === 'string' && v.length > 0 && v.length <= 256)) {
     throw new Error(`a status request is {"volumes": [ids]} with at most ${MAX_STATUS_VOLUMES} ids`)
   }
-  return vs as string[]
+  return { volumes: vs as string[], writersOnly: (raw as { writersOnly?: unknown }).writersOnly === true }
 }
 
 /** an answer as far as it has the expected shape: entries of another shape are dropped */
@@ -47,7 +52,7 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
 export interface StatusServiceComponents {
   host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
   /** this node's answer */
-  answer: (volumes: string[]) => Promise<StatusAnswer>
+  answer: (volumes: string[], o: { writersOnly: boolean }) => Promise<StatusAnswer>
 }
 
 export class StatusService {
@@ -55,15 +60,16 @@ export class StatusService {
   constructor (components: StatusServiceComponents) { this.c = components }
 
   async start (): Promise<void> {
-    await serve(this.c.host, STATUS_PROTOCOL, async raw => await this.c.answer(parseStatusRequest(raw)), { maxRequestBytes: MAX_REQUEST, maxInboundStreams: 32 })
+    await serve(this.c.host, STATUS_PROTOCOL, async raw => { const r = parseStatusRequest(raw); return await this.c.answer(r.volumes, { writersOnly: r.writersOnly }) }, { maxRequestBytes: MAX_REQUEST, maxInboundStreams: 32 })
   }
 
   async stop (): Promise<void> { await this.c.host.unhandle(STATUS_PROTOCOL).catch(() => {}) }
 
   /** asks one node; throws when it does not answer within `timeoutMs`, or refuses */
-  async ask (peer: string, volumes: string[], timeoutMs = 2000): Promise<StatusAnswer> {
-    if (peer === this.c.host.peerId.toString()) return await this.c.answer(volumes)
-    const raw = await request(this.c.host, peer, STATUS_PROTOCOL, { volumes }, { timeoutMs, maxAnswerBytes: MAX_REPLY })
+  async ask (peer: string, volumes: string[], timeoutMs = 2000, o: { writersOnly?: boolean } = {}): Promise<StatusAnswer> {
+    const writersOnly = o.writersOnly === true
+    if (peer === this.c.host.peerId.toString()) return await this.c.answer(volumes, { writersOnly })
+    const raw = await request(this.c.host, peer, STATUS_PROTOCOL, { volumes, ...(writersOnly ? { writersOnly } : {}) }, { timeoutMs, maxAnswerBytes: MAX_REPLY })
     const refused = (raw as { error?: unknown } | null)?.error
     if (typeof refused === 'string') throw new Error(`${peer} refused the status request: ${refused}`)
     return parseStatusAnswer(raw)

@@ -25,6 +25,8 @@ export class WriterHandle implements BlockDevice {
   /** the ask of the other nodes in progress */
   private claiming: Promise<void> | null = null
   lastWriteAt = 0
+  /** a VM disk's session: counted as a writer from its open to its end, written or not */
+  holdsOpen = false
 
   constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number }) {
     this.dev = dev
@@ -64,7 +66,7 @@ export class WriterHandle implements BlockDevice {
   async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.writeZeroes(offset, length, fua) }
 }
 
-/** the writer handles of each volume; quiet ones are dropped when counted */
+/** the writer handles of each volume; quiet ones are dropped when counted (not a VM disk's: see handle) */
 export class Writers {
   private readonly byVolume = new Map<string, Set<WriterHandle>>()
   readonly idleMs: number
@@ -76,13 +78,24 @@ export class Writers {
     this.others = others
   }
 
-  /** `exclusive`: a plain export's session, which writes only while no other node's does */
+  /**
+   * `exclusive`: a plain export's session, which writes only while no other node's does.
+   * Otherwise a VM's disk (pinned to its writer epoch): a writer for as long as it is
+   * open, quiet or not, so a plain session elsewhere is refused while the VM idles.
+   */
   handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean } = {}): WriterHandle {
-    return new WriterHandle(dev, h => {
+    const add = (h: WriterHandle): void => {
       let s = this.byVolume.get(volume)
       if (s == null) this.byVolume.set(volume, s = new Set())
       s.add(h)
-    }, o.exclusive === true && this.others != null ? { volume, others: this.others, idleMs: this.idleMs } : undefined)
+    }
+    const exclusive = o.exclusive === true
+    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs } : undefined)
+    if (!exclusive) {
+      h.holdsOpen = true
+      add(h)
+    }
+    return h
   }
 
   /** the session of this handle ended */
@@ -97,7 +110,7 @@ export class Writers {
   count (volume: string, now = Date.now()): number {
     const s = this.byVolume.get(volume)
     if (s == null) return 0
-    for (const h of s) if (now - h.lastWriteAt > this.idleMs) s.delete(h)
+    for (const h of s) if (!h.holdsOpen && now - h.lastWriteAt > this.idleMs) s.delete(h)
     if (s.size === 0) this.byVolume.delete(volume)
     return s.size
   }

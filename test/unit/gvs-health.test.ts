@@ -102,7 +102,9 @@ test('GVS settings from the environment, and clear errors for bad ones', t => {
 })
 
 test('status protocol: requests are checked, answers keep only well-formed entries', t => {
-  t.deepEqual(parseStatusRequest({ volumes: ['a', 'b'] }), ['a', 'b'])
+  t.deepEqual(parseStatusRequest({ volumes: ['a', 'b'] }), { volumes: ['a', 'b'], writersOnly: false })
+  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: true }), { volumes: ['a'], writersOnly: true })
+  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: 'yes' }), { volumes: ['a'], writersOnly: false }, 'only true asks for less')
   t.throws(() => parseStatusRequest({ volumes: 'a' }), { message: /\{"volumes": \[ids\]\}/ })
   t.throws(() => parseStatusRequest(null))
   t.throws(() => parseStatusRequest({ volumes: [''] }))

@@ -55,4 +55,10 @@ test('a VM disk\'s session (pinned to its writer epoch) and reads never ask', as
   await plain.flush()
   t.is(asked, 0)
   t.is(dev.writes, 1)
+  // a VM disk's session is a writer while it is open, quiet or not: a plain session elsewhere is refused meanwhile
+  const idle = ws.handle('vol-bbbbbbbbbbbb', dev)
+  await new Promise(resolve => setTimeout(resolve, 250))
+  t.is(ws.count('vol-bbbbbbbbbbbb'), 1)
+  ws.release(idle)
+  t.is(ws.count('vol-bbbbbbbbbbbb'), 0, 'until it ends')
 })
