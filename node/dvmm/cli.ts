@@ -210,9 +210,10 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
     if (x == null) { moved[id] = 'removed'; continue }
     if (isOn(x)) continue
     // on its way: stopping, being claimed, starting; a VM that fits nowhere is pending for good
-    const fitsNowhere = x.state === 'pending' && x.reason?.startsWith('no node fits') === true
+    // pending with no node fitting it, or whose new node is not alive and no other fits it (lostReason)
+    const fitsNowhere = (x.state === 'pending' && x.reason?.startsWith('no node fits') === true) || (x.state === 'unknown' && x.reason?.includes('no other node fits it') === true)
     if (fitsNowhere) stranded.push(x.name)
-    if (x.state === 'starting' || x.state === 'stopping' || (x.state === 'pending' && !fitsNowhere)) settled = false
+    if (x.state === 'starting' || x.state === 'stopping' || ((x.state === 'pending' || x.state === 'unknown') && !fitsNowhere)) settled = false
     moved[x.name] = x.node != null ? `${x.state} on ${x.node}` : `${x.state}${x.reason != null ? ` (${x.reason})` : ''}`
   }
   return { on, moved, done: on.length === 0 && settled, stranded: stranded.sort() }

@@ -22,6 +22,12 @@ test('drain progress: on the node, on its way, moved, stranded', t => {
   t.is(p.moved.b, 'pending (no node fits (2 lack cpu); e.g. n2: ...)')
   t.deepEqual(p.stranded, ['b'], 'and it is stranded: it runs nowhere')
   t.deepEqual(drainProgress('n1', [row('b', 'n2', 'running')], initial).moved, { a: 'removed', b: 'running on name-n2' })
+  // moved to a node that then died: on its way while it can move on, stranded when nothing fits it
+  p = drainProgress('n1', [row('a', 'n2', 'running'), row('b', 'n3', 'unknown', 'its node h3 is not alive; it moves once that node\'s fence timeout has passed')], initial)
+  t.false(p.done)
+  p = drainProgress('n1', [row('a', 'n2', 'running'), row('b', 'n3', 'unknown', 'its node h3 is not alive; no other node fits it: no node fits (2 lack cpu)')], initial)
+  t.true(p.done)
+  t.deepEqual(p.stranded, ['b'])
 })
 
 test('drain progress: a stopped or failed VM whose lease the node holds is not on it (it runs nothing and is placed anew when started)', t => {
