@@ -183,9 +183,11 @@ export class LocalVms {
     return left
   }
 
-  private updateLease (vm: string, patch: Partial<Lease>): void {
+  /** the lease as its write finds it, while it is this node's (and `onlyIf` holds) */
+  private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true): void {
     this.c.enqueue(w => {
-      if (w.reader.get('leases', vm)?.value.holder !== this.c.peerId) return
+      const l = w.reader.get('leases', vm)?.value
+      if (l?.holder !== this.c.peerId || !onlyIf(l)) return
       w.update('leases', vm, patch)
     })
   }
@@ -297,7 +299,7 @@ export class LocalVms {
       // fenced, with the lease still this node's (no other took it over, or none could):
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
-      else if (why.startsWith('fenced')) this.c.enqueue(w => { if (w.reader.get('leases', vm)?.value.status === 'running' && w.reader.get('leases', vm)?.value.holder === this.c.peerId) w.update('leases', vm, { status: 'starting', reason: `killed: ${why}` }) })
+      else if (why.startsWith('fenced')) this.updateLease(vm, { status: 'starting', reason: `killed: ${why}` }, l => l.status === 'running')
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
     } finally {

@@ -11,7 +11,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
-import { findVm, lostReason, lostVms, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type VmDetail, type VmRow } from './vms.ts'
+import { findVm, lostReason, lostVms, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
@@ -59,12 +59,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (e != null) return { id: e.node, name: e.name }
     throw new NotFoundError(`no node with id or name "${idOrName}"`)
   }
-  const row = (doc: DocView, id: string, reader: Reader): VmRow => {
+  /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
+  const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
+    const nodes = nodesOf(reader, doc)
+    return { nodes, lost: new Map(lostVms(doc, nodes, only).map(l => [l.vm, l])) }
+  }
+  const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
-    const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, nodesOf(reader, doc)).pending : null
+    const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, ctx.nodes).pending : null
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
-    const lost = l == null ? undefined : lostVms(doc, nodesOf(reader, doc), vm.id)[0]
+    const lost = ctx.lost.get(vm.id)
     if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost) }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
@@ -74,14 +79,15 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
+    const ctx = rowContext(reader, doc, vm.id)
     return {
-      ...row(doc, vm.id, reader),
+      ...row(doc, vm.id, ctx),
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
-      placement: placementNow(vm, doc, nodesOf(reader, doc)),
+      placement: placementNow(vm, doc, ctx.nodes),
       decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
       history: svc.history.of(vm.id).map(e => ({ ...e, at: new Date(e.at).toISOString() }))
     }
@@ -130,7 +136,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   return (app: FastifyInstance): void => {
     app.get('/v1/vms', async (): Promise<{ vms: VmRow[] }> => {
       const { reader, doc } = current()
-      return { vms: [...doc.vms.keys()].sort().map(id => row(doc, id, reader)) }
+      const ctx = rowContext(reader, doc)
+      return { vms: [...doc.vms.keys()].sort().map(id => row(doc, id, ctx)) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()

@@ -377,26 +377,38 @@ export class GvsService {
   }
 
   /**
+   * How many NBD sessions write the volume on each of `nodes` (writer counts only,
+   * which every node answers at once), with the nodes that did not answer in time.
+   */
+  private async writerCounts (id: string, nodes: string[], timeoutMs: number): Promise<{ writing: Array<{ node: string, name?: string, writers: number }>, silent: Array<{ node: string, why: string }> }> {
+    const members = this.components.membership.members
+    const writing: Array<{ node: string, name?: string, writers: number }> = []
+    const silent: Array<{ node: string, why: string }> = []
+    await Promise.all(nodes.map(async node => {
+      try {
+        const writers = (await this.status.ask(node, [id], timeoutMs, { writersOnly: true }))[id]?.writers ?? 0
+        const name = members.get(node)?.advert.name
+        if (writers > 0) writing.push({ node, ...(name != null ? { name } : {}), writers })
+      } catch (err) { silent.push({ node, why: (err as Error).message }) }
+    }))
+    return { writing, silent }
+  }
+
+  private nameOf (node: string): string { return this.components.membership.members.get(node)?.advert.name ?? `node ${node}` }
+
+  /**
    * The other nodes whose clients write the volume now, for a plain export's session
    * (writers.ts), or null. Every member that may still run a client is asked, suspect
-   * ones and those without disk too, for the writer counts only (answered at once). One
-   * that does not answer within a second is taken to have none, with a warning: failing
-   * the write would give a client EIO whenever one node is slow, and before this check
-   * nothing was asked at all.
+   * ones and those without disk too. One that does not answer within a second is taken
+   * to have none, with a warning: failing the write would give a client EIO whenever
+   * one node is slow, and before this check nothing was asked at all.
    */
   private async otherWriters (id: string): Promise<string | null> {
     const self = this.replicas.self
-    const members = [...this.components.membership.members.values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect'))
-    const found: string[] = []
-    await Promise.all(members.map(async m => {
-      try {
-        const n = (await this.status.ask(m.nodeId, [id], 1000, { writersOnly: true }))[id]?.writers ?? 0
-        if (n > 0) found.push(`${n} client(s) on ${m.advert.name}`)
-      } catch (err) {
-        this.components.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: m.advert.name, error: (err as Error).message })
-      }
-    }))
-    return found.length === 0 ? null : found.sort().join(', ')
+    const others = [...this.components.membership.members.values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
+    const { writing, silent } = await this.writerCounts(id, others, 1000)
+    for (const s of silent) this.components.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: this.nameOf(s.node), error: s.why })
+    return writing.length === 0 ? null : writing.map(w => `${w.writers} client(s) on ${w.name ?? w.node}`).sort().join(', ')
   }
 
   /**
@@ -404,14 +416,9 @@ export class GvsService {
    * makes it unknowable: that refuses the destroy (503) rather than guess.
    */
   async writersOf (id: string): Promise<Array<{ node: string, name?: string, writers: number }>> {
-    const nodes = [...new Set([...this.liveIds(), this.replicas.self])]
-    const silent: string[] = []
-    const answers = await Promise.all(nodes.map(async node => {
-      try { return { node, writers: (await this.status.ask(node, [id], 3000))[id]?.writers ?? 0 } } catch { silent.push(node); return { node, writers: 0 } }
-    }))
-    const nameOf = (n: string): string | undefined => this.components.membership.members.get(n)?.advert.name
-    if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(n => nameOf(n) ?? `node ${n}`).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
-    return answers.filter(a => a.writers > 0).map(a => ({ ...a, ...(nameOf(a.node) != null ? { name: nameOf(a.node) } : {}) }))
+    const { writing, silent } = await this.writerCounts(id, [...new Set([...this.liveIds(), this.replicas.self])], 3000)
+    if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(s => this.nameOf(s.node)).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
+    return writing
   }
 
   /**

@@ -2,7 +2,7 @@
 // in-process agents (R=2) a copy is damaged on disk, a read through that node's export
 // still returns the written data (from the other copy), and within moments the damaged
 // copy verifies clean again, rewritten from the sound one.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -12,15 +12,19 @@ import type { VolumeView } from '../../node/gvs/routes.ts'
 
 const MiB = 1024 * 1024
 
-test('a copy a read finds damaged is rewritten from the sound one at once', async t => {
-  const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsheal')
-  const { state, members } = sharedDocument(hosts)
-  // no scheduled scrub: only the heal can mend the copy
-  await startServices({ dir, hosts, svcs }, { state, members }, { scrubIntervalMs: 0 })
-  const app = apiOf(svcs[0]!)
-  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/data', size: '16M' } })
+/** two in-process agents with no scheduled scrub (only a heal or an asked scrub mends a copy), and one R=2 volume made through node 0's API */
+async function twoNodes (t: ExecutionContext, tag: string, path: string, size: string): Promise<Awaited<ReturnType<typeof memoryHosts>> & { app: ReturnType<typeof apiOf>, id: string }> {
+  const g = await memoryHosts(t, 2, tag)
+  const { state, members } = sharedDocument(g.hosts)
+  await startServices(g, { state, members }, { scrubIntervalMs: 0 })
+  const app = apiOf(g.svcs[0]!)
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path, size } })
   t.is(created.statusCode, 201, created.body)
-  const id = created.json<VolumeView>().id
+  return { ...g, app, id: created.json<VolumeView>().id }
+}
+
+test('a copy a read finds damaged is rewritten from the sound one at once', async t => {
+  const { dir, svcs, id } = await twoNodes(t, 'gvsheal', '/h/data', '16M')
   const data = randomBytes(16 * MiB)
   await svcs[1]!.device('h/data')!.write(0, data, true)
 
@@ -42,13 +46,7 @@ test('a copy a read finds damaged is rewritten from the sound one at once', asyn
 })
 
 test('an object damaged on every copy: repair with scrub says so, fails, and the volume stays degraded until a scrub finds it sound', async t => {
-  const { dir, hosts, svcs } = await memoryHosts(t, 2, 'gvsunsound')
-  const { state, members } = sharedDocument(hosts)
-  await startServices({ dir, hosts, svcs }, { state, members }, { scrubIntervalMs: 0 })
-  const app = apiOf(svcs[0]!)
-  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/both', size: '8M' } })
-  t.is(created.statusCode, 201, created.body)
-  const id = created.json<VolumeView>().id
+  const { dir, svcs, app, id } = await twoNodes(t, 'gvsunsound', '/h/both', '8M')
   await svcs[0]!.device('h/both')!.write(0, randomBytes(8 * MiB), true)
   // both copies of object 1 rot (R=2 on two nodes: one on each)
   for (const a of ['a0', 'a1']) {
