@@ -6,10 +6,20 @@ import type { Demand, Holding, NodeView } from './types.ts'
 
 export interface HaReport {
   ok: boolean
-  /** per node whose loss would strand VMs: which, and why the first fits nowhere */
-  stranded: Array<{ node: string, name: string, vms: string[], reason: string }>
+  /** per node whose loss would strand VMs: which, and why each fits nowhere */
+  stranded: StrandedVms[]
   /** per node already lost (not alive) whose VMs fit on no live node: they run nowhere now (ok is false) */
-  lost?: Array<{ node: string, name: string, vms: string[], reason: string }>
+  lost?: StrandedVms[]
+}
+
+export interface StrandedVms {
+  node: string
+  name: string
+  vms: string[]
+  /** why each of `vms` fits nowhere, in the same order */
+  reasons: string[]
+  /** the first VM's reason (as `reasons[0]`) */
+  reason: string
 }
 
 /** `demands`: the VMs that hold leases (by VM id); `holdings`: every lease */
@@ -22,7 +32,10 @@ export function haCheck (demands: ReadonlyMap<string, Demand>, nodes: readonly N
     const rest = nodes.filter(n => n.id !== lost.id)
     const placed = plan(moving, rest, holdings.filter(h => h.holder !== lost.id), opts)
     const fail = [...placed.values()].filter(r => r.best == null)
-    if (fail.length > 0) stranded.push({ node: lost.id, name: lost.name, vms: fail.map(r => r.vm), reason: fail[0]!.pending ?? '' })
+    if (fail.length > 0) {
+      const reasons = fail.map(r => r.pending ?? '')
+      stranded.push({ node: lost.id, name: lost.name, vms: fail.map(r => r.vm), reasons, reason: reasons[0]! })
+    }
   }
   return { ok: stranded.length === 0, stranded }
 }

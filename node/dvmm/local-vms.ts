@@ -10,7 +10,7 @@ import { ConflictError, UnavailableError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { request, serve, type RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
-import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
+import { DriverError, type DriverVmSpec, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
@@ -375,7 +375,17 @@ export class LocalVms {
   async console (vmId: string): Promise<{ holder: string, console: string }> {
     const l = this.c.state.read().get('leases', vmId)?.value
     if (l == null) throw new ConflictError(`VM ${vmId} runs nowhere`, 'not_running')
-    if (l.holder === this.c.peerId) return { holder: this.c.peerId, console: (await this.localConsole({ vm: vmId })).console }
+    // a VM whose start failed before its driver made it (a bad command, a missing
+    // kernel) has no console: say so with why it failed, not as a driver fault
+    const none = (why: string): ConflictError => new ConflictError(`VM ${vmId} has no console${l.status === 'failed' && l.reason != null ? `: it failed before it ran (${l.reason})` : ''}: ${why}`, 'no_console')
+    if (l.holder === this.c.peerId) {
+      try {
+        return { holder: this.c.peerId, console: (await this.localConsole({ vm: vmId })).console }
+      } catch (err) {
+        if (err instanceof DriverError && err.code === 'not-found') throw none(err.message)
+        throw err
+      }
+    }
     const host = this.c.host
     if (host == null) throw new ConflictError(`VM ${vmId} runs on another node, and this agent does not talk to other nodes`, 'elsewhere')
     let answer: unknown
@@ -386,7 +396,7 @@ export class LocalVms {
     }
     const a = answer as { console?: unknown, error?: unknown } | null
     if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
-    throw new ConflictError(`VM ${vmId}'s holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`, 'elsewhere')
+    throw none(`its holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`)
   }
 
   /** This node's answer to a console request: only for a VM it holds. */

@@ -421,7 +421,7 @@ export class DvmmService {
     if (lost.length === 0) return r
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
-    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reason: ls[0]!.fitsNowhere! })) }
+    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
   }
 
   /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */

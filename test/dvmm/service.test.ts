@@ -88,6 +88,18 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is(remote.status, 200, JSON.stringify(remote.body))
   t.regex(remote.body.console, /fake guest ready two/)
   t.is(remote.body.node, h.agent.config.name, 'it says which node answered')
+  // a VM whose start failed has no console: a 409 saying why, from its holder and from elsewhere
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('broken', 0.5, { command: ['fake:nonsense'] }))).status, 201)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'broken')?.value.status === 'failed'), 10_000, 'broken to fail everywhere')
+  const bh = g.nodes.find(n => n.agent.state.read().get('leases', 'broken')?.value.holder === n.agent.id)!
+  for (const n of [bh, g.nodes.find(x => x !== bh)!]) {
+    const napp = api(n)
+    t.teardown(async () => { await napp.close() })
+    const c = await call<{ error: { code: string, message: string } }>(napp, 'GET', '/v1/vms/broken/console')
+    t.is(c.status, 409, JSON.stringify(c.body))
+    t.is(c.body.error.code, 'no_console')
+    t.regex(c.body.error.message, /VM broken has no console: it failed before it ran \(.*not a fake guest/)
+  }
   await until(() => h.dvmm.history.of('two').some(e => e.event === 'started'), 10_000, 'the holder to see its start in the document')
   const show = await call<VmDetail>(happ, 'GET', '/v1/vms/two')
   t.true(show.body.history.some(e => e.event === 'started'), 'history has the start')

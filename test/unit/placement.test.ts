@@ -227,4 +227,18 @@ test('HA check: ok when any one loss can be absorbed; else names the node and th
   t.false(rep.ok)
   t.deepEqual(rep.stranded.map(s => [s.node, s.vms]), [['c', ['v3']]])
   t.regex(rep.stranded[0]!.reason, /lack cpu/)
+  t.deepEqual(rep.stranded[0]!.reasons, [rep.stranded[0]!.reason])
+})
+
+test('HA check: each stranded VM keeps its own reason', t => {
+  const nodes = [node('a', { labels: { disk: 'ssd' } }), node('b')]
+  // v1 needs a label no other node has; v2 needs more memory than b has free
+  const demands = new Map([['v1', vm('v1', { cpu: 1, constraints: { disk: 'ssd' } })], ['v2', vm('v2', { cpu: 1, memoryBytes: 100 * GiB })]])
+  const held: Holding[] = [{ vm: 'v1', holder: 'a', cpu: 1, memoryBytes: GiB }, { vm: 'v2', holder: 'a', cpu: 1, memoryBytes: 100 * GiB }]
+  const rep = haCheck(demands, nodes, held)
+  t.deepEqual(rep.stranded.map(s => [s.node, s.vms]), [['a', ['v1', 'v2']]])
+  const [r1, r2] = rep.stranded[0]!.reasons
+  t.regex(r1!, /disk/)
+  t.regex(r2!, /memory/)
+  t.is(rep.stranded[0]!.reason, r1!)
 })
