@@ -25,14 +25,18 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   const bar = progress(`repair ${st.volume}`, { format: (v, t) => `${v}/${t} copies` })
   while (st.running != null) {
     const r = st.running
-    bar.update(r.done, r.total, `${size(r.bytes)}${r.failed > 0 ? `, ${r.failed} failed` : ''}`)
+    // no plan yet, or nothing to copy: no "0% (0/0 copies)"
+    if (r.total > 0) bar.update(r.done, r.total, `${size(r.bytes)}${r.failed > 0 ? `, ${r.failed} failed` : ''}`)
     await sleep(POLL_MS)
     st = await api.request<RepairStatusView>('GET', `/v1/volumes/${enc(vol)}/repair`)
   }
   const l = st.last
   if (l == null || Date.parse(l.at) < asked - 1000) { bar.stop(); throw new CliError(`the repair of ${st.volume} ended without a report (the agent may have stopped)`, 1) }
-  bar.update(l.copied + l.failed, l.copied + l.failed)
-  bar.stop(`${st.volume}: ${l.failed === 0 && l.lost === 0 ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}`)
+  if (l.copied + l.failed > 0) bar.update(l.copied + l.failed, l.copied + l.failed)
+  const sound = l.failed === 0 && l.lost === 0
+  bar.stop(sound && l.copied === 0
+    ? `${st.volume}: nothing to copy, every object has its copies`
+    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}`)
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   for (const e of l.errors) out(`  ${e}`)

@@ -9,6 +9,7 @@ import { TokenBucket } from './token-bucket.ts'
 import { layersOf, placementKeyOf } from './volumes.ts'
 import type { GvsMetrics } from './metrics.ts'
 import type { LastRepair, RepairProgressView } from './health.ts'
+import type { RepairsFile } from './repairs-file.ts'
 
 export interface RepairRunsComponents {
   /** this node's id */
@@ -21,6 +22,8 @@ export interface RepairRunsComponents {
   metrics: GvsMetrics | null
   /** after a repair, before it counts as done: its volume's copies are listed again */
   repaired: (v: Volume) => Promise<void>
+  /** where the last repairs are kept across restarts (none: in memory only) */
+  file?: RepairsFile
 }
 
 export interface RepairRunsInit {
@@ -44,6 +47,15 @@ export class RepairRuns {
   constructor (components: RepairRunsComponents, init: RepairRunsInit) {
     this.c = components
     this.init = init
+    for (const [id, r] of components.file?.load() ?? []) this.last.set(id, r)
+  }
+
+  /** forgets the last repairs of volumes that are gone (`keep`: the volumes there are) */
+  async forget (keep: ReadonlySet<string>): Promise<void> {
+    const gone = [...this.last.keys()].filter(id => !keep.has(id))
+    if (gone.length === 0) return
+    for (const id of gone) this.last.delete(id)
+    await this.c.file?.save(this.last)
   }
 
   private sharedBucket (): TokenBucket | undefined {
@@ -122,6 +134,7 @@ export class RepairRuns {
       this.last.set(v.id, {
         node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, scrubbed: opts.scrub === true ? scrubbed : carried
       })
+      await this.c.file?.save(this.last)
       await this.c.repaired(v)
       return report
     }

@@ -24,6 +24,7 @@ import { RepairRuns } from './repair-runs.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
+import { REPAIRS_FILE, RepairsFile } from './repairs-file.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
@@ -126,7 +127,8 @@ export class GvsService {
       holders: this.holders,
       nodes: () => this.liveNodes().map(n => n.id),
       metrics: this.metrics,
-      repaired: async v => { this.inventories.delete(v.id); await this.inventory(v).catch(() => {}) }
+      repaired: async v => { this.inventories.delete(v.id); await this.inventory(v).catch(() => {}) },
+      file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log)
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond })
     this.lastRepairs = this.repairs.last
     this.scrub = new ScrubSchedule({
@@ -214,6 +216,7 @@ export class GvsService {
       }
     }
     for (const id of this.inventories.keys()) if (!vols.some(v => v.id === id)) this.inventories.delete(id)
+    await this.repairs.forget(new Set(vols.map(v => v.id)))
     const live = this.liveIds()
     for (const v of vols) {
       if (!this.started) return

@@ -9,18 +9,20 @@ import { randomBytes } from 'node:crypto'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { waitFor } from '../helpers/agent-process.ts'
 import type { VolumeView } from '../../node/gvs/routes.ts'
+import { GvsService } from '../../node/gvs/service.ts'
+import { silentLogger } from '../../node/log.ts'
 
 const MiB = 1024 * 1024
 
 /** two in-process agents with no scheduled scrub (only a heal or an asked scrub mends a copy), and one R=2 volume made through node 0's API */
-async function twoNodes (t: ExecutionContext, tag: string, path: string, size: string): Promise<Awaited<ReturnType<typeof memoryHosts>> & { app: ReturnType<typeof apiOf>, id: string }> {
+async function twoNodes (t: ExecutionContext, tag: string, path: string, size: string): Promise<Awaited<ReturnType<typeof memoryHosts>> & ReturnType<typeof sharedDocument> & { app: ReturnType<typeof apiOf>, id: string }> {
   const g = await memoryHosts(t, 2, tag)
-  const { state, members } = sharedDocument(g.hosts)
-  await startServices(g, { state, members }, { scrubIntervalMs: 0 })
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0 })
   const app = apiOf(g.svcs[0]!)
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path, size } })
   t.is(created.statusCode, 201, created.body)
-  return { ...g, app, id: created.json<VolumeView>().id }
+  return { ...g, ...doc, app, id: created.json<VolumeView>().id }
 }
 
 test('a copy a read finds damaged is rewritten from the sound one at once', async t => {
@@ -46,7 +48,7 @@ test('a copy a read finds damaged is rewritten from the sound one at once', asyn
 })
 
 test('an object damaged on every copy: repair with scrub says so, fails, and the volume stays degraded until a scrub finds it sound', async t => {
-  const { dir, svcs, app, id } = await twoNodes(t, 'gvsunsound', '/h/both', '8M')
+  const { dir, hosts, svcs, state, members, app, id } = await twoNodes(t, 'gvsunsound', '/h/both', '8M')
   await svcs[0]!.device('h/both')!.write(0, randomBytes(8 * MiB), true)
   // both copies of object 1 rot (R=2 on two nodes: one on each)
   for (const a of ['a0', 'a1']) {
@@ -65,9 +67,22 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   // a repair without scrub does not look at the data: it keeps what the scrub found
   await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
   t.regex((await health()).reasons.join('\n'), /damaged on every copy/)
+  // and so does a restart of the node that ran the scrub (gvs-repairs.json)
+  const old = svcs[0]!
+  await old.stop()
+  svcs.splice(0, 1)
+  const restarted = new GvsService({ peerId: hosts[0]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, 'a0') }, host: hosts[0]!, state, membership: { members } }, { reconcileMs: 0, env: false, scrubIntervalMs: 0 })
+  await restarted.start()
+  svcs.unshift(restarted)
+  const app2 = apiOf(restarted)
+  const health2 = async (): Promise<{ state: string, reasons: string[] }> => (await app2.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(await health2(), { state: 'degraded' })
+  t.regex((await health2()).reasons.join('\n'), /1 object is damaged on every copy/)
+  await app2.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
+  t.regex((await health2()).reasons.join('\n'), /damaged on every copy/, 'a repair after the restart still carries it')
   // rewritten (a client writes the whole object again): the next scrub finds it sound
   await svcs[0]!.device('h/both')!.write(4 * MiB, randomBytes(4 * MiB), true)
-  const again = (await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json<{ failed: number, health: string }>()
+  const again = (await app2.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json<{ failed: number, health: string }>()
   t.like(again, { failed: 0, health: 'healthy' })
-  t.like(await health(), { state: 'healthy' })
+  t.like(await health2(), { state: 'healthy' })
 })
