@@ -29,7 +29,7 @@ import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
 import { StatusService, type StatusAnswer } from './status-protocol.ts'
-import { Writers } from './writers.ts'
+import { Writers, claimVerdict, type ClaimAnswer } from './writers.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
@@ -329,8 +329,17 @@ export class GvsService {
   }
 
   /** what this node answers another's status request */
-  async statusAnswer (ids: string[], o: { writersOnly?: boolean } = {}): Promise<StatusAnswer> {
+  async statusAnswer (ids: string[], o: { writersOnly?: boolean, claim?: { from: string } } = {}): Promise<StatusAnswer> {
     const out: StatusAnswer = {}
+    const claim = o.claim
+    if (claim != null) {
+      // the asker is about to write: this node's writers, and its claims, which give way to a smaller id (writers.ts)
+      for (const id of ids) {
+        const a = this.exports.writers.answerClaim(id, this.nameOf(claim.from), claim.from < this.replicas.self)
+        out[id] = { writers: a.writers, ...(a.claiming ? { claiming: true } : {}) }
+      }
+      return out
+    }
     const all = this.volumes()
     const live = this.liveIds()
     for (const id of ids) {
@@ -397,6 +406,19 @@ export class GvsService {
     return { writing, silent }
   }
 
+  /** every other node's answer to this node's claim of the volume (1 s each; a silent one is left out) */
+  private async claimAnswers (id: string, nodes: string[]): Promise<{ answers: ClaimAnswer[], silent: Array<{ node: string, why: string }> }> {
+    const answers: ClaimAnswer[] = []
+    const silent: Array<{ node: string, why: string }> = []
+    await Promise.all(nodes.map(async node => {
+      try {
+        const a = (await this.status.ask(node, [id], 1000, { claim: true }))[id]
+        answers.push({ node, name: this.nameOf(node), writers: a?.writers ?? 0, claiming: a?.claiming === true })
+      } catch (err) { silent.push({ node, why: (err as Error).message }) }
+    }))
+    return { answers, silent }
+  }
+
   private nameOf (node: string): string { return this.components.membership.members.get(node)?.advert.name ?? `node ${node}` }
 
   /**
@@ -409,9 +431,9 @@ export class GvsService {
   private async otherWriters (id: string): Promise<string | null> {
     const self = this.replicas.self
     const others = [...this.components.membership.members.values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
-    const { writing, silent } = await this.writerCounts(id, others, 1000)
+    const { answers, silent } = await this.claimAnswers(id, others)
     for (const s of silent) this.components.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: this.nameOf(s.node), error: s.why })
-    return writing.length === 0 ? null : writing.map(w => `${w.writers} client(s) on ${w.name ?? w.node}`).sort().join(', ')
+    return claimVerdict(self, answers)
   }
 
   /**

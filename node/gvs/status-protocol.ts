@@ -17,6 +17,12 @@ export interface VolumeStatus {
   health?: VolumeHealthView
   /** NBD sessions on this node that wrote to the volume lately */
   writers: number
+  /**
+   * Answering a `claim`: a session here is claiming the volume at this moment (it asked
+   * and waits for answers); `writers` then counts only the sessions that already write.
+   * A claim here from a node with a larger id than the asker's lost by this answer.
+   */
+  claiming?: boolean
 }
 
 export type StatusAnswer = Record<string, VolumeStatus>
@@ -27,12 +33,13 @@ export type StatusAnswer = Record<string, VolumeStatus>
  * health a coordinator adds may wait on an inventory. Agents that predate it answer
  * the health too.
  */
-export function parseStatusRequest (raw: unknown): { volumes: string[], writersOnly: boolean } {
+export function parseStatusRequest (raw: unknown): { volumes: string[], writersOnly: boolean, claim: boolean } {
   const vs = (raw as { volumes?: unknown } | null)?.volumes
   if (!Array.isArray(vs) || vs.length > MAX_STATUS_VOLUMES || !vs.every(v => typeof v === 'string' && v.length > 0 && v.length <= 256)) {
     throw new Error(`a status request is {"volumes": [ids]} with at most ${MAX_STATUS_VOLUMES} ids`)
   }
-  return { volumes: vs as string[], writersOnly: (raw as { writersOnly?: unknown }).writersOnly === true }
+  const o = raw as { writersOnly?: unknown, claim?: unknown }
+  return { volumes: vs as string[], writersOnly: o.writersOnly === true || o.claim === true, claim: o.claim === true }
 }
 
 /** an answer as far as it has the expected shape: entries of another shape are dropped */
@@ -44,15 +51,16 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
     if (x == null || typeof x !== 'object' || typeof x.writers !== 'number') continue
     const h = x.health
     const okHealth = h == null || (typeof h === 'object' && ['healthy', 'degraded', 'repairing'].includes(h.state) && Array.isArray(h.reasons))
-    out[id] = okHealth ? x as VolumeStatus : { writers: x.writers }
+    const claiming = x.claiming === true ? { claiming: true } : {}
+    out[id] = okHealth ? { writers: x.writers, ...claiming, ...(h != null ? { health: h } : {}) } : { writers: x.writers, ...claiming }
   }
   return out
 }
 
 export interface StatusServiceComponents {
   host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
-  /** this node's answer */
-  answer: (volumes: string[], o: { writersOnly: boolean }) => Promise<StatusAnswer>
+  /** this node's answer (`claim`: the asker, `from`, is about to write them) */
+  answer: (volumes: string[], o: { writersOnly: boolean, claim?: { from: string } }) => Promise<StatusAnswer>
 }
 
 export class StatusService {
@@ -60,16 +68,23 @@ export class StatusService {
   constructor (components: StatusServiceComponents) { this.c = components }
 
   async start (): Promise<void> {
-    await serve(this.c.host, STATUS_PROTOCOL, async raw => { const r = parseStatusRequest(raw); return await this.c.answer(r.volumes, { writersOnly: r.writersOnly }) }, { maxRequestBytes: MAX_REQUEST, maxInboundStreams: 32 })
+    await serve(this.c.host, STATUS_PROTOCOL, async (raw, from) => {
+      const r = parseStatusRequest(raw)
+      return await this.c.answer(r.volumes, { writersOnly: r.writersOnly, ...(r.claim ? { claim: { from } } : {}) })
+    }, { maxRequestBytes: MAX_REQUEST, maxInboundStreams: 32 })
   }
 
   async stop (): Promise<void> { await this.c.host.unhandle(STATUS_PROTOCOL).catch(() => {}) }
 
-  /** asks one node; throws when it does not answer within `timeoutMs`, or refuses */
-  async ask (peer: string, volumes: string[], timeoutMs = 2000, o: { writersOnly?: boolean } = {}): Promise<StatusAnswer> {
-    const writersOnly = o.writersOnly === true
-    if (peer === this.c.host.peerId.toString()) return await this.c.answer(volumes, { writersOnly })
-    const raw = await request(this.c.host, peer, STATUS_PROTOCOL, { volumes, ...(writersOnly ? { writersOnly } : {}) }, { timeoutMs, maxAnswerBytes: MAX_REPLY })
+  /**
+   * asks one node; throws when it does not answer within `timeoutMs`, or refuses.
+   * `claim`: this node is about to write the volumes (writers.ts), answered with writers only.
+   */
+  async ask (peer: string, volumes: string[], timeoutMs = 2000, o: { writersOnly?: boolean, claim?: boolean } = {}): Promise<StatusAnswer> {
+    const writersOnly = o.writersOnly === true || o.claim === true
+    const self = this.c.host.peerId.toString()
+    if (peer === self) return await this.c.answer(volumes, { writersOnly, ...(o.claim === true ? { claim: { from: self } } : {}) })
+    const raw = await request(this.c.host, peer, STATUS_PROTOCOL, { volumes, ...(writersOnly ? { writersOnly } : {}), ...(o.claim === true ? { claim: true } : {}) }, { timeoutMs, maxAnswerBytes: MAX_REPLY })
     const refused = (raw as { error?: unknown } | null)?.error
     if (typeof refused === 'string') throw new Error(`${peer} refused the status request: ${refused}`)
     return parseStatusAnswer(raw)

@@ -12,11 +12,36 @@
 // own copies for the newest: the replicas could end up different under one version.
 // Sessions on one node share the volume's device and may write side by side (a
 // multi-connection client).
+//
+// Two nodes that start at the same moment each see the other claiming. The smaller
+// node id wins: a node asked by a smaller one while its own claim waits for answers
+// gives that claim up there and then (answerClaim), and a claimant goes on past a
+// claim it saw only from larger ids, which lost by its asking. So one of them writes,
+// not neither (each refusing the other) and never both.
 import type { BlockDevice } from './block-device.ts'
 import { GvsError } from './errors.ts'
 
-/** whether a client writes the volume on another node: a description of them, or null */
+/** whether a client writes the volume on another node (or claims it first): a description of them, or null */
 export type OtherWriters = (volume: string) => Promise<string | null>
+
+/** one other node's answer to a claim (status-protocol.ts) */
+export interface ClaimAnswer { node: string, name: string, writers: number, claiming: boolean }
+
+/**
+ * Whether a claim by `self` may go on, from the other nodes' answers: null if so, else
+ * who writes. Clients writing on another node refuse it; so does a claim there at the
+ * same moment from a smaller id. One from a larger id gave way when it answered.
+ */
+export function claimVerdict (self: string, answers: readonly ClaimAnswer[]): string | null {
+  const why = [
+    ...answers.filter(a => a.writers > 0).map(a => `${a.writers} client(s) on ${a.name}`),
+    ...answers.filter(a => a.claiming && a.node < self).map(a => `${a.name}, which began writing it at the same moment`)
+  ]
+  return why.length === 0 ? null : why.sort().join(', ')
+}
+
+/** a claim waiting for the other nodes' answers; `lost`: a smaller node claimed the volume meanwhile (named) */
+interface PendingClaim { lost: string | null }
 
 export class WriterHandle implements BlockDevice {
   private readonly dev: BlockDevice
@@ -24,6 +49,8 @@ export class WriterHandle implements BlockDevice {
   private readonly exclusive?: { volume: string, others: OtherWriters, idleMs: number }
   /** the ask of the other nodes in progress */
   private claiming: Promise<void> | null = null
+  /** set while that ask waits for answers */
+  pending: PendingClaim | null = null
   lastWriteAt = 0
   /** a VM disk's session: counted as a writer from its open to its end, written or not */
   holdsOpen = false
@@ -42,11 +69,14 @@ export class WriterHandle implements BlockDevice {
     if (this.lastWriteAt > 0 && Date.now() - this.lastWriteAt <= x.idleMs) return
     this.claiming = (async () => {
       // counted as a writer from now on: another node asking at the same moment sees this one
+      const pending: PendingClaim = this.pending = { lost: null }
       this.wrote()
-      const others = await x.others(x.volume)
-      if (others == null) return
+      let others: string | null
+      try { others = await x.others(x.volume) } finally { this.pending = null }
+      const why = others ?? (pending.lost != null ? `${pending.lost}, which began writing it at the same moment` : null)
+      if (why == null) return
       this.lastWriteAt = 0
-      throw new GvsError('in-use', `volume "${x.volume}" is being written on another node (${others}): one node writes a volume at a time; stop that client first`)
+      throw new GvsError('in-use', `volume "${x.volume}" is being written on another node (${why}): one node writes a volume at a time; stop that client first`)
     })().finally(() => { this.claiming = null })
     await this.claiming
   }
@@ -104,6 +134,23 @@ export class Writers {
     for (const [volume, s] of this.byVolume) {
       if (s.delete(h) && s.size === 0) this.byVolume.delete(volume)
     }
+  }
+
+  /**
+   * The answer to another node's claim of the volume: the sessions here that already
+   * write it, and whether one is claiming it now. `askerWins` (the asker's id is the
+   * smaller): a claim here gives way, named `asker` in its refusal.
+   */
+  answerClaim (volume: string, asker: string, askerWins: boolean, now = Date.now()): { writers: number, claiming: boolean } {
+    this.count(volume, now)
+    let writers = 0
+    let claiming = false
+    for (const h of this.byVolume.get(volume) ?? []) {
+      if (h.pending == null) { writers++; continue }
+      claiming = true
+      if (askerWins) h.pending.lost ??= asker
+    }
+    return { writers, claiming }
   }
 
   /** sessions that wrote to the volume within idleMs */

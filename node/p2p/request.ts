@@ -4,7 +4,7 @@
 // its own (state sync, GVS replication).
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 
 export type RequestHost = Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
 
@@ -28,17 +28,17 @@ export async function request (host: RequestHost, peer: string, protocol: string
 }
 
 /**
- * Answers `protocol` with `answer(request)`. A request that is not JSON, too big, or
+ * Answers `protocol` with `answer(request, asker's peer id)`. A request that is not JSON, too big, or
  * that `answer` throws on gets `{error: message}`: the asker learns why, this side logs nothing.
  */
-export async function serve (host: RequestHost, protocol: string, answer: (req: unknown) => Promise<unknown>, opts: { maxRequestBytes?: number, maxInboundStreams?: number } = {}): Promise<void> {
-  await host.handle(protocol, (stream: Stream) => {
+export async function serve (host: RequestHost, protocol: string, answer: (req: unknown, from: string) => Promise<unknown>, opts: { maxRequestBytes?: number, maxInboundStreams?: number } = {}): Promise<void> {
+  await host.handle(protocol, (stream: Stream, connection: Connection) => {
     void (async () => {
       const signal = AbortSignal.timeout(10_000)
       try {
         const lp = lpStream(stream, { maxDataLength: opts.maxRequestBytes ?? 64 * 1024 })
         let out: unknown
-        try { out = await answer(decode(await lp.read({ signal }))) } catch (err) { out = { error: (err as Error).message } }
+        try { out = await answer(decode(await lp.read({ signal })), connection.remotePeer.toString()) } catch (err) { out = { error: (err as Error).message } }
         await lp.write(encode(out), { signal })
         await stream.close({ signal })
       } catch (err) {

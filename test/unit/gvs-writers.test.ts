@@ -1,8 +1,10 @@
 // One node writes a volume at a time (node/gvs/writers.ts): a plain export's session asks
-// the other nodes before it starts writing, and again after a quiet spell.
+// the other nodes before it starts writing, and again after a quiet spell; nodes that
+// start at the same moment leave exactly one writing.
 import test from 'ava'
 import type { BlockDevice } from '../../node/gvs/block-device.ts'
-import { Writers } from '../../node/gvs/writers.ts'
+import { Writers, claimVerdict, type ClaimAnswer } from '../../node/gvs/writers.ts'
+import { prng } from '../helpers/prng.ts'
 
 function device (): BlockDevice & { writes: number } {
   const d = {
@@ -61,4 +63,43 @@ test('a VM disk\'s session (pinned to its writer epoch) and reads never ask', as
   t.is(ws.count('vol-bbbbbbbbbbbb'), 1)
   ws.release(idle)
   t.is(ws.count('vol-bbbbbbbbbbbb'), 0, 'until it ends')
+})
+
+test('property: nodes that start writing one volume at about the same moment: exactly one writes, whatever the message delays', async t => {
+  const VOL = 'vol-aaaaaaaaaaaa'
+  const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = prng(seed)
+    const ids = ['n1', 'n2', 'n3'].slice(0, 2 + (seed % 2))
+    const nodes = new Map<string, Writers>()
+    // each node asks every other (as service.ts claimAnswers): the request arrives after a
+    // random delay and is answered there and then (answerClaim), the answer after another
+    for (const id of ids) {
+      nodes.set(id, new Writers(60_000, async () => {
+        const answers: ClaimAnswer[] = await Promise.all(ids.filter(o => o !== id).map(async o => {
+          await sleep(Math.floor(r() * 8))
+          const a = nodes.get(o)!.answerClaim(VOL, id, id < o)
+          await sleep(Math.floor(r() * 8))
+          return { node: o, name: o, ...a }
+        }))
+        return claimVerdict(id, answers)
+      }))
+    }
+    const results = await Promise.all(ids.map(async id => {
+      await sleep(Math.floor(r() * 6))
+      const h = nodes.get(id)!.handle(VOL, device(), { exclusive: true })
+      try { await h.write(0, new Uint8Array(512), false); return 'wrote' } catch (err) { return (err as Error).message }
+    }))
+    const wrote = ids.filter((_, i) => results[i] === 'wrote')
+    t.is(wrote.length, 1, `seed ${seed}: ${JSON.stringify(results)}`)
+    for (const [i, m] of results.entries()) if (m !== 'wrote') t.regex(m, /is being written on another node/, `seed ${seed}: ${ids[i]}`)
+    t.deepEqual(ids.map(id => nodes.get(id)!.count(VOL)), ids.map(id => wrote.includes(id) ? 1 : 0), `seed ${seed}: only the winner counts as a writer`)
+  }
+})
+
+test('claimVerdict: writers anywhere refuse; a claim at the same moment refuses only from a smaller id', t => {
+  const a = (node: string, writers: number, claiming: boolean): ClaimAnswer => ({ node, name: `h-${node}`, writers, claiming })
+  t.is(claimVerdict('n2', [a('n1', 0, false), a('n3', 0, true)]), null, 'n3 gave way when n2 asked')
+  t.is(claimVerdict('n2', [a('n1', 0, true)]), 'h-n1, which began writing it at the same moment')
+  t.is(claimVerdict('n2', [a('n3', 2, false)]), '2 client(s) on h-n3')
 })

@@ -1,0 +1,44 @@
+// One node writes a volume at a time (node/gvs/writers.ts), through the real status
+// protocol between two in-process agents: a client writing on one refuses a client on
+// the other (EPERM), and two clients that start at about the same moment on the two
+// nodes leave exactly one writing, never both. (Here the two asks rarely overlap; the
+// overlapping claims, with random delays, are test/unit/gvs-writers.test.ts's property.)
+import test from 'ava'
+import { join } from 'node:path'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+
+const EPERM = 1
+
+test('a client on one node refuses a client on another; two starting at once leave one writing', async t => {
+  const g = await memoryHosts(t, 2, 'gvswriters')
+  await startServices(g, sharedDocument(g.hosts), { scrubIntervalMs: 0, writerIdleMs: 300 })
+  const app = apiOf(g.svcs[0]!)
+  t.teardown(async () => { await app.close() })
+  for (const path of ['/w/one', '/w/two']) t.is((await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path, size: '8M' } })).statusCode, 201)
+  const sock = (i: number): string => join(g.dir, `a${i}`, 'nbd.sock')
+  const block = Buffer.alloc(4096, 7)
+  const open = async (i: number, name: string): Promise<NbdClient> => {
+    const c = await NbdClient.open(sock(i), name)
+    t.teardown(async () => { await c.close().catch(() => {}) })
+    return c
+  }
+
+  const a = await open(0, 'w/one')
+  await a.write(0, block)
+  const b = await open(1, 'w/one')
+  const refused = await t.throwsAsync(b.write(0, block))
+  t.is((refused as Error & { errno?: number }).errno, EPERM, String(refused))
+  // the first client goes quiet (writerIdleMs): the second may write now
+  await new Promise(resolve => setTimeout(resolve, 400))
+  await b.write(0, block)
+
+  // the same moment on both nodes, ten times over (each round on a quiet volume)
+  for (let round = 0; round < 10; round++) {
+    await new Promise(resolve => setTimeout(resolve, 400))
+    const cs = [await open(0, 'w/two'), await open(1, 'w/two')]
+    const results = await Promise.allSettled(cs.map(async c => { await c.write(0, block) }))
+    t.is(results.filter(r => r.status === 'fulfilled').length, 1, `round ${round}: ${JSON.stringify(results.map(r => r.status === 'rejected' ? String(r.reason) : 'wrote'))}`)
+    for (const c of cs) await c.close()
+  }
+})
