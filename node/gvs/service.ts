@@ -29,7 +29,8 @@ import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
 import { StatusService, type StatusAnswer } from './status-protocol.ts'
-import { Writers, claimVerdict, type ClaimAnswer } from './writers.ts'
+import { Writers } from './writers.ts'
+import { GridWriters, type NodeWriters } from './grid-writers.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
@@ -82,6 +83,7 @@ export class GvsService {
   readonly scrub: ScrubSchedule
   private readonly init: GvsInit
   private readonly exports: VolumeExports
+  private readonly gridWriters: GridWriters
   /** the placement over the member table it was made from (holders) */
   private placement: { table: MemberTable, p: Placement } | null = null
   /** placementGeneration: moves on when the live nodes placement is made over change */
@@ -116,8 +118,9 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.otherWriters(id)))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
+    this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds() })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
@@ -335,7 +338,7 @@ export class GvsService {
     if (claim != null) {
       // the asker is about to write: this node's writers, and its claims, which give way to a smaller id (writers.ts)
       for (const id of ids) {
-        const a = this.exports.writers.answerClaim(id, this.nameOf(claim.from), claim.from < this.replicas.self)
+        const a = this.exports.writers.answerClaim(id, this.gridWriters.nameOf(claim.from), claim.from < this.replicas.self)
         out[id] = { writers: a.writers, ...(a.claiming ? { claiming: true } : {}) }
       }
       return out
@@ -388,63 +391,8 @@ export class GvsService {
     return out
   }
 
-  /**
-   * How many NBD sessions write the volume on each of `nodes` (writer counts only,
-   * which every node answers at once), with the nodes that did not answer in time.
-   */
-  private async writerCounts (id: string, nodes: string[], timeoutMs: number): Promise<{ writing: Array<{ node: string, name?: string, writers: number }>, silent: Array<{ node: string, why: string }> }> {
-    const members = this.components.membership.members
-    const writing: Array<{ node: string, name?: string, writers: number }> = []
-    const silent: Array<{ node: string, why: string }> = []
-    await Promise.all(nodes.map(async node => {
-      try {
-        const writers = (await this.status.ask(node, [id], timeoutMs, { writersOnly: true }))[id]?.writers ?? 0
-        const name = members.get(node)?.advert.name
-        if (writers > 0) writing.push({ node, ...(name != null ? { name } : {}), writers })
-      } catch (err) { silent.push({ node, why: (err as Error).message }) }
-    }))
-    return { writing, silent }
-  }
-
-  /** every other node's answer to this node's claim of the volume (1 s each; a silent one is left out) */
-  private async claimAnswers (id: string, nodes: string[]): Promise<{ answers: ClaimAnswer[], silent: Array<{ node: string, why: string }> }> {
-    const answers: ClaimAnswer[] = []
-    const silent: Array<{ node: string, why: string }> = []
-    await Promise.all(nodes.map(async node => {
-      try {
-        const a = (await this.status.ask(node, [id], 1000, { claim: true }))[id]
-        answers.push({ node, name: this.nameOf(node), writers: a?.writers ?? 0, claiming: a?.claiming === true })
-      } catch (err) { silent.push({ node, why: (err as Error).message }) }
-    }))
-    return { answers, silent }
-  }
-
-  private nameOf (node: string): string { return this.components.membership.members.get(node)?.advert.name ?? `node ${node}` }
-
-  /**
-   * The other nodes whose clients write the volume now, for a plain export's session
-   * (writers.ts), or null. Every member that may still run a client is asked, suspect
-   * ones and those without disk too. One that does not answer within a second is taken
-   * to have none, with a warning: failing the write would give a client EIO whenever
-   * one node is slow, and before this check nothing was asked at all.
-   */
-  private async otherWriters (id: string): Promise<string | null> {
-    const self = this.replicas.self
-    const others = [...this.components.membership.members.values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
-    const { answers, silent } = await this.claimAnswers(id, others)
-    for (const s of silent) this.components.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: this.nameOf(s.node), error: s.why })
-    return claimVerdict(self, answers)
-  }
-
-  /**
-   * NBD writers of a volume on every live node. A live node that does not answer
-   * makes it unknowable: that refuses the destroy (503) rather than guess.
-   */
-  async writersOf (id: string): Promise<Array<{ node: string, name?: string, writers: number }>> {
-    const { writing, silent } = await this.writerCounts(id, [...new Set([...this.liveIds(), this.replicas.self])], 3000)
-    if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(s => this.nameOf(s.node)).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
-    return writing
-  }
+  /** NBD writers of a volume on every live node (grid-writers.ts) */
+  async writersOf (id: string): Promise<NodeWriters[]> { return await this.gridWriters.writersOf(id) }
 
   /**
    * Makes `epoch` the volume's writer epoch on every live node before the writer that

@@ -1,0 +1,70 @@
+// Who writes a volume anywhere on the grid: the NBD sessions each node serves it to,
+// asked over the status protocol (status-protocol.ts). A destroy, a rename and an import
+// ask every live node, and one that does not answer refuses them (writersOf); a plain
+// export's session asks every other member before it writes, and goes on only if none
+// writes or claims it first (otherWriters, writers.ts claimVerdict).
+import type { MemberTable } from '../../protocol/membership.ts'
+import { UnavailableError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { StatusService } from './status-protocol.ts'
+import { claimVerdict, type ClaimAnswer } from './writers.ts'
+
+export interface GridWritersComponents {
+  self: string
+  log: Logger
+  status: Pick<StatusService, 'ask'>
+  members: () => MemberTable
+  /** the live nodes that hold replicas */
+  liveIds: () => Set<string>
+}
+
+export interface NodeWriters { node: string, name?: string, writers: number }
+
+export class GridWriters {
+  private readonly c: GridWritersComponents
+  constructor (components: GridWritersComponents) { this.c = components }
+
+  nameOf (node: string): string { return this.c.members().get(node)?.advert.name ?? `node ${node}` }
+
+  /**
+   * NBD writers of a volume on every live node. A live node that does not answer
+   * makes it unknowable: that refuses the destroy (503) rather than guess.
+   */
+  async writersOf (id: string): Promise<NodeWriters[]> {
+    const nodes = [...new Set([...this.c.liveIds(), this.c.self])]
+    const writing: NodeWriters[] = []
+    const silent: string[] = []
+    await Promise.all(nodes.map(async node => {
+      try {
+        // writer counts only, which every node answers at once
+        const writers = (await this.c.status.ask(node, [id], 3000, { writersOnly: true }))[id]?.writers ?? 0
+        const name = this.c.members().get(node)?.advert.name
+        if (writers > 0) writing.push({ node, ...(name != null ? { name } : {}), writers })
+      } catch { silent.push(node) }
+    }))
+    if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(s => this.nameOf(s)).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')
+    return writing
+  }
+
+  /**
+   * The other nodes whose clients write the volume now, or claim it first, for a plain
+   * export's session (writers.ts), or null. Every member that may still run a client is
+   * asked, suspect ones and those without disk too. One that does not answer within a
+   * second is taken to have none, with a warning: failing the write would give a client
+   * EIO whenever one node is slow.
+   */
+  async otherWriters (id: string): Promise<string | null> {
+    const self = this.c.self
+    const others = [...this.c.members().values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
+    const answers: ClaimAnswer[] = []
+    await Promise.all(others.map(async node => {
+      try {
+        const a = (await this.c.status.ask(node, [id], 1000, { claim: true }))[id]
+        answers.push({ node, name: this.nameOf(node), writers: a?.writers ?? 0, claiming: a?.claiming === true })
+      } catch (err) {
+        this.c.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: this.nameOf(node), error: (err as Error).message })
+      }
+    }))
+    return claimVerdict(self, answers)
+  }
+}
