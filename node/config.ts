@@ -84,7 +84,8 @@ const FileSchema = Type.Object({
     repairRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     repairDelay: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     scrubInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
-    scrubRate: Type.Optional(Type.Union([Type.String(), Type.Number()]))
+    scrubRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    retireQuiet: Type.Optional(Type.Union([Type.String(), Type.Number()]))
   }, { additionalProperties: false }))
 }, { additionalProperties: false })
 

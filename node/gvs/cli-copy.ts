@@ -34,9 +34,10 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   if (l == null || Date.parse(l.at) < asked - 1000) { bar.stop(); throw new CliError(`the repair of ${st.volume} ended without a report (the agent may have stopped)`, 1) }
   if (l.copied + l.failed > 0) bar.update(l.copied + l.failed, l.copied + l.failed)
   const sound = l.failed === 0 && l.lost === 0
+  const freed = (l.freed ?? 0) > 0 ? `; freed ${l.freed} surplus cop${l.freed === 1 ? 'y' : 'ies'} (on nodes that are no longer holders)` : ''
   bar.stop(sound && l.copied === 0
-    ? `${st.volume}: nothing to copy, every object has its copies`
-    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}`)
+    ? `${st.volume}: nothing to copy, every object has its copies${freed}`
+    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   for (const e of l.errors) out(`  ${e}`)

@@ -4,6 +4,7 @@
 //   repairDelay   VGRID_GVS_REPAIR_DELAY    wait after a membership change before repairing ("5s")
 //   scrubInterval VGRID_GVS_SCRUB_INTERVAL  scheduled scrub period ("24h"; "0" never)
 //   scrubRate     VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
+//   retireQuiet   VGRID_GVS_RETIRE_QUIET    how long a surplus copy goes unused before repair frees it ("30s")
 // A bad value is an error naming the key or variable, never a silent default.
 import { parseSize } from '../resources.ts'
 import { durationMs, MAX_TIMER_MS } from '../durations.ts'
@@ -13,6 +14,7 @@ export interface GvsTuning {
   repairDelayMs?: number
   scrubIntervalMs?: number
   scrubBytesPerSecond?: number
+  retireQuietMs?: number
 }
 
 /** `maxMs`: for a delay a timer waits for in one piece (a longer one would fire after 1 ms) */
@@ -32,23 +34,26 @@ function rate (name: string, v: string): number {
 }
 
 /** Settings by name (`names` say how to call each in an error), as text; absent ones are left out. */
-function tuning (get: (k: 'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate') => string | undefined, names: Record<'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate', string>): GvsTuning {
+type Key = 'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate' | 'retireQuiet'
+
+function tuning (get: (k: Key) => string | undefined, names: Record<Key, string>): GvsTuning {
   const out: GvsTuning = {}
   let v: string | undefined
   if ((v = get('repairRate')) != null) out.repairBytesPerSecond = rate(names.repairRate, v)
   if ((v = get('repairDelay')) != null) out.repairDelayMs = duration(names.repairDelay, v, true, MAX_TIMER_MS)
   if ((v = get('scrubInterval')) != null) out.scrubIntervalMs = duration(names.scrubInterval, v, true)
   if ((v = get('scrubRate')) != null) out.scrubBytesPerSecond = rate(names.scrubRate, v)
+  if ((v = get('retireQuiet')) != null) out.retireQuietMs = duration(names.retireQuiet, v, true)
   return out
 }
 
-const ENV = { repairRate: 'VGRID_GVS_REPAIR_RATE', repairDelay: 'VGRID_GVS_REPAIR_DELAY', scrubInterval: 'VGRID_GVS_SCRUB_INTERVAL', scrubRate: 'VGRID_GVS_SCRUB_RATE' } as const
+const ENV = { repairRate: 'VGRID_GVS_REPAIR_RATE', repairDelay: 'VGRID_GVS_REPAIR_DELAY', scrubInterval: 'VGRID_GVS_SCRUB_INTERVAL', scrubRate: 'VGRID_GVS_SCRUB_RATE', retireQuiet: 'VGRID_GVS_RETIRE_QUIET' } as const
 
 export function tuningFromEnv (env: Record<string, string | undefined>): GvsTuning {
   return tuning(k => env[ENV[k]] != null && env[ENV[k]] !== '' ? env[ENV[k]] : undefined, ENV)
 }
 
 /** The config file's `gvs` object (its shape is checked by the config schema); numbers are bytes/s or ms. */
-export function tuningFromConfig (gvs: Partial<Record<'repairRate' | 'repairDelay' | 'scrubInterval' | 'scrubRate', string | number>>): GvsTuning {
-  return tuning(k => gvs[k] == null ? undefined : String(gvs[k]), { repairRate: 'gvs.repairRate', repairDelay: 'gvs.repairDelay', scrubInterval: 'gvs.scrubInterval', scrubRate: 'gvs.scrubRate' })
+export function tuningFromConfig (gvs: Partial<Record<Key, string | number>>): GvsTuning {
+  return tuning(k => gvs[k] == null ? undefined : String(gvs[k]), { repairRate: 'gvs.repairRate', repairDelay: 'gvs.repairDelay', scrubInterval: 'gvs.scrubInterval', scrubRate: 'gvs.scrubRate', retireQuiet: 'gvs.retireQuiet' })
 }

@@ -38,6 +38,8 @@ export interface LastRepairView {
   lost: number
   /** objects a scrub found damaged with no sound copy to rewrite them from (kept until a scrub finds otherwise) */
   unsound?: number
+  /** copies freed from nodes that are no longer their holders (repair.ts freeSurplus) */
+  freed?: number
 }
 
 /** what the node that ran a repair keeps of it */

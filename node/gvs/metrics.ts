@@ -8,6 +8,7 @@ export class GvsMetrics {
   readonly damaged: Counter
   readonly repairBytes: Counter
   readonly repairFailed: Counter
+  readonly surplusFreed: Counter
   readonly volumesUnhealthy: Gauge
   readonly scrubObjects: Counter
   readonly scrubBad: Counter
@@ -19,6 +20,7 @@ export class GvsMetrics {
     this.damaged = new Counter({ name: 'vgrid_gvs_damaged_objects_total', help: 'Objects of this node found damaged (checksum mismatch) on read or scrub', registers })
     this.repairBytes = new Counter({ name: 'vgrid_gvs_repair_bytes_total', help: 'Bytes repair copied to new holders', registers })
     this.repairFailed = new Counter({ name: 'vgrid_gvs_repair_failed_total', help: 'Object copies repair could not make (retried on the next pass)', registers })
+    this.surplusFreed = new Counter({ name: 'vgrid_gvs_surplus_freed_total', help: 'Copies repair freed from nodes that are no longer their holders', registers })
     this.volumesUnhealthy = new Gauge({ name: 'vgrid_gvs_volumes_unhealthy', help: 'Volumes whose last repair here left them degraded', registers })
     this.scrubObjects = new Counter({ name: 'vgrid_gvs_scrub_objects_total', help: 'Objects of this node the scheduled scrub read and checked', registers })
     this.scrubBad = new Counter({ name: 'vgrid_gvs_scrub_bad_total', help: 'Copies on this node the scrub found damaged', registers })

@@ -404,6 +404,27 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.spans.run(p.data, ObjectSpans.whole(true), async () => { await this.held.remove(p, false) })
   }
 
+  /**
+   * Frees a surplus copy (repair.ts): only while it is still at `version` and
+   * `mayRemove()` (the quiet spell) holds, both checked inside the object's exclusive
+   * hold, after every request to it that came first and before any that comes later.
+   * A damaged or lost copy is kept (scrub's). True when the copy is gone.
+   */
+  async retire (volume: string, index: number, version: Version, mayRemove: () => boolean): Promise<boolean> {
+    const p = this.paths(volume, index)
+    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+      if (this.syncs.isLost(p.data)) return false
+      const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
+        if (isGvsError(err, 'damaged')) return undefined
+        throw err
+      })
+      if (here === null) return true
+      if (here === undefined || compareVersions(here, version) !== 0 || !mayRemove()) return false
+      await this.held.remove(p, false)
+      return true
+    })
+  }
+
   async removeVolume (volume: string): Promise<void> {
     const dir = this.volDir(volume)
     await this.open.dropUnder(dir)

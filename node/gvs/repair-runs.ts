@@ -24,12 +24,16 @@ export interface RepairRunsComponents {
   repaired: (v: Volume) => Promise<void>
   /** where the last repairs are kept across restarts (none: in memory only) */
   file?: RepairsFile
+  /** whether every member places as this node does (placement-check.ts): surplus copies are freed only then */
+  agreed?: () => Promise<boolean>
 }
 
 export interface RepairRunsInit {
   objectSize: number
   /** the copy-rate cap (default DEFAULT_REPAIR_RATE; 0: none) */
   bytesPerSecond?: number
+  /** how long a surplus copy goes unused before it is freed (default RETIRE_QUIET_MS) */
+  retireQuietMs?: number
 }
 
 /** a repair this node runs now */
@@ -67,8 +71,8 @@ export class RepairRuns {
 
   /** the repairer of one layer of the volume (also what takes its inventory) */
   repairer (v: Volume, layer: string): Repairer {
-    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes }, {
-      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket()
+    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed }, {
+      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
 
@@ -131,8 +135,9 @@ export class RepairRuns {
       if (report.failed > 0 || unsound > 0) report.health = 'degraded'
       this.c.metrics?.repairBytes.inc(report.bytes)
       this.c.metrics?.repairFailed.inc(report.failed)
+      this.c.metrics?.surplusFreed.inc(report.freed)
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, scrubbed: opts.scrub === true ? scrubbed : carried
+        node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
       })
       await this.c.file?.save(this.last)
       await this.c.repaired(v)

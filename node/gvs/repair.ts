@@ -11,6 +11,7 @@ import { listObjects, type ReplicaTransport } from './replication.ts'
 import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
+import { RETIRE_QUIET_MS } from './object-uses.ts'
 
 /** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
@@ -64,13 +65,20 @@ export function pace (bytes: number, rate: number, elapsedMs: number): number {
 }
 
 export interface RepairProgress { volume: string, done: number, total: number, bytes: number, failed: number }
-export interface RepairReport extends RepairProgress { plan: RepairPlan, health: VolumeHealth, errors: string[] }
+export interface RepairReport extends RepairProgress {
+  plan: RepairPlan
+  health: VolumeHealth
+  errors: string[]
+  /** surplus copies freed (retired) by this run */
+  freed: number
+}
 
 /** one report of several object sets (a volume's layers) */
 export function mergeReports (volume: string, rs: readonly RepairReport[]): RepairReport {
   const plan: RepairPlan = { copies: [], surplus: [], lost: [], short: [] }
-  const out: RepairReport = { volume, done: 0, total: 0, bytes: 0, failed: 0, plan, health: 'healthy', errors: [] }
+  const out: RepairReport = { volume, done: 0, total: 0, bytes: 0, failed: 0, plan, health: 'healthy', errors: [], freed: 0 }
   for (const r of rs) {
+    out.freed += r.freed
     out.done += r.done
     out.total += r.total
     out.bytes += r.bytes
@@ -90,6 +98,11 @@ export interface RepairerComponents {
   holders: (key: string, replicas: number) => string[]
   /** the nodes to ask for their inventory: the live members */
   nodes: () => string[]
+  /**
+   * whether every member that may read or write places objects as this node does now
+   * (placement-check.ts); surplus copies are freed only then. Absent: never freed.
+   */
+  agreed?: () => Promise<boolean>
 }
 
 /**
@@ -98,6 +111,9 @@ export interface RepairerComponents {
  * while repair ran at this rate, where an unlimited repair took the link from them.
  */
 export const DEFAULT_REPAIR_RATE = 32 * 1024 * 1024
+
+/** how long one answer of every member that they place alike lets freeing go on */
+const AGREEMENT_MS = 5000
 
 export interface RepairerInit {
   volume: string
@@ -112,6 +128,8 @@ export interface RepairerInit {
   objects?: number
   /** what objects are placed by, when not the object set's own name (layers of a clone or snapshot) */
   placementKey?: string
+  /** how long a surplus copy must have gone unused before it is freed (default RETIRE_QUIET_MS) */
+  retireQuietMs?: number
 }
 
 export interface RepairerEvents { progress: [RepairProgress] }
@@ -135,7 +153,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   }
 
   /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
-  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, errors: string[] }> {
+  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()
     const errors: string[] = []
     /** the nodes that answered */
@@ -165,7 +183,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       await Promise.all([...behind, ...absent].map(async node => {
         let now: Version | null = null
         try {
-          const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i })).reply
+          const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i, probe: true })).reply
           if (r.present === true) now = r.version ?? NO_VERSION
         } catch {}
         if (now != null && compareVersions(now, top) >= 0) current.push(node)
@@ -173,12 +191,13 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       }))
       inventory.set(i, current)
     }))
-    return { inventory, stale, errors }
+    const versions = new Map([...all].map(([i, copies]) => [i, new Map(copies.map(c => [c.node, c.version]))]))
+    return { inventory, stale, versions, errors }
   }
 
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
-    const { inventory, stale, errors } = await this.inventory()
+    const { inventory, stale, versions, errors } = await this.inventory()
     const plan = planRepair(inventory, i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
@@ -186,6 +205,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     const concurrency = Math.max(1, this.init.concurrency ?? 2)
     const bucket = this.init.bucket ?? new TokenBucket({ rate, burst: OBJECT_SIZE })
     let next = 0
+    /** objects a copy of failed: their surplus copies are kept */
+    const failed = new Set<number>()
     const worker = async (): Promise<void> => {
       while (!this.stopped && next < plan.copies.length) {
         const copy = plan.copies[next++]!
@@ -196,6 +217,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
           progress.bytes += bytes
         } catch (err) {
           progress.failed++
+          failed.add(copy.index)
           errors.push(`object ${copy.index} to ${copy.to}: ${(err as Error).message}`)
         }
         progress.done++
@@ -203,8 +225,69 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       }
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, plan.copies.length) }, worker))
+    const freed = this.stopped ? 0 : await this.freeSurplus(plan, versions, failed, bucket)
     const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
-    return { ...progress, plan, health, errors }
+    return { ...progress, plan, health, errors, freed }
+  }
+
+  /**
+   * Frees copies on nodes that are no longer holders (a node that took objects over
+   * while another was away, or an old copy of a node back from missing writes): they
+   * take disk for ever otherwise. A copy goes only when all of these hold:
+   * - every member places objects as this node does now (`agreed`): none takes the
+   *   copy's node for a holder, so none writes to it or reads it as one;
+   * - the object has its R holders, this run copied it nowhere in vain, and each holder
+   *   has it at a version at least the copy's and sound (verify, just before);
+   * - on the copy's node, inside the object's exclusive hold: the copy is still at the
+   *   version the inventory listed and no client used it for the quiet spell
+   *   (`retire`, object-uses.ts). A node whose placement changed since looks at the
+   *   copy before it uses it, so it either stops the retire or finds the copy gone.
+   * The verify reads each holder's copy whole: it is paced by the repair's byte rate.
+   * Errors keep the copy for a later pass. Returns how many went.
+   */
+  private async freeSurplus (plan: RepairPlan, versions: ReadonlyMap<number, ReadonlyMap<string, Version>>, failed: ReadonlySet<number>, bucket?: TokenBucket): Promise<number> {
+    if (plan.surplus.length === 0 || this.c.agreed == null || !(await this.c.agreed())) return 0
+    const short = new Set(plan.short)
+    const checked = new Map<number, Promise<Version | null>>()
+    let freed = 0
+    // a long pass asks again: the agreement is what lets it go on
+    let agreedAt = Date.now()
+    for (const { index, node } of plan.surplus) {
+      if (this.stopped) break
+      if (Date.now() - agreedAt > AGREEMENT_MS) {
+        if (!(await this.c.agreed())) break
+        agreedAt = Date.now()
+      }
+      const version = versions.get(index)?.get(node)
+      const want = this.wanted(index)
+      if (version == null || failed.has(index) || short.has(index) || want.includes(node) || want.length < this.init.replicas) continue
+      try {
+        // the holders are checked once per object, whatever number of surplus copies it has
+        let held = checked.get(index)
+        if (held == null) checked.set(index, held = this.holdersHave(index, want, bucket))
+        const oldest = await held
+        if (oldest == null || compareVersions(oldest, version) < 0) continue
+        // retired only at this version: a copy a write moved on since is not the one the holders were checked against
+        const kept = (await this.c.transport.call(node, { op: 'retire', volume: this.init.volume, index, version, quietMs: this.init.retireQuietMs ?? RETIRE_QUIET_MS })).reply.present === true
+        if (!kept) freed++
+      } catch {
+        // a node that did not answer, or of an earlier release: the copy stays
+      }
+    }
+    return freed
+  }
+
+  /** the oldest version among the holders' copies of the object, if every holder has one and it is sound (null otherwise or on any error) */
+  private async holdersHave (index: number, holders: readonly string[], bucket?: TokenBucket): Promise<Version | null> {
+    const looks = await Promise.all(holders.map(async h => {
+      const st = (await this.c.transport.call(h, { op: 'stat', volume: this.init.volume, index, probe: true })).reply
+      if (st.present !== true) return null
+      await bucket?.take(OBJECT_SIZE)
+      const bad = (await this.c.transport.call(h, { op: 'verify', volume: this.init.volume, index })).reply.bad
+      return bad != null && bad.length === 0 ? st.version ?? NO_VERSION : null
+    }))
+    if (looks.some(v => v == null)) return null
+    return looks.reduce<Version>((a, v) => compareVersions(v!, a) < 0 ? v! : a, looks[0]!)
   }
 
   /** one object from the first source that has a sound copy; bytes moved */

@@ -38,7 +38,7 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'obj
 function parseOne (id: string, x: unknown): LastRepair | string {
   if (!isObject(x)) return `the record of ${id} is not an object`
   for (const k of ['at', 'copied', 'failed', 'bytes', 'lost'] as const) if (!isCount(x[k])) return `${id}: "${k}" is not a count`
-  if (x.unsound !== undefined && !isCount(x.unsound)) return `${id}: "unsound" is not a count`
+  for (const k of ['unsound', 'freed'] as const) if (x[k] !== undefined && !isCount(x[k])) return `${id}: "${k}" is not a count`
   if (typeof x.node !== 'string' || x.node === '') return `${id}: "node" is not a node id`
   if (!Array.isArray(x.errors) || !x.errors.every(e => typeof e === 'string')) return `${id}: "errors" is not a list of strings`
   if (!Array.isArray(x.lostObjects) || !x.lostObjects.every(isCount)) return `${id}: "lostObjects" is not a list of object numbers`
@@ -54,6 +54,7 @@ function parseOne (id: string, x: unknown): LastRepair | string {
   return {
     node: x.node, at: x.at as number, copied: x.copied as number, failed: x.failed as number, bytes: x.bytes as number, lost: x.lost as number,
     ...(x.unsound !== undefined ? { unsound: x.unsound as number } : {}),
+    ...(x.freed !== undefined ? { freed: x.freed as number } : {}),
     errors: x.errors as string[], lostObjects: x.lostObjects as number[], ...(scrubbed != null ? { scrubbed } : {})
   }
 }

@@ -9,6 +9,9 @@
 // still understand the rest: a write's or zero's `seq` (its version is (epoch, seq)),
 // a put's `version`, and the `version` of a stat's or get's answer, the `versions` of a
 // list's (in the order of its `indexes`). Missing, a version counts as NO_VERSION.
+// A `retire` (repair freeing a copy on a node that is no longer its holder) is a new
+// op, not a flag on `remove`: an agent of an earlier release answers it 'invalid' and
+// keeps the copy, where it would take a flag it does not know as an unconditional remove.
 // A list asked with `from` (and maybe `limit`) is answered in pages whose entries ride
 // in the frame's data (LIST_ENTRY bytes each), `count` of them, with `more` the `from`
 // of the next page: a node may hold any number of a volume's objects, and a header is
@@ -46,8 +49,12 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('put'), volume: Vol, index: Index, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('list'), volume: Vol, from: Type.Optional(U), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })) }),
-  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under }),
+  // probe: a repair's look, which is not a client's use of the copy (retire below)
+  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under, probe: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: Index }),
+  // a surplus copy freed by repair: only while it is still at `version` and no client
+  // has used it for `quietMs` (replication.ts); answered present: true when it was kept
+  Type.Object({ op: Type.Literal('retire'), volume: Vol, index: Index, version: VersionT, quietMs: U }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush'), volume: Type.Optional(Vol) })
 ])

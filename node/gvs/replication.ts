@@ -27,6 +27,7 @@ import {
   type Listed, type ReplicaReply, type ReplicaRequest
 } from './replica-protocol.ts'
 import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
+import { ObjectUses } from './object-uses.ts'
 
 export type { CallResult } from './replica-channel.ts'
 
@@ -43,10 +44,26 @@ const stack = (req: { volume: string, under?: string[] }): string[] | null => re
 /** a write's version: its writer's epoch and the writer's sequence number for the object */
 const versionOf = (req: { epoch: number, seq?: number }): Version | undefined => req.seq == null ? undefined : { epoch: req.epoch, seq: req.seq }
 
+const usesOf = new WeakMap<ObjectStore, ObjectUses>()
+
+/** the uses of a store's copies (object-uses.ts), one record per store */
+export function objectUses (store: ObjectStore): ObjectUses {
+  let u = usesOf.get(store)
+  if (u == null) { u = new ObjectUses(); usesOf.set(store, u) }
+  return u
+}
+
 /** runs one request against a store: the handler's body and the local short cut */
 export async function execute (store: ObjectStore, req: ReplicaRequest, data: Uint8Array | null): Promise<{ reply: ReplicaReply & { ok: true }, data: Uint8Array | null }> {
   let layers = layersOf.get(store)
   if (layers == null) { layers = new Layers(store); layersOf.set(store, layers) }
+  // a client's use of the copy (and of those under it), at its arrival: a retire queued
+  // behind it sees it (object-uses.ts); a repair's probe and the list are not uses
+  const uses = objectUses(store)
+  if ('index' in req && req.op !== 'retire' && req.op !== 'remove' && !(req.op === 'stat' && req.probe === true)) {
+    uses.used(req.volume, req.index)
+    if ('under' in req) for (const l of req.under ?? []) uses.used(l, req.index)
+  }
   switch (req.op) {
     case 'write': {
       if (data == null) throw new GvsError('invalid', 'write without data')
@@ -93,6 +110,10 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'remove':
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }
+    case 'retire': {
+      const gone = await store.retire(req.volume, req.index, req.version, () => uses.quiet(req.volume, req.index, req.quietMs))
+      return { reply: { ok: true, present: !gone }, data: null }
+    }
     case 'list':
       // a page reads one more than it answers: whether there are more
       return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
@@ -181,6 +202,8 @@ export class ReplicaService implements ReplicaTransport {
   }
 
   async start (): Promise<void> {
+    // the quiet spell of a surplus copy counts from here at the earliest (object-uses.ts)
+    objectUses(this.c.store)
     await this.c.host.handle(this.protocol, (stream, conn) => {
       const from = conn.remotePeer.toString()
       this.inbound.add(stream)

@@ -288,7 +288,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         return repairStatus(v)
       }
       const r = await done
-      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, health: r.health, errors: r.errors, lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
+      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors, lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
     })
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async req => repairStatus(findVolume(svc.volumes(), req.params.id)))

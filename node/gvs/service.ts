@@ -31,6 +31,7 @@ import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type Re
 import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { GridWriters, type NodeWriters } from './grid-writers.ts'
+import { PlacementCheck } from './placement-check.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
@@ -84,6 +85,7 @@ export class GvsService {
   private readonly init: GvsInit
   private readonly exports: VolumeExports
   private readonly gridWriters: GridWriters
+  private readonly placementCheck: PlacementCheck
   /** the placement over the member table it was made from (holders) */
   private placement: { table: MemberTable, p: Placement } | null = null
   /** placementGeneration: moves on when the live nodes placement is made over change */
@@ -120,6 +122,11 @@ export class GvsService {
     })
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
+    this.placementCheck = new PlacementCheck({
+      host: components.host,
+      signature: () => { this.currentPlacement(); return this.generation.signature },
+      others: () => [...this.components.membership.members.values()].filter(m => m.nodeId !== this.replicas.self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
+    })
     this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds() })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
@@ -131,8 +138,9 @@ export class GvsService {
       nodes: () => this.liveNodes().map(n => n.id),
       metrics: this.metrics,
       repaired: async v => { this.inventories.delete(v.id); await this.inventory(v).catch(() => {}) },
-      file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log)
-    }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond })
+      file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
+      agreed: async () => await this.placementCheck.agreed()
+    }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
@@ -143,6 +151,7 @@ export class GvsService {
     await this.store.start()
     await this.replicas.start()
     await this.status.start()
+    await this.placementCheck.start()
     await this.nbd.start()
     this.started = true
     this.liveKey = [...this.liveIds()].sort().join(',')
@@ -161,6 +170,7 @@ export class GvsService {
     await this.repairs.ended()
     await this.nbd.stop()
     await this.status.stop()
+    await this.placementCheck.stop()
     await this.replicas.stop()
     await this.store.stop()
   }

@@ -99,12 +99,15 @@ test('GVS settings from the environment, and clear errors for bad ones', t => {
   // the repair delay is one timer's wait (a longer one would fire at once); the scrub period is kept in smaller waits
   t.throws(() => tuningFromEnv({ VGRID_GVS_REPAIR_DELAY: '1000h' }), { message: 'VGRID_GVS_REPAIR_DELAY="1000h" is longer than 596h' })
   t.is(tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: '720h' }).scrubIntervalMs, 720 * 3600_000)
+  t.is(tuningFromEnv({ VGRID_GVS_RETIRE_QUIET: '2s' }).retireQuietMs, 2000)
+  t.throws(() => tuningFromEnv({ VGRID_GVS_RETIRE_QUIET: 'soon' }), { message: /VGRID_GVS_RETIRE_QUIET="soon" is not a duration/ })
 })
 
 test('status protocol: requests are checked, answers keep only well-formed entries', t => {
-  t.deepEqual(parseStatusRequest({ volumes: ['a', 'b'] }), { volumes: ['a', 'b'], writersOnly: false })
-  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: true }), { volumes: ['a'], writersOnly: true })
-  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: 'yes' }), { volumes: ['a'], writersOnly: false }, 'only true asks for less')
+  t.deepEqual(parseStatusRequest({ volumes: ['a', 'b'] }), { volumes: ['a', 'b'], writersOnly: false, claim: false })
+  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: true }), { volumes: ['a'], writersOnly: true, claim: false })
+  t.deepEqual(parseStatusRequest({ volumes: ['a'], writersOnly: 'yes' }), { volumes: ['a'], writersOnly: false, claim: false }, 'only true asks for less')
+  t.deepEqual(parseStatusRequest({ volumes: ['a'], claim: true }), { volumes: ['a'], writersOnly: true, claim: true }, 'a claim asks for writers only')
   t.throws(() => parseStatusRequest({ volumes: 'a' }), { message: /\{"volumes": \[ids\]\}/ })
   t.throws(() => parseStatusRequest(null))
   t.throws(() => parseStatusRequest({ volumes: [''] }))
@@ -112,9 +115,11 @@ test('status protocol: requests are checked, answers keep only well-formed entri
   const a = parseStatusAnswer({
     ok: { writers: 1, health: { state: 'healthy', reasons: [], repair: null, lastRepair: null } },
     oddHealth: { writers: 0, health: { state: 'fine' } },
+    claimed: { writers: 0, claiming: true },
     bad: { writers: 'x' }
   })
-  t.deepEqual(Object.keys(a).sort(), ['oddHealth', 'ok'])
+  t.deepEqual(Object.keys(a).sort(), ['claimed', 'oddHealth', 'ok'])
+  t.deepEqual(a.claimed, { writers: 0, claiming: true })
   t.is(a.oddHealth!.health, undefined)
   t.is(a.ok!.health!.state, 'healthy')
 })

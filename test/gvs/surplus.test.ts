@@ -1,0 +1,76 @@
+// Surplus copies (on nodes that are no longer an object's holders) are freed by repair
+// (repair.ts freeSurplus), on in-process hosts: a node joins and takes some objects
+// over; the copies left on their former holders go only once every member agrees on
+// the placement and each copy went unused for the quiet spell; afterwards every object
+// sits on exactly its holders and every byte reads back.
+import test from 'ava'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { createHost, type VgridHost } from '../../protocol/host.ts'
+import { generateClusterKey } from '../../protocol/cluster-key.ts'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { ReplicaService } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { Repairer } from '../../node/gvs/repair.ts'
+import { Placement, objectKey } from '../../node/gvs/placement.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const OBJ = 256 * 1024
+const OBJECTS = 16
+
+test('a joining node takes objects over; the former holders\' copies are freed only when every member agrees and they were quiet', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-surplus-'))
+  const clusterKey = generateClusterKey()
+  const nodes: Array<{ id: string, host: VgridHost, store: ObjectStore, svc: ReplicaService }> = []
+  t.teardown(async () => {
+    for (const x of nodes) { await x.svc.stop(); await x.host.stop(); await x.store.stop() }
+    await rm(dir, { recursive: true, force: true })
+  })
+  for (let i = 0; i < 4; i++) {
+    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/gvssurplus${process.pid}-${i}`], mdns: false, transport: 'memory' })
+    const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, `n${i}`), objectSize: OBJ })
+    await store.start()
+    const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 60_000 })
+    await svc.start()
+    nodes.push({ id: host.peerId.toString(), host, store, svc })
+  }
+  for (const a of nodes) for (const b of nodes) if (a !== b) await a.host.dial(b.host.getMultiaddrs()[0]!)
+
+  // three nodes place the volume; the fourth joins after it was written
+  const placed = new Set(nodes.slice(0, 3).map(n => n.id))
+  const holders = (key: string, r: number): string[] => new Placement(nodes.filter(n => placed.has(n.id)).map(n => ({ id: n.id, weight: 1 }))).holders(key, r)
+  const all = (): string[] => nodes.map(n => n.id)
+  const vol = (): ReplicatedVolume => new ReplicatedVolume({ transport: nodes[0]!.svc, holders, nodes: all }, { volume: 'db', size: OBJECTS * OBJ, replicas: 2, epoch: 1, objectSize: OBJ })
+  const data = randomBytes(OBJECTS * OBJ)
+  await vol().write(0, data, true)
+  const before = Array.from({ length: OBJECTS }, (_, i) => holders(objectKey('db', i), 2))
+  placed.add(nodes[3]!.id)
+  const left = before.flatMap((hs, i) => hs.filter(h => !holders(objectKey('db', i), 2).includes(h)).map(node => ({ index: i, node })))
+  t.true(left.length > 0, 'the joining node takes some objects over')
+  const copiesOf = async (i: number): Promise<string[]> => {
+    const out: string[] = []
+    for (const n of nodes) if ((await n.store.list('db')).includes(i)) out.push(n.id)
+    return out.sort()
+  }
+
+  let agree = false
+  const repairer = (quietMs: number): Repairer => new Repairer({ transport: nodes[0]!.svc, holders, nodes: all, agreed: async () => agree }, { volume: 'db', replicas: 2, objects: OBJECTS, bytesPerSecond: 0, retireQuietMs: quietMs })
+  // a member places otherwise: the objects are copied to the new holder, nothing is freed
+  const first = await repairer(0).run()
+  t.is(first.failed, 0, first.errors.join('; '))
+  t.is(first.total, left.length)
+  t.is(first.freed, 0)
+  for (const { index, node } of left) t.true((await copiesOf(index)).includes(node), `object ${index} still on its former holder`)
+  // every member agrees, but the copies were used within the quiet spell (the writes, a moment ago): kept
+  agree = true
+  t.is((await repairer(60_000).run()).freed, 0)
+  // quiet: freed, and only those
+  const freed = await repairer(0).run()
+  t.is(freed.freed, left.length, freed.errors.join('; '))
+  for (let i = 0; i < OBJECTS; i++) t.deepEqual(await copiesOf(i), holders(objectKey('db', i), 2).sort(), `object ${i} on exactly its holders`)
+  t.true(Buffer.from(await vol().read(0, OBJECTS * OBJ)).equals(data), 'every byte reads back')
+  t.is((await repairer(0).run()).freed, 0, 'nothing left to free')
+})
