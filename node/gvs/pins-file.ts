@@ -5,11 +5,8 @@
 // whole (tmp, fsync, rename, fsync of the directory): a crash leaves the old or the
 // new set, never half of one. A damaged file is reported and read as empty: the disks
 // it named open again once their holder fences, as on a first start.
-import { readFileSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { dirname } from 'node:path'
-import { writeFileDurable } from '../durable-file.ts'
 import type { Logger } from '../log.ts'
+import { RecordFile } from './record-file.ts'
 
 export const PINS_FILE = 'gvs-pins.json'
 const FORMAT = 1
@@ -43,44 +40,14 @@ export function parsePins (text: string): { pins: Pins } | { error: string } {
   return { pins: out }
 }
 
-export class PinsFile {
-  readonly path: string
-  private readonly log: Logger
-  /** writes go one after another: the last one made is the one left */
-  private writing: Promise<void> = Promise.resolve()
-
+export class PinsFile extends RecordFile<Pins> {
   constructor (path: string, log: Logger) {
-    this.path = path
-    this.log = log
-  }
-
-  /** the pins kept by the last run (read once, at construction: a small file); empty when missing or damaged */
-  load (): Pins {
-    let text: string
-    try {
-      text = readFileSync(this.path, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn(`could not read the pinned writer epochs in ${this.path}: ignored; a VM disk opened at an epoch this node fenced before the restart may not open again until its VM is started again`, { error: String(err) })
-      return new Map()
-    }
-    const r = parsePins(text)
-    if ('error' in r) {
-      this.log.warn(`the pinned writer epochs in ${this.path} are damaged (${r.error}): ignored; a VM disk opened at an epoch this node fenced before the restart may not open again until its VM is started again`, { file: this.path })
-      return new Map()
-    }
-    return r.pins
-  }
-
-  /** writes `pins` (as it is now) once the writes before it are done; a failed write is logged, and rejects */
-  async save (pins: Pins): Promise<void> {
-    const text = formatPins(pins)
-    const p = this.writing.then(async () => { await this.write(text) })
-    this.writing = p.catch(err => { this.log.warn(`could not write the pinned writer epochs to ${this.path}`, { error: String(err) }) })
-    await p
-  }
-
-  private async write (text: string): Promise<void> {
-    await mkdir(dirname(this.path), { recursive: true })
-    await writeFileDurable(this.path, text)
+    super(path, log, {
+      what: 'the pinned writer epochs',
+      ifLost: 'a VM disk opened at an epoch this node fenced before the restart may not open again until its VM is started again',
+      empty: () => new Map(),
+      format: formatPins,
+      parse: text => { const r = parsePins(text); return 'error' in r ? r : { value: r.pins } }
+    })
   }
 }

@@ -59,7 +59,7 @@ export class RepairRuns {
     const gone = [...this.last.keys()].filter(id => !keep.has(id))
     if (gone.length === 0) return
     for (const id of gone) this.last.delete(id)
-    await this.c.file?.save(this.last)
+    await this.c.file?.save(this.last).catch(() => {})
   }
 
   private sharedBucket (): TokenBucket | undefined {
@@ -139,7 +139,8 @@ export class RepairRuns {
       this.last.set(v.id, {
         node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
       })
-      await this.c.file?.save(this.last)
+      // a failed write is logged by the file; the repair itself stands
+      await this.c.file?.save(this.last).catch(() => {})
       await this.c.repaired(v)
       return report
     }

@@ -6,11 +6,8 @@
 // written whole (tmp, fsync, rename, fsync of the directory); a damaged one is reported
 // and read as empty (the next repair or scrub writes a new one). Long lists are cut:
 // the record says what was wrong, the repair's own answer had all of it.
-import { readFileSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { dirname } from 'node:path'
-import { writeFileDurable } from '../durable-file.ts'
 import type { Logger } from '../log.ts'
+import { RecordFile } from './record-file.ts'
 import type { LastRepair } from './health.ts'
 
 export const REPAIRS_FILE = 'gvs-repairs.json'
@@ -75,42 +72,14 @@ export function parseRepairs (text: string): { repairs: Map<string, LastRepair> 
   return { repairs: out }
 }
 
-export class RepairsFile {
-  readonly path: string
-  private readonly log: Logger
-  /** writes go one after another: the last one made is the one left */
-  private writing: Promise<void> = Promise.resolve()
-
+export class RepairsFile extends RecordFile<Map<string, LastRepair>> {
   constructor (path: string, log: Logger) {
-    this.path = path
-    this.log = log
-  }
-
-  /** the repairs kept by the last run; empty when missing or damaged (reported) */
-  load (): Map<string, LastRepair> {
-    let text: string
-    try {
-      text = readFileSync(this.path, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn(`could not read the last repairs in ${this.path}: ignored; a volume with an object damaged on every copy shows healthy until the next scrub`, { error: String(err) })
-      return new Map()
-    }
-    const r = parseRepairs(text)
-    if ('error' in r) {
-      this.log.warn(`the last repairs in ${this.path} are damaged (${r.error}): ignored; a volume with an object damaged on every copy shows healthy until the next scrub`, { file: this.path })
-      return new Map()
-    }
-    return r.repairs
-  }
-
-  /** writes `last` (as it is now) once the writes before it are done; a failed write is logged, never thrown */
-  async save (last: ReadonlyMap<string, LastRepair>): Promise<void> {
-    const text = formatRepairs(last)
-    const p = this.writing.then(async () => {
-      await mkdir(dirname(this.path), { recursive: true })
-      await writeFileDurable(this.path, text)
+    super(path, log, {
+      what: 'the last repairs',
+      ifLost: 'a volume with an object damaged on every copy shows healthy until the next scrub',
+      empty: () => new Map(),
+      format: formatRepairs,
+      parse: text => { const r = parseRepairs(text); return 'error' in r ? r : { value: r.repairs } }
     })
-    this.writing = p.catch(err => { this.log.warn(`could not write the last repairs to ${this.path}: a restart forgets them`, { error: String(err) }) })
-    await this.writing
   }
 }
