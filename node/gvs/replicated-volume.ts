@@ -88,10 +88,10 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   /** holders in the order reads try them: this node first */
-  private readOrder (index: number): string[] {
-    const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
+  /** the holders to read from, this node first (`hs`: the ones a settle or look checked; placement may have moved on since) */
+  private readOrder (hs: readonly string[]): string[] {
     const self = this.c.transport.self
-    return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : hs
+    return hs.includes(self) ? [self, ...hs.filter(h => h !== self)] : [...hs]
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> {
@@ -115,10 +115,10 @@ export class ReplicatedVolume implements BlockDevice {
   private async readSources (index: number): Promise<string[]> {
     const generation = this.settler.generation()
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
-    if (this.settler.isSettled(index, hs)) return this.readOrder(index)
+    if (this.settler.isSettled(index, hs)) return this.readOrder(hs)
     // layers resolve per node, which needs every layer in place: settle as for a write
     // (a holder that did not answer may have an old copy: not read from until it does)
-    if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(index).filter(n => !silent.has(n)) }
+    if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(hs).filter(n => !silent.has(n)) }
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
@@ -128,12 +128,12 @@ export class ReplicatedVolume implements BlockDevice {
       // one would answer zeros for data that exists: fail, and the next read asks again
       if (!everyone) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
       this.settler.markSettled(index, hs, generation)
-      return this.readOrder(index)
+      return this.readOrder(hs)
     }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
     // only copies may be theirs (former holders too), and the newest that answered older
     if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.join(', ')}; try again`)
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(index) }
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(hs) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 

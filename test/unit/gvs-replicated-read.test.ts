@@ -91,3 +91,22 @@ test('the first flush of a volume reaches every live node: writes an earlier run
   await v.flush()
   t.deepEqual(flushed, [], 'later flushes only where this run wrote')
 })
+
+test('a read goes to the holders its look checked, not to ones placement moved to while it looked', async t => {
+  const { stores, transport } = await grid(t, ['A', 'B', 'C'], 'B')
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  // placement flips from A, B to C, B while the look's stats are in flight; C has no copy
+  let holders = ['A', 'B']
+  const flipping: ReplicaTransport = {
+    self: 'B',
+    call: async (peer, req, data) => {
+      if (req.op === 'stat') holders = ['C', 'B']
+      return await transport.call(peer, req, data)
+    }
+  }
+  const v = new ReplicatedVolume({ transport: flipping, holders: () => holders, nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [7, 7], 'the written data, not the zeros of a holder never checked')
+})
+  holders = ['A', 'B']
+  t.deepEqual([...(await w.read(0, 4096))].slice(0, 2), [7, 7])
+})
