@@ -1,43 +1,64 @@
 // When each object copy on this node was last used by a client of the replica protocol
 // (a write, read, stat, get, put, verify, zero; every layer of a layered request), so
-// that repair frees a surplus copy (`retire`, replication.ts) only after a quiet spell.
-// Why: a node whose placement changed a moment ago may have looked at this copy (its
-// settle's stat) and be about to write to it or read it as a holder; had the copy gone
-// in between, its write would land on zeros and its read answer zeros. Once a copy has
-// been quiet for the spell, any node that takes this node for its holder looks at it
-// again first (a new placement generation settles anew), and finds it gone.
-// Entries older than the longest spell asked for are swept as the map grows.
+// that repair frees a surplus copy (`retire`, replication.ts) only if nothing used it
+// since a mark this node handed out before repair asked every member whether they
+// place objects alike. Why: a node whose placement changed after that agreement takes
+// this node for a holder, and before it uses the copy it settles the object, which
+// looks at the copy here (a use after the mark): the retire is then refused, or, if it
+// ran first, the settle finds the copy gone. A use recorded before the mark by a node
+// whose view was different then, and is still, fails the agreement instead.
+//
+// A mark holds this process's instance and a monotonic time: one from an earlier run
+// (uses before a restart are unknown) or older than the record is kept is refused, and
+// so is one within `quietMs` of a use (a margin). Old entries are swept now and then,
+// never on every request.
+import { randomBytes } from 'node:crypto'
+import { monoNow } from '../../protocol/mono-clock.ts'
 
-/** how long a surplus copy must have gone unused before repair frees it (default) */
+/** how long a surplus copy must also have gone unused before repair frees it (default) */
 export const RETIRE_QUIET_MS = 30_000
+/** uses are kept this long at least: a mark older than this is refused */
+const KEEP_MS = 10 * 60_000
 const SWEEP_OVER = 20_000
 
 export class ObjectUses {
   private readonly at = new Map<string, number>()
-  private longest = RETIRE_QUIET_MS
   private readonly now: () => number
-  /** uses before this are unknown (a restart): nothing counts as quiet until a spell has passed since */
-  private readonly since: number
+  /** this run of the replica service: marks of another are refused */
+  private readonly instance = randomBytes(6).toString('hex')
+  private readonly started: number
+  private sweepAt = SWEEP_OVER
+  private keepMs = KEEP_MS
 
-  constructor (now: () => number = Date.now) {
+  constructor (now: () => number = monoNow) {
     this.now = now
-    this.since = now()
+    this.started = now()
   }
 
   used (layer: string, index: number): void {
     this.at.set(`${layer}/${index}`, this.now())
-    if (this.at.size > SWEEP_OVER) this.sweep()
+    if (this.at.size > this.sweepAt) {
+      const cut = this.now() - this.keepMs
+      for (const [k, t] of this.at) if (t < cut) this.at.delete(k)
+      // the next sweep once the map has doubled: a map of recent uses is not walked per request
+      this.sweepAt = Math.max(SWEEP_OVER, this.at.size * 2)
+    }
   }
 
-  /** whether the copy went unused for `quietMs`, known for that long (this node ran for it) */
-  quiet (layer: string, index: number, quietMs: number): boolean {
-    this.longest = Math.max(this.longest, quietMs)
-    const t = this.at.get(`${layer}/${index}`) ?? this.since
-    return this.now() - t >= quietMs
-  }
+  /** a mark of now, for a later `unusedSince` */
+  mark (): string { return `${this.instance}:${this.now()}` }
 
-  private sweep (): void {
-    const cut = this.now() - this.longest
-    for (const [k, t] of this.at) if (t < cut) this.at.delete(k)
+  /**
+   * Whether the copy went unused since `mark` (one of this run's, younger than the
+   * record kept) and for `quietMs`. Uses count from this run's start: none before are known.
+   */
+  unusedSince (layer: string, index: number, mark: string, quietMs: number): boolean {
+    const [instance, at] = mark.split(':')
+    const since = Number(at)
+    const now = this.now()
+    if (instance !== this.instance || !Number.isSafeInteger(since) || since > now || now - since > this.keepMs) return false
+    this.keepMs = Math.max(this.keepMs, quietMs)
+    const last = this.at.get(`${layer}/${index}`) ?? this.started
+    return last < since && now - last >= quietMs
   }
 }

@@ -112,9 +112,6 @@ export interface RepairerComponents {
  */
 export const DEFAULT_REPAIR_RATE = 32 * 1024 * 1024
 
-/** how long one answer of every member that they place alike lets freeing go on */
-const AGREEMENT_MS = 5000
-
 export interface RepairerInit {
   volume: string
   replicas: number
@@ -234,33 +231,37 @@ export class Repairer extends EventEmitter<RepairerEvents> {
    * Frees copies on nodes that are no longer holders (a node that took objects over
    * while another was away, or an old copy of a node back from missing writes): they
    * take disk for ever otherwise. A copy goes only when all of these hold:
-   * - every member places objects as this node does now (`agreed`): none takes the
-   *   copy's node for a holder, so none writes to it or reads it as one;
-   * - the object has its R holders, this run copied it nowhere in vain, and each holder
-   *   has it at a version at least the copy's and sound (verify, just before);
-   * - on the copy's node, inside the object's exclusive hold: the copy is still at the
-   *   version the inventory listed and no client used it for the quiet spell
-   *   (`retire`, object-uses.ts). A node whose placement changed since looks at the
-   *   copy before it uses it, so it either stops the retire or finds the copy gone.
+   * - its node handed out a mark (`mark`) before the agreement below;
+   * - every member places objects as this node does (`agreed`): none takes the copy's
+   *   node for a holder, so none writes to it or reads it as one;
+   * - the object has its R holders by this node's placement now, none of this pass's
+   *   copies of it failed, and each holder has it, sound (verify, between two stats
+   *   that agree), at a version at least the copy's;
+   * - on the copy's node, inside the object's exclusive hold (`retire`): the copy is
+   *   still at the version the inventory listed, and no client used it since the mark
+   *   (nor for the quiet spell). A node whose placement changed after the agreement
+   *   settles the object before it uses the copy, which looks at the copy: a use after
+   *   the mark (object-uses.ts). However long this pass takes.
    * The verify reads each holder's copy whole: it is paced by the repair's byte rate.
    * Errors keep the copy for a later pass. Returns how many went.
    */
   private async freeSurplus (plan: RepairPlan, versions: ReadonlyMap<number, ReadonlyMap<string, Version>>, failed: ReadonlySet<number>, bucket?: TokenBucket): Promise<number> {
-    if (plan.surplus.length === 0 || this.c.agreed == null || !(await this.c.agreed())) return 0
+    if (plan.surplus.length === 0 || this.c.agreed == null) return 0
+    const marks = new Map<string, string>()
+    await Promise.all([...new Set(plan.surplus.map(s => s.node))].map(async node => {
+      // a node of an earlier release answers `invalid`: its copies stay
+      try { const m = (await this.c.transport.call(node, { op: 'mark' })).reply.mark; if (m != null) marks.set(node, m) } catch {}
+    }))
+    if (marks.size === 0 || !(await this.c.agreed())) return 0
     const short = new Set(plan.short)
     const checked = new Map<number, Promise<Version | null>>()
     let freed = 0
-    // a long pass asks again: the agreement is what lets it go on
-    let agreedAt = Date.now()
     for (const { index, node } of plan.surplus) {
       if (this.stopped) break
-      if (Date.now() - agreedAt > AGREEMENT_MS) {
-        if (!(await this.c.agreed())) break
-        agreedAt = Date.now()
-      }
       const version = versions.get(index)?.get(node)
+      const since = marks.get(node)
       const want = this.wanted(index)
-      if (version == null || failed.has(index) || short.has(index) || want.includes(node) || want.length < this.init.replicas) continue
+      if (version == null || since == null || failed.has(index) || short.has(index) || want.includes(node) || want.length < this.init.replicas) continue
       try {
         // the holders are checked once per object, whatever number of surplus copies it has
         let held = checked.get(index)
@@ -268,23 +269,29 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         const oldest = await held
         if (oldest == null || compareVersions(oldest, version) < 0) continue
         // retired only at this version: a copy a write moved on since is not the one the holders were checked against
-        const kept = (await this.c.transport.call(node, { op: 'retire', volume: this.init.volume, index, version, quietMs: this.init.retireQuietMs ?? RETIRE_QUIET_MS })).reply.present === true
+        const kept = (await this.c.transport.call(node, { op: 'retire', volume: this.init.volume, index, version, since, quietMs: this.init.retireQuietMs ?? RETIRE_QUIET_MS })).reply.present === true
         if (!kept) freed++
       } catch {
-        // a node that did not answer, or of an earlier release: the copy stays
+        // a node that did not answer: the copy stays
       }
     }
     return freed
   }
 
-  /** the oldest version among the holders' copies of the object, if every holder has one and it is sound (null otherwise or on any error) */
+  /** the oldest version among the holders' copies of the object, if every holder has one, sound (null otherwise) */
   private async holdersHave (index: number, holders: readonly string[], bucket?: TokenBucket): Promise<Version | null> {
-    const looks = await Promise.all(holders.map(async h => {
+    const stat = async (h: string): Promise<Version | null> => {
       const st = (await this.c.transport.call(h, { op: 'stat', volume: this.init.volume, index, probe: true })).reply
-      if (st.present !== true) return null
+      return st.present === true ? st.version ?? NO_VERSION : null
+    }
+    const looks = await Promise.all(holders.map(async h => {
+      const before = await stat(h)
+      if (before == null) return null
       await bucket?.take(OBJECT_SIZE)
       const bad = (await this.c.transport.call(h, { op: 'verify', volume: this.init.volume, index })).reply.bad
-      return bad != null && bad.length === 0 ? st.version ?? NO_VERSION : null
+      // verify answers nothing bad for an absent copy too: still there, and the one verified
+      const after = await stat(h)
+      return bad != null && bad.length === 0 && after != null && compareVersions(after, before) >= 0 ? before : null
     }))
     if (looks.some(v => v == null)) return null
     return looks.reduce<Version>((a, v) => compareVersions(v!, a) < 0 ? v! : a, looks[0]!)

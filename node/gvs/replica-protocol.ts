@@ -9,9 +9,10 @@
 // still understand the rest: a write's or zero's `seq` (its version is (epoch, seq)),
 // a put's `version`, and the `version` of a stat's or get's answer, the `versions` of a
 // list's (in the order of its `indexes`). Missing, a version counts as NO_VERSION.
-// A `retire` (repair freeing a copy on a node that is no longer its holder) is a new
-// op, not a flag on `remove`: an agent of an earlier release answers it 'invalid' and
-// keeps the copy, where it would take a flag it does not know as an unconditional remove.
+// `mark` and `retire` (repair freeing a copy on a node that is no longer its holder)
+// are new ops, not a flag on `remove`: an agent of an earlier release answers them
+// 'invalid' and keeps the copy, where it would take a flag it does not know as an
+// unconditional remove.
 // A list asked with `from` (and maybe `limit`) is answered in pages whose entries ride
 // in the frame's data (LIST_ENTRY bytes each), `count` of them, with `more` the `from`
 // of the next page: a node may hold any number of a volume's objects, and a header is
@@ -52,9 +53,11 @@ export const ReplicaRequestSchema = Type.Union([
   // probe: a repair's look, which is not a client's use of the copy (retire below)
   Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under, probe: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: Index }),
-  // a surplus copy freed by repair: only while it is still at `version` and no client
-  // has used it for `quietMs` (replication.ts); answered present: true when it was kept
-  Type.Object({ op: Type.Literal('retire'), volume: Vol, index: Index, version: VersionT, quietMs: U }),
+  // a surplus copy freed by repair (object-uses.ts): `mark` hands out this node's mark
+  // of now; `retire` frees the copy only while it is still at `version` and no client
+  // used it since `since` (a mark) nor for `quietMs`; answered present: true when kept
+  Type.Object({ op: Type.Literal('mark') }),
+  Type.Object({ op: Type.Literal('retire'), volume: Vol, index: Index, version: VersionT, since: Type.String({ minLength: 1, maxLength: 64 }), quietMs: U }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush'), volume: Type.Optional(Vol) })
 ])
@@ -73,7 +76,9 @@ export const ReplicaReplySchema = Type.Union([
     /** a list page: entries in the data */
     count: Type.Optional(U),
     /** a list page: there are more, from this index on */
-    more: Type.Optional(U)
+    more: Type.Optional(U),
+    /** the answer to `mark` */
+    mark: Type.Optional(Type.String({ maxLength: 64 }))
   }),
   Type.Object({ ok: Type.Literal(false), code: Code, message: Type.String({ maxLength: 2048 }) })
 ])

@@ -110,8 +110,10 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'remove':
       await store.remove(req.volume, req.index)
       return { reply: { ok: true }, data: null }
+    case 'mark':
+      return { reply: { ok: true, mark: uses.mark() }, data: null }
     case 'retire': {
-      const gone = await store.retire(req.volume, req.index, req.version, () => uses.quiet(req.volume, req.index, req.quietMs))
+      const gone = await store.retire(req.volume, req.index, req.version, () => uses.unusedSince(req.volume, req.index, req.since, req.quietMs))
       return { reply: { ok: true, present: !gone }, data: null }
     }
     case 'list':

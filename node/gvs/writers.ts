@@ -46,7 +46,7 @@ interface PendingClaim { lost: string | null }
 export class WriterHandle implements BlockDevice {
   private readonly dev: BlockDevice
   private readonly onWrite: (h: WriterHandle) => void
-  private readonly exclusive?: { volume: string, others: OtherWriters, idleMs: number }
+  private readonly exclusive?: { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean }
   /** the ask of the other nodes in progress */
   private claiming: Promise<void> | null = null
   /** set while that ask waits for answers */
@@ -55,7 +55,7 @@ export class WriterHandle implements BlockDevice {
   /** a VM disk's session: counted as a writer from its open to its end, written or not */
   holdsOpen = false
 
-  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number }) {
+  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean }) {
     this.dev = dev
     this.onWrite = onWrite
     this.exclusive = exclusive
@@ -67,6 +67,8 @@ export class WriterHandle implements BlockDevice {
     if (x == null) return
     if (this.claiming != null) { await this.claiming; return }
     if (this.lastWriteAt > 0 && Date.now() - this.lastWriteAt <= x.idleMs) return
+    // a VM's disk session on this node writes it (the other nodes are asked, not this one)
+    if (x.vmDisk?.() === true) throw new GvsError('in-use', `volume "${x.volume}" is a running VM's disk on this node: one writer at a time; stop the VM first`)
     this.claiming = (async () => {
       // counted as a writer from now on: another node asking at the same moment sees this one
       const pending: PendingClaim = this.pending = { lost: null }
@@ -120,7 +122,8 @@ export class Writers {
       s.add(h)
     }
     const exclusive = o.exclusive === true
-    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs } : undefined)
+    const vmDisk = (): boolean => [...this.byVolume.get(volume) ?? []].some(x => x.holdsOpen)
+    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk } : undefined)
     if (!exclusive) {
       h.holdsOpen = true
       add(h)
@@ -143,14 +146,12 @@ export class Writers {
    */
   answerClaim (volume: string, asker: string, askerWins: boolean, now = Date.now()): { writers: number, claiming: boolean } {
     this.count(volume, now)
-    let writers = 0
-    let claiming = false
-    for (const h of this.byVolume.get(volume) ?? []) {
-      if (h.pending == null) { writers++; continue }
-      claiming = true
-      if (askerWins) h.pending.lost ??= asker
-    }
-    return { writers, claiming }
+    const hs = [...this.byVolume.get(volume) ?? []]
+    const writers = hs.filter(h => h.pending == null).length
+    const pending = hs.filter(h => h.pending != null)
+    // a session here that already writes refuses the asker: a sibling's claim here need not give way
+    if (askerWins && writers === 0) for (const h of pending) h.pending!.lost ??= asker
+    return { writers, claiming: pending.length > 0 }
   }
 
   /** sessions that wrote to the volume within idleMs */

@@ -1,8 +1,8 @@
 // Freeing a surplus copy on its node (replication.ts `retire`, object-store.ts retire,
 // object-uses.ts): it goes only while it is still at the version repair checked the
-// holders against and no client used it for the quiet spell, both judged inside the
-// object's exclusive hold; a repair's probe and list are not uses, every layer of a
-// layered request is; the spell counts from the node's start too.
+// holders against and no client used it since a mark it handed out (nor for the quiet
+// spell), both judged inside the object's exclusive hold; a repair's probe and list are
+// not uses, every layer of a layered request is; a mark of another run is refused.
 import test from 'ava'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -10,7 +10,6 @@ import { join } from 'node:path'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { ObjectUses } from '../../node/gvs/object-uses.ts'
 import { execute } from '../../node/gvs/replication.ts'
-import type { ReplicaRequest } from '../../node/gvs/replica-protocol.ts'
 import { silentLogger } from '../../node/log.ts'
 
 async function store (t: { teardown: (fn: () => Promise<void>) => void }): Promise<ObjectStore> {
@@ -33,45 +32,58 @@ test('retire: only at the checked version and when allowed; an absent copy count
   t.true(await s.retire('v1', 5, { epoch: 1, seq: 1 }, () => true), 'absent')
 })
 
-test('retire: the quiet spell is judged after the requests that came first (a stat queued before it stops it)', async t => {
+const v1 = { epoch: 1, seq: 1 }
+const markOf = async (s: ObjectStore): Promise<string> => (await execute(s, { op: 'mark' }, null)).reply.mark!
+const retire = async (s: ObjectStore, volume: string, index: number, since: string, quietMs = 0): Promise<boolean | undefined> =>
+  (await execute(s, { op: 'retire', volume, index, version: v1, since, quietMs }, null)).reply.present
+
+test('retire: judged after the requests that came first; a use after the mark keeps the copy, however late the retire comes', async t => {
   const s = await store(t)
-  await s.write('v1', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
-  const call = async (req: ReplicaRequest): Promise<boolean | undefined> => (await execute(s, req, null)).reply.present
-  const retire: ReplicaRequest = { op: 'retire', volume: 'v1', index: 0, version: { epoch: 1, seq: 1 }, quietMs: 0 }
-  // quietMs 0: nothing stops it but the version
-  t.false(await call({ ...retire, quietMs: 0 }), 'retired (present: false)')
-  await s.write('v1', 0, 0, new Uint8Array(4096).fill(2), { epoch: 1, version: { epoch: 1, seq: 1 } })
-  // a stat (a writer's settle) arrives, then the retire with a spell: kept
-  const [st, kept] = await Promise.all([call({ op: 'stat', volume: 'v1', index: 0 }), call({ ...retire, quietMs: 60_000 })])
-  t.true(st)
-  t.true(kept, 'kept: used within the spell')
+  await s.write('v1', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: v1 })
+  const mark = await markOf(s)
+  // a writer's settle looks at the copy after the mark, then the retire arrives: kept
+  const [st, kept] = await Promise.all([execute(s, { op: 'stat', volume: 'v1', index: 0 }, null), retire(s, 'v1', 0, mark)])
+  t.true(st.reply.present)
+  t.true(kept, 'kept: used after the mark')
+  t.true(await retire(s, 'v1', 0, mark), 'and later too')
+  // a new mark after that use: freed
+  await new Promise(resolve => setTimeout(resolve, 5))
+  t.false(await retire(s, 'v1', 0, await markOf(s)), 'freed (present: false)')
 })
 
-test('uses: a probe and a list are not uses; every layer of a layered read is; the spell counts from the start too', t => {
+test('uses: a mark of another run, a future or a garbled one is refused; quietMs is a margin; the start counts as a use', t => {
   let now = 1000
   const u = new ObjectUses(() => now)
-  t.false(u.quiet('a', 1, 500), 'started 0 ms ago: not known quiet')
-  now += 500
-  t.true(u.quiet('a', 1, 500))
+  const early = u.mark()
+  t.false(u.unusedSince('a', 1, early, 0), 'a mark at the start itself: nothing is known before it')
+  now += 10
+  const m = u.mark()
+  now += 10
+  t.true(u.unusedSince('a', 1, m, 0))
+  t.false(u.unusedSince('a', 1, m, 100), 'not quiet for 100 ms (the start)')
   u.used('a', 1)
-  t.false(u.quiet('a', 1, 500))
-  t.true(u.quiet('a', 2, 500), 'another object')
-  now += 500
-  t.true(u.quiet('a', 1, 500))
+  t.false(u.unusedSince('a', 1, m, 0), 'used after the mark')
+  t.true(u.unusedSince('a', 2, m, 0), 'another object')
+  const other = new ObjectUses(() => now)
+  t.false(other.unusedSince('a', 2, m, 0), 'another run of the service')
+  for (const bad of ['x', `${m.split(':')[0]!}:abc`, `${m.split(':')[0]!}:${now + 1000}`, '']) t.false(u.unusedSince('a', 2, bad, 0), bad)
+  now += 11 * 60_000
+  t.false(u.unusedSince('a', 2, m, 0), 'older than the uses kept')
 })
 
 test('execute records uses at arrival: reads of a layered volume mark the layers under it; probes and lists do not', async t => {
   const s = await store(t)
-  const v1 = { epoch: 1, seq: 1 }
   for (const [vol, i] of [['base', 0], ['base', 2], ['top', 1]] as const) await s.write(vol, i, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: v1 })
-  const retire = async (volume: string, index: number): Promise<boolean | undefined> => (await execute(s, { op: 'retire', volume, index, version: v1, quietMs: 150 }, null)).reply.present
+  // the uses' record starts with the replica service (here: the first request); a mark after that
   await execute(s, { op: 'list', volume: 'top' }, null)
-  await new Promise(resolve => setTimeout(resolve, 200))
+  await new Promise(resolve => setTimeout(resolve, 5))
+  const mark = await markOf(s)
+  await new Promise(resolve => setTimeout(resolve, 5))
   // a read of top's object 0 (absent there) through the layer under it: base's object 0 is used
   await execute(s, { op: 'read', volume: 'top', index: 0, offset: 0, length: 16, under: ['base'] }, null)
   await execute(s, { op: 'stat', volume: 'top', index: 1, probe: true }, null)
   await execute(s, { op: 'list', volume: 'top' }, null)
-  t.true(await retire('base', 0), 'kept: the layer under the read was used')
-  t.false(await retire('top', 1), 'freed: a probe and a list are no use')
-  t.false(await retire('base', 2), 'freed: unused for the spell')
+  t.true(await retire(s, 'base', 0, mark), 'kept: the layer under the read was used')
+  t.false(await retire(s, 'top', 1, mark), 'freed: a probe and a list are no use')
+  t.false(await retire(s, 'base', 2, mark), 'freed: unused since the mark')
 })

@@ -103,3 +103,25 @@ test('claimVerdict: writers anywhere refuse; a claim at the same moment refuses 
   t.is(claimVerdict('n2', [a('n1', 0, true)]), 'h-n1, which began writing it at the same moment')
   t.is(claimVerdict('n2', [a('n3', 2, false)]), '2 client(s) on h-n3')
 })
+
+test('a plain session is refused while a VM\'s disk session on this node is open; a claim beside a writer here does not give way', async t => {
+  const ws = new Writers(60_000, async () => null)
+  const vmDisk = ws.handle('vol-aaaaaaaaaaaa', device())
+  const plain = ws.handle('vol-aaaaaaaaaaaa', device(), { exclusive: true })
+  await t.throwsAsync(plain.write(0, new Uint8Array(512), false), { message: /is a running VM's disk on this node/ })
+  ws.release(vmDisk)
+  await plain.write(0, new Uint8Array(512), false)
+  // a second session here claims while a smaller node asks: the writer here refuses the asker, the sibling's claim is not lost
+  let release: () => void = () => {}
+  const slow = new Writers(60_000, async () => { await new Promise<void>(resolve => { release = resolve }); return null })
+  const first = slow.handle('vol-bbbbbbbbbbbb', device(), { exclusive: true })
+  const w1 = first.write(0, new Uint8Array(512), false)
+  release()
+  await w1
+  const second = slow.handle('vol-bbbbbbbbbbbb', device(), { exclusive: true })
+  const w2 = second.write(0, new Uint8Array(512), false)
+  await new Promise(resolve => setTimeout(resolve, 5))
+  t.like(slow.answerClaim('vol-bbbbbbbbbbbb', 'h0', true), { writers: 1, claiming: true })
+  release()
+  await t.notThrowsAsync(w2)
+})
