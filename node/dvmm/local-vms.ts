@@ -125,13 +125,13 @@ export class LocalVms {
    * wrote go through the crash rule; then answers console requests.
    */
   async start (): Promise<void> {
-    const reader = this.c.state.read()
     const killedWhileDown: string[] = []
     for (const d of this.drivers()) {
       // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
       d.on('exit', this.onDriverExit)
       for (const vm of await d.list()) {
-        const act = leftBehind(vm, reader.get('leases', vm.id)?.value, this.c.peerId)
+        // read after the await: a reader taken before it is stale once a peer's change arrived
+        const act = leftBehind(vm, this.c.state.read().get('leases', vm.id)?.value, this.c.peerId)
         if (act.do === 'adopt') {
           this.running.add(vm.id)
           this.noteInterface(vm, d)

@@ -4,7 +4,7 @@
 import test from 'ava'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
-import { startDvmmGrid, until, sleep, type DvmmGrid, type DvmmNode } from './grid.ts'
+import { startDvmmGrid, fakeVm, until, sleep, type DvmmGrid, type DvmmNode } from './grid.ts'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 import { DvmmService, type VmDetail, type VmRow } from '../../node/dvmm/index.ts'
 import { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
@@ -142,11 +142,19 @@ test.serial('adoption: a restarted service finds its VMs running and keeps them 
   await n.dvmm.stop({ graceful: false })
   await n.driver.close()
   const driver = new FakeDriver({ clock: systemClock }, { node: n.fake })
+  // the document changes while the driver lists its VMs (a peer's change arrives): the
+  // start reads it afresh after that wait (a reader taken before it is stale, and threw)
+  const list = driver.list.bind(driver)
+  driver.list = async () => {
+    const found = await list()
+    await n.agent.state.write(w => { w.put('vms', fakeVm('arrived-meanwhile', 0.5, 2 ** 30)) }, 'test: a change while the driver lists')
+    return found
+  }
   n.driver = driver
   n.dvmm = new DvmmService({ ...n.dvmm.components, registry: new Registry(), log: silentLogger, drivers: { process: driver, qemu: driver } }, DVMM)
   await n.dvmm.start()
   await sleep(1500)
-  t.is(n.fake.starts, before, 'nothing restarted')
+  t.is(n.fake.starts - (n.fake.vms.has('arrived-meanwhile') ? 1 : 0), before, 'nothing restarted')
   t.is(n.fake.vms.get('v0')?.state, 'running')
   t.is(g.nodes[0]!.agent.state.read().get('leases', 'v0')?.value.epoch, 1)
 })
