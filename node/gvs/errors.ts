@@ -12,10 +12,17 @@ export type GvsErrorCode =
 
 export class GvsError extends Error {
   readonly code: GvsErrorCode
-  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown }) {
+  /**
+   * A replica was out of reach for a moment (unreachable, silent, not answering in
+   * time): worth trying again once membership has moved on or the node is back
+   * (replicated-volume.ts retries writes and flushes for a while)
+   */
+  readonly transient: boolean
+  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown, transient?: boolean }) {
     super(message, options)
     this.name = 'GvsError'
     this.code = code
+    this.transient = options?.transient === true
   }
 }
 

@@ -41,6 +41,8 @@ export interface VolumeExportsComponents {
   volumes: () => Volume[]
   /** where the pins are kept across restarts (absent: in memory only) */
   pinsFile?: PinsFile
+  /** how long a write or flush waits out replicas out of reach for a moment (ReplicatedVolumeInit.retryMs) */
+  retryMs?: number
 }
 
 export class VolumeExports {
@@ -167,7 +169,7 @@ export class VolumeExports {
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
     const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
-      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly
+      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })
     this.devices.set(cacheKey, { key, dev })
     return dev

@@ -101,7 +101,7 @@ const unanswered = (data: Uint8Array | undefined): void => { if (data != null) r
 
 /** the error of a request whose stream went away: "closed" lets the caller retry once */
 const closedError = (peer: string, op: string, why: string): GvsError =>
-  new GvsError('unavailable', `replica ${peer} unreachable for ${op}: stream closed (${why})`)
+  new GvsError('unavailable', `replica ${peer} unreachable for ${op}: stream closed (${why})`, { transient: true })
 
 export class PeerChannel {
   private readonly host: Pick<Libp2p, 'dialProtocol'>
@@ -148,7 +148,7 @@ export class PeerChannel {
         const timer = setTimeout(() => {
           this.pending.delete(id)
           unanswered(sent)
-          reject(new GvsError('unavailable', `replica ${this.peer} did not answer ${req.op} within ${this.timeoutMs} ms`))
+          reject(new GvsError('unavailable', `replica ${this.peer} did not answer ${req.op} within ${this.timeoutMs} ms`, { transient: true }))
         }, this.timeoutMs)
         this.pending.set(id, { op: req.op, stream, data: sent, resolve, reject, timer })
         try {
@@ -197,7 +197,7 @@ export class PeerChannel {
     try {
       stream = await this.host.dialProtocol(peerIdFromString(this.peer), this.protocol, { signal: AbortSignal.timeout(this.timeoutMs) })
     } catch (err) {
-      throw new GvsError('unavailable', `replica ${this.peer} unreachable for ${op}: ${(err as Error).message}`, { cause: err })
+      throw new GvsError('unavailable', `replica ${this.peer} unreachable for ${op}: ${(err as Error).message}`, { cause: err, transient: true })
     }
     // a stream used for hours must not be cut for being quiet for a while
     stream.inactivityTimeout = 0

@@ -47,15 +47,18 @@ export interface ReplicatedVolumeInit {
   under?: string[]
   /** the name objects are placed by: the root of the layer stack, so all layers of an object share holders */
   placementKey?: string
+  /** how long a write or flush is tried again while replicas are out of reach for a moment (default 0: it fails at once) */
+  retryMs?: number
 }
 
 export class ReplicatedVolume implements BlockDevice {
   readonly size: number
   readonly readOnly: boolean
   private readonly c: ReplicatedVolumeComponents
-  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey'>>
+  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey' | 'retryMs'>>
   private readonly under: string[] | undefined
   private readonly pkey: string
+  private readonly retryMs: number
   /** nodes written to since their last flush, with the objects written there */
   private readonly unflushed = new Map<string, Set<number>>()
   private flushedOnce = false
@@ -75,6 +78,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.init = { volume: init.volume, size: init.size, replicas: init.replicas, minReplicas, epoch: init.epoch, objectSize: init.objectSize ?? OBJECT_SIZE }
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
+    this.retryMs = init.retryMs ?? 0
     this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation }, { volume: init.volume, epoch: init.epoch, under: this.under })
   }
 
@@ -166,17 +170,40 @@ export class ReplicatedVolume implements BlockDevice {
    * overlapping writes. If the holders changed in between, it settles again.
    */
   private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
-    for (;;) {
-      const hs = this.writeHolders(p.index)
-      await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
-      const sent = await this.inOrder(p, async () => {
-        const now = this.writeHolders(p.index)
-        if (!this.settler.isSettled(p.index, now)) return false
-        const seq = this.settler.nextSeq(p.index)
-        await this.toAll(p.index, now, req(seq), data, fua)
-        return true
-      })
-      if (sent) return
+    await this.retrying(async () => {
+      for (;;) {
+        const hs = this.writeHolders(p.index)
+        await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
+        const sent = await this.inOrder(p, async () => {
+          const now = this.writeHolders(p.index)
+          if (!this.settler.isSettled(p.index, now)) return false
+          const seq = this.settler.nextSeq(p.index)
+          await this.toAll(p.index, now, req(seq), data, fua)
+          return true
+        })
+        if (sent) return
+      }
+    })
+  }
+
+  /**
+   * Runs a write or a flush again while it fails only for replicas out of reach for a
+   * moment (GvsError.transient), for up to `retryMs`: an agent that restarts, or one
+   * that stops while the others still place objects on it, cost the client a pause,
+   * not an I/O error (a guest's filesystem turns read-only on one). Meanwhile the node
+   * comes back, or membership drops it and the object settles on its new holders. A
+   * write that reached some holders is written again whole, at a new version: the same
+   * bytes, so nothing is lost or doubled.
+   */
+  private async retrying<T> (fn: () => Promise<T>): Promise<T> {
+    const until = Date.now() + this.retryMs
+    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+      try {
+        return await fn()
+      } catch (err) {
+        if (!(err instanceof GvsError) || !err.transient || Date.now() + wait > until) throw err
+        await new Promise(resolve => setTimeout(resolve, wait))
+      }
     }
   }
 
@@ -213,7 +240,7 @@ export class ReplicatedVolume implements BlockDevice {
    */
   async flush (): Promise<void> {
     const before = this.flushing
-    const own = this.flushOnce()
+    const own = this.retrying(async () => { await this.flushOnce() })
     const both = Promise.allSettled([before, own]).then(([b, o]) => {
       if (o.status === 'rejected') throw o.reason
       if (b.status === 'rejected') throw new GvsError('io', `volume "${this.init.volume}": an overlapping flush failed: ${(b.reason as Error).message}`)
@@ -244,6 +271,8 @@ export class ReplicatedVolume implements BlockDevice {
       else for (const i of idx) orphaned.add(i)
     }
     const errors: string[] = []
+    /** every failure was a replica out of reach for a moment: worth another try (retrying) */
+    let transient = true
     for (const index of orphaned) {
       try {
         const hs = this.writeHolders(index)
@@ -252,6 +281,7 @@ export class ReplicatedVolume implements BlockDevice {
         for (const h of hs) add(h, [index])
       } catch (err) {
         errors.push(`object ${index}: ${(err as Error).message}`)
+        if (!(err instanceof GvsError && err.transient)) transient = false
         for (const [node, idx] of entries) if (idx.has(index)) this.markUnflushed(node, [index])
       }
     }
@@ -262,8 +292,9 @@ export class ReplicatedVolume implements BlockDevice {
       if (r?.status !== 'rejected') return
       this.markUnflushed(p, flushNow.get(p)!)
       errors.push(`${p}: ${String((r.reason as Error).message)}`)
+      if (!(r.reason instanceof GvsError && r.reason.transient)) transient = false
     })
-    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`)
+    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient })
   }
 
   private markUnflushed (node: string, idx: Iterable<number>): void {
@@ -300,7 +331,8 @@ export class ReplicatedVolume implements BlockDevice {
     const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
     if (stale != null) throw stale.err
     const full = bad.find(b => b.err instanceof GvsError && b.err.code === 'no-space')
-    throw new GvsError(full != null ? 'no-space' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`)
+    const transient = bad.every(b => b.err instanceof GvsError && b.err.transient)
+    throw new GvsError(full != null ? 'no-space' : transient ? 'unavailable' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`, { transient })
   }
 
   private writable (): void {

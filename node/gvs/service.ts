@@ -65,9 +65,18 @@ export interface GvsInit extends GvsTuning {
   reconcileMs?: number
   /** an NBD session that wrote within this long counts as the volume's writer (default 30 s) */
   writerIdleMs?: number
+  /** how long a write or flush waits out replicas out of reach for a moment before the client gets an error (default WRITE_RETRY_MS) */
+  writeRetryMs?: number
   /** read the VGRID_GVS_* variables (default true; tests pass false) */
   env?: boolean
 }
+
+/**
+ * How long a client's write or flush waits out replicas out of reach for a moment
+ * (replicated-volume.ts retrying): longer than a member takes to be found dead (about
+ * 3 s) or to come back from a restart, so neither costs a guest an I/O error.
+ */
+export const WRITE_RETRY_MS = 20_000
 
 /** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
 const INVENTORY_TTL_MS = 5000
@@ -120,7 +129,7 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,

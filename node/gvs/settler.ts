@@ -115,7 +115,7 @@ export class Settler {
   async settleAll (index: number, hs: string[], op: string): Promise<void> {
     const silent = await this.settle(index, hs)
     if (silent.size === 0) return
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`)
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: true })
   }
 
   private async settleNow (index: number, hs: string[]): Promise<Map<string, string>> {
@@ -150,7 +150,7 @@ export class Settler {
     const at = [...new Set([...plan.sources, ...plan.lacking.map(l => l.node)])]
     const results = await Promise.allSettled(at.map(async n => await this.c.transport.call(n, { op: 'zero', volume: this.init.volume, index, offset: 0, length: 0, epoch: this.init.epoch, seq, fua: true })))
     const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${at[i]}: ${(r.reason as Error).message}`] : [])
-    if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`)
+    if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`, { transient: true })
     this.suspects.delete(index)
   }
 
