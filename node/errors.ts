@@ -37,3 +37,20 @@ export class UnavailableError extends Error {
     this.code = code
   }
 }
+
+/**
+ * A request body's fields, checked against those its route knows: a misspelt or
+ * unsupported one ("replica", "replicas" in a resize) is a 400 naming it, never a
+ * silent default the caller takes for what it asked.
+ */
+export function onlyFields (body: Record<string, unknown>, known: readonly string[]): void {
+  const unknown = Object.keys(body).find(k => !known.includes(k))
+  if (unknown !== undefined) throw new ValidationError(unknown, `unknown field "${unknown}" (this request takes ${known.join(', ')})`)
+}
+
+/** a request that takes no body: none, an empty one, or {} */
+export function noBody (body: unknown): void {
+  if (body == null || body === '') return
+  if (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0) return
+  throw new ValidationError('body', 'this request takes no body')
+}

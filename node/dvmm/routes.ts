@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError } from '../errors.ts'
+import { ConflictError, NotFoundError, noBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -154,8 +154,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return await detail(draft.id)
     })
     app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await detail(req.params.id))
-    app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'running'))
-    app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => await setDesired(req.params.id, 'stopped'))
+    app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'running') })
+    app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const vm = findVm(current().doc, req.params.id)
       // its links go with it: a VM made again under the name must not inherit them
@@ -176,8 +176,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const c = await svc.local.console(vm.id)
       return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console }
     })
-    app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, true))
-    app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => await setDraining(req.params.id, false))
+    app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, true) })
+    app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
     app.delete<{ Params: IdParams }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
       const { doc } = current()
       const n = findNode(doc, req.params.id)

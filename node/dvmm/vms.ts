@@ -4,7 +4,7 @@ import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
 import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
 import type { VmInfo } from './drivers/types.ts'
 import { demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
@@ -105,9 +105,13 @@ export const MIN_MEMORY = { process: 2 ** 20, qemu: 16 * 2 ** 20 } as const
 /** the smallest cpu share: the cfs quota's grain (1 ms of a 100 ms period) */
 export const MIN_CPU = 0.01
 
+/** what a VM create request may hold */
+const VM_FIELDS = ['name', 'app', 'driver', 'cpu', 'memory', 'command', 'user', 'kernel', 'initrd', 'cmdline', 'image', 'volumes', 'inputs', 'outputs', 'restart', 'antiAffinity', 'desired', 'constraints', 'labels'] as const
+
 export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = isFile, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
+  onlyFields(b, VM_FIELDS)
   if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)

@@ -5,7 +5,7 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import { checkDestroy, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -164,6 +164,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.post('/v1/volumes', async (req, reply): Promise<VolumeView> => {
       const b = body(req.body)
+      // a clone takes its size and copies from its snapshot
+      onlyFields(b, b.from != null ? ['path', 'from'] : ['path', 'size', 'replicas', 'minReplicas', 'thin'])
       // with "from": a clone of a snapshot, in constant time. Planned inside the write,
       // against the volumes as it finds them: a path taken while an earlier write waited counts
       const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
@@ -185,6 +187,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
+      onlyFields(b, ['size', 'path'])
       if (b.size == null && b.path == null) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
       // one at a time: a rename that loses its settle window is undone, and a resize
       // made in the same change would stay with nobody told
@@ -249,6 +252,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {
       const b = body(req.body)
+      onlyFields(b, ['name'])
       const v = findVolume(svc.volumes(), req.params.id)
       await state.write(w => { snapshot(w, [v], b.name, Date.now()) }, `volume snapshot ${v.path}@${String(b.name)}`)
       void reply.code(201)
@@ -257,6 +261,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.post('/v1/snapshots', async (req, reply) => {
       const b = body(req.body)
+      onlyFields(b, ['name', 'volumes'])
       if (!Array.isArray(b.volumes) || b.volumes.length === 0 || b.volumes.length > 256) throw new ValidationError('volumes', 'volumes must list 1-256 volume paths or ids')
       const all = svc.volumes()
       const vs = (b.volumes as unknown[]).map(x => findVolume(all, String(x)))
@@ -278,6 +283,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     // GET .../repair shows the progress (what `vgrid vol repair` polls for its bar)
     app.post<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async (req, reply) => {
       const b = optionalBody(req.body)
+      onlyFields(b, ['wait', 'scrub'])
       const wait = flag(b, 'wait', true)
       const scrub = flag(b, 'scrub', false)
       const v = findVolume(svc.volumes(), req.params.id)
@@ -297,7 +303,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.get('/v1/gvs/scrub', async () => svc.scrub.status())
 
     app.post('/v1/gvs/scrub', async (req, reply) => {
-      const wait = flag(optionalBody(req.body), 'wait', false)
+      const b = optionalBody(req.body)
+      onlyFields(b, ['wait'])
+      const wait = flag(b, 'wait', false)
       const done = svc.scrub.now()
       if (!wait) { done.catch(() => {}); void reply.code(202); return svc.scrub.status() }
       return await done

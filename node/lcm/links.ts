@@ -1,7 +1,7 @@
 // Declared connections ("links"), pure: validating a request to create one against
 // the document, and the views the API and CLI show.
 import { createHash } from 'node:crypto'
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import { TERMINAL_RE } from '../../crdt/index.ts'
 import type { Link } from './rules.ts'
 
@@ -42,6 +42,7 @@ function endpointOf (v: unknown, field: string): { vm: string, terminal: string 
 export function parseLinkRequest (body: unknown): LinkRequest {
   if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('body', 'body: must be a JSON object')
   const b = body as Record<string, unknown>
+  onlyFields(b, ['from', 'to', 'protocol', 'port'])
   const from = endpointOf(b.from, 'from')
   const to = endpointOf(b.to, 'to')
   if (b.protocol !== 'tcp' && b.protocol !== 'udp') throw new ValidationError('protocol', `protocol: ${JSON.stringify(b.protocol)} is not tcp or udp`)

@@ -127,6 +127,18 @@ test('volumes API and NBD exports across agents', async t => {
   const both = await call('PATCH', `/v1/volumes/${vol.id}`, { size: '64M', path: '/shop/db/main' })
   t.is(both.status, 400)
   t.regex(both.body.error?.message ?? '', /not both/)
+  // a field a request does not take is named, never dropped (the caller would take it for done)
+  for (const [method, url, b, field] of [
+    ['PATCH', `/v1/volumes/${vol.id}`, { size: '64M', replicas: 5 }, 'replicas'],
+    ['POST', '/v1/volumes', { path: '/shop/typo', size: '8M', replica: 3 }, 'replica'],
+    ['POST', '/v1/volumes', { path: '/shop/c1', from: '/shop/db/data@nosuch', size: '5G' }, 'size'],
+    ['POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's9', bogus: 1 }, 'bogus'],
+    ['POST', `/v1/volumes/${vol.id}/repair`, { wait: true, scurb: true }, 'scurb']
+  ] as const) {
+    const r = await call(method, url, b)
+    t.is(r.status, 400, `${method} ${url} ${JSON.stringify(b)}`)
+    t.regex(r.body.error?.message ?? '', new RegExp(`unknown field "${field}"`))
+  }
   t.is((await call('GET', `/v1/volumes/${vol.id}`)).body.sizeBytes, 32 * MiB, 'nothing of a refused change is made')
   t.is((await call('PATCH', `/v1/volumes/${encodeURIComponent('/shop/db/data')}`, { path: '/shop/db/main' })).body.path, '/shop/db/main')
   const rep = await call('POST', `/v1/volumes/${vol.id}/repair`)
