@@ -10,6 +10,8 @@ export interface HaReport {
   stranded: StrandedVms[]
   /** per node already lost (not alive) whose VMs fit on no live node: they run nowhere now (ok is false) */
   lost?: StrandedVms[]
+  /** VMs that should run, hold no lease, and fit on no node now: they run nowhere (ok is false) */
+  unplaced?: Array<{ vm: string, reason: string }>
 }
 
 export interface StrandedVms {

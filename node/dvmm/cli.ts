@@ -264,5 +264,6 @@ export async function ha (argv: string[]): Promise<void> {
   out('HA not ok:')
   for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${whyEach(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`)
   for (const s of r.stranded) out(`  losing ${s.name} strands ${whyEach(s)}`)
+  for (const u of r.unplaced ?? []) out(`  ${u.vm} runs nowhere: ${u.reason}`)
   process.exitCode = 1
 }

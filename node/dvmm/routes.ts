@@ -32,6 +32,8 @@ export interface DvmmRoutesDeps {
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
+  /** this node's fence now: without a majority, a dead node's VMs wait for one */
+  readonly fenceState?: { majority: boolean, reason: string }
   /** this node's VMs (local-vms.ts) */
   readonly local: {
     /** the VM's overlay address, where the grid has an overlay */
@@ -70,7 +72,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, ctx.nodes).pending : null
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
     const lost = ctx.lost.get(vm.id)
-    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost) }
+    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined) }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }

@@ -27,7 +27,7 @@ import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
 import { demandOf, docView, haOf, holdings, nodeViews, type DocView } from './view.ts'
-import { lostVms, type LostVm } from './vms.ts'
+import { lostVms, unplacedVms, type LostVm } from './vms.ts'
 import type { HealthProblem } from '../api/types.ts'
 import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
@@ -416,7 +416,9 @@ export class DvmmService {
    */
   ha (): HaReport {
     const reader = this.components.state.read()
-    const r = haOf(reader, this.components.membership.members, this.me, this.cfg.strategy)
+    const base = haOf(reader, this.components.membership.members, this.me, this.cfg.strategy)
+    const unplaced = this.unplaced(reader)
+    const r = unplaced.length === 0 ? base : { ...base, ok: false, unplaced }
     const lost = this.stranded(reader)
     if (lost.length === 0) return r
     const byNode = new Map<string, LostVm[]>()
@@ -430,10 +432,25 @@ export class DvmmService {
     return lostVms(doc, nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)).filter(l => l.fitsNowhere != null)
   }
 
-  /** for /v1/status: VMs that run nowhere because their node is gone and none other fits them */
+  /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */
+  unplaced (reader = this.components.state.read()): Array<{ vm: string, reason: string }> {
+    const doc = docView(reader)
+    return unplacedVms(doc, nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me))
+  }
+
+  /**
+   * for /v1/status: VMs that run nowhere (their node is gone and none other fits them,
+   * or none fits them at all), and this node without a majority of the roll (it claims
+   * and takes over nothing: a dead node's VMs wait, and once fenced its own are killed)
+   */
   problems (): HealthProblem[] {
+    const out: HealthProblem[] = []
     const lost = this.stranded()
-    if (lost.length === 0) return []
-    return [{ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` }]
+    if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
+    const unplaced = this.unplaced()
+    if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
+    const f = this.fencing.state
+    if (f != null && !f.majority) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
+    return out
   }
 }

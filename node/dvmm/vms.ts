@@ -251,8 +251,12 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
 }
 
 /** what `vm ls` and `vm show` say of a lost VM */
-export function lostReason (l: LostVm): string {
-  return `its node ${l.nodeName} is not alive; ${l.fitsNowhere != null ? `no other node fits it: ${l.fitsNowhere}` : 'it moves once that node\'s fence timeout has passed'}`
+/** `noMajority`: why this node places nothing now (it sees no majority of the roll), if so */
+export function lostReason (l: LostVm, noMajority?: string): string {
+  const next = l.fitsNowhere != null
+    ? `no other node fits it: ${l.fitsNowhere}`
+    : noMajority != null ? `it moves once a majority of the grid is in sight (this node ${noMajority})` : 'it moves once that node\'s fence timeout has passed'
+  return `its node ${l.nodeName} is not alive; ${next}`
 }
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
@@ -309,6 +313,21 @@ export function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup)
 /** the VM's ranking on the current inputs, as if it had to be placed now */
 export function placementNow (vm: Vm, doc: DocView, nodes: readonly NodeView[]): Ranking {
   return rank(demandOf(vm), nodes, usageOf(holdings(doc, new Set([vm.id]))))
+}
+
+/**
+ * VMs that should run, hold no lease, and that no node fits now (pure): pending, and
+ * running nowhere (a drain that found no room, a VM bigger than any free room). Not
+ * those only waiting for a claim to settle.
+ */
+export function unplacedVms (doc: DocView, nodes: readonly NodeView[]): Array<{ vm: string, reason: string }> {
+  const out: Array<{ vm: string, reason: string }> = []
+  for (const vm of doc.vms.values()) {
+    if (vm.desired !== 'running' || doc.leases.has(vm.id)) continue
+    const why = placementNow(vm, doc, nodes).pending
+    if (why != null) out.push({ vm: vm.name, reason: why })
+  }
+  return out.sort((a, b) => a.vm < b.vm ? -1 : 1)
 }
 
 export function findVm (doc: DocView, id: string): Vm {

@@ -66,6 +66,12 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is(pend.body.state, 'pending')
   t.regex(pend.body.reason ?? '', /no node fits \(3 lack cpu\)/)
   t.is(pend.body.placement.nodes.length, 3)
+  // and it runs nowhere: HA and the node's health say so
+  const haPending = await call<HaReport>(app, 'GET', '/v1/ha')
+  t.false(haPending.body.ok)
+  t.like(haPending.body.unplaced, [{ vm: 'two' }])
+  t.regex(haPending.body.unplaced![0]!.reason, /no node fits/)
+  t.like(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-unplaced'), { service: 'dvmm' })
   // room appears: placed. The removed VM's links go with it (a VM made again under its name must not inherit them)
   await g.nodes[0]!.agent.state.write(w => {
     w.put('connections', { id: 'link-a', app: null, from: { vm: 'big1', terminal: 'out' }, to: { vm: 'big0', terminal: 'in' }, protocol: 'tcp', port: 80 })

@@ -4,7 +4,7 @@
 import test from 'ava'
 import type { Lease, Vm } from '../../crdt/schema.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
-import { lostReason, lostVms } from '../../node/dvmm/vms.ts'
+import { lostReason, lostVms, unplacedVms } from '../../node/dvmm/vms.ts'
 import type { DocView } from '../../node/dvmm/view.ts'
 
 const GiB = 2 ** 30
@@ -33,4 +33,18 @@ test('a VM whose holder is dead and that no live node fits is lost with the reas
   // stopped or failed leases, and live holders, are not lost
   t.deepEqual(lostVms(doc([vm('x', 1)], [lease('x', 'c', 1, 'failed')]), nodes), [])
   t.deepEqual(lostVms(doc([vm('x', 1)], [lease('x', 'a', 1)]), nodes), [])
+})
+
+test('a lost VM waits for a majority when this node sees none: its reason says so', t => {
+  const l = { vm: 'a', name: 'a', node: 'n1', nodeName: 'h1' } as unknown as Parameters<typeof lostReason>[0]
+  t.regex(lostReason(l), /moves once that node's fence timeout has passed/)
+  t.regex(lostReason(l, 'sees 1 of 3 roll members (no majority) for 900 ms'), /moves once a majority of the grid is in sight \(this node sees 1 of 3/)
+})
+
+test('VMs that should run, hold no lease and fit nowhere are unplaced; stopped ones and ones that fit are not', t => {
+  const nodes = [node('a', true), node('b', true)]
+  const d = doc([vm('held', 1.5), vm('huge', 3), vm('fits', 0.25), vm('off', 3, 'stopped')], [lease('held', 'a', 1.5)])
+  const u = unplacedVms(d, nodes)
+  t.deepEqual(u.map(x => x.vm), ['huge'])
+  t.regex(u[0]!.reason, /no node fits/)
 })
