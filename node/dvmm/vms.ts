@@ -131,19 +131,30 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined
-    if (typeof v !== 'string' || v === '' || v.length > 4096 || v.includes('\0')) throw invalid(f, 'must be a non-empty string')
+    if (typeof v !== 'string' || v === '' || v.length > 4096) throw invalid(f, 'must be a non-empty string of at most 4096 characters')
+    if (v.includes('\0')) throw invalid(f, 'holds a NUL byte')
     return v
   }
-  const kernel = str('kernel')
-  const initrd = str('initrd')
+  /** a file on the node that runs the VM: absolute, as any node resolves it alike (a relative one would be the agent's working directory) */
+  const file = (f: string): string | undefined => {
+    const v = str(f)
+    if (v != null && !v.startsWith('/')) throw invalid(f, `${v} is not an absolute path`)
+    return v
+  }
+  const kernel = file('kernel')
+  const initrd = file('initrd')
   const cmdline = str('cmdline')
-  const image = str('image')
+  const image = file('image')
   let command: string[] | undefined
   if (b.command !== undefined) {
     if (!Array.isArray(b.command) || b.command.length === 0 || !b.command.every(a => typeof a === 'string')) throw invalid('command', 'must be a non-empty array of strings')
     if (b.command.length > 256) throw invalid('command', `has ${b.command.length} arguments, more than the 256 a VM's command may have`)
     const long = (b.command as string[]).findIndex(a => a.length > 4096)
     if (long >= 0) throw invalid(`command[${long}]`, 'is longer than 4096 characters')
+    const nul = (b.command as string[]).findIndex(a => a.includes('\0'))
+    if (nul >= 0) throw invalid(`command[${nul}]`, 'holds a NUL byte (an argument cannot)')
+    const empty = (b.command as string[]).findIndex(a => a === '')
+    if (empty >= 0) throw invalid(`command[${empty}]`, 'is empty: every argument needs at least one character')
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
