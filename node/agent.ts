@@ -166,6 +166,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       env: false
     })
     : undefined
+  problems.push(() => gvs?.problems() ?? [])
 
   const services: Service[] = [
     network,

@@ -32,6 +32,8 @@ import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { GridWriters, type NodeWriters } from './grid-writers.ts'
 import { PlacementCheck } from './placement-check.ts'
+import { IoFailures } from './io-failures.ts'
+import type { HealthProblem } from '../api/types.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
@@ -95,6 +97,7 @@ export class GvsService {
   private readonly exports: VolumeExports
   private readonly gridWriters: GridWriters
   private readonly placementCheck: PlacementCheck
+  private readonly ioFailures = new IoFailures()
   /** the placement over the member table it was made from (holders) */
   private placement: { table: MemberTable, p: Placement } | null = null
   /** placementGeneration: moves on when the live nodes placement is made over change */
@@ -125,7 +128,7 @@ export class GvsService {
     const log = components.log.child('gvs')
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
     this.replicas = new ReplicaService({ host: components.host, store: this.store, log })
-    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) } } }, {
+    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
@@ -247,6 +250,9 @@ export class GvsService {
   }
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
+
+  /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts) */
+  problems (): HealthProblem[] { return this.ioFailures.problems() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { LocalVolume, type BlockDevice } from '../../node/gvs/block-device.ts'
+import { IoFailures } from '../../node/gvs/io-failures.ts'
 import { NbdServer, type NbdServerInit } from '../../node/gvs/nbd/server.ts'
 import { silentLogger } from '../../node/log.ts'
 
@@ -22,7 +23,7 @@ async function have (cmd: string): Promise<boolean> {
 const tools = await Promise.all(['qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy'].map(have))
 const missing = ['qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy'].filter((_, i) => tools[i] !== true)
 
-interface Setup { dir: string, store: ObjectStore, server: NbdServer, sock: string, uri: (name: string) => string, devs: Map<string, BlockDevice> }
+interface Setup { dir: string, store: ObjectStore, server: NbdServer, sock: string, uri: (name: string) => string, devs: Map<string, BlockDevice>, failures: IoFailures }
 
 async function setup (t: ExecutionContext, opts: { storeDir?: string, init?: Partial<NbdServerInit> } = {}): Promise<Setup> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-'))
@@ -30,14 +31,15 @@ async function setup (t: ExecutionContext, opts: { storeDir?: string, init?: Par
   await store.start()
   const devs = new Map<string, BlockDevice>()
   const sock = join(dir, 'nbd.sock')
-  const server = new NbdServer({ log: silentLogger, exports: { get: n => devs.get(n), list: () => [...devs.keys()] } }, { socketPath: sock, ...opts.init })
+  const failures = new IoFailures()
+  const server = new NbdServer({ log: silentLogger, exports: { get: n => devs.get(n), list: () => [...devs.keys()], failed: (n, r, m) => { failures.failed(n, r, m) } } }, { socketPath: sock, ...opts.init })
   await server.start()
   t.teardown(async () => {
     await server.stop()
     await store.stop()
     await rm(dir, { recursive: true, force: true })
   })
-  return { dir, store, server, sock, devs, uri: name => `nbd+unix:///${name}?socket=${sock}` }
+  return { dir, store, server, sock, devs, failures, uri: name => `nbd+unix:///${name}?socket=${sock}` }
 }
 
 const skip = (t: ExecutionContext): boolean => {
@@ -154,6 +156,10 @@ test('a full disk surfaces ENOSPC to the NBD client', async t => {
   const full = await t.throwsAsync(run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x78 8M 8M', s.uri('v')]))
   t.regex(String((full as { stdout?: string }).stdout) + String((full as { stderr?: string }).stderr), /No space left on device/)
   await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x77 0 1M', s.uri('v')])
+  // and the node's health says so
+  const [p] = s.failures.problems()
+  t.like(p, { service: 'gvs', cause: 'volume-io-failing' })
+  t.regex(p?.message ?? '', /\/v: \d+ failed since .*the last a write: .*disk full/)
 })
 
 test('loopback TCP serves root and refuses other users', async t => {

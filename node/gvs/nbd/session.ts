@@ -24,7 +24,11 @@ export interface NbdExports {
   list: () => string[]
   /** the session that used `dev` ended: its writes are over */
   release?: (dev: BlockDevice) => void
+  /** a request failed with an I/O error or a full disk (the node's health shows it) */
+  failed?: (name: string, request: string, message: string) => void
 }
+
+const CMD_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, k.toLowerCase().replace('_', '-')]))
 
 /** option data longer than this ends the session: no option we know needs more */
 const MAX_OPTION = 64 * 1024
@@ -375,6 +379,7 @@ export class NbdSession {
     } catch (err) {
       error = errnoOf(err)
       this.stats.errors++
+      if (error === ERRNO.EIO || error === ERRNO.ENOSPC) this.exports.failed?.(this.exportName ?? '', CMD_NAMES[req.type] ?? String(req.type), String((err as Error).message ?? err))
       this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
     }
     if (this.socket.destroyed) { done(); return }
