@@ -3,7 +3,7 @@
 // those leaves a copy on a node that is no longer its holder. Repair copies them to the
 // newcomer, then frees the copies left behind once they went unused for the quiet spell
 // (VGRID_GVS_RETIRE_QUIET): every object ends on exactly 2 agents' disks, the volume
-// reads back whole through the newcomer, and `vgrid vol repair` says what it freed.
+// reads back whole through the newcomer, and the metrics count what repair freed.
 import test from 'ava'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
