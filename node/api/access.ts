@@ -68,6 +68,48 @@ export function uidOfClient (entries: SocketEntry[], client: Endpoint, server: E
   return entries.find(e => same(e.local, client) && same(e.remote, server))?.uid ?? null
 }
 
+/**
+ * The socket table read once for many connections: a burst of N connections, each
+ * asking once, read and scanned the table (N entries long) N times, so a local user
+ * with a few hundred half-sent requests stalled every API request for seconds. A read
+ * serves every connection accepted before it; connections accepted since wait for the
+ * next read, which comes at most every `gapMs`, and share it.
+ */
+export class SocketTableCache {
+  private byEnds = new Map<string, number>()
+  private readAt = -Infinity
+  private next: Promise<void> | null = null
+  private readonly read: () => SocketEntry[]
+  private readonly now: () => number
+  private readonly gapMs: number
+
+  constructor (read: () => SocketEntry[] = readSocketTable, now: () => number = () => performance.now(), gapMs = 20) {
+    this.read = read
+    this.now = now
+    this.gapMs = gapMs
+  }
+
+  /** `acceptedAt` (this clock): when the connection was accepted; a table read before it cannot hold it */
+  async uidOfClient (client: Endpoint, server: Endpoint, acceptedAt: number): Promise<number | null> {
+    if (this.readAt < acceptedAt) await this.fresh()
+    return this.byEnds.get(endsKey(client, server)) ?? null
+  }
+
+  private async fresh (): Promise<void> {
+    this.next ??= new Promise<void>(resolve => {
+      setTimeout(() => {
+        this.readAt = this.now()
+        this.byEnds = new Map(this.read().map(e => [endsKey(e.local, e.remote), e.uid]))
+        this.next = null
+        resolve()
+      }, Math.max(0, this.readAt + this.gapMs - this.now()))
+    })
+    await this.next
+  }
+}
+
+const endsKey = (local: Endpoint, remote: Endpoint): string => `${plain(local.address)}:${local.port}>${plain(remote.address)}:${remote.port}`
+
 export function readSocketTable (): SocketEntry[] {
   const out: SocketEntry[] = []
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {

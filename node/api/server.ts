@@ -11,7 +11,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { ApiError, errorBody, toApiError } from './errors.ts'
-import { AdminCache, ADMIN_GROUP, denial, isLoopback, loadOrCreateApiToken, readSocketTable, tokenMatches, uidOfClient, type Caller } from './access.ts'
+import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 
 export interface ApiComponents {
   config: { api: { host: string, port: number }, apiSocket: string | null, dataDir: string }
@@ -44,6 +44,10 @@ export class ApiService implements Service {
   private readonly c: ApiComponents
   private readonly errors: Counter<'code'>
   private readonly unixSockets = new WeakSet<Socket>()
+  /** TCP connections: when accepted, and the caller once known (callerOf) */
+  private readonly acceptedAt = new WeakMap<Socket, number>()
+  private readonly callers = new WeakMap<Socket, Caller>()
+  private readonly sockets = new SocketTableCache()
   /** connections answered with a client error (clientError) */
   private readonly answered = new WeakSet<Socket>()
   private readonly admins = new AdminCache()
@@ -73,6 +77,7 @@ export class ApiService implements Service {
     // the API takes JSON only: a text/plain body would reach a route as a string and be
     // refused as "not a JSON object"; without this parser it is a 415 naming the type
     this.app.removeContentTypeParser('text/plain')
+    this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })
     this.registerCore()
     for (const s of init.services) s.routes?.(this.app)
   }
@@ -122,14 +127,20 @@ export class ApiService implements Service {
     if (gid != null) await chown(path, 0, gid).catch(err => { this.c.log.warn('could not give the API socket to the vgrid group', { path, error: (err as Error).message }) })
   }
 
-  private callerOf (req: FastifyRequest): Caller {
+  private async callerOf (req: FastifyRequest): Promise<Caller> {
     const s = req.socket
     if (this.unixSockets.has(s)) return { via: 'unix' }
     const client = { address: s.remoteAddress ?? '', port: s.remotePort ?? 0 }
     const loopback = isLoopback(client.address)
     // only connections made on this machine are in its socket table
-    const uid = loopback ? uidOfClient(readSocketTable(), client, { address: s.localAddress ?? '', port: s.localPort ?? 0 }) : null
-    return { via: 'tcp', uid, loopback }
+    // a connection's caller does not change: asked once per connection, from a table read
+    // once for every connection accepted before it
+    const known = this.callers.get(s)
+    if (known != null) return known
+    const uid = loopback ? await this.sockets.uidOfClient(client, { address: s.localAddress ?? '', port: s.localPort ?? 0 }, this.acceptedAt.get(s) ?? performance.now()) : null
+    const caller: Caller = { via: 'tcp', uid, loopback }
+    this.callers.set(s, caller)
+    return caller
   }
 
   private fail (reply: FastifyReply, e: ApiError): void {
@@ -199,7 +210,7 @@ export class ApiService implements Service {
     app.addHook('onRequest', async (req) => {
       const access = req.routeOptions.config?.access ?? (req.method === 'GET' || req.method === 'HEAD' ? 'open' : 'admin')
       if (access === 'open') return
-      const caller = this.callerOf(req)
+      const caller = await this.callerOf(req)
       const tokenOk = tokenMatches(req.headers.authorization, this.token)
       if (req.headers.authorization != null && !tokenOk) throw new ApiError(401, 'unauthorized', 'the API token presented is not this agent\'s')
       const why = denial(caller, tokenOk, this.admins.isAdmin)

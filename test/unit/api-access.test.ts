@@ -1,7 +1,7 @@
 // The pure parts of the API's access check: reading the kernel's socket table,
 // matching a connection to its user, who counts as an admin, and what a refusal says.
 import test from 'ava'
-import { decodeProcAddr, denial, parseProcNetTcp, tokenMatches, uidIsAdmin, uidOfClient } from '../../node/api/access.ts'
+import { SocketTableCache, decodeProcAddr, denial, parseProcNetTcp, tokenMatches, uidIsAdmin, uidOfClient } from '../../node/api/access.ts'
 
 // two lines as the kernel prints them: a client 127.0.0.1:40000 (uid 1000) connected to 127.0.0.1:7401, and the server's end (uid 0)
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -28,6 +28,25 @@ test('a connection is matched to the user owning its client end, not the server 
   t.is(uidOfClient(entries, { address: '::ffff:127.0.0.1', port: 40001 }, { address: '::ffff:127.0.0.1', port: 7401 }), 33)
   t.is(uidOfClient(entries, { address: '::1', port: 40002 }, { address: '::1', port: 7401 }), 34)
   t.is(uidOfClient(entries, { address: '127.0.0.1', port: 40009 }, server), null)
+})
+
+test('the socket table is read once for every connection accepted before the read, and again, shared, for those accepted since', async t => {
+  let now = 100
+  let reads = 0
+  const cache = new SocketTableCache(() => { reads++; return [...parseProcNetTcp(TCP), ...parseProcNetTcp(TCP6)] }, () => now, 0)
+  const server = { address: '127.0.0.1', port: 7401 }
+  // a burst: three connections accepted at 50-90, asking at once: one read
+  t.deepEqual(await Promise.all([
+    cache.uidOfClient({ address: '127.0.0.1', port: 40000 }, server, 50),
+    cache.uidOfClient({ address: '::1', port: 40002 }, { address: '::1', port: 7401 }, 80),
+    cache.uidOfClient({ address: '::ffff:127.0.0.1', port: 40001 }, { address: '127.0.0.1', port: 7401 }, 90)
+  ]), [1000, 34, 33])
+  t.is(reads, 1)
+  t.is(await cache.uidOfClient({ address: '127.0.0.1', port: 40000 }, server, 60), 1000, 'accepted before the read: no new read')
+  t.is(reads, 1)
+  now = 200
+  t.is(await cache.uidOfClient({ address: '127.0.0.1', port: 40009 }, server, 150), null, 'accepted after the read: read again, and not there')
+  t.is(reads, 2)
 })
 
 test('admins are root and members of the vgrid group, by primary group or by the member list', t => {
