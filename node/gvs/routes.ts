@@ -217,7 +217,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         // the same moment may have won over this one (the answer then shows its path)
         return await view(findVolume(svc.volumes(), v.id))
       }
-      return await view(changed)
+      // QEMU cannot grow a disk it reaches over NBD while it runs: its VMs see the new
+      // size once they start again, which the answer says rather than leave it a mystery
+      const r = state.read()
+      const running = b.size != null ? volumeUsers(changed, r.list('vms'), r.list('leases')).running.map(x => x.name).sort() : []
+      return { ...await view(changed), ...(running.length > 0 ? { seenAfterRestartBy: running } : {}) }
     })
 
     app.delete<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {

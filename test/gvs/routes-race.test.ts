@@ -125,6 +125,10 @@ test('requests that read the same document and write one after the other: nothin
   t.is(d.status, 409, JSON.stringify(d.body))
   t.regex(d.body.error?.message ?? '', /in use by VM "db"/)
   t.truthy(a.replica.read().get('volumes', vol.id))
+  // a resize under a running VM is made, and says that VM sees it after its next start
+  const grown = await a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '64M' })
+  t.is(grown.status, 200, JSON.stringify(grown.body))
+  t.deepEqual((grown.body as { seenAfterRestartBy?: string[] }).seenAfterRestartBy, ['db'])
 })
 
 test('destroying a volume keeps the layers a clone of its snapshot reads; snapshot names are the volume\'s own entries only', async t => {
