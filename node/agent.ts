@@ -18,6 +18,7 @@ import { resolveCluster } from './cluster-key-store.ts'
 import { detectCapacity } from './resources.ts'
 import { createLogger, type Logger } from './log.ts'
 import { startAll, stopAll, systemClock, type Clock, type Service } from './service.ts'
+import { UnavailableError } from './errors.ts'
 import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
@@ -172,7 +173,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory })),
     membership,
-    lcm,
+    lcm ?? (core.config.overlay ? undefined : lcmOff),
     gvs,
     runtime,
     dvmm
@@ -183,6 +184,22 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     services.push(api)
   }
   return { services, host, api, membership, state }
+}
+
+/**
+ * An agent run with --no-overlay has no connection manager: its routes say so (503
+ * `lcm_off`) rather than "no route", which read like a wrong URL or an old agent.
+ */
+const lcmOff: Service = {
+  name: 'lcm-off',
+  start: async () => {},
+  stop: async () => {},
+  routes: app => {
+    const off = async (): Promise<never> => { throw new UnavailableError('the connection manager is off on this agent (it runs with --no-overlay): no links, no overlay', 'lcm_off') }
+    for (const url of ['/v1/links', '/v1/links/:id', '/v1/net']) app.get(url, off)
+    app.post('/v1/links', { config: { access: 'admin' } }, off)
+    app.delete('/v1/links/:id', { config: { access: 'admin' } }, off)
+  }
 }
 
 /** The state service predates the Service shape: give it a name and its routes. */

@@ -106,6 +106,14 @@ test('bodies are taken as sent: wrong types, unknown fields, control characters 
   const long = await agent.request('PUT', `/v1/nodes/acc0/labels/${'k'.repeat(300)}`, { value: 'v' })
   t.is(long.status, 400)
   t.regex((long.body as { error: { message: string } }).error.message, /params\/key must NOT have more than 63 characters/)
+  // a volume list by a prefix that is no path is refused, not answered empty
+  const prefix = await agent.request('GET', '/v1/volumes?prefix=shop')
+  t.is(prefix.status, 400)
+  t.regex((prefix.body as { error: { message: string } }).error.message, /prefix "shop" is not a volume path/)
+  // an agent without the connection manager (loopback tests run --no-overlay) says so
+  const links = await agent.request('GET', '/v1/links')
+  t.is(links.status, 503)
+  t.like(links.body, { error: { code: 'lcm_off' } })
   for (const value of ['a\u0085b', 'tab\there', 'x\u009f', '\ud800', 'a\udc00b', 'del\u007f']) {
     const r = await agent.request('PUT', '/v1/nodes/acc0/labels/k', { value })
     t.is(r.status, 400, JSON.stringify(value))

@@ -17,7 +17,8 @@ const NODE_USAGE = 'vgrid node drain NODE [--wait [--timeout SECONDS]] [--json] 
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
-const gib = (b: number): string => `${(b / 2 ** 30).toFixed(b % 2 ** 30 === 0 ? 0 : 2)}G`
+/** memory as people wrote it: 128M stays 128M (not 0.13G), 1.5G stays 1.50G */
+const gib = (b: number): string => b < 2 ** 30 && b % 2 ** 20 === 0 ? `${b / 2 ** 20}M` : `${(b / 2 ** 30).toFixed(b % 2 ** 30 === 0 ? 0 : 2)}G`
 const enc = encodeURIComponent
 
 function table (rows: string[][]): string {
@@ -170,6 +171,7 @@ export async function node (argv: string[]): Promise<void> {
   const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, NODE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
   if (v.wait === true && sub !== 'drain') throw new CliError('--wait is for drain', 2)
+  if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
   const timeoutS = v.timeout == null ? 300 : Number(v.timeout)
   if (!(timeoutS > 0)) throw new CliError(`--timeout "${String(v.timeout)}" is not a number of seconds above 0`, 2)
   const api = new ApiClient(v.api as string | undefined)

@@ -61,6 +61,7 @@ export async function vol (argv: string[]): Promise<void> {
       return v.json === true ? json(d) : out(`${d.path}: ${size(d.sizeBytes)}, R=${d.replicas} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
     case 'ls': case 'list': {
+      if (p.length > 1) throw new CliError(`vol ls takes one path prefix, not ${p.length} arguments: ${p.join(' ')}`, 2)
       const r = await api.request<{ volumes: VolumeView[] }>('GET', `/v1/volumes${p[0] != null ? `?prefix=${enc(p[0])}` : ''}`)
       if (v.json === true) return json(r)
       if (r.volumes.length === 0) return out('no volumes')
@@ -71,12 +72,16 @@ export async function vol (argv: string[]): Promise<void> {
       if (v.json === true) return json(d)
       const h = d.health
       const lr = h.lastRepair
+      // the node that ran the last repair, by name (the view has its id)
+      const nodes = lr == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
+      const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...(h.repair != null ? [`progress  ${h.repair.done}/${h.repair.total} copies, ${size(h.repair.bytes)}, ${h.repair.failed} failed (on ${h.repair.node})`] : []),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
-        `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${lr.node}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
-        `scrub     ${d.scrub == null ? 'not yet on this node' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`].join('\n'))
+        `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
+        `scrub     ${d.scrub == null ? 'not yet on this node' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`,
+        `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`].join('\n'))
     }
     case 'resize': {
       const [id, to] = need(2)

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
-import { checkDestroy, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -158,6 +158,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', async req => {
       const prefix = req.query.prefix ?? '/'
       if (typeof prefix !== 'string') throw new ValidationError('prefix', 'prefix must be given once, as a path')
+      // every volume path starts with "/": "shop" or "../x" would list nothing, as if there were none
+      if (prefix !== '/') checkPath(prefix.endsWith('/') ? prefix.slice(0, -1) : prefix, 'prefix')
       const vs = svc.volumes().filter(v => v.path === prefix || v.path.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'))
       return { volumes: await views(vs.sort((a, b) => a.path.localeCompare(b.path))) }
     })

@@ -28,6 +28,7 @@ export interface CreateRequest {
 }
 
 export function checkPath (path: unknown, field = 'path'): string {
+  if (path === undefined) throw new ValidationError(field, `${field} is missing: a volume path like /shop/db/data`)
   if (typeof path !== 'string' || !PATH_PATTERN.test(path)) {
     throw new ValidationError(field, `${field} ${JSON.stringify(path)} is not a volume path: 1-16 segments like /shop/db/data, each 1-128 letters, digits, ".", "_" or "-"`)
   }
