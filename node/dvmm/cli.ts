@@ -13,7 +13,7 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm show VM [--json]
        vgrid vm start|stop|rm VM [--json]
        vgrid vm console VM`
-const NODE_USAGE = 'vgrid node drain NODE [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node undrain|forget NODE [--json] [--api HOST:PORT]'
+const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node undrain|forget NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
@@ -168,9 +168,10 @@ async function consoleOf (argv: string[]): Promise<void> {
 export async function node (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   if (sub !== 'drain' && sub !== 'undrain' && sub !== 'forget') throw new CliError(`unknown subcommand "node ${String(sub)}"\nusage: ${NODE_USAGE}`, 2)
-  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, NODE_USAGE, 1)
+  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' } }, NODE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
   if (v.wait === true && sub !== 'drain') throw new CliError('--wait is for drain', 2)
+  if (v.force === true && sub !== 'drain') throw new CliError('--force is for drain', 2)
   if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
   const timeoutS = v.timeout == null ? 300 : Number(v.timeout)
   if (!(timeoutS > 0)) throw new CliError(`--timeout "${String(v.timeout)}" is not a number of seconds above 0`, 2)
@@ -180,7 +181,7 @@ export async function node (argv: string[]): Promise<void> {
     const r = await api.request<{ name: string }>('DELETE', `${path}/roll`)
     return v.json === true ? json(r) : out(`${r.name}: forgotten (off the member roll)`)
   }
-  const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`)
+  const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)
   if (v.json === true) return json(r)
   out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}` : ''}`)

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, noBody } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, noBody, onlyFields } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -105,9 +105,16 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     svc.schedule()
     return await detail(vm.id)
   }
-  const setDraining = async (idOrName: string, draining: boolean): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
+  const setDraining = async (idOrName: string, draining: boolean, force = false): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
     const { doc } = current()
     const n = findNode(doc, idOrName)
+    // a drain stops the node's VMs so that they start elsewhere: VMs no other node fits
+    // would just stop. Refused unless asked for (a node that must go down anyway)
+    const strand = draining && !force ? svc.ha().stranded.find(s => s.node === n.id) : undefined
+    if (strand != null) {
+      const why = strand.reasons.every(r => r === strand.reason) ? strand.reason : strand.vms.map((vm, i) => `${vm}: ${strand.reasons[i]}`).join('; ')
+      throw new ConflictError(`draining ${n.name} would stop ${strand.vms.join(', ')} with nowhere to go, no other node fits ${strand.vms.length === 1 ? 'it' : 'them'} (${why}): make room, or drain with force to stop ${strand.vms.length === 1 ? 'it' : 'them'} anyway`, 'would_strand')
+    }
     await state.write(w => {
       const e = w.reader.get('roll', n.id)
       if (e == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
@@ -178,7 +185,14 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const c = await svc.local.console(vm.id)
       return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console }
     })
-    app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, true) })
+    app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => {
+      const b = req.body == null || req.body === '' ? {} : req.body
+      if (typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the body must be a JSON object, {"force": true} or none')
+      onlyFields(b as Record<string, unknown>, ['force'])
+      const force = (b as { force?: unknown }).force
+      if (force !== undefined && typeof force !== 'boolean') throw new ValidationError('force', 'force must be true or false')
+      return await setDraining(req.params.id, true, force === true)
+    })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
     app.delete<{ Params: IdParams }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
       const { doc } = current()

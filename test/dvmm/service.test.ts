@@ -137,6 +137,19 @@ test.serial('crash rule: restarted on the same node, left stopped after 3 crashe
   await until(() => [0, 1, 2, 3, 4].every(i => running(g, `w${i}`) && holderOf(g, `w${i}`) !== target) && [...target.fake.vms.values()].every(v => v.state !== 'running'), 30_000, 'the drained node emptied')
   t.is((await call(app, 'POST', `/v1/nodes/${target.agent.config.name}/undrain`)).status, 200)
   t.is((await call(app, 'POST', '/v1/nodes/nosuch/drain')).status, 404)
+  // a drain that would stop a VM with nowhere to go is refused, naming it, unless forced
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('wide', 3.5))).status, 201)
+  await until(() => running(g, 'wide'), 30_000, 'wide running')
+  const wideOn = holderOf(g, 'wide')!
+  const refused = await call<{ error: { code: string, message: string } }>(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`)
+  t.is(refused.status, 409, JSON.stringify(refused.body))
+  t.is(refused.body.error.code, 'would_strand')
+  t.regex(refused.body.error.message, /would stop wide with nowhere to go/)
+  t.false(g.nodes[0]!.agent.state.read().get('roll', wideOn.agent.id)?.value.draining === true, 'not draining')
+  t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`, { force: 'yes' })).status, 400)
+  t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`, { force: true })).status, 200, 'forced')
+  await until(() => wideOn.fake.vms.get('wide')?.state !== 'running', 20_000, 'wide stopped on the drained node')
+  t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/undrain`)).status, 200)
 })
 
 test.serial('adoption: a restarted service finds its VMs running and keeps them (no restart, same epoch)', async t => {
