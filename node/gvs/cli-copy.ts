@@ -7,7 +7,7 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, constants, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
 import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
@@ -69,7 +69,7 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   for (const u of l.unrepaired) out(`  object ${u.index} of ${u.layer}: not rewritten: ${u.error}`)
 }
 
-export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined): Promise<void> {
+export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false): Promise<void> {
   // VOL@SNAP: a snapshot, which exports (read-only) and never imports
   const at = ref.indexOf('@')
   const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
@@ -77,6 +77,8 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   const snap = snapName == null ? undefined : d.snapshots.find(s => s.name === snapName)
   if (snapName != null && snap == null) throw new CliError(`${d.path} has no snapshot "${snapName}"${d.snapshots.length > 0 ? ` (it has ${d.snapshots.map(s => s.name).join(', ')})` : ''}`, 1)
   if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)
+  // an export never overwrites a file unasked (qemu-img would, silently)
+  if (sub === 'export' && !force && existsSync(file)) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1)
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
   // a raw file bigger than the volume: said with both sizes (qemu-img only says "smaller")

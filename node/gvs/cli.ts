@@ -20,7 +20,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol repair VOL [--scrub] [--json]   (--scrub: verify every copy first)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
-       vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2]
+       vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)]
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
 
 function table (rows: string[][]): string {
@@ -40,7 +40,8 @@ export async function vol (argv: string[]): Promise<void> {
     format: { type: 'string' },
     set: { type: 'boolean' },
     scrub: { type: 'boolean' },
-    now: { type: 'boolean' }
+    now: { type: 'boolean' },
+    force: { type: 'boolean' }
   }, USAGE, 300)
   const api = new ApiClient(v.api as string | undefined)
   const need = (n: number): string[] => {
@@ -125,7 +126,8 @@ export async function vol (argv: string[]): Promise<void> {
     case 'scrub': return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)
-      return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined)
+      if (v.force === true && sub !== 'export') throw new CliError('--force is for export (over an existing file)', 2)
+      return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true)
     }
     case undefined: case 'help': case '--help': case '-h': return out(USAGE)
     default: throw new CliError(`unknown subcommand "vol ${sub}"\n${USAGE}`, 2)

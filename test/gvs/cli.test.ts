@@ -83,6 +83,9 @@ test('vgrid vol commands', async t => {
     // a snapshot exports (its own NBD name), never imports; a file bigger than the volume says both sizes
     t.regex(await cli('export', '/shop/db/main@before', join(dir, 'snap.raw')), /exported \/shop\/db\/main@before to .*snap\.raw/)
     t.true(Buffer.from(await readFile(join(dir, 'snap.raw'))).equals(await readFile(join(dir, 'out.raw'))), 'the snapshot holds what the volume held')
+    // an existing file is not overwritten unasked
+    await t.throwsAsync(cli('export', '/shop/db/main@before', join(dir, 'snap.raw')), { message: /snap\.raw exists: give --force to overwrite it/ })
+    t.regex(await cli('export', '/shop/db/main@before', join(dir, 'snap.raw'), '--force'), /exported \/shop\/db\/main@before to .*snap\.raw/)
     await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main@before'), { message: /is a snapshot: read-only/ })
     await t.throwsAsync(cli('export', '/shop/db/main@nope', join(dir, 'x.raw')), { message: /has no snapshot "nope" \(it has before\)/ })
     await writeFile(join(dir, 'big.raw'), Buffer.alloc(17 * MiB))
