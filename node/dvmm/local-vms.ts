@@ -396,7 +396,10 @@ export class LocalVms {
     }
     const a = answer as { console?: unknown, error?: unknown } | null
     if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
-    throw none(`its holder says: ${typeof a?.error === 'string' ? a.error : 'no console'}`)
+    const said = typeof a?.error === 'string' ? a.error : 'no console'
+    // the driver there has no such VM (it never ran): no console; anything else is the holder's answer
+    if (/^no \S+ VM \S+ on this node$/.test(said)) throw none(`its holder says: ${said}`)
+    throw new ConflictError(`VM ${vmId}'s holder says: ${said}`, 'elsewhere')
   }
 
   /** This node's answer to a console request: only for a VM it holds. */

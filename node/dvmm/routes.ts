@@ -110,7 +110,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const n = findNode(doc, idOrName)
     // a drain stops the node's VMs so that they start elsewhere: VMs no other node fits
     // would just stop. Refused unless asked for (a node that must go down anyway)
-    const strand = draining && !force ? svc.ha().stranded.find(s => s.node === n.id) : undefined
+    // (asked again of a node already draining, e.g. to wait: nothing new is stopped)
+    const again = doc.roll.get(n.id)?.draining === true
+    const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
     if (strand != null) {
       const why = strand.reasons.every(r => r === strand.reason) ? strand.reason : strand.vms.map((vm, i) => `${vm}: ${strand.reasons[i]}`).join('; ')
       throw new ConflictError(`draining ${n.name} would stop ${strand.vms.join(', ')} with nowhere to go, no other node fits ${strand.vms.length === 1 ? 'it' : 'them'} (${why}): make room, or drain with force to stop ${strand.vms.length === 1 ? 'it' : 'them'} anyway`, 'would_strand')

@@ -78,7 +78,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   if (snapName != null && snap == null) throw new CliError(`${d.path} has no snapshot "${snapName}"${d.snapshots.length > 0 ? ` (it has ${d.snapshots.map(s => s.name).join(', ')})` : ''}`, 1)
   if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)
   // an export never overwrites a file unasked (qemu-img would, silently)
-  if (sub === 'export' && !force && existsSync(file)) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1)
+  if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1)
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
   // a raw file bigger than the volume: said with both sizes (qemu-img only says "smaller")

@@ -408,20 +408,21 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * Frees a surplus copy (repair.ts): only while it is still at `version` and
    * `mayRemove()` (the quiet spell) holds, both checked inside the object's exclusive
    * hold, after every request to it that came first and before any that comes later.
-   * A damaged or lost copy is kept (scrub's). True when the copy is gone.
+   * A damaged or lost copy is kept (scrub's). Says whether it removed the copy, found
+   * none, or kept it.
    */
-  async retire (volume: string, index: number, version: Version, mayRemove: () => boolean): Promise<boolean> {
+  async retire (volume: string, index: number, version: Version, mayRemove: () => boolean): Promise<'removed' | 'absent' | 'kept'> {
     const p = this.paths(volume, index)
     return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
-      if (this.syncs.isLost(p.data)) return false
+      if (this.syncs.isLost(p.data)) return 'kept'
       const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
         if (isGvsError(err, 'damaged')) return undefined
         throw err
       })
-      if (here === null) return true
-      if (here === undefined || compareVersions(here, version) !== 0 || !mayRemove()) return false
+      if (here === null) return 'absent'
+      if (here === undefined || compareVersions(here, version) !== 0 || !mayRemove()) return 'kept'
       await this.held.remove(p, false)
-      return true
+      return 'removed'
     })
   }
 

@@ -269,8 +269,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         const oldest = await held
         if (oldest == null || compareVersions(oldest, version) < 0) continue
         // retired only at this version: a copy a write moved on since is not the one the holders were checked against
-        const kept = (await this.c.transport.call(node, { op: 'retire', volume: this.init.volume, index, version, since, quietMs: this.init.retireQuietMs ?? RETIRE_QUIET_MS })).reply.present === true
-        if (!kept) freed++
+        const r = (await this.c.transport.call(node, { op: 'retire', volume: this.init.volume, index, version, since, quietMs: this.init.retireQuietMs ?? RETIRE_QUIET_MS })).reply
+        if (r.present !== true && r.count === 1) freed++
       } catch {
         // a node that did not answer: the copy stays
       }

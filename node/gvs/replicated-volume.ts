@@ -51,6 +51,9 @@ export interface ReplicatedVolumeInit {
   retryMs?: number
 }
 
+/** shared by the pieces of one request: set once one failed for good */
+interface Stop { failed: Error | null }
+
 export class ReplicatedVolume implements BlockDevice {
   readonly size: number
   readonly readOnly: boolean
@@ -91,7 +94,6 @@ export class ReplicatedVolume implements BlockDevice {
     return hs
   }
 
-  /** holders in the order reads try them: this node first */
   /** the holders to read from, this node first (`hs`: the ones a settle or look checked; placement may have moved on since) */
   private readOrder (hs: readonly string[]): string[] {
     const self = this.c.transport.self
@@ -158,10 +160,28 @@ export class ReplicatedVolume implements BlockDevice {
   async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     this.writable()
     checkRange(this, offset, data.length)
-    await Promise.all(pieces(offset, data.length, this.init.objectSize).map(async p => {
+    await this.allPieces(pieces(offset, data.length, this.init.objectSize), async (p, stop) => {
       const chunk = data.subarray(p.at, p.at + p.length)
-      await this.toObject(p, seq => ({ op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, seq, fua, under: this.under }), chunk, fua)
+      await this.toObject(p, seq => ({ op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, seq, fua, under: this.under }), chunk, fua, stop)
+    })
+  }
+
+  /**
+   * A request's pieces (one per object), answered only once every piece has ended: a
+   * piece still retrying after the request was answered could land later over a newer
+   * write the client was told succeeded. Once one piece fails for good, the others
+   * start no new attempt. The error is a lasting one's if any piece had one.
+   */
+  private async allPieces (ps: Piece[], fn: (p: Piece, stop: Stop) => Promise<void>): Promise<void> {
+    const stop: Stop = { failed: null }
+    const results = await Promise.allSettled(ps.map(async p => {
+      try { await fn(p, stop) } catch (err) {
+        if (!(err instanceof GvsError && err.transient)) stop.failed ??= err as Error
+        throw err
+      }
     }))
+    const errors = results.flatMap(r => r.status === 'rejected' ? [r.reason as Error] : [])
+    if (errors.length > 0) throw errors.find(e => !(e instanceof GvsError && e.transient)) ?? errors[0]!
   }
 
   /**
@@ -169,8 +189,8 @@ export class ReplicatedVolume implements BlockDevice {
    * lock, which settling takes whole), then the request to all of them in order with
    * overlapping writes. If the holders changed in between, it settles again.
    */
-  private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean): Promise<void> {
-    await this.retrying(async () => {
+  private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean, stop?: Stop): Promise<void> {
+    await this.retrying(stop, async () => {
       for (;;) {
         const hs = this.writeHolders(p.index)
         await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
@@ -193,9 +213,11 @@ export class ReplicatedVolume implements BlockDevice {
    * not an I/O error (a guest's filesystem turns read-only on one). Meanwhile the node
    * comes back, or membership drops it and the object settles on its new holders. A
    * write that reached some holders is written again whole, at a new version: the same
-   * bytes, so nothing is lost or doubled.
+   * bytes, so nothing is lost or doubled. `retryMs` bounds when a new attempt may
+   * start, not how long one takes (a replica's own timeout). `stop`: a sibling piece
+   * of the same request failed for good: no new attempt (the request fails anyway).
    */
-  private async retrying<T> (fn: () => Promise<T>): Promise<T> {
+  private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
     const until = Date.now() + this.retryMs
     for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
       try {
@@ -203,6 +225,7 @@ export class ReplicatedVolume implements BlockDevice {
       } catch (err) {
         if (!(err instanceof GvsError) || !err.transient || Date.now() + wait > until) throw err
         await new Promise(resolve => setTimeout(resolve, wait))
+        if (stop?.failed != null) throw err
       }
     }
   }
@@ -222,9 +245,9 @@ export class ReplicatedVolume implements BlockDevice {
   async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> {
     this.writable()
     checkRange(this, offset, length)
-    await Promise.all(pieces(offset, length, this.init.objectSize).map(async p => {
-      await this.toObject(p, seq => ({ op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, seq, fua, under: this.under }), undefined, fua)
-    }))
+    await this.allPieces(pieces(offset, length, this.init.objectSize), async (p, stop) => {
+      await this.toObject(p, seq => ({ op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, seq, fua, under: this.under }), undefined, fua, stop)
+    })
   }
 
   /**
@@ -240,7 +263,7 @@ export class ReplicatedVolume implements BlockDevice {
    */
   async flush (): Promise<void> {
     const before = this.flushing
-    const own = this.retrying(async () => { await this.flushOnce() })
+    const own = this.retrying(undefined, async () => { await this.flushOnce() })
     const both = Promise.allSettled([before, own]).then(([b, o]) => {
       if (o.status === 'rejected') throw o.reason
       if (b.status === 'rejected') throw new GvsError('io', `volume "${this.init.volume}": an overlapping flush failed: ${(b.reason as Error).message}`)

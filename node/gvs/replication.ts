@@ -113,8 +113,9 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'mark':
       return { reply: { ok: true, mark: uses.mark() }, data: null }
     case 'retire': {
-      const gone = await store.retire(req.volume, req.index, req.version, () => uses.unusedSince(req.volume, req.index, req.since, req.quietMs))
-      return { reply: { ok: true, present: !gone }, data: null }
+      const r = await store.retire(req.volume, req.index, req.version, () => uses.unusedSince(req.volume, req.index, req.since, req.quietMs))
+      // count: 1 when this retire removed it (a copy already gone is not freed twice)
+      return { reply: { ok: true, present: r === 'kept', count: r === 'removed' ? 1 : 0 }, data: null }
     }
     case 'list':
       // a page reads one more than it answers: whether there are more

@@ -35,13 +35,18 @@ export interface SettlerInit {
   under?: string[]
 }
 
+/** the nodes that did not answer a look, with why; `lasting`: those whose failure was not a moment's (a disk error, a refusal) */
+export class Silent extends Map<string, string> {
+  readonly lasting = new Set<string>()
+}
+
 export class Settler {
   private readonly c: SettlerComponents
   private readonly init: SettlerInit
   /** object index -> the placement generation and holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
   /** settles in progress, by the key (generation and holders) each settles for, resolving to the holders that did not answer (and why) */
-  private readonly settling = new Map<number, { key: string, p: Promise<Map<string, string>> }>()
+  private readonly settling = new Map<number, { key: string, p: Promise<Silent> }>()
   /** object index -> the sequence number of this writer's last write to it (versions.ts) */
   private readonly seqs = new Map<number, number>()
   /** object index -> holders a write of it failed on, until it settles again */
@@ -92,14 +97,14 @@ export class Settler {
    * holder did, since a silent one may hold an old copy (or none) that a write would
    * then build on and raise to the newest version.
    */
-  async settle (index: number, hs: string[]): Promise<Map<string, string>> {
+  async settle (index: number, hs: string[]): Promise<Silent> {
     // the generation it started in: one that changes while it runs leaves it unsettled
     const key = this.keyOf(hs, this.generation())
-    if (this.settled.get(index) === key) return new Map()
+    if (this.settled.get(index) === key) return new Silent()
     // one in flight for other holders or an older generation settles something else:
     // waited for, then this one runs (its answer is not this one's)
     for (let cur = this.settling.get(index); cur != null && cur.key !== key; cur = this.settling.get(index)) await cur.p.catch(() => {})
-    if (this.settled.get(index) === key) return new Map()
+    if (this.settled.get(index) === key) return new Silent()
     let inflight = this.settling.get(index)
     if (inflight == null) {
       const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
@@ -115,15 +120,20 @@ export class Settler {
   async settleAll (index: number, hs: string[], op: string): Promise<void> {
     const silent = await this.settle(index, hs)
     if (silent.size === 0) return
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: true })
+    // worth another try only if every holder was out of reach (not one whose disk failed)
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0 })
   }
 
-  private async settleNow (index: number, hs: string[]): Promise<Map<string, string>> {
-    const silent = new Map<string, string>()
+  private async settleNow (index: number, hs: string[]): Promise<Silent> {
+    const silent = new Silent()
     for (const layer of [this.init.volume, ...(this.init.under ?? [])]) {
       const l = await this.settleLayer(layer, index, hs)
       const plan = l.plan
-      for (const h of hs) { const why = l.silent.get(h); if (why != null && !silent.has(h)) silent.set(h, why) }
+      for (const h of hs) {
+        const why = l.silent.get(h)
+        if (why != null && !silent.has(h)) silent.set(h, why)
+        if (l.silent.lasting.has(h)) silent.lasting.add(h)
+      }
       if (layer !== this.init.volume) continue
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
@@ -159,21 +169,25 @@ export class Settler {
    * other live nodes (a moved object's old holders, or a holder that missed writes
    * while it was away and is back). A node that does not answer is left out.
    */
-  async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Map<string, string> }> {
+  async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Silent }> {
     const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
-    const silent = new Map<string, string>()
+    const silent = new Silent()
     const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
       try {
         const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
         return { node, present: r.present === true, version: r.version ?? NO_VERSION }
-      } catch (err) { silent.set(node, (err as Error).message); return null }
+      } catch (err) {
+        silent.set(node, (err as Error).message)
+        if (!(err instanceof GvsError && err.transient)) silent.lasting.add(node)
+        return null
+      }
     }))
     const seen = answers.filter(x => x != null)
     return { seen, everyone: seen.length === nodes.length, silent }
   }
 
   /** the copies of one layer's object brought to the holders that answered and lack it */
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Map<string, string> }> {
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent }

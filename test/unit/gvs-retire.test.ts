@@ -24,12 +24,14 @@ async function store (t: { teardown: (fn: () => Promise<void>) => void }): Promi
 test('retire: only at the checked version and when allowed; an absent copy counts as gone', async t => {
   const s = await store(t)
   await s.write('v1', 0, 0, new Uint8Array(4096).fill(1), { epoch: 3, version: { epoch: 3, seq: 7 } })
-  t.false(await s.retire('v1', 0, { epoch: 3, seq: 6 }, () => true), 'a copy a write moved on since is kept')
-  t.false(await s.retire('v1', 0, { epoch: 3, seq: 7 }, () => false), 'not quiet: kept')
+  t.is(await s.retire('v1', 0, { epoch: 3, seq: 6 }, () => true), 'kept', 'a copy a write moved on since is kept')
+  t.is(await s.retire('v1', 0, { epoch: 3, seq: 7 }, () => false), 'kept', 'not quiet: kept')
   t.true((await s.stat('v1', 0)).present)
-  t.true(await s.retire('v1', 0, { epoch: 3, seq: 7 }, () => true))
+  t.is(await s.retire('v1', 0, { epoch: 3, seq: 7 }, () => true), 'removed')
   t.false((await s.stat('v1', 0)).present)
-  t.true(await s.retire('v1', 5, { epoch: 1, seq: 1 }, () => true), 'absent')
+  t.is(await s.retire('v1', 0, { epoch: 3, seq: 7 }, () => true), 'absent', 'gone already: not freed twice')
+  const again = await execute(s, { op: 'retire', volume: 'v1', index: 0, version: { epoch: 3, seq: 7 }, since: 'x:1', quietMs: 0 }, null)
+  t.like(again.reply, { present: false, count: 0 })
 })
 
 const v1 = { epoch: 1, seq: 1 }
