@@ -148,6 +148,7 @@ test.serial('crash rule: restarted on the same node, left stopped after 3 crashe
   t.false(g.nodes[0]!.agent.state.read().get('roll', wideOn.agent.id)?.value.draining === true, 'not draining')
   t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`, { force: 'yes' })).status, 400)
   t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`, { force: true })).status, 200, 'forced')
+  t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/drain`)).status, 200, 'asked again of a draining node (to wait): not refused')
   await until(() => wideOn.fake.vms.get('wide')?.state !== 'running', 20_000, 'wide stopped on the drained node')
   t.is((await call(app, 'POST', `/v1/nodes/${wideOn.agent.config.name}/undrain`)).status, 200)
 })
