@@ -46,7 +46,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   await until(() => g.nodes.some(n => n.fake.vms.get('web')?.state === 'running') && g.nodes[0]!.agent.state.read().get('leases', 'web')?.value.status === 'running', 20_000, 'web running')
   const ls = await cli(api, 'vm', 'ls')
   t.regex(ls.out, /NAME\s+STATE\s+NODE\s+EPOCH/)
-  t.regex(ls.out, /web\s+running\s+a[01]\s+1\s+1\s+0\.50G\s+process/)
+  t.regex(ls.out, /web\s+running\s+a[01]\s+1\s+1\s+512M\s+process/)
   const show = await cli(api, 'vm', 'show', 'web')
   t.regex(show.out, /placement/)
   t.regex(show.out, /runs as user nobody, without capabilities/)
