@@ -205,7 +205,8 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
   const n = checkSnapshotName(name)
   if (snapshotOf(v, n) != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
   const cur = layersOf(v)
-  if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have: remove snapshots it no longer needs`, 'too-many-layers')
+  // deleting a snapshot does not give its layer back yet: only a copy starts a new stack
+  if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have (each snapshot ever taken of it adds one; deleting snapshots does not give them back yet): copy it to a new volume to snapshot on (vgrid vol export, then vol import)`, 'too-many-layers')
   // its size too: a later resize grows the volume, not what the snapshot froze
   return { snapshot: { name: n, createdAt: now, layers: cur, sizeBytes: v.sizeBytes }, layers: [`${v.id}@${cur.length}`, ...cur] }
 }
