@@ -16,6 +16,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError } from '../../node/api/errors.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { winner } from '../../crdt/placement/index.ts'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { ReplicaService } from '../../node/gvs/replication.ts'
 
 const G = 2 ** 30
 
@@ -81,4 +83,33 @@ export async function contestedDisk (t: ExecutionContext, tag: string): Promise<
   const ids = hosts.map(h => h.peerId.toString())
   const w = ids.indexOf(winner([1, 2].map(i => ({ vm: 'vm', holder: ids[i]!, epoch: 1, cpu: 1, memoryBytes: 1, at: 1, by: ids[i]! })))!.holder)
   return { dir, hosts, svcs, state, members, id: created.json<{ id: string }>().id, ids, w, l: w === 1 ? 2 : 1 }
+}
+
+export interface ReplicaNode { id: string, host: VgridHost, store: ObjectStore, svc: ReplicaService }
+
+let replicaGrids = 0
+/**
+ * `n` in-process nodes below the service: each an object store and a replica service on
+ * a memory-transport host, every pair dialled; all stopped (a service a test stopped
+ * itself too) and their temp dir removed when the test ends.
+ */
+export async function replicaNodes (t: ExecutionContext, n: number, opts: { objectSize?: number, timeoutMs?: number } = {}): Promise<ReplicaNode[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-nodes-'))
+  const clusterKey = generateClusterKey()
+  const nodes: ReplicaNode[] = []
+  t.teardown(async () => {
+    for (const x of nodes) { await x.svc.stop().catch(() => {}); try { await x.host.stop() } catch {}; await x.store.stop() }
+    await rm(dir, { recursive: true, force: true })
+  })
+  const tag = `gvsn${process.pid}-${replicaGrids++}`
+  for (let i = 0; i < n; i++) {
+    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/${tag}-${i}`], mdns: false, transport: 'memory' })
+    const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, `n${i}`), ...(opts.objectSize != null ? { objectSize: opts.objectSize } : {}) })
+    await store.start()
+    const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: opts.timeoutMs ?? 60_000 })
+    await svc.start()
+    nodes.push({ id: host.peerId.toString(), host, store, svc })
+  }
+  for (const a of nodes) for (const b of nodes) if (a !== b) await a.host.dial(b.host.getMultiaddrs()[0]!)
+  return nodes
 }

@@ -4,40 +4,17 @@
 // the placement and each copy went unused for the quiet spell; afterwards every object
 // sits on exactly its holders and every byte reads back.
 import test from 'ava'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { createHost, type VgridHost } from '../../protocol/host.ts'
-import { generateClusterKey } from '../../protocol/cluster-key.ts'
-import { ObjectStore } from '../../node/gvs/object-store.ts'
-import { ReplicaService } from '../../node/gvs/replication.ts'
 import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
 import { Repairer } from '../../node/gvs/repair.ts'
 import { Placement, objectKey } from '../../node/gvs/placement.ts'
-import { silentLogger } from '../../node/log.ts'
+import { replicaNodes } from './hosts.ts'
 
 const OBJ = 256 * 1024
 const OBJECTS = 16
 
 test('a joining node takes objects over; the former holders\' copies are freed only when every member agrees and they were quiet', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-surplus-'))
-  const clusterKey = generateClusterKey()
-  const nodes: Array<{ id: string, host: VgridHost, store: ObjectStore, svc: ReplicaService }> = []
-  t.teardown(async () => {
-    for (const x of nodes) { await x.svc.stop(); await x.host.stop(); await x.store.stop() }
-    await rm(dir, { recursive: true, force: true })
-  })
-  for (let i = 0; i < 4; i++) {
-    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/gvssurplus${process.pid}-${i}`], mdns: false, transport: 'memory' })
-    const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, `n${i}`), objectSize: OBJ })
-    await store.start()
-    const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 60_000 })
-    await svc.start()
-    nodes.push({ id: host.peerId.toString(), host, store, svc })
-  }
-  for (const a of nodes) for (const b of nodes) if (a !== b) await a.host.dial(b.host.getMultiaddrs()[0]!)
+  const nodes = await replicaNodes(t, 4, { objectSize: OBJ })
 
   // three nodes place the volume; the fourth joins after it was written
   const placed = new Set(nodes.slice(0, 3).map(n => n.id))

@@ -5,46 +5,22 @@
 // replica service is back after a restart (the write goes through to it). Without the
 // retry, each failed at once with EIO and a guest's filesystem went read-only.
 import test, { type ExecutionContext } from 'ava'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { createHost, type VgridHost } from '../../protocol/host.ts'
-import { generateClusterKey } from '../../protocol/cluster-key.ts'
-import { ObjectStore } from '../../node/gvs/object-store.ts'
-import { ReplicaService } from '../../node/gvs/replication.ts'
 import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
 import { Placement, objectKey } from '../../node/gvs/placement.ts'
 import { GvsError } from '../../node/gvs/errors.ts'
-import { silentLogger } from '../../node/log.ts'
+import { replicaNodes, type ReplicaNode } from './hosts.ts'
 
 const OBJ = 256 * 1024
 
-interface Node { id: string, host: VgridHost, store: ObjectStore, svc: ReplicaService, listed: boolean }
+type Node = ReplicaNode & { listed: boolean }
 
-async function grid (t: ExecutionContext, n: number, tag: string): Promise<Node[]> {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-retry-'))
-  const clusterKey = generateClusterKey()
-  const nodes: Node[] = []
-  t.teardown(async () => {
-    for (const x of nodes) { await x.svc.stop(); await x.host.stop(); await x.store.stop() }
-    await rm(dir, { recursive: true, force: true })
-  })
-  for (let i = 0; i < n; i++) {
-    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/${tag}${process.pid}-${i}`], mdns: false, transport: 'memory' })
-    const store = new ObjectStore({ log: silentLogger }, { dir: join(dir, `n${i}`), objectSize: OBJ })
-    await store.start()
-    const svc = new ReplicaService({ host, store, log: silentLogger }, { timeoutMs: 10_000 })
-    await svc.start()
-    nodes.push({ id: host.peerId.toString(), host, store, svc, listed: true })
-  }
-  for (const a of nodes) for (const b of nodes) if (a !== b) await a.host.dial(b.host.getMultiaddrs()[0]!)
-  return nodes
+async function grid (t: ExecutionContext, n: number): Promise<Node[]> {
+  return (await replicaNodes(t, n, { objectSize: OBJ, timeoutMs: 10_000 })).map(x => ({ ...x, listed: true }))
 }
 
 test('a holder that stops while membership still lists it: the write waits, and goes through once membership drops it', async t => {
-  const nodes = await grid(t, 3, 'gvsretrya')
+  const nodes = await grid(t, 3)
   const holders = (key: string, r: number): string[] => new Placement(nodes.filter(n => n.listed).map(n => ({ id: n.id, weight: 1 }))).holders(key, r)
   const live = (): string[] => nodes.filter(n => n.listed).map(n => n.id)
   const writer = nodes[0]!
@@ -72,7 +48,7 @@ test('a holder that stops while membership still lists it: the write waits, and 
 })
 
 test('a holder whose replica service is back after a restart: the write and the flush wait for it, then go through', async t => {
-  const nodes = await grid(t, 2, 'gvsretryb')
+  const nodes = await grid(t, 2)
   const ids = nodes.map(n => n.id)
   const vol = new ReplicatedVolume({ transport: nodes[0]!.svc, holders: () => ids, nodes: () => ids }, { volume: 'v', size: 2 * OBJ, replicas: 2, epoch: 1, objectSize: OBJ, retryMs: 15_000 })
   const data = randomBytes(2 * OBJ)
@@ -87,7 +63,7 @@ test('a holder whose replica service is back after a restart: the write and the 
 })
 
 test('a failure that is not a moment\'s (here a fenced writer) is not waited out', async t => {
-  const nodes = await grid(t, 2, 'gvsretryc')
+  const nodes = await grid(t, 2)
   const ids = nodes.map(n => n.id)
   const vol = (epoch: number): ReplicatedVolume => new ReplicatedVolume({ transport: nodes[0]!.svc, holders: () => ids, nodes: () => ids }, { volume: 'v', size: 2 * OBJ, replicas: 2, epoch, objectSize: OBJ, retryMs: 15_000 })
   await vol(5).write(0, randomBytes(4096), true)
