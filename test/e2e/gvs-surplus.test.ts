@@ -63,7 +63,8 @@ test('a joining agent takes objects over; repair frees the copies left on their 
   await waitFor(async () => /nothing to copy/.test(out = await repair()), 60_000, 'a repair with nothing left to copy')
   const moved = (await held(c)).length
   t.log(`the newcomer holds ${moved} of ${OBJECTS} objects`)
-  t.true(moved > 0 && moved < OBJECTS)
+  // each object is on 2 of 3 nodes now: the newcomer holds some, all 8 now and then (4 %)
+  t.true(moved > 0)
   // each object it took leaves one copy on a former holder; once unused for the quiet
   // spell, a repair frees it (the CLI's, or a background pass that came first)
   await sleep(QUIET_MS + 500)
