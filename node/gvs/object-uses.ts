@@ -29,6 +29,8 @@ export class ObjectUses {
   private readonly started: number
   private sweepAt = SWEEP_OVER
   private keepMs = KEEP_MS
+  /** copies a retire removed lately: a client that still takes this node for their holder is told to settle again */
+  private readonly retiredAt = new Map<string, number>()
 
   constructor (now: () => number = monoNow) {
     this.now = now
@@ -43,6 +45,22 @@ export class ObjectUses {
       // the next sweep once the map has doubled: a map of recent uses is not walked per request
       this.sweepAt = Math.max(SWEEP_OVER, this.at.size * 2)
     }
+  }
+
+  /** a retire removed this copy */
+  retired (layer: string, index: number): void {
+    const now = this.now()
+    if (this.retiredAt.size > SWEEP_OVER) for (const [k, t] of this.retiredAt) if (now - t > this.keepMs) this.retiredAt.delete(k)
+    this.retiredAt.set(`${layer}/${index}`, now)
+  }
+
+  /** whether a retire removed this copy lately (within the uses kept); `clear`: it is back (a put) */
+  wasRetired (layer: string, index: number, clear = false): boolean {
+    const k = `${layer}/${index}`
+    const t = this.retiredAt.get(k)
+    if (t == null) return false
+    if (clear || this.now() - t > this.keepMs) { this.retiredAt.delete(k); return false }
+    return true
   }
 
   /** a mark of now, for a later `unusedSince` */

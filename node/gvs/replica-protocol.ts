@@ -106,8 +106,9 @@ export function errorReply (err: unknown): ReplicaReply {
   return { ok: false, code: 'io', message: String((err as Error)?.message ?? err).slice(0, 2048) }
 }
 
+/** a replica's refusal as an error; `unavailable` there is a moment's (a copy it freed: settle again), so worth another try */
 export function replyError (r: ReplicaReply & { ok: false }, peer: string): GvsError {
-  return new GvsError(r.code as GvsErrorCode, `replica ${peer}: ${r.message}`)
+  return new GvsError(r.code as GvsErrorCode, `replica ${peer}: ${r.message}`, { transient: r.code === 'unavailable' })
 }
 
 /** one object a node holds, as a list reports it */

@@ -64,6 +64,12 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     uses.used(req.volume, req.index)
     if ('under' in req) for (const l of req.under ?? []) uses.used(l, req.index)
   }
+  // a copy a retire removed lately, still absent, and a client that takes this node for
+  // its holder (its placement lagged the agreement): a write would land on zeros, a
+  // read answer them. It is told to settle again, which brings the newest copy here
+  if ((req.op === 'write' || req.op === 'zero' || req.op === 'read') && uses.wasRetired(req.volume, req.index) && !(await store.stat(req.volume, req.index)).present) {
+    throw new GvsError('unavailable', `object ${req.index} of "${req.volume}" was freed here as a surplus copy: settle it again`, { transient: true })
+  }
   switch (req.op) {
     case 'write': {
       if (data == null) throw new GvsError('invalid', 'write without data')
@@ -96,6 +102,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       // written since the copy was read); scrub's `replace` rewrites a damaged one.
       // Durable before the answer, but synced outside the object's hold (readers of it
       // wait for the write, not the disk)
+      // a copy back where a retire removed one: writes and reads are welcome again
+      uses.wasRetired(req.volume, req.index, true)
       if (await store.put(req.volume, req.index, { data, version: req.version ?? NO_VERSION }, { epoch: req.epoch, replace: req.replace })) return { reply: { ok: true, present: true }, data: null }
       await store.syncObject(req.volume, req.index)
       return { reply: { ok: true }, data: null }
@@ -114,6 +122,7 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       return { reply: { ok: true, mark: uses.mark() }, data: null }
     case 'retire': {
       const r = await store.retire(req.volume, req.index, req.version, () => uses.unusedSince(req.volume, req.index, req.since, req.quietMs))
+      if (r === 'removed') uses.retired(req.volume, req.index)
       // count: 1 when this retire removed it (a copy already gone is not freed twice)
       return { reply: { ok: true, present: r === 'kept', count: r === 'removed' ? 1 : 0 }, data: null }
     }

@@ -50,4 +50,18 @@ test('a joining node takes objects over; the former holders\' copies are freed o
   for (let i = 0; i < OBJECTS; i++) t.deepEqual(await copiesOf(i), holders(objectKey('db', i), 2).sort(), `object ${i} on exactly its holders`)
   t.true(Buffer.from(await vol().read(0, OBJECTS * OBJ)).equals(data), 'every byte reads back')
   t.is((await repairer(0).run()).freed, 0, 'nothing left to free')
+  // a writer whose placement still lacks the newcomer (it lagged the agreement) and that
+  // settled the object before its copy was freed writes to the freed copy's node: told to
+  // settle again, it brings the newest copy back there first, so the copy is whole, not
+  // the write on zeros
+  const lagging = (key: string, r: number): string[] => new Placement(nodes.slice(0, 3).map(n => ({ id: n.id, weight: 1 }))).holders(key, r)
+  const { index, node } = left[0]!
+  const stale = new ReplicatedVolume({ transport: nodes[0]!.svc, holders: lagging, nodes: all }, { volume: 'db', size: OBJECTS * OBJ, replicas: 2, epoch: 1, objectSize: OBJ, retryMs: 10_000 })
+  await stale.write(index * OBJ, Buffer.alloc(4096, 0xdd), true)
+  Buffer.alloc(4096, 0xdd).copy(data, index * OBJ)
+  t.true((await repairer(0).run()).freed >= 1, 'its copy there freed again (the settle had brought it back)')
+  await stale.write(index * OBJ, Buffer.alloc(4096, 0xee), true)
+  const there = Buffer.from(await nodes.find(n => n.id === node)!.store.read('db', index, 0, OBJ))
+  t.is(there[0], 0xee, 'the write landed there')
+  t.true(there.subarray(4096).equals(data.subarray(index * OBJ + 4096, (index + 1) * OBJ)), 'on the whole newest copy, not on zeros')
 })

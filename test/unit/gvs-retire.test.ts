@@ -11,6 +11,7 @@ import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { ObjectUses } from '../../node/gvs/object-uses.ts'
 import { execute } from '../../node/gvs/replication.ts'
 import { silentLogger } from '../../node/log.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
 
 async function store (t: { teardown: (fn: () => Promise<void>) => void }): Promise<ObjectStore> {
   const d = await mkdtemp(join(tmpdir(), 'gvs-retire-'))
@@ -88,4 +89,25 @@ test('execute records uses at arrival: reads of a layered volume mark the layers
   t.true(await retire(s, 'base', 0, mark), 'kept: the layer under the read was used')
   t.false(await retire(s, 'top', 1, mark), 'freed: a probe and a list are no use')
   t.false(await retire(s, 'base', 2, mark), 'freed: unused since the mark')
+})
+
+test('a copy a retire removed refuses writes and reads (settle again) until a put brings it back', async t => {
+  const s = await store(t)
+  await s.write('v1', 0, 0, new Uint8Array(4096).fill(1), { epoch: 1, version: v1 })
+  await execute(s, { op: 'list', volume: 'v1' }, null)
+  await new Promise(resolve => setTimeout(resolve, 5))
+  t.false(await retire(s, 'v1', 0, await markOf(s)), 'freed')
+  // a writer whose placement lagged still takes this node for the holder: told to settle, not written on zeros
+  const write = await t.throwsAsync(execute(s, { op: 'write', volume: 'v1', index: 0, offset: 0, epoch: 1, seq: 2, fua: false }, new Uint8Array(512).fill(9)))
+  t.true(write instanceof GvsError && write.transient, String(write))
+  t.regex(write?.message ?? '', /freed here as a surplus copy: settle it again/)
+  await t.throwsAsync(execute(s, { op: 'read', volume: 'v1', index: 0, offset: 0, length: 16 }, null), { message: /settle it again/ })
+  t.false((await s.stat('v1', 0)).present, 'nothing written')
+  // its settle brings the newest copy here: welcome again
+  const copy = new Uint8Array(s.objectSize).fill(1)
+  await execute(s, { op: 'put', volume: 'v1', index: 0, epoch: 1, version: v1 }, copy)
+  await execute(s, { op: 'write', volume: 'v1', index: 0, offset: 0, epoch: 1, seq: 2, fua: false }, new Uint8Array(512).fill(9))
+  t.is((await s.read('v1', 0, 0, 1))[0], 9)
+  // other objects were never retired: written as ever
+  await execute(s, { op: 'write', volume: 'v1', index: 3, offset: 0, epoch: 1, seq: 1, fua: false }, new Uint8Array(512).fill(7))
 })
