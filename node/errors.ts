@@ -48,6 +48,22 @@ export function onlyFields (body: Record<string, unknown>, known: readonly strin
   if (unknown !== undefined) throw new ValidationError(unknown, `unknown field "${unknown}" (this request takes ${known.join(', ')})`)
 }
 
+/** a request body that must be a JSON object */
+export function bodyObject (b: unknown): Record<string, unknown> {
+  if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')
+  return b as Record<string, unknown>
+}
+
+/** a body that may be left out: none reads as {} */
+export const optionalBody = (b: unknown): Record<string, unknown> => b == null || b === '' ? {} : bodyObject(b)
+
+/** a true/false field of a body, `dflt` when absent */
+export function flag (b: Record<string, unknown>, k: string, dflt: boolean): boolean {
+  if (b[k] == null) return dflt
+  if (typeof b[k] !== 'boolean') throw new ValidationError(k, `${k} must be true or false`)
+  return b[k]
+}
+
 /** a request that takes no body: none, an empty one, or {} */
 export function noBody (body: unknown): void {
   if (body == null || body === '') return

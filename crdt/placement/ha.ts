@@ -24,6 +24,12 @@ export interface StrandedVms {
   reason: string
 }
 
+/** "a, b (why)" when every VM has one reason, else "a (why a), b (why b)" */
+export function strandedWhy (s: StrandedVms): string {
+  if (s.reasons.every(r => r === s.reason)) return `${s.vms.join(', ')} (${s.reason})`
+  return s.vms.map((vm, i) => `${vm} (${s.reasons[i]})`).join(', ')
+}
+
 /** `demands`: the VMs that hold leases (by VM id); `holdings`: every lease */
 export function haCheck (demands: ReadonlyMap<string, Demand>, nodes: readonly NodeView[], holdings: readonly Holding[], opts: RankOptions = {}): HaReport {
   const stranded: HaReport['stranded'] = []

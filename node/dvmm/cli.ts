@@ -4,7 +4,7 @@
 //   vgrid ha
 import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
-import type { HaReport, StrandedVms } from '../../crdt/placement/index.ts'
+import { strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
@@ -253,20 +253,14 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
   }
 }
 
-/** "a, b (why)" when every VM has one reason, else "a (why a), b (why b)" */
-function whyEach (s: StrandedVms): string {
-  if (s.reasons.every(r => r === s.reason)) return `${s.vms.join(', ')} (${s.reason})`
-  return s.vms.map((vm, i) => `${vm} (${s.reasons[i]})`).join(', ')
-}
-
 export async function ha (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid ha [--json] [--api HOST:PORT]')
   const r = await new ApiClient(v.api as string | undefined).get<HaReport>('/v1/ha')
   if (v.json === true) return json(r)
   if (r.ok) return out('HA ok: every VM could be placed again if any one node failed')
   out('HA not ok:')
-  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${whyEach(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`)
-  for (const s of r.stranded) out(`  losing ${s.name} strands ${whyEach(s)}`)
+  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`)
+  for (const s of r.stranded) out(`  losing ${s.name} strands ${strandedWhy(s)}`)
   for (const u of r.unplaced ?? []) out(`  ${u.vm} runs nowhere: ${u.reason}`)
   process.exitCode = 1
 }

@@ -4,8 +4,8 @@
 import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { mayChangeRoll, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, ValidationError, noBody, onlyFields } from '../errors.ts'
+import { mayChangeRoll, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
+import { ConflictError, NotFoundError, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -114,8 +114,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const again = doc.roll.get(n.id)?.draining === true
     const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
     if (strand != null) {
-      const why = strand.reasons.every(r => r === strand.reason) ? strand.reason : strand.vms.map((vm, i) => `${vm}: ${strand.reasons[i]}`).join('; ')
-      throw new ConflictError(`draining ${n.name} would stop ${strand.vms.join(', ')} with nowhere to go, no other node fits ${strand.vms.length === 1 ? 'it' : 'them'} (${why}): make room, or drain with force to stop ${strand.vms.length === 1 ? 'it' : 'them'} anyway`, 'would_strand')
+      const them = strand.vms.length === 1 ? 'it' : 'them'
+      throw new ConflictError(`draining ${n.name} would stop ${strand.vms.join(', ')} with nowhere to go, no other node fits ${them}: ${strandedWhy(strand)}: make room, or drain with force to stop ${them} anyway`, 'would_strand')
     }
     await state.write(w => {
       const e = w.reader.get('roll', n.id)
@@ -188,12 +188,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => {
-      const b = req.body == null || req.body === '' ? {} : req.body
-      if (typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the body must be a JSON object, {"force": true} or none')
-      onlyFields(b as Record<string, unknown>, ['force'])
-      const force = (b as { force?: unknown }).force
-      if (force !== undefined && typeof force !== 'boolean') throw new ValidationError('force', 'force must be true or false')
-      return await setDraining(req.params.id, true, force === true)
+      const b = optionalBody(req.body)
+      onlyFields(b, ['force'])
+      return await setDraining(req.params.id, true, flag(b, 'force', false))
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
     app.delete<{ Params: IdParams }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {

@@ -10,7 +10,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -417,9 +417,10 @@ export class DvmmService {
   ha (): HaReport {
     const reader = this.components.state.read()
     const base = haOf(reader, this.components.membership.members, this.me, this.cfg.strategy)
-    const unplaced = this.unplaced(reader)
+    const now = this.viewOf(reader)
+    const unplaced = this.unplaced(now)
     const r = unplaced.length === 0 ? base : { ...base, ok: false, unplaced }
-    const lost = this.stranded(reader)
+    const lost = this.stranded(now)
     if (lost.length === 0) return r
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
@@ -427,15 +428,19 @@ export class DvmmService {
   }
 
   /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
-  stranded (reader = this.components.state.read()): LostVm[] {
-    const doc = docView(reader)
-    return lostVms(doc, nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)).filter(l => l.fitsNowhere != null)
+  stranded (v = this.viewOf()): LostVm[] {
+    return lostVms(v.doc, v.nodes).filter(l => l.fitsNowhere != null)
   }
 
   /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */
-  unplaced (reader = this.components.state.read()): Array<{ vm: string, reason: string }> {
+  unplaced (v = this.viewOf()): Array<{ vm: string, reason: string }> {
+    return unplacedVms(v.doc, v.nodes)
+  }
+
+  /** the document and the nodes as placement sees them, read once for several checks */
+  private viewOf (reader = this.components.state.read()): { doc: DocView, nodes: NodeView[] } {
     const doc = docView(reader)
-    return unplacedVms(doc, nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me))
+    return { doc, nodes: nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me) }
   }
 
   /**
@@ -445,9 +450,10 @@ export class DvmmService {
    */
   problems (): HealthProblem[] {
     const out: HealthProblem[] = []
-    const lost = this.stranded()
+    const now = this.viewOf()
+    const lost = this.stranded(now)
     if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
-    const unplaced = this.unplaced()
+    const unplaced = this.unplaced(now)
     if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
     const f = this.fencing.state
     if (f != null && (!f.majority || f.fenced)) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })

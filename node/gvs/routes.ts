@@ -5,7 +5,7 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
 import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -139,16 +139,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     }))
   }
   const view = async (v: Volume): Promise<VolumeView> => (await views([v]))[0]!
-  const body = (b: unknown): Record<string, unknown> => {
-    if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')
-    return b as Record<string, unknown>
-  }
-  const optionalBody = (b: unknown): Record<string, unknown> => b == null || b === '' ? {} : body(b)
-  const flag = (b: Record<string, unknown>, k: string, dflt: boolean): boolean => {
-    if (b[k] == null) return dflt
-    if (typeof b[k] !== 'boolean') throw new ValidationError(k, `${k} must be true or false`)
-    return b[k]
-  }
+  const body = bodyObject
   const repairStatus = (v: Volume): RepairStatusView => {
     const l = svc.lastRepairs.get(v.id)
     return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at) } }
