@@ -6,11 +6,12 @@
 // out through the drivers (local-vms.ts, which also ties this node's VMs to the
 // overlay, GVS and the other nodes). Its parts: the fence and when others were last
 // heard of (fencing.ts), its claims until they settle (claim-watch.ts), what its
-// leases reserve (reserved-advert.ts). Liveness is never written to the document.
+// leases reserve (reserved-advert.ts), HA and health (health.ts). Liveness is never
+// written to the document.
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -26,8 +27,8 @@ import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
-import { demandOf, docView, haOf, holdings, nodeViews, type DocView } from './view.ts'
-import { lostVms, unplacedVms, type LostVm } from './vms.ts'
+import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
+import { DvmmHealth } from './health.ts'
 import type { HealthProblem } from '../api/types.ts'
 import { dvmmRoutes } from './routes.ts'
 import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
@@ -119,6 +120,8 @@ export class DvmmService {
   private readonly queue: UpdateQueue
   /** what this node's leases reserve, for its advert */
   private readonly reserved: ReservedAdvert
+  /** HA and health: the VMs that run nowhere, this node without a majority */
+  readonly health: DvmmHealth
   private unplacedSince = new Map<string, number>()
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending */
   readonly blocked = new Map<string, string>()
@@ -163,6 +166,7 @@ export class DvmmService {
     }, { stopGraceMs: this.cfg.stopGraceMs })
     this.reserved = new ReservedAdvert({ ...components, metrics: this.metrics })
     this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
+    this.health = new DvmmHealth({ ...components, fence: () => this.fencing.state }, this.cfg.strategy)
     this.claims = new ClaimWatch({
       peerId: components.peerId,
       metrics: this.metrics,
@@ -410,53 +414,9 @@ export class DvmmService {
     for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
   }
 
-  /**
-   * AppLogic's "HA ok": could every VM with a lease be placed again if any one node
-   * failed? Not ok either while VMs of a node already lost fit on no live node.
-   */
-  ha (): HaReport {
-    const reader = this.components.state.read()
-    const base = haOf(reader, this.components.membership.members, this.me, this.cfg.strategy)
-    const now = this.viewOf(reader)
-    const unplaced = this.unplaced(now)
-    const r = unplaced.length === 0 ? base : { ...base, ok: false, unplaced }
-    const lost = this.stranded(now)
-    if (lost.length === 0) return r
-    const byNode = new Map<string, LostVm[]>()
-    for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
-    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
-  }
+  /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */
+  ha (): HaReport { return this.health.ha() }
 
-  /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
-  stranded (v = this.viewOf()): LostVm[] {
-    return lostVms(v.doc, v.nodes).filter(l => l.fitsNowhere != null)
-  }
-
-  /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */
-  unplaced (v = this.viewOf()): Array<{ vm: string, reason: string }> {
-    return unplacedVms(v.doc, v.nodes)
-  }
-
-  /** the document and the nodes as placement sees them, read once for several checks */
-  private viewOf (reader = this.components.state.read()): { doc: DocView, nodes: NodeView[] } {
-    const doc = docView(reader)
-    return { doc, nodes: nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me) }
-  }
-
-  /**
-   * for /v1/status: VMs that run nowhere (their node is gone and none other fits them,
-   * or none fits them at all), and this node without a majority of the roll (it claims
-   * and takes over nothing: a dead node's VMs wait, and once fenced its own are killed)
-   */
-  problems (): HealthProblem[] {
-    const out: HealthProblem[] = []
-    const now = this.viewOf()
-    const lost = this.stranded(now)
-    if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
-    const unplaced = this.unplaced(now)
-    if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
-    const f = this.fencing.state
-    if (f != null && (!f.majority || f.fenced)) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
-    return out
-  }
+  /** for /v1/status: VMs that run nowhere, this node without a majority or fenced (health.ts) */
+  problems (): HealthProblem[] { return this.health.problems() }
 }

@@ -1,0 +1,78 @@
+// DVMM's HA and health answers, read from the document and the member table (the
+// decisions are pure: haCheck, lostVms, unplacedVms): AppLogic's "HA ok" for `vgrid ha`
+// and /v1/ha, the VMs that run nowhere, and the problems /v1/status shows (VMs that run
+// nowhere, this node without a majority of the roll or fenced).
+import type { Reader } from '../../crdt/index.ts'
+import type { FenceDecision, HaReport, NodeView, Strategy } from '../../crdt/placement/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { HealthProblem } from '../api/types.ts'
+import { docView, haOf, nodeViews, type DocView } from './view.ts'
+import { lostVms, unplacedVms, type LostVm } from './vms.ts'
+
+export interface DvmmHealthComponents {
+  peerId: string
+  state: { read: () => Reader }
+  membership: { readonly members: MemberTable }
+  /** this node's fence as last judged (undefined before the first judgement) */
+  fence: () => FenceDecision | undefined
+}
+
+export class DvmmHealth {
+  private readonly c: DvmmHealthComponents
+  private readonly strategy: Strategy
+
+  constructor (components: DvmmHealthComponents, strategy: Strategy) {
+    this.c = components
+    this.strategy = strategy
+  }
+
+  /**
+   * AppLogic's "HA ok": could every VM with a lease be placed again if any one node
+   * failed? Not ok either while VMs of a node already lost fit on no live node.
+   */
+  ha (): HaReport {
+    const reader = this.c.state.read()
+    const base = haOf(reader, this.c.membership.members, this.c.peerId, this.strategy)
+    const now = this.viewOf(reader)
+    const unplaced = this.unplaced(now)
+    const r = unplaced.length === 0 ? base : { ...base, ok: false, unplaced }
+    const lost = this.stranded(now)
+    if (lost.length === 0) return r
+    const byNode = new Map<string, LostVm[]>()
+    for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
+    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
+  }
+
+  /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
+  stranded (v = this.viewOf()): LostVm[] {
+    return lostVms(v.doc, v.nodes).filter(l => l.fitsNowhere != null)
+  }
+
+  /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */
+  unplaced (v = this.viewOf()): Array<{ vm: string, reason: string }> {
+    return unplacedVms(v.doc, v.nodes)
+  }
+
+  /**
+   * for /v1/status: VMs that run nowhere (their node is gone and none other fits them,
+   * or none fits them at all), and this node without a majority of the roll (it claims
+   * and takes over nothing: a dead node's VMs wait, and once fenced its own are killed)
+   */
+  problems (): HealthProblem[] {
+    const out: HealthProblem[] = []
+    const now = this.viewOf()
+    const lost = this.stranded(now)
+    if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
+    const unplaced = this.unplaced(now)
+    if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
+    const f = this.c.fence()
+    if (f != null && (!f.majority || f.fenced)) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
+    return out
+  }
+
+  /** the document and the nodes as placement sees them, read once for several checks */
+  private viewOf (reader = this.c.state.read()): { doc: DocView, nodes: NodeView[] } {
+    const doc = docView(reader)
+    return { doc, nodes: nodeViews(doc, this.c.membership.members, n => reader.labelsOf(n), this.c.peerId) }
+  }
+}
