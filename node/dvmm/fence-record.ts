@@ -2,32 +2,60 @@
 // <data-dir>/dvmm/fence.json as {"activeMs": N}: after a restart, until the other
 // members' settings are known again, the node runs no longer than that, nor than the
 // fence its watchdog was last fed (an older release, which kept no record, ran 5 s).
-// A damaged or out-of-range record reads as none.
+//
+// No record (a new data dir, an older release) reads as none. A record that is there
+// but damaged (not JSON, no number, out of range, unreadable) says nothing of how
+// long this node ran: it may have run a fence as short as any node may set, and a
+// member that knows nothing of it waits only that long before taking its VMs over. So
+// it reads as the shortest setting (MIN_FENCE_TIMEOUT_MS), with a warning: the node
+// fences early (it kills its VMs sooner without a majority) rather than run a VM
+// twice. The next change of the fence in force writes the record anew.
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileDurableSync } from '../durable-file.ts'
+import { createLogger, type Logger } from '../log.ts'
 import { MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './timing.ts'
 import { previousTimeouts } from './watchdog/bridge.ts'
 import { parseFeed } from './watchdog/decide.ts'
 import { watchdogPaths } from './watchdog/paths.ts'
 
-const fileOf = (dataDir: string): string => join(dataDir, 'dvmm', 'fence.json')
+export const fenceRecordFile = (dataDir: string): string => join(dataDir, 'dvmm', 'fence.json')
 
-export function readFenceRecord (dataDir: string): number | undefined {
+/** the record: its fence timeout, none (no file), or what is wrong with it */
+export type FenceRecord = { activeMs: number } | { none: true } | { damaged: string }
+
+export function readFenceRecord (dataDir: string): FenceRecord {
+  let text: string
   try {
-    const v = (JSON.parse(readFileSync(fileOf(dataDir), 'utf8')) as { activeMs?: unknown }).activeMs
-    return typeof v === 'number' && Number.isFinite(v) && v >= MIN_FENCE_TIMEOUT_MS && v <= MAX_FENCE_TIMEOUT_MS ? v : undefined
-  } catch {
-    return undefined
+    text = readFileSync(fenceRecordFile(dataDir), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { none: true }
+    return { damaged: `it cannot be read: ${(err as Error).message}` }
   }
+  let v: unknown
+  try {
+    v = (JSON.parse(text) as { activeMs?: unknown } | null)?.activeMs
+  } catch (err) {
+    return { damaged: `it is not JSON (${(err as Error).message}): ${JSON.stringify(text.slice(0, 60))}` }
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v)) return { damaged: `activeMs is ${v === undefined ? 'missing' : JSON.stringify(v)}, not a number of ms` }
+  if (v < MIN_FENCE_TIMEOUT_MS || v > MAX_FENCE_TIMEOUT_MS) return { damaged: `activeMs ${v} is outside ${MIN_FENCE_TIMEOUT_MS}-${MAX_FENCE_TIMEOUT_MS} ms` }
+  return { activeMs: v }
 }
 
 /**
  * The fence this node ran with last: the shorter of its record and the fence timeout
  * of its last watchdog feed, when there is one (undefined: neither, a new data dir).
+ * A damaged record counts as the shortest setting, and is logged (see above).
  */
-export function previousFence (dataDir: string): number | undefined {
-  const record = readFenceRecord(dataDir)
+export function previousFence (dataDir: string, log: Pick<Logger, 'warn'> = createLogger({ component: 'dvmm' })): number | undefined {
+  const r = readFenceRecord(dataDir)
+  let record: number | undefined
+  if ('activeMs' in r) record = r.activeMs
+  else if ('damaged' in r) {
+    record = MIN_FENCE_TIMEOUT_MS
+    log.warn(`the record of the fence timeout this node last ran with is damaged: ${r.damaged}. Until it knows the other members' settings again this node runs the shortest fence timeout any node may set (${MIN_FENCE_TIMEOUT_MS} ms): without a majority it kills its VMs that soon, never later than a member may take them over. The record is written anew when the fence in force next changes`, { file: fenceRecordFile(dataDir), problem: r.damaged, fenceMs: MIN_FENCE_TIMEOUT_MS })
+  }
   let fed: number | undefined
   try {
     fed = previousTimeouts(parseFeed(readFileSync(watchdogPaths(dataDir).feed, 'utf8'))).fenceMs
@@ -39,9 +67,9 @@ export function previousFence (dataDir: string): number | undefined {
 /** Throws when it cannot be written (the old record is left as it was). */
 export function writeFenceRecord (dataDir: string, activeMs: number): void {
   mkdirSync(join(dataDir, 'dvmm'), { recursive: true })
-  writeFileDurableSync(fileOf(dataDir), JSON.stringify({ activeMs }))
+  writeFileDurableSync(fenceRecordFile(dataDir), JSON.stringify({ activeMs }))
 }
 
 export function removeFenceRecord (dataDir: string): void {
-  try { rmSync(fileOf(dataDir), { force: true }) } catch {}
+  try { rmSync(fenceRecordFile(dataDir), { force: true }) } catch {}
 }

@@ -55,23 +55,66 @@ test('the fence in force follows the other members\' settings, and the watchdog 
   t.deepEqual(told, [20_000, 5000, 20_000])
 })
 
-test('a new data dir runs its setting; a damaged or out-of-range record is none; the last feed caps it', t => {
+test('a new data dir runs its setting; the last feed caps the record', t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgrid-fence-rec-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  t.is(previousFence(dir), undefined)
+  const { log, warnings } = capture()
+  t.is(previousFence(dir, log), undefined)
+  t.deepEqual(readFenceRecord(dir), { none: true })
   writeFenceRecord(dir, 20_000)
-  t.is(readFenceRecord(dir), 20_000)
-  t.is(previousFence(dir), 20_000)
+  t.deepEqual(readFenceRecord(dir), { activeMs: 20_000 })
+  t.is(previousFence(dir, log), 20_000)
   // a watchdog feed of a release that kept no record (no fenceMs): it ran 5 s
   const p = watchdogPaths(dir)
   mkdirSync(p.dir, { recursive: true })
   writeFileSync(p.feed, JSON.stringify({ seq: 4, pid: 1, timeoutMs: 3000 }))
-  t.is(previousFence(dir), 5000)
+  t.is(previousFence(dir, log), 5000)
   writeFileSync(p.feed, JSON.stringify({ seq: 5, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }))
-  t.is(previousFence(dir), 20_000)
-  for (const junk of ['{"activeMs": 0.5}', '{"activeMs": 100}', '{"activeMs": "x"}', 'not json', '{"activeMs": 9999999}']) {
-    writeFileSync(join(dir, 'dvmm', 'fence.json'), junk)
-    t.is(readFenceRecord(dir), undefined, junk)
-  }
-  t.is(previousFence(dir), 20_000, 'the feed alone')
+  t.is(previousFence(dir, log), 20_000)
+  t.deepEqual(warnings, [], 'nothing to warn of')
 })
+
+test('a damaged record is the shortest fence any node may set (never longer than a member may wait), with a warning naming the file and what is wrong', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-fence-rec-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'dvmm', 'fence.json')
+  writeFenceRecord(dir, 20_000)
+  const cases: Array<[string, RegExp]> = [
+    ['{"activeMs": 0.5}', /activeMs 0\.5 is outside 3000-600000 ms/],
+    ['{"activeMs": 100}', /activeMs 100 is outside/],
+    ['{"activeMs": "x"}', /activeMs is "x", not a number/],
+    ['{}', /activeMs is missing/],
+    ['null', /activeMs is missing/],
+    ['not json', /it is not JSON .*"not json"/],
+    ['', /it is not JSON/],
+    ['{"activeMs": 9999999}', /activeMs 9999999 is outside/]
+  ]
+  for (const feed of [undefined, { seq: 5, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }]) {
+    const p = watchdogPaths(dir)
+    if (feed != null) { mkdirSync(p.dir, { recursive: true }); writeFileSync(p.feed, JSON.stringify(feed)) }
+    for (const [junk, why] of cases) {
+      writeFileSync(file, junk)
+      const { log, warnings } = capture()
+      t.regex((readFenceRecord(dir) as { damaged: string }).damaged, why, junk)
+      t.is(previousFence(dir, log), 3000, `${junk}, ${feed == null ? 'no feed' : 'a feed of 20 s'}: the shortest fence, not the feed's nor the setting`)
+      t.is(warnings.length, 1, junk)
+      t.regex(warnings[0]!.msg, /fence timeout this node last ran with is damaged/)
+      t.regex(warnings[0]!.msg, why)
+      t.is(warnings[0]!.fields?.file, file, 'it names the file')
+    }
+  }
+  // a record that cannot be read at all (here: a directory in its place) is damaged too
+  rmSync(file)
+  mkdirSync(file)
+  const { log, warnings } = capture()
+  t.is(previousFence(dir, log), 3000)
+  t.regex(warnings[0]!.msg, /cannot be read/)
+  // the fence in force from it: the shortest until the other members are known
+  const { f } = fencing({ settingMs: 20_000, previousMs: previousFence(dir, log), roll: [ME, 'a'], members: [] })
+  t.is(f.activeMs, 3000)
+})
+
+function capture (): { log: { warn: (msg: string, fields?: Record<string, unknown>) => void }, warnings: Array<{ msg: string, fields?: Record<string, unknown> }> } {
+  const warnings: Array<{ msg: string, fields?: Record<string, unknown> }> = []
+  return { log: { warn: (msg, fields) => { warnings.push({ msg, fields }) } }, warnings }
+}
