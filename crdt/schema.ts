@@ -117,7 +117,8 @@ export const RollEntrySchema = Type.Object({
 }, open)
 
 /** GVS object-set names: a volume's layers (see node/gvs/layers.ts) */
-const Layers = Type.Array(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,159}$' }), { minItems: 1, maxItems: 256 })
+const LayerName = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,159}$' })
+const Layers = Type.Array(LayerName, { minItems: 1, maxItems: 256 })
 
 export const SnapshotSchema = Type.Object({
   name: Id,
@@ -149,6 +150,12 @@ export const VolumeSchema = Type.Object({
   layers: Type.Optional(Layers),
   /** GVS: the name its objects are placed by (a clone's: its parent's root); absent = id */
   placementKey: Type.Optional(Type.String({ pattern: ID_PATTERN })),
+  /**
+   * GVS: layers folded into the frozen layer above them (layer -> that layer) once no
+   * snapshot needed them apart: left out of `layers` and of its snapshots' layers
+   * wherever they are read (node/gvs/layer-reclaim.ts); absent = none
+   */
+  merged: Type.Optional(Type.Record(Type.String({ pattern: LayerName.pattern }), LayerName)),
   ...Stamp
 }, open)
 

@@ -115,6 +115,21 @@ export class Writer {
   }
 
   /**
+   * Records that a layer of the volume was folded into the layer above it (its `merged`
+   * map): an entry of its own, so layers merged concurrently all stay merged, and the
+   * `layers` field, which a snapshot taken meanwhile writes, is left alone.
+   */
+  mergeLayer (volumeId: string, layer: string, into: string): void {
+    const cur = this.reader.get('volumes', volumeId)
+    if (cur == null) throw new NotFoundError(`volumes "${volumeId}" does not exist`)
+    const merged = { ...cur.value.merged, [layer]: into }
+    this.check('volumes', volumeId, { ...cur.value, merged })
+    if (cur.contested) this.ops.push({ op: 'put', kind: 'volumes', key: volumeId, value: { ...cur.value, merged } })
+    else if (cur.value.merged == null) this.ops.push({ op: 'fields', kind: 'volumes', key: volumeId, fields: { merged } })
+    else this.ops.push({ op: 'nested', kind: 'volumes', key: volumeId, field: 'merged', sub: layer, value: into })
+  }
+
+  /**
    * Removes one snapshot of a volume: its map entry only, so snapshots added
    * concurrently (here or on another node) survive, as they would not a new map.
    */

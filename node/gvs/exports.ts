@@ -21,7 +21,7 @@ import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import type { ReplicaTransport } from './replication.ts'
-import { byPath, layersOf, placementKeyOf, snapshotSize, splitSnapshotRef } from './volumes.ts'
+import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { Writers } from './writers.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
@@ -127,7 +127,7 @@ export class VolumeExports {
       const v = ref == null ? undefined : this.byName(ref.volume)
       const snap = v == null || ref == null ? undefined : snapshotOf(v, ref.snapshot)
       if (v == null || snap == null) return undefined
-      return this.build(`${v.id}@${snap.name}`, v, snap.layers ?? [v.id], true, v.epoch ?? 1, snapshotSize(v, snap))
+      return this.build(`${v.id}@${snap.name}`, v, snapshotLayers(v, snap), true, v.epoch ?? 1, snapshotSize(v, snap))
     }
     const epoch = vol.epoch ?? 1
     let entry = this.live.get(name)

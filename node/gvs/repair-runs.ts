@@ -62,7 +62,8 @@ export class RepairRuns {
     await this.c.file?.save(this.last).catch(() => {})
   }
 
-  private sharedBucket (): TokenBucket | undefined {
+  /** the copy-rate cap every repair of this node shares (none: no cap) */
+  sharedBucket (): TokenBucket | undefined {
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
     if (rate <= 0) return undefined // no cap
     this.bucket ??= new TokenBucket({ rate, burst: OBJECT_SIZE })
@@ -71,8 +72,13 @@ export class RepairRuns {
 
   /** the repairer of one layer of the volume (also what takes its inventory) */
   repairer (v: Volume, layer: string): Repairer {
+    return this.layerRepairer({ layer, placementKey: placementKeyOf(v), replicas: v.replicas, sizeBytes: v.sizeBytes })
+  }
+
+  /** the repairer of one layer placed by `placementKey` (layers shared by several volumes: layer-reclaim.ts) */
+  layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }): Repairer {
     return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed }, {
-      volume: layer, placementKey: placementKeyOf(v), replicas: v.replicas, objects: Math.ceil(v.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
+      volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
 

@@ -58,6 +58,11 @@ export const ReplicaRequestSchema = Type.Union([
   // used it since `since` (a mark) nor for `quietMs`; answered present: true when kept
   Type.Object({ op: Type.Literal('mark') }),
   Type.Object({ op: Type.Literal('retire'), volume: Vol, index: Index, version: VersionT, since: Type.String({ minLength: 1, maxLength: 64 }), quietMs: U }),
+  // a deleted snapshot's layer `from` folded into the frozen layer `volume` above it
+  // (layer-reclaim.ts): the object copied up here only where `volume` lacks it, and
+  // `from`'s writer epoch taught to `volume`; without index, the epoch alone. Answered
+  // present: whether `volume` has the object now
+  Type.Object({ op: Type.Literal('merge'), volume: Vol, from: Vol, index: Type.Optional(Index) }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
   Type.Object({ op: Type.Literal('flush'), volume: Type.Optional(Vol) })
 ])

@@ -60,7 +60,7 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
   // a client's use of the copy (and of those under it), at its arrival: a retire queued
   // behind it sees it (object-uses.ts); a repair's probe and the list are not uses
   const uses = objectUses(store)
-  if ('index' in req && req.op !== 'retire' && req.op !== 'remove' && !(req.op === 'stat' && req.probe === true)) {
+  if ('index' in req && req.op !== 'retire' && req.op !== 'remove' && req.op !== 'merge' && !(req.op === 'stat' && req.probe === true)) {
     uses.used(req.volume, req.index)
     if ('under' in req) for (const l of req.under ?? []) uses.used(l, req.index)
   }
@@ -129,6 +129,16 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'list':
       // a page reads one more than it answers: whether there are more
       return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
+    case 'merge': {
+      const epoch = await store.epoch(req.from)
+      if (req.index == null) { await store.fence(req.volume, epoch, { learnOnly: true }); return { reply: { ok: true }, data: null } }
+      // the layer above is frozen: a copy it has is its own, newer than the one below
+      if ((await store.stat(req.volume, req.index)).present) return { reply: { ok: true, present: true }, data: null }
+      const obj = await store.readObject(req.from, req.index)
+      if (obj == null) return { reply: { ok: true, present: false }, data: null }
+      if (!await store.put(req.volume, req.index, obj, { epoch })) await store.syncObject(req.volume, req.index)
+      return { reply: { ok: true, present: true }, data: null }
+    }
     case 'fence':
       await store.fence(req.volume, req.epoch)
       return { reply: { ok: true }, data: null }

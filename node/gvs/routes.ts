@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -112,7 +112,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const last = svc.scrub.status().last
     if (last == null) return null
     const out = { at: iso(last.finishedAt), objects: 0, bad: 0, repaired: 0 }
-    const layers = new Set([...layersOf(v), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [])])
+    const layers = new Set([...layersOf(v), ...Object.values(v.snapshots).flatMap(s => snapshotLayers(v, s))])
     for (const l of layers) {
       const x = last.layers[l]
       if (x != null) { out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }

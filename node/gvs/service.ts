@@ -37,6 +37,8 @@ import type { HealthProblem } from '../api/types.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
+import { LayerReclaim } from './layer-reclaim.ts'
+import { SEEN_FILE, SeenFile } from './seen-file.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -69,6 +71,8 @@ export interface GvsInit extends GvsTuning {
   writerIdleMs?: number
   /** how long a write or flush waits out replicas out of reach for a moment before the client gets an error (default WRITE_RETRY_MS) */
   writeRetryMs?: number
+  /** how long a layer nothing reads any more stays on disk before this node frees it (default 20 s) */
+  freeAfterMs?: number
   /** read the VGRID_GVS_* variables (default true; tests pass false) */
   env?: boolean
 }
@@ -119,8 +123,8 @@ export class GvsService {
   private started = false
   /** damaged copies here, rewritten soon from sound ones */
   private readonly heals: DamageHeals
-  /** volumes this node has seen in the document: only these are freed when they go */
-  private readonly seen = new Set<string>()
+  /** frees the layers nothing reads, folds deleted snapshots' layers away */
+  private readonly reclaim: LayerReclaim
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
@@ -154,6 +158,21 @@ export class GvsService {
       agreed: async () => await this.placementCheck.agreed()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
+    this.reclaim = new LayerReclaim({
+      self: this.replicas.self,
+      log,
+      store: this.store,
+      transport: this.replicas,
+      holders: this.holders,
+      live: () => this.liveIds(),
+      whole: () => [...this.components.membership.members.values()].every(m => m.state === 'alive' || m.state === 'left'),
+      repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
+      coordinatorOf,
+      write: components.state.write,
+      bucket: () => this.repairs.sharedBucket(),
+      running: () => this.started,
+      seenFile: new SeenFile(join(components.config.dataDir, SEEN_FILE), log)
+    }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
@@ -226,20 +245,13 @@ export class GvsService {
 
   /**
    * The background pass: the volumes this node coordinates are repaired towards their
-   * placement (rate-capped, one at a time, so client I/O keeps going), and this node
-   * frees the objects of volumes it saw in the document and the document no longer has.
+   * placement (rate-capped, one at a time, so client I/O keeps going), this node frees
+   * its copies of layers nothing reads any more (destroyed volumes, folded layers), and
+   * folds the deleted snapshots' layers it coordinates (layer-reclaim.ts).
    */
   async reconcile (): Promise<void> {
     const vols = this.volumes()
-    const ids = referencedLayers(vols)
-    for (const id of ids) this.seen.add(id)
-    for (const name of await this.store.volumes()) {
-      // a volume this node never saw may be new and not yet synced here: keep it
-      if (!ids.has(name) && this.seen.has(name)) {
-        this.components.log.info('freeing the objects of a destroyed volume', { volume: name })
-        await this.store.removeVolume(name)
-      }
-    }
+    await this.reclaim.free(vols)
     for (const id of this.inventories.keys()) if (!vols.some(v => v.id === id)) this.inventories.delete(id)
     await this.repairs.forget(new Set(vols.map(v => v.id)))
     const live = this.liveIds()
@@ -247,7 +259,11 @@ export class GvsService {
       if (!this.started) return
       if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
     }
+    if (this.started) await this.reclaim.fold(this.volumes())
   }
+
+  /** one pass of folding deleted snapshots' layers away now (tests; the background pass does it too) */
+  async fold (): Promise<number> { return await this.reclaim.fold(this.volumes()) }
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
 

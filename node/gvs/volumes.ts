@@ -169,8 +169,13 @@ export function checkRename (v: Volume, vms: Iterable<Vm>, leases: Iterable<Leas
   checkWriters(v, writers)
 }
 
-/** the object sets a volume reads through, top (written) first */
-export const layersOf = (v: Volume): string[] => v.layers ?? [v.id]
+/** the object sets a volume reads through, top (written) first: its merged layers left out (layer-reclaim.ts) */
+export const layersOf = (v: Volume): string[] => unmerged(v, v.layers ?? [v.id])
+
+/** the object sets a snapshot of the volume reads through, top first (one taken before layers were kept: the volume's id) */
+export const snapshotLayers = (v: Volume, s: Snapshot): string[] => unmerged(v, s.layers ?? [v.id])
+
+const unmerged = (v: Volume, layers: string[]): string[] => v.merged == null ? layers : layers.filter(l => !Object.hasOwn(v.merged!, l))
 
 /**
  * The most layers a volume reads through: a replica request names every layer under
@@ -205,10 +210,26 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
   const n = checkSnapshotName(name)
   if (snapshotOf(v, n) != null) throw new ConflictError(`volume "${v.path}" already has a snapshot "${n}"`, 'exists')
   const cur = layersOf(v)
-  // deleting a snapshot does not give its layer back yet: only a copy starts a new stack
-  if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have (each snapshot ever taken of it adds one; deleting snapshots does not give them back yet): copy it to a new volume to snapshot on (vgrid vol export, then vol import)`, 'too-many-layers')
+  // a deleted snapshot's layer is folded into the one above it in the background, once a newer snapshot froze that one
+  if (cur.length >= MAX_LAYERS) throw new ConflictError(`volume "${v.path}" reads through ${cur.length} layers, the most a volume may have (each snapshot kept adds one): delete snapshots it no longer needs (their layers are folded away within a minute or two, once another snapshot is taken over them) or copy it to a new volume (vgrid vol export, then vol import)`, 'too-many-layers')
   // its size too: a later resize grows the volume, not what the snapshot froze
-  return { snapshot: { name: n, createdAt: now, layers: cur, sizeBytes: v.sizeBytes }, layers: [`${v.id}@${cur.length}`, ...cur] }
+  return { snapshot: { name: n, createdAt: now, layers: cur, sizeBytes: v.sizeBytes }, layers: [nextLayer(v), ...cur] }
+}
+
+/**
+ * The name of a volume's next top layer, "<id>@N": past every number the volume ever
+ * used (merged layers leave its stack, and their names must not come back: a node may
+ * still hold their objects).
+ */
+export function nextLayer (v: Volume): string {
+  let n = 0
+  const used = [...(v.layers ?? []), ...Object.keys(v.merged ?? {}), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [])]
+  for (const l of used) {
+    if (!l.startsWith(`${v.id}@`)) continue
+    const k = Number(l.slice(v.id.length + 1))
+    if (Number.isSafeInteger(k) && k > n) n = k
+  }
+  return `${v.id}@${n + 1}`
 }
 
 /** "VOL@SNAP" (VOL a path or id) -> the volume and its snapshot */
@@ -232,7 +253,7 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   const path = checkPath(req.path)
   const { volume: src, snapshot } = findSnapshot(all, req.from)
   if (byPath(all, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
-  const under = snapshot.layers ?? [src.id]
+  const under = snapshotLayers(src, snapshot)
   if (under.length >= MAX_LAYERS) throw new ConflictError(`snapshot ${String(req.from)} reads through ${under.length} layers: a clone of it would be over the ${MAX_LAYERS} a volume may have`, 'too-many-layers')
   const id = newId()
   return {
@@ -246,7 +267,7 @@ export function referencedLayers (volumes: Iterable<Volume>): Set<string> {
   const out = new Set<string>()
   for (const v of volumes) {
     for (const l of layersOf(v)) out.add(l)
-    for (const s of Object.values(v.snapshots)) for (const l of s.layers ?? []) out.add(l)
+    for (const s of Object.values(v.snapshots)) for (const l of snapshotLayers(v, s)) out.add(l)
   }
   return out
 }

@@ -32,7 +32,7 @@ test('volumes API and NBD exports across agents', async t => {
   } as unknown as Member]))
   const registries = [new Registry(), new Registry(), new Registry()]
   for (let i = 0; i < 3; i++) {
-    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: registries[i] }, { reconcileMs: 0, writerIdleMs: WRITER_IDLE_MS, env: false })
+    const s = new GvsService({ peerId: hosts[i]!.peerId.toString(), log: silentLogger, config: { dataDir: join(dir, `a${i}`) }, host: hosts[i]!, state, membership: { members }, registry: registries[i] }, { reconcileMs: 0, writerIdleMs: WRITER_IDLE_MS, env: false, freeAfterMs: 0 })
     await s.start()
     svcs.push(s)
   }

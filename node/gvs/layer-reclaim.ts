@@ -1,0 +1,206 @@
+// Layers nothing needs apart any more are given back. A snapshot freezes its volume's
+// layers and the volume writes on in a new top layer, so each snapshot kept adds a
+// layer, and a deleted one leaves its layer behind: the snapshots above it read
+// through it. Such a layer T is folded into the frozen layer U above it: every object
+// of T that U lacks is copied into U on each of its holders (a local copy there, same
+// placement), after which reading U alone gives what reading U then T gave, T is left
+// out of every stack (the volumes' `merged` maps: crdt/writer.ts mergeLayer), and each
+// node frees T's objects once it has seen nothing read T for a while.
+//
+// `planMerges` decides (pure), `LayerReclaim` does it in the background pass.
+import type { Volume, Writer } from '../../crdt/index.ts'
+import type { Logger } from '../log.ts'
+import { objectKey } from './placement.ts'
+import type { ReplicaTransport } from './replication.ts'
+import type { Repairer } from './repair.ts'
+import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
+import type { ObjectStore } from './object-store.ts'
+import type { TokenBucket } from './token-bucket.ts'
+import type { SeenFile } from './seen-file.ts'
+
+export interface LayerMerge {
+  /** the layer given back */
+  layer: string
+  /** the frozen layer directly above it in every stack that reads it */
+  into: string
+  /** the volumes whose stacks (their own or their snapshots') read it */
+  volumes: string[]
+  placementKey: string
+  replicas: number
+  /** the largest size of those volumes, in bytes */
+  sizeBytes: number
+}
+
+/**
+ * The layers that can be folded into the layer above them now. A layer T qualifies when
+ * - no volume writes to it and no snapshot reads from it first (it tops no stack);
+ * - in every stack that reads it, the same layer U is directly above it, and U is
+ *   frozen (no volume's top: a copy into a layer a writer copies up into would race it);
+ * - U itself does not qualify (one fold per chain per pass: T's objects must not be
+ *   copied into a layer that is being folded away itself).
+ * Pure: every node computes the same from the same document.
+ */
+export function planMerges (volumes: readonly Volume[]): LayerMerge[] {
+  const tops = new Set<string>()
+  const writable = new Set<string>()
+  /** layer -> the layers seen directly above it, and the volumes whose stacks read it */
+  const above = new Map<string, { over: Set<string>, volumes: Volume[] }>()
+  for (const v of volumes) {
+    const stacks = [layersOf(v), ...Object.values(v.snapshots).map(s => snapshotLayers(v, s))]
+    writable.add(stacks[0]![0]!)
+    for (const stack of stacks) {
+      tops.add(stack[0]!)
+      for (let i = 1; i < stack.length; i++) {
+        const a = above.get(stack[i]!) ?? { over: new Set<string>(), volumes: [] }
+        a.over.add(stack[i - 1]!)
+        if (!a.volumes.includes(v)) a.volumes.push(v)
+        above.set(stack[i]!, a)
+      }
+    }
+  }
+  const candidates = new Map<string, string>()
+  for (const [layer, a] of above) {
+    if (tops.has(layer) || a.over.size !== 1) continue
+    const into = [...a.over][0]!
+    if (!writable.has(into)) candidates.set(layer, into)
+  }
+  const out: LayerMerge[] = []
+  for (const [layer, into] of candidates) {
+    if (candidates.has(into)) continue
+    const vs = above.get(layer)!.volumes
+    out.push({ layer, into, volumes: vs.map(v => v.id).sort(), placementKey: placementKeyOf(vs[0]!), replicas: Math.max(...vs.map(v => v.replicas)), sizeBytes: Math.max(...vs.map(v => v.sizeBytes)) })
+  }
+  return out.sort((a, b) => a.layer < b.layer ? -1 : a.layer > b.layer ? 1 : 0)
+}
+
+/**
+ * Leaves the layer out of every stack that reads it, if the document as the write
+ * finds it still allows the fold (a clone made meanwhile may read it under its own
+ * top). False when it does not: nothing is written.
+ */
+export function dropMerged (w: Writer, m: Pick<LayerMerge, 'layer' | 'into'>): boolean {
+  const now = planMerges(w.reader.list('volumes')).find(x => x.layer === m.layer)
+  if (now?.into !== m.into) return false
+  for (const id of now.volumes) w.mergeLayer(id, m.layer, m.into)
+  return true
+}
+
+export interface LayerReclaimComponents {
+  self: string
+  log: Logger
+  store: ObjectStore
+  transport: ReplicaTransport
+  holders: (key: string, replicas: number) => string[]
+  /** the live members with disk */
+  live: () => Set<string>
+  /** whether every member the node knows is alive or left for good (a fold waits for a whole grid) */
+  whole: () => boolean
+  /** the repairer of one layer placed like `m` (also what takes its inventory) */
+  repairer: (m: LayerMerge, layer: string) => Repairer
+  /** the coordinator of a name over the live nodes (health.ts coordinatorOf) */
+  coordinatorOf: (name: string, live: Iterable<string>) => string | null
+  write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+  /** the repair rate cap the copies share, if any */
+  bucket?: () => TokenBucket | undefined
+  running: () => boolean
+  /** where the layers seen are kept across restarts (absent: in memory only) */
+  seenFile?: SeenFile
+}
+
+export interface LayerReclaimInit {
+  /** how long a layer nothing reads stays on disk before it is freed (in-flight I/O may still name it); default 20 s */
+  freeAfterMs?: number
+}
+
+export class LayerReclaim {
+  private readonly c: LayerReclaimComponents
+  private readonly freeAfterMs: number
+  /** layers this node has seen the document read: only these are freed when nothing does (kept across restarts) */
+  private readonly seen: Set<string>
+  /** since when (monotonic) each seen layer has been read by nothing */
+  private readonly unreadSince = new Map<string, number>()
+
+  constructor (components: LayerReclaimComponents, init: LayerReclaimInit = {}) {
+    this.c = components
+    this.freeAfterMs = init.freeAfterMs ?? 20_000
+    this.seen = components.seenFile?.load() ?? new Set()
+  }
+
+  /**
+   * Frees this node's copies of the layers it saw the document read and that nothing
+   * has read for `freeAfterMs` (a destroyed volume's, a folded layer's). A layer this
+   * node never saw may be new and not yet synced here: kept.
+   */
+  async free (volumes: readonly Volume[], now = performance.now()): Promise<string[]> {
+    const read = referencedLayers(volumes)
+    const before = this.seen.size
+    for (const l of read) { this.seen.add(l); this.unreadSince.delete(l) }
+    const here = await this.c.store.volumes()
+    // a layer gone from the document and from this disk needs no more remembering
+    let pruned = false
+    for (const l of this.seen) if (!read.has(l) && !here.includes(l)) { this.seen.delete(l); pruned = true }
+    if (pruned || this.seen.size !== before) await this.c.seenFile?.save(this.seen).catch(() => {})
+    const freed: string[] = []
+    for (const name of here) {
+      if (read.has(name) || !this.seen.has(name)) continue
+      const since = this.unreadSince.get(name) ?? now
+      this.unreadSince.set(name, since)
+      if (now - since < this.freeAfterMs) continue
+      this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, or a folded snapshot layer)', { layer: name })
+      await this.c.store.removeVolume(name)
+      this.unreadSince.delete(name)
+      freed.push(name)
+    }
+    return freed
+  }
+
+  /** folds the layers this node coordinates (one pass; errors wait for the next) */
+  async fold (volumes: readonly Volume[]): Promise<number> {
+    if (!this.c.whole()) return 0
+    let n = 0
+    for (const m of planMerges(volumes)) {
+      if (!this.c.running()) break
+      if (this.c.coordinatorOf(m.layer, this.c.live()) !== this.c.self) continue
+      try {
+        if (await this.foldOne(m)) n++
+      } catch (err) {
+        this.c.log.warn('folding a deleted snapshot\'s layer failed; the next pass tries again', { layer: m.layer, into: m.into, error: (err as Error).message })
+      }
+    }
+    return n
+  }
+
+  /**
+   * One fold: both layers complete on their holders first (a repair of each, which must
+   * find nothing lost or short), then each object of T that U lacks everywhere is copied
+   * into U on each holder, T's writer epoch is carried to U on every live node (the
+   * epoch walk of a writer, epochs.ts, would lose it with T's files), and only then is T
+   * left out of the stacks.
+   */
+  private async foldOne (m: LayerMerge): Promise<boolean> {
+    for (const layer of [m.into, m.layer]) {
+      const r = await this.c.repairer(m, layer).run()
+      if (r.failed > 0 || r.plan.lost.length > 0 || r.plan.short.length > 0 || r.errors.length > 0) {
+        this.c.log.debug('a layer to fold is not complete yet', { layer, failed: r.failed, lost: r.plan.lost.length, short: r.plan.short.length })
+        return false
+      }
+    }
+    const [under, over] = await Promise.all([this.c.repairer(m, m.layer).inventory(), this.c.repairer(m, m.into).inventory()])
+    if (under.errors.length > 0 || over.errors.length > 0) return false
+    const size = this.c.store.objectSize
+    for (const index of [...under.inventory.keys()].sort((a, b) => a - b)) {
+      // U has its own copy of it (complete on its holders, by the repair): T's is hidden
+      if (over.inventory.has(index)) continue
+      for (const node of this.c.holders(objectKey(m.placementKey, index), m.replicas)) {
+        if (!this.c.running()) return false
+        await this.c.bucket?.()?.take(size)
+        const r = await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer, index })
+        if (r.reply.present !== true) throw new Error(`${node} has no copy of object ${index} of ${m.layer} to fold`)
+      }
+    }
+    await Promise.all([...this.c.live()].map(async node => await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer })))
+    const dropped = await this.c.write(w => dropMerged(w, m), `volume layer ${m.layer} folded into ${m.into}`)
+    if (dropped) this.c.log.info('folded a deleted snapshot\'s layer into the one above it', { layer: m.layer, into: m.into, volumes: m.volumes })
+    return dropped
+  }
+}

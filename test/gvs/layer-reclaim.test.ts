@@ -1,0 +1,139 @@
+// Deleted snapshots give their layers back (layer-reclaim.ts), on three in-process
+// agents sharing one document: a deleted snapshot's layer is folded into the frozen
+// layer above it and freed on every node, every snapshot, clone and the volume read
+// as before, a clone keeps the layer it reads under its own top, and a volume
+// snapshotted and rotated many times keeps a short stack; a node down while a volume
+// was destroyed frees its copies when it is back.
+import test from 'ava'
+import { join } from 'node:path'
+import type { Volume } from '../../crdt/index.ts'
+import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
+import { layersOf } from '../../node/gvs/volumes.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+import { GvsService } from '../../node/gvs/service.ts'
+import { silentLogger } from '../../node/log.ts'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+
+const OBJ = OBJECT_SIZE
+const OBJECTS = 4
+
+test('a deleted snapshot\'s layer is folded into the one above and freed; every reader sees the same bytes', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsfold')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const call = async (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object): Promise<{ status: number, body: { id: string } & Record<string, unknown> }> => {
+    const r = await api.inject({ method, url, ...(payload != null ? { payload } : {}) })
+    return { status: r.statusCode, body: r.body === '' ? { id: '' } : r.json() }
+  }
+  const created = await call('POST', '/v1/volumes', { path: '/r/vol', size: OBJECTS * OBJ })
+  t.is(created.status, 201, JSON.stringify(created.body))
+  const id: string = created.body.id
+  const volume = (): Volume => doc.replica.read().list('volumes').find(v => v.id === id)!
+  const sock = (i: number): string => join(grid.dir, `a${i}`, 'nbd.sock')
+
+  /** writes one 4 KiB mark at the start of each object listed, through node 1's NBD server */
+  const mark = async (marks: Record<number, string>): Promise<void> => {
+    const c = await NbdClient.open(sock(1), 'r/vol')
+    for (const [i, ch] of Object.entries(marks)) await c.write(Number(i) * OBJ, Buffer.alloc(4096, ch), true)
+    await c.flush()
+    await c.close()
+  }
+  /** the mark of each object as an export reads it, through node 2 (no 4 KiB written: "0") */
+  const reads = async (name: string): Promise<string> => {
+    const c = await NbdClient.open(sock(2), name)
+    let out = ''
+    for (let i = 0; i < OBJECTS; i++) { const b = await c.read(i * OBJ, 4096); out += b[0] === 0 ? '0' : String.fromCharCode(b[0]!) }
+    await c.close()
+    return out
+  }
+  const snapshot = async (name: string): Promise<void> => { t.is((await call('POST', `/v1/volumes/${id}/snapshots`, { name })).status, 201) }
+  const unsnapshot = async (name: string): Promise<void> => { t.is((await call('DELETE', `/v1/volumes/${id}/snapshots/${name}`)).status, 200) }
+  const fold = async (): Promise<number> => { let n = 0; for (const s of svcs) n += await s.fold(); for (const s of svcs) await s.reconcile(); return n }
+  const onDisk = async (layer: string): Promise<number> => (await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(layer) ? (await s.store.list(layer)).length : 0))).reduce((a, b) => a + b, 0)
+
+  await mark({ 0: 'a', 1: 'a', 2: 'a', 3: 'a' })
+  await snapshot('s1')
+  await mark({ 0: 'b', 1: 'b' })
+  await snapshot('s2')
+  await mark({ 0: 'c', 2: 'c' })
+  await snapshot('s3')
+  await mark({ 3: 'd' })
+  t.deepEqual(layersOf(volume()), [`${id}@3`, `${id}@2`, `${id}@1`, id])
+  const clone = await call('POST', '/v1/volumes', { path: '/r/clone', from: '/r/vol@s2' })
+  t.is(clone.status, 201)
+  const want = { 'r/vol@s1': 'aaaa', 'r/vol@s2': 'bbaa', 'r/vol@s3': 'cbca', 'r/vol': 'cbcd', 'r/clone': 'bbaa' }
+  const check = async (what: string, names: Array<keyof typeof want>): Promise<void> => {
+    for (const n of names) t.is(await reads(n), want[n], `${n} ${what}`)
+  }
+  await check('before any fold', ['r/vol@s1', 'r/vol@s2', 'r/vol@s3', 'r/vol', 'r/clone'])
+  t.is(await fold(), 0, 'nothing to fold while every snapshot is kept')
+
+  // s1 goes: the base layer is folded into s2's, which is read above it everywhere
+  await unsnapshot('s1')
+  t.is(await fold(), 1)
+  t.deepEqual(layersOf(volume()), [`${id}@3`, `${id}@2`, `${id}@1`])
+  t.is(await onDisk(id), 0, 'its objects are freed on every node')
+  t.is(await onDisk(`${id}@1`), OBJECTS * 2, 'the layer above took the objects it lacked, on both holders')
+  await check('after s1 was folded', ['r/vol@s2', 'r/vol@s3', 'r/vol', 'r/clone'])
+
+  // s2 goes, but the clone reads its layer under its own top: kept
+  await unsnapshot('s2')
+  t.is(await fold(), 0, 'a layer a clone reads under its top stays')
+  t.true(await onDisk(`${id}@1`) > 0)
+  await check('while the clone keeps s2\'s layer', ['r/vol@s3', 'r/vol', 'r/clone'])
+  t.is((await call('DELETE', `/v1/volumes/${encodeURIComponent('/r/clone')}`)).status, 200)
+  t.is(await fold(), 1, 'once the clone is gone, it folds')
+  t.deepEqual(layersOf(volume()), [`${id}@3`, `${id}@2`])
+  t.is(await onDisk(`${id}@1`), 0)
+  await check('after s2 was folded', ['r/vol@s3', 'r/vol'])
+
+  // the next top is named past every number used (the stack is shorter than that now)
+  await snapshot('s4')
+  t.deepEqual(layersOf(volume()), [`${id}@4`, `${id}@3`, `${id}@2`])
+
+  // a rotation: one snapshot a round, the one before deleted; the stack stays short
+  let prev = 's4'
+  for (let round = 0; round < 12; round++) {
+    await mark({ [round % OBJECTS]: String.fromCharCode(0x65 + round) })
+    const name = `rot${round}`
+    await snapshot(name)
+    await unsnapshot(prev)
+    prev = name
+    t.is(await fold(), 1, `round ${round}: the deleted snapshot's layer folds`)
+    // the top, the newest snapshot's layer, and s3's
+    t.is(layersOf(volume()).length, 3, `round ${round}: ${layersOf(volume()).join(' ')}`)
+  }
+  // s3 was kept all along: its bytes never moved
+  t.is(await reads('r/vol@s3'), 'cbca')
+  const top = await reads('r/vol')
+  t.is(await reads(`r/vol@${prev}`), top, 'the newest snapshot reads as the volume (nothing written since)')
+  t.is(top, 'mnop')
+})
+
+test('a node down while a volume was destroyed frees its copies when it comes back', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsgone')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/gone', size: 4 * OBJ } })
+  const id: string = created.json().id
+  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/gone')
+  for (let i = 0; i < 4; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
+  await c.close()
+  for (const s of svcs) await s.reconcile()
+  t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
+  // node 2 goes down; the volume is destroyed meanwhile
+  await svcs[2]!.stop()
+  const n2 = grid.hosts[2]!.peerId.toString()
+  const member = doc.members.get(n2)!
+  doc.members.set(n2, { ...member, state: 'dead' })
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  // back, with the document (synced) that no longer has it
+  doc.members.set(n2, member)
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  await again.start()
+  grid.svcs.push(again)
+  await again.reconcile()
+  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+})
