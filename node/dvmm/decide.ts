@@ -66,6 +66,12 @@ export interface Decisions {
   kill: Array<{ vm: string, why: string }>
   /** leases of this node to delete now (nothing runs) */
   release: Array<{ vm: string, why: string }>
+  /**
+   * leases of this node whose VM is desired stopped and runs nothing here: kept, set to
+   * `stopped`, so that the lease names the node that last ran it (its console is there)
+   * until it is started again (which places it anew) or removed
+   */
+  park: Array<{ vm: string, why: string }>
   /** VMs without a (live) holder, by id */
   unplaced: string[]
   /** of those, the ones no node can take now */
@@ -107,7 +113,7 @@ export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, 
 }
 
 export function decide (i: DecideInput): Decisions {
-  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
+  const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], park: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
   const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
   if (i.fence.fenced) {
     // busy ones too: a graceful stop's grace time or a guest's boot may outlast the takeover wait
@@ -137,7 +143,10 @@ export function decide (i: DecideInput): Decisions {
     const w = l.winner
     if (w.holder !== i.me || i.runs.has(id) || i.busy.has(id)) continue
     const vm = i.doc.vms.get(id)
-    if (vm == null || vm.desired !== 'running') d.release.push({ vm: id, why: vm == null ? 'VM removed' : `desired ${vm.desired}` })
+    // a VM stopped on request keeps its lease here, `stopped`: it names the node that last ran it (its console)
+    if (vm?.desired === 'stopped') {
+      if (w.status !== 'stopped') d.park.push({ vm: id, why: 'desired stopped' })
+    } else if (vm == null || vm.desired !== 'running') d.release.push({ vm: id, why: vm == null ? 'VM removed' : `desired ${vm.desired}` })
     else if (meNode?.draining === true && w.status !== 'failed' && w.status !== 'stopped') d.release.push({ vm: id, why: 'node draining' })
   }
   for (const [id, vm] of i.doc.vms) {

@@ -2,24 +2,23 @@
 // die here; this carries that out on the drivers and reports crashes back to it, and is
 // the glue to the rest of the node: each VM started with its overlay address, terminal
 // names and volumes; its interface handed to the LCM, which routes its overlay address
-// there; its terminal names told anew when links change; its console answered over
-// `/vgrid/dvmm/console/1.0.0`, or asked of the holder for a VM elsewhere.
+// there; its terminal names told anew when links change; its console (console.ts). A
+// VM stopped on request keeps its lease here, `stopped`, and its ended run, whose
+// console is still served until the lease is not this node's.
 import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
 import { onExit } from '../../crdt/placement/index.ts'
-import { ConflictError, UnavailableError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { request, serve, type RequestHost } from '../p2p/request.ts'
+import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
-import { DriverError, type DriverVmSpec, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
+import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
+import { notFoundIsGone, VmConsoles } from './console.ts'
 
-/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
-export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
-const CONSOLE_BYTES = 64 * 1024
 const MiB = 2 ** 20
 
 /** the connection manager, where the grid has an overlay */
@@ -43,12 +42,14 @@ export interface LocalVmsComponents {
   network?: VmNetworkHooks
   /** libp2p, to answer and ask for consoles of VMs on other nodes */
   host?: RequestHost
+  /** who is alive, for a console asked of another node (absent: every node is asked) */
+  membership?: { readonly members: MemberTable }
   /** the volume store on this node: where a volume is served over NBD (null: no such volume) */
   volumes?: VolumeAccess
   metrics: Pick<DvmmMetrics, 'starts' | 'kills' | 'crashes'>
   history: Pick<History, 'add'>
-  /** queues a lease update for the decision loop's next write (`written`: called once it is written) */
-  enqueue: (fn: (w: Writer) => void, opts?: { written?: () => void }) => void
+  /** queues a lease update for the decision loop's next write (`key`: a newer one replaces it; `written`: called once it is written) */
+  enqueue: (fn: (w: Writer) => void, opts?: { key?: string, written?: () => void }) => void
   /** asks the decision loop for a step soon */
   schedule: () => void
 }
@@ -101,6 +102,8 @@ export class LocalVms {
   private readonly killAsked = new Set<string>()
   /** VMs that exited for good whose lease update is not written yet */
   private readonly unwritten = new Set<string>()
+  /** consoles, here and of VMs elsewhere, and the ended runs kept for them */
+  private readonly consoles: VmConsoles
   /** a graceful stop of the service began: a start that completes now is killed */
   private closing = false
   /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
@@ -110,6 +113,7 @@ export class LocalVms {
   constructor (components: LocalVmsComponents, init: LocalVmsInit) {
     this.c = components
     this.init = init
+    this.consoles = new VmConsoles({ ...components, active: vm => this.live.has(vm) || this.busy.has(vm) })
   }
 
   /** VMs this node's drivers run (started or adopted) */
@@ -142,19 +146,20 @@ export class LocalVms {
           killedWhileDown.push(vm.id)
           this.updateLease(vm.id, { status: 'starting', reason: act.why })
         }
+        if (act.do !== 'adopt') this.consoles.keep(vm.id)
       }
     }
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
     if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down; starting them again (an agent back within the fence timeout keeps them running)', { vms: killedWhileDown })
-    if (this.c.host != null) await serve(this.c.host, CONSOLE_PROTOCOL, async req => await this.localConsole(req))
+    await this.consoles.serve()
   }
 
   /** Leaves the VMs as they are (stopAll stops them). */
   async stop (): Promise<void> {
     for (const d of this.drivers()) d.off('exit', this.onDriverExit)
-    await this.c.host?.unhandle(CONSOLE_PROTOCOL).catch(() => {})
+    await this.consoles.unserve()
   }
 
   /**
@@ -216,7 +221,8 @@ export class LocalVms {
     const id = vm.id
     try {
       const old = await driver.inspect(id)
-      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id)
+      this.consoles.drop(id)
+      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id).catch(notFoundIsGone)
       const disks = await attachVolumes(this.c, vm, doc.leases.get(id)?.winner.epoch ?? 1)
       if (this.aborted(id)) throw new StartAborted()
       const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))
@@ -289,13 +295,22 @@ export class LocalVms {
       }
       // a kill that pre-empted this stop does the rest
       if (this.ending.get(vm) !== op) return
-      if (driver != null) await driver.remove(vm).catch(() => {})
+      // a VM stopped on request keeps its run (its last console) and its lease, `stopped`
+      const keep = how === 'stop' && this.c.state.read().get('vms', vm)?.value.desired === 'stopped'
+      if (keep) this.consoles.keep(vm)
+      else if (driver != null) await driver.remove(vm).catch(() => {})
       this.running.delete(vm)
       this.forgetInterface(vm)
       this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      this.c.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
-      if (how === 'stop') this.c.enqueue(w => { if (w.reader.get('leases', vm)?.value.holder === this.c.peerId) w.remove('leases', vm) })
+      if (!keep) this.c.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      // the lease stays `stopped` while the VM is desired stopped; else (a drain, the VM
+      // removed or started again meanwhile) it goes, and the VM is placed anew
+      if (how === 'stop') {
+        this.c.enqueue(w => {
+          if (w.reader.get('leases', vm)?.value.holder === this.c.peerId && !this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`)) w.remove('leases', vm)
+        })
+      }
       // fenced, with the lease still this node's (no other took it over, or none could):
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
@@ -325,6 +340,7 @@ export class LocalVms {
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const d = onExit(l.crashes ?? [], docStamp(this.c.clock), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
+    this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
     if (d.action === 'stop') this.unwritten.add(id)
     this.c.enqueue(w => {
@@ -332,6 +348,31 @@ export class LocalVms {
       w.update('leases', id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
     }, { written: () => { this.unwritten.delete(id) } })
   }
+
+  /**
+   * The lease of a VM desired stopped that this node holds and runs nothing of: set to
+   * `stopped` (decide's park), so it names this node, which keeps the last console.
+   */
+  park (vm: string, why: string): void {
+    this.c.enqueue(w => { this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`) }, { key: `park:${vm}` })
+  }
+
+  /**
+   * In a write: this node's lease of `vm`, while the VM is desired stopped, says
+   * `stopped` (with `reason`, and what it said before unless it ran). False, with
+   * nothing written, when the lease is not this node's or the VM not desired stopped.
+   */
+  private leaveStopped (w: Writer, vm: string, reason: string): boolean {
+    const l = w.reader.get('leases', vm)?.value
+    if (l?.holder !== this.c.peerId || w.reader.get('vms', vm)?.value.desired !== 'stopped') return false
+    if (l.status === 'stopped') return true
+    const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
+    w.update('leases', vm, { status: 'stopped', reason: `${reason}${was}`.slice(0, 2048) })
+    return true
+  }
+
+  /** Removes the ended runs (their consoles) of VMs whose lease is no longer this node's (console.ts). */
+  sweep (doc: DocView): void { this.consoles.sweep(doc) }
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {
     if (info.network == null) return
@@ -371,49 +412,8 @@ export class LocalVms {
     return undefined
   }
 
-  /** The tail of a VM's console, from whichever node holds it. */
-  async console (vmId: string): Promise<{ holder: string, console: string }> {
-    const l = this.c.state.read().get('leases', vmId)?.value
-    if (l == null) throw new ConflictError(`VM ${vmId} runs nowhere`, 'not_running')
-    // a VM whose start failed before its driver made it (a bad command, a missing
-    // kernel) has no console: say so with why it failed, not as a driver fault
-    const none = (why: string): ConflictError => new ConflictError(`VM ${vmId} has no console${l.status === 'failed' && l.reason != null ? `: it failed before it ran (${l.reason})` : ''}: ${why}`, 'no_console')
-    if (l.holder === this.c.peerId) {
-      try {
-        return { holder: this.c.peerId, console: (await this.localConsole({ vm: vmId })).console }
-      } catch (err) {
-        if (err instanceof DriverError && err.code === 'not-found') throw none(err.message)
-        throw err
-      }
-    }
-    const host = this.c.host
-    if (host == null) throw new ConflictError(`VM ${vmId} runs on another node, and this agent does not talk to other nodes`, 'elsewhere')
-    let answer: unknown
-    try {
-      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
-    } catch (err) {
-      throw new UnavailableError(`VM ${vmId}'s holder did not answer for its console: ${(err as Error).message}`, 'holder_unreachable')
-    }
-    const a = answer as { console?: unknown, error?: unknown } | null
-    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
-    const said = typeof a?.error === 'string' ? a.error : 'no console'
-    // the driver there has no such VM (it never ran): no console; anything else is the holder's answer
-    if (/^no \S+ VM \S+ on this node$/.test(said)) throw none(`its holder says: ${said}`)
-    throw new ConflictError(`VM ${vmId}'s holder says: ${said}`, 'elsewhere')
-  }
-
-  /** This node's answer to a console request: only for a VM it holds. */
-  private async localConsole (req: unknown): Promise<{ console: string }> {
-    const vmId = (req as { vm?: unknown } | null)?.vm
-    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
-    const reader = this.c.state.read()
-    const vm = reader.get('vms', vmId)?.value
-    if (vm == null) throw new Error(`no VM "${vmId}"`)
-    if (reader.get('leases', vmId)?.value.holder !== this.c.peerId) throw new Error(`VM ${vmId} does not run on this node`)
-    const driver = this.c.drivers[vm.spec.driver]
-    if (driver == null) throw new Error(`driver ${vm.spec.driver} is not available on this node`)
-    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
-  }
+  /** The tail of a VM's console, from whichever node holds its lease (console.ts). */
+  async console (vmId: string): Promise<{ holder: string, console: string }> { return await this.consoles.of(vmId) }
 
   private drivers (): Set<VmDriver> { return new Set(Object.values(this.c.drivers)) }
 }

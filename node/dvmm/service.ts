@@ -375,6 +375,8 @@ export class DvmmService {
     // kills and stops before this step's write: a write that fails or hangs must not keep them
     for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
     for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
+    for (const p of d.park) this.local.park(p.vm, p.why)
+    this.local.sweep(doc)
     // one change per step: queued status updates, claims and releases together
     if (d.claims.length > 0 || d.release.length > 0 || this.queue.size > 0) {
       const written = await this.flush(d.claims, d.release)

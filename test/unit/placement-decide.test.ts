@@ -132,6 +132,19 @@ test('drain: the draining node stops its VMs (then releases) and nobody plans on
   t.true([B, C].some(me => decide({ ...i, me }).claims.some(c => c.vm === 'new')), 'another node does')
 })
 
+test('a VM desired stopped keeps its lease with the node that ran it, set to stopped (its console is there); a removed VM\'s lease is released', t => {
+  const stopped = vm('v', 1, { desired: 'stopped' })
+  const d = decide(input({ vms: [stopped], leases: [lv(lease('v', A))] }))
+  t.deepEqual(d.park, [{ vm: 'v', why: 'desired stopped' }])
+  t.deepEqual(d.release, [])
+  t.deepEqual(decide(input({ vms: [stopped], leases: [lv(lease('v', A, { status: 'failed' }))] })).park.map(p => p.vm), ['v'], 'a failed one too')
+  const kept = decide(input({ vms: [stopped], leases: [lv(lease('v', A, { status: 'stopped' }))] }))
+  t.deepEqual([kept.park, kept.release, kept.claims], [[], [], []], 'already stopped: left so, reserving nothing, until started again')
+  t.deepEqual(decide(input({ vms: [stopped], leases: [lv(lease('v', A))], runs: new Set(['v']) })).stop.map(s => s.vm), ['v'], 'while it runs: stopped first')
+  t.deepEqual(decide(input({ vms: [], leases: [lv(lease('v', A, { status: 'stopped' }))] })).release.map(r => r.vm), ['v'], 'the VM removed: released')
+  t.deepEqual(decide(input({ me: B, vms: [stopped], leases: [lv(lease('v', A))] })).park, [], 'only the holder')
+})
+
 test('reservations: the plan may pick a node, but it never claims past its capacity (counting its contested claims)', t => {
   const vms = [vm('big', 3)]
   // A already holds 2 cpu, one of them a claim it may be losing

@@ -1,0 +1,82 @@
+// The console of a stopped VM (issue 14): after `vm stop` its lease stays, `stopped`,
+// with the node that last ran it, which keeps the ended run and so its console: any
+// node answers it; once that node is gone, a 409 names it. In-process grid, fake driver.
+import test from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { startDvmmGrid, until, type DvmmGrid, type DvmmNode } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import type { VmRow } from '../../node/dvmm/index.ts'
+
+const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
+
+function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  n.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  return app
+}
+
+async function call<T> (app: FastifyInstance, method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number, body: T }> {
+  const r = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) })
+  return { status: r.statusCode, body: r.json() }
+}
+
+const vmBody = (name: string): Record<string, unknown> => ({ name, cpu: 1, memory: '1G', driver: 'process', command: ['fake:run'] })
+const holderOf = (g: DvmmGrid, vm: string): DvmmNode | undefined => g.nodes.find(n => n.fake.vms.get(vm)?.state === 'running')
+const leaseOf = (n: DvmmNode, vm: string) => n.agent.state.read().get('leases', vm)
+
+interface Console { vm: string, node: string, console: string }
+interface ApiError { error: { code: string, message: string } }
+
+test.serial('a stopped VM\'s console is still read from the node that ran it, from any node; once that node is gone, a 409 names it', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app0 = api(t, g.nodes[0]!)
+  for (const vm of ['web', 'db']) t.is((await call(app0, 'POST', '/v1/vms', vmBody(vm))).status, 201)
+  await until(() => ['web', 'db'].every(vm => holderOf(g, vm) != null && g.nodes.every(n => leaseOf(n, vm)?.value.status === 'running')), 30_000, 'web and db running')
+
+  // stopped, asked from a node that did not run it: its lease stays with the node that ran it
+  const h = holderOf(g, 'web')!
+  const asker = g.nodes.find(n => n !== h)!
+  const app = api(t, asker)
+  t.is((await call(app, 'POST', '/v1/vms/web/stop')).status, 200)
+  await until(() => h.fake.vms.get('web')?.state === 'stopped' && g.nodes.every(n => leaseOf(n, 'web')?.value.status === 'stopped'), 20_000, 'web stopped, its lease stopped everywhere')
+  t.is(leaseOf(asker, 'web')?.value.holder, h.agent.id, 'the lease names the node that ran it')
+  t.regex(leaseOf(asker, 'web')?.value.reason ?? '', new RegExp(`^stopped on ${h.agent.config.name}: desired stopped`))
+  const row = (await call<{ vms: VmRow[] }>(app, 'GET', '/v1/vms')).body.vms.find(v => v.name === 'web')!
+  t.like(row, { state: 'stopped', node: h.agent.config.name })
+  for (const n of [asker, h]) {
+    const c = await call<Console>(api(t, n), 'GET', '/v1/vms/web/console')
+    t.is(c.status, 200, JSON.stringify(c.body))
+    t.regex(c.body.console, /fake guest ready web/, 'the last console output')
+    t.is(c.body.node, h.agent.config.name, 'from the node that ran it')
+  }
+  // started again it is placed anew and runs; stopped and removed, the node that ran it drops the ended run
+  t.is((await call(app, 'POST', '/v1/vms/web/start')).status, 200)
+  await until(() => holderOf(g, 'web') != null && g.nodes.every(n => leaseOf(n, 'web')?.value.status === 'running'), 20_000, 'web running again')
+  const h2 = holderOf(g, 'web')!
+  t.is((await call(app, 'POST', '/v1/vms/web/stop')).status, 200)
+  await until(() => g.nodes.every(n => leaseOf(n, 'web')?.value.status === 'stopped'), 20_000, 'web stopped again')
+  t.is(h2.fake.vms.get('web')?.state, 'stopped', 'its ended run is kept')
+  t.is((await call(app, 'DELETE', '/v1/vms/web')).status, 200)
+  await until(() => g.nodes.every(n => !n.fake.vms.has('web')), 10_000, 'the ended run removed with the VM')
+
+  // db stopped, then the node that ran it goes: the console names that node in a 409
+  const dh = holderOf(g, 'db')!
+  const other = g.nodes.find(n => n !== dh)!
+  const oapp = api(t, other)
+  t.is((await call(oapp, 'POST', '/v1/vms/db/stop')).status, 200)
+  await until(() => g.nodes.every(n => leaseOf(n, 'db')?.value.status === 'stopped'), 20_000, 'db stopped everywhere')
+  t.is((await call<Console>(oapp, 'GET', '/v1/vms/db/console')).status, 200)
+  await dh.dvmm.stop({ graceful: false })
+  await dh.agent.stop({ graceful: false })
+  await until(() => { const s = other.agent.membership.members.get(dh.agent.id)?.state; return s !== 'alive' && s !== 'suspect' }, 30_000, 'the node that ran db declared dead')
+  const gone = await call<ApiError>(oapp, 'GET', '/v1/vms/db/console')
+  t.is(gone.status, 409, JSON.stringify(gone.body))
+  t.is(gone.body.error.code, 'holder_gone')
+  t.regex(gone.body.error.message, new RegExp(`^VM db is stopped; its last console is on node ${dh.agent.config.name}, which last ran it, is dead`))
+})
