@@ -6,7 +6,7 @@
 // soon after a member dies, leaves or joins and every `reconcileMs`, scrubs its own
 // copies on a schedule, and rewrites a copy found damaged soon (damage-heals.ts). A
 // volume's state is computed, never stored: membership + the coordinator's last
-// inventory + the repair running now (health.ts).
+// inventory + the repair running now (health.ts, volume-states.ts).
 import type { Libp2p } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
@@ -27,7 +27,7 @@ import { PINS_FILE, PinsFile } from './pins-file.ts'
 import { REPAIRS_FILE, RepairsFile } from './repairs-file.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
-import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type RepairProgressView, type VolumeHealthView } from './health.ts'
+import { coordinatorOf, type LastRepair, type RepairProgressView, type VolumeHealthView } from './health.ts'
 import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { GridWriters, type NodeWriters } from './grid-writers.ts'
@@ -38,6 +38,7 @@ import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
+import { VolumeStates } from './volume-states.ts'
 import { SEEN_FILE, SeenFile } from './seen-file.ts'
 import type { Registry } from 'prom-client'
 
@@ -84,11 +85,6 @@ export interface GvsInit extends GvsTuning {
  */
 export const WRITE_RETRY_MS = 20_000
 
-/** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
-const INVENTORY_TTL_MS = 5000
-/** how long the API waits for an inventory before it answers with the last one */
-const INVENTORY_WAIT_MS = 3000
-
 export class GvsService {
   readonly name = 'gvs'
   readonly components: GvsComponents
@@ -106,9 +102,8 @@ export class GvsService {
   private placement: { table: MemberTable, p: Placement } | null = null
   /** placementGeneration: moves on when the live nodes placement is made over change */
   private generation = { n: 0, signature: '' }
-  /** where each volume's copies were at its last inventory here, and who was live then */
-  private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
-  private readonly inventorying = new Map<string, Promise<void>>()
+  /** each volume's state as the API shows it */
+  private readonly states: VolumeStates
   /** the repairs this node runs, and the last of each volume */
   private readonly repairs: RepairRuns
   /** the last repair of each volume this node ran */
@@ -153,11 +148,12 @@ export class GvsService {
       holders: this.holders,
       nodes: () => this.liveNodes().map(n => n.id),
       metrics: this.metrics,
-      repaired: async v => { this.inventories.delete(v.id); await this.inventory(v).catch(() => {}) },
+      repaired: async v => { await this.states.repaired(v) },
       file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
       agreed: async () => await this.placementCheck.agreed()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,
@@ -252,7 +248,7 @@ export class GvsService {
   async reconcile (): Promise<void> {
     const vols = this.volumes()
     await this.reclaim.free(vols)
-    for (const id of this.inventories.keys()) if (!vols.some(v => v.id === id)) this.inventories.delete(id)
+    this.states.forgetGone(vols)
     await this.repairs.forget(new Set(vols.map(v => v.id)))
     const live = this.liveIds()
     for (const v of vols) {
@@ -326,21 +322,6 @@ export class GvsService {
   /** the block device NBD serves for an export name (a volume, or VOL@SNAP read-only) */
   device (name: string): BlockDevice | undefined { return this.exports.device(name) }
 
-  /** where the copies of every layer of the volume are now, as the live nodes say */
-  private async inventory (v: Volume): Promise<void> {
-    let p = this.inventorying.get(v.id)
-    if (p == null) {
-      p = (async () => {
-        const live = this.liveIds()
-        const copies: LayerCopies[] = []
-        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.repairs.repairer(v, layer).inventory()).inventory })
-        this.inventories.set(v.id, { copies, live, at: Date.now() })
-      })().finally(() => { this.inventorying.delete(v.id) })
-      this.inventorying.set(v.id, p)
-    }
-    await p
-  }
-
   /** the repair of this volume running here, if any */
   repairing (id: string): RepairProgressView | null { return this.repairs.progress(id) }
 
@@ -350,26 +331,6 @@ export class GvsService {
    */
   async repair (v: Volume, opts: { background?: boolean, scrub?: boolean } = {}): Promise<RepairReport> {
     return await this.repairs.repair(v, opts)
-  }
-
-  /** this node's own view of a volume's state (taking an inventory when it has none) */
-  async localHealth (v: Volume): Promise<VolumeHealthView> {
-    // thin volumes gain objects as they are written: an inventory is good for a few seconds
-    const inv0 = this.inventories.get(v.id)
-    let slow = false
-    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.repairs.isRunning(v.id))) {
-      // a node that hangs (not dead yet) must not hang the API: the inventory goes on in the background
-      const timer = new Promise<'slow'>(resolve => { setTimeout(() => { resolve('slow') }, INVENTORY_WAIT_MS).unref?.() })
-      slow = await Promise.race([this.inventory(v).catch(() => {}), timer]) === 'slow'
-    }
-    const inv = this.inventories.get(v.id)
-    const live = this.liveIds()
-    const members = this.components.membership.members
-    const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.repairing(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, nameOf })
-    if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
-    if (slow && h.state === 'healthy') h.state = 'degraded'
-    return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
   }
 
   /** what this node answers another's status request */
@@ -389,48 +350,13 @@ export class GvsService {
     for (const id of ids) {
       const v = all.find(x => x.id === id)
       const mine = o.writersOnly !== true && v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))
-      out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.localHealth(v) } : {}) }
+      out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.states.local(v) } : {}) }
     }
     return out
   }
 
-  /**
-   * The state of each volume as the API shows it: its coordinator's view (asked over
-   * the status protocol), with a repair running on this node merged in. A coordinator
-   * that does not answer leaves this node's own view, saying so.
-   */
-  async health (vs: Volume[]): Promise<Map<string, VolumeHealthView>> {
-    const out = new Map<string, VolumeHealthView>()
-    const live = this.liveIds()
-    const byCoord = new Map<string, Volume[]>()
-    const mine: Volume[] = []
-    for (const v of vs) {
-      const c = coordinatorOf(v.id, live)
-      if (c == null || c === this.replicas.self) mine.push(v)
-      else byCoord.set(c, [...(byCoord.get(c) ?? []), v])
-    }
-    await Promise.all(mine.map(async v => { out.set(v.id, await this.localHealth(v)) }))
-    await Promise.all([...byCoord].map(async ([coord, list]) => {
-      let answer: StatusAnswer = {}
-      let why: string | null = null
-      try { answer = await this.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message }
-      for (const v of list) {
-        let h = answer[v.id]?.health
-        if (h == null) {
-          h = await this.localHealth(v)
-          h = { ...h, reasons: [...h.reasons, why != null ? `its repair coordinator ${coord} did not answer (${why}): this node's view` : `its repair coordinator ${coord} has no view of it yet: this node's view`] }
-        }
-        const here = this.repairing(v.id)
-        if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
-        // a scrub run here (vol repair --scrub through this node) that found objects damaged
-        // on every copy: the coordinator does not know of it (it keeps its own last repair)
-        const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
-        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
-        out.set(v.id, h)
-      }
-    }))
-    return out
-  }
+  /** the state of each volume as the API shows it (volume-states.ts) */
+  async health (vs: Volume[]): Promise<Map<string, VolumeHealthView>> { return await this.states.of(vs) }
 
   /** NBD writers of a volume on every live node (grid-writers.ts) */
   async writersOf (id: string): Promise<NodeWriters[]> { return await this.gridWriters.writersOf(id) }

@@ -1,0 +1,122 @@
+// Each volume's state as the API shows it (healthy, degraded, repairing, with reasons):
+// the node coordinating a volume's repair takes inventories of its copies (a list
+// request to each live node, good for a few seconds) and computes the state from them
+// (health.ts, pure); any other node asks the coordinator over the status protocol and
+// falls back on its own view, saying so.
+import type { Volume } from '../../crdt/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
+import type { RepairRuns } from './repair-runs.ts'
+import type { StatusAnswer, StatusService } from './status-protocol.ts'
+import { layersOf } from './volumes.ts'
+
+/** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
+const INVENTORY_TTL_MS = 5000
+/** how long the API waits for an inventory before it answers with the last one */
+const INVENTORY_WAIT_MS = 3000
+
+export interface VolumeStatesComponents {
+  self: string
+  repairs: RepairRuns
+  status: Pick<StatusService, 'ask'>
+  /** the live members with disk */
+  live: () => Set<string>
+  members: () => MemberTable
+}
+
+export class VolumeStates {
+  private readonly c: VolumeStatesComponents
+  /** where each volume's copies were at its last inventory here, and who was live then */
+  private readonly inventories = new Map<string, { copies: LayerCopies[], live: Set<string>, at: number }>()
+  private readonly inventorying = new Map<string, Promise<void>>()
+
+  constructor (components: VolumeStatesComponents) {
+    this.c = components
+  }
+
+  private get lastRepairs (): Map<string, LastRepair> { return this.c.repairs.last }
+
+  /** drops the inventories of volumes that are gone (`vols`: the volumes there are) */
+  forgetGone (vols: readonly Volume[]): void {
+    for (const id of this.inventories.keys()) if (!vols.some(v => v.id === id)) this.inventories.delete(id)
+  }
+
+  /** a repair of the volume ended: its inventory is taken again */
+  async repaired (v: Volume): Promise<void> {
+    this.inventories.delete(v.id)
+    await this.inventory(v).catch(() => {})
+  }
+
+  /** where the copies of every layer of the volume are now, as the live nodes say */
+  private async inventory (v: Volume): Promise<void> {
+    let p = this.inventorying.get(v.id)
+    if (p == null) {
+      p = (async () => {
+        const live = this.c.live()
+        const copies: LayerCopies[] = []
+        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.c.repairs.repairer(v, layer).inventory()).inventory })
+        this.inventories.set(v.id, { copies, live, at: Date.now() })
+      })().finally(() => { this.inventorying.delete(v.id) })
+      this.inventorying.set(v.id, p)
+    }
+    await p
+  }
+
+  /** this node's own view of a volume's state (taking an inventory when it has none) */
+  async local (v: Volume): Promise<VolumeHealthView> {
+    // thin volumes gain objects as they are written: an inventory is good for a few seconds
+    const inv0 = this.inventories.get(v.id)
+    let slow = false
+    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.c.repairs.isRunning(v.id))) {
+      // a node that hangs (not dead yet) must not hang the API: the inventory goes on in the background
+      const timer = new Promise<'slow'>(resolve => { setTimeout(() => { resolve('slow') }, INVENTORY_WAIT_MS).unref?.() })
+      slow = await Promise.race([this.inventory(v).catch(() => {}), timer]) === 'slow'
+    }
+    const inv = this.inventories.get(v.id)
+    const live = this.c.live()
+    const members = this.c.members()
+    const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, nameOf })
+    if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
+    if (slow && h.state === 'healthy') h.state = 'degraded'
+    return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
+  }
+
+  /**
+   * The state of each volume as the API shows it: its coordinator's view (asked over
+   * the status protocol), with a repair running on this node merged in. A coordinator
+   * that does not answer leaves this node's own view, saying so.
+   */
+  async of (vs: Volume[]): Promise<Map<string, VolumeHealthView>> {
+    const out = new Map<string, VolumeHealthView>()
+    const live = this.c.live()
+    const byCoord = new Map<string, Volume[]>()
+    const mine: Volume[] = []
+    for (const v of vs) {
+      const c = coordinatorOf(v.id, live)
+      if (c == null || c === this.c.self) mine.push(v)
+      else byCoord.set(c, [...(byCoord.get(c) ?? []), v])
+    }
+    await Promise.all(mine.map(async v => { out.set(v.id, await this.local(v)) }))
+    await Promise.all([...byCoord].map(async ([coord, list]) => {
+      let answer: StatusAnswer = {}
+      let why: string | null = null
+      try { answer = await this.c.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message }
+      for (const v of list) {
+        let h = answer[v.id]?.health
+        if (h == null) {
+          h = await this.local(v)
+          h = { ...h, reasons: [...h.reasons, why != null ? `its repair coordinator ${coord} did not answer (${why}): this node's view` : `its repair coordinator ${coord} has no view of it yet: this node's view`] }
+        }
+        const here = this.c.repairs.progress(v.id)
+        if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
+        // a scrub run here (vol repair --scrub through this node) that found objects damaged
+        // on every copy: the coordinator does not know of it (it keeps its own last repair)
+        const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
+        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
+        out.set(v.id, h)
+      }
+    }))
+    return out
+  }
+}
