@@ -116,8 +116,11 @@ export class Writer {
 
   /**
    * Records that a layer of the volume was folded into the layer above it (its `merged`
-   * map): an entry of its own, so layers merged concurrently all stay merged, and the
-   * `layers` field, which a snapshot taken meanwhile writes, is left alone.
+   * map): an entry of its own once the map exists, so layers folded concurrently all
+   * stay folded, and the `layers` field, which a snapshot taken meanwhile writes, is left
+   * alone. The first entry writes the map whole: two nodes writing a first entry at once
+   * keep one, and the other layer is folded again (harmless: the layer above it already
+   * has its objects).
    */
   mergeLayer (volumeId: string, layer: string, into: string): void {
     const cur = this.reader.get('volumes', volumeId)

@@ -127,7 +127,16 @@ export class VolumeExports {
       const v = ref == null ? undefined : this.byName(ref.volume)
       const snap = v == null || ref == null ? undefined : snapshotOf(v, ref.snapshot)
       if (v == null || snap == null) return undefined
-      return this.build(`${v.id}@${snap.name}`, v, snapshotLayers(v, snap), true, v.epoch ?? 1, snapshotSize(v, snap))
+      // by volume id and snapshot name, as a volume's sessions follow their volume: a
+      // kept snapshot's layers change when a deleted one's is folded away, and a session
+      // of a deleted snapshot fails, its layers being freed, not read as other bytes
+      const id = v.id
+      const at = snap.name
+      return new LiveVolume(() => {
+        const cur = this.c.volumes().find(x => x.id === id)
+        const s = cur == null ? undefined : snapshotOf(cur, at)
+        return cur == null || s == null ? undefined : this.build(`${id}@${at}`, cur, snapshotLayers(cur, s), true, cur.epoch ?? 1, snapshotSize(cur, s))
+      }, name)
     }
     const epoch = vol.epoch ?? 1
     let entry = this.live.get(name)

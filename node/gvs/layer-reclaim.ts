@@ -16,7 +16,6 @@ import type { Repairer } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
 import type { TokenBucket } from './token-bucket.ts'
-import type { SeenFile } from './seen-file.ts'
 
 export interface LayerMerge {
   /** the layer given back */
@@ -93,7 +92,7 @@ export interface LayerReclaimComponents {
   holders: (key: string, replicas: number) => string[]
   /** the live members with disk */
   live: () => Set<string>
-  /** whether every member the node knows is alive or left for good (a fold waits for a whole grid) */
+  /** whether every member of the grid's roll, and every member the node knows, is alive (or left for good): a fold waits for a whole grid */
   whole: () => boolean
   /** the repairer of one layer placed like `m` (also what takes its inventory) */
   repairer: (m: LayerMerge, layer: string) => Repairer
@@ -103,8 +102,6 @@ export interface LayerReclaimComponents {
   /** the repair rate cap the copies share, if any */
   bucket?: () => TokenBucket | undefined
   running: () => boolean
-  /** where the layers seen are kept across restarts (absent: in memory only) */
-  seenFile?: SeenFile
 }
 
 export interface LayerReclaimInit {
@@ -115,15 +112,26 @@ export interface LayerReclaimInit {
 export class LayerReclaim {
   private readonly c: LayerReclaimComponents
   private readonly freeAfterMs: number
-  /** layers this node has seen the document read: only these are freed when nothing does (kept across restarts) */
-  private readonly seen: Set<string>
+  /** layers this node has seen the document read: only these are freed when nothing does */
+  private readonly seen = new Set<string>()
   /** since when (monotonic) each seen layer has been read by nothing */
   private readonly unreadSince = new Map<string, number>()
 
   constructor (components: LayerReclaimComponents, init: LayerReclaimInit = {}) {
     this.c = components
     this.freeAfterMs = init.freeAfterMs ?? 20_000
-    this.seen = components.seenFile?.load() ?? new Set()
+  }
+
+  /**
+   * The layers the document reads now count as seen. Called at start with the document
+   * as loaded from this node's disk, before peers sync it: a volume destroyed while
+   * this node was down is named there, so its copies here are freed once the sync
+   * brings the destroy. Never from a record of its own: a node restarted on an empty or
+   * older document (its state lost, no peer reachable yet) would take every layer it
+   * holds for destroyed.
+   */
+  note (volumes: readonly Volume[]): void {
+    for (const l of referencedLayers(volumes)) this.seen.add(l)
   }
 
   /**
@@ -133,15 +141,9 @@ export class LayerReclaim {
    */
   async free (volumes: readonly Volume[], now = performance.now()): Promise<string[]> {
     const read = referencedLayers(volumes)
-    const before = this.seen.size
     for (const l of read) { this.seen.add(l); this.unreadSince.delete(l) }
-    const here = await this.c.store.volumes()
-    // a layer gone from the document and from this disk needs no more remembering
-    let pruned = false
-    for (const l of this.seen) if (!read.has(l) && !here.includes(l)) { this.seen.delete(l); pruned = true }
-    if (pruned || this.seen.size !== before) await this.c.seenFile?.save(this.seen).catch(() => {})
     const freed: string[] = []
-    for (const name of here) {
+    for (const name of await this.c.store.volumes()) {
       if (read.has(name) || !this.seen.has(name)) continue
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)

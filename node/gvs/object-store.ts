@@ -270,7 +270,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * teaches the volume's epoch but is not refused by it: its version decides. True
    * when the copy here was kept (as new or newer).
    */
-  async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean }): Promise<boolean> {
+  async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean, ifAbsent?: boolean }): Promise<boolean> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
     return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
@@ -279,6 +279,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         if (isGvsError(err, 'damaged')) return null
         throw err
       })
+      // a fold (layer-reclaim.ts) fills only what the layer lacks, whatever the versions
+      if (here != null && opts.ifAbsent === true) return true
       if (here != null && !this.syncs.isLost(p.data)) {
         // replace overrides only the equal-version skip: a copy read before a write
         // landed here (scrub's get, then put) is older and must not undo that write

@@ -132,11 +132,13 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'merge': {
       const epoch = await store.epoch(req.from)
       if (req.index == null) { await store.fence(req.volume, epoch, { learnOnly: true }); return { reply: { ok: true }, data: null } }
-      // the layer above is frozen: a copy it has is its own, newer than the one below
+      // a copy the layer above has is its own, newer than the one below: the put lands
+      // only where there is none, checked inside the object's hold (a writer whose
+      // document lags may still copy up into it)
       if ((await store.stat(req.volume, req.index)).present) return { reply: { ok: true, present: true }, data: null }
       const obj = await store.readObject(req.from, req.index)
       if (obj == null) return { reply: { ok: true, present: false }, data: null }
-      if (!await store.put(req.volume, req.index, obj, { epoch })) await store.syncObject(req.volume, req.index)
+      if (!await store.put(req.volume, req.index, obj, { epoch, ifAbsent: true })) await store.syncObject(req.volume, req.index)
       return { reply: { ok: true, present: true }, data: null }
     }
     case 'fence':

@@ -39,7 +39,6 @@ import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
 import { VolumeStates } from './volume-states.ts'
-import { SEEN_FILE, SeenFile } from './seen-file.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -161,13 +160,17 @@ export class GvsService {
       transport: this.replicas,
       holders: this.holders,
       live: () => this.liveIds(),
-      whole: () => [...this.components.membership.members.values()].every(m => m.state === 'alive' || m.state === 'left'),
+      whole: () => {
+        // the roll (the grid's members, crdt: DVMM), not only the gossip table, which forgets a dead member after a while
+        const table = this.components.membership.members
+        return [...table.values()].every(m => m.state === 'alive' || m.state === 'left') &&
+          this.components.state.read().list('roll').every(e => e.node === this.replicas.self || table.get(e.node)?.state === 'alive')
+      },
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
       coordinatorOf,
       write: components.state.write,
       bucket: () => this.repairs.sharedBucket(),
-      running: () => this.started,
-      seenFile: new SeenFile(join(components.config.dataDir, SEEN_FILE), log)
+      running: () => this.started
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
@@ -175,6 +178,8 @@ export class GvsService {
   }
 
   async start (): Promise<void> {
+    // the layers of the document as this node kept it, before peers sync it much (layer-reclaim.ts)
+    this.reclaim.note(this.volumes())
     await this.store.start()
     await this.replicas.start()
     await this.status.start()

@@ -10,6 +10,7 @@ import type { Volume } from '../../crdt/index.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { layersOf } from '../../node/gvs/volumes.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
+import { Replica } from '../../crdt/replica.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
@@ -67,6 +68,11 @@ test('a deleted snapshot\'s layer is folded into the one above and freed; every 
     for (const n of names) t.is(await reads(n), want[n], `${n} ${what}`)
   }
   await check('before any fold', ['r/vol@s1', 'r/vol@s2', 'r/vol@s3', 'r/vol', 'r/clone'])
+  // sessions open across the folds: one on a snapshot that is kept, one on one deleted later
+  const kept = await NbdClient.open(sock(2), 'r/vol@s3')
+  const doomed = await NbdClient.open(sock(2), 'r/vol@s2')
+  t.teardown(async () => { await kept.close().catch(() => {}); await doomed.close().catch(() => {}) })
+  const marks = async (c: NbdClient): Promise<string> => { let out = ''; for (let i = 0; i < OBJECTS; i++) { const b = await c.read(i * OBJ, 4096); out += b[0] === 0 ? '0' : String.fromCharCode(b[0]!) } return out }
   t.is(await fold(), 0, 'nothing to fold while every snapshot is kept')
 
   // s1 goes: the base layer is folded into s2's, which is read above it everywhere
@@ -87,6 +93,8 @@ test('a deleted snapshot\'s layer is folded into the one above and freed; every 
   t.deepEqual(layersOf(volume()), [`${id}@3`, `${id}@2`])
   t.is(await onDisk(`${id}@1`), 0)
   await check('after s2 was folded', ['r/vol@s3', 'r/vol'])
+  t.is(await marks(kept), 'cbca', 'a session open on a kept snapshot reads the same bytes through the folds')
+  await t.throwsAsync(async () => await doomed.read(0, 4096), undefined, 'a session of a deleted snapshot fails once its layers go, never reads other bytes')
 
   // the next top is named past every number used (the stack is shorter than that now)
   await snapshot('s4')
@@ -123,17 +131,43 @@ test('a node down while a volume was destroyed frees its copies when it comes ba
   await c.close()
   for (const s of svcs) await s.reconcile()
   t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
-  // node 2 goes down; the volume is destroyed meanwhile
+  // node 2 goes down (its document, kept on its disk, still names the volume); the volume is destroyed meanwhile
+  const kept = doc.replica.fork()
   await svcs[2]!.stop()
   const n2 = grid.hosts[2]!.peerId.toString()
   const member = doc.members.get(n2)!
   doc.members.set(n2, { ...member, state: 'dead' })
   t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
-  // back, with the document (synced) that no longer has it
+  // back: it starts on the document it kept, then peers sync it the destroy
   doc.members.set(n2, member)
-  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  let synced = false
+  const state = { read: () => synced ? doc.replica.read() : kept.read(), write: doc.state.write }
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  await again.start()
+  grid.svcs.push(again)
+  synced = true
+  await again.reconcile()
+  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+})
+
+test('a node restarted on an empty document (its state lost, no peer yet) keeps every copy it holds', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsempty')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/live', size: 4 * OBJ } })
+  const id: string = created.json().id
+  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/live')
+  for (let i = 0; i < 4; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
+  await c.close()
+  for (const s of svcs) await s.reconcile()
+  const held = (await svcs[2]!.store.list(id)).length
+  t.true(held > 0)
+  await svcs[2]!.stop()
+  const empty = Replica.create({ clusterId: 'c1', nodeId: grid.hosts[2]!.peerId.toString() })
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: { read: () => empty.read(), write: doc.state.write }, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
   await again.start()
   grid.svcs.push(again)
   await again.reconcile()
-  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+  await again.reconcile()
+  t.is((await again.store.list(id)).length, held, 'a layer the document never showed this run may be new here: kept')
 })
