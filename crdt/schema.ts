@@ -83,6 +83,23 @@ export const VmSchema = Type.Object({
 /** what the holder last reported about its run of the VM */
 export const LEASE_STATUSES = ['claimed', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const
 
+/** the most events a lease's log keeps (the oldest go first) */
+export const LEASE_LOG_MAX = 32
+
+/**
+ * One event of a VM's history (placed, started, crashed, stopped, ...), written into
+ * the lease by the node that made the transition, in the same change, at the time it
+ * happened (node/dvmm/history.ts). Any event name: an older agent keeps newer ones.
+ */
+export const LeaseEventSchema = Type.Object({
+  at: Count,
+  event: Type.String({ pattern: '^[a-z][a-z-]{0,31}$' }),
+  /** the node the event happened on */
+  node: NodeId,
+  epoch: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
+  detail: Type.Optional(Type.String({ maxLength: 512 }))
+}, open)
+
 /** keyed by the VM id: at most one lease per VM */
 export const LeaseSchema = Type.Object({
   vm: Id,
@@ -98,6 +115,8 @@ export const LeaseSchema = Type.Object({
   crashes: Type.Optional(Type.Array(Count, { maxItems: 16 })),
   /** the previous holder, when this lease was taken over */
   from: Type.Optional(NodeId),
+  /** the VM's history, oldest first; a new claim carries on the log of the lease before it (absent: written by an agent that kept none) */
+  log: Type.Optional(Type.Array(LeaseEventSchema, { maxItems: LEASE_LOG_MAX })),
   ...Stamp
 }, open)
 
@@ -189,6 +208,7 @@ export type App = Static<typeof AppSchema>
 export type Vm = Static<typeof VmSchema>
 export type VmSpec = Static<typeof VmSpecSchema>
 export type Lease = Static<typeof LeaseSchema>
+export type LeaseEvent = Static<typeof LeaseEventSchema>
 export type Volume = Static<typeof VolumeSchema>
 export type Snapshot = Static<typeof SnapshotSchema>
 export type Connection = Static<typeof ConnectionSchema>

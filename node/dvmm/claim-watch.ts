@@ -46,7 +46,7 @@ export class ClaimWatch {
       this.holders.set(vm, holders)
       if (l == null || l.winner.holder !== this.c.peerId) {
         this.c.metrics.claimsLost.inc()
-        this.c.history.add(vm, { at: now, event: 'lost-claim', detail: l == null ? 'lease removed' : `to ${l.winner.holder} (epoch ${l.winner.epoch})` })
+        this.c.history.add(vm, { event: 'lost-claim', detail: l == null ? 'lease removed' : `to ${l.winner.holder} (epoch ${l.winner.epoch})` })
         this.forget(vm)
       } else if (l.winner.status === 'running' && now - at > this.cfg.settleMs) {
         this.forget(vm)

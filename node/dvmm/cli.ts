@@ -139,7 +139,7 @@ async function show (argv: string[]): Promise<void> {
       : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0})`)
   }
   if (d.history.length > 0) out('history:')
-  for (const e of d.history) out(`  ${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${e.detail != null ? `: ${e.detail}` : ''}`)
+  for (const e of d.history) out(`  ${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${e.detail != null ? `: ${e.detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}`)
 }
 
 async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {

@@ -1,61 +1,127 @@
-// A VM's history as this agent saw it: placed, started, crashed, failed over,
-// stopped, failed, each with its time and detail. Derived from the leases in the
-// document (every agent sees every transition), plus the decisions the agent made.
-import type { Lease } from '../../crdt/index.ts'
+// A VM's history: placed, started, crashed, failed over, stopped, failed, each with the
+// time it happened and its detail. The node that makes a transition writes its event
+// into the lease's log in the same change, stamped with its own clock when it happened
+// (`logged`, and the claim's put), and a new claim carries on the log of the lease
+// before it: so every node that holds the same document shows the same history with
+// the same times, whenever it saw the changes (a node partitioned, restarted or joined
+// late included). A lease written by an older agent carries no log: its transitions
+// are derived as this agent sees them, at the time of the lease's last write.
+// Besides, each agent keeps its own decisions no lease records (a claim it lost, a VM
+// it killed or stopped whose lease went or is another's): marked `local`.
+import { LEASE_LOG_MAX, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import type { Ranking } from '../../crdt/placement/index.ts'
 
+export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
+
 export interface HistoryEvent {
+  /** ms since the epoch (wall time) */
   at: number
-  event: 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'released' | 'lost-claim' | 'killed'
+  /** one of HistoryEventName (a newer agent may log others) */
+  event: string
+  /** the node's name */
   node?: string
   epoch?: number
   detail?: string
+  /** seen by this agent only: a decision it made that no lease records */
+  local?: true
 }
 
-const MAX_EVENTS = 50
+const MAX_LOCAL = 50
+const DETAIL_MAX = 512
+
+const clip = (s: string | undefined): string | undefined => s == null ? undefined : s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
+
+/** a lease's log with `events` added, the oldest dropped past LEASE_LOG_MAX */
+export function appendLog (log: readonly LeaseEvent[] | undefined, events: readonly LeaseEvent[]): LeaseEvent[] {
+  return [...log ?? [], ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-LEASE_LOG_MAX)
+}
+
+/**
+ * The events of one lease transition, `prev` to `next` (pure; `prev` undefined: a new
+ * lease). `nameOf`: a node's name, for a takeover's detail.
+ */
+export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: (node: string) => string = n => n): Array<Omit<LeaseEvent, 'at'>> {
+  const out: Array<Omit<LeaseEvent, 'at'>> = []
+  const p = prev
+  const l = next
+  const node = l.holder
+  if (p == null || p.epoch !== l.epoch || p.holder !== l.holder) {
+    const failover = l.from != null && l.epoch > 1
+    out.push({ event: failover ? 'failed-over' : 'placed', node, epoch: l.epoch, ...(failover ? { detail: `from ${nameOf(l.from!)}` } : {}) })
+  }
+  if (l.status === p?.status && (l.crashes?.length ?? 0) <= (p?.crashes?.length ?? 0)) return out
+  const crashed = (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)
+  const detail = l.reason != null ? { detail: l.reason } : {}
+  if (crashed) out.push({ event: 'crashed', node, ...detail })
+  // a run that ended by no crash and is started again (fenced, or the watchdog killed it while its agent was down)
+  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: 'killed', node, ...detail })
+  if (l.status === 'running') out.push({ event: 'started', node, epoch: l.epoch })
+  if (l.status === 'stopped' || l.status === 'failed') out.push({ event: l.status, node, ...detail })
+  return out
+}
+
+/**
+ * A lease update `patch` of `cur` with the events of its transition added to the
+ * lease's log, stamped `at` (when it happened, by the writer's clock).
+ */
+export function logged (cur: Lease, patch: Partial<Lease>, at: number): Partial<Lease> {
+  const events = transitionEvents(cur, { ...cur, ...patch })
+  return events.length === 0 ? patch : { ...patch, log: appendLog(cur.log, events.map(e => ({ at, ...e }))) }
+}
+
+/** The log of a new claim (`claim`, stamped when written): `before` (the lease before it), then where it was placed or taken over. */
+export function claimLog (before: readonly LeaseEvent[] | undefined, claim: Lease, nameOf: (node: string) => string): LeaseEvent[] {
+  return appendLog(before, transitionEvents(undefined, claim, nameOf).map(e => ({ at: claim.at, ...e })))
+}
 
 export class History {
-  private readonly events = new Map<string, HistoryEvent[]>()
+  /** each VM's log: its lease's (kept once the lease goes: the next claim carries it on) */
+  private readonly logs = new Map<string, LeaseEvent[]>()
+  /** this agent's own decisions no lease records */
+  private readonly own = new Map<string, HistoryEvent[]>()
+  /** the leases as last seen: a lease without a log (an older agent's) is followed by its transitions */
   private readonly last = new Map<string, Lease>()
   /** the ranking that placed each VM, as this agent computed it */
   readonly decisions = new Map<string, { at: number, ranking: Ranking }>()
+  private readonly wall: () => number
 
-  add (vm: string, e: HistoryEvent): void {
-    let l = this.events.get(vm)
-    if (l == null) this.events.set(vm, l = [])
-    l.push(e)
-    if (l.length > MAX_EVENTS) l.splice(0, l.length - MAX_EVENTS)
+  /** `wall`: the wall clock local events are stamped with */
+  constructor (wall: () => number = Date.now) {
+    this.wall = wall
   }
 
-  of (vm: string): HistoryEvent[] { return this.events.get(vm) ?? [] }
+  /** Records a decision of this agent that no lease records (shown as `local`), at the wall time now. */
+  add (vm: string, e: Omit<HistoryEvent, 'at' | 'local'>): void {
+    let l = this.own.get(vm)
+    if (l == null) this.own.set(vm, l = [])
+    l.push({ ...e, at: Math.floor(this.wall()), local: true })
+    if (l.length > MAX_LOCAL) l.splice(0, l.length - MAX_LOCAL)
+  }
 
-  /** Compares the winning leases with the last ones seen and records what changed. */
-  observe (leases: ReadonlyMap<string, Lease>, now: number, nameOf: (node: string) => string): void {
+  /** The history of a VM, oldest first: its lease's log (the same on every node) and this agent's own events. */
+  of (vm: string, nameOf: (node: string) => string = n => n): HistoryEvent[] {
+    const logged = (this.logs.get(vm) ?? []).map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
+    return [...logged, ...this.own.get(vm) ?? []].sort((a, b) => a.at - b.at)
+  }
+
+  /** the log a new claim of `vm` carries on: the last lease's, as this agent saw it */
+  carried (vm: string): LeaseEvent[] | undefined { return this.logs.get(vm) }
+
+  /**
+   * Takes in the winning leases (`vms`: the VMs in the document; a removed VM's history
+   * goes). A lease with a log is the history; one without (written by an older agent)
+   * adds the events of its transitions since it was last seen, at its last write's time.
+   */
+  observe (leases: ReadonlyMap<string, Lease>, vms: { has: (vm: string) => boolean }, nameOf: (node: string) => string): void {
     for (const [vm, l] of leases) {
-      const p = this.last.get(vm)
-      if (p == null || p.epoch !== l.epoch || p.holder !== l.holder) {
-        const failover = l.from != null && l.epoch > 1
-        this.add(vm, { at: now, event: failover ? 'failed-over' : 'placed', node: nameOf(l.holder), epoch: l.epoch, detail: failover ? `from ${nameOf(l.from!)}` : undefined })
-      }
-      if (l.status !== p?.status || (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0)) {
-        const crashed = (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)
-        if (crashed) this.add(vm, { at: now, event: 'crashed', node: nameOf(l.holder), detail: l.reason })
-        // a run that ended by no crash and is started again (fenced, or the watchdog killed it while its agent was down)
-        else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) this.add(vm, { at: now, event: 'killed', node: nameOf(l.holder), detail: l.reason })
-        if (l.status === 'running') this.add(vm, { at: now, event: 'started', node: nameOf(l.holder), epoch: l.epoch })
-        if (l.status === 'stopped' || l.status === 'failed') this.add(vm, { at: now, event: l.status, node: nameOf(l.holder), detail: l.reason })
+      if (l.log != null) this.logs.set(vm, l.log)
+      else {
+        const events = transitionEvents(this.last.get(vm), l, nameOf)
+        if (events.length > 0) this.logs.set(vm, appendLog(this.logs.get(vm), events.map(e => ({ at: l.at, ...e }))))
       }
       this.last.set(vm, l)
     }
-    for (const [vm, p] of this.last) {
-      if (leases.has(vm)) continue
-      this.add(vm, { at: now, event: 'released', node: nameOf(p.holder) })
-      this.last.delete(vm)
-    }
-  }
-
-  forget (vm: string): void {
-    this.events.delete(vm)
-    this.decisions.delete(vm)
+    for (const vm of this.last.keys()) if (!leases.has(vm)) this.last.delete(vm)
+    for (const m of [this.logs, this.own, this.decisions]) for (const vm of m.keys()) if (!vms.has(vm)) m.delete(vm)
   }
 }

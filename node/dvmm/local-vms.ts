@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
-import type { History } from './history.ts'
+import { logged, type History } from './history.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
@@ -188,12 +188,13 @@ export class LocalVms {
     return left
   }
 
-  /** the lease as its write finds it, while it is this node's (and `onlyIf` holds) */
+  /** the lease as its write finds it, while it is this node's (and `onlyIf` holds), with the transition in its log at the time now */
   private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true): void {
+    const at = docStamp(this.c.clock)
     this.c.enqueue(w => {
       const l = w.reader.get('leases', vm)?.value
       if (l?.holder !== this.c.peerId || !onlyIf(l)) return
-      w.update('leases', vm, patch)
+      w.update('leases', vm, logged(l, patch, at))
     })
   }
 
@@ -249,7 +250,7 @@ export class LocalVms {
     try {
       if (await killIfLive(driver, id)) await driver.remove(id).catch(() => {})
       this.c.log.info('killed a VM', { vm: id, why })
-      this.c.history.add(id, { at: this.c.clock.now(), event: 'killed', node: this.c.config.name, detail: why })
+      this.c.history.add(id, { event: 'killed', node: this.c.config.name, detail: why })
     } catch (err) {
       // it may run: stopAll lists it, and a fenced step kills it again
       this.running.add(id)
@@ -303,12 +304,16 @@ export class LocalVms {
       this.forgetInterface(vm)
       this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      if (!keep) this.c.history.add(vm, { at: this.c.clock.now(), event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      // fenced, with the lease still this node's and running: the lease says so (below)
+      const l = this.c.state.read().get('leases', vm)?.value
+      const leaseSays = keep || (how === 'kill' && why.startsWith('fenced') && l?.holder === this.c.peerId && l.status === 'running')
+      if (!leaseSays) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
       // the lease stays `stopped` while the VM is desired stopped; else (a drain, the VM
       // removed or started again meanwhile) it goes, and the VM is placed anew
       if (how === 'stop') {
+        const at = docStamp(this.c.clock)
         this.c.enqueue(w => {
-          if (w.reader.get('leases', vm)?.value.holder === this.c.peerId && !this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`)) w.remove('leases', vm)
+          if (w.reader.get('leases', vm)?.value.holder === this.c.peerId && !this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`, at)) w.remove('leases', vm)
         })
       }
       // fenced, with the lease still this node's (no other took it over, or none could):
@@ -338,14 +343,16 @@ export class LocalVms {
     if (l == null || l.holder !== this.c.peerId || vm == null) return
     this.c.metrics.crashes.inc()
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
-    const d = onExit(l.crashes ?? [], docStamp(this.c.clock), { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    const at = docStamp(this.c.clock)
+    const d = onExit(l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
     if (d.action === 'stop') this.unwritten.add(id)
     this.c.enqueue(w => {
-      if (w.reader.get('leases', id)?.value.holder !== this.c.peerId) return
-      w.update('leases', id, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason })
+      const cur = w.reader.get('leases', id)?.value
+      if (cur?.holder !== this.c.peerId) return
+      w.update('leases', id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason }, at))
     }, { written: () => { this.unwritten.delete(id) } })
   }
 
@@ -354,20 +361,21 @@ export class LocalVms {
    * `stopped` (decide's park), so it names this node, which keeps the last console.
    */
   park (vm: string, why: string): void {
-    this.c.enqueue(w => { this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`) }, { key: `park:${vm}` })
+    const at = docStamp(this.c.clock)
+    this.c.enqueue(w => { this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`, at) }, { key: `park:${vm}` })
   }
 
   /**
    * In a write: this node's lease of `vm`, while the VM is desired stopped, says
-   * `stopped` (with `reason`, and what it said before unless it ran). False, with
-   * nothing written, when the lease is not this node's or the VM not desired stopped.
+   * `stopped` (with `reason`, and what it said before unless it ran), logged at `at`.
+   * False, with nothing written, when the lease is not this node's or the VM not desired stopped.
    */
-  private leaveStopped (w: Writer, vm: string, reason: string): boolean {
+  private leaveStopped (w: Writer, vm: string, reason: string, at: number): boolean {
     const l = w.reader.get('leases', vm)?.value
     if (l?.holder !== this.c.peerId || w.reader.get('vms', vm)?.value.desired !== 'stopped') return false
     if (l.status === 'stopped') return true
     const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
-    w.update('leases', vm, { status: 'stopped', reason: `${reason}${was}`.slice(0, 2048) })
+    w.update('leases', vm, logged(l, { status: 'stopped', reason: `${reason}${was}`.slice(0, 2048) }, at))
     return true
   }
 

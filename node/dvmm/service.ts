@@ -16,13 +16,13 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
 import type { Logger } from '../log.ts'
-import type { Clock } from '../service.ts'
+import { wallNow, type Clock } from '../service.ts'
 import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
 import { claimStillApplies, creditWaits, decide, startsStillDue, type Decisions } from './decide.ts'
-import { History } from './history.ts'
+import { claimLog, History } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
@@ -105,7 +105,7 @@ export interface DvmmInit {
 
 export class DvmmService {
   readonly name = 'dvmm'
-  readonly history = new History()
+  readonly history: History
   readonly metrics: DvmmMetrics
   readonly components: DvmmComponents
   private readonly cfg: Required<Omit<DvmmInit, 'stallMs' | 'previousFenceMs'>> & Pick<DvmmInit, 'stallMs' | 'previousFenceMs'>
@@ -155,6 +155,7 @@ export class DvmmService {
       lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
     }
     this.metrics = new DvmmMetrics(components.registry)
+    this.history = new History(() => wallNow(components.clock))
     this.queue = new UpdateQueue({ log: this.log, state: components.state, schedule: () => { this.schedule() } })
     this.local = new LocalVms({
       ...components,
@@ -176,6 +177,8 @@ export class DvmmService {
   }
 
   get me (): string { return this.components.peerId }
+  /** a node's name: its advert's, else its roll entry's */
+  nameOf (id: string): string { return this.components.membership.members.get(id)?.advert.name ?? this.components.state.read().get('roll', id)?.value.name ?? id }
   get config (): Readonly<DvmmService['cfg']> { return this.cfg }
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
   get activeFenceMs (): number { return this.fencing.activeMs }
@@ -285,7 +288,9 @@ export class DvmmService {
         // decided again on the next read (claimStillApplies says why)
         if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
         try {
-          w.put('leases', { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null ? { from: c.from } : {}) })
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null ? { from: c.from } : {}) }
+          // its history carries on the log of the lease taken over, or of the last one this node saw
+          w.put('leases', { ...lease, log: claimLog(w.reader.get('leases', c.vm)?.value.log ?? this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
           return true
         } catch (err) {
           this.log.warn('a claim was refused', { vm: c.vm, epoch: c.epoch, err: (err as Error).message })
@@ -348,7 +353,7 @@ export class DvmmService {
     }
     this.claims.watch(doc, now)
     this.claims.settleContests(doc)
-    this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), now, id => members.get(id)?.advert.name ?? doc.roll.get(id)?.name ?? id)
+    this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), doc.vms, id => this.nameOf(id))
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
     const d = decide({
       me: this.me,
@@ -387,7 +392,7 @@ export class DvmmService {
         this.claims.claimed(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
-        if (vm != null) this.history.decisions.set(c.vm, { at, ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
+        if (vm != null) this.history.decisions.set(c.vm, { at: wallNow(this.components.clock), ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
       }
       if (written.length > 0) this.dirty = true // settle timers start now
     }

@@ -211,6 +211,13 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
     t.true(startsAt.get(id)! - diedAt >= DVMM.fenceTimeoutMs + DVMM.takeoverMarginMs, `${id} restarted ${startsAt.get(id)! - diedAt} ms after its holder died`)
     t.is(g.nodes[0]!.agent.state.read().get('leases', id)?.value.epoch, 2)
   }
+  // the history carries on across the takeover: the new lease's log begins with the old one's
+  await until(() => moved.every(id => g.nodes[0]!.agent.state.read().get('leases', id)?.value.log?.at(-1)?.event === 'started'), 10_000, 'the moved VMs\' starts logged')
+  for (const id of moved) {
+    const log = g.nodes[0]!.agent.state.read().get('leases', id)!.value.log!
+    t.deepEqual(log.map(e => [e.event, e.node === victim.agent.id, e.epoch ?? null]), [['placed', true, 1], ['started', true, 1], ['failed-over', false, 2], ['started', false, 2]], id)
+    t.is(log[2]!.detail, `from ${victim.agent.config.name}`)
+  }
   // now the survivors split: the last one alone sees 1 of 3 and must fence itself
   const [keep, gone] = others as [DvmmNode, DvmmNode]
   const mine = [...keep.fake.vms.entries()].filter(([, v]) => v.state === 'running').map(([id]) => id)

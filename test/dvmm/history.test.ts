@@ -1,0 +1,66 @@
+// A VM's history (vm show) is the same on every node that holds the same document, with
+// the times the events happened on the node that made them, also on a node that saw
+// none of the changes as they came (its VM manager was down: restarted, or cut off).
+// In-process grid, fake driver.
+import test from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { startDvmmGrid, fakeVm, until, sleep, type DvmmNode } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { DvmmService, type VmDetail } from '../../node/dvmm/index.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
+
+function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  n.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  return app
+}
+
+const historyOf = async (app: FastifyInstance, vm: string): Promise<VmDetail['history']> => (await app.inject({ method: 'GET', url: `/v1/vms/${vm}` })).json<VmDetail>().history
+
+test.serial('vm show: a node that saw the changes late shows the same history as those that saw them live, at the times they happened', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  // the late node's VM manager is down while everything happens (its agent still syncs the document)
+  const late = g.nodes[2]!
+  await late.dvmm.stop({ graceful: false })
+  // a guest that exits with code 1 after 300 ms: started, crashed and restarted, and stopped by the crash rule at the third crash
+  const starts: number[] = []
+  for (const n of g.nodes) n.driver.on('state', e => { if (e.id === 'crashy' && e.state === 'running') starts.push(Date.now()) })
+  await g.nodes[0]!.agent.state.write(w => { w.put('vms', fakeVm('crashy', 1, 2 ** 30, { command: ['fake:exit', '1', '300'] })) })
+  await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'crashy')?.value.status === 'stopped'), 30_000, 'the crash rule to stop crashy')
+  const holder = g.nodes.find(n => n.fake.vms.has('crashy'))!
+  const other = g.nodes.find(n => n !== holder && n !== late)!
+  t.not(holder, late)
+  await sleep(500)
+  // back, with nothing of it seen
+  const lateFrom = Date.now()
+  late.dvmm = new DvmmService({ ...late.dvmm.components, registry: new Registry(), log: silentLogger }, DVMM)
+  await late.dvmm.start()
+  await until(() => late.dvmm.history.of('crashy').length > 0, 10_000, 'the late node to read the history')
+
+  const h = await historyOf(api(t, holder), 'crashy')
+  const o = await historyOf(api(t, other), 'crashy')
+  const l = await historyOf(api(t, late), 'crashy')
+  const shared = (x: VmDetail['history']): VmDetail['history'] => x.filter(e => e.local !== true)
+  t.deepEqual(shared(l), shared(h), 'the late node: the same history as the holder')
+  t.deepEqual(shared(o), shared(h), 'another node that saw it live: the same')
+  const name = holder.agent.config.name
+  t.deepEqual(shared(h).map(e => [e.event, e.node]), [
+    ['placed', name], ['started', name], ['crashed', name], ['started', name], ['crashed', name], ['started', name], ['crashed', name], ['stopped', name]
+  ])
+  // the times: when it happened on the holder, not when the late node read it
+  const at = shared(l).map(e => Date.parse(e.at))
+  t.true(at.every(x => x < lateFrom), 'every event before the late node came back')
+  const started = shared(l).filter(e => e.event === 'started').map(e => Date.parse(e.at))
+  t.is(started.length, starts.length)
+  started.forEach((x, i) => { t.true(x >= starts[i]! - 5 && x - starts[i]! < 1000, `start ${i} logged at ${x}, the driver started it at ${starts[i]!}`) })
+  t.true(at.every((x, i) => i === 0 || x >= at[i - 1]!), 'in order')
+})
