@@ -1,16 +1,20 @@
 // DVMM's HA and health answers, read from the document and the member table (the
 // decisions are pure: haCheck, lostVms, unplacedVms): AppLogic's "HA ok" for `vgrid ha`
-// and /v1/ha, the VMs that run nowhere, and the problems /v1/status shows (VMs that run
-// nowhere, this node without a majority of the roll or fenced).
+// and /v1/ha, the VMs that run nowhere, the problems /v1/status shows (VMs that run
+// nowhere, this node without a majority of the roll or fenced), and the VMs this node
+// would take over but cannot (shown as pending).
 import type { Reader } from '../../crdt/index.ts'
 import type { FenceDecision, HaReport, NodeView, Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem } from '../api/types.ts'
+import type { Logger } from '../log.ts'
+import type { Decisions } from './decide.ts'
 import { docView, haOf, nodeViews, type DocView } from './view.ts'
 import { lostVms, unplacedVms, type LostVm } from './vms.ts'
 
 export interface DvmmHealthComponents {
   peerId: string
+  log: Logger
   state: { read: () => Reader }
   membership: { readonly members: MemberTable }
   /** this node's fence as last judged (undefined before the first judgement) */
@@ -20,6 +24,8 @@ export interface DvmmHealthComponents {
 export class DvmmHealth {
   private readonly c: DvmmHealthComponents
   private readonly strategy: Strategy
+  /** VMs this node would take over but cannot (Decisions.blocked), with the reason: shown as pending (routes) */
+  readonly blocked = new Map<string, string>()
 
   constructor (components: DvmmHealthComponents, strategy: Strategy) {
     this.c = components
@@ -68,6 +74,18 @@ export class DvmmHealth {
     const f = this.c.fence()
     if (f != null && (!f.majority || f.fenced)) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
     return out
+  }
+
+  /** Notes the VMs a step would take over but cannot: each logged once per reason. */
+  noteBlocked (blocked: Decisions['blocked']): void {
+    const seen = new Set<string>()
+    for (const b of blocked) {
+      seen.add(b.vm)
+      if (this.blocked.get(b.vm) === b.reason) continue
+      this.blocked.set(b.vm, b.reason)
+      this.c.log.warn('a VM cannot be taken over', { vm: b.vm, reason: b.reason })
+    }
+    for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
   }
 
   /** the document and the nodes as placement sees them, read once for several checks */

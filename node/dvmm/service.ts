@@ -6,12 +6,12 @@
 // out through the drivers (local-vms.ts, which also ties this node's VMs to the
 // overlay, GVS and the other nodes). Its parts: the fence and when others were last
 // heard of (fencing.ts), its claims until they settle (claim-watch.ts), what its
-// leases reserve (reserved-advert.ts), HA and health (health.ts). Liveness is never
-// written to the document.
+// leases reserve (reserved-advert.ts), HA and health (health.ts), its roll entry
+// (roll-join.ts). Liveness is never written to the document.
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { mayChangeRoll, rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -27,11 +27,12 @@ import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
-import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
+import { demandOf, docView, holdings, nodeViews } from './view.ts'
 import { DvmmHealth } from './health.ts'
+import { RollJoin } from './roll-join.ts'
 import type { HealthProblem } from '../api/types.ts'
 import { dvmmRoutes } from './routes.ts'
-import { docStamp, LocalVms, type VmNetworkHooks } from './local-vms.ts'
+import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { watchdogTimeoutFor } from './timing.ts'
@@ -122,9 +123,11 @@ export class DvmmService {
   private readonly reserved: ReservedAdvert
   /** HA and health: the VMs that run nowhere, this node without a majority */
   readonly health: DvmmHealth
+  /** this node's roll entry, until written */
+  private readonly roll: RollJoin
   private unplacedSince = new Map<string, number>()
-  /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending */
-  readonly blocked = new Map<string, string>()
+  /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending (health.ts) */
+  get blocked (): ReadonlyMap<string, string> { return this.health.blocked }
   private lastStepMs = 0
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
@@ -167,7 +170,8 @@ export class DvmmService {
     }, { stopGraceMs: this.cfg.stopGraceMs })
     this.reserved = new ReservedAdvert({ ...components, metrics: this.metrics })
     this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
-    this.health = new DvmmHealth({ ...components, fence: () => this.fencing.state }, this.cfg.strategy)
+    this.roll = new RollJoin({ ...components, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) } })
+    this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state }, this.cfg.strategy)
     this.claims = new ClaimWatch({
       peerId: components.peerId,
       metrics: this.metrics,
@@ -196,7 +200,7 @@ export class DvmmService {
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
     // written by a step that sees a majority of the roll (mayChangeRoll)
-    this.joinedAt = this.components.state.read().get('roll', this.me) == null ? docStamp(this.components.clock) : undefined
+    this.roll.start()
     this.lastTickAt = this.components.clock.now()
     this.timer = setInterval(() => { this.tick() }, this.cfg.tickMs)
     this.timer.unref()
@@ -302,22 +306,6 @@ export class DvmmService {
     }, 'dvmm')
   }
 
-  /** when this node started without a roll entry: until written, the time it joined (see joinRoll) */
-  private joinedAt?: number
-
-  /** Queues this node's roll entry, once a step sees a majority of the synced roll (mayChangeRoll). */
-  private joinRoll (doc: DocView, members: DvmmMembership['members']): void {
-    const joined = this.joinedAt
-    if (joined == null) return
-    if (doc.roll.has(this.me)) { this.joinedAt = undefined; return }
-    const may = mayChangeRoll({ roll: doc.roll.keys(), me: this.me, alive: id => members.get(id)?.state === 'alive', joining: (this.components.config.join?.length ?? 0) > 0 })
-    if (!may.ok) return
-    this.enqueue(w => { if (w.reader.get('roll', this.me) == null) w.put('roll', { node: this.me, name: this.components.config.name, joined }) }, {
-      key: 'roll:self',
-      written: () => { this.joinedAt = undefined }
-    })
-  }
-
   private lastTickAt = 0
 
   private tick (): void {
@@ -345,7 +333,7 @@ export class DvmmService {
     this.fencing.hear(members)
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fence = this.fencing.check(now)
-    this.joinRoll(doc, members)
+    this.roll.step(doc, members)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
@@ -376,7 +364,7 @@ export class DvmmService {
     for (const vm of waiting) if (!this.unplacedSince.has(vm)) this.unplacedSince.set(vm, now)
     for (const vm of this.unplacedSince.keys()) if (!waiting.has(vm)) this.unplacedSince.delete(vm)
     if (d.refused.length > 0) this.metrics.claimsRefused.inc(d.refused.length)
-    this.noteBlocked(d.blocked)
+    this.health.noteBlocked(d.blocked)
     // kills and stops before this step's write: a write that fails or hangs must not keep them
     for (const k of d.kill) void this.local.act(k.vm, 'kill', k.why)
     for (const s of d.stop) void this.local.act(s.vm, 'stop', s.why)
@@ -407,18 +395,6 @@ export class DvmmService {
       clearTimeout(this.wakeTimer)
       this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
     }
-  }
-
-  /** VMs this node would take over but cannot: logged once per reason, shown as pending (routes) */
-  private noteBlocked (blocked: Decisions['blocked']): void {
-    const seen = new Set<string>()
-    for (const b of blocked) {
-      seen.add(b.vm)
-      if (this.blocked.get(b.vm) === b.reason) continue
-      this.blocked.set(b.vm, b.reason)
-      this.log.warn('a VM cannot be taken over', { vm: b.vm, reason: b.reason })
-    }
-    for (const vm of this.blocked.keys()) if (!seen.has(vm)) this.blocked.delete(vm)
   }
 
   /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */

@@ -1,0 +1,49 @@
+// This node's entry on the member roll (the nodes "a majority" counts): written once,
+// when it first starts, by a decision step that sees a majority of the synced roll plus
+// itself (mayChangeRoll; a node given --join also waits until its document holds
+// another node's entry), so nodes joining through one cut off from the majority cannot
+// grow the minority's roll into a second majority.
+import type { Writer } from '../../crdt/index.ts'
+import { mayChangeRoll } from '../../crdt/placement/index.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import type { Clock } from '../service.ts'
+import { docStamp } from './local-vms.ts'
+import type { DocView } from './view.ts'
+
+export interface RollJoinComponents {
+  peerId: string
+  clock: Clock
+  config: { name: string, join?: readonly string[] }
+  state: { read: () => { get: (kind: 'roll', key: string) => unknown } }
+  /** queues a document update for the next step's write */
+  enqueue: (fn: (w: Writer) => void, opts: { key: string, written: () => void }) => void
+}
+
+export class RollJoin {
+  private readonly c: RollJoinComponents
+  /** when this node started without a roll entry: until written, the time it joined */
+  private joinedAt?: number
+
+  constructor (components: RollJoinComponents) {
+    this.c = components
+  }
+
+  /** at the service's start: a node without an entry yet notes when it joined */
+  start (): void {
+    this.joinedAt = this.c.state.read().get('roll', this.c.peerId) == null ? docStamp(this.c.clock) : undefined
+  }
+
+  /** Queues this node's roll entry, once a step sees a majority of the synced roll (mayChangeRoll). */
+  step (doc: DocView, members: MemberTable): void {
+    const joined = this.joinedAt
+    const me = this.c.peerId
+    if (joined == null) return
+    if (doc.roll.has(me)) { this.joinedAt = undefined; return }
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me, alive: id => members.get(id)?.state === 'alive', joining: (this.c.config.join?.length ?? 0) > 0 })
+    if (!may.ok) return
+    this.c.enqueue(w => { if (w.reader.get('roll', me) == null) w.put('roll', { node: me, name: this.c.config.name, joined }) }, {
+      key: 'roll:self',
+      written: () => { this.joinedAt = undefined }
+    })
+  }
+}
