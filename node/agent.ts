@@ -107,7 +107,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
   // (the fence timeout the previous run ran with holds until the others' settings are known again)
-  const previousFenceMs = previousFence(core.config.dataDir)
+  const previousFenceMs = previousFence(core.config.dataDir, core.log.child('dvmm'))
   const runtime = want('dvmm')
     ? new NodeRuntime({
       ...c,
