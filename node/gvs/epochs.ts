@@ -25,9 +25,17 @@ export class WriterEpochs {
   /** per volume, the epochs queued or being recorded: an older writer is rejected meanwhile */
   private readonly inFlight = new Map<string, Set<number>>()
 
-  /** dir: where the epoch files are (it must exist); volume names are checked by the caller */
-  constructor (dir: string) {
+  /** volumes whose damaged epoch file was reported (once each) */
+  private readonly reported = new Set<string>()
+  private readonly onDamaged?: (volume: string, file: string, why: string) => void
+
+  /**
+   * dir: where the epoch files are (it must exist); volume names are checked by the
+   * caller. onDamaged: told once per volume of an epoch file that holds no epoch
+   */
+  constructor (dir: string, onDamaged?: (volume: string, file: string, why: string) => void) {
     this.dir = dir
+    this.onDamaged = onDamaged
   }
 
   /** the newest writer epoch seen for the volume (0: none) */
@@ -42,7 +50,13 @@ export class WriterEpochs {
         // digits only: Number() reads '' (an emptied file) as 0, no epoch seen, and
         // takes '0x10' or '1e3' for numbers the writer never wrote
         e = /^\d{1,16}$/.test(text) ? Number(text) : NaN
-        if (!Number.isSafeInteger(e)) throw new GvsError('damaged', `epoch file of volume "${volume}" holds "${text.slice(0, 40)}", not an epoch`)
+        if (!Number.isSafeInteger(e)) {
+          // writes stay refused (the newest writer epoch is unknown: an old writer could
+          // otherwise write), and the operator is told once
+          const why = `holds ${JSON.stringify(text.slice(0, 40))}, not an epoch`
+          if (!this.reported.has(volume)) { this.reported.add(volume); this.onDamaged?.(volume, join(this.dir, volume), why) }
+          throw new GvsError('damaged', `epoch file of volume "${volume}" ${why}`)
+        }
       } finally { await fh.close() }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromFsError(err, `reading the epoch of "${volume}"`)

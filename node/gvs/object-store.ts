@@ -109,7 +109,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (this.objectSize % this.blockSize !== 0) throw new Error(`object size ${this.objectSize} is not a multiple of the check block ${this.blockSize}`)
     this.sumBytes = this.objectSize / this.blockSize * 4
     this.geometry = { objectSize: this.objectSize, blockSize: this.blockSize, sumBytes: this.sumBytes }
-    this.epochs = new WriterEpochs(join(this.dir, 'epochs'))
+    this.epochs = new WriterEpochs(join(this.dir, 'epochs'), (volume, file, why) => {
+      this.log.error(`the writer epoch file ${file} is damaged (${why}): writes to "${volume}" on this node are refused until it holds an epoch again. Write into it the volume's current epoch (vgrid vol info) once no older writer can still be running, or remove it to take the next writer's`, { volume })
+    })
     const fresh = freshSide(this.geometry)
     this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.wholeDamaged(data, 'an object has data but no whole checksum file (a power loss cut its creation short?)') } })
     this.spans = new ObjectSpans(this.blockSize)
@@ -127,7 +129,10 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await mkdir(join(this.dir, 'objects'), { recursive: true })
     await mkdir(join(this.dir, 'epochs'), { recursive: true })
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
-    for (const { volume, file } of await this.intents.pending()) await this.recover(volume, parseInt(file, 16))
+    const { objects, damaged } = await this.intents.pending()
+    // the objects such a line named are not known: a power loss may have left their checksums untrue, which a read or scrub then reports
+    if (damaged.length > 0) this.log.warn(`the write intents log ${join(this.dir, 'intents')} holds ${damaged.length} line${damaged.length === 1 ? '' : 's'} that name no object (damaged): skipped; objects they named are not recovered, and a read or scrub reports any of them left damaged`, { sample: JSON.stringify(damaged[0]!.slice(0, 80)) })
+    for (const { volume, file } of objects) await this.recover(volume, parseInt(file, 16))
     await this.intents.open()
     this.writeback.start()
   }

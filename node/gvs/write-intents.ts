@@ -43,17 +43,25 @@ export class WriteIntents {
     this.emptyEveryMs = opts.emptyEveryMs ?? EMPTY_EVERY_MS
   }
 
-  /** The objects the log names (from a run that ended without syncing them), as "volume/index-hex". */
-  async pending (): Promise<Array<{ volume: string, file: string }>> {
+  /**
+   * The objects the log names (from a run that ended without syncing them), as
+   * "volume/index-hex", and the lines that are damage (for the caller to report): a line
+   * cut short (a power loss, or a full disk that failed the append and so its write) is
+   * the start of a name and named no write; anything else is not.
+   */
+  async pending (): Promise<{ objects: Array<{ volume: string, file: string }>, damaged: string[] }> {
     let text: string
     try { text = await readFile(this.file, 'utf8') } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { objects: [], damaged: [] }
       throw err
     }
     const out = new Map<string, { volume: string, file: string }>()
-    // a line cut by the power loss is not an object name: skipped
-    for (const line of text.split('\n')) if (/^[A-Za-z0-9][A-Za-z0-9._:@+-]*\/[0-9a-f]{8}$/.test(line)) out.set(line, { volume: line.split('/')[0]!, file: line.split('/')[1]! })
-    return [...out.values()]
+    const damaged: string[] = []
+    for (const line of text.split('\n')) {
+      if (/^[A-Za-z0-9][A-Za-z0-9._:@+-]*\/[0-9a-f]{8}$/.test(line)) out.set(line, { volume: line.split('/')[0]!, file: line.split('/')[1]! })
+      else if (!/^[A-Za-z0-9][A-Za-z0-9._:@+-]*(\/[0-9a-f]{0,7})?$/.test(line) && line !== '') damaged.push(line)
+    }
+    return { objects: [...out.values()], damaged }
   }
 
   /** Starts a fresh log (after the objects it named were recovered) and opens it for appends. */

@@ -60,6 +60,11 @@ test('an epoch file that is not digits is damaged, not "no epoch seen": an empti
     const e = await t.throwsAsync(new WriterEpochs(dir).get(`v${i}`))
     t.true(isGvsError(e, 'damaged'), `${JSON.stringify(text)}: ${String(e)}`)
   }
+  // the operator is told, once per volume, naming the file
+  const told: string[] = []
+  const epochs = new WriterEpochs(dir, (volume, file, why) => { told.push(`${volume} ${file} ${why}`) })
+  for (let k = 0; k < 3; k++) await t.throwsAsync(epochs.get('v3'))
+  t.deepEqual(told, [`v3 ${join(dir, 'v3')} holds "0x10", not an epoch`])
   await writeFile(join(dir, 'ok'), '7\n')
   t.is(await new WriterEpochs(dir).get('ok'), 7)
   await t.throwsAsync(new WriterEpochs(dir).admit('ok', 3, false))
