@@ -5,17 +5,21 @@
 //
 // No record (a new data dir, an older release) reads as none. A record that is there
 // but damaged (not JSON, no number, out of range, unreadable) says nothing of how
-// long this node ran: it may have run a fence as short as any node may set, and a
-// member that knows nothing of it waits only that long before taking its VMs over. So
-// it reads as the shortest setting (MIN_FENCE_TIMEOUT_MS), with a warning: the node
-// fences early (it kills its VMs sooner without a majority) rather than run a VM
-// twice. The next change of the fence in force writes the record anew.
+// long this node ran, and is logged with a warning. The watchdog's last feed still
+// says which fence was in force when it was last fed (its `fenceMs`, written right
+// after the record at every change, NodeRuntime.setFence, and with every feed since):
+// that is the fence this node ran last. Without a feed that gives one, it may have run
+// a fence as short as any node may set, and a member that knows nothing of it waits
+// only that long before taking its VMs over: it counts as the shortest setting
+// (MIN_FENCE_TIMEOUT_MS), so the node fences early (it kills its VMs sooner without a
+// majority) rather than run a VM twice. The next change of the fence in force writes
+// the record anew.
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileDurableSync } from '../durable-file.ts'
 import { createLogger, type Logger } from '../log.ts'
 import { MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './timing.ts'
-import { previousTimeouts } from './watchdog/bridge.ts'
+import { fedFenceMs, previousTimeouts } from './watchdog/bridge.ts'
 import { parseFeed } from './watchdog/decide.ts'
 import { watchdogPaths } from './watchdog/paths.ts'
 
@@ -46,22 +50,28 @@ export function readFenceRecord (dataDir: string): FenceRecord {
 /**
  * The fence this node ran with last: the shorter of its record and the fence timeout
  * of its last watchdog feed, when there is one (undefined: neither, a new data dir).
- * A damaged record counts as the shortest setting, and is logged (see above).
+ * A damaged record counts as the feed's fence where the feed gives one, else as the
+ * shortest setting, and is logged (see above).
  */
 export function previousFence (dataDir: string, log: Pick<Logger, 'warn'> = createLogger({ component: 'dvmm' })): number | undefined {
   const r = readFenceRecord(dataDir)
-  let record: number | undefined
-  if ('activeMs' in r) record = r.activeMs
-  else if ('damaged' in r) {
-    record = MIN_FENCE_TIMEOUT_MS
-    log.warn(`the record of the fence timeout this node last ran with is damaged: ${r.damaged}. Until it knows the other members' settings again this node runs the shortest fence timeout any node may set (${MIN_FENCE_TIMEOUT_MS} ms): without a majority it kills its VMs that soon, never later than a member may take them over. The record is written anew when the fence in force next changes`, { file: fenceRecordFile(dataDir), problem: r.damaged, fenceMs: MIN_FENCE_TIMEOUT_MS })
-  }
-  let fed: number | undefined
+  let text: string | undefined
   try {
-    fed = previousTimeouts(parseFeed(readFileSync(watchdogPaths(dataDir).feed, 'utf8'))).fenceMs
+    text = readFileSync(watchdogPaths(dataDir).feed, 'utf8')
   } catch {}
-  if (record == null) return fed
-  return fed == null ? record : Math.min(record, fed)
+  const feed = parseFeed(text)
+  if ('damaged' in r) {
+    const fenceMs = fedFenceMs(feed) ?? MIN_FENCE_TIMEOUT_MS
+    const runs = fedFenceMs(feed) != null
+      ? `the fence timeout of its watchdog's last feed (${fenceMs} ms), the fence in force when it was last fed`
+      : `the shortest fence timeout any node may set (${fenceMs} ms), as its watchdog's last feed does not say which it ran: without a majority it kills its VMs that soon, never later than a member may take them over`
+    log.warn(`the record of the fence timeout this node last ran with is damaged: ${r.damaged}. Until it knows the other members' settings again this node runs ${runs}. The record is written anew when the fence in force next changes`, { file: fenceRecordFile(dataDir), problem: r.damaged, fenceMs })
+    return fenceMs
+  }
+  // a feed of a release that fed no fenceMs (or one unreadable) ran the default (5 s)
+  const fed = text == null ? undefined : previousTimeouts(feed).fenceMs
+  if ('none' in r) return fed
+  return fed == null ? r.activeMs : Math.min(r.activeMs, fed)
 }
 
 /** Throws when it cannot be written (the old record is left as it was). */

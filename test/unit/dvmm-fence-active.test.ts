@@ -74,7 +74,7 @@ test('a new data dir runs its setting; the last feed caps the record', t => {
   t.deepEqual(warnings, [], 'nothing to warn of')
 })
 
-test('a damaged record is the shortest fence any node may set (never longer than a member may wait), with a warning naming the file and what is wrong', t => {
+test('a damaged record counts as the fence of the last watchdog feed, or, where no feed says, the shortest fence any node may set; a warning names the file and what is wrong', t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgrid-fence-rec-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const file = join(dir, 'dvmm', 'fence.json')
@@ -89,21 +89,35 @@ test('a damaged record is the shortest fence any node may set (never longer than
     ['', /it is not JSON/],
     ['{"activeMs": 9999999}', /activeMs 9999999 is outside/]
   ]
-  for (const feed of [undefined, { seq: 5, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }]) {
-    const p = watchdogPaths(dir)
-    if (feed != null) { mkdirSync(p.dir, { recursive: true }); writeFileSync(p.feed, JSON.stringify(feed)) }
+  const p = watchdogPaths(dir)
+  // the feed is written right after the record at every change (NodeRuntime.setFence): its
+  // fenceMs is the fence in force when it was last fed. A feed without one (a release that
+  // fed none, junk, a value out of bounds) does not say which fence ran
+  const feeds: Array<[string, unknown, number]> = [
+    ['no feed', undefined, 3000],
+    ['a feed of 20 s', { seq: 5, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }, 20_000],
+    ['a feed of 4 s', { seq: 6, pid: 1, timeoutMs: 2400, fenceMs: 4000 }, 4000],
+    ['a feed without fenceMs', { seq: 7, pid: 1, timeoutMs: 3000 }, 3000],
+    ['a feed with fenceMs junk', { seq: 8, pid: 1, timeoutMs: 3000, fenceMs: 1e15 }, 3000],
+    ['a feed that is not JSON', 'garbage', 3000]
+  ]
+  for (const [what, feed, want] of feeds) {
+    if (feed != null) { mkdirSync(p.dir, { recursive: true }); writeFileSync(p.feed, typeof feed === 'string' ? feed : JSON.stringify(feed)) }
     for (const [junk, why] of cases) {
       writeFileSync(file, junk)
       const { log, warnings } = capture()
       t.regex((readFenceRecord(dir) as { damaged: string }).damaged, why, junk)
-      t.is(previousFence(dir, log), 3000, `${junk}, ${feed == null ? 'no feed' : 'a feed of 20 s'}: the shortest fence, not the feed's nor the setting`)
+      t.is(previousFence(dir, log), want, `${junk}, ${what}`)
       t.is(warnings.length, 1, junk)
       t.regex(warnings[0]!.msg, /fence timeout this node last ran with is damaged/)
       t.regex(warnings[0]!.msg, why)
+      t.regex(warnings[0]!.msg, want === 3000 ? /the shortest fence timeout any node may set \(3000 ms\)/ : new RegExp(`its watchdog's last feed \\(${want} ms\\)`), what)
       t.is(warnings[0]!.fields?.file, file, 'it names the file')
+      t.is(warnings[0]!.fields?.fenceMs, want)
     }
   }
   // a record that cannot be read at all (here: a directory in its place) is damaged too
+  rmSync(p.feed)
   rmSync(file)
   mkdirSync(file)
   const { log, warnings } = capture()
@@ -112,6 +126,23 @@ test('a damaged record is the shortest fence any node may set (never longer than
   // the fence in force from it: the shortest until the other members are known
   const { f } = fencing({ settingMs: 20_000, previousMs: previousFence(dir, log), roll: [ME, 'a'], members: [] })
   t.is(f.activeMs, 3000)
+  // with a feed of 20 s it runs 20 s (a member knows it ran 20 s)
+  writeFileSync(p.feed, JSON.stringify({ seq: 9, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }))
+  t.is(fencing({ settingMs: 30_000, previousMs: previousFence(dir, log), roll: [ME, 'a'], members: [] }).f.activeMs, 20_000)
+})
+
+test('an intact record with a junk or unreadable feed: the shorter of the record and 5 s, as before', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-fence-rec-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const { log, warnings } = capture()
+  writeFenceRecord(dir, 20_000)
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  writeFileSync(p.feed, 'garbage')
+  t.is(previousFence(dir, log), 5000)
+  writeFenceRecord(dir, 4000)
+  t.is(previousFence(dir, log), 4000)
+  t.deepEqual(warnings, [])
 })
 
 function capture (): { log: { warn: (msg: string, fields?: Record<string, unknown>) => void }, warnings: Array<{ msg: string, fields?: Record<string, unknown> }> } {

@@ -40,10 +40,16 @@ export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, la
  */
 const FED_FENCE_MS = { min: 500, max: MAX_FENCE_TIMEOUT_MS }
 
+const within = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
+
+/** The fence timeout a feed gives (undefined: none, as from a release before fenceMs was fed, or junk). */
+export function fedFenceMs (feed: { fenceMs?: number } | undefined): number | undefined {
+  return within(feed?.fenceMs, FED_FENCE_MS.min, FED_FENCE_MS.max) ? feed.fenceMs : undefined
+}
+
 /** The previous run's timeouts, from its last feed (a release before fenceMs was fed ran the defaults; junk counts as not fed). */
 export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number } | undefined): { watchdogMs: number, fenceMs: number } {
-  const within = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
-  const fenceMs = within(feed?.fenceMs, FED_FENCE_MS.min, FED_FENCE_MS.max) ? feed.fenceMs : FENCE_TIMEOUT_MS
+  const fenceMs = fedFenceMs(feed) ?? FENCE_TIMEOUT_MS
   const watchdogMs = within(feed?.timeoutMs, Math.floor(FED_FENCE_MS.min / 2), fenceMs) ? feed.timeoutMs : Math.min(WATCHDOG_TIMEOUT_MS, fenceMs)
   return { watchdogMs, fenceMs }
 }
