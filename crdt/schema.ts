@@ -90,6 +90,8 @@ export const LEASE_LOG_MAX = 32
  * One event of a VM's history (placed, started, crashed, stopped, ...), written into
  * the lease by the node that made the transition, in the same change, at the time it
  * happened (node/dvmm/history.ts). Any event name: an older agent keeps newer ones.
+ * Not part of the lease's own check (see `log` below): node/dvmm/history.ts reads
+ * each event with isLeaseEvent and leaves out, and counts, those it cannot read.
  */
 export const LeaseEventSchema = Type.Object({
   at: Count,
@@ -115,8 +117,16 @@ export const LeaseSchema = Type.Object({
   crashes: Type.Optional(Type.Array(Count, { maxItems: 16 })),
   /** the previous holder, when this lease was taken over */
   from: Type.Optional(NodeId),
-  /** the VM's history, oldest first; a new claim carries on the log of the lease before it (absent: written by an agent that kept none) */
-  log: Type.Optional(Type.Array(LeaseEventSchema, { maxItems: LEASE_LOG_MAX })),
+  /**
+   * the VM's history, oldest first (LeaseEventSchema, at most LEASE_LOG_MAX written); a
+   * new claim carries on the log of the lease before it (absent: written by an agent
+   * that kept none). Informational, so any value is accepted here: a lease is
+   * safety-critical, and one bad event (a newer agent's, a faulty one's) must not make
+   * it invalid (a peer's change refused by sync, or the lease skipped when read, so that
+   * its VM looks unplaced and is claimed again while it runs). Readers check each event
+   * (isLeaseEvent) and read no more than the newest LEASE_LOG_MAX.
+   */
+  log: Type.Optional(Type.Unknown()),
   ...Stamp
 }, open)
 
@@ -246,6 +256,10 @@ const SCHEMAS: { [K in Kind]: TSchema } = {
 }
 const CHECKS = Object.fromEntries(KINDS.map(k => [k, TypeCompiler.Compile(SCHEMAS[k])])) as { [K in Kind]: TypeCheck<TSchema> }
 const metaCheck = TypeCompiler.Compile(MetaSchema)
+const leaseEventCheck = TypeCompiler.Compile(LeaseEventSchema)
+
+/** one event of a lease's log as this agent writes them (LeaseEventSchema) */
+export const isLeaseEvent = (v: unknown): v is LeaseEvent => leaseEventCheck.Check(v)
 
 export const isKind = (k: string): k is Kind => (KINDS as readonly string[]).includes(k)
 

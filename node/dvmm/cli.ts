@@ -140,6 +140,9 @@ async function show (argv: string[]): Promise<void> {
   }
   if (d.history.length > 0) out('history:')
   for (const e of d.history) out(`  ${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${e.detail != null ? `: ${e.detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}`)
+  // an agent of an older release answers without it
+  const unreadable = d.historyUnreadable ?? 0
+  if (unreadable > 0) out(`  (${unreadable} ${unreadable === 1 ? 'event' : 'events'} of its log could not be read here and ${unreadable === 1 ? 'is' : 'are'} left out: written by a newer agent, or damaged)`)
 }
 
 async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {

@@ -8,7 +8,10 @@
 // are derived as this agent sees them, at the time of the lease's last write.
 // Besides, each agent keeps its own decisions no lease records (a claim it lost, a VM
 // it killed or stopped whose lease went or is another's): marked `local`.
-import { LEASE_LOG_MAX, type Lease, type LeaseEvent } from '../../crdt/index.ts'
+// The document takes a lease's log as it is (crdt/schema.ts: informational data must
+// not make a lease invalid): events this agent cannot read (a newer agent's, damage)
+// are left out when shown, and counted (`unreadable`); they stay in the log as written.
+import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import type { Ranking } from '../../crdt/placement/index.ts'
 
 export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
@@ -31,9 +34,26 @@ const DETAIL_MAX = 512
 
 const clip = (s: string | undefined): string | undefined => s == null ? undefined : s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
 
-/** a lease's log with `events` added, the oldest dropped past LEASE_LOG_MAX */
-export function appendLog (log: readonly LeaseEvent[] | undefined, events: readonly LeaseEvent[]): LeaseEvent[] {
-  return [...log ?? [], ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-LEASE_LOG_MAX)
+/**
+ * A lease's log as read (any value): its events this agent can read, of the newest
+ * LEASE_LOG_MAX entries, and how many of those it cannot (a log that is no list: 1).
+ */
+export function readLog (log: unknown): { events: LeaseEvent[], unreadable: number } {
+  if (log == null) return { events: [], unreadable: 0 }
+  if (!Array.isArray(log)) return { events: [], unreadable: 1 }
+  const recent = log.slice(-LEASE_LOG_MAX)
+  const events = recent.filter(isLeaseEvent)
+  return { events, unreadable: recent.length - events.length }
+}
+
+/**
+ * A lease's log (as read: any value) with `events` added, the oldest dropped past
+ * LEASE_LOG_MAX. Entries this agent cannot read are kept as they are (a newer agent's
+ * events); a log that is no list is started anew.
+ */
+export function appendLog (log: unknown, events: readonly LeaseEvent[]): unknown[] {
+  const before: unknown[] = Array.isArray(log) ? log.slice(-LEASE_LOG_MAX) : []
+  return [...before, ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-LEASE_LOG_MAX)
 }
 
 /**
@@ -70,13 +90,13 @@ export function logged (cur: Lease, patch: Partial<Lease>, at: number): Partial<
 }
 
 /** The log of a new claim (`claim`, stamped when written): `before` (the lease before it), then where it was placed or taken over. */
-export function claimLog (before: readonly LeaseEvent[] | undefined, claim: Lease, nameOf: (node: string) => string): LeaseEvent[] {
+export function claimLog (before: unknown, claim: Lease, nameOf: (node: string) => string): unknown[] {
   return appendLog(before, transitionEvents(undefined, claim, nameOf).map(e => ({ at: claim.at, ...e })))
 }
 
 export class History {
-  /** each VM's log: its lease's (kept once the lease goes: the next claim carries it on) */
-  private readonly logs = new Map<string, LeaseEvent[]>()
+  /** each VM's log as its lease has it (any value: readLog reads it when shown; kept once the lease goes: the next claim carries it on) */
+  private readonly logs = new Map<string, unknown>()
   /** this agent's own decisions no lease records */
   private readonly own = new Map<string, HistoryEvent[]>()
   /** the leases as last seen: a lease without a log (an older agent's) is followed by its transitions */
@@ -100,12 +120,15 @@ export class History {
 
   /** The history of a VM, oldest first: its lease's log (the same on every node) and this agent's own events. */
   of (vm: string, nameOf: (node: string) => string = n => n): HistoryEvent[] {
-    const logged = (this.logs.get(vm) ?? []).map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
+    const logged = readLog(this.logs.get(vm)).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
     return [...logged, ...this.own.get(vm) ?? []].sort((a, b) => a.at - b.at)
   }
 
+  /** how many events of the VM's log this agent cannot read (left out of `of`) */
+  unreadable (vm: string): number { return readLog(this.logs.get(vm)).unreadable }
+
   /** the log a new claim of `vm` carries on: the last lease's, as this agent saw it */
-  carried (vm: string): LeaseEvent[] | undefined { return this.logs.get(vm) }
+  carried (vm: string): unknown { return this.logs.get(vm) }
 
   /**
    * Takes in the winning leases (`vms`: the VMs in the document; a removed VM's history

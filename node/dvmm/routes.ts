@@ -91,7 +91,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
       decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
-      history: svc.history.of(vm.id, n => nameOf(n, doc)).map(e => ({ ...e, at: new Date(e.at).toISOString() }))
+      history: svc.history.of(vm.id, n => nameOf(n, doc)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
+      historyUnreadable: svc.history.unreadable(vm.id)
     }
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {

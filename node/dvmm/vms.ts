@@ -302,6 +302,8 @@ export interface VmDetail extends VmRow {
   /** the ranking this agent computed when it claimed the VM, if it did */
   decision: { at: string, ranking: Ranking } | null
   history: Array<Omit<HistoryEvent, 'at'> & { at: string }>
+  /** events of its lease's log this agent cannot read (a newer agent's, damage): left out of `history` */
+  historyUnreadable: number
 }
 
 /** A create request's volumes as ids: each exists, once, and is no other VM's disk (one writer per volume). */

@@ -8,6 +8,7 @@ import { startDvmmGrid, fakeVm, until, sleep, type DvmmGrid, type DvmmNode } fro
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 import { DvmmService, type VmDetail, type VmRow } from '../../node/dvmm/index.ts'
 import { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
+import { readLog } from '../../node/dvmm/history.ts'
 import { silentLogger } from '../../node/log.ts'
 import { systemClock } from '../../node/service.ts'
 import type { HaReport } from '../../crdt/placement/index.ts'
@@ -212,9 +213,9 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
     t.is(g.nodes[0]!.agent.state.read().get('leases', id)?.value.epoch, 2)
   }
   // the history carries on across the takeover: the new lease's log begins with the old one's
-  await until(() => moved.every(id => g.nodes[0]!.agent.state.read().get('leases', id)?.value.log?.at(-1)?.event === 'started'), 10_000, 'the moved VMs\' starts logged')
+  await until(() => moved.every(id => readLog(g.nodes[0]!.agent.state.read().get('leases', id)?.value.log).events.at(-1)?.event === 'started'), 10_000, 'the moved VMs\' starts logged')
   for (const id of moved) {
-    const log = g.nodes[0]!.agent.state.read().get('leases', id)!.value.log!
+    const log = readLog(g.nodes[0]!.agent.state.read().get('leases', id)!.value.log).events
     t.deepEqual(log.map(e => [e.event, e.node === victim.agent.id, e.epoch ?? null]), [['placed', true, 1], ['started', true, 1], ['failed-over', false, 2], ['started', false, 2]], id)
     t.is(log[2]!.detail, `from ${victim.agent.config.name}`)
   }

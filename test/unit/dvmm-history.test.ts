@@ -2,8 +2,9 @@
 // into the lease's log by the writer at the time they happened, and for a lease that
 // carries no log (an older agent's), derived from what an agent sees of it.
 import test from 'ava'
-import { History, appendLog, logged, transitionEvents } from '../../node/dvmm/history.ts'
-import { LEASE_LOG_MAX, validateObject, type Lease } from '../../crdt/index.ts'
+import { History, appendLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
+import { LEASE_LOG_MAX, Replica, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
+import { docView } from '../../node/dvmm/view.ts'
 
 const lease = (o: Partial<Lease>): Lease => ({ vm: 'web', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: 1 << 20, status: 'claimed', at: 1, by: 'n1', ...o } as Lease)
 const name = (n: string): string => n.toUpperCase()
@@ -38,7 +39,7 @@ test('a lease with a log is the history, whatever this agent saw of it; its time
   l = { ...l, ...logged(l, { status: 'running' }, 310) }
   l = { ...l, ...logged(l, {}, 400) }
   const want = [[100, 'placed'], [200, 'started'], [300, 'crashed'], [310, 'started']]
-  t.deepEqual(l.log!.map(e => [e.at, e.event]), want, 'an update that changes nothing logs nothing')
+  t.deepEqual((l.log as LeaseEvent[]).map(e => [e.at, e.event]), want, 'an update that changes nothing logs nothing')
   const late = new History()
   late.observe(new Map([['web', { ...l, at: 999 }]]), vms, name)
   t.deepEqual(late.of('web').map(e => [e.at, e.event]), want, 'one that saw only the last state has it all, at the writer\'s times')
@@ -50,7 +51,7 @@ test('local events are marked so and stamped with the wall clock; a removed VM\'
   h.add('web', { event: 'lost-claim', detail: 'to n2 (epoch 1)' })
   h.observe(new Map([['web', lease({ log: [{ at: 4000, event: 'placed', node: 'n2', epoch: 1 }] })]]), vms, name)
   t.deepEqual(h.of('web'), [{ at: 4000, event: 'placed', node: 'n2', epoch: 1 }, { at: 5000, event: 'lost-claim', detail: 'to n2 (epoch 1)', local: true }])
-  t.deepEqual(h.carried('web')?.map(e => e.event), ['placed'])
+  t.deepEqual((h.carried('web') as LeaseEvent[]).map(e => e.event), ['placed'])
   h.observe(new Map(), vms, name)
   t.is(h.of('web').length, 2, 'the lease gone (released): kept, for the next claim to carry on')
   h.observe(new Map(), new Set(), name)
@@ -61,15 +62,42 @@ test('the log keeps the newest events, details clipped', t => {
   const many = Array.from({ length: LEASE_LOG_MAX + 5 }, (_, i) => ({ at: i, event: 'started', node: 'n1' }))
   const log = appendLog(undefined, many)
   t.is(log.length, LEASE_LOG_MAX)
-  t.is(log[0]!.at, 5)
-  t.is(appendLog(undefined, [{ at: 1, event: 'failed', node: 'n1', detail: 'x'.repeat(3000) }])[0]!.detail!.length, 512)
+  t.is((log[0] as LeaseEvent).at, 5)
+  t.is((appendLog(undefined, [{ at: 1, event: 'failed', node: 'n1', detail: 'x'.repeat(3000) }])[0] as LeaseEvent).detail!.length, 512)
 })
 
-test('the schema: a lease with a log is valid, one without still is; a bad entry or too long a log is refused', t => {
+test('the schema takes any log: a bad event, too long a log or no list at all never makes the lease (safety-critical) invalid', t => {
   const entry = { at: 1, event: 'placed', node: 'n1', epoch: 1 }
   t.is(validateObject('leases', 'web', lease({})), null, 'no log (an older agent)')
   t.is(validateObject('leases', 'web', lease({ log: [entry, { at: 2, event: 'some-newer-event', node: 'n1', detail: 'x' }] })), null)
-  t.not(validateObject('leases', 'web', lease({ log: [{ ...entry, event: 'Placed!' }] })), null)
-  t.not(validateObject('leases', 'web', lease({ log: [{ ...entry, at: -1 }] })), null)
-  t.not(validateObject('leases', 'web', lease({ log: Array.from({ length: LEASE_LOG_MAX + 1 }, () => entry) })), null)
+  for (const log of [[{ ...entry, event: 'Placed!' }], [{ ...entry, at: -1 }], [entry, 7, null, 'x'], Array.from({ length: LEASE_LOG_MAX + 1 }, () => entry), 'not a list', { at: 1 }]) {
+    t.is(validateObject('leases', 'web', lease({ log })), null, JSON.stringify(log).slice(0, 60))
+  }
+  // the rest of the lease is checked as before
+  t.not(validateObject('leases', 'web', lease({ log: [entry], epoch: 0 })), null)
+})
+
+test('a peer\'s lease with a bad event in its log is synced and read (its VM is not unplaced); the bad events are left out of the history and counted', t => {
+  const A = '12D3KooWAAAA'
+  const B = '12D3KooWBBBB'
+  const a = Replica.create({ clusterId: 'c', nodeId: A })
+  const b = Replica.create({ clusterId: 'c', nodeId: B })
+  t.is(syncPair(a, b).rejected, undefined)
+  const bad = [{ at: 1, event: 'placed', node: A, epoch: 1 }, { at: 2, event: 'Started!', node: A }, { at: -3, event: 'crashed', node: A }, 'junk', { at: 4, event: 'started', node: A, epoch: 1 }]
+  // written as a newer or faulty agent would (this agent's writer takes it too now)
+  a.change(w => { w.put('leases', { vm: 'web', holder: A, epoch: 1, cpu: 1, memoryBytes: 1 << 20, status: 'running', log: bad }) })
+  t.is(syncPair(a, b).rejected, undefined, 'the peer\'s change is taken')
+  const l = docView(b.read()).leases.get('web')
+  t.is(l?.winner.holder, A, 'the lease is read: its VM runs there, nobody claims it again')
+  t.is(l?.winner.status, 'running')
+  const h = new History()
+  h.observe(new Map([['web', l!.winner]]), vms, name)
+  t.deepEqual(h.of('web').map(e => [e.at, e.event]), [[1, 'placed'], [4, 'started']])
+  t.is(h.unreadable('web'), 3)
+  t.deepEqual(readLog('not a list'), { events: [], unreadable: 1 })
+  t.deepEqual(readLog(undefined), { events: [], unreadable: 0 })
+  // a transition written by this agent keeps the entries it cannot read (a newer agent's) and adds its own
+  const next = { ...l!.winner, ...logged(l!.winner, { status: 'stopped', reason: 'x' }, 5) }
+  t.deepEqual(next.log, [...bad, { at: 5, event: 'stopped', node: A, detail: 'x' }])
+  t.is(validateObject('leases', 'web', next), null)
 })
