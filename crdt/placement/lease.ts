@@ -15,8 +15,16 @@ export function winner (claims: readonly Lease[]): Lease | undefined {
   return best
 }
 
-/** a lease whose holder gave up (failed, stopped after crashes) reserves nothing */
-export const reserves = (l: Lease): boolean => l.status !== 'failed' && l.status !== 'stopped'
+/**
+ * Nothing runs under the lease: its holder gave up (failed, stopped after crashes) or
+ * stopped the VM on request. Only the holder writes these statuses, once no run of the
+ * VM is live there, and it never starts a VM under such a lease (decide.ts), so a write
+ * that starts, removes or makes anew the VM may remove the lease with it.
+ */
+export const idle = (l: Pick<Lease, 'status'>): boolean => l.status === 'failed' || l.status === 'stopped'
+
+/** a lease nothing runs under (idle) reserves nothing */
+export const reserves = (l: Lease): boolean => !idle(l)
 
 export const holdingOf = (l: Lease, antiAffinity?: string): Holding =>
   ({ vm: l.vm, holder: l.holder, cpu: reserves(l) ? l.cpu : 0, memoryBytes: reserves(l) ? l.memoryBytes : 0, antiAffinity })

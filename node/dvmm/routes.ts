@@ -11,7 +11,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import { docView, nodeViews, type DocView } from './view.ts'
-import { findVm, lostReason, lostVms, placementNow, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
+import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
@@ -97,12 +97,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {
     const vm = findVm(current().doc, id)
-    await state.write(w => {
-      w.update('vms', vm.id, { desired })
-      // starting a VM left failed or stopped (crash rule) places it afresh
-      const l = w.reader.get('leases', vm.id)?.value
-      if (desired === 'running' && l != null && (l.status === 'failed' || l.status === 'stopped')) w.remove('leases', vm.id)
-    }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
+    // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
+    await state.write(w => { setDesiredIn(w, vm.id, desired) }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
     return await detail(vm.id)
   }
@@ -158,7 +154,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
         volumeIds(draft.spec.volumes, draft.spec.driver, volumeLookup(w.reader))
-        return w.put('vms', draft)
+        return createVmIn(w, draft)
       }, `vm create ${draft.id}`)
       svc.schedule()
       await settleName(made)
@@ -170,13 +166,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const vm = findVm(current().doc, req.params.id)
-      // its links go with it: a VM made again under the name must not inherit them
-      const links = await state.write(w => {
-        w.remove('vms', vm.id)
-        const gone = w.reader.list('connections').filter(c => c.from.vm === vm.id || c.to.vm === vm.id).map(c => c.id)
-        for (const id of gone) w.remove('connections', id)
-        return gone
-      }, `vm rm ${vm.id}`)
+      // its links, and its lease if nothing runs under it, go with it (removeVmIn)
+      const links = await state.write(w => removeVmIn(w, vm.id), `vm rm ${vm.id}`)
       svc.schedule()
       return { removed: vm.id, links }
     })

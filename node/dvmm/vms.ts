@@ -1,8 +1,8 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { statSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm } from '../../crdt/index.ts'
-import { rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
+import { idle, rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
@@ -341,6 +341,45 @@ export function unplacedVms (doc: DocView, nodes: readonly NodeView[]): Array<{ 
     if (why != null) out.push({ vm: vm.name, reason: why })
   }
   return out.sort((a, b) => a.vm < b.vm ? -1 : 1)
+}
+
+/**
+ * In a write: the lease of VM `id` removed if nothing runs under it (stopped, failed:
+ * idle). A VM's id is its name, and only a lease's holder releases it: a lease left
+ * `stopped` by a VM stopped on request (or the crash rule) would otherwise outlive a
+ * removal (for good where its holder is dead) and hold a new VM of the same name,
+ * which nothing starts under a stopped lease. True if removed.
+ */
+function removeIdleLease (w: Writer, id: string): boolean {
+  const l = w.reader.get('leases', id)?.value
+  return l != null && idle(l) && w.remove('leases', id)
+}
+
+/** In a write (`vm create`): the new VM; a lease of a former VM of its name that nothing runs under goes with the same write. Throws if the name is in use. */
+export function createVmIn (w: Writer, draft: Draft<'vms'>): Vm {
+  if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
+  removeIdleLease(w, draft.id)
+  return w.put('vms', draft)
+}
+
+/**
+ * In a write (`vm rm`): the VM, its links (a VM made again under the name must not
+ * inherit them) and its lease if nothing runs under it (a stopped VM's, whose holder may
+ * be dead); a lease a run may still hold is released by its holder once it stopped the
+ * VM (decide.ts), or taken over if that holder is dead. Returns the links removed.
+ */
+export function removeVmIn (w: Writer, id: string): string[] {
+  w.remove('vms', id)
+  const gone = w.reader.list('connections').filter(c => c.from.vm === id || c.to.vm === id).map(c => c.id)
+  for (const c of gone) w.remove('connections', c)
+  removeIdleLease(w, id)
+  return gone
+}
+
+/** In a write (`vm start`, `vm stop`): the VM's desired state; started, a lease nothing runs under goes (it is placed anew). */
+export function setDesiredIn (w: Writer, id: string, desired: 'running' | 'stopped'): void {
+  w.update('vms', id, { desired })
+  if (desired === 'running') removeIdleLease(w, id)
 }
 
 export function findVm (doc: DocView, id: string): Vm {

@@ -1,0 +1,90 @@
+// The lease a stopped VM keeps (with the node that last ran it, `stopped`, for its
+// console) never holds a VM up: a VM removed and made again under its name runs, whether
+// the new one is made before that node released the old lease or after that node died.
+// In-process grid, fake driver; no moment with the VM running on two nodes.
+import test from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { startDvmmGrid, until, type DvmmGrid, type DvmmNode } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { DvmmService } from '../../node/dvmm/index.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
+
+function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  n.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  return app
+}
+
+async function call (app: FastifyInstance, method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number, body: unknown }> {
+  const r = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) })
+  return { status: r.statusCode, body: r.json() }
+}
+
+const vmBody = (name: string, cpu = 1): Record<string, unknown> => ({ name, cpu, memory: '1G', driver: 'process', command: ['fake:run'] })
+/** the nodes whose driver runs the VM now */
+const runners = (g: DvmmGrid, vm: string): DvmmNode[] => g.nodes.filter(n => n.fake.vms.get(vm)?.state === 'running')
+const leaseOf = (n: DvmmNode, vm: string) => n.agent.state.read().get('leases', vm)?.value
+
+/** fails the test if the VM is ever running on two nodes at once (driver events, every node) */
+function neverTwice (t: { fail: (m: string) => void }, g: DvmmGrid, vm: string): void {
+  for (const n of g.nodes) {
+    n.driver.on('state', e => {
+      if (e.id === vm && e.state === 'running' && runners(g, vm).length > 1) t.fail(`${vm} runs on ${runners(g, vm).map(r => r.agent.config.name).join(' and ')}`)
+    })
+  }
+}
+
+/** runs the VM and stops it from another node: its lease stays with the node that ran it, `stopped`, everywhere */
+async function runThenStop (g: DvmmGrid, app: FastifyInstance, vm: string): Promise<DvmmNode> {
+  await until(() => runners(g, vm).length === 1 && g.nodes.every(n => leaseOf(n, vm)?.status === 'running'), 30_000, `${vm} running`)
+  const h = runners(g, vm)[0]!
+  if ((await call(app, 'POST', `/v1/vms/${vm}/stop`)).status !== 200) throw new Error(`${vm} not stopped`)
+  await until(() => h.fake.vms.get(vm)?.state === 'stopped' && g.nodes.every(n => leaseOf(n, vm)?.status === 'stopped' && leaseOf(n, vm)?.holder === h.agent.id), 20_000, `${vm} stopped, its lease kept by its node everywhere`)
+  return h
+}
+
+test.serial('a VM removed and made again under its name runs: made before the node that ran it released the stopped lease, or after that node died', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  neverTwice(t, g, 'web')
+  neverTwice(t, g, 'db')
+  const app0 = api(t, g.nodes[0]!)
+  for (const vm of ['web', 'db']) t.is((await call(app0, 'POST', '/v1/vms', vmBody(vm))).status, 201)
+
+  // A: removed and made again back to back, from another node, while the node that ran
+  // it does not act (its VM manager is down; its agent still syncs the document)
+  const h = await runThenStop(g, app0, 'web')
+  const x = g.nodes.find(n => n !== h)!
+  const appX = api(t, x)
+  await h.dvmm.stop({ graceful: false })
+  t.is((await call(appX, 'DELETE', '/v1/vms/web')).status, 200)
+  t.is((await call(appX, 'POST', '/v1/vms', vmBody('web', 2))).status, 201)
+  await until(() => h.agent.state.read().get('vms', 'web')?.value.spec.cpu === 2, 10_000, 'the new web to reach the node that ran the old one')
+  h.dvmm = new DvmmService({ ...h.dvmm.components, registry: new Registry(), log: silentLogger }, DVMM)
+  await h.dvmm.start()
+  await until(() => runners(g, 'web').some(n => n.fake.vms.get('web')?.spec.vcpus === 2), 20_000, 'the new web running')
+  t.is(runners(g, 'web').length, 1)
+  await until(() => g.nodes.every(n => leaseOf(n, 'web')?.status === 'running'), 10_000, 'its lease running everywhere')
+  t.is(leaseOf(x, 'web')?.epoch, 1, 'placed anew, not over the old lease')
+
+  // B: the node that ran it dies after the stop; removed, and made again later
+  const dh = await runThenStop(g, app0, 'db')
+  const y = g.nodes.find(n => n !== dh)!
+  const appY = api(t, y)
+  await dh.dvmm.stop({ graceful: false })
+  await dh.agent.stop({ graceful: false })
+  await until(() => { const s = y.agent.membership.members.get(dh.agent.id)?.state; return s !== 'alive' && s !== 'suspect' }, 30_000, 'the node that ran db declared dead')
+  t.is((await call(appY, 'DELETE', '/v1/vms/db')).status, 200)
+  t.is(leaseOf(y, 'db'), undefined, 'its stopped lease went with it')
+  t.is((await call(appY, 'POST', '/v1/vms', vmBody('db', 2))).status, 201)
+  await until(() => runners(g, 'db').some(n => n.fake.vms.get('db')?.spec.vcpus === 2), 20_000, 'the new db running')
+  t.not(runners(g, 'db')[0], dh)
+})
