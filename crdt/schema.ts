@@ -118,6 +118,15 @@ export const LeaseSchema = Type.Object({
   /** the previous holder, when this lease was taken over */
   from: Type.Optional(NodeId),
   /**
+   * set with status `stopped` by the holder of a VM stopped on request, once its run
+   * ended there (the lease is kept for its console): nothing runs under it and nothing
+   * will (a holder never starts a stopped lease). Should the VM be desired running (a
+   * `vm start` that saw the lease still running), any node places it anew over it, at
+   * epoch + 1. The crash rule's stopped leases have none: they stay stopped (absent:
+   * not parked, or written by an agent that kept none)
+   */
+  parked: Type.Optional(Type.Boolean()),
+  /**
    * the VM's history, oldest first (LeaseEventSchema, at most LEASE_LOG_MAX written); a
    * new claim carries on the log of the lease before it (absent: written by an agent
    * that kept none). Informational, so any value is accepted here: a lease is

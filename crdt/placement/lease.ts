@@ -23,6 +23,14 @@ export function winner (claims: readonly Lease[]): Lease | undefined {
  */
 export const idle = (l: Pick<Lease, 'status'>): boolean => l.status === 'failed' || l.status === 'stopped'
 
+/**
+ * A lease parked by the holder of a VM stopped on request (`parked`, with status
+ * `stopped`): idle, and, unlike the crash rule's, no reason to keep a VM desired
+ * running from running. Such a VM (a `vm start` that saw the lease still running,
+ * merged with the holder's park) is placed anew over it, at epoch + 1 (decide.ts).
+ */
+export const isParked = (l: Pick<Lease, 'status' | 'parked'>): boolean => l.status === 'stopped' && l.parked === true
+
 /** a lease nothing runs under (idle) reserves nothing */
 export const reserves = (l: Lease): boolean => !idle(l)
 

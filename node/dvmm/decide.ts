@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, majoritySince, type Capacity, type FenceDecision, type NodeView, type Strategy
+  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -40,20 +40,26 @@ export interface DecideInput {
   cfg: DecideConfig
 }
 
-export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string }
+/**
+ * `from`: the holder of the lease claimed over (its epoch is `epoch` - 1): a takeover,
+ * or with `parked` a placement anew over a parked lease (nothing runs under it: the new
+ * lease names no `from`)
+ */
+export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string, parked?: true }
 
 /**
  * Whether a claim decided on one read of the document still applies to the lease the
  * write finds (`current`: the lease as the writer reads it, undefined when there is
- * none): a placement finds no lease, a takeover finds the lease it took over. A step
- * writes after its read (the write waits for the one before it), and a claim that
- * arrived meanwhile must not be overwritten: a put replaces every value its writer has
- * seen, so that claim would vanish without a contest while its node, which may have
- * started the VM, still counts it as its own.
+ * none): a placement finds no lease, a takeover finds the lease it took over, a
+ * placement over a parked lease finds it still parked. A step writes after its read
+ * (the write waits for the one before it), and a claim that arrived meanwhile must not
+ * be overwritten: a put replaces every value its writer has seen, so that claim would
+ * vanish without a contest while its node, which may have started the VM, still counts
+ * it as its own.
  */
-export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch'> | undefined, c: Pick<Claim, 'epoch' | 'from'>): boolean {
+export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'status' | 'parked'> | undefined, c: Pick<Claim, 'epoch' | 'from' | 'parked'>): boolean {
   if (c.from == null) return current == null
-  return current != null && current.holder === c.from && current.epoch === c.epoch - 1
+  return current != null && current.holder === c.from && current.epoch === c.epoch - 1 && (c.parked !== true || isParked(current))
 }
 
 export interface Decisions {
@@ -95,14 +101,15 @@ export interface Decisions {
  * judged then: the step's write waits for the one before it, and meanwhile a claim
  * that wins may have arrived, the VM may have been stopped or removed, or the node
  * fenced. A start needs the lease still this node's at the same epoch with no claim
- * it had not seen, and the VM still desired running.
+ * it had not seen, not left stopped or failed meanwhile (a parked lease, which others
+ * may place anew over, never runs), and the VM still desired running.
  */
 export function startsStillDue (starts: readonly string[], before: DocView, after: DocView, me: string, mayClaim: boolean): string[] {
   if (!mayClaim) return []
   return starts.filter(id => {
     const was = before.leases.get(id)
     const now = after.leases.get(id)
-    return was != null && now != null && now.winner.holder === me && now.winner.epoch === was.winner.epoch &&
+    return was != null && now != null && now.winner.holder === me && now.winner.epoch === was.winner.epoch && !idle(now.winner) &&
       now.claims.every(c => was.claims.some(w => w.holder === c.holder && w.epoch === c.epoch)) && after.vms.get(id)?.desired === 'running'
   })
 }
@@ -128,7 +135,7 @@ export function decide (i: DecideInput): Decisions {
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs
-  const unplaced = new Map<string, { from?: string, epoch: number }>()
+  const unplaced = new Map<string, { from?: string, epoch: number, parked?: true }>()
   // VMs this node runs that it must not
   for (const vm of i.runs) {
     if (i.busy.has(vm)) continue
@@ -154,7 +161,16 @@ export function decide (i: DecideInput): Decisions {
     const l = i.doc.leases.get(id)
     if (l == null) { unplaced.set(id, { epoch: 1 }); continue }
     const w = l.winner
-    if (w.status === 'failed' || w.status === 'stopped') continue // left so, with the reason, until started again
+    if (isParked(w)) {
+      // a VM stopped on request and started again by a writer that saw its lease still
+      // running (merged with the holder's park): nothing runs under a parked lease and
+      // none will (its holder never starts a stopped lease, startsStillDue), so it is
+      // placed anew over it, by any node, without waiting for a fence, as the start would have
+      if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be placed anew over it (remove its lease, or start it again)` })
+      else unplaced.set(id, { from: w.holder, epoch: w.epoch + 1, parked: true })
+      continue
+    }
+    if (idle(w)) continue // the crash rule's: left so, with the reason, until started again
     if (w.holder === i.me) {
       if (i.runs.has(id) || i.busy.has(id) || meNode?.draining === true) continue
       // a lease of this node from before its majority came back (it was fenced, or it
@@ -201,7 +217,7 @@ export function decide (i: DecideInput): Decisions {
     reserved.cpu += vm.spec.cpu
     reserved.memoryBytes += vm.spec.memoryBytes
     const u = unplaced.get(id)!
-    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from })
+    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from, ...(u.parked === true ? { parked: true as const } : {}) })
   }
   return d
 }

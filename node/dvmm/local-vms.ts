@@ -87,6 +87,16 @@ async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
   return info != null
 }
 
+/**
+ * The update that parks lease `l` of a VM stopped on request, once no run of it is
+ * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
+ * it said before unless it ran), logged at `at`. Never written while the VM may run here.
+ */
+export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
+  const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
+  return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)
+}
+
 /** a start called off while it ran (see LocalVms.aborted) */
 class StartAborted extends Error { override message = 'start called off' }
 
@@ -374,8 +384,7 @@ export class LocalVms {
     const l = w.reader.get('leases', vm)?.value
     if (l?.holder !== this.c.peerId || w.reader.get('vms', vm)?.value.desired !== 'stopped') return false
     if (l.status === 'stopped') return true
-    const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
-    w.update('leases', vm, logged(l, { status: 'stopped', reason: `${reason}${was}`.slice(0, 2048) }, at))
+    w.update('leases', vm, parkedLease(l, reason, at))
     return true
   }
 

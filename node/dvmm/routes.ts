@@ -10,7 +10,7 @@ import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
-import { docView, nodeViews, type DocView } from './view.ts'
+import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
@@ -69,7 +69,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
-    const pending = l == null && vm.desired === 'running' ? placementNow(vm, doc, ctx.nodes).pending : null
+    const pending = awaitsPlacement(vm, l) ? placementNow(vm, doc, ctx.nodes).pending : null
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
     const lost = ctx.lost.get(vm.id)
     if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined) }

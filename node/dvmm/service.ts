@@ -292,7 +292,8 @@ export class DvmmService {
         // decided again on the next read (claimStillApplies says why)
         if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
         try {
-          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null ? { from: c.from } : {}) }
+          // over a parked lease: a placement anew (no `from`, no failover in its history)
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}) }
           // its history carries on the log of the lease taken over, or of the last one this node saw
           w.put('leases', { ...lease, log: claimLog(w.reader.get('leases', c.vm)?.value.log ?? this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
           return true
@@ -378,7 +379,7 @@ export class DvmmService {
       const usage = written.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
       for (const c of written) {
         this.claims.claimed(c.vm, at)
-        this.metrics.claims.inc({ kind: c.from != null ? 'takeover' : 'place' })
+        this.metrics.claims.inc({ kind: c.from != null && c.parked !== true ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
         if (vm != null) this.history.decisions.set(c.vm, { at: wallNow(this.components.clock), ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
       }

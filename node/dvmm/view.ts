@@ -3,7 +3,7 @@
 // VMs as demands, leases as holdings. Every agent that holds the same document and
 // sees the same members builds the same inputs.
 import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
-import { haCheck, holdingOf, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { haCheck, holdingOf, isParked, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { FENCE_TIMEOUT_MS } from './timing.ts'
 
@@ -81,9 +81,13 @@ export function holdings (doc: DocView, except: ReadonlySet<string> = new Set())
   return out
 }
 
+/** the VM waits for a holder: desired running, with no lease or a parked one (it is placed anew over it) */
+export const awaitsPlacement = (vm: Vm, l: LeaseView | undefined): boolean => vm.desired === 'running' && (l == null || isParked(l.winner))
+
 /** the VM's state as the API shows it */
 export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' {
-  if (l == null) return vm.desired === 'running' ? 'pending' : 'stopped'
+  if (awaitsPlacement(vm, l)) return 'pending'
+  if (l == null) return 'stopped'
   switch (l.winner.status) {
     case 'running': return vm.desired === 'running' ? 'running' : 'stopping'
     case 'stopping': return 'stopping'

@@ -7,7 +7,7 @@ import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
 import type { VmInfo } from './drivers/types.ts'
-import { demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
+import { awaitsPlacement, demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
 /** a 400 naming the field, in the message too */
@@ -272,15 +272,17 @@ export function lostReason (l: LostVm, noMajority?: string): string {
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
   const state = vmState(vm, l)
+  // a parked lease of a VM started again: it waits for a holder, as with none
+  const held = l == null || awaitsPlacement(vm, l) ? undefined : l.winner
   return {
     id: vm.id,
     name: vm.name,
     app: vm.app,
     desired: vm.desired,
     state,
-    node: l == null ? null : nameOf(l.winner.holder),
-    nodeId: l?.winner.holder ?? null,
-    epoch: l?.winner.epoch ?? null,
+    node: held == null ? null : nameOf(held.holder),
+    nodeId: held?.holder ?? null,
+    epoch: held?.epoch ?? null,
     cpu: vm.spec.cpu,
     memoryBytes: vm.spec.memoryBytes,
     driver: vm.spec.driver,
@@ -336,7 +338,7 @@ export function placementNow (vm: Vm, doc: DocView, nodes: readonly NodeView[]):
 export function unplacedVms (doc: DocView, nodes: readonly NodeView[]): Array<{ vm: string, reason: string }> {
   const out: Array<{ vm: string, reason: string }> = []
   for (const vm of doc.vms.values()) {
-    if (vm.desired !== 'running' || doc.leases.has(vm.id)) continue
+    if (!awaitsPlacement(vm, doc.leases.get(vm.id))) continue
     const why = placementNow(vm, doc, nodes).pending
     if (why != null) out.push({ vm: vm.name, reason: why })
   }

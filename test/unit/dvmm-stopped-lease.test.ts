@@ -4,9 +4,10 @@
 import test from 'ava'
 import { Replica, syncPair, type Draft, type Lease } from '../../crdt/index.ts'
 import { fenced, type NodeView } from '../../crdt/placement/index.ts'
-import { decide, type Decisions } from '../../node/dvmm/decide.ts'
+import { claimStillApplies, decide, startsStillDue, type DecideInput, type Decisions } from '../../node/dvmm/decide.ts'
+import { parkedLease } from '../../node/dvmm/local-vms.ts'
 import { docView } from '../../node/dvmm/view.ts'
-import { createVmIn, removeVmIn, setDesiredIn } from '../../node/dvmm/vms.ts'
+import { createVmIn, removeVmIn, setDesiredIn, unplacedVms, vmRow } from '../../node/dvmm/vms.ts'
 
 const GiB = 2 ** 30
 const A = '12D3KooWAAAA'
@@ -16,10 +17,10 @@ const C = '12D3KooWCCCC'
 const vm = (id: string, cpu = 1): Draft<'vms'> => ({ id, name: id, app: null, desired: 'running', spec: { driver: 'process', cpu, memoryBytes: GiB, volumes: [], constraints: {}, command: ['x'] } })
 const node = (id: string, alive = true, draining = false): NodeView => ({ id, name: id, alive, draining, capacity: { cpu: 4, memoryBytes: 8 * GiB }, labels: {}, ...(alive ? { aliveSince: -Infinity } : {}) })
 
-/** one decision step of `me` on what replica `r` holds; `dead`: nodes not alive (their leases may be taken over) */
-function step (r: Replica, me: string, o: { dead?: string[], draining?: string[], runs?: string[] } = {}): Decisions {
+/** the decision step's input of `me` on what replica `r` holds; `dead`: nodes not alive (their leases may be taken over) */
+function inputOf (r: Replica, me: string, o: { dead?: string[], draining?: string[], runs?: string[] } = {}): DecideInput {
   const dead = new Set(o.dead ?? [])
-  return decide({
+  return {
     me,
     now: 100_000,
     doc: docView(r.read()),
@@ -34,8 +35,11 @@ function step (r: Replica, me: string, o: { dead?: string[], draining?: string[]
     unplacedSince: new Map(), // just waiting: only the best-ranked node claims
     capacity: { cpu: 4, memoryBytes: 8 * GiB },
     cfg: { settleMs: 1000, fenceTimeoutMs: 5000, takeoverMarginMs: 1000, strategy: 'spread' }
-  })
+  }
 }
+
+/** one decision step of `me` on what replica `r` holds */
+const step = (r: Replica, me: string, o: Parameters<typeof inputOf>[2] = {}): Decisions => decide(inputOf(r, me, o))
 
 /** a grid of three replicas (A ran web, X is where the requests go, C a third node), synced */
 function grid (): { a: Replica, x: Replica, c: Replica, sync: () => void } {
@@ -123,4 +127,131 @@ test('a drain leaves a stopped VM\'s lease where it is (it reserves nothing); st
   const claims = claimsOf(g, { draining: [A] })
   t.is(claims.length, 1)
   t.not(claims[0]![0], A, 'not on the draining node')
+})
+
+/** the claims a step decided, written as the service writes them (service.ts flush: only where claimStillApplies) */
+function writeClaims (r: Replica, me: string, d: Decisions): number {
+  let n = 0
+  r.change(w => {
+    for (const c of d.claims) {
+      if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) continue
+      w.put('leases', { vm: c.vm, holder: me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed', ...(c.from != null && c.parked !== true ? { from: c.from } : {}) })
+      n++
+    }
+  })
+  return n
+}
+
+/** web runs on A (epoch 1), and is stopped from X; A's stop is under way (its lease still says running) */
+function stopping (): ReturnType<typeof grid> {
+  const g = grid()
+  g.x.change(w => { createVmIn(w, vm('web')) })
+  g.a.change(w => { w.put('leases', { vm: 'web', holder: A, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'running' }) })
+  g.sync()
+  g.x.change(w => { setDesiredIn(w, 'web', 'stopped') })
+  g.sync()
+  return g
+}
+
+/** A's stop ends: it parks its lease (local-vms.ts leaveStopped), while X's `vm start`, seeing the lease still running, only sets desired running */
+function raced (g: ReturnType<typeof grid>): void {
+  g.a.change(w => { const l = w.reader.get('leases', 'web')!.value; w.update('leases', 'web', parkedLease(l, `stopped on ${A}: desired stopped`, 5)) })
+  g.x.change(w => { setDesiredIn(w, 'web', 'running') })
+  t0(g.x.read().get('leases', 'web')?.value.status === 'running', 'X saw the lease running: the start kept it')
+  g.sync()
+}
+const t0 = (ok: boolean, what: string): void => { if (!ok) throw new Error(what) }
+
+test('vm start racing the holder\'s stop: desired running over a parked lease is placed anew over it (epoch + 1), once, and the holder never starts it under the parked lease', t => {
+  const g = stopping()
+  raced(g)
+  for (const r of [g.a, g.x, g.c]) {
+    t.is(r.read().get('vms', 'web')?.value.desired, 'running')
+    t.like(r.read().get('leases', 'web')?.value, { holder: A, epoch: 1, status: 'stopped', parked: true })
+  }
+  // the holder: nothing to start, stop or release under its parked lease
+  const onA = step(g.a, A)
+  t.deepEqual([onA.start, onA.stop, onA.release, onA.park], [[], [], [], []])
+  t.deepEqual(onA.unplaced, ['web'], 'waiting for a holder, on every node')
+  // exactly the best-ranked node claims, over the parked lease
+  const deciders = [[g.a, A], [g.x, X], [g.c, C]] as const
+  const decided = deciders.map(([r, id]) => ({ r, id, d: step(r, id) }))
+  const claimers = decided.filter(x => x.d.claims.length > 0)
+  t.is(claimers.length, 1, 'one node claims')
+  t.like(claimers[0]!.d.claims[0], { vm: 'web', epoch: 2, from: A, parked: true })
+  t.is(writeClaims(claimers[0]!.r, claimers[0]!.id, claimers[0]!.d), 1)
+  g.sync()
+  for (const [r] of deciders) t.like(r.read().get('leases', 'web')?.value, { holder: claimers[0]!.id, epoch: 2, status: 'claimed' })
+  t.is(g.a.read().get('leases', 'web')?.value.from, undefined, 'a placement anew, not a takeover')
+  // settled, only the claimer starts it
+  const settled = deciders.map(([r, id]) => step(r, id, {}).start)
+  t.deepEqual(settled.flat(), ['web'])
+})
+
+test('placed anew over a parked lease by several nodes at once (each one\'s fallback allowed it): one claim wins everywhere, the others lose before any start', t => {
+  const g = stopping()
+  raced(g)
+  const deciders = [[g.a, A], [g.x, X], [g.c, C]] as const
+  const long = new Map([['web', -1e9]])
+  for (const [r, id] of deciders) {
+    const d = decide({ ...inputOf(r, id), unplacedSince: long })
+    t.is(d.claims.length, 1, `${id} claims (waited long: every node may)`)
+    writeClaims(r, id, d)
+  }
+  g.sync()
+  const winners = deciders.map(([r]) => docView(r.read()).leases.get('web')!.winner.holder)
+  t.is(new Set(winners).size, 1, 'every node names the same winner')
+  const starts = deciders.map(([r, id]) => step(r, id).start.map(() => id)).flat()
+  t.deepEqual(starts, [winners[0]], 'only the winner starts it')
+})
+
+test('a claim over a parked lease survives a concurrent vm start that removes the lease; the crash rule\'s stopped lease (not parked) stays stopped', t => {
+  const g = stopping()
+  raced(g)
+  const [r, id] = ([[g.a, A], [g.x, X], [g.c, C]] as const).find(([r, id]) => step(r, id).claims.length > 0)!
+  writeClaims(r, id, step(r, id))
+  // another node, not having seen the claim, starts the VM again: the parked lease goes (idle)
+  const other = r === g.x ? g.c : g.x
+  other.change(w => { setDesiredIn(w, 'web', 'running') })
+  t.is(other.read().get('leases', 'web'), undefined)
+  g.sync()
+  t.like(g.a.read().get('leases', 'web')?.value, { holder: id, epoch: 2 }, 'the claim is kept (a removal takes only the values its writer saw)')
+  // a claim over the parked lease is written only while it is still the parked lease it saw
+  t.false(claimStillApplies({ holder: A, epoch: 1, status: 'running' }, { epoch: 2, from: A, parked: true }))
+  t.false(claimStillApplies({ holder: A, epoch: 1, status: 'stopped' }, { epoch: 2, from: A, parked: true }), 'the crash rule\'s')
+  t.true(claimStillApplies({ holder: A, epoch: 1, status: 'stopped', parked: true }, { epoch: 2, from: A, parked: true }))
+  t.false(claimStillApplies({ holder: id, epoch: 2, status: 'claimed' }, { epoch: 2, from: A, parked: true }))
+
+  // the crash rule: stopped with desired running, left so until started again
+  const h = grid()
+  h.x.change(w => { createVmIn(w, vm('web')) })
+  h.a.change(w => { w.put('leases', { vm: 'web', holder: A, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'stopped', reason: 'exited: 3 crashes within 24 h, left stopped', crashes: [1, 2, 3] }) })
+  h.sync()
+  for (const [rr, me] of [[h.a, A], [h.x, X], [h.c, C]] as const) {
+    const d = step(rr, me)
+    t.deepEqual([d.claims, d.start, d.unplaced], [[], [], []], me)
+  }
+})
+
+test('a start decided on one read is not carried out once the lease was parked or left failed meanwhile', t => {
+  const g = stopping()
+  g.x.change(w => { setDesiredIn(w, 'web', 'running') })
+  g.sync()
+  const before = docView(g.a.read())
+  g.a.change(w => { const l = w.reader.get('leases', 'web')!.value; w.update('leases', 'web', parkedLease(l, 'stopped', 5)) })
+  t.deepEqual(startsStillDue(['web'], before, docView(g.a.read()), A, true), [])
+  t.deepEqual(startsStillDue(['web'], before, before, A, true), ['web'], 'unchanged: due')
+})
+
+test('vm ls: a VM started again over a parked lease is pending (no node) until placed; stopped, its parked lease names the node that ran it', t => {
+  const g = stopping()
+  g.a.change(w => { const l = w.reader.get('leases', 'web')!.value; w.update('leases', 'web', parkedLease(l, 'stopped on a: desired stopped', 5)) })
+  g.sync()
+  const parked = docView(g.x.read())
+  t.like(vmRow(parked.vms.get('web')!, parked.leases.get('web'), n => n), { state: 'stopped', node: A, nodeId: A, epoch: 1 })
+  g.x.change(w => { w.update('vms', 'web', { desired: 'running' }) })
+  const started = docView(g.x.read())
+  t.like(vmRow(started.vms.get('web')!, started.leases.get('web'), n => n, 'no node fits'), { state: 'pending', node: null, nodeId: null, epoch: null, reason: 'no node fits' })
+  const none = [node(A, false), node(X, false), node(C, false)]
+  t.deepEqual(unplacedVms(started, none).map(u => u.vm), ['web'], 'health: placed nowhere while no node fits')
 })
