@@ -1,6 +1,6 @@
 // What a starting agent does with each VM its drivers list (pure): a previous run of
 // the agent left them. One that runs is adopted (the decision step kills it if its lease
-// is another node's); one whose guest ended while no agent watched goes through the
+// is another node's), one being stopped is stopped; one whose guest ended while no agent watched goes through the
 // crash rule as a live exit would, once: otherwise its lease, still this node's and
 // `running`, had the decision step start it again, past its restart policy and the
 // crash limit.
@@ -19,12 +19,20 @@ export type LeftBehind =
    * decision step starts it again, so every agent's history shows the kill
    */
   | { do: 'restart', why: string }
+  /**
+   * its stop was under way when the previous run went (a graceful stop's grace time: the
+   * guest may still run): carried through (stopped, killed past the grace time) before
+   * the decision step judges its lease, which it would otherwise leave `stopped` as if
+   * nothing ran, for another node to start the VM beside it
+   */
+  | { do: 'stop', why: string }
 
 /** exits that were the guest's own doing; `stopped` and `killed` were asked for (by this node, or the fencing watchdog): no crash */
 const GUEST_EXITS: ReadonlySet<VmExit['reason']> = new Set(['exited', 'crashed', 'oom-killed', 'lost'])
 
 export function leftBehind (vm: Pick<VmInfo, 'state' | 'exit' | 'error' | 'startedAt'>, lease: Pick<Lease, 'holder' | 'status' | 'at'> | undefined, me: string): LeftBehind {
   if (vm.state === 'running' || vm.state === 'starting') return { do: 'adopt' }
+  if (vm.state === 'stopping') return { do: 'stop', why: 'its stop was under way when the agent went down' }
   if (vm.state !== 'stopped' && vm.state !== 'failed') return { do: 'leave', why: `it is ${vm.state}` }
   const exit = vm.exit
   if (exit == null) return { do: 'leave', why: `no exit recorded (${vm.error ?? 'it never ran'})` }

@@ -140,15 +140,17 @@ export class LocalVms {
    */
   async start (): Promise<void> {
     const killedWhileDown: string[] = []
+    const stopsUnderWay: Array<{ vm: string, why: string }> = []
     for (const d of this.drivers()) {
       // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
       d.on('exit', this.onDriverExit)
       for (const vm of await d.list()) {
         // read after the await: a reader taken before it is stale once a peer's change arrived
         const act = leftBehind(vm, this.c.state.read().get('leases', vm.id)?.value, this.c.peerId)
-        if (act.do === 'adopt') {
+        if (act.do === 'adopt' || act.do === 'stop') {
           this.running.add(vm.id)
           this.noteInterface(vm, d)
+          if (act.do === 'stop') stopsUnderWay.push({ vm: vm.id, why: act.why })
         } else if (act.do === 'exit') {
           this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })
           this.recordExit(vm.id, act.exit)
@@ -156,9 +158,11 @@ export class LocalVms {
           killedWhileDown.push(vm.id)
           this.updateLease(vm.id, { status: 'starting', reason: act.why })
         }
-        if (act.do !== 'adopt') this.consoles.keep(vm.id)
+        if (act.do !== 'adopt' && act.do !== 'stop') this.consoles.keep(vm.id)
       }
     }
+    // busy from here (act marks them ending at once): the step leaves them be until stopped
+    for (const s of stopsUnderWay) void this.act(s.vm, 'stop', s.why)
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now

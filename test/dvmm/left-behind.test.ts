@@ -14,6 +14,12 @@ test('a VM still running is adopted, whoever holds the lease (the step kills it 
   t.is(leftBehind({ state: 'running' }, undefined, ME).do, 'adopt')
 })
 
+test('a VM whose stop was under way (its guest may still run) is stopped, whoever holds the lease, before the step judges it', t => {
+  for (const l of [lease('running'), lease('stopping'), lease('running', 2000, 'other'), undefined]) {
+    t.deepEqual(leftBehind({ state: 'stopping', startedAt: 1000 }, l, ME), { do: 'stop', why: 'its stop was under way when the agent went down' })
+  }
+})
+
 test('a guest that ended by itself while its lease says running goes through the crash rule', t => {
   for (const r of ['exited', 'crashed', 'oom-killed', 'lost'] as const) {
     const d = leftBehind(ended(r), lease('running'), ME)
@@ -57,5 +63,6 @@ test('stops and kills are no crashes: this node asked, or the fencing watchdog k
   t.is(leftBehind(ended('stopped'), lease('running'), ME).do, 'leave')
   // a start that never completed (the agent stopped while starting it): nothing to count
   t.is(leftBehind({ state: 'failed', error: 'the agent stopped while starting it' }, lease('running'), ME).do, 'leave')
-  t.is(leftBehind({ state: 'stopping' }, lease('running'), ME).do, 'leave')
+  // a stop under way: no crash either; it is carried through (below)
+  t.is(leftBehind({ state: 'stopping' }, lease('running'), ME).do, 'stop')
 })

@@ -116,3 +116,32 @@ test.serial('a VM started again by a writer that saw its lease still running whi
   await until(() => runners(g, 'db').filter(n => n !== dh).length === 1, 20_000, 'db running again')
   t.like(leaseOf(y, 'db'), { epoch: 2 })
 })
+
+test.serial('a VM whose stop was under way when its VM manager went down is stopped by the one back (killed past the grace time) before its lease is parked: a parked lease never has a live run', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { ...DVMM, stopGraceMs: 300 } })
+  t.teardown(g.stop)
+  neverTwice(t, g, 'web')
+  const app0 = api(t, g.nodes[0]!)
+  // a guest that ignores a graceful stop: only the kill past the grace time ends it
+  t.is((await call(app0, 'POST', '/v1/vms', { ...vmBody('web'), command: ['fake:ignore-stop'] })).status, 201)
+  await until(() => runners(g, 'web').length === 1 && g.nodes.every(n => leaseOf(n, 'web')?.status === 'running'), 30_000, 'web running')
+  const h = runners(g, 'web')[0]!
+  // its node's VM manager goes down within a stop's grace time: the driver has it stopping, the guest still runs
+  await h.dvmm.stop({ graceful: false })
+  h.fake.vms.get('web')!.state = 'stopping'
+  const x = g.nodes.find(n => n !== h)!
+  t.is((await call(api(t, x), 'POST', '/v1/vms/web/stop')).status, 200)
+  await until(() => h.agent.state.read().get('vms', 'web')?.value.desired === 'stopped', 10_000, 'the stop to reach its node')
+  // whenever its node's document says parked, its guest has ended there
+  const live = (): boolean => ['starting', 'running', 'stopping'].includes(h.fake.vms.get('web')?.state ?? '')
+  let parkedWhileLive = false
+  h.agent.state.on('changed', () => { if (leaseOf(h, 'web')?.parked === true && live()) parkedWhileLive = true })
+  h.dvmm = new DvmmService({ ...h.dvmm.components, registry: new Registry(), log: silentLogger }, { ...DVMM, stopGraceMs: 300 })
+  await h.dvmm.start()
+  await until(() => g.nodes.every(n => leaseOf(n, 'web')?.parked === true), 10_000, 'web parked everywhere')
+  t.false(parkedWhileLive, 'parked only once the guest ended')
+  t.is(h.fake.vms.get('web')?.state, 'stopped', 'killed past the grace time, kept for its console')
+  // started again by a writer that saw the lease running: placed anew, once
+  await x.agent.state.write(w => { w.update('vms', 'web', { desired: 'running' }) })
+  await until(() => runners(g, 'web').length === 1 && g.nodes.every(n => leaseOf(n, 'web')?.status === 'running'), 20_000, 'web running again')
+})
