@@ -7,14 +7,16 @@
 // but damaged (not JSON, no number, out of range, unreadable) says nothing of how
 // long this node ran, and is logged with a warning. The watchdog's last feed still
 // says which fence was in force when it was last fed (its `fenceMs`, written right
-// after the record at every change, NodeRuntime.setFence, and with every feed since):
-// that is the fence this node ran last. Without a feed that gives one, it may have run
+// after the record at every change while the watchdog is armed, NodeRuntime.setFence,
+// and with every feed since): if the feed was written after the record, that is the
+// fence this node ran last. Without such a feed (one not written since, as a watchdog
+// not armed this run is not fed, or one that gives no fence), it may have run
 // a fence as short as any node may set, and a member that knows nothing of it waits
 // only that long before taking its VMs over: it counts as the shortest setting
 // (MIN_FENCE_TIMEOUT_MS), so the node fences early (it kills its VMs sooner without a
 // majority) rather than run a VM twice. The next change of the fence in force writes
 // the record anew.
-import { mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileDurableSync } from '../durable-file.ts'
 import { createLogger, type Logger } from '../log.ts'
@@ -61,8 +63,11 @@ export function previousFence (dataDir: string, log: Pick<Logger, 'warn'> = crea
   } catch {}
   const feed = parseFeed(text)
   if ('damaged' in r) {
-    const fenceMs = fedFenceMs(feed) ?? MIN_FENCE_TIMEOUT_MS
-    const runs = fedFenceMs(feed) != null
+    // the feed says only if it was written after the record was: a watchdog not armed
+    // (no VM started this run) is not fed, and its file keeps an earlier run's fence
+    const fed = feedNewer(dataDir) ? fedFenceMs(feed) : undefined
+    const fenceMs = fed ?? MIN_FENCE_TIMEOUT_MS
+    const runs = fed != null
       ? `the fence timeout of its watchdog's last feed (${fenceMs} ms), the fence in force when it was last fed`
       : `the shortest fence timeout any node may set (${fenceMs} ms), as its watchdog's last feed does not say which it ran: without a majority it kills its VMs that soon, never later than a member may take them over`
     log.warn(`the record of the fence timeout this node last ran with is damaged: ${r.damaged}. Until it knows the other members' settings again this node runs ${runs}. The record is written anew when the fence in force next changes`, { file: fenceRecordFile(dataDir), problem: r.damaged, fenceMs })
@@ -72,6 +77,13 @@ export function previousFence (dataDir: string, log: Pick<Logger, 'warn'> = crea
   const fed = text == null ? undefined : previousTimeouts(feed).fenceMs
   if ('none' in r) return fed
   return fed == null ? r.activeMs : Math.min(r.activeMs, fed)
+}
+
+/** whether the watchdog's feed file was written after the fence record (both there) */
+function feedNewer (dataDir: string): boolean {
+  try {
+    return statSync(watchdogPaths(dataDir).feed).mtimeMs >= statSync(fenceRecordFile(dataDir)).mtimeMs
+  } catch { return false }
 }
 
 /** Throws when it cannot be written (the old record is left as it was). */

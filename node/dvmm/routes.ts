@@ -154,7 +154,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
         volumeIds(draft.spec.volumes, draft.spec.driver, volumeLookup(w.reader))
-        return createVmIn(w, draft)
+        // a former VM of the name still stopping on a live node: not taken over by this one
+        return createVmIn(w, draft, id => {
+          const m = membership.members.get(id)
+          return id === svc.me || m?.state === 'alive' || m?.state === 'suspect' ? (m?.advert.name ?? (id === svc.me ? 'this node' : id)) : null
+        })
       }, `vm create ${draft.id}`)
       svc.schedule()
       await settleName(made)

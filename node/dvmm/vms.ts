@@ -357,10 +357,21 @@ function removeIdleLease (w: Writer, id: string): boolean {
   return l != null && idle(l) && w.remove('leases', id)
 }
 
-/** In a write (`vm create`): the new VM; a lease of a former VM of its name that nothing runs under goes with the same write. Throws if the name is in use. */
-export function createVmIn (w: Writer, draft: Draft<'vms'>): Vm {
+/**
+ * In a write (`vm create`): the new VM; a lease of a former VM of its name that nothing
+ * runs under goes with the same write. Throws if the name is in use, also by a former
+ * VM of the name that its holder (alive: `holderUp`) still runs or is stopping: the
+ * new VM would take over that run and its lease, whose reservation is the old spec's
+ * (invariant 2). A holder that is not alive was fenced: its lease is taken over, for
+ * the new VM, after the fence wait, as for any lease of a dead holder.
+ */
+export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: string) => string | null = () => null): Vm {
   if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
   removeIdleLease(w, draft.id)
+  for (const l of w.reader.candidates('leases', draft.id)) {
+    const up = idle(l) ? null : holderUp(l.holder)
+    if (up != null) throw new ConflictError(`a VM named "${draft.id}" was removed, and ${up} is still stopping it (its lease, epoch ${l.epoch}, is ${l.status ?? 'claimed'}): create it again once that node has released it (a few seconds)`, 'name_in_use')
+  }
   return w.put('vms', draft)
 }
 

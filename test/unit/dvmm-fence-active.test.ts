@@ -3,7 +3,7 @@
 // member table and the roll, told to the watchdog on every change, and after a
 // restart no longer than the fence last run until the others are known again.
 import test from 'ava'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { utimesSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Fencing } from '../../node/dvmm/fencing.ts'
@@ -105,6 +105,9 @@ test('a damaged record counts as the fence of the last watchdog feed, or, where 
     if (feed != null) { mkdirSync(p.dir, { recursive: true }); writeFileSync(p.feed, typeof feed === 'string' ? feed : JSON.stringify(feed)) }
     for (const [junk, why] of cases) {
       writeFileSync(file, junk)
+      // damaged by something after its last write, before the feed's
+      const past = new Date(Date.now() - 3600_000)
+      utimesSync(file, past, past)
       const { log, warnings } = capture()
       t.regex((readFenceRecord(dir) as { damaged: string }).damaged, why, junk)
       t.is(previousFence(dir, log), want, `${junk}, ${what}`)
@@ -116,6 +119,13 @@ test('a damaged record counts as the fence of the last watchdog feed, or, where 
       t.is(warnings[0]!.fields?.fenceMs, want)
     }
   }
+  // a feed older than the record was not written while that record was in force (a
+  // watchdog not armed this run is not fed): it does not say
+  writeFileSync(p.feed, JSON.stringify({ seq: 9, pid: 1, timeoutMs: 12_000, fenceMs: 20_000 }))
+  const older = new Date(Date.now() - 7200_000)
+  utimesSync(p.feed, older, older)
+  writeFileSync(file, 'not json')
+  t.is(previousFence(dir, capture().log), 3000, 'a feed from before the record does not say')
   // a record that cannot be read at all (here: a directory in its place) is damaged too
   rmSync(p.feed)
   rmSync(file)

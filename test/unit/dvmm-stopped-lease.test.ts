@@ -116,6 +116,24 @@ test('vm rm with the holder dead: the stopped lease goes with it; a lease a run 
   t.is(g.x.read().get('leases', 'app')?.value.status, 'running', 'a running lease stays on create')
 })
 
+test('vm create of a removed VM\'s name while its live holder still runs or stops it: refused, naming the node (the new VM would take over that run and its old reservation)', t => {
+  const g = grid()
+  g.x.change(w => { createVmIn(w, vm('app')) })
+  g.a.change(w => { w.put('leases', { vm: 'app', holder: A, epoch: 1, cpu: 1, memoryBytes: GiB, status: 'running' }) })
+  g.sync()
+  g.x.change(w => { removeVmIn(w, 'app') })
+  const alive = (id: string): string | null => id === A ? 'node-a' : null
+  const e = t.throws(() => { g.x.change(w => { createVmIn(w, vm('app', 4), alive) }) })
+  t.regex(e?.message ?? '', /was removed, and node-a is still stopping it/)
+  t.is(g.x.read().get('vms', 'app'), undefined, 'nothing of the refused create is written')
+  // once the holder released it, the name is free
+  g.sync()
+  g.a.change(w => { w.remove('leases', 'app') })
+  g.sync()
+  g.x.change(w => { createVmIn(w, vm('app', 4), alive) })
+  t.not(g.x.read().get('vms', 'app'), undefined)
+})
+
 test('a drain leaves a stopped VM\'s lease where it is (it reserves nothing); started, the VM is placed on another node', t => {
   const g = grid()
   stoppedOnA(g)
