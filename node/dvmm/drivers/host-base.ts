@@ -138,6 +138,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const msg = (err as Error).message
       this.components.log.warn('VM start failed', { vm: rec.id, driver: this.name, err: msg })
       await this.forceKill(rec)
+      // `failed` tells the grid nothing runs (its lease may then go, and the VM start
+      // elsewhere): a process that outlives SIGKILL (uninterruptible I/O) is waited for,
+      // as a stop's kill is (settle), and reported if it will not go
+      for (let i = 0; i < 400 && this.alive(rec); i++) await sleep(25)
+      if (this.alive(rec)) this.components.log.error('a VM whose start failed did not go away within 10 s of SIGKILL (uninterruptible I/O?): it can run no more code, but holds what it had open', { vm: rec.id, pid: rec.pid })
       await this.cleanup(rec)
       rec.error = msg
       this.setState(rec, 'failed')
