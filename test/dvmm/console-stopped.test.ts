@@ -2,23 +2,13 @@
 // with the node that last ran it, which keeps the ended run and so its console: any
 // node answers it; once that node is gone, a 409 names it. In-process grid, fake driver.
 import test from 'ava'
-import Fastify, { type FastifyInstance } from 'fastify'
-import { startDvmmGrid, until, type DvmmGrid, type DvmmNode } from './grid.ts'
-import { toApiError, errorBody } from '../../node/api/errors.ts'
+import type { FastifyInstance } from 'fastify'
+import { startDvmmGrid, until, type DvmmGrid, type DvmmNode, vmApi } from './grid.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
-function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
-  const app = Fastify()
-  app.setErrorHandler(async (err, _req, reply) => {
-    const e = toApiError(err)
-    return await reply.code(e.status).send(errorBody(e.code, e.message))
-  })
-  n.dvmm.routes(app)
-  t.teardown(async () => { await app.close() })
-  return app
-}
+const api = vmApi
 
 async function call<T> (app: FastifyInstance, method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number, body: T }> {
   const r = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) })

@@ -15,6 +15,8 @@ import { systemClock } from '../../node/service.ts'
 import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
 import { DvmmService, type DvmmInit } from '../../node/dvmm/index.ts'
 import type { Draft } from '../../crdt/index.ts'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
 
 export interface DvmmNode {
   agent: Agent
@@ -109,3 +111,15 @@ export const fakeVm = (id: string, cpu: number, memoryBytes: number, extra: Part
   id, name: id, app: null, desired: 'running',
   spec: { driver: 'process', cpu, memoryBytes, volumes: [], constraints: {}, command: ['fake:run'], ...extra }
 })
+
+/** an HTTP app with one node's VM routes, answering errors in the API's shape; closed when the test ends */
+export function vmApi (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  n.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  return app
+}

@@ -3,25 +3,15 @@
 // none of the changes as they came (its VM manager was down: restarted, or cut off).
 // In-process grid, fake driver.
 import test from 'ava'
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
-import { startDvmmGrid, fakeVm, until, sleep, type DvmmNode } from './grid.ts'
-import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { startDvmmGrid, fakeVm, until, sleep, vmApi } from './grid.ts'
 import { DvmmService, type VmDetail } from '../../node/dvmm/index.ts'
 import { silentLogger } from '../../node/log.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
-function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
-  const app = Fastify()
-  app.setErrorHandler(async (err, _req, reply) => {
-    const e = toApiError(err)
-    return await reply.code(e.status).send(errorBody(e.code, e.message))
-  })
-  n.dvmm.routes(app)
-  t.teardown(async () => { await app.close() })
-  return app
-}
+const api = vmApi
 
 const historyOf = async (app: FastifyInstance, vm: string): Promise<VmDetail['history']> => (await app.inject({ method: 'GET', url: `/v1/vms/${vm}` })).json<VmDetail>().history
 

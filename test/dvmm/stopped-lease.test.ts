@@ -3,25 +3,15 @@
 // the new one is made before that node released the old lease or after that node died.
 // In-process grid, fake driver; no moment with the VM running on two nodes.
 import test from 'ava'
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
-import { startDvmmGrid, until, type DvmmGrid, type DvmmNode } from './grid.ts'
-import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { startDvmmGrid, until, type DvmmGrid, type DvmmNode, vmApi } from './grid.ts'
 import { DvmmService } from '../../node/dvmm/index.ts'
 import { silentLogger } from '../../node/log.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
-function api (t: { teardown: (f: () => Promise<void>) => void }, n: DvmmNode): FastifyInstance {
-  const app = Fastify()
-  app.setErrorHandler(async (err, _req, reply) => {
-    const e = toApiError(err)
-    return await reply.code(e.status).send(errorBody(e.code, e.message))
-  })
-  n.dvmm.routes(app)
-  t.teardown(async () => { await app.close() })
-  return app
-}
+const api = vmApi
 
 async function call (app: FastifyInstance, method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number, body: unknown }> {
   const r = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) })
