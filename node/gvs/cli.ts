@@ -82,7 +82,10 @@ export async function vol (argv: string[]): Promise<void> {
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
         `scrub     ${d.scrub == null ? 'not yet on this node' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`,
-        `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`].join('\n'))
+        `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
+        // an older agent's answer has no layers
+        ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} of deleted snapshots to be folded away in the background)` : ''}`] : []),
+        ...(d.parent != null ? [`parent    ${d.parent} (a clone of one of its snapshots)`] : [])].join('\n'))
     }
     case 'resize': {
       const [id, to] = need(2)

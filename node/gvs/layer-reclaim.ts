@@ -35,8 +35,8 @@ export interface LayerMerge {
  * - no volume writes to it and no snapshot reads from it first (it tops no stack);
  * - in every stack that reads it, the same layer U is directly above it, and U is
  *   frozen (no volume's top: a copy into a layer a writer copies up into would race it);
- * - U itself does not qualify (one fold per chain per pass: T's objects must not be
- *   copied into a layer that is being folded away itself).
+ * - U itself does not qualify (one fold per chain per plan: T's objects must not be
+ *   copied into a layer that is being folded away itself; `fold` plans again after each).
  * Pure: every node computes the same from the same document.
  */
 export function planMerges (volumes: readonly Volume[]): LayerMerge[] {
@@ -96,7 +96,7 @@ export interface LayerReclaimComponents {
   whole: () => boolean
   /** the repairer of one layer placed like `m` (also what takes its inventory) */
   repairer: (m: LayerMerge, layer: string) => Repairer
-  /** the coordinator of a name over the live nodes (health.ts coordinatorOf) */
+  /** the coordinator of a name over the live nodes (health.ts coordinatorOf): a volume's folds are its placement key's */
   coordinatorOf: (name: string, live: Iterable<string>) => string | null
   write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
   /** the repair rate cap the copies share, if any */
@@ -156,16 +156,26 @@ export class LayerReclaim {
     return freed
   }
 
-  /** folds the layers this node coordinates (one pass; errors wait for the next) */
-  async fold (volumes: readonly Volume[]): Promise<number> {
-    if (!this.c.whole()) return 0
+  /**
+   * Folds the layers this node coordinates: those of the volumes whose placement key
+   * (their root volume's id, shared by its clones) hashes to it, so one node walks a
+   * volume's whole chain, planning again after each fold (the next layer down may fold
+   * into the one just folded into) until nothing is left or `maxFolds` were made. A
+   * fold that fails waits for the next pass (`volumes`: the document now, read again
+   * after each fold).
+   */
+  async fold (volumes: () => readonly Volume[], maxFolds = 256): Promise<number> {
     let n = 0
-    for (const m of planMerges(volumes)) {
-      if (!this.c.running()) break
-      if (this.c.coordinatorOf(m.layer, this.c.live()) !== this.c.self) continue
+    const failed = new Set<string>()
+    while (n < maxFolds && this.c.running() && this.c.whole()) {
+      const live = this.c.live()
+      const m = planMerges(volumes()).find(x => !failed.has(x.layer) && this.c.coordinatorOf(x.placementKey, live) === this.c.self)
+      if (m == null) break
       try {
         if (await this.foldOne(m)) n++
+        else failed.add(m.layer)
       } catch (err) {
+        failed.add(m.layer)
         this.c.log.warn('folding a deleted snapshot\'s layer failed; the next pass tries again', { layer: m.layer, into: m.into, error: (err as Error).message })
       }
     }

@@ -6,13 +6,14 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
+import { planMerges } from './layer-reclaim.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
 export interface VolumeUsersView {
@@ -37,6 +38,8 @@ export interface VolumeView {
   /** this node's last scrub of its own copies of the volume */
   scrub: { at: string, objects: number, bad: number, repaired: number } | null
   parent: string | null
+  /** the layers it reads through (each snapshot kept adds one), the most it may, and how many deleted snapshots' layers wait to be folded away (layer-reclaim.ts) */
+  layers: { count: number, max: number, folding: number }
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
@@ -121,6 +124,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const health = await svc.health(vs)
+    const merges = planMerges(svc.volumes())
     return vs.map(v => ({
       id: v.id,
       path: v.path,
@@ -133,6 +137,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       health: health.get(v.id) ?? { state: 'degraded', reasons: ['no state could be computed'], repair: null, lastRepair: null },
       scrub: scrubOf(v),
       parent: v.parent,
+      layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: merges.filter(m => m.volumes.includes(v.id)).length },
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
         .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
       nbd: svc.uriOf(v)

@@ -84,6 +84,9 @@ export interface GvsInit extends GvsTuning {
  */
 export const WRITE_RETRY_MS = 20_000
 
+/** how often the layers the document reads are noted between passes (layer-reclaim.ts) */
+const NOTE_EVERY_MS = 2000
+
 export class GvsService {
   readonly name = 'gvs'
   readonly components: GvsComponents
@@ -119,6 +122,8 @@ export class GvsService {
   private readonly heals: DamageHeals
   /** frees the layers nothing reads, folds deleted snapshots' layers away */
   private readonly reclaim: LayerReclaim
+  /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
+  private noting: ReturnType<typeof setInterval> | null = null
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
@@ -168,7 +173,8 @@ export class GvsService {
       },
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
       coordinatorOf,
-      write: components.state.write,
+      // through the state service, as a method (it reads its own fields)
+      write: async (fn, message) => await this.components.state.write(fn, message),
       bucket: () => this.repairs.sharedBucket(),
       running: () => this.started
     }, { freeAfterMs: this.init.freeAfterMs })
@@ -186,6 +192,8 @@ export class GvsService {
     await this.placementCheck.start()
     await this.nbd.start()
     this.started = true
+    this.noting = setInterval(() => { this.reclaim.note(this.volumes()) }, NOTE_EVERY_MS)
+    this.noting.unref?.()
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
     this.wake(Math.min(this.init.reconcileMs ?? 30_000, this.repairDelay()))
@@ -194,6 +202,7 @@ export class GvsService {
 
   async stop (): Promise<void> {
     this.started = false
+    if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
     if (this.timer != null) clearTimeout(this.timer)
     this.repairs.stopAll()
@@ -260,11 +269,11 @@ export class GvsService {
       if (!this.started) return
       if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
     }
-    if (this.started) await this.reclaim.fold(this.volumes())
+    if (this.started) await this.reclaim.fold(() => this.volumes())
   }
 
   /** one pass of folding deleted snapshots' layers away now (tests; the background pass does it too) */
-  async fold (): Promise<number> { return await this.reclaim.fold(this.volumes()) }
+  async fold (): Promise<number> { return await this.reclaim.fold(() => this.volumes()) }
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
 

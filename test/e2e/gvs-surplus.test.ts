@@ -3,7 +3,8 @@
 // those leaves a copy on a node that is no longer its holder. Repair copies them to the
 // newcomer, then frees the copies left behind once they went unused for the quiet spell
 // (VGRID_GVS_RETIRE_QUIET): every object ends on exactly 2 agents' disks, the volume
-// reads back whole through the newcomer, and the metrics count what repair freed.
+// reads back whole through the newcomer, and the metrics count what repair freed. Then
+// a deleted snapshot's layer is folded away and freed by the agents' background passes.
 import test from 'ava'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -80,4 +81,29 @@ test('a joining agent takes objects over; repair frees the copies left on their 
   const parts: Buffer[] = []
   for (let off = 0; off < SIZE; off += MiB) parts.push(await r.read(off, MiB))
   t.true(Buffer.concat(parts).equals(data), 'every byte reads back')
+  await r.close()
+
+  // snapshots through the CLI; the oldest deleted: a background pass folds its layer (the
+  // base) into the one above and, a pass later, the agents free it; s2 reads as it was
+  const vol = async (...args: string[]): Promise<string> => (await run(VGRID, ['vol', ...args, '--api', a.api], { timeout: 60_000 })).stdout
+  const w = await NbdClient.open(join(a.opts.dataDir, 'nbd.sock'), 'sur/data')
+  await vol('snapshot', '/sur/data', 's1')
+  await w.write(0, Buffer.alloc(MiB, 0x11), true)
+  await vol('snapshot', '/sur/data', 's2')
+  await w.write(0, Buffer.alloc(MiB, 0x22), true)
+  await vol('snapshot', '/sur/data', 's3')
+  await w.close()
+  await vol('snapshot', 'rm', '/sur/data', 's1')
+  const layers = async (): Promise<{ count: number, folding: number }> => ((await a.request('GET', `/v1/volumes/${id}`)).body as { layers: { count: number, folding: number } }).layers
+  t.like(await layers(), { count: 4, folding: 1 })
+  await waitFor(async () => (await layers()).count === 3, 120_000, 'the deleted snapshot\'s layer folded by a background pass')
+  t.regex(await vol('info', '/sur/data'), /layers {4}3 of 128\n/)
+  await waitFor(async () => (await Promise.all(all.map(held))).every(l => l.length === 0), 120_000, 'the folded layer freed on every agent')
+  const s2 = await NbdClient.open(join(c.opts.dataDir, 'nbd.sock'), 'sur/data@s2')
+  t.teardown(async () => { await s2.close().catch(() => {}) })
+  const want = Buffer.from(data)
+  want.fill(0x11, 0, MiB)
+  const got: Buffer[] = []
+  for (let off = 0; off < SIZE; off += MiB) got.push(await s2.read(off, MiB))
+  t.true(Buffer.concat(got).equals(want), 's2 reads as it was taken')
 })

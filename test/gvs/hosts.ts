@@ -11,6 +11,7 @@ import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { GvsService, type GvsComponents, type GvsInit } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
 import type { Member } from '../../protocol/membership.ts'
+import type { Reader } from '../../crdt/index.ts'
 import { Replica } from '../../crdt/replica.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError } from '../../node/api/errors.ts'
@@ -44,7 +45,13 @@ export async function memoryHosts (t: ExecutionContext, n: number, tag: string):
  */
 export function sharedDocument (hosts: VgridHost[]): { replica: Replica, state: GvsComponents['state'], members: Map<string, Member> } {
   const replica = Replica.create({ clusterId: 'c1', nodeId: hosts[0]!.peerId.toString() })
-  const state: GvsComponents['state'] = { read: () => replica.read(), write: async <T>(fn: Parameters<Replica['change']>[0], message?: string) => replica.change(fn, message).result as T }
+  // methods that read their own object, as the agent's state service does: a caller that
+  // hands one over unbound (read = state.read) fails here as it would in an agent
+  const state = {
+    replica,
+    read (): Reader { return this.replica.read() },
+    async write<T> (fn: Parameters<Replica['change']>[0], message?: string): Promise<T> { return this.replica.change(fn, message).result as T }
+  } satisfies GvsComponents['state'] & { replica: Replica }
   const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
     nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
   } as unknown as Member]))

@@ -112,11 +112,24 @@ test('a deleted snapshot\'s layer is folded into the one above and freed; every 
     // the top, the newest snapshot's layer, and s3's
     t.is(layersOf(volume()).length, 3, `round ${round}: ${layersOf(volume()).join(' ')}`)
   }
+  // a burst: five snapshots, four of them deleted before any pass; one pass folds the
+  // whole chain (planned again after each fold), and the API says what waits meanwhile
+  for (let k = 0; k < 5; k++) { await mark({ [k % OBJECTS]: String.fromCharCode(0x71 + k) }); await snapshot(`burst${k}`) }
+  await unsnapshot(prev)
+  for (let k = 0; k < 4; k++) await unsnapshot(`burst${k}`)
+  prev = 'burst4'
+  const info = (await call('GET', `/v1/volumes/${id}`)).body as unknown as { layers: { count: number, max: number, folding: number } }
+  t.is(info.layers.count, 8)
+  t.is(info.layers.max, 128)
+  t.true(info.layers.folding >= 1, `${info.layers.folding} waiting to be folded`)
+  t.is(await fold(), 5, 'one pass folds them all')
+  t.is(layersOf(volume()).length, 3)
+  t.like((await call('GET', `/v1/volumes/${id}`)).body, { layers: { count: 3, folding: 0 } })
   // s3 was kept all along: its bytes never moved
   t.is(await reads('r/vol@s3'), 'cbca')
   const top = await reads('r/vol')
   t.is(await reads(`r/vol@${prev}`), top, 'the newest snapshot reads as the volume (nothing written since)')
-  t.is(top, 'mnop')
+  t.is(top, 'urst')
 })
 
 test('a node down while a volume was destroyed frees its copies when it comes back', async t => {
@@ -141,7 +154,7 @@ test('a node down while a volume was destroyed frees its copies when it comes ba
   // back: it starts on the document it kept, then peers sync it the destroy
   doc.members.set(n2, member)
   let synced = false
-  const state = { read: () => synced ? doc.replica.read() : kept.read(), write: doc.state.write }
+  const state = { read: () => synced ? doc.replica.read() : kept.read(), write: doc.state.write.bind(doc.state) }
   const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
   await again.start()
   grid.svcs.push(again)
@@ -164,7 +177,7 @@ test('a node restarted on an empty document (its state lost, no peer yet) keeps 
   t.true(held > 0)
   await svcs[2]!.stop()
   const empty = Replica.create({ clusterId: 'c1', nodeId: grid.hosts[2]!.peerId.toString() })
-  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: { read: () => empty.read(), write: doc.state.write }, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: { read: () => empty.read(), write: doc.state.write.bind(doc.state) }, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
   await again.start()
   grid.svcs.push(again)
   await again.reconcile()
