@@ -15,7 +15,6 @@ import type { ReplicaTransport } from './replication.ts'
 import type { Repairer } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
-import type { TokenBucket } from './token-bucket.ts'
 
 export interface LayerMerge {
   /** the layer given back */
@@ -99,8 +98,6 @@ export interface LayerReclaimComponents {
   /** the coordinator of a name over the live nodes (health.ts coordinatorOf): a volume's folds are its placement key's */
   coordinatorOf: (name: string, live: Iterable<string>) => string | null
   write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
-  /** the repair rate cap the copies share, if any */
-  bucket?: () => TokenBucket | undefined
   running: () => boolean
 }
 
@@ -167,13 +164,15 @@ export class LayerReclaim {
   async fold (volumes: () => readonly Volume[], maxFolds = 256): Promise<number> {
     let n = 0
     const failed = new Set<string>()
-    while (n < maxFolds && this.c.running() && this.c.whole()) {
+    // a fold the document changed under (a snapshot deleted above it meanwhile) is planned again, a bounded number of times
+    for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && this.c.whole(); tries++) {
       const live = this.c.live()
       const m = planMerges(volumes()).find(x => !failed.has(x.layer) && this.c.coordinatorOf(x.placementKey, live) === this.c.self)
       if (m == null) break
       try {
-        if (await this.foldOne(m)) n++
-        else failed.add(m.layer)
+        const r = await this.foldOne(m)
+        if (r === 'folded') n++
+        else if (r === 'wait') failed.add(m.layer)
       } catch (err) {
         failed.add(m.layer)
         this.c.log.warn('folding a deleted snapshot\'s layer failed; the next pass tries again', { layer: m.layer, into: m.into, error: (err as Error).message })
@@ -183,36 +182,44 @@ export class LayerReclaim {
   }
 
   /**
-   * One fold: both layers complete on their holders first (a repair of each, which must
-   * find nothing lost or short), then each object of T that U lacks everywhere is copied
-   * into U on each holder, T's writer epoch is carried to U on every live node (the
-   * epoch walk of a writer, epochs.ts, would lose it with T's files), and only then is T
-   * left out of the stacks.
+   * One fold: both layers complete on their holders first (every live node listed its
+   * copies, and each object of either has its newest copy on all its holders by this
+   * node's placement now; if not, the volume's repair makes it so and the next pass
+   * folds), then each object of T that U lacks everywhere is copied into U on each
+   * holder, T's writer epoch is carried to U on every live node (the epoch walk of a
+   * writer, epochs.ts, would lose it with T's files), and only then is T left out of
+   * the stacks.
    */
-  private async foldOne (m: LayerMerge): Promise<boolean> {
-    for (const layer of [m.into, m.layer]) {
-      const r = await this.c.repairer(m, layer).run()
-      if (r.failed > 0 || r.plan.lost.length > 0 || r.plan.short.length > 0 || r.errors.length > 0) {
-        this.c.log.debug('a layer to fold is not complete yet', { layer, failed: r.failed, lost: r.plan.lost.length, short: r.plan.short.length })
-        return false
+  private async foldOne (m: LayerMerge): Promise<'folded' | 'wait' | 'replan'> {
+    const [under, over] = await Promise.all([this.c.repairer(m, m.layer).inventory(), this.c.repairer(m, m.into).inventory()])
+    if (under.errors.length > 0 || over.errors.length > 0) {
+      this.c.log.debug('a live node did not list a layer to fold: the next pass tries again', { layer: m.layer, errors: [...under.errors, ...over.errors].slice(0, 3) })
+      return 'wait'
+    }
+    for (const [layer, inv] of [[m.layer, under.inventory], [m.into, over.inventory]] as const) {
+      const short = [...inv].filter(([index, nodes]) => !this.c.holders(objectKey(m.placementKey, index), m.replicas).every(h => nodes.includes(h))).length
+      if (short > 0) {
+        this.c.log.debug('a layer to fold is not complete on its holders yet: its repair comes first', { layer, short })
+        return 'wait'
       }
     }
-    const [under, over] = await Promise.all([this.c.repairer(m, m.layer).inventory(), this.c.repairer(m, m.into).inventory()])
-    if (under.errors.length > 0 || over.errors.length > 0) return false
-    const size = this.c.store.objectSize
+    // a copy on each holder's own disk (no network): an object at a time, its holders at once
     for (const index of [...under.inventory.keys()].sort((a, b) => a - b)) {
-      // U has its own copy of it (complete on its holders, by the repair): T's is hidden
+      // U has its own copy of it (complete on its holders, checked above): T's is hidden
       if (over.inventory.has(index)) continue
-      for (const node of this.c.holders(objectKey(m.placementKey, index), m.replicas)) {
-        if (!this.c.running()) return false
-        await this.c.bucket?.()?.take(size)
+      if (!this.c.running()) return 'wait'
+      await Promise.all(this.c.holders(objectKey(m.placementKey, index), m.replicas).map(async node => {
         const r = await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer, index })
         if (r.reply.present !== true) throw new Error(`${node} has no copy of object ${index} of ${m.layer} to fold`)
-      }
+      }))
     }
+    // every live node: T's epoch taught to U, and U's copies made above on stable storage
+    // (one flush each, before anything lets T go)
     await Promise.all([...this.c.live()].map(async node => await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer })))
+    // the document as the write finds it may no longer allow it (a snapshot deleted or a
+    // clone made meanwhile): the copies into U were harmless, and the layers are planned again
     const dropped = await this.c.write(w => dropMerged(w, m), `volume layer ${m.layer} folded into ${m.into}`)
     if (dropped) this.c.log.info('folded a deleted snapshot\'s layer into the one above it', { layer: m.layer, into: m.into, volumes: m.volumes })
-    return dropped
+    return dropped ? 'folded' : 'replan'
   }
 }

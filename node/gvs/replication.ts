@@ -131,14 +131,16 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
     case 'merge': {
       const epoch = await store.epoch(req.from)
-      if (req.index == null) { await store.fence(req.volume, epoch, { learnOnly: true }); return { reply: { ok: true }, data: null } }
+      // the fold's last step: the copies below on stable storage, and the epoch taught
+      if (req.index == null) { await store.fence(req.volume, epoch, { learnOnly: true }); await store.flush(req.volume); return { reply: { ok: true }, data: null } }
       // a copy the layer above has is its own, newer than the one below: the put lands
       // only where there is none, checked inside the object's hold (a writer whose
       // document lags may still copy up into it)
       if ((await store.stat(req.volume, req.index)).present) return { reply: { ok: true, present: true }, data: null }
       const obj = await store.readObject(req.from, req.index)
       if (obj == null) return { reply: { ok: true, present: false }, data: null }
-      if (!await store.put(req.volume, req.index, obj, { epoch, ifAbsent: true })) await store.syncObject(req.volume, req.index)
+      // synced by the fold's last request (a flush of the layer), before the layer below may go
+      await store.put(req.volume, req.index, obj, { epoch, ifAbsent: true })
       return { reply: { ok: true, present: true }, data: null }
     }
     case 'fence':

@@ -175,7 +175,6 @@ export class GvsService {
       coordinatorOf,
       // through the state service, as a method (it reads its own fields)
       write: async (fn, message) => await this.components.state.write(fn, message),
-      bucket: () => this.repairs.sharedBucket(),
       running: () => this.started
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
