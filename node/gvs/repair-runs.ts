@@ -63,7 +63,7 @@ export class RepairRuns {
   }
 
   /** the copy-rate cap every repair of this node shares (none: no cap) */
-  sharedBucket (): TokenBucket | undefined {
+  private sharedBucket (): TokenBucket | undefined {
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
     if (rate <= 0) return undefined // no cap
     this.bucket ??= new TokenBucket({ rate, burst: OBJECT_SIZE })

@@ -2,7 +2,7 @@
 // console) never holds a VM up: a VM removed and made again under its name runs, whether
 // the new one is made before that node released the old lease or after that node died.
 // In-process grid, fake driver; no moment with the VM running on two nodes.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import type { FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
 import { startDvmmGrid, until, type DvmmGrid, type DvmmNode, vmApi } from './grid.ts'
@@ -41,13 +41,19 @@ async function runThenStop (g: DvmmGrid, app: FastifyInstance, vm: string): Prom
   return h
 }
 
-test.serial('a VM removed and made again under its name runs: made before the node that ran it released the stopped lease, or after that node died', async t => {
+/** three nodes, web and db created through the first (each checked never to run on two at once) */
+async function webAndDb (t: ExecutionContext): Promise<{ g: DvmmGrid, app0: FastifyInstance }> {
   const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
   t.teardown(g.stop)
   neverTwice(t, g, 'web')
   neverTwice(t, g, 'db')
   const app0 = api(t, g.nodes[0]!)
   for (const vm of ['web', 'db']) t.is((await call(app0, 'POST', '/v1/vms', vmBody(vm))).status, 201)
+  return { g, app0 }
+}
+
+test.serial('a VM removed and made again under its name runs: made before the node that ran it released the stopped lease, or after that node died', async t => {
+  const { g, app0 } = await webAndDb(t)
 
   // A: removed and made again back to back, from another node, while the node that ran
   // it does not act (its VM manager is down; its agent still syncs the document)
@@ -79,12 +85,7 @@ test.serial('a VM removed and made again under its name runs: made before the no
 })
 
 test.serial('a VM started again by a writer that saw its lease still running while the node that ran it parked it (desired running over a parked lease) runs again, once; also when that node is dead', async t => {
-  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
-  t.teardown(g.stop)
-  neverTwice(t, g, 'web')
-  neverTwice(t, g, 'db')
-  const app0 = api(t, g.nodes[0]!)
-  for (const vm of ['web', 'db']) t.is((await call(app0, 'POST', '/v1/vms', vmBody(vm))).status, 201)
+  const { g, app0 } = await webAndDb(t)
 
   // the outcome of the race, as both writes merge: vm start on X (seeing the lease still
   // running, it only sets desired running) and the holder's park, which X had not seen
