@@ -3,7 +3,7 @@
 export * from './schema.ts'
 export * from './conflicts.ts'
 export { Reader, StaleReaderError, type Counts, type InvalidHandler } from './reader.ts'
-export { Writer, InvalidObjectError, NotFoundError } from './writer.ts'
+export { Writer, InvalidObjectError, NotFoundError, listTail } from './writer.ts'
 export { Replica, SchemaNewerError, actorFor, type ReplicaOptions } from './replica.ts'
 export { sameHeads, type PeerSync, type ReceiveResult, type RejectReason } from './sync-session.ts'
 export { MIGRATIONS, GENESIS_ACTOR, type Migration } from './genesis.ts'

@@ -49,6 +49,12 @@ export function mapAt (core: Core, obj: string, key: string): string | null {
   return v?.[0] === 'map' ? v[1] as string : null
 }
 
+/** the object id of a list under `obj`, or null */
+export function listAt (core: Core, obj: string, key: string): string | null {
+  const v = core.getWithType(obj, key)
+  return v?.[0] === 'list' ? v[1] as string : null
+}
+
 /** the schema version in the document's meta (0: none); crdt/genesis.ts docSchema, read from the core */
 export function schemaOf (core: Core): number {
   const meta = mapAt(core, '_root', 'meta')
@@ -64,6 +70,16 @@ export function putValue (core: Core, obj: string, prop: string, v: unknown): vo
   }
   const [value, datatype] = scalar(v)
   core.put(obj, prop, value as never, datatype)
+}
+
+/** Inserts a document value (from toDoc) into the list `list` at `index`. */
+export function insertValue (core: Core, list: string, index: number, v: unknown): void {
+  if (v != null && typeof v === 'object' && !A.isImmutableString(v) && !(v instanceof Uint8Array) && !(v instanceof Date)) {
+    core.insertObjectFromHydrate(list, index, v)
+    return
+  }
+  const [value, datatype] = scalar(v)
+  core.insert(list, index, value as never, datatype)
 }
 
 function scalar (v: unknown): [unknown, Parameters<Core['put']>[3]] {

@@ -5,7 +5,7 @@
 import { keyOf, labelKey, snapshotOf, validateObject, isLabelKey, isLabelValue, type Draft, type Kind, type Objects, type Snapshot } from './schema.ts'
 import type { Reader } from './reader.ts'
 import { futureOverride } from './conflicts.ts'
-import { toDoc, putValue, mapAt } from './values.ts'
+import { toDoc, putValue, insertValue, mapAt, listAt } from './values.ts'
 import type { Core } from './backend.ts'
 
 export class InvalidObjectError extends Error {
@@ -22,6 +22,8 @@ type Op =
   | { op: 'del', kind: Kind, key: string }
   | { op: 'nested', kind: Kind, key: string, field: string, sub: string, value: unknown }
   | { op: 'nestedDel', kind: Kind, key: string, field: string, sub: string }
+  /** a list field's tail: `drop` items off its front, `items` appended; `whole` is written instead if the list is not `length` long */
+  | { op: 'listTail', kind: Kind, key: string, field: string, length: number, drop: number, items: unknown[], whole: unknown[] }
 
 export class Writer {
   readonly by: string
@@ -63,8 +65,18 @@ export class Writer {
       this.ops.push({ op: 'put', kind, key, value })
     } else {
       const fields: Record<string, unknown> = { at: this.at, by: this.by }
-      for (const [f, v] of Object.entries(patch)) if (v !== undefined) fields[f] = v
-      this.ops.push({ op: 'fields', kind, key, fields })
+      const tails: Op[] = []
+      for (const [f, v] of Object.entries(patch)) {
+        if (v === undefined) continue
+        const old = (cur.value as Record<string, unknown>)[f]
+        // a log that only gained items at its end (and lost some at its front: it is
+        // bounded) is changed in place: a log of 32 events is not written again for
+        // each new one, and events appended at once on two nodes both stay
+        const tail = APPEND_LISTS[kind]?.includes(f) === true && Array.isArray(v) && Array.isArray(old) ? listTail(old, v) : null
+        if (tail != null) tails.push({ op: 'listTail', kind, key, field: f, length: (old as unknown[]).length, ...tail, whole: v as unknown[] })
+        else fields[f] = v
+      }
+      this.ops.push({ op: 'fields', kind, key, fields }, ...tails)
     }
     return value
   }
@@ -148,6 +160,39 @@ export class Writer {
 }
 
 /**
+ * The list fields written in place when they only gain items at their end: logs, where
+ * concurrent appends should all stay. Any other list is written whole (last writer
+ * wins): two nodes rewriting a volume's `layers` at once must not merge into one list.
+ */
+const APPEND_LISTS: Partial<Record<Kind, readonly string[]>> = { leases: ['log'] }
+
+/**
+ * How `next` follows from `prev` by dropping items off its front (not all of them) and
+ * appending: `{drop, items}`, or null if it does not (or nothing was appended).
+ */
+export function listTail (prev: readonly unknown[], next: readonly unknown[]): { drop: number, items: unknown[] } | null {
+  for (let drop = 0; drop < Math.max(1, prev.length); drop++) {
+    const kept = prev.length - drop
+    if (kept > next.length) continue
+    let same = true
+    for (let i = 0; i < kept && same; i++) same = sameValue(prev[drop + i], next[i])
+    if (same) return kept === next.length && drop === 0 ? null : { drop, items: next.slice(kept) }
+  }
+  return null
+}
+
+/** plain JSON values equal (object keys in any order) */
+function sameValue (a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (a == null || b == null || typeof a !== 'object' || typeof b !== 'object') return false
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  if (Array.isArray(a)) return a.length === (b as unknown[]).length && a.every((x, i) => sameValue(x, (b as unknown[])[i]))
+  const ka = Object.keys(a).filter(k => (a as Record<string, unknown>)[k] !== undefined)
+  const kb = Object.keys(b).filter(k => (b as Record<string, unknown>)[k] !== undefined)
+  return ka.length === kb.length && ka.every(k => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+}
+
+/**
  * Applies collected operations to the document's core (the caller commits them as
  * one change, or rolls them back if this throws). `ids`: each collection's object id.
  */
@@ -169,6 +214,16 @@ export function applyOps (core: Core, ids: ReadonlyMap<string, { id: string }>, 
         const sub = obj == null ? null : mapAt(core, obj, o.field)
         if (sub == null) throw new Error(`${o.kind} "${o.key}" has no ${o.field}`)
         putValue(core, sub, o.sub, toDoc(o.value))
+        break
+      }
+      case 'listTail': {
+        const obj = mapAt(core, coll, o.key)
+        if (obj == null) throw new Error(`${o.kind} "${o.key}" is not in the document`)
+        const list = listAt(core, obj, o.field)
+        // written otherwise meanwhile (an earlier op of this change): the whole value
+        if (list == null || core.length(list) !== o.length) { putValue(core, obj, o.field, toDoc(o.whole)); break }
+        if (o.drop > 0) core.splice(list, 0, o.drop)
+        for (const item of o.items) insertValue(core, list, core.length(list), toDoc(item))
         break
       }
       case 'nestedDel': {
