@@ -1,21 +1,19 @@
 // Writer epochs of the volumes a store holds (invariant 3): per volume the newest
 // epoch seen, kept durably in <dir>/<volume> as text "<epoch>\n", written and fsync'ed
 // (with its directory) before the first write of a newer epoch is taken.
-import { open, rename, rm } from 'node:fs/promises'
+import { open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
 
 /**
- * The layer a snapshot's top layer went over: "VOL@N" over "VOL@N-1", "VOL@1" over
- * "VOL" (volumes.ts planSnapshot names them so; a clone's "C@N" walks down to "C"
- * through names never written, never into its source's layers). Null for a base layer.
+ * A layer's line and number: "VOL@N" -> {base: VOL, n: N}, a base layer "VOL" ->
+ * {base: VOL, n: 0}. A snapshot's new top layer is numbered past every layer of its
+ * line (volumes.ts nextLayer); a clone's "C@N" is of its own line C, never its source's.
  */
-export function layerBelow (layer: string): string | null {
+export function layerNumber (layer: string): { base: string, n: number } {
   const m = /^(.+)@([0-9]+)$/.exec(layer)
-  if (m == null) return null
-  const n = Number(m[2])
-  return n <= 1 ? m[1]! : `${m[1]}@${n - 1}`
+  return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }
 }
 
 export class WriterEpochs {
@@ -24,6 +22,12 @@ export class WriterEpochs {
   private readonly recording = new Map<string, Promise<unknown>>()
   /** per volume, the epochs queued or being recorded: an older writer is rejected meanwhile */
   private readonly inFlight = new Map<string, Set<number>>()
+
+  /**
+   * per base layer, the layers of its line (itself, "BASE@N") that have an epoch file
+   * here: read from the directory once, kept up to date by recordings and forgets
+   */
+  private lines: Promise<Map<string, Set<string>>> | null = null
 
   /** volumes whose damaged epoch file was reported (once each) */
   private readonly reported = new Set<string>()
@@ -98,6 +102,11 @@ export class WriterEpochs {
         await syncPath(this.dir + '/')
       } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${volume}"`) }
       this.known.set(volume, epoch)
+      const { base } = layerNumber(volume)
+      const lines = await this.linesIndex()
+      let line = lines.get(base)
+      if (line == null) lines.set(base, line = new Set())
+      line.add(volume)
     })
     const tail = run.catch(() => {})
     this.recording.set(volume, tail)
@@ -116,15 +125,39 @@ export class WriterEpochs {
   private async floor (layer: string): Promise<number> {
     // the highest over the layers: a deposed writer that reached the new top layer first
     // recorded its epoch there, and the fence then went to the layer under it
-    let floor = 0
+    // every layer of the line at or under this one that has an epoch here (the names
+    // in between were never written: no walk through them, however high the number)
+    const { base, n } = layerNumber(layer)
+    let floor = this.known.get(layer) ?? 0
+    const line = (await this.linesIndex()).get(base)
+    if (line == null) return floor
     // (each write asks: the cached epochs are read without an await)
-    for (let l: string | null = layer, i = 0; l != null && i <= 256; i++, l = layerBelow(l)) floor = Math.max(floor, this.known.get(l) ?? await this.get(l))
+    for (const l of line) if (layerNumber(l).n <= n) floor = Math.max(floor, this.known.get(l) ?? await this.get(l))
     return floor
+  }
+
+  /** the epoch files here, by line (read once) */
+  private async linesIndex (): Promise<Map<string, Set<string>>> {
+    this.lines ??= (async () => {
+      const lines = new Map<string, Set<string>>()
+      let names: string[]
+      try { names = await readdir(this.dir) } catch (err) { this.lines = null; throw fromFsError(err, 'listing the writer epochs') }
+      for (const name of names) {
+        if (name.endsWith('.tmp')) continue
+        const { base } = layerNumber(name)
+        let line = lines.get(base)
+        if (line == null) lines.set(base, line = new Set())
+        line.add(name)
+      }
+      return lines
+    })()
+    return await this.lines
   }
 
   /** the volume is gone from this store */
   async forget (volume: string): Promise<void> {
     await rm(join(this.dir, volume), { force: true })
     this.known.delete(volume)
+    ;(await this.linesIndex()).get(layerNumber(volume).base)?.delete(volume)
   }
 }

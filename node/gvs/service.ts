@@ -49,6 +49,8 @@ export interface GvsComponents {
   state: {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+    /** the volumes of the document as loaded from this node's disk, before any peer's change */
+    volumesAsLoaded?: () => Volume[]
   }
   /**
    * the failure detector; its transitions (a member died, left, joined) start a repair
@@ -183,7 +185,9 @@ export class GvsService {
   }
 
   async start (): Promise<void> {
-    // the layers of the document as this node kept it, before peers sync it much (layer-reclaim.ts)
+    // the layers of the document as this node kept it on its disk, before peers synced
+    // it anything (a destroy made while it was down included: layer-reclaim.ts)
+    this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
     this.reclaim.note(this.volumes())
     await this.store.start()
     await this.replicas.start()

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
-import { Replica, SCHEMA_VERSION, MAX_FUTURE_MS, type Counts, type Kind, type Reader, type Writer } from '../../crdt/index.ts'
+import { Replica, SCHEMA_VERSION, MAX_FUTURE_MS, type Counts, type Kind, type Reader, type Writer, type Volume } from '../../crdt/index.ts'
 import type { Counter, Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import { StateMetrics } from './metrics.ts'
@@ -106,6 +106,7 @@ export class StateService extends EventEmitter<StateEvents> {
   private diskHeads: string[] = []
   readonly recovered: RecoveredFile[] = []
   private running = false
+  private loadedVolumes: Volume[] = []
 
   constructor (init: StateServiceInit) {
     super()
@@ -115,6 +116,13 @@ export class StateService extends EventEmitter<StateEvents> {
     this.store = new StateStore(init.dataDir)
   }
 
+  /**
+   * The volumes of the document as this node loaded it from its disk, before any peer's
+   * change: the volume store frees the copies of volumes destroyed while this node was
+   * down, which a peer may sync it before the store starts (node/gvs/layer-reclaim.ts).
+   */
+  volumesAsLoaded (): Volume[] { return this.loadedVolumes }
+
   /** ok, or why writes are refused (disk trouble) and since when. */
   health (): StateHealth { return this.healthState }
 
@@ -122,6 +130,7 @@ export class StateService extends EventEmitter<StateEvents> {
     const { host } = this.init
     const metrics = this.metrics
     await this.load()
+    this.loadedVolumes = this.replica.read().list('volumes')
     this.persister = new Persister({
       store: this.store,
       replica: this.replica,

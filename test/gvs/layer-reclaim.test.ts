@@ -163,6 +163,35 @@ test('a node down while a volume was destroyed frees its copies when it comes ba
   t.false((await again.store.volumes()).includes(id), 'its copies are freed')
 })
 
+test('a node whose peers synced it a destroy before its volume store started frees its copies (the document as loaded from its disk named the volume)', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsearly')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/early', size: 4 * OBJ } })
+  const id: string = created.json().id
+  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/early')
+  for (let i = 0; i < 4; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
+  await c.close()
+  for (const s of svcs) await s.reconcile()
+  t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
+  const kept = doc.replica.fork()
+  await svcs[2]!.stop()
+  const n2 = grid.hosts[2]!.peerId.toString()
+  const member = doc.members.get(n2)!
+  doc.members.set(n2, { ...member, state: 'dead' })
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  doc.members.set(n2, member)
+  // back: its state service loaded the document it kept, and a peer synced it the
+  // destroy before the volume store started: the store never reads the volume now
+  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => kept.read().list('volumes') }
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  await again.start()
+  grid.svcs.push(again)
+  await again.reconcile()
+  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+})
+
 test('a node restarted on an empty document (its state lost, no peer yet) keeps every copy it holds', async t => {
   const grid = await memoryHosts(t, 3, 'gvsempty')
   const doc = sharedDocument(grid.hosts)

@@ -50,6 +50,25 @@ test('a top layer a snapshot made starts from the epoch of the layers under it: 
   await s.fence('vol-a@5', 2, { learnOnly: true })
 })
 
+test('a writer fenced on a layer stays refused on a layer numbered any distance above it, also after a restart', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  let s = new ObjectStore({ log: silentLogger }, { dir })
+  await s.start()
+  await s.fence('vol-d@3', 12)
+  // 1,000 snapshots since (layer numbers grow on past folded ones): its deposed writer, silent since, comes back
+  t.true(isGvsError(await t.throwsAsync(s.write('vol-d@1003', 0, 0, new Uint8Array([1]), { epoch: 11 })), 'stale-epoch'))
+  t.is(await s.epoch('vol-d@2'), 0, 'a layer below the fence is not raised')
+  await s.stop()
+  s = new ObjectStore({ log: silentLogger }, { dir })
+  await s.start()
+  t.teardown(async () => { await s.stop() })
+  t.true(isGvsError(await t.throwsAsync(s.write('vol-d@1003', 0, 0, new Uint8Array([1]), { epoch: 11 })), 'stale-epoch'), 'read back from the epoch files')
+  await s.write('vol-d@1003', 0, 0, new Uint8Array([1]), { epoch: 12 })
+  // the line's files are its own: vol-dd is another volume
+  await s.write('vol-dd@1003', 0, 0, new Uint8Array([1]), { epoch: 1 })
+})
+
 test('an epoch file that is not digits is damaged, not "no epoch seen": an emptied one would let any writer in', async t => {
   const { WriterEpochs } = await import('../../node/gvs/epochs.ts')
   const { writeFile } = await import('node:fs/promises')
