@@ -1,6 +1,6 @@
 // DVMM (issue 14): VMs anywhere on the grid, placed by leases in the cluster document.
 // The agent builds one DvmmService with its components and the node's drivers.
-export { driverSpec } from './local-vms.ts'
+export { driverSpec } from './run-steps.ts'
 export { DvmmService, type DvmmComponents, type DvmmInit, type DvmmState, type DvmmMembership } from './service.ts'
 export { dvmmRoutes, type HaView } from './routes.ts'
 export { decide, type DecideInput, type Decisions, type Claim } from './decide.ts'

@@ -11,15 +11,14 @@ import { onExit } from '../../crdt/placement/index.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
-import type { DriverVmSpec, VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
+import type { VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
 import { logged, type History } from './history.ts'
+import { docStamp, driverSpec, killIfLive, listedLive, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
 import { notFoundIsGone, VmConsoles } from './console.ts'
-
-const MiB = 2 ** 20
 
 /** the connection manager, where the grid has an overlay */
 export interface VmNetworkHooks {
@@ -56,45 +55,6 @@ export interface LocalVmsComponents {
 
 export interface LocalVmsInit {
   stopGraceMs: number
-}
-
-export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
-  const s = vm.spec
-  const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
-    ? { kind: 'command', command: s.command, ...(s.user != null ? { user: s.user } : {}) }
-    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
-  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
-}
-
-/**
- * A time written into the document (the roll's joined, crash records): whole ms of wall
- * time where the clock has it apart from its monotonic `now`, which other nodes and
- * later runs cannot compare with theirs.
- */
-export function docStamp (clock: Clock & { wall?: () => number }): number {
-  return Math.floor(clock.wall?.() ?? clock.now())
-}
-
-/** the VMs a driver lists whose process may run: running, starting or stopping */
-async function listedLive (d: VmDriver): Promise<string[]> {
-  return (await d.list()).filter(v => v.state === 'running' || v.state === 'starting' || v.state === 'stopping').map(v => v.id)
-}
-
-/** kills the VM where the driver knows it and it has not ended; whether the driver knows it */
-async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
-  const info = await d.inspect(id)
-  if (info != null && info.state !== 'stopped' && info.state !== 'failed') await d.kill(id)
-  return info != null
-}
-
-/**
- * The update that parks lease `l` of a VM stopped on request, once no run of it is
- * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
- * it said before unless it ran), logged at `at`. Never written while the VM may run here.
- */
-export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
-  const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
-  return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)
 }
 
 /** a start called off while it ran (see LocalVms.aborted) */

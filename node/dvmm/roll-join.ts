@@ -7,7 +7,7 @@ import type { Writer } from '../../crdt/index.ts'
 import { mayChangeRoll } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Clock } from '../service.ts'
-import { docStamp } from './local-vms.ts'
+import { docStamp } from './run-steps.ts'
 import type { DocView } from './view.ts'
 
 export interface RollJoinComponents {

@@ -5,7 +5,7 @@ import test from 'ava'
 import { Replica, syncPair, type Draft, type Lease } from '../../crdt/index.ts'
 import { fenced, type NodeView } from '../../crdt/placement/index.ts'
 import { claimStillApplies, decide, startsStillDue, type DecideInput, type Decisions } from '../../node/dvmm/decide.ts'
-import { parkedLease } from '../../node/dvmm/local-vms.ts'
+import { parkedLease } from '../../node/dvmm/run-steps.ts'
 import { docView } from '../../node/dvmm/view.ts'
 import { createVmIn, removeVmIn, setDesiredIn, unplacedVms, vmRow } from '../../node/dvmm/vms.ts'
 

@@ -1,0 +1,49 @@
+// The small steps LocalVms (local-vms.ts) takes for a VM's run, apart from its state:
+// the driver's spec of a VM, the driver calls it repeats, and the lease updates and
+// times it writes into the document.
+import type { Lease, Vm } from '../../crdt/index.ts'
+import type { Clock } from '../service.ts'
+import type { DriverVmSpec, VmDriver, VmOverlay } from './drivers/types.ts'
+import { logged } from './history.ts'
+
+const MiB = 2 ** 20
+
+/** What a driver is asked to run for `vm`: its boot, resources, overlay address and disks. */
+export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
+  const s = vm.spec
+  const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
+    ? { kind: 'command', command: s.command, ...(s.user != null ? { user: s.user } : {}) }
+    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
+}
+
+/**
+ * A time written into the document (the roll's joined, crash records): whole ms of wall
+ * time where the clock has it apart from its monotonic `now`, which other nodes and
+ * later runs cannot compare with theirs.
+ */
+export function docStamp (clock: Clock & { wall?: () => number }): number {
+  return Math.floor(clock.wall?.() ?? clock.now())
+}
+
+/** the VMs a driver lists whose process may run: running, starting or stopping */
+export async function listedLive (d: VmDriver): Promise<string[]> {
+  return (await d.list()).filter(v => v.state === 'running' || v.state === 'starting' || v.state === 'stopping').map(v => v.id)
+}
+
+/** kills the VM where the driver knows it and it has not ended; whether the driver knows it */
+export async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
+  const info = await d.inspect(id)
+  if (info != null && info.state !== 'stopped' && info.state !== 'failed') await d.kill(id)
+  return info != null
+}
+
+/**
+ * The update that parks lease `l` of a VM stopped on request, once no run of it is
+ * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
+ * it said before unless it ran), logged at `at`. Never written while the VM may run here.
+ */
+export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
+  const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
+  return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)
+}
