@@ -22,7 +22,7 @@ type Op =
   | { op: 'del', kind: Kind, key: string }
   | { op: 'nested', kind: Kind, key: string, field: string, sub: string, value: unknown }
   | { op: 'nestedDel', kind: Kind, key: string, field: string, sub: string }
-  /** a list field's tail: `drop` items off its front, `items` appended; `whole` is written instead if the list is not `length` long */
+  /** a list field's tail: `drop` items off its front, `items` appended; `whole` is written instead if the list is not `length` long (not the list the tail was taken from) */
   | { op: 'listTail', kind: Kind, key: string, field: string, length: number, drop: number, items: unknown[], whole: unknown[] }
 
 export class Writer {
@@ -66,13 +66,16 @@ export class Writer {
     } else {
       const fields: Record<string, unknown> = { at: this.at, by: this.by }
       const tails: Op[] = []
+      // a tail is taken from the value before this change: one earlier in it (a put, an
+      // update from the same read) would have it spliced twice, so the value goes whole
+      const first = !this.ops.some(o => o.kind === kind && o.key === key)
       for (const [f, v] of Object.entries(patch)) {
         if (v === undefined) continue
         const old = (cur.value as Record<string, unknown>)[f]
         // a log that only gained items at its end (and lost some at its front: it is
         // bounded) is changed in place: a log of 32 events is not written again for
         // each new one, and events appended at once on two nodes both stay
-        const tail = APPEND_LISTS[kind]?.includes(f) === true && Array.isArray(v) && Array.isArray(old) ? listTail(old, v) : null
+        const tail = first && APPEND_LISTS[kind]?.includes(f) === true && Array.isArray(v) && Array.isArray(old) ? listTail(old, v) : null
         if (tail != null) tails.push({ op: 'listTail', kind, key, field: f, length: (old as unknown[]).length, ...tail, whole: v as unknown[] })
         else fields[f] = v
       }

@@ -55,15 +55,26 @@ test('two nodes appending at once both keep their events; a third reads the same
   t.deepEqual(b.read().get('leases', 'v')!.value.log, la)
 })
 
-test('two updates of one log in one change: the second is written whole (no duplicate, no loss of a valid list)', t => {
-  const a = replica('n1')
-  a.change(w => w.put('leases', lease([ev(0)])))
-  const cur = a.read().get('leases', 'v')!.value
-  a.change(w => {
-    w.update('leases', 'v', { log: appendLog(cur.log, [ev(1)]) })
-    w.update('leases', 'v', { log: appendLog(cur.log, [ev(2)]) })
-  })
-  t.deepEqual(a.read().get('leases', 'v')!.value.log, [ev(0), ev(2)])
+test('two writes of one lease in one change: the later one is written whole (a log short or full: no duplicate, never a mix)', t => {
+  for (const n of [1, 32]) {
+    const a = replica('n1')
+    let log: unknown[] = []
+    for (let i = 0; i < n; i++) log = appendLog(log, [ev(i)])
+    a.change(w => w.put('leases', lease(log)))
+    const cur = a.read().get('leases', 'v')!.value
+    a.change(w => {
+      w.update('leases', 'v', { log: appendLog(cur.log, [ev(100)]) })
+      w.update('leases', 'v', { log: appendLog(cur.log, [ev(101)]) })
+    })
+    t.deepEqual(a.read().get('leases', 'v')!.value.log, appendLog(cur.log, [ev(101)]), `a log of ${n}: the later update's`)
+    // a new claim (put) and an update of the lease it replaces, in one change
+    const claimed = appendLog(undefined, [ev(200, 'n2')])
+    a.change(w => {
+      w.put('leases', { ...lease(claimed), holder: 'n2', epoch: 2 })
+      w.update('leases', 'v', { log: appendLog(cur.log, [ev(102)]) })
+    })
+    t.deepEqual(a.read().get('leases', 'v')!.value.log, appendLog(cur.log, [ev(102)]), `a log of ${n}: the update, whole, not spliced into the put's`)
+  }
 })
 
 test('other lists are written whole: two nodes rewriting a volume\'s layers at once keep one list', t => {
