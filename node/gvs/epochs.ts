@@ -1,9 +1,12 @@
 // Writer epochs of the volumes a store holds (invariant 3): per volume the newest
 // epoch seen, kept durably in <dir>/<volume> as text "<epoch>\n", written and fsync'ed
-// (with its directory) before the first write of a newer epoch is taken.
+// (with its directory) before the first write of a newer epoch is taken. A layer freed
+// here (folded into the one above, or its volume destroyed) leaves its epoch to its
+// line, in <dir>/<base>.floor: the layers above it must still refuse the writers it
+// refused, whatever this node holds of them.
 import { open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { GvsError, fromFsError } from './errors.ts'
+import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
 
 /**
@@ -15,6 +18,10 @@ export function layerNumber (layer: string): { base: string, n: number } {
   const m = /^(.+)@([0-9]+)$/.exec(layer)
   return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }
 }
+
+const FLOOR = '.floor'
+/** the file of what a line's freed layers left (no layer is named so: names hold no ".") */
+const floorName = (base: string): string => `${base}${FLOOR}`
 
 export class WriterEpochs {
   private readonly dir: string
@@ -71,10 +78,13 @@ export class WriterEpochs {
 
   /**
    * Admits a writer with this epoch: a newer one is recorded durably first, an older
-   * one is rejected with 'stale-epoch' (unless `learnOnly`: then it is only not recorded).
+   * one is rejected with 'stale-epoch'. `learnOnly` (a copy, a fold teaching the layer
+   * above): nothing is rejected, and an epoch newer than the layer's own is recorded on
+   * it, even if a layer under it has it (that layer may be freed next).
    */
   async admit (volume: string, epoch: number, learnOnly: boolean): Promise<void> {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw new GvsError('invalid', `epoch ${epoch} is not a non-negative integer`)
+    const seen = async (): Promise<number> => learnOnly ? await this.get(volume) : await this.floor(volume)
     const check = (cur: number): boolean => {
       if (learnOnly) return epoch <= cur
       // a newer epoch being recorded counts as seen: its writer has taken over, and the
@@ -83,25 +93,15 @@ export class WriterEpochs {
       if (epoch < newest) throw new GvsError('stale-epoch', `volume "${volume}": writer epoch ${epoch} is older than ${newest}, the newest this replica has seen`)
       return epoch === cur
     }
-    if (check(await this.floor(volume))) return
+    if (check(await seen())) return
     const queued = this.inFlight.get(volume) ?? new Set<number>()
     this.inFlight.set(volume, queued)
     queued.add(epoch)
     // one recording per volume at a time: the newest wins, never an older after it
     const prev = this.recording.get(volume) ?? Promise.resolve()
     const run = prev.then(async () => {
-      if (check(await this.floor(volume))) return
-      const file = join(this.dir, volume)
-      try {
-        const fh = await open(`${file}.tmp`, 'w')
-        try {
-          await fh.writeFile(`${epoch}\n`)
-          await fh.sync()
-        } finally { await fh.close() }
-        await rename(`${file}.tmp`, file)
-        await syncPath(this.dir + '/')
-      } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${volume}"`) }
-      this.known.set(volume, epoch)
+      if (check(await seen())) return
+      await this.writeEpoch(volume, epoch)
       const { base } = layerNumber(volume)
       const lines = await this.linesIndex()
       let line = lines.get(base)
@@ -128,7 +128,8 @@ export class WriterEpochs {
     // every layer of the line at or under this one that has an epoch here (the names
     // in between were never written: no walk through them, however high the number)
     const { base, n } = layerNumber(layer)
-    let floor = this.known.get(layer) ?? 0
+    // what the line's freed layers left
+    let floor = Math.max(this.known.get(layer) ?? 0, await this.get(floorName(base)))
     const line = (await this.linesIndex()).get(base)
     if (line == null) return floor
     // (each write asks: the cached epochs are read without an await)
@@ -143,7 +144,7 @@ export class WriterEpochs {
       let names: string[]
       try { names = await readdir(this.dir) } catch (err) { this.lines = null; throw fromFsError(err, 'listing the writer epochs') }
       for (const name of names) {
-        if (name.endsWith('.tmp')) continue
+        if (name.endsWith('.tmp') || name.endsWith(FLOOR)) continue
         const { base } = layerNumber(name)
         let line = lines.get(base)
         if (line == null) lines.set(base, line = new Set())
@@ -154,10 +155,42 @@ export class WriterEpochs {
     return await this.lines
   }
 
-  /** the volume is gone from this store */
+  /** writes a layer's epoch (or a line's floor) durably: tmp, fsync, rename, fsync of the directory */
+  private async writeEpoch (name: string, epoch: number): Promise<void> {
+    const file = join(this.dir, name)
+    try {
+      const fh = await open(`${file}.tmp`, 'w')
+      try {
+        await fh.writeFile(`${epoch}\n`)
+        await fh.sync()
+      } finally { await fh.close() }
+      await rename(`${file}.tmp`, file)
+      await syncPath(this.dir + '/')
+    } catch (err) { throw fromFsError(err, `recording epoch ${epoch} of "${name}"`) }
+    this.known.set(name, epoch)
+  }
+
+  /**
+   * The layer is gone from this store: its epoch goes to its line's floor first (the
+   * layers above it count it; a fold taught the layer above it only on the nodes it
+   * reached). A damaged epoch file stays: the line's writes stay refused here, as before.
+   */
   async forget (volume: string): Promise<void> {
+    const { base } = layerNumber(volume)
+    let own: number
+    try { own = await this.get(volume) } catch (err) {
+      if (isGvsError(err, 'damaged')) return
+      throw err
+    }
+    if (own > await this.get(floorName(base))) await this.writeEpoch(floorName(base), own)
     await rm(join(this.dir, volume), { force: true })
     this.known.delete(volume)
-    ;(await this.linesIndex()).get(layerNumber(volume).base)?.delete(volume)
+    ;(await this.linesIndex()).get(base)?.delete(volume)
+  }
+
+  /** Every layer of the line is gone for good (its volume destroyed, in the document): its floor goes too. */
+  async forgetLine (base: string): Promise<void> {
+    await rm(join(this.dir, floorName(base)), { force: true })
+    this.known.delete(floorName(base))
   }
 }

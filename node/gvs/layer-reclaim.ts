@@ -15,6 +15,7 @@ import type { ReplicaTransport } from './replication.ts'
 import type { Repairer } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
+import { layerNumber } from './epochs.ts'
 
 export interface LayerMerge {
   /** the layer given back */
@@ -150,6 +151,9 @@ export class LayerReclaim {
       this.unreadSince.delete(name)
       freed.push(name)
     }
+    // a line the document reads no layer of (its volume destroyed) leaves no writer epoch behind
+    const readLines = new Set([...read].map(l => layerNumber(l).base))
+    for (const base of new Set(freed.map(l => layerNumber(l).base))) if (!readLines.has(base)) await this.c.store.forgetLine(base)
     return freed
   }
 

@@ -441,6 +441,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.epochs.forget(volume)
   }
 
+  /** Every layer of the line (base layer `base` and `base@N`) is gone for good: what its writer epochs left goes too. */
+  async forgetLine (base: string): Promise<void> {
+    this.volDir(base)
+    await this.epochs.forgetLine(base)
+  }
+
   // ---- internals ----
 
   private lost (volume: string, index: number): never {

@@ -1,7 +1,7 @@
 // A writer's epoch below one a store is recording (a newer writer taking over) is
 // rejected: the recorded epoch's writer must not land writes meanwhile (invariant 3).
 import test from 'ava'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
@@ -67,6 +67,34 @@ test('a writer fenced on a layer stays refused on a layer numbered any distance 
   await s.write('vol-d@1003', 0, 0, new Uint8Array([1]), { epoch: 12 })
   // the line's files are its own: vol-dd is another volume
   await s.write('vol-dd@1003', 0, 0, new Uint8Array([1]), { epoch: 1 })
+})
+
+test('a layer freed (folded away, on a node the fold reached or not) leaves its epoch to the layers above it, also after a restart', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-store-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  let s = new ObjectStore({ log: silentLogger }, { dir })
+  await s.start()
+  for (const taught of [true, false]) {
+    const v = taught ? 'vol-t' : 'vol-u'
+    await s.write(`${v}@1`, 0, 0, new Uint8Array([1]), { epoch: 4 }) // writer A
+    await s.fence(`${v}@1`, 5) // B takes over while @1 is the top
+    // two snapshots since; B writes on (its epoch is recorded on neither: the layer under has it)
+    await s.write(`${v}@2`, 0, 0, new Uint8Array([2]), { epoch: 5 })
+    await s.write(`${v}@3`, 0, 0, new Uint8Array([3]), { epoch: 5 })
+    // snapshot 1 deleted: @1 folded into @2 (the fold teaches @2 its epoch, where it reaches) and freed
+    if (taught) await s.fence(`${v}@2`, await s.epoch(`${v}@1`), { learnOnly: true })
+    await s.removeVolume(`${v}@1`)
+    t.true(isGvsError(await t.throwsAsync(s.write(`${v}@3`, 0, 0, new Uint8Array([9]), { epoch: 4 })), 'stale-epoch'), `A refused on the top (fold ${taught ? 'taught' : 'missed'})`)
+  }
+  await s.stop()
+  s = new ObjectStore({ log: silentLogger }, { dir })
+  await s.start()
+  t.teardown(async () => { await s.stop() })
+  t.true(isGvsError(await t.throwsAsync(s.write('vol-u@3', 0, 0, new Uint8Array([9]), { epoch: 4 })), 'stale-epoch'), 'after a restart')
+  // the volume destroyed: its layers freed, then its line
+  for (const l of await s.volumes()) if (l.startsWith('vol-u')) await s.removeVolume(l)
+  await s.forgetLine('vol-u')
+  t.deepEqual((await readdir(join(dir, 'epochs'))).filter(f => f.startsWith('vol-u')), [], 'nothing of it left')
 })
 
 test('an epoch file that is not digits is damaged, not "no epoch seen": an emptied one would let any writer in', async t => {
