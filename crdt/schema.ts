@@ -77,6 +77,11 @@ export const VmSchema = Type.Object({
   app: Type.Union([Id, Type.Null()]),
   desired: Type.Union([Type.Literal('running'), Type.Literal('stopped'), Type.Literal('hibernated')]),
   spec: VmSpecSchema,
+  /**
+   * when this VM was made (ms, by its creator's clock; absent: made by an older agent).
+   * A VM's id is its name: history events from before it are a former VM's of that name
+   */
+  created: Type.Optional(Type.Integer({ minimum: 0 })),
   ...Stamp
 }, open)
 
@@ -126,6 +131,12 @@ export const LeaseSchema = Type.Object({
    * not parked, or written by an agent that kept none)
    */
   parked: Type.Optional(Type.Boolean()),
+  /**
+   * the `created` of the VM this lease was claimed for: a lease (and its log) of a former
+   * VM of the same name has another (absent: claimed by an older agent, or for a VM
+   * made by one)
+   */
+  made: Type.Optional(Type.Integer({ minimum: 0 })),
   /**
    * the VM's history, oldest first (LeaseEventSchema, at most LEASE_LOG_MAX written); a
    * new claim carries on the log of the lease before it (absent: written by an agent

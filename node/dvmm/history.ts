@@ -89,14 +89,24 @@ export function logged (cur: Lease, patch: Partial<Lease>, at: number): Partial<
   return events.length === 0 ? patch : { ...patch, log: appendLog(cur.log, events.map(e => ({ at, ...e }))) }
 }
 
-/** The log of a new claim (`claim`, stamped when written): `before` (the lease before it), then where it was placed or taken over. */
-export function claimLog (before: unknown, claim: Lease, nameOf: (node: string) => string): unknown[] {
-  return appendLog(before, transitionEvents(undefined, claim, nameOf).map(e => ({ at: claim.at, ...e })))
+/**
+ * The log of a new claim (`claim`, stamped when written): `before` (the log of the lease
+ * before it), then where it was placed or taken over. A log of a former VM of the same
+ * name (`before.made` is not the claim's) is left behind.
+ */
+export function claimLog (before: CarriedLog | undefined, claim: Lease, nameOf: (node: string) => string): unknown[] {
+  return appendLog(sameVm(before?.made, claim.made) ? before?.log : undefined, transitionEvents(undefined, claim, nameOf).map(e => ({ at: claim.at, ...e })))
 }
 
+/** a lease's log and the `made` of the lease it came from */
+export interface CarriedLog { log: unknown, made?: number }
+
+/** a log made for `made` belongs to the VM created at `created` (either unknown: an older agent's, taken as the same) */
+const sameVm = (made: number | undefined, created: number | undefined): boolean => made == null || created == null || made === created
+
 export class History {
-  /** each VM's log as its lease has it (any value: readLog reads it when shown; kept once the lease goes: the next claim carries it on) */
-  private readonly logs = new Map<string, unknown>()
+  /** each VM's log as its lease has it (any value: readLog reads it when shown; kept once the lease goes: the next claim carries it on), with the lease's `made` */
+  private readonly logs = new Map<string, CarriedLog>()
   /** this agent's own decisions no lease records */
   private readonly own = new Map<string, HistoryEvent[]>()
   /** the leases as last seen: a lease without a log (an older agent's) is followed by its transitions */
@@ -118,17 +128,22 @@ export class History {
     if (l.length > MAX_LOCAL) l.splice(0, l.length - MAX_LOCAL)
   }
 
-  /** The history of a VM, oldest first: its lease's log (the same on every node) and this agent's own events. */
-  of (vm: string, nameOf: (node: string) => string = n => n): HistoryEvent[] {
-    const logged = readLog(this.logs.get(vm)).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
+  /**
+   * The history of a VM, oldest first: its lease's log (the same on every node) and this
+   * agent's own events. `created`: the VM's; a log of a former VM of its name (a lease
+   * not taken over yet) is not shown.
+   */
+  of (vm: string, nameOf: (node: string) => string = n => n, created?: number): HistoryEvent[] {
+    const carried = this.logs.get(vm)
+    const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
     return [...logged, ...this.own.get(vm) ?? []].sort((a, b) => a.at - b.at)
   }
 
   /** how many events of the VM's log this agent cannot read (left out of `of`) */
-  unreadable (vm: string): number { return readLog(this.logs.get(vm)).unreadable }
+  unreadable (vm: string): number { return readLog(this.logs.get(vm)?.log).unreadable }
 
   /** the log a new claim of `vm` carries on: the last lease's, as this agent saw it */
-  carried (vm: string): unknown { return this.logs.get(vm) }
+  carried (vm: string): CarriedLog | undefined { return this.logs.get(vm) }
 
   /**
    * Takes in the winning leases (`vms`: the VMs in the document; a removed VM's history
@@ -137,10 +152,10 @@ export class History {
    */
   observe (leases: ReadonlyMap<string, Lease>, vms: { has: (vm: string) => boolean }, nameOf: (node: string) => string): void {
     for (const [vm, l] of leases) {
-      if (l.log != null) this.logs.set(vm, l.log)
+      if (l.log != null) this.logs.set(vm, { log: l.log, made: l.made })
       else {
         const events = transitionEvents(this.last.get(vm), l, nameOf)
-        if (events.length > 0) this.logs.set(vm, appendLog(this.logs.get(vm), events.map(e => ({ at: l.at, ...e }))))
+        if (events.length > 0) this.logs.set(vm, { log: appendLog(this.logs.get(vm)?.log, events.map(e => ({ at: l.at, ...e }))), made: l.made })
       }
       this.last.set(vm, l)
     }

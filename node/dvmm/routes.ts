@@ -91,7 +91,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
       decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
-      history: svc.history.of(vm.id, n => nameOf(n, doc)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
+      history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }

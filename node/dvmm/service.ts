@@ -293,9 +293,11 @@ export class DvmmService {
         if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
         try {
           // over a parked lease: a placement anew (no `from`, no failover in its history)
-          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}) }
-          // its history carries on the log of the lease taken over, or of the last one this node saw
-          w.put('leases', { ...lease, log: claimLog(w.reader.get('leases', c.vm)?.value.log ?? this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
+          const made = w.reader.get('vms', c.vm)?.value.created
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}) }
+          // its history carries on the log of the lease taken over, or of the last one this node saw (not a former VM's of its name)
+          const before = w.reader.get('leases', c.vm)?.value
+          w.put('leases', { ...lease, log: claimLog(before?.log != null ? { log: before.log, made: before.made } : this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
           return true
         } catch (err) {
           this.log.warn('a claim was refused', { vm: c.vm, epoch: c.epoch, err: (err as Error).message })

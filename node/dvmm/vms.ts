@@ -372,7 +372,7 @@ export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: str
     const up = idle(l) ? null : holderUp(l.holder)
     if (up != null) throw new ConflictError(`a VM named "${draft.id}" was removed, and ${up} is still stopping it (its lease, epoch ${l.epoch}, is ${l.status ?? 'claimed'}): create it again once that node has released it (a few seconds)`, 'name_in_use')
   }
-  return w.put('vms', draft)
+  return w.put('vms', { ...draft, created: w.at })
 }
 
 /**

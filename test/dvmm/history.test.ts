@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
 import { startDvmmGrid, fakeVm, until, sleep, vmApi } from './grid.ts'
 import { DvmmService, type VmDetail } from '../../node/dvmm/index.ts'
+import { createVmIn } from '../../node/dvmm/vms.ts'
 import { silentLogger } from '../../node/log.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
@@ -53,4 +54,22 @@ test.serial('vm show: a node that saw the changes late shows the same history as
   t.is(started.length, starts.length)
   started.forEach((x, i) => { t.true(x >= starts[i]! - 5 && x - starts[i]! < 1000, `start ${i} logged at ${x}, the driver started it at ${starts[i]!}`) })
   t.true(at.every((x, i) => i === 0 || x >= at[i - 1]!), 'in order')
+})
+
+test.serial('vm show: a VM made again under a removed VM\'s name, whose lease a dead node held, shows only its own history once it takes the lease over', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  // the former "web" ran on a node that is gone: its lease (and history) stayed when it was removed
+  const ghost = '12D3KooWGhostNodeThatDiedLongAgo'
+  const old = [{ at: 1000, event: 'placed', node: ghost, epoch: 1 }, { at: 2000, event: 'started', node: ghost, epoch: 1 }]
+  await g.nodes[0]!.agent.state.write(w => { w.put('leases', { vm: 'web', holder: ghost, epoch: 1, cpu: 1, memoryBytes: 2 ** 30, status: 'running', log: old, made: 500 }) })
+  const made = Date.now()
+  await g.nodes[1]!.agent.state.write(w => { createVmIn(w, fakeVm('web', 1, 2 ** 30)) })
+  await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'web')?.value.status === 'running'), 30_000, 'the new web to take the lease over and run')
+  await until(() => g.nodes.every(n => n.dvmm.history.of('web').some(e => e.event === 'started' && e.at >= made)), 10_000, 'every node to read its start')
+  for (const n of g.nodes) {
+    const h = (await historyOf(api(t, n), 'web')).filter(e => e.local !== true)
+    t.deepEqual(h.map(e => e.event), ['failed-over', 'started'], `${n.agent.config.name}: ${JSON.stringify(h)}`)
+    t.true(h.every(e => Date.parse(e.at) >= made - 5))
+  }
 })

@@ -2,7 +2,7 @@
 // into the lease's log by the writer at the time they happened, and for a lease that
 // carries no log (an older agent's), derived from what an agent sees of it.
 import test from 'ava'
-import { History, appendLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
+import { History, appendLog, claimLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
 import { LEASE_LOG_MAX, Replica, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import { docView } from '../../node/dvmm/view.ts'
 
@@ -51,7 +51,7 @@ test('local events are marked so and stamped with the wall clock; a removed VM\'
   h.add('web', { event: 'lost-claim', detail: 'to n2 (epoch 1)' })
   h.observe(new Map([['web', lease({ log: [{ at: 4000, event: 'placed', node: 'n2', epoch: 1 }] })]]), vms, name)
   t.deepEqual(h.of('web'), [{ at: 4000, event: 'placed', node: 'n2', epoch: 1 }, { at: 5000, event: 'lost-claim', detail: 'to n2 (epoch 1)', local: true }])
-  t.deepEqual((h.carried('web') as LeaseEvent[]).map(e => e.event), ['placed'])
+  t.deepEqual((h.carried('web')?.log as LeaseEvent[]).map(e => e.event), ['placed'])
   h.observe(new Map(), vms, name)
   t.is(h.of('web').length, 2, 'the lease gone (released): kept, for the next claim to carry on')
   h.observe(new Map(), new Set(), name)
@@ -100,4 +100,18 @@ test('a peer\'s lease with a bad event in its log is synced and read (its VM is 
   const next = { ...l!.winner, ...logged(l!.winner, { status: 'stopped', reason: 'x' }, 5) }
   t.deepEqual(next.log, [...bad, { at: 5, event: 'stopped', node: A, detail: 'x' }])
   t.is(validateObject('leases', 'web', next), null)
+})
+
+test('a VM made again under a removed VM\'s name does not take on its history: a log is carried only to a lease made for the same VM', t => {
+  const old = [{ at: 100, event: 'placed', node: 'n1', epoch: 1 }, { at: 110, event: 'started', node: 'n1', epoch: 1 }]
+  const claim = lease({ at: 500, made: 400 })
+  t.deepEqual((claimLog({ log: old, made: 50 }, claim, name) as LeaseEvent[]).map(e => e.event), ['placed'], 'a former VM\'s log stays behind')
+  t.deepEqual((claimLog({ log: old, made: 400 }, claim, name) as LeaseEvent[]).map(e => e.event), ['placed', 'started', 'placed'], 'the same VM\'s carries on')
+  t.deepEqual((claimLog({ log: old }, claim, name) as LeaseEvent[]).length, 3, 'a lease of an older agent (no made) is taken as the same VM')
+  // this agent saw the former VM's lease and never saw it removed (rm and create came in one sync)
+  const h = new History()
+  h.observe(new Map([['web', lease({ log: old, made: 50 })]]), vms, name)
+  t.deepEqual(h.of('web', name, 400), [], 'its lease, not taken over yet, is a former VM\'s: shown as nothing')
+  t.is(h.of('web', name, 50).length, 2)
+  t.is(h.of('web', name).length, 2, 'a VM of an older agent (no created): shown')
 })
