@@ -35,6 +35,8 @@ export class WriterEpochs {
    * here: read from the directory once, kept up to date by recordings and forgets
    */
   private lines: Promise<Map<string, Set<string>>> | null = null
+  /** per line, its forgets in flight, one after the other */
+  private readonly lineOps = new Map<string, Promise<unknown>>()
 
   /** volumes whose damaged epoch file was reported (once each) */
   private readonly reported = new Set<string>()
@@ -124,8 +126,8 @@ export class WriterEpochs {
    */
   private async floor (layer: string): Promise<number> {
     // the highest over the layers: a deposed writer that reached the new top layer first
-    // recorded its epoch there, and the fence then went to the layer under it
-    // every layer of the line at or under this one that has an epoch here (the names
+    // recorded its epoch there, and the fence then went to the layer under it. Every
+    // layer of the line at or under this one that has an epoch here counts (the names
     // in between were never written: no walk through them, however high the number)
     const { base, n } = layerNumber(layer)
     // what the line's freed layers left
@@ -135,6 +137,11 @@ export class WriterEpochs {
     // (each write asks: the cached epochs are read without an await)
     for (const l of line) if (layerNumber(l).n <= n) floor = Math.max(floor, this.known.get(l) ?? await this.get(l))
     return floor
+  }
+
+  /** the layers that have an epoch file here (a node that holds none of a layer's objects may have one: a fence reaches every node) */
+  async layers (): Promise<string[]> {
+    return [...(await this.linesIndex()).values()].flatMap(line => [...line])
   }
 
   /** the epoch files here, by line (read once) */
@@ -177,20 +184,32 @@ export class WriterEpochs {
    */
   async forget (volume: string): Promise<void> {
     const { base } = layerNumber(volume)
-    let own: number
-    try { own = await this.get(volume) } catch (err) {
-      if (isGvsError(err, 'damaged')) return
-      throw err
-    }
-    if (own > await this.get(floorName(base))) await this.writeEpoch(floorName(base), own)
-    await rm(join(this.dir, volume), { force: true })
-    this.known.delete(volume)
-    ;(await this.linesIndex()).get(base)?.delete(volume)
+    await this.inLine(base, async () => {
+      let own: number
+      try { own = await this.get(volume) } catch (err) {
+        if (isGvsError(err, 'damaged')) return
+        throw err
+      }
+      if (own > await this.get(floorName(base))) await this.writeEpoch(floorName(base), own)
+      await rm(join(this.dir, volume), { force: true })
+      this.known.delete(volume)
+      ;(await this.linesIndex()).get(base)?.delete(volume)
+    })
   }
 
   /** Every layer of the line is gone for good (its volume destroyed, in the document): its floor goes too. */
   async forgetLine (base: string): Promise<void> {
-    await rm(join(this.dir, floorName(base)), { force: true })
-    this.known.delete(floorName(base))
+    await this.inLine(base, async () => {
+      await rm(join(this.dir, floorName(base)), { force: true })
+      this.known.delete(floorName(base))
+    })
+  }
+
+  /** runs `fn` after the line's earlier forgets (two raising its floor at once must not lower it) */
+  private async inLine (base: string, fn: () => Promise<void>): Promise<void> {
+    const run = (this.lineOps.get(base) ?? Promise.resolve()).then(fn)
+    const tail = run.catch(() => {})
+    this.lineOps.set(base, tail)
+    try { await run } finally { if (this.lineOps.get(base) === tail) this.lineOps.delete(base) }
   }
 }

@@ -141,7 +141,7 @@ export class LayerReclaim {
     const read = referencedLayers(volumes)
     for (const l of read) { this.seen.add(l); this.unreadSince.delete(l) }
     const freed: string[] = []
-    for (const name of await this.c.store.volumes()) {
+    for (const name of await this.c.store.layers()) {
       if (read.has(name) || !this.seen.has(name)) continue
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)

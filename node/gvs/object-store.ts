@@ -441,6 +441,11 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.epochs.forget(volume)
   }
 
+  /** the layers this store has objects or a writer epoch of */
+  async layers (): Promise<string[]> {
+    return [...new Set([...await this.volumes(), ...await this.epochs.layers()])].sort()
+  }
+
   /** Every layer of the line (base layer `base` and `base@N`) is gone for good: what its writer epochs left goes too. */
   async forgetLine (base: string): Promise<void> {
     this.volDir(base)

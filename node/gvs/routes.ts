@@ -14,6 +14,7 @@ import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { planMerges } from './layer-reclaim.ts'
+import { layerNumber } from './epochs.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
 export interface VolumeUsersView {
@@ -64,7 +65,7 @@ export interface GvsRoutesDeps {
   }
   /** how long a create or rename waits for such a concurrent one to arrive (default PATH_SETTLE_MS) */
   readonly pathSettleMs?: number
-  readonly store: { removeVolume: (volume: string) => Promise<unknown> }
+  readonly store: { removeVolume: (volume: string) => Promise<unknown>, forgetLine: (base: string) => Promise<unknown> }
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
   readonly scrub: { status: () => ScrubStatus, now: () => Promise<ScrubReport> }
   volumes: () => Volume[]
@@ -228,17 +229,19 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       checkDestroy(v, r.list('vms'), r.list('leases'))
       checkDestroy(v, [], [], await svc.writersOf(v.id))
       // again inside the write: a VM may have taken the volume while the writers were asked
-      const unread = await state.write(w => {
+      const { unread, lineRead } = await state.write(w => {
         const all = w.reader.list('volumes')
         const cur = findVolume(all, v.id)
         checkDestroy(cur, w.reader.list('vms'), w.reader.list('leases'))
         w.remove('volumes', v.id)
         // a clone of one of its snapshots reads on through the layers under it: those stay
         const still = referencedLayers(all.filter(x => x.id !== v.id))
-        return [...referencedLayers([cur])].filter(l => !still.has(l))
+        return { unread: [...referencedLayers([cur])].filter(l => !still.has(l)), lineRead: [...still].some(l => layerNumber(l).base === v.id) }
       }, `volume rm ${v.path}`)
       // this node's copies of the layers nothing reads go now; the others free theirs when they see it gone
       for (const l of unread) await svc.store.removeVolume(l)
+      // its line's writer epochs too, unless a layer of it is still read (see layer-reclaim.ts free)
+      if (!lineRead) await svc.store.forgetLine(v.id)
       return { removed: v.id, path: v.path }
     })
 

@@ -5,6 +5,7 @@
 // snapshotted and rotated many times keeps a short stack; a node down while a volume
 // was destroyed frees its copies when it is back.
 import test from 'ava'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Volume } from '../../crdt/index.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
@@ -190,6 +191,27 @@ test('a node whose peers synced it a destroy before its volume store started fre
   grid.svcs.push(again)
   await again.reconcile()
   t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+})
+
+test('a destroyed volume leaves no writer epochs behind on any node, also of the layers its snapshots had', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsepochs')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/fenced', size: 4 * OBJ } })
+  const id: string = created.json().id
+  for (const s of svcs) await s.store.fence(id, 3)
+  t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's1' } })).statusCode, 201)
+  const top = layersOf(doc.replica.read().get('volumes', id)!.value)[0]!
+  for (const s of svcs) await s.store.fence(top, 4)
+  const files = async (s: GvsService): Promise<string[]> => (await readdir(join(s.store.dir, 'epochs'))).filter(f => f.startsWith(id))
+  t.true((await files(svcs[1]!)).length >= 2)
+  // every node has seen the document read its layers (noted every 2 s)
+  for (const s of svcs) await s.reconcile()
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  t.deepEqual(await files(svcs[0]!), [], 'the node that destroyed it')
+  for (const s of svcs.slice(1)) await s.reconcile()
+  for (const s of svcs.slice(1)) t.deepEqual(await files(s), [], 'a node that saw it destroyed')
 })
 
 test('a node restarted on an empty document (its state lost, no peer yet) keeps every copy it holds', async t => {

@@ -24,7 +24,7 @@ function node (t: import('ava').ExecutionContext, me: string): { replica: Replic
       peerId: me
     },
     pathSettleMs: 300,
-    store: { removeVolume: async () => {} },
+    store: { removeVolume: async () => {}, forgetLine: async () => {} },
     lastRepairs: new Map(),
     scrub: { status: () => ({ intervalMs: 0, next: null, running: null, last: null }) as ScrubStatus, now: async () => { throw new Error('not here') } },
     volumes: () => replica.read().list('volumes'),
