@@ -124,7 +124,7 @@ export class WriterEpochs {
    * under it (a snapshot's new top layer starts from the epoch of the layers under it). A fence lands on the top layer its node knows of; a writer it deposed
    * that follows a snapshot made since must still be refused on the new top layer.
    */
-  private async floor (layer: string): Promise<number> {
+  async floor (layer: string): Promise<number> {
     // the highest over the layers: a deposed writer that reached the new top layer first
     // recorded its epoch there, and the fence then went to the layer under it. Every
     // layer of the line at or under this one that has an epoch here counts (the names
@@ -184,7 +184,10 @@ export class WriterEpochs {
    */
   async forget (volume: string): Promise<void> {
     const { base } = layerNumber(volume)
-    await this.inLine(base, async () => {
+    // after the layer's recordings in flight (one landing after the read below would be
+    // deleted with the file, unseen by the floor), and before any that come later
+    const prev = this.recording.get(volume) ?? Promise.resolve()
+    const run = prev.then(async () => await this.inLine(base, async () => {
       let own: number
       try { own = await this.get(volume) } catch (err) {
         if (isGvsError(err, 'damaged')) return
@@ -194,7 +197,15 @@ export class WriterEpochs {
       await rm(join(this.dir, volume), { force: true })
       this.known.delete(volume)
       ;(await this.linesIndex()).get(base)?.delete(volume)
-    })
+    }))
+    const tail = run.catch(() => {})
+    this.recording.set(volume, tail)
+    try { await run } finally { if (this.recording.get(volume) === tail) this.recording.delete(volume) }
+  }
+
+  /** the lines that have a floor here (what freed layers left) */
+  async floors (): Promise<string[]> {
+    return (await readdir(this.dir).catch(() => [])).filter(n => n.endsWith(FLOOR) && !n.endsWith('.tmp')).map(n => n.slice(0, -FLOOR.length))
   }
 
   /** Every layer of the line is gone for good (its volume destroyed, in the document): its floor goes too. */

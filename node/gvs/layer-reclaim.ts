@@ -151,9 +151,14 @@ export class LayerReclaim {
       this.unreadSince.delete(name)
       freed.push(name)
     }
-    // a line the document reads no layer of (its volume destroyed) leaves no writer epoch behind
+    // a line the document reads no layer of any more (its volume destroyed) leaves no
+    // writer epoch behind: its floor goes, here once every layer of it freed here is
     const readLines = new Set([...read].map(l => layerNumber(l).base))
-    for (const base of new Set(freed.map(l => layerNumber(l).base))) if (!readLines.has(base)) await this.c.store.forgetLine(base)
+    const seenLines = new Set([...this.seen].map(l => layerNumber(l).base))
+    const held = new Set((await this.c.store.layers()).map(l => layerNumber(l).base))
+    for (const base of await this.c.store.epochFloors()) {
+      if (!readLines.has(base) && seenLines.has(base) && !held.has(base)) await this.c.store.forgetLine(base)
+    }
     return freed
   }
 

@@ -441,6 +441,18 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.epochs.forget(volume)
   }
 
+  /**
+   * The epoch a writer of the layer must reach here: the newest seen on it or on the
+   * layers of its line under it (what a copy of one of its objects teaches its new holder)
+   */
+  async writerFloor (volume: string): Promise<number> {
+    this.volDir(volume)
+    return await this.epochs.floor(volume)
+  }
+
+  /** the lines (base layers) whose freed layers left a writer epoch floor here */
+  async epochFloors (): Promise<string[]> { return await this.epochs.floors() }
+
   /** the layers this store has objects or a writer epoch of */
   async layers (): Promise<string[]> {
     return [...new Set([...await this.volumes(), ...await this.epochs.layers()])].sort()

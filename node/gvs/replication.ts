@@ -21,6 +21,7 @@ import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
+import { layerNumber } from './epochs.ts'
 import { NO_VERSION, type Version } from './versions.ts'
 import {
   REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, listPage, decodeList, listedOf,
@@ -92,7 +93,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     }
     case 'get': {
       const obj = await store.readObject(req.volume, req.index)
-      return { reply: { ok: true, present: obj != null, epoch: await store.epoch(req.volume), ...(obj != null ? { version: obj.version } : {}) }, data: obj?.data ?? null }
+      // the epoch its writers must reach here (the layers under it count): a copy teaches it to its new holder
+      return { reply: { ok: true, present: obj != null, epoch: await store.writerFloor(req.volume), ...(obj != null ? { version: obj.version } : {}) }, data: obj?.data ?? null }
     }
     case 'put':
       // a whole object copied in by repair or a move, carrying its version and the
@@ -130,9 +132,15 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       // a page reads one more than it answers: whether there are more
       return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
     case 'merge': {
-      const epoch = await store.epoch(req.from)
+      // the epoch taught, within a line only: a source volume's layer folded into a
+      // clone's base is another volume's, whose writers' epochs are no measure of the clone's
+      const epoch = layerNumber(req.from).base === layerNumber(req.volume).base ? await store.writerFloor(req.from) : 0
       // the fold's last step: the copies below on stable storage, and the epoch taught
-      if (req.index == null) { await store.fence(req.volume, epoch, { learnOnly: true }); await store.flush(req.volume); return { reply: { ok: true }, data: null } }
+      if (req.index == null) {
+        await store.fence(req.volume, epoch, { learnOnly: true })
+        await store.flush(req.volume)
+        return { reply: { ok: true }, data: null }
+      }
       // a copy the layer above has is its own, newer than the one below: the put lands
       // only where there is none, checked inside the object's hold (a writer whose
       // document lags may still copy up into it)
