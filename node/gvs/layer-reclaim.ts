@@ -16,6 +16,8 @@ import type { Repairer } from './repair.ts'
 import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
 import { layerNumber } from './epochs.ts'
+import { UnreadLayers } from './unread-layers.ts'
+import { join } from 'node:path'
 
 export interface LayerMerge {
   /** the layer given back */
@@ -77,6 +79,22 @@ export function planMerges (volumes: readonly Volume[]): LayerMerge[] {
  * finds it still allows the fold (a clone made meanwhile may read it under its own
  * top). False when it does not: nothing is written.
  */
+/**
+ * The layers of each volume's stack that a deleted snapshot left, waiting to be folded
+ * away (vol info): under its top, the first layer of no snapshot, and read by no other
+ * volume (a clone's stack keeps it). planMerges folds one of a chain at a time; this
+ * counts them all, those a fold waits on (a member down) included.
+ */
+export function waitingLayers (volumes: readonly Volume[]): Map<string, number> {
+  const frozen = new Set<string>()
+  const readers = new Map<string, number>()
+  for (const v of volumes) {
+    for (const s of Object.values(v.snapshots)) { const top = snapshotLayers(v, s)[0]; if (top != null) frozen.add(top) }
+    for (const l of layersOf(v)) readers.set(l, (readers.get(l) ?? 0) + 1)
+  }
+  return new Map(volumes.map(v => [v.id, layersOf(v).slice(1).filter(l => !frozen.has(l) && readers.get(l) === 1).length]))
+}
+
 export function dropMerged (w: Writer, m: Pick<LayerMerge, 'layer' | 'into'>): boolean {
   const now = planMerges(w.reader.list('volumes')).find(x => x.layer === m.layer)
   if (now?.into !== m.into) return false
@@ -114,22 +132,48 @@ export class LayerReclaim {
   private readonly seen = new Set<string>()
   /** since when (monotonic) each seen layer has been read by nothing */
   private readonly unreadSince = new Map<string, number>()
+  /** seen layers freed here (left out of the record until their copies come back) */
+  private readonly gone = new Set<string>()
+  /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
+  private readonly record: UnreadLayers
+  /** the record is loaded (and its directory there) */
+  private recording = false
 
   constructor (components: LayerReclaimComponents, init: LayerReclaimInit = {}) {
     this.c = components
     this.freeAfterMs = init.freeAfterMs ?? 20_000
+    this.record = new UnreadLayers(join(components.store.dir, 'unread-layers.json'), components.log)
+  }
+
+  /**
+   * Takes in the layers an earlier run saw the document stop reading and did not free
+   * (the store started: the record is written from here on), and records what the
+   * document (`volumes`, now) no longer reads of what this run has seen.
+   */
+  async load (volumes: readonly Volume[]): Promise<void> {
+    for (const l of await this.record.load()) this.seen.add(l)
+    this.recording = true
+    await this.keepRecord(referencedLayers(volumes))
+  }
+
+  /** the seen layers nothing reads that are not freed yet, recorded for a restart */
+  private async keepRecord (read: ReadonlySet<string>): Promise<void> {
+    await this.record.keep(new Set([...this.seen].filter(l => !read.has(l) && !this.gone.has(l))))
   }
 
   /**
    * The layers the document reads now count as seen. Called at start with the document
    * as loaded from this node's disk, before peers sync it: a volume destroyed while
    * this node was down is named there, so its copies here are freed once the sync
-   * brings the destroy. Never from a record of its own: a node restarted on an empty or
-   * older document (its state lost, no peer reachable yet) would take every layer it
-   * holds for destroyed.
+   * brings the destroy. The seen layers the document reads no more are recorded on disk
+   * (unread-layers.ts), those it reads never: a node restarted on an empty or older
+   * document (its state lost, no peer reachable yet) would take every layer it holds
+   * for destroyed.
    */
   note (volumes: readonly Volume[]): void {
-    for (const l of referencedLayers(volumes)) this.seen.add(l)
+    const read = referencedLayers(volumes)
+    for (const l of read) this.seen.add(l)
+    if (this.recording) void this.keepRecord(read)
   }
 
   /**
@@ -142,6 +186,8 @@ export class LayerReclaim {
     for (const l of read) { this.seen.add(l); this.unreadSince.delete(l) }
     const freed: string[] = []
     for (const name of await this.c.store.layers()) {
+      // copies of it here (again: a peer whose document lagged may have repaired some)
+      this.gone.delete(name)
       if (read.has(name) || !this.seen.has(name)) continue
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)
@@ -149,8 +195,10 @@ export class LayerReclaim {
       this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, or a folded snapshot layer)', { layer: name })
       await this.c.store.removeVolume(name)
       this.unreadSince.delete(name)
+      this.gone.add(name)
       freed.push(name)
     }
+    if (this.recording) await this.keepRecord(read)
     // a line the document reads no layer of any more (its volume destroyed) leaves no
     // writer epoch behind: its floor goes, here once every layer of it freed here is
     const readLines = new Set([...read].map(l => layerNumber(l).base))

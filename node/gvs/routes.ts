@@ -13,7 +13,7 @@ import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
-import { planMerges } from './layer-reclaim.ts'
+import { waitingLayers } from './layer-reclaim.ts'
 import { layerNumber } from './epochs.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
@@ -125,7 +125,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const health = await svc.health(vs)
-    const merges = planMerges(svc.volumes())
+    const waiting = waitingLayers(svc.volumes())
     return vs.map(v => ({
       id: v.id,
       path: v.path,
@@ -138,7 +138,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       health: health.get(v.id) ?? { state: 'degraded', reasons: ['no state could be computed'], repair: null, lastRepair: null },
       scrub: scrubOf(v),
       parent: v.parent,
-      layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: merges.filter(m => m.volumes.includes(v.id)).length },
+      layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: waiting.get(v.id) ?? 0 },
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
         .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
       nbd: svc.uriOf(v)

@@ -190,6 +190,8 @@ export class GvsService {
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
     this.reclaim.note(this.volumes())
     await this.store.start()
+    // and those an earlier run saw the document stop reading but had not freed
+    await this.reclaim.load(this.volumes())
     await this.replicas.start()
     await this.status.start()
     await this.placementCheck.start()

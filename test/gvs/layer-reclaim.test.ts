@@ -165,6 +165,47 @@ test('a node down while a volume was destroyed frees its copies when it comes ba
   t.false((await again.store.volumes()).includes(id), 'its copies are freed')
 })
 
+test('a node stopped after it saw a deleted snapshot\'s layer folded, before it freed its copies, frees them after its restart', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsfoldstop')
+  const doc = sharedDocument(grid.hosts)
+  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/fs', size: 12 * OBJ } })
+  const id: string = created.json().id
+  const write = async (ch: number): Promise<void> => {
+    const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/fs')
+    for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, ch), true)
+    await c.close()
+  }
+  await write(0x61)
+  t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's1' } })).statusCode, 201)
+  await write(0x62)
+  t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's2' } })).statusCode, 201)
+  await write(0x63)
+  for (const s of svcs) await s.reconcile()
+  const s1Layer = doc.replica.read().get('volumes', id)!.value.snapshots.s1!.layers![0]!
+  t.true((await svcs[2]!.store.list(s1Layer)).length > 0, 'node 2 holds some of the layer s1 froze')
+  // s1 deleted and its layer folded; node 2 notes it (every 2 s) and is stopped before its next pass frees it
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}/snapshots/s1` })).statusCode, 200)
+  for (const s of svcs) await s.fold()
+  t.false(layersOf(doc.replica.read().get('volumes', id)!.value).includes(s1Layer), 'folded')
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  await svcs[2]!.stop()
+  t.true((await svcs[2]!.store.list(s1Layer)).length > 0, 'not freed before the stop')
+  // back: the document it loads has the fold (nothing there reads the layer any more)
+  const n2 = grid.hosts[2]!.peerId.toString()
+  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => doc.replica.read().list('volumes') }
+  const again = new GvsService({ peerId: n2, log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  await again.start()
+  grid.svcs.push(again)
+  await again.reconcile()
+  t.false((await again.store.volumes()).includes(s1Layer), 'its copies of the folded layer are freed')
+  // the volume's data is whole
+  const c = await NbdClient.open(join(grid.dir, 'a2', 'nbd.sock'), `r/fs@s2`)
+  for (let i = 0; i < 12; i++) t.is((await c.read(i * OBJ, 1))[0], 0x62)
+  await c.close()
+})
+
 test('a node whose peers synced it a destroy before its volume store started frees its copies (the document as loaded from its disk named the volume)', async t => {
   const grid = await memoryHosts(t, 3, 'gvsearly')
   const doc = sharedDocument(grid.hosts)

@@ -3,7 +3,7 @@
 // another node takes a snapshot: both survive, and no snapshot shares a writable layer.
 import test from 'ava'
 import { Replica, syncPair, type Volume } from '../../crdt/index.ts'
-import { planMerges, dropMerged } from '../../node/gvs/layer-reclaim.ts'
+import { planMerges, dropMerged, waitingLayers } from '../../node/gvs/layer-reclaim.ts'
 import { layersOf, nextLayer, planSnapshot, snapshotLayers } from '../../node/gvs/volumes.ts'
 
 const vol = (id: string, layers: string[], snaps: Record<string, string[]> = {}, extra: Partial<Volume> = {}): Volume => ({
@@ -77,4 +77,15 @@ test('a fold and a snapshot written on two nodes at once both survive', t => {
   a.change(w => { w.put('volumes', { ...draft, id: 'C', path: '/v/C', layers: ['C', 'V@1'], snapshots: {}, placementKey: 'V' }) })
   a.change(w => { t.false(dropMerged(w, { layer: 'V@1', into: 'V@2' })) })
   t.deepEqual(layersOf(a.read().list('volumes').find(v => v.id === 'V')!), ['V@3', 'V@2', 'V@1'])
+})
+
+test('waitingLayers counts every deleted snapshot\'s layer still in a stack, not only the one fold a plan makes per chain', t => {
+  // a rotation whose folds waited (a member down): 4 deleted snapshots' layers under the top, 2 kept
+  const v = vol('V', ['V@7', 'V@6', 'V@5', 'V@4', 'V@3', 'V@2', 'V'], { k1: ['V@6', 'V@5', 'V@4', 'V@3', 'V@2', 'V'], k2: ['V@3', 'V@2', 'V'] })
+  t.is(planMerges([v]).length, 2, 'a plan folds one layer of each run of deleted ones at a time')
+  t.is(waitingLayers([v]).get('V'), 4, 'V@5, V@4, V@2 and V wait')
+  // a clone reads a deleted snapshot's layer under its own top: kept, not counted
+  const c = vol('C', ['C', 'V@2', 'V'])
+  t.is(waitingLayers([v, c]).get('V'), 2)
+  t.is(waitingLayers([v, c]).get('C'), 0)
 })
