@@ -13,7 +13,8 @@ import { parseArgs } from 'node:util'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { startDvmmGrid, fakeVm, until, sleep } from '../test/dvmm/grid.ts'
 import { plan, type NodeView } from '../crdt/placement/index.ts'
-import { demandOf } from '../node/dvmm/view.ts'
+import { demandOf, docView, nodeViews } from '../node/dvmm/view.ts'
+import { unplacedVms } from '../node/dvmm/vms.ts'
 import type { Vm } from '../crdt/index.ts'
 import { prng } from '../test/helpers/prng.ts'
 import { printTable } from './cluster.ts'
@@ -44,8 +45,10 @@ async function main (): Promise<void> {
     takeoverMarginMs: 10_000,
     // the stall rule guards a real agent's VMs against its watchdog (3 s); here the
     // fake driver has none, and a late timer means the one loop all agents share was
-    // busy, not that an agent hung: it would quarantine every agent for 70 s
-    stallMs: 30_000
+    // busy, not that an agent hung: it would quarantine every agent for 70 s (a turn
+    // of that loop, every agent's callbacks in one phase, measured up to 78 s at
+    // 50/1000 while the specs spread: so never within a run)
+    stallMs: LIMIT_MS * 10
   }
 })
   console.error(`grid formed in ${ms(performance.now() - t0)}`)
@@ -104,8 +107,12 @@ async function main (): Promise<void> {
       longestTurn = 0
       recent.reset()
       void (async () => {
-        const rd = g.nodes[0]!.agent.state.read()
+        const a0 = g.nodes[0]!.agent
+        const rd = a0.state.read()
         const ls = rd.list('leases')
+        // VMs agent 0 sees waiting for a place, and why (vm show's pending reason)
+        const doc0 = docView(rd)
+        const unplaced = unplacedVms(doc0, nodeViews(doc0, a0.membership.members, n => rd.labelsOf(n), a0.id))
         const behind = g.nodes.map(unsettled).filter(u => u != null)
         const specs = Math.min(...g.nodes.map(n => n.agent.state.read().all('vms').size))
         let claims = 0
@@ -114,11 +121,12 @@ async function main (): Promise<void> {
           for (const v of (await n.dvmm.metrics.claims.get()).values) claims += v.value
           steps += (await n.dvmm.metrics.reconciles.get()).values[0]?.value ?? 0
         }
-        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running (as agent 0 sees it); loop late up to ${lag.toFixed(0)} ms, longest turn ${turnMs.toFixed(0)} ms; ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
+        console.error(`  ${((performance.now() - tc) / 1000).toFixed(1)} s: specs on every agent ${specs}; ${claims} claims, ${steps} steps; ${ls.length} leases, ${ls.filter(l => l.status === 'running').length} running, ${unplaced.length} waiting for a place${unplaced.length > 0 ? ` (e.g. ${unplaced[0]!.vm}: ${unplaced[0]!.reason})` : ''} (as agent 0 sees it); loop late up to ${lag.toFixed(0)} ms, longest turn ${turnMs.toFixed(0)} ms; ${behind.length} agents not settled${behind.length > 0 ? `, e.g. ${behind[0]}` : ''}`)
       })()
     }, 2000)
     try {
-      await until(settled, LIMIT_MS, 'every lease settled', 100)
+      // every agent's leases read: each check costs the loop (contested leases are read again), so not too often
+      await until(settled, LIMIT_MS, 'every lease settled', 500)
     } finally {
       clearInterval(progress)
       turning = false
