@@ -13,7 +13,7 @@ import type { Logger } from '../log.ts'
 import { objectKey } from './placement.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { Repairer } from './repair.ts'
-import { layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
+import { MAX_LAYERS, layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
 import { layerNumber } from './epochs.ts'
 import { UnreadLayers } from './unread-layers.ts'
@@ -75,26 +75,33 @@ export function planMerges (volumes: readonly Volume[]): LayerMerge[] {
 }
 
 /**
+ * How many layers of each volume's stacks wait to be folded away (vol info): the folds
+ * planMerges makes, one after another (it plans one of each run of deleted snapshots'
+ * layers at a time), those a fold waits on (a member down) included.
+ */
+export function waitingLayers (volumes: readonly Volume[]): Map<string, number> {
+  const out = new Map(volumes.map(v => [v.id, 0]))
+  let vols = [...volumes]
+  for (let round = 0; round < MAX_LAYERS; round++) {
+    const plan = planMerges(vols)
+    if (plan.length === 0) break
+    const folds = new Map<string, Array<[string, string]>>()
+    for (const m of plan) {
+      for (const id of m.volumes) {
+        out.set(id, (out.get(id) ?? 0) + 1)
+        folds.set(id, [...folds.get(id) ?? [], [m.layer, m.into]])
+      }
+    }
+    vols = vols.map(v => folds.has(v.id) ? { ...v, merged: { ...v.merged, ...Object.fromEntries(folds.get(v.id)!) } } : v)
+  }
+  return out
+}
+
+/**
  * Leaves the layer out of every stack that reads it, if the document as the write
  * finds it still allows the fold (a clone made meanwhile may read it under its own
  * top). False when it does not: nothing is written.
  */
-/**
- * The layers of each volume's stack that a deleted snapshot left, waiting to be folded
- * away (vol info): under its top, the first layer of no snapshot, and read by no other
- * volume (a clone's stack keeps it). planMerges folds one of a chain at a time; this
- * counts them all, those a fold waits on (a member down) included.
- */
-export function waitingLayers (volumes: readonly Volume[]): Map<string, number> {
-  const frozen = new Set<string>()
-  const readers = new Map<string, number>()
-  for (const v of volumes) {
-    for (const s of Object.values(v.snapshots)) { const top = snapshotLayers(v, s)[0]; if (top != null) frozen.add(top) }
-    for (const l of layersOf(v)) readers.set(l, (readers.get(l) ?? 0) + 1)
-  }
-  return new Map(volumes.map(v => [v.id, layersOf(v).slice(1).filter(l => !frozen.has(l) && readers.get(l) === 1).length]))
-}
-
 export function dropMerged (w: Writer, m: Pick<LayerMerge, 'layer' | 'into'>): boolean {
   const now = planMerges(w.reader.list('volumes')).find(x => x.layer === m.layer)
   if (now?.into !== m.into) return false
@@ -132,8 +139,10 @@ export class LayerReclaim {
   private readonly seen = new Set<string>()
   /** since when (monotonic) each seen layer has been read by nothing */
   private readonly unreadSince = new Map<string, number>()
-  /** seen layers freed here (left out of the record until their copies come back) */
-  private readonly gone = new Set<string>()
+  /** the layers the newest document this node looked at reads (note, free) */
+  private lastRead: ReadonlySet<string> = new Set()
+  /** the layers this store had copies or epochs of at the last listing (less those freed since) */
+  private held = new Set<string>()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
@@ -152,13 +161,27 @@ export class LayerReclaim {
    */
   async load (volumes: readonly Volume[]): Promise<void> {
     for (const l of await this.record.load()) this.seen.add(l)
+    this.held = new Set(await this.c.store.layers())
+    this.noteRead(volumes)
     this.recording = true
-    await this.keepRecord(referencedLayers(volumes))
+    await this.keepRecord()
   }
 
-  /** the seen layers nothing reads that are not freed yet, recorded for a restart */
-  private async keepRecord (read: ReadonlySet<string>): Promise<void> {
-    await this.record.keep(new Set([...this.seen].filter(l => !read.has(l) && !this.gone.has(l))))
+  /** the layers `volumes` read are seen, and the newest read */
+  private noteRead (volumes: readonly Volume[]): ReadonlySet<string> {
+    const read = referencedLayers(volumes)
+    for (const l of read) this.seen.add(l)
+    this.lastRead = read
+    return read
+  }
+
+  /**
+   * Records the seen layers held here that the newest document read does not read (only
+   * the newest: a set of a pass begun earlier would miss a layer made since, and name it)
+   */
+  private async keepRecord (): Promise<void> {
+    if (!this.recording) return
+    await this.record.keep(new Set([...this.held].filter(l => this.seen.has(l) && !this.lastRead.has(l))))
   }
 
   /**
@@ -171,9 +194,8 @@ export class LayerReclaim {
    * for destroyed.
    */
   note (volumes: readonly Volume[]): void {
-    const read = referencedLayers(volumes)
-    for (const l of read) this.seen.add(l)
-    if (this.recording) void this.keepRecord(read)
+    this.noteRead(volumes)
+    void this.keepRecord()
   }
 
   /**
@@ -182,26 +204,27 @@ export class LayerReclaim {
    * node never saw may be new and not yet synced here: kept.
    */
   async free (volumes: readonly Volume[], now = performance.now()): Promise<string[]> {
-    const read = referencedLayers(volumes)
-    for (const l of read) { this.seen.add(l); this.unreadSince.delete(l) }
+    const read = this.noteRead(volumes)
+    for (const l of read) this.unreadSince.delete(l)
     const freed: string[] = []
-    for (const name of await this.c.store.layers()) {
-      // copies of it here (again: a peer whose document lagged may have repaired some)
-      this.gone.delete(name)
-      if (read.has(name) || !this.seen.has(name)) continue
+    const listed = await this.c.store.layers()
+    this.held = new Set(listed)
+    for (const name of listed) {
+      // the newest document read counts (a note may have come during this pass's awaits)
+      if (this.lastRead.has(name) || !this.seen.has(name)) continue
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)
       if (now - since < this.freeAfterMs) continue
       this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, or a folded snapshot layer)', { layer: name })
       await this.c.store.removeVolume(name)
       this.unreadSince.delete(name)
-      this.gone.add(name)
+      this.held.delete(name)
       freed.push(name)
     }
-    if (this.recording) await this.keepRecord(read)
+    await this.keepRecord()
     // a line the document reads no layer of any more (its volume destroyed) leaves no
     // writer epoch behind: its floor goes, here once every layer of it freed here is
-    const readLines = new Set([...read].map(l => layerNumber(l).base))
+    const readLines = new Set([...this.lastRead].map(l => layerNumber(l).base))
     const seenLines = new Set([...this.seen].map(l => layerNumber(l).base))
     const held = new Set((await this.c.store.layers()).map(l => layerNumber(l).base))
     for (const base of await this.c.store.epochFloors()) {

@@ -17,6 +17,8 @@ export class UnreadLayers {
   /** the last write, and whether another is due after it */
   private writing: Promise<void> = Promise.resolve()
   private reported = false
+  /** the last write failed: the next keep writes whatever it is given */
+  private stale = false
 
   constructor (file: string, log: Logger) {
     this.file = file
@@ -42,11 +44,13 @@ export class UnreadLayers {
 
   /** Keeps exactly these layers (written only when they changed; writes go one after another). */
   async keep (names: ReadonlySet<string>): Promise<void> {
-    if (names.size === this.names.size && [...names].every(n => this.names.has(n))) return
+    if (!this.stale && names.size === this.names.size && [...names].every(n => this.names.has(n))) return
     this.names = new Set(names)
+    this.stale = false
     const data = JSON.stringify({ v: 1, layers: [...this.names].sort() }) + '\n'
     this.writing = this.writing.catch(() => {}).then(async () => { await writeFileDurable(this.file, data, { mode: 0o600 }) })
     await this.writing.catch((err: unknown) => {
+      this.stale = true
       // in memory still: freed by this run; a restart before a good write keeps their copies
       this.log.warn('cannot record the layers to free (a restart now would keep their copies)', { file: this.file, error: (err as Error).message })
     })

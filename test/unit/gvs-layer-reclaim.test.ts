@@ -84,8 +84,15 @@ test('waitingLayers counts every deleted snapshot\'s layer still in a stack, not
   const v = vol('V', ['V@7', 'V@6', 'V@5', 'V@4', 'V@3', 'V@2', 'V'], { k1: ['V@6', 'V@5', 'V@4', 'V@3', 'V@2', 'V'], k2: ['V@3', 'V@2', 'V'] })
   t.is(planMerges([v]).length, 2, 'a plan folds one layer of each run of deleted ones at a time')
   t.is(waitingLayers([v]).get('V'), 4, 'V@5, V@4, V@2 and V wait')
-  // a clone reads a deleted snapshot's layer under its own top: kept, not counted
+  // a clone reads a deleted snapshot's layer under its own top: that one is kept (V under it still folds into it)
   const c = vol('C', ['C', 'V@2', 'V'])
-  t.is(waitingLayers([v, c]).get('V'), 2)
-  t.is(waitingLayers([v, c]).get('C'), 0)
+  t.is(waitingLayers([v, c]).get('V'), 3, 'V@5, V@4 and V')
+  t.is(waitingLayers([v, c]).get('C'), 1, 'V')
+})
+
+test('waitingLayers counts a fold under a kept snapshot that a clone was made of', t => {
+  const v = vol('V', ['V@4', 'V@3', 'V@2', 'V'], { s3: ['V@3', 'V@2', 'V'], s1: ['V'] })
+  const c = vol('C', ['C', 'V@3', 'V@2', 'V'], {}, { placementKey: 'V' })
+  t.is(planMerges([v, c]).length, 1)
+  t.deepEqual([...waitingLayers([v, c])].sort(), [['C', 1], ['V', 1]])
 })

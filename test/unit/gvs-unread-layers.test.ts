@@ -2,11 +2,13 @@
 // back by the next run, written only when it changed, a damaged one reported once and
 // read as none (its copies then stay: nothing is freed on a guess).
 import test from 'ava'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UnreadLayers } from '../../node/gvs/unread-layers.ts'
-import { createLogger } from '../../node/log.ts'
+import { createLogger, silentLogger } from '../../node/log.ts'
+import { LayerReclaim, type LayerReclaimComponents } from '../../node/gvs/layer-reclaim.ts'
+import type { Volume } from '../../crdt/index.ts'
 
 async function dir (t: { teardown: (f: () => Promise<void>) => void }): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'gvs-unread-'))
@@ -45,4 +47,84 @@ test('a damaged record is reported once, naming the file, and read as none', asy
     t.is(lines.length, 1, `${name}: one warning`)
     t.true(lines[0]!.includes(file), lines[0])
   }
+})
+
+// the layer reclaim's use of the record (node/gvs/layer-reclaim.ts), over a store that
+// only lists and removes layers
+const vol = (id: string, layers: string[], snaps: Record<string, string[]> = {}, extra: Partial<Volume> = {}): Volume => ({
+  id, path: `/v/${id}`, sizeBytes: 1 << 24, replicas: 2, state: 'ready', parent: null, epoch: 1, at: 1, by: 'n',
+  snapshots: Object.fromEntries(Object.entries(snaps).map(([name, l]) => [name, { name, createdAt: 1, layers: l, at: 1, by: 'n' }])),
+  layers, ...extra
+})
+function fakeStore (d: string, held: Set<string>, gate: { wait?: Promise<void> } = {}): { store: object, removed: string[] } {
+  const removed: string[] = []
+  return {
+    removed,
+    store: {
+      dir: d,
+      layers: async () => [...held],
+      removeVolume: async (n: string) => { if (gate.wait != null) await gate.wait; held.delete(n); removed.push(n) },
+      epochFloors: async () => [],
+      forgetLine: async () => {}
+    }
+  }
+}
+const reclaimOf = (store: object): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
+const recordOf = async (d: string): Promise<string[]> => await readFile(join(d, 'unread-layers.json'), 'utf8').then(t => JSON.parse(t).layers as string[], () => [])
+
+test('a layer the document began to read during a pass is never recorded (a restart on an empty document would free it)', async t => {
+  const d = await dir(t)
+  const held = new Set(['A', 'A@1', 'N'])
+  const gate: { wait?: Promise<void> } = {}
+  const r = reclaimOf(fakeStore(d, held, gate).store)
+  const before = [vol('A', ['A@1', 'A'], { s: ['A'] })]
+  r.note(before)
+  await r.load(before)
+  // A's snapshot deleted, A folded into A@1; a pass 20 s later frees A, slowly
+  const folded = [vol('A', ['A@1', 'A'], {}, { merged: { A: 'A@1' } })]
+  await r.free(folded, 0)
+  t.deepEqual(await recordOf(d), ['A'])
+  let release!: () => void
+  gate.wait = new Promise(resolve => { release = resolve })
+  const pass = r.free(folded, 30_000)
+  await new Promise(resolve => setTimeout(resolve, 20))
+  // meanwhile a volume N is made (this node holds copies of it) and noted
+  r.note([...folded, vol('N', ['N'])])
+  release()
+  await pass
+  t.deepEqual(await recordOf(d), [], 'A freed; N read: neither recorded')
+  // a restart on an empty document, no peer yet: nothing is freed
+  const { store, removed } = fakeStore(d, held)
+  const again = reclaimOf(store)
+  again.note([])
+  await again.load([])
+  await again.free([], 0)
+  await again.free([], 30_000)
+  t.deepEqual(removed, [])
+})
+
+test('the record names only layers held here: it does not grow with every destroy and fold on the grid', async t => {
+  const d = await dir(t)
+  const held = new Set(['R@1'])
+  const r = reclaimOf(fakeStore(d, held).store)
+  await r.load([])
+  for (let i = 1; i <= 20; i++) {
+    r.note([vol('R', [`R@${i + 1}`, `R@${i}`], { k: [`R@${i}`] })])
+    await r.free([vol('R', [`R@${i + 1}`], {}, { merged: { [`R@${i}`]: `R@${i + 1}` } })], i * 60_000)
+  }
+  t.deepEqual(await recordOf(d), [], 'R@1 freed here; the other layers were never held here')
+})
+
+test('a record that failed to be written is written by the next keep, even of the same set', async t => {
+  const d = await dir(t)
+  const file = join(d, 'unread-layers.json')
+  const u = new UnreadLayers(file, silentLogger)
+  await u.load()
+  await u.keep(new Set(['a']))
+  await rm(file)
+  await mkdir(file) // the rename over it fails
+  await u.keep(new Set(['a', 'b']))
+  await rmdir(file)
+  await u.keep(new Set(['a', 'b']))
+  t.deepEqual(JSON.parse(await readFile(file, 'utf8')).layers, ['a', 'b'])
 })
