@@ -62,24 +62,19 @@ export function schemaOf (core: Core): number {
   return typeof s === 'number' ? s : 0
 }
 
+/** a document value Automerge stores as an object of its own (a map or a list), not a scalar */
+const isObjectValue = (v: unknown): v is object => v != null && typeof v === 'object' && !A.isImmutableString(v) && !(v instanceof Uint8Array) && !(v instanceof Date)
+
 /** Writes a document value (from toDoc) at obj[prop], as Automerge's proxies would. */
 export function putValue (core: Core, obj: string, prop: string, v: unknown): void {
-  if (v != null && typeof v === 'object' && !A.isImmutableString(v) && !(v instanceof Uint8Array) && !(v instanceof Date)) {
-    core.putObjectFromHydrate(obj, prop, v)
-    return
-  }
-  const [value, datatype] = scalar(v)
-  core.put(obj, prop, value as never, datatype)
+  if (isObjectValue(v)) core.putObjectFromHydrate(obj, prop, v)
+  else core.put(obj, prop, ...scalar(v) as [never, Parameters<Core['put']>[3]])
 }
 
 /** Inserts a document value (from toDoc) into the list `list` at `index`. */
 export function insertValue (core: Core, list: string, index: number, v: unknown): void {
-  if (v != null && typeof v === 'object' && !A.isImmutableString(v) && !(v instanceof Uint8Array) && !(v instanceof Date)) {
-    core.insertObjectFromHydrate(list, index, v)
-    return
-  }
-  const [value, datatype] = scalar(v)
-  core.insert(list, index, value as never, datatype)
+  if (isObjectValue(v)) core.insertObjectFromHydrate(list, index, v)
+  else core.insert(list, index, ...scalar(v) as [never, Parameters<Core['put']>[3]])
 }
 
 function scalar (v: unknown): [unknown, Parameters<Core['put']>[3]] {

@@ -4,7 +4,7 @@
 // as before, a clone keeps the layer it reads under its own top, and a volume
 // snapshotted and rotated many times keeps a short stack; a node down while a volume
 // was destroyed frees its copies when it is back.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Volume } from '../../crdt/index.ts'
@@ -12,7 +12,7 @@ import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { layersOf } from '../../node/gvs/volumes.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { Replica } from '../../crdt/replica.ts'
-import { GvsService } from '../../node/gvs/service.ts'
+import { GvsService, type GvsComponents } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 
@@ -133,34 +133,59 @@ test('a deleted snapshot\'s layer is folded into the one above and freed; every 
   t.is(top, 'urst')
 })
 
-test('a node down while a volume was destroyed frees its copies when it comes back', async t => {
-  const grid = await memoryHosts(t, 3, 'gvsgone')
+type Grid = Awaited<ReturnType<typeof memoryHosts>>
+type Doc = ReturnType<typeof sharedDocument>
+
+/** one 4 KiB mark of `ch` at the start of each of the 12 objects of `path`, through node 0 (2 copies each on 3 nodes: node 2 holds some; with 4 objects, it held none about once in 80 runs) */
+async function fill (grid: Grid, path: string, ch: number): Promise<void> {
+  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), path)
+  for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, ch), true)
+  await c.close()
+}
+
+/** node 2's volume store started again on its data dir, with `state` as its document */
+async function restartNode2 (grid: Grid, doc: Doc, state: GvsComponents['state']): Promise<GvsService> {
+  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
+  await again.start()
+  grid.svcs.push(again)
+  return again
+}
+
+/** a volume whose copies node 2 holds, destroyed while node 2 is down; `kept`: the document node 2 kept on its disk */
+async function destroyedWhileNode2Down (t: ExecutionContext, name: string): Promise<{ grid: Grid, doc: Doc, id: string, kept: Replica }> {
+  const grid = await memoryHosts(t, 3, name)
   const doc = sharedDocument(grid.hosts)
   const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
   const api = apiOf(svcs[0]!)
-  // 12 objects, 2 copies each on 3 nodes: node 2 holds some (with 4, it held none once in about 80 runs)
-  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/gone', size: 12 * OBJ } })
-  const id: string = created.json().id
-  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/gone')
-  for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
-  await c.close()
+  const id: string = (await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: `/r/${name}`, size: 12 * OBJ } })).json().id
+  await fill(grid, `r/${name}`, 0x5a)
   for (const s of svcs) await s.reconcile()
   t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
-  // node 2 goes down (its document, kept on its disk, still names the volume); the volume is destroyed meanwhile
   const kept = doc.replica.fork()
   await svcs[2]!.stop()
   const n2 = grid.hosts[2]!.peerId.toString()
   const member = doc.members.get(n2)!
   doc.members.set(n2, { ...member, state: 'dead' })
   t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
-  // back: it starts on the document it kept, then peers sync it the destroy
   doc.members.set(n2, member)
+  return { grid, doc, id, kept }
+}
+
+test('a node down while a volume was destroyed frees its copies when it comes back', async t => {
+  const { grid, doc, id, kept } = await destroyedWhileNode2Down(t, 'gone')
+  // back: it starts on the document it kept, then peers sync it the destroy
   let synced = false
-  const state = { read: () => synced ? doc.replica.read() : kept.read(), write: doc.state.write.bind(doc.state) }
-  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
-  await again.start()
-  grid.svcs.push(again)
+  const again = await restartNode2(grid, doc, { read: () => synced ? doc.replica.read() : kept.read(), write: doc.state.write.bind(doc.state) })
   synced = true
+  await again.reconcile()
+  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
+})
+
+test('a node whose peers synced it a destroy before its volume store started frees its copies (the document as loaded from its disk named the volume)', async t => {
+  const { grid, doc, id, kept } = await destroyedWhileNode2Down(t, 'early')
+  // back: its state service loaded the document it kept, and a peer synced it the
+  // destroy before the volume store started: the store never reads the volume now
+  const again = await restartNode2(grid, doc, { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => kept.read().list('volumes') })
   await again.reconcile()
   t.false((await again.store.volumes()).includes(id), 'its copies are freed')
 })
@@ -170,18 +195,12 @@ test('a node stopped after it saw a deleted snapshot\'s layer folded, before it 
   const doc = sharedDocument(grid.hosts)
   const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
   const api = apiOf(svcs[0]!)
-  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/fs', size: 12 * OBJ } })
-  const id: string = created.json().id
-  const write = async (ch: number): Promise<void> => {
-    const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/fs')
-    for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, ch), true)
-    await c.close()
-  }
-  await write(0x61)
+  const id: string = (await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/fs', size: 12 * OBJ } })).json().id
+  await fill(grid, 'r/fs', 0x61)
   t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's1' } })).statusCode, 201)
-  await write(0x62)
+  await fill(grid, 'r/fs', 0x62)
   t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's2' } })).statusCode, 201)
-  await write(0x63)
+  await fill(grid, 'r/fs', 0x63)
   for (const s of svcs) await s.reconcile()
   const s1Layer = doc.replica.read().get('volumes', id)!.value.snapshots.s1!.layers![0]!
   t.true((await svcs[2]!.store.list(s1Layer)).length > 0, 'node 2 holds some of the layer s1 froze')
@@ -193,46 +212,13 @@ test('a node stopped after it saw a deleted snapshot\'s layer folded, before it 
   await svcs[2]!.stop()
   t.true((await svcs[2]!.store.list(s1Layer)).length > 0, 'not freed before the stop')
   // back: the document it loads has the fold (nothing there reads the layer any more)
-  const n2 = grid.hosts[2]!.peerId.toString()
-  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => doc.replica.read().list('volumes') }
-  const again = new GvsService({ peerId: n2, log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
-  await again.start()
-  grid.svcs.push(again)
+  const again = await restartNode2(grid, doc, { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => doc.replica.read().list('volumes') })
   await again.reconcile()
   t.false((await again.store.volumes()).includes(s1Layer), 'its copies of the folded layer are freed')
   // the volume's data is whole
-  const c = await NbdClient.open(join(grid.dir, 'a2', 'nbd.sock'), `r/fs@s2`)
+  const c = await NbdClient.open(join(grid.dir, 'a2', 'nbd.sock'), 'r/fs@s2')
   for (let i = 0; i < 12; i++) t.is((await c.read(i * OBJ, 1))[0], 0x62)
   await c.close()
-})
-
-test('a node whose peers synced it a destroy before its volume store started frees its copies (the document as loaded from its disk named the volume)', async t => {
-  const grid = await memoryHosts(t, 3, 'gvsearly')
-  const doc = sharedDocument(grid.hosts)
-  const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
-  const api = apiOf(svcs[0]!)
-  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/early', size: 12 * OBJ } })
-  const id: string = created.json().id
-  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/early')
-  for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
-  await c.close()
-  for (const s of svcs) await s.reconcile()
-  t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
-  const kept = doc.replica.fork()
-  await svcs[2]!.stop()
-  const n2 = grid.hosts[2]!.peerId.toString()
-  const member = doc.members.get(n2)!
-  doc.members.set(n2, { ...member, state: 'dead' })
-  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
-  doc.members.set(n2, member)
-  // back: its state service loaded the document it kept, and a peer synced it the
-  // destroy before the volume store started: the store never reads the volume now
-  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), volumesAsLoaded: () => kept.read().list('volumes') }
-  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
-  await again.start()
-  grid.svcs.push(again)
-  await again.reconcile()
-  t.false((await again.store.volumes()).includes(id), 'its copies are freed')
 })
 
 test('a destroyed volume leaves no writer epochs behind on any node, also of the layers its snapshots had', async t => {
@@ -260,19 +246,14 @@ test('a node restarted on an empty document (its state lost, no peer yet) keeps 
   const grid = await memoryHosts(t, 3, 'gvsempty')
   const doc = sharedDocument(grid.hosts)
   const svcs = await startServices(grid, doc, { freeAfterMs: 0 })
-  const created = await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/live', size: 12 * OBJ } })
-  const id: string = created.json().id
-  const c = await NbdClient.open(join(grid.dir, 'a0', 'nbd.sock'), 'r/live')
-  for (let i = 0; i < 12; i++) await c.write(i * OBJ, Buffer.alloc(4096, 0x5a), true)
-  await c.close()
+  const id: string = (await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/live', size: 12 * OBJ } })).json().id
+  await fill(grid, 'r/live', 0x5a)
   for (const s of svcs) await s.reconcile()
   const held = (await svcs[2]!.store.list(id)).length
   t.true(held > 0)
   await svcs[2]!.stop()
   const empty = Replica.create({ clusterId: 'c1', nodeId: grid.hosts[2]!.peerId.toString() })
-  const again = new GvsService({ peerId: grid.hosts[2]!.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, 'a2') }, host: grid.hosts[2]!, state: { read: () => empty.read(), write: doc.state.write.bind(doc.state) }, membership: { members: doc.members } }, { reconcileMs: 0, env: false, freeAfterMs: 0 })
-  await again.start()
-  grid.svcs.push(again)
+  const again = await restartNode2(grid, doc, { read: () => empty.read(), write: doc.state.write.bind(doc.state) })
   await again.reconcile()
   await again.reconcile()
   t.is((await again.store.list(id)).length, held, 'a layer the document never showed this run may be new here: kept')
