@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import { strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command CMD... | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -93,8 +93,11 @@ async function create (args: string[]): Promise<void> {
     constraints: pairs(v.constraint, '--constraint'),
     labels: pairs(v.label, '--label')
   }
-  // `--command` once with spaces is split like a shell would split a simple line
+  // `--command` once with spaces is split at the spaces, as a shell splits a simple line;
+  // quotes and backslashes are no part of that (they would reach the command as they are)
   if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
+  const quoted = (v.command as string[] | undefined)?.find(c => /['"\\]/.test(c))
+  if (quoted != null) throw new CliError(`--command ${JSON.stringify(quoted)}: --command is split at spaces only, quotes and backslashes stay as they are; give a command that needs them after --, as the shell splits it: vgrid vm create NAME ... -- /bin/sh -c 'sleep 1; exit 1'`, 2)
   if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
   if (after != null) body.command = after
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app', 'user'] as const) if (v[k] != null) body[k] = v[k]

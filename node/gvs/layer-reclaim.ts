@@ -226,9 +226,9 @@ export class LayerReclaim {
     // writer epoch behind: its floor goes, here once every layer of it freed here is
     const readLines = new Set([...this.lastRead].map(l => layerNumber(l).base))
     const seenLines = new Set([...this.seen].map(l => layerNumber(l).base))
-    const held = new Set((await this.c.store.layers()).map(l => layerNumber(l).base))
+    const heldLines = new Set((await this.c.store.layers()).map(l => layerNumber(l).base))
     for (const base of await this.c.store.epochFloors()) {
-      if (!readLines.has(base) && seenLines.has(base) && !held.has(base)) await this.c.store.forgetLine(base)
+      if (!readLines.has(base) && seenLines.has(base) && !heldLines.has(base)) await this.c.store.forgetLine(base)
     }
     return freed
   }

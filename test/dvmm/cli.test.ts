@@ -43,6 +43,10 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.regex(bad.err, /memory: /)
   t.regex((await cli(api, 'vm', 'create', 'x')).err, /--cpu and --memory are required/)
   t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M')).err, /^say what the VM runs: a command .* or --kernel or --image/)
+  // quotes in --command would reach the command as they are: refused, pointing at --
+  const quoted = await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--command', "/bin/sh -c 'sleep 0.3; exit 1'")
+  t.is(quoted.code, 2)
+  t.regex(quoted.err, /--command is split at spaces only.*after --/)
   await until(() => g.nodes.some(n => n.fake.vms.get('web')?.state === 'running') && g.nodes[0]!.agent.state.read().get('leases', 'web')?.value.status === 'running', 20_000, 'web running')
   const ls = await cli(api, 'vm', 'ls')
   t.regex(ls.out, /NAME\s+STATE\s+NODE\s+EPOCH/)
