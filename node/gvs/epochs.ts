@@ -8,16 +8,7 @@ import { open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
-
-/**
- * A layer's line and number: "VOL@N" -> {base: VOL, n: N}, a base layer "VOL" ->
- * {base: VOL, n: 0}. A snapshot's new top layer is numbered past every layer of its
- * line (volumes.ts nextLayer); a clone's "C@N" is of its own line C, never its source's.
- */
-export function layerNumber (layer: string): { base: string, n: number } {
-  const m = /^(.+)@([0-9]+)$/.exec(layer)
-  return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }
-}
+import { layerNumber } from './volumes.ts'
 
 const FLOOR = '.floor'
 /** the file of what a line's freed layers left (no layer is named so: names hold no ".") */
@@ -35,6 +26,8 @@ export class WriterEpochs {
    * here: read from the directory once, kept up to date by recordings and forgets
    */
   private lines: Promise<Map<string, Set<string>>> | null = null
+  /** the lines that have a floor file here (listed with the lines) */
+  private readonly floorLines = new Set<string>()
   /** per line, its forgets in flight, one after the other */
   private readonly lineOps = new Map<string, Promise<unknown>>()
 
@@ -151,7 +144,8 @@ export class WriterEpochs {
       let names: string[]
       try { names = await readdir(this.dir) } catch (err) { this.lines = null; throw fromFsError(err, 'listing the writer epochs') }
       for (const name of names) {
-        if (name.endsWith('.tmp') || name.endsWith(FLOOR)) continue
+        if (name.endsWith('.tmp')) continue
+        if (name.endsWith(FLOOR)) { this.floorLines.add(name.slice(0, -FLOOR.length)); continue }
         const { base } = layerNumber(name)
         let line = lines.get(base)
         if (line == null) lines.set(base, line = new Set())
@@ -193,7 +187,10 @@ export class WriterEpochs {
         if (isGvsError(err, 'damaged')) return
         throw err
       }
-      if (own > await this.get(floorName(base))) await this.writeEpoch(floorName(base), own)
+      if (own > await this.get(floorName(base))) {
+        await this.writeEpoch(floorName(base), own)
+        this.floorLines.add(base)
+      }
       await rm(join(this.dir, volume), { force: true })
       this.known.delete(volume)
       ;(await this.linesIndex()).get(base)?.delete(volume)
@@ -205,7 +202,8 @@ export class WriterEpochs {
 
   /** the lines that have a floor here (what freed layers left) */
   async floors (): Promise<string[]> {
-    return (await readdir(this.dir).catch(() => [])).filter(n => n.endsWith(FLOOR) && !n.endsWith('.tmp')).map(n => n.slice(0, -FLOOR.length))
+    await this.linesIndex()
+    return [...this.floorLines]
   }
 
   /** Every layer of the line is gone for good (its volume destroyed, in the document): its floor goes too. */
@@ -213,6 +211,7 @@ export class WriterEpochs {
     await this.inLine(base, async () => {
       await rm(join(this.dir, floorName(base)), { force: true })
       this.known.delete(floorName(base))
+      this.floorLines.delete(base)
     })
   }
 

@@ -13,9 +13,8 @@ import type { Logger } from '../log.ts'
 import { objectKey } from './placement.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { Repairer } from './repair.ts'
-import { MAX_LAYERS, layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
+import { MAX_LAYERS, layerNumber, layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
-import { layerNumber } from './epochs.ts'
 import { UnreadLayers } from './unread-layers.ts'
 import { join } from 'node:path'
 
@@ -226,7 +225,7 @@ export class LayerReclaim {
     // writer epoch behind: its floor goes, here once every layer of it freed here is
     const readLines = new Set([...this.lastRead].map(l => layerNumber(l).base))
     const seenLines = new Set([...this.seen].map(l => layerNumber(l).base))
-    const heldLines = new Set((await this.c.store.layers()).map(l => layerNumber(l).base))
+    const heldLines = new Set([...this.held].map(l => layerNumber(l).base))
     for (const base of await this.c.store.epochFloors()) {
       if (!readLines.has(base) && seenLines.has(base) && !heldLines.has(base)) await this.c.store.forgetLine(base)
     }

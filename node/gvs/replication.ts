@@ -21,8 +21,8 @@ import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
-import { layerNumber } from './epochs.ts'
 import { NO_VERSION, type Version } from './versions.ts'
+import { layerNumber } from './volumes.ts'
 import {
   REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, listPage, decodeList, listedOf,
   type Listed, type ReplicaReply, type ReplicaRequest

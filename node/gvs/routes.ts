@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkPath, checkRename, findVolume, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -14,7 +14,6 @@ import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { waitingLayers } from './layer-reclaim.ts'
-import { layerNumber } from './epochs.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
 export interface VolumeUsersView {

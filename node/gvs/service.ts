@@ -188,9 +188,8 @@ export class GvsService {
     // the layers of the document as this node kept it on its disk, before peers synced
     // it anything (a destroy made while it was down included: layer-reclaim.ts)
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
-    this.reclaim.note(this.volumes())
     await this.store.start()
-    // and those an earlier run saw the document stop reading but had not freed
+    // then those an earlier run saw the document stop reading but had not freed, and the document now
     await this.reclaim.load(this.volumes())
     await this.replicas.start()
     await this.status.start()

@@ -217,6 +217,16 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
 }
 
 /**
+ * A layer's line and number: "VOL@N" -> {base: VOL, n: N}, a base layer "VOL" ->
+ * {base: VOL, n: 0}. A snapshot's new top layer is numbered past every layer of its
+ * line (volumes.ts nextLayer); a clone's "C@N" is of its own line C, never its source's.
+ */
+export function layerNumber (layer: string): { base: string, n: number } {
+  const m = /^(.+)@([0-9]+)$/.exec(layer)
+  return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }
+}
+
+/**
  * The name of a volume's next top layer, "<id>@N": past every number the volume ever
  * used (merged layers leave its stack, and their names must not come back: a node may
  * still hold their objects).
@@ -225,9 +235,8 @@ export function nextLayer (v: Volume): string {
   let n = 0
   const used = [...(v.layers ?? []), ...Object.keys(v.merged ?? {}), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [])]
   for (const l of used) {
-    if (!l.startsWith(`${v.id}@`)) continue
-    const k = Number(l.slice(v.id.length + 1))
-    if (Number.isSafeInteger(k) && k > n) n = k
+    const { base, n: k } = layerNumber(l)
+    if (base === v.id && k > n) n = k
   }
   return `${v.id}@${n + 1}`
 }
