@@ -10,6 +10,10 @@
 // GVS_REPL_CONNECTIONS (nbdcopy --connections; default nbdcopy's own: up to 4 with
 // multi-conn, at most one per thread, one thread per core), GVS_REPL_NBDCOPY (more
 // nbdcopy options, e.g. "--threads=4 --requests=64").
+// The serving node caches the volume as an agent does for its writer (local-cache.ts):
+// "read" reads what it wrote (its cache), "cold read" the same once the cache was
+// emptied (through the replicas, as a node that holds no local copy reads);
+// GVS_REPL_CACHE=0 serves without a cache.
 // Each line also gives the CPU seconds of the sequential write and read through vgrid
 // (server + both agents + nbdcopy) and the MB moved per CPU second: on a shared 2-core
 // machine that is steadier than MB/s, and says whether the path waits or computes.
@@ -41,6 +45,8 @@ import { ReplicaService, type ReplicaTransport } from '../node/gvs/replication.t
 import { ReplicatedVolume } from '../node/gvs/replicated-volume.ts'
 import { Placement } from '../node/gvs/placement.ts'
 import { NbdServer } from '../node/gvs/nbd/server.ts'
+import { CachedVolume } from '../node/gvs/cached-volume.ts'
+import { LocalCaches } from '../node/gvs/local-cache.ts'
 import { silentLogger } from '../node/log.ts'
 
 const run = promisify(execFile)
@@ -56,7 +62,7 @@ const mark = (what: string): void => {
 }
 
 interface Result {
-  write: number, read: number, randread: number, randwrite: number, bWrite: number, bRead: number, bRandread: number, bRandwrite: number
+  write: number, read: number, readCold?: number, randread: number, randwrite: number, bWrite: number, bRead: number, bRandread: number, bRandwrite: number
   /** CPU seconds of the seq write and read through vgrid: this process (the server), the two agents, nbdcopy */
   cpuWrite: Phase['cpu'], cpuRead: Phase['cpu']
 }
@@ -93,14 +99,14 @@ async function nbdcopy (args: string[]): Promise<{ ms: number, cpu: number }> {
 
 interface Phase { mbs: number, cpu: { server: number, agents: number, nbdcopy: number } }
 
-async function seq (uri: string, src: string, pids: number[] = []): Promise<{ write: Phase, read: Phase }> {
+async function seq (uri: string, src: string, pids: number[] = [], readOnly = false): Promise<{ write: Phase, read: Phase }> {
   const phase = async (args: string[]): Promise<Phase> => {
     const c0 = cpuSeconds(pids)
     const r = await nbdcopy(args)
     const c1 = cpuSeconds(pids)
     return { mbs: mbps(SIZE, r.ms), cpu: { server: c1.self - c0.self, agents: c1.agents - c0.agents, nbdcopy: r.cpu } }
   }
-  const write = await phase(['--flush', src, uri])
+  const write = readOnly ? { mbs: NaN, cpu: { server: 0, agents: 0, nbdcopy: 0 } } : await phase(['--flush', src, uri])
   mark('nbdcopy read starts')
   return { write, read: await phase([uri, 'null:']) }
 }
@@ -222,7 +228,13 @@ async function child (): Promise<void> {
     stops.push(g.stop)
     const holders = (key: string, r: number): string[] => new Placement(g.ids.map(id => ({ id, weight: 1 }))).holders(key, r)
     const transport = process.env.GVS_REPL_TRACE === '1' ? tracedTransport(g.svc) : g.svc
-    const inner: BlockDevice = new ReplicatedVolume({ transport, holders, nodes: () => g.ids }, { volume: 'repl', size: SIZE, replicas: 2, minReplicas: 1, epoch: 1 })
+    const replicated: BlockDevice = new ReplicatedVolume({ transport, holders, nodes: () => g.ids }, { volume: 'repl', size: SIZE, replicas: 2, minReplicas: 1, epoch: 1 })
+    // the serving node's cache of the volume, as an agent serves its writer's volumes
+    // (exports.ts); GVS_REPL_CACHE=0 serves it without
+    const caches = new LocalCaches({ dir: join(dir, 'cache'), budgetBytes: process.env.GVS_REPL_CACHE === '0' ? 0 : 8 * 2 ** 30 })
+    stops.push(async () => { caches.close() })
+    const cache = caches.of('repl', 1)
+    const inner: BlockDevice = cache == null ? replicated : new CachedVolume({}, replicated, cache)
     const rv = process.env.GVS_REPL_TRACE === '1' ? traced(inner) : inner
     const sock = join(dir, 'repl.sock')
     const server = new NbdServer({ log: silentLogger, exports: { get: n => n === 'repl' ? rv : undefined, list: () => ['repl'] } }, { socketPath: sock })
@@ -263,6 +275,10 @@ async function child (): Promise<void> {
     }
     const b = await seq(base.uri, src)
     const v = await seq(uri, src, g.pids)
+    // and once more with the cache emptied: what a node that holds no local copy yet reads
+    cache?.drop()
+    mark('cold read starts')
+    const cold = cache == null ? v.read : (await seq(uri, '', g.pids, true)).read
     mark('written and read')
     // GVS_REPL_FIO=0: nbdcopy alone (e.g. for a profile of the sequential path)
     const withFio = process.env.GVS_REPL_FIO !== '0'
@@ -270,7 +286,7 @@ async function child (): Promise<void> {
     const randread = withFio ? await fio(uri, 'randread') : NaN
     const bRandwrite = withFio ? await fio(base.uri, 'randwrite') : NaN
     const randwrite = withFio ? await fio(uri, 'randwrite') : NaN
-    const r: Result = { write: v.write.mbs, read: v.read.mbs, randread, randwrite, bWrite: b.write.mbs, bRead: b.read.mbs, bRandread, bRandwrite, cpuWrite: v.write.cpu, cpuRead: v.read.cpu }
+    const r: Result = { write: v.write.mbs, read: v.read.mbs, readCold: cold.mbs, randread, randwrite, bWrite: b.write.mbs, bRead: b.read.mbs, bRandread, bRandwrite, cpuWrite: v.write.cpu, cpuRead: v.read.cpu }
     process.stdout.write(JSON.stringify(r) + '\n')
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {})
@@ -294,6 +310,7 @@ const cpuText = (c: Phase['cpu']): string => {
 }
 const line = (tag: string, r: Result): string =>
   `${tag.padEnd(6)} write ${r.write.toFixed(1)} MB/s (${(r.write / r.bWrite).toFixed(2)}x)  read ${r.read.toFixed(1)} MB/s (${(r.read / r.bRead).toFixed(2)}x)  ` +
+  (r.readCold == null ? '' : `cold read ${r.readCold.toFixed(1)} MB/s (${(r.readCold / r.bRead).toFixed(2)}x)  `) +
   `randread ${r.randread.toFixed(0)} (${(r.randread / r.bRandread).toFixed(2)}x)  randwrite ${r.randwrite.toFixed(0)} (${(r.randwrite / r.bRandwrite).toFixed(2)}x)  ` +
   `[qemu-nbd: ${r.bWrite.toFixed(0)}/${r.bRead.toFixed(0)} MB/s, ${r.bRandread.toFixed(0)}/${r.bRandwrite.toFixed(0)} IOPS]  ` +
   `CPU s write ${cpuText(r.cpuWrite)} read ${cpuText(r.cpuRead)}`

@@ -85,7 +85,8 @@ const FileSchema = Type.Object({
     repairDelay: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     scrubInterval: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     scrubRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
-    retireQuiet: Type.Optional(Type.Union([Type.String(), Type.Number()]))
+    retireQuiet: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    localCache: Type.Optional(Type.Union([Type.String(), Type.Number()]))
   }, { additionalProperties: false }))
 }, { additionalProperties: false })
 

@@ -20,6 +20,8 @@ import type { BlockDevice } from './block-device.ts'
 import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
+import { CachedVolume } from './cached-volume.ts'
+import type { LocalCaches } from './local-cache.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { Writers } from './writers.ts'
@@ -43,13 +45,15 @@ export interface VolumeExportsComponents {
   pinsFile?: PinsFile
   /** how long a write or flush waits out replicas out of reach for a moment (ReplicatedVolumeInit.retryMs) */
   retryMs?: number
+  /** this node's caches of the volumes its writers use (local-cache.ts; absent: none) */
+  caches?: LocalCaches
 }
 
 export class VolumeExports {
   readonly writers: Writers
   private readonly c: VolumeExportsComponents
   /** devices by volume id and epoch (or id@snapshot), rebuilt when the volume's shape or layers change */
-  private readonly devices = new Map<string, { key: string, dev: ReplicatedVolume }>()
+  private readonly devices = new Map<string, { key: string, dev: BlockDevice }>()
   /** what new NBD sessions of a volume get: the LiveVolume of its current epoch */
   private readonly live = new Map<string, { id: string, epoch: number, lv: LiveVolume }>()
   /** per volume id, the writer epochs fenced on this node (newest last, a few kept) */
@@ -114,7 +118,20 @@ export class VolumeExports {
       const e = Number(k.slice(cut + 1))
       if (e !== (v.epoch ?? 1) && !(keep?.id === id && keep.epoch === e) && this.pins.get(id)?.includes(e) !== true) this.devices.delete(k)
     }
+    // a cache lives as long as its epoch's device: a session still on a dropped one reads through to the replicas
+    this.c.caches?.retain(new Set([...this.devices.keys()].filter(k => k.includes('#'))))
     return dropped
+  }
+
+  /**
+   * Drops this node's caches of a volume (of epochs below `below`, or all): another
+   * node is about to write it (a claim), or a newer writer was fenced in.
+   */
+  dropCaches (id: string, below?: number): void { this.c.caches?.dropVolume(id, below) }
+
+  /** drops what belongs to volumes gone from the document (their devices, caches and pins) */
+  forgetGone (): void {
+    if (this.prune()) void this.c.pinsFile?.save(this.pins).catch(() => {})
   }
 
   /** the block device of an export name, or undefined when there is no such volume or snapshot */
@@ -173,13 +190,18 @@ export class VolumeExports {
     }, name)
   }
 
-  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1, size = v.sizeBytes): ReplicatedVolume {
+  private build (cacheKey: string, v: Volume, layers: string[], readOnly: boolean, epoch = v.epoch ?? 1, size = v.sizeBytes): BlockDevice {
     const key = `${size}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
-    const dev = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
+    const replicated = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })
+    // a writable volume's blocks are cached here for its writer (`id#epoch`, kept across
+    // its snapshots and resizes, which change no byte it reads); a snapshot is not
+    const cache = readOnly ? null : this.c.caches?.of(v.id, epoch) ?? null
+    const id = v.id
+    const dev = cache == null ? replicated : new CachedVolume({ generation: this.c.generation, holds: () => this.writers.holds(id) }, replicated, cache)
     this.devices.set(cacheKey, { key, dev })
     return dev
   }

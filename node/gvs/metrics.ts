@@ -3,6 +3,7 @@
 // path pays nothing for them.
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { NbdStats } from './nbd/session.ts'
+import type { LocalCaches } from './local-cache.ts'
 
 export class GvsMetrics {
   readonly damaged: Counter
@@ -15,7 +16,7 @@ export class GvsMetrics {
   readonly scrubRepaired: Counter
   readonly scrubLast: Gauge
 
-  constructor (registry: Registry, nbd: () => NbdStats) {
+  constructor (registry: Registry, nbd: () => NbdStats, caches?: LocalCaches) {
     const registers = [registry]
     this.damaged = new Counter({ name: 'vgrid_gvs_damaged_objects_total', help: 'Objects of this node found damaged (checksum mismatch) on read or scrub', registers })
     this.repairBytes = new Counter({ name: 'vgrid_gvs_repair_bytes_total', help: 'Bytes repair copied to new holders', registers })
@@ -34,6 +35,30 @@ export class GvsMetrics {
       collect () {
         const s = nbd()
         for (const k of ['read', 'write', 'fua', 'flush', 'trim', 'zero', 'errors'] as const) this.set({ kind: k }, s[k])
+      }
+    })
+    if (caches == null) return
+    new Gauge({
+      name: 'vgrid_gvs_cache_reads',
+      help: 'Reads this node\'s cache of its writers\' volumes answered (hit), passed to the replicas (miss), or found damaged, since start',
+      labelNames: ['result'] as const,
+      registers,
+      collect () {
+        const s = caches.stats()
+        this.set({ result: 'hit' }, s.hits)
+        this.set({ result: 'miss' }, s.misses)
+        this.set({ result: 'damaged' }, s.damaged)
+      }
+    })
+    new Gauge({
+      name: 'vgrid_gvs_cache_bytes',
+      help: 'Bytes this node\'s caches of its writers\' volumes hold, and may hold',
+      labelNames: ['kind'] as const,
+      registers,
+      collect () {
+        const s = caches.sizes()
+        this.set({ kind: 'used' }, s.bytes)
+        this.set({ kind: 'limit' }, s.limit)
       }
     })
   }

@@ -47,6 +47,8 @@ export interface DamageReport { volume: string, index: number, blocks: number[],
 
 export interface ObjectStoreEvents {
   damaged: [DamageReport]
+  /** a writer epoch was fenced in on the volume (its top layer) by a replica request */
+  fenced: [{ volume: string, epoch: number }]
 }
 
 export interface ObjectStoreComponents {

@@ -153,6 +153,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     }
     case 'fence':
       await store.fence(req.volume, req.epoch)
+      // a new writer is about to write the volume from wherever it was fenced in
+      store.emit('fenced', { volume: req.volume, epoch: req.epoch })
       return { reply: { ok: true }, data: null }
     case 'flush':
       // an agent of an earlier release names no volume: its flush takes every fsync error owed (store-syncs.ts)

@@ -23,6 +23,7 @@ import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
+import { LocalCaches, defaultCacheBytes } from './local-cache.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
 import { REPAIRS_FILE, RepairsFile } from './repairs-file.ts'
 import { gvsRoutes } from './routes.ts'
@@ -124,6 +125,8 @@ export class GvsService {
   private readonly heals: DamageHeals
   /** frees the layers nothing reads, folds deleted snapshots' layers away */
   private readonly reclaim: LayerReclaim
+  /** this node's caches of the volumes its writers use (local-cache.ts) */
+  readonly caches: LocalCaches
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
 
@@ -137,7 +140,12 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
+    this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
+    this.store.on('fenced', f => {
+      const v = this.volumes().find(x => layersOf(x)[0] === f.volume)
+      if (v != null) this.exports.dropCaches(v.id, f.epoch)
+    })
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,
@@ -145,7 +153,7 @@ export class GvsService {
       others: () => [...this.components.membership.members.values()].filter(m => m.nodeId !== this.replicas.self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
     })
     this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds() })
-    this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats)
+    this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats, this.caches)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
     this.repairs = new RepairRuns({
@@ -189,6 +197,8 @@ export class GvsService {
     // it anything (a destroy made while it was down included: layer-reclaim.ts)
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
     await this.store.start()
+    this.caches.budget.limit = this.init.localCacheBytes ?? await defaultCacheBytes(this.components.config.dataDir)
+    this.caches.start()
     // then those an earlier run saw the document stop reading but had not freed, and the document now
     await this.reclaim.load(this.volumes())
     await this.replicas.start()
@@ -218,6 +228,7 @@ export class GvsService {
     await this.placementCheck.stop()
     await this.replicas.stop()
     await this.store.stop()
+    this.caches.close()
   }
 
   private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }
@@ -265,6 +276,7 @@ export class GvsService {
    */
   async reconcile (): Promise<void> {
     const vols = this.volumes()
+    this.exports.forgetGone()
     await this.reclaim.free(vols)
     this.states.forgetGone(vols)
     await this.repairs.forget(new Set(vols.map(v => v.id)))
@@ -358,6 +370,8 @@ export class GvsService {
     if (claim != null) {
       // the asker is about to write: this node's writers, and its claims, which give way to a smaller id (writers.ts)
       for (const id of ids) {
+        // the asker may write it next: what this node cached of it may stop being true
+        this.exports.dropCaches(id)
         const a = this.exports.writers.answerClaim(id, this.gridWriters.nameOf(claim.from), claim.from < this.replicas.self)
         out[id] = { writers: a.writers, ...(a.claiming ? { claiming: true } : {}) }
       }

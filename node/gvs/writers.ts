@@ -154,6 +154,16 @@ export class Writers {
     return { writers, claiming: pending.length > 0 }
   }
 
+  /**
+   * Whether a session here holds the volume: a VM's disk, or a plain session whose
+   * claim passed and that wrote within idleMs (not one still asking: it may lose).
+   * Another node then asks this one before it writes (answerClaim).
+   */
+  holds (volume: string, now = Date.now()): boolean {
+    for (const h of this.byVolume.get(volume) ?? []) if (h.holdsOpen || (h.pending == null && h.lastWriteAt > 0 && now - h.lastWriteAt <= this.idleMs)) return true
+    return false
+  }
+
   /** sessions that wrote to the volume within idleMs */
   count (volume: string, now = Date.now()): number {
     const s = this.byVolume.get(volume)

@@ -101,6 +101,9 @@ test('GVS settings from the environment, and clear errors for bad ones', t => {
   t.is(tuningFromEnv({ VGRID_GVS_SCRUB_INTERVAL: '720h' }).scrubIntervalMs, 720 * 3600_000)
   t.is(tuningFromEnv({ VGRID_GVS_RETIRE_QUIET: '2s' }).retireQuietMs, 2000)
   t.throws(() => tuningFromEnv({ VGRID_GVS_RETIRE_QUIET: 'soon' }), { message: /VGRID_GVS_RETIRE_QUIET="soon" is not a duration/ })
+  t.is(tuningFromEnv({ VGRID_GVS_LOCAL_CACHE: '2G' }).localCacheBytes, 2 * 2 ** 30)
+  t.is(tuningFromEnv({ VGRID_GVS_LOCAL_CACHE: '0' }).localCacheBytes, 0, 'no cache')
+  t.throws(() => tuningFromEnv({ VGRID_GVS_LOCAL_CACHE: 'lots' }), { message: /VGRID_GVS_LOCAL_CACHE: "lots" is not a size/ })
 })
 
 test('status protocol: requests are checked, answers keep only well-formed entries', t => {
