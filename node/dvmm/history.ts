@@ -95,7 +95,13 @@ export function logged (cur: Lease, patch: Partial<Lease>, at: number): Partial<
  * name (`before.made` is not the claim's) is left behind.
  */
 export function claimLog (before: CarriedLog | undefined, claim: Lease, nameOf: (node: string) => string): unknown[] {
-  return appendLog(sameVm(before?.made, claim.made) ? before?.log : undefined, transitionEvents(undefined, claim, nameOf).map(e => ({ at: claim.at, ...e })))
+  const same = sameVm(before?.made, claim.made)
+  // a takeover of the lease a former VM of the name left (its holder dead): this VM is
+  // placed, not failed over; the takeover (epoch, fence wait) is the lease's business
+  const events = same || claim.from == null
+    ? transitionEvents(undefined, claim, nameOf)
+    : transitionEvents(undefined, { ...claim, from: undefined }, nameOf).map(e => e.event === 'placed' ? { ...e, detail: `over the lease a former VM of this name left on ${nameOf(claim.from!)}` } : e)
+  return appendLog(same ? before?.log : undefined, events.map(e => ({ at: claim.at, ...e })))
 }
 
 /** a lease's log and the `made` of the lease it came from */

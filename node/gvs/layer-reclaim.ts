@@ -118,6 +118,12 @@ export interface LayerReclaimComponents {
   live: () => Set<string>
   /** whether every member of the grid's roll, and every member the node knows, is alive (or left for good): a fold waits for a whole grid */
   whole: () => boolean
+  /**
+   * Why nothing may be freed or folded now (null: it may): a member down, or changes a
+   * member announced not here yet (a clone it made may read a layer this document no
+   * longer reads). Absent: always.
+   */
+  mayFree?: () => string | null
   /** the repairer of one layer placed like `m` (also what takes its inventory) */
   repairer: (m: LayerMerge, layer: string) => Repairer
   /** the coordinator of a name over the live nodes (health.ts coordinatorOf): a volume's folds are its placement key's */
@@ -146,6 +152,8 @@ export class LayerReclaim {
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
   private recording = false
+  /** why the last pass freed nothing (logged once per reason) */
+  private waitLogged: string | null = null
 
   constructor (components: LayerReclaimComponents, init: LayerReclaimInit = {}) {
     this.c = components
@@ -208,12 +216,16 @@ export class LayerReclaim {
     const freed: string[] = []
     const listed = await this.c.store.layers()
     this.held = new Set(listed)
+    // the layers still count their time unread meanwhile; none goes, no line's floor either
+    const wait = this.c.mayFree?.() ?? null
+    if (wait != null && this.waitLogged !== wait) this.c.log.info('layers nothing reads here wait to be freed', { why: wait })
+    this.waitLogged = wait
     for (const name of listed) {
       // the newest document read counts (a note may have come during this pass's awaits)
       if (this.lastRead.has(name) || !this.seen.has(name)) continue
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)
-      if (now - since < this.freeAfterMs) continue
+      if (now - since < this.freeAfterMs || wait != null) continue
       this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, or a folded snapshot layer)', { layer: name })
       await this.c.store.removeVolume(name)
       this.unreadSince.delete(name)
@@ -226,6 +238,7 @@ export class LayerReclaim {
     const readLines = new Set([...this.lastRead].map(l => layerNumber(l).base))
     const seenLines = new Set([...this.seen].map(l => layerNumber(l).base))
     const heldLines = new Set([...this.held].map(l => layerNumber(l).base))
+    if (wait != null) return freed
     for (const base of await this.c.store.epochFloors()) {
       if (!readLines.has(base) && seenLines.has(base) && !heldLines.has(base)) await this.c.store.forgetLine(base)
     }
@@ -244,7 +257,7 @@ export class LayerReclaim {
     let n = 0
     const failed = new Set<string>()
     // a fold the document changed under (a snapshot deleted above it meanwhile) is planned again, a bounded number of times
-    for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && this.c.whole(); tries++) {
+    for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && this.c.whole() && (this.c.mayFree?.() ?? null) == null; tries++) {
       const live = this.c.live()
       const m = planMerges(volumes()).find(x => !failed.has(x.layer) && this.c.coordinatorOf(x.placementKey, live) === this.c.self)
       if (m == null) break

@@ -65,6 +65,8 @@ export interface GvsRoutesDeps {
   /** how long a create or rename waits for such a concurrent one to arrive (default PATH_SETTLE_MS) */
   readonly pathSettleMs?: number
   readonly store: { removeVolume: (volume: string) => Promise<unknown>, forgetLine: (base: string) => Promise<unknown> }
+  /** why no layer may be freed now (null: it may): the background pass frees them later (layer-reclaim.ts) */
+  mayFree: () => string | null
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
   readonly scrub: { status: () => ScrubStatus, now: () => Promise<ScrubReport> }
   volumes: () => Volume[]
@@ -237,10 +239,14 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         const still = referencedLayers(all.filter(x => x.id !== v.id))
         return { unread: [...referencedLayers([cur])].filter(l => !still.has(l)), lineRead: [...still].some(l => layerNumber(l).base === v.id) }
       }, `volume rm ${v.path}`)
-      // this node's copies of the layers nothing reads go now; the others free theirs when they see it gone
-      for (const l of unread) await svc.store.removeVolume(l)
-      // its line's writer epochs too, unless a layer of it is still read (see layer-reclaim.ts free)
-      if (!lineRead) await svc.store.forgetLine(v.id)
+      // this node's copies of the layers nothing reads go now, the others free theirs when
+      // they see it gone; unless a member is down or ahead of this node (a clone made
+      // there may read them): then the background pass frees them once that is over
+      if (svc.mayFree() == null) {
+        for (const l of unread) await svc.store.removeVolume(l)
+        // its line's writer epochs too, unless a layer of it is still read (see layer-reclaim.ts free)
+        if (!lineRead) await svc.store.forgetLine(v.id)
+      }
       return { removed: v.id, path: v.path }
     })
 

@@ -52,6 +52,8 @@ export interface GvsComponents {
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
     /** the volumes of the document as loaded from this node's disk, before any peer's change */
     volumesAsLoaded?: () => Volume[]
+    /** the peers among these that announced changes this node's document lacks (node/state) */
+    lacksHeadsOf?: (peers: string[]) => string[]
   }
   /**
    * the failure detector; its transitions (a member died, left, joined) start a repair
@@ -175,12 +177,8 @@ export class GvsService {
       transport: this.replicas,
       holders: this.holders,
       live: () => this.liveIds(),
-      whole: () => {
-        // the roll (the grid's members, crdt: DVMM), not only the gossip table, which forgets a dead member after a while
-        const table = this.components.membership.members
-        return [...table.values()].every(m => m.state === 'alive' || m.state === 'left') &&
-          this.components.state.read().list('roll').every(e => e.node === this.replicas.self || table.get(e.node)?.state === 'alive')
-      },
+      whole: () => this.gridWhole(),
+      mayFree: () => this.mayFree(),
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
       coordinatorOf,
       // through the state service, as a method (it reads its own fields)
@@ -286,6 +284,27 @@ export class GvsService {
       if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
     }
     if (this.started) await this.reclaim.fold(() => this.volumes())
+  }
+
+  /** whether every member of the grid's roll, and every member this node knows, is alive (or left for good) */
+  private gridWhole (): boolean {
+    // the roll (the grid's members, crdt: DVMM), not only the gossip table, which forgets a dead member after a while
+    const table = this.components.membership.members
+    return [...table.values()].every(m => m.state === 'alive' || m.state === 'left') &&
+      this.components.state.read().list('roll').every(e => e.node === this.replicas.self || table.get(e.node)?.state === 'alive')
+  }
+
+  /**
+   * Why no layer may be freed or folded now, or null. A layer nothing reads in this
+   * node's document may be read by a clone another node made that is not here yet:
+   * so only with every member up (a partition's other side may be making one) and
+   * every change another member announced held here.
+   */
+  mayFree (): string | null {
+    if (!this.gridWhole()) return 'a member of the grid is not alive'
+    const others = [...this.components.membership.members.values()].filter(m => m.nodeId !== this.replicas.self && m.state !== 'left').map(m => m.nodeId)
+    const behind = this.components.state.lacksHeadsOf?.(others) ?? []
+    return behind.length === 0 ? null : `changes ${behind.map(n => this.gridWriters.nameOf(n)).join(', ')} announced are not here yet`
   }
 
   /** one pass of folding deleted snapshots' layers away now (tests; the background pass does it too) */

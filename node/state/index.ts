@@ -261,6 +261,20 @@ export class StateService extends EventEmitter<StateEvents> {
     if (this.running && heads != null) this.sync.noteHeads(peer, heads)
   }
 
+  /**
+   * The peers among `peers` that announced heads this document lacks: they hold changes
+   * not seen here yet (a volume store frees nothing until it has them).
+   */
+  lacksHeadsOf (peers: Iterable<string>): string[] {
+    if (!this.running) return []
+    const out: string[] = []
+    for (const p of peers) {
+      const heads = this.sync.announcedHeads(p)
+      if (heads != null && !this.replica.hasHeads(heads)) out.push(p)
+    }
+    return out
+  }
+
   /** Test hook (VGRID_TEST_HOOKS): refuse state sync with these peers, to cut a partition. */
   setBlocked (peers: string[]): void { this.sync.setBlocked(peers) }
 

@@ -128,9 +128,21 @@ export class SyncService extends EventEmitter<SyncEvents> {
     for (const s of this.sessions.values()) if (s.peer !== except) s.poke()
   }
 
+  /** the heads each peer last announced (gossip or advert), sync refused or not; at most 1,024 peers */
+  private readonly announced = new Map<string, string[]>()
+
+  /** the heads `peer` last announced, if any */
+  announcedHeads (peer: string): string[] | undefined { return this.announced.get(peer) }
+
   /** A peer announced its heads (gossip or advert): pull them if we lack them. */
   noteHeads (peer: string, heads: string[]): void {
-    if (!this.running || peer === this.self || this.blocked.has(peer) || heads.length === 0) return
+    if (!this.running || peer === this.self || heads.length === 0) return
+    // kept also from a peer whose sync is refused: what it has that this node lacks is
+    // what the volume store waits for before it frees anything (node/gvs/layer-reclaim.ts)
+    this.announced.delete(peer)
+    this.announced.set(peer, heads)
+    if (this.announced.size > 1024) this.announced.delete(this.announced.keys().next().value!)
+    if (this.blocked.has(peer)) return
     // a pull already waits (it checks when due); Automerge is asked only then, at most
     // once a second per peer: asking it about heads it lacks throws inside it, which
     // cost 7-9 % of a 25-agent grid's CPU when every advert and announcement asked

@@ -258,3 +258,31 @@ test('a node restarted on an empty document (its state lost, no peer yet) keeps 
   await again.reconcile()
   t.is((await again.store.list(id)).length, held, 'a layer the document never showed this run may be new here: kept')
 })
+
+test('nothing is freed while a member is down or announced changes not here yet (a clone made there may read the layer); then it is', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsbehind')
+  const doc = sharedDocument(grid.hosts)
+  let behind: string[] = []
+  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), lacksHeadsOf: () => behind }
+  const svcs = await startServices(grid, { state, members: doc.members }, { freeAfterMs: 0 })
+  const id: string = (await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/behind', size: 12 * OBJ } })).json().id
+  await fill(grid, 'r/behind', 0x5a)
+  for (const s of svcs) await s.reconcile()
+  const held = async (): Promise<number> => (await Promise.all(svcs.map(async s => (await s.store.list(id)).length))).reduce((a, b) => a + b, 0)
+  const before = await held()
+  t.true(before > 0)
+  // a member announced changes not here yet: not even the destroying node frees its copies at once
+  behind = [grid.hosts[1]!.peerId.toString()]
+  t.is((await apiOf(svcs[0]!).inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  for (const s of svcs) await s.reconcile()
+  t.is(await held(), before, 'a member announced changes not here: kept')
+  behind = []
+  const n2 = grid.hosts[2]!.peerId.toString()
+  const member = doc.members.get(n2)!
+  doc.members.set(n2, { ...member, state: 'dead' })
+  for (const s of svcs.slice(0, 2)) await s.reconcile()
+  t.is(await held(), before, 'a member down: kept')
+  doc.members.set(n2, member)
+  for (const s of svcs) await s.reconcile()
+  t.is(await held(), 0, 'then freed everywhere')
+})

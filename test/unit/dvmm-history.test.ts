@@ -108,6 +108,10 @@ test('a VM made again under a removed VM\'s name does not take on its history: a
   t.deepEqual((claimLog({ log: old, made: 50 }, claim, name) as LeaseEvent[]).map(e => e.event), ['placed'], 'a former VM\'s log stays behind')
   t.deepEqual((claimLog({ log: old, made: 400 }, claim, name) as LeaseEvent[]).map(e => e.event), ['placed', 'started', 'placed'], 'the same VM\'s carries on')
   t.deepEqual((claimLog({ log: old }, claim, name) as LeaseEvent[]).length, 3, 'a lease of an older agent (no made) is taken as the same VM')
+  // the former VM's holder died: the new VM takes its lease over (epoch 2, from n1), and is placed, not failed over
+  const takeover = lease({ at: 600, made: 400, epoch: 2, from: 'n1', holder: 'n2', by: 'n2' })
+  t.deepEqual(claimLog({ log: old, made: 50 }, takeover, name), [{ at: 600, event: 'placed', node: takeover.holder, epoch: 2, detail: `over the lease a former VM of this name left on ${name('n1')}` }])
+  t.deepEqual((claimLog({ log: old, made: 400 }, takeover, name) as LeaseEvent[]).at(-1), { at: 600, event: 'failed-over', node: takeover.holder, epoch: 2, detail: `from ${name('n1')}` }, 'the same VM\'s takeover is a failover')
   // this agent saw the former VM's lease and never saw it removed (rm and create came in one sync)
   const h = new History()
   h.observe(new Map([['web', lease({ log: old, made: 50 })]]), vms, name)
