@@ -1,9 +1,10 @@
 // A volume's device with this node's cache of its blocks in front (local-cache.ts):
-// reads of cached blocks are answered from the local file, everything else goes to the
-// replicas, and what they answer or take is cached on the way. Writes keep their
-// order: overlapping ones run one at a time in the order issued, so the cache ends
-// with what the replicas end with. A write is acknowledged only once the replicas
-// acknowledged it (the cache is never a copy that counts).
+// while a session here holds the volume, reads of cached blocks are answered from the
+// local file, everything else goes to the replicas, and what they answer or take is
+// cached on the way. Writes keep their order: overlapping ones run one at a time in
+// the order issued, so the cache ends with what the replicas end with. A write is
+// acknowledged only once the replicas acknowledged it (the cache is never a copy that
+// counts).
 import { checkRange, type BlockDevice } from './block-device.ts'
 import type { VolumeCache } from './local-cache.ts'
 import { RangeLock } from './range-lock.ts'
@@ -12,9 +13,9 @@ export interface CachedVolumeComponents {
   /** changes whenever the live nodes change: the cache is then emptied (a partition may have let another writer in) */
   generation?: () => number
   /**
-   * Whether what the replicas answer now may be cached: only while a session on this
-   * node holds the volume (writers.ts), so that any other writer must ask this node
-   * first, which empties the cache. Default: always (a device no one else writes).
+   * Whether a session on this node holds the volume at the cache's epoch (writers.ts):
+   * only then must any other writer ask this node first (which empties the cache), so
+   * only then is the cache read or filled. Default: always (a device no one else writes).
    */
   holds?: () => boolean
 }
@@ -24,7 +25,6 @@ export class CachedVolume implements BlockDevice {
   private readonly cache: VolumeCache
   private readonly generation: () => number
   private readonly holds: () => boolean
-  private seen: number
   /** overlapping writes one at a time, in the order issued */
   private readonly writes = new RangeLock()
 
@@ -33,26 +33,34 @@ export class CachedVolume implements BlockDevice {
     this.cache = cache
     this.generation = components.generation ?? (() => 0)
     this.holds = components.holds ?? (() => true)
-    this.seen = this.generation()
   }
 
   get size (): number { return this.dev.size }
   get readOnly (): boolean { return this.dev.readOnly }
 
-  /** the cache, emptied first if the live nodes changed since it was filled */
+  /**
+   * The cache, emptied first if the live nodes changed since it was filled: the
+   * generation is the cache's own, shared by every device built over it (a snapshot
+   * or a resize rebuilds the device, and the new one must not take the old one's
+   * fill as current)
+   */
   private current (): VolumeCache {
     const g = this.generation()
-    if (g !== this.seen) { this.seen = g; this.cache.drop() }
+    if (this.cache.generation !== g) {
+      if (this.cache.generation != null) this.cache.drop()
+      this.cache.generation = g
+    }
     return this.cache
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length)
+    // a node whose sessions do not hold the volume reads through: another writer would not ask it first
+    if (!this.holds()) return await this.dev.read(offset, length)
     const cache = this.current()
     const hit = cache.read(offset, length)
     if (hit != null) return hit
-    // a reader on a node whose writer is elsewhere reads through: that writer would not ask first
-    const plan = this.holds() ? cache.planFill(offset, length) : null
+    const plan = cache.planFill(offset, length)
     const data = await this.dev.read(offset, length)
     if (plan != null && this.holds()) this.current().fill(plan, offset, data)
     return data
@@ -86,7 +94,7 @@ export class CachedVolume implements BlockDevice {
         ok = true
       } finally {
         // even if emptied meanwhile: what the replicas took is the newest there
-        cache.endWrite(offset, length, ok ? data : undefined)
+        cache.endWrite(offset, length, ok && this.holds() ? data : undefined)
       }
     })
   }

@@ -119,15 +119,15 @@ export class VolumeExports {
       if (e !== (v.epoch ?? 1) && !(keep?.id === id && keep.epoch === e) && this.pins.get(id)?.includes(e) !== true) this.devices.delete(k)
     }
     // a cache lives as long as its epoch's device: a session still on a dropped one reads through to the replicas
-    this.c.caches?.retain(new Set([...this.devices.keys()].filter(k => k.includes('#'))))
+    this.c.caches?.retain(new Set([...this.devices.keys()].filter(k => k.includes('#'))), new Set(vols.keys()))
     return dropped
   }
 
-  /**
-   * Drops this node's caches of a volume (of epochs below `below`, or all): another
-   * node is about to write it (a claim), or a newer writer was fenced in.
-   */
-  dropCaches (id: string, below?: number): void { this.c.caches?.dropVolume(id, below) }
+  /** another node is about to write the volume (a claim this node does not refuse): its caches here are emptied */
+  emptyCaches (id: string): void { this.c.caches?.empty(id) }
+
+  /** a writer was fenced in at `epoch`: this node's caches of older epochs go, for good */
+  fenceCaches (id: string, epoch: number): void { this.c.caches?.fence(id, epoch) }
 
   /** drops what belongs to volumes gone from the document (their devices, caches and pins) */
   forgetGone (): void {
@@ -165,7 +165,7 @@ export class VolumeExports {
       // a session's open does not wait for the file: a failed write is only reported
       if (this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })) void this.c.pinsFile?.save(this.pins).catch(() => {})
     }
-    return this.writers.handle(vol.id, entry.lv, { exclusive: true })
+    return this.writers.handle(vol.id, entry.lv, { exclusive: true, epoch: entry.epoch })
   }
 
   private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {
@@ -174,7 +174,7 @@ export class VolumeExports {
     if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
     let entry = this.live.get(name)
     if (entry?.id !== vol.id) this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
-    return this.writers.handle(vol.id, entry.lv)
+    return this.writers.handle(vol.id, entry.lv, { epoch })
   }
 
   /**
@@ -198,10 +198,12 @@ export class VolumeExports {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })
     // a writable volume's blocks are cached here for its writer (`id#epoch`, kept across
-    // its snapshots and resizes, which change no byte it reads); a snapshot is not
-    const cache = readOnly ? null : this.c.caches?.of(v.id, epoch) ?? null
+    // its snapshots and resizes, which change no byte it reads), at its current epoch
+    // or one this node fenced in for a VM; a snapshot is not
+    const current = epoch === (v.epoch ?? 1) || this.pins.get(v.id)?.includes(epoch) === true
+    const cache = readOnly || !current ? null : this.c.caches?.of(v.id, epoch) ?? null
     const id = v.id
-    const dev = cache == null ? replicated : new CachedVolume({ generation: this.c.generation, holds: () => this.writers.holds(id) }, replicated, cache)
+    const dev = cache == null ? replicated : new CachedVolume({ generation: this.c.generation, holds: () => this.writers.holds(id, epoch) }, replicated, cache)
     this.devices.set(cacheKey, { key, dev })
     return dev
   }

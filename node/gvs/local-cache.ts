@@ -4,19 +4,23 @@
 // locality; here it is a cache beside the replicas, never one of them: it counts
 // nothing towards R, is never flushed, and a restart starts it empty.
 //
-// One cache per volume and writer epoch on a node (`<data-dir>/gvs/cache/`, one sparse
+// One cache per volume and writer epoch on a node (`<data-dir>/gvs-cache/`, one sparse
 // file each, at the volume's own offsets), shared by the sessions of that epoch there.
 // A cached block is served only while it is known to hold what the replicas hold:
-// - every write of the volume at that epoch on this node goes through it (it is in the
-//   device the exports hand out: cached-volume.ts), and updates or drops its blocks;
-// - whatever may let another writer in drops it whole: another node claiming the
-//   volume (writers.ts), a fence at a newer epoch, a change of the live nodes (a
-//   partition), the epoch's device being dropped;
+// - it is used only while a session on this node holds the volume at that epoch (a
+//   VM's disk, or a plain export's writer whose claim passed: writers.ts), so every
+//   other writer must ask this node first or be a second writer, which the grid
+//   refuses anyway; every write of that epoch here goes through it (cached-volume.ts);
+// - whatever may let another writer in empties it: another node's claim this node
+//   does not refuse, a fence at a newer epoch (and no cache is made below it again), a
+//   change of the live nodes (a partition);
 // - each block carries the CRC-32 of what was put there, checked on every read: a
 //   block that fails is dropped and read from the replicas, never served.
-// The cache file is read and written in place, without awaiting: its blocks and their
-// checksums can never be seen half-updated. All of a node's caches together keep at
-// most `budget` bytes; past it, new blocks are simply not cached.
+// The cache file is read and written in place, without awaiting (requests up to
+// IN_PLACE_READ; larger ones pass it by), so its blocks and checksums are never seen
+// half-updated. All of a node's caches together take at most `budget` bytes of disk
+// (blocks ever written to a file count until the file is emptied) and a bounded index;
+// past it, new blocks are simply not cached.
 import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, unlinkSync, writeSync } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -24,21 +28,28 @@ import { crc32 } from 'node:zlib'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { readBuffers } from './buffer-pool.ts'
+import { IN_PLACE_READ } from './file-io.ts'
 
-/** what one object's blocks hold in the cache: a checksum per block, 0/1 whether it is cached */
-interface ObjectBlocks { sums: Uint32Array, cached: Uint8Array, count: number }
+/** per object: a checksum per block, whether it is cached, whether it ever took space in the file */
+interface ObjectBlocks { sums: Uint32Array, cached: Uint8Array, stored: Uint8Array, count: number }
 
 export interface CacheStats { hits: number, misses: number, damaged: number, drops: number }
 
-/** the bytes all of a node's caches may hold and how many they do, and what they served since start */
+const GiB = 2 ** 30
+/** the index an object takes (its sums and flags, about 6 KiB): entries are bounded to one per MiB of budget */
+const BUDGET_PER_OBJECT = 1024 * 1024
+
+/** the disk all of a node's caches may take and take, the objects they index, and what they served since start */
 export class CacheBudget {
   limit: number
   used = 0
+  objects = 0
+  /** set while the disk is short of room: nothing new is cached */
+  paused = false
   readonly stats: CacheStats = { hits: 0, misses: 0, damaged: 0, drops: 0 }
   constructor (limit: number) { this.limit = limit }
+  get maxObjects (): number { return Math.max(64, Math.floor(this.limit / BUDGET_PER_OBJECT)) }
 }
-
-const GiB = 2 ** 30
 
 /** without a setting: 8 GiB, but at most a tenth of the free space where the cache lives (none if that cannot be read) */
 export async function defaultCacheBytes (dir: string): Promise<number> {
@@ -66,13 +77,15 @@ export class VolumeCache {
   private readonly perObject: number
   private fd: number | null = null
   private readonly objects = new Map<number, ObjectBlocks>()
-  /** writes in flight, and writes started, per object: a fill must not land over either */
+  /** writes in flight per object: no fill lands over one */
   private readonly busy = new Map<number, number>()
-  private readonly started = new Map<number, number>()
-  /** bumped at every drop: a fill planned before one is stale */
+  /** writes started, and drops: a fill planned before either moved is stale */
+  private started = 0
   private era = 0
+  /** the live nodes' generation the cache was filled under (CachedVolume) */
+  generation: number | null = null
   private closed = false
-  /** the bytes this cache holds */
+  /** the disk this cache's file takes (its blocks ever written since it was last emptied) */
   private bytes = 0
   /** counted for the node (CacheBudget.stats) */
   private readonly stats: CacheStats
@@ -93,7 +106,7 @@ export class VolumeCache {
    * null otherwise (a block that fails its checksum is dropped first).
    */
   read (offset: number, length: number): Uint8Array | null {
-    if (this.fd == null || length === 0) { this.stats.misses++; return null }
+    if (this.fd == null || length === 0 || length > IN_PLACE_READ) { this.stats.misses++; return null }
     const bs = this.blockSize
     const first = Math.floor(offset / bs)
     const end = Math.ceil((offset + length) / bs)
@@ -114,7 +127,7 @@ export class VolumeCache {
     } catch {
       done = -1
     }
-    if (done < buf.length) { readBuffers.give(buf); this.drop(); return null }
+    if (done < buf.length) { readBuffers.give(buf); this.drop(); this.stats.misses++; return null }
     let bad = false
     for (let b = first; b < end; b++) {
       const o = this.objects.get(Math.floor(b / this.perObject))!
@@ -127,12 +140,10 @@ export class VolumeCache {
     return from === 0 && length === buf.length ? buf : buf.subarray(from, from + length)
   }
 
-  /** a write (or zero) of [offset, offset+length) begins: the cache drops those blocks, and no fill lands there until it ended */
+  /** a write (or zero) of [offset, offset+length) begins: the cache drops those blocks, and no fill lands until it ended */
   beginWrite (offset: number, length: number): void {
-    for (const i of this.objectsOf(offset, length)) {
-      this.busy.set(i, (this.busy.get(i) ?? 0) + 1)
-      this.started.set(i, (this.started.get(i) ?? 0) + 1)
-    }
+    this.started++
+    for (const i of this.objectsOf(offset, length)) this.busy.set(i, (this.busy.get(i) ?? 0) + 1)
     this.forgetRange(offset, length)
   }
 
@@ -147,16 +158,12 @@ export class VolumeCache {
 
   /** before a read from the replicas: what must still hold for its data to be cached after (null: it will not be) */
   planFill (offset: number, length: number): string | null {
-    if (this.closed) return null
-    const marks: number[] = [this.era]
-    for (const i of this.objectsOf(offset, length)) {
-      if ((this.busy.get(i) ?? 0) > 0) return null
-      marks.push(this.started.get(i) ?? 0)
-    }
-    return marks.join()
+    if (this.closed || length > IN_PLACE_READ) return null
+    for (const i of this.objectsOf(offset, length)) if ((this.busy.get(i) ?? 0) > 0) return null
+    return `${this.era}/${this.started}`
   }
 
-  /** caches a read's data if no write began or ran on its objects since planFill */
+  /** caches a read's data if no write began or ran on the volume since planFill */
   fill (plan: string | null, offset: number, data: Uint8Array): void {
     if (plan == null || plan !== this.planFill(offset, data.length)) return
     this.put(offset, data)
@@ -167,6 +174,7 @@ export class VolumeCache {
     this.era++
     this.stats.drops++
     this.budget.used -= this.bytes
+    this.budget.objects -= this.objects.size
     this.bytes = 0
     this.objects.clear()
     if (this.fd != null) try { ftruncateSync(this.fd, 0) } catch {}
@@ -186,16 +194,26 @@ export class VolumeCache {
 
   /** stores the whole blocks of data at offset (partial ones at its ends stay as they are: dropped, by beginWrite) */
   private put (offset: number, data: Uint8Array): void {
-    if (this.closed) return
+    if (this.closed || this.budget.paused || data.length > IN_PLACE_READ) return
     const bs = this.blockSize
     const first = Math.ceil(offset / bs)
     const end = Math.floor((offset + data.length) / bs)
     if (end <= first) return
+    // only as many blocks as the budget allows, from the start: a block that never took
+    // space in the file takes a block more, an object not indexed yet an entry more
     let last = first
-    // only as many blocks as the budget allows, from the start
     let fresh = 0
+    let entries = 0
+    let counted = -1
     for (; last < end; last++) {
-      if (this.objects.get(Math.floor(last / this.perObject))?.cached[last % this.perObject] !== 1) {
+      const i = Math.floor(last / this.perObject)
+      const o = this.objects.get(i)
+      if (o == null && counted !== i) {
+        if (this.budget.objects + entries + 1 > this.budget.maxObjects) break
+        entries++
+        counted = i
+      }
+      if (o?.stored[last % this.perObject] !== 1) {
         if (this.budget.used + (fresh + 1) * bs > this.budget.limit) break
         fresh++
       }
@@ -215,15 +233,16 @@ export class VolumeCache {
     for (let b = first; b < last; b++) {
       const i = Math.floor(b / this.perObject)
       let o = this.objects.get(i)
-      if (o == null) { o = { sums: new Uint32Array(this.perObject), cached: new Uint8Array(this.perObject), count: 0 }; this.objects.set(i, o) }
-      const at = (b - first) * bs
-      o.sums[b % this.perObject] = crc32(bytes.subarray(at, at + bs))
-      if (o.cached[b % this.perObject] !== 1) {
-        o.cached[b % this.perObject] = 1
-        o.count++
-        this.bytes += bs
-        this.budget.used += bs
+      if (o == null) {
+        o = { sums: new Uint32Array(this.perObject), cached: new Uint8Array(this.perObject), stored: new Uint8Array(this.perObject), count: 0 }
+        this.objects.set(i, o)
+        this.budget.objects++
       }
+      const k = b % this.perObject
+      const at = (b - first) * bs
+      o.sums[k] = crc32(bytes.subarray(at, at + bs))
+      if (o.cached[k] !== 1) { o.cached[k] = 1; o.count++ }
+      if (o.stored[k] !== 1) { o.stored[k] = 1; this.bytes += bs; this.budget.used += bs }
     }
   }
 
@@ -233,14 +252,12 @@ export class VolumeCache {
     for (let b = Math.floor(offset / bs); b < end; b++) this.forget(b)
   }
 
+  /** the block is no longer cached (its space in the file stays taken until the file is emptied) */
   private forget (b: number): void {
-    const i = Math.floor(b / this.perObject)
-    const o = this.objects.get(i)
+    const o = this.objects.get(Math.floor(b / this.perObject))
     if (o?.cached[b % this.perObject] !== 1) return
     o.cached[b % this.perObject] = 0
-    this.bytes -= this.blockSize
-    this.budget.used -= this.blockSize
-    if (--o.count === 0) this.objects.delete(i)
+    o.count--
   }
 
   private objectsOf (offset: number, length: number): number[] {
@@ -260,66 +277,102 @@ export class LocalCaches {
   readonly budget: CacheBudget
   private readonly dir: string
   private readonly caches = new Map<string, VolumeCache>()
+  /** per volume, the newest epoch fenced in here: no cache is made below it again */
+  private readonly fenced = new Map<string, number>()
   private seq = 0
   private ready = false
+  private closed = false
+  /** why the cache is off, if it could not be set up */
+  failed: string | null = null
 
   constructor (init: { dir: string, budgetBytes: number }) {
     this.dir = init.dir
     this.budget = new CacheBudget(init.budgetBytes)
   }
 
-  get enabled (): boolean { return this.budget.limit > 0 }
+  get enabled (): boolean { return this.budget.limit > 0 && !this.closed && this.failed == null }
 
-  /** empties the directory (what a run that crashed left there) */
+  /** empties the directory (what a run that crashed left there); a failure turns the cache off, named in `failed` */
   start (): void {
-    rmSync(this.dir, { recursive: true, force: true })
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
-    this.ready = true
+    try {
+      rmSync(this.dir, { recursive: true, force: true })
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+      this.ready = true
+    } catch (err) {
+      this.failed = (err as Error).message
+    }
   }
 
-  /** the cache of volume `id` at `epoch` (made on first use), or null when caching is off */
+  /** the cache of volume `id` at `epoch` (made on first use), or null when caching is off or the epoch was fenced out */
   of (id: string, epoch: number): VolumeCache | null {
-    if (!this.enabled) return null
+    if (!this.enabled || epoch < (this.fenced.get(id) ?? 0)) return null
     const key = `${id}#${epoch}`
     let c = this.caches.get(key)
     if (c == null) {
       if (!this.ready) this.start()
+      if (!this.enabled) return null
       c = new VolumeCache(this.budget, { file: join(this.dir, `${this.seq++}.cache`), volume: id, epoch })
       this.caches.set(key, c)
     }
     return c
   }
 
-  /** drops the caches of a volume (all epochs, or those older than `below`) */
-  dropVolume (id: string, below = Infinity): void {
+  /** a newer writer was fenced in at `epoch`: the volume's caches of older epochs go, and none is made again */
+  fence (id: string, epoch: number): void {
+    if (epoch > (this.fenced.get(id) ?? 0)) this.fenced.set(id, epoch)
     for (const [key, c] of this.caches) {
-      if (c.volume !== id || c.epoch >= below) continue
+      if (c.volume !== id || c.epoch >= epoch) continue
       c.close()
       this.caches.delete(key)
     }
   }
 
-  /** closes every cache not named in `keep` (`id#epoch`) */
-  retain (keep: Set<string>): void {
+  /** empties the volume's caches (another node is about to write it) */
+  empty (id: string): void { for (const c of this.caches.values()) if (c.volume === id) c.drop() }
+
+  /** closes every cache not named in `keep` (`id#epoch`), and forgets the fences of volumes not in `volumes` */
+  retain (keep: Set<string>, volumes?: Set<string>): void {
     for (const [key, c] of this.caches) {
       if (keep.has(key)) continue
       c.close()
       this.caches.delete(key)
     }
+    if (volumes != null) for (const id of this.fenced.keys()) if (!volumes.has(id)) this.fenced.delete(id)
   }
 
   /** empties every cache (the live nodes changed: a partition may have let another writer in) */
   dropAll (): void { for (const c of this.caches.values()) c.drop() }
 
-  /** removes every cache and its file */
+  /**
+   * The disk is short of room (`freeBytes` below the larger of 1 GiB and the budget):
+   * every cache is emptied and nothing new is cached until there is room again, so the
+   * cache never takes the space the replicas need.
+   */
+  room (freeBytes: number): void {
+    const short = freeBytes < Math.max(GiB, this.budget.limit - this.budget.used)
+    if (short && !this.budget.paused) this.dropAll()
+    this.budget.paused = short
+  }
+
+  /** removes every cache and its file; no cache is made after */
   close (): void {
+    this.closed = true
     for (const c of this.caches.values()) c.close()
     this.caches.clear()
-    if (this.ready) rmSync(this.dir, { recursive: true, force: true })
+    if (this.ready) try { rmSync(this.dir, { recursive: true, force: true }) } catch {}
     this.ready = false
   }
 
-  sizes (): { caches: number, bytes: number, limit: number } { return { caches: this.caches.size, bytes: this.budget.used, limit: this.budget.limit } }
+  /** checks the room left where the caches live (see room) */
+  async checkRoom (): Promise<void> {
+    if (!this.ready || this.closed) return
+    try {
+      const fs = await statfs(this.dir)
+      this.room(fs.bavail * fs.bsize)
+    } catch {}
+  }
+
+  sizes (): { caches: number, bytes: number, limit: number, objects: number } { return { caches: this.caches.size, bytes: this.budget.used, limit: this.budget.limit, objects: this.budget.objects } }
 
   /** what the node's caches served since start */
   stats (): Readonly<CacheStats> { return this.budget.stats }

@@ -38,16 +38,18 @@ export class GvsMetrics {
       }
     })
     if (caches == null) return
-    new Gauge({
-      name: 'vgrid_gvs_cache_reads',
-      help: 'Reads this node\'s cache of its writers\' volumes answered (hit), passed to the replicas (miss), or found damaged, since start',
+    new Counter({
+      name: 'vgrid_gvs_cache_reads_total',
+      help: 'Reads this node\'s cache of its writers\' volumes answered (hit), passed to the replicas (miss), or found damaged',
       labelNames: ['result'] as const,
       registers,
       collect () {
+        // the cache counts; the counter shows its totals at scrape time
         const s = caches.stats()
-        this.set({ result: 'hit' }, s.hits)
-        this.set({ result: 'miss' }, s.misses)
-        this.set({ result: 'damaged' }, s.damaged)
+        this.reset()
+        this.inc({ result: 'hit' }, s.hits)
+        this.inc({ result: 'miss' }, s.misses)
+        this.inc({ result: 'damaged' }, s.damaged)
       }
     })
     new Gauge({

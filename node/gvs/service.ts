@@ -144,8 +144,10 @@ export class GvsService {
     })
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
     this.store.on('fenced', f => {
-      const v = this.volumes().find(x => layersOf(x)[0] === f.volume)
-      if (v != null) this.exports.dropCaches(v.id, f.epoch)
+      // the fence names the top layer its sender knows: this node's document may not have that snapshot yet, or have a newer one
+      const v = this.volumes().find(x => layersOf(x)[0] === f.volume) ?? this.volumes().find(x => referencedLayers([x]).has(f.volume))
+      if (v != null) this.exports.fenceCaches(v.id, f.epoch)
+      else this.caches.dropAll()
     })
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
@@ -197,6 +199,7 @@ export class GvsService {
     await this.store.start()
     this.caches.budget.limit = this.init.localCacheBytes ?? await defaultCacheBytes(this.components.config.dataDir)
     this.caches.start()
+    if (this.caches.failed != null) this.components.log.warn('the volume cache is off: its directory could not be set up', { error: this.caches.failed })
     // then those an earlier run saw the document stop reading but had not freed, and the document now
     await this.reclaim.load(this.volumes())
     await this.replicas.start()
@@ -204,7 +207,11 @@ export class GvsService {
     await this.placementCheck.start()
     await this.nbd.start()
     this.started = true
-    this.noting = setInterval(() => { this.reclaim.note(this.volumes()) }, NOTE_EVERY_MS)
+    this.noting = setInterval(() => {
+      this.reclaim.note(this.volumes())
+      // the caches give way when the disk runs short of room (the replicas need it)
+      void this.caches.checkRoom()
+    }, NOTE_EVERY_MS)
     this.noting.unref?.()
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
@@ -241,6 +248,8 @@ export class GvsService {
     const key = [...this.liveIds()].sort().join(',')
     if (key === this.liveKey) return
     this.liveKey = key
+    // a partition may let another writer in unasked: the caches of this node's writers go
+    this.caches.dropAll()
     this.repairs.stopBackground()
     if (this.reconciling != null) this.again = true
     this.wake(this.repairDelay())
@@ -389,9 +398,9 @@ export class GvsService {
     if (claim != null) {
       // the asker is about to write: this node's writers, and its claims, which give way to a smaller id (writers.ts)
       for (const id of ids) {
-        // the asker may write it next: what this node cached of it may stop being true
-        this.exports.dropCaches(id)
         const a = this.exports.writers.answerClaim(id, this.gridWriters.nameOf(claim.from), claim.from < this.replicas.self)
+        // not refused here: the asker may write it next, and what this node cached of it stop being true
+        if (a.writers === 0) this.exports.emptyCaches(id)
         out[id] = { writers: a.writers, ...(a.claiming ? { claiming: true } : {}) }
       }
       return out

@@ -54,6 +54,8 @@ export class WriterHandle implements BlockDevice {
   lastWriteAt = 0
   /** a VM disk's session: counted as a writer from its open to its end, written or not */
   holdsOpen = false
+  /** the writer epoch the session writes with, when known (a cache is used only by a holder of its epoch) */
+  epoch?: number
 
   constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean }) {
     this.dev = dev
@@ -115,7 +117,7 @@ export class Writers {
    * Otherwise a VM's disk (pinned to its writer epoch): a writer for as long as it is
    * open, quiet or not, so a plain session elsewhere is refused while the VM idles.
    */
-  handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean } = {}): WriterHandle {
+  handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean, epoch?: number } = {}): WriterHandle {
     const add = (h: WriterHandle): void => {
       let s = this.byVolume.get(volume)
       if (s == null) this.byVolume.set(volume, s = new Set())
@@ -124,6 +126,7 @@ export class Writers {
     const exclusive = o.exclusive === true
     const vmDisk = (): boolean => [...this.byVolume.get(volume) ?? []].some(x => x.holdsOpen)
     const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk } : undefined)
+    h.epoch = o.epoch
     if (!exclusive) {
       h.holdsOpen = true
       add(h)
@@ -155,12 +158,15 @@ export class Writers {
   }
 
   /**
-   * Whether a session here holds the volume: a VM's disk, or a plain session whose
-   * claim passed and that wrote within idleMs (not one still asking: it may lose).
-   * Another node then asks this one before it writes (answerClaim).
+   * Whether a session here holds the volume at `epoch`: a VM's disk, or a plain session
+   * whose claim passed and that wrote within idleMs (not one still asking: it may
+   * lose). Another node then asks this one before it writes (answerClaim); a writer at
+   * a newer epoch fences this one first.
    */
-  holds (volume: string, now = Date.now()): boolean {
-    for (const h of this.byVolume.get(volume) ?? []) if (h.holdsOpen || (h.pending == null && h.lastWriteAt > 0 && now - h.lastWriteAt <= this.idleMs)) return true
+  holds (volume: string, epoch: number, now = Date.now()): boolean {
+    for (const h of this.byVolume.get(volume) ?? []) {
+      if (h.epoch === epoch && (h.holdsOpen || (h.pending == null && h.lastWriteAt > 0 && now - h.lastWriteAt <= this.idleMs))) return true
+    }
     return false
   }
 

@@ -11,9 +11,10 @@ import { NbdClient } from '../helpers/nbd-client.ts'
 
 const block = (byte: number): Buffer => Buffer.alloc(64 * 1024, byte)
 
-async function twoNodes (t: import('ava').ExecutionContext, tag: string): Promise<{ open: (i: number, name: string) => Promise<NbdClient>, svcs: Awaited<ReturnType<typeof startServices>>, id: string }> {
+async function twoNodes (t: import('ava').ExecutionContext, tag: string, writerIdleMs = 300): Promise<{ open: (i: number, name: string) => Promise<NbdClient>, svcs: Awaited<ReturnType<typeof startServices>>, id: string, state: ReturnType<typeof sharedDocument>['state'] }> {
   const g = await memoryHosts(t, 2, tag)
-  await startServices(g, sharedDocument(g.hosts), { scrubIntervalMs: 0, writerIdleMs: 300 })
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0, writerIdleMs })
   const app = apiOf(g.svcs[0]!)
   t.teardown(async () => { await app.close() })
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/c/disk', size: '16M' } })
@@ -23,7 +24,7 @@ async function twoNodes (t: import('ava').ExecutionContext, tag: string): Promis
     t.teardown(async () => { await c.close().catch(() => {}) })
     return c
   }
-  return { open, svcs: g.svcs, id: created.json<{ id: string }>().id }
+  return { open, svcs: g.svcs, id: created.json<{ id: string }>().id, state: doc.state }
 }
 
 test('a session reads what it wrote from the cache, and what another node wrote since from the replicas (a claim empties the cache)', async t => {
@@ -65,4 +66,45 @@ test('a node whose sessions only read caches nothing while another node writes: 
   await b.write(0, block(2))
   t.true((await a.read(0, block(2).length)).equals(block(2)), 'the reader on node 0 did not keep the first read')
   t.is(svcs[0]!.caches.sizes().bytes, 0)
+})
+
+test('a session of the new epoch on the old writer\'s node caches nothing from the old writer\'s hold: it reads what the VM elsewhere writes', async t => {
+  const { open, svcs, state, id } = await twoNodes(t, 'gvscacheholds', 30_000)
+  const old = await open(0, 'c/disk') // the epoch-1 writer on node 0, holding the volume for writerIdleMs
+  await old.write(1024 * 1024, block(1))
+  // a VM's new holder (node 1) raises the epoch and fences it in, then its VM writes
+  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder')
+  await svcs[1]!.fence(id, 2)
+  const vm = await open(1, pinnedName('c/disk', 2))
+  const reader = await open(0, 'c/disk') // epoch 2 on node 0
+  t.true((await reader.read(0, block(0).length)).equals(block(0)))
+  await vm.write(0, block(4))
+  await vm.flush()
+  t.true((await reader.read(0, block(4).length)).equals(block(4)), 'node 0 serves what the replicas hold')
+})
+
+test('after a fence, the old epoch\'s device rebuilt (its old device pruned) gets no cache again', async t => {
+  const { open, svcs, state, id } = await twoNodes(t, 'gvscacheprune', 30_000)
+  const old = await open(0, 'c/disk')
+  await old.write(0, block(1))
+  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder')
+  await svcs[1]!.fence(id, 2)
+  await svcs[0]!.reconcile() // drops the epoch-1 device; the old session's next request builds another
+  t.true((await old.read(0, block(1).length)).equals(block(1)))
+  const vm = await open(1, pinnedName('c/disk', 2))
+  await vm.write(0, block(4))
+  await vm.flush()
+  t.true((await old.read(0, block(4).length)).equals(block(4)), 'the old session reads what the replicas hold')
+})
+
+test('a claim this node refuses leaves its cache as it is: the writer here goes on reading from it', async t => {
+  const { open, svcs } = await twoNodes(t, 'gvscacherefused', 30_000)
+  const a = await open(0, 'c/disk')
+  await a.write(0, block(1))
+  const b = await open(1, 'c/disk')
+  await t.throwsAsync(b.write(0, block(2)), undefined, 'refused: node 0 writes')
+  await a.write(0, block(3))
+  const before = svcs[0]!.caches.stats().hits
+  for (let i = 0; i < 5; i++) t.true((await a.read(0, block(3).length)).equals(block(3)))
+  t.is(svcs[0]!.caches.stats().hits - before, 5)
 })

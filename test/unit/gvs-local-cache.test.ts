@@ -4,12 +4,12 @@
 // and fills end in; a damaged block is read from the device, never served; the budget
 // bounds what all caches hold.
 import test from 'ava'
-import { mkdtempSync, openSync, writeSync, closeSync, rmSync, existsSync, readdirSync } from 'node:fs'
+import { mkdtempSync, openSync, writeSync, closeSync, rmSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { BlockDevice } from '../../node/gvs/block-device.ts'
 import { CachedVolume } from '../../node/gvs/cached-volume.ts'
-import { LocalCaches } from '../../node/gvs/local-cache.ts'
+import { CacheBudget, LocalCaches, VolumeCache } from '../../node/gvs/local-cache.ts'
 
 const KiB = 1024
 const SIZE = 8 * 1024 * KiB
@@ -179,13 +179,13 @@ test('the budget bounds what all caches hold; a dropped cache gives its bytes ba
   t.is(caches.sizes().bytes, 12 * KiB)
   await dev.write(0, fill(8 * KiB, 3), false) // rewrites of cached blocks stay cached
   t.is(caches.sizes().bytes, 12 * KiB)
-  caches.dropVolume('vol')
+  caches.fence('vol', 2)
   t.is(caches.sizes().bytes, 4 * KiB)
   await other.write(4 * KiB, fill(4 * KiB, 2), false)
   t.is(caches.sizes().bytes, 8 * KiB)
 })
 
-test('a change of the live nodes empties the cache; so do a claim and a newer epoch (LocalCaches)', async t => {
+test('a change of the live nodes empties the cache; a newer epoch closes the older ones (LocalCaches)', async t => {
   const { disk, dev, caches, gen } = setup(t)
   await dev.write(0, fill(8 * KiB, 1), false)
   gen.n++
@@ -193,9 +193,10 @@ test('a change of the live nodes empties the cache; so do a claim and a newer ep
   t.deepEqual(await plain(dev.read(0, 8 * KiB)), fill(8 * KiB, 2))
   const newer = caches.of('vol', 2)!
   t.not(newer, caches.of('vol', 1))
-  caches.dropVolume('vol', 2)
+  caches.fence('vol', 2)
   t.is(caches.sizes().caches, 1, 'the epoch-1 cache is gone, the epoch-2 one stays')
   t.is(caches.of('vol', 2), newer)
+  t.is(caches.of('vol', 1), null, 'and none is made below the fence again (a session of the old epoch reads through)')
   caches.retain(new Set())
   t.is(caches.sizes().caches, 0)
 })
@@ -211,4 +212,71 @@ test('caching off: no cache is made; close removes the directory', async t => {
   t.true(existsSync(join(dir, 'on')))
   on.close()
   t.false(existsSync(join(dir, 'on')))
+})
+
+test('a device rebuilt over the same cache (a snapshot, a resize) after a change of the live nodes it never saw does not serve the old fill', async t => {
+  const { disk, caches, gen } = setup(t)
+  const d1 = new CachedVolume({ generation: () => gen.n }, disk, caches.of('vol', 1)!)
+  await d1.write(0, fill(8 * KiB, 1), false)
+  gen.n++ // a partition: another writer may have come in
+  disk.bytes.fill(2, 0, 8 * KiB)
+  const d2 = new CachedVolume({ generation: () => gen.n }, disk, caches.of('vol', 1)!)
+  t.deepEqual(await plain(d2.read(0, 8 * KiB)), fill(8 * KiB, 2))
+})
+
+test('blocks dropped by trims and writes keep their place in the budget until the file is emptied: the file never outgrows it', async t => {
+  const budget = 1024 * KiB
+  const { dev, caches } = setup(t, budget)
+  for (let i = 0; i < 6; i++) {
+    await dev.write(i * budget, fill(budget, 1), false)
+    await dev.trim(i * budget, budget, false)
+  }
+  const dir = (caches as unknown as { dir: string }).dir
+  const file = readdirSync(dir)[0]!
+  t.true(statSync(join(dir, file)).blocks * 512 <= budget + 64 * KiB, 'the file allocates about the budget at most')
+  t.is(caches.sizes().bytes, budget)
+  caches.dropAll()
+  t.is(caches.sizes().bytes, 0, 'emptied, the file gives its space back')
+  t.is(statSync(join(dir, file)).size, 0)
+})
+
+test('a node that does not hold the volume reads through to the replicas, cached blocks or not', async t => {
+  const { disk, caches } = setup(t)
+  let holds = true
+  const dev = new CachedVolume({ holds: () => holds }, disk, caches.of('other', 1)!)
+  await dev.write(0, fill(8 * KiB, 1), false)
+  await dev.read(0, 8 * KiB)
+  t.is(disk.reads, 0)
+  holds = false
+  disk.bytes.fill(3, 0, 8 * KiB) // a writer that did not ask this node (its claim was lost)
+  t.deepEqual(await plain(dev.read(0, 8 * KiB)), fill(8 * KiB, 3))
+  t.is(disk.reads, 1)
+})
+
+test('the disk short of room: every cache is emptied and nothing is cached until there is room again', async t => {
+  const { dev, caches } = setup(t, 64 * KiB)
+  await dev.write(0, fill(8 * KiB, 1), false)
+  t.is(caches.sizes().bytes, 8 * KiB)
+  caches.room(100 * KiB) // less than 1 GiB free
+  t.is(caches.sizes().bytes, 0)
+  await dev.write(0, fill(8 * KiB, 1), false)
+  t.is(caches.sizes().bytes, 0, 'paused')
+  caches.room(10 * 1024 * 1024 * KiB)
+  await dev.write(0, fill(8 * KiB, 1), false)
+  t.is(caches.sizes().bytes, 8 * KiB)
+})
+
+test('the index is bounded by the budget: at most one indexed object per MiB of it (at least 64)', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-cache-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const budget = new CacheBudget(64 * 1024 * KiB)
+  t.is(budget.maxObjects, 64)
+  const cache = new VolumeCache(budget, { file: join(dir, 'c'), volume: 'v', epoch: 1, objectSize: 16 * KiB })
+  // 4 KiB in each of 100 objects, as random reads over a large volume bring
+  for (let i = 0; i < 100; i++) { cache.beginWrite(i * 16 * KiB, 4 * KiB); cache.endWrite(i * 16 * KiB, 4 * KiB, fill(4 * KiB, 1)) }
+  t.is(budget.objects, 64)
+  t.not(cache.read(0, 4 * KiB), null)
+  t.is(cache.read(99 * 16 * KiB, 4 * KiB), null, 'past the bound: not cached')
+  cache.close()
+  t.is(budget.objects, 0)
 })
