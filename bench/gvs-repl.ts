@@ -229,7 +229,7 @@ async function child (): Promise<void> {
     const holders = (key: string, r: number): string[] => new Placement(g.ids.map(id => ({ id, weight: 1 }))).holders(key, r)
     const transport = process.env.GVS_REPL_TRACE === '1' ? tracedTransport(g.svc) : g.svc
     const replicated: BlockDevice = new ReplicatedVolume({ transport, holders, nodes: () => g.ids }, { volume: 'repl', size: SIZE, replicas: 2, minReplicas: 1, epoch: 1 })
-    // the serving node's cache of the volume, as an agent serves its writer's volumes
+    // the serving node's cache of the volume, as an agent serves a VM's disk on its holder
     // (exports.ts); GVS_REPL_CACHE=0 serves it without
     const caches = new LocalCaches({ dir: join(dir, 'cache'), budgetBytes: process.env.GVS_REPL_CACHE === '0' ? 0 : 8 * 2 ** 30 })
     stops.push(async () => { caches.close() })

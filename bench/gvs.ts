@@ -5,7 +5,7 @@
 //   the same through a replicated volume (R=2 over 3 agents on loopback TCP libp2p:
 //     the first in this process, serving NBD; two in processes of their own,
 //     bench/gvs-agent.ts) with GVS_BENCH_REPL_MIB (default 128) MiB, served with the
-//     serving node's cache in front as an agent serves its writer's volume
+//     serving node's cache in front as an agent serves a VM's disk on its holder
 //     (local-cache.ts), and read again without it (from the replicas);
 //   4 KiB random read and write IOPS with fio's nbd engine, likewise;
 //   placement balance (max/mean objects per node) and movement on node add/remove
@@ -233,7 +233,7 @@ async function replicatedRows (dir: string, stops: Array<() => Promise<void>>): 
   const live = (): string[] => nodes.filter(x => x.alive).map(x => x.id)
   const holders = (key: string, r: number): string[] => new Placement(live().map(id => ({ id, weight: 1 }))).holders(key, r)
   const replicated = new ReplicatedVolume({ transport: nodes[0]!.svc!, holders, nodes: live }, { volume: 'repl', size: REPL_SIZE, replicas: 2, minReplicas: 1, epoch: 1 })
-  // served as an agent serves its writer's volume, with this node's cache in front
+  // served as an agent serves a VM's disk on its holder, with this node's cache in front
   // (local-cache.ts); and the same volume without it, as a node that holds no local
   // copy reads it (the cold read, and the reads kept during repair)
   const caches = new LocalCaches({ dir: join(dir, 'cache'), budgetBytes: 8 * 2 ** 30 })

@@ -5,7 +5,7 @@
 //   scrubInterval VGRID_GVS_SCRUB_INTERVAL  scheduled scrub period ("24h"; "0" never)
 //   scrubRate     VGRID_GVS_SCRUB_RATE      scrub read cap, like the repair rate
 //   retireQuiet   VGRID_GVS_RETIRE_QUIET    how long a surplus copy goes unused before repair frees it ("30s")
-//   localCache    VGRID_GVS_LOCAL_CACHE     bytes this node may cache of the volumes its writers use ("8G";
+//   localCache    VGRID_GVS_LOCAL_CACHE     bytes this node may cache of its VMs' disks ("8G";
 //                                           "0" none; default 8 GiB, at most a tenth of the data dir's free space)
 // A bad value is an error naming the key or variable, never a silent default.
 import { parseSize } from '../resources.ts'

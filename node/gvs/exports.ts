@@ -45,8 +45,10 @@ export interface VolumeExportsComponents {
   pinsFile?: PinsFile
   /** how long a write or flush waits out replicas out of reach for a moment (ReplicatedVolumeInit.retryMs) */
   retryMs?: number
-  /** this node's caches of the volumes its writers use (local-cache.ts; absent: none) */
+  /** this node's caches of its VMs' disks (local-cache.ts; absent: none) */
   caches?: LocalCaches
+  /** the newest writer epoch this node's store knows for a layer (and those under it) */
+  writerFloor?: (layer: string) => Promise<number>
 }
 
 export class VolumeExports {
@@ -62,6 +64,8 @@ export class VolumeExports {
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
     this.writers = writers
+    // a VM's run here ended: a plain export may write the volume before it runs here again
+    writers.onDiskClosed = (id, epoch) => { components.caches?.empty(id, epoch) }
     for (const [id, epochs] of components.pinsFile?.load() ?? []) this.pins.set(id, epochs.slice(-PINS_KEPT))
   }
 
@@ -197,13 +201,21 @@ export class VolumeExports {
     const replicated = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })
-    // a writable volume's blocks are cached here for its writer (`id#epoch`, kept across
-    // its snapshots and resizes, which change no byte it reads), at its current epoch
-    // or one this node fenced in for a VM; a snapshot is not
-    const current = epoch === (v.epoch ?? 1) || this.pins.get(v.id)?.includes(epoch) === true
-    const cache = readOnly || !current ? null : this.c.caches?.of(v.id, epoch) ?? null
+    // a VM's disk is cached on its holder's node (`id#epoch`, an epoch this node fenced
+    // in for it; kept across its snapshots and resizes, which change no byte it reads);
+    // a plain export or a snapshot is not
+    const vmEpoch = this.pins.get(v.id)?.includes(epoch) === true
+    const cache = readOnly || !vmEpoch ? null : this.c.caches?.of(v.id, epoch) ?? null
     const id = v.id
-    const dev = cache == null ? replicated : new CachedVolume({ generation: this.c.generation, holds: () => this.writers.holds(id, epoch) }, replicated, cache)
+    const top = layers[0]!
+    const dev = cache == null
+      ? replicated
+      : new CachedVolume({
+        generation: this.c.generation,
+        holds: () => this.writers.holds(id, epoch),
+        floor: this.c.writerFloor == null ? undefined : async () => await this.c.writerFloor!(top),
+        fencedOut: newer => { this.c.caches?.fence(id, newer) }
+      }, replicated, cache)
     this.devices.set(cacheKey, { key, dev })
     return dev
   }

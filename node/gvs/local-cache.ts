@@ -1,34 +1,45 @@
-// A local copy of the blocks a node's writer of a volume wrote or read, so that the
-// node a VM runs on reads its disk at local speed, not a third of it (with R = 2 on 3
-// nodes) through the network and both ends' ciphers. Longhorn calls this data
-// locality; here it is a cache beside the replicas, never one of them: it counts
-// nothing towards R, is never flushed, and a restart starts it empty.
+// A local copy of the blocks a VM's disk wrote or read, on the node the VM runs on, so
+// that it reads its disk at local speed, not a third of it (with R = 2 on 3 nodes)
+// through the network and both ends' ciphers. Longhorn calls this data locality; here
+// it is a cache beside the replicas, never one of them: it counts nothing towards R, is
+// never flushed, and a restart starts it empty.
 //
 // One cache per volume and writer epoch on a node (`<data-dir>/gvs-cache/`, one sparse
-// file each, at the volume's own offsets), shared by the sessions of that epoch there.
-// A cached block is served only while it is known to hold what the replicas hold:
-// - it is used only while a session on this node holds the volume at that epoch (a
-//   VM's disk, or a plain export's writer whose claim passed: writers.ts), so every
-//   other writer must ask this node first or be a second writer, which the grid
-//   refuses anyway; every write of that epoch here goes through it (cached-volume.ts);
-// - whatever may let another writer in empties it: another node's claim this node
-//   does not refuse, a fence at a newer epoch (and no cache is made below it again), a
-//   change of the live nodes (a partition);
+// file at a time each, at the volume's own offsets), shared by the sessions of that
+// epoch there. A cached block is served only while it is known to hold what the
+// replicas hold:
+// - it serves only a VM's disk on its holder's node: an epoch this node fenced in for
+//   the VM (exports.ts), unique to this holder (crdt/placement/volume-epoch.ts), and
+//   only while a session of the VM is open (writers.ts): any other writer writes with
+//   another epoch and must fence this one out first, and every write of this one goes
+//   through it (cached-volume.ts). When the VM's last session ends it is emptied (a
+//   plain export may write the volume before the VM runs here again);
+// - whatever may let another writer in empties it or closes it: a fence at a newer
+//   epoch (none is made below it again), this node's store knowing a newer writer
+//   epoch than the cache's (checked every second: a fence that did not reach it, a
+//   restart), a write the replicas refused as stale, another node's claim this node
+//   does not refuse, a change of the live nodes;
 // - each block carries the CRC-32 of what was put there, checked on every read: a
 //   block that fails is dropped and read from the replicas, never served.
 // The cache file is read and written in place, without awaiting (requests up to
 // IN_PLACE_READ; larger ones pass it by), so its blocks and checksums are never seen
-// half-updated. All of a node's caches together take at most `budget` bytes of disk
-// (blocks ever written to a file count until the file is emptied) and a bounded index;
-// past it, new blocks are simply not cached.
-import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, unlinkSync, writeSync } from 'node:fs'
-import { statfs } from 'node:fs/promises'
+// half-updated. An emptied cache starts a new file and the old one is removed off the
+// event loop (freeing a sparse file's scattered blocks takes seconds). All of a node's
+// caches together take at most `budget` bytes of disk (blocks ever written to a file
+// count until that file is removed) and a bounded index; past it, new blocks are simply
+// not cached.
+import { close, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
+import { statfs, unlink } from 'node:fs/promises'
+import { promisify } from 'node:util'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { IN_PLACE_READ } from './file-io.ts'
+import { RangeLock } from './range-lock.ts'
+
+const closeFd = promisify(close)
 
 /** per object: a checksum per block, whether it is cached, whether it ever took space in the file */
 interface ObjectBlocks { sums: Uint32Array, cached: Uint8Array, stored: Uint8Array, count: number }
@@ -46,6 +57,8 @@ export class CacheBudget {
   objects = 0
   /** set while the disk is short of room: nothing new is cached */
   paused = false
+  /** emptied caches' old files being removed */
+  readonly removing = new Set<Promise<void>>()
   readonly stats: CacheStats = { hits: 0, misses: 0, damaged: 0, drops: 0 }
   constructor (limit: number) { this.limit = limit }
   get maxObjects (): number { return Math.max(64, Math.floor(this.limit / BUDGET_PER_OBJECT)) }
@@ -60,7 +73,8 @@ export async function defaultCacheBytes (dir: string): Promise<number> {
 }
 
 export interface VolumeCacheInit {
-  file: string
+  /** a new file's name, for each file the cache starts */
+  file: () => string
   volume: string
   epoch: number
   objectSize?: number
@@ -70,7 +84,10 @@ export interface VolumeCacheInit {
 export class VolumeCache {
   readonly volume: string
   readonly epoch: number
-  private readonly file: string
+  /** overlapping writes through any device over this cache run one at a time, in the order issued (cached-volume.ts) */
+  readonly writes = new RangeLock()
+  private readonly nextFile: () => string
+  private file: string
   private readonly budget: CacheBudget
   private readonly objectSize: number
   private readonly blockSize: number
@@ -93,7 +110,8 @@ export class VolumeCache {
   constructor (budget: CacheBudget, init: VolumeCacheInit) {
     this.budget = budget
     this.stats = budget.stats
-    this.file = init.file
+    this.nextFile = init.file
+    this.file = init.file()
     this.volume = init.volume
     this.epoch = init.epoch
     this.objectSize = init.objectSize ?? OBJECT_SIZE
@@ -169,28 +187,40 @@ export class VolumeCache {
     this.put(offset, data)
   }
 
-  /** drops every block (the file is emptied, its space given back); the cache goes on, empty */
+  /**
+   * Drops every block; the cache goes on, empty, in a new file. The old file is removed
+   * off the event loop (its space counts until it is gone: a failed removal keeps it
+   * counted, on the safe side).
+   */
   drop (): void {
     this.era++
     this.stats.drops++
-    this.budget.used -= this.bytes
     this.budget.objects -= this.objects.size
-    this.bytes = 0
     this.objects.clear()
-    if (this.fd != null) try { ftruncateSync(this.fd, 0) } catch {}
+    const fd = this.fd
+    const file = this.file
+    const bytes = this.bytes
+    this.fd = null
+    this.bytes = 0
+    if (fd == null) { this.budget.used -= bytes; return }
+    this.file = this.nextFile()
+    const removal = (async () => {
+      await unlink(file)
+      await closeFd(fd)
+      this.budget.used -= bytes
+    })().catch(() => {})
+    this.budget.removing.add(removal)
+    void removal.finally(() => { this.budget.removing.delete(removal) })
   }
 
-  /** drops everything and removes the file: nothing is cached any more */
+  /** drops everything: nothing is cached any more */
   close (): void {
     if (this.closed) return
     this.drop()
     this.closed = true
-    if (this.fd != null) {
-      try { closeSync(this.fd) } catch {}
-      this.fd = null
-      try { unlinkSync(this.file) } catch {}
-    }
   }
+
+  get isClosed (): boolean { return this.closed }
 
   /** stores the whole blocks of data at offset (partial ones at its ends stay as they are: dropped, by beginWrite) */
   private put (offset: number, data: Uint8Array): void {
@@ -311,7 +341,7 @@ export class LocalCaches {
     if (c == null) {
       if (!this.ready) this.start()
       if (!this.enabled) return null
-      c = new VolumeCache(this.budget, { file: join(this.dir, `${this.seq++}.cache`), volume: id, epoch })
+      c = new VolumeCache(this.budget, { file: () => join(this.dir, `${this.seq++}.cache`), volume: id, epoch })
       this.caches.set(key, c)
     }
     return c
@@ -327,8 +357,8 @@ export class LocalCaches {
     }
   }
 
-  /** empties the volume's caches (another node is about to write it) */
-  empty (id: string): void { for (const c of this.caches.values()) if (c.volume === id) c.drop() }
+  /** empties the volume's caches (of one epoch, or all: another node is about to write it) */
+  empty (id: string, epoch?: number): void { for (const c of this.caches.values()) if (c.volume === id && (epoch == null || c.epoch === epoch)) c.drop() }
 
   /** closes every cache not named in `keep` (`id#epoch`), and forgets the fences of volumes not in `volumes` */
   retain (keep: Set<string>, volumes?: Set<string>): void {
@@ -344,12 +374,12 @@ export class LocalCaches {
   dropAll (): void { for (const c of this.caches.values()) c.drop() }
 
   /**
-   * The disk is short of room (`freeBytes` below the larger of 1 GiB and the budget):
-   * every cache is emptied and nothing new is cached until there is room again, so the
-   * cache never takes the space the replicas need.
+   * The disk is short of room (less free than 1 GiB more than the caches may still
+   * take): every cache is emptied and nothing new is cached until there is room again,
+   * so the cache never takes the space the replicas need.
    */
   room (freeBytes: number): void {
-    const short = freeBytes < Math.max(GiB, this.budget.limit - this.budget.used)
+    const short = freeBytes < GiB + Math.max(0, this.budget.limit - this.budget.used)
     if (short && !this.budget.paused) this.dropAll()
     this.budget.paused = short
   }
@@ -372,7 +402,12 @@ export class LocalCaches {
     } catch {}
   }
 
-  sizes (): { caches: number, bytes: number, limit: number, objects: number } { return { caches: this.caches.size, bytes: this.budget.used, limit: this.budget.limit, objects: this.budget.objects } }
+  sizes (): { caches: number, bytes: number, limit: number, objects: number, paused: boolean } {
+    return { caches: this.caches.size, bytes: this.budget.used, limit: this.budget.limit, objects: this.budget.objects, paused: this.budget.paused }
+  }
+
+  /** once the old files of the caches emptied so far are removed */
+  async removed (): Promise<void> { await Promise.all([...this.budget.removing]) }
 
   /** what the node's caches served since start */
   stats (): Readonly<CacheStats> { return this.budget.stats }

@@ -40,7 +40,7 @@ export class GvsMetrics {
     if (caches == null) return
     new Counter({
       name: 'vgrid_gvs_cache_reads_total',
-      help: 'Reads this node\'s cache of its writers\' volumes answered (hit), passed to the replicas (miss), or found damaged',
+      help: 'Reads this node\'s cache of its VMs\' disks answered (hit), passed to the replicas (miss), or found damaged',
       labelNames: ['result'] as const,
       registers,
       collect () {
@@ -54,7 +54,7 @@ export class GvsMetrics {
     })
     new Gauge({
       name: 'vgrid_gvs_cache_bytes',
-      help: 'Bytes this node\'s caches of its writers\' volumes hold, and may hold',
+      help: 'Bytes this node\'s caches of its VMs\' disks take on disk, and may take',
       labelNames: ['kind'] as const,
       registers,
       collect () {

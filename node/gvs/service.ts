@@ -21,7 +21,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
+import { layerNumber, layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches, defaultCacheBytes } from './local-cache.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
@@ -127,7 +127,7 @@ export class GvsService {
   private readonly heals: DamageHeals
   /** frees the layers nothing reads, folds deleted snapshots' layers away */
   private readonly reclaim: LayerReclaim
-  /** this node's caches of the volumes its writers use (local-cache.ts) */
+  /** this node's caches of its VMs' disks (local-cache.ts) */
   readonly caches: LocalCaches
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
@@ -144,12 +144,14 @@ export class GvsService {
     })
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
     this.store.on('fenced', f => {
-      // the fence names the top layer its sender knows: this node's document may not have that snapshot yet, or have a newer one
-      const v = this.volumes().find(x => layersOf(x)[0] === f.volume) ?? this.volumes().find(x => referencedLayers([x]).has(f.volume))
+      // the fence names the top layer its sender knows (this node's document may not have
+      // that snapshot yet): a layer of the volume's own line, whose base is its id
+      const line = layerNumber(f.volume).base
+      const v = this.volumes().find(x => x.id === line)
       if (v != null) this.exports.fenceCaches(v.id, f.epoch)
       else this.caches.dropAll()
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,

@@ -138,7 +138,9 @@ export class Writers {
   release (h: BlockDevice): void {
     if (!(h instanceof WriterHandle)) return
     for (const [volume, s] of this.byVolume) {
-      if (s.delete(h) && s.size === 0) this.byVolume.delete(volume)
+      if (!s.delete(h)) continue
+      if (s.size === 0) this.byVolume.delete(volume)
+      if (h.holdsOpen && h.epoch != null && !this.holds(volume, h.epoch)) this.onDiskClosed?.(volume, h.epoch)
     }
   }
 
@@ -158,17 +160,17 @@ export class Writers {
   }
 
   /**
-   * Whether a session here holds the volume at `epoch`: a VM's disk, or a plain session
-   * whose claim passed and that wrote within idleMs (not one still asking: it may
-   * lose). Another node then asks this one before it writes (answerClaim); a writer at
-   * a newer epoch fences this one first.
+   * Whether a VM's disk session at `epoch` is open here (a VM disk's epoch is its
+   * holder's own: any other writer writes with another one, and fences this one out
+   * first). What the node's cache serves (local-cache.ts).
    */
-  holds (volume: string, epoch: number, now = Date.now()): boolean {
-    for (const h of this.byVolume.get(volume) ?? []) {
-      if (h.epoch === epoch && (h.holdsOpen || (h.pending == null && h.lastWriteAt > 0 && now - h.lastWriteAt <= this.idleMs))) return true
-    }
+  holds (volume: string, epoch: number): boolean {
+    for (const h of this.byVolume.get(volume) ?? []) if (h.holdsOpen && h.epoch === epoch) return true
     return false
   }
+
+  /** called when the last VM disk session of a volume at an epoch here ended */
+  onDiskClosed: ((volume: string, epoch: number) => void) | null = null
 
   /** sessions that wrote to the volume within idleMs */
   count (volume: string, now = Date.now()): number {

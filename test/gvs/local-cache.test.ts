@@ -1,110 +1,135 @@
-// The cache a node keeps of the volumes its writers use (node/gvs/local-cache.ts), with
-// two in-process agents and real NBD sessions: reads of what a session wrote are
-// served from it, and a session that stays open on one node still reads what another
-// node's writer wrote since: a claim by that node (a plain export) or a fence at a
-// newer epoch (a VM's disk) empties the cache first.
-import test from 'ava'
+// The cache a node keeps of its VMs' disks (node/gvs/local-cache.ts), with two
+// in-process agents and real NBD sessions: a VM disk's session (NAME~EPOCH, the epoch
+// its holder fenced in) reads what it wrote from its node's cache; a plain export caches
+// nothing; and whatever lets another writer in (the VM's run ending, a fence at a newer
+// epoch, one that never reached the node, a restart) leaves no stale block served.
+import test, { type ExecutionContext } from 'ava'
 import { join } from 'node:path'
 import { pinnedName } from '../../node/gvs/exports.ts'
+import { GvsService } from '../../node/gvs/service.ts'
+import { silentLogger } from '../../node/log.ts'
+import type { Member } from '../../protocol/membership.ts'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 
 const block = (byte: number): Buffer => Buffer.alloc(64 * 1024, byte)
 
-async function twoNodes (t: import('ava').ExecutionContext, tag: string, writerIdleMs = 300): Promise<{ open: (i: number, name: string) => Promise<NbdClient>, svcs: Awaited<ReturnType<typeof startServices>>, id: string, state: ReturnType<typeof sharedDocument>['state'] }> {
+async function twoNodes (t: ExecutionContext, tag: string) {
   const g = await memoryHosts(t, 2, tag)
   const doc = sharedDocument(g.hosts)
-  await startServices(g, doc, { scrubIntervalMs: 0, writerIdleMs })
+  await startServices(g, doc, { scrubIntervalMs: 0, writerIdleMs: 300 })
   const app = apiOf(g.svcs[0]!)
   t.teardown(async () => { await app.close() })
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/c/disk', size: '16M' } })
   t.is(created.statusCode, 201, created.body)
+  const id = created.json<{ id: string }>().id
   const open = async (i: number, name: string): Promise<NbdClient> => {
     const c = await NbdClient.open(join(g.dir, `a${i}`, 'nbd.sock'), name)
     t.teardown(async () => { await c.close().catch(() => {}) })
     return c
   }
-  return { open, svcs: g.svcs, id: created.json<{ id: string }>().id, state: doc.state }
+  /** a VM's disk on node i at `epoch`: the document's epoch raised, fenced in there, opened pinned */
+  const vmDisk = async (i: number, epoch: number): Promise<NbdClient> => {
+    await doc.state.write(w => { w.update('volumes', id, { epoch }) }, 'test: a VM\'s holder')
+    await g.svcs[i]!.fence(id, epoch)
+    return await open(i, pinnedName('c/disk', epoch))
+  }
+  /** reads until the cache serves (its writer epoch is checked before first use, off the request) */
+  const warm = async (c: NbdClient, svc: GvsService): Promise<void> => {
+    for (let i = 0; i < 50 && svc.caches.sizes().bytes === 0; i++) { await c.write(0, await c.read(0, 4096)); await new Promise(resolve => setTimeout(resolve, 20)) }
+  }
+  return { g, doc, id, open, vmDisk, warm }
 }
 
-test('a session reads what it wrote from the cache, and what another node wrote since from the replicas (a claim empties the cache)', async t => {
-  const { open, svcs } = await twoNodes(t, 'gvscacheclaim')
-  const a = await open(0, 'c/disk')
-  await a.write(0, block(1))
-  const hits = svcs[0]!.caches.stats().hits
-  t.true((await a.read(0, block(1).length)).equals(block(1)))
-  t.is(svcs[0]!.caches.stats().hits, hits + 1, 'served from the cache')
-  // a's client goes quiet (writerIdleMs); a client on the other node writes
-  await new Promise(resolve => setTimeout(resolve, 400))
-  const b = await open(1, 'c/disk')
-  await b.write(0, block(2))
-  await b.flush()
-  t.true((await a.read(0, block(2).length)).equals(block(2)), 'the open session on node 0 reads the other node\'s write')
+test('a VM disk\'s session reads what it wrote from its node\'s cache; a plain export caches nothing', async t => {
+  const { g, open, vmDisk, warm } = await twoNodes(t, 'gvscachevm')
+  const vm = await vmDisk(0, 5)
+  await warm(vm, g.svcs[0]!)
+  await vm.write(64 * 1024, block(1))
+  const hits = g.svcs[0]!.caches.stats().hits
+  t.true((await vm.read(64 * 1024, block(1).length)).equals(block(1)))
+  t.is(g.svcs[0]!.caches.stats().hits, hits + 1, 'served from the cache')
+  const plain = await open(1, 'c/disk')
+  t.true((await plain.read(64 * 1024, block(1).length)).equals(block(1)))
+  t.is(g.svcs[1]!.caches.sizes().bytes, 0, 'node 1 has no VM of the volume: nothing cached there')
 })
 
-test('a fence at a newer epoch empties the caches of the older one: the old session reads the new writer\'s data', async t => {
-  const { open, svcs, id } = await twoNodes(t, 'gvscachefence')
-  const a = await open(0, 'c/disk')
-  await a.write(0, block(3))
-  t.true((await a.read(0, block(3).length)).equals(block(3)))
-  // a VM starts on node 1: its holder fences the volume at its epoch and writes its disk
-  await svcs[1]!.fence(id, 7)
-  const vm = await open(1, pinnedName('c/disk', 7))
+test('the VM\'s run ends: its cache is emptied, and a plain client elsewhere may write before it runs here again', async t => {
+  const { g, open, vmDisk, warm } = await twoNodes(t, 'gvscacherun')
+  const first = await vmDisk(0, 5)
+  await warm(first, g.svcs[0]!)
+  await first.write(0, block(1))
+  t.true(g.svcs[0]!.caches.sizes().bytes > 0)
+  await first.close()
+  const plain = await open(1, 'c/disk')
+  await plain.write(0, block(2))
+  await plain.close()
+  const again = await vmDisk(0, 5) // the same run's epoch (a VM restarted under its lease)
+  await warm(again, g.svcs[0]!)
+  t.true((await again.read(0, block(2).length)).equals(block(2)), 'the plain client\'s write, not the first run\'s')
+})
+
+test('a fence at a newer epoch closes the older caches: the old VM session reads the new writer\'s data', async t => {
+  const { g, vmDisk, warm } = await twoNodes(t, 'gvscachefence')
+  const old = await vmDisk(0, 5)
+  await warm(old, g.svcs[0]!)
+  await old.write(0, block(3))
+  t.true((await old.read(0, block(3).length)).equals(block(3)))
+  const vm = await vmDisk(1, 7)
   await vm.write(0, block(4))
   await vm.flush()
-  t.true((await a.read(0, block(4).length)).equals(block(4)), 'the fenced writer\'s data, not the cache\'s')
-  await t.throwsAsync(a.write(0, block(5)), undefined, 'and the old session may no longer write')
+  t.true((await old.read(0, block(4).length)).equals(block(4)), 'the fenced writer\'s data, not the cache\'s')
+  await t.throwsAsync(old.write(0, block(5)), undefined, 'and the old session may no longer write')
 })
 
-test('a node whose sessions only read caches nothing while another node writes: it reads each write of that writer', async t => {
-  const { open, svcs } = await twoNodes(t, 'gvscachereader')
+test('a claim this node refuses leaves its cache as it is: the VM here goes on reading from it', async t => {
+  const { g, open, vmDisk, warm } = await twoNodes(t, 'gvscacherefused')
+  const vm = await vmDisk(0, 5)
+  await warm(vm, g.svcs[0]!)
+  await vm.write(0, block(1))
   const b = await open(1, 'c/disk')
-  await b.write(0, block(1))
-  const a = await open(0, 'c/disk')
-  t.true((await a.read(0, block(1).length)).equals(block(1)))
-  // the writer goes on, without asking again (it wrote within writerIdleMs)
-  await b.write(0, block(2))
-  t.true((await a.read(0, block(2).length)).equals(block(2)), 'the reader on node 0 did not keep the first read')
-  t.is(svcs[0]!.caches.sizes().bytes, 0)
+  await t.throwsAsync(b.write(0, block(2)), undefined, 'refused: the VM on node 0 writes it')
+  const before = g.svcs[0]!.caches.stats().hits
+  for (let i = 0; i < 5; i++) t.true((await vm.read(0, block(1).length)).equals(block(1)))
+  t.is(g.svcs[0]!.caches.stats().hits - before, 5)
 })
 
-test('a session of the new epoch on the old writer\'s node caches nothing from the old writer\'s hold: it reads what the VM elsewhere writes', async t => {
-  const { open, svcs, state, id } = await twoNodes(t, 'gvscacheholds', 30_000)
-  const old = await open(0, 'c/disk') // the epoch-1 writer on node 0, holding the volume for writerIdleMs
-  await old.write(1024 * 1024, block(1))
-  // a VM's new holder (node 1) raises the epoch and fences it in, then its VM writes
-  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder')
-  await svcs[1]!.fence(id, 2)
-  const vm = await open(1, pinnedName('c/disk', 2))
-  const reader = await open(0, 'c/disk') // epoch 2 on node 0
-  t.true((await reader.read(0, block(0).length)).equals(block(0)))
-  await vm.write(0, block(4))
-  await vm.flush()
-  t.true((await reader.read(0, block(4).length)).equals(block(4)), 'node 0 serves what the replicas hold')
-})
-
-test('after a fence, the old epoch\'s device rebuilt (its old device pruned) gets no cache again', async t => {
-  const { open, svcs, state, id } = await twoNodes(t, 'gvscacheprune', 30_000)
-  const old = await open(0, 'c/disk')
+test('a fence that never reached this node: the old VM session\'s writes are refused, and from then on it reads the new writer\'s data', async t => {
+  const { g, doc, vmDisk, warm } = await twoNodes(t, 'gvscachemissed')
+  const old = await vmDisk(0, 5)
+  await warm(old, g.svcs[0]!)
   await old.write(0, block(1))
-  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder')
-  await svcs[1]!.fence(id, 2)
-  await svcs[0]!.reconcile() // drops the epoch-1 device; the old session's next request builds another
-  t.true((await old.read(0, block(1).length)).equals(block(1)))
-  const vm = await open(1, pinnedName('c/disk', 2))
-  await vm.write(0, block(4))
+  // node 0 cut off: node 1 takes the VM over and fences the nodes it sees live (itself)
+  const n0 = g.hosts[0]!.peerId.toString()
+  const m0 = doc.members.get(n0)!
+  doc.members.set(n0, { ...m0, state: 'dead' } as Member)
+  const vm = await vmDisk(1, 7)
+  doc.members.set(n0, m0)
+  await vm.write(0, block(2))
   await vm.flush()
-  t.true((await old.read(0, block(4).length)).equals(block(4)), 'the old session reads what the replicas hold')
+  await t.throwsAsync(old.write(4 * 1024 * 1024, block(5)), undefined, 'refused as stale')
+  t.true((await old.read(0, block(2).length)).equals(block(2)), 'the replicas\' bytes')
+  // nor is the old epoch fenced in here again
+  t.is(await vmDisk(0, 5).catch(() => null), null)
 })
 
-test('a claim this node refuses leaves its cache as it is: the writer here goes on reading from it', async t => {
-  const { open, svcs } = await twoNodes(t, 'gvscacherefused', 30_000)
-  const a = await open(0, 'c/disk')
-  await a.write(0, block(1))
-  const b = await open(1, 'c/disk')
-  await t.throwsAsync(b.write(0, block(2)), undefined, 'refused: node 0 writes')
-  await a.write(0, block(3))
-  const before = svcs[0]!.caches.stats().hits
-  for (let i = 0; i < 5; i++) t.true((await a.read(0, block(3).length)).equals(block(3)))
-  t.is(svcs[0]!.caches.stats().hits - before, 5)
+test('after an agent restart, no cache is made below the newest writer epoch this node\'s store knows', async t => {
+  const { g, doc, open, vmDisk, warm } = await twoNodes(t, 'gvscacherestart')
+  const q = await vmDisk(0, 5)
+  await warm(q, g.svcs[0]!)
+  await q.write(0, block(1))
+  await q.close()
+  await vmDisk(1, 7)
+  // node 0's agent restarts; a QEMU of the old run that was not killed yet reconnects at epoch 5
+  await g.svcs[0]!.stop()
+  const again = new GvsService({ peerId: g.hosts[0]!.peerId.toString(), log: silentLogger, config: { dataDir: join(g.dir, 'a0') }, host: g.hosts[0]!, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, scrubIntervalMs: 0, writerIdleMs: 300 })
+  await again.start()
+  g.svcs[0] = again
+  const zombie = await open(0, pinnedName('c/disk', 5))
+  for (let i = 0; i < 5; i++) { t.true((await zombie.read(0, block(1).length)).equals(block(1))); await new Promise(resolve => setTimeout(resolve, 50)) }
+  const vm = await open(1, pinnedName('c/disk', 7))
+  await vm.write(0, block(2))
+  await vm.flush()
+  t.true((await zombie.read(0, block(2).length)).equals(block(2)), 'the replicas\' bytes')
+  t.is(again.caches.sizes().bytes, 0)
 })
