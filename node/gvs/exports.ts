@@ -178,7 +178,10 @@ export class VolumeExports {
     if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
     let entry = this.live.get(name)
     if (entry?.id !== vol.id) this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
-    return this.writers.handle(vol.id, entry.lv, { epoch })
+    // a VM's disk where its holder fenced it in; the current epoch opened elsewhere is a
+    // plain writer, which claims the volume first like any other
+    const here = this.pins.get(vol.id)?.includes(epoch) === true
+    return this.writers.handle(vol.id, entry.lv, here ? { epoch } : { exclusive: true, epoch })
   }
 
   /**

@@ -28,10 +28,10 @@
 // caches together take at most `budget` bytes of disk (blocks ever written to a file
 // count until that file is removed) and a bounded index; past it, new blocks are simply
 // not cached.
-import { close, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
-import { statfs, unlink } from 'node:fs/promises'
+import { close, mkdirSync, openSync, readdirSync, readSync, renameSync, writeSync } from 'node:fs'
+import { rm, statfs, unlink } from 'node:fs/promises'
 import { promisify } from 'node:util'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
@@ -205,8 +205,7 @@ export class VolumeCache {
     if (fd == null) { this.budget.used -= bytes; return }
     this.file = this.nextFile()
     const removal = (async () => {
-      await unlink(file)
-      await closeFd(fd)
+      try { await unlink(file) } finally { await closeFd(fd) }
       this.budget.used -= bytes
     })().catch(() => {})
     this.budget.removing.add(removal)
@@ -322,15 +321,34 @@ export class LocalCaches {
 
   get enabled (): boolean { return this.budget.limit > 0 && !this.closed && this.failed == null }
 
-  /** empties the directory (what a run that crashed left there); a failure turns the cache off, named in `failed` */
+  /**
+   * Starts an empty directory: what a run that crashed left there is moved aside and
+   * removed off the event loop (freeing sparse files' scattered blocks takes seconds).
+   * A failure turns the cache off, named in `failed`.
+   */
   start (): void {
     try {
-      rmSync(this.dir, { recursive: true, force: true })
+      const parent = dirname(this.dir)
+      const aside = `${basename(this.dir)}.old-`
+      for (const name of readdirSync(parent)) if (name.startsWith(aside)) this.removeAside(join(parent, name))
+      try {
+        const old = join(parent, `${aside}${Date.now()}`)
+        renameSync(this.dir, old)
+        this.removeAside(old)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
       mkdirSync(this.dir, { recursive: true, mode: 0o700 })
       this.ready = true
     } catch (err) {
       this.failed = (err as Error).message
     }
+  }
+
+  private removeAside (path: string): void {
+    const removal = rm(path, { recursive: true, force: true }).catch(() => {})
+    this.budget.removing.add(removal)
+    void removal.finally(() => { this.budget.removing.delete(removal) })
   }
 
   /** the cache of volume `id` at `epoch` (made on first use), or null when caching is off or the epoch was fenced out */
@@ -389,7 +407,14 @@ export class LocalCaches {
     this.closed = true
     for (const c of this.caches.values()) c.close()
     this.caches.clear()
-    if (this.ready) try { rmSync(this.dir, { recursive: true, force: true }) } catch {}
+    if (this.ready) {
+      // aside, and removed off the event loop (what a stop leaves is removed at the next start)
+      try {
+        const old = join(dirname(this.dir), `${basename(this.dir)}.old-${Date.now()}`)
+        renameSync(this.dir, old)
+        this.removeAside(old)
+      } catch {}
+    }
     this.ready = false
   }
 

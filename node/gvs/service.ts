@@ -21,7 +21,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { layerNumber, layersOf, placementKeyOf, referencedLayers, type Pool } from './volumes.ts'
+import { layerNumber, layersOf, placementKeyOf, referencedLayers, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches, defaultCacheBytes } from './local-cache.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
@@ -144,14 +144,16 @@ export class GvsService {
     })
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
     this.store.on('fenced', f => {
-      // the fence names the top layer its sender knows (this node's document may not have
-      // that snapshot yet): a layer of the volume's own line, whose base is its id
-      const line = layerNumber(f.volume).base
-      const v = this.volumes().find(x => x.id === line)
-      if (v != null) this.exports.fenceCaches(v.id, f.epoch)
-      else this.caches.dropAll()
+      // a VM's holder fenced the volume in before its VM starts: the fence names the top
+      // layer it knows (this node's document may not have that snapshot yet), a layer of
+      // the volume's own line, whose base is the volume's id. The caches of older epochs
+      // go, and a plain export's writer here must claim the volume again (refused while
+      // the VM uses it)
+      const id = layerNumber(f.volume).base
+      this.exports.fenceCaches(id, f.epoch)
+      this.exports.writers.revokeClaims(id)
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => await this.gridWriters.otherWriters(id)))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id)))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,
@@ -295,6 +297,23 @@ export class GvsService {
       if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
     }
     if (this.started) await this.reclaim.fold(() => this.volumes())
+  }
+
+  /**
+   * The VMs the document says use the volume as a disk and run or should (volumeUsers),
+   * as a plain export's refusal, or null: a plain writer never writes a running VM's
+   * disk, also when the VM's node does not answer its claim in time, or between two
+   * runs of the VM.
+   */
+  private vmUsing (id: string): string | null {
+    const r = this.components.state.read()
+    const v = r.list('volumes').find(x => x.id === id)
+    if (v == null) return null
+    const leases = r.list('leases')
+    const running = volumeUsers(v, r.list('vms'), leases).running
+    if (running.length === 0) return null
+    const where = (vm: string): string => { const l = leases.find(x => x.vm === vm); return l == null ? '' : ` on ${this.gridWriters.nameOf(l.holder)}` }
+    return running.map(vm => `VM "${vm.name}"${where(vm.id)}, whose disk it is`).join(', ')
   }
 
   /** whether every member of the grid's roll, and every member this node knows, is alive (or left for good) */

@@ -169,6 +169,23 @@ export class Writers {
     return false
   }
 
+  /**
+   * A VM's holder fenced the volume in: the plain sessions here that hold or are
+   * claiming it must claim it again before their next write (and are refused while the
+   * VM uses it). Its disk's own sessions keep theirs.
+   */
+  revokeClaims (volume: string): void {
+    const s = this.byVolume.get(volume)
+    if (s == null) return
+    for (const h of [...s]) {
+      if (h.holdsOpen) continue
+      h.lastWriteAt = 0
+      if (h.pending != null) h.pending.lost ??= 'the node of a VM whose disk it is'
+      s.delete(h)
+    }
+    if (s.size === 0) this.byVolume.delete(volume)
+  }
+
   /** called when the last VM disk session of a volume at an epoch here ended */
   onDiskClosed: ((volume: string, epoch: number) => void) | null = null
 

@@ -4,6 +4,7 @@
 // nothing; and whatever lets another writer in (the VM's run ending, a fence at a newer
 // epoch, one that never reached the node, a restart) leaves no stale block served.
 import test, { type ExecutionContext } from 'ava'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { pinnedName } from '../../node/gvs/exports.ts'
 import { GvsService } from '../../node/gvs/service.ts'
@@ -14,10 +15,10 @@ import { NbdClient } from '../helpers/nbd-client.ts'
 
 const block = (byte: number): Buffer => Buffer.alloc(64 * 1024, byte)
 
-async function twoNodes (t: ExecutionContext, tag: string) {
+async function twoNodes (t: ExecutionContext, tag: string, writerIdleMs = 300) {
   const g = await memoryHosts(t, 2, tag)
   const doc = sharedDocument(g.hosts)
-  await startServices(g, doc, { scrubIntervalMs: 0, writerIdleMs: 300 })
+  await startServices(g, doc, { scrubIntervalMs: 0, writerIdleMs })
   const app = apiOf(g.svcs[0]!)
   t.teardown(async () => { await app.close() })
   const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/c/disk', size: '16M' } })
@@ -38,7 +39,44 @@ async function twoNodes (t: ExecutionContext, tag: string) {
   const warm = async (c: NbdClient, svc: GvsService): Promise<void> => {
     for (let i = 0; i < 50 && svc.caches.sizes().bytes === 0; i++) { await c.write(0, await c.read(0, 4096)); await new Promise(resolve => setTimeout(resolve, 20)) }
   }
-  return { g, doc, id, open, vmDisk, warm }
+  /** a VM in the document whose disk the volume is, running on node i (its lease) */
+  const vmUses = async (i: number): Promise<void> => {
+    const node = g.hosts[i]!.peerId.toString()
+    await doc.state.write(w => {
+      w.put('vms', { id: 'web', name: 'web', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: 64 * 2 ** 20, volumes: [id], constraints: {}, kernel: '/k' } })
+      w.put('leases', { vm: 'web', holder: node, epoch: 1, cpu: 1, memoryBytes: 64 * 2 ** 20, status: 'running' })
+    }, 'test: a VM whose disk it is')
+  }
+  return { g, doc, id, open, vmDisk, warm, vmUses }
+}
+
+const IHAVEOPT = 0x49484156454f5054n
+
+/** a raw NBD_OPT_INFO of `name`, then ABORT: a client asking what an export is, without using it */
+async function optInfo (socketPath: string, name: string): Promise<void> {
+  const s = connect(socketPath)
+  await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+  let buf = Buffer.alloc(0)
+  s.on('data', d => { buf = Buffer.concat([buf, d]) })
+  const until = async (n: number): Promise<void> => { while (buf.length < n) await new Promise(resolve => setTimeout(resolve, 5)) }
+  await until(18)
+  const flags = Buffer.alloc(4); flags.writeUInt32BE(3); s.write(flags)
+  const nm = Buffer.from(name)
+  const data = Buffer.alloc(4 + nm.length + 2); data.writeUInt32BE(nm.length, 0); nm.copy(data, 4)
+  const h = Buffer.alloc(16); h.writeBigUInt64BE(IHAVEOPT, 0); h.writeUInt32BE(6 /* INFO */, 8); h.writeUInt32BE(data.length, 12)
+  s.write(Buffer.concat([h, data]))
+  let off = 18
+  for (;;) {
+    await until(off + 20)
+    const type = buf.readUInt32BE(off + 12); const len = buf.readUInt32BE(off + 16)
+    await until(off + 20 + len)
+    off += 20 + len
+    if (type === 1) break // ACK
+  }
+  const a = Buffer.alloc(16); a.writeBigUInt64BE(IHAVEOPT, 0); a.writeUInt32BE(2 /* ABORT */, 8); a.writeUInt32BE(0, 12)
+  s.write(a)
+  await new Promise(resolve => setTimeout(resolve, 50))
+  s.destroy()
 }
 
 test('a VM disk\'s session reads what it wrote from its node\'s cache; a plain export caches nothing', async t => {
@@ -132,4 +170,48 @@ test('after an agent restart, no cache is made below the newest writer epoch thi
   await vm.flush()
   t.true((await zombie.read(0, block(2).length)).equals(block(2)), 'the replicas\' bytes')
   t.is(again.caches.sizes().bytes, 0)
+})
+
+test('one writer: a VM started under its lease takes the volume from a plain writer elsewhere; a plain writer is refused while a VM uses the volume, also when the VM\'s node does not answer', async t => {
+  const { g, open, vmDisk, warm, vmUses } = await twoNodes(t, 'gvscacheonewriter', 30_000)
+  const first = await vmDisk(0, 5)
+  await first.close()
+  const plain = await open(1, 'c/disk')
+  await plain.write(0, block(2)) // the VM is down: its claim passes
+  await vmUses(0) // the VM runs again under its lease: its holder fences the volume in
+  const vm = await vmDisk(0, 5)
+  await warm(vm, g.svcs[0]!)
+  await vm.write(128 * 1024, block(1))
+  await t.throwsAsync(plain.write(128 * 1024, block(3)), { message: /NBD error 1$/ }, 'the plain writer lost the volume to the VM (EPERM)')
+  t.true((await vm.read(128 * 1024, block(1).length)).equals(block(1)))
+  // the VM's node does not answer claims (a lost stream): the document still names the VM
+  const gw = (g.svcs[1] as unknown as { gridWriters: { otherWriters: () => Promise<string | null> } }).gridWriters
+  gw.otherWriters = async () => null
+  const late = await open(1, 'c/disk')
+  await t.throwsAsync(late.write(128 * 1024, block(3)), { message: /NBD error 1$/ })
+})
+
+test('a VM disk\'s name opened on another node claims like a plain writer: refused while the VM runs', async t => {
+  const { open, vmDisk, vmUses } = await twoNodes(t, 'gvscachepinelse')
+  await vmUses(0)
+  const vm = await vmDisk(0, 5)
+  await vm.write(0, block(1))
+  const other = await open(1, pinnedName('c/disk', 5))
+  await t.throwsAsync(other.write(0, block(3)), { message: /NBD error 1$/ })
+  t.true((await vm.read(0, block(1).length)).equals(block(1)))
+})
+
+test('NBD_OPT_INFO of a VM disk\'s name leaves no writer behind: once the VM\'s session ends, its cache is emptied and others may write', async t => {
+  const { g, id, open, vmDisk, warm } = await twoNodes(t, 'gvscacheinfo')
+  const sock = join(g.dir, 'a0', 'nbd.sock')
+  const vm = await vmDisk(0, 5)
+  await optInfo(sock, pinnedName('c/disk', 5))
+  await warm(vm, g.svcs[0]!)
+  await vm.close()
+  await new Promise(resolve => setTimeout(resolve, 100))
+  await g.svcs[0]!.caches.removed()
+  t.is((await g.svcs[0]!.statusAnswer([id], { writersOnly: true }))[id]!.writers, 0, 'no session is open')
+  t.is(g.svcs[0]!.caches.sizes().bytes, 0, 'emptied')
+  const plain = await open(1, 'c/disk')
+  await t.notThrowsAsync(plain.write(0, block(7)), 'a plain writer elsewhere may write once the VM stopped')
 })

@@ -4,7 +4,7 @@
 // and fills end in; a damaged block is read from the device, never served; the budget
 // bounds what all caches hold.
 import test from 'ava'
-import { mkdtempSync, openSync, writeSync, closeSync, rmSync, existsSync, readdirSync, statSync } from 'node:fs'
+import { mkdtempSync, mkdirSync, openSync, writeSync, closeSync, rmSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { BlockDevice } from '../../node/gvs/block-device.ts'
@@ -213,6 +213,25 @@ test('caching off: no cache is made; close removes the directory', async t => {
   t.true(existsSync(join(dir, 'on')))
   on.close()
   t.false(existsSync(join(dir, 'on')))
+  await on.removed()
+  t.deepEqual(readdirSync(dir), ['off'].filter(n => existsSync(join(dir, n))), 'moved aside and removed')
+  t.is(on.of('vol', 1), null, 'no cache after close')
+})
+
+test('a start moves what an earlier run left aside and removes it; a crashed run\'s leftovers too', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-cache-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const first = new LocalCaches({ dir: join(dir, 'cache'), budgetBytes: 1024 * KiB })
+  await new CachedVolume({}, new MemoryDisk(), first.of('vol', 1)!).write(0, fill(64 * KiB, 1), false)
+  // the run crashes: nothing is closed; a later one starts over the same directory
+  mkdirSync(join(dir, 'cache.old-1'))
+  const second = new LocalCaches({ dir: join(dir, 'cache'), budgetBytes: 1024 * KiB })
+  second.start()
+  t.deepEqual(readdirSync(join(dir, 'cache')), [], 'empty')
+  await second.removed()
+  t.deepEqual(readdirSync(dir), ['cache'])
+  second.close()
+  first.close()
 })
 
 test('a device rebuilt over the same cache (a snapshot, a resize) after a change of the live nodes it never saw does not serve the old fill', async t => {

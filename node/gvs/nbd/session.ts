@@ -214,6 +214,8 @@ export class NbdSession {
             this.exportName = req.name
             return dev
           }
+          // INFO only: the device got for it (a writer's handle, a VM disk's session) ends here
+          this.exports.release?.(dev)
           break
         }
         default:
