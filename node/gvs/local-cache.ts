@@ -10,8 +10,9 @@
 // replicas hold:
 // - it serves only a VM's disk on its holder's node: an epoch this node fenced in for
 //   the VM (exports.ts), unique to this holder (crdt/placement/volume-epoch.ts), and
-//   only while a session of the VM is open (writers.ts): any other writer writes with
-//   another epoch and must fence this one out first, and every write of this one goes
+//   only while a session of the VM is open (writers.ts): another run of the VM writes
+//   with another epoch and fences this one out first, a plain export is refused while
+//   the document names the VM (GvsService.vmUsing), and every write of this run goes
 //   through it (cached-volume.ts). When the VM's last session ends it is emptied (a
 //   plain export may write the volume before the VM runs here again);
 // - whatever may let another writer in empties it or closes it: a fence at a newer
