@@ -64,8 +64,6 @@ export class VolumeExports {
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
     this.writers = writers
-    // a VM's run here ended: a plain export may write the volume before it runs here again
-    writers.onDiskClosed = (id, epoch) => { components.caches?.empty(id, epoch) }
     for (const [id, epochs] of components.pinsFile?.load() ?? []) this.pins.set(id, epochs.slice(-PINS_KEPT))
   }
 
@@ -134,8 +132,11 @@ export class VolumeExports {
   fenceCaches (id: string, epoch: number): void { this.c.caches?.fence(id, epoch) }
 
   /** drops what belongs to volumes gone from the document (their devices, caches and pins) */
-  forgetGone (): void {
-    if (this.prune()) void this.c.pinsFile?.save(this.pins).catch(() => {})
+  forgetGone (): void { this.pruneAndSave() }
+
+  /** prune, and the pins file follows if it dropped pins (a failed write is only reported: nothing waits for it) */
+  private pruneAndSave (keep?: { id: string, epoch: number }): void {
+    if (this.prune(keep)) void this.c.pinsFile?.save(this.pins).catch(() => {})
   }
 
   /** the block device of an export name, or undefined when there is no such volume or snapshot */
@@ -166,8 +167,8 @@ export class VolumeExports {
       // LiveVolume (and its device); new ones get this
       const previous = entry?.id === vol.id ? entry.epoch : undefined
       this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
-      // a session's open does not wait for the file: a failed write is only reported
-      if (this.prune(previous == null ? undefined : { id: vol.id, epoch: previous })) void this.c.pinsFile?.save(this.pins).catch(() => {})
+      // a session's open does not wait for the file
+      this.pruneAndSave(previous == null ? undefined : { id: vol.id, epoch: previous })
     }
     return this.writers.handle(vol.id, entry.lv, { exclusive: true, epoch: entry.epoch })
   }

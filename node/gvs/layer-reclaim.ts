@@ -116,11 +116,10 @@ export interface LayerReclaimComponents {
   holders: (key: string, replicas: number) => string[]
   /** the live members with disk */
   live: () => Set<string>
-  /** whether every member of the grid's roll, and every member the node knows, is alive (or left for good): a fold waits for a whole grid */
-  whole: () => boolean
   /**
-   * Why nothing may be freed or folded now (null: it may): a member down, or changes a
-   * member announced not here yet (a clone it made may read a layer this document no
+   * Why nothing may be freed or folded now (null: it may): a member of the grid's roll
+   * or of this node's member table not alive (a fold waits for a whole grid), or changes
+   * a member announced not here yet (a clone it made may read a layer this document no
    * longer reads). Absent: always.
    */
   mayFree?: () => string | null
@@ -257,7 +256,7 @@ export class LayerReclaim {
     let n = 0
     const failed = new Set<string>()
     // a fold the document changed under (a snapshot deleted above it meanwhile) is planned again, a bounded number of times
-    for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && this.c.whole() && (this.c.mayFree?.() ?? null) == null; tries++) {
+    for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && (this.c.mayFree?.() ?? null) == null; tries++) {
       const live = this.c.live()
       const m = planMerges(volumes()).find(x => !failed.has(x.layer) && this.c.coordinatorOf(x.placementKey, live) === this.c.self)
       if (m == null) break

@@ -29,7 +29,7 @@
 // caches together take at most `budget` bytes of disk (blocks ever written to a file
 // count until that file is removed) and a bounded index; past it, new blocks are simply
 // not cached.
-import { close, mkdirSync, openSync, readdirSync, readSync, renameSync, writeSync } from 'node:fs'
+import { close, mkdirSync, openSync, readdirSync, renameSync, writeSync } from 'node:fs'
 import { rm, statfs, unlink } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import { basename, dirname, join } from 'node:path'
@@ -37,7 +37,7 @@ import { crc32 } from 'node:zlib'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { IN_PLACE_READ } from './file-io.ts'
+import { IN_PLACE_READ, readFullySync } from './file-io.ts'
 import { RangeLock } from './range-lock.ts'
 
 const closeFd = promisify(close)
@@ -45,7 +45,7 @@ const closeFd = promisify(close)
 /** per object: a checksum per block, whether it is cached, whether it ever took space in the file */
 interface ObjectBlocks { sums: Uint32Array, cached: Uint8Array, stored: Uint8Array, count: number }
 
-export interface CacheStats { hits: number, misses: number, damaged: number, drops: number }
+export interface CacheStats { hits: number, misses: number, damaged: number }
 
 const GiB = 2 ** 30
 /** the index an object takes (its sums and flags, about 6 KiB): entries are bounded to one per MiB of budget */
@@ -60,8 +60,15 @@ export class CacheBudget {
   paused = false
   /** emptied caches' old files being removed */
   readonly removing = new Set<Promise<void>>()
-  readonly stats: CacheStats = { hits: 0, misses: 0, damaged: 0, drops: 0 }
+  readonly stats: CacheStats = { hits: 0, misses: 0, damaged: 0 }
   constructor (limit: number) { this.limit = limit }
+
+  /** a removal off the event loop, awaited by LocalCaches.removed (it never rejects) */
+  track (removal: Promise<unknown>): void {
+    const p = removal.then(() => {}, () => {})
+    this.removing.add(p)
+    void p.finally(() => { this.removing.delete(p) })
+  }
   get maxObjects (): number { return Math.max(64, Math.floor(this.limit / BUDGET_PER_OBJECT)) }
 }
 
@@ -135,18 +142,9 @@ export class VolumeCache {
     }
     // a reused buffer (the NBD session gives it back once sent): reading into fresh
     // memory costs a page fault per page, more than the read itself (buffer-pool.ts)
+    // (past the file's end it reads zeros, which only a block cached as zeros matches)
     const buf = readBuffers.take((end - first) * bs)
-    let done = 0
-    try {
-      while (done < buf.length) {
-        const n = readSync(this.fd, buf, done, buf.length - done, first * bs + done)
-        if (n === 0) break
-        done += n
-      }
-    } catch {
-      done = -1
-    }
-    if (done < buf.length) { readBuffers.give(buf); this.drop(); this.stats.misses++; return null }
+    try { readFullySync(this.fd, buf, first * bs) } catch { readBuffers.give(buf); this.drop(); this.stats.misses++; return null }
     let bad = false
     for (let b = first; b < end; b++) {
       const o = this.objects.get(Math.floor(b / this.perObject))!
@@ -195,7 +193,6 @@ export class VolumeCache {
    */
   drop (): void {
     this.era++
-    this.stats.drops++
     this.budget.objects -= this.objects.size
     this.objects.clear()
     const fd = this.fd
@@ -205,12 +202,10 @@ export class VolumeCache {
     this.bytes = 0
     if (fd == null) { this.budget.used -= bytes; return }
     this.file = this.nextFile()
-    const removal = (async () => {
+    this.budget.track((async () => {
       try { await unlink(file) } finally { await closeFd(fd) }
       this.budget.used -= bytes
-    })().catch(() => {})
-    this.budget.removing.add(removal)
-    void removal.finally(() => { this.budget.removing.delete(removal) })
+    })())
   }
 
   /** drops everything: nothing is cached any more */
@@ -346,11 +341,7 @@ export class LocalCaches {
     }
   }
 
-  private removeAside (path: string): void {
-    const removal = rm(path, { recursive: true, force: true }).catch(() => {})
-    this.budget.removing.add(removal)
-    void removal.finally(() => { this.budget.removing.delete(removal) })
-  }
+  private removeAside (path: string): void { this.budget.track(rm(path, { recursive: true, force: true })) }
 
   /** the cache of volume `id` at `epoch` (made on first use), or null when caching is off or the epoch was fenced out */
   of (id: string, epoch: number): VolumeCache | null {

@@ -153,7 +153,7 @@ export class GvsService {
       this.exports.fenceCaches(id, f.epoch)
       this.exports.writers.revokeClaims(id)
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id)))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,
@@ -183,7 +183,6 @@ export class GvsService {
       transport: this.replicas,
       holders: this.holders,
       live: () => this.liveIds(),
-      whole: () => this.gridWhole(),
       mayFree: () => this.mayFree(),
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
       coordinatorOf,

@@ -105,11 +105,17 @@ export class Writers {
   private readonly byVolume = new Map<string, Set<WriterHandle>>()
   readonly idleMs: number
   private readonly others?: OtherWriters
+  private readonly onDiskClosed?: (volume: string, epoch: number) => void
 
-  /** `others`: how a plain export's session asks the other nodes (none: it does not ask) */
-  constructor (idleMs: number, others?: OtherWriters) {
+  /**
+   * `others`: how a plain export's session asks the other nodes (none: it does not ask);
+   * `onDiskClosed`: the last VM disk session of a volume at an epoch here ended (its
+   * cache is emptied: local-cache.ts)
+   */
+  constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void) {
     this.idleMs = idleMs
     this.others = others
+    this.onDiskClosed = onDiskClosed
   }
 
   /**
@@ -161,8 +167,8 @@ export class Writers {
 
   /**
    * Whether a VM's disk session at `epoch` is open here (a VM disk's epoch is its
-   * holder's own: any other writer writes with another one, and fences this one out
-   * first). What the node's cache serves (local-cache.ts).
+   * holder's own: another run of the VM fences this one out first, and a plain session
+   * is refused while the VM uses the volume). What the node's cache serves (local-cache.ts).
    */
   holds (volume: string, epoch: number): boolean {
     for (const h of this.byVolume.get(volume) ?? []) if (h.holdsOpen && h.epoch === epoch) return true
@@ -185,9 +191,6 @@ export class Writers {
     }
     if (s.size === 0) this.byVolume.delete(volume)
   }
-
-  /** called when the last VM disk session of a volume at an epoch here ended */
-  onDiskClosed: ((volume: string, epoch: number) => void) | null = null
 
   /** sessions that wrote to the volume within idleMs */
   count (volume: string, now = Date.now()): number {
