@@ -3,6 +3,7 @@
 
 export type GvsErrorCode =
   | 'stale-epoch' // a writer older than the newest this replica has seen (invariant 3)
+  | 'frozen' // a write to a layer a snapshot froze: its writer must follow the snapshot to the new top
   | 'in-use' // another node's client writes the volume: one writer at a time
   | 'damaged' // stored data failed its checksum: reported, never served
   | 'invalid' // a bad name, offset or length

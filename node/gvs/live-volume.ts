@@ -3,8 +3,11 @@
 // rebuilds it). Each request goes to the current device; when it changed, the requests
 // still running on the old one finish and the old one is flushed first, so no write is
 // split across the switch: a write acknowledged before a snapshot is in it, one issued
-// after is not in it.
-import { GvsError } from './errors.ts'
+// after is not in it. A write the replicas refuse because a snapshot froze its layer
+// (this node's document has not shown the snapshot yet: frozen-layers.ts) waits for the
+// switch and is written again on the new top.
+import { setTimeout as sleep } from 'node:timers/promises'
+import { GvsError, isGvsError } from './errors.ts'
 import type { BlockDevice } from './block-device.ts'
 
 export class LiveVolume implements BlockDevice {
@@ -16,10 +19,14 @@ export class LiveVolume implements BlockDevice {
   /** the old device's flush at a switch failed: owed to the writer's next flush (the switch's request may have been a read) */
   private switchError: unknown
 
-  constructor (current: () => BlockDevice | undefined, name: string) {
+  /** how long a write refused as frozen waits for this node's document to show the snapshot */
+  private readonly frozenWaitMs: number
+
+  constructor (current: () => BlockDevice | undefined, name: string, opts: { frozenWaitMs?: number } = {}) {
     this.current = current
     this.name = name
     this.last = current()
+    this.frozenWaitMs = opts.frozenWaitMs ?? 20_000
   }
 
   private now (): BlockDevice {
@@ -52,10 +59,23 @@ export class LiveVolume implements BlockDevice {
   }
 
   private async use<T> (fn: (d: BlockDevice) => Promise<T>): Promise<T> {
-    while (this.switching != null || this.now() !== this.last) await this.settle()
-    const p = fn(this.last!)
-    this.inFlight.add(p)
-    try { return await p } finally { this.inFlight.delete(p) }
+    let until = 0
+    for (;;) {
+      while (this.switching != null || this.now() !== this.last) await this.settle()
+      const d = this.last!
+      const p = fn(d)
+      this.inFlight.add(p)
+      try { return await p } catch (err) {
+        if (!isGvsError(err, 'frozen')) throw err
+        // out of the switch's wait, which this request now waits for
+        this.inFlight.delete(p)
+        until ||= Date.now() + this.frozenWaitMs
+        while (this.current() === d) {
+          if (Date.now() >= until) throw new GvsError('frozen', `volume "${this.name}": a snapshot froze the layer this node writes, and this node's copy of the cluster document has not shown that snapshot for ${Math.round(this.frozenWaitMs / 1000)} s (is its document sync cut off? see vgrid status)`, { cause: err })
+          await sleep(50)
+        }
+      } finally { this.inFlight.delete(p) }
+    }
   }
 
   async read (offset: number, length: number): Promise<Uint8Array> { return await this.use(async d => await d.read(offset, length)) }

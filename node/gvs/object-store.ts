@@ -33,6 +33,7 @@ import { freshSide, readChecked, readNow, type Geometry } from './object-files.t
 import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
+import { FrozenLayers } from './frozen-layers.ts'
 import { WriteIntents } from './write-intents.ts'
 import { Writeback } from './writeback.ts'
 import { inventoryOf, objectIndexes } from './store-listing.ts'
@@ -87,6 +88,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly geometry: Geometry
   private readonly log: Logger
   private readonly epochs: WriterEpochs
+  /** the layers a snapshot froze: writes to them are refused (frozen-layers.ts) */
+  readonly frozen: FrozenLayers
   /** the spans of objects held or waiting: reads share blocks, writes have them to themselves */
   private readonly spans: ObjectSpans
   /** what is written but not yet synced, flushes in progress, objects an fsync failed on */
@@ -114,6 +117,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.epochs = new WriterEpochs(join(this.dir, 'epochs'), (volume, file, why) => {
       this.log.error(`the writer epoch file ${file} is damaged (${why}): writes to "${volume}" on this node are refused until it holds an epoch again. Write into it the volume's current epoch (vgrid vol info) once no older writer can still be running, or remove it to take the next writer's`, { volume })
     })
+    this.frozen = new FrozenLayers(join(this.dir, 'frozen'))
     const fresh = freshSide(this.geometry)
     this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.wholeDamaged(data, 'an object has data but no whole checksum file (a power loss cut its creation short?)') } })
     this.spans = new ObjectSpans(this.blockSize)
@@ -130,6 +134,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async start (): Promise<void> {
     await mkdir(join(this.dir, 'objects'), { recursive: true })
     await mkdir(join(this.dir, 'epochs'), { recursive: true })
+    await this.frozen.start()
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
     const { objects, damaged } = await this.intents.pending()
     // the objects such a line named are not known: a power loss may have left their checksums untrue, which a read or scrub then reports
@@ -203,6 +208,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async fence (volume: string, epoch: number, opts: { learnOnly?: boolean } = {}): Promise<void> {
     this.volDir(volume)
     await this.epochs.admit(volume, epoch, opts.learnOnly === true)
+  }
+
+  /** a snapshot froze these layers: writes to them are refused from the return on (frozen-layers.ts) */
+  async freeze (layers: readonly string[]): Promise<void> {
+    for (const l of layers) this.volDir(l)
+    await this.frozen.add(layers)
   }
 
   // ---- data ----
@@ -441,6 +452,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.syncs.forgetUnder(dir)
     await rm(this.volDir(volume), { recursive: true, force: true })
     await this.epochs.forget(volume)
+    await this.frozen.forget(volume)
   }
 
   /**
@@ -455,9 +467,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** the lines (base layers) whose freed layers left a writer epoch floor here */
   async epochFloors (): Promise<string[]> { return await this.epochs.floors() }
 
-  /** the layers this store has objects or a writer epoch of */
+  /** the layers this store has objects, a writer epoch or a freeze of */
   async layers (): Promise<string[]> {
-    return [...new Set([...await this.volumes(), ...await this.epochs.layers()])].sort()
+    return [...new Set([...await this.volumes(), ...await this.epochs.layers(), ...this.frozen.list()])].sort()
   }
 
   /** Every layer of the line (base layer `base` and `base@N`) is gone for good: what its writer epochs left goes too. */

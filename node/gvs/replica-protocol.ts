@@ -64,11 +64,15 @@ export const ReplicaRequestSchema = Type.Union([
   // present: whether `volume` has the object now
   Type.Object({ op: Type.Literal('merge'), volume: Vol, from: Vol, index: Type.Optional(Index) }),
   Type.Object({ op: Type.Literal('fence'), volume: Vol, epoch: U }),
+  // a snapshot froze these layers (its volumes' former tops): writes to them are refused
+  // from the answer on (frozen-layers.ts). An agent of an earlier release refuses the
+  // request as invalid, and its snapshot makers send none
+  Type.Object({ op: Type.Literal('freeze'), layers: Type.Array(Vol, { minItems: 1, maxItems: 256 }) }),
   Type.Object({ op: Type.Literal('flush'), volume: Type.Optional(Vol) })
 ])
 export type ReplicaRequest = Static<typeof ReplicaRequestSchema>
 
-const Code = Type.Union(['stale-epoch', 'damaged', 'invalid', 'no-space', 'unavailable', 'io'].map(c => Type.Literal(c)))
+const Code = Type.Union(['stale-epoch', 'frozen', 'damaged', 'invalid', 'no-space', 'unavailable', 'io'].map(c => Type.Literal(c)))
 export const ReplicaReplySchema = Type.Union([
   Type.Object({
     ok: Type.Literal(true),

@@ -353,6 +353,9 @@ export class ReplicatedVolume implements BlockDevice {
     // a stale epoch anywhere means this writer is fenced: say so rather than "io"
     const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
     if (stale != null) throw stale.err
+    // a snapshot froze the layer: the live volume above waits for the new top and writes there
+    const frozen = bad.find(b => b.err instanceof GvsError && b.err.code === 'frozen')
+    if (frozen != null) throw frozen.err
     const full = bad.find(b => b.err instanceof GvsError && b.err.code === 'no-space')
     const transient = bad.every(b => b.err instanceof GvsError && b.err.transient)
     throw new GvsError(full != null ? 'no-space' : transient ? 'unavailable' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`, { transient })

@@ -71,6 +71,10 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
   if ((req.op === 'write' || req.op === 'zero' || req.op === 'read') && uses.wasRetired(req.volume, req.index) && !(await store.stat(req.volume, req.index)).present) {
     throw new GvsError('unavailable', `object ${req.index} of "${req.volume}" was freed here as a surplus copy: settle it again`, { transient: true })
   }
+  // a snapshot froze the layer: its writer follows the snapshot to the new top (live-volume.ts)
+  if ((req.op === 'write' || req.op === 'zero') && store.frozen.has(req.volume)) {
+    throw new GvsError('frozen', `layer "${req.volume}" was frozen by a snapshot: its writer must go on in the volume's new top layer`)
+  }
   switch (req.op) {
     case 'write': {
       if (data == null) throw new GvsError('invalid', 'write without data')
@@ -155,6 +159,9 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       await store.fence(req.volume, req.epoch)
       // a new writer is about to write the volume from wherever it was fenced in
       store.emit('fenced', { volume: req.volume, epoch: req.epoch })
+      return { reply: { ok: true }, data: null }
+    case 'freeze':
+      await store.freeze(req.layers)
       return { reply: { ok: true }, data: null }
     case 'flush':
       // an agent of an earlier release names no volume: its flush takes every fsync error owed (store-syncs.ts)
@@ -248,7 +255,7 @@ export class ReplicaService implements ReplicaTransport {
         objectSize: this.c.store.objectSize,
         maxRequests: 1024,
         run: async (req, data) => await execute(this.c.store, req, data),
-        failed: err => { if (err.code !== 'stale-epoch') this.c.log.warn('replica request failed', { from, error: err.message }) }
+        failed: err => { if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message }) }
       })
     }, { maxInboundStreams: this.maxInbound, maxOutboundStreams: this.maxInbound })
     // the one-request-per-stream protocol of earlier releases, for agents not yet upgraded
@@ -319,7 +326,7 @@ export class ReplicaService implements ReplicaTransport {
       } catch (err) {
         if (!(err instanceof GvsError)) throw err
         reply = errorReply(err)
-        if (err.code !== 'stale-epoch') this.c.log.warn('replica request failed', { from, error: err.message })
+        if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message })
       }
       await lp.write(encode(reply), { signal })
       if (data != null) await lp.write(data, { signal })

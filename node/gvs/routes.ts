@@ -65,6 +65,8 @@ export interface GvsRoutesDeps {
   /** how long a create or rename waits for such a concurrent one to arrive (default PATH_SETTLE_MS) */
   readonly pathSettleMs?: number
   readonly store: { removeVolume: (volume: string) => Promise<unknown>, forgetLine: (base: string) => Promise<unknown> }
+  /** tells every live node's replicas that a snapshot froze these layers (frozen-layers.ts) */
+  freeze: (layers: string[]) => Promise<void>
   /** why no layer may be freed now (null: it may): the background pass frees them later (layer-reclaim.ts) */
   mayFree: () => string | null
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
@@ -251,20 +253,26 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     })
 
     /** snapshots of several volumes in one change of the document: one consistent cut */
-    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number): void => {
+    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number): string[] => {
+      const frozen: string[] = []
       for (const v of vs) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
-        const plan = planSnapshot(findVolume(w.reader.list('volumes'), v.id), name, now)
+        const current = findVolume(w.reader.list('volumes'), v.id)
+        const plan = planSnapshot(current, name, now)
         w.update('volumes', v.id, { layers: plan.layers })
         w.addSnapshot(v.id, plan.snapshot)
+        frozen.push(layersOf(current)[0]!)
       }
+      return frozen
     }
 
     app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {
       const b = body(req.body)
       onlyFields(b, ['name'])
       const v = findVolume(svc.volumes(), req.params.id)
-      await state.write(w => { snapshot(w, [v], b.name, Date.now()) }, `volume snapshot ${v.path}@${String(b.name)}`)
+      // answered once the replicas refuse further writes to the frozen layer: a writer
+      // whose document lags can no longer put a later write into the snapshot
+      await svc.freeze(await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`))
       void reply.code(201)
       return await view(findVolume(svc.volumes(), v.id))
     })
@@ -276,7 +284,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const all = svc.volumes()
       const vs = (b.volumes as unknown[]).map(x => findVolume(all, String(x)))
       if (new Set(vs.map(v => v.id)).size !== vs.length) throw new ValidationError('volumes', 'a volume is listed twice')
-      await state.write(w => { snapshot(w, vs, b.name, Date.now()) }, `volume set snapshot @${String(b.name)}`)
+      await svc.freeze(await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`))
       void reply.code(201)
       return { snapshot: b.name, volumes: await views(vs.map(v => findVolume(svc.volumes(), v.id))) }
     })

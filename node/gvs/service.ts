@@ -21,7 +21,8 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { layerNumber, layersOf, placementKeyOf, referencedLayers, volumeUsers, type Pool } from './volumes.ts'
+import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, volumeUsers, type Pool } from './volumes.ts'
+import { freezeOn } from './frozen-layers.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches, defaultCacheBytes } from './local-cache.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
@@ -88,6 +89,8 @@ export interface GvsInit extends GvsTuning {
  * 3 s) or to come back from a restart, so neither costs a guest an I/O error.
  */
 export const WRITE_RETRY_MS = 20_000
+/** how long a snapshot waits for each live node to confirm it froze the layers */
+const FREEZE_WAIT_MS = 5_000
 
 /** how often the layers the document reads are noted between passes (layer-reclaim.ts) */
 const NOTE_EVERY_MS = 2000
@@ -142,6 +145,7 @@ export class GvsService {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
+    this.store.frozen.useDocument(() => this.frozenInDocument())
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
     this.store.on('fenced', f => {
       // a VM's holder fenced the volume in before its VM starts: the fence names the top
@@ -345,6 +349,27 @@ export class GvsService {
   problems (): HealthProblem[] { return this.ioFailures.problems() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
+
+  /** the layers this node's document reads frozen, worked out once per document version */
+  private frozenMemo: { reader: Reader, layers: ReadonlySet<string> } | null = null
+  private frozenInDocument (): ReadonlySet<string> {
+    const reader = this.components.state.read()
+    if (this.frozenMemo?.reader !== reader) this.frozenMemo = { reader, layers: frozenLayersOf(reader.list('volumes')) }
+    return this.frozenMemo.layers
+  }
+
+  /**
+   * A snapshot froze these layers: every live node's replicas refuse writes to them
+   * before this returns, or were waited for FREEZE_WAIT_MS (a node that did not
+   * confirm is logged: only its document keeps a lagging writer out of the snapshot there)
+   */
+  async freeze (layers: string[]): Promise<void> {
+    const nodes = [...this.components.membership.members.values()].filter(m => m.state === 'alive' || m.state === 'suspect').map(m => m.nodeId)
+    if (!nodes.includes(this.replicas.self)) nodes.push(this.replicas.self)
+    for (const { node, why } of await freezeOn(this.replicas, nodes, layers, FREEZE_WAIT_MS)) {
+      this.components.log.warn('a node did not confirm that a snapshot froze its layers: a writer whose document lags may still write into the snapshot there', { node, layers: layers.join(','), why })
+    }
+  }
 
   /** the live members that hold replicas, weighted by disk capacity */
   liveNodes (table: MemberTable = this.components.membership.members): Array<{ id: string, weight: number, free: number }> {

@@ -175,6 +175,21 @@ export const layersOf = (v: Volume): string[] => unmerged(v, v.layers ?? [v.id])
 /** the object sets a snapshot of the volume reads through, top first (one taken before layers were kept: the volume's id) */
 export const snapshotLayers = (v: Volume, s: Snapshot): string[] => unmerged(v, s.layers ?? [v.id])
 
+/**
+ * The layers no write may land in any more: those under a volume's top and those its
+ * snapshots read (frozen-layers.ts). A clone's top is its own, never one of these.
+ */
+export function frozenLayersOf (volumes: readonly Volume[]): Set<string> {
+  const tops = new Set(volumes.map(v => layersOf(v)[0]!))
+  const frozen = new Set<string>()
+  for (const v of volumes) {
+    for (const l of layersOf(v).slice(1)) frozen.add(l)
+    for (const s of Object.values(v.snapshots)) for (const l of snapshotLayers(v, s)) frozen.add(l)
+  }
+  for (const t of tops) frozen.delete(t)
+  return frozen
+}
+
 const unmerged = (v: Volume, layers: string[]): string[] => v.merged == null ? layers : layers.filter(l => !Object.hasOwn(v.merged!, l))
 
 /**

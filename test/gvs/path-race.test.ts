@@ -26,6 +26,7 @@ function node (t: import('ava').ExecutionContext, me: string): { replica: Replic
     pathSettleMs: 300,
     store: { removeVolume: async () => {}, forgetLine: async () => {} },
     mayFree: () => null,
+    freeze: async () => {},
     lastRepairs: new Map(),
     scrub: { status: () => ({ intervalMs: 0, next: null, running: null, last: null }) as ScrubStatus, now: async () => { throw new Error('not here') } },
     volumes: () => replica.read().list('volumes'),

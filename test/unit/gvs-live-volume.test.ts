@@ -4,6 +4,7 @@
 import test from 'ava'
 import { LiveVolume } from '../../node/gvs/live-volume.ts'
 import type { BlockDevice } from '../../node/gvs/block-device.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
 
 function device (flushes: { fail: boolean, count: number }): BlockDevice {
   return {
@@ -45,4 +46,31 @@ test('a flush that made a failed switch reports it; the next flush does not agai
   current = device({ fail: false, count: 0 })
   await t.throwsAsync(live.flush(), { message: /old top/ })
   await t.notThrowsAsync(live.flush())
+})
+
+/** a device whose layer a snapshot froze: every write is refused as frozen (frozen-layers.ts) */
+function frozenDevice (writes: number[]): BlockDevice {
+  return {
+    ...device({ fail: false, count: 0 }),
+    write: async o => { writes.push(o); throw new GvsError('frozen', 'layer "v" was frozen by a snapshot') }
+  }
+}
+
+test('a write refused as frozen waits for the switch to the new top and lands there; other requests keep the switch going', async t => {
+  const refused: number[] = []
+  const landed: number[] = []
+  let current: BlockDevice = frozenDevice(refused)
+  const live = new LiveVolume(() => current, 'v')
+  const w = live.write(4096, new Uint8Array(512), false)
+  await new Promise(resolve => setTimeout(resolve, 120))
+  t.deepEqual(refused, [4096], 'tried once on the frozen layer, then waiting')
+  current = { ...device({ fail: false, count: 0 }), write: async o => { landed.push(o) } }
+  await w
+  t.deepEqual(landed, [4096], 'written again on the new top')
+})
+
+test('a write refused as frozen fails with a clear error when the document never shows the snapshot', async t => {
+  const frozen = frozenDevice([])
+  const live = new LiveVolume(() => frozen, 'v', { frozenWaitMs: 200 })
+  await t.throwsAsync(live.write(0, new Uint8Array(512), false), { message: /snapshot froze the layer.*has not shown that snapshot/ })
 })

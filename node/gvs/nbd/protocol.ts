@@ -149,6 +149,7 @@ export function errnoOf (err: unknown): number {
     case 'invalid': return ERRNO.EINVAL
     case 'no-space': return ERRNO.ENOSPC
     case 'damaged':
+    case 'frozen':
     case 'unavailable':
     case 'io': return ERRNO.EIO
   }

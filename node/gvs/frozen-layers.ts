@@ -1,0 +1,87 @@
+// The layers a snapshot froze, as this replica knows them: no write or write-zeroes
+// lands in them any more, whichever writer sends it. A snapshot is one document change
+// (the volume's top layer becomes the snapshot's, and a new top takes the writes), and
+// a writer follows it only once its own node's document has it: a writer cut off from
+// the document's sync kept writing into the snapshot's layer, a write made after the
+// snapshot that the snapshot then showed. So the node that takes a snapshot also tells
+// every live node (the replica request `freeze`) before it answers, and each replica
+// refuses writes to that layer from then on (`frozen`): the writer waits for its
+// document and writes again on the new top (live-volume.ts). A replica whose document
+// already shows a layer under a volume's top or in a snapshot refuses it too, so a node
+// that was down during the snapshot, or that receives copies by repair, needs no word.
+// Kept durably, one empty file per layer under <data-dir>/gvs/frozen/ (created and its
+// directory fsync'ed before `freeze` is answered): a replica restarted before its
+// document caught up still refuses. A layer freed here (object-store.ts removeVolume)
+// forgets it.
+import { mkdir, open, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { GvsError, fromFsError } from './errors.ts'
+import { syncPath } from './file-io.ts'
+import type { ReplicaTransport } from './replication.ts'
+
+export class FrozenLayers {
+  private readonly dir: string
+  /** frozen by a `freeze` (kept on disk) */
+  private readonly told = new Set<string>()
+  /** frozen in this node's document (a layer under a volume's top, or a snapshot's) */
+  private inDocument: () => ReadonlySet<string> = () => new Set()
+
+  constructor (dir: string) { this.dir = dir }
+
+  async start (): Promise<void> {
+    try {
+      await mkdir(this.dir, { recursive: true })
+      for (const name of await readdir(this.dir)) if (!name.endsWith('.tmp')) this.told.add(name)
+    } catch (err) { throw fromFsError(err, `reading the frozen layers in ${this.dir}`) }
+  }
+
+  /** whether writes to this layer are refused here */
+  has (layer: string): boolean { return this.told.has(layer) || this.inDocument().has(layer) }
+
+  /** the layers this node's document reads frozen (asked at each write: keep it cached per document version) */
+  useDocument (layers: () => ReadonlySet<string>): void { this.inDocument = layers }
+
+  /** the layers frozen by a `freeze` and kept here */
+  list (): string[] { return [...this.told] }
+
+  /** Freezes the layers here, durably before it returns (the name is checked by the caller). */
+  async add (layers: readonly string[]): Promise<void> {
+    const fresh = layers.filter(l => !this.told.has(l))
+    if (fresh.length === 0) return
+    try {
+      for (const l of fresh) await (await open(join(this.dir, l), 'w')).close()
+      await syncPath(this.dir + '/')
+    } catch (err) { throw fromFsError(err, `recording frozen layers in ${this.dir}`) }
+    for (const l of fresh) this.told.add(l)
+  }
+
+  /** the layer is gone from this store */
+  async forget (layer: string): Promise<void> {
+    if (!this.told.has(layer)) return
+    try { await rm(join(this.dir, layer), { force: true }) } catch (err) { throw fromFsError(err, `forgetting the frozen layer ${layer}`) }
+    this.told.delete(layer)
+  }
+}
+
+/**
+ * Tells these nodes (every live one: any may hold an object of the layers) that a
+ * snapshot froze the layers, each answer awaited up to `timeoutMs`. Answers the nodes
+ * that did not confirm, each with why (an agent of an earlier release refuses the
+ * request as invalid).
+ */
+export async function freezeOn (transport: ReplicaTransport, nodes: readonly string[], layers: readonly string[], timeoutMs: number): Promise<Array<{ node: string, why: string }>> {
+  const missed: Array<{ node: string, why: string }> = []
+  await Promise.all(nodes.map(async node => {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new GvsError('unavailable', `no answer in ${timeoutMs} ms`)) }, timeoutMs) })
+    try {
+      // a request names at most 256 (its header's bound)
+      const asked = (async () => { for (let i = 0; i < layers.length; i += 256) await transport.call(node, { op: 'freeze', layers: layers.slice(i, i + 256) }) })()
+      asked.catch(() => {})
+      await Promise.race([asked, late])
+    } catch (err) {
+      missed.push({ node, why: (err as Error).message })
+    } finally { clearTimeout(timer) }
+  }))
+  return missed
+}
