@@ -34,7 +34,7 @@ const BODY_LIMIT = 1024 * 1024
 /** how long the rest of a refused body is read and dropped before the connection is cut */
 const LINGER_MS = 5_000
 /** a path parameter, as sent (percent-encoded): above any route's own bound */
-const MAX_PARAM_LENGTH = 8192
+export const MAX_PARAM_LENGTH = 8192
 /** a request (headers and body) that has not arrived in this long is cut off */
 const REQUEST_TIMEOUT_MS = 10_000
 

@@ -14,7 +14,8 @@ import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
-const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] }
+// longer than any id or name (a VM's name is at most 63, an id 128): a too-long one is looked up and not found, not refused as "more than 128 characters"
+const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 4096 } }, required: ['id'] }
 
 export type HaView = HaReport
 
@@ -59,7 +60,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (m != null) return { id: m.nodeId, name: m.advert.name }
     const e = doc.roll.get(idOrName) ?? [...doc.roll.values()].find(x => x.name === idOrName)
     if (e != null) return { id: e.node, name: e.name }
-    throw new NotFoundError(`no node with id or name "${idOrName}"`)
+    throw new NotFoundError(`no node with id or name "${idOrName.length <= 128 ? idOrName : `${idOrName.slice(0, 40)}…`}"`)
   }
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
   const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {

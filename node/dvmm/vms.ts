@@ -397,6 +397,6 @@ export function setDesiredIn (w: Writer, id: string, desired: 'running' | 'stopp
 
 export function findVm (doc: DocView, id: string): Vm {
   const vm = doc.vms.get(id) ?? [...doc.vms.values()].find(v => v.name === id)
-  if (vm == null) throw new NotFoundError(`no VM "${id}"`)
+  if (vm == null) throw new NotFoundError(id.length <= 128 ? `no VM "${id}"` : `no VM "${id.slice(0, 40)}…" (${id.length} characters: a VM's name has at most 63, its id 128)`)
   return vm
 }

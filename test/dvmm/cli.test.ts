@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import Fastify from 'fastify'
 import { startDvmmGrid, until } from './grid.ts'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { MAX_PARAM_LENGTH } from '../../node/api/server.ts'
 
 const run = promisify(execFile)
 const NODE = process.execPath
@@ -25,7 +26,8 @@ async function cli (api: string, ...args: string[]): Promise<{ code: number, out
 test('vgrid vm / node drain / ha through the API', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100 } })
   t.teardown(g.stop)
-  const app = Fastify()
+  // as the agent's API server takes path parameters (node/api/server.ts)
+  const app = Fastify({ routerOptions: { maxParamLength: MAX_PARAM_LENGTH } })
   app.setErrorHandler(async (err, _req, reply) => {
     const e = toApiError(err)
     return await reply.code(e.status).send(errorBody(e.code, e.message))
@@ -69,5 +71,6 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.regex((await cli(api, 'vm', 'console', 'web')).out, /fake guest ready web/, 'a stopped VM\'s last console')
   t.regex((await cli(api, 'vm', 'rm', 'web')).out, /web: removed/)
   t.regex((await cli(api, 'vm', 'show', 'web')).err, /no VM "web"/)
+  t.regex((await cli(api, 'vm', 'show', 'x'.repeat(300))).err, /no VM "x{40}…" \(300 characters: a VM's name has at most 63, its id 128\)/, 'a name longer than any is not found, with the limits, not refused for the id\'s limit')
   t.regex((await cli(api, 'vm', 'frobnicate')).err, /unknown subcommand "vm frobnicate"/)
 })
