@@ -5,6 +5,7 @@
 // writes or claims it first (otherWriters, writers.ts claimVerdict).
 import type { MemberTable } from '../../protocol/membership.ts'
 import { UnavailableError } from '../errors.ts'
+import { GvsError } from './errors.ts'
 import type { Logger } from '../log.ts'
 import type { StatusService } from './status-protocol.ts'
 import { claimVerdict, type ClaimAnswer } from './writers.ts'
@@ -50,21 +51,41 @@ export class GridWriters {
    * The other nodes whose clients write the volume now, or claim it first, for a plain
    * export's session (writers.ts), or null. Every member that may still run a client is
    * asked, suspect ones and those without disk too. One that does not answer within a
-   * second is taken to have none, with a warning: failing the write would give a client
-   * EIO whenever one node is slow.
+   * second is asked again for as long as membership holds it alive or suspect: a node
+   * stalled for a moment (an agent stopped a second, a lost answer) may have a client
+   * writing, and taking it for none let two nodes write at one epoch. A dead one is not
+   * waited for (its clients went with it, as far as anyone can tell; the failure
+   * detector takes about 3 s); one still alive and silent after `waitMs` fails the write
+   * (EIO), naming it.
    */
-  async otherWriters (id: string): Promise<string | null> {
+  async otherWriters (id: string, waitMs = CLAIM_WAIT_MS): Promise<string | null> {
     const self = this.c.self
-    const others = [...this.c.members().values()].filter(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
+    const live = (node: string): boolean => { const s = this.c.members().get(node)?.state; return s === 'alive' || s === 'suspect' }
+    let ask = [...this.c.members().values()].filter(m => m.nodeId !== self && live(m.nodeId)).map(m => m.nodeId)
     const answers: ClaimAnswer[] = []
-    await Promise.all(others.map(async node => {
-      try {
-        const a = (await this.c.status.ask(node, [id], 1000, { claim: true }))[id]
-        answers.push({ node, name: this.nameOf(node), writers: a?.writers ?? 0, claiming: a?.claiming === true })
-      } catch (err) {
-        this.c.log.warn('could not ask a node whether a client writes the volume; writing', { volume: id, node: this.nameOf(node), error: (err as Error).message })
+    const until = Date.now() + waitMs
+    for (let round = 0; ask.length > 0; round++) {
+      if (round > 0) await new Promise(resolve => setTimeout(resolve, ASK_AGAIN_MS))
+      const silent: string[] = []
+      await Promise.all(ask.map(async node => {
+        try {
+          const a = (await this.c.status.ask(node, [id], 1000, { claim: true }))[id]
+          answers.push({ node, name: this.nameOf(node), writers: a?.writers ?? 0, claiming: a?.claiming === true })
+        } catch (err) {
+          silent.push(node)
+          if (round === 0) this.c.log.warn('could not ask a node whether a client writes the volume; asking again while it is alive', { volume: id, node: this.nameOf(node), error: (err as Error).message })
+        }
+      }))
+      ask = silent.filter(live)
+      if (ask.length > 0 && Date.now() >= until) {
+        throw new GvsError('unavailable', `volume ${id}: ${ask.map(n => this.nameOf(n)).join(', ')} did not say within ${Math.round(waitMs / 1000)} s whether a client writes the volume there, and membership still holds ${ask.length === 1 ? 'it' : 'them'} alive: one node writes a volume at a time, so this write waits for ${ask.length === 1 ? 'its' : 'their'} answer or for ${ask.length === 1 ? 'it' : 'them'} to be found dead; try again`)
       }
-    }))
+    }
     return claimVerdict(self, answers)
   }
 }
+
+/** how long a plain export's claim asks a live node that does not answer */
+export const CLAIM_WAIT_MS = 10_000
+/** the pause between two rounds of asking the silent ones */
+const ASK_AGAIN_MS = 200

@@ -76,7 +76,11 @@ export class WriterHandle implements BlockDevice {
       const pending: PendingClaim = this.pending = { lost: null }
       this.wrote()
       let others: string | null
-      try { others = await x.others(x.volume) } finally { this.pending = null }
+      try { others = await x.others(x.volume) } catch (err) {
+        // not a writer: the next write claims again
+        this.lastWriteAt = 0
+        throw err
+      } finally { this.pending = null }
       const why = others ?? (pending.lost != null ? `${pending.lost}, which began writing it at the same moment` : null)
       if (why == null) return
       this.lastWriteAt = 0

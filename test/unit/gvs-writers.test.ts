@@ -125,3 +125,18 @@ test('a plain session is refused while a VM\'s disk session on this node is open
   release()
   await t.notThrowsAsync(w2)
 })
+
+test('a claim whose asking failed leaves the session no writer: the next write asks again', async t => {
+  let fail = true
+  let asked = 0
+  const ws = new Writers(60_000, async () => { asked++; if (fail) throw new Error('n-b did not say whether a client writes the volume there'); return null })
+  const dev = device()
+  const h = ws.handle('vol-aaaaaaaaaaaa', dev, { exclusive: true })
+  await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /did not say/ })
+  t.is(dev.writes, 0)
+  t.is(ws.count('vol-aaaaaaaaaaaa'), 0, 'not counted as a writer')
+  fail = false
+  await h.write(0, new Uint8Array(512), false)
+  t.is(asked, 2, 'asked again, not taken as claimed')
+  t.is(dev.writes, 1)
+})
