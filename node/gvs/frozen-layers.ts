@@ -5,8 +5,9 @@
 // the document's sync kept writing into the snapshot's layer, a write made after the
 // snapshot that the snapshot then showed. So the node that takes a snapshot also tells
 // every live node (the replica request `freeze`) before it answers, and each replica
-// refuses writes to that layer from then on (`frozen`): the writer waits for its
-// document and writes again on the new top (live-volume.ts). A replica whose document
+// refuses writes to that layer from then on (`frozen`; only to writers that say they
+// follow freezes, replication.ts): the writer waits for its document and writes again
+// on the new top (live-volume.ts). A replica whose document
 // already shows a layer under a volume's top or in a snapshot refuses it too, so a node
 // that was down during the snapshot, or that receives copies by repair, needs no word.
 // Kept durably, one empty file per layer under <data-dir>/gvs/frozen/ (created and its
@@ -48,11 +49,14 @@ export class FrozenLayers {
   async add (layers: readonly string[]): Promise<void> {
     const fresh = layers.filter(l => !this.told.has(l))
     if (fresh.length === 0) return
+    // refused from now on, before the file is there: a write checked while it is made
+    // would land after the answer. A failed record stays refused in memory (the safe
+    // side) and fails the request
+    for (const l of fresh) this.told.add(l)
     try {
       for (const l of fresh) await (await open(join(this.dir, l), 'w')).close()
       await syncPath(this.dir + '/')
     } catch (err) { throw fromFsError(err, `recording frozen layers in ${this.dir}`) }
-    for (const l of fresh) this.told.add(l)
   }
 
   /** the layer is gone from this store */

@@ -27,8 +27,9 @@
 // half-updated. An emptied cache starts a new file and the old one is removed off the
 // event loop (freeing a sparse file's scattered blocks takes seconds). All of a node's
 // caches together take at most `budget` bytes of disk (blocks ever written to a file
-// count until that file is removed) and a bounded index; past it, new blocks are simply
-// not cached.
+// count until that file is removed) and a bounded index; past it, the fullest cache
+// starts again empty (at most every FULL_EVERY_MS), so a VM that ran a long time caches
+// what it uses now, not only what it touched first.
 import { close, mkdirSync, openSync, readdirSync, renameSync, writeSync } from 'node:fs'
 import { rm, statfs, unlink } from 'node:fs/promises'
 import { promisify } from 'node:util'
@@ -39,46 +40,12 @@ import { OBJECT_SIZE } from './placement.ts'
 import { readBuffers } from './buffer-pool.ts'
 import { IN_PLACE_READ, readFullySync } from './file-io.ts'
 import { RangeLock } from './range-lock.ts'
+import { CacheBudget, GiB, type CacheStats } from './cache-budget.ts'
 
 const closeFd = promisify(close)
 
 /** per object: a checksum per block, whether it is cached, whether it ever took space in the file */
 interface ObjectBlocks { sums: Uint32Array, cached: Uint8Array, stored: Uint8Array, count: number }
-
-export interface CacheStats { hits: number, misses: number, damaged: number }
-
-const GiB = 2 ** 30
-/** the index an object takes (its sums and flags, about 6 KiB): entries are bounded to one per MiB of budget */
-const BUDGET_PER_OBJECT = 1024 * 1024
-
-/** the disk all of a node's caches may take and take, the objects they index, and what they served since start */
-export class CacheBudget {
-  limit: number
-  used = 0
-  objects = 0
-  /** set while the disk is short of room: nothing new is cached */
-  paused = false
-  /** emptied caches' old files being removed */
-  readonly removing = new Set<Promise<void>>()
-  readonly stats: CacheStats = { hits: 0, misses: 0, damaged: 0 }
-  constructor (limit: number) { this.limit = limit }
-
-  /** a removal off the event loop, awaited by LocalCaches.removed (it never rejects) */
-  track (removal: Promise<unknown>): void {
-    const p = removal.then(() => {}, () => {})
-    this.removing.add(p)
-    void p.finally(() => { this.removing.delete(p) })
-  }
-  get maxObjects (): number { return Math.max(64, Math.floor(this.limit / BUDGET_PER_OBJECT)) }
-}
-
-/** without a setting: 8 GiB, but at most a tenth of the free space where the cache lives (none if that cannot be read) */
-export async function defaultCacheBytes (dir: string): Promise<number> {
-  try {
-    const fs = await statfs(dir)
-    return Math.min(8 * GiB, Math.floor(fs.bavail * fs.bsize / 10))
-  } catch { return 0 }
-}
 
 export interface VolumeCacheInit {
   /** a new file's name, for each file the cache starts */
@@ -217,6 +184,9 @@ export class VolumeCache {
 
   get isClosed (): boolean { return this.closed }
 
+  /** the disk its file takes */
+  get size (): number { return this.bytes }
+
   /** stores the whole blocks of data at offset (partial ones at its ends stay as they are: dropped, by beginWrite) */
   private put (offset: number, data: Uint8Array): void {
     if (this.closed || this.budget.paused || data.length > IN_PLACE_READ) return
@@ -243,6 +213,7 @@ export class VolumeCache {
         fresh++
       }
     }
+    if (last < end) this.budget.full()
     if (last === first) return
     const from = first * bs - offset
     const bytes = data.subarray(from, from + (last - first) * bs)
@@ -313,6 +284,11 @@ export class LocalCaches {
   constructor (init: { dir: string, budgetBytes: number }) {
     this.dir = init.dir
     this.budget = new CacheBudget(init.budgetBytes)
+    this.budget.onFull = () => {
+      let fullest: VolumeCache | null = null
+      for (const c of this.caches.values()) if (fullest == null || c.size > fullest.size) fullest = c
+      if (fullest != null && fullest.size > 0) fullest.drop()
+    }
   }
 
   get enabled (): boolean { return this.budget.limit > 0 && !this.closed && this.failed == null }

@@ -43,8 +43,11 @@ const Under = Type.Optional(Type.Array(Vol, { maxItems: 256 }))
 const VersionT = Type.Object({ epoch: U, seq: U })
 
 export const ReplicaRequestSchema = Type.Union([
-  Type.Object({ op: Type.Literal('write'), volume: Vol, index: Index, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
-  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: Index, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under }),
+  // followsFreeze: the writer takes a `frozen` refusal (frozen-layers.ts) and goes on in
+  // the new top; a writer of an earlier release sends none, and is not refused so (it
+  // would take the unknown code for an I/O error)
+  Type.Object({ op: Type.Literal('write'), volume: Vol, index: Index, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under, followsFreeze: Type.Optional(Type.Literal(true)) }),
+  Type.Object({ op: Type.Literal('zero'), volume: Vol, index: Index, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under, followsFreeze: Type.Optional(Type.Literal(true)) }),
   Type.Object({ op: Type.Literal('read'), volume: Vol, index: Index, offset: U, length: U, under: Under }),
   Type.Object({ op: Type.Literal('get'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('put'), volume: Vol, index: Index, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),

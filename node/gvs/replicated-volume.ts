@@ -162,7 +162,7 @@ export class ReplicatedVolume implements BlockDevice {
     checkRange(this, offset, data.length)
     await this.allPieces(pieces(offset, data.length, this.init.objectSize), async (p, stop) => {
       const chunk = data.subarray(p.at, p.at + p.length)
-      await this.toObject(p, seq => ({ op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, seq, fua, under: this.under }), chunk, fua, stop)
+      await this.toObject(p, seq => ({ op: 'write', volume: this.init.volume, index: p.index, offset: p.offset, epoch: this.init.epoch, seq, fua, under: this.under, followsFreeze: true }), chunk, fua, stop)
     })
   }
 
@@ -246,7 +246,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.writable()
     checkRange(this, offset, length)
     await this.allPieces(pieces(offset, length, this.init.objectSize), async (p, stop) => {
-      await this.toObject(p, seq => ({ op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, seq, fua, under: this.under }), undefined, fua, stop)
+      await this.toObject(p, seq => ({ op: 'zero', volume: this.init.volume, index: p.index, offset: p.offset, length: p.length, epoch: this.init.epoch, seq, fua, under: this.under, followsFreeze: true }), undefined, fua, stop)
     })
   }
 

@@ -71,8 +71,13 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
   if ((req.op === 'write' || req.op === 'zero' || req.op === 'read') && uses.wasRetired(req.volume, req.index) && !(await store.stat(req.volume, req.index)).present) {
     throw new GvsError('unavailable', `object ${req.index} of "${req.volume}" was freed here as a surplus copy: settle it again`, { transient: true })
   }
-  // a snapshot froze the layer: its writer follows the snapshot to the new top (live-volume.ts)
-  if ((req.op === 'write' || req.op === 'zero') && store.frozen.has(req.volume)) {
+  // a snapshot froze the layer: its writer follows the snapshot to the new top
+  // (live-volume.ts). Not a zero of no bytes: a settle's version step, which changes no
+  // byte of the snapshot (settler.ts outdate)
+  if ((req.op === 'write' || (req.op === 'zero' && req.length > 0)) && req.followsFreeze === true && store.frozen.has(req.volume)) {
+    // a fenced writer is told so, not sent to wait for a new top
+    const floor = await store.writerFloor(req.volume)
+    if (req.epoch < floor) throw new GvsError('stale-epoch', `volume "${req.volume}": writer epoch ${req.epoch} is older than ${floor}, the newest this replica has seen`)
     throw new GvsError('frozen', `layer "${req.volume}" was frozen by a snapshot: its writer must go on in the volume's new top layer`)
   }
   switch (req.op) {

@@ -56,17 +56,19 @@ function frozenDevice (writes: number[]): BlockDevice {
   }
 }
 
-test('a write refused as frozen waits for the switch to the new top and lands there; other requests keep the switch going', async t => {
+test('a write refused as frozen waits for the switch to the new top and lands there, after the old device\'s flush; other requests go on meanwhile', async t => {
   const refused: number[] = []
-  const landed: number[] = []
-  let current: BlockDevice = frozenDevice(refused)
+  const events: string[] = []
+  const old = frozenDevice(refused)
+  let current: BlockDevice = { ...old, flush: async () => { events.push('old flushed') } }
   const live = new LiveVolume(() => current, 'v')
   const w = live.write(4096, new Uint8Array(512), false)
   await new Promise(resolve => setTimeout(resolve, 120))
   t.deepEqual(refused, [4096], 'tried once on the frozen layer, then waiting')
-  current = { ...device({ fail: false, count: 0 }), write: async o => { landed.push(o) } }
+  await t.notThrowsAsync(live.read(0, 512), 'a read is not held by the waiting write')
+  current = { ...device({ fail: false, count: 0 }), write: async o => { events.push(`new wrote ${o}`) } }
   await w
-  t.deepEqual(landed, [4096], 'written again on the new top')
+  t.deepEqual(events, ['old flushed', 'new wrote 4096'], 'written again on the new top, once the old one was flushed')
 })
 
 test('a write refused as frozen fails with a clear error when the document never shows the snapshot', async t => {

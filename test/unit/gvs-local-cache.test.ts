@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { BlockDevice } from '../../node/gvs/block-device.ts'
 import { CachedVolume } from '../../node/gvs/cached-volume.ts'
-import { CacheBudget, LocalCaches, VolumeCache } from '../../node/gvs/local-cache.ts'
+import { LocalCaches, VolumeCache } from '../../node/gvs/local-cache.ts'
+import { CacheBudget } from '../../node/gvs/cache-budget.ts'
 
 const KiB = 1024
 const SIZE = 8 * 1024 * KiB
@@ -247,18 +248,24 @@ test('a device rebuilt over the same cache (a snapshot, a resize) after a change
 test('blocks dropped by trims and writes keep their place in the budget until the file is emptied: the file never outgrows it', async t => {
   const budget = 1024 * KiB
   const { dev, caches } = setup(t, budget)
-  for (let i = 0; i < 6; i++) {
+  const dir = (caches as unknown as { dir: string }).dir
+  const allocated = (): number => readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).blocks * 512, 0)
+  await dev.write(0, fill(budget, 1), false)
+  await dev.trim(0, budget, false)
+  t.is(caches.sizes().bytes, budget, 'trimmed blocks keep their place')
+  for (let i = 1; i < 6; i++) {
+    // the spent budget empties the cache (CacheBudget.full); its file goes off the event loop
     await dev.write(i * budget, fill(budget, 1), false)
     await dev.trim(i * budget, budget, false)
+    t.true(allocated() <= budget + 64 * KiB, 'the files allocate about the budget at most')
+    t.true(caches.sizes().bytes <= budget)
+    await caches.removed()
   }
-  const dir = (caches as unknown as { dir: string }).dir
-  const file = readdirSync(dir)[0]!
-  t.true(statSync(join(dir, file)).blocks * 512 <= budget + 64 * KiB, 'the file allocates about the budget at most')
-  t.is(caches.sizes().bytes, budget)
+  const files = readdirSync(dir)
   caches.dropAll()
   await caches.removed()
   t.is(caches.sizes().bytes, 0, 'emptied, the file gives its space back')
-  t.false(readdirSync(dir).includes(file), 'removed')
+  t.false(readdirSync(dir).some(f => files.includes(f)), 'removed')
 })
 
 test('a node that does not hold the volume reads through to the replicas, cached blocks or not', async t => {
@@ -302,4 +309,20 @@ test('the index is bounded by the budget: at most one indexed object per MiB of 
   t.is(cache.read(99 * 16 * KiB, 4 * KiB), null, 'past the bound: not cached')
   cache.close()
   t.is(budget.objects, 0)
+})
+
+test('a spent budget empties the fullest cache, so what is written now is cached again; the smaller cache keeps its blocks', async t => {
+  const { dev, caches } = setup(t, 16 * KiB)
+  const other = new CachedVolume({}, new MemoryDisk(), caches.of('other', 1)!)
+  await other.write(0, fill(4 * KiB, 2), false)
+  await dev.write(0, fill(12 * KiB, 1), false)
+  t.is(caches.sizes().bytes, 16 * KiB, 'the budget spent')
+  await dev.write(64 * KiB, fill(4 * KiB, 3), false) // a block never cached: no room
+  await caches.removed()
+  t.is(caches.sizes().bytes, 4 * KiB, 'the fullest cache (12 KiB) was emptied, the other kept')
+  const hits = caches.stats().hits
+  t.deepEqual(await plain(other.read(0, 4 * KiB)), fill(4 * KiB, 2))
+  t.is(caches.stats().hits, hits + 1, 'the smaller cache still serves')
+  await dev.write(64 * KiB, fill(4 * KiB, 4), false)
+  t.is(caches.sizes().bytes, 8 * KiB, 'and the emptied one caches again')
 })
