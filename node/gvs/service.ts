@@ -242,6 +242,7 @@ export class GvsService {
     await this.replicas.stop()
     await this.store.stop()
     this.caches.close()
+    this.exports.writers.close()
   }
 
   private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }

@@ -18,6 +18,12 @@
 // gives that claim up there and then (answerClaim), and a claimant goes on past a
 // claim it saw only from larger ids, which lost by its asking. So one of them writes,
 // not neither (each refusing the other) and never both.
+//
+// A claim holds only while this node's event loop runs: after a stall of STALL_MS or
+// more (an agent stopped, swapped out, a long pause) every plain session asks again
+// before its next write. The others ask a silent node again until membership finds it
+// dead (grid-writers.ts), which takes longer than STALL_MS, and may then let a writer
+// in; this node's writer, back from the stall, must not go on writing beside it.
 import type { BlockDevice } from './block-device.ts'
 import { GvsError } from './errors.ts'
 
@@ -43,10 +49,17 @@ export function claimVerdict (self: string, answers: readonly ClaimAnswer[]): st
 /** a claim waiting for the other nodes' answers; `lost`: a smaller node claimed the volume meanwhile (named) */
 interface PendingClaim { lost: string | null }
 
+/** a stall of the event loop this long (below membership's suspect time, 1.5 s) ends every plain session's claim */
+export const STALL_MS = 1000
+/** how often the loop's beat is taken */
+const BEAT_MS = 200
+
+interface Exclusive { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean, checkStall?: () => void }
+
 export class WriterHandle implements BlockDevice {
   private readonly dev: BlockDevice
   private readonly onWrite: (h: WriterHandle) => void
-  private readonly exclusive?: { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean }
+  private readonly exclusive?: Exclusive
   /** the ask of the other nodes in progress */
   private claiming: Promise<void> | null = null
   /** set while that ask waits for answers */
@@ -57,7 +70,7 @@ export class WriterHandle implements BlockDevice {
   /** the writer epoch the session writes with, when known (a cache is used only by a holder of its epoch) */
   epoch?: number
 
-  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean }) {
+  constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: Exclusive) {
     this.dev = dev
     this.onWrite = onWrite
     this.exclusive = exclusive
@@ -68,6 +81,8 @@ export class WriterHandle implements BlockDevice {
     const x = this.exclusive
     if (x == null) return
     if (this.claiming != null) { await this.claiming; return }
+    // back from a stall the beat has not seen yet: the claim ends here (see the top)
+    x.checkStall?.()
     if (this.lastWriteAt > 0 && Date.now() - this.lastWriteAt <= x.idleMs) return
     // a VM's disk session on this node writes it (the other nodes are asked, not this one)
     if (x.vmDisk?.() === true) throw new GvsError('in-use', `volume "${x.volume}" is a running VM's disk on this node: one writer at a time; stop the VM first`)
@@ -116,10 +131,30 @@ export class Writers {
    * `onDiskClosed`: the last VM disk session of a volume at an epoch here ended (its
    * cache is emptied: local-cache.ts)
    */
-  constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void) {
+  /** the event loop's last beat (performance.now), and the timer that takes it */
+  private lastBeat = performance.now()
+  private readonly beat: NodeJS.Timeout
+  private readonly stallMs: number
+
+  constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void, opts: { stallMs?: number } = {}) {
     this.idleMs = idleMs
     this.others = others
     this.onDiskClosed = onDiskClosed
+    this.stallMs = opts.stallMs ?? STALL_MS
+    this.beat = setInterval(() => { this.checkStall() }, BEAT_MS)
+    this.beat.unref()
+  }
+
+  /** stops the beat */
+  close (): void { clearInterval(this.beat) }
+
+  /** a beat came late by a stall: every plain session's claim ends (the top of this file) */
+  checkStall (): void {
+    const now = performance.now()
+    if (now - this.lastBeat >= this.stallMs) {
+      for (const s of this.byVolume.values()) for (const h of s) if (!h.holdsOpen) h.lastWriteAt = 0
+    }
+    this.lastBeat = now
   }
 
   /**
@@ -135,7 +170,7 @@ export class Writers {
     }
     const exclusive = o.exclusive === true
     const vmDisk = (): boolean => [...this.byVolume.get(volume) ?? []].some(x => x.holdsOpen)
-    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk } : undefined)
+    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk, checkStall: () => { this.checkStall() } } : undefined)
     h.epoch = o.epoch
     if (!exclusive) {
       h.holdsOpen = true

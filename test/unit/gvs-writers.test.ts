@@ -140,3 +140,22 @@ test('a claim whose asking failed leaves the session no writer: the next write a
   t.is(asked, 2, 'asked again, not taken as claimed')
   t.is(dev.writes, 1)
 })
+
+test('a stall of the event loop ends a plain session\'s claim: the next write asks again (the others may have found this node dead and let a writer in)', async t => {
+  let asked = 0
+  let elsewhere: string | null = null
+  const ws = new Writers(60_000, async () => { asked++; return elsewhere }, undefined, { stallMs: 300 })
+  t.teardown(() => { ws.close() })
+  const dev = device()
+  const h = ws.handle('vol-aaaaaaaaaaaa', dev, { exclusive: true })
+  await h.write(0, new Uint8Array(512), false)
+  await h.write(0, new Uint8Array(512), false)
+  t.is(asked, 1, 'one claim per busy spell')
+  // the loop stalls (an agent stopped): meanwhile another node's client took the volume
+  const until = performance.now() + 400
+  while (performance.now() < until) { /* a stalled event loop */ }
+  elsewhere = '1 client(s) on h2'
+  await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /is being written on another node \(1 client\(s\) on h2\)/ })
+  t.is(asked, 2)
+  t.is(dev.writes, 2, 'no write beside the other node\'s')
+})
