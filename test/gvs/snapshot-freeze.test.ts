@@ -6,29 +6,14 @@
 // with their own documents and state sync (the memory transport); the cut is the state
 // service's blocked peers (membership, gossip and the replica streams stay up).
 import test from 'ava'
-import { join } from 'node:path'
-import type { GvsService } from '../../node/gvs/service.ts'
-import type { Agent } from '../../node/agent.ts'
-import { startDvmmGrid, until } from '../dvmm/grid.ts'
-import { apiOf } from './hosts.ts'
+import { gvsOf, socketOf, threeAgentsWithVolume } from './agent-grid.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 
 const OBJECTS = 6
-const gvsOf = (a: Agent): GvsService => (a as unknown as { services: Array<{ name: string }> }).services.find(s => s.name === 'gvs') as GvsService
-const socketOf = (a: Agent): string => join(a.config.dataDir, 'nbd.sock')
 
 test('a snapshot taken while the writer\'s node is cut off from the document does not take its later writes; they land on the new top once it catches up', async t => {
-  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=100G' })
-  t.teardown(g.stop)
-  const [a0, a1, a2] = g.nodes.map(n => n.agent) as [Agent, Agent, Agent]
-  const ids = [a0, a1, a2].map(a => a.id)
-  const api = [a0, a1, a2].map(a => apiOf(gvsOf(a)))
-  t.teardown(async () => { for (const x of api) await x.close() })
-  const created = await api[0]!.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/f/vol', size: OBJECTS * OBJECT_SIZE } })
-  t.is(created.statusCode, 201, created.body)
-  const id = created.json<{ id: string }>().id
-  await until(() => [a0, a1, a2].every(a => a.state.read().get('volumes', id) != null), 20_000, 'the volume on every agent')
+  const { agents: [a0, a1, a2], ids, api, id } = await threeAgentsWithVolume(t, '/f/vol', OBJECTS)
 
   // the writer on a0 keeps one session open throughout, as a VM does
   const writer = await NbdClient.open(socketOf(a0), 'f/vol')
