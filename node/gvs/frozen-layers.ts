@@ -7,9 +7,9 @@
 // every live node (the replica request `freeze`) before it answers, and each replica
 // refuses writes to that layer from then on (`frozen`; only to writers that say they
 // follow freezes, replication.ts): the writer waits for its document and writes again
-// on the new top (live-volume.ts). A replica whose document
-// already shows a layer under a volume's top or in a snapshot refuses it too, so a node
-// that was down during the snapshot, or that receives copies by repair, needs no word.
+// on the new top (live-volume.ts). A replica whose document already shows a layer under
+// a volume's top or in a snapshot refuses it too, so a node that was down during the
+// snapshot, or that receives copies by repair, needs no word.
 // Kept durably, one empty file per layer under <data-dir>/gvs/frozen/ (created and its
 // directory fsync'ed before `freeze` is answered): a replica restarted before its
 // document caught up still refuses. A layer freed here (object-store.ts removeVolume)

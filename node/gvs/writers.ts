@@ -125,17 +125,16 @@ export class Writers {
   readonly idleMs: number
   private readonly others?: OtherWriters
   private readonly onDiskClosed?: (volume: string, epoch: number) => void
+  /** the event loop's last beat (performance.now), and the timer that takes it */
+  private lastBeat = performance.now()
+  private readonly beat: NodeJS.Timeout
+  private readonly stallMs: number
 
   /**
    * `others`: how a plain export's session asks the other nodes (none: it does not ask);
    * `onDiskClosed`: the last VM disk session of a volume at an epoch here ended (its
    * cache is emptied: local-cache.ts)
    */
-  /** the event loop's last beat (performance.now), and the timer that takes it */
-  private lastBeat = performance.now()
-  private readonly beat: NodeJS.Timeout
-  private readonly stallMs: number
-
   constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void, opts: { stallMs?: number } = {}) {
     this.idleMs = idleMs
     this.others = others
