@@ -18,7 +18,7 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
-import type { ReplicaTransport } from './replication.ts'
+import type { ReplicaRequest } from './replica-protocol.ts'
 
 export class FrozenLayers {
   private readonly dir: string
@@ -73,7 +73,7 @@ export class FrozenLayers {
  * that did not confirm, each with why (an agent of an earlier release refuses the
  * request as invalid).
  */
-export async function freezeOn (transport: ReplicaTransport, nodes: readonly string[], layers: readonly string[], timeoutMs: number): Promise<Array<{ node: string, why: string }>> {
+export async function freezeOn (transport: { call: (peer: string, req: ReplicaRequest) => Promise<unknown> }, nodes: readonly string[], layers: readonly string[], timeoutMs: number): Promise<Array<{ node: string, why: string }>> {
   const missed: Array<{ node: string, why: string }> = []
   await Promise.all(nodes.map(async node => {
     let timer: NodeJS.Timeout | undefined
