@@ -196,6 +196,12 @@ export interface ReplicaServiceComponents {
   host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
   store: ObjectStore
   log: Logger
+  /**
+   * Whether membership holds the peer alive or suspect (default: always). A call to one
+   * it does not fails at once, retryable: a dial to a stopped agent would wait out its
+   * whole timeout, and the writer's retry places the object on the live nodes instead.
+   */
+  isLive?: (peer: string) => boolean
 }
 
 export interface ReplicaServiceInit {
@@ -282,6 +288,7 @@ export class ReplicaService implements ReplicaTransport {
     if (peer === this.self) return await execute(this.c.store, req, data ?? null)
     const ch = this.channel(peer, this.lane(req, data))
     for (let attempt = 0; ; attempt++) {
+      if (this.c.isLive?.(peer) === false) throw new GvsError('unavailable', `replica ${peer} is not live (membership found it dead or gone)`, { transient: true })
       try {
         return await ch.request(req, data)
       } catch (err) {
@@ -292,6 +299,20 @@ export class ReplicaService implements ReplicaTransport {
         if (attempt >= RETRY_DELAYS.length || !(err instanceof GvsError) || err.code !== 'unavailable' || !/reset|closed/i.test(err.message)) throw err
         await sleep(RETRY_DELAYS[attempt])
       }
+    }
+  }
+
+  /**
+   * Membership found the peer dead or gone: the requests in flight to it fail now
+   * (retryable), not when each times out. An agent stopped (SIGSTOP, a hung host) keeps
+   * its connections open, and a write waiting on it held the writer's request until it
+   * came back, however long.
+   */
+  dropPeer (peer: string): void {
+    for (const [key, ch] of this.channels) {
+      if (!key.endsWith(`:${peer}`)) continue
+      ch.close(`membership found ${peer} dead or gone`)
+      this.channels.delete(key)
     }
   }
 

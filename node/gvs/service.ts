@@ -141,7 +141,12 @@ export class GvsService {
     this.init = { ...(init.env === false ? {} : tuningFromEnv(process.env)), ...init }
     const log = components.log.child('gvs')
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
-    this.replicas = new ReplicaService({ host: components.host, store: this.store, log })
+    this.replicas = new ReplicaService({
+      host: components.host,
+      store: this.store,
+      log,
+      isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || st === 'alive' || st === 'suspect' }
+    })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
@@ -248,7 +253,9 @@ export class GvsService {
   private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }
 
   /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
-  private readonly onTransition = (): void => {
+  private readonly onTransition = (t?: { nodeId: string, to: string }): void => {
+    // requests in flight to a node found dead fail now, and are tried on the live nodes
+    if (t != null && t.to !== 'alive' && t.to !== 'suspect') this.replicas.dropPeer(t.nodeId)
     // every change of the live nodes moves the placement generation on, also while no
     // I/O of this node asks for holders: a node that went and came back between two of
     // its reads is a change (settler.ts)
