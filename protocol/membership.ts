@@ -41,6 +41,9 @@ export interface Member {
 
 export type MemberTable = ReadonlyMap<string, Member>
 
+/** alive or suspect: a member that may still be running (its clients, its VMs, its copies) */
+export const mayBeRunning = (state: MemberState | undefined): boolean => state === 'alive' || state === 'suspect'
+
 export interface MembershipConfig {
   /** a neighbour whose heartbeats stop for this long is suspected */
   suspectAfterMs: number

@@ -16,9 +16,8 @@
 // forgets it.
 import { mkdir, open, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { GvsError, fromFsError } from './errors.ts'
+import { fromFsError } from './errors.ts'
 import { syncPath } from './file-io.ts'
-import type { ReplicaRequest } from './replica-protocol.ts'
 
 export class FrozenLayers {
   private readonly dir: string
@@ -32,7 +31,7 @@ export class FrozenLayers {
   async start (): Promise<void> {
     try {
       await mkdir(this.dir, { recursive: true })
-      for (const name of await readdir(this.dir)) if (!name.endsWith('.tmp')) this.told.add(name)
+      for (const name of await readdir(this.dir)) this.told.add(name)
     } catch (err) { throw fromFsError(err, `reading the frozen layers in ${this.dir}`) }
   }
 
@@ -65,27 +64,4 @@ export class FrozenLayers {
     try { await rm(join(this.dir, layer), { force: true }) } catch (err) { throw fromFsError(err, `forgetting the frozen layer ${layer}`) }
     this.told.delete(layer)
   }
-}
-
-/**
- * Tells these nodes (every live one: any may hold an object of the layers) that a
- * snapshot froze the layers, each answer awaited up to `timeoutMs`. Answers the nodes
- * that did not confirm, each with why (an agent of an earlier release refuses the
- * request as invalid).
- */
-export async function freezeOn (transport: { call: (peer: string, req: ReplicaRequest) => Promise<unknown> }, nodes: readonly string[], layers: readonly string[], timeoutMs: number): Promise<Array<{ node: string, why: string }>> {
-  const missed: Array<{ node: string, why: string }> = []
-  await Promise.all(nodes.map(async node => {
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new GvsError('unavailable', `no answer in ${timeoutMs} ms`)) }, timeoutMs) })
-    try {
-      // a request names at most 256 (its header's bound)
-      const asked = (async () => { for (let i = 0; i < layers.length; i += 256) await transport.call(node, { op: 'freeze', layers: layers.slice(i, i + 256) }) })()
-      asked.catch(() => {})
-      await Promise.race([asked, late])
-    } catch (err) {
-      missed.push({ node, why: (err as Error).message })
-    } finally { clearTimeout(timer) }
-  }))
-  return missed
 }

@@ -3,7 +3,7 @@
 // ask every live node, and one that does not answer refuses them (writersOf); a plain
 // export's session asks every other member before it writes, and goes on only if none
 // writes or claims it first (otherWriters, writers.ts claimVerdict).
-import type { MemberTable } from '../../protocol/membership.ts'
+import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import { UnavailableError } from '../errors.ts'
 import { GvsError } from './errors.ts'
 import type { Logger } from '../log.ts'
@@ -60,7 +60,7 @@ export class GridWriters {
    */
   async otherWriters (id: string, waitMs = CLAIM_WAIT_MS): Promise<string | null> {
     const self = this.c.self
-    const live = (node: string): boolean => { const s = this.c.members().get(node)?.state; return s === 'alive' || s === 'suspect' }
+    const live = (node: string): boolean => mayBeRunning(this.c.members().get(node)?.state)
     let ask = [...this.c.members().values()].filter(m => m.nodeId !== self && live(m.nodeId)).map(m => m.nodeId)
     const answers: ClaimAnswer[] = []
     const until = Date.now() + waitMs

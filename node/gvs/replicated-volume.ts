@@ -14,7 +14,7 @@
 //   (settler.ts);
 // Too few holders (fewer than minReplicas live nodes) fails the write with a clear
 // 'unavailable' error instead of taking it with fewer copies than promised.
-import { GvsError } from './errors.ts'
+import { GvsError, isGvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
@@ -350,12 +350,12 @@ export class ReplicatedVolume implements BlockDevice {
     // until then another node's reader could find the suspect's copy (if its holder
     // is gone for good, membership drops it and the next settle skips it)
     void this.settler.settle(index, hs).catch(() => {})
-    // a stale epoch anywhere means this writer is fenced: say so rather than "io"
-    const stale = bad.find(b => b.err instanceof GvsError && b.err.code === 'stale-epoch')
-    if (stale != null) throw stale.err
-    // a snapshot froze the layer: the live volume above waits for the new top and writes there
-    const frozen = bad.find(b => b.err instanceof GvsError && b.err.code === 'frozen')
-    if (frozen != null) throw frozen.err
+    // a stale epoch anywhere means this writer is fenced: say so rather than "io"; a
+    // snapshot froze the layer: the live volume above waits for the new top and writes there
+    for (const code of ['stale-epoch', 'frozen'] as const) {
+      const first = bad.find(b => isGvsError(b.err, code))
+      if (first != null) throw first.err
+    }
     const full = bad.find(b => b.err instanceof GvsError && b.err.code === 'no-space')
     const transient = bad.every(b => b.err instanceof GvsError && b.err.transient)
     throw new GvsError(full != null ? 'no-space' : transient ? 'unavailable' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`, { transient })

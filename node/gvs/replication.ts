@@ -176,6 +176,26 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
 }
 
 /**
+ * Sends one request to each node at once (`timeoutMs`: a bound on each answer, beyond
+ * the replica's own timeout). Answers the nodes that failed, each with why.
+ */
+export async function callEach (transport: ReplicaTransport, nodes: readonly string[], req: ReplicaRequest, timeoutMs?: number): Promise<Array<{ node: string, why: string }>> {
+  const failed: Array<{ node: string, why: string }> = []
+  await Promise.all(nodes.map(async node => {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const asked = transport.call(node, req)
+      if (timeoutMs == null) { await asked; return }
+      asked.catch(() => {})
+      await Promise.race([asked, new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new GvsError('unavailable', `no answer in ${timeoutMs} ms`)) }, timeoutMs) })])
+    } catch (err) {
+      failed.push({ node, why: (err as Error).message })
+    } finally { clearTimeout(timer) }
+  }))
+  return failed
+}
+
+/**
  * Every object of a volume one node holds, with its version, asked page by page (any
  * number fits: replica-protocol.ts). An agent of an earlier release ignores `from` and
  * answers with the whole list in one header.

@@ -11,18 +11,17 @@ import type { Libp2p } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
-import type { MemberTable } from '../../protocol/membership.ts'
+import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
-import { ReplicaService } from './replication.ts'
+import { ReplicaService, callEach } from './replication.ts'
 import { Placement, objectKey } from './placement.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, volumeUsers, type Pool } from './volumes.ts'
-import { freezeOn } from './frozen-layers.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
@@ -145,7 +144,7 @@ export class GvsService {
       host: components.host,
       store: this.store,
       log,
-      isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || st === 'alive' || st === 'suspect' }
+      isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) }
     })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
@@ -168,7 +167,7 @@ export class GvsService {
     this.placementCheck = new PlacementCheck({
       host: components.host,
       signature: () => { this.currentPlacement(); return this.generation.signature },
-      others: () => [...this.components.membership.members.values()].filter(m => m.nodeId !== this.replicas.self && (m.state === 'alive' || m.state === 'suspect')).map(m => m.nodeId)
+      others: () => this.mayBeRunning().filter(id => id !== this.replicas.self)
     })
     this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds() })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats, this.caches)
@@ -373,11 +372,16 @@ export class GvsService {
    * confirm is logged: only its document keeps a lagging writer out of the snapshot there)
    */
   async freeze (layers: string[]): Promise<void> {
-    const nodes = [...this.components.membership.members.values()].filter(m => m.state === 'alive' || m.state === 'suspect').map(m => m.nodeId)
-    if (!nodes.includes(this.replicas.self)) nodes.push(this.replicas.self)
-    for (const { node, why } of await freezeOn(this.replicas, nodes, layers, FREEZE_WAIT_MS)) {
+    const nodes = [...new Set([...this.mayBeRunning(), this.replicas.self])]
+    // the route names at most 256 volumes, as many as a request's layers
+    for (const { node, why } of await callEach(this.replicas, nodes, { op: 'freeze', layers }, FREEZE_WAIT_MS)) {
       this.components.log.warn('a node did not confirm that a snapshot froze its layers: a writer whose document lags may still write into the snapshot there', { node, layers: layers.join(','), why })
     }
+  }
+
+  /** the members alive or suspect: they may still run clients and hold copies */
+  private mayBeRunning (): string[] {
+    return [...this.components.membership.members.values()].filter(m => mayBeRunning(m.state)).map(m => m.nodeId)
   }
 
   /** the live members that hold replicas, weighted by disk capacity */
@@ -486,11 +490,8 @@ export class GvsService {
     if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
     const top = layersOf(v)[0]!
     const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
-    const failed: string[] = []
-    await Promise.all(nodes.map(async node => {
-      try { await this.replicas.call(node, { op: 'fence', volume: top, epoch }) } catch (err) { failed.push(`${node}: ${(err as Error).message}`) }
-    }))
-    if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.join('; ')}`, 'fence-failed')
+    const failed = await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })
+    if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
     // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by
     // then, and after a restart of this agent too (kept on disk before the VM starts)
     try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
