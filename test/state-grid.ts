@@ -89,7 +89,12 @@ export async function waitConverged (agents: AgentProcess[], ms: number, what = 
     last = await Promise.all(agents.map(stateOf))
     const key = (s: StateView): string => [...s.heads].sort().join() + '|' + s.digest
     return last.every(s => key(s) === key(last[0]!))
-  }, ms, what)
+  }, ms, what).catch(err => {
+    // what each agent had at the last look: enough to tell a stalled session from a slow one
+    const seen = last.map((s, i) => `${agents[i]?.opts.name ?? i}: ${s.heads.length} heads ${[...s.heads].sort().map(h => h.slice(0, 8)).join(',')} digest ${s.digest.slice(0, 8)} ` +
+      `changes ${s.history.changes} sessions [${s.peers.filter(p => p.session).map(p => p.name ?? p.id.slice(-6)).join(' ')}] blocked ${s.blocked.length}`)
+    throw new Error(`${(err as Error).message}\n${seen.join('\n')}`)
+  })
   return last
 }
 

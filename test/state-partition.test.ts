@@ -46,8 +46,9 @@ test('a 2+3 partition writes on both sides, heals, and contested keys resolve by
   ])
 
   // each side agrees with itself and not with the other
-  const [stA] = await waitConverged(sideA, 20_000, 'side A converges')
-  const [stB] = await waitConverged(sideB, 20_000, 'side B converges')
+  const dumpLogs = (err: unknown): never => { t.log(group.logs()); throw err }
+  const [stA] = await waitConverged(sideA, 30_000, 'side A converges').catch(dumpLogs)
+  const [stB] = await waitConverged(sideB, 30_000, 'side B converges').catch(dumpLogs)
   t.not(stA!.digest, stB!.digest)
   t.is((await nodesOf(a1)).get('n0')?.labels.zone, 'a-first')
   t.is((await nodesOf(b2)).get('n0')?.labels.zone, 'b-later')
@@ -56,7 +57,7 @@ test('a 2+3 partition writes on both sides, heals, and contested keys resolve by
 
   // heal
   await block(agents, [])
-  const states = await waitConverged(agents, 30_000, 'all five converge after the heal').catch(err => { t.log(group.logs()); throw err })
+  const states = await waitConverged(agents, 30_000, 'all five converge after the heal').catch(dumpLogs)
   for (const s of states) {
     t.is(s.counts.nodeLabels, 24)
     t.is(s.counts.contested, 2, 'zone and tier were written on both sides')
