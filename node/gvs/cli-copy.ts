@@ -90,8 +90,46 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
   if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
-  const nbd = snap?.nbd ?? d.nbd
-  const name = snap == null ? d.path : `${d.path}@${snap.name}`
+  // an export of a volume that is being written copies a snapshot taken now, so the file
+  // is one point in time (as the disk after a power cut), not a mix of before and after
+  const users = sub === 'export' && snap == null ? inUse(await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`)) : null
+  const temp = users == null ? undefined : await tempSnapshot(api, d, users)
+  const source = snap ?? temp
+  const nbd = source?.nbd ?? d.nbd
+  const name = source == null ? d.path : `${d.path}@${source.name}`
+  let removed = ''
+  try {
+    await convert(sub, fmt, file, nbd, name)
+  } finally {
+    if (temp != null) {
+      removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', (err: Error) => {
+        process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): remove it with vgrid vol snapshot rm ${d.path} ${temp.name}\n`)
+        return ''
+      })
+    }
+  }
+  out(sub === 'import' ? `imported ${file} into ${name}` : `exported ${name} to ${file}${removed}`)
+}
+
+/** who uses the volume, said in a few words, or null when no VM runs from it and no NBD client writes it */
+function inUse (u: VolumeUsersView): string | null {
+  const why = [...u.vms.filter(v => v.running).map(v => `VM "${v.name}" runs from it`), ...u.writers.map(w => `${w.writers} NBD writer(s) on ${w.name ?? `node ${w.node}`}`)]
+  return why.length === 0 ? null : why.join(', ')
+}
+
+/** a snapshot of `d` for one export, named so that a user who finds it left behind knows what it is */
+async function tempSnapshot (api: ApiClient, d: VolumeView, users: string): Promise<{ name: string, nbd: string }> {
+  const name = `export-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${Math.random().toString(36).slice(2, 6)}`
+  const after = await api.request<VolumeView>('POST', `/v1/volumes/${enc(d.id)}/snapshots`, { name }).catch((err: Error) => {
+    throw new CliError(`${d.path} is in use (${users}) and a snapshot to export from could not be taken: ${err.message}`, 1)
+  })
+  const s = after.snapshots.find(x => x.name === name)
+  if (s == null) throw new CliError(`${d.path}: the snapshot ${name} taken to export from is not in the answer`, 1)
+  out(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${name}, taken now and removed afterwards`)
+  return s
+}
+
+async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string): Promise<void> {
   checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress
   const args = sub === 'import'
@@ -101,7 +139,6 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   try {
     await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
   } finally { bar.stop() }
-  out(sub === 'import' ? `imported ${file} into ${name}` : `exported ${name} to ${file}`)
 }
 
 /** throws naming who uses the volume, when a VM runs from it or an NBD session writes to it */

@@ -21,6 +21,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
        vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)]
+                                                 (a volume in use: from a snapshot taken then, removed after)
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
 
 function table (rows: string[][]): string {

@@ -42,10 +42,11 @@ test('vgrid vol commands', async t => {
   t.teardown(async () => { await app.close(); await svc.stop(); await host.stop(); await rm(dir, { recursive: true, force: true }) })
 
   /** runs a vol command, returning what it printed */
+  let onOut: ((s: string) => void) | undefined
   const cli = async (...args: string[]): Promise<string> => {
     const lines: string[] = []
     const write = process.stdout.write.bind(process.stdout)
-    process.stdout.write = ((s: string) => { lines.push(String(s)); return true }) as typeof process.stdout.write
+    process.stdout.write = ((s: string) => { lines.push(String(s)); onOut?.(String(s)); return true }) as typeof process.stdout.write
     try { await vol([...args, '--api', api]) } finally { process.stdout.write = write }
     return lines.join('')
   }
@@ -71,6 +72,22 @@ test('vgrid vol commands', async t => {
     await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on (node )?\S+\)/ })
     // nor imported into: that would be a second writer
     await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 on node .*\): an import would be a second writer/ })
+    // an export while it is written copies a snapshot taken then: what was written before
+    // it, none of what is written once it is taken (while qemu-img reads), and the snapshot goes
+    const before = Buffer.alloc(4096, 0x5a)
+    await writer.write(0, before)
+    let after: Promise<void> | undefined
+    onOut = s => { if (after == null && s.includes('exporting snapshot')) after = writer.write(0, Buffer.alloc(4096, 0xa5)) }
+    const live = await cli('export', '/shop/db/main', join(dir, 'live.raw'))
+    onOut = undefined
+    await after
+    t.regex(live, /\/shop\/db\/main is in use \(1 NBD writer\(s\) on (node )?\S+\): exporting snapshot \/shop\/db\/main@export-\d{8}T\d{6}-\w+, taken now and removed afterwards/, live)
+    t.regex(live, /exported \/shop\/db\/main@export-\S+ to .*live\.raw \(the snapshot is removed\)/)
+    const exported = await readFile(join(dir, 'live.raw'))
+    t.true(exported.subarray(0, 4096).equals(before), 'the export holds the write made before it, not the one made after its snapshot')
+    t.true(exported.subarray(4096).equals(src.subarray(4096)))
+    t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, 'the snapshot is gone')
+    await writer.write(0, src.subarray(0, 4096))
     await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')
