@@ -25,6 +25,38 @@ export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
   roll: 'latest-write'
 }
 
+/**
+ * Field rules: a field that one object's single value holds several concurrent values
+ * of (two nodes updated the same field of it at once; the object itself was not
+ * rewritten). Automerge shows one of them by its own actor order; a field named here is
+ * read by its rule instead. A volume's `layers` is written whole by each snapshot (a new
+ * top over the old stack): two snapshots taken while the document's sync was cut leave
+ * two stacks, and the one that took the most snapshots is read (`tallestStack`).
+ */
+export const FIELD_RULES: { [K in Kind]?: Record<string, (values: unknown[]) => unknown> } = {
+  volumes: { layers: tallestStack }
+}
+
+/** a layer's number in its line: "V@3" -> 3, a base "V" -> 0 (node/gvs/volumes.ts layerNumber) */
+const layerNo = (layer: string): number => { const m = /@([0-9]+)$/.exec(layer); return m == null ? 0 : Number(m[1]) }
+
+/**
+ * Of concurrent `layers` stacks, the one whose top is numbered highest (each snapshot
+ * tops the stack with a layer numbered past every one the volume used, so it has seen
+ * the most snapshots, and its top holds what the volume's one writer wrote since:
+ * another stack would read the volume without it); then the longer; then the greater
+ * canonical JSON. Values that are not lists of strings lose (the schema refuses them).
+ */
+export function tallestStack (values: unknown[]): unknown {
+  const stacks = values.filter((v): v is string[] => Array.isArray(v) && v.length > 0 && v.every(x => typeof x === 'string'))
+  if (stacks.length === 0) return values[0]
+  let best = stacks[0]!
+  for (const s of stacks.slice(1)) {
+    if ((cmp(layerNo(s[0]!), layerNo(best[0]!)) || cmp(s.length, best.length) || cmp(canonical(s), canonical(best))) > 0) best = s
+  }
+  return best
+}
+
 export interface Resolved<T> {
   value: T
   /** the rule that picked `value` ('single' when there was no contest) */

@@ -5,7 +5,7 @@ import type * as A from '@automerge/automerge'
 import { structureProblem, type Lineage } from './genesis.ts'
 import { isKind, validateObject } from './schema.ts'
 import { Reader } from './reader.ts'
-import { plain, valuesAt, schemaOf, type RawDoc } from './values.ts'
+import { objectValues, schemaOf, type RawDoc } from './values.ts'
 import { treeOf, type Core } from './backend.ts'
 
 export interface Checked {
@@ -47,7 +47,7 @@ export function checkPatches (core: Core, lineage: Lineage, patches: A.Patch[]):
     const byKey = new Map<string, unknown[]>()
     checked.set(kind, byKey)
     for (const key of keys) {
-      const values = valuesAt(core, collId, key).map(plain)
+      const values = objectValues(core, collId, kind, key)
       for (const v of values) {
         const bad = validateObject(kind, key, v)
         if (bad != null) return fail(`${kind}/${key}: ${bad}`)

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { KINDS, validateObject, type Kind, type NodeLabel, type Objects } from './schema.ts'
 import { canonical, resolve, type Resolved } from './conflicts.ts'
-import { plain, valuesAt, keysAt } from './values.ts'
+import { objectValues, keysAt } from './values.ts'
 import type { Core } from './backend.ts'
 
 export type InvalidHandler = (kind: Kind, key: string, problem: string) => void
@@ -116,8 +116,7 @@ export class Reader {
     const valid: Array<Objects[K]> = []
     let invalid = 0
     if (collId == null) return { valid, invalid }
-    for (const raw of valuesAt(this.core, collId, key)) {
-      const v = plain(raw)
+    for (const v of objectValues(this.core, collId, kind, key)) {
       const problem = validateObject(kind, key, v)
       if (problem == null) {
         valid.push(v as Objects[K])

@@ -3,6 +3,8 @@
 // collaborative text, one op per character, which is slower and larger for ids.
 import * as A from '@automerge/automerge'
 import type { Core } from './backend.ts'
+import { FIELD_RULES } from './conflicts.ts'
+import type { Kind } from './schema.ts'
 
 /** The document's root as Automerge sees it: `meta` plus one map per kind. */
 export type RawDoc = Record<string, Record<string, unknown>>
@@ -37,6 +39,25 @@ export function valuesAt (core: Core, collId: string, key: string): unknown[] {
   const all = core.getAll(collId, key)
   if (all.length === 0) return []
   return all.map(v => (v[0] === 'map' || v[0] === 'list') ? core.materialize(v[1] as string) : v[0] === 'text' ? core.text(v[1] as string) : v[1])
+}
+
+/**
+ * The concurrent values of one object of `kind` (usually one), as plain JSON. When the
+ * object has one value, a field set in it concurrently (by two nodes at once) that
+ * conflicts.ts FIELD_RULES names is read by its rule, not by Automerge's own pick.
+ */
+export function objectValues (core: Core, collId: string, kind: Kind, key: string): unknown[] {
+  const values = valuesAt(core, collId, key).map(plain)
+  const rules = FIELD_RULES[kind]
+  if (rules == null || values.length !== 1) return values
+  const all = core.getAll(collId, key)
+  if (all[0]?.[0] !== 'map') return values
+  const v = values[0] as Record<string, unknown>
+  for (const [field, rule] of Object.entries(rules)) {
+    const set = valuesAt(core, all[0]![1] as string, field)
+    if (set.length > 1) v[field] = rule(set.map(plain))
+  }
+  return values
 }
 
 export function keysAt (core: Core, collId: string): string[] {

@@ -7,6 +7,7 @@
 // service's blocked peers (membership, gossip and the replica streams stay up).
 import test from 'ava'
 import { gvsOf, socketOf, threeAgentsWithVolume } from './agent-grid.ts'
+import { until } from '../dvmm/grid.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 
@@ -55,4 +56,45 @@ test('a snapshot taken while the writer\'s node is cut off from the document doe
   // the freeze is kept on disk by every node (a restart before the document catches up still refuses)
   const frozen = a1.state.read().get('volumes', id)!.value.snapshots.s1!.layers![0]!
   for (const a of [a0, a1, a2]) t.true(gvsOf(a).store.frozen.list().includes(frozen), `${a.config.name} recorded the freeze of ${frozen}`)
+})
+
+test('snapshots on both sides of a cut in the document\'s sync: after the heal the volume reads the writer\'s side\'s top, with every write made there', async t => {
+  const { agents: [a0, a1, a2], ids, api, id } = await threeAgentsWithVolume(t, '/f/two', OBJECTS)
+  const writer = await NbdClient.open(socketOf(a0), 'f/two')
+  t.teardown(async () => { await writer.close().catch(() => {}) })
+  const writeAll = async (byte: number): Promise<void> => { for (let i = 0; i < OBJECTS; i++) await writer.write(i * OBJECT_SIZE, Buffer.alloc(4096, byte), true) }
+  await writeAll(0x61)
+
+  a0.state.setBlocked([ids[1]!, ids[2]!])
+  a1.state.setBlocked([ids[0]!])
+  a2.state.setBlocked([ids[0]!])
+  // the writer's side snapshots twice, writing after each; the other side once, and
+  // writes more of other things to its document (which Automerge's own pick favours)
+  const snapshot = async (i: number, name: string): Promise<void> => {
+    const r = await api[i]!.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name } })
+    t.is(r.statusCode, 201, r.body)
+  }
+  await snapshot(0, 'a1')
+  await writeAll(0x62)
+  await snapshot(0, 'a2')
+  await writeAll(0x63)
+  await writer.flush()
+  for (let i = 0; i < 30; i++) await a1.state.write(w => { w.setLabel(ids[1]!, `k${i}`, 'x') })
+  await snapshot(1, 'b1')
+
+  for (const a of [a0, a1, a2]) a.state.setBlocked([])
+  await until(() => [a0, a1, a2].every(a => Object.keys(a.state.read().get('volumes', id)?.value.snapshots ?? {}).length === 3), 20_000, 'every snapshot on every agent')
+  const tops = [a0, a1, a2].map(a => a.state.read().get('volumes', id)!.value.layers![0])
+  t.deepEqual(tops, [tops[0], tops[0], tops[0]])
+  // the volume still takes writes (its top is frozen by neither side), and reads them back
+  await writer.write(0, Buffer.alloc(4096, 0x64), true)
+  for (const a of [a0, a1, a2]) {
+    const v = await NbdClient.open(socketOf(a), 'f/two')
+    t.is((await v.read(0, 1))[0], 0x64, `${a.config.name}: the write after the heal`)
+    for (let i = 1; i < OBJECTS; i++) t.is((await v.read(i * OBJECT_SIZE, 1))[0], 0x63, `${a.config.name}: the write after the writer's side's second snapshot (object ${i})`)
+    await v.close()
+    const s = await NbdClient.open(socketOf(a), 'f/two@a2')
+    t.is((await s.read(OBJECT_SIZE, 1))[0], 0x62, `${a.config.name}: snapshot a2 holds what was written before it`)
+    await s.close()
+  }
 })
