@@ -192,16 +192,22 @@ export class Settler {
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent }
     const why: string[] = []
+    const errs: unknown[] = []
     for (const src of plan.sources) {
       try {
         const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
-        if (r.data == null) { why.push(`${src}: absent`); continue }
+        if (r.data == null) { why.push(`${src}: absent`); errs.push(null); continue }
         const data = r.data
         const version = r.reply.version ?? NO_VERSION
         await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
         return { plan, silent }
-      } catch (err) { why.push((err as Error).message) }
+      } catch (err) { why.push((err as Error).message); errs.push(err) }
     }
-    throw new GvsError('unavailable', `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`)
+    // a holder that ran out of room says so to the client (ENOSPC, not EIO); one out of
+    // reach for a moment (restarting, a dropped stream) is retried like any write to it
+    const gvs = errs.filter((e): e is GvsError => e instanceof GvsError)
+    const code = gvs.some(e => e.code === 'no-space') ? 'no-space' : 'unavailable'
+    const transient = errs.length > 0 && gvs.length === errs.length && gvs.every(e => e.transient)
+    throw new GvsError(code, `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient })
   }
 }

@@ -46,3 +46,33 @@ test('a holder that did not answer stat is not written to as if it had the newes
   t.true(Buffer.from(a!.data).equals(b!.data), 'both copies alike')
   t.deepEqual([...(await stores.B!.read('v', 0, 0, 3 * 4096)).filter((_, i) => i % 4096 === 0)], [1, 2, 3])
 })
+
+test('a settle copy that fails for a moment is retried with the write, and one that finds no room says so (ENOSPC, not EIO)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  // A took 1.1 and 1.2; B missed 1.2 (it restarts: its next put is refused, then it is back)
+  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await stores.A!.write('v', 0, 4096, block(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  let failPuts = 1
+  let full = false
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      if (peer === 'B' && req.op === 'put' && full) throw new GvsError('no-space', 'replica B: disk full (ENOSPC, test)')
+      if (peer === 'B' && req.op === 'put' && failPuts-- > 0) throw new GvsError('unavailable', 'replica B unreachable for put: connection error: connect ECONNREFUSED (test)', { transient: true })
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1, retryMs: 5000 })
+  await v.write(8192, block(3), false)
+  t.deepEqual([...(await stores.B!.read('v', 0, 0, 3 * 4096)).filter((_, i) => i % 4096 === 0)], [1, 2, 3], 'B got the newest copy on the second try, then the write')
+  // B missed another write and has no room for the copy: a new writer's client hears ENOSPC
+  await stores.A!.write('v', 0, 12288, block(4), { epoch: 1, version: { epoch: 1, seq: 9 } })
+  full = true
+  const w2 = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 2, retryMs: 5000 })
+  const err = await w2.write(16384, block(5), false).then(() => null, (e: unknown) => e)
+  t.true(err instanceof GvsError && err.code === 'no-space', String(err))
+  t.regex((err as Error).message, /lack its newest copy .*disk full/)
+})
