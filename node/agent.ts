@@ -149,7 +149,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     runtime.setFence(dvmm.activeFenceMs)
     runtime.feedWhile(() => dvmm.loopAgeMs())
   }
-  problems.push(() => dvmm?.problems() ?? [])
+  problems.push(() => [...dvmm?.problems() ?? [], ...runtime?.problems() ?? []])
 
   // the volume store: objects on this node's disk, every volume exported over NBD next to the API socket
   const gvs = want('gvs')

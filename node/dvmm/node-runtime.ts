@@ -6,6 +6,7 @@
 // watchdog is a service of its own: a graceful stop disarms it, a crash leaves it to
 // kill the node's VMs.
 import type { Logger } from '../log.ts'
+import type { HealthProblem } from '../api/types.ts'
 import type { Clock, Service } from '../service.ts'
 import { createDriver, type VmDriver } from './drivers/index.ts'
 import { afterProbe, probeHost, type HostProbe } from './host/probe.ts'
@@ -84,6 +85,12 @@ export class NodeRuntime implements Service {
     }
     this.watchdogTimeoutMs = watchdogTimeoutFor(fenceMs)
     this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
+  }
+
+  /** for /v1/status: this node runs without its fencing watchdog (its supervisor died and is being started again) */
+  problems (): HealthProblem[] {
+    const why = this.watchdog.lost
+    return why == null ? [] : [{ service: 'dvmm', cause: 'watchdog-lost', message: why }]
   }
 
   /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */

@@ -62,25 +62,52 @@ export class Watchdog {
       this.pid = existing
       this.log.info('watchdog adopted from a previous agent run', { pid: existing })
     } else {
-      rmSync(this.paths.ready, { force: true })
-      const checkMs = this.init.checkMs ?? Math.max(20, Math.floor(this.init.timeoutMs / 10))
-      const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs)], {
-        detached: true, // its own session: the agent's death or its terminal's signals do not reach it
-        stdio: 'ignore'
-      })
-      child.unref()
-      if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
-      const st = procStat(child.pid)
-      this.pid = child.pid
-      writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
-      for (let i = 0; ; i++) {
-        try { if (readFileSync(this.paths.ready, 'utf8') === String(child.pid)) break } catch {}
-        if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')
-        await sleep(50)
-      }
-      this.log.info('watchdog started', { pid: child.pid, timeoutMs: this.init.timeoutMs })
+      await this.spawnSupervisor()
+      this.log.info('watchdog started', { pid: this.pid, timeoutMs: this.init.timeoutMs })
     }
     this.timer = setInterval(() => { this.feedIfSound() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
+  }
+
+  private async spawnSupervisor (): Promise<void> {
+    rmSync(this.paths.ready, { force: true })
+    const checkMs = this.init.checkMs ?? Math.max(20, Math.floor(this.init.timeoutMs / 10))
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs)], {
+      detached: true, // its own session: the agent's death or its terminal's signals do not reach it
+      stdio: 'ignore'
+    })
+    child.unref()
+    if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
+    const st = procStat(child.pid)
+    this.pid = child.pid
+    writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
+    for (let i = 0; ; i++) {
+      try { if (readFileSync(this.paths.ready, 'utf8') === String(child.pid)) break } catch {}
+      if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')
+      await sleep(50)
+    }
+  }
+
+  /**
+   * Why the node runs without its watchdog, while it does (its supervisor died: killed,
+   * OOM): a crash of this agent would then leave its VMs running beside their takeover.
+   */
+  get lost (): string | undefined { return this.lostWhy }
+  private lostWhy?: string
+  private respawning?: Promise<void>
+
+  /** Checked with each feed: a supervisor that is gone is started again at once. */
+  private checkSupervisor (): void {
+    if (this.timer == null || this.respawning != null || this.running() !== undefined) return
+    const was = this.pid
+    this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
+    this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
+    this.respawning = this.spawnSupervisor().then(() => {
+      this.lostWhy = undefined
+      this.log.info('watchdog started again', { pid: this.pid, was })
+    }, (err: Error) => {
+      this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone and could not be started again (${err.message}); retrying`
+      this.log.error('the watchdog supervisor could not be started again; retrying', { error: err.message })
+    }).finally(() => { this.respawning = undefined })
   }
 
   /** Feeds from now on only while `sound()` holds (the VM manager's loop keeps completing steps). */
@@ -97,6 +124,7 @@ export class Watchdog {
     if (ok !== !this.withheld) this.log[ok ? 'info' : 'warn'](ok ? 'watchdog fed again' : 'watchdog not fed: the VM manager\'s loop is stuck', { pid: this.pid })
     this.withheld = !ok
     if (ok) this.feed()
+    this.checkSupervisor()
   }
 
   /**
@@ -138,6 +166,7 @@ export class Watchdog {
   async stop (): Promise<void> {
     clearInterval(this.timer)
     this.timer = undefined
+    await this.respawning // a supervisor started meanwhile reads the disarm below and exits
     // with the fence timeout in force: the next run starts no longer than it (fence-record.ts)
     this.seq++
     this.write({ ...this.state(), disarmed: true })

@@ -211,3 +211,23 @@ maybe('watchdog: a later run that took none of the VMs over disarms the supervis
   await waitFor('the leftover supervisor to exit', () => !alive(watchdogPid), 5000)
   t.pass()
 })
+
+maybe('watchdog: a supervisor that dies (killed, OOM) is started again by the agent at its next feed, and said meanwhile; the new one fences as the old did', async t => {
+  const s = await setup(t, 1)
+  const w = new Watchdog({ log: silentLogger }, { dataDir: s.dataDir, timeoutMs: TIMEOUT_MS })
+  t.teardown(async () => { await w.stop().catch(() => {}); if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {} })
+  await w.start()
+  const first = w.pid!
+  t.is(w.lost, undefined)
+  process.kill(first, 'SIGKILL')
+  let said: string | undefined
+  await waitFor('a new supervisor', () => { said ??= w.lost; return w.pid !== first && w.running() === w.pid && w.lost === undefined }, FENCE_MS, 10)
+  t.regex(said ?? '', new RegExp(`supervisor \\(pid ${first}\\) is gone`), 'the node said it ran without its watchdog')
+  await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
+  t.true(s.pids.every(alive), 'fed by the agent, the new supervisor kills nothing')
+  // the agent stops feeding (as a dead one does): the new supervisor kills the VMs
+  const t0 = Date.now()
+  w.abandon()
+  const ms = await gone(s, t0)
+  t.true(ms < FENCE_MS, `killed within the fence timeout (${ms} ms)`)
+})
