@@ -12,6 +12,8 @@ export interface HaReport {
   lost?: StrandedVms[]
   /** VMs that should run, hold no lease, and fit on no node now: they run nowhere (ok is false) */
   unplaced?: Array<{ vm: string, reason: string }>
+  /** the answering node sees no majority of the roll (why): nothing is placed or taken over, so nothing lost runs again (ok is false) */
+  noMajority?: string
 }
 
 export interface StrandedVms {

@@ -265,7 +265,8 @@ export async function ha (argv: string[]): Promise<void> {
   if (v.json === true) return json(r)
   if (r.ok) return out('HA ok: every VM could be placed again if any one node failed')
   out('HA not ok:')
-  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`)
+  if (r.noMajority != null) out(`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`)
+  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere${r.noMajority != null ? '' : ', no other node fits'}`)
   for (const s of r.stranded) out(`  losing ${s.name} strands ${strandedWhy(s)}`)
   for (const u of r.unplaced ?? []) out(`  ${u.vm} runs nowhere: ${u.reason}`)
   process.exitCode = 1

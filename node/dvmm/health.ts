@@ -42,11 +42,15 @@ export class DvmmHealth {
     const now = this.viewOf(reader)
     const unplaced = this.unplaced(now)
     const r = unplaced.length === 0 ? base : { ...base, ok: false, unplaced }
-    const lost = this.stranded(now)
-    if (lost.length === 0) return r
+    // without a majority in sight nothing lost is taken over, whether it fits or not
+    const f = this.c.fence()
+    const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
+    const lost = noMajority != null ? lostVms(now.doc, now.nodes).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now)
+    const r2 = noMajority == null ? r : { ...r, ok: false, noMajority }
+    if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
-    return { ...r, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
+    return { ...r2, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
   }
 
   /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */

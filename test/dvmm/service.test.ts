@@ -231,6 +231,11 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
   // majority, waver before the cut); what matters is that it happened, and in time
   t.log(`the lone node killed its VMs ${Date.now() - cutAt} ms after it was left alone (fence timeout ${DVMM.fenceTimeoutMs} ms)`)
   t.is(keep.dvmm.fenceState?.fenced, true)
+  // HA is not ok there, whatever fits where: nothing lost runs again without a majority
+  const ha = keep.dvmm.ha()
+  t.false(ha.ok)
+  t.regex(ha.noMajority ?? '', /sees 1 of 3/)
+  t.true((ha.lost ?? []).some(l => l.node === gone.agent.id), 'the VMs of the node it lost run nowhere')
 })
 
 test.serial('API: two VMs created at once with one volume: the second, written after the first, is refused (one writer per volume)', async t => {
