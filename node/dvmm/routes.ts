@@ -74,6 +74,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
     const lost = ctx.lost.get(vm.id)
     if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined) }
+    // stopped on request while its node is not alive: nobody is left to write the stop,
+    // and the run there ends with that node's fence (its watchdog, or its own fence)
+    if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {
+      return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
+    }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }

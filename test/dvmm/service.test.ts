@@ -236,6 +236,14 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
   t.false(ha.ok)
   t.regex(ha.noMajority ?? '', /sees 1 of 3/)
   t.true((ha.lost ?? []).some(l => l.node === gone.agent.id), 'the VMs of the node it lost run nowhere')
+  // a VM of the dead node stopped on request: stopped (its run ends with that node's fence), not stopping for ever
+  const app2 = api(keep)
+  t.teardown(async () => { await app2.close() })
+  const theirs = [...keep.agent.state.read().all('leases')].find(([, l]) => l.value.holder === gone.agent.id)![0]
+  t.is((await call(app2, 'POST', `/v1/vms/${theirs}/stop`)).status, 200)
+  const shown = (await call<VmDetail>(app2, 'GET', `/v1/vms/${theirs}`)).body
+  t.is(shown.state, 'stopped')
+  t.regex(shown.reason ?? '', /is not alive: its run there ends with that node's fence/)
 })
 
 test.serial('API: two VMs created at once with one volume: the second, written after the first, is refused (one writer per volume)', async t => {
