@@ -215,8 +215,25 @@ export class LocalVms {
       }
       this.c.metrics.starts.inc({ result: 'failed' })
       this.c.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
-      this.updateLease(id, { status: 'failed', reason: `driver ${driver.name}: ${(err as Error).message}` })
+      this.startFailed(vm, `driver ${driver.name}: ${(err as Error).message}`)
     }
+  }
+
+  /**
+   * A failed start counts as a crash (the crash rule, onExit): the VM is started again
+   * here (a start may fail for a moment: a QMP socket slow to answer on a loaded
+   * machine), and left `failed`, with the reason, after three within 24 h. Busy until
+   * written, or the step would start it again before the count is in the lease.
+   */
+  private startFailed (vm: Vm, detail: string): void {
+    const at = docStamp(this.c.clock)
+    this.unwritten.add(vm.id)
+    this.c.enqueue(w => {
+      const cur = w.reader.get('leases', vm.id)?.value
+      if (cur?.holder !== this.c.peerId) return
+      const d = onExit(cur.crashes ?? [], at, { policy: vm.spec.restart === 'never' ? 'never' : 'always', detail: `start failed: ${detail}` })
+      w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at))
+    }, { written: () => { this.unwritten.delete(vm.id) } })
   }
 
   /** A start called off: whatever the driver has of it is killed and removed. */

@@ -102,6 +102,15 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is((await call(app, 'POST', '/v1/vms', vmBody('broken', 0.5, { command: ['fake:nonsense'] }))).status, 201)
   await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'broken')?.value.status === 'failed'), 10_000, 'broken to fail everywhere')
   const bh = g.nodes.find(n => n.agent.state.read().get('leases', 'broken')?.value.holder === n.agent.id)!
+  // a failed start counts as a crash: tried again on its node, left failed after three
+  const broken = bh.agent.state.read().get('leases', 'broken')!.value
+  t.is(broken.crashes?.length, 3)
+  t.regex(broken.reason ?? '', /^start failed: driver fake: .*not a fake guest.*: 3 crashes within 24 h, left stopped/)
+  // one that fails for a moment runs on its second try
+  for (const n of g.nodes) n.fake.failStarts.set('flaky', 1)
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('flaky', 0.5))).status, 201)
+  await until(() => running(g, 'flaky'), 10_000, 'flaky to run after its failed start')
+  t.is(g.nodes[0]!.agent.state.read().get('leases', 'flaky')?.value.crashes?.length, 1)
   for (const n of [bh, g.nodes.find(x => x !== bh)!]) {
     const napp = api(n)
     t.teardown(async () => { await napp.close() })
