@@ -4,7 +4,7 @@
 // nowhere, this node without a majority of the roll or fenced), and the VMs this node
 // would take over but cannot (shown as pending).
 import type { Reader } from '../../crdt/index.ts'
-import type { FenceDecision, HaReport, NodeView, Strategy } from '../../crdt/placement/index.ts'
+import { idle, isParked, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { Logger } from '../log.ts'
@@ -75,6 +75,12 @@ export class DvmmHealth {
     if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
     const unplaced = this.unplaced(now)
     if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
+    // left so by the crash rule (crashes, or starts that failed): they should run and do not, until started again
+    const left = [...now.doc.vms.values()].filter(vm => vm.desired === 'running').flatMap(vm => {
+      const w = now.doc.leases.get(vm.id)?.winner
+      return w != null && !isParked(w) && idle(w) ? [`${vm.name} (${w.reason ?? w.status})`] : []
+    })
+    if (left.length > 0) out.push({ service: 'dvmm', cause: 'vms-failed', message: `${left.length} VM(s) should run and were left stopped or failed by the crash rule; \`vgrid vm start\` runs them again: ${left.join('; ')}` })
     const f = this.c.fence()
     if (f != null && (!f.majority || f.fenced)) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
     return out

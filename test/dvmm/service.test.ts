@@ -105,6 +105,7 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   // a failed start counts as a crash: tried again on its node, left failed after three
   const broken = bh.agent.state.read().get('leases', 'broken')!.value
   t.is(broken.crashes?.length, 3)
+  t.regex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /1 VM\(s\) should run and were left stopped or failed by the crash rule; `vgrid vm start` runs them again: broken \(start failed/)
   t.regex(broken.reason ?? '', /^start failed: driver fake: .*not a fake guest.*: 3 crashes within 24 h, left stopped/)
   // one that fails for a moment runs on its second try
   for (const n of g.nodes) n.fake.failStarts.set('flaky', 1)
