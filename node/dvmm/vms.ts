@@ -54,7 +54,7 @@ const strMap = (v: unknown, field: string, keys = false): Record<string, string>
   for (const [k, x] of Object.entries(v)) {
     if (k.length > 128) throw invalid(field, `key "${k.slice(0, 40)}..." is longer than 128 characters`)
     if (typeof x !== 'string' || x.length > 256) throw invalid(`${field}.${k}`, 'must be a string of at most 256 characters')
-    if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(`${field}.${k}`, 'is not a label key')
+    if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(field, `key ${JSON.stringify(k)} is not a label key (1-63 letters, digits, ".", "_", "/" or "-", starting and ending with a letter or digit)`)
   }
   return v as Record<string, string>
 }
@@ -205,7 +205,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       ...opt('image', image),
       ...opt('restart', b.restart as CreateVmBody['restart']),
       ...opt('antiAffinity', b.antiAffinity as string | undefined),
-      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels') }),
+      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels', true) }),
       ...(inputs.length > 0 ? { inputs } : {}),
       ...(outputs.length > 0 ? { outputs } : {})
     }

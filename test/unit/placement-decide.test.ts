@@ -208,6 +208,10 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ command: ['/bin/echo', ''] }, /^command\[1\]: is empty/)
   bad({ restrat: 'never' }, /unknown field "restrat"/)
   bad({ labels: Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v'])) }, /^labels: has 5000 entries, more than the 64 a VM may carry/)
+  // the same keys as the CLI's --label and the node labels take
+  bad({ labels: { '': 'x' } }, /^labels: key "" is not a label key/)
+  bad({ labels: { 'a b': 'x' } }, /^labels: key "a b" is not a label key/)
+  t.like(vmDraft({ ...ok, labels: { 'tier.example/web-1': 'x' } }, doc, nodes), { spec: { labels: { 'tier.example/web-1': 'x' } } })
   t.throws(() => vmDraft({ ...ok, kernel: '/k' }, doc, nodes, () => true), { message: /^kernel: a process VM runs its command; kernel is for a qemu VM/ })
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', kernel: '/k' }, doc, nodes, () => true), { message: /^command: a qemu VM boots a kernel or an image; a command is for a process VM/ })
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => true), { message: /^memory: 1048576 bytes is below the 16M a qemu VM needs/ })
