@@ -138,6 +138,30 @@ test('an oversized body is a 413 and oversized headers a 431, both in the error 
   t.regex(m, /vgrid_api_errors_total\{code="headers_too_large"\} 3/)
 })
 
+test('a body nested deeper than any request, a __proto__ key, bad JSON and an empty JSON body are 400s naming what is wrong', async t => {
+  const send = async (body: string): Promise<{ status: number, error: { code: string, message: string } }> => {
+    const res = await fetch(`${url}/v1/volumes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    return { status: res.status, error: ((await res.json()) as { error: { code: string, message: string } }).error }
+  }
+  // 5,000 levels overflowed the stack of the code quoting the bad value: a 500
+  const deep = await send(`{"path":${'['.repeat(5000)}${']'.repeat(5000)},"size":"64M"}`)
+  t.is(deep.status, 400)
+  t.regex(deep.error.message, /the body is nested more than 32 levels deep \(at body\.path\[0\]/)
+  const proto = await send('{"__proto__":{"x":1},"path":"/p/a","size":"64M"}')
+  t.is(proto.status, 400)
+  t.is(proto.error.message, 'body.__proto__: the key "__proto__" is refused in a request body')
+  const ctor = await send('{"path":"/p/a","size":"64M","x":{"constructor":{"prototype":{}}}}')
+  t.regex(ctor.error.message, /^body\.x\.constructor: the key "constructor" is refused/)
+  const bad = await send('{"path": ')
+  t.is(bad.status, 400)
+  t.regex(bad.error.message, /^the body is not valid JSON: /)
+  const empty = await send('')
+  t.is(empty.status, 400)
+  t.regex(empty.error.message, /the body is empty, but its content-type says JSON/)
+  const m = await agent.metrics()
+  t.notRegex(m, /vgrid_api_errors_total\{code="internal"\}/)
+})
+
 test('the rest of a refused body is read, not reset: the client gets its 413 after sending it all, and the connection serves the next request', async t => {
   const size = 3 * 1024 * 1024
   const answer = await new Promise<string>((resolve, reject) => {

@@ -10,6 +10,7 @@ import { dirname } from 'node:path'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
+import { parseJsonBody } from './json-body.ts'
 import { ApiError, errorBody, toApiError } from './errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 
@@ -77,6 +78,11 @@ export class ApiService implements Service {
     // the API takes JSON only: a text/plain body would reach a route as a string and be
     // refused as "not a JSON object"; without this parser it is a 415 naming the type
     this.app.removeContentTypeParser('text/plain')
+    // JSON with a depth bound and named refusals (json-body.ts)
+    this.app.removeContentTypeParser('application/json')
+    this.app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+      try { done(null, parseJsonBody(body as string)) } catch (err) { done(err as Error, undefined) }
+    })
     this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })
     this.registerCore()
     for (const s of init.services) s.routes?.(this.app)
