@@ -45,8 +45,10 @@ export async function vol (argv: string[]): Promise<void> {
     force: { type: 'boolean' }
   }, USAGE, 300)
   const api = new ApiClient(v.api as string | undefined)
-  const need = (n: number): string[] => {
+  /** exactly `n` arguments (at least `n` with `more`): one too many is refused, never dropped (vol rm A B removed A only) */
+  const need = (n: number, more = false): string[] => {
     if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${USAGE}`, 2)
+    if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more (one volume per command)\n${USAGE}`, 2)
     return p
   }
   const int = (x: unknown, flag: string): number | undefined => {
@@ -112,7 +114,7 @@ export async function vol (argv: string[]): Promise<void> {
         return out(`removed snapshot ${id!}@${name!}`)
       }
       if (v.set === true) {
-        const [name, ...vols] = need(2)
+        const [name, ...vols] = need(2, true)
         await api.request('POST', '/v1/snapshots', { name, volumes: vols })
         return out(`snapshot ${name!} of ${vols.join(', ')}`)
       }

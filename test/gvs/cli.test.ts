@@ -58,6 +58,10 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
   await t.throwsAsync(cli('create', '/x', '--size', '0'), { message: /positive/ })
   await t.throwsAsync(cli('info', '/nope'), { message: /no volume with id or path/ })
+  // one argument too many is refused, not dropped (rm A B removed A only)
+  await t.throwsAsync(cli('rm', '/shop/db/data', '/shop/db/other'), { message: /^vgrid vol rm takes 1 argument, not 2: "\/shop\/db\/other" is more/ })
+  await t.throwsAsync(cli('resize', '/shop/db/data', '32M', '64M'), { message: /^vgrid vol resize takes 2 arguments, not 3/ })
+  t.regex(await cli('ls'), /\/shop\/db\/data\s+16M/, 'nothing was removed or resized')
   t.regex(await cli('mv', '/shop/db/data', '/shop/db/main'), /-> \/shop\/db\/main/)
   if (haveQemuImg) {
     const src = randomBytes(16 * MiB)
