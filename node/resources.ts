@@ -9,14 +9,16 @@ const UNITS: Record<string, number> = {
   k: 1024, kb: 1024, kib: 1024,
   m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2,
   g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3,
-  t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4
+  t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4,
+  // volume limits are said in PiB: a size may be given in them too
+  p: 1024 ** 5, pb: 1024 ** 5, pib: 1024 ** 5
 }
 
-/** "512M", "4G", "1.5T", "1048576" -> bytes. Throws a message naming the bad value. */
+/** "512M", "4G", "1.5T", "1P", "1048576" -> bytes (units of 1024; "MB", "MiB" alike). Throws a message naming the bad value. */
 export function parseSize (text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
   const unit = m == null ? undefined : UNITS[(m[2] ?? '').toLowerCase()]
-  if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T)`)
+  if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T, 1P)`)
   return Math.floor(Number(m[1]) * unit)
 }
 

@@ -29,6 +29,7 @@ test('the fence timeout comes from --fence-timeout or the file, within its bound
 test('sizes, capacities and durations parse and reject junk', async t => {
   t.is(parseSize('512M'), 512 * 1024 ** 2)
   t.is(parseSize('1.5G'), 1.5 * 1024 ** 3)
+  t.is(parseSize('8P'), 8 * 1024 ** 5, 'the unit the volume limit is said in')
   t.throws(() => parseSize('lots'), { message: /not a size/ })
   t.deepEqual(parseCapacity('cpu=4,mem=8G,disk=1T'), { cpu: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 1024 ** 4 })
   t.throws(() => parseCapacity('gpu=1'), { message: /unknown resource "gpu"/ })
