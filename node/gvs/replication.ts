@@ -19,6 +19,7 @@ import { lpStream } from '@libp2p/utils'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
 import type { ObjectStore } from './object-store.ts'
+import { DiskFull } from './disk-full.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import { NO_VERSION, type Version } from './versions.ts'
@@ -249,6 +250,8 @@ const bulk = (op: ReplicaRequest['op']): boolean => op === 'get' || op === 'put'
 
 export class ReplicaService implements ReplicaTransport {
   readonly self: string
+  /** writes this node's store refused for want of room, for its health */
+  readonly diskFull: DiskFull
   private readonly c: ReplicaServiceComponents
   private readonly protocol: string
   private readonly timeoutMs: number
@@ -264,6 +267,7 @@ export class ReplicaService implements ReplicaTransport {
   constructor (components: ReplicaServiceComponents, init: ReplicaServiceInit = {}) {
     this.c = components
     this.self = components.host.peerId.toString()
+    this.diskFull = new DiskFull(components.store.dir)
     this.protocol = init.protocol ?? REPLICA_PROTOCOL
     this.timeoutMs = init.timeoutMs ?? 30_000
     this.maxInbound = init.maxInboundStreams ?? 256
@@ -286,7 +290,10 @@ export class ReplicaService implements ReplicaTransport {
         objectSize: this.c.store.objectSize,
         maxRequests: 1024,
         run: async (req, data) => await execute(this.c.store, req, data),
-        failed: err => { if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message }) }
+        failed: err => {
+          this.diskFull.note(err)
+          if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message })
+        }
       })
     }, { maxInboundStreams: this.maxInbound, maxOutboundStreams: this.maxInbound })
     // the one-request-per-stream protocol of earlier releases, for agents not yet upgraded
@@ -305,7 +312,9 @@ export class ReplicaService implements ReplicaTransport {
   }
 
   async call (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
-    if (peer === this.self) return await execute(this.c.store, req, data ?? null)
+    if (peer === this.self) {
+      try { return await execute(this.c.store, req, data ?? null) } catch (err) { this.diskFull.note(err); throw err }
+    }
     const ch = this.channel(peer, this.lane(req, data))
     for (let attempt = 0; ; attempt++) {
       if (this.c.isLive?.(peer) === false) throw new GvsError('unavailable', `replica ${peer} is not live (membership found it dead or gone)`, { transient: true })
@@ -372,6 +381,7 @@ export class ReplicaService implements ReplicaTransport {
       } catch (err) {
         if (!(err instanceof GvsError)) throw err
         reply = errorReply(err)
+        this.diskFull.note(err)
         if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message })
       }
       await lp.write(encode(reply), { signal })

@@ -354,7 +354,7 @@ export class GvsService {
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
 
   /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts) */
-  problems (): HealthProblem[] { return this.ioFailures.problems() }
+  problems (): HealthProblem[] { return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems()] }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
 
