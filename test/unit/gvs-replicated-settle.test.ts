@@ -2,7 +2,7 @@
 // holder that does not say which copy it has is never taken as up to date. A write
 // then fails as unavailable, and the next one, once the holder answers, first brings it
 // the newest copy.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,14 +15,19 @@ import { silentLogger } from '../../node/log.ts'
 const MiB = 1024 * 1024
 const block = (v: number): Uint8Array => new Uint8Array(4096).fill(v)
 
-test('a holder that did not answer stat is not written to as if it had the newest copy', async t => {
+/** stores A and B: both took 1.1 (block 0 = 1s); A then took 1.2 (block 1 = 2s) while B was cut off */
+async function bMissedOne (t: ExecutionContext): Promise<Record<string, ObjectStore>> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
   const stores: Record<string, ObjectStore> = {}
   t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
   for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
-  // both took 1.1 (block 0 = 1s); A then took 1.2 (block 1 = 2s) while B was cut off
   for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
   await stores.A!.write('v', 0, 4096, block(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  return stores
+}
+
+test('a holder that did not answer stat is not written to as if it had the newest copy', async t => {
+  const stores = await bMissedOne(t)
   // B is back, but its answer to the next stat is lost (a stream reset)
   let lose = 1
   const transport: ReplicaTransport = {
@@ -48,13 +53,8 @@ test('a holder that did not answer stat is not written to as if it had the newes
 })
 
 test('a settle copy that fails for a moment is retried with the write, and one that finds no room says so (ENOSPC, not EIO)', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
-  const stores: Record<string, ObjectStore> = {}
-  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
-  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
-  // A took 1.1 and 1.2; B missed 1.2 (it restarts: its next put is refused, then it is back)
-  for (const n of ['A', 'B']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
-  await stores.A!.write('v', 0, 4096, block(2), { epoch: 1, version: { epoch: 1, seq: 2 } })
+  // B missed 1.2 and restarts: its next put is refused, then it is back
+  const stores = await bMissedOne(t)
   let failPuts = 1
   let full = false
   const transport: ReplicaTransport = {
