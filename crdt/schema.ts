@@ -205,6 +205,12 @@ export const VolumeSchema = Type.Object({
    * wherever they are read (node/gvs/layer-reclaim.ts); absent = none
    */
   merged: Type.Optional(Type.Record(Type.String({ pattern: LayerName.pattern }), LayerName)),
+  /**
+   * GVS: objects a scrub found damaged on every copy it checked, "LAYER/INDEX" -> who
+   * found it and when: unreadable until rewritten, so the volume is degraded on every
+   * node; the next `vol repair --scrub` writes the set it finds (node/gvs/repair-runs.ts)
+   */
+  unsound: Type.Optional(Type.Record(Type.String({ maxLength: 300 }), Type.Object({ node: Type.String({ maxLength: 128 }), at: Count }, open))),
   ...Stamp
 }, open)
 

@@ -56,6 +56,8 @@ export interface HealthInput {
   liveAtInventory?: ReadonlySet<string>
   repair: RepairProgressView | null
   lastRepair: LastRepairView | null
+  /** objects the document records damaged on every copy (the volume's `unsound`) */
+  unsound?: number
   /** how a node is named in reasons (its name from membership); default its id */
   nameOf?: (node: string) => string
 }
@@ -111,8 +113,9 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
       reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back.map(name))} returned, repair pending`)
     }
   }
-  const unsound = h.lastRepair?.unsound ?? 0
-  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors)`)
+  // the document's record (every node reads it) or this coordinator's own last repair
+  const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
   if (h.repair == null && h.lastRepair != null && h.lastRepair.failed > 0) {
     reasons.push(`the last repair could not make ${plural(h.lastRepair.failed, 'copy', 'copies')} (retried on the next pass)`)
   }

@@ -26,6 +26,12 @@ export interface RepairRunsComponents {
   file?: RepairsFile
   /** whether every member places as this node does (placement-check.ts): surplus copies are freed only then */
   agreed?: () => Promise<boolean>
+  /**
+   * after a repair with scrub: the objects of the volume it found damaged on every copy
+   * ("LAYER/INDEX"), for the document (every node shows the volume degraded, not only
+   * this one); the set replaces the one recorded, so what a scrub found sound is cleared
+   */
+  unsound?: (v: Volume, objects: string[]) => Promise<void>
 }
 
 export interface RepairRunsInit {
@@ -147,6 +153,7 @@ export class RepairRuns {
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})
+      if (opts.scrub === true) await this.c.unsound?.(v, [...new Set(unhealed.map(s => `${s.layer}/${s.index}`))].sort()).catch(() => {})
       await this.c.repaired(v)
       return report
     }

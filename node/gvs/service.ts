@@ -181,7 +181,8 @@ export class GvsService {
       metrics: this.metrics,
       repaired: async v => { await this.states.repaired(v) },
       file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
-      agreed: async () => await this.placementCheck.agreed()
+      agreed: async () => await this.placementCheck.agreed(),
+      unsound: async (v, objects) => { await this.recordUnsound(v, objects) }
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
     this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members })
@@ -354,6 +355,21 @@ export class GvsService {
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
 
   /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts) */
+  /** the objects of `v` a scrub found damaged on every copy, in the document (repair-runs.ts `unsound`) */
+  private async recordUnsound (v: Volume, objects: string[]): Promise<void> {
+    const was = Object.keys(this.components.state.read().get('volumes', v.id)?.value.unsound ?? {}).sort()
+    if (was.join() === objects.join()) return
+    await this.components.state.write(w => {
+      const cur = w.reader.get('volumes', v.id)?.value
+      if (cur == null) return
+      const at = Date.now()
+      const unsound = Object.fromEntries(objects.map(o => [o, cur.unsound?.[o] ?? { node: this.replicas.self, at }]))
+      w.update('volumes', v.id, { unsound })
+    }, `scrub: ${objects.length} object(s) of ${v.path} damaged on every copy`)
+    if (objects.length > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document', { volume: v.path, objects: objects.slice(0, 20) })
+    else this.components.log.info('a scrub found the objects recorded damaged sound again', { volume: v.path, was: was.slice(0, 20) })
+  }
+
   problems (): HealthProblem[] { return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems()] }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }

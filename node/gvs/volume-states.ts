@@ -76,7 +76,7 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, nameOf })
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf })
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
@@ -113,7 +113,7 @@ export class VolumeStates {
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
         // on every copy: the coordinator does not know of it (it keeps its own last repair)
         const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
-        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
+        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
         out.set(v.id, h)
       }
     }))

@@ -64,6 +64,12 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health(), { state: 'degraded' })
   t.regex((await health()).reasons.join('\n'), /1 object is damaged on every copy/)
+  // the document records it, so the other node (whatever it coordinates) says so too
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`])
+  const other = apiOf(svcs[1]!)
+  const health1 = async (): Promise<{ state: string, reasons: string[] }> => (await other.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(await health1(), { state: 'degraded' })
+  t.regex((await health1()).reasons.join('\n'), /1 object is damaged on every copy a scrub checked/)
   // a repair without scrub does not look at the data: it keeps what the scrub found
   await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
   t.regex((await health()).reasons.join('\n'), /damaged on every copy/)
@@ -85,4 +91,6 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const again = (await app2.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json<{ failed: number, health: string }>()
   t.like(again, { failed: 0, health: 'healthy' })
   t.like(await health2(), { state: 'healthy' })
+  t.deepEqual(state.read().get('volumes', id)!.value.unsound, {}, 'the record cleared by the scrub that found it sound')
+  t.like(await health1(), { state: 'healthy' })
 })
