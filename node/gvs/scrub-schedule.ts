@@ -18,6 +18,8 @@ export interface ScrubScheduleComponents {
   metrics: GvsMetrics | null
   file: string
   sources: (layer: string, index: number) => string[]
+  /** objects the scrub found damaged here and on every other copy it looked at (unreadable): for the document */
+  unsound?: (objects: Array<{ layer: string, index: number }>) => Promise<void>
 }
 
 export interface ScrubStatus {
@@ -114,6 +116,8 @@ export class ScrubSchedule {
       else this.c.log.info('scrub found every copy sound', { objects: r.objects })
       await writeFileDurable(this.c.file, JSON.stringify(r))
         .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
+      const everyCopy = r.unrepaired.filter(u => u.everyCopy === true)
+      if (everyCopy.length > 0) await this.c.unsound?.(everyCopy).catch(err => { this.c.log.warn('could not record the objects damaged on every copy', { error: String(err) }) })
       return r
     })().finally(() => {
       this.current = null

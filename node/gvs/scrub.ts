@@ -15,7 +15,7 @@ export interface ScrubProgress { startedAt: number, objects: number, total: numb
 export interface ScrubReport extends ScrubProgress {
   finishedAt: number
   /** bad copies that could not be rewritten: no sound copy was reachable */
-  unrepaired: Array<{ layer: string, index: number, error: string }>
+  unrepaired: Array<{ layer: string, index: number, error: string, everyCopy?: true }>
   /** per object set (layer): what was checked and found */
   layers: Record<string, { objects: number, bad: number, repaired: number }>
   /** set when the scrub was stopped before it was through */
@@ -70,8 +70,8 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
         if (bad.length > 0) {
           p.bad++
           per.bad++
-          const error = await this.heal(layer, index)
-          if (error == null) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error })
+          const h = await healCopyDetail(this.c, layer, index)
+          if (h.error == null) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error: h.error, ...(h.everyCopy ? { everyCopy: true as const } : {}) })
         }
         this.emit('progress', { ...p })
       }
@@ -79,9 +79,7 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
     return { ...report, ...p, finishedAt: Date.now() }
   }
 
-  private async heal (layer: string, index: number): Promise<string | null> {
-    return await healCopy(this.c, layer, index)
-  }
+
 }
 
 /**
@@ -91,6 +89,12 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
  * failed fsync reports a copy damaged.
  */
 export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sources'>, layer: string, index: number): Promise<string | null> {
+  return (await healCopyDetail(c, layer, index)).error
+}
+
+/** healCopy, saying also whether every other copy it looked at was damaged too (the object is unreadable) */
+export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 'sources'>, layer: string, index: number): Promise<{ error: string | null, everyCopy: boolean }> {
+  let damaged = 0
   const why: string[] = []
   const self = c.transport.self
   const others = c.sources(layer, index).filter(n => n !== self)
@@ -100,12 +104,12 @@ export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sourc
   for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
     try {
       const v = await c.transport.call(src, { op: 'verify', volume: layer, index })
-      if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); continue }
+      if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); damaged++; continue }
       const r = await c.transport.call(src, { op: 'get', volume: layer, index })
       if (r.data == null) { why.push(`${src}: no copy`); continue }
       await c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
-      return null
+      return { error: null, everyCopy: false }
     } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
   }
-  return why.length === 0 ? 'no other live node to copy from' : why.join('; ')
+  return { error: why.length === 0 ? 'no other live node to copy from' : why.join('; '), everyCopy: damaged > 0 && damaged === why.length }
 }

@@ -201,7 +201,8 @@ export class GvsService {
       running: () => this.started
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
-      self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index)
+      self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
+      unsound: async objects => { await this.addUnsound(objects) }
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
@@ -368,6 +369,18 @@ export class GvsService {
     }, `scrub: ${objects.length} object(s) of ${v.path} damaged on every copy`)
     if (objects.length > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document', { volume: v.path, objects: objects.slice(0, 20) })
     else this.components.log.info('a scrub found the objects recorded damaged sound again', { volume: v.path, was: was.slice(0, 20) })
+  }
+
+  /** objects this node's scheduled scrub found damaged on every copy: added to each volume that reads their layer */
+  private async addUnsound (objects: Array<{ layer: string, index: number }>): Promise<void> {
+    await this.components.state.write(w => {
+      const at = Date.now()
+      for (const v of w.reader.list('volumes')) {
+        const mine = objects.filter(o => layersOf(v).includes(o.layer)).map(o => `${o.layer}/${o.index}`).filter(k => v.unsound?.[k] == null)
+        if (mine.length > 0) w.update('volumes', v.id, { unsound: { ...v.unsound, ...Object.fromEntries(mine.map(k => [k, { node: this.replicas.self, at }])) } })
+      }
+    }, `scrub: ${objects.length} object(s) damaged on every copy`)
+    this.components.log.warn('objects damaged on every copy the scrub checked, recorded in the document', { objects: objects.slice(0, 20).map(o => `${o.layer}/${o.index}`) })
   }
 
   problems (): HealthProblem[] { return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems()] }

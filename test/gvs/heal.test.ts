@@ -56,6 +56,12 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
     await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
     await fh.close()
   }
+  // the other node's scheduled scrub finds its copy damaged and the only other one too: recorded for every node
+  const scrubbed = (await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number, unrepaired: Array<{ everyCopy?: boolean }> }>()
+  t.like(scrubbed, { bad: 1 })
+  t.true(scrubbed.unrepaired[0]?.everyCopy)
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`], 'the scheduled scrub recorded it')
+  t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'degraded' })
   const r = await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })
   const body = r.json<{ failed: number, health: string, errors: string[] }>()
   t.is(body.failed, 2, JSON.stringify(body))
