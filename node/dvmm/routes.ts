@@ -79,6 +79,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {
       return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
     }
+    // on this node while it sees no majority: its VMs were killed (or are once its fence
+    // timeout passes) and start only once a majority is in sight, here or elsewhere
+    const f = svc.fenceState
+    if (f != null && !f.majority && l?.winner.holder === svc.me && vm.desired === 'running' && (r.state === 'starting' || r.state === 'running') && r.reason == null) {
+      return { ...r, reason: `this node ${f.reason}: its VMs are killed once its fence timeout passes, and start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
+    }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }
