@@ -3,7 +3,7 @@
 // its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
-import { existsSync, readdirSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readSync, readdirSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
@@ -35,6 +35,27 @@ const TB_SIZE_MIB = 64
 export const NBD_RECONNECT_S = 15
 
 const commaSafe = (s: string): string => s.replace(/,/g, ',,')
+
+/**
+ * What a boot disk image is, from its first 512 bytes: qcow2 (its magic), raw (a boot
+ * sector's signature: an MBR, or GPT's protective one), or neither, with why. Any file
+ * would pass as raw, and a guest with nothing to boot "runs" for ever in the firmware.
+ */
+export function diskImageFormat (head: Uint8Array, path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
+  if (head.length >= 4 && head[0] === 0x51 && head[1] === 0x46 && head[2] === 0x49 && head[3] === 0xfb) return { format: 'qcow2' }
+  if (head.length >= 512 && head[510] === 0x55 && head[511] === 0xaa) return { format: 'raw' }
+  return { problem: `${path} is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector (MBR or GPT)` }
+}
+
+function imageFormatOf (path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
+  const head = new Uint8Array(512)
+  let n = 0
+  try {
+    const fd = openSync(path, 'r')
+    try { n = readSync(fd, head, 0, 512, 0) } finally { closeSync(fd) }
+  } catch (err) { return { problem: `${path} cannot be read: ${(err as Error).message}` } }
+  return diskImageFormat(head.subarray(0, n), path)
+}
 
 /** A boot disk image's -drive (a path with commas passes as a path, not as more options) */
 export const imageDrive = (image: string, format: string): string => `file=${commaSafe(image)},format=${format},if=virtio`
@@ -93,7 +114,12 @@ export class QemuDriver extends HostDriver {
       if (file !== undefined && !existsSync(file)) throw new DriverError('bad-spec', `${field}: ${file} does not exist`, field)
     }
     if (spec.boot.kind === 'kernel') { need(spec.boot.kernel, 'boot.kernel'); need(spec.boot.initrd, 'boot.initrd') }
-    if (spec.boot.kind === 'disk') need(spec.boot.image, 'boot.image')
+    if (spec.boot.kind === 'disk') {
+      need(spec.boot.image, 'boot.image')
+      const f = imageFormatOf(spec.boot.image)
+      if ('problem' in f) throw new DriverError('bad-spec', `boot.image: ${f.problem}`, 'boot.image')
+      if (spec.boot.format !== undefined && spec.boot.format !== f.format) throw new DriverError('bad-spec', `boot.format: ${spec.boot.image} is a ${f.format} image, not ${spec.boot.format}`, 'boot.format')
+    }
   }
 
   protected override limits (spec: DriverVmSpec): Limits {
@@ -140,7 +166,9 @@ export class QemuDriver extends HostDriver {
       argv.push('-kernel', s.boot.kernel, '-append', [s.boot.cmdline ?? 'console=ttyS0', ...extra].join(' '))
       if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
     } else if (s.boot.kind === 'disk') {
-      argv.push('-drive', imageDrive(s.boot.image, s.boot.format ?? 'raw'))
+      // the format found in the image (checked at start): a qcow2 image boots as qcow2
+      const found = imageFormatOf(s.boot.image)
+      argv.push('-drive', imageDrive(s.boot.image, s.boot.format ?? ('format' in found ? found.format : 'raw')))
     }
     for (const d of s.disks ?? []) argv.push('-drive', diskDrive(d.uri))
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')

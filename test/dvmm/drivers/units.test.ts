@@ -7,6 +7,7 @@ import { DriverError } from '../../../node/dvmm/drivers/types.ts'
 import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
 import { kernelBooted } from '../../../node/dvmm/host/accel.ts'
+import { diskImageFormat } from '../../../node/dvmm/drivers/qemu.ts'
 
 const good = { id: 'web-1', vcpus: 1.5, memoryMiB: 256, boot: { kind: 'command', command: ['/bin/true'] } }
 
@@ -126,4 +127,17 @@ test('watchdogTime: the watchdog\'s mark as a time, or nothing when it holds non
   t.is(watchdogTime('1767225600000'), ' at 2026-01-01T00:00:00.000Z')
   t.is(watchdogTime('1767225600000\n'), ' at 2026-01-01T00:00:00.000Z')
   for (const junk of ['', '\0\0\0', 'x', '-5', '1e3', '99999999999999999999']) t.is(watchdogTime(junk), '', JSON.stringify(junk))
+})
+
+test('diskImageFormat: qcow2 by its magic, raw by a boot sector; any other file is refused with why', t => {
+  const qcow2 = new Uint8Array(512)
+  qcow2.set([0x51, 0x46, 0x49, 0xfb])
+  t.deepEqual(diskImageFormat(qcow2, '/i/a.qcow2'), { format: 'qcow2' })
+  const mbr = new Uint8Array(512)
+  mbr[510] = 0x55
+  mbr[511] = 0xaa
+  t.deepEqual(diskImageFormat(mbr, '/i/a.raw'), { format: 'raw' })
+  const text = new TextEncoder().encode('root:x:0:0:root:/root:/bin/bash\n')
+  t.deepEqual(diskImageFormat(text, '/etc/passwd'), { problem: '/etc/passwd is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector (MBR or GPT)' })
+  t.true('problem' in diskImageFormat(new Uint8Array(512), '/i/zeros'), 'a raw file of zeros boots nothing')
 })
