@@ -36,10 +36,12 @@ export function toDoc (v: unknown): unknown {
  * each object materialized on its own (the Replica keeps no JS tree of the document).
  */
 export function valuesAt (core: Core, collId: string, key: string): unknown[] {
-  const all = core.getAll(collId, key)
-  if (all.length === 0) return []
-  return all.map(v => (v[0] === 'map' || v[0] === 'list') ? core.materialize(v[1] as string) : v[0] === 'text' ? core.text(v[1] as string) : v[1])
+  return core.getAll(collId, key).map(v => materialized(core, v))
 }
+
+/** one value as getAll gives it, materialized */
+const materialized = (core: Core, v: ReturnType<Core['getAll']>[number]): unknown =>
+  (v[0] === 'map' || v[0] === 'list') ? core.materialize(v[1] as string) : v[0] === 'text' ? core.text(v[1] as string) : v[1]
 
 /**
  * The concurrent values of one object of `kind` (usually one), as plain JSON. When the
@@ -47,11 +49,10 @@ export function valuesAt (core: Core, collId: string, key: string): unknown[] {
  * conflicts.ts FIELD_RULES names is read by its rule, not by Automerge's own pick.
  */
 export function objectValues (core: Core, collId: string, kind: Kind, key: string): unknown[] {
-  const values = valuesAt(core, collId, key).map(plain)
-  const rules = FIELD_RULES[kind]
-  if (rules == null || values.length !== 1) return values
   const all = core.getAll(collId, key)
-  if (all[0]?.[0] !== 'map') return values
+  const values = all.map(v => plain(materialized(core, v)))
+  const rules = FIELD_RULES[kind]
+  if (rules == null || all.length !== 1 || all[0]![0] !== 'map') return values
   const v = values[0] as Record<string, unknown>
   for (const [field, rule] of Object.entries(rules)) {
     const set = valuesAt(core, all[0]![1] as string, field)

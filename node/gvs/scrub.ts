@@ -78,8 +78,6 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
     }
     return { ...report, ...p, finishedAt: Date.now() }
   }
-
-
 }
 
 /**

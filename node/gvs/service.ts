@@ -182,7 +182,7 @@ export class GvsService {
       repaired: async v => { await this.states.repaired(v) },
       file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
       agreed: async () => await this.placementCheck.agreed(),
-      unsound: async (v, objects) => { await this.recordUnsound(v, objects) }
+      unsound: async (v, objects) => { await this.recordUnsound(objects, v) }
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
     this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members })
@@ -202,7 +202,7 @@ export class GvsService {
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
-      unsound: async objects => { await this.addUnsound(objects) }
+      unsound: async objects => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`)) }
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
@@ -355,34 +355,32 @@ export class GvsService {
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
 
-  /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts) */
-  /** the objects of `v` a scrub found damaged on every copy, in the document (repair-runs.ts `unsound`) */
-  private async recordUnsound (v: Volume, objects: string[]): Promise<void> {
-    const was = Object.keys(this.components.state.read().get('volumes', v.id)?.value.unsound ?? {}).sort()
-    if (was.join() === objects.join()) return
-    await this.components.state.write(w => {
-      const cur = w.reader.get('volumes', v.id)?.value
-      if (cur == null) return
+  /**
+   * Objects a scrub found damaged on every copy ("LAYER/INDEX"), in the volumes'
+   * `unsound`: `only` a repair's volume, whose set they replace (what its scrub found
+   * sound is cleared: repair-runs.ts), or else added to every volume that reads their
+   * layer (a node's scheduled scrub: scrub-schedule.ts). Written only where it changes.
+   */
+  private async recordUnsound (found: string[], only?: Volume): Promise<void> {
+    const layerOf = (k: string): string => k.slice(0, k.lastIndexOf('/'))
+    const changed = await this.components.state.write(w => {
       const at = Date.now()
-      const unsound = Object.fromEntries(objects.map(o => [o, cur.unsound?.[o] ?? { node: this.replicas.self, at }]))
-      w.update('volumes', v.id, { unsound })
-    }, `scrub: ${objects.length} object(s) of ${v.path} damaged on every copy`)
-    if (objects.length > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document', { volume: v.path, objects: objects.slice(0, 20) })
-    else this.components.log.info('a scrub found the objects recorded damaged sound again', { volume: v.path, was: was.slice(0, 20) })
-  }
-
-  /** objects this node's scheduled scrub found damaged on every copy: added to each volume that reads their layer */
-  private async addUnsound (objects: Array<{ layer: string, index: number }>): Promise<void> {
-    await this.components.state.write(w => {
-      const at = Date.now()
-      for (const v of w.reader.list('volumes')) {
-        const mine = objects.filter(o => layersOf(v).includes(o.layer)).map(o => `${o.layer}/${o.index}`).filter(k => v.unsound?.[k] == null)
-        if (mine.length > 0) w.update('volumes', v.id, { unsound: { ...v.unsound, ...Object.fromEntries(mine.map(k => [k, { node: this.replicas.self, at }])) } })
+      const vs = only == null ? w.reader.list('volumes') : [w.reader.get('volumes', only.id)?.value].filter(v => v != null)
+      let n = 0
+      for (const v of vs) {
+        const mine = only != null ? found : found.filter(k => layersOf(v).includes(layerOf(k)))
+        const keep = only != null ? {} : v.unsound ?? {}
+        const next = { ...keep, ...Object.fromEntries(mine.map(k => [k, v.unsound?.[k] ?? { node: this.replicas.self, at }])) }
+        if (Object.keys(next).sort().join() === Object.keys(v.unsound ?? {}).sort().join()) continue
+        w.update('volumes', v.id, { unsound: next })
+        n++
       }
-    }, `scrub: ${objects.length} object(s) damaged on every copy`)
-    this.components.log.warn('objects damaged on every copy the scrub checked, recorded in the document', { objects: objects.slice(0, 20).map(o => `${o.layer}/${o.index}`) })
+      return n
+    }, `scrub: ${found.length} object(s) damaged on every copy`)
+    if (changed > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document (none: the record cleared)', { volume: only?.path, objects: found.slice(0, 20) })
   }
 
+  /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts), and this node's disk full */
   problems (): HealthProblem[] { return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems()] }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
