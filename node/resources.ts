@@ -14,12 +14,18 @@ const UNITS: Record<string, number> = {
   p: 1024 ** 5, pb: 1024 ** 5, pib: 1024 ** 5
 }
 
-/** "512M", "4G", "1.5T", "1P", "1048576" -> bytes (units of 1024; "MB", "MiB" alike). Throws a message naming the bad value. */
+/**
+ * "512M", "4G", "1.5T", "1P", "1048576" -> bytes (units of 1024; "MB", "MiB" alike).
+ * Throws a message naming the bad value, also for a fraction that is not whole bytes
+ * ("1.0000001K" was rounded down to 1K without a word).
+ */
 export function parseSize (text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
   const unit = m == null ? undefined : UNITS[(m[2] ?? '').toLowerCase()]
   if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T, 1P)`)
-  return Math.floor(Number(m[1]) * unit)
+  const n = Number(m[1]) * unit
+  if (!Number.isInteger(n) && Number.isFinite(n)) throw new Error(`"${text}" is not a whole number of bytes (${n})`)
+  return n
 }
 
 export type CapacityOverride = Partial<Resources>

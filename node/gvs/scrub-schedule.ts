@@ -18,8 +18,14 @@ export interface ScrubScheduleComponents {
   metrics: GvsMetrics | null
   file: string
   sources: (layer: string, index: number) => string[]
-  /** objects the scrub found damaged here and on every other copy it looked at (unreadable): for the document */
-  unsound?: (objects: Array<{ layer: string, index: number }>) => Promise<void>
+  /**
+   * For the document: objects the scrub found damaged here and on every other copy it
+   * looked at (unreadable), and those of `watched` it found sound here (readable again:
+   * rewritten since), with when the scrub started
+   */
+  unsound?: (objects: Array<{ layer: string, index: number }>, sound: string[], startedAt: number) => Promise<void>
+  /** objects recorded as damaged on every copy ("LAYER/INDEX"), for the scrub to look out for */
+  watched?: () => ReadonlySet<string>
 }
 
 export interface ScrubStatus {
@@ -95,7 +101,8 @@ export class ScrubSchedule {
       layers: async () => await this.c.store.volumes(),
       objects: async layer => await this.c.store.list(layer),
       sources: this.c.sources,
-      objectSize: this.c.store.objectSize
+      objectSize: this.c.store.objectSize,
+      watched: this.c.watched
     }, { bytesPerSecond: this.rate })
     let seen = { objects: 0, bad: 0, repaired: 0 }
     scrubber.on('progress', p => {
@@ -117,7 +124,7 @@ export class ScrubSchedule {
       await writeFileDurable(this.c.file, JSON.stringify(r))
         .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
       const everyCopy = r.unrepaired.filter(u => u.everyCopy === true)
-      if (everyCopy.length > 0) await this.c.unsound?.(everyCopy).catch(err => { this.c.log.warn('could not record the objects damaged on every copy', { error: String(err) }) })
+      if (everyCopy.length > 0 || (r.sound?.length ?? 0) > 0) await this.c.unsound?.(everyCopy, r.sound ?? [], r.startedAt).catch(err => { this.c.log.warn('could not record the objects damaged on every copy', { error: String(err) }) })
       return r
     })().finally(() => {
       this.current = null

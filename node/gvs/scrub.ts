@@ -20,6 +20,8 @@ export interface ScrubReport extends ScrubProgress {
   layers: Record<string, { objects: number, bad: number, repaired: number }>
   /** set when the scrub was stopped before it was through */
   stopped?: boolean
+  /** of the objects `watched` named ("LAYER/INDEX"), those this node's copy of was found sound or rewritten sound */
+  sound?: string[]
 }
 
 export interface ScrubberComponents {
@@ -31,6 +33,8 @@ export interface ScrubberComponents {
   /** other live nodes to take a sound copy from, best first (the object's holders) */
   sources: (layer: string, index: number) => string[]
   objectSize: number
+  /** objects whose soundness the caller wants to hear of ("LAYER/INDEX": the document's unsound ones), read at the start */
+  watched?: () => ReadonlySet<string>
 }
 
 export interface ScrubberEvents { progress: [ScrubProgress] }
@@ -54,6 +58,8 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
     const p: ScrubProgress = { startedAt: now, objects: 0, total: work.reduce((s, [, xs]) => s + xs.length, 0), bytes: 0, bad: 0, repaired: 0 }
     const report: ScrubReport = { ...p, finishedAt: now, unrepaired: [], layers: {} }
     const self = this.c.transport.self
+    const watched = this.c.watched?.() ?? new Set<string>()
+    const sound: string[] = []
     const started = Date.now()
     for (const [layer, indexes] of work) {
       const per = report.layers[layer] = { objects: 0, bad: 0, repaired: 0 }
@@ -67,16 +73,19 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
         p.objects++
         per.objects++
         p.bytes += this.c.objectSize
-        if (bad.length > 0) {
+        let ok = bad.length === 0
+        if (!ok) {
           p.bad++
           per.bad++
           const h = await healCopyDetail(this.c, layer, index)
-          if (h.error == null) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error: h.error, ...(h.everyCopy ? { everyCopy: true as const } : {}) })
+          ok = h.error == null
+          if (ok) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error: h.error!, ...(h.everyCopy ? { everyCopy: true as const } : {}) })
         }
+        if (ok && watched.has(`${layer}/${index}`)) sound.push(`${layer}/${index}`)
         this.emit('progress', { ...p })
       }
     }
-    return { ...report, ...p, finishedAt: Date.now() }
+    return { ...report, ...p, finishedAt: Date.now(), ...(sound.length > 0 ? { sound } : {}) }
   }
 }
 

@@ -202,7 +202,8 @@ export class GvsService {
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
-      unsound: async objects => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`)) }
+      unsound: async (objects, sound, startedAt) => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
+      watched: () => new Set(this.components.state.read().list('volumes').flatMap(v => Object.keys(v.unsound ?? {})))
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
@@ -359,9 +360,11 @@ export class GvsService {
    * Objects a scrub found damaged on every copy ("LAYER/INDEX"), in the volumes'
    * `unsound`: `only` a repair's volume, whose set they replace (what its scrub found
    * sound is cleared: repair-runs.ts), or else added to every volume that reads their
-   * layer (a node's scheduled scrub: scrub-schedule.ts). Written only where it changes.
+   * layer (a node's scheduled scrub: scrub-schedule.ts), which also clears those it
+   * found `sound` on this node (rewritten since) if they were recorded before it
+   * started. Written only where it changes.
    */
-  private async recordUnsound (found: string[], only?: Volume): Promise<void> {
+  private async recordUnsound (found: string[], only?: Volume, cleared?: { sound: string[], before: number }): Promise<void> {
     const layerOf = (k: string): string => k.slice(0, k.lastIndexOf('/'))
     const changed = await this.components.state.write(w => {
       const at = Date.now()
@@ -369,14 +372,15 @@ export class GvsService {
       let n = 0
       for (const v of vs) {
         const mine = only != null ? found : found.filter(k => layersOf(v).includes(layerOf(k)))
-        const keep = only != null ? {} : v.unsound ?? {}
+        const sound = new Set(cleared?.sound)
+        const keep = only != null ? {} : Object.fromEntries(Object.entries(v.unsound ?? {}).filter(([k, r]) => !(sound.has(k) && r.at < cleared!.before)))
         const next = { ...keep, ...Object.fromEntries(mine.map(k => [k, v.unsound?.[k] ?? { node: this.replicas.self, at }])) }
         if (Object.keys(next).sort().join() === Object.keys(v.unsound ?? {}).sort().join()) continue
         w.update('volumes', v.id, { unsound: next })
         n++
       }
       return n
-    }, `scrub: ${found.length} object(s) damaged on every copy`)
+    }, `scrub: ${found.length} object(s) damaged on every copy${(cleared?.sound.length ?? 0) > 0 ? `, ${cleared!.sound.length} sound again` : ''}`)
     if (changed > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document (none: the record cleared)', { volume: only?.path, objects: found.slice(0, 20) })
   }
 

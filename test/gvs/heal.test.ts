@@ -100,3 +100,24 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   t.deepEqual(state.read().get('volumes', id)!.value.unsound, {}, 'the record cleared by the scrub that found it sound')
   t.like(await health1(), { state: 'healthy' })
 })
+
+test('an object damaged on every copy and rewritten since: a node\'s scheduled scrub clears its record', async t => {
+  const { dir, svcs, state, app, id } = await twoNodes(t, 'gvsunsound2', '/h/again', '8M')
+  await svcs[0]!.device('h/again')!.write(0, randomBytes(8 * MiB), true)
+  for (const a of ['a0', 'a1']) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, '00000001'), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
+    await fh.close()
+  }
+  const scrub = async (): Promise<{ bad: number, sound?: string[] }> => (await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json()
+  t.like(await scrub(), { bad: 1 })
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`])
+  t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'degraded' })
+  // rewritten whole: the next scheduled scrub finds its copy sound, and the record goes
+  await svcs[0]!.device('h/again')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  const r = await scrub()
+  t.like(r, { bad: 0 })
+  t.deepEqual(r.sound, [`${id}/1`])
+  t.deepEqual(state.read().get('volumes', id)!.value.unsound, {}, 'the record cleared without a vol repair --scrub')
+  t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'healthy' })
+})

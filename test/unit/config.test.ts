@@ -31,6 +31,8 @@ test('sizes, capacities and durations parse and reject junk', async t => {
   t.is(parseSize('1.5G'), 1.5 * 1024 ** 3)
   t.is(parseSize('8P'), 8 * 1024 ** 5, 'the unit the volume limit is said in')
   t.throws(() => parseSize('lots'), { message: /not a size/ })
+  t.throws(() => parseSize('1.0000001K'), { message: /not a whole number of bytes/ }, 'a fraction of a byte is not rounded away')
+  t.is(parseSize('0.5K'), 512)
   t.deepEqual(parseCapacity('cpu=4,mem=8G,disk=1T'), { cpu: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 1024 ** 4 })
   t.throws(() => parseCapacity('gpu=1'), { message: /unknown resource "gpu"/ })
   t.throws(() => parseCapacity('cpu=-1'), { message: /positive/ })
