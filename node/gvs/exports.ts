@@ -24,7 +24,7 @@ import { CachedVolume } from './cached-volume.ts'
 import type { LocalCaches } from './local-cache.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
-import type { Writers } from './writers.ts'
+import type { WriterHandle, Writers } from './writers.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
 const PINNED = /^(.+)~([0-9]{1,16})$/
@@ -170,7 +170,20 @@ export class VolumeExports {
       // a session's open does not wait for the file
       this.pruneAndSave(previous == null ? undefined : { id: vol.id, epoch: previous })
     }
-    return this.writers.handle(vol.id, entry.lv, { exclusive: true, epoch: entry.epoch })
+    return this.writers.handle(vol.id, entry.lv, { exclusive: true, epoch: entry.epoch, claimed: h => this.claimedAt(name, vol.id, h) })
+  }
+
+  /**
+   * A plain session's writes once it claimed the volume: at its claim's writer epoch
+   * (writers.ts ClaimEpochs), following it to the next claim's (the writes before are
+   * flushed first, as at any switch: live-volume.ts).
+   */
+  private claimedAt (name: string, id: string, h: WriterHandle): LiveVolume {
+    return new LiveVolume(() => {
+      const v = this.c.volumes().find(x => x.id === id)
+      const epoch = h.claimEpoch ?? v?.epoch ?? 1
+      return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
+    }, name)
   }
 
   private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {
@@ -182,7 +195,7 @@ export class VolumeExports {
     // a VM's disk where its holder fenced it in; the current epoch opened elsewhere is a
     // plain writer, which claims the volume first like any other
     const here = this.pins.get(vol.id)?.includes(epoch) === true
-    return this.writers.handle(vol.id, entry.lv, here ? { epoch } : { exclusive: true, epoch })
+    return this.writers.handle(vol.id, entry.lv, here ? { epoch } : { exclusive: true, epoch, claimed: h => this.claimedAt(name, vol.id, h) })
   }
 
   /**

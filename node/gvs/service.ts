@@ -11,6 +11,8 @@ import type { Libp2p } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
+import { volumeEpoch } from '../../crdt/placement/index.ts'
+import { GvsError } from './errors.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { UnavailableError } from '../errors.ts'
@@ -75,6 +77,8 @@ export interface GvsInit extends GvsTuning {
   reconcileMs?: number
   /** an NBD session that wrote within this long counts as the volume's writer (default 30 s) */
   writerIdleMs?: number
+  /** a stall of the event loop this long ends every plain session's claim (writers.ts STALL_MS; tests whose agents share one loop raise it) */
+  writerStallMs?: number
   /** how long a write or flush waits out replicas out of reach for a moment before the client gets an error (default WRITE_RETRY_MS) */
   writeRetryMs?: number
   /** how long a layer nothing reads any more stays on disk before this node frees it (default 20 s) */
@@ -160,9 +164,12 @@ export class GvsService {
       // the VM uses it)
       const id = layerNumber(f.volume).base
       this.exports.fenceCaches(id, f.epoch)
-      this.exports.writers.revokeClaims(id)
+      this.exports.writers.revokeClaims(id, f.epoch)
     })
-    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }))
+    this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
+      epochs: { next: async id => await this.claimEpoch(id), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
+      stallMs: this.init.writerStallMs
+    }))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,
@@ -517,15 +524,36 @@ export class GvsService {
    * calls this before the VM starts; a live node that cannot be told fails the call.
    */
   async fence (volumeId: string, epoch: number): Promise<void> {
+    const v = await this.fenceLive(volumeId, epoch)
+    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by
+    // then, and after a restart of this agent too (kept on disk before the VM starts)
+    try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
+  }
+
+  /** makes `epoch` the volume's writer epoch on every live node (fence, and a plain export's claim) */
+  private async fenceLive (volumeId: string, epoch: number): Promise<Volume> {
     const v = this.volumes().find(x => x.id === volumeId)
     if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
     const top = layersOf(v)[0]!
     const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
     const failed = await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })
     if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
-    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by
-    // then, and after a restart of this agent too (kept on disk before the VM starts)
-    try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
+    return v
+  }
+
+  /**
+   * The writer epoch of this node's claim of a volume for a plain export's client
+   * (writers.ts ClaimEpochs): past every other writer's, in the document; kept while
+   * it is this node's own already (no other node wrote in between).
+   */
+  private async claimEpoch (id: string): Promise<number> {
+    return await this.components.state.write(w => {
+      const v = w.reader.get('volumes', id)?.value
+      if (v == null) throw new GvsError('unavailable', `volume ${id} no longer exists`)
+      const epoch = volumeEpoch(v.epoch ?? 1, 0, this.replicas.self)
+      if (epoch !== (v.epoch ?? 1)) w.update('volumes', id, { epoch })
+      return epoch
+    }, `gvs: a client on this node writes volume ${id}`)
   }
 
   /** the NBD URI a client on this node opens for a volume */

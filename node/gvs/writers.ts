@@ -30,6 +30,20 @@ import { GvsError } from './errors.ts'
 /** whether a client writes the volume on another node (or claims it first): a description of them, or null */
 export type OtherWriters = (volume: string) => Promise<string | null>
 
+/**
+ * The writer epoch of a node's claim (invariant 3 for plain exports): two nodes' writers
+ * at one epoch could not be told apart by the replicas, so a write still queued on a
+ * node that stalled, or was cut off, while another node's client took the volume over
+ * would land over that client's acknowledged writes. So each claim that wins writes
+ * with an epoch past every earlier writer's (`next`: raised in the document,
+ * crdt/placement/volume-epoch.ts) and fences it on every live node first (`fence`):
+ * the earlier writer's writes are then refused wherever they arrive.
+ */
+export interface ClaimEpochs {
+  next: (volume: string) => Promise<number>
+  fence: (volume: string, epoch: number) => Promise<void>
+}
+
 /** one other node's answer to a claim (status-protocol.ts) */
 export interface ClaimAnswer { node: string, name: string, writers: number, claiming: boolean }
 
@@ -54,7 +68,18 @@ export const STALL_MS = 1000
 /** how often the loop's beat is taken */
 const BEAT_MS = 200
 
-interface Exclusive { volume: string, others: OtherWriters, idleMs: number, vmDisk?: () => boolean, checkStall?: () => void }
+interface Exclusive {
+  volume: string
+  others: OtherWriters
+  idleMs: number
+  vmDisk?: () => boolean
+  checkStall?: () => void
+  /** a session on this node that holds the volume now (its epoch), or one claiming it (wait for it) */
+  sibling?: (h: WriterHandle) => { epoch: number | null } | Promise<unknown> | null
+  epochs?: ClaimEpochs & { fencing: (epoch: number | null) => void }
+  /** the device that writes at the handle's claimEpoch (following it when it changes) */
+  claimed?: (h: WriterHandle) => BlockDevice
+}
 
 export class WriterHandle implements BlockDevice {
   private readonly dev: BlockDevice
@@ -69,6 +94,11 @@ export class WriterHandle implements BlockDevice {
   holdsOpen = false
   /** the writer epoch the session writes with, when known (a cache is used only by a holder of its epoch) */
   epoch?: number
+  /** with claim epochs: the epoch of this session's claim, which its writes carry */
+  claimEpoch: number | null = null
+  private claimedDev: BlockDevice | null = null
+  /** the claim in progress, for siblings on this node to wait for */
+  get claimingNow (): Promise<void> | null { return this.claiming }
 
   constructor (dev: BlockDevice, onWrite: (h: WriterHandle) => void, exclusive?: Exclusive) {
     this.dev = dev
@@ -87,6 +117,12 @@ export class WriterHandle implements BlockDevice {
     // a VM's disk session on this node writes it (the other nodes are asked, not this one)
     if (x.vmDisk?.() === true) throw new GvsError('in-use', `volume "${x.volume}" is a running VM's disk on this node: one writer at a time; stop the VM first`)
     this.claiming = (async () => {
+      // a session on this node that holds the volume: this one writes beside it, at its
+      // epoch (a multi-connection client); one claiming it is waited for
+      for (let s = x.sibling?.(this); s != null; s = x.sibling?.(this)) {
+        if (!(s instanceof Promise)) { this.claimEpoch = s.epoch; this.wrote(); return }
+        await s
+      }
       // counted as a writer from now on: another node asking at the same moment sees this one
       const pending: PendingClaim = this.pending = { lost: null }
       this.wrote()
@@ -97,11 +133,37 @@ export class WriterHandle implements BlockDevice {
         throw err
       } finally { this.pending = null }
       const why = others ?? (pending.lost != null ? `${pending.lost}, which began writing it at the same moment` : null)
-      if (why == null) return
+      if (why == null) {
+        if (x.epochs != null) await this.takeEpoch(x.epochs)
+        return
+      }
       this.lastWriteAt = 0
       throw new GvsError('in-use', `volume "${x.volume}" is being written on another node (${why}): one node writes a volume at a time; stop that client first`)
     })().finally(() => { this.claiming = null })
     await this.claiming
+  }
+
+  /** the claim won: its epoch goes past every earlier writer's and is fenced in on every live node before the first write */
+  private async takeEpoch (epochs: NonNullable<Exclusive['epochs']>): Promise<void> {
+    try {
+      const epoch = await epochs.next(this.exclusive!.volume)
+      // this node's own fence does not end the claim it is made for (Writers.revokeClaims)
+      epochs.fencing(epoch)
+      try { await epochs.fence(this.exclusive!.volume, epoch) } finally { epochs.fencing(null) }
+      this.claimEpoch = epoch
+      this.wrote()
+    } catch (err) {
+      this.lastWriteAt = 0
+      throw err
+    }
+  }
+
+  /** where writes go: with claim epochs, the device at this session's claim's epoch */
+  private writer (): BlockDevice {
+    const x = this.exclusive
+    if (x?.claimed == null || this.claimEpoch == null) return this.dev
+    this.claimedDev ??= x.claimed(this)
+    return this.claimedDev
   }
 
   get size (): number { return this.dev.size }
@@ -112,11 +174,21 @@ export class WriterHandle implements BlockDevice {
     this.onWrite(this)
   }
 
-  async read (offset: number, length: number): Promise<Uint8Array> { return await this.dev.read(offset, length) }
-  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.write(offset, data, fua) }
-  async flush (): Promise<void> { await this.dev.flush() }
-  async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.trim(offset, length, fua) }
-  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.claim(); this.wrote(); await this.dev.writeZeroes(offset, length, fua) }
+  async read (offset: number, length: number): Promise<Uint8Array> { return await (this.claimedDev ?? this.dev).read(offset, length) }
+  /** a change: the claim first; the session counts as writing until it is done (a slow write is no quiet spell) */
+  private async changing (fn: (d: BlockDevice) => Promise<void>): Promise<void> {
+    await this.claim()
+    this.wrote()
+    try { await fn(this.writer()) } finally {
+      // not where a stall or another's fence ended the claim meanwhile (lastWriteAt 0)
+      if (this.lastWriteAt > 0) this.lastWriteAt = Date.now()
+    }
+  }
+
+  async write (offset: number, data: Uint8Array, fua: boolean): Promise<void> { await this.changing(async d => { await d.write(offset, data, fua) }) }
+  async flush (): Promise<void> { await (this.claimedDev ?? this.dev).flush() }
+  async trim (offset: number, length: number, fua: boolean): Promise<void> { await this.changing(async d => { await d.trim(offset, length, fua) }) }
+  async writeZeroes (offset: number, length: number, fua: boolean): Promise<void> { await this.changing(async d => { await d.writeZeroes(offset, length, fua) }) }
 }
 
 /** the writer handles of each volume; quiet ones are dropped when counted (not a VM disk's: see handle) */
@@ -129,16 +201,21 @@ export class Writers {
   private lastBeat = performance.now()
   private readonly beat: NodeJS.Timeout
   private readonly stallMs: number
+  private readonly epochs?: ClaimEpochs
+  /** per volume, the epoch this node is fencing in for a claim of its own */
+  private readonly fencing = new Map<string, number>()
 
   /**
    * `others`: how a plain export's session asks the other nodes (none: it does not ask);
    * `onDiskClosed`: the last VM disk session of a volume at an epoch here ended (its
-   * cache is emptied: local-cache.ts)
+   * cache is emptied: local-cache.ts); `epochs`: each claim that wins takes a writer
+   * epoch of its own (ClaimEpochs; none: plain sessions write at the volume's epoch)
    */
-  constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void, opts: { stallMs?: number } = {}) {
+  constructor (idleMs: number, others?: OtherWriters, onDiskClosed?: (volume: string, epoch: number) => void, opts: { stallMs?: number, epochs?: ClaimEpochs } = {}) {
     this.idleMs = idleMs
     this.others = others
     this.onDiskClosed = onDiskClosed
+    this.epochs = opts.epochs
     this.stallMs = opts.stallMs ?? STALL_MS
     this.beat = setInterval(() => { this.checkStall() }, BEAT_MS)
     this.beat.unref()
@@ -161,7 +238,7 @@ export class Writers {
    * Otherwise a VM's disk (pinned to its writer epoch): a writer for as long as it is
    * open, quiet or not, so a plain session elsewhere is refused while the VM idles.
    */
-  handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean, epoch?: number } = {}): WriterHandle {
+  handle (volume: string, dev: BlockDevice, o: { exclusive?: boolean, epoch?: number, claimed?: (h: WriterHandle) => BlockDevice } = {}): WriterHandle {
     const add = (h: WriterHandle): void => {
       let s = this.byVolume.get(volume)
       if (s == null) this.byVolume.set(volume, s = new Set())
@@ -169,7 +246,19 @@ export class Writers {
     }
     const exclusive = o.exclusive === true
     const vmDisk = (): boolean => [...this.byVolume.get(volume) ?? []].some(x => x.holdsOpen)
-    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk, checkStall: () => { this.checkStall() } } : undefined)
+    const sibling = (h: WriterHandle): { epoch: number | null } | Promise<unknown> | null => {
+      const now = Date.now()
+      for (const x of this.byVolume.get(volume) ?? []) {
+        if (x === h || x.holdsOpen) continue
+        if (x.claimingNow != null) return x.claimingNow.catch(() => {})
+        if (x.lastWriteAt > 0 && now - x.lastWriteAt <= this.idleMs) return { epoch: x.claimEpoch }
+      }
+      return null
+    }
+    const epochs = this.epochs == null || o.claimed == null
+      ? undefined
+      : { ...this.epochs, fencing: (e: number | null) => { if (e == null) this.fencing.delete(volume); else this.fencing.set(volume, e) } }
+    const h = new WriterHandle(dev, add, exclusive && this.others != null ? { volume, others: this.others, idleMs: this.idleMs, vmDisk, checkStall: () => { this.checkStall() }, sibling, epochs, claimed: o.claimed } : undefined)
     h.epoch = o.epoch
     if (!exclusive) {
       h.holdsOpen = true
@@ -218,7 +307,9 @@ export class Writers {
    * claiming it must claim it again before their next write (and are refused while the
    * VM uses it). Its disk's own sessions keep theirs.
    */
-  revokeClaims (volume: string): void {
+  revokeClaims (volume: string, epoch?: number): void {
+    // the fence of this node's own claim, on its way to every node
+    if (epoch != null && this.fencing.get(volume) === epoch) return
     const s = this.byVolume.get(volume)
     if (s == null) return
     for (const h of [...s]) {

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
+import { volumeEpoch } from '../../crdt/placement/index.ts'
 
 
 test('a raised and fenced epoch refuses the previous writer on every object, and new sessions write with it', async t => {
@@ -25,15 +26,24 @@ test('a raised and fenced epoch refuses the previous writer on every object, and
   await old.write(0, block(1))
   await old.flush()
 
-  // the new writer on agent 2 raises the epoch and fences it, as DVMM does before a VM starts
-  await state.write(w => { w.update('volumes', id, { epoch: 2 }) }, 'test: a new holder takes the volume')
-  await svcs[2]!.fence(id, 2)
+  // the new writer, a VM on agent 2, raises the epoch past the old session's claim and
+  // fences it, as DVMM does before the VM starts
+  const vm = hosts[2]!.peerId.toString()
+  const next = volumeEpoch(state.read().get('volumes', id)!.value.epoch ?? 1, 1, vm)
+  await state.write(w => {
+    w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: 64 * 2 ** 20, volumes: [id], constraints: {}, kernel: '/k' } })
+    w.put('leases', { vm: 'db', holder: vm, epoch: 1, cpu: 1, memoryBytes: 64 * 2 ** 20, status: 'running' })
+    w.update('volumes', id, { epoch: next })
+  }, 'test: a new holder takes the volume')
+  await svcs[2]!.fence(id, next)
 
   // the old session is refused on object 3, which the new writer never wrote, and on object 0
   await t.throwsAsync(async () => { await old.write(3 * OBJECT_SIZE, block(9)) }, undefined, 'a write of the fenced writer to an untouched object is refused')
   await t.throwsAsync(async () => { await old.write(0, block(9)) }, undefined, 'and to an object it wrote before')
 
-  // a session opened now (on the same agent as the old one) writes with the new epoch
+  // the VM is gone: a session opened now (on the same agent as the old one) claims the
+  // volume at an epoch past the VM's
+  await state.write(w => { w.remove('vms', 'db'); w.remove('leases', 'db') }, 'test: the VM is removed')
   const fresh = await NbdClient.open(join(dir, 'a1', 'nbd.sock'), 'app/disk')
   t.teardown(async () => { await fresh.close().catch(() => {}) })
   await fresh.write(OBJECT_SIZE, block(2))
@@ -43,5 +53,5 @@ test('a raised and fenced epoch refuses the previous writer on every object, and
   t.true((await fresh.read(OBJECT_SIZE, 4096)).equals(block(2)))
 
   // fencing a volume that does not exist is a clear error
-  await t.throwsAsync(async () => { await svcs[0]!.fence('no-such-volume', 3) }, { message: /does not exist/ })
+  await t.throwsAsync(async () => { await svcs[0]!.fence('no-such-volume', next + 1) }, { message: /does not exist/ })
 })

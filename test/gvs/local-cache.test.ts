@@ -7,6 +7,7 @@ import test, { type ExecutionContext } from 'ava'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { pinnedName } from '../../node/gvs/exports.ts'
+import { HOLDER_SLOTS, volumeEpoch } from '../../crdt/placement/index.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
 import type { Member } from '../../protocol/membership.ts'
@@ -29,8 +30,14 @@ async function twoNodes (t: ExecutionContext, tag: string, writerIdleMs = 300) {
     t.teardown(async () => { await c.close().catch(() => {}) })
     return c
   }
-  /** a VM's disk on node i at `epoch`: the document's epoch raised, fenced in there, opened pinned */
-  const vmDisk = async (i: number, epoch: number): Promise<NbdClient> => {
+  /**
+   * A VM's disk on node i at `epoch`: the document's epoch raised, fenced in there, opened
+   * pinned. Past a plain client's claim (which takes an epoch of its own slot) it is raised
+   * as DVMM raises it (volume-epoch.ts), with `epoch` as the lease's.
+   */
+  const vmDisk = async (i: number, leaseEpoch: number): Promise<NbdClient> => {
+    const current = doc.state.read().get('volumes', id)?.value.epoch ?? 1
+    const epoch = current >= HOLDER_SLOTS ? volumeEpoch(current, leaseEpoch, g.hosts[i]!.peerId.toString()) : leaseEpoch
     await doc.state.write(w => { w.update('volumes', id, { epoch }) }, 'test: a VM\'s holder')
     await g.svcs[i]!.fence(id, epoch)
     return await open(i, pinnedName('c/disk', epoch))

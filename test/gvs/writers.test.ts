@@ -7,6 +7,7 @@ import test from 'ava'
 import { join } from 'node:path'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
+import type { Member } from '../../protocol/membership.ts'
 
 const EPERM = 1
 
@@ -41,4 +42,33 @@ test('a client on one node refuses a client on another; two starting at once lea
     t.is(results.filter(r => r.status === 'fulfilled').length, 1, `round ${round}: ${JSON.stringify(results.map(r => r.status === 'rejected' ? String(r.reason) : 'wrote'))}`)
     for (const c of cs) await c.close()
   }
+})
+
+test('a plain client\'s claim fences the volume at an epoch of its own: a write still queued on a node found dead meanwhile is refused, not landed over the new writer\'s', async t => {
+  const g = await memoryHosts(t, 3, 'gvsclaimepoch')
+  const doc = sharedDocument(g.hosts)
+  // the three agents share one event loop here: a stall of it under load would end every claim at once
+  await startServices(g, doc, { scrubIntervalMs: 0, writerStallMs: 60_000 })
+  const app = apiOf(g.svcs[0]!)
+  t.teardown(async () => { await app.close() })
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/w/moved', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<{ id: string }>().id
+  const epoch = (): number => doc.state.read().get('volumes', id)!.value.epoch ?? 1
+  const before = epoch()
+  const a = g.svcs[0]!.device('w/moved')!
+  await a.write(0, Buffer.alloc(65536, 1), false)
+  const first = epoch()
+  t.true(first > before, 'the first claim raised the volume\'s writer epoch')
+  // node 0 stalls (or is cut off) with a claim it still takes for its own; the others find it dead
+  const id0 = g.hosts[0]!.peerId.toString()
+  doc.members.set(id0, { ...doc.members.get(id0)!, state: 'dead' } as Member)
+  const b = g.svcs[1]!.device('w/moved')!
+  await b.write(0, Buffer.alloc(65536, 2), false)
+  await b.flush()
+  t.true(epoch() > first, 'the new writer\'s claim raised it again')
+  // node 0 comes back: the write it had queued goes out at its old epoch and is refused
+  await t.throwsAsync(a.write(0, Buffer.alloc(65536, 3), false), { message: /writer epoch .* is older than/ })
+  const read = Buffer.from(await g.svcs[2]!.device('w/moved')!.read(0, 65536))
+  t.true(read.equals(Buffer.alloc(65536, 2)), `the new writer's data stays (read ${read[0]})`)
 })

@@ -111,19 +111,23 @@ test('a plain session is refused while a VM\'s disk session on this node is open
   await t.throwsAsync(plain.write(0, new Uint8Array(512), false), { message: /is a running VM's disk on this node/ })
   ws.release(vmDisk)
   await plain.write(0, new Uint8Array(512), false)
-  // a second session here claims while a smaller node asks: the writer here refuses the asker, the sibling's claim is not lost
+  // a second session here writes beside the writer here, without asking (a
+  // multi-connection client), and a smaller node asking meanwhile is refused by both
   let release: () => void = () => {}
-  const slow = new Writers(60_000, async () => { await new Promise<void>(resolve => { release = resolve }); return null })
+  let asked = 0
+  const slow = new Writers(60_000, async () => { asked++; await new Promise<void>(resolve => { release = resolve }); return null })
   const first = slow.handle('vol-bbbbbbbbbbbb', device(), { exclusive: true })
   const w1 = first.write(0, new Uint8Array(512), false)
-  release()
-  await w1
+  // a sibling that starts while the first still asks waits for its answer
   const second = slow.handle('vol-bbbbbbbbbbbb', device(), { exclusive: true })
   const w2 = second.write(0, new Uint8Array(512), false)
   await new Promise(resolve => setTimeout(resolve, 5))
-  t.like(slow.answerClaim('vol-bbbbbbbbbbbb', 'h0', true), { writers: 1, claiming: true })
+  t.like(slow.answerClaim('vol-bbbbbbbbbbbb', 'h9', false), { claiming: true })
   release()
+  await w1
   await t.notThrowsAsync(w2)
+  t.is(asked, 1, 'one claim for the node')
+  t.like(slow.answerClaim('vol-bbbbbbbbbbbb', 'h0', true), { writers: 2, claiming: false })
 })
 
 test('a claim whose asking failed leaves the session no writer: the next write asks again', async t => {
@@ -158,4 +162,50 @@ test('a stall of the event loop ends a plain session\'s claim: the next write as
   await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /is being written on another node \(1 client\(s\) on h2\)/ })
   t.is(asked, 2)
   t.is(dev.writes, 2, 'no write beside the other node\'s')
+})
+
+test('with claim epochs: the claim that wins takes an epoch and fences it before the first write, which goes to the device at that epoch; siblings share it', async t => {
+  const fenced: number[] = []
+  let next = 10
+  let failFence = false
+  const holder: { ws?: Writers } = {}
+  const epochs = {
+    next: async () => next,
+    fence: async (_v: string, e: number) => {
+      // the fence reaches this node too: it does not end the claim it is made for
+      holder.ws!.revokeClaims('vol-aaaaaaaaaaaa', e)
+      if (failFence) throw new Error('could not fence node x')
+      fenced.push(e)
+    }
+  }
+  const ws = holder.ws = new Writers(60_000, async () => null, undefined, { epochs })
+  const plainDev = device()
+  // each session's device at its claim's epoch
+  const claimedDevs: Array<ReturnType<typeof device>> = []
+  const claimed = (): BlockDevice => {
+    const d = device()
+    claimedDevs.push(d)
+    return d
+  }
+  const a = ws.handle('vol-aaaaaaaaaaaa', plainDev, { exclusive: true, claimed })
+  const b = ws.handle('vol-aaaaaaaaaaaa', plainDev, { exclusive: true, claimed })
+  await Promise.all([a.write(0, new Uint8Array(512), false), b.write(512, new Uint8Array(512), false)])
+  t.deepEqual(fenced, [10], 'one claim and one fence for the node')
+  t.is(a.claimEpoch, 10)
+  t.is(b.claimEpoch, 10)
+  t.is(plainDev.writes, 0, 'nothing written at the epoch the sessions opened with')
+  t.is(ws.count('vol-aaaaaaaaaaaa'), 2, 'the own fence ended neither claim')
+  // another writer's fence (a VM's holder) ends both claims; the next claim's fence fails: no writer, nothing written
+  ws.revokeClaims('vol-aaaaaaaaaaaa', 11)
+  next = 12
+  failFence = true
+  const written = claimedDevs.reduce((n, d) => n + d.writes, 0)
+  t.is(written, 2)
+  await t.throwsAsync(a.write(0, new Uint8Array(512), false), { message: /could not fence/ })
+  t.is(ws.count('vol-aaaaaaaaaaaa'), 0)
+  t.is(claimedDevs.reduce((n, d) => n + d.writes, 0), written, 'the write whose claim failed wrote nothing')
+  failFence = false
+  await a.write(0, new Uint8Array(512), false)
+  t.is(a.claimEpoch, 12)
+  t.deepEqual(fenced, [10, 12])
 })
