@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { basename, dirname, isAbsolute, join, normalize } from 'node:path'
 import { TERMINAL_RE, VM_USER_PATTERN } from '../../../crdt/schema.ts'
-import { PARENT as CGROUP_PARENT } from '../host/cgroups.ts'
+import { PARENT as CGROUP_PARENT, findGroups, vmGroupName } from '../host/cgroups.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
@@ -288,13 +288,17 @@ export function readRecord (file: string, onBad?: (file: string, problem: string
   return r as VmRecord
 }
 
+/** what a kill of a VM reads (`damaged`: its record could not be read; its groups were found by name) */
+export interface KillRecord { dir: string, rec: Pick<VmRecord, 'id' | 'pid' | 'pidStartTicks' | 'bootId' | 'cgroups'> & { driver: string }, damaged?: true }
+
 /**
  * Every VM record of every driver under a data dir (the watchdog's view): checked only
  * for what a kill reads (pid, its start, boot id, cgroups), so that a record damaged
- * elsewhere still has its VM killed.
+ * elsewhere still has its VM killed. A run dir whose record is damaged or gone in
+ * those fields too gives its VM's groups, found by their derived name (`damaged`).
  */
-export function allRecords (dataDir: string): Array<{ dir: string, rec: VmRecord }> {
-  const out: Array<{ dir: string, rec: VmRecord }> = []
+export function allRecords (dataDir: string): KillRecord[] {
+  const out: KillRecord[] = []
   const root = runRoot(dataDir)
   let drivers: string[] = []
   try { drivers = readdirSync(root) } catch {}
@@ -303,7 +307,9 @@ export function allRecords (dataDir: string): Array<{ dir: string, rec: VmRecord
     try { ids = readdirSync(join(root, d)) } catch {}
     for (const id of ids) {
       const rec = readRecord(join(root, d, id, 'vm.json'), undefined, 'kill')
-      if (rec !== undefined) out.push({ dir: join(root, d, id), rec })
+      if (rec !== undefined) { out.push({ dir: join(root, d, id), rec }); continue }
+      const cgroups = ID.test(id) ? findGroups(vmGroupName(d, dataDir, id)) : []
+      if (cgroups.length > 0) out.push({ dir: join(root, d, id), rec: { id, driver: d, cgroups }, damaged: true })
     }
   }
   return out

@@ -7,12 +7,12 @@
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot, shortHash } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
-import { createGroups, killGroups, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
+import { createGroups, groupPaths, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
@@ -117,7 +117,13 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.save(rec)
     this.emit('state', { id: rec.id, state: 'starting', at: this.components.clock.now() })
     try {
-      rec.cgroups = createGroups(this.cgroups, `${this.name}-${this.scope}-${spec.id}`, this.limits(spec))
+      // nothing this agent knows of runs the VM here (its record is gone, damaged or
+      // ended): anything still in its groups is a run it cannot manage, which the new
+      // one must not run beside
+      const name = vmGroupName(this.name, this.init.dataDir, spec.id)
+      const strays = killGroups(groupPaths(this.cgroups, name))
+      if (strays > 0) this.components.log.warn('killed what still ran in a VM\'s groups without a run record of it before starting it', { vm: spec.id, killed: strays })
+      rec.cgroups = createGroups(this.cgroups, name, this.limits(spec))
       this.save(rec)
       if (spec.network !== false) {
         const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id || r.state === 'stopped' || r.state === 'failed' ? [] : [r.network.slot])
@@ -354,10 +360,15 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   /** damaged run records already reported (file -> problem): once each, not at every poll */
   private readonly badRecords = new Map<string, string>()
   private readonly badRecord = (file: string, problem: string): void => {
-    if (this.badRecords.get(file) === problem) return
+    // what still runs under a record this agent cannot read can be neither adopted nor
+    // told apart from a new run: it is killed by its groups, named by the VM's id, each
+    // time the record is read (a new run of the VM never runs beside it)
+    const id = basename(dirname(file))
+    const killed = this.cgroups === undefined ? 0 : killGroups(groupPaths(this.cgroups, vmGroupName(this.name, this.init.dataDir, id)))
+    if (this.badRecords.get(file) === problem && killed === 0) return
     if (this.badRecords.size >= 1024) this.badRecords.clear()
     this.badRecords.set(file, problem)
-    this.components.log.error('VM run record is damaged: this VM is skipped (vgrid neither adopts nor stops what it may still run); remove its run dir once nothing of it runs', { file, problem })
+    this.components.log.error('VM run record is damaged: what ran of this VM is killed by its groups (it can be neither adopted nor told apart); the VM starts anew here if it should run here', { file, problem, killed })
   }
 
   private mustLoad (id: string): VmRecord {

@@ -3,7 +3,8 @@
 // probe reads the mounts and then proves it can make a group under a vgrid-named
 // parent; nothing is assumed from the kernel version or the distribution.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
+import { shortHash } from './short-hash.ts'
 
 export const PARENT = 'vgrid'
 const PERIOD_US = 100_000
@@ -77,6 +78,25 @@ export function probeCgroups (): CgroupProbe {
 }
 
 export interface Limits { cpus: number, memoryBytes: number }
+
+/**
+ * The name of a VM's groups: its driver, the data dir's hash (two agents on one machine
+ * may run VMs of the same name) and its id. Derived, never only recorded, so that a VM
+ * whose run record is damaged is still found and killed by its groups.
+ */
+export const vmGroupName = (driver: string, dataDir: string, id: string): string => `${driver}-${shortHash(resolve(dataDir))}-${id}`
+
+/** Where groups of this name may be under these mounts (pure): under every cgroup hierarchy's vgrid parent. */
+export function groupCandidates (mounts: Mount[], name: string): string[] {
+  return mounts.filter(m => m.fstype === 'cgroup' || m.fstype === 'cgroup2').map(m => join(m.point, PARENT, name))
+}
+
+/** The existing groups of this name on this machine, whatever layout made them (the watchdog has no probe). */
+export function findGroups (name: string): string[] {
+  let mounts: Mount[] = []
+  try { mounts = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')) } catch {}
+  return [...new Set(groupCandidates(mounts, name))].filter(p => existsSync(p))
+}
 
 /** The group directories of one VM: one for v2, cpu then memory for v1. */
 export function groupPaths (layout: CgroupLayout, name: string): string[] {

@@ -4,7 +4,7 @@
 // from a small per-node link range: .1 on the node's end, .2 in the VM, so the node
 // reaches its own VMs until the connection manager addresses and routes them. A VM with
 // an overlay address has it routed to its interface before it runs (see routeOverlay).
-import { createHash } from 'node:crypto'
+import { shortHash } from './short-hash.ts'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ip, nsRun } from '../../netns/netns.ts'
@@ -13,9 +13,7 @@ import { hostsFile } from '../drivers/common.ts'
 
 export const DEFAULT_LINK_RANGE = '10.254.0.0/20'
 
-export function shortHash (id: string): string {
-  return createHash('sha256').update(id).digest('hex').slice(0, 8)
-}
+export { shortHash }
 
 export const vethName = (id: string): string => `vgp${shortHash(id)}`
 export const tapName = (id: string): string => `vgt${shortHash(id)}`

@@ -263,3 +263,44 @@ test('process driver: a bad overlay is refused naming the field', async t => {
   const e2 = await t.throwsAsync(d.start({ ...sh('bad-ov', 'true'), overlay: { address: '100.99.128.3', names: { '9lives': '100.99.128.4' } } }))
   t.regex(e2!.message, /overlay\.names\.9lives/)
 })
+
+maybe('process driver: a VM whose run record is damaged is killed by its groups, by the watchdog and before the VM runs again on the node', async t => {
+  const { killAllVms } = await import('../../../node/dvmm/watchdog/kill.ts')
+  // a data dir of its own: the watchdog kills every VM under it
+  const own = mkdtempSync(join(tmpdir(), 'vgrid-proc-dmg-'))
+  const make = (): ProcessDriver => new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir: own, nodeNetns: nodeNs, pollMs: 50 })
+  const id = `dmg-${process.pid}`
+  const vmJson = join(own, 'dvmm', 'run', 'process', id, 'vm.json')
+  const pids: number[] = []
+  const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+  const drivers: ProcessDriver[] = []
+  t.teardown(async () => {
+    for (const pid of pids) { try { process.kill(-pid, 'SIGKILL') } catch {} }
+    for (const d of drivers) { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() }
+    rmSync(own, { recursive: true, force: true })
+  })
+  const run = async (): Promise<number> => {
+    const d = make()
+    drivers.push(d)
+    const info = await d.start({ ...sh(id, 'echo guest ready; exec sleep 600'), network: false })
+    pids.push(info.pid!)
+    await d.close() // the agent dies; the VM runs on
+    return info.pid!
+  }
+  // the watchdog fires: a record cut short still has its VM killed, found by its groups
+  const first = await run()
+  writeFileSync(vmJson, '{"version":1,"id"')
+  const victims = killAllVms(own, Date.now())
+  t.like(victims.find(v => v.id === id), { damaged: true })
+  await waitFor('the first run to be killed', async () => alive(first) ? undefined : true, 5000)
+  // a restarted agent that finds the record damaged kills what runs of it before it runs the VM again
+  rmSync(join(own, 'dvmm', 'run', 'process', id), { recursive: true, force: true })
+  const second = await run()
+  writeFileSync(vmJson, '\0\0\0\0')
+  const d = make()
+  drivers.push(d)
+  const third = await d.start({ ...sh(id, 'echo guest ready; exec sleep 600'), network: false })
+  pids.push(third.pid!)
+  await waitFor('the second run to be killed', async () => alive(second) ? undefined : true, 5000)
+  t.true(alive(third.pid!), 'the new run runs, alone')
+})
