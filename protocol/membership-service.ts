@@ -58,6 +58,8 @@ export interface MembershipServiceInit {
   timing?: Partial<MembershipTiming>
   /** where the heartbeats' clock-offset metrics go (none without it) */
   registry?: Registry
+  /** this run's advert incarnation (see OwnAdvertInit.incarnation); default: the wall clock now */
+  incarnation?: number
 }
 
 export interface MembershipEvents {
@@ -111,7 +113,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       refreshMs: this.timing.advertRefreshMs,
       members: () => this.table.size,
       onSigned: advert => { this.apply(onAdvert(this.table, advert, monoNow()), advert) },
-      onSent: bytes => { this.emit('sent', bytes) }
+      onSent: bytes => { this.emit('sent', bytes) },
+      incarnation: init.incarnation
     })
     this.heartbeats = new Heartbeats({
       host: init.host,

@@ -18,7 +18,7 @@ import type { Advert } from './advert.ts'
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left'
 
-/** (incarnation, seq) of a member's adverts: incarnation is its start time, seq counts adverts. */
+/** (incarnation, seq) of a member's adverts: incarnation is its start time, kept above its previous run's (node/incarnation.ts), seq counts adverts. */
 export interface Version { incarnation: number, seq: number }
 
 export function compareVersions (a: Version, b: Version): number {

@@ -66,11 +66,17 @@ export interface OwnAdvertInit {
   /** every advert this node signs, before it goes out */
   onSigned: (advert: Advert) => void
   onSent: (bytes: number) => void
+  /**
+   * this run's incarnation, greater than any earlier run's (node/incarnation.ts keeps
+   * the last one in the data dir, so a clock behind the previous run's does not make
+   * this run's adverts older than its); default: the wall clock now
+   */
+  incarnation?: number
 }
 
 export class OwnAdvert {
   private readonly init: OwnAdvertInit
-  private readonly incarnation = Date.now()
+  private readonly incarnation: number
   private seq = 0
   private pending?: NodeJS.Immediate
   private refresh?: NodeJS.Timeout
@@ -85,6 +91,7 @@ export class OwnAdvert {
 
   constructor (init: OwnAdvertInit) {
     this.init = init
+    this.incarnation = init.incarnation ?? Date.now()
   }
 
   get version (): Version { return { incarnation: this.incarnation, seq: this.seq } }

@@ -20,6 +20,7 @@ import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { loadAverage, subtract } from '../resources.ts'
 import { loadPeerBook, peerBookEntries, savePeerBook } from '../peer-book.ts'
+import { claimIncarnation } from '../incarnation.ts'
 import { VERSION } from '../version.ts'
 import type { AdvertFields } from './advert-fields.ts'
 import type { MemberDirectory } from './directory.ts'
@@ -109,7 +110,9 @@ export class GridMembership implements Service {
       body: () => this.advertBody(),
       config: c.config.membership,
       timing: c.config.timing,
-      registry: c.registry
+      registry: c.registry,
+      // after the previous run's whatever the clock says, recorded before any advert goes out
+      incarnation: claimIncarnation(c.config.dataDir, this.log)
     })
     c.directory.attach(() => this.detector.members)
     c.advert.on('changed', () => { if (this.started) this.detector.advertiseNow() })

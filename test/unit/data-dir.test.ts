@@ -1,0 +1,68 @@
+// The data dir is kept 0700 (node/data-dir.ts): one the operator made with mkdir
+// (0755) would let any local user read the volumes' objects.
+import test from 'ava'
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { secureDataDir } from '../../node/data-dir.ts'
+import { createLogger } from '../../node/log.ts'
+
+const modeOf = (f: string): number => statSync(f).mode & 0o7777
+
+function root (t: { teardown: (fn: () => void) => void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-datadir-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+function logLines (): { log: ReturnType<typeof createLogger>, lines: string[] } {
+  const lines: string[] = []
+  return { log: createLogger({ write: l => lines.push(l) }), lines }
+}
+
+test('a data dir the operator made 0755 is made 0700, with a warning naming it and its old mode', async t => {
+  const dir = join(root(t), 'data')
+  mkdirSync(dir)
+  chmodSync(dir, 0o755)
+  const { log, lines } = logLines()
+  await secureDataDir(dir, log)
+  t.is(modeOf(dir), 0o700)
+  t.is(lines.length, 1)
+  t.true(lines[0]!.includes('WARN') && lines[0]!.includes('mode 755') && lines[0]!.includes(dir), lines[0])
+})
+
+test('any group or others bit counts; a 0700 dir is left alone, and a new one is made 0700, silently', async t => {
+  const base = root(t)
+  for (const mode of [0o710, 0o701, 0o740, 0o770]) {
+    const dir = join(base, mode.toString(8))
+    mkdirSync(dir)
+    chmodSync(dir, mode)
+    const { log, lines } = logLines()
+    await secureDataDir(dir, log)
+    t.is(modeOf(dir), 0o700, mode.toString(8))
+    t.is(lines.length, 1)
+  }
+  const { log, lines } = logLines()
+  const fresh = join(base, 'new', 'data')
+  await secureDataDir(fresh, log)
+  t.is(modeOf(fresh), 0o700)
+  await secureDataDir(fresh, log)
+  t.deepEqual(lines, [])
+})
+
+test('a data dir that cannot be made 0700, or is not a directory, stops the agent with an error naming it', async t => {
+  const base = root(t)
+  const dir = join(base, 'data')
+  mkdirSync(dir)
+  chmodSync(dir, 0o755)
+  const { log, lines } = logLines()
+  const eperm = async (): Promise<void> => { throw Object.assign(new Error('operation not permitted'), { code: 'EPERM' }) }
+  await t.throwsAsync(secureDataDir(dir, log, { chmod: eperm }), {
+    message: `data dir ${dir} is open to other users (mode 755) and cannot be made 0700: EPERM. Make it 0700 (chmod 700 ${dir}) or use another --data-dir`
+  })
+  t.is(modeOf(dir), 0o755)
+  t.deepEqual(lines, [])
+  const file = join(base, 'file')
+  writeFileSync(file, '')
+  await t.throwsAsync(secureDataDir(file, log), { message: `data dir ${file} is not a directory` })
+})
