@@ -17,7 +17,7 @@ const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == n
 function linkRows (links: LinkView[]): string {
   return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
     l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
-    l.tunnel == null ? (l.skipped ?? 'local') : l.tunnel.name ?? shortId(l.tunnel.node), String(l.packets), String(l.drops)
+    l.tunnel == null ? (l.skipped ?? 'local') : `${l.tunnel.name ?? shortId(l.tunnel.node)}${l.tunnel.down == null ? '' : ` DOWN: ${l.tunnel.down}`}`, String(l.packets), String(l.drops)
   ]))
 }
 
@@ -73,7 +73,8 @@ export function formatNet (n: NetView, now = Date.now()): string {
   const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)]))]
   const unapplied = s.applyError == null ? [] : [`connections not applied${s.applyErrorSince != null ? ` for ${ago(s.applyErrorSince).replace(/ ago$/, '')}` : ''} (trying again): ${s.applyError}`]
   const conflict = s.routeConflict == null ? [] : [`route conflict: ${s.routeConflict}`]
-  return [head, ...unapplied, ...conflict, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
+  const tunnels = (s.tunnelsDown ?? []).map(d => d.message)
+  return [head, ...unapplied, ...conflict, ...tunnels, `overlay ${s.prefix.v4} (VMs ${s.prefix.vmV4}), ${s.prefix.v6}; rules: table ${n.rules.table}, ${n.rules.flows} flows`, '', peers, ...drops].join('\n')
 }
 
 export async function net (argv: string[]): Promise<void> {

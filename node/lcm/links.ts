@@ -103,8 +103,12 @@ export interface LinkView {
   to: { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null }
   protocol: string
   port: number | null
-  /** the WireGuard peer that carries it from this node, null when both ends are local or unplaced */
-  tunnel: { node: string, name: string | null, publicKey: string } | null
+  /**
+   * the WireGuard peer that carries it from this node, null when both ends are local or
+   * unplaced; `down`: why that tunnel carries nothing now (no handshake for too long,
+   * tunnel-health.ts), null while it is up
+   */
+  tunnel: { node: string, name: string | null, publicKey: string, down: string | null } | null
   /** on this node: packets allowed for it, and packets dropped between its two VMs */
   packets: number
   drops: number

@@ -21,6 +21,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const tunnels = new Map((last?.plan.tunnels ?? []).map(t => [t.node, t]))
   const flows = new Map((last?.rules.flows ?? []).map(f => [f.link, f]))
   const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
+  const down = new Map((lcm.status().tunnelsDown ?? []).map(d => [d.node, d]))
   const c = await lcm.counters()
   return list.map(l => {
     const s = place.get(l.from.vm)
@@ -35,7 +36,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null },
       protocol: l.protocol,
       port: l.port,
-      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey },
+      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : null },
       packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
       drops,
       skipped: f == null ? skipped.get(l.id) ?? 'not computed yet' : null

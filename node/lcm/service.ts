@@ -25,6 +25,9 @@ import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import { AddressWatch } from './address-watch.ts'
 import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
+import { tunnelsDown, type TunnelDown } from './tunnel-health.ts'
+import { lcmProblems } from './health.ts'
+import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
@@ -76,6 +79,12 @@ export interface LcmEvents {
 
 /** how often routes others may have added inside the overlay range are looked for */
 const ROUTE_CHECK_MS = 30_000
+/**
+ * how often the handshake times of the tunnels this node's links need are read (`wg
+ * show IF dump`, tunnel-health.ts): a tunnel that went down shows at most this long
+ * after its bound, and one that came back clears as late
+ */
+const TUNNEL_CHECK_MS = 10_000
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
   readonly name = 'lcm'
@@ -93,6 +102,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private countersRead?: Promise<TableCounters>
   private readonly overlayRoutes: OverlayRoutes
   private routeTimer?: NodeJS.Timeout
+  private tunnelTimer?: NodeJS.Timeout
+  /** the needed tunnels without handshakes, as the last check found them */
+  private down: TunnelDown[] = []
   private hostAddrs = ''
   private running = false
   private timer?: NodeJS.Timeout
@@ -142,6 +154,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
     this.routeTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.overlayRoutes.check() }) }, ROUTE_CHECK_MS)
+    // a partial partition stops only the handshakes of a tunnel (membership goes round through others)
+    this.tunnelTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.checkTunnels() }) }, TUNNEL_CHECK_MS)
     // the first plan (which makes the interface) is applied before start returns: the link
     // rules must be in the kernel before this node reports ready (a timer here let start return first)
     this.dirty = true
@@ -155,6 +169,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     clearInterval(this.pollTimer)
     this.addressWatch.stop()
     clearInterval(this.routeTimer)
+    clearInterval(this.tunnelTimer)
     this.c.membership.off('transition', this.listener)
     this.c.state.off('changed', this.listener)
     await this.queue
@@ -172,8 +187,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   status (): LcmStatus {
     const { unapplied, overlayRoutes: { conflict }, tunnel } = this
     const { down } = tunnel
-    return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, backend: tunnel.backend, interface: this.ifname, publicKey: tunnel.publicKey, endpoint: tunnel.endpoint, address: tunnel.address, prefix: this.prefix }
+    return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, tunnelsDown: this.down, backend: tunnel.backend, interface: this.ifname, publicKey: tunnel.publicKey, endpoint: tunnel.endpoint, address: tunnel.address, prefix: this.prefix }
   }
+
+  /** what /v1/status lists for the LCM (health.ts) */
+  problems (): HealthProblem[] { return lcmProblems(this.status()) }
 
   get state (): LcmState { return this.c.state }
   get members (): MemberTable { return this.c.membership.members }
@@ -299,6 +317,32 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const address = byVm.get(vm)
     if (address == null) return null
     return { address, names: terminalHosts(vm, doc.links, x => byVm.get(x) ?? null) }
+  }
+
+  /**
+   * Reads the handshake times of the peers and judges the tunnels this node's links
+   * need (tunnel-health.ts): the status, the health problem and the links' views
+   * follow; each change is logged once. Never throws (a failed read judges no peer).
+   */
+  async checkTunnels (now = Date.now()): Promise<TunnelDown[]> {
+    const last = this.last
+    const peers = last == null ? [] : await this.peerStates()
+    const members = this.c.membership.members
+    const place = new Map((last?.addr.vms ?? []).map(v => [v.vm, v.node]))
+    const down = tunnelsDown(
+      this.c.peerId,
+      peers.flatMap(p => p.node == null ? [] : [{ node: p.node, name: members.get(p.node)?.advert.name ?? null, latestHandshake: p.latestHandshake, addedAt: this.tunnel.addedAt(p.publicKey) }]),
+      (last?.links ?? []).map(l => ({ id: l.id, from: { ...l.from, node: place.get(l.from.vm) ?? null }, to: { ...l.to, node: place.get(l.to.vm) ?? null } })),
+      now, this.init.keepaliveS)
+    const was = new Map(this.down.map(d => [d.node, d]))
+    for (const d of down) {
+      const before = was.get(d.node)
+      if (before == null || before.links.join() !== d.links.join()) this.log.warn('tunnel down: links to its node carry nothing', { node: d.node, name: d.name, latestHandshake: d.latestHandshake, links: d.links, message: d.message })
+      was.delete(d.node)
+    }
+    for (const d of was.values()) this.log.info('tunnel no longer down (a handshake again, or no link needs it now)', { node: d.node, name: d.name, links: d.links })
+    this.down = down
+    return down
   }
 
   /** The interface's peers with the node each belongs to. */

@@ -55,6 +55,8 @@ export class Tunnel {
   private addressNow: string | null = null
   /** the peers set on the interface: public key -> endpoint */
   private readonly applied = new Map<string, string | null>()
+  /** when each of them was added to the interface (ms since the epoch, the scale of `wg show`'s handshake times) */
+  private readonly added = new Map<string, number>()
   private readonly startFailures: Counter
   private running = false
 
@@ -136,6 +138,7 @@ export class Tunnel {
     }
     this.wgIf = wg
     this.applied.clear()
+    this.added.clear()
     this.addressNow = null
     void wg.exited.then(() => {
       if (!this.running || this.wgIf !== wg) return
@@ -164,13 +167,18 @@ export class Tunnel {
     for (const k of ops.remove) {
       await wg.removePeer(k)
       this.applied.delete(k)
+      this.added.delete(k)
     }
     for (const p of ops.set) {
       await wg.setPeer(p)
+      if (!this.applied.has(p.publicKey)) this.added.set(p.publicKey, Date.now())
       this.applied.set(p.publicKey, p.endpoint)
     }
     if (ops.set.length + ops.remove.length > 0) this.c.log.info('peers updated', { set: ops.set.length, removed: ops.remove.length })
   }
+
+  /** when the peer with this key was added to the interface (ms since the epoch); null: not by this run */
+  addedAt (publicKey: string): number | null { return this.added.get(publicKey) ?? null }
 
   private detectEndpoint (): string | null {
     const host = this.init.endpointHost ?? firstAddress(networkInterfaces(), this.init.ifname, this.init.prefix.octet)

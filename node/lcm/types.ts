@@ -8,6 +8,7 @@ import type { OverlayPrefix } from './overlay.ts'
 import type { Addressing, PeerPlan } from './plan.ts'
 import type { Link, Ruleset } from './rules.ts'
 import type { TableCounters } from './nft.ts'
+import type { TunnelDown } from './tunnel-health.ts'
 
 /** What the LCM reads and writes of the cluster document. */
 export interface LcmReader { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
@@ -37,6 +38,11 @@ export interface LcmStatus {
   /** routes inside the overlay range that vgrid did not make (route-conflicts.ts), null when none */
   routeConflict: string | null
   routeConflictSince: string | null
+  /**
+   * the tunnels this node's links need that have had no WireGuard handshake for too
+   * long (tunnel-health.ts), as the last check found them (absent: an agent before it)
+   */
+  tunnelsDown?: TunnelDown[]
   backend: Backend | null
   interface: string
   publicKey: string | null

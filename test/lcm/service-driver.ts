@@ -52,6 +52,8 @@ type Cmd =
   | { type: 'members', members: Array<{ nodeId: string, name: string, state: Member['state'], wireguard: Advert['wireguard'] }> }
   | { type: 'doc', ops: Array<{ op: 'put', kind: Kind, draft: never } | { op: 'remove', kind: Kind, key: string }> }
   | { type: 'net' } | { type: 'metrics' } | { type: 'stop' } | { type: 'names', vm: string }
+  /** judge the tunnels now, as if the time were `aheadMs` later (a tunnel's bound is minutes) */
+  | { type: 'tunnels', aheadMs: number }
 
 async function handle (c: Cmd): Promise<void> {
   if (c.type === 'members') {
@@ -74,6 +76,11 @@ async function handle (c: Cmd): Promise<void> {
   } else if (c.type === 'names') {
     await lcm.settled()
     out({ type: 'names', names: lcm.overlayOf(c.vm)?.names ?? null })
+    return
+  } else if (c.type === 'tunnels') {
+    await lcm.settled()
+    const down = await lcm.checkTunnels(Date.now() + c.aheadMs)
+    out({ type: 'tunnels', down, problems: lcm.problems() })
     return
   } else if (c.type === 'metrics') {
     out({ type: 'metrics', text: await registry.metrics() })

@@ -8,6 +8,7 @@
 // peer goes; stopping leaves no interface or socket, and the rules stay (fail closed).
 import test from 'ava'
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
+import { generateKeyPairSync } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ip, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
@@ -272,4 +273,69 @@ maybe('a route inside the overlay range that vgrid did not make is a problem in 
   await d.send({ type: 'doc', ops: [{ op: 'put', kind: 'vms', draft: { id: 'web', name: 'web', app: null, desired: 'running', spec: { driver: 'process', cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} } } as never }] })
   t.is(((await d.send({ type: 'net' }, 'net')).status as LcmStatus).routeConflict, null)
   await d.send({ type: 'stop' }, 'stopped')
+})
+
+maybe('a tunnel a link needs that goes without handshakes past the bound is a health problem naming the node and the links, until a handshake is seen', async t => {
+  const [ha, hb] = await makeNamespaces(t, ['ht', 'hu'])
+  const net = await subnet()
+  await veth({ ns: ha!, dev: 'eth0', cidr: `${net}.1/24` }, { ns: hb!, dev: 'eth0', cidr: `${net}.2/24` })
+  const clusterId = `lcm-tun-${process.pid}`
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const idA = `NodeTA${process.pid}`
+  const idB = `NodeTB${process.pid}`
+  const idC = `NodeTC${process.pid}`
+  const a = new Driver(t, ha!, { dataDir: join(dir, 'a'), peerId: idA, clusterId, port: 51820, vmInterfaces: {}, addressPollMs: 0 })
+  const b = new Driver(t, hb!, { dataDir: join(dir, 'b'), peerId: idB, clusterId, port: 51820, vmInterfaces: {}, addressPollMs: 0 })
+  await a.next('ready')
+  await b.next('ready')
+  const advA = (await a.next('advert')).wg as { publicKey: string, endpoint: string }
+  const advB = (await b.next('advert')).wg as { publicKey: string, endpoint: string }
+  // C: a member with a tunnel nobody answers (no agent behind its endpoint)
+  const keyC = (generateKeyPairSync('x25519').publicKey.export({ format: 'der', type: 'spki' })).subarray(-32).toString('base64')
+  const spec = { driver: 'process', cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
+  const lease = (vm: string, holder: string): object => ({ op: 'put', kind: 'leases', draft: { vm, holder, epoch: 1, cpu: 0.1, memoryBytes: 1 << 20 } })
+  const ops = [
+    ...[[idA, 'a'], [idB, 'b'], [idC, 'c']].map(([node, name], i) => ({ op: 'put', kind: 'roll', draft: { node, name, joined: i + 1, overlayIndex: i + 1 } })),
+    ...['web', 'db', 'x'].map((id, i) => ({ op: 'put', kind: 'vms', draft: { id, name: id, app: null, desired: 'running', spec, overlayIndex: 10 + i } })),
+    lease('web', idA), lease('db', idB), lease('x', idC),
+    { op: 'put', kind: 'connections', draft: { id: 'web-db', app: null, from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 8080 } },
+    { op: 'put', kind: 'connections', draft: { id: 'x-web', app: null, from: { vm: 'x', terminal: 'o' }, to: { vm: 'web', terminal: 'i' }, protocol: 'tcp', port: 80 } }
+  ]
+  const members = [{ nodeId: idA, name: 'a', state: 'alive', wireguard: advA }, { nodeId: idB, name: 'b', state: 'alive', wireguard: advB }, { nodeId: idC, name: 'c', state: 'alive', wireguard: { publicKey: keyC, endpoint: `${net}.3:51820` } }]
+  for (const d of [a, b]) {
+    await d.send({ type: 'doc', ops })
+    await d.send({ type: 'members', members })
+  }
+  // A and B shake hands by themselves (the driver's keepalive is 1 s)
+  let shaken = false
+  for (let i = 0; i < 50 && !shaken; i++) {
+    const peers = (await a.send({ type: 'net' }, 'net')).peers as Array<{ node: string, latestHandshake: number }>
+    shaken = (peers.find(p => p.node === idB)?.latestHandshake ?? 0) > 0
+    if (!shaken) await sleep(200)
+  }
+  t.true(shaken, 'A and B had a handshake')
+  type Down = Array<{ node: string, name: string, links: string[], reason: string }>
+  const now = await a.send({ type: 'tunnels', aheadMs: 0 }, 'tunnels')
+  t.deepEqual(now.down, [], 'fresh tunnels: nothing down')
+  t.deepEqual(now.problems, [])
+
+  // as if 181 s passed with no handshake: B's tunnel (web-db) and C's (x-web, never one) are down
+  const later = await a.send({ type: 'tunnels', aheadMs: 181_000 }, 'tunnels')
+  const down = later.down as Down
+  t.deepEqual(down.map(d => [d.name, d.links]).sort(), [['b', ['web-db']], ['c', ['x-web']]])
+  t.regex(down.find(d => d.name === 'b')!.reason, /^no WireGuard handshake for 18\d s$/)
+  t.regex(down.find(d => d.name === 'c')!.reason, /^no WireGuard handshake since the peer was added 18\d s ago$/)
+  const problems = later.problems as Array<{ service: string, cause: string, message: string }>
+  t.deepEqual(problems.map(p => p.cause), ['tunnel-down', 'tunnel-down'])
+  t.true(problems.some(p => /^tunnel to b is down: .*web-db \(web\.db -> db\.in\)/.test(p.message)), JSON.stringify(problems))
+  t.deepEqual(((await a.send({ type: 'net' }, 'net')).status as LcmStatus).tunnelsDown?.map(d => d.name).sort(), ['b', 'c'], 'in the status until the next check')
+  // B's own view: A is needed (web-db), C is not
+  t.deepEqual(((await b.send({ type: 'tunnels', aheadMs: 181_000 }, 'tunnels')).down as Down).map(d => [d.name, d.links]), [['a', ['web-db']]])
+
+  // the next check at the real time sees the handshakes as they are: cleared
+  t.deepEqual((await a.send({ type: 'tunnels', aheadMs: 0 }, 'tunnels')).problems, [])
+  t.deepEqual(((await a.send({ type: 'net' }, 'net')).status as LcmStatus).tunnelsDown, [])
+  await a.send({ type: 'stop' }, 'stopped')
+  await b.send({ type: 'stop' }, 'stopped')
 })
