@@ -201,12 +201,21 @@ netns_name () {
 }
 
 # Stops and removes the unit NAME, if it is this prefix's.
+# With "leave" (an uninstall) the agent is stopped with SIGINT: the node leaves the grid
+# and its VMs stop; without (an upgrade) with the unit's SIGTERM: its VMs run on for the
+# new run to adopt.
 stop_systemd_unit () {
-  local name=$1
+  local name=$1 leave=${2:-}
   [ -n "$name" ] || return 0
   grep -qsF "ExecStart=$PREFIX/bin/vgrid agent " "$SYSTEMD_DIR/$name.service" || return 0
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if [ "$leave" = leave ]; then
+      mkdir -p "/run/systemd/system/$name.service.d"
+      printf '[Service]\nKillSignal=SIGINT\n' >"/run/systemd/system/$name.service.d/leave.conf"
+      systemctl daemon-reload || true
+    fi
     systemctl disable --now "$name.service" >/dev/null 2>&1 || true
+    if [ "$leave" = leave ]; then rm -f "/run/systemd/system/$name.service.d/leave.conf"; rmdir "/run/systemd/system/$name.service.d" 2>/dev/null || true; fi
   fi
   if [ -f "$SYSTEMD_DIR/$name.service" ]; then
     rm -f "$SYSTEMD_DIR/$name.service"
@@ -217,10 +226,12 @@ stop_systemd_unit () {
 # Stops the background service with the given copy of vgrid-service.sh (the new one
 # knows the pid files of the old: they have not moved).
 stop_background () {
-  local script=$1
+  local script=$1 how=stop
   [ -f "$script" ] || return 0
+  # an uninstall leaves the grid, where the script knows how (an older one only stops)
+  if [ "${2:-}" = leave ] && grep -q '^  leave) ' "$script"; then how=leave; fi
   if [ -e "$PREFIX/run/supervisor.pid" ] || [ -e "$PREFIX/run/agent.pid" ]; then
-    VGRID_PREFIX=$PREFIX bash "$script" stop >&2
+    VGRID_PREFIX=$PREFIX bash "$script" "$how" >&2
   fi
 }
 
@@ -279,10 +290,10 @@ if [ "$UNINSTALL" = 1 ]; then
   exec 9>"$LOCK"
   flock -n 9 || die "another install.sh is working on $PREFIX"
   data_dir=$(prev DATA_DIR)
-  stop_systemd_unit "${SERVICE_NAME:-$PREV_SERVICE_NAME}"
+  stop_systemd_unit "${SERVICE_NAME:-$PREV_SERVICE_NAME}" leave
   script=$APP/node/service/vgrid-service.sh
   [ -f "$script" ] || script=$SOURCE/node/service/vgrid-service.sh
-  stop_background "$script"
+  stop_background "$script" leave
   remove_lcm_kernel_state
   for l in "$PATH_LINK_DIR/vgrid" "$PATH_LINK_DIR/vgrid-service"; do
     if [ -L "$l" ] && [[ $(readlink "$l") == "$PREFIX/"* ]]; then rm -f "$l"; fi

@@ -3,7 +3,6 @@
 // services from one list, starts them in order and stops them in reverse. It holds
 // no service logic: each service is a folder under node/ with one entry point.
 import { EventEmitter } from 'node:events'
-import { mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { PrivateKey } from '@libp2p/interface'
@@ -15,6 +14,7 @@ import type { VgridHost } from '../protocol/host.ts'
 import type { MembershipService } from '../protocol/membership-service.ts'
 import type { AgentConfig } from './config.ts'
 import { resolveCluster } from './cluster-key-store.ts'
+import { secureDataDir } from './data-dir.ts'
 import { detectCapacity } from './resources.ts'
 import { createLogger, type Logger } from './log.ts'
 import { startAll, stopAll, systemClock, type Clock, type Service } from './service.ts'
@@ -95,15 +95,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false }
     }, { port: core.config.wireguardPort })
     : undefined
-  problems.push(() => {
-    const s = lcm?.status()
-    if (s == null) return []
-    const problems: HealthProblem[] = []
-    if (!s.ok) problems.push({ service: 'lcm', cause: 'overlay-down', message: s.error ?? 'the overlay is not running', ...(s.errorSince != null ? { since: s.errorSince } : {}) })
-    if (s.applyError != null) problems.push({ service: 'lcm', cause: 'connections-not-applied', message: `routes, tunnel peers or link rules could not be applied (trying again): ${s.applyError}`, ...(s.applyErrorSince != null ? { since: s.applyErrorSince } : {}) })
-    if (s.routeConflict != null) problems.push({ service: 'lcm', cause: 'overlay-route-conflict', message: s.routeConflict, ...(s.routeConflictSince != null ? { since: s.routeConflictSince } : {}) })
-    return problems
-  })
+  problems.push(() => lcm?.problems() ?? [])
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs
   // (the fence timeout the previous run ran with holds until the others' settings are known again)
@@ -254,7 +246,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async start (opts: { api?: boolean } = {}): Promise<void> {
     const cfg = this.config
-    await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 })
+    // 0700, even if the operator made it: it holds the keys and every volume's contents
+    await secureDataDir(cfg.dataDir, this.log)
     const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token }, this.log)
     const core: CoreComponents = {
       config: cfg,
@@ -287,15 +280,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
-   * Graceful stop announces "leaving" so peers mark this node left, not dead.
+   * Graceful stop announces "leaving" so peers mark this node left, not dead, and the
+   * node leaves the grid: its VMs stop, its leases and roll entry go. `leave: false`
+   * (SIGTERM: a restart, an upgrade) announces it but stays in the grid: the VMs run on
+   * under the watchdog, and a run back within the fence timeout adopts them.
    * `graceful: false` stops without a word, as a crash would (benchmarks, tests).
    * Throws if a service could not stop cleanly (e.g. the document could not be saved).
    */
-  async stop (opts: { graceful?: boolean } = {}): Promise<void> {
+  async stop (opts: { graceful?: boolean, leave?: boolean } = {}): Promise<void> {
     if (!this.running) return
     this.running = false
     try {
-      await stopAll(this.services, { graceful: opts.graceful !== false })
+      await stopAll(this.services, { graceful: opts.graceful !== false, leave: opts.leave !== false })
     } finally {
       this.emit('stopped')
     }

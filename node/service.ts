@@ -11,8 +11,13 @@ export interface Service {
   /** short, lowercase: used in logs and errors ("state", "membership", "api") */
   readonly name: string
   start: () => Promise<void>
-  /** `graceful: false` stops as a crash would, without telling peers (tests, benchmarks) */
-  stop: (opts: { graceful: boolean }) => Promise<void>
+  /**
+   * `graceful: false` stops as a crash would, without telling peers (tests, benchmarks).
+   * `leave: false` (a graceful stop for a restart, SIGTERM): peers are told, but the node
+   * stays in the grid: its VMs run on under the watchdog for the next run to adopt
+   * (absent: a graceful stop leaves)
+   */
+  stop: (opts: { graceful: boolean, leave?: boolean }) => Promise<void>
   /** the HTTP routes this service brings; registered before the API listens */
   routes?: (app: FastifyInstance) => void
 }
@@ -66,7 +71,7 @@ export async function startAll (services: readonly Service[], log: Logger): Prom
  * earlier one fails; then one error naming each failed service is thrown (the caller
  * logs it once), so a stop that could not save something says so.
  */
-export async function stopAll (services: readonly Service[], opts: { graceful: boolean }): Promise<void> {
+export async function stopAll (services: readonly Service[], opts: { graceful: boolean, leave?: boolean }): Promise<void> {
   const failed: string[] = []
   let first: unknown
   for (const s of [...services].reverse()) {

@@ -170,7 +170,8 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
   }
   // the one way out: stop agents (gracefully, briefly), close listeners, remove namespaces and files
   for (const h of hosts) h.server?.close()
-  await Promise.all(hosts.map(async h => { await h.agent.kill('SIGTERM', 3000); h.agent.closeLog() }))
+  // SIGINT: each host leaves (its VMs stop); SIGTERM would leave them to the watchdog
+  await Promise.all(hosts.map(async h => { await h.agent.kill('SIGINT', 3000); h.agent.closeLog() }))
   await Promise.all(hosts.flatMap(h => [h.bridge, h.readBridge]).map(async b => await b.kill('SIGTERM', 1000)))
   await topo?.destroy(1000)
   await removeDemo(() => {})

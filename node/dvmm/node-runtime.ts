@@ -128,10 +128,13 @@ export class NodeRuntime implements Service {
    * VM manager stopped them first); with one left it stops feeding and leaves it armed,
    * to kill what is left; a crash-like stop leaves it armed too.
    */
-  async stop (opts: { graceful: boolean }): Promise<void> {
+  async stop (opts: { graceful: boolean, leave?: boolean }): Promise<void> {
     this.run++
     clearTimeout(this.reprobeTimer)
-    if (this.armed != null && opts.graceful) {
+    // a stop for a restart leaves the watchdog armed and fed last now: the next run
+    // bridges it (bridge.ts) and adopts the VMs, or it kills them before any takeover
+    if (opts.leave === false) this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
+    else if (this.armed != null && opts.graceful) {
       const left = await this.liveVms()
       if (left.length === 0) await this.watchdog.stop()
       else {

@@ -33,12 +33,14 @@ export interface DvmmRoutesDeps {
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
-  /** this node's fence now: without a majority, a dead node's VMs wait for one */
-  readonly fenceState?: { majority: boolean, reason: string }
+  /** this node's fence now: without a majority, a dead node's VMs wait for one; fenced, its own were killed */
+  readonly fenceState?: { majority: boolean, fenced?: boolean, reason: string }
   /** this node's VMs (local-vms.ts) */
   readonly local: {
     /** the VM's overlay address, where the grid has an overlay */
     addressOf: (vm: string) => string | null
+    /** VMs running, starting or stopping here */
+    readonly live: ReadonlySet<string>
     /** the tail of a VM's console, from its holder wherever it is */
     console: (vm: string) => Promise<{ holder: string, console: string }>
     /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
@@ -83,6 +85,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // timeout passes) and start only once a majority is in sight, here or elsewhere
     const f = svc.fenceState
     if (f != null && !f.majority && l?.winner.holder === svc.me && vm.desired === 'running' && (r.state === 'starting' || r.state === 'running') && r.reason == null) {
+      // fenced: its run here was killed (the document cannot say so: this node writes
+      // nothing it cannot sync), so it is stopped here, not starting
+      if (f.fenced === true && !svc.local.live.has(vm.id)) return { ...r, state: 'stopped', reason: `this node ${f.reason}: it is fenced, and killed its VMs when its fence timeout passed; they start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
       return { ...r, reason: `this node ${f.reason}: its VMs are killed once its fence timeout passes, and start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
     }
     const blocked = svc.blocked?.get(vm.id)

@@ -207,8 +207,11 @@ export class DvmmService {
     this.schedule()
   }
 
-  /** graceful: this node leaves the grid: its VMs stop, its leases and roll entry go */
-  async stop (opts: { graceful: boolean } = { graceful: true }): Promise<void> {
+  /**
+   * graceful: this node leaves the grid: its VMs stop, its leases and roll entry go;
+   * unless `leave: false` (a restart): they stay, and the VMs run on for the next run
+   */
+  async stop (opts: { graceful: boolean, leave?: boolean } = { graceful: true }): Promise<void> {
     this.running = false
     clearInterval(this.timer)
     clearTimeout(this.wakeTimer)
@@ -219,7 +222,7 @@ export class DvmmService {
     // a step stuck on its write (a hung disk) must not hold the stop forever: it acts no more once it returns
     const until = this.components.clock.now() + (opts.graceful ? this.cfg.stopGraceMs : 0)
     while (this.stepping && this.components.clock.now() < until) await new Promise(resolve => setTimeout(resolve, 5))
-    if (opts.graceful) {
+    if (opts.graceful && opts.leave !== false) {
       // every VM stopped, starts in flight included; a lease goes only once its VM is
       // confirmed stopped: one left running keeps its lease and this node its roll entry
       // (the watchdog stays armed and kills it once this agent is gone, before a takeover)

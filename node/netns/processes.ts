@@ -184,8 +184,8 @@ export class NsAgent extends NsProcess {
     }
   }
 
-  /** Graceful stop (SIGTERM: the agent announces it is leaving). */
-  async stop (): Promise<void> { await this.kill('SIGTERM') }
+  /** Graceful stop and leave (SIGINT: the agent announces it is leaving, and its VMs stop). */
+  async stop (): Promise<void> { await this.kill('SIGINT') }
 
   async restart (): Promise<void> {
     await this.stop()

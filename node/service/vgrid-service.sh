@@ -4,7 +4,9 @@
 #
 #   vgrid-service start     start the supervisor (which starts the agent) in the background
 #   vgrid-service stop      stop supervisor and agent, by the PIDs in their pid files
-#   vgrid-service restart   stop, then start
+#                           (the node stays in the grid: its VMs run on for the next run)
+#   vgrid-service restart   stop, then start (the new run adopts the VMs)
+#   vgrid-service leave     stop, and the node leaves the grid: its VMs stop
 #   vgrid-service status    print both PIDs; exit 0 when running, 3 when stopped
 #   vgrid-service run       the supervisor loop itself (what `start` launches)
 #
@@ -17,8 +19,8 @@
 #
 # The supervisor restarts the agent when it dies (backoff 1 s doubling to 30 s, reset
 # after a minute of uptime), except after exit status 2: a bad configuration that a
-# restart cannot fix. SIGTERM to the supervisor stops the agent (SIGTERM, so it
-# announces that it leaves) and then the supervisor.
+# restart cannot fix. SIGTERM to the supervisor stops the agent with SIGTERM (it stays
+# in the grid, its VMs run on), SIGINT with SIGINT (it leaves), and then the supervisor.
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -65,7 +67,7 @@ gone () {
 }
 
 stop () {
-  local sup agent waited=0
+  local sig=${1:-TERM} sup agent waited=0
   sup=$(live_pid "$SUP_PID" || true)
   agent=$(live_pid "$AGENT_PID" || true)
   if [ -z "$sup" ] && [ -z "$agent" ]; then
@@ -73,10 +75,10 @@ stop () {
     say "not running"
     return 0
   fi
-  # The supervisor passes SIGTERM on to the agent and waits for it; an agent left
-  # without its supervisor gets SIGTERM directly.
-  if [ -n "$sup" ]; then kill -TERM "$sup" 2>/dev/null || true; fi
-  if [ -n "$agent" ] && [ -z "$sup" ]; then kill -TERM "$agent" 2>/dev/null || true; fi
+  # The supervisor passes the signal on to the agent and waits for it; an agent left
+  # without its supervisor gets it directly.
+  if [ -n "$sup" ]; then kill -"$sig" "$sup" 2>/dev/null || true; fi
+  if [ -n "$agent" ] && [ -z "$sup" ]; then kill -"$sig" "$agent" 2>/dev/null || true; fi
   while ! gone "$sup" "$agent"; do
     if [ "$waited" -ge $((STOP_TIMEOUT * 10)) ]; then
       say "still running after ${STOP_TIMEOUT}s: sending SIGKILL"
@@ -152,8 +154,9 @@ run () {
   set +e
   mkdir -p "$RUN_DIR"
   echo $$ >"$SUP_PID.tmp" && mv -f "$SUP_PID.tmp" "$SUP_PID"
-  local stopping=0 cur='' code started backoff=1
-  trap 'stopping=1; [ -n "$cur" ] && kill -TERM "$cur" 2>/dev/null' TERM INT
+  local stopping=0 sig=TERM cur='' code started backoff=1
+  trap 'stopping=1; sig=TERM; [ -n "$cur" ] && kill -TERM "$cur" 2>/dev/null' TERM
+  trap 'stopping=1; sig=INT; [ -n "$cur" ] && kill -INT "$cur" 2>/dev/null' INT
   trap '' HUP
   stamp "started (pid $$)"
   while [ "$stopping" = 0 ]; do
@@ -161,7 +164,7 @@ run () {
     "$VGRID" agent --config "$CONFIG" </dev/null &
     cur=$!
     # a stop that came before $cur was set must still reach the agent
-    if [ "$stopping" = 1 ]; then kill -TERM "$cur" 2>/dev/null; fi
+    if [ "$stopping" = 1 ]; then kill -"$sig" "$cur" 2>/dev/null; fi
     echo "$cur" >"$AGENT_PID.tmp" && mv -f "$AGENT_PID.tmp" "$AGENT_PID"
     stamp "agent started (pid $cur)"
     # wait returns early when a trapped signal arrives: wait again until it is gone
@@ -192,12 +195,13 @@ run () {
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
-  restart) stop; start ;;
+  stop) stop TERM ;;
+  leave) stop INT ;;
+  restart) stop TERM; start ;;
   status) status ;;
   run) run ;;
   *)
-    echo "usage: vgrid-service start|stop|restart|status" >&2
+    echo "usage: vgrid-service start|stop|restart|leave|status" >&2
     exit 2
     ;;
 esac

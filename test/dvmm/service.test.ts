@@ -256,7 +256,8 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
   t.regex(shown.reason ?? '', /is not alive: its run there ends with that node's fence/)
   // its own VMs, killed by its fence, say why they do not run
   const own = (await call<VmDetail>(app2, 'GET', `/v1/vms/${mine[0]!}`)).body
-  t.regex(own.reason ?? '', /^this node sees 1 of 3 .*: its VMs are killed once its fence timeout passes/, JSON.stringify(own))
+  t.is(own.state, 'stopped', 'killed by the fence: stopped here, not starting')
+  t.regex(own.reason ?? '', /^this node sees 1 of 3 .*: it is fenced, and killed its VMs when its fence timeout passed/, JSON.stringify(own))
 })
 
 test.serial('API: two VMs created at once with one volume: the second, written after the first, is refused (one writer per volume)', async t => {

@@ -196,3 +196,38 @@ e2e('a VM whose lease moved while its agent was down is killed when the agent re
   t.true(row.history.some(e => e.event === 'killed' && e.node === victim.name && /lease is/.test(e.detail ?? '')),
     `the restarted agent says why it killed it: ${JSON.stringify(row.history)}`)
 })
+
+e2e('SIGTERM (systemctl restart, an upgrade) stops the agent but not its VMs: the next run adopts them; SIGINT makes the node leave, its VMs stop and run elsewhere', async t => {
+  const grid = await Grid.start(t, { hosts: 3, args: [...CAPACITY, '--fence-timeout', `${FENCE_S}s`] })
+  await grid.waitAllAlive(30_000)
+  const log = new RunLog(join(grid.dir, 'runs.log')).watch()
+  t.teardown(() => { log.stop() })
+  const holders = await createVms(grid, log, ['t1', 't2', 't3'])
+  const victim = grid.host(holders.get('t1')!)
+  const mine = [...holders].filter(([, h]) => h === victim.name).map(([vm]) => vm).sort()
+  const before = new Map(mine.map(vm => [vm, log.live(vm)[0]!.pid]))
+  const stoppedAt = Date.now()
+  t.is(await victim.agent.kill('SIGTERM'), 0, 'the agent exits cleanly')
+  log.poll()
+  for (const vm of mine) t.is(log.live(vm)[0]?.pid, before.get(vm), `${vm} runs on while its agent is stopped`)
+  await victim.start()
+  await grid.waitAllAlive(30_000)
+  // past the time anyone could have taken a lease over
+  await new Promise(resolve => setTimeout(resolve, Math.max(0, stoppedAt + TAKEOVER_MS + 3000 - Date.now())))
+  log.poll()
+  t.is(victim.watchdogFired(), 0, 'the watchdog did not fire: the new run fed it in time')
+  for (const vm of mine) {
+    t.is(log.live(vm)[0]?.pid, before.get(vm), `${vm} adopted: the same process`)
+    t.is(log.of(vm).length, 1, `${vm} never started again`)
+    const row = await grid.host('h1').api<VmDetail>(`/v1/vms/${vm}`)
+    t.like(row, { node: victim.name, state: 'running', epoch: 1 })
+  }
+  // SIGINT: the node leaves; its VMs stop there and run again elsewhere, at once
+  await victim.agent.kill('SIGINT')
+  await until('the leaving node\'s VMs to run elsewhere', 60_000, async () => {
+    log.poll()
+    return mine.every(vm => log.live(vm).length === 1 && log.live(vm)[0]!.host !== victim.name) ? true : undefined
+  })
+  for (const vm of mine) t.is(log.of(vm)[0]?.how, 'term', `${vm} was stopped gracefully on the leaving node`)
+  t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
+})

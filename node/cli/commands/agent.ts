@@ -88,19 +88,24 @@ export async function run (argv: string[]): Promise<void> {
     if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied: ${e.message}`)
     throw err
   }
+  // SIGTERM (systemctl stop or restart, an upgrade, vgrid-service stop) stops the agent
+  // but not the node: its VMs run on under the watchdog, and a run back within the fence
+  // timeout adopts them (else the watchdog kills them and they run again elsewhere, as
+  // after a crash). SIGINT (Ctrl-C, vgrid-service leave, install.sh --uninstall) makes
+  // the node leave the grid: its VMs stop and its leases and roll entry go.
   let stopping = false
-  const shutdown = (signal: string): void => {
+  const shutdown = (signal: string, leave: boolean): void => {
     if (stopping) {
       agent.log.warn('second signal: exiting now', { signal })
       process.exit(1)
     }
     stopping = true
-    agent.log.info('stopping', { signal })
-    agent.stop().then(() => process.exit(0), (err: unknown) => {
+    agent.log.info(leave ? 'stopping: this node leaves the grid (its VMs stop)' : 'stopping: this node stays in the grid (its VMs run on for the next run to adopt)', { signal })
+    agent.stop({ leave }).then(() => process.exit(0), (err: unknown) => {
       agent.log.error('stop failed', { error: (err as Error).message })
       process.exit(1)
     })
   }
-  process.on('SIGTERM', () => shutdown('SIGTERM'))
-  process.on('SIGINT', () => shutdown('SIGINT'))
+  process.on('SIGTERM', () => shutdown('SIGTERM', false))
+  process.on('SIGINT', () => shutdown('SIGINT', true))
 }
