@@ -86,6 +86,12 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   t.is(vol.code, 2)
   t.regex(vol.stderr, /^vgrid: unknown flag --bogus\nusage: vgrid vol create/)
   t.notRegex(vol.stderr, /usage: usage/)
+  // a command of subcommands without one is a usage error, not a success
+  for (const c of ['vm', 'vol', 'link']) {
+    const r = await vgrid([c])
+    t.is(r.code, 2, c)
+    t.regex(r.stderr, new RegExp(`^vgrid: vgrid ${c}: which subcommand\\?\nusage: `), c)
+  }
   // decimal only: 0x50 is not taken for port 80
   t.regex((await vgrid(['link', 'create', 'a.o', 'b.i', '--port', '0x50'])).stderr, /^vgrid: --port must be a number \(1-65535\), not "0x50"\n/)
   const dir = await scratch()

@@ -44,7 +44,9 @@ export async function vm (argv: string[]): Promise<void> {
     case 'show': return await show(rest)
     case 'start': case 'stop': case 'rm': return await act(sub, rest)
     case 'console': return await consoleOf(rest)
-    case undefined: case 'help': case '--help': case '-h': out(VM_USAGE); return
+    // no subcommand is a usage error (exit 2, as for an unknown one); asking for help is not
+    case undefined: throw new CliError(`vgrid vm: which subcommand?\n${VM_USAGE}`, 2)
+    case 'help': case '--help': case '-h': out(VM_USAGE); return
     default: throw new CliError(`unknown subcommand "vm ${sub}"\n${VM_USAGE}`, 2)
   }
 }

@@ -135,7 +135,8 @@ export async function vol (argv: string[]): Promise<void> {
       if (v.force === true && sub !== 'export') throw new CliError('--force is for export (over an existing file)', 2)
       return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true)
     }
-    case undefined: case 'help': case '--help': case '-h': return out(USAGE)
+    case undefined: throw new CliError(`vgrid vol: which subcommand?\n${USAGE}`, 2)
+    case 'help': case '--help': case '-h': return out(USAGE)
     default: throw new CliError(`unknown subcommand "vol ${sub}"\n${USAGE}`, 2)
   }
 }

@@ -49,7 +49,7 @@ export function checkSize (size: unknown, field = 'size'): number {
     try { n = parseSize(size) } catch (err) { throw new ValidationError(field, `${field}: ${(err as Error).message}`) }
   } else throw new ValidationError(field, `${field} is required: bytes, or a size such as 10G`)
   if (Number.isFinite(n) && n > Number.MAX_SAFE_INTEGER) throw new ValidationError(field, `${field} ${JSON.stringify(size)} is larger than any volume can be (8 PiB)`, 'too-large')
-  if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError(field, `${field} ${JSON.stringify(size)} must be a positive whole number of bytes`)
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError(field, `${field} ${typeof size === 'number' ? String(size) : JSON.stringify(size)} must be a positive whole number of bytes`)
   if (n % SECTOR !== 0) throw new ValidationError(field, `${field} ${n} is not a multiple of ${SECTOR} bytes (whole sectors)`)
   return n
 }
@@ -204,6 +204,7 @@ export const placementKeyOf = (v: Volume): string => v.placementKey ?? v.id
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
 
 export function checkSnapshotName (name: unknown): string {
+  if (name === undefined) throw new ValidationError('name', 'a snapshot name is required (name)')
   if (typeof name !== 'string' || !SNAPSHOT_NAME.test(name)) throw new ValidationError('name', `snapshot name ${JSON.stringify(name)} must be 1-128 letters, digits, ".", "_", ":" or "-", starting with a letter or digit`)
   return name
 }

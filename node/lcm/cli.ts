@@ -26,7 +26,8 @@ export async function link (argv: string[]): Promise<void> {
   if (sub === 'create') return await create(rest)
   if (sub === 'ls' || sub === 'list') return await ls(rest)
   if (sub === 'rm' || sub === 'remove') return await rm(rest)
-  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub == null) throw new CliError(`vgrid link: which subcommand?\n${USAGE}`, 2)
+  if (sub === '--help' || sub === '-h' || sub === 'help') {
     process.stdout.write(USAGE + '\n')
     return
   }

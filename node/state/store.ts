@@ -131,7 +131,14 @@ export class StateStore {
 
   /** Reads and checks both files. Never throws for damaged content, only for I/O errors. */
   async read (): Promise<DiskContents> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 })
+    } catch (err) {
+      // a file where the directory belongs (EEXIST), or under it (ENOTDIR): say which, not "mkdir: EEXIST"
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EEXIST' || code === 'ENOTDIR') throw new Error(`the document's directory ${this.dir} cannot be made: a file is in its place (${code}); move that file away`, { cause: err })
+      throw err
+    }
     const out: DiskContents = { records: [], problems: [] }
     const snap = await readOptional(this.path('snapshot'))
     if (snap != null) {

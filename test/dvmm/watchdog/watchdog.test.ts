@@ -4,7 +4,7 @@
 // nothing; a restarted agent adopts the watchdog and the VMs live on.
 import test from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -193,6 +193,16 @@ maybe('watchdog: a clean disarm kills nothing; a restarted agent adopts the watc
   await new Promise(resolve => setTimeout(resolve, timeoutMs * 1.5))
   t.true(s.pids.every(alive), 'nothing was killed')
   t.is(new Watchdog({ log: silentLogger }, { dataDir: s.dataDir, timeoutMs: TIMEOUT_MS }).fired().length, 0)
+})
+
+maybe('watchdog: a restarted agent whose pid.json was damaged finds the running supervisor by its command line and adopts it, not a second beside it', async t => {
+  const s = await setup(t, 1, 4000)
+  const first = await s.feeder()
+  first.proc.kill('SIGKILL')
+  writeFileSync(join(s.dataDir, 'dvmm', 'watchdog', 'pid.json'), 'xx{garbage')
+  const second = await s.feeder()
+  t.is(second.watchdogPid, first.watchdogPid, 'the running supervisor was adopted')
+  t.is((JSON.parse(readFileSync(join(s.dataDir, 'dvmm', 'watchdog', 'pid.json'), 'utf8')) as { pid: number }).pid, first.watchdogPid, 'and recorded again')
 })
 
 maybe('watchdog: a later run that took none of the VMs over disarms the supervisor a killed run left, when it stops', async t => {
