@@ -336,7 +336,7 @@ export class NbdSession {
 
   /** no more requests are read while this holds; one request alone may exceed the byte bound */
   private full (): boolean {
-    return this.active >= this.maxInFlight || (this.active > 0 && this.activeBytes >= this.maxInFlightBytes)
+    return this.active >= this.maxInFlight || (this.active > 0 && (this.activeBytes >= this.maxInFlightBytes || this.unsent() >= MAX_UNSENT))
   }
 
   private async serve (dev: BlockDevice, req: ReturnType<typeof parseRequest> & object, payload: Buffer | null, done: () => void): Promise<void> {
@@ -418,6 +418,16 @@ export class NbdSession {
     this.socket.uncork()
   }
 }
+
+/**
+ * Replies waiting for the socket past which no more requests are read. Reads served in
+ * place (the cache's) answer faster than the kernel takes their replies: reading on
+ * would only queue more, up to the session's byte bound (64 MiB), in buffers that have
+ * left the CPU's caches by the time the kernel copies them out. Measured with nbdcopy
+ * reading cached blocks (512 MiB, quiet 2-core machine): 0.69-0.72x of qemu-nbd with
+ * the bound alone, 0.76-0.88x with 1 MiB here, and a fifth less server CPU.
+ */
+const MAX_UNSENT = 1024 * 1024
 
 /** replies held for one writev at most: a unix socket's default send buffer holds about 208 KiB */
 const CORK_BYTES = 128 * 1024
