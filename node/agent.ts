@@ -68,6 +68,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
     draining: node => state.read().get('roll', node)?.value.draining === true,
+    // a dead member gone from a roll there is (vgrid node forget) is no longer shown
+    forgotten: node => { const r = state.read(); return r.get('roll', node) == null && r.list('roll').length > 0 },
     busyPeers: () => state.sessionPeers,
     health: () => problems.flatMap(p => p()),
     ha: (): HaReport | null => dvmm?.ha() ?? null

@@ -50,6 +50,8 @@ export interface MembershipComponents {
   labels: { labelsOf: (node: string) => Record<string, string> }
   /** whether a node is draining (the member roll in the cluster document) */
   draining?: (node: string) => boolean
+  /** a node no longer in the grid's roll (forgotten): not shown once dead */
+  forgotten?: (node: string) => boolean
   /** peers whose connections carry something of another service's (never trimmed) */
   busyPeers: () => Iterable<string>
   /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
@@ -122,6 +124,7 @@ export class GridMembership implements Service {
       directory: c.directory,
       labels: c.labels,
       draining: c.draining,
+      forgotten: c.forgotten,
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),
       health: c.health,

@@ -2,7 +2,7 @@
 // token (GET /v1/token: admin only, it carries the cluster key).
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
-import type { Member } from '../../protocol/membership.ts'
+import type { Member, MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem, NodeView, StatusView, TokenView } from '../api/types.ts'
 import type { MemberDirectory } from './directory.ts'
 import type { Compat } from '../../protocol/compat.ts'
@@ -15,6 +15,8 @@ export interface MembershipRoutesDeps {
   labels: { labelsOf: (node: string) => Record<string, string> }
   /** whether a node is draining (the roll); none: never */
   draining?: (node: string) => boolean
+  /** whether a node is gone from the roll (vgrid node forget): once dead it is not shown nor counted */
+  forgotten?: (node: string) => boolean
   /** whether a member speaks a protocol version this agent speaks */
   compat: (node: string) => Compat | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
@@ -29,7 +31,7 @@ export interface MembershipRoutesDeps {
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
   const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.draining?.(m.nodeId) === true)
   return {
-    all: () => [...d.directory.members.values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
+    all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {
       const m = d.directory.find(idOrName)
       if (m == null) throw new NotFoundError(`no member with id or name "${idOrName}"`)
@@ -38,9 +40,20 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
   }
 }
 
+/**
+ * The members shown and counted: all but the dead the roll no longer holds (forgotten
+ * with `vgrid node forget`: the gossip table keeps them until its forget time, and they
+ * were listed and counted dead meanwhile)
+ */
+function shown (d: MembershipRoutesDeps): MemberTable {
+  const all = d.directory.members
+  if (d.forgotten == null) return all
+  return new Map([...all].filter(([id, m]) => !(m.state === 'dead' && d.forgotten!(id))))
+}
+
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
-  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), d.directory.members, d.health(), d.ha?.() ?? null))
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), d.health(), d.ha?.() ?? null))
   app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }

@@ -1,0 +1,39 @@
+// A member forgotten with `vgrid node forget` (gone from the roll) and dead is neither
+// listed nor counted by /v1/nodes and /v1/status, though the gossip table keeps it
+// until its forget time (a black-box tester saw it counted dead for minutes).
+import test from 'ava'
+import Fastify from 'fastify'
+import type { Member, MemberTable } from '../../protocol/membership.ts'
+import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
+import type { NodeView, StatusView } from '../../node/api/types.ts'
+
+const member = (id: string, state: Member['state']): Member => ({
+  nodeId: id,
+  state,
+  since: performance.now(),
+  lastSeen: performance.now(),
+  version: { incarnation: 1, seq: 1 },
+  advert: { v: 1, cluster: 'c', nodeId: id, name: id, incarnation: 1, seq: 1, status: 'alive', addrs: [], capacity: { cpu: 1, memoryBytes: 1, diskBytes: 1 }, reserved: { cpu: 0, memoryBytes: 0, diskBytes: 0 }, free: { cpu: 1, memoryBytes: 1, diskBytes: 1 }, load: [0, 0, 0], version: 't', labels: {}, wireguard: null, sig: '' }
+} as unknown as Member)
+
+test('a dead member gone from the roll is not listed nor counted; a dead one still in it is', async t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')], ['c', member('c', 'dead')], ['d', member('d', 'left')]])
+  const roll = new Set(['a', 'c', 'd'])
+  const deps = {
+    self: () => ({ id: 'a', name: 'a', version: 't', cluster: 'c', addrs: [] }),
+    directory: { members, find: (x: string) => members.get(x) },
+    labels: { labelsOf: () => ({}) },
+    forgotten: (id: string) => !roll.has(id),
+    compat: () => undefined,
+    clock: () => undefined,
+    health: () => [],
+    token: () => 't'
+  } as unknown as MembershipRoutesDeps
+  const app = Fastify()
+  membershipRoutes(deps)(app)
+  t.teardown(async () => { await app.close() })
+  const nodes = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<{ nodes: NodeView[] }>().nodes
+  t.deepEqual(nodes.map(n => n.name), ['a', 'c', 'd'])
+  const status = (await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>()
+  t.like(status.members, { alive: 1, dead: 1, left: 1 })
+})
