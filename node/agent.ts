@@ -23,6 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
+import { duplicateNames } from './membership/views.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
@@ -63,7 +64,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const problems: Array<() => HealthProblem[]> = [() => {
     const h = state.health()
     return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
-  }]
+  }, () => duplicateNames(core.directory.members)]
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },

@@ -56,3 +56,24 @@ export function ipsOf (addrs: string[]): Set<string> {
 export function vanished (before: ReadonlySet<string> | undefined, now: ReadonlySet<string>): Set<string> {
   return new Set([...before ?? []].filter(ip => !now.has(ip)))
 }
+
+/**
+ * Members that share a name (pure): names are how operators address nodes (`vgrid
+ * node label NAME`, `drain NAME`), and a second agent started with another's --name
+ * made such commands pick one of them without a word. Only members that may still run
+ * count (a node restarted under a new identity leaves its old one dead).
+ */
+export function duplicateNames (table: MemberTable): HealthProblem[] {
+  const byName = new Map<string, string[]>()
+  for (const m of table.values()) {
+    if (m.state !== 'alive' && m.state !== 'suspect') continue
+    const ids = byName.get(m.advert.name) ?? []
+    ids.push(m.nodeId)
+    byName.set(m.advert.name, ids)
+  }
+  return [...byName].filter(([, ids]) => ids.length > 1).map(([name, ids]) => ({
+    service: 'membership',
+    cause: 'duplicate-name',
+    message: `${ids.length} members are named "${name}" (${ids.sort().join(', ')}): commands that take a node's name pick one of them; give each server its own --name (or use node ids)`
+  }))
+}

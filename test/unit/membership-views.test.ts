@@ -1,3 +1,4 @@
+// Names and forgotten members in the membership views.
 // A member forgotten with `vgrid node forget` (gone from the roll) and dead is neither
 // listed nor counted by /v1/nodes and /v1/status, though the gossip table keeps it
 // until its forget time (a black-box tester saw it counted dead for minutes).
@@ -5,6 +6,7 @@ import test from 'ava'
 import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
+import { duplicateNames } from '../../node/membership/views.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
@@ -36,4 +38,13 @@ test('a dead member gone from the roll is not listed nor counted; a dead one sti
   t.deepEqual(nodes.map(n => n.name), ['a', 'c', 'd'])
   const status = (await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>()
   t.like(status.members, { alive: 1, dead: 1, left: 1 })
+})
+
+test('two live members with one name are a health problem naming both; a dead namesake is not', t => {
+  const named = (id: string, name: string, state: Member['state']): Member => ({ ...member(id, state), advert: { ...member(id, state).advert, name } })
+  const table: MemberTable = new Map([['x1', named('x1', 'n1', 'alive')], ['x2', named('x2', 'n1', 'suspect')], ['x3', named('x3', 'n2', 'alive')], ['x4', named('x4', 'n2', 'dead')]])
+  const p = duplicateNames(table)
+  t.is(p.length, 1)
+  t.like(p[0], { service: 'membership', cause: 'duplicate-name' })
+  t.regex(p[0]!.message, /2 members are named "n1" \(x1, x2\)/)
 })
