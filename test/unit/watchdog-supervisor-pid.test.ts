@@ -43,7 +43,13 @@ test('liveSupervisor: an old pid.json (no boot id) counts only for the superviso
   // a record of another boot is refused whatever runs under its pid
   writeFileSync(p.pid, JSON.stringify({ pid: child.pid, startTicks: st!.startTicks, bootId: '00000000-0000-0000-0000-000000000000' }))
   t.is(liveSupervisor(dir), undefined)
-  // junk is no supervisor
+  // junk names no supervisor: the one running for this data dir is found by its command line, and recorded again
+  writeFileSync(p.pid, '{"pid": "x"')
+  t.is(liveSupervisor(dir), child.pid)
+  t.is(JSON.parse(readFileSync(p.pid, 'utf8')).pid, child.pid)
+  // with none running, junk is none
+  child.kill('SIGKILL')
+  await new Promise(resolve => child.once('exit', resolve))
   writeFileSync(p.pid, '{"pid": "x"')
   t.is(liveSupervisor(dir), undefined)
 })
