@@ -177,7 +177,12 @@ maybe('a plan that fails to apply is tried again by itself, later each time, unt
     applied = (await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(id))
   }
   t.true(applied, 'the rules are in after the retries, with nothing else asking')
-  const after = (await d.send({ type: 'net' }, 'net')).status as LcmStatus
+  // the table is made early in an apply, the status cleared at its end (under load, later)
+  let after = (await d.send({ type: 'net' }, 'net')).status as LcmStatus
+  for (let i = 0; i < 40 && after.applyError != null; i++) {
+    await new Promise(resolve => setTimeout(resolve, 250))
+    after = (await d.send({ type: 'net' }, 'net')).status as LcmStatus
+  }
   t.is(after.applyError, null, 'and the status clears')
   await d.send({ type: 'stop' }, 'stopped')
 })
