@@ -266,6 +266,7 @@ test('process driver: a bad overlay is refused naming the field', async t => {
 
 maybe('process driver: a VM whose run record is damaged is killed by its groups, by the watchdog and before the VM runs again on the node', async t => {
   const { killAllVms } = await import('../../../node/dvmm/watchdog/kill.ts')
+  const { findGroups, removeGroups, vmGroupName } = await import('../../../node/dvmm/host/cgroups.ts')
   // a data dir of its own: the watchdog kills every VM under it
   const own = mkdtempSync(join(tmpdir(), 'vgrid-proc-dmg-'))
   const make = (): ProcessDriver => new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir: own, nodeNetns: nodeNs, pollMs: 50 })
@@ -277,6 +278,8 @@ maybe('process driver: a VM whose run record is damaged is killed by its groups,
   t.teardown(async () => {
     for (const pid of pids) { try { process.kill(-pid, 'SIGKILL') } catch {} }
     for (const d of drivers) { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() }
+    // the runs killed here by their groups (the watchdog's way) leave them behind: removed by name
+    await removeGroups(findGroups(vmGroupName('process', own, id)))
     rmSync(own, { recursive: true, force: true })
   })
   const run = async (): Promise<number> => {
