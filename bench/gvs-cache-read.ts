@@ -4,9 +4,7 @@
 // write is a cache hit). Rounds alternate qemu-nbd and vgrid; each prints MB/s, the
 // ratio, and both servers' and nbdcopy's CPU seconds.
 //   node_modules/node/bin/node bench/gvs-cache-read.ts [--mib 512] [--rounds 3]
-import { execFile, spawn } from 'node:child_process'
-import { promisify } from 'node:util'
-import { mkdtemp, rm, open, stat } from 'node:fs/promises'
+import { mkdtemp, rm, open } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,8 +15,8 @@ import { CachedVolume } from '../node/gvs/cached-volume.ts'
 import { LocalCaches } from '../node/gvs/local-cache.ts'
 import { silentLogger } from '../node/log.ts'
 import type { BlockDevice } from '../node/gvs/block-device.ts'
+import { nbdcopyTimed, qemuNbd } from './nbd-baseline.ts'
 
-const run = promisify(execFile)
 const MiB = 1024 * 1024
 const { values } = parseArgs({ options: { mib: { type: 'string', default: '512' }, rounds: { type: 'string', default: '3' } } })
 const SIZE = Number(values.mib) * MiB
@@ -28,14 +26,6 @@ const ROUNDS = Number(values.rounds)
 const cpuOf = (pid: number): number => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
   return (Number(f[11]) + Number(f[12])) / 100
-}
-
-/** one nbdcopy, timed, with its own CPU seconds */
-async function copy (args: string[]): Promise<{ ms: number, cpu: number }> {
-  const t0 = performance.now()
-  const { stderr } = await run('/usr/bin/time', ['-f', 'cpu %U %S', 'nbdcopy', ...args])
-  const m = /cpu ([\d.]+) ([\d.]+)/.exec(stderr)
-  return { ms: performance.now() - t0, cpu: m == null ? 0 : Number(m[1]) + Number(m[2]) }
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'vgrid-cache-read-'))
@@ -65,26 +55,20 @@ try {
   const fh = await open(src, 'w')
   for (let off = 0; off < SIZE; off += 16 * MiB) await fh.write(randomBytes(16 * MiB), 0, Math.min(16 * MiB, SIZE - off), off)
   await fh.close()
-  const raw = join(dir, 'base.raw')
-  const rh = await open(raw, 'w')
-  await rh.truncate(SIZE)
-  await rh.close()
-  const qsock = join(dir, 'qemu-nbd.sock')
-  const q = spawn('qemu-nbd', ['-f', 'raw', '-x', 'base', '-k', qsock, '--persistent', '--shared=16', '--cache=writeback', raw], { stdio: 'ignore' })
-  stops.push(async () => { q.kill('SIGTERM'); await new Promise(resolve => q.once('exit', resolve)) })
-  for (let i = 0; i < 100 && !await stat(qsock).then(() => true, () => false); i++) await new Promise(resolve => setTimeout(resolve, 50))
+  const base = await qemuNbd(dir, SIZE)
+  stops.push(base.stop)
   const uri = `nbd+unix:///v?socket=${sock}`
-  const quri = `nbd+unix:///base?socket=${qsock}`
+  const quri = base.uri
   // both written once: every later read of vgrid's export is a cache hit
-  await copy(['--flush', src, uri])
-  await copy(['--flush', src, quri])
+  await nbdcopyTimed(['--flush', src, uri])
+  await nbdcopyTimed(['--flush', src, quri])
   const mbs = (ms: number): string => (SIZE / MiB / (ms / 1000)).toFixed(0)
   for (let r = 0; r < ROUNDS; r++) {
-    const q0 = cpuOf(q.pid!)
-    const b = await copy([quri, 'null:'])
-    const qc = cpuOf(q.pid!) - q0
+    const q0 = cpuOf(base.pid)
+    const b = await nbdcopyTimed([quri, 'null:'])
+    const qc = cpuOf(base.pid) - q0
     const u0 = process.cpuUsage()
-    const v = await copy([uri, 'null:'])
+    const v = await nbdcopyTimed([uri, 'null:'])
     const u = process.cpuUsage(u0)
     console.log(`round ${r + 1}: qemu-nbd ${mbs(b.ms)} MB/s (server ${qc.toFixed(2)} CPU s, nbdcopy ${b.cpu.toFixed(2)})  vgrid ${mbs(v.ms)} MB/s (server ${((u.user + u.system) / 1e6).toFixed(2)} CPU s, nbdcopy ${v.cpu.toFixed(2)})  ratio ${(b.ms / v.ms).toFixed(2)}`)
   }

@@ -3,7 +3,7 @@
 // raw file) run in rounds that alternate between this checkout and an older one, so a
 // change is measured against its predecessor under the same load of a shared machine.
 //   GVS_REPL_BEFORE=/path/to/older/checkout node_modules/node/bin/node bench/gvs-repl.ts
-// The older checkout needs this file and bench/gvs-agent.ts, and node_modules that
+// The older checkout needs this file, bench/gvs-agent.ts and (if its file imports it) bench/nbd-baseline.ts, and node_modules that
 // resolve (e.g. `git archive` of a commit with a node_modules symlink). Without
 // GVS_REPL_BEFORE it measures this checkout alone. GVS_REPL_ROUNDS (default 2),
 // GVS_BENCH_REPL_MIB (default 128), GVS_BENCH_FIO_SECONDS (default 4),
@@ -29,7 +29,7 @@
 // free page reporting a first write pays the host's faults for every new page of cache).
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdtemp, rm, open, stat } from 'node:fs/promises'
+import { mkdtemp, rm, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -48,6 +48,7 @@ import { NbdServer } from '../node/gvs/nbd/server.ts'
 import { CachedVolume } from '../node/gvs/cached-volume.ts'
 import { LocalCaches } from '../node/gvs/local-cache.ts'
 import { silentLogger } from '../node/log.ts'
+import { nbdcopyTimed, qemuNbd } from './nbd-baseline.ts'
 
 const run = promisify(execFile)
 const MiB = 1024 * 1024
@@ -85,16 +86,10 @@ function cpuSeconds (pids: number[]): { self: number, agents: number } {
   return { self: (u.user + u.system) / 1e6, agents }
 }
 
-/** one nbdcopy, timed; its own CPU seconds by /usr/bin/time */
+/** one nbdcopy with this run's options, timed, with its own CPU seconds */
 async function nbdcopy (args: string[]): Promise<{ ms: number, cpu: number }> {
   const c = [...(CONNS != null ? [`--connections=${CONNS}`] : []), ...(process.env.GVS_REPL_NBDCOPY ?? '').split(' ').filter(x => x !== '')]
-  let cpu = 0
-  const ms = await timed(async () => {
-    const { stderr } = await run('/usr/bin/time', ['-f', 'cpu %U %S', 'nbdcopy', ...c, ...args])
-    const m = /cpu ([\d.]+) ([\d.]+)/.exec(stderr)
-    cpu = m == null ? 0 : Number(m[1]) + Number(m[2])
-  })
-  return { ms, cpu }
+  return await nbdcopyTimed([...c, ...args])
 }
 
 interface Phase { mbs: number, cpu: { server: number, agents: number, nbdcopy: number } }
@@ -118,16 +113,6 @@ async function fio (uri: string, rw: 'randread' | 'randwrite'): Promise<number> 
   return rw === 'randread' ? job?.read.iops ?? 0 : job?.write.iops ?? 0
 }
 
-async function qemuNbd (dir: string): Promise<{ uri: string, stop: () => Promise<void> }> {
-  const file = join(dir, 'base.raw')
-  const fh = await open(file, 'w')
-  await fh.truncate(SIZE)
-  await fh.close()
-  const sock = join(dir, 'qemu-nbd.sock')
-  const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'base', '-k', sock, '--persistent', '--shared=16', '--cache=writeback', file], { stdio: 'ignore' })
-  for (let i = 0; i < 100; i++) { if (await stat(sock).then(() => true, () => false)) break; await sleep(50) }
-  return { uri: `nbd+unix:///base?socket=${sock}`, stop: async () => { p.kill('SIGTERM'); await new Promise(resolve => p.once('exit', resolve)) } }
-}
 
 /** three agents: this process (serving NBD) and two children (bench/gvs-agent.ts) */
 async function grid (dir: string): Promise<{ svc: ReplicaService, ids: string[], pids: number[], stop: () => Promise<void> }> {
@@ -246,7 +231,7 @@ async function child (): Promise<void> {
     const fh = await open(src, 'w')
     for (let off = 0; off < SIZE; off += 16 * MiB) await fh.write(randomBytes(16 * MiB), 0, Math.min(16 * MiB, SIZE - off), off)
     await fh.close()
-    const base = await qemuNbd(dir)
+    const base = await qemuNbd(dir, SIZE)
     stops.push(base.stop)
     if (process.env.GVS_REPL_DIRECT === '1') {
       // the same volume without NBD: 32 requests of 256 KiB in flight, as nbdcopy keeps
