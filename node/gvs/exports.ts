@@ -179,11 +179,8 @@ export class VolumeExports {
    * flushed first, as at any switch: live-volume.ts).
    */
   private claimedAt (name: string, id: string, h: WriterHandle): LiveVolume {
-    return new LiveVolume(() => {
-      const v = this.c.volumes().find(x => x.id === id)
-      const epoch = h.claimEpoch ?? v?.epoch ?? 1
-      return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
-    }, name)
+    // used once the session has a claim epoch (WriterHandle.writer)
+    return this.liveAt(name, id, () => h.claimEpoch ?? 1)
   }
 
   private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {
@@ -204,10 +201,11 @@ export class VolumeExports {
    * when it is renamed, and fails (the volume "no longer exists") when it is destroyed,
    * never reaching another volume made at its old path.
    */
-  private liveAt (name: string, id: string, epoch: number): LiveVolume {
+  private liveAt (name: string, id: string, epoch: number | (() => number)): LiveVolume {
     return new LiveVolume(() => {
       const v = this.c.volumes().find(x => x.id === id)
-      return v == null ? undefined : this.build(`${v.id}#${epoch}`, v, layersOf(v), false, epoch)
+      const e = typeof epoch === 'number' ? epoch : epoch()
+      return v == null ? undefined : this.build(`${v.id}#${e}`, v, layersOf(v), false, e)
     }, name)
   }
 

@@ -376,10 +376,10 @@ export class GvsService {
     const changed = await this.components.state.write(w => {
       const at = Date.now()
       const vs = only == null ? w.reader.list('volumes') : [w.reader.get('volumes', only.id)?.value].filter(v => v != null)
+      const sound = new Set(cleared?.sound)
       let n = 0
       for (const v of vs) {
         const mine = only != null ? found : found.filter(k => layersOf(v).includes(layerOf(k)))
-        const sound = new Set(cleared?.sound)
         const keep = only != null ? {} : Object.fromEntries(Object.entries(v.unsound ?? {}).filter(([k, r]) => !(sound.has(k) && r.at < cleared!.before)))
         const next = { ...keep, ...Object.fromEntries(mine.map(k => [k, v.unsound?.[k] ?? { node: this.replicas.self, at }])) }
         if (Object.keys(next).sort().join() === Object.keys(v.unsound ?? {}).sort().join()) continue

@@ -7,12 +7,12 @@
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { basename, dirname, join, resolve } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
-import { DEFAULT_LINK_RANGE, freeSlot, shortHash } from '../host/net.ts'
+import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
-import { createGroups, groupPaths, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
+import { createGroups, dataDirScope, groupPaths, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
@@ -57,7 +57,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     super()
     this.components = components
     this.init = init
-    this.scope = shortHash(resolve(init.dataDir))
+    this.scope = dataDirScope(init.dataDir)
     this.runs = new RunDirs(init.dataDir, driver)
     this.timer = setInterval(() => { this.poll() }, init.pollMs ?? 250)
   }

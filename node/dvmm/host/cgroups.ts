@@ -84,7 +84,10 @@ export interface Limits { cpus: number, memoryBytes: number }
  * may run VMs of the same name) and its id. Derived, never only recorded, so that a VM
  * whose run record is damaged is still found and killed by its groups.
  */
-export const vmGroupName = (driver: string, dataDir: string, id: string): string => `${driver}-${shortHash(resolve(dataDir))}-${id}`
+export const vmGroupName = (driver: string, dataDir: string, id: string): string => `${driver}-${dataDirScope(dataDir)}-${id}`
+
+/** what machine-wide names of one data dir's VMs carry (groups, interfaces): two agents on one machine may run VMs of the same name */
+export const dataDirScope = (dataDir: string): string => shortHash(resolve(dataDir))
 
 /** Where groups of this name may be under these mounts (pure): under every cgroup hierarchy's vgrid parent. */
 export function groupCandidates (mounts: Mount[], name: string): string[] {

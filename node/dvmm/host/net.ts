@@ -13,8 +13,6 @@ import { hostsFile } from '../drivers/common.ts'
 
 export const DEFAULT_LINK_RANGE = '10.254.0.0/20'
 
-export { shortHash }
-
 export const vethName = (id: string): string => `vgp${shortHash(id)}`
 export const tapName = (id: string): string => `vgt${shortHash(id)}`
 export const vmNetns = (id: string): string => `vgvm-${shortHash(id)}`
