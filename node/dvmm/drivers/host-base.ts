@@ -12,7 +12,7 @@ import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
-import { createGroups, dataDirScope, groupPaths, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
+import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
@@ -132,6 +132,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
         this.save(rec)
       }
       this.spawnVm(rec, dir)
+      await this.joinedGroups(rec)
       await this.ready(rec)
       if (!this.alive(rec)) {
         let status = '?'
@@ -253,6 +254,21 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     } finally {
       closeSync(con)
     }
+  }
+
+  /**
+   * Waits until the VM's process is in its groups (its first shell joins them before it
+   * runs anything): a started VM is held to its limits, and a kill by its groups (the
+   * watchdog's, a damaged record's) finds it, even when the agent dies right after.
+   */
+  private async joinedGroups (rec: VmRecord): Promise<void> {
+    const pid = rec.pid
+    for (let i = 0; i < 1000; i++) {
+      if (pid === undefined || !this.alive(rec)) return // the start's own check says why
+      if (rec.cgroups.every(g => groupPids([g]).includes(pid))) return
+      await sleep(10)
+    }
+    throw new Error(`its process ${String(pid)} did not join its cgroups (${rec.cgroups.join(', ')}) within 10 s`)
   }
 
   protected alive (rec: VmRecord): boolean {

@@ -3,11 +3,11 @@
 // namespace whose address the node reaches. Host ends of VM links live in a namespace
 // this test makes (not the machine's own), removed by name afterwards.
 import test from 'ava'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
-import { cpuUsageUs, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
+import { cpuUsageUs, groupPids, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
 import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
 import { createLogger, silentLogger } from '../../../node/log.ts'
 import { driverCompliance, waitFor } from './compliance.ts'
@@ -178,10 +178,11 @@ maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM ha
   t.teardown(() => { rmSync(`/tmp/${id}`, { recursive: true, force: true }) })
   t.is(info.detail?.cgroup, cg?.layout?.version)
   const paths = info.detail!.cgroups!.split(' ')
+  // a start returns once the VM is in its groups: held to its limits, and found by a kill by its groups
+  for (const p of paths) t.true(groupPids([p]).includes(info.pid!), `the VM's process is in ${p} when its start returns`)
   t.is(readCpuLimit(paths), 0.5)
   t.is(info.detail?.cpuLimit, '0.5')
   const memFile = cg?.layout?.version === 'v2' ? join(paths[0]!, 'memory.max') : join(paths[1]!, 'memory.limit_in_bytes')
-  const { readFileSync } = await import('node:fs')
   t.is(Number(readFileSync(memFile, 'utf8')), 96 * 1024 * 1024)
   t.truthy(info.network?.netns)
   t.not(info.network?.netns, nodeNs)
@@ -273,7 +274,11 @@ maybe('process driver: a VM whose run record is damaged is killed by its groups,
   const id = `dmg-${process.pid}`
   const vmJson = join(own, 'dvmm', 'run', 'process', id, 'vm.json')
   const pids: number[] = []
-  const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+  // a killed process not yet reaped (a zombie) runs no more: dead here
+  const alive = (pid: number): boolean => {
+    try { return !/^\S+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return false }
+  }
+  const where = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').filter(l => /cpu|memory/.test(l)).join('; ') } catch { return 'gone' } }
   const drivers: ProcessDriver[] = []
   t.teardown(async () => {
     for (const pid of pids) { try { process.kill(-pid, 'SIGKILL') } catch {} }
@@ -304,6 +309,7 @@ maybe('process driver: a VM whose run record is damaged is killed by its groups,
   drivers.push(d)
   const third = await d.start({ ...sh(id, 'echo guest ready; exec sleep 600'), network: false })
   pids.push(third.pid!)
-  await waitFor('the second run to be killed', async () => alive(second) ? undefined : true, 5000)
+  await waitFor(`the second run to be killed (pid ${second})`, async () => alive(second) ? undefined : true, 5000)
+    .catch(err => { throw new Error(`${(err as Error).message}; it is in ${where(second)}`) })
   t.true(alive(third.pid!), 'the new run runs, alone')
 })
