@@ -61,7 +61,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
   // what keeps this node from working fully, shown in /v1/status; each service adds its own
-  const problems: Array<() => HealthProblem[]> = [() => {
+  const problems: Array<() => HealthProblem[] | Promise<HealthProblem[]>> = [() => {
     const h = state.health()
     return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
   }, () => duplicateNames(core.directory.members)]
@@ -72,7 +72,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     // a dead member gone from a roll there is (vgrid node forget) is no longer shown
     forgotten: node => { const r = state.read(); return r.get('roll', node) == null && r.list('roll').length > 0 },
     busyPeers: () => state.sessionPeers,
-    health: () => problems.flatMap(p => p()),
+    health: async () => (await Promise.all(problems.map(async p => await p()))).flat(),
     ha: (): HaReport | null => dvmm?.ha() ?? null
   })
   const state: StateService = new StateService({
@@ -162,7 +162,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       env: false
     })
     : undefined
-  problems.push(() => gvs?.problems() ?? [])
+  problems.push(async () => await gvs?.problems() ?? [])
 
   const services: Service[] = [
     network,

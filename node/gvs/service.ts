@@ -42,6 +42,7 @@ import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
+import { VolumeProblems } from './volume-problems.ts'
 import { VolumeStates } from './volume-states.ts'
 import type { Registry } from 'prom-client'
 
@@ -112,6 +113,7 @@ export class GvsService {
   private readonly gridWriters: GridWriters
   private readonly placementCheck: PlacementCheck
   private readonly ioFailures = new IoFailures()
+  private readonly volumeProblems = new VolumeProblems({ volumes: () => this.volumes(), states: async vs => await this.health(vs) })
   /** the placement over the member table it was made from (holders) */
   private placement: { table: MemberTable, p: Placement } | null = null
   /** placementGeneration: moves on when the live nodes placement is made over change */
@@ -391,8 +393,13 @@ export class GvsService {
     if (changed > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document (none: the record cleared)', { volume: only?.path, objects: found.slice(0, 20) })
   }
 
-  /** for /v1/status: volumes whose NBD requests failed lately (io-failures.ts), and this node's disk full */
-  problems (): HealthProblem[] { return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems()] }
+  /**
+   * for /v1/status: volumes whose NBD requests failed lately (io-failures.ts), this
+   * node's disk full, and the volumes not at full redundancy (volume-problems.ts)
+   */
+  async problems (): Promise<HealthProblem[]> {
+    return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
+  }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
 

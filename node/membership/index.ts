@@ -55,7 +55,7 @@ export interface MembershipComponents {
   /** peers whose connections carry something of another service's (never trimmed) */
   busyPeers: () => Iterable<string>
   /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
-  health: () => HealthProblem[]
+  health: () => Promise<HealthProblem[]>
   /** the VM manager's HA check, for /v1/status */
   ha?: () => StatusView['ha']
 }

@@ -21,7 +21,7 @@ export interface MembershipRoutesDeps {
   compat: (node: string) => Compat | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
   clock: (node: string) => ClockOffset | undefined
-  health: () => HealthProblem[]
+  health: () => Promise<HealthProblem[]>
   /** the VM manager's HA check, when it runs */
   ha?: () => StatusView['ha']
   token: () => string
@@ -53,7 +53,7 @@ function shown (d: MembershipRoutesDeps): MemberTable {
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
-  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), d.health(), d.ha?.() ?? null))
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), await d.health(), d.ha?.() ?? null))
   app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }

@@ -70,6 +70,12 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health(), { state: 'degraded' })
   t.regex((await health()).reasons.join('\n'), /1 object is damaged on every copy/)
+  // and /v1/status says so on each node: not only `vol ls` shows a volume not at full redundancy
+  for (const svc of svcs) {
+    const p = (await svc.problems()).find(x => x.cause === 'volumes-degraded')
+    t.truthy(p, 'a volumes-degraded problem')
+    t.regex(p!.message, /1 volume\(s\) are not at full redundancy: \/h\/both degraded \(.*damaged on every copy/)
+  }
   // the document records it, so the other node (whatever it coordinates) says so too
   t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`])
   const other = apiOf(svcs[1]!)

@@ -28,7 +28,7 @@ test('a dead member gone from the roll is not listed nor counted; a dead one sti
     forgotten: (id: string) => !roll.has(id),
     compat: () => undefined,
     clock: () => undefined,
-    health: () => [],
+    health: async () => [],
     token: () => 't'
   } as unknown as MembershipRoutesDeps
   const app = Fastify()
