@@ -36,6 +36,7 @@ import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { watchdogTimeoutFor } from './timing.ts'
+import { RepeatedLines } from '../log-repeats.ts'
 
 // index.ts exports it from here
 
@@ -111,6 +112,8 @@ export class DvmmService {
   readonly components: DvmmComponents
   private readonly cfg: Required<Omit<DvmmInit, 'stallMs' | 'previousFenceMs'>> & Pick<DvmmInit, 'stallMs' | 'previousFenceMs'>
   private readonly log: Logger
+  /** a step failing for a while (a full disk) fails every 500 ms: a line a minute */
+  private readonly repeats = new RepeatedLines()
   /** the VMs this node runs: starts, stops, kills and crashes on its drivers; their addresses, runtimes, interfaces, names and consoles */
   readonly local: LocalVms
   /** this node's fence, and when the others were last heard of */
@@ -280,7 +283,7 @@ export class DvmmService {
         }
       } while (this.dirty && this.running)
     } catch (err) {
-      this.log.warn('decision step failed', { err: (err as Error).message })
+      this.repeats.log(this.log, 'warn', `step:${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'decision step failed', { err: (err as Error).message })
     } finally {
       this.stepping = false
     }

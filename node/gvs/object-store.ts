@@ -38,6 +38,7 @@ import { WriteIntents } from './write-intents.ts'
 import { Writeback } from './writeback.ts'
 import { inventoryOf, objectIndexes } from './store-listing.ts'
 import type { Logger } from '../log.ts'
+import { RepeatedLines } from '../log-repeats.ts'
 
 const run = promisify(execFile)
 
@@ -87,6 +88,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly sumBytes: number
   private readonly geometry: Geometry
   private readonly log: Logger
+  /** an fsync failing for a while (a full disk) damages one object after another: a line a minute */
+  private readonly repeats = new RepeatedLines()
   private readonly epochs: WriterEpochs
   /** the layers a snapshot froze: writes to them are refused (frozen-layers.ts) */
   readonly frozen: FrozenLayers
@@ -492,7 +495,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private wholeDamaged (data: string, why: string): void {
     const volume = basename(dirname(data))
     const index = parseInt(basename(data), 16)
-    this.log.error(`${why}: its copy counts as damaged until rewritten`, { volume, index, path: data })
+    this.repeats.log(this.log, 'error', `whole:${volume}:${why}`, `${why}: its copy counts as damaged until rewritten`, { volume, index, path: data })
     this.emit('damaged', { volume, index, blocks: Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b), path: data })
   }
 

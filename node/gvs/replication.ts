@@ -30,6 +30,7 @@ import {
 } from './replica-protocol.ts'
 import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
 import { ObjectUses } from './object-uses.ts'
+import { RepeatedLines } from '../log-repeats.ts'
 
 export type { CallResult } from './replica-channel.ts'
 
@@ -253,6 +254,8 @@ export class ReplicaService implements ReplicaTransport {
   /** writes this node's store refused for want of room, for its health */
   readonly diskFull: DiskFull
   private readonly c: ReplicaServiceComponents
+  /** requests failing for a while (this node's disk full) fail one after another: a line a minute per peer and cause */
+  private readonly repeats = new RepeatedLines()
   private readonly protocol: string
   private readonly timeoutMs: number
   private readonly maxInbound: number
@@ -292,7 +295,7 @@ export class ReplicaService implements ReplicaTransport {
         run: async (req, data) => await execute(this.c.store, req, data),
         failed: err => {
           this.diskFull.note(err)
-          if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message })
+          if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.repeats.log(this.c.log, 'warn', `${from}:${err.code}`, 'replica request failed', { from, error: err.message })
         }
       })
     }, { maxInboundStreams: this.maxInbound, maxOutboundStreams: this.maxInbound })
@@ -382,7 +385,7 @@ export class ReplicaService implements ReplicaTransport {
         if (!(err instanceof GvsError)) throw err
         reply = errorReply(err)
         this.diskFull.note(err)
-        if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.c.log.warn('replica request failed', { from, error: err.message })
+        if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.repeats.log(this.c.log, 'warn', `${from}:${err.code}`, 'replica request failed', { from, error: err.message })
       }
       await lp.write(encode(reply), { signal })
       if (data != null) await lp.write(data, { signal })
