@@ -23,7 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
-import { duplicateNames } from './membership/views.ts'
+import { duplicateNames, unheardMembers } from './membership/views.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
@@ -57,6 +57,7 @@ export interface CoreComponents {
  * here that builds it from the components it needs.
  */
 async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+  const startedAt = performance.now()
   const network = await NetworkService.create(core)
   const host = network.host
   const c = { ...core, host, clusterId: core.clusterKey.clusterId, dataDir: core.config.dataDir }
@@ -64,7 +65,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const problems: Array<() => HealthProblem[] | Promise<HealthProblem[]>> = [() => {
     const h = state.health()
     return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
-  }, () => duplicateNames(core.directory.members)]
+  }, () => duplicateNames(core.directory.members), () => unheardMembers(state.read().list('roll'), core.directory.members, performance.now() - startedAt)]
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },

@@ -77,3 +77,25 @@ export function duplicateNames (table: MemberTable): HealthProblem[] {
     message: `${ids.length} members are named "${name}" (${ids.sort().join(', ')}): commands that take a node's name pick one of them; give each server its own --name (or use node ids)`
   }))
 }
+
+/** how long after this agent started a member of the roll may go unheard before it is a problem (gossip finds the live ones in seconds) */
+export const UNHEARD_GRACE_MS = 15_000
+
+/**
+ * Members of the grid's roll this agent has never heard from (pure): not in its member
+ * table at all, so `vgrid nodes` cannot list them. A server cut off while this agent
+ * restarted, or one dead long enough for gossip to forget it, yet still a member: it
+ * counts against the majority the VM manager fences by. Nothing while the agent is
+ * younger than UNHEARD_GRACE_MS (`upMs`).
+ */
+export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string, joined: number }>, table: MemberTable, upMs: number): HealthProblem[] {
+  if (upMs < UNHEARD_GRACE_MS) return []
+  const unheard = roll.filter(r => !table.has(r.node)).sort((a, b) => a.name.localeCompare(b.name))
+  if (unheard.length === 0) return []
+  return [{
+    service: 'membership',
+    cause: 'members-unheard',
+    message: `${unheard.length} member(s) of the grid have not been heard from since this agent started: ${unheard.map(r => `${r.name} (${r.node})`).join(', ')}; they count as down for the majority and their VMs run elsewhere: bring them back, or \`vgrid node forget NAME\` one that is gone for good`
+  }]
+}
+

@@ -6,7 +6,7 @@ import test from 'ava'
 import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { duplicateNames } from '../../node/membership/views.ts'
+import { duplicateNames, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
@@ -47,4 +47,15 @@ test('two live members with one name are a health problem naming both; a dead na
   t.is(p.length, 1)
   t.like(p[0], { service: 'membership', cause: 'duplicate-name' })
   t.regex(p[0]!.message, /2 members are named "n1" \(x1, x2\)/)
+})
+
+test('members of the roll never heard from are a health problem naming them, once the agent has been up for the grace time', t => {
+  const table: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')]])
+  const roll = [{ node: 'a', name: 'srv-a', joined: 1 }, { node: 'b', name: 'srv-b', joined: 1 }, { node: 'c', name: 'srv-c', joined: 1 }]
+  t.deepEqual(unheardMembers(roll, table, UNHEARD_GRACE_MS - 1), [], 'not while gossip may still be finding them')
+  const p = unheardMembers(roll, table, UNHEARD_GRACE_MS)
+  t.is(p.length, 1)
+  t.like(p[0], { service: 'membership', cause: 'members-unheard' })
+  t.regex(p[0]!.message, /^1 member\(s\) of the grid have not been heard from since this agent started: srv-c \(c\);.*vgrid node forget NAME/)
+  t.deepEqual(unheardMembers(roll.slice(0, 2), table, UNHEARD_GRACE_MS), [], 'a dead member in the table is listed by vgrid nodes: not this problem')
 })
