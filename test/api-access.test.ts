@@ -125,6 +125,7 @@ test('an oversized body is a 413 and oversized headers a 431, both in the error 
   const big = await agent.request('PUT', '/v1/nodes/acc0/labels/k', { value: 'x'.repeat(2 * 1024 * 1024) })
   t.is(big.status, 413)
   t.is((big.body as { error: { code: string } }).error.code, 'body_too_large')
+  t.is((big.body as { error: { message: string } }).error.message, 'the request body is over the API\'s limit of 1 MiB')
   const headers = await rawRequest(agent.apiPort, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(32 * 1024)}\r\n\r\n`)
   t.regex(headers, /^HTTP\/1\.1 431 /)
   t.regex(headers, /"code":"headers_too_large"/)

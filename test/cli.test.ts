@@ -144,5 +144,5 @@ test('bad API requests get a 4xx with the error shape', async t => {
   // JSON only: a text/plain body is a 415 naming the type, not "body: must be a JSON object"
   const plain = await fetch(`http://${agent.api}/v1/vms`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'name=x', signal: AbortSignal.timeout(5000) })
   t.is(plain.status, 415)
-  t.like(await plain.json(), { error: { code: 'unsupported_media_type' } })
+  t.like(await plain.json(), { error: { code: 'unsupported_media_type', message: 'the request body\'s content type (text/plain) is not accepted: send JSON, with Content-Type: application/json' } })
 })

@@ -28,8 +28,17 @@ const FRAMEWORK_CODES: Record<string, string> = {
   FST_ERR_REQUEST_TIMEOUT: 'request_timeout'
 }
 
-/** An error thrown while answering a request, as the response it becomes. */
-export function toApiError (err: unknown): ApiError {
+/** what those say in the API's words: what is wrong and what to send instead (fastify's own: "Request body is too large") */
+const FRAMEWORK_MESSAGES: Record<string, (message: string, contentType?: string) => string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: (_m, type) => `the request body's content type${type != null ? ` (${type.slice(0, 100)})` : ''} is not accepted: send JSON, with Content-Type: application/json`,
+  FST_ERR_CTP_BODY_TOO_LARGE: () => `the request body is over the API's limit of ${API_BODY_LIMIT / 1024 / 1024} MiB`
+}
+
+/** the largest request body the API reads (bytes) */
+export const API_BODY_LIMIT = 1024 * 1024
+
+/** An error thrown while answering a request, as the response it becomes (`contentType`: the request's, for a 415). */
+export function toApiError (err: unknown, contentType?: string): ApiError {
   if (err instanceof ApiError) return err
   if (err instanceof ValidationError) return new ApiError(400, err.code, err.message)
   if (err instanceof InvalidObjectError) return new ApiError(400, 'invalid', err.message)
@@ -44,7 +53,7 @@ export function toApiError (err: unknown): ApiError {
   // request schema failures: fastify's message names the field ("body/value must be string")
   if (e?.validation != null) return new ApiError(400, 'bad_request', message)
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
-    return new ApiError(e.statusCode, FRAMEWORK_CODES[e.code ?? ''] ?? 'bad_request', message)
+    return new ApiError(e.statusCode, FRAMEWORK_CODES[e.code ?? ''] ?? 'bad_request', FRAMEWORK_MESSAGES[e.code ?? '']?.(message, contentType) ?? message)
   }
   return new ApiError(500, 'internal', message)
 }

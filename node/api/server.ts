@@ -11,7 +11,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { parseJsonBody } from './json-body.ts'
-import { ApiError, errorBody, toApiError } from './errors.ts'
+import { API_BODY_LIMIT, ApiError, errorBody, toApiError } from './errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 
 export interface ApiComponents {
@@ -31,7 +31,6 @@ declare module 'fastify' {
   interface FastifyContextConfig { access?: Access }
 }
 
-const BODY_LIMIT = 1024 * 1024
 /** how long the rest of a refused body is read and dropped before the connection is cut */
 const LINGER_MS = 5_000
 /** a path parameter, as sent (percent-encoded): above any route's own bound */
@@ -61,7 +60,7 @@ export class ApiService implements Service {
     this.errors = new Counter({ name: 'vgrid_api_errors_total', help: 'API requests answered with an error, by code', labelNames: ['code'] as const, registers: [components.registry] })
     this.app = Fastify({
       logger: false,
-      bodyLimit: BODY_LIMIT,
+      bodyLimit: API_BODY_LIMIT,
       requestTimeout: REQUEST_TIMEOUT_MS,
       // the router's own cap (100) answered a 414 for volume paths of a few segments
       // (an encoded path reaches 2,100 characters and more) and for over-long label keys.
@@ -181,7 +180,7 @@ export class ApiService implements Service {
 
   private registerCore (): void {
     const { app } = this
-    app.setErrorHandler((err, _req, reply) => { this.fail(reply, toApiError(err)) })
+    app.setErrorHandler((err, req, reply) => { this.fail(reply, toApiError(err, req.headers['content-type'])) })
     // a path that exists with other methods is a 405 naming them (and the Allow header)
     const routes: Array<{ method: string, path: RegExp }> = []
     app.addHook('onRoute', r => {
