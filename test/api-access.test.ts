@@ -47,7 +47,7 @@ check('an unprivileged user reads status, and is refused a change and the token 
   const put = await curl(['-X', 'PUT', '-H', 'content-type: application/json', '-d', '{"value":"r1"}', labelUrl('zone')], NOBODY)
   t.is(put.status, 403, put.body)
   t.is(errorOf(put).code, 'forbidden')
-  t.regex(errorOf(put).message, /user 65534 is neither root nor in the "vgrid" group/)
+  t.regex(errorOf(put).message, /user nobody \(uid 65534\) is neither root nor in the "vgrid" group/)
   t.regex(errorOf(put).message, /API token/)
   const tok = await curl([`${url}/v1/token`], NOBODY)
   t.is(tok.status, 403, tok.body)

@@ -131,11 +131,12 @@ export function uidIsAdmin (uid: number, files: { passwd: string, group: string 
   return Number(user[3]) === gid || (group[3] ?? '').split(',').includes(user[0]!)
 }
 
-/** What a caller lacks to change the grid, or null if it may. */
-export function denial (caller: Caller, tokenOk: boolean, isAdmin: (uid: number) => boolean): string | null {
+/** What a caller lacks to change the grid, or null if it may (`nameOf`: a uid's user name, if it has one). */
+export function denial (caller: Caller, tokenOk: boolean, isAdmin: (uid: number) => boolean, nameOf: (uid: number) => string | undefined = () => undefined): string | null {
   if (tokenOk || caller.via === 'unix') return null
   if (caller.uid != null && isAdmin(caller.uid)) return null
-  if (caller.uid != null) return `user ${caller.uid} is neither root nor in the "${ADMIN_GROUP}" group; use the agent's unix socket as a member of that group, or present the API token (Authorization: Bearer, from the root-only file ${API_TOKEN_FILE} in the data dir)`
+  const name = caller.uid == null ? undefined : nameOf(caller.uid)
+  if (caller.uid != null) return `user ${name != null ? `${name} (uid ${caller.uid})` : `uid ${caller.uid}`} is neither root nor in the "${ADMIN_GROUP}" group; use the agent's unix socket as a member of that group, or present the API token (Authorization: Bearer, from the root-only file ${API_TOKEN_FILE} in the data dir)`
   return `this connection's user is unknown (not from this machine); present the API token (Authorization: Bearer, from the root-only file ${API_TOKEN_FILE} in the data dir)`
 }
 
@@ -171,11 +172,18 @@ export class AdminCache {
   constructor (ttlMs = 5000) { this.ttlMs = ttlMs }
   isAdmin = (uid: number): boolean => {
     if (uid === 0) return true
+    return uidIsAdmin(uid, this.fresh())
+  }
+
+  /** the user name of a uid in /etc/passwd, if it has one */
+  nameOf = (uid: number): string | undefined => this.fresh().passwd.split('\n').map(l => l.split(':')).find(f => f.length > 2 && Number(f[2]) === uid)?.[0]
+
+  private fresh (): { passwd: string, group: string } {
     if (Date.now() - this.at > this.ttlMs) {
       const read = (p: string): string => { try { return readFileSync(p, 'utf8') } catch { return '' } }
       this.files = { passwd: read('/etc/passwd'), group: read('/etc/group') }
       this.at = Date.now()
     }
-    return uidIsAdmin(uid, this.files)
+    return this.files
   }
 }

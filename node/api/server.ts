@@ -218,7 +218,7 @@ export class ApiService implements Service {
       const caller = await this.callerOf(req)
       const tokenOk = tokenMatches(req.headers.authorization, this.token)
       if (req.headers.authorization != null && !tokenOk) throw new ApiError(401, 'unauthorized', 'the API token presented is not this agent\'s')
-      const why = denial(caller, tokenOk, this.admins.isAdmin)
+      const why = denial(caller, tokenOk, this.admins.isAdmin, this.admins.nameOf)
       if (why != null) throw new ApiError(caller.via === 'tcp' && caller.uid != null ? 403 : 401, caller.via === 'tcp' && caller.uid != null ? 'forbidden' : 'unauthorized', why)
     })
 
