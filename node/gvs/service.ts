@@ -169,7 +169,7 @@ export class GvsService {
       this.exports.writers.revokeClaims(id, f.epoch)
     })
     this.exports = new VolumeExports({ transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
-      epochs: { next: async id => await this.claimEpoch(id), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
+      epochs: { next: async (id, held) => await this.claimEpoch(id, held), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
@@ -551,15 +551,18 @@ export class GvsService {
   /**
    * The writer epoch of this node's claim of a volume for a plain export's client
    * (writers.ts ClaimEpochs): past every other writer's, in the document; kept while
-   * it is this node's own already (no other node wrote in between).
+   * it is this node's own already (no other node wrote in between). A session claiming
+   * again (`held`: its last claim's epoch) gets `since` if the epoch moved meanwhile.
    */
-  private async claimEpoch (id: string): Promise<number> {
+  private async claimEpoch (id: string, held?: number): Promise<{ epoch: number } | { since: number }> {
     return await this.components.state.write(w => {
       const v = w.reader.get('volumes', id)?.value
       if (v == null) throw new GvsError('unavailable', `volume ${id} no longer exists`)
-      const epoch = volumeEpoch(v.epoch ?? 1, 0, this.replicas.self)
-      if (epoch !== (v.epoch ?? 1)) w.update('volumes', id, { epoch })
-      return epoch
+      const cur = v.epoch ?? 1
+      if (held != null && cur !== held) return { since: cur }
+      const epoch = volumeEpoch(cur, 0, this.replicas.self)
+      if (epoch !== cur) w.update('volumes', id, { epoch })
+      return { epoch }
     }, `gvs: a client on this node writes volume ${id}`)
   }
 

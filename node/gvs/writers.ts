@@ -38,9 +38,13 @@ export type OtherWriters = (volume: string) => Promise<string | null>
  * with an epoch past every earlier writer's (`next`: raised in the document,
  * crdt/placement/volume-epoch.ts) and fences it on every live node first (`fence`):
  * the earlier writer's writes are then refused wherever they arrive.
+ * `held`: the epoch of the session's previous claim, when it claims again (after a
+ * stall, a quiet spell or another's fence): `{ since }` (the volume's epoch now) if
+ * another claim or a VM's holder took the volume since; the session is then fenced
+ * out for good (WriterHandle.claim).
  */
 export interface ClaimEpochs {
-  next: (volume: string) => Promise<number>
+  next: (volume: string, held?: number) => Promise<{ epoch: number } | { since: number }>
   fence: (volume: string, epoch: number) => Promise<void>
 }
 
@@ -97,6 +101,13 @@ export class WriterHandle implements BlockDevice {
   /** with claim epochs: the epoch of this session's claim, which its writes carry */
   claimEpoch: number | null = null
   private claimedDev: BlockDevice | null = null
+  /**
+   * Why this session may write no more: another writer (another node's client, a VM)
+   * took the volume after this session's claim. Writes it still sends (queued while its
+   * node stalled or was cut off, or from a client that cached the disk as it was) would
+   * land over that writer's; its client must connect again to write.
+   */
+  fencedOut: string | null = null
   /** the claim in progress, for siblings on this node to wait for */
   get claimingNow (): Promise<void> | null { return this.claiming }
 
@@ -110,6 +121,7 @@ export class WriterHandle implements BlockDevice {
   private async claim (): Promise<void> {
     const x = this.exclusive
     if (x == null) return
+    if (this.fencedOut != null) throw new GvsError('in-use', this.fencedOut)
     if (this.claiming != null) { await this.claiming; return }
     // back from a stall the beat has not seen yet: the claim ends here (see the top)
     x.checkStall?.()
@@ -120,7 +132,13 @@ export class WriterHandle implements BlockDevice {
       // a session on this node that holds the volume: this one writes beside it, at its
       // epoch (a multi-connection client); one claiming it is waited for
       for (let s = x.sibling?.(this); s != null; s = x.sibling?.(this)) {
-        if (!(s instanceof Promise)) { this.claimEpoch = s.epoch; this.wrote(); return }
+        if (!(s instanceof Promise)) {
+          // a sibling's newer claim: another writer may have come between this session's claim and it
+          if (this.claimEpoch != null && s.epoch != null && s.epoch !== this.claimEpoch) this.fenceOut(x.volume, s.epoch)
+          this.claimEpoch = s.epoch
+          this.wrote()
+          return
+        }
         await s
       }
       // counted as a writer from now on: another node asking at the same moment sees this one
@@ -146,7 +164,9 @@ export class WriterHandle implements BlockDevice {
   /** the claim won: its epoch goes past every earlier writer's and is fenced in on every live node before the first write */
   private async takeEpoch (epochs: NonNullable<Exclusive['epochs']>): Promise<void> {
     try {
-      const epoch = await epochs.next(this.exclusive!.volume)
+      const next = await epochs.next(this.exclusive!.volume, this.claimEpoch ?? undefined)
+      if ('since' in next) this.fenceOut(this.exclusive!.volume, next.since)
+      const epoch = next.epoch
       // this node's own fence does not end the claim it is made for (Writers.revokeClaims)
       epochs.fencing(epoch)
       try { await epochs.fence(this.exclusive!.volume, epoch) } finally { epochs.fencing(null) }
@@ -156,6 +176,13 @@ export class WriterHandle implements BlockDevice {
       this.lastWriteAt = 0
       throw err
     }
+  }
+
+  /** another writer took the volume after this session's claim (at epoch `now`): it writes no more */
+  private fenceOut (volume: string, now: number): never {
+    this.fencedOut = `volume "${volume}" was taken over by another writer (its writer epoch went from ${this.claimEpoch ?? '?'}, this session's, to ${now}) since this session last wrote: writes it still sends could land over that writer's; connect again to write`
+    this.lastWriteAt = 0
+    throw new GvsError('in-use', this.fencedOut)
   }
 
   /** where writes go: with claim epochs, the device at this session's claim's epoch */

@@ -72,3 +72,37 @@ test('a plain client\'s claim fences the volume at an epoch of its own: a write 
   const read = Buffer.from(await g.svcs[2]!.device('w/moved')!.read(0, 65536))
   t.true(read.equals(Buffer.alloc(65536, 2)), `the new writer's data stays (read ${read[0]})`)
 })
+
+test('a session whose claim another writer took over writes no more, also once that writer has gone: what it still sends would land over that writer\'s data', async t => {
+  const g = await memoryHosts(t, 3, 'gvstakenover')
+  // quiet after 300 ms (the claim ends as after a stall); the loop shared by three agents is not taken for stalled
+  await startServices(g, sharedDocument(g.hosts), { scrubIntervalMs: 0, writerIdleMs: 300, writerStallMs: 60_000 })
+  const app = apiOf(g.svcs[0]!)
+  t.teardown(async () => { await app.close() })
+  t.is((await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/w/over', size: '8M' } })).statusCode, 201)
+  const open = async (i: number): Promise<NbdClient> => {
+    const c = await NbdClient.open(join(g.dir, `a${i}`, 'nbd.sock'), 'w/over')
+    t.teardown(async () => { await c.close().catch(() => {}) })
+    return c
+  }
+  const a = await open(0)
+  await a.write(0, Buffer.alloc(4096, 0xa1))
+  await a.flush()
+  // a's node goes quiet (stalled, or its client paused); b's client on another node takes the volume, writes, flushes and goes
+  await new Promise(resolve => setTimeout(resolve, 400))
+  const b = await open(1)
+  await b.write(0, Buffer.alloc(4096, 0xb1))
+  await b.flush()
+  await b.close()
+  await new Promise(resolve => setTimeout(resolve, 400))
+  // a's client sends what it had queued: refused, for good, naming why
+  const refused = await t.throwsAsync(a.write(0, Buffer.alloc(4096, 0xa2)))
+  t.is((refused as Error & { errno?: number }).errno, EPERM, String(refused))
+  await t.throwsAsync(a.write(4096, Buffer.alloc(4096, 0xa2)))
+  const c = await open(2)
+  t.true(Buffer.from(await c.read(0, 4096)).equals(Buffer.alloc(4096, 0xb1)), 'the data b flushed stays')
+  // a client that connects again writes (it opens the disk as it is now)
+  const again = await open(0)
+  await again.write(8192, Buffer.alloc(4096, 0xa3))
+  await again.flush()
+})

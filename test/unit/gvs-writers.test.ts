@@ -166,11 +166,17 @@ test('a stall of the event loop ends a plain session\'s claim: the next write as
 
 test('with claim epochs: the claim that wins takes an epoch and fences it before the first write, which goes to the device at that epoch; siblings share it', async t => {
   const fenced: number[] = []
+  // the volume's epoch in the document, as GvsService.claimEpoch keeps it
+  let doc = 1
   let next = 10
   let failFence = false
   const holder: { ws?: Writers } = {}
   const epochs = {
-    next: async () => next,
+    next: async (_v: string, held?: number) => {
+      if (held != null && doc !== held) return { since: doc }
+      doc = next
+      return { epoch: next }
+    },
     fence: async (_v: string, e: number) => {
       // the fence reaches this node too: it does not end the claim it is made for
       holder.ws!.revokeClaims('vol-aaaaaaaaaaaa', e)
@@ -195,17 +201,31 @@ test('with claim epochs: the claim that wins takes an epoch and fences it before
   t.is(b.claimEpoch, 10)
   t.is(plainDev.writes, 0, 'nothing written at the epoch the sessions opened with')
   t.is(ws.count('vol-aaaaaaaaaaaa'), 2, 'the own fence ended neither claim')
-  // another writer's fence (a VM's holder) ends both claims; the next claim's fence fails: no writer, nothing written
+  // a stall ends the claims; nobody else wrote: the next write claims again, at the same epoch
+  for (const h of [a, b]) h.lastWriteAt = 0
+  await a.write(0, new Uint8Array(512), false)
+  t.is(a.claimEpoch, 10)
+  t.is(a.fencedOut, null)
+  // another writer's fence (a VM's holder, at 11) ends both claims, and the sessions for good:
+  // what they still send (queued while their node stalled) would land over that writer's
   ws.revokeClaims('vol-aaaaaaaaaaaa', 11)
+  doc = 11
+  const written = claimedDevs.reduce((n, d) => n + d.writes, 0)
+  t.is(written, 3)
+  for (const h of [a, b]) {
+    await t.throwsAsync(h.write(0, new Uint8Array(512), false), { message: /was taken over by another writer \(its writer epoch went from 10, this session's, to 11\).*connect again to write/ })
+  }
+  await t.throwsAsync(a.write(0, new Uint8Array(512), false), { message: /taken over by another writer/ }, 'and stays so')
+  t.is(claimedDevs.reduce((n, d) => n + d.writes, 0), written, 'the fenced sessions wrote nothing')
+  // a new session claims past it; its claim's fence fails at first: no writer, nothing written
   next = 12
   failFence = true
-  const written = claimedDevs.reduce((n, d) => n + d.writes, 0)
-  t.is(written, 2)
-  await t.throwsAsync(a.write(0, new Uint8Array(512), false), { message: /could not fence/ })
+  const c = ws.handle('vol-aaaaaaaaaaaa', plainDev, { exclusive: true, claimed })
+  await t.throwsAsync(c.write(0, new Uint8Array(512), false), { message: /could not fence/ })
   t.is(ws.count('vol-aaaaaaaaaaaa'), 0)
   t.is(claimedDevs.reduce((n, d) => n + d.writes, 0), written, 'the write whose claim failed wrote nothing')
   failFence = false
-  await a.write(0, new Uint8Array(512), false)
-  t.is(a.claimEpoch, 12)
-  t.deepEqual(fenced, [10, 12])
+  await c.write(0, new Uint8Array(512), false)
+  t.is(c.claimEpoch, 12)
+  t.deepEqual(fenced, [10, 10, 12], 'a claim again after a stall fences its epoch again')
 })
