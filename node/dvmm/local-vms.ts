@@ -126,7 +126,7 @@ export class LocalVms {
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
-    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down; starting them again (an agent back within the fence timeout keeps them running)', { vms: killedWhileDown })
+    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
     await this.consoles.serve()
   }
 

@@ -78,6 +78,8 @@ export async function run (argv: string[]): Promise<void> {
     const { Agent } = await import('../../agent.ts')
     agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
+    // a watchdog left armed that this run came too late to feed: its VMs are (or are about to be) killed, and why
+    else if (bridge.lastFeedAt != null && /^too late/.test(bridge.why)) agent.log.warn(`the previous run's watchdog could not be kept fed (${bridge.why}): the VMs it guards are killed by its timeout and start again; a restart adopts them only if the agent is back within the fence timeout minus the watchdog's of the previous run's last feed (raise --fence-timeout on a slow machine)`, { lastFeedAt: new Date(bridge.lastFeedAt).toISOString() })
     await agent.start()
     bridge.stop()
   } catch (err) {
