@@ -264,6 +264,9 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
 /** what `vm ls` and `vm show` say of a lost VM */
 /** `noMajority`: why this node places nothing now (it sees no majority of the roll), if so */
 export function lostReason (l: LostVm, noMajority?: string): string {
+  // a node that sees no majority cannot tell a dead node from one cut off from it, nor
+  // whether another node took the VM over: the majority side may run it (and fit it)
+  if (noMajority != null) return `its node ${l.nodeName} is not in sight of this node, which ${noMajority}: whether the VM runs there or was taken over is not known here`
   const next = l.fitsNowhere != null
     ? `no other node fits it: ${l.fitsNowhere}`
     : noMajority != null ? `it moves once a majority of the grid is in sight (this node ${noMajority})` : 'it moves once that node\'s fence timeout has passed'

@@ -71,6 +71,11 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
     const h = grid.host(a)
     t.is(await h.metric('vgrid_dvmm_fenced'), 1, `${a} is fenced`)
     t.is(await h.metric('vgrid_dvmm_kills_total', { why: 'fenced' }), load(a), `${a} killed its ${load(a)} VM(s) as fenced`)
+    // and says it cannot tell where the others' VMs run, not that they run nowhere
+    const causes = (await h.api<{ health: { problems: Array<{ cause: string }> } }>('/v1/status')).health.problems.map(p => p.cause)
+    t.true(causes.includes('fenced'), `${a}: ${causes.join(', ')}`)
+    t.false(causes.includes('vms-stranded') || causes.includes('vms-unplaced'), `${a}: ${causes.join(', ')}`)
+    for (const r of await rowsOf(h)) if (onB.includes(r.name)) t.regex(r.reason ?? '', /not in sight of this node.*not known here/, `${a} on ${r.name}`)
   }
 
   const healedAt = Date.now()
