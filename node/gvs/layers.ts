@@ -51,7 +51,9 @@ export class Layers {
     this.store.checkRange(offset, data.length)
     const top = layers[0]!
     await this.locked(`${top}/${index}`, async () => {
-      await this.copyUp(layers, index, opts)
+      // a write of the whole object needs nothing from below (whose copy may be damaged
+      // on every node: the write is what mends the volume)
+      if (offset !== 0 || data.length !== this.store.objectSize) await this.copyUp(layers, index, opts)
       await this.store.write(top, index, offset, data, opts)
     })
   }

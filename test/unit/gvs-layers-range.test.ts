@@ -37,3 +37,24 @@ test('layers refuse a range outside an object before reading, copying up or fenc
   await layers.write(stack, 0, 1, new Uint8Array([8]), { epoch: 9 })
   t.deepEqual([...await layers.read(stack, 0, 0, 2)], [7, 8])
 })
+
+test('a whole-object write over a layer below whose copy is damaged mends the object; a partial one is refused (it cannot merge)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-layers-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const s = new ObjectStore({ log: silentLogger }, { dir, objectSize: 64 * 1024 })
+  await s.start()
+  t.teardown(async () => { await s.stop() })
+  const layers = new Layers(s)
+  await s.write('base', 2, 0, new Uint8Array(64 * 1024).fill(5), { epoch: 1 })
+  // bit rot in the frozen layer's copy
+  const { open } = await import('node:fs/promises')
+  const fh = await open(join(dir, 'objects', 'base', '00000002'), 'r+')
+  await fh.write(Buffer.from('rot'), 0, 3, 100)
+  await fh.close()
+  const stack = ['top', 'base']
+  const partial = await t.throwsAsync(layers.write(stack, 2, 4096, new Uint8Array(4096).fill(6), { epoch: 2 }))
+  t.true(isGvsError(partial, 'damaged'), String(partial))
+  await layers.write(stack, 2, 0, new Uint8Array(64 * 1024).fill(7), { epoch: 2 })
+  t.deepEqual([...await layers.read(stack, 2, 0, 4)], [7, 7, 7, 7])
+  t.true(await s.has('top', 2))
+})
