@@ -39,6 +39,7 @@ import { Writeback } from './writeback.ts'
 import { inventoryOf, objectIndexes } from './store-listing.ts'
 import type { Logger } from '../log.ts'
 import { RepeatedLines } from '../log-repeats.ts'
+import { DiskRoom, type FsSpace } from './disk-room.ts'
 
 const run = promisify(execFile)
 
@@ -57,6 +58,8 @@ export interface ObjectStoreComponents {
   log: Logger
   /** fsync by path (default file-io.ts syncPath): a test wraps it to watch or fail fsyncs */
   fsync?: Fsync
+  /** the file system's free space (default fs.statfs): a test gives a disk nearly full */
+  statfs?: (dir: string) => Promise<FsSpace>
 }
 export interface ObjectStoreInit {
   /** the store's root, e.g. <data-dir>/gvs */
@@ -102,6 +105,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly held: HeldObjects
   /** the objects written since their last sync (write-intents.ts) */
   private readonly intents: WriteIntents
+  /** room kept for writer epochs and the intent log once object data fills the disk (disk-room.ts) */
+  private readonly room: DiskRoom
   private readonly writeback: Writeback
   /** an object (its data path) with writes not yet synced, or whose sync failed: it stays named in the intent log */
   private readonly unsynced = (d: string): boolean => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)
@@ -125,6 +130,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.open = new OpenObjects(256, { freshSide: () => fresh, onIncomplete: data => { this.wholeDamaged(data, 'an object has data but no whole checksum file (a power loss cut its creation short?)') } })
     this.spans = new ObjectSpans(this.blockSize)
     this.intents = new WriteIntents(join(this.dir, 'intents'))
+    this.room = new DiskRoom(this.dir, { statfs: components.statfs })
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path), intents: this.intents })
     this.writeback = new Writeback(() => this.syncs.hasDirty, async () => { await this.flushAs('store') }, this.log, init.writebackMs)
   }
@@ -278,6 +284,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     // blocks run in the order they were made; the writer's epoch is checked inside
     await this.spans.run(p.data, this.spans.span(offset, data.length, true), async () => {
       await this.fence(volume, opts.epoch)
+      await this.room.admit(data.length, `writing object ${index} of "${volume}"`)
       await this.held.write(volume, index, p, offset, data, opts)
     })
   }
@@ -309,6 +316,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         if (c > 0 || (c === 0 && opts.replace !== true)) return true
       }
       await this.fence(volume, opts.epoch, { learnOnly: true })
+      await this.room.admit(copy.data.length, `copying in object ${index} of "${volume}"`)
       await this.held.replace(volume, index, p, copy.data, copy.version)
       return false
     })
