@@ -144,7 +144,7 @@ async function show (argv: string[]): Promise<void> {
       : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0})`)
   }
   if (d.history.length > 0) out('history:')
-  for (const e of d.history) out(`  ${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${e.detail != null ? `: ${e.detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}`)
+  for (const e of d.history) out(`  ${historyLine(e)}`)
   // an agent of an older release answers without it
   const unreadable = d.historyUnreadable ?? 0
   if (unreadable > 0) out(`  (${unreadable} ${unreadable === 1 ? 'event' : 'events'} of its log could not be read here and ${unreadable === 1 ? 'is' : 'are'} left out: written by a newer agent, or damaged)`)
@@ -272,4 +272,12 @@ export async function ha (argv: string[]): Promise<void> {
   for (const s of r.stranded) out(`  losing ${s.name} strands ${strandedWhy(s)}`)
   for (const u of r.unplaced ?? []) out(`  ${u.vm} runs nowhere: ${u.reason}`)
   process.exitCode = 1
+}
+
+/** one event of `vm show`'s history (pure) */
+export function historyLine (e: { at: string, event: string, node?: string, epoch?: number, detail?: string, local?: true }): string {
+  // a lease's reason often says the same as the line ("stopped on h2: desired stopped"): not twice
+  const said = `${e.event}${e.node != null ? ` on ${e.node}` : ''}: `
+  const detail = e.detail?.startsWith(said) === true ? e.detail.slice(said.length) : e.detail
+  return `${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}`
 }

@@ -155,7 +155,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // overlay index, a start or stop) change at, by and desired
     const now = state.read().get('vms', made.id)?.value
     if (now == null || canonical([now.spec, now.app]) === canonical([made.spec, made.app])) return
-    throw new ConflictError(`a VM named "${made.id}" was created at the same moment on node ${nameOf(now.by)}; that one was kept, this one dropped`, 'name_in_use')
+    throw new ConflictError(`a VM named "${made.id}" was created at the same moment through another node; that one was kept, this one dropped`, 'name_in_use')
   }
 
   return (app: FastifyInstance): void => {

@@ -113,7 +113,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const b = raw as Record<string, unknown>
   onlyFields(b, VM_FIELDS)
   if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
-  if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
+  if (b.driver === undefined) throw invalid('driver', 'is missing: "qemu" or "process"')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
   if (typeof b.cpu !== 'number' || !Number.isFinite(b.cpu) || b.cpu <= 0) throw invalid('cpu', 'must be a number of vCPUs above 0')
   if (b.cpu < MIN_CPU) throw invalid('cpu', `${b.cpu} is below ${MIN_CPU}, the smallest share a VM gets`)
@@ -153,8 +153,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     if (long >= 0) throw invalid(`command[${long}]`, 'is longer than 4096 characters')
     const nul = (b.command as string[]).findIndex(a => a.includes('\0'))
     if (nul >= 0) throw invalid(`command[${nul}]`, 'holds a NUL byte (an argument cannot)')
-    const empty = (b.command as string[]).findIndex(a => a === '')
-    if (empty >= 0) throw invalid(`command[${empty}]`, 'is empty: every argument needs at least one character')
+    // an empty argument is a valid one (printf '%s|%s' '' x); an empty program is not
+    if (b.command[0] === '') throw invalid('command[0]', 'is empty: the program to run must be named')
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
@@ -185,6 +185,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
   if (b.cpu > cpuMax) throw invalid('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
   if (memoryBytes > memMax) throw invalid('memory', `${memoryBytes} bytes is more than any node has (largest: ${memMax})`)
+  // last: a request wrong in itself says so, whatever the name
+  if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }
   return {
     id: b.name,

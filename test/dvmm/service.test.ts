@@ -304,7 +304,7 @@ test.serial('API: one name created on two nodes at the same moment: one 201, one
   t.deepEqual([x.status, y.status].sort(), [201, 409])
   const [won, lost] = x.status === 201 ? [x, y] : [y, x]
   t.is(lost.body.error?.code, 'name_in_use')
-  t.regex(lost.body.error?.message ?? '', /a VM named "mix1" was created at the same moment on node \S+; that one was kept, this one dropped/)
+  t.regex(lost.body.error?.message ?? '', /a VM named "mix1" was created at the same moment through another node; that one was kept, this one dropped/)
   const cpu = (won === x ? 1 : 2)
   await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'mix1')?.value.spec.cpu === cpu), 10_000, 'every node to keep the 201\'s spec')
 })

@@ -2,7 +2,7 @@
 // is still on the node, where each VM that was on it went, and when the drain is done
 // (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
 import test from 'ava'
-import { drainProgress } from '../../node/dvmm/cli.ts'
+import { drainProgress, historyLine } from '../../node/dvmm/cli.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const row = (name: string, nodeId: string | null, state: VmRow['state'], reason: string | null = null): VmRow =>
@@ -36,4 +36,10 @@ test('drain progress: a stopped or failed VM whose lease the node holds is not o
   t.true(p.done)
   // one that stopped there after the drain began counts as moved: it is stopped
   t.deepEqual(drainProgress('n1', [row('a', 'n1', 'stopped')], ['a']), { on: [], moved: { a: 'stopped on name-n1' }, done: true, stranded: [] })
+})
+
+test('vm show\'s history line says a stop\'s node once, not again from the lease\'s reason', t => {
+  t.is(historyLine({ at: 'T', event: 'stopped', node: 'h2', detail: 'stopped on h2: desired stopped' }), 'T  stopped on h2: desired stopped')
+  t.is(historyLine({ at: 'T', event: 'failed-over', node: 'h3', epoch: 2, detail: 'from h1' }), 'T  failed-over on h3 (epoch 2): from h1')
+  t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', local: true }), 'T  killed on h1  [seen by this node only]')
 })

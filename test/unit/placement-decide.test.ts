@@ -205,7 +205,8 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ kernel: '/k' }, /^kernel: \/k does not exist or is not a file/)
   bad({ driver: 'qemu', command: undefined, kernel: '../../etc/passwd' }, /^kernel: \.\.\/\.\.\/etc\/passwd is not an absolute path/)
   bad({ command: ['/bin/sleep', '1000\u0000x'] }, /^command\[1\]: holds a NUL byte/)
-  bad({ command: ['/bin/echo', ''] }, /^command\[1\]: is empty/)
+  bad({ command: ['', 'x'] }, /^command\[0\]: is empty: the program to run must be named/)
+  t.deepEqual(JSON.stringify(vmDraft({ ...ok, command: ['/usr/bin/printf', '%s|%s\n', '', 'x'] }, doc, nodes)).includes('"/usr/bin/printf","%s|%s\\n","","x"'), true, 'an empty argument is one')
   bad({ restrat: 'never' }, /unknown field "restrat"/)
   bad({ labels: Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v'])) }, /^labels: has 5000 entries, more than the 64 a VM may carry/)
   // the same keys as the CLI's --label and the node labels take
@@ -224,6 +225,10 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ user: 7 }, /^user: must be a user name/)
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', user: 'nobody' }, doc, nodes, () => true), { message: /^user: only a process VM runs as a user/ })
   t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /already exists/ })
+  // a request wrong in itself says what is wrong, not that the name is taken
+  t.throws(() => vmDraft({ ...ok, name: 'taken', driver: 'kvm' }, doc, nodes), { message: /^driver: must be "qemu" or "process", not "kvm"/ })
+  t.throws(() => vmDraft({ ...ok, name: 'taken', restart: 'sometimes' }, doc, nodes), { message: /^restart:/ })
+  t.throws(() => vmDraft({ ...ok, driver: undefined }, doc, nodes), { message: /^driver: is missing: "qemu" or "process"/ })
   t.throws(() => vmDraft('nope', doc, nodes), { message: /^body:/ })
   // volumes: by path or id, qemu only, each once, and no other VM's disk
   const vols = { find: (r: string) => ['/shop/db', 'vol-1'].includes(r) ? { id: 'vol-1', path: '/shop/db' } : r === '/shop/logs' ? { id: 'vol-2', path: '/shop/logs' } : undefined, usedBy: (id: string) => id === 'vol-2' ? 'logger' : undefined }

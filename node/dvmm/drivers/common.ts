@@ -37,7 +37,8 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   }
   if (b.kind === 'command') {
     if (!Array.isArray(b.command) || b.command.length === 0) bad('boot.command', 'must be a non-empty array of strings')
-    ;(b.command as unknown[]).forEach((a, i) => str(a, `boot.command[${i}]`))
+    // an empty argument is one (printf '%s|%s' '' x); the program must be named
+    ;(b.command as unknown[]).forEach((a, i) => { if (i > 0 && a === '') return; str(a, `boot.command[${i}]`) })
     if (b.user !== undefined && (typeof b.user !== 'string' || !USER_RE.test(b.user))) bad('boot.user', 'must be a user name or a numeric uid')
     if (b.env !== undefined) {
       if (b.env == null || typeof b.env !== 'object') bad('boot.env', 'must be an object of strings')

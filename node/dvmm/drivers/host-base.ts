@@ -137,7 +137,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       if (!this.alive(rec)) {
         let status = '?'
         try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
-        throw new Error(rec.error ?? `it ended at once with status ${status}: ${tailFile(this.runs.console(rec.id), 400).trim()}`)
+        const said = tailFile(this.runs.console(rec.id), 400).trim()
+        throw new Error(rec.error ?? `it ended at once with status ${status}${said !== '' ? `: ${said}` : ' (its console is empty)'}`)
       }
       this.setState(rec, 'running')
       return this.info(rec)

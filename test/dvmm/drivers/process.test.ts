@@ -313,3 +313,13 @@ maybe('process driver: a VM whose run record is damaged is killed by its groups,
     .catch(err => { throw new Error(`${(err as Error).message}; it is in ${where(second)}`) })
   t.true(alive(third.pid!), 'the new run runs, alone')
 })
+
+maybe('process driver: an empty argument reaches the command as one; an empty program is refused', async t => {
+  const d = await create()
+  const id = `emptyarg-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  await d.start({ id, vcpus: 0.5, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'echo "args:$#:[$1][$2]"; exec sleep 600', 'sh', '', 'b'] } })
+  await waitFor('the args line', async () => (await d.consoleTail(id)).includes('args:2:[][b]') ? true : undefined, 5000)
+  const e = await t.throwsAsync(d.start({ id: `${id}-x`, vcpus: 0.5, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['', 'x'] } }))
+  t.regex(e!.message, /boot\.command\[0\]/)
+})
