@@ -133,7 +133,13 @@ export class NodeRuntime implements Service {
     clearTimeout(this.reprobeTimer)
     // a stop for a restart leaves the watchdog armed and fed last now: the next run
     // bridges it (bridge.ts) and adopts the VMs, or it kills them before any takeover
-    if (opts.leave === false) this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
+    if (opts.leave === false) {
+      // a last feed now, while the loop was sound and peers still hear this node: the next
+      // run has the watchdog's whole time from here (the interval's last feed was up to a
+      // third of it ago) to be back and adopt the VMs
+      if (this.armed != null) this.watchdog.feedIfSound()
+      this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
+    }
     else if (this.armed != null && opts.graceful) {
       const left = await this.liveVms()
       if (left.length === 0) await this.watchdog.stop()

@@ -119,7 +119,8 @@ export class Watchdog {
     try { return this.gate() } catch { return false }
   }
 
-  private feedIfSound (): void {
+  /** A feed if the VM manager's loop is sound (the interval's; a stop for a restart feeds once more with it) */
+  feedIfSound (): void {
     const ok = this.gateOk()
     if (ok !== !this.withheld) this.log[ok ? 'info' : 'warn'](ok ? 'watchdog fed again' : 'watchdog not fed: the VM manager\'s loop is stuck', { pid: this.pid })
     this.withheld = !ok

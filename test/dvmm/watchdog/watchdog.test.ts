@@ -241,3 +241,20 @@ maybe('watchdog: a supervisor that dies (killed, OOM) is started again by the ag
   const ms = await gone(s, t0)
   t.true(ms < FENCE_MS, `killed within the fence timeout (${ms} ms)`)
 })
+
+maybe('watchdog: a stop for a restart feeds once more as it begins, so the next run has the watchdog\'s whole time from the stop', async t => {
+  const s = await setup(t, 1, 3000)
+  const rt = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir: s.dataDir }, probeHost: async () => { throw new Error('no host probe in this test') } }, { watchdogTimeoutMs: 3000 })
+  await rt.start()
+  t.true((await rt.drivers.process.list()).some(v => v.state === 'running'), 'the VM found running arms the watchdog')
+  const feedFile = join(s.dataDir, 'dvmm', 'watchdog', 'feed.json')
+  await waitFor('the first feed', () => existsSync(feedFile), 5000)
+  const seq = (): number => (JSON.parse(readFileSync(feedFile, 'utf8')) as { seq: number }).seq
+  const pid = (JSON.parse(readFileSync(join(s.dataDir, 'dvmm', 'watchdog', 'pid.json'), 'utf8')) as { pid: number }).pid
+  t.teardown(() => { try { process.kill(pid, 'SIGKILL') } catch {} })
+  const before = seq()
+  const stopping = rt.stop({ graceful: true, leave: false })
+  t.is(seq(), before + 1, 'fed at once, before the stop goes on')
+  await stopping
+  t.true(alive(pid), 'left armed for the next run')
+})
