@@ -100,6 +100,8 @@ export class LocalVms {
    */
   async start (): Promise<void> {
     const killedWhileDown: string[] = []
+    /** VMs its watchdog killed that run elsewhere now (their leases moved): said, not started */
+    const killedAndMoved: string[] = []
     const stopsUnderWay: Array<{ vm: string, why: string }> = []
     for (const d of this.drivers()) {
       // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
@@ -117,6 +119,8 @@ export class LocalVms {
         } else if (act.do === 'restart') {
           killedWhileDown.push(vm.id)
           this.updateLease(vm.id, { status: 'starting', reason: act.why })
+        } else if (vm.exit?.reason === 'killed' && vm.error?.startsWith('killed by the fencing watchdog') === true) {
+          killedAndMoved.push(vm.id)
         }
         if (act.do !== 'adopt' && act.do !== 'stop') this.consoles.keep(vm.id)
       }
@@ -126,6 +130,7 @@ export class LocalVms {
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
+    if (killedAndMoved.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down; their leases have moved: they run elsewhere now (or wait for a node), not here', { vms: killedAndMoved })
     if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
     await this.consoles.serve()
   }
