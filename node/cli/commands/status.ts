@@ -44,17 +44,22 @@ export async function nodes (argv: string[]): Promise<void> {
   const labels = (n: NodeView): string => Object.entries(n.labels).map(([k, val]) => `${k}=${val}`).join(',') || '-'
   process.stdout.write(table(
     ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],
-    res.nodes.map(n => [
-      n.name + (n.self ? '*' : ''),
-      n.state + (n.draining === true ? ',draining' : ''),
-      `${num(n.free.cpu)}/${num(n.capacity.cpu)}`,
-      `${bytes(n.free.memoryBytes)}/${bytes(n.capacity.memoryBytes)}`,
-      `${bytes(n.free.diskBytes)}/${bytes(n.capacity.diskBytes)}`,
-      num(n.load[0] ?? 0),
-      vmHost(n),
-      addr(n),
-      shortId(n.id),
-      labels(n)
-    ])
+    res.nodes.map(n => {
+      // a member not alive has nothing free (its last advert's figures are of when it was): '-'
+      const up = n.state === 'alive' || n.state === 'suspect'
+      const free = (v: string): string => up ? v : '-'
+      return [
+        n.name + (n.self ? '*' : ''),
+        n.state + (n.draining === true ? ',draining' : ''),
+        `${free(num(n.free.cpu))}/${num(n.capacity.cpu)}`,
+        `${free(bytes(n.free.memoryBytes))}/${bytes(n.capacity.memoryBytes)}`,
+        `${free(bytes(n.free.diskBytes))}/${bytes(n.capacity.diskBytes)}`,
+        up ? num(n.load[0] ?? 0) : '-',
+        vmHost(n),
+        addr(n),
+        shortId(n.id),
+        labels(n)
+      ]
+    })
   ) + '\n')
 }
