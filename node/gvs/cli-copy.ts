@@ -40,7 +40,8 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
     : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
-  for (const e of l.errors) out(`  ${e}`)
+  // an unrewritten scrub finding is in both lists: said once, above
+  for (const e of l.errors) if (!(e.startsWith('scrub: object ') && e.includes(' is damaged and was not rewritten'))) out(`  ${e}`)
   // the exit code says it too: a script must not take a volume left degraded for repaired
   if (l.failed > 0 || l.lost > 0 || (l.unsound ?? 0) > 0) process.exitCode = 1
 }
