@@ -12,7 +12,7 @@ const LS = 'vgrid link ls [--json] [--api HOST:PORT]'
 const RM = 'vgrid link rm LINK_ID [--json] [--api HOST:PORT]'
 const USAGE = `usage: ${CREATE}\n       ${LS}\n       ${RM}`
 
-const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${e.nodeName ?? shortId(e.node)}`}`
+const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${e.nodeName ?? shortId(e.node)}`}${e.down != null ? ` (${e.down})` : ''}`
 
 function linkRows (links: LinkView[]): string {
   return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [

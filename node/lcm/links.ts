@@ -96,11 +96,17 @@ export function oneLinkPerOutput<L extends Link & { at: number }> (links: readon
   return { links: [...kept.values()], skipped }
 }
 
+export interface LinkEnd { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null, down?: string | null }
+
 export interface LinkView {
   id: string
-  /** `node`: where the VM runs (its id), `nodeName`: that node's name */
-  from: { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null }
-  to: { vm: string, terminal: string, node: string | null, nodeName: string | null, address: string | null }
+  /**
+   * `node`: where the VM runs (its id), `nodeName`: that node's name; `down`: why the VM
+   * carries nothing now (stopped, failed, no VM of that name), null while it runs or is
+   * on its way to
+   */
+  from: LinkEnd
+  to: LinkEnd
   protocol: string
   port: number | null
   /**

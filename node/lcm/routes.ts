@@ -23,6 +23,17 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
   const down = new Map((lcm.status().tunnelsDown ?? []).map(d => [d.node, d]))
   const c = await lcm.counters()
+  const r = lcm.state.read()
+  const vms = new Map(r.list('vms').map(v => [v.id, v]))
+  const leases = new Map(r.list('leases').map(x => [x.vm, x]))
+  // why an end's VM carries nothing now (a link to a stopped VM looked as live as any)
+  const endDown = (vm: string): string | null => {
+    const v = vms.get(vm)
+    if (v == null) return 'no such VM'
+    const st = leases.get(vm)?.status
+    if (st === 'stopped' || st === 'failed') return st
+    return v.desired === 'stopped' ? 'stopping' : null
+  }
   return list.map(l => {
     const s = place.get(l.from.vm)
     const d = place.get(l.to.vm)
@@ -32,8 +43,8 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets, 0)
     return {
       id: l.id,
-      from: { ...l.from, node: s?.node ?? null, nodeName: nameOf(lcm.members, s?.node ?? null), address: s?.address ?? null },
-      to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null },
+      from: { ...l.from, node: s?.node ?? null, nodeName: nameOf(lcm.members, s?.node ?? null), address: s?.address ?? null, down: endDown(l.from.vm) },
+      to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null, down: endDown(l.to.vm) },
       protocol: l.protocol,
       port: l.port,
       tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : null },

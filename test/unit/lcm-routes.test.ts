@@ -41,7 +41,7 @@ function app (gate: Promise<void> = Promise.resolve()): { app: ReturnType<typeof
 }
 
 test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is stored, listed and removed', async t => {
-  const { app: a } = app()
+  const { app: a, replica } = app()
   const post = async (body: unknown): Promise<{ status: number, json: { error?: { code: string, message: string }, id?: string } }> => {
     const r = await a.inject({ method: 'POST', url: '/v1/links', payload: body as object })
     return { status: r.statusCode, json: r.json() }
@@ -78,6 +78,11 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   t.is(list.links.length, 1)
   t.is(list.links[0]!.id, made.json.id!)
   t.is((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
+  // an end whose VM is stopped says so (a link to it carries nothing now)
+  type Ends = { from: { down: string | null }, to: { down: string | null } }
+  t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: null }, to: { down: null } })
+  replica.change(w => { w.update('vms', 'db', { desired: 'stopped' }) })
+  t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: null }, to: { down: 'stopping' } })
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 404)
   t.is((await a.inject({ method: 'GET', url: '/v1/links/none' })).statusCode, 404)
