@@ -232,6 +232,8 @@ export class LocalVms {
    */
   private startFailed (vm: Vm, detail: string): void {
     const at = docStamp(this.c.clock)
+    // the driver keeps the failed run (its console says why): removed once the lease is not this node's
+    this.consoles.keep(vm.id)
     this.unwritten.add(vm.id)
     this.c.enqueue(w => {
       const cur = w.reader.get('leases', vm.id)?.value

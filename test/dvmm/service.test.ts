@@ -107,6 +107,14 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is(broken.crashes?.length, 3)
   t.regex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /1 VM\(s\) should run and were left stopped or failed by the crash rule; `vgrid vm start` runs them again: broken \(start failed/)
   t.regex(broken.reason ?? '', /^start failed: driver fake: .*not a fake guest.*: 3 crashes within 24 h, left stopped/)
+  // a VM whose starts all failed and is removed: its holder removes the failed run it kept
+  for (const n of g.nodes) n.fake.failStarts.set('doomed', 3)
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('doomed', 0.5))).status, 201)
+  await until(() => g.nodes.some(n => n.agent.state.read().get('leases', 'doomed')?.value.status === 'failed'), 10_000, 'doomed to fail')
+  const dh = g.nodes.find(n => n.agent.state.read().get('leases', 'doomed')?.value.holder === n.agent.id)!
+  t.is(dh.fake.vms.get('doomed')?.state, 'failed', 'its holder keeps the failed run (its console)')
+  t.is((await call(app, 'DELETE', '/v1/vms/doomed')).status, 200)
+  await until(() => !dh.fake.vms.has('doomed'), 10_000, 'the failed run of the removed VM to be removed')
   // one that fails for a moment runs on its second try
   for (const n of g.nodes) n.fake.failStarts.set('flaky', 1)
   t.is((await call(app, 'POST', '/v1/vms', vmBody('flaky', 0.5))).status, 201)

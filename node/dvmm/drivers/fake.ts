@@ -64,13 +64,16 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     const [cmd, a, b] = spec.boot.command
     if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:ignore-stop)`, 'boot.command[0]')
     if (!this.probeResult.ok) throw new DriverError('unsupported', `fake driver cannot run VMs here: ${this.probeResult.detail}`)
+    const old = this.node.vms.get(spec.id)
+    if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
     const fails = this.node.failStarts.get(spec.id) ?? 0
     if (fails > 0) {
       this.node.failStarts.set(spec.id, fails - 1)
-      throw new DriverError('start-failed', `VM ${spec.id}: the guest did not come up (a failure the test asked for)`)
+      // as a host driver does: the failed run stays, `failed`, until removed
+      const error = `VM ${spec.id}: the guest did not come up (a failure the test asked for)`
+      this.node.vms.set(spec.id, { spec, state: 'failed', pid: this.node.nextPid++, startedAt: this.clock.now(), console: '', error, ignoresStop: false })
+      throw new DriverError('start-failed', error)
     }
-    const old = this.node.vms.get(spec.id)
-    if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
     const vm: FakeVm = { spec, state: 'starting', pid: this.node.nextPid++, startedAt: this.clock.now(), console: '', ignoresStop: cmd === 'fake:ignore-stop' }
     this.node.vms.set(spec.id, vm)
     this.node.starts++
