@@ -66,7 +66,7 @@ export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): strin
   raw.forEach((t: unknown, i) => {
     if (typeof t !== 'string' || !TERMINAL_RE.test(t)) throw invalid(`${field}[${i}]`, `${JSON.stringify(t)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
     // names resolve as host names inside the VM, where case does not count
-    if (t.toLowerCase() === 'localhost') throw invalid(`${field}[${i}]`, '"localhost" is the VM\'s own name, not a terminal')
+    if (t.toLowerCase() === 'localhost') throw invalid(`${field}[${i}]`, '"localhost" cannot be a terminal: inside the VM it names the VM itself (/etc/hosts), so a link through it could never be reached')
     if (raw.findIndex((u: string) => u.toLowerCase() === t.toLowerCase()) !== i) throw invalid(`${field}[${i}]`, `"${t}" is listed twice (names are host names: case does not count)`)
   })
   return raw as string[]
