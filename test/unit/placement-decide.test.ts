@@ -247,7 +247,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ outputs: ['db', 'db.x'] }, /^outputs\[1\]: "db.x" is not a terminal name/)
   bad({ inputs: ['a', 'b', 'a'] }, /^inputs\[2\]: "a" is listed twice/)
   bad({ outputs: ['db', 'DB'] }, /^outputs\[1\]: "DB" is listed twice \(names are host names: case does not count\)/)
-  bad({ outputs: ['LocalHost'] }, /^outputs\[0\]: "localhost" is the VM's own name/)
+  bad({ outputs: ['LocalHost'] }, /^outputs\[0\]: "localhost" cannot be a terminal: inside the VM it names the VM itself/)
   bad({ inputs: ['db'], outputs: ['db'] }, /^outputs: "db" is an input too/)
   bad({ inputs: ['Db'], outputs: ['db'] }, /^outputs: "Db" is an input too/)
   bad({ inputs: Array.from({ length: 65 }, (_, i) => `t${i}`) }, /^inputs: must be an array of at most 64/)
