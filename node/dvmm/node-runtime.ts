@@ -137,7 +137,11 @@ export class NodeRuntime implements Service {
       // a last feed now, while the loop was sound and peers still hear this node: the next
       // run has the watchdog's whole time from here (the interval's last feed was up to a
       // third of it ago) to be back and adopt the VMs
-      if (this.armed != null) this.watchdog.feedIfSound()
+      // (then no more: the supervisor counts from this feed, whatever the rest of the stop takes)
+      if (this.armed != null) {
+        this.watchdog.feedIfSound()
+        this.watchdog.abandon()
+      }
       this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
     }
     else if (this.armed != null && opts.graceful) {
