@@ -162,6 +162,18 @@ export const RollEntrySchema = Type.Object({
   joined: Count,
   /** unschedulable: placement skips it and its VMs move elsewhere */
   draining: Type.Optional(Type.Boolean()),
+  /**
+   * Written by the node as its agent stops for a restart (SIGTERM), once every member it
+   * sees has it (node/dvmm/restart-grace.ts): its VMs run on under its watchdog, and
+   * others wait `fenceMs` (not their fence timeout) plus the margin from when they last
+   * heard of it before taking its leases over. Cleared (null) by its next run once it
+   * sees a majority again.
+   */
+  restart: Type.Optional(Type.Union([Type.Null(), Type.Object({
+    fenceMs: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    /** when the stop began (wall ms), for display */
+    since: Count
+  }, open)])),
   ...Stamp
 }, open)
 

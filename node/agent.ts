@@ -56,7 +56,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null, previousFeedFenceMs: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const startedAt = performance.now()
   const network = await NetworkService.create(core)
   const host = network.host
@@ -69,7 +69,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
-    draining: node => state.read().get('roll', node)?.value.draining === true,
+    roll: node => state.read().get('roll', node)?.value,
     // a dead member gone from a roll there is (vgrid node forget) is no longer shown
     forgotten: node => { const r = state.read(); return r.get('roll', node) == null && r.list('roll').length > 0 },
     busyPeers: () => state.sessionPeers,
@@ -126,6 +126,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
       // the watchdog follows the fence timeout in force (activeFenceMs)
       onActiveFence: ms => { runtime.setFence(ms) },
+      // a stop for a restart whose grace every member confirmed: the watchdog's last feed gives the VMs that long
+      onRestartGrace: t => { runtime.restartGrace(t) },
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below
       volumes: want('gvs')
@@ -137,6 +139,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     }, {
       fenceTimeoutMs: core.config.fenceTimeoutMs,
       lastAliveAt: opts.previousFeedAt ?? undefined,
+      lastAliveFenceMs: opts.previousFeedFenceMs ?? undefined,
+      restartGraceMs: core.config.restartGraceMs,
       previousFenceMs
     })
   // the fencing watchdog is fed only while DVMM's decision steps do not hang (a step
@@ -211,6 +215,8 @@ export interface AgentOptions {
   without?: OptionalService[]
   /** when the previous run of this agent last fed its watchdog (node/dvmm/watchdog/bridge.ts): the VM manager's fence counts from there */
   previousFeedAt?: number | null
+  /** the fence timeout that feed promised (a restart grace's is longer): the VM manager's fence counts it from there */
+  previousFeedFenceMs?: number | null
 }
 
 export interface AgentEvents {
@@ -241,9 +247,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log = opts.logger ?? createLogger({ component: config.name })
     this.without = new Set(opts.without)
     this.previousFeedAt = opts.previousFeedAt ?? null
+    this.previousFeedFenceMs = opts.previousFeedFenceMs ?? null
   }
 
   private readonly previousFeedAt: number | null
+  private readonly previousFeedFenceMs: number | null
 
   get id (): string { return this.host.peerId.toString() }
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
@@ -266,7 +274,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt, previousFeedFenceMs: this.previousFeedFenceMs })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

@@ -11,7 +11,7 @@ import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } f
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
 import { durationMs, MAX_TIMER_MS } from './durations.ts'
-import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MIN_FENCE_TIMEOUT_MS } from './dvmm/timing.ts'
+import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MAX_RESTART_GRACE_MS, MIN_FENCE_TIMEOUT_MS, RESTART_GRACE_MS } from './dvmm/timing.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
@@ -53,6 +53,12 @@ export interface AgentConfig {
    * dead holder's VMs move after it (plus a margin). Set the same on every node.
    */
   fenceTimeoutMs: number
+  /**
+   * How long this node's VMs run on without their agent while it restarts (SIGTERM),
+   * when every member confirms (node/dvmm/restart-grace.ts); 0: off (the watchdog's
+   * usual timeout). Others then wait 5/3 of it before taking them over.
+   */
+  restartGraceMs: number
 }
 
 export class ConfigError extends Error {
@@ -80,6 +86,7 @@ const FileSchema = Type.Object({
   silenceAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   forgetAfter: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   fenceTimeout: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+  restartGrace: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   gvs: Type.Optional(Type.Object({
     repairRate: Type.Optional(Type.Union([Type.String(), Type.Number()])),
     repairDelay: Type.Optional(Type.Union([Type.String(), Type.Number()])),
@@ -197,6 +204,10 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   }
   // a dead node's advert (its fence timeout) must outlive the wait before its VMs move
   if (membership.forgetAfterMs <= fenceTimeoutMs + 2000) throw new ConfigError('--forget-after must be longer than --fence-timeout plus 2 s')
+  const restartGraceMs = parseDuration(pick('restartGrace') ?? RESTART_GRACE_MS, '--restart-grace')
+  if (restartGraceMs !== 0 && (restartGraceMs < 1000 || restartGraceMs > MAX_RESTART_GRACE_MS)) {
+    throw new ConfigError(`--restart-grace: must be 0 (off) or between 1 s and ${MAX_RESTART_GRACE_MS / 60_000} min, got ${restartGraceMs} ms`)
+  }
   const dataDir = pick('dataDir') ?? DEFAULT_DATA_DIR
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
@@ -220,7 +231,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     overlay: pick('overlay') ?? (flags.transport !== 'memory'),
     wireguardPort: pick('wireguardPort') ?? DEFAULT_WIREGUARD_PORT,
     gvs: gvsTuning(file.gvs ?? {}),
-    fenceTimeoutMs: Math.round(fenceTimeoutMs)
+    fenceTimeoutMs: Math.round(fenceTimeoutMs),
+    restartGraceMs: Math.round(restartGraceMs)
   }
 }
 

@@ -115,6 +115,21 @@ export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTime
   return ms
 }
 
+/** what a roll entry records of a restart (crdt/schema.ts RollEntry.restart) */
+export interface RestartRecord { fenceMs: number, since: number }
+
+/**
+ * The fence timeout a takeover of one holder's leases waits for: `fenceMs` (the longest
+ * any node advertises, takeoverFenceMs), or the longer one its roll entry records while
+ * its agent restarts (its watchdog then keeps its VMs alive that much longer). A record
+ * past `maxMs` counts as `maxMs` (the longest an agent may set; a bigger one is damage
+ * and must not hold a dead server's VMs for ever).
+ */
+export function holderFenceMs (fenceMs: number, entry: { restart?: RestartRecord | null } | undefined, maxMs: number): number {
+  const r = entry?.restart?.fenceMs
+  return r == null || !(r > fenceMs) ? fenceMs : Math.min(r, Math.max(fenceMs, maxMs))
+}
+
 export interface ActiveFenceInput {
   /** the node's setting */
   configuredMs: number

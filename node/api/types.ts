@@ -40,6 +40,12 @@ export interface NodeView {
   labels: Record<string, string>
   /** unschedulable (`vgrid node drain`): placement skips it and its VMs move elsewhere */
   draining: boolean
+  /**
+   * its agent stopped for a restart with a grace every member confirmed (the roll's
+   * record): its VMs run on, and move only if it is not back after `fenceMs` (plus a
+   * margin) from when it was last heard of; null: none
+   */
+  restarting: { since: string, fenceMs: number } | null
   wireguard: { publicKey: string, endpoint: string } | null
   /** how it runs VMs (cgroup version, QEMU accelerator, working drivers); null until it has probed, or an agent without VMs */
   vmHost: { cgroup: 'v1' | 'v2' | 'none', accel: 'kvm' | 'tcg' | null, drivers: string[] } | null

@@ -2,10 +2,11 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
+import { MAX_FENCE_TIMEOUT_MS } from './timing.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
 const FALLBACK_SETTLES = 4
@@ -184,7 +185,8 @@ export function decide (i: DecideInput): Decisions {
       continue
     }
     if (i.holderAlive(w.holder)) continue
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: fenceMs, marginMs: i.cfg.takeoverMarginMs })
+    // a holder whose agent stopped for a restart: its watchdog keeps the VMs alive longer (restart-grace.ts)
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs })
     if (!t.allowed) { wake(t.waitMs); continue }
     // a claim the schema refuses would fail the whole step's write, every step
     if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })

@@ -34,6 +34,8 @@ export interface FencingInit {
   takeoverMarginMs: number
   /** when this node last knew it was alive in the grid before this run (0: none), see DvmmInit.lastAliveAt */
   lastAliveAt: number
+  /** the fence timeout promised from lastAliveAt (a restart grace's), see DvmmInit.lastAliveFenceMs */
+  lastAliveFenceMs?: number
 }
 
 export class Fencing {
@@ -44,6 +46,8 @@ export class Fencing {
   /** after a stall of this agent: no claim and no start before this time (see DvmmInit.stallMs) */
   private quarantineUntil = 0
   private fence?: FenceDecision
+  /** this run has seen a majority: the fence a previous run's last feed promised no longer holds */
+  private seenMajority = false
   /** the VM set a fence kill was logged for */
   private killing = ''
   private readonly heard = new Map<string, number>()
@@ -82,8 +86,12 @@ export class Fencing {
     const roll = new Set([...this.c.state.read().list('roll').map(e => e.node), this.c.peerId])
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || members.get(id)?.state === 'alive').length
     this.updateActive(roll, members)
-    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: this.active })
+    // until this run first sees a majority, its fence counts from the previous run's last
+    // feed with the timeout that feed promised (others wait that long for a restart: restart-grace.ts)
+    const window = this.seenMajority ? this.active : Math.max(this.active, this.cfg.lastAliveFenceMs ?? 0)
+    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: window })
     this.lastMajorityAt = f.lastMajorityAt
+    if (f.majority) this.seenMajority = true
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
     if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
     this.fence = f

@@ -87,6 +87,16 @@ export class NodeRuntime implements Service {
     this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
   }
 
+  /**
+   * A stop for a restart whose grace every member confirmed (restart-grace.ts): the
+   * watchdog's timeout is the grace from now on, and its feed carries the fence the
+   * others wait, for the next run (bridge.ts); not kept as this node's fence setting.
+   */
+  restartGrace (t: { watchdogMs: number, fenceMs: number }): void {
+    this.watchdogTimeoutMs = t.watchdogMs
+    this.watchdog.setTimeouts(t.watchdogMs, t.fenceMs)
+  }
+
   /** for /v1/status: this node runs without its fencing watchdog (its supervisor died and is being started again) */
   problems (): HealthProblem[] {
     const why = this.watchdog.lost

@@ -30,6 +30,7 @@ import { UpdateQueue } from './update-queue.ts'
 import { demandOf, docView, holdings, nodeViews } from './view.ts'
 import { DvmmHealth } from './health.ts'
 import { RollJoin } from './roll-join.ts'
+import { RestartGrace } from './restart-grace.ts'
 import type { HealthProblem } from '../api/types.ts'
 import { dvmmRoutes } from './routes.ts'
 import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
@@ -44,6 +45,10 @@ import { RepeatedLines } from '../log-repeats.ts'
 export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'> {
   read: () => Reader
   write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+  /** for the restart grace (restart-grace.ts): the document's heads, whether it holds a peer's on disk, a peer's to pull */
+  heads?: () => string[]
+  holds?: (heads: string[]) => Promise<boolean>
+  noteHeads?: (peer: string, heads: string[]) => void
 }
 
 /** what DVMM uses of membership */
@@ -72,6 +77,8 @@ export interface DvmmComponents {
   volumes?: VolumeAccess
   /** the fence timeout this node runs with changed (activeFenceMs): the watchdog follows it */
   onActiveFence?: (ms: number) => void
+  /** a stop for a restart got its grace confirmed (restart-grace.ts): the watchdog's last feed carries these timeouts */
+  onRestartGrace?: (t: { watchdogMs: number, fenceMs: number }) => void
 }
 
 export interface DvmmInit {
@@ -103,6 +110,10 @@ export interface DvmmInit {
    * restart that finds no majority kills the VMs it adopted before any takeover.
    */
   lastAliveAt?: number
+  /** the fence timeout that last feed promised (a restart grace's is longer): it counts from there until this run sees a majority */
+  lastAliveFenceMs?: number
+  /** how long this node's VMs run on without their agent while it restarts, once every member confirmed (restart-grace.ts); 0 (default): off */
+  restartGraceMs?: number
 }
 
 export class DvmmService {
@@ -110,7 +121,7 @@ export class DvmmService {
   readonly history: History
   readonly metrics: DvmmMetrics
   readonly components: DvmmComponents
-  private readonly cfg: Required<Omit<DvmmInit, 'stallMs' | 'previousFenceMs'>> & Pick<DvmmInit, 'stallMs' | 'previousFenceMs'>
+  private readonly cfg: Required<Omit<DvmmInit, 'stallMs' | 'previousFenceMs' | 'lastAliveFenceMs'>> & Pick<DvmmInit, 'stallMs' | 'previousFenceMs' | 'lastAliveFenceMs'>
   private readonly log: Logger
   /** a step failing for a while (a full disk) fails every 500 ms: a line a minute */
   private readonly repeats = new RepeatedLines()
@@ -128,6 +139,8 @@ export class DvmmService {
   readonly health: DvmmHealth
   /** this node's roll entry, until written */
   private readonly roll: RollJoin
+  /** a stop for a restart that keeps the VMs longer, once every member confirms */
+  private readonly grace: RestartGrace
   private unplacedSince = new Map<string, number>()
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending (health.ts) */
   get blocked (): ReadonlyMap<string, string> { return this.health.blocked }
@@ -158,7 +171,9 @@ export class DvmmService {
       strategy: init.strategy ?? 'spread',
       stallMs: init.stallMs,
       previousFenceMs: init.previousFenceMs,
-      lastAliveAt: init.lastAliveAt ?? 0 // 0: none (a first start)
+      lastAliveAt: init.lastAliveAt ?? 0, // 0: none (a first start)
+      lastAliveFenceMs: init.lastAliveFenceMs,
+      restartGraceMs: init.restartGraceMs ?? 0
     }
     this.metrics = new DvmmMetrics(components.registry)
     this.history = new History(() => wallNow(components.clock))
@@ -174,6 +189,7 @@ export class DvmmService {
     this.reserved = new ReservedAdvert({ ...components, metrics: this.metrics })
     this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
     this.roll = new RollJoin({ ...components, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) } })
+    this.grace = new RestartGrace({ ...components, log: this.log, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) }, onGrace: components.onRestartGrace }, { graceMs: this.cfg.restartGraceMs })
     this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state }, this.cfg.strategy)
     this.claims = new ClaimWatch({
       peerId: components.peerId,
@@ -200,6 +216,7 @@ export class DvmmService {
     this.reserved.start()
     // before any step: VMs a previous run of this agent left are adopted, not started again
     await this.local.start()
+    await this.grace.start()
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
     // written by a step that sees a majority of the roll (mayChangeRoll)
@@ -225,6 +242,10 @@ export class DvmmService {
     // a step stuck on its write (a hung disk) must not hold the stop forever: it acts no more once it returns
     const until = this.components.clock.now() + (opts.graceful ? this.cfg.stopGraceMs : 0)
     while (this.stepping && this.components.clock.now() < until) await new Promise(resolve => setTimeout(resolve, 5))
+    if (opts.graceful && opts.leave === false) {
+      const roll = this.components.state.read().list('roll').map(e => e.node)
+      await this.grace.atStop({ activeFenceMs: this.fencing.activeMs, liveVms: this.local.live.size, majority: this.fencing.state?.majority === true, onRoll: roll.includes(this.me), roll, marginMs: this.cfg.takeoverMarginMs })
+    }
     if (opts.graceful && opts.leave !== false) {
       // every VM stopped, starts in flight included; a lease goes only once its VM is
       // confirmed stopped: one left running keeps its lease and this node its roll entry
@@ -238,6 +259,7 @@ export class DvmmService {
         if (left.size === 0) w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }
+    await this.grace.stop()
     await this.local.stop()
   }
 
@@ -343,6 +365,7 @@ export class DvmmService {
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fence = this.fencing.check(now)
     this.roll.step(doc, members)
+    this.grace.step(doc, fence.majority)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {

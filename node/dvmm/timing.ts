@@ -18,3 +18,17 @@ export const MAX_FENCE_TIMEOUT_MS = 600_000
 export function watchdogTimeoutFor (fenceTimeoutMs: number): number {
   return Math.round(fenceTimeoutMs * WATCHDOG_TIMEOUT_MS / FENCE_TIMEOUT_MS)
 }
+
+/** The fence timeout that goes with a watchdog timeout (the inverse of watchdogTimeoutFor, rounded up). */
+export function fenceTimeoutFor (watchdogMs: number): number {
+  return Math.ceil(watchdogMs * FENCE_TIMEOUT_MS / WATCHDOG_TIMEOUT_MS)
+}
+
+/**
+ * How long a node's VMs run on without their agent while it restarts (SIGTERM), once
+ * every member has confirmed (restart-grace.ts): the next run must be back within it
+ * to adopt them. Others wait fenceTimeoutFor(it) plus the margin before taking them over.
+ */
+export const RESTART_GRACE_MS = 30_000
+/** the longest restart grace: its fence is the longest fence timeout */
+export const MAX_RESTART_GRACE_MS = watchdogTimeoutFor(MAX_FENCE_TIMEOUT_MS)

@@ -240,6 +240,8 @@ export interface LostVm {
   nodeName: string
   /** why no live node can take it now; null: one can, once the holder's fence timeout has passed */
   fitsNowhere: string | null
+  /** the holder's agent stopped for a restart (its roll entry's restart record): its VMs run on under its watchdog for longer */
+  restarting?: true
 }
 
 /**
@@ -258,7 +260,7 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
     const status = l.winner.status
     if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed') continue
     const holder = l.winner.holder
-    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? holder, fitsNowhere: placementNow(vm, doc, nodes).pending ?? null })
+    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? holder, fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(doc.roll.get(holder)?.restart != null ? { restarting: true as const } : {}) })
   }
   return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 }
@@ -271,7 +273,9 @@ export function lostReason (l: LostVm, noMajority?: string): string {
   if (noMajority != null) return `its node ${l.nodeName} is not in sight of this node, which ${noMajority}: whether the VM runs there or was taken over is not known here`
   const next = l.fitsNowhere != null
     ? `no other node fits it: ${l.fitsNowhere}`
-    : noMajority != null ? `it moves once a majority of the grid is in sight (this node ${noMajority})` : 'it moves once that node\'s fence timeout has passed'
+    : l.restarting === true
+      ? 'its agent stopped for a restart and the VM runs on there under its watchdog; it moves only if the agent is not back within its restart grace'
+      : 'it moves once that node\'s fence timeout has passed'
   return `its node ${l.nodeName} is not alive; ${next}`
 }
 

@@ -48,8 +48,8 @@ export interface MembershipComponents {
   directory: MemberDirectory
   /** operator labels from the cluster document, shown over a node's own */
   labels: { labelsOf: (node: string) => Record<string, string> }
-  /** whether a node is draining (the member roll in the cluster document) */
-  draining?: (node: string) => boolean
+  /** a node's entry on the member roll in the cluster document: draining, stopped for a restart */
+  roll?: (node: string) => { draining?: boolean, restart?: { fenceMs: number, since: number } | null } | undefined
   /** a node no longer in the grid's roll (forgotten): not shown once dead */
   forgotten?: (node: string) => boolean
   /** peers whose connections carry something of another service's (never trimmed) */
@@ -123,7 +123,7 @@ export class GridMembership implements Service {
       self: () => ({ id: this.id, name: c.config.name, version: VERSION, cluster: c.clusterKey.clusterId, addrs: this.addrs() }),
       directory: c.directory,
       labels: c.labels,
-      draining: c.draining,
+      roll: c.roll,
       forgotten: c.forgotten,
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),

@@ -13,8 +13,8 @@ export interface MembershipRoutesDeps {
   self: () => SelfInfo
   directory: MemberDirectory
   labels: { labelsOf: (node: string) => Record<string, string> }
-  /** whether a node is draining (the roll); none: never */
-  draining?: (node: string) => boolean
+  /** a node's roll entry: draining, stopped for a restart; none: neither */
+  roll?: (node: string) => { draining?: boolean, restart?: { fenceMs: number, since: number } | null } | undefined
   /** whether a node is gone from the roll (vgrid node forget): once dead it is not shown nor counted */
   forgotten?: (node: string) => boolean
   /** whether a member speaks a protocol version this agent speaks */
@@ -29,7 +29,7 @@ export interface MembershipRoutesDeps {
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
-  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.draining?.(m.nodeId) === true)
+  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId))
   return {
     all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {

@@ -13,7 +13,7 @@ export function statusView (self: SelfInfo, table: MemberTable, problems: Health
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, draining = false): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, roll: { draining?: boolean, restart?: { fenceMs: number, since: number } | null } = {}): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -29,7 +29,8 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     load: a.load,
     version: a.version,
     labels: { ...a.labels, ...labels },
-    draining,
+    draining: roll.draining === true,
+    restarting: roll.restart == null ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
     wireguard: a.wireguard,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,

@@ -262,6 +262,17 @@ export class StateService extends EventEmitter<StateEvents> {
   }
 
   /**
+   * Whether this document holds every change up to `heads`, on disk: what a peer asks
+   * before it counts on this node having a change of its (a restart grace,
+   * node/dvmm/restart-grace.ts). Changes held only in memory are flushed first.
+   */
+  async holds (heads: string[]): Promise<boolean> {
+    if (!this.running || !this.replica.hasHeads(heads)) return false
+    await this.persister.flush()
+    return true
+  }
+
+  /**
    * The peers among `peers` that announced heads this document lacks: they hold changes
    * not seen here yet (a volume store frees nothing until it has them).
    */

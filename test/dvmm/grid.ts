@@ -37,6 +37,8 @@ export interface GridOptions {
   membership?: Record<string, string>
   /** agents started at once (the memory transport copes with batches) */
   batch?: number
+  /** a node's stop for a restart got its grace confirmed (DvmmComponents.onRestartGrace) */
+  onRestartGrace?: (node: string, t: { watchdogMs: number, fenceMs: number }) => void
 }
 
 export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
@@ -75,7 +77,8 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
           membership: agent.membership,
           drivers: { process: driver, qemu: driver },
           host: agent.host,
-          onReserved: r => { agent.setReserved(r) }
+          onReserved: r => { agent.setReserved(r) },
+          onRestartGrace: t => { o.onRestartGrace?.(cfg.name, t) }
         }, o.dvmm)
         return { agent, dvmm, fake, driver }
       })))

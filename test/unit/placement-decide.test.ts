@@ -111,6 +111,27 @@ test('takeover waits for the longest fence timeout any node advertises, the dead
   t.is([A, B].map(me => decide(input({ ...base, nodes: short, me, now: 11_000 })).claims.length).reduce((x, y) => x + y, 0), 1)
 })
 
+test('a holder stopped for a restart (its roll entry\'s restart record): takeover waits the fence it recorded, capped at the longest setting', t => {
+  const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000 }
+  const withRecord = (fenceMs: number): Partial<DecideInput> => {
+    const doc = input(base).doc
+    doc.roll.set(C, { ...roll(C), restart: { fenceMs, since: 1 } })
+    return { ...base, doc }
+  }
+  const claimsAt = (now: number, over: Partial<DecideInput>): number => [A, B].map(me => decide(input({ ...over, me, now })).claims.length).reduce((x, y) => x + y, 0)
+  t.is(claimsAt(11_000, base), 1, 'without a record: the usual fence + margin')
+  t.is(claimsAt(11_000, withRecord(50_000)), 0, 'with one: not after the usual fence')
+  t.is(claimsAt(55_999, withRecord(50_000)), 0)
+  t.is(decide(input({ ...withRecord(50_000), now: 11_000 })).wakeInMs, 45_000)
+  t.is(claimsAt(56_000, withRecord(50_000)), 1, 'after the recorded fence + margin')
+  t.is(claimsAt(11_000, withRecord(2000)), 1, 'a record shorter than the usual fence changes nothing')
+  t.is(claimsAt(606_000, withRecord(Number.MAX_SAFE_INTEGER)), 1, 'a damaged record holds the VM for the longest fence setting (10 min), not for ever')
+  // a cleared record (the next run saw a majority) counts as none
+  const cleared = input(base).doc
+  cleared.roll.set(C, { ...roll(C), restart: null })
+  t.is(claimsAt(11_000, { ...base, doc: cleared }), 1)
+})
+
 test('activeFenceMs: never longer than another member\'s own setting; one not known counts as the fence last run', t => {
   const base = { configuredMs: 20_000, legacyMs: 5000 }
   t.is(activeFenceMs({ ...base, others: [20_000, 30_000] }), 20_000, 'set alike (or longer) everywhere: the setting')

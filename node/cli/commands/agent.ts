@@ -7,7 +7,7 @@ import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
   '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
-  '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR] [--fence-timeout DUR]'
+  '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR] [--fence-timeout DUR] [--restart-grace DUR]'
 
 function parsePort (text: string, flag: string): number {
   const n = Number(text)
@@ -37,7 +37,8 @@ export async function run (argv: string[]): Promise<void> {
     'silence-after': { type: 'string' },
     'dead-after': { type: 'string' },
     'forget-after': { type: 'string' },
-    'fence-timeout': { type: 'string' }
+    'fence-timeout': { type: 'string' },
+    'restart-grace': { type: 'string' }
   }, USAGE)
   const labels: Record<string, string> = {}
   for (const l of (v.label as string[] | undefined) ?? []) {
@@ -67,7 +68,8 @@ export async function run (argv: string[]): Promise<void> {
     silenceAfter: v['silence-after'] as string | undefined,
     deadAfter: v['dead-after'] as string | undefined,
     forgetAfter: v['forget-after'] as string | undefined,
-    fenceTimeout: v['fence-timeout'] as string | undefined
+    fenceTimeout: v['fence-timeout'] as string | undefined,
+    restartGrace: v['restart-grace'] as string | undefined
   }
   let agent: Agent
   try {
@@ -76,10 +78,10 @@ export async function run (argv: string[]): Promise<void> {
     // timeout, not just the watchdog's (see bridge.ts)
     const bridge = bridgeWatchdog(config.dataDir)
     const { Agent } = await import('../../agent.ts')
-    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt })
+    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt, previousFeedFenceMs: bridge.lastFeedFenceMs })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     // a watchdog left armed that this run came too late to feed: its VMs are (or are about to be) killed, and why
-    else if (bridge.lastFeedAt != null && /^too late/.test(bridge.why)) agent.log.warn(`the previous run's watchdog could not be kept fed (${bridge.why}): the VMs it guards are killed by its timeout and start again; a restart adopts them only if the agent is back within the fence timeout minus the watchdog's of the previous run's last feed (raise --fence-timeout on a slow machine)`, { lastFeedAt: new Date(bridge.lastFeedAt).toISOString() })
+    else if (bridge.lastFeedAt != null && /^too late/.test(bridge.why)) agent.log.warn(`the previous run's watchdog could not be kept fed (${bridge.why}): the VMs it guards are killed by its timeout and start again; a restart adopts them only if the agent is back within the watchdog's timeout of the previous run's last feed (the restart grace, --restart-grace, when every member confirmed it as the agent stopped; else 3/5 of the fence timeout)`, { lastFeedAt: new Date(bridge.lastFeedAt).toISOString() })
     await agent.start()
     bridge.stop()
   } catch (err) {

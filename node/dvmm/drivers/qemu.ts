@@ -14,6 +14,7 @@ import { sleep, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
+import { MAX_RESTART_GRACE_MS } from '../timing.ts'
 
 export type QemuDriverComponents = HostDriverComponents
 
@@ -31,8 +32,12 @@ export interface QemuDriverInit extends HostDriverInit {
 // QEMU's own memory beside the guest's: device model, TCG's translation cache (bounded below)
 const OVERHEAD_MIB = 160
 const TB_SIZE_MIB = 64
-/** how long a disk's requests wait for its NBD server to come back (an agent restarting, which adopts the VM) */
-export const NBD_RECONNECT_S = 15
+/**
+ * How long a disk's requests wait for its NBD server to come back (an agent restarting,
+ * which adopts the VM): the longest restart grace, so no grace outlasts it. A VM whose
+ * agent never comes back is killed by the watchdog by then, so waiting costs nothing.
+ */
+export const NBD_RECONNECT_S = MAX_RESTART_GRACE_MS / 1000
 
 const commaSafe = (s: string): string => s.replace(/,/g, ',,')
 

@@ -18,6 +18,12 @@ import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../
 export interface Bridge {
   /** when the previous run last fed its watchdog (ms since epoch), if a supervisor still runs for this data dir */
   lastFeedAt: number | null
+  /**
+   * the fence timeout that last feed promised (its fenceMs: a restart grace's is longer,
+   * restart-grace.ts), if a supervisor still runs: the VM manager's fence counts it from
+   * the last feed until this run first sees a majority
+   */
+  lastFeedFenceMs: number | null
   /** until when this bridge feeds (null: it does not) */
   until: number | null
   stop: () => void
@@ -85,5 +91,5 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
   const timer = setInterval(feed, opts.feedMs ?? 250)
   timer.unref()
   feed()
-  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
+  return { lastFeedAt: supervisorAlive ? lastFeedAt : null, lastFeedFenceMs: supervisorAlive ? previous.fenceMs : null, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
 }

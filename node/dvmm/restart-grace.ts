@@ -1,0 +1,183 @@
+// A restart that keeps the VMs. An agent stopped for a restart (SIGTERM) leaves its VMs
+// to its watchdog, which kills them after its usual timeout (3/5 of the fence timeout:
+// 3 s by default) unless the next run takes it over first; a restart is seldom that
+// quick. With a restart grace the stopping agent asks for longer: it records in its
+// roll entry the fence timeout the others are to wait for it (`restart.fenceMs`, for a
+// grace of G: G x 5/3), asks every member that could take its VMs over whether it holds
+// that record on disk, and only when every one says so does it feed its watchdog once
+// more with G as the timeout. Others then wait that fence (plus the margin) from when
+// they last heard of it before taking its leases over (decide.ts, holderFenceMs), so a
+// node that never comes back still has its VMs killed before they run elsewhere. A
+// member that does not answer (or this node without a majority) leaves the usual
+// timeout in force, and the record is taken back. A member that was down meanwhile
+// reads the record from the document it syncs as it comes back, well before the fence
+// timeout a takeover of its own must wait after it sees a majority again.
+// The next run clears the record once it sees a majority: its own watchdog runs with
+// the usual timeout by then (it fed as it adopted the VMs), and its fence counts from
+// that majority (fencing.ts). Pure decisions here; the service carries them out.
+import type { Writer } from '../../crdt/index.ts'
+import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
+import type { Logger } from '../log.ts'
+import { request, serve, type RequestHost } from '../p2p/request.ts'
+import { wallNow, type Clock } from '../service.ts'
+import { fenceTimeoutFor, watchdogTimeoutFor } from './timing.ts'
+import type { DocView } from './view.ts'
+
+export const RESTART_PROTOCOL = '/vgrid/dvmm/restart/1.0.0'
+/** how long a stopping agent waits for every member's answer (the stop waits this at most) */
+const ASK_TIMEOUT_MS = 3000
+/** how long a member waits to have the record (it pulls it from the asker) before it says no */
+const HOLD_WAIT_MS = 2500
+const HEAD = /^[0-9a-f]{64}$/
+
+export interface GracePlanInput {
+  /** the node's setting (0: off) */
+  graceMs: number
+  /** the fence timeout it runs with now (its watchdog's is 3/5 of it) */
+  activeFenceMs: number
+  /** VMs this node runs now */
+  liveVms: number
+  /** it sees a majority of the roll now */
+  majority: boolean
+  /** it is on the roll (a node not yet recorded there has nothing to record a grace in) */
+  onRoll: boolean
+  me: string
+  /** the roll and the member table: every node that may take this node's VMs over */
+  nodes: Iterable<string>
+  /** alive or suspect in this node's member table */
+  mayBeRunning: (node: string) => boolean
+}
+
+export type GracePlan =
+  | { ask: false, why: string }
+  | { ask: true, fenceMs: number, watchdogMs: number, peers: string[] }
+
+/** Whether a stop for a restart asks for a grace, and whom (pure). */
+export function planRestartGrace (i: GracePlanInput): GracePlan {
+  const usual = watchdogTimeoutFor(i.activeFenceMs)
+  if (i.graceMs <= usual) return { ask: false, why: i.graceMs === 0 ? 'the restart grace is off' : `the restart grace (${i.graceMs} ms) is no longer than the watchdog's usual timeout (${usual} ms)` }
+  if (i.liveVms === 0) return { ask: false, why: 'no VM runs here' }
+  if (!i.onRoll) return { ask: false, why: 'this node is not on the member roll yet' }
+  if (!i.majority) return { ask: false, why: 'this node sees no majority of the roll: the others could not be asked' }
+  const peers = [...new Set(i.nodes)].filter(n => n !== i.me && i.mayBeRunning(n)).sort()
+  return { ask: true, fenceMs: fenceTimeoutFor(i.graceMs), watchdogMs: i.graceMs, peers }
+}
+
+/** a member's answer to the ask, from what it holds (pure) */
+export function checkAsk (req: unknown): { heads: string[] } | { error: string } {
+  const heads = (req as { heads?: unknown } | null)?.heads
+  if (!Array.isArray(heads) || heads.length === 0 || heads.length > 64 || !heads.every(h => typeof h === 'string' && HEAD.test(h))) return { error: 'heads: expected 1 to 64 change hashes' }
+  return { heads: heads as string[] }
+}
+
+export interface RestartGraceComponents {
+  peerId: string
+  log: Logger
+  clock: Clock
+  state: {
+    write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+    heads?: () => string[]
+    /** the document holds every change up to `heads`, on disk (StateService.holds) */
+    holds?: (heads: string[]) => Promise<boolean>
+    /** a peer has these heads: pull them (StateService.noteHeads) */
+    noteHeads?: (peer: string, heads: string[]) => void
+  }
+  membership: { readonly members: MemberTable }
+  host?: RequestHost
+  /** queues a document update for the next step's write */
+  enqueue: (fn: (w: Writer) => void, opts: { key: string }) => void
+  /** the grace every member confirmed: the watchdog's last feed carries these timeouts */
+  onGrace?: (t: { watchdogMs: number, fenceMs: number }) => void
+}
+
+export class RestartGrace {
+  private readonly c: RestartGraceComponents
+  private readonly graceMs: number
+
+  constructor (components: RestartGraceComponents, init: { graceMs: number }) {
+    this.c = components
+    this.graceMs = init.graceMs
+  }
+
+  async start (): Promise<void> {
+    if (this.c.host != null) await serve(this.c.host, RESTART_PROTOCOL, async (req, from) => await this.answer(req, from), { maxRequestBytes: 8 * 1024, maxInboundStreams: 8 })
+  }
+
+  async stop (): Promise<void> { await this.c.host?.unhandle(RESTART_PROTOCOL).catch(() => {}) }
+
+  /** a member asks: does this node hold its restart record (the document up to `heads`) on disk? */
+  private async answer (req: unknown, from: string): Promise<unknown> {
+    const ask = checkAsk(req)
+    if ('error' in ask) return ask
+    const state = this.c.state
+    if (state.holds == null) return { error: 'this node keeps no document' }
+    state.noteHeads?.(from, ask.heads)
+    const until = this.c.clock.now() + HOLD_WAIT_MS
+    for (;;) {
+      if (await state.holds(ask.heads)) return { ok: true }
+      if (this.c.clock.now() >= until) return { error: 'this node does not hold the record yet' }
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+
+  /**
+   * At a stop for a restart (pure plan, then I/O): records the grace and asks the
+   * members. The watchdog timeout to feed last (null: the usual one, with why).
+   */
+  async begin (i: Omit<GracePlanInput, 'graceMs' | 'me' | 'nodes' | 'mayBeRunning'> & { roll: Iterable<string> }): Promise<{ watchdogMs: number, fenceMs: number } | { why: string }> {
+    const members = this.c.membership.members
+    const plan = planRestartGrace({ ...i, graceMs: this.graceMs, me: this.c.peerId, nodes: [...i.roll, ...members.keys()], mayBeRunning: n => mayBeRunning(members.get(n)?.state) })
+    if (!plan.ask) return { why: plan.why }
+    const me = this.c.peerId
+    try {
+      await this.c.state.write(w => { w.update('roll', me, { restart: { fenceMs: plan.fenceMs, since: wallNow(this.c.clock) } }) }, 'dvmm: restart grace')
+    } catch (err) {
+      return { why: `the restart grace could not be recorded: ${(err as Error).message}` }
+    }
+    const heads = this.c.state.heads?.() ?? []
+    const missing = await this.ask(plan.peers, heads)
+    if (missing.length === 0) return { watchdogMs: plan.watchdogMs, fenceMs: plan.fenceMs }
+    // taken back: the members that have it would wait longer than needed for VMs the watchdog kills soon
+    await this.c.state.write(w => { w.update('roll', me, { restart: null }) }, 'dvmm: restart grace taken back').catch(() => {})
+    return { why: `not every member confirmed the restart grace: ${missing.join('; ')}` }
+  }
+
+  /** At a stop for a restart: asks for the grace and hands a confirmed one to the watchdog, saying what the VMs get. */
+  async atStop (i: Parameters<RestartGrace['begin']>[0] & { marginMs: number }): Promise<void> {
+    const r = await this.begin(i)
+    if ('why' in r) {
+      if (i.liveVms > 0 && this.graceMs > 0) this.c.log.warn(`no restart grace (${r.why}): the VMs run on only for the watchdog's usual timeout`, { vms: i.liveVms, watchdogMs: watchdogTimeoutFor(i.activeFenceMs) })
+      return
+    }
+    try {
+      this.c.onGrace?.(r)
+      this.c.log.info('restart grace confirmed by every member: the VMs run on under the watchdog until the next run adopts them', { vms: i.liveVms, watchdogMs: r.watchdogMs, othersWaitMs: r.fenceMs + i.marginMs })
+    } catch (err) {
+      this.c.log.error('the watchdog did not take the restart grace: the VMs run on only for its usual timeout', { error: (err as Error).message })
+    }
+  }
+
+  /** the members that did not confirm, each with why */
+  private async ask (peers: string[], heads: string[]): Promise<string[]> {
+    const host = this.c.host
+    const nameOf = (id: string): string => this.c.membership.members.get(id)?.advert.name ?? id
+    if (peers.length === 0) return []
+    if (host == null || heads.length === 0) return peers.map(p => `${nameOf(p)}: cannot be asked from here`)
+    const answers = await Promise.all(peers.map(async p => {
+      try {
+        const a = await request(host, p, RESTART_PROTOCOL, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
+        return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
+      } catch (err) {
+        return `${nameOf(p)}: ${(err as Error).message}`
+      }
+    }))
+    return answers.filter(a => a != null)
+  }
+
+  /** Each step: a record an earlier run of this node left is cleared once this run sees a majority. */
+  step (doc: DocView, majority: boolean): void {
+    const me = this.c.peerId
+    if (!majority || doc.roll.get(me)?.restart == null) return
+    this.c.enqueue(w => { if (w.reader.get('roll', me)?.value.restart != null) w.update('roll', me, { restart: null }) }, { key: 'roll:restart' })
+  }
+}

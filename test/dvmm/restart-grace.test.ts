@@ -1,0 +1,56 @@
+// The restart grace between agents (node/dvmm/restart-grace.ts), in one process on the
+// fake driver: a stop for a restart records the grace in its roll entry and gets it
+// only when every member holds that record on disk; a member that cannot have it (its
+// document sync is cut) leaves the usual watchdog timeout in force, and the record is
+// taken back. (Real agents, the watchdog and the takeover times: test/e2e/vm-restart-grace.test.ts.)
+import test from 'ava'
+import { startDvmmGrid, fakeVm, until, type DvmmNode } from './grid.ts'
+
+const GiB = 2 ** 30
+
+async function gridWithVm (granted: Array<{ node: string, fenceMs: number, watchdogMs: number }>): Promise<{ stop: () => Promise<void>, holder: DvmmNode, others: DvmmNode[] }> {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, restartGraceMs: 12_000 }, onRestartGrace: (node, t) => { granted.push({ node, ...t }) } })
+  await g.nodes[0]!.agent.state.write(w => w.put('vms', fakeVm('v', 1, GiB)))
+  await until(() => g.nodes.some(n => n.fake.vms.get('v')?.state === 'running'), 30_000, 'the VM to run')
+  const holder = g.nodes.find(n => n.fake.vms.get('v')?.state === 'running')!
+  return { stop: g.stop, holder, others: g.nodes.filter(n => n !== holder) }
+}
+
+const recordOn = (n: DvmmNode, of: DvmmNode): unknown => n.agent.state.read().get('roll', of.agent.id)?.value.restart
+
+test('a stop for a restart records the grace, every member holds it, and the watchdog gets grace and fence', async t => {
+  const granted: Array<{ node: string, fenceMs: number, watchdogMs: number }> = []
+  const { stop, holder, others } = await gridWithVm(granted)
+  t.teardown(stop)
+  await holder.dvmm.stop({ graceful: true, leave: false })
+  t.deepEqual(granted, [{ node: holder.agent.config.name, watchdogMs: 12_000, fenceMs: 20_000 }])
+  // confirmed means held: no wait for sync here
+  for (const o of others) t.like(recordOn(o, holder), { fenceMs: 20_000 }, `${o.agent.config.name} holds the record`)
+  t.is(holder.fake.vms.get('v')?.state, 'running', 'the VM runs on')
+})
+
+test('a member that cannot have the record: no grace, and the record is taken back', async t => {
+  const granted: Array<{ node: string, fenceMs: number, watchdogMs: number }> = []
+  const { stop, holder, others } = await gridWithVm(granted)
+  t.teardown(stop)
+  // one member's document sync is cut from everyone: it cannot pull the record
+  const [cut, ok] = others as [DvmmNode, DvmmNode]
+  cut.agent.state.setBlocked([holder.agent.id, ok.agent.id])
+  holder.agent.state.setBlocked([cut.agent.id])
+  ok.agent.state.setBlocked([cut.agent.id])
+  await holder.dvmm.stop({ graceful: true, leave: false })
+  t.deepEqual(granted, [], 'the watchdog keeps its usual timeout')
+  t.is(recordOn(holder, holder), null, 'the record is taken back')
+  await until(() => recordOn(ok, holder) === null, 10_000, 'the other member to see it taken back')
+  t.is(recordOn(cut, holder), undefined, 'the cut member never had it')
+})
+
+test('no grace without a VM running: nothing is recorded', async t => {
+  const granted: Array<{ node: string, fenceMs: number, watchdogMs: number }> = []
+  const { stop, others } = await gridWithVm(granted)
+  t.teardown(stop)
+  const idle = others[0]!
+  await idle.dvmm.stop({ graceful: true, leave: false })
+  t.deepEqual(granted, [])
+  t.is(recordOn(idle, idle), undefined)
+})
