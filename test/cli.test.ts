@@ -37,6 +37,7 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   t.is(s.code, 0, s.stderr)
   t.regex(s.stdout, /members\s+1 alive, 0 suspect, 0 dead, 0 left/)
   t.regex(s.stdout, /^health\s+ok$/m)
+  t.regex(s.stdout, /^ha\s+ok: every VM could be placed again if any one node failed$/m, 'the HA check, as vgrid ha says it')
   t.regex(s.stdout, /cpu\s+3\s+3/)
   const j = JSON.parse((await vgrid(['status', '--json'], { VGRID_API: agent.api })).stdout) as StatusView
   t.is(j.node.name, 'cli0')

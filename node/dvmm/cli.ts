@@ -265,13 +265,20 @@ export async function ha (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid ha [--json] [--api HOST:PORT]')
   const r = await new ApiClient(v.api as string | undefined).get<HaReport>('/v1/ha')
   if (v.json === true) return json(r)
-  if (r.ok) return out('HA ok: every VM could be placed again if any one node failed')
-  out('HA not ok:')
-  if (r.noMajority != null) out(`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`)
-  for (const s of r.lost ?? []) out(`  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere${r.noMajority != null ? '' : ', no other node fits'}`)
-  for (const s of r.stranded) out(`  losing ${s.name} strands ${strandedWhy(s)}`)
-  for (const u of r.unplaced ?? []) out(`  ${u.vm} runs nowhere: ${u.reason}`)
-  process.exitCode = 1
+  for (const l of haLines(r)) out(l)
+  if (!r.ok) process.exitCode = 1
+}
+
+/** `vgrid ha`'s answer, also in `vgrid status` (pure): a headline, then one line per reason, indented */
+export function haLines (r: HaReport): string[] {
+  if (r.ok) return ['HA ok: every VM could be placed again if any one node failed']
+  return [
+    'HA not ok:',
+    ...r.noMajority != null ? [`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`] : [],
+    ...(r.lost ?? []).map(s => `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere${r.noMajority != null ? '' : ', no other node fits'}`),
+    ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
+    ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`)
+  ]
 }
 
 /** one event of `vm show`'s history (pure) */

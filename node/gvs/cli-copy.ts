@@ -7,7 +7,7 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, constants, existsSync, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, lstatSync, rmSync, statSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
 import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
@@ -101,6 +101,14 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   let removed = ''
   try {
     await convert(sub, fmt, file, nbd, name)
+  } catch (err) {
+    if (!(err instanceof CopyInterrupted)) throw err
+    // an export cut short is no image: the part written is removed, not left to pass for one
+    let kind: 'none' | 'file' | 'other' = 'none'
+    try { kind = lstatSync(file).isFile() ? 'file' : 'other' } catch {}
+    if (sub === 'export' && kind === 'file') rmSync(file, { force: true })
+    const left = sub === 'import' ? `${name} holds part of ${file}; import it again to complete it` : kind === 'file' ? `the partial ${file} was removed` : kind === 'none' ? `nothing was written to ${file}` : `${file} holds part of ${name}`
+    throw new CliError(`${err.message}: ${left}`, 130)
   } finally {
     if (temp != null) {
       removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', (err: Error) => {
@@ -161,15 +169,33 @@ function checkSocketAccess (uri: string): void {
   }
 }
 
+/** the copy was stopped by a signal to the CLI (its qemu-img is stopped with it) */
+export class CopyInterrupted extends CliError {
+  readonly signal: NodeJS.Signals
+  constructor (signal: NodeJS.Signals) {
+    super(`interrupted (${signal}): the copy stopped`, 130)
+    this.signal = signal
+  }
+}
+
 async function qemuImg (args: string[], onPercent: (p: number) => void): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const p = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let err = ''
+    let interrupted: NodeJS.Signals | undefined
+    // a signal to the CLI alone (kill PID, timeout, a supervisor) must not leave qemu-img
+    // writing on, orphaned: it is stopped, and the caller cleans up (the export's snapshot)
+    const onSignal = (sig: NodeJS.Signals): void => { interrupted ??= sig; p.kill('SIGTERM') }
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+    for (const sig of signals) process.on(sig, onSignal)
+    const done = (): void => { for (const sig of signals) process.off(sig, onSignal) }
     p.stdout.on('data', (b: Buffer) => { const pct = qemuImgPercent(b.toString()); if (pct != null) onPercent(pct) })
     p.stderr.on('data', (b: Buffer) => { err += b.toString() })
-    p.once('error', e => { reject(new CliError(`qemu-img could not run (install qemu-utils): ${e.message}`, 1)) })
+    p.once('error', e => { done(); reject(new CliError(`qemu-img could not run (install qemu-utils): ${e.message}`, 1)) })
     p.once('exit', code => {
-      if (code === 0) resolve()
+      done()
+      if (interrupted != null) reject(new CopyInterrupted(interrupted))
+      else if (code === 0) resolve()
       else reject(new CliError(`qemu-img ${args[0] ?? ''} failed (exit ${String(code)})${err.trim() === '' ? '' : `: ${err.trim()}`}`, 1))
     })
   })

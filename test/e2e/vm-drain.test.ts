@@ -89,6 +89,10 @@ e2e('drain moves every VM off a node and keeps new ones off until undrain; vgrid
   t.log(`vgrid ha:\n${ha.trimEnd()}`)
   t.regex(ha, /^HA not ok:/)
   t.regex(ha, new RegExp(`losing ${target} strands [^(]*\\bbig\\b`))
+  // vgrid status says it too
+  const statusText = await cli(h1, ['status'])
+  t.regex(statusText, /^ha\s+not ok:$/m)
+  t.regex(statusText, new RegExp(`^  losing ${target} strands [^(]*\\bbig\\b`, 'm'))
   const status = await h1.api<StatusView>('/v1/status')
   t.false(status.ha?.ok)
   t.deepEqual(status.ha?.stranded.find(s => s.name === target)?.vms.includes('big'), true, '/v1/status says the same')

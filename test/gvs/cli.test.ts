@@ -7,6 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -91,6 +92,17 @@ test('vgrid vol commands', async t => {
     t.true(exported.subarray(0, 4096).equals(before), 'the export holds the write made before it, not the one made after its snapshot')
     t.true(exported.subarray(4096).equals(src.subarray(4096)))
     t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, 'the snapshot is gone')
+    // a signal to the CLI stops its qemu-img with it (not left writing, orphaned), removes
+    // the export's snapshot and the partial file, and says so
+    const signalled: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
+    for (const sig of signalled) {
+      let sent = false
+      onOut = s => { if (!sent && /export \S+ -> .*: \d+%/.test(s)) { sent = true; process.emit(sig, sig) } }
+      await t.throwsAsync(cli('export', '/shop/db/main', join(dir, 'cut.raw')), { message: new RegExp(`^interrupted \\(${sig}\\): the copy stopped: (the partial .*cut\\.raw was removed|nothing was written to .*cut\\.raw)$`) })
+      onOut = undefined
+      t.false(existsSync(join(dir, 'cut.raw')), 'no partial image is left to pass for one')
+      t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, `${sig}: the export's snapshot is removed`)
+    }
     await writer.write(0, src.subarray(0, 4096))
     await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)

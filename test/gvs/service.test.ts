@@ -102,6 +102,12 @@ test('volumes API and NBD exports across agents', async t => {
     t.true(Buffer.from(await readFile(join(dir, 'clone.raw'))).equals(src), 'a clone reads its snapshot')
     await run('nbdcopy', [`nbd+unix:///shop/db/data?socket=${join(dir, 'a2', 'nbd.sock')}`, join(dir, 'live.raw')])
     t.true(Buffer.from(await readFile(join(dir, 'live.raw'))).equals(after), 'the volume reads its new data')
+    // an entry that is no path or id: 400 naming it (it was looked up as "[object Object]": 404)
+    for (const bad of [{ a: 1 }, null, 7, '']) {
+      const r = await call('POST', '/v1/snapshots', { name: 'sx', volumes: ['/shop/db/data', bad] })
+      t.is(r.status, 400, JSON.stringify(r.body))
+      t.regex(JSON.stringify(r.body), /volumes\[1\] is .*: each must be a volume path or id/)
+    }
     const set = await call('POST', '/v1/snapshots', { name: 's2', volumes: ['/shop/db/data', '/shop/web/root'] })
     t.is(set.status, 201, JSON.stringify(set.body))
     t.is((await call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's1' })).status, 409)

@@ -3,6 +3,7 @@ import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
 import type { NodeView, StatusView } from '../../api/types.ts'
+import { haLines } from '../../dvmm/cli.ts'
 
 export async function status (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid status [--json] [--api HOST:PORT]')
@@ -19,6 +20,8 @@ export async function status (argv: string[]): Promise<void> {
     `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left`,
     `health   ${s.health.ok ? 'ok' : `degraded: ${s.health.problems.length} problem(s)`}`,
     ...s.health.problems.map(h => `  ${h.service} ${h.cause}${h.since != null ? ` since ${h.since}` : ''}: ${h.message}`),
+    // the VM manager's HA check, as `vgrid ha` says it (none where the agent runs no VM manager)
+    ...s.ha == null ? [] : haLines(s.ha).map((l, i) => i === 0 ? `ha       ${l.replace(/^HA /, '')}` : l),
     '',
     table(['POOL', 'TOTAL', 'FREE'], [
       ['cpu', num(p.cpu.total), num(p.cpu.free)],

@@ -35,7 +35,7 @@ export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, la
   if (o.disarmed) return { until: null, why: 'the previous run disarmed its watchdog' }
   if (o.lastFeedAt == null) return { until: null, why: 'the previous run never fed its watchdog' }
   const until = o.lastFeedAt + o.graceMs
-  if (until <= o.now) return { until: null, why: `too late: the previous run last fed ${o.now - o.lastFeedAt} ms ago` }
+  if (until <= o.now) return { until: null, why: `too late: the previous run last fed ${Math.round(o.now - o.lastFeedAt)} ms ago` }
   return { until, why: `feeding the previous run's watchdog until ${new Date(until).toISOString()}` }
 }
 
