@@ -39,7 +39,9 @@ export class ReservedAdvert {
   /** Counts what this node's leases and claims in the document reserve; tells the agent when it changed. */
   publish (doc: DocView): void {
     const me = this.c.peerId
-    const r = reservedBy(me, [...doc.leases.values()].map(l => l.claims))
+    const sum = reservedBy(me, [...doc.leases.values()].map(l => l.claims))
+    // sums of tenths (0.1 + 0.2) are shown and compared as the operator wrote them, not as 0.30000000000000004
+    const r = { ...sum, cpu: Math.round(sum.cpu * 1e6) / 1e6 }
     const held = [...doc.leases.values()].filter(l => l.winner.holder === me).length
     this.c.metrics.held.set(held)
     this.c.metrics.reservedCpu.set(r.cpu)

@@ -118,7 +118,7 @@ export function planResize (v: Volume, size: unknown, pool: Pool): number {
 }
 
 export function planRename (v: Volume, to: unknown, volumes: Iterable<Volume>): string {
-  const path = checkPath(to, 'to')
+  const path = checkPath(to, 'path')
   const other = byPath(volumes, path)
   if (other != null && other.id !== v.id) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
   return path
