@@ -61,6 +61,24 @@ export class AgentProcess {
   get listen (): string { return `/ip4/127.0.0.1/tcp/${this.p2pPort}` }
 
   async start (): Promise<void> {
+    // a port freePort found free can be taken by another test before the agent binds it:
+    // a first start then tries other ones (a restart keeps its ports, which peers know)
+    for (let attempt = 1; ; attempt++) {
+      const fresh = this.p2pPort === 0 && this.apiPort === 0 && this.opts.p2pPort == null && this.opts.apiPort == null
+      try {
+        await this.startOnce()
+        return
+      } catch (err) {
+        if (!fresh || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err
+        await this.exited
+        this.p2pPort = 0
+        this.apiPort = 0
+        this.log = ''
+      }
+    }
+  }
+
+  private async startOnce (): Promise<void> {
     this.p2pPort = this.opts.p2pPort ?? (this.p2pPort !== 0 ? this.p2pPort : await freePort())
     this.apiPort = this.opts.apiPort ?? (this.apiPort !== 0 ? this.apiPort : await freePort())
     const args = ['agent', '--name', this.opts.name, '--data-dir', this.opts.dataDir,
