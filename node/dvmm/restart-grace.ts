@@ -122,7 +122,8 @@ export class RestartGrace {
 
   /**
    * At a stop for a restart (pure plan, then I/O): records the grace and asks the
-   * members. The watchdog timeout to feed last (null: the usual one, with why).
+   * members. The grace's watchdog timeout and fence, once every member confirmed;
+   * else why not (the usual timeout then holds).
    */
   async begin (i: Omit<GracePlanInput, 'graceMs' | 'me' | 'nodes' | 'mayBeRunning'> & { roll: Iterable<string> }): Promise<{ watchdogMs: number, fenceMs: number } | { why: string }> {
     const members = this.c.membership.members
