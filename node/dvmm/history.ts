@@ -126,11 +126,17 @@ export class History {
     this.wall = wall
   }
 
-  /** Records a decision of this agent that no lease records (shown as `local`), at the wall time now. */
-  add (vm: string, e: Omit<HistoryEvent, 'at' | 'local'>): void {
+  /**
+   * Records a decision or an event of this node (shown as `local`) at `at` (wall time;
+   * default now): one no lease records, or one a lease update may lose (a fenced kill
+   * whose lease the majority took over meanwhile). While the lease's log has the same
+   * event of the same node at the same time, only the log's is shown.
+   */
+  add (vm: string, e: Omit<HistoryEvent, 'at' | 'local'>, at: number = this.wall()): void {
     let l = this.own.get(vm)
     if (l == null) this.own.set(vm, l = [])
-    l.push({ ...e, at: Math.floor(this.wall()), local: true })
+    l.push({ ...e, at: Math.floor(at), local: true })
+    l.sort((a, b) => a.at - b.at)
     if (l.length > MAX_LOCAL) l.splice(0, l.length - MAX_LOCAL)
   }
 
@@ -142,7 +148,9 @@ export class History {
   of (vm: string, nameOf: (node: string) => string = n => n, created?: number): HistoryEvent[] {
     const carried = this.logs.get(vm)
     const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
-    return [...logged, ...this.own.get(vm) ?? []].sort((a, b) => a.at - b.at)
+    const inLog = new Set(logged.map(e => `${e.at} ${e.event} ${e.node}`))
+    const own = (this.own.get(vm) ?? []).filter(e => !inLog.has(`${e.at} ${e.event} ${e.node ?? ''}`))
+    return [...logged, ...own].sort((a, b) => a.at - b.at)
   }
 
   /** how many events of the VM's log this agent cannot read (left out of `of`) */

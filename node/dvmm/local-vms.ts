@@ -118,9 +118,12 @@ export class LocalVms {
           this.recordExit(vm.id, act.exit)
         } else if (act.do === 'restart') {
           killedWhileDown.push(vm.id)
-          this.updateLease(vm.id, { status: 'starting', reason: act.why })
+          // logged when the watchdog killed it, not now
+          this.updateLease(vm.id, { status: 'starting', reason: act.why }, () => true, vm.exit?.watchdogKillAt)
         } else if (vm.exit?.reason === 'killed' && vm.error?.startsWith('killed by the fencing watchdog') === true) {
           killedAndMoved.push(vm.id)
+          // no lease of this node's says so: this node's history does
+          this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail: `${vm.error} while the agent was down; its lease had moved on` }, vm.exit.watchdogKillAt ?? vm.exit.at)
         }
         if (act.do !== 'adopt' && act.do !== 'stop') this.consoles.keep(vm.id)
       }
@@ -167,9 +170,9 @@ export class LocalVms {
     return left
   }
 
-  /** the lease as its write finds it, while it is this node's (and `onlyIf` holds), with the transition in its log at the time now */
-  private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true): void {
-    const at = docStamp(this.c.clock)
+  /** the lease as its write finds it, while it is this node's (and `onlyIf` holds), with the transition in its log at `when` (wall ms; default now) */
+  private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true, when?: number): void {
+    const at = when != null ? Math.floor(when) : docStamp(this.c.clock)
     this.c.enqueue(w => {
       const l = w.reader.get('leases', vm)?.value
       if (l?.holder !== this.c.peerId || !onlyIf(l)) return
@@ -288,12 +291,21 @@ export class LocalVms {
   private async end (vm: string, how: 'stop' | 'kill', why: string, op: object): Promise<void> {
     try {
       const driver = await this.driverOf(vm)
+      let ended: VmInfo | undefined
       if (driver != null) {
-        if (how === 'kill') await driver.kill(vm)
+        if (how === 'kill') ended = await driver.kill(vm)
         else await driver.stop(vm, this.init.stopGraceMs)
       }
       // a kill that pre-empted this stop does the rest
       if (this.ending.get(vm) !== op) return
+      // the watchdog was first (this agent stalled or was stopped): that kill is what happened, when it happened
+      const watchdogAt = ended?.exit?.watchdogKillAt
+      if (watchdogAt != null) {
+        this.running.delete(vm)
+        this.forgetInterface(vm)
+        this.watchdogKilled(vm, watchdogAt)
+        return
+      }
       // a VM stopped on request keeps its run (its last console) and its lease, `stopped`
       const keep = how === 'stop' && this.c.state.read().get('vms', vm)?.value.desired === 'stopped'
       if (keep) this.consoles.keep(vm)
@@ -302,10 +314,12 @@ export class LocalVms {
       this.forgetInterface(vm)
       this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      // fenced, with the lease still this node's and running: the lease says so (below)
-      const l = this.c.state.read().get('leases', vm)?.value
-      const leaseSays = keep || (how === 'kill' && why.startsWith('fenced') && l?.holder === this.c.peerId && l.status === 'running')
-      if (!leaseSays) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why })
+      // a stop on request: the lease says so (parked). A fenced kill whose lease is this
+      // node's and running: the lease says so too (below), but the majority may have taken
+      // it over meanwhile, and that update is lost: this node's history keeps it (shown
+      // once, while the log has it too)
+      const at = docStamp(this.c.clock)
+      if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why }, at)
       // the lease stays `stopped` while the VM is desired stopped; else (a drain, the VM
       // removed or started again meanwhile) it goes, and the VM is placed anew
       if (how === 'stop') {
@@ -317,7 +331,7 @@ export class LocalVms {
       // fenced, with the lease still this node's (no other took it over, or none could):
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
-      else if (why.startsWith('fenced')) this.updateLease(vm, { status: 'starting', reason: `killed: ${why}` }, l => l.status === 'running')
+      else if (why.startsWith('fenced')) this.updateLease(vm, { status: 'starting', reason: `killed: ${why}` }, l => l.status === 'running', at)
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
     } finally {
@@ -326,12 +340,30 @@ export class LocalVms {
     }
   }
 
-  /** A VM's process ended: unless this node asked, a crash; the restart rule decides. */
+  /** A VM's process ended: unless this node asked, a crash (the restart rule decides), or the fencing watchdog's kill. */
   private exited (e: { id: string } & VmExit): void {
     if (!this.running.has(e.id) || this.ending.has(e.id) || this.killAsked.has(e.id)) return
     this.running.delete(e.id)
     this.forgetInterface(e.id)
-    this.recordExit(e.id, e)
+    if (e.watchdogKillAt != null) this.watchdogKilled(e.id, e.watchdogKillAt)
+    else this.recordExit(e.id, e)
+  }
+
+  /**
+   * The fencing watchdog killed a VM while this agent fed it no more (it stalled, or was
+   * stopped): no crash. While the lease is this node's and running, it says so (logged
+   * when the watchdog killed it), and the step starts the VM again once this node may;
+   * this node's history keeps it either way (a lease the majority took over meanwhile
+   * does not say it).
+   */
+  private watchdogKilled (vm: string, at: number): void {
+    const when = new Date(at).toISOString()
+    const why = `killed by the fencing watchdog at ${when}: this agent did not feed it in time (it stalled, or was stopped)`
+    this.c.log.warn('the fencing watchdog killed a VM while this agent did not feed it', { vm, at: when })
+    this.c.metrics.kills.inc({ why: 'fenced' })
+    this.consoles.keep(vm)
+    this.c.history.add(vm, { event: 'killed', node: this.c.config.name, detail: why }, at)
+    this.updateLease(vm, { status: 'starting', reason: why }, l => l.status === 'running', at)
   }
 
   /** An exit this node did not ask for, seen live or left from a previous run (start): the crash rule and the lease update. */

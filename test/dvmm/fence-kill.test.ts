@@ -113,3 +113,39 @@ test.serial('a fenced node kills a VM whose start is in flight (a guest slow to 
   await until(() => !h.dvmm.local.busy.has('v'), 5000)
   t.false(h.dvmm.local.runs.has('v'), 'not counted as running once the start ended')
 })
+
+test.serial('a fenced kill stays in this node\'s history when the majority took the lease over meanwhile (its lease update is lost); shown once while the lease says it too', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  const cut = Date.now()
+  h.cutOff()
+  t.true(await until(() => !alive(h), TAKEOVER_MS), 'killed')
+  const killed = (): Array<{ at: number, detail?: string }> => h.dvmm.history.of('v').filter(e => e.event === 'killed')
+  t.true(await until(() => h.replica.read().get('leases', 'v')?.value.status === 'starting', 2000), 'the lease says so while it is this node\'s')
+  t.is(killed().length, 1, 'once, though both the lease and this node have it')
+  // the majority's takeover wins: the lease this node updated is gone from the document
+  h.replica.change(w => { w.put('leases', { vm: 'v', holder: 'Nb', epoch: 2, cpu: 1, memoryBytes: GiB, status: 'running', from: ME }) })
+  h.transition()
+  await sleep(300)
+  const k = killed()
+  t.is(k.length, 1, 'the kill is still in this node\'s history')
+  t.regex(k[0]!.detail ?? '', /^fenced: /)
+  t.true(k[0]!.at >= cut && k[0]!.at - cut < TAKEOVER_MS, `at the kill (${k[0]!.at - cut} ms after the cut)`)
+})
+
+test.serial('a VM the fencing watchdog killed while this agent ran on (it stalled) is no crash: the lease and the history say killed by the watchdog, at its time', async t => {
+  const h = await running(['fake:run'])
+  t.teardown(h.stop)
+  await sleep(300)
+  const at = Date.now() - 2000 // the watchdog fired 2 s ago, while this agent's loop stood still
+  h.driver.killByWatchdog(at)
+  t.true(await until(() => h.replica.read().get('leases', 'v')?.value.log != null && JSON.stringify(h.replica.read().get('leases', 'v')?.value.log).includes('fencing watchdog'), 2000), 'the lease says so')
+  const l = h.replica.read().get('leases', 'v')!.value
+  t.deepEqual(l.crashes ?? [], [], 'no crash counted')
+  const k = h.dvmm.history.of('v').filter(e => e.event === 'killed')
+  t.is(k.length, 1)
+  t.is(k[0]!.at, at, 'when the watchdog killed it')
+  t.regex(k[0]!.detail ?? '', /fencing watchdog at .*did not feed it in time/)
+  t.true(await until(() => alive(h), 3000), 'started again while the lease is this node\'s')
+})

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
 import { simpleRuns, until } from '../harness/vm-runs.ts'
-import type { VmRow } from '../../node/dvmm/index.ts'
+import type { VmDetail, VmRow } from '../../node/dvmm/index.ts'
 
 /** the agent's fence timeout (node/agent.ts) and DVMM's takeover margin: no takeover starts before both passed */
 const FENCE_MS = 5000
@@ -67,6 +67,14 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
   await new Promise(resolve => setTimeout(resolve, 3000))
   t.is(runsIn(runs).length, 2, 'no third run')
   t.is((await holder.api<VmRow>('/v1/vms/web')).node, moved.node)
+  // its history says what ended the old run: the watchdog, when it fired (not when the agent came back)
+  const history = (await holder.api<VmDetail>('/v1/vms/web')).history
+  const kill = history.find(e => e.event === 'killed' && e.node === holder.name)
+  t.log(`${holder.name}'s history: ${history.map(e => `${e.at} ${e.event} ${e.node ?? ''} ${e.detail ?? ''}`).join(' | ')}`)
+  t.regex(kill?.detail ?? '', /fencing watchdog/, 'the kill is the watchdog\'s')
+  // the watchdog marks the run as it kills it; its process is gone from /proc once reaped
+  const killAt = Date.parse(kill!.at)
+  t.true(killAt > killedAt && killAt <= endedAt! + 200, `logged when the watchdog killed it (${kill!.at}; the agent was ${how === 'SIGKILL' ? 'killed' : 'stopped'} at ${new Date(killedAt).toISOString()}, the run's process was gone at ${new Date(endedAt!).toISOString()})`)
 
   // removing the VM stops it on its holder; every host ends with nothing of it
   await h1.api('/v1/vms/web', 'DELETE')

@@ -105,6 +105,15 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     return this.info(id, vm)
   }
 
+  /** As the fencing watchdog does from outside the agent (at wall time `at`): kills every live VM of this node, marked so. */
+  killByWatchdog (at: number): void {
+    for (const [id, vm] of this.node.vms) {
+      if (vm.state === 'stopped' || vm.state === 'failed') continue
+      vm.error = `killed by the fencing watchdog at ${new Date(at).toISOString()}`
+      this.end(id, vm, null, 'SIGKILL', 'killed', at)
+    }
+  }
+
   async inspect (id: string): Promise<VmInfo | undefined> {
     const vm = this.node.vms.get(id)
     return vm === undefined ? undefined : this.info(id, vm)
@@ -134,9 +143,9 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     this.end(id, vm, code, signal, exit.reason)
   }
 
-  private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason): void {
+  private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason, watchdogKillAt?: number): void {
     clearTimeout(vm.timer)
-    vm.exit = { code, signal, reason, at: this.clock.now() }
+    vm.exit = { code, signal, reason, at: this.clock.now(), ...(watchdogKillAt !== undefined ? { watchdogKillAt } : {}) }
     const failed = reason === 'crashed' || reason === 'oom-killed' || reason === 'lost'
     if (failed) vm.error = reason === 'crashed' ? `crashed (code ${String(code)})` : reason
     // a closed driver (a dead agent) sees nothing; the next one finds the result in list()

@@ -321,12 +321,12 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
       if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
-      rec.exit = exit
+      rec.exit = watchdogAt !== undefined ? { ...exit, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now() } : exit
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
       if (failed) rec.error = exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
       this.setState(rec, failed ? 'failed' : 'stopped')
-      this.emit('exit', { id: rec.id, ...exit })
+      this.emit('exit', { id: rec.id, ...rec.exit })
     } finally {
       this.finishing.delete(rec.id)
     }
@@ -427,7 +427,13 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
  * sync: a crash can leave it empty or full of NULs), or nothing when it holds no time.
  */
 export function watchdogTime (text: string): string {
+  const ms = watchdogMs(text)
+  return ms !== undefined ? ` at ${new Date(ms).toISOString()}` : ''
+}
+
+/** the time in the watchdog's mark (ms since the epoch), if it holds one */
+export function watchdogMs (text: string): number | undefined {
   const t = text.trim()
   const ms = /^\d{1,15}$/.test(t) ? Number(t) : NaN
-  return Number.isFinite(ms) && ms > 0 ? ` at ${new Date(ms).toISOString()}` : ''
+  return Number.isFinite(ms) && ms > 0 ? ms : undefined
 }

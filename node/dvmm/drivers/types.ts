@@ -56,6 +56,11 @@ export interface VmExit {
   signal: string | null
   reason: ExitReason
   at: number
+  /**
+   * the fencing watchdog killed it (its agent fed the watchdog no more): when, by the
+   * wall clock (the watchdog's mark; when the mark holds no time, when the exit was seen)
+   */
+  watchdogKillAt?: number
 }
 
 export interface VmNetwork {
