@@ -132,6 +132,12 @@ export const LeaseSchema = Type.Object({
    */
   parked: Type.Optional(Type.Boolean()),
   /**
+   * set with status `stopped` when the VM exited cleanly (code 0) and its restart policy
+   * (on-failure, never) leaves it so: it did its work, which is no failure (absent: it
+   * crashed, or written by an agent that kept none)
+   */
+  completed: Type.Optional(Type.Boolean()),
+  /**
    * the `created` of the VM this lease was claimed for: a lease (and its log) of a former
    * VM of the same name has another (absent: claimed by an older agent, or for a VM
    * made by one)

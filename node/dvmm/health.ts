@@ -79,10 +79,11 @@ export class DvmmHealth {
     if (lost.length > 0) out.push({ service: 'dvmm', cause: 'vms-stranded', message: `${lost.length} VM(s) run nowhere: their node is not alive and no other node fits them: ${lost.map(l => `${l.name} (on ${l.nodeName}: ${l.fitsNowhere})`).join('; ')}` })
     const unplaced = blind ? [] : this.unplaced(now)
     if (unplaced.length > 0) out.push({ service: 'dvmm', cause: 'vms-unplaced', message: `${unplaced.length} VM(s) should run and run nowhere, no node fits them: ${unplaced.map(u => `${u.vm} (${u.reason})`).join('; ')}` })
-    // left so by the crash rule (crashes, or starts that failed): they should run and do not, until started again
+    // left so by the crash rule (crashes, or starts that failed): they should run and do not,
+    // until started again. One that exited cleanly and whose policy leaves it so completed
     const left = [...now.doc.vms.values()].filter(vm => vm.desired === 'running').flatMap(vm => {
       const w = now.doc.leases.get(vm.id)?.winner
-      return w != null && !isParked(w) && idle(w) ? [`${vm.name} (${w.reason ?? w.status})`] : []
+      return w != null && !isParked(w) && w.completed !== true && idle(w) ? [`${vm.name} (${w.reason ?? w.status})`] : []
     })
     if (left.length > 0) out.push({ service: 'dvmm', cause: 'vms-failed', message: `${left.length} VM(s) should run and were left stopped or failed by the crash rule; \`vgrid vm start\` runs them again: ${left.join('; ')}` })
     if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })

@@ -382,7 +382,7 @@ export class LocalVms {
     this.c.enqueue(w => {
       const cur = w.reader.get('leases', id)?.value
       if (cur?.holder !== this.c.peerId) return
-      w.update('leases', id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason }, at))
+      w.update('leases', id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at))
     }, { written: () => { this.unwritten.delete(id) } })
   }
 

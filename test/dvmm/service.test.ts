@@ -107,6 +107,12 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   t.is(broken.crashes?.length, 3)
   t.regex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /1 VM\(s\) should run and were left stopped or failed by the crash rule; `vgrid vm start` runs them again: broken \(start failed/)
   t.regex(broken.reason ?? '', /^start failed: driver fake: .*not a fake guest.*: 3 crashes within 24 h, left stopped/)
+  // a VM that exits cleanly under on-failure completed: stopped, and no health problem
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('job', 0.5, { command: ['fake:exit', '0', '100'], restart: 'on-failure' }))).status, 201)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'job')?.value.status === 'stopped'), 10_000, 'job to complete everywhere')
+  t.like(g.nodes[0]!.agent.state.read().get('leases', 'job')?.value, { completed: true, crashes: [] })
+  t.notRegex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /job/, 'a completed VM is no failure')
+  t.is((await call<VmRow>(app, 'GET', '/v1/vms/job')).body.state, 'stopped')
   // a VM whose starts all failed and is removed: its holder removes the failed run it kept
   for (const n of g.nodes) n.fake.failStarts.set('doomed', 3)
   t.is((await call(app, 'POST', '/v1/vms', vmBody('doomed', 0.5))).status, 201)
@@ -171,6 +177,7 @@ test.serial('drain: refused, naming the VMs, when they would fit on no other nod
   t.is(refused.status, 409, JSON.stringify(refused.body))
   t.is(refused.body.error.code, 'would_strand')
   t.regex(refused.body.error.message, /would stop wa with nowhere to go/)
+  t.regex(refused.body.error.message, /vgrid node drain \S+ --force/, 'names the flag that drains it anyway')
   t.false(g.nodes[0]!.agent.state.read().get('roll', on.agent.id)?.value.draining === true, 'not draining')
   t.is((await call(app, 'POST', `/v1/nodes/${on.agent.config.name}/drain`, { force: 'yes' })).status, 400)
   t.is((await call(app, 'POST', `/v1/nodes/${on.agent.config.name}/drain`, { force: true })).status, 200, 'forced')

@@ -214,7 +214,10 @@ test('restart rule: restart on the same node, 3 crashes within 24 h leave it sto
   t.regex(third.reason, /exited with code 1: 3 crashes within 24 h/)
   t.like(onExit([now - CRASH_WINDOW_MS - 1, now - 1000], now), { action: 'restart', crashes: [now - 1000, now] })
   t.like(onExit([], now, { policy: 'never' }), { action: 'stop' })
-  t.like(onExit([], now, { policy: 'on-failure', clean: true }), { action: 'stop' })
+  t.is((onExit([], now, { policy: 'never' }) as { completed?: true }).completed, undefined, 'a crash under never is a failure')
+  t.like(onExit([], now, { policy: 'never', clean: true }), { action: 'stop', completed: true })
+  t.like(onExit([], now, { policy: 'on-failure', clean: true }), { action: 'stop', completed: true })
+  t.is((onExit([now - 2000, now - 1000], now) as { completed?: true }).completed, undefined, 'the crash limit is a failure')
 })
 
 test('HA check: ok when any one loss can be absorbed; else names the node and the stranded VMs', t => {
