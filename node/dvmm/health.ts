@@ -19,6 +19,8 @@ export interface DvmmHealthComponents {
   membership: { readonly members: MemberTable }
   /** this node's fence as last judged (undefined before the first judgement) */
   fence: () => FenceDecision | undefined
+  /** a node's name, also of one no longer a member */
+  nameOf?: (id: string) => string
 }
 
 export class DvmmHealth {
@@ -45,7 +47,7 @@ export class DvmmHealth {
     // without a majority in sight nothing lost is taken over, whether it fits or not
     const f = this.c.fence()
     const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
-    const lost = noMajority != null ? lostVms(now.doc, now.nodes).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now)
+    const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now)
     const r2 = noMajority == null ? r : { ...r, ok: false, noMajority }
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
@@ -55,7 +57,7 @@ export class DvmmHealth {
 
   /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
   stranded (v = this.viewOf()): LostVm[] {
-    return lostVms(v.doc, v.nodes).filter(l => l.fitsNowhere != null)
+    return lostVms(v.doc, v.nodes, undefined, this.c.nameOf).filter(l => l.fitsNowhere != null)
   }
 
   /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */

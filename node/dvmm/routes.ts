@@ -29,6 +29,8 @@ export interface DvmmRoutesDeps {
   /** how long a create waits for one of the same name made at the same moment elsewhere to arrive (the claims' settle window) */
   readonly nameSettleMs?: number
   readonly history: History
+  /** a node's name, also of one no longer a member (forgotten) */
+  nameOf?: (id: string) => string
   schedule: () => void
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
@@ -50,7 +52,7 @@ export interface DvmmRoutesDeps {
 
 export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const { state, membership } = svc.components
-  const nameOf = (id: string, doc?: DocView): string => membership.members.get(id)?.advert.name ?? doc?.roll.get(id)?.name ?? id
+  const nameOf = (id: string, doc?: DocView): string => membership.members.get(id)?.advert.name ?? doc?.roll.get(id)?.name ?? svc.nameOf?.(id) ?? id
   const current = (): { reader: Reader, doc: DocView } => {
     const reader = state.read()
     return { reader, doc: docView(reader) }
@@ -67,7 +69,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
   const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
     const nodes = nodesOf(reader, doc)
-    return { nodes, lost: new Map(lostVms(doc, nodes, only).map(l => [l.vm, l])) }
+    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc)).map(l => [l.vm, l])) }
   }
   const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)

@@ -142,6 +142,8 @@ export class DvmmService {
   /** a stop for a restart that keeps the VMs longer, once every member confirms */
   private readonly grace: RestartGrace
   private unplacedSince = new Map<string, number>()
+  /** the names of members seen on the roll this run: a node forgotten since is still named (its leases, its history) */
+  private readonly formerNames = new Map<string, string>()
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending (health.ts) */
   get blocked (): ReadonlyMap<string, string> { return this.health.blocked }
   private lastStepMs = 0
@@ -190,7 +192,7 @@ export class DvmmService {
     this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
     this.roll = new RollJoin({ ...components, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) } })
     this.grace = new RestartGrace({ ...components, log: this.log, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) }, onGrace: components.onRestartGrace }, { graceMs: this.cfg.restartGraceMs })
-    this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state }, this.cfg.strategy)
+    this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state, nameOf: id => this.nameOf(id) }, this.cfg.strategy)
     this.claims = new ClaimWatch({
       peerId: components.peerId,
       metrics: this.metrics,
@@ -201,7 +203,7 @@ export class DvmmService {
 
   get me (): string { return this.components.peerId }
   /** a node's name: its advert's, else its roll entry's */
-  nameOf (id: string): string { return this.components.membership.members.get(id)?.advert.name ?? this.components.state.read().get('roll', id)?.value.name ?? id }
+  nameOf (id: string): string { return this.components.membership.members.get(id)?.advert.name ?? this.components.state.read().get('roll', id)?.value.name ?? this.formerNames.get(id) ?? id }
   get config (): Readonly<DvmmService['cfg']> { return this.cfg }
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
   get activeFenceMs (): number { return this.fencing.activeMs }
@@ -373,6 +375,7 @@ export class DvmmService {
     }
     this.claims.watch(doc, now)
     this.claims.settleContests(doc)
+    for (const [id, e] of doc.roll) if (this.formerNames.get(id) !== e.name && this.formerNames.size < 10_000) this.formerNames.set(id, e.name)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), doc.vms, id => this.nameOf(id))
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
     const d = decide({

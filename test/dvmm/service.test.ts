@@ -323,3 +323,25 @@ test.serial('API: one name created on two nodes at the same moment: one 201, one
   const cpu = (won === x ? 1 : 2)
   await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'mix1')?.value.spec.cpu === cpu), 10_000, 'every node to keep the 201\'s spec')
 })
+
+test.serial('a VM whose holder died and was forgotten is shown with that node\'s name, not its peer id', async t => {
+  // dead members leave the member table soon (the roll is what forget removes)
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM, membership: { forgetAfter: '8s' } })
+  t.teardown(g.stop)
+  const [keep, other, victim] = g.nodes as [DvmmNode, DvmmNode, DvmmNode]
+  // only the victim has the label the VM requires: once it is gone, no node fits the VM
+  await keep.agent.state.setLabel(victim.agent.id, 'rack', 'r9')
+  const app = api(keep)
+  t.teardown(async () => { await app.close() })
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('pinned', 1, { constraints: { rack: 'r9' } }))).status, 201)
+  await until(() => victim.fake.vms.get('pinned')?.state === 'running', 20_000, 'pinned running on the victim')
+  await victim.dvmm.stop({ graceful: false })
+  await victim.agent.stop({ graceful: false })
+  await until(() => [keep, other].every(n => n.agent.membership.members.get(victim.agent.id)?.state === 'dead'), 30_000, 'the victim dead')
+  t.is((await call(app, 'DELETE', `/v1/nodes/${victim.agent.config.name}/roll`)).status, 200)
+  await until(() => keep.agent.state.read().get('roll', victim.agent.id) == null && keep.agent.membership.members.get(victim.agent.id) == null, 30_000, 'the victim forgotten')
+  const row = (await call<VmDetail>(app, 'GET', '/v1/vms/pinned')).body
+  t.regex(row.reason ?? '', new RegExp(`its node ${victim.agent.config.name} is not alive`), JSON.stringify(row.reason))
+  t.false((row.reason ?? '').includes(victim.agent.id), 'no peer id')
+  t.is(row.node, victim.agent.config.name)
+})
