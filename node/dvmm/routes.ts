@@ -31,6 +31,8 @@ export interface DvmmRoutesDeps {
   readonly history: History
   /** a node's name, also of one no longer a member (forgotten) */
   nameOf?: (id: string) => string
+  /** how long the VMs of a node stopped for a restart may still run there (0: none) */
+  restartGraceLeftMs?: (id: string) => number
   schedule: () => void
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
@@ -213,6 +215,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const n = findNode(doc, req.params.id)
       const m = membership.members.get(n.id)
       if (m != null && (m.state === 'alive' || m.state === 'suspect')) throw new ConflictError(`node ${n.name} is ${m.state}: forget is for a server that is gone for good`, 'node_alive')
+      // its roll entry holds the restart grace the others wait for before taking its VMs
+      // over: forgetting it now would start them elsewhere while they still run there
+      const graceMs = svc.restartGraceLeftMs?.(n.id) ?? 0
+      if (graceMs > 0) throw new ConflictError(`node ${n.name} stopped for a restart and its VMs may run there for ${Math.ceil(graceMs / 1000)} s more (its restart grace): forget is for a server that is gone for good; if it does not come back, forget it after that (they are taken over then in any case)`, 'node_restarting')
       // only from the majority side: a node cut off must not forget the others away
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => membership.members.get(id)?.state === 'alive', joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll`, 'no_majority')

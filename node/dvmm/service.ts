@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { rank, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -36,7 +36,7 @@ import { dvmmRoutes } from './routes.ts'
 import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
-import { watchdogTimeoutFor } from './timing.ts'
+import { MAX_FENCE_TIMEOUT_MS, watchdogTimeoutFor } from './timing.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 
 // index.ts exports it from here
@@ -205,6 +205,21 @@ export class DvmmService {
   /** a node's name: its advert's, else its roll entry's */
   nameOf (id: string): string { return this.components.membership.members.get(id)?.advert.name ?? this.components.state.read().get('roll', id)?.value.name ?? this.formerNames.get(id) ?? id }
   get config (): Readonly<DvmmService['cfg']> { return this.cfg }
+
+  /**
+   * How long the VMs of `id`, a node stopped for a restart (its roll entry's record),
+   * may still run there: until the takeover's wait for it ends (decide.ts), as this node
+   * counts it (0: no such record, or passed).
+   */
+  restartGraceLeftMs (id: string): number {
+    const reader = this.components.state.read()
+    const entry = reader.get('roll', id)?.value
+    if (entry?.restart == null) return 0
+    const members = this.components.membership.members
+    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodeViews(docView(reader), members, n => reader.labelsOf(n), this.me))
+    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + this.cfg.takeoverMarginMs
+    return Math.max(0, until - this.components.clock.now())
+  }
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
   get activeFenceMs (): number { return this.fencing.activeMs }
   get fenceState (): FenceDecision | undefined { return this.fencing.state }

@@ -12,7 +12,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol info VOL [--json]
        vgrid vol resize VOL SIZE
        vgrid vol mv VOL NEWPATH
-       vgrid vol rm VOL
+       vgrid vol rm VOL [--snapshots (its snapshots too)]
        vgrid vol snapshot VOL NAME            (one volume)
        vgrid vol snapshot NAME VOL VOL...     (with --set: one consistent cut of several)
        vgrid vol snapshot rm VOL NAME
@@ -42,7 +42,8 @@ export async function vol (argv: string[]): Promise<void> {
     set: { type: 'boolean' },
     scrub: { type: 'boolean' },
     now: { type: 'boolean' },
-    force: { type: 'boolean' }
+    force: { type: 'boolean' },
+    snapshots: { type: 'boolean' }
   }, USAGE, 300)
   const api = new ApiClient(v.api as string | undefined)
   /** exactly `n` arguments (at least `n` with `more`): one too many is refused, never dropped (vol rm A B removed A only) */
@@ -104,8 +105,8 @@ export async function vol (argv: string[]): Promise<void> {
       return out(`${id!} -> ${d.path}`)
     }
     case 'rm': {
-      const r = await api.request<{ path: string }>('DELETE', `/v1/volumes/${enc(need(1)[0]!)}`)
-      return out(`removed ${r.path}`)
+      const r = await api.request<{ path: string, snapshots?: string[] }>('DELETE', `/v1/volumes/${enc(need(1)[0]!)}${v.snapshots === true ? '?snapshots=true' : ''}`)
+      return out(`removed ${r.path}${r.snapshots != null && r.snapshots.length > 0 ? ` and its snapshot${r.snapshots.length === 1 ? '' : 's'} ${r.snapshots.join(', ')}` : ''}`)
     }
     case 'snapshot': {
       if (p[0] === 'rm') {

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -226,20 +226,25 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       return { ...await view(changed), ...(running.length > 0 ? { seenAfterRestartBy: running } : {}) }
     })
 
-    app.delete<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
+    app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
+      const withSnapshots = req.query.snapshots === undefined ? false : req.query.snapshots === 'true' ? true : req.query.snapshots === 'false' ? false : undefined
+      if (withSnapshots === undefined) throw new ValidationError('snapshots', `snapshots must be true or false, given once, not ${JSON.stringify(req.query.snapshots)}`)
       const v = findVolume(svc.volumes(), req.params.id)
       const r = state.read()
       checkDestroy(v, r.list('vms'), r.list('leases'))
+      checkSnapshotsGo(v, withSnapshots)
       checkDestroy(v, [], [], await svc.writersOf(v.id))
       // again inside the write: a VM may have taken the volume while the writers were asked
-      const { unread, lineRead } = await state.write(w => {
+      const { unread, lineRead, snapshots } = await state.write(w => {
         const all = w.reader.list('volumes')
         const cur = findVolume(all, v.id)
         checkDestroy(cur, w.reader.list('vms'), w.reader.list('leases'))
+        // a snapshot taken meanwhile is refused too
+        checkSnapshotsGo(cur, withSnapshots)
         w.remove('volumes', v.id)
         // a clone of one of its snapshots reads on through the layers under it: those stay
         const still = referencedLayers(all.filter(x => x.id !== v.id))
-        return { unread: [...referencedLayers([cur])].filter(l => !still.has(l)), lineRead: [...still].some(l => layerNumber(l).base === v.id) }
+        return { unread: [...referencedLayers([cur])].filter(l => !still.has(l)), lineRead: [...still].some(l => layerNumber(l).base === v.id), snapshots: Object.values(cur.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name) }
       }, `volume rm ${v.path}`)
       // this node's copies of the layers nothing reads go now, the others free theirs when
       // they see it gone; unless a member is down or ahead of this node (a clone made
@@ -249,7 +254,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         // its line's writer epochs too, unless a layer of it is still read (see layer-reclaim.ts free)
         if (!lineRead) await svc.store.forgetLine(v.id)
       }
-      return { removed: v.id, path: v.path }
+      return { removed: v.id, path: v.path, snapshots }
     })
 
     /** snapshots of several volumes in one change of the document: one consistent cut */

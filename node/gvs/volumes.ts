@@ -158,6 +158,17 @@ export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lea
 }
 
 /**
+ * A volume with snapshots is removed only when asked to remove them too (`withSnapshots`):
+ * they are its backups, and go with it (rbd refuses likewise).
+ */
+export function checkSnapshotsGo (v: Volume, withSnapshots: boolean): void {
+  const names = Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name)
+  if (names.length === 0 || withSnapshots) return
+  const shown = names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`
+  throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots, or ?snapshots=true)`, 'has_snapshots')
+}
+
+/**
  * Renaming a volume is refused (409 in-use) while a VM runs from it or an NBD session
  * writes to it: their clients open it by its path (the export name), and one that
  * reconnects (after an agent restart) would find the old name gone. A stopped VM names

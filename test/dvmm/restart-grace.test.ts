@@ -4,7 +4,7 @@
 // document sync is cut) leaves the usual watchdog timeout in force, and the record is
 // taken back. (Real agents, the watchdog and the takeover times: test/e2e/vm-restart-grace.test.ts.)
 import test from 'ava'
-import { startDvmmGrid, fakeVm, until, type DvmmNode } from './grid.ts'
+import { startDvmmGrid, fakeVm, until, vmApi, type DvmmNode } from './grid.ts'
 
 const GiB = 2 ** 30
 
@@ -53,4 +53,21 @@ test('no grace without a VM running: nothing is recorded', async t => {
   await idle.dvmm.stop({ graceful: true, leave: false })
   t.deepEqual(granted, [])
   t.is(recordOn(idle, idle), undefined)
+})
+
+test('a node stopped for a restart is not forgotten while its VMs may run there: forget would start them elsewhere at once', async t => {
+  const granted: Array<{ node: string, fenceMs: number, watchdogMs: number }> = []
+  const { stop, holder, others } = await gridWithVm(granted)
+  t.teardown(stop)
+  await holder.dvmm.stop({ graceful: true, leave: false })
+  t.is(granted.length, 1)
+  await holder.agent.stop({ graceful: false })
+  const o = others[0]!
+  await until(() => o.agent.membership.members.get(holder.agent.id)?.state === 'dead', 30_000, 'the holder dead')
+  const app = vmApi(t, o)
+  const r = await app.inject({ method: 'DELETE', url: `/v1/nodes/${holder.agent.config.name}/roll` })
+  t.is(r.statusCode, 409, r.body)
+  t.is(r.json<{ error: { code: string } }>().error.code, 'node_restarting')
+  t.regex(r.body, /stopped for a restart and its VMs may run there for \d+ s more/)
+  t.truthy(o.agent.state.read().get('roll', holder.agent.id), 'still on the roll')
 })

@@ -236,7 +236,7 @@ test('a destroyed volume leaves no writer epochs behind on any node, also of the
   t.true((await files(svcs[1]!)).length >= 2)
   // every node has seen the document read its layers (noted every 2 s)
   for (const s of svcs) await s.reconcile()
-  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}?snapshots=true` })).statusCode, 200)
   t.deepEqual(await files(svcs[0]!), [], 'the node that destroyed it')
   for (const s of svcs.slice(1)) await s.reconcile()
   for (const s of svcs.slice(1)) t.deepEqual(await files(s), [], 'a node that saw it destroyed')

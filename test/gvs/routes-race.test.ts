@@ -117,7 +117,7 @@ test('requests that read the same document and write one after the other: nothin
 
   // a destroy that waits while a VM takes the volume: refused, the volume stays
   a.hold()
-  const destroy = a.call('DELETE', `/v1/volumes/${vol.id}`)
+  const destroy = a.call('DELETE', `/v1/volumes/${vol.id}?snapshots=true`)
   await until(() => a.waiting() === 1, 'the destroy to wait')
   a.replica.change(w => w.put('vms', { id: 'db', name: 'db', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: 128 * MiB, volumes: [vol.id], constraints: {}, kernel: '/k' } }))
   a.open()
@@ -143,7 +143,7 @@ test('destroying a volume keeps the layers a clone of its snapshot reads; snapsh
   t.is((await a.call('POST', `/v1/volumes/${src.id}/snapshots`, { name: 'constructor' })).status, 201, 'and may be a snapshot\'s name')
   t.is((await a.call('POST', `/v1/volumes/${src.id}/snapshots`, { name: 's1' })).status, 201)
   t.is((await a.call('POST', '/v1/volumes', { path: '/c', from: '/a@s1' })).status, 201)
-  t.is((await a.call('DELETE', `/v1/volumes/${src.id}`)).status, 200)
+  t.is((await a.call('DELETE', `/v1/volumes/${src.id}?snapshots=true`)).status, 200)
   t.true((await a.svc.store.volumes()).includes(src.id), 'the clone reads on through the source\'s first layer')
   t.deepEqual([...await a.svc.store.read(src.id, 0, 0, 1)], [0x61])
 })

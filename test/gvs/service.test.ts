@@ -154,7 +154,15 @@ test('volumes API and NBD exports across agents', async t => {
   const holding = (await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(vol.id)))).filter(Boolean).length
   if (have) t.true(holding >= 2, 'R=2 nodes hold the written volume')
   // no waiting for its writers to go quiet: their NBD sessions ended, which released them
-  t.is((await call('DELETE', `/v1/volumes/${vol.id}`)).status, 200)
+  // its snapshots are its backups: it goes with them only when asked
+  if (!have) t.is((await call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's1' })).status, 201)
+  const kept = await call('DELETE', `/v1/volumes/${vol.id}`)
+  t.is(kept.status, 409, JSON.stringify(kept.body))
+  t.regex(JSON.stringify(kept.body), /has 1 snapshot \(s1\), which would go with it: remove it first \(vgrid vol snapshot rm\), or remove the volume with it \(vgrid vol rm \/shop\/db\/main --snapshots/)
+  t.is((await call('DELETE', `/v1/volumes/${vol.id}?snapshots=maybe`)).status, 400)
+  const gone = await call('DELETE', `/v1/volumes/${vol.id}?snapshots=true`)
+  t.is(gone.status, 200)
+  t.like(gone.body, { snapshots: ['s1'] })
   t.is((await call('GET', `/v1/volumes/${vol.id}`)).status, 404)
   // ...and once it is destroyed, every node frees its objects
   for (const s of svcs) await s.reconcile()
