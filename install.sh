@@ -504,6 +504,9 @@ RestartSec=2
 # status 2 is a bad configuration: restarting cannot fix it
 RestartPreventExitStatus=2
 KillSignal=SIGTERM
+# the signal goes to the agent alone: its VMs and its fencing watchdog's supervisor run
+# on through a restart (the restart grace), and the agent ends them itself when it leaves
+KillMode=process
 TimeoutStopSec=20
 LimitNOFILE=65536
 $netns_line

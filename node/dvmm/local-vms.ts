@@ -120,7 +120,7 @@ export class LocalVms {
           killedWhileDown.push(vm.id)
           // logged when the watchdog killed it, not now
           this.updateLease(vm.id, { status: 'starting', reason: act.why }, () => true, vm.exit?.watchdogKillAt)
-        } else if (vm.exit?.reason === 'killed' && vm.error?.startsWith('killed by the fencing watchdog') === true) {
+        } else if (vm.exit?.reason === 'killed' && (vm.exit.watchdogKillAt != null || vm.error?.startsWith('killed by the fencing watchdog') === true)) {
           killedAndMoved.push(vm.id)
           // no lease of this node's says so: this node's history does
           this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail: `${vm.error} while the agent was down; its lease had moved on` }, vm.exit.watchdogKillAt ?? vm.exit.at)
@@ -303,7 +303,7 @@ export class LocalVms {
       if (watchdogAt != null) {
         this.running.delete(vm)
         this.forgetInterface(vm)
-        this.watchdogKilled(vm, watchdogAt)
+        this.watchdogKilled(vm, watchdogAt, ended?.exit?.watchdogKillBy)
         return
       }
       // a VM stopped on request keeps its run (its last console) and its lease, `stopped`
@@ -345,7 +345,7 @@ export class LocalVms {
     if (!this.running.has(e.id) || this.ending.has(e.id) || this.killAsked.has(e.id)) return
     this.running.delete(e.id)
     this.forgetInterface(e.id)
-    if (e.watchdogKillAt != null) this.watchdogKilled(e.id, e.watchdogKillAt)
+    if (e.watchdogKillAt != null) this.watchdogKilled(e.id, e.watchdogKillAt, e.watchdogKillBy)
     else this.recordExit(e.id, e)
   }
 
@@ -356,9 +356,11 @@ export class LocalVms {
    * this node's history keeps it either way (a lease the majority took over meanwhile
    * does not say it).
    */
-  private watchdogKilled (vm: string, at: number): void {
+  private watchdogKilled (vm: string, at: number, by?: 'guard'): void {
     const when = new Date(at).toISOString()
-    const why = `killed by the fencing watchdog at ${when}: this agent did not feed it in time (it stalled, or was stopped)`
+    const why = by === 'guard'
+      ? `killed by its guard at ${when}: the fencing watchdog's supervisor was gone (killed), and nothing would have fenced it`
+      : `killed by the fencing watchdog at ${when}: this agent did not feed it in time (it stalled, or was stopped)`
     this.c.log.warn('the fencing watchdog killed a VM while this agent did not feed it', { vm, at: when })
     this.c.metrics.kills.inc({ why: 'fenced' })
     this.consoles.keep(vm)

@@ -108,6 +108,8 @@ async function run (t: ExecutionContext): Promise<void> {
     await must(await active(), `${UNIT} is not active after install`)
     t.is((await ns.exec('systemctl', ['is-enabled', UNIT])).stdout.trim(), 'enabled')
     t.is(await ns.show(UNIT, 'Restart'), 'always')
+    // a stop or restart signals the agent alone: its VMs and watchdog supervisor run on (the restart grace)
+    t.is(await ns.show(UNIT, 'KillMode'), 'process')
     const s1 = await status()
     t.is(s1.node.name, 'sd1')
     t.is(s1.members.alive, 1)

@@ -13,10 +13,10 @@
 //   late all the same finds its VMs killed by the watchdog: they run again, each once,
 //   on its host or taken over by another, never overlapping (the second test waits
 //   past the default watchdog on purpose);
-// - a VM whose lease moved while the agent was down (its watchdog was gone too, so
-//   the VM outlived it) is killed when the agent comes back, not adopted; the run on
-//   the new holder is left alone.
-import { readFileSync } from 'node:fs'
+// - a VM whose lease moved while the agent was down (its watchdog was gone too, and it
+//   had no guard, as a VM an older release started, so it outlived them) is killed when
+//   the agent comes back, not adopted; the run on the new holder is left alone.
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { agentsRunBuild, e2e, Grid, secs } from '../harness/index.ts'
 import { describeRuns, overlaps, recordingCommand, RunLog, startTicks, until } from '../harness/vm-runs.ts'
@@ -154,6 +154,19 @@ e2e('an agent restarted after its watchdog fired finds its VMs gone: they run ag
   t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
 })
 
+/** the pid of the guard in the session of the VM process `pid` (drivers/host-base.ts), if any */
+function guardOf (pid: number): number | undefined {
+  const session = (p: number): string | undefined => { try { return readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[3] } catch { return undefined } }
+  const sid = session(pid)
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue
+    try {
+      if (session(Number(e)) === sid && readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').includes('vgrid-guard')) return Number(e)
+    } catch {}
+  }
+  return undefined
+}
+
 e2e('a VM whose lease moved while its agent was down is killed when the agent restarts, not adopted', async t => {
   const grid = await Grid.start(t, { hosts: 3, args: CAPACITY })
   await grid.waitAllAlive(30_000)
@@ -165,7 +178,11 @@ e2e('a VM whose lease moved while its agent was down is killed when the agent re
   const first = log.live('m1')[0]!
 
   // the server runs on but its agent and its watchdog are gone (a watchdog that died
-  // or was never fed back): nothing on it kills the VM, so it outlives the lease
+  // or was never fed back), and the VM has no guard (started by an older release):
+  // nothing on it kills the VM, so it outlives the lease
+  const guard = guardOf(first.pid)
+  t.truthy(guard, 'the VM has its guard')
+  process.kill(guard!, 'SIGKILL')
   const wd = JSON.parse(readFileSync(join(victim.dataDir, 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number, startTicks: number }
   t.is(startTicks(wd.pid), wd.startTicks, 'the supervisor the agent recorded runs')
   const killedAt = Date.now()
@@ -178,7 +195,7 @@ e2e('a VM whose lease moved while its agent was down is killed when the agent re
   const second = log.live('m1').find(x => x.host !== victim.name)!
   t.log(`m1 moved from ${victim.name} to ${moved.node} ${secs(second.startedAt - killedAt)} after the SIGKILL; the old run (pid ${first.pid}) still runs`)
   t.not(moved.node, victim.name)
-  t.is(first.endedAt, undefined, 'without agent and watchdog the old run lives on (what the restart must clean up)')
+  t.is(first.endedAt, undefined, 'without agent, watchdog and guard the old run lives on (what the restart must clean up)')
 
   const restartAt = Date.now()
   await victim.start()

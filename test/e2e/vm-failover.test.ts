@@ -5,7 +5,7 @@
 // ends, and only after fence timeout + margin does another host start the VM (epoch
 // 2): no two runs overlap, checked from the VM processes' own start and exit times.
 // The agent, restarted (or resumed), finds its old VM gone and does not start it again.
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
 import { simpleRuns, until } from '../harness/vm-runs.ts'
@@ -17,7 +17,9 @@ const TAKEOVER_MS = FENCE_MS + 1500
 
 const runsIn = simpleRuns
 
-for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
+// 'SIGKILL+watchdog': the agent and its watchdog's supervisor both (a kill -9 of both,
+// a cgroup kill of the service): the VM's guard ends it
+for (const how of ['SIGKILL', 'SIGSTOP', 'SIGKILL+watchdog'] as const) {
 e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then run on another host; runs never overlap`, async t => {
   const grid = await Grid.start(t, { hosts: 3, args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
   await grid.waitAllAlive(20_000)
@@ -45,8 +47,12 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
 
   const killedAt = Date.now()
   // SIGSTOP: the agent hangs while its server runs on; nothing of it answers or feeds the watchdog
-  if (how === 'SIGKILL') await holder.kill()
-  else process.kill(holder.agent.pid!, 'SIGSTOP')
+  if (how === 'SIGSTOP') process.kill(holder.agent.pid!, 'SIGSTOP')
+  else {
+    const supervisor = how === 'SIGKILL+watchdog' ? (JSON.parse(readFileSync(join(holder.dataDir, 'dvmm/watchdog/pid.json'), 'utf8')) as { pid: number }).pid : undefined
+    await holder.kill()
+    if (supervisor != null) process.kill(supervisor, 'SIGKILL')
+  }
   const second = await until('the VM to run on another host', 90_000, () => runsIn(runs)[1])
   clearInterval(watch)
   const moved = await others[0]!.api<VmRow>('/v1/vms/web')
@@ -61,8 +67,8 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
   t.is(runsIn(runs).length, 2)
 
   // the old holder comes back: the lease is not its own, so it runs nothing
-  if (how === 'SIGKILL') await holder.restart()
-  else process.kill(holder.agent.pid!, 'SIGCONT')
+  if (how === 'SIGSTOP') process.kill(holder.agent.pid!, 'SIGCONT')
+  else await holder.restart()
   await grid.waitAllAlive(30_000)
   await new Promise(resolve => setTimeout(resolve, 3000))
   t.is(runsIn(runs).length, 2, 'no third run')
@@ -71,10 +77,10 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
   const history = (await holder.api<VmDetail>('/v1/vms/web')).history
   const kill = history.find(e => e.event === 'killed' && e.node === holder.name)
   t.log(`${holder.name}'s history: ${history.map(e => `${e.at} ${e.event} ${e.node ?? ''} ${e.detail ?? ''}`).join(' | ')}`)
-  t.regex(kill?.detail ?? '', /fencing watchdog/, 'the kill is the watchdog\'s')
+  t.regex(kill?.detail ?? '', how === 'SIGKILL+watchdog' ? /killed by its guard at .*the fencing watchdog's supervisor was gone/ : /fencing watchdog/, 'the kill is the watchdog\'s')
   // the watchdog marks the run as it kills it; its process is gone from /proc once reaped
   const killAt = Date.parse(kill!.at)
-  t.true(killAt > killedAt && killAt <= endedAt! + 200, `logged when the watchdog killed it (${kill!.at}; the agent was ${how === 'SIGKILL' ? 'killed' : 'stopped'} at ${new Date(killedAt).toISOString()}, the run's process was gone at ${new Date(endedAt!).toISOString()})`)
+  t.true(killAt > killedAt && killAt <= endedAt! + 200, `logged when the watchdog killed it (${kill!.at}; the agent was ${how === 'SIGSTOP' ? 'stopped' : 'killed'} at ${new Date(killedAt).toISOString()}, the run's process was gone at ${new Date(endedAt!).toISOString()})`)
 
   // removing the VM stops it on its holder; every host ends with nothing of it
   await h1.api('/v1/vms/web', 'DELETE')

@@ -12,6 +12,7 @@ import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
+import { watchdogPaths } from '../watchdog/paths.ts'
 import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
@@ -31,7 +32,20 @@ export interface HostDriverInit {
   pollMs?: number
 }
 
-const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; unset VGRID_CGROUPS; exec "$@"'
+const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
+  'if [ -p "$VGRID_GUARD" ]; then /bin/sh -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" $$ $VGRID_CGROUPS & fi; ' +
+  'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_SH; exec "$@"'
+// The VM's guard: a shell of its own in the VM's session and groups, started before
+// anything of the VM runs. It waits on the fencing watchdog's FIFO, which the
+// supervisor holds open while it lives (watchdog/supervisor-main.ts). The supervisor
+// gone too (killed with the agent), nothing would end the VM before another node takes
+// it over: the guard marks the run as the watchdog does and kills the VM's session and
+// groups. It dies with the VM otherwise (the driver's clean-up kills its groups).
+// (its groups first: the session's kill ends the guard too)
+const GUARD = 'trap "" TERM INT HUP; f=$1; pg=$2; shift 2; read _ < "$f"; ' +
+  'echo "$(date +%s%3N) guard" > ' + WATCHDOG_KILLED + '; ' +
+  'for g in "$@"; do while read p; do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; done < "$g/cgroup.procs"; done; ' +
+  'kill -KILL -- "-$pg" 2>/dev/null'
 // a caught TERM (unlike an ignored one) is reset in the VM's process, and lets this
 // shell outlive it to record its status
 const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; unset VGRID_EXIT; "$@"; echo $? > "$f"'
@@ -240,7 +254,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
         cwd: dir,
         detached: true, // its own session: the agent's death or its terminal's signals do not reach it
         stdio: ['ignore', con, con],
-        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, VGRID_CGROUPS: rec.cgroups.join(' '), VGRID_EXIT: join(dir, 'exit') }
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, VGRID_CGROUPS: rec.cgroups.join(' '), VGRID_EXIT: join(dir, 'exit'), VGRID_GUARD: watchdogPaths(this.init.dataDir).alive, VGRID_GUARD_SH: GUARD }
       })
       child.on('error', err => { rec.error = err.message })
       child.on('exit', () => { this.poll() })
@@ -320,8 +334,9 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
       const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
-      if (watchdogAt !== undefined) rec.error = `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
-      rec.exit = watchdogAt !== undefined ? { ...exit, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now() } : exit
+      const byGuard = watchdogAt !== undefined && /\bguard\b/.test(watchdogAt)
+      if (watchdogAt !== undefined) rec.error = byGuard ? `killed by its guard${watchdogTime(watchdogAt)}: the fencing watchdog's supervisor was gone` : `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
+      rec.exit = watchdogAt !== undefined ? { ...exit, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now(), ...(byGuard ? { watchdogKillBy: 'guard' as const } : {}) } : exit
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
       if (failed) rec.error = exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
@@ -431,9 +446,9 @@ export function watchdogTime (text: string): string {
   return ms !== undefined ? ` at ${new Date(ms).toISOString()}` : ''
 }
 
-/** the time in the watchdog's mark (ms since the epoch), if it holds one */
+/** the time in the watchdog's mark (ms since the epoch; a guard's mark adds " guard"), if it holds one */
 export function watchdogMs (text: string): number | undefined {
-  const t = text.trim()
+  const t = text.trim().replace(/ guard$/, '')
   const ms = /^\d{1,15}$/.test(t) ? Number(t) : NaN
   return Number.isFinite(ms) && ms > 0 ? ms : undefined
 }

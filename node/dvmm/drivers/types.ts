@@ -61,6 +61,8 @@ export interface VmExit {
    * wall clock (the watchdog's mark; when the mark holds no time, when the exit was seen)
    */
   watchdogKillAt?: number
+  /** `guard`: the VM's own guard killed it, as the watchdog's supervisor was gone (host-base.ts) */
+  watchdogKillBy?: 'guard'
 }
 
 export interface VmNetwork {

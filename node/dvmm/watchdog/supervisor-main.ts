@@ -4,7 +4,8 @@
 // the feed file; if the feed stops changing for longer than the timeout (shorter than
 // the fence timeout), it kills every VM of this node and records when. A disarmed feed
 // (clean agent exit) makes it exit without killing anything.
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { appendFileSync, constants, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
 import { killAllVms } from './kill.ts'
@@ -35,11 +36,32 @@ const log = (msg: string): void => { try { appendFileSync(paths.log, `${new Date
 try { setPriority(SUPERVISOR_NICE) } catch {}
 try { writeFileSync('/proc/self/autogroup', String(SUPERVISOR_NICE)) } catch {}
 
+// Never the OOM killer's choice: its death leaves the VMs to their guards (below), who end them
+try { writeFileSync('/proc/self/oom_score_adj', '-1000') } catch {}
+
+// The VMs' guards (drivers/host-base.ts) wait on this FIFO, which this process holds
+// open for writing as long as it lives. When it is gone (SIGKILLed with its agent: a
+// `kill -9` of both, a cgroup kill of the service), nothing would fence the VMs any
+// more: the guards read the FIFO's end and kill their VM, so it cannot run on beside
+// its takeover elsewhere. Opened read-write, which never waits for a reader.
+let aliveFd: number | undefined
+try {
+  let fifo = false
+  try { fifo = statSync(paths.alive).isFIFO() } catch {}
+  if (!fifo) {
+    rmSync(paths.alive, { force: true })
+    execFileSync('mkfifo', ['-m', '0600', paths.alive])
+  }
+  aliveFd = openSync(paths.alive, constants.O_RDWR)
+} catch (err) {
+  log(`could not hold ${paths.alive} (${(err as Error).message}): VMs started from now on run without their guard`)
+}
+
 let lastKey: string | undefined
 let lastChangeAt = mono()
 let lastTimeout = timeoutMs
 let deadline = lastChangeAt + timeoutMs
-log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}`)
+log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}${aliveFd === undefined ? ' (no guard fifo)' : ''}`)
 
 // checks every tenth of the timeout in force, and at least every second: the feed may
 // shorten the timeout (an agent of a later run, or the fence timeout in force going

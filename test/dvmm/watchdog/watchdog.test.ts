@@ -258,3 +258,38 @@ maybe('watchdog: a stop for a restart feeds once more as it begins, so the next 
   await stopping
   t.true(alive(pid), 'left armed for the next run')
 })
+
+maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM\'s guard kills the VM at once, marked so; a VM started while it runs has one', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
+  // a long timeout: the supervisor, once dead, fires nothing; only the guards can end the VMs
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: 60_000 })
+  const ids = [`guard-${process.pid}-0`, `guard-${process.pid}-1`]
+  t.teardown(async () => {
+    w.abandon()
+    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
+    for (const id of ids) { try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {} }
+    await driver.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await w.start() // armed before the first VM starts, as NodeRuntime does
+  const pids: number[] = []
+  for (const id of ids) pids.push((await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!)
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.true(pids.every(alive), 'the VMs run while the supervisor lives')
+  w.abandon() // the agent is gone too: nothing starts a new supervisor
+  const t0 = Date.now()
+  process.kill(w.pid!, 'SIGKILL')
+  await waitFor('every VM killed by its guard', () => !pids.some(alive), 5000, 20)
+  const ms = Date.now() - t0
+  t.log(`VMs killed ${ms} ms after the supervisor's SIGKILL`)
+  t.true(ms < 3000, `at once, long before any takeover (${ms} ms)`)
+  for (const id of ids) {
+    await waitFor('the exit recorded', async () => (await driver.inspect(id))?.state === 'stopped', 3000, 20)
+    const info = await driver.inspect(id)
+    t.is(info?.exit?.reason, 'killed')
+    t.is(info?.exit?.watchdogKillBy, 'guard')
+    t.true(info!.exit!.watchdogKillAt! >= t0 - 5 && info!.exit!.watchdogKillAt! <= Date.now(), 'when the guard killed it')
+    t.regex(info?.error ?? '', /^killed by its guard at \S+: the fencing watchdog's supervisor was gone$/)
+  }
+})
