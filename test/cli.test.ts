@@ -122,6 +122,18 @@ test('a second agent on the same API port fails with a clear message', async t =
   t.notRegex(r.stderr, /\bat .*\.ts:\d+/, 'no stack trace')
 })
 
+test('a second agent on the data dir of a running one refuses to start, naming it, and leaves the first one whole', async t => {
+  const dataDir = agent.opts.dataDir
+  const before = (await agent.get<StatusView>('/v1/status')).node
+  const r = await vgrid(['agent', '--data-dir', dataDir, '--name', 'dup', '--no-mdns', '--no-overlay', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${await freePort()}`, '--api-socket', 'none'])
+  oneLineError(t, r, 1, new RegExp(`^vgrid: data dir ${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another vgrid agent \\(pid ${agent.proc!.pid!}\\): one agent per data dir`))
+  // nothing of the first was touched: its sockets are there, its name is its own
+  const { existsSync } = await import('node:fs')
+  t.true(existsSync(join(dataDir, 'nbd.sock')), 'its NBD socket is there')
+  const after = (await agent.get<StatusView>('/v1/status')).node
+  t.deepEqual([after.id, after.name], [before.id, before.name])
+})
+
 test('bad API requests get a 4xx with the error shape', async t => {
   const cases: Array<[string, string, unknown, number]> = [
     ['GET', '/v1/nope', undefined, 404],

@@ -3,6 +3,7 @@ import { parse } from '../args.ts'
 import { CliError } from '../client.ts'
 import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
 import { bridgeWatchdog } from '../../dvmm/watchdog/bridge.ts'
+import { lockDataDir } from '../../data-dir-lock.ts'
 import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
@@ -74,6 +75,12 @@ export async function run (argv: string[]): Promise<void> {
   let agent: Agent
   try {
     const config = await resolveConfig(flags)
+    // one agent per data dir, before anything touches it (data-dir-lock.ts); held until the process ends
+    try {
+      await lockDataDir(config.dataDir)
+    } catch (err) {
+      throw new CliError((err as Error).message, 1)
+    }
     // first, before the agent loads: keep the previous run's VMs alive for the fence
     // timeout, not just the watchdog's (see bridge.ts)
     const bridge = bridgeWatchdog(config.dataDir)
