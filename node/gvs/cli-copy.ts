@@ -82,12 +82,9 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1)
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
-  // a raw file bigger than the volume: said with both sizes (qemu-img only says "smaller")
-  if (sub === 'import' && fmt === 'raw') {
-    let bytes: number | undefined
-    try { bytes = statSync(file).size } catch {}
-    if (bytes != null && bytes > d.sizeBytes) throw new CliError(`${file} is ${bytes} bytes, more than ${d.path}'s ${d.sizeBytes}: grow the volume first (vgrid vol resize ${d.path} SIZE)`, 1)
-  }
+  // an image bigger than the volume: said with both sizes (qemu-img only says "smaller")
+  const imageBytes = sub === 'import' ? await imageSize(file, fmt) : undefined
+  if (imageBytes != null && imageBytes > d.sizeBytes) throw new CliError(`${file} is ${imageBytes} bytes${fmt === 'qcow2' ? ' (its virtual size)' : ''}, more than ${d.path}'s ${d.sizeBytes}: grow the volume first (vgrid vol resize ${d.path} SIZE)`, 1)
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
   if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
@@ -101,6 +98,12 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   let removed = ''
   try {
     await convert(sub, fmt, file, nbd, name)
+    // the volume holds the image and nothing else: what lay past a smaller image's end
+    // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
+    if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
+      await qemuImg(['-f', 'raw', '-c', `write -z -u ${imageBytes} ${d.sizeBytes - imageBytes}`, nbd], undefined, 'qemu-io')
+      removed = ` (${d.sizeBytes - imageBytes} bytes past its end, to ${d.sizeBytes}, zeroed)`
+    }
   } catch (err) {
     if (!(err instanceof CopyInterrupted)) throw err
     // an export cut short is no image: the part written is removed, not left to pass for one
@@ -117,7 +120,21 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
       })
     }
   }
-  out(sub === 'import' ? `imported ${file} into ${name}` : `exported ${name} to ${file}${removed}`)
+  out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
+}
+
+/** an image's size as a disk (a raw file's length, a qcow2's virtual size); undefined when qemu-img cannot tell (its convert says why) */
+async function imageSize (file: string, fmt: string): Promise<number | undefined> {
+  if (fmt === 'raw') {
+    try { return statSync(file).size } catch { return undefined }
+  }
+  try {
+    const v = (JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as { 'virtual-size'?: unknown })['virtual-size']
+    return typeof v === 'number' ? v : undefined
+  } catch (err) {
+    if (err instanceof CopyInterrupted) throw err
+    return undefined
+  }
 }
 
 /** who uses the volume, said in a few words, or null when no VM runs from it and no NBD client writes it */
@@ -178,10 +195,12 @@ export class CopyInterrupted extends CliError {
   }
 }
 
-async function qemuImg (args: string[], onPercent: (p: number) => void): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+/** runs qemu-img (or `tool`: qemu-io), stopped with the CLI; its output, or a CliError with its own error */
+async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    const p = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let err = ''
+    let stdout = ''
     let interrupted: NodeJS.Signals | undefined
     // a signal to the CLI alone (kill PID, timeout, a supervisor) must not leave qemu-img
     // writing on, orphaned: it is stopped, and the caller cleans up (the export's snapshot)
@@ -189,14 +208,18 @@ async function qemuImg (args: string[], onPercent: (p: number) => void): Promise
     const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
     for (const sig of signals) process.on(sig, onSignal)
     const done = (): void => { for (const sig of signals) process.off(sig, onSignal) }
-    p.stdout.on('data', (b: Buffer) => { const pct = qemuImgPercent(b.toString()); if (pct != null) onPercent(pct) })
+    p.stdout.on('data', (b: Buffer) => {
+      if (onPercent == null) { stdout += b.toString(); return }
+      const pct = qemuImgPercent(b.toString())
+      if (pct != null) onPercent(pct)
+    })
     p.stderr.on('data', (b: Buffer) => { err += b.toString() })
-    p.once('error', e => { done(); reject(new CliError(`qemu-img could not run (install qemu-utils): ${e.message}`, 1)) })
+    p.once('error', e => { done(); reject(new CliError(`${tool} could not run (install qemu-utils): ${e.message}`, 1)) })
     p.once('exit', code => {
       done()
       if (interrupted != null) reject(new CopyInterrupted(interrupted))
-      else if (code === 0) resolve()
-      else reject(new CliError(`qemu-img ${args[0] ?? ''} failed (exit ${String(code)})${err.trim() === '' ? '' : `: ${err.trim()}`}`, 1))
+      else if (code === 0 && !/^(write|read) failed/m.test(stdout + err)) resolve(stdout)
+      else reject(new CliError(`${tool} ${args[0] ?? ''} failed (exit ${String(code)})${(err + (onPercent == null ? stdout : '')).trim() === '' ? '' : `: ${(err + (onPercent == null ? stdout : '')).trim()}`}`, 1))
     })
   })
 }
