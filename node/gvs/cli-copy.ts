@@ -38,7 +38,7 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   bar.stop(sound && l.copied === 0
     ? `${st.volume}: nothing to copy, every object has its copies${freed}`
     : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
-  for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
+  for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.name ?? s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   // an unrewritten scrub finding is in both lists: said once, above
   for (const e of l.errors) if (!(e.startsWith('scrub: object ') && e.includes(' is damaged and was not rewritten'))) out(`  ${e}`)

@@ -43,7 +43,7 @@ export interface LastRepairView {
 }
 
 /** what the node that ran a repair keeps of it */
-export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, healed: boolean, error?: string }> }
+export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, name?: string, healed: boolean, error?: string }> }
 
 export interface HealthInput {
   replicas: number

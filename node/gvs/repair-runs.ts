@@ -32,6 +32,8 @@ export interface RepairRunsComponents {
    * this one); the set replaces the one recorded, so what a scrub found sound is cleared
    */
   unsound?: (v: Volume, objects: string[]) => Promise<void>
+  /** a node's name, for what the reports say */
+  nameOf?: (node: string) => string
 }
 
 export interface RepairRunsInit {
@@ -83,7 +85,7 @@ export class RepairRuns {
 
   /** the repairer of one layer placed by `placementKey` (layers shared by several volumes: layer-reclaim.ts) */
   layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }): Repairer {
-    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed }, {
+    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf }, {
       volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
@@ -120,7 +122,7 @@ export class RepairRuns {
       if (opts.scrub === true) {
         for (const layer of layersOf(v)) {
           const r = this.repairer(v, layer)
-          for (const f of await r.scrub()) scrubbed.push({ layer, ...f })
+          for (const f of await r.scrub()) scrubbed.push({ layer, ...f, ...(this.c.nameOf != null ? { name: this.c.nameOf(f.node) } : {}) })
         }
       }
       const reports: RepairReport[] = []

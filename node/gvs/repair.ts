@@ -103,6 +103,8 @@ export interface RepairerComponents {
    * (placement-check.ts); surplus copies are freed only then. Absent: never freed.
    */
   agreed?: () => Promise<boolean>
+  /** a node's name, for what the report says (default: its id) */
+  nameOf?: (node: string) => string
 }
 
 /**
@@ -142,6 +144,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     this.init = init
   }
 
+  private name (node: string): string { return this.c.nameOf?.(node) ?? node }
+
   stop (): void { this.stopped = true }
 
   /** where placement wants object i */
@@ -165,7 +169,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
           l.push({ node, version })
           all.set(i, l)
         }
-      } catch (err) { errors.push(`inventory of ${node}: ${(err as Error).message}`) }
+      } catch (err) { errors.push(`inventory of ${this.name(node)}: ${(err as Error).message}`) }
     }))
     const inventory = new Map<number, string[]>()
     const stale = new Map<number, string[]>()
@@ -215,7 +219,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         } catch (err) {
           progress.failed++
           failed.add(copy.index)
-          errors.push(`object ${copy.index} to ${copy.to}: ${(err as Error).message}`)
+          errors.push(`object ${copy.index} to ${this.name(copy.to)}: ${(err as Error).message}`)
         }
         progress.done++
         this.emit('progress', { ...progress })
@@ -303,7 +307,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     for (const src of c.from) {
       try {
         const r = await this.c.transport.call(src, { op: 'get', volume: this.init.volume, index: c.index })
-        if (r.data == null) { why.push(`${src}: absent`); continue }
+        if (r.data == null) { why.push(`${this.name(src)}: absent`); continue }
         // the copy's bytes go when the bucket has them (the get before it is bounded
         // by the copies in flight)
         await bucket?.take(r.data.length)
@@ -332,7 +336,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         if (v.bad == null || v.bad.length === 0) continue
         if (sound.length === 0) {
           const unanswered = verdicts.filter(x => x.bad == null).map(x => x.node)
-          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: `no sound copy to rewrite it from: every copy checked (${verdicts.filter(x => x.bad != null).map(x => x.node).join(', ')}) is damaged${unanswered.length > 0 ? `, and ${unanswered.join(', ')} did not answer` : ''}` })
+          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: `no sound copy to rewrite it from: every copy checked (${verdicts.filter(x => x.bad != null).map(x => this.name(x.node)).join(', ')}) is damaged${unanswered.length > 0 ? `, and ${unanswered.map(n => this.name(n)).join(', ')} did not answer` : ''}` })
           continue
         }
         try {

@@ -45,7 +45,7 @@ function parseOne (id: string, x: unknown): LastRepair | string {
     scrubbed = []
     for (const s of x.scrubbed as unknown[]) {
       if (!isObject(s) || typeof s.layer !== 'string' || !isCount(s.index) || typeof s.node !== 'string' || typeof s.healed !== 'boolean' || (s.error !== undefined && typeof s.error !== 'string')) return `${id}: a "scrubbed" entry is not {layer, index, node, healed, error?}`
-      scrubbed.push({ layer: s.layer, index: s.index, node: s.node, healed: s.healed, ...(s.error !== undefined ? { error: s.error as string } : {}) })
+      scrubbed.push({ layer: s.layer, index: s.index, node: s.node, ...(typeof s.name === 'string' ? { name: s.name } : {}), healed: s.healed, ...(s.error !== undefined ? { error: s.error as string } : {}) })
     }
   }
   return {

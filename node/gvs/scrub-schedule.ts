@@ -26,6 +26,8 @@ export interface ScrubScheduleComponents {
   unsound?: (objects: Array<{ layer: string, index: number }>, sound: string[], startedAt: number) => Promise<void>
   /** objects recorded as damaged on every copy ("LAYER/INDEX"), for the scrub to look out for */
   watched?: () => ReadonlySet<string>
+  /** a node's name, for what the report says */
+  nameOf?: (node: string) => string
 }
 
 export interface ScrubStatus {
@@ -102,7 +104,8 @@ export class ScrubSchedule {
       objects: async layer => await this.c.store.list(layer),
       sources: this.c.sources,
       objectSize: this.c.store.objectSize,
-      watched: this.c.watched
+      watched: this.c.watched,
+      nameOf: this.c.nameOf
     }, { bytesPerSecond: this.rate })
     let seen = { objects: 0, bad: 0, repaired: 0 }
     scrubber.on('progress', p => {

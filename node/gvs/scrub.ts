@@ -35,6 +35,8 @@ export interface ScrubberComponents {
   objectSize: number
   /** objects whose soundness the caller wants to hear of ("LAYER/INDEX": the document's unsound ones), read at the start */
   watched?: () => ReadonlySet<string>
+  /** a node's name, for what the report says (default: its id) */
+  nameOf?: (node: string) => string
 }
 
 export interface ScrubberEvents { progress: [ScrubProgress] }
@@ -95,13 +97,16 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
  * The scrub uses it for each bad copy it finds, and the service as soon as a read or a
  * failed fsync reports a copy damaged.
  */
-export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sources'>, layer: string, index: number): Promise<string | null> {
+export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'>, layer: string, index: number): Promise<string | null> {
   return (await healCopyDetail(c, layer, index)).error
 }
 
 /** healCopy, saying also whether every other copy it looked at was damaged too (the object is unreadable) */
-export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 'sources'>, layer: string, index: number): Promise<{ error: string | null, everyCopy: boolean }> {
+export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'>, layer: string, index: number): Promise<{ error: string | null, everyCopy: boolean }> {
+  const name = (n: string): string => c.nameOf?.(n) ?? n
   let damaged = 0
+  /** sources whose copy could not be looked at (down, an error): it may be sound */
+  let unknown = 0
   const why: string[] = []
   const self = c.transport.self
   const others = c.sources(layer, index).filter(n => n !== self)
@@ -111,12 +116,13 @@ export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 
   for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
     try {
       const v = await c.transport.call(src, { op: 'verify', volume: layer, index })
-      if ((v.reply.bad ?? []).length > 0) { why.push(`${src}: its copy is damaged too`); damaged++; continue }
+      if ((v.reply.bad ?? []).length > 0) { why.push(`${name(src)}: its copy is damaged too`); damaged++; continue }
       const r = await c.transport.call(src, { op: 'get', volume: layer, index })
-      if (r.data == null) { why.push(`${src}: no copy`); continue }
+      // a node without a copy says nothing of the object's other copies
+      if (r.data == null) { why.push(`${name(src)}: no copy`); continue }
       await c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
       return { error: null, everyCopy: false }
-    } catch (err) { why.push(`${src}: ${(err as Error).message}`) }
+    } catch (err) { why.push(`${name(src)}: ${(err as Error).message}`); unknown++ }
   }
-  return { error: why.length === 0 ? 'no other live node to copy from' : why.join('; '), everyCopy: damaged > 0 && damaged === why.length }
+  return { error: why.length === 0 ? 'no other live node to copy from' : why.join('; '), everyCopy: damaged > 0 && unknown === 0 }
 }

@@ -191,6 +191,7 @@ export class GvsService {
       repaired: async v => { await this.states.repaired(v) },
       file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
       agreed: async () => await this.placementCheck.agreed(),
+      nameOf: n => this.nodeName(n),
       unsound: async (v, objects) => { await this.recordUnsound(objects, v) }
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
@@ -212,7 +213,8 @@ export class GvsService {
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
       unsound: async (objects, sound, startedAt) => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
-      watched: () => new Set(this.components.state.read().list('volumes').flatMap(v => Object.keys(v.unsound ?? {})))
+      watched: () => new Set(this.components.state.read().list('volumes').flatMap(v => Object.keys(v.unsound ?? {}))),
+      nameOf: n => this.nodeName(n)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
@@ -364,6 +366,11 @@ export class GvsService {
   async fold (): Promise<number> { return await this.reclaim.fold(() => this.volumes()) }
 
   routes (app: FastifyInstance): void { gvsRoutes(this)(app) }
+
+  /** a node's name as its advert or the roll has it (its id when neither does) */
+  nodeName (node: string): string {
+    return this.components.membership.members.get(node)?.advert.name ?? this.components.state.read().get('roll', node)?.value.name ?? node
+  }
 
   /**
    * Objects a scrub found damaged on every copy ("LAYER/INDEX"), in the volumes'

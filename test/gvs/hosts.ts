@@ -53,7 +53,7 @@ export function sharedDocument (hosts: VgridHost[]): { replica: Replica, state: 
     async write<T> (fn: Parameters<Replica['change']>[0], message?: string): Promise<T> { return this.replica.change(fn, message).result as T }
   } satisfies GvsComponents['state'] & { replica: Replica }
   const members = new Map<string, Member>(hosts.map(h => [h.peerId.toString(), {
-    nodeId: h.peerId.toString(), state: 'alive', advert: { capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
+    nodeId: h.peerId.toString(), state: 'alive', advert: { name: `a${hosts.indexOf(h)}`, capacity: { diskBytes: 100 * G }, free: { diskBytes: 50 * G } }
   } as unknown as Member]))
   return { replica, state, members }
 }
