@@ -2,7 +2,10 @@
 // when it first starts, by a decision step that sees a majority of the synced roll plus
 // itself (mayChangeRoll; a node given --join also waits until its document holds
 // another node's entry), so nodes joining through one cut off from the majority cannot
-// grow the minority's roll into a second majority.
+// grow the minority's roll into a second majority. A node forgotten while it ran (`vgrid
+// node forget` on the majority side while it was cut off) and back in sight writes its
+// entry again the same way: it runs, so it is a member, not a server gone for good.
+import type { Logger } from '../log.ts'
 import type { Writer } from '../../crdt/index.ts'
 import { mayChangeRoll } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
@@ -12,6 +15,7 @@ import type { DocView } from './view.ts'
 
 export interface RollJoinComponents {
   peerId: string
+  log: Pick<Logger, 'warn'>
   clock: Clock
   config: { name: string, join?: readonly string[] }
   state: { read: () => { get: (kind: 'roll', key: string) => unknown } }
@@ -23,6 +27,8 @@ export class RollJoin {
   private readonly c: RollJoinComponents
   /** when this node started without a roll entry: until written, the time it joined */
   private joinedAt?: number
+  /** this run has seen its own entry on the roll */
+  private listed = false
 
   constructor (components: RollJoinComponents) {
     this.c = components
@@ -35,10 +41,16 @@ export class RollJoin {
 
   /** Queues this node's roll entry, once a step sees a majority of the synced roll (mayChangeRoll). */
   step (doc: DocView, members: MemberTable): void {
-    const joined = this.joinedAt
     const me = this.c.peerId
+    if (doc.roll.has(me)) { this.joinedAt = undefined; this.listed = true; return }
+    if (this.joinedAt == null && this.listed) {
+      // its entry went while it ran: forgotten (a leave removes it only as this run stops)
+      this.listed = false
+      this.joinedAt = docStamp(this.c.clock)
+      this.c.log.warn('this node was forgotten (vgrid node forget) while it ran, likely while it was cut off: it is back on the member roll once it sees a majority')
+    }
+    const joined = this.joinedAt
     if (joined == null) return
-    if (doc.roll.has(me)) { this.joinedAt = undefined; return }
     const may = mayChangeRoll({ roll: doc.roll.keys(), me, alive: id => members.get(id)?.state === 'alive', joining: (this.c.config.join?.length ?? 0) > 0 })
     if (!may.ok) return
     this.c.enqueue(w => { if (w.reader.get('roll', me) == null) w.put('roll', { node: me, name: this.c.config.name, joined }) }, {

@@ -55,3 +55,22 @@ test.serial('forget: refused on a node without a majority of the roll, allowed w
   t.is(ok.statusCode, 200, ok.body)
   t.is(h.replica.read().get('roll', 'C'), undefined)
 })
+
+test.serial('a node forgotten while it ran (cut off when the majority forgot it) writes its roll entry again once it sees a majority', async t => {
+  const h = await harness({ others: ['A', 'B'] })
+  t.teardown(h.stop)
+  await sleep(300)
+  const first = h.replica.read().get('roll', ME)?.value.joined
+  t.truthy(first)
+  // cut off, and forgotten by the others meanwhile (their change reaches it)
+  h.cutOff()
+  h.replica.change(w => { w.remove('roll', ME) })
+  h.transition()
+  await sleep(500)
+  t.is(h.replica.read().get('roll', ME), undefined, 'sees 1 of 3: not written')
+  // back in sight
+  for (const n of ['A', 'B']) h.members.set(n, member(n, 'alive'))
+  h.transition()
+  t.true(await until(() => h.replica.read().get('roll', ME) != null, 3000), 'back on the roll')
+  t.true(h.replica.read().get('roll', ME)!.value.joined > first!, 'joined anew')
+})
