@@ -13,7 +13,7 @@ import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import type { VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
 import { logged, type History } from './history.ts'
-import { docStamp, driverSpec, killIfLive, listedLive, parkedLease } from './run-steps.ts'
+import { docStamp, driverSpec, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
@@ -314,18 +314,23 @@ export class LocalVms {
       this.forgetInterface(vm)
       this.c.log.info(how === 'kill' ? 'killed a VM' : 'stopped a VM', { vm, why })
       if (how === 'kill') this.c.metrics.kills.inc({ why: why.startsWith('fenced') ? 'fenced' : 'lost' })
-      // a stop on request: the lease says so (parked). A fenced kill whose lease is this
+      // a stop: the lease says so (parked), while it is this node's. A fenced kill whose lease is this
       // node's and running: the lease says so too (below), but the majority may have taken
       // it over meanwhile, and that update is lost: this node's history keeps it (shown
       // once, while the log has it too)
       const at = docStamp(this.c.clock)
       if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why }, at)
-      // the lease stays `stopped` while the VM is desired stopped; else (a drain, the VM
-      // removed or started again meanwhile) it goes, and the VM is placed anew
+      // the lease stays `stopped` while the VM is desired stopped. A VM that should run
+      // (a drain moves it) is parked: placed anew over its lease at the next epoch, by
+      // any node, its history carried on with this stop in it. A VM removed meanwhile:
+      // its lease goes
       if (how === 'stop') {
-        const at = docStamp(this.c.clock)
+        const reason = `stopped on ${this.c.config.name}: ${why}`
         this.c.enqueue(w => {
-          if (w.reader.get('leases', vm)?.value.holder === this.c.peerId && !this.leaveStopped(w, vm, `stopped on ${this.c.config.name}: ${why}`, at)) w.remove('leases', vm)
+          const l = w.reader.get('leases', vm)?.value
+          if (l?.holder !== this.c.peerId || this.leaveStopped(w, vm, reason, at)) return
+          if (movesOn(l, w.reader.get('vms', vm)?.value)) w.update('leases', vm, parkedLease(l, reason, at))
+          else w.remove('leases', vm)
         })
       }
       // fenced, with the lease still this node's (no other took it over, or none could):

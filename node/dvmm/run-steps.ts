@@ -43,6 +43,15 @@ export async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
  * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
  * it said before unless it ran), logged at `at`. Never written while the VM may run here.
  */
+/**
+ * Whether a lease this node gives up (a drain) is parked rather than removed: its VM,
+ * the one it was made for (not a VM made again under the name), should run, and is
+ * then placed anew over it at the next epoch, its history carried on.
+ */
+export function movesOn (l: Lease, vm: Pick<Vm, 'desired' | 'created'> | undefined): boolean {
+  return vm?.desired === 'running' && (l.made == null || vm.created == null || l.made === vm.created) && Number.isSafeInteger(l.epoch + 1)
+}
+
 export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
   const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
   return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)

@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { Resources } from '../../protocol/advert.ts'
@@ -37,6 +37,7 @@ import { LocalVms, type VmNetworkHooks } from './local-vms.ts'
 import type { VolumeAccess } from './vm-disks.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { MAX_FENCE_TIMEOUT_MS, watchdogTimeoutFor } from './timing.ts'
+import { movesOn, parkedLease } from './run-steps.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 
 // index.ts exports it from here
@@ -349,7 +350,16 @@ export class DvmmService {
           return false
         }
       })
-      for (const r of release) if (w.reader.get('leases', r.vm)?.value.holder === this.me) w.remove('leases', r.vm)
+      for (const r of release) {
+        const l = w.reader.get('leases', r.vm)?.value
+        if (l?.holder !== this.me) continue
+        // a VM that should run and leaves a draining node is placed anew over its parked
+        // lease at the next epoch (its volumes' writer epochs follow), with its history:
+        // parked by its stop (local-vms.ts), or here when nothing of it ran
+        if (r.why === 'node draining' && movesOn(l, w.reader.get('vms', r.vm)?.value)) {
+          if (!isParked(l)) w.update('leases', r.vm, parkedLease(l, `stopped on ${this.components.config.name}: ${r.why}`, Math.floor(wallNow(this.components.clock))))
+        } else w.remove('leases', r.vm)
+      }
       return ok
     }, 'dvmm')
   }

@@ -159,7 +159,20 @@ test.serial('crash rule: restarted on the same node, left stopped after 3 crashe
   const target = g.nodes.find(n => [0, 1, 2, 3, 4].some(i => holderOf(g, `w${i}`) === n))!
   const dr = await call<{ draining: boolean }>(app, 'POST', `/v1/nodes/${target.agent.config.name}/drain`)
   t.is(dr.status, 200)
+  const onTarget = [0, 1, 2, 3, 4].map(i => `w${i}`).filter(vm => holderOf(g, vm) === target)
   await until(() => [0, 1, 2, 3, 4].every(i => running(g, `w${i}`) && holderOf(g, `w${i}`) !== target) && [...target.fake.vms.values()].every(v => v.state !== 'running'), 30_000, 'the drained node emptied')
+  // a moved VM's epoch goes on (its volumes' writer epochs follow it), and every node's history has the drain's stop
+  const other = g.nodes.find(n => n !== target)!
+  const oapp = api(other)
+  t.teardown(async () => { await oapp.close() })
+  for (const vm of onTarget) {
+    const d = (await call<VmDetail>(oapp, 'GET', `/v1/vms/${vm}`)).body
+    t.is(d.epoch, 2, `${vm}: epoch 2 after the move: ${JSON.stringify(d.history)}`)
+    const shared = d.history.filter(e => e.local !== true).map(e => [e.event, e.node])
+    const name = target.agent.config.name
+    t.deepEqual(shared.slice(0, 4), [['placed', name], ['started', name], ['stopped', name], ['placed', d.node]], JSON.stringify(d.history))
+    t.regex(d.history.find(e => e.event === 'stopped')?.detail ?? '', /node draining/)
+  }
   t.is((await call(app, 'POST', `/v1/nodes/${target.agent.config.name}/undrain`)).status, 200)
   t.is((await call(app, 'POST', '/v1/nodes/nosuch/drain')).status, 404)
 })
