@@ -151,6 +151,10 @@ export class NodeRuntime implements Service {
       if (this.armed != null) {
         this.watchdog.feedIfSound()
         this.watchdog.abandon()
+      } else if ((await this.liveVms()).length === 0) {
+        // a supervisor an earlier, killed run left, guarding nothing: the next run would
+        // find it and warn that it came too late to feed it
+        await this.watchdog.disarmLeftover()
       }
       this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
     }

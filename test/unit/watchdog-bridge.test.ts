@@ -26,14 +26,14 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   mkdirSync(p.dir, { recursive: true })
   // this test process stands in for the supervisor (alive, start time matching)
   writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks, bootId: currentBootId() }))
-  // the previous run's last feed names its timeouts: the grace is their difference (600 ms)
+  // the previous run's last feed names its timeouts: the bridge feeds until 250 ms before its fence (1000 ms) ends
   writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1, timeoutMs: 400, fenceMs: 1000 }))
   const last = Date.now() - 200
   utimesSync(p.feed, last / 1000, last / 1000)
   const b = bridgeWatchdog(dir, { feedMs: 50 })
   t.teardown(b.stop)
   t.is(Math.round(b.lastFeedAt! / 1000), Math.round(last / 1000))
-  t.true(Math.abs(b.until! - (b.lastFeedAt! + 600)) < 1)
+  t.true(Math.abs(b.until! - (b.lastFeedAt! + 750)) < 1)
   t.truthy(b.until)
   const seen = new Set<string>()
   const end = Date.now() + 1000
@@ -42,7 +42,9 @@ test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline,
   const after = readFileSync(p.feed, 'utf8')
   await new Promise(resolve => setTimeout(resolve, 200))
   t.is(readFileSync(p.feed, 'utf8'), after, 'and not after it')
-  t.like(JSON.parse(after), { bridge: true, timeoutMs: 400, fenceMs: 1000 }, 'fed with the previous run\'s timeouts')
+  const lastFed = JSON.parse(after) as { bridge: boolean, timeoutMs: number, fenceMs: number }
+  t.like(lastFed, { bridge: true, fenceMs: 1000 }, 'fed with the previous run\'s fence')
+  t.true(lastFed.timeoutMs <= 400 && lastFed.timeoutMs >= 250, `its last timeout (${lastFed.timeoutMs} ms) at most the watchdog's, ending by the previous run's fence`)
   t.is(Math.round(JSON.parse(after).since), Math.round(b.lastFeedAt!), 'and its last own feed')
 })
 
@@ -58,7 +60,7 @@ test('bridgeWatchdog: a bridge of a run that died while loading does not move th
   const b = bridgeWatchdog(dir, { feedMs: 50 })
   b.stop()
   t.is(b.lastFeedAt, since)
-  t.is(b.until, null, 'past that feed + 2 s: no more bridging, the supervisor fires')
+  t.is(b.until, null, 'past that feed + its fence: no more bridging, the supervisor fires')
 })
 
 test('previousTimeouts: the last feed\'s, or the defaults of a release that did not feed them', t => {

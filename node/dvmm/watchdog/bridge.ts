@@ -2,11 +2,13 @@
 // restart the watchdog keeps counting, and a restart slower than its timeout (3 s of the
 // default 5 s fence; loading the agent takes 1.5-4 s here) found its VMs killed. The
 // issue promises adoption within the fence timeout. So `vgrid agent` feeds the previous
-// run's supervisor from its first moment, but only until the previous run's last feed +
-// (its fence timeout - its watchdog timeout): left alone the supervisor then fires by
-// last feed + fence timeout, still before any takeover elsewhere (takeovers wait fence
-// timeout + margin from when the holder was last heard of, which is not before its last
-// feed). The VM manager counts its fence from the same last feed, so a restarted agent
+// run's supervisor from its first moment, each feed with a timeout that ends by the
+// previous run's last feed + its fence timeout (its watchdog timeout, or what is left
+// of that fence when less), until shortly before then: left alone the supervisor fires
+// by last feed + fence timeout, still before any takeover elsewhere (takeovers wait
+// fence timeout + margin from when the holder was last heard of, which is not before
+// its last feed). A restart grace's fence is long (5/3 of the grace), and an agent back
+// late in it, slow to load, still adopts its VMs. The VM manager counts its fence from the same last feed, so a restarted agent
 // that finds no majority in time kills its VMs itself. The previous run's timeouts come
 // from its last feed (an operator may have changed the fence timeout between runs).
 import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
@@ -46,6 +48,9 @@ export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, la
  */
 const FED_FENCE_MS = { min: 500, max: MAX_FENCE_TIMEOUT_MS }
 
+/** the bridge's last feed comes this long before the previous run's fence ends (its timeout then runs out) */
+export const BRIDGE_END_MS = 250
+
 const within = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
 
 /** The fence timeout a feed gives (undefined: none, as from a release before fenceMs was fed, or junk). */
@@ -76,15 +81,18 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     // own feed on (runs that keep dying while loading must not keep the VMs alive)
     if (feed?.bridge === true && typeof feed.since === 'number' && Number.isFinite(feed.since)) lastFeedAt = Math.min(lastFeedAt, feed.since)
   } catch {}
-  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - previous.watchdogMs })
+  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - BRIDGE_END_MS })
   let seq = 0
   const feed = (): void => {
-    if (plan.until == null || now() >= plan.until) { clearInterval(timer); return }
+    const t = now()
+    if (plan.until == null || lastFeedAt == null || t >= plan.until) { clearInterval(timer); return }
+    // never past the previous run's fence: what is left of it, when less than its watchdog timeout
+    const timeoutMs = Math.min(previous.watchdogMs, Math.floor(lastFeedAt + previous.fenceMs - t))
     const tmp = `${paths.feed}.bridge.tmp`
     try {
       // any change of the file counts as a feed; the agent's own watchdog writes its own later
       // with the previous run's timeouts: the supervisor fires by its last feed + fence timeout
-      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs: previous.watchdogMs, fenceMs: previous.fenceMs }))
+      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs, fenceMs: previous.fenceMs }))
       renameSync(tmp, paths.feed)
     } catch {}
   }
