@@ -87,7 +87,7 @@ export class DvmmHealth {
       const w = now.doc.leases.get(vm.id)?.winner
       return w != null && !isParked(w) && w.completed !== true && idle(w) ? [`${vm.name} (${w.reason ?? w.status})`] : []
     })
-    if (left.length > 0) out.push({ service: 'dvmm', cause: 'vms-failed', message: `${left.length} VM(s) should run and were left stopped or failed by the crash rule; \`vgrid vm start\` runs them again: ${left.join('; ')}` })
+    if (left.length > 0) out.push({ service: 'dvmm', cause: 'vms-failed', message: `${left.length} VM(s) should run and were left stopped or failed (the crash rule, or their restart policy); \`vgrid vm start\` runs them again: ${left.join('; ')}` })
     if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
     return out
   }

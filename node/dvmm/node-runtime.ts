@@ -99,8 +99,17 @@ export class NodeRuntime implements Service {
 
   /** for /v1/status: this node runs without its fencing watchdog (its supervisor died and is being started again) */
   problems (): HealthProblem[] {
+    const out: HealthProblem[] = []
     const why = this.watchdog.lost
-    return why == null ? [] : [{ service: 'dvmm', cause: 'watchdog-lost', message: why }]
+    if (why != null) out.push({ service: 'dvmm', cause: 'watchdog-lost', message: why })
+    // placement passes a node over for the drivers it lacks (its advert): said here, or it looks fine and never gets a VM
+    const p = this.probe
+    if (p != null && p.drivers.length === 0) {
+      const cgroupWhy = p.cgroup.version === 'none' ? `no usable cgroups (${p.cgroup.detail})` : undefined
+      const reasons = [cgroupWhy, p.qemu.available ? undefined : p.qemu.detail, process.getuid?.() === 0 ? undefined : 'not run as root'].filter(x => x != null)
+      out.push({ service: 'dvmm', cause: 'no-vm-driver', message: `this node can run no VM (no process or qemu driver): ${reasons.join('; ') || 'see the host probe in the log'}` })
+    }
+    return out
   }
 
   /** Probes the host in the background (the accelerator probe boots a tiny guest once, then is cached). */

@@ -105,7 +105,7 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
   // a failed start counts as a crash: tried again on its node, left failed after three
   const broken = bh.agent.state.read().get('leases', 'broken')!.value
   t.is(broken.crashes?.length, 3)
-  t.regex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /1 VM\(s\) should run and were left stopped or failed by the crash rule; `vgrid vm start` runs them again: broken \(start failed/)
+  t.regex(g.nodes[0]!.dvmm.problems().find(p => p.cause === 'vms-failed')?.message ?? '', /1 VM\(s\) should run and were left stopped or failed \(the crash rule, or their restart policy\); `vgrid vm start` runs them again: broken \(start failed/)
   t.regex(broken.reason ?? '', /^start failed: driver fake: .*not a fake guest.*: 3 crashes within 24 h, left stopped/)
   // a VM that exits cleanly under on-failure completed: stopped, and no health problem
   t.is((await call(app, 'POST', '/v1/vms', vmBody('job', 0.5, { command: ['fake:exit', '0', '100'], restart: 'on-failure' }))).status, 201)

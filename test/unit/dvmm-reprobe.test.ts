@@ -86,6 +86,19 @@ test('a failed probe, then one without qemu, then one with it: reported once eac
   t.is(probe.calls.length, 4)
 })
 
+test('a node whose probe finds no driver says so in its health, until a probe finds one', async t => {
+  const { runtime, probe, next } = setup(t, 5)
+  await runtime.start()
+  t.deepEqual(runtime.problems(), [], 'nothing said before the first probe')
+  ;(await probe.call(1)).resolve({ cgroup: { version: 'none', detail: 'no cpu and memory controllers mounted' }, qemu: NO_QEMU.qemu, drivers: [] })
+  await next()
+  const p = runtime.problems().find(x => x.cause === 'no-vm-driver')
+  t.regex(p?.message ?? '', /^this node can run no VM \(no process or qemu driver\): no usable cgroups \(no cpu and memory controllers mounted\); qemu-system-x86_64 not found/)
+  ;(await probe.call(2)).resolve(NO_QEMU)
+  await next()
+  t.is(runtime.problems().find(x => x.cause === 'no-vm-driver'), undefined)
+})
+
 test('a probe in flight at stop reports nothing, and none follows', async t => {
   const { runtime, probe, reported, next } = setup(t, 5)
   await runtime.start()
