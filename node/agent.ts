@@ -23,7 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
-import { duplicateNames, unheardMembers } from './membership/views.ts'
+import { duplicateNames, joinUnreached, unheardMembers } from './membership/views.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
@@ -65,7 +65,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const problems: Array<() => HealthProblem[] | Promise<HealthProblem[]>> = [() => {
     const h = state.health()
     return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
-  }, () => duplicateNames(core.directory.members), () => unheardMembers(state.read().list('roll'), core.directory.members, performance.now() - startedAt)]
+  }, () => duplicateNames(core.directory.members), () => unheardMembers(state.read().list('roll'), core.directory.members, performance.now() - startedAt),
+  () => joinUnreached(membership.joinStatus(), core.directory.members, host.peerId.toString(), performance.now() - startedAt)]
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },

@@ -17,6 +17,9 @@ export interface DialTarget {
   left?: boolean
   attempts: number
   nextAt: number
+  /** a join address: whether a dial to it ever succeeded, and the last dial's error */
+  reached?: boolean
+  lastError?: string
 }
 
 export interface DialPlanInput {
@@ -144,6 +147,11 @@ export class Dialer {
     this.init.host.removeEventListener('peer:discovery', this.onDiscovery)
   }
 
+  /** the join addresses: whether each was ever reached, and the last error of one never reached */
+  joinStatus (): Array<{ addr: string, reached: boolean, attempts: number, lastError?: string }> {
+    return [...this.targets.values()].filter(t => t.source === 'join').map(t => ({ addr: t.key, reached: t.reached === true, attempts: t.attempts, ...(t.lastError != null ? { lastError: t.lastError } : {}) }))
+  }
+
   addJoin (addr: string): void {
     const peerId = multiaddr(addr).getComponents().findLast(c => c.name === 'p2p')?.value
     this.targets.set(addr, { key: addr, peerId, addrs: [addr], source: 'join', attempts: 0, nextAt: 0 })
@@ -224,10 +232,11 @@ export class Dialer {
       const conn = await this.init.host.dial(addrs.length === 1 ? addrs[0]! : addrs, { signal: AbortSignal.timeout(3000) })
       t.attempts = 0
       t.nextAt = monoNow() + (this.init.baseBackoffMs ?? 1000)
-      if (t.source === 'join') t.peerId = conn.remotePeer.toString()
+      if (t.source === 'join') { t.peerId = conn.remotePeer.toString(); t.reached = true }
     } catch (err) {
       this.init.onDialError?.(t.key, err as Error)
       t.attempts++
+      t.lastError = (err as Error).message
       // a failed dial is weak evidence: a busy peer answers late, and the member's own
       // watchers are the ones to judge it. It counts only for a node with no connection
       // at all (cut off right after joining, before any heartbeat stream existed), and

@@ -93,6 +93,9 @@ export class GridMembership implements Service {
   private peerBookDirty = false
   private started = false
 
+  /** the join addresses: whether each was ever reached (membership/views.ts joinUnreached) */
+  joinStatus (): ReturnType<Dialer['joinStatus']> { return this.dialer.joinStatus() }
+
   constructor (components: MembershipComponents) {
     const c = this.c = components
     this.log = c.log

@@ -79,6 +79,22 @@ export function duplicateNames (table: MemberTable): HealthProblem[] {
   }))
 }
 
+/**
+ * An agent given join addresses (--join, a token's) that reached none of them and has
+ * no other member in sight, UNHEARD_GRACE_MS after it started (pure): a wrong address
+ * or port, or nothing listening there. It would otherwise run as a grid of its own,
+ * saying nothing.
+ */
+export function joinUnreached (joins: ReadonlyArray<{ addr: string, reached: boolean, lastError?: string }>, table: MemberTable, self: string, upMs: number): HealthProblem[] {
+  if (upMs < UNHEARD_GRACE_MS || joins.length === 0 || joins.some(j => j.reached)) return []
+  if ([...table.values()].some(m => m.nodeId !== self && (m.state === 'alive' || m.state === 'suspect'))) return []
+  return [{
+    service: 'membership',
+    cause: 'join-unreachable',
+    message: `no join address answered and no other member is in sight: ${joins.map(j => `${j.addr} (${j.lastError ?? 'not dialled yet'})`).join('; ')}; check each address (host, port, /p2p/ id) and that an agent of this grid listens there`
+  }]
+}
+
 /** how long after this agent started a member of the roll may go unheard before it is a problem (gossip finds the live ones in seconds) */
 export const UNHEARD_GRACE_MS = 15_000
 

@@ -6,7 +6,7 @@ import test from 'ava'
 import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { duplicateNames, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { duplicateNames, joinUnreached, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
@@ -58,4 +58,17 @@ test('members of the roll never heard from are a health problem naming them, onc
   t.like(p[0], { service: 'membership', cause: 'members-unheard' })
   t.regex(p[0]!.message, /^1 member\(s\) of the grid have not been heard from since this agent started: srv-c \(c\);.*vgrid node forget NAME/)
   t.deepEqual(unheardMembers(roll.slice(0, 2), table, UNHEARD_GRACE_MS), [], 'a dead member in the table is listed by vgrid nodes: not this problem')
+})
+
+test('an agent that reached none of its join addresses and sees no other member says so, naming each with its error', t => {
+  const alone: MemberTable = new Map([['me', member('me', 'alive')]])
+  const joins = [{ addr: '/ip4/127.0.0.1/tcp/7699', reached: false, lastError: 'connect ECONNREFUSED 127.0.0.1:7699' }, { addr: '/ip4/127.0.0.1', reached: false, lastError: 'no valid addresses were provided' }]
+  t.deepEqual(joinUnreached(joins, alone, 'me', UNHEARD_GRACE_MS - 1), [], 'not while it may still reach one')
+  const p = joinUnreached(joins, alone, 'me', UNHEARD_GRACE_MS)
+  t.is(p.length, 1)
+  t.like(p[0], { service: 'membership', cause: 'join-unreachable' })
+  t.regex(p[0]!.message, /^no join address answered and no other member is in sight: \/ip4\/127\.0\.0\.1\/tcp\/7699 \(connect ECONNREFUSED 127\.0\.0\.1:7699\); \/ip4\/127\.0\.0\.1 \(no valid addresses were provided\); check each address/)
+  t.deepEqual(joinUnreached([], alone, 'me', UNHEARD_GRACE_MS), [], 'no join address: a first node')
+  t.deepEqual(joinUnreached([{ ...joins[0]!, reached: true }], alone, 'me', UNHEARD_GRACE_MS), [], 'one reached once')
+  t.deepEqual(joinUnreached(joins, new Map([...alone, ['b', member('b', 'alive')]]), 'me', UNHEARD_GRACE_MS), [], 'in the grid by another way (mDNS, the peer book)')
 })
