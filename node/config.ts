@@ -171,7 +171,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     try {
       capacity = parseCapacity(capText)
     } catch (err) {
-      throw new ConfigError((err as Error).message)
+      const msg = (err as Error).message
+      throw new ConfigError(msg.startsWith('--capacity') ? msg : `--capacity ${JSON.stringify(capText)}: ${msg}`)
     }
   }
   const membership: MembershipConfig = {

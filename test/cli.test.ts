@@ -76,7 +76,8 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['frobnicate']), 2, /unknown command "frobnicate"/)
   oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
-  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /cpu must be a positive number/)
+  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu must be a positive number/)
+  oneLineError(t, await vgrid(['agent', '--capacity', 'mem=-1', '--data-dir', await scratch()]), 2, /^vgrid: --capacity "mem=-1": "-1" is not a size/)
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
   // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"
   oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '-1', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is followed by a value that starts with "-" \(a negative number\?\)/)

@@ -290,7 +290,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (bad >= 0) throw new ValidationError('volumes', `volumes[${bad}] is ${JSON.stringify(b.volumes[bad]) ?? String(b.volumes[bad])}: each must be a volume path or id (a string)`)
       const all = svc.volumes()
       const vs = (b.volumes as string[]).map(x => findVolume(all, x))
-      if (new Set(vs.map(v => v.id)).size !== vs.length) throw new ValidationError('volumes', 'a volume is listed twice')
+      const twice = vs.find((v, i) => vs.findIndex(x => x.id === v.id) !== i)
+      if (twice != null) throw new ValidationError('volumes', `volume ${twice.path} is listed twice (by path or id): each volume once`)
       await svc.freeze(await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`))
       void reply.code(201)
       return { snapshot: b.name, volumes: await views(vs.map(v => findVolume(svc.volumes(), v.id))) }

@@ -108,6 +108,9 @@ test('volumes API and NBD exports across agents', async t => {
       t.is(r.status, 400, JSON.stringify(r.body))
       t.regex(JSON.stringify(r.body), /volumes\[1\] is .*: each must be a volume path or id/)
     }
+    const twice = await call('POST', '/v1/snapshots', { name: 's2', volumes: ['/shop/db/data', vol.id] })
+    t.is(twice.status, 400)
+    t.regex(JSON.stringify(twice.body), /volume \/shop\/db\/data is listed twice \(by path or id\)/)
     const set = await call('POST', '/v1/snapshots', { name: 's2', volumes: ['/shop/db/data', '/shop/web/root'] })
     t.is(set.status, 201, JSON.stringify(set.body))
     t.is((await call('POST', `/v1/volumes/${vol.id}/snapshots`, { name: 's1' })).status, 409)
