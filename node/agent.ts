@@ -169,6 +169,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     })
     : undefined
   problems.push(async () => await gvs?.problems() ?? [])
+  if (gvs != null) core.advert.provide('diskAvailable', () => gvs.store.available())
 
   const services: Service[] = [
     network,

@@ -52,6 +52,16 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   t.is(nj.nodes.find(x => x.name === 'cli0')?.fenceTimeoutMs, 7000)
 })
 
+test('a node\'s free disk is the room its disk has left, however large its --capacity says the disk is', async t => {
+  const big = await group.add({ name: 'bigdisk', args: ['--capacity', 'cpu=1,mem=1G,disk=1P'] })
+  const { statfs } = await import('node:fs/promises')
+  const room = await statfs(big.opts.dataDir)
+  const self = (await big.get<{ nodes: Array<{ self: boolean, capacity: { diskBytes: number }, free: { diskBytes: number } }> }>('/v1/nodes')).nodes.find(x => x.self)!
+  t.is(self.capacity.diskBytes, 2 ** 50)
+  t.true(self.free.diskBytes <= room.bavail * room.bsize, `free ${self.free.diskBytes} is at most what the file system has left (${room.bavail * room.bsize})`)
+  t.true(self.free.diskBytes > 0)
+})
+
 test('vgrid token prints a token that carries the key', async t => {
   const r = await vgrid(['token', '--api', agent.api])
   t.is(r.code, 0)

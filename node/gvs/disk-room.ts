@@ -46,6 +46,17 @@ export class DiskRoom {
     await this.refreshing
   }
 
+  /**
+   * Bytes object data may still take on the store's file system (what statfs gives an
+   * unprivileged writer, less the reserve), as last read (at most REFRESH_MS old: an
+   * older reading is read again in the background); null before the first reading.
+   */
+  available (): number | null {
+    if (this.reading == null || this.now() - this.reading.at >= REFRESH_MS) void this.refresh()
+    const r = this.reading
+    return r == null ? null : Math.max(0, r.free - this.admitted - r.reserve)
+  }
+
   /** Throws no-space if `bytes` more of object data would eat into the reserve. */
   async admit (bytes: number, what: string): Promise<void> {
     if (this.reading == null || this.now() - this.reading.at >= REFRESH_MS) await this.refresh()

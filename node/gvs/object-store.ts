@@ -107,6 +107,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   private readonly intents: WriteIntents
   /** room kept for writer epochs and the intent log once object data fills the disk (disk-room.ts) */
   private readonly room: DiskRoom
+
+  /** bytes object data may still take on this store's file system (DiskRoom.available) */
+  available (): number | null { return this.room.available() }
   private readonly writeback: Writeback
   /** an object (its data path) with writes not yet synced, or whose sync failed: it stays named in the intent log */
   private readonly unsynced = (d: string): boolean => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)
@@ -131,6 +134,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     this.spans = new ObjectSpans(this.blockSize)
     this.intents = new WriteIntents(join(this.dir, 'intents'))
     this.room = new DiskRoom(this.dir, { statfs: components.statfs })
+    // a first reading for the advert's free disk (the node's first adverts go out before any write)
+    this.room.available()
     this.held = new HeldObjects({ open: this.open, syncs: this.syncs, geometry: this.geometry, objectsDir: this.objectsDir, damaged: (v, i, b, path) => this.damaged(v, i, b, path), intents: this.intents })
     this.writeback = new Writeback(() => this.syncs.hasDirty, async () => { await this.flushAs('store') }, this.log, init.writebackMs)
   }

@@ -1,6 +1,7 @@
 // The parts of this node's advert that other services own: the state service its
 // document heads, the VM manager its reserved resources, the connection manager its
-// WireGuard key and endpoint, the node runtime how it runs VMs. Each provides a
+// WireGuard key and endpoint, the node runtime how it runs VMs, the volume store the
+// room left on its disk. Each provides a
 // getter; `changed()` asks for a new advert at once (otherwise the next refresh carries it).
 import { EventEmitter } from 'node:events'
 import type { Resources, VmHostAdvert } from '../../protocol/advert.ts'
@@ -11,9 +12,11 @@ export interface ProvidedFields {
   wireguard: { publicKey: string, endpoint: string } | null
   stateHeads: string[]
   vmHost: VmHostAdvert | null
+  /** the room the volume store has left on its disk (null: none known): the advert's free disk is no more */
+  diskAvailable: number | null
 }
 
-const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null }
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null }
 
 export class AdvertFields extends EventEmitter<{ changed: [] }> {
   private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}

@@ -210,12 +210,16 @@ export class GridMembership implements Service {
   private advertBody (): AdvertBody {
     const { c } = this
     const reserved = c.advert.get('reserved')
+    const free = subtract(c.capacity, reserved)
+    // the disk as it is: data written fills it, whatever the capacity says
+    const room = c.advert.get('diskAvailable')
+    if (room != null) free.diskBytes = Math.min(free.diskBytes, room)
     return {
       name: c.config.name,
       addrs: advertisedAddrs(this.addrs()),
       capacity: c.capacity,
       reserved,
-      free: subtract(c.capacity, reserved),
+      free,
       load: loadAverage(),
       version: VERSION,
       labels: c.config.labels,
