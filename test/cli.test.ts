@@ -42,6 +42,9 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   const j = JSON.parse((await vgrid(['status', '--json'], { VGRID_API: agent.api })).stdout) as StatusView
   t.is(j.node.name, 'cli0')
   t.deepEqual(j.pool.cpu, { total: 3, free: 3 })
+  // --api before the command, as a global flag
+  t.regex((await vgrid(['--api', agent.api, 'status'])).stdout, /^health\s+ok$/m)
+  t.regex((await vgrid([`--api=${agent.api}`, 'vm', 'ls'])).stdout, /no VMs|NAME/)
   const n = await vgrid(['nodes', '--api', agent.api])
   t.regex(n.stdout, /^NAME\s+STATE/)
   t.regex(n.stdout, /cli0\*\s+alive\s+3\/3/)

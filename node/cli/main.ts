@@ -51,8 +51,21 @@ function quietOutputErrors (): void {
   })
 }
 
+/**
+ * `vgrid --api HOST:PORT CMD ...`: the flag every client command takes, given before the
+ * command, goes after it and its subcommand (before any `--`: a VM's own command line)
+ */
+function hoistApiFlag (argv: readonly string[]): string[] {
+  const [first, ...more] = argv
+  const flag = first === '--api' && more.length >= 2 ? [first, more[0]!] : first?.startsWith('--api=') === true && more.length >= 1 ? [first] : null
+  if (flag == null) return [...argv]
+  const rest = argv.slice(flag.length)
+  const at = rest.length >= 2 && !rest[1]!.startsWith('-') ? 2 : 1
+  return [...rest.slice(0, at), ...flag, ...rest.slice(at)]
+}
+
 async function main (argv: string[]): Promise<void> {
-  const [cmd, ...rest] = argv
+  const [cmd, ...rest] = hoistApiFlag(argv)
   if (cmd !== 'agent' && cmd !== 'demo') quietOutputErrors()
   if (cmd == null || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(help() + '\n')
