@@ -85,7 +85,7 @@ export async function vol (argv: string[]): Promise<void> {
         ...(h.repair != null ? [`progress  ${h.repair.done}/${h.repair.total} copies, ${size(h.repair.bytes)}, ${h.repair.failed} failed (on ${h.repair.node})`] : []),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
-        `scrub     ${d.scrub == null ? 'not yet on this node' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`,
+        `scrub     ${d.scrub == null ? 'none of its copies here checked yet' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`,
         `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
         // an older agent's answer has no layers
         ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} of deleted snapshots to be folded away in the background)` : ''}`] : []),

@@ -120,11 +120,13 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     if (last == null) return null
     const out = { at: iso(last.finishedAt), objects: 0, bad: 0, repaired: 0 }
     const layers = new Set([...layersOf(v), ...Object.values(v.snapshots).flatMap(s => snapshotLayers(v, s))])
+    let seen = false
     for (const l of layers) {
       const x = last.layers[l]
-      if (x != null) { out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }
+      if (x != null) { seen = true; out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }
     }
-    return out
+    // the last scrub checked none of its copies here (made since, or none here): not a scrub of it
+    return seen ? out : null
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const health = await svc.health(vs)
