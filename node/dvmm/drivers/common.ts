@@ -290,7 +290,7 @@ export function readRecord (file: string, onBad?: (file: string, problem: string
 }
 
 /** what a kill of a VM reads (`damaged`: its record could not be read; its groups were found by name) */
-export interface KillRecord { dir: string, rec: Pick<VmRecord, 'id' | 'pid' | 'pidStartTicks' | 'bootId' | 'cgroups'> & { driver: string }, damaged?: true }
+export interface KillRecord { dir: string, rec: Pick<VmRecord, 'id' | 'pid' | 'pidStartTicks' | 'bootId' | 'cgroups'> & { driver: string, network?: unknown, nodeNetns?: unknown }, damaged?: true }
 
 /**
  * Every VM record of every driver under a data dir (the watchdog's view): checked only

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import { appendFileSync, constants, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
-import { killAllVms } from './kill.ts'
+import { killAllVms, removeNetworks } from './kill.ts'
 import { removeGroups } from '../host/cgroups.ts'
 import { watchdogPaths } from './paths.ts'
 
@@ -93,6 +93,7 @@ function check (): void {
       // and their groups, once empty: an agent that never comes back (its server left the
       // grid, a demo stopped) would leave them for ever; one that does finds them gone
       void removeGroups(victims.flatMap(x => x.cgroups)).catch(() => {})
+      removeNetworks(victims)
     }
   }
   setTimeout(check, Math.min(checkMs, MAX_CHECK_MS, Math.max(20, Math.floor(t / 10))))

@@ -139,16 +139,26 @@ for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
   })
 }
 
-maybe('watchdog: with no agent to come back, it removes the groups of the VMs it killed', async t => {
+maybe('watchdog: with no agent to come back, it removes the groups and the network of the VMs it killed', async t => {
   const s = await setup(t, 1)
   const groups = (await s.driver.inspect(s.ids[0]!))?.detail?.cgroups?.split(' ') ?? []
   t.true(groups.length > 0 && groups.every(g => existsSync(g)))
+  // one VM with its own network namespace and veth
+  const netId = `wdnet-${process.pid}`
+  s.ids.push(netId)
+  const net = await s.driver.start({ id: netId, vcpus: 0.2, memoryMiB: 32, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })
+  s.pids.push(net.pid!)
+  const ns = net.network!.netns!
+  const nsExists = (): boolean => existsSync(`/run/netns/${ns}`)
+  const linkExists = (): boolean => existsSync(`/sys/class/net/${net.network!.hostIf}`)
+  t.true(nsExists() && linkExists(), 'its namespace and link are there')
   // this process's driver stops watching: nothing else will clean up after the kill
   await s.driver.close()
   const { proc } = await s.feeder()
   await new Promise(resolve => setTimeout(resolve, TIMEOUT_MS * 1.5))
   proc.kill('SIGKILL')
   await waitFor('the VM killed and its groups removed', () => !alive(s.pids[0]!) && groups.every(g => !existsSync(g)), FENCE_MS * 2, 20)
+  await waitFor('the other VM\'s namespace and link removed', () => !alive(s.pids[1]!) && !nsExists() && !linkExists(), FENCE_MS * 2, 20)
   t.pass()
 })
 
