@@ -25,6 +25,8 @@ export interface DecideInput {
   nodes: readonly NodeView[]
   /** the holder is alive or suspect in this agent's table (not yet given up on) */
   holderAlive: (node: string) => boolean
+  /** a node's name, for the reasons given (default: its id) */
+  nameOf?: (node: string) => string
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
   fence: FenceDecision
@@ -142,7 +144,7 @@ export function decide (i: DecideInput): Decisions {
     if (i.busy.has(vm)) continue
     const l = i.doc.leases.get(vm)
     const spec = i.doc.vms.get(vm)
-    if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${l.winner.holder}'s (epoch ${l.winner.epoch})` })
+    if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${i.nameOf?.(l.winner.holder) ?? l.winner.holder}'s (epoch ${l.winner.epoch})` })
     else if (spec == null) d.stop.push({ vm, why: 'VM removed' })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
     else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })

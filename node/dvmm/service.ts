@@ -410,6 +410,7 @@ export class DvmmService {
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.fencing.lastHeard(id),
+      nameOf: id => this.nameOf(id),
       fence,
       runs: this.local.runs,
       busy: this.local.busy,
