@@ -275,7 +275,10 @@ export function haLines (r: HaReport): string[] {
   return [
     'HA not ok:',
     ...r.noMajority != null ? [`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`] : [],
-    ...(r.lost ?? []).map(s => `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere${r.noMajority != null ? '' : ', no other node fits'}`),
+    // without a majority in sight, a node this one cannot see may well run its VMs (the other side of a partition)
+    ...(r.lost ?? []).map(s => r.noMajority != null
+      ? `  ${s.name} is not in sight: whether ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} there is not known here, and nothing is taken over from here`
+      : `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`),
     ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
     ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`)
   ]

@@ -50,3 +50,13 @@ test('VMs that should run, hold no lease and fit nowhere are unplaced; stopped o
   t.deepEqual(u.map(x => x.vm), ['huge'])
   t.regex(u[0]!.reason, /no node fits/)
 })
+
+test('vgrid ha: a node without a majority in sight does not say the others\' VMs run nowhere, only that it cannot tell', async t => {
+  const { haLines } = await import('../../node/dvmm/cli.ts')
+  const lost = [{ node: 'b', name: 'h-b', vms: ['web', 'db'], reasons: ['x', 'x'], reason: 'no majority of the grid in sight to take it over' }]
+  const blind = haLines({ ok: false, stranded: [], noMajority: 'sees 1 of 3 roll members', lost } as never)
+  t.true(blind.includes('  h-b is not in sight: whether web, db run there is not known here, and nothing is taken over from here'), blind.join('\n'))
+  t.false(blind.some(l => /run(s)? nowhere/.test(l)))
+  const seen = haLines({ ok: false, stranded: [], lost: [{ ...lost[0]!, vms: ['web'], reasons: ['no node fits'], reason: 'no node fits' }] } as never)
+  t.regex(seen.join('\n'), /h-b is not alive: .*web.* runs nowhere, no other node fits/)
+})
