@@ -2,7 +2,7 @@
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
-import { idle, rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
+import { idle, isParked, rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
@@ -402,7 +402,19 @@ export function removeVmIn (w: Writer, id: string): string[] {
 /** In a write (`vm start`, `vm stop`): the VM's desired state; started, a lease nothing runs under goes (it is placed anew). */
 export function setDesiredIn (w: Writer, id: string, desired: 'running' | 'stopped'): void {
   w.update('vms', id, { desired })
-  if (desired === 'running') removeIdleLease(w, id)
+  if (desired === 'running') parkIdleLease(w, id)
+}
+
+/**
+ * In a write (`vm start`): the lease of VM `id`, if nothing runs under it (stopped,
+ * failed), parked: any node places the VM anew over it at the next epoch (never back to
+ * 1: its volumes' writer epochs follow it), its history carried on.
+ */
+function parkIdleLease (w: Writer, id: string): void {
+  const l = w.reader.get('leases', id)?.value
+  if (l == null || !idle(l) || isParked(l)) return
+  if (!Number.isSafeInteger(l.epoch + 1)) { w.remove('leases', id); return }
+  w.update('leases', id, { status: 'stopped', parked: true, reason: `started again by vm start${l.reason != null ? ` (it was ${l.status}: ${l.reason})` : ''}`.slice(0, 2048) })
 }
 
 export function findVm (doc: DocView, id: string): Vm {

@@ -140,11 +140,12 @@ test('a drain leaves a stopped VM\'s lease where it is (it reserves nothing); st
   const onA = step(g.a, A, { draining: [A] })
   t.deepEqual([onA.release, onA.park, onA.stop, onA.claims], [[], [], [], []], 'kept: its console stays on A')
   g.x.change(w => { setDesiredIn(w, 'web', 'running') })
-  t.is(g.x.read().get('leases', 'web'), undefined, 'vm start removes it')
+  t.like(g.x.read().get('leases', 'web')?.value, { holder: A, epoch: 1, status: 'stopped', parked: true }, 'vm start parks it: placed anew over it')
   g.sync()
   const claims = claimsOf(g, { draining: [A] })
   t.is(claims.length, 1)
   t.not(claims[0]![0], A, 'not on the draining node')
+  t.is(claims[0]![1], 2, 'at the next epoch, never back to 1')
 })
 
 /** the claims a step decided, written as the service writes them (service.ts flush: only where claimStillApplies) */
@@ -223,15 +224,15 @@ test('placed anew over a parked lease by several nodes at once (each one\'s fall
   t.deepEqual(starts, [winners[0]], 'only the winner starts it')
 })
 
-test('a claim over a parked lease survives a concurrent vm start that removes the lease; the crash rule\'s stopped lease (not parked) stays stopped', t => {
+test('a claim over a parked lease survives a concurrent vm start, which leaves the parked lease as it is; the crash rule\'s stopped lease (not parked) stays stopped', t => {
   const g = stopping()
   raced(g)
   const [r, id] = ([[g.a, A], [g.x, X], [g.c, C]] as const).find(([r, id]) => step(r, id).claims.length > 0)!
   writeClaims(r, id, step(r, id))
-  // another node, not having seen the claim, starts the VM again: the parked lease goes (idle)
+  // another node, not having seen the claim, starts the VM again: the parked lease stays as it is
   const other = r === g.x ? g.c : g.x
   other.change(w => { setDesiredIn(w, 'web', 'running') })
-  t.is(other.read().get('leases', 'web'), undefined)
+  t.like(other.read().get('leases', 'web')?.value, { holder: A, epoch: 1, parked: true })
   g.sync()
   t.like(g.a.read().get('leases', 'web')?.value, { holder: id, epoch: 2 }, 'the claim is kept (a removal takes only the values its writer saw)')
   // a claim over the parked lease is written only while it is still the parked lease it saw
