@@ -23,7 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
-import { duplicateNames, joinUnreached, unheardMembers } from './membership/views.ts'
+import { duplicateNames, joinUnreached, notJoined, unheardMembers } from './membership/views.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
@@ -182,7 +182,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   ].filter(s => s != null)
   let api: ApiService | undefined
   if (opts.api) {
-    api = new ApiService({ ...c, log: core.log.child('api') }, { services })
+    api = new ApiService({ ...c, log: core.log.child('api') }, { services, refuseChanges: () => want('dvmm') ? notJoined(core.join, state.read().list('roll'), membership.joinStatus().some(j => j.reached)) : null })
     services.push(api)
   }
   return { services, host, api, membership, state }

@@ -65,6 +65,14 @@ test('a node\'s free disk is the room its disk has left, however large its --cap
   t.true(self.free.diskBytes > 0)
 })
 
+test('an agent told to join a grid it has not reached takes no changes (they would clash with the grid\'s once it joins); reads work', async t => {
+  const lost = await group.add({ name: 'lost', args: ['--join', `/ip4/127.0.0.1/tcp/${await freePort()}`] })
+  const r = await vgrid(['vm', 'create', 'w1', '--cpu', '0.1', '--memory', '16M', '--api', lost.api, '--', '/bin/true'])
+  oneLineError(t, r, 1, /^vgrid: this agent was told to join a grid \(\/ip4\/127\.0\.0\.1\/tcp\/\d+\) and has not reached it yet: a change made here now could clash with the grid's once it joins .* \(not_joined\)\n?$/)
+  t.is((await lost.request('POST', '/v1/volumes', { path: '/x', size: '1M' })).status, 503)
+  t.is((await vgrid(['vm', 'ls', '--api', lost.api])).code, 0, 'reads are answered')
+})
+
 test('vgrid token prints a token that carries the key', async t => {
   const r = await vgrid(['token', '--api', agent.api])
   t.is(r.code, 0)

@@ -23,6 +23,8 @@ export interface ApiComponents {
 export interface ApiInit {
   /** the services whose routes to serve (their `routes`, in order) */
   services: ReadonlyArray<{ routes?: (app: FastifyInstance) => void }>
+  /** why changes are refused for now (503 not_joined), or null (membership/views.ts notJoined) */
+  refuseChanges?: () => string | null
 }
 
 /** Route option `config: { access }`: reads are open, changes need an admin; 'admin' marks a read that needs one too. */
@@ -54,9 +56,11 @@ export class ApiService implements Service {
   private unixServer?: Server
   private token = ''
   private bound?: { host: string, port: number }
+  private readonly init: ApiInit
 
   constructor (components: ApiComponents, init: ApiInit) {
     this.c = components
+    this.init = init
     this.errors = new Counter({ name: 'vgrid_api_errors_total', help: 'API requests answered with an error, by code', labelNames: ['code'] as const, registers: [components.registry] })
     this.app = Fastify({
       logger: false,
@@ -220,6 +224,9 @@ export class ApiService implements Service {
       if (req.headers.authorization != null && !tokenOk) throw new ApiError(401, 'unauthorized', 'the API token presented is not this agent\'s')
       const why = denial(caller, tokenOk, this.admins.isAdmin, this.admins.nameOf)
       if (why != null) throw new ApiError(caller.via === 'tcp' && caller.uid != null ? 403 : 401, caller.via === 'tcp' && caller.uid != null ? 'forbidden' : 'unauthorized', why)
+      if (req.method === 'GET' || req.method === 'HEAD') return
+      const refused = this.init.refuseChanges?.() ?? null
+      if (refused != null) throw new ApiError(503, 'not_joined', refused)
     })
 
     app.get('/healthz', async () => ({ ok: true }))

@@ -95,6 +95,20 @@ export function joinUnreached (joins: ReadonlyArray<{ addr: string, reached: boo
   }]
 }
 
+/**
+ * Why this agent refuses changes for now (pure): it was told to join a grid (join
+ * addresses) and has never synced with it. Its document then holds no member at all:
+ * a node writes its own roll entry only after it has synced another's (or, founding a
+ * grid, at once, with no join address). Changes made here now would meet the grid's
+ * under the same names when it joins (two VMs or volumes of one name, one overwriting
+ * the other). Null once the roll has any entry, or once a join address answered (the
+ * document syncs within moments of that).
+ */
+export function notJoined (joins: readonly string[], roll: ReadonlyArray<{ node: string }>, reached: boolean): string | null {
+  if (joins.length === 0 || roll.length > 0 || reached) return null
+  return `this agent was told to join a grid (${joins.slice(0, 3).join(', ')}${joins.length > 3 ? ', ...' : ''}) and has not reached it yet: a change made here now could clash with the grid's once it joins (a VM or volume of the same name); it takes changes once it has synced with a member (see vgrid status: join-unreachable), or start it without --join to found a grid of its own`
+}
+
 /** how long after this agent started a member of the roll may go unheard before it is a problem (gossip finds the live ones in seconds) */
 export const UNHEARD_GRACE_MS = 15_000
 

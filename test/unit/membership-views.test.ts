@@ -6,7 +6,7 @@ import test from 'ava'
 import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { duplicateNames, joinUnreached, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { duplicateNames, joinUnreached, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
@@ -71,4 +71,11 @@ test('an agent that reached none of its join addresses and sees no other member 
   t.deepEqual(joinUnreached([], alone, 'me', UNHEARD_GRACE_MS), [], 'no join address: a first node')
   t.deepEqual(joinUnreached([{ ...joins[0]!, reached: true }], alone, 'me', UNHEARD_GRACE_MS), [], 'one reached once')
   t.deepEqual(joinUnreached(joins, new Map([...alone, ['b', member('b', 'alive')]]), 'me', UNHEARD_GRACE_MS), [], 'in the grid by another way (mDNS, the peer book)')
+})
+
+test('an agent told to join that reached no join address and holds no roll refuses changes; otherwise it takes them', t => {
+  t.regex(notJoined(['/ip4/10.0.0.1/tcp/7400'], [], false) ?? '', /told to join a grid \(\/ip4\/10\.0\.0\.1\/tcp\/7400\) and has not reached it yet/)
+  t.is(notJoined([], [], false), null, 'founding a grid')
+  t.is(notJoined(['/ip4/10.0.0.1/tcp/7400'], [{ node: 'a' }], false), null, 'synced once: the roll has a member (kept on disk)')
+  t.is(notJoined(['/ip4/10.0.0.1/tcp/7400'], [], true), null, 'a join address answered: the document syncs in moments')
 })
