@@ -119,6 +119,15 @@ export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTime
 export interface RestartRecord { fenceMs: number, since: number }
 
 /**
+ * Whether a restart a roll entry records may still hold its node's VMs (pure): until
+ * its recorded fence has passed since it was recorded (wall clock; by then the others
+ * took them over), whether or not the node ever came back.
+ */
+export function restartPending (r: RestartRecord | null | undefined, wallNow: number): boolean {
+  return r != null && wallNow < r.since + r.fenceMs
+}
+
+/**
  * The fence timeout a takeover of one holder's leases waits for: `fenceMs` (the longest
  * any node advertises, takeoverFenceMs), or the longer one its roll entry records while
  * its agent restarts (its watchdog then keeps its VMs alive that much longer). A record

@@ -20,7 +20,7 @@ import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { request, serve, type RequestHost } from '../p2p/request.ts'
 import { wallNow, type Clock } from '../service.ts'
-import { fenceTimeoutFor, watchdogTimeoutFor } from './timing.ts'
+import { fenceTimeoutFor, RESTART_STARTUP_MS, watchdogTimeoutFor } from './timing.ts'
 import type { DocView } from './view.ts'
 
 export const RESTART_PROTOCOL = '/vgrid/dvmm/restart/1.0.0'
@@ -60,7 +60,9 @@ export function planRestartGrace (i: GracePlanInput): GracePlan {
   if (!i.onRoll) return { ask: false, why: 'this node is not on the member roll yet' }
   if (!i.majority) return { ask: false, why: 'this node sees no majority of the roll: the others could not be asked' }
   const peers = [...new Set(i.nodes)].filter(n => n !== i.me && i.mayBeRunning(n)).sort()
-  return { ask: true, fenceMs: fenceTimeoutFor(i.graceMs), watchdogMs: i.graceMs, peers }
+  // the agent started again within the grace adopts: its watchdog allows for its start-up too
+  const watchdogMs = i.graceMs + RESTART_STARTUP_MS
+  return { ask: true, fenceMs: fenceTimeoutFor(watchdogMs), watchdogMs, peers }
 }
 
 /** a member's answer to the ask, from what it holds (pure) */

@@ -30,5 +30,12 @@ export function fenceTimeoutFor (watchdogMs: number): number {
  * to adopt them. Others wait fenceTimeoutFor(it) plus the margin before taking them over.
  */
 export const RESTART_GRACE_MS = 30_000
-/** the longest restart grace: its fence is the longest fence timeout */
-export const MAX_RESTART_GRACE_MS = watchdogTimeoutFor(MAX_FENCE_TIMEOUT_MS)
+/**
+ * What a restarted agent takes from its process's start to its first feed of the
+ * previous run's watchdog (watchdog/bridge.ts: Node starting, the CLI loading; about 2 s
+ * on a loaded machine): the watchdog's timeout in a grace is the grace plus this, so an
+ * agent started again within the grace adopts its VMs
+ */
+export const RESTART_STARTUP_MS = 5000
+/** the longest restart grace: its fence (for its watchdog's timeout, startup included) stays within the longest fence timeout */
+export const MAX_RESTART_GRACE_MS = 5 * 60_000

@@ -2,7 +2,7 @@
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
 import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
-import { idle, isParked, rank, usageOf, type Ranking } from '../../crdt/placement/index.ts'
+import { idle, isParked, rank, restartPending, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
@@ -252,7 +252,7 @@ export interface LostVm {
  * that one VM (the others still count for where it would fit). `nameOf`: the name of a
  * node no longer a member (forgotten).
  */
-export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string, nameOf: (id: string) => string = id => id): LostVm[] {
+export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string, nameOf: (id: string) => string = id => id, wallNow = Date.now()): LostVm[] {
   const alive = new Set(nodes.filter(n => n.alive).map(n => n.id))
   const out: LostVm[] = []
   for (const [id, l] of doc.leases) {
@@ -261,7 +261,7 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
     const status = l.winner.status
     if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed') continue
     const holder = l.winner.holder
-    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? nameOf(holder), fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(doc.roll.get(holder)?.restart != null ? { restarting: true as const } : {}) })
+    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? nameOf(holder), fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(restartPending(doc.roll.get(holder)?.restart, wallNow) ? { restarting: true as const } : {}) })
   }
   return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 }
@@ -275,7 +275,7 @@ export function lostReason (l: LostVm, noMajority?: string): string {
   const next = l.fitsNowhere != null
     ? `no other node fits it: ${l.fitsNowhere}`
     : l.restarting === true
-      ? 'its agent stopped for a restart and the VM runs on there under its watchdog; it moves only if the agent is not back within its restart grace'
+      ? 'its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace; it moves only if the agent is not back by then'
       : 'it moves once that node\'s fence timeout has passed'
   return `its node ${l.nodeName} is not alive; ${next}`
 }

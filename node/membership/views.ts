@@ -5,6 +5,7 @@ import { monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView } from '../api/types.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
+import { restartPending } from '../../crdt/placement/fence.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
@@ -13,7 +14,7 @@ export function statusView (self: SelfInfo, table: MemberTable, problems: Health
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, roll: { draining?: boolean, restart?: { fenceMs: number, since: number } | null } = {}): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, roll: { draining?: boolean, restart?: { fenceMs: number, since: number } | null } = {}, wallNow = Date.now()): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -30,7 +31,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     version: a.version,
     labels: { ...a.labels, ...labels },
     draining: roll.draining === true,
-    restarting: roll.restart == null ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
+    restarting: roll.restart == null || !restartPending(roll.restart, wallNow) ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
     wireguard: a.wireguard,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,

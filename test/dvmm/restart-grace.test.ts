@@ -23,9 +23,9 @@ test('a stop for a restart records the grace, every member holds it, and the wat
   const { stop, holder, others } = await gridWithVm(granted)
   t.teardown(stop)
   await holder.dvmm.stop({ graceful: true, leave: false })
-  t.deepEqual(granted, [{ node: holder.agent.config.name, watchdogMs: 12_000, fenceMs: 20_000 }])
+  t.deepEqual(granted, [{ node: holder.agent.config.name, watchdogMs: 17_000, fenceMs: 28_334 }])
   // confirmed means held: no wait for sync here
-  for (const o of others) t.like(recordOn(o, holder), { fenceMs: 20_000 }, `${o.agent.config.name} holds the record`)
+  for (const o of others) t.like(recordOn(o, holder), { fenceMs: 28_334 }, `${o.agent.config.name} holds the record`)
   t.is(holder.fake.vms.get('v')?.state, 'running', 'the VM runs on')
 })
 

@@ -18,8 +18,10 @@ import type { VmDetail, VmRow } from '../../node/dvmm/index.ts'
 
 const CAPACITY = ['--capacity', 'cpu=2,mem=2G,disk=10G']
 const GRACE_MS = 15_000
-/** what the others wait for a restarting node: 5/3 of the grace */
-const GRACE_FENCE_MS = 25_000
+/** the watchdog's timeout in the grace: the grace and the restarted agent's start-up (5 s) */
+const GRACE_WATCHDOG_MS = GRACE_MS + 5000
+/** what the others wait for a restarting node: 5/3 of its watchdog's timeout */
+const GRACE_FENCE_MS = Math.ceil(GRACE_WATCHDOG_MS * 5 / 3)
 const MARGIN_MS = 1500
 /** away longer than the usual takeover (5 s fence + margin) */
 const AWAY_MS = 8000
@@ -92,7 +94,7 @@ e2e('SIGTERM under the default fence timeout: a restart slower than the watchdog
     const next = log.live(vm)[0]!
     t.is(old.how, 'gone', `${vm} was killed (SIGKILL), not stopped`)
     // the watchdog's last feed is no earlier than the stop began: it fires only after the grace
-    t.true(old.endedAt! - stopped2 >= GRACE_MS - 500, `${vm}: killed ${secs(old.endedAt! - stopped2)} after the stop, under the grace (not the usual 3 s)`)
+    t.true(old.endedAt! - stopped2 >= GRACE_WATCHDOG_MS - 500, `${vm}: killed ${secs(old.endedAt! - stopped2)} after the stop, under the grace (not the usual 3 s)`)
     t.true(next.startedAt >= old.endedAt!, `${vm}: the new run started after the old one ended`)
     t.true(next.startedAt - stopped2 >= GRACE_FENCE_MS, `${vm}: taken over ${secs(next.startedAt - stopped2)} after the stop, after the grace's fence`)
   }

@@ -6,7 +6,7 @@ import test from 'ava'
 import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { duplicateNames, joinUnreached, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { duplicateNames, joinUnreached, nodeView, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
@@ -78,4 +78,11 @@ test('an agent told to join that reached no join address and holds no roll refus
   t.is(notJoined([], [], false), null, 'founding a grid')
   t.is(notJoined(['/ip4/10.0.0.1/tcp/7400'], [{ node: 'a' }], false), null, 'synced once: the roll has a member (kept on disk)')
   t.is(notJoined(['/ip4/10.0.0.1/tcp/7400'], [], true), null, 'a join address answered: the document syncs in moments')
+})
+
+test('a node stopped for a restart shows restarting only while its recorded grace may hold its VMs', t => {
+  const m = member('a', 'left')
+  const restart = { since: 1_000_000, fenceMs: 58_334 }
+  t.like(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 10_000).restarting, { fenceMs: 58_334 })
+  t.is(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 58_334).restarting, null, 'over: its VMs were taken over (or it is back)')
 })

@@ -14,7 +14,7 @@ import { sleep, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
-import { MAX_RESTART_GRACE_MS } from '../timing.ts'
+import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
 
 export type QemuDriverComponents = HostDriverComponents
 
@@ -37,7 +37,7 @@ const TB_SIZE_MIB = 64
  * which adopts the VM): the longest restart grace, so no grace outlasts it. A VM whose
  * agent never comes back is killed by the watchdog by then, so waiting costs nothing.
  */
-export const NBD_RECONNECT_S = MAX_RESTART_GRACE_MS / 1000
+export const NBD_RECONNECT_S = (MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS) / 1000 + 10
 
 const commaSafe = (s: string): string => s.replace(/,/g, ',,')
 
