@@ -41,3 +41,32 @@ test('the watchdog is fed while its gate holds, not while it does not, and again
   await sleep(200)
   t.true(seq() > b, 'fed again')
 })
+
+test('an agent that stood still past its watchdog\'s timeout does not feed it at once (a supervisor frozen with it must fire first); a stopped supervisor is let go on', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wdhold-'))
+  const lines: string[] = []
+  const log = { ...silentLogger, warn: (m: string) => { lines.push(m) }, error: (m: string) => { lines.push(m) }, info: () => {}, child: () => log } as unknown as typeof silentLogger
+  const w = new Watchdog({ log }, { dataDir, timeoutMs: 400, feedMs: 50 })
+  t.teardown(async () => {
+    await w.stop()
+    if (w.pid !== undefined) { try { process.kill(w.pid, 'SIGCONT'); process.kill(w.pid, 'SIGKILL') } catch {} }
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await w.start()
+  const seq = (): number => (JSON.parse(readFileSync(watchdogPaths(dataDir).feed, 'utf8')) as { seq: number }).seq
+  await sleep(200)
+  // the agent's event loop stands still for longer than the timeout
+  const end = Date.now() + 700
+  while (Date.now() < end);
+  const after = seq()
+  await sleep(250)
+  t.is(seq(), after, 'not fed right after the stall')
+  t.true(lines.some(l => /stood still longer than its watchdog's timeout/.test(l)))
+  await sleep(600)
+  t.true(seq() > after, 'fed again once the supervisor has had its timeout to fire')
+  // a stopped supervisor is continued at the next feed
+  process.kill(w.pid!, 'SIGSTOP')
+  await sleep(300)
+  t.not(readFileSync(`/proc/${w.pid!}/stat`, 'utf8').replace(/^.*\) /s, '')[0], 'T', 'running again')
+  t.true(lines.some(l => /supervisor was stopped/.test(l)))
+})

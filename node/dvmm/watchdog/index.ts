@@ -97,7 +97,14 @@ export class Watchdog {
 
   /** Checked with each feed: a supervisor that is gone is started again at once. */
   private checkSupervisor (): void {
-    if (this.timer == null || this.respawning != null || this.running() !== undefined) return
+    const live = this.timer == null ? undefined : this.running()
+    // a supervisor stopped (SIGSTOP, a debugger) fires nothing: this agent's death would
+    // leave its VMs running beside their takeover. It is let go on at once.
+    if (live !== undefined && procStat(live)?.state === 'T') {
+      try { process.kill(live, 'SIGCONT') } catch {}
+      this.log.error('the watchdog supervisor was stopped (SIGSTOP?): continued it; while stopped it fences nothing', { pid: live })
+    }
+    if (this.timer == null || this.respawning != null || live !== undefined) return
     const was = this.pid
     this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
     this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
@@ -121,12 +128,29 @@ export class Watchdog {
 
   /** A feed if the VM manager's loop is sound (the interval's; a stop for a restart feeds once more with it) */
   feedIfSound (): void {
+    // this agent stood still past the watchdog's timeout (stopped, or its whole machine
+    // or service frozen with its supervisor): the others may have taken its VMs over, so
+    // it must not feed now, before a supervisor frozen with it has seen the feed missing
+    // and fired. It holds its feed for a timeout more (the supervisor fires meanwhile).
+    const now = performance.now()
+    if (this.fedAt > 0 && now - this.fedAt > this.init.timeoutMs && now >= this.holdUntil) {
+      this.holdUntil = now + this.init.timeoutMs
+      this.log.warn('this agent stood still longer than its watchdog\'s timeout: not feeding it until it has fired (its VMs are killed; those whose leases are still this node\'s start again)', { stalledMs: Math.round(now - this.fedAt), pid: this.pid })
+      // the feeds after the hold count from its end
+      this.fedAt = this.holdUntil
+    }
+    if (now < this.holdUntil) { this.checkSupervisor(); return }
     const ok = this.gateOk()
     if (ok !== !this.withheld) this.log[ok ? 'info' : 'warn'](ok ? 'watchdog fed again' : 'watchdog not fed: the VM manager\'s loop is stuck', { pid: this.pid })
     this.withheld = !ok
     if (ok) this.feed()
     this.checkSupervisor()
   }
+
+  /** when this agent last fed (performance.now; 0: never) */
+  private fedAt = 0
+  /** no feed before this (after a stall past the timeout) */
+  private holdUntil = 0
 
   /**
    * New timeouts (the agent's fence timeout in force changed): in the feed at once,
@@ -150,6 +174,7 @@ export class Watchdog {
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
   feed (): void {
     this.seq++
+    this.fedAt = performance.now()
     this.write(this.state())
   }
 
