@@ -2,8 +2,11 @@
 // names the demo's PID and directory; every namespace it makes is named PREFIX-*.
 // `vgrid demo --stop` signals that PID, and when the demo is gone (or was killed
 // before it could clean up) removes the leftovers itself from these two facts.
-import { readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, writeSync, mkdirSync } from 'node:fs'
+import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync, openSync, closeSync, writeSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { deleteNamespace, isAlive, listNamespaces, sleep } from '../netns/netns.ts'
+import { killAllVms, removeNetworks } from '../dvmm/watchdog/kill.ts'
+import { removeGroups } from '../dvmm/host/cgroups.ts'
 
 export const DEMO_DIR = '/run/vgrid-demo'
 export const STATE_FILE = `${DEMO_DIR}/state.json`
@@ -75,10 +78,23 @@ export async function demoNamespaces (): Promise<string[]> {
 export async function removeDemo (say: (line: string) => void, graceMs = 0): Promise<void> {
   const all = await demoNamespaces()
   const hosts = all.filter(ns => ns !== `${PREFIX}-sw`)
+  // every VM a host's data dir has a run of, whichever agent started it (one restarted
+  // by hand is no child of the demo, and the guards die with the host namespaces)
+  const victims = demoDataDirs().flatMap(d => killAllVms(d, Date.now()))
+  if (victims.length > 0) say(`killed ${victims.length} VM(s) left running: ${victims.map(v => v.id).join(' ')}`)
+  removeNetworks(victims)
+  await removeGroups(victims.flatMap(v => v.cgroups)).catch(() => {})
   if (all.length > 0) say(`removing ${all.join(' ')}`)
   await Promise.all(hosts.map(async ns => await deleteNamespace(ns, graceMs)))
   if (all.includes(`${PREFIX}-sw`)) await deleteNamespace(`${PREFIX}-sw`)
   rmSync(DEMO_DIR, { recursive: true, force: true })
+}
+
+/** the data dirs of the demo's hosts (DEMO_DIR/HOST/data) */
+function demoDataDirs (): string[] {
+  try {
+    return readdirSync(DEMO_DIR, { withFileTypes: true }).filter(e => e.isDirectory()).map(e => join(DEMO_DIR, e.name, 'data'))
+  } catch { return [] }
 }
 
 /** `vgrid demo --stop`: ask the demo to stop; if it does not, or is gone, clean up after it. */

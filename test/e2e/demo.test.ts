@@ -158,10 +158,27 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
   await nothingLeft(t, 'after Ctrl-C')
   phase('killed demo, next run removes its leftovers, Ctrl-C')
 
-  // 4. and --stop cleans up after a killed demo too
-  await crash()
+  // 4. and --stop cleans up after a killed demo too, with a VM running (its agent, the
+  // watchdog and the guard go with the host namespace: --stop kills the VM from its run record)
+  const d4 = startDemo(['--hosts', '1'])
+  const api4 = (await hostLines(t, d4))[0]![1]
+  const made = await vgrid(['vm', 'create', 'left', '--cpu', '0.1', '--memory', '16M', '--', '/bin/sleep', '600'], { VGRID_API: api4 })
+  t.is(made.code, 0, made.out)
+  let vmPid: number | undefined
+  let vmNetns: string | undefined
+  for (let i = 0; i < 300 && vmPid == null; i++) {
+    const row = JSON.parse((await vgrid(['vm', 'show', 'left', '--json'], { VGRID_API: api4 })).out) as { state: string, runtime?: { pid?: number, network?: { netns?: string } } | null }
+    if (row.state === 'running' && row.runtime?.pid != null) { vmPid = row.runtime.pid; vmNetns = row.runtime.network?.netns }
+    else await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.truthy(vmPid, 'the VM runs')
+  d4.proc.kill('SIGKILL')
+  await exitOf(d4)
   const r = await vgrid(['demo', '--stop'])
   t.regex(r.out, /gone without cleaning up/)
+  t.regex(r.out, /killed 1 VM\(s\) left running: left/)
+  t.false(isAlive(vmPid!), 'no VM outlives the demo')
+  if (vmNetns != null) t.false((await listNamespaces()).includes(vmNetns), `its network namespace ${vmNetns} is removed`)
   await nothingLeft(t, '--stop after a crash')
   phase('--stop after a killed demo')
 })
