@@ -20,5 +20,5 @@ export function onExit (crashes: readonly number[], now: number, opts: { policy?
   if (opts.clean === true && policy === 'on-failure') return { action: 'stop', crashes: [...crashes], reason: `${what} cleanly; restart policy is on-failure`, ...completed }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)
   if (recent.length >= CRASH_LIMIT) return { action: 'stop', crashes: recent, reason: `${what}: ${CRASH_LIMIT} crashes within 24 h, left stopped` }
-  return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} of ${CRASH_LIMIT} allowed within 24 h, restarting` }
+  return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} within 24 h, restarting (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }
 }

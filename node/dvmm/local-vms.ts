@@ -123,7 +123,7 @@ export class LocalVms {
         } else if (vm.exit?.reason === 'killed' && (vm.exit.watchdogKillAt != null || vm.error?.startsWith('killed by the fencing watchdog') === true)) {
           killedAndMoved.push(vm.id)
           // no lease of this node's says so: this node's history does
-          this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail: `${vm.error} while the agent was down; its lease had moved on` }, vm.exit.watchdogKillAt ?? vm.exit.at)
+          this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail: `${vm.error} while the agent was down; its lease has moved on since` }, vm.exit.watchdogKillAt ?? vm.exit.at)
         }
         if (act.do !== 'adopt' && act.do !== 'stop') this.consoles.keep(vm.id)
       }
@@ -133,8 +133,8 @@ export class LocalVms {
     if (this.ifaces.size > 0) this.c.network?.interfacesChanged()
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
-    if (killedAndMoved.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down; their leases have moved: they run elsewhere now (or wait for a node), not here', { vms: killedAndMoved })
-    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
+    if (killedAndMoved.length > 0) this.c.log.warn('the fencing watchdog (or the VMs\' guards, its supervisor gone) killed VMs while the agent was down; their leases have moved: they run elsewhere now (or wait for a node), not here', { vms: killedAndMoved })
+    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog (or the VMs\' guards, its supervisor gone) killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
     await this.consoles.serve()
   }
 

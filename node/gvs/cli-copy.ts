@@ -69,6 +69,8 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   bar.update(l.objects, l.total)
   bar.stop(`scrub: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten`)
   for (const u of l.unrepaired) out(`  object ${u.index} of ${u.layer}: not rewritten: ${u.error}`)
+  // damage left behind is a failure a script must see (as for repair)
+  if (l.unrepaired.length > 0) process.exitCode = 1
 }
 
 export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false): Promise<void> {
