@@ -65,6 +65,8 @@ export class Watchdog {
       await this.spawnSupervisor()
       this.log.info('watchdog started', { pid: this.pid, timeoutMs: this.init.timeoutMs })
     }
+    // fed again now that it runs: a spawn slow on a loaded machine is no stall of this agent (feedIfSound)
+    this.feed()
     this.timer = setInterval(() => { this.feedIfSound() }, this.init.feedMs ?? Math.max(10, Math.floor(this.init.timeoutMs / 3)))
   }
 
