@@ -229,6 +229,16 @@ export const VolumeSchema = Type.Object({
    * node; the next `vol repair --scrub` writes the set it finds (node/gvs/repair-runs.ts)
    */
   unsound: Type.Optional(Type.Record(Type.String({ maxLength: 300 }), Type.Object({ node: Type.String({ maxLength: 128 }), at: Count }, open))),
+  /**
+   * GVS: writes acknowledged with fewer than R copies (minReplicas below R), one entry
+   * per set of nodes that took them (key: a hash of the set), `at` when last written:
+   * until a repair puts every object back on R nodes, a read, settle or repair must
+   * hear from a node of every set, as only they may hold the newest copies
+   * (node/gvs/short-writes.ts)
+   */
+  shortWrites: Type.Optional(Type.Record(Type.String({ pattern: '^[0-9a-f]{16}$' }), Type.Object({ nodes: Type.Array(NodeId, { minItems: 1, maxItems: 16 }), at: Count }, open))),
+  /** GVS: the sets of `shortWrites` last written before this are cleared (a repair put every object back on R nodes after) */
+  shortClearedBefore: Type.Optional(Count),
   ...Stamp
 }, open)
 

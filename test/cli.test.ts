@@ -45,6 +45,7 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   // --api before the command, as a global flag
   t.regex((await vgrid(['--api', agent.api, 'status'])).stdout, /^health\s+ok$/m)
   t.regex((await vgrid([`--api=${agent.api}`, 'vm', 'ls'])).stdout, /no VMs|NAME/)
+  t.is((JSON.parse((await vgrid(['--json', '--api', agent.api, 'status'])).stdout) as StatusView).node.name, 'cli0', '--json before the command too')
   const n = await vgrid(['nodes', '--api', agent.api])
   t.regex(n.stdout, /^NAME\s+STATE/)
   t.regex(n.stdout, /cli0\*\s+alive\s+3\/3/)

@@ -52,16 +52,21 @@ function quietOutputErrors (): void {
 }
 
 /**
- * `vgrid --api HOST:PORT CMD ...`: the flag every client command takes, given before the
- * command, goes after it and its subcommand (before any `--`: a VM's own command line)
+ * `vgrid --api HOST:PORT --json CMD ...`: the flags every client command takes, given
+ * before the command, go after it and its subcommand (before any `--`: a VM's own
+ * command line)
  */
 function hoistApiFlag (argv: readonly string[]): string[] {
-  const [first, ...more] = argv
-  const flag = first === '--api' && more.length >= 2 ? [first, more[0]!] : first?.startsWith('--api=') === true && more.length >= 1 ? [first] : null
-  if (flag == null) return [...argv]
-  const rest = argv.slice(flag.length)
+  const flags: string[] = []
+  let i = 0
+  for (;;) {
+    const a = argv[i]
+    if (a === '--api' && argv.length - i >= 3) { flags.push(a, argv[i + 1]!); i += 2 } else if ((a?.startsWith('--api=') === true || a === '--json') && argv.length - i >= 2) { flags.push(a); i++ } else break
+  }
+  if (flags.length === 0) return [...argv]
+  const rest = argv.slice(i)
   const at = rest.length >= 2 && !rest[1]!.startsWith('-') ? 2 : 1
-  return [...rest.slice(0, at), ...flag, ...rest.slice(at)]
+  return [...rest.slice(0, at), ...flags, ...rest.slice(at)]
 }
 
 async function main (argv: string[]): Promise<void> {

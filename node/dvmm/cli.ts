@@ -135,7 +135,10 @@ async function show (argv: string[]): Promise<void> {
   if (d.spec.volumes.length > 0) out(`  volumes ${d.spec.volumes.join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime
-  if (rt != null) out(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
+  // a run that ended keeps its record until the VM starts again: its pid and network are gone
+  const running = rt != null && rt.state !== 'stopped' && rt.state !== 'failed'
+  if (rt != null && running) out(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
+  else if (rt != null) out(`  on this node: its last run ${rt.state}${rt.startedAt != null ? ` (started ${new Date(rt.startedAt).toISOString()})` : ''}; nothing of it runs`)
   const ranking = d.decision?.ranking ?? d.placement
   out(d.decision != null ? `placement (as decided at ${d.decision.at}):` : 'placement (if it were placed now):')
   for (const n of ranking.nodes) {
@@ -186,8 +189,11 @@ export async function node (argv: string[]): Promise<void> {
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
-    const r = await api.request<{ name: string }>('DELETE', `${path}/roll`)
-    return v.json === true ? json(r) : out(`${r.name}: forgotten (off the member roll)`)
+    const r = await api.request<{ name: string, shortWritesLost?: string[] }>('DELETE', `${path}/roll`)
+    const lost = r.shortWritesLost ?? []
+    return v.json === true
+      ? json(r)
+      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites kept only on ${r.name} (fewer than R copies) are given up; these volumes read their older copies now: ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)

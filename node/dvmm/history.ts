@@ -149,7 +149,9 @@ export class History {
     const carried = this.logs.get(vm)
     const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
     const inLog = new Set(logged.map(e => `${e.at} ${e.event} ${e.node}`))
-    const own = (this.own.get(vm) ?? []).filter(e => !inLog.has(`${e.at} ${e.event} ${e.node ?? ''}`))
+    // the same event the lease's log has from its own write, a moment apart (a drain's stop: recorded here, then in the lease)
+    const logs = (e: HistoryEvent): boolean => logged.some(l => l.event === e.event && l.node === (e.node ?? '') && l.detail === e.detail && Math.abs(l.at - e.at) <= 1000)
+    const own = (this.own.get(vm) ?? []).filter(e => !inLog.has(`${e.at} ${e.event} ${e.node ?? ''}`) && !logs(e))
     return [...logged, ...own].sort((a, b) => a.at - b.at)
   }
 

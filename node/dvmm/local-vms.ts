@@ -364,9 +364,9 @@ export class LocalVms {
   private watchdogKilled (vm: string, at: number, by?: 'guard'): void {
     const when = new Date(at).toISOString()
     const why = by === 'guard'
-      ? `killed by its guard at ${when}: the fencing watchdog's supervisor was gone (killed), and nothing would have fenced it`
+      ? `killed by its guard at ${when}: the fencing watchdog's supervisor was gone (killed) or had stopped beating (stopped or stalled), and nothing would have fenced it`
       : `killed by the fencing watchdog at ${when}: this agent did not feed it in time (it stalled, or was stopped)`
-    this.c.log.warn(by === 'guard' ? 'a VM\'s guard killed it: the fencing watchdog\'s supervisor was gone' : 'the fencing watchdog killed a VM while this agent did not feed it', { vm, at: when })
+    this.c.log.warn(by === 'guard' ? 'a VM\'s guard killed it: the fencing watchdog\'s supervisor was gone or had stopped beating' : 'the fencing watchdog killed a VM while this agent did not feed it', { vm, at: when })
     this.c.metrics.kills.inc({ why: 'fenced' })
     this.consoles.keep(vm)
     this.c.history.add(vm, { event: 'killed', node: this.c.config.name, detail: why }, at)

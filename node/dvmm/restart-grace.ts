@@ -18,17 +18,14 @@
 import type { Writer } from '../../crdt/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
-import { request, serve, type RequestHost } from '../p2p/request.ts'
+import type { RequestHost } from '../p2p/request.ts'
+import { askHolds, serveHolds } from '../state/holds-check.ts'
 import { wallNow, type Clock } from '../service.ts'
 import { fenceTimeoutFor, RESTART_STARTUP_MS, watchdogTimeoutFor } from './timing.ts'
 import type { DocView } from './view.ts'
 
+/** the holds check (node/state/holds-check.ts) on a protocol of its own, as earlier releases ask it */
 export const RESTART_PROTOCOL = '/vgrid/dvmm/restart/1.0.0'
-/** how long a stopping agent waits for every member's answer (the stop waits this at most) */
-const ASK_TIMEOUT_MS = 3000
-/** how long a member waits to have the record (it pulls it from the asker) before it says no */
-const HOLD_WAIT_MS = 2500
-const HEAD = /^[0-9a-f]{64}$/
 
 export interface GracePlanInput {
   /** the node's setting (0: off) */
@@ -65,13 +62,6 @@ export function planRestartGrace (i: GracePlanInput): GracePlan {
   return { ask: true, fenceMs: fenceTimeoutFor(watchdogMs), watchdogMs, peers }
 }
 
-/** a member's answer to the ask, from what it holds (pure) */
-export function checkAsk (req: unknown): { heads: string[] } | { error: string } {
-  const heads = (req as { heads?: unknown } | null)?.heads
-  if (!Array.isArray(heads) || heads.length === 0 || heads.length > 64 || !heads.every(h => typeof h === 'string' && HEAD.test(h))) return { error: 'heads: expected 1 to 64 change hashes' }
-  return { heads: heads as string[] }
-}
-
 export interface RestartGraceComponents {
   peerId: string
   log: Logger
@@ -102,25 +92,10 @@ export class RestartGrace {
   }
 
   async start (): Promise<void> {
-    if (this.c.host != null) await serve(this.c.host, RESTART_PROTOCOL, async (req, from) => await this.answer(req, from), { maxRequestBytes: 8 * 1024, maxInboundStreams: 8 })
+    if (this.c.host != null) await serveHolds(this.c.host, RESTART_PROTOCOL, this.c.state, () => this.c.clock.now())
   }
 
   async stop (): Promise<void> { await this.c.host?.unhandle(RESTART_PROTOCOL).catch(() => {}) }
-
-  /** a member asks: does this node hold its restart record (the document up to `heads`) on disk? */
-  private async answer (req: unknown, from: string): Promise<unknown> {
-    const ask = checkAsk(req)
-    if ('error' in ask) return ask
-    const state = this.c.state
-    if (state.holds == null) return { error: 'this node keeps no document' }
-    state.noteHeads?.(from, ask.heads)
-    const until = this.c.clock.now() + HOLD_WAIT_MS
-    for (;;) {
-      if (await state.holds(ask.heads)) return { ok: true }
-      if (this.c.clock.now() >= until) return { error: 'this node does not hold the record yet' }
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-  }
 
   /**
    * At a stop for a restart (pure plan, then I/O): records the grace and asks the
@@ -162,19 +137,7 @@ export class RestartGrace {
 
   /** the members that did not confirm, each with why */
   private async ask (peers: string[], heads: string[]): Promise<string[]> {
-    const host = this.c.host
-    const nameOf = (id: string): string => this.c.membership.members.get(id)?.advert.name ?? id
-    if (peers.length === 0) return []
-    if (host == null || heads.length === 0) return peers.map(p => `${nameOf(p)}: cannot be asked from here`)
-    const answers = await Promise.all(peers.map(async p => {
-      try {
-        const a = await request(host, p, RESTART_PROTOCOL, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
-        return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
-      } catch (err) {
-        return `${nameOf(p)}: ${(err as Error).message}`
-      }
-    }))
-    return answers.filter(a => a != null)
+    return await askHolds(this.c.host, RESTART_PROTOCOL, peers, heads, id => this.c.membership.members.get(id)?.advert.name ?? id)
   }
 
   /** Each step: a record an earlier run of this node left is cleared once this run sees a majority. */

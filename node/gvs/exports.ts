@@ -25,6 +25,7 @@ import type { LocalCaches } from './local-cache.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { WriterHandle, Writers } from './writers.ts'
+import type { ShortWrite } from './short-writes.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
 const PINNED = /^(.+)~([0-9]{1,16})$/
@@ -49,6 +50,10 @@ export interface VolumeExportsComponents {
   caches?: LocalCaches
   /** the newest writer epoch this node's store knows for a layer (and those under it) */
   writerFloor?: (layer: string) => Promise<number>
+  /** the record of writes with fewer than R copies, by volume id (short-write-records.ts; absent: none kept) */
+  shortWrites?: { sets: (volumeId: string) => ShortWrite[], before: (volumeId: string, holders: readonly string[]) => Promise<void> }
+  /** a node's name, for errors */
+  nameOf?: (node: string) => string
 }
 
 export class VolumeExports {
@@ -213,7 +218,16 @@ export class VolumeExports {
     const key = `${size}/${v.replicas}/${v.minReplicas ?? v.replicas}/${epoch}/${layers.join(',')}`
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
-    const replicated = new ReplicatedVolume({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, generation: this.c.generation }, {
+    const id = v.id
+    const short = this.c.shortWrites
+    const replicated = new ReplicatedVolume({
+      transport: this.c.transport,
+      holders: this.c.holders,
+      nodes: this.c.nodes,
+      generation: this.c.generation,
+      nameOf: this.c.nameOf,
+      ...(short == null ? {} : { shortSets: () => short.sets(id), shortWrite: async hs => { await short.before(id, hs) } })
+    }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })
     // a VM's disk is cached on its holder's node (`id#epoch`, an epoch this node fenced
@@ -221,7 +235,6 @@ export class VolumeExports {
     // a plain export or a snapshot is not
     const vmEpoch = this.pins.get(v.id)?.includes(epoch) === true
     const cache = readOnly || !vmEpoch ? null : this.c.caches?.of(v.id, epoch) ?? null
-    const id = v.id
     const top = layers[0]!
     const dev = cache == null
       ? replicated

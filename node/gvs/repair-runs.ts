@@ -10,6 +10,7 @@ import { layersOf, placementKeyOf } from './volumes.ts'
 import type { GvsMetrics } from './metrics.ts'
 import type { LastRepair, RepairProgressView } from './health.ts'
 import type { RepairsFile } from './repairs-file.ts'
+import type { ShortWrite } from './short-writes.ts'
 
 export interface RepairRunsComponents {
   /** this node's id */
@@ -34,6 +35,10 @@ export interface RepairRunsComponents {
   unsound?: (v: Volume, objects: string[]) => Promise<void>
   /** a node's name, for what the reports say */
   nameOf?: (node: string) => string
+  /** a volume's sets of nodes that took writes with fewer than R copies (short-writes.ts) */
+  shortSets?: (volumeId: string) => ShortWrite[]
+  /** a repair that began at `startedAt` ended healthy: the volume's short writes are on R nodes now */
+  shortRepaired?: (volumeId: string, startedAt: number) => Promise<void>
 }
 
 export interface RepairRunsInit {
@@ -80,12 +85,13 @@ export class RepairRuns {
 
   /** the repairer of one layer of the volume (also what takes its inventory) */
   repairer (v: Volume, layer: string): Repairer {
-    return this.layerRepairer({ layer, placementKey: placementKeyOf(v), replicas: v.replicas, sizeBytes: v.sizeBytes })
+    const sets = this.c.shortSets
+    return this.layerRepairer({ layer, placementKey: placementKeyOf(v), replicas: v.replicas, sizeBytes: v.sizeBytes }, sets == null ? undefined : () => sets(v.id))
   }
 
   /** the repairer of one layer placed by `placementKey` (layers shared by several volumes: layer-reclaim.ts) */
-  layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }): Repairer {
-    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf }, {
+  layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }, shortSets?: () => ShortWrite[]): Repairer {
+    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf, shortSets }, {
       volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
@@ -147,6 +153,8 @@ export class RepairRuns {
       const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
       const unsound = new Set(carried.map(s => `${s.layer}/${s.index}`)).size
       if (report.failed > 0 || unsound > 0) report.health = 'degraded'
+      // every object back on R nodes: the writes kept on fewer are recorded no more
+      if (report.health === 'healthy' && !stopped) await this.c.shortRepaired?.(v.id, view.startedAt).catch(() => {})
       this.c.metrics?.repairBytes.inc(report.bytes)
       this.c.metrics?.repairFailed.inc(report.failed)
       this.c.metrics?.surplusFreed.inc(report.freed)

@@ -12,6 +12,7 @@ import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
 import { RETIRE_QUIET_MS } from './object-uses.ts'
+import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
 
 /** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
@@ -105,6 +106,12 @@ export interface RepairerComponents {
   agreed?: () => Promise<boolean>
   /** a node's name, for what the report says (default: its id) */
   nameOf?: (node: string) => string
+  /**
+   * the volume's sets of nodes that took writes with fewer than R copies (short-writes.ts):
+   * while none of a set's nodes lists its copies, the newest may be only there, and the
+   * repair copies nothing (it would spread older copies). Default: none.
+   */
+  shortSets?: () => ShortWrite[]
 }
 
 /**
@@ -154,7 +161,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   }
 
   /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
-  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[] }> {
+  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[], listed: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()
     const errors: string[] = []
     /** the nodes that answered */
@@ -193,12 +200,22 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       inventory.set(i, current)
     }))
     const versions = new Map([...all].map(([i, copies]) => [i, new Map(copies.map(c => [c.node, c.version]))]))
-    return { inventory, stale, versions, errors }
+    return { inventory, stale, versions, errors, listed }
   }
 
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
-    const { inventory, stale, versions, errors } = await this.inventory()
+    const { inventory, stale, versions, errors, listed } = await this.inventory()
+    // writes kept on fewer than R nodes, none of which listed: copies elsewhere may be older, and are not spread
+    let why: string | null = null
+    try {
+      const unheard = unheardSets(this.c.shortSets?.() ?? [], n => listed.includes(n))
+      if (unheard.length > 0) why = unheardError(this.init.volume, 'is not repaired', unheard, this.c.nameOf).message
+    } catch (err) { why = (err as Error).message }
+    if (why != null) {
+      errors.push(why)
+      return { volume: this.init.volume, done: 0, total: 0, bytes: 0, failed: 1, plan: { copies: [], surplus: [], lost: [], short: [] }, health: 'degraded', errors, freed: 0 }
+    }
     const plan = planRepair(inventory, i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE

@@ -13,7 +13,9 @@
 //   write is lost across the move and a new holder never answers with zeros it lacks
 //   (settler.ts);
 // Too few holders (fewer than minReplicas live nodes) fails the write with a clear
-// 'unavailable' error instead of taking it with fewer copies than promised.
+// 'unavailable' error instead of taking it with fewer copies than promised. A write to
+// fewer than R (but at least minReplicas) is first recorded, and a read or settle must
+// hear from a node of every such set (short-writes.ts).
 import { GvsError, isGvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
@@ -22,6 +24,7 @@ import { RangeLock } from './range-lock.ts'
 import type { ReplicaRequest } from './replica-protocol.ts'
 import { planSettle } from './versions.ts'
 import { Settler } from './settler.ts'
+import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -31,6 +34,12 @@ export interface ReplicatedVolumeComponents {
   nodes?: () => string[]
   /** changes whenever the live nodes change (SettlerComponents.generation) */
   generation?: () => number
+  /** before a write to fewer than R holders: resolves once it is recorded where a majority holds it (short-write-records.ts); absent: not recorded */
+  shortWrite?: (holders: string[]) => Promise<void>
+  /** the volume's sets of nodes that took writes with fewer than R copies (SettlerComponents.shortSets) */
+  shortSets?: () => ShortWrite[]
+  /** a node's name, for errors */
+  nameOf?: (node: string) => string
 }
 
 export interface ReplicatedVolumeInit {
@@ -82,7 +91,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
     this.retryMs = init.retryMs ?? 0
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation }, { volume: init.volume, epoch: init.epoch, under: this.under })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, shortSets: components.shortSets, nameOf: components.nameOf }, { volume: init.volume, epoch: init.epoch, under: this.under })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -103,9 +112,11 @@ export class ReplicatedVolume implements BlockDevice {
   async read (offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length)
     const ps = pieces(offset, length, this.init.objectSize)
-    if (ps.length === 1) return await this.readPiece(ps[0]!)
+    // a moment without a majority (this agent just restarted, or a member went) is waited out as a write's is
+    const one = async (p: Piece): Promise<Uint8Array> => await this.retrying(undefined, async () => await this.readPiece(p))
+    if (ps.length === 1) return await one(ps[0]!)
     const out = new Uint8Array(length)
-    await Promise.all(ps.map(async p => { out.set(await this.readPiece(p), p.at) }))
+    await Promise.all(ps.map(async p => { out.set(await one(p), p.at) }))
     return out
   }
 
@@ -126,6 +137,9 @@ export class ReplicatedVolume implements BlockDevice {
     // (a holder that did not answer may have an old copy: not read from until it does)
     if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(hs).filter(n => !silent.has(n)) }
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
+    // writes kept on fewer than R nodes: the newest copy may be only on a set that did not answer
+    const unheard = unheardSets(this.c.shortSets?.() ?? [], n => seen.some(x => x.node === n))
+    if (unheard.length > 0) throw unheardError(this.init.volume, `object ${index}`, unheard, this.c.nameOf)
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {
@@ -193,6 +207,8 @@ export class ReplicatedVolume implements BlockDevice {
     await this.retrying(stop, async () => {
       for (;;) {
         const hs = this.writeHolders(p.index)
+        // fewer than R: recorded first, where a majority holds it (short-writes.ts)
+        if (hs.length < this.init.replicas) await this.c.shortWrite?.(hs)
         await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
         const sent = await this.inOrder(p, async () => {
           const now = this.writeHolders(p.index)

@@ -7,6 +7,7 @@ import { GvsError } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
 import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
+import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
 
 /** every byte of an object: settling holds it whole */
 const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
@@ -24,6 +25,14 @@ export interface SettlerComponents {
    * holders read as before. Default: never changes.
    */
   generation?: () => number
+  /**
+   * the volume's sets of nodes that took writes with fewer than R copies, not yet
+   * repaired (short-writes.ts): a settle that hears from no node of one fails, as the
+   * newest copy may be only there. Default: none.
+   */
+  shortSets?: () => ShortWrite[]
+  /** a node's name, for errors */
+  nameOf?: (node: string) => string
 }
 
 export interface SettlerInit {
@@ -189,6 +198,8 @@ export class Settler {
   /** the copies of one layer's object brought to the holders that answered and lack it */
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent }> {
     const { seen, silent } = await this.look(vol, index, hs)
+    const unheard = unheardSets(this.c.shortSets?.() ?? [], n => seen.some(x => x.node === n))
+    if (unheard.length > 0) throw unheardError(this.init.volume, `object ${index}`, unheard, this.c.nameOf)
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent }
     const why: string[] = []

@@ -3,6 +3,7 @@
 // request to each live node, good for a few seconds) and computes the state from them
 // (health.ts, pure); any other node asks the coordinator over the status protocol and
 // falls back on its own view, saying so.
+import { activeSets } from './short-writes.ts'
 import type { Volume } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
@@ -22,6 +23,8 @@ export interface VolumeStatesComponents {
   /** the live members with disk */
   live: () => Set<string>
   members: () => MemberTable
+  /** why this node sees no majority of the roll, or null (short-write-records.ts) */
+  noMajority?: () => string | null
 }
 
 export class VolumeStates {
@@ -76,7 +79,12 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf })
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, shortSets: Object.values(activeSets(v)), nameOf })
+    const noMajority = this.c.noMajority?.()
+    if (noMajority != null) {
+      h.reasons.push(`${noMajority}: not readable or writable here until it sees one (it cannot tell whether its copies are the newest)`)
+      h.state = 'degraded'
+    }
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }

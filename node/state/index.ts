@@ -14,6 +14,7 @@ import { StateStore, DiskError, type DiskCause, type DiskProblem, type StateFile
 import { Persister } from './persister.ts'
 import { SyncService, type PeerStatus } from './sync.ts'
 import { HeadsAnnouncer } from './announce.ts'
+import { HOLDS_PROTOCOL, serveHolds } from './holds-check.ts'
 
 export { STATE_SYNC_PROTOCOL } from './sync.ts'
 export { FRAME_SYNC } from './sync-session.ts'
@@ -167,6 +168,8 @@ export class StateService extends EventEmitter<StateEvents> {
     this.announcer.on('heads', (peer, heads) => this.sync.noteHeads(peer, heads))
     this.announcer.on('rejected', reason => this.init.gossipRejected.inc({ topic: 'state', reason }))
     await this.sync.start()
+    // others ask before they count on this node holding a change of theirs (holds-check.ts)
+    await serveHolds(host, HOLDS_PROTOCOL, { holds: async heads => await this.holds(heads), noteHeads: (peer, heads) => { this.noteHeads(peer, heads) } })
     this.announcer.start()
     this.compactTimer = setInterval(() => {
       // a failure degrades the service (one ERROR); the old files stay as they were
@@ -194,6 +197,7 @@ export class StateService extends EventEmitter<StateEvents> {
     clearInterval(this.diskTimer)
     clearTimeout(this.remoteFlush)
     this.announcer.stop()
+    await this.init.host.unhandle(HOLDS_PROTOCOL).catch(() => {})
     await this.sync.stop()
     // a fresh snapshot makes the next start a single load; after disk trouble, first
     // re-open the files (the directory may have been removed and is then re-created)

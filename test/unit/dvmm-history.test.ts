@@ -119,3 +119,13 @@ test('a VM made again under a removed VM\'s name does not take on its history: a
   t.is(h.of('web', name, 50).length, 2)
   t.is(h.of('web', name).length, 2, 'a VM of an older agent (no created): shown')
 })
+
+test('a stop this node recorded and the lease\'s log then recorded too, a moment apart, shows once (a drain)', t => {
+  const h = new History(() => 5000)
+  h.add('web', { event: 'stopped', node: 'N2', detail: 'node draining' })
+  h.observe(new Map([['web', lease({ holder: 'n2', log: [{ at: 4000, event: 'placed', node: 'n2', epoch: 1 }, { at: 5044, event: 'stopped', node: 'n2', detail: 'node draining' }] })]]), vms, name)
+  t.deepEqual(h.of('web', name).map(e => [e.event, e.local === true]), [['placed', false], ['stopped', false]])
+  // the same stop again much later is another stop
+  h.add('web', { event: 'stopped', node: 'N2', detail: 'node draining' }, 9000)
+  t.is(h.of('web', name).filter(e => e.event === 'stopped').length, 2)
+})

@@ -3,7 +3,8 @@
 // restarted run's fence, which counts the promised fence from the last feed only
 // until it first sees a majority (node/dvmm/fencing.ts).
 import test from 'ava'
-import { checkAsk, planRestartGrace, type GracePlanInput } from '../../node/dvmm/restart-grace.ts'
+import { planRestartGrace, type GracePlanInput } from '../../node/dvmm/restart-grace.ts'
+import { checkAsk } from '../../node/state/holds-check.ts'
 import { Fencing } from '../../node/dvmm/fencing.ts'
 import { fenceTimeoutFor, watchdogTimeoutFor } from '../../node/dvmm/timing.ts'
 import { silentLogger } from '../../node/log.ts'

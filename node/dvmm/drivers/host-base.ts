@@ -33,17 +33,25 @@ export interface HostDriverInit {
 }
 
 const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
-  'if [ -p "$VGRID_GUARD" ]; then /bin/sh -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" $$ $VGRID_CGROUPS & fi; ' +
-  'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_SH; exec "$@"'
-// The VM's guard: a shell of its own in the VM's session and groups, started before
-// anything of the VM runs. It waits on the fencing watchdog's FIFO, which the
-// supervisor holds open while it lives (watchdog/supervisor-main.ts). The supervisor
-// gone too (killed with the agent), nothing would end the VM before another node takes
-// it over: the guard marks the run as the watchdog does and kills the VM's session and
-// groups. It dies with the VM otherwise (the driver's clean-up kills its groups).
-// (its groups first: the session's kill ends the guard too)
-const GUARD = 'trap "" TERM INT HUP; f=$1; pg=$2; shift 2; read _ < "$f"; ' +
-  'echo "$(date +%s%3N) guard" > ' + WATCHDOG_KILLED + '; ' +
+  'if [ -p "$VGRID_GUARD" ]; then /bin/bash -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" "$VGRID_GUARD_BEAT" $$ $VGRID_CGROUPS & fi; ' +
+  'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_BEAT VGRID_GUARD_SH; exec "$@"'
+// The VM's guard: a bash of its own in the VM's session and groups, started before
+// anything of the VM runs. It holds the fencing watchdog's FIFO open for reading, which
+// the supervisor holds open for writing while it lives (watchdog/supervisor-main.ts),
+// and wakes each second (read -t: no process forked) to read the supervisor's beats.
+// The supervisor gone (killed with the agent: EOF), or its beats stopped for longer
+// than the watchdog's timeout in force (stopped or stalled while the agent is dead),
+// nothing would end the VM before another node takes it over: the guard marks the run
+// as the watchdog does and kills the VM's session and groups (its groups first: the
+// session's kill ends the guard too). It dies with the VM otherwise (the driver's
+// clean-up kills its groups). A supervisor that writes no beats (an earlier release)
+// is only watched for its end.
+const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; exec 3< "$f" || exit 0; last=; still=0; why=; ' +
+  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
+  'n=; t=; read n t < "$b" 2>/dev/null; ' +
+  'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
+  'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -gt $t ]; then why=" stalled"; break; fi;; esac; done; ' +
+  'echo "$(date +%s%3N) guard$why" > ' + WATCHDOG_KILLED + '; ' +
   'for g in "$@"; do while read p; do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; done < "$g/cgroup.procs"; done; ' +
   'kill -KILL -- "-$pg" 2>/dev/null'
 // a caught TERM (unlike an ignored one) is reset in the VM's process, and lets this
@@ -254,7 +262,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
         cwd: dir,
         detached: true, // its own session: the agent's death or its terminal's signals do not reach it
         stdio: ['ignore', con, con],
-        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, VGRID_CGROUPS: rec.cgroups.join(' '), VGRID_EXIT: join(dir, 'exit'), VGRID_GUARD: watchdogPaths(this.init.dataDir).alive, VGRID_GUARD_SH: GUARD }
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, VGRID_CGROUPS: rec.cgroups.join(' '), VGRID_EXIT: join(dir, 'exit'), VGRID_GUARD: watchdogPaths(this.init.dataDir).alive, VGRID_GUARD_BEAT: watchdogPaths(this.init.dataDir).beat, VGRID_GUARD_SH: GUARD }
       })
       child.on('error', err => { rec.error = err.message })
       child.on('exit', () => { this.poll() })
@@ -335,7 +343,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
       const byGuard = watchdogAt !== undefined && /\bguard\b/.test(watchdogAt)
-      if (watchdogAt !== undefined) rec.error = byGuard ? `killed by its guard${watchdogTime(watchdogAt)}: the fencing watchdog's supervisor was gone` : `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
+      const stalled = byGuard && /\bstalled\b/.test(watchdogAt ?? '')
+      if (watchdogAt !== undefined) rec.error = byGuard ? `killed by its guard${watchdogTime(watchdogAt)}: the fencing watchdog's supervisor was ${stalled ? 'stopped or stalled, its agent not there to wake it' : 'gone'}` : `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
       rec.exit = watchdogAt !== undefined ? { ...exit, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now(), ...(byGuard ? { watchdogKillBy: 'guard' as const } : {}) } : exit
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
@@ -446,9 +455,9 @@ export function watchdogTime (text: string): string {
   return ms !== undefined ? ` at ${new Date(ms).toISOString()}` : ''
 }
 
-/** the time in the watchdog's mark (ms since the epoch; a guard's mark adds " guard"), if it holds one */
+/** the time in the watchdog's mark (ms since the epoch; a guard's mark adds " guard", or " guard stalled"), if it holds one */
 export function watchdogMs (text: string): number | undefined {
-  const t = text.trim().replace(/ guard$/, '')
+  const t = text.trim().replace(/ guard( stalled)?$/, '')
   const ms = /^\d{1,15}$/.test(t) ? Number(t) : NaN
   return Number.isFinite(ms) && ms > 0 ? ms : undefined
 }

@@ -5,7 +5,7 @@
 // the fence timeout), it kills every VM of this node and records when. A disarmed feed
 // (clean agent exit) makes it exit without killing anything.
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, constants, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, constants, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
 import { killAllVms, removeNetworks } from './kill.ts'
@@ -57,6 +57,22 @@ try {
   log(`could not hold ${paths.alive} (${(err as Error).message}): VMs started from now on run without their guard`)
 }
 
+// The guards also read this file each second: "BEATS TIMEOUT_MS", written in place at
+// every check (a fixed width, never truncated: it needs no new block on a full disk).
+// A supervisor stopped or stalled (SIGSTOP) while its agent is dead fences nothing and
+// holds the FIFO open: its beats stop, and each guard kills its VM once they stopped
+// for longer than the watchdog's timeout in force.
+let beatFd: number | undefined
+try { beatFd = openSync(paths.beat, constants.O_WRONLY | constants.O_CREAT, 0o600) } catch (err) {
+  log(`could not open ${paths.beat} (${(err as Error).message}): the guards cannot tell if this supervisor stalls`)
+}
+let beats = 0
+function beat (timeout: number): void {
+  if (beatFd === undefined) return
+  beats = (beats + 1) % 1e9
+  try { writeSync(beatFd, `${String(beats).padStart(9, '0')} ${String(Math.round(timeout)).padStart(12, ' ')}\n`, 0) } catch {}
+}
+
 let lastKey: string | undefined
 let lastChangeAt = mono()
 let lastTimeout = timeoutMs
@@ -79,6 +95,7 @@ function check (): void {
   const t = fedTimeout(feed, timeoutMs)
   deadline = nextDeadline({ fed, deadline, lastChangeAt, prevTimeoutMs: lastTimeout, timeoutMs: t, now })
   lastTimeout = t
+  beat(t)
   const v = decide({ feed, lastChangeAt, now, timeoutMs, deadline })
   if (v.action === 'exit') {
     log(`exit: ${v.why}`)

@@ -303,3 +303,38 @@ maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM
     t.regex(info?.error ?? '', /^killed by its guard at \S+: the fencing watchdog's supervisor was gone$/)
   }
 })
+
+maybe('watchdog: its supervisor stopped (SIGSTOP) while the agent is dead: its beats stop, and each VM\'s guard kills the VM before a takeover could start it elsewhere', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
+  const TIMEOUT = 3000
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT })
+  const id = `stall-${process.pid}`
+  t.teardown(async () => {
+    w.abandon()
+    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
+    try { await driver.kill(id) } catch {}
+    try { await driver.remove(id) } catch {}
+    await driver.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await w.start()
+  const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  t.true(alive(pid), 'the VM runs while the supervisor beats')
+  // the agent dies, and its supervisor is stopped before it could fire: only the guard is left
+  w.abandon()
+  const t0 = Date.now()
+  process.kill(w.pid!, 'SIGSTOP')
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  t.true(alive(pid), 'a supervisor stopped for less than the watchdog\'s timeout is no reason to kill')
+  await waitFor('the VM killed by its guard', () => !alive(pid), 8000, 20)
+  const ms = Date.now() - t0
+  t.log(`VM killed ${ms} ms after the supervisor's SIGSTOP`)
+  // a takeover elsewhere waits the fence timeout (5/3 of the watchdog's) and its margin from the last feed
+  t.true(ms < TIMEOUT * 5 / 3 + 1500, `before any takeover (${ms} ms)`)
+  await waitFor('the exit recorded', async () => (await driver.inspect(id))?.state === 'stopped', 3000, 20)
+  const info = await driver.inspect(id)
+  t.is(info?.exit?.watchdogKillBy, 'guard')
+  t.regex(info?.error ?? '', /^killed by its guard at \S+: the fencing watchdog's supervisor was stopped or stalled, its agent not there to wake it$/)
+})
