@@ -197,6 +197,13 @@ export const SnapshotSchema = Type.Object({
   ...Stamp
 }, open)
 
+/** GVS: the live nodes (and weights) placement was over while a volume was written (node/gvs/write-intervals.ts) */
+const WriteIntervalSchema = Type.Object({
+  nodes: Type.Array(Type.Object({ id: NodeId, weight: Count }, open), { minItems: 1, maxItems: 1024 }),
+  at: Count,
+  lost: Type.Optional(Type.Array(NodeId, { maxItems: 1024 }))
+}, open)
+
 export const VolumeSchema = Type.Object({
   id: Id,
   /** place in the hierarchical volume namespace, e.g. /apps/shop/db-data */
@@ -230,15 +237,17 @@ export const VolumeSchema = Type.Object({
    */
   unsound: Type.Optional(Type.Record(Type.String({ maxLength: 300 }), Type.Object({ node: Type.String({ maxLength: 128 }), at: Count }, open))),
   /**
-   * GVS: writes acknowledged with fewer than R copies (minReplicas below R), one entry
-   * per set of nodes that took them (key: a hash of the set), `at` when last written:
-   * until a repair puts every object back on R nodes, a read, settle or repair must
-   * hear from a node of every set, as only they may hold the newest copies
-   * (node/gvs/short-writes.ts)
+   * GVS: where the volume's writes went: per placement generation its writer wrote in
+   * (key: a hash of the nodes and weights), the live nodes placement was over, when
+   * recorded, and the nodes `vgrid node forget` gave up. Until a repair clears it, a
+   * read, settle or repair of an object must hear from one of its holders in each
+   * (node/gvs/write-intervals.ts)
    */
-  shortWrites: Type.Optional(Type.Record(Type.String({ pattern: '^[0-9a-f]{16}$' }), Type.Object({ nodes: Type.Array(NodeId, { minItems: 1, maxItems: 16 }), at: Count }, open))),
-  /** GVS: the sets of `shortWrites` last written before this are cleared (a repair put every object back on R nodes after) */
-  shortClearedBefore: Type.Optional(Count),
+  writeIntervals: Type.Optional(Type.Record(Type.String({ pattern: '^[0-9a-f]{16}$' }), WriteIntervalSchema)),
+  /** GVS: the intervals recorded before this are cleared (a repair put every object on its holders after; written by repair only) */
+  writeIntervalsClearedBefore: Type.Optional(Count),
+  /** GVS: the placement a repair that ended healthy put every object on: an interval in force like the others (written by repair only) */
+  writeIntervalsRepaired: Type.Optional(WriteIntervalSchema),
   ...Stamp
 }, open)
 

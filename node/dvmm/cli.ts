@@ -189,11 +189,11 @@ export async function node (argv: string[]): Promise<void> {
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
-    const r = await api.request<{ name: string, shortWritesLost?: string[] }>('DELETE', `${path}/roll`)
-    const lost = r.shortWritesLost ?? []
+    const r = await api.request<{ name: string, writesGivenUp?: string[] }>('DELETE', `${path}/roll`)
+    const lost = r.writesGivenUp ?? []
     return v.json === true
       ? json(r)
-      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites kept only on ${r.name} (fewer than R copies) are given up; these volumes read their older copies now: ${lost.join(', ')}` : ''}`)
+      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their other copies are read as the newest now): ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)

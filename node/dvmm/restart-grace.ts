@@ -19,13 +19,13 @@ import type { Writer } from '../../crdt/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
-import { askHolds, serveHolds } from '../state/holds-check.ts'
+import { RESTART_HOLDS_PROTOCOL, askHolds, serveHolds } from '../state/holds-check.ts'
 import { wallNow, type Clock } from '../service.ts'
 import { fenceTimeoutFor, RESTART_STARTUP_MS, watchdogTimeoutFor } from './timing.ts'
 import type { DocView } from './view.ts'
 
 /** the holds check (node/state/holds-check.ts) on a protocol of its own, as earlier releases ask it */
-export const RESTART_PROTOCOL = '/vgrid/dvmm/restart/1.0.0'
+export const RESTART_PROTOCOL = RESTART_HOLDS_PROTOCOL
 
 export interface GracePlanInput {
   /** the node's setting (0: off) */

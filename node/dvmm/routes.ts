@@ -10,7 +10,8 @@ import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
-import { forgetShortWrites } from '../gvs/short-writes.ts'
+import { forgetInIntervals } from '../gvs/write-intervals.ts'
+import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
@@ -223,11 +224,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // only from the majority side: a node cut off must not forget the others away
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => membership.members.get(id)?.state === 'alive', joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll`, 'no_majority')
-      // gone for good: the volumes' writes kept only on it are given up (gvs/short-writes.ts)
-      const gaveUp = await state.write(w => w.remove('roll', n.id) ? forgetShortWrites(w, n.id) : null, `node forget ${n.name}`)
+      // gone for good: the writes the volumes may have kept only on it are given up (gvs/write-intervals.ts)
+      const gaveUp = await state.write(w => w.remove('roll', n.id) ? forgetInIntervals(w, n.id, OBJECT_SIZE) : null, `node forget ${n.name}`)
       if (gaveUp == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       svc.schedule()
-      return { forgotten: n.id, name: n.name, shortWritesLost: gaveUp }
+      return { forgotten: n.id, name: n.name, writesGivenUp: gaveUp }
     })
     app.get('/v1/ha', async (): Promise<HaView> => svc.ha())
   }

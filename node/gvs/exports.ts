@@ -25,7 +25,7 @@ import type { LocalCaches } from './local-cache.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { WriterHandle, Writers } from './writers.ts'
-import type { ShortWrite } from './short-writes.ts'
+import type { WriteInterval } from './write-intervals.ts'
 
 /** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
 const PINNED = /^(.+)~([0-9]{1,16})$/
@@ -50,8 +50,8 @@ export interface VolumeExportsComponents {
   caches?: LocalCaches
   /** the newest writer epoch this node's store knows for a layer (and those under it) */
   writerFloor?: (layer: string) => Promise<number>
-  /** the record of writes with fewer than R copies, by volume id (short-write-records.ts; absent: none kept) */
-  shortWrites?: { sets: (volumeId: string) => ShortWrite[], before: (volumeId: string, holders: readonly string[]) => Promise<void> }
+  /** where each volume's writes went, by volume id (write-interval-records.ts; absent: none kept) */
+  writeIntervals?: { intervals: (volumeId: string) => WriteInterval[], before: (volumeId: string) => Promise<void> }
   /** a node's name, for errors */
   nameOf?: (node: string) => string
 }
@@ -219,14 +219,14 @@ export class VolumeExports {
     const cached = this.devices.get(cacheKey)
     if (cached?.key === key) return cached.dev
     const id = v.id
-    const short = this.c.shortWrites
+    const wi = this.c.writeIntervals
     const replicated = new ReplicatedVolume({
       transport: this.c.transport,
       holders: this.c.holders,
       nodes: this.c.nodes,
       generation: this.c.generation,
       nameOf: this.c.nameOf,
-      ...(short == null ? {} : { shortSets: () => short.sets(id), shortWrite: async hs => { await short.before(id, hs) } })
+      ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => { await wi.before(id) } })
     }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })

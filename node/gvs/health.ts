@@ -8,7 +8,6 @@
 // - repairing: copies are being made now and can all be made (enough live nodes);
 // - healthy: neither.
 import { hashString } from './placement.ts'
-import { unheardSets, type ShortWrite } from './short-writes.ts'
 
 export type VolumeState = 'healthy' | 'degraded' | 'repairing'
 
@@ -61,8 +60,6 @@ export interface HealthInput {
   unsound?: number
   /** how a node is named in reasons (its name from membership); default its id */
   nameOf?: (node: string) => string
-  /** the sets of nodes that took writes with fewer than R copies, not yet repaired (short-writes.ts) */
-  shortSets?: readonly ShortWrite[]
 }
 
 export interface VolumeHealthView {
@@ -115,11 +112,6 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
     if (h.liveAtInventory != null && h.liveAtInventory.size < R && back.length > 0) {
       reasons.push(`written while only ${plural(h.liveAtInventory.size, 'node was', 'nodes were')} live; ${list(back.map(name))} returned, repair pending`)
     }
-  }
-  // writes kept on fewer than R nodes, none of which is live: reads fail rather than serve older copies
-  for (const set of unheardSets(h.shortSets ?? [], n => h.live.has(n))) {
-    const names = list(set.nodes.map(name))
-    reasons.push(`writes were kept on fewer than ${R} copies while only ${names} held it, and ${set.nodes.length === 1 ? 'it is' : 'none of them is'} live: the volume is unavailable until ${set.nodes.length === 1 ? 'it returns' : 'one returns'} (its other copies may be older; vgrid node forget of a node gone for good gives those writes up)`)
   }
   // the document's record (every node reads it) or this coordinator's own last repair
   const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)

@@ -10,7 +10,7 @@ import { layersOf, placementKeyOf } from './volumes.ts'
 import type { GvsMetrics } from './metrics.ts'
 import type { LastRepair, RepairProgressView } from './health.ts'
 import type { RepairsFile } from './repairs-file.ts'
-import type { ShortWrite } from './short-writes.ts'
+import type { WriteInterval } from './write-intervals.ts'
 
 export interface RepairRunsComponents {
   /** this node's id */
@@ -35,10 +35,12 @@ export interface RepairRunsComponents {
   unsound?: (v: Volume, objects: string[]) => Promise<void>
   /** a node's name, for what the reports say */
   nameOf?: (node: string) => string
-  /** a volume's sets of nodes that took writes with fewer than R copies (short-writes.ts) */
-  shortSets?: (volumeId: string) => ShortWrite[]
-  /** a repair that began at `startedAt` ended healthy: the volume's short writes are on R nodes now */
-  shortRepaired?: (volumeId: string, startedAt: number) => Promise<void>
+  /** a volume's write intervals in force (write-intervals.ts; may throw: this node cannot tell) */
+  intervals?: (volumeId: string) => WriteInterval[]
+  /** a repair that began at `startedAt` in placement `generation` ended healthy: every object is on its holders there */
+  intervalsRepaired?: (volumeId: string, startedAt: number, generation: number) => Promise<void>
+  /** the placement generation now (moves on when the live nodes change) */
+  generation?: () => number
 }
 
 export interface RepairRunsInit {
@@ -85,13 +87,13 @@ export class RepairRuns {
 
   /** the repairer of one layer of the volume (also what takes its inventory) */
   repairer (v: Volume, layer: string): Repairer {
-    const sets = this.c.shortSets
-    return this.layerRepairer({ layer, placementKey: placementKeyOf(v), replicas: v.replicas, sizeBytes: v.sizeBytes }, sets == null ? undefined : () => sets(v.id))
+    const ivs = this.c.intervals
+    return this.layerRepairer({ layer, placementKey: placementKeyOf(v), replicas: v.replicas, sizeBytes: v.sizeBytes }, ivs == null ? undefined : () => ivs(v.id))
   }
 
   /** the repairer of one layer placed by `placementKey` (layers shared by several volumes: layer-reclaim.ts) */
-  layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }, shortSets?: () => ShortWrite[]): Repairer {
-    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf, shortSets }, {
+  layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }, intervals?: () => WriteInterval[]): Repairer {
+    return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf, intervals }, {
       volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
@@ -121,6 +123,7 @@ export class RepairRuns {
     const cur = this.running.get(v.id)
     if (cur != null) return await cur.done
     const view: RepairProgressView = { node: this.c.self, startedAt: Date.now(), done: 0, total: 0, bytes: 0, failed: 0 }
+    const generation = this.c.generation?.() ?? 0
     const active = new Set<Repairer>()
     let stopped = false
     const run = async (): Promise<RepairReport> => {
@@ -153,8 +156,8 @@ export class RepairRuns {
       const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
       const unsound = new Set(carried.map(s => `${s.layer}/${s.index}`)).size
       if (report.failed > 0 || unsound > 0) report.health = 'degraded'
-      // every object back on R nodes: the writes kept on fewer are recorded no more
-      if (report.health === 'healthy' && !stopped) await this.c.shortRepaired?.(v.id, view.startedAt).catch(() => {})
+      // every object on its holders now: where earlier writes went is recorded no more
+      if (report.health === 'healthy' && !stopped) await this.c.intervalsRepaired?.(v.id, view.startedAt, generation).catch(() => {})
       this.c.metrics?.repairBytes.inc(report.bytes)
       this.c.metrics?.repairFailed.inc(report.failed)
       this.c.metrics?.surplusFreed.inc(report.freed)

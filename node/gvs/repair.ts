@@ -12,7 +12,7 @@ import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
 import { RETIRE_QUIET_MS } from './object-uses.ts'
-import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
+import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 
 /** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
@@ -107,11 +107,13 @@ export interface RepairerComponents {
   /** a node's name, for what the report says (default: its id) */
   nameOf?: (node: string) => string
   /**
-   * the volume's sets of nodes that took writes with fewer than R copies (short-writes.ts):
-   * while none of a set's nodes lists its copies, the newest may be only there, and the
-   * repair copies nothing (it would spread older copies). Default: none.
+   * the volume's write intervals in force (write-intervals.ts): an object none of whose
+   * holders in one of them listed its copies may have its newest copy only there, and
+   * is not copied (that would spread an older copy), nor its surplus freed. It may
+   * throw (this node may not tell at all: no majority): nothing is copied then.
+   * Default: none.
    */
-  shortSets?: () => ShortWrite[]
+  intervals?: () => WriteInterval[]
 }
 
 /**
@@ -206,17 +208,17 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */
   async run (): Promise<RepairReport> {
     const { inventory, stale, versions, errors, listed } = await this.inventory()
-    // writes kept on fewer than R nodes, none of which listed: copies elsewhere may be older, and are not spread
-    let why: string | null = null
-    try {
-      const unheard = unheardSets(this.c.shortSets?.() ?? [], n => listed.includes(n))
-      if (unheard.length > 0) why = unheardError(this.init.volume, 'is not repaired', unheard, this.c.nameOf).message
-    } catch (err) { why = (err as Error).message }
-    if (why != null) {
-      errors.push(why)
+    let intervals: WriteInterval[]
+    try { intervals = this.c.intervals?.() ?? [] } catch (err) {
+      errors.push((err as Error).message)
       return { volume: this.init.volume, done: 0, total: 0, bytes: 0, failed: 1, plan: { copies: [], surplus: [], lost: [], short: [] }, health: 'degraded', errors, freed: 0 }
     }
-    const plan = planRepair(inventory, i => this.wanted(i), this.init.replicas, stale)
+    // objects whose newest copy may be only on holders of an earlier placement that did not list: left as they are
+    const pkey = this.init.placementKey ?? this.init.volume
+    const blocked = new Set([...inventory.keys()].filter(i => unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n)).length > 0))
+    for (const i of [...blocked].slice(0, 3)) errors.push(unheardError(this.init.volume, `object ${i} is not repaired`, unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n)), this.c.nameOf).message)
+    if (blocked.size > 3) errors.push(`and ${blocked.size - 3} more objects like it`)
+    const plan = planRepair(new Map([...inventory].filter(([i]) => !blocked.has(i))), i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
     const rate = this.init.bytesPerSecond ?? DEFAULT_REPAIR_RATE
     // the burst is one object per copy in flight: enough to keep them going, never a flood
@@ -244,6 +246,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, plan.copies.length) }, worker))
     const freed = this.stopped ? 0 : await this.freeSurplus(plan, versions, failed, bucket)
+    progress.failed += blocked.size
     const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
     return { ...progress, plan, health, errors, freed }
   }

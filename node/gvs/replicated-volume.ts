@@ -13,9 +13,10 @@
 //   write is lost across the move and a new holder never answers with zeros it lacks
 //   (settler.ts);
 // Too few holders (fewer than minReplicas live nodes) fails the write with a clear
-// 'unavailable' error instead of taking it with fewer copies than promised. A write to
-// fewer than R (but at least minReplicas) is first recorded, and a read or settle must
-// hear from a node of every such set (short-writes.ts).
+// 'unavailable' error instead of taking it with fewer copies than promised. Where the
+// writes went is recorded before the first write in each placement generation, and a
+// read or settle of an object must hear from one of its holders in each
+// (write-intervals.ts).
 import { GvsError, isGvsError } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
@@ -24,7 +25,7 @@ import { RangeLock } from './range-lock.ts'
 import type { ReplicaRequest } from './replica-protocol.ts'
 import { planSettle } from './versions.ts'
 import { Settler } from './settler.ts'
-import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
+import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -34,10 +35,10 @@ export interface ReplicatedVolumeComponents {
   nodes?: () => string[]
   /** changes whenever the live nodes change (SettlerComponents.generation) */
   generation?: () => number
-  /** before a write to fewer than R holders: resolves once it is recorded where a majority holds it (short-write-records.ts); absent: not recorded */
-  shortWrite?: (holders: string[]) => Promise<void>
-  /** the volume's sets of nodes that took writes with fewer than R copies (SettlerComponents.shortSets) */
-  shortSets?: () => ShortWrite[]
+  /** before a write: resolves once the placement it writes under is recorded where a majority holds it (write-interval-records.ts); absent: not recorded */
+  beforeWrite?: () => Promise<void>
+  /** the volume's write intervals in force (SettlerComponents.intervals) */
+  intervals?: () => WriteInterval[]
   /** a node's name, for errors */
   nameOf?: (node: string) => string
 }
@@ -91,7 +92,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
     this.retryMs = init.retryMs ?? 0
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, shortSets: components.shortSets, nameOf: components.nameOf }, { volume: init.volume, epoch: init.epoch, under: this.under })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -137,9 +138,9 @@ export class ReplicatedVolume implements BlockDevice {
     // (a holder that did not answer may have an old copy: not read from until it does)
     if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(hs).filter(n => !silent.has(n)) }
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
-    // writes kept on fewer than R nodes: the newest copy may be only on a set that did not answer
-    const unheard = unheardSets(this.c.shortSets?.() ?? [], n => seen.some(x => x.node === n))
-    if (unheard.length > 0) throw unheardError(this.init.volume, `object ${index}`, unheard, this.c.nameOf)
+    // the newest copy may be only on holders of an earlier placement, none of which answered
+    const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf)
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {
@@ -206,9 +207,9 @@ export class ReplicatedVolume implements BlockDevice {
   private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean, stop?: Stop): Promise<void> {
     await this.retrying(stop, async () => {
       for (;;) {
+        // where the write goes is recorded first, where a majority holds it (write-intervals.ts)
+        await this.c.beforeWrite?.()
         const hs = this.writeHolders(p.index)
-        // fewer than R: recorded first, where a majority holds it (short-writes.ts)
-        if (hs.length < this.init.replicas) await this.c.shortWrite?.(hs)
         await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
         const sent = await this.inOrder(p, async () => {
           const now = this.writeHolders(p.index)

@@ -44,7 +44,7 @@ import { DamageHeals } from './damage-heals.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
 import { VolumeProblems } from './volume-problems.ts'
 import { VolumeStates } from './volume-states.ts'
-import { ShortWriteRecords } from './short-write-records.ts'
+import { WriteIntervalRecords } from './write-interval-records.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -141,8 +141,8 @@ export class GvsService {
   private readonly reclaim: LayerReclaim
   /** this node's caches of its VMs' disks (local-cache.ts) */
   readonly caches: LocalCaches
-  /** where writes with fewer than R copies are (short-write-records.ts) */
-  private readonly shortWrites: ShortWriteRecords
+  /** where each volume's writes went (write-interval-records.ts) */
+  private readonly writeIntervals: WriteIntervalRecords
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
 
@@ -173,8 +173,17 @@ export class GvsService {
       this.exports.fenceCaches(id, f.epoch)
       this.exports.writers.revokeClaims(id, f.epoch)
     })
-    this.shortWrites = new ShortWriteRecords({ self: this.replicas.self, log, state: components.state, host: components.host, alive: n => this.components.membership.members.get(n)?.state === 'alive', nameOf: n => this.nodeName(n) })
-    this.exports = new VolumeExports({ shortWrites: this.shortWrites, nameOf: n => this.nodeName(n), transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
+    this.writeIntervals = new WriteIntervalRecords({
+      self: this.replicas.self,
+      log,
+      state: components.state,
+      host: components.host,
+      alive: n => this.components.membership.members.get(n)?.state === 'alive',
+      nameOf: n => this.nodeName(n),
+      generation: () => this.placementGeneration(),
+      nodes: () => this.liveNodes().map(n => ({ id: n.id, weight: n.weight }))
+    })
+    this.exports = new VolumeExports({ writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
       epochs: { next: async (id, held) => await this.claimEpoch(id, held), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))
@@ -199,11 +208,12 @@ export class GvsService {
       agreed: async () => await this.placementCheck.agreed(),
       nameOf: n => this.nodeName(n),
       unsound: async (v, objects) => { await this.recordUnsound(objects, v) },
-      shortSets: id => this.shortWrites.sets(id),
-      shortRepaired: async (id, startedAt) => { await this.shortWrites.repaired(id, startedAt) }
+      intervals: id => this.writeIntervals.intervals(id),
+      intervalsRepaired: async (id, startedAt, generation) => { await this.writeIntervals.repaired(id, startedAt, generation) },
+      generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
-    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.shortWrites.noMajority() })
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority() })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,

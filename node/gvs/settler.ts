@@ -7,7 +7,7 @@ import { GvsError } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
 import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
-import { unheardError, unheardSets, type ShortWrite } from './short-writes.ts'
+import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 
 /** every byte of an object: settling holds it whole */
 const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
@@ -26,11 +26,11 @@ export interface SettlerComponents {
    */
   generation?: () => number
   /**
-   * the volume's sets of nodes that took writes with fewer than R copies, not yet
-   * repaired (short-writes.ts): a settle that hears from no node of one fails, as the
-   * newest copy may be only there. Default: none.
+   * the volume's write intervals in force (write-intervals.ts): a settle that hears
+   * from none of an object's holders in one fails, as the newest copy may be only
+   * there. Default: none (it may throw: this node may not tell at all).
    */
-  shortSets?: () => ShortWrite[]
+  intervals?: () => WriteInterval[]
   /** a node's name, for errors */
   nameOf?: (node: string) => string
 }
@@ -42,6 +42,10 @@ export interface SettlerInit {
   epoch: number
   /** frozen layers under the volume's objects, top first */
   under?: string[]
+  /** what the objects are placed by (default: the volume) */
+  placementKey?: string
+  /** R (default 1) */
+  replicas?: number
 }
 
 /** the nodes that did not answer a look, with why; `lasting`: those whose failure was not a moment's (a disk error, a refusal) */
@@ -198,8 +202,8 @@ export class Settler {
   /** the copies of one layer's object brought to the holders that answered and lack it */
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent }> {
     const { seen, silent } = await this.look(vol, index, hs)
-    const unheard = unheardSets(this.c.shortSets?.() ?? [], n => seen.some(x => x.node === n))
-    if (unheard.length > 0) throw unheardError(this.init.volume, `object ${index}`, unheard, this.c.nameOf)
+    const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf)
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent }
     const why: string[] = []

@@ -3,7 +3,6 @@
 // request to each live node, good for a few seconds) and computes the state from them
 // (health.ts, pure); any other node asks the coordinator over the status protocol and
 // falls back on its own view, saying so.
-import { activeSets } from './short-writes.ts'
 import type { Volume } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
@@ -79,7 +78,7 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, shortSets: Object.values(activeSets(v)), nameOf })
+    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf })
     const noMajority = this.c.noMajority?.()
     if (noMajority != null) {
       h.reasons.push(`${noMajority}: not readable or writable here until it sees one (it cannot tell whether its copies are the newest)`)

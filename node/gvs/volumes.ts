@@ -1,7 +1,7 @@
 // The volume namespace's decisions, pure over the document's volumes and the pool:
 // what a create, resize, rename or destroy request becomes, or the clear error that
 // refuses it (a ValidationError or ConflictError, which the API maps to a 4xx).
-import { activeSets } from './short-writes.ts'
+import { activeIntervals } from './write-intervals.ts'
 import { randomBytes } from 'node:crypto'
 import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
@@ -293,11 +293,11 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   const under = snapshotLayers(src, snapshot)
   if (under.length >= MAX_LAYERS) throw new ConflictError(`snapshot ${String(req.from)} reads through ${under.length} layers: a clone of it would be over the ${MAX_LAYERS} a volume may have`, 'too-many-layers')
   const id = newId()
-  // the source's writes kept on fewer than R nodes are in the layers the clone reads: it must hear from those nodes too
-  const short = activeSets(src)
+  // the source's writes are in the layers the clone reads: where they went, it must hear from too
+  const intervals = activeIntervals(src)
   return {
     id, path, sizeBytes: snapshotSize(src, snapshot), replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
-    layers: [id, ...under], placementKey: placementKeyOf(src), ...(Object.keys(short).length > 0 ? { shortWrites: short } : {})
+    layers: [id, ...under], placementKey: placementKeyOf(src), ...(Object.keys(intervals).length > 0 ? { writeIntervals: intervals } : {})
   }
 }
 

@@ -8,6 +8,8 @@ import { request, serve, type RequestHost } from '../p2p/request.ts'
 
 /** the state service answers it for anyone who asks (StateService.start) */
 export const HOLDS_PROTOCOL = '/vgrid/state/holds/1.0.0'
+/** the same ask on the restart grace's protocol (node/dvmm/restart-grace.ts), which agents of earlier releases answer too */
+export const RESTART_HOLDS_PROTOCOL = '/vgrid/dvmm/restart/1.0.0'
 /** how long an asker waits for each member's answer */
 export const ASK_TIMEOUT_MS = 3000
 /** how long a member waits to have the changes (it pulls them from the asker) before it says no */
@@ -47,17 +49,27 @@ export async function serveHolds (host: RequestHost, protocol: string, state: Ho
   await serve(host, protocol, async (req, from) => await answerHolds(state, req, from, now), { maxRequestBytes: 8 * 1024, maxInboundStreams: 8 })
 }
 
-/** asks every peer at once; the ones that did not confirm, each as "NAME: why" */
-export async function askHolds (host: RequestHost | undefined, protocol: string, peers: readonly string[], heads: readonly string[], nameOf: (id: string) => string): Promise<string[]> {
+/**
+ * Asks every peer at once, on the first of `protocols` it speaks; the ones that did not
+ * confirm, each as "NAME: why"
+ */
+export async function askHolds (host: RequestHost | undefined, protocols: string | readonly string[], peers: readonly string[], heads: readonly string[], nameOf: (id: string) => string): Promise<string[]> {
   if (peers.length === 0) return []
   if (host == null || heads.length === 0) return peers.map(p => `${nameOf(p)}: cannot be asked from here`)
+  const list = typeof protocols === 'string' ? [protocols] : protocols
   const answers = await Promise.all(peers.map(async p => {
-    try {
-      const a = await request(host, p, protocol, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
-      return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
-    } catch (err) {
-      return `${nameOf(p)}: ${(err as Error).message}`
+    let why = 'no answer'
+    for (const protocol of list) {
+      try {
+        const a = await request(host, p, protocol, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
+        return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
+      } catch (err) {
+        why = (err as Error).message
+        // an agent of another release may speak the next protocol; any other failure is the answer
+        if ((err as Error).name !== 'UnsupportedProtocolError' && !/protocol/i.test(why)) break
+      }
     }
+    return `${nameOf(p)}: ${why}`
   }))
   return answers.filter(a => a != null)
 }

@@ -47,7 +47,7 @@ test('writes kept on fewer than R nodes: a node back alone does not serve its ol
   await nbd.write(0, newer, true)
   await nbd.flush()
   await nbd.close()
-  t.regex(a.log, /a volume takes writes with fewer than R copies: recorded where they are, held by a majority/)
+  t.regex(a.log, /a volume takes writes on fewer than R nodes: recorded where they go, held by a majority/)
 
   // A and B die; C comes back alone: it sees no majority, so it serves nothing of the volume
   await a.kill('SIGKILL')

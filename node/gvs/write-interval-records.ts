@@ -1,0 +1,135 @@
+// The record of where a volume's writes went (write-intervals.ts): what a writer on
+// this node does before writing in a placement generation (record the interval, have a
+// majority of the roll hold it on disk), what a reader checks (the intervals in force,
+// and that this node sees a majority at all), and what a healthy repair clears. The
+// decisions are write-intervals.ts; this is the document and the asking.
+import type { Reader, Writer } from '../../crdt/index.ts'
+import { hasMajority } from '../../crdt/placement/fence.ts'
+import type { Logger } from '../log.ts'
+import type { RequestHost } from '../p2p/request.ts'
+import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
+import { GvsError } from './errors.ts'
+import { activeIntervals, afterRepair, intervalKey, needsRecord, withInterval, type IntervalNode, type WriteInterval } from './write-intervals.ts'
+
+export interface WriteIntervalRecordsComponents {
+  self: string
+  log: Logger
+  state: {
+    read: () => Reader
+    write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+    /** the document's heads, for the members to confirm holding */
+    heads?: () => string[]
+  }
+  host?: RequestHost
+  /** alive in this node's member table */
+  alive: (node: string) => boolean
+  nameOf: (node: string) => string
+  /** the placement generation now (moves on when the nodes below change) */
+  generation: () => number
+  /** the live nodes placement is over now, with their weights */
+  nodes: () => IntervalNode[]
+}
+
+export class WriteIntervalRecords {
+  private readonly c: WriteIntervalRecordsComponents
+  /** "volume/interval key" a majority confirmed holding when this node asked */
+  private readonly confirmed = new Set<string>()
+  /** records under way, by "volume/interval key": writes in the same interval wait for one */
+  private readonly inflight = new Map<string, Promise<void>>()
+  /** per volume, the document and generation a write last found its interval recorded in: nothing to read again until either changes */
+  private readonly checked = new Map<string, { reader: Reader, generation: number }>()
+
+  constructor (components: WriteIntervalRecordsComponents) {
+    this.c = components
+  }
+
+  /**
+   * The intervals in force of a volume (by its id). No volume is read or written on a
+   * node that sees no majority of the roll: the majority may have written since this
+   * node last heard of it (a node back alone after being down, or cut off), and a node
+   * back alone has not synced the record of where writes went (the majority that holds
+   * it is away). Its copies may be older, with nothing in them to say so: it cannot
+   * tell. Throws then (transient: a reader or writer waits a while for the majority).
+   */
+  intervals (volumeId: string): WriteInterval[] {
+    const v = this.c.state.read().get('volumes', volumeId)?.value
+    if (v == null) return []
+    const why = this.noMajority()
+    if (why != null) throw new GvsError('unavailable', `volume "${v.path}": ${why}, so it cannot tell whether its copies are the newest (the others may have written since)`, { transient: true })
+    return Object.values(activeIntervals(v))
+  }
+
+  /** why this node sees no majority of the roll (itself included), or null */
+  noMajority (): string | null {
+    const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
+    roll.add(this.c.self)
+    const seen = [...roll].filter(n => n === this.c.self || this.c.alive(n)).length
+    return hasMajority(roll.size, seen) ? null : `this node sees ${seen} of the grid's ${roll.size} members (no majority)`
+  }
+
+  /**
+   * Before a write: resolves once the interval it writes in (placement over the live
+   * nodes now) is the newest recorded and held by a majority of the roll; fails
+   * (transient: the writer tries again for a while) while no majority holds it.
+   */
+  async before (volumeId: string): Promise<void> {
+    const reader = this.c.state.read()
+    const generation = this.c.generation()
+    const last = this.checked.get(volumeId)
+    if (last?.reader === reader && last.generation === generation) return
+    const v = reader.get('volumes', volumeId)?.value
+    if (v == null) throw new GvsError('unavailable', `volume ${volumeId} no longer exists`)
+    const nodes = this.c.nodes()
+    const ck = `${volumeId}/${intervalKey(nodes)}`
+    if (!needsRecord(v, nodes, this.confirmed.has(ck))) {
+      this.checked.set(volumeId, { reader, generation })
+      return
+    }
+    let p = this.inflight.get(ck)
+    if (p == null) {
+      p = this.record(volumeId, nodes, ck).finally(() => { this.inflight.delete(ck) })
+      this.inflight.set(ck, p)
+    }
+    await p
+  }
+
+  private async record (volumeId: string, nodes: IntervalNode[], ck: string): Promise<void> {
+    const { path, replicas } = await this.c.state.write(w => {
+      const cur = w.reader.get('volumes', volumeId)?.value
+      if (cur == null) throw new GvsError('unavailable', `volume ${volumeId} no longer exists`)
+      w.update('volumes', volumeId, { writeIntervals: withInterval(cur, nodes, Date.now()) })
+      return cur
+    }, `gvs: volume ${volumeId} is written over ${nodes.length} live node(s)`)
+    const me = this.c.self
+    const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
+    roll.add(me)
+    const peers = [...roll].filter(n => n !== me && this.c.alive(n)).sort()
+    // a member of an earlier release answers the same ask on the restart grace's protocol
+    const missing = hasMajority(roll.size, 1 + peers.length) ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
+    const held = hasMajority(roll.size, 1 + peers.length) ? 1 + peers.length - missing.length : 1
+    if (!hasMajority(roll.size, held)) {
+      throw new GvsError('unavailable', `volume "${path}": a write waits until a majority of the grid's ${roll.size} members holds the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
+    }
+    this.confirmed.add(ck)
+    const holders = nodes.filter(n => n.weight > 0)
+    if (holders.length < replicas) this.c.log.warn('a volume takes writes on fewer than R nodes: recorded where they go, held by a majority', { volume: path, nodes: holders.map(n => this.c.nameOf(n.id)).join(', '), replicas, held })
+    else this.c.log.debug('recorded where a volume\'s writes go, held by a majority', { volume: path, nodes: holders.length, held })
+  }
+
+  /**
+   * After a repair that began at `startedAt`, in placement generation `generation`, and
+   * ended healthy: the intervals recorded before it are cleared, and its placement is
+   * in force instead. Not when the live nodes changed meanwhile (its holders are not
+   * the placement now).
+   */
+  async repaired (volumeId: string, startedAt: number, generation: number): Promise<void> {
+    if (this.c.generation() !== generation) return
+    const nodes = this.c.nodes()
+    if (afterRepair(this.c.state.read().get('volumes', volumeId)?.value, nodes, startedAt, Date.now()) == null) return
+    await this.c.state.write(w => {
+      const cur = w.reader.get('volumes', volumeId)?.value
+      const next = cur == null ? null : afterRepair(cur, nodes, startedAt, Date.now())
+      if (next != null) w.update('volumes', volumeId, next)
+    }, `gvs: volume ${volumeId} is on its holders: where its earlier writes went is recorded no more`)
+  }
+}

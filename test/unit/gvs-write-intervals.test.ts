@@ -1,0 +1,167 @@
+// Where a volume's writes went (node/gvs/write-intervals.ts): the pure record, then a
+// volume over real object stores in one process whose newest copies are only on nodes
+// that went: without the record the nodes left serve an older copy (or zeros) as the
+// newest (the defect this guards against); with it a read, a write and a repair fail as
+// unavailable, naming them, until one is back. Then the writer's side
+// (write-interval-records.ts) on a real document.
+import test, { type ExecutionContext } from 'ava'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { execute, type ReplicaTransport } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { Repairer } from '../../node/gvs/repair.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { Placement, objectKey } from '../../node/gvs/placement.ts'
+import { WriteIntervalRecords } from '../../node/gvs/write-interval-records.ts'
+import {
+  activeIntervals, afterRepair, forgetInIntervals, holdersIn, intervalKey, needsRecord, unheard, withInterval, CLEAR_SLACK_MS, type IntervalNode, type WriteInterval
+} from '../../node/gvs/write-intervals.ts'
+import { Replica } from '../../crdt/index.ts'
+import { silentLogger } from '../../node/log.ts'
+
+const MiB = 1024 * 1024
+const ns = (...ids: string[]): IntervalNode[] => ids.map(id => ({ id, weight: 10 }))
+
+test('the record: one key per node set and weights; the writer must be in the newest; a healthy repair clears what was recorded before it and its placement is in force instead', t => {
+  t.is(intervalKey(ns('B', 'A')), intervalKey(ns('A', 'B')))
+  t.not(intervalKey(ns('A', 'B')), intervalKey([{ id: 'A', weight: 10 }, { id: 'B', weight: 11 }]), 'a weight changes placement')
+  const one = { writeIntervals: withInterval(undefined, ns('B', 'A'), 1000) }
+  t.deepEqual(Object.values(one.writeIntervals), [{ nodes: ns('A', 'B'), at: 1000 }])
+  t.true(needsRecord(one, ns('A', 'B'), false), 'never confirmed from this node: asked again')
+  t.false(needsRecord(one, ns('A', 'B'), true))
+  const two = { writeIntervals: withInterval(one, ns('A', 'B', 'C'), 1000) }
+  t.is(two.writeIntervals[intervalKey(ns('A', 'B', 'C'))]!.at, 1001, 'a later interval is the newer, whatever the clock')
+  t.true(needsRecord(two, ns('A', 'B'), true), 'back in an older placement: recorded again as the newest')
+  t.is(afterRepair(two, ns('A', 'C'), 1000 + CLEAR_SLACK_MS, 9000), null, 'everything recorded too lately (writes may have been in flight): nothing cleared')
+  const r = afterRepair(two, ns('C', 'A'), 1002 + CLEAR_SLACK_MS, 9000)!
+  t.deepEqual(r, { writeIntervalsClearedBefore: 1002, writeIntervalsRepaired: { nodes: ns('A', 'C'), at: 9000 } })
+  const after = { ...two, ...r }
+  t.deepEqual(Object.values(activeIntervals(after)), [{ nodes: ns('A', 'C'), at: 9000 }], 'only the repaired placement is in force')
+  t.false(needsRecord(after, ns('A', 'C'), true), 'a writer that confirmed it writes on')
+  t.true(needsRecord(after, ns('A', 'B', 'C'), true))
+  t.is(afterRepair(after, ns('A', 'C'), 1e9, 1e9), null, 'nothing older left to clear')
+})
+
+test('an object is heard in an interval when one of its holders there answers; fewer nodes than R hold every object; a node given up is not waited for', t => {
+  const s: WriteInterval = { nodes: ns('A', 'B', 'C', 'D'), at: 1 }
+  const hs = holdersIn(s, 'vol', 7, 2)
+  t.deepEqual(hs, new Placement(ns('A', 'B', 'C', 'D')).holders(objectKey('vol', 7), 2))
+  t.deepEqual(unheard([s], 'vol', 7, 2, n => n === hs[0]), [])
+  t.deepEqual(unheard([s], 'vol', 7, 2, n => !hs.includes(n)), [hs])
+  t.deepEqual(holdersIn({ nodes: ns('A', 'B'), at: 1 }, 'vol', 7, 3).sort(), ['A', 'B'])
+  t.deepEqual(unheard([{ ...s, lost: hs }], 'vol', 7, 2, () => false), [], 'both given up: its writes too')
+})
+
+/** object stores named by node, in one process; calls to nodes not in `live` fail as a dead node's would */
+async function grid (t: ExecutionContext, names: string[], self: string): Promise<{ stores: Record<string, ObjectStore>, transport: ReplicaTransport, live: Set<string> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-iv-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of names) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const live = new Set(names)
+  const transport: ReplicaTransport = {
+    self,
+    call: async (peer, req, data) => {
+      if (!live.has(peer)) throw new GvsError('unavailable', `replica ${peer} unreachable (dead, test)`)
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  return { stores, transport, live }
+}
+
+const fill = (n: number): Uint8Array => new Uint8Array(4096).fill(n)
+
+/** a volume over the live nodes, placed as the service places it, recording its intervals in `rec` when `withRecord` */
+function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string[], R: number, minReplicas: number, rec: { v: Record<string, WriteInterval> }, withRecord: boolean): ReplicatedVolume {
+  const nodes = (): string[] => all.filter(n => live.has(n))
+  return new ReplicatedVolume({
+    transport,
+    holders: (key, r) => new Placement(ns(...nodes())).holders(key, r),
+    nodes,
+    generation: () => nodes().length,
+    ...(withRecord ? { intervals: () => Object.values(rec.v), beforeWrite: async () => { rec.v = withInterval({ writeIntervals: rec.v }, ns(...nodes()), Date.now()) } } : {})
+  }, { volume: 'v', size: 8 * MiB, replicas: R, minReplicas, epoch: 1 })
+}
+
+test('writes kept on A and B only (R=3, minReplicas 1): with both gone, C does not serve its older copy, nor write over it, nor spread it', async t => {
+  const all = ['A', 'B', 'C']
+  const { transport, live } = await grid(t, all, 'C')
+  const rec = { v: {} as Record<string, WriteInterval> }
+  await volumeOver(transport, live, all, 3, 1, rec, true).write(0, fill(1), true)
+  live.delete('C')
+  await volumeOver(transport, live, all, 3, 1, rec, true).write(0, fill(2), true)
+  t.is(Object.keys(rec.v).length, 2, 'two intervals: all three, then A and B')
+  live.clear(); live.add('C')
+  t.is((await volumeOver(transport, live, all, 3, 1, rec, false).read(0, 4096))[0], 1, 'without the record: C\'s older copy, read as the newest (the defect)')
+  const guarded = volumeOver(transport, live, all, 3, 1, rec, true)
+  await t.throwsAsync(guarded.read(0, 4096), { instanceOf: GvsError, message: /its writes went to .*A and B.*none of them answers/ })
+  await t.throwsAsync(guarded.write(0, fill(3), true), { instanceOf: GvsError, message: /A and B/ })
+  const repair = await new Repairer({ transport, holders: (key, r) => new Placement(ns('C')).holders(key, r), nodes: () => ['C'], intervals: () => Object.values(rec.v) }, { volume: 'v', replicas: 3, objects: 2 }).run()
+  t.is(repair.health, 'degraded')
+  t.is(repair.total, 0, 'nothing copied')
+  t.regex(repair.errors.join(), /object 0 is not repaired: its writes went to .*A and B/)
+  live.add('B')
+  t.is((await volumeOver(transport, live, all, 3, 1, rec, true).read(0, 4096))[0], 2, 'B is back: the newest copy, from B')
+})
+
+test('R=2 on five nodes, both holders of an object die: the three left (a majority) answer neither zeros nor an older copy for it', async t => {
+  const all = ['A', 'B', 'C', 'D', 'E']
+  const { stores, transport, live } = await grid(t, all, 'E')
+  const rec = { v: {} as Record<string, WriteInterval> }
+  // object 0's holders over all five, and a third node that held it before (an older copy left there)
+  const hs = new Placement(ns(...all)).holders(objectKey('v', 0), 2)
+  const other = all.find(n => !hs.includes(n) && n !== 'E')!
+  await stores[other]!.write('v', 0, 0, fill(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  await volumeOver(transport, live, all, 2, 2, rec, true).write(0, fill(2), true)
+  for (const h of hs) live.delete(h)
+  t.is((await volumeOver(transport, live, all, 2, 2, rec, false).read(0, 4096))[0], 1, 'without the record: the older copy (the defect)')
+  await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ })
+  live.add(hs[1]!)
+  t.is((await volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096))[0], 2)
+})
+
+const ID = { A: 'Anode', B: 'Bnode', C: 'Cnode' }
+
+/** a document with a volume R=3 (minReplicas 1) and a roll of `roll` */
+function doc (roll: string[]): Replica {
+  const r = Replica.create({ clusterId: 'c', nodeId: ID.A })
+  r.change(w => {
+    w.put('volumes', { id: 'V', path: '/t/v', sizeBytes: 8 * MiB, replicas: 3, minReplicas: 1, state: 'ready', parent: null, snapshots: {}, epoch: 1 })
+    for (const n of roll) w.put('roll', { node: n, name: n.slice(0, 1), joined: 1 })
+  })
+  return r
+}
+
+const records = (r: Replica, alive: Set<string>, nodes: IntervalNode[]): WriteIntervalRecords => new WriteIntervalRecords({
+  self: ID.A,
+  log: silentLogger,
+  state: { read: () => r.read(), write: async (fn, m) => r.change(fn, m).result, heads: () => r.heads() },
+  alive: n => alive.has(n),
+  nameOf: n => n.slice(0, 1),
+  generation: () => nodes.length,
+  nodes: () => nodes
+})
+
+test('the writer records its interval in the document; without a majority holding it the write waits, and no volume is read without a majority', async t => {
+  const solo = doc([ID.A])
+  await records(solo, new Set(), ns(ID.A)).before('V')
+  t.deepEqual(Object.values(activeIntervals(solo.read().get('volumes', 'V')!.value)).map(s => s.nodes), [ns(ID.A)], 'a grid of one: itself is the majority')
+  // three members, B alive but not asked (no host here): the record is written, the write refused, transient
+  const three = doc([ID.A, ID.B, ID.C])
+  const rs = records(three, new Set([ID.B]), ns(ID.A, ID.B))
+  const err = await t.throwsAsync(rs.before('V'), { instanceOf: GvsError, message: /waits until a majority of the grid's 3 members holds the record of where it goes, and 1 does \(B: cannot be asked from here\)/ })
+  t.true(err!.transient)
+  t.is(rs.intervals('V').length, 1, 'kept: stricter reads, never laxer')
+  // alone of three: no volume is read or written here at all, and no one is asked
+  const alone = records(three, new Set(), ns(ID.A))
+  t.throws(() => alone.intervals('V'), { instanceOf: GvsError, message: /volume "\/t\/v": this node sees 1 of the grid's 3 members \(no majority\), so it cannot tell whether its copies are the newest/ })
+  await t.throwsAsync(alone.before('V'), { message: /and 1 does \(0 other members are alive\)/ })
+  // forgetting B: given up in every interval; where it was an object's last holder, the volume is named
+  const lost = three.change(w => forgetInIntervals(w, ID.B, 4 * MiB)).result
+  t.deepEqual(lost, [], 'A still holds every object of both intervals')
+  three.change(w => { w.update('volumes', 'V', { writeIntervals: withInterval(undefined, ns(ID.B), 5) }) })
+  t.deepEqual(three.change(w => forgetInIntervals(w, ID.B, 4 * MiB)).result, ['/t/v'], 'B alone took writes')
+  t.deepEqual(Object.values(activeIntervals(three.read().get('volumes', 'V')!.value))[0]!.lost, [ID.B])
+})
