@@ -1,8 +1,13 @@
 // The restart rule (AppLogic's): a VM whose process exits is restarted on the same
-// node; after 3 crashes within 24 hours it is left stopped, with the reason.
+// node; after 3 crashes within 24 hours it is left stopped, with the reason. Under
+// `always` a clean exit (status 0) after a run of at least MIN_CLEAN_RUN_MS is no
+// crash: it is restarted and counted nothing (a job that finishes and is started
+// again); a shorter one counts, so a VM that exits 0 at once is not restarted for ever.
 
 export const CRASH_LIMIT = 3
 export const CRASH_WINDOW_MS = 24 * 3600_000
+/** a clean exit after a run this long is no crash under `always` */
+export const MIN_CLEAN_RUN_MS = 10_000
 
 export type RestartPolicy = 'always' | 'on-failure' | 'never'
 
@@ -11,13 +16,16 @@ export type CrashDecision =
   /** `completed`: it exited cleanly and its policy does not restart that: it did its work, no failure */
   | { action: 'stop', crashes: number[], reason: string, completed?: true }
 
-/** `crashes`: earlier crash times; `clean`: the VM exited with status 0 */
-export function onExit (crashes: readonly number[], now: number, opts: { policy?: RestartPolicy, clean?: boolean, detail?: string } = {}): CrashDecision {
+/** `crashes`: earlier crash times; `clean`: the VM exited with status 0; `ranMs`: how long the run lasted, where known */
+export function onExit (crashes: readonly number[], now: number, opts: { policy?: RestartPolicy, clean?: boolean, detail?: string, ranMs?: number } = {}): CrashDecision {
   const policy = opts.policy ?? 'always'
   const what = opts.detail ?? 'exited'
   const completed = opts.clean === true ? { completed: true as const } : {}
   if (policy === 'never') return { action: 'stop', crashes: [...crashes], reason: `${what}; restart policy is never`, ...completed }
   if (opts.clean === true && policy === 'on-failure') return { action: 'stop', crashes: [...crashes], reason: `${what} cleanly; restart policy is on-failure`, ...completed }
+  if (opts.clean === true && policy === 'always' && (opts.ranMs ?? 0) >= MIN_CLEAN_RUN_MS) {
+    return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what} cleanly after ${Math.round(opts.ranMs! / 1000)} s; restart policy is always: restarting (a clean exit is no crash)` }
+  }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)
   if (recent.length >= CRASH_LIMIT) return { action: 'stop', crashes: recent, reason: `${what}: ${CRASH_LIMIT} crashes within 24 h, left stopped` }
   return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} within 24 h, restarting (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }

@@ -73,8 +73,10 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
   const crashed = (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)
   const detail = l.reason != null ? { detail: l.reason } : {}
   if (crashed) out.push({ event: 'crashed', node, ...detail })
-  // a run that ended by no crash and is started again (fenced, or the watchdog killed it while its agent was down)
-  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: 'killed', node, ...detail })
+  // a run that ended by no crash and is started again: fenced, or the watchdog killed it
+  // while its agent was down, or it exited cleanly under `always` (the crash rule's
+  // reason then starts with how it exited: crdt/placement/restart.ts)
+  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: /^exited\b/.test(l.reason ?? '') ? 'exited' : 'killed', node, ...detail })
   if (l.status === 'running') out.push({ event: 'started', node, epoch: l.epoch })
   if (l.status === 'stopped' || l.status === 'failed') out.push({ event: l.status, node, ...detail })
   return out

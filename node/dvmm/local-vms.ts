@@ -303,7 +303,7 @@ export class LocalVms {
       if (watchdogAt != null) {
         this.running.delete(vm)
         this.forgetInterface(vm)
-        this.watchdogKilled(vm, watchdogAt, ended?.exit?.watchdogKillBy)
+        this.watchdogKilled(vm, watchdogAt, ended?.exit?.watchdogKillBy, ended?.exit?.guardSawStall)
         return
       }
       // a VM stopped on request keeps its run (its last console) and its lease, `stopped`
@@ -350,7 +350,7 @@ export class LocalVms {
     if (!this.running.has(e.id) || this.ending.has(e.id) || this.killAsked.has(e.id)) return
     this.running.delete(e.id)
     this.forgetInterface(e.id)
-    if (e.watchdogKillAt != null) this.watchdogKilled(e.id, e.watchdogKillAt, e.watchdogKillBy)
+    if (e.watchdogKillAt != null) this.watchdogKilled(e.id, e.watchdogKillAt, e.watchdogKillBy, e.guardSawStall)
     else this.recordExit(e.id, e)
   }
 
@@ -361,10 +361,10 @@ export class LocalVms {
    * this node's history keeps it either way (a lease the majority took over meanwhile
    * does not say it).
    */
-  private watchdogKilled (vm: string, at: number, by?: 'guard'): void {
+  private watchdogKilled (vm: string, at: number, by?: 'guard', stalled?: true): void {
     const when = new Date(at).toISOString()
     const why = by === 'guard'
-      ? `killed by its guard at ${when}: the fencing watchdog's supervisor was gone (killed) or had stopped beating (stopped or stalled), and nothing would have fenced it`
+      ? `killed by its guard at ${when}: the fencing watchdog's supervisor was ${stalled === true ? 'stopped or stalled, its agent not there to wake it' : 'gone (killed)'}, and nothing would have fenced it`
       : `killed by the fencing watchdog at ${when}: this agent did not feed it in time (it stalled, or was stopped)`
     this.c.log.warn(by === 'guard' ? 'a VM\'s guard killed it: the fencing watchdog\'s supervisor was gone or had stopped beating' : 'the fencing watchdog killed a VM while this agent did not feed it', { vm, at: when })
     this.c.metrics.kills.inc({ why: 'fenced' })
@@ -378,10 +378,12 @@ export class LocalVms {
     const l = this.c.state.read().get('leases', id)?.value
     const vm = this.c.state.read().get('vms', id)?.value
     if (l == null || l.holder !== this.c.peerId || vm == null) return
-    this.c.metrics.crashes.inc()
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const at = docStamp(this.c.clock)
-    const d = onExit(l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail })
+    const ranMs = e.startedAt != null ? e.at - e.startedAt : undefined
+    const d = onExit(l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs })
+    // a crash is counted with its time: a clean exit that is none (completed, or restarted under always) is not
+    if (d.crashes.at(-1) === at) this.c.metrics.crashes.inc()
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is

@@ -246,6 +246,9 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, plan.copies.length) }, worker))
     const freed = this.stopped ? 0 : await this.freeSurplus(plan, versions, failed, bucket)
+    // each object left as it is counts as one attempted and failed copy: `done - failed` stays the copies made
+    progress.total += blocked.size
+    progress.done += blocked.size
     progress.failed += blocked.size
     const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
     return { ...progress, plan, health, errors, freed }

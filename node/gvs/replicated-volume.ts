@@ -98,8 +98,9 @@ export class ReplicatedVolume implements BlockDevice {
   /** the holders that take writes to one object, or a clear error */
   private writeHolders (index: number): string[] {
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
+    // transient: a member restarting (SIGTERM: it left the gossip, and is back in seconds) costs the client a pause, not an error
     if (hs.length < this.init.minReplicas) {
-      throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${hs.length} live node(s) can hold it, the volume needs at least ${this.init.minReplicas} of R=${this.init.replicas}`)
+      throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${hs.length} live node(s) can hold it, the volume needs at least ${this.init.minReplicas} of R=${this.init.replicas}`, { transient: true })
     }
     return hs
   }

@@ -117,6 +117,12 @@ export class VolumeStates {
         }
         const here = this.c.repairs.progress(v.id)
         if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
+        // a repair run here (vol repair through this node) later than the coordinator's last: the one the user just ran
+        const mineLast = this.lastRepairs.get(v.id)
+        if (mineLast != null && mineLast.at > (h.lastRepair?.at ?? 0)) {
+          const { errors: _e, lostObjects: _l, scrubbed: _s, ...view } = mineLast
+          h = { ...h, lastRepair: view }
+        }
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
         // on every copy: the coordinator does not know of it (it keeps its own last repair)
         const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0

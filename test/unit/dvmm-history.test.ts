@@ -5,6 +5,7 @@ import test from 'ava'
 import { History, appendLog, claimLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
 import { LEASE_LOG_MAX, Replica, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import { docView } from '../../node/dvmm/view.ts'
+import { onExit, MIN_CLEAN_RUN_MS } from '../../crdt/placement/restart.ts'
 
 const lease = (o: Partial<Lease>): Lease => ({ vm: 'web', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: 1 << 20, status: 'claimed', at: 1, by: 'n1', ...o } as Lease)
 const name = (n: string): string => n.toUpperCase()
@@ -128,4 +129,18 @@ test('a stop this node recorded and the lease\'s log then recorded too, a moment
   // the same stop again much later is another stop
   h.add('web', { event: 'stopped', node: 'N2', detail: 'node draining' }, 9000)
   t.is(h.of('web', name).filter(e => e.event === 'stopped').length, 2)
+})
+
+test('a clean exit under always, after a long enough run, is no crash: restarted, counted nothing, shown as exited', t => {
+  const now = 100_000_000
+  const d = onExit([now - 1000], now, { policy: 'always', clean: true, detail: 'exited (code 0)', ranMs: MIN_CLEAN_RUN_MS })
+  t.like(d, { action: 'restart', crashes: [now - 1000] })
+  t.regex(d.reason, /^exited \(code 0\) cleanly after 10 s; restart policy is always: restarting \(a clean exit is no crash\)$/)
+  // one that exits 0 at once counts: restarted for ever otherwise
+  t.like(onExit([now - 2000, now - 1000], now, { policy: 'always', clean: true, ranMs: 200 }), { action: 'stop' })
+  t.like(onExit([], now, { policy: 'always', clean: true }), { action: 'restart', crashes: [now] }, 'a run of unknown length counts')
+  const h = new History()
+  h.observe(new Map([['web', lease({ status: 'running', at: 1 })]]), vms, name)
+  h.observe(new Map([['web', lease({ status: 'starting', reason: d.reason, at: 2 })]]), vms, name)
+  t.deepEqual(h.of('web', name).map(e => e.event), ['placed', 'started', 'exited'])
 })

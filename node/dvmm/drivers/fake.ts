@@ -145,7 +145,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
 
   private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason, watchdogKillAt?: number): void {
     clearTimeout(vm.timer)
-    vm.exit = { code, signal, reason, at: this.clock.now(), ...(watchdogKillAt !== undefined ? { watchdogKillAt } : {}) }
+    vm.exit = { code, signal, reason, at: this.clock.now(), startedAt: vm.startedAt, ...(watchdogKillAt !== undefined ? { watchdogKillAt } : {}) }
     const failed = reason === 'crashed' || reason === 'oom-killed' || reason === 'lost'
     if (failed) vm.error = reason === 'crashed' ? `crashed (code ${String(code)})` : reason
     // a closed driver (a dead agent) sees nothing; the next one finds the result in list()

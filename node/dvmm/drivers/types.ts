@@ -63,6 +63,10 @@ export interface VmExit {
   watchdogKillAt?: number
   /** `guard`: the VM's own guard killed it, as the watchdog's supervisor was gone (host-base.ts) */
   watchdogKillBy?: 'guard'
+  /** the guard killed it as the supervisor's beats had stopped (stopped or stalled), not as it was gone */
+  guardSawStall?: true
+  /** when the run that ended began (ms since the epoch), where known */
+  startedAt?: number
 }
 
 export interface VmNetwork {

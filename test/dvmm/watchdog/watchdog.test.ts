@@ -338,3 +338,42 @@ maybe('watchdog: its supervisor stopped (SIGSTOP) while the agent is dead: its b
   t.is(info?.exit?.watchdogKillBy, 'guard')
   t.regex(info?.error ?? '', /^killed by its guard at \S+: the fencing watchdog's supervisor was stopped or stalled, its agent not there to wake it$/)
 })
+
+maybe('watchdog: a busy VM does not delay its guard (it runs at nice -20 in the VM\'s CPU quota); a guard killed by hand is started again and still fences', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
+  const TIMEOUT = 3000
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT })
+  const ids = [`busy-${process.pid}`, `reguard-${process.pid}`]
+  t.teardown(async () => {
+    w.abandon()
+    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
+    for (const id of ids) { try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {} }
+    await driver.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await w.start()
+  // 8 busy loops in a 5 % CPU quota: the guard shares it
+  const busy = (await driver.start({ id: ids[0]!, vcpus: 0.05, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait'] } })).pid!
+  const other = (await driver.start({ id: ids[1]!, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
+  const guardOf = (id: string): number | undefined => { try { return Number(readFileSync(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'), 'utf8').trim()) } catch { return undefined } }
+  await waitFor('both guards up', () => ids.every(id => guardOf(id) != null), 5000, 20)
+  const first = guardOf(ids[1]!)!
+  process.kill(first, 'SIGKILL')
+  await waitFor('a new guard', () => { const g = guardOf(ids[1]!); return g != null && g !== first && alive(g) }, 5000, 20)
+  t.regex(readFileSync(`/proc/${guardOf(ids[1]!)!}/cmdline`, 'utf8'), /vgrid-guard/)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.true(alive(busy) && alive(other), 'the VMs run on while the supervisor beats')
+  // the agent dies and its supervisor is stopped: the guards alone end the VMs, the busy one too
+  w.abandon()
+  const t0 = Date.now()
+  process.kill(w.pid!, 'SIGSTOP')
+  await waitFor('both VMs killed by their guards', () => !alive(busy) && !alive(other), 10_000, 20)
+  const ms = Date.now() - t0
+  t.log(`both VMs killed ${ms} ms after the supervisor's SIGSTOP`)
+  t.true(ms < TIMEOUT * 5 / 3 + 1500, `before any takeover (${ms} ms)`)
+  for (const id of ids) {
+    await waitFor('the exit recorded', async () => (await driver.inspect(id))?.state === 'stopped', 3000, 20)
+    t.is((await driver.inspect(id))?.exit?.guardSawStall, true)
+  }
+})

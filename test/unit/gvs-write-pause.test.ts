@@ -1,0 +1,30 @@
+// A write while fewer than minReplicas nodes can hold its object (a member restarting:
+// SIGTERM makes it leave the gossip for a few seconds) waits for them, up to the
+// writer's retry time, rather than failing the guest's I/O at once (replicated-volume.ts).
+import test from 'ava'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { execute, type ReplicaTransport } from '../../node/gvs/replication.ts'
+import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { silentLogger } from '../../node/log.ts'
+
+test('too few live holders for a moment: the write pauses until they are back; for longer than the retry time it fails, saying why', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-pause-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const transport: ReplicaTransport = { self: 'A', call: async (peer, req, data) => await execute(stores[peer]!, req, data ?? null) }
+  let live = ['A']
+  const v = new ReplicatedVolume({ transport, holders: () => live, nodes: () => live, generation: () => live.length }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 5000 })
+  setTimeout(() => { live = ['A', 'B'] }, 600)
+  const t0 = Date.now()
+  await v.write(0, new Uint8Array(4096).fill(7), true)
+  t.true(Date.now() - t0 >= 500, 'it waited for B')
+  t.true((await stores.B!.stat('v', 0)).present, 'and wrote both copies')
+  live = ['A']
+  const short = new ReplicatedVolume({ transport, holders: () => live, nodes: () => live }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 300 })
+  await t.throwsAsync(short.write(0, new Uint8Array(4096), true), { instanceOf: GvsError, message: /1 live node\(s\) can hold it, the volume needs at least 2 of R=2/ })
+})
