@@ -56,7 +56,7 @@ function quietOutputErrors (): void {
  * before the command, go after it and its subcommand (before any `--`: a VM's own
  * command line)
  */
-function hoistApiFlag (argv: readonly string[]): string[] {
+function hoistClientFlags (argv: readonly string[]): string[] {
   const flags: string[] = []
   let i = 0
   for (;;) {
@@ -70,7 +70,7 @@ function hoistApiFlag (argv: readonly string[]): string[] {
 }
 
 async function main (argv: string[]): Promise<void> {
-  const [cmd, ...rest] = hoistApiFlag(argv)
+  const [cmd, ...rest] = hoistClientFlags(argv)
   if (cmd !== 'agent' && cmd !== 'demo') quietOutputErrors()
   if (cmd == null || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(help() + '\n')

@@ -215,8 +215,12 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     }
     // objects whose newest copy may be only on holders of an earlier placement that did not list: left as they are
     const pkey = this.init.placementKey ?? this.init.volume
-    const blocked = new Set([...inventory.keys()].filter(i => unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n)).length > 0))
-    for (const i of [...blocked].slice(0, 3)) errors.push(unheardError(this.init.volume, `object ${i} is not repaired`, unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n)), this.c.nameOf).message)
+    const blocked = new Map<number, string[][]>()
+    for (const i of inventory.keys()) {
+      const sets = unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n))
+      if (sets.length > 0) blocked.set(i, sets)
+    }
+    for (const [i, sets] of [...blocked].slice(0, 3)) errors.push(unheardError(this.init.volume, `object ${i} is not repaired`, sets, this.c.nameOf).message)
     if (blocked.size > 3) errors.push(`and ${blocked.size - 3} more objects like it`)
     const plan = planRepair(new Map([...inventory].filter(([i]) => !blocked.has(i))), i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }

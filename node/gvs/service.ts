@@ -59,7 +59,7 @@ export interface GvsComponents {
     volumesAsLoaded?: () => Volume[]
     /** the peers among these that announced changes this node's document lacks (node/state) */
     lacksHeadsOf?: (peers: string[]) => string[]
-    /** the document's heads (a write with fewer than R copies asks a majority to hold them: short-write-records.ts) */
+    /** the document's heads (a writer asks a majority to hold where its writes go: write-interval-records.ts) */
     heads?: () => string[]
   }
   /**

@@ -22,7 +22,7 @@ export interface VolumeStatesComponents {
   /** the live members with disk */
   live: () => Set<string>
   members: () => MemberTable
-  /** why this node sees no majority of the roll, or null (short-write-records.ts) */
+  /** why this node sees no majority of the roll, or null (write-interval-records.ts) */
   noMajority?: () => string | null
 }
 

@@ -59,12 +59,17 @@ export class WriteIntervalRecords {
     return Object.values(activeIntervals(v))
   }
 
-  /** why this node sees no majority of the roll (itself included), or null */
-  noMajority (): string | null {
+  /** the roll's size (this node counted) and the other members alive now */
+  private members (): { size: number, peers: string[] } {
     const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
     roll.add(this.c.self)
-    const seen = [...roll].filter(n => n === this.c.self || this.c.alive(n)).length
-    return hasMajority(roll.size, seen) ? null : `this node sees ${seen} of the grid's ${roll.size} members (no majority)`
+    return { size: roll.size, peers: [...roll].filter(n => n !== this.c.self && this.c.alive(n)).sort() }
+  }
+
+  /** why this node sees no majority of the roll (itself included), or null */
+  noMajority (): string | null {
+    const { size, peers } = this.members()
+    return hasMajority(size, 1 + peers.length) ? null : `this node sees ${1 + peers.length} of the grid's ${size} members (no majority)`
   }
 
   /**
@@ -100,15 +105,14 @@ export class WriteIntervalRecords {
       w.update('volumes', volumeId, { writeIntervals: withInterval(cur, nodes, Date.now()) })
       return cur
     }, `gvs: volume ${volumeId} is written over ${nodes.length} live node(s)`)
-    const me = this.c.self
-    const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
-    roll.add(me)
-    const peers = [...roll].filter(n => n !== me && this.c.alive(n)).sort()
-    // a member of an earlier release answers the same ask on the restart grace's protocol
-    const missing = hasMajority(roll.size, 1 + peers.length) ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
-    const held = hasMajority(roll.size, 1 + peers.length) ? 1 + peers.length - missing.length : 1
-    if (!hasMajority(roll.size, held)) {
-      throw new GvsError('unavailable', `volume "${path}": a write waits until a majority of the grid's ${roll.size} members holds the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
+    const { size, peers } = this.members()
+    // no use asking when even all of them would be no majority; a member of an earlier
+    // release answers the same ask on the restart grace's protocol
+    const reachable = hasMajority(size, 1 + peers.length)
+    const missing = reachable ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
+    const held = reachable ? 1 + peers.length - missing.length : 1
+    if (!hasMajority(size, held)) {
+      throw new GvsError('unavailable', `volume "${path}": a write waits until a majority of the grid's ${size} members holds the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
     }
     this.confirmed.add(ck)
     const holders = nodes.filter(n => n.weight > 0)

@@ -1,6 +1,6 @@
 // "Do you hold this change on disk?" asked of other members before counting on them
 // having it: a stopping agent's restart grace (node/dvmm/restart-grace.ts) and a volume
-// written with fewer than R copies (node/gvs/short-writes.ts). The asker sends its
+// written in a new placement (node/gvs/write-intervals.ts). The asker sends its
 // document's heads; the member pulls what it lacks from the asker (noteHeads) and
 // answers ok once its document holds every change up to them, flushed to disk, or an
 // error once it waited HOLD_WAIT_MS in vain.

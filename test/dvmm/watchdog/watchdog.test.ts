@@ -2,7 +2,7 @@
 // (feeder.ts) feeds a real supervisor process; real process VMs run meanwhile. SIGKILL
 // or SIGSTOP of the feeder gets the VMs killed within the bound; a clean disarm kills
 // nothing; a restarted agent adopts the watchdog and the VMs live on.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -269,12 +269,14 @@ maybe('watchdog: a stop for a restart feeds once more as it begins, so the next 
   t.true(alive(pid), 'left armed for the next run')
 })
 
-maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM\'s guard kills the VM at once, marked so; a VM started while it runs has one', async t => {
+/**
+ * A process driver with its watchdog armed before any VM starts (as NodeRuntime does),
+ * and a teardown that ends the supervisor and the VMs `ids`, and removes the data dir
+ */
+async function guarded (t: ExecutionContext, timeoutMs: number, ids: string[]): Promise<{ dataDir: string, driver: ProcessDriver, w: Watchdog }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
   const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
-  // a long timeout: the supervisor, once dead, fires nothing; only the guards can end the VMs
-  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: 60_000 })
-  const ids = [`guard-${process.pid}-0`, `guard-${process.pid}-1`]
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs })
   t.teardown(async () => {
     w.abandon()
     if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
@@ -282,7 +284,14 @@ maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM
     await driver.close()
     rmSync(dataDir, { recursive: true, force: true })
   })
-  await w.start() // armed before the first VM starts, as NodeRuntime does
+  await w.start()
+  return { dataDir, driver, w }
+}
+
+maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM\'s guard kills the VM at once, marked so; a VM started while it runs has one', async t => {
+  const ids = [`guard-${process.pid}-0`, `guard-${process.pid}-1`]
+  // a long timeout: the supervisor, once dead, fires nothing; only the guards can end the VMs
+  const { driver, w } = await guarded(t, 60_000, ids)
   const pids: number[] = []
   for (const id of ids) pids.push((await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!)
   await new Promise(resolve => setTimeout(resolve, 500))
@@ -305,20 +314,9 @@ maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM
 })
 
 maybe('watchdog: its supervisor stopped (SIGSTOP) while the agent is dead: its beats stop, and each VM\'s guard kills the VM before a takeover could start it elsewhere', async t => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
-  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
   const TIMEOUT = 3000
-  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT })
   const id = `stall-${process.pid}`
-  t.teardown(async () => {
-    w.abandon()
-    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
-    try { await driver.kill(id) } catch {}
-    try { await driver.remove(id) } catch {}
-    await driver.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await w.start()
+  const { driver, w } = await guarded(t, TIMEOUT, [id])
   const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
   await new Promise(resolve => setTimeout(resolve, 2500))
   t.true(alive(pid), 'the VM runs while the supervisor beats')
@@ -340,19 +338,9 @@ maybe('watchdog: its supervisor stopped (SIGSTOP) while the agent is dead: its b
 })
 
 maybe('watchdog: a busy VM does not delay its guard (it runs at nice -20 in the VM\'s CPU quota); a guard killed by hand is started again and still fences', async t => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
-  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
   const TIMEOUT = 3000
-  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT })
   const ids = [`busy-${process.pid}`, `reguard-${process.pid}`]
-  t.teardown(async () => {
-    w.abandon()
-    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
-    for (const id of ids) { try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {} }
-    await driver.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await w.start()
+  const { dataDir, driver, w } = await guarded(t, TIMEOUT, ids)
   // 8 busy loops in a 5 % CPU quota: the guard shares it
   const busy = (await driver.start({ id: ids[0]!, vcpus: 0.05, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait'] } })).pid!
   const other = (await driver.start({ id: ids[1]!, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
