@@ -51,14 +51,11 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // 2.5 s at nice 0), forks nothing (bash's EPOCHREALTIME for the time), and is never the
 // OOM killer's choice in the VM's memory group. It writes its pid to `guard` in the run
 // dir: one found gone while the VM runs is started again by the driver (guardCheck),
-// which joins the VM's groups as its first act. It opens the FIFO through a read-write
-// handle it then drops, so the open never waits for a writer (a supervisor already gone
-// is an end of file at once), and a guard whose VM is gone exits (a new one started as
-// the VM ended would be in no group the clean-up kills).
+// which joins the VM's groups as its first act.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
-  'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
-  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; kill -0 "$pg" 2>/dev/null || exit 0; ' +
+  'exec 3< "$f" || exit 0; last=; still=0; why=; ' +
+  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
   'n=; t=; read n t < "$b" 2>/dev/null; ' +
   'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
   'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -ge $t ]; then why=" stalled"; break; fi;; esac; done; ' +
