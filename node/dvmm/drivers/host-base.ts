@@ -13,6 +13,7 @@ import { ipPath } from '../../netns/netns.ts'
 import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
+import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
@@ -51,11 +52,15 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // 2.5 s at nice 0), forks nothing (bash's EPOCHREALTIME for the time), and is never the
 // OOM killer's choice in the VM's memory group. It writes its pid to `guard` in the run
 // dir: one found gone while the VM runs is started again by the driver (guardCheck),
-// which joins the VM's groups as its first act.
+// which joins the VM's groups as its first act. It opens the FIFO through a read-write
+// handle it then drops, so the open never waits for a writer (a supervisor already gone
+// is an end of file at once, where a blocking open hung for ever, fencing nothing), and
+// a guard whose VM is gone exits (one started as the VM ended is in no group the
+// clean-up kills).
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
-  'exec 3< "$f" || exit 0; last=; still=0; why=; ' +
-  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
+  'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
+  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; kill -0 "$pg" 2>/dev/null || exit 0; ' +
   'n=; t=; read n t < "$b" 2>/dev/null; ' +
   'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
   'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -ge $t ]; then why=" stalled"; break; fi;; esac; done; ' +
@@ -357,6 +362,14 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     let fifo = false
     try { fifo = statSync(paths.alive).isFIFO() } catch {}
     if (!fifo) return
+    // only beside a supervisor that holds the FIFO (its `ready` names it once it does):
+    // a guard that opens it with no writer reads its end at once and kills the VM, so one
+    // started while a restarted agent arms its watchdog would end a VM the agent is about
+    // to adopt (or kill itself, saying why). Until then the next poll tries again.
+    const supervisor = liveSupervisor(this.init.dataDir)
+    let ready: string | undefined
+    try { ready = readFileSync(paths.ready, 'utf8').trim() } catch {}
+    if (supervisor === undefined || ready !== String(supervisor)) return
     rmSync(join(dir, 'guard'), { force: true })
     try {
       const child = spawn('nice', ['-n', '-20', '/bin/bash', '-c', GUARD, 'vgrid-guard', paths.alive, paths.beat, String(rec.pid), ...rec.cgroups], { cwd: dir, detached: true, stdio: 'ignore' })

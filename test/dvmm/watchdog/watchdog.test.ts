@@ -365,3 +365,38 @@ maybe('watchdog: a busy VM does not delay its guard (it runs at nice -20 in the 
     t.is((await driver.inspect(id))?.exit?.guardSawStall, true)
   }
 })
+
+maybe('watchdog: a guard gone while no supervisor holds the FIFO is not started again until one does (it would hang in open, fencing nothing); the new one then fences', async t => {
+  const id = `noreguard-${process.pid}`
+  const { dataDir, driver, w } = await guarded(t, 60_000, [id])
+  const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
+  const guardOf = (): number | undefined => { try { return Number(readFileSync(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'), 'utf8').trim()) } catch { return undefined } }
+  await waitFor('the guard up', () => guardOf() != null, 5000, 20)
+  const first = guardOf()!
+  // guard and supervisor gone together (the guard stopped first, so it cannot see the
+  // supervisor's end): nothing fences the VM now, as after an older release's agent died
+  w.abandon()
+  process.kill(first, 'SIGSTOP')
+  process.kill(w.pid!, 'SIGKILL')
+  process.kill(first, 'SIGKILL')
+  await waitFor('the old guard gone', () => !alive(first), 3000, 20)
+  await new Promise(resolve => setTimeout(resolve, 1000)) // many of the driver's polls
+  const g = guardOf()
+  t.false(g !== undefined && g !== first && alive(g), `no guard started with no supervisor to hold the FIFO (pid ${String(g)} would wait in open for ever)`)
+  t.true(alive(pid), 'the VM runs on: no guard killed it')
+
+  // a restarted agent arms a new supervisor: a new guard follows, and fences
+  const w2 = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: 60_000 })
+  t.teardown(() => { w2.abandon(); if (w2.pid != null) try { process.kill(w2.pid, 'SIGKILL') } catch {} })
+  await w2.start()
+  await waitFor('a new guard', () => { const n = guardOf(); return n != null && n !== first && alive(n) }, 5000, 20)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.true(alive(pid), 'the new guard, beside a live supervisor, leaves the VM alone')
+  w2.abandon()
+  const t0 = Date.now()
+  process.kill(w2.pid!, 'SIGKILL')
+  await waitFor('the VM killed by its new guard', () => !alive(pid), 5000, 20)
+  t.log(`VM killed ${Date.now() - t0} ms after the new supervisor's SIGKILL`)
+  await waitFor('the exit recorded', async () => (await driver.inspect(id))?.state === 'stopped', 3000, 20)
+  t.is((await driver.inspect(id))?.exit?.watchdogKillBy, 'guard')
+})
