@@ -69,6 +69,8 @@ export interface GvsRoutesDeps {
   freeze: (layers: string[]) => Promise<void>
   /** why no layer may be freed now (null: it may): the background pass frees them later (layer-reclaim.ts) */
   mayFree: () => string | null
+  /** why this node sees no majority of the roll, or null: no volume is created here then */
+  noMajority: () => string | null
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
   readonly scrub: { status: () => ScrubStatus, now: () => Promise<ScrubReport> }
   volumes: () => Volume[]
@@ -173,6 +175,12 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // with "from": a clone of a snapshot, in constant time. Planned inside the write,
       // against the volumes as it finds them: a path taken while an earlier write waited counts
       const plan = (vs: Volume[]): Draft<'volumes'> => b.from != null ? planClone(b, vs) : planCreate(b as CreateRequest, vs, svc.pool())
+      plan(svc.volumes()) // bad input says what is wrong first
+      // cut off from the majority, the path could be given to another volume on the other
+      // side meanwhile (the merge keeps one: this one, answered 201, would go), and the
+      // volume could be neither read nor written here until it sees a majority
+      const noMajority = svc.noMajority()
+      if (noMajority != null) throw new ConflictError(`${noMajority}: a volume ${b.from != null ? 'cloned' : 'created'} here could take a path the other side gives another volume, and could not be used until this node sees a majority; ${b.from != null ? 'clone' : 'create'} it through a node that sees one`, 'no_majority')
       const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${String(b.path)}`)
       await settlePath(v.id, v.path, b.from != null ? 'clone' : 'create')
       void reply.code(201)

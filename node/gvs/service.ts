@@ -143,6 +143,8 @@ export class GvsService {
   readonly caches: LocalCaches
   /** where each volume's writes went (write-interval-records.ts) */
   private readonly writeIntervals: WriteIntervalRecords
+  /** why this node sees no majority of the roll (no volume is created or used here then), or null */
+  noMajority (): string | null { return this.writeIntervals.noMajority() }
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
 

@@ -77,6 +77,13 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
     t.false(causes.includes('vms-stranded') || causes.includes('vms-unplaced'), `${a}: ${causes.join(', ')}`)
     for (const r of await rowsOf(h)) if (onB.includes(r.name)) t.regex(r.reason ?? '', /not in sight of this node.*not known here/, `${a} on ${r.name}`)
   }
+  // and creates nothing the other side could create under the same name meanwhile (the
+  // merge would keep one, and drop the other long after its 201)
+  const cutOff = grid.host(sideA[0]!)
+  const vmErr = await t.throwsAsync(cutOff.api('/v1/vms', 'POST', { name: 'cut-off', driver: 'process', cpu: 0.25, memory: '32M', command: ['/bin/sleep', '600'] }))
+  t.regex(vmErr?.message ?? '', /: 409 .*"no_majority".*no majority.*a VM created here could collide/)
+  const volErr = await t.throwsAsync(cutOff.api('/v1/volumes', 'POST', { path: '/cut-off', size: '16M' }))
+  t.regex(volErr?.message ?? '', /: 409 .*"no_majority".*no majority.*a volume created here could take a path/)
 
   const healedAt = Date.now()
   for (const a of sideA) await grid.heal(a)

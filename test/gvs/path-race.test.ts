@@ -15,7 +15,7 @@ const G = 2 ** 30
 // two peer ids (the document's `by` is one)
 const NODES = ['12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo', '12D3KooWLRPJAA5o6Z6bJgzUs4PQ1ZMVGMBb7ZNmBqXoCHTJUXDn']
 
-function node (t: import('ava').ExecutionContext, me: string): { replica: Replica, call: (method: 'POST' | 'PATCH', url: string, payload: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
+function node (t: import('ava').ExecutionContext, me: string, noMajority: () => string | null = () => null): { replica: Replica, call: (method: 'POST' | 'PATCH', url: string, payload: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
   const replica = Replica.create({ clusterId: 'c1', nodeId: me })
   const deps: GvsRoutesDeps = {
     components: {
@@ -26,6 +26,7 @@ function node (t: import('ava').ExecutionContext, me: string): { replica: Replic
     pathSettleMs: 300,
     store: { removeVolume: async () => {}, forgetLine: async () => {} },
     mayFree: () => null,
+    noMajority,
     freeze: async () => {},
     lastRepairs: new Map(),
     scrub: { status: () => ({ intervalMs: 0, next: null, running: null, last: null }) as ScrubStatus, now: async () => { throw new Error('not here') } },
@@ -127,4 +128,20 @@ test('one volume renamed to two paths on two nodes at once: both answers show th
   const kept = a.replica.read().get('volumes', id)?.value.path
   t.is(x.body.path, kept)
   t.is(y.body.path, kept)
+})
+
+test('a node that sees no majority of the roll creates and clones no volume (the other side could give the path away meanwhile): 409 no_majority; bad input still says what is wrong', async t => {
+  let cut: string | null = 'this node sees 1 of the grid\'s 3 members (no majority)'
+  const a = node(t, NODES[0]!, () => cut)
+  const refused = await a.call('POST', '/v1/volumes', { path: '/cut/v', size: '10M' })
+  t.is(refused.status, 409)
+  t.is(refused.body.error?.code, 'no_majority')
+  t.regex(refused.body.error?.message ?? '', /^this node sees 1 of the grid's 3 members \(no majority\): a volume created here could take a path the other side gives another volume, and could not be used until this node sees a majority; create it through a node that sees one$/)
+  t.is((await a.call('POST', '/v1/volumes', { path: 'no-slash', size: '10M' })).status, 400, 'bad input is a 400 first')
+  t.deepEqual(a.replica.read().list('volumes'), [], 'nothing written')
+  cut = null
+  t.is((await a.call('POST', '/v1/volumes', { path: '/cut/v', size: '10M' })).status, 201, 'with a majority in sight it is created')
+  cut = 'this node sees 1 of the grid\'s 3 members (no majority)'
+  const clone = await a.call('POST', '/v1/volumes', { path: '/cut/c', from: '/cut/v@s1' })
+  t.is(clone.status, 404, 'a clone of a snapshot that does not exist says so first')
 })
