@@ -13,7 +13,9 @@ export class ApiError extends Error {
   constructor (status: number, code: string, message: string) {
     super(message)
     this.status = status
-    this.code = code
+    // the API's codes are snake_case; a service's own (the volume store's `in-use`, which
+    // its replica protocol carries as is) is given in the API's spelling
+    this.code = code.replace(/-/g, '_')
   }
 }
 

@@ -75,6 +75,7 @@ test('volumes API and NBD exports across agents', async t => {
     svcs[1]!.routes(app1)
     const busy = await app1.inject({ method: 'DELETE', url: `/v1/volumes/${vol.id}` })
     t.is(busy.statusCode, 409, busy.body)
+    t.is(busy.json<Body>().error?.code, 'in_use', 'in the API\'s snake_case')
     t.regex(busy.json<Body>().error?.message ?? '', /being written over NBD \(1 session on (node )?\S+\)/)
     // nor renamed under it (its client opened it by its path), and the users say who writes
     const mv = await app1.inject({ method: 'PATCH', url: `/v1/volumes/${vol.id}`, payload: { path: '/shop/db/moved' } })
