@@ -71,6 +71,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },
     roll: node => state.read().get('roll', node)?.value,
+    rollEntries: () => state.read().list('roll'),
     // a dead member gone from a roll there is (vgrid node forget) is no longer shown
     forgotten: node => { const r = state.read(); return r.get('roll', node) == null && r.list('roll').length > 0 },
     busyPeers: () => state.sessionPeers,

@@ -59,6 +59,15 @@ export interface NodeView {
   protocol: { speaks: { min: number, max: number }, ok: boolean, reason?: string }
 }
 
+/**
+ * A member on the grid's roll this agent has not heard from since it started (no
+ * advert, so nothing but its roll entry is known): it counts as down for the majority
+ */
+export interface UnseenMemberView { id: string, name: string, joined: string }
+
+/** GET /v1/nodes: the members this agent knows, and the roll's members it never heard from */
+export interface NodesView { nodes: NodeView[], unseen: UnseenMemberView[] }
+
 /** GET /v1/token */
 export interface TokenView { token: string }
 

@@ -52,6 +52,8 @@ export interface MembershipComponents {
   roll?: (node: string) => { draining?: boolean, restart?: { fenceMs: number, since: number } | null } | undefined
   /** a node no longer in the grid's roll (forgotten): not shown once dead */
   forgotten?: (node: string) => boolean
+  /** the grid's member roll: those on it this agent never heard from are listed apart */
+  rollEntries?: () => ReadonlyArray<{ node: string, name: string, joined: number }>
   /** peers whose connections carry something of another service's (never trimmed) */
   busyPeers: () => Iterable<string>
   /** what keeps this node from working fully (a service's disk trouble, ...), for /v1/status */
@@ -128,6 +130,7 @@ export class GridMembership implements Service {
       labels: c.labels,
       roll: c.roll,
       forgotten: c.forgotten,
+      rollEntries: c.rollEntries,
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),
       health: c.health,

@@ -3,11 +3,11 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
-import type { HealthProblem, NodeView, StatusView, TokenView } from '../api/types.ts'
+import type { HealthProblem, NodesView, NodeView, StatusView, TokenView, UnseenMemberView } from '../api/types.ts'
 import type { MemberDirectory } from './directory.ts'
 import type { Compat } from '../../protocol/compat.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
-import { nodeView, statusView, type SelfInfo } from './views.ts'
+import { nodeView, statusView, unseenMembers, type SelfInfo } from './views.ts'
 
 export interface MembershipRoutesDeps {
   self: () => SelfInfo
@@ -17,6 +17,8 @@ export interface MembershipRoutesDeps {
   roll?: (node: string) => { draining?: boolean, restart?: { fenceMs: number, since: number } | null } | undefined
   /** whether a node is gone from the roll (vgrid node forget): once dead it is not shown nor counted */
   forgotten?: (node: string) => boolean
+  /** the grid's member roll (cluster document): members on it this agent never heard from are listed as `unseen` */
+  rollEntries?: () => ReadonlyArray<{ node: string, name: string, joined: number }>
   /** whether a member speaks a protocol version this agent speaks */
   compat: (node: string) => Compat | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
@@ -28,15 +30,19 @@ export interface MembershipRoutesDeps {
 }
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
-export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView } {
+export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView, unseen: () => UnseenMemberView[] } {
   const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId))
+  const unseen = (): UnseenMemberView[] => unseenMembers(d.rollEntries?.() ?? [], d.directory.members)
   return {
     all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {
       const m = d.directory.find(idOrName)
-      if (m == null) throw new NotFoundError(`no member with id or name "${idOrName}"`)
-      return view(m)
-    }
+      if (m != null) return view(m)
+      const u = unseen().find(x => x.id === idOrName || x.name === idOrName)
+      if (u != null) throw new NotFoundError(`${u.name} (${u.id}) is a member of the grid (on its roll since ${u.joined}) that this agent has not heard from since it started: it counts as down; bring it back, or \`vgrid node forget ${u.name}\` if it is gone for good`)
+      throw new NotFoundError(`no member with id or name "${idOrName}"`)
+    },
+    unseen
   }
 }
 
@@ -54,7 +60,7 @@ function shown (d: MembershipRoutesDeps): MemberTable {
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
   app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), await d.health(), d.ha?.() ?? null))
-  app.get('/v1/nodes', async (): Promise<{ nodes: NodeView[] }> => ({ nodes: views.all() }))
+  app.get('/v1/nodes', async (): Promise<NodesView> => ({ nodes: views.all(), unseen: views.unseen() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }
   }, async (req): Promise<NodeView> => views.one(req.params.id))

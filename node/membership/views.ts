@@ -3,7 +3,7 @@ import { countStates, type Member, type MemberTable } from '../../protocol/membe
 import { poolOf } from '../../protocol/pool.ts'
 import { monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
-import type { HealthProblem, NodeView, StatusView } from '../api/types.ts'
+import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
 import { restartPending } from '../../crdt/placement/fence.ts'
 
@@ -120,14 +120,19 @@ export const UNHEARD_GRACE_MS = 15_000
  * counts against the majority the VM manager fences by. Nothing while the agent is
  * younger than UNHEARD_GRACE_MS (`upMs`).
  */
+/** the roll's members this agent has no entry for (never heard from since it started), by name */
+export function unseenMembers (roll: ReadonlyArray<{ node: string, name: string, joined: number }>, table: MemberTable): UnseenMemberView[] {
+  return roll.filter(r => !table.has(r.node)).sort((a, b) => a.name.localeCompare(b.name)).map(r => ({ id: r.node, name: r.name, joined: new Date(r.joined).toISOString() }))
+}
+
 export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string, joined: number }>, table: MemberTable, upMs: number): HealthProblem[] {
   if (upMs < UNHEARD_GRACE_MS) return []
-  const unheard = roll.filter(r => !table.has(r.node)).sort((a, b) => a.name.localeCompare(b.name))
+  const unheard = unseenMembers(roll, table)
   if (unheard.length === 0) return []
   return [{
     service: 'membership',
     cause: 'members-unheard',
-    message: `${unheard.length} member(s) of the grid have not been heard from since this agent started: ${unheard.map(r => `${r.name} (${r.node})`).join(', ')}; they count as down for the majority and their VMs run elsewhere: bring them back, or \`vgrid node forget NAME\` one that is gone for good`
+    message: `${unheard.length} member(s) of the grid have not been heard from since this agent started: ${unheard.map(r => `${r.name} (${r.id})`).join(', ')}; they count as down for the majority and their VMs run elsewhere: bring them back, or \`vgrid node forget NAME\` one that is gone for good`
   }]
 }
 

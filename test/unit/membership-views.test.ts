@@ -7,7 +7,8 @@ import Fastify from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
 import { duplicateNames, joinUnreached, nodeView, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
-import type { NodeView, StatusView } from '../../node/api/types.ts'
+import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
+import { errorBody, toApiError } from '../../node/api/errors.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
   nodeId: id,
@@ -38,6 +39,32 @@ test('a dead member gone from the roll is not listed nor counted; a dead one sti
   t.deepEqual(nodes.map(n => n.name), ['a', 'c', 'd'])
   const status = (await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>()
   t.like(status.members, { alive: 1, dead: 1, left: 1 })
+})
+
+test('a member of the roll this agent never heard from is listed apart as unseen, and /v1/nodes/NAME says what it is', async t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')]])
+  const roll = [{ node: 'a', name: 'a', joined: 1000 }, { node: 'b', name: 'b', joined: 1000 }, { node: 'c', name: 'srv-c', joined: Date.UTC(2026, 0, 2) }]
+  const deps = {
+    self: () => ({ id: 'a', name: 'a', version: 't', cluster: 'c', addrs: [] }),
+    directory: { members, find: (x: string) => members.get(x) },
+    labels: { labelsOf: () => ({}) },
+    rollEntries: () => roll,
+    compat: () => undefined,
+    clock: () => undefined,
+    health: async () => [],
+    token: () => 't'
+  } as unknown as MembershipRoutesDeps
+  const app = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
+  membershipRoutes(deps)(app)
+  t.teardown(async () => { await app.close() })
+  const body = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<NodesView>()
+  t.deepEqual(body.nodes.map(n => n.name), ['a', 'b'])
+  t.deepEqual(body.unseen, [{ id: 'c', name: 'srv-c', joined: '2026-01-02T00:00:00.000Z' }])
+  const one = await app.inject({ method: 'GET', url: '/v1/nodes/srv-c' })
+  t.is(one.statusCode, 404)
+  t.regex(one.json<{ error: { message: string } }>().error.message, /^srv-c \(c\) is a member of the grid \(on its roll since 2026-01-02T00:00:00\.000Z\) that this agent has not heard from since it started: it counts as down; .*vgrid node forget srv-c/)
+  t.regex((await app.inject({ method: 'GET', url: '/v1/nodes/zz' })).json<{ error: { message: string } }>().error.message, /^no member with id or name "zz"$/)
 })
 
 test('two live members with one name are a health problem naming both; a dead namesake is not', t => {

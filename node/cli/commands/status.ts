@@ -2,7 +2,7 @@
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
-import type { NodeView, StatusView } from '../../api/types.ts'
+import type { NodesView, NodeView, StatusView } from '../../api/types.ts'
 import { haLines } from '../../dvmm/cli.ts'
 
 export async function status (argv: string[]): Promise<void> {
@@ -33,7 +33,7 @@ export async function status (argv: string[]): Promise<void> {
 
 export async function nodes (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid nodes [--json] [--api HOST:PORT]')
-  const res = await new ApiClient(v.api as string | undefined).get<{ nodes: NodeView[] }>('/v1/nodes')
+  const res = await new ApiClient(v.api as string | undefined).get<NodesView>('/v1/nodes')
   if (v.json === true) {
     process.stdout.write(JSON.stringify(res, null, 2) + '\n')
     return
@@ -63,6 +63,6 @@ export async function nodes (argv: string[]): Promise<void> {
         shortId(n.id),
         labels(n)
       ]
-    })
-  ) + '\n')
+    }).concat((res.unseen ?? []).map(u => [u.name, 'unseen', '-', '-', '-', '-', '-', '-', shortId(u.id), '-']))
+  ) + '\n' + ((res.unseen ?? []).length > 0 ? '\nunseen: on the grid\'s roll, not heard from since this agent started (counted as down for the majority); bring it back, or `vgrid node forget NAME` if it is gone for good\n' : ''))
 }
