@@ -79,6 +79,16 @@ export function diskDrive (uri: string): string {
     `file.reconnect-delay=${NBD_RECONNECT_S},if=virtio,cache=none`
 }
 
+/**
+ * The guest kernel's command line: the user's, with the serial console the console log
+ * reads (`console=ttyS0`) put first when it names no console (the kernel would write to
+ * a VGA display there is none of, and `vgrid vm console` showed nothing), then vgrid's own.
+ */
+export function kernelCmdline (cmdline: string | undefined, extra: readonly string[]): string {
+  const own = cmdline?.trim() ?? ''
+  return [...(/(^|\s)console=/.test(own) ? [] : ['console=ttyS0']), ...(own === '' ? [] : [own]), ...extra].join(' ')
+}
+
 export class QemuDriver extends HostDriver {
   readonly name = 'qemu' as const
   protected readonly boots = ['kernel', 'disk'] as const
@@ -168,7 +178,7 @@ export class QemuDriver extends HostDriver {
           if (names !== '') extra.push(`vgrid.hosts=${names}`)
         }
       }
-      argv.push('-kernel', s.boot.kernel, '-append', [s.boot.cmdline ?? 'console=ttyS0', ...extra].join(' '))
+      argv.push('-kernel', s.boot.kernel, '-append', kernelCmdline(s.boot.cmdline, extra))
       if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
     } else if (s.boot.kind === 'disk') {
       // the format found in the image (checked at start): a qcow2 image boots as qcow2
