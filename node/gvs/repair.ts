@@ -12,7 +12,7 @@ import { GvsError } from './errors.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
 import { RETIRE_QUIET_MS } from './object-uses.ts'
-import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
+import { unheard, unheardError, unheardObjects, type WriteInterval } from './write-intervals.ts'
 
 /** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
@@ -216,7 +216,9 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     // objects whose newest copy may be only on holders of an earlier placement that did not list: left as they are
     const pkey = this.init.placementKey ?? this.init.volume
     const blocked = new Map<number, string[][]>()
-    for (const i of inventory.keys()) {
+    // with the objects found nowhere that answered: written where nobody answers now, perhaps
+    const candidates = new Set([...inventory.keys(), ...await unheardObjects(intervals, pkey, this.init.objects ?? 0, this.init.replicas, n => listed.includes(n))])
+    for (const i of candidates) {
       const sets = unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n))
       if (sets.length > 0) blocked.set(i, sets)
     }

@@ -16,7 +16,7 @@ import { GvsError } from '../../node/gvs/errors.ts'
 import { Placement, objectKey } from '../../node/gvs/placement.ts'
 import { WriteIntervalRecords } from '../../node/gvs/write-interval-records.ts'
 import {
-  activeIntervals, afterRepair, forgetInIntervals, holdersIn, intervalKey, needsRecord, unheard, withInterval, CLEAR_SLACK_MS, type IntervalNode, type WriteInterval
+  activeIntervals, afterRepair, forgetInIntervals, holdersIn, intervalKey, needsRecord, unheard, unheardObjects, withInterval, CLEAR_SLACK_MS, type IntervalNode, type WriteInterval
 } from '../../node/gvs/write-intervals.ts'
 import { Replica } from '../../crdt/index.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -100,7 +100,7 @@ test('writes kept on A and B only (R=3, minReplicas 1): with both gone, C does n
   await t.throwsAsync(guarded.write(0, fill(3), true), { instanceOf: GvsError, message: /A and B/ })
   const repair = await new Repairer({ transport, holders: (key, r) => new Placement(ns('C')).holders(key, r), nodes: () => ['C'], intervals: () => Object.values(rec.v) }, { volume: 'v', replicas: 3, objects: 2 }).run()
   t.is(repair.health, 'degraded')
-  t.like(repair, { total: 1, done: 1, failed: 1, bytes: 0 }, 'nothing copied: the object counts as one failed copy')
+  t.like(repair, { total: 2, done: 2, failed: 2, bytes: 0 }, 'nothing copied: each object counts as one failed copy (object 1 too, found nowhere: it may have been written on A and B)')
   t.regex(repair.errors.join(), /object 0 is not repaired: its writes went to .*A and B/)
   live.add('B')
   t.is((await volumeOver(transport, live, all, 3, 1, rec, true).read(0, 4096))[0], 2, 'B is back: the newest copy, from B')
@@ -120,6 +120,36 @@ test('R=2 on five nodes, both holders of an object die: the three left (a majori
   await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ })
   live.add(hs[1]!)
   t.is((await volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096))[0], 2)
+})
+
+test('R=2 on five nodes, both holders of an object that only they ever held die: a repair by the three left does not call the volume healthy (nor clear the record), and reads stay unavailable, not zeros', async t => {
+  const all = ['A', 'B', 'C', 'D', 'E']
+  const { transport, live } = await grid(t, all, 'E')
+  const rec = { v: {} as Record<string, WriteInterval> }
+  const hs = new Placement(ns(...all)).holders(objectKey('v', 0), 2)
+  await volumeOver(transport, live, all, 2, 2, rec, true).write(0, fill(7), true)
+  for (const h of hs) live.delete(h)
+  const left = all.filter(n => !hs.includes(n))
+  // no node left holds any copy of object 0: it is in no inventory (the tester's 2 + 3 split)
+  const repair = await new Repairer({ transport, holders: (key, r) => new Placement(ns(...left)).holders(key, r), nodes: () => left, intervals: () => Object.values(rec.v) }, { volume: 'v', replicas: 2, objects: 2 }).run()
+  t.is(repair.health, 'degraded', 'not healthy: so the record is not cleared (repair-runs clears it only after a healthy repair)')
+  t.true(repair.failed >= 1, 'object 0 counts as a failed copy')
+  t.regex(repair.errors.join(), /object 0 is not repaired: its writes went to .*none of them answers/)
+  await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ }, 'unavailable, not zeros')
+  await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).write(4096, fill(8).subarray(0, 4096), true), { instanceOf: GvsError, message: /none of them answers/ }, 'nor written over')
+  live.add(hs[0]!)
+  t.is((await volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096))[0], 7, 'a holder is back: the acknowledged data')
+})
+
+test('unheardObjects: only intervals with at least R nodes down are searched, and an object counts when all its holders there are down (a node given up excepted)', async t => {
+  const iv: WriteInterval = { nodes: ns('A', 'B', 'C', 'D', 'E'), at: 1 }
+  const answered = (up: string[]) => (n: string): boolean => up.includes(n)
+  t.deepEqual(await unheardObjects([iv], 'v', 64, 2, answered(['A', 'B', 'C', 'D'])), [], 'one node down, R=2: no object has both holders down')
+  const down = await unheardObjects([iv], 'v', 64, 2, answered(['A', 'B', 'C']))
+  const expect = Array.from({ length: 64 }, (_, i) => i).filter(i => holdersIn(iv, 'v', i, 2).every(n => n === 'D' || n === 'E'))
+  t.deepEqual(down, expect)
+  t.true(down.length > 0 && down.length < 64, `some objects (${down.length} of 64) have both holders on D and E`)
+  t.deepEqual(await unheardObjects([{ ...iv, lost: ['D', 'E'] }], 'v', 64, 2, answered(['A', 'B', 'C'])), [], 'both given up by a forget: not waited for')
 })
 
 const ID = { A: 'Anode', B: 'Bnode', C: 'Cnode' }
