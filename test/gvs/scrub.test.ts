@@ -111,7 +111,7 @@ test('destroying a volume a VM still runs with (by its lease), or keeps as a sto
   const busy = await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })
   t.is(busy.statusCode, 409)
   t.regex(busy.json<{ error: { code: string, message: string } }>().error.message, /volume "\/vm\/disk" is in use by VM "web"; stop and remove it first/)
-  t.is(busy.json<{ error: { code: string } }>().error.code, 'in-use')
+  t.is(busy.json<{ error: { code: string } }>().error.code, 'in_use')
   await state.write(w => { w.update('leases', 'web', { status: 'stopped' }) })
   // stopped, it keeps its disk: it would start from it again
   const kept = await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })
