@@ -7,6 +7,9 @@ import { request as httpRequest } from 'node:http'
 import { existsSync } from 'node:fs'
 import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
 
+/** how long the CLI waits for an answer (no byte of it) before it gives up */
+const ANSWER_TIMEOUT_MS = 30_000
+
 export class CliError extends Error {
   override name = 'CliError'
   readonly exitCode: number
@@ -35,7 +38,10 @@ export class ApiClient {
   private readonly display: string
   private readonly token?: string
 
-  constructor (api: string | undefined) {
+  private readonly answerTimeoutMs: number
+
+  constructor (api: string | undefined, opts: { answerTimeoutMs?: number } = {}) {
+    this.answerTimeoutMs = opts.answerTimeoutMs ?? ANSWER_TIMEOUT_MS
     try {
       this.target = apiTarget(api)
     } catch (err) {
@@ -53,7 +59,10 @@ export class ApiClient {
     try {
       res = await this.send(method, path, payload)
     } catch (err) {
-      const e = err as NodeJS.ErrnoException
+      const e = err as NodeJS.ErrnoException & { answering?: boolean }
+      // connected, then no answer: the agent runs, but this request waits on something (a
+      // node it cannot reach, say); "is it running?" would send the user the wrong way
+      if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`)
       throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`)
     }
     let data: unknown
@@ -79,13 +88,15 @@ export class ApiClient {
     }
     if (this.token != null) headers.authorization = `Bearer ${this.token}`
     return await new Promise((resolve, reject) => {
-      const req = httpRequest({ ...this.target, method, path, headers, timeout: 10_000 }, res => {
+      const req = httpRequest({ ...this.target, method, path, headers, timeout: this.answerTimeoutMs }, res => {
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
         res.on('error', reject)
       })
-      req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })))
+      let connected = false
+      req.on('socket', s => { if (!s.connecting) connected = true; else s.once('connect', () => { connected = true }) })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT', answering: connected })))
       req.on('error', reject)
       req.end(payload)
     })

@@ -14,6 +14,8 @@ import { layersOf } from './volumes.ts'
 const INVENTORY_TTL_MS = 5000
 /** how long the API waits for an inventory before it answers with the last one */
 const INVENTORY_WAIT_MS = 3000
+/** how long a coordinator may take before this node begins its own view beside the ask */
+const LOCAL_VIEW_AFTER_MS = 1000
 
 export interface VolumeStatesComponents {
   self: string
@@ -108,11 +110,16 @@ export class VolumeStates {
     await Promise.all([...byCoord].map(async ([coord, list]) => {
       let answer: StatusAnswer = {}
       let why: string | null = null
-      try { answer = await this.c.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message }
+      // a coordinator slow to answer (one this node cannot reach while membership holds it
+      // alive, in a partial partition) may not answer at all: this node's own view is
+      // begun meanwhile, so the API waits for the longer of the two, not for both in turn
+      const locals = new Map<string, Promise<VolumeHealthView>>()
+      const begin = setTimeout(() => { for (const v of list) { const p = this.local(v); p.catch(() => {}); locals.set(v.id, p) } }, LOCAL_VIEW_AFTER_MS)
+      try { answer = await this.c.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message } finally { clearTimeout(begin) }
       for (const v of list) {
         let h = answer[v.id]?.health
         if (h == null) {
-          h = await this.local(v)
+          h = await (locals.get(v.id) ?? this.local(v))
           h = { ...h, reasons: [...h.reasons, why != null ? `its repair coordinator ${coord} did not answer (${why}): this node's view` : `its repair coordinator ${coord} has no view of it yet: this node's view`] }
         }
         const here = this.c.repairs.progress(v.id)

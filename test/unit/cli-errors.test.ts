@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import { listenFailure } from '../../node/network/index.ts'
+import { createServer, type Server } from 'node:http'
+import { ApiClient } from '../../node/cli/client.ts'
 
 const main = join(import.meta.dirname, '../../node/cli/main.ts')
 
@@ -33,4 +35,17 @@ test('listenFailure: the address and the reason, in one line', t => {
     '  /ip4/127.0.0.1/tcp/7495: Error: listen EADDRINUSE: address already in use 127.0.0.1:7495\n      at Server.setupListenHandle [as _listen2] (node:net:2328:16)\n'
   t.is(listenFailure(libp2p), 'cannot listen on /ip4/127.0.0.1/tcp/7495 (listen EADDRINUSE: address already in use 127.0.0.1:7495): change --listen or stop what uses it')
   t.is(listenFailure('something else\nwith detail'), 'something else')
+})
+
+test('an agent that takes a request and does not answer is not called unreachable; one nobody listens for is', async t => {
+  const silent: Server = createServer(() => { /* never answers: waits on a node it cannot reach, say */ })
+  await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { silent.closeAllConnections(); if (silent.listening) silent.close() })
+  const port = (silent.address() as { port: number }).port
+  const err = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).get('/v1/volumes'))
+  t.is(err?.message, `the vgrid agent at 127.0.0.1:${port} took the request (GET /v1/volumes) but did not answer within 0.3 s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`)
+  silent.closeAllConnections()
+  await new Promise(resolve => silent.close(resolve))
+  const gone = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).get('/v1/volumes'))
+  t.regex(gone?.message ?? '', /^cannot reach the vgrid agent at 127\.0\.0\.1:\d+ \(ECONNREFUSED\); is it running\?/)
 })

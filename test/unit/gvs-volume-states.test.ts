@@ -1,0 +1,36 @@
+// A volume's state through a node that is not its repair coordinator, while the
+// coordinator does not answer (a partial partition: membership holds it alive through
+// others, this node cannot reach it): the answer is this node's own view, saying so,
+// and it comes after the longer of the two waits, not after both in turn (a tester's
+// `vol ls` ran past the CLI's timeout).
+import test from 'ava'
+import type { Volume } from '../../crdt/index.ts'
+import { coordinatorOf } from '../../node/gvs/health.ts'
+import { VolumeStates } from '../../node/gvs/volume-states.ts'
+import type { RepairRuns } from '../../node/gvs/repair-runs.ts'
+import type { StatusService } from '../../node/gvs/status-protocol.ts'
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+test('a coordinator that does not answer: this node\'s own view, begun while it waited', async t => {
+  const live = new Set(['n1', 'n2', 'n3'])
+  const v = { id: 'vol-000000000001', path: '/a', sizeBytes: 2 ** 20, replicas: 2, minReplicas: 2, state: 'ready', parent: null, snapshots: {}, epoch: 1 } as unknown as Volume
+  const coord = coordinatorOf(v.id, live)!
+  const self = [...live].find(n => n !== coord)!
+  let asked = 0
+  const states = new VolumeStates({
+    self,
+    // an inventory slow as one that waits on the unreachable node (its list request)
+    repairs: { repairer: () => ({ inventory: async () => { await sleep(2500); return { inventory: new Map([[0, [...live].filter(n => n !== coord)]]) } } }), progress: () => null, isRunning: () => false, last: new Map() } as unknown as RepairRuns,
+    // the ask runs to its timeout, as to a node that never answers
+    status: { ask: async (_node: string, _ids: string[], timeoutMs: number) => { asked++; await sleep(timeoutMs); throw new Error(`no answer within ${timeoutMs} ms`) } } as unknown as Pick<StatusService, 'ask'>,
+    live: () => live,
+    members: () => new Map()
+  })
+  const t0 = Date.now()
+  const h = (await states.of([v])).get(v.id)!
+  const ms = Date.now() - t0
+  t.is(asked, 1)
+  t.regex(h.reasons.join('\n'), new RegExp(`its repair coordinator ${coord} did not answer \\(no answer within 5000 ms\\): this node's view`))
+  t.true(ms < 5000 + 1500, `answered after the coordinator's wait, with this node's view ready by then (${ms} ms; both in turn took 7.5 s)`)
+})
