@@ -2,7 +2,7 @@
 // Every bad value is reported with the flag or key that carried it.
 import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { multiaddrProblem } from '../protocol/address-check.ts'
@@ -209,7 +209,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   if (restartGraceMs !== 0 && (restartGraceMs < 1000 || restartGraceMs > MAX_RESTART_GRACE_MS)) {
     throw new ConfigError(`--restart-grace: must be 0 (off) or between 1 s and ${MAX_RESTART_GRACE_MS / 60_000} min, got ${restartGraceMs} ms`)
   }
-  const dataDir = pick('dataDir') ?? DEFAULT_DATA_DIR
+  // absolute: VMs, their guards and the watchdog run in other directories and read paths under it
+  const dataDir = resolve(pick('dataDir') ?? DEFAULT_DATA_DIR)
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
   if (apiSocket != null && !apiSocket.startsWith('/')) throw new ConfigError(`--api-socket: "${apiSocket}" must be an absolute path (or "none")`)

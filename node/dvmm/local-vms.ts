@@ -19,6 +19,10 @@ import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
 import { notFoundIsGone, VmConsoles } from './console.ts'
+import { WatchdogDown } from './watchdog/index.ts'
+
+/** how long a VM waits before another start while this node's watchdog cannot be started */
+const WATCHDOG_DOWN_PAUSE_MS = 2000
 
 /** the connection manager, where the grid has an overlay */
 export interface VmNetworkHooks {
@@ -219,6 +223,13 @@ export class LocalVms {
       if (this.aborted(id)) {
         const why = this.killAsked.has(id) ? 'killed while starting' : 'the service stopped while it started'
         await this.endAborted(id, driver, why)
+        return
+      }
+      if (err instanceof WatchdogDown) {
+        // no fault of the VM's: not counted as a crash; the step starts it again once the
+        // pause is over (the supervisor is tried again at each feed meanwhile)
+        this.c.log.warn('VM not started: this node\'s fencing watchdog does not run, and a VM without it would outlive a crash of this agent', { vm: id, err: err.message })
+        await new Promise(resolve => setTimeout(resolve, WATCHDOG_DOWN_PAUSE_MS))
         return
       }
       this.c.metrics.starts.inc({ result: 'failed' })

@@ -196,9 +196,11 @@ export class NodeRuntime implements Service {
     return out
   }
 
-  private async arm (): Promise<void> {
+  /** `live`: a VM is about to start, which needs a supervisor running now (armed once, it may have died since: killed, OOM) */
+  private async arm (live: boolean): Promise<void> {
     this.armed ??= this.watchdog.start()
     await this.armed
+    if (live) await this.watchdog.live()
   }
 
   /** The driver, with the watchdog armed before a start and as soon as list() finds a VM still running. */
@@ -206,12 +208,12 @@ export class NodeRuntime implements Service {
     return new Proxy(driver, {
       get: (target, key, receiver) => {
         if (key === 'start') {
-          return async (...args: Parameters<VmDriver['start']>) => { await this.arm(); return await target.start(...args) }
+          return async (...args: Parameters<VmDriver['start']>) => { await this.arm(true); return await target.start(...args) }
         }
         if (key === 'list') {
           return async () => {
             const vms = await target.list()
-            if (vms.some(v => v.state === 'running' || v.state === 'starting')) await this.arm()
+            if (vms.some(v => v.state === 'running' || v.state === 'starting')) await this.arm(false)
             return vms
           }
         }

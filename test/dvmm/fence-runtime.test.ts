@@ -79,3 +79,29 @@ maybe('graceful stop with every VM stopped: disarmed, nothing killed', async t =
   t.true(await until(() => watchdog.running() === undefined, 3000), 'the supervisor exited')
   t.deepEqual(watchdog.fired(), [])
 })
+
+maybe('the supervisor killed (its guards kill their VMs): a VM started right after waits for a new supervisor and runs, not killed at once by its guard', async t => {
+  const { runtime, watchdog, pids, ids } = setup(t)
+  runtime.feedWhile(() => 0)
+  const a = `rt-${process.pid}-c`
+  const b = `rt-${process.pid}-d`
+  ids.push(a, b)
+  const first = await runtime.drivers.process.start(spec(a))
+  pids.push(first.pid!)
+  const supervisor = watchdog.running()!
+  process.kill(supervisor, 'SIGKILL')
+  t.true(await until(() => !isAlive(first.pid!), 3000), 'the guard killed its VM as the supervisor went')
+  // at once, as the VM manager restarts a VM its guard killed
+  const second = await runtime.drivers.process.start(spec(b))
+  pids.push(second.pid!)
+  const now = watchdog.running()
+  t.truthy(now, 'a supervisor runs again')
+  t.not(now, supervisor)
+  await sleep(1500)
+  t.true(isAlive(second.pid!), 'the VM runs: its guard found the new supervisor holding the FIFO')
+  process.kill(now!, 'SIGKILL')
+  t.true(await until(() => !isAlive(second.pid!), 3000), 'and fences it: the new supervisor gone, the guard kills the VM')
+  // no VM left: a graceful stop disarms (the feed would start a supervisor again otherwise)
+  await runtime.stop({ graceful: true })
+  t.true(await until(() => watchdog.running() === undefined, 3000), 'no supervisor left')
+})

@@ -16,6 +16,12 @@ test('defaults follow the design brief', async t => {
   t.is(c.fenceTimeoutMs, 5000)
 })
 
+test('a relative --data-dir is made absolute (VMs, their guards and the watchdog run elsewhere and read paths under it: with ./data a VM ran without its guard); the API socket under it is absolute too', async t => {
+  const c = await resolveConfig({ dataDir: 'data' })
+  t.is(c.dataDir, join(process.cwd(), 'data'))
+  t.is(c.apiSocket, join(process.cwd(), 'data', 'api.sock'))
+})
+
 test('the fence timeout comes from --fence-timeout or the file, within its bounds', async t => {
   t.is((await resolveConfig({ fenceTimeout: '20s' })).fenceTimeoutMs, 20_000)
   t.is((await resolveConfig({ fenceTimeout: 60_000 })).fenceTimeoutMs, 60_000)

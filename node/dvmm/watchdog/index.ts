@@ -31,6 +31,11 @@ export interface FiredRecord { at: number, why: string, killed: Array<{ id: stri
 // its own script, so it runs from the sources and from dist/ alike
 const SUPERVISOR = scriptPath('node/dvmm/watchdog/supervisor-main')
 
+/** No supervisor runs and none could be started: no VM is started now (not a crash of it) */
+export class WatchdogDown extends Error {
+  override name = 'WatchdogDown'
+}
+
 export class Watchdog {
   readonly name = 'watchdog'
   private readonly log: Logger
@@ -117,6 +122,20 @@ export class Watchdog {
       this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone and could not be started again (${err.message}); retrying`
       this.log.error('the watchdog supervisor could not be started again; retrying', { error: err.message })
     }).finally(() => { this.respawning = undefined })
+  }
+
+  /**
+   * Resolves once a supervisor runs, started again now if it is gone (its guards killed
+   * their VMs as it went): a VM started without one gets a guard that finds no
+   * supervisor and kills it at once, which the crash rule would count (a tester's one
+   * SIGKILL of the supervisor left a VM failed after three such starts in half a second).
+   * Throws when none can be started.
+   */
+  async live (): Promise<void> {
+    if (this.timer == null) return
+    if (this.running() === undefined) this.checkSupervisor()
+    await this.respawning
+    if (this.running() === undefined) throw new WatchdogDown(this.lostWhy ?? 'the fencing watchdog\'s supervisor is gone')
   }
 
   /** Feeds from now on only while `sound()` holds (the VM manager's loop keeps completing steps). */
