@@ -69,6 +69,8 @@ const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'kill -KILL -- "-$pg" 2>/dev/null'
 // a caught TERM (unlike an ignored one) is reset in the VM's process, and lets this
 // shell outlive it to record its status
+/** a running VM that has written no guard file this long after its start has none: it gets one */
+const GUARD_LATE_MS = 10_000
 const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; unset VGRID_EXIT; "$@"; echo $? > "$f"'
 
 export abstract class HostDriver extends EventEmitter<DriverEvents> implements VmDriver {
@@ -352,11 +354,15 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   private guardCheck (rec: VmRecord): void {
     if (rec.pid === undefined || !this.alive(rec)) return
     const dir = this.runs.dir(rec.id)
-    let pid: number
-    try { pid = Number(readFileSync(join(dir, 'guard'), 'utf8').trim()) } catch { return } // none yet, or a VM started before guards wrote it
-    if (!Number.isSafeInteger(pid) || pid <= 0) return
+    let pid = 0
+    try { pid = Number(readFileSync(join(dir, 'guard'), 'utf8').trim()) } catch {
+      // none yet (it writes the file as it starts), or never one: a VM started by an
+      // earlier release, or while its watchdog had no FIFO; given one after a while
+      if (rec.startedAt == null || this.components.clock.now() - rec.startedAt < GUARD_LATE_MS) return
+    }
+    if (!Number.isSafeInteger(pid) || pid < 0) return
     let cmd = ''
-    try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
+    try { if (pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
     if (cmd.includes('vgrid-guard')) return
     const paths = watchdogPaths(this.init.dataDir)
     let fifo = false
@@ -375,7 +381,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const child = spawn('nice', ['-n', '-20', '/bin/bash', '-c', GUARD, 'vgrid-guard', paths.alive, paths.beat, String(rec.pid), ...rec.cgroups], { cwd: dir, detached: true, stdio: 'ignore' })
       child.on('error', () => {})
       child.unref()
-      this.components.log.warn('a running VM\'s guard was gone (killed?): started a new one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name, was: pid })
+      if (pid === 0) this.components.log.warn('a running VM had no guard (started by an earlier release?): started one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name })
+      else this.components.log.warn('a running VM\'s guard was gone (killed?): started a new one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name, was: pid })
     } catch (err) {
       this.components.log.error('a running VM\'s guard is gone and a new one could not be started: the VM is not ended should the agent and the watchdog both die', { vm: rec.id, err: (err as Error).message })
     }

@@ -400,3 +400,23 @@ maybe('watchdog: a guard gone while no supervisor holds the FIFO is not started 
   await waitFor('the exit recorded', async () => (await driver.inspect(id))?.state === 'stopped', 3000, 20)
   t.is((await driver.inspect(id))?.exit?.watchdogKillBy, 'guard')
 })
+
+maybe('watchdog: a running VM that never had a guard (an earlier release\'s, or one started while its watchdog had no FIFO) gets one after a while', async t => {
+  const id = `noguard-${process.pid}`
+  const { dataDir, driver, w } = await guarded(t, 60_000, [id])
+  const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
+  const file = join(dataDir, 'dvmm', 'run', 'process', id, 'guard')
+  const guardOf = (): number | undefined => { try { return Number(readFileSync(file, 'utf8').trim()) } catch { return undefined } }
+  await waitFor('the guard up', () => guardOf() != null, 5000, 20)
+  // as if it never had one: its guard gone, and no file saying there was one
+  const first = guardOf()!
+  process.kill(first, 'SIGSTOP')
+  rmSync(file)
+  process.kill(first, 'SIGKILL')
+  await waitFor('a guard given to it', () => { const g = guardOf(); return g != null && g !== first && alive(g) }, 15_000, 100)
+  t.true(alive(pid))
+  w.abandon()
+  process.kill(w.pid!, 'SIGKILL')
+  await waitFor('the VM killed by the guard it was given', () => !alive(pid), 5000, 20)
+  t.pass()
+})
