@@ -181,8 +181,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
  * Sends one request to each node at once (`timeoutMs`: a bound on each answer, beyond
  * the replica's own timeout). Answers the nodes that failed, each with why.
  */
-export async function callEach (transport: ReplicaTransport, nodes: readonly string[], req: ReplicaRequest, timeoutMs?: number): Promise<Array<{ node: string, why: string }>> {
-  const failed: Array<{ node: string, why: string }> = []
+export async function callEach (transport: ReplicaTransport, nodes: readonly string[], req: ReplicaRequest, timeoutMs?: number): Promise<Array<{ node: string, why: string, moment: boolean }>> {
+  const failed: Array<{ node: string, why: string, moment: boolean }> = []
   await Promise.all(nodes.map(async node => {
     let timer: NodeJS.Timeout | undefined
     try {
@@ -191,7 +191,9 @@ export async function callEach (transport: ReplicaTransport, nodes: readonly str
       asked.catch(() => {})
       await Promise.race([asked, new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new GvsError('unavailable', `no answer in ${timeoutMs} ms`)) }, timeoutMs) })])
     } catch (err) {
-      failed.push({ node, why: (err as Error).message })
+      // `moment`: it may pass (the node out of reach, restarting, its stream reset), as
+      // against its answer (a newer writer's epoch there, a bad request, its disk)
+      failed.push({ node, why: (err as Error).message, moment: !(err instanceof GvsError) || err.transient || err.code === 'unavailable' })
     } finally { clearTimeout(timer) }
   }))
   return failed

@@ -564,15 +564,25 @@ export class GvsService {
     try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
   }
 
-  /** makes `epoch` the volume's writer epoch on every live node (fence, and a plain export's claim) */
+  /**
+   * Makes `epoch` the volume's writer epoch on every live node (fence, and a plain
+   * export's claim). A node that cannot be told is asked again, over the live nodes as
+   * they are then, for as long as a write waits for a replica (writeRetryMs): one that
+   * stops drops out of them, one that restarts answers once its volume store is up (a
+   * tester's client got EIO from a new session opened just then).
+   */
   private async fenceLive (volumeId: string, epoch: number): Promise<Volume> {
-    const v = this.volumes().find(x => x.id === volumeId)
-    if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
-    const top = layersOf(v)[0]!
-    const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
-    const failed = await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })
-    if (failed.length > 0) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
-    return v
+    const until = Date.now() + (this.init.writeRetryMs ?? WRITE_RETRY_MS)
+    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+      const v = this.volumes().find(x => x.id === volumeId)
+      if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
+      const top = layersOf(v)[0]!
+      const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
+      const failed = await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })
+      if (failed.length === 0) return v
+      if (failed.some(f => !f.moment) || Date.now() + wait > until) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
+      await new Promise(resolve => setTimeout(resolve, wait))
+    }
   }
 
   /**

@@ -106,3 +106,21 @@ test('a session whose claim another writer took over writes no more, also once t
   await again.write(8192, Buffer.alloc(4096, 0xa3))
   await again.flush()
 })
+
+test('a new writer\'s claim waits for a node whose volume store is restarting (its fence is asked again), instead of failing the client\'s first write', async t => {
+  const g = await memoryHosts(t, 3, 'gvsfencewait')
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0, writerStallMs: 60_000 })
+  const app = apiOf(g.svcs[0]!)
+  t.teardown(async () => { await app.close() })
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/w/fence', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  // node 2's agent restarts: membership still holds it alive, its replica protocol is not up yet
+  const replicas = (g.svcs[2] as unknown as { replicas: { stop: () => Promise<void>, start: () => Promise<void> } }).replicas
+  await replicas.stop()
+  setTimeout(() => { void replicas.start() }, 1000)
+  const started = Date.now()
+  await g.svcs[0]!.device('w/fence')!.write(0, Buffer.alloc(65536, 5), false)
+  t.true(Date.now() - started >= 800, 'it waited for the node to be told the writer\'s epoch')
+  t.true(Buffer.from(await g.svcs[1]!.device('w/fence')!.read(0, 65536)).equals(Buffer.alloc(65536, 5)))
+})
