@@ -8,6 +8,20 @@ export const CRASH_LIMIT = 3
 export const CRASH_WINDOW_MS = 24 * 3600_000
 /** a clean exit after a run this long is no crash under `always` */
 export const MIN_CLEAN_RUN_MS = 10_000
+/**
+ * The wait before a restart after the 1st and the 2nd crash within the window: a cause
+ * that passes (a watchdog started again, a disk back, a peer restarting) gets time to,
+ * where three starts in a tenth of a second used up the rule at once.
+ */
+export const RESTART_DELAYS_MS = [1000, 5000] as const
+
+/** how long to wait, from `now`, before restarting after the crashes in `crashes` (0: none recent) */
+export function restartDelayMs (crashes: readonly number[], now: number): number {
+  const recent = crashes.filter(t => now - t < CRASH_WINDOW_MS && t <= now)
+  if (recent.length === 0) return 0
+  const delay = RESTART_DELAYS_MS[Math.min(recent.length, RESTART_DELAYS_MS.length) - 1]!
+  return Math.max(0, Math.max(...recent) + delay - now)
+}
 
 export type RestartPolicy = 'always' | 'on-failure' | 'never'
 
@@ -28,5 +42,6 @@ export function onExit (crashes: readonly number[], now: number, opts: { policy?
   }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)
   if (recent.length >= CRASH_LIMIT) return { action: 'stop', crashes: recent, reason: `${what}: ${CRASH_LIMIT} crashes within 24 h, left stopped` }
-  return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} within 24 h, restarting (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }
+  const delay = RESTART_DELAYS_MS[Math.min(recent.length, RESTART_DELAYS_MS.length) - 1]! / 1000
+  return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} within 24 h, restarting in ${delay} s (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }
 }

@@ -7,7 +7,7 @@
 // console is still served until the lease is not this node's.
 import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { onExit } from '../../crdt/placement/index.ts'
+import { onExit, restartDelayMs } from '../../crdt/placement/index.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
@@ -206,6 +206,12 @@ export class LocalVms {
 
   private async runStart (vm: Vm, driver: VmDriver, doc: DocView): Promise<void> {
     const id = vm.id
+    // after a crash, a pause first (the crash rule's: restartDelayMs), busy meanwhile
+    const pause = restartDelayMs(doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock))
+    if (pause > 0) {
+      await new Promise(resolve => setTimeout(resolve, pause))
+      if (this.aborted(id)) return
+    }
     try {
       const old = await driver.inspect(id)
       this.consoles.drop(id)

@@ -4,7 +4,7 @@
 import test from 'ava'
 import {
   rank, plan, positionOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, takeover,
-  onExit, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
+  onExit, restartDelayMs, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
 import { prng } from '../helpers/prng.ts'
@@ -218,6 +218,18 @@ test('restart rule: restart on the same node, 3 crashes within 24 h leave it sto
   t.like(onExit([], now, { policy: 'never', clean: true }), { action: 'stop', completed: true })
   t.like(onExit([], now, { policy: 'on-failure', clean: true }), { action: 'stop', completed: true })
   t.is((onExit([now - 2000, now - 1000], now) as { completed?: true }).completed, undefined, 'the crash limit is a failure')
+})
+
+test('restart rule: a pause before each restart, longer after the second crash, counted from the last crash; the reason says it', t => {
+  const now = 100 * CRASH_WINDOW_MS
+  t.is(restartDelayMs([], now), 0)
+  t.is(restartDelayMs([now], now), 1000)
+  t.is(restartDelayMs([now - 400], now), 600, 'counted from the crash')
+  t.is(restartDelayMs([now - 9000, now - 1000], now), 4000, 'after the second: 5 s')
+  t.is(restartDelayMs([now - 10_000], now), 0, 'waited out')
+  t.is(restartDelayMs([now - CRASH_WINDOW_MS - 1], now), 0, 'an old crash does not count')
+  t.regex(onExit([], now).reason, /crash 1 within 24 h, restarting in 1 s/)
+  t.regex(onExit([now - 1000], now).reason, /crash 2 within 24 h, restarting in 5 s/)
 })
 
 test('HA check: ok when any one loss can be absorbed; else names the node and the stranded VMs', t => {
