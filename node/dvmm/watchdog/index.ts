@@ -24,6 +24,8 @@ export interface WatchdogInit {
   feedMs?: number
   /** How often the supervisor checks; a tenth of the timeout by default. */
   checkMs?: number
+  /** the supervisor exits once it fired and found nothing to kill this long (default 60 s; tests) */
+  idleExitMs?: number
 }
 
 export interface FiredRecord { at: number, why: string, killed: Array<{ id: string, driver: string, pid?: number }> }
@@ -78,7 +80,7 @@ export class Watchdog {
   private async spawnSupervisor (): Promise<void> {
     rmSync(this.paths.ready, { force: true })
     const checkMs = this.init.checkMs ?? Math.max(20, Math.floor(this.init.timeoutMs / 10))
-    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs)], {
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs), ...(this.init.idleExitMs != null ? [String(this.init.idleExitMs)] : [])], {
       detached: true, // its own session: the agent's death or its terminal's signals do not reach it
       stdio: 'ignore'
     })

@@ -1,4 +1,4 @@
-// The watchdog process: `node supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS]`.
+// The watchdog process: `node supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS [IDLE_MS]]`.
 // Spawned by the agent in a session of its own, so the agent's death (SIGKILL) or hang
 // (SIGSTOP, a stalled event loop) does not touch it. The agent feeds it by rewriting
 // the feed file; if the feed stops changing for longer than the timeout (shorter than
@@ -15,9 +15,9 @@ import { watchdogPaths } from './paths.ts'
 /** the highest priority there is: the supervisor mostly sleeps, and runs for microseconds when it wakes */
 const SUPERVISOR_NICE = -20
 
-const [dataDir, timeoutArg, checkArg] = process.argv.slice(2)
+const [dataDir, timeoutArg, checkArg, idleArg] = process.argv.slice(2)
 if (dataDir === undefined || !Number.isFinite(Number(timeoutArg)) || Number(timeoutArg) <= 0) {
-  process.stderr.write('usage: supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS]\n')
+  process.stderr.write('usage: supervisor-main.ts DATA_DIR TIMEOUT_MS [CHECK_MS [IDLE_MS]]\n')
   process.exit(2)
 }
 const root: string = dataDir
@@ -83,6 +83,14 @@ log(`armed pid=${process.pid} timeoutMs=${timeoutMs} checkMs=${checkMs}${aliveFd
 // shorten the timeout (an agent of a later run, or the fence timeout in force going
 // down), and a check interval of a long timeout it was spawned with must not outlast it
 const MAX_CHECK_MS = 1000
+/**
+ * Fired, with nothing left to kill this long and still no feed: it exits (an agent that
+ * never comes back, all its VMs killed, left it running for ever, a process of its own
+ * on every such server). A later agent run starts a new one before it starts a VM.
+ */
+const IDLE_AFTER_FIRE_MS = idleArg != null && Number(idleArg) > 0 ? Number(idleArg) : 60_000
+/** when it last found a VM to kill (or fired first) */
+let lastVictimAt: number | undefined
 function check (): void {
   if (!existsSync(paths.dir)) { log('data dir gone; exiting'); process.exit(0) }
   let text: string | undefined
@@ -101,8 +109,14 @@ function check (): void {
     log(`exit: ${v.why}`)
     process.exit(0)
   }
+  if (v.action !== 'fire') lastVictimAt = undefined
   if (v.action === 'fire') {
     const victims = killAllVms(root, Date.now())
+    if (victims.length > 0 || lastVictimAt === undefined) lastVictimAt = now
+    else if (now - lastVictimAt >= IDLE_AFTER_FIRE_MS) {
+      log(`exit: fired, and nothing left to kill for ${IDLE_AFTER_FIRE_MS / 1000} s with no feed (a later agent run starts a new supervisor)`)
+      process.exit(0)
+    }
     if (victims.length > 0) {
       const rec = { at: Date.now(), why: v.why, killed: victims.map(x => ({ id: x.id, driver: x.driver, pid: x.pid })) }
       try { appendFileSync(paths.fired, JSON.stringify(rec) + '\n') } catch {}

@@ -420,3 +420,26 @@ maybe('watchdog: a running VM that never had a guard (an earlier release\'s, or 
   await waitFor('the VM killed by the guard it was given', () => !alive(pid), 5000, 20)
   t.pass()
 })
+
+maybe('watchdog: a supervisor that fired and has found nothing to kill for its idle time, with no feed, exits (an agent that never came back left it for ever)', async t => {
+  const id = `idle-${process.pid}`
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const driver = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir, pollMs: 50 })
+  const w = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: 500, idleExitMs: 1500 })
+  t.teardown(async () => {
+    w.abandon()
+    if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
+    try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {}
+    await driver.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await w.start()
+  const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
+  const supervisor = w.pid!
+  w.abandon() // the agent is gone for good
+  await waitFor('the VM killed', () => !alive(pid), 5000, 20)
+  await new Promise(resolve => setTimeout(resolve, 800))
+  t.true(alive(supervisor), 'not at once: it keeps watching for a while')
+  await waitFor('the supervisor gone', () => !alive(supervisor), 5000, 50)
+  t.regex(readFileSync(join(dataDir, 'dvmm', 'watchdog', 'watchdog.log'), 'utf8'), /exit: fired, and nothing left to kill for 1\.5 s with no feed/)
+})
