@@ -104,6 +104,8 @@ export class LocalVms {
    */
   async start (): Promise<void> {
     const killedWhileDown: string[] = []
+    /** VMs their guards killed (the supervisor gone or stalled), to start again */
+    const killedByGuards: string[] = []
     /** VMs its watchdog killed that run elsewhere now (their leases moved): said, not started */
     const killedAndMoved: string[] = []
     const stopsUnderWay: Array<{ vm: string, why: string }> = []
@@ -121,7 +123,8 @@ export class LocalVms {
           this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })
           this.recordExit(vm.id, act.exit)
         } else if (act.do === 'restart') {
-          killedWhileDown.push(vm.id)
+          if (vm.exit?.watchdogKillBy === 'guard') killedByGuards.push(vm.id)
+          else killedWhileDown.push(vm.id)
           // logged when the watchdog killed it, not now
           this.updateLease(vm.id, { status: 'starting', reason: act.why }, () => true, vm.exit?.watchdogKillAt)
         } else if (vm.exit?.reason === 'killed' && (vm.exit.watchdogKillAt != null || vm.error?.startsWith('killed by the fencing watchdog') === true)) {
@@ -138,7 +141,8 @@ export class LocalVms {
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
     if (killedAndMoved.length > 0) this.c.log.warn('the fencing watchdog (or the VMs\' guards, its supervisor gone) killed VMs while the agent was down; their leases have moved: they run elsewhere now (or wait for a node), not here', { vms: killedAndMoved })
-    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog (or the VMs\' guards, its supervisor gone) killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
+    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
+    if (killedByGuards.length > 0) this.c.log.warn('the VMs\' guards killed them while the agent was down: the fencing watchdog\'s supervisor was gone or stalled (killed with the agent?); starting them again', { vms: killedByGuards })
     await this.consoles.serve()
   }
 
