@@ -2,7 +2,9 @@
 // export, for the node's health (`/v1/status`): a volume whose writes fail (too few
 // live holders, a full or read-only disk, a replica that stays out of reach) is a
 // problem an operator must see there, not only in the agent's log and the guest's
-// kernel. A failure is shown for `windowMs` after the last one.
+// kernel. A failure is shown for `windowMs` after the last one, or until a request of
+// the same kind to that export succeeds (the cause passed: a majority back, a replica
+// back); a read that succeeds does not clear failing writes.
 import type { HealthProblem } from '../api/types.ts'
 
 export const IO_FAILURE_WINDOW_MS = 60_000
@@ -31,12 +33,17 @@ export class IoFailures {
     this.byExport.set(name, { first: now, last: now, count: 1, request, message })
   }
 
+  /** a request of `request`'s kind to `name` succeeded: failures of that kind are over */
+  succeeded (name: string, request: string): void {
+    if (this.byExport.get(name)?.request === request) this.byExport.delete(name)
+  }
+
   problems (): HealthProblem[] {
     const now = this.now()
     for (const [k, f] of this.byExport) if (now - f.last > this.windowMs) this.byExport.delete(k)
     if (this.byExport.size === 0) return []
     const all = [...this.byExport].sort((a, b) => b[1].last - a[1].last)
-    const named = all.slice(0, NAMED).map(([name, f]) => `/${name}: ${f.count} failed since ${new Date(f.first).toISOString()}, the last a ${f.request}: ${f.message}`)
+    const named = all.slice(0, NAMED).map(([name, f]) => `/${name}: ${f.count} failed since ${new Date(f.first).toISOString()}, the last a ${f.request} at ${new Date(f.last).toISOString()}: ${f.message}`)
     const more = all.length > NAMED ? `; and ${all.length - NAMED} more` : ''
     return [{ service: 'gvs', cause: 'volume-io-failing', message: `NBD requests to ${all.length} volume(s) failed in the last ${Math.round(this.windowMs / 1000)} s: ${named.join('; ')}${more}`, since: new Date(Math.min(...all.map(([, f]) => f.first))).toISOString() }]
   }

@@ -159,7 +159,7 @@ export class GvsService {
       log,
       isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) }
     })
-    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) } } }, {
+    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })

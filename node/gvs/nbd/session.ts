@@ -26,6 +26,8 @@ export interface NbdExports {
   release?: (dev: BlockDevice) => void
   /** a request failed with an I/O error or a full disk (the node's health shows it) */
   failed?: (name: string, request: string, message: string) => void
+  /** a request to an export succeeded (its failures of that kind are over) */
+  succeeded?: (name: string, request: string) => void
 }
 
 const CMD_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, k.toLowerCase().replace('_', '-')]))
@@ -377,6 +379,7 @@ export class NbdSession {
             break
           default: error = ERRNO.EINVAL
         }
+        if (error === 0) this.exports.succeeded?.(this.exportName ?? '', CMD_NAMES[req.type] ?? String(req.type))
       }
     } catch (err) {
       error = errnoOf(err)
