@@ -105,6 +105,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private tunnelTimer?: NodeJS.Timeout
   /** the needed tunnels without handshakes, as the last check found them */
   private down: TunnelDown[] = []
+  /** per peer (public key): the bytes received from it when last read, and since when that count stands */
+  private readonly rxSeen = new Map<string, { rx: number, at: number }>()
   private hostAddrs = ''
   private running = false
   private timer?: NodeJS.Timeout
@@ -329,9 +331,15 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const peers = last == null ? [] : await this.peerStates()
     const members = this.c.membership.members
     const place = new Map((last?.addr.vms ?? []).map(v => [v.vm, v.node]))
+    // since when nothing came from each peer (as far as this agent has watched)
+    for (const p of peers) {
+      const seen = this.rxSeen.get(p.publicKey)
+      if (seen == null || seen.rx !== p.rxBytes) this.rxSeen.set(p.publicKey, { rx: p.rxBytes, at: now })
+    }
+    for (const k of this.rxSeen.keys()) if (!peers.some(p => p.publicKey === k)) this.rxSeen.delete(k)
     const down = tunnelsDown(
       this.c.peerId,
-      peers.flatMap(p => p.node == null ? [] : [{ node: p.node, name: members.get(p.node)?.advert.name ?? null, latestHandshake: p.latestHandshake, addedAt: this.tunnel.addedAt(p.publicKey) }]),
+      peers.flatMap(p => p.node == null ? [] : [{ node: p.node, name: members.get(p.node)?.advert.name ?? null, latestHandshake: p.latestHandshake, addedAt: this.tunnel.addedAt(p.publicKey), rxChangedAt: this.rxSeen.get(p.publicKey)?.at ?? null }]),
       (last?.links ?? []).map(l => ({ id: l.id, from: { ...l.from, node: place.get(l.from.vm) ?? null }, to: { ...l.to, node: place.get(l.to.vm) ?? null } })),
       now, this.init.keepaliveS)
     const was = new Map(this.down.map(d => [d.node, d]))

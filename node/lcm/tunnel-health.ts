@@ -34,6 +34,19 @@ export function staleAfterS (keepaliveS: number): number | null {
   return Math.max(REJECT_AFTER_TIME, REKEY_AFTER_TIME + keepaliveS + 3 * (REKEY_TIMEOUT + 1))
 }
 
+/**
+ * How long a needed tunnel may receive nothing before it is taken for down (s): a live
+ * peer sends at least a keepalive every `keepaliveS` (it counts what it sent, so a peer
+ * that talks sends more), so two missed in a row, with slack for a handshake's retries,
+ * is no idle tunnel (62 s with the agents' 25 s, where handshakes alone tell only after
+ * 180 s: a tester's partial partition of 107 s was never reported). Null without a
+ * keepalive.
+ */
+export function quietAfterS (keepaliveS: number): number | null {
+  if (!(keepaliveS > 0)) return null
+  return 2 * keepaliveS + 2 * (REKEY_TIMEOUT + 1)
+}
+
 export interface PeerHandshake {
   /** the node the peer belongs to */
   node: string
@@ -43,6 +56,8 @@ export interface PeerHandshake {
   latestHandshake: number
   /** ms since the epoch when this agent set the peer on its interface; null when unknown */
   addedAt: number | null
+  /** ms since the epoch when this agent last saw the bytes received from it grow (or first looked); absent: not watched */
+  rxChangedAt?: number | null
 }
 
 /** A link with the node each end runs on (null: nowhere yet). */
@@ -57,7 +72,7 @@ export interface TunnelDown {
   name: string | null
   /** ISO time of its latest handshake; null when it never had one */
   latestHandshake: string | null
-  /** seconds since then (or since the peer was added, when it never had one) */
+  /** seconds since then (or since the peer was added, when it never had one; or since anything came from it, when that says down first) */
   silentS: number
   /** ISO time it crossed the bound: since when it is a problem */
   since: string
@@ -79,7 +94,8 @@ export interface TunnelDown {
  */
 export function tunnelsDown (self: string, peers: readonly PeerHandshake[], links: readonly PlacedLink[], now: number, keepaliveS: number): TunnelDown[] {
   const bound = staleAfterS(keepaliveS)
-  if (bound == null) return []
+  const quietBound = quietAfterS(keepaliveS)
+  if (bound == null || quietBound == null) return []
   const need = new Map<string, PlacedLink[]>()
   for (const l of links) {
     const other = l.from.node === self ? l.to.node : l.to.node === self ? l.from.node : null
@@ -92,22 +108,29 @@ export function tunnelsDown (self: string, peers: readonly PeerHandshake[], link
     if (ls == null) continue
     const never = p.latestHandshake <= 0
     const from = never ? p.addedAt : p.latestHandshake
-    if (from == null) continue
-    const silentS = Math.floor((now - from) / 1000)
-    if (silentS <= bound) continue
+    const quietS = p.rxChangedAt == null ? null : Math.floor((now - p.rxChangedAt) / 1000)
+    const handshakeS = from == null ? null : Math.floor((now - from) / 1000)
+    // the first of the two rules that says down: nothing received, or no handshake
+    const byQuiet = quietS != null && quietS > quietBound
+    const byHandshake = handshakeS != null && handshakeS > bound
+    if (!byQuiet && !byHandshake) continue
+    const silentS = byHandshake ? handshakeS! : quietS!
+    const sinceMs = byHandshake ? from! + bound * 1000 : p.rxChangedAt! + quietBound * 1000
     const sorted = [...ls].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
     const who = p.name ?? p.node
-    const reason = never ? `no WireGuard handshake since the peer was added ${silentS} s ago` : `no WireGuard handshake for ${silentS} s`
+    const reason = byHandshake
+      ? (never ? `no WireGuard handshake since the peer was added ${silentS} s ago` : `no WireGuard handshake for ${silentS} s`)
+      : `nothing received through the tunnel for ${silentS} s (a live peer sends at least every ${keepaliveS} s)`
     const linkText = sorted.map(l => `${l.id} (${l.from.vm}.${l.from.terminal} -> ${l.to.vm}.${l.to.terminal})`).join(', ')
     out.push({
       node: p.node,
       name: p.name,
       latestHandshake: never ? null : new Date(p.latestHandshake).toISOString(),
       silentS,
-      since: new Date(from + bound * 1000).toISOString(),
+      since: new Date(sinceMs).toISOString(),
       links: sorted.map(l => l.id),
       reason,
-      message: `tunnel to ${who} is down: ${reason} (a live one renews within ${bound} s); nothing passes on ${sorted.length === 1 ? 'link' : `${sorted.length} links`} ${linkText}; is ${who} reachable from this host on the underlay?`
+      message: `tunnel to ${who} is down: ${reason}${byHandshake ? ` (a live one renews within ${bound} s)` : ''}; nothing passes on ${sorted.length === 1 ? 'link' : `${sorted.length} links`} ${linkText}; is ${who} reachable from this host on the underlay?`
     })
   }
   return out

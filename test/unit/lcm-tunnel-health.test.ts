@@ -8,7 +8,7 @@ import { Replica } from '../../crdt/replica.ts'
 import { MIGRATIONS } from '../../crdt/genesis.ts'
 import type { Member } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
-import { REJECT_AFTER_TIME, staleAfterS, tunnelsDown, type PeerHandshake, type PlacedLink } from '../../node/lcm/tunnel-health.ts'
+import { REJECT_AFTER_TIME, quietAfterS, staleAfterS, tunnelsDown, type PeerHandshake, type PlacedLink } from '../../node/lcm/tunnel-health.ts'
 import { lcmProblems } from '../../node/lcm/health.ts'
 import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { formatNet } from '../../node/lcm/cli.ts'
@@ -57,6 +57,21 @@ test('a needed peer with no handshake past the bound is down, naming the node an
   t.regex(d.message, /^tunnel to host2 is down: no WireGuard handshake for 244 s \(a live one renews within 180 s\); nothing passes on 2 links link-a \(guest\.out -> web2\.in\), link-b \(web2\.out -> guest\.in\)/)
   // a handshake again: gone
   t.deepEqual(tunnelsDown('n3', [peer('n2', 2), peer('n1', 10)], links, NOW, 25), [])
+})
+
+test('a needed peer from which nothing came for two keepalives and slack is down before its handshake\'s bound (a partial partition shorter than 180 s was never reported)', t => {
+  t.is(quietAfterS(25), 62)
+  t.is(quietAfterS(0), null)
+  const quiet = (node: string, handshakeAgoS: number, rxAgoS: number): PeerHandshake => ({ ...peer(node, handshakeAgoS), rxChangedAt: NOW - rxAgoS * S })
+  t.deepEqual(tunnelsDown('n3', [quiet('n2', 100, 25), quiet('n1', 10, 5)], links, NOW, 25), [], 'keepalives arrive: an idle live tunnel')
+  t.deepEqual(tunnelsDown('n3', [quiet('n2', 100, 62)], links, NOW, 25), [], 'at the bound: not yet')
+  const [d] = tunnelsDown('n3', [quiet('n2', 100, 70)], links, NOW, 25)
+  t.is(d?.node, 'n2')
+  t.is(d?.silentS, 70)
+  t.is(d?.since, new Date(NOW - 70 * S + 62 * S).toISOString())
+  t.is(d?.reason, 'nothing received through the tunnel for 70 s (a live peer sends at least every 25 s)')
+  t.regex(d?.message ?? '', /^tunnel to host2 is down: nothing received through the tunnel for 70 s \(a live peer sends at least every 25 s\); nothing passes on 2 links/)
+  t.is(tunnelsDown('n3', [quiet('n2', 244, 10)], links, NOW, 25)[0]?.reason, 'no WireGuard handshake for 244 s', 'the handshake rule still holds (keys too old to carry anything)')
 })
 
 test('a peer no link of this node needs is not judged; nor a link between two other nodes', t => {
