@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { mayChangeRoll, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
+import { mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
@@ -85,6 +85,13 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // stopped on request while its node is not alive: nobody is left to write the stop,
     // and the run there ends with that node's fence (its watchdog, or its own fence)
     if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {
+      // a node stopped for a restart: its watchdog keeps the VM running through the grace,
+      // and its agent, back, stops it then (or the watchdog kills it at the grace's end)
+      const restart = doc.roll.get(l.winner.holder)?.restart
+      const wallNow = Date.now()
+      if (restart != null && restartPending(restart, wallNow)) {
+        return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} stopped for a restart: the VM runs there until its agent is back and stops it, or, if it is not back, until its watchdog kills it, within ${Math.ceil((restart.since + restart.fenceMs - wallNow) / 1000)} s` }
+      }
       return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
     }
     // on this node while it sees no majority: its VMs were killed (or are once its fence

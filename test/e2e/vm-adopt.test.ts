@@ -227,6 +227,12 @@ e2e('SIGTERM (systemctl restart, an upgrade) stops the agent but not its VMs: th
   t.is(await victim.agent.kill('SIGTERM'), 0, 'the agent exits cleanly')
   log.poll()
   for (const vm of mine) t.is(log.live(vm)[0]?.pid, before.get(vm), `${vm} runs on while its agent is stopped`)
+  // a stop asked meanwhile: not "stopped" while the VM runs on there under the grace
+  const other = grid.list.find(h => h !== victim)!
+  const stopping = await other.api<VmRow>('/v1/vms/t1/stop', 'POST')
+  t.is(stopping.state, 'stopping', JSON.stringify(stopping))
+  t.regex(stopping.reason ?? '', new RegExp(`its node ${victim.name} stopped for a restart: the VM runs there until its agent is back and stops it`))
+  t.is((await other.api<VmRow>('/v1/vms/t1/start', 'POST')).state, 'unknown', 'started again before the agent is back (its node not alive: unknown, as the others): it adopts it as them')
   await victim.start()
   await grid.waitAllAlive(30_000)
   // past the time anyone could have taken a lease over
