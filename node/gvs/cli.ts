@@ -31,6 +31,27 @@ function table (rows: string[][]): string {
 
 const common = { api: { type: 'string' }, json: { type: 'boolean' } } as const
 
+/**
+ * the flags each subcommand takes besides --api and --json (those every command takes:
+ * `vgrid --json ...` hands --json to all); one given to another is refused, not
+ * ignored (`vol rm --force` removed the volume as if it meant something)
+ */
+const FLAGS_OF: Record<string, readonly string[]> = {
+  create: ['size', 'replicas', 'min-replicas'],
+  ls: [],
+  list: [],
+  info: [],
+  resize: [],
+  mv: [],
+  rm: ['snapshots'],
+  snapshot: ['set'],
+  clone: [],
+  repair: ['scrub'],
+  scrub: ['now'],
+  import: ['format'],
+  export: ['format', 'force']
+}
+
 export async function vol (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   const { values: v, positionals: p } = parse(rest, {
@@ -58,6 +79,9 @@ export async function vol (argv: string[]): Promise<void> {
     if (!Number.isInteger(n)) throw new CliError(`${flag} "${String(x)}" is not a whole number`, 2)
     return n
   }
+  const takes = sub == null ? undefined : FLAGS_OF[sub]
+  const wrong = takes == null ? [] : Object.keys(v).filter(f => f !== 'api' && f !== 'json' && !takes.includes(f))
+  if (wrong.length > 0) throw new CliError(`vgrid vol ${sub!}: ${wrong.map(f => `--${f}`).join(', ')} ${wrong.length === 1 ? 'is not one of its flags' : 'are not among its flags'}\n${USAGE}`, 2)
   switch (sub) {
     case 'create': {
       const [path] = need(1)
@@ -133,7 +157,6 @@ export async function vol (argv: string[]): Promise<void> {
     case 'scrub': return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)
-      if (v.force === true && sub !== 'export') throw new CliError('--force is for export (over an existing file)', 2)
       return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true)
     }
     case undefined: throw new CliError(`vgrid vol: which subcommand?\n${USAGE}`, 2)

@@ -62,6 +62,9 @@ test('vgrid vol commands', async t => {
   // one argument too many is refused, not dropped (rm A B removed A only)
   await t.throwsAsync(cli('rm', '/shop/db/data', '/shop/db/other'), { message: /^vgrid vol rm takes 1 argument, not 2: "\/shop\/db\/other" is more/ })
   await t.throwsAsync(cli('resize', '/shop/db/data', '32M', '64M'), { message: /^vgrid vol resize takes 2 arguments, not 3/ })
+  // a flag of another subcommand is refused, not ignored (rm --force removed it)
+  await t.throwsAsync(cli('rm', '/shop/db/data', '--force'), { message: /^vgrid vol rm: --force is not one of its flags/ })
+  await t.throwsAsync(cli('create', '/shop/db/x', '--size', '8M', '--snapshots', '--now'), { message: /^vgrid vol create: --snapshots, --now are not among its flags/ })
   t.regex(await cli('ls'), /\/shop\/db\/data\s+16M/, 'nothing was removed or resized')
   t.regex(await cli('mv', '/shop/db/data', '/shop/db/main'), /-> \/shop\/db\/main/)
   if (haveQemuImg) {
