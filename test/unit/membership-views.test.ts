@@ -2,8 +2,8 @@
 // A member forgotten with `vgrid node forget` (gone from the roll) and dead is neither
 // listed nor counted by /v1/nodes and /v1/status, though the gossip table keeps it
 // until its forget time (a black-box tester saw it counted dead for minutes).
-import test from 'ava'
-import Fastify from 'fastify'
+import test, { type ExecutionContext } from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
 import { duplicateNames, joinUnreached, nodeView, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
@@ -19,22 +19,28 @@ const member = (id: string, state: Member['state']): Member => ({
   advert: { v: 1, cluster: 'c', nodeId: id, name: id, incarnation: 1, seq: 1, status: 'alive', addrs: [], capacity: { cpu: 1, memoryBytes: 1, diskBytes: 1 }, reserved: { cpu: 0, memoryBytes: 0, diskBytes: 0 }, free: { cpu: 1, memoryBytes: 1, diskBytes: 1 }, load: [0, 0, 0], version: 't', labels: {}, wireguard: null, sig: '' }
 } as unknown as Member)
 
-test('a dead member gone from the roll is not listed nor counted; a dead one still in it is', async t => {
-  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')], ['c', member('c', 'dead')], ['d', member('d', 'left')]])
-  const roll = new Set(['a', 'c', 'd'])
-  const deps = {
+/** the membership routes of node `a` over `members`, with `deps` besides (the roll's views) */
+function routesOver (t: ExecutionContext, members: MemberTable, deps: Partial<MembershipRoutesDeps>): FastifyInstance {
+  const app = Fastify()
+  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
+  membershipRoutes({
     self: () => ({ id: 'a', name: 'a', version: 't', cluster: 'c', addrs: [] }),
     directory: { members, find: (x: string) => members.get(x) },
     labels: { labelsOf: () => ({}) },
-    forgotten: (id: string) => !roll.has(id),
     compat: () => undefined,
     clock: () => undefined,
     health: async () => [],
-    token: () => 't'
-  } as unknown as MembershipRoutesDeps
-  const app = Fastify()
-  membershipRoutes(deps)(app)
+    token: () => 't',
+    ...deps
+  } as unknown as MembershipRoutesDeps)(app)
   t.teardown(async () => { await app.close() })
+  return app
+}
+
+test('a dead member gone from the roll is not listed nor counted; a dead one still in it is', async t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')], ['c', member('c', 'dead')], ['d', member('d', 'left')]])
+  const roll = new Set(['a', 'c', 'd'])
+  const app = routesOver(t, members, { forgotten: (id: string) => !roll.has(id) })
   const nodes = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<{ nodes: NodeView[] }>().nodes
   t.deepEqual(nodes.map(n => n.name), ['a', 'c', 'd'])
   const status = (await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>()
@@ -44,20 +50,7 @@ test('a dead member gone from the roll is not listed nor counted; a dead one sti
 test('a member of the roll this agent never heard from is listed apart as unseen, and /v1/nodes/NAME says what it is', async t => {
   const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'dead')]])
   const roll = [{ node: 'a', name: 'a', joined: 1000 }, { node: 'b', name: 'b', joined: 1000 }, { node: 'c', name: 'srv-c', joined: Date.UTC(2026, 0, 2) }]
-  const deps = {
-    self: () => ({ id: 'a', name: 'a', version: 't', cluster: 'c', addrs: [] }),
-    directory: { members, find: (x: string) => members.get(x) },
-    labels: { labelsOf: () => ({}) },
-    rollEntries: () => roll,
-    compat: () => undefined,
-    clock: () => undefined,
-    health: async () => [],
-    token: () => 't'
-  } as unknown as MembershipRoutesDeps
-  const app = Fastify()
-  app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
-  membershipRoutes(deps)(app)
-  t.teardown(async () => { await app.close() })
+  const app = routesOver(t, members, { rollEntries: () => roll })
   const body = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<NodesView>()
   t.deepEqual(body.nodes.map(n => n.name), ['a', 'b'])
   t.deepEqual(body.unseen, [{ id: 'c', name: 'srv-c', joined: '2026-01-02T00:00:00.000Z' }])
