@@ -70,7 +70,7 @@ export function fenced (f: FenceInput): FenceDecision {
     fenced: isFenced,
     mayClaim: false,
     lastMajorityAt: f.lastMajorityAt,
-    reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members (no majority) for ${without} ms` + (isFenced ? `, past the fence timeout ${f.fenceTimeoutMs} ms` : '')
+    reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members (no majority) for ${Math.round(without)} ms` + (isFenced ? `, past the fence timeout ${f.fenceTimeoutMs} ms` : '')
   }
 }
 

@@ -15,7 +15,8 @@ export interface HealthProblem { service: string, cause: string, message: string
 /** GET /v1/status */
 export interface StatusView {
   node: { id: string, name: string, version: string, cluster: string, addrs: string[] }
-  members: MemberCounts
+  /** by state; `unseen` (only when there are any): members on the roll this agent never heard from, counted as down */
+  members: MemberCounts & { unseen?: number }
   pool: Pool
   /** ok: false (degraded) while any problem lasts */
   health: { ok: boolean, problems: HealthProblem[] }

@@ -40,6 +40,9 @@ export interface LastRepairView {
   unsound?: number
   /** copies freed from nodes that are no longer their holders (repair.ts freeSurplus) */
   freed?: number
+  /** objects it left alone as unavailable (their writes went to nodes none of which answered), with why for the first */
+  unavailable?: number
+  unavailableWhy?: string
 }
 
 /** what the node that ran a repair keeps of it */
@@ -116,8 +119,12 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // the document's record (every node reads it) or this coordinator's own last repair
   const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)
   if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
-  if (h.repair == null && h.lastRepair != null && h.lastRepair.failed > 0) {
-    reasons.push(`the last repair could not make ${plural(h.lastRepair.failed, 'copy', 'copies')} (retried on the next pass)`)
+  // objects whose newest copy is out of reach: not one copy short, but unreadable
+  const unavailable = h.repair == null ? h.lastRepair?.unavailable ?? 0 : 0
+  if (unavailable > 0) reasons.push(`${plural(unavailable, 'object')} ${unavailable === 1 ? 'is' : 'are'} unavailable, unreadable and not written until a node that took ${unavailable === 1 ? 'its' : 'their'} writes returns (vgrid node forget of one gone for good gives its writes up)${h.lastRepair?.unavailableWhy != null ? `: ${h.lastRepair.unavailableWhy}` : ''}`)
+  const otherFailed = (h.lastRepair?.failed ?? 0) - unavailable
+  if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
+    reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)`)
   }
   let state: VolumeState = reasons.length === 0 ? 'healthy' : 'degraded'
   // a repair that can finish (enough live nodes) turns degraded into repairing; one

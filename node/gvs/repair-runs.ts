@@ -162,7 +162,7 @@ export class RepairRuns {
       this.c.metrics?.repairFailed.inc(report.failed)
       this.c.metrics?.surplusFreed.inc(report.freed)
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: report.done - report.failed + unhealed.length, failed: report.failed, bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
+        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})

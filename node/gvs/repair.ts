@@ -72,6 +72,9 @@ export interface RepairReport extends RepairProgress {
   errors: string[]
   /** surplus copies freed (retired) by this run */
   freed: number
+  /** objects left alone as unavailable: every holder of a write interval of theirs is down (write-intervals.ts), with why for the first */
+  unavailable?: number
+  unavailableWhy?: string
 }
 
 /** one report of several object sets (a volume's layers) */
@@ -85,6 +88,7 @@ export function mergeReports (volume: string, rs: readonly RepairReport[]): Repa
     out.bytes += r.bytes
     out.failed += r.failed
     out.errors.push(...r.errors)
+    if ((r.unavailable ?? 0) > 0) { out.unavailable = (out.unavailable ?? 0) + r.unavailable!; out.unavailableWhy ??= r.unavailableWhy }
     if (r.health !== 'healthy') out.health = r.health
     plan.copies.push(...r.plan.copies)
     plan.surplus.push(...r.plan.surplus)
@@ -211,7 +215,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     let intervals: WriteInterval[]
     try { intervals = this.c.intervals?.() ?? [] } catch (err) {
       errors.push((err as Error).message)
-      return { volume: this.init.volume, done: 0, total: 0, bytes: 0, failed: 1, plan: { copies: [], surplus: [], lost: [], short: [] }, health: 'degraded', errors, freed: 0 }
+      // one attempt, failed: `done - failed` stays the copies made (none)
+      return { volume: this.init.volume, done: 1, total: 1, bytes: 0, failed: 1, plan: { copies: [], surplus: [], lost: [], short: [] }, health: 'degraded', errors, freed: 0 }
     }
     // objects whose newest copy may be only on holders of an earlier placement that did not list: left as they are
     const pkey = this.init.placementKey ?? this.init.volume
@@ -222,7 +227,8 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       const sets = unheard(intervals, pkey, i, this.init.replicas, n => listed.includes(n))
       if (sets.length > 0) blocked.set(i, sets)
     }
-    for (const [i, sets] of [...blocked].slice(0, 3)) errors.push(unheardError(this.init.volume, `object ${i} is not repaired`, sets, this.c.nameOf).message)
+    const blockedWhy = [...blocked].slice(0, 3).map(([i, sets]) => unheardError(this.init.volume, `object ${i} is not repaired`, sets, this.c.nameOf).message)
+    errors.push(...blockedWhy)
     if (blocked.size > 3) errors.push(`and ${blocked.size - 3} more objects like it`)
     const plan = planRepair(new Map([...inventory].filter(([i]) => !blocked.has(i))), i => this.wanted(i), this.init.replicas, stale)
     const progress: RepairProgress = { volume: this.init.volume, done: 0, total: plan.copies.length, bytes: 0, failed: 0 }
@@ -257,7 +263,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     progress.done += blocked.size
     progress.failed += blocked.size
     const health: VolumeHealth = progress.failed === 0 && plan.lost.length === 0 && plan.short.length === 0 ? 'healthy' : 'degraded'
-    return { ...progress, plan, health, errors, freed }
+    return { ...progress, plan, health, errors, freed, ...(blocked.size > 0 ? { unavailable: blocked.size, unavailableWhy: blockedWhy[0] } : {}) }
   }
 
   /**

@@ -52,6 +52,8 @@ function parseOne (id: string, x: unknown): LastRepair | string {
     node: x.node, at: x.at as number, copied: x.copied as number, failed: x.failed as number, bytes: x.bytes as number, lost: x.lost as number,
     ...(x.unsound !== undefined ? { unsound: x.unsound as number } : {}),
     ...(x.freed !== undefined ? { freed: x.freed as number } : {}),
+    ...(isCount(x.unavailable) ? { unavailable: x.unavailable } : {}),
+    ...(typeof x.unavailableWhy === 'string' ? { unavailableWhy: x.unavailableWhy } : {}),
     errors: x.errors as string[], lostObjects: x.lostObjects as number[], ...(scrubbed != null ? { scrubbed } : {})
   }
 }

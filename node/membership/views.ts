@@ -9,8 +9,9 @@ import { restartPending } from '../../crdt/placement/fence.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
-export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = [], ha: StatusView['ha'] = null): StatusView {
-  return { node: self, members: countStates(table), pool: poolOf(table), health: { ok: problems.length === 0, problems }, ha }
+/** `unseen`: the roll's members this agent never heard from (counted apart, only when there are any) */
+export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = [], ha: StatusView['ha'] = null, unseen = 0): StatusView {
+  return { node: self, members: { ...countStates(table), ...(unseen > 0 ? { unseen } : {}) }, pool: poolOf(table), health: { ok: problems.length === 0, problems }, ha }
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */

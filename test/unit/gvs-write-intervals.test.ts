@@ -12,6 +12,7 @@ import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { execute, type ReplicaTransport } from '../../node/gvs/replication.ts'
 import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
 import { Repairer } from '../../node/gvs/repair.ts'
+import { volumeHealth } from '../../node/gvs/health.ts'
 import { GvsError } from '../../node/gvs/errors.ts'
 import { Placement, objectKey } from '../../node/gvs/placement.ts'
 import { WriteIntervalRecords } from '../../node/gvs/write-interval-records.ts'
@@ -135,6 +136,13 @@ test('R=2 on five nodes, both holders of an object that only they ever held die:
   t.is(repair.health, 'degraded', 'not healthy: so the record is not cleared (repair-runs clears it only after a healthy repair)')
   t.true(repair.failed >= 1, 'object 0 counts as a failed copy')
   t.regex(repair.errors.join(), /object 0 is not repaired: its writes went to .*none of them answers/)
+  t.true((repair.unavailable ?? 0) >= 1, 'counted as unavailable, not merely a copy short')
+  t.regex(repair.unavailableWhy ?? '', /^volume "v" object 0 is not repaired: its writes went to /)
+  // what the volume's state says of it: unreadable, not one copy short
+  const h = volumeHealth({ replicas: 2, minReplicas: 2, live: new Set(left), copies: [], repair: null, lastRepair: { node: left[0]!, at: 1, copied: 0, failed: repair.failed, bytes: 0, lost: 0, unavailable: repair.unavailable, unavailableWhy: repair.unavailableWhy } })
+  t.is(h.state, 'degraded')
+  t.regex(h.reasons.join('\n'), /^\d+ objects? (is|are) unavailable, unreadable and not written until a node that took (its|their) writes returns \(vgrid node forget of one gone for good gives its writes up\): volume "v" object 0 is not repaired/m)
+  t.false(h.reasons.some(r => /could not make/.test(r)), 'no other failure to report')
   await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ }, 'unavailable, not zeros')
   await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).write(4096, fill(8).subarray(0, 4096), true), { instanceOf: GvsError, message: /none of them answers/ }, 'nor written over')
   live.add(hs[0]!)

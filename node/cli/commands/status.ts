@@ -17,7 +17,7 @@ export async function status (argv: string[]): Promise<void> {
   process.stdout.write([
     `node     ${s.node.name} (${s.node.id})`,
     `cluster  ${s.node.cluster}`,
-    `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left`,
+    `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left${(m.unseen ?? 0) > 0 ? `, ${m.unseen!} unseen (on the roll, not heard from since this agent started)` : ''}`,
     `health   ${s.health.ok ? 'ok' : `degraded: ${s.health.problems.length} problem(s)`}`,
     ...s.health.problems.map(h => `  ${h.service} ${h.cause}${h.since != null ? ` since ${h.since}` : ''}: ${h.message}`),
     // the VM manager's HA check, as `vgrid ha` says it (none where the agent runs no VM manager)
