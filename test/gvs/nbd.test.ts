@@ -159,7 +159,7 @@ test('a full disk surfaces ENOSPC to the NBD client', async t => {
   // and the node's health says so
   const [p] = s.failures.problems()
   t.like(p, { service: 'gvs', cause: 'volume-io-failing' })
-  t.regex(p?.message ?? '', /\/v: \d+ failed since .*the last a write: .*disk full/)
+  t.regex(p?.message ?? '', /\/v: \d+ failed since .*the last a write at \S+: .*disk full/)
 })
 
 test('loopback TCP serves root and refuses other users', async t => {

@@ -72,7 +72,7 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   t.is(dup.json.error?.code, 'duplicate')
   const taken = await post({ ...good, port: 5433 })
   t.is(taken.status, 409)
-  t.is(taken.json.error?.code, 'output-connected')
+  t.is(taken.json.error?.code, 'output_connected')
 
   const list = (await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: Array<{ id: string, from: { vm: string }, skipped: string | null }> }
   t.is(list.links.length, 1)
