@@ -167,7 +167,10 @@ export class Dialer {
       key: peerId,
       peerId,
       addrs,
-      source: prev?.source === 'mdns' ? 'mdns' : 'member',
+      // a member now, however it was first found: an mDNS neighbour's target is dropped
+      // after five failed dials, and a member found by mDNS first was then dialled no
+      // more once a partition outlasted them (a tester's 2 + 3 split of 6 min never healed)
+      source: 'member',
       left,
       // new addresses deserve a prompt try (a member that moved)
       attempts: changed ? 0 : prev.attempts,

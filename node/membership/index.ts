@@ -204,7 +204,9 @@ export class GridMembership implements Service {
       for (const [state, n] of Object.entries(countStates(detector.members))) metrics.members.set({ state }, n)
       const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId
       if (t.nodeId !== this.id) log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
-      if (t.to === 'forgotten') this.dialer.forget(t.nodeId)
+      // still on the grid's roll (a server down for long, or across a long partition): its
+      // last addresses stay dialled, or the two sides would never find each other again
+      if (t.to === 'forgotten' && !(this.c.rollEntries?.().some(e => e.node === t.nodeId) ?? false)) this.dialer.forget(t.nodeId)
       if (t.to === 'dead') void this.dropIfSilent(t.nodeId)
       this.peerBookDirty = true
     })
