@@ -126,6 +126,9 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
     reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)`)
   }
+  // a repair running now that has failed copies (or left objects alone as unavailable):
+  // not healthy while it runs either (a tester saw "healthy, 6/6 copies, 6 failed")
+  if (h.repair != null && h.repair.failed > 0) reasons.push(`the repair running now could not make ${plural(h.repair.failed, 'copy', 'copies')} so far`)
   let state: VolumeState = reasons.length === 0 ? 'healthy' : 'degraded'
   // a repair that can finish (enough live nodes) turns degraded into repairing; one
   // that only moves copies to a node that joined shows as repairing too

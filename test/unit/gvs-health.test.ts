@@ -49,6 +49,10 @@ test('a repair under way turns degraded into repairing, unless too few nodes are
   // moving copies to a node that joined shows as repairing too; a finished one does not
   t.is(volumeHealth(base({ repair })).state, 'repairing')
   t.is(volumeHealth(base({ repair: { ...repair, done: 2 } })).state, 'healthy')
+  // one that has failed copies is not healthy while it runs, nor once all are tried
+  const failing = volumeHealth(base({ repair: { ...repair, done: 2, failed: 2 } }))
+  t.is(failing.state, 'degraded')
+  t.deepEqual(failing.reasons, ['the repair running now could not make 2 copies so far'])
 })
 
 test('no inventory yet, or a last repair that failed copies: degraded, saying so', t => {

@@ -6,7 +6,8 @@ import { ApiClient, CliError } from '../client.ts'
 
 const LABEL_USAGE = 'vgrid node label NODE KEY=VALUE... [--json] [--api HOST:PORT]'
 const UNLABEL_USAGE = 'vgrid node unlabel NODE KEY... [--json] [--api HOST:PORT]'
-const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}`
+// with the VM manager's node subcommands (node/dvmm/cli.ts), so that `vgrid node --help` names them all
+const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}\n       vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node undrain|forget NODE [--json] [--api HOST:PORT]`
 
 interface LabelAnswer { node: string, name: string, key: string, labels: Record<string, string> }
 
