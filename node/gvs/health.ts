@@ -16,6 +16,8 @@ export interface LayerCopies {
   layer: string
   /** object index -> nodes that held a copy */
   objects: ReadonlyMap<number, readonly string[]>
+  /** objects unavailable: every holder of a write interval of theirs down (Repairer.unavailable); absent: not known */
+  unavailable?: number
 }
 
 export interface RepairProgressView {
@@ -119,10 +121,13 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // the document's record (every node reads it) or this coordinator's own last repair
   const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)
   if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
-  // objects whose newest copy is out of reach: not one copy short, but unreadable
-  const unavailable = h.repair == null ? h.lastRepair?.unavailable ?? 0 : 0
+  // objects whose newest copy is out of reach: not one copy short, but unreadable. The
+  // inventory's count where it has one (a clone made during a partition has had no
+  // repair yet), else the last repair's
+  const counted = h.copies?.some(l => l.unavailable != null) === true ? h.copies.reduce((n, l) => n + (l.unavailable ?? 0), 0) : undefined
+  const unavailable = counted ?? (h.repair == null ? h.lastRepair?.unavailable ?? 0 : 0)
   if (unavailable > 0) reasons.push(`${plural(unavailable, 'object')} ${unavailable === 1 ? 'is' : 'are'} unavailable, unreadable and not written until a node that took ${unavailable === 1 ? 'its' : 'their'} writes returns (vgrid node forget of one gone for good gives its writes up)${h.lastRepair?.unavailableWhy != null ? `: ${h.lastRepair.unavailableWhy}` : ''}`)
-  const otherFailed = (h.lastRepair?.failed ?? 0) - unavailable
+  const otherFailed = (h.lastRepair?.failed ?? 0) - (h.lastRepair?.unavailable ?? 0)
   if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
     reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)`)
   }

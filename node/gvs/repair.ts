@@ -166,6 +166,17 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     return this.c.holders(objectKey(this.init.placementKey ?? this.init.volume, i), this.init.replicas)
   }
 
+  /**
+   * The objects whose every holder in some write interval in force is outside `listed`
+   * (the nodes that answered an inventory): unavailable, wherever copies of them are
+   * (write-intervals.ts). Null when this node cannot tell (no majority).
+   */
+  async unavailable (listed: readonly string[]): Promise<number[] | null> {
+    let intervals: WriteInterval[]
+    try { intervals = this.c.intervals?.() ?? [] } catch { return null }
+    return await unheardObjects(intervals, this.init.placementKey ?? this.init.volume, this.init.objects ?? 0, this.init.replicas, n => listed.includes(n))
+  }
+
   /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
   async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[], listed: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()

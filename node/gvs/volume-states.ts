@@ -58,7 +58,12 @@ export class VolumeStates {
       p = (async () => {
         const live = this.c.live()
         const copies: LayerCopies[] = []
-        for (const layer of layersOf(v)) copies.push({ layer, objects: (await this.c.repairs.repairer(v, layer).inventory()).inventory })
+        for (const layer of layersOf(v)) {
+          const r = this.c.repairs.repairer(v, layer)
+          const inv = await r.inventory()
+          const unavailable = await r.unavailable(inv.listed)
+          copies.push({ layer, objects: inv.inventory, ...(unavailable != null ? { unavailable: unavailable.length } : {}) })
+        }
         this.inventories.set(v.id, { copies, live, at: Date.now() })
       })().finally(() => { this.inventorying.delete(v.id) })
       this.inventorying.set(v.id, p)

@@ -55,6 +55,14 @@ test('a repair under way turns degraded into repairing, unless too few nodes are
   t.deepEqual(failing.reasons, ['the repair running now could not make 2 copies so far'])
 })
 
+test('objects the inventory finds unavailable (every holder of a write interval down): degraded, said apart, before any repair ran', t => {
+  const [layer] = copies({ 0: ['a', 'b'], 1: ['b', 'c'] })
+  const h = volumeHealth(base({ copies: [{ ...layer!, unavailable: 3 }] }))
+  t.is(h.state, 'degraded')
+  t.deepEqual(h.reasons, ['3 objects are unavailable, unreadable and not written until a node that took their writes returns (vgrid node forget of one gone for good gives its writes up)'])
+  t.is(volumeHealth(base({ copies: [{ ...layer!, unavailable: 0 }], lastRepair: { node: 'a', at: 1, copied: 0, failed: 2, bytes: 0, lost: 0, unavailable: 2 } })).state, 'healthy', 'the inventory, newer than the last repair, finds them all back')
+})
+
 test('no inventory yet, or a last repair that failed copies: degraded, saying so', t => {
   t.deepEqual(volumeHealth(base({ copies: null })).reasons, ['no inventory of its copies yet'])
   const h = volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0 } }))

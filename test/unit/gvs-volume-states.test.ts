@@ -21,7 +21,7 @@ test('a coordinator that does not answer: this node\'s own view, begun while it 
   const states = new VolumeStates({
     self,
     // an inventory slow as one that waits on the unreachable node (its list request)
-    repairs: { repairer: () => ({ inventory: async () => { await sleep(2500); return { inventory: new Map([[0, [...live].filter(n => n !== coord)]]) } } }), progress: () => null, isRunning: () => false, last: new Map() } as unknown as RepairRuns,
+    repairs: { repairer: () => ({ inventory: async () => { await sleep(2500); return { inventory: new Map([[0, [...live].filter(n => n !== coord)]]), listed: [...live].filter(n => n !== coord) } }, unavailable: async () => [] }), progress: () => null, isRunning: () => false, last: new Map() } as unknown as RepairRuns,
     // the ask runs to its timeout, as to a node that never answers
     status: { ask: async (_node: string, _ids: string[], timeoutMs: number) => { asked++; await sleep(timeoutMs); throw new Error(`no answer within ${timeoutMs} ms`) } } as unknown as Pick<StatusService, 'ask'>,
     live: () => live,

@@ -137,6 +137,9 @@ test('R=2 on five nodes, both holders of an object that only they ever held die:
   t.true(repair.failed >= 1, 'object 0 counts as a failed copy')
   t.regex(repair.errors.join(), /object 0 is not repaired: its writes went to .*none of them answers/)
   t.true((repair.unavailable ?? 0) >= 1, 'counted as unavailable, not merely a copy short')
+  const repairer = new Repairer({ transport, holders: (key, r) => new Placement(ns(...left)).holders(key, r), nodes: () => left, intervals: () => Object.values(rec.v) }, { volume: 'v', replicas: 2, objects: 2 })
+  t.true((await repairer.unavailable(left))!.includes(0), 'and by what the volume\'s state asks before any repair ran')
+  t.deepEqual(await repairer.unavailable(all), [], 'with every node answering: none')
   t.regex(repair.unavailableWhy ?? '', /^volume "v" object 0 is not repaired: its writes went to /)
   // what the volume's state says of it: unreadable, not one copy short
   const h = volumeHealth({ replicas: 2, minReplicas: 2, live: new Set(left), copies: [], repair: null, lastRepair: { node: left[0]!, at: 1, copied: 0, failed: repair.failed, bytes: 0, lost: 0, unavailable: repair.unavailable, unavailableWhy: repair.unavailableWhy } })
