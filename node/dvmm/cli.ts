@@ -193,7 +193,7 @@ export async function node (argv: string[]): Promise<void> {
     const lost = r.writesGivenUp ?? []
     return v.json === true
       ? json(r)
-      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their other copies are read as the newest now): ${lost.join(', ')}` : ''}`)
+      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)
