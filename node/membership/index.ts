@@ -141,6 +141,19 @@ export class GridMembership implements Service {
 
   get id (): string { return this.c.host.peerId.toString() }
 
+  /** members the gossip table forgot that are still dialled, being on the roll */
+  private readonly dialedOffTable = new Set<string>()
+
+  private onRoll (node: string): boolean { return this.c.rollEntries?.().some(e => e.node === node) ?? false }
+
+  /** those of them back in the table, or gone from the roll too (forgotten by an operator): no longer kept */
+  private pruneDialed (): void {
+    for (const id of this.dialedOffTable) {
+      if (this.detector.members.has(id)) this.dialedOffTable.delete(id)
+      else if (!this.onRoll(id)) { this.dialedOffTable.delete(id); this.dialer.forget(id) }
+    }
+  }
+
   async start (): Promise<void> {
     for (const p of await loadPeerBook(this.c.config.dataDir, this.log)) this.dialer.noteMember(p.id, p.addrs, p.state === 'left')
     await this.detector.start()
@@ -149,6 +162,7 @@ export class GridMembership implements Service {
     this.lastAddrs = this.addrs().join()
     this.addrTimer = setInterval(() => this.checkAddrs(), 1000)
     this.peerBookTimer = setInterval(() => {
+      this.pruneDialed()
       this.flushPeerBook().catch((err: unknown) => this.log.warn('could not save the peer book', { error: (err as Error).message }))
     }, 2000)
   }
@@ -205,8 +219,12 @@ export class GridMembership implements Service {
       const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId
       if (t.nodeId !== this.id) log.info('member ' + t.to, { node: name, id: t.nodeId, from: t.from })
       // still on the grid's roll (a server down for long, or across a long partition): its
-      // last addresses stay dialled, or the two sides would never find each other again
-      if (t.to === 'forgotten' && !(this.c.rollEntries?.().some(e => e.node === t.nodeId) ?? false)) this.dialer.forget(t.nodeId)
+      // last addresses stay dialled, or the two sides would never find each other again;
+      // until it is off the roll too (vgrid node forget), checked with the peer book's flush
+      if (t.to === 'forgotten') {
+        if (this.onRoll(t.nodeId)) this.dialedOffTable.add(t.nodeId)
+        else this.dialer.forget(t.nodeId)
+      }
       if (t.to === 'dead') void this.dropIfSilent(t.nodeId)
       this.peerBookDirty = true
     })
