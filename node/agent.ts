@@ -159,6 +159,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       ...c,
       log: core.log.child('gvs'),
       peerId: host.peerId.toString(),
+      // the free disk in the advert is the room left on it, not the capacity given
+      diskMeasured: () => { core.advert.changed() },
       state,
       membership: membership.detector
     }, {

@@ -57,6 +57,9 @@ export class DiskRoom {
     return r == null ? null : Math.max(0, r.free - this.admitted - r.reserve)
   }
 
+  /** resolves once the disk has been read (at least once) */
+  async ready (): Promise<void> { if (this.reading == null) await this.refresh() }
+
   /** Throws no-space if `bytes` more of object data would eat into the reserve. */
   async admit (bytes: number, what: string): Promise<void> {
     if (this.reading == null || this.now() - this.reading.at >= REFRESH_MS) await this.refresh()

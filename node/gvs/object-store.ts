@@ -149,6 +149,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await mkdir(join(this.dir, 'objects'), { recursive: true })
     await mkdir(join(this.dir, 'epochs'), { recursive: true })
     await this.frozen.start()
+    await this.room.ready()
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
     const { objects, damaged } = await this.intents.pending()
     // the objects such a line named are not known: a power loss may have left their checksums untrue, which a read or scrub then reports

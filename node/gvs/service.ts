@@ -70,6 +70,8 @@ export interface GvsComponents {
   membership: { readonly members: MemberTable, on?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown, off?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown }
   /** the agent's Prometheus registry (optional in tests) */
   registry?: Registry
+  /** the store has read its disk's room (the node's advert says it at once, not at its next refresh) */
+  diskMeasured?: () => void
 }
 
 export interface GvsInit extends GvsTuning {
@@ -243,6 +245,7 @@ export class GvsService {
     // it anything (a destroy made while it was down included: layer-reclaim.ts)
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
     await this.store.start()
+    this.components.diskMeasured?.()
     this.caches.budget.limit = this.init.localCacheBytes ?? await defaultCacheBytes(this.components.config.dataDir)
     this.caches.start()
     if (this.caches.failed != null) this.components.log.warn('the volume cache is off: its directory could not be set up', { error: this.caches.failed })
