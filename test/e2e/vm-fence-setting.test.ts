@@ -35,6 +35,12 @@ e2e('a node set longer than the others runs their fence timeout; the others wait
   const first = await until('the VM to run', 60_000, () => runsIn(runs)[0])
   t.is((await h1.api<VmRow>('/v1/vms/web')).node, 'h1')
   for (const h of [h2, h3]) await h1.api(`/v1/nodes/${h.name}/undrain`, 'POST')
+  // and the others know it before h1 goes: a node still draining in their copy of the
+  // document takes nothing over (under CI's load the SIGKILL came before the sync once)
+  await until('the undrains to reach h2 and h3', 20_000, async () => {
+    for (const h of [h2, h3]) if ((await h.api<{ nodes: NodeView[] }>('/v1/nodes')).nodes.some(n => n.name !== 'h1' && n.draining)) return undefined
+    return true
+  })
 
   // h1 runs 5 s: its record and its watchdog's feed
   const fenceFile = join(h1.dataDir, 'dvmm/fence.json')
