@@ -88,16 +88,22 @@ export function withInterval (v: IntervalRecord | undefined, nodes: readonly Int
 }
 
 const placements = new Map<string, Placement>()
+/** per interval object as read: its placement and the nodes given up (a loop over a volume's objects hashes its key once) */
+const placementOf = new WeakMap<WriteInterval, { p: Placement, lost: ReadonlySet<string> }>()
 /** the holders of object `index` of placement key `pkey` in an interval, without the nodes given up */
 export function holdersIn (s: WriteInterval, pkey: string, index: number, replicas: number): string[] {
-  const k = intervalKey(s.nodes)
-  let p = placements.get(k)
-  if (p == null) {
-    if (placements.size > 1024) placements.clear()
-    placements.set(k, p = new Placement(s.nodes))
+  let e = placementOf.get(s)
+  if (e == null) {
+    const k = intervalKey(s.nodes)
+    let p = placements.get(k)
+    if (p == null) {
+      if (placements.size > 1024) placements.clear()
+      placements.set(k, p = new Placement(s.nodes))
+    }
+    placementOf.set(s, e = { p, lost: new Set(s.lost ?? []) })
   }
-  const lost = new Set(s.lost ?? [])
-  return p.holders(objectKey(pkey, index), replicas).filter(n => !lost.has(n))
+  const lost = e.lost
+  return e.p.holders(objectKey(pkey, index), replicas).filter(n => !lost.has(n))
 }
 
 /** the intervals in force in which none of object `index`'s holders answered, with those holders */
@@ -127,12 +133,9 @@ export async function unheardObjects (intervals: Iterable<WriteInterval>, pkey: 
     const lost = new Set(s.lost ?? [])
     const down = placed.filter(n => lost.has(n.id) || !answered(n.id))
     if (!down.some(n => !lost.has(n.id)) || down.length < Math.min(replicas, placed.length)) continue
-    const p = new Placement(s.nodes)
     for (let i = 0; i < objects; i++) {
       if ((i & 8191) === 8191) await new Promise(resolve => setImmediate(resolve))
-      if (out.has(i)) continue
-      const hs = p.holders(objectKey(pkey, i), replicas).filter(n => !lost.has(n))
-      if (hs.length > 0 && !hs.some(answered)) out.add(i)
+      if (!out.has(i) && unheard([s], pkey, i, replicas, answered).length > 0) out.add(i)
     }
   }
   return [...out].sort((a, b) => a - b)
