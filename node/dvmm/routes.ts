@@ -183,9 +183,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // a node cut off from the majority would acknowledge a VM that the other side may
       // also create under the same name meanwhile: the merge after healing keeps one,
       // and the other, long answered 201, would be gone without a word. Nothing could
-      // place it here anyway (no claims without a majority).
-      const f = svc.fenceState
-      if (f != null && !f.majority) throw new ConflictError(`this node ${f.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
+      // place it here anyway (no claims without a majority). Judged now, on the roll and
+      // the members as they are (the last step's fence may predate the others' arrival).
+      const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+      if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
