@@ -9,6 +9,17 @@ export function hasMajority (rollSize: number, aliveSeen: number): boolean {
   return aliveSeen * 2 > Math.max(1, rollSize)
 }
 
+/**
+ * Why losing any one more node of those in sight would leave no majority (and so fence
+ * every node, their VMs killed), or null when the grid can lose one. `aliveSeen`
+ * counts this node.
+ */
+export function noMajorityMargin (rollSize: number, aliveSeen: number): string | null {
+  if (rollSize <= 1 || !hasMajority(rollSize, aliveSeen) || hasMajority(rollSize, aliveSeen - 1)) return null
+  const need = Math.floor(rollSize / 2) + 1
+  return `${aliveSeen} of ${rollSize} roll members are in sight and a majority is ${need}: losing any one of them fences every node (their VMs are killed and nothing is placed)${aliveSeen < rollSize ? `; bring back or forget (vgrid node forget) the ${rollSize - aliveSeen} not in sight` : ''}`
+}
+
 export interface RollChangeInput {
   /** the nodes on the roll in this node's document */
   roll: Iterable<string>
@@ -52,6 +63,9 @@ export interface FenceInput {
 
 export interface FenceDecision {
   majority: boolean
+  /** the roll's size and the members seen alive (this node included), as decided on */
+  rollSize: number
+  aliveSeen: number
   /** past the fence timeout without a majority: kill every VM, claim nothing */
   fenced: boolean
   /** may claim or take over now (only with a majority in sight) */
@@ -62,10 +76,12 @@ export interface FenceDecision {
 
 export function fenced (f: FenceInput): FenceDecision {
   const majority = hasMajority(f.rollSize, f.aliveSeen)
-  if (majority) return { majority, fenced: false, mayClaim: true, lastMajorityAt: f.now, reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members` }
+  const seen = { rollSize: f.rollSize, aliveSeen: f.aliveSeen }
+  if (majority) return { ...seen, majority, fenced: false, mayClaim: true, lastMajorityAt: f.now, reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members` }
   const without = f.now - f.lastMajorityAt
   const isFenced = without >= f.fenceTimeoutMs
   return {
+    ...seen,
     majority,
     fenced: isFenced,
     mayClaim: false,

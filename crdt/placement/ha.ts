@@ -14,6 +14,8 @@ export interface HaReport {
   unplaced?: Array<{ vm: string, reason: string }>
   /** the answering node sees no majority of the roll (why): nothing is placed or taken over, so nothing lost runs again (ok is false) */
   noMajority?: string
+  /** with a majority in sight, why losing one more node would leave none (ok is false): fence.ts noMajorityMargin */
+  noMargin?: string
 }
 
 export interface StrandedVms {

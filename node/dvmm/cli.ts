@@ -281,6 +281,7 @@ export function haLines (r: HaReport): string[] {
   return [
     'HA not ok:',
     ...r.noMajority != null ? [`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`] : [],
+    ...r.noMargin != null ? [`  ${r.noMargin}`] : [],
     // without a majority in sight, a node this one cannot see may well run its VMs (the other side of a partition)
     ...(r.lost ?? []).map(s => r.noMajority != null
       ? `  ${s.name} is not in sight: whether ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} there is not known here, and nothing is taken over from here`

@@ -4,7 +4,7 @@
 // nowhere, this node without a majority of the roll or fenced), and the VMs this node
 // would take over but cannot (shown as pending).
 import type { Reader } from '../../crdt/index.ts'
-import { idle, isParked, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { idle, isParked, noMajorityMargin, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { Logger } from '../log.ts'
@@ -48,7 +48,10 @@ export class DvmmHealth {
     const f = this.c.fence()
     const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
     const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now)
-    const r2 = noMajority == null ? r : { ...r, ok: false, noMajority }
+    // with VMs to keep running, the grid must also keep a majority through one more loss
+    const keep = [...now.doc.vms.values()].some(v => v.desired === 'running')
+    const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
+    const r2 = noMajority != null ? { ...r, ok: false, noMajority } : margin != null ? { ...r, ok: false, noMargin: margin } : r
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])

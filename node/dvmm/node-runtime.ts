@@ -157,15 +157,21 @@ export class NodeRuntime implements Service {
       // run has the watchdog's whole time from here (the interval's last feed was up to a
       // third of it ago) to be back and adopt the VMs
       // (then no more: the supervisor counts from this feed, whatever the rest of the stop takes)
-      if (this.armed != null) {
+      const live = await this.liveVms()
+      if (this.armed != null && live.length === 0) {
+        // nothing to ride out: the supervisor exits rather than outlive this run for
+        // nothing (it ignores SIGTERM); the next run arms one before its first VM starts
+        await this.watchdog.stop()
+      } else if (this.armed != null) {
         this.watchdog.feedIfSound()
         this.watchdog.abandon()
-      } else if ((await this.liveVms()).length === 0) {
+      } else if (live.length === 0) {
         // a supervisor an earlier, killed run left, guarding nothing: the next run would
         // find it and warn that it came too late to feed it
         await this.watchdog.disarmLeftover()
       }
-      this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: this.armed != null ? await this.liveVms() : [] })
+      if (live.length > 0) this.c.log.info('stopping for a restart: the VMs run on under the watchdog', { vms: live })
+      else this.c.log.info('stopping for a restart: no VM runs here, the watchdog is disarmed')
     }
     else if (this.armed != null && opts.graceful) {
       const left = await this.liveVms()

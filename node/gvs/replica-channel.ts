@@ -110,22 +110,27 @@ export class PeerChannel {
   private readonly timeoutMs: number
   private readonly objectSize: number
   private readonly limits: ChannelLimits
+  private readonly heard: () => void
   private stream: Stream | null = null
   private out: Batcher | null = null
   private opening: Promise<{ stream: Stream, out: Batcher }> | null = null
+  /** ends the dial in flight when the channel closes (a peer found out of reach must not hold requests for the dial's timeout) */
+  private dialing: AbortController | null = null
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private inFlight = 0
   private inFlightBytes = 0
   private readonly slotWaiters: Array<() => void> = []
 
-  constructor (host: Pick<Libp2p, 'dialProtocol'>, peer: string, init: { protocol: string, timeoutMs: number, objectSize: number, limits?: ChannelLimits }) {
+  /** `heard`: called whenever anything arrives from the peer (peer-reach.ts) */
+  constructor (host: Pick<Libp2p, 'dialProtocol'>, peer: string, init: { protocol: string, timeoutMs: number, objectSize: number, limits?: ChannelLimits, heard?: () => void }) {
     this.host = host
     this.peer = peer
     this.protocol = init.protocol
     this.timeoutMs = init.timeoutMs
     this.objectSize = init.objectSize
     this.limits = init.limits ?? DEFAULT_LIMITS
+    this.heard = init.heard ?? (() => {})
   }
 
   async request (req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
@@ -171,6 +176,7 @@ export class PeerChannel {
     const s = this.stream
     this.stream = null
     this.out = null
+    this.dialing?.abort(new Error(why))
     if (s != null) s.abort(new Error(why))
     this.failAll(why)
   }
@@ -195,9 +201,12 @@ export class PeerChannel {
   private async dial (op: string): Promise<{ stream: Stream, out: Batcher }> {
     let stream: Stream
     try {
-      stream = await this.host.dialProtocol(peerIdFromString(this.peer), this.protocol, { signal: AbortSignal.timeout(this.timeoutMs) })
+      this.dialing = new AbortController()
+      stream = await this.host.dialProtocol(peerIdFromString(this.peer), this.protocol, { signal: AbortSignal.any([this.dialing.signal, AbortSignal.timeout(this.timeoutMs)]) })
     } catch (err) {
       throw new GvsError('unavailable', `replica ${this.peer} unreachable for ${op}: ${(err as Error).message}`, { cause: err, transient: true })
+    } finally {
+      this.dialing = null
     }
     // a stream used for hours must not be cut for being quiet for a while
     stream.inactivityTimeout = 0
@@ -212,6 +221,7 @@ export class PeerChannel {
       this.failAll(why, stream)
     }
     stream.addEventListener('message', (e: { data: Uint8Array | Uint8ArrayList }) => {
+      this.heard()
       let frames: Frame[]
       try { frames = reader.push(e.data) } catch (err) {
         stream.abort(err as Error)

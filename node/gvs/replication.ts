@@ -28,6 +28,7 @@ import {
   REPLICA_PROTOCOL, REPLICA_PROTOCOL_V1, MAX_HEADER, decodeRequest, encode, errorReply, answerList, listPage, decodeList, listedOf,
   type Listed, type ReplicaReply, type ReplicaRequest
 } from './replica-protocol.ts'
+import { PeerReach } from './peer-reach.ts'
 import { PeerChannel, serveChannel, type CallResult, type ChannelLimits } from './replica-channel.ts'
 import { ObjectUses } from './object-uses.ts'
 import { RepeatedLines } from '../log-repeats.ts'
@@ -226,6 +227,13 @@ export interface ReplicaServiceComponents {
    * whole timeout, and the writer's retry places the object on the live nodes instead.
    */
   isLive?: (peer: string) => boolean
+  /**
+   * Asks whether the peer's agent answers at all (a libp2p ping), when calls to it wait
+   * with nothing heard (peer-reach.ts). Default: never asked; calls wait out their timeout.
+   */
+  ping?: (peer: string, signal: AbortSignal) => Promise<unknown>
+  /** a node's name, for the log and health */
+  nameOf?: (peer: string) => string
 }
 
 export interface ReplicaServiceInit {
@@ -238,6 +246,9 @@ export interface ReplicaServiceInit {
   /** streams per peer for large reads and writes (default 16) */
   lanes?: number
 }
+
+/** how long a probe of a peer whose calls wait may take before the peer counts as out of reach */
+const PROBE_TIMEOUT_MS = 4000
 
 /** waits before the retries of a request whose stream went away */
 const RETRY_DELAYS = [10, 250]
@@ -268,6 +279,9 @@ export class ReplicaService implements ReplicaTransport {
   private nextBulk = 0
   private readonly channels = new Map<string, PeerChannel>()
   private readonly inbound = new Set<Stream>()
+  /** peers whose calls wait unheard, probed; those found out of reach fail calls at once */
+  private readonly reach = new PeerReach()
+  private probeTimer: NodeJS.Timeout | null = null
 
   constructor (components: ReplicaServiceComponents, init: ReplicaServiceInit = {}) {
     this.c = components
@@ -314,6 +328,8 @@ export class ReplicaService implements ReplicaTransport {
     this.channels.clear()
     for (const s of this.inbound) s.abort(new Error('the replica service stopped'))
     this.inbound.clear()
+    if (this.probeTimer != null) clearInterval(this.probeTimer)
+    this.probeTimer = null
   }
 
   async call (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
@@ -323,17 +339,75 @@ export class ReplicaService implements ReplicaTransport {
     const ch = this.channel(peer, this.lane(req, data))
     for (let attempt = 0; ; attempt++) {
       if (this.c.isLive?.(peer) === false) throw new GvsError('unavailable', `replica ${peer} is not live (membership found it dead or gone)`, { transient: true })
+      const down = this.reach.blocked(peer)
+      if (down != null) throw new GvsError('unavailable', `replica ${peer} is out of reach from this node for ${Math.round((Date.now() - down.since) / 1000)} s (${down.why}), though membership holds it alive`, { transient: true })
+      this.reach.begin(peer, Date.now())
+      this.watchReach()
+      let ok = false
       try {
-        return await ch.request(req, data)
+        const r = await ch.request(req, data)
+        ok = true
+        return r
       } catch (err) {
         // a stream reset (a duplicate connection closed under it, a connection
         // replaced) is worth two more tries, the last after the connections settled:
         // every request is idempotent (writes carry their data and offset; a put never
         // replaces; a flush covers what was written)
         if (attempt >= RETRY_DELAYS.length || !(err instanceof GvsError) || err.code !== 'unavailable' || !/reset|closed/i.test(err.message)) throw err
-        await sleep(RETRY_DELAYS[attempt])
+      } finally {
+        this.reach.end(peer, Date.now(), ok)
       }
+      await sleep(RETRY_DELAYS[attempt])
     }
+  }
+
+  /** the peers this node's calls found out of reach though membership holds them alive, for health */
+  outOfReach (): Array<{ peer: string, since: number, why: string }> {
+    return this.reach.downPeers().map(([peer, d]) => ({ peer, since: d.since, why: d.why }))
+  }
+
+  /** the peer is probed at the next tick, calls waiting on it or not (membership suspects it) */
+  probeSoon (peer: string): void {
+    if (peer === this.self) return
+    this.reach.want(peer, Date.now())
+    this.watchReach()
+  }
+
+  /** why this node's calls cannot reach the peer now, or null */
+  outOfReachWhy (peer: string): string | null {
+    const d = this.reach.blocked(peer)
+    return d == null ? null : d.why
+  }
+
+  /** probes, every half second while calls are in flight or a peer is down, the peers whose calls wait unheard */
+  private watchReach (): void {
+    if (this.probeTimer != null || this.c.ping == null) return
+    this.probeTimer = setInterval(() => {
+      const now = Date.now()
+      for (const peer of this.reach.toProbe(now)) void this.probe(peer)
+      if (!this.reach.busy() && this.probeTimer != null) { clearInterval(this.probeTimer); this.probeTimer = null }
+    }, 500)
+    this.probeTimer.unref()
+  }
+
+  private async probe (peer: string): Promise<void> {
+    const name = this.c.nameOf?.(peer) ?? peer
+    let why = ''
+    try {
+      await this.c.ping!(peer, AbortSignal.timeout(PROBE_TIMEOUT_MS))
+    } catch (err) {
+      why = `no answer to a ping within ${PROBE_TIMEOUT_MS / 1000} s: ${(err as Error).message}`
+    }
+    const wasDown = this.reach.blocked(peer) != null
+    if (why === '') {
+      this.reach.probed(peer, Date.now(), true)
+      if (wasDown) this.c.log.info('replica peer in reach again', { peer: name })
+      return
+    }
+    if (!this.reach.probed(peer, Date.now(), false, why)) return
+    // calls waiting on it fail now (retryable): reads go to another copy, writes retry
+    this.c.log.warn('replica peer out of reach though membership holds it alive: calls to it fail at once until it answers again', { peer: name, why })
+    this.closeChannels(peer, `${name} is out of reach (${why})`)
   }
 
   /**
@@ -343,9 +417,14 @@ export class ReplicaService implements ReplicaTransport {
    * came back, however long.
    */
   dropPeer (peer: string): void {
+    this.closeChannels(peer, `membership found ${peer} dead or gone`)
+    this.reach.forget(peer)
+  }
+
+  private closeChannels (peer: string, why: string): void {
     for (const [key, ch] of this.channels) {
       if (!key.endsWith(`:${peer}`)) continue
-      ch.close(`membership found ${peer} dead or gone`)
+      ch.close(why)
       this.channels.delete(key)
     }
   }
@@ -365,7 +444,7 @@ export class ReplicaService implements ReplicaTransport {
     const key = `${lane}:${peer}`
     let ch = this.channels.get(key)
     if (ch == null) {
-      ch = new PeerChannel(this.c.host, peer, { protocol: this.protocol, timeoutMs: this.timeoutMs, objectSize: this.c.store.objectSize, limits: this.limits })
+      ch = new PeerChannel(this.c.host, peer, { protocol: this.protocol, timeoutMs: this.timeoutMs, objectSize: this.c.store.objectSize, limits: this.limits, heard: () => { this.reach.heard(peer, Date.now()) } })
       this.channels.set(key, ch)
     }
     return ch

@@ -8,6 +8,8 @@
 // volume's state is computed, never stored: membership + the coordinator's last
 // inventory + the repair running now (health.ts, volume-states.ts).
 import type { Libp2p } from '@libp2p/interface'
+import type { Ping } from '@libp2p/ping'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
@@ -159,7 +161,9 @@ export class GvsService {
       host: components.host,
       store: this.store,
       log,
-      isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) }
+      isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) },
+      ping: pingOf(components.host),
+      nameOf: n => this.nodeName(n)
     })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
@@ -217,7 +221,7 @@ export class GvsService {
       generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
-    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority() })
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,
@@ -292,6 +296,9 @@ export class GvsService {
   private readonly onTransition = (t?: { nodeId: string, to: string }): void => {
     // requests in flight to a node found dead fail now, and are tried on the live nodes
     if (t != null && t.to !== 'alive' && t.to !== 'suspect') this.replicas.dropPeer(t.nodeId)
+    // a suspect (its heartbeats to this node stopped) may be cut from this node alone,
+    // and held alive by the others' word: probed now, not first when a call waits on it
+    if (t?.to === 'suspect') this.replicas.probeSoon(t.nodeId)
     // every change of the live nodes moves the placement generation on, also while no
     // I/O of this node asks for holders: a node that went and came back between two of
     // its reads is a change (settler.ts)
@@ -428,7 +435,13 @@ export class GvsService {
    * node's disk full, and the volumes not at full redundancy (volume-problems.ts)
    */
   async problems (): Promise<HealthProblem[]> {
-    return [...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
+    const unreached = this.replicas.outOfReach().map(({ peer, since, why }): HealthProblem => ({
+      service: 'gvs',
+      cause: 'replica-out-of-reach',
+      message: `this node cannot reach ${this.nodeName(peer)}'s volume store though membership holds it alive (${why}): reads go to other copies; writes of objects it holds fail until it answers`,
+      since: new Date(since).toISOString()
+    }))
+    return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
   }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
@@ -615,3 +628,10 @@ export class GvsService {
 
 /** the NBD export name of a volume: its path without the leading "/" */
 export const exportName = (v: Volume): string => v.path.slice(1)
+
+/** the host's libp2p ping, where it has one (an agent's host does; some tests' do not) */
+function pingOf (host: GvsComponents['host']): ((peer: string, signal: AbortSignal) => Promise<unknown>) | undefined {
+  const ping = (host as { services?: { ping?: Ping } }).services?.ping
+  if (ping == null) return undefined
+  return async (peer, signal) => await ping.ping(peerIdFromString(peer), { signal })
+}

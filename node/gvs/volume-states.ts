@@ -26,6 +26,8 @@ export interface VolumeStatesComponents {
   members: () => MemberTable
   /** why this node sees no majority of the roll, or null (write-interval-records.ts) */
   noMajority?: () => string | null
+  /** why this node's calls cannot reach the node now though membership holds it alive (peer-reach.ts), or null */
+  outOfReach?: (node: string) => string | null
 }
 
 export class VolumeStates {
@@ -119,8 +121,13 @@ export class VolumeStates {
       // alive, in a partial partition) may not answer at all: this node's own view is
       // begun meanwhile, so the API waits for the longer of the two, not for both in turn
       const locals = new Map<string, Promise<VolumeHealthView>>()
-      const begin = setTimeout(() => { for (const v of list) { const p = this.local(v); p.catch(() => {}); locals.set(v.id, p) } }, LOCAL_VIEW_AFTER_MS)
-      try { answer = await this.c.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000) } catch (err) { why = (err as Error).message } finally { clearTimeout(begin) }
+      // one this node's calls already found out of reach is not asked (its ask would wait out its timeout)
+      const unreached = this.c.outOfReach?.(coord) ?? null
+      const begin = setTimeout(() => { for (const v of list) { const p = this.local(v); p.catch(() => {}); locals.set(v.id, p) } }, unreached != null ? 0 : LOCAL_VIEW_AFTER_MS)
+      try {
+        if (unreached != null) throw new Error(`out of reach from this node: ${unreached}`)
+        answer = await this.c.status.ask(coord, list.map(v => v.id), INVENTORY_WAIT_MS + 2000)
+      } catch (err) { why = (err as Error).message } finally { if (unreached == null) clearTimeout(begin) }
       for (const v of list) {
         let h = answer[v.id]?.health
         if (h == null) {

@@ -80,6 +80,18 @@ maybe('graceful stop with every VM stopped: disarmed, nothing killed', async t =
   t.deepEqual(watchdog.fired(), [])
 })
 
+maybe('a stop for a restart with no VM running: the supervisor exits (it ignores SIGTERM, and would outlive the agent guarding nothing)', async t => {
+  const { runtime, watchdog, ids } = setup(t)
+  const id = `rt-${process.pid}-e`
+  ids.push(id)
+  await runtime.drivers.process.start(spec(id))
+  t.truthy(watchdog.running())
+  await runtime.drivers.process.stop(id, 1000)
+  await runtime.stop({ graceful: true, leave: false })
+  t.true(await until(() => watchdog.running() === undefined, 3000), 'the supervisor exited')
+  t.deepEqual(watchdog.fired(), [])
+})
+
 maybe('the supervisor killed (its guards kill their VMs): a VM started right after waits for a new supervisor and runs, not killed at once by its guard', async t => {
   const { runtime, watchdog, pids, ids } = setup(t)
   runtime.feedWhile(() => 0)

@@ -257,6 +257,10 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
     t.deepEqual(log.map(e => [e.event, e.node === victim.agent.id, e.epoch ?? null]), [['placed', true, 1], ['started', true, 1], ['failed-over', false, 2], ['started', false, 2]], id)
     t.is(log[2]!.detail, `from ${victim.agent.config.name}`)
   }
+  // 2 of 3 in sight: HA is not ok, as losing either of them leaves no majority to run anything
+  const margin = g.nodes[0]!.dvmm.ha()
+  t.false(margin.ok)
+  t.regex(margin.noMargin ?? '', /^2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node/)
   // now the survivors split: the last one alone sees 1 of 3 and must fence itself
   const [keep, gone] = others as [DvmmNode, DvmmNode]
   const mine = [...keep.fake.vms.entries()].filter(([, v]) => v.state === 'running').map(([id]) => id)

@@ -3,7 +3,7 @@
 // restart rule and the HA check; with seeded property tests over random grids.
 import test from 'ava'
 import {
-  rank, plan, positionOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, takeover,
+  rank, plan, positionOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
   onExit, restartDelayMs, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
@@ -164,6 +164,14 @@ test('settle: a claim starts only after the window without a conflicting claim, 
 test('fencing on a fake clock: no majority of the roll for the fence timeout fences; a majority clears it', t => {
   t.true(hasMajority(5, 3))
   t.false(hasMajority(5, 2))
+  // HA's margin: whether one more loss leaves a majority
+  t.is(noMajorityMargin(3, 3), null)
+  t.regex(noMajorityMargin(3, 2) ?? '', /^2 of 3 roll members are in sight and a majority is 2: losing any one .*; bring back or forget \(vgrid node forget\) the 1 not in sight$/)
+  t.regex(noMajorityMargin(2, 2) ?? '', /^2 of 2 roll members are in sight and a majority is 2: losing any one of them fences every node \(their VMs are killed and nothing is placed\)$/)
+  t.is(noMajorityMargin(5, 4), null)
+  t.truthy(noMajorityMargin(5, 3))
+  t.is(noMajorityMargin(5, 2), null, 'no majority now: that is noMajority, not the margin')
+  t.is(noMajorityMargin(1, 1), null, 'one node: losing it strands its VMs, which the placement check says')
   t.false(hasMajority(4, 2), 'half is not a majority')
   t.true(hasMajority(0, 1), 'a lone node before the roll exists')
   let last = 0

@@ -1,0 +1,80 @@
+// A volume through a host cut from just one other (a partial partition: h1 and h2 cannot
+// reach each other, both still reach h3, so gossip keeps each alive in the other's
+// view). Reads through h1 must come from the copies it can reach, without waiting out
+// a replica timeout per request, and the API stays quick on every host.
+import { join } from 'node:path'
+import { randomBytes, createHash } from 'node:crypto'
+import { e2e, Grid } from '../harness/index.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+
+const MiB = 1024 * 1024
+const SIZE = 8 * 4 * MiB
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+e2e('a host cut from one other: reads through it come from the copies it reaches, promptly; the API stays quick', async t => {
+  const grid = await Grid.start(t, { hosts: 3 })
+  await grid.waitAllAlive(30_000)
+  const [h1, , h3] = grid.list as [typeof grid.list[0], typeof grid.list[0], typeof grid.list[0]]
+  const vol = await h3.api<{ id: string }>('/v1/volumes', 'POST', { path: '/cut/data', size: SIZE, replicas: 2 })
+  // written through h3, so h1 holds no cache of it: its reads go to the replicas
+  const data = randomBytes(SIZE)
+  const w = await NbdClient.open(join(h3.dataDir, 'nbd.sock'), 'cut/data')
+  for (let off = 0; off < SIZE; off += MiB) await w.write(off, data.subarray(off, off + MiB))
+  await w.flush()
+  await w.close()
+  await waitVolume(h1, vol.id)
+
+  await grid.cut('h1', { from: ['h2'] })
+  // each still sees the other alive through h3's gossip: only the data path is cut
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  const timed = async <T>(f: () => Promise<T>): Promise<{ ms: number, v: T }> => { const t0 = Date.now(); const v = await f(); return { ms: Date.now() - t0, v } }
+
+  const r = await NbdClient.open(join(h1.dataDir, 'nbd.sock'), 'cut/data')
+  t.teardown(async () => { await r.close().catch(() => {}) })
+  const reads: number[] = []
+  const got: Buffer[] = []
+  for (let round = 0; round < 2; round++) {
+    got.length = 0
+    const t0 = Date.now()
+    for (let off = 0; off < SIZE; off += MiB) got.push(await r.read(off, MiB))
+    reads.push(Date.now() - t0)
+    t.log(`read ${round + 1}: ${reads.at(-1)} ms`)
+  }
+  t.is(sha(Buffer.concat(got)), sha(data), 'what h1 reads is what h3 wrote')
+  const api = []
+  for (const h of grid.list) {
+    for (const path of ['/v1/status', '/v1/volumes', `/v1/volumes/${vol.id}`]) api.push({ at: `${h.name} ${path}`, ms: (await timed(async () => await h.api(path).catch((err: Error) => err.message))).ms })
+  }
+  t.log(`reads of ${SIZE / MiB} MiB through h1: ${reads.map(ms => `${ms} ms`).join(', ')}; API: ${api.map(a => `${a.at} ${a.ms} ms`).join(', ')}`)
+  // the first read waits until h1 finds h2 out of reach (its calls stall 2 s, then a ping of 4 s); the second not even that
+  t.true(reads[0]! < 15_000, `the first read of ${SIZE / MiB} MiB through h1 took ${reads[0]} ms`)
+  t.true(reads[1]! < 5000, `the second read of ${SIZE / MiB} MiB through h1 took ${reads[1]} ms`)
+  for (const a of api) t.true(a.ms < 2000, `${a.at} took ${a.ms} ms`)
+  // h1 says which node it cannot reach, though membership holds it alive
+  const outOfReach = async (): Promise<string | undefined> => (await h1.status()).health.problems.find(p => p.cause === 'replica-out-of-reach')?.message
+  t.regex(await outOfReach() ?? '', /cannot reach h2's volume store/)
+
+  // healed: h1 finds h2 again by itself (a probe every few seconds), and writes through it succeed
+  await grid.heal('h1')
+  const healed = Date.now()
+  while (await outOfReach() != null) {
+    if (Date.now() - healed > 20_000) t.fail('h1 still finds h2 out of reach 20 s after the heal')
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  const again = randomBytes(SIZE)
+  for (let off = 0; off < SIZE; off += MiB) await r.write(off, again.subarray(off, off + MiB))
+  await r.flush()
+  const back = await NbdClient.open(join(grid.list[1]!.dataDir, 'nbd.sock'), 'cut/data')
+  const all: Buffer[] = []
+  for (let off = 0; off < SIZE; off += MiB) all.push(await back.read(off, MiB))
+  await back.close()
+  t.is(sha(Buffer.concat(all)), sha(again), 'what h1 wrote after the heal reads back through h2')
+})
+
+async function waitVolume (h: { api: <T>(p: string) => Promise<T> }, id: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try { await h.api(`/v1/volumes/${id}`); return } catch {}
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  throw new Error(`volume ${id} never reached the host`)
+}
