@@ -41,7 +41,9 @@ export function onExit (crashes: readonly number[], now: number, opts: { policy?
     return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what} cleanly after ${Math.round(opts.ranMs! / 1000)} s; restart policy is always: restarting (a clean exit is no crash)` }
   }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)
-  if (recent.length >= CRASH_LIMIT) return { action: 'stop', crashes: recent, reason: `${what}: ${CRASH_LIMIT} crashes within 24 h, left stopped` }
+  // a clean exit this soon counts as a crash (else a VM that exits 0 at once restarts for ever): said so
+  const why = opts.clean === true && policy === 'always' ? `${what} within ${MIN_CLEAN_RUN_MS / 1000} s of its start, which counts as a crash` : what
+  if (recent.length >= CRASH_LIMIT) return { action: 'stop', crashes: recent, reason: `${why}: ${CRASH_LIMIT} crashes within 24 h, left stopped` }
   const delay = RESTART_DELAYS_MS[Math.min(recent.length, RESTART_DELAYS_MS.length) - 1]! / 1000
-  return { action: 'restart', crashes: recent, reason: `${what}: crash ${recent.length} within 24 h, restarting in ${delay} s (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }
+  return { action: 'restart', crashes: recent, reason: `${why}: crash ${recent.length} within 24 h, restarting in ${delay} s (the ${CRASH_LIMIT === 3 ? '3rd' : `${CRASH_LIMIT}th`} leaves it stopped)` }
 }

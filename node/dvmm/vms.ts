@@ -116,6 +116,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.driver === undefined) throw invalid('driver', 'is missing: "qemu" or "process"')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
   if (typeof b.cpu !== 'number') throw invalid('cpu', `must be a JSON number of vCPUs above 0, not ${b.cpu === undefined ? 'missing' : `a ${b.cpu === null ? 'null' : typeof b.cpu} (${JSON.stringify(b.cpu).slice(0, 40)})`}`)
+  if (b.cpu === Infinity) throw invalid('cpu', 'reads as infinite, more than the 4096 vCPUs a VM may have')
   if (!Number.isFinite(b.cpu) || b.cpu <= 0) throw invalid('cpu', 'must be a number of vCPUs above 0')
   if (b.cpu < MIN_CPU) throw invalid('cpu', `${b.cpu} is below ${MIN_CPU}, the smallest share a VM gets`)
   if (b.cpu > 4096) throw invalid('cpu', `${b.cpu} vCPUs is more than the 4096 a VM may have`)

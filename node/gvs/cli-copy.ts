@@ -7,7 +7,8 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, constants, existsSync, lstatSync, rmSync, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, lstatSync, rmSync, statSync, type Stats } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
 import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
@@ -74,6 +75,7 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
 }
 
 export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false): Promise<void> {
+  checkFile(sub, file)
   // VOL@SNAP: a snapshot, which exports (read-only) and never imports
   const at = ref.indexOf('@')
   const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
@@ -127,6 +129,22 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
 }
 
 /** an image's size as a disk (a raw file's length, a qcow2's virtual size); undefined when qemu-img cannot tell (its convert says why) */
+/** the file side, checked before anything starts: an import's image is a file or block device; an export's folder exists */
+function checkFile (sub: 'import' | 'export', file: string): void {
+  let st: Stats | undefined
+  try { st = statSync(file) } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CliError(`${file}: ${(err as Error).message}`, 1)
+  }
+  if (sub === 'import') {
+    if (st == null) throw new CliError(`${file}: no such file (import reads an image file)`, 1)
+    if (!st.isFile() && !st.isBlockDevice()) throw new CliError(`${file} is ${st.isDirectory() ? 'a directory' : 'not a file or block device'}: import reads an image file`, 1)
+    return
+  }
+  if (st?.isDirectory() === true) throw new CliError(`${file} is a directory: export writes an image file (give its name)`, 1)
+  const dir = dirname(resolve(file))
+  if (st == null && !existsSync(dir)) throw new CliError(`${dir} does not exist: export writes ${basename(file)} there`, 1)
+}
+
 async function imageSize (file: string, fmt: string): Promise<number | undefined> {
   if (fmt === 'raw') {
     try { return statSync(file).size } catch { return undefined }

@@ -24,6 +24,20 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
                                                  (a volume in use: from a snapshot taken then, removed after)
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
 
+/** the usage lines of one subcommand (its continuation lines too), or all of them */
+export function usageOf (sub: string | undefined): string {
+  const lines = USAGE.split('\n')
+  const out: string[] = []
+  let mine = false
+  for (const l of lines) {
+    const m = /^(?:usage: | +)vgrid vol (\S+)/.exec(l)
+    if (m != null) mine = m[1] === sub || (sub === 'list' && m[1] === 'ls')
+    else if (!/^ {20,}/.test(l)) mine = false
+    if (mine) out.push(m == null ? l : l.replace(/^(usage: | +)/, out.length === 0 ? 'usage: ' : '       '))
+  }
+  return out.length === 0 ? USAGE : `${out.join('\n')}\n${lines.at(-1)!}`
+}
+
 function table (rows: string[][]): string {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
   return rows.map(r => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
@@ -69,8 +83,8 @@ export async function vol (argv: string[]): Promise<void> {
   const api = new ApiClient(v.api as string | undefined)
   /** exactly `n` arguments (at least `n` with `more`): one too many is refused, never dropped (vol rm A B removed A only) */
   const need = (n: number, more = false): string[] => {
-    if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${USAGE}`, 2)
-    if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more (one volume per command)\n${USAGE}`, 2)
+    if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${usageOf(sub)}`, 2)
+    if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more (one volume per command)\n${usageOf(sub)}`, 2)
     return p
   }
   const int = (x: unknown, flag: string): number | undefined => {
@@ -81,11 +95,11 @@ export async function vol (argv: string[]): Promise<void> {
   }
   const takes = sub == null ? undefined : FLAGS_OF[sub]
   const wrong = takes == null ? [] : Object.keys(v).filter(f => f !== 'api' && f !== 'json' && !takes.includes(f))
-  if (wrong.length > 0) throw new CliError(`vgrid vol ${sub!}: ${wrong.map(f => `--${f}`).join(', ')} ${wrong.length === 1 ? 'is not one of its flags' : 'are not among its flags'}\n${USAGE}`, 2)
+  if (wrong.length > 0) throw new CliError(`vgrid vol ${sub!}: ${wrong.map(f => `--${f}`).join(', ')} ${wrong.length === 1 ? 'is not one of its flags' : 'are not among its flags'}\n${usageOf(sub)}`, 2)
   switch (sub) {
     case 'create': {
       const [path] = need(1)
-      if (v.size == null) throw new CliError(`--size is required\n${USAGE}`, 2)
+      if (v.size == null) throw new CliError(`--size is required\n${usageOf(sub)}`, 2)
       const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, size: v.size, replicas: int(v.replicas, '--replicas'), minReplicas: int(v['min-replicas'], '--min-replicas') })
       return v.json === true ? json(d) : out(`${d.path}: ${size(d.sizeBytes)}, R=${d.replicas} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
@@ -140,6 +154,8 @@ export async function vol (argv: string[]): Promise<void> {
       }
       if (v.set === true) {
         const [name, ...vols] = need(2, true)
+        // a path first is the one-volume form's order: the set's name comes first
+        if (name!.startsWith('/')) throw new CliError(`vgrid vol snapshot --set takes the snapshot's name first, then the volumes: "${name!}" is a volume path, not a name\n${usageOf(sub)}`, 2)
         await api.request('POST', '/v1/snapshots', { name, volumes: vols })
         return out(`snapshot ${name!} of ${vols.join(', ')}`)
       }

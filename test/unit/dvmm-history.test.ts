@@ -138,6 +138,7 @@ test('a clean exit under always, after a long enough run, is no crash: restarted
   t.regex(d.reason, /^exited \(code 0\) cleanly after 10 s; restart policy is always: restarting \(a clean exit is no crash\)$/)
   // one that exits 0 at once counts: restarted for ever otherwise
   t.like(onExit([now - 2000, now - 1000], now, { policy: 'always', clean: true, ranMs: 200 }), { action: 'stop' })
+  t.is(onExit([now - 2000, now - 1000], now, { policy: 'always', clean: true, detail: 'exited (code 0)', ranMs: 200 }).reason, 'exited (code 0) within 10 s of its start, which counts as a crash: 3 crashes within 24 h, left stopped')
   t.like(onExit([], now, { policy: 'always', clean: true }), { action: 'restart', crashes: [now] }, 'a run of unknown length counts')
   const h = new History()
   h.observe(new Map([['web', lease({ status: 'running', at: 1 })]]), vms, name)

@@ -25,6 +25,8 @@ test('create: bad input gets a clear error naming the field', t => {
   t.regex(e({ path: '/x', size: 1000 }), /not a multiple of 512/)
   t.regex(e({ path: '/x', size: 'lots' }), /is not a size/)
   t.regex(e({ path: '/x' }), /size is required/)
+  t.regex(e({ path: '/x', size: true }), /size must be bytes \(a number\) or a size such as "10G", not a boolean/)
+  t.regex(e({ path: '/x', size: {} }), /size must be bytes .*, not an object/)
   t.regex(e({ path: '/x', size: '60G' }), /more than the pool's/)
   t.regex(e({ path: '/x', size: '1G', replicas: 4 }), /more than the 3 live node/)
   t.regex(e({ path: '/x', size: '1G', replicas: 2, minReplicas: 3 }), /minReplicas 3 must be/)

@@ -219,6 +219,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ cpu: 1e-300 }, /^cpu: 1e-300 is below 0.01, the smallest share a VM gets/)
   bad({ cpu: '0.2' }, /^cpu: must be a JSON number of vCPUs above 0, not a string \("0.2"\)/)
   bad({ cpu: 1e9 }, /^cpu: 1000000000 vCPUs is more than the 4096 a VM may have/)
+  bad({ cpu: JSON.parse('1e400') as number }, /^cpu: reads as infinite, more than the 4096 vCPUs a VM may have/)
   bad({ memory: 1 }, /^memory: 1 bytes is below the 1M a process VM needs at least/)
   bad({ memory: '99999999T' }, /^memory: 99999999T is more than any node has/)
   bad({ memory: 1048576.5 }, /^memory: 1048576.5 is not a whole number of bytes/)
