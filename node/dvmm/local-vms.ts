@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import type { VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
-import { logged, type History } from './history.ts'
+import { appendLog, logged, readLog, type History } from './history.ts'
 import { docStamp, driverSpec, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
@@ -23,6 +23,8 @@ import { WatchdogDown } from './watchdog/index.ts'
 
 /** how long a VM waits before another start while this node's watchdog cannot be started */
 const WATCHDOG_DOWN_PAUSE_MS = 2000
+/** how long a kill of a run whose lease moved on waits to go into that lease's log (logMovedKill) */
+const MOVED_KILL_KEEP_MS = 120_000
 
 /** the connection manager, where the grid has an overlay */
 export interface VmNetworkHooks {
@@ -68,6 +70,8 @@ export class LocalVms {
   private readonly c: LocalVmsComponents
   private readonly init: LocalVmsInit
   private readonly running = new Set<string>()
+  /** kills of runs here whose leases moved on, until the lease's log has them (logMovedKill) */
+  private readonly movedKills = new Map<string, { at: number, detail: string, startedAt: number | undefined, until: number }>()
   /** starts in flight (the decision step leaves these VMs be; a graceful stop waits for them) */
   private readonly starting = new Map<string, Promise<void>>()
   /** stops and kills in flight: their exits are no crashes */
@@ -129,8 +133,11 @@ export class LocalVms {
           this.updateLease(vm.id, { status: 'starting', reason: act.why }, () => true, vm.exit?.watchdogKillAt)
         } else if (vm.exit?.reason === 'killed' && (vm.exit.watchdogKillAt != null || vm.error?.startsWith('killed by the fencing watchdog') === true)) {
           killedAndMoved.push(vm.id)
-          // no lease of this node's says so: this node's history does
-          this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail: `${vm.error} while the agent was down; its lease has moved on since` }, vm.exit.watchdogKillAt ?? vm.exit.at)
+          // no lease of this node's says so: this node's history does, and the lease's log (below)
+          const detail = `${vm.error} while the agent was down; its lease has moved on since`
+          const at = vm.exit.watchdogKillAt ?? vm.exit.at
+          this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail }, at)
+          this.logMovedKill(vm.id, at, detail, vm.startedAt)
         }
         if (act.do !== 'adopt' && act.do !== 'stop') this.consoles.keep(vm.id)
       }
@@ -179,6 +186,39 @@ export class LocalVms {
   }
 
   /** the lease as its write finds it, while it is this node's (and `onlyIf` holds), with the transition in its log at `when` (wall ms; default now) */
+  /**
+   * A kill of a VM whose lease moved on (its run here killed by the watchdog while this
+   * agent was down or stalled) goes into the lease's log too, so every node's history
+   * shows it, not this node's only. Kept here until the lease is another node's and its
+   * log has it: a resumed agent's document may still hold its own lease when it finds
+   * the kill, and a takeover then carries on the log as it was before. An appended
+   * event merges with the holder's own (the log takes appends from two nodes at once:
+   * Writer.update); a contested lease is left alone (an update of one is a whole put,
+   * here of another node's lease), as is the lease of a VM made after the killed run
+   * started (a former VM of the name ran here).
+   */
+  private logMovedKill (vm: string, at: number, detail: string, startedAt: number | undefined): void {
+    this.movedKills.set(vm, { at: Math.floor(at), detail, startedAt, until: Date.now() + MOVED_KILL_KEEP_MS })
+    this.c.schedule()
+  }
+
+  /** the moved kills whose lease is now another node's and uncontested, and lacks them: appended (each step, until the log has them) */
+  private flushMovedKills (doc: DocView): void {
+    for (const [vm, k] of this.movedKills) {
+      const l = doc.leases.get(vm)
+      const spec = doc.vms.get(vm)
+      if (Date.now() > k.until || l == null || spec == null || (k.startedAt != null && spec.created != null && k.startedAt < spec.created)) { this.movedKills.delete(vm); continue }
+      if (l.claims.length > 1 || l.winner.holder === this.c.peerId) continue
+      if (readLog(l.winner.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) { this.movedKills.delete(vm); continue }
+      this.c.enqueue(w => {
+        const cur = w.reader.get('leases', vm)
+        if (cur == null || cur.contested || cur.value.holder === this.c.peerId) return
+        if (readLog(cur.value.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) return
+        w.update('leases', vm, { log: appendLog(cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, detail: k.detail }]) })
+      }, { key: `moved-kill:${vm}` })
+    }
+  }
+
   private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true, when?: number): void {
     const at = when != null ? Math.floor(when) : docStamp(this.c.clock)
     this.c.enqueue(w => {
@@ -392,6 +432,8 @@ export class LocalVms {
     this.consoles.keep(vm)
     this.c.history.add(vm, { event: 'killed', node: this.c.config.name, detail: why }, at)
     this.updateLease(vm, { status: 'starting', reason: why }, l => l.status === 'running', at)
+    // a lease the majority took over meanwhile: its log says it (for every node's history)
+    this.logMovedKill(vm, at, why, undefined)
   }
 
   /** An exit this node did not ask for, seen live or left from a previous run (start): the crash rule and the lease update. */
@@ -439,7 +481,10 @@ export class LocalVms {
   }
 
   /** Removes the ended runs (their consoles) of VMs whose lease is no longer this node's (console.ts). */
-  sweep (doc: DocView): void { this.consoles.sweep(doc) }
+  sweep (doc: DocView): void {
+    this.consoles.sweep(doc)
+    if (this.movedKills.size > 0) this.flushMovedKills(doc)
+  }
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {
     if (info.network == null) return

@@ -157,13 +157,14 @@ export class NodeRuntime implements Service {
       // run has the watchdog's whole time from here (the interval's last feed was up to a
       // third of it ago) to be back and adopt the VMs
       // (then no more: the supervisor counts from this feed, whatever the rest of the stop takes)
+      // fed before anything is awaited: the stop's own time counts against the watchdog
+      if (this.armed != null) this.watchdog.feedIfSound()
       const live = await this.liveVms()
       if (this.armed != null && live.length === 0) {
         // nothing to ride out: the supervisor exits rather than outlive this run for
         // nothing (it ignores SIGTERM); the next run arms one before its first VM starts
         await this.watchdog.stop()
       } else if (this.armed != null) {
-        this.watchdog.feedIfSound()
         this.watchdog.abandon()
       } else if (live.length === 0) {
         // a supervisor an earlier, killed run left, guarding nothing: the next run would

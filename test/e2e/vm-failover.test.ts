@@ -81,6 +81,11 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
   // the watchdog marks the run as it kills it; its process is gone from /proc once reaped
   const killAt = Date.parse(kill!.at)
   t.true(killAt > killedAt && killAt <= endedAt! + 200, `logged when the watchdog killed it (${kill!.at}; the agent was ${how === 'SIGSTOP' ? 'stopped' : 'killed'} at ${new Date(killedAt).toISOString()}, the run's process was gone at ${new Date(endedAt!).toISOString()})`)
+  // and every host's history shows it (the lease's log has it), not the old holder's alone
+  for (const h of grid.list.filter(x => x !== holder)) {
+    await until(`${h.name}'s history to show the kill on ${holder.name}`, 10_000, async () =>
+      (await h.api<VmDetail>('/v1/vms/web')).history.some(e => e.event === 'killed' && e.node === holder.name && e.at === kill!.at && e.local !== true) ? true : undefined)
+  }
 
   // removing the VM stops it on its holder; every host ends with nothing of it
   await h1.api('/v1/vms/web', 'DELETE')
