@@ -13,11 +13,27 @@ const ANSWER_TIMEOUT_MS = 30_000
 export class CliError extends Error {
   override name = 'CliError'
   readonly exitCode: number
-  constructor (message: string, exitCode = 1) {
+  /** what kind of error, for `--json` (an API error's own code; `usage` for exit code 2, else `error`) */
+  readonly code: string
+  /** the API's message alone (without the code the text form appends), for `--json` */
+  readonly detail: string
+  constructor (message: string, exitCode = 1, opts: { code?: string, detail?: string } = {}) {
     super(message)
     this.exitCode = exitCode
+    this.code = opts.code ?? (exitCode === 2 ? 'usage' : 'error')
+    this.detail = opts.detail ?? message
   }
 }
+
+/** `--json` asked for anywhere before a `--` (after it, the words are a VM's command) */
+export const wantsJson = (argv: readonly string[]): boolean => {
+  const end = argv.indexOf('--')
+  return (end < 0 ? argv : argv.slice(0, end)).some(a => a === '--json' || a === '--json=true')
+}
+
+/** an error as `--json` prints it, on stdout: the API's error shape, with the exit code */
+export const jsonError = (code: string, message: string, exitCode: number): string =>
+  JSON.stringify({ error: { code, message, exitCode } }, null, 2) + '\n'
 
 type Target = { socketPath: string } | { host: string, port: number }
 
@@ -62,18 +78,19 @@ export class ApiClient {
       const e = err as NodeJS.ErrnoException & { answering?: boolean }
       // connected, then no answer: the agent runs, but this request waits on something (a
       // node it cannot reach, say); "is it running?" would send the user the wrong way
-      if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`)
-      throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`)
+      if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`, 1, { code: 'agent_timeout' })
+      throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`, 1, { code: 'agent_unreachable' })
     }
     let data: unknown
     try {
       data = res.text === '' ? undefined : JSON.parse(res.text)
     } catch {
-      throw new CliError(`agent at ${this.display} answered ${res.status} with something that is not JSON`)
+      throw new CliError(`agent at ${this.display} answered ${res.status} with something that is not JSON`, 1, { code: 'bad_answer' })
     }
     if (res.status >= 400) {
       const e = (data as { error?: { code?: string, message?: string } } | undefined)?.error
-      throw new CliError(`${e?.message ?? `request failed with status ${res.status}`}${e?.code == null ? '' : ` (${e.code})`}`)
+      const message = e?.message ?? `request failed with status ${res.status}`
+      throw new CliError(`${message}${e?.code == null ? '' : ` (${e.code})`}`, 1, { code: e?.code ?? `http_${res.status}`, detail: message })
     }
     return data as T
   }

@@ -1,6 +1,6 @@
 // The one binary, `vgrid`. `vgrid agent` runs the daemon; every other subcommand is a
 // client of the local agent's HTTP API. Errors print one line and exit non-zero.
-import { CliError } from './client.ts'
+import { CliError, jsonError, wantsJson } from './client.ts'
 import { VERSION } from '../version.ts'
 
 type Command = { summary: string, run: (argv: string[]) => Promise<void> }
@@ -86,12 +86,15 @@ async function main (argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  const json = wantsJson(process.argv.slice(2))
   if (err instanceof CliError) {
-    process.stderr.write(`vgrid: ${err.message}\n`)
+    if (json) process.stdout.write(jsonError(err.code, err.detail, err.exitCode))
+    else process.stderr.write(`vgrid: ${err.message}\n`)
     process.exit(err.exitCode)
   }
   const e = err as Error
-  process.stderr.write(`vgrid: ${e.message ?? String(err)}\n`)
+  if (json) process.stdout.write(jsonError('error', e.message ?? String(err), 1))
+  else process.stderr.write(`vgrid: ${e.message ?? String(err)}\n`)
   if (process.env.VGRID_DEBUG != null) process.stderr.write(`${e.stack}\n`)
   process.exit(1)
 })

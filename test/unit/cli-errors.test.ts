@@ -49,3 +49,45 @@ test('an agent that takes a request and does not answer is not called unreachabl
   const gone = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).get('/v1/volumes'))
   t.regex(gone?.message ?? '', /^cannot reach the vgrid agent at 127\.0\.0\.1:\d+ \(ECONNREFUSED\); is it running\?/)
 })
+
+/** runs the CLI, its output captured */
+async function runCaptured (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
+  return { code, stdout, stderr }
+}
+
+test('with --json an error is JSON on stdout ({error: {code, message, exitCode}}), as the API gives it; without, one line on stderr', async t => {
+  const api: Server = createServer((_req, res) => {
+    res.writeHead(404, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ error: { code: 'not_found', message: 'no VM "nosuch"' } }))
+  })
+  await new Promise<void>(resolve => api.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { api.close() })
+  const at = `127.0.0.1:${(api.address() as { port: number }).port}`
+  const notFound = await runCaptured(['vm', 'show', 'nosuch', '--json', '--api', at])
+  t.is(notFound.code, 1)
+  t.is(notFound.stderr, '')
+  t.deepEqual(JSON.parse(notFound.stdout), { error: { code: 'not_found', message: 'no VM "nosuch"', exitCode: 1 } })
+  const plain = await runCaptured(['vm', 'show', 'nosuch', '--api', at])
+  t.is(plain.stdout, '')
+  t.is(plain.stderr, 'vgrid: no VM "nosuch" (not_found)\n')
+  // a usage error, and --json given before the command
+  const usage = await runCaptured(['--json', 'nodes', '--wat'])
+  t.is(usage.code, 2)
+  t.like(JSON.parse(usage.stdout), { error: { code: 'usage', exitCode: 2 } })
+  t.regex((JSON.parse(usage.stdout) as { error: { message: string } }).error.message, /unknown flag --wat/)
+  // no agent there
+  api.close()
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const gone = await runCaptured(['status', '--json', '--api', at])
+  t.like(JSON.parse(gone.stdout), { error: { code: 'agent_unreachable', exitCode: 1 } })
+  // --json after `--` is a VM's command's, not the CLI's
+  const inCommand = await runCaptured(['vm', 'create', 'x', '--api', at, '--', '/bin/echo', '--json'])
+  t.is(inCommand.stdout, '')
+  t.regex(inCommand.stderr, /^vgrid: /)
+})
