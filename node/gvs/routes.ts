@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -131,8 +131,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     return seen ? out : null
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
-    const health = await svc.health(vs)
-    const waiting = waitingLayers(svc.volumes())
+    const all = svc.volumes()
+    const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all)]))
+    const waiting = waitingLayers(all)
     return vs.map(v => ({
       id: v.id,
       path: v.path,
@@ -155,7 +156,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   const body = bodyObject
   const repairStatus = (v: Volume): RepairStatusView => {
     const l = svc.lastRepairs.get(v.id)
-    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at) } }
+    const all = svc.volumes()
+    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => sayLayers(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: sayLayers(l.unavailableWhy, all) } : {}) } }
   }
 
   return (app: FastifyInstance): void => {
@@ -330,7 +332,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         return repairStatus(v)
       }
       const r = await done
-      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors, lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
+      const all = svc.volumes()
+      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors.map(e => sayLayers(e, all)), lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
     })
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async req => repairStatus(findVolume(svc.volumes(), req.params.id)))
@@ -347,4 +350,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       return await done
     })
   }
+}
+
+/** a volume's state with the layer names in its reasons said as paths (sayLayers) */
+function sayHealth (h: VolumeHealthView, vols: readonly Volume[]): VolumeHealthView {
+  const lastRepair = h.lastRepair?.unavailableWhy != null ? { ...h.lastRepair, unavailableWhy: sayLayers(h.lastRepair.unavailableWhy, vols) } : h.lastRepair
+  return { ...h, reasons: h.reasons.map(r => sayLayers(r, vols)), lastRepair }
 }

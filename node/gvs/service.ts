@@ -25,7 +25,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, volumeUsers, type Pool } from './volumes.ts'
+import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, sayLayers, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
@@ -441,7 +441,9 @@ export class GvsService {
       message: `this node cannot reach ${this.nodeName(peer)}'s volume store though membership holds it alive (${why}): reads go to other copies; writes of objects it holds fail until it answers`,
       since: new Date(since).toISOString()
     }))
+    const vols = this.volumes()
     return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
+      .map(p => ({ ...p, message: sayLayers(p.message, vols) }))
   }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }

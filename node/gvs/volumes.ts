@@ -250,6 +250,26 @@ export function planSnapshot (v: Volume, name: unknown, now: number): { snapshot
  * {base: VOL, n: 0}. A snapshot's new top layer is numbered past every layer of its
  * line (volumes.ts nextLayer); a clone's "C@N" is of its own line C, never its source's.
  */
+const LAYER_NAME = /\bvol-[0-9a-f]{12}(?:@[0-9]+)?\b/g
+
+/**
+ * A message with the names stores and replicas give object sets (`vol-…@N`, a volume's
+ * id and layer number) said as users know them: a volume's path for its id or its top
+ * layer, `path@snapshot` for a snapshot's own layer, `path layer N` for another of its
+ * stack. Names of no volume here stay as they are.
+ */
+export function sayLayers (text: string, vols: readonly Volume[]): string {
+  if (!text.includes('vol-')) return text
+  return text.replace(LAYER_NAME, name => {
+    const { base, n } = layerNumber(name)
+    const v = vols.find(x => x.id === base)
+    if (v == null) return name
+    if (name === base || layersOf(v)[0] === name) return v.path
+    const snap = Object.values(v.snapshots).find(s => s.layers?.[0] === name)
+    return snap != null ? `${v.path}@${snap.name}` : `${v.path} layer ${n}`
+  })
+}
+
 export function layerNumber (layer: string): { base: string, n: number } {
   const m = /^(.+)@([0-9]+)$/.exec(layer)
   return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers } from '../../node/gvs/volumes.ts'
 import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -74,4 +74,21 @@ test('vol import refuses a volume a VM runs from, or another NBD session writes 
   t.notThrows(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q1', name: 'q1', desired: 'stopped', running: false }] }) }, 'a stopped VM\'s disk is what an import provisions')
   t.throws(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q3', name: 'q3', desired: 'running', running: true }] }) }, { message: '/T/A is a disk of VM "q3", which runs from it: an import would write under it; stop the VM first' })
   t.throws(() => { refuseInUse('/T/A', { ...base, writers: [{ node: 'n2', writers: 2 }] }) }, { message: /2 on node n2/ })
+})
+
+test('sayLayers: object-set names in a message said as paths, snapshots and layers', t => {
+  const id = 'vol-0123456789ab'
+  const v: Volume = {
+    ...vol(),
+    id,
+    path: '/shop/db',
+    layers: [`${id}@3`, `${id}@2`, `${id}@1`],
+    snapshots: { nightly: { name: 'nightly', createdAt: 1, layers: [`${id}@2`, `${id}@1`], at: 1, by: 'n' } }
+  }
+  const say = (s: string): string => sayLayers(s, [v])
+  t.is(say(`volume "${id}@3" object 5: no replica could serve the read`), 'volume "/shop/db" object 5: no replica could serve the read')
+  t.is(say(`volume "${id}" is read-only`), 'volume "/shop/db" is read-only')
+  t.is(say(`${id}@2 object 1; ${id}@1 object 2`), '/shop/db@nightly object 1; /shop/db layer 1 object 2')
+  t.is(say('volume "vol-ffffffffffff@2" object 1'), 'volume "vol-ffffffffffff@2" object 1', 'a volume not here: as it was')
+  t.is(say('nothing to name'), 'nothing to name')
 })
