@@ -125,6 +125,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       membership: membership.detector,
       drivers: runtime.drivers,
       host,
+      // a node told to join writes its roll entry once it synced with the grid (roll-join.ts)
+      joinSynced: () => membership.joinStatus().some(j => j.reached) &&
+        state.holdsHeadsOf([...membership.detector.members.values()].filter(m => m.state === 'alive' && m.nodeId !== host.peerId.toString()).map(m => m.nodeId)).length > 0,
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
       // the watchdog follows the fence timeout in force (activeFenceMs)
       onActiveFence: ms => { runtime.setFence(ms) },

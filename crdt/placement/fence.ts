@@ -31,6 +31,13 @@ export interface RollChangeInput {
    * roll entry it has not synced it yet, and an empty roll would make it a majority of one
    */
   joining: boolean
+  /**
+   * a node told to join has reached a join address and holds the document a live member
+   * announced (its changes up to its last advert): synced with the grid, whose roll may
+   * then be empty only because it is new and every node was told to join (the same
+   * config on every server, the first one's address in it). Default false.
+   */
+  synced?: boolean
 }
 
 /**
@@ -42,7 +49,7 @@ export interface RollChangeInput {
  */
 export function mayChangeRoll (i: RollChangeInput): { ok: boolean, reason: string } {
   const ids = new Set(i.roll)
-  const synced = [...ids].some(id => id !== i.me)
+  const synced = [...ids].some(id => id !== i.me) || i.synced === true
   ids.add(i.me)
   if (i.joining && !synced) return { ok: false, reason: 'this node has not synced the grid\'s document yet' }
   const seen = [...ids].filter(id => id === i.me || i.alive(id)).length

@@ -1,7 +1,8 @@
 // This node's entry on the member roll (the nodes "a majority" counts): written once,
 // when it first starts, by a decision step that sees a majority of the synced roll plus
 // itself (mayChangeRoll; a node given --join also waits until its document holds
-// another node's entry), so nodes joining through one cut off from the majority cannot
+// another node's entry, or until it reached a join address and holds a live member's
+// document, which then has no roll: a new grid whose every node was told to join), so nodes joining through one cut off from the majority cannot
 // grow the minority's roll into a second majority. A node forgotten while it ran (`vgrid
 // node forget` on the majority side while it was cut off) and back in sight writes its
 // entry again the same way: it runs, so it is a member, not a server gone for good.
@@ -19,6 +20,12 @@ export interface RollJoinComponents {
   clock: Clock
   config: { name: string, join?: readonly string[] }
   state: { read: () => { get: (kind: 'roll', key: string) => unknown } }
+  /**
+   * whether this node, told to join, has synced with the grid: it reached a join address
+   * and holds the document a live member announced (see RollChangeInput.synced; default
+   * false: only another node's roll entry says so)
+   */
+  joinSynced?: () => boolean
   /** queues a document update for the next step's write */
   enqueue: (fn: (w: Writer) => void, opts: { key: string, written: () => void }) => void
 }
@@ -51,7 +58,7 @@ export class RollJoin {
     }
     const joined = this.joinedAt
     if (joined == null) return
-    const may = mayChangeRoll({ roll: doc.roll.keys(), me, alive: id => members.get(id)?.state === 'alive', joining: (this.c.config.join?.length ?? 0) > 0 })
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me, alive: id => members.get(id)?.state === 'alive', joining: (this.c.config.join?.length ?? 0) > 0, synced: this.c.joinSynced?.() === true })
     if (!may.ok) return
     this.c.enqueue(w => { if (w.reader.get('roll', me) == null) w.put('roll', { node: me, name: this.c.config.name, joined }) }, {
       key: 'roll:self',

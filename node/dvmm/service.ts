@@ -64,6 +64,8 @@ export interface DvmmComponents {
   registry: Registry
   /** `join`: the peers this node was told to join through (it writes its roll entry only once it has synced) */
   config: { name: string, join?: readonly string[] }
+  /** told to join: it reached a join address and holds a live member's document (roll-join.ts) */
+  joinSynced?: () => boolean
   state: DvmmState
   membership: DvmmMembership
   /** the drivers this node runs VMs with, by the spec's driver name */

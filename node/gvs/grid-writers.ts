@@ -17,6 +17,13 @@ export interface GridWritersComponents {
   members: () => MemberTable
   /** the live nodes that hold replicas */
   liveIds: () => Set<string>
+  /**
+   * why a claim of the volume may go on without this node's answer, or null: this node
+   * cannot reach it though membership holds it alive (a partial partition), and the
+   * fence that follows the claim refuses its writer, if it has one, at the other
+   * holders of every object (GvsService.passUnreached)
+   */
+  passUnreached?: (volume: string, node: string) => string | null
 }
 
 export interface NodeWriters { node: string, name?: string, writers: number }
@@ -61,7 +68,12 @@ export class GridWriters {
   async otherWriters (id: string, waitMs = CLAIM_WAIT_MS): Promise<string | null> {
     const self = this.c.self
     const live = (node: string): boolean => mayBeRunning(this.c.members().get(node)?.state)
-    let ask = [...this.c.members().values()].filter(m => m.nodeId !== self && live(m.nodeId)).map(m => m.nodeId)
+    const unreached = (node: string): boolean => {
+      const why = this.c.passUnreached?.(id, node) ?? null
+      if (why != null) this.c.log.warn('a node this one cannot reach was not asked whether a client writes the volume: the claim goes on, and the fence that follows refuses that node\'s writer, if it has one, at every other holder', { volume: id, node: this.nameOf(node), why })
+      return why != null
+    }
+    let ask = [...this.c.members().values()].filter(m => m.nodeId !== self && live(m.nodeId) && !unreached(m.nodeId)).map(m => m.nodeId)
     const answers: ClaimAnswer[] = []
     const until = Date.now() + waitMs
     for (let round = 0; ask.length > 0; round++) {
@@ -76,7 +88,7 @@ export class GridWriters {
           if (round === 0) this.c.log.warn('could not ask a node whether a client writes the volume; asking again while it is alive', { volume: id, node: this.nameOf(node), error: (err as Error).message })
         }
       }))
-      ask = silent.filter(live)
+      ask = silent.filter(n => live(n) && !unreached(n))
       if (ask.length > 0 && Date.now() >= until) {
         throw new GvsError('unavailable', `volume ${id}: ${ask.map(n => this.nameOf(n)).join(', ')} did not say within ${Math.round(waitMs / 1000)} s whether a client writes the volume there, and membership still holds ${ask.length === 1 ? 'it' : 'them'} alive: one node writes a volume at a time, so this write waits for ${ask.length === 1 ? 'its' : 'their'} answer or for ${ask.length === 1 ? 'it' : 'them'} to be found dead; try again`)
       }

@@ -232,6 +232,12 @@ export interface ReplicaServiceComponents {
    * with nothing heard (peer-reach.ts). Default: never asked; calls wait out their timeout.
    */
   ping?: (peer: string, signal: AbortSignal) => Promise<unknown>
+  /**
+   * Closes this node's connections to the peer: a peer out of reach is probed again over
+   * a fresh connection (one that lived through a cut may wait out TCP's retransmission
+   * backoff, tens of seconds, after the network is back). Default: none.
+   */
+  hangUp?: (peer: string) => Promise<unknown>
   /** a node's name, for the log and health */
   nameOf?: (peer: string) => string
 }
@@ -393,12 +399,16 @@ export class ReplicaService implements ReplicaTransport {
   private async probe (peer: string): Promise<void> {
     const name = this.c.nameOf?.(peer) ?? peer
     let why = ''
+    let timer: NodeJS.Timeout | undefined
     try {
-      await this.c.ping!(peer, AbortSignal.timeout(PROBE_TIMEOUT_MS))
+      // bounded here too: a ping that ignored its signal would leave the peer probing for ever
+      await Promise.race([this.c.ping!(peer, AbortSignal.timeout(PROBE_TIMEOUT_MS)), new Promise((_resolve, reject) => { timer = setTimeout(() => { reject(new Error('timed out')) }, PROBE_TIMEOUT_MS + 500) })])
     } catch (err) {
       why = `no answer to a ping within ${PROBE_TIMEOUT_MS / 1000} s: ${(err as Error).message}`
-    }
+    } finally { clearTimeout(timer) }
     const wasDown = this.reach.blocked(peer) != null
+    // down already: the next probe goes over a fresh connection, not one that lived through the cut
+    if (why !== '' && wasDown) await this.c.hangUp?.(peer).catch(() => {})
     if (why === '') {
       this.reach.probed(peer, Date.now(), true)
       if (wasDown) this.c.log.info('replica peer in reach again', { peer: name })

@@ -7,7 +7,7 @@
 // copies on a schedule, and rewrites a copy found damaged soon (damage-heals.ts). A
 // volume's state is computed, never stored: membership + the coordinator's last
 // inventory + the repair running now (health.ts, volume-states.ts).
-import type { Libp2p } from '@libp2p/interface'
+import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
@@ -163,6 +163,7 @@ export class GvsService {
       log,
       isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) },
       ping: pingOf(components.host),
+      hangUp: hangUpOf(components.host),
       nameOf: n => this.nodeName(n)
     })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
@@ -201,7 +202,7 @@ export class GvsService {
       signature: () => { this.currentPlacement(); return this.generation.signature },
       others: () => this.mayBeRunning().filter(id => id !== this.replicas.self)
     })
-    this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds() })
+    this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds(), passUnreached: (id, n) => this.passUnreached(id, n) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats, this.caches)
     this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), log: components.log, started: () => this.started })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
@@ -596,11 +597,32 @@ export class GvsService {
       if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
       const top = layersOf(v)[0]!
       const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
-      const failed = await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })
+      const passed: string[] = []
+      const failed = (await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })).filter(f => {
+        const why = this.passUnreached(volumeId, f.node)
+        if (why != null) passed.push(`${this.nodeName(f.node)} (${why})`)
+        return why == null
+      })
+      if (passed.length > 0) this.components.log.warn('fenced a volume\'s writer epoch without nodes this one cannot reach: the other holders of every object refuse an older writer there', { volume: v.path, epoch, nodes: passed.join('; ') })
       if (failed.length === 0) return v
       if (failed.some(f => !f.moment) || Date.now() + wait > until) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
       await new Promise(resolve => setTimeout(resolve, wait))
     }
+  }
+
+  /**
+   * Why a writer's claim or fence of the volume may go on without the node's answer, or
+   * null. Only a node this one's calls found out of reach though membership holds it
+   * alive (peer-reach.ts: no answer to a ping, not a moment's silence), and only with
+   * R >= 2: every object then has another holder, which the fence reaches and which
+   * refuses that node's writer (if it has one), so it gets no write acknowledged. With
+   * R = 1 its objects may be its alone: the claim waits for it, as before.
+   */
+  private passUnreached (volumeId: string, node: string): string | null {
+    const why = this.replicas.outOfReachWhy(node)
+    if (why == null) return null
+    const v = this.volumes().find(x => x.id === volumeId)
+    return v != null && v.replicas >= 2 ? `out of reach from this node: ${why}` : null
   }
 
   /**
@@ -636,4 +658,11 @@ function pingOf (host: GvsComponents['host']): ((peer: string, signal: AbortSign
   const ping = (host as { services?: { ping?: Ping } }).services?.ping
   if (ping == null) return undefined
   return async (peer, signal) => await ping.ping(peerIdFromString(peer), { signal })
+}
+
+/** the host's hangUp, where it has one */
+function hangUpOf (host: GvsComponents['host']): ((peer: string) => Promise<unknown>) | undefined {
+  const h = host as { hangUp?: (peer: PeerId) => Promise<void> }
+  if (typeof h.hangUp !== 'function') return undefined
+  return async peer => { await h.hangUp!(peerIdFromString(peer)) }
 }

@@ -290,6 +290,21 @@ export class StateService extends EventEmitter<StateEvents> {
     return out
   }
 
+  /**
+   * The peers among `peers` that announced heads this document holds: it has their
+   * document as of their last advert (a node told to join counts as synced with the grid
+   * once it holds a member's, node/dvmm/roll-join.ts).
+   */
+  holdsHeadsOf (peers: Iterable<string>): string[] {
+    if (!this.running) return []
+    const out: string[] = []
+    for (const p of peers) {
+      const heads = this.sync.announcedHeads(p)
+      if (heads != null && this.replica.hasHeads(heads)) out.push(p)
+    }
+    return out
+  }
+
   /** Test hook (VGRID_TEST_HOOKS): refuse state sync with these peers, to cut a partition. */
   setBlocked (peers: string[]): void { this.sync.setBlocked(peers) }
 

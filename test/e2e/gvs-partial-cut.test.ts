@@ -16,6 +16,8 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   await grid.waitAllAlive(30_000)
   const [h1, , h3] = grid.list as [typeof grid.list[0], typeof grid.list[0], typeof grid.list[0]]
   const vol = await h3.api<{ id: string }>('/v1/volumes', 'POST', { path: '/cut/data', size: SIZE, replicas: 2 })
+  // 32 objects, for writes during the cut: a third of them avoid h2 (1 - (2/3)^32 that one does)
+  const many = await h3.api<{ id: string }>('/v1/volumes', 'POST', { path: '/cut/many', size: 32 * 4 * MiB, replicas: 2 })
   // written through h3, so h1 holds no cache of it: its reads go to the replicas
   const data = randomBytes(SIZE)
   const w = await NbdClient.open(join(h3.dataDir, 'nbd.sock'), 'cut/data')
@@ -23,6 +25,7 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   await w.flush()
   await w.close()
   await waitVolume(h1, vol.id)
+  await waitVolume(h1, many.id)
 
   await grid.cut('h1', { from: ['h2'] })
   // each still sees the other alive through h3's gossip: only the data path is cut
@@ -53,6 +56,18 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   // h1 says which node it cannot reach, though membership holds it alive
   const outOfReach = async (): Promise<string | undefined> => (await h1.status()).health.problems.find(p => p.cause === 'replica-out-of-reach')?.message
   t.regex(await outOfReach() ?? '', /cannot reach h2's volume store/)
+
+  // writes through h1 during the cut: the claim does not wait for h2 (out of reach, R = 2:
+  // the fence at the other holders refuses any writer there), so objects h2 does not hold
+  // are written; those it holds fail (every holder must take a write)
+  const block = Buffer.alloc(4096, 7)
+  const m = await NbdClient.open(join(h1.dataDir, 'nbd.sock'), 'cut/many')
+  t.teardown(async () => { await m.close().catch(() => {}) })
+  const results = await Promise.allSettled(Array.from({ length: 32 }, async (_, i) => { await m.write(i * 4 * MiB, block) }))
+  const wrote = results.flatMap((x, i) => x.status === 'fulfilled' ? [i] : [])
+  t.log(`writes through h1 during the cut: objects ${wrote.join(', ')} written, ${results.length - wrote.length} failed`)
+  t.true(wrote.length > 0, 'objects not held by h2 were written through h1 during the cut')
+  for (const i of wrote) t.deepEqual(await m.read(i * 4 * MiB, 4096), block)
 
   // healed: h1 finds h2 again by itself (a probe every few seconds), and writes through it succeed
   await grid.heal('h1')

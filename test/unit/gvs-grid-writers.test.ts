@@ -12,7 +12,7 @@ import { silentLogger } from '../../node/log.ts'
 const SELF = 'n-a'
 const member = (nodeId: string, state: string): Member => ({ nodeId, state, advert: { name: nodeId } } as unknown as Member)
 
-function grid (states: Record<string, string>, answer: (node: string, round: number) => StatusAnswer | 'silent'): { gw: GridWriters, table: Map<string, Member>, asked: Map<string, number> } {
+function grid (states: Record<string, string>, answer: (node: string, round: number) => StatusAnswer | 'silent', passUnreached?: (volume: string, node: string) => string | null): { gw: GridWriters, table: Map<string, Member>, asked: Map<string, number> } {
   const table = new Map<string, Member>(Object.entries(states).map(([n, s]) => [n, member(n, s)]))
   const asked = new Map<string, number>()
   const gw = new GridWriters({
@@ -20,6 +20,7 @@ function grid (states: Record<string, string>, answer: (node: string, round: num
     log: silentLogger,
     members: () => table as MemberTable,
     liveIds: () => new Set(table.keys()),
+    passUnreached,
     status: {
       ask: async (node: string) => {
         const round = asked.get(node) ?? 0
@@ -53,4 +54,20 @@ test('a node alive and silent past the bound fails the claim, naming it', async 
   const { gw, asked } = grid({ [SELF]: 'alive', 'n-b': 'alive' }, () => 'silent')
   await t.throwsAsync(gw.otherWriters('vol', 500), { message: /n-b did not say within 1 s whether a client writes the volume there, and membership still holds it alive/ })
   t.true(asked.get('n-b')! >= 2)
+})
+
+test('a node this one cannot reach (partial partition) is not waited for when the fence covers it (R >= 2): the claim goes on', async t => {
+  let out: string | null = null
+  const { gw, asked } = grid({ [SELF]: 'alive', 'n-b': 'alive', 'n-c': 'alive' }, node => node === 'n-b' ? 'silent' : { vol: { writers: 0, claiming: false } } as unknown as StatusAnswer,
+    (_v, node) => node === 'n-b' ? out : null)
+  // not known out of reach yet: asked again until the bound, which fails the claim
+  await t.throwsAsync(gw.otherWriters('vol', 300), { message: /n-b did not say/ })
+  // found out of reach (no answer to a ping): not asked at all, and the claim goes on at once
+  out = 'no answer to a ping within 4 s'
+  asked.clear()
+  const started = Date.now()
+  t.is(await gw.otherWriters('vol', 10_000), null)
+  t.true(Date.now() - started < 1000)
+  t.is(asked.get('n-b'), undefined)
+  t.is(asked.get('n-c'), 1)
 })
