@@ -3,6 +3,7 @@
 // supervisor armed, which kills it. Real process VMs and a real supervisor.
 import test from 'ava'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { NodeRuntime } from '../../node/dvmm/node-runtime.ts'
@@ -116,4 +117,43 @@ maybe('the supervisor killed (its guards kill their VMs): a VM started right aft
   // no VM left: a graceful stop disarms (the feed would start a supervisor again otherwise)
   await runtime.stop({ graceful: true })
   t.true(await until(() => watchdog.running() === undefined, 3000), 'no supervisor left')
+})
+
+maybe('a full data disk: the watchdog is still fed (in place) and kills nothing; a VM that ends meanwhile is still told', async t => {
+  const mount = mkdtempSync(join(tmpdir(), 'vgrid-full-'))
+  try { execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mount]) } catch (err) {
+    rmSync(mount, { recursive: true, force: true })
+    t.log(`no tmpfs here (${(err as Error).message}): skipped`)
+    t.pass()
+    return
+  }
+  t.teardown(() => { try { execFileSync('umount', ['-l', mount]) } catch {}; rmSync(mount, { recursive: true, force: true }) })
+  const dataDir = join(mount, 'data')
+  const runtime = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir } }, { watchdogTimeoutMs: TIMEOUT_MS })
+  const watchdog = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT_MS })
+  const ids = [`rt-${process.pid}-f`, `rt-${process.pid}-g`]
+  const pids: number[] = []
+  t.teardown(async () => {
+    const w = watchdog.running()
+    if (w !== undefined) { try { process.kill(w, 'SIGKILL') } catch {} }
+    for (const p of pids) { try { process.kill(p, 'SIGKILL') } catch {} }
+    await runtime.stop({ graceful: false }).catch(() => {})
+  })
+  runtime.feedWhile(() => 0)
+  const exits: string[] = []
+  runtime.drivers.process.on('exit', (e: { id: string }) => { exits.push(e.id) })
+  for (const id of ids) pids.push((await runtime.drivers.process.start(spec(id))).pid!)
+  // the disk fills up
+  try { execFileSync('dd', ['if=/dev/zero', `of=${join(mount, 'filler')}`, 'bs=64k'], { stdio: 'ignore' }) } catch {}
+  await sleep(TIMEOUT_MS * 4)
+  t.true(pids.every(p => isAlive(p)), 'no VM killed: the feed went on in place')
+  t.deepEqual(watchdog.fired(), [])
+  // a VM that ends while the disk is full: its exit is told all the same (its record is written later)
+  process.kill(pids[1]!, 'SIGKILL')
+  t.true(await until(() => exits.includes(ids[1]!), 5000), 'the exit was told')
+  rmSync(join(mount, 'filler'))
+  await runtime.drivers.process.remove(ids[1]!).catch(() => {})
+  await runtime.drivers.process.stop(ids[0]!, 1000)
+  await runtime.stop({ graceful: true })
+  t.true(await until(() => watchdog.running() === undefined, 3000), 'disarmed at the end')
 })

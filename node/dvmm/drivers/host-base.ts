@@ -332,6 +332,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   }
 
   private poll (): void {
+    for (const id of this.unsaved) {
+      const rec = this.recs.get(id)
+      if (rec == null) { this.unsaved.delete(id); continue }
+      try { this.save(rec); this.unsaved.delete(id) } catch {}
+    }
     for (const rec of this.recs.values()) {
       if (rec.state === 'running' || rec.state === 'stopping') {
         this.guardCheck(rec)
@@ -426,9 +431,22 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
 
   protected setState (rec: VmRecord, state: VmState): void {
     rec.state = state
-    this.save(rec)
+    // the state is told either way: a record the disk cannot take now (full) is written
+    // again at the next poll; an exit left untold stayed `running` in the document for good
+    try { this.save(rec); this.unsaved.delete(rec.id) } catch (err) {
+      if (!this.unsaved.has(rec.id)) this.components.log.warn('could not write a VM\'s run record; it is written again at the next poll', { vm: rec.id, driver: this.name, state, err: (err as Error).message })
+      this.unsaved.add(rec.id)
+    }
     this.emit('state', { id: rec.id, state, at: this.components.clock.now() })
   }
+
+  /** saves the record now, or at the next poll if the disk does not take it (full) */
+  private saveLater (rec: VmRecord): void {
+    try { this.save(rec) } catch { this.unsaved.add(rec.id) }
+  }
+
+  /** VMs whose run record the disk did not take at their last change of state */
+  private readonly unsaved = new Set<string>()
 
   protected save (rec: VmRecord): void {
     if (existsSync(this.runs.dir(rec.id))) this.runs.write(rec)
@@ -447,12 +465,12 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       // a run an agent of an earlier release started, found running in this boot: from
       // now on a restart of the machine is told apart from a crash (ranBeforeBoot)
       rec.bootId = currentBootId()
-      this.save(rec)
+      this.saveLater(rec)
     }
     if (rec.state === 'starting') {
       rec.state = 'failed'
       rec.error = 'the agent stopped while starting it'
-      this.save(rec)
+      this.saveLater(rec)
       void this.cleanup(rec)
     }
     this.recs.set(id, rec)

@@ -11,7 +11,8 @@
 // late in it, slow to load, still adopts its VMs. The VM manager counts its fence from the same last feed, so a restarted agent
 // that finds no majority in time kills its VMs itself. The previous run's timeouts come
 // from its last feed (an operator may have changed the fence timeout between runs).
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
+import { writeSmall } from './small-file.ts'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { parseFeed } from './decide.ts'
 import { watchdogPaths } from './paths.ts'
@@ -88,12 +89,10 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     if (plan.until == null || lastFeedAt == null || t >= plan.until) { clearInterval(timer); return }
     // never past the previous run's fence: what is left of it, when less than its watchdog timeout
     const timeoutMs = Math.min(previous.watchdogMs, Math.floor(lastFeedAt + previous.fenceMs - t))
-    const tmp = `${paths.feed}.bridge.tmp`
     try {
       // any change of the file counts as a feed; the agent's own watchdog writes its own later
       // with the previous run's timeouts: the supervisor fires by its last feed + fence timeout
-      writeFileSync(tmp, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs, fenceMs: previous.fenceMs }))
-      renameSync(tmp, paths.feed)
+      writeSmall(paths.feed, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs, fenceMs: previous.fenceMs }))
     } catch {}
   }
   const timer = setInterval(feed, opts.feedMs ?? 250)

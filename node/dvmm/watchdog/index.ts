@@ -4,7 +4,8 @@
 // (a stalled loop, or a VM manager stuck in a step, stops feeding, which is the point),
 // and disarms it on a clean exit.
 import { spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { writeSmall } from './small-file.ts'
 import type { Logger } from '../../log.ts'
 import { scriptPath } from '../../paths.ts'
 import { currentBootId, procStat, sleep } from '../drivers/common.ts'
@@ -78,7 +79,8 @@ export class Watchdog {
   }
 
   private async spawnSupervisor (): Promise<void> {
-    rmSync(this.paths.ready, { force: true })
+    // emptied rather than removed: on a full disk the new supervisor writes its pid in place
+    try { writeSmall(this.paths.ready, '') } catch { rmSync(this.paths.ready, { force: true }) }
     const checkMs = this.init.checkMs ?? Math.max(20, Math.floor(this.init.timeoutMs / 10))
     const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', SUPERVISOR, this.init.dataDir, String(this.init.timeoutMs), String(checkMs), ...(this.init.idleExitMs != null ? [String(this.init.idleExitMs)] : [])], {
       detached: true, // its own session: the agent's death or its terminal's signals do not reach it
@@ -88,9 +90,9 @@ export class Watchdog {
     if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
     const st = procStat(child.pid)
     this.pid = child.pid
-    writeFileSync(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
+    writeSmall(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
     for (let i = 0; ; i++) {
-      try { if (readFileSync(this.paths.ready, 'utf8') === String(child.pid)) break } catch {}
+      try { if (readFileSync(this.paths.ready, 'utf8').trim() === String(child.pid)) break } catch {}
       if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')
       await sleep(50)
     }
@@ -248,11 +250,14 @@ export class Watchdog {
     }
   }
 
+  /** the last feed was written in place (the data dir's disk is full): said once when it starts */
+  private inPlace = false
+
   private write (state: object): void {
-    const tmp = `${this.paths.feed}.${process.pid}.tmp`
     try {
-      writeFileSync(tmp, JSON.stringify(state))
-      renameSync(tmp, this.paths.feed)
+      const how = writeSmall(this.paths.feed, JSON.stringify(state))
+      if (how === 'in-place' && !this.inPlace) this.log.warn('the data dir\'s disk is full: the watchdog is fed in place, in the block its feed file has')
+      this.inPlace = how === 'in-place'
     } catch (err) {
       this.log.warn('watchdog feed failed', { err: (err as Error).message })
     }

@@ -6,6 +6,7 @@
 // (clean agent exit) makes it exit without killing anything.
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, constants, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { writeSmall } from './small-file.ts'
 import { setPriority } from 'node:os'
 import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.ts'
 import { killAllVms, removeNetworks } from './kill.ts'
@@ -134,4 +135,4 @@ setTimeout(check, Math.min(checkMs, MAX_CHECK_MS))
 
 // the agent's terminal signals are not ours; only SIGKILL (or a disarm) ends the watchdog
 for (const s of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGPIPE'] as const) process.on(s, () => { log(`ignored ${s}`) })
-try { writeFileSync(paths.ready, String(process.pid)) } catch {}
+try { writeSmall(paths.ready, String(process.pid)) } catch {}
