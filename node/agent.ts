@@ -15,7 +15,7 @@ import type { MembershipService } from '../protocol/membership-service.ts'
 import type { AgentConfig } from './config.ts'
 import { resolveCluster } from './cluster-key-store.ts'
 import { secureDataDir } from './data-dir.ts'
-import { detectCapacity } from './resources.ts'
+import { DataDisk, detectCapacity } from './resources.ts'
 import { createLogger, type Logger } from './log.ts'
 import { startAll, stopAll, systemClock, type Clock, type Service } from './service.ts'
 import { UnavailableError } from './errors.ts'
@@ -66,7 +66,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     const h = state.health()
     return h.ok ? [] : [{ service: 'state', cause: h.cause, message: h.message, since: h.since }]
   }, () => duplicateNames(core.directory.members), () => unheardMembers(state.read().list('roll'), core.directory.members, performance.now() - startedAt),
-  () => joinUnreached(membership.joinStatus(), core.directory.members, host.peerId.toString(), performance.now() - startedAt)]
+  () => joinUnreached(membership.joinStatus(), core.directory.members, host.peerId.toString(), performance.now() - startedAt),
+  async () => await dataDisk.problems()]
+  const dataDisk = new DataDisk(core.config.dataDir)
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },

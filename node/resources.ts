@@ -3,6 +3,7 @@
 import { cpus, totalmem, loadavg } from 'node:os'
 import { statfs } from 'node:fs/promises'
 import type { Resources } from '../protocol/advert.ts'
+import type { HealthProblem } from './api/types.ts'
 
 const UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -78,3 +79,42 @@ export function subtract (a: Resources, b: Resources): Resources {
 }
 
 export const ZERO: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 }
+
+/** below this much free room (or a hundredth of the disk, whichever is less) the data dir's disk counts as full */
+export const DATA_DISK_LOW_BYTES = 64 * 1024 * 1024
+
+/**
+ * The data dir's disk nearly or wholly full (pure): the cluster document, VM run records
+ * and the watchdog's files live there. The volume store's own refusals are `disk-full`
+ * (node/gvs/disk-full.ts); this says so even with no volume written.
+ */
+export function dataDiskProblem (dataDir: string, free: number, total: number): Omit<HealthProblem, 'since'> | null {
+  if (total <= 0 || free >= Math.min(DATA_DISK_LOW_BYTES, total / 100)) return null
+  const mib = (b: number): string => `${(b / 1024 / 1024).toFixed(b < 10 * 1024 * 1024 ? 1 : 0)} MiB`
+  return { service: 'agent', cause: 'data-disk-full', message: `the disk of the data dir ${dataDir} has ${mib(free)} free of ${mib(total)}: changes to the cluster document are refused (503 disk_full) and VM records wait until it has room; free some` }
+}
+
+/** the data dir's disk, measured at most every `everyMs` (a status request reads the last measure) */
+export class DataDisk {
+  private last: { free: number, total: number } | null = null
+  private at = 0
+  private measuring: Promise<void> | null = null
+  private since: number | null = null
+  private readonly dataDir: string
+  private readonly everyMs: number
+  constructor (dataDir: string, everyMs = 5000) {
+    this.dataDir = dataDir
+    this.everyMs = everyMs
+  }
+
+  async problems (): Promise<HealthProblem[]> {
+    if (Date.now() - this.at >= this.everyMs) {
+      this.measuring ??= statfs(this.dataDir).then(fs => { this.last = { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize } }, () => {}).finally(() => { this.at = Date.now(); this.measuring = null })
+      await this.measuring
+    }
+    const p = this.last == null ? null : dataDiskProblem(this.dataDir, this.last.free, this.last.total)
+    if (p == null) { this.since = null; return [] }
+    this.since ??= Date.now()
+    return [{ ...p, since: new Date(this.since).toISOString() }]
+  }
+}

@@ -3,7 +3,7 @@ import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { resolveConfig, parseDuration, parseHostPort, DEFAULT_API } from '../../node/config.ts'
-import { parseCapacity, parseSize } from '../../node/resources.ts'
+import { dataDiskProblem, parseCapacity, parseSize } from '../../node/resources.ts'
 
 test('defaults follow the design brief', async t => {
   const c = await resolveConfig({})
@@ -97,4 +97,13 @@ test('the volume store\'s repair and scrub settings come from the config file, c
   await t.throwsAsync(resolveConfig({ config: f }), { message: /gvs\.scrubInterval="soon" is not a duration/ })
   await writeFile(f, JSON.stringify({ gvs: { repairSpeed: '1M' } }))
   await t.throwsAsync(resolveConfig({ config: f }), { message: /repairSpeed|unknown key/ })
+})
+
+test('dataDiskProblem: the data dir\'s disk under 64 MiB (or a hundredth of a small one) free is a health problem, naming it', t => {
+  const MiB = 1024 * 1024
+  t.is(dataDiskProblem('/d', 65 * MiB, 100_000 * MiB), null)
+  t.like(dataDiskProblem('/d', 3 * MiB, 100_000 * MiB), { service: 'agent', cause: 'data-disk-full' })
+  t.regex(dataDiskProblem('/d', 0, 64 * MiB)?.message ?? '', /^the disk of the data dir \/d has 0\.0 MiB free of 64 MiB: changes to the cluster document are refused/)
+  // a small disk (a 64 MiB tmpfs) with a few MiB free is not full
+  t.is(dataDiskProblem('/d', 2 * MiB, 64 * MiB), null)
 })

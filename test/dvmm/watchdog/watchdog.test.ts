@@ -4,12 +4,12 @@
 // nothing; a restarted agent adopts the watchdog and the VMs live on.
 import test, { type ExecutionContext } from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
-import { probeCgroups } from '../../../node/dvmm/host/cgroups.ts'
+import { groupPaths, probeCgroups, removeGroups } from '../../../node/dvmm/host/cgroups.ts'
 import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
 import { NodeRuntime } from '../../../node/dvmm/node-runtime.ts'
@@ -282,6 +282,13 @@ async function guarded (t: ExecutionContext, timeoutMs: number, ids: string[]): 
     if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}
     for (const id of ids) { try { await driver.kill(id) } catch {}; try { await driver.remove(id) } catch {} }
     await driver.close()
+    // the groups of a VM its guard killed, if a guard still sat in them as the driver removed them
+    const layout = probeCgroups().layout
+    if (layout !== undefined) {
+      for (const parent of groupPaths(layout, '').map(p => dirname(join(p, 'x')))) {
+        for (const name of readdirSync(parent)) if (ids.some(id => name.startsWith('process-') && name.endsWith(`-${id}`))) await removeGroups([join(parent, name)])
+      }
+    }
     rmSync(dataDir, { recursive: true, force: true })
   })
   await w.start()
