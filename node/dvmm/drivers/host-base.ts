@@ -256,6 +256,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     const rec = this.mustLoad(id)
     if (rec.state !== 'stopped' && rec.state !== 'failed') throw new DriverError('exists', `VM ${id} is ${rec.state}; stop it first`)
     this.recs.delete(id)
+    this.guardsSpawned.delete(id)
     this.runs.remove(id)
   }
 
@@ -348,6 +349,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   }
 
   private readonly finishing = new Set<string>()
+  /** when guardCheck last started a guard for each VM */
+  private readonly guardsSpawned = new Map<string, number>()
 
   /**
    * A running VM whose guard is gone (killed by hand, or by the VM itself: a process VM
@@ -381,12 +384,16 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     let ready: string | undefined
     try { ready = readFileSync(paths.ready, 'utf8').trim() } catch {}
     if (supervisor === undefined || ready !== String(supervisor)) return
+    // one started a moment ago may not have written its file yet (a loaded machine): not another
+    const spawned = this.guardsSpawned.get(rec.id)
+    if (spawned != null && this.components.clock.now() - spawned < GUARD_LATE_MS) return
+    this.guardsSpawned.set(rec.id, this.components.clock.now())
     rmSync(join(dir, 'guard'), { force: true })
     try {
       const child = spawn('nice', ['-n', '-20', '/bin/bash', '-c', GUARD, 'vgrid-guard', paths.alive, paths.beat, String(rec.pid), ...rec.cgroups], { cwd: dir, detached: true, stdio: 'ignore' })
       child.on('error', () => {})
       child.unref()
-      if (pid === 0) this.components.log.warn('a running VM had no guard (started by an earlier release?): started one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name })
+      if (pid === 0) this.components.log.warn('a running VM had no guard 10 s after it started (started by an earlier release, or its guard never came up): started one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name })
       else this.components.log.warn('a running VM\'s guard was gone (killed?): started a new one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name, was: pid })
     } catch (err) {
       this.components.log.error('a running VM\'s guard is gone and a new one could not be started: the VM is not ended should the agent and the watchdog both die', { vm: rec.id, err: (err as Error).message })
