@@ -1,10 +1,10 @@
 // The membership views the API serves, as pure functions of the member table.
-import { countStates, type Member, type MemberTable } from '../../protocol/membership.ts'
+import { countStates, mayBeRunning, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { poolOf } from '../../protocol/pool.ts'
 import { monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
-import type { ClockOffset } from '../../protocol/heartbeat.ts'
+import { MAX_CLOCK_OFFSET_MS, type ClockOffset } from '../../protocol/heartbeat.ts'
 import { restartPending } from '../../crdt/placement/fence.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
@@ -137,3 +137,35 @@ export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string
   }]
 }
 
+
+/** an offset as `vgrid nodes` and health say it: "+90.0 s", "-0.4 s" */
+export const offsetText = (ms: number): string => `${ms >= 0 ? '+' : '-'}${(Math.abs(ms) / 1000).toFixed(1)} s`
+
+/**
+ * Members alive or suspect whose clock is off from this node's by more than the bound
+ * (pure): their stamps in the future are held back (the document's latest-write rule),
+ * and VM histories, stamped by each node's clock, mix the clocks.
+ */
+export function clockOff (offsets: ReadonlyMap<string, ClockOffset>, table: MemberTable, self: string, steady: (id: string) => boolean = () => true): HealthProblem[] {
+  const off = [...offsets].filter(([id, c]) => c.over && id !== self && mayBeRunning(table.get(id)?.state) && steady(id))
+  if (off.length === 0) return []
+  const named = off.map(([id, c]) => `${table.get(id)?.advert.name ?? id} ${offsetText(c.offsetMs)}`)
+  return [{
+    service: 'membership',
+    cause: 'clock-offset',
+    message: `${off.length} member(s) have a clock off from this node's by more than ${MAX_CLOCK_OFFSET_MS} ms: ${named.join(', ')}; changes they stamp in the future are held back, and VM histories mix the clocks: check NTP on both`
+  }]
+}
+
+/** how long a member's clock must stay past the bound before health says so (frames held up by a cut read as offsets for a moment after it heals) */
+export const CLOCK_STEADY_MS = 10_000
+
+/** clockOff over the offsets as they last: a member counts once past the bound for CLOCK_STEADY_MS */
+export class ClockWatch {
+  private readonly overSince = new Map<string, number>()
+  problems (offsets: ReadonlyMap<string, ClockOffset>, table: MemberTable, self: string, now = Date.now()): HealthProblem[] {
+    for (const id of this.overSince.keys()) if (offsets.get(id)?.over !== true) this.overSince.delete(id)
+    for (const [id, c] of offsets) if (c.over && !this.overSince.has(id)) this.overSince.set(id, now)
+    return clockOff(offsets, table, self, id => now - (this.overSince.get(id) ?? now) >= CLOCK_STEADY_MS)
+  }
+}

@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { duplicateNames, joinUnreached, nodeView, notJoined, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { ClockWatch, clockOff, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
 import { errorBody, toApiError } from '../../node/api/errors.ts'
 
@@ -106,4 +106,25 @@ test('a node stopped for a restart shows restarting only while its recorded grac
   const restart = { since: 1_000_000, fenceMs: 58_334 }
   t.like(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 10_000).restarting, { fenceMs: 58_334 })
   t.is(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 58_334).restarting, null, 'over: its VMs were taken over (or it is back)')
+})
+
+test('clockOff: members alive or suspect whose clock is past the bound are a health problem, each with its offset', t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'alive')], ['c', member('c', 'dead')], ['d', member('d', 'suspect')]])
+  t.deepEqual(clockOff(new Map([['b', { offsetMs: 100, over: false }]]), members, 'a'), [])
+  const p = clockOff(new Map([['b', { offsetMs: 90_000, over: true }], ['c', { offsetMs: 5000, over: true }], ['d', { offsetMs: -2500, over: true }]]), members, 'a')
+  t.is(p.length, 1)
+  t.is(p[0]!.cause, 'clock-offset')
+  t.regex(p[0]!.message, /^2 member\(s\) have a clock off from this node's by more than 250 ms: b \+90\.0 s, d -2\.5 s;/)
+  t.is(offsetText(-400), '-0.4 s')
+})
+
+test('ClockWatch: a clock past the bound counts once it stays so for 10 s (frames held up by a cut read as offsets for a moment)', t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'alive')]])
+  const w = new ClockWatch()
+  const over = new Map([['b', { offsetMs: 5600, over: true }]])
+  t.deepEqual(w.problems(over, members, 'a', 1000), [])
+  t.deepEqual(w.problems(new Map([['b', { offsetMs: 100, over: false }]]), members, 'a', 1100), [], 'back within the bound')
+  t.deepEqual(w.problems(over, members, 'a', 2000), [])
+  t.deepEqual(w.problems(over, members, 'a', 11_999), [])
+  t.is(w.problems(over, members, 'a', 12_000).length, 1)
 })

@@ -4,6 +4,7 @@ import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
 import type { NodesView, NodeView, StatusView } from '../../api/types.ts'
 import { haLines } from '../../dvmm/cli.ts'
+import { offsetText } from '../../membership/views.ts'
 
 export async function status (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid status [--json] [--api HOST:PORT]')
@@ -53,7 +54,7 @@ export async function nodes (argv: string[]): Promise<void> {
       const free = (v: string): string => up ? v : '-'
       return [
         n.name + (n.self ? '*' : ''),
-        n.state + (n.draining === true ? ',draining' : '') + (n.restarting != null ? ',restarting' : ''),
+        n.state + (n.draining === true ? ',draining' : '') + (n.restarting != null ? ',restarting' : '') + (n.clock?.over === true ? `,clock${offsetText(n.clock.offsetMs).replace(' ', '')}` : ''),
         `${free(num(n.free.cpu))}/${num(n.capacity.cpu)}`,
         `${free(bytes(n.free.memoryBytes))}/${bytes(n.capacity.memoryBytes)}`,
         `${free(bytes(n.free.diskBytes))}/${bytes(n.capacity.diskBytes)}`,
