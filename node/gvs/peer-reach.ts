@@ -109,6 +109,9 @@ export class PeerReach {
     return false
   }
 
+  /** whether the peer is watched (not forgotten since) */
+  knows (peer: string): boolean { return this.peers.has(peer) }
+
   /** forgets a peer (membership found it dead or gone: calls to it fail anyway) */
   forget (peer: string): void { this.peers.delete(peer) }
 

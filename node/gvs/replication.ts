@@ -406,6 +406,9 @@ export class ReplicaService implements ReplicaTransport {
     } catch (err) {
       why = `no answer to a ping within ${PROBE_TIMEOUT_MS / 1000} s: ${(err as Error).message}`
     } finally { clearTimeout(timer) }
+    // membership found it dead or gone meanwhile (dropPeer forgot it): not this watch's business
+    // any more, and its connections are the dialer's (closing a fresh one would hinder its return)
+    if (this.c.isLive?.(peer) === false || !this.reach.knows(peer)) { this.reach.forget(peer); return }
     const wasDown = this.reach.blocked(peer) != null
     // down already: the next probe goes over a fresh connection, not one that lived through the cut
     if (why !== '' && wasDown) await this.c.hangUp?.(peer).catch(() => {})

@@ -63,6 +63,9 @@ test.serial('vm show: a VM made again under a removed VM\'s name, whose lease a 
   const ghost = '12D3KooWGhostNodeThatDiedLongAgo'
   const old = [{ at: 1000, event: 'placed', node: ghost, epoch: 1 }, { at: 2000, event: 'started', node: ghost, epoch: 1 }]
   await g.nodes[0]!.agent.state.write(w => { w.put('leases', { vm: 'web', holder: ghost, epoch: 1, cpu: 1, memoryBytes: 2 ** 30, status: 'running', log: old, made: 500 }) })
+  // every node has the left lease before the new VM is made: one that placed the VM before
+  // it arrived claimed afresh (placed, with no lease to take over), which this test is not about
+  await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'web')?.value.holder === ghost), 10_000, 'the left lease on every node')
   const made = Date.now()
   await g.nodes[1]!.agent.state.write(w => { createVmIn(w, fakeVm('web', 1, 2 ** 30)) })
   await until(() => g.nodes.every(n => n.agent.state.read().get('leases', 'web')?.value.status === 'running'), 30_000, 'the new web to take the lease over and run')

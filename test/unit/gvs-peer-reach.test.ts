@@ -79,3 +79,12 @@ test('a peer wanted (membership suspects it) is probed at once, with no call wai
   t.true(r.probed('a', 4000, false))
   t.truthy(r.blocked('a'))
 })
+
+test('knows: a forgotten peer is not watched (a probe that ends after membership dropped it is not the watch\'s)', t => {
+  const r = new PeerReach(init)
+  r.want('a', 0)
+  t.deepEqual(r.toProbe(0), ['a'])
+  t.true(r.knows('a'))
+  r.forget('a')
+  t.false(r.knows('a'))
+})
