@@ -2,7 +2,7 @@
 // VM running, starting or stopping; with one left it stops feeding and leaves the
 // supervisor armed, which kills it. Real process VMs and a real supervisor.
 import test from 'ava'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -28,8 +28,7 @@ async function until (check: () => boolean, limitMs: number): Promise<boolean> {
   return true
 }
 
-function setup (t: import('ava').ExecutionContext): { runtime: NodeRuntime, watchdog: Watchdog, pids: number[], ids: string[] } {
-  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-rt-'))
+function setup (t: import('ava').ExecutionContext, dataDir = mkdtempSync(join(tmpdir(), 'vgrid-rt-'))): { runtime: NodeRuntime, watchdog: Watchdog, pids: number[], ids: string[] } {
   const runtime = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir } }, { watchdogTimeoutMs: TIMEOUT_MS })
   const watchdog = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT_MS }) // to read its pid and record, never started
   const pids: number[] = []
@@ -120,32 +119,42 @@ maybe('a full data disk: the watchdog is still fed (in place) and kills nothing;
     return
   }
   t.teardown(() => { try { execFileSync('umount', ['-l', mount]) } catch {}; rmSync(mount, { recursive: true, force: true }) })
-  const dataDir = join(mount, 'data')
-  const runtime = new NodeRuntime({ log: silentLogger, clock: systemClock, config: { dataDir } }, { watchdogTimeoutMs: TIMEOUT_MS })
-  const watchdog = new Watchdog({ log: silentLogger }, { dataDir, timeoutMs: TIMEOUT_MS })
-  const ids = [`rt-${process.pid}-f`, `rt-${process.pid}-g`]
-  const pids: number[] = []
-  t.teardown(async () => {
-    const w = watchdog.running()
-    if (w !== undefined) { try { process.kill(w, 'SIGKILL') } catch {} }
-    for (const p of pids) { try { process.kill(p, 'SIGKILL') } catch {} }
-    await runtime.stop({ graceful: false }).catch(() => {})
-  })
+  const { runtime, watchdog, pids, ids } = setup(t, join(mount, 'data'))
+  ids.push(`rt-${process.pid}-f`, `rt-${process.pid}-g`)
   runtime.feedWhile(() => 0)
   const exits: string[] = []
-  runtime.drivers.process.on('exit', (e: { id: string }) => { exits.push(e.id) })
+  const how = new Map<string, { reason: string, code: number | null }>()
+  runtime.drivers.process.on('exit', (e: { id: string, reason: string, code: number | null }) => { exits.push(e.id); how.set(e.id, e) })
   for (const id of ids) pids.push((await runtime.drivers.process.start(spec(id))).pid!)
   // the disk fills up
   try { execFileSync('dd', ['if=/dev/zero', `of=${join(mount, 'filler')}`, 'bs=64k'], { stdio: 'ignore' }) } catch {}
   await sleep(TIMEOUT_MS * 4)
   t.true(pids.every(p => isAlive(p)), 'no VM killed: the feed went on in place')
   t.deepEqual(watchdog.fired(), [])
-  // a VM that ends while the disk is full: its exit is told all the same (its record is written later)
-  process.kill(pids[1]!, 'SIGKILL')
+  // a VM that ends while the disk is full (its command killed, under its wrapper): its exit is
+  // told all the same (its record is written later)
+  const sleeper = descendants(pids[1]!).find(p => { try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'sleep' } catch { return false } })
+  t.truthy(sleeper, 'the VM\'s command under its wrapper')
+  process.kill(sleeper!, 'SIGKILL')
   t.true(await until(() => exits.includes(ids[1]!), 5000), 'the exit was told')
+  // its wrapper could not write its status: not taken for a clean exit (code 0)
+  t.not(how.get(ids[1]!)?.code, 0, JSON.stringify(how.get(ids[1]!)))
+  t.not(how.get(ids[1]!)?.reason, 'exited', JSON.stringify(how.get(ids[1]!)))
   rmSync(join(mount, 'filler'))
   await runtime.drivers.process.remove(ids[1]!).catch(() => {})
   await runtime.drivers.process.stop(ids[0]!, 1000)
   await runtime.stop({ graceful: true })
   t.true(await until(() => watchdog.running() === undefined, 3000), 'disarmed at the end')
 })
+
+/** every process under `pid` (from /proc's children lists) */
+function descendants (pid: number): number[] {
+  const out: number[] = []
+  const walk = (p: number): void => {
+    let kids: number[] = []
+    try { kids = readdirSync(`/proc/${p}/task`).flatMap(tid => readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(x => x !== '').map(Number)) } catch {}
+    for (const k of kids) { out.push(k); walk(k) }
+  }
+  walk(pid)
+  return out
+}

@@ -407,7 +407,9 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.finishing.add(rec.id)
     try {
       let status: number | undefined
-      try { status = Number(readFileSync(join(this.runs.dir(rec.id), 'exit'), 'utf8').trim()) } catch {}
+      // an empty file is no status: its wrapper could not write it (a full disk), and
+      // Number('') is 0, which read a SIGKILL as a clean exit
+      try { const text = readFileSync(join(this.runs.dir(rec.id), 'exit'), 'utf8').trim(); if (text !== '') status = Number(text) } catch {}
       const cs = status === undefined || Number.isNaN(status) ? { code: null, signal: rec.killRequested === true ? 'SIGKILL' : null } : decodeShellStatus(status)
       // the watchdog (a separate process) marks the VMs it killed
       let watchdogAt: string | undefined
