@@ -7,7 +7,7 @@
 // copies on a schedule, and rewrites a copy found damaged soon (damage-heals.ts). A
 // volume's state is computed, never stored: membership + the coordinator's last
 // inventory + the repair running now (health.ts, volume-states.ts).
-import type { Libp2p, PeerId } from '@libp2p/interface'
+import type { Libp2p } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
@@ -53,7 +53,7 @@ export interface GvsComponents {
   peerId: string
   log: Logger
   config: { dataDir: string }
-  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId' | 'hangUp'>
   state: {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
@@ -163,7 +163,7 @@ export class GvsService {
       log,
       isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) },
       ping: pingOf(components.host),
-      hangUp: hangUpOf(components.host),
+      hangUp: async peer => { await components.host.hangUp(peerIdFromString(peer)) },
       nameOf: n => this.nodeName(n)
     })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
@@ -660,9 +660,3 @@ function pingOf (host: GvsComponents['host']): ((peer: string, signal: AbortSign
   return async (peer, signal) => await ping.ping(peerIdFromString(peer), { signal })
 }
 
-/** the host's hangUp, where it has one */
-function hangUpOf (host: GvsComponents['host']): ((peer: string) => Promise<unknown>) | undefined {
-  const h = host as { hangUp?: (peer: PeerId) => Promise<void> }
-  if (typeof h.hangUp !== 'function') return undefined
-  return async peer => { await h.hangUp!(peerIdFromString(peer)) }
-}

@@ -336,7 +336,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     for (const id of this.unsaved) {
       const rec = this.recs.get(id)
       if (rec == null) { this.unsaved.delete(id); continue }
-      try { this.save(rec); this.unsaved.delete(id) } catch {}
+      this.saveLater(rec)
     }
     for (const rec of this.recs.values()) {
       if (rec.state === 'running' || rec.state === 'stopping') {
@@ -442,16 +442,15 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     rec.state = state
     // the state is told either way: a record the disk cannot take now (full) is written
     // again at the next poll; an exit left untold stayed `running` in the document for good
-    try { this.save(rec); this.unsaved.delete(rec.id) } catch (err) {
-      if (!this.unsaved.has(rec.id)) this.components.log.warn('could not write a VM\'s run record; it is written again at the next poll', { vm: rec.id, driver: this.name, state, err: (err as Error).message })
-      this.unsaved.add(rec.id)
-    }
+    const wasUnsaved = this.unsaved.has(rec.id)
+    const err = this.saveLater(rec)
+    if (err != null && !wasUnsaved) this.components.log.warn('could not write a VM\'s run record; it is written again at the next poll', { vm: rec.id, driver: this.name, state, err: err.message })
     this.emit('state', { id: rec.id, state, at: this.components.clock.now() })
   }
 
-  /** saves the record now, or at the next poll if the disk does not take it (full) */
-  private saveLater (rec: VmRecord): void {
-    try { this.save(rec) } catch { this.unsaved.add(rec.id) }
+  /** saves the record now, or at the next poll if the disk does not take it (full): the error then */
+  private saveLater (rec: VmRecord): Error | null {
+    try { this.save(rec); this.unsaved.delete(rec.id); return null } catch (err) { this.unsaved.add(rec.id); return err as Error }
   }
 
   /** VMs whose run record the disk did not take at their last change of state */
