@@ -8,7 +8,12 @@ import type { Lease } from '../../crdt/index.ts'
 import type { VmExit, VmInfo } from './drivers/types.ts'
 
 export type LeftBehind =
-  | { do: 'adopt' }
+  /**
+   * `running` (with why) when its lease is this node's and says `claimed` or `starting`:
+   * the start's `running` write went with the previous run (a crash between the driver's
+   * start and the write). Nothing else would write it: the step leaves a VM that runs be.
+   */
+  | { do: 'adopt', running?: string }
   /** fed to the crash rule (LocalVms: onExit, the lease update) */
   | { do: 'exit', exit: VmExit }
   /** nothing to do here (the decision step judges the lease as it is) */
@@ -31,7 +36,12 @@ export type LeftBehind =
 const GUEST_EXITS: ReadonlySet<VmExit['reason']> = new Set(['exited', 'crashed', 'oom-killed', 'lost'])
 
 export function leftBehind (vm: Pick<VmInfo, 'state' | 'exit' | 'error' | 'startedAt'>, lease: Pick<Lease, 'holder' | 'status' | 'at'> | undefined, me: string): LeftBehind {
-  if (vm.state === 'running' || vm.state === 'starting') return { do: 'adopt' }
+  if (vm.state === 'running' || vm.state === 'starting') {
+    if (lease?.holder === me && (lease.status == null || lease.status === 'claimed' || lease.status === 'starting')) {
+      return { do: 'adopt', running: `found ${vm.state} when the agent came back (the write of its start was lost)` }
+    }
+    return { do: 'adopt' }
+  }
   if (vm.state === 'stopping') return { do: 'stop', why: 'its stop was under way when the agent went down' }
   if (vm.state !== 'stopped' && vm.state !== 'failed') return { do: 'leave', why: `it is ${vm.state}` }
   const exit = vm.exit

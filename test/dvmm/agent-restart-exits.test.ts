@@ -80,3 +80,26 @@ test.serial('agent restart: a guest that ended while the agent was down follows 
   t.true(runs('onf') && runs('wd'), 'the running ones were adopted')
   t.is(n.fake.starts, starts + 2, 'nothing started again')
 })
+
+test.serial('agent restart: a VM the driver started whose lease the agent went down before writing running (claimed) is adopted and its lease written running, not started again', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=8,mem=16G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const app = api(n)
+  t.teardown(async () => { await app.close() })
+  const lease = (vm: string) => n.agent.state.read().get('leases', vm)?.value
+  // the agent goes down the moment the driver has started the guest: before the start's `running` is written
+  let went: Promise<FakeDriver> | undefined
+  n.driver.on('state', e => { if (e.id === 'db' && e.state === 'running' && went == null) went = down(n) })
+  t.is((await app.inject({ method: 'POST', url: '/v1/vms', payload: { name: 'db', cpu: 1, memory: '1G', driver: 'process', command: ['fake:run'] } })).statusCode, 201)
+  await until(() => went != null, 30_000, 'db started by the driver')
+  await went
+  await sleep(500)
+  t.is(lease('db')?.status, 'claimed', 'the write of its start went with the agent')
+  const starts = n.fake.starts
+  await up(n)
+  await until(() => lease('db')?.status === 'running', 10_000, () => `db's lease running (it is ${JSON.stringify(lease('db'))})`)
+  t.regex(lease('db')?.reason ?? '', /found running when the agent came back/)
+  t.is(n.fake.vms.get('db')?.state, 'running')
+  t.is(n.fake.starts, starts, 'adopted, not started again')
+})

@@ -101,10 +101,11 @@ function dvmmLog (name: string): ReturnType<typeof createLogger> {
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
-export async function until (check: () => boolean, limitMs: number, what: string, everyMs = 20): Promise<void> {
+/** waits for `check`; `what` names it in the timeout's error (a function: also what was there instead, read at the timeout) */
+export async function until (check: () => boolean, limitMs: number, what: string | (() => string), everyMs = 20): Promise<void> {
   const t0 = Date.now()
   while (!check()) {
-    if (Date.now() - t0 > limitMs) throw new Error(`timed out after ${limitMs} ms waiting for ${what}`)
+    if (Date.now() - t0 > limitMs) throw new Error(`timed out after ${limitMs} ms waiting for ${typeof what === 'string' ? what : what()}`)
     await sleep(everyMs)
   }
 }

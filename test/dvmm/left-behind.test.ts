@@ -9,9 +9,20 @@ const ended = (reason: VmExit['reason'], startedAt = 1000, error?: string) => ({
 const lease = (status: string | undefined, at = 2000, holder = ME) => ({ holder, status: status as 'running', at })
 
 test('a VM still running is adopted, whoever holds the lease (the step kills it if not this node)', t => {
-  t.is(leftBehind({ state: 'running', startedAt: 1000 }, lease('running'), ME).do, 'adopt')
-  t.is(leftBehind({ state: 'starting' }, lease('running', 2000, 'other'), ME).do, 'adopt')
-  t.is(leftBehind({ state: 'running' }, undefined, ME).do, 'adopt')
+  t.deepEqual(leftBehind({ state: 'running', startedAt: 1000 }, lease('running'), ME), { do: 'adopt' })
+  t.deepEqual(leftBehind({ state: 'starting' }, lease('running', 2000, 'other'), ME), { do: 'adopt' })
+  t.deepEqual(leftBehind({ state: 'running' }, lease('claimed', 2000, 'other'), ME), { do: 'adopt' })
+  t.deepEqual(leftBehind({ state: 'running' }, undefined, ME), { do: 'adopt' })
+})
+
+test('a VM running under this node\'s lease that still says claimed or starting (its start\'s write was lost with the previous run) is adopted and its lease written running', t => {
+  for (const status of ['claimed', 'starting', undefined]) {
+    const d = leftBehind({ state: 'running', startedAt: 3000 }, lease(status), ME)
+    t.is(d.do, 'adopt', status)
+    t.regex(d.do === 'adopt' ? d.running ?? '' : '', /found running when the agent came back \(the write of its start was lost\)/, status)
+  }
+  // stopped or failed: written already, the step judges it (a stop asked for stops it)
+  for (const status of ['stopped', 'failed']) t.deepEqual(leftBehind({ state: 'running' }, lease(status), ME), { do: 'adopt' }, status)
 })
 
 test('a VM whose stop was under way (its guest may still run) is stopped, whoever holds the lease, before the step judges it', t => {

@@ -23,6 +23,9 @@ const vmBody = (name: string, cpu = 1): Record<string, unknown> => ({ name, cpu,
 const runners = (g: DvmmGrid, vm: string): DvmmNode[] => g.nodes.filter(n => n.fake.vms.get(vm)?.state === 'running')
 const leaseOf = (n: DvmmNode, vm: string) => n.agent.state.read().get('leases', vm)?.value
 
+/** each node's driver state and lease of the VM, for a timeout's message */
+const seen = (g: DvmmGrid, vm: string): string => g.nodes.map(n => `${n.agent.config.name}: ${n.fake.vms.get(vm)?.state ?? 'none'}, lease ${JSON.stringify(leaseOf(n, vm))}`).join('; ')
+
 /** fails the test if the VM is ever running on two nodes at once (driver events, every node) */
 function neverTwice (t: { fail: (m: string) => void }, g: DvmmGrid, vm: string): void {
   for (const n of g.nodes) {
@@ -34,7 +37,7 @@ function neverTwice (t: { fail: (m: string) => void }, g: DvmmGrid, vm: string):
 
 /** runs the VM and stops it from another node: its lease stays with the node that ran it, `stopped`, everywhere */
 async function runThenStop (g: DvmmGrid, app: FastifyInstance, vm: string): Promise<DvmmNode> {
-  await until(() => runners(g, vm).length === 1 && g.nodes.every(n => leaseOf(n, vm)?.status === 'running'), 30_000, `${vm} running`)
+  await until(() => runners(g, vm).length === 1 && g.nodes.every(n => leaseOf(n, vm)?.status === 'running'), 30_000, () => `${vm} running (${seen(g, vm)})`)
   const h = runners(g, vm)[0]!
   if ((await call(app, 'POST', `/v1/vms/${vm}/stop`)).status !== 200) throw new Error(`${vm} not stopped`)
   await until(() => h.fake.vms.get(vm)?.state === 'stopped' && g.nodes.every(n => leaseOf(n, vm)?.status === 'stopped' && leaseOf(n, vm)?.holder === h.agent.id), 20_000, `${vm} stopped, its lease kept by its node everywhere`)
