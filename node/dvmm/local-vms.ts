@@ -80,6 +80,12 @@ export class LocalVms {
   private readonly killAsked = new Set<string>()
   /** VMs that exited for good whose lease update is not written yet */
   private readonly unwritten = new Set<string>()
+  /**
+   * Crash times decided but not yet written (the document refuses writes: a full disk),
+   * by VM: the crash rule and the restart's pause count them, so a VM restarted under its
+   * own lease meanwhile still stops at the third crash
+   */
+  private readonly crashesUnwritten = new Map<string, number[]>()
   /** consoles, here and of VMs elsewhere, and the ended runs kept for them */
   private readonly consoles: VmConsoles
   /** a graceful stop of the service began: a start that completes now is killed */
@@ -252,7 +258,7 @@ export class LocalVms {
   private async runStart (vm: Vm, driver: VmDriver, doc: DocView): Promise<void> {
     const id = vm.id
     // after a crash, a pause first (the crash rule's: restartDelayMs), busy meanwhile
-    const pause = restartDelayMs(doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock))
+    const pause = restartDelayMs(this.crashesUnwritten.get(id) ?? doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock))
     if (pause > 0) {
       await new Promise(resolve => setTimeout(resolve, pause))
       if (this.aborted(id)) return
@@ -445,18 +451,26 @@ export class LocalVms {
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const at = docStamp(this.c.clock)
     const ranMs = e.startedAt != null ? e.at - e.startedAt : undefined
-    const d = onExit(l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs })
+    const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs })
     // a crash is counted with its time: a clean exit that is none (completed, or restarted under always) is not
     if (d.crashes.at(-1) === at) this.c.metrics.crashes.inc()
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
     if (d.action === 'stop') this.unwritten.add(id)
+    const crashes = d.crashes
+    this.crashesUnwritten.set(id, crashes)
     this.c.enqueue(w => {
       const cur = w.reader.get('leases', id)?.value
       if (cur?.holder !== this.c.peerId) return
-      w.update('leases', id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at))
-    }, { written: () => { this.unwritten.delete(id) } })
+      w.update('leases', id, logged(cur, { crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at))
+    }, {
+      written: () => {
+        this.unwritten.delete(id)
+        // a later exit's list (longer) stays until its own write
+        if (this.crashesUnwritten.get(id) === crashes) this.crashesUnwritten.delete(id)
+      }
+    })
   }
 
   /**

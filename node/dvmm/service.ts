@@ -434,8 +434,9 @@ export class DvmmService {
     for (const p of d.park) this.local.park(p.vm, p.why)
     this.local.sweep(doc)
     // one change per step: queued status updates, claims and releases together
+    let unwritten: unknown
     if (d.claims.length > 0 || d.release.length > 0 || this.queue.size > 0) {
-      const written = await this.flush(d.claims, d.release)
+      const written = await this.flush(d.claims, d.release).catch((err: unknown) => { unwritten = err; return [] })
       const at = this.components.clock.now()
       // what the others hold, once for all claims of the step (kept for vm show)
       const usage = written.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
@@ -458,6 +459,10 @@ export class DvmmService {
       clearTimeout(this.wakeTimer)
       this.wakeTimer = setTimeout(() => { this.schedule() }, d.wakeInMs)
     }
+    // the starts above needed no write of this step's (their leases are in the document
+    // already: a crashed VM restarted under its own lease while a full disk refuses the
+    // crash's update, which stays queued); the failure is still the step's
+    if (unwritten != null) throw unwritten
   }
 
   /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */

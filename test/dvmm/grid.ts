@@ -37,12 +37,14 @@ export interface GridOptions {
   membership?: Record<string, string>
   /** agents started at once (the memory transport copes with batches) */
   batch?: number
+  /** where the agents' data dirs go (a folder made in it), default the system's temp dir: a small tmpfs for a full disk */
+  dataRoot?: string
   /** a node's stop for a restart got its grace confirmed (DvmmComponents.onRestartGrace) */
   onRestartGrace?: (node: string, t: { watchdogMs: number, fenceMs: number }) => void
 }
 
 export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
-  const root = await mkdtemp(join(tmpdir(), 'vgrid-dvmm-'))
+  const root = await mkdtemp(join(o.dataRoot ?? tmpdir(), 'vgrid-dvmm-'))
   const keyFile = join(root, 'cluster.key')
   await writeClusterKey(keyFile, generateClusterKey())
   const tag = `d${process.pid}-${Math.random().toString(36).slice(2, 8)}`
