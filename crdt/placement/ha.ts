@@ -26,6 +26,8 @@ export interface StrandedVms {
   reasons: string[]
   /** the first VM's reason (as `reasons[0]`) */
   reason: string
+  /** (`lost` only) the node's agent stopped for a restart: its VMs run on there for its restart grace, and would run nowhere should it not come back */
+  restarting?: true
 }
 
 /** "a, b (why)" when every VM has one reason, else "a (why a), b (why b)" */

@@ -285,7 +285,9 @@ export function haLines (r: HaReport): string[] {
     // without a majority in sight, a node this one cannot see may well run its VMs (the other side of a partition)
     ...(r.lost ?? []).map(s => r.noMajority != null
       ? `  ${s.name} is not in sight: whether ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} there is not known here, and nothing is taken over from here`
-      : `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`),
+      : s.restarting === true
+        ? `  ${s.name} is restarting: ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} on there for its restart grace; should it not come back, no other node fits ${s.vms.length === 1 ? 'it' : 'them'}: ${strandedWhy(s)}`
+        : `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`),
     ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
     ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`)
   ]

@@ -47,7 +47,7 @@ export class DvmmHealth {
     // without a majority in sight nothing lost is taken over, whether it fits or not
     const f = this.c.fence()
     const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
-    const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now)
+    const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now, true)
     // with VMs to keep running, the grid must also keep a majority through one more loss
     const keep = [...now.doc.vms.values()].some(v => v.desired === 'running')
     const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
@@ -55,12 +55,17 @@ export class DvmmHealth {
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])
-    return { ...r2, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere! })) }
+    return { ...r2, ok: false, lost: [...byNode].map(([node, ls]) => ({ node, name: ls[0]!.nodeName, vms: ls.map(l => l.name), reasons: ls.map(l => l.fitsNowhere!), reason: ls[0]!.fitsNowhere!, ...(ls[0]!.restarting === true ? { restarting: true as const } : {}) })) }
   }
 
-  /** VMs whose holder is not alive and that no live node fits: they run nowhere (lostVms) */
-  stranded (v = this.viewOf()): LostVm[] {
-    return lostVms(v.doc, v.nodes, undefined, this.c.nameOf).filter(l => l.fitsNowhere != null)
+  /**
+   * VMs whose holder is not alive and that no live node fits: they run nowhere
+   * (lostVms). Those of a node stopped for a restart run on under its restart grace:
+   * not stranded (yet); `restarting` keeps them (for the HA check: they would be, should
+   * it not come back).
+   */
+  stranded (v = this.viewOf(), restarting = false): LostVm[] {
+    return lostVms(v.doc, v.nodes, undefined, this.c.nameOf).filter(l => l.fitsNowhere != null && (restarting || l.restarting !== true))
   }
 
   /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */

@@ -274,10 +274,11 @@ export function lostReason (l: LostVm, noMajority?: string): string {
   // a node that sees no majority cannot tell a dead node from one cut off from it, nor
   // whether another node took the VM over: the majority side may run it (and fit it)
   if (noMajority != null) return `its node ${l.nodeName} is not in sight of this node, which ${noMajority}: whether the VM runs there or was taken over is not known here`
-  const next = l.fitsNowhere != null
-    ? `no other node fits it: ${l.fitsNowhere}`
-    : l.restarting === true
-      ? 'its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace; it moves only if the agent is not back by then'
+  // a restart first: its VMs run on under the grace whether or not another node fits them
+  const next = l.restarting === true
+    ? `its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace; ${l.fitsNowhere != null ? `if the agent is not back by then, no other node fits it: ${l.fitsNowhere}` : 'it moves only if the agent is not back by then'}`
+    : l.fitsNowhere != null
+      ? `no other node fits it: ${l.fitsNowhere}`
       : 'it moves once that node\'s fence timeout has passed'
   return `its node ${l.nodeName} is not alive; ${next}`
 }

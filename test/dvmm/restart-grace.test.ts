@@ -71,3 +71,24 @@ test('a node stopped for a restart is not forgotten while its VMs may run there:
   t.regex(r.body, /stopped for a restart and its VMs may run there for \d+ s more/)
   t.truthy(o.agent.state.read().get('roll', holder.agent.id), 'still on the roll')
 })
+
+test('a VM that fits only on a node stopped for a restart runs on there for its grace: not reported as running nowhere (vm show, status, ha say the restart)', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, restartGraceMs: 12_000 } })
+  t.teardown(g.stop)
+  const holder = g.nodes[1]!
+  await g.nodes[0]!.agent.state.write(w => { w.setLabel(holder.agent.id, 'host', 'h1') })
+  await until(() => g.nodes.every(n => n.agent.state.read().labelsOf(holder.agent.id).host === 'h1'), 10_000, 'the label everywhere')
+  await g.nodes[0]!.agent.state.write(w => w.put('vms', fakeVm('pinned', 1, GiB, { constraints: { host: 'h1' } })))
+  await until(() => holder.fake.vms.get('pinned')?.state === 'running', 30_000, 'the VM to run on its node')
+  await holder.dvmm.stop({ graceful: true, leave: false })
+  await holder.agent.stop({ graceful: false })
+  const o = g.nodes[0]!
+  await until(() => { const st = o.agent.membership.members.get(holder.agent.id)?.state; return st !== 'alive' && st !== 'suspect' }, 60_000, 'the holder dead (or left)')
+  const app = vmApi(t, o)
+  const shown = (await app.inject({ method: 'GET', url: '/v1/vms/pinned' })).json<{ reason: string }>()
+  t.regex(shown.reason, /stopped for a restart, and the VM may run on there under its watchdog for its restart grace; if the agent is not back by then, no other node fits it: .*lacks label host=h1/)
+  t.false(o.dvmm.problems().some(p => p.cause === 'vms-stranded'), JSON.stringify(o.dvmm.problems()))
+  const ha = o.dvmm.ha()
+  t.false(ha.ok, 'should it not come back, the VM runs nowhere')
+  t.like(ha.lost?.[0], { name: holder.agent.config.name, vms: ['pinned'], restarting: true })
+})

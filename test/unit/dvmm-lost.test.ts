@@ -59,6 +59,8 @@ test('vgrid ha: a node without a majority in sight does not say the others\' VMs
   t.false(blind.some(l => /run(s)? nowhere/.test(l)))
   const seen = haLines({ ok: false, stranded: [], lost: [{ ...lost[0]!, vms: ['web'], reasons: ['no node fits'], reason: 'no node fits' }] } as never)
   t.regex(seen.join('\n'), /h-b is not alive: .*web.* runs nowhere, no other node fits/)
+  const restarting = haLines({ ok: false, stranded: [], lost: [{ ...lost[0]!, vms: ['web'], reasons: ['lacks label host=b'], reason: 'lacks label host=b', restarting: true }] } as never)
+  t.deepEqual(restarting, ['HA not ok:', '  h-b is restarting: web runs on there for its restart grace; should it not come back, no other node fits it: web (lacks label host=b)'])
   const thin = haLines({ ok: false, stranded: [], noMargin: '2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node' })
   t.deepEqual(thin, ['HA not ok:', '  2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node'])
 })
