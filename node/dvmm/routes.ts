@@ -97,7 +97,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // on this node while it sees no majority: its VMs were killed (or are once its fence
     // timeout passes) and start only once a majority is in sight, here or elsewhere
     const f = svc.fenceState
-    if (f != null && !f.majority && l?.winner.holder === svc.me && vm.desired === 'running' && (r.state === 'starting' || r.state === 'running') && r.reason == null) {
+    if (f != null && !f.majority && l?.winner.holder === svc.me && vm.desired === 'running' && (r.state === 'starting' || r.state === 'running')) {
       // fenced: its run here was killed (the document cannot say so: this node writes
       // nothing it cannot sync), so it is stopped here, not starting
       if (f.fenced === true && !svc.local.live.has(vm.id)) return { ...r, state: 'stopped', reason: `this node ${f.reason}: it is fenced, and killed its VMs when its fence timeout passed; they start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }

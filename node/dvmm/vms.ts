@@ -299,7 +299,8 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
     cpu: vm.spec.cpu,
     memoryBytes: vm.spec.memoryBytes,
     driver: vm.spec.driver,
-    reason: state === 'pending' ? pendingReason ?? 'waiting for a claim to settle' : state === 'failed' || state === 'stopped' ? l?.winner.reason ?? null : null
+    // starting: why it starts (again) when its lease says (a crash, a fence's or the watchdog's kill); none for a first claim
+    reason: state === 'pending' ? pendingReason ?? 'waiting for a claim to settle' : state === 'failed' || state === 'stopped' || (state === 'starting' && l?.winner.status === 'starting') ? l?.winner.reason ?? null : null
   }
 }
 

@@ -1,0 +1,22 @@
+// What `vm ls` says of a VM whose lease says starting (vmRow, pure): why, when its lease
+// says (a crash, a fence's kill), the same on every node; nothing for a first claim.
+import test from 'ava'
+import type { Lease, Vm } from '../../crdt/index.ts'
+import { vmRow } from '../../node/dvmm/vms.ts'
+
+const vm: Vm = { id: 'web', name: 'web', app: null, desired: 'running', spec: { driver: 'process', cpu: 1, memoryBytes: 2 ** 30, volumes: [], constraints: {}, command: ['x'] }, at: 1, by: 'a' }
+const lease = (l: Partial<Lease>): { winner: Lease, claims: Lease[] } => {
+  const w: Lease = { vm: 'web', holder: 'd', epoch: 1, cpu: 1, memoryBytes: 2 ** 30, at: 2, by: 'd', ...l }
+  return { winner: w, claims: [w] }
+}
+
+test('a VM starting again says why (its lease\'s reason): killed by its node\'s fence, or a crash', t => {
+  const fenced = vmRow(vm, lease({ status: 'starting', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again once a majority of the grid is in sight' }), n => n)
+  t.like(fenced, { state: 'starting', node: 'd', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again once a majority of the grid is in sight' })
+  t.like(vmRow(vm, lease({ status: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' }), n => n), { state: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' })
+})
+
+test('a first claim, or a VM running, has no reason', t => {
+  t.like(vmRow(vm, lease({ status: 'claimed' }), n => n), { state: 'starting', reason: null })
+  t.like(vmRow(vm, lease({ status: 'running', reason: 'started by d' }), n => n), { state: 'running', reason: null })
+})
