@@ -17,6 +17,11 @@ test('bridgePlan: feeds until last feed + grace, and never without a live, armed
   t.is(bridgePlan({ ...base, supervisorAlive: false }).until, null)
   t.is(bridgePlan({ ...base, disarmed: true }).until, null)
   t.is(bridgePlan({ ...base, lastFeedAt: null }).until, null)
+  // started past the watchdog's timeout but within the fence: it fired already, nothing is kept alive
+  const fired = bridgePlan({ ...base, firedAt: 10_600 })
+  t.is(fired.until, null)
+  t.is(fired.why, 'too late: the previous run\'s watchdog fired 600 ms after its last feed, 400 ms ago')
+  t.is(bridgePlan({ ...base, firedAt: 9000 }).until, 12_000, 'a firing before its last feed (an earlier run\'s) does not count')
 })
 
 test('bridgeWatchdog: rewrites the feed of a live supervisor until the deadline, then stops', async t => {
@@ -61,6 +66,23 @@ test('bridgeWatchdog: a bridge of a run that died while loading does not move th
   b.stop()
   t.is(b.lastFeedAt, since)
   t.is(b.until, null, 'past that feed + its fence: no more bridging, the supervisor fires')
+})
+
+test('bridgeWatchdog: a supervisor that fired after the last feed (this run started past its timeout) is not fed, and says so', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks, bootId: currentBootId() }))
+  writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1, timeoutMs: 3000, fenceMs: 5000 }))
+  const last = Date.now() - 3500
+  utimesSync(p.feed, last / 1000, last / 1000)
+  writeFileSync(p.fired, JSON.stringify({ at: last + 3100, why: 'timeout', killed: [] }) + '\n')
+  const b = bridgeWatchdog(dir, { feedMs: 50 })
+  b.stop()
+  t.is(b.until, null)
+  t.regex(b.why, /^too late: the previous run's watchdog fired 3\d\d\d ms after its last feed/)
+  t.is(readFileSync(p.feed, 'utf8'), JSON.stringify({ seq: 7, pid: 1, timeoutMs: 3000, fenceMs: 5000 }), 'not fed')
 })
 
 test('previousTimeouts: the last feed\'s, or the defaults of a release that did not feed them', t => {

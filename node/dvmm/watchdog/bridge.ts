@@ -33,10 +33,12 @@ export interface Bridge {
 }
 
 /** What to do, from what is on disk (pure): feed until `until`, or not at all. */
-export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, lastFeedAt: number | null, now: number, graceMs: number }): { until: number | null, why: string } {
+export function bridgePlan (o: { supervisorAlive: boolean, disarmed: boolean, lastFeedAt: number | null, now: number, graceMs: number, firedAt?: number | null }): { until: number | null, why: string } {
   if (!o.supervisorAlive) return { until: null, why: 'no watchdog of a previous run' }
   if (o.disarmed) return { until: null, why: 'the previous run disarmed its watchdog' }
   if (o.lastFeedAt == null) return { until: null, why: 'the previous run never fed its watchdog' }
+  // it fired already (this run started past its timeout, within the fence): feeding it keeps nothing alive
+  if (o.firedAt != null && o.firedAt >= o.lastFeedAt) return { until: null, why: `too late: the previous run's watchdog fired ${Math.round(o.firedAt - o.lastFeedAt)} ms after its last feed, ${Math.round(o.now - o.firedAt)} ms ago` }
   const until = o.lastFeedAt + o.graceMs
   if (until <= o.now) return { until: null, why: `too late: the previous run last fed ${Math.round(o.now - o.lastFeedAt)} ms ago` }
   return { until, why: `feeding the previous run's watchdog until ${new Date(until).toISOString()}` }
@@ -82,7 +84,7 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     // own feed on (runs that keep dying while loading must not keep the VMs alive)
     if (feed?.bridge === true && typeof feed.since === 'number' && Number.isFinite(feed.since)) lastFeedAt = Math.min(lastFeedAt, feed.since)
   } catch {}
-  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - BRIDGE_END_MS })
+  const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - BRIDGE_END_MS, firedAt: lastFiredAt(paths.fired) })
   let seq = 0
   const feed = (): void => {
     const t = now()
@@ -99,4 +101,15 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
   timer.unref()
   feed()
   return { lastFeedAt: supervisorAlive ? lastFeedAt : null, lastFeedFenceMs: supervisorAlive ? previous.fenceMs : null, until: plan.until, why: plan.why, stop: () => { clearInterval(timer) } }
+}
+
+/** when the supervisor last fired (the last line of its fired.jsonl), or null */
+function lastFiredAt (file: string): number | null {
+  try {
+    const lines = readFileSync(file, 'utf8').split('\n').filter(l => l !== '')
+    const at = (JSON.parse(lines.at(-1) ?? 'null') as { at?: unknown } | null)?.at
+    return typeof at === 'number' && Number.isFinite(at) ? at : null
+  } catch {
+    return null
+  }
 }
