@@ -103,6 +103,9 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
   // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"
   oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '-1', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is followed by a value that starts with "-" \(a negative number\?\)/)
+  // a value left out (the next flag follows): said so, not taken for a negative number
+  oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '--memory', '1G', '--', '/bin/true']), 2, /--cpu needs a value: it is followed by the flag --memory/)
+  oneLineError(t, await vgrid(['vm', 'create', 'x', '--memory', '1G', '--cpu']), 2, /--cpu needs a value/)
   // a flag given twice is refused, not taken as its last value
   oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '1', '--cpu', '2', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is given more than once/)
   // a command whose usage is several lines prints it below the error, once

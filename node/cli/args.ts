@@ -19,10 +19,17 @@ export function parse<O extends Options> (argv: string[], options: O, usage: str
     const e = err as { code?: string, message: string }
     const flag = /'(-[^']*)'/.exec(e.message)?.[1]
     // a value that starts with a dash (--cpu -1) is taken for a flag: say what it is
-    const negative = e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag != null && /is ambiguous/.test(e.message)
+    const ambiguous = e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag != null && /is ambiguous/.test(e.message)
+    // what follows it: a flag (its value left out: --cpu --memory 1M), or a negative number
+    const next = ambiguous ? argv[argv.indexOf(flag) + 1] : undefined
+    const missing = next != null && !/^-[0-9.]/.test(next)
     const what = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag != null
       ? `unknown flag ${flag}`
-      : negative ? `${flag!} is followed by a value that starts with "-" (a negative number?); values must be above zero, or write ${flag!}=VALUE` : e.message.split('\n')[0] ?? e.message
+      : ambiguous && missing
+        ? `${flag!} needs a value: it is followed by the flag ${next!}`
+        : ambiguous
+          ? `${flag!} is followed by a value that starts with "-" (a negative number?); values must be above zero, or write ${flag!}=VALUE`
+          : flag != null && / <value>$/.test(flag) && /argument missing/.test(e.message) ? `${flag.replace(/ <value>$/, '')} needs a value` : e.message.split('\n')[0] ?? e.message
     throw new CliError(withUsage(what), 2)
   }
   if ((out.values as { help?: boolean }).help === true) {

@@ -168,10 +168,11 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
 }
 
 async function consoleOf (argv: string[]): Promise<void> {
-  const usage = 'vgrid vm console VM [--api HOST:PORT]'
-  const { values: v, positionals } = parse(argv, { ...API_OPTION }, usage, 1)
+  const usage = 'vgrid vm console VM [--json] [--api HOST:PORT]'
+  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
-  const r = await new ApiClient(v.api as string | undefined).get<{ console: string }>(`/v1/vms/${enc(positionals[0])}/console`)
+  const r = await new ApiClient(v.api as string | undefined).get<{ vm: string, node: string, console: string }>(`/v1/vms/${enc(positionals[0])}/console`)
+  if (v.json === true) return json(r)
   process.stdout.write(r.console)
 }
 

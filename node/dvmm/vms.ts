@@ -112,7 +112,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
   onlyFields(b, VM_FIELDS)
-  if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', 'must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit')
+  if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', `${typeof b.name === 'string' ? `${JSON.stringify(b.name.length <= 80 ? b.name : `${b.name.slice(0, 40)}…`)} ` : ''}must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit`)
   if (b.driver === undefined) throw invalid('driver', 'is missing: "qemu" or "process"')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
   if (typeof b.cpu !== 'number') throw invalid('cpu', `must be a JSON number of vCPUs above 0, not ${b.cpu === undefined ? 'missing' : `a ${b.cpu === null ? 'null' : typeof b.cpu} (${JSON.stringify(b.cpu).slice(0, 40)})`}`)

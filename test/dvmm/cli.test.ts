@@ -60,6 +60,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
   // from whichever node: a node that does not hold it asks the holder
   t.regex((await cli(api, 'vm', 'console', 'web')).out, /fake guest ready web/)
+  t.like(JSON.parse((await cli(api, 'vm', 'console', 'web', '--json')).out), { vm: 'web', console: 'fake guest ready web\n' })
   // two nodes: the one left after either is lost sees no majority and fences itself
   const ha = await cli(api, 'ha')
   t.regex(ha.out, /^HA not ok:\n {2}2 of 2 roll members are in sight and a majority is 2: losing any one of them fences every node/)
