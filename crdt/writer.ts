@@ -37,6 +37,21 @@ export class Writer {
     this.at = at
   }
 
+  /** objects as this change has them so far (null: removed in it), by `kind\0key` */
+  private readonly latest = new Map<string, unknown>()
+
+  /**
+   * An object as this change has it so far: what an earlier put or update of this
+   * writer made of it, else the document's (the reader's). Two updates of one object in
+   * one change (the VM manager batches its updates) each build on the one before, so
+   * neither loses the other's fields or log events.
+   */
+  current<K extends Kind> (kind: K, key: string): Objects[K] | undefined {
+    const k = `${kind}\u0000${key}`
+    if (this.latest.has(k)) return (this.latest.get(k) ?? undefined) as Objects[K] | undefined
+    return this.reader.get(kind, key)?.value
+  }
+
   private check (kind: Kind, key: string, value: unknown): void {
     const problem = validateObject(kind, key, value)
     if (problem != null) throw new InvalidObjectError(`${kind} "${key}": ${problem}`)
@@ -48,6 +63,7 @@ export class Writer {
     const key = keyOf(kind, value)
     this.check(kind, key, value)
     this.ops.push({ op: 'put', kind, key, value })
+    this.latest.set(`${kind}\u0000${key}`, value)
     return value
   }
 
@@ -58,9 +74,11 @@ export class Writer {
    */
   update<K extends Kind> (kind: K, key: string, patch: Partial<Draft<K>>): Objects[K] {
     const cur = this.reader.get(kind, key)
-    if (cur == null) throw new NotFoundError(`${kind} "${key}" does not exist`)
-    const value = { ...cur.value, ...patch, at: this.at, by: this.by } as Objects[K]
+    const base = this.current(kind, key)
+    if (cur == null || base == null) throw new NotFoundError(`${kind} "${key}" does not exist`)
+    const value = { ...base, ...patch, at: this.at, by: this.by } as Objects[K]
     this.check(kind, key, value)
+    this.latest.set(`${kind}\u0000${key}`, value)
     if (cur.contested) {
       this.ops.push({ op: 'put', kind, key, value })
     } else {
@@ -88,6 +106,7 @@ export class Writer {
   remove (kind: Kind, key: string): boolean {
     if (this.reader.candidates(kind, key).length === 0) return false
     this.ops.push({ op: 'del', kind, key })
+    this.latest.set(`${kind}\u0000${key}`, null)
     return true
   }
 

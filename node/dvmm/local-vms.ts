@@ -155,8 +155,15 @@ export class LocalVms {
     if (this.running.size > 0) this.c.log.info('found VMs of a previous run', { vms: [...this.running] })
     // the agent came back later than the fence timeout: its VMs were killed, and run again now
     if (killedAndMoved.length > 0) this.c.log.warn('the fencing watchdog (or the VMs\' guards, its supervisor gone) killed VMs while the agent was down; their leases have moved: they run elsewhere now (or wait for a node), not here', { vms: killedAndMoved })
-    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again', { vms: killedWhileDown })
-    if (killedByGuards.length > 0) this.c.log.warn('the VMs\' guards killed them while the agent was down: the fencing watchdog\'s supervisor was gone or stalled (killed with the agent?); starting them again', { vms: killedByGuards })
+    // named apart: those stopped or removed meanwhile, which are not started again
+    const split = (ids: string[]): Record<string, string[]> => {
+      const r = this.c.state.read()
+      const again = ids.filter(id => r.get('vms', id)?.value.desired === 'running')
+      const not = ids.filter(id => !again.includes(id))
+      return { vms: again, ...(not.length > 0 ? { notStarted: not } : {}) }
+    }
+    if (killedWhileDown.length > 0) this.c.log.warn('the fencing watchdog killed VMs while the agent was down (it was away longer than the watchdog\'s timeout, counted from the previous run\'s last feed); starting them again (notStarted: stopped or removed meanwhile)', split(killedWhileDown))
+    if (killedByGuards.length > 0) this.c.log.warn('the VMs\' guards killed them while the agent was down: the fencing watchdog\'s supervisor was gone or stalled (killed with the agent?); starting them again (notStarted: stopped or removed meanwhile)', split(killedByGuards))
     await this.consoles.serve()
   }
 
@@ -221,7 +228,7 @@ export class LocalVms {
         const cur = w.reader.get('leases', vm)
         if (cur == null || cur.contested || cur.value.holder === this.c.peerId) return
         if (readLog(cur.value.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) return
-        w.update('leases', vm, { log: appendLog(cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, detail: k.detail }]) })
+        w.update('leases', vm, { log: appendLog(w.current('leases', vm)?.log ?? cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, detail: k.detail }]) })
       }, { key: `moved-kill:${vm}` })
     }
   }
@@ -229,7 +236,7 @@ export class LocalVms {
   private updateLease (vm: string, patch: Partial<Lease>, onlyIf: (l: Lease) => boolean = () => true, when?: number): void {
     const at = when != null ? Math.floor(when) : docStamp(this.c.clock)
     this.c.enqueue(w => {
-      const l = w.reader.get('leases', vm)?.value
+      const l = w.current('leases', vm)
       if (l?.holder !== this.c.peerId || !onlyIf(l)) return
       w.update('leases', vm, logged(l, patch, at))
     })
@@ -307,7 +314,7 @@ export class LocalVms {
     this.consoles.keep(vm.id)
     this.unwritten.add(vm.id)
     this.c.enqueue(w => {
-      const cur = w.reader.get('leases', vm.id)?.value
+      const cur = w.current('leases', vm.id)
       if (cur?.holder !== this.c.peerId) return
       const d = onExit(cur.crashes ?? [], at, { policy: vm.spec.restart === 'never' ? 'never' : 'always', detail: `start failed: ${detail}` })
       w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at))
@@ -395,7 +402,7 @@ export class LocalVms {
       if (how === 'stop') {
         const reason = `stopped on ${this.c.config.name}: ${why}`
         this.c.enqueue(w => {
-          const l = w.reader.get('leases', vm)?.value
+          const l = w.current('leases', vm)
           if (l?.holder !== this.c.peerId || this.leaveStopped(w, vm, reason, at)) return
           if (movesOn(l, w.reader.get('vms', vm)?.value)) w.update('leases', vm, parkedLease(l, reason, at))
           else w.remove('leases', vm)
@@ -461,7 +468,7 @@ export class LocalVms {
     const crashes = d.crashes
     this.crashesUnwritten.set(id, crashes)
     this.c.enqueue(w => {
-      const cur = w.reader.get('leases', id)?.value
+      const cur = w.current('leases', id)
       if (cur?.holder !== this.c.peerId) return
       w.update('leases', id, logged(cur, { crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at))
     }, {
@@ -488,7 +495,7 @@ export class LocalVms {
    * False, with nothing written, when the lease is not this node's or the VM not desired stopped.
    */
   private leaveStopped (w: Writer, vm: string, reason: string, at: number): boolean {
-    const l = w.reader.get('leases', vm)?.value
+    const l = w.current('leases', vm)
     if (l?.holder !== this.c.peerId || w.reader.get('vms', vm)?.value.desired !== 'stopped') return false
     if (l.status === 'stopped') return true
     w.update('leases', vm, parkedLease(l, reason, at))

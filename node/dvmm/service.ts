@@ -353,7 +353,7 @@ export class DvmmService {
         }
       })
       for (const r of release) {
-        const l = w.reader.get('leases', r.vm)?.value
+        const l = w.current('leases', r.vm)
         if (l?.holder !== this.me) continue
         // a VM that should run and leaves a draining node is placed anew over its parked
         // lease at the next epoch (its volumes' writer epochs follow), with its history:

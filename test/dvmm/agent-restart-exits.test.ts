@@ -8,6 +8,7 @@ import { startDvmmGrid, until, sleep, type DvmmNode } from './grid.ts'
 import { DvmmService } from '../../node/dvmm/index.ts'
 import { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
 import { silentLogger } from '../../node/log.ts'
+import { readLog } from '../../node/dvmm/history.ts'
 import { systemClock } from '../../node/service.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
@@ -102,4 +103,27 @@ test.serial('agent restart: a VM the driver started whose lease the agent went d
   t.regex(lease('db')?.reason ?? '', /found running when the agent came back/)
   t.is(n.fake.vms.get('db')?.state, 'running')
   t.is(n.fake.starts, starts, 'adopted, not started again')
+})
+
+test.serial('agent restart: VMs the watchdog killed while the agent was down keep that kill in their history, also one stopped meanwhile (its stop, written in the same change, does not drop it)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=8,mem=16G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const app = api(n)
+  t.teardown(async () => { await app.close() })
+  for (const name of ['keep', 'halt']) t.is((await app.inject({ method: 'POST', url: '/v1/vms', payload: { name, cpu: 1, memory: '1G', driver: 'process', command: ['fake:run'] } })).statusCode, 201)
+  const lease = (vm: string) => n.agent.state.read().get('leases', vm)?.value
+  await until(() => ['keep', 'halt'].every(vm => n.fake.vms.get(vm)?.state === 'running' && lease(vm)?.status === 'running'), 30_000, 'VMs running')
+  const old = await down(n)
+  const killedAt = Date.now()
+  old.killByWatchdog(killedAt)
+  // stopped while its agent was down (the document says so; nothing ran it meanwhile)
+  await n.agent.state.write(w => { w.update('vms', 'halt', { desired: 'stopped' }) })
+  await up(n)
+  await until(() => n.fake.vms.get('keep')?.state === 'running' && lease('keep')?.status === 'running' && lease('halt')?.status === 'stopped', 30_000, () => `keep running again, halt stopped (${JSON.stringify([lease('keep'), lease('halt')])})`)
+  for (const vm of ['keep', 'halt']) {
+    const events = readLog(lease(vm)?.log).events
+    t.true(events.some(e => e.event === 'killed' && e.at === killedAt), `${vm}: ${JSON.stringify(events)}`)
+  }
+  t.true(readLog(lease('halt')?.log).events.some(e => e.event === 'stopped'), 'and the stop after it')
 })

@@ -89,3 +89,23 @@ test('other lists are written whole: two nodes rewriting a volume\'s layers at o
   t.is(layers.length, 3)
   t.deepEqual(b.read().get('volumes', 'vol')!.value.layers, layers)
 })
+
+test('two updates of one object in one change: the later builds on the earlier (Writer.current), so its fields and log events stay', t => {
+  const a = replica('n1')
+  a.change(w => w.put('leases', lease([ev(0)])))
+  a.change(w => {
+    // as the VM manager's queued updates run: each reads the lease as this change has it
+    const first = w.current('leases', 'v')!
+    w.update('leases', 'v', { status: 'starting', reason: 'killed', log: appendLog(first.log, [ev(1)]) })
+    const second = w.current('leases', 'v')!
+    t.is(second.status, 'starting', 'the earlier update, seen within the change')
+    w.update('leases', 'v', { crashes: [5], log: appendLog(second.log, [ev(2)]) })
+  })
+  const v = a.read().get('leases', 'v')!.value
+  t.like(v, { status: 'starting', reason: 'killed', crashes: [5] })
+  t.deepEqual(v.log, appendLog(undefined, [ev(0), ev(1), ev(2)]))
+  a.change(w => {
+    w.remove('leases', 'v')
+    t.is(w.current('leases', 'v'), undefined, 'removed in this change')
+  })
+})
