@@ -164,7 +164,17 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   if (what === 'rm') {
     const links = (r as { links?: string[] }).links ?? []
     out(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}`)
-  } else out(`${(r as VmDetail).name}: desired ${(r as VmDetail).desired}, now ${(r as VmDetail).state}`)
+  } else {
+    const d = r as VmDetail
+    const asked = what === 'start' ? 'running' : 'stopped'
+    out(`${d.name}: desired ${d.desired}, now ${d.state}`)
+    // a start and a stop made at the same moment through two nodes: the later write wins everywhere
+    if (d.desired !== asked) {
+      process.stderr.write(`vgrid: a ${what === 'start' ? 'stop' : 'start'} of ${d.name} made at the same moment through another node won over this ${what}: it is desired ${d.desired}
+`)
+      process.exitCode = 1
+    }
+  }
 }
 
 async function consoleOf (argv: string[]): Promise<void> {
