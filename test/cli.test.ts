@@ -96,6 +96,9 @@ test('an unreachable agent is a one-line error', async t => {
 test('bad flags, commands and config files are one-line errors with exit code 2', async t => {
   oneLineError(t, await vgrid(['status', '--bogus']), 2, /unknown flag --bogus/)
   oneLineError(t, await vgrid(['frobnicate']), 2, /unknown command "frobnicate"/)
+  // client flags with no command after them: said so, not "unknown command --api"
+  oneLineError(t, await vgrid(['--api']), 2, /--api needs a value \(HOST:PORT\) and a command after it/)
+  oneLineError(t, await vgrid(['--api', '127.0.0.1:1']), 2, /--api needs a command after it/)
   oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
   oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu must be a positive number/)

@@ -81,7 +81,15 @@ async function main (argv: string[]): Promise<void> {
     return
   }
   const c = COMMANDS[cmd]
-  if (c == null) throw new CliError(`unknown command "${cmd}" (see vgrid --help)`, 2)
+  if (c == null) {
+    // a flag where the command goes: --api or --json before it with nothing after them to hoist over
+    const what = !cmd.startsWith('-')
+      ? `unknown command "${cmd}"`
+      : cmd === '--api' || cmd.startsWith('--api=') || cmd === '--json'
+        ? `${cmd.replace(/=.*/, '')} ${cmd === '--api' && rest.length === 0 ? 'needs a value (HOST:PORT) and' : 'needs'} a command after it (vgrid [--json] [--api HOST:PORT] COMMAND ...)`
+        : `unknown flag ${cmd} before a command`
+    throw new CliError(`${what} (see vgrid --help)`, 2)
+  }
   await c.run(rest)
 }
 

@@ -93,7 +93,7 @@ export function joinUnreached (joins: ReadonlyArray<{ addr: string, reached: boo
   return [{
     service: 'membership',
     cause: 'join-unreachable',
-    message: `no join address answered and no other member is in sight: ${joins.map(j => `${j.addr} (${j.lastError ?? 'not dialled yet'})`).join('; ')}; check each address (host, port, /p2p/ id) and that an agent of this grid listens there`
+    message: `no join address answered and no other member is in sight: ${joins.map(j => `${j.addr} (${j.lastError == null ? 'not dialled yet' : /dial self/i.test(j.lastError) ? 'that is this agent\'s own address: give another member\'s' : j.lastError})`).join('; ')}; check each address (host, port, /p2p/ id) and that an agent of this grid listens there`
   }]
 }
 

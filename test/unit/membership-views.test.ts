@@ -90,6 +90,9 @@ test('an agent that reached none of its join addresses and sees no other member 
   t.like(p[0], { service: 'membership', cause: 'join-unreachable' })
   t.regex(p[0]!.message, /^no join address answered and no other member is in sight: \/ip4\/127\.0\.0\.1\/tcp\/7699 \(connect ECONNREFUSED 127\.0\.0\.1:7699\); \/ip4\/127\.0\.0\.1 \(no valid addresses were provided\); check each address/)
   t.deepEqual(joinUnreached([], alone, 'me', UNHEARD_GRACE_MS), [], 'no join address: a first node')
+  // its own address (a lone node whose join list names itself): said so, not libp2p's words
+  const self = joinUnreached([{ addr: '/ip4/127.0.0.1/tcp/7400/p2p/me', reached: false, lastError: 'Can not dial self' }], alone, 'me', UNHEARD_GRACE_MS)
+  t.regex(self[0]!.message, /\/ip4\/127\.0\.0\.1\/tcp\/7400\/p2p\/me \(that is this agent's own address: give another member's\)/)
   t.deepEqual(joinUnreached([{ ...joins[0]!, reached: true }], alone, 'me', UNHEARD_GRACE_MS), [], 'one reached once')
   t.deepEqual(joinUnreached(joins, new Map([...alone, ['b', member('b', 'alive')]]), 'me', UNHEARD_GRACE_MS), [], 'in the grid by another way (mDNS, the peer book)')
 })
