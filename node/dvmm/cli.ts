@@ -305,9 +305,9 @@ export function haLines (r: HaReport): string[] {
 }
 
 /** one event of `vm show`'s history (pure) */
-export function historyLine (e: { at: string, event: string, node?: string, epoch?: number, detail?: string, local?: true }): string {
+export function historyLine (e: { at: string, event: string, node?: string, epoch?: number, detail?: string, local?: true, clockMs?: number }): string {
   // a lease's reason often says the same as the line ("stopped on h2: desired stopped"): not twice
   const said = `${e.event}${e.node != null ? ` on ${e.node}` : ''}: `
   const detail = e.detail?.startsWith(said) === true ? e.detail.slice(said.length) : e.detail
-  return `${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}`
+  return `${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}${e.clockMs != null ? `  [${e.node ?? 'its node'}'s clock runs ${Math.abs(e.clockMs / 1000).toFixed(1)} s ${e.clockMs > 0 ? 'ahead' : 'behind'}: shown in this node's time]` : ''}`
 }

@@ -27,6 +27,11 @@ export interface HistoryEvent {
   detail?: string
   /** seen by this agent only: a decision it made that no lease records */
   local?: true
+  /**
+   * ms taken off `at`: the event was stamped by a node whose clock runs this far ahead
+   * of this agent's (negative: behind), past the offset bound; `at` is in this agent's time
+   */
+  clockMs?: number
 }
 
 const MAX_LOCAL = 50
@@ -147,10 +152,19 @@ export class History {
    * agent's own events. `created`: the VM's; a log of a former VM of its name (a lease
    * not taken over yet) is not shown.
    */
-  of (vm: string, nameOf: (node: string) => string = n => n, created?: number): HistoryEvent[] {
+  /**
+   * The VM's history, oldest first. `offsetOf`: a node's clock offset from this agent's
+   * (ms, theirs minus ours) where it is past the bound: its events are put in this
+   * agent's time, so that a node whose clock runs ahead does not put them in the future
+   * and out of order (the offset as measured now: an approximation for old events)
+   */
+  of (vm: string, nameOf: (node: string) => string = n => n, created?: number, offsetOf: (node: string) => number | undefined = () => undefined): HistoryEvent[] {
     const carried = this.logs.get(vm)
-    const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => ({ at: e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}) }))
-    const inLog = new Set(logged.map(e => `${e.at} ${e.event} ${e.node}`))
+    const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => {
+      const off = offsetOf(e.node)
+      return { at: off != null ? e.at - off : e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}), ...(off != null ? { clockMs: off } : {}) }
+    })
+    const inLog = new Set(logged.map(e => `${e.at + (e.clockMs ?? 0)} ${e.event} ${e.node}`))
     // the same event the lease's log has from its own write, a moment apart (a drain's stop: recorded here, then in the lease)
     const logs = (e: HistoryEvent): boolean => logged.some(l => l.event === e.event && l.node === (e.node ?? '') && l.detail === e.detail && Math.abs(l.at - e.at) <= 1000)
     const own = (this.own.get(vm) ?? []).filter(e => !inLog.has(`${e.at} ${e.event} ${e.node ?? ''}`) && !logs(e))

@@ -35,6 +35,8 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
+  /** a member's clock offset from this node's past the bound (its history events are shown in this node's time) */
+  clockOffsetOf?: (id: string) => number | undefined
   schedule: () => void
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
@@ -121,7 +123,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
       decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
-      history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
+      history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created, n => svc.clockOffsetOf?.(n)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }

@@ -14,6 +14,7 @@ import type { Reader, Vm, Writer } from '../../crdt/index.ts'
 import { holderFenceMs, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
+import type { ClockOffset } from '../../protocol/heartbeat.ts'
 import type { Resources } from '../../protocol/advert.ts'
 import type { Logger } from '../log.ts'
 import { wallNow, type Clock } from '../service.ts'
@@ -55,6 +56,8 @@ export interface DvmmState extends Pick<EventEmitter<StateEvents>, 'on' | 'off'>
 /** what DVMM uses of membership */
 export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on' | 'off'> {
   readonly members: MemberTable
+  /** the members' clock offsets from this node's, as the heartbeats measure them (a VM's history is shown in this node's time) */
+  clockOffsets?: () => ReadonlyMap<string, ClockOffset>
 }
 
 export interface DvmmComponents {
@@ -206,6 +209,12 @@ export class DvmmService {
 
   get me (): string { return this.components.peerId }
   /** a node's name: its advert's, else its roll entry's */
+  /** a member's clock offset from this node's (ms, theirs minus ours) when past the bound, else undefined */
+  clockOffsetOf (id: string): number | undefined {
+    const o = this.components.membership.clockOffsets?.().get(id)
+    return o?.over === true ? o.offsetMs : undefined
+  }
+
   nameOf (id: string): string { return this.components.membership.members.get(id)?.advert.name ?? this.components.state.read().get('roll', id)?.value.name ?? this.formerNames.get(id) ?? id }
   get config (): Readonly<DvmmService['cfg']> { return this.cfg }
 

@@ -145,3 +145,19 @@ test('a clean exit under always, after a long enough run, is no crash: restarted
   h.observe(new Map([['web', lease({ status: 'starting', reason: d.reason, at: 2 })]]), vms, name)
   t.deepEqual(h.of('web', name).map(e => e.event), ['placed', 'started', 'exited'])
 })
+
+test('events a node stamped with a clock running ahead (past the bound) are shown in this agent\'s time and in order, marked so', t => {
+  const h = new History()
+  // n1 placed and started it at its 1000; n2, 90 s ahead, took it over at what its clock called 95_000 (our 5000)
+  const log = appendLog(undefined, [{ at: 1000, event: 'placed', node: 'n1', epoch: 1 }, { at: 1000, event: 'started', node: 'n1', epoch: 1 }, { at: 95_000, event: 'failed-over', node: 'n2', epoch: 2 }])
+  // n1's watchdog kill, appended later, happened at our 6000: after the takeover
+  const lateLog = appendLog(log, [{ at: 6000, event: 'killed', node: 'n1', detail: 'by the fencing watchdog' }])
+  h.observe(new Map([['web', lease({ status: 'running', holder: 'n2', epoch: 2, log: lateLog })]]), vms, name)
+  const off = (n: string): number | undefined => n === 'n2' ? 90_000 : undefined
+  t.deepEqual(h.of('web', name, undefined, off).map(e => [e.at, e.event, e.node, e.clockMs]), [
+    [1000, 'placed', 'N1', undefined], [1000, 'started', 'N1', undefined],
+    [5000, 'failed-over', 'N2', 90_000],
+    [6000, 'killed', 'N1', undefined]
+  ])
+  t.is(h.of('web', name).at(-1)!.event, 'failed-over', 'without the offsets: in the future, out of order')
+})
