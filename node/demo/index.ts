@@ -16,6 +16,10 @@ import { ApiBridge, NsAgent, apiRequest } from '../netns/processes.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { writeClusterKey } from '../cluster-key-store.ts'
 import { claimState, demoNamespaces, removeDemo, stopDemo, writeState, DEMO_DIR, PREFIX, type DemoState } from './state.ts'
+import { controlHandler, serveControl } from './control.ts'
+
+/** the running demo's control socket (`vgrid demo --kill|--start|--cut|--heal HOST`) */
+export const CONTROL_SOCKET = join(DEMO_DIR, 'control.sock')
 
 export { stopDemo }
 
@@ -111,6 +115,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
   await preflight(opts.hosts, say)
   const hosts: DemoHost[] = []
   let topo: Topology | undefined
+  let control: Server | undefined
   let failure: unknown
   try {
     topo = await Topology.create({ prefix: PREFIX })
@@ -157,19 +162,33 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
     say(`try:   VGRID_API=${hosts[0]!.api} vgrid status`)
     say(`       VGRID_API=${hosts[0]!.api} vgrid nodes`)
     say(`logs:  ${DEMO_DIR}/HOST/agent.log     shell on a host: ip netns exec ${PREFIX}-host1 bash`)
+    say('fail:  vgrid demo --kill host2 [--signal SIGKILL|SIGTERM|SIGINT|SIGSTOP|SIGCONT], --start host2, --cut host2 [--from host1], --heal host2')
     say('stop:  Ctrl-C here, or `vgrid demo --stop` from another shell (both remove everything)')
 
-    for (const h of hosts) {
+    const watch = (h: DemoHost): void => {
       h.agent.proc?.once('exit', (code, sig) => {
         if (!ac.signal.aborted) say(`${h.name}: its agent exited (${sig ?? code}); see ${join(DEMO_DIR, h.name, 'agent.log')}`)
       })
     }
+    for (const h of hosts) watch(h)
+    const network = topo
+    control = await serveControl(CONTROL_SOCKET, controlHandler({
+      hosts,
+      network: { cut: async (name, o) => { await network.cut(name, o) }, heal: async name => { await network.heal(name) } },
+      started: name => {
+        const h = hosts.find(x => x.name === name)
+        if (h != null) { watch(h); say(`${name}: its agent started again (pid ${String(h.agent.pid)})`) }
+      }
+    }))
     await new Promise<void>(resolve => ac.signal.addEventListener('abort', () => resolve(), { once: true }))
   } catch (err) {
     failure = err
   }
   // the one way out: stop agents (gracefully, briefly), close listeners, remove namespaces and files
+  control?.close()
   for (const h of hosts) h.server?.close()
+  // a frozen agent (--kill --signal SIGSTOP) takes its SIGINT only once resumed
+  for (const h of hosts) if (h.agent.running && h.agent.pid != null) { try { process.kill(h.agent.pid, 'SIGCONT') } catch {} }
   // SIGINT: each host leaves (its VMs stop); SIGTERM would leave them to the watchdog
   await Promise.all(hosts.map(async h => { await h.agent.kill('SIGINT', 3000); h.agent.closeLog() }))
   await Promise.all(hosts.flatMap(h => [h.bridge, h.readBridge]).map(async b => await b.kill('SIGTERM', 1000)))

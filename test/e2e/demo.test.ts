@@ -129,6 +129,37 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
   }
   const label = await vgrid(['node', 'label', 'host1', 'rack=r1'], { VGRID_API: api1 })
   t.is(label.code, 0, label.out)
+  // failures from this shell: a host's agent killed and started again, a host cut off and healed
+  const aliveSeen = async (): Promise<number> => {
+    const r = await vgrid(['status', '--json'], { VGRID_API: api1 })
+    return r.code === 0 ? (JSON.parse(r.out) as { members: { alive: number } }).members.alive : -1
+  }
+  const untilAlive = async (n: number, what: string): Promise<void> => {
+    const t0 = Date.now()
+    while (await aliveSeen() !== n) {
+      if (Date.now() - t0 > 60_000) throw new Error(`timed out waiting for ${what}`)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
+  const noHost = await vgrid(['demo', '--kill', 'host9'])
+  t.is(noHost.code, 1)
+  t.regex(noHost.out, /no host host9 in this demo \(it has host1, host2, host3\)/)
+  t.is((await vgrid(['demo', '--kill', 'host3', '--signal', 'SIGHUP'])).code, 2, 'a signal the demo does not send')
+  t.regex((await vgrid(['demo', '--cut', 'host3', '--from', 'host3'])).out, /cannot be cut off from itself/)
+  const killed = await vgrid(['demo', '--kill', 'host3'])
+  t.is(killed.code, 0, killed.out)
+  t.regex(killed.out, /^host3: its agent \(pid \d+\) killed \(SIGKILL, as a crash\)/)
+  await untilAlive(2, 'host1 to see host3 gone')
+  t.regex((await vgrid(['demo', '--kill', 'host3'])).out, /host3's agent is not running \(vgrid demo --start host3 starts it\)/)
+  const started = await vgrid(['demo', '--start', 'host3'])
+  t.is(started.code, 0, started.out)
+  await untilAlive(3, 'host3 back')
+  const cut = await vgrid(['demo', '--cut', 'host3'])
+  t.regex(cut.out, /^host3: cut off from every other host, both ways/)
+  await untilAlive(2, 'host3 cut off')
+  t.is((await vgrid(['demo', '--heal', 'host3'])).code, 0)
+  await untilAlive(3, 'host3 healed')
+  phase('--kill, --start, --cut, --heal')
   const again = await vgrid(['demo'])
   t.is(again.code, 1)
   t.regex(again.out, /already running/, 'a second demo is refused while one runs')

@@ -1,0 +1,22 @@
+// The demo's control requests (node/demo/control.ts, parseControl): each names what is wrong.
+import test from 'ava'
+import { parseControl } from '../../node/demo/control.ts'
+
+test('control requests: kill (SIGKILL by default), start, cut (from some or all), heal', t => {
+  t.deepEqual(parseControl({ op: 'kill', host: 'host2' }), { op: 'kill', host: 'host2', signal: 'SIGKILL' })
+  t.deepEqual(parseControl({ op: 'kill', host: 'host2', signal: 'SIGSTOP' }), { op: 'kill', host: 'host2', signal: 'SIGSTOP' })
+  t.deepEqual(parseControl({ op: 'start', host: 'host10' }), { op: 'start', host: 'host10' })
+  t.deepEqual(parseControl({ op: 'cut', host: 'host1' }), { op: 'cut', host: 'host1' })
+  t.deepEqual(parseControl({ op: 'cut', host: 'host1', from: ['host2', 'host2', 'host3'] }), { op: 'cut', host: 'host1', from: ['host2', 'host3'] })
+  t.deepEqual(parseControl({ op: 'heal', host: 'host1' }), { op: 'heal', host: 'host1' })
+})
+
+test('bad control requests say what is wrong', t => {
+  const err = (r: unknown): string => { const p = parseControl(r); return 'error' in p ? p.error : 'accepted' }
+  t.regex(err(null), /expected a JSON object/)
+  t.regex(err({ op: 'kill', host: '../x' }), /^host: expected a demo host's name/)
+  t.regex(err({ op: 'kill', host: 'host1', signal: 'SIGHUP' }), /^signal: one of SIGKILL, SIGTERM, SIGINT, SIGSTOP, SIGCONT/)
+  t.regex(err({ op: 'cut', host: 'host1', from: [] }), /^from: expected a list/)
+  t.regex(err({ op: 'cut', host: 'host1', from: ['host1'] }), /cannot be cut off from itself/)
+  t.regex(err({ op: 'reboot', host: 'host1' }), /^op: one of kill, start, cut, heal/)
+})
