@@ -136,8 +136,15 @@ export class ReplicatedVolume implements BlockDevice {
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     if (this.settler.isSettled(index, hs)) return this.readOrder(hs)
     // layers resolve per node, which needs every layer in place: settle as for a write
-    // (a holder that did not answer may have an old copy: not read from until it does)
-    if (this.under != null) { const silent = await this.settler.settle(index, hs); return this.readOrder(hs).filter(n => !silent.has(n)) }
+    // (a holder that did not answer may have an old copy: not read from until it does;
+    // one the newest copy could not be brought to, its disk full, neither: the read goes
+    // to the others, and the copy is tried again by the next settle or left to repair)
+    if (this.under != null) {
+      const { silent, behind, error } = await this.settler.settleForRead(index, hs)
+      const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
+      if (sound.length === 0 && error != null) throw error
+      return sound
+    }
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))

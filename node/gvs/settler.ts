@@ -12,6 +12,13 @@ import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 /** every byte of an object: settling holds it whole */
 const WHOLE: Span = { start: 0, end: Number.MAX_SAFE_INTEGER, exclusive: true }
 
+/**
+ * How long reads take a settle that left holders behind (their disk full) as it was,
+ * before one tries the copy again: each try moves the whole object, and a client's
+ * every read of it would.
+ */
+export const BEHIND_RETRY_MS = 5000
+
 export interface SettlerComponents {
   transport: ReplicaTransport
   /** the live nodes, where a moved object's old copies may be; default: none beyond the holders */
@@ -33,6 +40,8 @@ export interface SettlerComponents {
   intervals?: () => WriteInterval[]
   /** a node's name, for errors */
   nameOf?: (node: string) => string
+  /** the clock BEHIND_RETRY_MS counts on (default Date.now) */
+  now?: () => number
 }
 
 export interface SettlerInit {
@@ -53,17 +62,29 @@ export class Silent extends Map<string, string> {
   readonly lasting = new Set<string>()
 }
 
+/** what a settle left undone */
+export interface Unsettled {
+  /** holders that did not say which copy they have */
+  silent: Silent
+  /** holders that answered but lack the newest copy of some layer: bringing it to them failed (a full disk) */
+  behind: Set<string>
+  /** why the first of `behind` could not be brought the copy (null when none is behind) */
+  error: GvsError | null
+}
+
 export class Settler {
   private readonly c: SettlerComponents
   private readonly init: SettlerInit
   /** object index -> the placement generation and holder list last made complete (all hold it, or nobody does) */
   private readonly settled = new Map<number, string>()
-  /** settles in progress, by the key (generation and holders) each settles for, resolving to the holders that did not answer (and why) */
-  private readonly settling = new Map<number, { key: string, p: Promise<Silent> }>()
+  /** settles in progress, by the key (generation and holders) each settles for, resolving to what each left undone */
+  private readonly settling = new Map<number, { key: string, p: Promise<Unsettled> }>()
   /** object index -> the sequence number of this writer's last write to it (versions.ts) */
   private readonly seqs = new Map<number, number>()
   /** object index -> holders a write of it failed on, until it settles again */
   private readonly suspects = new Map<number, Set<string>>()
+  /** object index -> the last settle, when it left holders behind but none silent: its key, what it left undone, and when */
+  private readonly partly = new Map<number, { key: string, u: Unsettled, at: number }>()
 
   constructor (components: SettlerComponents, init: SettlerInit) {
     this.c = components
@@ -82,7 +103,7 @@ export class Settler {
   markSettled (index: number, hs: string[], generation: number): void { this.settled.set(index, this.keyOf(hs, generation)) }
 
   /** the object settles again before its next write */
-  unsettle (index: number): void { this.settled.delete(index) }
+  unsettle (index: number): void { this.settled.delete(index); this.partly.delete(index) }
 
   /** the sequence number of this writer's next write to the object */
   nextSeq (index: number): number {
@@ -99,29 +120,36 @@ export class Settler {
     const suspects = this.suspects.get(index) ?? new Set<string>()
     for (const p of peers) suspects.add(p)
     this.suspects.set(index, suspects)
-    this.settled.delete(index)
+    this.unsettle(index)
   }
 
   /**
    * Brings the newest copy of the object to every current holder that lacks it (absent,
    * older, or suspect), once per holder set. It holds the whole object in this volume's
    * write lock: no write of it is in flight while copies are compared and replaced.
-   * Resolves to the holders that did not answer: the object is settled only when every
-   * holder did, since a silent one may hold an old copy (or none) that a write would
-   * then build on and raise to the newest version.
+   * Resolves to the holders that did not answer and those the copy could not be brought
+   * to: the object is settled only when there are none, since a silent one may hold an
+   * old copy (or none) that a write would then build on and raise to the newest version.
+   * A holder that cannot take the copy (its disk full) leaves the others settled: a
+   * read goes to them (a write, which needs every holder, fails).
    */
-  async settle (index: number, hs: string[]): Promise<Silent> {
+  async settle (index: number, hs: string[]): Promise<Unsettled> {
+    const done = (): Unsettled => ({ silent: new Silent(), behind: new Set(), error: null })
     // the generation it started in: one that changes while it runs leaves it unsettled
     const key = this.keyOf(hs, this.generation())
-    if (this.settled.get(index) === key) return new Silent()
+    if (this.settled.get(index) === key) return done()
     // one in flight for other holders or an older generation settles something else:
     // waited for, then this one runs (its answer is not this one's)
     for (let cur = this.settling.get(index); cur != null && cur.key !== key; cur = this.settling.get(index)) await cur.p.catch(() => {})
-    if (this.settled.get(index) === key) return new Silent()
+    if (this.settled.get(index) === key) return done()
     let inflight = this.settling.get(index)
     if (inflight == null) {
       const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
-        .then(silent => { if (silent.size === 0) this.settled.set(index, key); return silent })
+        .then(u => {
+          if (u.silent.size === 0 && u.behind.size === 0) this.settled.set(index, key)
+          if (u.silent.size === 0 && u.behind.size > 0) this.partly.set(index, { key, u, at: this.now() }); else this.partly.delete(index)
+          return u
+        })
         .finally(() => { if (this.settling.get(index)?.p === p) this.settling.delete(index) })
       inflight = { key, p }
       this.settling.set(index, inflight)
@@ -129,48 +157,67 @@ export class Settler {
     return await inflight.p
   }
 
+  private now (): number { return this.c.now?.() ?? Date.now() }
+
+  /**
+   * Settles the object for a read: as `settle`, but a settle that left holders behind
+   * (and every holder answered) stands for reads for BEHIND_RETRY_MS, in the same
+   * placement generation and holders, with nothing written or failed since: the others
+   * have the newest copy, as a settled object's holders have.
+   */
+  async settleForRead (index: number, hs: string[]): Promise<Unsettled> {
+    const p = this.partly.get(index)
+    if (p != null && p.key === this.keyOf(hs, this.generation()) && this.now() - p.at < BEHIND_RETRY_MS) return p.u
+    return await this.settle(index, hs)
+  }
+
   /** settles the object for a write: every holder must have answered (a write needs them all anyway) */
   async settleAll (index: number, hs: string[], op: string): Promise<void> {
-    const silent = await this.settle(index, hs)
+    const { silent, error } = await this.settle(index, hs)
+    if (error != null) throw error
     if (silent.size === 0) return
     // worth another try only if every holder was out of reach (not one whose disk failed)
     throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0 })
   }
 
-  private async settleNow (index: number, hs: string[]): Promise<Silent> {
-    const silent = new Silent()
+  private async settleNow (index: number, hs: string[]): Promise<Unsettled> {
+    const u: Unsettled = { silent: new Silent(), behind: new Set(), error: null }
     for (const layer of [this.init.volume, ...(this.init.under ?? [])]) {
       const l = await this.settleLayer(layer, index, hs)
       const plan = l.plan
       for (const h of hs) {
         const why = l.silent.get(h)
-        if (why != null && !silent.has(h)) silent.set(h, why)
-        if (l.silent.lasting.has(h)) silent.lasting.add(h)
+        if (why != null && !u.silent.has(h)) u.silent.set(h, why)
+        if (l.silent.lasting.has(h)) u.silent.lasting.add(h)
       }
+      for (const b of l.behind) u.behind.add(b)
+      u.error ??= l.error
       if (layer !== this.init.volume) continue
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
-      await this.outdateSilentSuspects(index, plan)
+      await this.outdateSuspects(index, plan, l.behind)
     }
-    return silent
+    return u
   }
 
   /**
    * A suspect that got the newest copy is in step again. One that did not answer (cut
-   * off, or gone) may come back claiming a version it does not fully have; so the
-   * copies that did answer move one version on (a zero of no bytes), which leaves the
-   * suspect's copy plainly behind for any writer, reader or repair, also after this
-   * writer is gone. Until that succeeds the object does not settle (nor while such a
-   * suspect is still a holder: settle waits for every holder's answer).
+   * off, or gone), or could not take the copy (its disk full), may claim a version it
+   * does not fully have; so the copies that are the newest move one version on (a zero
+   * of no bytes), which leaves the suspect's copy plainly behind for any writer, reader
+   * or repair, also after this writer is gone. Until that succeeds the object does not
+   * settle (nor while such a suspect is still a holder: settle waits for every holder's
+   * answer).
    */
-  private async outdateSilentSuspects (index: number, plan: SettlePlan): Promise<void> {
+  private async outdateSuspects (index: number, plan: SettlePlan, behind: ReadonlySet<string>): Promise<void> {
     const suspects = this.suspects.get(index)
     if (suspects == null) return
-    for (const l of plan.lacking) suspects.delete(l.node)
+    const brought = plan.lacking.map(l => l.node).filter(n => !behind.has(n))
+    for (const n of brought) suspects.delete(n)
     for (const s of plan.sources) suspects.delete(s)
     if (suspects.size === 0) { this.suspects.delete(index); return }
     const seq = this.nextSeq(index)
-    const at = [...new Set([...plan.sources, ...plan.lacking.map(l => l.node)])]
+    const at = [...new Set([...plan.sources, ...brought])]
     const results = await Promise.allSettled(at.map(async n => await this.c.transport.call(n, { op: 'zero', volume: this.init.volume, index, offset: 0, length: 0, epoch: this.init.epoch, seq, fua: true })))
     const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${at[i]}: ${(r.reason as Error).message}`] : [])
     if (failed.length > 0) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...suspects].join(', ')} missed a write and did not answer, and the other copies could not be marked newer: ${failed.join('; ')}`, { transient: true })
@@ -199,30 +246,42 @@ export class Settler {
     return { seen, everyone: seen.length === nodes.length, silent }
   }
 
-  /** the copies of one layer's object brought to the holders that answered and lack it */
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent }> {
+  /**
+   * The copies of one layer's object brought to the holders that answered and lack it,
+   * from the first source that can give it: one that cannot take it is `behind` (with
+   * the `error` saying why), the others are settled all the same.
+   */
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
     if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf)
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
-    if (plan.lacking.length === 0) return { plan, silent }
+    if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []
     const errs: unknown[] = []
+    let pending = plan.lacking
     for (const src of plan.sources) {
+      let r
       try {
-        const r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
-        if (r.data == null) { why.push(`${src}: absent`); errs.push(null); continue }
-        const data = r.data
-        const version = r.reply.version ?? NO_VERSION
-        await Promise.all(plan.lacking.map(async to => await this.c.transport.call(to.node, { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version, replace: to.replace }, data)))
-        return { plan, silent }
-      } catch (err) { why.push((err as Error).message); errs.push(err) }
+        r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
+      } catch (err) { why.push((err as Error).message); errs.push(err); continue }
+      if (r.data == null) { why.push(`${src}: absent`); errs.push(null); continue }
+      const data = r.data
+      const put = { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION } as const
+      // every put ends before the caller goes on: none still sends `data`. A put that
+      // failed is not tried from another source: the target refused it (a full disk)
+      const results = await Promise.allSettled(pending.map(async to => await this.c.transport.call(to.node, { ...put, replace: to.replace }, data)))
+      for (const res of results) if (res.status === 'rejected') { why.push((res.reason as Error).message); errs.push(res.reason) }
+      pending = pending.filter((_, i) => results[i]!.status === 'rejected')
+      break
     }
+    if (pending.length === 0) return { plan, silent, behind: new Set(), error: null }
     // a holder that ran out of room says so to the client (ENOSPC, not EIO); one out of
     // reach for a moment (restarting, a dropped stream) is retried like any write to it
     const gvs = errs.filter((e): e is GvsError => e instanceof GvsError)
     const code = gvs.some(e => e.code === 'no-space') ? 'no-space' : 'unavailable'
     const transient = errs.length > 0 && gvs.length === errs.length && gvs.every(e => e.transient)
-    throw new GvsError(code, `volume "${vol}" object ${index}: ${plan.lacking.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient })
+    const error = new GvsError(code, `volume "${vol}" object ${index}: ${pending.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient })
+    return { plan, silent, behind: new Set(pending.map(l => l.node)), error }
   }
 }

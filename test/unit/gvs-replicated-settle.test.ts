@@ -76,3 +76,60 @@ test('a settle copy that fails for a moment is retried with the write, and one t
   t.true(err instanceof GvsError && err.code === 'no-space', String(err))
   t.regex((err as Error).message, /lack its newest copy .*disk full/)
 })
+
+test('a layered read goes to the holders with the newest copy when it cannot be brought to a full one, and never to that one', async t => {
+  // a snapshot's volume: `v` under, `v@1` on top. All three took `v` (1s); A and B took
+  // the top's copy (2s) and C, its disk full, did not
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B', 'C']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  for (const n of ['A', 'B', 'C']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  for (const n of ['A', 'B']) await stores[n]!.write('v@1', 0, 0, block(2), { epoch: 2, version: { epoch: 2, seq: 1 } })
+  const puts: string[] = []
+  const transport: ReplicaTransport = {
+    self: 'C', // its own copy would come first, and resolves to the old layer's 1s
+    call: async (peer, req, data) => {
+      if (req.op === 'put') puts.push(peer)
+      if (peer === 'C' && req.op === 'put') throw new GvsError('no-space', 'replica C: disk full (0 MiB free, test)')
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B', 'C'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v@1', under: ['v'], placementKey: 'v', size: 8 * MiB, replicas: 3, epoch: 2, retryMs: 2000 })
+  t.deepEqual([...await v.read(0, 4)], [2, 2, 2, 2], 'the newest copy, from A or B')
+  t.deepEqual(puts, ['C'], 'the copy to C was tried once')
+  t.deepEqual([...await v.read(4096, 4)], [0, 0, 0, 0])
+  t.deepEqual(puts, ['C'], 'and not again by every read: the next settle after a while tries it')
+  t.false(await stores.C!.has('v@1', 0), 'C still lacks it')
+  // a write needs every holder: it still fails, saying why
+  const err = await v.write(8192, block(3), false).then(() => null, (e: unknown) => e)
+  t.true(err instanceof GvsError && err.code === 'no-space', String(err))
+  t.regex((err as Error).message, /C lack its newest copy .*disk full/)
+  t.deepEqual([...await v.read(0, 4)], [2, 2, 2, 2], 'reads still succeed after the failed write')
+})
+
+test('a layered volume whose write failed on a full holder reads the write back from the others, and that holder is left plainly behind', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B', 'C']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  for (const n of ['A', 'B', 'C']) await stores[n]!.write('v', 0, 0, block(1), { epoch: 1, version: { epoch: 1, seq: 1 } })
+  let full = false
+  const transport: ReplicaTransport = {
+    self: 'C',
+    call: async (peer, req, data) => {
+      if (peer === 'C' && full && (req.op === 'put' || req.op === 'write')) throw new GvsError('no-space', 'replica C: disk full (0 MiB free, test)')
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B', 'C'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v@1', under: ['v'], placementKey: 'v', size: 8 * MiB, replicas: 3, epoch: 2, retryMs: 2000 })
+  await v.write(0, block(2), false)
+  full = true
+  const err = await v.write(4096, block(3), false).then(() => null, (e: unknown) => e)
+  t.true(err instanceof GvsError && err.code === 'no-space', String(err))
+  // the write landed on A and B (the client was told it failed: either answer is right), never served from C
+  const got = [...await v.read(0, 8192)].filter((_, i) => i % 4096 === 0)
+  t.deepEqual(got, [2, 3], 'read from A or B')
+  const [a, c] = [await stores.A!.stat('v@1', 0), await stores.C!.stat('v@1', 0)]
+  t.true(a.version.seq > c.version.seq, `C's copy (${c.version.seq}) is behind A's (${a.version.seq}) for any other reader`)
+})
