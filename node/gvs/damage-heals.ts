@@ -8,6 +8,8 @@ import { healCopy, type ScrubberComponents } from './scrub.ts'
 const HEAL_DELAY_MS = 200
 
 export interface DamageHealsComponents extends Pick<ScrubberComponents, 'transport' | 'sources'> {
+  /** the store's object size: a copy damaged everywhere is assembled of the copies' sound blocks */
+  objectSize?: number
   log: Logger
   /** whether the service runs: a report while it stops is left to repair and scrub */
   started: () => boolean
@@ -30,7 +32,7 @@ export class DamageHeals {
     this.healing.add(key)
     const log = this.c.log
     const timer = setTimeout(() => {
-      void healCopy({ transport: this.c.transport, sources: this.c.sources }, layer, index)
+      void healCopy({ transport: this.c.transport, sources: this.c.sources, objectSize: this.c.objectSize }, layer, index)
         .then(why => {
           if (why == null) log.info('a damaged copy was rewritten from a sound one', { volume: layer, index })
           else log.warn('a damaged copy could not be rewritten yet (repair and scrub try again)', { volume: layer, index, why })

@@ -38,8 +38,10 @@ export interface LastRepairView {
   bytes: number
   /** objects no live node held when it ran */
   lost: number
-  /** objects a scrub found damaged with no sound copy to rewrite them from (kept until a scrub finds otherwise) */
+  /** objects a scrub found damaged with no sound copy to rewrite them from, some block on every copy (kept until a scrub finds otherwise) */
   unsound?: number
+  /** objects a scrub found damaged on every copy, each block sound on some copy (reads succeed), whose copies it could not rewrite */
+  unrewritten?: number
   /** copies freed from nodes that are no longer their holders (repair.ts freeSurplus) */
   freed?: number
   /** objects it left alone as unavailable (their writes went to nodes none of which answered), with why for the first */
@@ -48,7 +50,7 @@ export interface LastRepairView {
 }
 
 /** what the node that ran a repair keeps of it */
-export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, name?: string, healed: boolean, error?: string }> }
+export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, name?: string, healed: boolean, error?: string, readable?: true }> }
 
 export interface HealthInput {
   replicas: number
@@ -120,7 +122,9 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   }
   // the document's record (every node reads it) or this coordinator's own last repair
   const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)
-  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'is' : 'are'} damaged on every copy a scrub checked: unreadable until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub checked: unreadable there until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
+  const unrewritten = h.lastRepair?.unrewritten ?? 0
+  if (unrewritten > 0) reasons.push(`${plural(unrewritten, 'object')} ${unrewritten === 1 ? 'is' : 'are'} damaged on every copy a scrub checked, each block sound on some copy (reads succeed), but the copies could not be rewritten (see the last repair's errors; vgrid vol repair VOL --scrub tries again)`)
   // objects whose newest copy is out of reach: not one copy short, but unreadable. The
   // inventory's count where it has one (a clone made during a partition has had no
   // repair yet), else the last repair's

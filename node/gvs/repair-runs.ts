@@ -94,7 +94,7 @@ export class RepairRuns {
   /** the repairer of one layer placed by `placementKey` (layers shared by several volumes: layer-reclaim.ts) */
   layerRepairer (l: { layer: string, placementKey: string, replicas: number, sizeBytes: number }, intervals?: () => WriteInterval[]): Repairer {
     return new Repairer({ transport: this.c.transport, holders: this.c.holders, nodes: this.c.nodes, agreed: this.c.agreed, nameOf: this.c.nameOf, intervals }, {
-      volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
+      volume: l.layer, placementKey: l.placementKey, replicas: l.replicas, objects: Math.ceil(l.sizeBytes / this.init.objectSize), objectSize: this.init.objectSize, bytesPerSecond: this.init.bytesPerSecond, bucket: this.sharedBucket(), retireQuietMs: this.init.retireQuietMs
     })
   }
 
@@ -149,12 +149,18 @@ export class RepairRuns {
       const report = mergeReports(v.id, reports)
       // a damaged copy scrub could not rewrite (no sound copy of it anywhere it looked) is
       // a failure of this repair, and stays in the volume's health until a scrub finds
-      // otherwise: a repair without scrub does not look at the data, so it carries it on
+      // otherwise: a repair without scrub does not look at the data, so it carries it on.
+      // Unsound (unreadable) only when some block is damaged on every copy: one whose
+      // every block is sound somewhere reads fine, its copies were just not rewritten
       const unhealed = scrubbed.filter(s => !s.healed)
       report.failed += unhealed.length
       for (const s of unhealed) report.errors.push(`scrub: object ${s.index} of ${s.layer} on ${s.node} is damaged and was not rewritten: ${s.error ?? 'unknown why'}`)
       const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
-      const unsound = new Set(carried.map(s => `${s.layer}/${s.index}`)).size
+      const objects = (ss: typeof carried): string[] => [...new Set(ss.map(s => `${s.layer}/${s.index}`))].sort()
+      const unreadable = objects(carried.filter(s => s.readable !== true))
+      const unsound = unreadable.length
+      const unrewritten = objects(carried.filter(s => s.readable === true)).filter(k => !unreadable.includes(k)).length
+      if (unrewritten > 0) report.health = 'degraded'
       if (report.failed > 0 || unsound > 0) report.health = 'degraded'
       // every object on its holders now: where earlier writes went is recorded no more
       if (report.health === 'healthy' && !stopped) await this.c.intervalsRepaired?.(v.id, view.startedAt, generation).catch(() => {})
@@ -162,11 +168,11 @@ export class RepairRuns {
       this.c.metrics?.repairFailed.inc(report.failed)
       this.c.metrics?.surplusFreed.inc(report.freed)
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
+        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})
-      if (opts.scrub === true) await this.c.unsound?.(v, [...new Set(unhealed.map(s => `${s.layer}/${s.index}`))].sort()).catch(() => {})
+      if (opts.scrub === true) await this.c.unsound?.(v, unreadable).catch(() => {})
       await this.c.repaired(v)
       return report
     }

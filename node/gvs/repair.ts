@@ -13,6 +13,8 @@ import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { NO_VERSION, compareVersions, newest, type Version } from './versions.ts'
 import { RETIRE_QUIET_MS } from './object-uses.ts'
 import { unheard, unheardError, unheardObjects, type WriteInterval } from './write-intervals.ts'
+import { CHECK_BLOCK } from './checksums.ts'
+import { assembleObject } from './assemble.ts'
 
 /** object index -> the live nodes that hold its newest copy (versions.ts) */
 export type Inventory = ReadonlyMap<number, readonly string[]>
@@ -142,7 +144,13 @@ export interface RepairerInit {
   placementKey?: string
   /** how long a surplus copy must have gone unused before it is freed (default RETIRE_QUIET_MS) */
   retireQuietMs?: number
+  /** the stores' object size and checksum block (defaults OBJECT_SIZE, CHECK_BLOCK): scrub assembles a copy damaged everywhere block by block */
+  objectSize?: number
+  blockSize?: number
 }
+
+/** what a scrub found of one damaged copy; `readable`: not rewritten, but every block of the object is sound on some copy (reads succeed) */
+export interface ScrubFinding { index: number, node: string, blocks: number[], healed: boolean, error?: string, readable?: true }
 
 export interface RepairerEvents { progress: [RepairProgress] }
 
@@ -367,29 +375,47 @@ export class Repairer extends EventEmitter<RepairerEvents> {
 
   /**
    * Scrub: verify every copy of every object on its holders; a damaged copy is
-   * rewritten from a sound one. Returns the objects found damaged and whether each
-   * was healed.
+   * rewritten from a sound one, or, when every copy is damaged, from one assembled
+   * block by block from the copies' sound blocks (assemble.ts). Returns the objects
+   * found damaged and whether each was healed.
    */
-  async scrub (): Promise<Array<{ index: number, node: string, blocks: number[], healed: boolean, error?: string }>> {
+  async scrub (): Promise<ScrubFinding[]> {
     const { inventory } = await this.inventory()
-    const found: Array<{ index: number, node: string, blocks: number[], healed: boolean, error?: string }> = []
+    const found: ScrubFinding[] = []
     for (const [index, nodes] of [...inventory].sort((a, b) => a[0] - b[0])) {
       const verdicts = await Promise.all(nodes.map(async node => {
         try { return { node, bad: (await this.c.transport.call(node, { op: 'verify', volume: this.init.volume, index })).reply.bad ?? [] } } catch { return { node, bad: null } }
       }))
-      const sound = verdicts.filter(v => v.bad != null && v.bad.length === 0).map(v => v.node)
-      for (const v of verdicts) {
-        if (v.bad == null || v.bad.length === 0) continue
-        if (sound.length === 0) {
-          const unanswered = verdicts.filter(x => x.bad == null).map(x => x.node)
-          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: `no sound copy to rewrite it from: every copy checked (${verdicts.filter(x => x.bad != null).map(x => this.name(x.node)).join(', ')}) is damaged${unanswered.length > 0 ? `, and ${unanswered.map(n => this.name(n)).join(', ')} did not answer` : ''}` })
-          continue
+      const checked = verdicts.flatMap(v => v.bad != null ? [{ node: v.node, bad: v.bad }] : [])
+      const damaged = checked.filter(v => v.bad.length > 0)
+      if (damaged.length === 0) continue
+      const sound = checked.filter(v => v.bad.length === 0).map(v => v.node)
+      if (sound.length > 0) {
+        for (const v of damaged) {
+          try {
+            await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' }, true)
+            found.push({ index, node: v.node, blocks: v.bad, healed: true })
+          } catch (err) {
+            found.push({ index, node: v.node, blocks: v.bad, healed: false, error: (err as Error).message })
+          }
         }
+        continue
+      }
+      const a = await assembleObject(this.c.transport, this.init.volume, index, checked, { objectSize: this.init.objectSize ?? OBJECT_SIZE, blockSize: this.init.blockSize ?? CHECK_BLOCK }, n => this.name(n))
+      if ('error' in a) {
+        const unanswered = verdicts.filter(x => x.bad == null).map(x => this.name(x.node))
+        const error = `no sound copy to rewrite it from: every copy checked (${checked.map(x => this.name(x.node)).join(', ')}) is damaged${unanswered.length > 0 ? `, and ${unanswered.join(', ')} did not answer` : ''}, and no whole copy could be made of their sound blocks: ${a.error}`
+        for (const v of damaged) found.push({ index, node: v.node, blocks: v.bad, healed: false, error, ...(a.readable ? { readable: true as const } : {}) })
+        continue
+      }
+      for (const v of damaged) {
         try {
-          await this.copy({ index, to: v.node, from: sound, why: 'scrub found damaged blocks' }, true)
-          found.push({ index, node: v.node, blocks: v.bad, healed: true })
+          // replace: rewrites the equal version; a write that landed since (newer) stays
+          const kept = (await this.c.transport.call(v.node, { op: 'put', volume: this.init.volume, index, epoch: 0, version: a.version, replace: true }, a.data)).reply.present === true
+          if (kept) found.push({ index, node: v.node, blocks: v.bad, healed: false, readable: true, error: 'a write landed on it while a sound copy was assembled from the copies\' sound blocks: not rewritten (the next scrub checks it again)' })
+          else found.push({ index, node: v.node, blocks: v.bad, healed: true })
         } catch (err) {
-          found.push({ index, node: v.node, blocks: v.bad, healed: false, error: (err as Error).message })
+          found.push({ index, node: v.node, blocks: v.bad, healed: false, readable: true, error: `a sound copy was assembled from the copies' sound blocks, but writing it failed: ${(err as Error).message}` })
         }
       }
     }

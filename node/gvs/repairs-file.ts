@@ -35,7 +35,7 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'obj
 function parseOne (id: string, x: unknown): LastRepair | string {
   if (!isObject(x)) return `the record of ${id} is not an object`
   for (const k of ['at', 'copied', 'failed', 'bytes', 'lost'] as const) if (!isCount(x[k])) return `${id}: "${k}" is not a count`
-  for (const k of ['unsound', 'freed'] as const) if (x[k] !== undefined && !isCount(x[k])) return `${id}: "${k}" is not a count`
+  for (const k of ['unsound', 'unrewritten', 'freed'] as const) if (x[k] !== undefined && !isCount(x[k])) return `${id}: "${k}" is not a count`
   if (typeof x.node !== 'string' || x.node === '') return `${id}: "node" is not a node id`
   if (!Array.isArray(x.errors) || !x.errors.every(e => typeof e === 'string')) return `${id}: "errors" is not a list of strings`
   if (!Array.isArray(x.lostObjects) || !x.lostObjects.every(isCount)) return `${id}: "lostObjects" is not a list of object numbers`
@@ -45,12 +45,13 @@ function parseOne (id: string, x: unknown): LastRepair | string {
     scrubbed = []
     for (const s of x.scrubbed as unknown[]) {
       if (!isObject(s) || typeof s.layer !== 'string' || !isCount(s.index) || typeof s.node !== 'string' || typeof s.healed !== 'boolean' || (s.error !== undefined && typeof s.error !== 'string')) return `${id}: a "scrubbed" entry is not {layer, index, node, healed, error?}`
-      scrubbed.push({ layer: s.layer, index: s.index, node: s.node, ...(typeof s.name === 'string' ? { name: s.name } : {}), healed: s.healed, ...(s.error !== undefined ? { error: s.error as string } : {}) })
+      scrubbed.push({ layer: s.layer, index: s.index, node: s.node, ...(typeof s.name === 'string' ? { name: s.name } : {}), healed: s.healed, ...(s.error !== undefined ? { error: s.error as string } : {}), ...(s.readable === true ? { readable: true as const } : {}) })
     }
   }
   return {
     node: x.node, at: x.at as number, copied: x.copied as number, failed: x.failed as number, bytes: x.bytes as number, lost: x.lost as number,
     ...(x.unsound !== undefined ? { unsound: x.unsound as number } : {}),
+    ...(x.unrewritten !== undefined ? { unrewritten: x.unrewritten as number } : {}),
     ...(x.freed !== undefined ? { freed: x.freed as number } : {}),
     ...(isCount(x.unavailable) ? { unavailable: x.unavailable } : {}),
     ...(typeof x.unavailableWhy === 'string' ? { unavailableWhy: x.unavailableWhy } : {}),

@@ -9,6 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { ReplicaTransport } from './replication.ts'
 import { pace } from './repair.ts'
 import { NO_VERSION, compareVersions } from './versions.ts'
+import { CHECK_BLOCK } from './checksums.ts'
+import { assembleObject, type CheckedCopy } from './assemble.ts'
 
 export interface ScrubProgress { startedAt: number, objects: number, total: number, bytes: number, bad: number, repaired: number }
 
@@ -79,7 +81,7 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
         if (!ok) {
           p.bad++
           per.bad++
-          const h = await healCopyDetail(this.c, layer, index)
+          const h = await healCopyDetail(this.c, layer, index, bad)
           ok = h.error == null
           if (ok) { p.repaired++; per.repaired++ } else report.unrepaired.push({ layer, index, error: h.error!, ...(h.everyCopy ? { everyCopy: true as const } : {}) })
         }
@@ -91,18 +93,26 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
   }
 }
 
+/** what healing a copy needs; with `objectSize`, a copy damaged everywhere is assembled block by block (assemble.ts) */
+export type HealComponents = Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'> & { objectSize?: number, blockSize?: number }
+
 /**
  * Rewrites this node's copy of one object from a sound one on another live node, the
- * newest first (each verified just before it is read); null when healed, else why not.
- * The scrub uses it for each bad copy it finds, and the service as soon as a read or a
- * failed fsync reports a copy damaged.
+ * newest first (each verified just before it is read), or, when every copy it looked
+ * at is damaged, from one assembled of their sound blocks; null when healed, else why
+ * not. The scrub uses it for each bad copy it finds, and the service as soon as a read
+ * or a failed fsync reports a copy damaged.
  */
-export async function healCopy (c: Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'>, layer: string, index: number): Promise<string | null> {
+export async function healCopy (c: HealComponents, layer: string, index: number): Promise<string | null> {
   return (await healCopyDetail(c, layer, index)).error
 }
 
-/** healCopy, saying also whether every other copy it looked at was damaged too (the object is unreadable) */
-export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'>, layer: string, index: number): Promise<{ error: string | null, everyCopy: boolean }> {
+/**
+ * healCopy, saying also whether every copy it looked at was damaged with some block
+ * damaged on all of them (the object is unreadable there). `bad`: this copy's damaged
+ * blocks, when the caller has just verified it.
+ */
+export async function healCopyDetail (c: HealComponents, layer: string, index: number, bad?: readonly number[]): Promise<{ error: string | null, everyCopy: boolean }> {
   const name = (n: string): string => c.nameOf?.(n) ?? n
   let damaged = 0
   /** sources whose copy could not be looked at (down, an error): it may be sound */
@@ -113,10 +123,12 @@ export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 
   const versions = new Map(await Promise.all(others.map(async n => {
     try { return [n, (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION] as const } catch { return [n, NO_VERSION] as const }
   })))
+  /** the damaged copies looked at, with their damaged blocks */
+  const checked: CheckedCopy[] = []
   for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
     try {
       const v = await c.transport.call(src, { op: 'verify', volume: layer, index })
-      if ((v.reply.bad ?? []).length > 0) { why.push(`${name(src)}: its copy is damaged too`); damaged++; continue }
+      if ((v.reply.bad ?? []).length > 0) { why.push(`${name(src)}: its copy is damaged too`); damaged++; checked.push({ node: src, bad: v.reply.bad! }); continue }
       const r = await c.transport.call(src, { op: 'get', volume: layer, index })
       // a node without a copy says nothing of the object's other copies
       if (r.data == null) { why.push(`${name(src)}: no copy`); continue }
@@ -124,5 +136,21 @@ export async function healCopyDetail (c: Pick<ScrubberComponents, 'transport' | 
       return { error: null, everyCopy: false }
     } catch (err) { why.push(`${name(src)}: ${(err as Error).message}`); unknown++ }
   }
-  return { error: why.length === 0 ? 'no other live node to copy from' : why.join('; '), everyCopy: damaged > 0 && unknown === 0 }
+  let readable = false
+  if (c.objectSize != null && checked.length > 0) {
+    // every block sound on some copy (this one's included) makes the object whole again
+    let mine: readonly number[] | null = bad ?? null
+    try { mine ??= (await c.transport.call(self, { op: 'verify', volume: layer, index })).reply.bad ?? [] } catch (err) { why.push(`verifying this copy failed: ${(err as Error).message}`) }
+    const a = mine == null ? null : await assembleObject(c.transport, layer, index, [{ node: self, bad: mine }, ...checked], { objectSize: c.objectSize, blockSize: c.blockSize ?? CHECK_BLOCK }, name)
+    if (a != null && 'error' in a) { readable = a.readable; why.push(`no whole copy could be made of the copies' sound blocks: ${a.error}`) }
+    if (a != null && !('error' in a)) {
+      readable = true
+      try {
+        // replace: rewrites the equal version; a write that landed since (newer) stays
+        await c.transport.call(self, { op: 'put', volume: layer, index, epoch: 0, version: a.version, replace: true }, a.data)
+        return { error: null, everyCopy: false }
+      } catch (err) { why.push(`writing the copy assembled of the copies' sound blocks failed: ${(err as Error).message}`) }
+    }
+  }
+  return { error: why.length === 0 ? 'no other live node to copy from' : why.join('; '), everyCopy: damaged > 0 && unknown === 0 && !readable }
 }

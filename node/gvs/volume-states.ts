@@ -145,7 +145,9 @@ export class VolumeStates {
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
         // on every copy: the coordinator does not know of it (it keeps its own last repair)
         const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
-        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked: unreadable until rewritten`] }
+        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' has' : 's have'} blocks damaged on every copy a scrub through this node checked: unreadable there until rewritten`] }
+        const unrewritten = this.lastRepairs.get(v.id)?.unrewritten ?? 0
+        if (unrewritten > 0 && (h.lastRepair?.unrewritten ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unrewritten} object${unrewritten === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked, each block sound on some copy (reads succeed), but the copies could not be rewritten`] }
         out.set(v.id, h)
       }
     }))

@@ -69,7 +69,7 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   t.regex(body.errors.join('\n'), /object 1 .* not rewritten: no sound copy to rewrite it from: every copy checked .* is damaged/)
   const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health(), { state: 'degraded' })
-  t.regex((await health()).reasons.join('\n'), /1 object is damaged on every copy/)
+  t.regex((await health()).reasons.join('\n'), /1 object has blocks damaged on every copy/)
   // and /v1/status says so on each node: not only `vol ls` shows a volume not at full redundancy
   for (const svc of svcs) {
     const p = (await svc.problems()).find(x => x.cause === 'volumes-degraded')
@@ -81,7 +81,7 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const other = apiOf(svcs[1]!)
   const health1 = async (): Promise<{ state: string, reasons: string[] }> => (await other.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health1(), { state: 'degraded' })
-  t.regex((await health1()).reasons.join('\n'), /1 object is damaged on every copy a scrub checked/)
+  t.regex((await health1()).reasons.join('\n'), /1 object has blocks damaged on every copy a scrub checked/)
   // a repair without scrub does not look at the data: it keeps what the scrub found
   await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
   t.regex((await health()).reasons.join('\n'), /damaged on every copy/)
@@ -95,7 +95,7 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const app2 = apiOf(restarted)
   const health2 = async (): Promise<{ state: string, reasons: string[] }> => (await app2.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health2(), { state: 'degraded' })
-  t.regex((await health2()).reasons.join('\n'), /1 object is damaged on every copy/)
+  t.regex((await health2()).reasons.join('\n'), /1 object has blocks damaged on every copy/)
   await app2.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
   t.regex((await health2()).reasons.join('\n'), /damaged on every copy/, 'a repair after the restart still carries it')
   // rewritten (a client writes the whole object again): the next scrub finds it sound
@@ -126,4 +126,48 @@ test('an object damaged on every copy and rewritten since: a node\'s scheduled s
   t.deepEqual(r.sound, [`${id}/1`])
   t.deepEqual(state.read().get('volumes', id)!.value.unsound, {}, 'the record cleared without a vol repair --scrub')
   t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'healthy' })
+})
+
+/** a few bytes of rot in `index` of the volume's copies, at a different offset on each node (as `dd conv=notrunc`) */
+async function rot (dir: string, id: string, index: number, at: Record<string, number>): Promise<void> {
+  for (const [a, offset] of Object.entries(at)) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, index.toString(16).padStart(8, '0')), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, offset)
+    await fh.close()
+  }
+}
+
+test('an object damaged on every copy in different blocks: repair with scrub assembles a sound copy of their sound blocks, rewrites both, and the volume is healthy', async t => {
+  const { dir, svcs, state, app, id } = await twoNodes(t, 'gvsblocks', '/h/blocks', '8M')
+  const data = randomBytes(8 * MiB)
+  await svcs[0]!.device('h/blocks')!.write(0, data, true)
+  await rot(dir, id, 1, { a0: 4096 + 10, a1: 5 * 4096 + 100 })
+  t.deepEqual(await svcs[0]!.store.verify(id, 1), [1])
+  t.deepEqual(await svcs[1]!.store.verify(id, 1), [5])
+  const r = await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })
+  const body = r.json<{ failed: number, health: string, errors: string[] }>()
+  t.like(body, { failed: 0, health: 'healthy' }, JSON.stringify(body))
+  for (const svc of svcs) {
+    t.deepEqual(await svc.store.verify(id, 1), [], 'each copy rewritten sound')
+    t.true(Buffer.from(await svc.store.read(id, 1, 0, 4 * MiB)).equals(data.subarray(4 * MiB)), 'holding the written data')
+  }
+  const health = (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(health, { state: 'healthy' }, health.reasons.join('; '))
+  t.deepEqual(state.read().get('volumes', id)!.value.unsound ?? {}, {}, 'nothing recorded unreadable')
+})
+
+test('so does a node\'s scheduled scrub for its own copy; and an object with a block damaged on every copy is still said unreadable', async t => {
+  const { dir, svcs, state, id } = await twoNodes(t, 'gvsblocks2', '/h/blocks2', '8M')
+  const data = randomBytes(8 * MiB)
+  await svcs[0]!.device('h/blocks2')!.write(0, data, true)
+  await rot(dir, id, 1, { a0: 4096, a1: 3 * 4096 })
+  await rot(dir, id, 0, { a0: 2 * 4096, a1: 2 * 4096 + 50 })
+  const scrubbed = (await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number, repaired: number, unrepaired: Array<{ index: number, everyCopy?: boolean, error: string }> }>()
+  t.like(scrubbed, { bad: 2, repaired: 1 })
+  t.deepEqual(await svcs[1]!.store.verify(id, 1), [], 'object 1 rewritten of both copies\' sound blocks')
+  t.true(Buffer.from(await svcs[1]!.store.read(id, 1, 0, 4 * MiB)).equals(data.subarray(4 * MiB)))
+  t.is(scrubbed.unrepaired.length, 1)
+  t.like(scrubbed.unrepaired[0], { index: 0, everyCopy: true })
+  t.regex(scrubbed.unrepaired[0]!.error, /block 2 is damaged on every copy checked/)
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/0`], 'only object 0 recorded unreadable')
 })

@@ -31,9 +31,9 @@ test('three nodes: an object damaged on both its copies, found by a node\'s sche
   const scrubbed = (await apiOf(g.svcs[at]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number, unrepaired: Array<{ everyCopy?: boolean, error: string }> }>()
   t.log(JSON.stringify(scrubbed.unrepaired))
   t.like(scrubbed, { bad: 1 })
-  // the other holder's copy is damaged too, and the third node has none: no sound copy anywhere; named by name
+  // the other holder's copy is damaged too (in the same block), and the third node has none: no sound copy anywhere; named by name
   t.true(scrubbed.unrepaired[0]?.everyCopy)
-  t.regex(scrubbed.unrepaired[0]?.error ?? '', /^a[012]: its copy is damaged too; a[012]: no copy$/)
+  t.regex(scrubbed.unrepaired[0]?.error ?? '', /^a[012]: its copy is damaged too; a[012]: no copy; no whole copy could be made of the copies' sound blocks: block 1 is damaged on every copy checked \(a[012], a[012]\)$/)
   t.deepEqual(Object.keys(doc.state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/2`])
   for (const s of g.svcs) t.like((await apiOf(s).inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'degraded' })
 })

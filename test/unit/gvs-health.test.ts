@@ -153,3 +153,14 @@ test('progress without a terminal: one plain line per 10 % step; qemu-img percen
   t.is(qemuImgPercent('    (0.00/100%)\r    (45.50/100%)\r'), 45.5)
   t.is(qemuImgPercent('no progress here'), null)
 })
+
+test('objects damaged on every copy: unreadable only when some block is damaged on all of them', t => {
+  const last = { node: 'a', at: 1, copied: 0, failed: 2, bytes: 0, lost: 0 }
+  const unreadable = volumeHealth(base({ lastRepair: { ...last, unsound: 1 } }))
+  t.is(unreadable.state, 'degraded')
+  t.regex(unreadable.reasons.join('\n'), /1 object has blocks damaged on every copy a scrub checked: unreadable there until rewritten/)
+  const readable = volumeHealth(base({ lastRepair: { ...last, unrewritten: 1 } }))
+  t.is(readable.state, 'degraded')
+  t.notRegex(readable.reasons.join('\n'), /unreadable/)
+  t.regex(readable.reasons.join('\n'), /1 object is damaged on every copy a scrub checked, each block sound on some copy \(reads succeed\), but the copies could not be rewritten/)
+})

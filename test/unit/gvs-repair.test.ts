@@ -1,5 +1,6 @@
 import test from 'ava'
 import { planRepair, healthOf, pace } from '../../node/gvs/repair.ts'
+import { planAssembly } from '../../node/gvs/assemble.ts'
 
 test('planRepair copies missing holders from holders first, lists surplus, lost and short objects', t => {
   const inv = new Map<number, string[]>([[0, ['a', 'b']], [1, ['a', 'x']], [2, []], [3, ['c']]])
@@ -20,4 +21,11 @@ test('pace keeps copying at or under the rate', t => {
   t.is(pace(2e6, 1e6, 500), 1500)
   t.is(pace(2e6, 1e6, 5000), 0)
   t.is(pace(1e9, 0, 0), 0, 'no cap')
+})
+
+test('planAssembly reads each block from a copy where it is sound, the least damaged copy first, or names the blocks damaged on every copy', t => {
+  const copies = [{ node: 'a', bad: [1, 2, 6] }, { node: 'b', bad: [5] }, { node: 'c', bad: [0, 5] }]
+  t.deepEqual(planAssembly(copies, 8), { runs: [{ node: 'b', first: 0, count: 5 }, { node: 'a', first: 5, count: 1 }, { node: 'b', first: 6, count: 2 }] })
+  t.deepEqual(planAssembly([{ node: 'a', bad: [3, 4] }, { node: 'b', bad: [4] }], 8), { unreadable: [4] })
+  t.deepEqual(planAssembly([], 2), { unreadable: [0, 1] })
 })
