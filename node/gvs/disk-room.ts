@@ -17,6 +17,21 @@ export interface FsSpace { bavail: number, bsize: number, blocks: number }
 /** the reserve for a file system of this many bytes (pure) */
 export const reserveFor = (total: number): number => Math.max(MiB, Math.min(64 * MiB, Math.floor(total / 100)))
 
+/** bytes as KiB under 1 MiB, else MiB to a tenth, rounded down (never more than there is) */
+const size = (b: number): string => b < MiB ? `${Math.floor(Math.max(0, b) / 1024)} KiB` : `${Math.floor(b / MiB * 10) / 10} MiB`
+
+/**
+ * Why `bytes` of object data do not fit, `free` being free on the file system and
+ * `reserve` kept for writer epochs and the intent log (pure). The reserve is said as
+ * part of what is free only when it is: with less free, the disk is short of the
+ * reserve itself (it used to read "0 MiB free ..., 4 MiB of it kept").
+ */
+export function noRoomWhy (free: number, reserve: number, bytes: number): string {
+  if (free <= 0) return `disk full (nothing free on the store's file system; object data stops ${size(reserve)} short of full, kept for writer epochs and the intent log)`
+  if (free <= reserve) return `disk full (${size(free)} free on the store's file system, ${free < reserve ? 'less than' : 'just'} the ${size(reserve)} object data leaves free for writer epochs and the intent log)`
+  return `disk full (${size(free)} free on the store's file system, ${size(reserve)} of it kept for writer epochs and the intent log: ${size(free - reserve)} left for object data, ${size(bytes)} asked)`
+}
+
 export class DiskRoom {
   private readonly dir: string
   private readonly stat: (dir: string) => Promise<FsSpace>
@@ -67,7 +82,7 @@ export class DiskRoom {
     if (r == null) return
     const left = r.free - this.admitted
     if (left - bytes < r.reserve) {
-      throw new GvsError('no-space', `${what}: disk full (${Math.max(0, Math.floor(left / MiB))} MiB free on the store's file system, ${Math.round(r.reserve / MiB)} MiB of it kept for writer epochs and the intent log)`)
+      throw new GvsError('no-space', `${what}: ${noRoomWhy(left, r.reserve, bytes)}`)
     }
     this.admitted += bytes
   }

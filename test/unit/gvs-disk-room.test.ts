@@ -5,7 +5,7 @@ import test from 'ava'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DiskRoom, reserveFor, type FsSpace } from '../../node/gvs/disk-room.ts'
+import { DiskRoom, noRoomWhy, reserveFor, type FsSpace } from '../../node/gvs/disk-room.ts'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { isGvsError } from '../../node/gvs/errors.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -28,12 +28,20 @@ test('admits object data down to the reserve, counting what it admitted between 
   t.is(asked, 1, 'one reading within its time')
   const e = await t.throwsAsync(room.admit(MiB, 'writing object 3 of "v"'))
   t.true(isGvsError(e, 'no-space'))
-  t.regex(e!.message, /^writing object 3 of "v": disk full \(10 MiB free on the store's file system, 10 MiB of it kept for writer epochs and the intent log\)$/)
+  t.regex(e!.message, /^writing object 3 of "v": disk full \(10 MiB free on the store's file system, just the 10 MiB object data leaves free for writer epochs and the intent log\)$/)
   // room made: a new reading admits again
   free = 30 * MiB
   now += 500
   await room.admit(MiB, 'w')
   t.is(asked, 2)
+})
+
+test('the disk-full message never counts the reserve as part of what is free when less is free', t => {
+  // the tester's df showed 0 free: the message said "0 MiB free ..., 4 MiB of it kept"
+  t.is(noRoomWhy(0, 4 * MiB, 4 * MiB), 'disk full (nothing free on the store\'s file system; object data stops 4 MiB short of full, kept for writer epochs and the intent log)')
+  t.is(noRoomWhy(MiB + MiB / 2, 4 * MiB, 4 * MiB), 'disk full (1.5 MiB free on the store\'s file system, less than the 4 MiB object data leaves free for writer epochs and the intent log)')
+  t.is(noRoomWhy(512 * 1024, 4 * MiB, 4 * MiB), 'disk full (512 KiB free on the store\'s file system, less than the 4 MiB object data leaves free for writer epochs and the intent log)')
+  t.is(noRoomWhy(7 * MiB, 4 * MiB, 4 * MiB), 'disk full (7 MiB free on the store\'s file system, 4 MiB of it kept for writer epochs and the intent log: 3 MiB left for object data, 4 MiB asked)')
 })
 
 test('a store whose disk the objects filled refuses object writes and copies in, and still records a new writer\'s epoch', async t => {
