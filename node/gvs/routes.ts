@@ -206,7 +206,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // one at a time: a rename that loses its settle window is undone, and a resize
       // made in the same change would stay with nobody told
       if (b.size != null && b.path != null) throw new ValidationError('body', 'give size (grow) or path (rename), not both: make them two requests')
-      const v = findVolume(svc.volumes(), req.params.id)
+      const v = findVolume(svc.volumes(), req.params.id, b.size != null ? 'resized' : 'renamed')
       if (b.path != null) {
         const r = state.read()
         checkRename(v, r.list('vms'), r.list('leases'), await svc.writersOf(v.id))
@@ -241,7 +241,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const withSnapshots = req.query.snapshots === undefined ? false : req.query.snapshots === 'true' ? true : req.query.snapshots === 'false' ? false : undefined
       if (withSnapshots === undefined) throw new ValidationError('snapshots', `snapshots must be true or false, given once, not ${JSON.stringify(req.query.snapshots)}`)
-      const v = findVolume(svc.volumes(), req.params.id)
+      const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')
       const r = state.read()
       checkDestroy(v, r.list('vms'), r.list('leases'))
       checkSnapshotsGo(v, withSnapshots)
@@ -286,7 +286,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {
       const b = body(req.body)
       onlyFields(b, ['name'])
-      const v = findVolume(svc.volumes(), req.params.id)
+      const v = findVolume(svc.volumes(), req.params.id, 'snapshotted (snapshot a clone of it)')
       // answered once the replicas refuse further writes to the frozen layer: a writer
       // whose document lags can no longer put a later write into the snapshot
       await svc.freeze(await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`))
@@ -301,7 +301,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const bad = (b.volumes as unknown[]).findIndex(x => typeof x !== 'string' || x === '')
       if (bad >= 0) throw new ValidationError('volumes', `volumes[${bad}] is ${JSON.stringify(b.volumes[bad]) ?? String(b.volumes[bad])}: each must be a volume path or id (a string)`)
       const all = svc.volumes()
-      const vs = (b.volumes as string[]).map(x => findVolume(all, x))
+      const vs = (b.volumes as string[]).map(x => findVolume(all, x, 'snapshotted (snapshot a clone of it)'))
       const twice = vs.find((v, i) => vs.findIndex(x => x.id === v.id) !== i)
       if (twice != null) throw new ValidationError('volumes', `volume ${twice.path} is listed twice (by path or id): each volume once`)
       await svc.freeze(await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`))

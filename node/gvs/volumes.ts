@@ -67,12 +67,31 @@ export function byPath (volumes: Iterable<Volume>, path: string): Volume | undef
   return holder
 }
 
-/** a volume by id or path */
-export function findVolume (volumes: Iterable<Volume>, idOrPath: string): Volume {
+/**
+ * A volume by id or path. A VOLUME@SNAPSHOT names no volume: the error says whether that
+ * snapshot exists, and, for one that does, that it is read-only and what to do instead;
+ * with `doing` (what the request would do: "resized") it is a 409 `read-only`.
+ */
+export function findVolume (volumes: Iterable<Volume>, idOrPath: string, doing?: string): Volume {
   const all = [...volumes]
   const v = all.find(x => x.id === idOrPath) ?? byPath(all, idOrPath)
-  if (v == null) throw new NotFoundError(`no volume with id or path "${idOrPath}"`)
+  if (v == null) throw notAVolume(all, idOrPath, doing)
   return v
+}
+
+/** why `ref` names no volume (pure) */
+function notAVolume (all: Volume[], ref: string, doing?: string): Error {
+  const parts = splitSnapshotRef(ref)
+  const of = parts == null ? undefined : all.find(x => x.id === parts.volume) ?? byPath(all, parts.volume)
+  if (parts == null || of == null) return new NotFoundError(`no volume with id or path "${ref}"`)
+  if (snapshotOf(of, parts.snapshot) == null) {
+    const names = Object.keys(of.snapshots).sort()
+    const has = names.length === 0 ? 'it has none' : `it has ${names.length > 10 ? `${names.slice(0, 10).join(', ')} and ${names.length - 10} more` : names.join(', ')}`
+    return new NotFoundError(`no volume with id or path "${ref}", and volume ${of.path} has no snapshot "${parts.snapshot}" (${has})`)
+  }
+  const is = `"${ref}" is snapshot ${parts.snapshot} of volume ${of.path}, and a snapshot is read-only`
+  const instead = `vgrid vol clone ${of.path}@${parts.snapshot} NEWPATH makes a writable volume of it; vgrid vol snapshot rm ${of.path} ${parts.snapshot} removes it`
+  return doing == null ? new NotFoundError(`no volume with id or path "${ref}": ${is} (${instead})`) : new ConflictError(`${is}: it cannot be ${doing} (${instead})`, 'read-only')
 }
 
 /** the draft of a new volume, or why not */

@@ -149,6 +149,11 @@ test('vgrid vol commands', async t => {
     t.regex(await cli('rm', '/shop/db/tail'), /removed/)
   }
   t.regex(await cli('snapshot', '--set', 'both', '/shop/db/main', '/shop/db/copy'), /snapshot both of/)
+  // a snapshot given where a volume is expected: read-only, and what to do instead (was a bare not_found)
+  await t.throwsAsync(cli('resize', '/shop/db/main@both', '64M'), { message: /"\/shop\/db\/main@both" is snapshot both of volume \/shop\/db\/main, and a snapshot is read-only: it cannot be resized \(vgrid vol clone \/shop\/db\/main@both NEWPATH makes a writable volume of it; vgrid vol snapshot rm \/shop\/db\/main both removes it\)/ })
+  await t.throwsAsync(cli('rm', '/shop/db/main@both'), { message: /read-only: it cannot be removed as a volume .*vgrid vol snapshot rm \/shop\/db\/main both removes it/ })
+  await t.throwsAsync(cli('snapshot', '/shop/db/main@both', 's2'), { message: /read-only: it cannot be snapshotted/ })
+  await t.throwsAsync(cli('resize', '/shop/db/main@nope', '64M'), { message: /volume \/shop\/db\/main has no snapshot "nope" \(it has (\S+, )?both\)/ })
   t.regex(await cli('snapshot', 'rm', '/shop/db/main', 'both'), /removed snapshot/)
   await t.throwsAsync(cli('clone', '/shop/db/main@nope', '/x'), { message: /has no snapshot "nope"/ })
   await t.throwsAsync(cli('rm', '/shop/db/copy'), { message: /"\/shop\/db\/copy" has 1 snapshot \(both\), which would go with it/ })

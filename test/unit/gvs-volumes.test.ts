@@ -92,3 +92,19 @@ test('sayLayers: object-set names in a message said as paths, snapshots and laye
   t.is(say('volume "vol-ffffffffffff@2" object 1'), 'volume "vol-ffffffffffff@2" object 1', 'a volume not here: as it was')
   t.is(say('nothing to name'), 'nothing to name')
 })
+
+test('a VOLUME@SNAPSHOT given where a volume is expected: a snapshot is read-only, said with what to do instead; one that does not exist is said so', t => {
+  const snap = (name: string): Volume['snapshots'][string] => ({ name, createdAt: 1, layers: ['vol-a'], sizeBytes: G, ...stamp })
+  const vs = [vol({ path: '/bb/r3', snapshots: { s1: snap('s1'), s2: snap('s2') } })]
+  const e = (ref: string, doing?: string): { name: string, message: string, code?: string } => {
+    try { findVolume(vs, ref, doing); return { name: 'found', message: '' } } catch (err) { return err as { name: string, message: string, code?: string } }
+  }
+  t.like(e('/bb/r3@s1', 'resized'), { name: 'ConflictError', code: 'read-only', message: '"/bb/r3@s1" is snapshot s1 of volume /bb/r3, and a snapshot is read-only: it cannot be resized (vgrid vol clone /bb/r3@s1 NEWPATH makes a writable volume of it; vgrid vol snapshot rm /bb/r3 s1 removes it)' })
+  t.like(e('vol-a@s2', 'removed as a volume'), { name: 'ConflictError', code: 'read-only' })
+  t.regex(e('vol-a@s2', 'removed as a volume').message, /snapshot s2 of volume \/bb\/r3.*cannot be removed as a volume.*vgrid vol snapshot rm \/bb\/r3 s2 removes it/)
+  // asked only to look (vol info): not found, saying what it is
+  t.like(e('/bb/r3@s1'), { name: 'NotFoundError' })
+  t.regex(e('/bb/r3@s1').message, /^no volume with id or path "\/bb\/r3@s1": "\/bb\/r3@s1" is snapshot s1 of volume \/bb\/r3, and a snapshot is read-only/)
+  t.like(e('/bb/r3@nope', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/r3@nope", and volume /bb/r3 has no snapshot "nope" (it has s1, s2)' })
+  t.like(e('/bb/none@s1', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/none@s1"' })
+})
