@@ -5,8 +5,9 @@ export const out = (s: string): void => { process.stdout.write(s + '\n') }
 export const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
 export const enc = encodeURIComponent
 
-/** "healthy", "degraded", "repairing 45%" */
+/** "healthy", "degraded", "repairing 45%", "degraded, no reads or writes here (no majority)" */
 export function stateText (h: VolumeHealthView): string {
+  if (h.noMajority != null) return `${h.state}, no reads or writes here (no majority)`
   if (h.state === 'repairing' && h.repair != null && h.repair.total > 0) return `repairing ${Math.floor(h.repair.done / h.repair.total * 100)}%`
   return h.state
 }

@@ -76,6 +76,8 @@ export interface VolumeHealthView {
   lastRepair: LastRepairView | null
   /** the node whose inventory and repair this is */
   coordinator?: string
+  /** why the node answering refuses every read and write of the volume: it sees no majority of the roll (absent: it does not) */
+  noMajority?: string
 }
 
 const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`

@@ -20,9 +20,14 @@ export function degradedProblem (vols: readonly Volume[], states: ReadonlyMap<st
     return h == null || h.state === 'healthy' ? [] : [{ v, h }]
   }).sort((a, b) => a.v.path < b.v.path ? -1 : a.v.path > b.v.path ? 1 : 0)
   if (bad.length === 0) return null
-  const named = bad.slice(0, NAMED).map(({ v, h }) => `${v.path} ${stateText(h)}${h.reasons.length > 0 ? ` (${h.reasons[0]!})` : ''}`)
+  // a node with no majority refuses all I/O of every volume: said first, once, and each
+  // volume's first reason besides it
+  const blind = bad.find(({ h }) => h.noMajority != null)?.h.noMajority
+  const reasonOf = (h: VolumeHealthView): string | undefined => h.noMajority != null ? h.reasons[1] : h.reasons[0]
+  const named = bad.slice(0, NAMED).map(({ v, h }) => `${v.path} ${stateText(h)}${reasonOf(h) != null ? ` (${reasonOf(h)!})` : ''}`)
   const more = bad.length > NAMED ? `; and ${bad.length - NAMED} more (vgrid vol ls)` : ''
-  return { service: 'gvs', cause: 'volumes-degraded', message: `${bad.length} volume(s) are not at full redundancy: ${named.join('; ')}${more}` }
+  const lead = blind == null ? '' : `${blind}: it refuses every read and write of every volume until it sees one (it cannot tell whether its copies are the newest); `
+  return { service: 'gvs', cause: 'volumes-degraded', message: `${lead}${bad.length} volume(s) are not at full redundancy: ${named.join('; ')}${more}` }
 }
 
 export interface VolumeProblemsComponents {

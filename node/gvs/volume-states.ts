@@ -10,6 +10,18 @@ import type { RepairRuns } from './repair-runs.ts'
 import type { StatusAnswer, StatusService } from './status-protocol.ts'
 import { layersOf } from './volumes.ts'
 
+/**
+ * A volume's state as seen from a node that sees no majority of the roll (`why`): it
+ * reads and writes no volume then (replicated-volume.ts), so it is degraded whatever
+ * its copies, and says so first, and `noMajority` lets `vol ls` and status say it too
+ * (only `vol info` showed it, last among the reasons). Pure.
+ */
+export function withNoMajority (h: VolumeHealthView, why: string | null | undefined): VolumeHealthView {
+  if (why == null || h.noMajority != null) return h
+  const reason = `${why}: not readable or writable here until it sees one (it cannot tell whether its copies are the newest)`
+  return { ...h, state: 'degraded', reasons: [reason, ...h.reasons], noMajority: why }
+}
+
 /** how long an inventory answers for a volume's state before it is taken again (a list request to each live node) */
 const INVENTORY_TTL_MS = 5000
 /** how long the API waits for an inventory before it answers with the last one */
@@ -87,12 +99,7 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf })
-    const noMajority = this.c.noMajority?.()
-    if (noMajority != null) {
-      h.reasons.push(`${noMajority}: not readable or writable here until it sees one (it cannot tell whether its copies are the newest)`)
-      h.state = 'degraded'
-    }
+    const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf }), this.c.noMajority?.())
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
@@ -148,7 +155,8 @@ export class VolumeStates {
         if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' has' : 's have'} blocks damaged on every copy a scrub through this node checked: unreadable there until rewritten`] }
         const unrewritten = this.lastRepairs.get(v.id)?.unrewritten ?? 0
         if (unrewritten > 0 && (h.lastRepair?.unrewritten ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unrewritten} object${unrewritten === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked, each block sound on some copy (reads succeed), but the copies could not be rewritten`] }
-        out.set(v.id, h)
+        // what this node refuses is its own to say, whatever the coordinator sees
+        out.set(v.id, withNoMajority(h, this.c.noMajority?.()))
       }
     }))
     return out

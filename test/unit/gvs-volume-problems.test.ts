@@ -5,6 +5,8 @@ import test from 'ava'
 import type { Volume } from '../../crdt/index.ts'
 import type { VolumeHealthView } from '../../node/gvs/health.ts'
 import { degradedProblem, VolumeProblems } from '../../node/gvs/volume-problems.ts'
+import { withNoMajority } from '../../node/gvs/volume-states.ts'
+import { stateText } from '../../node/gvs/cli-format.ts'
 
 const vol = (id: string, path: string): Volume => ({ id, path } as unknown as Volume)
 const view = (state: VolumeHealthView['state'], reasons: string[] = [], repair: VolumeHealthView['repair'] = null): VolumeHealthView => ({ state, reasons, repair, lastRepair: null })
@@ -52,4 +54,21 @@ test('VolumeProblems: kept 10 s with its since, asked again after; a refresh tha
   const kept = await vp.problems()
   t.true(Date.now() - t0 < 3000)
   t.regex(kept[0]!.message, /again/)
+})
+
+test('a node that sees no majority: vol ls\'s state and the status problem say it refuses every read and write here, not only that copies are short', t => {
+  const vols = [vol('a', '/shop/db'), vol('b', '/shop/web')]
+  const why = 'this node sees 2 of the grid\'s 4 members (no majority)'
+  const short = view('degraded', ['3 objects have fewer than 3 live copies'])
+  const h = withNoMajority(short, why)
+  t.is(h.state, 'degraded')
+  t.is(h.noMajority, why)
+  t.regex(h.reasons[0]!, /^this node sees 2 of the grid's 4 members \(no majority\): not readable or writable here until it sees one/)
+  t.is(withNoMajority(h, why), h, 'said once')
+  t.is(withNoMajority(short, null), short)
+  t.is(withNoMajority(view('healthy'), why).state, 'degraded', 'whatever its copies')
+  t.is(stateText(h), 'degraded, no reads or writes here (no majority)')
+  t.is(stateText(short), 'degraded')
+  const p = degradedProblem(vols, new Map([['a', h], ['b', withNoMajority(view('healthy'), why)]]))
+  t.is(p?.message, 'this node sees 2 of the grid\'s 4 members (no majority): it refuses every read and write of every volume until it sees one (it cannot tell whether its copies are the newest); 2 volume(s) are not at full redundancy: /shop/db degraded, no reads or writes here (no majority) (3 objects have fewer than 3 live copies); /shop/web degraded, no reads or writes here (no majority)')
 })

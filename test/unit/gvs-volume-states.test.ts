@@ -34,3 +34,26 @@ test('a coordinator that does not answer: this node\'s own view, begun while it 
   t.regex(h.reasons.join('\n'), new RegExp(`its repair coordinator ${coord} did not answer \\(no answer within 5000 ms\\): this node's view`))
   t.true(ms < 5000 + 1500, `answered after the coordinator's wait, with this node's view ready by then (${ms} ms; both in turn took 7.5 s)`)
 })
+
+test('a node that sees no majority says so in every volume\'s state, its own view or its coordinator\'s', async t => {
+  const live = new Set(['n1', 'n2'])
+  const vs = ['vol-000000000001', 'vol-000000000002', 'vol-000000000003', 'vol-000000000004'].map(id => ({ id, path: `/${id}`, sizeBytes: 2 ** 20, replicas: 3, minReplicas: 3, state: 'ready', parent: null, snapshots: {}, epoch: 1 }) as unknown as Volume)
+  const self = 'n1'
+  const states = new VolumeStates({
+    self,
+    repairs: { repairer: () => ({ inventory: async () => ({ inventory: new Map([[0, [...live]]]), listed: [...live] }), unavailable: async () => [] }), progress: () => null, isRunning: () => false, last: new Map() } as unknown as RepairRuns,
+    // the coordinator on the same side answers with a view that does not say it
+    status: { ask: async (_node: string, ids: string[]) => Object.fromEntries(ids.map(id => [id, { writers: 0, health: { state: 'degraded', reasons: ['1 object has fewer than 3 live copies'], repair: null, lastRepair: null } }])) } as unknown as Pick<StatusService, 'ask'>,
+    live: () => live,
+    members: () => new Map(),
+    noMajority: () => 'this node sees 2 of the grid\'s 4 members (no majority)'
+  })
+  const all = await states.of(vs)
+  t.true(vs.some(v => coordinatorOf(v.id, live) === self) && vs.some(v => coordinatorOf(v.id, live) !== self), 'both kinds of view')
+  for (const v of vs) {
+    const h = all.get(v.id)!
+    t.is(h.state, 'degraded')
+    t.is(h.noMajority, 'this node sees 2 of the grid\'s 4 members (no majority)', v.id)
+    t.regex(h.reasons[0]!, /no majority\): not readable or writable here/)
+  }
+})
