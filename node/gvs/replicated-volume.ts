@@ -141,6 +141,9 @@ export class ReplicatedVolume implements BlockDevice {
     // to the others, and the copy is tried again by the next settle or left to repair)
     if (this.under != null) {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
+      // as below: an acknowledged write is on at least minReplicas nodes, so with that many
+      // silent its only copies may be theirs, and what answered older
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`)
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound

@@ -133,3 +133,27 @@ test('a layered volume whose write failed on a full holder reads the write back 
   const [a, c] = [await stores.A!.stat('v@1', 0), await stores.C!.stat('v@1', 0)]
   t.true(a.version.seq > c.version.seq, `C's copy (${c.version.seq}) is behind A's (${a.version.seq}) for any other reader`)
 })
+
+test('a layered read with as many holders silent as an acknowledged write reaches fails (the newest copy may be only theirs), never serves the older copy that answered', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-rsettle-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B', 'C']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  // every holder took 2.1 (2s); a write acknowledged on A and B only (minReplicas 2) took 2.2 (3s): C missed it
+  for (const n of ['A', 'B', 'C']) await stores[n]!.write('v@1', 0, 0, block(2), { epoch: 2, version: { epoch: 2, seq: 1 } })
+  for (const n of ['A', 'B']) await stores[n]!.write('v@1', 0, 0, block(3), { epoch: 2, version: { epoch: 2, seq: 2 } })
+  let silent = true
+  const transport: ReplicaTransport = {
+    self: 'C',
+    call: async (peer, req, data) => {
+      if (silent && peer !== 'C') throw new GvsError('unavailable', `replica ${peer} unreachable (test)`)
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B', 'C'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v@1', under: ['v'], placementKey: 'v', size: 8 * MiB, replicas: 3, minReplicas: 2, epoch: 3, retryMs: 0 })
+  const err = await v.read(0, 4).then(r => [...r], (e: unknown) => e)
+  t.true(err instanceof GvsError && err.code === 'unavailable', `not C's older copy: ${String(err)}`)
+  t.regex((err as Error).message, /may hold a newer copy/)
+  silent = false
+  t.deepEqual([...await v.read(0, 4)], [3, 3, 3, 3], 'once they answer: the acknowledged write')
+})
