@@ -142,6 +142,10 @@ test('the service stays degraded while no new log can be started after a saved s
   t.teardown(async () => await again.stop().catch(() => {}))
   t.deepEqual(again.labelsOf(node), { a: '1', c: '3' })
   t.deepEqual(again.view().persistence.recovered, [])
+  // the snapshot on disk is the previous run's: its time, not "never"
+  const at = again.view().persistence.lastSnapshotAt
+  t.truthy(at, 'a snapshot on disk has a time')
+  t.true(Date.now() - Date.parse(at!) < 120_000, String(at))
 })
 
 test('a damaged log\'s intact records survive a failure (or crash) before the start\'s snapshot holds them', async t => {

@@ -2,6 +2,7 @@
 // sync with every peer. The one entry point for the rest of the agent: read through
 // `read()`, write through `write()` (resolves once the change is on disk), watch
 // `changed`. Start after the libp2p host, stop before it.
+import { statSync } from 'node:fs'
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
@@ -148,6 +149,8 @@ export class StateService extends EventEmitter<StateEvents> {
       },
       onDiskError: err => { this.degrade(err) }
     })
+    // the snapshot a previous run wrote: its time, not "never"
+    try { this.persister.lastSnapshotAt = statSync(this.store.path('snapshot')).mtimeMs } catch {}
     await this.store.openLog()
     // a clean base after a repair or a migration
     if (this.recovered.length > 0 || this.persister.dirty) await this.persister.snapshot()
