@@ -151,6 +151,17 @@ export function restartPending (r: RestartRecord | null | undefined, wallNow: nu
 }
 
 /**
+ * As restartPending, counted on this node's own clock from when it last heard the node
+ * (`lastHeard`, `now`: one monotonic clock), as the takeover counts its wait: `since` is
+ * the stopping node's wall clock, and a viewer whose clock runs ahead took the grace
+ * for over (a node behind, for 90 s too long). Where the node was never heard, `since`.
+ */
+export function restartPendingFrom (r: RestartRecord | null | undefined, lastHeard: number | undefined, now: number, wallNow: number): boolean {
+  if (r == null) return false
+  return lastHeard != null && Number.isFinite(lastHeard) ? now < lastHeard + r.fenceMs : restartPending(r, wallNow)
+}
+
+/**
  * The fence timeout a takeover of one holder's leases waits for: `fenceMs` (the longest
  * any node advertises, takeoverFenceMs), or the longer one its roll entry records while
  * its agent restarts (its watchdog then keeps its VMs alive that much longer). A record

@@ -21,6 +21,8 @@ export interface DvmmHealthComponents {
   fence: () => FenceDecision | undefined
   /** a node's name, also of one no longer a member */
   nameOf?: (id: string) => string
+  /** whether a node stopped for a restart may still run its VMs (DvmmService.restartGraceLeftMs), counted on this node's clock */
+  restarting?: (id: string) => boolean
 }
 
 export class DvmmHealth {
@@ -47,7 +49,7 @@ export class DvmmHealth {
     // without a majority in sight nothing lost is taken over, whether it fits or not
     const f = this.c.fence()
     const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
-    const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now, true)
+    const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf, this.c.restarting).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now, true)
     // with VMs to keep running, the grid must also keep a majority through one more loss
     const keep = [...now.doc.vms.values()].some(v => v.desired === 'running')
     const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
@@ -65,7 +67,7 @@ export class DvmmHealth {
    * it not come back).
    */
   stranded (v = this.viewOf(), restarting = false): LostVm[] {
-    return lostVms(v.doc, v.nodes, undefined, this.c.nameOf).filter(l => l.fitsNowhere != null && (restarting || l.restarting !== true))
+    return lostVms(v.doc, v.nodes, undefined, this.c.nameOf, this.c.restarting).filter(l => l.fitsNowhere != null && (restarting || l.restarting !== true))
   }
 
   /** VMs that should run, hold no lease, and that no node fits now (unplacedVms) */

@@ -75,7 +75,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
   const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
     const nodes = nodesOf(reader, doc)
-    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc)).map(l => [l.vm, l])) }
+    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc), svc.restartGraceLeftMs == null ? undefined : id => svc.restartGraceLeftMs!(id) > 0).map(l => [l.vm, l])) }
   }
   const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)
@@ -90,9 +90,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // a node stopped for a restart: its watchdog keeps the VM running through the grace,
       // and its agent, back, stops it then (or the watchdog kills it at the grace's end)
       const restart = doc.roll.get(l.winner.holder)?.restart
-      const wallNow = Date.now()
-      if (restart != null && restartPending(restart, wallNow)) {
-        return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} stopped for a restart: the VM runs there until its agent is back and stops it, or, if it is not back, until its watchdog kills it, within ${Math.ceil((restart.since + restart.fenceMs - wallNow) / 1000)} s` }
+      // counted on this node's clock from when it last heard the node (its stamp may run off ours)
+      const left = restart == null ? 0 : svc.restartGraceLeftMs?.(l.winner.holder) ?? (restartPending(restart, Date.now()) ? restart.since + restart.fenceMs - Date.now() : 0)
+      if (left > 0) {
+        return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} stopped for a restart: the VM runs there until its agent is back and stops it, or, if it is not back, until its watchdog kills it, within ${Math.ceil(left / 1000)} s` }
       }
       return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
     }

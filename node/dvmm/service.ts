@@ -198,7 +198,7 @@ export class DvmmService {
     this.fencing = new Fencing({ ...components, log: this.log, metrics: this.metrics, local: this.local }, this.cfg)
     this.roll = new RollJoin({ ...components, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) } })
     this.grace = new RestartGrace({ ...components, log: this.log, enqueue: (fn, opts) => { this.queue.enqueue(fn, opts) }, onGrace: components.onRestartGrace }, { graceMs: this.cfg.restartGraceMs })
-    this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state, nameOf: id => this.nameOf(id) }, this.cfg.strategy)
+    this.health = new DvmmHealth({ ...components, log: this.log, fence: () => this.fencing.state, nameOf: id => this.nameOf(id), restarting: id => this.restartGraceLeftMs(id) > 0 }, this.cfg.strategy)
     this.claims = new ClaimWatch({
       peerId: components.peerId,
       metrics: this.metrics,

@@ -252,9 +252,11 @@ export interface LostVm {
  * its fence timeout) until a live node takes them over, which it does only where one
  * fits them. `nodes`: as nodeViews makes them (this node counts as alive). `only`:
  * that one VM (the others still count for where it would fit). `nameOf`: the name of a
- * node no longer a member (forgotten).
+ * node no longer a member (forgotten). `restarting`: whether a node stopped for a restart
+ * may still run its VMs (DvmmService.restartGraceLeftMs counts it on this node's clock
+ * from when it last heard the node, as the takeover does; default: its record's own stamp).
  */
-export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string, nameOf: (id: string) => string = id => id, wallNow = Date.now()): LostVm[] {
+export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string, nameOf: (id: string) => string = id => id, restarting: (node: string) => boolean = node => restartPending(doc.roll.get(node)?.restart, Date.now())): LostVm[] {
   const alive = new Set(nodes.filter(n => n.alive).map(n => n.id))
   const out: LostVm[] = []
   for (const [id, l] of doc.leases) {
@@ -263,7 +265,7 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
     const status = l.winner.status
     if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed') continue
     const holder = l.winner.holder
-    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? nameOf(holder), fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(restartPending(doc.roll.get(holder)?.restart, wallNow) ? { restarting: true as const } : {}) })
+    out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? nameOf(holder), fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(doc.roll.get(holder)?.restart != null && restarting(holder) ? { restarting: true as const } : {}) })
   }
   return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 }

@@ -1,11 +1,11 @@
 // The membership views the API serves, as pure functions of the member table.
 import { countStates, mayBeRunning, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { poolOf } from '../../protocol/pool.ts'
-import { monoToWall } from '../../protocol/mono-clock.ts'
+import { monoNow, monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
 import { MAX_CLOCK_OFFSET_MS, type ClockOffset } from '../../protocol/heartbeat.ts'
-import { restartPending } from '../../crdt/placement/fence.ts'
+import { restartPendingFrom } from '../../crdt/placement/fence.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
@@ -32,7 +32,8 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     version: a.version,
     labels: { ...a.labels, ...labels },
     draining: roll.draining === true,
-    restarting: roll.restart == null || !restartPending(roll.restart, wallNow) ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
+    // gone: counted from when this node last heard it (its clock, not the node's), restartPendingFrom
+    restarting: roll.restart == null || !restartPendingFrom(roll.restart, m.state === 'alive' || m.state === 'suspect' ? undefined : m.lastSeen, monoNow(), wallNow) ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
     wireguard: a.wireguard,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,

@@ -64,3 +64,12 @@ test('vgrid ha: a node without a majority in sight does not say the others\' VMs
   const thin = haLines({ ok: false, stranded: [], noMargin: '2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node' })
   t.deepEqual(thin, ['HA not ok:', '  2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node'])
 })
+
+test('a lost VM of a node stopped for a restart is restarting as the caller counts it (its clock, from the last beat), not by the record\'s own stamp', t => {
+  const nodes = [node('a', true), node('c', false)]
+  const d = { ...doc([vm('big', 1.5)], [lease('big', 'c', 1.5)]), roll: new Map([['c', { node: 'c', name: 'h-c', restart: { since: 1, fenceMs: 58_334 } }]]) } as unknown as DocView
+  // the record's stamp is long past by this node's wall clock (a node behind, or a viewer ahead): the caller's count decides
+  t.true(lostVms(d, nodes, undefined, undefined, () => true)[0]!.restarting === true)
+  t.is(lostVms(d, nodes, undefined, undefined, () => false)[0]!.restarting, undefined)
+  t.is(lostVms(d, nodes)[0]!.restarting, undefined, 'by default its stamp: long over')
+})

@@ -9,6 +9,7 @@ import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membersh
 import { ClockWatch, clockOff, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
 import { errorBody, toApiError } from '../../node/api/errors.ts'
+import { monoNow } from '../../protocol/mono-clock.ts'
 
 const member = (id: string, state: Member['state']): Member => ({
   nodeId: id,
@@ -104,11 +105,14 @@ test('an agent told to join that reached no join address and holds no roll refus
   t.is(notJoined(['/ip4/10.0.0.1/tcp/7400'], [], true), null, 'a join address answered: the document syncs in moments')
 })
 
-test('a node stopped for a restart shows restarting only while its recorded grace may hold its VMs', t => {
-  const m = member('a', 'left')
+test('a node stopped for a restart shows restarting only while its recorded grace may hold its VMs, counted on this node\'s clock from when it last heard it', t => {
+  const heard = (ago: number): Member => ({ ...member('a', 'left'), lastSeen: monoNow() - ago })
   const restart = { since: 1_000_000, fenceMs: 58_334 }
-  t.like(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 10_000).restarting, { fenceMs: 58_334 })
-  t.is(nodeView(m, 'me', {}, undefined, undefined, { restart }, 1_000_000 + 58_334).restarting, null, 'over: its VMs were taken over (or it is back)')
+  t.like(nodeView(heard(10_000), 'me', {}, undefined, undefined, { restart }, 1_000_000 + 10_000).restarting, { fenceMs: 58_334 })
+  t.is(nodeView(heard(58_334), 'me', {}, undefined, undefined, { restart }, 1_000_000 + 58_334).restarting, null, 'over: its VMs were taken over (or it is back)')
+  // its stamp is its own clock's: a viewer 90 s ahead (or a node 90 s behind) still counts the grace from the last beat
+  t.like(nodeView(heard(2000), 'me', {}, undefined, undefined, { restart }, 1_000_000 + 92_000).restarting, { fenceMs: 58_334 }, 'a viewer ahead')
+  t.is(nodeView(heard(60_000), 'me', {}, undefined, undefined, { restart }, 1_000_000 - 30_000).restarting, null, 'a node ahead of the viewer: over all the same')
 })
 
 test('clockOff: members alive or suspect whose clock is past the bound are a health problem, each with its offset', t => {
