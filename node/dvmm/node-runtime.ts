@@ -31,6 +31,9 @@ export interface NodeRuntimeInit {
   reprobeMs?: number
 }
 
+/** how often a fence record the disk refused is tried again */
+const FENCE_RECORD_RETRY_MS = 5000
+
 export class NodeRuntime implements Service {
   readonly name = 'watchdog'
   readonly drivers: { process: VmDriver, qemu: VmDriver }
@@ -47,6 +50,8 @@ export class NodeRuntime implements Service {
   private run = 0
   private reprobeTimer?: NodeJS.Timeout
   private lastProbeError?: string
+  /** the fence record could not be written (a full disk): tried again every FENCE_RECORD_RETRY_MS */
+  private fenceRecordTimer?: NodeJS.Timeout
 
   constructor (c: NodeRuntimeComponents, init: NodeRuntimeInit) {
     this.c = c
@@ -77,14 +82,31 @@ export class NodeRuntime implements Service {
   setFence (fenceMs: number): void {
     // kept for the next run (fence-record.ts); one that cannot be written (a full disk)
     // is removed rather than left stale, and the watchdog follows all the same
+    clearTimeout(this.fenceRecordTimer)
     try {
       writeFenceRecord(this.c.config.dataDir, fenceMs)
     } catch (err) {
-      this.c.log.error('could not keep the fence timeout in force for the next run', { ms: fenceMs, error: (err as Error).message })
+      this.c.log.error('could not keep the fence timeout in force for the next run; trying again every 5 s', { ms: fenceMs, error: (err as Error).message })
       removeFenceRecord(this.c.config.dataDir)
+      this.retryFenceRecord(fenceMs)
     }
     this.watchdogTimeoutMs = watchdogTimeoutFor(fenceMs)
     this.watchdog.setTimeouts(this.watchdogTimeoutMs, fenceMs)
+  }
+
+  /** writes the fence record once the disk takes it (until the fence changes again, or the runtime stops) */
+  private retryFenceRecord (fenceMs: number): void {
+    const run = this.run
+    this.fenceRecordTimer = setTimeout(() => {
+      if (run !== this.run) return
+      try {
+        writeFenceRecord(this.c.config.dataDir, fenceMs)
+        this.c.log.info('the fence timeout in force is kept for the next run again', { ms: fenceMs })
+      } catch {
+        this.retryFenceRecord(fenceMs)
+      }
+    }, FENCE_RECORD_RETRY_MS)
+    this.fenceRecordTimer.unref()
   }
 
   /**
@@ -150,6 +172,7 @@ export class NodeRuntime implements Service {
   async stop (opts: { graceful: boolean, leave?: boolean }): Promise<void> {
     this.run++
     clearTimeout(this.reprobeTimer)
+    clearTimeout(this.fenceRecordTimer)
     // a stop for a restart leaves the watchdog armed and fed last now: the next run
     // bridges it (bridge.ts) and adopts the VMs, or it kills them before any takeover
     if (opts.leave === false) {

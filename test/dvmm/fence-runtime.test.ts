@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { NodeRuntime } from '../../node/dvmm/node-runtime.ts'
+import { readFenceRecord } from '../../node/dvmm/fence-record.ts'
 import { groupPaths, probeCgroups, removeGroups } from '../../node/dvmm/host/cgroups.ts'
 import { Watchdog } from '../../node/dvmm/watchdog/index.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -140,7 +141,11 @@ maybe('a full data disk: the watchdog is still fed (in place) and kills nothing;
   // its wrapper could not write its status: not taken for a clean exit (code 0)
   t.not(how.get(ids[1]!)?.code, 0, JSON.stringify(how.get(ids[1]!)))
   t.not(how.get(ids[1]!)?.reason, 'exited', JSON.stringify(how.get(ids[1]!)))
+  // the fence in force changes while the disk is full: its record cannot be kept, and is written once there is room
+  runtime.setFence(3000)
+  t.deepEqual(readFenceRecord(join(mount, 'data')), { none: true }, 'not left stale')
   rmSync(join(mount, 'filler'))
+  t.true(await until(() => JSON.stringify(readFenceRecord(join(mount, 'data'))) === JSON.stringify({ activeMs: 3000 }), 8000), 'the record written once the disk has room')
   await runtime.drivers.process.remove(ids[1]!).catch(() => {})
   await runtime.drivers.process.stop(ids[0]!, 1000)
   await runtime.stop({ graceful: true })
