@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -282,9 +282,21 @@ export class DvmmService {
       const left = await this.local.stopAll('node leaving')
       if (left.size > 0) this.log.warn('VMs still run after the stop: their leases and this node\'s roll entry stay', { vms: [...left] })
       const queued = this.queue.takeAll()
+      const at = Math.floor(wallNow(this.components.clock))
       await this.components.state.write(w => {
         queued(w)
-        for (const l of w.reader.list('leases')) if (l.holder === this.me && !left.has(l.vm)) w.remove('leases', l.vm)
+        for (const l0 of w.reader.list('leases')) {
+          const l = w.current('leases', l0.vm)
+          if (l == null || l.holder !== this.me || left.has(l.vm)) continue
+          // parked, not removed: placed anew elsewhere at the next epoch (the VM's, and its
+          // volumes' writer epochs, only go up), its history carried on also by a node that
+          // never saw it (this one, back after the leave); a stopped or failed one stays as
+          // it is until started again; the lease of a VM gone (or made anew) goes
+          const vm = w.reader.get('vms', l.vm)?.value
+          const same = vm != null && (l.made == null || vm.created == null || l.made === vm.created)
+          if (!same) w.remove('leases', l.vm)
+          else if (!idle(l)) w.update('leases', l.vm, parkedLease(l, `stopped on ${this.components.config.name}: node leaving`, at))
+        }
         if (left.size === 0) w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
     }

@@ -1,8 +1,9 @@
 // A graceful stop of the VM manager (the node leaves the grid) leaves nothing running
 // that the document no longer accounts for: it waits for starts in flight and stops
-// them too (a start that completes after the stop began is killed); a lease goes only
-// once its VM is confirmed stopped, and a VM left running keeps its lease and the
-// node's roll entry (its watchdog stays armed, NodeRuntime.stop).
+// them too (a start that completes after the stop began is killed); a lease is parked
+// (placed anew elsewhere, at the next epoch, its history carried on) only once its VM
+// is confirmed stopped, and a VM left running keeps its lease and the node's roll entry
+// (its watchdog stays armed, NodeRuntime.stop).
 import test from 'ava'
 import { harness, sleep, until, vmSpec, ME, GiB } from './fence-harness.ts'
 import type { VmDriver } from '../../node/dvmm/drivers/types.ts'
@@ -18,7 +19,7 @@ function proxied (d: FakeDriver, over: Partial<Record<keyof VmDriver, unknown>>)
   })
 }
 
-test.serial('graceful stop while a VM starts: the VM does not outlive the stop, and its lease and the roll entry go', async t => {
+test.serial('graceful stop while a VM starts: the VM does not outlive the stop, its lease is parked and the roll entry goes', async t => {
   // start takes 800 ms before the driver has the VM
   const h = await harness({ others: [], wrap: d => proxied(d, { start: async (s: Parameters<VmDriver['start']>[0]) => { await sleep(800); return await d.start(s) } }) })
   t.teardown(h.stop)
@@ -30,11 +31,13 @@ test.serial('graceful stop while a VM starts: the VM does not outlive the stop, 
   const s = h.fake.vms.get('v')?.state
   t.true(s == null || s === 'stopped' || s === 'failed', `the VM is not running (${String(s)})`)
   const r = h.replica.read()
-  t.is(r.get('leases', 'v'), undefined, 'its lease went: the VM is confirmed stopped')
+  // the VM is confirmed stopped: its lease is parked, to be placed anew elsewhere at the next epoch with its history
+  t.like(r.get('leases', 'v')?.value, { holder: ME, status: 'stopped', parked: true })
+  t.regex(r.get('leases', 'v')?.value.reason ?? '', /node leaving/)
   t.is(r.get('roll', ME), undefined, 'the node left the roll')
 })
 
-test.serial('graceful stop: a VM the driver cannot stop keeps its lease, and the node its roll entry; the others\' leases go', async t => {
+test.serial('graceful stop: a VM the driver cannot stop keeps its lease, and the node its roll entry; the others\' leases are parked', async t => {
   const h = await harness({
     others: [],
     running: [{ id: 'v', command: ['fake:run'] }, { id: 'w', command: ['fake:run'] }],
@@ -53,6 +56,6 @@ test.serial('graceful stop: a VM the driver cannot stop keeps its lease, and the
   t.not(h.fake.vms.get('w')?.state, 'running')
   const r = h.replica.read()
   t.is(r.get('leases', 'v')?.value.holder, ME, 'the VM still running keeps its lease')
-  t.is(r.get('leases', 'w'), undefined, 'the stopped one\'s lease went')
+  t.like(r.get('leases', 'w')?.value, { status: 'stopped', parked: true }, 'the stopped one\'s lease is parked (placed anew elsewhere)')
   t.truthy(r.get('roll', ME), 'the node stays on the roll while a VM of it runs')
 })
