@@ -156,9 +156,14 @@ export class ReplicatedVolume implements BlockDevice {
     const self = this.c.transport.self
     if (plan.sources.length === 0) {
       // written nowhere (thin), as every node answered: settled, and the holders answer
-      // zeros. Some did not answer: the only copies may be theirs, and a holder without
-      // one would answer zeros for data that exists: fail, and the next read asks again
-      if (!everyone) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
+      // zeros. Some did not answer: an acknowledged write is on at least minReplicas
+      // nodes, so with fewer silent one of them answered, and there is none: zeros, from
+      // those that answered (not settled: asked again next time). With that many silent,
+      // the only copies may be theirs, and zeros would hide data that exists: fail
+      if (!everyone) {
+        if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
+        return this.readOrder(hs).filter(n => !silent.has(n))
+      }
       this.settler.markSettled(index, hs, generation)
       return this.readOrder(hs)
     }

@@ -107,3 +107,14 @@ test('a read goes to the holders its look checked, not to ones placement moved t
   const v = new ReplicatedVolume({ transport: flipping, holders: () => holders, nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
   t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [7, 7], 'the written data, not the zeros of a holder never checked')
 })
+
+test('an object written nowhere reads as zeros while fewer nodes than an acknowledged write reaches did not answer (a holder cut off from this node)', async t => {
+  const { transport, silent } = await grid(t, ['A', 'B', 'C'], 'A')
+  silence(silent, ['B'])
+  // R = 2, acknowledged on both: a write B took is on A too, and A has none
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [0, 0])
+  // acknowledged on one node: B alone may hold it
+  const one = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, minReplicas: 1, epoch: 1 })
+  await t.throwsAsync(one.read(0, 4096), { instanceOf: GvsError, message: /no node that answered has a copy, and B did not answer/ })
+})
