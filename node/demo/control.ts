@@ -5,7 +5,7 @@
 // serves one JSON request per connection on a unix socket in its root-only directory;
 // `vgrid demo --kill|--start|--cut|--heal HOST` asks it.
 import { createServer, connect, type Server } from 'node:net'
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 
 export const SIGNALS = ['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGSTOP', 'SIGCONT'] as const
 export type DemoSignal = typeof SIGNALS[number]
@@ -71,7 +71,7 @@ export async function serveControl (path: string, handle: (r: ControlRequest) =>
 }
 
 /** Sends one request to the demo serving `path`; its answer. */
-export async function askDemo (path: string, req: ControlRequest, timeoutMs = 60_000): Promise<ControlAnswer> {
+export async function askDemo (path: string, req: ControlRequest, timeoutMs = 90_000): Promise<ControlAnswer> {
   return await new Promise((resolve, reject) => {
     const c = connect(path)
     let buf = ''
@@ -89,10 +89,23 @@ export async function askDemo (path: string, req: ControlRequest, timeoutMs = 60
 /** what the requests act on: the demo's hosts (their agents) and its network */
 export interface ControlTargets {
   hosts: ReadonlyArray<{ name: string, agent: { readonly pid: number | undefined, readonly running: boolean, kill: (signal: NodeJS.Signals, ms: number) => Promise<number | null>, start: (timeoutMs: number) => Promise<void> } }>
-  network: { cut: (name: string, opts: { from?: string[], how: 'firewall' }) => Promise<void>, heal: (name: string) => Promise<void> }
+  network: { cut: (name: string, opts: { from?: string[], how: 'firewall' }) => Promise<void>, heal: (name: string) => Promise<void>, isCut?: (name: string) => boolean }
   /** an agent started again: watch it as the first was (its exit said in the demo's output) */
   started?: (host: string) => void
 }
+
+/** whether process `pid` is stopped (SIGSTOP: state T in /proc/PID/stat) */
+export function frozen (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return /^[Tt]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))
+  } catch {
+    return false
+  }
+}
+
+/** how long a stop for a restart or a leave may take before the agent is killed (the client waits longer) */
+const GRACEFUL_MS = 45_000
 
 /** Carries out one request at a time (a kill and a start of one host must not cross); the answer's message. */
 export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promise<string> {
@@ -108,6 +121,11 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
       case 'kill': {
         const pid = h.agent.pid
         if (!h.agent.running || pid == null) throw new Error(`${h.name}'s agent is not running (vgrid demo --start ${h.name} starts it)`)
+        const isFrozen = frozen(pid)
+        if (r.signal === 'SIGCONT' && !isFrozen) throw new Error(`${h.name}'s agent (pid ${pid}) is not frozen: nothing to resume`)
+        if (r.signal === 'SIGSTOP' && isFrozen) throw new Error(`${h.name}'s agent (pid ${pid}) is frozen already (\`vgrid demo --kill ${h.name} --signal SIGCONT\` resumes it)`)
+        // a frozen agent takes SIGTERM or SIGINT only once resumed: waiting would end in a SIGKILL
+        if ((r.signal === 'SIGTERM' || r.signal === 'SIGINT') && isFrozen) throw new Error(`${h.name}'s agent (pid ${pid}) is frozen (SIGSTOP): it handles ${r.signal} only once resumed (\`vgrid demo --kill ${h.name} --signal SIGCONT\`), or kill it (SIGKILL)`)
         if (r.signal === 'SIGSTOP' || r.signal === 'SIGCONT') {
           process.kill(pid, r.signal)
           return r.signal === 'SIGSTOP'
@@ -115,7 +133,9 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
             : `${h.name}: its agent (pid ${pid}) resumed (SIGCONT)`
         }
         // a stop for a restart (SIGTERM) or a leave (SIGINT) asks the other members first: seconds
-        const code = await h.agent.kill(r.signal, r.signal === 'SIGKILL' ? 5000 : 60_000)
+        const t0 = Date.now()
+        const code = await h.agent.kill(r.signal, r.signal === 'SIGKILL' ? 5000 : GRACEFUL_MS)
+        if (r.signal !== 'SIGKILL' && Date.now() - t0 >= GRACEFUL_MS) return `${h.name}: its agent (pid ${pid}) did not stop within ${GRACEFUL_MS / 1000} s of ${r.signal} and was killed (SIGKILL, as a crash); \`vgrid demo --start ${h.name}\` starts it again`
         const what = r.signal === 'SIGKILL'
           ? 'killed (SIGKILL, as a crash): its watchdog kills its VMs within the watchdog timeout, and the others start them after the fence timeout'
           : r.signal === 'SIGTERM'
@@ -124,7 +144,7 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
         return `${h.name}: its agent (pid ${pid}) ${what}; it exited (${String(code)}); \`vgrid demo --start ${h.name}\` starts it again`
       }
       case 'start': {
-        if (h.agent.running) throw new Error(`${h.name}'s agent already runs (pid ${String(h.agent.pid)})`)
+        if (h.agent.running) throw new Error(`${h.name}'s agent already runs (pid ${String(h.agent.pid)}${h.agent.pid != null && frozen(h.agent.pid) ? `, frozen: \`vgrid demo --kill ${h.name} --signal SIGCONT\` resumes it` : ''})`)
         await h.agent.start(30_000)
         t.started?.(h.name)
         return `${h.name}: its agent started again (pid ${String(h.agent.pid)})`
@@ -135,6 +155,7 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
         return `${h.name}: cut off from ${r.from?.join(', ') ?? 'every other host'}, both ways (nftables in its namespace); \`vgrid demo --heal ${h.name}\` undoes it`
       }
       case 'heal': {
+        if (t.network.isCut?.(h.name) === false) throw new Error(`${h.name} is not cut off: nothing to heal`)
         await t.network.heal(h.name)
         return `${h.name}: reaches every host again`
       }

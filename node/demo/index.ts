@@ -161,7 +161,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
     say('')
     say(`try:   VGRID_API=${hosts[0]!.api} vgrid status`)
     say(`       VGRID_API=${hosts[0]!.api} vgrid nodes`)
-    say(`logs:  ${DEMO_DIR}/HOST/agent.log     shell on a host: ip netns exec ${PREFIX}-host1 bash`)
+    say(`logs:  ${DEMO_DIR}/HOST/agent.log     shell on a host: nsenter --net=/run/netns/${PREFIX}-host1 bash`)
     say('fail:  vgrid demo --kill host2 [--signal SIGKILL|SIGTERM|SIGINT|SIGSTOP|SIGCONT], --start host2, --cut host2 [--from host1], --heal host2')
     say('stop:  Ctrl-C here, or `vgrid demo --stop` from another shell (both remove everything)')
 
@@ -174,7 +174,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
     const network = topo
     control = await serveControl(CONTROL_SOCKET, controlHandler({
       hosts,
-      network: { cut: async (name, o) => { await network.cut(name, o) }, heal: async name => { await network.heal(name) } },
+      network: { cut: async (name, o) => { await network.cut(name, o) }, heal: async name => { await network.heal(name) }, isCut: name => network.host(name).cut != null },
       started: name => {
         const h = hosts.find(x => x.name === name)
         if (h != null) { watch(h); say(`${name}: its agent started again (pid ${String(h.agent.pid)})`) }

@@ -1,6 +1,6 @@
 // The demo's control requests (node/demo/control.ts, parseControl): each names what is wrong.
 import test from 'ava'
-import { parseControl } from '../../node/demo/control.ts'
+import { frozen, parseControl } from '../../node/demo/control.ts'
 
 test('control requests: kill (SIGKILL by default), start, cut (from some or all), heal', t => {
   t.deepEqual(parseControl({ op: 'kill', host: 'host2' }), { op: 'kill', host: 'host2', signal: 'SIGKILL' })
@@ -19,4 +19,19 @@ test('bad control requests say what is wrong', t => {
   t.regex(err({ op: 'cut', host: 'host1', from: [] }), /^from: expected a list/)
   t.regex(err({ op: 'cut', host: 'host1', from: ['host1'] }), /cannot be cut off from itself/)
   t.regex(err({ op: 'reboot', host: 'host1' }), /^op: one of kill, start, cut, heal/)
+})
+
+test('frozen: a process stopped with SIGSTOP, not one running or gone', async t => {
+  const { spawn } = await import('node:child_process')
+  const p = spawn('sleep', ['30'], { stdio: 'ignore' })
+  t.teardown(() => { try { p.kill('SIGKILL') } catch {} })
+  const pid = p.pid!
+  t.false(frozen(pid))
+  process.kill(pid, 'SIGSTOP')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.true(frozen(pid))
+  process.kill(pid, 'SIGCONT')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.false(frozen(pid))
+  t.false(frozen(2 ** 22 + 1), 'no such process')
 })
