@@ -411,7 +411,13 @@ export class LocalVms {
       // fenced, with the lease still this node's (no other took it over, or none could):
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
-      else if (why.startsWith('fenced')) this.updateLease(vm, { status: 'starting', reason: `killed: ${why}; it starts again once a majority of the grid is in sight` }, l => l.status === 'running', at)
+      else if (why.startsWith('fenced')) {
+        const reason = `killed: ${why}; it starts again once a majority of the grid is in sight`
+        this.updateLease(vm, { status: 'starting', reason }, l => l.status === 'running', at)
+        // the majority took it over meanwhile (the usual case: this side was cut off): the
+        // new lease's log gets the kill once this node has it, for every node's history
+        this.logMovedKill(vm, at, reason, ended?.startedAt)
+      }
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
     } finally {

@@ -106,4 +106,11 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
   t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
   t.is(log.runs.length, VMS.length + onA.length, 'one run per VM, plus one per moved VM')
   for (const a of sideA) t.is(await grid.host(a).metric('vgrid_dvmm_fenced'), 0, `${a} is no longer fenced`)
+  // the 2-side's fenced kill of a moved VM is in its history on every host (appended to
+  // the new lease's log once the killer has it), not only on the host that killed it
+  type Shown = { history: Array<{ event: string, node?: string, detail?: string, local?: true }> }
+  for (const v of onA) {
+    await until(`${v}'s history on ${sideB[0]!} to have the fenced kill`, 20_000, async () =>
+      (await grid.host(sideB[0]!).api<Shown>(`/v1/vms/${v}`)).history.some(e => e.event === 'killed' && e.node === before.get(v) && /fenced/.test(e.detail ?? '') && e.local !== true) ? true : undefined)
+  }
 })
