@@ -394,7 +394,9 @@ export class LocalVms {
       // it over meanwhile, and that update is lost: this node's history keeps it (shown
       // once, while the log has it too)
       const at = docStamp(this.c.clock)
-      if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: why }, at)
+      // a fenced kill says the same here as in the lease's log (below), which then shows it once
+      const fencedReason = how === 'kill' && why.startsWith('fenced') ? `killed: ${why}; it starts again once a majority of the grid is in sight` : undefined
+      if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: fencedReason ?? why }, at)
       // the lease stays `stopped` while the VM is desired stopped. A VM that should run
       // (a drain moves it) is parked: placed anew over its lease at the next epoch, by
       // any node, its history carried on with this stop in it. A VM removed meanwhile:
@@ -411,8 +413,8 @@ export class LocalVms {
       // fenced, with the lease still this node's (no other took it over, or none could):
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
-      else if (why.startsWith('fenced')) {
-        const reason = `killed: ${why}; it starts again once a majority of the grid is in sight`
+      else if (fencedReason != null) {
+        const reason = fencedReason
         this.updateLease(vm, { status: 'starting', reason }, l => l.status === 'running', at)
         // the majority took it over meanwhile (the usual case: this side was cut off): the
         // new lease's log gets the kill once this node has it, for every node's history

@@ -4,6 +4,7 @@
 // grace time, a start in flight. And the decision loop stuck on a write shows in
 // loopAgeMs, which gates the watchdog's feed (watchdog/index.ts).
 import test from 'ava'
+import { readLog } from '../../node/dvmm/history.ts'
 import { harness, sleep, until, vmSpec, ME, GiB, type Harness } from './fence-harness.ts'
 import type { VmDriver } from '../../node/dvmm/drivers/types.ts'
 import type { FakeDriver } from '../../node/dvmm/drivers/fake.ts'
@@ -130,8 +131,11 @@ test.serial('a fenced kill stays in this node\'s history when the majority took 
   await sleep(300)
   const k = killed()
   t.is(k.length, 1, 'the kill is still in this node\'s history')
-  t.regex(k[0]!.detail ?? '', /^fenced: /)
+  t.regex(k[0]!.detail ?? '', /^killed: fenced: .*; it starts again once a majority of the grid is in sight/)
   t.true(k[0]!.at >= cut && k[0]!.at - cut < TAKEOVER_MS, `at the kill (${k[0]!.at - cut} ms after the cut)`)
+  // and the new lease's log gets it, for every node's history
+  t.true(await until(() => readLog(h.replica.read().get('leases', 'v')?.value.log).events.some(e => e.event === 'killed' && e.node === ME && e.at === k[0]!.at), 3000), 'in the new lease\'s log')
+  t.is(killed().length, 1, 'still shown once')
 })
 
 test.serial('a VM the fencing watchdog killed while this agent ran on (it stalled) is no crash: the lease and the history say killed by the watchdog, at its time', async t => {
