@@ -80,6 +80,8 @@ export class LocalVms {
   private readonly killAsked = new Set<string>()
   /** VMs that exited for good whose lease update is not written yet */
   private readonly unwritten = new Set<string>()
+  /** of those, the ones the crash rule (or their policy) leaves stopped: why, for this node's own view until written */
+  private readonly endsUnwritten = new Map<string, string>()
   /**
    * Crash times decided but not yet written (the document refuses writes: a full disk),
    * by VM: the crash rule and the restart's pause count them, so a VM restarted under its
@@ -102,6 +104,8 @@ export class LocalVms {
 
   /** VMs this node's drivers run (started or adopted) */
   get runs (): ReadonlySet<string> { return this.running }
+  /** why a VM that ended here is left stopped, while the lease's update is not written (the document refuses writes: a full disk) */
+  unwrittenEnd (vm: string): string | undefined { return this.endsUnwritten.get(vm) }
   /** VMs being started, stopped or killed, or whose exit is not written yet: the decision step leaves them be (a fenced one kills them) */
   get busy (): ReadonlySet<string> { return new Set([...this.starting.keys(), ...this.ending.keys(), ...this.unwritten]) }
   /** VMs whose process may run here: running, starting or being stopped */
@@ -472,7 +476,7 @@ export class LocalVms {
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
-    if (d.action === 'stop') this.unwritten.add(id)
+    if (d.action === 'stop') { this.unwritten.add(id); this.endsUnwritten.set(id, d.reason) }
     const crashes = d.crashes
     this.crashesUnwritten.set(id, crashes)
     this.c.enqueue(w => {
@@ -482,6 +486,7 @@ export class LocalVms {
     }, {
       written: () => {
         this.unwritten.delete(id)
+        this.endsUnwritten.delete(id)
         // a later exit's list (longer) stays until its own write
         if (this.crashesUnwritten.get(id) === crashes) this.crashesUnwritten.delete(id)
       }

@@ -49,6 +49,10 @@ export interface DvmmRoutesDeps {
     addressOf: (vm: string) => string | null
     /** VMs running, starting or stopping here */
     readonly live: ReadonlySet<string>
+    /** VMs this node's drivers run */
+    readonly runs?: ReadonlySet<string>
+    /** why a VM that ended here is left stopped, while its lease's update waits for the disk */
+    unwrittenEnd?: (vm: string) => string | undefined
     /** the tail of a VM's console, from its holder wherever it is */
     console: (vm: string) => Promise<{ holder: string, console: string }>
     /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
@@ -105,6 +109,13 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // nothing it cannot sync), so it is stopped here, not starting
       if (f.fenced === true && !svc.local.live.has(vm.id)) return { ...r, state: 'stopped', reason: `this node ${f.reason}: it is fenced, and killed its VMs when its fence timeout passed; they start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
       return { ...r, reason: `this node ${f.reason}: its VMs are killed once its fence timeout passes, and start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
+    }
+    // this node's own VMs while the document refuses its writes (a full disk): what it
+    // knows, over what the lease still says
+    if (l?.winner.holder === svc.me && (r.state === 'running' || r.state === 'starting')) {
+      const ended = svc.local.unwrittenEnd?.(vm.id)
+      if (ended != null) return { ...r, state: 'stopped', reason: `${ended} (not in the document yet: its write waits for room on this node's data disk)` }
+      if (r.state === 'starting' && l.winner.status === 'starting' && svc.local.runs?.has(vm.id) === true) return { ...r, state: 'running', reason: null }
     }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }

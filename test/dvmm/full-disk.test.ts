@@ -31,12 +31,16 @@ maybe('a VM that crashes while the data disk is full is restarted on its node, a
   await until(() => n.fake.starts === starts + 1 && n.fake.vms.get('db')?.state === 'running', 10_000, () => `db restarted with the disk full (starts ${n.fake.starts - starts}, ${n.fake.vms.get('db')?.state})`)
   t.is(lease()?.status, 'running', 'its crash is not written yet')
   t.is(lease()?.crashes, undefined)
+  const shown = async (): Promise<{ state: string, reason: string | null }> => (await app.inject({ method: 'GET', url: '/v1/vms/db' })).json()
   n.fake.vms.get('db')!.onExit!(1, null) // the second: restarted after the 5 s pause
   await until(() => n.fake.starts === starts + 2 && n.fake.vms.get('db')?.state === 'running', 15_000, 'db restarted after its second crash')
   n.fake.vms.get('db')!.onExit!(1, null) // the third: the rule leaves it stopped
   await new Promise(resolve => setTimeout(resolve, 2000))
   t.is(n.fake.starts, starts + 2, 'not restarted after its third crash, the disk still full')
   t.not(n.fake.vms.get('db')?.state, 'running')
+  // this node says what it knows, not what the unwritten lease still says
+  t.like(await shown(), { state: 'stopped' })
+  t.regex((await shown()).reason ?? '', /3 crashes within 24 h, left stopped \(not in the document yet: its write waits for room on this node's data disk\)/)
 
   await freeDisk(filler)
   await until(() => lease()?.status === 'stopped', 15_000, () => `db's lease stopped once there is room (${JSON.stringify(lease())})`)
