@@ -3,6 +3,7 @@
 import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
 import { idle, isParked, rank, restartPending, usageOf, type Ranking } from '../../crdt/placement/index.ts'
+import { bytes } from '../cli/format.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
@@ -186,7 +187,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const cpuMax = Math.max(0, ...nodes.map(n => n.capacity.cpu))
   const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
   if (b.cpu > cpuMax) throw invalid('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
-  if (memoryBytes > memMax) throw invalid('memory', `${memoryBytes} bytes is more than any node has (largest: ${memMax})`)
+  if (memoryBytes > memMax) throw invalid('memory', `${bytes(memoryBytes)} is more than any node has (largest: ${bytes(memMax)})`)
   // last: a request wrong in itself says so, whatever the name
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }

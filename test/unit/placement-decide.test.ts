@@ -212,6 +212,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ driver: 'docker' }, /^driver:/)
   bad({ driver: 'qemu', kernel: '/no/such/vmlinux' }, /^kernel: \/no\/such\/vmlinux does not exist/)
   bad({ cpu: 64 }, /^cpu: 64 vCPUs is more than any node has/)
+  bad({ memory: '100T' }, /^memory: 100\.0 TiB is more than any node has \(largest: \d+\.\d (GiB|TiB|MiB)\)/)
   bad({ name: 'Bad Name' }, /^name: "Bad Name" must be 1-63 lowercase letters/)
   bad({ name: 'x'.repeat(100) }, /^name: "x{40}…" must be/)
   bad({ command: undefined }, /^command:/)
