@@ -16,21 +16,7 @@ export function parse<O extends Options> (argv: string[], options: O, usage: str
   try {
     out = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true, tokens: true })
   } catch (err) {
-    const e = err as { code?: string, message: string }
-    const flag = /'(-[^']*)'/.exec(e.message)?.[1]
-    // a value that starts with a dash (--cpu -1) is taken for a flag: say what it is
-    const ambiguous = e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag != null && /is ambiguous/.test(e.message)
-    // what follows it: a flag (its value left out: --cpu --memory 1M), or a negative number
-    const next = ambiguous ? argv[argv.indexOf(flag) + 1] : undefined
-    const missing = next != null && !/^-[0-9.]/.test(next)
-    const what = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag != null
-      ? `unknown flag ${flag}`
-      : ambiguous && missing
-        ? `${flag!} needs a value: it is followed by the flag ${next!}`
-        : ambiguous
-          ? `${flag!} is followed by a value that starts with "-" (a negative number?); values must be above zero, or write ${flag!}=VALUE`
-          : flag != null && / <value>$/.test(flag) && /argument missing/.test(e.message) ? `${flag.replace(/ <value>$/, '')} needs a value` : e.message.split('\n')[0] ?? e.message
-    throw new CliError(withUsage(what), 2)
+    throw new CliError(withUsage(parseErrorText(err as { code?: string, message: string }, argv)), 2)
   }
   if ((out.values as { help?: boolean }).help === true) {
     process.stdout.write(`${help}\n`)
@@ -47,4 +33,20 @@ export function parse<O extends Options> (argv: string[], options: O, usage: str
     seen.add(t.name)
   }
   return { values: out.values as never, positionals: out.positionals }
+}
+
+/** node:util parseArgs's error, said for people (pure) */
+function parseErrorText (e: { code?: string, message: string }, argv: string[]): string {
+  const flag = /'(-[^']*)'/.exec(e.message)?.[1]
+  const first = e.message.split('\n')[0] ?? e.message
+  if (flag == null) return first
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${flag}`
+  // the last argument, with no value after it: "Option '--cpu <value>' argument missing"
+  if (/ <value>$/.test(flag) && /argument missing/.test(e.message)) return `${flag.replace(/ <value>$/, '')} needs a value`
+  if (e.code !== 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || !/is ambiguous/.test(e.message)) return first
+  // taken for a flag's value is something that starts with a dash: the next flag (the
+  // value left out: --cpu --memory 1M), or a negative number (--cpu -1)
+  const next = argv[argv.indexOf(flag) + 1]
+  if (next != null && !/^-[0-9.]/.test(next)) return `${flag} needs a value: it is followed by the flag ${next}`
+  return `${flag} is followed by a value that starts with "-" (a negative number?); values must be above zero, or write ${flag}=VALUE`
 }

@@ -115,7 +115,8 @@ export function claimLog (before: CarriedLog | undefined, claim: Lease, nameOf: 
 export interface CarriedLog { log: unknown, made?: number }
 
 /** a log made for `made` belongs to the VM created at `created` (either unknown: an older agent's, taken as the same) */
-const sameVm = (made: number | undefined, created: number | undefined): boolean => made == null || created == null || made === created
+/** a lease `made` for the VM `created` then (either unknown: taken as so), not for a former VM of its name */
+export const sameVm = (made: number | undefined, created: number | undefined): boolean => made == null || created == null || made === created
 
 export class History {
   /** each VM's log as its lease has it (any value: readLog reads it when shown; kept once the lease goes: the next claim carries it on), with the lease's `made` */

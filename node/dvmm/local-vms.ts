@@ -78,10 +78,11 @@ export class LocalVms {
   private readonly ending = new Map<string, { how: 'stop' | 'kill', done: Promise<void> }>()
   /** a kill asked for while the VM was starting: the start ends it */
   private readonly killAsked = new Set<string>()
-  /** VMs that exited for good whose lease update is not written yet */
-  private readonly unwritten = new Set<string>()
-  /** of those, the ones the crash rule (or their policy) leaves stopped: why, for this node's own view until written */
-  private readonly endsUnwritten = new Map<string, string>()
+  /**
+   * VMs that exited for good whose lease update is not written yet; with why, those the
+   * crash rule (or their policy) leaves stopped, for this node's own view until written
+   */
+  private readonly unwritten = new Map<string, string | undefined>()
   /**
    * Crash times decided but not yet written (the document refuses writes: a full disk),
    * by VM: the crash rule and the restart's pause count them, so a VM restarted under its
@@ -105,9 +106,9 @@ export class LocalVms {
   /** VMs this node's drivers run (started or adopted) */
   get runs (): ReadonlySet<string> { return this.running }
   /** why a VM that ended here is left stopped, while the lease's update is not written (the document refuses writes: a full disk) */
-  unwrittenEnd (vm: string): string | undefined { return this.endsUnwritten.get(vm) }
+  unwrittenEnd (vm: string): string | undefined { return this.unwritten.get(vm) }
   /** VMs being started, stopped or killed, or whose exit is not written yet: the decision step leaves them be (a fenced one kills them) */
-  get busy (): ReadonlySet<string> { return new Set([...this.starting.keys(), ...this.ending.keys(), ...this.unwritten]) }
+  get busy (): ReadonlySet<string> { return new Set([...this.starting.keys(), ...this.ending.keys(), ...this.unwritten.keys()]) }
   /** VMs whose process may run here: running, starting or being stopped */
   get live (): ReadonlySet<string> { return new Set([...this.running, ...this.starting.keys(), ...this.ending.keys()]) }
 
@@ -316,7 +317,7 @@ export class LocalVms {
     const at = docStamp(this.c.clock)
     // the driver keeps the failed run (its console says why): removed once the lease is not this node's
     this.consoles.keep(vm.id)
-    this.unwritten.add(vm.id)
+    this.unwritten.set(vm.id, undefined)
     this.c.enqueue(w => {
       const cur = w.current('leases', vm.id)
       if (cur?.holder !== this.c.peerId) return
@@ -418,11 +419,10 @@ export class LocalVms {
       // the lease says so, for every agent's history, until the step starts it again. A
       // takeover elsewhere puts a new lease, which this update of the old one cannot touch
       else if (fencedReason != null) {
-        const reason = fencedReason
-        this.updateLease(vm, { status: 'starting', reason }, l => l.status === 'running', at)
+        this.updateLease(vm, { status: 'starting', reason: fencedReason }, l => l.status === 'running', at)
         // the majority took it over meanwhile (the usual case: this side was cut off): the
         // new lease's log gets the kill once this node has it, for every node's history
-        this.logMovedKill(vm, at, reason, ended?.startedAt)
+        this.logMovedKill(vm, at, fencedReason, ended?.startedAt)
       }
     } catch (err) {
       this.c.log.warn(`could not ${how} a VM`, { vm, err: (err as Error).message })
@@ -476,7 +476,7 @@ export class LocalVms {
     this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
-    if (d.action === 'stop') { this.unwritten.add(id); this.endsUnwritten.set(id, d.reason) }
+    if (d.action === 'stop') this.unwritten.set(id, d.reason)
     const crashes = d.crashes
     this.crashesUnwritten.set(id, crashes)
     this.c.enqueue(w => {
@@ -486,7 +486,6 @@ export class LocalVms {
     }, {
       written: () => {
         this.unwritten.delete(id)
-        this.endsUnwritten.delete(id)
         // a later exit's list (longer) stays until its own write
         if (this.crashesUnwritten.get(id) === crashes) this.crashesUnwritten.delete(id)
       }

@@ -4,7 +4,7 @@
 import type { Lease, Vm } from '../../crdt/index.ts'
 import type { Clock } from '../service.ts'
 import type { DriverVmSpec, VmDriver, VmOverlay } from './drivers/types.ts'
-import { logged } from './history.ts'
+import { logged, sameVm } from './history.ts'
 
 const MiB = 2 ** 20
 
@@ -49,7 +49,7 @@ export async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
  * then placed anew over it at the next epoch, its history carried on.
  */
 export function movesOn (l: Lease, vm: Pick<Vm, 'desired' | 'created'> | undefined): boolean {
-  return vm?.desired === 'running' && (l.made == null || vm.created == null || l.made === vm.created) && Number.isSafeInteger(l.epoch + 1)
+  return vm?.desired === 'running' && sameVm(l.made, vm.created) && Number.isSafeInteger(l.epoch + 1)
 }
 
 export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {

@@ -23,7 +23,7 @@ import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
 import { claimStillApplies, creditWaits, decide, startsStillDue, type Decisions } from './decide.ts'
-import { claimLog, History } from './history.ts'
+import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
@@ -293,8 +293,7 @@ export class DvmmService {
           // never saw it (this one, back after the leave); a stopped or failed one stays as
           // it is until started again; the lease of a VM gone (or made anew) goes
           const vm = w.reader.get('vms', l.vm)?.value
-          const same = vm != null && (l.made == null || vm.created == null || l.made === vm.created)
-          if (!same) w.remove('leases', l.vm)
+          if (vm == null || !sameVm(l.made, vm.created)) w.remove('leases', l.vm)
           else if (!idle(l)) w.update('leases', l.vm, parkedLease(l, `stopped on ${this.components.config.name}: node leaving`, at))
         }
         if (left.size === 0) w.remove('roll', this.me)
