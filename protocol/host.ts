@@ -14,7 +14,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { installPatches } from './patches/index.ts'
 import { tuneGcForStreams } from './gc-tuning.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
@@ -42,6 +42,11 @@ export interface HostOptions {
   maxMessageBytes?: number
   /** start at once (default); false lets the caller attach listeners first */
   start?: boolean
+  /**
+   * peers this host refuses connections with, both ways, while it returns true: a
+   * network cut between two agents of one process (tests of partial partitions)
+   */
+  refuse?: (peer: string) => boolean
 }
 
 export const MDNS_SERVICE_TAG = '_vgrid._udp.local'
@@ -95,7 +100,16 @@ export async function createHost (opts: HostOptions): Promise<VgridHost> {
     streamMuxers: [yamux({ enableKeepAlive: false })],
     peerDiscovery,
     // loopback and private LAN addresses are exactly where a rack's servers live
-    connectionGater: { denyDialMultiaddr: () => false },
+    connectionGater: {
+      denyDialMultiaddr: () => false,
+      ...opts.refuse == null
+        ? {}
+        : {
+            denyDialPeer: (p: PeerId) => opts.refuse!(p.toString()),
+            denyInboundEncryptedConnection: (p: PeerId) => opts.refuse!(p.toString()),
+            denyOutboundEncryptedConnection: (p: PeerId) => opts.refuse!(p.toString())
+          }
+    },
     // a rack restarting at once (or agents sharing an address in tests) dials in
     // faster than libp2p's default of 5 connections per second per host allows
     connectionManager: { maxConnections: 1000, inboundUpgradeTimeout: 5000, inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },

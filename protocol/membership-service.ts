@@ -23,6 +23,7 @@ import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
 import { CompatReports, protocolCompat, type Compat } from './compat.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
+import { IndirectProbe, indirectProbeProtocol, probeHelpers } from './indirect-probe.ts'
 
 export interface MembershipTiming {
   /** re-publish the advert at least this often even if nothing changed (see refreshFor) */
@@ -41,6 +42,10 @@ export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heart
 const RECHECK_DOUBTED_MS = 60_000
 const DOUBT_SYNC_MS = 3_000
 const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === 'dead'
+/** members asked to reach a silent neighbour before it is suspected (indirect-probe.ts) */
+const PROBE_HELPERS = 3
+/** how long they get: at most this, and at most the silence that raised the question */
+const PROBE_TIMEOUT_MS = 1000
 /** a heartbeat that brings no news updates lastSeen at most this often */
 const LAST_SEEN_GRAIN_MS = 5_000
 /** The silence timeout follows the refresh period (see refreshFor), so that two lost refreshes never suspect anyone. */
@@ -69,6 +74,11 @@ export interface MembershipEvents {
   sent: [bytes: number]
   received: [bytes: number]
   suspected: [target: string, by: string, why: 'silent' | 'lost' | 'unreachable' | 'gossip']
+  /**
+   * a neighbour's heartbeats stopped here (or its connections dropped), but another
+   * member reached it: not suspected (a partial partition between this node and it?)
+   */
+  vouched: [target: string, by: string, why: 'silent' | 'lost']
   /** a member speaks no protocol version this node speaks (once per member, see compat.ts) */
   incompatible: [nodeId: string, compat: Compat, member: Advert]
   /** a neighbour's clock crossed the offset bound, one way or the other (heartbeat.ts) */
@@ -83,6 +93,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly topics: { adverts: string, suspicions: string }
   private readonly heartbeats: Heartbeats
   private readonly sync: MemberSync
+  private readonly probe: IndirectProbe
+  /** neighbours being probed through others right now */
+  private readonly probing = new Set<string>()
   /** adverts decoded by the topic validator, handed to the message handler */
   private readonly validated = new WeakMap<Message, Advert>()
   /** when we last pulled adverts from a neighbour whose heartbeat was ahead */
@@ -124,13 +137,19 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       watchers: this.timing.watchers,
       version: () => this.version,
       onBeat: (peer, v) => { this.onBeat(peer, v) },
-      onSilent: peer => { this.suspect(peer, 'silent') },
-      onLost: peer => { this.suspect(peer, 'lost') },
+      onSilent: peer => { void this.suspectUnlessVouched(peer, 'silent') },
+      onLost: peer => { void this.suspectUnlessVouched(peer, 'lost') },
       onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) },
       // the frame with a clock is protocol 2: an older agent would drop the stream
       sendClockTo: peer => (this.compatOf(peer)?.speak ?? 1) >= 2,
       onClockOffset: (peer, offsetMs, over) => { this.emit('clock-offset', peer, offsetMs, over) },
       registry: init.registry
+    })
+    this.probe = new IndirectProbe({
+      host: init.host,
+      protocol: indirectProbeProtocol(init.clusterId),
+      timeoutMs: Math.min(PROBE_TIMEOUT_MS, this.config.suspectAfterMs),
+      isMember: peer => this.table.get(peer)?.state === 'alive'
     })
     this.sync = new MemberSync({
       host: init.host,
@@ -167,6 +186,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     pubsub.subscribe(this.topics.adverts)
     pubsub.subscribe(this.topics.suspicions)
     await this.heartbeats.start()
+    await this.probe.start()
     await this.sync.start()
     this.own.start()
     this.timers = [
@@ -222,6 +242,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     clearTimeout(this.syncTimer)
     await this.own.stop(opts)
     await this.heartbeats.stop()
+    await this.probe.stop()
     await this.sync.stop()
     const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)
@@ -262,6 +283,26 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   /** A member we could not dial (and have no connection to) is as good as silent. */
   unreachable (peer: string): void { this.suspect(peer, 'unreachable') }
+
+  /**
+   * A neighbour fell silent here or lost its connections: ask a few other members to
+   * reach it first (indirect-probe.ts), and suspect it only if none does.
+   */
+  private async suspectUnlessVouched (peer: string, why: 'silent' | 'lost'): Promise<void> {
+    const m = this.table.get(peer)
+    if (!this.running || m == null || m.state !== 'alive' || this.probing.has(peer)) return
+    const connected = this.init.host.getConnections().map(c => c.remotePeer.toString())
+    const helpers = probeHelpers(this.table, connected, this.nodeId, peer, PROBE_HELPERS, Math.random)
+    if (helpers.length === 0) { this.suspect(peer, why); return }
+    this.probing.add(peer)
+    try {
+      const { reachedBy } = await this.probe.ask(helpers, peer)
+      if (reachedBy != null) this.emit('vouched', peer, reachedBy, why)
+      else this.suspect(peer, why)
+    } finally {
+      this.probing.delete(peer)
+    }
+  }
 
   /** Our own suspicion of a member: apply it here and tell everyone. */
   private suspect (peer: string, why: 'silent' | 'lost' | 'unreachable'): void {

@@ -124,6 +124,10 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   }
   // decimal only: 0x50 is not taken for port 80
   t.regex((await vgrid(['link', 'create', 'a.o', 'b.i', '--port', '0x50'])).stderr, /^vgrid: --port must be a number \(1-65535\), not "0x50"\n/)
+  // a missing --port says so (it said "must be a number"); the usage names tcp as the default protocol
+  const noPort = await vgrid(['link', 'create', 'a.o', 'b.i'])
+  t.is(noPort.code, 2)
+  t.regex(noPort.stderr, /^vgrid: --port is missing: .*\nusage: .*\[--protocol tcp\|udp \(default tcp\)\]/)
   const dir = await scratch()
   const cfg = join(dir, 'bad.json')
   await writeFile(cfg, '{"listen": 7}')

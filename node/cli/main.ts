@@ -20,7 +20,7 @@ const COMMANDS: Record<string, Command> = {
   vol: { summary: 'volumes: vgrid vol create|ls|info|resize|mv|rm|snapshot|clone|import|export|repair', run: async a => { await (await import('../gvs/cli.ts')).vol(a) } },
   ha: { summary: 'could every running VM be placed again if any one node failed', run: async a => (await import('../dvmm/cli.ts')).ha(a) },
   image: { summary: 'build the guest appliance the qemu driver boots (vgrid image build)', run: async a => (await import('../dvmm/image/cli.ts')).run(a) },
-  link: { summary: 'declared connections between VMs (vgrid link create FROM_VM.OUT TO_VM.IN --protocol tcp|udp --port N, ls, rm ID)', run: async a => (await import('../lcm/cli.ts')).link(a) },
+  link: { summary: 'declared connections between VMs (vgrid link create FROM_VM.OUT TO_VM.IN --port N [--protocol udp], ls, rm ID)', run: async a => (await import('../lcm/cli.ts')).link(a) },
   net: { summary: 'this agent\'s WireGuard interface, peers and dropped traffic', run: async a => (await import('../lcm/cli.ts')).net(a) },
   state: { summary: 'the replicated cluster document: heads, size, objects, sync with each peer', run: async a => (await import('./commands/state.ts')).state(a) }
 }

@@ -156,7 +156,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
     if (strand != null) {
       const them = strand.vms.length === 1 ? 'it' : 'them'
-      throw new ConflictError(`draining ${n.name} would stop ${strand.vms.join(', ')} with nowhere to go, no other node fits ${them}: ${strandedWhy(strand)}: make room, or drain it anyway to stop ${them} (\`vgrid node drain ${n.name} --force\`, or {"force": true} in the request)`, 'would_strand')
+      throw new ConflictError(`draining ${n.name} would stop ${strandedWhy(strand)} with nowhere else to run: make room, or drain it anyway to stop ${them} (\`vgrid node drain ${n.name} --force\`, or {"force": true} in the request)`, 'would_strand')
     }
     await state.write(w => {
       const e = w.reader.get('roll', n.id)

@@ -7,7 +7,7 @@ import { bytes, shortId, table } from '../cli/format.ts'
 import type { LinkView } from './links.ts'
 import type { NetView } from './routes.ts'
 
-const CREATE = 'vgrid link create FROM_VM.OUTPUT TO_VM.INPUT --protocol tcp|udp --port N [--json] [--api HOST:PORT]'
+const CREATE = 'vgrid link create FROM_VM.OUTPUT TO_VM.INPUT --port N [--protocol tcp|udp (default tcp)] [--json] [--api HOST:PORT]'
 const LS = 'vgrid link ls [--json] [--api HOST:PORT]'
 const RM = 'vgrid link rm LINK_ID [--json] [--api HOST:PORT]'
 const USAGE = `usage: ${CREATE}\n       ${LS}\n       ${RM}`
@@ -40,7 +40,8 @@ async function create (argv: string[]): Promise<void> {
   if (from == null || to == null) throw new CliError(`give the output and the input terminal\nusage: ${CREATE}`, 2)
   // decimal digits only: Number() would take 0x50 for 80, and " 80 " or 8e1 too
   const port = v.port != null && /^\d{1,5}$/.test(v.port as string) ? Number(v.port) : NaN
-  if (!Number.isInteger(port)) throw new CliError(`--port must be a number (1-65535)${v.port == null ? '' : `, not "${String(v.port)}"`}\nusage: ${CREATE}`, 2)
+  if (v.port == null) throw new CliError(`--port is missing: the port the link carries, on the input's VM\nusage: ${CREATE}`, 2)
+  if (!Number.isInteger(port)) throw new CliError(`--port must be a number (1-65535), not "${String(v.port)}"\nusage: ${CREATE}`, 2)
   const made = await new ApiClient(v.api as string | undefined).request<LinkView>('POST', '/v1/links', { from, to, protocol: v.protocol ?? 'tcp', port })
   process.stdout.write(v.json === true ? JSON.stringify(made, null, 2) + '\n' : `${made.id}\n`)
 }

@@ -5,6 +5,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { allocate, nodeAddress, vmAddress, type Allocation, type OverlayPrefix } from './overlay.ts'
 import { isValidEndpoint, isValidKey, type PeerConfig, type PeerState } from './wireguard-format.ts'
 import { peerAllowedIps, type NodeTunnel, type VmPlace } from './rules.ts'
+import { KEEPALIVE_S } from './tunnel-health.ts'
 
 /** What the plan reads of the document (a narrow view, filled from crdt's Reader). */
 export interface DocView {
@@ -51,7 +52,7 @@ export interface PeerPlan {
  * dropping its tunnel would cut its VMs for nothing). Dead and left members have no
  * peer. A malformed key or endpoint is rejected, with the reason.
  */
-export function planPeers (self: string, selfKey: string | null, members: MemberTable, addr: Addressing, keepaliveS = 25): PeerPlan {
+export function planPeers (self: string, selfKey: string | null, members: MemberTable, addr: Addressing, keepaliveS = KEEPALIVE_S): PeerPlan {
   const tunnels: NodeTunnel[] = []
   const rejected: Rejected[] = []
   const seenKeys = new Map<string, string>()

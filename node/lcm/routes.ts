@@ -32,7 +32,9 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     if (v == null) return 'no such VM'
     const st = leases.get(vm)?.status
     if (st === 'stopped' || st === 'failed') return st
-    return v.desired === 'stopped' ? 'stopping' : null
+    // made stopped, or parked: no lease, nothing runs to stop
+    if (v.desired === 'stopped') return st == null ? 'stopped' : 'stopping'
+    return null
   }
   return list.map(l => {
     const s = place.get(l.from.vm)

@@ -25,7 +25,7 @@ import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import { AddressWatch } from './address-watch.ts'
 import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
-import { tunnelsDown, type TunnelDown } from './tunnel-health.ts'
+import { KEEPALIVE_S, tunnelsDown, type TunnelDown } from './tunnel-health.ts'
 import { lcmProblems } from './health.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
@@ -84,7 +84,7 @@ const ROUTE_CHECK_MS = 30_000
  * show IF dump`, tunnel-health.ts): a tunnel that went down shows at most this long
  * after its bound, and one that came back clears as late
  */
-const TUNNEL_CHECK_MS = 10_000
+const TUNNEL_CHECK_MS = 5_000
 
 export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmView {
   readonly name = 'lcm'
@@ -128,7 +128,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   constructor (components: LcmComponents, init: LcmInit = {}) {
     super()
     this.c = components
-    this.init = { port: 51820, keepaliveS: 25, addressPollMs: 1000, keepRulesOnStop: true, ...init }
+    this.init = { port: 51820, keepaliveS: KEEPALIVE_S, addressPollMs: 1000, keepRulesOnStop: true, ...init }
     this.log = components.log.child('lcm')
     this.prefix = overlayPrefix(components.clusterId)
     this.ifname = interfaceName(components.peerId)

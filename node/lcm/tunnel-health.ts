@@ -16,16 +16,24 @@ export const REJECT_AFTER_TIME = 180
 export const REKEY_TIMEOUT = 5
 
 /**
+ * The persistent keepalive the agents set on every peer (s). Short enough that a
+ * tunnel which stops carrying anything shows within about half a minute
+ * (`quietAfterS`: 32 s; with WireGuard's usual 25 s it took 62-82 s), at one 32-byte
+ * packet per peer every 10 s when idle.
+ */
+export const KEEPALIVE_S = 10
+
+/**
  * How long a needed tunnel may go without a handshake before it is taken for down (s).
  * On a healthy but idle tunnel both ends send a keepalive at least every `keepaliveS`
- * (the agents set a persistent keepalive, 25 s), so the session's initiator starts a
- * new handshake at the latest `keepaliveS` after its keypair turned REKEY_AFTER_TIME
- * old, and it completes a round trip later: 120 + 25 s and change. Each handshake
+ * (the agents set a persistent keepalive, KEEPALIVE_S), so the session's initiator
+ * starts a new handshake at the latest `keepaliveS` after its keypair turned
+ * REKEY_AFTER_TIME old, and it completes a round trip later: 120 + 10 s and change. Each handshake
  * packet lost on the way costs one REKEY_TIMEOUT more; three in a row still leave it
  * under REJECT_AFTER_TIME. Past REJECT_AFTER_TIME both ends refuse the session's keys,
  * so a handshake older than that is not an idle tunnel but one that carries nothing:
  * the bound is the later of the two, 180 s with the agents' keepalive. It cannot flap
- * on a healthy tunnel (that renews 35 s before it), and a real outage shows within
+ * on a healthy tunnel (that renews 50 s before it), and a real outage shows within
  * 180 s of the last handshake plus one check. Without a keepalive an idle tunnel makes
  * no handshakes at all, and nothing can be told from their age: `null`.
  */
@@ -38,7 +46,7 @@ export function staleAfterS (keepaliveS: number): number | null {
  * How long a needed tunnel may receive nothing before it is taken for down (s): a live
  * peer sends at least a keepalive every `keepaliveS` (it counts what it sent, so a peer
  * that talks sends more), so two missed in a row, with slack for a handshake's retries,
- * is no idle tunnel (62 s with the agents' 25 s, where handshakes alone tell only after
+ * is no idle tunnel (32 s with the agents' 10 s, where handshakes alone tell only after
  * 180 s: a tester's partial partition of 107 s was never reported). Null without a
  * keepalive.
  */

@@ -69,6 +69,7 @@ export class MembershipMetrics {
   readonly gossipRejected: Counter<'topic' | 'reason'>
   readonly bytes: Counter<'direction'>
   readonly suspicions: Counter<'origin'>
+  readonly vouched: Counter
 
   constructor (registry: Registry) {
     const registers = [registry]
@@ -78,6 +79,7 @@ export class MembershipMetrics {
     this.gossipRejected = new Counter({ name: 'vgrid_gossip_rejected_total', help: 'Gossip messages dropped, by reason', labelNames: ['topic', 'reason'] as const, registers })
     this.bytes = new Counter({ name: 'vgrid_membership_gossip_bytes_total', help: 'Payload bytes of membership gossip (adverts, suspicions)', labelNames: ['direction'] as const, registers })
     this.suspicions = new Counter({ name: 'vgrid_suspicions_total', help: 'Suspicions raised here (local) or heard from others (remote)', labelNames: ['origin'] as const, registers })
+    this.vouched = new Counter({ name: 'vgrid_suspicions_vouched_total', help: 'Neighbours silent here that another member reached, so not suspected (indirect probes)', registers })
   }
 }
 
@@ -214,6 +216,11 @@ export class GridMembership implements Service {
       else log.info('a member\'s clock is back within the bound', { node, offsetMs: Math.round(offsetMs) })
     })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
+    detector.on('vouched', (target, by, why) => {
+      metrics.vouched.inc()
+      const name = (id: string): string => detector.members.get(id)?.advert.name ?? id
+      log.warn(`${why === 'silent' ? 'heartbeats from' : 'every connection to'} ${name(target)} stopped here, but ${name(by)} reaches it: not suspected; is the network between this server and ${name(target)} cut?`, { node: name(target), through: name(by) })
+    })
     detector.on('transition', t => {
       for (const [state, n] of Object.entries(countStates(detector.members))) metrics.members.set({ state }, n)
       const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId

@@ -81,8 +81,14 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   // an end whose VM is stopped says so (a link to it carries nothing now)
   type Ends = { from: { down: string | null }, to: { down: string | null } }
   t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: null }, to: { down: null } })
-  replica.change(w => { w.update('vms', 'db', { desired: 'stopped' }) })
-  t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: null }, to: { down: 'stopping' } })
+  replica.change(w => {
+    w.put('leases', { vm: 'db', holder: 'n2', epoch: 1, cpu: 0.1, memoryBytes: 1 << 20, status: 'running', log: [] })
+    w.update('vms', 'db', { desired: 'stopped' })
+  })
+  t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: null }, to: { down: 'stopping' } }, 'running, asked to stop')
+  // a VM made stopped never ran: no lease, nothing being stopped (it said "stopping" for good)
+  replica.change(w => { w.update('vms', 'web', { desired: 'stopped' }) })
+  t.like((await a.inject({ method: 'GET', url: `/v1/links/${made.json.id!}` })).json() as Ends, { from: { down: 'stopped' }, to: { down: 'stopping' } }, 'never placed')
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 200)
   t.is((await a.inject({ method: 'DELETE', url: `/v1/links/${made.json.id!}` })).statusCode, 404)
   t.is((await a.inject({ method: 'GET', url: '/v1/links/none' })).statusCode, 404)

@@ -8,7 +8,7 @@ import { Replica } from '../../crdt/replica.ts'
 import { MIGRATIONS } from '../../crdt/genesis.ts'
 import type { Member } from '../../protocol/membership.ts'
 import type { Advert } from '../../protocol/advert.ts'
-import { REJECT_AFTER_TIME, quietAfterS, staleAfterS, tunnelsDown, type PeerHandshake, type PlacedLink } from '../../node/lcm/tunnel-health.ts'
+import { KEEPALIVE_S, REJECT_AFTER_TIME, quietAfterS, staleAfterS, tunnelsDown, type PeerHandshake, type PlacedLink } from '../../node/lcm/tunnel-health.ts'
 import { lcmProblems } from '../../node/lcm/health.ts'
 import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { formatNet } from '../../node/lcm/cli.ts'
@@ -61,6 +61,8 @@ test('a needed peer with no handshake past the bound is down, naming the node an
 
 test('a needed peer from which nothing came for two keepalives and slack is down before its handshake\'s bound (a partial partition shorter than 180 s was never reported)', t => {
   t.is(quietAfterS(25), 62)
+  t.is(quietAfterS(KEEPALIVE_S), 32, 'the agents\' keepalive: down after about half a minute')
+  t.is(staleAfterS(KEEPALIVE_S), REJECT_AFTER_TIME)
   t.is(quietAfterS(0), null)
   const quiet = (node: string, handshakeAgoS: number, rxAgoS: number): PeerHandshake => ({ ...peer(node, handshakeAgoS), rxChangedAt: NOW - rxAgoS * S })
   t.deepEqual(tunnelsDown('n3', [quiet('n2', 100, 25), quiet('n1', 10, 5)], links, NOW, 25), [], 'keepalives arrive: an idle live tunnel')
