@@ -132,7 +132,9 @@ async function show (argv: string[]): Promise<void> {
   out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) out(`  overlay address ${d.address}`)
   if (d.spec.user != null) out(`  runs as user ${d.spec.user}, without capabilities`)
-  if (d.spec.volumes.length > 0) out(`  volumes ${d.spec.volumes.join(', ')}`)
+  // by path, as users name them (an agent of an earlier release sends ids only)
+  const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
+  if (disks.length > 0) out(`  volumes ${disks.map(x => x.path ?? `${x.id} (removed)`).join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime
   // a run that ended keeps its record until the VM starts again: its pid and network are gone

@@ -131,6 +131,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
+      disks: vm.spec.volumes.map(v => ({ id: v, path: reader.get('volumes', v)?.value.path ?? null })),
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),

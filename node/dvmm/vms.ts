@@ -313,6 +313,8 @@ export interface VmDetail extends VmRow {
   /** on its holder: what the driver reports (pid, start time, interface, netns, accelerator, cgroups) */
   runtime: VmInfo | null
   spec: Vm['spec']
+  /** its volumes (`spec.volumes` holds their ids) with their paths now; null: no such volume any more */
+  disks: Array<{ id: string, path: string | null }>
   lease: LeaseView['winner'] | null
   /** concurrent claims still in the document (a contest not yet settled) */
   claims: number

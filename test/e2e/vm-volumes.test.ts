@@ -38,6 +38,10 @@ e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on
 
   const consoleOn = async (node: string): Promise<string> => (await grid.host(node).api<{ console: string }>('/v1/vms/store/console')).console
   const first = await until('store to run', 60_000, async () => { const d = await h1.api<VmDetail>('/v1/vms/store'); return d.state === 'running' && d.node != null ? d : undefined })
+  // its disks by path, as the user named them (vm show printed the volume's id)
+  t.deepEqual(first.disks, [{ id: vol.id, path: '/shop/disk' }])
+  const shown = await h1.vgrid(['vm', 'show', 'store'])
+  t.regex(shown.stdout, /^ {2}volumes \/shop\/disk$/m, shown.stdout)
   const c1 = await until('the guest to stamp its disk', 90_000, async () => { const c = await consoleOn(first.node!); return c.includes('stamped vda [run1]') ? c : undefined })
   t.regex(c1, /vgrid-guest: disk vda \[A{64}\]/, 'the guest reads what h1 wrote through NBD')
   const epoch1 = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
