@@ -251,7 +251,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
         seen.add(key)
         if (this.rejectedSeen.has(key)) continue
         this.rejected.inc({ reason: r.reason })
-        this.log.warn('peer rejected', { node: r.node, reason: r.reason, detail: r.detail })
+        this.log.warn('peer rejected', { node: this.c.membership.members.get(r.node)?.advert.name ?? r.node, id: r.node, reason: r.reason, detail: r.detail })
       }
       this.rejectedSeen = seen
       const rules = computeRuleset({ node: this.c.peerId, table: this.table, vmPrefix: this.prefix.vmV4, vms: addr.vms, links: doc.links })

@@ -291,7 +291,7 @@ export class GridMembership implements Service {
     for (const conn of this.c.host.getConnections(peerIdFromString(id))) {
       const ip = conn.remoteAddr.toString().split('/')[2]
       if (ip !== undefined && gone.has(ip)) {
-        this.log.info('closing a connection to an address the member no longer has', { node: id, addr: conn.remoteAddr.toString() })
+        this.log.info('closing a connection to an address the member no longer has', { node: this.detector.members.get(id)?.advert.name ?? id, id, addr: conn.remoteAddr.toString() })
         void conn.close().catch(() => {})
       }
     }

@@ -155,7 +155,7 @@ export class StateService extends EventEmitter<StateEvents> {
     // a clean base after a repair or a migration
     if (this.recovered.length > 0 || this.persister.dirty) await this.persister.snapshot()
 
-    this.sync = new SyncService({ host, replica: this.replica, log: this.log, maxMessageBytes: this.init.maxMessageBytes, addrsOf: this.init.addrsOf })
+    this.sync = new SyncService({ host, replica: this.replica, log: this.log, maxMessageBytes: this.init.maxMessageBytes, addrsOf: this.init.addrsOf, nameOf: this.init.nameOf })
     this.sync.on('changed', (peer, n) => {
       metrics.changes.inc({ origin: 'remote' }, n)
       this.afterChange('remote', peer)
@@ -349,7 +349,7 @@ export class StateService extends EventEmitter<StateEvents> {
     const now = (this.init.now ?? Date.now)()
     this.persister.commit(w => contests.filter(c => w.settleFuture(c.kind, c.key, now, MAX_FUTURE_MS)).map(c => `${c.kind}/${c.key}`), 'settle future stamps')
       .then(settled => {
-        if (settled.length > 0) this.log.warn('values stamped in the future (a peer\'s clock runs fast) won contests: settled for the values this clock had passed', { from: peer, objects: settled.slice(0, 10).join(','), count: settled.length })
+        if (settled.length > 0) this.log.warn('values stamped in the future (a peer\'s clock runs fast) won contests: settled for the values this clock had passed', { from: this.init.nameOf?.(peer) ?? peer, objects: settled.slice(0, 10).join(','), count: settled.length })
       })
       .catch(() => {}) // disk trouble: reported by the persister (the contest then stays as it is)
   }

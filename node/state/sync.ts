@@ -50,6 +50,8 @@ export interface SyncServiceInit {
   addrsOf?: (peer: string) => string[]
   /** the least time between two messages on one session (ms): what arrives meanwhile goes in one */
   coalesceMs?: number
+  /** a member's name (from its advert), for log lines */
+  nameOf?: (peer: string) => string | undefined
 }
 
 type CloseWhy = 'remote' | 'error' | 'replaced' | 'rejected' | 'blocked' | 'disconnected' | 'stopped' | 'unpicked'
@@ -288,7 +290,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
 
   private reject (s: SyncSession, reason: SyncRejectReason, detail: string): void {
     this.emit('rejected', s.peer, reason, detail)
-    this.init.log.warn('rejected state sync data from peer; closing its connection', { peer: s.peer, reason, detail: detail.slice(0, 200) })
+    this.init.log.warn('rejected state sync data from peer; closing its connection', { peer: this.init.nameOf?.(s.peer) ?? s.peer, reason, detail: detail.slice(0, 200) })
     this.quarantine.set(s.peer, Date.now() + (this.init.quarantineMs ?? 30_000))
     this.close(s, 'rejected')
     void this.init.host.hangUp(peerIdFromString(s.peer)).catch(() => {})
