@@ -15,7 +15,7 @@
 // the target (the same protocol, asked of the target about the target).
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import type { MemberTable } from './membership.ts'
 
 const REACHED = 1
@@ -80,7 +80,7 @@ export class IndirectProbe {
       let left = helpers.length
       let done = false
       for (const h of helpers) {
-        void this.question(peerIdFromString(h), target).then(reached => {
+        void this.question(h, target).then(reached => {
           if (reached != null) answered++
           left--
           if (done) return
@@ -91,11 +91,11 @@ export class IndirectProbe {
   }
 
   /** One question to one peer: true (reached), false (not), null (no answer). */
-  private async question (peer: PeerId, target: string, timeoutMs = this.init.timeoutMs): Promise<boolean | null> {
+  private async question (peer: string, target: string, timeoutMs = this.init.timeoutMs): Promise<boolean | null> {
     let stream: Stream | undefined
     try {
       const signal = AbortSignal.timeout(timeoutMs)
-      stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal })
+      stream = await this.init.host.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal })
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST })
       await lp.write(new TextEncoder().encode(target), { signal })
       const reply = (await lp.read({ signal })).subarray()
@@ -104,7 +104,7 @@ export class IndirectProbe {
     } catch (err) {
       stream?.abort(err as Error)
       // an agent of a release before indirect probes: it answered the negotiation, so it runs
-      if ((err as Error).name === 'UnsupportedProtocolError' && peer.toString() === target) return true
+      if ((err as Error).name === 'UnsupportedProtocolError' && peer === target) return true
       return null
     }
   }
@@ -121,7 +121,7 @@ export class IndirectProbe {
       // only for members, about members, and not while flooded: a helper's work per question is one dial
       else if (this.serving <= MAX_SERVING && target !== from && this.init.isMember(from) && this.init.isMember(target)) {
         // sooner than the asker gives up, so that a "not reached" gets back in time
-        reached = await this.question(peerIdFromString(target), target, this.init.timeoutMs * 0.75) === true
+        reached = await this.question(target, target, this.init.timeoutMs * 0.75) === true
       }
       await lp.write(Uint8Array.of(reached ? REACHED : NOT_REACHED), { signal })
       await stream.close({ signal }).catch(() => {})

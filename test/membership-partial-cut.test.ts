@@ -11,7 +11,7 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type VgridHost } from '../protocol/host.ts'
 import { generateClusterKey } from '../protocol/cluster-key.ts'
 import { MembershipService } from '../protocol/membership-service.ts'
-import { probeHelpers } from '../protocol/indirect-probe.ts'
+import { IndirectProbe, indirectProbeProtocol, probeHelpers } from '../protocol/indirect-probe.ts'
 import type { Member, MemberTable, Transition } from '../protocol/membership.ts'
 import type { AdvertBody } from '../protocol/own-advert.ts'
 import { waitFor } from './helpers/agent-process.ts'
@@ -59,6 +59,15 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
   await waitFor(allAlive, 15_000, 'every member alive on every node')
   // past the first heartbeats, so that every watch runs
   await sleep(1500)
+
+  // the protocol itself: a member asked about itself answers at once; about another,
+  // it reaches that one; about something that is no member (or no peer id), no
+  const asker = new IndirectProbe({ host: hosts[0]!, protocol: indirectProbeProtocol(clusterKey.clusterId), timeoutMs: 1000, isMember: () => true })
+  t.deepEqual(await asker.ask([b.nodeId], b.nodeId), { reachedBy: b.nodeId, answered: 1 })
+  t.deepEqual(await asker.ask([b.nodeId], c.nodeId), { reachedBy: b.nodeId, answered: 1 })
+  t.deepEqual(await asker.ask([b.nodeId], ids[0]!.slice(0, -3) + 'xyz'), { reachedBy: null, answered: 1 }, 'not a member: b does not dial it')
+  t.deepEqual(await asker.ask([b.nodeId], 'garbage \u0000'), { reachedBy: null, answered: 1 })
+  t.deepEqual(await asker.ask([], c.nodeId), { reachedBy: null, answered: 0 })
 
   const doubts: string[] = []
   const vouched: string[] = []
