@@ -7,7 +7,7 @@
 // therefore monotonic readings (ms on the epoch scale), for this process only.
 import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { decodeAdvert, decodeRelayedAdvert, type Advert, type AdvertRejection } from './advert.ts'
 import { OwnAdvert, refreshFor, type AdvertBody } from './own-advert.ts'
 import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
@@ -85,6 +85,15 @@ export interface MembershipEvents {
   'clock-offset': [peer: string, offsetMs: number, over: boolean]
 }
 
+/** A member this node does not reach directly, though another does (a partial partition). */
+export interface OutOfReach {
+  /** the member that last reached it for us */
+  by: string
+  /** when this node first found it out of reach (ms since the epoch) */
+  since: number
+  why: 'silent' | 'lost'
+}
+
 export class MembershipService extends EventEmitter<MembershipEvents> {
   readonly config: MembershipConfig
   readonly timing: MembershipTiming
@@ -96,6 +105,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly probe: IndirectProbe
   /** neighbours being probed through others right now */
   private readonly probing = new Set<string>()
+  /** neighbours silent here that another member vouched for: until heard directly again */
+  private readonly unreached = new Map<string, OutOfReach>()
   /** adverts decoded by the topic validator, handed to the message handler */
   private readonly validated = new WeakMap<Message, Advert>()
   /** when we last pulled adverts from a neighbour whose heartbeat was ahead */
@@ -183,6 +194,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     pubsub.topicValidators.set(this.topics.suspicions, this.validateSuspicion)
     pubsub.addEventListener('message', this.onMessage)
     pubsub.addEventListener('subscription-change', this.onNewTopicPeer)
+    this.init.host.addEventListener('peer:connect', this.onConnect)
     pubsub.subscribe(this.topics.adverts)
     pubsub.subscribe(this.topics.suspicions)
     await this.heartbeats.start()
@@ -247,6 +259,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)
     pubsub.removeEventListener('subscription-change', this.onNewTopicPeer)
+    this.init.host.removeEventListener('peer:connect', this.onConnect)
+    this.unreached.clear()
     pubsub.topicValidators.delete(this.topics.adverts)
     pubsub.topicValidators.delete(this.topics.suspicions)
   }
@@ -269,7 +283,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   /** Something in our advert changed: publish it once the current burst of work is done. */
   advertiseNow (): void { this.own.advertiseNow() }
 
+  /** Members this node does not reach directly while others do (vouched for), by id. */
+  outOfReach (): ReadonlyMap<string, OutOfReach> { return this.unreached }
+
+  // heard directly again: a heartbeat, or a new connection (the old one may have died in the cut)
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => { this.unreached.delete(evt.detail.toString()) }
+
   private onBeat (peer: string, v: Version): void {
+    this.unreached.delete(peer)
     const m = this.table.get(peer)
     // lastSeen only feeds the silence timeout: a quarter of it (at most 5 s) is fresh enough
     this.apply(onHeartbeat(this.table, peer, v, monoNow(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
@@ -297,8 +318,12 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     this.probing.add(peer)
     try {
       const { reachedBy } = await this.probe.ask(helpers, peer)
-      if (reachedBy != null) this.emit('vouched', peer, reachedBy, why)
-      else this.suspect(peer, why)
+      if (reachedBy != null) {
+        this.unreached.set(peer, { by: reachedBy, since: this.unreached.get(peer)?.since ?? Date.now(), why })
+        this.emit('vouched', peer, reachedBy, why)
+      } else {
+        this.suspect(peer, why)
+      }
     } finally {
       this.probing.delete(peer)
     }
@@ -411,6 +436,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const t of step.transitions) {
       if (t.to === 'forgotten') { this.fetched.delete(t.nodeId); this.compat.forget(t.nodeId) }
       if (t.to !== 'suspect') this.raised.delete(t.nodeId)
+      if (t.to !== 'alive') this.unreached.delete(t.nodeId)
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are
       // dead too, so tell them we are not

@@ -15,6 +15,7 @@ import { IndirectProbe, indirectProbeProtocol, probeHelpers } from '../protocol/
 import type { Member, MemberTable, Transition } from '../protocol/membership.ts'
 import type { AdvertBody } from '../protocol/own-advert.ts'
 import { waitFor } from './helpers/agent-process.ts'
+import { outOfReachProblems } from '../node/membership/views.ts'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const body = (name: string) => (): AdvertBody => ({
@@ -87,6 +88,19 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
   t.true(allAlive(), 'every member alive on every node')
   t.true(vouched.length > 0, 'a or c found the other silent and had b vouch for it')
   t.log(`vouched: ${vouched.join('; ')}`)
+  // each side holds the other out of reach, as health says (members-out-of-reach)
+  t.is(a.outOfReach().get(c.nodeId)?.by, b.nodeId)
+  t.is(c.outOfReach().get(a.nodeId)?.by, b.nodeId)
+  t.is(b.outOfReach().size, 0, 'b reaches everyone')
+  const [problem] = outOfReachProblems(a.outOfReach(), a.members)
+  t.regex(problem?.message ?? '', /^this server cannot reach c \(for \d+ s; b reaches it\) on the network, though the grid can: a partial partition/)
+  t.is(problem?.cause, 'members-out-of-reach')
+
+  // healed: a new connection between them clears it
+  cut.clear()
+  await hosts[0]!.dial(hosts[2]!.getMultiaddrs()[0]!)
+  await waitFor(() => a.outOfReach().size === 0 && c.outOfReach().size === 0, 10_000, 'a and c reach each other again')
+  t.deepEqual(outOfReachProblems(a.outOfReach(), a.members), [])
 
   // c really goes away: b and a find it dead (nobody reaches it to vouch)
   const stopped = Date.now()

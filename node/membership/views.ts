@@ -6,6 +6,7 @@ import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
 import { MAX_CLOCK_OFFSET_MS, type ClockOffset } from '../../protocol/heartbeat.ts'
 import { restartPendingFrom } from '../../crdt/placement/fence.ts'
+import type { OutOfReach } from '../../protocol/membership-service.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
@@ -138,6 +139,27 @@ export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string
   }]
 }
 
+
+/**
+ * Members alive that this node does not reach directly while another member does
+ * (pure): a partial partition, this server and each of them cut from each other on the
+ * network. Membership holds them alive (others vouch for them), but whatever goes
+ * straight between the two (WireGuard links of VMs, the volume store's replica calls)
+ * fails until it heals.
+ */
+export function outOfReachProblems (unreached: ReadonlyMap<string, OutOfReach>, table: MemberTable, now = Date.now()): HealthProblem[] {
+  const cut = [...unreached].filter(([id]) => table.get(id)?.state === 'alive')
+  if (cut.length === 0) return []
+  const name = (id: string): string => table.get(id)?.advert.name ?? id
+  const since = Math.min(...cut.map(([, r]) => r.since))
+  const named = cut.map(([id, r]) => `${name(id)} (for ${Math.max(0, Math.round((now - r.since) / 1000))} s; ${name(r.by)} reaches it)`).sort()
+  return [{
+    service: 'membership',
+    cause: 'members-out-of-reach',
+    message: `this server cannot reach ${named.join(', ')} on the network, though the grid can: a partial partition; VM links and volume copies between them fail until it heals: check the network between this server and ${cut.length === 1 ? 'it' : 'them'}`,
+    since: new Date(since).toISOString()
+  }]
+}
 
 /** an offset as `vgrid nodes` and health say it: "+90.0 s", "-0.4 s" */
 export const offsetText = (ms: number): string => `${ms >= 0 ? '+' : '-'}${(Math.abs(ms) / 1000).toFixed(1)} s`

@@ -126,20 +126,27 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   // (protocol/indirect-probe.ts), where before both were declared dead for seconds at
   // a time, everywhere, and the tunnel was taken down and set up again each time
   const doubted = new Set<string>()
+  let outOfReach: { ms: number, message: string } | undefined
   const down = await until(`${web.holder.name} to report the tunnel to ${db.holder.name} down`, 60_000, async () => {
     for (const [at, v] of Object.entries(await grid.views(['h1', 'h2', 'h3']))) {
       if (typeof v !== 'string') for (const [who, state] of Object.entries(v)) if (state !== 'alive') doubted.add(`${at} held ${who} ${state}`)
     }
-    return (await problems(web.holder)).find(p => p.cause === 'tunnel-down')
+    const now = await problems(web.holder)
+    const o = now.find(p => p.cause === 'members-out-of-reach')
+    if (o != null) outOfReach ??= { ms: Date.now() - cutAt, message: o.message }
+    return now.find(p => p.cause === 'tunnel-down')
   })
   const tookMs = Date.now() - cutAt
+  // membership says it first: the watcher's silence, vouched for by the third host
+  t.log(`members-out-of-reach reported ${outOfReach == null ? 'never' : secs(outOfReach.ms)} after the cut: ${outOfReach?.message ?? ''}`)
+  t.regex(outOfReach?.message ?? '', new RegExp(`^this server cannot reach ${db.holder.name} \\(for \\d+ s; h\\d reaches it\\)`))
   t.log(`tunnel-down reported ${secs(tookMs)} after the cut: ${down.message}`)
   t.regex(down.message, new RegExp(`^tunnel to ${db.holder.name} is down: .*web\\.db -> db\\.in`))
   t.false(await exchange(netnsOf(web), 'tcp', 'db', 5432), 'nothing passes meanwhile')
   t.deepEqual([...doubted], [], 'every host held every other alive through the cut')
   await grid.heal(db.holder.name)
-  await until('the tunnel-down problem to clear after the heal', 30_000, async () =>
-    !(await problems(web.holder)).some(p => p.cause === 'tunnel-down') || undefined)
+  await until('the tunnel-down and out-of-reach problems to clear after the heal', 30_000, async () =>
+    !(await problems(web.holder)).some(p => p.cause === 'tunnel-down' || p.cause === 'members-out-of-reach') || undefined)
   await until('web to reach db again after the heal', 20_000, async () => await exchange(netnsOf(web), 'tcp', 'db', 5432) || undefined)
 
   // db's holder dies: db runs again on the other db host, at the same address, and web reaches it by the same name
