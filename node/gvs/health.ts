@@ -40,6 +40,11 @@ export interface LastRepairView {
   lost: number
   /** objects a scrub found damaged with no sound copy to rewrite them from, some block on every copy (kept until a scrub finds otherwise) */
   unsound?: number
+  /**
+   * the document took `unsound` (the volume's record, which a sound scrub through any
+   * node clears): this node's count no longer adds to it, else it outlived that scrub here
+   */
+  unsoundRecorded?: true
   /** objects a scrub found damaged on every copy, each block sound on some copy (reads succeed), whose copies it could not rewrite */
   unrewritten?: number
   /** copies freed from nodes that are no longer their holders (repair.ts freeSurplus) */
@@ -86,6 +91,11 @@ const list = (xs: Iterable<string>, max = 3): string => {
   return a.length <= max ? a.join(', ') : `${a.slice(0, max).join(', ')} and ${a.length - max} more`
 }
 
+/** the objects a node's last repair found damaged on every copy that the document does not carry (none once recorded there); pure */
+export function unrecordedUnsound (lr: LastRepairView | null | undefined): number {
+  return lr?.unsoundRecorded === true ? 0 : lr?.unsound ?? 0
+}
+
 /** the state and its reasons; pure */
 export function volumeHealth (h: HealthInput): VolumeHealthView {
   const reasons: string[] = []
@@ -123,7 +133,8 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
     }
   }
   // the document's record (every node reads it) or this coordinator's own last repair
-  const unsound = Math.max(h.unsound ?? 0, h.lastRepair?.unsound ?? 0)
+  // where the document could not take it
+  const unsound = Math.max(h.unsound ?? 0, unrecordedUnsound(h.lastRepair))
   if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub checked: unreadable there until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
   const unrewritten = h.lastRepair?.unrewritten ?? 0
   if (unrewritten > 0) reasons.push(`${plural(unrewritten, 'object')} ${unrewritten === 1 ? 'is' : 'are'} damaged on every copy a scrub checked, each block sound on some copy (reads succeed), but the copies could not be rewritten (see the last repair's errors; vgrid vol repair VOL --scrub tries again)`)

@@ -167,12 +167,17 @@ export class RepairRuns {
       this.c.metrics?.repairBytes.inc(report.bytes)
       this.c.metrics?.repairFailed.inc(report.failed)
       this.c.metrics?.surplusFreed.inc(report.freed)
+      // the document's record is what every node shows, and what a sound scrub through any
+      // node clears: once it took the finding, this node's count stops adding to it
+      const prev = this.last.get(v.id)
+      const recorded = opts.scrub === true
+        ? this.c.unsound != null && await this.c.unsound(v, unreadable).then(() => true, () => false)
+        : prev?.unsoundRecorded === true
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
+        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(recorded && unsound > 0 ? { unsoundRecorded: true as const } : {}), ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})
-      if (opts.scrub === true) await this.c.unsound?.(v, unreadable).catch(() => {})
       await this.c.repaired(v)
       return report
     }

@@ -5,7 +5,7 @@
 // falls back on its own view, saying so.
 import type { Volume } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { coordinatorOf, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
+import { coordinatorOf, unrecordedUnsound, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
 import type { RepairRuns } from './repair-runs.ts'
 import type { StatusAnswer, StatusService } from './status-protocol.ts'
 import { layersOf } from './volumes.ts'
@@ -150,9 +150,11 @@ export class VolumeStates {
           h = { ...h, lastRepair: view }
         }
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
-        // on every copy: the coordinator does not know of it (it keeps its own last repair)
-        const unsound = this.lastRepairs.get(v.id)?.unsound ?? 0
-        if (unsound > 0 && (h.lastRepair?.unsound ?? 0) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' has' : 's have'} blocks damaged on every copy a scrub through this node checked: unreadable there until rewritten`] }
+        // on every copy, and the document could not take it: the coordinator does not know
+        // of it (it keeps its own last repair). Once in the document, the document says it
+        // (a sound scrub through another node clears it there, not in this node's record)
+        const unsound = unrecordedUnsound(this.lastRepairs.get(v.id))
+        if (unsound > 0 && unrecordedUnsound(h.lastRepair) === 0 && Object.keys(v.unsound ?? {}).length === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unsound} object${unsound === 1 ? ' has' : 's have'} blocks damaged on every copy a scrub through this node checked: unreadable there until rewritten`] }
         const unrewritten = this.lastRepairs.get(v.id)?.unrewritten ?? 0
         if (unrewritten > 0 && (h.lastRepair?.unrewritten ?? 0) === 0) h = { ...h, state: 'degraded', reasons: [...h.reasons, `${unrewritten} object${unrewritten === 1 ? ' is' : 's are'} damaged on every copy a scrub through this node checked, each block sound on some copy (reads succeed), but the copies could not be rewritten`] }
         // what this node refuses is its own to say, whatever the coordinator sees

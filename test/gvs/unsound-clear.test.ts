@@ -1,0 +1,44 @@
+// An object damaged on every copy, found by a scrub through one node, rewritten since and
+// found sound by a scrub through the other: every node shows the volume healthy. The node
+// whose scrub found it kept its own count beside the document's record, and stayed
+// degraded ("a scrub through this node checked") until a scrub through it ran again.
+import test from 'ava'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+import type { VolumeView } from '../../node/gvs/routes.ts'
+
+const MiB = 1024 * 1024
+
+test('a sound scrub through another node clears what a scrub through this one found', async t => {
+  const g = await memoryHosts(t, 2, 'gvsunsoundclear')
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0 })
+  const { dir, svcs } = g
+  const apps = svcs.map(s => apiOf(s))
+  const created = await apps[0]!.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/clear', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<VolumeView>().id
+  await svcs[0]!.device('h/clear')!.write(0, randomBytes(8 * MiB), true)
+  for (const a of ['a0', 'a1']) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, '00000001'), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
+    await fh.close()
+  }
+  const repair = async (i: number): Promise<{ failed: number, health: string }> => (await apps[i]!.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json()
+  const health = async (i: number): Promise<{ state: string, reasons: string[] }> => (await apps[i]!.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(await repair(0), { health: 'degraded' })
+  for (const i of [0, 1]) t.like(await health(i), { state: 'degraded' }, `node ${i}`)
+  // a client writes the object anew; a scrub through node 1 finds every copy sound
+  await svcs[0]!.device('h/clear')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  t.like(await repair(1), { failed: 0, health: 'healthy' })
+  t.deepEqual(doc.state.read().get('volumes', id)!.value.unsound, {})
+  // node 0's next pass (a repair without scrub, as its background pass runs) carries its
+  // scrub's finding on: the document's word, cleared, is what counts
+  t.like((await apps[0]!.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })).json<{ failed: number }>(), { failed: 0 })
+  for (const i of [0, 1]) {
+    const h = await health(i)
+    t.is(h.state, 'healthy', `node ${i}: ${h.reasons.join('; ')}`)
+  }
+})
