@@ -135,7 +135,7 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // the document's record (every node reads it) or this coordinator's own last repair
   // where the document could not take it
   const unsound = Math.max(h.unsound ?? 0, unrecordedUnsound(h.lastRepair))
-  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub checked: unreadable there until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub or a read checked: unreadable there until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
   const unrewritten = h.lastRepair?.unrewritten ?? 0
   if (unrewritten > 0) reasons.push(`${plural(unrewritten, 'object')} ${unrewritten === 1 ? 'is' : 'are'} damaged on every copy a scrub checked, each block sound on some copy (reads succeed), but the copies could not be rewritten (see the last repair's errors; vgrid vol repair VOL --scrub tries again)`)
   // objects whose newest copy is out of reach: not one copy short, but unreadable. The

@@ -204,7 +204,7 @@ export class GvsService {
     })
     this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds(), passUnreached: (id, n) => this.passUnreached(id, n) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats, this.caches)
-    this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), objectSize: this.store.objectSize, log: components.log, started: () => this.started })
+    this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), objectSize: this.store.objectSize, log: components.log, started: () => this.started, unsound: async objects => { await this.recordUnsound(objects) } })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
     this.repairs = new RepairRuns({
       self: this.replicas.self,

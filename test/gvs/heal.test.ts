@@ -81,7 +81,7 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
   const other = apiOf(svcs[1]!)
   const health1 = async (): Promise<{ state: string, reasons: string[] }> => (await other.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health1(), { state: 'degraded' })
-  t.regex((await health1()).reasons.join('\n'), /1 object has blocks damaged on every copy a scrub checked/)
+  t.regex((await health1()).reasons.join('\n'), /1 object has blocks damaged on every copy a scrub or a read checked/)
   // a repair without scrub does not look at the data: it keeps what the scrub found
   await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })
   t.regex((await health()).reasons.join('\n'), /damaged on every copy/)
@@ -170,4 +170,19 @@ test('so does a node\'s scheduled scrub for its own copy; and an object with a b
   t.like(scrubbed.unrepaired[0], { index: 0, everyCopy: true })
   t.regex(scrubbed.unrepaired[0]!.error, /block 2 is damaged on every copy checked/)
   t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/0`], 'only object 0 recorded unreadable')
+})
+
+test('a read that finds a block damaged on every copy records it: every node shows the volume degraded, not healthy while its reads fail', async t => {
+  const { dir, svcs, state, id } = await twoNodes(t, 'gvsreadunsound', '/h/readbad', '8M')
+  await svcs[0]!.device('h/readbad')!.write(0, randomBytes(8 * MiB), true)
+  await rot(dir, id, 1, { a0: 4096, a1: 4096 + 20 })
+  await t.throwsAsync(async () => await svcs[0]!.device('h/readbad')!.read(4 * MiB + 4096, 4096))
+  // the heals of both copies find no sound block 1 anywhere: recorded as a scrub records it
+  await waitFor(async () => Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}).length > 0, 10_000, 'the object to be recorded unsound')
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`])
+  for (const svc of svcs) {
+    const h = (await apiOf(svc).inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+    t.is(h.state, 'degraded')
+    t.regex(h.reasons.join('\n'), /1 object has blocks damaged on every copy a scrub or a read checked/)
+  }
 })

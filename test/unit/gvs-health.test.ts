@@ -158,7 +158,7 @@ test('objects damaged on every copy: unreadable only when some block is damaged 
   const last = { node: 'a', at: 1, copied: 0, failed: 2, bytes: 0, lost: 0 }
   const unreadable = volumeHealth(base({ lastRepair: { ...last, unsound: 1 } }))
   t.is(unreadable.state, 'degraded')
-  t.regex(unreadable.reasons.join('\n'), /1 object has blocks damaged on every copy a scrub checked: unreadable there until rewritten/)
+  t.regex(unreadable.reasons.join('\n'), /1 object has blocks damaged on every copy a scrub or a read checked: unreadable there until rewritten/)
   const readable = volumeHealth(base({ lastRepair: { ...last, unrewritten: 1 } }))
   t.is(readable.state, 'degraded')
   t.notRegex(readable.reasons.join('\n'), /unreadable/)
