@@ -181,6 +181,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     : undefined
   problems.push(async () => await gvs?.problems() ?? [])
   if (gvs != null) core.advert.provide('diskAvailable', () => gvs.store.available())
+  if (gvs != null) core.advert.provide('diskStored', () => gvs.storedBytes())
 
   const services: Service[] = [
     network,

@@ -78,6 +78,19 @@ export function subtract (a: Resources, b: Resources): Resources {
   }
 }
 
+/**
+ * What a node advertises free (pure): its capacity less what is reserved for its VMs,
+ * with the disk also less what its volume store holds there (`stored`: its copies fill
+ * the disk given, they are not reserved for any VM) and never more than the room left on
+ * the file system (`room`: data written fills it, whatever the capacity says).
+ */
+export function freeOf (capacity: Resources, reserved: Resources, disk: { stored?: number | null, room?: number | null } = {}): Resources {
+  const free = subtract(capacity, reserved)
+  if (disk.stored != null) free.diskBytes = Math.max(0, free.diskBytes - disk.stored)
+  if (disk.room != null) free.diskBytes = Math.min(free.diskBytes, disk.room)
+  return free
+}
+
 export const ZERO: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 }
 
 /** below this much free room (or a hundredth of the disk, whichever is less) the data dir's disk counts as full */

@@ -43,6 +43,7 @@ import type { HealthProblem } from '../api/types.ts'
 import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
+import { StoreUsage } from './store-usage.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
 import { VolumeProblems } from './volume-problems.ts'
 import { VolumeStates } from './volume-states.ts'
@@ -141,6 +142,8 @@ export class GvsService {
   private started = false
   /** damaged copies here, rewritten soon from sound ones */
   private readonly heals: DamageHeals
+  /** what the store holds on this node's disk (the advert's free disk counts it off) */
+  private readonly usage: StoreUsage
   /** frees the layers nothing reads, folds deleted snapshots' layers away */
   private readonly reclaim: LayerReclaim
   /** this node's caches of its VMs' disks (local-cache.ts) */
@@ -172,6 +175,7 @@ export class GvsService {
     })
     this.store.frozen.useDocument(() => this.frozenInDocument())
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
+    this.usage = new StoreUsage([join(components.config.dataDir, 'gvs'), join(components.config.dataDir, 'gvs-cache')], () => { this.components.diskMeasured?.() })
     this.store.on('fenced', f => {
       // a VM's holder fenced the volume in before its VM starts: the fence names the top
       // layer it knows (this node's document may not have that snapshot yet), a layer of
@@ -251,6 +255,7 @@ export class GvsService {
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
     await this.store.start()
     this.components.diskMeasured?.()
+    this.usage.start()
     this.caches.budget.limit = this.init.localCacheBytes ?? await defaultCacheBytes(this.components.config.dataDir)
     this.caches.start()
     if (this.caches.failed != null) this.components.log.warn('the volume cache is off: its directory could not be set up', { error: this.caches.failed })
@@ -286,6 +291,7 @@ export class GvsService {
     await this.status.stop()
     await this.placementCheck.stop()
     await this.replicas.stop()
+    await this.usage.stop()
     await this.store.stop()
     this.caches.close()
     this.exports.writers.close()
@@ -446,6 +452,12 @@ export class GvsService {
     return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
       .map(p => ({ ...p, message: sayLayers(p.message, vols) }))
   }
+
+  /** bytes the volume store holds on this node's disk, as last measured (null: not yet) */
+  storedBytes (): number | null { return this.usage.bytes() }
+
+  /** measures what the store holds now (tests; it is measured every USAGE_EVERY_MS) */
+  async measureStored (): Promise<number | null> { await this.usage.measure(); return this.usage.bytes() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
 

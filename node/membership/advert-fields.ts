@@ -1,7 +1,7 @@
 // The parts of this node's advert that other services own: the state service its
 // document heads, the VM manager its reserved resources, the connection manager its
 // WireGuard key and endpoint, the node runtime how it runs VMs, the volume store the
-// room left on its disk. Each provides a
+// room left on its disk and what it holds there. Each provides a
 // getter; `changed()` asks for a new advert at once (otherwise the next refresh carries it).
 import { EventEmitter } from 'node:events'
 import type { Resources, VmHostAdvert } from '../../protocol/advert.ts'
@@ -14,9 +14,11 @@ export interface ProvidedFields {
   vmHost: VmHostAdvert | null
   /** the room the volume store has left on its disk (null: none known): the advert's free disk is no more */
   diskAvailable: number | null
+  /** the bytes the volume store holds on this node's disk (null: not measured): counted off the free disk */
+  diskStored: number | null
 }
 
-const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null }
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null, diskStored: null }
 
 export class AdvertFields extends EventEmitter<{ changed: [] }> {
   private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}

@@ -18,7 +18,7 @@ import type { HealthProblem, StatusView } from '../api/types.ts'
 import type { VgridHost } from '../../protocol/host.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
-import { loadAverage, subtract } from '../resources.ts'
+import { freeOf, loadAverage } from '../resources.ts'
 import { loadPeerBook, peerBookEntries, savePeerBook } from '../peer-book.ts'
 import { claimIncarnation } from '../incarnation.ts'
 import { VERSION } from '../version.ts'
@@ -240,10 +240,7 @@ export class GridMembership implements Service {
   private advertBody (): AdvertBody {
     const { c } = this
     const reserved = c.advert.get('reserved')
-    const free = subtract(c.capacity, reserved)
-    // the disk as it is: data written fills it, whatever the capacity says
-    const room = c.advert.get('diskAvailable')
-    if (room != null) free.diskBytes = Math.min(free.diskBytes, room)
+    const free = freeOf(c.capacity, reserved, { stored: c.advert.get('diskStored'), room: c.advert.get('diskAvailable') })
     return {
       name: c.config.name,
       addrs: advertisedAddrs(this.addrs()),
