@@ -12,7 +12,23 @@ export function stateText (h: VolumeHealthView): string {
   return h.state
 }
 
+/** bytes with their unit: "0 B", "512 B", "4 MiB", "1.5 GiB" */
+export function bytesText (b: number): string {
+  const s = size(b)
+  return /[KMGT]$/.test(s) ? `${s.slice(0, -1)} ${s.slice(-1)}iB` : `${s} B`
+}
+
 export function size (b: number): string {
   for (const [u, n] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) if (b >= n) return `${(b / n).toFixed(b % n === 0 ? 0 : 1)}${u}`
   return `${b}`
+}
+
+/**
+ * `vol info`'s progress line of the repair running now, or null: none while it has
+ * nothing to copy (a background pass over a healthy volume showed "0/0 copies" after
+ * every repair was done), and the node that copies by name (`nodeName`). Pure.
+ */
+export function progressLine (r: VolumeHealthView['repair'], nodeName: (id: string) => string): string | null {
+  if (r == null || (r.total === 0 && r.failed === 0)) return null
+  return `progress  ${r.done}/${r.total} copies, ${bytesText(r.bytes)}, ${r.failed} failed (on ${nodeName(r.node)})`
 }

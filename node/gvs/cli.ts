@@ -5,7 +5,7 @@ import { parse } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import type { VolumeView } from './routes.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
-import { enc, json, out, size, stateText } from './cli-format.ts'
+import { enc, json, out, progressLine, size, stateText } from './cli-format.ts'
 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
        vgrid vol ls [PREFIX] [--json]
@@ -115,12 +115,12 @@ export async function vol (argv: string[]): Promise<void> {
       if (v.json === true) return json(d)
       const h = d.health
       const lr = h.lastRepair
-      // the node that ran the last repair, by name (the view has its id)
-      const nodes = lr == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
+      // the nodes that ran the last repair and run the one now, by name (the view has their ids)
+      const nodes = lr == null && h.repair == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
-        ...(h.repair != null ? [`progress  ${h.repair.done}/${h.repair.total} copies, ${size(h.repair.bytes)}, ${h.repair.failed} failed (on ${h.repair.node})`] : []),
+        ...[progressLine(h.repair, nodeName)].filter(l => l != null),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
         `scrub     ${d.scrub == null ? 'none of its copies here checked yet' : `${d.scrub.at}: ${d.scrub.objects} objects here checked, ${d.scrub.bad} bad, ${d.scrub.repaired} rewritten`}`,

@@ -25,7 +25,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, sayLayers, volumeUsers, type Pool } from './volumes.ts'
+import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, sayLayers, sayNodes, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
@@ -450,7 +450,7 @@ export class GvsService {
     }))
     const vols = this.volumes()
     return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
-      .map(p => ({ ...p, message: sayLayers(p.message, vols) }))
+      .map(p => ({ ...p, message: sayNodes(sayLayers(p.message, vols), n => this.nodeName(n)) }))
   }
 
   /** bytes the volume store holds on this node's disk, as last measured (null: not yet) */

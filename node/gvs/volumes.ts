@@ -289,6 +289,17 @@ export function sayLayers (text: string, vols: readonly Volume[]): string {
   })
 }
 
+/** a libp2p peer id as messages carry it (Ed25519 keys: 12D3KooW…; older RSA ones: Qm…) */
+const PEER_ID = /\b(?:12D3KooW|Qm)[1-9A-HJ-NP-Za-km-z]{38,}\b/g
+
+/**
+ * A message with the peer ids that replicas' errors carry said as node names (`nameOf`:
+ * a node's advert name, its id when it has none). Pure.
+ */
+export function sayNodes (text: string, nameOf: (id: string) => string): string {
+  return text.replace(PEER_ID, id => nameOf(id))
+}
+
 export function layerNumber (layer: string): { base: string, n: number } {
   const m = /^(.+)@([0-9]+)$/.exec(layer)
   return m == null ? { base: layer, n: 0 } : { base: m[1]!, n: Number(m[2]) }

@@ -1,0 +1,26 @@
+// What `vgrid vol info` prints of a volume's repairs (node/gvs/cli-format.ts), and the
+// peer ids of replicas' errors said as node names (node/gvs/volumes.ts sayNodes).
+import test from 'ava'
+import { bytesText, progressLine } from '../../node/gvs/cli-format.ts'
+import { sayNodes } from '../../node/gvs/volumes.ts'
+
+const id = '12D3KooWEqDtFz8rAbTbUqbbZyH7X2HR7ptRQqVqvDyk6GwDo9Cd'
+const names = (n: string): string => n === id ? 'a3' : n
+
+test('the progress line names the node copying, and goes once there is nothing to copy', t => {
+  t.is(progressLine({ node: id, startedAt: 0, done: 2, total: 5, bytes: 8 * 2 ** 20, failed: 1 }, names), 'progress  2/5 copies, 8 MiB, 1 failed (on a3)')
+  t.is(progressLine({ node: id, startedAt: 0, done: 0, total: 0, bytes: 0, failed: 0 }, names), null, 'a pass over a healthy volume')
+  t.is(progressLine(null, names), null)
+})
+
+test('byte counts carry their unit', t => {
+  t.is(bytesText(0), '0 B')
+  t.is(bytesText(512), '512 B')
+  t.is(bytesText(4 * 2 ** 20), '4 MiB')
+  t.is(bytesText(1.5 * 2 ** 30), '1.5 GiB')
+})
+
+test('peer ids in messages are said as node names', t => {
+  t.is(sayNodes(`NBD requests failed: replica ${id}: object 7 of volume "/k/v" is damaged`, names), 'NBD requests failed: replica a3: object 7 of volume "/k/v" is damaged')
+  t.is(sayNodes('no id here', names), 'no id here')
+})
