@@ -39,7 +39,7 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   bar.stop(sound && l.copied === 0
     ? `${st.volume}: nothing to copy, every object has its copies${freed}`
     : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
-  for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.layer} on ${s.name ?? s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
+  for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.volume ?? s.layer} on ${s.name ?? s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   // an unrewritten scrub finding is in both lists: said once, above
   for (const e of l.errors) if (!(e.startsWith('scrub: object ') && e.includes(' is damaged and was not rewritten'))) out(`  ${e}`)
@@ -69,7 +69,7 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   const l = s.last
   bar.update(l.objects, l.total)
   bar.stop(`scrub: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten`)
-  for (const u of l.unrepaired) out(`  object ${u.index} of ${u.layer}: not rewritten: ${u.error}`)
+  for (const u of l.unrepaired) out(`  object ${u.index} of ${u.volume ?? u.layer}: not rewritten: ${u.error}`)
   // damage left behind is a failure a script must see (as for repair)
   if (l.unrepaired.length > 0) process.exitCode = 1
 }

@@ -55,7 +55,7 @@ export interface LastRepairView {
 }
 
 /** what the node that ran a repair keeps of it */
-export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, name?: string, healed: boolean, error?: string, readable?: true }> }
+export type LastRepair = LastRepairView & { errors: string[], lostObjects: number[], scrubbed?: Array<{ layer: string, index: number, node: string, name?: string, healed: boolean, error?: string, readable?: true, /** the layer as users name it (the API adds it) */ volume?: string }> }
 
 export interface HealthInput {
   replicas: number

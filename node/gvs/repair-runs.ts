@@ -154,7 +154,7 @@ export class RepairRuns {
       // every block is sound somewhere reads fine, its copies were just not rewritten
       const unhealed = scrubbed.filter(s => !s.healed)
       report.failed += unhealed.length
-      for (const s of unhealed) report.errors.push(`scrub: object ${s.index} of ${s.layer} on ${s.node} is damaged and was not rewritten: ${s.error ?? 'unknown why'}`)
+      for (const s of unhealed) report.errors.push(`scrub: object ${s.index} of ${s.layer} on ${s.name ?? s.node} is damaged and was not rewritten: ${s.error ?? 'unknown why'}`)
       const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
       const objects = (ss: typeof carried): string[] => [...new Set(ss.map(s => `${s.layer}/${s.index}`))].sort()
       const unreadable = objects(carried.filter(s => s.readable !== true))

@@ -157,7 +157,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   const repairStatus = (v: Volume): RepairStatusView => {
     const l = svc.lastRepairs.get(v.id)
     const all = svc.volumes()
-    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => sayLayers(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: sayLayers(l.unavailableWhy, all) } : {}) } }
+    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => sayLayers(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: sayLayers(l.unavailableWhy, all) } : {}), ...(l.scrubbed != null ? { scrubbed: sayFound(l.scrubbed, all) } : {}) } }
   }
 
   return (app: FastifyInstance): void => {
@@ -333,23 +333,34 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       }
       const r = await done
       const all = svc.volumes()
-      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors.map(e => sayLayers(e, all)), lost: r.plan.lost, scrubbed: svc.lastRepairs.get(v.id)?.scrubbed ?? [] }
+      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors.map(e => sayLayers(e, all)), lost: r.plan.lost, scrubbed: sayFound(svc.lastRepairs.get(v.id)?.scrubbed ?? [], all) }
     })
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async req => repairStatus(findVolume(svc.volumes(), req.params.id)))
 
     /** this node's scheduled scrub of its own copies: when, how far, what it found */
-    app.get('/v1/gvs/scrub', async () => svc.scrub.status())
+    const scrubStatus = (): ScrubStatus => { const st = svc.scrub.status(); return st.last == null ? st : { ...st, last: sayScrub(st.last, svc.volumes()) } }
+    app.get('/v1/gvs/scrub', async () => scrubStatus())
 
     app.post('/v1/gvs/scrub', async (req, reply) => {
       const b = optionalBody(req.body)
       onlyFields(b, ['wait'])
       const wait = flag(b, 'wait', false)
       const done = svc.scrub.now()
-      if (!wait) { done.catch(() => {}); void reply.code(202); return svc.scrub.status() }
-      return await done
+      if (!wait) { done.catch(() => {}); void reply.code(202); return scrubStatus() }
+      return sayScrub(await done, svc.volumes())
     })
   }
+}
+
+/** scrub findings with their layer said as users name it (`volume`: path, path@snapshot), their errors likewise */
+function sayFound<T extends { layer: string, error?: string }> (xs: readonly T[], vols: readonly Volume[]): Array<T & { volume: string }> {
+  return xs.map(x => ({ ...x, volume: sayLayers(x.layer, vols), ...(x.error != null ? { error: sayLayers(x.error, vols) } : {}) }))
+}
+
+/** a scrub's report with its findings said as users name their volumes */
+function sayScrub (r: ScrubReport, vols: readonly Volume[]): ScrubReport {
+  return { ...r, unrepaired: sayFound(r.unrepaired, vols) }
 }
 
 /** a volume's state with the layer names in its reasons said as paths (sayLayers) */

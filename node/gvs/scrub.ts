@@ -17,7 +17,8 @@ export interface ScrubProgress { startedAt: number, objects: number, total: numb
 export interface ScrubReport extends ScrubProgress {
   finishedAt: number
   /** bad copies that could not be rewritten: no sound copy was reachable */
-  unrepaired: Array<{ layer: string, index: number, error: string, everyCopy?: true }>
+  /** `volume`: the layer as users name it (the API adds it) */
+  unrepaired: Array<{ layer: string, index: number, error: string, everyCopy?: true, volume?: string }>
   /** per object set (layer): what was checked and found */
   layers: Record<string, { objects: number, bad: number, repaired: number }>
   /** set when the scrub was stopped before it was through */

@@ -57,16 +57,18 @@ test('an object damaged on every copy: repair with scrub says so, fails, and the
     await fh.close()
   }
   // the other node's scheduled scrub finds its copy damaged and the only other one too: recorded for every node
-  const scrubbed = (await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number, unrepaired: Array<{ everyCopy?: boolean }> }>()
+  const scrubbed = (await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number, unrepaired: Array<{ everyCopy?: boolean, volume?: string }> }>()
   t.like(scrubbed, { bad: 1 })
   t.true(scrubbed.unrepaired[0]?.everyCopy)
+  t.like(scrubbed.unrepaired[0], { volume: '/h/both' }, 'the volume named by its path')
   t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`], 'the scheduled scrub recorded it')
   t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'degraded' })
   const r = await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })
-  const body = r.json<{ failed: number, health: string, errors: string[] }>()
+  const body = r.json<{ failed: number, health: string, errors: string[], scrubbed: Array<{ volume?: string }> }>()
   t.is(body.failed, 2, JSON.stringify(body))
   t.is(body.health, 'degraded')
-  t.regex(body.errors.join('\n'), /object 1 .* not rewritten: no sound copy to rewrite it from: every copy checked .* is damaged/)
+  t.regex(body.errors.join('\n'), /object 1 of \/h\/both on a[01] is damaged and was not rewritten: no sound copy to rewrite it from: every copy checked .* is damaged/)
+  t.deepEqual(body.scrubbed.map(s => s.volume), ['/h/both', '/h/both'], 'the findings name the volume by its path')
   const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
   t.like(await health(), { state: 'degraded' })
   t.regex((await health()).reasons.join('\n'), /1 object has blocks damaged on every copy/)
