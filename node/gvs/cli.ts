@@ -127,7 +127,8 @@ export async function vol (argv: string[]): Promise<void> {
         `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
         // an older agent's answer has no layers
         ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} of deleted snapshots to be folded away in the background)` : ''}`] : []),
-        ...(d.parent != null ? [`parent    ${d.parent} (a clone of one of its snapshots)`] : [])].join('\n'))
+        // an older agent's answer has no clonedFrom
+        ...(d.parent != null ? [d.clonedFrom != null ? `clone of  ${d.clonedFrom}` : `parent    ${d.parent} (a clone of one of its snapshots)`] : [])].join('\n'))
     }
     case 'resize': {
       const [id, to] = need(2)

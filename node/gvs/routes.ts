@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, cloneSource, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -38,6 +38,8 @@ export interface VolumeView {
   /** this node's last scrub of its own copies of the volume */
   scrub: { at: string, objects: number, bad: number, repaired: number } | null
   parent: string | null
+  /** what it was cloned from as users name it (cloneSource: PATH@SNAP, or what is left of it), null for no clone */
+  clonedFrom: string | null
   /** the layers it reads through (each snapshot kept adds one), the most it may, and how many deleted snapshots' layers wait to be folded away (layer-reclaim.ts) */
   layers: { count: number, max: number, folding: number }
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
@@ -146,6 +148,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       health: health.get(v.id) ?? { state: 'degraded', reasons: ['no state could be computed'], repair: null, lastRepair: null },
       scrub: scrubOf(v),
       parent: v.parent,
+      clonedFrom: cloneSource(v, all),
       layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: waiting.get(v.id) ?? 0 },
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
         .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),

@@ -352,6 +352,21 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   }
 }
 
+/**
+ * What a clone was made from, as users name it (pure): `PATH@SNAP` while its parent
+ * and that snapshot are there (the snapshot's own layer is the one under the clone's
+ * top), else what is left of it, so `vol info` shows no id that answers not_found.
+ * Null for a volume that is no clone.
+ */
+export function cloneSource (v: Volume, vols: readonly Volume[]): string | null {
+  if (v.parent == null) return null
+  const parent = vols.find(x => x.id === v.parent)
+  if (parent == null) return `a volume removed since (${v.parent})`
+  const under = layersOf(v)[1]
+  const snap = Object.values(parent.snapshots).find(s => snapshotLayers(parent, s)[0] === under)
+  return snap != null ? `${parent.path}@${snap.name}` : `a snapshot of ${parent.path} removed since`
+}
+
 /** every object set some volume or snapshot still reads: never freed */
 export function referencedLayers (volumes: Iterable<Volume>): Set<string> {
   const out = new Set<string>()

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource } from '../../node/gvs/volumes.ts'
 import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -107,4 +107,14 @@ test('a VOLUME@SNAPSHOT given where a volume is expected: a snapshot is read-onl
   t.regex(e('/bb/r3@s1').message, /^no volume with id or path "\/bb\/r3@s1": "\/bb\/r3@s1" is snapshot s1 of volume \/bb\/r3, and a snapshot is read-only/)
   t.like(e('/bb/r3@nope', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/r3@nope", and volume /bb/r3 has no snapshot "nope" (it has s1, s2)' })
   t.like(e('/bb/none@s1', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/none@s1"' })
+})
+
+test('cloneSource: a clone names its parent by PATH@SNAP, and what is left once either is gone (vol info showed the parent\'s id)', t => {
+  const snap = planSnapshot(vol({ id: 'vol-aaaaaaaaaaaa', path: '/u/src' }), 's1', 1)
+  const src = vol({ id: 'vol-aaaaaaaaaaaa', path: '/u/src', layers: snap.layers, snapshots: { s1: { ...snap.snapshot, at: 1, by: 'n' } as Volume['snapshots'][string] } })
+  const clone = { ...planClone({ path: '/u/moved', from: '/u/src@s1' }, [src], () => 'vol-bbbbbbbbbbbb'), ...stamp } as unknown as Volume
+  t.is(cloneSource(clone, [src, clone]), '/u/src@s1')
+  t.is(cloneSource({ ...src }, [src]), null, 'no clone')
+  t.is(cloneSource(clone, [{ ...src, snapshots: {} }, clone]), 'a snapshot of /u/src removed since')
+  t.is(cloneSource(clone, [clone]), 'a volume removed since (vol-aaaaaaaaaaaa)')
 })
