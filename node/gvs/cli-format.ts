@@ -32,3 +32,15 @@ export function progressLine (r: VolumeHealthView['repair'], nodeName: (id: stri
   if (r == null || (r.total === 0 && r.failed === 0)) return null
   return `progress  ${r.done}/${r.total} copies, ${bytesText(r.bytes)}, ${r.failed} failed (on ${nodeName(r.node)})`
 }
+
+/**
+ * `vol info`'s scrub line: this node's scheduled scrub of its copies (`here`), and the
+ * last repair with scrub, which verified every copy on every node (it read "none of
+ * its copies here checked yet" right after vol repair --scrub said every copy was
+ * sound). Pure.
+ */
+export function scrubLine (here: { at: string, objects: number, bad: number, repaired: number } | null, last: VolumeHealthView['lastRepair'], nodeName: (id: string) => string): string {
+  const mine = here == null ? 'this node\'s scheduled scrub has checked none of its copies yet' : `${here.at}: ${here.objects} objects here checked by this node's scheduled scrub, ${here.bad} bad, ${here.repaired} rewritten`
+  const all = last?.scrubbedAt == null ? null : `${new Date(last.scrubbedAt).toISOString()}: every copy checked by vol repair --scrub on ${nodeName(last.node)}`
+  return all == null ? mine : here != null && Date.parse(here.at) > last!.scrubbedAt! ? `${mine}; before that, ${all}` : `${all}; ${mine}`
+}

@@ -47,6 +47,8 @@ export interface LastRepairView {
   unsoundRecorded?: true
   /** objects a scrub found damaged on every copy, each block sound on some copy (reads succeed), whose copies it could not rewrite */
   unrewritten?: number
+  /** when a repair with scrub (vol repair --scrub) last verified every copy of the volume, this one or one before it */
+  scrubbedAt?: number
   /** copies freed from nodes that are no longer their holders (repair.ts freeSurplus) */
   freed?: number
   /** objects it left alone as unavailable (their writes went to nodes none of which answered), with why for the first */

@@ -52,6 +52,7 @@ function parseOne (id: string, x: unknown): LastRepair | string {
     node: x.node, at: x.at as number, copied: x.copied as number, failed: x.failed as number, bytes: x.bytes as number, lost: x.lost as number,
     ...(x.unsound !== undefined ? { unsound: x.unsound as number } : {}),
     ...(x.unsoundRecorded === true ? { unsoundRecorded: true as const } : {}),
+    ...(isCount(x.scrubbedAt) ? { scrubbedAt: x.scrubbedAt } : {}),
     ...(x.unrewritten !== undefined ? { unrewritten: x.unrewritten as number } : {}),
     ...(x.freed !== undefined ? { freed: x.freed as number } : {}),
     ...(isCount(x.unavailable) ? { unavailable: x.unavailable } : {}),

@@ -34,6 +34,9 @@ test('a sound scrub through another node clears what a scrub through this one fo
   await svcs[0]!.device('h/clear')!.write(4 * MiB, randomBytes(4 * MiB), true)
   t.like(await repair(1), { failed: 0, health: 'healthy' })
   t.deepEqual(doc.state.read().get('volumes', id)!.value.unsound, {})
+  // vol info's scrub line says this repair's scrub, through the node that ran it
+  const lr = (await apps[1]!.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health.lastRepair
+  t.true(typeof lr?.scrubbedAt === 'number', JSON.stringify(lr))
   // node 0's next pass (a repair without scrub, as its background pass runs) carries its
   // scrub's finding on: the document's word, cleared, is what counts
   t.like((await apps[0]!.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })).json<{ failed: number }>(), { failed: 0 })

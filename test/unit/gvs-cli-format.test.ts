@@ -1,7 +1,7 @@
 // What `vgrid vol info` prints of a volume's repairs (node/gvs/cli-format.ts), and the
 // peer ids of replicas' errors said as node names (node/gvs/volumes.ts sayNodes).
 import test from 'ava'
-import { bytesText, progressLine } from '../../node/gvs/cli-format.ts'
+import { bytesText, progressLine, scrubLine } from '../../node/gvs/cli-format.ts'
 import { sayNodes } from '../../node/gvs/volumes.ts'
 
 const id = '12D3KooWEqDtFz8rAbTbUqbbZyH7X2HR7ptRQqVqvDyk6GwDo9Cd'
@@ -23,4 +23,11 @@ test('byte counts carry their unit', t => {
 test('peer ids in messages are said as node names', t => {
   t.is(sayNodes(`NBD requests failed: replica ${id}: object 7 of volume "/k/v" is damaged`, names), 'NBD requests failed: replica a3: object 7 of volume "/k/v" is damaged')
   t.is(sayNodes('no id here', names), 'no id here')
+})
+
+test('the scrub line says the last repair with scrub too, not only this node\'s scheduled scrub', t => {
+  const last = { node: id, at: Date.parse('2026-12-03T10:00:05Z'), copied: 0, failed: 0, bytes: 0, lost: 0, scrubbedAt: Date.parse('2026-12-03T10:00:00Z') }
+  t.is(scrubLine(null, last, names), '2026-12-03T10:00:00.000Z: every copy checked by vol repair --scrub on a3; this node\'s scheduled scrub has checked none of its copies yet')
+  t.is(scrubLine(null, { ...last, scrubbedAt: undefined }, names), 'this node\'s scheduled scrub has checked none of its copies yet')
+  t.is(scrubLine({ at: '2026-12-03T11:00:00.000Z', objects: 4, bad: 0, repaired: 0 }, last, names), '2026-12-03T11:00:00.000Z: 4 objects here checked by this node\'s scheduled scrub, 0 bad, 0 rewritten; before that, 2026-12-03T10:00:00.000Z: every copy checked by vol repair --scrub on a3')
 })
