@@ -48,6 +48,12 @@ export function onlyFields (body: Record<string, unknown>, known: readonly strin
   if (unknown !== undefined) throw new ValidationError(unknown, `unknown field "${unknown}" (this request takes ${known.join(', ')})`)
 }
 
+/** the query parameters a request takes: an unknown one is refused, as an unknown body field is (a DELETE ?bogus=1 went ahead, the parameter ignored) */
+export function onlyQuery (query: unknown, known: readonly string[]): void {
+  const unknown = Object.keys(query ?? {}).find(k => !known.includes(k))
+  if (unknown !== undefined) throw new ValidationError(unknown, `unknown query parameter "${unknown}" (this request takes ${known.length === 0 ? 'none' : known.join(', ')})`)
+}
+
 /** a request body that must be a JSON object */
 export function bodyObject (b: unknown): Record<string, unknown> {
   if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')

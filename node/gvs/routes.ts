@@ -5,8 +5,8 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, cloneSource, checkPath, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
+import { checkDestroy, checkSnapshotsGo, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -165,6 +165,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
   return (app: FastifyInstance): void => {
     app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', async req => {
+      onlyQuery(req.query, ['prefix'])
       const prefix = req.query.prefix ?? '/'
       if (typeof prefix !== 'string') throw new ValidationError('prefix', 'prefix must be given once, as a path')
       // every volume path starts with "/": "shop" or "../x" would list nothing, as if there were none
@@ -205,7 +206,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       const b = body(req.body)
       onlyFields(b, ['size', 'path'])
-      if (b.size == null && b.path == null) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
+      // a field given as null is given: its check says what it must be (it read "nothing to change")
+      if (b.size === undefined && b.path === undefined) throw new ValidationError('body', 'nothing to change: give size (grow) or path (rename)')
+      if (b.size === null) checkSize(null)
+      if (b.path === null) checkPath(null)
       // one at a time: a rename that loses its settle window is undone, and a resize
       // made in the same change would stay with nobody told
       if (b.size != null && b.path != null) throw new ValidationError('body', 'give size (grow) or path (rename), not both: make them two requests')
@@ -242,6 +246,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     })
 
     app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
+      onlyQuery(req.query, ['snapshots'])
       const withSnapshots = req.query.snapshots === undefined ? false : req.query.snapshots === 'true' ? true : req.query.snapshots === 'false' ? false : undefined
       if (withSnapshots === undefined) throw new ValidationError('snapshots', `snapshots must be true or false, given once, not ${JSON.stringify(req.query.snapshots)}`)
       const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')
@@ -313,6 +318,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     })
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
+      onlyQuery(req.query, [])
       const v = findVolume(svc.volumes(), req.params.id)
       if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them

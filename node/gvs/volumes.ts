@@ -50,7 +50,9 @@ export function checkSize (size: unknown, field = 'size'): number {
     try { n = parseSize(size) } catch (err) { throw new ValidationError(field, `${field}: ${(err as Error).message}`) }
   } else if (size === undefined) throw new ValidationError(field, `${field} is required: bytes, or a size such as 10G`)
   else throw new ValidationError(field, `${field} must be bytes (a number) or a size such as "10G", not ${size === null ? 'null' : Array.isArray(size) ? 'an array' : typeof size === 'object' ? 'an object' : `a ${typeof size}`}`)
-  if (Number.isFinite(n) && n > Number.MAX_SAFE_INTEGER) throw new ValidationError(field, `${field} ${JSON.stringify(size)} is larger than any volume can be (at most ${Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % SECTOR)} bytes, just under 8 PiB)`, 'too-large')
+  // a JSON number past 2^53 arrives rounded: quoting it would name a size never given
+  const said = typeof size === 'number' ? `(a number beyond ${Number.MAX_SAFE_INTEGER}, which JSON cannot carry exactly)` : JSON.stringify(size)
+  if (Number.isFinite(n) && n > Number.MAX_SAFE_INTEGER) throw new ValidationError(field, `${field} ${said} is larger than any volume can be (at most ${Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % SECTOR)} bytes, just under 8 PiB)`, 'too-large')
   if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError(field, `${field} ${typeof size === 'number' ? String(size) : JSON.stringify(size)} must be a positive whole number of bytes`)
   if (n % SECTOR !== 0) throw new ValidationError(field, `${field} ${n} is not a multiple of ${SECTOR} bytes (whole sectors)`)
   return n
