@@ -15,7 +15,7 @@ import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import type { ScrubReport } from './scrub.ts'
 import { progress, qemuImgPercent } from './progress.ts'
-import { enc, json, out, size } from './cli-format.ts'
+import { bytesText, enc, json, out, size } from './cli-format.ts'
 
 const POLL_MS = 500
 
@@ -38,7 +38,7 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   const freed = (l.freed ?? 0) > 0 ? `; freed ${l.freed} surplus cop${l.freed === 1 ? 'y' : 'ies'} (on nodes that are no longer holders)` : ''
   bar.stop(sound && l.copied === 0
     ? `${st.volume}: nothing to copy, every object has its copies${freed}`
-    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${size(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
+    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${bytesText(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.volume ?? s.layer} on ${s.name ?? s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   // an unrewritten scrub finding is in both lists: said once, above

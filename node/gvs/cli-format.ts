@@ -44,3 +44,8 @@ export function scrubLine (here: { at: string, objects: number, bad: number, rep
   const all = last?.scrubbedAt == null ? null : `${new Date(last.scrubbedAt).toISOString()}: every copy checked by vol repair --scrub on ${nodeName(last.node)}`
   return all == null ? mine : here != null && Date.parse(here.at) > last!.scrubbedAt! ? `${mine}; before that, ${all}` : `${all}; ${mine}`
 }
+
+/** `vol info`'s line of the last repair, its bytes with their unit (it read "0 copied (0)"). Pure. */
+export function repairLine (lr: VolumeHealthView['lastRepair'], nodeName: (id: string) => string): string {
+  return `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${bytesText(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`
+}

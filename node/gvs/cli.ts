@@ -5,7 +5,7 @@ import { parse } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import type { VolumeView } from './routes.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
-import { enc, json, out, progressLine, scrubLine, size, stateText } from './cli-format.ts'
+import { enc, json, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
        vgrid vol ls [PREFIX] [--json]
@@ -122,7 +122,7 @@ export async function vol (argv: string[]): Promise<void> {
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
-        `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${size(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`,
+        repairLine(lr, nodeName),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,
         `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
         // an older agent's answer has no layers

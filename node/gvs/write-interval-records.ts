@@ -112,7 +112,9 @@ export class WriteIntervalRecords {
     const missing = reachable ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
     const held = reachable ? 1 + peers.length - missing.length : 1
     if (!hasMajority(size, held)) {
-      throw new GvsError('unavailable', `volume "${path}": a write waits until a majority of the grid's ${size} members holds the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
+      // said as what happens: the write fails (EIO to an NBD client, after the few seconds a
+      // transient error is tried again), it does not wait (it read "a write waits until")
+      throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
     }
     this.confirmed.add(ck)
     const holders = nodes.filter(n => n.weight > 0)

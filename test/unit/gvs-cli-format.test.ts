@@ -1,7 +1,7 @@
 // What `vgrid vol info` prints of a volume's repairs (node/gvs/cli-format.ts), and the
 // peer ids of replicas' errors said as node names (node/gvs/volumes.ts sayNodes).
 import test from 'ava'
-import { bytesText, progressLine, scrubLine } from '../../node/gvs/cli-format.ts'
+import { bytesText, progressLine, repairLine, scrubLine } from '../../node/gvs/cli-format.ts'
 import { sayNodes } from '../../node/gvs/volumes.ts'
 
 const id = '12D3KooWEqDtFz8rAbTbUqbbZyH7X2HR7ptRQqVqvDyk6GwDo9Cd'
@@ -30,4 +30,10 @@ test('the scrub line says the last repair with scrub too, not only this node\'s 
   t.is(scrubLine(null, last, names), '2026-12-03T10:00:00.000Z: every copy checked by vol repair --scrub on a3; this node\'s scheduled scrub has checked none of its copies yet')
   t.is(scrubLine(null, { ...last, scrubbedAt: undefined }, names), 'this node\'s scheduled scrub has checked none of its copies yet')
   t.is(scrubLine({ at: '2026-12-03T11:00:00.000Z', objects: 4, bad: 0, repaired: 0 }, last, names), '2026-12-03T11:00:00.000Z: 4 objects here checked by this node\'s scheduled scrub, 0 bad, 0 rewritten; before that, 2026-12-03T10:00:00.000Z: every copy checked by vol repair --scrub on a3')
+})
+
+test('the last repair\'s line gives its bytes a unit', t => {
+  t.is(repairLine({ node: id, at: Date.parse('2026-12-03T10:00:00Z'), copied: 0, failed: 0, bytes: 0, lost: 0 }, names), 'repair    2026-12-03T10:00:00.000Z on a3: 0 copied (0 B), 0 failed')
+  t.is(repairLine({ node: id, at: Date.parse('2026-12-03T10:00:00Z'), copied: 3, failed: 1, bytes: 12 * 2 ** 20, lost: 2 }, names), 'repair    2026-12-03T10:00:00.000Z on a3: 3 copied (12 MiB), 1 failed, 2 lost')
+  t.is(repairLine(null, names), 'repair    none yet')
 })

@@ -192,7 +192,7 @@ test('the writer records its interval in the document; without a majority holdin
   // three members, B alive but not asked (no host here): the record is written, the write refused, transient
   const three = doc([ID.A, ID.B, ID.C])
   const rs = records(three, new Set([ID.B]), ns(ID.A, ID.B))
-  const err = await t.throwsAsync(rs.before('V'), { instanceOf: GvsError, message: /waits until a majority of the grid's 3 members holds the record of where it goes, and 1 does \(B: cannot be asked from here\)/ })
+  const err = await t.throwsAsync(rs.before('V'), { instanceOf: GvsError, message: /not written: a write needs a majority of the grid's 3 members to hold the record of where it goes, and 1 does \(B: cannot be asked from here\)/ })
   t.true(err!.transient)
   t.is(rs.intervals('V').length, 1, 'kept: stricter reads, never laxer')
   // alone of three: no volume is read or written here at all, and no one is asked
