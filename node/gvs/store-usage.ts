@@ -5,8 +5,13 @@
 import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 
-/** how often the store's directories are walked again */
+/** how often the store's directories are walked again, at least */
 export const USAGE_EVERY_MS = 30_000
+/** and at most one part in this of the time goes to walking (a large store's walk lstat()s every object file) */
+const WALK_SHARE = 20
+
+/** when the next walk starts after one that took `tookMs` (pure) */
+export const nextWalkIn = (everyMs: number, tookMs: number): number => Math.max(everyMs, WALK_SHARE * tookMs)
 
 /** bytes the files under `dir` take on disk (allocated blocks: a sparse object counts what it holds); 0 when it is absent */
 export async function bytesUnder (dir: string): Promise<number> {
@@ -31,6 +36,7 @@ export class StoreUsage {
   private last: number | null = null
   private timer: NodeJS.Timeout | null = null
   private measuring: Promise<void> | null = null
+  private stopped = false
 
   constructor (dirs: readonly string[], changed: () => void, everyMs = USAGE_EVERY_MS) {
     this.dirs = dirs
@@ -55,13 +61,21 @@ export class StoreUsage {
   }
 
   start (): void {
-    void this.measure()
-    this.timer = setInterval(() => { void this.measure() }, this.everyMs)
-    this.timer.unref()
+    this.stopped = false
+    const walk = (): void => {
+      const t0 = Date.now()
+      void this.measure().finally(() => {
+        if (this.stopped) return
+        this.timer = setTimeout(walk, nextWalkIn(this.everyMs, Date.now() - t0))
+        this.timer.unref()
+      })
+    }
+    walk()
   }
 
   async stop (): Promise<void> {
-    if (this.timer != null) clearInterval(this.timer)
+    this.stopped = true
+    if (this.timer != null) clearTimeout(this.timer)
     this.timer = null
     await this.measuring
   }

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, rm, writeFile, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freeOf } from '../../node/resources.ts'
-import { StoreUsage, bytesUnder } from '../../node/gvs/store-usage.ts'
+import { StoreUsage, bytesUnder, nextWalkIn } from '../../node/gvs/store-usage.ts'
 
 const MiB = 2 ** 20
 const GiB = 2 ** 30
@@ -41,4 +41,9 @@ test('the store\'s usage counts the blocks its files hold (a sparse object what 
   t.is(changes, 1, 'the first measure is advertised')
   await usage.measure()
   t.is(changes, 1, 'an unchanged one is not')
+})
+
+test('a large store is walked less often: at most a twentieth of the time goes to walking', t => {
+  t.is(nextWalkIn(30_000, 200), 30_000)
+  t.is(nextWalkIn(30_000, 10_000), 200_000)
 })
