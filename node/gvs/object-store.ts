@@ -108,6 +108,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** room kept for writer epochs and the intent log once object data fills the disk (disk-room.ts) */
   private readonly room: DiskRoom
 
+  /** a write or zero landed on an object (a plain callback: called on every write, it costs no event) */
+  onWritten: ((volume: string, index: number) => void) | null = null
+
   /** bytes object data may still take on this store's file system (DiskRoom.available) */
   available (): number | null { return this.room.available() }
   private readonly writeback: Writeback
@@ -293,6 +296,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       await this.room.admit(data.length, `writing object ${index} of "${volume}"`)
       await this.held.write(volume, index, p, offset, data, opts)
     })
+    this.onWritten?.(volume, index)
   }
 
   /**

@@ -44,6 +44,7 @@ import { tuningFromEnv, type GvsTuning } from './config.ts'
 import { ScrubSchedule } from './scrub-schedule.ts'
 import { DamageHeals } from './damage-heals.ts'
 import { StoreUsage } from './store-usage.ts'
+import { SoundAgain } from './sound-again.ts'
 import { LayerReclaim } from './layer-reclaim.ts'
 import { VolumeProblems } from './volume-problems.ts'
 import { VolumeStates } from './volume-states.ts'
@@ -175,6 +176,9 @@ export class GvsService {
     })
     this.store.frozen.useDocument(() => this.frozenInDocument())
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
+    // an object recorded damaged on every copy that a client writes again: cleared once this node's copy verifies sound
+    const again = new SoundAgain({ watched: () => this.unsoundObjects(), verify: async (l, i) => await this.store.verify(l, i), cleared: async (sound, before) => { await this.recordUnsound([], undefined, { sound, before }) }, log })
+    this.store.onWritten = (l, i) => { again.written(l, i) }
     this.usage = new StoreUsage([join(components.config.dataDir, 'gvs'), join(components.config.dataDir, 'gvs-cache')], () => { this.components.diskMeasured?.() })
     this.store.on('fenced', f => {
       // a VM's holder fenced the volume in before its VM starts: the fence names the top
@@ -244,7 +248,7 @@ export class GvsService {
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
       unsound: async (objects, sound, startedAt) => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
-      watched: () => new Set(this.components.state.read().list('volumes').flatMap(v => Object.keys(v.unsound ?? {}))),
+      watched: () => this.unsoundObjects(),
       nameOf: n => this.nodeName(n)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
@@ -460,6 +464,14 @@ export class GvsService {
   async measureStored (): Promise<number | null> { await this.usage.measure(); return this.usage.bytes() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
+
+  /** the objects the document records damaged on every copy ("LAYER/INDEX"), worked out once per document version (asked on every write) */
+  private unsoundMemo: { reader: Reader, keys: ReadonlySet<string> } | null = null
+  private unsoundObjects (): ReadonlySet<string> {
+    const reader = this.components.state.read()
+    if (this.unsoundMemo?.reader !== reader) this.unsoundMemo = { reader, keys: new Set(reader.list('volumes').flatMap(v => Object.keys(v.unsound ?? {}))) }
+    return this.unsoundMemo.keys
+  }
 
   /** the layers this node's document reads frozen, worked out once per document version */
   private frozenMemo: { reader: Reader, layers: ReadonlySet<string> } | null = null

@@ -188,3 +188,15 @@ test('a read that finds a block damaged on every copy records it: every node sho
     t.regex(h.reasons.join('\n'), /1 object has blocks damaged on every copy a scrub or a read checked/)
   }
 })
+
+test('an object recorded damaged on every copy and written whole again: the record clears without a scrub', async t => {
+  const { dir, svcs, state, app, id } = await twoNodes(t, 'gvsrewrite', '/h/rewrite', '8M')
+  await svcs[0]!.device('h/rewrite')!.write(0, randomBytes(8 * MiB), true)
+  await rot(dir, id, 1, { a0: 4096, a1: 4096 + 20 })
+  t.like((await apiOf(svcs[1]!).inject({ method: 'POST', url: '/v1/gvs/scrub', payload: { wait: true } })).json<{ bad: number }>(), { bad: 1 })
+  t.deepEqual(Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}), [`${id}/1`])
+  // a client writes the object anew: each holder verifies its copy, finds it sound, and the record goes
+  await svcs[0]!.device('h/rewrite')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  await waitFor(() => Object.keys(state.read().get('volumes', id)!.value.unsound ?? {}).length === 0, 10_000, 'the record to clear')
+  t.like((await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health, { state: 'healthy' })
+})
