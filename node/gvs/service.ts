@@ -71,7 +71,7 @@ export interface GvsComponents {
    * soon. Its table is replaced, never changed in place, when a member changes
    * (placement is made once per table)
    */
-  membership: { readonly members: MemberTable, on?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown, off?: (event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown }
+  membership: { readonly members: MemberTable, on?: MembershipListen, off?: MembershipListen }
   /** the agent's Prometheus registry (optional in tests) */
   registry?: Registry
   /** the store has read its disk's room (the node's advert says it at once, not at its next refresh) */
@@ -108,6 +108,13 @@ const FREEZE_WAIT_MS = 5_000
 
 /** how often the layers the document reads are noted between passes (layer-reclaim.ts) */
 const NOTE_EVERY_MS = 2000
+
+/**
+ * The membership events the volume store follows: transitions, and a neighbour whose
+ * heartbeats stopped here while another member still reaches it (`vouched`: a partial
+ * partition, which no longer makes it suspect)
+ */
+type MembershipListen = ((event: 'transition', fn: (t: { nodeId: string, to: string }) => void) => unknown) & ((event: 'vouched', fn: (target: string) => void) => unknown)
 
 export class GvsService {
   readonly name = 'gvs'
@@ -278,6 +285,7 @@ export class GvsService {
     this.noting.unref?.()
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
+    this.components.membership.on?.('vouched', this.onVouched)
     this.wake(Math.min(this.init.reconcileMs ?? 30_000, this.repairDelay()))
     await this.scrub.start()
   }
@@ -286,6 +294,7 @@ export class GvsService {
     this.started = false
     if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
+    this.components.membership.off?.('vouched', this.onVouched)
     if (this.timer != null) clearTimeout(this.timer)
     this.repairs.stopAll()
     await this.scrub.stop()
@@ -304,6 +313,11 @@ export class GvsService {
   private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }
 
   /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
+  // cut from this node alone (membership found another that reaches it): probed now, so
+  // that a writer's claim and fence go on without it within seconds (passUnreached), not
+  // first when a call has waited out its timeout
+  private readonly onVouched = (target: string): void => { this.replicas.probeSoon(target) }
+
   private readonly onTransition = (t?: { nodeId: string, to: string }): void => {
     // requests in flight to a node found dead fail now, and are tried on the live nodes
     if (t != null && t.to !== 'alive' && t.to !== 'suspect') this.replicas.dropPeer(t.nodeId)
