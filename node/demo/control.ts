@@ -89,7 +89,8 @@ export async function askDemo (path: string, req: ControlRequest, timeoutMs = 90
 /** what the requests act on: the demo's hosts (their agents) and its network */
 export interface ControlTargets {
   hosts: ReadonlyArray<{ name: string, agent: { readonly pid: number | undefined, readonly running: boolean, kill: (signal: NodeJS.Signals, ms: number) => Promise<number | null>, start: (timeoutMs: number) => Promise<void> } }>
-  network: { cut: (name: string, opts: { from?: string[], how: 'firewall' }) => Promise<void>, heal: (name: string) => Promise<void>, isCut?: (name: string) => boolean }
+  /** `cutFrom`: the hosts a host is cut off from now (a cut adds to the one it has) */
+  network: { cut: (name: string, opts: { from?: string[], how: 'firewall' }) => Promise<void>, heal: (name: string) => Promise<void>, isCut?: (name: string) => boolean, cutFrom?: (name: string) => string[] }
   /** an agent started again: watch it as the first was (its exit said in the demo's output) */
   started?: (host: string) => void
 }
@@ -151,8 +152,12 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
       }
       case 'cut': {
         for (const f of r.from ?? []) hostOf(f)
+        const before = t.network.cutFrom?.(h.name) ?? []
         await t.network.cut(h.name, { how: 'firewall', ...(r.from != null ? { from: r.from } : {}) })
-        return `${h.name}: cut off from ${r.from?.join(', ') ?? 'every other host'}, both ways (nftables in its namespace); \`vgrid demo --heal ${h.name}\` undoes it`
+        const now = t.network.cutFrom?.(h.name) ?? []
+        // a second cut adds to the first: say what the host is cut off from in all
+        const all = before.length > 0 && now.length > (r.from?.length ?? now.length) ? ` (now from ${now.join(', ')})` : ''
+        return `${h.name}: cut off from ${r.from?.join(', ') ?? 'every other host'}${all}, both ways (nftables in its namespace); \`vgrid demo --heal ${h.name}\` undoes all of it`
       }
       case 'heal': {
         if (t.network.isCut?.(h.name) === false) throw new Error(`${h.name} is not cut off: nothing to heal`)

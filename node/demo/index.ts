@@ -174,7 +174,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
     const network = topo
     control = await serveControl(CONTROL_SOCKET, controlHandler({
       hosts,
-      network: { cut: async (name, o) => { await network.cut(name, o) }, heal: async name => { await network.heal(name) }, isCut: name => network.host(name).cut != null },
+      network: { cut: async (name, o) => { await network.cut(name, o) }, heal: async name => { await network.heal(name) }, isCut: name => network.host(name).cut != null, cutFrom: name => network.cutFrom(name) },
       started: name => {
         const h = hosts.find(x => x.name === name)
         if (h != null) { watch(h); say(`${name}: its agent started again (pid ${String(h.agent.pid)})`) }

@@ -143,7 +143,7 @@ export class ReplicatedVolume implements BlockDevice {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`)
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`)
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound
@@ -169,7 +169,7 @@ export class ReplicatedVolume implements BlockDevice {
     }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
     // only copies may be theirs (former holders too), and the newest that answered older
-    if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.join(', ')}; try again`)
+    if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.map(n => this.c.nameOf?.(n) ?? n).join(', ')}; try again`)
     if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(hs) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }

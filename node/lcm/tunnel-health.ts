@@ -123,7 +123,9 @@ export function tunnelsDown (self: string, peers: readonly PeerHandshake[], link
     const byHandshake = handshakeS != null && handshakeS > bound
     if (!byQuiet && !byHandshake) continue
     const silentS = byHandshake ? handshakeS! : quietS!
-    const sinceMs = byHandshake ? from! + bound * 1000 : p.rxChangedAt! + quietBound * 1000
+    // since the first of the bounds it crossed: the quiet one comes first, and the
+    // reason turning to the handshake's later must not move the problem's start
+    const sinceMs = Math.min(byHandshake ? from! + bound * 1000 : Infinity, byQuiet ? p.rxChangedAt! + quietBound * 1000 : Infinity)
     const sorted = [...ls].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
     const who = p.name ?? p.node
     const reason = byHandshake

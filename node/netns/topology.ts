@@ -89,7 +89,9 @@ export class Topology {
    */
   async cut (name: string, opts: { from?: string[], how?: 'firewall' | 'link' } = {}): Promise<void> {
     const h = this.host(name)
-    if (h.cut != null) await this.heal(name)
+    // a firewall cut adds to one already there (a chain of cuts: h1 from h2, then from h3);
+    // a link cut, or a cut of the other kind, replaces it
+    if (h.cut != null && !(h.cut.how === 'firewall' && opts.how !== 'link')) await this.heal(name)
     if (opts.how === 'link') {
       if (opts.from != null) throw new NetnsError('a link cut is from everyone; use how: "firewall" to cut off from some hosts')
       await setLink(h.ns, HOST_IF, false)
@@ -98,7 +100,14 @@ export class Topology {
     }
     const peers = (opts.from ?? [...this.hosts.keys()].filter(n => n !== name)).map(n => this.host(n).address)
     await firewallCut(h.ns, peers)
-    h.cut = { how: 'firewall', peers }
+    h.cut = { how: 'firewall', peers: [...new Set([...h.cut?.how === 'firewall' ? h.cut.peers : [], ...peers])] }
+  }
+
+  /** The hosts a host is cut off from by its firewall now (by name, sorted). */
+  cutFrom (name: string): string[] {
+    const c = this.host(name).cut
+    if (c?.how !== 'firewall') return []
+    return [...this.hosts.entries()].filter(([, h]) => c.peers.includes(h.address)).map(([n]) => n).sort()
   }
 
   /** Undoes cut(): the host can talk to everyone again. */

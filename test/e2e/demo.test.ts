@@ -160,6 +160,12 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
   t.is((await vgrid(['demo', '--heal', 'host3'])).code, 0)
   await untilAlive(3, 'host3 healed')
   t.regex((await vgrid(['demo', '--heal', 'host3'])).out, /host3 is not cut off: nothing to heal/)
+  // cuts add up (a second one lifted the first): from host1, then from host2 too, is cut off from both
+  t.regex((await vgrid(['demo', '--cut', 'host3', '--from', 'host1'])).out, /^host3: cut off from host1, both ways/)
+  t.regex((await vgrid(['demo', '--cut', 'host3', '--from', 'host2'])).out, /^host3: cut off from host2 \(now from host1, host2\), both ways/)
+  await untilAlive(2, 'host3 cut off from host1 and host2, one cut after the other')
+  t.is((await vgrid(['demo', '--heal', 'host3'])).code, 0)
+  await untilAlive(3, 'host3 healed of both cuts')
   // a frozen agent: a graceful stop is refused (it would end in a SIGKILL), SIGCONT resumes it
   t.regex((await vgrid(['demo', '--kill', 'host3', '--signal', 'SIGSTOP'])).out, /^host3: its agent \(pid \d+\) is frozen \(SIGSTOP\)/)
   const refused = await vgrid(['demo', '--kill', 'host3', '--signal', 'SIGTERM'])

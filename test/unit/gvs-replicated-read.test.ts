@@ -56,6 +56,9 @@ test('a read never answers an older copy while as many nodes as an acknowledged 
   silence(silent, ['A', 'B'])
   const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C', 'D'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
   await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /A, B did not answer .* may hold a newer copy than C/ })
+  // nodes by name where the volume store knows them (they were peer ids)
+  const named = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C', 'D'], nameOf: n => `host-${n.toLowerCase()}` }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await t.throwsAsync(named.read(0, 4096), { instanceOf: GvsError, message: /host-a, host-b did not answer .* may hold a newer copy than host-c/ })
   // one of the two silent: the other answers with the newest copy
   silence(silent, ['A'])
   t.deepEqual([...(await v.read(0, 4096))].slice(0, 2), [2, 2], 'the acknowledged write, from B')

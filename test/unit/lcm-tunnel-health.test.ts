@@ -74,6 +74,10 @@ test('a needed peer from which nothing came for two keepalives and slack is down
   t.is(d?.reason, 'nothing received through the tunnel for 70 s (a live peer sends at least every 25 s)')
   t.regex(d?.message ?? '', /^tunnel to host2 is down: nothing received through the tunnel for 70 s \(a live peer sends at least every 25 s\); nothing passes on 2 links/)
   t.is(tunnelsDown('n3', [quiet('n2', 244, 10)], links, NOW, 25)[0]?.reason, 'no WireGuard handshake for 244 s', 'the handshake rule still holds (keys too old to carry anything)')
+  // both rules say down: the reason is the handshake's, the start the quiet one's, which came first (it moved 42 s later)
+  const [both] = tunnelsDown('n3', [quiet('n2', 203, 170)], links, NOW, 25)
+  t.is(both?.reason, 'no WireGuard handshake for 203 s')
+  t.is(both?.since, new Date(NOW - 170 * S + 62 * S).toISOString())
 })
 
 test('a peer no link of this node needs is not judged; nor a link between two other nodes', t => {
