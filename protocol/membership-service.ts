@@ -46,6 +46,8 @@ const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === '
 const PROBE_HELPERS = 3
 /** how long they get: at most this, and at most the silence that raised the question */
 const PROBE_TIMEOUT_MS = 1000
+/** how often a member found out of reach is asked directly whether it is in reach again */
+const RECHECK_UNREACHED_MS = 5000
 /** a heartbeat that brings no news updates lastSeen at most this often */
 const LAST_SEEN_GRAIN_MS = 5_000
 /** The silence timeout follows the refresh period (see refreshFor), so that two lost refreshes never suspect anyone. */
@@ -105,6 +107,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly probe: IndirectProbe
   /** neighbours being probed through others right now */
   private readonly probing = new Set<string>()
+  /** members out of reach being asked directly whether they are in reach again */
+  private readonly rechecking = new Set<string>()
   /** neighbours silent here that another member vouched for: until heard directly again */
   private readonly unreached = new Map<string, OutOfReach>()
   /** adverts decoded by the topic validator, handed to the message handler */
@@ -202,7 +206,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     await this.sync.start()
     this.own.start()
     this.timers = [
-      setInterval(() => { this.tick() }, this.timing.tickMs)
+      setInterval(() => { this.tick() }, this.timing.tickMs),
+      setInterval(() => { this.recheckUnreached() }, RECHECK_UNREACHED_MS)
     ]
     this.scheduleSync()
   }
@@ -285,6 +290,21 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   /** Members this node does not reach directly while others do (vouched for), by id. */
   outOfReach (): ReadonlyMap<string, OutOfReach> { return this.unreached }
+
+  /**
+   * Members out of reach are asked directly now and then (the probe asked of the member
+   * about itself): after a heal no heartbeat need come from one (it may beat to other
+   * watchers) and no new connection need open (a large grid does not connect every pair)
+   */
+  private recheckUnreached (): void {
+    for (const peer of this.unreached.keys()) {
+      if (this.rechecking.has(peer)) continue
+      this.rechecking.add(peer)
+      void this.probe.ask([peer], peer)
+        .then(r => { if (r.reachedBy != null) this.unreached.delete(peer) })
+        .finally(() => { this.rechecking.delete(peer) })
+    }
+  }
 
   // heard directly again: a heartbeat, or a new connection (the old one may have died in the cut)
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => { this.unreached.delete(evt.detail.toString()) }

@@ -96,10 +96,10 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
   t.regex(problem?.message ?? '', /^this server cannot reach c \(for \d+ s; b reaches it\) on the network, though the grid can: a partial partition/)
   t.is(problem?.cause, 'members-out-of-reach')
 
-  // healed: a new connection between them clears it
+  // healed: each asks the other directly now and then, and finds it in reach (no
+  // heartbeat or new connection need come by itself: here nothing dials them)
   cut.clear()
-  await hosts[0]!.dial(hosts[2]!.getMultiaddrs()[0]!)
-  await waitFor(() => a.outOfReach().size === 0 && c.outOfReach().size === 0, 10_000, 'a and c reach each other again')
+  await waitFor(() => a.outOfReach().size === 0 && c.outOfReach().size === 0, 15_000, 'a and c reach each other again')
   t.deepEqual(outOfReachProblems(a.outOfReach(), a.members), [])
 
   // c really goes away: b and a find it dead (nobody reaches it to vouch)

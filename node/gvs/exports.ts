@@ -37,6 +37,8 @@ export const pinnedName = (name: string, epoch: number): string => `${name}~${ep
 
 export interface VolumeExportsComponents {
   transport: ReplicaTransport
+  /** a live node this node cannot reach (ReplicatedVolumeComponents.unreached) */
+  unreached?: (node: string) => boolean
   holders: (key: string, replicas: number) => string[]
   nodes: () => string[]
   /** changes whenever the live nodes change (SettlerComponents.generation) */
@@ -226,6 +228,7 @@ export class VolumeExports {
       nodes: this.c.nodes,
       generation: this.c.generation,
       nameOf: this.c.nameOf,
+      unreached: this.c.unreached,
       ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => { await wi.before(id) } })
     }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs

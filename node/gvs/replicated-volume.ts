@@ -41,6 +41,8 @@ export interface ReplicatedVolumeComponents {
   intervals?: () => WriteInterval[]
   /** a node's name, for errors */
   nameOf?: (node: string) => string
+  /** a live node this node cannot reach, though membership holds it alive (peer-reach.ts) */
+  unreached?: (node: string) => boolean
 }
 
 export interface ReplicatedVolumeInit {
@@ -317,9 +319,12 @@ export class ReplicatedVolume implements BlockDevice {
     }
     // the first flush goes to every live node: a client that reconnected to a restarted
     // agent flushes writes an earlier run of it took (on other nodes too) that this one never saw
+    // (one cut from this node alone is passed with R >= 2, as a writer's claim passes it:
+    // every object an earlier run wrote there was written to another holder too, which
+    // this flushes; every flush through a host cut from one other failed after 20 s)
     if (!this.flushedOnce) {
       this.flushedOnce = true
-      for (const n of live ?? []) add(n, [])
+      for (const n of live ?? []) if (!(this.init.replicas >= 2 && this.c.unreached?.(n) === true)) add(n, [])
     }
     const orphaned = new Set<number>()
     for (const [node, idx] of entries) {

@@ -207,7 +207,7 @@ export class GvsService {
       generation: () => this.placementGeneration(),
       nodes: () => this.liveNodes().map(n => ({ id: n.id, weight: n.weight }))
     })
-    this.exports = new VolumeExports({ writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
+    this.exports = new VolumeExports({ writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
       epochs: { next: async (id, held) => await this.claimEpoch(id, held), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))

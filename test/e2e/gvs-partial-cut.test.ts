@@ -79,6 +79,10 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   const wrote = results.flatMap((x, i) => x.status === 'fulfilled' ? [i] : [])
   t.log(`writes through h1 during the cut: objects ${wrote.join(', ')} written, ${results.length - wrote.length} failed`)
   t.true(wrote.length > 0, 'objects not held by h2 were written through h1 during the cut')
+  // and flushed: the session's first flush passes h2 (it failed after 20 s, for any volume)
+  const flushAt = Date.now()
+  await m.flush()
+  t.log(`a flush through h1 during the cut took ${Date.now() - flushAt} ms`)
   for (const i of wrote) t.deepEqual(await m.read(i * 4 * MiB, 4096), block)
 
   // healed: h1 finds h2 again by itself (a probe every few seconds), and writes through it succeed

@@ -121,3 +121,19 @@ test('an object written nowhere reads as zeros while fewer nodes than an acknowl
   const one = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, minReplicas: 1, epoch: 1 })
   await t.throwsAsync(one.read(0, 4096), { instanceOf: GvsError, message: /no node that answered has a copy, and B did not answer/ })
 })
+
+test('the first flush of a session passes a live node cut from this one alone when R >= 2 (every flush through such a host failed after 20 s); with R = 1 it does not', async t => {
+  const { stores, transport, silent } = await grid(t, ['A', 'B', 'C'], 'A')
+  silence(silent, ['C'])
+  const unreached = (n: string): boolean => n === 'C'
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'], unreached }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await v.write(0, new Uint8Array(4096).fill(3), false)
+  await v.flush()
+  t.deepEqual([...await stores.B!.read('v', 0, 0, 2)], [3, 3], 'written to both holders')
+  // not known to be out of reach: the sweep waits for it, and fails
+  const blind = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B', 'C'] }, { volume: 'v', size: 8 * MiB, replicas: 2, epoch: 1 })
+  await t.throwsAsync(blind.flush(), { instanceOf: GvsError, message: /flush failed: C: replica C unreachable/ })
+  // R = 1: its objects may be C's alone
+  const single = new ReplicatedVolume({ transport, holders: () => ['A'], nodes: () => ['A', 'B', 'C'], unreached }, { volume: 'w', size: 8 * MiB, replicas: 1, epoch: 1 })
+  await t.throwsAsync(single.flush(), { instanceOf: GvsError, message: /flush failed: C:/ })
+})
