@@ -18,6 +18,8 @@ export interface LayerCopies {
   objects: ReadonlyMap<number, readonly string[]>
   /** objects unavailable: every holder of a write interval of theirs down (Repairer.unavailable); absent: not known */
   unavailable?: number
+  /** live nodes that did not list their copies (out of reach from the coordinator: a partial partition) */
+  unlisted?: readonly string[]
 }
 
 export interface RepairProgressView {
@@ -124,7 +126,12 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
         for (const n of nodes) if (!h.live.has(n)) gone.add(n)
       }
     }
-    const where = gone.size > 0 ? ` (copies on ${list([...gone].map(name))}, not live)` : ''
+    let where = gone.size > 0 ? ` (copies on ${list([...gone].map(name))}, not live)` : ''
+    // copies a live node has but could not list for this inventory are not missing: say
+    // whose word is missing, not that the copies are (a coordinator cut from one holder
+    // alone reported copies lost that every other node reached)
+    const unlisted = [...new Set(h.copies.flatMap(l => l.unlisted ?? []))].filter(n => h.live.has(n))
+    if (unlisted.length > 0) where += ` (as far as the nodes that listed their copies say: ${list(unlisted.map(name))} did not answer this inventory, so copies may be there too)`
     if (lost > 0) reasons.push(`${plural(lost, 'object')} ha${lost === 1 ? 's' : 've'} no live copy${where}: unreadable until such a node returns`)
     if (short > 0) reasons.push(`${plural(short, 'object')} ha${short === 1 ? 's' : 've'} fewer than ${R} live copies${lost > 0 ? '' : where}`)
     // objects written while fewer than R nodes were live have fewer copies than the

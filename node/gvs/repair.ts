@@ -186,11 +186,12 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   }
 
   /** where the newest copy of every object of the volume is, and where older ones are, as the live nodes report it */
-  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[], listed: string[] }> {
+  async inventory (): Promise<{ inventory: Map<number, string[]>, stale: Map<number, string[]>, versions: Map<number, Map<string, Version>>, errors: string[], listed: string[], unlisted: string[] }> {
     const all = new Map<number, Array<{ node: string, version: Version }>>()
     const errors: string[] = []
-    /** the nodes that answered */
+    /** the nodes that answered, and those asked that did not */
     const listed: string[] = []
+    const unlisted: string[] = []
     await Promise.all(this.c.nodes().map(async node => {
       try {
         const held = await listObjects(this.c.transport, node, this.init.volume)
@@ -201,7 +202,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
           l.push({ node, version })
           all.set(i, l)
         }
-      } catch (err) { errors.push(`inventory of ${this.name(node)}: ${(err as Error).message}`) }
+      } catch (err) { unlisted.push(node); errors.push(`inventory of ${this.name(node)}: ${(err as Error).message}`) }
     }))
     const inventory = new Map<number, string[]>()
     const stale = new Map<number, string[]>()
@@ -225,7 +226,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       inventory.set(i, current)
     }))
     const versions = new Map([...all].map(([i, copies]) => [i, new Map(copies.map(c => [c.node, c.version]))]))
-    return { inventory, stale, versions, errors, listed }
+    return { inventory, stale, versions, errors, listed, unlisted }
   }
 
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */

@@ -76,7 +76,7 @@ export class VolumeStates {
           const r = this.c.repairs.repairer(v, layer)
           const inv = await r.inventory()
           const unavailable = await r.unavailable(inv.listed)
-          copies.push({ layer, objects: inv.inventory, ...(unavailable != null ? { unavailable: unavailable.length } : {}) })
+          copies.push({ layer, objects: inv.inventory, ...(unavailable != null ? { unavailable: unavailable.length } : {}), ...(inv.unlisted.length > 0 ? { unlisted: inv.unlisted } : {}) })
         }
         this.inventories.set(v.id, { copies, live, at: Date.now() })
       })().finally(() => { this.inventorying.delete(v.id) })

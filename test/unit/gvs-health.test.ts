@@ -24,6 +24,12 @@ test('a holder dies: degraded, naming how many objects and the node', t => {
   t.deepEqual(volumeHealth(base({ live: new Set(['a', 'c']), nameOf: n => `node-${n}` })).reasons, ['2 objects have fewer than 2 live copies (copies on node-b, not live)'])
 })
 
+test('a live node that did not list its copies (cut from the coordinator alone): the reason says whose word is missing, not that its copies are', t => {
+  // b alive but out of reach from the coordinator: its copies are not in the inventory
+  const h = volumeHealth(base({ copies: [{ layer: 'v', objects: new Map([[0, ['a']], [1, ['c']], [2, ['a', 'c']]]), unlisted: ['b'] }], nameOf: n => `node-${n}` }))
+  t.deepEqual(h.reasons, ['2 objects have fewer than 2 live copies (as far as the nodes that listed their copies say: node-b did not answer this inventory, so copies may be there too)'])
+})
+
 test('both holders of an object gone: it has no live copy', t => {
   const h = volumeHealth(base({ live: new Set(['c']) }))
   t.is(h.state, 'degraded')
