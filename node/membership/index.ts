@@ -218,7 +218,7 @@ export class GridMembership implements Service {
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('vouched', (target, by, why) => {
       metrics.vouched.inc()
-      const name = (id: string): string => detector.members.get(id)?.advert.name ?? id
+      const name = (id: string): string => this.c.directory.nameOf(id) ?? id
       log.warn(`${why === 'silent' ? 'heartbeats from' : 'every connection to'} ${name(target)} stopped here, but ${name(by)} reaches it: not suspected; is the network between this server and ${name(target)} cut?`, { node: name(target), through: name(by) })
     })
     detector.on('transition', t => {
@@ -288,7 +288,7 @@ export class GridMembership implements Service {
     for (const conn of this.c.host.getConnections(peerIdFromString(id))) {
       const ip = conn.remoteAddr.toString().split('/')[2]
       if (ip !== undefined && gone.has(ip)) {
-        this.log.info('closing a connection to an address the member no longer has', { node: this.detector.members.get(id)?.advert.name ?? id, id, addr: conn.remoteAddr.toString() })
+        this.log.info('closing a connection to an address the member no longer has', { node: this.c.directory.nameOf(id) ?? id, id, addr: conn.remoteAddr.toString() })
         void conn.close().catch(() => {})
       }
     }
