@@ -297,14 +297,31 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * watchers) and no new connection need open (a large grid does not connect every pair)
    */
   private recheckUnreached (): void {
-    for (const peer of this.unreached.keys()) {
+    for (const [peer, was] of this.unreached) {
       if (this.rechecking.has(peer)) continue
       this.rechecking.add(peer)
-      void this.probe.ask([peer], peer)
-        .then(r => { if (r.reachedBy != null) this.unreached.delete(peer) })
-        .finally(() => { this.rechecking.delete(peer) })
+      void (async () => {
+        if ((await this.probe.ask([peer], peer)).reachedBy != null) { this.unreached.delete(peer); return }
+        // still cut from here: a helper's word is its sign of life, since no heartbeat
+        // comes and its refreshed adverts bring no newer version (the silence rule took
+        // it for silent 30 s into a cut, and it was dead for seconds on this node)
+        const helpers = probeHelpers(this.table, this.connectedPeers(), this.nodeId, peer, PROBE_HELPERS, Math.random)
+        const { reachedBy } = await this.probe.ask(helpers, peer)
+        if (reachedBy != null && this.unreached.has(peer)) {
+          this.unreached.set(peer, { ...was, by: reachedBy })
+          this.sighted(peer)
+        }
+      })().finally(() => { this.rechecking.delete(peer) })
     }
   }
+
+  /** Another member reached `peer` for us: as good a sign of life as a heartbeat at its version. */
+  private sighted (peer: string): void {
+    const m = this.table.get(peer)
+    if (m?.state === 'alive') this.apply(onHeartbeat(this.table, peer, m.version, monoNow(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
+  }
+
+  private connectedPeers (): string[] { return this.init.host.getConnections().map(c => c.remotePeer.toString()) }
 
   // heard directly again: a heartbeat, or a new connection (the old one may have died in the cut)
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => { this.unreached.delete(evt.detail.toString()) }
@@ -332,14 +349,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private async suspectUnlessVouched (peer: string, why: 'silent' | 'lost'): Promise<void> {
     const m = this.table.get(peer)
     if (!this.running || m == null || m.state !== 'alive' || this.probing.has(peer)) return
-    const connected = this.init.host.getConnections().map(c => c.remotePeer.toString())
-    const helpers = probeHelpers(this.table, connected, this.nodeId, peer, PROBE_HELPERS, Math.random)
+    const helpers = probeHelpers(this.table, this.connectedPeers(), this.nodeId, peer, PROBE_HELPERS, Math.random)
     if (helpers.length === 0) { this.suspect(peer, why); return }
     this.probing.add(peer)
     try {
       const { reachedBy } = await this.probe.ask(helpers, peer)
       if (reachedBy != null) {
         this.unreached.set(peer, { by: reachedBy, since: this.unreached.get(peer)?.since ?? Date.now(), why })
+        this.sighted(peer)
         this.emit('vouched', peer, reachedBy, why)
       } else {
         this.suspect(peer, why)
