@@ -24,6 +24,7 @@ import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
 import { ClockWatch, duplicateNames, joinUnreached, notJoined, outOfReachProblems, unheardMembers } from './membership/views.ts'
+import { RollMemory } from './membership/roll-memory.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
 import { LcmService } from './lcm/index.ts'
@@ -77,8 +78,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     labels: { labelsOf: node => state.labelsOf(node) },
     roll: node => state.read().get('roll', node)?.value,
     rollEntries: () => state.read().list('roll'),
-    // a dead member gone from a roll there is (vgrid node forget) is no longer shown
-    forgotten: node => { const r = state.read(); return r.get('roll', node) == null && r.list('roll').length > 0 },
+    // a dead member gone from the roll (vgrid node forget) is no longer shown
+    forgotten: node => rollMemory.forgotten(node, state.read().list('roll')),
     busyPeers: () => state.sessionPeers,
     health: async () => (await Promise.all(problems.map(async p => await p()))).flat(),
     ha: (): HaReport | null => dvmm?.ha() ?? null
@@ -89,6 +90,12 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     gossipRejected: membership.metrics.gossipRejected,
     nameOf: id => core.directory.nameOf(id),
     addrsOf: id => core.directory.addrsOf(id)
+  })
+  // the roll as it changes, at most once a second: a forget is told from an entry yet to arrive
+  const rollMemory = new RollMemory()
+  let rollNoteTimer: NodeJS.Timeout | undefined
+  state.on('changed', () => {
+    rollNoteTimer ??= setTimeout(() => { rollNoteTimer = undefined; rollMemory.note(state.read().list('roll')) }, 1000).unref()
   })
   core.advert.provide('stateHeads', () => state.heads())
   membership.detector.on('advert', a => { state.noteHeads(a.nodeId, a.stateHeads) })
