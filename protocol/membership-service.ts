@@ -7,7 +7,7 @@
 // therefore monotonic readings (ms on the epoch scale), for this process only.
 import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
-import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { decodeAdvert, decodeRelayedAdvert, type Advert, type AdvertRejection } from './advert.ts'
 import { OwnAdvert, refreshFor, type AdvertBody } from './own-advert.ts'
 import { decodeSuspicion, encodeSuspicion } from './suspicion.ts'
@@ -23,7 +23,9 @@ import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
 import { CompatReports, protocolCompat, type Compat } from './compat.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
-import { IndirectProbe, indirectProbeProtocol, probeHelpers } from './indirect-probe.ts'
+import { ReachWatch, type OutOfReach } from './reach-watch.ts'
+
+export type { OutOfReach } from './reach-watch.ts'
 
 export interface MembershipTiming {
   /** re-publish the advert at least this often even if nothing changed (see refreshFor) */
@@ -42,12 +44,6 @@ export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heart
 const RECHECK_DOUBTED_MS = 60_000
 const DOUBT_SYNC_MS = 3_000
 const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === 'dead'
-/** members asked to reach a silent neighbour before it is suspected (indirect-probe.ts) */
-const PROBE_HELPERS = 3
-/** how long they get: at most this, and at most the silence that raised the question */
-const PROBE_TIMEOUT_MS = 1000
-/** how often a member found out of reach is asked directly whether it is in reach again */
-const RECHECK_UNREACHED_MS = 5000
 /** a heartbeat that brings no news updates lastSeen at most this often */
 const LAST_SEEN_GRAIN_MS = 5_000
 /** The silence timeout follows the refresh period (see refreshFor), so that two lost refreshes never suspect anyone. */
@@ -87,15 +83,6 @@ export interface MembershipEvents {
   'clock-offset': [peer: string, offsetMs: number, over: boolean]
 }
 
-/** A member this node does not reach directly, though another does (a partial partition). */
-export interface OutOfReach {
-  /** the member that last reached it for us */
-  by: string
-  /** when this node first found it out of reach (ms since the epoch) */
-  since: number
-  why: 'silent' | 'lost'
-}
-
 export class MembershipService extends EventEmitter<MembershipEvents> {
   readonly config: MembershipConfig
   readonly timing: MembershipTiming
@@ -104,13 +91,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly topics: { adverts: string, suspicions: string }
   private readonly heartbeats: Heartbeats
   private readonly sync: MemberSync
-  private readonly probe: IndirectProbe
-  /** neighbours being probed through others right now */
-  private readonly probing = new Set<string>()
-  /** members out of reach being asked directly whether they are in reach again */
-  private readonly rechecking = new Set<string>()
-  /** neighbours silent here that another member vouched for: until heard directly again */
-  private readonly unreached = new Map<string, OutOfReach>()
+  /** silent neighbours that another member still reaches (a partial partition) */
+  private readonly reach: ReachWatch
   /** adverts decoded by the topic validator, handed to the message handler */
   private readonly validated = new WeakMap<Message, Advert>()
   /** when we last pulled adverts from a neighbour whose heartbeat was ahead */
@@ -152,19 +134,23 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       watchers: this.timing.watchers,
       version: () => this.version,
       onBeat: (peer, v) => { this.onBeat(peer, v) },
-      onSilent: peer => { void this.suspectUnlessVouched(peer, 'silent') },
-      onLost: peer => { void this.suspectUnlessVouched(peer, 'lost') },
+      onSilent: peer => { void this.reach.silent(peer, 'silent') },
+      onLost: peer => { void this.reach.silent(peer, 'lost') },
       onGarbage: peer => { this.emit('rejected', 'heartbeats', 'malformed', peer) },
       // the frame with a clock is protocol 2: an older agent would drop the stream
       sendClockTo: peer => (this.compatOf(peer)?.speak ?? 1) >= 2,
       onClockOffset: (peer, offsetMs, over) => { this.emit('clock-offset', peer, offsetMs, over) },
       registry: init.registry
     })
-    this.probe = new IndirectProbe({
+    this.reach = new ReachWatch({
       host: init.host,
-      protocol: indirectProbeProtocol(init.clusterId),
-      timeoutMs: Math.min(PROBE_TIMEOUT_MS, this.config.suspectAfterMs),
-      isMember: peer => this.table.get(peer)?.state === 'alive'
+      clusterId: init.clusterId,
+      nodeId: this.nodeId,
+      suspectAfterMs: this.config.suspectAfterMs,
+      members: () => this.table,
+      sighted: peer => { this.sighted(peer) },
+      suspect: (peer, why) => { this.suspect(peer, why) },
+      vouched: (peer, by, why) => { this.emit('vouched', peer, by, why) }
     })
     this.sync = new MemberSync({
       host: init.host,
@@ -198,17 +184,13 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     pubsub.topicValidators.set(this.topics.suspicions, this.validateSuspicion)
     pubsub.addEventListener('message', this.onMessage)
     pubsub.addEventListener('subscription-change', this.onNewTopicPeer)
-    this.init.host.addEventListener('peer:connect', this.onConnect)
     pubsub.subscribe(this.topics.adverts)
     pubsub.subscribe(this.topics.suspicions)
     await this.heartbeats.start()
-    await this.probe.start()
+    await this.reach.start()
     await this.sync.start()
     this.own.start()
-    this.timers = [
-      setInterval(() => { this.tick() }, this.timing.tickMs),
-      setInterval(() => { this.recheckUnreached() }, RECHECK_UNREACHED_MS)
-    ]
+    this.timers = [setInterval(() => { this.tick() }, this.timing.tickMs)]
     this.scheduleSync()
   }
 
@@ -259,13 +241,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     clearTimeout(this.syncTimer)
     await this.own.stop(opts)
     await this.heartbeats.stop()
-    await this.probe.stop()
+    await this.reach.stop()
     await this.sync.stop()
     const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)
     pubsub.removeEventListener('subscription-change', this.onNewTopicPeer)
-    this.init.host.removeEventListener('peer:connect', this.onConnect)
-    this.unreached.clear()
     pubsub.topicValidators.delete(this.topics.adverts)
     pubsub.topicValidators.delete(this.topics.suspicions)
   }
@@ -289,31 +269,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   advertiseNow (): void { this.own.advertiseNow() }
 
   /** Members this node does not reach directly while others do (vouched for), by id. */
-  outOfReach (): ReadonlyMap<string, OutOfReach> { return this.unreached }
-
-  /**
-   * Members out of reach are asked directly now and then (the probe asked of the member
-   * about itself): after a heal no heartbeat need come from one (it may beat to other
-   * watchers) and no new connection need open (a large grid does not connect every pair)
-   */
-  private recheckUnreached (): void {
-    for (const [peer, was] of this.unreached) {
-      if (this.rechecking.has(peer)) continue
-      this.rechecking.add(peer)
-      void (async () => {
-        if ((await this.probe.ask([peer], peer)).reachedBy != null) { this.unreached.delete(peer); return }
-        // still cut from here: a helper's word is its sign of life, since no heartbeat
-        // comes and its refreshed adverts bring no newer version (the silence rule took
-        // it for silent 30 s into a cut, and it was dead for seconds on this node)
-        const helpers = probeHelpers(this.table, this.connectedPeers(), this.nodeId, peer, PROBE_HELPERS, Math.random)
-        const { reachedBy } = await this.probe.ask(helpers, peer)
-        if (reachedBy != null && this.unreached.has(peer)) {
-          this.unreached.set(peer, { ...was, by: reachedBy })
-          this.sighted(peer)
-        }
-      })().finally(() => { this.rechecking.delete(peer) })
-    }
-  }
+  outOfReach (): ReadonlyMap<string, OutOfReach> { return this.reach.outOfReach() }
 
   /** Another member reached `peer` for us: as good a sign of life as a heartbeat at its version. */
   private sighted (peer: string): void {
@@ -321,13 +277,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     if (m?.state === 'alive') this.apply(onHeartbeat(this.table, peer, m.version, monoNow(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
   }
 
-  private connectedPeers (): string[] { return this.init.host.getConnections().map(c => c.remotePeer.toString()) }
-
-  // heard directly again: a heartbeat, or a new connection (the old one may have died in the cut)
-  private readonly onConnect = (evt: CustomEvent<PeerId>): void => { this.unreached.delete(evt.detail.toString()) }
-
   private onBeat (peer: string, v: Version): void {
-    this.unreached.delete(peer)
+    this.reach.clear(peer)
     const m = this.table.get(peer)
     // lastSeen only feeds the silence timeout: a quarter of it (at most 5 s) is fresh enough
     this.apply(onHeartbeat(this.table, peer, v, monoNow(), Math.min(LAST_SEEN_GRAIN_MS, this.config.silenceAfterMs / 4)))
@@ -341,30 +292,6 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
 
   /** A member we could not dial (and have no connection to) is as good as silent. */
   unreachable (peer: string): void { this.suspect(peer, 'unreachable') }
-
-  /**
-   * A neighbour fell silent here or lost its connections: ask a few other members to
-   * reach it first (indirect-probe.ts), and suspect it only if none does.
-   */
-  private async suspectUnlessVouched (peer: string, why: 'silent' | 'lost'): Promise<void> {
-    const m = this.table.get(peer)
-    if (!this.running || m == null || m.state !== 'alive' || this.probing.has(peer)) return
-    const helpers = probeHelpers(this.table, this.connectedPeers(), this.nodeId, peer, PROBE_HELPERS, Math.random)
-    if (helpers.length === 0) { this.suspect(peer, why); return }
-    this.probing.add(peer)
-    try {
-      const { reachedBy } = await this.probe.ask(helpers, peer)
-      if (reachedBy != null) {
-        this.unreached.set(peer, { by: reachedBy, since: this.unreached.get(peer)?.since ?? Date.now(), why })
-        this.sighted(peer)
-        this.emit('vouched', peer, reachedBy, why)
-      } else {
-        this.suspect(peer, why)
-      }
-    } finally {
-      this.probing.delete(peer)
-    }
-  }
 
   /** Our own suspicion of a member: apply it here and tell everyone. */
   private suspect (peer: string, why: 'silent' | 'lost' | 'unreachable'): void {
@@ -473,7 +400,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const t of step.transitions) {
       if (t.to === 'forgotten') { this.fetched.delete(t.nodeId); this.compat.forget(t.nodeId) }
       if (t.to !== 'suspect') this.raised.delete(t.nodeId)
-      if (t.to !== 'alive') this.unreached.delete(t.nodeId)
+      if (t.to !== 'alive') this.reach.clear(t.nodeId)
       this.emit('transition', { ...t, member })
       // someone came back (a healed partition, a restart): they may think we are
       // dead too, so tell them we are not
