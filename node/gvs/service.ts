@@ -13,19 +13,20 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
-import { volumeEpoch } from '../../crdt/placement/index.ts'
-import { GvsError } from './errors.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
-import { UnavailableError } from '../errors.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
-import { Placement, objectKey } from './placement.ts'
+import { objectKey } from './placement.ts'
+import { LivePlacement, type LiveNode } from './live-placement.ts'
+import { WriterEpochs } from './writer-epochs.ts'
+import { BackgroundPass } from './background-pass.ts'
+import { UnsoundRecords } from './unsound-records.ts'
 import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { frozenLayersOf, layerNumber, layersOf, placementKeyOf, referencedLayers, sayLayers, sayNodes, volumeUsers, type Pool } from './volumes.ts'
+import { frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports, pinnedName } from './exports.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
@@ -130,10 +131,10 @@ export class GvsService {
   private readonly placementCheck: PlacementCheck
   private readonly ioFailures = new IoFailures()
   private readonly volumeProblems = new VolumeProblems({ volumes: () => this.volumes(), states: async vs => await this.health(vs) })
-  /** the placement over the member table it was made from (holders) */
-  private placement: { table: MemberTable, p: Placement } | null = null
-  /** placementGeneration: moves on when the live nodes placement is made over change */
-  private generation = { n: 0, signature: '' }
+  /** where objects go over the live members now, and its generation */
+  private readonly placed: LivePlacement
+  /** volumes' writer epochs: fences and plain exports' claims */
+  private readonly epochs: WriterEpochs
   /** each volume's state as the API shows it */
   private readonly states: VolumeStates
   /** the repairs this node runs, and the last of each volume */
@@ -141,10 +142,8 @@ export class GvsService {
   /** the last repair of each volume this node ran */
   readonly lastRepairs: Map<string, LastRepair>
   private readonly metrics: GvsMetrics | null
-  private timer: ReturnType<typeof setTimeout> | null = null
-  private dueAt = Infinity
-  private reconciling: Promise<void> | null = null
-  private again = false
+  /** when the background pass runs */
+  private readonly pass: BackgroundPass
   /** the live nodes placement last used (sorted ids), to tell a real change from a relabelling */
   private liveKey = ''
   private started = false
@@ -156,6 +155,8 @@ export class GvsService {
   private readonly reclaim: LayerReclaim
   /** this node's caches of its VMs' disks (local-cache.ts) */
   readonly caches: LocalCaches
+  /** objects damaged on every copy, as the document records them */
+  private readonly unsound: UnsoundRecords
   /** where each volume's writes went (write-interval-records.ts) */
   private readonly writeIntervals: WriteIntervalRecords
   /** why this node sees no majority of the roll (no volume is created or used here then), or null */
@@ -167,6 +168,15 @@ export class GvsService {
     this.components = components
     this.init = { ...(init.env === false ? {} : tuningFromEnv(process.env)), ...init }
     const log = components.log.child('gvs')
+    this.placed = new LivePlacement(() => this.components.membership.members)
+    this.holders = this.placed.holders
+    this.placementGeneration = this.placed.generation
+    this.pass = new BackgroundPass({
+      periodMs: this.init.reconcileMs ?? 30_000,
+      delayMs: this.init.repairDelayMs ?? 5000,
+      run: async () => { await this.reconcile() },
+      failed: err => { this.components.log.warn('gvs reconcile failed', { error: String(err) }) }
+    })
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
     this.replicas = new ReplicaService({
       host: components.host,
@@ -182,9 +192,10 @@ export class GvsService {
       tcpPort: init.nbdTcpPort
     })
     this.store.frozen.useDocument(() => this.frozenInDocument())
+    this.unsound = new UnsoundRecords({ self: this.replicas.self, log, state: components.state })
     this.caches = new LocalCaches({ dir: join(components.config.dataDir, 'gvs-cache'), budgetBytes: 0 })
     // an object recorded damaged on every copy that a client writes again: cleared once this node's copy verifies sound
-    const again = new SoundAgain({ watched: () => this.unsoundObjects(), verify: async (l, i) => await this.store.verify(l, i), cleared: async (sound, before) => { await this.recordUnsound([], undefined, { sound, before }) }, log })
+    const again = new SoundAgain({ watched: () => this.unsound.objects(), verify: async (l, i) => await this.store.verify(l, i), cleared: async (sound, before) => { await this.unsound.record([], undefined, { sound, before }) }, log })
     this.store.onWritten = (l, i) => { again.written(l, i) }
     this.usage = new StoreUsage([join(components.config.dataDir, 'gvs'), join(components.config.dataDir, 'gvs-cache')], () => { this.components.diskMeasured?.() })
     this.store.on('fenced', f => {
@@ -207,19 +218,31 @@ export class GvsService {
       generation: () => this.placementGeneration(),
       nodes: () => this.liveNodes().map(n => ({ id: n.id, weight: n.weight }))
     })
+    this.epochs = new WriterEpochs({
+      self: this.replicas.self,
+      log,
+      transport: this.replicas,
+      outOfReachWhy: n => this.replicas.outOfReachWhy(n),
+      volumes: () => this.volumes(),
+      liveNodes: () => this.liveNodes().map(n => n.id),
+      nameOf: n => this.nodeName(n),
+      write: async (fn, message) => await this.components.state.write(fn, message),
+      pin: async (id, epoch) => { await this.exports.pin(id, epoch) },
+      retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS
+    })
     this.exports = new VolumeExports({ writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
-      epochs: { next: async (id, held) => await this.claimEpoch(id, held), fence: async (id, epoch) => { await this.fenceLive(id, epoch) } },
+      epochs: { next: async (id, held) => await this.epochs.claim(id, held), fence: async (id, epoch) => { await this.epochs.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))
     this.status = new StatusService({ host: components.host, answer: async (ids, o) => await this.statusAnswer(ids, o) })
     this.placementCheck = new PlacementCheck({
       host: components.host,
-      signature: () => { this.currentPlacement(); return this.generation.signature },
+      signature: () => this.placed.signature(),
       others: () => this.mayBeRunning().filter(id => id !== this.replicas.self)
     })
-    this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds(), passUnreached: (id, n) => this.passUnreached(id, n) })
+    this.gridWriters = new GridWriters({ self: this.replicas.self, log, status: this.status, members: () => this.components.membership.members, liveIds: () => this.liveIds(), passUnreached: (id, n) => this.epochs.passUnreached(id, n) })
     this.metrics = components.registry == null ? null : new GvsMetrics(components.registry, () => this.nbd.stats, this.caches)
-    this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), objectSize: this.store.objectSize, log: components.log, started: () => this.started, unsound: async objects => { await this.recordUnsound(objects) } })
+    this.heals = new DamageHeals({ transport: this.replicas, sources: (l, i) => this.sourcesOf(l, i), objectSize: this.store.objectSize, log: components.log, started: () => this.started, unsound: async objects => { await this.unsound.record(objects) } })
     this.store.on('damaged', r => { this.metrics?.damaged.inc(); this.heals.soon(r.volume, r.index) })
     this.repairs = new RepairRuns({
       self: this.replicas.self,
@@ -231,7 +254,7 @@ export class GvsService {
       file: new RepairsFile(join(components.config.dataDir, REPAIRS_FILE), log),
       agreed: async () => await this.placementCheck.agreed(),
       nameOf: n => this.nodeName(n),
-      unsound: async (v, objects) => { await this.recordUnsound(objects, v) },
+      unsound: async (v, objects) => { await this.unsound.record(objects, v) },
       intervals: id => this.writeIntervals.intervals(id),
       intervalsRepaired: async (id, startedAt, generation) => { await this.writeIntervals.repaired(id, startedAt, generation) },
       generation: () => this.placementGeneration()
@@ -254,8 +277,8 @@ export class GvsService {
     }, { freeAfterMs: this.init.freeAfterMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
-      unsound: async (objects, sound, startedAt) => { await this.recordUnsound(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
-      watched: () => this.unsoundObjects(),
+      unsound: async (objects, sound, startedAt) => { await this.unsound.record(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
+      watched: () => this.unsound.objects(),
       nameOf: n => this.nodeName(n)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
@@ -286,7 +309,7 @@ export class GvsService {
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
     this.components.membership.on?.('vouched', this.onVouched)
-    this.wake(Math.min(this.init.reconcileMs ?? 30_000, this.repairDelay()))
+    this.pass.start()
     await this.scrub.start()
   }
 
@@ -295,10 +318,11 @@ export class GvsService {
     if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.membership.off?.('vouched', this.onVouched)
-    if (this.timer != null) clearTimeout(this.timer)
+    // no new pass from here on (the timer goes now); one that runs is waited for below
+    const passStopped = this.pass.stop()
     this.repairs.stopAll()
     await this.scrub.stop()
-    await this.reconciling
+    await passStopped
     await this.repairs.ended()
     await this.nbd.stop()
     await this.status.stop()
@@ -309,8 +333,6 @@ export class GvsService {
     this.caches.close()
     this.exports.writers.close()
   }
-
-  private repairDelay (): number { return this.init.repairDelayMs ?? 5000 }
 
   /** a member changed (placement follows the live members): background repairs stop, their plan is stale, and a pass follows soon */
   // cut from this node alone (membership found another that reaches it): probed now, so
@@ -335,28 +357,7 @@ export class GvsService {
     // a partition may let another writer in unasked: the caches of this node's writers go
     this.caches.dropAll()
     this.repairs.stopBackground()
-    if (this.reconciling != null) this.again = true
-    this.wake(this.repairDelay())
-  }
-
-  /** runs the background pass in `ms` (or sooner, if one is due sooner) */
-  private wake (ms: number): void {
-    if (!this.started || !(ms >= 0) || !((this.init.reconcileMs ?? 30_000) > 0)) return
-    const at = Date.now() + ms
-    if (this.reconciling != null || at >= this.dueAt) return
-    if (this.timer != null) clearTimeout(this.timer)
-    this.dueAt = at
-    this.timer = setTimeout(() => {
-      this.timer = null
-      this.dueAt = Infinity
-      this.reconciling = this.reconcile().catch(err => { this.components.log.warn('gvs reconcile failed', { error: String(err) }) })
-      void this.reconciling.finally(() => {
-        this.reconciling = null
-        const period = this.init.reconcileMs ?? 30_000
-        if (this.again) { this.again = false; this.wake(this.repairDelay()) } else if (period > 0) this.wake(period)
-      })
-    }, ms)
-    this.timer.unref?.()
+    this.pass.changed()
   }
 
   /**
@@ -428,34 +429,6 @@ export class GvsService {
   }
 
   /**
-   * Objects a scrub found damaged on every copy ("LAYER/INDEX"), in the volumes'
-   * `unsound`: `only` a repair's volume, whose set they replace (what its scrub found
-   * sound is cleared: repair-runs.ts), or else added to every volume that reads their
-   * layer (a node's scheduled scrub: scrub-schedule.ts), which also clears those it
-   * found `sound` on this node (rewritten since) if they were recorded before it
-   * started. Written only where it changes.
-   */
-  private async recordUnsound (found: string[], only?: Volume, cleared?: { sound: string[], before: number }): Promise<void> {
-    const layerOf = (k: string): string => k.slice(0, k.lastIndexOf('/'))
-    const changed = await this.components.state.write(w => {
-      const at = Date.now()
-      const vs = only == null ? w.reader.list('volumes') : [w.reader.get('volumes', only.id)?.value].filter(v => v != null)
-      const sound = new Set(cleared?.sound)
-      let n = 0
-      for (const v of vs) {
-        const mine = only != null ? found : found.filter(k => layersOf(v).includes(layerOf(k)))
-        const keep = only != null ? {} : Object.fromEntries(Object.entries(v.unsound ?? {}).filter(([k, r]) => !(sound.has(k) && r.at < cleared!.before)))
-        const next = { ...keep, ...Object.fromEntries(mine.map(k => [k, v.unsound?.[k] ?? { node: this.replicas.self, at }])) }
-        if (Object.keys(next).sort().join() === Object.keys(v.unsound ?? {}).sort().join()) continue
-        w.update('volumes', v.id, { unsound: next })
-        n++
-      }
-      return n
-    }, `scrub: ${found.length} object(s) damaged on every copy${(cleared?.sound.length ?? 0) > 0 ? `, ${cleared!.sound.length} sound again` : ''}`)
-    if (changed > 0) this.components.log.warn('objects damaged on every copy a scrub checked, recorded in the document (none: the record cleared)', { volume: only?.path, objects: found.slice(0, 20) })
-  }
-
-  /**
    * for /v1/status: volumes whose NBD requests failed lately (io-failures.ts), this
    * node's disk full, and the volumes not at full redundancy (volume-problems.ts)
    */
@@ -478,14 +451,6 @@ export class GvsService {
   async measureStored (): Promise<number | null> { await this.usage.measure(); return this.usage.bytes() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
-
-  /** the objects the document records damaged on every copy ("LAYER/INDEX"), worked out once per document version (asked on every write) */
-  private unsoundMemo: { reader: Reader, keys: ReadonlySet<string> } | null = null
-  private unsoundObjects (): ReadonlySet<string> {
-    const reader = this.components.state.read()
-    if (this.unsoundMemo?.reader !== reader) this.unsoundMemo = { reader, keys: new Set(reader.list('volumes').flatMap(v => Object.keys(v.unsound ?? {}))) }
-    return this.unsoundMemo.keys
-  }
 
   /** the layers this node's document reads frozen, worked out once per document version */
   private frozenMemo: { reader: Reader, layers: ReadonlySet<string> } | null = null
@@ -514,48 +479,17 @@ export class GvsService {
   }
 
   /** the live members that hold replicas, weighted by disk capacity */
-  liveNodes (table: MemberTable = this.components.membership.members): Array<{ id: string, weight: number, free: number }> {
-    return [...table.values()]
-      .filter(m => m.state === 'alive')
-      .map(m => ({ id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes }))
-  }
+  liveNodes (): LiveNode[] { return this.placed.liveNodes() }
 
-  private liveIds (): Set<string> { return new Set(this.liveNodes().filter(n => n.weight > 0).map(n => n.id)) }
+  private liveIds (): Set<string> { return this.placed.liveIds() }
 
-  pool (): Pool {
-    const live = this.liveNodes().filter(n => n.weight > 0)
-    return { nodes: live.length, freeBytes: live.reduce((s, n) => s + n.free, 0) }
-  }
+  pool (): Pool { return this.placed.pool() }
 
-  /**
-   * The object's holders over the live members. Every I/O request asks (several times),
-   * so the placement over one member table is made once: a table is replaced, never
-   * changed, when a member changes (protocol/membership.ts), so its identity is the key.
-   */
-  holders = (key: string, r: number): string[] => {
-    return this.currentPlacement().holders(key, r)
-  }
+  /** the object's holders over the live members (live-placement.ts) */
+  readonly holders: (key: string, r: number) => string[]
 
-  /**
-   * Moves on whenever the live nodes placement is made over change (not on every new
-   * member table: adverts replace it too): what a writer settled is settled for one
-   * generation (settler.ts).
-   */
-  placementGeneration = (): number => {
-    this.currentPlacement()
-    return this.generation.n
-  }
-
-  private currentPlacement (): Placement {
-    const table = this.components.membership.members
-    if (this.placement?.table !== table) {
-      const nodes = this.liveNodes(table)
-      const signature = nodes.map(n => `${n.id}=${n.weight}`).sort().join(',')
-      if (signature !== this.generation.signature) this.generation = { n: this.generation.n + 1, signature }
-      this.placement = { table, p: new Placement(nodes) }
-    }
-    return this.placement.p
-  }
+  /** moves on whenever the live nodes placement is made over change (live-placement.ts) */
+  readonly placementGeneration: () => number
 
   /** where a sound copy of one of this node's objects may be: its holders, then every other live node */
   private sourcesOf (layer: string, index: number): string[] {
@@ -608,78 +542,8 @@ export class GvsService {
   /** NBD writers of a volume on every live node (grid-writers.ts) */
   async writersOf (id: string): Promise<NodeWriters[]> { return await this.gridWriters.writersOf(id) }
 
-  /**
-   * Makes `epoch` the volume's writer epoch on every live node before the writer that
-   * raised it writes (invariant 3): each then refuses an older writer on every object
-   * of the volume, not only on the objects the new writer has touched. A VM's holder
-   * calls this before the VM starts; a live node that cannot be told fails the call.
-   */
-  async fence (volumeId: string, epoch: number): Promise<void> {
-    const v = await this.fenceLive(volumeId, epoch)
-    // the VM's disk opens pinned to this epoch (exports.ts), whatever the document says by
-    // then, and after a restart of this agent too (kept on disk before the VM starts)
-    try { await this.exports.pin(volumeId, epoch) } catch (err) { throw new UnavailableError(`could not record volume ${v.path}'s writer epoch ${epoch} on this node: ${(err as Error).message}`, 'pin-failed') }
-  }
-
-  /**
-   * Makes `epoch` the volume's writer epoch on every live node (fence, and a plain
-   * export's claim). A node that cannot be told is asked again, over the live nodes as
-   * they are then, for as long as a write waits for a replica (writeRetryMs): one that
-   * stops drops out of them, one that restarts answers once its volume store is up (a
-   * tester's client got EIO from a new session opened just then).
-   */
-  private async fenceLive (volumeId: string, epoch: number): Promise<Volume> {
-    const until = Date.now() + (this.init.writeRetryMs ?? WRITE_RETRY_MS)
-    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
-      const v = this.volumes().find(x => x.id === volumeId)
-      if (v == null) throw new UnavailableError(`volume ${volumeId} does not exist`, 'volume-gone')
-      const top = layersOf(v)[0]!
-      const nodes = [...new Set([...this.liveNodes().map(n => n.id), this.replicas.self])]
-      const passed: string[] = []
-      const failed = (await callEach(this.replicas, nodes, { op: 'fence', volume: top, epoch })).filter(f => {
-        const why = this.passUnreached(volumeId, f.node)
-        if (why != null) passed.push(`${this.nodeName(f.node)} (${why})`)
-        return why == null
-      })
-      if (passed.length > 0) this.components.log.warn('fenced a volume\'s writer epoch without nodes this one cannot reach: the other holders of every object refuse an older writer there', { volume: v.path, epoch, nodes: passed.join('; ') })
-      if (failed.length === 0) return v
-      if (failed.some(f => !f.moment) || Date.now() + wait > until) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
-      await new Promise(resolve => setTimeout(resolve, wait))
-    }
-  }
-
-  /**
-   * Why a writer's claim or fence of the volume may go on without the node's answer, or
-   * null. Only a node this one's calls found out of reach though membership holds it
-   * alive (peer-reach.ts: no answer to a ping, not a moment's silence), and only with
-   * R >= 2: every object then has another holder, which the fence reaches and which
-   * refuses that node's writer (if it has one), so it gets no write acknowledged. With
-   * R = 1 its objects may be its alone: the claim waits for it, as before.
-   */
-  private passUnreached (volumeId: string, node: string): string | null {
-    const why = this.replicas.outOfReachWhy(node)
-    if (why == null) return null
-    const v = this.volumes().find(x => x.id === volumeId)
-    return v != null && v.replicas >= 2 ? `out of reach from this node: ${why}` : null
-  }
-
-  /**
-   * The writer epoch of this node's claim of a volume for a plain export's client
-   * (writers.ts ClaimEpochs): past every other writer's, in the document; kept while
-   * it is this node's own already (no other node wrote in between). A session claiming
-   * again (`held`: its last claim's epoch) gets `since` if the epoch moved meanwhile.
-   */
-  private async claimEpoch (id: string, held?: number): Promise<{ epoch: number } | { since: number }> {
-    return await this.components.state.write(w => {
-      const v = w.reader.get('volumes', id)?.value
-      if (v == null) throw new GvsError('unavailable', `volume ${id} no longer exists`)
-      const cur = v.epoch ?? 1
-      if (held != null && cur !== held) return { since: cur }
-      const epoch = volumeEpoch(cur, 0, this.replicas.self)
-      if (epoch !== cur) w.update('volumes', id, { epoch })
-      return { epoch }
-    }, `gvs: a client on this node writes volume ${id}`)
-  }
+  /** makes `epoch` the volume's writer epoch on every live node before a VM's disk opens (writer-epochs.ts) */
+  async fence (volumeId: string, epoch: number): Promise<void> { await this.epochs.fence(volumeId, epoch) }
 
   /** the NBD URI a client on this node opens for a volume */
   uriOf (v: Volume, epoch?: number): string {
