@@ -14,10 +14,18 @@ const USAGE = `usage: ${CREATE}\n       ${LS}\n       ${RM}`
 
 const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == null ? '' : `@${e.nodeName ?? shortId(e.node)}`}${e.down != null ? ` (${e.down})` : ''}`
 
+/** the TUNNEL column: the peer node that carries it from here, and whether it is down */
+function tunnelCell (l: LinkView): string {
+  if (l.tunnel != null) return `${l.tunnel.name ?? shortId(l.tunnel.node)}${l.tunnel.down == null ? '' : ` DOWN: ${l.tunnel.down}`}`
+  if (l.skipped != null) return l.skipped
+  if (l.noTunnel != null) return `${l.noTunnel.name ?? shortId(l.noTunnel.node)} DOWN: ${l.noTunnel.why}`
+  return l.path === 'local' ? 'local' : '-'
+}
+
 function linkRows (links: LinkView[]): string {
   return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
     l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
-    l.tunnel == null ? (l.skipped ?? 'local') : `${l.tunnel.name ?? shortId(l.tunnel.node)}${l.tunnel.down == null ? '' : ` DOWN: ${l.tunnel.down}`}`, String(l.packets), String(l.drops)
+    tunnelCell(l), String(l.packets), String(l.drops)
   ]))
 }
 

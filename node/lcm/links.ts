@@ -120,6 +120,24 @@ export interface LinkView {
   drops: number
   /** why this node does not enforce it, when it does not */
   skipped: string | null
+  /**
+   * how it goes from this node: both ends here (`local`), through a tunnel (`tunnel`),
+   * one end here and no tunnel to the other's node (`no-tunnel`: `noTunnel` names that
+   * node and says why: its agent away, no WireGuard there), neither end here
+   * (`elsewhere`), or an end not placed (`unplaced`)
+   */
+  path: 'local' | 'tunnel' | 'no-tunnel' | 'elsewhere' | 'unplaced'
+  noTunnel: { node: string, name: string | null, why: string } | null
+}
+
+/** Why this node has no tunnel to `node` (pure): its member state, or what its advert lacks. */
+export function whyNoTunnel (m: { state: string, advert: { wireguard?: unknown } } | undefined, rejected?: string): string {
+  if (m == null) return 'that node is not in sight of this one'
+  if (m.state === 'left') return 'its agent is away (left: stopped for a restart, or gone)'
+  if (m.state === 'dead') return 'its agent is dead as this node sees it'
+  if (rejected != null) return `its WireGuard advert is refused: ${rejected}`
+  if (m.advert.wireguard == null) return 'it advertises no WireGuard tunnel (its overlay is off or cannot start)'
+  return 'no tunnel set up yet'
 }
 
 /**

@@ -3,7 +3,7 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { checkLink, parseLinkRequest, type LinkDoc, type LinkView } from './links.ts'
+import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import type { Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 
@@ -22,6 +22,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const flows = new Map((last?.rules.flows ?? []).map(f => [f.link, f]))
   const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
   const down = new Map((lcm.status().tunnelsDown ?? []).map(d => [d.node, d]))
+  const rejected = new Map((last?.plan.rejected ?? []).map(x => [x.node, x.detail]))
   const c = await lcm.counters()
   const r = lcm.state.read()
   const vms = new Map(r.list('vms').map(v => [v.id, v]))
@@ -41,6 +42,9 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     const d = place.get(l.to.vm)
     const remote = s?.node === lcm.selfId ? d?.node : d?.node === lcm.selfId ? s?.node : null
     const t = remote == null || remote === lcm.selfId ? undefined : tunnels.get(remote)
+    const path: LinkView['path'] = s?.node == null || d?.node == null
+      ? 'unplaced'
+      : remote == null ? 'elsewhere' : remote === lcm.selfId ? 'local' : t != null ? 'tunnel' : 'no-tunnel'
     const f = flows.get(l.id)
     const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets, 0)
     return {
@@ -52,7 +56,10 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : null },
       packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
       drops,
-      skipped: f == null ? skipped.get(l.id) ?? 'not computed yet' : null
+      // nothing for this node to enforce on a link whose ends are elsewhere or not placed
+      skipped: f == null ? skipped.get(l.id) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
+      path,
+      noTunnel: path === 'no-tunnel' ? { node: remote!, name: nameOf(lcm.members, remote!), why: whyNoTunnel(lcm.members.get(remote!), rejected.get(remote!)) } : null
     }
   })
 }

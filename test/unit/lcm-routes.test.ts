@@ -9,9 +9,10 @@ import { errorBody, toApiError } from '../../node/api/errors.ts'
 import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
+import { whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve()): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: unknown, members?: Map<string, unknown> } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -29,8 +30,8 @@ function app (gate: Promise<void> = Promise.resolve()): { app: ReturnType<typeof
     schedule: () => {},
     settled: async () => {},
     state,
-    last: null,
-    members: new Map(),
+    last: over.last ?? null,
+    members: over.members ?? new Map(),
     selfId: 'n1',
     table: 'vgrid_lcm_x'
   }
@@ -114,4 +115,31 @@ test('GET /v1/net answers the status, peers, rules and drops', async t => {
   t.is(j.status.interface, 'vgx')
   t.deepEqual(j.peers, [])
   t.is(j.rules.table, 'vgrid_lcm_x')
+})
+
+test('GET /v1/links: a link to a node this one has no tunnel to says which node and why (not "local"); one between two other nodes is not this node\'s', async t => {
+  const place = (vm: string, node: string, address: string): unknown => ({ vm, node, address, inputs: null, outputs: null })
+  const member = (id: string, state: string): unknown => ({ nodeId: id, state, advert: { name: id.toUpperCase(), wireguard: { publicKey: 'k', endpoint: '10.0.0.2:51820' } } })
+  const last = (vms: unknown[]): unknown => ({ plan: { peers: new Map(), tunnels: [], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] })
+  // web here, db on n2, whose agent stopped for a restart (left): no tunnel to it (a tester saw "local")
+  const { app: a } = app(undefined, { last: last([place('web', 'n1', '10.9.0.2'), place('db', 'n2', '10.9.0.3')]), members: new Map([['n2', member('n2', 'left')]]) })
+  const made = await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })
+  t.is(made.statusCode, 201)
+  const [view] = (await a.inject({ method: 'GET', url: '/v1/links' })).json<{ links: LinkView[] }>().links
+  t.is(view!.path, 'no-tunnel')
+  t.like(view!.noTunnel, { node: 'n2', name: 'N2' })
+  t.regex(view!.noTunnel!.why, /its agent is away \(left/)
+  t.is(view!.tunnel, null)
+  // dead, or alive with no WireGuard in its advert
+  t.regex(whyNoTunnel({ state: 'dead', advert: {} }), /dead/)
+  t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: null } }), /advertises no WireGuard/)
+  t.regex(whyNoTunnel(undefined), /not in sight/)
+  t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: {} } }, 'public key "x" is not a WireGuard key'), /refused: public key/)
+
+  // both ends on other nodes: nothing of this node's
+  const other = app(undefined, { last: last([place('web', 'n2', '10.9.0.2'), place('db', 'n3', '10.9.0.3')]) })
+  t.is((await other.app.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  const [elsewhere] = (await other.app.inject({ method: 'GET', url: '/v1/links' })).json<{ links: LinkView[] }>().links
+  t.is(elsewhere!.path, 'elsewhere')
+  t.is(elsewhere!.noTunnel, null)
 })
