@@ -88,7 +88,7 @@ export async function askDemo (path: string, req: ControlRequest, timeoutMs = 90
 
 /** what the requests act on: the demo's hosts (their agents) and its network */
 export interface ControlTargets {
-  hosts: ReadonlyArray<{ name: string, agent: { readonly pid: number | undefined, readonly running: boolean, kill: (signal: NodeJS.Signals, ms: number) => Promise<number | null>, start: (timeoutMs: number) => Promise<void> } }>
+  hosts: ReadonlyArray<{ name: string, agent: { readonly pid: number | undefined, readonly running: boolean, readonly exitSignal?: NodeJS.Signals | null, kill: (signal: NodeJS.Signals, ms: number) => Promise<number | null>, start: (timeoutMs: number) => Promise<void> } }>
   /** `cutFrom`: the hosts a host is cut off from now (a cut adds to the one it has) */
   network: { cut: (name: string, opts: { from?: string[], how: 'firewall' }) => Promise<void>, heal: (name: string) => Promise<void>, isCut?: (name: string) => boolean, cutFrom?: (name: string) => string[] }
   /** an agent started again: watch it as the first was (its exit said in the demo's output) */
@@ -142,7 +142,8 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
           : r.signal === 'SIGTERM'
             ? 'stopped for a restart (SIGTERM): its VMs run on under its restart grace'
             : 'stopped and left the grid (SIGINT): its VMs run again elsewhere'
-        return `${h.name}: its agent (pid ${pid}) ${what}; it exited (${String(code)}); \`vgrid demo --start ${h.name}\` starts it again`
+        // killed by a signal: no exit code, the signal says how
+        return `${h.name}: its agent (pid ${pid}) ${what}; it exited (${String(h.agent.exitSignal ?? code)}); \`vgrid demo --start ${h.name}\` starts it again`
       }
       case 'start': {
         if (h.agent.running) throw new Error(`${h.name}'s agent already runs (pid ${String(h.agent.pid)}${h.agent.pid != null && frozen(h.agent.pid) ? `, frozen: \`vgrid demo --kill ${h.name} --signal SIGCONT\` resumes it` : ''})`)

@@ -138,6 +138,7 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
       hosts.push({ name, agent, bridge, readBridge, api: '', address: net.address })
     }
     // every agent starts at once: they find each other by mDNS, as real servers on a LAN would
+    const launchedAt = Date.now()
     await Promise.all(hosts.map(async h => {
       await h.agent.start(30_000, ac.signal).catch((err: unknown) => {
         if (ac.signal.aborted) throw ac.signal.reason
@@ -151,13 +152,13 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
     }
     const state: DemoState = { pid: process.pid, started: new Date().toISOString(), hosts: hosts.map(h => ({ name: h.name, ns: `${PREFIX}-${h.name}`, address: h.address, api: h.api })) }
     writeState(state)
-    const formedMs = await waitFormed(hosts, ac.signal)
+    const formedMs = await waitFormed(hosts, ac.signal, launchedAt)
 
     say(`vgrid demo: ${hosts.length} host(s) on this machine, each a network namespace (${PREFIX}-host1...) on one bridge, subnet ${topo.subnet}.0/24`)
     for (const h of hosts) say(`${h.name} ${h.api}`)
     say(formedMs == null
       ? 'warning: the hosts have not all seen each other yet; check the agent logs'
-      : `the grid formed by mDNS: every host sees all ${hosts.length} alive (${(formedMs / 1000).toFixed(1)} s)`)
+      : `the grid formed by mDNS: every host sees all ${hosts.length} alive ${(formedMs / 1000).toFixed(1)} s after the agents were launched`)
     say('')
     say(`try:   VGRID_API=${hosts[0]!.api} vgrid status`)
     say(`       VGRID_API=${hosts[0]!.api} vgrid nodes`)
@@ -201,7 +202,8 @@ export async function runDemo (opts: DemoOptions): Promise<void> {
 }
 
 /** Until every host sees all hosts alive; undefined if that takes longer than 20 s. */
-async function waitFormed (hosts: DemoHost[], signal: AbortSignal): Promise<number | undefined> {
+/** ms from `since` (the agents' launch) until every host sees all alive; undefined if not within 20 s of now */
+async function waitFormed (hosts: DemoHost[], signal: AbortSignal, since: number): Promise<number | undefined> {
   const start = Date.now()
   while (Date.now() - start < 20_000) {
     signal.throwIfAborted()
@@ -209,7 +211,7 @@ async function waitFormed (hosts: DemoHost[], signal: AbortSignal): Promise<numb
       const r = await apiRequest(h.bridge.socketPath, 'GET', '/v1/status', undefined, 2000).catch(() => undefined)
       return r?.status === 200 && (JSON.parse(r.text) as { members: { alive: number } }).members.alive === hosts.length
     }))
-    if (ok.every(Boolean)) return Date.now() - start
+    if (ok.every(Boolean)) return Date.now() - since
     await sleep(200)
   }
   return undefined

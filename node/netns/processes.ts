@@ -58,6 +58,8 @@ class NsProcess {
 
   get pid (): number | undefined { return this.proc?.pid }
   get running (): boolean { return this.proc != null && this.proc.exitCode == null && this.proc.signalCode == null }
+  /** the signal that ended the process (it then has no exit code), or null */
+  get exitSignal (): NodeJS.Signals | null { return this.proc?.signalCode ?? null }
 
   protected launch (ns: string, cmd: string, args: string[], onOutput: (d: Buffer) => void, env?: Record<string, string>): ChildProcess {
     // detached: a Ctrl-C in the terminal reaches only the owner, which then stops

@@ -10,9 +10,11 @@ import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
 import { whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
+import type { LcmView } from '../../node/lcm/types.ts'
+import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: unknown, members?: Map<string, unknown> } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -119,13 +121,13 @@ test('GET /v1/net answers the status, peers, rules and drops', async t => {
 
 test('GET /v1/links: a link to a node this one has no tunnel to says which node and why (not "local"); one between two other nodes is not this node\'s', async t => {
   const place = (vm: string, node: string, address: string): unknown => ({ vm, node, address, inputs: null, outputs: null })
-  const member = (id: string, state: string): unknown => ({ nodeId: id, state, advert: { name: id.toUpperCase(), wireguard: { publicKey: 'k', endpoint: '10.0.0.2:51820' } } })
-  const last = (vms: unknown[]): unknown => ({ plan: { peers: new Map(), tunnels: [], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] })
+  const member = (id: string, state: string): Member => ({ nodeId: id, state, advert: { name: id.toUpperCase(), wireguard: { publicKey: 'k', endpoint: '10.0.0.2:51820' } } }) as unknown as Member
+  const last = (vms: unknown[]): LcmView['last'] => ({ plan: { peers: new Map(), tunnels: [], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] }) as unknown as LcmView['last']
   // web here, db on n2, whose agent stopped for a restart (left): no tunnel to it (a tester saw "local")
   const { app: a } = app(undefined, { last: last([place('web', 'n1', '10.9.0.2'), place('db', 'n2', '10.9.0.3')]), members: new Map([['n2', member('n2', 'left')]]) })
   const made = await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })
   t.is(made.statusCode, 201)
-  const [view] = (await a.inject({ method: 'GET', url: '/v1/links' })).json<{ links: LinkView[] }>().links
+  const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(view!.path, 'no-tunnel')
   t.like(view!.noTunnel, { node: 'n2', name: 'N2' })
   t.regex(view!.noTunnel!.why, /its agent is away \(left/)
@@ -139,7 +141,7 @@ test('GET /v1/links: a link to a node this one has no tunnel to says which node 
   // both ends on other nodes: nothing of this node's
   const other = app(undefined, { last: last([place('web', 'n2', '10.9.0.2'), place('db', 'n3', '10.9.0.3')]) })
   t.is((await other.app.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
-  const [elsewhere] = (await other.app.inject({ method: 'GET', url: '/v1/links' })).json<{ links: LinkView[] }>().links
+  const [elsewhere] = ((await other.app.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(elsewhere!.path, 'elsewhere')
   t.is(elsewhere!.noTunnel, null)
 })
