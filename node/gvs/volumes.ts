@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
+import { bytes } from '../cli/format.ts'
 
 export const PATH_PATTERN = /^(\/[A-Za-z0-9._-]{1,128}){1,16}$/
 /** volume sizes are whole 512-byte sectors: QEMU's NBD client mishandles a partial last sector */
@@ -113,7 +114,7 @@ export function planCreate (req: CreateRequest, volumes: Iterable<Volume>, pool:
   // refused rather than recorded and ignored: nothing would set the disk aside
   if (req.thin === false) throw new ValidationError('thin', 'thick provisioning (thin: false) is not implemented: a volume\'s objects take disk as they are written; a client provisions a range by writing it (NBD write-zeroes with NO_HOLE writes zeros as data)')
   if (size * replicas > pool.freeBytes) {
-    throw new ValidationError('size', `${size} bytes x ${replicas} replicas is more than the pool's ${pool.freeBytes} free bytes`, 'too-large')
+    throw new ValidationError('size', `${bytes(size)} x ${replicas} replicas is more than the pool's ${bytes(pool.freeBytes)} free`, 'too-large')
   }
   if (byPath(volumes, path) != null) throw new ConflictError(`a volume already has the path "${path}"`, 'exists')
   return { id: newId(), path, sizeBytes: size, replicas, minReplicas, thin: true, state: 'ready', parent: null, snapshots: {}, epoch: 1 }
@@ -136,7 +137,7 @@ export function lostPath (volumes: Volume[], id: string, path: string, was?: str
 export function planResize (v: Volume, size: unknown, pool: Pool): number {
   const n = checkSize(size)
   if (n < v.sizeBytes) throw new ValidationError('size', `volume "${v.path}" is ${v.sizeBytes} bytes; shrinking to ${n} is refused (it would cut off data)`, 'shrink')
-  if ((n - v.sizeBytes) * v.replicas > pool.freeBytes) throw new ValidationError('size', `growing "${v.path}" by ${n - v.sizeBytes} bytes x ${v.replicas} replicas is more than the pool's ${pool.freeBytes} free bytes`, 'too-large')
+  if ((n - v.sizeBytes) * v.replicas > pool.freeBytes) throw new ValidationError('size', `growing "${v.path}" by ${bytes(n - v.sizeBytes)} x ${v.replicas} replicas is more than the pool's ${bytes(pool.freeBytes)} free`, 'too-large')
   return n
 }
 
