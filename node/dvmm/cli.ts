@@ -98,6 +98,7 @@ async function create (args: string[]): Promise<void> {
   // `--command` once with spaces is split at the spaces, as a shell splits a simple line;
   // quotes and backslashes are no part of that (they would reach the command as they are)
   if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
+  if (after != null && after.length === 0) throw new CliError(`nothing after --: give the command the VM runs after it (-- CMD ARG...), or leave -- out for a qemu VM\nusage: ${CREATE_USAGE}`, 2)
   const quoted = (v.command as string[] | undefined)?.find(c => /['"\\]/.test(c))
   if (quoted != null) throw new CliError(`--command ${JSON.stringify(quoted)}: --command is split at spaces only, quotes and backslashes stay as they are; give a command that needs them after --, as the shell splits it: vgrid vm create NAME ... -- /bin/sh -c 'sleep 1; exit 1'`, 2)
   if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command

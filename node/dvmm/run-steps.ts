@@ -53,6 +53,10 @@ export function movesOn (l: Lease, vm: Pick<Vm, 'desired' | 'created'> | undefin
 }
 
 export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
-  const was = l.status == null || l.status === 'running' ? '' : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
+  // a lease `starting` with a reason was about to run again after that (a watchdog kill
+  // while its agent was down): the reason is what happened last, not what it was doing
+  const was = l.status == null || l.status === 'running'
+    ? ''
+    : l.status === 'starting' && l.reason != null ? ` (before: ${l.reason})` : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
   return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)
 }

@@ -130,7 +130,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', memoryBytes === Infinity ? 'is larger than any node has (bytes, or e.g. 512M)' : 'must be a size above zero (bytes, or e.g. 512M)')
   if (memoryBytes > Number.MAX_SAFE_INTEGER) throw invalid('memory', `${String(b.memory)} is more than any node has`)
   if (!Number.isInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is not a whole number of bytes`)
-  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${memoryBytes} bytes is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least`)
+  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${typeof b.memory === 'string' ? b.memory : bytes(memoryBytes)} is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least`)
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined

@@ -45,6 +45,8 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.regex(bad.err, /memory: /)
   t.regex((await cli(api, 'vm', 'create', 'x')).err, /--cpu and --memory are required/)
   t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M')).err, /^say what the VM runs: a command .* or --kernel or --image/)
+  // a bare -- (a tester's `--kernel /k --`) got the API's "command: must be a non-empty array of strings"
+  t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--kernel', '/k', '--')).err, /^nothing after --: give the command the VM runs/)
   // quotes in --command would reach the command as they are: refused, pointing at --
   const quoted = await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--command', "/bin/sh -c 'sleep 0.3; exit 1'")
   t.is(quoted.code, 2)

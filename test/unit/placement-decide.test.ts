@@ -222,7 +222,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ cpu: '0.2' }, /^cpu: must be a JSON number of vCPUs above 0, not a string \("0.2"\)/)
   bad({ cpu: 1e9 }, /^cpu: 1000000000 vCPUs is more than the 4096 a VM may have/)
   bad({ cpu: JSON.parse('1e400') as number }, /^cpu: reads as infinite, more than the 4096 vCPUs a VM may have/)
-  bad({ memory: 1 }, /^memory: 1 bytes is below the 1M a process VM needs at least/)
+  bad({ memory: 1 }, /^memory: 1 B is below the 1M a process VM needs at least/)
   bad({ memory: '99999999T' }, /^memory: 99999999T is more than any node has/)
   bad({ memory: 1048576.5 }, /^memory: 1048576.5 is not a whole number of bytes/)
   bad({ command: Array.from({ length: 900 }, () => 'x') }, /^command: has 900 arguments, more than the 256/)
@@ -240,7 +240,7 @@ test('create request: each wrong field gets an error naming it', t => {
   t.like(vmDraft({ ...ok, labels: { 'tier.example/web-1': 'x' } }, doc, nodes), { spec: { labels: { 'tier.example/web-1': 'x' } } })
   t.throws(() => vmDraft({ ...ok, kernel: '/k' }, doc, nodes, () => true), { message: /^kernel: a process VM runs its command; kernel is for a qemu VM/ })
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', kernel: '/k' }, doc, nodes, () => true), { message: /^command: a qemu VM boots a kernel or an image; a command is for a process VM/ })
-  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => true), { message: /^memory: 1048576 bytes is below the 16M a qemu VM needs/ })
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => true), { message: /^memory: 1M is below the 16M a qemu VM needs/ })
   // a directory is not a kernel (the default check, on this machine's own files)
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/' }, doc, nodes), { message: /^kernel: \/ does not exist or is not a file/ })
   // the user a process VM runs as: a name or a uid, process VMs only
