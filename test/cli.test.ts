@@ -116,6 +116,10 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   t.is(vol.code, 2)
   t.regex(vol.stderr, /^vgrid: unknown flag --bogus\nusage: vgrid vol create/)
   t.notRegex(vol.stderr, /usage: usage/)
+  // a negative size as an argument reads as short flags: said as what it is (a tester got "unknown flag -1")
+  const neg = await vgrid(['vol', 'resize', '/x/a', '-1G'])
+  t.is(neg.code, 2)
+  t.regex(neg.stderr, /^vgrid: "-1G" starts with "-" \(a negative number\?\): values must be above zero/)
   // a command of subcommands without one is a usage error, not a success
   for (const c of ['vm', 'vol', 'link']) {
     const r = await vgrid([c])

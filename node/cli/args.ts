@@ -40,7 +40,11 @@ function parseErrorText (e: { code?: string, message: string }, argv: string[]):
   const flag = /'(-[^']*)'/.exec(e.message)?.[1]
   const first = e.message.split('\n')[0] ?? e.message
   if (flag == null) return first
-  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${flag}`
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    // a negative number where an argument goes (vol resize VOL -1G) reads as short flags
+    if (/^-[0-9.]/.test(flag)) return `"${argv.find(a => a.startsWith(flag)) ?? flag}" starts with "-" (a negative number?): values must be above zero`
+    return `unknown flag ${flag}`
+  }
   // the last argument, with no value after it: "Option '--cpu <value>' argument missing"
   if (/ <value>$/.test(flag) && /argument missing/.test(e.message)) return `${flag.replace(/ <value>$/, '')} needs a value`
   if (e.code !== 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || !/is ambiguous/.test(e.message)) return first
