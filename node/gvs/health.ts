@@ -74,6 +74,8 @@ export interface HealthInput {
   lastRepair: LastRepairView | null
   /** objects the document records damaged on every copy (the volume's `unsound`) */
   unsound?: number
+  /** those objects said for people (`object 1 of /shop/db@nightly`), a few at most */
+  unsoundNames?: string[]
   /** how a node is named in reasons (its name from membership); default its id */
   nameOf?: (node: string) => string
 }
@@ -144,7 +146,8 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // the document's record (every node reads it) or this coordinator's own last repair
   // where the document could not take it
   const unsound = Math.max(h.unsound ?? 0, unrecordedUnsound(h.lastRepair))
-  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub or a read checked: unreadable there until rewritten (see the last repair's errors; after rewriting, vgrid vol repair VOL --scrub checks again)`)
+  const which = (h.unsoundNames?.length ?? 0) > 0 && unsound === (h.unsound ?? 0) ? ` (${h.unsoundNames!.join(', ')}${unsound > h.unsoundNames!.length ? ', ...' : ''})` : ''
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub or a read checked${which}: unreadable there until rewritten (after rewriting, or deleting the snapshot that reads it, vgrid vol repair VOL --scrub checks again)`)
   const unrewritten = h.lastRepair?.unrewritten ?? 0
   if (unrewritten > 0) reasons.push(`${plural(unrewritten, 'object')} ${unrewritten === 1 ? 'is' : 'are'} damaged on every copy a scrub checked, each block sound on some copy (reads succeed), but the copies could not be rewritten (see the last repair's errors; vgrid vol repair VOL --scrub tries again)`)
   // objects whose newest copy is out of reach: not one copy short, but unreadable. The

@@ -7,6 +7,7 @@ import { OBJECT_SIZE } from './placement.ts'
 import { DEFAULT_REPAIR_RATE, Repairer, mergeReports, type RepairReport } from './repair.ts'
 import { TokenBucket } from './token-bucket.ts'
 import { layersOf, placementKeyOf } from './volumes.ts'
+import { shadowed } from './shadowed.ts'
 import type { GvsMetrics } from './metrics.ts'
 import type { LastRepair, RepairProgressView } from './health.ts'
 import type { RepairsFile } from './repairs-file.ts'
@@ -18,6 +19,8 @@ export interface RepairRunsComponents {
   transport: ReplicaTransport
   /** the object's holders over the live members */
   holders: (key: string, replicas: number) => string[]
+  /** every volume of the document (a layer another volume reads is judged read: shadowed.ts) */
+  volumes?: () => Volume[]
   /** the live nodes, where copies may be */
   nodes: () => string[]
   metrics: GvsMetrics | null
@@ -114,6 +117,16 @@ export class RepairRuns {
     await Promise.allSettled([...this.running.values()].map(async r => await r.done))
   }
 
+  /** the objects of these damaged copies ("LAYER/INDEX") that nothing reads any more (shadowed.ts) */
+  private async unread (v: Volume, damaged: ReadonlyArray<{ layer: string, index: number }>): Promise<Set<string>> {
+    const out = new Set<string>()
+    for (const k of new Set(damaged.map(d => `${d.layer}/${d.index}`))) {
+      const slash = k.lastIndexOf('/')
+      if (await shadowed({ transport: this.c.transport, holders: this.c.holders }, v, k.slice(0, slash), Number(k.slice(slash + 1)), this.c.volumes?.() ?? [v])) out.add(k)
+    }
+    return out
+  }
+
   /**
    * Repairs every object set the volume reads (its layers) towards their placement,
    * with `scrub` first verifying every copy and rewriting damaged ones. One repair of a
@@ -152,7 +165,11 @@ export class RepairRuns {
       // otherwise: a repair without scrub does not look at the data, so it carries it on.
       // Unsound (unreadable) only when some block is damaged on every copy: one whose
       // every block is sound somewhere reads fine, its copies were just not rewritten
-      const unhealed = scrubbed.filter(s => !s.healed)
+      // a damaged copy nothing reads any more (copied up above it since, its snapshot
+      // deleted) is no failure: the layer's objects go when it is folded away
+      const unread = await this.unread(v, scrubbed.filter(s => !s.healed))
+      const checked = scrubbed.filter(s => s.healed || !unread.has(`${s.layer}/${s.index}`))
+      const unhealed = checked.filter(s => !s.healed)
       report.failed += unhealed.length
       for (const s of unhealed) report.errors.push(`scrub: object ${s.index} of ${s.layer} on ${s.name ?? s.node} is damaged and was not rewritten: ${s.error ?? 'unknown why'}`)
       const carried = opts.scrub === true ? unhealed : (this.last.get(v.id)?.scrubbed ?? []).filter(s => !s.healed)
@@ -174,7 +191,7 @@ export class RepairRuns {
         ? this.c.unsound != null && await this.c.unsound(v, unreadable).then(() => true, () => false)
         : prev?.unsoundRecorded === true
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(recorded && unsound > 0 ? { unsoundRecorded: true as const } : {}), ...(opts.scrub === true ? { scrubbedAt: view.startedAt } : prev?.scrubbedAt != null ? { scrubbedAt: prev.scrubbedAt } : {}), ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? scrubbed : carried
+        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(recorded && unsound > 0 ? { unsoundRecorded: true as const } : {}), ...(opts.scrub === true ? { scrubbedAt: view.startedAt } : prev?.scrubbedAt != null ? { scrubbedAt: prev.scrubbedAt } : {}), ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? checked : carried
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})

@@ -8,7 +8,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { coordinatorOf, unrecordedUnsound, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
 import type { RepairRuns } from './repair-runs.ts'
 import type { StatusAnswer, StatusService } from './status-protocol.ts'
-import { layersOf } from './volumes.ts'
+import { layersOf, referencedLayers, sayLayers } from './volumes.ts'
 
 /**
  * A volume's state as seen from a node that sees no majority of the roll (`why`): it
@@ -99,7 +99,7 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, unsound: Object.keys(v.unsound ?? {}).length, nameOf }), this.c.noMajority?.())
+    const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, ...unsoundOf(v), nameOf }), this.c.noMajority?.())
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
@@ -163,4 +163,15 @@ export class VolumeStates {
     }))
     return out
   }
+}
+
+/**
+ * The objects the volume's record says are damaged on every copy, of the layers it or
+ * its snapshots still read (one folded away is read by nothing), and a few of them
+ * named: `object 1 of /shop/db@nightly`
+ */
+export function unsoundOf (v: Volume): { unsound: number, unsoundNames: string[] } {
+  const read = referencedLayers([v])
+  const keys = Object.keys(v.unsound ?? {}).filter(k => read.has(k.slice(0, k.lastIndexOf('/')))).sort()
+  return { unsound: keys.length, unsoundNames: keys.slice(0, 5).map(k => `object ${k.slice(k.lastIndexOf('/') + 1)} of ${sayLayers(k.slice(0, k.lastIndexOf('/')), [v])}`) }
 }

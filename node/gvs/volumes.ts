@@ -286,9 +286,11 @@ export function sayLayers (text: string, vols: readonly Volume[]): string {
     const { base, n } = layerNumber(name)
     const v = vols.find(x => x.id === base)
     if (v == null) return name
-    if (name === base || layersOf(v)[0] === name) return v.path
-    const snap = Object.values(v.snapshots).find(s => s.layers?.[0] === name)
-    return snap != null ? `${v.path}@${snap.name}` : `${v.path} layer ${n}`
+    if (layersOf(v)[0] === name) return v.path
+    // a snapshot's before the base: the volume's first layer is its first snapshot's once taken
+    const snap = Object.values(v.snapshots).find(s => snapshotLayers(v, s)[0] === name)
+    if (snap != null) return `${v.path}@${snap.name}`
+    return name === base ? v.path : `${v.path} layer ${n}`
   })
 }
 

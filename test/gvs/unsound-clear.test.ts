@@ -45,3 +45,40 @@ test('a sound scrub through another node clears what a scrub through this one fo
     t.is(h.state, 'healthy', `node ${i}: ${h.reasons.join('; ')}`)
   }
 })
+
+test('a snapshot\'s object damaged on every copy is named as the snapshot\'s; rewritten through the volume and the snapshot deleted, nothing reads it and a scrub finds the volume healthy', async t => {
+  const g = await memoryHosts(t, 2, 'gvsunsoundsnap')
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0 })
+  const { dir, svcs } = g
+  const app = apiOf(svcs[0]!)
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/snap', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<VolumeView>().id
+  await svcs[0]!.device('h/snap')!.write(0, randomBytes(8 * MiB), true)
+  t.is((await app.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's1' } })).statusCode, 201)
+  // the volume's first layer is the snapshot's now: its object 1, damaged on both copies
+  for (const a of ['a0', 'a1']) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, '00000001'), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
+    await fh.close()
+  }
+  const repair = async (): Promise<{ failed: number, health: string }> => (await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true, scrub: true } })).json()
+  const health = async (): Promise<{ state: string, reasons: string[] }> => (await app.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<VolumeView>().health
+  t.like(await repair(), { health: 'degraded' })
+  const before = await health()
+  t.is(before.state, 'degraded')
+  t.true(before.reasons.some(r => r.includes('(object 1 of /h/snap@s1)')), before.reasons.join('; '))
+  // the object written whole through the volume: its top has it (copied up, then
+  // overwritten), the snapshot alone reads the damaged copy; still degraded while it exists
+  await svcs[0]!.device('h/snap')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  t.like(await repair(), { health: 'degraded' })
+  t.is((await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}/snapshots/s1` })).statusCode, 200)
+  // nothing reads it any more (its layer stays until folded away): a scrub says healthy
+  t.like(await repair(), { health: 'healthy' })
+  const after = await health()
+  t.is(after.state, 'healthy', after.reasons.join('; '))
+  // and the background pass after it (a repair without scrub carries the scrub's finding on) too
+  t.like((await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })).json<{ failed: number }>(), { failed: 0 })
+  t.is((await health()).state, 'healthy')
+})

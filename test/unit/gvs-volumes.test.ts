@@ -91,6 +91,11 @@ test('sayLayers: object-set names in a message said as paths, snapshots and laye
   t.is(say(`${id}@2 object 1; ${id}@1 object 2`), '/shop/db@nightly object 1; /shop/db layer 1 object 2')
   t.is(say('volume "vol-ffffffffffff@2" object 1'), 'volume "vol-ffffffffffff@2" object 1', 'a volume not here: as it was')
   t.is(say('nothing to name'), 'nothing to name')
+  // the volume's first layer is its first snapshot's once one is taken: said as the snapshot (a tester saw a
+  // snapshot's damaged object named as the volume's)
+  const first: Volume = { ...v, layers: [`${id}@2`, id], snapshots: { s1: { name: 's1', createdAt: 1, layers: [id], at: 1, by: 'n' } } }
+  t.is(sayLayers(`object 1 of ${id} on a2`, [first]), 'object 1 of /shop/db@s1 on a2')
+  t.is(sayLayers(`object 1 of ${id}@2 on a2`, [first]), 'object 1 of /shop/db on a2')
 })
 
 test('a VOLUME@SNAPSHOT given where a volume is expected: a snapshot is read-only, said with what to do instead; one that does not exist is said so', t => {

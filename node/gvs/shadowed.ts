@@ -1,0 +1,45 @@
+// Whether an object of a layer is still read by anything. A layer under a volume's top
+// (a snapshot's, or one a deleted snapshot left until it is folded away) is read only
+// through the stacks that hold it, and only where no layer above it in that stack has
+// the object: the first write to an object copies it up into the top, and from then on
+// the volume reads it there. A copy damaged on every holder that nothing reads any more
+// keeps no volume degraded (a tester rewrote a snapshot's damaged object through the
+// volume, deleted the snapshot, and the volume stayed degraded for good).
+import type { Volume } from '../../crdt/index.ts'
+import type { ReplicaTransport } from './replication.ts'
+import { objectKey } from './placement.ts'
+import { layersOf, placementKeyOf, snapshotLayers } from './volumes.ts'
+
+/**
+ * The layers above `layer` in each stack of `v` that reads through it (its top's, its
+ * snapshots'), top first; null when another volume reads it too (a clone's parent:
+ * not judged here, so kept as read). An empty list inside: read directly.
+ */
+export function stacksAbove (v: Volume, layer: string, all: readonly Volume[]): string[][] | null {
+  if (all.some(o => o.id !== v.id && (layersOf(o).includes(layer) || Object.values(o.snapshots).some(s => snapshotLayers(o, s).includes(layer))))) return null
+  const stacks = [layersOf(v), ...Object.values(v.snapshots).map(s => snapshotLayers(v, s))]
+  return stacks.filter(st => st.includes(layer)).map(st => st.slice(0, st.indexOf(layer)))
+}
+
+/**
+ * Whether object `index` of `layer` is read by nothing: every stack of `v` through it
+ * has the object in a layer above (asked of the object's holders), and no other volume
+ * reads the layer. Unsure (a holder does not answer): read.
+ */
+export async function shadowed (c: { transport: ReplicaTransport, holders: (key: string, r: number) => string[] }, v: Volume, layer: string, index: number, all: readonly Volume[]): Promise<boolean> {
+  const above = stacksAbove(v, layer, all)
+  if (above == null) return false
+  for (const st of above) {
+    if (st.length === 0) return false
+    const holders = c.holders(objectKey(placementKeyOf(v), index), v.replicas)
+    let present = false
+    for (const h of holders) {
+      try {
+        const { reply } = await c.transport.call(h, { op: 'stat', volume: st[0]!, index, under: st.slice(1) })
+        if (reply.present === true) { present = true; break }
+      } catch {}
+    }
+    if (!present) return false
+  }
+  return true
+}
