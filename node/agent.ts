@@ -72,7 +72,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   () => clockWatch.problems(membership.detector.clockOffsets(), core.directory.members, host.peerId.toString()),
   () => outOfReachProblems(membership.detector.outOfReach(), core.directory.members)]
   const clockWatch = new ClockWatch()
-  const dataDisk = new DataDisk(core.config.dataDir)
+  const dataDisk = new DataDisk(core.config.dataDir, undefined, core.capacity.diskBytes)
   const membership = new GridMembership({
     ...c,
     labels: { labelsOf: node => state.labelsOf(node) },

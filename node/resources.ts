@@ -107,17 +107,33 @@ export function dataDiskProblem (dataDir: string, free: number, total: number): 
   return { service: 'agent', cause: 'data-disk-full', message: `the disk of the data dir ${dataDir} has ${mib(free)} free of ${mib(total)}: changes to the cluster document are refused (503 disk_full) and VM records wait until it has room; free some` }
 }
 
+/**
+ * A disk capacity given (--capacity disk=...) larger than the data dir's whole file
+ * system (pure): the volume store places objects by the capacity, so the node is given
+ * more than it can hold, and writes to its objects fail once it fills while the rest of
+ * the grid has room.
+ */
+export function diskCapacityProblem (dataDir: string, capacity: number, total: number): Omit<HealthProblem, 'since'> | null {
+  if (total <= 0 || capacity <= total) return null
+  const say = (b: number): string => b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`
+  return { service: 'agent', cause: 'disk-capacity-too-large', message: `this node's disk capacity (${say(capacity)}, --capacity disk) is more than the file system of the data dir ${dataDir} holds (${say(total)}): volumes place objects here by the capacity, and writes to them fail once it fills; give --capacity disk at most ${say(total)}` }
+}
+
 /** the data dir's disk, measured at most every `everyMs` (a status request reads the last measure) */
 export class DataDisk {
   private last: { free: number, total: number } | null = null
   private at = 0
   private measuring: Promise<void> | null = null
   private since: number | null = null
+  private capacitySince: number | null = null
   private readonly dataDir: string
   private readonly everyMs: number
-  constructor (dataDir: string, everyMs = 5000) {
+  private readonly capacity: number | null
+  /** `capacity`: the disk capacity the node advertises, checked against the file system */
+  constructor (dataDir: string, everyMs = 5000, capacity: number | null = null) {
     this.dataDir = dataDir
     this.everyMs = everyMs
+    this.capacity = capacity
   }
 
   async problems (): Promise<HealthProblem[]> {
@@ -125,9 +141,13 @@ export class DataDisk {
       this.measuring ??= statfs(this.dataDir).then(fs => { this.last = { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize } }, () => {}).finally(() => { this.at = Date.now(); this.measuring = null })
       await this.measuring
     }
+    const out: HealthProblem[] = []
     const p = this.last == null ? null : dataDiskProblem(this.dataDir, this.last.free, this.last.total)
-    if (p == null) { this.since = null; return [] }
-    this.since ??= Date.now()
-    return [{ ...p, since: new Date(this.since).toISOString() }]
+    if (p == null) this.since = null
+    else out.push({ ...p, since: new Date(this.since ??= Date.now()).toISOString() })
+    const c = this.last == null || this.capacity == null ? null : diskCapacityProblem(this.dataDir, this.capacity, this.last.total)
+    if (c == null) this.capacitySince = null
+    else out.push({ ...c, since: new Date(this.capacitySince ??= Date.now()).toISOString() })
+    return out
   }
 }

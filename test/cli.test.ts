@@ -64,6 +64,9 @@ test('a node\'s free disk is the room its disk has left, however large its --cap
   t.is(self.capacity.diskBytes, 2 ** 50)
   t.true(self.free.diskBytes <= room.bavail * room.bsize, `free ${self.free.diskBytes} is at most what the file system has left (${room.bavail * room.bsize})`)
   t.true(self.free.diskBytes > 0)
+  // and its health says the capacity is more than the file system holds (volumes place objects by it)
+  const st = await big.get<{ health: { problems: Array<{ cause: string, message: string }> } }>('/v1/status')
+  t.regex(st.health.problems.find(p => p.cause === 'disk-capacity-too-large')?.message ?? '', /^this node's disk capacity \(1048576\.0 GiB, --capacity disk\) is more than the file system/)
 })
 
 test('an agent told to join a grid it has not reached takes no changes (they would clash with the grid\'s once it joins); reads work', async t => {

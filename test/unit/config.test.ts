@@ -3,7 +3,8 @@ import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { resolveConfig, parseDuration, parseHostPort, DEFAULT_API } from '../../node/config.ts'
-import { dataDiskProblem, parseCapacity, parseSize } from '../../node/resources.ts'
+import { DataDisk, dataDiskProblem, diskCapacityProblem, parseCapacity, parseSize } from '../../node/resources.ts'
+import { statfs } from 'node:fs/promises'
 
 test('defaults follow the design brief', async t => {
   const c = await resolveConfig({})
@@ -106,4 +107,17 @@ test('dataDiskProblem: the data dir\'s disk under 64 MiB (or a hundredth of a sm
   t.regex(dataDiskProblem('/d', 0, 64 * MiB)?.message ?? '', /^the disk of the data dir \/d has 0\.0 MiB free of 64 MiB: changes to the cluster document are refused/)
   // a small disk (a 64 MiB tmpfs) with a few MiB free is not full
   t.is(dataDiskProblem('/d', 2 * MiB, 64 * MiB), null)
+})
+
+test('diskCapacityProblem: a disk capacity over the data dir\'s whole file system is a health problem saying the most to give (a tester gave 20G on a 100M tmpfs)', async t => {
+  const MiB = 1024 * 1024
+  t.is(diskCapacityProblem('/d', 100 * MiB, 100 * MiB), null)
+  t.is(diskCapacityProblem('/d', 50 * MiB, 100 * MiB), null)
+  const p = diskCapacityProblem('/d', 20 * 1024 * MiB, 100 * MiB)
+  t.like(p, { service: 'agent', cause: 'disk-capacity-too-large' })
+  t.regex(p?.message ?? '', /^this node's disk capacity \(20\.0 GiB, --capacity disk\) is more than the file system of the data dir \/d holds \(100\.0 MiB\): .*give --capacity disk at most 100\.0 MiB$/)
+  // through DataDisk, over the real file system of the temp dir
+  const total = (await statfs(tmpdir())).blocks * (await statfs(tmpdir())).bsize
+  t.deepEqual((await new DataDisk(tmpdir(), 0, total).problems()).map(x => x.cause), [])
+  t.deepEqual((await new DataDisk(tmpdir(), 0, total * 2).problems()).map(x => x.cause), ['disk-capacity-too-large'])
 })
