@@ -233,11 +233,16 @@ export interface ReplicaServiceComponents {
    */
   ping?: (peer: string, signal: AbortSignal) => Promise<unknown>
   /**
-   * Closes this node's connections to the peer: a peer out of reach is probed again over
-   * a fresh connection (one that lived through a cut may wait out TCP's retransmission
-   * backoff, tens of seconds, after the network is back). Default: none.
+   * Resets this node's connections to the peer (a TCP reset, not a close): data queued
+   * for it that the network did not take is dropped, never delivered late. Called as
+   * the peer is found out of reach, when its calls fail and a writer goes on without
+   * them: a write stuck in a closed connection's send queue went out again after the
+   * cut healed (a closed socket keeps sending what it holds), possibly after newer
+   * writes of the same blocks, and wrote old data over them on that copy. The next
+   * probe then goes over a fresh connection too (one that lived through a cut may wait
+   * out TCP's retransmission backoff, tens of seconds). Default: none.
    */
-  hangUp?: (peer: string) => Promise<unknown>
+  resetConnections?: (peer: string, why: string) => void
   /** a node's name, for the log and health */
   nameOf?: (peer: string) => string
 }
@@ -411,16 +416,22 @@ export class ReplicaService implements ReplicaTransport {
     if (this.c.isLive?.(peer) === false || !this.reach.knows(peer)) { this.reach.forget(peer); return }
     const wasDown = this.reach.blocked(peer) != null
     // down already: the next probe goes over a fresh connection, not one that lived through the cut
-    if (why !== '' && wasDown) await this.c.hangUp?.(peer).catch(() => {})
+    if (why !== '' && wasDown) this.resetConnections(peer, `${name} is still out of reach`)
     if (why === '') {
       this.reach.probed(peer, Date.now(), true)
       if (wasDown) this.c.log.info('replica peer in reach again', { peer: name })
       return
     }
     if (!this.reach.probed(peer, Date.now(), false, why)) return
-    // calls waiting on it fail now (retryable): reads go to another copy, writes retry
+    // calls waiting on it fail now (retryable): reads go to another copy, writes retry;
+    // what they had sent and the network did not take is dropped with the connections
     this.c.log.warn('replica peer out of reach though membership holds it alive: calls to it fail at once until it answers again', { peer: name, why })
     this.closeChannels(peer, `${name} is out of reach (${why})`)
+    this.resetConnections(peer, `${name} is out of reach (${why})`)
+  }
+
+  private resetConnections (peer: string, why: string): void {
+    try { this.c.resetConnections?.(peer, why) } catch {}
   }
 
   /**

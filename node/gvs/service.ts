@@ -20,6 +20,7 @@ import { ReplicaService, callEach } from './replication.ts'
 import { objectKey } from './placement.ts'
 import { LivePlacement, type LiveNode } from './live-placement.ts'
 import { WriterEpochs } from './writer-epochs.ts'
+import { resetConnections } from '../../protocol/reset-connections.ts'
 import { BackgroundPass } from './background-pass.ts'
 import { UnsoundRecords } from './unsound-records.ts'
 import { NbdServer } from './nbd/server.ts'
@@ -56,7 +57,7 @@ export interface GvsComponents {
   peerId: string
   log: Logger
   config: { dataDir: string }
-  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId' | 'hangUp'>
+  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId' | 'getConnections'>
   state: {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
@@ -184,7 +185,7 @@ export class GvsService {
       log,
       isLive: peer => { const st = this.components.membership.members.get(peer)?.state; return st == null || mayBeRunning(st) },
       ping: pingOf(components.host),
-      hangUp: async peer => { await components.host.hangUp(peerIdFromString(peer)) },
+      resetConnections: (peer, why) => { resetConnections(components.host, peer, why) },
       nameOf: n => this.nodeName(n)
     })
     this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {

@@ -6,6 +6,7 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
 import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { resetConnections } from '../../protocol/reset-connections.ts'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { MembershipService, type MembershipTiming } from '../../protocol/membership-service.ts'
 import type { MembershipConfig } from '../../protocol/membership.ts'
@@ -306,7 +307,8 @@ export class GridMembership implements Service {
     const peer = peerIdFromString(id)
     if (host.getConnections(peer).length === 0) return
     const answered = await host.services.ping.ping(peer, { signal: AbortSignal.timeout(DEAD_PING_TIMEOUT_MS) }).then(() => true, () => false)
-    if (!answered && this.detector.members.get(id)?.state === 'dead') await host.hangUp(peer).catch(() => {})
+    // reset, not closed: what they queued for it during the cut must not go out late (reset-connections.ts)
+    if (!answered && this.detector.members.get(id)?.state === 'dead') resetConnections(host, id, 'a dead member that does not answer a ping')
   }
 
   /** peers whose connections carry something ongoing: the dialer never trims these */
