@@ -141,6 +141,27 @@ export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string
 
 
 /**
+ * Members of the grid's roll that this node holds dead (pure): `vgrid status` said
+ * `health ok` with a member down (a tester), though the grid runs short of a server:
+ * its VMs were moved and its volume copies are made anew on the others, and it counts
+ * as down for the majority. Not a member that left (a graceful stop or leave), nor one
+ * the roll no longer holds (forgotten); every dead member where there is no roll yet.
+ */
+export function deadMembers (roll: ReadonlyArray<{ node: string }>, table: MemberTable, now = monoNow()): HealthProblem[] {
+  const onRoll = new Set(roll.map(r => r.node))
+  const dead = [...table.values()].filter(m => m.state === 'dead' && (onRoll.size === 0 || onRoll.has(m.nodeId)))
+    .sort((a, b) => a.since - b.since)
+  if (dead.length === 0) return []
+  const say = (m: Member): string => `${m.advert.name} (dead for ${Math.max(0, Math.round((now - m.since) / 1000))} s)`
+  return [{
+    service: 'membership',
+    cause: 'members-dead',
+    message: `${dead.length} member(s) of the grid are dead as this node sees them: ${dead.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere and its volume copies are made anew on the others: bring it back, or \`vgrid node forget NAME\` one that is gone for good`,
+    since: new Date(monoToWall(dead[0]!.since)).toISOString()
+  }]
+}
+
+/**
  * Members alive that this node does not reach directly while another member does
  * (pure): a partial partition, this server and each of them cut from each other on the
  * network. Membership holds them alive (others vouch for them), but whatever goes

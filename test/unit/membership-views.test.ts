@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { ClockWatch, clockOff, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { ClockWatch, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
 import { errorBody, toApiError } from '../../node/api/errors.ts'
 import { monoNow } from '../../protocol/mono-clock.ts'
@@ -134,4 +134,18 @@ test('ClockWatch: a clock past the bound counts once it stays so for 10 s (frame
   t.deepEqual(w.problems(over, members, 'a', 2000), [])
   t.deepEqual(w.problems(over, members, 'a', 11_999), [])
   t.is(w.problems(over, members, 'a', 12_000).length, 1)
+})
+
+test('members of the roll held dead are a health problem naming each with how long (a tester saw health ok with a member down); one that left or was forgotten is not', t => {
+  const now = performance.now()
+  const m = (id: string, state: Member['state'], since: number): Member => ({ ...member(id, state), since })
+  const table: MemberTable = new Map([['a', m('a', 'alive', now)], ['b', m('b', 'dead', now - 40_000)], ['c', m('c', 'left', now - 5000)], ['d', m('d', 'dead', now - 1000)], ['e', m('e', 'dead', now - 9000)]])
+  const roll = [{ node: 'a' }, { node: 'b' }, { node: 'c' }, { node: 'e' }]
+  const [p] = deadMembers(roll, table, now)
+  t.like(p, { service: 'membership', cause: 'members-dead' })
+  t.regex(p!.message, /^2 member\(s\) of the grid are dead as this node sees them: b \(dead for 40 s\), e \(dead for 9 s\); .*vgrid node forget NAME/)
+  t.deepEqual(deadMembers(roll, new Map([['a', m('a', 'alive', now)], ['c', m('c', 'left', now)]]), now), [])
+  // a grid with no roll yet: every dead member
+  t.is(deadMembers([], table, now).length, 1)
+  t.regex(deadMembers([], table, now)[0]!.message, /^3 member/)
 })
