@@ -4,9 +4,10 @@
 import {
   positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
-import type { Lease } from '../../crdt/index.ts'
+import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 import { MAX_FENCE_TIMEOUT_MS } from './timing.ts'
+import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
 const FALLBACK_SETTLES = 4
@@ -27,6 +28,8 @@ export interface DecideInput {
   holderAlive: (node: string) => boolean
   /** a node's name, for the reasons given (default: its id) */
   nameOf?: (node: string) => string
+  /** a volume's path, for the reasons given (default: its id) */
+  volumePath?: (volume: string) => string
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
   fence: FenceDecision
@@ -139,13 +142,21 @@ export function decide (i: DecideInput): Decisions {
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true }>()
+  // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
+  const owners = diskOwners(i.doc.vms.values())
+  const takenWhy = (vm: Vm | undefined): string | null => {
+    const t = vm == null || vm.spec.volumes.length === 0 ? null : diskTaken(vm, owners)
+    return t == null ? null : diskTakenWhy(t, i.volumePath ?? (v => v))
+  }
   // VMs this node runs that it must not
   for (const vm of i.runs) {
     if (i.busy.has(vm)) continue
     const l = i.doc.leases.get(vm)
     const spec = i.doc.vms.get(vm)
+    const taken = takenWhy(spec)
     if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${i.nameOf?.(l.winner.holder) ?? l.winner.holder}'s (epoch ${l.winner.epoch})` })
     else if (spec == null) d.stop.push({ vm, why: 'VM removed' })
+    else if (taken != null) d.stop.push({ vm, why: taken })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
     else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })
   }
@@ -161,6 +172,9 @@ export function decide (i: DecideInput): Decisions {
   }
   for (const [id, vm] of i.doc.vms) {
     if (vm.desired !== 'running') continue
+    // not placed nor started while another VM has its disk (shown pending with the reason)
+    const taken = takenWhy(vm)
+    if (taken != null) { d.blocked.push({ vm: id, reason: taken }); continue }
     const l = i.doc.leases.get(id)
     if (l == null) { unplaced.set(id, { epoch: 1 }); continue }
     const w = l.winner

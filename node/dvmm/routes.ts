@@ -3,6 +3,7 @@
 // happens next (placement, start) is decided by the agents and shown by `show`.
 import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
+import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
@@ -182,8 +183,21 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // by what the create gave (spec and application): the VM's own later writes (its
     // overlay index, a start or stop) change at, by and desired
     const now = state.read().get('vms', made.id)?.value
-    if (now == null || canonical([now.spec, now.app]) === canonical([made.spec, made.app])) return
-    throw new ConflictError(`a VM named "${made.id}" was created at the same moment through another node; that one was kept, this one dropped`, 'name_in_use')
+    if (now != null && canonical([now.spec, now.app]) !== canonical([made.spec, made.app])) {
+      throw new ConflictError(`a VM named "${made.id}" was created at the same moment through another node; that one was kept, this one dropped`, 'name_in_use')
+    }
+    // a VM made through another node at the same moment with one of its volumes as its
+    // disk: the first made keeps it (disk-owner.ts), and this one goes, answered 409
+    // (it would never be placed; both were placed and wrote the disk at once before)
+    if (now == null || made.spec.volumes.length === 0) return
+    const why = await state.write(w => {
+      const vm = w.reader.get('vms', made.id)?.value
+      const taken = vm == null || canonical([vm.spec, vm.app]) !== canonical([made.spec, made.app]) ? null : diskTaken(vm, diskOwners(w.reader.list('vms')))
+      if (taken == null) return null
+      removeVmIn(w, made.id)
+      return `volumes: ${w.reader.get('volumes', taken.volume)?.value.path ?? taken.volume} was made a disk of VM "${taken.owner.name}" at the same moment through another node; that one keeps it (made first), and this VM was removed`
+    }, `vm create ${made.id}: its disk is another VM's`)
+    if (why != null) throw new ConflictError(why, 'volume_in_use')
   }
 
   return (app: FastifyInstance): void => {

@@ -433,6 +433,7 @@ export class DvmmService {
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.fencing.lastHeard(id),
       nameOf: id => this.nameOf(id),
+      volumePath: id => reader.get('volumes', id)?.value.path ?? id,
       fence,
       runs: this.local.runs,
       busy: this.local.busy,

@@ -4,6 +4,7 @@
 // (invariant 3 for volumes).
 import type { Vm, Writer } from '../../crdt/index.ts'
 import { volumeEpoch } from '../../crdt/placement/index.ts'
+import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
 
 /** tries at fencing a VM's volume before its start fails */
 const FENCE_ATTEMPTS = 3
@@ -45,6 +46,9 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
     // the lease may have gone to another node since the step decided to start
     const lease = w.reader.get('leases', vm.id)?.value
     if (lease?.holder !== c.peerId) throw new Error(`its lease is no longer this node's (${lease == null ? 'no lease' : `${lease.holder}'s, epoch ${lease.epoch}`})`)
+    // the last look before it writes: another VM made first has one of its disks (disk-owner.ts)
+    const taken = diskTaken(vm, diskOwners(w.reader.list('vms')))
+    if (taken != null) throw new Error(diskTakenWhy(taken, v => w.reader.get('volumes', v)?.value.path ?? v))
     for (const v of ids) {
       const cur = w.reader.get('volumes', v)?.value
       if (cur == null) throw new Error(`volume ${v} does not exist`)

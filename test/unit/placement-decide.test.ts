@@ -4,6 +4,7 @@
 import test from 'ava'
 import { claimStillApplies, creditWaits, decide, startsStillDue, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
+import { diskOwners, diskTaken } from '../../node/dvmm/disk-owner.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
 import { activeFenceMs, fenced, positionOf, type NodeView } from '../../crdt/placement/index.ts'
@@ -297,4 +298,27 @@ test('startsStillDue: a start decided on one read is carried out only if a later
   t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }))], [vm('v', 1, { desired: 'stopped' })]), A, true), [], 'stopped meanwhile')
   t.deepEqual(startsStillDue(['v'], before, doc([lv(lease('v', A, { status: 'claimed' }))], []), A, true), [], 'removed meanwhile')
   t.deepEqual(startsStillDue(['v'], before, before, A, false), [], 'fenced meanwhile')
+})
+
+test('two VMs naming one volume (made through two nodes at the same moment): the first made has it; the other is not placed, and stopped where it runs, with why', t => {
+  const disk = (id: string, created: number): Vm => vm(id, 1, { created, spec: { driver: 'qemu', cpu: 1, memoryBytes: GiB, volumes: ['vol-aaaaaaaaaaaa'], constraints: {}, kernel: '/k' } as Vm['spec'] })
+  const first = disk('r5', 1000)
+  const second = disk('r6', 1001)
+  const owners = diskOwners([second, first])
+  t.is(owners.get('vol-aaaaaaaaaaaa')?.id, 'r5')
+  t.is(diskTaken(first, owners), null)
+  t.is(diskTaken(second, owners)?.owner.id, 'r5')
+  // the same stamp: the smaller id
+  t.is(diskOwners([disk('b', 5), disk('a', 5)]).get('vol-aaaaaaaaaaaa')?.id, 'a')
+  // every node claims r5 alone; r6 is pending with why, naming the volume by its path
+  const path = (v: string): string => v === 'vol-aaaaaaaaaaaa' ? '/t/race3' : v
+  for (const me of [A, B, C]) {
+    const d = decide(input({ me, vms: [first, second], volumePath: path }))
+    t.false(d.claims.some(c => c.vm === 'r6'), me)
+    t.regex(d.blocked.find(b => b.vm === 'r6')?.reason ?? '', /^its disk \/t\/race3 is VM "r5"'s too \(made first/)
+  }
+  // both running already (placed before this rule): r6 is stopped where it runs, r5 runs on
+  const d = decide(input({ vms: [first, second], leases: [lv(lease('r5', A)), lv(lease('r6', A))], runs: new Set(['r5', 'r6']), volumePath: path }))
+  t.deepEqual(d.stop.map(s => s.vm), ['r6'])
+  t.deepEqual(d.kill, [])
 })
