@@ -27,13 +27,13 @@ import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSn
 import type { WriterHandle, Writers } from './writers.ts'
 import type { WriteInterval } from './write-intervals.ts'
 
-/** NAME~EPOCH: a volume's export pinned to a writer epoch (volume paths have no "~") */
-const PINNED = /^(.+)~([0-9]{1,16})$/
+/** NAME~EPOCH~KEY: a volume's export pinned to a writer epoch, with its key (pin-keys.ts; volume paths have no "~") */
+const PINNED = /^(.+)~([0-9]{1,16})(?:~([0-9a-f]{1,64}))?$/
 /** pinned epochs kept per volume: the newest few of this node's VM starts */
 const PINS_KEPT = 4
 
-/** the export name of a volume pinned to a writer epoch */
-export const pinnedName = (name: string, epoch: number): string => `${name}~${epoch}`
+/** the export name of a volume pinned to a writer epoch, with its key (none: exports that ask none, tests) */
+export const pinnedName = (name: string, epoch: number, key?: string): string => key == null ? `${name}~${epoch}` : `${name}~${epoch}~${key}`
 
 export interface VolumeExportsComponents {
   transport: ReplicaTransport
@@ -56,6 +56,8 @@ export interface VolumeExportsComponents {
   writeIntervals?: { intervals: (volumeId: string) => WriteInterval[], before: (volumeId: string) => Promise<void> }
   /** a node's name, for errors */
   nameOf?: (node: string) => string
+  /** the key a pinned name must carry (pin-keys.ts); absent: none asked (tests) */
+  pinKey?: (id: string, epoch: number) => string
 }
 
 export class VolumeExports {
@@ -67,11 +69,23 @@ export class VolumeExports {
   private readonly live = new Map<string, { id: string, epoch: number, lv: LiveVolume }>()
   /** per volume id, the writer epochs fenced on this node (newest last, a few kept) */
   private readonly pins = new Map<string, number[]>()
+  /** pins an earlier release made ("ID#EPOCH"), whose QEMU asks for NAME~EPOCH with no key: opened without one */
+  private readonly keyless = new Set<string>()
 
   constructor (components: VolumeExportsComponents, writers: Writers) {
     this.c = components
     this.writers = writers
     for (const [id, epochs] of components.pinsFile?.load() ?? []) this.pins.set(id, epochs.slice(-PINS_KEPT))
+  }
+
+  /** the pins kept so far were made by a release without keys (this run made the key): their names open without one */
+  acceptKeyless (): void {
+    for (const [id, epochs] of this.pins) for (const e of epochs) this.keyless.add(`${id}#${e}`)
+  }
+
+  /** the export name of the volume's disk pinned here at `epoch` */
+  pinnedNameOf (name: string, id: string, epoch: number): string {
+    return pinnedName(name, epoch, this.c.pinKey?.(id, epoch))
   }
 
   /** an export name is a volume's path without the "/" (exportName), or its id; a path wins (no new path has an id's shape) */
@@ -149,7 +163,7 @@ export class VolumeExports {
   /** the block device of an export name, or undefined when there is no such volume or snapshot */
   device (name: string): BlockDevice | undefined {
     const pinned = PINNED.exec(name)
-    if (pinned != null) return this.pinnedDevice(name, pinned[1]!, Number(pinned[2]))
+    if (pinned != null) return this.pinnedDevice(name, pinned[1]!, Number(pinned[2]), pinned[3])
     const vol = this.byName(name)
     if (vol == null) {
       const ref = splitSnapshotRef(name)
@@ -190,15 +204,17 @@ export class VolumeExports {
     return this.liveAt(name, id, () => h.claimEpoch ?? 1)
   }
 
-  private pinnedDevice (name: string, base: string, epoch: number): BlockDevice | undefined {
+  private pinnedDevice (name: string, base: string, epoch: number, key: string | undefined): BlockDevice | undefined {
     const vol = this.byName(base)
     if (vol == null || !Number.isSafeInteger(epoch)) return undefined
     if (epoch !== (vol.epoch ?? 1) && this.pins.get(vol.id)?.includes(epoch) !== true) return undefined
     let entry = this.live.get(name)
     if (entry?.id !== vol.id) this.live.set(name, entry = { id: vol.id, epoch, lv: this.liveAt(name, vol.id, epoch) })
-    // a VM's disk where its holder fenced it in; the current epoch opened elsewhere is a
-    // plain writer, which claims the volume first like any other
-    const here = this.pins.get(vol.id)?.includes(epoch) === true
+    // a VM's disk where its holder fenced it in, named with its key; the current epoch
+    // opened elsewhere, or without the key, is a plain writer, which claims the volume
+    // first like any other (refused while a VM uses it)
+    const keyed = this.c.pinKey == null || (key == null ? this.keyless.has(`${vol.id}#${epoch}`) : key === this.c.pinKey(vol.id, epoch))
+    const here = keyed && this.pins.get(vol.id)?.includes(epoch) === true
     return this.writers.handle(vol.id, entry.lv, here ? { epoch } : { exclusive: true, epoch, claimed: h => this.claimedAt(name, vol.id, h) })
   }
 

@@ -28,7 +28,8 @@ import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, volumeUsers, type Pool } from './volumes.ts'
-import { VolumeExports, pinnedName } from './exports.ts'
+import { VolumeExports } from './exports.ts'
+import { PIN_KEY_FILE, PinKeys } from './pin-keys.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
 import { PINS_FILE, PinsFile } from './pins-file.ts'
@@ -158,6 +159,8 @@ export class GvsService {
   readonly caches: LocalCaches
   /** objects damaged on every copy, as the document records them */
   private readonly unsound: UnsoundRecords
+  /** the key in VM disks' export names (pin-keys.ts) */
+  private readonly pinKeys: PinKeys
   /** where each volume's writes went (write-interval-records.ts) */
   private readonly writeIntervals: WriteIntervalRecords
   /** why this node sees no majority of the roll (no volume is created or used here then), or null */
@@ -231,7 +234,8 @@ export class GvsService {
       pin: async (id, epoch) => { await this.exports.pin(id, epoch) },
       retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS
     })
-    this.exports = new VolumeExports({ writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
+    this.pinKeys = new PinKeys(join(components.config.dataDir, PIN_KEY_FILE), log)
+    this.exports = new VolumeExports({ pinKey: (id, epoch) => this.pinKeys.keyOf(id, epoch), writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
       epochs: { next: async (id, held) => await this.epochs.claim(id, held), fence: async (id, epoch) => { await this.epochs.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))
@@ -297,6 +301,9 @@ export class GvsService {
     if (this.caches.failed != null) this.components.log.warn('the volume cache is off: its directory could not be set up', { error: this.caches.failed })
     // then those an earlier run saw the document stop reading but had not freed, and the document now
     await this.reclaim.load(this.volumes())
+    // VM disks an earlier release pinned open without a key (their QEMU asks for NAME~EPOCH)
+    await this.pinKeys.load()
+    if (this.pinKeys.fresh) this.exports.acceptKeyless()
     await this.replicas.start()
     await this.status.start()
     await this.placementCheck.start()
@@ -547,9 +554,16 @@ export class GvsService {
   /** makes `epoch` the volume's writer epoch on every live node before a VM's disk opens (writer-epochs.ts) */
   async fence (volumeId: string, epoch: number): Promise<void> { await this.epochs.fence(volumeId, epoch) }
 
+  /** the export name of a volume's disk pinned at `epoch` on this node, with its key (tests; uriOf for VMs) */
+  pinnedExportName (name: string, epoch: number): string {
+    const v = this.volumes().find(x => exportName(x) === name || x.id === name)
+    if (v == null) throw new Error(`no volume "${name}"`)
+    return this.exports.pinnedNameOf(name, v.id, epoch)
+  }
+
   /** the NBD URI a client on this node opens for a volume */
   uriOf (v: Volume, epoch?: number): string {
-    const name = epoch == null ? exportName(v) : pinnedName(exportName(v), epoch)
+    const name = epoch == null ? exportName(v) : this.exports.pinnedNameOf(exportName(v), v.id, epoch)
     return `nbd+unix:///${name}?socket=${this.init.nbdSocket ?? join(this.components.config.dataDir, 'nbd.sock')}`
   }
 }

@@ -6,7 +6,6 @@
 import test from 'ava'
 import { join } from 'node:path'
 import { volumeEpoch } from '../../crdt/placement/index.ts'
-import { pinnedName } from '../../node/gvs/exports.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { contestedDisk } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
@@ -22,7 +21,7 @@ for (const first of ['loser', 'winner'] as const) {
     await state.write(x => { x.update('volumes', id, { epoch: epochOf(l) }) }, 'test: both take the volume; the loser\'s value stays')
 
     const open = async (i: number): Promise<NbdClient> => {
-      const c = await NbdClient.open(join(dir, `a${i}`, 'nbd.sock'), pinnedName('app/disk', epochOf(i)))
+      const c = await NbdClient.open(join(dir, `a${i}`, 'nbd.sock'), svcs[i]!.pinnedExportName('app/disk', epochOf(i)))
       t.teardown(async () => { await c.close().catch(() => {}) })
       return c
     }
@@ -41,7 +40,7 @@ for (const first of ['loser', 'winner'] as const) {
       // the loser's fence is refused on the replicas, so its VM never starts
       await t.throwsAsync(async () => { await svcs[l]!.fence(id, epochOf(l)) }, { message: /older than|stale/ })
       // and a disk pinned to an epoch this node never fenced, nor the volume's current, does not open
-      await t.throwsAsync(async () => { await NbdClient.open(join(dir, `a${l}`, 'nbd.sock'), pinnedName('app/disk', epochOf(l) - 1)) })
+      await t.throwsAsync(async () => { await NbdClient.open(join(dir, `a${l}`, 'nbd.sock'), svcs[l]!.pinnedExportName('app/disk', epochOf(l) - 1)) })
       loser = await open(l)
     }
     await winnerDisk.write(OBJECT_SIZE, block(2))

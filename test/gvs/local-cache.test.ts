@@ -6,7 +6,6 @@
 import test, { type ExecutionContext } from 'ava'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { pinnedName } from '../../node/gvs/exports.ts'
 import { HOLDER_SLOTS, volumeEpoch } from '../../crdt/placement/index.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
@@ -40,7 +39,7 @@ async function twoNodes (t: ExecutionContext, tag: string, writerIdleMs = 300) {
     const epoch = current >= HOLDER_SLOTS ? volumeEpoch(current, leaseEpoch, g.hosts[i]!.peerId.toString()) : leaseEpoch
     await doc.state.write(w => { w.update('volumes', id, { epoch }) }, 'test: a VM\'s holder')
     await g.svcs[i]!.fence(id, epoch)
-    return await open(i, pinnedName('c/disk', epoch))
+    return await open(i, g.svcs[i]!.pinnedExportName('c/disk', epoch))
   }
   /** reads until the cache serves (its writer epoch is checked before first use, off the request) */
   const warm = async (c: NbdClient, svc: GvsService): Promise<void> => {
@@ -170,9 +169,9 @@ test('after an agent restart, no cache is made below the newest writer epoch thi
   const again = new GvsService({ peerId: g.hosts[0]!.peerId.toString(), log: silentLogger, config: { dataDir: join(g.dir, 'a0') }, host: g.hosts[0]!, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, scrubIntervalMs: 0, writerIdleMs: 300 })
   await again.start()
   g.svcs[0] = again
-  const zombie = await open(0, pinnedName('c/disk', 5))
+  const zombie = await open(0, again.pinnedExportName('c/disk', 5))
   for (let i = 0; i < 5; i++) { t.true((await zombie.read(0, block(1).length)).equals(block(1))); await new Promise(resolve => setTimeout(resolve, 50)) }
-  const vm = await open(1, pinnedName('c/disk', 7))
+  const vm = await open(1, g.svcs[1]!.pinnedExportName('c/disk', 7))
   await vm.write(0, block(2))
   await vm.flush()
   t.true((await zombie.read(0, block(2).length)).equals(block(2)), 'the replicas\' bytes')
@@ -199,12 +198,18 @@ test('one writer: a VM started under its lease takes the volume from a plain wri
 })
 
 test('a VM disk\'s name opened on another node claims like a plain writer: refused while the VM runs', async t => {
-  const { open, vmDisk, vmUses } = await twoNodes(t, 'gvscachepinelse')
+  const { g, open, vmDisk, vmUses } = await twoNodes(t, 'gvscachepinelse')
   await vmUses(0)
   const vm = await vmDisk(0, 5)
   await vm.write(0, block(1))
-  const other = await open(1, pinnedName('c/disk', 5))
+  const other = await open(1, g.svcs[0]!.pinnedExportName('c/disk', 5))
   await t.throwsAsync(other.write(0, block(3)), { message: /NBD error 1$/ })
+  // on the VM's own node, the name without its key (vol info prints the epoch), or with
+  // another, is a plain client too: a tester wrote under a running VM as c/disk~EPOCH
+  for (const name of ['c/disk~5', 'c/disk~5~0123456789abcdef01234567']) {
+    const bare = await open(0, name)
+    await t.throwsAsync(bare.write(0, block(4)), { message: /NBD error 1$/ }, name)
+  }
   t.true((await vm.read(0, block(1).length)).equals(block(1)))
 })
 
@@ -212,7 +217,7 @@ test('NBD_OPT_INFO of a VM disk\'s name leaves no writer behind: once the VM\'s 
   const { g, id, open, vmDisk, warm } = await twoNodes(t, 'gvscacheinfo')
   const sock = join(g.dir, 'a0', 'nbd.sock')
   const vm = await vmDisk(0, 5)
-  await optInfo(sock, pinnedName('c/disk', 5))
+  await optInfo(sock, g.svcs[0]!.pinnedExportName('c/disk', 5))
   await warm(vm, g.svcs[0]!)
   await vm.close()
   await new Promise(resolve => setTimeout(resolve, 100))

@@ -4,16 +4,16 @@
 // kept in <data-dir>/gvs-pins.json (pins-file.ts), so the new service opens the disk at
 // the fenced epoch and its writes land; a damaged file is reported, never a crash.
 import test from 'ava'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { volumeEpoch } from '../../crdt/placement/index.ts'
-import { pinnedName } from '../../node/gvs/exports.ts'
 import { PINS_FILE } from '../../node/gvs/pins-file.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { GvsService } from '../../node/gvs/service.ts'
 import { createLogger, silentLogger, type Logger } from '../../node/log.ts'
 import { apiOf, contestedDisk, memoryHosts, sharedDocument, startServices } from './hosts.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
+import { PIN_KEY_FILE } from '../../node/gvs/pin-keys.ts'
 
 test('a disk pinned to a fenced epoch the document no longer holds opens after the agent restarts, and writes', async t => {
   // nodes 1 and 2 both claimed the VM at lease epoch 1; the winner fenced and runs the VM,
@@ -25,7 +25,7 @@ test('a disk pinned to a fenced epoch the document no longer holds opens after t
   await svcs[w]!.fence(id, mine)
   await state.write(x => { x.update('volumes', id, { epoch: volumeEpoch(1, 1, ids[l]!) }) }, 'test: the loser\'s value stays in the document')
   const sock = join(dir, `a${w}`, 'nbd.sock')
-  const name = pinnedName('app/disk', mine)
+  const name = svcs[w]!.pinnedExportName('app/disk', mine)
   const before = await NbdClient.open(sock, name)
   await before.write(0, block(1))
   await before.flush()
@@ -46,7 +46,22 @@ test('a disk pinned to a fenced epoch the document no longer holds opens after t
   await after.flush()
   t.true((await after.read(OBJECT_SIZE, 4096)).equals(block(2)), 'and a write after it, at the fenced epoch')
   // an epoch this node never fenced still does not open
-  await t.throwsAsync(async () => { await NbdClient.open(sock, pinnedName('app/disk', mine - 1)) })
+  await t.throwsAsync(async () => { await NbdClient.open(sock, again.pinnedExportName('app/disk', mine - 1)) })
+  await after.close()
+
+  // an upgrade from a release whose VM disks were named without a key (no key file yet):
+  // their QEMU reconnects as app/disk~EPOCH, and the pins that release kept open so
+  await again.stop()
+  svcs.splice(svcs.indexOf(again), 1)
+  await rm(join(dir, `a${w}`, PIN_KEY_FILE))
+  const upgraded = new GvsService({ peerId: ids[w]!, log: silentLogger, config: { dataDir: join(dir, `a${w}`) }, host: hosts[w]!, state, membership: { members } }, { reconcileMs: 0, env: false })
+  await upgraded.start()
+  svcs.push(upgraded)
+  const legacy = await NbdClient.open(sock, `app/disk~${mine}`)
+  t.teardown(async () => { await legacy.close().catch(() => {}) })
+  await legacy.write(OBJECT_SIZE, block(3))
+  await legacy.flush()
+  t.true((await legacy.read(OBJECT_SIZE, 4096)).equals(block(3)), 'a keyless name of a pin the earlier release made writes as the VM\'s')
 })
 
 /** a logger that keeps its lines */
@@ -82,7 +97,7 @@ for (const [what, text] of damaged) {
     t.is(warned.length, 1, lines.join('\n'))
     t.regex(warned[0]!, /damaged/)
     t.truthy(svc.device('app/disk'), 'the volume still opens')
-    t.is(svc.device(pinnedName('app/disk', 7)), undefined, 'nothing was taken from the damaged file')
+    t.is(svc.device(svc.pinnedExportName('app/disk', 7)), undefined, 'nothing was taken from the damaged file')
     await svc.fence(id, 9)
     t.deepEqual(JSON.parse(await readFile(file, 'utf8')), { format: 1, pins: { [id]: [9] } })
   })
