@@ -151,7 +151,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       volumes: want('gvs')
         ? {
             uriOf: (id, epoch) => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v, epoch) },
-            fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) }
+            fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) },
+            writers: async id => gvs == null ? [] : await gvs.writersOf(id)
           }
         : undefined
     }, {

@@ -42,6 +42,8 @@ export interface DvmmRoutesDeps {
   ha: () => HaReport
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
+  /** the NBD sessions writing a volume on each live node (absent: no volume store here) */
+  volumeWriters?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number }>>
   /** this node's fence now: without a majority, a dead node's VMs wait for one; fenced, its own were killed */
   readonly fenceState?: { majority: boolean, fenced?: boolean, reason: string }
   /** this node's VMs (local-vms.ts) */
@@ -142,11 +144,27 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     }
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {
-    const vm = findVm(current().doc, id)
+    const { reader, doc } = current()
+    const vm = findVm(doc, id)
+    if (desired === 'running' && vm.desired !== 'running') await notWrittenOverNbd(vm, reader)
     // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
     await state.write(w => { setDesiredIn(w, vm.id, desired) }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
     return await detail(vm.id)
+  }
+  /**
+   * A VM is not started (nor created running) while a plain NBD client writes one of its
+   * volumes (an import, say): its holder's fence would take the disk from the client
+   * midway, which then fails, and the VM would boot a half-written disk (a tester).
+   */
+  const notWrittenOverNbd = async (vm: Pick<Vm, 'name' | 'spec'>, reader: Reader): Promise<void> => {
+    if (svc.volumeWriters == null) return
+    for (const id of vm.spec.volumes) {
+      const w = (await svc.volumeWriters(id)).filter(x => x.writers > 0)
+      if (w.length === 0) continue
+      const path = reader.get('volumes', id)?.value.path ?? id
+      throw new ConflictError(`its disk ${path} is being written over NBD (${w.map(x => `${x.writers} session${x.writers === 1 ? '' : 's'} on ${x.name ?? x.node}`).join(', ')}: an import, an export's client, or another NBD client): starting VM "${vm.name}" now would take the disk from it midway; wait until it ends, or disconnect it`, 'volume_in_use')
+    }
   }
   const setDraining = async (idOrName: string, draining: boolean, force = false): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
     const { doc } = current()
@@ -216,6 +234,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // the members as they are (the last step's fence may predate the others' arrival).
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
+      if (draft.desired === 'running') await notWrittenOverNbd(draft, reader)
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited

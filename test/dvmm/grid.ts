@@ -13,7 +13,7 @@ import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { systemClock } from '../../node/service.ts'
 import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
-import { DvmmService, type DvmmInit } from '../../node/dvmm/index.ts'
+import { DvmmService, type DvmmComponents, type DvmmInit } from '../../node/dvmm/index.ts'
 import type { Draft } from '../../crdt/index.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
@@ -41,6 +41,8 @@ export interface GridOptions {
   dataRoot?: string
   /** a node's stop for a restart got its grace confirmed (DvmmComponents.onRestartGrace) */
   onRestartGrace?: (node: string, t: { watchdogMs: number, fenceMs: number }) => void
+  /** the VM managers ask the agents' volume stores who writes a volume (DvmmComponents.volumes.writers) */
+  volumeWriters?: boolean
 }
 
 export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
@@ -80,7 +82,8 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
           drivers: { process: driver, qemu: driver },
           host: agent.host,
           onReserved: r => { agent.setReserved(r) },
-          onRestartGrace: t => { o.onRestartGrace?.(cfg.name, t) }
+          onRestartGrace: t => { o.onRestartGrace?.(cfg.name, t) },
+          ...(o.volumeWriters === true ? { volumes: volumeWritersOf(agent) } : {})
         }, o.dvmm)
         return { agent, dvmm, fake, driver }
       })))
@@ -128,4 +131,10 @@ export function vmApi (t: { teardown: (f: () => Promise<void>) => void }, n: Dvm
   n.dvmm.routes(app)
   t.teardown(async () => { await app.close() })
   return app
+}
+
+/** a volume store access that answers only who writes a volume (the agent's own volume store) */
+function volumeWritersOf (agent: Agent): NonNullable<DvmmComponents['volumes']> {
+  const gvs = (agent as unknown as { services: Array<{ name: string, writersOf?: (id: string) => Promise<Array<{ node: string, name?: string, writers: number }>> }> }).services.find(x => x.name === 'gvs')!
+  return { uriOf: () => null, fence: async () => { throw new Error('no VM disks in this test') }, writers: async id => await gvs.writersOf!(id) }
 }
