@@ -330,11 +330,16 @@ export interface VmDetail extends VmRow {
 /** A create request's volumes as ids: each exists, once, and is no other VM's disk (one writer per volume). */
 export function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup): string[] {
   if (raw === undefined) return []
-  if (!Array.isArray(raw) || raw.length > 64 || !raw.every(r => typeof r === 'string' && r !== '' && r.length <= 2048)) throw invalid('volumes', 'must be an array of at most 64 volume paths or ids')
+  if (!Array.isArray(raw) || raw.length > 64 || !raw.every(r => typeof r === 'string' && r.length <= 2048)) throw invalid('volumes', 'must be an array of at most 64 volume paths or ids')
+  const empty = raw.findIndex(r => r === '')
+  if (empty >= 0) throw invalid(`volumes[${empty}]`, 'is empty: give a volume\'s path or id')
   if (raw.length > 0 && driver !== 'qemu') throw invalid('volumes', 'a process VM cannot attach volumes (it has no block devices); use the qemu driver')
   const ids: string[] = []
   raw.forEach((ref: string, i) => {
     const v = volumes.find(ref)
+    // VOL@SNAP: a snapshot is read-only, and a disk is written
+    const snap = v == null && ref.indexOf('@') > 0 ? volumes.find(ref.slice(0, ref.indexOf('@'))) : undefined
+    if (snap != null) throw invalid(`volumes[${i}]`, `"${ref}" is a snapshot of ${snap.path}, read-only: a VM's disk is written; clone it (vgrid vol clone ${ref} NEWPATH) and give the clone`)
     if (v == null) throw invalid(`volumes[${i}]`, `no volume "${ref}"`)
     if (ids.includes(v.id)) throw invalid(`volumes[${i}]`, `${v.path} is listed twice`)
     const user = volumes.usedBy(v.id)

@@ -3,7 +3,7 @@
 // The long copies (repair, scrub, import, export) are in cli-copy.ts.
 import { parse } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
-import type { VolumeView } from './routes.ts'
+import type { VolumeUsersView, VolumeView } from './routes.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
 import { enc, json, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
@@ -118,9 +118,15 @@ export async function vol (argv: string[]): Promise<void> {
       // the nodes that ran the last repair and run the one now, by name (the view has their ids)
       const nodes = lr == null && h.repair == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
+      // who uses it: the VMs whose disk it is, and NBD sessions writing it (an older agent has no /users: left out)
+      const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
+      const usedBy = users == null
+        ? []
+        : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.running ? 'running' : 'stopped'})`), ...users.writers.map(x => `${x.writers} NBD session${x.writers === 1 ? '' : 's'} writing on ${x.name ?? x.node}`)].join(', ') || 'nothing'}`]
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),
+        ...usedBy,
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         repairLine(lr, nodeName),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,

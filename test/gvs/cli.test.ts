@@ -55,6 +55,8 @@ test('vgrid vol commands', async t => {
   t.regex(await cli('create', '/shop/db/data', '--size', '8M'), /\/shop\/db\/data: 8M, R=1/)
   t.regex(await cli('ls'), /\/shop\/db\/data\s+8M\s+1\s+healthy/)
   t.regex(await cli('info', '/shop/db/data'), /nbd\s+nbd\+unix:\/\/\/shop\/db\/data\?socket=/)
+  // and who uses it (a tester found vol info silent about a VM running from it)
+  t.regex(await cli('info', '/shop/db/data'), /^used by\s+nothing$/m)
   t.regex(await cli('resize', '/shop/db/data', '16M'), /16M/)
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
   await t.throwsAsync(cli('create', '/x', '--size', '0'), { message: /positive/ })

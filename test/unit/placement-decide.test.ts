@@ -263,6 +263,9 @@ test('create request: each wrong field gets an error naming it', t => {
   t.throws(() => vmDraft({ ...ok, volumes: ['/shop/db'] }, doc, nodes, () => true, vols), { message: /^volumes: a process VM cannot attach volumes/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/none'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: no volume "\/shop\/none"/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
+  // a snapshot, and an empty path, said as what they are (a tester got "no volume" and "must be an array")
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@s1'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: "\/shop\/db@s1" is a snapshot of \/shop\/db, read-only: .*vgrid vol clone \/shop\/db@s1 NEWPATH/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', ''] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: is empty: give a volume's path or id/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
   t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })
   // terminals: names that can be host names, each once, an input or an output
