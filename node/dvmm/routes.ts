@@ -43,7 +43,7 @@ export interface DvmmRoutesDeps {
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
   /** the NBD sessions writing a volume on each live node (absent: no volume store here) */
-  volumeWriters?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number }>>
+  volumeWriters?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>
   /** this node's fence now: without a majority, a dead node's VMs wait for one; fenced, its own were killed */
   readonly fenceState?: { majority: boolean, fenced?: boolean, reason: string }
   /** this node's VMs (local-vms.ts) */
@@ -160,10 +160,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const notWrittenOverNbd = async (vm: Pick<Vm, 'name' | 'spec'>, reader: Reader): Promise<void> => {
     if (svc.volumeWriters == null) return
     for (const id of vm.spec.volumes) {
-      const w = (await svc.volumeWriters(id)).filter(x => x.writers > 0)
+      // plain clients only: the VM's own disk session, its QEMU still stopping, is no other writer
+      const w = (await svc.volumeWriters(id)).map(x => ({ ...x, plain: x.writers - (x.vmDisks ?? 0) })).filter(x => x.plain > 0)
       if (w.length === 0) continue
       const path = reader.get('volumes', id)?.value.path ?? id
-      throw new ConflictError(`its disk ${path} is being written over NBD (${w.map(x => `${x.writers} session${x.writers === 1 ? '' : 's'} on ${x.name ?? x.node}`).join(', ')}: an import, an export's client, or another NBD client): starting VM "${vm.name}" now would take the disk from it midway; wait until it ends, or disconnect it`, 'volume_in_use')
+      throw new ConflictError(`its disk ${path} is being written over NBD (${w.map(x => `${x.plain} session${x.plain === 1 ? '' : 's'} on ${x.name ?? x.node}`).join(', ')}: an import, an export's client, or another NBD client): starting VM "${vm.name}" now would take the disk from it midway; wait until it ends, or disconnect it`, 'volume_in_use')
     }
   }
   const setDraining = async (idOrName: string, draining: boolean, force = false): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {

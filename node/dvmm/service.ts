@@ -153,7 +153,7 @@ export class DvmmService {
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending (health.ts) */
   get blocked (): ReadonlyMap<string, string> { return this.health.blocked }
   /** the NBD sessions writing a volume on each live node (the volume store's), for the routes */
-  get volumeWriters (): ((volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number }>>) | undefined { return this.components.volumes?.writers }
+  get volumeWriters (): ((volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>) | undefined { return this.components.volumes?.writers }
   private lastStepMs = 0
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */

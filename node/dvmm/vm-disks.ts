@@ -19,7 +19,7 @@ export interface VolumeAccess {
   /** makes `epoch` the volume's writer epoch on every live node (GvsService.fence) */
   fence: (volumeId: string, epoch: number) => Promise<void>
   /** the NBD sessions writing the volume on each live node (GvsService.writersOf): a VM is not started under one */
-  writers?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number }>>
+  writers?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>
 }
 
 export interface VmDisksComponents {

@@ -16,6 +16,7 @@ import type { ScrubStatus } from './scrub-schedule.ts'
 import type { ScrubReport } from './scrub.ts'
 import { progress, qemuImgPercent } from './progress.ts'
 import { bytesText, enc, json, out, size } from './cli-format.ts'
+import { sayWriters } from './say-writers.ts'
 
 const POLL_MS = 500
 
@@ -160,7 +161,7 @@ async function imageSize (file: string, fmt: string): Promise<number | undefined
 
 /** who uses the volume, said in a few words, or null when no VM runs from it and no NBD client writes it */
 function inUse (u: VolumeUsersView): string | null {
-  const why = [...u.vms.filter(v => v.running).map(v => `VM "${v.name}" runs from it`), ...u.writers.map(w => `${w.writers} NBD writer(s) on ${w.name ?? `node ${w.node}`}`)]
+  const why = [...u.vms.filter(v => v.running).map(v => `VM "${v.name}" runs from it`), ...u.writers.map(w => `NBD writers: ${sayWriters(w)}`)]
   return why.length === 0 ? null : why.join(', ')
 }
 
@@ -192,7 +193,7 @@ async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd
 export function refuseInUse (path: string, u: VolumeUsersView): void {
   const running = u.vms.filter(v => v.running)
   if (running.length > 0) throw new CliError(`${path} is a disk of VM ${running.map(v => `"${v.name}"`).join(', ')}, which runs from it: an import would write under it; stop the VM first`, 1)
-  if (u.writers.length > 0) throw new CliError(`${path} is being written over NBD (${u.writers.map(w => `${w.writers} on ${w.name ?? `node ${w.node}`}`).join(', ')}): an import would be a second writer; disconnect it first`, 1)
+  if (u.writers.length > 0) throw new CliError(`${path} is being written over NBD (${u.writers.map(sayWriters).join(', ')}): an import would be a second writer; ${u.writers.every(w => (w.vmDisks ?? 0) >= w.writers) ? 'wait until the VM has stopped' : 'disconnect it first'}`, 1)
 }
 
 /** the NBD socket is root's and the vgrid group's (as the API's): say so, not qemu-img's "Permission denied" */

@@ -4,6 +4,7 @@
 import { parse } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import type { VolumeUsersView, VolumeView } from './routes.ts'
+import { sayWriters } from './say-writers.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
 import { enc, json, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
@@ -122,7 +123,7 @@ export async function vol (argv: string[]): Promise<void> {
       const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
       const usedBy = users == null
         ? []
-        : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.running ? 'running' : 'stopped'})`), ...users.writers.map(x => `${x.writers} NBD session${x.writers === 1 ? '' : 's'} writing on ${x.name ?? x.node}`)].join(', ') || 'nothing'}`]
+        : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.running ? 'running' : 'stopped'})`), ...users.writers.map(x => `NBD: ${sayWriters(x)}`)].join(', ') || 'nothing'}`]
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),

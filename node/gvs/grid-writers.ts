@@ -9,6 +9,7 @@ import { GvsError } from './errors.ts'
 import type { Logger } from '../log.ts'
 import type { StatusService } from './status-protocol.ts'
 import { claimVerdict, type ClaimAnswer } from './writers.ts'
+import type { NodeWriters } from './say-writers.ts'
 
 export interface GridWritersComponents {
   self: string
@@ -26,7 +27,7 @@ export interface GridWritersComponents {
   passUnreached?: (volume: string, node: string) => string | null
 }
 
-export interface NodeWriters { node: string, name?: string, writers: number }
+export type { NodeWriters } from './say-writers.ts'
 
 export class GridWriters {
   private readonly c: GridWritersComponents
@@ -45,9 +46,10 @@ export class GridWriters {
     await Promise.all(nodes.map(async node => {
       try {
         // writer counts only, which every node answers at once
-        const writers = (await this.c.status.ask(node, [id], 3000, { writersOnly: true }))[id]?.writers ?? 0
+        const a = (await this.c.status.ask(node, [id], 3000, { writersOnly: true }))[id]
+        const writers = a?.writers ?? 0
         const name = this.c.members().get(node)?.advert.name
-        if (writers > 0) writing.push({ node, ...(name != null ? { name } : {}), writers })
+        if (writers > 0) writing.push({ node, ...(name != null ? { name } : {}), writers, ...(a?.vmDisks != null ? { vmDisks: Math.min(a.vmDisks, writers) } : {}) })
       } catch { silent.push(node) }
     }))
     if (silent.length > 0) throw new UnavailableError(`could not ask ${silent.map(s => this.nameOf(s)).join(', ')} whether a client writes to the volume; try again`, 'writers-unknown')

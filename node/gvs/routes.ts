@@ -14,13 +14,14 @@ import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { waitingLayers } from './layer-reclaim.ts'
+import type { NodeWriters } from './say-writers.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
 export interface VolumeUsersView {
   volume: string
   path: string
   vms: Array<{ id: string, name: string, desired: string, running: boolean }>
-  writers: Array<{ node: string, name?: string, writers: number }>
+  writers: NodeWriters[]
 }
 
 export interface VolumeView {
@@ -80,7 +81,7 @@ export interface GvsRoutesDeps {
   repair: (v: Volume, opts?: { scrub?: boolean }) => Promise<RepairReport>
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
-  writersOf: (id: string) => Promise<Array<{ node: string, name?: string, writers: number }>>
+  writersOf: (id: string) => Promise<NodeWriters[]>
   uriOf: (v: Volume) => string
 }
 

@@ -540,7 +540,8 @@ export class GvsService {
     for (const id of ids) {
       const v = all.find(x => x.id === id)
       const mine = o.writersOnly !== true && v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))
-      out[id] = { writers: this.exports.writers.count(id), ...(mine ? { health: await this.states.local(v) } : {}) }
+      const vmDisks = this.exports.writers.vmDisks(id)
+      out[id] = { writers: this.exports.writers.count(id), ...(vmDisks > 0 ? { vmDisks } : {}), ...(mine ? { health: await this.states.local(v) } : {}) }
     }
     return out
   }

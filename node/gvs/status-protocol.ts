@@ -17,6 +17,8 @@ export interface VolumeStatus {
   health?: VolumeHealthView
   /** NBD sessions on this node that wrote to the volume lately */
   writers: number
+  /** of `writers`, those of a VM's disk (absent: none, or an agent that predates it) */
+  vmDisks?: number
   /**
    * Answering a `claim`: a session here is claiming the volume at this moment (it asked
    * and waits for answers); `writers` then counts only the sessions that already write.
@@ -51,7 +53,7 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
     if (x == null || typeof x !== 'object' || typeof x.writers !== 'number') continue
     const h = x.health
     const okHealth = h == null || (typeof h === 'object' && ['healthy', 'degraded', 'repairing'].includes(h.state) && Array.isArray(h.reasons))
-    const claiming = x.claiming === true ? { claiming: true } : {}
+    const claiming = { ...(x.claiming === true ? { claiming: true } : {}), ...(typeof x.vmDisks === 'number' && x.vmDisks > 0 ? { vmDisks: x.vmDisks } : {}) }
     out[id] = okHealth ? { writers: x.writers, ...claiming, ...(h != null ? { health: h } : {}) } : { writers: x.writers, ...claiming }
   }
   return out

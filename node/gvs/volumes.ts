@@ -7,6 +7,7 @@ import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Vol
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 import { bytes } from '../cli/format.ts'
+import { sayWriters, type NodeWriters } from './say-writers.ts'
 
 export const PATH_PATTERN = /^(\/[A-Za-z0-9._-]{1,128}){1,16}$/
 /** volume sizes are whole 512-byte sectors: QEMU's NBD client mishandles a partial last sector */
@@ -162,10 +163,11 @@ export function volumeUsers (v: Volume, vms: Iterable<Vm>, leases: Iterable<Leas
 
 const names = (vms: Vm[]): string => vms.map(u => `"${u.name}"`).join(', ')
 
-function checkWriters (v: Volume, writers: ReadonlyArray<{ node: string, name?: string, writers: number }>): void {
+function checkWriters (v: Volume, writers: readonly NodeWriters[]): void {
   const w = writers.filter(x => x.writers > 0)
   if (w.length > 0) {
-    throw new ConflictError(`volume "${v.path}" is being written over NBD (${w.map(x => `${x.writers} session${x.writers === 1 ? '' : 's'} on ${x.name ?? `node ${x.node}`}`).join(', ')}); disconnect its writers first`, 'in-use')
+    const onlyVms = w.every(x => (x.vmDisks ?? 0) >= x.writers)
+    throw new ConflictError(`volume "${v.path}" is being written over NBD (${w.map(sayWriters).join(', ')}); ${onlyVms ? 'wait until the VM has stopped' : 'disconnect its writers first'}`, 'in-use')
   }
 }
 
@@ -174,7 +176,7 @@ function checkWriters (v: Volume, writers: ReadonlyArray<{ node: string, name?: 
  * stopped VM would fail at its next start, and a volume made again at the path is not
  * the one it names), or an NBD session on some node writes to it.
  */
-export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, name?: string, writers: number }> = []): void {
+export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: readonly NodeWriters[] = []): void {
   const u = volumeUsers(v, vms, leases)
   if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}; stop and remove it first`, 'in-use')
   if (u.stopped.length > 0) throw new ConflictError(`volume "${v.path}" is a disk of VM ${names(u.stopped)} (stopped); remove the VM first`, 'in-use')
@@ -198,7 +200,7 @@ export function checkSnapshotsGo (v: Volume, withSnapshots: boolean): void {
  * reconnects (after an agent restart) would find the old name gone. A stopped VM names
  * it by id: renaming its disk is fine.
  */
-export function checkRename (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: ReadonlyArray<{ node: string, name?: string, writers: number }> = []): void {
+export function checkRename (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: readonly NodeWriters[] = []): void {
   const u = volumeUsers(v, vms, leases)
   if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}, which opens it by its path; stop it first`, 'in-use')
   checkWriters(v, writers)

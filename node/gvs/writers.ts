@@ -348,6 +348,13 @@ export class Writers {
     if (s.size === 0) this.byVolume.delete(volume)
   }
 
+  /** of count's sessions, those of a VM's disk (pinned: open for as long as its QEMU has it, a VM stopping included) */
+  vmDisks (volume: string): number {
+    let n = 0
+    for (const h of this.byVolume.get(volume) ?? []) if (h.holdsOpen) n++
+    return n
+  }
+
   /** sessions that wrote to the volume within idleMs */
   count (volume: string, now = Date.now()): number {
     const s = this.byVolume.get(volume)

@@ -135,6 +135,6 @@ export function vmApi (t: { teardown: (f: () => Promise<void>) => void }, n: Dvm
 
 /** a volume store access that answers only who writes a volume (the agent's own volume store) */
 function volumeWritersOf (agent: Agent): NonNullable<DvmmComponents['volumes']> {
-  const gvs = (agent as unknown as { services: Array<{ name: string, writersOf?: (id: string) => Promise<Array<{ node: string, name?: string, writers: number }>> }> }).services.find(x => x.name === 'gvs')!
+  const gvs = (agent as unknown as { services: Array<{ name: string, writersOf?: (id: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>> }> }).services.find(x => x.name === 'gvs')!
   return { uriOf: () => null, fence: async () => { throw new Error('no VM disks in this test') }, writers: async id => await gvs.writersOf!(id) }
 }

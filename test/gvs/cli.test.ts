@@ -88,7 +88,7 @@ test('vgrid vol commands', async t => {
     await writer.write(0, Buffer.from(src.subarray(0, 4096)))
     await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on (node )?\S+\)/ })
     // nor imported into: that would be a second writer
-    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 on node .*\): an import would be a second writer/ })
+    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 session on \S+\): an import would be a second writer; disconnect it first/ })
     // an export while it is written copies a snapshot taken then: what was written before
     // it, none of what is written once it is taken (while qemu-img reads), and the snapshot goes
     const before = Buffer.alloc(4096, 0x5a)

@@ -202,6 +202,8 @@ test('a VM disk\'s name opened on another node claims like a plain writer: refus
   await vmUses(0)
   const vm = await vmDisk(0, 5)
   await vm.write(0, block(1))
+  // asked from the other node, the VM's session is said as a VM's disk (vm rm left it stopping: not a client to disconnect)
+  t.like((await g.svcs[1]!.writersOf(g.svcs[0]!.volumes()[0]!.id)).find(w => w.node === g.hosts[0]!.peerId.toString()), { writers: 1, vmDisks: 1 })
   const other = await open(1, g.svcs[0]!.pinnedExportName('c/disk', 5))
   await t.throwsAsync(other.write(0, block(3)), { message: /NBD error 1$/ })
   // on the VM's own node, the name without its key (vol info prints the epoch), or with

@@ -50,6 +50,9 @@ test('resize grows only; rename keeps paths unique; destroy refuses a volume in 
   t.throws(() => checkRename(vol(), [{ ...vm, desired: 'stopped' }], [{ vm: 'db', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: G, status: 'stopping', ...stamp }]), { message: /in use by VM "db"/ }, 'stopping is not stopped')
   t.notThrows(() => checkRename(vol(), [{ ...vm, desired: 'stopped' }]))
   t.throws(() => checkRename(vol(), [], [], [{ node: 'n2', writers: 1 }]), { message: /being written over NBD \(1 session on node n2\)/ })
+  // a VM's disk session (its QEMU, running or still stopping after vm rm) is said as such, with what to wait for
+  t.throws(() => checkRename(vol(), [], [], [{ node: 'n2', name: 'd3', writers: 1, vmDisks: 1 }]), { message: /being written over NBD \(1 VM disk session on d3 \(a VM runs there, or still stops\)\); wait until the VM has stopped/ })
+  t.throws(() => checkRename(vol(), [], [], [{ node: 'n2', name: 'd3', writers: 3, vmDisks: 1 }]), { message: /\(2 sessions on d3, 1 VM disk session on d3 \(a VM runs there, or still stops\)\); disconnect its writers first/ })
   // snapshot references split at the first "@" (paths have none); new names may not hold one
   t.deepEqual(splitSnapshotRef('/c1@a@b'), { volume: '/c1', snapshot: 'a@b' })
   t.is(splitSnapshotRef('/c1'), null)
@@ -73,7 +76,7 @@ test('vol import refuses a volume a VM runs from, or another NBD session writes 
   t.notThrows(() => { refuseInUse('/T/A', base) })
   t.notThrows(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q1', name: 'q1', desired: 'stopped', running: false }] }) }, 'a stopped VM\'s disk is what an import provisions')
   t.throws(() => { refuseInUse('/T/A', { ...base, vms: [{ id: 'q3', name: 'q3', desired: 'running', running: true }] }) }, { message: '/T/A is a disk of VM "q3", which runs from it: an import would write under it; stop the VM first' })
-  t.throws(() => { refuseInUse('/T/A', { ...base, writers: [{ node: 'n2', writers: 2 }] }) }, { message: /2 on node n2/ })
+  t.throws(() => { refuseInUse('/T/A', { ...base, writers: [{ node: 'n2', writers: 2 }] }) }, { message: /\(2 sessions on node n2\): an import would be a second writer; disconnect it first/ })
 })
 
 test('sayLayers: object-set names in a message said as paths, snapshots and layers', t => {
