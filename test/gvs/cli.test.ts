@@ -88,7 +88,7 @@ test('vgrid vol commands', async t => {
     await writer.write(0, Buffer.from(src.subarray(0, 4096)))
     await t.throwsAsync(cli('rm', '/shop/db/main'), { message: /being written over NBD \(1 session on (node )?\S+\)/ })
     // nor imported into: that would be a second writer
-    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 session on \S+\): an import would be a second writer; disconnect it first/ })
+    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/main'), { message: /is being written over NBD \(1 session on (node )?\S+\): an import would be a second writer; disconnect it first/ })
     // an export while it is written copies a snapshot taken then: what was written before
     // it, none of what is written once it is taken (while qemu-img reads), and the snapshot goes
     const before = Buffer.alloc(4096, 0x5a)
@@ -98,7 +98,7 @@ test('vgrid vol commands', async t => {
     const live = await cli('export', '/shop/db/main', join(dir, 'live.raw'))
     onOut = undefined
     await after
-    t.regex(live, /\/shop\/db\/main is in use \(1 NBD writer\(s\) on (node )?\S+\): exporting snapshot \/shop\/db\/main@export-\d{8}T\d{6}-\w+, taken now and removed afterwards/, live)
+    t.regex(live, /\/shop\/db\/main is in use \(NBD writers: 1 session on (node )?\S+\): exporting snapshot \/shop\/db\/main@export-\d{8}T\d{6}-\w+, taken now and removed afterwards/, live)
     t.regex(live, /exported \/shop\/db\/main@export-\S+ to .*live\.raw \(the snapshot is removed\)/)
     const exported = await readFile(join(dir, 'live.raw'))
     t.true(exported.subarray(0, 4096).equals(before), 'the export holds the write made before it, not the one made after its snapshot')
