@@ -192,11 +192,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   /**
    * A VM's name is its key: another node may have created one of the same name at the
    * same moment (each checks only its own copy of the document), and the document then
-   * keeps one by its latest-write rule. Once such a change had time to arrive, the
-   * request whose VM lost is answered 409, not 201 for a spec that is gone. Alone on
+   * keeps one by its latest-write rule. Likewise a VM with one of the same volumes as
+   * its disk. Once such a change had time to arrive, the request whose VM lost is
+   * answered 409, not 201 for a spec that is gone or a VM that would never run. Alone on
    * the grid there is nobody to race with.
    */
-  const settleName = async (made: Vm): Promise<void> => {
+  const settleCreate = async (made: Vm): Promise<void> => {
     if (![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
     // by what the create gave (spec and application): the VM's own later writes (its
@@ -247,7 +248,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         })
       }, `vm create ${draft.id}`)
       svc.schedule()
-      await settleName(made)
+      await settleCreate(made)
       void reply.code(201)
       return await detail(draft.id)
     })
