@@ -17,7 +17,7 @@ export function hasMajority (rollSize: number, aliveSeen: number): boolean {
 export function noMajorityMargin (rollSize: number, aliveSeen: number): string | null {
   if (rollSize <= 1 || !hasMajority(rollSize, aliveSeen) || hasMajority(rollSize, aliveSeen - 1)) return null
   const need = Math.floor(rollSize / 2) + 1
-  return `${aliveSeen} of ${rollSize} roll members are in sight and a majority is ${need}: losing any one of them fences every node (their VMs are killed and nothing is placed)${aliveSeen < rollSize ? `; bring back or forget (vgrid node forget) the ${rollSize - aliveSeen} not in sight` : ''}`
+  return `${aliveSeen} of ${rollSize} roll members are in sight and a majority is ${need}: losing any one of them fences every node (their VMs are killed, nothing is placed, and volumes refuse reads and writes)${aliveSeen < rollSize ? `; bring back or forget (vgrid node forget) the ${rollSize - aliveSeen} not in sight` : ''}`
 }
 
 export interface RollChangeInput {

@@ -50,8 +50,10 @@ export class DvmmHealth {
     const f = this.c.fence()
     const noMajority = f != null && (!f.majority || f.fenced) ? f.reason : undefined
     const lost = noMajority != null ? lostVms(now.doc, now.nodes, undefined, this.c.nameOf, this.c.restarting).map(l => ({ ...l, fitsNowhere: l.fitsNowhere ?? 'no majority of the grid in sight to take it over' })) : this.stranded(now, true)
-    // with VMs to keep running, the grid must also keep a majority through one more loss
-    const keep = [...now.doc.vms.values()].some(v => v.desired === 'running')
+    // with VMs to keep running, or volumes to keep serving (both need a majority in
+    // sight), the grid must also keep a majority through one more loss: a grid with
+    // volumes and no VM said HA ok with one of three members dead (a tester)
+    const keep = [...now.doc.vms.values()].some(v => v.desired === 'running') || reader.list('volumes').length > 0
     const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
     const r2 = noMajority != null ? { ...r, ok: false, noMajority } : margin != null ? { ...r, ok: false, noMargin: margin } : r
     if (lost.length === 0) return r2

@@ -167,7 +167,7 @@ test('fencing on a fake clock: no majority of the roll for the fence timeout fen
   // HA's margin: whether one more loss leaves a majority
   t.is(noMajorityMargin(3, 3), null)
   t.regex(noMajorityMargin(3, 2) ?? '', /^2 of 3 roll members are in sight and a majority is 2: losing any one .*; bring back or forget \(vgrid node forget\) the 1 not in sight$/)
-  t.regex(noMajorityMargin(2, 2) ?? '', /^2 of 2 roll members are in sight and a majority is 2: losing any one of them fences every node \(their VMs are killed and nothing is placed\)$/)
+  t.regex(noMajorityMargin(2, 2) ?? '', /^2 of 2 roll members are in sight and a majority is 2: losing any one of them fences every node \(their VMs are killed, nothing is placed, and volumes refuse reads and writes\)$/)
   t.is(noMajorityMargin(5, 4), null)
   t.truthy(noMajorityMargin(5, 3))
   t.is(noMajorityMargin(5, 2), null, 'no majority now: that is noMajority, not the margin')
