@@ -80,8 +80,9 @@ export class PeerReach {
     const out: string[] = []
     for (const [peer, s] of this.peers) {
       if (s.probing) continue
+      // a down peer wanted (a new connection to it: the cut healed) is probed before its backoff ends
       const due = s.down != null
-        ? now >= s.down.until
+        ? now >= s.down.until || s.wanted
         : s.wanted || (s.pending > 0 && now - Math.max(s.heard, s.pendingSince) >= this.init.stallMs)
       if (due) { s.probing = true; s.wanted = false; out.push(peer) }
     }

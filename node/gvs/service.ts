@@ -58,7 +58,7 @@ export interface GvsComponents {
   peerId: string
   log: Logger
   config: { dataDir: string }
-  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId' | 'getConnections'>
+  host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId' | 'getConnections'> & Partial<Pick<Libp2p, 'addEventListener' | 'removeEventListener'>>
   state: {
     read: () => Reader
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
@@ -318,6 +318,7 @@ export class GvsService {
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
     this.components.membership.on?.('vouched', this.onVouched)
+    this.components.host.addEventListener?.('peer:connect', this.onConnect)
     this.pass.start()
     await this.scrub.start()
   }
@@ -327,6 +328,7 @@ export class GvsService {
     if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.membership.off?.('vouched', this.onVouched)
+    this.components.host.removeEventListener?.('peer:connect', this.onConnect)
     // no new pass from here on (the timer goes now); one that runs is waited for below
     const passStopped = this.pass.stop()
     this.repairs.stopAll()
@@ -348,6 +350,14 @@ export class GvsService {
   // that a writer's claim and fence go on without it within seconds (passUnreached), not
   // first when a call has waited out its timeout
   private readonly onVouched = (target: string): void => { this.replicas.probeSoon(target) }
+
+  // a new connection to a peer found out of reach (a cut healed: membership dials it
+  // again): probed now, not at the end of its backoff, so the first repair after the
+  // heal does not fail its copies to it as out of reach
+  private readonly onConnect = (evt: CustomEvent<{ toString: () => string }>): void => {
+    const peer = evt.detail.toString()
+    if (this.replicas.outOfReachWhy(peer) != null) this.replicas.probeSoon(peer)
+  }
 
   private readonly onTransition = (t?: { nodeId: string, to: string }): void => {
     // requests in flight to a node found dead fail now, and are tried on the live nodes

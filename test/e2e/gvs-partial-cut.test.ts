@@ -92,6 +92,7 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
     if (Date.now() - healed > 20_000) t.fail('h1 still finds h2 out of reach 20 s after the heal')
     await new Promise(resolve => setTimeout(resolve, 250))
   }
+  t.log(`h1 found h2 in reach again ${Date.now() - healed} ms after the heal`)
   const again = randomBytes(SIZE)
   for (let off = 0; off < SIZE; off += MiB) await r.write(off, again.subarray(off, off + MiB))
   await r.flush()

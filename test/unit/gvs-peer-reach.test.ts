@@ -88,3 +88,15 @@ test('knows: a forgotten peer is not watched (a probe that ends after membership
   r.forget('a')
   t.false(r.knows('a'))
 })
+
+test('a down peer wanted (a new connection to it: the cut healed) is probed at once, not at the end of its backoff', t => {
+  const r = new PeerReach(init)
+  r.begin('a', 0)
+  t.deepEqual(r.toProbe(2000), ['a'])
+  t.true(r.probed('a', 6000, false, 'no answer to a ping'))
+  t.deepEqual(r.toProbe(6500), [], 'backing off')
+  r.want('a', 6600)
+  t.deepEqual(r.toProbe(6600), ['a'])
+  t.false(r.probed('a', 6700, true))
+  t.is(r.blocked('a'), undefined)
+})
