@@ -56,6 +56,8 @@ export interface NodeView {
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */
   clock: { offsetMs: number, over: boolean } | null
+  /** alive, but not reached from this node on the network while `by` reaches it (a partial partition), since when; null otherwise */
+  outOfReach?: { by: string, since: string } | null
   /** the protocol versions the member speaks, and whether this agent can work with it (and why not) */
   protocol: { speaks: { min: number, max: number }, ok: boolean, reason?: string }
 }

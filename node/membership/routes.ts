@@ -7,6 +7,7 @@ import type { HealthProblem, NodesView, NodeView, StatusView, TokenView, UnseenM
 import type { MemberDirectory } from './directory.ts'
 import type { Compat } from '../../protocol/compat.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
+import type { OutOfReach } from '../../protocol/reach-watch.ts'
 import { nodeView, statusView, unseenMembers, type SelfInfo } from './views.ts'
 
 export interface MembershipRoutesDeps {
@@ -21,6 +22,8 @@ export interface MembershipRoutesDeps {
   rollEntries?: () => ReadonlyArray<{ node: string, name: string, joined: number }>
   /** whether a member speaks a protocol version this agent speaks */
   compat: (node: string) => Compat | undefined
+  /** a member this node does not reach while another does (a partial partition) */
+  outOfReach?: (node: string) => OutOfReach | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
   clock: (node: string) => ClockOffset | undefined
   health: () => Promise<HealthProblem[]>
@@ -31,7 +34,7 @@ export interface MembershipRoutesDeps {
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView, unseen: () => UnseenMemberView[] } {
-  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId))
+  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId), undefined, d.outOfReach?.(m.nodeId), id => d.directory.members.get(id)?.advert.name ?? id)
   const unseen = (): UnseenMemberView[] => unseenMembers(d.rollEntries?.() ?? [], d.directory.members)
   return {
     all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),

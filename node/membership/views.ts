@@ -16,7 +16,7 @@ export function statusView (self: SelfInfo, table: MemberTable, problems: Health
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */
-export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, roll: { draining?: boolean, restart?: { fenceMs: number, since: number } | null } = {}, wallNow = Date.now()): NodeView {
+export function nodeView (m: Member, selfId: string, labels: Record<string, string>, compat?: Compat, clock?: ClockOffset, roll: { draining?: boolean, restart?: { fenceMs: number, since: number } | null } = {}, wallNow = Date.now(), unreached?: OutOfReach, nameOf?: (id: string) => string): NodeView {
   const a = m.advert
   return {
     id: m.nodeId,
@@ -41,6 +41,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },
+    outOfReach: unreached == null || m.state !== 'alive' ? null : { by: nameOf?.(unreached.by) ?? unreached.by, since: new Date(unreached.since).toISOString() },
     protocol: compat == null ? { speaks: protocolOf(a), ok: true } : { speaks: compat.proto, ok: compat.ok, ...(compat.reason == null ? {} : { reason: compat.reason }) }
   }
 }

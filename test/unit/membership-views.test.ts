@@ -149,3 +149,11 @@ test('members of the roll held dead are a health problem naming each with how lo
   t.is(deadMembers([], table, now).length, 1)
   t.regex(deadMembers([], table, now)[0]!.message, /^3 member/)
 })
+
+test('a member alive but out of reach here (a partial partition) says so in /v1/nodes, with who reaches it (vgrid nodes showed plain alive)', async t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['b', member('b', 'alive')], ['c', member('c', 'alive')]])
+  const app = routesOver(t, members, { outOfReach: (id: string) => id === 'b' ? { by: 'c', since: Date.UTC(2026, 11, 4), why: 'silent' as const } : undefined })
+  const nodes = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<NodesView>().nodes
+  t.deepEqual(nodes.find(n => n.name === 'b')?.outOfReach, { by: 'c', since: '2026-12-04T00:00:00.000Z' })
+  t.is(nodes.find(n => n.name === 'c')?.outOfReach, null)
+})
