@@ -7,7 +7,7 @@ import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView }
 import type { Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 
-type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'>
+type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'> & Partial<Pick<LcmView, 'unreachedBy'>>
 
 const linksOf = (r: LcmReader): Link[] => r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
 const links = (lcm: Lcm): Link[] => linksOf(lcm.state.read())
@@ -37,6 +37,12 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     if (v.desired === 'stopped') return st == null ? 'stopped' : 'stopping'
     return null
   }
+  // membership's word that the tunnel's node is out of reach here comes seconds after a
+  // cut; the handshakes stop being fresh only after half a minute (tunnel-health.ts)
+  const cutOff = (node: string): string | null => {
+    const by = lcm.unreachedBy?.(node)
+    return by == null ? null : `this node does not reach ${nameOf(lcm.members, node) ?? node} on the network while ${nameOf(lcm.members, by) ?? by} does (a partial partition)`
+  }
   return list.map(l => {
     const s = place.get(l.from.vm)
     const d = place.get(l.to.vm)
@@ -53,7 +59,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null, down: endDown(l.to.vm) },
       protocol: l.protocol,
       port: l.port,
-      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : null },
+      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node) },
       packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
       drops,
       // nothing for this node to enforce on a link whose ends are elsewhere or not placed

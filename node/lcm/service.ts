@@ -43,6 +43,8 @@ export interface LcmComponents {
   clusterId: string
   membership: {
     readonly members: MemberTable
+    /** members alive that this node does not reach while another does (a partial partition), by id: their tunnels pass nothing */
+    outOfReach?: () => ReadonlyMap<string, { by: string }>
     on: (event: 'transition', fn: (t: Transition) => void) => unknown
     off: (event: 'transition', fn: (t: Transition) => void) => unknown
   }
@@ -197,6 +199,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   get state (): LcmState { return this.c.state }
   get members (): MemberTable { return this.c.membership.members }
+  /** who reaches a member this node does not (a partial partition), or undefined */
+  unreachedBy (node: string): string | undefined { return this.c.membership.outOfReach?.().get(node)?.by }
   get selfId (): string { return this.c.peerId }
 
   /** Recompute and apply soon (coalesces bursts of document and membership events). */

@@ -56,6 +56,8 @@ export interface LcmView {
   readonly table: string
   readonly state: LcmState
   readonly members: MemberTable
+  /** who reaches a member this node does not (a partial partition), or undefined */
+  unreachedBy?: (node: string) => string | undefined
   readonly selfId: string
   readonly last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null
   status: () => LcmStatus

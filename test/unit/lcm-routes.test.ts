@@ -14,7 +14,7 @@ import type { LcmView } from '../../node/lcm/types.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -34,6 +34,7 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
     state,
     last: over.last ?? null,
     members: over.members ?? new Map(),
+    unreachedBy: over.unreachedBy,
     selfId: 'n1',
     table: 'vgrid_lcm_x'
   }
@@ -144,4 +145,15 @@ test('GET /v1/links: a link to a node this one has no tunnel to says which node 
   const [elsewhere] = ((await other.app.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(elsewhere!.path, 'elsewhere')
   t.is(elsewhere!.noTunnel, null)
+})
+
+test('GET /v1/links: a tunnel to a node membership finds out of reach here (a partial partition) is down at once, saying so, not half a minute later when its handshakes go stale', async t => {
+  const vms = [{ vm: 'web', node: 'n1', address: '10.9.0.2', inputs: null, outputs: null }, { vm: 'db', node: 'n2', address: '10.9.0.3', inputs: null, outputs: null }]
+  const last = { plan: { peers: new Map(), tunnels: [{ node: 'n2', publicKey: 'k', endpoint: '10.0.0.2:51820', address: '10.9.255.2' }], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] } as unknown as LcmView['last']
+  const member = (id: string): Member => ({ nodeId: id, state: 'alive', advert: { name: id.toUpperCase(), wireguard: { publicKey: 'k', endpoint: '10.0.0.2:51820' } } }) as unknown as Member
+  const { app: a } = app(undefined, { last, members: new Map([['n2', member('n2')], ['n3', member('n3')]]), unreachedBy: n => n === 'n2' ? 'n3' : undefined })
+  t.is((await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
+  t.is(view!.path, 'tunnel')
+  t.is(view!.tunnel?.down, 'this node does not reach N2 on the network while N3 does (a partial partition)')
 })
