@@ -152,7 +152,11 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         ? {
             uriOf: (id, epoch) => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v, epoch) },
             fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) },
-            writers: async id => gvs == null ? [] : await gvs.writersOf(id)
+            writers: async id => gvs == null ? [] : await gvs.writersOf(id),
+            health: async ids => {
+              const r = state.read()
+              return gvs == null ? new Map() : await gvs.health(ids.flatMap(id => { const v = r.get('volumes', id)?.value; return v == null ? [] : [v] }))
+            }
           }
         : undefined
     }, {

@@ -135,7 +135,7 @@ async function show (argv: string[]): Promise<void> {
   if (d.spec.user != null) out(`  runs as user ${d.spec.user}, without capabilities`)
   // by path, as users name them (an agent of an earlier release sends ids only)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
-  if (disks.length > 0) out(`  volumes ${disks.map(x => x.path ?? `${x.id} (removed)`).join(', ')}`)
+  if (disks.length > 0) out(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime
   // a run that ended keeps its record until the VM starts again: its pid and network are gone

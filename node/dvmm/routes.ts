@@ -11,6 +11,7 @@ import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
+import type { DiskHealth } from './vm-disks.ts'
 import { forgetInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
@@ -44,6 +45,8 @@ export interface DvmmRoutesDeps {
   readonly blocked?: ReadonlyMap<string, string>
   /** the NBD sessions writing a volume on each live node (absent: no volume store here) */
   volumeWriters?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>
+  /** the volumes' health (absent: no volume store here) */
+  volumeHealth?: (volumeIds: string[]) => Promise<ReadonlyMap<string, DiskHealth>>
   /** this node's fence now: without a majority, a dead node's VMs wait for one; fenced, its own were killed */
   readonly fenceState?: { majority: boolean, fenced?: boolean, reason: string }
   /** this node's VMs (local-vms.ts) */
@@ -123,18 +126,42 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
   }
+  /** the health of the running VMs' disks (none where no volume store runs, or it cannot say) */
+  const disksHealth = async (doc: DocView, rows: VmRow[]): Promise<ReadonlyMap<string, DiskHealth>> => {
+    const ids = [...new Set(rows.filter(r => r.state === 'running').flatMap(r => doc.vms.get(r.id)?.spec.volumes ?? []))]
+    if (svc.volumeHealth == null || ids.length === 0) return new Map()
+    return await svc.volumeHealth(ids).catch(() => new Map())
+  }
+  /**
+   * A running VM whose disk is not healthy says so: it runs on, but a disk whose only
+   * copies were on a dead node fails its reads and writes (a tester saw plain "running").
+   */
+  const withDisks = (reader: Reader, doc: DocView, r: VmRow, health: ReadonlyMap<string, DiskHealth>): VmRow => {
+    if (r.state !== 'running' || r.reason != null) return r
+    for (const v of doc.vms.get(r.id)?.spec.volumes ?? []) {
+      const h = health.get(v)
+      if (h == null || h.state === 'healthy') continue
+      return { ...r, reason: `its disk ${reader.get('volumes', v)?.value.path ?? v} is ${h.state}${h.reasons.length > 0 ? `: ${h.reasons[0]!}` : ''} (vgrid vol info)` }
+    }
+    return r
+  }
   const detail = async (id: string): Promise<VmDetail> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
     const ctx = rowContext(reader, doc, vm.id)
+    const r = row(doc, vm.id, ctx)
+    const health = await disksHealth(doc, [r])
     return {
-      ...row(doc, vm.id, ctx),
+      ...withDisks(reader, doc, r, health),
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
-      disks: vm.spec.volumes.map(v => ({ id: v, path: reader.get('volumes', v)?.value.path ?? null })),
+      disks: vm.spec.volumes.map(v => {
+        const h = health.get(v)
+        return { id: v, path: reader.get('volumes', v)?.value.path ?? null, ...(h != null ? { state: h.state, reasons: h.reasons } : {}) }
+      }),
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
@@ -224,7 +251,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get('/v1/vms', async (): Promise<{ vms: VmRow[] }> => {
       const { reader, doc } = current()
       const ctx = rowContext(reader, doc)
-      return { vms: [...doc.vms.keys()].sort().map(id => row(doc, id, ctx)) }
+      const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
+      const health = await disksHealth(doc, rows)
+      return { vms: rows.map(r => withDisks(reader, doc, r, health)) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()

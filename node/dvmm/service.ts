@@ -154,6 +154,8 @@ export class DvmmService {
   get blocked (): ReadonlyMap<string, string> { return this.health.blocked }
   /** the NBD sessions writing a volume on each live node (the volume store's), for the routes */
   get volumeWriters (): ((volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>) | undefined { return this.components.volumes?.writers }
+  /** the volumes' health (the volume store's), for the routes */
+  get volumeHealth (): VolumeAccess['health'] { return this.components.volumes?.health }
   private lastStepMs = 0
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */

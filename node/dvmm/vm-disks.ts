@@ -20,7 +20,12 @@ export interface VolumeAccess {
   fence: (volumeId: string, epoch: number) => Promise<void>
   /** the NBD sessions writing the volume on each live node (GvsService.writersOf): a VM is not started under one */
   writers?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>
+  /** the volumes' health (GvsService.health): a VM runs on while its disk is degraded or unavailable, and says so */
+  health?: (volumeIds: string[]) => Promise<ReadonlyMap<string, DiskHealth>>
 }
+
+/** a volume's health as a VM's disk shows it */
+export interface DiskHealth { state: string, reasons: string[] }
 
 export interface VmDisksComponents {
   peerId: string

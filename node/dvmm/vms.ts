@@ -75,7 +75,8 @@ export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): strin
 
 /** What a create request may attach: volumes by path or id, and the VMs that use each already. */
 export interface VolumeLookup {
-  find: (ref: string) => { id: string, path: string } | undefined
+  /** a volume by path or id, with its snapshots' names */
+  find: (ref: string) => { id: string, path: string, snapshots: string[] } | undefined
   usedBy: (id: string) => string | undefined
 }
 
@@ -86,7 +87,10 @@ export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
   const vols = r.list('volumes')
   const vms = r.list('vms')
   return {
-    find: ref => vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`),
+    find: ref => {
+      const v = vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`)
+      return v == null ? undefined : { id: v.id, path: v.path, snapshots: Object.keys(v.snapshots) }
+    },
     usedBy: id => vms.find(vm => vm.spec.volumes.includes(id))?.id
   }
 }
@@ -313,8 +317,8 @@ export interface VmDetail extends VmRow {
   /** on its holder: what the driver reports (pid, start time, interface, netns, accelerator, cgroups) */
   runtime: VmInfo | null
   spec: Vm['spec']
-  /** its volumes (`spec.volumes` holds their ids) with their paths now; null: no such volume any more */
-  disks: Array<{ id: string, path: string | null }>
+  /** its volumes (`spec.volumes` holds their ids) with their paths now (null: no such volume any more), and, while it runs, their health */
+  disks: Array<{ id: string, path: string | null, state?: string, reasons?: string[] }>
   lease: LeaseView['winner'] | null
   /** concurrent claims still in the document (a contest not yet settled) */
   claims: number
@@ -338,8 +342,13 @@ export function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup)
   raw.forEach((ref: string, i) => {
     const v = volumes.find(ref)
     // VOL@SNAP: a snapshot is read-only, and a disk is written
-    const snap = v == null && ref.indexOf('@') > 0 ? volumes.find(ref.slice(0, ref.indexOf('@'))) : undefined
-    if (snap != null) throw invalid(`volumes[${i}]`, `"${ref}" is a snapshot of ${snap.path}, read-only: a VM's disk is written; clone it (vgrid vol clone ${ref} NEWPATH) and give the clone`)
+    const at = ref.indexOf('@')
+    const of = v == null && at > 0 ? volumes.find(ref.slice(0, at)) : undefined
+    if (of != null) {
+      const name = ref.slice(at + 1)
+      if (!of.snapshots.includes(name)) throw invalid(`volumes[${i}]`, `${of.path} has no snapshot "${name}"${of.snapshots.length > 0 ? ` (it has ${of.snapshots.join(', ')})` : ''}`)
+      throw invalid(`volumes[${i}]`, `"${ref}" is a snapshot of ${of.path}, read-only: a VM's disk is written; clone it (vgrid vol clone ${ref} NEWPATH) and give the clone`)
+    }
     if (v == null) throw invalid(`volumes[${i}]`, `no volume "${ref}"`)
     if (ids.includes(v.id)) throw invalid(`volumes[${i}]`, `${v.path} is listed twice`)
     const user = volumes.usedBy(v.id)

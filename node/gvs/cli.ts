@@ -113,14 +113,14 @@ export async function vol (argv: string[]): Promise<void> {
     }
     case 'info': {
       const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(need(1)[0]!)}`)
-      if (v.json === true) return json(d)
+      // who uses it: the VMs whose disk it is, and NBD sessions writing it (an older agent has no /users: left out)
+      const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
+      if (v.json === true) return json(users == null ? d : { ...d, users: { vms: users.vms, writers: users.writers } })
       const h = d.health
       const lr = h.lastRepair
       // the nodes that ran the last repair and run the one now, by name (the view has their ids)
       const nodes = lr == null && h.repair == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
-      // who uses it: the VMs whose disk it is, and NBD sessions writing it (an older agent has no /users: left out)
-      const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
       const usedBy = users == null
         ? []
         : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.running ? 'running' : 'stopped'})`), ...users.writers.map(x => `NBD: ${sayWriters(x)}`)].join(', ') || 'nothing'}`]

@@ -27,8 +27,12 @@ import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSn
 import type { WriterHandle, Writers } from './writers.ts'
 import type { WriteInterval } from './write-intervals.ts'
 
-/** NAME~EPOCH~KEY: a volume's export pinned to a writer epoch, with its key (pin-keys.ts; volume paths have no "~") */
-const PINNED = /^(.+)~([0-9]{1,16})(?:~([0-9a-f]{1,64}))?$/
+/**
+ * NAME~EPOCH~KEY: a volume's export pinned to a writer epoch, with its key (pin-keys.ts;
+ * volume paths have no "~"). A key of any form is taken as one: a wrong one, or one that
+ * is no hex, opens a plain session, which is refused while a VM uses the volume.
+ */
+const PINNED = /^([^~]+)~([0-9]{1,16})(?:~([^~]{1,128}))?$/
 /** pinned epochs kept per volume: the newest few of this node's VM starts */
 const PINS_KEPT = 4
 

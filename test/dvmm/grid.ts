@@ -14,7 +14,8 @@ import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { systemClock } from '../../node/service.ts'
 import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
 import { DvmmService, type DvmmComponents, type DvmmInit } from '../../node/dvmm/index.ts'
-import type { Draft } from '../../crdt/index.ts'
+import type { Draft, Volume } from '../../crdt/index.ts'
+import type { GvsService } from '../../node/gvs/index.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 
@@ -43,6 +44,8 @@ export interface GridOptions {
   onRestartGrace?: (node: string, t: { watchdogMs: number, fenceMs: number }) => void
   /** the VM managers ask the agents' volume stores who writes a volume (DvmmComponents.volumes.writers) */
   volumeWriters?: boolean
+  /** the VM managers use the agents' volume stores in full: fence, URIs and health too (the fake driver opens no disk) */
+  volumeStore?: boolean
 }
 
 export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
@@ -83,7 +86,7 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
           host: agent.host,
           onReserved: r => { agent.setReserved(r) },
           onRestartGrace: t => { o.onRestartGrace?.(cfg.name, t) },
-          ...(o.volumeWriters === true ? { volumes: volumeWritersOf(agent) } : {})
+          ...(o.volumeWriters === true || o.volumeStore === true ? { volumes: volumeAccessOf(agent, o.volumeStore === true) } : {})
         }, o.dvmm)
         return { agent, dvmm, fake, driver }
       })))
@@ -133,8 +136,16 @@ export function vmApi (t: { teardown: (f: () => Promise<void>) => void }, n: Dvm
   return app
 }
 
-/** a volume store access that answers only who writes a volume (the agent's own volume store) */
-function volumeWritersOf (agent: Agent): NonNullable<DvmmComponents['volumes']> {
-  const gvs = (agent as unknown as { services: Array<{ name: string, writersOf?: (id: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>> }> }).services.find(x => x.name === 'gvs')!
-  return { uriOf: () => null, fence: async () => { throw new Error('no VM disks in this test') }, writers: async id => await gvs.writersOf!(id) }
+/** the agent's own volume store to the VM manager: who writes a volume only, or (`full`) all it gives the agent's */
+function volumeAccessOf (agent: Agent, full: boolean): NonNullable<DvmmComponents['volumes']> {
+  const gvs = (agent as unknown as { services: GvsService[] }).services.find(x => x.name === 'gvs')!
+  const writers = async (id: string): Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>> => await gvs.writersOf(id)
+  if (!full) return { uriOf: () => null, fence: async () => { throw new Error('no VM disks in this test') }, writers }
+  const volume = (id: string): Volume | undefined => agent.state.read().get('volumes', id)?.value
+  return {
+    uriOf: (id, epoch) => { const v = volume(id); return v == null ? null : gvs.uriOf(v, epoch) },
+    fence: async (id, epoch) => { await gvs.fence(id, epoch) },
+    writers,
+    health: async ids => await gvs.health(ids.flatMap(id => volume(id) ?? []))
+  }
 }

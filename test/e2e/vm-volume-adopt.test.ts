@@ -70,7 +70,7 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
   const epoch = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
   const pins = JSON.parse(readFileSync(join(victim.dataDir, 'gvs-pins.json'), 'utf8')) as { pins: Record<string, number[]> }
   t.deepEqual(pins.pins[vol.id], [epoch], 'the holder kept the epoch it fenced on disk')
-  t.true(readFileSync(`/proc/${before.runtime!.pid!}/cmdline`, 'utf8').includes(`file.export=db/disk~${epoch},`), 'the VM\'s drive is the export pinned to that epoch')
+  t.true(readFileSync(`/proc/${before.runtime!.pid!}/cmdline`, 'utf8').split(/[\0,]/).some(a => a.startsWith(`file.export=db/disk~${epoch}~`)), 'the VM\'s drive is the export pinned to that epoch (NAME~EPOCH~KEY)')
 
   // a restart that comes back too late for the watchdog (a loaded machine) is tried again
   let adoptions = 0

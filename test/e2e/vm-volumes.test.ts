@@ -39,7 +39,8 @@ e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on
   const consoleOn = async (node: string): Promise<string> => (await grid.host(node).api<{ console: string }>('/v1/vms/store/console')).console
   const first = await until('store to run', 60_000, async () => { const d = await h1.api<VmDetail>('/v1/vms/store'); return d.state === 'running' && d.node != null ? d : undefined })
   // its disks by path, as the user named them (vm show printed the volume's id)
-  t.deepEqual(first.disks, [{ id: vol.id, path: '/shop/disk' }])
+  t.deepEqual(first.disks.map(x => ({ id: x.id, path: x.path })), [{ id: vol.id, path: '/shop/disk' }])
+  t.is(first.disks[0]!.state, 'healthy', 'and their health while it runs')
   const shown = await h1.vgrid(['vm', 'show', 'store'])
   t.regex(shown.stdout, /^ {2}volumes \/shop\/disk$/m, shown.stdout)
   const c1 = await until('the guest to stamp its disk', 90_000, async () => { const c = await consoleOn(first.node!); return c.includes('stamped vda [run1]') ? c : undefined })

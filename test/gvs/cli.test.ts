@@ -57,6 +57,7 @@ test('vgrid vol commands', async t => {
   t.regex(await cli('info', '/shop/db/data'), /nbd\s+nbd\+unix:\/\/\/shop\/db\/data\?socket=/)
   // and who uses it (a tester found vol info silent about a VM running from it)
   t.regex(await cli('info', '/shop/db/data'), /^used by\s+nothing$/m)
+  t.like(JSON.parse(await cli('info', '/shop/db/data', '--json')), { path: '/shop/db/data', users: { vms: [], writers: [] } }, '--json has the users too (a tester)')
   t.regex(await cli('resize', '/shop/db/data', '16M'), /16M/)
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
   await t.throwsAsync(cli('create', '/x', '--size', '0'), { message: /positive/ })

@@ -208,7 +208,8 @@ test('a VM disk\'s name opened on another node claims like a plain writer: refus
   await t.throwsAsync(other.write(0, block(3)), { message: /NBD error 1$/ })
   // on the VM's own node, the name without its key (vol info prints the epoch), or with
   // another, is a plain client too: a tester wrote under a running VM as c/disk~EPOCH
-  for (const name of ['c/disk~5', 'c/disk~5~0123456789abcdef01234567']) {
+  // (a key that is no hex, or empty-looking, is a wrong key, not "no volume": a tester)
+  for (const name of ['c/disk~5', 'c/disk~5~0123456789abcdef01234567', 'c/disk~5~00', 'c/disk~5~zz']) {
     const bare = await open(0, name)
     await t.throwsAsync(bare.write(0, block(4)), { message: /NBD error 1$/ }, name)
   }

@@ -257,7 +257,7 @@ test('create request: each wrong field gets an error naming it', t => {
   t.throws(() => vmDraft({ ...ok, driver: undefined }, doc, nodes), { message: /^driver: is missing: "qemu" or "process"/ })
   t.throws(() => vmDraft('nope', doc, nodes), { message: /^body:/ })
   // volumes: by path or id, qemu only, each once, and no other VM's disk
-  const vols = { find: (r: string) => ['/shop/db', 'vol-1'].includes(r) ? { id: 'vol-1', path: '/shop/db' } : r === '/shop/logs' ? { id: 'vol-2', path: '/shop/logs' } : undefined, usedBy: (id: string) => id === 'vol-2' ? 'logger' : undefined }
+  const vols = { find: (r: string) => ['/shop/db', 'vol-1'].includes(r) ? { id: 'vol-1', path: '/shop/db', snapshots: ['s1'] } : r === '/shop/logs' ? { id: 'vol-2', path: '/shop/logs', snapshots: [] } : undefined, usedBy: (id: string) => id === 'vol-2' ? 'logger' : undefined }
   const q = { ...ok, driver: 'qemu', command: undefined, kernel: '/k' }
   t.deepEqual(vmDraft({ ...q, volumes: ['/shop/db'] }, doc, nodes, () => true, vols).spec.volumes, ['vol-1'])
   t.throws(() => vmDraft({ ...ok, volumes: ['/shop/db'] }, doc, nodes, () => true, vols), { message: /^volumes: a process VM cannot attach volumes/ })
@@ -265,6 +265,8 @@ test('create request: each wrong field gets an error naming it', t => {
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
   // a snapshot, and an empty path, said as what they are (a tester got "no volume" and "must be an array")
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@s1'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: "\/shop\/db@s1" is a snapshot of \/shop\/db, read-only: .*vgrid vol clone \/shop\/db@s1 NEWPATH/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@nosuch'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: \/shop\/db has no snapshot "nosuch" \(it has s1\)$/ }, 'a snapshot that does not exist is not said to be one (a tester)')
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs@s1'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: \/shop\/logs has no snapshot "s1"$/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', ''] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: is empty: give a volume's path or id/ })
   t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
   t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })

@@ -94,7 +94,9 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
       vm.onExit?.(143, 'SIGTERM')
       return this.info(id, vm)
     }
-    await sleep(graceMs)
+    // setTimeout may fire a millisecond before Date.now() says the time is up: wait by the clock
+    const until = Date.now() + graceMs
+    while (Date.now() < until) await sleep(until - Date.now())
     if (vm.state === 'stopping') this.end(id, vm, null, 'SIGKILL', 'killed')
     return this.info(id, vm)
   }

@@ -204,7 +204,9 @@ export class NbdSession {
           if (dev == null) {
             // the name is the client's (up to 4 KiB): quoted in part, an error string stays short
             const name = req.name.length > 200 ? `${req.name.slice(0, 200)}...` : req.name
-            this.send(optionReply(opt, REP.ERR_UNKNOWN, Buffer.from(`no volume is exported as "${name}"`)))
+            // volume paths have no "~": a name with one was meant as a VM disk's (NAME~EPOCH~KEY)
+            const pinned = req.name.includes('~') ? ': a name with "~" is a VM disk\'s, NAME~EPOCH~KEY, where EPOCH is a writer epoch this node fenced for a VM (vol info prints the current one)' : ''
+            this.send(optionReply(opt, REP.ERR_UNKNOWN, Buffer.from(`no volume is exported as "${name}"${pinned}`)))
             break
           }
           this.send(optionReply(opt, REP.INFO, infoExport(dev.size, transmissionFlags(dev))))
