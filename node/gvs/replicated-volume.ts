@@ -163,7 +163,7 @@ export class ReplicatedVolume implements BlockDevice {
       // those that answered (not settled: asked again next time). With that many silent,
       // the only copies may be theirs, and zeros would hide data that exists: fail
       if (!everyone) {
-        if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].join(', ')} did not answer (${[...silent.values()][0]}); try again`)
+        if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}); try again`)
         return this.readOrder(hs).filter(n => !silent.has(n))
       }
       this.settler.markSettled(index, hs, generation)
