@@ -16,6 +16,40 @@ export interface HaReport {
   noMajority?: string
   /** with a majority in sight, why losing one more node would leave none (ok is false): fence.ts noMajorityMargin */
   noMargin?: string
+  /** running VMs whose disk one node's loss would leave unreadable or unwritable, and why (ok is false): diskRisks */
+  disks?: DiskRisk[]
+}
+
+export interface DiskRisk {
+  vm: string
+  volume: string
+  reason: string
+}
+
+/**
+ * The disks of VMs meant to run that would not survive the loss of any one node: a
+ * VM restarted elsewhere needs its disk there too (a tester saw HA ok while a VM's
+ * only disk copy was spread over every node). R=1: the node holding a part of it takes
+ * that part with it. Fewer nodes left than the volume's minimum copies: its writes fail.
+ * `nodes`: the nodes alive that hold volume copies. Pure.
+ */
+export function diskRisks (vms: ReadonlyArray<{ name: string, desired: string, spec: { volumes: readonly string[] } }>, volumes: ReadonlyMap<string, { path: string, replicas: number, minReplicas?: number }>, nodes: number): DiskRisk[] {
+  const out: DiskRisk[] = []
+  for (const vm of vms) {
+    if (vm.desired !== 'running') continue
+    for (const id of vm.spec.volumes) {
+      const v = volumes.get(id)
+      if (v == null) continue
+      const min = v.minReplicas ?? v.replicas
+      const reason = v.replicas < 2
+        ? `its disk ${v.path} has one copy of each part (R=1): losing the node that holds a part makes the disk unreadable there until that node is back`
+        : nodes - 1 < min
+          ? `its disk ${v.path} needs ${min} copies written (of R=${v.replicas}) and ${nodes} node${nodes === 1 ? '' : 's'} hold copies: losing any one makes its writes fail`
+          : null
+      if (reason != null) out.push({ vm: vm.name, volume: v.path, reason })
+    }
+  }
+  return out
 }
 
 export interface StrandedVms {

@@ -303,7 +303,8 @@ export function haLines (r: HaReport): string[] {
         ? `  ${s.name} is restarting: ${s.vms.join(', ')} run${s.vms.length === 1 ? 's' : ''} on there for its restart grace; should it not come back, no other node fits ${s.vms.length === 1 ? 'it' : 'them'}: ${strandedWhy(s)}`
         : `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`),
     ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
-    ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`)
+    ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`),
+    ...(r.disks ?? []).map(d => `  ${d.vm}: ${d.reason}`)
   ]
 }
 

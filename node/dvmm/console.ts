@@ -105,7 +105,7 @@ export class VmConsoles {
       }
     }
     const name = this.nodeName(l.holder, reader)
-    const what = l.status === 'stopped' ? `VM ${vmId} is stopped; its last console is on node ${name}, which last ran it,` : `VM ${vmId} runs on node ${name}, which`
+    const what = l.status === 'stopped' ? `VM ${vmId} is stopped; its last console is on node ${name} (which last ran it), which` : `VM ${vmId} runs on node ${name}, which`
     const state = this.c.membership?.members.get(l.holder)?.state
     if (this.c.membership != null && state !== 'alive' && state !== 'suspect') {
       throw new ConflictError(`${what} is ${state ?? 'not a member this node knows'}: its console cannot be read until that node is back`, 'holder_gone')

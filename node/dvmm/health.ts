@@ -4,7 +4,7 @@
 // nowhere, this node without a majority of the roll or fenced), and the VMs this node
 // would take over but cannot (shown as pending).
 import type { Reader } from '../../crdt/index.ts'
-import { idle, isParked, noMajorityMargin, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { diskRisks, idle, isParked, noMajorityMargin, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { Logger } from '../log.ts'
@@ -55,7 +55,9 @@ export class DvmmHealth {
     // volumes and no VM said HA ok with one of three members dead (a tester)
     const keep = [...now.doc.vms.values()].some(v => v.desired === 'running') || reader.list('volumes').length > 0
     const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
-    const r2 = noMajority != null ? { ...r, ok: false, noMajority } : margin != null ? { ...r, ok: false, noMargin: margin } : r
+    const r1 = noMajority != null ? { ...r, ok: false, noMajority } : margin != null ? { ...r, ok: false, noMargin: margin } : r
+    const disks = diskRisks([...now.doc.vms.values()], new Map(reader.list('volumes').map(v => [v.id, v])), now.nodes.filter(n => n.alive).length)
+    const r2 = disks.length > 0 ? { ...r1, ok: false, disks } : r1
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])

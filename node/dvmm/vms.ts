@@ -4,6 +4,7 @@ import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
 import { idle, isParked, rank, restartPending, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { bytes } from '../cli/format.ts'
+import { cmdlineProblem, kernelMemoryProblem } from './boot-checks.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
@@ -134,7 +135,9 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', memoryBytes === Infinity ? 'is larger than any node has (bytes, or e.g. 512M)' : 'must be a size above zero (bytes, or e.g. 512M)')
   if (memoryBytes > Number.MAX_SAFE_INTEGER) throw invalid('memory', `${String(b.memory)} is more than any node has`)
   if (!Number.isInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is not a whole number of bytes`)
-  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${typeof b.memory === 'string' ? b.memory : bytes(memoryBytes)} is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least`)
+  // a bare number is bytes: "128" was likely meant as 128M
+  const bare = typeof b.memory === 'number' || /^\s*\d+\s*$/.test(String(b.memory)) ? ` (a number alone is bytes: ${String(b.memory).trim()}M?)` : ''
+  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${typeof b.memory === 'string' ? b.memory : bytes(memoryBytes)} is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least${bare}`)
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined
@@ -172,6 +175,14 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
     if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist or is not a file`)
+  }
+  if (b.driver === 'qemu' && cmdline != null) {
+    const wrong = cmdlineProblem(cmdline)
+    if (wrong != null) throw invalid('cmdline', wrong)
+  }
+  if (b.driver === 'qemu' && kernel != null) {
+    const small = kernelMemoryProblem(kernel, initrd, memoryBytes, typeof b.memory === 'string' ? b.memory : bytes(memoryBytes))
+    if (small != null) throw invalid('memory', small)
   }
   // what boots it is the driver's: a field of the other kind would be ignored or fail at start
   if (b.driver === 'qemu' && command != null) throw invalid('command', 'a qemu VM boots a kernel or an image; a command is for a process VM')

@@ -85,7 +85,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   if (snapName != null && snap == null) throw new CliError(`${d.path} has no snapshot "${snapName}"${d.snapshots.length > 0 ? ` (it has ${d.snapshots.map(s => s.name).join(', ')})` : ''}`, 1)
   if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)
   // an export never overwrites a file unasked (qemu-img would, silently)
-  if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1)
+  if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1, { code: 'file_exists' })
   const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
   if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
   // an image bigger than the volume: said with both sizes (qemu-img only says "smaller")
@@ -102,16 +102,18 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   const nbd = source?.nbd ?? d.nbd
   const name = source == null ? d.path : `${d.path}@${source.name}`
   let removed = ''
+  // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
+  const existed = sub === 'export' && existsSync(file)
   try {
     await convert(sub, fmt, file, nbd, name)
     // the volume holds the image and nothing else: what lay past a smaller image's end
     // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
     if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
       await qemuImg(['-f', 'raw', '-c', `write -z -u ${imageBytes} ${d.sizeBytes - imageBytes}`, nbd], undefined, 'qemu-io')
-      removed = ` (${d.sizeBytes - imageBytes} bytes past its end, to ${d.sizeBytes}, zeroed)`
+      removed = ` (the ${d.sizeBytes - imageBytes} bytes past the image's end, to ${d.sizeBytes}, zeroed)`
     }
   } catch (err) {
-    if (!(err instanceof CopyInterrupted)) throw err
+    if (!(err instanceof CopyInterrupted)) throw await copyFailed(api, err, sub, file, name, d.id, existed)
     // an export cut short is no image: the part written is removed, not left to pass for one
     let kind: 'none' | 'file' | 'other' = 'none'
     try { kind = lstatSync(file).isFile() ? 'file' : 'other' } catch {}
@@ -127,6 +129,24 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
     }
   }
   out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
+}
+
+/**
+ * A copy that failed (not interrupted): an export's half-written file is no image, so
+ * one it made is removed (a tester found a full-size file left, said nowhere); and a
+ * volume that is not healthy says why, as the read errors qemu-img saw do not.
+ */
+export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 'export', file: string, name: string, volId: string, existed: boolean): Promise<unknown> {
+  if (!(err instanceof Error) || (err instanceof CliError && err.exitCode === 2)) return err
+  const health = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).then(v => v.state === 'ready' && v.health.state !== 'healthy' ? `; ${v.path} is ${v.health.state}${v.health.reasons.length > 0 ? `: ${v.health.reasons[0]!}` : ''}` : '', () => '')
+  let left = ''
+  if (sub === 'import') left = `: ${name} may hold part of ${file}; import it again once the cause is fixed`
+  else {
+    let isFile = false
+    try { isFile = lstatSync(file).isFile() } catch {}
+    if (isFile && !existed) { rmSync(file, { force: true }); left = `: the partial ${file} was removed` } else if (isFile) left = `: ${file} was overwritten in part and holds no whole image`
+  }
+  return new CliError(`${err.message}${left}${health}`, err instanceof CliError ? err.exitCode : 1, err instanceof CliError ? { code: err.code } : {})
 }
 
 /** an image's size as a disk (a raw file's length, a qcow2's virtual size); undefined when qemu-img cannot tell (its convert says why) */

@@ -155,7 +155,9 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // repair yet), else the last repair's
   const counted = h.copies?.some(l => l.unavailable != null) === true ? h.copies.reduce((n, l) => n + (l.unavailable ?? 0), 0) : undefined
   const unavailable = counted ?? (h.repair == null ? h.lastRepair?.unavailable ?? 0 : 0)
-  if (unavailable > 0) reasons.push(`${plural(unavailable, 'object')} ${unavailable === 1 ? 'is' : 'are'} unavailable, unreadable and not written until a node that took ${unavailable === 1 ? 'its' : 'their'} writes returns (vgrid node forget of one gone for good gives its writes up)${h.lastRepair?.unavailableWhy != null ? `: ${h.lastRepair.unavailableWhy}` : ''}`)
+  // the first one's why, which may give the forget hint itself (said once)
+  const why = h.lastRepair?.unavailableWhy
+  if (unavailable > 0) reasons.push(`${plural(unavailable, 'object')} ${unavailable === 1 ? 'is' : 'are'} unavailable, unreadable and not written until a node that took ${unavailable === 1 ? 'its' : 'their'} writes returns${why == null || !why.includes('vgrid node forget') ? ' (vgrid node forget of one gone for good gives its writes up)' : ''}${why != null ? `: ${why}` : ''}`)
   const otherFailed = (h.lastRepair?.failed ?? 0) - (h.lastRepair?.unavailable ?? 0)
   if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
     reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)`)

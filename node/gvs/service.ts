@@ -106,6 +106,8 @@ export interface GvsInit extends GvsTuning {
  * 3 s) or to come back from a restart, so neither costs a guest an I/O error.
  */
 export const WRITE_RETRY_MS = 20_000
+/** the first retry of a background pass that left copies unmade (doubling up to the period: background-pass.ts) */
+const BACKGROUND_RETRY_MS = 3000
 /** how long a snapshot waits for each live node to confirm it froze the layers */
 const FREEZE_WAIT_MS = 5_000
 
@@ -178,7 +180,8 @@ export class GvsService {
     this.pass = new BackgroundPass({
       periodMs: this.init.reconcileMs ?? 30_000,
       delayMs: this.init.repairDelayMs ?? 5000,
-      run: async () => { await this.reconcile() },
+      retryMs: BACKGROUND_RETRY_MS,
+      run: async () => await this.reconcile(),
       failed: err => { this.components.log.warn('gvs reconcile failed', { error: String(err) }) }
     })
     this.store = new ObjectStore({ log }, { dir: join(components.config.dataDir, 'gvs') })
@@ -385,18 +388,25 @@ export class GvsService {
    * its copies of layers nothing reads any more (destroyed volumes, folded layers), and
    * folds the deleted snapshots' layers it coordinates (layer-reclaim.ts).
    */
-  async reconcile (): Promise<void> {
+  /** the background pass; true when a repair left copies unmade (the next pass comes sooner) */
+  async reconcile (): Promise<boolean> {
     const vols = this.volumes()
     this.exports.forgetGone()
     await this.reclaim.free(vols)
     this.states.forgetGone(vols)
     await this.repairs.forget(new Set(vols.map(v => v.id)))
     const live = this.liveIds()
+    let unmade = false
     for (const v of vols) {
-      if (!this.started) return
-      if (coordinatorOf(v.id, live) === this.replicas.self) await this.repair(v, { background: true })
+      if (!this.started) return unmade
+      if (coordinatorOf(v.id, live) === this.replicas.self) {
+        const r = await this.repair(v, { background: true })
+        // objects left alone as unavailable wait for a node to return, which wakes a pass itself
+        if (r.failed - (r.unavailable ?? 0) > 0) unmade = true
+      }
     }
     if (this.started) await this.reclaim.fold(() => this.volumes())
+    return unmade
   }
 
   /**

@@ -144,7 +144,7 @@ test('vgrid vol commands', async t => {
     await cli('import', join(dir, 'old.raw'), '/shop/db/tail')
     const small = randomBytes(MiB)
     await writeFile(join(dir, 'small.raw'), small)
-    t.regex(await cli('import', join(dir, 'small.raw'), '/shop/db/tail'), /imported .*small\.raw into \/shop\/db\/tail \(3145728 bytes past its end, to 4194304, zeroed\)/)
+    t.regex(await cli('import', join(dir, 'small.raw'), '/shop/db/tail'), /imported .*small\.raw into \/shop\/db\/tail \(the 3145728 bytes past the image's end, to 4194304, zeroed\)/)
     await cli('export', '/shop/db/tail', join(dir, 'tail.raw'))
     const tail = await readFile(join(dir, 'tail.raw'))
     t.true(tail.subarray(0, MiB).equals(small), 'the image')

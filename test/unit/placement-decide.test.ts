@@ -224,6 +224,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ cpu: 1e9 }, /^cpu: 1000000000 vCPUs is more than the 4096 a VM may have/)
   bad({ cpu: JSON.parse('1e400') as number }, /^cpu: reads as infinite, more than the 4096 vCPUs a VM may have/)
   bad({ memory: 1 }, /^memory: 1 B is below the 1M a process VM needs at least/)
+  bad({ memory: '128' }, /^memory: 128 is below the 1M a process VM needs at least \(a number alone is bytes: 128M\?\)$/)
   bad({ memory: '99999999T' }, /^memory: 99999999T is more than any node has/)
   bad({ memory: 1048576.5 }, /^memory: 1048576.5 is not a whole number of bytes/)
   bad({ command: Array.from({ length: 900 }, () => 'x') }, /^command: has 900 arguments, more than the 256/)

@@ -1,0 +1,74 @@
+// What a qemu VM's boot fields promise that can be checked when it is created, so the
+// request is refused naming the field rather than the VM shown `running` while its
+// guest never boots (a tester: the appliance's kernel in 64M stayed silent for ever).
+import { closeSync, openSync, readSync, statSync } from 'node:fs'
+
+const MiB = 2 ** 20
+/** room a kernel needs past its image and initrd to come up (the appliance: panics at 80M, boots at 84M; it loads to 74 MiB, its initrd 1.2 MiB) */
+export const KERNEL_RUN_ROOM = 8 * MiB
+const PT_LOAD = 1
+
+/**
+ * Where an ELF kernel (a vmlinux, booted through its PVH entry) ends in guest memory:
+ * the highest physical end of its loaded segments, which QEMU places exactly there.
+ * null for anything else (a bzImage relocates itself; a file that cannot be read is
+ * the start's to report). Pure over the file's first bytes.
+ */
+export function elfLoadEnd (head: Buffer): number | null {
+  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2 || head[5] !== 1) return null
+  const phoff = Number(head.readBigUInt64LE(0x20))
+  const size = head.readUInt16LE(0x36)
+  const count = head.readUInt16LE(0x38)
+  if (size < 56 || count === 0 || phoff + size * count > head.length) return null
+  let end = 0
+  for (let i = 0; i < count; i++) {
+    const at = phoff + i * size
+    if (head.readUInt32LE(at) !== PT_LOAD) continue
+    end = Math.max(end, Number(head.readBigUInt64LE(at + 24) + head.readBigUInt64LE(at + 40)))
+  }
+  return end > 0 ? end : null
+}
+
+function readHead (path: string, bytes: number): Buffer | null {
+  let fd: number | undefined
+  try {
+    fd = openSync(path, 'r')
+    const buf = Buffer.alloc(bytes)
+    return buf.subarray(0, readSync(fd, buf, 0, bytes, 0))
+  } catch { return null } finally { if (fd != null) closeSync(fd) }
+}
+
+const sizeOf = (path: string | undefined): number => { try { return path == null ? 0 : statSync(path).size } catch { return 0 } }
+const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`
+
+/** why `memoryBytes` cannot boot this ELF kernel and initrd, or null (not an ELF kernel, or it fits) */
+export function kernelMemoryProblem (kernel: string, initrd: string | undefined, memoryBytes: number, given: string): string | null {
+  const head = readHead(kernel, 64 * 1024)
+  const end = head == null ? null : elfLoadEnd(head)
+  if (end == null) return null
+  const initrdBytes = sizeOf(initrd)
+  const least = Math.ceil((end + initrdBytes + KERNEL_RUN_ROOM) / MiB)
+  if (memoryBytes >= least * MiB) return null
+  return `${given} cannot boot this kernel: it loads up to ${mib(end)} of guest memory${initrdBytes > 0 ? `, its initrd takes ${mib(initrdBytes)} more` : ''}, and it needs room to run; give at least ${least}M, more for what the guest runs`
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+
+/**
+ * A cmdline's vgrid.ip and vgrid.gw, where given, are addresses: vgrid sets them from
+ * the VM's interface when they are absent, and a user's own wins, so a copied
+ * placeholder (`vgrid.ip=ADDR/PREFIX`) would leave the guest without a network.
+ */
+export function cmdlineProblem (cmdline: string): string | null {
+  for (const word of cmdline.split(/\s+/)) {
+    const eq = word.indexOf('=')
+    const key = word.slice(0, eq)
+    const value = word.slice(eq + 1)
+    if (key === 'vgrid.ip') {
+      const [addr, prefix, ...rest] = value.split('/')
+      if (!IPV4.test(addr ?? '') || prefix == null || !/^(3[0-2]|[12]?\d)$/.test(prefix) || rest.length > 0) return `vgrid.ip=${value} is not an IPv4 address with its prefix (10.0.0.5/24); leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's address`
+    }
+    if (key === 'vgrid.gw' && !IPV4.test(value)) return `vgrid.gw=${value} is not an IPv4 address; leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's gateway`
+  }
+  return null
+}
