@@ -19,8 +19,6 @@ export interface RepairRunsComponents {
   transport: ReplicaTransport
   /** the object's holders over the live members */
   holders: (key: string, replicas: number) => string[]
-  /** every volume of the document (a layer another volume reads is judged read: shadowed.ts) */
-  volumes?: () => Volume[]
   /** the live nodes, where copies may be */
   nodes: () => string[]
   metrics: GvsMetrics | null
@@ -122,7 +120,7 @@ export class RepairRuns {
     const out = new Set<string>()
     for (const k of new Set(damaged.map(d => `${d.layer}/${d.index}`))) {
       const slash = k.lastIndexOf('/')
-      if (await shadowed({ transport: this.c.transport, holders: this.c.holders }, v, k.slice(0, slash), Number(k.slice(slash + 1)), this.c.volumes?.() ?? [v])) out.add(k)
+      if (await shadowed({ transport: this.c.transport, holders: this.c.holders }, v, k.slice(0, slash), Number(k.slice(slash + 1)))) out.add(k)
     }
     return out
   }

@@ -265,8 +265,7 @@ export class GvsService {
       unsound: async (v, objects) => { await this.unsound.record(objects, v) },
       intervals: id => this.writeIntervals.intervals(id),
       intervalsRepaired: async (id, startedAt, generation) => { await this.writeIntervals.repaired(id, startedAt, generation) },
-      generation: () => this.placementGeneration(),
-      volumes: () => this.volumes()
+      generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
     this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })

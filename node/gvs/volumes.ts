@@ -353,9 +353,14 @@ export function planClone (req: { path?: unknown, from?: unknown }, volumes: Ite
   const id = newId()
   // the source's writes are in the layers the clone reads: where they went, it must hear from too
   const intervals = activeIntervals(src)
+  // objects of the layers it reads that are recorded damaged on every copy: its own
+  // record from the start (a tester's new clone showed healthy and failed its first read)
+  const reads = new Set(under)
+  const unsound = Object.fromEntries(all.flatMap(v => Object.entries(v.unsound ?? {})).filter(([k]) => reads.has(k.slice(0, k.lastIndexOf('/')))))
   return {
     id, path, sizeBytes: snapshotSize(src, snapshot), replicas: src.replicas, minReplicas: src.minReplicas ?? src.replicas, thin: true, state: 'ready', parent: src.id, snapshots: {}, epoch: 1,
-    layers: [id, ...under], placementKey: placementKeyOf(src), ...(Object.keys(intervals).length > 0 ? { writeIntervals: intervals } : {})
+    layers: [id, ...under], placementKey: placementKeyOf(src), ...(Object.keys(intervals).length > 0 ? { writeIntervals: intervals } : {}),
+    ...(Object.keys(unsound).length > 0 ? { unsound } : {})
   }
 }
 

@@ -82,3 +82,39 @@ test('a snapshot\'s object damaged on every copy is named as the snapshot\'s; re
   t.like((await app.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: { wait: true } })).json<{ failed: number }>(), { failed: 0 })
   t.is((await health()).state, 'healthy')
 })
+
+test('a damaged object shared with a clone: the clone made after the finding carries it from the start; the volume whose own writes cover it is healthy after a scrub, the clone that reads it stays degraded', async t => {
+  const g = await memoryHosts(t, 2, 'gvsunsoundclone')
+  const doc = sharedDocument(g.hosts)
+  await startServices(g, doc, { scrubIntervalMs: 0 })
+  const { dir, svcs } = g
+  const app = apiOf(svcs[0]!)
+  const created = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/base', size: '8M' } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<VolumeView>().id
+  await svcs[0]!.device('h/base')!.write(0, randomBytes(8 * MiB), true)
+  t.is((await app.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name: 's1' } })).statusCode, 201)
+  for (const a of ['a0', 'a1']) {
+    const fh = await open(join(dir, a, 'gvs', 'objects', id, '00000001'), 'r+')
+    await fh.write(Buffer.from('bit rot'), 0, 7, 4096)
+    await fh.close()
+  }
+  const repair = async (vol: string): Promise<{ failed: number, health: string }> => (await app.inject({ method: 'POST', url: `/v1/volumes/${vol}/repair`, payload: { wait: true, scrub: true } })).json()
+  const view = async (vol: string): Promise<VolumeView> => (await app.inject({ method: 'GET', url: `/v1/volumes/${vol}` })).json<VolumeView>()
+  t.like(await repair(id), { health: 'degraded' })
+  // a clone of the snapshot made now reads the damaged object: degraded from the start, before any read of it
+  const clone = await app.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/h/clone', from: '/h/base@s1' } })
+  t.is(clone.statusCode, 201, clone.body)
+  const cloneId = clone.json<VolumeView>().id
+  const fresh = await view(cloneId)
+  t.is(fresh.health.state, 'degraded', 'the clone carries the record')
+  t.true(fresh.health.reasons.some(r => /object 1 of \/h\/base@s1/.test(r)), fresh.health.reasons.join('; '))
+  // the volume writes the object whole (its top has it) and drops its snapshot: it no longer reads the damaged copy
+  await svcs[0]!.device('h/base')!.write(4 * MiB, randomBytes(4 * MiB), true)
+  t.is((await app.inject({ method: 'DELETE', url: `/v1/volumes/${id}/snapshots/s1` })).statusCode, 200)
+  t.like(await repair(id), { health: 'healthy' }, 'judged by what it reads itself, though the clone reads the layer')
+  t.is((await view(id)).health.state, 'healthy')
+  // the clone still reads it: its scrub keeps it degraded
+  t.like(await repair(cloneId), { health: 'degraded' })
+  t.is((await view(cloneId)).health.state, 'degraded')
+})
