@@ -7,26 +7,33 @@ const MiB = 2 ** 20
 /** room a kernel needs past its image and initrd to come up (the appliance: panics at 80M, boots at 84M; it loads to 74 MiB, its initrd 1.2 MiB) */
 export const KERNEL_RUN_ROOM = 8 * MiB
 const PT_LOAD = 1
+const ET_EXEC = 2
+/** where x86-64 Linux maps its kernel image (virtual) */
+const KERNEL_HALF = 0xffffffff80000000n
 
 /**
- * Where an ELF kernel (a vmlinux, booted through its PVH entry) ends in guest memory:
- * the highest physical end of its loaded segments, which QEMU places exactly there.
- * null for anything else (a bzImage relocates itself; a file that cannot be read is
- * the start's to report). Pure over the file's first bytes.
+ * Where a Linux ELF kernel (a vmlinux, booted through its PVH entry) ends in guest
+ * memory: the highest physical end of its loaded segments, which QEMU places exactly
+ * there. Only an executable mapped in the kernel's upper half counts as one (an
+ * ordinary program given as a kernel is not judged); null for anything else (a bzImage
+ * relocates itself; a file that cannot be read is the start's to report). Pure over
+ * the file's first bytes.
  */
 export function elfLoadEnd (head: Buffer): number | null {
-  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2 || head[5] !== 1) return null
+  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2 || head[5] !== 1 || head.readUInt16LE(0x10) !== ET_EXEC) return null
   const phoff = Number(head.readBigUInt64LE(0x20))
   const size = head.readUInt16LE(0x36)
   const count = head.readUInt16LE(0x38)
   if (size < 56 || count === 0 || phoff + size * count > head.length) return null
   let end = 0
+  let kernel = false
   for (let i = 0; i < count; i++) {
     const at = phoff + i * size
     if (head.readUInt32LE(at) !== PT_LOAD) continue
+    if (head.readBigUInt64LE(at + 16) >= KERNEL_HALF) kernel = true
     end = Math.max(end, Number(head.readBigUInt64LE(at + 24) + head.readBigUInt64LE(at + 40)))
   }
-  return end > 0 ? end : null
+  return end > 0 && kernel ? end : null
 }
 
 function readHead (path: string, bytes: number): Buffer | null {

@@ -9,20 +9,22 @@ import { cmdlineProblem, elfLoadEnd, kernelMemoryProblem } from '../../node/dvmm
 
 const MiB = 2 ** 20
 
-/** an ELF64 little-endian header with PT_LOAD segments [paddr, memsz] (and a PT_NOTE, which does not count) */
-function elf (segments: Array<[number, number]>): Buffer {
+/** an ELF64 little-endian header with PT_LOAD segments [paddr, memsz] (and a PT_NOTE, which does not count): a kernel's, or (`program`) an ordinary position-independent program's */
+function elf (segments: Array<[number, number]>, program = false): Buffer {
   const phoff = 64
   const all: Array<[number, number, number]> = [[4, 0x100, 0x10], ...segments.map(([a, m]) => [1, a, m] as [number, number, number])]
   const b = Buffer.alloc(phoff + 56 * all.length)
   b.writeUInt32BE(0x7f454c46, 0)
   b[4] = 2
   b[5] = 1
+  b.writeUInt16LE(program ? 3 : 2, 0x10)
   b.writeBigUInt64LE(BigInt(phoff), 0x20)
   b.writeUInt16LE(56, 0x36)
   b.writeUInt16LE(all.length, 0x38)
   all.forEach(([type, paddr, memsz], i) => {
     const at = phoff + i * 56
     b.writeUInt32LE(type, at)
+    b.writeBigUInt64LE(program ? BigInt(paddr) : 0xffffffff80000000n + BigInt(paddr), at + 16)
     b.writeBigUInt64LE(BigInt(paddr), at + 24)
     b.writeBigUInt64LE(BigInt(memsz), at + 40)
   })
@@ -33,6 +35,7 @@ test('elfLoadEnd: the highest end of the loaded segments; null for what is no EL
   t.is(elfLoadEnd(elf([[16 * MiB, 26 * MiB], [0x3079000, 26767360]])), 0x3079000 + 26767360)
   t.is(elfLoadEnd(Buffer.from('MZ not an elf at all, a bzImage or junk'.padEnd(128))), null)
   t.is(elfLoadEnd(Buffer.alloc(10)), null)
+  t.is(elfLoadEnd(elf([[0, 100 * MiB]], true)), null, 'an ordinary program given as a kernel is not judged (tests boot the node binary on the fake driver)')
   const cut = elf([[16 * MiB, MiB]]).subarray(0, 80)
   t.is(elfLoadEnd(cut), null, 'program headers past what was read: not guessed')
 })
