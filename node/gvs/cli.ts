@@ -6,6 +6,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import type { VolumeUsersView, VolumeView } from './routes.ts'
 import { sayWriters } from './say-writers.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
+import { OBJECT_SIZE } from './placement.ts'
 import { enc, json, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
@@ -119,7 +120,7 @@ export async function vol (argv: string[]): Promise<void> {
       const h = d.health
       const lr = h.lastRepair
       // the nodes that ran the last repair and run the one now, by name (the view has their ids)
-      const nodes = lr == null && h.repair == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
+      const nodes = lr == null && h.repair == null && h.copiesOn == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       const usedBy = users == null
         ? []
@@ -128,12 +129,14 @@ export async function vol (argv: string[]): Promise<void> {
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),
         ...usedBy,
+        // where its copies are (the last inventory): which nodes' loss touches it
+        ...(h.copiesOn != null ? [`copies    ${Object.entries(h.copiesOn).sort((a, b) => b[1] - a[1]).map(([n, c]) => `${nodeName(n)} ${c}`).join(', ') || 'none written yet'} (objects of ${size(OBJECT_SIZE)}, at the last inventory)`] : []),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         repairLine(lr, nodeName),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,
         `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
         // an older agent's answer has no layers
-        ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} of deleted snapshots to be folded away in the background)` : ''}`] : []),
+        ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} left by deleted snapshots, to be folded away in the background)` : ''}`] : []),
         // an older agent's answer has no clonedFrom
         ...(d.parent != null ? [d.clonedFrom != null ? `clone of  ${d.clonedFrom}` : `parent    ${d.parent} (a clone of one of its snapshots)`] : [])].join('\n'))
     }

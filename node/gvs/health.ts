@@ -89,6 +89,8 @@ export interface VolumeHealthView {
   coordinator?: string
   /** why the node answering refuses every read and write of the volume: it sees no majority of the roll (absent: it does not) */
   noMajority?: string
+  /** the object copies each node held at the last inventory, by node id (absent: no inventory yet), so vol info says where the volume is */
+  copiesOn?: Record<string, number>
 }
 
 const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`
@@ -169,7 +171,14 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // a repair that can finish (enough live nodes) turns degraded into repairing; one
   // that only moves copies to a node that joined shows as repairing too
   if (h.repair != null && h.repair.done < h.repair.total && !tooFewNodes) state = 'repairing'
-  return { state, reasons, repair: h.repair, lastRepair: h.lastRepair }
+  return { state, reasons, repair: h.repair, lastRepair: h.lastRepair, ...(h.copies != null ? { copiesOn: copiesOn(h.copies) } : {}) }
+}
+
+/** object copies per node over every layer of an inventory; pure */
+export function copiesOn (copies: readonly LayerCopies[]): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const l of copies) for (const nodes of l.objects.values()) for (const n of nodes) out[n] = (out[n] ?? 0) + 1
+  return out
 }
 
 /**

@@ -168,6 +168,7 @@ test('vgrid vol commands', async t => {
   t.regex(scrubbed, /scrub: every copy verified sound/)
   const info = await cli('info', '/shop/db/main')
   t.regex(info, /state\s+healthy\n/)
+  t.regex(info, /^copies\s+\S+ \d+ \(objects of 4M, at the last inventory\)$/m, 'where its copies are (a tester could not tell which nodes held an R=1 volume)')
   t.regex(info, /repair\s+\S+ on \S+: 0 copied \(0 B\)/)
   t.regex(info, /scrub\s+\S+: every copy checked by vol repair --scrub on \S+/, 'the repair\'s scrub, not "none checked yet"')
   // this node's scrub: on its schedule, and now when asked, with plain progress lines

@@ -14,7 +14,12 @@ const base = (over: Partial<HealthInput>): HealthInput => ({
 })
 
 test('every object with R live copies: healthy, no reasons', t => {
-  t.deepEqual(volumeHealth(base({})), { state: 'healthy', reasons: [], repair: null, lastRepair: null })
+  t.deepEqual(volumeHealth(base({})), { state: 'healthy', reasons: [], repair: null, lastRepair: null, copiesOn: { a: 2, b: 2, c: 2 } })
+})
+
+test('copiesOn: the copies each node held at the inventory, dead ones too; none without an inventory', t => {
+  t.deepEqual(volumeHealth(base({ live: new Set(['a', 'c']) })).copiesOn, { a: 2, b: 2, c: 2 })
+  t.false('copiesOn' in volumeHealth(base({ copies: null })))
 })
 
 test('a holder dies: degraded, naming how many objects and the node', t => {
