@@ -54,9 +54,19 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
     const h = x.health
     const okHealth = h == null || (typeof h === 'object' && ['healthy', 'degraded', 'repairing'].includes(h.state) && Array.isArray(h.reasons))
     const claiming = { ...(x.claiming === true ? { claiming: true } : {}), ...(typeof x.vmDisks === 'number' && x.vmDisks > 0 ? { vmDisks: x.vmDisks } : {}) }
-    out[id] = okHealth ? { writers: x.writers, ...claiming, ...(h != null ? { health: h } : {}) } : { writers: x.writers, ...claiming }
+    out[id] = okHealth ? { writers: x.writers, ...claiming, ...(h != null ? { health: withCopies(h) } : {}) } : { writers: x.writers, ...claiming }
   }
   return out
+}
+
+/** a health view's copies per node kept only as a record of counts (a peer's junk there is dropped, not shown) */
+function withCopies (h: VolumeHealthView): VolumeHealthView {
+  const c = h.copiesOn as unknown
+  if (c === undefined) return h
+  const ok = c != null && typeof c === 'object' && !Array.isArray(c) && Object.values(c).every(n => Number.isSafeInteger(n) && (n as number) >= 0)
+  if (ok) return h
+  const { copiesOn: _, ...rest } = h
+  return rest
 }
 
 export interface StatusServiceComponents {

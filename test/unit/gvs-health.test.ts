@@ -142,9 +142,13 @@ test('status protocol: requests are checked, answers keep only well-formed entri
     ok: { writers: 1, health: { state: 'healthy', reasons: [], repair: null, lastRepair: null } },
     oddHealth: { writers: 0, health: { state: 'fine' } },
     claimed: { writers: 0, claiming: true },
-    bad: { writers: 'x' }
+    bad: { writers: 'x' },
+    copies: { writers: 0, health: { state: 'healthy', reasons: [], repair: null, lastRepair: null, copiesOn: { n1: 3, n2: 2 } } },
+    junkCopies: { writers: 0, health: { state: 'healthy', reasons: [], repair: null, lastRepair: null, copiesOn: 'everywhere' } }
   })
-  t.deepEqual(Object.keys(a).sort(), ['claimed', 'oddHealth', 'ok'])
+  t.deepEqual(Object.keys(a).sort(), ['claimed', 'copies', 'junkCopies', 'oddHealth', 'ok'])
+  t.deepEqual(a.copies!.health!.copiesOn, { n1: 3, n2: 2 })
+  t.false('copiesOn' in a.junkCopies!.health!, 'a peer\'s junk copies are dropped, the rest of its answer kept')
   t.deepEqual(a.claimed, { writers: 0, claiming: true })
   t.is(a.oddHealth!.health, undefined)
   t.is(a.ok!.health!.state, 'healthy')
