@@ -145,16 +145,38 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     }
     return r
   }
+  /**
+   * Anti-affinity is a preference (a group's VMs on different nodes where possible): a
+   * running VM that shares its node with one of its group says so, or the preference
+   * broken is seen nowhere but in the scores of vm show (a tester).
+   */
+  const withGroup = (doc: DocView, rows: VmRow[]): VmRow[] => {
+    const byNode = new Map<string, VmRow[]>()
+    for (const r of rows) {
+      const g = doc.vms.get(r.id)?.spec.antiAffinity
+      if (g == null || r.nodeId == null || (r.state !== 'running' && r.state !== 'starting')) continue
+      const k = `${r.nodeId}\0${g}`
+      byNode.set(k, [...byNode.get(k) ?? [], r])
+    }
+    return rows.map(r => {
+      const g = doc.vms.get(r.id)?.spec.antiAffinity
+      const mates = g == null || r.nodeId == null || r.reason != null ? [] : (byNode.get(`${r.nodeId}\0${g}`) ?? []).filter(m => m.id !== r.id)
+      return mates.length === 0 ? r : { ...r, reason: `shares node ${r.node ?? r.nodeId} with ${mates.map(m => m.name).join(', ')} of its anti-affinity group ${g!} (a preference: no node without one of its group could take it when it was placed)` }
+    })
+  }
   const detail = async (id: string): Promise<VmDetail> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
     const ctx = rowContext(reader, doc, vm.id)
-    const r = row(doc, vm.id, ctx)
-    const health = await disksHealth(doc, [r])
+    // its group's rows, to say whether it shares its node with one of them
+    const group = vm.spec.antiAffinity
+    const mates = group == null ? [] : [...doc.vms.values()].filter(x => x.id !== vm.id && x.spec.antiAffinity === group).map(x => row(doc, x.id, ctx))
+    const own = row(doc, vm.id, ctx)
+    const health = await disksHealth(doc, [own])
     return {
-      ...withDisks(reader, doc, r, health),
+      ...withGroup(doc, [withDisks(reader, doc, own, health), ...mates])[0]!,
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
@@ -253,7 +275,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
       const health = await disksHealth(doc, rows)
-      return { vms: rows.map(r => withDisks(reader, doc, r, health)) }
+      return { vms: withGroup(doc, rows.map(r => withDisks(reader, doc, r, health))) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()

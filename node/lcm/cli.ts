@@ -80,7 +80,10 @@ export function formatNet (n: NetView, now = Date.now()): string {
     : table(['PEER', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'ALLOWED IPS'], n.peers.map(p => [
       p.name ?? (p.node == null ? shortId(p.publicKey) : shortId(p.node)), p.endpoint ?? '-', ago(p.latestHandshake), bytes(p.rxBytes), bytes(p.txBytes), p.allowedIps.join(',')
     ]))
-  const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [d.srcVm ?? d.src, d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)]))]
+  // the source of a forged packet is the address it carried, not who sent it: said so
+  const from = (d: typeof n.drops[number]): string => { const who = d.srcVm ?? d.src; return (d.spoofed ?? 0) >= d.packets && d.packets > 0 ? `${who}'s address, forged` : who }
+  const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [from(d), d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)])),
+    ...n.drops.some(d => (d.spoofed ?? 0) > 0) ? ['(FORGED: packets that carried that source address but came in where it is not routed: sent by another VM or host, which the count cannot name)'] : []]
   const unapplied = s.applyError == null ? [] : [`connections not applied${s.applyErrorSince != null ? ` for ${ago(s.applyErrorSince).replace(/ ago$/, '')}` : ''} (trying again): ${s.applyError}`]
   const conflict = s.routeConflict == null ? [] : [`route conflict: ${s.routeConflict}`]
   const tunnels = (s.tunnelsDown ?? []).map(d => d.message)

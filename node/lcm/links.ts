@@ -45,9 +45,11 @@ export function parseLinkRequest (body: unknown): LinkRequest {
   onlyFields(b, ['from', 'to', 'protocol', 'port'])
   const from = endpointOf(b.from, 'from')
   const to = endpointOf(b.to, 'to')
-  if (b.protocol !== 'tcp' && b.protocol !== 'udp') throw new ValidationError('protocol', `protocol: ${JSON.stringify(b.protocol)} is not tcp or udp`)
+  // TCP and UDP as commonly written are the same protocols
+  const protocol = typeof b.protocol === 'string' ? b.protocol.toLowerCase() : b.protocol
+  if (protocol !== 'tcp' && protocol !== 'udp') throw new ValidationError('protocol', `protocol: ${JSON.stringify(b.protocol)} is not tcp or udp`)
   if (typeof b.port !== 'number' || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new ValidationError('port', `port: ${JSON.stringify(b.port)} is not a port (1-65535)`)
-  return { from, to, protocol: b.protocol, port: b.port }
+  return { from, to, protocol, port: b.port }
 }
 
 /** A link's id: derived from what it connects, so the same request twice is the same link. */
@@ -68,7 +70,7 @@ export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
     // a VM from before terminals were declared has the ones its links already use
     const declared = vm[kind] ?? doc.links.flatMap(l => kind === 'outputs' ? (l.from.vm === e.vm ? [l.from.terminal] : []) : (l.to.vm === e.vm ? [l.to.terminal] : []))
     const what = kind === 'outputs' ? 'output' : 'input'
-    if (!declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (it has: ${declared.join(', ') || `none; a VM's terminals are declared when it is created: ${kind}, or vgrid vm create --${what}`})`)
+    if (!declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})`)
   }
   if (r.from.vm === r.to.vm) throw new ValidationError('to', 'to: a VM cannot be connected to itself')
   const id = linkId(r)

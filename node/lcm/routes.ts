@@ -52,7 +52,8 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       ? 'unplaced'
       : remote == null ? 'elsewhere' : remote === lcm.selfId ? 'local' : t != null ? 'tunnel' : 'no-tunnel'
     const f = flows.get(l.id)
-    const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets, 0)
+    // a forged packet carries a link end's address but came from elsewhere: not the link's drop (a tester saw an innocent link's count rise)
+    const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets - (x.spoofed ?? 0), 0)
     return {
       id: l.id,
       from: { ...l.from, node: s?.node ?? null, nodeName: nameOf(lcm.members, s?.node ?? null), address: s?.address ?? null, down: endDown(l.from.vm) },

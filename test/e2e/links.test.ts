@@ -56,7 +56,7 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   // through the CLI, as an operator would: a terminal db does not have is refused, naming what it has
   const bad = await h1.vgrid(['link', 'create', 'web.db', 'db.nope', '--protocol', 'tcp', '--port', '5432'])
   t.not(bad.code, 0)
-  t.regex(bad.stderr, /VM "db" has no input terminal "nope" \(it has: in\)/)
+  t.regex(bad.stderr, /VM "db" has no input terminal "nope" \(its inputs: in\)/)
   // the link is made after web started: web's /etc/hosts learns the name
   const made = Date.now()
   const created = await h1.vgrid(['link', 'create', 'web.db', 'db.in', '--protocol', 'tcp', '--port', '5432', '--json'])

@@ -68,16 +68,17 @@ test('link requests: parsed, checked against the document, with clear errors', t
   const r = parseLinkRequest({ from: 'web.db', to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432 })
   const l = checkLink(r, { vms, links: [] })
   t.is(l.id, linkId(r))
+  t.is(parseLinkRequest({ from: 'web.db', to: 'db.in', protocol: 'UDP', port: 53 }).protocol, 'udp', 'TCP and UDP as commonly written (a tester)')
   t.deepEqual(l, { id: l.id, from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432 })
   t.throws(() => checkLink(r, { vms, links: [l] }), { instanceOf: ConflictError, message: /exists already/ })
   t.throws(() => checkLink({ ...r, port: 1 }, { vms, links: [l] }), { instanceOf: ConflictError, message: /output web.db is connected already/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'ghost', terminal: 'in' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no VM "ghost"/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'db', terminal: 'nope' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /no input terminal "nope"/ })
-  t.throws(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /VM "free" has no output terminal "any" \(it has: none; .*declared when it is created/ }, 'a VM that declared no terminals has none')
+  t.throws(() => checkLink({ ...r, from: { vm: 'free', terminal: 'any' } }, { vms, links: [] }), { instanceOf: NotFoundError, message: /VM "free" has no output terminal "any" \(it has no outputs: .*declared when it is created/ }, 'a VM that declared no terminals has none')
   // a VM from before terminals were declared has those its links already use: an input takes more links
   const old = { id: 'link-old', from: { vm: 'db', terminal: 'out' }, to: { vm: 'free', terminal: 'cache' }, protocol: 'tcp' as const, port: 6379 }
   t.is(checkLink({ ...r, to: { vm: 'free', terminal: 'cache' } }, { vms, links: [old] }).to.terminal, 'cache')
-  t.throws(() => checkLink({ ...r, to: { vm: 'free', terminal: 'other' } }, { vms, links: [old] }), { instanceOf: NotFoundError, message: /VM "free" has no input terminal "other" \(it has: cache\)/ })
+  t.throws(() => checkLink({ ...r, to: { vm: 'free', terminal: 'other' } }, { vms, links: [old] }), { instanceOf: NotFoundError, message: /VM "free" has no input terminal "other" \(its inputs: cache\)/ })
   t.throws(() => checkLink({ ...r, to: { vm: 'web', terminal: 'x' } }, { vms: new Map([['web', { outputs: ['db'], inputs: ['x'] }]]), links: [] }), { instanceOf: ValidationError, message: /itself/ })
   for (const [body, msg] of [
     [null, /body/], [{ from: 'web', to: 'db.in', protocol: 'tcp', port: 1 }, /from.*VM.TERMINAL/],

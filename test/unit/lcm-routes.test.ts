@@ -14,7 +14,7 @@ import type { LcmView } from '../../node/lcm/types.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }> } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -27,7 +27,7 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
   const lcm = {
     status: () => ({ ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
     peerStates: async () => [],
-    counters: async () => ({ counters: new Map(), drops: [] }),
+    counters: async () => ({ counters: new Map(), drops: over.drops ?? [] }),
     drops: async () => [],
     schedule: () => {},
     settled: async () => {},
@@ -53,9 +53,9 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
   const good = { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 }
   for (const [body, status, msg] of [
     [{ ...good, from: 'ghost.db' }, 404, /no VM "ghost"/],
-    [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope" \(it has: in\)/],
+    [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope" \(its inputs: in\)/],
     [{ ...good, from: 'web.in' }, 404, /VM "web" has no output terminal "in"/],
-    [{ ...good, to: 'bare.in' }, 404, /VM "bare" has no input terminal "in" \(it has: none; .*declared when it is created/],
+    [{ ...good, to: 'bare.in' }, 404, /VM "bare" has no input terminal "in" \(it has no inputs: a VM's terminals are declared when it is created, with vgrid vm create --input NAME \(the API's "inputs"\)\)$/],
     [{ ...good, from: 'db.in', to: 'web.db' }, 404, /no output terminal "in"/],
     [{ ...good, protocol: 'any' }, 400, /protocol: "any" is not tcp or udp/],
     [{ ...good, port: undefined }, 400, /port/],
@@ -138,6 +138,11 @@ test('GET /v1/links: a link to a node this one has no tunnel to says which node 
   t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: null } }), /advertises no WireGuard/)
   t.regex(whyNoTunnel(undefined), /not in sight/)
   t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: {} } }, 'public key "x" is not a WireGuard key'), /refused: public key/)
+
+  // drops between the ends count, forged ones not: they carried an end's address but came from another VM (a tester)
+  const counted = app(undefined, { last: last([place('web', 'n1', '10.9.0.2'), place('db', 'n2', '10.9.0.3')]), members: new Map([['n2', member('n2', 'left')]]), drops: [{ src: '10.9.0.2', dst: '10.9.0.3', packets: 5, bytes: 300, spoofed: 3 }] })
+  t.is((await counted.app.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  t.is(((await counted.app.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links[0]!.drops, 2)
 
   // both ends on other nodes: nothing of this node's
   const other = app(undefined, { last: last([place('web', 'n2', '10.9.0.2'), place('db', 'n3', '10.9.0.3')]) })
