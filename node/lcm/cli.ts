@@ -22,11 +22,16 @@ function tunnelCell (l: LinkView): string {
   return l.path === 'local' ? 'local' : '-'
 }
 
-function linkRows (links: LinkView[]): string {
-  return table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
+export function linkRows (links: LinkView[]): string {
+  const rows = table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
     l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
     tunnelCell(l), String(l.packets), String(l.drops)
   ]))
+  // the counts are this node's own, and PACKETS counts what its rules passed, also into
+  // a tunnel that is down (a tester read a rising count as traffic flowing)
+  const down = links.some(l => l.tunnel?.down != null || l.noTunnel != null)
+  return `${rows}
+PACKETS and DROPS are this node's counts (ask the node an end runs on); PACKETS are those its rules let through${down ? ', also into a tunnel that is DOWN, where they are lost' : ''}`
 }
 
 export async function link (argv: string[]): Promise<void> {

@@ -6,7 +6,8 @@ import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts
 import { checkLink, linkId, oneLinkPerOutput, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
 import { hostsFile, terminalEnv } from '../../node/dvmm/drivers/common.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
-import { formatNet } from '../../node/lcm/cli.ts'
+import { formatNet, linkRows } from '../../node/lcm/cli.ts'
+import type { LinkView } from '../../node/lcm/links.ts'
 
 const K = ['yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=', 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', 'TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=']
 const member = (id: string, state: Member['state'], wg: Advert['wireguard']): Member =>
@@ -93,6 +94,9 @@ test('vgrid net text shows the interface, peers and drops, or exactly why WireGu
   t.regex(text, /vgabc \(userspace\)/)
   t.regex(text, /b\s+10\.0\.0\.2:51820\s+5 s ago\s+2\.0 KiB/)
   t.regex(text, /web\s+db\s+3\s+2/)
+  t.regex(text, /^\(FORGED: packets that carried that source address/m)
+  // all forged: the address's owner did not send them (a tester saw an innocent VM named)
+  t.regex(formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web2', dstVm: 'db', packets: 3, spoofed: 3 }] }, 15_000), /web2's address, forged\s+db\s+3\s+3/)
   const down = formatNet({ status: { ...status, ok: false, error: 'WireGuard cannot start: no kernel module and no wireguard-go' }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] })
   t.regex(down, /WireGuard is not running: WireGuard cannot start: no kernel module and no wireguard-go/)
   const unapplied = formatNet({ status: { ...status, applyError: 'nft: Operation not permitted', applyErrorSince: new Date(5_000).toISOString() }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] }, 15_000)
@@ -124,4 +128,11 @@ test('one link per output on every node: two written at once from one output, th
   }
   // equal times: the smaller id is first
   t.deepEqual(oneLinkPerOutput([a, { ...b, at: 100 }]).links.map(l => l.id), ['link-a'])
+})
+
+test('link ls says its counts are this node\'s, and that PACKETS include those sent into a tunnel that is down', t => {
+  const end = { vm: 'web', terminal: 'db', node: 'n2', nodeName: 'b', address: '100.70.0.2', down: null }
+  const base = { id: 'link-1', from: end, to: { ...end, vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432, packets: 7, drops: 0, skipped: null, path: 'tunnel', noTunnel: null } as unknown as LinkView
+  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null } } as LinkView]), /PACKETS and DROPS are this node's counts .*PACKETS are those its rules let through$/)
+  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: 'partial partition' } } as LinkView]), /b DOWN: partial partition[\s\S]*also into a tunnel that is DOWN, where they are lost$/)
 })
