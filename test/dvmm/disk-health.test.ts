@@ -25,7 +25,11 @@ test('a running VM whose disk is degraded says so in vm ls and vm show, with the
   const asker = g.nodes.find((_, i) => i !== holder)!
   const api = vmApi(t, asker)
   const shown = async (): Promise<VmDetail> => (await api.inject({ method: 'GET', url: '/v1/vms/db' })).json<VmDetail>()
-  const healthy = await shown()
+  // the asker sees it run once the lease's update reaches it, and a volume just made has
+  // no inventory of its copies yet (degraded until its first repair pass): wait for both
+  let healthy = await shown()
+  const t1 = Date.now()
+  while ((healthy.state !== 'running' || healthy.disks[0]?.state !== 'healthy') && Date.now() - t1 < 40_000) { await new Promise(resolve => setTimeout(resolve, 200)); healthy = await shown() }
   t.is(healthy.state, 'running')
   t.is(healthy.reason, null, 'a healthy disk adds nothing')
   t.like(healthy.disks[0], { path: '/t/db', state: 'healthy' })
