@@ -2,6 +2,7 @@
 // request is refused naming the field rather than the VM shown `running` while its
 // guest never boots (a tester: the appliance's kernel in 64M stayed silent for ever).
 import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { isIPv4 } from 'node:net'
 
 const MiB = 2 ** 20
 /** room a kernel needs past its image and initrd to come up (the appliance: panics at 80M, boots at 84M; it loads to 74 MiB, its initrd 1.2 MiB) */
@@ -59,8 +60,6 @@ export function kernelMemoryProblem (kernel: string, initrd: string | undefined,
   return `${given} cannot boot this kernel: it loads up to ${mib(end)} of guest memory${initrdBytes > 0 ? `, its initrd takes ${mib(initrdBytes)} more` : ''}, and it needs room to run; give at least ${least}M, more for what the guest runs`
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
-
 /**
  * A cmdline's vgrid.ip and vgrid.gw, where given, are addresses: vgrid sets them from
  * the VM's interface when they are absent, and a user's own wins, so a copied
@@ -73,9 +72,9 @@ export function cmdlineProblem (cmdline: string): string | null {
     const value = word.slice(eq + 1)
     if (key === 'vgrid.ip') {
       const [addr, prefix, ...rest] = value.split('/')
-      if (!IPV4.test(addr ?? '') || prefix == null || !/^(3[0-2]|[12]?\d)$/.test(prefix) || rest.length > 0) return `vgrid.ip=${value} is not an IPv4 address with its prefix (10.0.0.5/24); leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's address`
+      if (!isIPv4(addr ?? '') || prefix == null || !/^(3[0-2]|[12]?\d)$/.test(prefix) || rest.length > 0) return `vgrid.ip=${value} is not an IPv4 address with its prefix (10.0.0.5/24); leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's address`
     }
-    if (key === 'vgrid.gw' && !IPV4.test(value)) return `vgrid.gw=${value} is not an IPv4 address; leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's gateway`
+    if (key === 'vgrid.gw' && !isIPv4(value)) return `vgrid.gw=${value} is not an IPv4 address; leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's gateway`
   }
   return null
 }

@@ -385,9 +385,9 @@ export class GvsService {
    * The background pass: the volumes this node coordinates are repaired towards their
    * placement (rate-capped, one at a time, so client I/O keeps going), this node frees
    * its copies of layers nothing reads any more (destroyed volumes, folded layers), and
-   * folds the deleted snapshots' layers it coordinates (layer-reclaim.ts).
+   * folds the deleted snapshots' layers it coordinates (layer-reclaim.ts). True when a
+   * repair left copies unmade (the next pass comes sooner: background-pass.ts).
    */
-  /** the background pass; true when a repair left copies unmade (the next pass comes sooner) */
   async reconcile (): Promise<boolean> {
     const vols = this.volumes()
     this.exports.forgetGone()
