@@ -351,8 +351,11 @@ async function clearLeftover (name: string, netns: string | null, sock: string):
   const here = (await ip([...nsArgs, 'link', 'show', name], { allowFail: true })).includes(name)
   if (here) {
     await ip([...nsArgs, 'link', 'del', name], { allowFail: true })
+    // until its wireguard-go has gone: the socket removed, or left behind unanswered (one
+    // whose agent was SIGKILLed dies without removing it: waiting for the file alone
+    // held every restart after a crash 3 s, past most of its watchdog's timeout)
     const until = Date.now() + 3000
-    while (existsSync(sock) && Date.now() < until) await sleep(20)
+    while (existsSync(sock) && Date.now() < until && await socketAnswers(sock)) await sleep(20)
   }
   if (!existsSync(sock)) return
   if (await socketAnswers(sock)) throw new WireguardError(`${sock} exists: interface name ${name} is in use on this machine (every namespace shares ${RUN_DIR})`)

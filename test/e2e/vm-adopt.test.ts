@@ -7,7 +7,7 @@
 //   run's last feed + (fence - watchdog timeout) (node/dvmm/watchdog/bridge.ts), so a
 //   restart has the fence timeout, not just the watchdog's. This grid runs with
 //   `--fence-timeout 20s` (watchdog 12 s), so adoption does not hang on how fast this
-//   machine restarts an agent (from the build in dist/ 1.4-4.4 s here, from the
+//   machine restarts an agent (from the build in dist/ 0.5-2 s here, from the
 //   TypeScript sources 3-11 s: over the default 5 s fence at times; vm-volume-adopt
 //   adopts with the default, retrying the restart until one is in time). An agent back too
 //   late all the same finds its VMs killed by the watchdog: they run again, each once,

@@ -70,7 +70,7 @@ export function guestImage (t: ExecutionContext): GuestImage | undefined {
  * Whether `bin/vgrid` runs the build in dist/ (as it does while dist/.built is newer
  * than every source, see bin/vgrid) rather than the TypeScript sources. From the
  * sources an agent takes several times as long to start (on a busy 2-core machine
- * 6-11 s instead of 1.4-4.4 s); tests whose path depends on it say which it was.
+ * 6-11 s instead of 0.5-2 s); tests whose path depends on it say which it was.
  */
 export function agentsRunBuild (): { ok: boolean, reason?: string } {
   let built: number

@@ -93,14 +93,22 @@ maybe('an interface left by a killed run in the same namespace is replaced, its 
   const [a] = await makeNamespaces(t, ['e'])
   const kp = await loadOrCreateKeypair(keyDir(t))
   const name = interfaceName(`${a}-left`)
-  // what a killed agent leaves: a wireguard-go nobody will stop
-  const orphan = spawn(which('ip')!, ['netns', 'exec', a!, which('wireguard-go')!, '-f', name], { stdio: 'ignore', env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } })
+  // what a killed agent leaves: a wireguard-go nobody will stop, its output into pipes
+  // nobody reads any more (so it dies of SIGPIPE on its last words, its socket left behind)
+  const orphan = spawn(which('ip')!, ['netns', 'exec', a!, which('wireguard-go')!, '-f', name], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } })
   t.teardown(() => { if (orphan.exitCode == null) orphan.kill('SIGKILL') })
   const until = Date.now() + 5000
   while (!existsSync(`/run/wireguard/${name}.sock`) && Date.now() < until) await sleep(20)
   t.true(existsSync(`/run/wireguard/${name}.sock`))
+  await ip(['-n', a!, 'link', 'set', name, 'up'])
+  orphan.stdout.destroy()
+  orphan.stderr.destroy()
+  const t0 = Date.now()
   const w = await WgInterface.create({ name, netns: a!, privateKey: kp.privateKey, listenPort: 51820, backend: 'userspace' })
   t.teardown(async () => { await w.destroy() })
+  // not held until a timeout by the dead one's socket file (3 s: a restart after a crash
+  // came too late for its VMs' watchdog); here it takes about 0.1 s
+  t.true(Date.now() - t0 < 2500, `replacing it took ${Date.now() - t0} ms`)
   t.not(w.pid, orphan.pid)
   t.false(isAlive(orphan.pid!), 'the leftover wireguard-go exited')
   // the data plane: in a session of its own, every thread at DATA_PLANE_NICE, and so is its autogroup where there is one

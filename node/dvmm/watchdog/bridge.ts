@@ -1,6 +1,6 @@
 // A restarted agent and the previous run's watchdog. Between an agent's death and its
 // restart the watchdog keeps counting, and a restart slower than its timeout (3 s of the
-// default 5 s fence; loading the agent takes 1.5-4 s here) found its VMs killed. The
+// default 5 s fence; an agent restarted after a crash starts in 0.5-1 s here, more on a loaded machine) found its VMs killed. The
 // issue promises adoption within the fence timeout. So `vgrid agent` feeds the previous
 // run's supervisor from its first moment, each feed with a timeout that ends by the
 // previous run's last feed + its fence timeout (its watchdog timeout, or what is left
