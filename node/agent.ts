@@ -111,7 +111,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       state,
       onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
       // read when called: DVMM is built below
-      vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false }
+      vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false, vmOfLinkAddress: a => dvmm?.local.vmOfLinkAddress(a) ?? null }
     }, { port: core.config.wireguardPort })
     : undefined
   problems.push(() => lcm?.problems() ?? [])

@@ -94,7 +94,7 @@ export class LocalVms {
   /** a graceful stop of the service began: a start that completes now is killed */
   private closing = false
   /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
-  private readonly ifaces = new Map<string, { hostIf: string, driver: VmDriver }>()
+  private readonly ifaces = new Map<string, { hostIf: string, linkAddress: string, driver: VmDriver }>()
   private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
 
   constructor (components: LocalVmsComponents, init: LocalVmsInit) {
@@ -522,7 +522,7 @@ export class LocalVms {
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {
     if (info.network == null) return
-    this.ifaces.set(info.id, { hostIf: info.network.hostIf, driver })
+    this.ifaces.set(info.id, { hostIf: info.network.hostIf, linkAddress: info.network.vmAddress, driver })
     this.c.network?.interfacesChanged()
   }
 
@@ -533,6 +533,12 @@ export class LocalVms {
   /** The node's end of a VM's link, for VMs this node runs (null for others). */
   interfaceOf (vm: string): string | null {
     return this.ifaces.get(vm)?.hostIf ?? null
+  }
+
+  /** The VM this node runs whose end of its link has `address` (its /30's .2, host/net.ts), or null. */
+  vmOfLinkAddress (address: string): string | null {
+    for (const [vm, r] of this.ifaces) if (r.linkAddress === address) return vm
+    return null
   }
 
   /** Tells a running VM its terminal names anew, where its driver can (see VmDriver.setNames). */

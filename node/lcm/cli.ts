@@ -85,10 +85,18 @@ export function formatNet (n: NetView, now = Date.now()): string {
     : table(['PEER', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX', 'ALLOWED IPS'], n.peers.map(p => [
       p.name ?? (p.node == null ? shortId(p.publicKey) : shortId(p.node)), p.endpoint ?? '-', ago(p.latestHandshake), bytes(p.rxBytes), bytes(p.txBytes), p.allowedIps.join(',')
     ]))
-  // the source of a forged packet is the address it carried, not who sent it: said so
-  const from = (d: typeof n.drops[number]): string => { const who = d.srcVm ?? d.src; return (d.spoofed ?? 0) >= d.packets && d.packets > 0 ? `${who}'s address, forged` : who }
+  // the source of a forged packet is the address it carried, not who sent it: said so.
+  // A VM's own link address (its end of the /30 to this node) is the same few addresses
+  // on every node: named by the VM, which did send it
+  const linked = (d: typeof n.drops[number]): boolean => d.srcVm == null && d.srcLink != null
+  const from = (d: typeof n.drops[number]): string => {
+    if (linked(d)) return `${d.srcLink!}, from its link address ${d.src}`
+    const who = d.srcVm ?? d.src
+    return (d.spoofed ?? 0) >= d.packets && d.packets > 0 ? `${who}'s address, forged` : who
+  }
   const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [from(d), d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)])),
-    ...n.drops.some(d => (d.spoofed ?? 0) > 0) ? ['(FORGED: packets that carried that source address but came in where it is not routed: sent by another VM or host, which the count cannot name)'] : []]
+    ...n.drops.some(d => (d.spoofed ?? 0) > 0 && !linked(d)) ? ['(FORGED: packets that carried that source address but came in where it is not routed: sent by another VM or host, which the count cannot name)'] : [],
+    ...n.drops.some(linked) ? ['(from its link address: the VM sent from the address of its link to this node, not from its overlay address; VMs reach others only from their overlay address, over declared links)'] : []]
   const unapplied = s.applyError == null ? [] : [`connections not applied${s.applyErrorSince != null ? ` for ${ago(s.applyErrorSince).replace(/ ago$/, '')}` : ''} (trying again): ${s.applyError}`]
   const conflict = s.routeConflict == null ? [] : [`route conflict: ${s.routeConflict}`]
   const tunnels = (s.tunnelsDown ?? []).map(d => d.message)

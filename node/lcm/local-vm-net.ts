@@ -13,6 +13,8 @@ export interface LocalVms {
   interfaceOf: (vm: string) => string | null
   /** tells a running VM its terminal names anew; false where its driver cannot */
   setNames?: (vm: string, names: Record<string, string>) => Promise<boolean>
+  /** the VM here whose link address (its end of the /30 to this node) `address` is, or null */
+  vmOfLinkAddress?: (address: string) => string | null
 }
 
 /** The addresses of `node`'s VMs that have an interface, each with it. */

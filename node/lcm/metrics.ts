@@ -7,9 +7,10 @@ type Source = Pick<LcmView, 'peerStates' | 'drops' | 'counters' | 'last'>
 type Drop = Awaited<ReturnType<LcmView['drops']>>[number]
 
 /**
- * The label value of every address that is no VM's (a VM's link address, the node's,
- * a scanner's or a forger's): one series for all of them, where raw addresses could
- * make up to 65,536. Not a valid VM name (node/dvmm/vms.ts VM_NAME), so no VM's.
+ * The label value of every address that is no VM's (the node's, a scanner's or a
+ * forger's; a VM's link address counts as that VM's): one series for all of them,
+ * where raw addresses could make up to 65,536. Not a valid VM name (node/dvmm/vms.ts
+ * VM_NAME), so no VM's.
  */
 export const OTHER = '(other)'
 
@@ -17,7 +18,7 @@ export const OTHER = '(other)'
 export function dropSeries (drops: Drop[], value: (d: Drop) => number): Map<string, { src: string, dst: string, value: number }> {
   const out = new Map<string, { src: string, dst: string, value: number }>()
   for (const d of drops) {
-    const src = d.srcVm ?? OTHER
+    const src = d.srcVm ?? d.srcLink ?? OTHER
     const dst = d.dstVm ?? OTHER
     const key = JSON.stringify([src, dst])
     const s = out.get(key) ?? { src, dst, value: 0 }

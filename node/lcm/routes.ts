@@ -76,7 +76,7 @@ export interface NetView {
   peers: Array<{ node: string | null, name: string | null, publicKey: string, endpoint: string | null, allowedIps: string[], latestHandshake: string | null, rxBytes: number, txBytes: number }>
   rules: { table: string, flows: number, skipped: Array<{ link: string, reason: string }> }
   /** `spoofed`: the packets of `packets` whose source was forged (it came in where that VM address is not routed) */
-  drops: Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, spoofed: number }>
+  drops: Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, srcLink: string | null, packets: number, spoofed: number }>
 }
 
 const nameOf = (members: MemberTable, id: string | null): string | null => id == null ? null : members.get(id)?.advert.name ?? null
@@ -129,7 +129,7 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
         txBytes: p.txBytes
       })),
       rules: { table: lcm.table, flows: lcm.last?.rules.flows.length ?? 0, skipped: lcm.last?.rules.skipped ?? [] },
-      drops: (await lcm.drops()).map(d => ({ src: d.src, dst: d.dst, srcVm: d.srcVm, dstVm: d.dstVm, packets: d.packets, spoofed: d.spoofed ?? 0 }))
+      drops: (await lcm.drops()).map(d => ({ src: d.src, dst: d.dst, srcVm: d.srcVm, dstVm: d.dstVm, srcLink: d.srcLink ?? null, packets: d.packets, spoofed: d.spoofed ?? 0 }))
     }
   })
 }

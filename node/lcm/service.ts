@@ -380,6 +380,10 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   /** Drops on this node by address pair, with the VMs the addresses belong to. */
   async drops (): ReturnType<LcmView['drops']> {
     const byAddr = new Map((this.last?.addr.vms ?? []).map(v => [v.address, v.vm]))
-    return (await this.counters()).drops.map(d => ({ ...d, srcVm: byAddr.get(d.src) ?? null, dstVm: byAddr.get(d.dst) ?? null }))
+    const linkOf = this.c.vms?.vmOfLinkAddress
+    return (await this.counters()).drops.map(d => {
+      const srcVm = byAddr.get(d.src) ?? null
+      return { ...d, srcVm, dstVm: byAddr.get(d.dst) ?? null, srcLink: srcVm == null ? linkOf?.(d.src) ?? null : null }
+    })
   }
 }

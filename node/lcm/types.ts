@@ -65,6 +65,10 @@ export interface LcmView {
   settled: () => Promise<void>
   peerStates: () => Promise<Array<InterfaceState['peers'][number] & { node: string | null }>>
   counters: () => Promise<TableCounters>
-  /** dropped packets per (source, destination); `spoofed`: how many of them had a forged source */
-  drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, bytes: number, spoofed?: number }>>
+  /**
+   * dropped packets per (source, destination); `spoofed`: how many of them had a forged
+   * source; `srcLink`: the VM of this node whose link address the source is (it sent
+   * from its end of the /30 to this node, not from its overlay address)
+   */
+  drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, srcLink?: string | null, packets: number, bytes: number, spoofed?: number }>>
 }

@@ -75,6 +75,13 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   t.log(`drops on h1: ${JSON.stringify(drops)}`)
   t.true(drops.some(d => d.srcVm === 'web' && d.dstVm === 'db' && d.packets > 0), 'the web -> db:6000 drop is counted with its source and destination')
   t.true(drops.some(d => d.srcVm === 'other' && d.dstVm === 'db' && d.packets > 0), 'and the other -> db one')
+  // sent from web's link address (its end of the /30 to h1: the same few addresses on
+  // every node, which named no VM): counted as web's, from that address
+  const webLink = web.runtime!.network!.vmAddress
+  await nsRun(web.holder.ns, 'ip', ['netns', 'exec', netnsOf(web), 'busybox', 'ping', '-c', '1', '-W', '1', '-I', webLink, db.address!]).catch(() => '')
+  const fromLink = (await h1.api<NetView>('/v1/net')).drops.find(d => d.src === webLink)
+  t.is(fromLink?.srcLink, 'web', `a drop from web's link address ${webLink} names web: ${JSON.stringify(fromLink)}`)
+  t.is(fromLink?.dstVm, 'db')
   const shown = await h1.api<LinkView>(`/v1/links/${link.id}`)
   t.true(shown.packets > 0, 'the link counts what it let through')
   t.is(shown.tunnel?.node, db.nodeId ?? undefined, 'carried by the tunnel to db\'s host')

@@ -90,13 +90,18 @@ test('link requests: parsed, checked against the document, with clear errors', t
 
 test('vgrid net text shows the interface, peers and drops, or exactly why WireGuard is down', t => {
   const status = { ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgabc', publicKey: K[0]!, endpoint: '10.0.0.1:51820', address: '100.70.0.1', prefix: p }
-  const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', packets: 3, spoofed: 2 }] }, 15_000)
+  const text = formatNet({ status, peers: [{ node: 'n2', name: 'b', publicKey: K[1]!, endpoint: '10.0.0.2:51820', allowedIps: ['100.70.0.2/32'], latestHandshake: new Date(10_000).toISOString(), rxBytes: 2048, txBytes: 10 }], rules: { table: 't', flows: 1, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web', dstVm: 'db', srcLink: null, packets: 3, spoofed: 2 }] }, 15_000)
   t.regex(text, /vgabc \(userspace\)/)
   t.regex(text, /b\s+10\.0\.0\.2:51820\s+5 s ago\s+2\.0 KiB/)
   t.regex(text, /web\s+db\s+3\s+2/)
   t.regex(text, /^\(FORGED: packets that carried that source address/m)
   // all forged: the address's owner did not send them (a tester saw an innocent VM named)
-  t.regex(formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web2', dstVm: 'db', packets: 3, spoofed: 3 }] }, 15_000), /web2's address, forged\s+db\s+3\s+3/)
+  t.regex(formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web2', dstVm: 'db', srcLink: null, packets: 3, spoofed: 3 }] }, 15_000), /web2's address, forged\s+db\s+3\s+3/)
+  // sent from a VM's own link address (10.254.0.2 on every node's first VM): the VM is named, not called a forger (a tester saw the bare address)
+  const fromLink = formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: '10.254.0.2', dst: '100.70.128.9', srcVm: null, dstVm: 'db', srcLink: 'web', packets: 4, spoofed: 4 }] }, 15_000)
+  t.regex(fromLink, /web, from its link address 10\.254\.0\.2\s+db\s+4\s+4/)
+  t.regex(fromLink, /^\(from its link address: the VM sent from the address of its link/m)
+  t.notRegex(fromLink, /FORGED:/)
   const down = formatNet({ status: { ...status, ok: false, error: 'WireGuard cannot start: no kernel module and no wireguard-go' }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] })
   t.regex(down, /WireGuard is not running: WireGuard cannot start: no kernel module and no wireguard-go/)
   const unapplied = formatNet({ status: { ...status, applyError: 'nft: Operation not permitted', applyErrorSince: new Date(5_000).toISOString() }, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [] }, 15_000)

@@ -143,16 +143,17 @@ test('the VM interface patterns take every VM link end DVMM makes and never the 
   for (let i = 0; i < 2000; i++) t.false(matches(interfaceName(`12D3KooW${i}`)), interfaceName(`12D3KooW${i}`))
 })
 
-test('drops by VM in metrics: an address that is no VM\'s is one label value, summed, and no VM can be named so', t => {
-  const d = (src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, spoofed?: number) => ({ src, dst, srcVm, dstVm, packets, bytes: 0, ...(spoofed != null ? { spoofed } : {}) })
+test('drops by VM in metrics: an address that is no VM\'s is one label value, summed, and no VM can be named so; a VM\'s link address is its own', t => {
+  const d = (src: string, dst: string, srcVm: string | null, dstVm: string | null, packets: number, spoofed?: number, srcLink?: string) => ({ src, dst, srcVm, dstVm, packets, bytes: 0, ...(spoofed != null ? { spoofed } : {}), ...(srcLink != null ? { srcLink } : {}) })
   const series = [...dropSeries([
     d('100.1.128.1', '100.1.128.2', 'web', 'db', 3),
     d('10.254.0.2', '100.1.128.2', null, 'db', 2, 2),
     d('192.0.2.7', '100.1.128.2', null, 'db', 5, 5),
-    d('100.1.128.1', '10.254.0.1', 'web', null, 1)
+    d('100.1.128.1', '10.254.0.1', 'web', null, 1),
+    d('10.254.0.6', '100.1.128.2', null, 'db', 4, 4, 'web')
   ], x => x.packets).values()]
   t.deepEqual(series, [
-    { src: 'web', dst: 'db', value: 3 },
+    { src: 'web', dst: 'db', value: 7 },
     { src: OTHER, dst: 'db', value: 7 },
     { src: 'web', dst: OTHER, value: 1 }
   ])
