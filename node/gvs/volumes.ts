@@ -280,14 +280,19 @@ const LAYER_NAME = /\bvol-[0-9a-f]{12}(?:@[0-9]+)?\b/g
  * A message with the names stores and replicas give object sets (`vol-…@N`, a volume's
  * id and layer number) said as users know them: a volume's path for its id or its top
  * layer, `path@snapshot` for a snapshot's own layer, `path layer N` for another of its
- * stack. Names of no volume here stay as they are.
+ * stack. A layer of a removed volume that a clone still reads is said as what that
+ * clone was made from (a tester saw a bare `vol-…` id that answered not_found); other
+ * names of no volume here stay as they are.
  */
 export function sayLayers (text: string, vols: readonly Volume[]): string {
   if (!text.includes('vol-')) return text
   return text.replace(LAYER_NAME, name => {
     const { base, n } = layerNumber(name)
     const v = vols.find(x => x.id === base)
-    if (v == null) return name
+    if (v == null) {
+      const reader = vols.find(x => x.id !== base && layersOf(x).includes(name))
+      return reader == null ? name : `the snapshot ${reader.path} was cloned from (its volume removed since)`
+    }
     if (layersOf(v)[0] === name) return v.path
     // a snapshot's before the base: the volume's first layer is its first snapshot's once taken
     const snap = Object.values(v.snapshots).find(s => snapshotLayers(v, s)[0] === name)

@@ -99,6 +99,10 @@ test('sayLayers: object-set names in a message said as paths, snapshots and laye
   const first: Volume = { ...v, layers: [`${id}@2`, id], snapshots: { s1: { name: 's1', createdAt: 1, layers: [id], at: 1, by: 'n' } } }
   t.is(sayLayers(`object 1 of ${id} on a2`, [first]), 'object 1 of /shop/db@s1 on a2')
   t.is(sayLayers(`object 1 of ${id}@2 on a2`, [first]), 'object 1 of /shop/db on a2')
+  // the volume is gone, a clone still reads its layer: said as what the clone was made from
+  const clone: Volume = { ...vol(), id: 'vol-cccccccccccc', path: '/shop/copy', parent: id, layers: ['vol-cccccccccccc', `${id}@2`, `${id}@1`] }
+  t.is(sayLayers(`object 1 of ${id}@2 on a2`, [clone]), 'object 1 of the snapshot /shop/copy was cloned from (its volume removed since) on a2')
+  t.is(sayLayers(`object 1 of ${id}@7`, [clone]), `object 1 of ${id}@7`, 'a layer nothing reads: as it was')
 })
 
 test('a VOLUME@SNAPSHOT given where a volume is expected: a snapshot is read-only, said with what to do instead; one that does not exist is said so', t => {
