@@ -23,15 +23,19 @@ function tunnelCell (l: LinkView): string {
 }
 
 export function linkRows (links: LinkView[]): string {
+  // counts not known (their node not asked, or silent; an agent before link-counts.ts sent none) are not zero traffic
+  const known = (l: LinkView): boolean => l.counts === undefined || (l.counts.node != null && l.counts.error == null)
   const rows = table(['ID', 'FROM', 'TO', 'PROTO', 'PORT', 'TUNNEL', 'PACKETS', 'DROPS'], links.map(l => [
     l.id, end(l.from), end(l.to), l.protocol, l.port == null ? 'any' : String(l.port),
-    tunnelCell(l), String(l.packets), String(l.drops)
+    tunnelCell(l), known(l) ? String(l.packets) : '-', known(l) ? String(l.drops) : '-'
   ]))
-  // the counts are this node's own, and PACKETS counts what its rules passed, also into
+  // where the counts come from, and that PACKETS counts what the rules passed, also into
   // a tunnel that is down (a tester read a rising count as traffic flowing)
   const down = links.some(l => l.tunnel?.down != null || l.noTunnel != null)
-  return `${rows}
-PACKETS and DROPS are this node's counts (ask the node an end runs on); PACKETS are those its rules let through${down ? ', also into a tunnel that is DOWN, where they are lost' : ''}`
+  const unknown = links.filter(l => l.counts?.error != null)
+  return [rows,
+    `PACKETS and DROPS are counted on the node the FROM end runs on; PACKETS are those its rules let through${down ? ', also into a tunnel that is DOWN, where they are lost' : ''}`,
+    ...unknown.map(l => `${l.id}: counts not known: ${l.counts!.error!}`)].join('\n')
 }
 
 export async function link (argv: string[]): Promise<void> {

@@ -117,9 +117,14 @@ export interface LinkView {
    * tunnel-health.ts), null while it is up
    */
   tunnel: { node: string, name: string | null, publicKey: string, down: string | null } | null
-  /** on this node: packets allowed for it, and packets dropped between its two VMs */
+  /**
+   * packets allowed for it, and packets dropped between its two VMs, as counted where
+   * its FROM end runs (link-counts.ts); 0 when `counts.error` says why they are not known
+   */
   packets: number
   drops: number
+  /** where they were counted: the node of the FROM end (null: it runs nowhere); `error`: why that node's counts are not here */
+  counts: { node: string | null, name: string | null, error: string | null }
   /** why this node does not enforce it, when it does not */
   skipped: string | null
   /**

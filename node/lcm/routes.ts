@@ -6,8 +6,9 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import type { Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
+import type { LinkCounts } from './link-counts.ts'
 
-type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table'> & Partial<Pick<LcmView, 'unreachedBy'>>
+type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table' | 'linkCounts'> & Partial<Pick<LcmView, 'unreachedBy' | 'askCounts'>>
 
 const linksOf = (r: LcmReader): Link[] => r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
 const links = (lcm: Lcm): Link[] => linksOf(lcm.state.read())
@@ -23,7 +24,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
   const down = new Map((lcm.status().tunnelsDown ?? []).map(d => [d.node, d]))
   const rejected = new Map((last?.plan.rejected ?? []).map(x => [x.node, x.detail]))
-  const c = await lcm.counters()
+  const counted = await countsWhereCounted(lcm, list, place)
   const r = lcm.state.read()
   const vms = new Map(r.list('vms').map(v => [v.id, v]))
   const leases = new Map(r.list('leases').map(x => [x.vm, x]))
@@ -52,8 +53,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       ? 'unplaced'
       : remote == null ? 'elsewhere' : remote === lcm.selfId ? 'local' : t != null ? 'tunnel' : 'no-tunnel'
     const f = flows.get(l.id)
-    // a forged packet carries a link end's address but came from elsewhere: not the link's drop (a tester saw an innocent link's count rise)
-    const drops = c.drops.filter(x => (x.src === s?.address && x.dst === d?.address) || (x.src === d?.address && x.dst === s?.address)).reduce((n, x) => n + x.packets - (x.spoofed ?? 0), 0)
+    const n = counted.get(l.id)
     return {
       id: l.id,
       from: { ...l.from, node: s?.node ?? null, nodeName: nameOf(lcm.members, s?.node ?? null), address: s?.address ?? null, down: endDown(l.from.vm) },
@@ -61,14 +61,51 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       protocol: l.protocol,
       port: l.port,
       tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node) },
-      packets: f == null ? 0 : c.counters.get(f.counter)?.packets ?? 0,
-      drops,
+      packets: n?.packets ?? 0,
+      drops: n?.drops ?? 0,
+      counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null },
       // nothing for this node to enforce on a link whose ends are elsewhere or not placed
       skipped: f == null ? skipped.get(l.id) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
       path,
       noTunnel: path === 'no-tunnel' ? { node: remote!, name: nameOf(lcm.members, remote!), why: whyNoTunnel(lcm.members.get(remote!), rejected.get(remote!)) } : null
     }
   })
+}
+
+/**
+ * Each link's counts from the node its FROM end runs on (link-counts.ts): this node's
+ * own, or asked of that node, one question per node at once. A node that cannot be
+ * asked (dead, out of reach, not answering) leaves its links' counts out, saying why.
+ */
+async function countsWhereCounted (lcm: Lcm, list: Link[], place: ReadonlyMap<string, { node: string | null }>): Promise<Map<string, { packets: number, drops: number, error?: string }>> {
+  const byNode = new Map<string, string[]>()
+  for (const l of list) {
+    const node = place.get(l.from.vm)?.node
+    if (node != null) byNode.set(node, [...byNode.get(node) ?? [], l.id])
+  }
+  const out = new Map<string, { packets: number, drops: number, error?: string }>()
+  await Promise.all([...byNode].map(async ([node, ids]) => {
+    const name = nameOf(lcm.members, node) ?? node
+    let got: Map<string, LinkCounts> | undefined
+    let error: string | undefined
+    const m = lcm.members.get(node)
+    if (node === lcm.selfId) got = await lcm.linkCounts(ids)
+    else if (lcm.askCounts == null) error = `counted on ${name}, which this agent cannot ask`
+    else if (m == null || m.state !== 'alive') error = `counted on ${name}, which is ${m?.state ?? 'not a member this node knows'}`
+    else if (lcm.unreachedBy?.(node) != null) error = `counted on ${name}, which this node does not reach (a partial partition)`
+    else {
+      try {
+        got = await lcm.askCounts(node, ids)
+      } catch (err) {
+        error = `counted on ${name}, which did not answer: ${(err as Error).message}`
+      }
+    }
+    for (const id of ids) {
+      const c = got?.get(id)
+      out.set(id, c != null ? c : { packets: 0, drops: 0, error: error ?? `${name} did not answer for it (an agent of an earlier release?)` })
+    }
+  }))
+  return out
 }
 
 export interface NetView {

@@ -29,6 +29,8 @@ import { KEEPALIVE_S, tunnelsDown, type TunnelDown } from './tunnel-health.ts'
 import { lcmProblems } from './health.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
+import type { RequestHost } from '../p2p/request.ts'
+import { countsOf, LinkCountsService, type LinkCounts } from './link-counts.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
 export type { LocalVms } from './local-vm-net.ts'
@@ -53,6 +55,8 @@ export interface LcmComponents {
   onAdvert: (wg: WireguardAdvert | null) => void
   /** the VMs of this node (DVMM): each one's interface (tap or veth), to route its address, and its terminal names */
   vms?: LocalVms
+  /** to answer and ask for links' counts (link-counts.ts); absent: this node's own only */
+  host?: RequestHost
 }
 
 /** What a VM is given when it starts: its overlay address and its terminal names. */
@@ -121,6 +125,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private passesStarted = 0
   private lastPassDone = 0
   private readonly localVms: LocalVmNet
+  private readonly counts?: LinkCountsService
   private rejectedSeen = new Set<string>()
   private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
@@ -136,6 +141,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.ifname = interfaceName(components.peerId)
     this.table = tableName(components.peerId)
     this.localVms = new LocalVmNet(components.peerId, components.vms, this.log)
+    if (components.host != null) this.counts = new LinkCountsService({ host: components.host, local: async ids => await this.linkCounts(ids) })
     this.addressWatch = new AddressWatch(() => { if (this.running) this.checkAddresses() }, this.log)
     this.overlayRoutes = new OverlayRoutes({ log: this.log, prefix: this.prefix, wgIf: this.ifname })
     this.tunnel = new Tunnel({
@@ -155,6 +161,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.addressWatch.start()
     }
     this.hostAddrs = this.tunnel.addressKey()
+    await this.counts?.start()
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
     this.routeTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.overlayRoutes.check() }) }, ROUTE_CHECK_MS)
@@ -169,6 +176,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   async stop (): Promise<void> {
     this.running = false
+    await this.counts?.stop()
     clearTimeout(this.timer)
     clearInterval(this.pollTimer)
     this.addressWatch.stop()
@@ -375,6 +383,16 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       .catch(() => ({ counters: new Map(), drops: [] }))
       .finally(() => { this.countersRead = undefined })
     return await this.countersRead
+  }
+
+  async linkCounts (ids: readonly string[]): Promise<Map<string, LinkCounts>> {
+    const links = new Map(this.c.state.read().list('connections').map(l => [l.id, l]))
+    return countsOf(ids, links, this.last, await this.counters())
+  }
+
+  get askCounts (): LcmView['askCounts'] {
+    const c = this.counts
+    return c == null ? undefined : async (node, ids) => await c.ask(node, ids)
   }
 
   /** Drops on this node by address pair, with the VMs the addresses belong to. */

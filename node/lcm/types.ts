@@ -9,6 +9,7 @@ import type { Addressing, PeerPlan } from './plan.ts'
 import type { Link, Ruleset } from './rules.ts'
 import type { TableCounters } from './nft.ts'
 import type { TunnelDown } from './tunnel-health.ts'
+import type { LinkCounts } from './link-counts.ts'
 
 /** What the LCM reads and writes of the cluster document. */
 export interface LcmReader { list: <K extends Kind>(kind: K) => Array<Objects[K]> }
@@ -71,4 +72,8 @@ export interface LcmView {
    * from its end of the /30 to this node, not from its overlay address)
    */
   drops: () => Promise<Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, srcLink?: string | null, packets: number, bytes: number, spoofed?: number }>>
+  /** this node's counts of these links (link-counts.ts countsOf) */
+  linkCounts: (ids: readonly string[]) => Promise<Map<string, LinkCounts>>
+  /** another node's counts of these links; throws when it does not answer (absent: this agent cannot ask, as without a libp2p host) */
+  askCounts?: (node: string, ids: readonly string[]) => Promise<Map<string, LinkCounts>>
 }

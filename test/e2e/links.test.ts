@@ -84,6 +84,12 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   t.is(fromLink?.dstVm, 'db')
   const shown = await h1.api<LinkView>(`/v1/links/${link.id}`)
   t.true(shown.packets > 0, 'the link counts what it let through')
+  // asked on a node that holds neither end: the counts of web's node, not its own zero
+  const third = grid.list.find(h => h.name !== web.node && h.name !== db.node)!
+  const elsewhere = await third.api<LinkView>(`/v1/links/${link.id}`)
+  t.is(elsewhere.path, 'elsewhere')
+  t.like(elsewhere.counts, { name: 'h1', error: null })
+  t.true(elsewhere.packets >= shown.packets, `${third.name} shows h1's count: ${elsewhere.packets} >= ${shown.packets}`)
   t.is(shown.tunnel?.node, db.nodeId ?? undefined, 'carried by the tunnel to db\'s host')
   // vgrid link ls and vgrid net, as the operator reads them
   const ls = await h1.vgrid(['link', 'ls'])

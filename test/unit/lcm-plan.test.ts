@@ -135,9 +135,15 @@ test('one link per output on every node: two written at once from one output, th
   t.deepEqual(oneLinkPerOutput([a, { ...b, at: 100 }]).links.map(l => l.id), ['link-a'])
 })
 
-test('link ls says its counts are this node\'s, and that PACKETS include those sent into a tunnel that is down', t => {
+test('link ls says where its counts come from, that PACKETS include those sent into a tunnel that is down, and shows counts it could not get as unknown', t => {
   const end = { vm: 'web', terminal: 'db', node: 'n2', nodeName: 'b', address: '100.70.0.2', down: null }
-  const base = { id: 'link-1', from: end, to: { ...end, vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432, packets: 7, drops: 0, skipped: null, path: 'tunnel', noTunnel: null } as unknown as LinkView
-  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null } } as LinkView]), /PACKETS and DROPS are this node's counts .*PACKETS are those its rules let through$/)
+  const base = { id: 'link-1', from: end, to: { ...end, vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432, packets: 7, drops: 0, skipped: null, path: 'tunnel', noTunnel: null, counts: { node: 'n2', name: 'b', error: null } } as unknown as LinkView
+  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null } } as LinkView]), /PACKETS and DROPS are counted on the node the FROM end runs on; PACKETS are those its rules let through$/)
   t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: 'partial partition' } } as LinkView]), /b DOWN: partial partition[\s\S]*also into a tunnel that is DOWN, where they are lost$/)
+  // its node did not answer: unknown, not zero, and why
+  const silent = linkRows([{ ...base, packets: 0, tunnel: null, path: 'elsewhere', counts: { node: 'n2', name: 'b', error: 'counted on b, which did not answer: timeout' } } as LinkView])
+  t.regex(silent, /tcp\s+5432\s+-\s+-\s+-\s*$/m)
+  t.regex(silent, /^link-1: counts not known: counted on b, which did not answer: timeout$/m)
+  // FROM end runs nowhere: nothing counted
+  t.regex(linkRows([{ ...base, packets: 0, tunnel: null, path: 'unplaced', counts: { node: null, name: null, error: null } } as LinkView]), /5432\s+-\s+-\s+-/)
 })

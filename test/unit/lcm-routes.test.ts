@@ -11,10 +11,11 @@ import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
 import { whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
 import type { LcmView } from '../../node/lcm/types.ts'
+import { countsOf, parseCountsAnswer, parseCountsRequest } from '../../node/lcm/link-counts.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }> } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }>, askCounts?: LcmView['askCounts'] } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -36,7 +37,9 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
     members: over.members ?? new Map(),
     unreachedBy: over.unreachedBy,
     selfId: 'n1',
-    table: 'vgrid_lcm_x'
+    table: 'vgrid_lcm_x',
+    linkCounts: async (ids: readonly string[]) => countsOf(ids, new Map(replica.read().list('connections').map(l => [l.id, l])), over.last ?? null, { counters: new Map(), drops: over.drops ?? [] }),
+    askCounts: over.askCounts
   }
   const a = Fastify()
   a.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
@@ -161,4 +164,54 @@ test('GET /v1/links: a tunnel to a node membership finds out of reach here (a pa
   const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(view!.path, 'tunnel')
   t.is(view!.tunnel?.down, 'this node does not reach N2 on the network while N3 does (a partial partition)')
+})
+
+test('GET /v1/links: a link\'s counts come from the node its FROM end runs on, asked when that is another; one that cannot be asked is said so, never shown as zero traffic', async t => {
+  const place = (vm: string, node: string, address: string): unknown => ({ vm, node, address, inputs: null, outputs: null })
+  const member = (id: string, state: string): Member => ({ nodeId: id, state, advert: { name: `host-${id}` } }) as unknown as Member
+  const last = (vms: unknown[]): LcmView['last'] => ({ plan: { peers: new Map(), tunnels: [], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] }) as unknown as LcmView['last']
+  const asked: Array<[string, readonly string[]]> = []
+  const vms = [place('web', 'n2', '10.9.0.2'), place('db', 'n3', '10.9.0.3')]
+  const linkOf = async (over: Parameters<typeof app>[1]): Promise<LinkView> => {
+    const { app: a } = app(undefined, { last: last(vms), ...over })
+    t.is((await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+    return ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links[0]!
+  }
+  // asked of n2 (web's node), not n3 and not this node (n1), which holds neither end
+  const alive = new Map([['n2', member('n2', 'alive')], ['n3', member('n3', 'alive')]])
+  const got = await linkOf({ members: alive, askCounts: async (node, ids) => { asked.push([node, ids]); return new Map(ids.map(id => [id, { packets: 42, drops: 1 }])) } })
+  t.true(asked.length > 0 && asked.every(([n, ids]) => n === 'n2' && ids.length === 1), JSON.stringify(asked))
+  t.like(got, { packets: 42, drops: 1, counts: { node: 'n2', name: 'host-n2', error: null } })
+  // it does not answer: why, and zeros that the CLI shows as unknown
+  const silent = await linkOf({ members: alive, askCounts: async () => { throw new Error('The operation was aborted due to timeout') } })
+  t.like(silent, { packets: 0, drops: 0, counts: { node: 'n2', error: 'counted on host-n2, which did not answer: The operation was aborted due to timeout' } })
+  // dead, or out of reach: not asked at all
+  asked.length = 0
+  const dead = await linkOf({ members: new Map([['n2', member('n2', 'dead')]]), askCounts: async (node, ids) => { asked.push([node, ids]); return new Map() } })
+  t.is(dead.counts.error, 'counted on host-n2, which is dead')
+  const cut = await linkOf({ members: alive, unreachedBy: n => n === 'n2' ? 'n3' : undefined, askCounts: async (node, ids) => { asked.push([node, ids]); return new Map() } })
+  t.regex(cut.counts.error!, /does not reach .*partial partition/)
+  t.deepEqual(asked, [])
+  // an answer without the link (an agent of an earlier release answers {error})
+  t.regex((await linkOf({ members: alive, askCounts: async () => new Map() })).counts.error!, /did not answer for it/)
+  // FROM end not placed: nothing counted anywhere, nothing asked
+  const { app: u } = app(undefined, { last: last([place('db', 'n3', '10.9.0.3')]), members: alive, askCounts: async (node, ids) => { asked.push([node, ids]); return new Map() } })
+  t.is((await u.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  t.like(((await u.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links[0], { packets: 0, counts: { node: null, error: null } })
+  t.deepEqual(asked, [])
+})
+
+test('link counts requests and answers: junk is refused or left out', t => {
+  t.deepEqual(parseCountsRequest({ links: ['link-1', 'link-2'] }), ['link-1', 'link-2'])
+  for (const bad of [null, {}, { links: 'x' }, { links: [1] }, { links: [''] }, { links: Array.from({ length: 5000 }, (_, i) => `l${i}`) }]) {
+    t.throws(() => parseCountsRequest(bad), { message: /a counts request is \{"links": \[ids\]\}/ })
+  }
+  t.deepEqual([...parseCountsAnswer({ a: { packets: 3, drops: 0 }, b: { packets: -1, drops: 0 }, c: { packets: 1.5, drops: 0 }, d: 'x', e: { packets: 1 } })], [['a', { packets: 3, drops: 0 }]])
+  t.throws(() => parseCountsAnswer([]), { message: /a counts answer is a JSON object/ })
+  t.throws(() => parseCountsAnswer({ error: 'a counts request is ...' }), { message: 'a counts request is ...' })
+  // counted here: the flow's counter, and drops between the two ends that no one forged
+  const links = new Map([['l1', { from: { vm: 'web' }, to: { vm: 'db' } }]])
+  const last = { rules: { flows: [{ link: 'l1', counter: 'c1' }] }, addr: { vms: [{ vm: 'web', address: '10.9.0.2' }, { vm: 'db', address: '10.9.0.3' }] } } as unknown as Parameters<typeof countsOf>[2]
+  const counters = { counters: new Map([['c1', { packets: 9, bytes: 900 }]]), drops: [{ src: '10.9.0.3', dst: '10.9.0.2', packets: 4, bytes: 0, spoofed: 1 }, { src: '10.9.0.9', dst: '10.9.0.2', packets: 7, bytes: 0 }] }
+  t.deepEqual([...countsOf(['l1', 'nope'], links, last, counters)], [['l1', { packets: 9, drops: 3 }], ['nope', { packets: 0, drops: 0 }]])
 })

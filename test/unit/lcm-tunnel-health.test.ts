@@ -139,7 +139,8 @@ test('the links API shows the tunnel of a link as down, with the reason; other l
     } as unknown as Parameters<typeof lcmRoutes>[0]['last'],
     members,
     selfId: 'n3',
-    table: 'vgrid_lcm_x'
+    table: 'vgrid_lcm_x',
+    linkCounts: async () => new Map()
   }
   const a = Fastify()
   lcmRoutes(lcm)(a)
