@@ -147,6 +147,33 @@ export function plan (vms: readonly Demand[], nodes: readonly NodeView[], holdin
 }
 
 /**
+ * Where `me` stands for each of many waiting VMs (`positionOf`). Each is ranked on its
+ * own against what is held: agents see new VMs at different times, and a plan over
+ * different sets would disagree. Except VMs of an anti-affinity group, ranked one after
+ * another in the order given (callers sort by id), each counting those before it where
+ * they rank best: ranked apart, each saw none of its group anywhere, and a group made at
+ * once landed on one node about one time in four with two nodes (a test caught three on
+ * one of two). Agents that see different members of a group waiting may disagree; their
+ * claims contest, and the rule settles it.
+ */
+export function positionsOf (vms: readonly Demand[], nodes: readonly NodeView[], holdings: readonly Holding[], me: string, opts: RankOptions = {}): Map<string, { pos: number, feasible: number }> {
+  const usage = usageOf(holdings)
+  let grouped: Map<string, Usage> | undefined
+  const out = new Map<string, { pos: number, feasible: number }>()
+  for (const vm of vms) {
+    if (vm.antiAffinity == null) {
+      out.set(vm.vm, positionOf(vm, nodes, usage, me, opts))
+      continue
+    }
+    grouped ??= usageOf(holdings)
+    out.set(vm.vm, positionOf(vm, nodes, grouped, me, opts))
+    const best = rank(vm, nodes, grouped, opts).best
+    if (best != null) addUsage(grouped, { vm: vm.vm, holder: best, cpu: vm.cpu, memoryBytes: vm.memoryBytes, antiAffinity: vm.antiAffinity })
+  }
+  return out
+}
+
+/**
  * Where `me` stands in `rank(vm, ...)`'s order (0: best; -1: filtered), and how many
  * nodes pass: the same order as `rank`, computed without building the ranking. An
  * agent asks this for every waiting VM at every step, so it allocates nothing per node.

@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionOf, usageOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -210,11 +210,11 @@ export function decide (i: DecideInput): Decisions {
   }
   if (unplaced.size === 0) return d
   const order = [...unplaced.keys()].sort()
-  // each VM is ranked on its own against the leases in the document (not against the
-  // other new VMs, which agents see at different times): what every agent agrees on.
-  // Only this node's place in each ranking is computed here; the API ranks in full.
-  const usage = usageOf(holdings(i.doc, new Set(unplaced.keys())))
-  const places = new Map(order.map(id => [id, positionOf(demandOf(i.doc.vms.get(id)!), i.nodes, usage, i.me, { strategy: i.cfg.strategy })]))
+  // each VM is ranked against the leases in the document (not against the other new
+  // VMs, which agents see at different times: what every agent agrees on), but those of
+  // an anti-affinity group against each other too (positionsOf). Only this node's place
+  // in each ranking is computed here; the API ranks in full.
+  const places = positionsOf(order.map(id => demandOf(i.doc.vms.get(id)!)), i.nodes, holdings(i.doc, new Set(unplaced.keys())), i.me, { strategy: i.cfg.strategy })
   d.unplaced = order
   d.fitsNowhere = order.filter(id => places.get(id)!.feasible === 0)
   if (!i.fence.mayClaim) return d

@@ -8,7 +8,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { coordinatorOf, unrecordedUnsound, volumeHealth, type LastRepair, type LayerCopies, type VolumeHealthView } from './health.ts'
 import type { RepairRuns } from './repair-runs.ts'
 import type { StatusAnswer, StatusService } from './status-protocol.ts'
-import { layersOf, referencedLayers, sayLayers } from './volumes.ts'
+import { layerNumber, layersOf, referencedLayers, sayLayers } from './volumes.ts'
 
 /**
  * A volume's state as seen from a node that sees no majority of the roll (`why`): it
@@ -173,5 +173,7 @@ export class VolumeStates {
 export function unsoundOf (v: Volume): { unsound: number, unsoundNames: string[] } {
   const read = referencedLayers([v])
   const keys = Object.keys(v.unsound ?? {}).filter(k => read.has(k.slice(0, k.lastIndexOf('/')))).sort()
-  return { unsound: keys.length, unsoundNames: keys.slice(0, 5).map(k => `object ${k.slice(k.lastIndexOf('/') + 1)} of ${sayLayers(k.slice(0, k.lastIndexOf('/')), [v])}`) }
+  // a layer of another volume (a clone's source) is left as it is, for the API to name with every volume (routes.ts)
+  const say = (layer: string): string => layerNumber(layer).base === v.id ? sayLayers(layer, [v]) : layer
+  return { unsound: keys.length, unsoundNames: keys.slice(0, 5).map(k => `object ${k.slice(k.lastIndexOf('/') + 1)} of ${say(k.slice(0, k.lastIndexOf('/')))}`) }
 }

@@ -282,7 +282,8 @@ const LAYER_NAME = /\bvol-[0-9a-f]{12}(?:@[0-9]+)?\b/g
  * layer, `path@snapshot` for a snapshot's own layer, `path layer N` for another of its
  * stack. A layer of a removed volume that a clone still reads is said as what that
  * clone was made from (a tester saw a bare `vol-…` id that answered not_found); other
- * names of no volume here stay as they are.
+ * names of no volume here stay as they are. `vols`: every volume, or a removed one
+ * cannot be told from one left out.
  */
 export function sayLayers (text: string, vols: readonly Volume[]): string {
   if (!text.includes('vol-')) return text

@@ -3,7 +3,7 @@
 // restart rule and the HA check; with seeded property tests over random grids.
 import test from 'ava'
 import {
-  rank, plan, positionOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
+  rank, plan, positionOf, positionsOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
   onExit, restartDelayMs, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
@@ -264,4 +264,29 @@ test('HA check: each stranded VM keeps its own reason', t => {
   t.regex(r1!, /disk/)
   t.regex(r2!, /memory/)
   t.is(rep.stranded[0]!.reason, r1!)
+})
+
+test('positionsOf: VMs of an anti-affinity group waiting together spread over the nodes (each counts those before it); others rank on their own, as positionOf', t => {
+  const nodes = [node('a'), node('b')]
+  // many groups of three on two nodes: every group splits two and one (ranked apart, about
+  // one in four put all three on one node), and every node agrees on each VM's best
+  for (let g = 0; g < 200; g++) {
+    const group = [0, 1, 2].map(k => vm(`g${g}-vm${k}`, { antiAffinity: `g${g}` }))
+    const best = new Map<string, string>()
+    for (const me of ['a', 'b']) {
+      for (const [id, p] of positionsOf(group, nodes, [], me)) {
+        t.is(p.feasible, 2)
+        if (p.pos === 0) { t.false(best.has(id), `${id}: one best node`); best.set(id, me) }
+      }
+    }
+    t.is(best.size, 3)
+    const perNode = ['a', 'b'].map(n => [...best.values()].filter(b => b === n).length).sort()
+    t.deepEqual(perNode, [1, 2], `group ${g}: ${JSON.stringify([...best])}`)
+  }
+  // a group member already held counts too; a VM of no group ranks as positionOf alone
+  const held: Holding[] = [{ vm: 'x0', holder: 'a', cpu: 1, memoryBytes: GiB, antiAffinity: 'x' }]
+  const two = positionsOf([vm('x1', { antiAffinity: 'x' }), vm('x2', { antiAffinity: 'x' })], nodes, held, 'b')
+  t.is(two.get('x1')!.pos, 0, 'the first waiting goes to b, where none of its group is')
+  const plain = vm('p1')
+  t.deepEqual(positionsOf([vm('y1', { antiAffinity: 'y' }), plain], nodes, held, 'a').get('p1'), positionOf(plain, nodes, usageOf(held), 'a'))
 })
