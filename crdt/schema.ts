@@ -144,6 +144,12 @@ export const LeaseSchema = Type.Object({
    */
   made: Type.Optional(Type.Integer({ minimum: 0 })),
   /**
+   * the volumes the VM had as its disks when this lease was claimed: a run of a VM
+   * removed since (its node away) still has them open, and no other VM is placed on
+   * them until that run has ended (absent: none, or claimed by an older agent)
+   */
+  disks: Type.Optional(Type.Array(Id, { maxItems: 64 })),
+  /**
    * the VM's history, oldest first (LeaseEventSchema, at most LEASE_LOG_MAX written); a
    * new claim carries on the log of the lease before it (absent: written by an agent
    * that kept none). Informational, so any value is accepted here: a lease is

@@ -165,8 +165,8 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
   if (v.json === true) return json(r)
   if (what === 'rm') {
-    const links = (r as { links?: string[] }).links ?? []
-    out(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}`)
+    const { links = [], stillRuns } = r as { links?: string[], stillRuns?: { name: string, why: string } }
+    out(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}`)
   } else {
     const d = r as VmDetail
     const asked = what === 'start' ? 'running' : 'stopped'

@@ -8,6 +8,7 @@ import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 import { MAX_FENCE_TIMEOUT_MS } from './timing.ts'
 import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
+import { sameVm } from './history.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
 const FALLBACK_SETTLES = 4
@@ -51,21 +52,24 @@ export interface DecideInput {
  * or with `parked` a placement anew over a parked lease (nothing runs under it: the new
  * lease names no `from`)
  */
-export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string, parked?: true }
+/** `parked`: placed anew over a lease nothing runs under (no failover); `former`: that lease was a former VM's of the name, ended */
+export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string, parked?: true, former?: true }
 
 /**
  * Whether a claim decided on one read of the document still applies to the lease the
  * write finds (`current`: the lease as the writer reads it, undefined when there is
  * none): a placement finds no lease, a takeover finds the lease it took over, a
- * placement over a parked lease finds it still parked. A step writes after its read
+ * placement over a parked lease finds it still parked (over a former VM's ended lease,
+ * still ended). A step writes after its read
  * (the write waits for the one before it), and a claim that arrived meanwhile must not
  * be overwritten: a put replaces every value its writer has seen, so that claim would
  * vanish without a contest while its node, which may have started the VM, still counts
  * it as its own.
  */
-export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'status' | 'parked'> | undefined, c: Pick<Claim, 'epoch' | 'from' | 'parked'>): boolean {
+export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'status' | 'parked'> | undefined, c: Pick<Claim, 'epoch' | 'from' | 'parked' | 'former'>): boolean {
   if (c.from == null) return current == null
-  return current != null && current.holder === c.from && current.epoch === c.epoch - 1 && (c.parked !== true || isParked(current))
+  if (current == null || current.holder !== c.from || current.epoch !== c.epoch - 1) return false
+  return c.former === true ? idle(current) : c.parked !== true || isParked(current)
 }
 
 export interface Decisions {
@@ -125,6 +129,26 @@ export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, 
   return new Map([...since].map(([vm, at]) => [vm, at + lost]))
 }
 
+/**
+ * The volumes a run of a removed VM (or of a former VM of a name made again) may still
+ * have open, from its lease (not idle; `disks`, recorded at claim): held while its holder
+ * may run it (this node, alive, or away within its takeover wait; past that, its watchdog
+ * ended it). `vm rm` while a VM's node was away (stopped for a restart) freed its disk at
+ * once, and a tester's new VM ran on it beside the old guest; the epochs kept the data.
+ */
+function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map<string, { vm: string, holder: string }> {
+  const out = new Map<string, { vm: string, holder: string }>()
+  for (const [id, l] of i.doc.leases) {
+    const w = l.winner
+    if (idle(w) || w.disks == null || w.disks.length === 0) continue
+    const vm = i.doc.vms.get(id)
+    if (vm != null && sameVm(w.made, vm.created)) continue
+    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs }).allowed) continue
+    for (const v of w.disks) out.set(v, { vm: id, holder: w.holder })
+  }
+  return out
+}
+
 export function decide (i: DecideInput): Decisions {
   const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], park: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
   const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
@@ -141,12 +165,19 @@ export function decide (i: DecideInput): Decisions {
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs
-  const unplaced = new Map<string, { from?: string, epoch: number, parked?: true }>()
+  const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
   const owners = diskOwners(i.doc.vms.values())
+  const formerDisks = disksOfFormerRuns(i, since, fenceMs)
   const takenWhy = (vm: Vm | undefined): string | null => {
-    const t = vm == null || vm.spec.volumes.length === 0 ? null : diskTaken(vm, owners)
-    return t == null ? null : diskTakenWhy(t, i.volumePath ?? (v => v))
+    if (vm == null || vm.spec.volumes.length === 0) return null
+    const t = diskTaken(vm, owners)
+    if (t != null) return diskTakenWhy(t, i.volumePath ?? (v => v))
+    for (const v of vm.spec.volumes) {
+      const f = formerDisks.get(v)
+      if (f != null) return `its disk ${(i.volumePath ?? (x => x))(v)} may still be open in a run of a removed VM "${f.vm}" on ${i.nameOf?.(f.holder) ?? f.holder}: placed once that run has ended (its node stops it when its agent is back, or its watchdog has when its fence wait is over)`
+    }
+    return null
   }
   // VMs this node runs that it must not
   for (const vm of i.runs) {
@@ -156,6 +187,10 @@ export function decide (i: DecideInput): Decisions {
     const taken = takenWhy(spec)
     if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${i.nameOf?.(l.winner.holder) ?? l.winner.holder}'s (epoch ${l.winner.epoch})` })
     else if (spec == null) d.stop.push({ vm, why: 'VM removed' })
+    // the run of a VM removed while this node was away, made again under its name since:
+    // not this VM (another spec, other disks), never adopted as it (a tester's new VM showed
+    // running while the old guest ran on, on the old disk)
+    else if (!sameVm(l.winner.made, spec.created)) d.stop.push({ vm, why: 'a former VM of this name (removed, then made again): the new one is placed afresh' })
     else if (taken != null) d.stop.push({ vm, why: taken })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
     else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })
@@ -164,8 +199,10 @@ export function decide (i: DecideInput): Decisions {
     const w = l.winner
     if (w.holder !== i.me || i.runs.has(id) || i.busy.has(id)) continue
     const vm = i.doc.vms.get(id)
+    // a former VM's lease (its VM removed, and made again): given up, the new VM is placed afresh
+    if (vm != null && !sameVm(w.made, vm.created)) d.release.push({ vm: id, why: 'a lease of a former VM of this name (removed, then made again)' })
     // a VM stopped on request keeps its lease here, `stopped`: it names the node that last ran it (its console)
-    if (vm?.desired === 'stopped') {
+    else if (vm?.desired === 'stopped') {
       if (w.status !== 'stopped') d.park.push({ vm: id, why: 'desired stopped' })
     } else if (vm == null || vm.desired !== 'running') d.release.push({ vm: id, why: vm == null ? 'VM removed' : `desired ${vm.desired}` })
     else if (meNode?.draining === true && w.status !== 'failed' && w.status !== 'stopped') d.release.push({ vm: id, why: 'node draining' })
@@ -178,13 +215,25 @@ export function decide (i: DecideInput): Decisions {
     const l = i.doc.leases.get(id)
     if (l == null) { unplaced.set(id, { epoch: 1 }); continue }
     const w = l.winner
-    if (isParked(w)) {
+    // the lease of a former VM of this name (removed, then made again): its run, if any,
+    // is not this VM's. Nothing runs under an idle one: placed afresh over it. Its holder
+    // stops a run and gives the lease up (above); a holder away has it taken over after
+    // the fence wait, as any lease of a dead holder
+    const former = !sameVm(w.made, vm.created)
+    if (former && !idle(w)) {
+      const why = `a former VM of this name (removed, then made again) still holds its lease on ${i.nameOf?.(w.holder) ?? w.holder}: this one is placed once that run has ended`
+      if (w.holder === i.me || i.holderAlive(w.holder)) { d.blocked.push({ vm: id, reason: why }); continue }
+      d.blocked.push({ vm: id, reason: `${why} (its node is away: its lease is taken over after the fence wait)` })
+    }
+    // this node's own idle one is given up first (above); the next step places afresh
+    if (former && idle(w) && w.holder === i.me) continue
+    if (isParked(w) || (former && idle(w))) {
       // a VM stopped on request and started again by a writer that saw its lease still
       // running (merged with the holder's park): nothing runs under a parked lease and
       // none will (its holder never starts a stopped lease, startsStillDue), so it is
       // placed anew over it, by any node, without waiting for a fence, as the start would have
       if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be placed anew over it (remove its lease, or start it again)` })
-      else unplaced.set(id, { from: w.holder, epoch: w.epoch + 1, parked: true })
+      else unplaced.set(id, { from: w.holder, epoch: w.epoch + 1, parked: true, ...(former ? { former: true as const } : {}) })
       continue
     }
     if (idle(w)) continue // the crash rule's: left so, with the reason, until started again
@@ -235,7 +284,7 @@ export function decide (i: DecideInput): Decisions {
     reserved.cpu += vm.spec.cpu
     reserved.memoryBytes += vm.spec.memoryBytes
     const u = unplaced.get(id)!
-    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from, ...(u.parked === true ? { parked: true as const } : {}) })
+    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from, ...(u.parked === true ? { parked: true as const } : {}), ...(u.former === true ? { former: true as const } : {}) })
   }
   return d
 }

@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import type { VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
-import { appendLog, logged, readLog, type History } from './history.ts'
+import { appendLog, logged, readLog, sameVm, type History } from './history.ts'
 import { docStamp, driverSpec, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
@@ -129,7 +129,13 @@ export class LocalVms {
       d.on('exit', this.onDriverExit)
       for (const vm of await d.list()) {
         // read after the await: a reader taken before it is stale once a peer's change arrived
-        const act = leftBehind(vm, this.c.state.read().get('leases', vm.id)?.value, this.c.peerId)
+        const r = this.c.state.read()
+        const lease = r.get('leases', vm.id)?.value
+        // a run of a former VM of its name (removed while this agent was away, made again
+        // since): its lease is not the new VM's, so it is neither restarted nor counted as
+        // the new VM's crash; a live one is stopped by the step (decide.ts)
+        const spec = r.get('vms', vm.id)?.value
+        const act = leftBehind(vm, lease != null && spec != null && !sameVm(lease.made, spec.created) ? undefined : lease, this.c.peerId)
         if (act.do === 'adopt' || act.do === 'stop') {
           this.running.add(vm.id)
           this.noteInterface(vm, d)

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
+import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
@@ -307,11 +307,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'running') })
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
-      const vm = findVm(current().doc, req.params.id)
+      const { doc } = current()
+      const vm = findVm(doc, req.params.id)
       // its links, and its lease if nothing runs under it, go with it (removeVmIn)
       const links = await state.write(w => removeVmIn(w, vm.id), `vm rm ${vm.id}`)
       svc.schedule()
-      return { removed: vm.id, links }
+      // a run on a node whose agent is away (stopped for a restart, or not heard from)
+      // goes on until that agent is back and stops it, or its watchdog ends it: said, as
+      // `vm stop` says it (a tester read "removed" as gone, while the guest ran on)
+      const l = doc.leases.get(vm.id)?.winner
+      const away = l != null && !idle(l) && l.holder !== svc.me && membership.members.get(l.holder)?.state !== 'alive'
+      return { removed: vm.id, links, ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it; its disks go to no other VM until then' } } : {}) }
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's

@@ -365,8 +365,10 @@ export class DvmmService {
         if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
         try {
           // over a parked lease: a placement anew (no `from`, no failover in its history)
-          const made = w.reader.get('vms', c.vm)?.value.created
-          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}) }
+          const spec = w.reader.get('vms', c.vm)?.value
+          const made = spec?.created
+          const disks = spec?.spec.volumes ?? []
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), ...(disks.length > 0 ? { disks: [...disks] } : {}) }
           // its history carries on the log of the lease taken over, or of the last one this node saw (not a former VM's of its name)
           const before = w.reader.get('leases', c.vm)?.value
           w.put('leases', { ...lease, log: claimLog(before?.log != null ? { log: before.log, made: before.made } : this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })

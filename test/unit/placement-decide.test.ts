@@ -291,6 +291,11 @@ test('claimStillApplies: a placement only where there is no lease, a takeover on
   t.true(claimStillApplies(lease('v', B, { epoch: 3 }), { epoch: 4, from: B }))
   t.false(claimStillApplies(lease('v', C, { epoch: 4 }), { epoch: 4, from: B }), 'another node took it over first')
   t.false(claimStillApplies(undefined, { epoch: 4, from: B }), 'the lease went (the VM was removed or stopped)')
+  // placed afresh over a lease nothing runs under: parked, or a former VM's that ended; not once it runs again
+  t.true(claimStillApplies(lease('v', B, { epoch: 3, status: 'stopped', parked: true }), { epoch: 4, from: B, parked: true }))
+  t.false(claimStillApplies(lease('v', B, { epoch: 3, status: 'failed' }), { epoch: 4, from: B, parked: true }), 'the crash rule\'s: stays')
+  t.true(claimStillApplies(lease('v', B, { epoch: 3, status: 'failed' }), { epoch: 4, from: B, parked: true, former: true }))
+  t.false(claimStillApplies(lease('v', B, { epoch: 3, status: 'running' }), { epoch: 4, from: B, parked: true, former: true }))
 })
 
 test('startsStillDue: a start decided on one read is carried out only if a later read still gives it to this node', t => {
@@ -327,4 +332,59 @@ test('two VMs naming one volume (made through two nodes at the same moment): the
   const d = decide(input({ vms: [first, second], leases: [lv(lease('r5', A)), lv(lease('r6', A))], runs: new Set(['r5', 'r6']), volumePath: path }))
   t.deepEqual(d.stop.map(s => s.vm), ['r6'])
   t.deepEqual(d.kill, [])
+})
+
+test('a lease of a former VM of the same name (removed while its holder was away, made again): its run is stopped, never adopted as the new VM; the lease is given up or taken over; the new VM waits, saying why', t => {
+  // the old db1 was made at 100 and claimed; the new one, made at 200, has another spec
+  const now = vm('db1', 0.5, { created: 200 })
+  const old = lease('db1', A, { made: 100, epoch: 9 })
+  // its holder, back with the old guest running: stopped (a tester's new VM showed running while the old guest ran on)
+  const back = decide(input({ vms: [now], leases: [lv(old)], runs: new Set(['db1']) }))
+  t.deepEqual(back.stop.map(s => s.vm), ['db1'])
+  t.regex(back.stop[0]!.why, /a former VM of this name/)
+  t.deepEqual(back.start, [])
+  // once stopped: the lease is given up, nothing claimed over it in the same step
+  const stopped = decide(input({ vms: [now], leases: [lv(old)] }))
+  t.deepEqual(stopped.release.map(r => r.vm), ['db1'])
+  t.deepEqual(stopped.start, [])
+  t.deepEqual(stopped.claims, [])
+  // another node, the holder alive: waits, saying why
+  const other = decide(input({ me: B, vms: [now], leases: [lv(old)] }))
+  t.deepEqual(other.claims, [])
+  t.regex(other.blocked.find(b => b.vm === 'db1')!.reason, /a former VM of this name .* still holds its lease on nodeA: this one is placed once that run has ended/)
+  // the holder away: taken over only after the fence wait, at the next epoch
+  const away = (at: number): ReturnType<typeof decide> => decide(input({ me: B, now: at, vms: [now], leases: [lv(old)], holderAlive: () => false, lastHeard: () => 10_000, nodes: [node(A, { alive: false }), node(B), node(C)] }))
+  t.deepEqual(away(12_000).claims, [])
+  t.regex(away(12_000).blocked.find(b => b.vm === 'db1')!.reason, /its node is away/)
+  const later = [B, C].flatMap(me => decide(input({ me, now: 30_000, vms: [now], leases: [lv(old)], holderAlive: () => false, lastHeard: () => 10_000, nodes: [node(A, { alive: false }), node(B), node(C)] })).claims)
+  t.is(later.length, 1)
+  t.is(later[0]!.epoch, 10)
+  // an idle one (its run ended): placed afresh over it by another node, at once
+  const idleOld = lease('db1', B, { made: 100, epoch: 9, status: 'failed' })
+  const afresh = [A, C].flatMap(me => decide(input({ me, vms: [now], leases: [lv(idleOld)] })).claims)
+  t.is(afresh.length, 1)
+  t.like(afresh[0], { vm: 'db1', epoch: 10, former: true })
+  // the same VM (made alike, or an older agent's lease without made): adopted and left running as before
+  t.deepEqual(decide(input({ vms: [now], leases: [lv(lease('db1', A, { made: 200 }))], runs: new Set(['db1']) })).stop, [])
+  t.deepEqual(decide(input({ vms: [now], leases: [lv(lease('db1', A))], runs: new Set(['db1']) })).stop, [])
+})
+
+test('a removed VM whose run may go on (its node away, within its fence wait; or alive, stopping it) keeps its disks: another VM naming one waits, saying why', t => {
+  const withDisk = (id: string): Vm => { const v = vm(id, 1, { created: 300 }); return { ...v, spec: { ...v.spec, volumes: ['vol-a'] } } }
+  // q2 was removed; its lease on B (made for it, with its disk) is still there
+  const old = lease('q2', B, { made: 100, disks: ['vol-a'] })
+  const awayAt = (now: number, me = A): ReturnType<typeof decide> => decide(input({ me, now, vms: [withDisk('q2b')], leases: [lv(old)], holderAlive: n => n !== B, lastHeard: () => 10_000, nodes: [node(A), node(B, { alive: false }), node(C)] }))
+  const d = awayAt(12_000)
+  t.deepEqual(d.claims, [])
+  t.regex(d.blocked.find(b => b.vm === 'q2b')!.reason, /its disk vol-a may still be open in a run of a removed VM "q2" on nodeB/)
+  // past the fence wait its watchdog has ended that run: placed
+  t.is([A, C].flatMap(me => awayAt(30_000, me).claims).filter(c => c.vm === 'q2b').length, 1)
+  // its node alive (stopping it): waits too
+  t.deepEqual(decide(input({ vms: [withDisk('q2b')], leases: [lv(old)] })).claims.filter(c => c.vm === 'q2b'), [])
+  // a lease nothing runs under, or one claimed without disks (an older agent), holds nothing
+  t.is([A, B, C].flatMap(me => decide(input({ me, vms: [withDisk('q2b')], leases: [lv({ ...old, status: 'failed' })] })).claims).filter(c => c.vm === 'q2b').length, 1)
+  // the VM's own lease (made for it) is not a former run's
+  const own = decide(input({ me: B, vms: [withDisk('q2')], leases: [lv(lease('q2', B, { made: 300, disks: ['vol-a'] }))], runs: new Set(['q2']) }))
+  t.deepEqual(own.stop, [])
+  t.deepEqual(own.blocked, [])
 })
