@@ -250,6 +250,12 @@ export const VolumeSchema = Type.Object({
    * (node/gvs/write-intervals.ts)
    */
   writeIntervals: Type.Optional(Type.Record(Type.String({ pattern: '^[0-9a-f]{16}$' }), WriteIntervalSchema)),
+  /**
+   * GVS: the nodes `vgrid node forget` gave up while writes of this volume may have been
+   * only on them (an object with no copy left reads as zeros since): kept for good, so
+   * that `vol info` says so after repairs made it healthy again (absent: none)
+   */
+  writesGivenUp: Type.Optional(Type.Array(Type.Object({ node: NodeId, name: Type.String({ maxLength: 128 }), at: Count }, open), { maxItems: 64 })),
   /** GVS: the intervals recorded before this are cleared (a repair put every object on its holders after; written by repair only) */
   writeIntervalsClearedBefore: Type.Optional(Count),
   /** GVS: the placement a repair that ended healthy put every object on: an interval in force like the others (written by repair only) */

@@ -6,7 +6,7 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -333,7 +333,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return await setDraining(req.params.id, true, flag(b, 'force', false))
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
-    app.delete<{ Params: IdParams }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
+    app.delete<{ Params: IdParams, Querystring: { force?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
+      onlyQuery(req.query, ['force'])
+      const force = req.query.force === undefined ? false : req.query.force === 'true' ? true : req.query.force === 'false' ? false : undefined
+      if (force === undefined) throw new ValidationError('force', `force must be true or false, given once, not ${JSON.stringify(req.query.force)}`)
       const { doc } = current()
       const n = findNode(doc, req.params.id)
       const m = membership.members.get(n.id)
@@ -345,8 +348,16 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // only from the majority side: a node cut off must not forget the others away
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => membership.members.get(id)?.state === 'alive', joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll`, 'no_majority')
-      // gone for good: the writes the volumes may have kept only on it are given up (gvs/write-intervals.ts)
-      const gaveUp = await state.write(w => w.remove('roll', n.id) ? forgetInIntervals(w, n.id, OBJECT_SIZE) : null, `node forget ${n.name}`)
+      // gone for good: the writes the volumes may have kept only on it are given up
+      // (gvs/write-intervals.ts), and recorded on them for good; only when asked to, as
+      // an object with no copy left reads as zeros from then on (a tester's forget turned
+      // a volume's data into zeros without a word, and the volume then read healthy)
+      const gaveUp = await state.write(w => {
+        if (!w.remove('roll', n.id)) return null
+        const given = forgetInIntervals(w, n.id, OBJECT_SIZE, n.name)
+        if (given.length > 0 && !force) throw new ConflictError(`forgetting ${n.name} gives up writes that may be only on it, of ${given.length === 1 ? 'volume' : 'volumes'} ${given.join(', ')}: an object with no copy left on the other nodes reads as zeros from then on. If ${n.name} can come back, bring it back instead; to forget it all the same: vgrid node forget ${n.name} --force`, 'writes_only_there')
+        return given
+      }, `node forget ${n.name}`)
       if (gaveUp == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       svc.schedule()
       return { forgotten: n.id, name: n.name, writesGivenUp: gaveUp }

@@ -131,6 +131,8 @@ export async function vol (argv: string[]): Promise<void> {
         ...usedBy,
         // where its copies are (the last inventory): which nodes' loss touches it
         ...(h.copiesOn != null ? [`copies    ${Object.entries(h.copiesOn).sort((a, b) => b[1] - a[1]).map(([n, c]) => `${nodeName(n)} ${c}`).join(', ') || 'none written yet'} (objects of ${size(OBJECT_SIZE)}, at the last inventory)`] : []),
+        // for good, after repairs made it healthy again (an older agent's answer has none)
+        ...(d.writesGivenUp ?? []).map(g => `given up  writes that may have been only on ${g.name}, forgotten ${g.at} (vgrid node forget --force): an object with no copy left reads as zeros`),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         repairLine(lr, nodeName),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,

@@ -44,6 +44,8 @@ export interface VolumeView {
   /** the layers it reads through (each snapshot kept adds one), the most it may, and how many deleted snapshots' layers wait to be folded away (layer-reclaim.ts) */
   layers: { count: number, max: number, folding: number }
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
+  /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
+  writesGivenUp: Array<{ node: string, name: string, at: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
 }
@@ -153,6 +155,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: waiting.get(v.id) ?? 0 },
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
         .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
+      writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
       nbd: svc.uriOf(v)
     }))
   }

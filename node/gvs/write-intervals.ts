@@ -170,7 +170,7 @@ export function afterRepair (v: IntervalRecord | undefined, nodes: readonly Inte
  * of the volumes where it was the last holder not given up of some object in some
  * interval: writes that may have been only there are given up with it.
  */
-export function forgetInIntervals (w: Writer, node: string, objectSize: number): string[] {
+export function forgetInIntervals (w: Writer, node: string, objectSize: number, name = node): string[] {
   const gaveUp: string[] = []
   for (const v of w.reader.list('volumes')) {
     const ivs = activeIntervals(v)
@@ -186,7 +186,10 @@ export function forgetInIntervals (w: Writer, node: string, objectSize: number):
       for (let i = 0; i < objects; i++) if (holdersIn(s, pkey, i, v.replicas).join() === node && holdersIn(next[k]!, pkey, i, v.replicas).length === 0) return true
       return false
     })
-    if (lastOne) gaveUp.push(v.path)
+    if (lastOne) {
+      gaveUp.push(v.path)
+      w.update('volumes', v.id, { writesGivenUp: [...(v.writesGivenUp ?? []).slice(-63), { node, name, at: w.at }] })
+    }
   }
   return gaveUp
 }

@@ -8,6 +8,7 @@ import Fastify from 'fastify'
 import { mayChangeRoll } from '../../crdt/placement/index.ts'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 import { harness, member, sleep, until, ME } from './fence-harness.ts'
+import { withInterval } from '../../node/gvs/write-intervals.ts'
 
 const alive = (...ids: string[]) => (id: string): boolean => ids.includes(id)
 
@@ -54,6 +55,30 @@ test.serial('forget: refused on a node without a majority of the roll, allowed w
   const ok = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll' })
   t.is(ok.statusCode, 200, ok.body)
   t.is(h.replica.read().get('roll', 'C'), undefined)
+})
+
+test.serial('forget of a node that may alone hold writes of a volume: refused without force, naming the volume; with it, the writes are given up and the volume records so for good', async t => {
+  const h = await harness({ others: ['A', 'B', 'C', 'D'], othersState: 'dead' })
+  t.teardown(h.stop)
+  const app = Fastify()
+  app.setErrorHandler(async (err, _req, reply) => { const e = toApiError(err); return await reply.code(e.status).send(errorBody(e.code, e.message)) })
+  h.dvmm.routes(app)
+  t.teardown(async () => { await app.close() })
+  h.members.set('A', member('A', 'alive'))
+  h.members.set('B', member('B', 'alive'))
+  // an R=1 volume written while D alone was live: its objects may be only there
+  h.replica.change(w => { w.put('volumes', { id: 'vol-000000000001', path: '/t/r1', sizeBytes: 4 * 2 ** 20, replicas: 1, state: 'ready', parent: null, snapshots: {}, writeIntervals: withInterval(undefined, [{ id: 'D', weight: 10 }], 5) }) })
+  const refused = await app.inject({ method: 'DELETE', url: '/v1/nodes/D/roll' })
+  t.is(refused.statusCode, 409, refused.body)
+  t.is(refused.json<{ error: { code: string } }>().error.code, 'writes_only_there')
+  t.regex(refused.body, /gives up writes that may be only on it, of volume \/t\/r1: an object with no copy left .* reads as zeros .*vgrid node forget D --force/)
+  t.truthy(h.replica.read().get('roll', 'D'), 'still on the roll')
+  t.is((await app.inject({ method: 'DELETE', url: '/v1/nodes/D/roll?force=maybe' })).statusCode, 400)
+  const ok = await app.inject({ method: 'DELETE', url: '/v1/nodes/D/roll?force=true' })
+  t.is(ok.statusCode, 200, ok.body)
+  t.deepEqual(ok.json<{ writesGivenUp: string[] }>().writesGivenUp, ['/t/r1'])
+  t.is(h.replica.read().get('roll', 'D'), undefined)
+  t.like(h.replica.read().get('volumes', 'vol-000000000001')!.value.writesGivenUp, [{ node: 'D', name: 'D' }])
 })
 
 test.serial('a node forgotten while it ran (cut off when the majority forgot it) writes its roll entry again once it sees a majority', async t => {

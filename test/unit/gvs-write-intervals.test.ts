@@ -205,4 +205,6 @@ test('the writer records its interval in the document; without a majority holdin
   three.change(w => { w.update('volumes', 'V', { writeIntervals: withInterval(undefined, ns(ID.B), 5) }) })
   t.deepEqual(three.change(w => forgetInIntervals(w, ID.B, 4 * MiB)).result, ['/t/v'], 'B alone took writes')
   t.deepEqual(Object.values(activeIntervals(three.read().get('volumes', 'V')!.value))[0]!.lost, [ID.B])
+  // recorded on the volume for good (vol info says so after repairs made it healthy)
+  t.like(three.read().get('volumes', 'V')!.value.writesGivenUp, [{ node: ID.B, name: ID.B }])
 })
