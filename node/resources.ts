@@ -25,7 +25,8 @@ export function parseSize (text: string): number {
   const unit = m == null ? undefined : UNITS[(m[2] ?? '').toLowerCase()]
   if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T, 1P)`)
   const n = Number(m[1]) * unit
-  if (!Number.isInteger(n) && Number.isFinite(n)) throw new Error(`"${text}" is not a whole number of bytes (${n})`)
+  // the bytes it came to, where a unit made them (for a bare number they are the number)
+  if (!Number.isInteger(n) && Number.isFinite(n)) throw new Error(`"${text}" is not a whole number of bytes${m[2] !== '' ? ` (${n})` : ''}`)
   return n
 }
 

@@ -81,8 +81,9 @@ async function create (args: string[]): Promise<void> {
   const name = positionals[0]
   if (name == null) throw new CliError(`give the VM a name\nusage: ${CREATE_USAGE}`, 2)
   if (v.cpu == null || v.memory == null) throw new CliError(`--cpu and --memory are required\nusage: ${CREATE_USAGE}`, 2)
-  const cpu = Number(v.cpu)
-  if (!Number.isFinite(cpu)) throw new CliError(`--cpu "${String(v.cpu)}" is not a number`, 2)
+  // decimal only: Number() also takes 0x1, 1e0 and " 1 " (a tester's --cpu 0x1 made 1 vCPU)
+  const cpu = /^\d+(?:\.\d+)?$|^\.\d+$/.test(String(v.cpu)) ? Number(v.cpu) : NaN
+  if (!Number.isFinite(cpu)) throw new CliError(`--cpu "${String(v.cpu)}" is not a number of vCPUs (e.g. 1, 0.5, 2)`, 2)
   // nothing to run given: which of the two kinds of VM was meant is not known
   if (v.driver == null && v.command == null && after == null && v.kernel == null && v.image == null) {
     throw new CliError(`say what the VM runs: a command (-- CMD ARG..., a process VM), or --kernel or --image (a qemu VM)\nusage: ${CREATE_USAGE}`, 2)

@@ -46,6 +46,8 @@ function table (rows: string[][]): string {
 }
 
 const common = { api: { type: 'string' }, json: { type: 'boolean' } } as const
+/** snapshots `vol info` lists by name (the newest) */
+const SNAPSHOTS_SHOWN = 10
 
 /**
  * the flags each subcommand takes besides --api and --json (those every command takes:
@@ -136,7 +138,8 @@ export async function vol (argv: string[]): Promise<void> {
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
         repairLine(lr, nodeName),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,
-        `snapshots ${d.snapshots.length === 0 ? 'none' : d.snapshots.map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}`,
+        // the newest few (a tester's 127 made one line of thousands of characters)
+        `snapshots ${d.snapshots.length === 0 ? 'none' : `${d.snapshots.length > SNAPSHOTS_SHOWN ? `${d.snapshots.length}, the newest ${SNAPSHOTS_SHOWN}: ` : ''}${d.snapshots.slice(-SNAPSHOTS_SHOWN).map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}${d.snapshots.length > SNAPSHOTS_SHOWN ? ' (all: vgrid vol info --json)' : ''}`}`,
         // an older agent's answer has no layers
         ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} left by deleted snapshots, to be folded away in the background)` : ''}`] : []),
         // an older agent's answer has no clonedFrom

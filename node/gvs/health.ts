@@ -7,7 +7,7 @@
 //   minReplicas, or fail), or the last repair could not make every copy;
 // - repairing: copies are being made now and can all be made (enough live nodes);
 // - healthy: neither.
-import { hashString } from './placement.ts'
+import { hashString, OBJECT_SIZE } from './placement.ts'
 
 export type VolumeState = 'healthy' | 'degraded' | 'repairing'
 
@@ -149,7 +149,7 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // where the document could not take it
   const unsound = Math.max(h.unsound ?? 0, unrecordedUnsound(h.lastRepair))
   const which = (h.unsoundNames?.length ?? 0) > 0 && unsound === (h.unsound ?? 0) ? ` (${h.unsoundNames!.join(', ')}${unsound > h.unsoundNames!.length ? ', ...' : ''})` : ''
-  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub or a read checked${which}: unreadable there until rewritten (after rewriting, or deleting the snapshot that reads it, vgrid vol repair VOL --scrub checks again)`)
+  if (unsound > 0) reasons.push(`${plural(unsound, 'object')} ${unsound === 1 ? 'has' : 'have'} blocks damaged on every copy a scrub or a read checked${which}: unreadable there until rewritten whole (a write of all of its ${OBJECT_SIZE / 2 ** 20} MiB at once, aligned: a smaller write needs the rest of the object, which cannot be read, and fails), then vgrid vol repair VOL --scrub checks again (as after deleting the snapshot that reads it)`)
   const unrewritten = h.lastRepair?.unrewritten ?? 0
   if (unrewritten > 0) reasons.push(`${plural(unrewritten, 'object')} ${unrewritten === 1 ? 'is' : 'are'} damaged on every copy a scrub checked, each block sound on some copy (reads succeed), but the copies could not be rewritten (see the last repair's errors; vgrid vol repair VOL --scrub tries again)`)
   // objects whose newest copy is out of reach: not one copy short, but unreadable. The

@@ -109,7 +109,7 @@ export function planCreate (req: CreateRequest, volumes: Iterable<Volume>, pool:
   if (replicas > pool.nodes) throw new ValidationError('replicas', `replicas ${replicas} is more than the ${pool.nodes} live node(s) that can hold them`)
   const minReplicas = req.minReplicas ?? replicas
   if (typeof minReplicas !== 'number' || !Number.isInteger(minReplicas) || minReplicas < 1 || minReplicas > replicas) {
-    throw new ValidationError('minReplicas', `minReplicas ${JSON.stringify(req.minReplicas)} must be a whole number from 1 to replicas (${replicas})`)
+    throw new ValidationError('minReplicas', `the least copies a write needs (--min-replicas, minReplicas) ${JSON.stringify(req.minReplicas)} must be a whole number from 1 to the replicas (${replicas})`)
   }
   if (req.thin != null && typeof req.thin !== 'boolean') throw new ValidationError('thin', 'thin must be true or false')
   // refused rather than recorded and ignored: nothing would set the disk aside
@@ -191,7 +191,7 @@ export function checkSnapshotsGo (v: Volume, withSnapshots: boolean): void {
   const names = Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name)
   if (names.length === 0 || withSnapshots) return
   const shown = names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`
-  throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots, or ?snapshots=true)`, 'has_snapshots')
+  throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots; over the API, DELETE with ?snapshots=true)`, 'has_snapshots')
 }
 
 /**

@@ -62,6 +62,13 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
   await t.throwsAsync(cli('create', '/x', '--size', '0'), { message: /positive/ })
   await t.throwsAsync(cli('info', '/nope'), { message: /no volume with id or path/ })
+  // many snapshots: the newest few by name, not one line of all (a tester's 127)
+  await cli('create', '/shop/snaps', '--size', '4M')
+  for (let i = 1; i <= 12; i++) await cli('snapshot', '/shop/snaps', `s${i}`)
+  const snaps = (await cli('info', '/shop/snaps')).split('\n').find(l => l.startsWith('snapshots'))!
+  t.regex(snaps, /^snapshots 12, the newest 10: s3 \(.*, s12 \(.*\(all: vgrid vol info --json\)$/)
+  t.notRegex(snaps, /s2 \(/)
+  await cli('rm', '/shop/snaps', '--snapshots')
   // one argument too many is refused, not dropped (rm A B removed A only)
   await t.throwsAsync(cli('rm', '/shop/db/data', '/shop/db/other'), { message: /^vgrid vol rm takes 1 argument, not 2: "\/shop\/db\/other" is more/ })
   await t.throwsAsync(cli('resize', '/shop/db/data', '32M', '64M'), { message: /^vgrid vol resize takes 2 arguments, not 3/ })

@@ -29,7 +29,7 @@ test('create: bad input gets a clear error naming the field', t => {
   t.regex(e({ path: '/x', size: {} }), /size must be bytes .*, not an object/)
   t.regex(e({ path: '/x', size: '60G' }), /more than the pool's/)
   t.regex(e({ path: '/x', size: '1G', replicas: 4 }), /more than the 3 live node/)
-  t.regex(e({ path: '/x', size: '1G', replicas: 2, minReplicas: 3 }), /minReplicas 3 must be/)
+  t.regex(e({ path: '/x', size: '1G', replicas: 2, minReplicas: 3 }), /the least copies a write needs \(--min-replicas, minReplicas\) 3 must be a whole number from 1 to the replicas \(2\)/)
   t.regex(e({ path: '/x', size: '1G', thin: 'yes' }), /thin must be true or false/)
   t.regex(e({ path: '/x', size: '1G', thin: false }), /thick provisioning \(thin: false\) is not implemented/)
   t.regex(e({ path: '/shop/db/data', size: '1G' }), /ConflictError: a volume already has the path/)
