@@ -105,7 +105,7 @@ export async function vol (argv: string[]): Promise<void> {
       const [path] = need(1)
       if (v.size == null) throw new CliError(`--size is required\n${usageOf(sub)}`, 2)
       const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, size: v.size, replicas: int(v.replicas, '--replicas'), minReplicas: int(v['min-replicas'], '--min-replicas') })
-      return v.json === true ? json(d) : out(`${d.path}: ${size(d.sizeBytes)}, R=${d.replicas} (id ${d.id})\n  nbd: ${d.nbd}`)
+      return v.json === true ? json(d) : out(`${d.path}: ${size(d.sizeBytes)}, R=${d.replicas} (id ${d.id})\n  nbd: ${d.nbd}${d.note != null ? `\n  note: ${d.note}` : ''}`)
     }
     case 'ls': case 'list': {
       if (p.length > 1) throw new CliError(`vol ls takes one path prefix, not ${p.length} arguments: ${p.join(' ')}`, 2)

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, overProvisioned, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -48,6 +48,8 @@ export interface VolumeView {
   writesGivenUp: Array<{ node: string, name: string, at: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
+  /** on a create or clone: the volumes promise more than the pool has free (overProvisioned) */
+  note?: string
 }
 
 export interface RepairStatusView {
@@ -194,7 +196,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = await state.write(w => w.put('volumes', plan(w.reader.list('volumes'))), `volume create ${String(b.path)}`)
       await settlePath(v.id, v.path, b.from != null ? 'clone' : 'create')
       void reply.code(201)
-      return await view(v)
+      const note = overProvisioned(svc.volumes(), svc.pool())
+      return { ...await view(v), ...(note != null ? { note } : {}) }
     })
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => await view(findVolume(svc.volumes(), req.params.id)))

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned } from '../../node/gvs/volumes.ts'
 import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -129,4 +129,11 @@ test('cloneSource: a clone names its parent by PATH@SNAP, and what is left once 
   t.is(cloneSource({ ...src }, [src]), null, 'no clone')
   t.is(cloneSource(clone, [{ ...src, snapshots: {} }, clone]), 'a snapshot of /u/src removed since')
   t.is(cloneSource(clone, [clone]), 'a volume removed since (vol-aaaaaaaaaaaa)')
+})
+
+test('overProvisioned: thin volumes let in one by one that together promise more than the pool has free are noted', t => {
+  const pool = { nodes: 3, freeBytes: 293 * G }
+  const v = (size: number): Volume => ({ ...vol(), sizeBytes: size * G, replicas: 2 })
+  t.is(overProvisioned([v(140)], pool), null)
+  t.is(overProvisioned([v(140), v(140), v(140)], pool), 'the volumes now provision 840.0 GiB (sizes x replicas), more than the pool\'s 293.0 GiB free: they are thin, which is fine until that much is written; writes fail once a disk is full')
 })
