@@ -380,8 +380,11 @@ export class LocalVms {
       let ended: VmInfo | undefined
       if (driver != null) {
         if (how === 'kill') ended = await driver.kill(vm)
-        else await driver.stop(vm, this.init.stopGraceMs)
+        else ended = await driver.stop(vm, this.init.stopGraceMs)
       }
+      // a graceful stop that ended in a kill (the guest ignored the request, or could not
+      // act on it) says so: a tester's history read "stopped" where the log said killed
+      if (how === 'stop' && ended?.exit?.reason === 'killed' && ended.exit.watchdogKillAt == null) why = `${why} (killed after the ${this.init.stopGraceMs >= 1000 ? `${Math.round(this.init.stopGraceMs / 1000)} s` : `${this.init.stopGraceMs} ms`} grace time: the guest did not stop on the request)`
       // a kill that pre-empted this stop does the rest
       if (this.ending.get(vm) !== op) return
       // the watchdog was first (this agent stalled or was stopped): that kill is what happened, when it happened

@@ -139,3 +139,19 @@ test.serial('a VM whose stop was under way when its VM manager went down is stop
   await x.agent.state.write(w => { w.update('vms', 'web', { desired: 'running' }) })
   await until(() => runners(g, 'web').length === 1 && g.nodes.every(n => leaseOf(n, 'web')?.status === 'running'), 20_000, 'web running again')
 })
+
+test.serial('a graceful stop that ended in a kill (the guest ignored it) says so in the VM\'s history, not a plain "stopped"', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { ...DVMM, stopGraceMs: 300 } })
+  t.teardown(g.stop)
+  const app0 = api(t, g.nodes[0]!)
+  t.is((await call(app0, 'POST', '/v1/vms', { ...vmBody('deaf'), command: ['fake:ignore-stop'] })).status, 201)
+  t.is((await call(app0, 'POST', '/v1/vms', vmBody('meek'))).status, 201)
+  await until(() => runners(g, 'deaf').length === 1 && runners(g, 'meek').length === 1, 30_000, 'both running')
+  for (const vm of ['deaf', 'meek']) t.is((await call(app0, 'POST', `/v1/vms/${vm}/stop`)).status, 200)
+  await until(() => ['deaf', 'meek'].every(vm => leaseOf(g.nodes[0]!, vm)?.status === 'stopped'), 10_000, 'both stopped')
+  // vm show's reason, and the stop in the lease's log
+  const shown = async (vm: string): Promise<string> => ((await call(app0, 'GET', `/v1/vms/${vm}`)).body as { reason: string | null }).reason ?? ''
+  t.regex(await shown('deaf'), /^stopped on a0: desired stopped \(killed after the 300 ms grace time: the guest did not stop on the request\)$/)
+  t.regex(JSON.stringify(leaseOf(g.nodes[0]!, 'deaf')?.log), /"detail":"[^"]*killed after the 300 ms grace time[^"]*","event":"stopped"/)
+  t.is(await shown('meek'), 'stopped on a0: desired stopped')
+})
