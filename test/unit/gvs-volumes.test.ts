@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned, checkSnapshotsGo, EXPORT_SNAPSHOT } from '../../node/gvs/volumes.ts'
 import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -136,4 +136,17 @@ test('overProvisioned: thin volumes let in one by one that together promise more
   const v = (size: number): Volume => ({ ...vol(), sizeBytes: size * G, replicas: 2 })
   t.is(overProvisioned([v(140)], pool), null)
   t.is(overProvisioned([v(140), v(140), v(140)], pool), 'the volumes now provision 840.0 GiB (sizes x replicas), more than the pool\'s 293.0 GiB free: they are thin, which is fine until that much is written; writes fail once a disk is full')
+})
+
+test('a volume with snapshots goes only with them; an export snapshot a killed vol export left is said to be one', t => {
+  const snap = (name: string, at: number): Volume['snapshots'][string] => ({ name, createdAt: at, layers: ['vol-a'], sizeBytes: G, ...stamp })
+  const v = (names: string[]): Volume => vol({ path: '/t/v', snapshots: Object.fromEntries(names.map((n, i) => [n, snap(n, i)])) })
+  t.notThrows(() => { checkSnapshotsGo(v([]), false) })
+  t.notThrows(() => { checkSnapshotsGo(v(['s1']), true) })
+  const e = t.throws(() => { checkSnapshotsGo(v(['s1']), false) })
+  t.regex(e!.message, /^volume "\/t\/v" has 1 snapshot \(s1\), which would go with it: .*DELETE with \?snapshots=true\)$/)
+  // the name cli-copy.ts gives: when, and a few random characters
+  const left = 'export-20261204T135559-k3x9'
+  t.true(EXPORT_SNAPSHOT.test(left))
+  t.regex(t.throws(() => { checkSnapshotsGo(v(['s1', left]), false) })!.message, new RegExp(`; ${left} was left by an interrupted vgrid vol export \\(vgrid vol snapshot rm /t/v ${left} removes it\\)$`))
 })
