@@ -162,6 +162,8 @@ function checkFile (sub: 'import' | 'export', file: string): void {
     return
   }
   if (st?.isDirectory() === true) throw new CliError(`${file} is a directory: export writes an image file (give its name)`, 1)
+  // a character device, fifo or socket cannot take an image (qemu-img said "Cannot grow device files" after starting)
+  if (st != null && !st.isFile() && !st.isBlockDevice()) throw new CliError(`${file} is not a file or block device: export writes an image file`, 1)
   const dir = dirname(resolve(file))
   if (st == null && !existsSync(dir)) throw new CliError(`${dir} does not exist: export writes ${basename(file)} there`, 1)
 }

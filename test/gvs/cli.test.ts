@@ -81,6 +81,8 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('import', join(dir, 'nothing.raw'), '/shop/db/data'), { message: /nothing\.raw: no such file \(import reads an image file\)$/ })
   await t.throwsAsync(cli('import', dir, '/shop/db/data'), { message: /is a directory: import reads an image file$/ })
   await t.throwsAsync(cli('export', '/shop/db/data', join(dir, 'no', 'such', 'out.raw')), { message: /no\/such does not exist: export writes out\.raw there$/ })
+  // a character device takes no image (qemu-img said "Cannot grow device files" once it had started)
+  await t.throwsAsync(cli('export', '/shop/db/data', '/dev/null'), { message: /^\/dev\/null is not a file or block device: export writes an image file$/ })
   await t.throwsAsync(cli('create', '/shop/db/x', '--size', '8M', '--snapshots', '--now'), { message: /^vgrid vol create: --snapshots, --now are not among its flags/ })
   t.regex(await cli('ls'), /\/shop\/db\/data\s+16M/, 'nothing was removed or resized')
   t.regex(await cli('mv', '/shop/db/data', '/shop/db/main'), /-> \/shop\/db\/main/)
