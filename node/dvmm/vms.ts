@@ -318,7 +318,12 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
     memoryBytes: vm.spec.memoryBytes,
     driver: vm.spec.driver,
     // starting: why it starts (again) when its lease says (a crash, a fence's or the watchdog's kill); none for a first claim
-    reason: state === 'pending' ? pendingReason ?? 'waiting for a claim to settle' : state === 'failed' || state === 'stopped' || (state === 'starting' && l?.winner.status === 'starting') ? l?.winner.reason ?? null : null
+    reason: state === 'pending'
+      ? pendingReason ?? 'waiting for a claim to settle'
+      : state === 'failed' || state === 'stopped' || (state === 'starting' && l?.winner.status === 'starting')
+        ? l?.winner.reason ?? null
+        // stopping: what happens meanwhile (a tester saw "stopping" for 10 s with no word)
+        : state === 'stopping' && held != null ? `asked to stop on ${nameOf(held.holder)}: the guest shuts down, or is killed after its node's stop grace time (10 s by default)` : null
   }
 }
 

@@ -20,3 +20,7 @@ test('a first claim, or a VM running, has no reason', t => {
   t.like(vmRow(vm, lease({ status: 'claimed' }), n => n), { state: 'starting', reason: null })
   t.like(vmRow(vm, lease({ status: 'running', reason: 'started by d' }), n => n), { state: 'running', reason: null })
 })
+
+test('a VM stopping says what happens meanwhile (a tester saw "stopping" for 10 s with no word)', t => {
+  t.like(vmRow({ ...vm, desired: 'stopped' }, lease({ status: 'running' }), n => `node-${n}`), { state: 'stopping', reason: 'asked to stop on node-d: the guest shuts down, or is killed after its node\'s stop grace time (10 s by default)' })
+})
