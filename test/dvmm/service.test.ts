@@ -355,7 +355,9 @@ test.serial('a VM whose holder died and was forgotten is shown with that node\'s
   await until(() => victim.fake.vms.get('pinned')?.state === 'running', 20_000, 'pinned running on the victim')
   await victim.dvmm.stop({ graceful: false })
   await victim.agent.stop({ graceful: false })
-  await until(() => [keep, other].every(n => n.agent.membership.members.get(victim.agent.id)?.state === 'dead'), 30_000, 'the victim dead')
+  // dead, or already gone from the member table (forgetAfter): on a loaded machine one node
+  // may forget it before the other declares it dead (CI timed out waiting for both at once)
+  await until(() => [keep, other].every(n => { const m = n.agent.membership.members.get(victim.agent.id); return m == null || m.state === 'dead' }), 30_000, 'the victim dead')
   t.is((await call(app, 'DELETE', `/v1/nodes/${victim.agent.config.name}/roll`)).status, 200)
   await until(() => keep.agent.state.read().get('roll', victim.agent.id) == null && keep.agent.membership.members.get(victim.agent.id) == null, 30_000, 'the victim forgotten')
   const row = (await call<VmDetail>(app, 'GET', '/v1/vms/pinned')).body
