@@ -3,8 +3,8 @@
 // entry only from a step where it sees a strict majority of the synced roll plus
 // itself (not before it has synced, when told to join), and forgetting a node takes
 // the same majority.
-import test from 'ava'
-import Fastify from 'fastify'
+import test, { type ExecutionContext } from 'ava'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { mayChangeRoll } from '../../crdt/placement/index.ts'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 import { harness, member, sleep, until, ME } from './fence-harness.ts'
@@ -39,13 +39,19 @@ test.serial('a node joining through a node cut off from the majority does not wr
   t.true(Number.isInteger(h.replica.read().get('roll', ME)?.value.joined))
 })
 
-test.serial('forget: refused on a node without a majority of the roll, allowed with one', async t => {
+/** a node of five whose others are dead, with its VM routes (forget is one) */
+async function forgetting (t: ExecutionContext): Promise<{ h: Awaited<ReturnType<typeof harness>>, app: FastifyInstance }> {
   const h = await harness({ others: ['A', 'B', 'C', 'D'], othersState: 'dead' })
   t.teardown(h.stop)
   const app = Fastify()
   app.setErrorHandler(async (err, _req, reply) => { const e = toApiError(err); return await reply.code(e.status).send(errorBody(e.code, e.message)) })
   h.dvmm.routes(app)
   t.teardown(async () => { await app.close() })
+  return { h, app }
+}
+
+test.serial('forget: refused on a node without a majority of the roll, allowed with one', async t => {
+  const { h, app } = await forgetting(t)
   h.members.set('A', member('A', 'alive'))
   const refused = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll' })
   t.is(refused.statusCode, 409, refused.body)
@@ -58,12 +64,7 @@ test.serial('forget: refused on a node without a majority of the roll, allowed w
 })
 
 test.serial('forget of a node that may alone hold writes of a volume: refused without force, naming the volume; with it, the writes are given up and the volume records so for good', async t => {
-  const h = await harness({ others: ['A', 'B', 'C', 'D'], othersState: 'dead' })
-  t.teardown(h.stop)
-  const app = Fastify()
-  app.setErrorHandler(async (err, _req, reply) => { const e = toApiError(err); return await reply.code(e.status).send(errorBody(e.code, e.message)) })
-  h.dvmm.routes(app)
-  t.teardown(async () => { await app.close() })
+  const { h, app } = await forgetting(t)
   h.members.set('A', member('A', 'alive'))
   h.members.set('B', member('B', 'alive'))
   // an R=1 volume written while D alone was live: its objects may be only there
