@@ -108,6 +108,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       log: core.log.child('lcm'),
       peerId: host.peerId.toString(),
       membership: membership.detector,
+      adverts: membership.detector,
       state,
       onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
       // read when called: DVMM is built below

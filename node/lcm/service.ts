@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
+import type { Advert } from '../../protocol/advert.ts'
 import type { Draft } from '../../crdt/schema.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
@@ -51,6 +52,15 @@ export interface LcmComponents {
     off: (event: 'transition', fn: (t: Transition) => void) => unknown
   }
   state: LcmState
+  /**
+   * the adverts that were news (the membership service's 'advert' events): a member's
+   * WireGuard key or endpoint arriving or changing is no transition (an agent restarted
+   * at once was alive again before its tunnel was up, and its peers stayed removed)
+   */
+  adverts?: {
+    on: (event: 'advert', fn: (a: Pick<Advert, 'nodeId' | 'wireguard'>) => void) => unknown
+    off: (event: 'advert', fn: (a: Pick<Advert, 'nodeId' | 'wireguard'>) => void) => unknown
+  }
   /** the agent puts this in its advert's `wireguard` slot and re-advertises */
   onAdvert: (wg: WireguardAdvert | null) => void
   /** the VMs of this node (DVMM): each one's interface (tap or veth), to route its address, and its terminal names */
@@ -131,6 +141,12 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
   private readonly listener = (): void => { this.schedule() }
+  /** a member's tunnel as the last plan has it differs from its advert now: plan again */
+  private readonly advertListener = (a: Pick<Advert, 'nodeId' | 'wireguard'>): void => {
+    if (a.nodeId === this.c.peerId) return
+    const t = this.last?.plan.tunnels.find(x => x.node === a.nodeId)
+    if ((t?.publicKey ?? null) !== (a.wireguard?.publicKey ?? null) || (t?.endpoint ?? null) !== (a.wireguard?.endpoint ?? null)) this.schedule()
+  }
 
   constructor (components: LcmComponents, init: LcmInit = {}) {
     super()
@@ -155,6 +171,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     this.running = true
     this.tunnel.start()
     this.c.membership.on('transition', this.listener)
+    this.c.adverts?.on('advert', this.advertListener)
     this.c.state.on('changed', this.listener)
     if (this.init.addressPollMs > 0) {
       this.pollTimer = setInterval(() => { this.checkAddresses() }, this.init.addressPollMs)
@@ -183,6 +200,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     clearInterval(this.routeTimer)
     clearInterval(this.tunnelTimer)
     this.c.membership.off('transition', this.listener)
+    this.c.adverts?.off('advert', this.advertListener)
     this.c.state.off('changed', this.listener)
     await this.queue
     // the rules stay in the kernel unless asked: VMs that outlive the agent stay

@@ -29,11 +29,16 @@ const state: LcmState = {
   off: (e, fn) => docEvents.off(e, fn)
 }
 const members = new Map<string, Member>()
-const memberEvents = new EventEmitter<{ transition: [Transition] }>()
+// as the membership service: a transition when a member's state changes, an advert whenever its advert is news
+const memberEvents = new EventEmitter<{ transition: [Transition], advert: [Advert] }>()
 const membership = {
   get members () { return members },
   on: (e: 'transition', fn: (t: Transition) => void) => memberEvents.on(e, fn),
   off: (e: 'transition', fn: (t: Transition) => void) => memberEvents.off(e, fn)
+}
+const adverts = {
+  on: (e: 'advert', fn: (a: Advert) => void) => memberEvents.on(e, fn),
+  off: (e: 'advert', fn: (a: Advert) => void) => memberEvents.off(e, fn)
 }
 const registry = new Registry()
 const lcm = new LcmService({
@@ -43,6 +48,7 @@ const lcm = new LcmService({
   peerId: cfg.peerId,
   clusterId: cfg.clusterId,
   membership,
+  adverts,
   state,
   onAdvert: wg => { out({ type: 'advert', wg }) },
   vms: { interfaceOf: vm => cfg.vmInterfaces[vm] ?? null }
@@ -59,8 +65,10 @@ async function handle (c: Cmd): Promise<void> {
   if (c.type === 'members') {
     for (const m of c.members) {
       const before = members.get(m.nodeId)?.state ?? 'unknown'
-      members.set(m.nodeId, { nodeId: m.nodeId, state: m.state, since: Date.now(), lastSeen: Date.now(), version: { incarnation: 1, seq: 1 }, advert: { name: m.name, wireguard: m.wireguard } as unknown as Advert })
-      memberEvents.emit('transition', { nodeId: m.nodeId, from: before, to: m.state })
+      const advert = { nodeId: m.nodeId, name: m.name, wireguard: m.wireguard } as unknown as Advert
+      members.set(m.nodeId, { nodeId: m.nodeId, state: m.state, since: Date.now(), lastSeen: Date.now(), version: { incarnation: 1, seq: 1 }, advert })
+      if (before !== m.state) memberEvents.emit('transition', { nodeId: m.nodeId, from: before, to: m.state })
+      memberEvents.emit('advert', advert)
     }
   } else if (c.type === 'doc') {
     await state.write(w => {

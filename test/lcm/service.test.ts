@@ -123,6 +123,17 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   t.regex(String((await a.send({ type: 'metrics' }, 'metrics')).text), /vgrid_lcm_peers_rejected_total\{reason="bad-key"\} 1\n/)
   t.is(((await a.send({ type: 'net' }, 'net')).peers as unknown[]).length, 1, 'no peer for it')
 
+  // B restarted at once (SIGKILL, started again): its new run is alive again before its
+  // tunnel is up (no WireGuard in its first advert), then advertises it with no change of
+  // state: A sets the peer again (a tester's links stayed down, the peer removed for good)
+  await a.send({ type: 'members', members: [{ ...alive[1], wireguard: null }] })
+  t.deepEqual((await a.send({ type: 'net' }, 'net')).peers, [], 'no tunnel advertised: no peer')
+  await a.send({ type: 'members', members: [alive[1]] })
+  t.deepEqual(((await a.send({ type: 'net' }, 'net')).peers as Array<{ node: string }>).map(x => x.node), [idB], 'the tunnel advertised again: the peer is back')
+  let again = false
+  for (let i = 0; i < 10 && !again; i++) again = await exchange(v1!, 'tcp', A2, 8080, 1500)
+  t.true(again, 'the link carries traffic again')
+
   // B dead: A drops its peer, the link stops
   await a.send({ type: 'members', members: [{ ...alive[1], state: 'dead' }] })
   t.deepEqual((await a.send({ type: 'net' }, 'net')).peers, [])
