@@ -6,6 +6,7 @@ import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
 import { haCheck, holdingOf, isParked, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { FENCE_TIMEOUT_MS } from './timing.ts'
+import { sameVm } from './history.ts'
 
 export interface LeaseView {
   /** the claim every agent reads (highest epoch, then the smaller holder) */
@@ -84,9 +85,14 @@ export function holdings (doc: DocView, except: ReadonlySet<string> = new Set())
 /** the VM waits for a holder: desired running, with no lease or a parked one (it is placed anew over it) */
 export const awaitsPlacement = (vm: Vm, l: LeaseView | undefined): boolean => vm.desired === 'running' && (l == null || isParked(l.winner))
 
+/** the lease is a former VM's of this name (removed, then made again: decide.ts), not this VM's */
+export const formerLease = (vm: Vm, l: LeaseView | undefined): boolean => l != null && !sameVm(l.winner.made, vm.created)
+
 /** the VM's state as the API shows it */
 export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' {
   if (awaitsPlacement(vm, l)) return 'pending'
+  // a former VM's run is not this one's: it waits for a place (decide.ts says why)
+  if (formerLease(vm, l)) return vm.desired === 'running' ? 'pending' : 'stopped'
   if (l == null) return 'stopped'
   switch (l.winner.status) {
     case 'running': return vm.desired === 'running' ? 'running' : 'stopping'

@@ -9,7 +9,7 @@ import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
 import type { VmInfo } from './drivers/types.ts'
-import { awaitsPlacement, demandOf, holdings, vmState, type DocView, type LeaseView } from './view.ts'
+import { awaitsPlacement, demandOf, formerLease, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
 /** a 400 naming the field, in the message too */
@@ -279,7 +279,8 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
     if (only != null && id !== only) continue
     const vm = doc.vms.get(id)
     const status = l.winner.status
-    if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed') continue
+    // a former VM's run (the VM removed, made again) is not this one's: it waits for a place instead
+    if (vm == null || vm.desired !== 'running' || alive.has(l.winner.holder) || status === 'stopped' || status === 'failed' || formerLease(vm, l)) continue
     const holder = l.winner.holder
     out.push({ vm: id, name: vm.name, node: holder, nodeName: nodes.find(n => n.id === holder)?.name ?? nameOf(holder), fitsNowhere: placementNow(vm, doc, nodes).pending ?? null, ...(doc.roll.get(holder)?.restart != null && restarting(holder) ? { restarting: true as const } : {}) })
   }
@@ -303,8 +304,8 @@ export function lostReason (l: LostVm, noMajority?: string): string {
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
   const state = vmState(vm, l)
-  // a parked lease of a VM started again: it waits for a holder, as with none
-  const held = l == null || awaitsPlacement(vm, l) ? undefined : l.winner
+  // a parked lease of a VM started again: it waits for a holder, as with none; so does a former VM's
+  const held = l == null || awaitsPlacement(vm, l) || formerLease(vm, l) ? undefined : l.winner
   return {
     id: vm.id,
     name: vm.name,

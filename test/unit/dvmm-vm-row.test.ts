@@ -2,7 +2,9 @@
 // says (a crash, a fence's kill), the same on every node; nothing for a first claim.
 import test from 'ava'
 import type { Lease, Vm } from '../../crdt/index.ts'
-import { vmRow } from '../../node/dvmm/vms.ts'
+import { lostVms, vmRow } from '../../node/dvmm/vms.ts'
+import type { DocView } from '../../node/dvmm/view.ts'
+import type { NodeView } from '../../crdt/placement/index.ts'
 
 const vm: Vm = { id: 'web', name: 'web', app: null, desired: 'running', spec: { driver: 'process', cpu: 1, memoryBytes: 2 ** 30, volumes: [], constraints: {}, command: ['x'] }, at: 1, by: 'a' }
 const lease = (l: Partial<Lease>): { winner: Lease, claims: Lease[] } => {
@@ -23,4 +25,16 @@ test('a first claim, or a VM running, has no reason', t => {
 
 test('a VM stopping says what happens meanwhile (a tester saw "stopping" for 10 s with no word)', t => {
   t.like(vmRow({ ...vm, desired: 'stopped' }, lease({ status: 'running' }), n => `node-${n}`), { state: 'stopping', reason: 'asked to stop on node-d: the guest shuts down, or is killed after its node\'s stop grace time (10 s by default)' })
+})
+
+test('a VM made again under the name of one removed while its node was away is pending, not the old run: no node, no epoch, not lost (a tester saw the new VM "unknown" on the old node)', t => {
+  const again: Vm = { ...vm, created: 200 }
+  const old = lease({ status: 'running', made: 100, epoch: 3 })
+  t.like(vmRow(again, old, n => n, 'a former VM of this name still holds its lease on d'), { state: 'pending', node: null, epoch: null, reason: 'a former VM of this name still holds its lease on d' })
+  const doc: DocView = { vms: new Map([['web', again]]), leases: new Map([['web', old]]), roll: new Map() }
+  const nodes: NodeView[] = [{ id: 'd', name: 'd', alive: false, draining: false, capacity: { cpu: 4, memoryBytes: 2 ** 33 }, labels: {} }]
+  t.deepEqual(lostVms(doc, nodes), [])
+  // the VM it was claimed for: as before
+  t.like(vmRow({ ...vm, created: 100 }, old, n => n), { state: 'running', node: 'd', epoch: 3 })
+  t.is(lostVms({ ...doc, vms: new Map([['web', { ...vm, created: 100 }]]) }, nodes).length, 1)
 })
