@@ -126,7 +126,8 @@ export async function vol (argv: string[]): Promise<void> {
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       const usedBy = users == null
         ? []
-        : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.running ? 'running' : 'stopped'})`), ...users.writers.map(x => `NBD: ${sayWriters(x)}`)].join(', ') || 'nothing'}`]
+        // an older agent's answer has no state nor formerRuns
+        : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.state ?? (x.running ? 'running' : 'stopped')})`), ...(users.formerRuns ?? []).map(f => `removed VM ${f.vm} (its run on ${f.name} may still have it open)`), ...users.writers.map(x => `NBD: ${sayWriters(x)}`)].join(', ') || 'nothing'}`]
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
         `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),

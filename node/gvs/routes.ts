@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, overProvisioned, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -20,7 +20,10 @@ import type { NodeWriters } from './say-writers.ts'
 export interface VolumeUsersView {
   volume: string
   path: string
-  vms: Array<{ id: string, name: string, desired: string, running: boolean }>
+  /** `running`: it may run (for the checks of rm and import); `state`: what it does now (volumeUse) */
+  vms: Array<{ id: string, name: string, desired: string, running: boolean, state?: string }>
+  /** runs of removed VMs (or former VMs of a name made again) that may still have it open, and where (absent: an older agent's answer) */
+  formerRuns?: Array<{ vm: string, node: string, name: string }>
   writers: NodeWriters[]
 }
 
@@ -87,6 +90,8 @@ export interface GvsRoutesDeps {
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
   writersOf: (id: string) => Promise<NodeWriters[]>
   uriOf: (v: Volume) => string
+  /** a node's name (its id where none is known) */
+  nodeName?: (node: string) => string
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString()
@@ -206,8 +211,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id)
       const r = state.read()
       const u = volumeUsers(v, r.list('vms'), r.list('leases'))
-      const vm = (running: boolean) => (x: Vm) => ({ id: x.id, name: x.name, desired: x.desired, running })
-      return { volume: v.id, path: v.path, vms: [...u.running.map(vm(true)), ...u.stopped.map(vm(false))], writers: (await svc.writersOf(v.id)).filter(x => x.writers > 0) }
+      const use = volumeUse(v, r.list('vms'), r.list('leases'))
+      const vm = (running: boolean) => (x: Vm) => ({ id: x.id, name: x.name, desired: x.desired, running, state: use.states.get(x.id) ?? (running ? 'running' : 'stopped') })
+      const formerRuns = use.formerRuns.map(f => ({ ...f, name: svc.nodeName?.(f.node) ?? f.node }))
+      return { volume: v.id, path: v.path, vms: [...u.running.map(vm(true)), ...u.stopped.map(vm(false))], formerRuns, writers: (await svc.writersOf(v.id)).filter(x => x.writers > 0) }
     })
 
     app.patch<{ Params: IdParams }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {

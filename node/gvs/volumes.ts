@@ -173,6 +173,31 @@ export function volumeUsers (v: Volume, vms: Iterable<Vm>, leases: Iterable<Leas
   return { running: users.filter(runs), stopped: users.filter(vm => !runs(vm)) }
 }
 
+/**
+ * What each VM naming the volume is doing, as `vol info` says it (pure): its lease's
+ * status when the lease is its own (a lease claimed for a former VM of its name is not),
+ * else pending or stopped as desired; and the runs of removed VMs (or former VMs of a
+ * name made again) that may still have it open, from their leases' `disks` (a tester saw
+ * "used by VM g2 (running)" while g2 waited for the removed g1's run to end).
+ */
+export function volumeUse (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease>): { states: Map<string, string>, formerRuns: Array<{ vm: string, node: string }> } {
+  const byVm = new Map([...leases].map(l => [l.vm, l]))
+  const all = new Map([...vms].map(vm => [vm.id, vm]))
+  const own = (l: Lease, vm: Vm): boolean => l.made == null || vm.created == null || l.made === vm.created
+  const states = new Map<string, string>()
+  for (const vm of all.values()) {
+    if (!vm.spec.volumes.includes(v.id) && !vm.spec.volumes.includes(v.path)) continue
+    const l = byVm.get(vm.id)
+    states.set(vm.id, l != null && own(l, vm) ? (l.status === 'claimed' || l.status == null ? 'starting' : l.status) : vm.desired === 'running' ? 'pending' : 'stopped')
+  }
+  const formerRuns = [...byVm.values()].filter(l => {
+    if (l.status === 'stopped' || l.status === 'failed' || l.disks?.includes(v.id) !== true) return false
+    const vm = all.get(l.vm)
+    return vm == null || !own(l, vm)
+  }).map(l => ({ vm: l.vm, node: l.holder }))
+  return { states, formerRuns }
+}
+
 const names = (vms: Vm[]): string => vms.map(u => `"${u.name}"`).join(', ')
 
 function checkWriters (v: Volume, writers: readonly NodeWriters[]): void {

@@ -1,6 +1,6 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned, checkSnapshotsGo, EXPORT_SNAPSHOT } from '../../node/gvs/volumes.ts'
-import { validateObject, type Volume, type Vm } from '../../crdt/index.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned, checkSnapshotsGo, EXPORT_SNAPSHOT, volumeUse } from '../../node/gvs/volumes.ts'
+import { validateObject, type Lease, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
 const pool = { nodes: 3, freeBytes: 100 * G }
@@ -149,4 +149,23 @@ test('a volume with snapshots goes only with them; an export snapshot a killed v
   const left = 'export-20261204T135559-k3x9'
   t.true(EXPORT_SNAPSHOT.test(left))
   t.regex(t.throws(() => { checkSnapshotsGo(v(['s1', left]), false) })!.message, new RegExp(`; ${left} was left by an interrupted vgrid vol export \\(vgrid vol snapshot rm /t/v ${left} removes it\\)$`))
+})
+
+test('volumeUse: what each VM naming a volume does now, and the runs of removed VMs that may still have it open', t => {
+  const v = vol({ id: 'vol-d', path: '/t/d' })
+  const vmOf = (id: string, created: number, desired: 'running' | 'stopped' = 'running'): Vm => ({ id, name: id, app: null, desired, created, spec: { driver: 'qemu', cpu: 1, memoryBytes: G, volumes: ['vol-d'], constraints: {} }, ...stamp })
+  const leaseOf = (vm: string, extra: Partial<Lease>): Lease => ({ vm, holder: 'h2', epoch: 1, cpu: 1, memoryBytes: G, ...stamp, ...extra })
+  // g2 made after g1 was removed (its node away): pending, not "running"; g1's run may have the disk open
+  const u = volumeUse(v, [vmOf('g2', 200)], [leaseOf('g1', { status: 'running', made: 100, disks: ['vol-d'] })])
+  t.deepEqual([...u.states], [['g2', 'pending']])
+  t.deepEqual(u.formerRuns, [{ vm: 'g1', node: 'h2' }])
+  // a VM made again under the name: the former run is its predecessor's, the new one pending
+  const again = volumeUse(v, [vmOf('g1', 300)], [leaseOf('g1', { status: 'running', made: 100, disks: ['vol-d'] })])
+  t.deepEqual([...again.states], [['g1', 'pending']])
+  t.deepEqual(again.formerRuns, [{ vm: 'g1', node: 'h2' }])
+  // its own lease: as it says (claimed is starting); ended runs hold nothing
+  t.deepEqual([...volumeUse(v, [vmOf('g3', 1)], [leaseOf('g3', { status: 'claimed', made: 1, disks: ['vol-d'] })]).states], [['g3', 'starting']])
+  t.deepEqual([...volumeUse(v, [vmOf('g3', 1)], [leaseOf('g3', { status: 'running', made: 1 })]).states], [['g3', 'running']])
+  t.deepEqual(volumeUse(v, [], [leaseOf('g1', { status: 'failed', made: 100, disks: ['vol-d'] })]).formerRuns, [])
+  t.deepEqual([...volumeUse(v, [vmOf('g4', 1, 'stopped')], []).states], [['g4', 'stopped']])
 })
