@@ -295,7 +295,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         // a former VM of the name still stopping on a live node: not taken over by this one
         return createVmIn(w, draft, id => {
           const m = membership.members.get(id)
-          return id === svc.me || m?.state === 'alive' || m?.state === 'suspect' ? (m?.advert.name ?? (id === svc.me ? 'this node' : id)) : null
+          const name = m?.advert.name ?? (id === svc.me ? 'this node' : id)
+          return id === svc.me || m?.state === 'alive' ? name : m?.state === 'suspect' ? { name, suspect: true } : null
         })
       }, `vm create ${draft.id}`)
       svc.schedule()

@@ -415,12 +415,17 @@ function removeIdleLease (w: Writer, id: string): boolean {
  * (invariant 2). A holder that is not alive was fenced: its lease is taken over, for
  * the new VM, after the fence wait, as for any lease of a dead holder.
  */
-export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: string) => string | null = () => null): Vm {
+export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: string) => string | null | { name: string, suspect: true } = () => null): Vm {
   if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
   removeIdleLease(w, draft.id)
   for (const l of w.reader.candidates('leases', draft.id)) {
     const up = idle(l) ? null : holderUp(l.holder)
-    if (up != null) throw new ConflictError(`a VM named "${draft.id}" was removed, and ${up} is still stopping it (its lease, epoch ${l.epoch}, is ${l.status ?? 'claimed'}): create it again once that node has released it (a few seconds)`, 'name_in_use')
+    if (up == null) continue
+    // a suspect holder may be dead (a crash): nobody stops the run then, its fence ends it
+    const who = typeof up === 'string'
+      ? `${up} is still stopping it (its lease, epoch ${l.epoch}, is ${l.status ?? 'claimed'}): create it again once that node has released it (a few seconds)`
+      : `${up.name}, which holds its lease (epoch ${l.epoch}, ${l.status ?? 'claimed'}), has not been heard from for a moment: create it again once that node has released it, or, if it is dead, once its fence timeout has passed and its run there has surely ended`
+    throw new ConflictError(`a VM named "${draft.id}" was removed, and ${who}`, 'name_in_use')
   }
   return w.put('vms', { ...draft, created: w.at })
 }

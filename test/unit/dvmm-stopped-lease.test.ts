@@ -126,6 +126,9 @@ test('vm create of a removed VM\'s name while its live holder still runs or stop
   const e = t.throws(() => { g.x.change(w => { createVmIn(w, vm('app', 4), alive) }) })
   t.regex(e?.message ?? '', /was removed, and node-a is still stopping it/)
   t.is(g.x.read().get('vms', 'app'), undefined, 'nothing of the refused create is written')
+  // a holder not heard from (suspect): it may be dead, and then nobody stops the run (a tester read "still stopping it" of a crashed node)
+  const suspect = t.throws(() => { g.x.change(w => { createVmIn(w, vm('app', 4), id => id === A ? { name: 'node-a', suspect: true } : null) }) })
+  t.regex(suspect?.message ?? '', /was removed, and node-a, which holds its lease \(epoch 1, running\), has not been heard from for a moment: create it again once that node has released it, or, if it is dead, once its fence timeout has passed/)
   // once the holder released it, the name is free
   g.sync()
   g.a.change(w => { w.remove('leases', 'app') })
