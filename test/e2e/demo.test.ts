@@ -80,19 +80,20 @@ async function nothingLeft (t: ExecutionContext, what: string): Promise<void> {
 }
 
 e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed run leave nothing', async t => {
-  onInterrupt(cleanup)
-  t.teardown(async () => {
-    if (!t.passed) for (const d of demos) process.stderr.write(`---- output of vgrid demo (pid ${d.proc.pid}) ----\n${d.out()}\n`)
-    await cleanup.stop()
-  })
   let mark = Date.now()
   const phase = (what: string): void => { t.log(`${what}: ${secs(Date.now() - mark)}`); mark = Date.now() }
+  // someone's demo: left alone, its cleanup too (registered first, it stopped that demo on the way out)
   const st = readState()
   if (st != null && isDemoProcess(st.pid)) {
     t.log(`a demo is running on this machine (pid ${st.pid}); not touching it, so this test checks nothing`)
     t.pass()
     return
   }
+  onInterrupt(cleanup)
+  t.teardown(async () => {
+    if (!t.passed) for (const d of demos) process.stderr.write(`---- output of vgrid demo (pid ${d.proc.pid}) ----\n${d.out()}\n`)
+    await cleanup.stop()
+  })
 
   for (const bad of ['0', '9', 'three']) {
     const r = await vgrid(['demo', '--hosts', bad])
