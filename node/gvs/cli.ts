@@ -112,7 +112,8 @@ export async function vol (argv: string[]): Promise<void> {
       const r = await api.request<{ volumes: VolumeView[] }>('GET', `/v1/volumes${p[0] != null ? `?prefix=${enc(p[0])}` : ''}`)
       if (v.json === true) return json(r)
       if (r.volumes.length === 0) return out('no volumes')
-      return out(table([['PATH', 'SIZE', 'R', 'STATE', 'ID'], ...r.volumes.map(x => [x.path, size(x.sizeBytes), String(x.replicas), x.state === 'ready' ? stateText(x.health) : x.state, x.id])]))
+      // a volume a forget gave writes up of says so beside its state, for good (vol info says which)
+      return out(table([['PATH', 'SIZE', 'R', 'STATE', 'ID'], ...r.volumes.map(x => [x.path, size(x.sizeBytes), String(x.replicas), `${x.state === 'ready' ? stateText(x.health) : x.state}${(x.writesGivenUp?.length ?? 0) > 0 ? ', writes given up' : ''}`, x.id])]))
     }
     case 'info': {
       const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(need(1)[0]!)}`)
@@ -129,7 +130,7 @@ export async function vol (argv: string[]): Promise<void> {
         // an older agent's answer has no state nor formerRuns
         : [`used by   ${[...users.vms.map(x => `VM ${x.name} (${x.state ?? (x.running ? 'running' : 'stopped')})`), ...(users.formerRuns ?? []).map(f => `removed VM ${f.vm} (its run on ${f.name} may still have it open)`), ...users.writers.map(x => `NBD: ${sayWriters(x)}`)].join(', ') || 'nothing'}`]
       return out([`path      ${d.path}`, `id        ${d.id}`, `size      ${size(d.sizeBytes)} (${d.sizeBytes} bytes)`, `replicas  ${d.replicas} (writes need ${d.minReplicas})`,
-        `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}`, ...h.reasons.map(r => `          - ${r}`),
+        `thin      ${d.thin ? 'yes' : 'no'}`, `state     ${d.state === 'ready' ? stateText(h) : d.state}${(d.writesGivenUp?.length ?? 0) > 0 ? ', writes given up (below)' : ''}`, ...h.reasons.map(r => `          - ${r}`),
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),
         ...usedBy,
         // where its copies are (the last inventory): which nodes' loss touches it

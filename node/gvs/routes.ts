@@ -48,7 +48,7 @@ export interface VolumeView {
   layers: { count: number, max: number, folding: number }
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
   /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
-  writesGivenUp: Array<{ node: string, name: string, at: string }>
+  writesGivenUp?: Array<{ node: string, name: string, at: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
   /** on a create or clone: the volumes promise more than the pool has free (overProvisioned) */
