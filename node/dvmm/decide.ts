@@ -169,10 +169,12 @@ export function decide (i: DecideInput): Decisions {
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
   const owners = diskOwners(i.doc.vms.values())
   const formerDisks = disksOfFormerRuns(i, since, fenceMs)
-  const takenWhy = (vm: Vm | undefined): string | null => {
+  /** why the VM may not have its disk: another VM's (made first), or, with `former`, a removed VM's run may still have it open */
+  const takenWhy = (vm: Vm | undefined, former: boolean): string | null => {
     if (vm == null || vm.spec.volumes.length === 0) return null
     const t = diskTaken(vm, owners)
     if (t != null) return diskTakenWhy(t, i.volumePath ?? (v => v))
+    if (!former) return null
     for (const v of vm.spec.volumes) {
       const f = formerDisks.get(v)
       if (f != null) return `its disk ${(i.volumePath ?? (x => x))(v)} may still be open in a run of a removed VM "${f.vm}" on ${i.nameOf?.(f.holder) ?? f.holder}: placed once that run has ended (its node stops it when its agent is back, or its watchdog has when its fence wait is over)`
@@ -184,7 +186,9 @@ export function decide (i: DecideInput): Decisions {
     if (i.busy.has(vm)) continue
     const l = i.doc.leases.get(vm)
     const spec = i.doc.vms.get(vm)
-    const taken = takenWhy(spec)
+    // a removed VM's run only holds back a placement: one that runs already was placed after
+    // that run ended (its holder, back later with the lease still in the document, must not stop it)
+    const taken = takenWhy(spec, false)
     if (l == null || l.winner.holder !== i.me) d.kill.push({ vm, why: l == null ? 'no lease' : `lease is ${i.nameOf?.(l.winner.holder) ?? l.winner.holder}'s (epoch ${l.winner.epoch})` })
     else if (spec == null) d.stop.push({ vm, why: 'VM removed' })
     // the run of a VM removed while this node was away, made again under its name since:
@@ -209,10 +213,12 @@ export function decide (i: DecideInput): Decisions {
   }
   for (const [id, vm] of i.doc.vms) {
     if (vm.desired !== 'running') continue
-    // not placed nor started while another VM has its disk (shown pending with the reason)
-    const taken = takenWhy(vm)
-    if (taken != null) { d.blocked.push({ vm: id, reason: taken }); continue }
     const l = i.doc.leases.get(id)
+    // not placed nor started while another VM has its disk (shown pending with the reason);
+    // a removed VM's run holds back only a VM not placed yet (see the runs above)
+    const placed = l != null && sameVm(l.winner.made, vm.created) && !idle(l.winner) && !isParked(l.winner)
+    const taken = takenWhy(vm, !placed)
+    if (taken != null) { d.blocked.push({ vm: id, reason: taken }); continue }
     if (l == null) { unplaced.set(id, { epoch: 1 }); continue }
     const w = l.winner
     // the lease of a former VM of this name (removed, then made again): its run, if any,

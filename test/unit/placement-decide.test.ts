@@ -388,3 +388,13 @@ test('a removed VM whose run may go on (its node away, within its fence wait; or
   t.deepEqual(own.stop, [])
   t.deepEqual(own.blocked, [])
 })
+
+test('a removed VM\'s lease back in sight (its node returned long after the fence wait) does not stop or hold back a VM placed on its disk since', t => {
+  const x = { ...vm('x', 1, { created: 300 }), spec: { ...vm('x').spec, volumes: ['vol-a'] } }
+  const stale = lease('q2', B, { made: 100, disks: ['vol-a'] })
+  const mine = lease('x', A, { made: 300, disks: ['vol-a'], epoch: 1 })
+  const d = decide(input({ vms: [x], leases: [lv(stale), lv(mine)], runs: new Set(['x']) }))
+  t.deepEqual(d.stop, [])
+  t.deepEqual(d.kill, [])
+  t.deepEqual(d.blocked, [])
+})
