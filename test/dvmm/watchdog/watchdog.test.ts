@@ -18,6 +18,19 @@ import { silentLogger } from '../../../node/log.ts'
 import { isAlive } from '../../../node/netns/netns.ts'
 import { waitFor } from '../drivers/compliance.ts'
 
+/**
+ * The pid a VM's guard wrote to its file, once it is whole: the guard writes it with a
+ * shell redirect, so a read can find the file empty (Number('') is 0, and a test that
+ * then sent SIGSTOP to "pid 0" stopped its own process group: CI hung) or cut short.
+ */
+function guardPid (file: string): number | undefined {
+  let text: string
+  try { text = readFileSync(file, 'utf8') } catch { return undefined }
+  if (!text.endsWith('\n')) return undefined
+  const pid = Number(text.trim())
+  return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined
+}
+
 const FEEDER = fileURLToPath(new URL('./feeder.ts', import.meta.url))
 const TIMEOUT_MS = 1000
 // the fence timeout the watchdog must beat; generous for a loaded 2-core machine
@@ -351,7 +364,7 @@ maybe('watchdog: a busy VM does not delay its guard (it runs at nice -20 in the 
   // 8 busy loops in a 5 % CPU quota: the guard shares it
   const busy = (await driver.start({ id: ids[0]!, vcpus: 0.05, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait'] } })).pid!
   const other = (await driver.start({ id: ids[1]!, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
-  const guardOf = (id: string): number | undefined => { try { return Number(readFileSync(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'), 'utf8').trim()) } catch { return undefined } }
+  const guardOf = (id: string): number | undefined => guardPid(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'))
   await waitFor('both guards up', () => ids.every(id => guardOf(id) != null), 5000, 20)
   const first = guardOf(ids[1]!)!
   process.kill(first, 'SIGKILL')
@@ -377,7 +390,7 @@ maybe('watchdog: a guard gone while no supervisor holds the FIFO is not started 
   const id = `noreguard-${process.pid}`
   const { dataDir, driver, w } = await guarded(t, 60_000, [id])
   const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
-  const guardOf = (): number | undefined => { try { return Number(readFileSync(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'), 'utf8').trim()) } catch { return undefined } }
+  const guardOf = (): number | undefined => guardPid(join(dataDir, 'dvmm', 'run', 'process', id, 'guard'))
   await waitFor('the guard up', () => guardOf() != null, 5000, 20)
   const first = guardOf()!
   // guard and supervisor gone together (the guard stopped first, so it cannot see the
@@ -413,7 +426,7 @@ maybe('watchdog: a running VM that never had a guard (an earlier release\'s, or 
   const { dataDir, driver, w } = await guarded(t, 60_000, [id])
   const pid = (await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sleep', '600'] } })).pid!
   const file = join(dataDir, 'dvmm', 'run', 'process', id, 'guard')
-  const guardOf = (): number | undefined => { try { return Number(readFileSync(file, 'utf8').trim()) } catch { return undefined } }
+  const guardOf = (): number | undefined => guardPid(file)
   await waitFor('the guard up', () => guardOf() != null, 5000, 20)
   // as if it never had one: its guard gone, and no file saying there was one
   const first = guardOf()!
