@@ -31,6 +31,15 @@ export const idle = (l: Pick<Lease, 'status'>): boolean => l.status === 'failed'
  */
 export const isParked = (l: Pick<Lease, 'status' | 'parked'>): boolean => l.status === 'stopped' && l.parked === true
 
+/** a lease's `made` and its VM's `created` name one VM (either unknown: an older agent's, taken as the same) */
+export const sameVm = (made: number | undefined, created: number | undefined): boolean => made == null || created == null || made === created
+
+/**
+ * The lease may hold a run that is not its VM's: a removed VM's (`vm` absent), or a
+ * former VM's of a name made again; not once idle. Its `disks` may still be open there.
+ */
+export const formerRun = (l: Pick<Lease, 'status' | 'made'>, vm: { created?: number } | undefined): boolean => !idle(l) && (vm == null || !sameVm(l.made, vm.created))
+
 /** a lease nothing runs under (idle) reserves nothing */
 export const reserves = (l: Lease): boolean => !idle(l)
 

@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -140,9 +140,7 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
   const out = new Map<string, { vm: string, holder: string }>()
   for (const [id, l] of i.doc.leases) {
     const w = l.winner
-    if (idle(w) || w.disks == null || w.disks.length === 0) continue
-    const vm = i.doc.vms.get(id)
-    if (vm != null && sameVm(w.made, vm.created)) continue
+    if (w.disks == null || w.disks.length === 0 || !formerRun(w, i.doc.vms.get(id))) continue
     if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs }).allowed) continue
     for (const v of w.disks) out.set(v, { vm: id, holder: w.holder })
   }

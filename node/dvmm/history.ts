@@ -12,7 +12,7 @@
 // not make a lease invalid): events this agent cannot read (a newer agent's, damage)
 // are left out when shown, and counted (`unreadable`); they stay in the log as written.
 import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent } from '../../crdt/index.ts'
-import type { Ranking } from '../../crdt/placement/index.ts'
+import { sameVm, type Ranking } from '../../crdt/placement/index.ts'
 
 export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
 
@@ -114,9 +114,8 @@ export function claimLog (before: CarriedLog | undefined, claim: Lease, nameOf: 
 /** a lease's log and the `made` of the lease it came from */
 export interface CarriedLog { log: unknown, made?: number }
 
-/** a log made for `made` belongs to the VM created at `created` (either unknown: an older agent's, taken as the same) */
-/** a lease `made` for the VM `created` then (either unknown: taken as so), not for a former VM of its name */
-export const sameVm = (made: number | undefined, created: number | undefined): boolean => made == null || created == null || made === created
+/** a log made for `made` belongs to the VM created at `created` (crdt/placement/lease.ts) */
+export { sameVm }
 
 export class History {
   /** each VM's log as its lease has it (any value: readLog reads it when shown; kept once the lease goes: the next claim carries it on), with the lease's `made` */

@@ -4,6 +4,7 @@
 import { activeIntervals } from './write-intervals.ts'
 import { randomBytes } from 'node:crypto'
 import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
+import { formerRun, sameVm } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 import { bytes } from '../cli/format.ts'
@@ -183,18 +184,13 @@ export function volumeUsers (v: Volume, vms: Iterable<Vm>, leases: Iterable<Leas
 export function volumeUse (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease>): { states: Map<string, string>, formerRuns: Array<{ vm: string, node: string }> } {
   const byVm = new Map([...leases].map(l => [l.vm, l]))
   const all = new Map([...vms].map(vm => [vm.id, vm]))
-  const own = (l: Lease, vm: Vm): boolean => l.made == null || vm.created == null || l.made === vm.created
   const states = new Map<string, string>()
   for (const vm of all.values()) {
     if (!vm.spec.volumes.includes(v.id) && !vm.spec.volumes.includes(v.path)) continue
     const l = byVm.get(vm.id)
-    states.set(vm.id, l != null && own(l, vm) ? (l.status === 'claimed' || l.status == null ? 'starting' : l.status) : vm.desired === 'running' ? 'pending' : 'stopped')
+    states.set(vm.id, l != null && sameVm(l.made, vm.created) ? (l.status === 'claimed' || l.status == null ? 'starting' : l.status) : vm.desired === 'running' ? 'pending' : 'stopped')
   }
-  const formerRuns = [...byVm.values()].filter(l => {
-    if (l.status === 'stopped' || l.status === 'failed' || l.disks?.includes(v.id) !== true) return false
-    const vm = all.get(l.vm)
-    return vm == null || !own(l, vm)
-  }).map(l => ({ vm: l.vm, node: l.holder }))
+  const formerRuns = [...byVm.values()].filter(l => l.disks?.includes(v.id) === true && formerRun(l, all.get(l.vm))).map(l => ({ vm: l.vm, node: l.holder }))
   return { states, formerRuns }
 }
 
