@@ -54,6 +54,14 @@ export function onlyQuery (query: unknown, known: readonly string[]): void {
   if (unknown !== undefined) throw new ValidationError(unknown, `unknown query parameter "${unknown}" (this request takes ${known.length === 0 ? 'none' : known.join(', ')})`)
 }
 
+/** a boolean query parameter (`?force=true`): absent is false; anything but one "true" or "false" is refused naming it */
+export function booleanQuery (query: unknown, name: string): boolean {
+  const v = (query as Record<string, unknown> | null | undefined)?.[name]
+  if (v === undefined) return false
+  if (v === 'true' || v === 'false') return v === 'true'
+  throw new ValidationError(name, `${name} must be true or false, given once, not ${JSON.stringify(v)}`)
+}
+
 /** a request body that must be a JSON object */
 export function bodyObject (b: unknown): Record<string, unknown> {
   if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')

@@ -90,7 +90,8 @@ export class ApiClient {
     if (res.status >= 400) {
       const e = (data as { error?: { code?: string, message?: string } } | undefined)?.error
       const message = e?.message ?? `request failed with status ${res.status}`
-      throw new CliError(`${message}${e?.code == null ? '' : ` (${e.code})`}`, 1, { code: e?.code ?? `http_${res.status}`, detail: message })
+      // a bad value is a usage error (2) whether the CLI or the agent found it
+      throw new CliError(`${message}${e?.code == null ? '' : ` (${e.code})`}`, res.status === 400 ? 2 : 1, { code: e?.code ?? `http_${res.status}`, detail: message })
     }
     return data as T
   }

@@ -6,7 +6,7 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, ValidationError, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
@@ -336,8 +336,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
     app.delete<{ Params: IdParams, Querystring: { force?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
       onlyQuery(req.query, ['force'])
-      const force = req.query.force === undefined ? false : req.query.force === 'true' ? true : req.query.force === 'false' ? false : undefined
-      if (force === undefined) throw new ValidationError('force', `force must be true or false, given once, not ${JSON.stringify(req.query.force)}`)
+      const force = booleanQuery(req.query, 'force')
       const { doc } = current()
       const n = findNode(doc, req.params.id)
       const m = membership.members.get(n.id)

@@ -5,7 +5,7 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -261,8 +261,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
       onlyQuery(req.query, ['snapshots'])
-      const withSnapshots = req.query.snapshots === undefined ? false : req.query.snapshots === 'true' ? true : req.query.snapshots === 'false' ? false : undefined
-      if (withSnapshots === undefined) throw new ValidationError('snapshots', `snapshots must be true or false, given once, not ${JSON.stringify(req.query.snapshots)}`)
+      const withSnapshots = booleanQuery(req.query, 'snapshots')
       const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')
       const r = state.read()
       checkDestroy(v, r.list('vms'), r.list('leases'))

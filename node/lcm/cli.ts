@@ -17,6 +17,8 @@ const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == n
 /** the TUNNEL column: the peer node that carries it from here, and whether it is down */
 function tunnelCell (l: LinkView): string {
   if (l.tunnel != null) return `${l.tunnel.name ?? shortId(l.tunnel.node)}${l.tunnel.down == null ? '' : ` DOWN: ${l.tunnel.down}`}`
+  // neither end here: the FROM end's node says whether its tunnel for the link is down
+  if (l.path === 'elsewhere' && l.counts?.tunnelDown != null) return `${l.to.nodeName ?? shortId(l.to.node ?? '')} DOWN on ${l.counts.name ?? shortId(l.counts.node ?? '')}: ${l.counts.tunnelDown}`
   if (l.skipped != null) return l.skipped
   if (l.noTunnel != null) return `${l.noTunnel.name ?? shortId(l.noTunnel.node)} DOWN: ${l.noTunnel.why}`
   return l.path === 'local' ? 'local' : '-'
@@ -31,7 +33,7 @@ export function linkRows (links: LinkView[]): string {
   ]))
   // where the counts come from, and that PACKETS counts what the rules passed, also into
   // a tunnel that is down (a tester read a rising count as traffic flowing)
-  const down = links.some(l => l.tunnel?.down != null || l.noTunnel != null)
+  const down = links.some(l => l.tunnel?.down != null || l.noTunnel != null || (l.path === 'elsewhere' && l.counts?.tunnelDown != null))
   const unknown = links.filter(l => l.counts?.error != null)
   return [rows,
     `PACKETS and DROPS are counted on the node the FROM end runs on; PACKETS are those its rules let through${down ? ', also into a tunnel that is DOWN, where they are lost' : ''}`,

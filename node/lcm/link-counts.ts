@@ -3,7 +3,9 @@
 // (packets leave the VM there, the first rules they meet are that node's, and an
 // undeclared packet is dropped there). So `link ls` on any node asks that node:
 // `/vgrid/lcm/counts/1.0.0`, a request `{links: [ids]}`, an answer `{id: {packets,
-// drops}}` (p2p/request.ts framing). What one node counts of a link is pure (`countsOf`).
+// drops, down?}}` (p2p/request.ts framing; `down`: why that node's tunnel for the link
+// carries nothing now, so that a node holding neither end can say so too; agents before
+// it sent none). What one node counts of a link is pure (`countsOf`).
 import type { RequestHost } from '../p2p/request.ts'
 import { request, serve } from '../p2p/request.ts'
 import type { Addressing } from './plan.ts'
@@ -15,7 +17,12 @@ export const MAX_COUNT_LINKS = 4096
 /** how long `link ls` waits for a node's counts */
 export const COUNTS_TIMEOUT_MS = 2000
 
-export interface LinkCounts { packets: number, drops: number }
+export interface LinkCounts {
+  packets: number
+  drops: number
+  /** why the counting node's tunnel for the link is down (tunnel-health.ts), absent while up */
+  down?: string
+}
 
 /** what a node counts of each link: packets its rules passed, and drops between its two ends that no one forged (pure) */
 export function countsOf (ids: readonly string[], links: ReadonlyMap<string, { from: { vm: string }, to: { vm: string } }>, last: { rules: Pick<Ruleset, 'flows'>, addr: Pick<Addressing, 'vms'> } | null, c: TableCounters): Map<string, LinkCounts> {
@@ -55,7 +62,10 @@ export function parseCountsAnswer (raw: unknown): Map<string, LinkCounts> {
   const out = new Map<string, LinkCounts>()
   for (const [id, v] of Object.entries(raw as Record<string, unknown>)) {
     const x = v as Partial<LinkCounts> | null
-    if (x != null && count(x.packets) && count(x.drops)) out.set(id, { packets: x.packets, drops: x.drops })
+    if (x == null || !count(x.packets) || !count(x.drops)) continue
+    // a reason is shown to users: a short string or none
+    const down = typeof x.down === 'string' && x.down.length > 0 ? x.down.slice(0, 512) : undefined
+    out.set(id, down == null ? { packets: x.packets, drops: x.drops } : { packets: x.packets, drops: x.drops, down })
   }
   return out
 }

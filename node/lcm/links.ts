@@ -123,8 +123,13 @@ export interface LinkView {
    */
   packets: number
   drops: number
-  /** where they were counted: the node of the FROM end (null: it runs nowhere); `error`: why that node's counts are not here */
-  counts: { node: string | null, name: string | null, error: string | null }
+  /**
+   * where they were counted: the node of the FROM end (null: it runs nowhere); `error`:
+   * why that node's counts are not here; `tunnelDown`: that node's word that its tunnel
+   * for the link (to the TO end's node) carries nothing now, and why (null while up, or
+   * not known), so that a node holding neither end shows it too
+   */
+  counts: { node: string | null, name: string | null, error: string | null, tunnelDown?: string | null }
   /** why this node does not enforce it, when it does not */
   skipped: string | null
   /**

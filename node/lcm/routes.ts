@@ -63,7 +63,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node) },
       packets: n?.packets ?? 0,
       drops: n?.drops ?? 0,
-      counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null },
+      counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null, tunnelDown: n?.down ?? null },
       // nothing for this node to enforce on a link whose ends are elsewhere or not placed
       skipped: f == null ? skipped.get(l.id) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
       path,
@@ -77,13 +77,13 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
  * own, or asked of that node, one question per node at once. A node that cannot be
  * asked (dead, out of reach, not answering) leaves its links' counts out, saying why.
  */
-async function countsWhereCounted (lcm: Lcm, list: Link[], place: ReadonlyMap<string, { node: string | null }>): Promise<Map<string, { packets: number, drops: number, error?: string }>> {
+async function countsWhereCounted (lcm: Lcm, list: Link[], place: ReadonlyMap<string, { node: string | null }>): Promise<Map<string, LinkCounts & { error?: string }>> {
   const byNode = new Map<string, string[]>()
   for (const l of list) {
     const node = place.get(l.from.vm)?.node
     if (node != null) byNode.set(node, [...byNode.get(node) ?? [], l.id])
   }
-  const out = new Map<string, { packets: number, drops: number, error?: string }>()
+  const out = new Map<string, LinkCounts & { error?: string }>()
   await Promise.all([...byNode].map(async ([node, ids]) => {
     const name = nameOf(lcm.members, node) ?? node
     let got: Map<string, LinkCounts> | undefined

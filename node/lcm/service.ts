@@ -405,7 +405,15 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   async linkCounts (ids: readonly string[]): Promise<Map<string, LinkCounts>> {
     const links = new Map(this.c.state.read().list('connections').map(l => [l.id, l]))
-    return countsOf(ids, links, this.last, await this.counters())
+    const out = countsOf(ids, links, this.last, await this.counters())
+    // this node's word on each link's tunnel, for a node that holds neither end
+    for (const d of this.down) {
+      for (const id of d.links) {
+        const c = out.get(id)
+        if (c != null) c.down = d.reason
+      }
+    }
+    return out
   }
 
   get askCounts (): LcmView['askCounts'] {

@@ -156,6 +156,10 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   t.log(`tunnel-down reported ${secs(tookMs)} after the cut: ${down.message}`)
   t.regex(down.message, new RegExp(`^tunnel to ${db.holder.name} is down: .*web\\.db -> db\\.in`))
   t.false(await exchange(netnsOf(web), 'tcp', 'db', 5432), 'nothing passes meanwhile')
+  // and the host that holds neither end says so too, in web's host's words
+  const far = await third.api<LinkView>(`/v1/links/${link.id}`)
+  t.like(far, { path: 'elsewhere', counts: { name: web.holder.name } })
+  t.regex(far.counts.tunnelDown ?? '', /no WireGuard handshake|nothing received/, `${third.name} shows the tunnel down: ${JSON.stringify(far.counts)}`)
   t.deepEqual([...doubted], [], 'every host held every other alive through the cut')
   await grid.heal(db.holder.name)
   await until('the tunnel-down and out-of-reach problems to clear after the heal', 30_000, async () =>

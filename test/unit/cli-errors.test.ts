@@ -62,7 +62,13 @@ async function runCaptured (args: string[]): Promise<{ code: number | null, stdo
 }
 
 test('with --json an error is JSON on stdout ({error: {code, message, exitCode}}), as the API gives it; without, one line on stderr', async t => {
-  const api: Server = createServer((_req, res) => {
+  const api: Server = createServer((req, res) => {
+    // a bad value the agent found (400) is a usage error as one the CLI finds: exit 2
+    if (req.method === 'POST') {
+      res.writeHead(400, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ error: { code: 'invalid', message: 'memory must be at least 1 MiB', field: 'memory' } }))
+      return
+    }
     res.writeHead(404, { 'content-type': 'application/json' })
     res.end(JSON.stringify({ error: { code: 'not_found', message: 'no VM "nosuch"' } }))
   })
@@ -76,6 +82,9 @@ test('with --json an error is JSON on stdout ({error: {code, message, exitCode}}
   const plain = await runCaptured(['vm', 'show', 'nosuch', '--api', at])
   t.is(plain.stdout, '')
   t.is(plain.stderr, 'vgrid: no VM "nosuch" (not_found)\n')
+  const bad = await runCaptured(['vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--json', '--api', at, '--', '/bin/true'])
+  t.is(bad.code, 2)
+  t.like(JSON.parse(bad.stdout), { error: { code: 'invalid', message: 'memory must be at least 1 MiB', exitCode: 2 } })
   // a usage error, and --json given before the command
   const usage = await runCaptured(['--json', 'nodes', '--wat'])
   t.is(usage.code, 2)

@@ -144,6 +144,10 @@ test('link ls says where its counts come from, that PACKETS include those sent i
   const silent = linkRows([{ ...base, packets: 0, tunnel: null, path: 'elsewhere', counts: { node: 'n2', name: 'b', error: 'counted on b, which did not answer: timeout' } } as LinkView])
   t.regex(silent, /tcp\s+5432\s+-\s+-\s+-\s*$/m)
   t.regex(silent, /^link-1: counts not known: counted on b, which did not answer: timeout$/m)
+  // neither end here: the FROM end's node says its tunnel to the TO end's node is down
+  const elsewhere = linkRows([{ ...base, tunnel: null, path: 'elsewhere', to: { ...base.to, node: 'n3', nodeName: 'c' }, counts: { node: 'n2', name: 'b', error: null, tunnelDown: 'no WireGuard handshake for 200 s' } } as LinkView])
+  t.regex(elsewhere, /c DOWN on b: no WireGuard handshake for 200 s/)
+  t.regex(elsewhere, /also into a tunnel that is DOWN, where they are lost$/)
   // FROM end runs nowhere: nothing counted
   t.regex(linkRows([{ ...base, packets: 0, tunnel: null, path: 'unplaced', counts: { node: null, name: null, error: null } } as LinkView]), /5432\s+-\s+-\s+-/)
 })

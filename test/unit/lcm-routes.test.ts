@@ -181,7 +181,10 @@ test('GET /v1/links: a link\'s counts come from the node its FROM end runs on, a
   const alive = new Map([['n2', member('n2', 'alive')], ['n3', member('n3', 'alive')]])
   const got = await linkOf({ members: alive, askCounts: async (node, ids) => { asked.push([node, ids]); return new Map(ids.map(id => [id, { packets: 42, drops: 1 }])) } })
   t.true(asked.length > 0 && asked.every(([n, ids]) => n === 'n2' && ids.length === 1), JSON.stringify(asked))
-  t.like(got, { packets: 42, drops: 1, counts: { node: 'n2', name: 'host-n2', error: null } })
+  t.like(got, { packets: 42, drops: 1, counts: { node: 'n2', name: 'host-n2', error: null, tunnelDown: null } })
+  // n2 says its tunnel for the link is down: shown here too, where neither end runs
+  const down = await linkOf({ members: alive, askCounts: async (_node, ids) => new Map(ids.map(id => [id, { packets: 42, drops: 0, down: 'no WireGuard handshake for 200 s' }])) })
+  t.like(down, { path: 'elsewhere', tunnel: null, counts: { node: 'n2', tunnelDown: 'no WireGuard handshake for 200 s' } })
   // it does not answer: why, and zeros that the CLI shows as unknown
   const silent = await linkOf({ members: alive, askCounts: async () => { throw new Error('The operation was aborted due to timeout') } })
   t.like(silent, { packets: 0, drops: 0, counts: { node: 'n2', error: 'counted on host-n2, which did not answer: The operation was aborted due to timeout' } })
@@ -207,6 +210,9 @@ test('link counts requests and answers: junk is refused or left out', t => {
     t.throws(() => parseCountsRequest(bad), { message: /a counts request is \{"links": \[ids\]\}/ })
   }
   t.deepEqual([...parseCountsAnswer({ a: { packets: 3, drops: 0 }, b: { packets: -1, drops: 0 }, c: { packets: 1.5, drops: 0 }, d: 'x', e: { packets: 1 } })], [['a', { packets: 3, drops: 0 }]])
+  // a tunnel's down reason: kept when a string, left out when anything else
+  t.deepEqual([...parseCountsAnswer({ a: { packets: 3, drops: 0, down: 'no handshake' }, b: { packets: 1, drops: 0, down: 7 }, c: { packets: 1, drops: 0, down: '' } })],
+    [['a', { packets: 3, drops: 0, down: 'no handshake' }], ['b', { packets: 1, drops: 0 }], ['c', { packets: 1, drops: 0 }]])
   t.throws(() => parseCountsAnswer([]), { message: /a counts answer is a JSON object/ })
   t.throws(() => parseCountsAnswer({ error: 'a counts request is ...' }), { message: 'a counts request is ...' })
   // counted here: the flow's counter, and drops between the two ends that no one forged
