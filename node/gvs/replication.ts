@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { lpStream } from '@libp2p/utils'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
-import type { ObjectStore } from './object-store.ts'
+import { STORE_NAME, type ObjectStore } from './object-store.ts'
 import { DiskFull } from './disk-full.ts'
 import { GvsError } from './errors.ts'
 import { Layers } from './layers.ts'
@@ -144,6 +144,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       // a page reads one more than it answers: whether there are more
       return answerList(await store.inventory(req.volume, req.from == null && req.limit == null ? undefined : { from: req.from ?? 0, limit: Math.min(req.limit ?? Infinity, listPage(store.objectSize)) + 1 }), req, store.objectSize)
     case 'merge': {
+      // both are the store's names (its checks cover `volume` wherever it is used; `from` is only read where the lines match)
+      if (!STORE_NAME.test(req.from)) throw new GvsError('invalid', `merge from "${req.from}": not a layer name`)
       // the epoch taught, within a line only: a source volume's layer folded into a
       // clone's base is another volume's, whose writers' epochs are no measure of the clone's
       const epoch = layerNumber(req.from).base === layerNumber(req.volume).base ? await store.writerFloor(req.from) : 0
