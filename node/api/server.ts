@@ -11,6 +11,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
 import { parseJsonBody } from './json-body.ts'
+import { StaleReaderError } from '../../crdt/index.ts'
 import { API_BODY_LIMIT, ApiError, errorBody, toApiError } from './errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 
@@ -190,6 +191,7 @@ export class ApiService implements Service {
     app.addHook('onRoute', r => {
       const path = new RegExp(`^${r.url.split('/').map(seg => seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')}/?$`)
       for (const m of [r.method].flat()) routes.push({ method: m, path })
+      if ([r.method].flat().every(m => m === 'GET' || m === 'HEAD')) r.handler = readAgain(r.handler)
     })
     app.setNotFoundHandler((req, reply) => {
       const path = req.url.split('?')[0] ?? ''
@@ -277,4 +279,22 @@ function lingerForBody (reply: FastifyReply): void {
   const done = (): void => { clearTimeout(timer) }
   req.once('end', done)
   socket.once('close', done)
+}
+
+/**
+ * A read that took the document's reader, then waited (on another node's answer, a
+ * volume's health) while the document moved on, finds its reader stale: asked again
+ * from the start, up to 3 times (a tester's `vm ls` failed as an internal error just
+ * after another agent came back). Only for reads: they change nothing.
+ */
+function readAgain<H extends (...args: never[]) => unknown> (handler: H): H {
+  return (async function (this: unknown, ...args: Parameters<H>) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await handler.apply(this, args)
+      } catch (err) {
+        if (!(err instanceof StaleReaderError) || attempt >= 2 || (args[1] as { sent?: boolean } | undefined)?.sent === true) throw err
+      }
+    }
+  }) as unknown as H
 }

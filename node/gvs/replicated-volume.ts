@@ -145,7 +145,7 @@ export class ReplicatedVolume implements BlockDevice {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`)
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true })
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound

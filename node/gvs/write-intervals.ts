@@ -141,11 +141,15 @@ export async function unheardObjects (intervals: Iterable<WriteInterval>, pkey: 
   return [...out].sort((a, b) => a - b)
 }
 
-/** the error a read, settle or repair of an object fails with while intervals are unheard */
+/**
+ * the error a read, settle or repair of an object fails with while intervals are unheard:
+ * transient, so that a client's read or write waits for them up to the write retry time
+ * (both holders of an object restarting one after the other cost a guest an I/O error)
+ */
 export function unheardError (volume: string, what: string, sets: readonly string[][], nameOf: (node: string) => string = n => n): GvsError {
   const names = [...new Set(sets.map(s => s.map(nameOf).sort().join(' and ')))]
   const one = sets.every(s => s.length === 1)
-  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older, so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`)
+  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older, so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`, { transient: true })
 }
 
 /**

@@ -75,7 +75,7 @@ async function grid (t: ExecutionContext, names: string[], self: string): Promis
 const fill = (n: number): Uint8Array => new Uint8Array(4096).fill(n)
 
 /** a volume over the live nodes, placed as the service places it, recording its intervals in `rec` when `withRecord` */
-function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string[], R: number, minReplicas: number, rec: { v: Record<string, WriteInterval> }, withRecord: boolean): ReplicatedVolume {
+function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string[], R: number, minReplicas: number, rec: { v: Record<string, WriteInterval> }, withRecord: boolean, retryMs?: number): ReplicatedVolume {
   const nodes = (): string[] => all.filter(n => live.has(n))
   return new ReplicatedVolume({
     transport,
@@ -83,7 +83,7 @@ function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string
     nodes,
     generation: () => nodes().length,
     ...(withRecord ? { intervals: () => Object.values(rec.v), beforeWrite: async () => { rec.v = withInterval({ writeIntervals: rec.v }, ns(...nodes()), Date.now()) } } : {})
-  }, { volume: 'v', size: 8 * MiB, replicas: R, minReplicas, epoch: 1 })
+  }, { volume: 'v', size: 8 * MiB, replicas: R, minReplicas, epoch: 1, ...(retryMs != null ? { retryMs } : {}) })
 }
 
 test('writes kept on A and B only (R=3, minReplicas 1): with both gone, C does not serve its older copy, nor write over it, nor spread it', async t => {
@@ -148,8 +148,11 @@ test('R=2 on five nodes, both holders of an object that only they ever held die:
   t.false(h.reasons.some(r => /could not make/.test(r)), 'no other failure to report')
   await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ }, 'unavailable, not zeros')
   await t.throwsAsync(volumeOver(transport, live, all, 2, 2, rec, true).write(4096, fill(8).subarray(0, 4096), true), { instanceOf: GvsError, message: /none of them answers/ }, 'nor written over')
-  live.add(hs[0]!)
-  t.is((await volumeOver(transport, live, all, 2, 2, rec, true).read(0, 4096))[0], 7, 'a holder is back: the acknowledged data')
+  // gone for a moment (both restarting, one after the other): a read waits for one of
+  // them, up to the retry time, and gets the acknowledged data (it failed at once)
+  const waiting = volumeOver(transport, live, all, 2, 2, rec, true, 10_000).read(0, 4096)
+  setTimeout(() => { live.add(hs[0]!) }, 300)
+  t.is((await waiting)[0], 7, 'a holder is back: the acknowledged data')
 })
 
 test('unheardObjects: only intervals with at least R nodes down are searched, and an object counts when all its holders there are down (a node given up excepted)', async t => {
