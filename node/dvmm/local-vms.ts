@@ -11,7 +11,7 @@ import { onExit, restartDelayMs } from '../../crdt/placement/index.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
-import type { VmDriver, VmExit, VmInfo, VmOverlay } from './drivers/types.ts'
+import { GUEST_PAUSED, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
 import { appendLog, logged, readLog, sameVm, type History } from './history.ts'
 import { docStamp, driverSpec, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
@@ -96,6 +96,17 @@ export class LocalVms {
   /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
   private readonly ifaces = new Map<string, { hostIf: string, linkAddress: string, driver: VmDriver }>()
   private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
+  // a guest its driver finds paused (QEMU, after a disk error) runs no more though its
+  // process does: the lease says why, not a plain `running`, until it goes on
+  private readonly onPaused = (e: { id: string, why: string | null }): void => {
+    if (e.why != null) {
+      this.c.log.warn('a VM\'s guest is paused', { vm: e.id, why: e.why })
+      this.updateLease(e.id, { reason: e.why }, l => l.status === 'running')
+    } else {
+      this.c.log.info('a VM\'s guest runs again', { vm: e.id })
+      this.updateLease(e.id, { reason: 'runs again: QEMU had paused it after a disk error, and its disk took the write since' }, l => l.status === 'running' && l.reason != null && l.reason.startsWith(GUEST_PAUSED))
+    }
+  }
 
   constructor (components: LocalVmsComponents, init: LocalVmsInit) {
     this.c = components
@@ -127,6 +138,7 @@ export class LocalVms {
     for (const d of this.drivers()) {
       // list() records and emits exits it finds: exited() skips them (not running), the left ones are judged here
       d.on('exit', this.onDriverExit)
+      d.on('paused', this.onPaused)
       for (const vm of await d.list()) {
         // read after the await: a reader taken before it is stale once a peer's change arrived
         const r = this.c.state.read()
@@ -180,7 +192,7 @@ export class LocalVms {
 
   /** Leaves the VMs as they are (stopAll stops them). */
   async stop (): Promise<void> {
-    for (const d of this.drivers()) d.off('exit', this.onDriverExit)
+    for (const d of this.drivers()) { d.off('exit', this.onDriverExit); d.off('paused', this.onPaused) }
     await this.consoles.unserve()
   }
 

@@ -8,7 +8,7 @@ import { cmdlineProblem, kernelMemoryProblem } from './boot-checks.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import type { HistoryEvent } from './history.ts'
-import type { VmInfo } from './drivers/types.ts'
+import { GUEST_PAUSED, type VmInfo } from './drivers/types.ts'
 import { awaitsPlacement, demandOf, formerLease, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
@@ -324,7 +324,9 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
       : state === 'failed' || state === 'stopped' || (state === 'starting' && l?.winner.status === 'starting')
         ? l?.winner.reason ?? null
         // stopping: what happens meanwhile (a tester saw "stopping" for 10 s with no word)
-        : state === 'stopping' && held != null ? `asked to stop on ${nameOf(held.holder)}: the guest shuts down, or is killed after its node's stop grace time (10 s by default)` : null
+        : state === 'stopping' && held != null ? `asked to stop on ${nameOf(held.holder)}: the guest shuts down, or is killed after its node's stop grace time (10 s by default)`
+          // running, but its guest paused by its driver (a tester's guest stood frozen, shown running with no word)
+          : state === 'running' && l?.winner.reason?.startsWith(GUEST_PAUSED) === true ? l.winner.reason : null
   }
 }
 

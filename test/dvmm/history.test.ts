@@ -78,3 +78,21 @@ test.serial('vm show: a VM made again under a removed VM\'s name, whose lease a 
     t.true(h.every(e => Date.parse(e.at) >= made - 5))
   }
 })
+
+test.serial('a VM whose guest its driver finds paused (QEMU after a disk error) says why in its lease, and says it runs again when it goes on', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  await n.agent.state.write(w => { w.put('vms', fakeVm('guest', 1, 2 ** 30)) })
+  const lease = (): { status?: string, reason?: string } | undefined => n.agent.state.read().get('leases', 'guest')?.value
+  await until(() => lease()?.status === 'running', 10_000, 'guest to run')
+  const why = 'QEMU paused the guest after a disk error (volume v1 found no space left (ENOSPC)): it is told to go on every 10 s, and runs again once the disk takes the write'
+  n.driver.emit('paused', { id: 'guest', why, at: Date.now() })
+  await until(() => lease()?.reason === why, 10_000, () => `the paused reason, not ${JSON.stringify(lease())}`)
+  t.is(lease()?.status, 'running', 'its process runs on: the lease stays running')
+  const row = (await api(t, n).inject({ method: 'GET', url: '/v1/vms' })).json<{ vms: Array<{ id: string, reason: string | null }> }>().vms.find(v => v.id === 'guest')
+  t.is(row?.reason, why, 'vm ls says why')
+  t.true(n.dvmm.problems().some(p => p.cause === 'vms-paused' && p.message.includes(why)), 'and health')
+  n.driver.emit('paused', { id: 'guest', why: null, at: Date.now() })
+  await until(() => lease()?.reason?.startsWith('runs again') === true, 10_000, () => `the reason taken back, not ${JSON.stringify(lease())}`)
+})

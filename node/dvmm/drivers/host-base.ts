@@ -119,6 +119,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   /** Asks the guest to shut down. */
   protected abstract requestStop (rec: VmRecord): Promise<void>
   protected extraDetail (_rec: VmRecord): Record<string, string> { return {} }
+  /** at each poll, for a running VM: whether its guest still runs (qemu: a guest QEMU paused) */
+  protected watchGuest (_rec: VmRecord): void {}
   /** The cgroup limits for a spec (a driver adds its own overhead). */
   protected limits (spec: DriverVmSpec): Limits { return { cpus: spec.vcpus, memoryBytes: spec.memoryMiB * 1024 * 1024 } }
 
@@ -341,6 +343,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     for (const rec of this.recs.values()) {
       if (rec.state === 'running' || rec.state === 'stopping') {
         this.guardCheck(rec)
+        if (rec.state === 'running') this.watchGuest(rec)
         // a timer's promise: a failure here (a cgroup or run file it could not handle) is
         // logged and the check runs again at the next poll, never an unhandled rejection
         this.check1(rec).catch((err: unknown) => { this.components.log.warn('VM exit check failed', { vm: rec.id, driver: this.name, err: (err as Error).message }) })

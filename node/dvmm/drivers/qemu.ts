@@ -13,7 +13,7 @@ import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { sleep, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
-import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
+import { DriverError, GUEST_PAUSED, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
 import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
 
 export type QemuDriverComponents = HostDriverComponents
@@ -217,6 +217,52 @@ export class QemuDriver extends HostDriver {
     return { accel: rec.detail?.accel ?? this.accel }
   }
 
+  /** per running VM: when its guest was last looked at, why QEMU paused it (absent: it runs), when `cont` was last sent */
+  private readonly guests = new Map<string, { lookedAt: number, busy: boolean, paused?: string, contAt: number }>()
+
+  /**
+   * A disk that fails a write with ENOSPC makes QEMU pause the guest (QEMU's default,
+   * werror=enospc) until told to go on: a tester's guest stood frozen for good while
+   * `vm ls` said running. Looked at every GUEST_LOOK_MS over QMP; a paused guest is
+   * said (the driver's `paused` event) and sent `cont` every RESUME_EVERY_MS, which
+   * runs the failed requests again: once the volume takes writes, the guest goes on.
+   */
+  protected override watchGuest (rec: VmRecord): void {
+    const now = this.components.clock.now()
+    let g = this.guests.get(rec.id)
+    if (g == null) { g = { lookedAt: 0, busy: false, contAt: 0 }; this.guests.set(rec.id, g) }
+    if (g.busy || now - g.lookedAt < GUEST_LOOK_MS) return
+    g.busy = true
+    g.lookedAt = now
+    const guest = g
+    this.lookAtGuest(rec, guest).catch(() => {}).finally(() => { guest.busy = false })
+  }
+
+  private async lookAtGuest (rec: VmRecord, g: { paused?: string, contAt: number }): Promise<void> {
+    const q = await Qmp.open(join(this.runs.dir(rec.id), 'qmp.sock'))
+    try {
+      const st = await q.execute('query-status') as { status?: string }
+      const why = st.status === 'io-error' ? pausedWhy(await q.execute('query-block'), rec.spec.disks ?? []) : undefined
+      if (why !== g.paused) {
+        g.paused = why
+        this.emit('paused', { id: rec.id, why: why ?? null, at: this.components.clock.now() })
+      }
+      const now = this.components.clock.now()
+      if (why != null && now - g.contAt >= RESUME_EVERY_MS) {
+        g.contAt = now
+        await q.execute('cont')
+      }
+    } finally { q.close() }
+  }
+
+  protected override info (rec: VmRecord): VmInfo {
+    const info = super.info(rec)
+    const g = this.guests.get(rec.id)
+    if (rec.state !== 'running') this.guests.delete(rec.id)
+    else if (g?.paused != null) info.paused = g.paused
+    return info
+  }
+
   /** per running VM, the connection to its names port (held open: QEMU passes data on once the guest opens the port) */
   private readonly namesPorts = new Map<string, Socket>()
 
@@ -245,8 +291,30 @@ export class QemuDriver extends HostDriver {
   override async close (): Promise<void> {
     for (const s of this.namesPorts.values()) s.destroy()
     this.namesPorts.clear()
+    this.guests.clear()
     await super.close()
   }
+}
+
+/** how often a running guest's status is asked over QMP */
+export const GUEST_LOOK_MS = 2000
+/** how often a guest QEMU paused after a disk error is told to go on */
+export const RESUME_EVERY_MS = 10_000
+
+/**
+ * Why QEMU paused a guest (status io-error), from `query-block`: the disks whose
+ * io-status is not ok, named by their NBD export where they are volumes (pure).
+ */
+export function pausedWhy (blocks: unknown, disks: ReadonlyArray<{ uri: string }>): string {
+  const bad = (Array.isArray(blocks) ? blocks as Array<{ device?: unknown, 'io-status'?: unknown, inserted?: { file?: unknown } }> : [])
+    .filter(b => typeof b['io-status'] === 'string' && b['io-status'] !== 'ok')
+    .map(b => {
+      const file = typeof b.inserted?.file === 'string' ? b.inserted.file : ''
+      const disk = disks.find(d => { const m = /^nbd\+unix:\/\/\/([^?]+)/.exec(d.uri); return m != null && file.includes(m[1]!) })
+      const name = disk != null ? `volume ${/^nbd\+unix:\/\/\/([^?]+)/.exec(disk.uri)![1]!}` : `disk ${String(b.device ?? '?')}`
+      return `${name} ${b['io-status'] === 'nospace' ? 'found no space left (ENOSPC)' : 'failed a request'}`
+    })
+  return `${GUEST_PAUSED}${bad.length > 0 ? ` (${bad.join('; ')})` : ''}: it is told to go on every ${RESUME_EVERY_MS / 1000} s, and runs again once the disk takes the write`
 }
 
 /** the virtio port a guest reads its terminal names from, and its socket in the VM's run dir */

@@ -97,6 +97,8 @@ export interface VmInfo {
   memoryMiB: number
   /** Driver details worth showing (accelerator, cgroup version and paths). */
   detail?: Record<string, string>
+  /** why the guest does not run though its process does (QEMU paused it after a disk error); absent while it runs */
+  paused?: string
 }
 
 export interface ProbeResult {
@@ -109,9 +111,17 @@ export interface ProbeResult {
   detail: string
 }
 
+/** how a paused guest's reason begins (a lease's reason that says so is taken back when it runs again) */
+export const GUEST_PAUSED = 'QEMU paused the guest after a disk error'
+
 export interface DriverEvents {
   state: [{ id: string, state: VmState, at: number }]
   exit: [{ id: string } & VmExit]
+  /**
+   * the guest of a running VM stopped running while its process runs on (`why`: QEMU
+   * paused it after a disk error), or runs again (`why` null)
+   */
+  paused: [{ id: string, why: string | null, at: number }]
 }
 
 export interface VmDriver extends EventEmitter<DriverEvents> {
