@@ -179,12 +179,18 @@ export const RollEntrySchema = Type.Object({
    * sees has it (node/dvmm/restart-grace.ts): its VMs run on under its watchdog, and
    * others wait `fenceMs` (not their fence timeout) plus the margin from when they last
    * heard of it before taking its leases over. Cleared (null) by its next run once it
-   * sees a majority again.
+   * sees a majority again and the vote it lent is no longer counted (restart-grace.ts).
    */
   restart: Type.Optional(Type.Union([Type.Null(), Type.Object({
     fenceMs: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-    /** when the stop began (wall ms), for display */
-    since: Count
+    /** when the stop began (wall ms): for display, and the lock on its vote (crdt/placement/fence.ts voteLockedUntil) */
+    since: Count,
+    /**
+     * every member it asked held the record on disk: the others may count its vote while
+     * it is away (lentVotes), and so keep their VMs alive when its absence leaves no
+     * majority in sight. Absent (agents before it): no vote lent
+     */
+    confirmed: Type.Optional(Type.Boolean())
   }, open)])),
   ...Stamp
 }, open)

@@ -62,6 +62,12 @@ export interface FenceInput {
   rollSize: number
   /** roll members this node sees alive, itself included */
   aliveSeen: number
+  /**
+   * roll members away for a restart whose grace every member confirmed (lentVotes):
+   * counted towards the majority that keeps this node's VMs alive, never towards one
+   * that claims or takes over. Default 0.
+   */
+  lent?: number
   /** when this node last saw a majority (ms; its start time if never) */
   lastMajorityAt: number
   now: number
@@ -69,7 +75,10 @@ export interface FenceInput {
 }
 
 export interface FenceDecision {
+  /** a strict majority in sight (claims and takeovers need it) */
   majority: boolean
+  /** restarting members counted towards the fence (FenceInput.lent): with them, a majority keeps this node unfenced */
+  lent?: number
   /** the roll's size and the members seen alive (this node included), as decided on */
   rollSize: number
   aliveSeen: number
@@ -85,6 +94,12 @@ export function fenced (f: FenceInput): FenceDecision {
   const majority = hasMajority(f.rollSize, f.aliveSeen)
   const seen = { rollSize: f.rollSize, aliveSeen: f.aliveSeen }
   if (majority) return { ...seen, majority, fenced: false, mayClaim: true, lastMajorityAt: f.now, reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members` }
+  const lent = f.lent ?? 0
+  // restarting members lend their votes to keep what runs here alive: their own vote is
+  // locked meanwhile (voteLockedUntil), so no other side can make a majority of them
+  if (lent > 0 && hasMajority(f.rollSize, f.aliveSeen + lent)) {
+    return { ...seen, majority, lent, fenced: false, mayClaim: false, lastMajorityAt: f.now, reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members, and ${lent} more away for a restart under a grace every member confirmed: its VMs run on, but it claims and takes over nothing until a majority is in sight` }
+  }
   const without = f.now - f.lastMajorityAt
   const isFenced = without >= f.fenceTimeoutMs
   return {
@@ -108,12 +123,13 @@ export function fenced (f: FenceInput): FenceDecision {
  * silent for long (because this node was the one cut off) but never fenced. Counting
  * a takeover from this time as well keeps it from taking over a live node's VMs.
  */
-export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (node: string) => number | undefined): number {
+export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (node: string) => number | undefined, selfSince = -Infinity): number {
   const ids = new Set(roll)
   ids.add(me)
   // others this node needs besides itself for a strict majority
   const need = Math.floor(ids.size / 2)
-  if (need === 0) return -Infinity
+  // this node's own vote counts from `selfSince` (a vote it lent while away: voteLockedUntil)
+  if (need === 0) return selfSince
   const since: number[] = []
   for (const id of ids) {
     if (id === me) continue
@@ -121,7 +137,7 @@ export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (
     if (s !== undefined) since.push(s)
   }
   if (since.length < need) return Infinity
-  return since.sort((a, b) => a - b)[need - 1]!
+  return Math.max(selfSince, since.sort((a, b) => a - b)[need - 1]!)
 }
 
 /**
@@ -138,8 +154,70 @@ export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTime
   return ms
 }
 
-/** what a roll entry records of a restart (crdt/schema.ts RollEntry.restart) */
-export interface RestartRecord { fenceMs: number, since: number }
+/**
+ * what a roll entry records of a restart (crdt/schema.ts RollEntry.restart);
+ * `confirmed`: written once every member it asked held the record on disk
+ */
+export interface RestartRecord { fenceMs: number, since: number, confirmed?: boolean }
+
+/**
+ * More than a restarting node's record (its `since`, on its clock) and its last sign of
+ * life can lie apart (it asks the members, then stops), and than two nodes' clocks
+ * differ by: a vote lent is locked this much longer than it is lent.
+ */
+export const LENT_VOTE_SLACK_MS = 10_000
+
+export interface LentVotesInput {
+  roll: Iterable<string>
+  me: string
+  /** alive in this node's member table */
+  alive: (node: string) => boolean
+  /** the node's restart record in this node's document */
+  record: (node: string) => RestartRecord | null | undefined
+  /** when this node last heard of it (monotonic, as `now`); undefined: never */
+  lastHeard: (node: string) => number | undefined
+  now: number
+  wallNow: number
+}
+
+/**
+ * The roll members away for a restart that lend this node their votes (pure): not
+ * alive here, with a record every member confirmed, within its fence as this node
+ * counts it, the shorter of from its `since` (wall clock) and from when this node last
+ * heard it. A node away under such a grace keeps its VMs alive on its watchdog, and no
+ * one takes them over meanwhile; the others keep theirs alive too on its vote, which
+ * it does not give to anyone else meanwhile: every node counts it towards a takeover
+ * only after voteLockedUntil. So two nodes of four restarting at once no longer fence
+ * the two that stay (a tester's rolling restart killed their VMs).
+ */
+export function lentVotes (i: LentVotesInput): string[] {
+  const out: string[] = []
+  for (const id of new Set(i.roll)) {
+    if (id === i.me || i.alive(id)) continue
+    const r = i.record(id)
+    if (r?.confirmed !== true || !restartPending(r, i.wallNow)) continue
+    const heard = i.lastHeard(id)
+    if (heard != null && Number.isFinite(heard) && i.now >= heard + r.fenceMs) continue
+    out.push(id)
+  }
+  return out
+}
+
+/**
+ * Until when (monotonic, as `now`) a node's vote may count towards a takeover or a
+ * stale lease's start (majoritySince): a node that recorded a restart may have lent
+ * its vote to nodes that keep their VMs alive on it until its fence has passed (as they
+ * count it, lentVotes), and they fence only a fence timeout after that, which the
+ * takeover's own wait covers. Counted here the longer way: from its `since` and from
+ * `awayAt` (when this node saw it go; undefined: not seen), each plus
+ * LENT_VOTE_SLACK_MS. -Infinity without a record.
+ */
+export function voteLockedUntil (r: RestartRecord | null | undefined, awayAt: number | undefined, now: number, wallNow: number): number {
+  if (r == null) return -Infinity
+  const byWall = now + (r.since + r.fenceMs - wallNow)
+  const byAway = awayAt != null && Number.isFinite(awayAt) ? awayAt + r.fenceMs : -Infinity
+  return Math.max(byWall, byAway) + LENT_VOTE_SLACK_MS
+}
 
 /**
  * Whether a restart a roll entry records may still hold its node's VMs (pure): until

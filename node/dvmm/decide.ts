@@ -33,6 +33,8 @@ export interface DecideInput {
   volumePath?: (volume: string) => string
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
+  /** until when a node's vote may not count towards a takeover (a vote it may have lent while away for a restart: Fencing.voteLock); absent: never locked */
+  voteLock?: (node: string) => number
   fence: FenceDecision
   /** VMs this node's drivers run (started or adopted), by VM id */
   runs: ReadonlySet<string>
@@ -159,7 +161,9 @@ export function decide (i: DecideInput): Decisions {
   // since when this node has seen a majority: a node that just got it back (a healed
   // partition, a restart) holds a stale document and stale liveness for a while
   const byId = new Map(i.nodes.map(n => [n.id, n]))
-  const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
+  // a vote a restarting node may have lent to keep others' VMs alive counts only once no one counts it lent (voteLockedUntil)
+  const lock = i.voteLock ?? (() => -Infinity)
+  const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(i.me))
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs

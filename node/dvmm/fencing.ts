@@ -6,10 +6,10 @@
 // The fence timeout it runs with (`active`) is the node's setting, held shorter while
 // another member could take its VMs over sooner (activeFenceMs).
 import type { Reader } from '../../crdt/index.ts'
-import { activeFenceMs, fenced, type FenceDecision } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, lentVotes, voteLockedUntil, type FenceDecision, type RestartRecord } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
-import type { Clock } from '../service.ts'
+import { wallNow, type Clock } from '../service.ts'
 import type { LocalVms } from './local-vms.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import { FENCE_TIMEOUT_MS } from './timing.ts'
@@ -52,6 +52,10 @@ export class Fencing {
   private killing = ''
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
+  /** when each member was last seen to go (its last sign of life then) */
+  private readonly awayAt = new Map<string, number>()
+  /** the roll's restart records, as of the last check */
+  private records = new Map<string, RestartRecord | null | undefined>()
   /** the fence timeout this node runs with now (activeFenceMs) */
   private active: number
 
@@ -83,13 +87,18 @@ export class Fencing {
   /** Judges this node's fence now and, when fenced, kills every VM here, busy ones too (a stop or start in flight). */
   check (now: number): FenceDecision {
     const members = this.c.membership.members
-    const roll = new Set([...this.c.state.read().list('roll').map(e => e.node), this.c.peerId])
-    const aliveSeen = [...roll].filter(id => id === this.c.peerId || members.get(id)?.state === 'alive').length
+    const entries = this.c.state.read().list('roll')
+    this.records = new Map(entries.map(e => [e.node, e.restart]))
+    const roll = new Set([...entries.map(e => e.node), this.c.peerId])
+    const alive = (id: string): boolean => members.get(id)?.state === 'alive'
+    const aliveSeen = [...roll].filter(id => id === this.c.peerId || alive(id)).length
     this.updateActive(roll, members)
     // until this run first sees a majority, its fence counts from the previous run's last
     // feed with the timeout that feed promised (others wait that long for a restart: restart-grace.ts)
     const window = this.seenMajority ? this.active : Math.max(this.active, this.cfg.lastAliveFenceMs ?? 0)
-    let f = fenced({ rollSize: roll.size, aliveSeen, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: window })
+    // members away for a confirmed restart keep this node's VMs alive on their votes
+    const lent = lentVotes({ roll, me: this.c.peerId, alive, record: id => this.records.get(id), lastHeard: id => this.heard.get(id), now, wallNow: wallNow(this.c.clock) })
+    let f = fenced({ rollSize: roll.size, aliveSeen, lent: lent.length, lastMajorityAt: this.lastMajorityAt, now, fenceTimeoutMs: window })
     this.lastMajorityAt = f.lastMajorityAt
     if (f.majority) this.seenMajority = true
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
@@ -135,11 +144,23 @@ export class Fencing {
       // learned so (its first suspicion); a death declared later does not move it on:
       // its watchdog or its own fence ended its VMs within the fence timeout of that
       if (m.state === 'alive') this.silentSince.delete(m.nodeId)
-      else if (!this.silentSince.has(m.nodeId)) this.silentSince.set(m.nodeId, m.since)
+      else if (!this.silentSince.has(m.nodeId)) {
+        this.silentSince.set(m.nodeId, m.since)
+        // when it went: the lock on a vote it may lend counts from it too (voteLockedUntil)
+        this.awayAt.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, m.since))
+      }
       this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
     }
   }
 
   /** local time the node was last heard of (this run's start for a node not heard of yet) */
   lastHeard (id: string): number { return this.heard.get(id) ?? this.startedAt }
+
+  /**
+   * Until when the node's vote may not count towards a takeover or a stale lease's start
+   * (voteLockedUntil over its restart record, as of the last check): -Infinity for most.
+   */
+  voteLock (id: string, now: number): number {
+    return voteLockedUntil(this.records.get(id), id === this.c.peerId ? undefined : this.awayAt.get(id), now, wallNow(this.c.clock))
+  }
 }

@@ -109,7 +109,7 @@ export class DvmmHealth {
       return w?.status === 'running' && w.reason?.startsWith(GUEST_PAUSED) === true ? [`${vm.name} (${w.reason})`] : []
     })
     if (paused.length > 0) out.push({ service: 'dvmm', cause: 'vms-paused', message: `${paused.length} VM(s) run no more though their process does: ${paused.join('; ')}` })
-    if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
+    if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : (f.lent ?? 0) > 0 ? `this node ${f.reason}; it fences itself once their grace has passed without a majority back` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
     return out
   }
 

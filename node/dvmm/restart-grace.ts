@@ -16,6 +16,7 @@
 // the usual timeout by then (it fed as it adopted the VMs), and its fence counts from
 // that majority (fencing.ts). Pure decisions here; the service carries them out.
 import type { Writer } from '../../crdt/index.ts'
+import { LENT_VOTE_SLACK_MS, restartPending } from '../../crdt/placement/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
@@ -114,7 +115,20 @@ export class RestartGrace {
     }
     const heads = this.c.state.heads?.() ?? []
     const missing = await this.ask(plan.peers, heads)
-    if (missing.length === 0) return { watchdogMs: plan.watchdogMs, fenceMs: plan.fenceMs }
+    if (missing.length === 0) {
+      // every member holds the record: it may now lend its vote (crdt/placement lentVotes:
+      // the members that stay keep their VMs alive on it while it is away), which is said
+      // by `confirmed`, and asked again so that they hold that too before this agent goes
+      // (one that does not only fences as it would have without it)
+      try {
+        await this.c.state.write(w => { const r = w.reader.get('roll', me)?.value.restart; if (r != null) w.update('roll', me, { restart: { ...r, confirmed: true } }) }, 'dvmm: restart grace confirmed')
+        const unasked = await this.ask(plan.peers, this.c.state.heads?.() ?? [])
+        if (unasked.length > 0) this.c.log.info('not every member holds the confirmed restart grace: those fence as they would have without it if the grid has no majority while this node is away', { members: unasked.join('; ') })
+      } catch (err) {
+        this.c.log.warn('could not record that every member holds the restart grace', { error: (err as Error).message })
+      }
+      return { watchdogMs: plan.watchdogMs, fenceMs: plan.fenceMs }
+    }
     // taken back: the members that have it would wait longer than needed for VMs the watchdog kills soon
     await this.c.state.write(w => { w.update('roll', me, { restart: null }) }, 'dvmm: restart grace taken back').catch(() => {})
     return { why: `not every member confirmed the restart grace: ${missing.join('; ')}` }
@@ -140,10 +154,17 @@ export class RestartGrace {
     return await askHolds(this.c.host, RESTART_PROTOCOL, peers, heads, id => this.c.membership.members.get(id)?.advert.name ?? id)
   }
 
-  /** Each step: a record an earlier run of this node left is cleared once this run sees a majority. */
-  step (doc: DocView, majority: boolean): void {
+  /**
+   * Each step: a record an earlier run of this node left is cleared once this run sees a
+   * majority and the vote it may have lent is no longer counted by anyone (its lock,
+   * voteLockedUntil, and a fence timeout and margin after it, `afterMs`): until then
+   * the others need it to keep this node's vote from a takeover.
+   */
+  step (doc: DocView, majority: boolean, afterMs: number): void {
     const me = this.c.peerId
-    if (!majority || doc.roll.get(me)?.restart == null) return
+    const r = doc.roll.get(me)?.restart
+    if (!majority || r == null) return
+    if (restartPending(r, wallNow(this.c.clock) - LENT_VOTE_SLACK_MS - afterMs)) return
     this.c.enqueue(w => { if (w.reader.get('roll', me)?.value.restart != null) w.update('roll', me, { restart: null }) }, { key: 'roll:restart' })
   }
 }

@@ -48,7 +48,7 @@ export interface DvmmRoutesDeps {
   /** the volumes' health (absent: no volume store here) */
   volumeHealth?: (volumeIds: string[]) => Promise<ReadonlyMap<string, DiskHealth>>
   /** this node's fence now: without a majority, a dead node's VMs wait for one; fenced, its own were killed */
-  readonly fenceState?: { majority: boolean, fenced?: boolean, reason: string }
+  readonly fenceState?: { majority: boolean, fenced?: boolean, lent?: number, reason: string }
   /** this node's VMs (local-vms.ts) */
   readonly local: {
     /** the VM's overlay address, where the grid has an overlay */
@@ -114,6 +114,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // fenced: its run here was killed (the document cannot say so: this node writes
       // nothing it cannot sync), so it is stopped here, not starting
       if (f.fenced === true && !svc.local.live.has(vm.id)) return { ...r, state: 'stopped', reason: `this node ${f.reason}: it is fenced, and killed its VMs when its fence timeout passed; they start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
+      if ((f.lent ?? 0) > 0) return { ...r, reason: `this node ${f.reason}` }
       return { ...r, reason: `this node ${f.reason}: its VMs are killed once its fence timeout passes, and start again once a majority of the grid is in sight (here, or elsewhere if the others take them over)` }
     }
     // this node's own VMs while the document refuses its writes (a full disk): what it

@@ -420,7 +420,7 @@ export class DvmmService {
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fence = this.fencing.check(now)
     this.roll.step(doc, members)
-    this.grace.step(doc, fence.majority)
+    this.grace.step(doc, fence.majority, this.fencing.activeMs + this.cfg.takeoverMarginMs)
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {
@@ -438,6 +438,7 @@ export class DvmmService {
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.fencing.lastHeard(id),
+      voteLock: id => this.fencing.voteLock(id, now),
       nameOf: id => this.nameOf(id),
       volumePath: id => reader.get('volumes', id)?.value.path ?? id,
       fence,

@@ -26,6 +26,8 @@ test('a stop for a restart records the grace, every member holds it, and the wat
   t.deepEqual(granted, [{ node: holder.agent.config.name, watchdogMs: 17_000, fenceMs: 28_334 }])
   // confirmed means held: no wait for sync here
   for (const o of others) t.like(recordOn(o, holder), { fenceMs: 28_334 }, `${o.agent.config.name} holds the record`)
+  // and that every member held it (asked again): they may count its vote while it is away
+  for (const o of others) t.like(recordOn(o, holder), { confirmed: true }, `${o.agent.config.name} holds it confirmed`)
   t.is(holder.fake.vms.get('v')?.state, 'running', 'the VM runs on')
 })
 
@@ -91,4 +93,39 @@ test('a VM that fits only on a node stopped for a restart runs on there for its 
   const ha = o.dvmm.ha()
   t.false(ha.ok, 'should it not come back, the VM runs nowhere')
   t.like(ha.lost?.[0], { name: holder.agent.config.name, vms: ['pinned'], restarting: true })
+})
+
+test('two of four nodes stopped for a restart at once: the two that stay keep their VMs on the restarting nodes\' votes, and place nothing', async t => {
+  const g = await startDvmmGrid({ n: 4, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, restartGraceMs: 12_000 } })
+  t.teardown(g.stop)
+  // a VM pinned to each node
+  await g.nodes[0]!.agent.state.write(w => { for (const [i, n] of g.nodes.entries()) w.setLabel(n.agent.id, 'host', `h${i}`) })
+  await until(() => g.nodes.every(o => g.nodes.every((n, i) => o.agent.state.read().labelsOf(n.agent.id).host === `h${i}`)), 10_000, 'the labels everywhere')
+  await g.nodes[0]!.agent.state.write(w => { for (let i = 0; i < 4; i++) w.put('vms', fakeVm(`v${i}`, 1, GiB, { constraints: { host: `h${i}` } })) })
+  await until(() => g.nodes.every((n, i) => n.fake.vms.get(`v${i}`)?.state === 'running'), 30_000, 'each VM to run on its node')
+  const [a, b, c, d] = g.nodes as [DvmmNode, DvmmNode, DvmmNode, DvmmNode]
+  // a and b stop for a restart, one after the other (b once it sees a gone: it asks every member it sees alive)
+  await a.dvmm.stop({ graceful: true, leave: false })
+  await a.agent.stop({ graceful: false })
+  await until(() => { const st = b.agent.membership.members.get(a.agent.id)?.state; return st !== 'alive' && st !== 'suspect' }, 60_000, 'a gone on b')
+  await b.dvmm.stop({ graceful: true, leave: false })
+  await b.agent.stop({ graceful: false })
+  await until(() => [c, d].every(o => [a, b].every(n => { const st = o.agent.membership.members.get(n.agent.id)?.state; return st !== 'alive' && st !== 'suspect' })), 60_000, 'a and b dead (or left) on c and d')
+  // well past the fence timeout (5 s) without a majority in sight: c and d keep their VMs
+  const t0 = Date.now()
+  while (Date.now() - t0 < 8000) {
+    for (const [i, n] of [[2, c], [3, d]] as const) {
+      const f = n.dvmm.fenceState
+      t.false(f?.fenced === true, `${n.agent.config.name} fenced: ${f?.reason}`)
+      t.is(n.fake.vms.get(`v${i}`)?.state, 'running', `v${i} runs on`)
+    }
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  const f = c.dvmm.fenceState!
+  t.like(f, { majority: false, mayClaim: false, lent: 2 })
+  t.regex(f.reason, /sees 2 of 4 roll members, and 2 more away for a restart/)
+  // and the restarting nodes' VMs run on under their watchdogs, taken over by no one
+  t.is(a.fake.vms.get('v0')?.state, 'running')
+  t.is(b.fake.vms.get('v1')?.state, 'running')
+  t.false([c, d].some(n => n.fake.vms.has('v0') || n.fake.vms.has('v1')))
 })
