@@ -164,7 +164,7 @@ export class LocalVms {
         } else if (vm.exit?.reason === 'killed' && (vm.exit.watchdogKillAt != null || vm.error?.startsWith('killed by the fencing watchdog') === true)) {
           killedAndMoved.push(vm.id)
           // no lease of this node's says so: this node's history does, and the lease's log (below)
-          const detail = `${vm.error} while the agent was down; its lease has moved on since`
+          const detail = `${vm.error} while the agent was down or still loading; its lease has moved on since`
           const at = vm.exit.watchdogKillAt ?? vm.exit.at
           this.c.history.add(vm.id, { event: 'killed', node: this.c.config.name, detail }, at)
           this.logMovedKill(vm.id, at, detail, vm.startedAt)

@@ -280,7 +280,7 @@ test('vm ls: a VM started again over a parked lease is pending (no node) until p
 
 test('parkedLease: a lease about to start again says what happened last, not "it was starting" (a tester saw it of a VM that had run for minutes)', t => {
   const base = { vm: 'w', holder: 'a', epoch: 2, cpu: 1, memoryBytes: 1, at: 1, made: 1, log: [] } as unknown as Lease
-  const killed = 'killed by the fencing watchdog at 2026-12-04T05:26:47.665Z while the agent was down'
+  const killed = 'killed by the fencing watchdog at 2026-12-04T05:26:47.665Z while the agent was down or still loading (not back within the watchdog\'s timeout of its last feed)'
   t.is(parkedLease({ ...base, status: 'starting', reason: killed }, 'stopped on a: desired stopped', 5).reason, `stopped on a: desired stopped (before: ${killed})`)
   t.is(parkedLease({ ...base, status: 'starting' }, 'stopped', 5).reason, 'stopped (it was starting)')
   t.is(parkedLease({ ...base, status: 'failed', reason: 'no such user' }, 'stopped', 5).reason, 'stopped (it was failed: no such user)')
