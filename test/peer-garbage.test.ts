@@ -3,14 +3,14 @@
 // at all, random bytes, a length prefix that promises gigabytes, truncated frames, JSON
 // that is not a request, and a request of the right shape with wrong values. The agent
 // must stay up and keep answering, with no uncaught error in its log.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { readFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { byteStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { existsSync } from 'node:fs'
-import { AgentGroup, waitFor } from './helpers/agent-process.ts'
+import { AgentGroup, waitFor, type AgentProcess } from './helpers/agent-process.ts'
 import { FrameReader, encodeFrame } from '../node/gvs/replica-frames.ts'
 import { REPLICA_PROTOCOL } from '../node/gvs/replica-protocol.ts'
 import { startRawPeer, dialAgent } from './helpers/raw-peer.ts'
@@ -51,13 +51,18 @@ const GARBAGE: Array<[string, Uint8Array]> = [
   ['two frames of junk', Buffer.concat([frame(randomBytes(100)), frame(randomBytes(100))])]
 ]
 
-test.serial('garbage on every peer protocol: the agent stays up, answers, and logs no uncaught error', async t => {
-  const agent = await group.add({ name: 'g0' })
-  const key = parseClusterKey(await readFile(join(agent.opts.dataDir, 'cluster.key'), 'utf8'))
-  const peer = await startRawPeer(key)
+/** a real agent, and a raw peer of its grid connected to it */
+async function agentAndPeer (t: ExecutionContext, name: string): Promise<{ agent: AgentProcess, peer: Awaited<ReturnType<typeof startRawPeer>>, id: string }> {
+  const agent = await group.add({ name })
+  const peer = await startRawPeer(parseClusterKey(await readFile(join(agent.opts.dataDir, 'cluster.key'), 'utf8')))
   t.teardown(async () => await peer.stop())
   const id = (await agent.get<StatusView>('/v1/status')).node.id
   await dialAgent(peer, `${agent.listen}/p2p/${id}`)
+  return { agent, peer, id }
+}
+
+test.serial('garbage on every peer protocol: the agent stays up, answers, and logs no uncaught error', async t => {
+  const { agent, peer, id } = await agentAndPeer(t, 'g0')
   const agentId = peerIdFromString(id)
   // the protocols it serves, as identify told us
   let protocols: string[] = []
@@ -105,12 +110,7 @@ test.serial('garbage on every peer protocol: the agent stays up, answers, and lo
 })
 
 test.serial('well-framed replica requests with hostile values: each answered, nothing written outside the store, the agent stays up', async t => {
-  const agent = await group.add({ name: 'g1' })
-  const key = parseClusterKey(await readFile(join(agent.opts.dataDir, 'cluster.key'), 'utf8'))
-  const peer = await startRawPeer(key)
-  t.teardown(async () => await peer.stop())
-  const id = (await agent.get<StatusView>('/v1/status')).node.id
-  await dialAgent(peer, `${agent.listen}/p2p/${id}`)
+  const { agent, peer, id } = await agentAndPeer(t, 'g1')
   const MiB = 1024 * 1024
   const headers: Array<[unknown, Uint8Array | null]> = [
     [{ op: 'write', volume: '../../escape', index: 0, offset: 0, epoch: 1, fua: false }, randomBytes(4096)],
