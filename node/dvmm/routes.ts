@@ -37,6 +37,8 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
+  /** how long this node's majority must still hold before it takes anything over (a member back from a restart) */
+  takeoverHeldMs?: () => number
   /** a member's clock offset from this node's past the bound (its history events are shown in this node's time) */
   clockOffsetOf?: (id: string) => number | undefined
   schedule: () => void
@@ -92,8 +94,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const l = doc.leases.get(vm.id)
     const pending = awaitsPlacement(vm, l) ? placementNow(vm, doc, ctx.nodes).pending : null
     const r = vmRow(vm, l, n => nameOf(n, doc), pending)
+    // waiting to be placed, asked of a node that claims nothing without a majority: say so (a tester read only "waiting for a claim to settle")
+    const fence = svc.fenceState
+    if (r.state === 'pending' && fence != null && !fence.majority) return { ...r, reason: `${r.reason ?? 'waiting to be placed'}; this node ${fence.reason}, and places nothing until it sees one (a node that does may place it)` }
     const lost = ctx.lost.get(vm.id)
-    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined) }
+    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined, svc.takeoverHeldMs?.() ?? 0) }
     // stopped on request while its node is not alive: nobody is left to write the stop,
     // and the run there ends with that node's fence (its watchdog, or its own fence)
     if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {

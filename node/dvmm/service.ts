@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, idle, isParked, majoritySince, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -236,6 +236,23 @@ export class DvmmService {
     const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
   }
+  /**
+   * How long this node's majority must still hold before it may take a dead node's
+   * leases over (0: no wait of its own): a member back from a restart counts towards
+   * it only once the vote it may have lent lapses (voteLockedUntil, decide.ts).
+   */
+  takeoverHeldMs (): number {
+    const reader = this.components.state.read()
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+    const now = this.components.clock.now()
+    const byId = new Map(nodes.map(n => [n.id, n]))
+    const lock = (id: string): number => this.fencing.voteLock(id, now)
+    const since = majoritySince(doc.roll.keys(), this.me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(this.me))
+    if (!Number.isFinite(since)) return 0
+    return Math.max(0, since + takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs - now)
+  }
+
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */
   get activeFenceMs (): number { return this.fencing.activeMs }
   get fenceState (): FenceDecision | undefined { return this.fencing.state }

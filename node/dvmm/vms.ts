@@ -287,9 +287,12 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
   return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 }
 
-/** what `vm ls` and `vm show` say of a lost VM */
-/** `noMajority`: why this node places nothing now (it sees no majority of the roll), if so */
-export function lostReason (l: LostVm, noMajority?: string): string {
+/**
+ * What `vm ls` and `vm show` say of a lost VM. `noMajority`: why this node places
+ * nothing now (it sees no majority of the roll), if so; `heldMs`: how long its majority
+ * must still hold before it takes anything over (DvmmService.takeoverHeldMs).
+ */
+export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string {
   // a node that sees no majority cannot tell a dead node from one cut off from it, nor
   // whether another node took the VM over: the majority side may run it (and fit it)
   if (noMajority != null) return `its node ${l.nodeName} is not in sight of this node, which ${noMajority}: whether the VM runs there or was taken over is not known here`
@@ -298,7 +301,10 @@ export function lostReason (l: LostVm, noMajority?: string): string {
     ? `its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace; ${l.fitsNowhere != null ? `if the agent is not back by then, no other node fits it: ${l.fitsNowhere}` : 'it moves only if the agent is not back by then'}`
     : l.fitsNowhere != null
       ? `no other node fits it: ${l.fitsNowhere}`
-      : 'it moves once that node\'s fence timeout has passed'
+      // a majority that counts a member back from a restart waits for the vote it may have lent to lapse (a tester read "once the fence timeout has passed" for a minute)
+      : heldMs > 0
+        ? `it moves once that node's fence timeout has passed, and not within ${Math.ceil(heldMs / 1000)} s: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed`
+        : 'it moves once that node\'s fence timeout has passed'
   return `its node ${l.nodeName} is not alive; ${next}`
 }
 

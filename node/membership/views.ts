@@ -136,7 +136,7 @@ export function unheardMembers (roll: ReadonlyArray<{ node: string, name: string
   return [{
     service: 'membership',
     cause: 'members-unheard',
-    message: `${unheard.length} member(s) of the grid have not been heard from since this agent started: ${unheard.map(r => `${r.name} (${r.id})`).join(', ')}; they count as down for the majority and their VMs run elsewhere: bring them back, or \`vgrid node forget NAME\` one that is gone for good`
+    message: `${unheard.length} member(s) of the grid have not been heard from since this agent started: ${unheard.map(r => `${r.name} (${r.id})`).join(', ')}; they count as down for the majority and their VMs run elsewhere (once a majority is in sight to take them over): bring them back, or \`vgrid node forget NAME\` one that is gone for good`
   }]
 }
 
@@ -157,7 +157,7 @@ export function deadMembers (roll: ReadonlyArray<{ node: string }>, table: Membe
   return [{
     service: 'membership',
     cause: 'members-dead',
-    message: `${dead.length} member(s) of the grid are dead as this node sees them: ${dead.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere and its volume copies are made anew on the others: bring it back, or \`vgrid node forget NAME\` one that is gone for good`,
+    message: `${dead.length} member(s) of the grid are dead as this node sees them: ${dead.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere and its volume copies are made anew on the others (once a majority is in sight to do it): bring it back, or \`vgrid node forget NAME\` one that is gone for good`,
     since: new Date(monoToWall(dead[0]!.since)).toISOString()
   }]
 }

@@ -109,7 +109,7 @@ maybe('qemu driver: a guest QEMU paused after its disk found no space is said to
   await waitFor('qemu-nbd\'s socket', async () => existsSync(sock) || undefined, 10_000, 50)
   await d.start({ ...guest(id, 'vgrid.disks=1 vgrid.stamp=after-enospc vgrid.acpi=off'), disks: [{ uri: `nbd+unix:///vol1?socket=${sock}` }] })
   const paused = await waitFor('the guest paused', async () => events.find(e => e.why != null), 120_000, 100)
-  t.regex(paused.why!, /^QEMU paused the guest after a disk error \(volume vol1 found no space left \(ENOSPC\)\): it is told to go on every 10 s/)
+  t.regex(paused.why!, /^QEMU paused the guest after a disk error \(volume \/vol1 found no space left \(ENOSPC\)\): it is told to go on every 10 s/)
   // told to go on (at once, then every 10 s while it stays paused): the write runs again
   // (blkdebug fails it once only), and the guest with it
   await waitFor('the stamp written', async () => (await d.consoleTail(id)).includes('vgrid-guest: stamped vda [after-enospc]') || undefined, 60_000, 100)
