@@ -166,7 +166,11 @@ export function decide (i: DecideInput): Decisions {
   const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(i.me))
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
-  const staleUntil = since + fenceMs + i.cfg.takeoverMarginMs
+  // this node's own leases from before its majority came back wait for the document to
+  // catch up (a takeover elsewhere), which lent votes do not change: counted without the
+  // locks (a node back from a restart its watchdog outlasted waited a minute for its VMs)
+  const seenSince = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
+  const staleUntil = seenSince + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
   const owners = diskOwners(i.doc.vms.values())
@@ -251,7 +255,7 @@ export function decide (i: DecideInput): Decisions {
       // restarted): the others may have taken it over meanwhile, which this node learns
       // only as the document catches up; it waits as long as a takeover would
       const claimed = i.claimedAt.get(id)
-      if ((claimed == null || claimed < since) && i.now < staleUntil) { wake(staleUntil - i.now); continue }
+      if ((claimed == null || claimed < seenSince) && i.now < staleUntil) { wake(staleUntil - i.now); continue }
       const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
       if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)
       else if (s.state === 'waiting') wake(s.ms)

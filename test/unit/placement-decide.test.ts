@@ -398,3 +398,18 @@ test('a removed VM\'s lease back in sight (its node returned long after the fenc
   t.deepEqual(d.kill, [])
   t.deepEqual(d.blocked, [])
 })
+
+test('a vote locked for a restart (voteLock) holds back a takeover that needs it, but not this node\'s own lease from before its majority came back', t => {
+  // A is back from a restart: its own vote may still be lent (locked until 60 s); B alive, C dead
+  const nodes = [node(A, { aliveSince: 0 }), node(B, { aliveSince: 0 }), node(C, { alive: false })]
+  const voteLock = (id: string): number => id === A ? 60_000 : -Infinity
+  const own = lv(lease('mine', A, { status: 'starting' }))
+  const theirs = lv(lease('theirs', C))
+  const i = input({ now: 20_000, nodes, vms: [vm('mine'), vm('theirs')], leases: [own, theirs], holderAlive: id => id !== C, lastHeard: () => 0, voteLock, claimedAt: new Map([['mine', 9000]]) })
+  const d = decide(i)
+  t.deepEqual(d.start, ['mine'], 'its own lease starts: the lock does not change what the document may still learn')
+  // by neither A nor B (both need A's vote for a majority of three)
+  t.false([A, B].some(me => decide({ ...i, me }).claims.some(c => c.vm === 'theirs')), 'C\'s VM is not taken over while A\'s vote may keep it alive on C\'s side')
+  // once the lock and a fence timeout and margin after it have passed: taken over
+  t.true([A, B].some(me => decide({ ...i, me, now: 60_000 + 5000 + 1000 + 1 }).claims.some(c => c.vm === 'theirs')))
+})
