@@ -149,6 +149,17 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
   return out
 }
 
+/**
+ * Since when this node has seen a majority of the roll, as a takeover counts it
+ * (majoritySince), a member's vote counting only from `voteLock` (a vote a restarting
+ * node may have lent to keep others' VMs alive counts once no one counts it lent,
+ * voteLockedUntil; absent: none locked). Pure.
+ */
+export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number = () => -Infinity): number {
+  const byId = new Map(nodes.map(n => [n.id, n]))
+  return majoritySince(doc.roll.keys(), me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, voteLock(id)) : undefined, voteLock(me))
+}
+
 export function decide (i: DecideInput): Decisions {
   const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], park: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
   const wake = (ms: number): void => { d.wakeInMs = Math.min(d.wakeInMs, Math.max(1, ms)) }
@@ -160,16 +171,13 @@ export function decide (i: DecideInput): Decisions {
   const meNode = i.nodes.find(n => n.id === i.me)
   // since when this node has seen a majority: a node that just got it back (a healed
   // partition, a restart) holds a stale document and stale liveness for a while
-  const byId = new Map(i.nodes.map(n => [n.id, n]))
-  // a vote a restarting node may have lent to keep others' VMs alive counts only once no one counts it lent (voteLockedUntil)
-  const lock = i.voteLock ?? (() => -Infinity)
-  const since = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(i.me))
+  const since = takeoverMajoritySince(i.doc, i.me, i.nodes, i.voteLock)
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   // this node's own leases from before its majority came back wait for the document to
   // catch up (a takeover elsewhere), which lent votes do not change: counted without the
   // locks (a node back from a restart its watchdog outlasted waited a minute for its VMs)
-  const seenSince = majoritySince(i.doc.roll.keys(), i.me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
+  const seenSince = takeoverMajoritySince(i.doc, i.me, i.nodes)
   const staleUntil = seenSince + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)

@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, idle, isParked, majoritySince, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimStillApplies, creditWaits, decide, startsStillDue, type Decisions } from './decide.ts'
+import { claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -246,9 +246,7 @@ export class DvmmService {
     const doc = docView(reader)
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
     const now = this.components.clock.now()
-    const byId = new Map(nodes.map(n => [n.id, n]))
-    const lock = (id: string): number => this.fencing.voteLock(id, now)
-    const since = majoritySince(doc.roll.keys(), this.me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(this.me))
+    const since = takeoverMajoritySince(doc, this.me, nodes, id => this.fencing.voteLock(id, now))
     if (!Number.isFinite(since)) return 0
     return Math.max(0, since + takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs - now)
   }

@@ -301,6 +301,9 @@ export const GUEST_LOOK_MS = 2000
 /** how often a guest QEMU paused after a disk error is told to go on */
 export const RESUME_EVERY_MS = 10_000
 
+/** the export name of an NBD URI on a unix socket */
+const NBD_EXPORT = /^nbd\+unix:\/\/\/([^?]+)/
+
 /** a volume's path from the NBD export a VM's disk opens: its path without the "/", pinned as `~EPOCH~KEY` (gvs/exports.ts pinnedName) */
 export function volumeOfExport (name: string): string {
   let path = name.replace(/~\d+(~[0-9a-zA-Z]+)?$/, '')
@@ -317,8 +320,8 @@ export function pausedWhy (blocks: unknown, disks: ReadonlyArray<{ uri: string }
     .filter(b => typeof b['io-status'] === 'string' && b['io-status'] !== 'ok')
     .map(b => {
       const file = typeof b.inserted?.file === 'string' ? b.inserted.file : ''
-      const disk = disks.find(d => { const m = /^nbd\+unix:\/\/\/([^?]+)/.exec(d.uri); return m != null && file.includes(m[1]!) })
-      const name = disk != null ? `volume ${volumeOfExport(/^nbd\+unix:\/\/\/([^?]+)/.exec(disk.uri)![1]!)}` : `disk ${String(b.device ?? '?')}`
+      const exp = disks.map(d => NBD_EXPORT.exec(d.uri)?.[1]).find(e => e != null && file.includes(e))
+      const name = exp != null ? `volume ${volumeOfExport(exp)}` : `disk ${String(b.device ?? '?')}`
       return `${name} ${b['io-status'] === 'nospace' ? 'found no space left (ENOSPC)' : 'failed a request'}`
     })
   return `${GUEST_PAUSED}${bad.length > 0 ? ` (${bad.join('; ')})` : ''}: it is told to go on every ${RESUME_EVERY_MS / 1000} s, and runs again once the disk takes the write`
