@@ -237,8 +237,12 @@ export interface VmRow {
   name: string
   app: string | null
   desired: Vm['desired']
-  /** `unknown`: its holder is not alive, so whether it runs is not known here (lostVms) */
-  state: ReturnType<typeof vmState> | 'unknown'
+  /**
+   * `unknown`: its holder is not alive, so whether it runs is not known here (lostVms);
+   * `paused`: it runs, but its driver holds the guest paused (QEMU after a disk error),
+   * as its lease's reason says (the lease's status stays `running`, which every agent reads)
+   */
+  state: ReturnType<typeof vmState> | 'unknown' | 'paused'
   /** the holder's name (null when pending) */
   node: string | null
   nodeId: string | null
@@ -309,7 +313,10 @@ export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string 
 }
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
-  const state = vmState(vm, l)
+  const leaseState = vmState(vm, l)
+  // a guest QEMU paused stood `running` while it did nothing (a tester read it as fine)
+  const paused = leaseState === 'running' && l?.winner.reason?.startsWith(GUEST_PAUSED) === true
+  const state = paused ? 'paused' : leaseState
   // a parked lease of a VM started again: it waits for a holder, as with none; so does a former VM's
   const held = l == null || awaitsPlacement(vm, l) || formerLease(vm, l) ? undefined : l.winner
   return {
@@ -331,8 +338,8 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
         ? l?.winner.reason ?? null
         // stopping: what happens meanwhile (a tester saw "stopping" for 10 s with no word)
         : state === 'stopping' && held != null ? `asked to stop on ${nameOf(held.holder)}: the guest shuts down, or is killed after its node's stop grace time (10 s by default)`
-          // running, but its guest paused by its driver (a tester's guest stood frozen, shown running with no word)
-          : state === 'running' && l?.winner.reason?.startsWith(GUEST_PAUSED) === true ? l.winner.reason : null
+          // its guest paused by its driver: why, and when it goes on
+          : paused ? l?.winner.reason ?? null : null
   }
 }
 

@@ -25,7 +25,8 @@ import { claimIncarnation } from '../incarnation.ts'
 import { VERSION } from '../version.ts'
 import type { AdvertFields } from './advert-fields.ts'
 import type { MemberDirectory } from './directory.ts'
-import { advertisedAddrs, ipsOf, vanished } from './views.ts'
+import { advertisedAddrs, CLOCK_STEADY_MS, ipsOf, vanished } from './views.ts'
+import { ClockWarnings } from './clock-warnings.ts'
 import { membershipRoutes } from './routes.ts'
 import { encodeToken, type ClusterKey } from '../../protocol/cluster-key.ts'
 
@@ -97,6 +98,11 @@ export class GridMembership implements Service {
   private peerBookTimer?: NodeJS.Timeout
   private peerBookDirty = false
   private started = false
+  private readonly clockWarnings = new ClockWarnings({
+    offsetOf: peer => this.detector.clockOffsets().get(peer),
+    warn: (peer, offsetMs) => { this.log.warn(`a member's clock has been off from this node's by more than the bound for ${CLOCK_STEADY_MS / 1000} s: writes it stamps in the future are held back; check NTP on both`, { node: this.detector.members.get(peer)?.advert.name ?? peer, offsetMs: Math.round(offsetMs), boundMs: MAX_CLOCK_OFFSET_MS }) },
+    back: (peer, offsetMs) => { this.log.info('a member\'s clock is back within the bound', { node: this.detector.members.get(peer)?.advert.name ?? peer, offsetMs: Math.round(offsetMs) }) }
+  })
 
   /** the join addresses: whether each was ever reached (membership/views.ts joinUnreached) */
   joinStatus (): ReturnType<Dialer['joinStatus']> { return this.dialer.joinStatus() }
@@ -172,6 +178,7 @@ export class GridMembership implements Service {
   }
 
   async stop (opts: { graceful: boolean }): Promise<void> {
+    this.clockWarnings.stop()
     clearInterval(this.addrTimer)
     clearInterval(this.peerBookTimer)
     this.dialer.stop()
@@ -212,11 +219,7 @@ export class GridMembership implements Service {
     detector.on('incompatible', (nodeId, compat, member) => {
       log.warn('member speaks no protocol version this agent speaks', { node: member.name, id: nodeId, version: member.version, reason: compat.reason })
     })
-    detector.on('clock-offset', (peer, offsetMs, over) => {
-      const node = detector.members.get(peer)?.advert.name ?? peer
-      if (over) log.warn('a member\'s clock is off from this node\'s by more than the bound: writes it stamps in the future are held back; check NTP on both', { node, offsetMs: Math.round(offsetMs), boundMs: MAX_CLOCK_OFFSET_MS })
-      else log.info('a member\'s clock is back within the bound', { node, offsetMs: Math.round(offsetMs) })
-    })
+    detector.on('clock-offset', (peer, offsetMs, over) => { this.clockWarnings.crossed(peer, offsetMs, over) })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('vouched', (target, by, why) => {
       metrics.vouched.inc()
