@@ -62,15 +62,17 @@ export class AgentProcess {
 
   async start (): Promise<void> {
     // a port freePort found free can be taken by another test before the agent binds it:
-    // a first start then tries other ones (a restart keeps its ports, which peers know);
-    // the agent says it "address already in use" (its CLI words EADDRINUSE so)
+    // a first start then tries other ones for the ports it picked (a restart keeps its
+    // ports, which peers know; a port the test gave stays); the agent says it "address
+    // already in use" (its CLI words EADDRINUSE so). CI once lost a test to an API port so.
+    const fresh = this.p2pPort === 0 && this.apiPort === 0
     for (let attempt = 1; ; attempt++) {
-      const fresh = this.p2pPort === 0 && this.apiPort === 0 && this.opts.p2pPort == null && this.opts.apiPort == null
       try {
         await this.startOnce()
         return
       } catch (err) {
-        if (!fresh || attempt >= 3 || !/EADDRINUSE|address already in use/.test((err as Error).message)) throw err
+        const picked = fresh && (this.opts.p2pPort == null || this.opts.apiPort == null)
+        if (!picked || attempt >= 3 || !/EADDRINUSE|address already in use/.test((err as Error).message)) throw err
         await this.exited
         this.p2pPort = 0
         this.apiPort = 0
