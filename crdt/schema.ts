@@ -190,7 +190,14 @@ export const RollEntrySchema = Type.Object({
      * it is away (lentVotes), and so keep their VMs alive when its absence leaves no
      * majority in sight. Absent (agents before it): no vote lent
      */
-    confirmed: Type.Optional(Type.Boolean())
+    confirmed: Type.Optional(Type.Boolean()),
+    /**
+     * its next run is up and its own watchdog guards the VMs with the usual timeout: a
+     * later absence is a crash, not this restart (no grace, no vote lent); the record
+     * stays for the lock on the vote it may have lent. Absent (agents before it): the
+     * grace counts until it ends
+     */
+    back: Type.Optional(Type.Boolean())
   }, open)])),
   ...Stamp
 }, open)

@@ -57,7 +57,7 @@ export interface CoreComponents {
  * under node/ whose entry point exports a class implementing Service, and one line
  * here that builds it from the components it needs.
  */
-async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null, previousFeedFenceMs: number | null }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
+async function buildServices (core: CoreComponents, opts: { api: boolean, without: ReadonlySet<OptionalService>, previousFeedAt: number | null, previousFeedFenceMs: number | null, stopBridge?: () => void }): Promise<{ services: Service[], host: VgridHost, api?: ApiService, membership: GridMembership, state: StateService }> {
   const startedAt = performance.now()
   const network = await NetworkService.create(core)
   const host = network.host
@@ -124,6 +124,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     ? new NodeRuntime({
       ...c,
       log: core.log.child('dvmm'),
+      stopBridge: opts.stopBridge,
       onProbe: p => {
         core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers }))
         core.advert.changed()
@@ -147,6 +148,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       onActiveFence: ms => { runtime.setFence(ms) },
       // a stop for a restart whose grace every member confirmed: the watchdog's last feed gives the VMs that long
       onRestartGrace: t => { runtime.restartGrace(t) },
+      // a restart's record is said back once this run's own watchdog guards the VMs
+      ownWatchdog: () => runtime.ownWatchdog(),
       network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) } },
       // read when called: GVS is built below
       volumes: want('gvs')
@@ -199,7 +202,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
 
   const services: Service[] = [
     network,
-    asService('state', state, stateRoutes({ state, directory: core.directory })),
+    asService('state', state, stateRoutes({ state, directory: core.directory, onRoll: n => state.read().get('roll', n) != null })),
     membership,
     lcm ?? (core.config.overlay ? undefined : lcmOff),
     gvs,
@@ -245,6 +248,8 @@ export interface AgentOptions {
   previousFeedAt?: number | null
   /** the fence timeout that feed promised (a restart grace's is longer): the VM manager's fence counts it from there */
   previousFeedFenceMs?: number | null
+  /** stops the bridge's feeds of the previous run's supervisor: called once this run's own watchdog feeds it */
+  stopBridge?: () => void
 }
 
 export interface AgentEvents {
@@ -276,10 +281,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.without = new Set(opts.without)
     this.previousFeedAt = opts.previousFeedAt ?? null
     this.previousFeedFenceMs = opts.previousFeedFenceMs ?? null
+    this.stopBridge = opts.stopBridge
   }
 
   private readonly previousFeedAt: number | null
   private readonly previousFeedFenceMs: number | null
+  private readonly stopBridge?: () => void
 
   get id (): string { return this.host.peerId.toString() }
   get apiAddress (): { host: string, port: number } | undefined { return this.api?.address }
@@ -302,7 +309,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       directory: new MemberDirectory()
     }
     this.advert = core.advert
-    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt, previousFeedFenceMs: this.previousFeedFenceMs })
+    const built = await buildServices(core, { api: opts.api !== false, without: this.without, previousFeedAt: this.previousFeedAt, previousFeedFenceMs: this.previousFeedFenceMs, stopBridge: this.stopBridge })
     Object.assign(this, { host: built.host, grid: built.membership, membership: built.membership.detector, state: built.state, api: built.api, services: built.services })
     await startAll(this.services, this.log)
     this.running = true

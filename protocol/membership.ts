@@ -44,6 +44,27 @@ export type MemberTable = ReadonlyMap<string, Member>
 /** alive or suspect: a member that may still be running (its clients, its VMs, its copies) */
 export const mayBeRunning = (state: MemberState | undefined): boolean => state === 'alive' || state === 'suspect'
 
+/**
+ * The member a name means (pure): a server replaced under the same name (a new identity)
+ * leaves the old one in the member table, dead, until it is forgotten, and a name taken
+ * as the first match meant it: a tester's drain said "not on the member roll" and a
+ * label went to the old identity. So: one that may be running, then one on the roll
+ * (`onRoll`), then the one heard from last.
+ */
+export function memberByName (members: Iterable<Member>, name: string, onRoll: (id: string) => boolean = () => false): Member | undefined {
+  let best: Member | undefined
+  let bestRank: [number, number, number] | undefined
+  for (const m of members) {
+    if (m.advert.name !== name) continue
+    const rank: [number, number, number] = [mayBeRunning(m.state) ? 1 : 0, onRoll(m.nodeId) ? 1 : 0, m.lastSeen]
+    if (bestRank == null || rank[0] > bestRank[0] || (rank[0] === bestRank[0] && (rank[1] > bestRank[1] || (rank[1] === bestRank[1] && rank[2] > bestRank[2])))) {
+      best = m
+      bestRank = rank
+    }
+  }
+  return best
+}
+
 export interface MembershipConfig {
   /** a neighbour whose heartbeats stop for this long is suspected */
   suspectAfterMs: number

@@ -156,9 +156,11 @@ export function takeoverFenceMs (ownMs: number, nodes: ReadonlyArray<{ fenceTime
 
 /**
  * what a roll entry records of a restart (crdt/schema.ts RollEntry.restart);
- * `confirmed`: written once every member it asked held the record on disk
+ * `confirmed`: written once every member it asked held the record on disk; `back`:
+ * written by the next run once its own watchdog guards the VMs with the usual timeout
+ * (a death of that run is a crash: the grace no longer holds its VMs)
  */
-export interface RestartRecord { fenceMs: number, since: number, confirmed?: boolean }
+export interface RestartRecord { fenceMs: number, since: number, confirmed?: boolean, back?: boolean }
 
 /**
  * More than a restarting node's record (its `since`, on its clock) and its last sign of
@@ -222,10 +224,12 @@ export function voteLockedUntil (r: RestartRecord | null | undefined, awayAt: nu
 /**
  * Whether a restart a roll entry records may still hold its node's VMs (pure): until
  * its recorded fence has passed since it was recorded (wall clock; by then the others
- * took them over), whether or not the node ever came back.
+ * took them over), or its next run said it is back (its own watchdog then has the
+ * usual timeout: an agent killed soon after a restart was taken for restarting, and
+ * its VMs, killed by its watchdog in 3 s, waited a minute to run elsewhere).
  */
 export function restartPending (r: RestartRecord | null | undefined, wallNow: number): boolean {
-  return r != null && wallNow < r.since + r.fenceMs
+  return r != null && r.back !== true && wallNow < r.since + r.fenceMs
 }
 
 /**
@@ -235,7 +239,7 @@ export function restartPending (r: RestartRecord | null | undefined, wallNow: nu
  * for over (a node behind, for 90 s too long). Where the node was never heard, `since`.
  */
 export function restartPendingFrom (r: RestartRecord | null | undefined, lastHeard: number | undefined, now: number, wallNow: number): boolean {
-  if (r == null) return false
+  if (r == null || r.back === true) return false
   return lastHeard != null && Number.isFinite(lastHeard) ? now < lastHeard + r.fenceMs : restartPending(r, wallNow)
 }
 
@@ -247,7 +251,7 @@ export function restartPendingFrom (r: RestartRecord | null | undefined, lastHea
  * and must not hold a dead server's VMs for ever).
  */
 export function holderFenceMs (fenceMs: number, entry: { restart?: RestartRecord | null } | undefined, maxMs: number): number {
-  const r = entry?.restart?.fenceMs
+  const r = entry?.restart?.back === true ? undefined : entry?.restart?.fenceMs
   return r == null || !(r > fenceMs) ? fenceMs : Math.min(r, Math.max(fenceMs, maxMs))
 }
 

@@ -18,7 +18,8 @@ export interface StateRoutesState {
 
 /** what these routes use of the member directory */
 export interface StateRoutesDirectory {
-  find: (idOrName: string) => { nodeId: string, advert: { name: string, labels: Record<string, string> } } | undefined
+  /** `onRoll`: of several members of that name, one on the roll first (MemberDirectory.find) */
+  find: (idOrName: string, onRoll?: (id: string) => boolean) => { nodeId: string, advert: { name: string, labels: Record<string, string> } } | undefined
 }
 
 interface LabelParams { id: string, key: string }
@@ -34,10 +35,11 @@ const labelParams = {
 
 const KEY_RE = new RegExp(LABEL_KEY_PATTERN)
 
-export const stateRoutes = ({ state, directory }: { state: StateRoutesState, directory: StateRoutesDirectory }) => (app: FastifyInstance): void => {
+/** `onRoll`: on the member roll (a name two identities had means the one on it) */
+export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesState, directory: StateRoutesDirectory, onRoll?: (node: string) => boolean }) => (app: FastifyInstance): void => {
   /** A member by id or name, or any well-formed peer id (a node that has not joined yet). */
   const resolveNode = (idOrName: string): { id: string, name: string } => {
-    const m = directory.find(idOrName)
+    const m = directory.find(idOrName, onRoll)
     if (m != null) return { id: m.nodeId, name: m.advert.name }
     try {
       return { id: peerIdFromString(idOrName).toString(), name: idOrName }

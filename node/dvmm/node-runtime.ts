@@ -22,6 +22,8 @@ export interface NodeRuntimeComponents {
   onProbe?: (p: HostProbe) => void
   /** probes the host (default probeHost; tests give their own) */
   probeHost?: (o: { dataDir: string, now: number }) => Promise<HostProbe>
+  /** stops the feeds that kept the previous run's supervisor alive while this agent loaded (watchdog/bridge.ts) */
+  stopBridge?: () => void
 }
 
 export interface NodeRuntimeInit {
@@ -39,6 +41,8 @@ export class NodeRuntime implements Service {
   readonly drivers: { process: VmDriver, qemu: VmDriver }
   private readonly watchdog: Watchdog
   private armed?: Promise<void>
+  /** this run's watchdog has fed the supervisor with its own timeouts, after the bridge stopped */
+  private ownFed = false
   private readonly c: NodeRuntimeComponents
   private watchdogTimeoutMs: number
   /** the drivers themselves (listing through `drivers` arms the watchdog) */
@@ -63,6 +67,14 @@ export class NodeRuntime implements Service {
     this.raw = [createDriver('process', dc, di), createDriver('qemu', dc, di)]
     this.drivers = { process: this.armedBefore(this.raw[0]!), qemu: this.armedBefore(this.raw[1]!) }
   }
+
+  /**
+   * Whether this run's own watchdog guards the VMs with its usual timeout: armed and fed
+   * by this run after the previous run's bridge stopped, or not armed (no VM runs here;
+   * one about to start arms it first). A restart's record is said `back` only then
+   * (restart-grace.ts): the others then wait the usual fence, not the grace.
+   */
+  ownWatchdog (): boolean { return this.armed == null || this.ownFed }
 
   /**
    * Feeds the watchdog only while `loopAgeMs()` (how long ago the VM manager's decision
@@ -228,7 +240,13 @@ export class NodeRuntime implements Service {
 
   /** `live`: a VM is about to start, which needs a supervisor running now (armed once, it may have died since: killed, OOM) */
   private async arm (live: boolean): Promise<void> {
-    this.armed ??= this.watchdog.start()
+    this.armed ??= this.watchdog.start().then(() => {
+      // from here only this run's feeds, with its own timeouts (the bridge's carried the
+      // previous run's, a restart grace's): a feed after the bridge's last, to be sure
+      this.c.stopBridge?.()
+      this.watchdog.feed()
+      this.ownFed = true
+    })
     await this.armed
     if (live) await this.watchdog.live()
   }

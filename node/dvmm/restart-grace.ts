@@ -16,7 +16,7 @@
 // the usual timeout by then (it fed as it adopted the VMs), and its fence counts from
 // that majority (fencing.ts). Pure decisions here; the service carries them out.
 import type { Writer } from '../../crdt/index.ts'
-import { LENT_VOTE_SLACK_MS, restartPending } from '../../crdt/placement/index.ts'
+import { LENT_VOTE_SLACK_MS } from '../../crdt/placement/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
@@ -86,10 +86,15 @@ export interface RestartGraceComponents {
 export class RestartGrace {
   private readonly c: RestartGraceComponents
   private readonly graceMs: number
+  /** when this run began (wall clock): a record stamped before it is an earlier run's */
+  private readonly startedAt: number
+  /** this run stopped for a restart and recorded it */
+  private begun = false
 
   constructor (components: RestartGraceComponents, init: { graceMs: number }) {
     this.c = components
     this.graceMs = init.graceMs
+    this.startedAt = wallNow(components.clock)
   }
 
   async start (): Promise<void> {
@@ -108,6 +113,8 @@ export class RestartGrace {
     const plan = planRestartGrace({ ...i, graceMs: this.graceMs, me: this.c.peerId, nodes: [...i.roll, ...members.keys()], mayBeRunning: n => mayBeRunning(members.get(n)?.state) })
     if (!plan.ask) return { why: plan.why }
     const me = this.c.peerId
+    // this run's own record: never said back by this run's steps
+    this.begun = true
     try {
       await this.c.state.write(w => { w.update('roll', me, { restart: { fenceMs: plan.fenceMs, since: wallNow(this.c.clock) } }) }, 'dvmm: restart grace')
     } catch (err) {
@@ -155,16 +162,28 @@ export class RestartGrace {
   }
 
   /**
-   * Each step: a record an earlier run of this node left is cleared once this run sees a
-   * majority and the vote it may have lent is no longer counted by anyone (its lock,
-   * voteLockedUntil, and a fence timeout and margin after it, `afterMs`): until then
-   * the others need it to keep this node's vote from a takeover.
+   * Each step: a record an earlier run of this node left is said `back` once this run's
+   * own watchdog feeds with the usual timeout (`ownWatchdog`), and cleared once this
+   * run sees a majority and the vote it may have lent is no longer counted by anyone
+   * (its lock, voteLockedUntil, and a fence timeout and margin after it, `afterMs`):
+   * until then the others need it to keep this node's vote from a takeover.
    */
-  step (doc: DocView, majority: boolean, afterMs: number): void {
+  step (doc: DocView, majority: boolean, afterMs: number, ownWatchdog: boolean): void {
     const me = this.c.peerId
     const r = doc.roll.get(me)?.restart
-    if (!majority || r == null) return
-    if (restartPending(r, wallNow(this.c.clock) - LENT_VOTE_SLACK_MS - afterMs)) return
+    if (r == null) return
+    const now = wallNow(this.c.clock)
+    // an earlier run's record, and this run's own watchdog guards the VMs now with the
+    // usual timeout: said, so that a crash of this run is taken for one (a tester's agent
+    // killed 40 s after a restart had its VMs, killed by its watchdog in 3 s, wait a
+    // minute for the grace to run elsewhere); kept for the lock on its vote
+    if (ownWatchdog && r.back !== true && !this.begun && r.since <= this.startedAt) {
+      this.c.enqueue(w => {
+        const cur = w.reader.get('roll', me)?.value.restart
+        if (cur != null && cur.since === r.since && cur.back !== true) w.update('roll', me, { restart: { ...cur, back: true } })
+      }, { key: 'roll:restart-back' })
+    }
+    if (!majority || now - LENT_VOTE_SLACK_MS - afterMs < r.since + r.fenceMs) return
     this.c.enqueue(w => { if (w.reader.get('roll', me)?.value.restart != null) w.update('roll', me, { restart: null }) }, { key: 'roll:restart' })
   }
 }

@@ -8,7 +8,7 @@ import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
-import type { MemberTable } from '../../protocol/membership.ts'
+import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
@@ -78,9 +78,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const nodesOf = (reader: Reader, doc: DocView): ReturnType<typeof nodeViews> => nodeViews(doc, membership.members, n => reader.labelsOf(n), svc.me)
   /** a node by id or name: a member, or an entry of the roll */
   const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
-    const m = membership.members.get(idOrName) ?? [...membership.members.values()].find(x => x.advert.name === idOrName)
-    if (m != null) return { id: m.nodeId, name: m.advert.name }
+    const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
+    // a member that may be running, or one on the roll; else the roll's entry of that name (a member this node never heard)
+    if (m != null && (mayBeRunning(m.state) || doc.roll.has(m.nodeId))) return { id: m.nodeId, name: m.advert.name }
     const e = doc.roll.get(idOrName) ?? [...doc.roll.values()].find(x => x.name === idOrName)
+    if (e == null && m != null) return { id: m.nodeId, name: m.advert.name }
     if (e != null) return { id: e.node, name: e.name }
     throw new NotFoundError(`no node with id or name "${idOrName.length <= 128 ? idOrName : `${idOrName.slice(0, 40)}…`}"`)
   }

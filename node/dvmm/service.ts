@@ -85,6 +85,12 @@ export interface DvmmComponents {
   onActiveFence?: (ms: number) => void
   /** a stop for a restart got its grace confirmed (restart-grace.ts): the watchdog's last feed carries these timeouts */
   onRestartGrace?: (t: { watchdogMs: number, fenceMs: number }) => void
+  /**
+   * whether this run's own watchdog guards its VMs with the usual timeout (NodeRuntime.
+   * ownWatchdog: armed by this run and fed, the previous run's bridge stopped, or not
+   * needed); absent: no watchdog (the fake driver)
+   */
+  ownWatchdog?: () => boolean
 }
 
 export interface DvmmInit {
@@ -168,6 +174,8 @@ export class DvmmService {
   private timer?: NodeJS.Timeout
   private wakeTimer?: NodeJS.Timeout
   private debounce?: NodeJS.Timeout
+  /** the VMs a previous run left were listed (and adopted or killed): the watchdog is armed if any runs */
+  private adopted = false
   private readonly onChange = (): void => { this.schedule() }
 
   constructor (components: DvmmComponents, init: DvmmInit = {}) {
@@ -230,7 +238,7 @@ export class DvmmService {
   restartGraceLeftMs (id: string): number {
     const reader = this.components.state.read()
     const entry = reader.get('roll', id)?.value
-    if (entry?.restart == null) return 0
+    if (entry?.restart == null || entry.restart.back === true) return 0
     const members = this.components.membership.members
     const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodeViews(docView(reader), members, n => reader.labelsOf(n), this.me))
     const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + this.cfg.takeoverMarginMs
@@ -264,6 +272,7 @@ export class DvmmService {
     this.reserved.start()
     // before any step: VMs a previous run of this agent left are adopted, not started again
     await this.local.start()
+    this.adopted = true
     await this.grace.start()
     this.components.state.on('changed', this.onChange)
     this.components.membership.on('transition', this.onChange)
@@ -435,7 +444,7 @@ export class DvmmService {
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fence = this.fencing.check(now)
     this.roll.step(doc, members)
-    this.grace.step(doc, fence.majority, this.fencing.activeMs + this.cfg.takeoverMarginMs)
+    this.grace.step(doc, fence.majority, this.fencing.activeMs + this.cfg.takeoverMarginMs, this.adopted && (this.components.ownWatchdog?.() ?? true))
     // a step later than a timer tick (plus the spacing a slow step asks for) found the
     // loop busy: the VMs' fallback waits do not count what it lost (creditWaits)
     if (this.lastStepAt > 0 && this.unplacedSince.size > 0) {

@@ -39,7 +39,7 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
   return {
     all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),
     one: (idOrName) => {
-      const m = d.directory.find(idOrName)
+      const m = d.directory.find(idOrName, id => d.roll?.(id) != null)
       if (m != null) return view(m)
       const u = unseen().find(x => x.id === idOrName || x.name === idOrName)
       if (u != null) throw new NotFoundError(`${u.name} (${u.id}) is a member of the grid (on its roll since ${u.joined}) that this agent has not heard from since it started: it counts as down; bring it back, or \`vgrid node forget ${u.name}\` if it is gone for good`)

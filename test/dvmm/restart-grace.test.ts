@@ -74,6 +74,23 @@ test('a node stopped for a restart is not forgotten while its VMs may run there:
   t.truthy(o.agent.state.read().get('roll', holder.agent.id), 'still on the roll')
 })
 
+test('a restart\'s record an earlier run left is said back by the next run: a crash of that run is a crash, not the restart (no minute-long grace)', async t => {
+  const granted: Array<{ node: string, fenceMs: number, watchdogMs: number }> = []
+  const { stop, holder, others } = await gridWithVm(granted)
+  t.teardown(stop)
+  const o = others[0]!
+  // as the run before this one left it at its stop (stamped before this run began)
+  await o.agent.state.write(w => { w.update('roll', holder.agent.id, { restart: { fenceMs: 120_000, since: Date.now() - 60_000, confirmed: true } }) })
+  await until(() => (recordOn(holder, holder) as { back?: boolean } | undefined)?.back === true, 10_000, 'the holder to say it is back')
+  await until(() => (recordOn(o, holder) as { back?: boolean } | undefined)?.back === true, 10_000, 'the others to hold that')
+  t.like(recordOn(o, holder), { fenceMs: 120_000, confirmed: true }, 'the record stays (the lock on the vote it may have lent)')
+  await holder.agent.stop({ graceful: false })
+  await until(() => { const st = o.agent.membership.members.get(holder.agent.id)?.state; return st !== 'alive' && st !== 'suspect' }, 60_000, 'the holder dead')
+  t.is(o.dvmm.restartGraceLeftMs(holder.agent.id), 0, 'no grace holds its VMs')
+  const shown = (await vmApi(t, o).inject({ method: 'GET', url: '/v1/vms/v' })).json<{ reason: string | null }>()
+  t.notRegex(shown.reason ?? '', /restart/, 'not said to be restarting')
+})
+
 test('a VM that fits only on a node stopped for a restart runs on there for its grace: not reported as running nowhere (vm show, status, ha say the restart)', async t => {
   const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, restartGraceMs: 12_000 } })
   t.teardown(g.stop)

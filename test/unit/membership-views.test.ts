@@ -4,7 +4,8 @@
 // until its forget time (a black-box tester saw it counted dead for minutes).
 import test, { type ExecutionContext } from 'ava'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type { Member, MemberTable } from '../../protocol/membership.ts'
+import { memberByName, type Member, type MemberTable } from '../../protocol/membership.ts'
+import { MemberDirectory } from '../../node/membership/directory.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
 import { ClockWatch, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
@@ -156,4 +157,21 @@ test('a member alive but out of reach here (a partial partition) says so in /v1/
   const nodes = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<NodesView>().nodes
   t.deepEqual(nodes.find(n => n.name === 'b')?.outOfReach, { by: 'c', since: '2026-12-04T00:00:00.000Z' })
   t.is(nodes.find(n => n.name === 'c')?.outOfReach, null)
+})
+
+test('a name a replaced server had twice means the identity that may be running, then the one on the roll, then the one heard last', t => {
+  const named = (id: string, state: Member['state'], lastSeen: number): Member => ({ ...member(id, state), lastSeen, advert: { ...member(id, state).advert, name: 'host4' } })
+  // the old identity came first in the table (as it does): a first match meant it
+  const old = named('old', 'dead', 100)
+  const now = named('new', 'alive', 50)
+  t.is(memberByName([old, now], 'host4')?.nodeId, 'new')
+  t.is(memberByName([old, named('new', 'suspect', 50)], 'host4')?.nodeId, 'new')
+  // both down: the one on the roll, else the one heard from last
+  t.is(memberByName([old, named('new', 'dead', 50)], 'host4', id => id === 'new')?.nodeId, 'new')
+  t.is(memberByName([named('old', 'dead', 10), named('new', 'dead', 50)], 'host4')?.nodeId, 'new')
+  t.is(memberByName([old, now], 'host5'), undefined)
+  const d = new MemberDirectory()
+  d.attach(() => new Map([['old', old], ['new', now]]))
+  t.is(d.find('host4')?.nodeId, 'new')
+  t.is(d.find('old')?.nodeId, 'old', 'an id is that identity')
 })

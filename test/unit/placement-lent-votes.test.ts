@@ -2,7 +2,7 @@
 // members that stay keep their VMs alive on them, and no one counts them towards a
 // takeover until no one counts them lent, so a VM never runs twice.
 import test from 'ava'
-import { LENT_VOTE_SLACK_MS, fenced, lentVotes, majoritySince, takeover, voteLockedUntil, type RestartRecord } from '../../crdt/placement/index.ts'
+import { LENT_VOTE_SLACK_MS, fenced, holderFenceMs, lentVotes, majoritySince, restartPending, restartPendingFrom, takeover, voteLockedUntil, type RestartRecord } from '../../crdt/placement/index.ts'
 
 const F = 5000
 const MARGIN = 1500
@@ -86,4 +86,20 @@ test('a restarted node that came back does not count its own lent vote towards a
   const selfLock = voteLockedUntil(rec, undefined, 10_000, 10_000)
   const since = majoritySince(['a', 'b', 'c', 'd', 'e'], 'b', id => id === 'd' || id === 'e' ? 0 : undefined, selfLock)
   t.is(since, 50_000 + LENT_VOTE_SLACK_MS)
+})
+
+test('a record its node\'s next run said back holds nothing any more: no grace, no vote lent, the usual fence; the lock stays', t => {
+  const r: RestartRecord = { fenceMs: 50_000, since: 1000, confirmed: true }
+  const back: RestartRecord = { ...r, back: true }
+  t.true(restartPending(r, 20_000))
+  t.false(restartPending(back, 20_000), 'a crash of the run that came back is a crash')
+  t.true(restartPendingFrom(r, 10_000, 20_000, 20_000))
+  t.false(restartPendingFrom(back, 10_000, 20_000, 20_000))
+  t.is(holderFenceMs(F, { restart: r }, 600_000), 50_000)
+  t.is(holderFenceMs(F, { restart: back }, 600_000), F, 'a takeover waits the usual fence')
+  const i = { roll: ['a', 'b', 'c', 'd'], me: 'd', alive: (id: string) => id === 'c', lastHeard: () => 500, now: 10_000, wallNow: 11_000 }
+  t.deepEqual(lentVotes({ ...i, record: id => id === 'a' ? r : null }), ['a'])
+  t.deepEqual(lentVotes({ ...i, record: id => id === 'a' ? back : null }), [], 'dead after it came back: it lends no vote')
+  // the vote it may have lent before it came back stays locked for takeovers
+  t.is(voteLockedUntil(back, 500, 10_000, 11_000), voteLockedUntil(r, 500, 10_000, 11_000))
 })

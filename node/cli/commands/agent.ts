@@ -85,7 +85,7 @@ export async function run (argv: string[]): Promise<void> {
     // timeout, not just the watchdog's (see bridge.ts)
     const bridge = bridgeWatchdog(config.dataDir)
     const { Agent } = await import('../../agent.ts')
-    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt, previousFeedFenceMs: bridge.lastFeedFenceMs })
+    agent = new Agent(config, { previousFeedAt: bridge.lastFeedAt, previousFeedFenceMs: bridge.lastFeedFenceMs, stopBridge: bridge.stop })
     if (bridge.until != null) agent.log.info('kept the previous run\'s watchdog fed while starting', { lastFeedAt: new Date(bridge.lastFeedAt!).toISOString(), until: new Date(bridge.until).toISOString() })
     // a watchdog left armed that this run came too late to feed: its VMs are (or are about to be) killed, and why
     else if (bridge.lastFeedAt != null && /^too late/.test(bridge.why)) agent.log.warn(`the previous run's watchdog could not be kept fed (${bridge.why}): the VMs it guards are killed by its timeout and start again; a restart adopts them only if the agent is back within the watchdog's timeout of the previous run's last feed (the restart grace, --restart-grace, when every member confirmed it as the agent stopped; else 3/5 of the fence timeout)`, { lastFeedAt: new Date(bridge.lastFeedAt).toISOString() })
