@@ -15,3 +15,12 @@ export function lcmProblems (s: LcmStatus): HealthProblem[] {
   for (const d of s.tunnelsDown ?? []) problems.push({ service: 'lcm', cause: 'tunnel-down', message: d.message, since: d.since })
   return problems
 }
+
+/**
+ * Why no tunnel of this node carries anything while its own WireGuard is not running
+ * (null while it runs): its links to other nodes say so, not "up" (a tester read the
+ * tunnel as up on the very node whose overlay was down).
+ */
+export function overlayDownReason (s: Pick<LcmStatus, 'ok' | 'error'>): string | null {
+  return s.ok ? null : `this node's overlay is down: ${s.error ?? 'WireGuard is not running'}`
+}

@@ -2,6 +2,7 @@
 // own table, and reads its counters back as JSON (`nft -j`), never screen output.
 import { nsRun, run, which } from '../netns/netns.ts'
 import { DROP_SETS, type Ruleset } from './rules.ts'
+import { foreignTables } from './leftovers.ts'
 
 export class NftError extends Error {
   override name = 'NftError'
@@ -109,4 +110,15 @@ export async function removeRuleset (netns: string | null, table: string): Promi
   } catch (err) {
     if (!/No such file or directory/.test((err as Error).message)) throw err
   }
+}
+
+/**
+ * Removes the LCM tables in the namespace other than `own` (leftovers.ts): an earlier
+ * agent's of another identity, whose drop set would go on dropping link traffic the
+ * new rules pass. Returns the tables removed.
+ */
+export async function removeForeignTables (netns: string | null, own: string): Promise<string[]> {
+  const tables = foreignTables(await nft(netns, ['-j', 'list', 'tables']), own)
+  for (const t of tables) await removeRuleset(netns, t)
+  return tables
 }

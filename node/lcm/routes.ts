@@ -7,6 +7,7 @@ import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView }
 import type { Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 import type { LinkCounts } from './link-counts.ts'
+import { overlayDownReason } from './health.ts'
 
 type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table' | 'linkCounts'> & Partial<Pick<LcmView, 'unreachedBy' | 'askCounts'>>
 
@@ -22,7 +23,10 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const tunnels = new Map((last?.plan.tunnels ?? []).map(t => [t.node, t]))
   const flows = new Map((last?.rules.flows ?? []).map(f => [f.link, f]))
   const skipped = new Map((last?.rules.skipped ?? []).map(s => [s.link, s.reason]))
-  const down = new Map((lcm.status().tunnelsDown ?? []).map(d => [d.node, d]))
+  const status = lcm.status()
+  const down = new Map((status.tunnelsDown ?? []).map(d => [d.node, d]))
+  // this node's own WireGuard not running: every tunnel from here is down, whatever its handshakes said
+  const overlayDown = overlayDownReason(status)
   const rejected = new Map((last?.plan.rejected ?? []).map(x => [x.node, x.detail]))
   const counted = await countsWhereCounted(lcm, list, place)
   const r = lcm.state.read()
@@ -60,7 +64,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null, down: endDown(l.to.vm) },
       protocol: l.protocol,
       port: l.port,
-      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node) },
+      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: overlayDown ?? (down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node)) },
       packets: n?.packets ?? 0,
       drops: n?.drops ?? 0,
       counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null, tunnelDown: n?.down ?? null },

@@ -12,12 +12,12 @@ import type { Advert } from '../../protocol/advert.ts'
 import type { Draft } from '../../crdt/schema.ts'
 import type { Logger } from '../log.ts'
 import type { Service } from '../service.ts'
-import type { Backend } from './wireguard.ts'
+import { removeLeftoverInterfaces, type Backend } from './wireguard.ts'
 import { interfaceName, type InterfaceState } from './wireguard-format.ts'
 import { overlayPrefix, type OverlayPrefix } from './overlay.ts'
 import { addressing, planPeers, type Addressing, type DocView, type PeerPlan } from './plan.ts'
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
-import { applyRuleset, readCounters, removeRuleset, type TableCounters } from './nft.ts'
+import { applyRuleset, readCounters, removeForeignTables, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
 import { oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
@@ -27,7 +27,7 @@ import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import { AddressWatch } from './address-watch.ts'
 import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
 import { KEEPALIVE_S, tunnelsDown, type TunnelDown } from './tunnel-health.ts'
-import { lcmProblems } from './health.ts'
+import { lcmProblems, overlayDownReason } from './health.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 import type { RequestHost } from '../p2p/request.ts'
@@ -137,6 +137,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private readonly localVms: LocalVmNet
   private readonly counts?: LinkCountsService
   private rejectedSeen = new Set<string>()
+  /** an earlier agent's tables were looked for and removed (after this agent's own first applied: fail closed) */
+  private foreignTablesCleared = false
+  private foreignTablesError: string | null = null
   private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
   private readonly rejected: Counter<'reason'>
@@ -178,6 +181,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.addressWatch.start()
     }
     this.hostAddrs = this.tunnel.addressKey()
+    await this.removeLeftoverInterfaces()
     await this.counts?.start()
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
@@ -291,6 +295,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.localVms.route(addr)
       await this.overlayRoutes.check()
       await applyRuleset(null, rules)
+      await this.removeForeignTables()
       await this.localVms.name(addr, doc.links)
       await this.writeBackIndexes(doc, addr)
       this.last = { plan, rules, addr, links: doc.links }
@@ -308,6 +313,35 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS)
     } finally {
       this.lastPassDone = pass
+    }
+  }
+
+  /**
+   * An earlier agent of another identity on this host (its data dir moved aside, it
+   * SIGKILLed) left its WireGuard interface, held by its wireguard-go: the listen port
+   * ("Address already in use") and routes in the overlay range. Removed before this
+   * agent makes its own (leftovers.ts says why whatever is not ours is a predecessor's).
+   */
+  private async removeLeftoverInterfaces (): Promise<void> {
+    try {
+      for (const r of await removeLeftoverInterfaces(this.ifname, null)) {
+        this.log.warn('removed a WireGuard interface an earlier agent on this host left (another node identity)', { interface: r.name, wireguardGo: r.pids, signalled: r.killed })
+      }
+    } catch (err) {
+      this.log.warn('could not look for WireGuard interfaces an earlier agent left', { error: (err as Error).message })
+    }
+  }
+
+  /** An earlier agent's link table (its drop set would go on dropping what this node's rules pass): removed once, after ours is in. */
+  private async removeForeignTables (): Promise<void> {
+    if (this.foreignTablesCleared) return
+    try {
+      for (const t of await removeForeignTables(null, this.table)) this.log.warn('removed the nftables table an earlier agent on this host left (another node identity)', { table: t })
+      this.foreignTablesCleared = true
+    } catch (err) {
+      const error = (err as Error).message
+      if (error !== this.foreignTablesError) this.log.warn('could not look for nftables tables an earlier agent left; trying again at the next plan', { error })
+      this.foreignTablesError = error
     }
   }
 
@@ -407,10 +441,21 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const links = new Map(this.c.state.read().list('connections').map(l => [l.id, l]))
     const out = countsOf(ids, links, this.last, await this.counters())
     // this node's word on each link's tunnel, for a node that holds neither end
+    const overlayDown = overlayDownReason(this.status())
+    if (overlayDown != null) {
+      // with no WireGuard here, every link between this node and another carries nothing
+      const node = new Map((this.last?.addr.vms ?? []).map(v => [v.vm, v.node]))
+      for (const [id, c] of out) {
+        const l = links.get(id)
+        const from = l == null ? null : node.get(l.from.vm) ?? null
+        const to = l == null ? null : node.get(l.to.vm) ?? null
+        if (from != null && to != null && from !== to) c.down = overlayDown
+      }
+    }
     for (const d of this.down) {
       for (const id of d.links) {
         const c = out.get(id)
-        if (c != null) c.down = d.reason
+        if (c != null) c.down ??= d.reason
       }
     }
     return out

@@ -14,11 +14,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, existsSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
-import { chmod, mkdir, readFile, stat, unlink } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, readlink, stat, unlink } from 'node:fs/promises'
 import { getPriority } from 'node:os'
 import { join } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
+import { leftoverInterfaces, listenerInodes, type LinkEntry } from './leftovers.ts'
 import { WireguardError, isLegacyNameOf, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
 
 /** WireGuard cannot run on this machine at all: the message says exactly why. */
@@ -275,6 +276,69 @@ async function removeLegacy (name: string, netns: string | null): Promise<void> 
     const until = Date.now() + 3000
     while (existsSync(sock) && Date.now() < until) await sleep(20)
   }
+}
+
+/** what removeLeftoverInterfaces removed: the interface, and the wireguard-go processes that held it (by PID) */
+export interface RemovedInterface { name: string, pids: number[], killed: boolean }
+
+/**
+ * Removes the LCM WireGuard interfaces in `netns` other than `own` (leftovers.ts): an
+ * earlier agent's of another identity, still held by its wireguard-go (which outlives
+ * a SIGKILLed agent), with the listen port and routes in the overlay range. Its
+ * wireguard-go is found by the control socket it listens on; removing the device makes
+ * it exit, and one still there after 2 s is signalled by PID. The agent's own name is
+ * left to create(), which replaces it as after a restart of the same identity.
+ */
+export async function removeLeftoverInterfaces (own: string, netns: string | null): Promise<RemovedInterface[]> {
+  const nsArgs = netns == null ? [] : ['-n', netns]
+  const json = await ip([...nsArgs, '-j', '-d', 'link', 'show'])
+  let links: LinkEntry[]
+  try {
+    links = JSON.parse(json) as LinkEntry[]
+  } catch (err) {
+    throw new WireguardError(`ip -j -d link show gave no JSON: ${(err as Error).message}`)
+  }
+  const removed: RemovedInterface[] = []
+  for (const name of leftoverInterfaces(links, own)) {
+    // found before the device goes: a clean exit removes the socket
+    const pids = await socketHolders(name, netns)
+    await ip([...nsArgs, 'link', 'del', name], { allowFail: true })
+    let killed = false
+    const sock = join(RUN_DIR, `${name}.sock`)
+    // gone: its holders exited and nothing answers on the socket (a holder not found stays unseen)
+    const held = async (): Promise<boolean> => pids.some(isAlive) || (existsSync(sock) && await socketAnswers(sock))
+    for (const [sig, waitMs] of [[null, 2000], ['SIGTERM', 1000], ['SIGKILL', 1000]] as const) {
+      if (sig != null) {
+        for (const pid of pids) if (isAlive(pid)) { try { process.kill(pid, sig); killed = true } catch {} }
+      }
+      const until = Date.now() + waitMs
+      while (await held() && Date.now() < until) await sleep(20)
+      if (!await held()) break
+    }
+    // one killed (or dead of SIGPIPE on its last words, its agent gone) leaves its socket behind
+    if (existsSync(sock) && !await socketAnswers(sock)) await unlink(sock).catch(() => {})
+    removed.push({ name, pids, killed })
+  }
+  return removed
+}
+
+/** The PIDs holding the listening control socket of `name` (wireguard-go's), from /proc. */
+async function socketHolders (name: string, netns: string | null): Promise<number[]> {
+  // unix sockets are listed per network namespace
+  const text = netns == null
+    ? await readFile('/proc/net/unix', 'utf8').catch(() => '')
+    : await ip(['netns', 'exec', netns, which('cat') ?? 'cat', '/proc/net/unix'], { allowFail: true })
+  const inodes = new Set(listenerInodes(text, name).map(i => `socket:[${i}]`))
+  if (inodes.size === 0) return []
+  const pids: number[] = []
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue
+    const fds = await readdir(`/proc/${entry}/fd`).catch(() => [])
+    for (const fd of fds) {
+      if (inodes.has(await readlink(`/proc/${entry}/fd/${fd}`).catch(() => ''))) { pids.push(Number(entry)); break }
+    }
+  }
+  return pids
 }
 
 /** Starts wireguard-go in the foreground inside `netns` and waits for its socket. */

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node
 import { generateKeyPairSync } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ip, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
+import { ip, isAlive, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
 import { Driver } from './driver.ts'
 import { nodeAddress, overlayPrefix, vmAddress } from '../../node/lcm/overlay.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
@@ -354,4 +354,55 @@ maybe('a tunnel a link needs that goes without handshakes past the bound is a he
   t.deepEqual(((await a.send({ type: 'net' }, 'net')).status as LcmStatus).tunnelsDown, [])
   await a.send({ type: 'stop' }, 'stopped')
   await b.send({ type: 'stop' }, 'stopped')
+})
+
+maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed removes its wireguard-go, interface and table and comes up; a restart of the same identity keeps its own', async t => {
+  const [h, lan] = await makeNamespaces(t, ['hr', 'hrlan'])
+  // an address for the endpoint: the host needs one besides loopback
+  const net = await subnet()
+  await veth({ ns: h!, dev: 'eth0', cidr: `${net}.1/24` }, { ns: lan!, dev: 'eth0', cidr: `${net}.2/24` })
+  const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const orphans: number[] = []
+  // by PID, whatever the test got to: a wireguard-go outlives its agent
+  t.teardown(() => { for (const pid of orphans) { try { process.kill(pid, 'SIGKILL') } catch {} } })
+  const cfg = (id: string): object => ({ dataDir: join(dir, id), peerId: id, clusterId: 'c-r', port: 51820, vmInterfaces: {}, addressPollMs: 0, backend: 'userspace' })
+  const oldId = `NodeOld${process.pid}`
+  const newId = `NodeNew${process.pid}`
+
+  const a = new Driver(t, h!, cfg(oldId))
+  t.true(((await a.next('ready')).status as LcmStatus).ok)
+  const oldGo = await wireguardGoPids(h!)
+  t.is(oldGo.length, 1)
+  orphans.push(...oldGo)
+  process.kill(a.pid!, 'SIGKILL')
+  await sleep(200)
+  t.true(isAlive(oldGo[0]!), 'the killed agent\'s wireguard-go runs on, holding the port')
+  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(oldId)))
+
+  const b = new Driver(t, h!, cfg(newId))
+  const status = (await b.next('ready')).status as LcmStatus
+  t.true(status.ok, `the new agent's overlay is up: ${status.error ?? ''}`)
+  t.is(status.routeConflict ?? null, null, 'no route of the old interface left in the overlay range')
+  t.false(isAlive(oldGo[0]!), 'the old wireguard-go is gone')
+  const links = await ip(['-n', h!, '-o', 'link', 'show'])
+  t.false(links.includes(interfaceName(oldId)), 'the old interface is gone')
+  t.true(links.includes(interfaceName(newId)))
+  t.false(existsSync(`/run/wireguard/${interfaceName(oldId)}.sock`), 'and its control socket')
+  const tables = await nsRun(h!, 'nft', ['list', 'tables'])
+  t.false(tables.includes(tableName(oldId)), 'the old table is gone')
+  t.true(tables.includes(tableName(newId)))
+
+  // the same identity SIGKILLed and started again: its own interface replaced, its table kept, up
+  const newGo = await wireguardGoPids(h!)
+  orphans.push(...newGo)
+  process.kill(b.pid!, 'SIGKILL')
+  await sleep(200)
+  const c = new Driver(t, h!, cfg(newId))
+  t.true(((await c.next('ready')).status as LcmStatus).ok)
+  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(newId)))
+  const again = await wireguardGoPids(h!)
+  orphans.push(...again)
+  t.is(again.length, 1, 'one wireguard-go: the restarted agent\'s')
+  await c.send({ type: 'stop' }, 'stopped')
 })

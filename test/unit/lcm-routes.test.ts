@@ -15,7 +15,7 @@ import { countsOf, parseCountsAnswer, parseCountsRequest } from '../../node/lcm/
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }>, askCounts?: LcmView['askCounts'] } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }>, askCounts?: LcmView['askCounts'], overlayError?: string } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -26,7 +26,7 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
     w.put('vms', { id: 'bare', name: 'bare', app: null, desired: 'running', spec })
   })
   const lcm = {
-    status: () => ({ ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
+    status: () => ({ ok: over.overlayError == null, error: over.overlayError ?? null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
     peerStates: async () => [],
     counters: async () => ({ counters: new Map(), drops: over.drops ?? [] }),
     drops: async () => [],
@@ -164,6 +164,22 @@ test('GET /v1/links: a tunnel to a node membership finds out of reach here (a pa
   const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(view!.path, 'tunnel')
   t.is(view!.tunnel?.down, 'this node does not reach N2 on the network while N3 does (a partial partition)')
+})
+
+test('GET /v1/links: on a node whose own overlay is down, a link\'s tunnel is down saying why (it showed up while WireGuard could not start)', async t => {
+  const vms = [{ vm: 'web', node: 'n1', address: '10.9.0.2', inputs: null, outputs: null }, { vm: 'db', node: 'n2', address: '10.9.0.3', inputs: null, outputs: null }]
+  const last = { plan: { peers: new Map(), tunnels: [{ node: 'n2', publicKey: 'k', endpoint: '10.0.0.2:51820', address: '10.9.255.2' }], rejected: [] }, rules: { flows: [], skipped: [] }, addr: { vms, vmAlloc: new Map(), nodeAddr: new Map() }, links: [] } as unknown as LcmView['last']
+  const member = (id: string): Member => ({ nodeId: id, state: 'alive', advert: { name: id.toUpperCase(), wireguard: { publicKey: 'k', endpoint: '10.0.0.2:51820' } } }) as unknown as Member
+  const error = 'WireGuard cannot start: wg addconf: Unable to modify interface: Address already in use'
+  const { app: a } = app(undefined, { last, members: new Map([['n2', member('n2')]]), overlayError: error })
+  t.is((await a.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
+  t.is(view!.path, 'tunnel')
+  t.is(view!.tunnel?.down, `this node's overlay is down: ${error}`)
+  // and with the overlay up, the same link's tunnel is not down
+  const { app: b } = app(undefined, { last, members: new Map([['n2', member('n2')]]) })
+  t.is((await b.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  t.is(((await b.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links[0]!.tunnel?.down, null)
 })
 
 test('GET /v1/links: a link\'s counts come from the node its FROM end runs on, asked when that is another; one that cannot be asked is said so, never shown as zero traffic', async t => {
