@@ -187,7 +187,10 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       // the free disk in the advert is the room left on it, not the capacity given
       diskMeasured: () => { core.advert.changed() },
       state,
-      membership: membership.detector
+      membership: membership.detector,
+      // a dead member forgotten (vgrid node forget) holds no fold nor free up for the
+      // gossip table's forget time
+      forgotten: node => rollMemory.forgotten(node, state.read().list('roll'))
     }, {
       nbdSocket: join(core.config.apiSocket == null ? core.config.dataDir : dirname(core.config.apiSocket), 'nbd.sock'),
       // the config file's settings, the environment's over them

@@ -118,7 +118,8 @@ export interface LayerReclaimComponents {
   live: () => Set<string>
   /**
    * Why nothing may be freed or folded now (null: it may): a member of the grid's roll
-   * or of this node's member table not alive (a fold waits for a whole grid), or changes
+   * or of this node's member table not alive (a fold waits for a whole grid; a dead
+   * member taken off the roll, `vgrid node forget`, does not count), or changes
    * a member announced not here yet (a clone it made may read a layer this document no
    * longer reads). Absent: always.
    */
@@ -153,6 +154,8 @@ export class LayerReclaim {
   private recording = false
   /** why the last pass freed nothing (logged once per reason) */
   private waitLogged: string | null = null
+  /** why this node's last fold of a layer (by name) waited: for vol info (waitOf) */
+  private readonly waits = new Map<string, string>()
 
   constructor (components: LayerReclaimComponents, init: LayerReclaimInit = {}) {
     this.c = components
@@ -217,7 +220,8 @@ export class LayerReclaim {
     this.held = new Set(listed)
     // the layers still count their time unread meanwhile; none goes, no line's floor either
     const wait = this.c.mayFree?.() ?? null
-    if (wait != null && this.waitLogged !== wait) this.c.log.info('layers nothing reads here wait to be freed', { why: wait })
+    if (wait != null && this.waitLogged !== wait) this.c.log.info('layers nothing reads here wait to be freed, and deleted snapshots\' layers to be folded', { why: wait })
+    if (wait == null && this.waitLogged != null) this.c.log.info('layers nothing reads may be freed, and deleted snapshots\' layers folded, again', { waited: this.waitLogged })
     this.waitLogged = wait
     for (const name of listed) {
       // the newest document read counts (a note may have come during this pass's awaits)
@@ -245,6 +249,16 @@ export class LayerReclaim {
   }
 
   /**
+   * Why this node's last fold of one of the volume's deleted snapshots' layers waited,
+   * or null (none did, or another node folds them)
+   */
+  waitOf (v: Volume): string | null {
+    const stacks = [layersOf(v), ...Object.values(v.snapshots).map(s => snapshotLayers(v, s))]
+    for (const stack of stacks) for (const l of stack) { const w = this.waits.get(l); if (w != null) return w }
+    return null
+  }
+
+  /**
    * Folds the layers this node coordinates: those of the volumes whose placement key
    * (their root volume's id, shared by its clones) hashes to it, so one node walks a
    * volume's whole chain, planning again after each fold (the next layer down may fold
@@ -255,6 +269,9 @@ export class LayerReclaim {
   async fold (volumes: () => readonly Volume[], maxFolds = 256): Promise<number> {
     let n = 0
     const failed = new Set<string>()
+    // the waits of folds no longer planned (folded elsewhere, their volume gone) go
+    const planned = new Set(planMerges(volumes()).map(m => m.layer))
+    for (const l of [...this.waits.keys()]) if (!planned.has(l)) this.waits.delete(l)
     // a fold the document changed under (a snapshot deleted above it meanwhile) is planned again, a bounded number of times
     for (let tries = 0; n < maxFolds && tries < 2 * maxFolds && this.c.running() && (this.c.mayFree?.() ?? null) == null; tries++) {
       const live = this.c.live()
@@ -262,10 +279,10 @@ export class LayerReclaim {
       if (m == null) break
       try {
         const r = await this.foldOne(m)
-        if (r === 'folded') n++
-        else if (r === 'wait') failed.add(m.layer)
+        if (r === 'folded') { n++; this.waits.delete(m.layer) } else if (typeof r === 'object') { failed.add(m.layer); this.waits.set(m.layer, r.wait) }
       } catch (err) {
         failed.add(m.layer)
+        this.waits.set(m.layer, `folding it failed (${(err as Error).message}); the next background pass tries again`)
         this.c.log.warn('folding a deleted snapshot\'s layer failed; the next pass tries again', { layer: m.layer, into: m.into, error: (err as Error).message })
       }
     }
@@ -281,24 +298,24 @@ export class LayerReclaim {
    * writer, epochs.ts, would lose it with T's files), and only then is T left out of
    * the stacks.
    */
-  private async foldOne (m: LayerMerge): Promise<'folded' | 'wait' | 'replan'> {
+  private async foldOne (m: LayerMerge): Promise<'folded' | 'replan' | { wait: string }> {
     const [under, over] = await Promise.all([this.c.repairer(m, m.layer).inventory(), this.c.repairer(m, m.into).inventory()])
     if (under.errors.length > 0 || over.errors.length > 0) {
       this.c.log.debug('a live node did not list a layer to fold: the next pass tries again', { layer: m.layer, errors: [...under.errors, ...over.errors].slice(0, 3) })
-      return 'wait'
+      return { wait: `a live node did not list its copies of the layers (${[...under.errors, ...over.errors][0]!}); the next background pass tries again` }
     }
     for (const [layer, inv] of [[m.layer, under.inventory], [m.into, over.inventory]] as const) {
       const short = [...inv].filter(([index, nodes]) => !this.c.holders(objectKey(m.placementKey, index), m.replicas).every(h => nodes.includes(h))).length
       if (short > 0) {
         this.c.log.debug('a layer to fold is not complete on its holders yet: its repair comes first', { layer, short })
-        return 'wait'
+        return { wait: `${short} object(s) of layer ${layer} are not on all their holders yet: the volume's repair comes first` }
       }
     }
     // a copy on each holder's own disk (no network): an object at a time, its holders at once
     for (const index of [...under.inventory.keys()].sort((a, b) => a - b)) {
       // U has its own copy of it (complete on its holders, checked above): T's is hidden
       if (over.inventory.has(index)) continue
-      if (!this.c.running()) return 'wait'
+      if (!this.c.running()) return { wait: 'the volume store stopped' }
       await Promise.all(this.c.holders(objectKey(m.placementKey, index), m.replicas).map(async node => {
         const r = await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer, index })
         if (r.reply.present !== true) throw new Error(`${node} has no copy of object ${index} of ${m.layer} to fold`)

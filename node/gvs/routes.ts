@@ -44,8 +44,13 @@ export interface VolumeView {
   parent: string | null
   /** what it was cloned from as users name it (cloneSource: PATH@SNAP, or what is left of it), null for no clone */
   clonedFrom: string | null
-  /** the layers it reads through (each snapshot kept adds one), the most it may, and how many deleted snapshots' layers wait to be folded away (layer-reclaim.ts) */
-  layers: { count: number, max: number, folding: number }
+  /**
+   * the layers it reads through (each snapshot kept adds one), the most it may, how many
+   * deleted snapshots' layers wait to be folded away (layer-reclaim.ts), and, while some
+   * do, what holds them up as this node sees it (absent: nothing, they fold at the next
+   * background pass of the volume's coordinator)
+   */
+  layers: { count: number, max: number, folding: number, waiting?: string }
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
   /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
   writesGivenUp?: Array<{ node: string, name: string, at: string }>
@@ -79,6 +84,8 @@ export interface GvsRoutesDeps {
   freeze: (layers: string[]) => Promise<void>
   /** why no layer may be freed now (null: it may): the background pass frees them later (layer-reclaim.ts) */
   mayFree: () => string | null
+  /** why the deleted snapshots' layers of a volume are not folded away yet, or null (layer-reclaim.ts) */
+  foldWait: (id: string) => string | null
   /** why this node sees no majority of the roll, or null: no volume is created here then */
   noMajority: () => string | null
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
@@ -159,12 +166,16 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       scrub: scrubOf(v),
       parent: v.parent,
       clonedFrom: cloneSource(v, all),
-      layers: { count: layersOf(v).length, max: MAX_LAYERS, folding: waiting.get(v.id) ?? 0 },
+      layers: layersView(v, waiting.get(v.id) ?? 0),
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
         .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
       writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
       nbd: svc.uriOf(v)
     }))
+  }
+  const layersView = (v: Volume, folding: number): VolumeView['layers'] => {
+    const why = folding > 0 ? svc.foldWait(v.id) : null
+    return { count: layersOf(v).length, max: MAX_LAYERS, folding, ...(why != null ? { waiting: why } : {}) }
   }
   const view = async (v: Volume): Promise<VolumeView> => (await views([v]))[0]!
   const body = bodyObject

@@ -75,6 +75,11 @@ export interface GvsComponents {
    * (placement is made once per table)
    */
   membership: { readonly members: MemberTable, on?: MembershipListen, off?: MembershipListen }
+  /**
+   * whether a node was taken off the grid's roll (`vgrid node forget`), as opposed to one
+   * whose entry has not reached this node yet (node/membership/roll-memory.ts); absent: none is
+   */
+  forgotten?: (node: string) => boolean
   /** the agent's Prometheus registry (optional in tests) */
   registry?: Registry
   /** the store has read its disk's room (the node's advert says it at once, not at its next refresh) */
@@ -425,12 +430,40 @@ export class GvsService {
     return running.map(vm => `VM "${vm.name}"${where(vm.id)}, whose disk it is`).join(', ')
   }
 
-  /** whether every member of the grid's roll, and every member this node knows, is alive (or left for good) */
-  private gridWhole (): boolean {
+  /**
+   * The members of the grid's roll, and those this node knows, that are not alive (nor
+   * left for good), as "NAME (ID) is STATE". A dead member taken off the roll (`vgrid
+   * node forget`: `forgotten`) counts as left: the gossip table keeps it for its forget
+   * time (10 minutes), and folds waited on it as long (a tester's grid, a host forgotten
+   * and started again under a new identity, waited about 15 minutes). A dead member that
+   * was never on the roll here (its entry may not have reached this node yet) still counts.
+   */
+  private notAlive (): string[] {
     // the roll (the grid's members, crdt: DVMM), not only the gossip table, which forgets a dead member after a while
     const table = this.components.membership.members
-    return [...table.values()].every(m => m.state === 'alive' || m.state === 'left') &&
-      this.components.state.read().list('roll').every(e => e.node === this.replicas.self || table.get(e.node)?.state === 'alive')
+    const forgotten = this.components.forgotten
+    const roll = this.components.state.read().list('roll')
+    const out = new Map<string, string>()
+    for (const m of table.values()) {
+      if (m.nodeId === this.replicas.self || m.state === 'alive' || m.state === 'left') continue
+      if (m.state === 'dead' && forgotten?.(m.nodeId) === true) continue
+      out.set(m.nodeId, `${this.nodeName(m.nodeId)} (${m.nodeId}) is ${m.state}`)
+    }
+    // a member on the roll counts until it is alive here (one that left is off it)
+    for (const e of roll) {
+      const m = table.get(e.node)
+      if (e.node === this.replicas.self || m?.state === 'alive' || out.has(e.node)) continue
+      out.set(e.node, `${e.name} (${e.node}) ${m == null ? 'has not been heard from since this agent started' : `is ${m.state}`}`)
+    }
+    return [...out.values()]
+  }
+
+  /** the members that count for folds and frees: the table's, but the forgotten dead and those left */
+  private counted (): string[] {
+    const forgotten = this.components.forgotten
+    return [...this.components.membership.members.values()]
+      .filter(m => m.nodeId !== this.replicas.self && m.state !== 'left' && !(m.state === 'dead' && forgotten?.(m.nodeId) === true))
+      .map(m => m.nodeId)
   }
 
   /**
@@ -440,10 +473,23 @@ export class GvsService {
    * every change another member announced held here.
    */
   mayFree (): string | null {
-    if (!this.gridWhole()) return 'a member of the grid is not alive'
-    const others = [...this.components.membership.members.values()].filter(m => m.nodeId !== this.replicas.self && m.state !== 'left').map(m => m.nodeId)
-    const behind = this.components.state.lacksHeadsOf?.(others) ?? []
+    const down = this.notAlive()
+    if (down.length > 0) return `a member of the grid is not alive: ${down.join(', ')}`
+    const behind = this.components.state.lacksHeadsOf?.(this.counted()) ?? []
     return behind.length === 0 ? null : `changes ${behind.map(n => this.gridWriters.nameOf(n)).join(', ')} announced are not here yet`
+  }
+
+  /**
+   * Why the deleted snapshots' layers of volume `id` are not folded away yet as this
+   * node sees it, or null (they fold at the next background pass of the volume's
+   * coordinator): what every fold and free waits for (mayFree), or why this node's
+   * last fold of one of them waited, when it is the one that folds them.
+   */
+  foldWait (id: string): string | null {
+    const why = this.mayFree()
+    if (why != null) return why
+    const v = this.volumes().find(x => x.id === id)
+    return v == null ? null : this.reclaim.waitOf(v)
   }
 
   /** one pass of folding deleted snapshots' layers away now (tests; the background pass does it too) */

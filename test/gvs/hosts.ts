@@ -66,10 +66,10 @@ export function apiOf (svc: GvsService): FastifyInstance {
   return app
 }
 
-/** a GvsService on each host, started over the shared document, stopped when the test ends (`svcs`) */
-export async function startServices (grid: { dir: string, hosts: VgridHost[], svcs: GvsService[] }, doc: { state: GvsComponents['state'], members: Map<string, Member> }, init: GvsInit = {}): Promise<GvsService[]> {
+/** a GvsService on each host, started over the shared document (`forgotten`: the members taken off the roll), stopped when the test ends (`svcs`) */
+export async function startServices (grid: { dir: string, hosts: VgridHost[], svcs: GvsService[] }, doc: { state: GvsComponents['state'], members: Map<string, Member>, forgotten?: GvsComponents['forgotten'] }, init: GvsInit = {}): Promise<GvsService[]> {
   for (const [i, host] of grid.hosts.entries()) {
-    const s = new GvsService({ peerId: host.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, `a${i}`) }, host, state: doc.state, membership: { members: doc.members } }, { reconcileMs: 0, env: false, ...init })
+    const s = new GvsService({ peerId: host.peerId.toString(), log: silentLogger, config: { dataDir: join(grid.dir, `a${i}`) }, host, state: doc.state, membership: { members: doc.members }, forgotten: doc.forgotten }, { reconcileMs: 0, env: false, ...init })
     await s.start()
     grid.svcs.push(s)
   }

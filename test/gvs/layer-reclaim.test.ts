@@ -15,6 +15,10 @@ import { Replica } from '../../crdt/replica.ts'
 import { GvsService, type GvsComponents } from '../../node/gvs/service.ts'
 import { silentLogger } from '../../node/log.ts'
 import { apiOf, memoryHosts, sharedDocument, startServices } from './hosts.ts'
+import { RollMemory } from '../../node/membership/roll-memory.ts'
+import type { Member } from '../../protocol/membership.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 
 const OBJ = OBJECT_SIZE
 const OBJECTS = 4
@@ -285,4 +289,50 @@ test('nothing is freed while a member is down or announced changes not here yet 
   doc.members.set(n2, member)
   for (const s of svcs) await s.reconcile()
   t.is(await held(), 0, 'then freed everywhere')
+})
+
+test('a dead member forgotten (vgrid node forget), still in the gossip table for its forget time, holds no fold up; while folds wait, vol info says what for', async t => {
+  // a tester's grid: a host SIGKILLed, forgotten and started again on an empty data dir
+  // (a new identity, the same name); its deleted snapshots' layers waited about 15
+  // minutes, with vol info saying only "to be folded away in the background"
+  const grid = await memoryHosts(t, 3, 'gvsforgot')
+  const doc = sharedDocument(grid.hosts)
+  const old = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  // one that died before its roll entry reached this node: not forgotten, it counts
+  const unjoined = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const dead = (id: string): Member => ({ ...doc.members.get(grid.hosts[2]!.peerId.toString())!, nodeId: id, state: 'dead' })
+  const memory = new RollMemory()
+  const svcs = await startServices(grid, { ...doc, forgotten: node => memory.forgotten(node, doc.replica.read().list('roll')) }, { freeAfterMs: 0 })
+  const api = apiOf(svcs[0]!)
+  const id: string = (await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/forgot', size: 12 * OBJ } })).json().id
+  await fill(grid, 'r/forgot', 0x61)
+  // then it died (the writes were made over the three live nodes)
+  doc.members.set(old, dead(old))
+  doc.replica.change(w => {
+    for (const [i, h] of grid.hosts.entries()) w.put('roll', { node: h.peerId.toString(), name: `a${i}`, joined: 1 })
+    w.put('roll', { node: old, name: 'a2', joined: 1 })
+  })
+  for (const name of ['s1', 's2']) t.is((await api.inject({ method: 'POST', url: `/v1/volumes/${id}/snapshots`, payload: { name } })).statusCode, 201)
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}/snapshots/s1` })).statusCode, 200)
+  const fold = async (): Promise<number> => { let n = 0; for (const s of svcs) n += await s.fold(); return n }
+  const layers = async (): Promise<{ count: number, folding: number, waiting?: string }> => (await api.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json().layers
+
+  // the old identity is on the roll and dead: a member down may hold the only copy of an object
+  t.is(await fold(), 0, 'a dead member on the roll: the fold waits')
+  const waiting = await layers()
+  t.like(waiting, { count: 3, folding: 1 })
+  t.regex(waiting.waiting ?? '', new RegExp(`a member of the grid is not alive: a2 \\(${old}\\) is dead`), 'vol info says what it waits for')
+
+  // forgotten: off the roll, while the gossip table keeps it dead for its forget time
+  doc.replica.change(w => { w.remove('roll', old) })
+  // and one dead before its roll entry came: still waited for
+  doc.members.set(unjoined, dead(unjoined))
+  t.is(await fold(), 0, 'a dead member never seen on the roll: the fold waits')
+  t.regex((await layers()).waiting ?? '', new RegExp(`${unjoined}\\) is dead`))
+  t.notRegex((await layers()).waiting ?? '', new RegExp(old))
+  doc.members.delete(unjoined)
+  t.is(await fold(), 1, 'the forgotten member holds nothing up')
+  t.like(await layers(), { count: 2, folding: 0, waiting: undefined })
+  for (const s of svcs) await s.reconcile()
+  t.deepEqual(await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(id))), [false, false, false], 'the folded layer is freed on every node')
 })

@@ -26,6 +26,7 @@ function node (t: import('ava').ExecutionContext, me: string, noMajority: () => 
     pathSettleMs: 300,
     store: { removeVolume: async () => {}, forgetLine: async () => {} },
     mayFree: () => null,
+    foldWait: () => null,
     noMajority,
     freeze: async () => {},
     lastRepairs: new Map(),
