@@ -7,8 +7,8 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, constants, existsSync, lstatSync, rmSync, statSync, type Stats } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
+import { accessSync, closeSync, constants, existsSync, lstatSync, openSync, readSync, rmSync, statSync, type Stats } from 'node:fs'
+import { basename, dirname, extname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
 import type { RepairStatusView, VolumeUsersView, VolumeView } from './routes.ts'
@@ -77,6 +77,10 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
 
 export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false): Promise<void> {
   checkFile(sub, file)
+  const fmt = imageFormat(sub, file, format)
+  // an import's image is what its format says before anything is written (qemu-img's
+  // "Image is not in qcow2 format" came after the volume was said to "may hold part of" it)
+  if (sub === 'import') checkImage(file, fmt, format != null, ref)
   // VOL@SNAP: a snapshot, which exports (read-only) and never imports
   const at = ref.indexOf('@')
   const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
@@ -86,10 +90,8 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)
   // an export never overwrites a file unasked (qemu-img would, silently)
   if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1, { code: 'file_exists' })
-  const fmt = format ?? (file.endsWith('.qcow2') ? 'qcow2' : 'raw')
-  if (fmt !== 'raw' && fmt !== 'qcow2') throw new CliError(`--format "${fmt}": raw or qcow2`, 2)
   // an image bigger than the volume: said with both sizes (qemu-img only says "smaller")
-  const imageBytes = sub === 'import' ? await imageSize(file, fmt) : undefined
+  const imageBytes = sub === 'import' ? await imageSize(file, fmt, d.path) : undefined
   if (imageBytes != null && imageBytes > d.sizeBytes) throw new CliError(`${file} is ${imageBytes} bytes${fmt === 'qcow2' ? ' (its virtual size)' : ''}, more than ${d.path}'s ${d.sizeBytes}: grow the volume first (vgrid vol resize ${d.path} SIZE)`, 1)
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
@@ -140,7 +142,8 @@ export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 
   if (!(err instanceof Error) || (err instanceof CliError && err.exitCode === 2)) return err
   const health = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).then(v => v.state === 'ready' && v.health.state !== 'healthy' ? `; ${v.path} is ${v.health.state}${v.health.reasons.length > 0 ? `: ${v.health.reasons[0]!}` : ''}` : '', () => '')
   let left = ''
-  if (sub === 'import') left = `: ${name} may hold part of ${file}; import it again once the cause is fixed`
+  // qemu-img convert opens the image and the volume before it writes: one it could not open wrote nothing
+  if (sub === 'import') left = /Could not open '/.test(err.message) ? `: nothing was written to ${name}` : `: ${name} may hold part of ${file}; import it again once the cause is fixed`
   else {
     let isFile = false
     try { isFile = lstatSync(file).isFile() } catch {}
@@ -149,7 +152,6 @@ export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 
   return new CliError(`${err.message}${left}${health}`, err instanceof CliError ? err.exitCode : 1, err instanceof CliError ? { code: err.code } : {})
 }
 
-/** an image's size as a disk (a raw file's length, a qcow2's virtual size); undefined when qemu-img cannot tell (its convert says why) */
 /** the file side, checked before anything starts: an import's image is a file or block device; an export's folder exists */
 function checkFile (sub: 'import' | 'export', file: string): void {
   let st: Stats | undefined
@@ -168,17 +170,69 @@ function checkFile (sub: 'import' | 'export', file: string): void {
   if (st == null && !existsSync(dir)) throw new CliError(`${dir} does not exist: export writes ${basename(file)} there`, 1)
 }
 
-async function imageSize (file: string, fmt: string): Promise<number | undefined> {
+/** the formats a file's name may say, which vgrid neither writes nor reads (qemu-img's, and archives) */
+const FOREIGN: Record<string, string> = {
+  vmdk: 'vmdk', vdi: 'vdi', vhd: 'vhd', vpc: 'vhd', vhdx: 'vhdx', qed: 'qed', qcow: 'qcow (version 1)', cow: 'cow', dmg: 'dmg', hdd: 'parallels', parallels: 'parallels', bochs: 'bochs', cloop: 'cloop', luks: 'luks', vvfat: 'vvfat', ova: 'ova (an archive)', ovf: 'ovf (a descriptor)', gz: 'gzip', xz: 'xz', bz2: 'bzip2', zst: 'zstd', lz4: 'lz4', zip: 'zip', tar: 'tar', tgz: 'tar.gz'
+}
+
+/**
+ * The format of a vol import/export file: --format when given (raw or qcow2, else a usage
+ * error); else its name's: .qcow2 is qcow2, and .raw, .img, none or one that names no
+ * image format (.bin, .iso, a date) raw. A name that says another format is refused, not
+ * taken for raw (a tester's export to x.vmdk wrote a raw file under that name).
+ */
+export function imageFormat (sub: 'import' | 'export', file: string, format: string | undefined): 'raw' | 'qcow2' {
+  if (format != null) {
+    if (format !== 'raw' && format !== 'qcow2') throw new CliError(`--format "${format}": raw or qcow2`, 2)
+    return format
+  }
+  const ext = extname(basename(file)).slice(1).toLowerCase()
+  if (ext === 'qcow2') return 'qcow2'
+  const says = FOREIGN[ext]
+  if (says == null) return 'raw'
+  const to = sub === 'export' ? 'write' : 'read'
+  const fix = sub === 'export'
+    ? `give --format raw or --format qcow2 to write that under this name, or name it .raw, .img or .qcow2`
+    : `convert it first (qemu-img convert -O qcow2 ${file} OUT.qcow2), or give --format raw or --format qcow2 if it is one of those`
+  throw new CliError(`${file}: its name says ${says}, which vgrid does not ${to} (it ${to}s raw and qcow2): ${fix}`, 2)
+}
+
+/** a qcow2 image's first bytes */
+const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1')
+
+/**
+ * Before an import writes anything: a qcow2 image starts with its magic; a file taken for
+ * raw by its name that starts with it is a qcow2 image (imported as raw it would be a
+ * disk of qcow2's metadata). A raw file given --format raw is taken as it is.
+ */
+export function checkImage (file: string, fmt: 'raw' | 'qcow2', given: boolean, vol: string): void {
+  const head = Buffer.alloc(QCOW2_MAGIC.length)
+  let n = 0
+  let fd: number | undefined
+  try {
+    fd = openSync(file, 'r')
+    n = readSync(fd, head, 0, head.length, 0)
+  } catch (err) {
+    throw new CliError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was written to ${vol}`, 1)
+  } finally { if (fd != null) closeSync(fd) }
+  const qcow2 = n === head.length && head.equals(QCOW2_MAGIC)
+  if (fmt === 'qcow2' && !qcow2) throw new CliError(`${file} is not a qcow2 image (it does not start as one): ${given ? '' : 'its name says qcow2; '}--format raw imports it as raw; nothing was written to ${vol}`, 2)
+  if (fmt === 'raw' && qcow2 && !given) throw new CliError(`${file} is a qcow2 image (it starts as one), not raw as its name says: --format qcow2 imports it (--format raw its bytes as they are); nothing was written to ${vol}`, 2)
+}
+
+/** an image's size as a disk (a raw file's length, a qcow2's virtual size); a qcow2 that qemu-img cannot read is refused here, before anything is written */
+async function imageSize (file: string, fmt: string, vol: string): Promise<number | undefined> {
   if (fmt === 'raw') {
     try { return statSync(file).size } catch { return undefined }
   }
+  let v: unknown
   try {
-    const v = (JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as { 'virtual-size'?: unknown })['virtual-size']
-    return typeof v === 'number' ? v : undefined
+    v = (JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as { 'virtual-size'?: unknown })['virtual-size']
   } catch (err) {
-    if (err instanceof CopyInterrupted) throw err
-    return undefined
+    if (err instanceof CopyInterrupted || !(err instanceof Error)) throw err
+    throw new CliError(`${file} cannot be read as ${fmt}: ${err.message}; nothing was written to ${vol}`, 1)
   }
+  return typeof v === 'number' ? v : undefined
 }
 
 /** who uses the volume, said in a few words, or null when no VM runs from it and no NBD client writes it */

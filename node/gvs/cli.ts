@@ -22,8 +22,10 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol repair VOL [--scrub] [--json]   (--scrub: verify every copy first)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
+                                                 (no --format: FILE's name says it: .qcow2 qcow2; .raw, .img, none raw; .vmdk and the like refused)
        vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)]
                                                  (a volume in use: from a snapshot taken then, removed after)
+                                                 (no --format: FILE's name says it, as for import)
 VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
 
 /** the usage lines of one subcommand (its continuation lines too), or all of them */

@@ -19,6 +19,7 @@ import { GvsService, vol } from '../../node/gvs/index.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import { silentLogger } from '../../node/log.ts'
+import type { CliError } from '../../node/cli/client.ts'
 
 const run = promisify(execFile)
 const MiB = 1024 * 1024
@@ -155,6 +156,20 @@ test('vgrid vol commands', async t => {
     await t.throwsAsync(cli('import', join(dir, 'big.raw'), '/shop/db/main'), { message: /big\.raw is 17825792 bytes, more than \/shop\/db\/main's 16777216: grow the volume first/ })
     await run('qemu-img', ['create', '-f', 'qcow2', join(dir, 'big.qcow2'), '17M'])
     await t.throwsAsync(cli('import', join(dir, 'big.qcow2'), '/shop/db/main'), { message: /big\.qcow2 is 17825792 bytes \(its virtual size\), more than \/shop\/db\/main's 16777216/ })
+    // a raw file named .qcow2 is refused before anything is written (qemu-img's "not in
+    // qcow2 format" came with "may hold part of"); a name saying a format vgrid does not
+    // write is refused, not written raw under it (a tester's x.vmdk)
+    await writeFile(join(dir, 'r.qcow2'), Buffer.alloc(MiB, 0x33))
+    const notQcow2 = await t.throwsAsync(cli('import', join(dir, 'r.qcow2'), '/shop/db/main'), { message: /r\.qcow2 is not a qcow2 image \(it does not start as one\): its name says qcow2; --format raw imports it as raw; nothing was written to \/shop\/db\/main$/ })
+    t.is((notQcow2 as CliError).exitCode, 2)
+    // one that starts as a qcow2 but is not one qemu-img reads: refused before anything is written too
+    await writeFile(join(dir, 'bad.qcow2'), Buffer.concat([Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 99]), Buffer.alloc(4096, 0x33)]))
+    await t.throwsAsync(cli('import', join(dir, 'bad.qcow2'), '/shop/db/main'), { message: /bad\.qcow2 cannot be read as qcow2: qemu-img info failed .*; nothing was written to \/shop\/db\/main$/ })
+    const vmdk = await t.throwsAsync(cli('export', '/shop/db/main', join(dir, 'x.vmdk')), { message: /x\.vmdk: its name says vmdk, which vgrid does not write \(it writes raw and qcow2\): give --format raw or --format qcow2/ })
+    t.is((vmdk as CliError).exitCode, 2)
+    t.false(existsSync(join(dir, 'x.vmdk')), 'no file written')
+    await cli('export', '/shop/db/main', join(dir, 'after.raw'))
+    t.true(Buffer.from(await readFile(join(dir, 'after.raw'))).equals(await readFile(join(dir, 'out.raw'))), 'the volume is as it was')
     // a smaller image over a volume that held data: the volume holds the image and zeros, not the old tail
     await cli('create', '/shop/db/tail', '--size', '4M')
     await writeFile(join(dir, 'old.raw'), Buffer.alloc(4 * MiB, 0x6b))
