@@ -421,7 +421,7 @@ export class LocalVms {
       // once, while the log has it too)
       const at = docStamp(this.c.clock)
       // a fenced kill says the same here as in the lease's log (below), which then shows it once
-      const fencedReason = how === 'kill' && why.startsWith('fenced') ? `killed: ${why}; it starts again once a majority of the grid is in sight` : undefined
+      const fencedReason = how === 'kill' && why.startsWith('fenced') ? `killed: ${why}; it starts again here once this node sees a majority of the grid, unless the majority has taken it over meanwhile` : undefined
       if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: fencedReason ?? why }, at)
       // the lease stays `stopped` while the VM is desired stopped. A VM that should run
       // (a drain moves it) is parked: placed anew over its lease at the next epoch, by

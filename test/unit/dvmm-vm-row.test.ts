@@ -13,8 +13,8 @@ const lease = (l: Partial<Lease>): { winner: Lease, claims: Lease[] } => {
 }
 
 test('a VM starting again says why (its lease\'s reason): killed by its node\'s fence, or a crash', t => {
-  const fenced = vmRow(vm, lease({ status: 'starting', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again once a majority of the grid is in sight' }), n => n)
-  t.like(fenced, { state: 'starting', node: 'd', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again once a majority of the grid is in sight' })
+  const fenced = vmRow(vm, lease({ status: 'starting', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again here once this node sees a majority of the grid, unless the majority has taken it over meanwhile' }), n => n)
+  t.like(fenced, { state: 'starting', node: 'd', reason: 'killed: fenced: sees 2 of 4 roll members; it starts again here once this node sees a majority of the grid, unless the majority has taken it over meanwhile' })
   t.like(vmRow(vm, lease({ status: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' }), n => n), { state: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' })
 })
 
