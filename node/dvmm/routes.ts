@@ -195,7 +195,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
-      decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
+      // the ranking this agent claimed it by, while the lease is still this node's (a tester read an old one after a drain moved it)
+      decision: d == null || l?.winner.holder !== svc.me ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
       history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created, n => svc.clockOffsetOf?.(n)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
       historyUnreadable: svc.history.unreadable(vm.id)
     }

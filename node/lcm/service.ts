@@ -187,7 +187,13 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     // routes others add are looked for after every plan, and now and then besides
     this.routeTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.overlayRoutes.check() }) }, ROUTE_CHECK_MS)
     // a partial partition stops only the handshakes of a tunnel (membership goes round through others)
-    this.tunnelTimer = setInterval(() => { this.queue = this.queue.then(async () => { await this.checkTunnels() }) }, TUNNEL_CHECK_MS)
+    // and an interface set down by hand loses its routes for good unless they are put back
+    this.tunnelTimer = setInterval(() => {
+      this.queue = this.queue.then(async () => {
+        await this.tunnel.checkInterface().catch((err: unknown) => { this.log.warn('could not check the WireGuard interface', { error: (err as Error).message }) })
+        await this.checkTunnels()
+      })
+    }, TUNNEL_CHECK_MS)
     // the first plan (which makes the interface) is applied before start returns: the link
     // rules must be in the kernel before this node reports ready (a timer here let start return first)
     this.dirty = true

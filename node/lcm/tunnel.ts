@@ -12,6 +12,7 @@ import { diffPeers, type Addressing, type PeerPlan } from './plan.ts'
 import type { OverlayPrefix } from './overlay.ts'
 import { addressKey, firstAddress } from './host-addresses.ts'
 import { Condition } from './condition.ts'
+import { interfaceRepairs } from './interface-check.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
@@ -145,6 +146,30 @@ export class Tunnel {
       this.c.log.error('wireguard-go exited; making the interface again', { interface: this.init.ifname, pid: wg.pid })
       this.c.schedule(0)
     })
+  }
+
+  /**
+   * Puts back what the interface lost when it was set down (its routes, which setting it
+   * up does not restore), and sets it up; said once per repair. Run now and then.
+   */
+  async checkInterface (): Promise<void> {
+    const wg = this.wgIf
+    if (wg == null || !wg.alive) return
+    const name = this.init.ifname
+    let flags: string[]
+    let routes: string[]
+    try {
+      flags = ((JSON.parse(await ip(['-j', 'link', 'show', 'dev', name])) as Array<{ flags?: string[] }>)[0]?.flags) ?? []
+      routes = (JSON.parse(await ip(['-j', 'route', 'show', 'dev', name])) as Array<{ dst?: string }>).map(r => r.dst ?? '')
+    } catch {
+      return // gone: ensure() makes it again at the next plan
+    }
+    if (this.wgIf !== wg) return
+    const fix = interfaceRepairs({ flags, routes }, { routes: [this.init.prefix.vmV4, ...this.addressNow != null ? [this.init.prefix.nodeV4] : []] })
+    if (!fix.up && fix.routes.length === 0) return
+    this.c.log.warn('the WireGuard interface was set down or lost its routes (not by vgrid): set up again and its routes put back', { interface: name, wasDown: fix.up, routes: fix.routes.join(', ') })
+    if (fix.up) await ip(['link', 'set', 'dev', name, 'up'])
+    for (const r of fix.routes) await ip(['route', 'replace', r, 'dev', name])
   }
 
   /** This node's overlay address on the interface, as the plan gives it. */

@@ -173,6 +173,10 @@ test.serial('crash rule: restarted on the same node, left stopped after 3 crashe
     t.deepEqual(shared.slice(0, 4), [['placed', name], ['started', name], ['stopped', name], ['placed', d.node]], JSON.stringify(d.history))
     t.regex(d.history.find(e => e.event === 'stopped')?.detail ?? '', /node draining/)
   }
+  // the drained node claimed them once: its vm show no longer says their placement was its decision
+  const tapp = api(target)
+  t.teardown(async () => { await tapp.close() })
+  for (const vm of onTarget) t.is((await call<VmDetail>(tapp, 'GET', `/v1/vms/${vm}`)).body.decision, null, `${vm}: no stale decision on the drained node`)
   t.is((await call(app, 'POST', `/v1/nodes/${target.agent.config.name}/undrain`)).status, 200)
   t.is((await call(app, 'POST', '/v1/nodes/nosuch/drain')).status, 404)
 })

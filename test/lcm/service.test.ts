@@ -116,6 +116,14 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   for (let i = 0; i < 10 && !back; i++) back = await exchange(v1!, 'tcp', A2, 8080, 1500)
   t.true(back, 'the link carries traffic again after wireguard-go was killed')
 
+  // A's interface set down and up by hand: the kernel drops the routes through it, and
+  // up does not bring them back (a tester's links carried nothing for good): put back
+  await ip(['-n', ha!, 'link', 'set', 'dev', interfaceName(idA), 'down'])
+  await ip(['-n', ha!, 'link', 'set', 'dev', interfaceName(idA), 'up'])
+  let restored = false
+  for (let i = 0; i < 12 && !restored; i++) restored = await exchange(v1!, 'tcp', A2, 8080, 1500)
+  t.true(restored, 'the link carries traffic again after the interface was set down and up')
+
   // a malformed advert is rejected and counted once, however often plans are recomputed
   const bad = { nodeId: 'NodeBad', name: 'bad', state: 'alive', wireguard: { publicKey: 'not-a-key', endpoint: `${net}.9:51820` } }
   await a.send({ type: 'members', members: [bad] })
