@@ -110,7 +110,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       membership: membership.detector,
       adverts: membership.detector,
       state,
-      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
+      // and why the overlay is down, if it is: placement keeps VMs with connections off this node
+      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.provide('overlayDown', () => lcm?.overlayDown() ?? null); core.advert.changed() },
       // read when called: DVMM is built below
       vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false, vmOfLinkAddress: a => dvmm?.local.vmOfLinkAddress(a) ?? null }
     }, { port: core.config.wireguardPort })

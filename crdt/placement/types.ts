@@ -27,6 +27,8 @@ export interface NodeView {
   drivers?: readonly string[]
   /** the fence timeout it advertises (ms); absent: not known (an older agent, or no advert seen) */
   fenceTimeoutMs?: number
+  /** why its overlay (WireGuard) is down, as it advertises; absent: up, off, or not said (an older agent) */
+  overlayDown?: string
 }
 
 /** what a VM asks of a node */
@@ -40,6 +42,8 @@ export interface Demand {
   antiAffinity?: string
   /** the driver that runs it (absent: any) */
   driver?: string
+  /** it has input or output terminals: its declared connections need the node's overlay */
+  links?: boolean
 }
 
 /** resources a node has reserved for one VM (a lease, or a claim being planned) */

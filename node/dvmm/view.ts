@@ -41,7 +41,8 @@ export const demandOf = (vm: Vm): Demand => ({
   memoryBytes: vm.spec.memoryBytes,
   constraints: vm.spec.constraints,
   antiAffinity: vm.spec.antiAffinity,
-  driver: vm.spec.driver
+  driver: vm.spec.driver,
+  ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {})
 })
 
 /**
@@ -65,6 +66,7 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
       labels: { ...m?.advert.labels, ...labelsOf(id) },
       ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
+      ...(alive && m?.advert.overlayDown != null ? { overlayDown: m.advert.overlayDown } : {}),
       // dead members too: a takeover of a dead holder's leases waits for its fence (an
       // agent that advertises none runs the default)
       ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {})

@@ -230,6 +230,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, tunnelsDown: this.down, backend: tunnel.backend, interface: this.ifname, publicKey: tunnel.publicKey, endpoint: tunnel.endpoint, address: tunnel.address, prefix: this.prefix }
   }
 
+  /** why this node's WireGuard is down (null: up): its advert says it, and placement keeps VMs with connections off it */
+  overlayDown (): string | null { return this.tunnel.down.value }
+
   /** what /v1/status lists for the LCM (health.ts) */
   problems (): HealthProblem[] { return lcmProblems(this.status()) }
 

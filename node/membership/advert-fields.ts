@@ -16,9 +16,11 @@ export interface ProvidedFields {
   diskAvailable: number | null
   /** the bytes the volume store holds on this node's disk (null: not measured): counted off the free disk */
   diskStored: number | null
+  /** why the overlay is down (null: up, or off) */
+  overlayDown: string | null
 }
 
-const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null, diskStored: null }
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null, diskStored: null, overlayDown: null }
 
 export class AdvertFields extends EventEmitter<{ changed: [] }> {
   private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}

@@ -256,6 +256,7 @@ export class GridMembership implements Service {
       version: VERSION,
       labels: c.config.labels,
       wireguard: c.advert.get('wireguard'),
+      ...overlayDownField(c.advert.get('overlayDown')),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
@@ -336,4 +337,9 @@ export class GridMembership implements Service {
 /** Absent until the node runtime has probed (an advert without it is what older agents send). */
 function vmHostField (h: VmHostAdvert | null): { vmHost?: VmHostAdvert } {
   return h == null ? {} : { vmHost: h }
+}
+
+/** the advert's overlayDown, cut to what its schema takes */
+function overlayDownField (why: string | null): { overlayDown?: string } {
+  return why == null ? {} : { overlayDown: why.slice(0, 512) }
 }

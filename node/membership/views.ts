@@ -36,6 +36,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     // gone: counted from when this node last heard it (its clock, not the node's), restartPendingFrom
     restarting: roll.restart == null || !restartPendingFrom(roll.restart, m.state === 'alive' || m.state === 'suspect' ? undefined : m.lastSeen, monoNow(), wallNow) ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
     wireguard: a.wireguard,
+    overlayDown: m.state === 'alive' ? a.overlayDown ?? null : null,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     incarnation: a.incarnation,
