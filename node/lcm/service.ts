@@ -172,6 +172,9 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   async start (): Promise<void> {
     this.running = true
+    // first on the queue, before any plan the listeners below may schedule: what an
+    // earlier agent of another identity left (a plan first logged its "Address already in use")
+    this.queue = this.queue.then(async () => { await this.removeLeftoverInterfaces() })
     this.tunnel.start()
     this.c.membership.on('transition', this.listener)
     this.c.adverts?.on('advert', this.advertListener)
@@ -181,7 +184,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       this.addressWatch.start()
     }
     this.hostAddrs = this.tunnel.addressKey()
-    await this.removeLeftoverInterfaces()
+    await this.queue
     await this.counts?.start()
     await this.overlayRoutes.fallback('replace')
     // routes others add are looked for after every plan, and now and then besides
