@@ -112,7 +112,10 @@ test('a VM that fits only on a node stopped for a restart runs on there for its 
   t.like(ha.lost?.[0], { name: holder.agent.config.name, vms: ['pinned'], restarting: true })
 })
 
-test('two of four nodes stopped for a restart at once: the two that stay keep their VMs on the restarting nodes\' votes, and place nothing', async t => {
+// alone in this process (serial tests run first): its two confirmations (asked within 3 s)
+// failed now and then while this file's other grids shared the loop, and a member that
+// misses one fences as it would without the grace, as designed
+test.serial('two of four nodes stopped for a restart at once: the two that stay keep their VMs on the restarting nodes\' votes, and place nothing', async t => {
   const g = await startDvmmGrid({ n: 4, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, restartGraceMs: 12_000 } })
   t.teardown(g.stop)
   // a VM pinned to each node
