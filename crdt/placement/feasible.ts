@@ -45,12 +45,6 @@ export const driver: Check = {
     : `no usable ${vm.driver} driver (has ${node.drivers.length === 0 ? 'none' : node.drivers.join(', ')})`
 }
 
-/** a VM with connections placed where the overlay is down could reach no VM on another node */
-export const overlay: Check = {
-  name: 'overlay',
-  check: (vm, node) => vm.links === true && node.overlayDown != null ? `its connections need the overlay, which is down there (${node.overlayDown})` : null
-}
-
 export const fitsCpu: Check = {
   name: 'cpu',
   check: (vm, node, used) => {
@@ -68,7 +62,7 @@ export const fitsMemory: Check = {
 }
 
 /** in this order: the first that fails is the reason shown */
-export const CHECKS: readonly Check[] = [alive, notDraining, labels, driver, overlay, fitsCpu, fitsMemory]
+export const CHECKS: readonly Check[] = [alive, notDraining, labels, driver, fitsCpu, fitsMemory]
 
 /** null when every check passes, else the first failing check and its reason */
 export function feasible (vm: Demand, node: NodeView, used: Usage, checks: readonly Check[] = CHECKS): { check: string, reason: string } | null {

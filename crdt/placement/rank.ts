@@ -11,7 +11,9 @@ export interface NodeScore {
   /** null when the node passed every check */
   filtered: { check: string, reason: string } | null
   /** the scorers' outputs (empty when filtered) */
-  scores: { fit?: number, antiAffinity?: number }
+  scores: { fit?: number, antiAffinity?: number, overlay?: number }
+  /** why a scorer put it behind (its overlay is down, for a VM with connections) */
+  why?: string
   /** anti-affinity then fit, as one number (anti-affinity counts 1000 per collision); -Infinity when filtered */
   total: number
   /** rendezvous hash of (vm, node) in [0, 1): the tie-break */
@@ -98,6 +100,16 @@ export function antiAffinityScore (vm: Demand, used: Usage): number {
   return -(used.groups.get(vm.antiAffinity) ?? 0)
 }
 
+/**
+ * Overlay: -1 on a node whose overlay is down, for a VM with connections (its links to
+ * VMs elsewhere would carry nothing there; a tester's drain moved one onto such a node);
+ * it ranks first, so such a node is the last choice, not excluded: a link between two
+ * VMs of one node needs no tunnel, and a grid of one node has no other.
+ */
+export function overlayScore (vm: Demand, node: NodeView): number {
+  return vm.links === true && node.overlayDown != null ? -1 : 0
+}
+
 /** Ranks every node for one VM, given what each node already holds. */
 export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap<string, Usage>, opts: RankOptions = {}): Ranking {
   const strategy = opts.strategy ?? 'spread'
@@ -107,13 +119,14 @@ export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap
     const tiebreak = rendezvousFrom(prefix, node.id)
     const filtered = feasible(vm, node, used, opts.checks ?? CHECKS)
     if (filtered != null) return { node: node.id, name: node.name, filtered, scores: {}, total: -Infinity, tiebreak }
-    const scores = { fit: fitScore(vm, node, used, strategy, tiebreak), antiAffinity: antiAffinityScore(vm, used) }
-    return { node: node.id, name: node.name, filtered: null, scores, total: scores.antiAffinity * 1000 + scores.fit, tiebreak }
+    const scores = { fit: fitScore(vm, node, used, strategy, tiebreak), antiAffinity: antiAffinityScore(vm, used), overlay: overlayScore(vm, node) }
+    const why = scores.overlay < 0 ? { why: `its overlay is down (${node.overlayDown!}): the last choice for a VM with connections` } : {}
+    return { node: node.id, name: node.name, filtered: null, scores, total: scores.overlay * 1e6 + scores.antiAffinity * 1000 + scores.fit, tiebreak, ...why }
   })
   scored.sort((a, b) => {
     if ((a.filtered == null) !== (b.filtered == null)) return a.filtered == null ? -1 : 1
     if (a.filtered != null) return a.name < b.name ? -1 : a.name > b.name ? 1 : a.node < b.node ? -1 : 1
-    return (b.scores.antiAffinity ?? 0) - (a.scores.antiAffinity ?? 0) || (b.scores.fit ?? 0) - (a.scores.fit ?? 0) || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
+    return (b.scores.overlay ?? 0) - (a.scores.overlay ?? 0) || (b.scores.antiAffinity ?? 0) - (a.scores.antiAffinity ?? 0) || (b.scores.fit ?? 0) - (a.scores.fit ?? 0) || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
   })
   const best = scored[0]?.filtered == null ? scored[0]?.node ?? null : null
   return { vm: vm.vm, best, nodes: scored, pending: best == null ? pendingReason(scored) : null }

@@ -148,7 +148,7 @@ async function show (argv: string[]): Promise<void> {
   for (const n of ranking.nodes) {
     out(n.filtered != null
       ? `  ${n.name}: filtered by ${n.filtered.check}: ${n.filtered.reason}`
-      : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0})`)
+      : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0}${n.why != null ? `; ${n.why}` : ''})`)
   }
   if (d.history.length > 0) out('history:')
   for (const e of d.history) out(`  ${historyLine(e)}`)

@@ -1,6 +1,7 @@
-// A node whose overlay is down says so in its advert, and placement keeps VMs with
-// connections off it (a tester's drain moved a linked VM onto such a node: its link
-// carried nothing, and every other node said ok).
+// A node whose overlay is down says so in its advert, and placement puts it last for
+// VMs with connections (a tester's drain moved a linked VM onto such a node: its link
+// carried nothing, and every other node said ok). It is not excluded: a link between
+// two VMs of one node needs no tunnel, and a grid of one node has no other.
 import test from 'ava'
 import type { Member } from '../../protocol/membership.ts'
 import type { Vm } from '../../crdt/index.ts'
@@ -21,21 +22,33 @@ const vm = (id: string, terminals: { inputs?: string[], outputs?: string[] } = {
   spec: { driver: 'process', cpu: 1, memoryBytes: 2 ** 28, volumes: [], constraints: {}, ...terminals }
 } as unknown as Vm)
 
+const doc: DocView = { vms: new Map(), leases: new Map(), roll: new Map() }
+const DOWN = 'WireGuard cannot start: Address already in use'
+
 test('a VM with terminals needs the overlay; one without does not', t => {
   t.is(demandOf(vm('plain')).links, undefined)
   t.true(demandOf(vm('srv', { inputs: ['in'] })).links)
   t.true(demandOf(vm('cli', { outputs: ['db'] })).links)
 })
 
-test('the node whose overlay is down is filtered for a linked VM, with why, and kept for the others', t => {
-  const doc: DocView = { vms: new Map(), leases: new Map(), roll: new Map() }
-  const members = new Map([['a', member('a', 'WireGuard cannot start: Address already in use')], ['b', member('b')]])
-  const nodes = nodeViews(doc, members, () => ({}), 'b')
-  t.is(nodes.find(n => n.id === 'a')?.overlayDown, 'WireGuard cannot start: Address already in use')
+test('a node whose overlay is down is the last choice for a linked VM, saying why, and a choice like any for the others', t => {
+  const nodes = nodeViews(doc, new Map([['a', member('a', DOWN)], ['b', member('b')], ['c', member('c')]]), () => ({}), 'b')
+  t.is(nodes.find(n => n.id === 'a')?.overlayDown, DOWN)
   t.is(nodes.find(n => n.id === 'b')?.overlayDown, undefined)
-  const linked = rank(demandOf(vm('srv', { inputs: ['in'] })), nodes, usageOf([]), { strategy: 'binpack' })
-  t.deepEqual(linked.nodes.filter(e => e.filtered != null).map(e => [e.node, e.filtered?.check]), [['a', 'overlay']])
-  t.is(linked.best, 'b')
-  const plain = rank(demandOf(vm('plain')), nodes, usageOf([]), { strategy: 'binpack' })
-  t.is(plain.nodes.filter(e => e.filtered != null).length, 0)
+  // each strategy, many VMs: never a first, always the last
+  for (const strategy of ['binpack', 'spread'] as const) {
+    for (let i = 0; i < 20; i++) {
+      const r = rank(demandOf(vm(`srv${i}`, { inputs: ['in'] })), nodes, usageOf([]), { strategy })
+      t.not(r.best, 'a')
+      t.is(r.nodes.at(-1)?.node, 'a')
+      t.regex(r.nodes.at(-1)?.why ?? '', /its overlay is down \(WireGuard cannot start: Address already in use\): the last choice for a VM with connections/)
+    }
+  }
+  const plain = [...Array(20).keys()].map(i => rank(demandOf(vm(`p${i}`)), nodes, usageOf([]), { strategy: 'spread' }).best)
+  t.true(plain.includes('a'), 'VMs without connections still go there')
+})
+
+test('a grid whose only node has its overlay down still places a linked VM there (links between its own VMs work)', t => {
+  const nodes = nodeViews(doc, new Map([['a', member('a', DOWN)]]), () => ({}), 'a')
+  t.is(rank(demandOf(vm('srv', { inputs: ['in'] })), nodes, usageOf([]), { strategy: 'binpack' }).best, 'a')
 })
