@@ -255,7 +255,9 @@ export class DvmmService {
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
     const now = this.components.clock.now()
     const since = takeoverMajoritySince(doc, this.me, nodes, id => this.fencing.voteLock(id, now))
-    if (!Number.isFinite(since)) return 0
+    // only what a vote lock adds (vm ls says a member back from a restart holds it): a
+    // majority formed a moment ago is the plain wait (CI read "back from a restart" so)
+    if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, this.me, nodes, () => -Infinity)) return 0
     return Math.max(0, since + takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs - now)
   }
 
