@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { which } from '../../node/netns/netns.ts'
+import { removeLeftoverInterfaces } from '../../node/lcm/wireguard.ts'
 import { nodeBin } from '../../node/netns/processes.ts'
 
 export interface Msg { type: string, [k: string]: unknown }
@@ -14,7 +15,16 @@ export class Driver {
   readonly seen: Msg[] = []
   constructor (t: ExecutionContext, ns: string, cfg: object) {
     this.p = spawn(which('ip') ?? 'ip', ['netns', 'exec', ns, nodeBin(), '--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'service-driver.ts'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] })
-    t.teardown(() => { if (this.p.exitCode == null) this.p.kill('SIGKILL') })
+    // a test that failed midway leaves the service's wireguard-go running (it outlives
+    // its agent): removed as a new agent removes another's, socket included
+    t.teardown(async () => {
+      if (this.p.exitCode == null && this.p.signalCode == null) {
+        const exited = new Promise(resolve => this.p.once('exit', resolve))
+        this.p.kill('SIGKILL')
+        await exited
+      }
+      await removeLeftoverInterfaces('', ns).catch(() => {})
+    })
     createInterface({ input: this.p.stdout! }).on('line', l => {
       const m = JSON.parse(l) as Msg
       this.seen.push(m)

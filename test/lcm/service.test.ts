@@ -371,9 +371,6 @@ maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed re
   await veth({ ns: h!, dev: 'eth0', cidr: `${net}.1/24` }, { ns: lan!, dev: 'eth0', cidr: `${net}.2/24` })
   const dir = mkdtempSync(join(tmpdir(), 'lcm-svc-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const orphans: number[] = []
-  // by PID, whatever the test got to: a wireguard-go outlives its agent
-  t.teardown(() => { for (const pid of orphans) { try { process.kill(pid, 'SIGKILL') } catch {} } })
   const cfg = (id: string): object => ({ dataDir: join(dir, id), peerId: id, clusterId: 'c-r', port: 51820, vmInterfaces: {}, addressPollMs: 0, backend: 'userspace' })
   const oldId = `NodeOld${process.pid}`
   const newId = `NodeNew${process.pid}`
@@ -382,7 +379,6 @@ maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed re
   t.true(((await a.next('ready')).status as LcmStatus).ok)
   const oldGo = await wireguardGoPids(h!)
   t.is(oldGo.length, 1)
-  orphans.push(...oldGo)
   process.kill(a.pid!, 'SIGKILL')
   await sleep(200)
   t.true(isAlive(oldGo[0]!), 'the killed agent\'s wireguard-go runs on, holding the port')
@@ -402,15 +398,12 @@ maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed re
   t.true(tables.includes(tableName(newId)))
 
   // the same identity SIGKILLed and started again: its own interface replaced, its table kept, up
-  const newGo = await wireguardGoPids(h!)
-  orphans.push(...newGo)
   process.kill(b.pid!, 'SIGKILL')
   await sleep(200)
   const c = new Driver(t, h!, cfg(newId))
   t.true(((await c.next('ready')).status as LcmStatus).ok)
   t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(newId)))
   const again = await wireguardGoPids(h!)
-  orphans.push(...again)
   t.is(again.length, 1, 'one wireguard-go: the restarted agent\'s')
   await c.send({ type: 'stop' }, 'stopped')
 })
