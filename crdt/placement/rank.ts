@@ -14,7 +14,7 @@ export interface NodeScore {
   scores: { fit?: number, antiAffinity?: number, overlay?: number }
   /** why a scorer put it behind (its overlay is down, for a VM with connections) */
   why?: string
-  /** anti-affinity then fit, as one number (anti-affinity counts 1000 per collision); -Infinity when filtered */
+  /** overlay, anti-affinity, then fit, as one number (overlay counts 1e6, anti-affinity 1000 per collision); -Infinity when filtered */
   total: number
   /** rendezvous hash of (vm, node) in [0, 1): the tie-break */
   tiebreak: number
@@ -196,6 +196,7 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
   const checks = opts.checks ?? CHECKS
   const mine = nodes.find(n => n.id === me)
   const prefix = rendezvousPrefix(vm.vm)
+  let mOv = 0
   let mAa = 0
   let mFit = 0
   let mTie = 0
@@ -204,6 +205,7 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
     const used = usage.get(me) ?? EMPTY
     if (feasible(vm, mine, used, checks) == null) {
       mOk = true
+      mOv = overlayScore(vm, mine)
       mAa = antiAffinityScore(vm, used)
       mTie = rendezvousFrom(prefix, me)
       mFit = fitScore(vm, mine, used, strategy, mTie)
@@ -217,7 +219,9 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
     if (feasible(vm, n, used, checks) != null) continue
     count++
     if (!mOk) continue
-    // the comparator of `rank`: anti-affinity, fit, tie-break, then node id
+    // the comparator of `rank`: overlay, anti-affinity, fit, tie-break, then node id
+    const ov = overlayScore(vm, n)
+    if (ov !== mOv) { if (ov > mOv) pos++; continue }
     const aa = antiAffinityScore(vm, used)
     if (aa !== mAa) { if (aa > mAa) pos++; continue }
     const tie = rendezvousFrom(prefix, n.id)

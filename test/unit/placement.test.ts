@@ -92,10 +92,10 @@ test('property: rank and plan do not depend on the order nodes or holdings are l
 test('property: positionOf names the same place as the full ranking, for every node', t => {
   for (let seed = 500; seed < 520; seed++) {
     const r = prng(seed)
-    const nodes = Array.from({ length: 2 + Math.floor(r() * 10) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, labels: r() < 0.5 ? { zone: 'a' } : {} }))
+    const nodes = Array.from({ length: 2 + Math.floor(r() * 10) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, labels: r() < 0.5 ? { zone: 'a' } : {}, ...(r() < 0.3 ? { overlayDown: 'WireGuard cannot start' } : {}) }))
     const usage = usageOf(Array.from({ length: 8 }, (_, i) => ({ vm: `h${i}`, holder: nodes[Math.floor(r() * nodes.length)]!.id, cpu: 0.5, memoryBytes: GiB / 2, antiAffinity: r() < 0.5 ? 'g' : undefined })))
     for (let v = 0; v < 20; v++) {
-      const d = vm(`v${v}`, { cpu: 0.5 + Math.floor(r() * 4) / 2, antiAffinity: r() < 0.5 ? 'g' : undefined, constraints: r() < 0.2 ? { zone: 'a' } : {} })
+      const d = vm(`v${v}`, { cpu: 0.5 + Math.floor(r() * 4) / 2, antiAffinity: r() < 0.5 ? 'g' : undefined, constraints: r() < 0.2 ? { zone: 'a' } : {}, ...(r() < 0.5 ? { links: true } : {}) })
       for (const strategy of ['spread', 'binpack'] as const) {
         const full = rank(d, nodes, usage, { strategy })
         for (const n of nodes) {
