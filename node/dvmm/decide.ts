@@ -9,6 +9,7 @@ import { demandOf, holdings, type DocView } from './view.ts'
 import { MAX_FENCE_TIMEOUT_MS } from './timing.ts'
 import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
 import { sameVm } from './history.ts'
+import { OVERLAY_MOVE_AFTER_MS, overlayMoves } from './overlay-moves.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
 const FALLBACK_SETTLES = 4
@@ -18,6 +19,8 @@ export interface DecideConfig {
   fenceTimeoutMs: number
   takeoverMarginMs: number
   strategy: Strategy
+  /** this node's overlay down this long moves its VMs with connections (overlay-moves.ts; default OVERLAY_MOVE_AFTER_MS) */
+  overlayMoveAfterMs?: number
 }
 
 export interface DecideInput {
@@ -46,6 +49,8 @@ export interface DecideInput {
   /** since when each VM has been waiting for a holder (this agent's clock; time its loop lost is not counted, see creditWaits) */
   unplacedSince: ReadonlyMap<string, number>
   capacity: Capacity
+  /** this node's overlay (WireGuard) is down, since when (`now`'s clock) and why; absent or null: up, or no overlay */
+  overlay?: { why: string, since: number } | null
   cfg: DecideConfig
 }
 
@@ -196,6 +201,7 @@ export function decide (i: DecideInput): Decisions {
     return null
   }
   // VMs this node runs that it must not
+  const keeps: string[] = []
   for (const vm of i.runs) {
     if (i.busy.has(vm)) continue
     const l = i.doc.leases.get(vm)
@@ -212,6 +218,13 @@ export function decide (i: DecideInput): Decisions {
     else if (taken != null) d.stop.push({ vm, why: taken })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
     else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })
+    else keeps.push(vm)
+  }
+  // its connections need the overlay: moved where it is up, unless no majority could place it again
+  if (i.overlay != null && i.fence.mayClaim) {
+    const moves = overlayMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, overlay: i.overlay, running: keeps, afterMs: i.cfg.overlayMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
+    d.stop.push(...moves.stop)
+    wake(moves.wakeInMs)
   }
   for (const [id, l] of i.doc.leases) {
     const w = l.winner

@@ -31,6 +31,8 @@ export interface VmNetworkHooks {
   overlayOf: (vm: string) => VmOverlay | null
   /** a VM of this node started, was adopted or went: its interface appeared or vanished */
   interfacesChanged: () => void
+  /** why this node's overlay is down (null: up); absent: not known */
+  overlayDown?: () => string | null
 }
 
 export interface LocalVmsComponents {

@@ -40,6 +40,7 @@ import type { RequestHost } from '../p2p/request.ts'
 import { MAX_FENCE_TIMEOUT_MS, watchdogTimeoutFor } from './timing.ts'
 import { movesOn, parkedLease } from './run-steps.ts'
 import { RepeatedLines } from '../log-repeats.ts'
+import { OVERLAY_MOVE_AFTER_MS } from './overlay-moves.ts'
 
 // index.ts exports it from here
 
@@ -126,6 +127,8 @@ export interface DvmmInit {
   lastAliveFenceMs?: number
   /** how long this node's VMs run on without their agent while it restarts, once every member confirmed (restart-grace.ts); 0 (default): off */
   restartGraceMs?: number
+  /** this node's overlay down this long moves its VMs with connections to nodes whose overlay is up (overlay-moves.ts) */
+  overlayMoveAfterMs?: number
 }
 
 export class DvmmService {
@@ -193,7 +196,8 @@ export class DvmmService {
       previousFenceMs: init.previousFenceMs,
       lastAliveAt: init.lastAliveAt ?? 0, // 0: none (a first start)
       lastAliveFenceMs: init.lastAliveFenceMs,
-      restartGraceMs: init.restartGraceMs ?? 0
+      restartGraceMs: init.restartGraceMs ?? 0,
+      overlayMoveAfterMs: init.overlayMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS
     }
     this.metrics = new DvmmMetrics(components.registry)
     this.history = new History(() => wallNow(components.clock))
@@ -419,6 +423,16 @@ export class DvmmService {
   }
 
   private lastTickAt = 0
+  /** since when (this clock) the overlay has been down, as the steps saw it */
+  private overlayDownSince: number | null = null
+
+  /** this node's overlay: down since when and why (null: up, or no overlay) */
+  private overlayDown (now: number): { why: string, since: number } | null {
+    const why = this.components.network?.overlayDown?.() ?? null
+    if (why == null) this.overlayDownSince = null
+    else this.overlayDownSince ??= now
+    return why == null ? null : { why, since: this.overlayDownSince! }
+  }
 
   private tick (): void {
     const now = this.components.clock.now()
@@ -474,7 +488,8 @@ export class DvmmService {
       conflictSeenAt: this.claims.conflictSeenAt,
       unplacedSince: this.unplacedSince,
       capacity: cap,
-      cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy }
+      overlay: this.overlayDown(now),
+      cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs }
     })
     this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)
     const waiting = new Set(d.unplaced)

@@ -1,5 +1,6 @@
 // The LCM's health problems, pure, from its status: what /v1/status lists for it.
 import type { HealthProblem } from '../api/types.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
 import type { LcmStatus } from './types.ts'
 
 /**
@@ -23,4 +24,21 @@ export function lcmProblems (s: LcmStatus): HealthProblem[] {
  */
 export function overlayDownReason (s: Pick<LcmStatus, 'ok' | 'error'>): string | null {
   return s.ok ? null : `this node's overlay is down: ${s.error ?? 'WireGuard is not running'}`
+}
+
+/**
+ * Other members alive whose overlay is down, as their adverts say (pure): every other
+ * node said ok while one node's links carried nothing (a tester). Placement puts such a
+ * node last for VMs with connections, and the node moves those it runs once it has
+ * been down a while (dvmm/overlay-moves.ts).
+ */
+export function membersOverlayDown (table: MemberTable, self: string): HealthProblem[] {
+  const down = [...table.values()].filter(m => m.nodeId !== self && m.state === 'alive' && m.advert.overlayDown != null)
+    .sort((a, b) => a.advert.name < b.advert.name ? -1 : 1)
+  if (down.length === 0) return []
+  return [{
+    service: 'lcm',
+    cause: 'members-overlay-down',
+    message: `the overlay (WireGuard) of ${down.length} member(s) is down: ${down.map(m => `${m.advert.name} (${m.advert.overlayDown!})`).join(', ')}; the connections of their VMs to VMs on other nodes carry nothing, and those VMs move to nodes whose overlay is up, where one fits`
+  }]
 }

@@ -27,7 +27,7 @@ import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
 import { AddressWatch } from './address-watch.ts'
 import { RETRY_MAX_MS, RETRY_MIN_MS, Tunnel, type WireguardAdvert } from './tunnel.ts'
 import { KEEPALIVE_S, tunnelsDown, type TunnelDown } from './tunnel-health.ts'
-import { lcmProblems, overlayDownReason } from './health.ts'
+import { lcmProblems, membersOverlayDown, overlayDownReason } from './health.ts'
 import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 import type { RequestHost } from '../p2p/request.ts'
@@ -236,8 +236,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   /** why this node's WireGuard is down (null: up): its advert says it, and placement keeps VMs with connections off it */
   overlayDown (): string | null { return this.tunnel.down.value }
 
-  /** what /v1/status lists for the LCM (health.ts) */
-  problems (): HealthProblem[] { return lcmProblems(this.status()) }
+  /** what /v1/status lists for the LCM (health.ts): this node's overlay, and other members' that is down */
+  problems (): HealthProblem[] { return [...lcmProblems(this.status()), ...membersOverlayDown(this.c.membership.members, this.c.peerId)] }
 
   get state (): LcmState { return this.c.state }
   get members (): MemberTable { return this.c.membership.members }

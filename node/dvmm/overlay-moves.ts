@@ -1,0 +1,58 @@
+// A node whose overlay (WireGuard) stays down moves its running VMs with connections
+// to nodes whose overlay is up: their links to VMs on other nodes carry nothing here.
+// Placement already puts such a node last for them (rank.ts overlayScore); this is the
+// same rule for the VMs already there (a tester's linked VM sat on such a node, every
+// other node saying ok). A stop parks the lease and any node places it anew, this one
+// last. Pure.
+import { rank, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { demandOf, holdings, type DocView } from './view.ts'
+
+/** how long the overlay stays down before VMs move: a wireguard-go made again takes about a second, a retry a few */
+export const OVERLAY_MOVE_AFTER_MS = 30_000
+
+export interface OverlayMovesInput {
+  me: string
+  now: number
+  doc: DocView
+  nodes: readonly NodeView[]
+  /** this node's overlay is down, since when (`now`'s clock) and why; null: up, or no overlay */
+  overlay: { why: string, since: number } | null
+  /** the VMs this node runs and may stop now (its lease, desired running, nothing in flight) */
+  running: readonly string[]
+  afterMs: number
+  strategy: Strategy
+  nameOf?: (node: string) => string
+}
+
+export interface OverlayMoves {
+  stop: Array<{ vm: string, why: string }>
+  /** ms until the overlay has been down long enough (Infinity: nothing to wait for) */
+  wakeInMs: number
+}
+
+/**
+ * The VMs with connections to stop here so that they run where the overlay is up: once
+ * it has been down `afterMs`, and only those for which another node whose overlay is up
+ * ranks best (one that fits nowhere else stays: a move would bring it back here). This
+ * node's own advert must say its overlay is down, as others read it, or they would rank
+ * it first again.
+ */
+export function overlayMoves (i: OverlayMovesInput): OverlayMoves {
+  const none = { stop: [], wakeInMs: Infinity }
+  if (i.overlay == null) return none
+  const linked = i.running.filter(id => { const vm = i.doc.vms.get(id); return vm != null && demandOf(vm).links === true })
+  if (linked.length === 0) return none
+  const downMs = i.now - i.overlay.since
+  if (downMs < i.afterMs) return { stop: [], wakeInMs: i.afterMs - downMs }
+  if (i.nodes.find(n => n.id === i.me)?.overlayDown == null) return none
+  const byId = new Map(i.nodes.map(n => [n.id, n]))
+  // each ranked against what the others hold, none of the movers counted anywhere
+  const usage = usageOf(holdings(i.doc, new Set(linked)))
+  const stop: OverlayMoves['stop'] = []
+  for (const id of linked) {
+    const best = rank(demandOf(i.doc.vms.get(id)!), i.nodes, usage, { strategy: i.strategy }).best
+    if (best == null || best === i.me || byId.get(best)?.overlayDown != null) continue
+    stop.push({ vm: id, why: `this node's overlay has been down for ${Math.round(downMs / 1000)} s (${i.overlay.why}): its connections carry nothing here; moved to a node whose overlay is up (${i.nameOf?.(best) ?? best} ranks best)` })
+  }
+  return { stop, wakeInMs: Infinity }
+}
