@@ -4,7 +4,9 @@
 // agent still becomes ready, says exactly why in /v1/status, `vgrid status --json`,
 // `vgrid net` and its log (once, however often it tries again: /metrics counts the
 // tries), advertises no tunnel, and runs everything else: VMs start, a declared link
-// between two of its own VMs carries traffic and an undeclared port is dropped.
+// between two of its own VMs carries traffic and an undeclared port is dropped. Once a
+// node whose overlay is up joins, the other node's health names the one that is down,
+// and the VMs with connections move there (the others stay), their link with them.
 import { nodeBin } from '../../node/netns/processes.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
 import type { LinkView } from '../../node/lcm/links.ts'
@@ -79,4 +81,34 @@ e2e('an agent where WireGuard cannot start says exactly why (status, CLI, log on
   await until('three tries to start WireGuard', 30_000, async () => await h1.metric(FAILURES) >= 3 || undefined)
   t.regex((await h1.status()).health.problems.find(p => p.service === 'lcm')?.message ?? '', CAUSE)
   t.is(h1.agent.log.split('\n').filter(l => l.includes(LOGGED)).length, 1, 'said once, not on every try')
+})
+
+e2e('a node joining a grid whose only node has no overlay takes over its VMs with connections, says the other is down, and their link carries traffic there', async t => {
+  const grid = await Grid.start(t, { hosts: [{ name: 'h1', agent: false }, { name: 'h2', agent: false }], args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
+  const [h1, h2] = [grid.host('h1'), grid.host('h2')]
+  await h1.exec('ip', ['link', 'add', 'vgkprobe', 'type', 'wireguard'], { allowFail: true })
+  if ((await h1.exec('ip', ['-o', 'link'])).includes('vgkprobe')) { t.pass('this machine has the kernel module: WireGuard can start'); return }
+  h1.agent.opts.env = { ...h1.agent.opts.env, [WIREGUARD_GO_ENV]: 'none' }
+  await h1.start()
+  const vm = (name: string, command: string[], terminals: { inputs?: string[], outputs?: string[] } = {}): object => ({ name, driver: 'process', cpu: 0.25, memory: '96M', command, ...terminals })
+  await h1.api('/v1/vms', 'POST', vm('db', [nodeBin(), '-e', ECHO, '5432'], { inputs: ['in'] }))
+  await h1.api('/v1/vms', 'POST', vm('web', ['/bin/sleep', '100000'], { outputs: ['db'] }))
+  await h1.api('/v1/vms', 'POST', vm('batch', ['/bin/sleep', '100000']))
+  for (const name of ['db', 'web', 'batch']) await running(h1, name)
+  t.is((await h1.vgrid(['link', 'create', 'web.db', 'db.in', '--protocol', 'tcp', '--port', '5432'])).code, 0)
+
+  // h2 (its overlay up) joins: its health names h1, and the linked VMs move to it
+  await h2.start()
+  await grid.waitAllAlive(30_000)
+  const said = await until('h2 to say h1\'s overlay is down', 30_000, async () => (await h2.status()).health.problems.find(p => p.cause === 'members-overlay-down'))
+  t.is(said.service, 'lcm')
+  t.regex(said.message, /^the overlay \(WireGuard\) of 1 member\(s\) is down: h1 \(WireGuard cannot start: .+\); the connections of their VMs/)
+  const moved = await until('db and web to run on h2', 120_000, async () => {
+    const [db, web] = [await h2.api<VmDetail>('/v1/vms/db'), await h2.api<VmDetail>('/v1/vms/web')]
+    return db.node === 'h2' && web.node === 'h2' && db.state === 'running' && web.state === 'running' && db.runtime?.state === 'running' && web.runtime?.state === 'running' ? { db, web } : undefined
+  })
+  t.true(moved.db.history.some(e => e.node === 'h1' && /^stopped on h1: this node's overlay has been down for \d+ s \(WireGuard cannot start: .+\): its connections carry nothing here; moved to a node whose overlay is up \(h2 ranks best\)$/.test(e.detail ?? '')), JSON.stringify(moved.db.history))
+  t.is((await h1.api<VmDetail>('/v1/vms/batch')).node, 'h1', 'a VM without connections stays')
+  const webNs = moved.web.runtime!.network!.netns!
+  await until('web to reach db:5432 on h2 by its terminal name', 20_000, async () => await exchange(webNs, 'tcp', 'db', 5432) || undefined)
 })
