@@ -110,12 +110,13 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       membership: membership.detector,
       adverts: membership.detector,
       state,
-      // and why the overlay is down, if it is: placement keeps VMs with connections off this node
-      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.provide('overlayDown', () => lcm?.overlayDown() ?? null); core.advert.changed() },
+      // and why the overlay is down (read from the LCM, provided below): placement makes this node the last choice for VMs with connections
+      onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
       // read when called: DVMM is built below
       vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false, vmOfLinkAddress: a => dvmm?.local.vmOfLinkAddress(a) ?? null }
     }, { port: core.config.wireguardPort })
     : undefined
+  if (lcm != null) core.advert.provide('overlayDown', () => lcm.overlayDown())
   problems.push(() => lcm?.problems() ?? [])
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs

@@ -70,7 +70,7 @@ export const AdvertSchema = Type.Object({
    * leases waits at least this (plus a margin) after it was last heard of; absent (an older agent): 5 s
    */
   fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 3000, maximum: 600_000 })),
-  /** why the node's overlay (WireGuard) is down (absent: up, or off): placement keeps VMs with connections off it */
+  /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
   /** heads of the cluster document, so peers that are not directly connected can pull */
   stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),

@@ -58,7 +58,7 @@ export interface NodeView {
   clock: { offsetMs: number, over: boolean } | null
   /** alive, but not reached from this node on the network while `by` reaches it (a partial partition), since when; null otherwise */
   outOfReach?: { by: string, since: string } | null
-  /** why its overlay (WireGuard) is down, as it advertises (null: up, off, or an older agent): VMs with connections are not placed there */
+  /** why its overlay (WireGuard) is down, as it advertises (null: up, off, or an older agent): the last choice for VMs with connections, which it moves elsewhere once down 30 s */
   overlayDown?: string | null
   /** the protocol versions the member speaks, and whether this agent can work with it (and why not) */
   protocol: { speaks: { min: number, max: number }, ok: boolean, reason?: string }

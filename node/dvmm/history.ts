@@ -124,7 +124,7 @@ export class History {
   private readonly own = new Map<string, HistoryEvent[]>()
   /** the leases as last seen: a lease without a log (an older agent's) is followed by its transitions */
   private readonly last = new Map<string, Lease>()
-  /** the ranking that placed each VM, as this agent computed it */
+  /** the ranking that placed each VM, as this agent computed it, while the lease is this node's */
   readonly decisions = new Map<string, { at: number, ranking: Ranking }>()
   private readonly wall: () => number
 
@@ -182,8 +182,11 @@ export class History {
    * goes). A lease with a log is the history; one without (written by an older agent)
    * adds the events of its transitions since it was last seen, at its last write's time.
    */
-  observe (leases: ReadonlyMap<string, Lease>, vms: { has: (vm: string) => boolean }, nameOf: (node: string) => string): void {
+  observe (leases: ReadonlyMap<string, Lease>, vms: { has: (vm: string) => boolean }, nameOf: (node: string) => string, me?: string): void {
     for (const [vm, l] of leases) {
+      // the ranking this node claimed by says nothing once the lease is another's (a
+      // claim it lost, a drain or a takeover moved it: a tester read an old one)
+      if (me != null && l.holder !== me) this.decisions.delete(vm)
       if (l.log != null) this.logs.set(vm, { log: l.log, made: l.made })
       else {
         const events = transitionEvents(this.last.get(vm), l, nameOf)

@@ -12,9 +12,11 @@
 // timeout in force, and the record is taken back. A member that was down meanwhile
 // reads the record from the document it syncs as it comes back, well before the fence
 // timeout a takeover of its own must wait after it sees a majority again.
-// The next run clears the record once it sees a majority: its own watchdog runs with
-// the usual timeout by then (it fed as it adopted the VMs), and its fence counts from
-// that majority (fencing.ts). Pure decisions here; the service carries them out.
+// The next run, once it sees a majority and its own watchdog feeds with the usual
+// timeout, says it is `back` in the record (a crash of that run is then failed over as
+// a crash, not after the grace; its fence counts from that majority, fencing.ts), and
+// clears the record once no one counts the vote it may have lent. Pure decisions here;
+// the service carries them out.
 import type { Writer } from '../../crdt/index.ts'
 import { LENT_VOTE_SLACK_MS } from '../../crdt/placement/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
@@ -86,15 +88,12 @@ export interface RestartGraceComponents {
 export class RestartGrace {
   private readonly c: RestartGraceComponents
   private readonly graceMs: number
-  /** when this run began (wall clock): a record stamped before it is an earlier run's */
-  private readonly startedAt: number
-  /** this run stopped for a restart and recorded it */
+  /** this run stopped for a restart and recorded it (else a record is an earlier run's) */
   private begun = false
 
   constructor (components: RestartGraceComponents, init: { graceMs: number }) {
     this.c = components
     this.graceMs = init.graceMs
-    this.startedAt = wallNow(components.clock)
   }
 
   async start (): Promise<void> {
@@ -162,8 +161,8 @@ export class RestartGrace {
   }
 
   /**
-   * Each step: a record an earlier run of this node left is said `back` once this run's
-   * own watchdog feeds with the usual timeout (`ownWatchdog`), and cleared once this
+   * Each step: a record an earlier run of this node left is said `back` once this run
+   * sees a majority and its own watchdog feeds with the usual timeout (`ownWatchdog`), and cleared once this
    * run sees a majority and the vote it may have lent is no longer counted by anyone
    * (its lock, voteLockedUntil, and a fence timeout and margin after it, `afterMs`):
    * until then the others need it to keep this node's vote from a takeover.
@@ -176,8 +175,10 @@ export class RestartGrace {
     // an earlier run's record, and this run's own watchdog guards the VMs now with the
     // usual timeout: said, so that a crash of this run is taken for one (a tester's agent
     // killed 40 s after a restart had its VMs, killed by its watchdog in 3 s, wait a
-    // minute for the grace to run elsewhere); kept for the lock on its vote
-    if (ownWatchdog && r.back !== true && !this.begun && r.since <= this.startedAt) {
+    // minute for the grace to run elsewhere); kept for the lock on its vote. Only with a
+    // majority in sight: until then this run's own fence still counts the grace
+    // (fencing.ts), and others reading `back` would take its VMs over before it kills them
+    if (majority && ownWatchdog && r.back !== true && !this.begun) {
       this.c.enqueue(w => {
         const cur = w.reader.get('roll', me)?.value.restart
         if (cur != null && cur.since === r.since && cur.back !== true) w.update('roll', me, { restart: { ...cur, back: true } })

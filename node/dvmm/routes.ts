@@ -37,8 +37,8 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
-  /** how long this node's majority must still hold before it takes anything over (a member back from a restart) */
-  takeoverHeldMs?: () => number
+  /** how long a vote lock (a member back from a restart) still holds this node's takeovers back (0: none) */
+  voteLockHoldsMs?: () => number
   /** a member's clock offset from this node's past the bound (its history events are shown in this node's time) */
   clockOffsetOf?: (id: string) => number | undefined
   schedule: () => void
@@ -100,7 +100,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const fence = svc.fenceState
     if (r.state === 'pending' && fence != null && !fence.majority) return { ...r, reason: `${r.reason ?? 'waiting to be placed'}; this node ${fence.reason}, and places nothing until it sees one (a node that does may place it)` }
     const lost = ctx.lost.get(vm.id)
-    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined, svc.takeoverHeldMs?.() ?? 0) }
+    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined, svc.voteLockHoldsMs?.() ?? 0) }
     // stopped on request while its node is not alive: nobody is left to write the stop,
     // and the run there ends with that node's fence (its watchdog, or its own fence)
     if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {
@@ -195,8 +195,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       lease: l?.winner ?? null,
       claims: l?.claims.length ?? 0,
       placement: placementNow(vm, doc, ctx.nodes),
-      // the ranking this agent claimed it by, while the lease is still this node's (a tester read an old one after a drain moved it)
-      decision: d == null || l?.winner.holder !== svc.me ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
+      // the ranking this agent claimed it by, kept while the lease is this node's (History.observe)
+      decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
       history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created, n => svc.clockOffsetOf?.(n)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
       historyUnreadable: svc.history.unreadable(vm.id)
     }

@@ -249,18 +249,19 @@ export class DvmmService {
     return Math.max(0, until - this.components.clock.now())
   }
   /**
-   * How long this node's majority must still hold before it may take a dead node's
-   * leases over (0: no wait of its own): a member back from a restart counts towards
-   * it only once the vote it may have lent lapses (voteLockedUntil, decide.ts).
+   * How long a vote lock still holds back this node's takeovers of a dead node's leases
+   * (0: none does; a majority formed a moment ago is the plain wait, not this): a member
+   * back from a restart counts towards the majority only once the vote it may have lent
+   * lapses (voteLockedUntil, decide.ts).
    */
-  takeoverHeldMs (): number {
+  voteLockHoldsMs (): number {
     const reader = this.components.state.read()
     const doc = docView(reader)
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
     const now = this.components.clock.now()
     const since = takeoverMajoritySince(doc, this.me, nodes, id => this.fencing.voteLock(id, now))
-    // only what a vote lock adds (vm ls says a member back from a restart holds it): a
-    // majority formed a moment ago is the plain wait (CI read "back from a restart" so)
+    // only what a vote lock adds (vm ls says a member back from a restart holds it; CI
+    // read "back from a restart" for a majority formed a moment ago)
     if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, this.me, nodes, () => -Infinity)) return 0
     return Math.max(0, since + takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs - now)
   }
@@ -469,7 +470,7 @@ export class DvmmService {
     this.claims.watch(doc, now)
     this.claims.settleContests(doc)
     for (const [id, e] of doc.roll) if (this.formerNames.get(id) !== e.name && this.formerNames.size < 10_000) this.formerNames.set(id, e.name)
-    this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), doc.vms, id => this.nameOf(id))
+    this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), doc.vms, id => this.nameOf(id), this.me)
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
     const d = decide({
       me: this.me,

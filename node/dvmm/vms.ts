@@ -293,8 +293,8 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
 
 /**
  * What `vm ls` and `vm show` say of a lost VM. `noMajority`: why this node places
- * nothing now (it sees no majority of the roll), if so; `heldMs`: how long its majority
- * must still hold before it takes anything over (DvmmService.takeoverHeldMs).
+ * nothing now (it sees no majority of the roll), if so; `heldMs`: how long a vote lock
+ * still holds its takeovers back (DvmmService.voteLockHoldsMs).
  */
 export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string {
   // a node that sees no majority cannot tell a dead node from one cut off from it, nor

@@ -52,6 +52,7 @@ export class Tunnel {
   private ifRetryMs = RETRY_MIN_MS
   /** what the agent was last told to advertise (undefined: nothing yet) */
   private advertised: WireguardAdvert | null | undefined
+  private advertisedDown: string | null = null
   private endpointNow: string | null = null
   private addressNow: string | null = null
   /** the peers set on the interface: public key -> endpoint */
@@ -104,7 +105,10 @@ export class Tunnel {
     this.ifRetryMs = RETRY_MIN_MS
     this.c.log.info(was == null ? 'WireGuard up' : 'WireGuard up again', { interface: this.init.ifname, backend: this.wgIf!.backend, endpoint: this.endpointNow, publicKey: this.keypair.publicKey })
     if (this.endpointNow != null) this.advertise({ publicKey: this.keypair.publicKey, endpoint: this.endpointNow })
-    else this.c.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
+    else {
+      this.advertise(null)
+      this.c.log.warn('no IPv4 address to advertise as the WireGuard endpoint: peers cannot reach this node until it has one')
+    }
   }
 
   private wentDown (err: Error): void {
@@ -118,11 +122,16 @@ export class Tunnel {
     this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
   }
 
-  /** Tells the agent what to advertise, when it differs from what it was told last. */
+  /**
+   * Tells the agent what to advertise, when it differs from what it was told last: the
+   * tunnel, and why the overlay is down (the advert's overlayDown, read then: a new
+   * cause, or up without an endpoint, must not leave the old one in it).
+   */
   private advertise (wg: WireguardAdvert | null): void {
     const last = this.advertised
-    if (last !== undefined && last?.publicKey === wg?.publicKey && last?.endpoint === wg?.endpoint) return
+    if (last !== undefined && last?.publicKey === wg?.publicKey && last?.endpoint === wg?.endpoint && this.advertisedDown === this.down.value) return
     this.advertised = wg
+    this.advertisedDown = this.down.value
     this.c.onAdvert(wg)
   }
 
