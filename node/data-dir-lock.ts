@@ -20,11 +20,11 @@ export class DataDirInUse extends Error {}
 
 export interface DataDirLock { release: () => void }
 
-/** the abstract socket name of a data dir's lock */
+/** the abstract socket name of a data dir's lock (without the leading NUL) */
 export function lockName (dataDir: string): string {
   let real = dataDir
   try { real = realpathSync(dataDir) } catch {}
-  return `\0vgrid-agent-${createHash('sha256').update(real).digest('hex').slice(0, 32)}`
+  return `vgrid-agent-${createHash('sha256').update(real).digest('hex').slice(0, 32)}`
 }
 
 /** the agent the lock file names, while it runs (not this process) */
@@ -39,17 +39,27 @@ function holder (dataDir: string): { pid: number, since?: string } | undefined {
 const inUse = (dataDir: string, who: { pid: number } | undefined): DataDirInUse =>
   new DataDirInUse(`data dir ${dataDir} is in use by another vgrid agent${who != null ? ` (pid ${who.pid})` : ''}: one agent per data dir; stop that one first, or give this one a data dir of its own (--data-dir)`)
 
+/**
+ * Binds the abstract unix socket `name` (of this network namespace) as a lock: the
+ * server, or null when another process holds it. Released by the kernel when the
+ * process ends, however it ends.
+ */
+export async function bindAbstractLock (name: string): Promise<Server | null> {
+  const server: Server = createServer()
+  const bound = await new Promise<boolean>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EADDRINUSE') resolve(false); else reject(err) })
+    server.listen(`\0${name}`, () => { resolve(true) })
+  })
+  if (!bound) return null
+  server.unref()
+  return server
+}
+
 /** Takes the data dir's lock (creating the dir), or throws DataDirInUse naming the agent that holds it. */
 export async function lockDataDir (dataDir: string): Promise<DataDirLock> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const server: Server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(err.code === 'EADDRINUSE' ? inUse(dataDir, holder(dataDir)) : new Error(`cannot lock data dir ${dataDir}: ${err.message}`))
-    })
-    server.listen(lockName(dataDir), () => { resolve() })
-  })
-  server.unref()
+  const server = await bindAbstractLock(lockName(dataDir)).catch((err: Error) => { throw new Error(`cannot lock data dir ${dataDir}: ${err.message}`) })
+  if (server == null) throw inUse(dataDir, holder(dataDir))
   // an agent of this dir in another network namespace
   const other = holder(dataDir)
   if (other != null) {

@@ -5,6 +5,7 @@
 // advert are tunnel.ts's; routing this node's own VMs and telling them their names is
 // local-vm-net.ts's.
 import { EventEmitter } from 'node:events'
+import type { Server } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
@@ -32,11 +33,15 @@ import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { countsOf, LinkCountsService, type LinkCounts } from './link-counts.ts'
+import { bindAbstractLock } from '../data-dir-lock.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
 export type { LocalVms } from './local-vm-net.ts'
 
 export type { WireguardAdvert } from './tunnel.ts'
+
+/** the abstract unix socket (one per network namespace) the agent running the overlay holds */
+const OVERLAY_LOCK = 'vgrid-overlay'
 
 export interface LcmComponents {
   config: { dataDir: string }
@@ -139,6 +144,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private rejectedSeen = new Set<string>()
   /** an earlier agent's tables were looked for and removed (after this agent's own first applied: fail closed) */
   private foreignTablesCleared = false
+  /** this agent runs the overlay of its network namespace (start) */
+  private namespaceLock: Server | null = null
   private foreignTablesError: string | null = null
   private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
@@ -171,6 +178,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   }
 
   async start (): Promise<void> {
+    // one agent runs the overlay per network namespace: the WireGuard port, the overlay
+    // range's routes and the link tables are the namespace's, and a second agent would
+    // remove the first one's interface and table as an earlier agent's leftovers
+    this.namespaceLock = await bindAbstractLock(OVERLAY_LOCK)
+    if (this.namespaceLock == null) throw new Error('another vgrid agent runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace\'s); stop that one, or start this one with --no-overlay')
     this.running = true
     // first on the queue, before any plan the listeners below may schedule: what an
     // earlier agent of another identity left (a plan first logged its "Address already in use")
@@ -223,6 +235,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     // VMs that outlive the agent keep their declared links, and the fallback route keeps
     // anything of theirs from leaving in clear
     if (!this.init.keepRulesOnStop) await this.overlayRoutes.fallback('del')
+    this.namespaceLock?.close()
+    this.namespaceLock = null
   }
 
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }
@@ -233,7 +247,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     return { ok: down.value == null, error: down.value, errorSince: down.since, applyError: unapplied.value, applyErrorSince: unapplied.since, routeConflict: conflict.value, routeConflictSince: conflict.since, tunnelsDown: this.down, backend: tunnel.backend, interface: this.ifname, publicKey: tunnel.publicKey, endpoint: tunnel.endpoint, address: tunnel.address, prefix: this.prefix }
   }
 
-  /** why this node's WireGuard is down (null: up): its advert says it, and placement keeps VMs with connections off it */
+  /** why this node's WireGuard is down (null: up): its advert says it: the last choice for VMs with connections, which it moves elsewhere once down a while (dvmm/overlay-moves.ts) */
   overlayDown (): string | null { return this.tunnel.down.value }
 
   /** what /v1/status lists for the LCM (health.ts): this node's overlay, and other members' that is down */

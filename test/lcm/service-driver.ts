@@ -102,7 +102,12 @@ async function handle (c: Cmd): Promise<void> {
   out({ type: 'done' })
 }
 
-await lcm.start()
+try {
+  await lcm.start()
+} catch (err) {
+  out({ type: 'error', message: (err as Error).message })
+  process.exit(1)
+}
 out({ type: 'ready', status: lcm.status() })
 let chain = Promise.resolve()
 createInterface({ input: process.stdin }).on('line', line => {

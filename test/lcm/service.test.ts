@@ -364,7 +364,7 @@ maybe('a tunnel a link needs that goes without handshakes past the bound is a he
   await b.send({ type: 'stop' }, 'stopped')
 })
 
-maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed removes its wireguard-go, interface and table and comes up; a restart of the same identity keeps its own', async t => {
+maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed removes its wireguard-go, interface and table and comes up; a restart of the same identity keeps its own; a second agent beside a running one is refused', async t => {
   const [h, lan] = await makeNamespaces(t, ['hr', 'hrlan'])
   // an address for the endpoint: the host needs one besides loopback
   const net = await subnet()
@@ -405,5 +405,10 @@ maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed re
   t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(newId)))
   const again = await wireguardGoPids(h!)
   t.is(again.length, 1, 'one wireguard-go: the restarted agent\'s')
+  // a second agent (another data dir) in the namespace while this one runs: refused, nothing of the first touched
+  const d = new Driver(t, h!, cfg(`NodeTwo${process.pid}`))
+  await t.throwsAsync(d.next('ready'), { message: /^another vgrid agent runs the overlay in this network namespace: one per namespace .*start this one with --no-overlay$/ })
+  t.deepEqual(await wireguardGoPids(h!), again, 'the running agent\'s wireguard-go untouched')
+  t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(newId)))
   await c.send({ type: 'stop' }, 'stopped')
 })
