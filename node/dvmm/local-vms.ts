@@ -13,7 +13,7 @@ import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import { GUEST_PAUSED, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
 import { appendLog, logged, readLog, sameVm, type History } from './history.ts'
-import { docStamp, driverSpec, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
+import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
@@ -423,7 +423,7 @@ export class LocalVms {
       // once, while the log has it too)
       const at = docStamp(this.c.clock)
       // a fenced kill says the same here as in the lease's log (below), which then shows it once
-      const fencedReason = how === 'kill' && why.startsWith('fenced') ? `killed: ${why}; it starts again here once this node sees a majority of the grid, unless the majority has taken it over meanwhile` : undefined
+      const fencedReason = how === 'kill' && why.startsWith('fenced') ? fencedKillReason(why) : undefined
       if (!keep) this.c.history.add(vm, { event: how === 'kill' ? 'killed' : 'stopped', node: this.c.config.name, detail: fencedReason ?? why }, at)
       // the lease stays `stopped` while the VM is desired stopped. A VM that should run
       // (a drain moves it) is parked: placed anew over its lease at the next epoch, by

@@ -15,6 +15,7 @@ import type { DiskHealth } from './vm-disks.ts'
 import { forgetInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
+import { fencedKillCause } from './run-steps.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 interface IdParams { id: string }
@@ -114,6 +115,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       }
       return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
     }
+    // killed by its node's fence, as that node's lease says (read here on its side of a
+    // cut): not running, and not starting until that node sees a majority (a tester read
+    // `starting` here while its holder said `stopped`)
+    const fencedCause = l != null && l.winner.holder !== svc.me && r.state === 'starting' ? fencedKillCause(l.winner.reason) : null
+    if (fencedCause != null) return { ...r, state: 'stopped', reason: `killed on ${nameOf(l!.winner.holder, doc)}: ${fencedCause}; it starts again there once that node sees a majority of the grid, unless the majority has taken it over meanwhile` }
     // on this node while it sees no majority: its VMs were killed (or are once its fence
     // timeout passes) and start only once a majority is in sight, here or elsewhere
     const f = svc.fenceState

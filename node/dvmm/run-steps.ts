@@ -39,11 +39,6 @@ export async function killIfLive (d: VmDriver, id: string): Promise<boolean> {
 }
 
 /**
- * The update that parks lease `l` of a VM stopped on request, once no run of it is
- * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
- * it said before unless it ran), logged at `at`. Never written while the VM may run here.
- */
-/**
  * Whether a lease this node gives up (a drain) is parked rather than removed: its VM,
  * the one it was made for (not a VM made again under the name), should run, and is
  * then placed anew over it at the next epoch, its history carried on.
@@ -52,6 +47,22 @@ export function movesOn (l: Lease, vm: Pick<Vm, 'desired' | 'created'> | undefin
   return vm?.desired === 'running' && sameVm(l.made, vm.created) && Number.isSafeInteger(l.epoch + 1)
 }
 
+const FENCED_KILL_AFTER = '; it starts again here once this node sees a majority of the grid, unless the majority has taken it over meanwhile'
+
+/** What a fenced kill says in the lease (status `starting`) and the VM's history; `why` starts with "fenced". */
+export const fencedKillReason = (why: string): string => `killed: ${why}${FENCED_KILL_AFTER}`
+
+/** The fence's cause in a lease reason a fenced kill wrote ("fenced: ..."; null: not one). */
+export function fencedKillCause (reason: string | null | undefined): string | null {
+  if (reason == null || !reason.startsWith('killed: fenced') || !reason.endsWith(FENCED_KILL_AFTER)) return null
+  return reason.slice('killed: '.length, -FENCED_KILL_AFTER.length)
+}
+
+/**
+ * The update that parks lease `l` of a VM stopped on request, once no run of it is
+ * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
+ * it said before unless it ran), logged at `at`. Never written while the VM may run here.
+ */
 export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
   // a lease `starting` with a reason was about to run again after that (a watchdog kill
   // while its agent was down): the reason is what happened last, not what it was doing
