@@ -19,12 +19,34 @@ export class GvsError extends Error {
    * (replicated-volume.ts retries writes and flushes for a while)
    */
   readonly transient: boolean
-  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown, transient?: boolean }) {
+  /**
+   * Since when (epoch ms) the condition behind a transient error has held, where known:
+   * one that has outlasted the retry window fails a new request at once, not after
+   * another window (a tester's every write on a node cut off for a minute took 20 s to
+   * fail)
+   */
+  readonly since?: number
+  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown, transient?: boolean, since?: number }) {
     super(message, options)
     this.name = 'GvsError'
     this.code = code
     this.transient = options?.transient === true
+    if (options?.since != null) this.since = options.since
   }
+}
+
+/**
+ * Since when the errors that together fail a request have held: the latest of theirs
+ * when every one is transient and says (the whole is as old as its youngest cause),
+ * else none.
+ */
+export function sinceOfAll (errs: readonly unknown[]): number | undefined {
+  let latest = -Infinity
+  for (const e of errs) {
+    if (!(e instanceof GvsError) || !e.transient || e.since == null) return undefined
+    latest = Math.max(latest, e.since)
+  }
+  return errs.length > 0 ? latest : undefined
 }
 
 /** the GvsError for a Node.js fs error: ENOSPC and EDQUOT become no-space */

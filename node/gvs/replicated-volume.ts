@@ -17,7 +17,7 @@
 // writes went is recorded before the first write in each placement generation, and a
 // read or settle of an object must hear from one of its holders in each
 // (write-intervals.ts).
-import { GvsError, isGvsError } from './errors.ts'
+import { GvsError, isGvsError, sinceOfAll } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
@@ -145,7 +145,7 @@ export class ReplicatedVolume implements BlockDevice {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true })
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, since: silent.since() })
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound
@@ -249,7 +249,9 @@ export class ReplicatedVolume implements BlockDevice {
    * comes back, or membership drops it and the object settles on its new holders. A
    * write that reached some holders is written again whole, at a new version: the same
    * bytes, so nothing is lost or doubled. `retryMs` bounds when a new attempt may
-   * start, not how long one takes (a replica's own timeout). `stop`: a sibling piece
+   * start, not how long one takes (a replica's own timeout); counted from when the
+   * failure's cause began where it says (GvsError.since: a node without a majority, a
+   * peer out of reach), so one that has outlasted it fails at once. `stop`: a sibling piece
    * of the same request failed for good: no new attempt (the request fails anyway).
    */
   private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
@@ -258,7 +260,7 @@ export class ReplicatedVolume implements BlockDevice {
       try {
         return await fn()
       } catch (err) {
-        if (!(err instanceof GvsError) || !err.transient || Date.now() + wait > until) throw err
+        if (!(err instanceof GvsError) || !err.transient || Date.now() + wait > Math.min(until, (err.since ?? Infinity) + this.retryMs)) throw err
         await new Promise(resolve => setTimeout(resolve, wait))
         if (stop?.failed != null) throw err
       }
@@ -332,6 +334,7 @@ export class ReplicatedVolume implements BlockDevice {
       else for (const i of idx) orphaned.add(i)
     }
     const errors: string[] = []
+    const causes: unknown[] = []
     /** every failure was a replica out of reach for a moment: worth another try (retrying) */
     let transient = true
     for (const index of orphaned) {
@@ -342,6 +345,7 @@ export class ReplicatedVolume implements BlockDevice {
         for (const h of hs) add(h, [index])
       } catch (err) {
         errors.push(`object ${index}: ${(err as Error).message}`)
+        causes.push(err)
         if (!(err instanceof GvsError && err.transient)) transient = false
         for (const [node, idx] of entries) if (idx.has(index)) this.markUnflushed(node, [index])
       }
@@ -353,9 +357,10 @@ export class ReplicatedVolume implements BlockDevice {
       if (r?.status !== 'rejected') return
       this.markUnflushed(p, flushNow.get(p)!)
       errors.push(`${p}: ${String((r.reason as Error).message)}`)
+      causes.push(r.reason)
       if (!(r.reason instanceof GvsError && r.reason.transient)) transient = false
     })
-    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient })
+    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes) })
   }
 
   private markUnflushed (node: string, idx: Iterable<number>): void {

@@ -353,7 +353,7 @@ export class ReplicaService implements ReplicaTransport {
     for (let attempt = 0; ; attempt++) {
       if (this.c.isLive?.(peer) === false) throw new GvsError('unavailable', `replica ${peer} is not live (membership found it dead or gone)`, { transient: true })
       const down = this.reach.blocked(peer)
-      if (down != null) throw new GvsError('unavailable', `replica ${peer} is out of reach from this node for ${Math.round((Date.now() - down.since) / 1000)} s (${down.why}), though membership holds it alive`, { transient: true })
+      if (down != null) throw new GvsError('unavailable', `replica ${peer} is out of reach from this node for ${Math.round((Date.now() - down.since) / 1000)} s (${down.why}), though membership holds it alive`, { transient: true, since: down.since })
       this.reach.begin(peer, Date.now())
       this.watchReach()
       let ok = false

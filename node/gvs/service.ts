@@ -376,6 +376,8 @@ export class GvsService {
     // I/O of this node asks for holders: a node that went and came back between two of
     // its reads is a change (settler.ts)
     this.placementGeneration()
+    // since when it has seen no majority: a request then fails once that outlasts the retry window
+    this.writeIntervals.noMajority()
     // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
     const key = [...this.liveIds()].sort().join(',')
     if (key === this.liveKey) return

@@ -3,7 +3,7 @@
 // builds on it, and marking the copies of a holder that missed a write plainly behind.
 // It keeps, per object, the holder list last made complete, the holders a write failed
 // on, and this writer's sequence numbers (versions.ts), which a settle moves on.
-import { GvsError } from './errors.ts'
+import { GvsError, sinceOfAll } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
 import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
@@ -60,6 +60,18 @@ export interface SettlerInit {
 /** the nodes that did not answer a look, with why; `lasting`: those whose failure was not a moment's (a disk error, a refusal) */
 export class Silent extends Map<string, string> {
   readonly lasting = new Set<string>()
+  /** the error of each node that did not answer */
+  readonly causes = new Map<string, unknown>()
+
+  /** a node that did not answer, and why */
+  note (node: string, err: unknown): void {
+    this.set(node, (err as Error).message)
+    this.causes.set(node, err)
+    if (!(err instanceof GvsError && err.transient)) this.lasting.add(node)
+  }
+
+  /** since when every node's failure has held, where each says (sinceOfAll) */
+  since (): number | undefined { return sinceOfAll([...this.causes.values()]) }
 }
 
 /** what a settle left undone */
@@ -177,7 +189,7 @@ export class Settler {
     if (error != null) throw error
     if (silent.size === 0) return
     // worth another try only if every holder was out of reach (not one whose disk failed)
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0 })
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0, since: silent.since() })
   }
 
   private async settleNow (index: number, hs: string[]): Promise<Unsettled> {
@@ -188,6 +200,7 @@ export class Settler {
       for (const h of hs) {
         const why = l.silent.get(h)
         if (why != null && !u.silent.has(h)) u.silent.set(h, why)
+        if (why != null && !u.silent.causes.has(h) && l.silent.causes.has(h)) u.silent.causes.set(h, l.silent.causes.get(h))
         if (l.silent.lasting.has(h)) u.silent.lasting.add(h)
       }
       for (const b of l.behind) u.behind.add(b)
@@ -237,8 +250,7 @@ export class Settler {
         const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
         return { node, present: r.present === true, version: r.version ?? NO_VERSION }
       } catch (err) {
-        silent.set(node, (err as Error).message)
-        if (!(err instanceof GvsError && err.transient)) silent.lasting.add(node)
+        silent.note(node, err)
         return null
       }
     }))
@@ -281,7 +293,7 @@ export class Settler {
     const gvs = errs.filter((e): e is GvsError => e instanceof GvsError)
     const code = gvs.some(e => e.code === 'no-space') ? 'no-space' : 'unavailable'
     const transient = errs.length > 0 && gvs.length === errs.length && gvs.every(e => e.transient)
-    const error = new GvsError(code, `volume "${vol}" object ${index}: ${pending.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient })
+    const error = new GvsError(code, `volume "${vol}" object ${index}: ${pending.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient, since: sinceOfAll(errs) })
     return { plan, silent, behind: new Set(pending.map(l => l.node)), error }
   }
 }

@@ -55,7 +55,7 @@ export class WriteIntervalRecords {
     const v = this.c.state.read().get('volumes', volumeId)?.value
     if (v == null) return []
     const why = this.noMajority()
-    if (why != null) throw new GvsError('unavailable', `volume "${v.path}": ${why}, so it cannot tell whether its copies are the newest (the others may have written since)`, { transient: true })
+    if (why != null) throw new GvsError('unavailable', `volume "${v.path}": ${why}, so it cannot tell whether its copies are the newest (the others may have written since)`, { transient: true, since: this.noMajoritySince ?? Date.now() })
     return Object.values(activeIntervals(v))
   }
 
@@ -66,10 +66,16 @@ export class WriteIntervalRecords {
     return { size: roll.size, peers: [...roll].filter(n => n !== this.c.self && this.c.alive(n)).sort() }
   }
 
-  /** why this node sees no majority of the roll (itself included), or null */
+  /** since when (epoch ms) this node has seen no majority, as its calls and membership changes found (null: it sees one) */
+  private noMajoritySince: number | null = null
+
+  /** why this node sees no majority of the roll (itself included), or null; each call notes since when (the service calls it at every membership change) */
   noMajority (): string | null {
     const { size, peers } = this.members()
-    return hasMajority(size, 1 + peers.length) ? null : `this node sees ${1 + peers.length} of the grid's ${size} members (no majority)`
+    const why = hasMajority(size, 1 + peers.length) ? null : `this node sees ${1 + peers.length} of the grid's ${size} members (no majority)`
+    if (why == null) this.noMajoritySince = null
+    else this.noMajoritySince ??= Date.now()
+    return why
   }
 
   /**
@@ -112,9 +118,11 @@ export class WriteIntervalRecords {
     const missing = reachable ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
     const held = reachable ? 1 + peers.length - missing.length : 1
     if (!hasMajority(size, held)) {
+      // no majority in sight at all: as old as that (a failed ask is as new as this write)
+      const since = reachable ? undefined : this.noMajority() != null ? this.noMajoritySince ?? undefined : undefined
       // said as what happens: the write fails (EIO to an NBD client, after the few seconds a
       // transient error is tried again), it does not wait (it read "a write waits until")
-      throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true })
+      throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true, ...(since != null ? { since } : {}) })
     }
     this.confirmed.add(ck)
     const holders = nodes.filter(n => n.weight > 0)

@@ -28,3 +28,30 @@ test('too few live holders for a moment: the write pauses until they are back; f
   const short = new ReplicatedVolume({ transport, holders: () => live, nodes: () => live }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 300 })
   await t.throwsAsync(short.write(0, new Uint8Array(4096), true), { instanceOf: GvsError, message: /1 live node\(s\) can hold it, the volume needs at least 2 of R=2/ })
 })
+
+test('a cause that has already outlasted the retry time (GvsError.since) fails a new write at once; a fresh one is waited out (bb15: every write on a node cut off for a minute took 20 s to fail)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-pause-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  let since = Date.now() - 60_000
+  let calls = 0
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      if (peer === 'B') { calls++; throw new GvsError('unavailable', 'replica B is out of reach from this node for 60 s (silent), though membership holds it alive', { transient: true, since }) }
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 1500 })
+  const t0 = Date.now()
+  await t.throwsAsync(v.write(0, new Uint8Array(4096).fill(1), true), { instanceOf: GvsError, message: /out of reach from this node for 60 s/ })
+  t.true(Date.now() - t0 < 400, `failed at once (${Date.now() - t0} ms)`)
+  const once = calls
+  since = Date.now()
+  calls = 0
+  const t1 = Date.now()
+  await t.throwsAsync(v.write(0, new Uint8Array(4096).fill(2), true), { instanceOf: GvsError })
+  t.true(Date.now() - t1 >= 600, `a fresh cause is waited out (${Date.now() - t1} ms)`)
+  t.true(calls > once, `tried again meanwhile (${calls} calls to B, ${once} for the stale cause)`)
+})
