@@ -60,16 +60,25 @@ export function kernelMemoryProblem (kernel: string, initrd: string | undefined,
   return `${given} cannot boot this kernel: it loads up to ${mib(end)} of guest memory${initrdBytes > 0 ? `, its initrd takes ${mib(initrdBytes)} more` : ''}, and it needs room to run; give at least ${least}M, more for what the guest runs`
 }
 
+/** the guest init's arguments vgrid itself adds to a qemu VM's command line (drivers/qemu.ts) */
+const VGRID_SETS = ['vgrid.name', 'vgrid.disks', 'vgrid.overlay', 'vgrid.hosts']
+
 /**
  * A cmdline's vgrid.ip and vgrid.gw, where given, are addresses: vgrid sets them from
  * the VM's interface when they are absent, and a user's own wins, so a copied
- * placeholder (`vgrid.ip=ADDR/PREFIX`) would leave the guest without a network.
+ * placeholder (`vgrid.ip=ADDR/PREFIX`) would leave the guest without a network. The
+ * arguments vgrid always adds are not given (the init would read both: a tester's
+ * `vgrid.disks=1` made the guest's disk wait fail on "1\n1"), nor any vgrid one twice.
  */
 export function cmdlineProblem (cmdline: string): string | null {
+  const seen = new Set<string>()
   for (const word of cmdline.split(/\s+/)) {
     const eq = word.indexOf('=')
-    const key = word.slice(0, eq)
+    const key = eq < 0 ? word : word.slice(0, eq)
     const value = word.slice(eq + 1)
+    if (VGRID_SETS.includes(key)) return `${key} is set by vgrid (it adds ${VGRID_SETS.join(', ')}: the VM's name, its disk count, its overlay address and terminal names): leave it out`
+    if (key.startsWith('vgrid.') && seen.has(key)) return `${key} is given twice`
+    seen.add(key)
     if (key === 'vgrid.ip') {
       const [addr, prefix, ...rest] = value.split('/')
       if (!isIPv4(addr ?? '') || prefix == null || !/^(3[0-2]|[12]?\d)$/.test(prefix) || rest.length > 0) return `vgrid.ip=${value} is not an IPv4 address with its prefix (10.0.0.5/24); leave vgrid.ip and vgrid.gw out and vgrid gives the guest its interface's address`

@@ -66,3 +66,10 @@ test('cmdlineProblem: vgrid.ip and vgrid.gw, where given, are addresses (a copie
   t.regex(cmdlineProblem('vgrid.ip=10.1.2.3/33') ?? '', /^vgrid\.ip=10\.1\.2\.3\/33 is not/)
   t.regex(cmdlineProblem('vgrid.ip=10.1.2.3/24 vgrid.gw=ADDR') ?? '', /^vgrid\.gw=ADDR is not an IPv4 address/)
 })
+
+test('cmdlineProblem: the arguments vgrid adds itself are refused, and a vgrid one given twice (bb15: vgrid.disks=1 twice broke the guest\'s disk wait)', t => {
+  t.regex(cmdlineProblem('console=ttyS0 quiet vgrid.disks=1 vgrid.stamp=GEN1') ?? '', /^vgrid\.disks is set by vgrid \(it adds vgrid\.name, vgrid\.disks, vgrid\.overlay, vgrid\.hosts: .*\): leave it out$/)
+  t.regex(cmdlineProblem('vgrid.name=x') ?? '', /^vgrid\.name is set by vgrid/)
+  t.is(cmdlineProblem('vgrid.stamp=a quiet quiet'), null, 'the init\'s own vgrid.stamp, and other arguments twice, are the user\'s')
+  t.is(cmdlineProblem('vgrid.stamp=a vgrid.stamp=b'), 'vgrid.stamp is given twice')
+})

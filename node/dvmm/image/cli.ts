@@ -34,7 +34,7 @@ export async function run (argv: string[]): Promise<void> {
     `kernel    ${img.kernel} (${img.kernelVersion}, uncompressed from ${img.compression} for PVH boot)`,
     `initrd    ${img.initrd}`,
     `modules   ${img.modules.join(' ')}`,
-    `cmdline   ${img.cmdline}   (vgrid adds the guest's address, gateway and name: vgrid.ip, vgrid.gw, vgrid.name)`,
+    `cmdline   ${img.cmdline}   (vgrid adds the guest's address, gateway, name and disk count: vgrid.ip, vgrid.gw, vgrid.name, vgrid.disks; with the overlay vgrid.overlay, vgrid.hosts)`,
     `ready     the console prints "${img.readyMark} ..." when its HTTP service runs`
   ].join('\n') + '\n')
 }
