@@ -78,6 +78,8 @@ export interface HealthInput {
   unsoundNames?: string[]
   /** how a node is named in reasons (its name from membership); default its id */
   nameOf?: (node: string) => string
+  /** the node that took the inventory (its coordinator), by id: the view is shown on every node */
+  inventoryBy?: string
 }
 
 export interface VolumeHealthView {
@@ -135,7 +137,11 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
     // whose word is missing, not that the copies are (a coordinator cut from one holder
     // alone reported copies lost that every other node reached)
     const unlisted = [...new Set(h.copies.flatMap(l => l.unlisted ?? []))].filter(n => h.live.has(n))
-    if (unlisted.length > 0) where += ` (as far as the nodes that listed their copies say: ${list(unlisted.map(name))} did not answer this inventory, so copies may be there too)`
+    // said as the coordinator's: shown on nodes that may reach them well (a partial cut)
+    const by = h.inventoryBy == null ? null : name(h.inventoryBy)
+    if (unlisted.length > 0) where += by == null
+      ? ` (as far as the nodes that listed their copies say: ${list(unlisted.map(name))} did not answer this inventory, so copies may be there too)`
+      : ` (as far as the nodes that listed their copies to ${by} say: ${list(unlisted.map(name))} did not answer ${by}'s inventory, out of reach from it, so copies may be there too)`
     if (lost > 0) reasons.push(`${plural(lost, 'object')} ha${lost === 1 ? 's' : 've'} no live copy${where}: unreadable until such a node returns`)
     if (short > 0) reasons.push(`${plural(short, 'object')} ha${short === 1 ? 's' : 've'} fewer than ${R} live copies${lost > 0 ? '' : where}`)
     // objects written while fewer than R nodes were live have fewer copies than the

@@ -403,8 +403,12 @@ export class GvsService {
     await this.repairs.forget(new Set(vols.map(v => v.id)))
     const live = this.liveIds()
     let unmade = false
+    // a node without a majority cannot tell which copies are the newest: it repairs nothing
+    // (the minority side of a cut showed a repair of its own that failed)
+    const repairs = this.writeIntervals.noMajority() == null
     for (const v of vols) {
       if (!this.started) return unmade
+      if (!repairs) break
       if (coordinatorOf(v.id, live) === this.replicas.self) {
         const r = await this.repair(v, { background: true })
         // objects left alone as unavailable wait for a node to return, which wakes a pass itself

@@ -99,7 +99,7 @@ export class VolumeStates {
     const live = this.c.live()
     const members = this.c.members()
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
-    const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, ...unsoundOf(v), nameOf }), this.c.noMajority?.())
+    const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, ...unsoundOf(v), nameOf, inventoryBy: this.c.self }), this.c.noMajority?.())
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }

@@ -33,6 +33,9 @@ test('a live node that did not list its copies (cut from the coordinator alone):
   // b alive but out of reach from the coordinator: its copies are not in the inventory
   const h = volumeHealth(base({ copies: [{ layer: 'v', objects: new Map([[0, ['a']], [1, ['c']], [2, ['a', 'c']]]), unlisted: ['b'] }], nameOf: n => `node-${n}` }))
   t.deepEqual(h.reasons, ['2 objects have fewer than 2 live copies (as far as the nodes that listed their copies say: node-b did not answer this inventory, so copies may be there too)'])
+  // shown on every node: named as the coordinator's view (bb15 read it on nodes that reach b well)
+  const said = volumeHealth(base({ copies: [{ layer: 'v', objects: new Map([[0, ['a']], [1, ['c']], [2, ['a', 'c']]]), unlisted: ['b'] }], nameOf: n => `node-${n}`, inventoryBy: 'a' }))
+  t.deepEqual(said.reasons, ['2 objects have fewer than 2 live copies (as far as the nodes that listed their copies to node-a say: node-b did not answer node-a\'s inventory, out of reach from it, so copies may be there too)'])
 })
 
 test('both holders of an object gone: it has no live copy', t => {
