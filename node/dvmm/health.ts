@@ -56,8 +56,11 @@ export class DvmmHealth {
     // volumes and no VM said HA ok with one of three members dead (a tester)
     const keep = [...now.doc.vms.values()].some(v => v.desired === 'running') || reader.list('volumes').length > 0
     const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
-    const r1 = noMajority != null ? { ...r, ok: false, noMajority } : margin != null ? { ...r, ok: false, noMargin: margin } : r
-    const disks = diskRisks([...now.doc.vms.values()], new Map(reader.list('volumes').map(v => [v.id, v])), now.nodes.filter(n => n.alive).length)
+    // what one more loss would strand is not judged from a side without a majority: its
+    // alive nodes are not the grid's (a cut-off node said losing itself strands a VM the
+    // majority had already run elsewhere)
+    const r1 = noMajority != null ? { ...r, ok: false, noMajority, stranded: [] } : margin != null ? { ...r, ok: false, noMargin: margin } : r
+    const disks = noMajority != null ? [] : diskRisks([...now.doc.vms.values()], new Map(reader.list('volumes').map(v => [v.id, v])), now.nodes.filter(n => n.alive).length)
     const r2 = disks.length > 0 ? { ...r1, ok: false, disks } : r1
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
