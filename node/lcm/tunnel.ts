@@ -4,6 +4,7 @@
 // WireGuard failing to start is reported (log, status, advert), never stops the agent,
 // and is tried again by itself, less often each time.
 import { networkInterfaces } from 'node:os'
+import { readFile } from 'node:fs/promises'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import { ip } from '../netns/netns.ts'
@@ -12,7 +13,7 @@ import { diffPeers, type Addressing, type PeerPlan } from './plan.ts'
 import type { OverlayPrefix } from './overlay.ts'
 import { addressKey, firstAddress } from './host-addresses.ts'
 import { Condition } from './condition.ts'
-import { interfaceRepairs } from './interface-check.ts'
+import { interfaceRepairs, procRoutesOf } from './interface-check.ts'
 
 export interface WireguardAdvert { publicKey: string, endpoint: string }
 
@@ -165,6 +166,11 @@ export class Tunnel {
     const wg = this.wgIf
     if (wg == null || !wg.alive) return
     const name = this.init.ifname
+    const wanted = { routes: [this.init.prefix.vmV4, ...this.addressNow != null ? [this.init.prefix.nodeV4] : []] }
+    // the routes from /proc (this process's namespace): as they should be, nothing is run
+    // (a set down drops them, so flags are read only then)
+    const held = procRoutesOf(await readFile('/proc/net/route', 'utf8').catch(() => ''), name)
+    if (interfaceRepairs({ flags: ['UP'], routes: held }, wanted).routes.length === 0) return
     let flags: string[]
     let routes: string[]
     try {
@@ -174,7 +180,7 @@ export class Tunnel {
       return // gone: ensure() makes it again at the next plan
     }
     if (this.wgIf !== wg) return
-    const fix = interfaceRepairs({ flags, routes }, { routes: [this.init.prefix.vmV4, ...this.addressNow != null ? [this.init.prefix.nodeV4] : []] })
+    const fix = interfaceRepairs({ flags, routes }, wanted)
     if (!fix.up && fix.routes.length === 0) return
     this.c.log.warn('the WireGuard interface was set down or lost its routes (not by vgrid): set up again and its routes put back', { interface: name, wasDown: fix.up, routes: fix.routes.join(', ') })
     if (fix.up) await ip(['link', 'set', 'dev', name, 'up'])
