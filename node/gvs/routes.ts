@@ -85,7 +85,7 @@ export interface GvsRoutesDeps {
   /** why no layer may be freed now (null: it may): the background pass frees them later (layer-reclaim.ts) */
   mayFree: () => string | null
   /** why the deleted snapshots' layers of a volume are not folded away yet, or null (layer-reclaim.ts) */
-  foldWait: (id: string) => string | null
+  foldWait: (v: Volume, mayFree: string | null) => string | null
   /** why this node sees no majority of the roll, or null: no volume is created here then */
   noMajority: () => string | null
   readonly lastRepairs: ReadonlyMap<string, LastRepair>
@@ -153,6 +153,12 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const all = svc.volumes()
     const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all)]))
     const waiting = waitingLayers(all)
+    // what every fold waits for, asked once for the whole answer (a roll and table scan)
+    let mayFree: string | null | undefined
+    const layersView = (v: Volume, folding: number): VolumeView['layers'] => {
+      const why = folding > 0 ? svc.foldWait(v, mayFree ??= svc.mayFree()) : null
+      return { count: layersOf(v).length, max: MAX_LAYERS, folding, ...(why != null ? { waiting: why } : {}) }
+    }
     return vs.map(v => ({
       id: v.id,
       path: v.path,
@@ -172,10 +178,6 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
       nbd: svc.uriOf(v)
     }))
-  }
-  const layersView = (v: Volume, folding: number): VolumeView['layers'] => {
-    const why = folding > 0 ? svc.foldWait(v.id) : null
-    return { count: layersOf(v).length, max: MAX_LAYERS, folding, ...(why != null ? { waiting: why } : {}) }
   }
   const view = async (v: Volume): Promise<VolumeView> => (await views([v]))[0]!
   const body = bodyObject

@@ -491,11 +491,8 @@ export class GvsService {
    * coordinator): what every fold and free waits for (mayFree), or why this node's
    * last fold of one of them waited, when it is the one that folds them.
    */
-  foldWait (id: string): string | null {
-    const why = this.mayFree()
-    if (why != null) return why
-    const v = this.volumes().find(x => x.id === id)
-    return v == null ? null : this.reclaim.waitOf(v)
+  foldWait (v: Volume, mayFree = this.mayFree()): string | null {
+    return mayFree ?? this.reclaim.waitOf(v)
   }
 
   /** one pass of folding deleted snapshots' layers away now (tests; the background pass does it too) */
