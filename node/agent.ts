@@ -93,7 +93,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     addrsOf: id => core.directory.addrsOf(id)
   })
   // the roll as it changes, at most once a second: a forget is told from an entry yet to arrive
-  const rollMemory = new RollMemory()
+  const rollMemory = new RollMemory({ path: join(core.config.dataDir, 'roll-seen.json'), log: core.log.child('membership') })
   let rollNoteTimer: NodeJS.Timeout | undefined
   state.on('changed', () => {
     rollNoteTimer ??= setTimeout(() => { rollNoteTimer = undefined; rollMemory.note(state.read().list('roll')) }, 1000).unref()

@@ -6,7 +6,7 @@
 // new set, never half of one. A damaged file is reported and read as empty: the disks
 // it named open again once their holder fences, as on a first start.
 import type { Logger } from '../log.ts'
-import { RecordFile } from './record-file.ts'
+import { RecordFile } from '../record-file.ts'
 
 export const PINS_FILE = 'gvs-pins.json'
 const FORMAT = 1

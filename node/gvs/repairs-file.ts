@@ -7,7 +7,7 @@
 // and read as empty (the next repair or scrub writes a new one). Long lists are cut:
 // the record says what was wrong, the repair's own answer had all of it.
 import type { Logger } from '../log.ts'
-import { RecordFile } from './record-file.ts'
+import { RecordFile } from '../record-file.ts'
 import type { LastRepair } from './health.ts'
 
 export const REPAIRS_FILE = 'gvs-repairs.json'

@@ -2,15 +2,57 @@
 // members whose roll entry has not reached this agent yet: a node writes its entry as
 // it first joins, and a node killed a moment later is dead here before the entry
 // arrives. Hiding it then (as "forgotten") made a dead member vanish from `vgrid nodes`.
+// What was seen is kept in the data dir (`roll-seen.json`): an agent restarted after a
+// forget otherwise never saw the forgotten identity on the roll, and the volume store's
+// folds waited on it for the gossip table's forget time (10 minutes).
+import type { Logger } from '../log.ts'
+import { RecordFile } from '../record-file.ts'
+
 export interface RollEntryLike { node: string }
 
-export class RollMemory {
-  /** nodes this agent has seen on the roll since it started */
-  private readonly seen = new Set<string>()
+/** the most node ids kept: the roll over a long life (servers replaced), not unbounded */
+export const ROLL_SEEN_MAX = 10_000
 
-  /** Notes every node on the roll as it is now. */
+/** roll-seen.json: `{"v":1,"nodes":[id, ...]}`, oldest first */
+export function parseRollSeen (text: string): { value: string[] } | { error: string } {
+  let j: unknown
+  try { j = JSON.parse(text) } catch (err) { return { error: `not JSON: ${(err as Error).message}` } }
+  const nodes = (j as { nodes?: unknown } | null)?.nodes
+  if ((j as { v?: unknown } | null)?.v !== 1 || !Array.isArray(nodes) || !nodes.every(n => typeof n === 'string' && n.length > 0 && n.length <= 128)) return { error: 'not {"v":1,"nodes":[node ids]}' }
+  return { value: nodes.slice(-ROLL_SEEN_MAX) as string[] }
+}
+
+export class RollMemory {
+  /** nodes this agent has seen on the roll (this run and, kept on disk, the runs before) */
+  private readonly seen: Set<string>
+  private readonly file?: RecordFile<string[]>
+
+  /** `path`: where the nodes seen are kept across restarts (absent: this run only) */
+  constructor (opts: { path?: string, log?: Logger } = {}) {
+    if (opts.path != null && opts.log != null) {
+      this.file = new RecordFile(opts.path, opts.log, {
+        what: 'the node ids seen on the roll',
+        ifLost: 'a node forgotten before this start may hold back layer folds for up to 10 minutes',
+        empty: () => [],
+        format: v => JSON.stringify({ v: 1, nodes: v }) + '\n',
+        parse: parseRollSeen
+      })
+    }
+    this.seen = new Set(this.file?.load() ?? [])
+  }
+
+  /** Notes every node on the roll as it is now (kept on disk when one is new). */
   note (roll: ReadonlyArray<RollEntryLike>): void {
-    for (const e of roll) this.seen.add(e.node)
+    let added = false
+    for (const e of roll) {
+      if (this.seen.has(e.node)) continue
+      this.seen.add(e.node)
+      added = true
+    }
+    if (!added) return
+    // the oldest go first once past the bound (a Set keeps insertion order)
+    for (const n of this.seen) { if (this.seen.size <= ROLL_SEEN_MAX) break; this.seen.delete(n) }
+    this.file?.save([...this.seen]).catch(() => {}) // logged by the file; the memory still holds them
   }
 
   /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */

@@ -7,8 +7,8 @@
 import { readFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { writeFileDurable } from '../durable-file.ts'
-import type { Logger } from '../log.ts'
+import { writeFileDurable } from './durable-file.ts'
+import type { Logger } from './log.ts'
 
 export interface RecordFormat<T> {
   /** what the record holds, for messages ("the pinned writer epochs") */
