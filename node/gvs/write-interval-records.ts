@@ -114,12 +114,12 @@ export class WriteIntervalRecords {
     const { size, peers } = this.members()
     // no use asking when even all of them would be no majority; a member of an earlier
     // release answers the same ask on the restart grace's protocol
-    const reachable = hasMajority(size, 1 + peers.length)
+    const reachable = this.noMajority() == null
     const missing = reachable ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
     const held = reachable ? 1 + peers.length - missing.length : 1
     if (!hasMajority(size, held)) {
       // no majority in sight at all: as old as that (a failed ask is as new as this write)
-      const since = reachable ? undefined : this.noMajority() != null ? this.noMajoritySince ?? undefined : undefined
+      const since = reachable ? undefined : this.noMajoritySince ?? undefined
       // said as what happens: the write fails (EIO to an NBD client, after the few seconds a
       // transient error is tried again), it does not wait (it read "a write waits until")
       throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true, ...(since != null ? { since } : {}) })
