@@ -96,7 +96,14 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const rollMemory = new RollMemory({ path: join(core.config.dataDir, 'roll-seen.json'), log: core.log.child('membership') })
   let rollNoteTimer: NodeJS.Timeout | undefined
   state.on('changed', () => {
-    rollNoteTimer ??= setTimeout(() => { rollNoteTimer = undefined; rollMemory.note(state.read().list('roll')) }, 1000).unref()
+    rollNoteTimer ??= setTimeout(() => {
+      rollNoteTimer = undefined
+      const roll = state.read().list('roll')
+      for (const id of rollMemory.note(roll)) {
+        const name = roll.find(e => e.node === id)?.name ?? id
+        core.log.warn(`${name} is back on the member roll after it left it or was taken off it (vgrid node forget): it counts for the majority and takes VMs and volume copies again; if it was forgotten by mistake while cut off, nothing is needed; if it should be gone, stop it and forget it again`, { node: name, id })
+      }
+    }, 1000).unref()
   })
   core.advert.provide('stateHeads', () => state.heads())
   membership.detector.on('advert', a => { state.noteHeads(a.nodeId, a.stateHeads) })

@@ -41,8 +41,24 @@ export class RollMemory {
     this.seen = new Set(this.file?.load() ?? [])
   }
 
-  /** Notes every node on the roll as it is now (kept on disk when one is new). */
-  note (roll: ReadonlyArray<RollEntryLike>): void {
+  /** the roll at the last note (null: none yet this run) */
+  private last: Set<string> | null = null
+
+  /**
+   * Notes every node on the roll as it is now (kept on disk when one is new). Returns the
+   * nodes back on it after they were taken off while this run watched (forgotten while
+   * only cut off, or started again on their old data dir): the others said nothing of it.
+   */
+  note (roll: ReadonlyArray<RollEntryLike>): string[] {
+    const before = this.last
+    this.last = new Set(roll.map(e => e.node))
+    const back = before == null ? [] : roll.filter(e => !before.has(e.node) && this.seen.has(e.node)).map(e => e.node)
+    this.remember(roll)
+    return back
+  }
+
+  /** adds the roll's nodes to those seen, kept on disk when one is new */
+  private remember (roll: ReadonlyArray<RollEntryLike>): void {
     let added = false
     for (const e of roll) {
       if (this.seen.has(e.node)) continue
@@ -57,7 +73,7 @@ export class RollMemory {
 
   /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */
   forgotten (node: string, roll: ReadonlyArray<RollEntryLike>): boolean {
-    this.note(roll)
+    this.remember(roll)
     return this.seen.has(node) && !roll.some(e => e.node === node)
   }
 }

@@ -47,3 +47,12 @@ test('what was seen is kept in the data dir: an agent restarted after a forget s
 async function until (check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise(resolve => setTimeout(resolve, 10))
 }
+
+test('a node back on the roll after it was taken off while this run watched is told once; the first note of a run tells nothing', t => {
+  const m = new RollMemory()
+  t.deepEqual(m.note([{ node: 'h1' }, { node: 'h2' }]), [], 'the first note: nothing to compare with')
+  t.deepEqual(m.note([{ node: 'h1' }]), [], 'forgotten')
+  t.true(m.forgotten('h2', [{ node: 'h1' }]))
+  t.deepEqual(m.note([{ node: 'h1' }, { node: 'h2' }, { node: 'h3' }]), ['h2'], 'back (h3 is new, not back)')
+  t.deepEqual(m.note([{ node: 'h1' }, { node: 'h2' }, { node: 'h3' }]), [], 'said once')
+})
