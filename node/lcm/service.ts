@@ -5,7 +5,6 @@
 // advert are tunnel.ts's; routing this node's own VMs and telling them their names is
 // local-vm-net.ts's.
 import { EventEmitter } from 'node:events'
-import type { Server } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import type { MemberTable, Transition } from '../../protocol/membership.ts'
@@ -33,15 +32,12 @@ import type { HealthProblem } from '../api/types.ts'
 import type { LcmState, LcmStatus, LcmView } from './types.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { countsOf, LinkCountsService, type LinkCounts } from './link-counts.ts'
-import { bindAbstractLock } from '../data-dir-lock.ts'
+import { takeOverlayNamespace } from './namespace-lock.ts'
 
 export type { LcmState, LcmStatus, LcmView } from './types.ts'
 export type { LocalVms } from './local-vm-net.ts'
 
 export type { WireguardAdvert } from './tunnel.ts'
-
-/** the abstract unix socket (one per network namespace) the agent running the overlay holds */
-const OVERLAY_LOCK = 'vgrid-overlay'
 
 export interface LcmComponents {
   config: { dataDir: string }
@@ -144,8 +140,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private rejectedSeen = new Set<string>()
   /** an earlier agent's tables were looked for and removed (after this agent's own first applied: fail closed) */
   private foreignTablesCleared = false
-  /** this agent runs the overlay of its network namespace (start) */
-  private namespaceLock: Server | null = null
+  /** gives up this namespace's overlay lock (taken at start) */
+  private releaseNamespace?: () => void
   private foreignTablesError: string | null = null
   private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
@@ -178,11 +174,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   }
 
   async start (): Promise<void> {
-    // one agent runs the overlay per network namespace: the WireGuard port, the overlay
-    // range's routes and the link tables are the namespace's, and a second agent would
-    // remove the first one's interface and table as an earlier agent's leftovers
-    this.namespaceLock = await bindAbstractLock(OVERLAY_LOCK)
-    if (this.namespaceLock == null) throw new Error('another vgrid agent runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace\'s); stop that one, or start this one with --no-overlay')
+    // one agent runs the overlay per network namespace (namespace-lock.ts)
+    this.releaseNamespace = await takeOverlayNamespace()
     this.running = true
     // first on the queue, before any plan the listeners below may schedule: what an
     // earlier agent of another identity left (a plan first logged its "Address already in use")
@@ -235,8 +228,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     // VMs that outlive the agent keep their declared links, and the fallback route keeps
     // anything of theirs from leaving in clear
     if (!this.init.keepRulesOnStop) await this.overlayRoutes.fallback('del')
-    this.namespaceLock?.close()
-    this.namespaceLock = null
+    this.releaseNamespace?.()
+    this.releaseNamespace = undefined
   }
 
   routes (app: FastifyInstance): void { lcmRoutes(this)(app) }

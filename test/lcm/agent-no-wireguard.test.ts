@@ -13,6 +13,7 @@ import type { LinkView } from '../../node/lcm/links.ts'
 import type { NetView } from '../../node/lcm/routes.ts'
 import type { StatusView } from '../../node/api/types.ts'
 import { WIREGUARD_GO_ENV } from '../../node/lcm/wireguard.ts'
+import { join } from 'node:path'
 import { e2e, Grid, type Host } from '../harness/index.ts'
 import { until } from '../harness/vm-runs.ts'
 import { exchange } from './tcp.ts'
@@ -111,4 +112,18 @@ e2e('a node joining a grid whose only node has no overlay takes over its VMs wit
   t.is((await h1.api<VmDetail>('/v1/vms/batch')).node, 'h1', 'a VM without connections stays')
   const webNs = moved.web.runtime!.network!.netns!
   await until('web to reach db:5432 on h2 by its terminal name', 20_000, async () => await exchange(webNs, 'tcp', 'db', 5432) || undefined)
+})
+
+e2e('a second agent with the overlay in a host\'s namespace is refused before it joins the grid: no member of it anywhere, the first one untouched', async t => {
+  const grid = await Grid.start(t, { hosts: ['h1'], args: ['--capacity', 'cpu=2,mem=2G,disk=10G'] })
+  const h1 = grid.host('h1')
+  const token = (await h1.vgrid(['token'])).stdout.trim()
+  const dir = join(h1.dir, 'second')
+  const second = await h1.vgrid(['agent', '--data-dir', dir, '--name', 'intruder', '--token', token, '--wg-port', '51821', '--api', '127.0.0.1:7499', '--listen', '/ip4/0.0.0.0/tcp/7498'], 60_000)
+  t.is(second.code, 1, second.stderr)
+  t.regex(second.stderr, /^vgrid: another vgrid agent runs the overlay in this network namespace: one per namespace .*start this one with --no-overlay\n$/)
+  t.false(second.stderr.includes('member alive'), 'it never joined')
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  t.deepEqual((await h1.nodes()).map(n => n.name), ['h1'], 'no member of it on the first agent')
+  t.is((await h1.api<NetView>('/v1/net')).status.error, null, 'the first agent\'s overlay is up')
 })

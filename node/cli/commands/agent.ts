@@ -4,6 +4,7 @@ import { CliError } from '../client.ts'
 import { resolveConfig, ConfigError, type ConfigFlags } from '../../config.ts'
 import { bridgeWatchdog } from '../../dvmm/watchdog/bridge.ts'
 import { lockDataDir } from '../../data-dir-lock.ts'
+import { takeOverlayNamespace } from '../../lcm/namespace-lock.ts'
 import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
@@ -80,6 +81,14 @@ export async function run (argv: string[]): Promise<void> {
       await lockDataDir(config.dataDir)
     } catch (err) {
       throw new CliError((err as Error).message, 1)
+    }
+    // one agent with the overlay per network namespace (lcm/namespace-lock.ts), before it joins the grid
+    if (config.overlay) {
+      try {
+        await takeOverlayNamespace()
+      } catch (err) {
+        throw new CliError((err as Error).message, 1)
+      }
     }
     // first, before the agent loads: keep the previous run's VMs alive for the fence
     // timeout, not just the watchdog's (see bridge.ts)
