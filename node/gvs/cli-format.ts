@@ -45,7 +45,10 @@ export function scrubLine (here: { at: string, objects: number, bad: number, rep
   return all == null ? mine : here != null && Date.parse(here.at) > last!.scrubbedAt! ? `${mine}; before that, ${all}` : `${all}; ${mine}`
 }
 
-/** `vol info`'s line of the last repair, its bytes with their unit (it read "0 copied (0)"). Pure. */
-export function repairLine (lr: VolumeHealthView['lastRepair'], nodeName: (id: string) => string): string {
-  return `repair    ${lr == null ? 'none yet' : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${bytesText(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`
+/**
+ * `vol info`'s line of the last repair, its bytes with their unit (it read "0 copied (0)"). Pure.
+ * `noMajority`: this node sees no majority, so the coordinator's last repair may be on the other side.
+ */
+export function repairLine (lr: VolumeHealthView['lastRepair'], nodeName: (id: string) => string, noMajority?: string): string {
+  return `repair    ${lr == null ? (noMajority == null ? 'none yet' : 'not known here (this node sees no majority: the last repair\'s record is with its coordinator)') : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${bytesText(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`
 }

@@ -136,11 +136,12 @@ export async function vol (argv: string[]): Promise<void> {
         ...[progressLine(h.repair, nodeName)].filter(l => l != null),
         ...usedBy,
         // where its copies are (the last inventory): which nodes' loss touches it
-        ...(h.copiesOn != null ? [`copies    ${Object.entries(h.copiesOn).sort((a, b) => b[1] - a[1]).map(([n, c]) => `${nodeName(n)} ${c}`).join(', ') || 'none written yet'} (objects of ${size(OBJECT_SIZE)}, at the last inventory)`] : []),
+        // a node without a majority sees only its side: what it lacks is not known, not none (a tester read "none written yet")
+        ...(h.copiesOn != null ? [`copies    ${Object.entries(h.copiesOn).sort((a, b) => b[1] - a[1]).map(([n, c]) => `${nodeName(n)} ${c}`).join(', ') || (h.noMajority != null ? 'none on the nodes in sight' : 'none written yet')} (objects of ${size(OBJECT_SIZE)}, at the last inventory${h.noMajority != null ? ` of this side only: ${h.noMajority}` : ''})`] : []),
         // for good, after repairs made it healthy again (an older agent's answer has none)
         ...(d.writesGivenUp ?? []).map(g => `given up  writes that may have been only on ${g.name}, forgotten ${g.at} (vgrid node forget --force): an object with no copy left reads as zeros`),
         `epoch     ${d.epoch}`, `nbd       ${d.nbd}`,
-        repairLine(lr, nodeName),
+        repairLine(lr, nodeName, h.noMajority),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,
         // the newest few (a tester's 127 made one line of thousands of characters)
         `snapshots ${d.snapshots.length === 0 ? 'none' : `${d.snapshots.length > SNAPSHOTS_SHOWN ? `${d.snapshots.length}, the newest ${SNAPSHOTS_SHOWN}: ` : ''}${d.snapshots.slice(-SNAPSHOTS_SHOWN).map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}${d.snapshots.length > SNAPSHOTS_SHOWN ? ' (all: vgrid vol info --json)' : ''}`}`,

@@ -36,4 +36,6 @@ test('the last repair\'s line gives its bytes a unit', t => {
   t.is(repairLine({ node: id, at: Date.parse('2026-12-03T10:00:00Z'), copied: 0, failed: 0, bytes: 0, lost: 0 }, names), 'repair    2026-12-03T10:00:00.000Z on a3: 0 copied (0 B), 0 failed')
   t.is(repairLine({ node: id, at: Date.parse('2026-12-03T10:00:00Z'), copied: 3, failed: 1, bytes: 12 * 2 ** 20, lost: 2 }, names), 'repair    2026-12-03T10:00:00.000Z on a3: 3 copied (12 MiB), 1 failed, 2 lost')
   t.is(repairLine(null, names), 'repair    none yet')
+  // a node without a majority: the record is with the coordinator on the other side (bb16 read "none yet" there)
+  t.is(repairLine(null, names, 'this node sees 1 of the grid\'s 4 members (no majority)'), 'repair    not known here (this node sees no majority: the last repair\'s record is with its coordinator)')
 })
