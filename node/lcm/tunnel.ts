@@ -40,6 +40,8 @@ export interface TunnelInit {
 /** after a failed start: the first retry, and the longest wait between retries */
 export const RETRY_MIN_MS = 1000
 export const RETRY_MAX_MS = 30_000
+/** WireGuard that cannot start is tried again at least this often: a port freed, the overlay is back within seconds (a tester waited 28 s), and VMs with connections move off after 30 s down (dvmm/overlay-moves.ts) */
+const INTERFACE_RETRY_MAX_MS = 10_000
 
 export class Tunnel {
   private readonly c: TunnelComponents
@@ -120,7 +122,7 @@ export class Tunnel {
     this.advertise(null)
     if (!this.running) return
     this.ifTimer = setTimeout(() => { this.c.schedule(0) }, this.ifRetryMs)
-    this.ifRetryMs = Math.min(this.ifRetryMs * 2, RETRY_MAX_MS)
+    this.ifRetryMs = Math.min(this.ifRetryMs * 2, INTERFACE_RETRY_MAX_MS)
   }
 
   /**
