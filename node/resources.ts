@@ -16,7 +16,8 @@ const UNITS: Record<string, number> = {
 }
 
 /**
- * "512M", "4G", "1.5T", "1P", "1048576" -> bytes (units of 1024; "MB", "MiB" alike).
+ * "512M", "4G", "1.5T", "1P", "1048576" -> bytes (units of 1024; "MB", "MiB", "mb" alike;
+ * "Mb", written for megabits, is refused).
  * Throws a message naming the bad value, also for a fraction that is not whole bytes
  * ("1.0000001K" was rounded down to 1K without a word).
  */
@@ -24,6 +25,8 @@ export function parseSize (text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
   const unit = m == null ? undefined : UNITS[(m[2] ?? '').toLowerCase()]
   if (m == null || unit == null) throw new Error(`"${text}" is not a size (use e.g. 512M, 4G, 2T, 1P)`)
+  // "32Mb" is written for megabits: refused, not taken as 32 MiB without a word (a tester)
+  if (/^[KMGTP]b$/.test(m[2] ?? '')) throw new Error(`"${text}" reads as ${m[2]!.startsWith('K') ? 'kilo' : m[2]!.startsWith('M') ? 'mega' : m[2]!.startsWith('G') ? 'giga' : m[2]!.startsWith('T') ? 'tera' : 'peta'}bits: a size is in bytes (say ${m[1]}${m[2]![0]} or ${m[1]}${m[2]![0]}iB, units of 1024)`)
   const n = Number(m[1]) * unit
   // the bytes it came to, where a unit made them (for a bare number they are the number)
   if (!Number.isInteger(n) && Number.isFinite(n)) throw new Error(`"${text}" is not a whole number of bytes${m[2] !== '' ? ` (${n})` : ''}`)
