@@ -70,6 +70,16 @@ export class Silent extends Map<string, string> {
     if (!(err instanceof GvsError && err.transient)) this.lasting.add(node)
   }
 
+  /** what `other` says of `node`, unless this says something already (the first layer's word stands); lasting if either is */
+  add (other: Silent, node: string): void {
+    const why = other.get(node)
+    if (why != null && !this.has(node)) {
+      this.set(node, why)
+      if (other.causes.has(node)) this.causes.set(node, other.causes.get(node))
+    }
+    if (other.lasting.has(node)) this.lasting.add(node)
+  }
+
   /** since when every node's failure has held, where each says (sinceOfAll) */
   since (): number | undefined { return sinceOfAll([...this.causes.values()]) }
 }
@@ -197,12 +207,7 @@ export class Settler {
     for (const layer of [this.init.volume, ...(this.init.under ?? [])]) {
       const l = await this.settleLayer(layer, index, hs)
       const plan = l.plan
-      for (const h of hs) {
-        const why = l.silent.get(h)
-        if (why != null && !u.silent.has(h)) u.silent.set(h, why)
-        if (why != null && !u.silent.causes.has(h) && l.silent.causes.has(h)) u.silent.causes.set(h, l.silent.causes.get(h))
-        if (l.silent.lasting.has(h)) u.silent.lasting.add(h)
-      }
+      for (const h of hs) u.silent.add(l.silent, h)
       for (const b of l.behind) u.behind.add(b)
       u.error ??= l.error
       if (layer !== this.init.volume) continue
