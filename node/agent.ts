@@ -212,9 +212,16 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   if (gvs != null) core.advert.provide('diskAvailable', () => gvs.store.available())
   if (gvs != null) core.advert.provide('diskStored', () => gvs.storedBytes())
 
+  // stopped before the state service: no note after it, and its file written before the data dir may go (a test's rm raced a late write)
+  const rollNotes: Service = {
+    name: 'roll-memory',
+    start: async () => {},
+    stop: async () => { clearTimeout(rollNoteTimer); rollNoteTimer = undefined; await rollMemory.stop() }
+  }
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory, onRoll: n => state.read().get('roll', n) != null })),
+    rollNotes,
     membership,
     lcm ?? (core.config.overlay ? undefined : lcmOff),
     gvs,

@@ -50,6 +50,9 @@ export class RecordFile<T> {
     return r.value
   }
 
+  /** resolves once the writes asked so far are done (a stop waits for them: its data dir may be removed next) */
+  async settled (): Promise<void> { await this.writing }
+
   /** writes `value` (as it is now) once the writes before it are done; a failed write is logged, and rejects */
   async save (value: T): Promise<void> {
     const text = this.f.format(value)

@@ -41,6 +41,15 @@ export class RollMemory {
     this.seen = new Set(this.file?.load() ?? [])
   }
 
+  /** stopped: nothing more is written */
+  private stopped = false
+
+  /** Writes nothing more, once the writes under way are done (the agent's stop). */
+  async stop (): Promise<void> {
+    this.stopped = true
+    await this.file?.settled()
+  }
+
   /** the roll at the last note (null: none yet this run) */
   private last: Set<string> | null = null
 
@@ -68,7 +77,7 @@ export class RollMemory {
     if (!added) return
     // the oldest go first once past the bound (a Set keeps insertion order)
     for (const n of this.seen) { if (this.seen.size <= ROLL_SEEN_MAX) break; this.seen.delete(n) }
-    this.file?.save([...this.seen]).catch(() => {}) // logged by the file; the memory still holds them
+    if (!this.stopped) this.file?.save([...this.seen]).catch(() => {}) // logged by the file; the memory still holds them
   }
 
   /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */
