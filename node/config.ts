@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { multiaddrProblem } from '../protocol/address-check.ts'
+import { listenAddressProblem, multiaddrProblem } from '../protocol/address-check.ts'
 import { parseCapacity, type CapacityOverride } from './resources.ts'
 import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } from '../protocol/membership.ts'
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
@@ -18,6 +18,9 @@ export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7400'
 export const DEFAULT_DATA_DIR = '/var/lib/vgrid'
 export const DEFAULT_WIREGUARD_PORT = 51820
 /** the API's unix socket for the default data dir; another data dir keeps its own inside it */
+/** the shortest heartbeat and advert intervals taken: every member sends them to the whole grid */
+export const MIN_HEARTBEAT_MS = 100
+export const MIN_ADVERT_MS = 1000
 export const DEFAULT_API_SOCKET = '/run/vgrid/api.sock'
 
 export function defaultApiSocket (dataDir: string): string {
@@ -107,7 +110,9 @@ export type ConfigFlags = ConfigFile & { config?: string, transport?: 'tcp' | 'm
  * "250ms", "3s", "2m", "1h" or a number of milliseconds. One a timer waits for in one
  * piece is at most MAX_TIMER_MS; `maxMs` Infinity for one only compared with times.
  */
-export function parseDuration (v: string | number, what: string, maxMs = MAX_TIMER_MS): number {
+export function parseDuration (v: string | number, what: string, maxMs = MAX_TIMER_MS, zero?: 'zero-is-off'): number {
+  // 0 turns some settings off (--restart-grace 0): "0", "0s", 0
+  if (zero != null && (v === 0 || (typeof v === 'string' && durationMs(v) === 0))) return 0
   let n: number
   if (typeof v === 'number') {
     if (!(Number.isFinite(v) && v > 0)) throw new ConfigError(`${what}: must be a positive duration, got ${v}`)
@@ -128,6 +133,12 @@ export function parseHostPort (v: string, what: string): { host: string, port: n
   const port = m == null ? NaN : Number(m[3])
   if (m == null || !(port >= 0 && port <= 65535)) throw new ConfigError(`${what}: "${v}" is not host:port`)
   return { host: m[1] ?? (m[2] === '' ? '127.0.0.1' : m[2]!), port }
+}
+
+function checkListen (v: string): string {
+  const problem = multiaddrProblem(v) == null ? listenAddressProblem(v) : null
+  if (problem != null) throw new ConfigError(`--listen: "${v}" is not an address to listen on: ${problem}`)
+  return checkMultiaddr(v, '--listen')
 }
 
 function checkMultiaddr (v: string, what: string): string {
@@ -163,7 +174,7 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   const file = flags.config != null ? await readConfigFile(flags.config) : {}
   const pick = <K extends keyof ConfigFile>(k: K): ConfigFile[K] => flags[k] ?? file[k]
   const listenRaw = pick('listen') ?? DEFAULT_LISTEN
-  const listen = (Array.isArray(listenRaw) ? listenRaw : [listenRaw]).map(l => checkMultiaddr(l, '--listen'))
+  const listen = (Array.isArray(listenRaw) ? listenRaw : [listenRaw]).map(checkListen)
   const join = [...(file.join ?? []), ...(flags.join ?? [])].map(j => checkMultiaddr(j, '--join'))
   let capacity: CapacityOverride = {}
   const capText = pick('capacity')
@@ -196,6 +207,10 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     advertRefreshMs: parseDuration(pick('advertInterval') ?? DEFAULT_TIMING.advertRefreshMs, '--advert-interval'),
     heartbeatIntervalMs: parseDuration(pick('heartbeatInterval') ?? DEFAULT_TIMING.heartbeatIntervalMs, '--heartbeat-interval')
   }
+  // a number in a config file is milliseconds: "advertInterval": 10, meant as seconds,
+  // would gossip a signed advert to the whole grid every 10 ms
+  if (timing.heartbeatIntervalMs < MIN_HEARTBEAT_MS) throw new ConfigError(`--heartbeat-interval: must be at least ${MIN_HEARTBEAT_MS} ms, got ${timing.heartbeatIntervalMs} ms (a number in the config file is milliseconds)`)
+  if (timing.advertRefreshMs < MIN_ADVERT_MS) throw new ConfigError(`--advert-interval: must be at least ${MIN_ADVERT_MS / 1000} s, got ${timing.advertRefreshMs} ms (a number in the config file is milliseconds)`)
   // timings that contradict each other would make members flap forever
   if (membership.suspectAfterMs < 2 * timing.heartbeatIntervalMs) throw new ConfigError('--suspect-after must be at least twice --heartbeat-interval')
   if (membership.silenceAfterMs < 2 * timing.advertRefreshMs) throw new ConfigError('--silence-after must be at least twice --advert-interval')
@@ -205,7 +220,7 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   }
   // a dead node's advert (its fence timeout) must outlive the wait before its VMs move
   if (membership.forgetAfterMs <= fenceTimeoutMs + 2000) throw new ConfigError('--forget-after must be longer than --fence-timeout plus 2 s')
-  const restartGraceMs = parseDuration(pick('restartGrace') ?? RESTART_GRACE_MS, '--restart-grace')
+  const restartGraceMs = parseDuration(pick('restartGrace') ?? RESTART_GRACE_MS, '--restart-grace', MAX_TIMER_MS, 'zero-is-off')
   if (restartGraceMs !== 0 && (restartGraceMs < 1000 || restartGraceMs > MAX_RESTART_GRACE_MS)) {
     throw new ConfigError(`--restart-grace: must be 0 (off) or between 1 s and ${MAX_RESTART_GRACE_MS / 60_000} min, got ${restartGraceMs} ms`)
   }

@@ -13,6 +13,7 @@ import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { currentBootId, procStat, sameProcessAlive } from './dvmm/drivers/common.ts'
+import { refuseSharedDir } from './data-dir.ts'
 
 export const lockFile = (dataDir: string): string => join(dataDir, 'agent.lock')
 
@@ -29,9 +30,10 @@ export function lockName (dataDir: string): string {
 
 /** the agent the lock file names, while it runs (not this process) */
 function holder (dataDir: string): { pid: number, since?: string } | undefined {
-  let rec: { pid?: unknown, startTicks?: unknown, bootId?: unknown }
+  let rec: { pid?: unknown, startTicks?: unknown, bootId?: unknown } | null
   try { rec = JSON.parse(readFileSync(lockFile(dataDir), 'utf8')) as typeof rec } catch { return undefined }
-  if (typeof rec.pid !== 'number' || typeof rec.startTicks !== 'number' || rec.pid === process.pid) return undefined
+  // a file of another shape (null, a number) names no agent: ours replaces it
+  if (rec == null || typeof rec !== 'object' || typeof rec.pid !== 'number' || typeof rec.startTicks !== 'number' || rec.pid === process.pid) return undefined
   if (!sameProcessAlive(rec.pid, rec.startTicks, typeof rec.bootId === 'string' ? rec.bootId : undefined)) return undefined
   return { pid: rec.pid }
 }
@@ -58,10 +60,13 @@ export async function bindAbstractLock (name: string): Promise<Server | null> {
 /** Takes the data dir's lock (creating the dir), or throws DataDirInUse naming the agent that holds it. */
 export async function lockDataDir (dataDir: string): Promise<DataDirLock> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  // a shared directory (--data-dir /var/lib) gets no lock file of ours either
+  refuseSharedDir(dataDir)
   const server = await bindAbstractLock(lockName(dataDir)).catch((err: Error) => { throw new Error(`cannot lock data dir ${dataDir}: ${err.message}`) })
   if (server == null) throw inUse(dataDir, holder(dataDir))
   // an agent of this dir in another network namespace
-  const other = holder(dataDir)
+  let other: ReturnType<typeof holder>
+  try { other = holder(dataDir) } catch (err) { server.close(); throw err }
   if (other != null) {
     server.close()
     throw inUse(dataDir, other)

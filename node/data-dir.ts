@@ -5,8 +5,39 @@
 // made 0700 at start with a warning naming it and its old mode, as secret-file.ts does
 // for the key files. One that cannot be (not a directory, not ours to chmod) stops the
 // agent with an error naming it: it would serve every volume's contents to other users.
-import { chmod, mkdir, stat } from 'node:fs/promises'
+// Only a directory that is vgrid's is chmod'ed: empty (a new file system's lost+found
+// aside) or holding what an earlier run or `vgrid init` wrote (its keys, document, stores). A shared one (`--data-dir /var/lib`)
+// stops the agent instead: made 0700, every other service's files under it would have
+// been out of their users' reach.
+import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
+import { readdirSync, statSync } from 'node:fs'
 import type { Logger } from './log.ts'
+
+/** entries that make a directory vgrid's data dir (an earlier run wrote them) */
+const OURS = ['identity.key', 'cluster.key', 'state', 'peers.json', 'gvs', 'dvmm']
+/** what a directory of its own may hold before vgrid's first run */
+const NOTHING = new Set(['lost+found'])
+
+/** why the directory is not one vgrid may make 0700, or null (empty, or vgrid's) */
+export function sharedDirProblem (dir: string, entries: string[]): string | null {
+  if (entries.some(e => OURS.includes(e))) return null
+  const others = entries.filter(e => !NOTHING.has(e)).sort()
+  if (others.length === 0) return null
+  return `data dir ${dir} is open to other users and holds files that are not vgrid's (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, and ${others.length - 3} more` : ''}): vgrid keeps its data dir 0700 and does not change the mode of a directory others use. Give it a directory of its own (e.g. ${dir.replace(/\/+$/, '')}/vgrid)`
+}
+
+/**
+ * Throws when `dir` is open to other users and holds files that are not vgrid's (see
+ * above): checked before the agent writes anything there (its lock file).
+ */
+export function refuseSharedDir (dir: string): void {
+  let problem: string | null = null
+  try {
+    const st = statSync(dir)
+    if (st.isDirectory() && (st.mode & 0o077) !== 0) problem = sharedDirProblem(dir, readdirSync(dir))
+  } catch { /* said by secureDataDir, which names the cause */ }
+  if (problem != null) throw new Error(problem)
+}
 
 /** Creates the data dir 0700, or makes an existing one 0700 if group or others have any access to it (see above). */
 export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs: { chmod: typeof chmod } = { chmod }): Promise<void> {
@@ -26,6 +57,14 @@ export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs:
     throw (err as NodeJS.ErrnoException).code == null ? err : named('cannot be read', err)
   }
   if ((mode & 0o077) === 0) return
+  let entries: string[]
+  try {
+    entries = await readdir(dir)
+  } catch (err) {
+    throw named('cannot be listed', err)
+  }
+  const shared = sharedDirProblem(dir, entries)
+  if (shared != null) throw new Error(shared)
   try {
     await fs.chmod(dir, 0o700)
   } catch (err) {

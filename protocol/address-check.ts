@@ -24,3 +24,18 @@ export function multiaddrProblem (v: string): string | null {
   }
   return null
 }
+
+/**
+ * what is wrong with `v` as an address to listen on (null: nothing): a multiaddr with
+ * an IP address and a TCP port, or a /memory/ one (tests). "" or "/ip4/10.0.0.2" alone
+ * passed as multiaddrs and failed the start inside libp2p, with advice about its
+ * transport manager that named neither the address nor --listen.
+ */
+export function listenAddressProblem (v: string): string | null {
+  const bad = multiaddrProblem(v)
+  if (bad != null) return bad
+  const names = multiaddr(v).getComponents().map(p => p.name)
+  if (names[0] === 'memory') return null
+  if ((names[0] === 'ip4' || names[0] === 'ip6') && names[1] === 'tcp' && names.length === 2) return null
+  return 'an agent listens on an IP address and a TCP port, e.g. /ip4/0.0.0.0/tcp/7400'
+}

@@ -31,7 +31,10 @@ export class PinKeys {
     try {
       kept = await readSecretFile(this.path, 'the key of VM disks\' export names', this.log)
     } catch (err) {
-      this.log.warn('the key of VM disks\' export names cannot be read: a new one is made, and QEMU of VMs started before cannot reopen their disks here after a restart of this agent', { error: (err as Error).message })
+      // kept as it is: a read that fails for a moment (EIO, EMFILE) must not replace the
+      // key the running VMs' QEMU reopen their disks with; the next start reads it again
+      this.log.warn('the key of VM disks\' export names cannot be read: this run uses a key of its own and leaves the file as it is; QEMU of VMs started before cannot reopen their disks here until an agent start reads it again', { file: this.path, error: (err as Error).message })
+      return
     }
     if (kept != null && kept.length === SECRET_BYTES) { this.secret = kept; this.fresh = false; return }
     if (kept != null) this.log.warn('the key of VM disks\' export names is damaged (wrong length): a new one is made', { file: this.path })

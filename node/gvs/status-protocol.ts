@@ -4,6 +4,8 @@
 // (merged with its own), and a destroy asks every live node whether a writer has the
 // volume open. One stream per request; a length-prefixed JSON request and answer.
 import type { Libp2p } from '@libp2p/interface'
+import { Type } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { request, serve } from '../p2p/request.ts'
 import type { VolumeHealthView } from './health.ts'
 
@@ -44,7 +46,35 @@ export function parseStatusRequest (raw: unknown): { volumes: string[], writersO
   return { volumes: vs as string[], writersOnly: o.writersOnly === true || o.claim === true, claim: o.claim === true }
 }
 
-/** an answer as far as it has the expected shape: entries of another shape are dropped */
+const count = Type.Number({ minimum: 0 })
+const text = Type.String({ maxLength: 4096 })
+// a peer's health view as vol ls and info print it: any field of another type (a reason
+// that is a number) made the whole volume list answer 500 on every node that asked it
+const HealthSchema = TypeCompiler.Compile(Type.Object({
+  state: Type.Union([Type.Literal('healthy'), Type.Literal('degraded'), Type.Literal('repairing')]),
+  reasons: Type.Array(text, { maxItems: 256 }),
+  repair: Type.Optional(Type.Union([Type.Null(), Type.Object({ node: text, startedAt: Type.Number(), done: count, total: count, bytes: count, failed: count })])),
+  lastRepair: Type.Optional(Type.Union([Type.Null(), Type.Object({
+    node: text,
+    at: Type.Number(),
+    copied: count,
+    failed: count,
+    bytes: count,
+    lost: count,
+    unsound: Type.Optional(count),
+    unsoundRecorded: Type.Optional(Type.Literal(true)),
+    unrewritten: Type.Optional(count),
+    scrubbedAt: Type.Optional(Type.Number()),
+    freed: Type.Optional(count),
+    unavailable: Type.Optional(count),
+    unavailableWhy: Type.Optional(text)
+  })])),
+  coordinator: Type.Optional(text),
+  noMajority: Type.Optional(text),
+  copiesOn: Type.Optional(Type.Unknown())
+}))
+
+/** an answer as far as it has the expected shape: entries of another shape are dropped, a health view of another shape is left out */
 export function parseStatusAnswer (raw: unknown): StatusAnswer {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('a status answer is a JSON object')
   const out: StatusAnswer = {}
@@ -52,7 +82,7 @@ export function parseStatusAnswer (raw: unknown): StatusAnswer {
     const x = s as Partial<VolumeStatus> | null
     if (x == null || typeof x !== 'object' || typeof x.writers !== 'number') continue
     const h = x.health
-    const okHealth = h == null || (typeof h === 'object' && ['healthy', 'degraded', 'repairing'].includes(h.state) && Array.isArray(h.reasons))
+    const okHealth = h == null || HealthSchema.Check(h)
     const claiming = { ...(x.claiming === true ? { claiming: true } : {}), ...(typeof x.vmDisks === 'number' && x.vmDisks > 0 ? { vmDisks: x.vmDisks } : {}) }
     out[id] = okHealth ? { writers: x.writers, ...claiming, ...(h != null ? { health: withCopies(h) } : {}) } : { writers: x.writers, ...claiming }
   }

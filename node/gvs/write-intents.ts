@@ -53,7 +53,7 @@ export class WriteIntents {
     let text: string
     try { text = await readFile(this.file, 'utf8') } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { objects: [], damaged: [] }
-      throw err
+      throw Object.assign(new Error(`cannot read ${this.file}: ${(err as Error).message}`, { cause: err }), { code: (err as NodeJS.ErrnoException).code })
     }
     const out = new Map<string, { volume: string, file: string }>()
     const damaged: string[] = []

@@ -51,7 +51,8 @@ async function readOptional (path: string): Promise<Buffer | undefined> {
     return await readFile(path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
+    // fs errors name no path (EISDIR: a directory made where the file goes)
+    throw Object.assign(new Error(`cannot read ${path}: ${(err as Error).message}`, { cause: err }), { code: (err as NodeJS.ErrnoException).code })
   }
 }
 

@@ -78,6 +78,11 @@ test('flags override the config file, and bad files name the problem', async t =
   await t.throwsAsync(resolveConfig({ config: unknown }), { message: /nmae.*unknown key|unknown key/ })
   await t.throwsAsync(resolveConfig({ config: join(dir, 'nope-vgrid.json') }), { message: /not found/ })
   await t.throwsAsync(resolveConfig({ listen: 'tcp:7400' }), { message: /--listen: "tcp:7400" is not a multiaddr/ })
+  // multiaddrs without a transport failed the start inside libp2p, naming neither (a reviewer's)
+  for (const l of ['', '/ip4/127.0.0.1', '/ip4/127.0.0.1/udp/7400', '/ip4/127.0.0.1/tcp/7400/ws']) {
+    await t.throwsAsync(resolveConfig({ listen: l }), { message: /^--listen: ".*" is not (an address to listen on: an agent listens on an IP address and a TCP port, e\.g\. \/ip4\/0\.0\.0\.0\/tcp\/7400|a multiaddr \(e\.g\. .+)$/ }, JSON.stringify(l))
+  }
+  t.deepEqual((await resolveConfig({ listen: ['/ip6/::/tcp/7400', '/ip4/10.0.0.2/tcp/0', '/memory/x'] })).listen, ['/ip6/::/tcp/7400', '/ip4/10.0.0.2/tcp/0', '/memory/x'])
   await t.throwsAsync(resolveConfig({ join: ['/ip4/10.0.0.2/tcp/7400/p2p/not-a-peer-id'] }), { message: /--join: "\/ip4\/10.0.0.2\/tcp\/7400\/p2p\/not-a-peer-id" is not a multiaddr .*"not-a-peer-id" is not a peer id/ })
   await t.throwsAsync(resolveConfig({ api: 'localhost' }), { message: /--api: "localhost" is not host:port/ })
   await t.throwsAsync(resolveConfig({ suspectAfter: '50s', silenceAfter: '20s' }), { message: /--silence-after must be greater than --suspect-after/ })
@@ -88,6 +93,20 @@ test('contradictory timings and bad labels are refused by name', async t => {
   await t.throwsAsync(resolveConfig({ advertInterval: '60s' }), { message: /--silence-after must be at least twice --advert-interval/ })
   await t.throwsAsync(resolveConfig({ labels: { ['x'.repeat(64)]: 'v' } }), { message: /is not a label key/ })
   await t.throwsAsync(resolveConfig({ labels: { rack: 'v'.repeat(257) } }), { message: /longer than 256/ })
+})
+
+test('intervals every member sends to the whole grid have a floor: a number in the file is milliseconds ("advertInterval": 10 meant as seconds)', async t => {
+  await t.throwsAsync(resolveConfig({ advertInterval: 10 }), { message: /--advert-interval: must be at least 1 s, got 10 ms \(a number in the config file is milliseconds\)/ })
+  await t.throwsAsync(resolveConfig({ heartbeatInterval: 1e-9 }), { message: /--heartbeat-interval: must be at least 100 ms/ })
+  t.is((await resolveConfig({ heartbeatInterval: '100ms', advertInterval: '1s' })).timing.advertRefreshMs, 1000)
+})
+
+test('--restart-grace 0 turns the grace off, as the README says (it was refused as "must be greater than zero"); other values stay within bounds', async t => {
+  for (const off of ['0', '0s', 0] as const) t.is((await resolveConfig({ restartGrace: off })).restartGraceMs, 0, String(off))
+  t.is((await resolveConfig({ restartGrace: '45s' })).restartGraceMs, 45_000)
+  await t.throwsAsync(resolveConfig({ restartGrace: '500ms' }), { message: /--restart-grace: must be 0 \(off\) or between 1 s and/ })
+  await t.throwsAsync(resolveConfig({ restartGrace: -1 }), { message: /--restart-grace: must be a positive duration/ })
+  await t.throwsAsync(resolveConfig({ restartGrace: 'soon' }), { message: /--restart-grace: "soon" is not a duration/ })
 })
 
 test('the volume store\'s repair and scrub settings come from the config file, checked by name', async t => {

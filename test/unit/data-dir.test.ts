@@ -1,10 +1,11 @@
 // The data dir is kept 0700 (node/data-dir.ts): one the operator made with mkdir
 // (0755) would let any local user read the volumes' objects.
 import test from 'ava'
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { secureDataDir } from '../../node/data-dir.ts'
+import { lockDataDir, lockFile } from '../../node/data-dir-lock.ts'
 import { createLogger } from '../../node/log.ts'
 
 const modeOf = (f: string): number => statSync(f).mode & 0o7777
@@ -65,4 +66,43 @@ test('a data dir that cannot be made 0700, or is not a directory, stops the agen
   const file = join(base, 'file')
   writeFileSync(file, '')
   await t.throwsAsync(secureDataDir(file, log), { message: `data dir ${file} is not a directory` })
+})
+
+test('a shared directory given as the data dir (--data-dir /var/lib) is refused, naming what it holds, and its mode is left alone; one holding an earlier run\'s identity or document, or only lost+found, is vgrid\'s', async t => {
+  const base = root(t)
+  const shared = join(base, 'lib')
+  mkdirSync(join(shared, 'postgresql'), { recursive: true })
+  writeFileSync(join(shared, 'apt.list'), '')
+  chmodSync(shared, 0o755)
+  const { log, lines } = logLines()
+  await t.throwsAsync(secureDataDir(shared, log), {
+    message: `data dir ${shared} is open to other users and holds files that are not vgrid's (apt.list, postgresql): vgrid keeps its data dir 0700 and does not change the mode of a directory others use. Give it a directory of its own (e.g. ${shared}/vgrid)`
+  })
+  t.is(modeOf(shared), 0o755, 'the shared directory keeps its mode')
+  t.deepEqual(lines, [])
+  for (const [name, entries] of [['restored', ['identity.key', 'peers.json']], ['older', ['state', 'gvs']], ['mounted', ['lost+found']]] as const) {
+    const dir = join(base, name)
+    for (const e of entries) mkdirSync(join(dir, e), { recursive: true })
+    chmodSync(dir, 0o755)
+    await secureDataDir(dir, log)
+    t.is(modeOf(dir), 0o700, name)
+  }
+})
+
+test('the data dir lock: a shared directory is refused before the lock file is written there; a lock file of another shape (null) names no agent and is replaced', async t => {
+  const base = root(t)
+  const shared = join(base, 'lib')
+  mkdirSync(join(shared, 'postgresql'), { recursive: true })
+  chmodSync(shared, 0o755)
+  await t.throwsAsync(lockDataDir(shared), { message: /holds files that are not vgrid's \(postgresql\)/ })
+  t.false(existsSync(lockFile(shared)), 'no agent.lock left in the shared directory')
+  const dir = join(base, 'data')
+  mkdirSync(dir, { mode: 0o700 })
+  for (const junk of ['null', '7', '[]', '{"pid":"x"}']) {
+    writeFileSync(lockFile(dir), junk)
+    const lock = await lockDataDir(dir)
+    t.is((JSON.parse(readFileSync(lockFile(dir), 'utf8')) as { pid: number }).pid, process.pid, junk)
+    lock.release()
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
 })

@@ -155,6 +155,16 @@ test('status protocol: requests are checked, answers keep only well-formed entri
   t.deepEqual(a.claimed, { writers: 0, claiming: true })
   t.is(a.oddHealth!.health, undefined)
   t.is(a.ok!.health!.state, 'healthy')
+  // a field of another type anywhere in a health view (a reviewer's: a reason 7 made
+  // sayHealth throw, and every vol ls on a node that asked this peer answered 500)
+  const lr = { node: 'n1', at: 1, copied: 0, failed: 0, bytes: 0, lost: 0 }
+  const odd = parseStatusAnswer({
+    numberReason: { writers: 0, health: { state: 'degraded', reasons: [7], repair: null, lastRepair: null } },
+    numberWhy: { writers: 2, health: { state: 'degraded', reasons: ['x'], repair: null, lastRepair: { ...lr, unavailable: 1, unavailableWhy: 3 } } },
+    badRepair: { writers: 0, health: { state: 'repairing', reasons: [], repair: { node: 'n1', done: '5' }, lastRepair: null } },
+    sound: { writers: 0, health: { state: 'degraded', reasons: ['x'], repair: { node: 'n1', startedAt: 1, done: 1, total: 2, bytes: 9, failed: 0 }, lastRepair: { ...lr, unavailable: 1, unavailableWhy: 'y' }, coordinator: 'n1', later: 'a newer agent\'s field' } }
+  })
+  t.deepEqual(Object.entries(odd).map(([id, s]) => [id, s.writers, s.health?.state]), [['numberReason', 0, undefined], ['numberWhy', 2, undefined], ['badRepair', 0, undefined], ['sound', 0, 'degraded']])
 })
 
 test('progress without a terminal: one plain line per 10 % step; qemu-img percentages read', t => {

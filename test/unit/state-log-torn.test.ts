@@ -1,7 +1,7 @@
 // A log whose last record was torn (a crash or a full disk mid-append), cut at every
 // byte offset of that record: recovery keeps every complete record, never a partial one.
 import test from 'ava'
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { StateStore, parseLog } from '../../node/state/store.ts'
@@ -103,4 +103,15 @@ test('a burst of writes shares one fsync', async t => {
   await Promise.all(Array.from({ length: 50 }, async (_, i) => await p.commit(w => w.setLabel(opts.nodeId, `k${i}`, 'v'))))
   t.true(store.appended.length <= 2, `${store.appended.length} appends for 50 writes`)
   t.is(Object.keys(replica.read().labelsOf(opts.nodeId)).length, 50)
+})
+
+test('a directory where the snapshot or log file goes stops the start with an error naming its path (it said "EISDIR: illegal operation on a directory, read")', async t => {
+  for (const file of ['snapshot', 'log']) {
+    const dir = await mkdtemp(join(tmpdir(), 'vgrid-eisdir-'))
+    t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+    await mkdir(join(dir, 'state', file), { recursive: true })
+    const err = await t.throwsAsync(new StateStore(dir).read())
+    t.is(err?.message, `cannot read ${join(dir, 'state', file)}: EISDIR: illegal operation on a directory, read`)
+    t.is((err as NodeJS.ErrnoException).code, 'EISDIR')
+  }
 })
