@@ -51,4 +51,9 @@ fi
 
 # npm ci brings Node 24 (the `node` package) next to everything else.
 npm ci --no-fund --no-audit --loglevel=error
+# Every test file runs in a process of its own that loads (and strips the types of) the
+# modules it imports, and so do the agents the end-to-end tests start: V8's compiled
+# code kept on disk across them took a third off the unit tests' CPU time (46 files:
+# 73 -> 46 s). Under node_modules, so that each `npm ci` starts it afresh.
+export NODE_COMPILE_CACHE="${NODE_COMPILE_CACHE:-$PWD/node_modules/.cache/node-compile}"
 npm test
