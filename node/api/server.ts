@@ -189,7 +189,7 @@ export class ApiService implements Service {
     // a path that exists with other methods is a 405 naming them (and the Allow header)
     const routes: Array<{ method: string, path: RegExp }> = []
     app.addHook('onRoute', r => {
-      const path = new RegExp(`^${r.url.split('/').map(seg => seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')}/?$`)
+      const path = new RegExp(`^${r.url.split('/').map(seg => seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')}$`)
       for (const m of [r.method].flat()) routes.push({ method: m, path })
       if ([r.method].flat().every(m => m === 'GET' || m === 'HEAD')) r.handler = readAgain(r.handler)
     })

@@ -203,6 +203,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
   if (b.cpu > cpuMax) throw invalid('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
   if (memoryBytes > memMax) throw invalid('memory', `${bytes(memoryBytes)} is more than any node has (largest: ${bytes(memMax)})`)
+  const constraints = strMap(b.constraints, 'constraints', true)
+  const labels = b.labels === undefined ? undefined : strMap(b.labels, 'labels', true)
   // last: a request wrong in itself says so, whatever the name
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }
@@ -216,7 +218,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       cpu: b.cpu,
       memoryBytes,
       volumes: vols,
-      constraints: strMap(b.constraints, 'constraints', true),
+      constraints,
       ...opt('command', command),
       ...opt('user', b.user as string | undefined),
       ...opt('kernel', kernel),
@@ -225,7 +227,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       ...opt('image', image),
       ...opt('restart', b.restart as CreateVmBody['restart']),
       ...opt('antiAffinity', b.antiAffinity as string | undefined),
-      ...(b.labels === undefined ? {} : { labels: strMap(b.labels, 'labels', true) }),
+      ...(labels === undefined ? {} : { labels }),
       ...(inputs.length > 0 ? { inputs } : {}),
       ...(outputs.length > 0 ? { outputs } : {})
     }
