@@ -90,7 +90,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     log: core.log.child('state'),
     gossipRejected: membership.metrics.gossipRejected,
     nameOf: id => core.directory.nameOf(id),
-    addrsOf: id => core.directory.addrsOf(id)
+    addrsOf: id => core.directory.addrsOf(id),
+    // an identity forgotten (a server replaced) stayed in `vgrid state` until a restart
+    shown: id => !rollMemory.forgotten(id, state.read().list('roll'))
   })
   // the roll as it changes, at most once a second: a forget is told from an entry yet to arrive
   const rollMemory = new RollMemory({ path: join(core.config.dataDir, 'roll-seen.json'), log: core.log.child('membership') })

@@ -57,6 +57,8 @@ export interface StateServiceInit {
   gossipRejected: Counter<'topic' | 'reason'>
   /** a member's name, for the peer list */
   nameOf?: (peer: string) => string | undefined
+  /** whether a peer's sync statistics are still worth showing (false: a member taken off the grid, `vgrid node forget`) */
+  shown?: (peer: string) => boolean
   /** where a member listens, to pull from peers we are not connected to */
   addrsOf?: (peer: string) => string[]
   maxMessageBytes?: number
@@ -324,7 +326,7 @@ export class StateService extends EventEmitter<StateEvents> {
       size: { diskBytes: s.snapshotBytes + s.logBytes, ...s, memoryBytes: process.memoryUsage().external },
       counts: r.counts(),
       persistence: { lastFlushAt: iso(this.persister.lastFlushAt), lastSnapshotAt: iso(this.persister.lastSnapshotAt), recovered: this.recovered, health: this.healthState },
-      peers: this.sync.peers.list().map(p => ({ ...p, name: this.init.nameOf?.(p.id) ?? null, lastSyncAt: iso(p.lastSyncAt), lastChangeAt: iso(p.lastChangeAt) })),
+      peers: this.sync.peers.list().filter(p => this.init.shown?.(p.id) ?? true).map(p => ({ ...p, name: this.init.nameOf?.(p.id) ?? null, lastSyncAt: iso(p.lastSyncAt), lastChangeAt: iso(p.lastChangeAt) })),
       blocked: this.sync.blockedPeers
     }
   }

@@ -369,4 +369,7 @@ test.serial('a VM whose holder died and was forgotten is shown with that node\'s
   t.regex(row.reason ?? '', new RegExp(`its node ${victim.agent.config.name} is not alive`), JSON.stringify(row.reason))
   t.false((row.reason ?? '').includes(victim.agent.id), 'no peer id')
   t.is(row.node, victim.agent.config.name)
+  // and `vgrid state` no longer lists its sync statistics (they stayed until a restart)
+  t.false(keep.agent.state.view().peers.some(p => p.id === victim.agent.id), 'the forgotten identity is not among the state peers')
+  t.true(keep.agent.state.view().peers.some(p => p.id === other.agent.id))
 })
