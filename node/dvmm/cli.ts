@@ -13,7 +13,7 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm show VM [--json]
        vgrid vm start|stop|rm VM [--json]
        vgrid vm console VM`
-const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
+const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
@@ -194,21 +194,23 @@ async function consoleOf (argv: string[]): Promise<void> {
 export async function node (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   if (sub !== 'drain' && sub !== 'undrain' && sub !== 'forget') throw new CliError(`unknown subcommand "node ${String(sub)}"\nusage: ${NODE_USAGE}`, 2)
-  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' } }, NODE_USAGE, 1)
+  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' }, 'without-majority': { type: 'boolean' } }, NODE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
   if (v.wait === true && sub !== 'drain') throw new CliError('--wait is for drain', 2)
   if (v.force === true && sub === 'undrain') throw new CliError('--force is for drain and forget', 2)
+  if (v['without-majority'] === true && sub !== 'forget') throw new CliError('--without-majority is for forget', 2)
   if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
   const timeoutS = v.timeout == null ? 300 : Number(v.timeout)
   if (!(timeoutS > 0)) throw new CliError(`--timeout "${String(v.timeout)}" is not a number of seconds above 0`, 2)
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
-    const r = await api.request<{ name: string, writesGivenUp?: string[] }>('DELETE', `${path}/roll${v.force === true ? '?force=true' : ''}`)
+    const query = [...(v.force === true ? ['force=true'] : []), ...(v['without-majority'] === true ? ['withoutMajority=true'] : [])]
+    const r = await api.request<{ name: string, writesGivenUp?: string[], withoutMajority?: boolean }>('DELETE', `${path}/roll${query.length > 0 ? `?${query.join('&')}` : ''}`)
     const lost = r.writesGivenUp ?? []
     return v.json === true
       ? json(r)
-      : out(`${r.name}: forgotten (off the member roll)${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
+      : out(`${r.name}: forgotten (off the member roll)${r.withoutMajority === true ? ', without a majority in sight, on your word that the members out of sight are gone for good' : ''}${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)

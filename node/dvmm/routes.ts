@@ -8,6 +8,7 @@ import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
+import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
@@ -29,6 +30,7 @@ export interface DvmmRoutesDeps {
   readonly components: {
     state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> }
     membership: { readonly members: MemberTable }
+    log?: Pick<Logger, 'warn'>
   }
   readonly me: string
   /** how long a create waits for one of the same name made at the same moment elsewhere to arrive (the claims' settle window) */
@@ -86,6 +88,18 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (e == null && m != null) return { id: m.nodeId, name: m.advert.name }
     if (e != null) return { id: e.node, name: e.name }
     throw new NotFoundError(`no node with id or name "${idOrName.length <= 128 ? idOrName : `${idOrName.slice(0, 40)}…`}"`)
+  }
+  /**
+   * The node a forget means: as findNode, but a name given to two identities (a server
+   * reinstalled under its old name) means the one that is gone, on the roll and not
+   * alive here, not the new one running (the README's advice led to "is alive").
+   */
+  const findForgettable = (doc: DocView, idOrName: string): { id: string, name: string } => {
+    if (!membership.members.has(idOrName) && !doc.roll.has(idOrName)) {
+      const gone = [...doc.roll.values()].filter(e => e.name === idOrName && !mayBeRunning(membership.members.get(e.node)?.state))
+      if (gone.length === 1) return { id: gone[0]!.node, name: gone[0]!.name }
+    }
+    return findNode(doc, idOrName)
   }
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
   const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
@@ -349,20 +363,24 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return await setDraining(req.params.id, true, flag(b, 'force', false))
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
-    app.delete<{ Params: IdParams, Querystring: { force?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
-      onlyQuery(req.query, ['force'])
+    app.delete<{ Params: IdParams, Querystring: { force?: unknown, withoutMajority?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
+      onlyQuery(req.query, ['force', 'withoutMajority'])
       const force = booleanQuery(req.query, 'force')
+      const withoutMajority = booleanQuery(req.query, 'withoutMajority')
       const { doc } = current()
-      const n = findNode(doc, req.params.id)
+      const n = findForgettable(doc, req.params.id)
       const m = membership.members.get(n.id)
       if (m != null && (m.state === 'alive' || m.state === 'suspect')) throw new ConflictError(`node ${n.name} is ${m.state}: forget is for a server that is gone for good`, 'node_alive')
       // its roll entry holds the restart grace the others wait for before taking its VMs
       // over: forgetting it now would start them elsewhere while they still run there
       const graceMs = svc.restartGraceLeftMs?.(n.id) ?? 0
       if (graceMs > 0) throw new ConflictError(`node ${n.name} stopped for a restart and its VMs may run there for ${Math.ceil(graceMs / 1000)} s more (its restart grace): forget is for a server that is gone for good; if it does not come back, forget it after that (they are taken over then in any case)`, 'node_restarting')
-      // only from the majority side: a node cut off must not forget the others away
+      // only from the majority side: a node cut off must not forget the others away;
+      // unless the operator says the members out of sight are gone for good (half a grid
+      // lost for good had no way back: the grid stayed fenced), as Proxmox's `pvecm expected`
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => membership.members.get(id)?.state === 'alive', joining: false })
-      if (!may.ok) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll`, 'no_majority')
+      if (!may.ok && !withoutMajority) throw new ConflictError(`${may.reason}: forget only from a node that sees a majority of the roll. If the members this node cannot see are gone for good (not cut off: a side of a partition that still runs would then run the same VMs and volumes as this one), forget them one by one from here with --without-majority until this node sees a majority; then bring new servers in`, 'no_majority')
+      if (!may.ok) svc.components.log?.warn('a member forgotten without a majority in sight, on the operator\'s word that the members out of sight are gone for good', { node: n.name, id: n.id, seen: may.reason })
       // gone for good: the writes the volumes may have kept only on it are given up
       // (gvs/write-intervals.ts), and recorded on them for good; only when asked to, as
       // an object with no copy left reads as zeros from then on (a tester's forget turned
@@ -375,7 +393,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       }, `node forget ${n.name}`)
       if (gaveUp == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       svc.schedule()
-      return { forgotten: n.id, name: n.name, writesGivenUp: gaveUp }
+      return { forgotten: n.id, name: n.name, writesGivenUp: gaveUp, ...(may.ok ? {} : { withoutMajority: true }) }
     })
     app.get('/v1/ha', async (): Promise<HaView> => svc.ha())
   }

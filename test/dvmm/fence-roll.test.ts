@@ -63,6 +63,47 @@ test.serial('forget: refused on a node without a majority of the roll, allowed w
   t.is(h.replica.read().get('roll', 'C'), undefined)
 })
 
+test.serial('forget without a majority, on the operator\'s word (half a grid lost for good had no way back): refused without --without-majority, naming it; with it, one by one until this node sees a majority', async t => {
+  const { h, app } = await forgetting(t)
+  // five on the roll, this node and A alive: 2 of 5
+  h.members.set('A', member('A', 'alive'))
+  const refused = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll' })
+  t.is(refused.statusCode, 409)
+  t.regex(refused.body, /gone for good .*--without-majority/)
+  const first = await app.inject({ method: 'DELETE', url: '/v1/nodes/C/roll?withoutMajority=true' })
+  t.is(first.statusCode, 200, first.body)
+  t.true((JSON.parse(first.body) as { withoutMajority?: boolean }).withoutMajority)
+  t.is(h.replica.read().get('roll', 'C'), undefined)
+  // 2 of 4: still none; D forgotten the same way gives 2 of 3, and B then goes as usual
+  t.is((await app.inject({ method: 'DELETE', url: '/v1/nodes/D/roll?withoutMajority=true' })).statusCode, 200)
+  const plain = await app.inject({ method: 'DELETE', url: '/v1/nodes/B/roll' })
+  t.is(plain.statusCode, 200, plain.body)
+  t.false('withoutMajority' in (JSON.parse(plain.body) as object), 'with a majority in sight it is a plain forget')
+  t.deepEqual([...h.replica.read().all('roll').keys()].sort(), ['A', ME].sort())
+  // the override is for dead members only: a live one is still refused
+  const live = await app.inject({ method: 'DELETE', url: '/v1/nodes/A/roll?withoutMajority=true' })
+  t.is(live.statusCode, 409)
+  t.regex(live.body, /is alive/)
+})
+
+test.serial('forget NAME of a server reinstalled under its old name means the old identity, gone, not the new one running (the README\'s advice gave "is alive")', async t => {
+  const { h, app } = await forgetting(t)
+  for (const id of ['A', 'B']) h.members.set(id, member(id, 'alive'))
+  // C's server (host-c) reinstalled: a new identity E under that name, alive and on the roll
+  const named = (id: string, state: 'alive' | 'dead'): ReturnType<typeof member> => { const m = member(id, state); return { ...m, advert: { ...m.advert, name: 'host-c' } } }
+  h.members.set('C', named('C', 'dead'))
+  h.members.set('E', named('E', 'alive'))
+  h.replica.change(w => { w.put('roll', { node: 'C', name: 'host-c', joined: 1 }); w.put('roll', { node: 'E', name: 'host-c', joined: 2 }) })
+  const r = await app.inject({ method: 'DELETE', url: '/v1/nodes/host-c/roll' })
+  t.is(r.statusCode, 200, r.body)
+  t.is((JSON.parse(r.body) as { forgotten: string }).forgotten, 'C')
+  t.truthy(h.replica.read().get('roll', 'E'), 'the new identity stays')
+  // with only the live one left under the name, it is refused as before
+  const again = await app.inject({ method: 'DELETE', url: '/v1/nodes/host-c/roll' })
+  t.is(again.statusCode, 409)
+  t.regex(again.body, /node host-c is alive/)
+})
+
 test.serial('forget of a node that may alone hold writes of a volume: refused without force, naming the volume; with it, the writes are given up and the volume records so for good', async t => {
   const { h, app } = await forgetting(t)
   h.members.set('A', member('A', 'alive'))
