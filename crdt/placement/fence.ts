@@ -206,6 +206,30 @@ export function lentVotes (i: LentVotesInput): string[] {
 }
 
 /**
+ * When the members away for a restart under a grace every member confirmed are due
+ * back (wall clock, ms: the latest end of their graces), if with them this node would
+ * see a majority of the roll; null when it sees one already, or they would not make
+ * one (pure). The volume store lends no votes (a write's record must be held by a
+ * majority: lent votes hold nothing), but its reads and writes wait for them that long,
+ * not only its usual retry window: two of four restarting at once kept their VMs
+ * running on the others for the 30 s grace, while those VMs' disks failed after 20 s.
+ */
+export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number): number | null {
+  const ids = new Set(roll.map(e => e.node))
+  ids.add(me)
+  const seen = [...ids].filter(id => id === me || alive(id)).length
+  if (hasMajority(ids.size, seen)) return null
+  let due = -Infinity
+  let away = 0
+  for (const e of roll) {
+    if (e.node === me || alive(e.node) || e.restart?.confirmed !== true || !restartPending(e.restart, wallNow)) continue
+    away++
+    due = Math.max(due, e.restart.since + e.restart.fenceMs)
+  }
+  return away > 0 && hasMajority(ids.size, seen + away) ? due : null
+}
+
+/**
  * Until when (monotonic, as `now`) a node's vote may count towards a takeover or a
  * stale lease's start (majoritySince): a node that recorded a restart may have lent
  * its vote to nodes that keep their VMs alive on it until its fence has passed (as they

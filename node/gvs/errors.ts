@@ -26,12 +26,19 @@ export class GvsError extends Error {
    * fail)
    */
   readonly since?: number
-  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown, transient?: boolean, since?: number }) {
+  /**
+   * Until when (epoch ms) the condition is expected to last at most, where known (the
+   * members away under confirmed restart graces are due back): a request waits for it
+   * that long, past its usual retry window
+   */
+  readonly until?: number
+  constructor (code: GvsErrorCode, message: string, options?: { cause?: unknown, transient?: boolean, since?: number, until?: number }) {
     super(message, options)
     this.name = 'GvsError'
     this.code = code
     this.transient = options?.transient === true
     if (options?.since != null) this.since = options.since
+    if (options?.until != null) this.until = options.until
   }
 }
 
@@ -45,6 +52,16 @@ export function sinceOfAll (errs: readonly unknown[]): number | undefined {
   for (const e of errs) {
     if (!(e instanceof GvsError) || !e.transient || e.since == null) return undefined
     latest = Math.max(latest, e.since)
+  }
+  return errs.length > 0 ? latest : undefined
+}
+
+/** until when the errors that together fail a request are due to end: the latest of theirs when every one says (GvsError.until), else none */
+export function untilOfAll (errs: readonly unknown[]): number | undefined {
+  let latest = -Infinity
+  for (const e of errs) {
+    if (!(e instanceof GvsError) || !e.transient || e.until == null) return undefined
+    latest = Math.max(latest, e.until)
   }
   return errs.length > 0 ? latest : undefined
 }

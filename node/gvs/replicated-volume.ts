@@ -17,7 +17,7 @@
 // writes went is recorded before the first write in each placement generation, and a
 // read or settle of an object must hear from one of its holders in each
 // (write-intervals.ts).
-import { GvsError, isGvsError, sinceOfAll } from './errors.ts'
+import { GvsError, isGvsError, sinceOfAll, untilOfAll } from './errors.ts'
 import { checkRange, pieces, type BlockDevice, type Piece } from './block-device.ts'
 import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
@@ -145,7 +145,7 @@ export class ReplicatedVolume implements BlockDevice {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, since: silent.since() })
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, since: silent.since(), until: silent.until() })
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound
@@ -251,7 +251,8 @@ export class ReplicatedVolume implements BlockDevice {
    * bytes, so nothing is lost or doubled. `retryMs` bounds when a new attempt may
    * start, not how long one takes (a replica's own timeout); counted from when the
    * failure's cause began where it says (GvsError.since: a node without a majority, a
-   * peer out of reach), so one that has outlasted it fails at once. `stop`: a sibling piece
+   * peer out of reach), so one that has outlasted it fails at once; one due to end by a
+   * known time (GvsError.until: members back from a restart) is waited for until then. `stop`: a sibling piece
    * of the same request failed for good: no new attempt (the request fails anyway).
    */
   private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
@@ -260,8 +261,13 @@ export class ReplicatedVolume implements BlockDevice {
       try {
         return await fn()
       } catch (err) {
-        if (!(err instanceof GvsError) || !err.transient || Date.now() + wait > Math.min(until, (err.since ?? Infinity) + this.retryMs)) throw err
-        await new Promise(resolve => setTimeout(resolve, wait))
+        if (!(err instanceof GvsError) || !err.transient) throw err
+        // a cause due to end by a known time (members back from a restart) is waited for until then
+        const deadline = Math.max(Math.min(until, (err.since ?? Infinity) + this.retryMs), err.until ?? -Infinity)
+        const left = deadline - Date.now()
+        if (left <= 0) throw err
+        // the last attempt at the deadline, not a wait's length before it
+        await new Promise(resolve => setTimeout(resolve, Math.min(wait, left)))
         if (stop?.failed != null) throw err
       }
     }
@@ -360,7 +366,7 @@ export class ReplicatedVolume implements BlockDevice {
       causes.push(r.reason)
       if (!(r.reason instanceof GvsError && r.reason.transient)) transient = false
     })
-    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes) })
+    if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes), until: untilOfAll(causes) })
   }
 
   private markUnflushed (node: string, idx: Iterable<number>): void {

@@ -3,7 +3,7 @@
 // builds on it, and marking the copies of a holder that missed a write plainly behind.
 // It keeps, per object, the holder list last made complete, the holders a write failed
 // on, and this writer's sequence numbers (versions.ts), which a settle moves on.
-import { GvsError, sinceOfAll } from './errors.ts'
+import { GvsError, sinceOfAll, untilOfAll } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
 import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
@@ -82,6 +82,9 @@ export class Silent extends Map<string, string> {
 
   /** since when every node's failure has held, where each says (sinceOfAll) */
   since (): number | undefined { return sinceOfAll([...this.causes.values()]) }
+
+  /** until when every node's failure is due to end, where each says (untilOfAll) */
+  until (): number | undefined { return untilOfAll([...this.causes.values()]) }
 }
 
 /** what a settle left undone */
@@ -199,7 +202,7 @@ export class Settler {
     if (error != null) throw error
     if (silent.size === 0) return
     // worth another try only if every holder was out of reach (not one whose disk failed)
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0, since: silent.since() })
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0, since: silent.since(), until: silent.until() })
   }
 
   private async settleNow (index: number, hs: string[]): Promise<Unsettled> {
@@ -298,7 +301,7 @@ export class Settler {
     const gvs = errs.filter((e): e is GvsError => e instanceof GvsError)
     const code = gvs.some(e => e.code === 'no-space') ? 'no-space' : 'unavailable'
     const transient = errs.length > 0 && gvs.length === errs.length && gvs.every(e => e.transient)
-    const error = new GvsError(code, `volume "${vol}" object ${index}: ${pending.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient, since: sinceOfAll(errs) })
+    const error = new GvsError(code, `volume "${vol}" object ${index}: ${pending.map(l => l.node).join(', ')} lack its newest copy (${formatVersion(plan.newest)}) and none could be brought to them: ${why.join('; ')}`, { transient, since: sinceOfAll(errs), until: untilOfAll(errs) })
     return { plan, silent, behind: new Set(pending.map(l => l.node)), error }
   }
 }

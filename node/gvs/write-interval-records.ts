@@ -4,7 +4,7 @@
 // and that this node sees a majority at all), and what a healthy repair clears. The
 // decisions are write-intervals.ts; this is the document and the asking.
 import type { Reader, Writer } from '../../crdt/index.ts'
-import { hasMajority } from '../../crdt/placement/fence.ts'
+import { hasMajority, restartsDueBy } from '../../crdt/placement/fence.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
@@ -55,7 +55,7 @@ export class WriteIntervalRecords {
     const v = this.c.state.read().get('volumes', volumeId)?.value
     if (v == null) return []
     const why = this.noMajority()
-    if (why != null) throw new GvsError('unavailable', `volume "${v.path}": ${why}, so it cannot tell whether its copies are the newest (the others may have written since)`, { transient: true, since: this.noMajoritySince ?? Date.now() })
+    if (why != null) throw new GvsError('unavailable', `volume "${v.path}": ${why}, so it cannot tell whether its copies are the newest (the others may have written since)`, { transient: true, since: this.noMajoritySince ?? Date.now(), ...this.dueBack() })
     return Object.values(activeIntervals(v))
   }
 
@@ -64,6 +64,13 @@ export class WriteIntervalRecords {
     const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
     roll.add(this.c.self)
     return { size: roll.size, peers: [...roll].filter(n => n !== this.c.self && this.c.alive(n)).sort() }
+  }
+
+  /** `until`: when the members away under confirmed restart graces are due back, if with them this node sees a majority */
+  private dueBack (): { until?: number } {
+    const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now())
+    // a grace is at most minutes (MAX_RESTART_GRACE_MS): a record of a wrong clock holds no request longer
+    return due == null ? {} : { until: Math.min(due, Date.now() + 10 * 60_000) }
   }
 
   /** since when (epoch ms) this node has seen no majority, as its calls and membership changes found (null: it sees one) */
@@ -120,9 +127,10 @@ export class WriteIntervalRecords {
     if (!hasMajority(size, held)) {
       // no majority in sight at all: as old as that (a failed ask is as new as this write)
       const since = reachable ? undefined : this.noMajoritySince ?? undefined
+      const due = reachable ? {} : this.dueBack()
       // said as what happens: the write fails (EIO to an NBD client, after the few seconds a
       // transient error is tried again), it does not wait (it read "a write waits until")
-      throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true, ...(since != null ? { since } : {}) })
+      throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true, ...(since != null ? { since } : {}), ...due })
     }
     this.confirmed.add(ck)
     const holders = nodes.filter(n => n.weight > 0)

@@ -211,3 +211,23 @@ test('the writer records its interval in the document; without a majority holdin
   // recorded on the volume for good (vol info says so after repairs made it healthy)
   t.like(three.read().get('volumes', 'V')!.value.writesGivenUp, [{ node: ID.B, name: ID.B }])
 })
+
+test('without a majority, but with one once the members away under confirmed restart graces are back: reads and writes are refused as before, saying until when they wait (GvsError.until: the later grace\'s end)', async t => {
+  const three = doc([ID.A, ID.B, ID.C])
+  const since = Date.now() - 1000
+  three.change(w => { w.update('roll', ID.C, { restart: { fenceMs: 35_000, since, confirmed: true } }) })
+  // B dead, C away: A and C's lent vote are 2 of 3
+  const err3 = t.throws(() => records(three, new Set(), ns(ID.A)).intervals('V'), { instanceOf: GvsError, message: /sees 1 of the grid's 3 members \(no majority\)/ })
+  t.is(err3?.until, since + 35_000)
+  // a grace not confirmed by every member lends nothing: nothing to wait for
+  three.change(w => { w.update('roll', ID.C, { restart: { fenceMs: 35_000, since, confirmed: false } }) })
+  t.is(t.throws(() => records(three, new Set(), ns(ID.A)).intervals('V'))?.until, undefined)
+  // a grid of four, A and B alive, C and D away under graces: the later end
+  const four = doc([ID.A, ID.B, ID.C, 'Dnode'])
+  four.change(w => {
+    w.update('roll', ID.C, { restart: { fenceMs: 35_000, since, confirmed: true } })
+    w.update('roll', 'Dnode', { restart: { fenceMs: 35_000, since: since + 500, confirmed: true } })
+  })
+  const err4 = t.throws(() => records(four, new Set([ID.B]), ns(ID.A, ID.B)).intervals('V'), { instanceOf: GvsError, message: /sees 2 of the grid's 4 members \(no majority\)/ })
+  t.is(err4?.until, since + 500 + 35_000)
+})

@@ -55,3 +55,34 @@ test('a cause that has already outlasted the retry time (GvsError.since) fails a
   t.true(Date.now() - t1 >= 600, `a fresh cause is waited out (${Date.now() - t1} ms)`)
   t.true(calls > once, `tried again meanwhile (${calls} calls to B, ${once} for the stale cause)`)
 })
+
+test('a cause due to end by a known time (GvsError.until: members back from a restart under confirmed graces) is waited for past the retry time, and no longer (bb17: two of four restarting for 22 s failed the others\' VM disks after 20 s)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-pause-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  let back = Infinity
+  let until = 0
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      if (peer === 'B' && Date.now() < back) throw new GvsError('unavailable', 'volume "v": this node sees 2 of the grid\'s 4 members (no majority)', { transient: true, since: Date.now() - 60_000, until })
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 300 })
+  // back within the grace, long after the retry time and the cause's start: the write waited
+  back = Date.now() + 1000
+  until = Date.now() + 1500
+  const t0 = Date.now()
+  await v.write(0, new Uint8Array(4096).fill(3), true)
+  t.true(Date.now() - t0 >= 900, `waited for them (${Date.now() - t0} ms)`)
+  t.true((await stores.B!.stat('v', 0)).present)
+  // not back by then: it fails once the grace is over, not before
+  back = Infinity
+  until = Date.now() + 800
+  const t1 = Date.now()
+  await t.throwsAsync(v.write(0, new Uint8Array(4096).fill(4), true), { instanceOf: GvsError, message: /no majority/ })
+  const took = Date.now() - t1
+  t.true(took >= 700 && took < 3000, `failed at the grace's end (${took} ms)`)
+})

@@ -2,7 +2,7 @@
 // members that stay keep their VMs alive on them, and no one counts them towards a
 // takeover until no one counts them lent, so a VM never runs twice.
 import test from 'ava'
-import { LENT_VOTE_SLACK_MS, fenced, holderFenceMs, lentVotes, majoritySince, restartPending, restartPendingFrom, takeover, voteLockedUntil, type RestartRecord } from '../../crdt/placement/index.ts'
+import { LENT_VOTE_SLACK_MS, fenced, holderFenceMs, lentVotes, majoritySince, restartPending, restartPendingFrom, restartsDueBy, takeover, voteLockedUntil, type RestartRecord } from '../../crdt/placement/index.ts'
 
 const F = 5000
 const MARGIN = 1500
@@ -102,4 +102,25 @@ test('a record its node\'s next run said back holds nothing any more: no grace, 
   t.deepEqual(lentVotes({ ...i, record: id => id === 'a' ? back : null }), [], 'dead after it came back: it lends no vote')
   // the vote it may have lent before it came back stays locked for takeovers
   t.is(voteLockedUntil(back, 500, 10_000, 11_000), voteLockedUntil(r, 500, 10_000, 11_000))
+})
+
+test('restartsDueBy: when members away under confirmed graces are due back, only where with them this node sees a majority', t => {
+  const now = 1_000_000
+  const grace = (since: number, o: Partial<{ confirmed: boolean, back: boolean }> = {}): { fenceMs: number, since: number, confirmed?: boolean, back?: boolean } => ({ fenceMs: 35_000, since, confirmed: true, ...o })
+  const roll = (restarts: Record<string, ReturnType<typeof grace> | null>): Array<{ node: string, restart?: ReturnType<typeof grace> | null }> => ['A', 'B', 'C', 'D'].map(node => ({ node, restart: restarts[node] ?? null }))
+  const onlyB = (id: string): boolean => id === 'B'
+  const none = (): boolean => false
+  // two of four away under confirmed graces, B alive: due back when the later grace ends
+  t.is(restartsDueBy(roll({ C: grace(now - 10_000), D: grace(now - 5_000) }), 'A', onlyB, now), now - 5_000 + 35_000)
+  // one away is enough with B: 3 of 4
+  t.is(restartsDueBy(roll({ C: grace(now) }), 'A', onlyB, now), now + 35_000)
+  // a majority in sight already: nothing to wait for
+  t.is(restartsDueBy(roll({ D: grace(now) }), 'A', id => id !== 'D', now), null)
+  // B dead too: both away are needed (3 of 4), and neither one crashed (no record), an
+  // unconfirmed grace, one that is over nor one back counts
+  t.is(restartsDueBy(roll({ C: grace(now), D: grace(now) }), 'A', none, now), now + 35_000)
+  t.is(restartsDueBy(roll({ C: grace(now) }), 'A', none, now), null)
+  t.is(restartsDueBy(roll({ C: grace(now), D: grace(now, { confirmed: false }) }), 'A', none, now), null)
+  t.is(restartsDueBy(roll({ C: grace(now), D: grace(now - 40_000) }), 'A', none, now), null)
+  t.is(restartsDueBy(roll({ C: grace(now), D: grace(now, { back: true }) }), 'A', none, now), null)
 })
