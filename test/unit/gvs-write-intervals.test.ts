@@ -221,7 +221,7 @@ test('without a majority, but with one once the members away under confirmed res
   t.is(err3?.until, since + 35_000)
   // a grace not confirmed by every member lends nothing: nothing to wait for
   three.change(w => { w.update('roll', ID.C, { restart: { fenceMs: 35_000, since, confirmed: false } }) })
-  t.is(t.throws(() => records(three, new Set(), ns(ID.A)).intervals('V'))?.until, undefined)
+  t.is((t.throws(() => records(three, new Set(), ns(ID.A)).intervals('V')) as GvsError | undefined)?.until, undefined)
   // a grid of four, A and B alive, C and D away under graces: the later end
   const four = doc([ID.A, ID.B, ID.C, 'Dnode'])
   four.change(w => {
