@@ -23,7 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
-import { ClockWatch, deadMembers, duplicateNames, joinUnreached, notJoined, outOfReachProblems, unheardMembers } from './membership/views.ts'
+import { ClockWatch, awayMembers, deadMembers, duplicateNames, joinUnreached, notJoined, outOfReachProblems, unheardMembers } from './membership/views.ts'
 import { RollMemory } from './membership/roll-memory.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
@@ -71,7 +71,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   async () => await dataDisk.problems(),
   () => clockWatch.problems(membership.detector.clockOffsets(), core.directory.members, host.peerId.toString()),
   () => outOfReachProblems(membership.detector.outOfReach(), core.directory.members),
-  () => deadMembers(state.read().list('roll'), core.directory.members)]
+  () => deadMembers(state.read().list('roll'), core.directory.members),
+  () => awayMembers(state.read().list('roll'), core.directory.members)]
   const clockWatch = new ClockWatch()
   const dataDisk = new DataDisk(core.config.dataDir, undefined, core.capacity.diskBytes)
   const membership = new GridMembership({

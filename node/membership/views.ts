@@ -5,7 +5,7 @@ import { monoNow, monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
 import { MAX_CLOCK_OFFSET_MS, type ClockOffset } from '../../protocol/heartbeat.ts'
-import { restartPendingFrom } from '../../crdt/placement/fence.ts'
+import { restartPending, restartPendingFrom, type RestartRecord } from '../../crdt/placement/fence.ts'
 import type { OutOfReach } from '../../protocol/membership-service.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
@@ -160,6 +160,26 @@ export function deadMembers (roll: ReadonlyArray<{ node: string }>, table: Membe
     cause: 'members-dead',
     message: `${dead.length} member(s) of the grid are dead as this node sees them: ${dead.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere and its volume copies are made anew on the others (once a majority is in sight to do it): bring it back, or \`vgrid node forget NAME\` one that is gone for good`,
     since: new Date(monoToWall(dead[0]!.since)).toISOString()
+  }]
+}
+
+/**
+ * Members still on the roll whose agent left the gossip (stopped for a restart: SIGTERM,
+ * an upgrade) and are not back once their restart grace is over, or had none (pure):
+ * as dead ones are, they count as down for the majority and their VMs run elsewhere;
+ * health said nothing of them (a tester's host away 40 s past its grace: `ok`).
+ */
+export function awayMembers (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now = monoNow(), wallNow = Date.now()): HealthProblem[] {
+  const byNode = new Map(roll.map(r => [r.node, r]))
+  const away = [...table.values()].filter(m => m.state === 'left' && byNode.has(m.nodeId) && !restartPending(byNode.get(m.nodeId)!.restart, wallNow))
+    .sort((a, b) => a.since - b.since)
+  if (away.length === 0) return []
+  const say = (m: Member): string => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`
+  return [{
+    service: 'membership',
+    cause: 'members-away',
+    message: `${away.length} member(s) of the grid stopped their agent for a restart and are not back past its grace: ${away.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere: start its agent again, or \`vgrid node forget NAME\` one that is gone for good`,
+    since: new Date(monoToWall(away[0]!.since)).toISOString()
   }]
 }
 

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { memberByName, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { MemberDirectory } from '../../node/membership/directory.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { ClockWatch, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { ClockWatch, awayMembers, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
 import { errorBody, toApiError } from '../../node/api/errors.ts'
 import { monoNow } from '../../protocol/mono-clock.ts'
@@ -149,6 +149,25 @@ test('members of the roll held dead are a health problem naming each with how lo
   // a grid with no roll yet: every dead member
   t.is(deadMembers([], table, now).length, 1)
   t.regex(deadMembers([], table, now)[0]!.message, /^3 member/)
+})
+
+test('awayMembers: a member on the roll whose agent left for a restart and is not back past its grace is a health problem; within its grace, or gone from the roll (a leave), it is not (bb17: health said ok 40 s past the grace)', t => {
+  const now = monoNow()
+  const wall = Date.now()
+  const left = (id: string, agoMs: number): Member => ({ ...member(id, 'left'), since: now - agoMs })
+  const table: MemberTable = new Map([['a', member('a', 'alive')], ['b', left('b', 70_000)], ['c', left('c', 10_000)], ['d', left('d', 5_000)]])
+  const roll = [
+    { node: 'a' },
+    // b's grace (35 s) ended 35 s ago; c's still runs; d has no record (it stopped without asking) ; e left the roll
+    { node: 'b', restart: { fenceMs: 35_000, since: wall - 70_000, confirmed: true } },
+    { node: 'c', restart: { fenceMs: 35_000, since: wall - 10_000, confirmed: true } },
+    { node: 'd', restart: null }
+  ]
+  const [p] = awayMembers(roll, table, now, wall)
+  t.like(p, { service: 'membership', cause: 'members-away' })
+  t.regex(p!.message, /^2 member\(s\) of the grid stopped their agent for a restart and are not back past its grace: b \(stopped 70 s ago\), d \(stopped 5 s ago\); .*vgrid node forget NAME/)
+  t.deepEqual(awayMembers(roll.slice(0, 1), table, now, wall), [], 'off the roll: a graceful leave')
+  t.deepEqual(awayMembers([{ node: 'c', restart: roll[2]!.restart }], table, now, wall), [], 'within its grace')
 })
 
 test('a member alive but out of reach here (a partial partition) says so in /v1/nodes, with who reaches it (vgrid nodes showed plain alive)', async t => {
