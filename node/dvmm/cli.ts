@@ -279,7 +279,11 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       if (p.stranded.length === 0) return out(`${r.name}: drained; ${movedOff} VM(s) moved off it`)
       throw new CliError(`${r.name}: drained, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\``)
     }
-    if (Date.now() > end) throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}`)
+    if (Date.now() > end) {
+      // why they are still there, as vm ls says it (a node stopped for a restart: they move when its grace ends; a tester read only "still 4")
+      const why = vms.find(x => p.on.includes(x.name) && x.reason != null)
+      throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}${why != null ? `; ${why.name}: ${why.state}, ${why.reason!}` : ''}`)
+    }
     await new Promise(resolve => setTimeout(resolve, 500))
   }
 }
