@@ -84,7 +84,11 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   // VOL@SNAP: a snapshot, which exports (read-only) and never imports
   const at = ref.indexOf('@')
   const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
-  const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`)
+  const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).catch((err: unknown) => {
+    // an import goes into a volume made first (its size and R are the user's to choose)
+    if (sub === 'import' && err instanceof CliError && err.code === 'not_found') throw new CliError(`${err.message}: an import writes into a volume that exists; make it first (vgrid vol create ${volId} --size SIZE, at least the image's size)`, 1, { code: 'not_found' })
+    throw err
+  })
   const snap = snapName == null ? undefined : d.snapshots.find(s => s.name === snapName)
   if (snapName != null && snap == null) throw new CliError(`${d.path} has no snapshot "${snapName}"${d.snapshots.length > 0 ? ` (it has ${d.snapshots.map(s => s.name).join(', ')})` : ''}`, 1)
   if (snap != null && sub === 'import') throw new CliError(`${d.path}@${snap.name} is a snapshot: read-only; import into a volume (or a clone of it: vgrid vol clone)`, 1)

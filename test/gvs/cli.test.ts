@@ -102,6 +102,8 @@ test('vgrid vol commands', async t => {
     const imported = await cli('import', join(dir, 'in.raw'), '/shop/db/main')
     t.regex(imported, /import .*in\.raw -> \/shop\/db\/main: 100%\n/, imported)
     t.regex(imported, /imported .* into \/shop\/db\/main/)
+    // into a volume not made yet: said how to make it (bb17: only "no volume with id or path")
+    await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/new'), { message: /no volume with id or path "\/shop\/db\/new".*: an import writes into a volume that exists; make it first \(vgrid vol create \/shop\/db\/new --size SIZE/ })
     // a session writing over NBD: destroying the volume is refused while it is open
     const writer = await NbdClient.open(join(dir, 'nbd.sock'), 'shop/db/main')
     await writer.write(0, Buffer.from(src.subarray(0, 4096)))
