@@ -29,11 +29,16 @@ export const notDraining: Check = {
   check: (_vm, node) => node.draining ? 'node is draining' : null
 }
 
+/** the required labels a node's labels do not meet, as "k=v", sorted (pure; also said of a running VM whose node lost one) */
+export function missingLabels (constraints: Readonly<Record<string, string>>, nodeLabels: Readonly<Record<string, string>>): string[] {
+  return Object.keys(constraints).sort().filter(k => nodeLabels[k] !== constraints[k]).map(k => `${k}=${constraints[k]}`)
+}
+
 export const labels: Check = {
   name: 'labels',
   check: (vm, node) => {
-    const missing = Object.keys(vm.constraints).sort().filter(k => node.labels[k] !== vm.constraints[k])
-    return missing.length === 0 ? null : `lacks label ${missing.map(k => `${k}=${vm.constraints[k]}`).join(', ')}`
+    const missing = missingLabels(vm.constraints, node.labels)
+    return missing.length === 0 ? null : `lacks label ${missing.join(', ')}`
   }
 }
 

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { idle, mayChangeRoll, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
+import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
@@ -152,7 +152,14 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (r.state === 'starting' && l.winner.status === 'starting' && svc.local.runs?.has(vm.id) === true) return { ...r, state: 'running', reason: null }
     }
     const blocked = svc.blocked?.get(vm.id)
-    return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
+    if (blocked != null && vm.desired === 'running') return { ...r, state: 'pending', reason: blocked }
+    // running where its constraints no longer hold (a label taken off its node): it stays,
+    // as placement is not revisited while a VM runs, but says so (a tester found it only
+    // in vm show's "if it were placed now")
+    const holderLabels = r.state === 'running' && r.reason == null && l != null ? ctx.nodes.find(n => n.id === l.winner.holder)?.labels : undefined
+    const unmet = holderLabels == null ? [] : missingLabels(vm.spec.constraints, holderLabels)
+    if (unmet.length > 0) return { ...r, reason: `its node ${nameOf(l!.winner.holder, doc)} no longer has label ${unmet.join(', ')}, which it requires: it runs on there (a running VM is not moved); stop and start it to place it where ${unmet.length === 1 ? 'that holds' : 'they hold'}` }
+    return r
   }
   /** the health of the running VMs' disks (none where no volume store runs, or it cannot say) */
   const disksHealth = async (doc: DocView, rows: VmRow[]): Promise<ReadonlyMap<string, DiskHealth>> => {

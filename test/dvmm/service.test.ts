@@ -373,3 +373,22 @@ test.serial('a VM whose holder died and was forgotten is shown with that node\'s
   t.false(keep.agent.state.view().peers.some(p => p.id === victim.agent.id), 'the forgotten identity is not among the state peers')
   t.true(keep.agent.state.view().peers.some(p => p.id === other.agent.id))
 })
+
+test.serial('a running VM whose node lost a label it requires stays, and vm ls says so (bb17: it was only in vm show\'s "if it were placed now")', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const [a, b] = g.nodes as [DvmmNode, DvmmNode]
+  await a.agent.state.setLabel(b.agent.id, 'rack', 'b')
+  const app = api(a)
+  t.teardown(async () => { await app.close() })
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('api', 1, { constraints: { rack: 'b' } }))).status, 201)
+  await until(() => b.fake.vms.get('api')?.state === 'running', 20_000, 'api running on b')
+  const row = async (): Promise<VmRow | undefined> => (await call<{ vms: VmRow[] }>(app, 'GET', '/v1/vms')).body.vms.find(v => v.name === 'api')
+  for (const end = Date.now() + 20_000; (await row())?.state !== 'running'; await sleep(100)) if (Date.now() > end) throw new Error('api never running as a sees it')
+  t.is((await row())?.reason, null, 'no reason while its node meets it')
+  await a.agent.state.removeLabel(b.agent.id, 'rack')
+  const r = await row()
+  t.is(r?.state, 'running')
+  t.regex(r?.reason ?? '', new RegExp(`its node ${b.agent.config.name} no longer has label rack=b, which it requires: it runs on there`))
+  t.is(b.fake.vms.get('api')?.state, 'running', 'not moved')
+})
