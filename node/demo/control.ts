@@ -140,7 +140,7 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
         const what = r.signal === 'SIGKILL'
           ? 'killed (SIGKILL, as a crash): its watchdog kills its VMs within the watchdog timeout, and the others start them after the fence timeout'
           : r.signal === 'SIGTERM'
-            ? 'stopped for a restart (SIGTERM): its VMs run on under its restart grace'
+            ? 'stopped for a restart (SIGTERM): its VMs run on under its restart grace where every member it sees confirmed it, else only for its watchdog\'s timeout (its log says which: "no restart grace")'
             : 'stopped and left the grid (SIGINT): its VMs run again elsewhere'
         // killed by a signal: no exit code, the signal says how
         return `${h.name}: its agent (pid ${pid}) ${what}; it exited (${String(h.agent.exitSignal ?? code)}); \`vgrid demo --start ${h.name}\` starts it again`
