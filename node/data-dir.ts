@@ -15,8 +15,8 @@ import type { Logger } from './log.ts'
 
 /** entries that make a directory vgrid's data dir (an earlier run wrote them) */
 const OURS = ['identity.key', 'cluster.key', 'state', 'peers.json', 'gvs', 'dvmm']
-/** what a directory of its own may hold before vgrid's first run */
-const NOTHING = new Set(['lost+found'])
+/** what a directory of its own may hold before vgrid's first run: a new file system's, and the lock file the agent writes before it checks (data-dir-lock.ts) */
+const NOTHING = new Set(['lost+found', 'agent.lock'])
 
 /** why the directory is not one vgrid may make 0700, or null (empty, or vgrid's) */
 export function sharedDirProblem (dir: string, entries: string[]): string | null {

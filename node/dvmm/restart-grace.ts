@@ -56,7 +56,9 @@ export type GracePlan =
 export function planRestartGrace (i: GracePlanInput): GracePlan {
   const usual = watchdogTimeoutFor(i.activeFenceMs)
   if (i.graceMs <= usual) return { ask: false, why: i.graceMs === 0 ? 'the restart grace is off' : `the restart grace (${i.graceMs} ms) is no longer than the watchdog's usual timeout (${usual} ms)` }
-  if (i.liveVms === 0) return { ask: false, why: 'no VM runs here' }
+  // with no VM here the grace still counts: its vote, lent, keeps the others' VMs and
+  // volumes going while it is away (bb18: two of four without VMs restarting fenced the
+  // other two, and their volumes refused I/O after 20 s)
   if (!i.onRoll) return { ask: false, why: 'this node is not on the member roll yet' }
   if (!i.majority) return { ask: false, why: 'this node sees no majority of the roll: the others could not be asked' }
   const peers = [...new Set(i.nodes)].filter(n => n !== i.me && i.mayBeRunning(n)).sort()
@@ -145,6 +147,11 @@ export class RestartGrace {
     const r = await this.begin(i)
     if ('why' in r) {
       if (i.liveVms > 0 && this.graceMs > 0) this.c.log.warn(`no restart grace (${r.why}): the VMs run on only for the watchdog's usual timeout`, { vms: i.liveVms, watchdogMs: watchdogTimeoutFor(i.activeFenceMs) })
+      else if (this.graceMs > 0) this.c.log.info(`no restart grace (${r.why}): while this node is away, the others count it down for their majority`)
+      return
+    }
+    if (i.liveVms === 0) {
+      this.c.log.info('restart grace confirmed by every member: no VM runs here; while this node is away its vote keeps the others\' VMs and volumes going', { othersWaitMs: r.fenceMs + i.marginMs })
       return
     }
     try {

@@ -106,3 +106,21 @@ test('the data dir lock: a shared directory is refused before the lock file is w
     await new Promise(resolve => setTimeout(resolve, 20))
   }
 })
+
+test('an empty data dir the operator made (0755) passes the lock and is made 0700 (bb18: refused for the agent.lock the lock had just written, and every retry again)', async t => {
+  const dir = join(root(t), 'data')
+  mkdirSync(dir)
+  chmodSync(dir, 0o755)
+  const lock = await lockDataDir(dir)
+  t.teardown(() => { lock.release() })
+  const { log, lines } = logLines()
+  await secureDataDir(dir, log)
+  t.is(modeOf(dir), 0o700)
+  t.is(lines.length, 1, 'with the warning')
+  // a shared one with a lock file of an earlier try still holds files not vgrid's
+  const shared = join(root(t), 'lib')
+  mkdirSync(join(shared, 'postgresql'), { recursive: true })
+  writeFileSync(lockFile(shared), 'null')
+  chmodSync(shared, 0o755)
+  await t.throwsAsync(secureDataDir(shared, log), { message: /holds files that are not vgrid's \(postgresql\)/ })
+})
