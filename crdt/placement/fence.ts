@@ -207,14 +207,15 @@ export function lentVotes (i: LentVotesInput): string[] {
 
 /**
  * When the members away for a restart under a grace every member confirmed are due
- * back (wall clock, ms: the latest end of their graces), if with them this node would
+ * back (wall clock, ms: the latest end of their graces; `graceOf`: a record's grace
+ * from its fence, which the others wait longer), if with them this node would
  * see a majority of the roll; null when it sees one already, or they would not make
  * one (pure). The volume store lends no votes (a write's record must be held by a
  * majority: lent votes hold nothing), but its reads and writes wait for them that long,
  * not only its usual retry window: two of four restarting at once kept their VMs
  * running on the others for the 30 s grace, while those VMs' disks failed after 20 s.
  */
-export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number): number | null {
+export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number, graceOf: (fenceMs: number) => number = ms => ms): number | null {
   const ids = new Set(roll.map(e => e.node))
   ids.add(me)
   const seen = [...ids].filter(id => id === me || alive(id)).length
@@ -224,7 +225,7 @@ export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: Res
   for (const e of roll) {
     if (e.node === me || alive(e.node) || e.restart?.confirmed !== true || !restartPending(e.restart, wallNow)) continue
     away++
-    due = Math.max(due, e.restart.since + e.restart.fenceMs)
+    due = Math.max(due, e.restart.since + graceOf(e.restart.fenceMs))
   }
   return away > 0 && hasMajority(ids.size, seen + away) ? due : null
 }

@@ -256,14 +256,17 @@ export class ReplicatedVolume implements BlockDevice {
    * of the same request failed for good: no new attempt (the request fails anyway).
    */
   private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
-    const until = Date.now() + this.retryMs
+    let windowFrom = Date.now()
     for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
       try {
         return await fn()
       } catch (err) {
         if (!(err instanceof GvsError) || !err.transient) throw err
-        // a cause due to end by a known time (members back from a restart) is waited for until then
-        const deadline = Math.max(Math.min(until, (err.since ?? Infinity) + this.retryMs), err.until ?? -Infinity)
+        // a cause due to end by a known time (members back from a restart) is waited for
+        // until then, and what follows it gets a window of its own (bb18: the members back,
+        // their volume services not answering yet, failed a write that had waited for them)
+        if (err.until != null) windowFrom = Date.now()
+        const deadline = Math.max(Math.min(windowFrom + this.retryMs, (err.since ?? Infinity) + this.retryMs), err.until ?? -Infinity)
         const left = deadline - Date.now()
         if (left <= 0) throw err
         // the last attempt at the deadline, not a wait's length before it

@@ -9,6 +9,7 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
 import { GvsError } from './errors.ts'
+import { watchdogTimeoutFor } from '../dvmm/timing.ts'
 import { activeIntervals, afterRepair, intervalKey, needsRecord, withInterval, type IntervalNode, type WriteInterval } from './write-intervals.ts'
 
 export interface WriteIntervalRecordsComponents {
@@ -68,7 +69,8 @@ export class WriteIntervalRecords {
 
   /** `until`: when the members away under confirmed restart graces are due back, if with them this node sees a majority */
   private dueBack (): { until?: number } {
-    const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now())
+    // the grace itself (the restarting node's watchdog: the VMs it kept alive die then), not the longer fence the others wait
+    const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor)
     // a grace is at most minutes (MAX_RESTART_GRACE_MS): a record of a wrong clock holds no request longer
     return due == null ? {} : { until: Math.min(due, Date.now() + 10 * 60_000) }
   }

@@ -86,3 +86,25 @@ test('a cause due to end by a known time (GvsError.until: members back from a re
   const took = Date.now() - t1
   t.true(took >= 700 && took < 3000, `failed at the grace's end (${took} ms)`)
 })
+
+test('after a wait for members due back, a moment\'s failure as they come back (their volume services not answering yet) gets a retry window of its own (bb18: an EIO as the restarted hosts rejoined)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-pause-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const t0 = Date.now()
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      const at = Date.now() - t0
+      // away under graces for 1 s, then back but not answering for 500 ms more
+      if (peer === 'B' && at < 1000) throw new GvsError('unavailable', 'no majority', { transient: true, since: t0 - 60_000, until: t0 + 1000 })
+      if (peer === 'B' && at < 1500) throw new GvsError('unavailable', 'its writes went to B, and it does not answer', { transient: true })
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 800 })
+  await v.write(0, new Uint8Array(4096).fill(5), true)
+  t.true(Date.now() - t0 >= 1400, `waited through both (${Date.now() - t0} ms)`)
+  t.true((await stores.B!.stat('v', 0)).present)
+})
