@@ -90,8 +90,8 @@ export function withInterval (v: IntervalRecord | undefined, nodes: readonly Int
 const placements = new Map<string, Placement>()
 /** per interval object as read: its placement and the nodes given up (a loop over a volume's objects hashes its key once) */
 const placementOf = new WeakMap<WriteInterval, { p: Placement, lost: ReadonlySet<string> }>()
-/** the holders of object `index` of placement key `pkey` in an interval, without the nodes given up */
-export function holdersIn (s: WriteInterval, pkey: string, index: number, replicas: number): string[] {
+/** the holders of object `index` of placement key `pkey` in an interval, without the nodes given up (`withLost`: with them) */
+export function holdersIn (s: WriteInterval, pkey: string, index: number, replicas: number, withLost = false): string[] {
   let e = placementOf.get(s)
   if (e == null) {
     const k = intervalKey(s.nodes)
@@ -103,15 +103,21 @@ export function holdersIn (s: WriteInterval, pkey: string, index: number, replic
     placementOf.set(s, e = { p, lost: new Set(s.lost ?? []) })
   }
   const lost = e.lost
-  return e.p.holders(objectKey(pkey, index), replicas).filter(n => !lost.has(n))
+  const all = e.p.holders(objectKey(pkey, index), replicas)
+  return withLost ? all : all.filter(n => !lost.has(n))
 }
 
-/** the intervals in force in which none of object `index`'s holders answered, with those holders */
+/**
+ * the intervals in force in which none of object `index`'s holders answered, with those
+ * holders. A holder given up (forgotten with --force) is not waited for, but one back
+ * that answers counts again: its copy may be the newest (bb18: a forgotten node back
+ * with whole copies, and the volume called healthy lost two objects with its other holder)
+ */
 export function unheard (intervals: Iterable<WriteInterval>, pkey: string, index: number, replicas: number, answered: (node: string) => boolean): string[][] {
   const out: string[][] = []
   for (const s of intervals) {
     const hs = holdersIn(s, pkey, index, replicas)
-    if (hs.length > 0 && !hs.some(answered)) out.push(hs)
+    if (hs.length > 0 && !hs.some(answered) && !holdersIn(s, pkey, index, replicas, true).some(answered)) out.push(hs)
   }
   return out
 }

@@ -53,6 +53,10 @@ test('an object is heard in an interval when one of its holders there answers; f
   t.deepEqual(unheard([s], 'vol', 7, 2, n => !hs.includes(n)), [hs])
   t.deepEqual(holdersIn({ nodes: ns('A', 'B'), at: 1 }, 'vol', 7, 3).sort(), ['A', 'B'])
   t.deepEqual(unheard([{ ...s, lost: hs }], 'vol', 7, 2, () => false), [], 'both given up: its writes too')
+  // one given up, the other down: unheard, unless the one given up is back and answers (bb18: its whole copies were passed over)
+  const oneLost = { ...s, lost: [hs[0]!] }
+  t.deepEqual(unheard([oneLost], 'vol', 7, 2, () => false), [[hs[1]!]])
+  t.deepEqual(unheard([oneLost], 'vol', 7, 2, n => n === hs[0]), [], 'the node given up, back, counts again')
 })
 
 /** object stores named by node, in one process; calls to nodes not in `live` fail as a dead node's would */
