@@ -26,7 +26,7 @@ export function degradedProblem (vols: readonly Volume[], states: ReadonlyMap<st
   const reasonOf = (h: VolumeHealthView): string | undefined => h.noMajority != null ? h.reasons[1] : h.reasons[0]
   const named = bad.slice(0, NAMED).map(({ v, h }) => `${v.path} ${stateText(h)}${reasonOf(h) != null ? ` (${reasonOf(h)!})` : ''}`)
   const more = bad.length > NAMED ? `; and ${bad.length - NAMED} more (vgrid vol ls)` : ''
-  const lead = blind == null ? '' : `${blind}: it refuses every read and write of every volume until it sees one (it cannot tell whether its copies are the newest); `
+  const lead = blind == null ? '' : `${blind}: no read or write of any volume is done here until it sees one (it cannot tell whether its copies are the newest); `
   return { service: 'gvs', cause: 'volumes-degraded', message: `${lead}${bad.length} volume(s) are not at full redundancy: ${named.join('; ')}${more}` }
 }
 

@@ -84,7 +84,9 @@ export class WriteIntervalRecords {
     const why = hasMajority(size, 1 + peers.length) ? null : `this node sees ${1 + peers.length} of the grid's ${size} members (no majority)`
     if (why == null) this.noMajoritySince = null
     else this.noMajoritySince ??= Date.now()
-    return why
+    const due = why == null ? undefined : this.dueBack().until
+    // requests wait for members due back from a restart (bb18: health said "refuses" meanwhile)
+    return why == null || due == null ? why : `${why}; members away for a restart under confirmed graces are due back within ${Math.max(0, Math.ceil((due - Date.now()) / 1000))} s, and reads and writes wait for them until then`
   }
 
   /**

@@ -70,5 +70,5 @@ test('a node that sees no majority: vol ls\'s state and the status problem say i
   t.is(stateText(h), 'degraded, no reads or writes here (no majority)')
   t.is(stateText(short), 'degraded')
   const p = degradedProblem(vols, new Map([['a', h], ['b', withNoMajority(view('healthy'), why)]]))
-  t.is(p?.message, 'this node sees 2 of the grid\'s 4 members (no majority): it refuses every read and write of every volume until it sees one (it cannot tell whether its copies are the newest); 2 volume(s) are not at full redundancy: /shop/db degraded, no reads or writes here (no majority) (3 objects have fewer than 3 live copies); /shop/web degraded, no reads or writes here (no majority)')
+  t.is(p?.message, 'this node sees 2 of the grid\'s 4 members (no majority): no read or write of any volume is done here until it sees one (it cannot tell whether its copies are the newest); 2 volume(s) are not at full redundancy: /shop/db degraded, no reads or writes here (no majority) (3 objects have fewer than 3 live copies); /shop/web degraded, no reads or writes here (no majority)')
 })

@@ -235,4 +235,6 @@ test('without a majority, but with one once the members away under confirmed res
   })
   const err4 = t.throws(() => records(four, new Set([ID.B]), ns(ID.A, ID.B)).intervals('V'), { instanceOf: GvsError, message: /sees 2 of the grid's 4 members \(no majority\)/ })
   t.is(err4?.until, since + 500 + 21_000)
+  // and says so where health and vol ls show why (bb18: "refuses every read and write" meanwhile)
+  t.regex(records(four, new Set([ID.B]), ns(ID.A, ID.B)).noMajority() ?? '', /no majority\); members away for a restart under confirmed graces are due back within (19|20|21) s, and reads and writes wait for them until then$/)
 })
