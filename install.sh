@@ -75,6 +75,23 @@ EOF
 
 say () { printf 'install.sh: %s\n' "$*" >&2; }
 die () { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+# A data dir open to other users that holds files not vgrid's (--data-dir /var/lib) is
+# not made 0700: every other service under it would lose its files (the agent refuses
+# the same, node/data-dir.ts).
+refuse_shared_dir () {
+  [ -d "$1" ] || return 0
+  case "$(stat -c %a "$1")" in *00) return 0 ;; esac
+  local e others=()
+  for e in "$1"/* "$1"/.[!.]*; do
+    [ -e "$e" ] || continue
+    e=${e##*/}
+    case "$e" in
+      lost+found|state|dvmm|images|gvs|agent.lock*|identity.key*|cluster.key*|wireguard.key*|api.token*|api.sock*|nbd.sock*|incarnation.json*|peers.json*|roll-seen.json*|state[.-]*|dvmm[.-]*|images[.-]*|gvs[.-]*) ;;
+      *) others+=("$e") ;;
+    esac
+  done
+  [ ${#others[@]} -eq 0 ] || die "data dir $1 is open to other users and holds files that are not vgrid's (${others[*]:0:3}): vgrid keeps its data dir 0700 and does not change the mode of a directory others use; give it a directory of its own (e.g. --data-dir ${1%/}/vgrid)"
+}
 bad_usage () { printf 'install.sh: %s (see install.sh --help)\n' "$*" >&2; exit 2; }
 
 # ---- flags --------------------------------------------------------------------------
@@ -447,6 +464,7 @@ fi
 rm -f "$merge_err"
 { read -r DATA_DIR; read -r API_CONNECT; read -r NODE_NAME; } <<<"$merged"
 if [ -z "$DATA_DIR" ] || [ -z "$API_CONNECT" ]; then die "could not read the merged config: $merged"; fi
+refuse_shared_dir "$DATA_DIR"
 
 # 3. Stop the old agent (whichever way it ran), swap the code, start the new one.
 UPGRADE=0

@@ -5,23 +5,25 @@
 // made 0700 at start with a warning naming it and its old mode, as secret-file.ts does
 // for the key files. One that cannot be (not a directory, not ours to chmod) stops the
 // agent with an error naming it: it would serve every volume's contents to other users.
-// Only a directory that is vgrid's is chmod'ed: empty (a new file system's lost+found
-// aside) or holding what an earlier run or `vgrid init` wrote (its keys, document, stores). A shared one (`--data-dir /var/lib`)
+// Only a directory that is vgrid's is chmod'ed: one that holds nothing but what vgrid
+// writes there (a new file system's lost+found aside). A shared one (`--data-dir /var/lib`)
 // stops the agent instead: made 0700, every other service's files under it would have
 // been out of their users' reach.
 import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
 import { readdirSync, statSync } from 'node:fs'
 import type { Logger } from './log.ts'
 
-/** entries that make a directory vgrid's data dir (an earlier run wrote them) */
-const OURS = ['identity.key', 'cluster.key', 'state', 'peers.json', 'gvs', 'dvmm']
-/** what a directory of its own may hold before vgrid's first run: a new file system's, and the lock file the agent writes before it checks (data-dir-lock.ts) */
-const NOTHING = new Set(['lost+found', 'agent.lock'])
+/**
+ * Whether a directory entry is one a vgrid data dir holds: its keys, document, stores,
+ * sockets and records (with their `.tmp` and `.corrupt-...` siblings), or a new file
+ * system's lost+found.
+ */
+const VGRID_ENTRY = /^(lost\+found|agent\.lock|identity\.key|cluster\.key|wireguard\.key|api\.(token|sock)|nbd\.sock|state|dvmm|images|gvs(-[a-z.]+)?|incarnation\.json|peers\.json|roll-seen\.json)([.-].*)?$/
 
-/** why the directory is not one vgrid may make 0700, or null (empty, or vgrid's) */
+/** why the directory is not one vgrid may make 0700 (null: every entry is vgrid's, or none is there) */
 export function sharedDirProblem (dir: string, entries: string[]): string | null {
-  if (entries.some(e => OURS.includes(e))) return null
-  const others = entries.filter(e => !NOTHING.has(e)).sort()
+  // one file of vgrid's among others proves nothing (`vgrid init --data-dir /var/lib` wrote cluster.key there)
+  const others = entries.filter(e => !VGRID_ENTRY.test(e)).sort()
   if (others.length === 0) return null
   return `data dir ${dir} is open to other users and holds files that are not vgrid's (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, and ${others.length - 3} more` : ''}): vgrid keeps its data dir 0700 and does not change the mode of a directory others use. Give it a directory of its own (e.g. ${dir.replace(/\/+$/, '')}/vgrid)`
 }

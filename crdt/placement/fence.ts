@@ -208,14 +208,15 @@ export function lentVotes (i: LentVotesInput): string[] {
 /**
  * When the members away for a restart under a grace every member confirmed are due
  * back (wall clock, ms: the latest end of their graces; `graceOf`: a record's grace
- * from its fence, which the others wait longer), if with them this node would
+ * from its fence, which the others wait longer; `heard`: counted from when this node
+ * last heard each too, the shorter), if with them this node would
  * see a majority of the roll; null when it sees one already, or they would not make
  * one (pure). The volume store lends no votes (a write's record must be held by a
  * majority: lent votes hold nothing), but its reads and writes wait for them that long,
  * not only its usual retry window: two of four restarting at once kept their VMs
  * running on the others for the 30 s grace, while those VMs' disks failed after 20 s.
  */
-export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number, graceOf: (fenceMs: number) => number = ms => ms): number | null {
+export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number, graceOf: (fenceMs: number) => number = ms => ms, heard?: { lastHeard: (node: string) => number | undefined, now: number }): number | null {
   const ids = new Set(roll.map(e => e.node))
   ids.add(me)
   const seen = [...ids].filter(id => id === me || alive(id)).length
@@ -224,8 +225,15 @@ export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: Res
   let away = 0
   for (const e of roll) {
     if (e.node === me || alive(e.node) || e.restart?.confirmed !== true || !restartPending(e.restart, wallNow)) continue
+    // the shorter of from its `since` (its clock) and from when this node last heard it
+    // (this node's clock), as lentVotes counts: a clock an hour ahead held requests an hour
+    const grace = graceOf(e.restart.fenceMs)
+    const last = heard?.lastHeard(e.node)
+    const byHeard = last != null && Number.isFinite(last) ? wallNow + (last + grace - heard!.now) : Infinity
+    const end = Math.min(e.restart.since + grace, byHeard)
+    if (end <= wallNow) continue
     away++
-    due = Math.max(due, e.restart.since + graceOf(e.restart.fenceMs))
+    due = Math.max(due, end)
   }
   return away > 0 && hasMajority(ids.size, seen + away) ? due : null
 }

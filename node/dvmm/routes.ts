@@ -152,14 +152,18 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (r.state === 'starting' && l.winner.status === 'starting' && svc.local.runs?.has(vm.id) === true) return { ...r, state: 'running', reason: null }
     }
     const blocked = svc.blocked?.get(vm.id)
-    if (blocked != null && vm.desired === 'running') return { ...r, state: 'pending', reason: blocked }
-    // running where its constraints no longer hold (a label taken off its node): it stays,
-    // as placement is not revisited while a VM runs, but says so (a tester found it only
-    // in vm show's "if it were placed now")
-    const holderLabels = r.state === 'running' && r.reason == null && l != null ? ctx.nodes.find(n => n.id === l.winner.holder)?.labels : undefined
-    const unmet = holderLabels == null ? [] : missingLabels(vm.spec.constraints, holderLabels)
-    if (unmet.length > 0) return { ...r, reason: `its node ${nameOf(l!.winner.holder, doc)} no longer has label ${unmet.join(', ')}, which it requires: it runs on there (a running VM is not moved); stop and start it to place it where ${unmet.length === 1 ? 'that holds' : 'they hold'}` }
-    return r
+    return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
+  }
+  /**
+   * A running VM where its constraints no longer hold (a label taken off its node): it
+   * stays, as placement is not revisited while a VM runs, but says so (a tester found it
+   * only in vm show's "if it were placed now"); after its disks' word, which matters more
+   */
+  const withLabels = (doc: DocView, r: VmRow, ctx: ReturnType<typeof rowContext>): VmRow => {
+    const holder = doc.leases.get(r.id)?.winner.holder
+    const labels = r.state === 'running' && r.reason == null && holder != null ? ctx.nodes.find(n => n.id === holder)?.labels : undefined
+    const unmet = labels == null ? [] : missingLabels(doc.vms.get(r.id)?.spec.constraints ?? {}, labels)
+    return unmet.length === 0 ? r : { ...r, reason: `its node ${nameOf(holder!, doc)} no longer has label ${unmet.join(', ')}, which it requires: it runs on there (a running VM is not moved); stop and start it to place it where ${unmet.length === 1 ? 'that holds' : 'they hold'}` }
   }
   /** the health of the running VMs' disks (none where no volume store runs, or it cannot say) */
   const disksHealth = async (doc: DocView, rows: VmRow[]): Promise<ReadonlyMap<string, DiskHealth>> => {
@@ -211,7 +215,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const own = row(doc, vm.id, ctx)
     const health = await disksHealth(doc, [own])
     return {
-      ...withGroup(doc, [withDisks(reader, doc, own, health), ...mates])[0]!,
+      ...withGroup(doc, [withLabels(doc, withDisks(reader, doc, own, health), ctx), ...mates])[0]!,
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
@@ -311,7 +315,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
       const health = await disksHealth(doc, rows)
-      return { vms: withGroup(doc, rows.map(r => withDisks(reader, doc, r, health))) }
+      return { vms: withGroup(doc, rows.map(r => withLabels(doc, withDisks(reader, doc, r, health), ctx))) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
@@ -381,7 +385,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // its roll entry holds the restart grace the others wait for before taking its VMs
       // over: forgetting it now would start them elsewhere while they still run there
       const graceMs = svc.restartGraceLeftMs?.(n.id) ?? 0
-      if (graceMs > 0) throw new ConflictError(`node ${n.name} stopped for a restart and its VMs may run there for ${Math.ceil(graceMs / 1000)} s more (its restart grace): forget is for a server that is gone for good; if it does not come back, forget it after that (they are taken over then in any case)`, 'node_restarting')
+      if (graceMs > 0) throw new ConflictError(`node ${n.name} stopped for a restart and its restart grace holds ${Math.ceil(graceMs / 1000)} s more (its VMs, if any, may run there that long): forget is for a server that is gone for good; if it does not come back, forget it after that (its VMs are taken over then in any case)`, 'node_restarting')
       // only from the majority side: a node cut off must not forget the others away;
       // unless the operator says the members out of sight are gone for good (half a grid
       // lost for good had no way back: the grid stayed fenced), as Proxmox's `pvecm expected`

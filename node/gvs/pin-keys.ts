@@ -34,6 +34,8 @@ export class PinKeys {
       // kept as it is: a read that fails for a moment (EIO, EMFILE) must not replace the
       // key the running VMs' QEMU reopen their disks with; the next start reads it again
       this.log.warn('the key of VM disks\' export names cannot be read: this run uses a key of its own and leaves the file as it is; QEMU of VMs started before cannot reopen their disks here until an agent start reads it again', { file: this.path, error: (err as Error).message })
+      // a key is kept, only not readable now: not a first start, so names without a key open nothing (a reviewer's)
+      this.fresh = false
       return
     }
     if (kept != null && kept.length === SECRET_BYTES) { this.secret = kept; this.fresh = false; return }

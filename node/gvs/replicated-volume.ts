@@ -257,6 +257,7 @@ export class ReplicatedVolume implements BlockDevice {
    */
   private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
     let windowFrom = Date.now()
+    let firstUntil: number | undefined
     for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
       try {
         return await fn()
@@ -265,8 +266,9 @@ export class ReplicatedVolume implements BlockDevice {
         // a cause due to end by a known time (members back from a restart) is waited for
         // until then, and what follows it gets a window of its own (bb18: the members back,
         // their volume services not answering yet, failed a write that had waited for them)
-        if (err.until != null) windowFrom = Date.now()
-        const deadline = Math.max(Math.min(windowFrom + this.retryMs, (err.since ?? Infinity) + this.retryMs), err.until ?? -Infinity)
+        // the first such time a request meets bounds it: a cause that keeps moving its end holds no request for ever
+        if (err.until != null) { windowFrom = Date.now(); firstUntil ??= err.until }
+        const deadline = Math.max(Math.min(windowFrom + this.retryMs, (err.since ?? Infinity) + this.retryMs), Math.min(err.until ?? -Infinity, firstUntil ?? Infinity))
         const left = deadline - Date.now()
         if (left <= 0) throw err
         // the last attempt at the deadline, not a wait's length before it

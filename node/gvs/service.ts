@@ -226,6 +226,7 @@ export class GvsService {
       state: components.state,
       host: components.host,
       alive: n => this.components.membership.members.get(n)?.state === 'alive',
+      lastHeard: n => this.components.membership.members.get(n)?.lastSeen,
       nameOf: n => this.nodeName(n),
       generation: () => this.placementGeneration(),
       nodes: () => this.liveNodes().map(n => ({ id: n.id, weight: n.weight }))

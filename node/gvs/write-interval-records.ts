@@ -9,7 +9,8 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
 import { GvsError } from './errors.ts'
-import { watchdogTimeoutFor } from '../dvmm/timing.ts'
+import { monoNow } from '../../protocol/mono-clock.ts'
+import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS, watchdogTimeoutFor } from '../dvmm/timing.ts'
 import { activeIntervals, afterRepair, intervalKey, needsRecord, withInterval, type IntervalNode, type WriteInterval } from './write-intervals.ts'
 
 export interface WriteIntervalRecordsComponents {
@@ -24,6 +25,8 @@ export interface WriteIntervalRecordsComponents {
   host?: RequestHost
   /** alive in this node's member table */
   alive: (node: string) => boolean
+  /** when this node last heard of a member (monotonic, monoNow(): the member table's lastSeen), for the graces of members away for a restart */
+  lastHeard?: (node: string) => number | undefined
   nameOf: (node: string) => string
   /** the placement generation now (moves on when the nodes below change) */
   generation: () => number
@@ -70,9 +73,9 @@ export class WriteIntervalRecords {
   /** `until`: when the members away under confirmed restart graces are due back, if with them this node sees a majority */
   private dueBack (): { until?: number } {
     // the grace itself (the restarting node's watchdog: the VMs it kept alive die then), not the longer fence the others wait
-    const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor)
-    // a grace is at most minutes (MAX_RESTART_GRACE_MS): a record of a wrong clock holds no request longer
-    return due == null ? {} : { until: Math.min(due, Date.now() + 10 * 60_000) }
+    const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor, this.c.lastHeard == null ? undefined : { lastHeard: this.c.lastHeard, now: monoNow() })
+    // a grace is at most MAX_RESTART_GRACE_MS and its start-up: a record of a wrong clock holds no request longer
+    return due == null ? {} : { until: Math.min(due, Date.now() + MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS) }
   }
 
   /** since when (epoch ms) this node has seen no majority, as its calls and membership changes found (null: it sees one) */

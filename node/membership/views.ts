@@ -5,7 +5,7 @@ import { monoNow, monoToWall } from '../../protocol/mono-clock.ts'
 import { protocolOf, type Compat } from '../../protocol/compat.ts'
 import type { HealthProblem, NodeView, StatusView, UnseenMemberView } from '../api/types.ts'
 import { MAX_CLOCK_OFFSET_MS, type ClockOffset } from '../../protocol/heartbeat.ts'
-import { restartPending, restartPendingFrom, type RestartRecord } from '../../crdt/placement/fence.ts'
+import { restartPendingFrom, type RestartRecord } from '../../crdt/placement/fence.ts'
 import type { OutOfReach } from '../../protocol/membership-service.ts'
 
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
@@ -171,7 +171,8 @@ export function deadMembers (roll: ReadonlyArray<{ node: string }>, table: Membe
  */
 export function awayMembers (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now = monoNow(), wallNow = Date.now()): HealthProblem[] {
   const byNode = new Map(roll.map(r => [r.node, r]))
-  const away = [...table.values()].filter(m => m.state === 'left' && byNode.has(m.nodeId) && !restartPending(byNode.get(m.nodeId)!.restart, wallNow))
+  // counted from when this node last heard it, as the node views count it (a clock ahead said `away` while they said `restarting`)
+  const away = [...table.values()].filter(m => m.state === 'left' && byNode.has(m.nodeId) && !restartPendingFrom(byNode.get(m.nodeId)!.restart, m.lastSeen, now, wallNow))
     .sort((a, b) => a.since - b.since)
   if (away.length === 0) return []
   const say = (m: Member): string => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`

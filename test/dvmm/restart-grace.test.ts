@@ -70,7 +70,7 @@ test('a node stopped for a restart is not forgotten while its VMs may run there:
   const r = await app.inject({ method: 'DELETE', url: `/v1/nodes/${holder.agent.config.name}/roll` })
   t.is(r.statusCode, 409, r.body)
   t.is(r.json<{ error: { code: string } }>().error.code, 'node_restarting')
-  t.regex(r.body, /stopped for a restart and its VMs may run there for \d+ s more/)
+  t.regex(r.body, /stopped for a restart and its restart grace holds \d+ s more \(its VMs, if any, may run there that long\)/)
   t.truthy(o.agent.state.read().get('roll', holder.agent.id), 'still on the roll')
 })
 

@@ -79,8 +79,12 @@ test('a shared directory given as the data dir (--data-dir /var/lib) is refused,
     message: `data dir ${shared} is open to other users and holds files that are not vgrid's (apt.list, postgresql): vgrid keeps its data dir 0700 and does not change the mode of a directory others use. Give it a directory of its own (e.g. ${shared}/vgrid)`
   })
   t.is(modeOf(shared), 0o755, 'the shared directory keeps its mode')
+  // one file of vgrid's there proves nothing (a reviewer's: vgrid init --data-dir /var/lib wrote cluster.key)
+  writeFileSync(join(shared, 'cluster.key'), 'k')
+  await t.throwsAsync(secureDataDir(shared, log), { message: /holds files that are not vgrid's \(apt\.list, postgresql\)/ })
+  t.is(modeOf(shared), 0o755)
   t.deepEqual(lines, [])
-  for (const [name, entries] of [['restored', ['identity.key', 'peers.json']], ['older', ['state', 'gvs']], ['mounted', ['lost+found']]] as const) {
+  for (const [name, entries] of [['restored', ['identity.key', 'peers.json']], ['older', ['state', 'gvs', 'gvs-pins.json', 'roll-seen.json', 'peers.json.tmp']], ['mounted', ['lost+found']]] as const) {
     const dir = join(base, name)
     for (const e of entries) mkdirSync(join(dir, e), { recursive: true })
     chmodSync(dir, 0o755)

@@ -37,6 +37,7 @@ test('a key file that cannot be read is left as it is (a reviewer\'s: a read fai
   t.true(statSync(path).isFIFO(), 'the file is not replaced')
   t.regex(lines.join('\n'), /cannot be read: this run uses a key of its own and leaves the file as it is/)
   t.is(keys.keyOf('v', 1).length, 24)
+  t.false(keys.fresh, 'a key is kept, only unreadable: names without a key are not let in as after a first start')
   // a damaged one (wrong length) is replaced, as before
   rmSync(path)
   writeFileSync(path, 'short', { mode: 0o600 })

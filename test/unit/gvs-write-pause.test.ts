@@ -108,3 +108,22 @@ test('after a wait for members due back, a moment\'s failure as they come back (
   t.true(Date.now() - t0 >= 1400, `waited through both (${Date.now() - t0} ms)`)
   t.true((await stores.B!.stat('v', 0)).present)
 })
+
+test('a cause whose end keeps moving (a record of a clock far ahead, a restart after a restart) holds a request no longer than the first end it met', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-pause-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const transport: ReplicaTransport = {
+    self: 'A',
+    call: async (peer, req, data) => {
+      if (peer === 'B') throw new GvsError('unavailable', 'no majority', { transient: true, since: Date.now() - 60_000, until: Date.now() + 700 })
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const v = new ReplicatedVolume({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'v', size: 1 << 22, replicas: 2, epoch: 1, retryMs: 300 })
+  const t0 = Date.now()
+  await t.throwsAsync(v.write(0, new Uint8Array(4096), true), { message: /no majority/ })
+  const took = Date.now() - t0
+  t.true(took >= 600 && took < 1500, `bounded by the first end (${took} ms)`)
+})

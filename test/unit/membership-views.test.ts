@@ -154,7 +154,7 @@ test('members of the roll held dead are a health problem naming each with how lo
 test('awayMembers: a member on the roll whose agent left for a restart and is not back past its grace is a health problem; within its grace, or gone from the roll (a leave), it is not (bb17: health said ok 40 s past the grace)', t => {
   const now = monoNow()
   const wall = Date.now()
-  const left = (id: string, agoMs: number): Member => ({ ...member(id, 'left'), since: now - agoMs })
+  const left = (id: string, agoMs: number): Member => ({ ...member(id, 'left'), since: now - agoMs, lastSeen: now - agoMs })
   const table: MemberTable = new Map([['a', member('a', 'alive')], ['b', left('b', 70_000)], ['c', left('c', 10_000)], ['d', left('d', 5_000)]])
   const roll = [
     { node: 'a' },

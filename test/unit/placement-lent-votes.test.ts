@@ -123,4 +123,11 @@ test('restartsDueBy: when members away under confirmed graces are due back, only
   t.is(restartsDueBy(roll({ C: grace(now), D: grace(now, { confirmed: false }) }), 'A', none, now), null)
   t.is(restartsDueBy(roll({ C: grace(now), D: grace(now - 40_000) }), 'A', none, now), null)
   t.is(restartsDueBy(roll({ C: grace(now), D: grace(now, { back: true }) }), 'A', none, now), null)
+  // a clock an hour ahead: counted from when this node last heard it too, the shorter (a reviewer's: requests held an hour)
+  const mono = 5_000_000
+  const ahead = roll({ C: grace(now + 3_600_000) })
+  t.is(restartsDueBy(ahead, 'A', onlyB, now), now + 3_600_000 + 35_000, 'by its record alone')
+  t.is(restartsDueBy(ahead, 'A', onlyB, now, ms => ms, { lastHeard: () => mono - 2000, now: mono }), now - 2000 + 35_000)
+  // heard long ago (past its grace as this node counts): not due, nothing to wait for
+  t.is(restartsDueBy(ahead, 'A', onlyB, now, ms => ms, { lastHeard: () => mono - 40_000, now: mono }), null)
 })

@@ -6,6 +6,7 @@ import { ApiClient, CliError } from '../client.ts'
 import { encodeToken, generateClusterKey } from '../../../protocol/cluster-key.ts'
 import { CLUSTER_KEY_FILE, writeClusterKey } from '../../cluster-key-store.ts'
 import { DEFAULT_DATA_DIR } from '../../config.ts'
+import { refuseSharedDir } from '../../data-dir.ts'
 
 export async function init (argv: string[]): Promise<void> {
   const usage = 'vgrid init [--data-dir DIR] [--force]'
@@ -15,6 +16,8 @@ export async function init (argv: string[]): Promise<void> {
   const exists = await access(path).then(() => true, () => false)
   if (exists && v.force !== true) throw new CliError(`${path} already exists; this data dir belongs to a grid (use --force to replace its key)`)
   await mkdir(dir, { recursive: true, mode: 0o700 })
+  // not into a directory others use (its key there made the agent take the directory for its own)
+  try { refuseSharedDir(dir) } catch (err) { throw new CliError((err as Error).message, 1) }
   const key = generateClusterKey()
   await writeClusterKey(path, key)
   process.stderr.write(`wrote a new cluster key to ${path} (cluster ${key.clusterId})\n`)
