@@ -42,29 +42,22 @@ export class GvsError extends Error {
   }
 }
 
-/**
- * Since when the errors that together fail a request have held: the latest of theirs
- * when every one is transient and says (the whole is as old as its youngest cause),
- * else none.
- */
-export function sinceOfAll (errs: readonly unknown[]): number | undefined {
+/** the latest `field` of the errors that together fail a request, when every one is transient and says it; else none */
+function latestOfAll (errs: readonly unknown[], field: 'since' | 'until'): number | undefined {
   let latest = -Infinity
   for (const e of errs) {
-    if (!(e instanceof GvsError) || !e.transient || e.since == null) return undefined
-    latest = Math.max(latest, e.since)
+    const v = e instanceof GvsError && e.transient ? e[field] : undefined
+    if (v == null) return undefined
+    latest = Math.max(latest, v)
   }
   return errs.length > 0 ? latest : undefined
 }
 
-/** until when the errors that together fail a request are due to end: the latest of theirs when every one says (GvsError.until), else none */
-export function untilOfAll (errs: readonly unknown[]): number | undefined {
-  let latest = -Infinity
-  for (const e of errs) {
-    if (!(e instanceof GvsError) || !e.transient || e.until == null) return undefined
-    latest = Math.max(latest, e.until)
-  }
-  return errs.length > 0 ? latest : undefined
-}
+/** Since when the errors that together fail a request have held (the whole is as old as its youngest cause). */
+export const sinceOfAll = (errs: readonly unknown[]): number | undefined => latestOfAll(errs, 'since')
+
+/** Until when the errors that together fail a request are due to end (GvsError.until: the whole lasts as long as its longest cause). */
+export const untilOfAll = (errs: readonly unknown[]): number | undefined => latestOfAll(errs, 'until')
 
 /** the GvsError for a Node.js fs error: ENOSPC and EDQUOT become no-space */
 export function fromFsError (err: unknown, what: string): GvsError {
