@@ -25,20 +25,25 @@ test('an entry seen only at the moment of the question counts as seen', t => {
 
 test('what was seen is kept in the data dir: an agent restarted after a forget still tells the forgotten member (its folds waited 10 minutes on it); a damaged file is read as empty, saying so', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'roll-seen-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const made: RollMemory[] = []
+  // a save still under way would make the directory again after it was removed
+  t.teardown(async () => { await Promise.all(made.map(async m => { await m.stop() })); rmSync(dir, { recursive: true, force: true }) })
   const path = join(dir, 'roll-seen.json')
   const lines: string[] = []
   const log = { ...silentLogger, warn: (msg: string) => { lines.push(msg) }, child: () => log } as unknown as Logger
   const first = new RollMemory({ path, log })
+  made.push(first)
   first.note([{ node: 'h1' }, { node: 'old4' }])
   await until(() => existsSync(path) && readFileSync(path, 'utf8').includes('old4'))
   t.deepEqual(JSON.parse(readFileSync(path, 'utf8')), { v: 1, nodes: ['h1', 'old4'] })
   // the next run: old4 was forgotten while it was down
   const next = new RollMemory({ path, log })
+  made.push(next)
   t.true(next.forgotten('old4', [{ node: 'h1' }, { node: 'new4' }]))
   t.false(next.forgotten('unseen', [{ node: 'h1' }]), 'one never on the roll here still counts as not arrived')
   writeFileSync(path, '{"v":1,"nodes":[1,2]}')
   const damaged = new RollMemory({ path, log })
+  made.push(damaged)
   t.false(damaged.forgotten('old4', [{ node: 'h1' }]))
   t.true(lines.some(l => l.includes('the node ids seen on the roll') && l.includes('damaged')), lines.join('\n'))
   t.regex((parseRollSeen('nope') as { error: string }).error, /^not JSON: /)
