@@ -5,8 +5,8 @@
 import { unlink } from 'node:fs/promises'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import type { OpenObjects, ObjectPaths, OpenObject } from './open-objects.ts'
-import { encodeVersion, newer, type Version } from './versions.ts'
-import { ignoreEnoent, writeFully } from './file-io.ts'
+import { NO_VERSION, encodeVersion, newer, type Version } from './versions.ts'
+import { ignoreEnoent, readVersion, writeFully } from './file-io.ts'
 import type { StoreSyncs } from './store-syncs.ts'
 import { createObject, trueToData, writeRange, writeWhole, type Geometry } from './object-files.ts'
 import type { WriteIntents } from './write-intents.ts'
@@ -148,14 +148,40 @@ export class HeldObjects {
     }))
   }
 
+  /**
+   * The object's version as it stands (NO_VERSION: absent), or null when its side file
+   * cannot say: the open copy's (what its file holds, or a write in flight is about to
+   * make it) or the side file's tail.
+   */
+  async versionOf (p: ObjectPaths): Promise<Version | null> {
+    const open = this.c.open.peek(p.data)
+    if (open != null) return open.version
+    return await readVersion(p.sums, this.c.geometry.sumBytes).catch(err => (err as NodeJS.ErrnoException).code === 'ENOENT' ? NO_VERSION : null)
+  }
+
+  /**
+   * Lowers the object's version to `v` if it is higher, synced (write-intents.ts: after a
+   * server restart, what the last sync made sure of). The version it had, or null when
+   * it was not lowered (absent, or not higher).
+   */
+  async lowerVersion (volume: string, index: number, p: ObjectPaths, v: Version): Promise<Version | null> {
+    return await this.with(p, false, async o => {
+      if (o == null || !newer(o.version, v)) return null
+      const was = o.version
+      await this.setVersion(o, v, volume, index, true)
+      try { await o.sums.sync() } catch (err) { throw fromFsError(err, `syncing the version of object ${index} of "${volume}"`) }
+      return was
+    })
+  }
+
   /** The object's checksums made true to its data, if it is here (write-intents.ts): the blocks made so. */
   async trueToData (p: ObjectPaths): Promise<number[]> {
     return await this.with(p, false, async o => o == null ? [] : await trueToData(o, this.c.geometry))
   }
 
-  /** fn, a change to the object's files, with the object named in the write-intent log first */
+  /** fn, a change to the object's files, with the object named in the write-intent log first (with its version before it) */
   private async intended<T> (p: ObjectPaths, fn: () => Promise<T>): Promise<T> {
-    await this.c.intents.begin(p.data)
+    await this.c.intents.begin(p.data, async () => await this.versionOf(p))
     try { return await fn() } finally { this.c.intents.done(p.data) }
   }
 

@@ -19,14 +19,14 @@
 import { EventEmitter } from 'node:events'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { OpenObjects } from './open-objects.ts'
 import { readBuffers } from './buffer-pool.ts'
-import { NO_VERSION, compareVersions, type Version } from './versions.ts'
+import { NO_VERSION, compareVersions, formatVersion, type Version } from './versions.ts'
 import { IN_PLACE_READ, readVersion, syncPath } from './file-io.ts'
 import { StoreSyncs, type FlushScope, type Fsync } from './store-syncs.ts'
 import { freshSide, readChecked, readNow, type Geometry } from './object-files.ts'
@@ -60,6 +60,8 @@ export interface ObjectStoreComponents {
   fsync?: Fsync
   /** the file system's free space (default fs.statfs): a test gives a disk nearly full */
   statfs?: (dir: string) => Promise<FsSpace>
+  /** this server's boot id (default /proc/sys/kernel/random/boot_id): a test restarts the server */
+  bootId?: () => Promise<string | null>
 }
 export interface ObjectStoreInit {
   /** the store's root, e.g. <data-dir>/gvs */
@@ -114,12 +116,14 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** bytes object data may still take on this store's file system (DiskRoom.available) */
   available (): number | null { return this.room.available() }
   private readonly writeback: Writeback
+  private readonly bootIdOf?: () => Promise<string | null>
   /** an object (its data path) with writes not yet synced, or whose sync failed: it stays named in the intent log */
   private readonly unsynced = (d: string): boolean => this.syncs.pending(d) || this.syncs.pending(`${d}.sum`) || this.syncs.isLost(d)
 
   constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
     super()
     this.log = components.log
+    this.bootIdOf = components.bootId
     this.syncs = new StoreSyncs(components.fsync ?? syncPath, data => { this.wholeDamaged(data, 'an fsync of an object failed') })
     this.dir = init.dir
     this.objectsDir = join(init.dir, 'objects')
@@ -154,16 +158,35 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     await this.frozen.start()
     await this.room.ready()
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
-    const { objects, damaged } = await this.intents.pending()
+    const boot = await this.bootId()
+    const { objects, damaged, boot: logBoot } = await this.intents.pending()
     // the objects such a line named are not known: a power loss may have left their checksums untrue, which a read or scrub then reports
     if (damaged.length > 0) this.log.warn(`the write intents log ${join(this.dir, 'intents')} holds ${damaged.length} line${damaged.length === 1 ? '' : 's'} that name no object (damaged): skipped; objects they named are not recovered, and a read or scrub reports any of them left damaged`, { sample: JSON.stringify(damaged[0]!.slice(0, 80)) })
-    for (const { volume, file } of objects) await this.recover(volume, parseInt(file, 16))
-    await this.intents.open()
+    // the server restarted since the log was begun (or which one cannot be told): its page cache, and with it writes never synced, may be gone
+    const restarted = objects.length > 0 && (boot == null || logBoot !== boot)
+    for (const o of objects) await this.recover(o.volume, parseInt(o.file, 16), restarted ? { version: o.version } : null)
+    await this.intents.open(boot)
     this.writeback.start()
   }
 
-  /** An object the last run wrote and never synced: its checksums made true to the data the disk kept. */
-  private async recover (volume: string, index: number): Promise<void> {
+  /** this server's boot id (null: unknown), which changes when the server restarts */
+  private async bootId (): Promise<string | null> {
+    if (this.bootIdOf != null) return await this.bootIdOf()
+    try {
+      const id = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
+      return /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : null
+    } catch { return null }
+  }
+
+  /**
+   * An object the last run wrote and never synced: its checksums made true to the data
+   * the disk kept. After a server restart (`lost`), also its version lowered to the one
+   * its intent line carries (null: unknown; its epoch's start then): a power loss may
+   * have kept the side file's version and not the data it counts, and a copy of that
+   * version elsewhere would look no newer than this one, which would be read and kept
+   * (write-intents.ts).
+   */
+  private async recover (volume: string, index: number, lost: { version: Version | null } | null): Promise<void> {
     let paths: ReturnType<ObjectStore['paths']>
     try {
       paths = this.paths(volume, index)
@@ -174,10 +197,23 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
     // one that cannot be checked is left as it is: a read reports it damaged, and a copy from another node rewrites it
     const fixed = await this.held.trueToData(paths).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
-    if (fixed.length === 0) return
-    this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data, and reported (a copy elsewhere with its version rewrites it)', { volume, index, blocks: fixed.join(',') })
-    // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one
-    this.emit('damaged', { volume, index, blocks: fixed, path: paths.data })
+    if (lost != null) {
+      try {
+        const now = await this.held.versionOf(paths)
+        const to = lost.version ?? { epoch: now?.epoch ?? 0, seq: 0 }
+        const was = await this.held.lowerVersion(volume, index, paths, to)
+        if (was != null) this.log.warn(`an object written since its last sync when the server went down had its version lowered from ${formatVersion(was)} to ${formatVersion(to)}, what its last sync made sure of: its page cache was lost, so its data may lack writes that version counts, and a copy elsewhere that has them replaces it`, { volume, index })
+      } catch (err) {
+        this.log.warn('an object written when the server went down could not have its version lowered: a scrub or a copy from another node rewrites it if it lacks writes', { volume, index, err: (err as Error).message })
+      }
+    }
+    if (fixed.length > 0) {
+      // the checksums made true reach the disk before the fresh intent log forgets the object
+      await this.syncObject(volume, index).catch((err: Error) => { this.log.warn('an object whose checksums were made true could not be synced', { volume, index, err: err.message }) })
+      this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data, and reported (a copy elsewhere with its version rewrites it)', { volume, index, blocks: fixed.join(',') })
+      // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one (healed once the service runs)
+      this.emit('damaged', { volume, index, blocks: fixed, path: paths.data })
+    }
   }
 
   async stop (): Promise<void> {
@@ -301,8 +337,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /**
    * A whole object copied in (repair, a move, scrub): it replaces the copy here only
-   * if its version is higher (with `replace`, a damaged copy: also an equal one; an
-   * object an fsync failed on: whatever its version).
+   * if its version is higher (with `replace`, a damaged copy, or an object an fsync
+   * failed on: also an equal one; one whose side file cannot be read: whatever its version).
    * The check and the write are one hold of the object, so a writer's write that landed
    * in between (a higher version) is never overwritten by the older copy. The copy
    * teaches the volume's epoch but is not refused by it: its version decides. True
@@ -319,11 +355,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       })
       // a fold (layer-reclaim.ts) fills only what the layer lacks, whatever the versions
       if (here != null && opts.ifAbsent === true) return true
-      if (here != null && !this.syncs.isLost(p.data)) {
+      if (here != null) {
         // replace overrides only the equal-version skip: a copy read before a write
-        // landed here (scrub's get, then put) is older and must not undo that write
+        // landed here (scrub's get, then put) is older and must not undo that write.
+        // A copy an fsync failed on is replaced by any copy as new, never by an older
+        // one: its version still says which writes it took, and a writer that settled
+        // the object counts on them (an older copy would hide the writes it lacks under
+        // the next write's version)
         const c = compareVersions(here, copy.version)
-        if (c > 0 || (c === 0 && opts.replace !== true)) return true
+        if (c > 0 || (c === 0 && opts.replace !== true && !this.syncs.isLost(p.data))) return true
       }
       await this.fence(volume, opts.epoch, { learnOnly: true })
       await this.room.admit(copy.data.length, `copying in object ${index} of "${volume}"`)

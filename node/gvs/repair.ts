@@ -366,7 +366,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         // the copy's bytes go when the bucket has them (the get before it is bounded
         // by the copies in flight)
         await bucket?.take(r.data.length)
-        // replaces only an older copy there (replace: a damaged one, whatever its version)
+        // replaces only an older copy there (replace: also an equal one, as a damaged copy needs)
         await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace }, r.data)
         return r.data.length
       } catch (err) { why.push((err as Error).message) }

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ReplicaTransport } from './replication.ts'
 import { pace } from './repair.ts'
-import { NO_VERSION, compareVersions } from './versions.ts'
+import { NO_VERSION, compareVersions, formatVersion, type Version } from './versions.ts'
 import { CHECK_BLOCK } from './checksums.ts'
 import { assembleObject, type CheckedCopy } from './assemble.ts'
 
@@ -121,19 +121,30 @@ export async function healCopyDetail (c: HealComponents, layer: string, index: n
   const why: string[] = []
   const self = c.transport.self
   const others = c.sources(layer, index).filter(n => n !== self)
-  const versions = new Map(await Promise.all(others.map(async n => {
-    try { return [n, (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION] as const } catch { return [n, NO_VERSION] as const }
-  })))
+  const stat = async (n: string): Promise<Version | null> => {
+    try { return (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION } catch { return null }
+  }
+  // this copy's version (null: its side file cannot say): a source older than it would
+  // undo writes it took, which its holders' writer counts on
+  const [mine, ...looks] = await Promise.all([stat(self), ...others.map(stat)])
+  const versions = new Map(others.map((n, i) => [n, looks[i] ?? null]))
   /** the damaged copies looked at, with their damaged blocks */
   const checked: CheckedCopy[] = []
-  for (const src of [...others].sort((a, b) => compareVersions(versions.get(b)!, versions.get(a)!))) {
+  const rank = (n: string): Version => versions.get(n) ?? NO_VERSION
+  for (const src of [...others].sort((a, b) => compareVersions(rank(b), rank(a)))) {
+    const seen = versions.get(src)
+    // a node whose version could not be read may hold an older copy; tried only when this one's cannot be read either
+    if (seen === null && mine !== null) { why.push(`${name(src)}: its copy's version could not be read`); unknown++; continue }
+    if (seen != null && mine != null && compareVersions(seen, mine) < 0) { why.push(`${name(src)}: its copy (${formatVersion(seen)}) is older than this one (${formatVersion(mine)})`); continue }
     try {
       const v = await c.transport.call(src, { op: 'verify', volume: layer, index })
       if ((v.reply.bad ?? []).length > 0) { why.push(`${name(src)}: its copy is damaged too`); damaged++; checked.push({ node: src, bad: v.reply.bad! }); continue }
       const r = await c.transport.call(src, { op: 'get', volume: layer, index })
       // a node without a copy says nothing of the object's other copies
       if (r.data == null) { why.push(`${name(src)}: no copy`); continue }
-      await c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
+      const put = await c.transport.call(self, { op: 'put', volume: layer, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace: true }, r.data)
+      // kept: the copy here is newer than the one read (written since, or the source lagged)
+      if (put.reply.present === true) { why.push(`${name(src)}: its copy (${formatVersion(r.reply.version ?? NO_VERSION)}) is older than this one`); continue }
       return { error: null, everyCopy: false }
     } catch (err) { why.push(`${name(src)}: ${(err as Error).message}`); unknown++ }
   }
@@ -148,8 +159,9 @@ export async function healCopyDetail (c: HealComponents, layer: string, index: n
       readable = true
       try {
         // replace: rewrites the equal version; a write that landed since (newer) stays
-        await c.transport.call(self, { op: 'put', volume: layer, index, epoch: 0, version: a.version, replace: true }, a.data)
-        return { error: null, everyCopy: false }
+        const put = await c.transport.call(self, { op: 'put', volume: layer, index, epoch: 0, version: a.version, replace: true }, a.data)
+        if (put.reply.present !== true) return { error: null, everyCopy: false }
+        why.push(`the copy assembled of the copies' sound blocks (${formatVersion(a.version)}) is older than this one`)
       } catch (err) { why.push(`writing the copy assembled of the copies' sound blocks failed: ${(err as Error).message}`) }
     }
   }

@@ -317,6 +317,7 @@ export class GvsService {
     await this.placementCheck.start()
     await this.nbd.start()
     this.started = true
+    this.heals.running()
     this.noting = setInterval(() => {
       this.reclaim.note(this.volumes())
       // the caches give way when the disk runs short of room (the replicas need it)
@@ -333,6 +334,7 @@ export class GvsService {
 
   async stop (): Promise<void> {
     this.started = false
+    this.heals.stop()
     if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.membership.off?.('vouched', this.onVouched)

@@ -8,10 +8,36 @@
 // disk gives back either the old or the new data of a write it never acknowledged as
 // flushed. An object is dropped from the log once a flush synced it and no write to it
 // is in flight or waiting for a sync.
+//
+// Each name carries the object's version before that first write: what its last sync
+// made sure of (a name kept while clean carries an older one, never a newer). The log
+// starts with the boot id of the server that opened it. After a restart of the server
+// (a power loss drops the page cache: the side file's version may have reached the disk
+// and the data it counts not), a named object's version is lowered to the one its name
+// carries, so a copy elsewhere with the writes it may lack is the newer and replaces it
+// (ObjectStore.recover). After a restart of the agent alone the kernel kept every write
+// (the start syncs them), and versions stay.
+//
+// Format, one line each: `boot <id>` first, then `<volume>/<index as 8 hex> <epoch>.<seq>`.
+// A line a crash or full disk cut short is the start of one; a name whose version was
+// cut off, or a line of an earlier release (no version), gives the object no version.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
+import { compareVersions, formatVersion, type Version } from './versions.ts'
+
+/** an object named in the log, and the version its name carries (null: none, or cut off) */
+export interface IntentNamed { volume: string, file: string, version: Version | null }
+
+const NAME = /^([A-Za-z0-9][A-Za-z0-9._:@+-]*)\/([0-9a-f]{8})(?: (.*))?$/
+const VERSION = /^(\d{1,15})\.(\d{1,15})$/
+/** what a line cut short may end in after a name: the start of a version */
+const VERSION_START = /^\d{0,15}(\.\d{0,15})?$/
+/** the start of a name, cut short */
+const NAME_START = /^[A-Za-z0-9][A-Za-z0-9._:@+-]*(\/[0-9a-f]{0,7})?$/
+const BOOT = /^boot ([0-9A-Za-z-]{1,64})$/
+const BOOT_START = /^(b|bo|boo|boot|boot [0-9A-Za-z-]{0,64})$/
 
 /** clean objects still named that make it worth rewriting the log without them (while others are not clean) */
 export const REWRITE_AT = 1024
@@ -23,8 +49,10 @@ export class WriteIntents {
   private fh?: FileHandle
   /** open() ran and close() did not: writes are named (a store never started names nothing) */
   private opened = false
-  /** objects (data paths) named in the log */
-  private readonly listed = new Set<string>()
+  /** objects (data paths) named in the log, with the version each name carries */
+  private readonly listed = new Map<string, Version | null>()
+  /** the boot id the log starts with (null: unknown, none written) */
+  private boot: string | null = null
   /** writes under way per object: not dropped while one runs */
   private readonly active = new Map<string, number>()
   /** the appends under way, by object: a second writer waits for the first's */
@@ -44,29 +72,47 @@ export class WriteIntents {
   }
 
   /**
-   * The objects the log names (from a run that ended without syncing them), as
-   * "volume/index-hex", and the lines that are damage (for the caller to report): a line
-   * cut short (a power loss, or a full disk that failed the append and so its write) is
-   * the start of a name and named no write; anything else is not.
+   * The objects the log names (from a run that ended without syncing them), each with
+   * the version its name carries (the lowest, if named twice), the boot id the log
+   * started with (null: none, cut short, or a log of an earlier release), and the lines
+   * that are damage (for the caller to report): a line cut short (a power loss, or a
+   * full disk that failed the append and so its write) is the start of one and named no
+   * write; anything else is not.
    */
-  async pending (): Promise<{ objects: Array<{ volume: string, file: string }>, damaged: string[] }> {
+  async pending (): Promise<{ objects: IntentNamed[], damaged: string[], boot: string | null }> {
     let text: string
     try { text = await readFile(this.file, 'utf8') } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { objects: [], damaged: [] }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { objects: [], damaged: [], boot: null }
       throw Object.assign(new Error(`cannot read ${this.file}: ${(err as Error).message}`, { cause: err }), { code: (err as NodeJS.ErrnoException).code })
     }
-    const out = new Map<string, { volume: string, file: string }>()
+    const out = new Map<string, IntentNamed>()
     const damaged: string[] = []
-    for (const line of text.split('\n')) {
-      if (/^[A-Za-z0-9][A-Za-z0-9._:@+-]*\/[0-9a-f]{8}$/.test(line)) out.set(line, { volume: line.split('/')[0]!, file: line.split('/')[1]! })
-      else if (!/^[A-Za-z0-9][A-Za-z0-9._:@+-]*(\/[0-9a-f]{0,7})?$/.test(line) && line !== '') damaged.push(line)
-    }
-    return { objects: [...out.values()], damaged }
+    let boot: string | null = null
+    text.split('\n').forEach((line, i) => {
+      if (line === '') return
+      const b = BOOT.exec(line)
+      if (b != null && i === 0) { boot = b[1]!; return }
+      const m = NAME.exec(line)
+      if (m != null && (m[3] == null || VERSION.test(m[3]) || VERSION_START.test(m[3]))) {
+        const v = m[3] == null ? null : VERSION.exec(m[3])
+        const version = v == null ? null : { epoch: Number(v[1]), seq: Number(v[2]) }
+        const key = `${m[1]!}/${m[2]!}`
+        const before = out.get(key)
+        // named twice (a name cut short, then whole): the lower version is the surer
+        const lower = before == null ? version : before.version == null || version == null ? null : compareVersions(version, before.version) < 0 ? version : before.version
+        out.set(key, { volume: m[1]!, file: m[2]!, version: lower })
+        return
+      }
+      if (NAME_START.test(line) || (i === 0 && BOOT_START.test(line))) return
+      damaged.push(line)
+    })
+    return { objects: [...out.values()], damaged, boot }
   }
 
-  /** Starts a fresh log (after the objects it named were recovered) and opens it for appends. */
-  async open (): Promise<void> {
-    await writeFileDurable(this.file, '', { mode: 0o600 })
+  /** Starts a fresh log (after the objects it named were recovered), headed by the server's boot id, and opens it for appends. */
+  async open (boot: string | null = null): Promise<void> {
+    this.boot = boot
+    await writeFileDurable(this.file, this.header(), { mode: 0o600 })
     this.fh = await this.reopen()
     this.opened = true
   }
@@ -78,13 +124,17 @@ export class WriteIntents {
     this.fh = undefined
   }
 
-  /** Before a write to the object: it is named in the log (durably) unless it already is. Pair with `done`. */
-  async begin (data: string): Promise<void> {
+  /**
+   * Before a write to the object: it is named in the log (durably) unless it already is,
+   * with its version then (`versionNow`, asked only for a new name: null when it cannot
+   * be read). Pair with `done`.
+   */
+  async begin (data: string, versionNow: () => Promise<Version | null> = async () => null): Promise<void> {
     this.active.set(data, (this.active.get(data) ?? 0) + 1)
     if (this.listed.has(data) || !this.opened) return
     let p = this.noting.get(data)
     if (p == null) {
-      p = this.append(data).finally(() => { this.noting.delete(data) })
+      p = this.append(data, versionNow).finally(() => { this.noting.delete(data) })
       this.noting.set(data, p)
     }
     try { await p } catch (err) { this.done(data); throw err }
@@ -109,28 +159,31 @@ export class WriteIntents {
   async settled (pending: (data: string) => boolean, opts: { stopping?: boolean } = {}): Promise<void> {
     if (!this.opened || this.listed.size === 0) return
     const clean = (d: string): boolean => !this.active.has(d) && !pending(d)
-    const n = [...this.listed].filter(clean).length
+    const n = [...this.listed.keys()].filter(clean).length
     // a store that stops leaves an empty log when it can: its next start checks nothing
     const wait = opts.stopping === true ? 0 : this.emptyEveryMs
     if (n === this.listed.size ? performance.now() - this.emptiedAt < wait : n < this.rewriteAt) return
     await this.serial(async () => {
       if (!this.opened || this.fh == null) return
       // checked again in turn: an object written meanwhile stays
-      const stay = [...this.listed].filter(d => !clean(d))
+      const stay = [...this.listed.keys()].filter(d => !clean(d))
       if (stay.length === 0) {
         this.listed.clear()
         this.emptiedAt = performance.now()
         await this.fh.truncate(0)
+        // O_APPEND: the header goes at the start of the empty file
+        const header = Buffer.from(this.header())
+        if (header.length > 0) await this.fh.write(header)
         await this.fh.datasync()
         return
       }
       if (this.listed.size - stay.length < this.rewriteAt) return
-      for (const d of [...this.listed]) if (clean(d)) this.listed.delete(d)
+      for (const d of [...this.listed.keys()]) if (clean(d)) this.listed.delete(d)
       // the log rewritten whole with what stays (a crash keeps the old or the new one, both sound)
       await this.fh.close()
       this.fh = undefined
       try {
-        await writeFileDurable(this.file, stay.map(d => nameOf(d) + '\n').join(''), { mode: 0o600 })
+        await writeFileDurable(this.file, this.header() + stay.map(d => lineOf(d, this.listed.get(d) ?? null)).join(''), { mode: 0o600 })
       } finally {
         // the new log, or the old one (naming more) when the rewrite failed: appends go on
         this.fh = await this.reopen()
@@ -142,17 +195,21 @@ export class WriteIntents {
     return await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600)
   }
 
-  private async append (data: string): Promise<void> {
+  private async append (data: string, versionNow: () => Promise<Version | null>): Promise<void> {
     await this.serial(async () => {
       if (this.listed.has(data)) return
       if (this.fh == null) throw new Error(`the write-intent log ${this.file} is not open`)
+      // read in turn, so no write to the object runs between it and the name (they all wait for it)
+      const version = await versionNow().catch(() => null)
       // a line of its own even after one a full disk cut short
-      const line = Buffer.from(`\n${nameOf(data)}\n`)
+      const line = Buffer.from(`\n${lineOf(data, version)}`)
       const { bytesWritten } = await this.fh.write(line)
       if (bytesWritten !== line.length) throw new Error(`the write-intent log ${this.file} took ${bytesWritten} of ${line.length} bytes (a full disk?)`)
-      this.listed.add(data)
+      this.listed.set(data, version)
     })
   }
+
+  private header (): string { return this.boot == null ? '' : `boot ${this.boot}\n` }
 
   private async serial (op: () => Promise<void>): Promise<void> {
     const run = this.chain.then(op)
@@ -163,3 +220,6 @@ export class WriteIntents {
 
 /** "volume/index-hex" of an object's data file (<dir>/objects/<volume>/<index-hex>) */
 const nameOf = (data: string): string => `${basename(dirname(data))}/${basename(data)}`
+
+/** an object's line: its name, and the version it had before its first write since it was clean */
+const lineOf = (data: string, version: Version | null): string => `${nameOf(data)}${version == null ? '' : ` ${formatVersion(version)}`}\n`
