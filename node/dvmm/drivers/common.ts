@@ -2,7 +2,7 @@
 // and the run dir each VM gets under the data dir. The run dir is how a driver, a new
 // agent run, and the watchdog find a VM again: vm.json names its pid, the pid's start
 // time (so a reused pid is never taken for the VM), its cgroups and its namespace.
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { appendFileSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, existsSync } from 'node:fs'
 import { basename, dirname, isAbsolute, join, normalize } from 'node:path'
 import { TERMINAL_RE, VM_USER_PATTERN } from '../../../crdt/schema.ts'
 import { PARENT as CGROUP_PARENT, findGroups, vmGroupName } from '../host/cgroups.ts'
@@ -320,12 +320,50 @@ export async function sleep (ms: number): Promise<void> {
   await new Promise(resolve => setTimeout(resolve, ms))
 }
 
-/** The last `bytes` of a file, '' if there is none. */
+/**
+ * The last `bytes` of a file, '' if there is none. Read from its end only: a console log
+ * of a VM that has run for weeks can be gigabytes, and reading it whole (on the agent's
+ * event loop) held the loop for seconds, long enough for the watchdog to fence the node.
+ */
 export function tailFile (file: string, bytes: number): string {
+  let fd: number
+  try { fd = openSync(file, 'r') } catch { return '' }
   try {
-    const buf = readFileSync(file)
-    return buf.subarray(Math.max(0, buf.length - bytes)).toString('utf8')
+    const size = fstatSync(fd).size
+    const want = Math.max(0, Math.min(bytes, size))
+    const buf = Buffer.alloc(want)
+    let got = 0
+    while (got < want) {
+      const n = readSync(fd, buf, got, want - got, size - want + got)
+      if (n === 0) break
+      got += n
+    }
+    return buf.subarray(0, got).toString('utf8')
   } catch {
     return ''
+  } finally {
+    closeSync(fd)
   }
+}
+
+/** a VM's console log past this is cut back to its last CONSOLE_KEEP_BYTES */
+export const CONSOLE_MAX_BYTES = 16 * 1024 * 1024
+export const CONSOLE_KEEP_BYTES = 1024 * 1024
+
+/**
+ * Keeps a console log from filling the disk (it holds the volume store's objects and the
+ * document too): past `max` bytes, the file is cut back to its last `keep` bytes, after a
+ * line saying how much went. In place (copy and truncate), as the VM's process or QEMU
+ * keeps appending through its own descriptor (O_APPEND: its next write lands at the new
+ * end); what it writes between the copy and the truncate is lost. The bytes dropped, or 0.
+ */
+export function trimConsole (file: string, max = CONSOLE_MAX_BYTES, keep = CONSOLE_KEEP_BYTES): number {
+  let size: number
+  try { size = statSync(file).size } catch { return 0 }
+  if (size <= max) return 0
+  const tail = tailFile(file, keep)
+  truncateSync(file, 0)
+  const dropped = size - Buffer.byteLength(tail)
+  appendFileSync(file, `[vgrid: ${dropped} earlier bytes of this console were dropped, the log is kept under ${max} bytes]\n${tail}`)
+  return dropped
 }

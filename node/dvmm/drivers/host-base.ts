@@ -15,8 +15,11 @@ import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
-import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, validateSpec, type VmRecord } from './common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
+
+/** how often running VMs' console logs are checked for their size (common.ts trimConsole) */
+const CONSOLE_CHECK_MS = 10_000
 
 export interface HostDriverComponents {
   log: Logger
@@ -166,8 +169,16 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       this.save(rec)
       if (spec.network !== false) {
         const used = this.allRecords().flatMap(r => r.network === undefined || r.id === rec.id || r.state === 'stopped' || r.state === 'failed' ? [] : [r.network.slot])
+        // with the slots of starts still setting up their links (VMs start side by side:
+        // two took one /30, the node's address and route twice)
+        for (const [id, s] of this.slotsTaken) if (id !== rec.id) used.push(s)
         const slot = freeSlot(this.init.linkRange ?? DEFAULT_LINK_RANGE, used)
-        rec.network = { ...await this.setupNetwork(spec, slot), slot }
+        this.slotsTaken.set(rec.id, slot)
+        try {
+          rec.network = { ...await this.setupNetwork(spec, slot), slot }
+        } finally {
+          this.slotsTaken.delete(rec.id)
+        }
         this.save(rec)
       }
       this.spawnVm(rec, dir)
@@ -334,7 +345,23 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     throw new DriverError('start-failed', `VM ${rec.id} (pid ${String(rec.pid)}) did not go away within 10 s of SIGKILL`)
   }
 
+  /** link slots chosen by starts that are setting up their network, by VM (not in a record yet) */
+  private readonly slotsTaken = new Map<string, number>()
+
+  /** when the console logs were last looked at for their size (performance.now) */
+  private consolesCheckedAt = performance.now()
+
   private poll (): void {
+    if (performance.now() - this.consolesCheckedAt >= CONSOLE_CHECK_MS) {
+      this.consolesCheckedAt = performance.now()
+      for (const rec of this.recs.values()) {
+        if (rec.state !== 'running' && rec.state !== 'stopping') continue
+        try {
+          const dropped = trimConsole(this.runs.console(rec.id))
+          if (dropped > 0) this.components.log.info('a VM\'s console log was cut back to its last MiB', { vm: rec.id, droppedBytes: dropped })
+        } catch (err) { this.components.log.warn('could not cut back a VM\'s console log', { vm: rec.id, err: (err as Error).message }) }
+      }
+    }
     for (const id of this.unsaved) {
       const rec = this.recs.get(id)
       if (rec == null) { this.unsaved.delete(id); continue }

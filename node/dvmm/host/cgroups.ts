@@ -111,6 +111,12 @@ export function groupPaths (layout: CgroupLayout, name: string): string[] {
 /** Makes a VM's groups with its limits; returns their paths. */
 export function createGroups (layout: CgroupLayout, name: string, limits: Limits): string[] {
   const paths = groupPaths(layout, name)
+  if (layout.version === 'v2') {
+    // the parent goes with the last VM (removeGroups): made again, it delegates nothing
+    // until told, and the VM's group would have no cpu.max or memory.max to write
+    mkdirSync(join(layout.root, PARENT), { recursive: true })
+    writeFileSync(join(layout.root, PARENT, 'cgroup.subtree_control'), '+cpu +memory')
+  }
   for (const p of paths) mkdirSync(p, { recursive: true })
   const quota = Math.max(1000, Math.round(limits.cpus * PERIOD_US))
   if (layout.version === 'v2') {
@@ -216,7 +222,7 @@ export async function removeGroups (paths: string[]): Promise<void> {
       }
     }
     // the drivers' parent group goes with its last VM (rmdir refuses while another VM is in it;
-    // createGroups makes it again for the next)
+    // createGroups makes it again for the next, and on v2 delegates cpu and memory to it again)
     const parent = dirname(p)
     if (basename(parent) === 'vgrid') try { rmdirSync(parent) } catch {}
   }

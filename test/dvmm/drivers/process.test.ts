@@ -197,6 +197,17 @@ maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM ha
   t.false(paths.some(p => existsSync(p)), 'cgroups removed on stop')
 })
 
+maybe('process driver: VMs started at once get links of their own (one /30 each, the node\'s addresses not doubled)', async t => {
+  const d = await create()
+  const ids = [0, 1, 2].map(i => `pair${i}-${process.pid}`)
+  t.teardown(async () => { for (const id of ids) { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {} } await d.close() })
+  const infos = await Promise.all(ids.map(async id => await d.start(sh(id, 'echo guest ready; exec sleep 600'))))
+  const hosts = infos.map(i => i.network?.hostAddress)
+  const vms = infos.map(i => i.network?.vmAddress)
+  t.is(new Set(hosts).size, 3, hosts.join(' '))
+  t.is(new Set(vms).size, 3, vms.join(' '))
+})
+
 maybe('process driver: the cpu quota holds a busy loop to the spec\'s share', async t => {
   const d = await create()
   const id = `cpu-${process.pid}`

@@ -4,7 +4,10 @@ import test from 'ava'
 import { bootTime, classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, recordProblem, sameProcessAlive, validateSpec } from '../../../node/dvmm/drivers/common.ts'
 import { watchdogTime } from '../../../node/dvmm/drivers/host-base.ts'
 import { DriverError } from '../../../node/dvmm/drivers/types.ts'
-import { chooseLayout, parseMountinfo } from '../../../node/dvmm/host/cgroups.ts'
+import { chooseLayout, createGroups, parseMountinfo, removeGroups } from '../../../node/dvmm/host/cgroups.ts'
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
 import { kernelBooted } from '../../../node/dvmm/host/accel.ts'
 import { diskImageFormat } from '../../../node/dvmm/drivers/qemu.ts'
@@ -80,6 +83,22 @@ test('chooseLayout: v2 only with cpu and memory, else v1 with both, else why not
   const none = chooseLayout(parseMountinfo(MOUNTINFO_V2), () => ['pids'])
   t.is(none.layout, undefined)
   t.regex(none.why, /lacks cpu and memory; no cgroup v1/)
+})
+
+test('createGroups on cgroup v2: the parent the last VM took with it is made again delegating cpu and memory (else the next VM\'s group has no cpu.max to write)', async t => {
+  // a directory stands for the v2 mount: the files the driver writes are what is checked
+  const root = mkdtempSync(join(tmpdir(), 'vgt-cg2-'))
+  t.teardown(() => { rmSync(root, { recursive: true, force: true }) })
+  const layout = { version: 'v2' as const, root }
+  const first = createGroups(layout, 'vm-a', { cpus: 0.5, memoryBytes: 64 * 2 ** 20 })
+  t.is(readFileSync(join(root, 'vgrid', 'cgroup.subtree_control'), 'utf8'), '+cpu +memory')
+  t.is(readFileSync(join(first[0]!, 'cpu.max'), 'utf8'), '50000 100000')
+  rmSync(join(first[0]!), { recursive: true })
+  rmSync(join(root, 'vgrid', 'cgroup.subtree_control'))
+  await removeGroups(first)
+  t.false(existsSync(join(root, 'vgrid')), 'the parent went with its last VM')
+  createGroups(layout, 'vm-b', { cpus: 1, memoryBytes: 64 * 2 ** 20 })
+  t.is(readFileSync(join(root, 'vgrid', 'cgroup.subtree_control'), 'utf8'), '+cpu +memory', 'delegated again')
 })
 
 test('links: a /30 per slot, names that fit 15 characters and are stable', t => {
