@@ -121,18 +121,25 @@ export async function healCopyDetail (c: HealComponents, layer: string, index: n
   const why: string[] = []
   const self = c.transport.self
   const others = c.sources(layer, index).filter(n => n !== self)
-  const stat = async (n: string): Promise<Version | null> => {
-    try { return (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply.version ?? NO_VERSION } catch { return null }
+  /** a node's copy's version (absent: none there; null: it could not be read) */
+  const stat = async (n: string): Promise<Version | 'absent' | null> => {
+    try {
+      const r = (await c.transport.call(n, { op: 'stat', volume: layer, index })).reply
+      return r.present === false ? 'absent' : r.version ?? NO_VERSION
+    } catch { return null }
   }
   // this copy's version (null: its side file cannot say): a source older than it would
   // undo writes it took, which its holders' writer counts on
-  const [mine, ...looks] = await Promise.all([stat(self), ...others.map(stat)])
+  const [here, ...looks] = await Promise.all([stat(self), ...others.map(stat)])
+  const mine = here === 'absent' ? NO_VERSION : here
   const versions = new Map(others.map((n, i) => [n, looks[i] ?? null]))
   /** the damaged copies looked at, with their damaged blocks */
   const checked: CheckedCopy[] = []
-  const rank = (n: string): Version => versions.get(n) ?? NO_VERSION
+  const rank = (n: string): Version => { const v = versions.get(n); return v == null || v === 'absent' ? NO_VERSION : v }
   for (const src of [...others].sort((a, b) => compareVersions(rank(b), rank(a)))) {
     const seen = versions.get(src)
+    // a node without a copy says nothing of the object's other copies
+    if (seen === 'absent') { why.push(`${name(src)}: no copy`); continue }
     // a node whose version could not be read may hold an older copy; tried only when this one's cannot be read either
     if (seen === null && mine !== null) { why.push(`${name(src)}: its copy's version could not be read`); unknown++; continue }
     if (seen != null && mine != null && compareVersions(seen, mine) < 0) { why.push(`${name(src)}: its copy (${formatVersion(seen)}) is older than this one (${formatVersion(mine)})`); continue }
