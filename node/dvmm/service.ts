@@ -41,6 +41,7 @@ import { MAX_FENCE_TIMEOUT_MS, watchdogTimeoutFor } from './timing.ts'
 import { movesOn, parkedLease } from './run-steps.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 import { OVERLAY_MOVE_AFTER_MS } from './overlay-moves.ts'
+import { SleepClock } from './watchdog/sleep-clock.ts'
 
 // index.ts exports it from here
 
@@ -424,6 +425,9 @@ export class DvmmService {
   }
 
   private lastTickAt = 0
+  /** the machine's sleeps, which the tick's clock does not count (watchdog/sleep-clock.ts) */
+  private readonly sleep = new SleepClock()
+  private sleptAtTick = 0
   /** since when (this clock) the overlay has been down, as the steps saw it */
   private overlayDownSince: number | null = null
 
@@ -437,7 +441,10 @@ export class DvmmService {
 
   private tick (): void {
     const now = this.components.clock.now()
-    const late = now - this.lastTickAt - this.cfg.tickMs
+    // with the time the machine slept since the last tick: the clock stood still meanwhile
+    const slept = this.sleep.slept
+    const late = now - this.lastTickAt - this.cfg.tickMs + (slept - this.sleptAtTick)
+    this.sleptAtTick = slept
     this.lastTickAt = now
     if (late >= (this.cfg.stallMs ?? watchdogTimeoutFor(this.fencing.activeMs))) this.fencing.stalled(now, late)
     // the fence is judged and carried out here too, not only in a step: a step stuck on

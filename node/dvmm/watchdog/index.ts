@@ -12,8 +12,13 @@ import { currentBootId, procStat, sleep } from '../drivers/common.ts'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { watchdogPaths } from './paths.ts'
 import type { FeedState } from './decide.ts'
+import { SleepClock } from './sleep-clock.ts'
 
-export interface WatchdogComponents { log: Logger }
+export interface WatchdogComponents {
+  log: Logger
+  /** the stand-still rule's clock (default: monotonic with the machine's sleeps, sleep-clock.ts) */
+  clock?: Pick<SleepClock, 'now'>
+}
 
 export interface WatchdogInit {
   dataDir: string
@@ -48,11 +53,14 @@ export class Watchdog {
   private seq = 0
   private gate: () => boolean = () => true
   private withheld = false
+  /** for its stand-still rule: monotonic, with the machine's sleeps counted (sleep-clock.ts) */
+  private readonly clock: Pick<SleepClock, 'now'>
   pid?: number
 
   constructor (components: WatchdogComponents, init: WatchdogInit) {
     if (!(init.timeoutMs > 0)) throw new Error(`watchdog timeoutMs must be positive, got ${init.timeoutMs}`)
     this.log = components.log
+    this.clock = components.clock ?? new SleepClock()
     this.init = init
     this.paths = watchdogPaths(init.dataDir)
   }
@@ -157,7 +165,7 @@ export class Watchdog {
     // or service frozen with its supervisor): the others may have taken its VMs over, so
     // it must not feed now, before a supervisor frozen with it has seen the feed missing
     // and fired. It holds its feed for a timeout more (the supervisor fires meanwhile).
-    const now = performance.now()
+    const now = this.clock.now()
     if (this.fedAt > 0 && now - this.fedAt > this.init.timeoutMs && now >= this.holdUntil) {
       this.holdUntil = now + this.init.timeoutMs
       this.log.warn('this agent stood still longer than its watchdog\'s timeout: not feeding it until it has fired (its VMs are killed; those whose leases are still this node\'s start again)', { stalledMs: Math.round(now - this.fedAt), pid: this.pid })
@@ -172,7 +180,7 @@ export class Watchdog {
     this.checkSupervisor()
   }
 
-  /** when this agent last fed (performance.now; 0: never) */
+  /** when this agent last fed (this.clock; 0: never) */
   private fedAt = 0
   /** no feed before this (after a stall past the timeout) */
   private holdUntil = 0
@@ -199,7 +207,7 @@ export class Watchdog {
   /** One feed (the interval does this; exposed for tests and for a loop that wants to feed now). */
   feed (): void {
     this.seq++
-    this.fedAt = performance.now()
+    this.fedAt = this.clock.now()
     this.write(this.state())
   }
 

@@ -12,6 +12,7 @@ import { decide, feedKey, fedTimeout, nextDeadline, parseFeed } from './decide.t
 import { killAllVms, removeNetworks } from './kill.ts'
 import { removeGroups } from '../host/cgroups.ts'
 import { watchdogPaths } from './paths.ts'
+import { SleepClock } from './sleep-clock.ts'
 
 /** the highest priority there is: the supervisor mostly sleeps, and runs for microseconds when it wakes */
 const SUPERVISOR_NICE = -20
@@ -25,7 +26,9 @@ const root: string = dataDir
 const timeoutMs = Number(timeoutArg)
 const checkMs = Number(checkArg ?? Math.max(20, Math.floor(timeoutMs / 10)))
 const paths = watchdogPaths(dataDir)
-const mono = (): number => performance.now()
+// monotonic, with the machine's sleeps counted: a server suspended past the timeout fires at its wake
+const clock = new SleepClock()
+const mono = (): number => clock.now()
 const log = (msg: string): void => { try { appendFileSync(paths.log, `${new Date().toISOString()} ${msg}\n`) } catch {} }
 
 // First in line for the CPU: when a stop of every process of the machine ends (SIGCONT
