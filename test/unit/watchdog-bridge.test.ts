@@ -104,3 +104,29 @@ test('bridgeWatchdog: nothing to bridge without a supervisor', t => {
   t.is(b.lastFeedAt, null)
   t.is(b.until, null)
 })
+
+test('bridgeWatchdog: the last feed\'s age is read on the boot clock, which a wall clock stepped back during the restart does not move', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-bridge-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const p = watchdogPaths(dir)
+  mkdirSync(p.dir, { recursive: true })
+  writeFileSync(p.pid, JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)!.startTicks, bootId: currentBootId() }))
+  // the last own feed was 5 s ago by the boot clock; the wall clock went back 4.8 s since, so its mtime looks 200 ms old
+  const boot = 1_000_000
+  writeFileSync(p.feed, JSON.stringify({ seq: 7, pid: 1, timeoutMs: 3000, fenceMs: 5000, bootMs: boot - 5000, boot: currentBootId() }))
+  const b = bridgeWatchdog(dir, { feedMs: 50, bootClock: () => boot })
+  b.stop()
+  t.true(Math.abs(b.lastFeedAt! - (Date.now() - 5000)) < 100, `${Date.now() - b.lastFeedAt!} ms ago`)
+  t.is(b.until, null, 'past that feed + its fence: no more bridging, the supervisor fires')
+  // a feed of another boot (or an earlier release, without the stamp): its mtime, as before
+  writeFileSync(p.feed, JSON.stringify({ seq: 8, pid: 1, timeoutMs: 3000, fenceMs: 5000, bootMs: boot - 5000, boot: 'another-boot' }))
+  const c = bridgeWatchdog(dir, { feedMs: 50, bootClock: () => boot })
+  c.stop()
+  t.true(Date.now() - c.lastFeedAt! < 1000)
+  // a bridge carries the boot clock of the last own feed on
+  writeFileSync(p.feed, JSON.stringify({ seq: 9, pid: 1, timeoutMs: 3000, fenceMs: 5000, bootMs: boot - 1000, boot: currentBootId() }))
+  const d = bridgeWatchdog(dir, { feedMs: 50, bootClock: () => boot })
+  d.stop()
+  const fed = JSON.parse(readFileSync(p.feed, 'utf8')) as { bridge: boolean, sinceBootMs: number }
+  t.like(fed, { bridge: true, sinceBootMs: boot - 1000 })
+})

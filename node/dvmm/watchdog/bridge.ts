@@ -16,6 +16,8 @@ import { writeSmall } from './small-file.ts'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { parseFeed } from './decide.ts'
 import { watchdogPaths } from './paths.ts'
+import { bootClockMs } from './sleep-clock.ts'
+import { currentBootId } from '../drivers/common.ts'
 import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, WATCHDOG_TIMEOUT_MS } from '../timing.ts'
 
 export interface Bridge {
@@ -68,13 +70,14 @@ export function previousTimeouts (feed: { timeoutMs?: number, fenceMs?: number }
   return { watchdogMs, fenceMs }
 }
 
-export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: () => number } = {}): Bridge & { why: string } {
+export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: () => number, bootClock?: () => number | null } = {}): Bridge & { why: string } {
   const now = opts.now ?? Date.now
   const paths = watchdogPaths(dataDir)
   const supervisorAlive = liveSupervisor(dataDir) !== undefined
   let lastFeedAt: number | null = null
   let disarmed = false
   let previous = previousTimeouts(undefined)
+  const bootNow = opts.bootClock === undefined ? bootClockMs() : opts.bootClock()
   try {
     lastFeedAt = statSync(paths.feed).mtimeMs
     const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
@@ -83,7 +86,14 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     // a bridge of a run that died before its agent fed: its feeds do not move the last
     // own feed on (runs that keep dying while loading must not keep the VMs alive)
     if (feed?.bridge === true && typeof feed.since === 'number' && Number.isFinite(feed.since)) lastFeedAt = Math.min(lastFeedAt, feed.since)
+    // its age on the boot clock where the feed has it, from this boot: a wall clock
+    // stepped back during the restart made the mtime look recent, and the bridge fed
+    // the VMs past the fence the others count (review rv20)
+    const stamp = feed?.bridge === true ? feed.sinceBootMs : feed?.bootMs
+    if (bootNow != null && feed?.boot === currentBootId() && typeof stamp === 'number' && Number.isFinite(stamp)) lastFeedAt = now() - Math.max(0, bootNow - stamp)
   } catch {}
+  /** the boot clock at the last own feed (for the bridge's own feeds) */
+  const lastFeedBootMs = bootNow != null && lastFeedAt != null ? Math.round(bootNow - Math.max(0, now() - lastFeedAt)) : undefined
   const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - BRIDGE_END_MS, firedAt: lastFiredAt(paths.fired) })
   let seq = 0
   const feed = (): void => {
@@ -94,7 +104,7 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     try {
       // any change of the file counts as a feed; the agent's own watchdog writes its own later
       // with the previous run's timeouts: the supervisor fires by its last feed + fence timeout
-      writeSmall(paths.feed, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs, fenceMs: previous.fenceMs }))
+      writeSmall(paths.feed, JSON.stringify({ seq: ++seq, pid: process.pid, bridge: true, since: lastFeedAt, timeoutMs, fenceMs: previous.fenceMs, ...(lastFeedBootMs != null && currentBootId() != null ? { sinceBootMs: lastFeedBootMs, boot: currentBootId() } : {}) }))
     } catch {}
   }
   const timer = setInterval(feed, opts.feedMs ?? 250)

@@ -13,6 +13,15 @@ export interface FeedState {
   bridge?: boolean
   since?: number
   pid?: number
+  /**
+   * The boot clock (CLOCK_BOOTTIME, ms: sleep-clock.ts) when it was written, and the
+   * boot it was written in: a restarted agent's bridge measures the last feed's age on
+   * it, which no step of the wall clock moves (`sinceBootMs`: a bridge's, the boot clock
+   * at the previous run's last own feed).
+   */
+  bootMs?: number
+  sinceBootMs?: number
+  boot?: string
 }
 
 export type Verdict =

@@ -12,7 +12,7 @@ import { currentBootId, procStat, sleep } from '../drivers/common.ts'
 import { liveSupervisor } from './supervisor-pid.ts'
 import { watchdogPaths } from './paths.ts'
 import type { FeedState } from './decide.ts'
-import { SleepClock } from './sleep-clock.ts'
+import { SleepClock, bootClockMs } from './sleep-clock.ts'
 
 export interface WatchdogComponents {
   log: Logger
@@ -212,7 +212,9 @@ export class Watchdog {
   }
 
   private state (): FeedState {
-    return { seq: this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}) }
+    const bootMs = bootClockMs()
+    const boot = currentBootId()
+    return { seq: this.seq, pid: process.pid, timeoutMs: this.init.timeoutMs, ...(this.init.fenceMs != null ? { fenceMs: this.init.fenceMs } : {}), ...(bootMs != null && boot != null ? { bootMs: Math.round(bootMs), boot } : {}) }
   }
 
   /** Stops feeding and leaves it armed: the supervisor kills what runs once its timeout passes. */
