@@ -72,6 +72,16 @@ export async function createVeth (id: string, range: string, slot: number, nodeN
   // leftovers of a crashed run: the pair goes with its namespace
   if (existsSync(`/run/netns/${ns}`)) await deleteVeth(id, nodeNetns)
   await ip(['netns', 'add', ns])
+  try {
+    return await vethInto(id, ns, hostIf, a, nodeNetns, overlay)
+  } catch (err) {
+    // a set-up failed half-way leaves nothing behind: the VM may next run on another node, and nothing here would remove it
+    await deleteVeth(id, nodeNetns).catch(() => {})
+    throw err
+  }
+}
+
+async function vethInto (id: string, ns: string, hostIf: string, a: ReturnType<typeof slotAddresses>, nodeNetns: string | undefined, overlay: VmOverlay | undefined): Promise<VmNetwork> {
   writeVmHosts(id, overlay?.names ?? {})
   // three `ip -batch` runs instead of ten processes: this is most of a process VM's start time.
   // Both ends come up before the node's end gets its address: on some kernels an end
@@ -128,9 +138,15 @@ export async function createTap (id: string, range: string, slot: number, nodeNe
   const a = slotAddresses(range, slot)
   await deleteTap(id, nodeNetns)
   await ip(inNs(nodeNetns, ['tuntap', 'add', 'dev', hostIf, 'mode', 'tap']))
-  await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
-  await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, ...overlayRoute(hostIf, overlay)].join('\n') + '\n' })
-  if (overlay !== undefined) await overlaySysctls(hostIf, nodeNetns)
+  try {
+    await ip(inNs(nodeNetns, ['addr', 'add', `${a.hostAddress}/${a.prefix}`, 'dev', hostIf]))
+    await ip([...inNs(nodeNetns, []), '-batch', '-'], { input: [`link set ${hostIf} up`, ...overlayRoute(hostIf, overlay)].join('\n') + '\n' })
+    if (overlay !== undefined) await overlaySysctls(hostIf, nodeNetns)
+  } catch (err) {
+    // a set-up failed half-way leaves no tap behind (see createVeth)
+    await deleteTap(id, nodeNetns).catch(() => {})
+    throw err
+  }
   return { hostIf, ...a, ...(overlay !== undefined ? { overlayAddress: overlay.address } : {}) }
 }
 

@@ -208,6 +208,16 @@ maybe('process driver: VMs started at once get links of their own (one /30 each,
   t.is(new Set(vms).size, 3, vms.join(' '))
 })
 
+maybe('process driver: a link set-up that fails half-way leaves no namespace or /etc/netns entry behind', async t => {
+  const { createVeth, vmNetns, DEFAULT_LINK_RANGE } = await import('../../../node/dvmm/host/net.ts')
+  const { existsSync } = await import('node:fs')
+  const id = `half-${process.pid}`
+  // the node's end goes into a namespace that is not there: the step after the VM's namespace fails
+  await t.throwsAsync(createVeth(id, DEFAULT_LINK_RANGE, 40, `vgtest-none-${process.pid}`))
+  t.false(existsSync(`/run/netns/${vmNetns(id)}`), 'the VM\'s namespace went with the failure')
+  t.false(existsSync(`/etc/netns/${vmNetns(id)}`))
+})
+
 maybe('process driver: the cpu quota holds a busy loop to the spec\'s share', async t => {
   const d = await create()
   const id = `cpu-${process.pid}`
