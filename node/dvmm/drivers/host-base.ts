@@ -58,12 +58,14 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // which joins the VM's groups as its first act. It opens the FIFO through a read-write
 // handle it then drops, so the open never waits for a writer (a supervisor already gone
 // is an end of file at once, where a blocking open hung for ever, fencing nothing), and
-// a guard whose VM is gone exits (one started as the VM ended is in no group the
-// clean-up kills).
+// a guard whose VM is gone, its groups empty but for itself, exits (one started as the
+// VM ended is in no group the clean-up kills); while a process the VM left runs in them
+// (its main process ended, a child it put in the background did not) it guards on.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
   'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
-  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; kill -0 "$pg" 2>/dev/null || exit 0; ' +
+  'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
+  'if ! kill -0 "$pg" 2>/dev/null; then left=; for g in "$@"; do while read p; do [ "$p" = $$ ] || left=1; done < "$g/cgroup.procs"; done 2>/dev/null; [ -n "$left" ] || exit 0; fi; ' +
   'n=; t=; read n t < "$b" 2>/dev/null; ' +
   'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
   'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -ge $t ]; then why=" stalled"; break; fi;; esac; done; ' +

@@ -333,6 +333,24 @@ maybe('watchdog: its supervisor killed with the agent (kill -9 of both), each VM
   }
 })
 
+maybe('watchdog: a VM whose main process ended and left a child running keeps its guard, which kills the child once the supervisor is gone with the agent', async t => {
+  const id = `left-${process.pid}`
+  const { dataDir, driver, w } = await guarded(t, 60_000, [id])
+  const pidFile = join(dataDir, 'child.pid')
+  await driver.start({ id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', `sleep 600 & echo $! > ${pidFile}; sleep 1.5`] } })
+  // the agent is gone: nothing cleans up after the VM's main process
+  await driver.close()
+  const child = await waitFor('the child', () => existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : undefined, 3000, 20)
+  t.teardown(() => { try { process.kill(child, 'SIGKILL') } catch {} })
+  // the main process ended 1.5 s in; the guard looks each second
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  t.true(alive(child), 'the child the VM left runs on, in its groups')
+  w.abandon()
+  process.kill(w.pid!, 'SIGKILL')
+  await waitFor('the child killed by the guard', () => !alive(child), 5000, 20)
+  t.pass()
+})
+
 maybe('watchdog: its supervisor stopped (SIGSTOP) while the agent is dead: its beats stop, and each VM\'s guard kills the VM before a takeover could start it elsewhere', async t => {
   const TIMEOUT = 3000
   const id = `stall-${process.pid}`
