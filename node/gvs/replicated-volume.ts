@@ -153,7 +153,7 @@ export class ReplicatedVolume implements BlockDevice {
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf)
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timingOf(lost))
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {

@@ -85,6 +85,14 @@ export class Silent extends Map<string, string> {
 
   /** until when every node's failure is due to end, where each says (untilOfAll) */
   until (): number | undefined { return untilOfAll([...this.causes.values()]) }
+
+  /** since and until of the failures of `sets`' nodes (unheardError): none for a node that was not asked */
+  timingOf (sets: readonly string[][]): { since?: number, until?: number } {
+    const errs = [...new Set(sets.flat())].map(n => this.causes.get(n))
+    const since = sinceOfAll(errs)
+    const until = untilOfAll(errs)
+    return { ...(since != null ? { since } : {}), ...(until != null ? { until } : {}) }
+  }
 }
 
 /** what a settle left undone */
@@ -274,7 +282,7 @@ export class Settler {
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf)
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timingOf(lost))
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []

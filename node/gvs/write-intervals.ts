@@ -152,10 +152,13 @@ export async function unheardObjects (intervals: Iterable<WriteInterval>, pkey: 
  * transient, so that a client's read or write waits for them up to the write retry time
  * (both holders of an object restarting one after the other cost a guest an I/O error)
  */
-export function unheardError (volume: string, what: string, sets: readonly string[][], nameOf: (node: string) => string = n => n): GvsError {
+export function unheardError (volume: string, what: string, sets: readonly string[][], nameOf: (node: string) => string = n => n, timing: { since?: number, until?: number } = {}): GvsError {
   const names = [...new Set(sets.map(s => s.map(nameOf).sort().join(' and ')))]
   const one = sets.every(s => s.length === 1)
-  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older, so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`, { transient: true })
+  // since when its holders have been silent, where their errors say (out of reach, no
+  // majority): a request waits out the retry time from then, not from its own start (bb19:
+  // every write to such an object waited 20 s, however long the cut had lasted)
+  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older, so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`, { transient: true, ...timing })
 }
 
 /**

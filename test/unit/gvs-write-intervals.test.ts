@@ -238,3 +238,30 @@ test('without a majority, but with one once the members away under confirmed res
   // and says so where health and vol ls show why (bb18: "refuses every read and write" meanwhile)
   t.regex(records(four, new Set([ID.B]), ns(ID.A, ID.B)).noMajority() ?? '', /no majority\); members away for a restart under confirmed graces are due back within (19|20|21) s, and reads and writes wait for them until then$/)
 })
+
+test('an object whose every holder has been out of reach longer than the retry time fails a write and a read at once, not after another 20 s (bb19)', async t => {
+  const all = ['A', 'B', 'C']
+  const hs = new Placement(ns(...all)).holders(objectKey('v', 0), 2)
+  // the writer's node holds no copy of object 0
+  const self = all.find(n => !hs.includes(n))!
+  const { transport: base } = await grid(t, all, self)
+  const rec = { v: {} as Record<string, WriteInterval> }
+  const live = new Set(all)
+  await volumeOver(base, live, all, 2, 2, rec, true).write(0, fill(1), true)
+  // cut off from both holders for a minute already; membership still holds them alive
+  const since = Date.now() - 60_000
+  const transport: ReplicaTransport = {
+    self,
+    call: async (peer, req, data) => {
+      if (hs.includes(peer)) throw new GvsError('unavailable', `replica ${peer} is out of reach from this node for 60 s (test)`, { transient: true, since })
+      return await base.call(peer, req, data)
+    }
+  }
+  const v = volumeOver(transport, live, all, 2, 2, rec, true, 20_000)
+  let t0 = Date.now()
+  await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /none of them answers|out of reach/ })
+  t.true(Date.now() - t0 < 5000, `the read failed at once (${Date.now() - t0} ms)`)
+  t0 = Date.now()
+  await t.throwsAsync(v.write(0, fill(2), true), { instanceOf: GvsError })
+  t.true(Date.now() - t0 < 5000, `the write failed at once (${Date.now() - t0} ms)`)
+})
