@@ -127,6 +127,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     }, { port: core.config.wireguardPort })
     : undefined
   if (lcm != null) core.advert.provide('overlayDown', () => lcm.overlayDown())
+  core.advert.provide('dataDiskFull', () => dataDisk.fullWhy(() => { core.advert.changed() }))
   problems.push(() => lcm?.problems() ?? [])
 
   // the VM manager: drivers with the fencing watchdog, then the service that places and runs VMs

@@ -97,6 +97,8 @@ export function freeOf (capacity: Resources, reserved: Resources, disk: { stored
 
 export const ZERO: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 }
 
+const mibText = (b: number): string => `${(b / 1024 / 1024).toFixed(b < 10 * 1024 * 1024 ? 1 : 0)} MiB`
+
 /** below this much free room (or a hundredth of the disk, whichever is less) the data dir's disk counts as full */
 export const DATA_DISK_LOW_BYTES = 64 * 1024 * 1024
 
@@ -107,8 +109,7 @@ export const DATA_DISK_LOW_BYTES = 64 * 1024 * 1024
  */
 export function dataDiskProblem (dataDir: string, free: number, total: number): Omit<HealthProblem, 'since'> | null {
   if (total <= 0 || free >= Math.min(DATA_DISK_LOW_BYTES, total / 100)) return null
-  const mib = (b: number): string => `${(b / 1024 / 1024).toFixed(b < 10 * 1024 * 1024 ? 1 : 0)} MiB`
-  return { service: 'agent', cause: 'data-disk-full', message: `the disk of the data dir ${dataDir} has ${mib(free)} free of ${mib(total)}: changes to the cluster document are refused (503 disk_full) and VM records wait until it has room; free some` }
+  return { service: 'agent', cause: 'data-disk-full', message: `the disk of the data dir ${dataDir} has ${mibText(free)} free of ${mibText(total)}: changes to the cluster document fail (503 disk_full) once it has none, VMs are not placed here, and VM records wait until it has room; free some` }
 }
 
 /**
@@ -138,6 +139,19 @@ export class DataDisk {
     this.dataDir = dataDir
     this.everyMs = everyMs
     this.capacity = capacity
+  }
+
+  /**
+   * Why the data dir's disk counts as full now, as of the last measure (null: it has
+   * room, or none was made yet): for the advert, so placement keeps VMs off this node
+   * (their run records cannot be written). Measures again in the background when stale,
+   * calling `onChange` when the answer changes.
+   */
+  fullWhy (onChange?: () => void): string | null {
+    const now = (): string | null => this.last == null || dataDiskProblem(this.dataDir, this.last.free, this.last.total) == null ? null : `${mibText(this.last.free)} free of ${mibText(this.last.total)}`
+    const before = now()
+    if (Date.now() - this.at >= this.everyMs && this.measuring == null) void this.problems().then(() => { if (now() !== before) onChange?.() })
+    return before
   }
 
   async problems (): Promise<HealthProblem[]> {

@@ -72,6 +72,8 @@ export const AdvertSchema = Type.Object({
   fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 3000, maximum: 600_000 })),
   /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
+  /** why the disk of the node's data dir counts as full (absent: it has room, or not said): placement puts no VM there (its run records cannot be written) */
+  dataDiskFull: Type.Optional(Type.String({ maxLength: 512 })),
   /** heads of the cluster document, so peers that are not directly connected can pull */
   stateHeads: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
   /** base64 Ed25519 signature over the JSON of every other field (unknown ones too), in the order sent */

@@ -29,6 +29,12 @@ export const notDraining: Check = {
   check: (_vm, node) => node.draining ? 'node is draining' : null
 }
 
+/** a node whose data dir's disk is full cannot write a VM's run record: the start would fail there (bb19: it stayed `starting`, saying nothing) */
+export const dataDisk: Check = {
+  name: 'disk',
+  check: (_vm, node) => node.dataDiskFull != null ? `its data disk is full (${node.dataDiskFull})` : null
+}
+
 /** the required labels a node's labels do not meet, as "k=v", sorted (pure; also said of a running VM whose node lost one) */
 export function missingLabels (constraints: Readonly<Record<string, string>>, nodeLabels: Readonly<Record<string, string>>): string[] {
   return Object.keys(constraints).sort().filter(k => nodeLabels[k] !== constraints[k]).map(k => `${k}=${constraints[k]}`)
@@ -67,7 +73,7 @@ export const fitsMemory: Check = {
 }
 
 /** in this order: the first that fails is the reason shown */
-export const CHECKS: readonly Check[] = [alive, notDraining, labels, driver, fitsCpu, fitsMemory]
+export const CHECKS: readonly Check[] = [alive, notDraining, dataDisk, labels, driver, fitsCpu, fitsMemory]
 
 /** null when every check passes, else the first failing check and its reason */
 export function feasible (vm: Demand, node: NodeView, used: Usage, checks: readonly Check[] = CHECKS): { check: string, reason: string } | null {

@@ -29,6 +29,8 @@ export interface NodeView {
   fenceTimeoutMs?: number
   /** why its overlay (WireGuard) is down, as it advertises; absent: up, off, or not said (an older agent) */
   overlayDown?: string
+  /** how little room the disk of its data dir has, as it advertises when that counts as full; absent: room, or not said */
+  dataDiskFull?: string
 }
 
 /** what a VM asks of a node */

@@ -67,6 +67,7 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       labels: { ...m?.advert.labels, ...labelsOf(id) },
       ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
       ...(alive && m?.advert.overlayDown != null ? { overlayDown: m.advert.overlayDown } : {}),
+      ...(alive && m?.advert.dataDiskFull != null ? { dataDiskFull: m.advert.dataDiskFull } : {}),
       // dead members too: a takeover of a dead holder's leases waits for its fence (an
       // agent that advertises none runs the default)
       ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {})

@@ -18,9 +18,11 @@ export interface ProvidedFields {
   diskStored: number | null
   /** why the overlay is down (null: up, or off) */
   overlayDown: string | null
+  /** why the data dir's disk counts as full (null: it has room) */
+  dataDiskFull: string | null
 }
 
-const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null, diskStored: null, overlayDown: null }
+const DEFAULTS: ProvidedFields = { reserved: ZERO, wireguard: null, stateHeads: [], vmHost: null, diskAvailable: null, diskStored: null, overlayDown: null, dataDiskFull: null }
 
 export class AdvertFields extends EventEmitter<{ changed: [] }> {
   private readonly providers: { [K in keyof ProvidedFields]?: () => ProvidedFields[K] } = {}

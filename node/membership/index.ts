@@ -274,6 +274,7 @@ export class GridMembership implements Service {
       labels: c.config.labels,
       wireguard: c.advert.get('wireguard'),
       ...overlayDownField(c.advert.get('overlayDown')),
+      ...dataDiskFullField(c.advert.get('dataDiskFull')),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
@@ -354,6 +355,11 @@ export class GridMembership implements Service {
 /** Absent until the node runtime has probed (an advert without it is what older agents send). */
 function vmHostField (h: VmHostAdvert | null): { vmHost?: VmHostAdvert } {
   return h == null ? {} : { vmHost: h }
+}
+
+/** the advert's dataDiskFull, cut to what its schema takes */
+function dataDiskFullField (why: string | null): { dataDiskFull?: string } {
+  return why == null ? {} : { dataDiskFull: why.slice(0, 512) }
 }
 
 /** the advert's overlayDown, cut to what its schema takes */

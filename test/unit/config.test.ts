@@ -128,9 +128,29 @@ test('dataDiskProblem: the data dir\'s disk under 64 MiB (or a hundredth of a sm
   const MiB = 1024 * 1024
   t.is(dataDiskProblem('/d', 65 * MiB, 100_000 * MiB), null)
   t.like(dataDiskProblem('/d', 3 * MiB, 100_000 * MiB), { service: 'agent', cause: 'data-disk-full' })
-  t.regex(dataDiskProblem('/d', 0, 64 * MiB)?.message ?? '', /^the disk of the data dir \/d has 0\.0 MiB free of 64 MiB: changes to the cluster document are refused/)
+  t.regex(dataDiskProblem('/d', 0, 64 * MiB)?.message ?? '', /^the disk of the data dir \/d has 0\.0 MiB free of 64 MiB: changes to the cluster document fail \(503 disk_full\) once it has none, VMs are not placed here/)
   // a small disk (a 64 MiB tmpfs) with a few MiB free is not full
   t.is(dataDiskProblem('/d', 2 * MiB, 64 * MiB), null)
+})
+
+test('DataDisk.fullWhy: the advert\'s word that the data disk is full, measured in the background, told when it changes', async t => {
+  const { smallDisk } = await import('../helpers/small-disk.ts')
+  const { writeFileSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const mnt = await smallDisk(t)
+  if (mnt == null) return
+  const d = new DataDisk(mnt, 0)
+  let changes = 0
+  t.is(d.fullWhy(() => { changes++ }), null, 'nothing measured yet')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.is(d.fullWhy(), null, 'room')
+  try { writeFileSync(join(mnt, 'fill'), new Uint8Array(4 * 1024 * 1024)) } catch {}
+  // a measure the last call began is over
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.is(d.fullWhy(() => { changes++ }), null, 'the last measure stands until the next')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.regex(d.fullWhy() ?? '', /^0\.0 MiB free of 2\.0 MiB$/)
+  t.is(changes, 1, 'told once, when it became full')
 })
 
 test('diskCapacityProblem: a disk capacity over the data dir\'s whole file system is a health problem saying the most to give (a tester gave 20G on a 100M tmpfs)', async t => {

@@ -30,6 +30,7 @@ test('each feasibility check filters with its own reason, first failing check wi
   const empty = { cpu: 0, memoryBytes: 0, groups: new Map() }
   t.like(feasible(vm('a'), node('n', { alive: false }), empty), { check: 'alive' })
   t.like(feasible(vm('a'), node('n', { draining: true }), empty), { check: 'draining', reason: 'node is draining' })
+  t.like(feasible(vm('a', { constraints: { zone: 'b' } }), node('n', { dataDiskFull: '0.0 MiB free of 300 MiB' }), empty), { check: 'disk', reason: 'its data disk is full (0.0 MiB free of 300 MiB)' }, 'said before the labels: its start would fail there whatever they were')
   t.like(feasible(vm('a', { constraints: { zone: 'b', ssd: 'yes' } }), node('n', { labels: { zone: 'a', ssd: 'yes' } }), empty), { check: 'labels', reason: 'lacks label zone=b' })
   t.like(feasible(vm('a', { driver: 'qemu' }), node('n', { drivers: ['process'] }), empty), { check: 'driver', reason: 'no usable qemu driver (has process)' })
   t.like(feasible(vm('a', { driver: 'qemu' }), node('n', { drivers: [] }), empty), { check: 'driver', reason: 'no usable qemu driver (has none)' })
