@@ -37,6 +37,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     restarting: roll.restart == null || !restartPendingFrom(roll.restart, m.state === 'alive' || m.state === 'suspect' ? undefined : m.lastSeen, monoNow(), wallNow) ? null : { since: new Date(roll.restart.since).toISOString(), fenceMs: roll.restart.fenceMs },
     wireguard: a.wireguard,
     overlayDown: m.state === 'alive' ? a.overlayDown ?? null : null,
+    dataDiskFull: m.state === 'alive' ? a.dataDiskFull ?? null : null,
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     incarnation: a.incarnation,
