@@ -13,6 +13,7 @@ import type { Service } from '../service.ts'
 import { parseJsonBody } from './json-body.ts'
 import { StaleReaderError } from '../../crdt/index.ts'
 import { API_BODY_LIMIT, ApiError, errorBody, toApiError } from './errors.ts'
+import { onlyQuery } from '../errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 
 export interface ApiComponents {
@@ -31,7 +32,8 @@ export interface ApiInit {
 /** Route option `config: { access }`: reads are open, changes need an admin; 'admin' marks a read that needs one too. */
 export type Access = 'open' | 'admin'
 declare module 'fastify' {
-  interface FastifyContextConfig { access?: Access }
+  /** `query`: the query parameters the route takes (absent: none, and any is refused) */
+  interface FastifyContextConfig { access?: Access, query?: readonly string[] }
 }
 
 /** how long the rest of a refused body is read and dropped before the connection is cut */
@@ -215,6 +217,13 @@ export class ApiService implements Service {
       t.unref()
       req.raw.once('end', () => clearTimeout(t))
       req.raw.once('close', () => clearTimeout(t))
+    })
+
+    // a query parameter the route does not take is a 400 naming it, on every route (bb19:
+    // GET /v1/vms?bogus=1 answered 200, as if it had been heard, where /v1/volumes refused it)
+    app.addHook('preValidation', async (req) => {
+      if (req.routeOptions.url == null) return
+      onlyQuery(req.query, req.routeOptions.config?.query ?? [])
     })
 
     // changes, and reads marked admin, need an admin caller (access.ts)

@@ -39,6 +39,8 @@ type Target = { socketPath: string } | { host: string, port: number }
 
 /** Where the CLI talks to: an explicit --api / VGRID_API, else the default socket if present, else the default address. */
 export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = process.env, socketExists = existsSync): Target {
+  // an empty --api is a mistake (an unset variable in a script), not a wish for the default (bb19)
+  if (api === '') throw new CliError('--api: empty (give HOST:PORT, unix:/path, or leave --api out for this node\'s agent)', 2)
   const raw = api ?? env.VGRID_API
   if (raw == null || raw === '') {
     if (socketExists(DEFAULT_API_SOCKET)) return { socketPath: DEFAULT_API_SOCKET }

@@ -374,7 +374,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return await setDraining(req.params.id, true, flag(b, 'force', false))
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
-    app.delete<{ Params: IdParams, Querystring: { force?: unknown, withoutMajority?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams } }, async req => {
+    app.delete<{ Params: IdParams, Querystring: { force?: unknown, withoutMajority?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams }, config: { query: ['force', 'withoutMajority'] } }, async req => {
       onlyQuery(req.query, ['force', 'withoutMajority'])
       const force = booleanQuery(req.query, 'force')
       const withoutMajority = booleanQuery(req.query, 'withoutMajority')

@@ -26,7 +26,8 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)]
                                                  (a volume in use: from a snapshot taken then, removed after)
                                                  (no --format: FILE's name says it, as for import)
-VOL is a volume's path (/shop/db/data) or id; every command takes --api HOST:PORT`
+VOL is a volume's path (/shop/db/data) or id; SIZE is bytes or a number with K, M, G, T or P
+(KB/KiB, MB/MiB... alike: units of 1024); every command takes --api HOST:PORT`
 
 /** the usage lines of one subcommand (its continuation lines too), or all of them */
 export function usageOf (sub: string | undefined): string {

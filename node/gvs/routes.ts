@@ -188,7 +188,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   }
 
   return (app: FastifyInstance): void => {
-    app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', async req => {
+    app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', { config: { query: ['prefix'] } }, async req => {
       onlyQuery(req.query, ['prefix'])
       const prefix = req.query.prefix ?? '/'
       if (typeof prefix !== 'string') throw new ValidationError('prefix', 'prefix must be given once, as a path')
@@ -272,7 +272,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       return { ...await view(changed), ...(running.length > 0 ? { seenAfterRestartBy: running } : {}) }
     })
 
-    app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams } }, async req => {
+    app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams }, config: { query: ['snapshots'] } }, async req => {
       onlyQuery(req.query, ['snapshots'])
       const withSnapshots = booleanQuery(req.query, 'snapshots')
       const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')

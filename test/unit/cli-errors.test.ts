@@ -100,3 +100,11 @@ test('with --json an error is JSON on stdout ({error: {code, message, exitCode}}
   t.is(inCommand.stdout, '')
   t.regex(inCommand.stderr, /^vgrid: /)
 })
+
+test('an empty --api is refused, naming it (not taken for the default address: bb19)', async t => {
+  const { apiTarget, CliError } = await import('../../node/cli/client.ts')
+  const err = t.throws(() => apiTarget('', { VGRID_API: '127.0.0.1:7412' }))
+  t.true(err instanceof CliError)
+  t.regex(err!.message, /^--api: empty/)
+  t.deepEqual(apiTarget(undefined, { VGRID_API: '127.0.0.1:7412' }), { host: '127.0.0.1', port: 7412 })
+})
