@@ -93,6 +93,8 @@ export interface GvsRoutesDeps {
   volumes: () => Volume[]
   pool: () => Pool
   repair: (v: Volume, opts?: { scrub?: boolean }) => Promise<RepairReport>
+  /** why a repair is not run from this node now (live members it does not reach), or null */
+  repairRefusal?: () => string | null
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
   writersOf: (id: string) => Promise<NodeWriters[]>
@@ -360,6 +362,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const wait = flag(b, 'wait', true)
       const scrub = flag(b, 'scrub', false)
       const v = findVolume(svc.volumes(), req.params.id)
+      const refused = svc.repairRefusal?.() ?? null
+      if (refused != null) throw new ConflictError(`${v.path} is not repaired from here: ${refused}`, 'out_of_reach')
       const done = svc.repair(v, { scrub })
       if (!wait) {
         done.catch(() => {}) // its errors are in GET .../repair

@@ -592,6 +592,19 @@ export class GvsService {
     return await this.repairs.repair(v, opts)
   }
 
+  /**
+   * Why a repair asked of this node now could not say what the volume lacks: live
+   * members it does not reach (a partial cut; null: none). Their copies cannot be looked
+   * at or copied from here, and a repair counted every one failed and called a healthy
+   * volume degraded (bb19).
+   */
+  repairRefusal (): string | null {
+    const cut = this.replicas.outOfReach().filter(o => this.liveIds().has(o.peer))
+    if (cut.length === 0) return null
+    const names = cut.map(o => this.nodeName(o.peer)).sort()
+    return `this node does not reach ${names.join(', ')} though ${cut.length === 1 ? 'it is' : 'they are'} alive (a partial cut: ${cut[0]!.why}): ${cut.length === 1 ? 'its' : 'their'} copies can be neither checked nor copied from here; run the repair on a node that reaches every member, or once the cut is healed`
+  }
+
   /** what this node answers another's status request */
   async statusAnswer (ids: string[], o: { writersOnly?: boolean, claim?: { from: string } } = {}): Promise<StatusAnswer> {
     const out: StatusAnswer = {}

@@ -84,6 +84,9 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   await m.flush()
   t.log(`a flush through h1 during the cut took ${Date.now() - flushAt} ms`)
   for (const i of wrote) t.deepEqual(await m.read(i * 4 * MiB, 4096), block)
+  // a repair asked of h1 during the cut is refused, naming h2 (bb19: it counted every copy on h2 failed and called a healthy volume degraded)
+  const refused = await h1.api('/v1/volumes/' + vol.id + '/repair', 'POST', { wait: true }).then(() => null, (err: Error) => err.message)
+  t.regex(refused ?? '', /409 .*does not reach h2 though it is alive \(a partial cut/, 'refused through h1')
 
   // healed: h1 finds h2 again by itself (a probe every few seconds), and writes through it succeed
   await grid.heal('h1')
