@@ -72,6 +72,12 @@ export const AdvertSchema = Type.Object({
   fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 3000, maximum: 600_000 })),
   /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
+  /**
+   * the members this node does not reach though others do (a partial cut: its membership's
+   * out-of-reach list; absent: none, or not said): placement makes it the last choice for
+   * VMs with connections or disks, whose peers and volume holders it may not reach
+   */
+  unreached: Type.Optional(Type.Array(Type.String({ maxLength: 128 }), { maxItems: 64 })),
   /** why the disk of the node's data dir counts as full (absent: it has room, or not said): placement puts no VM there (its run records cannot be written) */
   dataDiskFull: Type.Optional(Type.String({ maxLength: 512 })),
   /** heads of the cluster document, so peers that are not directly connected can pull */

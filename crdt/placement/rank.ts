@@ -11,7 +11,7 @@ export interface NodeScore {
   /** null when the node passed every check */
   filtered: { check: string, reason: string } | null
   /** the scorers' outputs (empty when filtered) */
-  scores: { fit?: number, antiAffinity?: number, overlay?: number }
+  scores: { fit?: number, antiAffinity?: number, overlay?: number, reach?: number }
   /** why a scorer put it behind (its overlay is down, for a VM with connections) */
   why?: string
   /** overlay, anti-affinity, then fit, as one number (overlay counts 1e6, anti-affinity 1000 per collision); -Infinity when filtered */
@@ -110,6 +110,17 @@ export function overlayScore (vm: Demand, node: NodeView): number {
   return vm.links === true && node.overlayDown != null ? -1 : 0
 }
 
+/**
+ * Reach: -1 on a node cut off from some member that others reach (a partial cut, as its
+ * advert says), for a VM with connections or disks: its link peers or its volumes'
+ * holders may be on the far side (bb19: a failover put a VM on the node its peer could
+ * not reach, with another as good; a guest on such a node got I/O errors at once). It
+ * ranks right after overlay: the last choice, not excluded.
+ */
+export function reachScore (vm: Demand, node: NodeView): number {
+  return (vm.links === true || vm.disks === true) && (node.unreached?.length ?? 0) > 0 ? -1 : 0
+}
+
 /** Ranks every node for one VM, given what each node already holds. */
 export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap<string, Usage>, opts: RankOptions = {}): Ranking {
   const strategy = opts.strategy ?? 'spread'
@@ -119,14 +130,16 @@ export function rank (vm: Demand, nodes: readonly NodeView[], usage: ReadonlyMap
     const tiebreak = rendezvousFrom(prefix, node.id)
     const filtered = feasible(vm, node, used, opts.checks ?? CHECKS)
     if (filtered != null) return { node: node.id, name: node.name, filtered, scores: {}, total: -Infinity, tiebreak }
-    const scores = { fit: fitScore(vm, node, used, strategy, tiebreak), antiAffinity: antiAffinityScore(vm, used), overlay: overlayScore(vm, node) }
-    const why = scores.overlay < 0 ? { why: `its overlay is down (${node.overlayDown!}): the last choice for a VM with connections` } : {}
-    return { node: node.id, name: node.name, filtered: null, scores, total: scores.overlay * 1e6 + scores.antiAffinity * 1000 + scores.fit, tiebreak, ...why }
+    const scores = { fit: fitScore(vm, node, used, strategy, tiebreak), antiAffinity: antiAffinityScore(vm, used), overlay: overlayScore(vm, node), reach: reachScore(vm, node) }
+    const why = scores.overlay < 0
+      ? { why: `its overlay is down (${node.overlayDown!}): the last choice for a VM with connections` }
+      : scores.reach < 0 ? { why: `it does not reach ${node.unreached!.length} member${node.unreached!.length === 1 ? '' : 's'} that others do (a partial cut): the last choice for a VM with connections or disks` } : {}
+    return { node: node.id, name: node.name, filtered: null, scores, total: scores.overlay * 1e9 + scores.reach * 1e6 + scores.antiAffinity * 1000 + scores.fit, tiebreak, ...why }
   })
   scored.sort((a, b) => {
     if ((a.filtered == null) !== (b.filtered == null)) return a.filtered == null ? -1 : 1
     if (a.filtered != null) return a.name < b.name ? -1 : a.name > b.name ? 1 : a.node < b.node ? -1 : 1
-    return (b.scores.overlay ?? 0) - (a.scores.overlay ?? 0) || (b.scores.antiAffinity ?? 0) - (a.scores.antiAffinity ?? 0) || (b.scores.fit ?? 0) - (a.scores.fit ?? 0) || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
+    return (b.scores.overlay ?? 0) - (a.scores.overlay ?? 0) || (b.scores.reach ?? 0) - (a.scores.reach ?? 0) || (b.scores.antiAffinity ?? 0) - (a.scores.antiAffinity ?? 0) || (b.scores.fit ?? 0) - (a.scores.fit ?? 0) || b.tiebreak - a.tiebreak || (a.node < b.node ? -1 : 1)
   })
   const best = scored[0]?.filtered == null ? scored[0]?.node ?? null : null
   return { vm: vm.vm, best, nodes: scored, pending: best == null ? pendingReason(scored) : null }
@@ -197,6 +210,7 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
   const mine = nodes.find(n => n.id === me)
   const prefix = rendezvousPrefix(vm.vm)
   let mOv = 0
+  let mRe = 0
   let mAa = 0
   let mFit = 0
   let mTie = 0
@@ -206,6 +220,7 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
     if (feasible(vm, mine, used, checks) == null) {
       mOk = true
       mOv = overlayScore(vm, mine)
+      mRe = reachScore(vm, mine)
       mAa = antiAffinityScore(vm, used)
       mTie = rendezvousFrom(prefix, me)
       mFit = fitScore(vm, mine, used, strategy, mTie)
@@ -219,9 +234,11 @@ export function positionOf (vm: Demand, nodes: readonly NodeView[], usage: Reado
     if (feasible(vm, n, used, checks) != null) continue
     count++
     if (!mOk) continue
-    // the comparator of `rank`: overlay, anti-affinity, fit, tie-break, then node id
+    // the comparator of `rank`: overlay, reach, anti-affinity, fit, tie-break, then node id
     const ov = overlayScore(vm, n)
     if (ov !== mOv) { if (ov > mOv) pos++; continue }
+    const re = reachScore(vm, n)
+    if (re !== mRe) { if (re > mRe) pos++; continue }
     const aa = antiAffinityScore(vm, used)
     if (aa !== mAa) { if (aa > mAa) pos++; continue }
     const tie = rendezvousFrom(prefix, n.id)

@@ -29,6 +29,8 @@ export interface NodeView {
   fenceTimeoutMs?: number
   /** why its overlay (WireGuard) is down, as it advertises; absent: up, off, or not said (an older agent) */
   overlayDown?: string
+  /** the members it does not reach though others do (a partial cut), as it advertises; absent: none, or not said */
+  unreached?: readonly string[]
   /** how little room the disk of its data dir has, as it advertises when that counts as full; absent: room, or not said */
   dataDiskFull?: string
 }
@@ -46,6 +48,8 @@ export interface Demand {
   driver?: string
   /** it has input or output terminals: its declared connections need the node's overlay */
   links?: boolean
+  /** it has volumes as disks: their holders must be reachable from its node */
+  disks?: boolean
 }
 
 /** resources a node has reserved for one VM (a lease, or a claim being planned) */

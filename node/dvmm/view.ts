@@ -42,7 +42,8 @@ export const demandOf = (vm: Vm): Demand => ({
   constraints: vm.spec.constraints,
   antiAffinity: vm.spec.antiAffinity,
   driver: vm.spec.driver,
-  ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {})
+  ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {}),
+  ...((vm.spec.volumes?.length ?? 0) > 0 ? { disks: true } : {})
 })
 
 /**
@@ -68,6 +69,7 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
       ...(alive && m?.advert.overlayDown != null ? { overlayDown: m.advert.overlayDown } : {}),
       ...(alive && m?.advert.dataDiskFull != null ? { dataDiskFull: m.advert.dataDiskFull } : {}),
+      ...(alive && (m?.advert.unreached?.length ?? 0) > 0 ? { unreached: m!.advert.unreached! } : {}),
       // dead members too: a takeover of a dead holder's leases waits for its fence (an
       // agent that advertises none runs the default)
       ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {})

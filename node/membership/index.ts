@@ -241,6 +241,8 @@ export class GridMembership implements Service {
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
     detector.on('vouched', (target, by, why) => {
       metrics.vouched.inc()
+      // placement keeps VMs with connections or disks off a node cut off from some member: it says so at once
+      if (this.started) detector.advertiseNow()
       const name = (id: string): string => this.c.directory.nameOf(id) ?? id
       log.warn(`${why === 'silent' ? 'heartbeats from' : 'every connection to'} ${name(target)} stopped here, but ${name(by)} reaches it: not suspected; is the network between this server and ${name(target)} cut?`, { node: name(target), through: name(by) })
     })
@@ -275,6 +277,7 @@ export class GridMembership implements Service {
       wireguard: c.advert.get('wireguard'),
       ...overlayDownField(c.advert.get('overlayDown')),
       ...dataDiskFullField(c.advert.get('dataDiskFull')),
+      ...unreachedField(this.detector?.outOfReach()),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
@@ -355,6 +358,12 @@ export class GridMembership implements Service {
 /** Absent until the node runtime has probed (an advert without it is what older agents send). */
 function vmHostField (h: VmHostAdvert | null): { vmHost?: VmHostAdvert } {
   return h == null ? {} : { vmHost: h }
+}
+
+/** the advert's unreached: the members this node does not reach though others do, sorted, at most 64 */
+function unreachedField (reach: ReadonlyMap<string, unknown> | undefined): { unreached?: string[] } {
+  const ids = reach == null ? [] : [...reach.keys()].sort().slice(0, 64)
+  return ids.length === 0 ? {} : { unreached: ids }
 }
 
 /** the advert's dataDiskFull, cut to what its schema takes */

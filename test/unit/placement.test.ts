@@ -90,13 +90,28 @@ test('property: rank and plan do not depend on the order nodes or holdings are l
   }
 })
 
+test('reach: a node cut off from some member is the last choice for a VM with connections or disks, saying why; no matter for one with neither', t => {
+  const nodes = [node('a', { unreached: ['c'] }), node('b'), node('c', { unreached: ['a'] })]
+  const usage = usageOf([])
+  for (const d of [vm('v', { links: true }), vm('w', { disks: true })]) {
+    const r = rank(d, nodes, usage)
+    t.is(r.best, 'b', d.vm)
+    t.deepEqual(r.nodes.slice(1).map(x => x.scores.reach), [-1, -1])
+    t.regex(r.nodes[1]!.why ?? '', /does not reach 1 member that others do \(a partial cut\): the last choice for a VM with connections or disks/)
+  }
+  t.deepEqual(rank(vm('x'), nodes, usage).nodes.map(x => x.scores.reach), [0, 0, 0])
+  // the overlay still ranks first: a node whose overlay is down comes after a cut-off one
+  const r = rank(vm('v', { links: true }), [node('a', { unreached: ['c'] }), node('b', { overlayDown: 'no wireguard-go' })], usage)
+  t.deepEqual(r.nodes.map(x => x.node), ['a', 'b'])
+})
+
 test('property: positionOf names the same place as the full ranking, for every node', t => {
   for (let seed = 500; seed < 520; seed++) {
     const r = prng(seed)
-    const nodes = Array.from({ length: 2 + Math.floor(r() * 10) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, labels: r() < 0.5 ? { zone: 'a' } : {}, ...(r() < 0.3 ? { overlayDown: 'WireGuard cannot start' } : {}) }))
+    const nodes = Array.from({ length: 2 + Math.floor(r() * 10) }, (_, i) => node(`n${i}`, { capacity: { cpu: 1 + Math.floor(r() * 8), memoryBytes: (1 + Math.floor(r() * 16)) * GiB }, draining: r() < 0.1, labels: r() < 0.5 ? { zone: 'a' } : {}, ...(r() < 0.3 ? { overlayDown: 'WireGuard cannot start' } : {}), ...(r() < 0.3 ? { unreached: ['n0'] } : {}) }))
     const usage = usageOf(Array.from({ length: 8 }, (_, i) => ({ vm: `h${i}`, holder: nodes[Math.floor(r() * nodes.length)]!.id, cpu: 0.5, memoryBytes: GiB / 2, antiAffinity: r() < 0.5 ? 'g' : undefined })))
     for (let v = 0; v < 20; v++) {
-      const d = vm(`v${v}`, { cpu: 0.5 + Math.floor(r() * 4) / 2, antiAffinity: r() < 0.5 ? 'g' : undefined, constraints: r() < 0.2 ? { zone: 'a' } : {}, ...(r() < 0.5 ? { links: true } : {}) })
+      const d = vm(`v${v}`, { cpu: 0.5 + Math.floor(r() * 4) / 2, antiAffinity: r() < 0.5 ? 'g' : undefined, constraints: r() < 0.2 ? { zone: 'a' } : {}, ...(r() < 0.5 ? { links: true } : {}), ...(r() < 0.5 ? { disks: true } : {}) })
       for (const strategy of ['spread', 'binpack'] as const) {
         const full = rank(d, nodes, usage, { strategy })
         for (const n of nodes) {
