@@ -60,6 +60,8 @@ export interface NodeView {
   outOfReach?: { by: string, since: string } | null
   /** why its overlay (WireGuard) is down, as it advertises (null: up, off, or an older agent): the last choice for VMs with connections, which it moves elsewhere once down 30 s */
   overlayDown?: string | null
+  /** the members it says it does not reach though others do (a partial cut, its advert's `unreached`), by name: the last choice for VMs with connections or disks */
+  unreaches?: string[]
   /** how little room its data dir's disk has, as it advertises once that counts as full (null: room, or an older agent): no VM is placed there */
   dataDiskFull?: string | null
   /** the protocol versions the member speaks, and whether this agent can work with it (and why not) */

@@ -38,6 +38,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     wireguard: a.wireguard,
     overlayDown: m.state === 'alive' ? a.overlayDown ?? null : null,
     dataDiskFull: m.state === 'alive' ? a.dataDiskFull ?? null : null,
+    unreaches: m.state === 'alive' ? (a.unreached ?? []).map(id => nameOf?.(id) ?? id) : [],
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     incarnation: a.incarnation,

@@ -84,6 +84,8 @@ e2e('a host cut from one other: reads through it come from the copies it reaches
   await m.flush()
   t.log(`a flush through h1 during the cut took ${Date.now() - flushAt} ms`)
   for (const i of wrote) t.deepEqual(await m.read(i * 4 * MiB, 4096), block)
+  // h1 says in its advert that it does not reach h2 (placement's reach scorer): h3 sees it
+  await until('h3 to see h1 say it does not reach h2', 20_000, async () => (await h3.nodes()).find(n => n.name === 'h1')?.unreaches?.includes('h2') === true ? true : undefined)
   // a repair asked of h1 during the cut is refused, naming h2 (bb19: it counted every copy on h2 failed and called a healthy volume degraded)
   const refused = await h1.api('/v1/volumes/' + vol.id + '/repair', 'POST', { wait: true }).then(() => null, (err: Error) => err.message)
   t.regex(refused ?? '', /409 .*does not reach h2 though it is alive \(a partial cut/, 'refused through h1')
