@@ -67,16 +67,19 @@ export const imageDrive = (image: string, format: string): string => `file=${com
 
 /**
  * A volume's -drive, over NBD from this node's agent; cache=none: a guest's flush
- * reaches every replica's stable storage. An export on a unix socket is given by its
+ * reaches every replica's stable storage; werror=stop: a write the volume fails (its
+ * holders out of reach past the write retry time, a full disk) pauses the guest, which
+ * is told to go on every 10 s (watchGuest), instead of its file system turning read-only
+ * (bb19: a guest on a node cut off from a holder got I/O errors at once). An export on a unix socket is given by its
  * parts, so QEMU reconnects when the socket closes: an agent restarted within the fence
  * timeout adopts its VMs, and their requests wait for it (up to NBD_RECONNECT_S) and
  * are run again, instead of failing the guest's disk. Any other URI goes as it is.
  */
 export function diskDrive (uri: string): string {
   const m = /^nbd\+unix:\/\/\/([^?]+)\?socket=(.+)$/.exec(uri)
-  if (m == null) return `file=${commaSafe(uri)},format=raw,if=virtio,cache=none`
+  if (m == null) return `file=${commaSafe(uri)},format=raw,if=virtio,cache=none,werror=stop`
   return `driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=${commaSafe(m[2]!)},file.export=${commaSafe(m[1]!)},` +
-    `file.reconnect-delay=${NBD_RECONNECT_S},if=virtio,cache=none`
+    `file.reconnect-delay=${NBD_RECONNECT_S},if=virtio,cache=none,werror=stop`
 }
 
 /**
@@ -221,8 +224,8 @@ export class QemuDriver extends HostDriver {
   private readonly guests = new Map<string, { lookedAt: number, busy: boolean, paused?: string, contAt: number }>()
 
   /**
-   * A disk that fails a write with ENOSPC makes QEMU pause the guest (QEMU's default,
-   * werror=enospc) until told to go on: a tester's guest stood frozen for good while
+   * A volume that fails a write makes QEMU pause the guest (werror=stop: diskDrive; a
+   * boot image only on ENOSPC, QEMU's default) until told to go on: a tester's guest stood frozen for good while
    * `vm ls` said running. Looked at every GUEST_LOOK_MS over QMP; a paused guest is
    * said (the driver's `paused` event) and sent `cont` every RESUME_EVERY_MS, which
    * runs the failed requests again: once the volume takes writes, the guest goes on.

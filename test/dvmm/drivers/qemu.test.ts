@@ -91,15 +91,17 @@ maybe('qemu driver: terminal names told while the guest runs reach its /etc/host
   t.true(out.indexOf('terminals now db=100.64.0.9,cache=100.64.0.10') < out.indexOf('terminals now none'), out.slice(-400))
 })
 
-maybe('qemu driver: a guest QEMU paused after its disk found no space is said to be paused, told to go on, and runs again once the disk takes the write', async t => {
+for (const [errno, said] of [['28', 'found no space left \\(ENOSPC\\)'], ['5', 'failed a request']] as const) {
+maybe(`qemu driver: a guest QEMU paused after its volume failed a write (errno ${errno}) is said to be paused, told to go on, and runs again once the disk takes the write`, async t => {
   const d = await create()
-  const id = `pause-${process.pid}`
+  const id = `pause${errno}-${process.pid}`
   t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
-  // a disk whose first write fails with ENOSPC (QEMU's blkdebug): the guest's stamp at
-  // boot is that write, and QEMU pauses the guest on it (werror=enospc, its default)
+  // a disk whose first write fails with ENOSPC, or EIO (QEMU's blkdebug): the guest's stamp
+  // at boot is that write, and QEMU pauses the guest on it (werror=stop: a volume's holders
+  // out of reach past the retry time must not turn the guest's file system read-only)
   const dir = mkdtempSync(join(dataDir, 'bd-'))
   writeFileSync(join(dir, 'disk.raw'), Buffer.alloc(1024 * 1024))
-  writeFileSync(join(dir, 'bd.conf'), '[inject-error]\nevent = "write_aio"\nerrno = "28"\nonce = "on"\n')
+  writeFileSync(join(dir, 'bd.conf'), `[inject-error]\nevent = "write_aio"\nerrno = "${errno}"\nonce = "on"\n`)
   const events: Array<{ why: string | null, at: number }> = []
   d.on('paused', e => { if (e.id === id) events.push({ why: e.why, at: e.at }) })
   // served over NBD as a volume is (qemu-nbd passes the error on as NBD_ENOSPC, as vgrid's server does)
@@ -107,13 +109,14 @@ maybe('qemu driver: a guest QEMU paused after its disk found no space is said to
   const nbd = spawn('qemu-nbd', ['-t', '-k', sock, '-x', 'vol1', '-f', 'raw', `blkdebug:${join(dir, 'bd.conf')}:${join(dir, 'disk.raw')}`], { stdio: 'ignore' })
   t.teardown(() => { nbd.kill('SIGTERM') })
   await waitFor('qemu-nbd\'s socket', async () => existsSync(sock) || undefined, 10_000, 50)
-  await d.start({ ...guest(id, 'vgrid.disks=1 vgrid.stamp=after-enospc vgrid.acpi=off'), disks: [{ uri: `nbd+unix:///vol1?socket=${sock}` }] })
+  await d.start({ ...guest(id, `vgrid.disks=1 vgrid.stamp=after-${errno} vgrid.acpi=off`), disks: [{ uri: `nbd+unix:///vol1?socket=${sock}` }] })
   const paused = await waitFor('the guest paused', async () => events.find(e => e.why != null), 120_000, 100)
-  t.regex(paused.why!, /^QEMU paused the guest after a disk error \(volume \/vol1 found no space left \(ENOSPC\)\): it is told to go on every 10 s/)
+  t.regex(paused.why!, new RegExp(`^QEMU paused the guest after a disk error \\(volume /vol1 ${said}\\): it is told to go on every 10 s`))
   // told to go on (at once, then every 10 s while it stays paused): the write runs again
   // (blkdebug fails it once only), and the guest with it
-  await waitFor('the stamp written', async () => (await d.consoleTail(id)).includes('vgrid-guest: stamped vda [after-enospc]') || undefined, 60_000, 100)
+  await waitFor('the stamp written', async () => (await d.consoleTail(id)).includes(`vgrid-guest: stamped vda [after-${errno}]`) || undefined, 60_000, 100)
   const resumed = await waitFor('the guest running again', async () => events.find(e => e.why == null), 30_000, 100)
   t.true(resumed.at - paused.at <= 15_000, `went on ${resumed.at - paused.at} ms after it was paused`)
   t.is((await d.inspect(id))?.paused, undefined)
 })
+}
