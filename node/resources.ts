@@ -150,15 +150,21 @@ export class DataDisk {
   fullWhy (onChange?: () => void): string | null {
     const now = (): string | null => this.last == null || dataDiskProblem(this.dataDir, this.last.free, this.last.total) == null ? null : `${mibText(this.last.free)} free of ${mibText(this.last.total)}`
     const before = now()
-    if (Date.now() - this.at >= this.everyMs && this.measuring == null) void this.problems().then(() => { if (now() !== before) onChange?.() })
+    if (this.measuring == null && this.stale()) void this.measure().then(() => { if (now() !== before) onChange?.() })
     return before
   }
 
+  private stale (): boolean { return Date.now() - this.at >= this.everyMs }
+
+  /** the disk measured again when the last measure is stale (one at a time) */
+  private async measure (): Promise<void> {
+    if (!this.stale()) return
+    this.measuring ??= statfs(this.dataDir).then(fs => { this.last = { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize } }, () => {}).finally(() => { this.at = Date.now(); this.measuring = null })
+    await this.measuring
+  }
+
   async problems (): Promise<HealthProblem[]> {
-    if (Date.now() - this.at >= this.everyMs) {
-      this.measuring ??= statfs(this.dataDir).then(fs => { this.last = { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize } }, () => {}).finally(() => { this.at = Date.now(); this.measuring = null })
-      await this.measuring
-    }
+    await this.measure()
     const out: HealthProblem[] = []
     const p = this.last == null ? null : dataDiskProblem(this.dataDir, this.last.free, this.last.total)
     if (p == null) this.since = null

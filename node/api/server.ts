@@ -219,12 +219,7 @@ export class ApiService implements Service {
       req.raw.once('close', () => clearTimeout(t))
     })
 
-    // a query parameter the route does not take is a 400 naming it, on every route (bb19:
-    // GET /v1/vms?bogus=1 answered 200, as if it had been heard, where /v1/volumes refused it)
-    app.addHook('preValidation', async (req) => {
-      if (req.routeOptions.url == null) return
-      onlyQuery(req.query, req.routeOptions.config?.query ?? [])
-    })
+    refuseUnknownQueries(app)
 
     // changes, and reads marked admin, need an admin caller (access.ts)
     app.addHook('onRequest', async (req) => {
@@ -246,6 +241,18 @@ export class ApiService implements Service {
       return await this.c.registry.metrics()
     })
   }
+}
+
+/**
+ * A query parameter a route does not take (its `config.query`) is a 400 naming it, on
+ * every route (bb19: GET /v1/vms?bogus=1 answered 200, as if it had been heard, where
+ * /v1/volumes refused it). Routes check no query of their own.
+ */
+export function refuseUnknownQueries (app: FastifyInstance): void {
+  app.addHook('preValidation', async (req) => {
+    if (req.routeOptions.url == null) return
+    onlyQuery(req.query, req.routeOptions.config?.query ?? [])
+  })
 }
 
 function groupId (name: string): number | null {

@@ -6,7 +6,7 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
@@ -375,7 +375,6 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/undrain', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDraining(req.params.id, false) })
     app.delete<{ Params: IdParams, Querystring: { force?: unknown, withoutMajority?: unknown } }>('/v1/nodes/:id/roll', { schema: { params: idParams }, config: { query: ['force', 'withoutMajority'] } }, async req => {
-      onlyQuery(req.query, ['force', 'withoutMajority'])
       const force = booleanQuery(req.query, 'force')
       const withoutMajority = booleanQuery(req.query, 'withoutMajority')
       const { doc } = current()

@@ -19,7 +19,7 @@
 import { EventEmitter } from 'node:events'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
@@ -40,6 +40,7 @@ import { inventoryOf, objectIndexes } from './store-listing.ts'
 import type { Logger } from '../log.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 import { DiskRoom, type FsSpace } from './disk-room.ts'
+import { currentBootId } from '../dvmm/drivers/common.ts'
 
 const run = promisify(execFile)
 
@@ -172,10 +173,9 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** this server's boot id (null: unknown), which changes when the server restarts */
   private async bootId (): Promise<string | null> {
     if (this.bootIdOf != null) return await this.bootIdOf()
-    try {
-      const id = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
-      return /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : null
-    } catch { return null }
+    const id = currentBootId()
+    // written into the intent log's first line: only what that line can hold
+    return id != null && /^[0-9A-Za-z-]{1,64}$/.test(id) ? id : null
   }
 
   /**

@@ -145,7 +145,7 @@ export class ReplicatedVolume implements BlockDevice {
       const { silent, behind, error } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, since: silent.since(), until: silent.until() })
+      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, ...silent.timing() })
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound
@@ -153,7 +153,7 @@ export class ReplicatedVolume implements BlockDevice {
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timingOf(lost))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat()))
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {

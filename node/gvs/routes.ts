@@ -5,7 +5,7 @@
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, onlyQuery, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
 import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -191,7 +191,6 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
   return (app: FastifyInstance): void => {
     app.get<{ Querystring: { prefix?: string } }>('/v1/volumes', { config: { query: ['prefix'] } }, async req => {
-      onlyQuery(req.query, ['prefix'])
       const prefix = req.query.prefix ?? '/'
       if (typeof prefix !== 'string') throw new ValidationError('prefix', 'prefix must be given once, as a path')
       // every volume path starts with "/": "shop" or "../x" would list nothing, as if there were none
@@ -275,7 +274,6 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     })
 
     app.delete<{ Params: IdParams, Querystring: { snapshots?: unknown } }>('/v1/volumes/:id', { schema: { params: idParams }, config: { query: ['snapshots'] } }, async req => {
-      onlyQuery(req.query, ['snapshots'])
       const withSnapshots = booleanQuery(req.query, 'snapshots')
       const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')
       const r = state.read()
@@ -346,7 +344,6 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     })
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
-      onlyQuery(req.query, [])
       const v = findVolume(svc.volumes(), req.params.id)
       if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them

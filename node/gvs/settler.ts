@@ -80,18 +80,14 @@ export class Silent extends Map<string, string> {
     if (other.lasting.has(node)) this.lasting.add(node)
   }
 
-  /** since when every node's failure has held, where each says (sinceOfAll) */
-  since (): number | undefined { return sinceOfAll([...this.causes.values()]) }
-
-  /** until when every node's failure is due to end, where each says (untilOfAll) */
-  until (): number | undefined { return untilOfAll([...this.causes.values()]) }
-
-  /** since and until of the failures of `sets`' nodes (unheardError): none for a node that was not asked */
-  timingOf (sets: readonly string[][]): { since?: number, until?: number } {
-    const errs = [...new Set(sets.flat())].map(n => this.causes.get(n))
-    const since = sinceOfAll(errs)
-    const until = untilOfAll(errs)
-    return { ...(since != null ? { since } : {}), ...(until != null ? { until } : {}) }
+  /**
+   * Since when the failures of `nodes` (default: every node that did not answer) have held
+   * and until when they are due to end, where each says (sinceOfAll, untilOfAll): none for
+   * a node that was not asked
+   */
+  timing (nodes: Iterable<string> = this.causes.keys()): { since?: number, until?: number } {
+    const errs = [...new Set(nodes)].map(n => this.causes.get(n))
+    return { since: sinceOfAll(errs), until: untilOfAll(errs) }
   }
 }
 
@@ -210,7 +206,7 @@ export class Settler {
     if (error != null) throw error
     if (silent.size === 0) return
     // worth another try only if every holder was out of reach (not one whose disk failed)
-    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0, since: silent.since(), until: silent.until() })
+    throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${silent.size} of ${hs.length} replica(s) failed the ${op}, not saying which copy they have: ${[...silent.values()].join('; ')}`, { transient: silent.lasting.size === 0, ...silent.timing() })
   }
 
   private async settleNow (index: number, hs: string[]): Promise<Unsettled> {
@@ -282,7 +278,7 @@ export class Settler {
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timingOf(lost))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat()))
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []

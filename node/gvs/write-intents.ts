@@ -98,9 +98,7 @@ export class WriteIntents {
         const version = v == null ? null : { epoch: Number(v[1]), seq: Number(v[2]) }
         const key = `${m[1]!}/${m[2]!}`
         const before = out.get(key)
-        // named twice (a name cut short, then whole): the lower version is the surer
-        const lower = before == null ? version : before.version == null || version == null ? null : compareVersions(version, before.version) < 0 ? version : before.version
-        out.set(key, { volume: m[1]!, file: m[2]!, version: lower })
+        out.set(key, { volume: m[1]!, file: m[2]!, version: before == null ? version : surer(before.version, version) })
         return
       }
       if (NAME_START.test(line) || (i === 0 && BOOT_START.test(line))) return
@@ -217,6 +215,9 @@ export class WriteIntents {
     await run
   }
 }
+
+/** of two versions one object was named with (a name cut short, then whole): the lower, as the surer; none if either is none */
+const surer = (a: Version | null, b: Version | null): Version | null => a == null || b == null ? null : compareVersions(a, b) <= 0 ? a : b
 
 /** "volume/index-hex" of an object's data file (<dir>/objects/<volume>/<index-hex>) */
 const nameOf = (data: string): string => `${basename(dirname(data))}/${basename(data)}`

@@ -152,7 +152,7 @@ export async function unheardObjects (intervals: Iterable<WriteInterval>, pkey: 
  * transient, so that a client's read or write waits for them up to the write retry time
  * (both holders of an object restarting one after the other cost a guest an I/O error)
  */
-export function unheardError (volume: string, what: string, sets: readonly string[][], nameOf: (node: string) => string = n => n, timing: { since?: number, until?: number } = {}): GvsError {
+export function unheardError (volume: string, what: string, sets: readonly string[][], nameOf: (node: string) => string = n => n, timing: { since?: number | undefined, until?: number | undefined } = {}): GvsError {
   const names = [...new Set(sets.map(s => s.map(nameOf).sort().join(' and ')))]
   const one = sets.every(s => s.length === 1)
   // since when its holders have been silent, where their errors say (out of reach, no

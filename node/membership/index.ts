@@ -275,8 +275,8 @@ export class GridMembership implements Service {
       version: VERSION,
       labels: c.config.labels,
       wireguard: c.advert.get('wireguard'),
-      ...overlayDownField(c.advert.get('overlayDown')),
-      ...dataDiskFullField(c.advert.get('dataDiskFull')),
+      ...reasonField('overlayDown', c.advert.get('overlayDown')),
+      ...reasonField('dataDiskFull', c.advert.get('dataDiskFull')),
       ...unreachedField(this.detector?.outOfReach()),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
@@ -366,12 +366,7 @@ function unreachedField (reach: ReadonlyMap<string, unknown> | undefined): { unr
   return ids.length === 0 ? {} : { unreached: ids }
 }
 
-/** the advert's dataDiskFull, cut to what its schema takes */
-function dataDiskFullField (why: string | null): { dataDiskFull?: string } {
-  return why == null ? {} : { dataDiskFull: why.slice(0, 512) }
-}
-
-/** the advert's overlayDown, cut to what its schema takes */
-function overlayDownField (why: string | null): { overlayDown?: string } {
-  return why == null ? {} : { overlayDown: why.slice(0, 512) }
+/** an advert field that says why (overlayDown, dataDiskFull): absent when there is nothing to say, cut to what its schema takes */
+function reasonField<K extends string> (key: K, why: string | null): Partial<Record<K, string>> {
+  return why == null ? {} : { [key]: why.slice(0, 512) } as Partial<Record<K, string>>
 }

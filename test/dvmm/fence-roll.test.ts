@@ -9,6 +9,7 @@ import { mayChangeRoll } from '../../crdt/placement/index.ts'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
 import { harness, member, sleep, until, ME } from './fence-harness.ts'
 import { withInterval } from '../../node/gvs/write-intervals.ts'
+import { refuseUnknownQueries } from '../../node/api/server.ts'
 
 const alive = (...ids: string[]) => (id: string): boolean => ids.includes(id)
 
@@ -45,6 +46,7 @@ async function forgetting (t: ExecutionContext): Promise<{ h: Awaited<ReturnType
   t.teardown(h.stop)
   const app = Fastify()
   app.setErrorHandler(async (err, _req, reply) => { const e = toApiError(err); return await reply.code(e.status).send(errorBody(e.code, e.message)) })
+  refuseUnknownQueries(app)
   h.dvmm.routes(app)
   t.teardown(async () => { await app.close() })
   return { h, app }

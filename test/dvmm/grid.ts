@@ -18,6 +18,7 @@ import type { Draft, Volume } from '../../crdt/index.ts'
 import type { GvsService } from '../../node/gvs/index.ts'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { refuseUnknownQueries } from '../../node/api/server.ts'
 
 export interface DvmmNode {
   agent: Agent
@@ -131,6 +132,7 @@ export function vmApi (t: { teardown: (f: () => Promise<void>) => void }, n: Dvm
     const e = toApiError(err)
     return await reply.code(e.status).send(errorBody(e.code, e.message))
   })
+  refuseUnknownQueries(app)
   n.dvmm.routes(app)
   t.teardown(async () => { await app.close() })
   return app

@@ -19,6 +19,7 @@ import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
 import { winner } from '../../crdt/placement/index.ts'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { ReplicaService } from '../../node/gvs/replication.ts'
+import { refuseUnknownQueries } from '../../node/api/server.ts'
 
 const G = 2 ** 30
 
@@ -62,6 +63,7 @@ export function sharedDocument (hosts: VgridHost[]): { replica: Replica, state: 
 export function apiOf (svc: GvsService): FastifyInstance {
   const app = Fastify()
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
+  refuseUnknownQueries(app)
   svc.routes(app)
   return app
 }
