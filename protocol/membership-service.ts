@@ -265,6 +265,16 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
   }
 
+  /**
+   * How this node finds a member silent: heartbeats from the members that picked it as
+   * one of their `watchers`, and for the others the silence timeout in force now (it
+   * grows with the grid: silenceFor). The fence's takeover wait reads it (fence.ts
+   * holderNoticeMs).
+   */
+  detection (): { watchers: number, silenceMs: number } {
+    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
+  }
+
   /** Something in our advert changed: publish it once the current burst of work is done. */
   advertiseNow (): void { this.own.advertiseNow() }
 

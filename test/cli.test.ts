@@ -81,6 +81,10 @@ test('vgrid token prints a token that carries the key', async t => {
   const r = await vgrid(['token', '--api', agent.api])
   t.is(r.code, 0)
   t.regex(r.stdout.trim(), /^vgrid1\.[A-Za-z0-9_-]+$/)
+  // --json, as every client command takes
+  const j = await vgrid(['token', '--json', '--api', agent.api])
+  t.is(j.code, 0, j.stderr)
+  t.is((JSON.parse(j.stdout) as { token: string }).token, r.stdout.trim())
 })
 
 test('vgrid init writes a key once and refuses to overwrite it', async t => {

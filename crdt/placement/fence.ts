@@ -4,7 +4,11 @@
 // last heard of, so the old holder has fenced itself (and its watchdog has fired)
 // before the VM starts elsewhere.
 
-/** a strict majority of the roll; a node not (yet) on the roll still counts itself */
+/**
+ * A strict majority of the roll. Only roll members vote: a node not (yet) on the roll
+ * counts neither in `aliveSeen` nor in `rollSize` (two newcomers, one on each side of a
+ * roll of two cut in half, would each have made a majority of three: rv21).
+ */
 export function hasMajority (rollSize: number, aliveSeen: number): boolean {
   return aliveSeen * 2 > Math.max(1, rollSize)
 }
@@ -42,19 +46,22 @@ export interface RollChangeInput {
 
 /**
  * Whether this node may change the roll now: write its own entry, or forget another
- * node. Only while it sees a strict majority of (the synced roll ∪ itself): nodes that
- * join through a node cut off from the majority must not grow the minority's roll into
- * a second majority (both sides would then take over each other's VMs), and an
- * operator on the minority side must not forget the majority away.
+ * node. Only while it sees a strict majority of the synced roll (itself counted only
+ * when on it; the first node of a grid, on an empty roll, may write its own): nodes
+ * that join through a node cut off from the majority must not grow the minority's roll
+ * into a second majority (both sides would then take over each other's VMs, and both
+ * place the same new VM), and an operator on the minority side must not forget the
+ * majority away.
  */
 export function mayChangeRoll (i: RollChangeInput): { ok: boolean, reason: string } {
-  const ids = new Set(i.roll)
-  const synced = [...ids].some(id => id !== i.me) || i.synced === true
-  ids.add(i.me)
+  const roll = new Set(i.roll)
+  const synced = [...roll].some(id => id !== i.me) || i.synced === true
   if (i.joining && !synced) return { ok: false, reason: 'this node has not synced the grid\'s document yet' }
-  const seen = [...ids].filter(id => id === i.me || i.alive(id)).length
-  if (!hasMajority(ids.size, seen)) return { ok: false, reason: `this node sees ${seen} of ${ids.size} roll members (itself included): no majority` }
-  return { ok: true, reason: `this node sees ${seen} of ${ids.size} roll members` }
+  if (roll.size === 0) return { ok: true, reason: 'the roll is empty: this is the grid\'s first node' }
+  const seen = [...roll].filter(id => id === i.me || i.alive(id)).length
+  const onRoll = roll.has(i.me)
+  if (!hasMajority(roll.size, seen)) return { ok: false, reason: `this node sees ${seen} of ${roll.size} roll members (${onRoll ? 'itself included' : 'it is not on the roll yet, so its own vote does not count'}): no majority` }
+  return { ok: true, reason: `this node sees ${seen} of ${roll.size} roll members` }
 }
 
 export interface FenceInput {
@@ -125,9 +132,11 @@ export function fenced (f: FenceInput): FenceDecision {
  */
 export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (node: string) => number | undefined, selfSince = -Infinity): number {
   const ids = new Set(roll)
-  ids.add(me)
+  // no roll, no majority; a node not on it has no vote of its own (hasMajority)
+  if (ids.size === 0) return Infinity
+  const votes = ids.has(me)
   // others this node needs besides itself for a strict majority
-  const need = Math.floor(ids.size / 2)
+  const need = Math.floor(ids.size / 2) + (votes ? 0 : 1)
   // this node's own vote counts from `selfSince` (a vote it lent while away: voteLockedUntil)
   if (need === 0) return selfSince
   const since: number[] = []
@@ -137,7 +146,8 @@ export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (
     if (s !== undefined) since.push(s)
   }
   if (since.length < need) return Infinity
-  return Math.max(selfSince, since.sort((a, b) => a - b)[need - 1]!)
+  const others = since.sort((a, b) => a - b)[need - 1]!
+  return votes ? Math.max(selfSince, others) : others
 }
 
 /**
@@ -317,6 +327,20 @@ export function activeFenceMs (i: ActiveFenceInput): number {
   return ms
 }
 
+/**
+ * How much later than the members who take its VMs over a holder cut off from every
+ * other member may notice that it lost its majority (pure). A node hears heartbeats
+ * only from the members that picked it as one of their `watchers`: in a roll of at
+ * most watchers + 1 that is every member, and it finds them silent as soon as they find
+ * it silent (0). In a larger roll the members it does not hear directly stay alive in
+ * its view until their silence timeout (`silenceMs`): the takeover waits that much
+ * longer, or the holder could keep its VMs past their start elsewhere (rv21: a roll of
+ * ten, one node cut off from all: taken over at 9 s, fenced at 35 s).
+ */
+export function holderNoticeMs (rollSize: number, detection: { watchers: number, silenceMs: number } | undefined): number {
+  return detection == null || rollSize <= detection.watchers + 1 ? 0 : detection.silenceMs
+}
+
 export interface TakeoverInput {
   holderAlive: boolean
   /** local time the holder was last heard of (advert or heartbeat); this agent's start if never */
@@ -326,20 +350,24 @@ export interface TakeoverInput {
   now: number
   fenceTimeoutMs: number
   marginMs: number
+  /** how much later than this node the holder may notice it is cut off (holderNoticeMs; default 0) */
+  noticeMs?: number
 }
 
 /** whether a lease of a dead holder may be taken over now, and if not how long to wait */
 export function takeover (t: TakeoverInput): { allowed: boolean, waitMs: number, reason: string } {
   if (t.holderAlive) return { allowed: false, waitMs: Infinity, reason: 'holder is alive' }
+  const notice = t.noticeMs ?? 0
+  const after = t.fenceTimeoutMs + notice + t.marginMs
+  const what = notice > 0 ? `fence timeout + the holder's silence timeout (cut off from all, it hears from no one) + margin (${after} ms)` : `fence timeout + margin (${after} ms)`
   // silence only counts while this node had a majority: before, it may have been the one cut off
   const since = t.majoritySince ?? -Infinity
   if (since === Infinity) return { allowed: false, waitMs: Infinity, reason: 'this node sees no majority' }
   if (since > t.holderLastHeard) {
-    const wait = since + t.fenceTimeoutMs + t.marginMs - t.now
-    if (wait > 0) return { allowed: false, waitMs: wait, reason: `this node has seen a majority only for ${t.now - since} ms; takeover after fence timeout + margin (${t.fenceTimeoutMs + t.marginMs} ms) of it` }
+    const wait = since + after - t.now
+    if (wait > 0) return { allowed: false, waitMs: wait, reason: `this node has seen a majority only for ${t.now - since} ms; takeover after ${what} of it` }
   }
-  const at = t.holderLastHeard + t.fenceTimeoutMs + t.marginMs
-  const wait = at - t.now
-  if (wait > 0) return { allowed: false, waitMs: wait, reason: `holder silent for ${t.now - t.holderLastHeard} ms; takeover after fence timeout + margin (${t.fenceTimeoutMs + t.marginMs} ms)` }
-  return { allowed: true, waitMs: 0, reason: `holder silent for ${t.now - t.holderLastHeard} ms, past fence timeout + margin` }
+  const wait = t.holderLastHeard + after - t.now
+  if (wait > 0) return { allowed: false, waitMs: wait, reason: `holder silent for ${t.now - t.holderLastHeard} ms; takeover after ${what}` }
+  return { allowed: true, waitMs: 0, reason: `holder silent for ${t.now - t.holderLastHeard} ms, past ${what}` }
 }

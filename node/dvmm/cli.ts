@@ -14,7 +14,7 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm start|stop|rm VM [--json]
        vgrid vm console VM
 SIZE is bytes or a number with K, M, G or T (KB/KiB, MB/MiB... alike: units of 1024)`
-const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
+export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }

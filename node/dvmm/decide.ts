@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -36,6 +36,8 @@ export interface DecideInput {
   volumePath?: (volume: string) => string
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
+  /** how members are found silent (membership's detection): a takeover in a large roll waits for the holder's silence timeout too (fence.ts holderNoticeMs); absent: every member watches every other */
+  detection?: { watchers: number, silenceMs: number }
   /** until when a node's vote may not count towards a takeover (a vote it may have lent while away for a restart: Fencing.voteLock); absent: never locked */
   voteLock?: (node: string) => number
   fence: FenceDecision
@@ -60,7 +62,8 @@ export interface DecideInput {
  * lease names no `from`)
  */
 /** `parked`: placed anew over a lease nothing runs under (no failover); `former`: that lease was a former VM's of the name, ended */
-export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, from?: string, parked?: true, former?: true }
+/** `made`: the `created` of the VM spec the claim was decided for (absent: a spec without one) */
+export interface Claim { vm: string, epoch: number, cpu: number, memoryBytes: number, made?: number, from?: string, parked?: true, former?: true }
 
 /**
  * Whether a claim decided on one read of the document still applies to the lease the
@@ -77,6 +80,16 @@ export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'st
   if (c.from == null) return current == null
   if (current == null || current.holder !== c.from || current.epoch !== c.epoch - 1) return false
   return c.former === true ? idle(current) : c.parked !== true || isParked(current)
+}
+
+/**
+ * Whether the VM a claim was decided for is still the one in the document, with the
+ * demand it reserves (pure): a `vm rm` and `vm create` of the same name between a step's
+ * read and its write (which waits for the one before it) would otherwise reserve the
+ * old VM's cpu and memory for the new one, which then runs with its own (rv21).
+ */
+export function claimMatchesSpec (spec: Pick<Vm, 'created' | 'spec'> | undefined, c: Pick<Claim, 'made' | 'cpu' | 'memoryBytes'>): boolean {
+  return spec != null && spec.created === c.made && spec.spec.cpu === c.cpu && spec.spec.memoryBytes === c.memoryBytes
 }
 
 export interface Decisions {
@@ -148,7 +161,7 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
   for (const [id, l] of i.doc.leases) {
     const w = l.winner
     if (w.disks == null || w.disks.length === 0 || !formerRun(w, i.doc.vms.get(id))) continue
-    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs }).allowed) continue
+    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: holderNoticeMs(i.doc.roll.size, i.detection) }).allowed) continue
     for (const v of w.disks) out.set(v, { vm: id, holder: w.holder })
   }
   return out
@@ -284,7 +297,7 @@ export function decide (i: DecideInput): Decisions {
     }
     if (i.holderAlive(w.holder)) continue
     // a holder whose agent stopped for a restart: its watchdog keeps the VMs alive longer (restart-grace.ts)
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs })
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: holderNoticeMs(i.doc.roll.size, i.detection) })
     if (!t.allowed) { wake(t.waitMs); continue }
     // a claim the schema refuses would fail the whole step's write, every step
     if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })
@@ -317,7 +330,7 @@ export function decide (i: DecideInput): Decisions {
     reserved.cpu += vm.spec.cpu
     reserved.memoryBytes += vm.spec.memoryBytes
     const u = unplaced.get(id)!
-    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, from: u.from, ...(u.parked === true ? { parked: true as const } : {}), ...(u.former === true ? { former: true as const } : {}) })
+    d.claims.push({ vm: id, epoch: u.epoch, cpu: vm.spec.cpu, memoryBytes: vm.spec.memoryBytes, ...(vm.created != null ? { made: vm.created } : {}), from: u.from, ...(u.parked === true ? { parked: true as const } : {}), ...(u.former === true ? { former: true as const } : {}) })
   }
   return d
 }

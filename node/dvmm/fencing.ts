@@ -89,7 +89,8 @@ export class Fencing {
     const members = this.c.membership.members
     const entries = this.c.state.read().list('roll')
     this.records = new Map(entries.map(e => [e.node, e.restart]))
-    const roll = new Set([...entries.map(e => e.node), this.c.peerId])
+    // only roll members vote: this node too only once on it (fence.ts hasMajority)
+    const roll = new Set(entries.map(e => e.node))
     const alive = (id: string): boolean => members.get(id)?.state === 'alive'
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || alive(id)).length
     this.updateActive(roll, members)

@@ -37,6 +37,8 @@ export interface HistoryEvent {
 const MAX_LOCAL = 50
 const DETAIL_MAX = 512
 
+/** a lease's reason, at most (crdt/schema.ts) */
+export const LEASE_REASON_MAX = 2048
 const clip = (s: string | undefined): string | undefined => s == null ? undefined : s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
 
 /**
@@ -91,7 +93,10 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
  * A lease update `patch` of `cur` with the events of its transition added to the
  * lease's log, stamped `at` (when it happened, by the writer's clock).
  */
-export function logged (cur: Lease, patch: Partial<Lease>, at: number): Partial<Lease> {
+export function logged (cur: Lease, given: Partial<Lease>, at: number): Partial<Lease> {
+  // a reason past the schema's bound (a driver's long error) would fail the whole update,
+  // and with it the crash rule (rv21: a 3000-character start error restarted for ever)
+  const patch = given.reason != null && given.reason.length > LEASE_REASON_MAX ? { ...given, reason: `${given.reason.slice(0, LEASE_REASON_MAX - 3)}...` } : given
   const events = transitionEvents(cur, { ...cur, ...patch })
   return events.length === 0 ? patch : { ...patch, log: appendLog(cur.log, events.map(e => ({ at, ...e }))) }
 }

@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, holderNoticeMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -60,6 +60,8 @@ export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on
   readonly members: MemberTable
   /** the members' clock offsets from this node's, as the heartbeats measure them (a VM's history is shown in this node's time) */
   clockOffsets?: () => ReadonlyMap<string, ClockOffset>
+  /** how members are found silent (MembershipService.detection; absent: every member watches every other) */
+  detection?: () => { watchers: number, silenceMs: number }
 }
 
 export interface DvmmComponents {
@@ -246,7 +248,8 @@ export class DvmmService {
     if (entry?.restart == null || entry.restart.back === true) return 0
     const members = this.components.membership.members
     const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodeViews(docView(reader), members, n => reader.labelsOf(n), this.me))
-    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + this.cfg.takeoverMarginMs
+    const notice = holderNoticeMs(reader.list('roll').length, this.components.membership.detection?.())
+    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
   }
   /**
@@ -394,10 +397,10 @@ export class DvmmService {
       // one claim the schema refuses must not cost the others, nor the queued updates
       const ok = claims.filter(c => {
         // decided again on the next read (claimStillApplies says why)
-        if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c)) { this.metrics.claimsStale.inc(); return false }
+        const spec = w.reader.get('vms', c.vm)?.value
+        if (!claimStillApplies(w.reader.get('leases', c.vm)?.value, c) || !claimMatchesSpec(spec, c)) { this.metrics.claimsStale.inc(); return false }
         try {
           // over a parked lease: a placement anew (no `from`, no failover in its history)
-          const spec = w.reader.get('vms', c.vm)?.value
           const made = spec?.created
           const disks = spec?.spec.volumes ?? []
           const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), ...(disks.length > 0 ? { disks: [...disks] } : {}) }
@@ -486,6 +489,7 @@ export class DvmmService {
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.fencing.lastHeard(id),
+      detection: this.components.membership.detection?.(),
       voteLock: id => this.fencing.voteLock(id, now),
       nameOf: id => this.nameOf(id),
       volumePath: id => reader.get('volumes', id)?.value.path ?? id,

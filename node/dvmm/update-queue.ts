@@ -2,7 +2,7 @@
 // entry, lease rewrites), written with the next step's claims and releases in one
 // change: an agent gets few acknowledged writes per second while many peers sync. An
 // update is kept until a write that carries it succeeds.
-import type { Writer } from '../../crdt/index.ts'
+import { InvalidObjectError, type Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 
 /** a queued document update; `key`: a newer one with the same key replaces it; `written`: called once it is written */
@@ -62,7 +62,11 @@ export class UpdateQueue {
 
   private apply (w: Writer, ops: PendingOp[]): void {
     for (const op of ops) {
-      try { op.apply(w) } catch (err) { this.c.log.debug('a queued update no longer applies', { err: (err as Error).message }) }
+      try { op.apply(w) } catch (err) {
+        // one the schema refuses is this agent's bug, not a lease gone meanwhile: said louder
+        if (err instanceof InvalidObjectError) this.c.log.warn('a queued update was refused by the schema, and dropped', { err: err.message })
+        else this.c.log.debug('a queued update no longer applies', { err: (err as Error).message })
+      }
     }
   }
 }

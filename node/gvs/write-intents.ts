@@ -57,6 +57,11 @@ export class WriteIntents {
   private readonly active = new Map<string, number>()
   /** the appends under way, by object: a second writer waits for the first's */
   private readonly noting = new Map<string, Promise<void>>()
+  /** names waiting for the next append, and whether one is under way */
+  private readonly queued: Array<{ data: string, versionNow: () => Promise<Version | null>, resolve: () => void, reject: (err: unknown) => void }> = []
+  private appending = false
+  /** appends made to the log (each one O_DSYNC write, naming one object or several) */
+  appends = 0
   /** appends and rewrites of the log, one at a time */
   private chain: Promise<void> = Promise.resolve()
 
@@ -193,18 +198,47 @@ export class WriteIntents {
     return await open(this.file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600)
   }
 
+  /**
+   * Names the object in the log. Names asked for while an append is under way go
+   * together in the next one (one O_DSYNC write for all: a group commit), as many
+   * writers to fresh objects at once (a new volume's first writes, a repair) would
+   * otherwise wait for a sync each, one after the other.
+   */
   private async append (data: string, versionNow: () => Promise<Version | null>): Promise<void> {
-    await this.serial(async () => {
-      if (this.listed.has(data)) return
-      if (this.fh == null) throw new Error(`the write-intent log ${this.file} is not open`)
-      // read in turn, so no write to the object runs between it and the name (they all wait for it)
-      const version = await versionNow().catch(() => null)
-      // a line of its own even after one a full disk cut short
-      const line = Buffer.from(`\n${lineOf(data, version)}`)
-      const { bytesWritten } = await this.fh.write(line)
-      if (bytesWritten !== line.length) throw new Error(`the write-intent log ${this.file} took ${bytesWritten} of ${line.length} bytes (a full disk?)`)
-      this.listed.set(data, version)
+    await new Promise<void>((resolve, reject) => {
+      this.queued.push({ data, versionNow, resolve, reject })
+      if (!this.appending) {
+        this.appending = true
+        void this.appendQueued()
+      }
     })
+  }
+
+  /** writes what is queued, a batch at a time, until nothing is */
+  private async appendQueued (): Promise<void> {
+    while (this.queued.length > 0) {
+      const batch = this.queued.splice(0)
+      try {
+        await this.serial(async () => {
+          const todo = batch.filter(b => !this.listed.has(b.data))
+          if (todo.length === 0) return
+          if (this.fh == null) throw new Error(`the write-intent log ${this.file} is not open`)
+          // read in turn, so no write to an object runs between it and the name (they all wait for it)
+          const versions = await Promise.all(todo.map(async b => await b.versionNow().catch(() => null)))
+          // each a line of its own, the first even after one a full disk cut short
+          const lines = Buffer.from(`\n${todo.map((b, i) => lineOf(b.data, versions[i]!)).join('')}`)
+          this.appends++
+          const { bytesWritten } = await this.fh.write(lines)
+          // a write cut short names some of them: a name too many costs only a check at start
+          if (bytesWritten !== lines.length) throw new Error(`the write-intent log ${this.file} took ${bytesWritten} of ${lines.length} bytes (a full disk?)`)
+          todo.forEach((b, i) => this.listed.set(b.data, versions[i]!))
+        })
+        for (const b of batch) b.resolve()
+      } catch (err) {
+        for (const b of batch) b.reject(err)
+      }
+    }
+    this.appending = false
   }
 
   private header (): string { return this.boot == null ? '' : `boot ${this.boot}\n` }

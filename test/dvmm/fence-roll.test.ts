@@ -13,7 +13,7 @@ import { refuseUnknownQueries } from '../../node/api/server.ts'
 
 const alive = (...ids: string[]) => (id: string): boolean => ids.includes(id)
 
-test('mayChangeRoll: a strict majority of the synced roll plus this node; not before the first sync when joining', t => {
+test('mayChangeRoll: a strict majority of the synced roll (this node counted once on it); not before the first sync when joining', t => {
   t.true(mayChangeRoll({ roll: [], me: 'N', alive: alive(), joining: false }).ok, 'the first node of a grid')
   t.false(mayChangeRoll({ roll: [], me: 'N', alive: alive(), joining: true }).ok, 'told to join: the document is not synced yet')
   t.true(mayChangeRoll({ roll: ['A'], me: 'N', alive: alive('A'), joining: true }).ok, 'the second node, joining through the first')
@@ -21,8 +21,13 @@ test('mayChangeRoll: a strict majority of the synced roll plus this node; not be
   // the review's case: H cut off from A and B; N1 joins through H: 2 of 4 is no majority
   const cut = mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N1', alive: alive('H'), joining: true })
   t.false(cut.ok)
-  t.regex(cut.reason, /sees 2 of 4 roll members .*no majority/)
-  t.true(mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N1', alive: alive('A', 'H'), joining: true }).ok, '3 of 4')
+  t.regex(cut.reason, /sees 1 of 3 roll members \(it is not on the roll yet, so its own vote does not count\): no majority/)
+  t.true(mayChangeRoll({ roll: ['A', 'B', 'H'], me: 'N1', alive: alive('A', 'H'), joining: true }).ok, '2 of 3')
+  // rv21: a roll of two cut in half with a newcomer on each side: neither may join (each
+  // would have made 2 of 3 on its side, two majorities)
+  t.false(mayChangeRoll({ roll: ['B', 'C'], me: 'A', alive: alive('B'), joining: true }).ok, 'A with B: 1 of 2')
+  t.false(mayChangeRoll({ roll: ['B', 'C'], me: 'D', alive: alive('C'), joining: true }).ok, 'D with C: 1 of 2')
+  t.true(mayChangeRoll({ roll: ['B', 'C'], me: 'A', alive: alive('B', 'C'), joining: true }).ok, 'after the heal: 2 of 2')
   t.true(mayChangeRoll({ roll: ['A', 'B', 'N'], me: 'N', alive: alive('A'), joining: false }).ok, 'already on the roll: 2 of 3')
   t.false(mayChangeRoll({ roll: ['A', 'B', 'N'], me: 'N', alive: alive(), joining: false }).ok, '1 of 3')
 })
@@ -33,11 +38,29 @@ test.serial('a node joining through a node cut off from the majority does not wr
   h.members.set('H', member('H', 'alive'))
   h.transition()
   await sleep(500)
-  t.is(h.replica.read().get('roll', ME), undefined, 'sees 2 of 4: not written')
+  t.is(h.replica.read().get('roll', ME), undefined, 'sees 1 of 3: not written')
+
   h.members.set('A', member('A', 'alive'))
   h.transition()
-  t.true(await until(() => h.replica.read().get('roll', ME) != null, 2000), 'written once it sees 3 of 4')
+  t.true(await until(() => h.replica.read().get('roll', ME) != null, 2000), 'written once it sees 2 of 3')
   t.true(Number.isInteger(h.replica.read().get('roll', ME)?.value.joined))
+})
+
+test.serial('a node not on the roll has no vote: beside one of a roll of two it sees no majority, writes no entry and claims nothing (rv21)', async t => {
+  const h = await harness({ selfOnRoll: false, others: ['B', 'C'], othersState: 'dead' })
+  t.teardown(h.stop)
+  h.members.set('B', member('B', 'alive'))
+  h.transition()
+  t.true(await until(() => h.dvmm.fenceState?.aliveSeen === 1, 2000), JSON.stringify(h.dvmm.fenceState))
+  // it counted itself: 2 of 3, a majority on each side of the cut with a newcomer on each
+  t.false(h.dvmm.fenceState?.majority, h.dvmm.fenceState?.reason)
+  t.false(h.dvmm.fenceState?.mayClaim)
+  t.is(h.dvmm.fenceState?.rollSize, 2)
+  await sleep(300)
+  t.is(h.replica.read().get('roll', ME), undefined, 'no roll entry')
+  h.members.set('C', member('C', 'alive'))
+  h.transition()
+  t.true(await until(() => h.replica.read().get('roll', ME) != null && h.dvmm.fenceState?.majority === true, 3000), 'both in sight: joins, and has a majority')
 })
 
 /** a node of five whose others are dead, with its VM routes (forget is one) */
@@ -137,6 +160,7 @@ test.serial('a node forgotten while it ran (cut off when the majority forgot it)
   h.transition()
   await sleep(500)
   t.is(h.replica.read().get('roll', ME), undefined, 'sees 1 of 3: not written')
+
   // back in sight
   for (const n of ['A', 'B']) h.members.set(n, member(n, 'alive'))
   h.transition()

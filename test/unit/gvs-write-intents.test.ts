@@ -123,3 +123,37 @@ test('each name carries the object\'s version before its write, and the log the 
   t.is(r.boot, null, 'no header: which boot is not known')
   t.deepEqual(r.damaged, ['boot boot-3'], 'a header only leads the log')
 })
+
+test('objects first written at once are named together: one synced append for a batch, each begin waits for its name', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'vgt-intents-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'intents')
+  const w = new WriteIntents(file)
+  await w.open('b00t')
+  const obj = (i: number): string => join(dir, 'objects', 'v', i.toString(16).padStart(8, '0'))
+  const named: number[] = []
+  // each begin resolves only once its own name is in the file
+  await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+    await w.begin(obj(i), async () => ({ epoch: 2, seq: i }))
+    if (readFileSync(file, 'utf8').includes(`v/${i.toString(16).padStart(8, '0')} 2.${i}\n`)) named.push(i)
+    w.done(obj(i))
+  }))
+  t.is(named.length, 100, 'every begin saw its name written')
+  t.true(w.appends <= 3, `100 names in ${w.appends} appends`)
+  const { objects, damaged, boot } = await w.pending()
+  t.is(boot, 'b00t')
+  t.deepEqual(damaged, [])
+  t.is(objects.length, 100)
+  t.true(objects.every(o => o.version?.epoch === 2 && o.version.seq === Number.parseInt(o.file, 16)))
+  // named already: no append
+  await w.begin(obj(5))
+  w.done(obj(5))
+  t.true(w.appends <= 3)
+  // an append that fails fails every begin of its batch (a full disk, an I/O error: here a closed handle)
+  await (w as unknown as { fh: { close: () => Promise<void> } }).fh.close()
+  const tries = await Promise.allSettled([1, 2, 3].map(async i => { await w.begin(obj(200 + i)) }))
+  t.true(tries.every(r => r.status === 'rejected'), 'each of the batch failed')
+  t.false(readFileSync(file, 'utf8').includes('v/000000c9'))
+  // and a later name is tried again, not taken as written
+  await t.throwsAsync(w.begin(obj(201)))
+})

@@ -2,12 +2,12 @@
 // claims, settle before start, takeover timing, fencing, drain, losers killed,
 // reservations; and the create-request checks (node/dvmm/vms.ts).
 import test from 'ava'
-import { claimStillApplies, creditWaits, decide, startsStillDue, type DecideInput } from '../../node/dvmm/decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import { diskOwners, diskTaken } from '../../node/dvmm/disk-owner.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
-import { activeFenceMs, fenced, positionOf, type NodeView } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, holderNoticeMs, positionOf, takeover, type NodeView } from '../../crdt/placement/index.ts'
 
 const GiB = 2 ** 30
 const A = 'nodeA'
@@ -96,6 +96,29 @@ test('takeover of a dead holder: only after fence timeout + margin from when it 
   const [me] = [A, B].filter(n => decide(input({ ...base, me: n, now: 11_000 })).claims.length > 0)
   const d = decide(input({ ...base, me: me!, now: 11_000 }))
   t.like(d.claims[0], { vm: 'v', epoch: 4, from: C })
+})
+
+test('in a roll larger than a node\'s watchers + 1, a takeover also waits for the holder\'s silence timeout: cut off from all, it finds the members it hears no heartbeat from silent only then (rv21)', t => {
+  const detection = { watchers: 4, silenceMs: 30_000 }
+  t.is(holderNoticeMs(5, detection), 0, 'five: every member hears every other')
+  t.is(holderNoticeMs(6, detection), 30_000)
+  t.is(holderNoticeMs(10, undefined), 0, 'no detection given: as before')
+  // a roll of ten; C, the holder, last heard at 5 s
+  const ten = ['n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9'].map(n => [n, roll(n)] as const)
+  const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000, detection }
+  const at = (now: number, me = A): ReturnType<typeof decide> => {
+    const i = input({ ...base, me, now, nodes: [node(A), node(B), node(C, { alive: false }), ...ten.map(([n]) => node(n))] })
+    for (const [n, e] of ten) i.doc.roll.set(n, e)
+    return decide(i)
+  }
+  t.deepEqual(at(11_000).claims, [], 'not after fence timeout + margin alone')
+  t.is(at(11_000).wakeInMs, 30_000)
+  const [me] = [A, B].filter(n => at(41_000, n).claims.length > 0)
+  t.like(at(41_000, me).claims[0], { vm: 'v', epoch: 4, from: C })
+  // the same in takeover's own words
+  const r = takeover({ holderAlive: false, holderLastHeard: 5000, now: 11_000, fenceTimeoutMs: 5000, marginMs: 1000, noticeMs: 30_000 })
+  t.false(r.allowed)
+  t.regex(r.reason, /fence timeout \+ the holder's silence timeout .* \+ margin \(36000 ms\)/)
 })
 
 test('takeover waits for the longest fence timeout any node advertises, the dead holder\'s included', t => {
@@ -287,6 +310,17 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ inputs: ['db'], outputs: ['db'] }, /^outputs: "db" is an input too/)
   bad({ inputs: ['Db'], outputs: ['db'] }, /^outputs: "Db" is an input too/)
   bad({ inputs: Array.from({ length: 65 }, (_, i) => `t${i}`) }, /^inputs: must be an array of at most 64/)
+})
+
+test('claimMatchesSpec: a claim is written only for the VM it was decided for, with the demand it reserves (rv21: rm + create of the name between read and write)', t => {
+  const made = vm('v', 1, { created: 100 })
+  // the node the ranking gives it to claims it
+  const c = [A, B, C].flatMap(me => decide(input({ me, vms: [made] })).claims)[0]
+  t.like(c, { vm: 'v', cpu: 1, made: 100 })
+  t.true(claimMatchesSpec(made, c!))
+  t.false(claimMatchesSpec(undefined, c!), 'removed meanwhile')
+  t.false(claimMatchesSpec(vm('v', 8, { created: 200 }), c!), 'made again, bigger: its demand was not what was reserved')
+  t.false(claimMatchesSpec(vm('v', 1, { created: 200 }), c!), 'made again alike: decided again (its constraints may differ)')
 })
 
 test('claimStillApplies: a placement only where there is no lease, a takeover only of the lease it took over', t => {

@@ -46,7 +46,10 @@ test('majoritySince: when enough of the members seen alive now had all become al
   t.is(since({ b: 100 }), Infinity, 'no majority')
   t.is(since({ b: 100, c: 2000 }), 2000, 'the member that came back last is part of the majority')
   t.is(majoritySince(['a'], 'a', () => undefined), -Infinity, 'alone on the roll: nobody needed')
-  t.is(majoritySince([], 'a', () => undefined), -Infinity, 'not on the roll yet: counts itself')
+  // only roll members vote (rv21): a node not on the roll has no vote of its own
+  t.is(majoritySince([], 'a', () => undefined), Infinity, 'no roll: no majority')
+  t.is(majoritySince(['b', 'c'], 'a', id => ({ b: 100 } as Record<string, number>)[id]), Infinity, 'not on the roll: one of two is no majority')
+  t.is(majoritySince(['b', 'c'], 'a', id => ({ b: 100, c: 300 } as Record<string, number>)[id]), 300, 'not on the roll: both of two')
 })
 
 test('takeover counts the holder\'s silence only while this node had a majority', t => {

@@ -1,7 +1,7 @@
 // `vgrid init` (new cluster key + token) and `vgrid token` (the running grid's token).
 import { mkdir, access } from 'node:fs/promises'
 import { join } from 'node:path'
-import { parse, API_OPTION } from '../args.ts'
+import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient, CliError } from '../client.ts'
 import { encodeToken, generateClusterKey } from '../../../protocol/cluster-key.ts'
 import { CLUSTER_KEY_FILE, writeClusterKey } from '../../cluster-key-store.ts'
@@ -25,7 +25,7 @@ export async function init (argv: string[]): Promise<void> {
 }
 
 export async function token (argv: string[]): Promise<void> {
-  const { values: v } = parse(argv, API_OPTION, 'vgrid token [--api HOST:PORT]')
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid token [--json] [--api HOST:PORT]')
   const res = await new ApiClient(v.api as string | undefined).get<{ token: string }>('/v1/token')
-  process.stdout.write(res.token + '\n')
+  process.stdout.write(v.json === true ? JSON.stringify({ token: res.token }, null, 2) + '\n' : res.token + '\n')
 }

@@ -3,11 +3,12 @@
 // them, they survive restarts). NODE is a node's name or peer id.
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient, CliError } from '../client.ts'
+import { NODE_USAGE } from '../../dvmm/cli.ts'
 
 const LABEL_USAGE = 'vgrid node label NODE KEY=VALUE... [--json] [--api HOST:PORT]'
 const UNLABEL_USAGE = 'vgrid node unlabel NODE KEY... [--json] [--api HOST:PORT]'
 // with the VM manager's node subcommands (node/dvmm/cli.ts), so that `vgrid node --help` names them all
-const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}\n       vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node undrain|forget NODE [--json] [--api HOST:PORT]`
+const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}\n       ${NODE_USAGE}`
 
 interface LabelAnswer { node: string, name: string, key: string, labels: Record<string, string> }
 
