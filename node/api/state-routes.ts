@@ -60,7 +60,8 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
       params: labelParams,
       body: {
         type: 'object',
-        properties: { value: { type: 'string', maxLength: LABEL_VALUE_MAX } },
+        // its length is checked below, in words that name the label (not the schema's "body/value")
+        properties: { value: { type: 'string' } },
         required: ['value'],
         additionalProperties: false
       }
@@ -68,6 +69,7 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
   }, async (req): Promise<LabelSetView> => {
     const { key } = req.params
     checkKey(key)
+    if (req.body.value.length > LABEL_VALUE_MAX) throw new ValidationError('value', `label value for "${key}": ${req.body.value.length} characters, at most ${LABEL_VALUE_MAX}`, 'invalid_label')
     if (!isLabelValue(req.body.value)) throw new ValidationError('value', 'label value: may not hold control characters or lone surrogates', 'invalid_label')
     const node = resolveNode(req.params.id)
     await state.setLabel(node.id, key, req.body.value)

@@ -229,6 +229,8 @@ export interface DrainProgress {
   done: boolean
   /** VMs that left it and run nowhere now: no node fits them */
   stranded: string[]
+  /** VMs that left it and are on their way (stopping, being placed, starting) */
+  moving: string[]
 }
 
 /** Pure: the drain's progress from the VM list, for the VMs that were on `node` (by id) when it began. */
@@ -239,7 +241,7 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
   const on = vms.filter(isOn).map(x => x.name).sort()
   const moved: Record<string, string> = {}
   const stranded: string[] = []
-  let settled = true
+  const moving: string[] = []
   for (const id of initial) {
     const x = vms.find(r => r.id === id)
     if (x == null) { moved[id] = 'removed'; continue }
@@ -248,10 +250,10 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
     // pending with no node fitting it, or whose new node is not alive and no other fits it (lostReason)
     const fitsNowhere = (x.state === 'pending' && x.reason?.startsWith('no node fits') === true) || (x.state === 'unknown' && x.reason?.includes('no other node fits it') === true)
     if (fitsNowhere) stranded.push(x.name)
-    if (x.state === 'starting' || x.state === 'stopping' || ((x.state === 'pending' || x.state === 'unknown') && !fitsNowhere)) settled = false
+    if (x.state === 'starting' || x.state === 'stopping' || ((x.state === 'pending' || x.state === 'unknown') && !fitsNowhere)) moving.push(x.name)
     moved[x.name] = x.node != null ? `${x.state} on ${x.node}` : `${x.state}${x.reason != null ? ` (${x.reason})` : ''}`
   }
-  return { on, moved, done: on.length === 0 && settled, stranded: stranded.sort() }
+  return { on, moved, done: on.length === 0 && moving.length === 0, stranded: stranded.sort(), moving: moving.sort() }
 }
 
 /** Follows a drain until nothing is left on the node, printing each change. */
@@ -283,6 +285,8 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
     if (Date.now() > end) {
       // why they are still there, as vm ls says it (a node stopped for a restart: they move when its grace ends; a tester read only "still 4")
       const why = vms.find(x => p.on.includes(x.name) && x.reason != null)
+      // none left on it, some not yet running elsewhere (bb20 read "still 0 VM(s) on it: ")
+      if (p.on.length === 0) throw new CliError(`${r.name}: nothing runs on it any more, but after ${timeoutMs / 1000} s ${p.moving.length} VM(s) that left it are still on their way: ${p.moving.map(m => `${m} ${p.moved[m] ?? ''}`.trim()).join(', ')}`)
       throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}${why != null ? `; ${why.name}: ${why.state}, ${why.reason!}` : ''}`)
     }
     await new Promise(resolve => setTimeout(resolve, 500))

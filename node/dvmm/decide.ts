@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, hasMajority, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -172,10 +172,22 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
  * (majoritySince), a member's vote counting only from `voteLock` (a vote a restarting
  * node may have lent to keep others' VMs alive counts once no one counts it lent,
  * voteLockedUntil; absent: none locked). Pure.
+ *
+ * A lent vote keeps a holder's VMs alive only where it makes a majority there: when the
+ * members out of sight and every one in sight that may have lent its vote (a restart
+ * record) are no majority together, no holder out of sight can have one, and the locks
+ * hold nothing back (bb20: after a routine restart of a node of four, the crash of
+ * another waited a minute for the lock where its holder, alone with the lent vote, had 2
+ * of 4).
  */
 export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number = () => -Infinity): number {
   const byId = new Map(nodes.map(n => [n.id, n]))
-  return majoritySince(doc.roll.keys(), me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, voteLock(id)) : undefined, voteLock(me))
+  const roll = [...doc.roll.keys()]
+  const inSight = (id: string): boolean => id === me || byId.get(id)?.alive === true
+  const outOfSight = roll.filter(id => !inSight(id)).length
+  const mayHaveLent = roll.filter(id => inSight(id) && Number.isFinite(voteLock(id))).length
+  const lock = hasMajority(roll.length, outOfSight + mayHaveLent) ? voteLock : () => -Infinity
+  return majoritySince(roll, me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(me))
 }
 
 export function decide (i: DecideInput): Decisions {

@@ -19,6 +19,9 @@ import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
+/** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
+export const LIST_HEALTH_WAIT_MS = 1000
+
 interface IdParams { id: string }
 // longer than any id or name (a VM's name is at most 63, an id 128): a too-long one is looked up and not found, not refused as "more than 128 characters"
 const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 4096 } }, required: ['id'] }
@@ -166,10 +169,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return unmet.length === 0 ? r : { ...r, reason: `its node ${nameOf(holder!, doc)} no longer has label ${unmet.join(', ')}, which it requires: it runs on there (a running VM is not moved); stop and start it to place it where ${unmet.length === 1 ? 'that holds' : 'they hold'}` }
   }
   /** the health of the running VMs' disks (none where no volume store runs, or it cannot say) */
-  const disksHealth = async (doc: DocView, rows: VmRow[]): Promise<ReadonlyMap<string, DiskHealth>> => {
+  const disksHealth = async (doc: DocView, rows: VmRow[], waitMs = Infinity): Promise<ReadonlyMap<string, DiskHealth>> => {
     const ids = [...new Set(rows.filter(r => r.state === 'running').flatMap(r => doc.vms.get(r.id)?.spec.volumes ?? []))]
     if (svc.volumeHealth == null || ids.length === 0) return new Map()
-    return await svc.volumeHealth(ids).catch(() => new Map())
+    const asked = svc.volumeHealth(ids).catch(() => new Map<string, DiskHealth>())
+    if (!Number.isFinite(waitMs)) return await asked
+    // a list does not wait out a holder that hangs (its inventory times out in 3 s, a
+    // coordinator's answer in 5: bb20's vm ls took 3-5 s after a SIGSTOP); the ask goes
+    // on, and what it learns is there for the next one
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<ReadonlyMap<string, DiskHealth>>(resolve => { timer = setTimeout(() => { resolve(new Map()) }, waitMs) })
+    try { return await Promise.race([asked, late]) } finally { clearTimeout(timer) }
   }
   /**
    * A running VM whose disk is not healthy says so: it runs on, but a disk whose only
@@ -314,7 +324,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const { reader, doc } = current()
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
-      const health = await disksHealth(doc, rows)
+      const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)
       return { vms: withGroup(doc, rows.map(r => withLabels(doc, withDisks(reader, doc, r, health), ctx))) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {

@@ -8,6 +8,7 @@ import type { Writer } from '../../crdt/index.ts'
 import { DvmmService, type DvmmInit, type DvmmState, type DvmmMembership } from '../../node/dvmm/index.ts'
 import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
 import type { VmDriver } from '../../node/dvmm/drivers/types.ts'
+import type { VolumeAccess } from '../../node/dvmm/vm-disks.ts'
 import type { Member } from '../../protocol/membership.ts'
 import { silentLogger } from '../../node/log.ts'
 import { systemClock } from '../../node/service.ts'
@@ -54,6 +55,8 @@ export interface HarnessOptions {
   /** --join was given */
   join?: string[]
   init?: DvmmInit
+  /** the volume store as DVMM sees it (none by default) */
+  volumes?: VolumeAccess
 }
 
 export async function harness (o: HarnessOptions = {}): Promise<Harness> {
@@ -98,7 +101,7 @@ export async function harness (o: HarnessOptions = {}): Promise<Harness> {
   } as unknown as DvmmMembership
   const dvmm = new DvmmService({
     peerId: ME, log: silentLogger, clock: systemClock, registry: new Registry(), config: { name: ME, ...(o.join != null ? { join: o.join } : {}) },
-    state, membership, drivers: { process: d, qemu: d }, onReserved: () => {}
+    state, membership, drivers: { process: d, qemu: d }, onReserved: () => {}, ...(o.volumes != null ? { volumes: o.volumes } : {})
   }, { fenceTimeoutMs: 1000, takeoverMarginMs: 500, tickMs: 100, settleMs: 100, stopGraceMs: 4000, ...o.init })
   await dvmm.start()
   const transition = (): void => { mev.emit('transition') }

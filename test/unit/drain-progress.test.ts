@@ -11,12 +11,12 @@ const row = (name: string, nodeId: string | null, state: VmRow['state'], reason:
 test('drain progress: on the node, on its way, moved, stranded', t => {
   const initial = ['a', 'b']
   let p = drainProgress('n1', [row('a', 'n1', 'stopping'), row('b', 'n1', 'running'), row('c', 'n2', 'running')], initial)
-  t.deepEqual(p, { on: ['a', 'b'], moved: {}, done: false, stranded: [] })
+  t.deepEqual(p, { on: ['a', 'b'], moved: {}, done: false, stranded: [], moving: [] })
   p = drainProgress('n1', [row('a', null, 'pending', 'waiting for a claim to settle'), row('b', 'n1', 'running')], initial)
   t.deepEqual(p.moved, { a: 'pending (waiting for a claim to settle)' })
   t.false(p.done)
   p = drainProgress('n1', [row('a', 'n2', 'starting'), row('b', 'n3', 'running')], initial)
-  t.deepEqual(p, { on: [], moved: { a: 'starting on name-n2', b: 'running on name-n3' }, done: false, stranded: [] }, 'a is still starting')
+  t.deepEqual(p, { on: [], moved: { a: 'starting on name-n2', b: 'running on name-n3' }, done: false, stranded: [], moving: ['a'] }, 'a is still starting (what a timeout names: bb20 read "still 0 VM(s) on it: ")')
   p = drainProgress('n1', [row('a', 'n2', 'running'), row('b', null, 'pending', 'no node fits (2 lack cpu); e.g. n2: ...')], initial)
   t.true(p.done, 'a VM that fits nowhere ends the wait, pending with its reason')
   t.is(p.moved.b, 'pending (no node fits (2 lack cpu); e.g. n2: ...)')
@@ -35,7 +35,7 @@ test('drain progress: a stopped or failed VM whose lease the node holds is not o
   t.deepEqual(p.on, [])
   t.true(p.done)
   // one that stopped there after the drain began counts as moved: it is stopped
-  t.deepEqual(drainProgress('n1', [row('a', 'n1', 'stopped')], ['a']), { on: [], moved: { a: 'stopped on name-n1' }, done: true, stranded: [] })
+  t.deepEqual(drainProgress('n1', [row('a', 'n1', 'stopped')], ['a']), { on: [], moved: { a: 'stopped on name-n1' }, done: true, stranded: [], moving: [] })
 })
 
 test('vm show\'s history line says a stop\'s node once, not again from the lease\'s reason', t => {

@@ -437,6 +437,20 @@ test('a removed VM\'s lease back in sight (its node returned long after the fenc
   t.deepEqual(d.blocked, [])
 })
 
+test('a vote locked for a restart holds nothing back where the holder out of sight could not make a majority with it (bb20: a crash a minute after a routine restart waited for the lock)', t => {
+  // four: D back from a restart (its vote may be lent, locked until 60 s), C dead: C with
+  // D's lent vote has 2 of 4, no majority, so C fenced itself whatever D lent
+  const D = 'nodeD'
+  const nodes = [node(A, { aliveSince: 0 }), node(B, { aliveSince: 0 }), node(C, { alive: false }), node(D, { aliveSince: 5000 })]
+  const voteLock = (id: string): number => id === D ? 60_000 : -Infinity
+  const i = input({ now: 20_000, nodes, vms: [vm('theirs')], leases: [lv(lease('theirs', C))], holderAlive: id => id !== C, lastHeard: () => 10_000, voteLock })
+  i.doc.roll.set(D, roll(D))
+  t.true([A, B, D].some(me => decide({ ...i, me }).claims.some(c => c.vm === 'theirs')), 'taken over after fence timeout + margin, not after the lock')
+  // two of four out of sight: C and a fourth with D's vote would have 3 of 4: the lock holds
+  const cut = { ...i, nodes: [node(A, { aliveSince: 0 }), node(B, { alive: false }), node(C, { alive: false }), node(D, { aliveSince: 5000 })], holderAlive: (id: string) => id !== C && id !== B }
+  t.false([A, D].some(me => decide({ ...cut, me }).claims.some(c => c.vm === 'theirs')), 'A and D alone have no majority anyway')
+})
+
 test('a vote locked for a restart (voteLock) holds back a takeover that needs it, but not this node\'s own lease from before its majority came back', t => {
   // A is back from a restart: its own vote may still be lent (locked until 60 s); B alive, C dead
   const nodes = [node(A, { aliveSince: 0 }), node(B, { aliveSince: 0 }), node(C, { alive: false })]

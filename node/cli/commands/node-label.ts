@@ -14,7 +14,13 @@ interface LabelAnswer { node: string, name: string, key: string, labels: Record<
 
 const path = (node: string, key: string): string => `/v1/nodes/${encodeURIComponent(node)}/labels/${encodeURIComponent(key)}`
 
-const show = (labels: Record<string, string>): string => Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',') || '(none)'
+/**
+ * Labels as `k=v,k2=v2`, sorted; a value holding the list's own separators (or none) is
+ * quoted: `k="a,zone=b"` read as two labels (bb20). Empty when there are none.
+ */
+export const sayLabels = (labels: Record<string, string>): string =>
+  Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${/[,=\s"]/.test(v) || v === '' ? JSON.stringify(v) : v}`).join(',')
+const show = (labels: Record<string, string>): string => sayLabels(labels) || '(none)'
 
 export async function run (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv

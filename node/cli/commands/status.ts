@@ -1,5 +1,6 @@
 // `vgrid status` and `vgrid nodes`: the pool and its members as the local agent sees them.
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
+import { sayLabels } from './node-label.ts'
 import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
 import type { NodesView, NodeView, StatusView } from '../../api/types.ts'
@@ -45,7 +46,7 @@ export async function nodes (argv: string[]): Promise<void> {
     ...(n.vmHost != null ? [n.vmHost.accel ?? 'no-qemu', `cgroup-${n.vmHost.cgroup}`] : []),
     ...(n.fenceTimeoutMs != null ? [`fence-${num(n.fenceTimeoutMs / 1000)}s`] : [])
   ].join(',') || '-'
-  const labels = (n: NodeView): string => Object.entries(n.labels).map(([k, val]) => `${k}=${val}`).join(',') || '-'
+  const labels = (n: NodeView): string => sayLabels(n.labels) || '-'
   process.stdout.write(table(
     ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],
     res.nodes.map(n => {
