@@ -70,6 +70,13 @@ export const AdvertSchema = Type.Object({
    * leases waits at least this (plus a margin) after it was last heard of; absent (an older agent): 5 s
    */
   fenceTimeoutMs: Type.Optional(Type.Integer({ minimum: 3000, maximum: 600_000 })),
+  /**
+   * the silence timeout in force on the node (ms; membership-service.ts silenceFor): a
+   * member it hears no heartbeat from stays alive in its view this long, so a takeover
+   * of its leases in a large roll waits at least this too (fence.ts holderNoticeMs);
+   * absent (an older agent): the taker's own
+   */
+  silenceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
   /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
   /**

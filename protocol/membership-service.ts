@@ -99,6 +99,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly fetched = new Map<string, number>()
   private readonly own: OwnAdvert
   private table: MemberTable = new Map()
+  /** the silence timeout in force at the last tick (re-advertised when it changes) */
+  private silenceSaid: number | null = null
   private timers: NodeJS.Timeout[] = []
   private syncTimer?: NodeJS.Timeout
   /** members whose current suspicion we raised ourselves: we report their death */
@@ -259,6 +261,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    */
   private tick (): void {
     const cfg = { ...this.config, silenceAfterMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
+    // the advert says the silence timeout in force (takers wait for it): said again as it changes
+    if (this.silenceSaid != null && this.silenceSaid !== cfg.silenceAfterMs) this.advertiseNow()
+    this.silenceSaid = cfg.silenceAfterMs
     const step = onTick(this.table, monoNow(), cfg, this.nodeId)
     const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
     this.apply(step)
@@ -271,8 +276,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * grows with the grid: silenceFor). The fence's takeover wait reads it (fence.ts
    * holderNoticeMs).
    */
-  detection (): { watchers: number, silenceMs: number } {
-    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs) }
+  detection (): { watchers: number, silenceMs: number, agents: number } {
+    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents: this.table.size }
   }
 
   /** Something in our advert changed: publish it once the current burst of work is done. */

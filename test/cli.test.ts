@@ -52,8 +52,10 @@ test('vgrid status and nodes print tables, and JSON with --json', async t => {
   t.regex(n.stdout, /rack=r1/)
   t.regex(n.stdout, /fence-7s/)
   // the fence timeout it runs with is in its advert, for the others' takeover waits
-  const nj = JSON.parse((await vgrid(['nodes', '--json', '--api', agent.api])).stdout) as { nodes: Array<{ name: string, fenceTimeoutMs: number | null }> }
+  const nj = JSON.parse((await vgrid(['nodes', '--json', '--api', agent.api])).stdout) as { nodes: Array<{ name: string, fenceTimeoutMs: number | null, silenceMs: number | null }> }
   t.is(nj.nodes.find(x => x.name === 'cli0')?.fenceTimeoutMs, 7000)
+  // the silence timeout in force, which takeovers in a large roll wait for (rv23)
+  t.is(nj.nodes.find(x => x.name === 'cli0')?.silenceMs, 30_000)
 })
 
 test('a node\'s free disk is the room its disk has left, however large its --capacity says the disk is', async t => {

@@ -14,6 +14,17 @@ export function hasMajority (rollSize: number, aliveSeen: number): boolean {
 }
 
 /**
+ * Who votes (pure): the roll's members, this node among them only when on it; an empty
+ * roll is a grid of this node alone (the first node before its entry is written, or a
+ * grid whose nodes run no VM manager to write one).
+ */
+export function voters (roll: Iterable<string>, me: string): Set<string> {
+  const ids = new Set(roll)
+  if (ids.size === 0) ids.add(me)
+  return ids
+}
+
+/**
  * Why losing any one more node of those in sight would leave no majority (and so fence
  * every node, their VMs killed), or null when the grid can lose one. `aliveSeen`
  * counts this node.
@@ -131,9 +142,8 @@ export function fenced (f: FenceInput): FenceDecision {
  * a takeover from this time as well keeps it from taking over a live node's VMs.
  */
 export function majoritySince (roll: Iterable<string>, me: string, aliveSince: (node: string) => number | undefined, selfSince = -Infinity): number {
-  const ids = new Set(roll)
-  // no roll, no majority; a node not on it has no vote of its own (hasMajority)
-  if (ids.size === 0) return Infinity
+  const ids = voters(roll, me)
+  // a node not on the roll has no vote of its own (hasMajority)
   const votes = ids.has(me)
   // others this node needs besides itself for a strict majority
   const need = Math.floor(ids.size / 2) + (votes ? 0 : 1)
@@ -227,8 +237,7 @@ export function lentVotes (i: LentVotesInput): string[] {
  * running on the others for the 30 s grace, while those VMs' disks failed after 20 s.
  */
 export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number, graceOf: (fenceMs: number) => number = ms => ms, heard?: { lastHeard: (node: string) => number | undefined, now: number }): number | null {
-  const ids = new Set(roll.map(e => e.node))
-  ids.add(me)
+  const ids = voters(roll.map(e => e.node), me)
   const seen = [...ids].filter(id => id === me || alive(id)).length
   if (hasMajority(ids.size, seen)) return null
   let due = -Infinity
@@ -330,15 +339,21 @@ export function activeFenceMs (i: ActiveFenceInput): number {
 /**
  * How much later than the members who take its VMs over a holder cut off from every
  * other member may notice that it lost its majority (pure). A node hears heartbeats
- * only from the members that picked it as one of their `watchers`: in a roll of at
- * most watchers + 1 that is every member, and it finds them silent as soon as they find
- * it silent (0). In a larger roll the members it does not hear directly stay alive in
- * its view until their silence timeout (`silenceMs`): the takeover waits that much
- * longer, or the holder could keep its VMs past their start elsewhere (rv21: a roll of
- * ten, one node cut off from all: taken over at 9 s, fenced at 35 s).
+ * only from the members that picked it as one of their `watchers`, out of every agent it
+ * is connected to: where there are at most watchers + 1 agents (`size`: the roll's or the
+ * membership table's, the larger) that is every member, and it finds them silent as soon
+ * as they find it silent (0). Otherwise the members it does not hear directly stay alive
+ * in its view until their silence timeout: the takeover waits that much longer, the
+ * longest of this node's own (`detection.silenceMs`) and every one a node advertises
+ * (`advertised`: the holder's among them; nodes may differ in settings and in the size
+ * of their tables), or the holder could keep its VMs past their start elsewhere (rv21: a
+ * roll of ten, one node cut off from all: taken over at 9 s, fenced at 35 s; rv23).
  */
-export function holderNoticeMs (rollSize: number, detection: { watchers: number, silenceMs: number } | undefined): number {
-  return detection == null || rollSize <= detection.watchers + 1 ? 0 : detection.silenceMs
+export function holderNoticeMs (size: number, detection: { watchers: number, silenceMs: number } | undefined, advertised: ReadonlyArray<number | undefined> = []): number {
+  if (detection == null || size <= detection.watchers + 1) return 0
+  let ms = detection.silenceMs
+  for (const a of advertised) if (a != null && a > ms) ms = a
+  return ms
 }
 
 export interface TakeoverInput {

@@ -52,6 +52,8 @@ export interface NodeView {
   vmHost: { cgroup: 'v1' | 'v2' | 'none', accel: 'kvm' | 'tcg' | null, drivers: string[] } | null
   /** its fence timeout (ms): its VMs move this long (plus a margin) after it was last heard of; null: an agent that does not say (5 s) */
   fenceTimeoutMs: number | null
+  /** the silence timeout in force it advertises (ms; a takeover in a roll of more than 5 waits for it too); null: an older agent */
+  silenceMs: number | null
   incarnation: number
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */

@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, hasMajority, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -37,7 +37,7 @@ export interface DecideInput {
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
   /** how members are found silent (membership's detection): a takeover in a large roll waits for the holder's silence timeout too (fence.ts holderNoticeMs); absent: every member watches every other */
-  detection?: { watchers: number, silenceMs: number }
+  detection?: { watchers: number, silenceMs: number, agents?: number }
   /** until when a node's vote may not count towards a takeover (a vote it may have lent while away for a restart: Fencing.voteLock); absent: never locked */
   voteLock?: (node: string) => number
   fence: FenceDecision
@@ -161,7 +161,7 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
   for (const [id, l] of i.doc.leases) {
     const w = l.winner
     if (w.disks == null || w.disks.length === 0 || !formerRun(w, i.doc.vms.get(id))) continue
-    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: holderNoticeMs(i.doc.roll.size, i.detection) }).allowed) continue
+    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: noticeOf(i) }).allowed) continue
     for (const v of w.disks) out.set(v, { vm: id, holder: w.holder })
   }
   return out
@@ -173,22 +173,31 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
  * node may have lent to keep others' VMs alive counts once no one counts it lent,
  * voteLockedUntil; absent: none locked). Pure.
  *
- * A lent vote keeps a holder's VMs alive only where it makes a majority there: when the
- * members out of sight and every one in sight that may have lent its vote (a restart
- * record) are no majority together, no holder out of sight can have one, and the locks
- * hold nothing back (bb20: after a routine restart of a node of four, the crash of
- * another waited a minute for the lock where its holder, alone with the lent vote, had 2
- * of 4).
+ * A lent vote keeps a holder's VMs alive only where it makes a majority there: once the
+ * members in sight that cannot have lent a vote (no restart record) are half the roll or
+ * more, no holder out of sight can have one, with every lent vote, and the locks hold
+ * nothing back (bb20: after a routine restart of a node of four, the crash of another
+ * waited a minute for the lock where the crashed one, alone with the lent vote, had 2
+ * of 4). That holds from when the last of those needed came into sight: the majority
+ * counts from then at the earliest (rv23: a member that came back from a restart, then
+ * another that crossed over, dropped the locks and dated the majority to the first).
  */
 export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number = () => -Infinity): number {
   const byId = new Map(nodes.map(n => [n.id, n]))
   const roll = [...doc.roll.keys()]
-  const inSight = (id: string): boolean => id === me || byId.get(id)?.alive === true
-  const outOfSight = roll.filter(id => !inSight(id)).length
-  const mayHaveLent = roll.filter(id => inSight(id) && Number.isFinite(voteLock(id))).length
-  const lock = hasMajority(roll.length, outOfSight + mayHaveLent) ? voteLock : () => -Infinity
-  return majoritySince(roll, me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, lock(id)) : undefined, lock(me))
+  const locked = majoritySince(roll, me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, voteLock(id)) : undefined, voteLock(me))
+  // in sight since when, of the members in sight with no vote to lend (this node: always)
+  const sure = roll.filter(id => !Number.isFinite(voteLock(id)) && (id === me || byId.get(id)?.alive === true))
+    .map(id => id === me ? -Infinity : byId.get(id)!.aliveSince ?? -Infinity).sort((a, b) => a - b)
+  const need = Math.ceil(roll.length / 2)
+  if (need === 0 || sure.length < need) return locked
+  const plain = majoritySince(roll, me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
+  return Math.min(locked, Math.max(plain, sure[need - 1]!))
 }
+
+/** how much later than this node a holder cut off from all may notice it (fence.ts holderNoticeMs) */
+export const noticeOf = (i: Pick<DecideInput, 'doc' | 'detection' | 'nodes'>): number =>
+  holderNoticeMs(Math.max(i.doc.roll.size, i.detection?.agents ?? 0), i.detection, i.nodes.map(n => n.silenceMs))
 
 export function decide (i: DecideInput): Decisions {
   const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], park: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }
@@ -309,7 +318,7 @@ export function decide (i: DecideInput): Decisions {
     }
     if (i.holderAlive(w.holder)) continue
     // a holder whose agent stopped for a restart: its watchdog keeps the VMs alive longer (restart-grace.ts)
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: holderNoticeMs(i.doc.roll.size, i.detection) })
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: noticeOf(i) })
     if (!t.allowed) { wake(t.waitMs); continue }
     // a claim the schema refuses would fail the whole step's write, every step
     if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })

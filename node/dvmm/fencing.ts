@@ -6,7 +6,7 @@
 // The fence timeout it runs with (`active`) is the node's setting, held shorter while
 // another member could take its VMs over sooner (activeFenceMs).
 import type { Reader } from '../../crdt/index.ts'
-import { activeFenceMs, fenced, lentVotes, voteLockedUntil, type FenceDecision, type RestartRecord } from '../../crdt/placement/index.ts'
+import { activeFenceMs, fenced, lentVotes, voteLockedUntil, voters, type FenceDecision, type RestartRecord } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { wallNow, type Clock } from '../service.ts'
@@ -89,8 +89,8 @@ export class Fencing {
     const members = this.c.membership.members
     const entries = this.c.state.read().list('roll')
     this.records = new Map(entries.map(e => [e.node, e.restart]))
-    // only roll members vote: this node too only once on it (fence.ts hasMajority)
-    const roll = new Set(entries.map(e => e.node))
+    // only roll members vote: this node too only once on it (fence.ts voters)
+    const roll = voters(entries.map(e => e.node), this.c.peerId)
     const alive = (id: string): boolean => members.get(id)?.state === 'alive'
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || alive(id)).length
     this.updateActive(roll, members)

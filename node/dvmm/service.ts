@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, holderNoticeMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -61,7 +61,7 @@ export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on
   /** the members' clock offsets from this node's, as the heartbeats measure them (a VM's history is shown in this node's time) */
   clockOffsets?: () => ReadonlyMap<string, ClockOffset>
   /** how members are found silent (MembershipService.detection; absent: every member watches every other) */
-  detection?: () => { watchers: number, silenceMs: number }
+  detection?: () => { watchers: number, silenceMs: number, agents: number }
 }
 
 export interface DvmmComponents {
@@ -247,8 +247,10 @@ export class DvmmService {
     const entry = reader.get('roll', id)?.value
     if (entry?.restart == null || entry.restart.back === true) return 0
     const members = this.components.membership.members
-    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodeViews(docView(reader), members, n => reader.labelsOf(n), this.me))
-    const notice = holderNoticeMs(reader.list('roll').length, this.components.membership.detection?.())
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
+    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes)
+    const notice = noticeOf({ doc, nodes, detection: this.components.membership.detection?.() })
     const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
   }

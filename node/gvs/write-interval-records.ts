@@ -4,7 +4,7 @@
 // and that this node sees a majority at all), and what a healthy repair clears. The
 // decisions are write-intervals.ts; this is the document and the asking.
 import type { Reader, Writer } from '../../crdt/index.ts'
-import { hasMajority, restartsDueBy } from '../../crdt/placement/fence.ts'
+import { hasMajority, restartsDueBy, voters } from '../../crdt/placement/fence.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
@@ -64,10 +64,10 @@ export class WriteIntervalRecords {
   }
 
   /** the roll's size (this node counted) and the other members alive now */
-  private members (): { size: number, peers: string[] } {
-    const roll = new Set(this.c.state.read().list('roll').map(e => e.node))
-    roll.add(this.c.self)
-    return { size: roll.size, peers: [...roll].filter(n => n !== this.c.self && this.c.alive(n)).sort() }
+  /** the roll's size, its other members alive, and this node's own vote (only roll members vote: fence.ts hasMajority) */
+  private members (): { size: number, peers: string[], own: number } {
+    const roll = voters(this.c.state.read().list('roll').map(e => e.node), this.c.self)
+    return { size: roll.size, peers: [...roll].filter(n => n !== this.c.self && this.c.alive(n)).sort(), own: roll.has(this.c.self) ? 1 : 0 }
   }
 
   /** `until`: when the members away under confirmed restart graces are due back, if with them this node sees a majority */
@@ -83,8 +83,8 @@ export class WriteIntervalRecords {
 
   /** why this node sees no majority of the roll (itself included), or null; each call notes since when (the service calls it at every membership change) */
   noMajority (): string | null {
-    const { size, peers } = this.members()
-    const why = hasMajority(size, 1 + peers.length) ? null : `this node sees ${1 + peers.length} of the grid's ${size} members (no majority)`
+    const { size, peers, own } = this.members()
+    const why = hasMajority(size, own + peers.length) ? null : `this node sees ${own + peers.length} of the grid's ${size} members (${own === 1 ? 'no majority' : 'it is not on the roll yet: no majority'})`
     if (why == null) this.noMajoritySince = null
     else this.noMajoritySince ??= Date.now()
     const due = why == null ? undefined : this.dueBack().until
@@ -125,12 +125,12 @@ export class WriteIntervalRecords {
       w.update('volumes', volumeId, { writeIntervals: withInterval(cur, nodes, Date.now()) })
       return cur
     }, `gvs: volume ${volumeId} is written over ${nodes.length} live node(s)`)
-    const { size, peers } = this.members()
+    const { size, peers, own } = this.members()
     // no use asking when even all of them would be no majority; a member of an earlier
     // release answers the same ask on the restart grace's protocol
     const reachable = this.noMajority() == null
     const missing = reachable ? await askHolds(this.c.host, [HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL], peers, this.c.state.heads?.() ?? [], this.c.nameOf) : []
-    const held = reachable ? 1 + peers.length - missing.length : 1
+    const held = reachable ? own + peers.length - missing.length : own
     if (!hasMajority(size, held)) {
       // no majority in sight at all: as old as that (a failed ask is as new as this write)
       const since = reachable ? undefined : this.noMajoritySince ?? undefined

@@ -41,6 +41,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     unreaches: m.state === 'alive' ? (a.unreached ?? []).map(id => nameOf?.(id) ?? id) : [],
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
+    silenceMs: a.silenceMs ?? null,
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },

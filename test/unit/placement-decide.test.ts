@@ -2,7 +2,7 @@
 // claims, settle before start, takeover timing, fencing, drain, losers killed,
 // reservations; and the create-request checks (node/dvmm/vms.ts).
 import test from 'ava'
-import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, type DecideInput } from '../../node/dvmm/decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import { diskOwners, diskTaken } from '../../node/dvmm/disk-owner.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
@@ -103,6 +103,13 @@ test('in a roll larger than a node\'s watchers + 1, a takeover also waits for th
   t.is(holderNoticeMs(5, detection), 0, 'five: every member hears every other')
   t.is(holderNoticeMs(6, detection), 30_000)
   t.is(holderNoticeMs(10, undefined), 0, 'no detection given: as before')
+  // rv23: the longest silence timeout any node advertises (settings, table sizes differ)
+  t.is(holderNoticeMs(6, detection, [undefined, 42_000, 12_000]), 42_000)
+  // rv23: watchers are picked among every agent connected, on the roll or not: a roll of
+  // five with a sixth agent about is no longer "every member watches every other"
+  const five = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000 }
+  t.true([A, B].some(me => decide(input({ ...five, me, now: 11_000, detection: { ...detection, agents: 3 } })).claims.length > 0), 'three agents: no notice')
+  t.deepEqual([A, B].flatMap(me => decide(input({ ...five, me, now: 11_000, detection: { ...detection, agents: 6 } })).claims), [], 'six agents about: the notice holds')
   // a roll of ten; C, the holder, last heard at 5 s
   const ten = ['n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9'].map(n => [n, roll(n)] as const)
   const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000, detection }
@@ -449,6 +456,21 @@ test('a vote locked for a restart holds nothing back where the holder out of sig
   // two of four out of sight: C and a fourth with D's vote would have 3 of 4: the lock holds
   const cut = { ...i, nodes: [node(A, { aliveSince: 0 }), node(B, { alive: false }), node(C, { alive: false }), node(D, { aliveSince: 5000 })], holderAlive: (id: string) => id !== C && id !== B }
   t.false([A, D].some(me => decide({ ...cut, me }).claims.some(c => c.vm === 'theirs')), 'A and D alone have no majority anyway')
+})
+
+test('locks dropped once a holder out of sight cannot make a majority count the majority from then, not from before (rv23)', t => {
+  // A-E, C holds v. D restarted at 5 s (vote lent to C's side while away, locked to 73.3 s);
+  // {C, E} | {A, B} at 10 s; D back on A's side at 20 s; E crosses over at 60 s
+  const D = 'nodeD'
+  const E = 'nodeE'
+  const nodes = [node(A), node(B, { aliveSince: 0 }), node(C, { alive: false }), node(D, { aliveSince: 20_000 }), node(E, { aliveSince: 60_000 })]
+  const voteLock = (id: string): number => id === D ? 73_334 : -Infinity
+  const i = input({ now: 61_000, nodes, vms: [vm('v')], leases: [lv(lease('v', C))], holderAlive: id => id !== C, lastHeard: () => 10_000, voteLock })
+  for (const n of [D, E]) i.doc.roll.set(n, roll(n))
+  // C with D's lent vote had 3 of 5 until E left it at 60 s: the majority here counts from 60 s
+  t.is(takeoverMajoritySince(i.doc, A, nodes, voteLock), 60_000)
+  t.false([A, B, D, E].some(me => decide({ ...i, me }).claims.some(c => c.vm === 'v')), 'not at 61 s')
+  t.true([A, B, D, E].some(me => decide({ ...i, me, now: 60_000 + 5000 + 1000 + 1 }).claims.some(c => c.vm === 'v')), 'after fence timeout + margin from 60 s')
 })
 
 test('a vote locked for a restart (voteLock) holds back a takeover that needs it, but not this node\'s own lease from before its majority came back', t => {

@@ -47,7 +47,7 @@ test('majoritySince: when enough of the members seen alive now had all become al
   t.is(since({ b: 100, c: 2000 }), 2000, 'the member that came back last is part of the majority')
   t.is(majoritySince(['a'], 'a', () => undefined), -Infinity, 'alone on the roll: nobody needed')
   // only roll members vote (rv21): a node not on the roll has no vote of its own
-  t.is(majoritySince([], 'a', () => undefined), Infinity, 'no roll: no majority')
+  t.is(majoritySince([], 'a', () => undefined), -Infinity, 'no roll yet: a grid of this node alone')
   t.is(majoritySince(['b', 'c'], 'a', id => ({ b: 100 } as Record<string, number>)[id]), Infinity, 'not on the roll: one of two is no majority')
   t.is(majoritySince(['b', 'c'], 'a', id => ({ b: 100, c: 300 } as Record<string, number>)[id]), 300, 'not on the roll: both of two')
 })
