@@ -277,7 +277,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * holderNoticeMs).
    */
   detection (): { watchers: number, silenceMs: number, agents: number } {
-    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents: this.table.size }
+    // the agents that may have been watchers of a holder now dead: every one not gone for
+    // good (the dead too: those cut off with the holder are dead here), this node too
+    let agents = this.table.has(this.nodeId) ? 0 : 1
+    for (const m of this.table.values()) if (m.state !== 'left') agents++
+    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents }
   }
 
   /** Something in our advert changed: publish it once the current burst of work is done. */
