@@ -36,7 +36,10 @@ test('a label set through one agent is shown by every agent, also after all rest
     [['node', 'unlabel', 'n2', 'never-set'], /^vgrid: node n2 has no operator label "never-set" \(not_found\)\n$/],
     [['node', 'label', 'n2', 'novalue'], /^vgrid: "novalue" is not KEY=VALUE\nusage: /],
     // in words that name the label, not the schema's "body/value" (bb20)
-    [['node', 'label', 'n2', `long=${'v'.repeat(300)}`], /^vgrid: label value for "long": 300 characters, at most 256 \(invalid_label\)\n$/]
+    [['node', 'label', 'n2', `long=${'v'.repeat(300)}`], /^vgrid: label value for "long": 300 characters, at most 256 \(invalid_label\)\n$/],
+    // a key too long: the label words too, not the schema's "params/key" (bb21)
+    [['node', 'label', 'n2', `${'k'.repeat(64)}=v`], /^vgrid: label key "k{64}" must be 1-63 letters.*\(invalid_label\)\n$/],
+    [['node', 'unlabel', 'n2', 'k'.repeat(200)], /^vgrid: label key "k{64}\.\.\." \(200 characters\) must be 1-63 letters.*\(invalid_label\)\n$/]
   ]
   for (const [args, re] of cases) {
     const r = await cli(n1, ...args)

@@ -28,7 +28,8 @@ const labelParams = {
   type: 'object',
   properties: {
     id: { type: 'string', minLength: 1, maxLength: 128 },
-    key: { type: 'string', minLength: 1, maxLength: 63 }
+    // its form and length are checked in the handlers (checkKey), in words of labels
+    key: { type: 'string', minLength: 1 }
   },
   required: ['id', 'key']
 }
@@ -48,7 +49,7 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
     }
   }
   const checkKey = (key: string): void => {
-    if (!KEY_RE.test(key)) throw new ValidationError('key', `label key "${key}" must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`, 'invalid_label')
+    if (!KEY_RE.test(key)) throw new ValidationError('key', `label key "${key.length > 70 ? `${key.slice(0, 64)}..." (${key.length} characters)` : `${key}"`} must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`, 'invalid_label')
   }
   // the node's own labels (--label) overlaid with the document's, as /v1/nodes shows them
   const labelsNow = (id: string): Record<string, string> => ({ ...directory.find(id)?.advert.labels, ...state.labelsOf(id) })

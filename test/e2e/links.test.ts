@@ -36,7 +36,7 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   })
   await grid.waitAllAlive(20_000)
   const h1 = grid.host('h1')
-  // every node says how it runs VMs (vgrid nodes' VMS column)
+  // every node says how it runs VMs (vgrid nodes' VM HOST column)
   const hostsSay = await until('every node to advertise its VM host probe', 30_000, async () => { const n = await h1.nodes(); return n.every(x => x.vmHost != null) ? n : undefined })
   for (const n of hostsSay) {
     t.true(['v1', 'v2'].includes(n.vmHost!.cgroup), `${n.name}: cgroup ${n.vmHost!.cgroup}`)

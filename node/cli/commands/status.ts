@@ -48,7 +48,8 @@ export async function nodes (argv: string[]): Promise<void> {
   ].join(',') || '-'
   const labels = (n: NodeView): string => sayLabels(n.labels) || '-'
   process.stdout.write(table(
-    ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VMS', 'ADDRESS', 'ID', 'LABELS'],
+    // VM HOST: how it runs VMs (accelerator, cgroups, fence), not how many (bb21 read a count)
+    ['NAME', 'STATE', 'CPU FREE/TOTAL', 'MEMORY FREE/TOTAL', 'DISK FREE/TOTAL', 'LOAD', 'VM HOST', 'ADDRESS', 'ID', 'LABELS'],
     res.nodes.map(n => {
       // a member not alive has nothing free (its last advert's figures are of when it was): '-'
       const up = n.state === 'alive' || n.state === 'suspect'
