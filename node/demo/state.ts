@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync, openSync,
 import { join } from 'node:path'
 import { deleteNamespace, isAlive, listNamespaces, sleep } from '../netns/netns.ts'
 import { killAllVms, removeNetworks } from '../dvmm/watchdog/kill.ts'
-import { removeGroups } from '../dvmm/host/cgroups.ts'
+import { groupsOfDataDir, removeGroups } from '../dvmm/host/cgroups.ts'
 
 export const DEMO_DIR = '/run/vgrid-demo'
 export const STATE_FILE = `${DEMO_DIR}/state.json`
@@ -80,10 +80,13 @@ export async function removeDemo (say: (line: string) => void, graceMs = 0): Pro
   const hosts = all.filter(ns => ns !== `${PREFIX}-sw`)
   // every VM a host's data dir has a run of, whichever agent started it (one restarted
   // by hand is no child of the demo, and the guards die with the host namespaces)
-  const victims = demoDataDirs().flatMap(d => killAllVms(d, Date.now()))
+  const dirs = demoDataDirs()
+  const victims = dirs.flatMap(d => killAllVms(d, Date.now()))
   if (victims.length > 0) say(`killed ${victims.length} VM(s) left running: ${victims.map(v => v.id).join(' ')}`)
   removeNetworks(victims)
-  await removeGroups(victims.flatMap(v => v.cgroups)).catch(() => {})
+  // and the groups of VMs that ended with no agent to remove them (a host whose agent was
+  // killed, its watchdog killed the VMs: bb21 left a qemu VM's groups behind)
+  await removeGroups([...new Set([...victims.flatMap(v => v.cgroups), ...dirs.flatMap(groupsOfDataDir)])]).catch(() => {})
   if (all.length > 0) say(`removing ${all.join(' ')}`)
   await Promise.all(hosts.map(async ns => await deleteNamespace(ns, graceMs)))
   if (all.includes(`${PREFIX}-sw`)) await deleteNamespace(`${PREFIX}-sw`)

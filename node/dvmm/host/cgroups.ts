@@ -2,7 +2,7 @@
 // the cpu and memory controllers, or v1 with separate cpu and memory hierarchies. The
 // probe reads the mounts and then proves it can make a group under a vgrid-named
 // parent; nothing is assumed from the kernel version or the distribution.
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { shortHash } from './short-hash.ts'
 
@@ -94,11 +94,29 @@ export function groupCandidates (mounts: Mount[], name: string): string[] {
   return mounts.filter(m => m.fstype === 'cgroup' || m.fstype === 'cgroup2').map(m => join(m.point, PARENT, name))
 }
 
+function machineMounts (): Mount[] {
+  try { return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')) } catch { return [] }
+}
+
 /** The existing groups of this name on this machine, whatever layout made them (the watchdog has no probe). */
 export function findGroups (name: string): string[] {
-  let mounts: Mount[] = []
-  try { mounts = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')) } catch {}
-  return [...new Set(groupCandidates(mounts, name))].filter(p => existsSync(p))
+  return [...new Set(groupCandidates(machineMounts(), name))].filter(p => existsSync(p))
+}
+
+/**
+ * Every existing group of one data dir's VMs (vmGroupName carries its scope), in every
+ * hierarchy: also those of VMs that ended with no agent to remove their groups (killed
+ * by the watchdog of an agent that never came back), for whoever removes the data dir.
+ */
+export function groupsOfDataDir (dataDir: string): string[] {
+  const scope = `-${dataDirScope(dataDir)}-`
+  const out = new Set<string>()
+  for (const parent of new Set(groupCandidates(machineMounts(), ''))) {
+    let names: string[] = []
+    try { names = readdirSync(parent, { withFileTypes: true }).filter(e => e.isDirectory()).map(e => e.name) } catch {}
+    for (const n of names) if (n.includes(scope)) out.add(join(parent, n))
+  }
+  return [...out]
 }
 
 /** The group directories of one VM: one for v2, cpu then memory for v1. */
