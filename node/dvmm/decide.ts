@@ -156,12 +156,12 @@ export function creditWaits (since: ReadonlyMap<string, number>, gapMs: number, 
  * ended it). `vm rm` while a VM's node was away (stopped for a restart) freed its disk at
  * once, and a tester's new VM ran on it beside the old guest; the epochs kept the data.
  */
-function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map<string, { vm: string, holder: string }> {
+function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number, noticeMs: number): Map<string, { vm: string, holder: string }> {
   const out = new Map<string, { vm: string, holder: string }>()
   for (const [id, l] of i.doc.leases) {
     const w = l.winner
     if (w.disks == null || w.disks.length === 0 || !formerRun(w, i.doc.vms.get(id))) continue
-    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: noticeOf(i) }).allowed) continue
+    if (w.holder !== i.me && !i.holderAlive(w.holder) && takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs }).allowed) continue
     for (const v of w.disks) out.set(v, { vm: id, holder: w.holder })
   }
   return out
@@ -185,14 +185,14 @@ function disksOfFormerRuns (i: DecideInput, since: number, fenceMs: number): Map
 export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number = () => -Infinity): number {
   const byId = new Map(nodes.map(n => [n.id, n]))
   const roll = [...doc.roll.keys()]
-  const locked = majoritySince(roll, me, id => byId.get(id)?.alive === true ? Math.max(byId.get(id)!.aliveSince ?? -Infinity, voteLock(id)) : undefined, voteLock(me))
-  // in sight since when, of the members in sight with no vote to lend (this node: always)
-  const sure = roll.filter(id => !Number.isFinite(voteLock(id)) && (id === me || byId.get(id)?.alive === true))
-    .map(id => id === me ? -Infinity : byId.get(id)!.aliveSince ?? -Infinity).sort((a, b) => a - b)
+  /** since when a member is alive here (undefined: it is not; this node: always) */
+  const aliveSince = (id: string): number | undefined => id === me ? -Infinity : byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined
+  const locked = majoritySince(roll, me, id => { const s = aliveSince(id); return s === undefined ? undefined : Math.max(s, voteLock(id)) }, voteLock(me))
+  // in sight since when, of the members in sight with no vote to lend
+  const sure = roll.filter(id => !Number.isFinite(voteLock(id))).map(aliveSince).filter(s => s !== undefined).sort((a, b) => a - b)
   const need = Math.ceil(roll.length / 2)
   if (need === 0 || sure.length < need) return locked
-  const plain = majoritySince(roll, me, id => byId.get(id)?.alive === true ? byId.get(id)!.aliveSince ?? -Infinity : undefined)
-  return Math.min(locked, Math.max(plain, sure[need - 1]!))
+  return Math.min(locked, Math.max(majoritySince(roll, me, aliveSince), sure[need - 1]!))
 }
 
 /** how much later than this node a holder cut off from all may notice it (fence.ts holderNoticeMs) */
@@ -213,6 +213,8 @@ export function decide (i: DecideInput): Decisions {
   const since = takeoverMajoritySince(i.doc, i.me, i.nodes, i.voteLock)
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
+  // and how much later a holder cut off from all may notice it (large grids)
+  const noticeMs = noticeOf(i)
   // this node's own leases from before its majority came back wait for the document to
   // catch up (a takeover elsewhere), which lent votes do not change: counted without the
   // locks (a node back from a restart its watchdog outlasted waited a minute for its VMs)
@@ -221,7 +223,7 @@ export function decide (i: DecideInput): Decisions {
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
   const owners = diskOwners(i.doc.vms.values())
-  const formerDisks = disksOfFormerRuns(i, since, fenceMs)
+  const formerDisks = disksOfFormerRuns(i, since, fenceMs, noticeMs)
   /** why the VM may not have its disk: another VM's (made first), or, with `former`, a removed VM's run may still have it open */
   const takenWhy = (vm: Vm | undefined, former: boolean): string | null => {
     if (vm == null || vm.spec.volumes.length === 0) return null
@@ -318,7 +320,7 @@ export function decide (i: DecideInput): Decisions {
     }
     if (i.holderAlive(w.holder)) continue
     // a holder whose agent stopped for a restart: its watchdog keeps the VMs alive longer (restart-grace.ts)
-    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs: noticeOf(i) })
+    const t = takeover({ holderAlive: false, holderLastHeard: i.lastHeard(w.holder), majoritySince: since, now: i.now, fenceTimeoutMs: holderFenceMs(fenceMs, i.doc.roll.get(w.holder), MAX_FENCE_TIMEOUT_MS), marginMs: i.cfg.takeoverMarginMs, noticeMs })
     if (!t.allowed) { wake(t.waitMs); continue }
     // a claim the schema refuses would fail the whole step's write, every step
     if (!Number.isSafeInteger(w.epoch + 1)) d.blocked.push({ vm: id, reason: `its lease's epoch ${w.epoch} is at the largest the document takes: it cannot be taken over from ${w.holder} (remove its lease, or the VM)` })
