@@ -77,6 +77,14 @@ export const AdvertSchema = Type.Object({
    * absent (an older agent): the taker's own
    */
   silenceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
+  /**
+   * the node's liveness window (ms; protocol/liveness.ts): it counts a member in sight
+   * only while that member's beat counter advanced there within this window, so cut off
+   * from all it loses sight of every member this long after the cut, and a takeover of
+   * its leases in a large roll waits this instead of the silence timeout (fence.ts
+   * holderNoticeMs); absent (an older agent): it counts by the silence timeout
+   */
+  livenessMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
   /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
   /**

@@ -14,8 +14,10 @@ export interface ProtocolRange { min: number, max: number }
  * the protocol versions this release speaks. 2: heartbeat frames may carry the
  * sender's wall clock (24 bytes; protocol/heartbeat.ts), sent only to members that
  * speak 2, since a release that speaks only 1 drops a stream with a longer frame.
+ * 3: heartbeat streams carry liveness tables both ways (protocol/liveness.ts), sent
+ * only to members that speak 3, for the same reason.
  */
-export const PROTOCOL: ProtocolRange = { min: 1, max: 2 }
+export const PROTOCOL: ProtocolRange = { min: 1, max: 3 }
 
 export interface Compat {
   /** the range the member speaks, as its advert says */

@@ -9,7 +9,11 @@
 // L (>= 24), then L bytes: incarnation, seq, sender's wall clock (ms), all float64;
 // bytes past those are a newer agent's and ignored. Both are accepted; extended frames
 // are sent only to peers that accept them (sendClockTo).
+// Both ways on each stream, to peers of protocol 3 (tableFor), go liveness tables: 0xFE,
+// a 16-bit length, entries (protocol/liveness.ts); the watcher replies on the stream the
+// sender opened, so every node hears tables from at least its own watchers.
 import { monoNow } from './mono-clock.ts'
+import { parseTable, TABLE_MARK, type WireEntry } from './liveness.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { Gauge, type Registry } from 'prom-client'
@@ -129,15 +133,23 @@ export interface HeartbeatsInit {
   maxClockOffsetMs?: number
   /** where to register vgrid_clock_offset_seconds{peer} and vgrid_clock_offset_peers_over_bound */
   registry?: Registry
+  /** at the start of each tick, before any frame of it is sent (the liveness table's own beat) */
+  onTickStart?: () => void
+  /** the liveness table frame to send this peer this tick; null: none (a peer of protocol < 3 would drop the stream) */
+  tableFor?: (peer: string) => Uint8Array | null
+  /** a peer's liveness table arrived, on either of its streams */
+  onTable?: (peer: string, entries: WireEntry[]) => void
 }
 
 /** A peer's clock offset as this node measures it. */
 export interface ClockOffset { offsetMs: number, over: boolean }
 
-interface Watch { last: number, silent: boolean }
+interface Watch { last: number, silent: boolean, stream: Stream }
 
 /** a watcher that closed our stream (it refused, restarted or went away) is not asked again for this long, if others will do */
 const REST_MS = 30_000
+/** frames a stream may have waiting before it counts as dead */
+const BACKLOG_FRAMES = 64
 
 export class Heartbeats {
   private readonly init: HeartbeatsInit
@@ -253,6 +265,12 @@ export class Heartbeats {
     try {
       const stream = await this.init.host.dialProtocol(peer, this.init.protocol, { signal: AbortSignal.timeout(5000) })
       stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.drop(id) })
+      // the watcher's replies: liveness tables only
+      const buf = new Uint8ArrayList()
+      stream.addEventListener('message', (evt) => {
+        buf.append(evt.data)
+        if (!this.readTables(id, buf, true)) stream.abort(new Error('bad heartbeat reply'))
+      })
       this.out.set(id, stream)
       try { stream.send(this.frameFor(id)) } catch {}
     } catch {
@@ -277,12 +295,16 @@ export class Heartbeats {
       return
     }
     const buf = new Uint8ArrayList()
-    this.watched.set(id, { last: monoNow(), silent: false })
+    this.watched.set(id, { last: monoNow(), silent: false, stream })
     // a closed stream does not end the watch: if the sender does not open another one
     // in time, that silence is worth a suspicion (which a live sender refutes at once)
     stream.addEventListener('message', (evt) => {
       buf.append(evt.data)
       for (;;) {
+        if (buf.byteLength > 0 && buf.get(0) === TABLE_MARK) {
+          if (!this.readTables(id, buf, false)) { stream.abort(new Error('bad liveness table frame')); return }
+          if (buf.byteLength === 0 || buf.get(0) === TABLE_MARK) break
+        }
         const r = parseBeat(buf.subarray(0, Math.min(buf.byteLength, 2 + 255)))
         if (r === 'need') break
         buf.consume(r.size)
@@ -298,6 +320,43 @@ export class Heartbeats {
         this.init.onBeat(id, { incarnation: v.incarnation, seq: v.seq })
       }
     })
+  }
+
+  /**
+   * Reads the table frames at the start of `buf`, up to the first frame that is not a
+   * table or is not whole yet. False for garbage (reported; the caller drops the stream):
+   * a malformed table, or anything but a table on a stream this node opened (`replies`).
+   */
+  private readTables (peer: string, buf: Uint8ArrayList, replies: boolean): boolean {
+    while (buf.byteLength > 0) {
+      const r = buf.get(0) === TABLE_MARK ? parseTable(buf.subarray(0, Math.min(buf.byteLength, 3 + 0xffff))) : null
+      if (r === 'need') return true
+      if (r == null && !replies) return true
+      if (r != null) buf.consume(r.size)
+      if (r?.entries == null) {
+        this.init.onGarbage?.(peer)
+        return false
+      }
+      this.init.onTable?.(peer, r.entries)
+    }
+    return true
+  }
+
+  /** Sends a frame; false when the stream is gone or too far behind (dropped by the caller). */
+  private sendOn (s: Stream, frames: Uint8Array[]): boolean {
+    // a closing stream (hang-up in progress) still says 'open' but refuses writes
+    if (s.status !== 'open' || s.writeStatus !== 'writable') return false
+    // a stream that cannot take more frames is as good as dead; dropped so that it is
+    // reopened (and the far side sees silence if the link really is gone)
+    const limit = BACKLOG_FRAMES * frames.reduce((n, f) => n + f.byteLength, 0)
+    if (s.writeBufferLength > limit) { s.abort(new Error('heartbeat backlog')); return false }
+    try {
+      for (const f of frames) s.send(f)
+      return true
+    } catch (err) {
+      s.abort(err as Error)
+      return false
+    }
   }
 
   private frameFor (peer: string): Uint8Array {
@@ -332,19 +391,15 @@ export class Heartbeats {
       for (const w of this.watched.values()) w.last += stall
       this.stallEndedAt = now
     }
+    this.init.onTickStart?.()
     for (const [id, s] of this.out) {
-      const frame = this.frameFor(id)
-      // a closing stream (hang-up in progress) still says 'open' but refuses writes
-      if (s.status !== 'open' || s.writeStatus !== 'writable') { this.drop(id); continue }
-      // a stream that cannot take one more frame is as good as dead; drop it so it
-      // is reopened (and the far side sees silence if the link really is gone)
-      if (s.writeBufferLength > (2 + EXT_BODY) * 64) { s.abort(new Error('heartbeat backlog')); this.drop(id); continue }
-      try {
-        s.send(frame)
-      } catch (err) {
-        s.abort(err as Error)
-        this.drop(id)
-      }
+      const table = this.init.tableFor?.(id)
+      if (!this.sendOn(s, table == null ? [this.frameFor(id)] : [this.frameFor(id), table])) this.drop(id)
+    }
+    // the watchers' replies: the table, on the stream the sender opened
+    for (const [id, w] of this.watched) {
+      const table = this.init.tableFor?.(id)
+      if (table != null) this.sendOn(w.stream, [table])
     }
     this.pickWatchers()
     for (const [id, w] of this.watched) {

@@ -18,6 +18,7 @@ import {
   type Member, type MemberTable, type MembershipConfig, type Step, type Transition, type Version
 } from './membership.ts'
 import { Heartbeats, type ClockOffset } from './heartbeat.ts'
+import { encodeTable, LivenessTable } from './liveness.ts'
 import { monoNow } from './mono-clock.ts'
 import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
@@ -107,6 +108,10 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly raised = new Set<string>()
   private readonly compat = new CompatReports()
   private running = false
+  /** the members whose beat counters advanced here lately, first- or second-hand (protocol/liveness.ts) */
+  private readonly liveness: LivenessTable
+  /** this tick's table frame, encoded once for every peer */
+  private tableFrame?: Uint8Array
 
   constructor (init: MembershipServiceInit) {
     super()
@@ -128,6 +133,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       onSent: bytes => { this.emit('sent', bytes) },
       incarnation: init.incarnation
     })
+    this.liveness = new LivenessTable(this.nodeId, this.own.version.incarnation)
     this.heartbeats = new Heartbeats({
       host: init.host,
       protocol: heartbeatProtocol(init.clusterId),
@@ -142,7 +148,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       // the frame with a clock is protocol 2: an older agent would drop the stream
       sendClockTo: peer => (this.compatOf(peer)?.speak ?? 1) >= 2,
       onClockOffset: (peer, offsetMs, over) => { this.emit('clock-offset', peer, offsetMs, over) },
-      registry: init.registry
+      registry: init.registry,
+      onTickStart: () => {
+        this.liveness.beat()
+        this.tableFrame = undefined
+      },
+      // liveness tables are protocol 3: an older agent would drop the stream
+      tableFor: peer => (this.compatOf(peer)?.speak ?? 1) >= 3 ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), this.livenessMs))) : null,
+      onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) }
     })
     this.reach = new ReachWatch({
       host: init.host,
@@ -265,6 +278,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     if (this.silenceSaid != null && this.silenceSaid !== cfg.silenceAfterMs) this.advertiseNow()
     this.silenceSaid = cfg.silenceAfterMs
     const step = onTick(this.table, monoNow(), cfg, this.nodeId)
+    if (step.transitions.some(t => t.to === 'forgotten')) this.liveness.retain(new Set(step.table.keys()))
     const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
     this.apply(step)
     for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
@@ -276,12 +290,30 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * grows with the grid: silenceFor). The fence's takeover wait reads it (fence.ts
    * holderNoticeMs).
    */
-  detection (): { watchers: number, silenceMs: number, agents: number } {
+  detection (): { watchers: number, silenceMs: number, agents: number, livenessMs: number } {
     // the agents that may have been watchers of a holder now dead: every one not gone for
     // good (the dead too: those cut off with the holder are dead here), this node too
     let agents = this.table.has(this.nodeId) ? 0 : 1
     for (const m of this.table.values()) if (m.state !== 'left') agents++
-    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents }
+    return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents, livenessMs: this.livenessMs }
+  }
+
+  /**
+   * The liveness window (protocol/liveness.ts): a member is in sight while its beat
+   * counter advanced here within it. A counter passes a node at its next tick, so a
+   * healthy path has gaps of about one heartbeat interval; this allows a stalled tick or
+   * two on top, as the suspicion timeout does for direct heartbeats.
+   */
+  get livenessMs (): number { return this.config.suspectAfterMs + 2 * this.timing.heartbeatIntervalMs }
+
+  /**
+   * Whether a member is in sight by the liveness table: its beat counter advanced here,
+   * first- or second-hand, within the window. A member of an older release (protocol
+   * < 3) sends no counter: true, and only its state in the member table counts.
+   */
+  inSight (id: string): boolean {
+    if (id === this.nodeId || (this.compatOf(id)?.speak ?? 1) < 3) return true
+    return this.liveness.fresh(id, monoNow(), this.livenessMs)
   }
 
   /** Something in our advert changed: publish it once the current burst of work is done. */

@@ -81,13 +81,13 @@ test.serial('an agent shows a member of another protocol range in /v1/nodes and 
   t.is(v.state, 'alive', 'still a member')
   t.deepEqual(v.protocol.speaks, { min: 5, max: 7 })
   t.false(v.protocol.ok)
-  t.regex(v.protocol.reason ?? '', /speaks protocol 5-7, this agent speaks 1-2: the member runs a newer release; update this agent/)
+  t.regex(v.protocol.reason ?? '', /speaks protocol 5-7, this agent speaks 1-3: the member runs a newer release; update this agent/)
   const warned = seed.log.split('\n').filter(l => l.includes('WARN') && l.includes(futureId))
   t.is(warned.length, 1, `one log line for the member, not one per advert:\n${warned.join('\n')}`)
   t.regex(warned[0] ?? '', /protocol/)
   const self = (await seed.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.find(n => n.self)!
   t.true(self.protocol.ok)
-  t.deepEqual(self.protocol.speaks, { min: 1, max: 2 })
+  t.deepEqual(self.protocol.speaks, { min: 1, max: 3 })
 })
 
 const body = (name: string) => (): AdvertBody => ({
@@ -134,7 +134,7 @@ test.serial('a member that speaks no protocol version of ours stays a member and
   t.is(events[0]!.id, future.nodeId)
   t.deepEqual(events[0]!.compat.proto, { min: 5, max: 7 })
   t.false(events[0]!.compat.ok)
-  t.regex(events[0]!.compat.reason ?? '', /speaks protocol 5-7, this agent speaks 1-2: the member runs a newer release; update this agent/)
+  t.regex(events[0]!.compat.reason ?? '', /speaks protocol 5-7, this agent speaks 1-3: the member runs a newer release; update this agent/)
   t.is(old.compatOf(future.nodeId)?.ok, false)
   t.is(old.compatOf(old.nodeId)?.ok, true)
   t.is(old.members.get(future.nodeId)?.state, 'alive', 'still a member')

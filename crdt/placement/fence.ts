@@ -342,18 +342,27 @@ export function activeFenceMs (i: ActiveFenceInput): number {
  * only from the members that picked it as one of their `watchers`, out of every agent it
  * is connected to: where there are at most watchers + 1 agents (`size`: the roll's or the
  * membership table's, the larger) that is every member, and it finds them silent as soon
- * as they find it silent (0). Otherwise the members it does not hear directly stay alive
- * in its view until their silence timeout: the takeover waits that much longer, the
- * longest of this node's own (`detection.silenceMs`) and every one a node advertises
- * (`advertised`: the holder's among them; nodes may differ in settings and in the size
- * of their tables), or the holder could keep its VMs past their start elsewhere (rv21: a
- * roll of ten, one node cut off from all: taken over at 9 s, fenced at 35 s; rv23).
+ * as they find it silent (0). Otherwise it counts in sight only the members whose beat
+ * counters reached it within its liveness window (protocol/liveness.ts): cut off, it
+ * loses sight of all within that window, the longest any node advertises (`livenessMs`)
+ * and this node's own. A node of an older release has no liveness table: the members it
+ * does not hear directly stay alive in its view until their silence timeout, so where
+ * any node (`advertised`: the roll's and the alive members', the holder among them) does
+ * not advertise a liveness window, or this node has none, the takeover waits the
+ * longest silence timeout instead, this node's own (`detection.silenceMs`) or any one
+ * advertised; without that the holder could keep its VMs past their start elsewhere
+ * (rv21: a roll of ten, one node cut off from all: taken over at 9 s, fenced at 35 s; rv23).
  */
-export function holderNoticeMs (size: number, detection: { watchers: number, silenceMs: number } | undefined, advertised: ReadonlyArray<number | undefined> = []): number {
+export function holderNoticeMs (size: number, detection: { watchers: number, silenceMs: number, livenessMs?: number } | undefined, advertised: ReadonlyArray<{ silenceMs?: number, livenessMs?: number }> = []): number {
   if (detection == null || size <= detection.watchers + 1) return 0
-  let ms = detection.silenceMs
-  for (const a of advertised) if (a != null && a > ms) ms = a
-  return ms
+  let liveness = detection.livenessMs
+  let silence = detection.silenceMs
+  for (const a of advertised) {
+    if (a.silenceMs != null && a.silenceMs > silence) silence = a.silenceMs
+    if (a.livenessMs == null) liveness = undefined
+    else if (liveness != null && a.livenessMs > liveness) liveness = a.livenessMs
+  }
+  return liveness ?? silence
 }
 
 export interface TakeoverInput {
@@ -374,7 +383,7 @@ export function takeover (t: TakeoverInput): { allowed: boolean, waitMs: number,
   if (t.holderAlive) return { allowed: false, waitMs: Infinity, reason: 'holder is alive' }
   const notice = t.noticeMs ?? 0
   const after = t.fenceTimeoutMs + notice + t.marginMs
-  const what = notice > 0 ? `fence timeout + the holder's silence timeout (cut off from all, it hears from no one) + margin (${after} ms)` : `fence timeout + margin (${after} ms)`
+  const what = notice > 0 ? `fence timeout + the time the holder may take to find itself cut off from all (${notice} ms) + margin (${after} ms)` : `fence timeout + margin (${after} ms)`
   // silence only counts while this node had a majority: before, it may have been the one cut off
   const since = t.majoritySince ?? -Infinity
   if (since === Infinity) return { allowed: false, waitMs: Infinity, reason: 'this node sees no majority' }

@@ -29,6 +29,8 @@ export interface NodeView {
   fenceTimeoutMs?: number
   /** the silence timeout in force it advertises (ms); absent: not known (an older agent, or no advert seen) */
   silenceMs?: number
+  /** the liveness window it advertises (ms; protocol/liveness.ts); absent: not known, or an older agent that has none */
+  livenessMs?: number
   /** why its overlay (WireGuard) is down, as it advertises; absent: up, off, or not said (an older agent) */
   overlayDown?: string
   /** the members it does not reach though others do (a partial cut), as it advertises; absent: none, or not said */

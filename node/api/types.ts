@@ -54,6 +54,8 @@ export interface NodeView {
   fenceTimeoutMs: number | null
   /** the silence timeout in force it advertises (ms; a takeover in a roll of more than 5 waits for it too); null: an older agent */
   silenceMs: number | null
+  /** the liveness window it advertises (ms; cut off from all, it loses sight of the others this long after; a takeover in a roll of more than 5 waits for it); null: an older agent */
+  livenessMs: number | null
   incarnation: number
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */

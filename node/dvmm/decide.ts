@@ -37,7 +37,7 @@ export interface DecideInput {
   /** local time the node was last heard of */
   lastHeard: (node: string) => number
   /** how members are found silent (membership's detection): a takeover in a large roll waits for the holder's silence timeout too (fence.ts holderNoticeMs); absent: every member watches every other */
-  detection?: { watchers: number, silenceMs: number, agents?: number }
+  detection?: { watchers: number, silenceMs: number, agents?: number, livenessMs?: number }
   /** until when a node's vote may not count towards a takeover (a vote it may have lent while away for a restart: Fencing.voteLock); absent: never locked */
   voteLock?: (node: string) => number
   fence: FenceDecision
@@ -197,7 +197,7 @@ export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, n
 
 /** how much later than this node a holder cut off from all may notice it (fence.ts holderNoticeMs) */
 export const noticeOf = (i: Pick<DecideInput, 'doc' | 'detection' | 'nodes'>): number =>
-  holderNoticeMs(Math.max(i.doc.roll.size, i.detection?.agents ?? 0), i.detection, i.nodes.map(n => n.silenceMs))
+  holderNoticeMs(Math.max(i.doc.roll.size, i.detection?.agents ?? 0), i.detection, i.nodes)
 
 export function decide (i: DecideInput): Decisions {
   const d: Decisions = { claims: [], refused: [], start: [], stop: [], kill: [], release: [], park: [], unplaced: [], fitsNowhere: [], blocked: [], wakeInMs: Infinity }

@@ -19,7 +19,8 @@ export interface FencingComponents {
   log: Logger
   clock: Clock
   state: { read: () => Reader }
-  membership: { readonly members: MemberTable }
+  /** `inSight`: a member's beat counter advanced here lately (MembershipService.inSight); absent: its state alone counts */
+  membership: { readonly members: MemberTable, inSight?: (id: string) => boolean }
   metrics: Pick<DvmmMetrics, 'fenced'>
   local: Pick<LocalVms, 'live' | 'act'>
   /** the fence timeout it runs with changed (the watchdog follows it) */
@@ -92,7 +93,10 @@ export class Fencing {
     // only roll members vote: this node too only once on it (fence.ts voters)
     const roll = voters(entries.map(e => e.node), this.c.peerId)
     const alive = (id: string): boolean => members.get(id)?.state === 'alive'
-    const aliveSeen = [...roll].filter(id => id === this.c.peerId || alive(id)).length
+    // in sight: alive, and its beat counter advanced here lately: cut off from all, a node
+    // loses sight of the members it hears no heartbeat from within the liveness window,
+    // not after their silence timeout (holderNoticeMs)
+    const aliveSeen = [...roll].filter(id => id === this.c.peerId || (alive(id) && (this.c.membership.inSight?.(id) ?? true))).length
     this.updateActive(roll, members)
     // until this run first sees a majority, its fence counts from the previous run's last
     // feed with the timeout that feed promised (others wait that long for a restart: restart-grace.ts)

@@ -61,7 +61,9 @@ export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on
   /** the members' clock offsets from this node's, as the heartbeats measure them (a VM's history is shown in this node's time) */
   clockOffsets?: () => ReadonlyMap<string, ClockOffset>
   /** how members are found silent (MembershipService.detection; absent: every member watches every other) */
-  detection?: () => { watchers: number, silenceMs: number, agents: number }
+  detection?: () => { watchers: number, silenceMs: number, agents: number, livenessMs?: number }
+  /** whether a member is in sight by the liveness table (MembershipService.inSight; absent: by its state alone) */
+  inSight?: (id: string) => boolean
 }
 
 export interface DvmmComponents {

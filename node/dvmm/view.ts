@@ -73,7 +73,8 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       // dead members too: a takeover of a dead holder's leases waits for its fence (an
       // agent that advertises none runs the default)
       ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {}),
-      ...(m?.advert.silenceMs != null ? { silenceMs: m.advert.silenceMs } : {})
+      ...(m?.advert.silenceMs != null ? { silenceMs: m.advert.silenceMs } : {}),
+      ...(m?.advert.livenessMs != null ? { livenessMs: m.advert.livenessMs } : {})
     }
   })
 }

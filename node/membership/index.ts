@@ -280,7 +280,7 @@ export class GridMembership implements Service {
       ...unreachedField(this.detector?.outOfReach()),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
-      ...(this.detector != null ? { silenceMs: this.detector.detection().silenceMs } : {}),
+      ...(this.detector != null ? { silenceMs: this.detector.detection().silenceMs, livenessMs: this.detector.livenessMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
       stateHeads: c.advert.get('stateHeads').slice(0, 64)
     }

@@ -42,6 +42,7 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     vmHost: a.vmHost ?? null,
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     silenceMs: a.silenceMs ?? null,
+    livenessMs: a.livenessMs ?? null,
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },

@@ -159,3 +159,25 @@ function capture (): { log: { warn: (msg: string, fields?: Record<string, unknow
   const warnings: Array<{ msg: string, fields?: Record<string, unknown> }> = []
   return { log: { warn: (msg, fields) => { warnings.push({ msg, fields }) } }, warnings }
 }
+
+test('a node counts towards its majority only the members in sight by the liveness table: cut off from all, alive in its member table, it fences a fence timeout after it lost sight of them', t => {
+  const roll = [ME, 'a', 'b', 'c', 'd', 'e', 'f']
+  const members = new Map(roll.filter(id => id !== ME).map(id => [id, member(id, 5000)]))
+  let sight = true
+  const f = new Fencing({
+    peerId: ME,
+    log: silentLogger,
+    clock: { now: () => 0 },
+    state: { read: () => ({ list: () => roll.map(node => ({ node })) }) as never },
+    membership: { members, inSight: () => sight },
+    metrics: { fenced: { set: () => {} } } as never,
+    local: { live: new Set(), act: async () => {} } as never
+  }, { fenceTimeoutMs: 5000, takeoverMarginMs: 1500, lastAliveAt: 0 })
+  f.start()
+  t.like(f.check(1000), { majority: true, aliveSeen: 7, fenced: false })
+  // the cut: the member table still says alive (silence timeout), the counters stopped
+  sight = false
+  t.like(f.check(3500), { majority: false, aliveSeen: 1, fenced: false })
+  t.like(f.check(5999), { fenced: false })
+  t.like(f.check(6000), { fenced: true, mayClaim: false })
+})

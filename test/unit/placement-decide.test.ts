@@ -104,7 +104,7 @@ test('in a roll larger than a node\'s watchers + 1, a takeover also waits for th
   t.is(holderNoticeMs(6, detection), 30_000)
   t.is(holderNoticeMs(10, undefined), 0, 'no detection given: as before')
   // rv23: the longest silence timeout any node advertises (settings, table sizes differ)
-  t.is(holderNoticeMs(6, detection, [undefined, 42_000, 12_000]), 42_000)
+  t.is(holderNoticeMs(6, detection, [{}, { silenceMs: 42_000 }, { silenceMs: 12_000 }]), 42_000)
   // rv23: watchers are picked among every agent connected, on the roll or not: a roll of
   // five with a sixth agent about is no longer "every member watches every other"
   const five = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000 }
@@ -125,7 +125,31 @@ test('in a roll larger than a node\'s watchers + 1, a takeover also waits for th
   // the same in takeover's own words
   const r = takeover({ holderAlive: false, holderLastHeard: 5000, now: 11_000, fenceTimeoutMs: 5000, marginMs: 1000, noticeMs: 30_000 })
   t.false(r.allowed)
-  t.regex(r.reason, /fence timeout \+ the holder's silence timeout .* \+ margin \(36000 ms\)/)
+  t.regex(r.reason, /fence timeout \+ the time the holder may take to find itself cut off from all \(30000 ms\) \+ margin \(36000 ms\)/)
+})
+
+test('in a roll larger than watchers + 1 whose every node keeps a liveness table, a takeover waits the longest liveness window, not the silence timeout', t => {
+  const detection = { watchers: 4, silenceMs: 30_000, livenessMs: 2500 }
+  const all = (ms: number[]): Array<{ silenceMs: number, livenessMs: number }> => ms.map(livenessMs => ({ silenceMs: 30_000, livenessMs }))
+  t.is(holderNoticeMs(5, detection, all([2500])), 0, 'five: every member hears every other')
+  t.is(holderNoticeMs(6, detection, all([2500, 2500])), 2500)
+  t.is(holderNoticeMs(6, detection, all([2500, 4000])), 4000, 'the longest advertised')
+  t.is(holderNoticeMs(6, detection, [...all([2500]), { silenceMs: 42_000 }]), 42_000, 'a node of an older release (no window): the longest silence timeout')
+  t.is(holderNoticeMs(6, { watchers: 4, silenceMs: 30_000 }, all([2500])), 30_000, 'this node has no window itself')
+  // a roll of ten, every node advertising a window of 2.5 s; C, the holder, last heard at 5 s
+  const ten = ['n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9'].map(n => [n, roll(n)] as const)
+  const base = { vms: [vm('v')], leases: [lv(lease('v', C, { epoch: 3 }))], holderAlive: (n: string) => n !== C, lastHeard: () => 5000, detection }
+  const w = { silenceMs: 30_000, livenessMs: 2500 }
+  const at = (now: number, me = A): ReturnType<typeof decide> => {
+    const i = input({ ...base, me, now, nodes: [node(A, w), node(B, w), node(C, { alive: false, ...w }), ...ten.map(([n]) => node(n, w))] })
+    for (const [n, e] of ten) i.doc.roll.set(n, e)
+    return decide(i)
+  }
+  t.deepEqual(at(11_000).claims, [], 'not after fence timeout + margin alone')
+  t.is(at(11_000).wakeInMs, 2500)
+  t.deepEqual([A, B].flatMap(me => at(13_499, me).claims), [])
+  const [me] = [A, B].filter(n => at(13_500, n).claims.length > 0)
+  t.like(at(13_500, me).claims[0], { vm: 'v', epoch: 4, from: C })
 })
 
 test('takeover waits for the longest fence timeout any node advertises, the dead holder\'s included', t => {
