@@ -128,10 +128,12 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
     throw new CliError(`${err.message}: ${left}`, 130)
   } finally {
     if (temp != null) {
+      // renewed until removed: the agent removes one whose lease ran out by itself
       removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', (err: Error) => {
-        process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): remove it with vgrid vol snapshot rm ${d.path} ${temp.name}\n`)
+        process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): the agent removes it by itself once its lease runs out (vgrid vol snapshot rm ${d.path} ${temp.name} removes it now)\n`)
         return ''
       })
+      temp.stop()
     }
   }
   out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
@@ -245,16 +247,29 @@ function inUse (u: VolumeUsersView): string | null {
   return why.length === 0 ? null : why.join(', ')
 }
 
-/** a snapshot of `d` for one export, named so that a user who finds it left behind knows what it is */
-async function tempSnapshot (api: ApiClient, d: VolumeView, users: string): Promise<{ name: string, nbd: string }> {
-  const name = `export-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${Math.random().toString(36).slice(2, 6)}`
-  const after = await api.request<VolumeView>('POST', `/v1/volumes/${enc(d.id)}/snapshots`, { name }).catch((err: Error) => {
+/**
+ * A snapshot of `d` for one export: the agent names it (export-<UTC time>-<random>, so
+ * that a user who sees it knows what it is) and leases it to this export, which renews
+ * the lease every third of its length until `stop` is called. Once a lease runs out (this
+ * process killed, even by SIGKILL) and no NBD session reads the snapshot, the agent
+ * removes it (export-sweeper.ts).
+ */
+async function tempSnapshot (api: ApiClient, d: VolumeView, users: string): Promise<{ name: string, nbd: string, stop: () => void }> {
+  const r = await api.request<{ snapshot: string, leaseMs: number, volume: VolumeView }>('POST', `/v1/volumes/${enc(d.id)}/export-snapshot`).catch((err: Error) => {
     throw new CliError(`${d.path} is in use (${users}) and a snapshot to export from could not be taken: ${err.message}`, 1)
   })
-  const s = after.snapshots.find(x => x.name === name)
-  if (s == null) throw new CliError(`${d.path}: the snapshot ${name} taken to export from is not in the answer`, 1)
-  out(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${name}, taken now and removed afterwards`)
-  return s
+  const s = r.volume.snapshots.find(x => x.name === r.snapshot)
+  if (s == null) throw new CliError(`${d.path}: the snapshot ${r.snapshot} taken to export from is not in the answer`, 1)
+  let warned = false
+  const renew = setInterval(() => {
+    api.request('POST', `/v1/volumes/${enc(d.id)}/snapshots/${enc(s.name)}/lease`).catch((err: Error) => {
+      // the copy reads on: the agent keeps the snapshot while an NBD session reads it
+      if (!warned) process.stderr.write(`vgrid: the lease on the export's snapshot ${d.path}@${s.name} could not be renewed (${err.message}); the copy goes on\n`)
+      warned = true
+    })
+  }, Math.max(1000, Math.floor(r.leaseMs / 3)))
+  out(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${s.name}, taken now and removed afterwards`)
+  return { name: s.name, nbd: s.nbd, stop: () => { clearInterval(renew) } }
 }
 
 async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string): Promise<void> {

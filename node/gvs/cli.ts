@@ -145,7 +145,7 @@ export async function vol (argv: string[]): Promise<void> {
         repairLine(lr, nodeName, h.noMajority),
         `scrub     ${scrubLine(d.scrub, lr, nodeName)}`,
         // the newest few (a tester's 127 made one line of thousands of characters)
-        `snapshots ${d.snapshots.length === 0 ? 'none' : `${d.snapshots.length > SNAPSHOTS_SHOWN ? `${d.snapshots.length}, the newest ${SNAPSHOTS_SHOWN}: ` : ''}${d.snapshots.slice(-SNAPSHOTS_SHOWN).map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)})`).join(', ')}${d.snapshots.length > SNAPSHOTS_SHOWN ? ' (all: vgrid vol info --json)' : ''}`}`,
+        `snapshots ${d.snapshots.length === 0 ? 'none' : `${d.snapshots.length > SNAPSHOTS_SHOWN ? `${d.snapshots.length}, the newest ${SNAPSHOTS_SHOWN}: ` : ''}${d.snapshots.slice(-SNAPSHOTS_SHOWN).map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)}${x.export != null ? `, read by a vgrid vol export on ${x.export.name}` : ''})`).join(', ')}${d.snapshots.length > SNAPSHOTS_SHOWN ? ' (all: vgrid vol info --json)' : ''}`}`,
         // an older agent's answer has no layers
         ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} left by deleted snapshots, ${d.layers.waiting != null ? `waiting to be folded away: ${d.layers.waiting}` : 'to be folded away in the background'})` : ''}`] : []),
         // an older agent's answer has no clonedFrom

@@ -4,6 +4,7 @@
 // A volume's `health` (healthy, degraded, repairing, with reasons and the repair's
 // progress) is computed when asked: see health.ts and GvsService.health.
 import type { FastifyInstance } from 'fastify'
+import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
 import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
@@ -15,6 +16,7 @@ import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { waitingLayers } from './layer-reclaim.ts'
 import type { NodeWriters } from './say-writers.ts'
+import { exportRecordOf, exportSnapshotName, type ExportFate, type ExportRecord } from './export-holds.ts'
 
 /** who uses a volume: VMs that name it as a disk (running: runs or should), NBD writer sessions by node */
 export interface VolumeUsersView {
@@ -51,7 +53,8 @@ export interface VolumeView {
    * background pass of the volume's coordinator)
    */
   layers: { count: number, max: number, folding: number, waiting?: string }
-  snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string }>
+  /** `export`: a `vgrid vol export`'s snapshot, the node whose export reads it and until when its hold stands unrenewed (export-holds.ts) */
+  snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string, export?: { node: string, name: string, until: string } }>
   /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
   writesGivenUp?: Array<{ node: string, name: string, at: string }>
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
@@ -101,6 +104,14 @@ export interface GvsRoutesDeps {
   uriOf: (v: Volume) => string
   /** a node's name (its id where none is known) */
   nodeName?: (node: string) => string
+  /** the holds of `vgrid vol export`'s snapshots on this node, and what becomes of a volume's export snapshots (export-sweeper.ts) */
+  readonly exportSweeper: {
+    lease: (volume: string, snapshot: string, now?: number) => void
+    endLease: (volume: string, snapshot: string) => void
+    readonly leaseMs: number
+    record: (now?: number) => ExportRecord
+    fates: (v: Volume) => ExportFate[]
+  }
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString()
@@ -175,8 +186,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       parent: v.parent,
       clonedFrom: cloneSource(v, all),
       layers: layersView(v, waiting.get(v.id) ?? 0),
-      snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt)
-        .map(s => ({ name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`) })),
+      snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => {
+        const x = exportRecordOf(s)
+        return { name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`), ...(x != null ? { export: { node: x.node, name: svc.nodeName?.(x.node) ?? x.node, until: iso(x.until) } } : {}) }
+      }),
       writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
       nbd: svc.uriOf(v)
     }))
@@ -187,6 +200,15 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const l = svc.lastRepairs.get(v.id)
     const all = svc.volumes()
     return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => sayLayers(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: sayLayers(l.unavailableWhy, all) } : {}), ...(l.scrubbed != null ? { scrubbed: sayFound(l.scrubbed, all) } : {}) } }
+  }
+
+  /** a volume's export snapshots: those whose export is gone (they go with it), those whose export runs, and where */
+  const exportsOf = (v: Volume): { abandoned: string[], running: Array<{ name: string, node: string }> } => {
+    const fates = svc.exportSweeper.fates(v)
+    return {
+      abandoned: fates.filter(f => f.abandoned).map(f => f.snapshot),
+      running: fates.filter(f => !f.abandoned).map(f => ({ name: f.snapshot, node: svc.nodeName?.(f.node) ?? f.node }))
+    }
   }
 
   return (app: FastifyInstance): void => {
@@ -278,7 +300,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id, 'removed as a volume')
       const r = state.read()
       checkDestroy(v, r.list('vms'), r.list('leases'))
-      checkSnapshotsGo(v, withSnapshots)
+      // the snapshots of exports that are gone go with it; those of exports that run are the volume's still
+      checkSnapshotsGo(v, withSnapshots, exportsOf(v))
       checkDestroy(v, [], [], await svc.writersOf(v.id))
       // again inside the write: a VM may have taken the volume while the writers were asked
       const { unread, lineRead, snapshots } = await state.write(w => {
@@ -286,7 +309,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         const cur = findVolume(all, v.id)
         checkDestroy(cur, w.reader.list('vms'), w.reader.list('leases'))
         // a snapshot taken meanwhile is refused too
-        checkSnapshotsGo(cur, withSnapshots)
+        checkSnapshotsGo(cur, withSnapshots, exportsOf(cur))
         w.remove('volumes', v.id)
         // a clone of one of its snapshots reads on through the layers under it: those stay
         const still = referencedLayers(all.filter(x => x.id !== v.id))
@@ -303,15 +326,15 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       return { removed: v.id, path: v.path, snapshots }
     })
 
-    /** snapshots of several volumes in one change of the document: one consistent cut */
-    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number): string[] => {
+    /** snapshots of several volumes in one change of the document: one consistent cut (`exported`: an export's, with its record) */
+    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number, exported?: ExportRecord): string[] => {
       const frozen: string[] = []
       for (const v of vs) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
         const current = findVolume(w.reader.list('volumes'), v.id)
         const plan = planSnapshot(current, name, now)
         w.update('volumes', v.id, { layers: plan.layers })
-        w.addSnapshot(v.id, plan.snapshot)
+        w.addSnapshot(v.id, exported == null ? plan.snapshot : { ...plan.snapshot, export: exported } as typeof plan.snapshot)
         frozen.push(layersOf(current)[0]!)
       }
       return frozen
@@ -326,6 +349,42 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       await svc.freeze(await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`))
       void reply.code(201)
       return await view(findVolume(svc.volumes(), v.id))
+    })
+
+    // `vgrid vol export` of a volume in use: a snapshot named here (export-<UTC time>-<random>),
+    // recording this node and until when its hold stands (export-holds.ts), and a lease on
+    // it for `leaseMs`, which the export renews (POST .../snapshots/NAME/lease) while it
+    // copies. Once the lease ran out and no NBD session here reads the snapshot, this node
+    // removes it (export-sweeper.ts): an export killed midway leaves nothing behind.
+    app.post<{ Params: IdParams }>('/v1/volumes/:id/export-snapshot', { schema: { params: idParams } }, async (req, reply) => {
+      const b = optionalBody(req.body)
+      const extra = Object.keys(b)[0]
+      if (extra !== undefined) throw new ValidationError(extra, `unknown field "${extra}": this request takes no fields (the agent names the export's snapshot)`)
+      const v = findVolume(svc.volumes(), req.params.id, 'snapshotted (snapshot a clone of it)')
+      const now = Date.now()
+      const name = exportSnapshotName(now, randomBytes(4).readUInt32BE(0).toString(36).slice(0, 6))
+      // leased from before it exists: no sweep here finds it unheld
+      svc.exportSweeper.lease(v.id, name, now)
+      try {
+        await svc.freeze(await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now)), `volume snapshot ${v.path}@${name} (export)`))
+      } catch (err) { svc.exportSweeper.endLease(v.id, name); throw err }
+      void reply.code(201)
+      return { snapshot: name, leaseMs: svc.exportSweeper.leaseMs, volume: await view(findVolume(svc.volumes(), v.id)) }
+    })
+
+    app.post<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name/lease', { schema: { params: idParams } }, async req => {
+      const b = optionalBody(req.body)
+      const extra = Object.keys(b)[0]
+      if (extra !== undefined) throw new ValidationError(extra, `unknown field "${extra}": this request takes no fields`)
+      const v = findVolume(svc.volumes(), req.params.id)
+      const s = snapshotOf(v, req.params.name)
+      if (s == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}" (an export's is removed once its lease runs out)`)
+      const r = exportRecordOf(s)
+      if (r == null) throw new ConflictError(`${v.path}@${s.name} is not a snapshot vgrid vol export took: it has no lease to renew`, 'not_export')
+      const self = svc.exportSweeper.record().node
+      if (r.node !== self) throw new ConflictError(`${v.path}@${s.name} is the snapshot of an export served by ${svc.nodeName?.(r.node) ?? r.node}: renew its lease there`, 'not_here')
+      svc.exportSweeper.lease(v.id, s.name)
+      return { snapshot: s.name, leaseMs: svc.exportSweeper.leaseMs }
     })
 
     app.post('/v1/snapshots', async (req, reply) => {
@@ -348,6 +407,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them
       await state.write(w => { w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
+      // an export's lease on it (if any) ends with it
+      svc.exportSweeper.endLease(v.id, req.params.name)
       return await view(findVolume(svc.volumes(), v.id))
     })
 

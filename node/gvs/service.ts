@@ -27,7 +27,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, volumeUsers, type Pool } from './volumes.ts'
+import { byPath, frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, splitSnapshotRef, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports } from './exports.ts'
 import { PIN_KEY_FILE, PinKeys } from './pin-keys.ts'
 import { LocalCaches } from './local-cache.ts'
@@ -52,6 +52,7 @@ import { LayerReclaim } from './layer-reclaim.ts'
 import { VolumeProblems } from './volume-problems.ts'
 import { VolumeStates } from './volume-states.ts'
 import { WriteIntervalRecords } from './write-interval-records.ts'
+import { ExportSweeper } from './export-sweeper.ts'
 import type { Registry } from 'prom-client'
 
 export interface GvsComponents {
@@ -101,6 +102,10 @@ export interface GvsInit extends GvsTuning {
   writeRetryMs?: number
   /** how long a layer nothing reads any more stays on disk before this node frees it (default 20 s) */
   freeAfterMs?: number
+  /** how often abandoned export snapshots are looked for (default SWEEP_MS, export-sweeper.ts) */
+  exportSweepMs?: number
+  /** how long an export's lease on its snapshot lasts unrenewed (default EXPORT_LEASE_MS, export-sweeper.ts) */
+  exportLeaseMs?: number
   /** read the VGRID_GVS_* variables (default true; tests pass false) */
   env?: boolean
 }
@@ -172,6 +177,8 @@ export class GvsService {
   private readonly writeIntervals: WriteIntervalRecords
   /** why this node sees no majority of the roll (no volume is created or used here then), or null */
   noMajority (): string | null { return this.writeIntervals.noMajority() }
+  /** the holds of `vgrid vol export`'s snapshots here, and the removal of those whose export is gone */
+  readonly exportSweeper: ExportSweeper
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
 
@@ -199,7 +206,7 @@ export class GvsService {
       resetConnections: (peer, why) => { resetConnections(components.host, peer, why) },
       nameOf: n => this.nodeName(n)
     })
-    this.nbd = new NbdServer({ log, exports: { get: name => this.device(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
+    this.nbd = new NbdServer({ log, exports: { get: name => this.openDevice(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev); this.exportSweeper.released(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })
@@ -289,6 +296,15 @@ export class GvsService {
       write: async (fn, message) => await this.components.state.write(fn, message),
       running: () => this.started
     }, { freeAfterMs: this.init.freeAfterMs })
+    this.exportSweeper = new ExportSweeper({
+      self: this.replicas.self,
+      log,
+      volumes: () => this.volumes(),
+      members: () => new Map([...this.components.membership.members.values()].map(m => [m.nodeId, m.state])),
+      live: () => this.liveIds(),
+      majority: () => this.writeIntervals.noMajority() == null,
+      write: async (fn, message) => await this.components.state.write(fn, message)
+    }, { sweepMs: this.init.exportSweepMs, leaseMs: this.init.exportLeaseMs })
     this.scrub = new ScrubSchedule({
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
       unsound: async (objects, sound, startedAt) => { await this.unsound.record(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
@@ -329,6 +345,7 @@ export class GvsService {
     this.components.membership.on?.('vouched', this.onVouched)
     this.components.host.addEventListener?.('peer:connect', this.onConnect)
     this.pass.start()
+    this.exportSweeper.start()
     await this.scrub.start()
   }
 
@@ -341,9 +358,11 @@ export class GvsService {
     this.components.host.removeEventListener?.('peer:connect', this.onConnect)
     // no new pass from here on (the timer goes now); one that runs is waited for below
     const passStopped = this.pass.stop()
+    const sweepStopped = this.exportSweeper.stop()
     this.repairs.stopAll()
     await this.scrub.stop()
     await passStopped
+    await sweepStopped
     await this.repairs.ended()
     await this.nbd.stop()
     await this.status.stop()
@@ -580,6 +599,20 @@ export class GvsService {
 
   /** the block device NBD serves for an export name (a volume, or VOL@SNAP read-only) */
   device (name: string): BlockDevice | undefined { return this.exports.device(name) }
+
+  /** a device for an NBD session: one of a snapshot counts as read here until its session releases it (export-sweeper.ts) */
+  private openDevice (name: string): BlockDevice | undefined {
+    const dev = this.device(name)
+    if (dev == null) return dev
+    const ref = splitSnapshotRef(name)
+    if (ref == null) return dev
+    // as exports.ts names them: a path without its "/", a path, an id; a name that is a volume's was opened as one
+    const all = this.volumes()
+    const byName = (n: string): Volume | undefined => byPath(all, `/${n}`) ?? byPath(all, n) ?? all.find(x => x.id === n)
+    const v = byName(name) == null ? byName(ref.volume) : undefined
+    if (v != null) this.exportSweeper.opened(dev, v.id, ref.snapshot)
+    return dev
+  }
 
   /** the repair of this volume running here, if any */
   repairing (id: string): RepairProgressView | null { return this.repairs.progress(id) }

@@ -216,22 +216,27 @@ export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lea
   checkWriters(v, writers)
 }
 
-/** the name `vgrid vol export` gives the snapshot it exports a volume in use from (cli-copy.ts tempSnapshot) */
+/** the name `vgrid vol export` gives the snapshot it exports a volume in use from (export-holds.ts exportSnapshotName) */
 export const EXPORT_SNAPSHOT = /^export-\d{8}T\d{6}-[a-z0-9]{1,8}$/
 
 /**
  * A volume with snapshots is removed only when asked to remove them too (`withSnapshots`):
- * they are its backups, and go with it (rbd refuses likewise).
+ * they are its backups, and go with it (rbd refuses likewise). The snapshots of exports
+ * that are gone (`exports.abandoned`, export-holds.ts) are no backups: they go with it
+ * unasked. Those of exports that run (`exports.running`) are said to be.
  */
-export function checkSnapshotsGo (v: Volume, withSnapshots: boolean): void {
-  const names = Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name)
+export function checkSnapshotsGo (v: Volume, withSnapshots: boolean, exports: { abandoned?: readonly string[], running?: ReadonlyArray<{ name: string, node: string }> } = {}): void {
+  const gone = new Set(exports.abandoned ?? [])
+  const names = Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name).filter(n => !gone.has(n))
   if (names.length === 0 || withSnapshots) return
   const shown = names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`
-  // an export of a volume in use reads a snapshot it takes (cli-copy.ts tempSnapshot) and
-  // removes after: one killed midway leaves it (a tester's then blocked the rm)
-  const left = names.filter(n => EXPORT_SNAPSHOT.test(n))
+  const running = (exports.running ?? []).filter(x => names.includes(x.name))
+  const runningNote = running.length === 0 ? '' : `; ${running.map(x => `${x.name} is read by a vgrid vol export on ${x.node}`).join(', ')}, which removes it when it ends: wait for ${running.length === 1 ? 'it' : 'them'}`
+  // an export of an earlier release recorded nothing of itself: one killed midway left its
+  // snapshot, which nothing can tell from a user's (a tester's then blocked the rm)
+  const left = names.filter(n => EXPORT_SNAPSHOT.test(n) && !running.some(x => x.name === n))
   const leftNote = left.length === 0 ? '' : `; ${left.length === 1 ? `${left[0]!} was` : `${left.length} export-... snapshots were`} left by an interrupted vgrid vol export (vgrid vol snapshot rm ${v.path} ${left.length === 1 ? left[0]! : 'NAME'} removes ${left.length === 1 ? 'it' : 'each'})`
-  throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots; over the API, DELETE with ?snapshots=true)${leftNote}`, 'has_snapshots')
+  throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots; over the API, DELETE with ?snapshots=true)${runningNote}${leftNote}`, 'has_snapshots')
 }
 
 /**

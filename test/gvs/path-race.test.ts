@@ -37,7 +37,8 @@ function node (t: import('ava').ExecutionContext, me: string, noMajority: () => 
     repairing: () => null,
     health: async () => new Map(),
     writersOf: async () => [],
-    uriOf: v => `nbd+unix:///${v.path.slice(1)}?socket=/nowhere`
+    uriOf: v => `nbd+unix:///${v.path.slice(1)}?socket=/nowhere`,
+    exportSweeper: { lease: () => {}, endLease: () => {}, leaseMs: 15_000, record: (now = Date.now()) => ({ node: me, run: 'r1', until: now + 60_000 }), fates: () => [] }
   }
   const app = Fastify()
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
