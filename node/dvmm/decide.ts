@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, voters, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -53,7 +53,23 @@ export interface DecideInput {
   capacity: Capacity
   /** this node's overlay (WireGuard) is down, since when (`now`'s clock) and why; absent or null: up, or no overlay */
   overlay?: { why: string, since: number } | null
+  /**
+   * when this run of the agent started (`now`'s clock; absent: long ago). A node alone on
+   * its roll (aloneOnRoll) counts its own majority only from then: its document may be
+   * an old one (a data dir restored from a backup taken while it was the grid's only
+   * node), whose leases the grid has long moved on from, and it learns so only as it
+   * syncs (rv21: it started its old leases at once, while they ran elsewhere)
+   */
+  startedAt?: number
+  /** other agents are known here or expected (--join given): a node alone on its roll also claims nothing before its stale leases may start */
+  othersExpected?: boolean
   cfg: DecideConfig
+}
+
+/** the roll's only voter is this node (its roll holds only it, or nothing: fence.ts voters) */
+export const aloneOnRoll = (roll: Iterable<string>, me: string): boolean => {
+  const v = voters(roll, me)
+  return v.size === 1 && v.has(me)
 }
 
 /**
@@ -210,7 +226,10 @@ export function decide (i: DecideInput): Decisions {
   const meNode = i.nodes.find(n => n.id === i.me)
   // since when this node has seen a majority: a node that just got it back (a healed
   // partition, a restart) holds a stale document and stale liveness for a while
-  const since = takeoverMajoritySince(i.doc, i.me, i.nodes, i.voteLock)
+  // alone on its roll, its own vote counts from this run's start (DecideInput.startedAt)
+  const alone = aloneOnRoll(i.doc.roll.keys(), i.me)
+  const selfFrom = alone ? i.startedAt ?? -Infinity : -Infinity
+  const since = Math.max(takeoverMajoritySince(i.doc, i.me, i.nodes, i.voteLock), selfFrom)
   // others wait this long before taking a lease over (the longest fence any node advertises)
   const fenceMs = takeoverFenceMs(i.cfg.fenceTimeoutMs, i.nodes)
   // and how much later a holder cut off from all may notice it (large grids)
@@ -218,7 +237,7 @@ export function decide (i: DecideInput): Decisions {
   // this node's own leases from before its majority came back wait for the document to
   // catch up (a takeover elsewhere), which lent votes do not change: counted without the
   // locks (a node back from a restart its watchdog outlasted waited a minute for its VMs)
-  const seenSince = takeoverMajoritySince(i.doc, i.me, i.nodes)
+  const seenSince = Math.max(takeoverMajoritySince(i.doc, i.me, i.nodes), selfFrom)
   const staleUntil = seenSince + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
@@ -336,6 +355,8 @@ export function decide (i: DecideInput): Decisions {
   d.unplaced = order
   d.fitsNowhere = order.filter(id => places.get(id)!.feasible === 0)
   if (!i.fence.mayClaim) return d
+  // alone on a roll that may be old, with others about: its claims wait as its stale leases do
+  if (alone && i.othersExpected === true && i.now < staleUntil) { wake(staleUntil - i.now); return d }
   const reserved = reservedBy(i.me, [...i.doc.leases.values()].map(l => l.claims))
   for (const id of order) {
     const { pos, feasible } = places.get(id)!

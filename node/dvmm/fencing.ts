@@ -70,6 +70,9 @@ export class Fencing {
   /** the fence timeout this node runs with now (its watchdog's is 3/5 of it) */
   get activeMs (): number { return this.active }
 
+  /** when this run started (the clock's `now`; 0 before start) */
+  get startedAtMs (): number { return this.startedAt }
+
   /** the last judgement (undefined before the first) */
   get state (): FenceDecision | undefined { return this.fence }
 

@@ -505,6 +505,8 @@ export class DvmmService {
       unplacedSince: this.unplacedSince,
       capacity: cap,
       overlay: this.overlayDown(now),
+      startedAt: this.fencing.startedAtMs,
+      othersExpected: (this.components.config.join?.length ?? 0) > 0 || [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
       cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs }
     })
     this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)

@@ -511,3 +511,26 @@ test('a vote locked for a restart (voteLock) holds back a takeover that needs it
   // once the lock and a fence timeout and margin after it have passed: taken over
   t.true([A, B].some(me => decide({ ...i, me, now: 60_000 + 5000 + 1000 + 1 }).claims.some(c => c.vm === 'theirs')))
 })
+
+test('a node alone on its roll counts its majority from its start: an old data dir (roll of itself only) starts none of its old leases, and with others about claims nothing, until a takeover\'s wait has passed (rv21)', t => {
+  // restored from a backup taken while it was the grid's only node: its roll holds A alone,
+  // and a lease of A's, which the grid has since moved on from
+  const alone = (over: Partial<DecideInput> & { vms?: Vm[], leases?: LeaseView[] }): ReturnType<typeof decide> => {
+    const i = input({ nodes: [node(A)], ...over })
+    i.doc.roll = new Map([[A, roll(A)]])
+    return decide(i)
+  }
+  const old = { vms: [vm('v')], leases: [lv(lease('v', A, { status: 'running' }))], startedAt: 10_000 }
+  t.deepEqual(alone({ ...old, now: 10_100 }).start, [], 'not at once: its document may be years old')
+  t.is(alone({ ...old, now: 10_100 }).wakeInMs, 5900)
+  t.deepEqual(alone({ ...old, now: 16_000 }).start, ['v'], 'after fence timeout + margin from its start, as a takeover would wait')
+  t.deepEqual(alone({ ...old, now: 10_100, startedAt: undefined }).start, ['v'], 'without a start time: as before')
+  // an empty roll is a grid of this node alone too
+  const empty = input({ vms: [vm('w')], nodes: [node(A)], now: 10_100, startedAt: 10_000, othersExpected: true })
+  empty.doc.roll = new Map()
+  t.deepEqual(decide(empty).claims, [], 'others about (or --join given): no claim on a roll that may be old')
+  t.deepEqual(decide({ ...empty, othersExpected: false }).claims.map(c => c.vm), ['w'], 'no one else about: a grid of one claims at once')
+  t.deepEqual(decide({ ...empty, now: 16_000 }).claims.map(c => c.vm), ['w'])
+  // a node with others on its roll is not alone: unchanged
+  t.deepEqual(decide(input({ vms: [vm('v')], leases: [lv(lease('v', A, { status: 'running' }))], startedAt: 10_000, now: 10_100 })).start, ['v'])
+})
