@@ -26,6 +26,8 @@ const Count = Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 /** unknown fields are kept (see the top of this file) */
 const open = { additionalProperties: true }
 const ProtoVersion = Type.Integer({ minimum: 1, maximum: 65535 })
+/** the longest liveness window an advert says (a day); a node whose window is longer says none */
+export const MAX_LIVENESS_MS = 86_400_000
 
 export const ResourcesSchema = Type.Object({
   cpu: Count,
@@ -82,9 +84,10 @@ export const AdvertSchema = Type.Object({
    * only while that member's beat counter advanced there within this window, so cut off
    * from all it loses sight of every member this long after the cut, and a takeover of
    * its leases in a large roll waits this instead of the silence timeout (fence.ts
-   * holderNoticeMs); absent (an older agent): it counts by the silence timeout
+   * holderNoticeMs); absent (an older agent, or a window past a day): it counts by the
+   * silence timeout
    */
-  livenessMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
+  livenessMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_LIVENESS_MS })),
   /** why the node's overlay (WireGuard) is down (absent: up, or off): placement makes it the last choice for VMs with connections */
   overlayDown: Type.Optional(Type.String({ maxLength: 512 })),
   /**

@@ -13,7 +13,7 @@
 // a 16-bit length, entries (protocol/liveness.ts); the watcher replies on the stream the
 // sender opened, so every node hears tables from at least its own watchers.
 import { monoNow } from './mono-clock.ts'
-import { parseTable, TABLE_MARK, type WireEntry } from './liveness.ts'
+import { parseTable, tableFrameSize, TABLE_MARK, type WireEntry } from './liveness.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { Gauge, type Registry } from 'prom-client'
@@ -148,8 +148,10 @@ interface Watch { last: number, silent: boolean, stream: Stream }
 
 /** a watcher that closed our stream (it refused, restarted or went away) is not asked again for this long, if others will do */
 const REST_MS = 30_000
-/** frames a stream may have waiting before it counts as dead */
-const BACKLOG_FRAMES = 64
+/** ticks' worth of frames a stream may have waiting before it counts as dead */
+const BACKLOG_TICKS = 64
+/** liveness tables read from one peer in one tick (both its streams, a tick's drift); more are skipped unread */
+const TABLES_PER_TICK = 4
 
 export class Heartbeats {
   private readonly init: HeartbeatsInit
@@ -164,6 +166,10 @@ export class Heartbeats {
   private readonly offsets = new Map<string, ClockOffset>()
   /** when this node last came out of a stall of its own (see tick) */
   private stallEndedAt = 0
+  /** the most bytes one tick has sent on a stream (a tick's beat and table): the backlog bound's unit */
+  private tickBytes = 2 + EXT_BODY
+  /** tables read from each peer this tick */
+  private readonly tablesRead = new Map<string, number>()
 
   constructor (init: HeartbeatsInit) {
     this.init = init
@@ -329,11 +335,21 @@ export class Heartbeats {
    */
   private readTables (peer: string, buf: Uint8ArrayList, replies: boolean): boolean {
     while (buf.byteLength > 0) {
-      const r = buf.get(0) === TABLE_MARK ? parseTable(buf.subarray(0, Math.min(buf.byteLength, 3 + 0xffff))) : null
-      if (r === 'need') return true
-      if (r == null && !replies) return true
-      if (r != null) buf.consume(r.size)
-      if (r?.entries == null) {
+      if (buf.get(0) !== TABLE_MARK) {
+        if (!replies) return true
+        this.init.onGarbage?.(peer)
+        return false
+      }
+      // whole frames only, from the header (a big frame in small pieces is not copied again for each)
+      if (buf.byteLength < 3) return true
+      const size = tableFrameSize([TABLE_MARK, buf.get(1), buf.get(2)])
+      if (buf.byteLength < size) return true
+      const read = this.tablesRead.get(peer) ?? 0
+      if (read >= TABLES_PER_TICK) { buf.consume(size); continue }
+      this.tablesRead.set(peer, read + 1)
+      const r = parseTable(buf.subarray(0, size))
+      buf.consume(size)
+      if (r === 'need' || r.entries == null) {
         this.init.onGarbage?.(peer)
         return false
       }
@@ -348,8 +364,8 @@ export class Heartbeats {
     if (s.status !== 'open' || s.writeStatus !== 'writable') return false
     // a stream that cannot take more frames is as good as dead; dropped so that it is
     // reopened (and the far side sees silence if the link really is gone)
-    const limit = BACKLOG_FRAMES * frames.reduce((n, f) => n + f.byteLength, 0)
-    if (s.writeBufferLength > limit) { s.abort(new Error('heartbeat backlog')); return false }
+    this.tickBytes = Math.max(this.tickBytes, frames.reduce((n, f) => n + f.byteLength, 0))
+    if (s.writeBufferLength > BACKLOG_TICKS * this.tickBytes) { s.abort(new Error('heartbeat backlog')); return false }
     try {
       for (const f of frames) s.send(f)
       return true
@@ -392,6 +408,7 @@ export class Heartbeats {
       this.stallEndedAt = now
     }
     this.init.onTickStart?.()
+    this.tablesRead.clear()
     for (const [id, s] of this.out) {
       const table = this.init.tableFor?.(id)
       if (!this.sendOn(s, table == null ? [this.frameFor(id)] : [this.frameFor(id), table])) this.drop(id)

@@ -1,36 +1,47 @@
-// A gossip-style liveness table (van Renesse, Minsky and Hayden's failure detector),
-// carried on the heartbeat streams: every node counts its own beats, and each
-// heartbeat stream carries, both ways, the beat counters of the members its sender
-// has seen advance lately. A node thus learns, first- or second-hand, which members
-// were alive in the last window, while hearing heartbeats from only a few of them.
+// A gossip-style liveness table (after van Renesse, Minsky and Hayden's failure
+// detector), carried on the heartbeat streams: every node counts its own beats, and each
+// heartbeat stream carries, both ways, every member the sender has seen alive lately,
+// with how long ago. A node thus learns, first- or second-hand, which members were alive
+// within the window, while hearing heartbeats from only a few of them.
 //
-// What it is for: a node cut off from everyone hears no counter advance from anyone
-// and knows within the window that it sees no majority (fence.ts), where the member
-// table alone kept the members it is not watched by alive until the silence timeout
-// (30 s and more): takeovers in grids of more than five nodes had to wait that long.
+// What it is for: a node cut off from everyone hears nothing more and knows within the
+// window that it sees no majority (fence.ts), where the member table alone kept the
+// members it is not watched by alive until the silence timeout (30 s and more):
+// takeovers in grids of more than five nodes had to wait that long.
 //
-// Only advances count, on this node's own clock: a member is in sight while its
-// counter advanced here within the window, however old the news is; a steady lag along
-// a path does not matter, a gap in the flow does. Entries not fresh here are not passed
-// on, so a dead member's counter leaves the wire within a window.
+// How old the news is, on this node's clock only: a table echoes this node's own beat
+// count as its sender had it, so it was put together after this node sent that beat
+// (`sentAt`). An entry aged `age` in it says its member was alive at `sentAt - age` or
+// later. Time a table spent in buffers, behind a stalled relay or a stalled receiver,
+// counts against it (rv24: news merged late must not pass for fresh), and no clock of
+// another node is read. A table that echoes no beat of this run dates nothing; its counts
+// are kept to be echoed, and passed on with an unknown age (NO_AGE) while they advance,
+// which is how two nodes that just met come to date each other's tables.
 //
 // Wire (a heartbeat frame, protocol/heartbeat.ts): 0xFE, a 16-bit big-endian length L,
-// then L / 20 entries of 20 bytes: an 8-byte key (the first 8 bytes of SHA-256 over the
-// member's peer id text), its incarnation (float64) and its beat count (uint32).
+// then L / 24 entries of 24 bytes: an 8-byte key (the first 8 bytes of SHA-256 over the
+// member's peer id text), its incarnation (float64), its beat count as the sender has it
+// (uint32) and the entry's age at the sender (uint32, ms: 0 for the sender itself).
 import { createHash } from 'node:crypto'
 
 export const TABLE_MARK = 0xfe
-export const ENTRY_BYTES = 20
+export const ENTRY_BYTES = 24
 const KEY_BYTES = 8
 /** at most this many entries in a frame (the 16-bit length) */
 export const MAX_ENTRIES = Math.floor(0xffff / ENTRY_BYTES)
+/** own beats whose send time is kept (at 500 ms a beat: 8.5 minutes); an echo of an older one counts for nothing */
+const SENT_KEPT = 1024
+/** the age of an entry whose count is known but not when its member was alive */
+export const NO_AGE = 0xffffffff
 
 export interface BeatCount { incarnation: number, count: number }
-export interface WireEntry extends BeatCount { key: string }
+export interface WireEntry extends BeatCount { key: string, ageMs: number }
 
 interface Entry extends BeatCount {
-  /** this node's monotonic time when the counter last advanced here */
-  advancedAt: number
+  /** this node's monotonic time by which the member was last known alive (a lower bound; -Infinity: never dated) */
+  aliveAt: number
+  /** when its count last went up here: passed on (to be echoed) while that is recent */
+  countAt: number
 }
 
 const keys = new Map<string, string>()
@@ -45,58 +56,97 @@ export function keyOf (id: string): string {
   return k
 }
 
-const advances = (next: BeatCount, prev: BeatCount | undefined): boolean =>
+const newer = (next: BeatCount, prev: BeatCount | undefined): boolean =>
   prev == null || next.incarnation > prev.incarnation || (next.incarnation === prev.incarnation && next.count > prev.count)
 
 /**
- * The table: this node's own counter and the newest seen of every other member's.
- * Decisions over it are pure functions of its data and `now`.
+ * The table: this node's own beat count (with when each beat went out) and, for every
+ * other member, the newest count seen and since when it is known alive. Decisions over
+ * it are pure functions of its data and `now`.
  */
 export class LivenessTable {
   private readonly me: string
+  private readonly myKey: string
   private readonly own: BeatCount
+  /** when each of this node's recent beats went out, by count */
+  private readonly sentAt = new Map<number, number>()
   private readonly entries = new Map<string, Entry>()
+  private readonly byKey = new Map<string, string>()
 
   constructor (me: string, incarnation: number) {
     this.me = me
+    this.myKey = keyOf(me)
     this.own = { incarnation, count: 0 }
   }
 
-  /** This node's beat: its own counter goes up (once per heartbeat tick). */
-  beat (): void { this.own.count = (this.own.count + 1) >>> 0 }
+  /** This node's beat (once per heartbeat tick, before its frames go out). */
+  beat (now: number): void {
+    this.own.count = (this.own.count + 1) >>> 0
+    this.sentAt.set(this.own.count, now)
+    this.sentAt.delete((this.own.count - SENT_KEPT) >>> 0)
+  }
 
   /**
-   * Entries a peer sent (`known`: the member ids this node knows, to map keys back;
-   * keys of members it does not know yet are skipped). Returns how many advanced.
+   * A table a peer sent (`known`: the member ids this node knows, to map keys back;
+   * keys of members it does not know are skipped). It counts only if it echoes a beat
+   * of this run whose send time is kept; then each member in it was alive at that send
+   * time less its age, or later. Returns how many members it brought news of.
    */
   merge (entries: readonly WireEntry[], known: Iterable<string>, now: number): number {
-    const byKey = new Map<string, string>()
-    for (const id of known) byKey.set(keyOf(id), id)
+    const echo = entries.find(e => e.key === this.myKey)
+    const sent = echo != null && echo.incarnation === this.own.incarnation ? this.sentAt.get(echo.count) : undefined
+    // undated: the counts only
+    const since = sent == null ? -Infinity : Math.min(sent, now)
+    const byKey = this.keysOf(known)
     let n = 0
     for (const e of entries) {
       const id = byKey.get(e.key)
       if (id == null || id === this.me) continue
       const prev = this.entries.get(id)
-      if (!advances(e, prev)) continue
-      this.entries.set(id, { incarnation: e.incarnation, count: e.count, advancedAt: now })
-      n++
+      const aliveAt = e.ageMs === NO_AGE ? -Infinity : since - e.ageMs
+      const later = aliveAt > (prev?.aliveAt ?? -Infinity)
+      // the newest count is kept to echo it back (the member dates its tables by it)
+      const ahead = newer(e, prev)
+      if (!later && !ahead) continue
+      this.entries.set(id, {
+        incarnation: ahead ? e.incarnation : prev!.incarnation,
+        count: ahead ? e.count : prev!.count,
+        countAt: ahead ? now : prev!.countAt,
+        aliveAt: later ? aliveAt : prev?.aliveAt ?? -Infinity
+      })
+      if (later) n++
     }
     return n
   }
 
-  /** Whether the member's counter advanced here within the window (this node always). */
+  /** the members by wire key (kept while the same members are known: tables come many a second) */
+  private keysOf (known: Iterable<string>): ReadonlyMap<string, string> {
+    const ids = [...known]
+    if (this.byKey.size !== ids.length || ids.some(id => this.byKey.get(keyOf(id)) !== id)) {
+      this.byKey.clear()
+      for (const id of ids) this.byKey.set(keyOf(id), id)
+    }
+    return this.byKey
+  }
+
+  /** Whether the member was alive within the window, as far as this node knows (this node always). */
   fresh (id: string, now: number, windowMs: number): boolean {
     if (id === this.me) return true
     const e = this.entries.get(id)
-    return e != null && now - e.advancedAt < windowMs
+    return e != null && now - e.aliveAt < windowMs
   }
 
-  /** What to send: this node's own counter and every counter fresh here, at most MAX_ENTRIES. */
-  toSend (now: number, windowMs: number): WireEntry[] {
-    const out: WireEntry[] = [{ key: keyOf(this.me), ...this.own }]
-    for (const [id, e] of this.entries) {
-      if (out.length >= MAX_ENTRIES) break
-      if (now - e.advancedAt < windowMs) out.push({ key: keyOf(id), incarnation: e.incarnation, count: e.count })
+  /**
+   * What to send: this node's own count (age 0), every member alive within its window
+   * here (`windowOf`) with how long ago, and every member whose count went up here within
+   * it with an unknown age (to be echoed); at most MAX_ENTRIES, the freshest first.
+   */
+  toSend (now: number, windowOf: (id: string) => number): WireEntry[] {
+    const out: WireEntry[] = [{ key: this.myKey, ...this.own, ageMs: 0 }]
+    const sent = [...this.entries].filter(([id, e]) => now - Math.max(e.aliveAt, e.countAt) < windowOf(id)).sort((a, b) => b[1].aliveAt - a[1].aliveAt || b[1].countAt - a[1].countAt)
+    for (const [id, e] of sent.slice(0, MAX_ENTRIES - 1)) {
+      const dated = now - e.aliveAt < windowOf(id)
+      out.push({ key: keyOf(id), incarnation: e.incarnation, count: e.count, ageMs: dated ? Math.min(NO_AGE - 1, Math.max(0, Math.ceil(now - e.aliveAt))) : NO_AGE })
     }
     return out
   }
@@ -119,9 +169,13 @@ export function encodeTable (entries: readonly WireEntry[]): Uint8Array {
     buf.set(Buffer.from(e.key, 'hex').subarray(0, KEY_BYTES), at)
     view.setFloat64(at + KEY_BYTES, e.incarnation)
     view.setUint32(at + KEY_BYTES + 8, e.count)
+    view.setUint32(at + KEY_BYTES + 12, e.ageMs)
   })
   return buf
 }
+
+/** The length a table frame says it has, once its 3-byte header is there (for reading it whole). */
+export const tableFrameSize = (header: ArrayLike<number>): number => 3 + ((header[1]! << 8) | header[2]!)
 
 /**
  * The table frame at the start of `buf` (pure): 'need' for more bytes, `entries: null`
@@ -130,16 +184,16 @@ export function encodeTable (entries: readonly WireEntry[]): Uint8Array {
  */
 export function parseTable (buf: Uint8Array): 'need' | { entries: WireEntry[] | null, size: number } {
   if (buf.byteLength < 3) return 'need'
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-  const len = view.getUint16(1)
-  if (buf.byteLength < 3 + len) return 'need'
-  const size = 3 + len
+  const size = tableFrameSize(buf)
+  if (buf.byteLength < size) return 'need'
+  const len = size - 3
   if (buf[0] !== TABLE_MARK || len % ENTRY_BYTES !== 0) return { entries: null, size }
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   const entries: WireEntry[] = []
   for (let at = 3; at < size; at += ENTRY_BYTES) {
     const incarnation = view.getFloat64(at + KEY_BYTES)
     if (!Number.isSafeInteger(incarnation) || incarnation < 0) return { entries: null, size }
-    entries.push({ key: Buffer.from(buf.subarray(at, at + KEY_BYTES)).toString('hex'), incarnation, count: view.getUint32(at + KEY_BYTES + 8) })
+    entries.push({ key: Buffer.from(buf.subarray(at, at + KEY_BYTES)).toString('hex'), incarnation, count: view.getUint32(at + KEY_BYTES + 8), ageMs: view.getUint32(at + KEY_BYTES + 12) })
   }
   return { entries, size }
 }

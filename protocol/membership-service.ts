@@ -52,6 +52,17 @@ export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh:
   return Math.max(cfg.silenceAfterMs, 3 * refreshFor(members, baseRefresh))
 }
 
+/**
+ * The liveness window (protocol/liveness.ts): a member is in sight while it is known
+ * alive within it. News of a member one hop away is at most about two heartbeat
+ * intervals old (a beat's echo waits for the neighbour's next tick, then the next table),
+ * and each further hop adds about two more; this allows three hops on top of the
+ * suspicion timeout, as a direct watcher allows a missed beat or two.
+ */
+export function livenessWindowMs (c: Pick<MembershipConfig, 'suspectAfterMs'>, heartbeatIntervalMs: number): number {
+  return c.suspectAfterMs + 4 * heartbeatIntervalMs
+}
+
 export interface MembershipServiceInit {
   host: Libp2p<{ pubsub: GossipSub }>
   /** the node's identity key, which signs its adverts */
@@ -150,11 +161,11 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       onClockOffset: (peer, offsetMs, over) => { this.emit('clock-offset', peer, offsetMs, over) },
       registry: init.registry,
       onTickStart: () => {
-        this.liveness.beat()
+        this.liveness.beat(monoNow())
         this.tableFrame = undefined
       },
       // liveness tables are protocol 3: an older agent would drop the stream
-      tableFor: peer => (this.compatOf(peer)?.speak ?? 1) >= 3 ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), this.livenessMs))) : null,
+      tableFor: peer => (this.compatOf(peer)?.speak ?? 1) >= 3 ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
       onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) }
     })
     this.reach = new ReachWatch({
@@ -304,16 +315,23 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * healthy path has gaps of about one heartbeat interval; this allows a stalled tick or
    * two on top, as the suspicion timeout does for direct heartbeats.
    */
-  get livenessMs (): number { return this.config.suspectAfterMs + 2 * this.timing.heartbeatIntervalMs }
+  get livenessMs (): number { return Math.ceil(livenessWindowMs(this.config, this.timing.heartbeatIntervalMs)) }
+
+  /** the window a member is judged by: the longer of this node's and its own (a member set to beat slower advertises a longer one) */
+  private windowOf (id: string): number {
+    const theirs = this.table.get(id)?.advert.livenessMs
+    return theirs != null && theirs > this.livenessMs ? theirs : this.livenessMs
+  }
 
   /**
-   * Whether a member is in sight by the liveness table: its beat counter advanced here,
-   * first- or second-hand, within the window. A member of an older release (protocol
-   * < 3) sends no counter: true, and only its state in the member table counts.
+   * Whether a member is in sight by the liveness table: known alive, first- or
+   * second-hand, within the window (windowOf). A member of an older release (protocol
+   * < 3) sends no table: true, and only its state in the member table counts (the
+   * fence counts by this only where every roll member advertises a window: Fencing).
    */
   inSight (id: string): boolean {
     if (id === this.nodeId || (this.compatOf(id)?.speak ?? 1) < 3) return true
-    return this.liveness.fresh(id, monoNow(), this.livenessMs)
+    return this.liveness.fresh(id, monoNow(), this.windowOf(id))
   }
 
   /** Something in our advert changed: publish it once the current burst of work is done. */

@@ -18,6 +18,8 @@ export interface HaReport {
   noMargin?: string
   /** running VMs whose disk one node's loss would leave unreadable or unwritable, and why (ok is false): diskRisks */
   disks?: DiskRisk[]
+  /** how long after a node was last heard of its VMs start elsewhere, as the answering node counts it, and what that is made of (DvmmService.failoverWait) */
+  failover?: { ms: number, why: string }
 }
 
 export interface DiskRisk {

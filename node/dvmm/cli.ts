@@ -303,7 +303,8 @@ export async function ha (argv: string[]): Promise<void> {
 
 /** `vgrid ha`'s answer, also in `vgrid status` (pure): a headline, then one line per reason, indented */
 export function haLines (r: HaReport): string[] {
-  if (r.ok) return ['HA ok: every VM could be placed again if any one node failed']
+  const failover = r.failover == null ? [] : [`  a dead node's VMs start elsewhere ${(r.failover.ms / 1000).toFixed(1)} s after it was last heard of: ${r.failover.why}`]
+  if (r.ok) return ['HA ok: every VM could be placed again if any one node failed', ...failover]
   return [
     'HA not ok:',
     ...r.noMajority != null ? [`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`] : [],
@@ -316,7 +317,8 @@ export function haLines (r: HaReport): string[] {
         : `  ${s.name} is not alive: ${strandedWhy(s)} run${s.vms.length === 1 ? 's' : ''} nowhere, no other node fits`),
     ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
     ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`),
-    ...(r.disks ?? []).map(d => `  ${d.vm}: ${d.reason}`)
+    ...(r.disks ?? []).map(d => `  ${d.vm}: ${d.reason}`),
+    ...failover
   ]
 }
 

@@ -96,10 +96,14 @@ export class Fencing {
     // only roll members vote: this node too only once on it (fence.ts voters)
     const roll = voters(entries.map(e => e.node), this.c.peerId)
     const alive = (id: string): boolean => members.get(id)?.state === 'alive'
-    // in sight: alive, and its beat counter advanced here lately: cut off from all, a node
-    // loses sight of the members it hears no heartbeat from within the liveness window,
-    // not after their silence timeout (holderNoticeMs)
-    const aliveSeen = [...roll].filter(id => id === this.c.peerId || (alive(id) && (this.c.membership.inSight?.(id) ?? true))).length
+    // in sight: alive, and known alive lately by the liveness table: cut off from all, a
+    // node loses sight of the members it hears no heartbeat from within the liveness
+    // window, not after their silence timeout (holderNoticeMs). Only where every other
+    // roll member advertises a window: a member of an older release carries no tables,
+    // and a node whose heartbeat partners are all old would see too few (rv24); takers
+    // then wait the silence timeout
+    const tables = [...roll].every(id => id === this.c.peerId || members.get(id)?.advert.livenessMs != null)
+    const aliveSeen = [...roll].filter(id => id === this.c.peerId || (alive(id) && (!tables || (this.c.membership.inSight?.(id) ?? true)))).length
     this.updateActive(roll, members)
     // until this run first sees a majority, its fence counts from the previous run's last
     // feed with the timeout that feed promised (others wait that long for a restart: restart-grace.ts)

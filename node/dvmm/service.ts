@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type Strategy } from '../../crdt/placement/index.ts'
+import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, startsStillDue, takeoverMajoritySince, type Decisions } from './decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, startsStillDue, takeoverMajoritySince, type DecideInput, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -171,6 +171,8 @@ export class DvmmService {
   /** the volumes' health (the volume store's), for the routes */
   get volumeHealth (): VolumeAccess['health'] { return this.components.volumes?.health }
   private lastStepMs = 0
+  /** when a node without a liveness window was last in view (detectionNow; -Infinity: none yet) */
+  private mixedAt = -Infinity
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
   private lastStepAt = 0
@@ -252,10 +254,43 @@ export class DvmmService {
     const doc = docView(reader)
     const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
     const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes)
-    const notice = noticeOf({ doc, nodes, detection: this.components.membership.detection?.() })
+    const notice = noticeOf({ doc, nodes, detection: this.detectionNow(nodes, this.components.clock.now()) })
     const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
   }
+  /**
+   * How members are found silent, as a takeover's wait counts it (holderNoticeMs): the
+   * liveness windows count only once every node has advertised one for a silence timeout
+   * on end. A holder cut off counts by its liveness table only where its own view has
+   * every roll member advertising a window (Fencing), and its view may lag this node's
+   * by up to a silence timeout (about three advert refreshes): until then the takeover
+   * waits the silence timeout (rv24: members restarting into a release with tables).
+   */
+  private detectionNow (nodes: readonly NodeView[], now: number): DecideInput['detection'] {
+    const d = this.components.membership.detection?.()
+    if (d == null) return undefined
+    if (d.livenessMs == null || nodes.some(n => n.livenessMs == null)) this.mixedAt = now
+    return now - this.mixedAt < d.silenceMs ? { watchers: d.watchers, silenceMs: d.silenceMs, agents: d.agents } : d
+  }
+
+  /** A dead node's VMs start elsewhere this long after it was last heard of, and why (vgrid ha). */
+  failoverWait (): { ms: number, why: string } {
+    const reader = this.components.state.read()
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes)
+    const detection = this.detectionNow(nodes, this.components.clock.now())
+    const notice = noticeOf({ doc, nodes, detection })
+    const parts = [`the fence timeout ${fenceMs / 1000} s`, `a margin of ${this.cfg.takeoverMarginMs / 1000} s`]
+    if (notice > 0) {
+      const old = nodes.filter(n => n.livenessMs == null).map(n => n.name)
+      parts.splice(1, 0, detection?.livenessMs != null
+        ? `the liveness window ${notice / 1000} s (a node cut off from all loses sight of the others only that long after the cut)`
+        : `the silence timeout ${notice / 1000} s (${old.length > 0 ? `${old.slice(0, 3).join(', ')}${old.length > 3 ? ` and ${old.length - 3} more` : ''} advertise${old.length === 1 ? 's' : ''} no liveness window: ${old.length === 1 ? 'an older release, or not heard from' : 'older releases, or not heard from'}` : 'every node has advertised a liveness window only lately'})`)
+    }
+    return { ms: fenceMs + notice + this.cfg.takeoverMarginMs, why: parts.join(' + ') }
+  }
+
   /**
    * How long a vote lock still holds back this node's takeovers of a dead node's leases
    * (0: none does; a majority formed a moment ago is the plain wait, not this): a member
@@ -493,7 +528,7 @@ export class DvmmService {
       nodes,
       holderAlive: id => id === this.me || members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect',
       lastHeard: id => this.fencing.lastHeard(id),
-      detection: this.components.membership.detection?.(),
+      detection: this.detectionNow(nodes, now),
       voteLock: id => this.fencing.voteLock(id, now),
       nameOf: id => this.nameOf(id),
       volumePath: id => reader.get('volumes', id)?.value.path ?? id,
@@ -553,7 +588,7 @@ export class DvmmService {
   }
 
   /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */
-  ha (): HaReport { return this.health.ha() }
+  ha (): HaReport { return { ...this.health.ha(), failover: this.failoverWait() } }
 
   /** for /v1/status: VMs that run nowhere, this node without a majority or fenced (health.ts) */
   problems (): HealthProblem[] { return this.health.problems() }

@@ -12,7 +12,7 @@ import { MembershipService, type MembershipTiming } from '../../protocol/members
 import type { MembershipConfig } from '../../protocol/membership.ts'
 import { countStates, type MemberCounts } from '../../protocol/membership.ts'
 import type { AdvertBody } from '../../protocol/own-advert.ts'
-import type { Resources, VmHostAdvert } from '../../protocol/advert.ts'
+import { MAX_LIVENESS_MS, type Resources, type VmHostAdvert } from '../../protocol/advert.ts'
 import { Dialer } from '../../protocol/dialer.ts'
 import { MAX_CLOCK_OFFSET_MS } from '../../protocol/heartbeat.ts'
 import type { HealthProblem, StatusView } from '../api/types.ts'
@@ -280,7 +280,9 @@ export class GridMembership implements Service {
       ...unreachedField(this.detector?.outOfReach()),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
-      ...(this.detector != null ? { silenceMs: this.detector.detection().silenceMs, livenessMs: this.detector.livenessMs } : {}),
+      ...(this.detector != null ? { silenceMs: this.detector.detection().silenceMs } : {}),
+      // past the schema's bound it says none: takers then wait its silence timeout
+      ...(this.detector != null && this.detector.livenessMs <= MAX_LIVENESS_MS ? { livenessMs: this.detector.livenessMs } : {}),
       // lets peers that missed a heads announcement notice they are behind
       stateHeads: c.advert.get('stateHeads').slice(0, 64)
     }

@@ -57,6 +57,8 @@ export interface HarnessOptions {
   init?: DvmmInit
   /** the volume store as DVMM sees it (none by default) */
   volumes?: VolumeAccess
+  /** how members are found silent (DvmmMembership.detection; none by default: every member watches every other) */
+  detection?: DvmmMembership['detection']
 }
 
 export async function harness (o: HarnessOptions = {}): Promise<Harness> {
@@ -96,6 +98,7 @@ export async function harness (o: HarnessOptions = {}): Promise<Harness> {
   const mev = new EventEmitter()
   const membership = {
     members,
+    ...(o.detection != null ? { detection: o.detection } : {}),
     on: (e: string, f: () => void) => mev.on(e, f),
     off: (e: string, f: () => void) => mev.off(e, f)
   } as unknown as DvmmMembership

@@ -28,6 +28,12 @@ e2e('7 hosts, one cut off from all: it kills its VM, which runs elsewhere well b
   // every node advertises a liveness window: takeovers wait it, not the silence timeout
   const nodes = (await h1.api<{ nodes: Array<{ name: string, livenessMs: number | null }> }>('/v1/nodes')).nodes
   t.true(nodes.length === HOSTS && nodes.every(n => n.livenessMs != null && n.livenessMs > 0), JSON.stringify(nodes.map(n => [n.name, n.livenessMs])))
+  // once every node has seen every other's window for a silence timeout (a holder's view
+  // of the adverts may lag a taker's), `vgrid ha` says the failover counts the window
+  type Ha = { failover?: { ms: number, why: string } }
+  await until('every host to count the liveness window in its failover wait', 90_000, async () =>
+    (await Promise.all(grid.list.map(async h => (await h.api<Ha>('/v1/ha')).failover))).every(f => f != null && f.ms < SILENCE_MS && /liveness window/.test(f.why)) ? true : undefined)
+  t.log(`failover wait (h1): ${(await h1.api<Ha>('/v1/ha')).failover?.why ?? ''}`)
   // one anti-affinity group: one VM on each host
   for (const name of VMS) await h1.api('/v1/vms', 'POST', { name, driver: 'process', cpu: 0.25, memory: '32M', antiAffinity: 'q', command: recordingCommand(log.file) })
   await until('every VM to run once', 90_000, async () =>

@@ -6,42 +6,58 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { Heartbeats } from '../../protocol/heartbeat.ts'
-import { encodeTable, keyOf, LivenessTable, parseTable, ENTRY_BYTES, type WireEntry } from '../../protocol/liveness.ts'
+import { encodeTable, keyOf, LivenessTable, parseTable, ENTRY_BYTES, NO_AGE, type WireEntry } from '../../protocol/liveness.ts'
 import { prng } from '../helpers/prng.ts'
 
-const W = 2500
-const entry = (id: string, incarnation: number, count: number): WireEntry => ({ key: keyOf(id), incarnation, count })
+const W = 3500
+const entry = (id: string, incarnation: number, count: number, ageMs = 0): WireEntry => ({ key: keyOf(id), incarnation, count, ageMs })
+const all = (): number => W
 
-test('a member is in sight while its counter advanced here within the window; only advances count', t => {
-  const tb = new LivenessTable('me', 1)
+test('a table counts only if it echoes a beat of this run; each member in it was alive at that beat\'s send time less its age', t => {
+  const tb = new LivenessTable('me', 7)
   const known = ['me', 'a', 'b']
+  tb.beat(1000) // beat 1 went out at 1000
+  tb.beat(1500) // beat 2 at 1500
   t.true(tb.fresh('me', 0, W), 'this node always')
-  t.false(tb.fresh('a', 0, W), 'never heard')
-  t.is(tb.merge([entry('a', 5, 1)], known, 1000), 1)
-  t.true(tb.fresh('a', 3499, W))
-  t.false(tb.fresh('a', 3500, W))
-  t.is(tb.merge([entry('a', 5, 1)], known, 3000), 0, 'the same count again is no sign of life')
-  t.false(tb.fresh('a', 3500, W))
-  t.is(tb.merge([entry('a', 5, 0)], known, 3000), 0, 'nor an older one (a slower path)')
-  t.is(tb.merge([entry('a', 6, 0)], known, 3200), 1, 'a newer incarnation (a restart) starts its count afresh')
-  t.true(tb.fresh('a', 5000, W))
-  t.is(tb.merge([entry('zz', 9, 9), entry('me', 9, 9)], known, 3300), 0, 'a member not known here, and this node itself, are skipped')
+  t.is(tb.merge([entry('a', 5, 1)], known, 1600), 0, 'no echo of this node: no way to date it, counts for nothing')
+  t.is(tb.merge([entry('a', 5, 1), entry('me', 6, 2)], known, 1600), 0, 'an echo of an earlier run of this node')
+  t.is(tb.merge([entry('a', 5, 1), entry('me', 7, 9)], known, 1600), 0, 'an echo of a beat not sent (or long gone)')
+  t.is(tb.merge([entry('a', 5, 1), entry('me', 7, 1), entry('b', 3, 4, 800)], known, 1700), 2)
+  // a was alive at 1000 (the echoed beat went out then), b 800 ms before that
+  t.true(tb.fresh('a', 4499, W))
+  t.false(tb.fresh('a', 4500, W))
+  t.false(tb.fresh('b', 3700, W))
+  t.true(tb.fresh('b', 3699, W))
+  // a table held up on the way (a stalled relay, a backlog): it echoes an old beat, however late it comes
+  t.is(tb.merge([entry('a', 5, 2), entry('me', 7, 1)], known, 9000), 0, 'no later than known already')
+  t.false(tb.fresh('a', 9000, W))
+  t.is(tb.merge([entry('a', 5, 2), entry('me', 7, 2)], known, 9000), 1)
+  t.true(tb.fresh('a', 4999, W) && !tb.fresh('a', 5000, W), 'alive at 1500: the news is dated by the echo, not by its arrival')
+  t.is(tb.merge([entry('zz', 9, 9), entry('me', 7, 2)], known, 9000), 0, 'a member not known here is skipped')
 })
 
-test('a node sends its own counter and only the counters fresh here: a dead member leaves the wire within a window', t => {
+test('a node sends its own count (age 0), every member alive within its window here with its age, freshest first, and counts it cannot date yet with no age; the newest count is echoed back', t => {
   const tb = new LivenessTable('me', 7)
-  tb.beat()
-  tb.beat()
-  tb.merge([entry('a', 1, 4), entry('b', 1, 9)], ['a', 'b'], 0)
-  tb.merge([entry('a', 1, 5)], ['a', 'b'], 2000)
-  t.deepEqual(tb.toSend(2400, W), [entry('me', 7, 2), entry('a', 1, 5), entry('b', 1, 9)])
-  t.deepEqual(tb.toSend(3000, W), [entry('me', 7, 2), entry('a', 1, 5)])
+  tb.beat(0)
+  tb.beat(500)
+  tb.merge([entry('me', 7, 1), entry('a', 1, 4, 100), entry('b', 1, 9, 2000)], ['me', 'a', 'b'], 600)
+  // a alive at -100, b at -2000
+  t.deepEqual(tb.toSend(1000, all), [entry('me', 7, 2), entry('a', 1, 4, 1100), entry('b', 1, 9, 3000)])
+  t.deepEqual(tb.toSend(1600, all), [entry('me', 7, 2), entry('a', 1, 4, 1700), entry('b', 1, 9, NO_AGE)], 'b is past the window here: its count only, with no age, while it went up lately')
+  t.deepEqual(tb.toSend(4200, all), [entry('me', 7, 2)], 'nothing new of either for a window: neither is passed on')
+  t.deepEqual(tb.toSend(4200, id => id === 'a' ? 10_000 : W).map(e => [e.key, e.ageMs]), [[keyOf('me'), 0], [keyOf('a'), 4300]], 'a member with a longer window of its own')
+  // a peer just met (no echo of this node yet): its count is kept and passed on, undated, so that it can date the next table
+  t.is(tb.merge([entry('c', 2, 5)], ['me', 'a', 'b', 'c'], 1000), 0)
+  t.false(tb.fresh('c', 1000, W))
+  t.deepEqual(tb.toSend(1000, all).find(e => e.key === keyOf('c')), entry('c', 2, 5, NO_AGE))
+  tb.merge([entry('me', 7, 2), entry('a', 1, 3, 0)], ['me', 'a', 'b'], 700)
+  t.is(tb.toSend(1000, all)[1]!.count, 4, 'an older count does not replace the newest (it is what a echoes to date its tables)')
   tb.retain(new Set(['b']))
-  t.deepEqual(tb.toSend(3000, W), [entry('me', 7, 2)], 'a forgotten member is dropped')
+  t.deepEqual(tb.toSend(1000, all).map(e => e.key), [keyOf('me'), keyOf('b')], 'a forgotten member is dropped')
 })
 
 test('table frames: round trip, partial frames, and garbage named as such', t => {
-  const list = [entry('a', 1_732_240_000_000, 42), entry('b', 3, 0xffffffff)]
+  const list = [entry('a', 1_732_240_000_000, 42, 17), entry('b', 3, 0xffffffff, 0xffffffff)]
   const frame = encodeTable(list)
   t.is(frame.byteLength, 3 + 2 * ENTRY_BYTES)
   t.deepEqual(parseTable(frame), { entries: list, size: frame.byteLength })
@@ -55,54 +71,109 @@ test('table frames: round trip, partial frames, and garbage named as such', t =>
   t.is((parseTable(bad) as { entries: unknown }).entries, null)
 })
 
+interface Sim {
+  ids: string[]
+  tables: LivenessTable[]
+  /** runs the grid from `fromMs` to `toMs`; `cut` nodes exchange nothing with the rest; a stalled node takes in and sends nothing until its stall ends, then takes in what waited */
+  run: (fromMs: number, toMs: number, o?: { cut?: ReadonlySet<number>, stalled?: ReadonlyMap<number, number>, sample?: (now: number) => void }) => void
+  partners: (i: number) => number[]
+}
+
 /**
- * A grid of tables on a fake clock: each node beats and sends its table to its partners
- * every tick (as the heartbeat streams do), each partner set a few random nodes both ways.
+ * A grid of tables on a fake clock, as the heartbeat streams carry them: every node
+ * beats every 500 ms at its own phase and sends its table to its partners (its 4
+ * watchers and those it watches), each frame arriving 1-20 ms later.
  */
-function simulate (n: number, partnersEach: number, seed: number): { ids: string[], tables: LivenessTable[], run: (fromMs: number, toMs: number, cut: ReadonlySet<number>) => void } {
+function simulate (n: number, seed: number): Sim {
   const r = prng(seed)
   const ids = Array.from({ length: n }, (_, i) => `n${i}`)
   const tables = ids.map(id => new LivenessTable(id, 1))
   const links = new Set<string>()
   for (let i = 0; i < n; i++) {
-    while ([...links].filter(l => l.split('-').includes(String(i))).length < partnersEach) {
-      const j = Math.floor(r() * n)
-      if (j !== i) links.add([i, j].sort((a, b) => a - b).join('-'))
-    }
+    const out = new Set<number>()
+    while (out.size < Math.min(4, n - 1)) { const j = Math.floor(r() * n); if (j !== i) out.add(j) }
+    for (const j of out) links.add([i, j].sort((a, b) => a - b).join('-'))
   }
-  const edges = [...links].map(l => l.split('-').map(Number) as [number, number])
+  const adj = ids.map(() => [] as number[])
+  for (const l of links) { const [a, b] = l.split('-').map(Number) as [number, number]; adj[a]!.push(b); adj[b]!.push(a) }
   const TICK = 500
+  const phase = ids.map(() => 10 * Math.floor(r() * TICK / 10))
+  // frames by the 10 ms step they arrive in
+  const queue = new Map<number, Array<{ to: number, entries: WireEntry[] }>>()
+  const post = (at: number, m: { to: number, entries: WireEntry[] }): void => { const k = Math.ceil(at / 10) * 10; queue.set(k, [...queue.get(k) ?? [], m]) }
   return {
     ids,
     tables,
-    run (fromMs, toMs, cut) {
-      for (let now = fromMs; now < toMs; now += TICK) {
-        // each node ticks at its own phase within the interval
-        const order = ids.map((_, i) => i).sort(() => r() - 0.5)
-        for (const [k, i] of order.entries()) {
-          const at = now + (k * TICK) / n
-          tables[i]!.beat()
-          const sent = tables[i]!.toSend(at, W)
-          for (const [a, b] of edges) {
-            const to = a === i ? b : b === i ? a : -1
-            if (to < 0 || cut.has(i) !== cut.has(to)) continue
-            tables[to]!.merge(sent, ids, at)
-          }
+    partners: i => adj[i]!,
+    run (fromMs, toMs, o = {}) {
+      const cut = o.cut ?? new Set()
+      for (let now = fromMs; now < toMs; now += 10) {
+        const stalled = (i: number): boolean => (o.stalled?.get(i) ?? -Infinity) > now
+        const due = queue.get(now) ?? []
+        queue.delete(now)
+        // a stalled node takes them in when its stall ends, in order
+        for (const m of due) if (stalled(m.to)) post(o.stalled!.get(m.to)!, m); else tables[m.to]!.merge(m.entries, ids, now)
+        for (let i = 0; i < n; i++) {
+          if ((now - phase[i]!) % TICK !== 0 || stalled(i)) continue
+          tables[i]!.beat(now)
+          const sent = tables[i]!.toSend(now, () => W)
+          for (const j of adj[i]!) if (cut.has(i) === cut.has(j)) post(now + 1 + Math.floor(r() * 20), { to: j, entries: sent })
         }
+        o.sample?.(now)
       }
     }
   }
 }
 
-test('20 nodes, each with about 4 partners: every node sees every other; one cut off from all sees no one within the window, the others still see each other', t => {
-  const { ids, tables, run } = simulate(20, 4, 7)
-  run(0, 10_000, new Set())
-  const seen = (i: number, now: number): number => ids.filter(id => tables[i]!.fresh(id, now, W)).length
-  for (let i = 0; i < ids.length; i++) t.is(seen(i, 10_000), 20, `node ${i} sees every member`)
+const seen = (s: Sim, i: number, now: number): number => s.ids.filter(id => s.tables[i]!.fresh(id, now, W)).length
+
+for (const n of [7, 50, 200]) {
+  test(`${n} nodes, each with 4 watchers: every node keeps a majority in sight at every moment; one cut off from all sees no one within the window`, t => {
+    const s = simulate(n, n)
+    s.run(0, 5000)
+    // every node's view of every member, checked every so many ms; also with a window 1.5 s shorter
+    const every = n > 50 ? 470 : 90
+    let worst = n
+    let tight = n
+    const cutAt = n > 50 ? 15_000 : 25_000
+    s.run(5000, cutAt, {
+      sample: now => {
+        if (now % every !== 0) return
+        for (let i = 0; i < n; i++) {
+          worst = Math.min(worst, seen(s, i, now))
+          tight = Math.min(tight, s.ids.filter(id => s.tables[i]!.fresh(id, now, W - 1500)).length)
+        }
+      }
+    })
+    t.log(`${n} nodes: fewest members in sight at any moment, of any node: ${worst} (with a window 1.5 s shorter: ${tight})`)
+    t.true(worst > n / 2, `every node keeps a majority in sight (fewest: ${worst} of ${n})`)
+    t.true(tight > n / 2, `and would with a window 1.5 s shorter (fewest: ${tight} of ${n}): the window has room for a stalled tick or two`)
+    s.run(cutAt, cutAt + W, { cut: new Set([3]) })
+    t.is(seen(s, 3, cutAt + W), 1, 'the cut-off node sees only itself once the window has passed since the cut')
+    for (let i = 0; i < n; i++) if (i !== 3) t.true(seen(s, i, cutAt + W) > n / 2, `node ${i} still sees a majority`)
+  })
+}
+
+test('news held up behind a stalled relay, or in the stalled receiver itself, does not pass for fresh (rv24)', t => {
+  const s = simulate(20, 11)
+  s.run(0, 10_000)
+  // the holder h and its neighbour r, cut from the rest at once; r stalls across the cut
+  // (GC, swap) with the others' last tables in its buffer, and passes them on afterwards
+  const h = 0
+  const r = s.partners(h)[0]!
   const cutAt = 10_000
-  run(cutAt, cutAt + 10_000, new Set([3]))
-  t.is(seen(3, cutAt + W), 1, 'the cut-off node sees only itself once the window has passed since the cut')
-  for (let i = 0; i < ids.length; i++) if (i !== 3) t.is(seen(i, cutAt + 10_000), 19, `node ${i} sees all but the cut-off one`)
+  const others = s.ids.map((_, i) => i).filter(i => i !== h && i !== r)
+  s.run(cutAt - 300, cutAt, { stalled: new Map([[r, cutAt + 8000]]) })
+  s.run(cutAt, cutAt + 12_000, { cut: new Set([h, r]), stalled: new Map([[r, cutAt + 8000]]), sample: now => {
+    if (now >= cutAt + W) for (const o of others) t.false(s.tables[h]!.fresh(s.ids[o]!, now, W), `at +${now - cutAt} ms h must not see ${s.ids[o]!}`)
+  } })
+  t.is(seen(s, h, cutAt + 12_000), 2, 'h sees itself and r, which it still hears')
+  // the holder itself stalls across a cut: the tables waiting for it are dated by the beats they echo
+  const s2 = simulate(20, 12)
+  s2.run(0, 10_000)
+  s2.run(10_000, 10_000 + 20_000, { cut: new Set([5]), stalled: new Map([[5, 10_000 + 6000]]), sample: now => {
+    if (now >= 10_000 + W) t.is(seen(s2, 5, now), 1)
+  } })
 })
 
 test('over real heartbeat streams: a node that only one peer watches still learns of a third member through it, and loses sight of it within the window once it stops', async t => {
@@ -131,8 +202,8 @@ test('over real heartbeat streams: a node that only one peer watches still learn
       onSilent: () => {},
       onLost: () => {},
       onGarbage: peer => { garbage.push(peer) },
-      onTickStart: () => { tables[i]!.beat(); frame = undefined },
-      tableFor: () => (frame ??= encodeTable(tables[i]!.toSend(performance.now(), window))),
+      onTickStart: () => { tables[i]!.beat(performance.now()); frame = undefined },
+      tableFor: () => (frame ??= encodeTable(tables[i]!.toSend(performance.now(), () => window))),
       onTable: (_peer, entries) => { tables[i]!.merge(entries, ids, performance.now()) }
     })
     beats.push(hb)
@@ -158,4 +229,45 @@ test('over real heartbeat streams: a node that only one peer watches still learn
   t.true(performance.now() - stoppedAt <= window + 300, 'within the window (and a tick or two)')
   t.true(tables[2]!.fresh(ids[1]!, performance.now(), window), '2 still sees 1')
   t.deepEqual(garbage, [])
+})
+
+test('over a real heartbeat stream: at most 4 tables a tick are read from a peer (more are skipped unread), and a malformed one is reported and drops the stream', async t => {
+  const clusterKey = generateClusterKey()
+  const hosts: VgridHost[] = []
+  for (let i = 0; i < 2; i++) hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/liveness-flood${process.pid}-${i}`], mdns: false, transport: 'memory' }))
+  const tables: number[] = []
+  const garbage: string[] = []
+  const hb = new Heartbeats({
+    host: hosts[0]!,
+    protocol: '/test/heartbeat/1',
+    intervalMs: 1000,
+    timeoutMs: 120_000,
+    watchers: 1,
+    version: () => ({ incarnation: 1, seq: 1 }),
+    onBeat: () => {},
+    onSilent: () => {},
+    onLost: () => {},
+    onGarbage: peer => { garbage.push(peer) },
+    onTable: (_peer, entries) => { tables.push(entries.length) }
+  })
+  t.teardown(async () => {
+    await hb.stop()
+    await Promise.all(hosts.map(async h => await h.stop()))
+  })
+  await hb.start()
+  await hosts[1]!.dial(hosts[0]!.getMultiaddrs()[0]!)
+  const stream = await hosts[1]!.dialProtocol(hosts[0]!.peerId, '/test/heartbeat/1')
+  const frame = encodeTable([entry('x', 1, 1), entry('y', 1, 1)])
+  for (let i = 0; i < 20; i++) stream.send(frame)
+  const until = async (ok: () => boolean): Promise<void> => { const end = Date.now() + 5000; while (!ok() && Date.now() < end) await new Promise(resolve => setTimeout(resolve, 20)) }
+  await new Promise(resolve => setTimeout(resolve, 300))
+  // the twenty arrive within a tick, or at worst across two
+  t.true(tables.length >= 4 && tables.length <= 8, `four a tick read, the rest skipped: ${tables.length} read`)
+  t.true(tables.every(n => n === 2))
+  // the next tick reads again: a malformed table is reported
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  stream.send(Uint8Array.from([0xfe, 0, 5, 1, 2, 3, 4, 5]))
+  await until(() => garbage.length > 0 && stream.status !== 'open')
+  t.deepEqual(garbage, [hosts[1]!.peerId.toString()])
+  t.not(stream.status, 'open', 'the stream was dropped')
 })
