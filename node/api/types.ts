@@ -56,6 +56,8 @@ export interface NodeView {
   silenceMs: number | null
   /** the liveness window it advertises (ms; cut off from all, it loses sight of the others this long after; a takeover in a roll of more than 5 waits for it); null: an older agent */
   livenessMs: number | null
+  /** known alive within the liveness window on the node asked, first- or second-hand (its fence counts it so where every roll member keeps a liveness table); null: this node, or a member without a table */
+  inSight: boolean | null
   incarnation: number
   seq: number
   /** this member's clock minus ours (ms), measured on heartbeats, for neighbours only; over: past the bound */

@@ -160,6 +160,7 @@ export class GridMembership implements Service {
       rollEntries: c.rollEntries,
       compat: id => this.detector.compatOf(id),
       clock: id => this.detector.clockOffsets().get(id),
+      inSight: id => this.detector.inSight(id),
       outOfReach: id => this.detector.outOfReach().get(id),
       health: c.health,
       ha: () => c.ha?.() ?? null,

@@ -26,6 +26,8 @@ export interface MembershipRoutesDeps {
   outOfReach?: (node: string) => OutOfReach | undefined
   /** a neighbour's measured clock offset (only neighbours are measured) */
   clock: (node: string) => ClockOffset | undefined
+  /** whether a member is known alive within the liveness window here (MembershipService.inSight) */
+  inSight?: (node: string) => boolean
   health: () => Promise<HealthProblem[]>
   /** the VM manager's HA check, when it runs */
   ha?: () => StatusView['ha']
@@ -34,7 +36,11 @@ export interface MembershipRoutesDeps {
 
 /** Every member, sorted by name, and one by id or name (NotFoundError if none). */
 export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], one: (idOrName: string) => NodeView, unseen: () => UnseenMemberView[] } {
-  const view = (m: Member): NodeView => nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId), undefined, d.outOfReach?.(m.nodeId), id => d.directory.members.get(id)?.advert.name ?? id)
+  const view = (m: Member): NodeView => ({
+    ...nodeView(m, d.self().id, d.labels.labelsOf(m.nodeId), d.compat(m.nodeId), d.clock(m.nodeId), d.roll?.(m.nodeId), undefined, d.outOfReach?.(m.nodeId), id => d.directory.members.get(id)?.advert.name ?? id),
+    // only for a member that keeps a liveness table (the others have no say in it)
+    inSight: d.inSight == null || m.nodeId === d.self().id || m.advert.livenessMs == null ? null : d.inSight(m.nodeId)
+  })
   const unseen = (): UnseenMemberView[] => unseenMembers(d.rollEntries?.() ?? [], d.directory.members)
   return {
     all: () => [...shown(d).values()].map(view).sort((a, b) => a.name.localeCompare(b.name)),

@@ -43,6 +43,8 @@ export function nodeView (m: Member, selfId: string, labels: Record<string, stri
     fenceTimeoutMs: a.fenceTimeoutMs ?? null,
     silenceMs: a.silenceMs ?? null,
     livenessMs: a.livenessMs ?? null,
+    // filled in by the routes (MembershipService.inSight)
+    inSight: null,
     incarnation: a.incarnation,
     seq: a.seq,
     clock: clock == null ? null : { offsetMs: Math.round(clock.offsetMs), over: clock.over },

@@ -56,7 +56,7 @@ export async function nodes (argv: string[]): Promise<void> {
       const free = (v: string): string => up ? v : '-'
       return [
         n.name + (n.self ? '*' : ''),
-        n.state + (n.draining === true ? ',draining' : '') + (n.restarting != null ? ',restarting' : '') + (n.clock?.over === true ? `,clock${offsetText(n.clock.offsetMs).replace(' ', '')}` : '') + (n.outOfReach != null ? ',out-of-reach' : '') + (n.overlayDown != null ? ',overlay-down' : '') + (n.dataDiskFull != null ? ',disk-full' : ''),
+        n.state + (n.draining === true ? ',draining' : '') + (n.restarting != null ? ',restarting' : '') + (n.clock?.over === true ? `,clock${offsetText(n.clock.offsetMs).replace(' ', '')}` : '') + (n.outOfReach != null ? ',out-of-reach' : '') + (n.state === 'alive' && n.inSight === false ? ',out-of-sight' : '') + (n.overlayDown != null ? ',overlay-down' : '') + (n.dataDiskFull != null ? ',disk-full' : ''),
         `${free(num(n.free.cpu))}/${num(n.capacity.cpu)}`,
         `${free(bytes(n.free.memoryBytes))}/${bytes(n.capacity.memoryBytes)}`,
         `${free(bytes(n.free.diskBytes))}/${bytes(n.capacity.diskBytes)}`,
