@@ -11,7 +11,7 @@ const COMMANDS: Record<string, Command> = {
   token: { summary: 'print the join token of the running grid', run: async a => (await import('./commands/cluster.ts')).token(a) },
   status: { summary: 'this node and the pool as it sees it', run: async a => (await import('./commands/status.ts')).status(a) },
   nodes: { summary: 'every member of the grid', run: async a => (await import('./commands/status.ts')).nodes(a) },
-  demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop', run: async a => (await import('./commands/demo.ts')).run(a) },
+  demo: { summary: 'a grid of N hosts on this machine (network namespaces) to try vgrid: vgrid demo [--hosts N], --stop, --kill|--start|--cut|--heal HOST (see vgrid demo --help)', run: async a => (await import('./commands/demo.ts')).run(a) },
   node: {
     summary: 'label, drain or forget a node (vgrid node label NODE key=value, unlabel NODE key, drain NODE, undrain NODE, forget NODE)',
     run: async a => ['drain', 'undrain', 'forget'].includes(a[0] ?? '') ? (await import('../dvmm/cli.ts')).node(a) : (await import('./commands/node-label.ts')).run(a)

@@ -16,7 +16,11 @@ export type ControlRequest =
   | { op: 'cut', host: string, from?: string[] }
   | { op: 'heal', host: string }
 
-export type ControlAnswer = { ok: true, message: string } | { ok: false, error: string }
+/** `usage`: the request named something the demo does not have (the CLI exits 2, as for a bad flag) */
+export type ControlAnswer = { ok: true, message: string } | { ok: false, error: string, usage?: true }
+
+/** a host name the running demo does not have */
+class UnknownHost extends Error {}
 
 const MAX_REQUEST = 4096
 const HOST = /^host[1-9][0-9]*$/
@@ -60,7 +64,7 @@ export async function serveControl (path: string, handle: (r: ControlRequest) =>
       try { raw = JSON.parse(buf.slice(0, nl)) } catch { answer({ ok: false, error: 'not JSON' }); return }
       const req = parseControl(raw)
       if ('error' in req) { answer({ ok: false, error: req.error }); return }
-      handle(req).then(message => { answer({ ok: true, message }) }, (err: unknown) => { answer({ ok: false, error: (err as Error).message }) })
+      handle(req).then(message => { answer({ ok: true, message }) }, (err: unknown) => { answer({ ok: false, error: (err as Error).message, ...(err instanceof UnknownHost ? { usage: true as const } : {}) }) })
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -113,7 +117,7 @@ export function controlHandler (t: ControlTargets): (r: ControlRequest) => Promi
   let queue: Promise<unknown> = Promise.resolve()
   const hostOf = (name: string): ControlTargets['hosts'][number] => {
     const h = t.hosts.find(x => x.name === name)
-    if (h == null) throw new Error(`no host ${name} in this demo (it has ${t.hosts.map(x => x.name).join(', ')})`)
+    if (h == null) throw new UnknownHost(`no host ${name} in this demo (it has ${t.hosts.map(x => x.name).join(', ')})`)
     return h
   }
   const act = async (r: ControlRequest): Promise<string> => {

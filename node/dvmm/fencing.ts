@@ -49,8 +49,8 @@ export class Fencing {
   private fence?: FenceDecision
   /** this run has seen a majority: the fence a previous run's last feed promised no longer holds */
   private seenMajority = false
-  /** the VM set a fence kill was logged for */
-  private killing = ''
+  /** the VMs this fence has logged a kill of (cleared once it is over) */
+  private readonly killing = new Set<string>()
   private readonly heard = new Map<string, number>()
   private readonly silentSince = new Map<string, number>()
   /** when each member was last seen to go (its last sign of life then) */
@@ -119,12 +119,13 @@ export class Fencing {
     this.c.metrics.fenced.set(f.fenced ? 1 : 0)
     const live = this.c.local.live
     if (f.fenced && live.size > 0) {
-      // once per VM set (a kill in flight is asked again every tick, and waited for)
-      const key = [...live].sort().join()
-      if (key !== this.killing) this.c.log.warn('fenced: killing every VM', { reason: f.reason, vms: live.size })
-      this.killing = key
+      // logged once per fence for the VMs it kills (a kill in flight is asked again every
+      // tick, and waited for; the set shrinks as they end: bb22 read two lines a fence)
+      const fresh = [...live].filter(vm => !this.killing.has(vm))
+      if (fresh.length > 0) this.c.log.warn('fenced: killing every VM', { reason: f.reason, vms: fresh.length })
+      for (const vm of fresh) this.killing.add(vm)
       for (const vm of live) void this.c.local.act(vm, 'kill', `fenced: ${f.reason}`)
-    } else this.killing = ''
+    } else if (!f.fenced) this.killing.clear()
     return f
   }
 

@@ -143,7 +143,7 @@ e2e('vgrid demo: hosts reachable from this shell; --stop, Ctrl-C and a crashed r
     }
   }
   const noHost = await vgrid(['demo', '--kill', 'host9'])
-  t.is(noHost.code, 1)
+  t.is(noHost.code, 2, 'a host the demo does not have: a usage error, as a bad flag')
   t.regex(noHost.out, /no host host9 in this demo \(it has host1, host2, host3\)/)
   t.is((await vgrid(['demo', '--kill', 'host3', '--signal', 'SIGHUP'])).code, 2, 'a signal the demo does not send')
   t.regex((await vgrid(['demo', '--cut', 'host3', '--from', 'host3'])).out, /cannot be cut off from itself/)

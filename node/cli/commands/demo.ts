@@ -37,7 +37,7 @@ export async function run (argv: string[]): Promise<void> {
       if ('error' in req) throw new CliError(`--${act}: ${req.error}`, 2)
       if (!existsSync(CONTROL_SOCKET)) throw new CliError('no demo is running here (start one with `vgrid demo`)')
       const a = await askDemo(CONTROL_SOCKET, req).catch((err: Error) => { throw new CliError(`the running demo could not be asked: ${err.message}`) })
-      if (!a.ok) throw new CliError(a.error)
+      if (!a.ok) throw new CliError(a.error, a.usage === true ? 2 : 1)
       say(a.message)
       return
     }
