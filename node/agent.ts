@@ -144,6 +144,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       }
     }, { watchdogTimeoutMs: watchdogTimeoutFor(core.config.fenceTimeoutMs) }) // DVMM sets the fence in force below (setFence), before anything runs
     : undefined
+  // it holds the document some live member announced (its heads in that member's advert)
+  const gridSynced = (): boolean => state.holdsHeadsOf([...membership.detector.members.values()].filter(m => m.state === 'alive' && m.nodeId !== host.peerId.toString()).map(m => m.nodeId)).length > 0
   const dvmm: DvmmService | undefined = runtime == null
     ? undefined
     : new DvmmService({
@@ -154,8 +156,9 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       drivers: runtime.drivers,
       host,
       // a node told to join writes its roll entry once it synced with the grid (roll-join.ts)
-      joinSynced: () => membership.joinStatus().some(j => j.reached) &&
-        state.holdsHeadsOf([...membership.detector.members.values()].filter(m => m.state === 'alive' && m.nodeId !== host.peerId.toString()).map(m => m.nodeId)).length > 0,
+      joinSynced: () => membership.joinStatus().some(j => j.reached) && gridSynced(),
+      // a node alone on its roll starts nothing old before it holds a live member's document (decide.ts)
+      gridSynced,
       onReserved: r => { core.advert.provide('reserved', () => r); core.advert.changed() },
       // the watchdog follows the fence timeout in force (activeFenceMs)
       onActiveFence: ms => { runtime.setFence(ms) },

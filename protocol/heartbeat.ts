@@ -139,6 +139,8 @@ export interface HeartbeatsInit {
   tableFor?: (peer: string) => Uint8Array | null
   /** a peer's liveness table arrived, on either of its streams */
   onTable?: (peer: string, entries: WireEntry[]) => void
+  /** peers picked as watchers before the others (those that carry liveness tables: a node whose partners carry none sees too few, rv25) */
+  prefer?: (peer: string) => boolean
 }
 
 /** A peer's clock offset as this node measures it. */
@@ -260,7 +262,8 @@ export class Heartbeats {
       const j = Math.floor(Math.random() * (i + 1));
       [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!]
     }
-    candidates.sort((a, b) => Number(this.rested.has(a.toString())) - Number(this.rested.has(b.toString())))
+    const rank = (p: PeerId): number => (this.init.prefer?.(p.toString()) === false ? 2 : 0) + (this.rested.has(p.toString()) ? 1 : 0)
+    candidates.sort((a, b) => rank(a) - rank(b))
     for (const p of candidates.slice(0, missing)) void this.openTo(p)
   }
 
@@ -345,7 +348,10 @@ export class Heartbeats {
       const size = tableFrameSize([TABLE_MARK, buf.get(1), buf.get(2)])
       if (buf.byteLength < size) return true
       const read = this.tablesRead.get(peer) ?? 0
-      if (read >= TABLES_PER_TICK) { buf.consume(size); continue }
+      // past the tick's budget, or with a newer whole table behind it (a backlog): skipped
+      // unread; the newest ones date the most (rv25)
+      const next = buf.byteLength >= size + 3 && buf.get(size) === TABLE_MARK ? size + tableFrameSize([TABLE_MARK, buf.get(size + 1), buf.get(size + 2)]) : Infinity
+      if (read >= TABLES_PER_TICK || buf.byteLength >= next) { buf.consume(size); continue }
       this.tablesRead.set(peer, read + 1)
       const r = parseTable(buf.subarray(0, size))
       buf.consume(size)

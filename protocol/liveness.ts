@@ -129,6 +129,12 @@ export class LivenessTable {
     return this.byKey
   }
 
+  /** This node's monotonic time by which the member is known alive (a lower bound), if ever dated. */
+  aliveAt (id: string): number | undefined {
+    const at = this.entries.get(id)?.aliveAt
+    return at == null || at === -Infinity ? undefined : at
+  }
+
   /** Whether the member was alive within the window, as far as this node knows (this node always). */
   fresh (id: string, now: number, windowMs: number): boolean {
     if (id === this.me) return true

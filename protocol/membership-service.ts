@@ -56,11 +56,15 @@ export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh:
  * The liveness window (protocol/liveness.ts): a member is in sight while it is known
  * alive within it. News of a member one hop away is at most about two heartbeat
  * intervals old (a beat's echo waits for the neighbour's next tick, then the next table),
- * and each further hop adds about two more; this allows three hops on top of the
- * suspicion timeout, as a direct watcher allows a missed beat or two.
+ * and each further hop adds about two more. With about 8 heartbeat partners a node, a
+ * majority of `members` is within ceil(log8 members) hops: the window allows that many
+ * and one more, on top of the suspicion timeout, as a direct watcher allows a missed
+ * beat or two (3.5 s up to 8 members, 4.5 s up to 64, 5.5 s up to 512, by default; rv25:
+ * with loops lagging, 3.5 s was too little for 50 or 200).
  */
-export function livenessWindowMs (c: Pick<MembershipConfig, 'suspectAfterMs'>, heartbeatIntervalMs: number): number {
-  return c.suspectAfterMs + 4 * heartbeatIntervalMs
+export function livenessWindowMs (c: Pick<MembershipConfig, 'suspectAfterMs'>, heartbeatIntervalMs: number, members = 1): number {
+  const hops = Math.max(1, Math.ceil(Math.log(Math.max(2, members)) / Math.log(8)))
+  return c.suspectAfterMs + heartbeatIntervalMs * (2 + 2 * hops)
 }
 
 export interface MembershipServiceInit {
@@ -113,6 +117,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private table: MemberTable = new Map()
   /** the silence timeout in force at the last tick (re-advertised when it changes) */
   private silenceSaid: number | null = null
+  /** the liveness window at the last tick (re-advertised when it changes) */
+  private windowSaid: number | null = null
   private timers: NodeJS.Timeout[] = []
   private syncTimer?: NodeJS.Timeout
   /** members whose current suspicion we raised ourselves: we report their death */
@@ -166,7 +172,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       },
       // liveness tables are protocol 3: an older agent would drop the stream
       tableFor: peer => (this.compatOf(peer)?.speak ?? 1) >= 3 ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
-      onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) }
+      onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) },
+      prefer: peer => (this.compatOf(peer)?.speak ?? 1) >= 3
     })
     this.reach = new ReachWatch({
       host: init.host,
@@ -288,6 +295,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     // the advert says the silence timeout in force (takers wait for it): said again as it changes
     if (this.silenceSaid != null && this.silenceSaid !== cfg.silenceAfterMs) this.advertiseNow()
     this.silenceSaid = cfg.silenceAfterMs
+    if (this.windowSaid != null && this.windowSaid !== this.livenessMs) this.advertiseNow()
+    this.windowSaid = this.livenessMs
     const step = onTick(this.table, monoNow(), cfg, this.nodeId)
     if (step.transitions.some(t => t.to === 'forgotten')) this.liveness.retain(new Set(step.table.keys()))
     const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
@@ -315,7 +324,10 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * healthy path has gaps of about one heartbeat interval; this allows a stalled tick or
    * two on top, as the suspicion timeout does for direct heartbeats.
    */
-  get livenessMs (): number { return Math.ceil(livenessWindowMs(this.config, this.timing.heartbeatIntervalMs)) }
+  get livenessMs (): number { return Math.ceil(livenessWindowMs(this.config, this.timing.heartbeatIntervalMs, this.table.size)) }
+
+  /** This node's monotonic time by which the member is known alive through the liveness tables (a lower bound), if ever. */
+  aliveAt (id: string): number | undefined { return this.liveness.aliveAt(id) }
 
   /** the window a member is judged by: the longer of this node's and its own (a member set to beat slower advertises a longer one) */
   private windowOf (id: string): number {

@@ -61,8 +61,14 @@ export interface DecideInput {
    * syncs (rv21: it started its old leases at once, while they ran elsewhere)
    */
   startedAt?: number
-  /** other agents are known here or expected (--join given): a node alone on its roll also claims nothing before its stale leases may start */
+  /** other agents are known here (the member table): a node alone on its roll also claims nothing before its stale leases may start */
   othersExpected?: boolean
+  /**
+   * this node holds the document some live member announced (absent: taken as so): alone
+   * on its roll with others known, it starts no stale lease and claims nothing before
+   * (rv25: a document that synced later than the wait still started old leases)
+   */
+  synced?: boolean
   cfg: DecideConfig
 }
 
@@ -238,7 +244,8 @@ export function decide (i: DecideInput): Decisions {
   // catch up (a takeover elsewhere), which lent votes do not change: counted without the
   // locks (a node back from a restart its watchdog outlasted waited a minute for its VMs)
   const seenSince = Math.max(takeoverMajoritySince(i.doc, i.me, i.nodes), selfFrom)
-  const staleUntil = seenSince + fenceMs + i.cfg.takeoverMarginMs
+  const awaitingSync = alone && i.othersExpected === true && i.synced === false
+  const staleUntil = awaitingSync ? Infinity : seenSince + fenceMs + i.cfg.takeoverMarginMs
   const unplaced = new Map<string, { from?: string, epoch: number, parked?: true, former?: true }>()
   // a volume is the disk of one VM: the first made of those that name it (disk-owner.ts)
   const owners = diskOwners(i.doc.vms.values())

@@ -20,7 +20,7 @@ export interface FencingComponents {
   clock: Clock
   state: { read: () => Reader }
   /** `inSight`: a member's beat counter advanced here lately (MembershipService.inSight); absent: its state alone counts */
-  membership: { readonly members: MemberTable, inSight?: (id: string) => boolean }
+  membership: { readonly members: MemberTable, inSight?: (id: string) => boolean, aliveAt?: (id: string) => number | undefined }
   metrics: Pick<DvmmMetrics, 'fenced'>
   local: Pick<LocalVms, 'live' | 'act'>
   /** the fence timeout it runs with changed (the watchdog follows it) */
@@ -99,10 +99,12 @@ export class Fencing {
     // in sight: alive, and known alive lately by the liveness table: cut off from all, a
     // node loses sight of the members it hears no heartbeat from within the liveness
     // window, not after their silence timeout (holderNoticeMs). Only where every other
-    // roll member advertises a window: a member of an older release carries no tables,
-    // and a node whose heartbeat partners are all old would see too few (rv24); takers
-    // then wait the silence timeout
-    const tables = [...roll].every(id => id === this.c.peerId || members.get(id)?.advert.livenessMs != null)
+    // roll member alive here advertises a window: a member of an older release carries no
+    // tables, and a node whose heartbeat partners are all old would see too few (rv24);
+    // takers then wait the silence timeout. One not alive here counts for nothing either
+    // way (rv25: a dead member's advert, which a node started since never got, made it
+    // count by state alone while takers, holding that advert, waited only the window)
+    const tables = [...roll].every(id => id === this.c.peerId || !alive(id) || members.get(id)?.advert.livenessMs != null)
     const aliveSeen = [...roll].filter(id => id === this.c.peerId || (alive(id) && (!tables || (this.c.membership.inSight?.(id) ?? true)))).length
     this.updateActive(roll, members)
     // until this run first sees a majority, its fence counts from the previous run's last
@@ -162,7 +164,11 @@ export class Fencing {
         // when it went: the lock on a vote it may lend counts from it too (voteLockedUntil)
         this.awayAt.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, m.since))
       }
-      this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0))
+      // and the liveness tables' news of it: a holder renews its majority only by beats
+      // that reach the others, so a takeover counts from the last of those (rv25: a link
+      // back for a second kept the holder unfenced past the wait of a taker that had
+      // heard nothing of it directly)
+      this.heard.set(m.nodeId, Math.max(this.heard.get(m.nodeId) ?? 0, m.lastSeen, this.silentSince.get(m.nodeId) ?? 0, this.c.membership.aliveAt?.(m.nodeId) ?? 0))
     }
   }
 

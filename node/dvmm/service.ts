@@ -64,6 +64,8 @@ export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on
   detection?: () => { watchers: number, silenceMs: number, agents: number, livenessMs?: number }
   /** whether a member is in sight by the liveness table (MembershipService.inSight; absent: by its state alone) */
   inSight?: (id: string) => boolean
+  /** by when a member is known alive through the liveness tables (MembershipService.aliveAt; the clock's `now`) */
+  aliveAt?: (id: string) => number | undefined
 }
 
 export interface DvmmComponents {
@@ -75,6 +77,8 @@ export interface DvmmComponents {
   config: { name: string, join?: readonly string[] }
   /** told to join: it reached a join address and holds a live member's document (roll-join.ts) */
   joinSynced?: () => boolean
+  /** it holds the document some live member announced (its heads): synced with the grid at least once (absent: taken as synced) */
+  gridSynced?: () => boolean
   state: DvmmState
   membership: DvmmMembership
   /** the drivers this node runs VMs with, by the spec's driver name */
@@ -171,8 +175,10 @@ export class DvmmService {
   /** the volumes' health (the volume store's), for the routes */
   get volumeHealth (): VolumeAccess['health'] { return this.components.volumes?.health }
   private lastStepMs = 0
-  /** when a node without a liveness window was last in view (detectionNow; -Infinity: none yet) */
+  /** when a node without a liveness window was last in view (detectionNow; this run's start: as if one were then) */
   private mixedAt = -Infinity
+  /** the longest liveness window in view lately, and since when (detectionNow: a window that shrank counts as it was for a silence timeout) */
+  private windowHigh = { ms: 0, at: -Infinity }
   private lastStepEnd = 0
   /** when the previous step ended, written or not (this agent's clock; 0: none yet) */
   private lastStepAt = 0
@@ -270,7 +276,13 @@ export class DvmmService {
     const d = this.components.membership.detection?.()
     if (d == null) return undefined
     if (d.livenessMs == null || nodes.some(n => n.livenessMs == null)) this.mixedAt = now
-    return now - this.mixedAt < d.silenceMs ? { watchers: d.watchers, silenceMs: d.silenceMs, agents: d.agents } : d
+    if (now - this.mixedAt < d.silenceMs) return { watchers: d.watchers, silenceMs: d.silenceMs, agents: d.agents }
+    // a holder may judge a member by a longer window it advertised before (rv25): the longest
+    // seen within a silence timeout counts
+    let ms = d.livenessMs!
+    for (const n of nodes) if (n.livenessMs! > ms) ms = n.livenessMs!
+    if (ms >= this.windowHigh.ms || now - this.windowHigh.at >= d.silenceMs) this.windowHigh = { ms, at: now }
+    return { ...d, livenessMs: this.windowHigh.ms }
   }
 
   /** A dead node's VMs start elsewhere this long after it was last heard of, and why (vgrid ha). */
@@ -319,6 +331,8 @@ export class DvmmService {
   async start (): Promise<void> {
     this.running = true
     this.fencing.start()
+    // a node that was in view before this run may have had no window: as if one were seen now (rv25)
+    this.mixedAt = this.components.clock.now()
     this.reserved.start()
     // before any step: VMs a previous run of this agent left are adopted, not started again
     await this.local.start()
@@ -541,7 +555,8 @@ export class DvmmService {
       capacity: cap,
       overlay: this.overlayDown(now),
       startedAt: this.fencing.startedAtMs,
-      othersExpected: (this.components.config.join?.length ?? 0) > 0 || [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
+      othersExpected: [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
+      synced: this.components.gridSynced?.() ?? true,
       cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs }
     })
     this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)

@@ -185,4 +185,30 @@ test('a node counts towards its majority only the members in sight by the livene
   // whose heartbeat partners are all old would see too few: rv24); takers wait the silence timeout
   members.set('f', member('f', 5000))
   t.like(f.check(7000), { majority: true, aliveSeen: 7, fenced: false })
+  // rv25: but one that is not alive here counts for nothing either way, its advert or not
+  // (one dead before this node started: never got its advert)
+  members.set('f', { ...member('f', 5000), state: 'dead' })
+  t.like(f.check(8000), { majority: false, aliveSeen: 1 })
+  members.delete('f')
+  t.like(f.check(9000), { majority: false, aliveSeen: 1 })
+})
+
+test('a member is last heard of no earlier than the liveness tables knew it alive: a takeover counts from the last beat of its that reached the grid (rv25: a link back for a second renewed the holder\'s majority, not the taker\'s wait)', t => {
+  const members = new Map([['a', { ...member('a', 5000), state: 'dead' as const, since: 3000, lastSeen: 2500 }]])
+  let aliveAt: number | undefined = undefined
+  const f = new Fencing({
+    peerId: ME,
+    log: silentLogger,
+    clock: { now: () => 0 },
+    state: { read: () => ({ list: () => [ME, 'a'].map(node => ({ node })) }) as never },
+    membership: { members, aliveAt: () => aliveAt },
+    metrics: { fenced: { set: () => {} } } as never,
+    local: { live: new Set(), act: async () => {} } as never
+  }, { fenceTimeoutMs: 5000, takeoverMarginMs: 1500, lastAliveAt: 0 })
+  f.start()
+  f.hear(members)
+  t.is(f.lastHeard('a'), 3000, 'its first suspicion, as before')
+  aliveAt = 5500
+  f.hear(members)
+  t.is(f.lastHeard('a'), 5500, 'its beat of 5.5 s reached the grid (a table dated it)')
 })

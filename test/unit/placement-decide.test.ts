@@ -531,6 +531,10 @@ test('a node alone on its roll counts its majority from its start: an old data d
   t.deepEqual(decide(empty).claims, [], 'others about (or --join given): no claim on a roll that may be old')
   t.deepEqual(decide({ ...empty, othersExpected: false }).claims.map(c => c.vm), ['w'], 'no one else about: a grid of one claims at once')
   t.deepEqual(decide({ ...empty, now: 16_000 }).claims.map(c => c.vm), ['w'])
+  // rv25: with others about, nothing old starts and nothing is claimed before this node holds a live member's document, however long that takes
+  t.deepEqual(alone({ ...old, now: 60_000, othersExpected: true, synced: false }).start, [], 'not synced yet: its old lease waits')
+  t.deepEqual(decide({ ...empty, now: 60_000, synced: false }).claims, [], 'not synced yet: no claim')
+  t.deepEqual(alone({ ...old, now: 16_000, othersExpected: true, synced: true }).start, ['v'], 'synced, and the wait over')
   // a node with others on its roll is not alone: unchanged
   t.deepEqual(decide(input({ vms: [vm('v')], leases: [lv(lease('v', A, { status: 'running' }))], startedAt: 10_000, now: 10_100 })).start, ['v'])
 })
