@@ -7,7 +7,7 @@
 // Every run's start and end comes from the VM processes; no two runs of one VM overlap.
 import { join } from 'node:path'
 import { e2e, Grid, secs } from '../harness/index.ts'
-import { describeRuns, overlaps, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
+import { checkRunsOnceAfterHeal, describeRuns, recordingCommand, RunLog, until } from '../harness/vm-runs.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const HOSTS = 7
@@ -64,19 +64,6 @@ e2e('7 hosts, one cut off from all: it kills its VM, which runs elsewhere well b
 
   await grid.heal(cutHost)
   await grid.waitAllAlive(60_000)
-  await until('every host to agree on every lease', 40_000, async () => {
-    const views = await Promise.all(grid.list.map(async h => JSON.stringify((await rowsOf(h)).map(r => [r.name, r.node, r.epoch, r.state]))))
-    return new Set(views).size === 1 && JSON.parse(views[0]!).every((r: unknown[]) => r[3] === 'running') ? true : undefined
-  })
-  // long enough for any stale decision of the rejoined host to have acted
-  await new Promise(resolve => setTimeout(resolve, 4000))
-  log.poll()
-  const after = await rowsOf(grid.host(cutHost))
-  for (const v of VMS) {
-    const live = log.live(v)
-    t.is(live.length, 1, `${v} runs exactly once after healing`)
-    t.is(live[0]?.host ?? null, after.find(r => r.name === v)!.node, `${v} runs where its lease says`)
-  }
-  t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
+  await checkRunsOnceAfterHeal(t, grid.list, grid.host(cutHost), log, VMS, 40_000)
   t.is(await grid.host(cutHost).metric('vgrid_dvmm_fenced'), 0, `${cutHost} is no longer fenced`)
 })

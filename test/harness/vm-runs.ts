@@ -138,3 +138,28 @@ export async function until<T> (what: string, ms: number, f: () => Promise<T | u
     await new Promise(resolve => setTimeout(resolve, 100))
   }
 }
+
+/** where each VM runs, as a host's /v1/vms says */
+interface VmRows { api: <T>(p: string) => Promise<T> }
+const rowsOf = async (h: VmRows): Promise<Array<{ name: string, node: string | null, epoch: number | null, state: string }>> => (await h.api<{ vms: Array<{ name: string, node: string | null, epoch: number | null, state: string }> }>('/v1/vms')).vms
+
+/**
+ * After a heal: every host agrees where each VM runs and that it runs, and then (once any
+ * stale decision of a rejoined host had time to act) each VM runs exactly once, where the
+ * lease `asked` reads says, and no two runs of one VM ever overlapped.
+ */
+export async function checkRunsOnceAfterHeal (t: { is: (a: unknown, b: unknown, m?: string) => void, deepEqual: (a: unknown, b: unknown, m?: string) => void }, hosts: readonly VmRows[], asked: VmRows, log: RunLog, vms: readonly string[], agreeMs: number): Promise<void> {
+  await until('every host to agree on every lease', agreeMs, async () => {
+    const views = await Promise.all(hosts.map(async h => JSON.stringify((await rowsOf(h)).map(r => [r.name, r.node, r.epoch, r.state]))))
+    return new Set(views).size === 1 && JSON.parse(views[0]!).every((r: unknown[]) => r[3] === 'running') ? true : undefined
+  })
+  await new Promise(resolve => setTimeout(resolve, 4000))
+  log.poll()
+  const after = await rowsOf(asked)
+  for (const v of vms) {
+    const live = log.live(v)
+    t.is(live.length, 1, `${v} runs exactly once after healing`)
+    t.is(live[0]?.host ?? null, after.find(r => r.name === v)!.node, `${v} runs where its lease says`)
+  }
+  t.deepEqual(overlaps(log.runs).map(([a, b]) => `${a.vm}: ${a.host} pid ${a.pid} and ${b.host} pid ${b.pid}`), [], 'no two runs of one VM overlap')
+}

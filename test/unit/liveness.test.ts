@@ -5,7 +5,7 @@ import test from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
-import { Heartbeats } from '../../protocol/heartbeat.ts'
+import { Heartbeats, type HeartbeatsInit } from '../../protocol/heartbeat.ts'
 import { livenessWindowMs } from '../../protocol/membership-service.ts'
 import { encodeTable, keyOf, LivenessTable, parseTable, ENTRY_BYTES, NO_AGE, type WireEntry } from '../../protocol/liveness.ts'
 import { prng } from '../helpers/prng.ts'
@@ -188,6 +188,20 @@ test('news held up behind a stalled relay, or in the stalled receiver itself, do
   } })
 })
 
+/** heartbeats on a test protocol, one watcher, no membership behind them */
+const heartbeats = (host: VgridHost, over: Partial<HeartbeatsInit>): Heartbeats => new Heartbeats({
+  host,
+  protocol: '/test/heartbeat/1',
+  intervalMs: 100,
+  timeoutMs: 2000,
+  watchers: 1,
+  version: () => ({ incarnation: 1, seq: 1 }),
+  onBeat: () => {},
+  onSilent: () => {},
+  onLost: () => {},
+  ...over
+})
+
 test('over real heartbeat streams: a node that only one peer watches still learns of a third member through it, and loses sight of it within the window once it stops', async t => {
   const clusterKey = generateClusterKey()
   const hosts: VgridHost[] = []
@@ -203,16 +217,9 @@ test('over real heartbeat streams: a node that only one peer watches still learn
   const garbage: string[] = []
   for (const [i, host] of hosts.entries()) {
     let frame: Uint8Array | undefined
-    const hb = new Heartbeats({
-      host,
-      protocol: '/test/heartbeat/1',
+    const hb = heartbeats(host, {
       intervalMs: 100,
       timeoutMs: 2000,
-      watchers: 1,
-      version: () => ({ incarnation: 1, seq: 1 }),
-      onBeat: () => {},
-      onSilent: () => {},
-      onLost: () => {},
       onGarbage: peer => { garbage.push(peer) },
       onTickStart: () => { tables[i]!.beat(performance.now()); frame = undefined },
       tableFor: () => (frame ??= encodeTable(tables[i]!.toSend(performance.now(), () => window))),
@@ -249,16 +256,9 @@ test('over a real heartbeat stream: at most 4 tables a tick are read from a peer
   for (let i = 0; i < 2; i++) hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/liveness-flood${process.pid}-${i}`], mdns: false, transport: 'memory' }))
   const tables: number[] = []
   const garbage: string[] = []
-  const hb = new Heartbeats({
-    host: hosts[0]!,
-    protocol: '/test/heartbeat/1',
+  const hb = heartbeats(hosts[0]!, {
     intervalMs: 1000,
     timeoutMs: 120_000,
-    watchers: 1,
-    version: () => ({ incarnation: 1, seq: 1 }),
-    onBeat: () => {},
-    onSilent: () => {},
-    onLost: () => {},
     onGarbage: peer => { garbage.push(peer) },
     onTable: (_peer, entries) => { tables.push(entries.length) }
   })
