@@ -125,7 +125,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly raised = new Set<string>()
   private readonly compat = new CompatReports()
   private running = false
-  /** the members whose beat counters advanced here lately, first- or second-hand (protocol/liveness.ts) */
+  /** the members known alive lately, first- or second-hand, and this node's own beats (protocol/liveness.ts) */
   private readonly liveness: LivenessTable
   /** this tick's table frame, encoded once for every peer */
   private tableFrame?: Uint8Array
@@ -171,9 +171,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
         this.tableFrame = undefined
       },
       // liveness tables are protocol 3: an older agent would drop the stream
-      tableFor: peer => (this.compatOf(peer)?.speak ?? 1) >= 3 ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
+      tableFor: peer => this.keepsTables(peer) ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
       onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) },
-      prefer: peer => (this.compatOf(peer)?.speak ?? 1) >= 3
+      prefer: peer => this.keepsTables(peer)
     })
     this.reach = new ReachWatch({
       host: init.host,
@@ -318,16 +318,14 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     return { watchers: this.timing.watchers, silenceMs: silenceFor(this.table.size, this.config, this.timing.advertRefreshMs), agents, livenessMs: this.livenessMs }
   }
 
-  /**
-   * The liveness window (protocol/liveness.ts): a member is in sight while its beat
-   * counter advanced here within it. A counter passes a node at its next tick, so a
-   * healthy path has gaps of about one heartbeat interval; this allows a stalled tick or
-   * two on top, as the suspicion timeout does for direct heartbeats.
-   */
+  /** the liveness window this node runs with now (livenessWindowMs, for the members it knows) */
   get livenessMs (): number { return Math.ceil(livenessWindowMs(this.config, this.timing.heartbeatIntervalMs, this.table.size)) }
 
   /** This node's monotonic time by which the member is known alive through the liveness tables (a lower bound), if ever. */
   aliveAt (id: string): number | undefined { return this.liveness.aliveAt(id) }
+
+  /** whether a member speaks protocol 3, and so sends and takes liveness tables (an older one drops a stream with one) */
+  private keepsTables (id: string): boolean { return (this.compatOf(id)?.speak ?? 1) >= 3 }
 
   /** the window a member is judged by: the longer of this node's and its own (a member set to beat slower advertises a longer one) */
   private windowOf (id: string): number {
@@ -342,7 +340,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    * fence counts by this only where every roll member advertises a window: Fencing).
    */
   inSight (id: string): boolean {
-    if (id === this.nodeId || (this.compatOf(id)?.speak ?? 1) < 3) return true
+    if (id === this.nodeId || !this.keepsTables(id)) return true
     return this.liveness.fresh(id, monoNow(), this.windowOf(id))
   }
 

@@ -342,8 +342,8 @@ export function activeFenceMs (i: ActiveFenceInput): number {
  * only from the members that picked it as one of their `watchers`, out of every agent it
  * is connected to: where there are at most watchers + 1 agents (`size`: the roll's or the
  * membership table's, the larger) that is every member, and it finds them silent as soon
- * as they find it silent (0). Otherwise it counts in sight only the members whose beat
- * counters reached it within its liveness window (protocol/liveness.ts): cut off, it
+ * as they find it silent (0). Otherwise it counts in sight only the members its liveness
+ * tables know alive within its liveness window (protocol/liveness.ts): cut off, it
  * loses sight of all within that window, the longest any node advertises (`livenessMs`)
  * and this node's own. A node of an older release has no liveness table: the members it
  * does not hear directly stay alive in its view until their silence timeout, so where

@@ -140,6 +140,13 @@ export interface DvmmInit {
   overlayMoveAfterMs?: number
 }
 
+/** why the takeover waits the silence timeout: the nodes that advertise no liveness window, or none lately (failoverWait) */
+function withoutWindow (old: readonly string[]): string {
+  if (old.length === 0) return 'every node has advertised a liveness window only lately'
+  const named = old.length > 3 ? `${old.slice(0, 3).join(', ')} and ${old.length - 3} more` : old.join(', ')
+  return old.length === 1 ? `${named} advertises no liveness window: an older release, or not heard from` : `${named} advertise no liveness window: older releases, or not heard from`
+}
+
 export class DvmmService {
   readonly name = 'dvmm'
   readonly history: History
@@ -256,13 +263,17 @@ export class DvmmService {
     const reader = this.components.state.read()
     const entry = reader.get('roll', id)?.value
     if (entry?.restart == null || entry.restart.back === true) return 0
-    const members = this.components.membership.members
-    const doc = docView(reader)
-    const nodes = nodeViews(doc, members, n => reader.labelsOf(n), this.me)
-    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes)
-    const notice = noticeOf({ doc, nodes, detection: this.detectionNow(nodes, this.components.clock.now()) })
+    const { fenceMs, notice } = this.takeoverWait(reader)
     const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
+  }
+
+  /** What a takeover of a dead node's leases waits for now, besides the margin: the longest fence timeout advertised, and the holder's notice (decide.ts) */
+  private takeoverWait (reader: Reader): { fenceMs: number, notice: number, nodes: NodeView[], windowed: boolean } {
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+    const detection = this.detectionNow(nodes, this.components.clock.now())
+    return { fenceMs: takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes), notice: noticeOf({ doc, nodes, detection }), nodes, windowed: detection?.livenessMs != null }
   }
   /**
    * How members are found silent, as a takeover's wait counts it (holderNoticeMs): the
@@ -287,19 +298,11 @@ export class DvmmService {
 
   /** A dead node's VMs start elsewhere this long after it was last heard of, and why (vgrid ha). */
   failoverWait (): { ms: number, why: string } {
-    const reader = this.components.state.read()
-    const doc = docView(reader)
-    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
-    const fenceMs = takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes)
-    const detection = this.detectionNow(nodes, this.components.clock.now())
-    const notice = noticeOf({ doc, nodes, detection })
-    const parts = [`the fence timeout ${fenceMs / 1000} s`, `a margin of ${this.cfg.takeoverMarginMs / 1000} s`]
-    if (notice > 0) {
-      const old = nodes.filter(n => n.livenessMs == null).map(n => n.name)
-      parts.splice(1, 0, detection?.livenessMs != null
-        ? `the liveness window ${notice / 1000} s (a node cut off from all loses sight of the others only that long after the cut)`
-        : `the silence timeout ${notice / 1000} s (${old.length > 0 ? `${old.slice(0, 3).join(', ')}${old.length > 3 ? ` and ${old.length - 3} more` : ''} advertise${old.length === 1 ? 's' : ''} no liveness window: ${old.length === 1 ? 'an older release, or not heard from' : 'older releases, or not heard from'}` : 'every node has advertised a liveness window only lately'})`)
-    }
+    const { fenceMs, notice, nodes, windowed } = this.takeoverWait(this.components.state.read())
+    const parts = [`the fence timeout ${fenceMs / 1000} s`]
+    if (notice > 0 && windowed) parts.push(`the liveness window ${notice / 1000} s (a node cut off from all loses sight of the others only that long after the cut)`)
+    else if (notice > 0) parts.push(`the silence timeout ${notice / 1000} s (${withoutWindow(nodes.filter(n => n.livenessMs == null).map(n => n.name))})`)
+    parts.push(`a margin of ${this.cfg.takeoverMarginMs / 1000} s`)
     return { ms: fenceMs + notice + this.cfg.takeoverMarginMs, why: parts.join(' + ') }
   }
 
