@@ -129,6 +129,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
   private readonly liveness: LivenessTable
   /** this tick's table frame, encoded once for every peer */
   private tableFrame?: Uint8Array
+  /** when this run first knew each member to keep liveness tables (inSight) */
+  private readonly tablesSince = new Map<string, number>()
 
   constructor (init: MembershipServiceInit) {
     super()
@@ -169,6 +171,7 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       onTickStart: () => {
         this.liveness.beat(monoNow())
         this.tableFrame = undefined
+        for (const id of this.table.keys()) this.noteTables(id)
       },
       // liveness tables are protocol 3: an older agent would drop the stream
       tableFor: peer => this.keepsTables(peer) ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
@@ -298,7 +301,10 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     if (this.windowSaid != null && this.windowSaid !== this.livenessMs) this.advertiseNow()
     this.windowSaid = this.livenessMs
     const step = onTick(this.table, monoNow(), cfg, this.nodeId)
-    if (step.transitions.some(t => t.to === 'forgotten')) this.liveness.retain(new Set(step.table.keys()))
+    if (step.transitions.some(t => t.to === 'forgotten')) {
+      this.liveness.retain(new Set(step.table.keys()))
+      for (const id of this.tablesSince.keys()) if (!step.table.has(id)) this.tablesSince.delete(id)
+    }
     const deaths = step.transitions.filter(t => t.to === 'dead' && this.raised.has(t.nodeId)).map(t => step.table.get(t.nodeId)!)
     this.apply(step)
     for (const m of deaths) this.gossipDoubt(m.nodeId, m.suspectedVersion ?? m.version, 'dead')
@@ -341,7 +347,21 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
    */
   inSight (id: string): boolean {
     if (id === this.nodeId || !this.keepsTables(id)) return true
-    return this.liveness.fresh(id, monoNow(), this.windowOf(id))
+    const now = monoNow()
+    if (this.liveness.fresh(id, now, this.windowOf(id))) return true
+    // not dated yet: in sight for one window from when its tables could first come (a
+    // table needs a beat's round trip to be dated; at a start every member was out of
+    // sight for a moment, and a restart grace or a create found no majority). Cut off
+    // before that, this node loses sight of it within a window of the cut all the same
+    const since = this.noteTables(id)
+    return this.liveness.aliveAt(id) == null && now - since < this.windowOf(id)
+  }
+
+  /** when this run first knew the member to keep tables (this run's start at the earliest) */
+  private noteTables (id: string): number {
+    let at = this.tablesSince.get(id)
+    if (at == null && this.keepsTables(id)) this.tablesSince.set(id, at = monoNow())
+    return at ?? monoNow()
   }
 
   /** Something in our advert changed: publish it once the current burst of work is done. */
