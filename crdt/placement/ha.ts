@@ -19,7 +19,12 @@ export interface HaReport {
   /** running VMs whose disk one node's loss would leave unreadable or unwritable, and why (ok is false): diskRisks */
   disks?: DiskRisk[]
   /** how long after a node was last heard of its VMs start elsewhere, as the answering node counts it, and what that is made of (DvmmService.failoverWait) */
-  failover?: { ms: number, why: string }
+  failover?: {
+    ms: number
+    why: string
+    /** a vote lock holds takeovers back this much longer from now (DvmmService.voteLockHoldsMs): absent when none does */
+    lockedMs?: number
+  }
 }
 
 export interface DiskRisk {

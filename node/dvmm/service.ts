@@ -297,13 +297,16 @@ export class DvmmService {
   }
 
   /** A dead node's VMs start elsewhere this long after it was last heard of, and why (vgrid ha). */
-  failoverWait (): { ms: number, why: string } {
+  failoverWait (): NonNullable<HaReport['failover']> {
     const { fenceMs, notice, nodes, windowed } = this.takeoverWait(this.components.state.read())
     const parts = [`the fence timeout ${fenceMs / 1000} s`]
     if (notice > 0 && windowed) parts.push(`the liveness window ${notice / 1000} s (a node cut off from all loses sight of the others only that long after the cut)`)
     else if (notice > 0) parts.push(`the silence timeout ${notice / 1000} s (${withoutWindow(nodes.filter(n => n.livenessMs == null).map(n => n.name))})`)
     parts.push(`a margin of ${this.cfg.takeoverMarginMs / 1000} s`)
-    return { ms: fenceMs + notice + this.cfg.takeoverMarginMs, why: parts.join(' + ') }
+    const held = this.voteLockHoldsMs()
+    // bb22: ha gave the plain wait while a member back from a restart held takeovers back
+    const lock = held > 0 ? `; and none within ${Math.ceil(held / 1000)} s from now: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed` : ''
+    return { ms: fenceMs + notice + this.cfg.takeoverMarginMs, why: parts.join(' + ') + lock, ...held > 0 ? { lockedMs: held } : {} }
   }
 
   /**

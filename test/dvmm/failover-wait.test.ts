@@ -2,8 +2,9 @@
 // more than five, the liveness window only once every node has advertised one for a
 // silence timeout (a cut-off holder's view of the adverts may lag this node's: rv24).
 import test from 'ava'
-import { harness, member, sleep, type Harness } from './fence-harness.ts'
+import { harness, member, sleep, until, type Harness } from './fence-harness.ts'
 import type { Member } from '../../protocol/membership.ts'
+import { LENT_VOTE_SLACK_MS } from '../../crdt/placement/fence.ts'
 
 const withWindow = (id: string): Member => { const m = member(id, 'alive'); return { ...m, advert: { ...m.advert, livenessMs: 3500 } as Member['advert'] } }
 
@@ -33,4 +34,28 @@ test('in a grid of five or fewer, the failover wait is the fence timeout and the
   const h = await harness({ others: ['Nb', 'Nc'], detection: () => ({ watchers: 4, silenceMs: 30_000, agents: 3, livenessMs: 3500 }) })
   t.teardown(async () => { await h.stop() })
   t.deepEqual(h.dvmm.ha().failover, { ms: 5500, why: 'the fence timeout 5 s + a margin of 0.5 s' })
+})
+
+test('while a member back from a restart holds takeovers back (the vote it may have lent), the failover wait says so and for how long (bb22)', async t => {
+  // Nb stopped for a restart with a grace of 20 s a moment ago and is back: its vote
+  // counts towards a takeover of Nc's leases only once that grace has lapsed
+  const h = await harness({
+    others: ['Nb', 'Nc'],
+    seed: w => { w.put('roll', { node: 'Nb', name: 'Nb', joined: 1, restart: { fenceMs: 20_000, since: Date.now() - 1000, confirmed: true, back: true } }) }
+  })
+  t.teardown(async () => { await h.stop() })
+  h.members.set('Nc', member('Nc', 'dead'))
+  h.transition()
+  // the fence reads the restart records at its next step
+  await until(() => h.dvmm.ha().failover!.lockedMs != null, 5000)
+  const f = h.dvmm.ha().failover!
+  // the grace left (19 s), the slack on a lent vote, the longest fence timeout (5 s: the
+  // others advertise none) and the margin
+  t.true((f.lockedMs ?? 0) > 19_000 && f.lockedMs! <= 19_000 + LENT_VOTE_SLACK_MS + 5500, `locked ${f.lockedMs} ms`)
+  t.regex(f.why, /^the fence timeout 5 s \+ a margin of 0\.5 s; and none within \d+ s from now: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed$/)
+  // without the record, the plain wait
+  h.replica.change(w => { w.update('roll', 'Nb', { restart: null }) })
+  h.transition()
+  t.true(await until(() => h.dvmm.ha().failover!.lockedMs === undefined, 5000), 'no lock once the record is gone')
+  t.is(h.dvmm.ha().failover!.why, 'the fence timeout 5 s + a margin of 0.5 s')
 })
