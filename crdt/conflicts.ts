@@ -34,7 +34,20 @@ export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
  * two stacks, and the one that took the most snapshots is read (`tallestStack`).
  */
 export const FIELD_RULES: { [K in Kind]?: Record<string, (values: unknown[]) => unknown> } = {
-  volumes: { layers: tallestStack }
+  volumes: { layers: tallestStack, writesGivenUp: unionOfRecords }
+}
+
+/**
+ * Of concurrent lists of records (a volume's `writesGivenUp`: two nodes forgotten at
+ * once from two nodes, each list the first, bb18 saw one of them), every record of
+ * any of them: the distinct ones by canonical JSON, ordered by `at`, then canonical
+ * JSON, the newest 64 (the schema's bound). Values that are not lists count as empty.
+ */
+export function unionOfRecords (values: unknown[]): unknown {
+  const seen = new Map<string, unknown>()
+  for (const v of values) if (Array.isArray(v)) for (const x of v) seen.set(canonical(x), x)
+  const at = (x: unknown): number => typeof (x as { at?: unknown } | null)?.at === 'number' ? (x as { at: number }).at : 0
+  return [...seen].sort(([ka, a], [kb, b]) => cmp(at(a), at(b)) || cmp(ka, kb)).map(([, x]) => x).slice(-64)
 }
 
 /** a layer's number in its line: "V@3" -> 3, a base "V" -> 0 (node/gvs/volumes.ts layerNumber) */

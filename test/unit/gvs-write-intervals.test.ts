@@ -19,7 +19,7 @@ import { WriteIntervalRecords } from '../../node/gvs/write-interval-records.ts'
 import {
   activeIntervals, afterRepair, forgetInIntervals, holdersIn, intervalKey, needsRecord, unheard, unheardObjects, withInterval, CLEAR_SLACK_MS, type IntervalNode, type WriteInterval
 } from '../../node/gvs/write-intervals.ts'
-import { Replica } from '../../crdt/index.ts'
+import { Replica, syncPair } from '../../crdt/index.ts'
 import { silentLogger } from '../../node/log.ts'
 
 const MiB = 1024 * 1024
@@ -264,4 +264,20 @@ test('an object whose every holder has been out of reach longer than the retry t
   t0 = Date.now()
   await t.throwsAsync(v.write(0, fill(2), true), { instanceOf: GvsError })
   t.true(Date.now() - t0 < 5000, `the write failed at once (${Date.now() - t0} ms)`)
+})
+
+test('writes given up are kept for every node forgotten, one after another or on two nodes at once (bb18: vol info listed only the last)', t => {
+  const a = doc([ID.A, ID.B, ID.C])
+  // B alone took the writes of one interval, C alone of another
+  a.change(w => { w.update('volumes', 'V', { writeIntervals: withInterval({ writeIntervals: withInterval(undefined, ns(ID.B), 5) }, ns(ID.C), 6) }) })
+  const b = Replica.load({ clusterId: 'c', nodeId: ID.B }, a.save())
+  // each forgotten from another node's document, before either saw the other's
+  t.deepEqual(a.change(w => forgetInIntervals(w, ID.B, 4 * MiB)).result, ['/t/v'])
+  t.deepEqual(b.change(w => forgetInIntervals(w, ID.C, 4 * MiB)).result, ['/t/v'])
+  syncPair(a, b)
+  for (const r of [a, b]) t.deepEqual(r.read().get('volumes', 'V')!.value.writesGivenUp?.map(g => g.node).sort(), [ID.B, ID.C])
+  // and one more after: all three
+  a.change(w => { w.update('volumes', 'V', { writeIntervals: withInterval(w.reader.get('volumes', 'V')!.value, ns(ID.A), 7) }) })
+  t.deepEqual(a.change(w => forgetInIntervals(w, ID.A, 4 * MiB)).result, ['/t/v'])
+  t.deepEqual(a.read().get('volumes', 'V')!.value.writesGivenUp?.map(g => g.node).sort(), [ID.A, ID.B, ID.C])
 })
