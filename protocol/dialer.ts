@@ -7,6 +7,9 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { monoNow } from './mono-clock.ts'
 import type { Libp2p, PeerInfo } from '@libp2p/interface'
 
+/** connections the dialer adds up to (and trims back to): a grid of up to this many + 1 is connected whole */
+export const DEFAULT_TARGET_PEERS = 16
+
 export interface DialTarget {
   /** peer id when known, otherwise the address itself */
   key: string
@@ -208,7 +211,7 @@ export class Dialer {
       if (p == null) byPeer.set(id, { peerId: id, outbound: c.direction === 'outbound', openedAt: c.timeline.open })
       else p.openedAt = Math.max(p.openedAt, c.timeline.open)
     }
-    const targetPeers = this.init.targetPeers ?? 16
+    const targetPeers = this.init.targetPeers ?? DEFAULT_TARGET_PEERS
     const now = monoNow()
     const plan = planDials({
       targets: this.targets.values(),

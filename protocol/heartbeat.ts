@@ -11,7 +11,10 @@
 // are sent only to peers that accept them (sendClockTo).
 // Both ways on each stream, to peers of protocol 3 (tableFor), go liveness tables: 0xFE,
 // a 16-bit length, entries (protocol/liveness.ts); the watcher replies on the stream the
-// sender opened, so every node hears tables from at least its own watchers.
+// sender opened, so every node hears tables from at least its own watchers. The sender
+// watches those replies: a watcher that replied and stops (or whose stream or
+// connections go) is reported (onUnanswered) to be checked for a cut, never suspected
+// from this side (protocol/reach-watch.ts).
 import { monoNow } from './mono-clock.ts'
 import { parseTable, tableFrameSize, TABLE_MARK, type WireEntry } from './liveness.ts'
 import { Uint8ArrayList } from 'uint8arraylist'
@@ -141,12 +144,21 @@ export interface HeartbeatsInit {
   onTable?: (peer: string, entries: WireEntry[]) => void
   /** peers picked as watchers before the others (those that carry liveness tables: a node whose partners carry none sees too few, rv25) */
   prefer?: (peer: string) => boolean
+  /**
+   * a watcher that replied with tables fell silent for `timeoutMs` (once per silence),
+   * or its stream or its last connection went: is it still in reach? (no suspicion: its
+   * own watchers judge whether it lives). Not while this node is late on its tick or
+   * just out of a stall, as for onLost.
+   */
+  onUnanswered?: (peer: string) => void
 }
 
 /** A peer's clock offset as this node measures it. */
 export interface ClockOffset { offsetMs: number, over: boolean }
 
 interface Watch { last: number, silent: boolean, stream: Stream }
+/** the replies on a stream this node opened: when the last came, and whether the silence since was reported */
+interface Replies { last: number, silent: boolean, replied: boolean }
 
 /** a watcher that closed our stream (it refused, restarted or went away) is not asked again for this long, if others will do */
 const REST_MS = 30_000
@@ -172,6 +184,8 @@ export class Heartbeats {
   private tickBytes = 2 + EXT_BODY
   /** tables read from each peer this tick */
   private readonly tablesRead = new Map<string, number>()
+  /** the watchers' replies, by watcher */
+  private readonly replies = new Map<string, Replies>()
 
   constructor (init: HeartbeatsInit) {
     this.init = init
@@ -214,6 +228,7 @@ export class Heartbeats {
     host.removeEventListener('peer:disconnect', this.onDisconnect)
     for (const s of this.out.values()) s.abort(new Error('heartbeats stopped'))
     this.out.clear()
+    this.replies.clear()
     this.watched.clear()
     this.rested.clear()
     this.samples.clear()
@@ -235,6 +250,7 @@ export class Heartbeats {
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     this.out.delete(id)
+    this.unanswered(id)
     // only a member we watch is our business: the others have watchers of their own,
     // and a hang-up (a pruned or shed connection) is not a reason to gossip a suspicion.
     // Nor is one that reaches us as we come out of a stall: the grid took us for dead
@@ -276,11 +292,14 @@ export class Heartbeats {
       stream.addEventListener('close', () => { if (this.out.get(id) === stream) this.drop(id) })
       // the watcher's replies: liveness tables only
       const buf = new Uint8ArrayList()
+      const replies: Replies = { last: monoNow(), silent: false, replied: false }
       stream.addEventListener('message', (evt) => {
+        Object.assign(replies, { last: monoNow(), silent: false, replied: true })
         buf.append(evt.data)
         if (!this.readTables(id, buf, true)) stream.abort(new Error('bad heartbeat reply'))
       })
       this.out.set(id, stream)
+      this.replies.set(id, replies)
       try { stream.send(this.frameFor(id)) } catch {}
     } catch {
       // not a vgrid agent, or it went away: retried on the next tick while connected
@@ -293,6 +312,14 @@ export class Heartbeats {
   private drop (id: string): void {
     this.out.delete(id)
     this.rested.set(id, monoNow() + REST_MS)
+    this.unanswered(id)
+  }
+
+  /** A watcher's stream went: reported if it had replied (one that never did, an older agent or one that declined, says nothing by it). */
+  private unanswered (id: string): void {
+    const r = this.replies.get(id)
+    this.replies.delete(id)
+    if (r?.replied === true && !r.silent && !this.stalledLately(monoNow())) this.init.onUnanswered?.(id)
   }
 
   private onInbound (stream: Stream, conn: Connection): void {
@@ -411,6 +438,7 @@ export class Heartbeats {
     this.lastTick = now
     if (stall > this.init.intervalMs / 2) {
       for (const w of this.watched.values()) w.last += stall
+      for (const r of this.replies.values()) r.last += stall
       this.stallEndedAt = now
     }
     this.init.onTickStart?.()
@@ -429,6 +457,13 @@ export class Heartbeats {
       if (!w.silent && now - w.last >= this.init.timeoutMs) {
         w.silent = true
         this.init.onSilent(id)
+      }
+    }
+    // the watchers' replies: only from those that replied before (they keep tables)
+    for (const [id, r] of this.replies) {
+      if (r.replied && !r.silent && now - r.last >= this.init.timeoutMs && !this.stalledLately(now)) {
+        r.silent = true
+        this.init.onUnanswered?.(id)
       }
     }
   }

@@ -15,7 +15,8 @@
 // the target (the same protocol, asked of the target about the target).
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { MemberTable } from './membership.ts'
 
 const REACHED = 1
@@ -45,6 +46,12 @@ export interface IndirectProbeInit {
   timeoutMs: number
   /** whether a peer is a member this node would probe for others (not a stranger) */
   isMember: (peer: string) => boolean
+  /**
+   * where a member listens (its advert's addresses): handed to the peer store before a
+   * peer this node has no connection to is dialled (a member it never connected to has
+   * none there, and the dial failed as if the member were cut off)
+   */
+  addressesOf?: (peer: string) => readonly string[]
 }
 
 export interface ProbeAnswer {
@@ -72,15 +79,15 @@ export class IndirectProbe {
     await this.init.host.unhandle(this.init.protocol).catch(() => {})
   }
 
-  /** Asks each helper at once whether it reaches `target`; settles at the first yes, or when all have answered or timed out. */
-  async ask (helpers: readonly string[], target: string): Promise<ProbeAnswer> {
+  /** Asks each helper at once whether it reaches `target`; settles at the first yes, or when all have answered or timed out (`timeoutMs`, default the init's). */
+  async ask (helpers: readonly string[], target: string, timeoutMs = this.init.timeoutMs): Promise<ProbeAnswer> {
     if (helpers.length === 0) return { reachedBy: null, answered: 0 }
     let answered = 0
     return await new Promise<ProbeAnswer>(resolve => {
       let left = helpers.length
       let done = false
       for (const h of helpers) {
-        void this.question(h, target).then(reached => {
+        void this.question(h, target, timeoutMs).then(reached => {
           if (reached != null) answered++
           left--
           if (done) return
@@ -95,7 +102,9 @@ export class IndirectProbe {
     let stream: Stream | undefined
     try {
       const signal = AbortSignal.timeout(timeoutMs)
-      stream = await this.init.host.dialProtocol(peerIdFromString(peer), this.init.protocol, { signal })
+      const id = peerIdFromString(peer)
+      await this.addresses(id)
+      stream = await this.init.host.dialProtocol(id, this.init.protocol, { signal })
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST })
       await lp.write(new TextEncoder().encode(target), { signal })
       const reply = (await lp.read({ signal })).subarray()
@@ -107,6 +116,16 @@ export class IndirectProbe {
       if ((err as Error).name === 'UnsupportedProtocolError' && peer === target) return true
       return null
     }
+  }
+
+  /** a member's advert addresses into the peer store, if this node has no connection to it (see addressesOf) */
+  private async addresses (peer: PeerId): Promise<void> {
+    if (this.init.addressesOf == null || this.init.host.getConnections(peer).length > 0) return
+    const addrs: Multiaddr[] = []
+    for (const a of this.init.addressesOf(peer.toString())) {
+      try { addrs.push(multiaddr(a)) } catch { /* checked when the advert came in */ }
+    }
+    if (addrs.length > 0) await this.init.host.peerStore.merge(peer, { multiaddrs: addrs }).catch(() => {})
   }
 
   private async answer (stream: Stream, from: string): Promise<void> {

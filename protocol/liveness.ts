@@ -56,8 +56,20 @@ export function keyOf (id: string): string {
   return k
 }
 
+/**
+ * Whether beat count `a` comes after `b` (pure): counts are uint32s on the wire and wrap
+ * after 2^32 beats, so they are compared as serial numbers (RFC 1982, modulo 2^32): `a`
+ * is after `b` when it is 1 to 2^31 - 1 beats ahead; exactly 2^31 apart is neither (the
+ * RFC leaves it undefined). A member beats every 500 ms, so 2^31 beats are 34 years: no
+ * count held here is ever that far behind its member's.
+ */
+export function countAfter (a: number, b: number): boolean {
+  const d = (a - b) >>> 0
+  return d !== 0 && d < 0x80000000
+}
+
 const newer = (next: BeatCount, prev: BeatCount | undefined): boolean =>
-  prev == null || next.incarnation > prev.incarnation || (next.incarnation === prev.incarnation && next.count > prev.count)
+  prev == null || next.incarnation > prev.incarnation || (next.incarnation === prev.incarnation && countAfter(next.count, prev.count))
 
 /**
  * The table: this node's own beat count (with when each beat went out) and, for every
@@ -73,13 +85,18 @@ export class LivenessTable {
   private readonly entries = new Map<string, Entry>()
   private readonly byKey = new Map<string, string>()
 
-  constructor (me: string, incarnation: number) {
+  /** `count`: the beat count to start from (0; tests start near the wrap) */
+  constructor (me: string, incarnation: number, count = 0) {
     this.me = me
     this.myKey = keyOf(me)
-    this.own = { incarnation, count: 0 }
+    this.own = { incarnation, count: count >>> 0 }
   }
 
-  /** This node's beat (once per heartbeat tick, before its frames go out). */
+  /**
+   * This node's beat (once per heartbeat tick, before its frames go out). The count
+   * wraps from 2^32 - 1 to 0 (a uint32 on the wire); send times are kept by count, and an
+   * echo is looked up by its exact count, so dating goes on across the wrap.
+   */
   beat (now: number): void {
     this.own.count = (this.own.count + 1) >>> 0
     this.sentAt.set(this.own.count, now)

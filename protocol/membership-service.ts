@@ -24,9 +24,9 @@ import type { Registry } from 'prom-client'
 import { MemberSync, syncPartner } from './member-sync.ts'
 import { CompatReports, protocolCompat, type Compat } from './compat.ts'
 import { advertTopic, heartbeatProtocol, memberSyncProtocol, suspicionTopic } from './topics.ts'
-import { ReachWatch, type OutOfReach } from './reach-watch.ts'
+import { ReachWatch, type OutOfReach, type ReachWhy } from './reach-watch.ts'
 
-export type { OutOfReach } from './reach-watch.ts'
+export type { OutOfReach, ReachWhy } from './reach-watch.ts'
 
 export interface MembershipTiming {
   /** re-publish the advert at least this often even if nothing changed (see refreshFor) */
@@ -67,6 +67,12 @@ export function livenessWindowMs (c: Pick<MembershipConfig, 'suspectAfterMs'>, h
   return c.suspectAfterMs + heartbeatIntervalMs * (2 + 2 * hops)
 }
 
+/** the advert's `unreached`: the members this node does not reach though others do, sorted, at most 64 */
+function unreachedField (reach: ReadonlyMap<string, unknown>): { unreached?: string[] } {
+  const ids = [...reach.keys()].sort().slice(0, 64)
+  return ids.length === 0 ? {} : { unreached: ids }
+}
+
 export interface MembershipServiceInit {
   host: Libp2p<{ pubsub: GossipSub }>
   /** the node's identity key, which signs its adverts */
@@ -89,10 +95,12 @@ export interface MembershipEvents {
   received: [bytes: number]
   suspected: [target: string, by: string, why: 'silent' | 'lost' | 'unreachable' | 'gossip']
   /**
-   * a neighbour's heartbeats stopped here (or its connections dropped), but another
-   * member reached it: not suspected (a partial partition between this node and it?)
+   * a neighbour's heartbeats stopped here (or its connections dropped), or a member did
+   * not answer this node's probes (reach-watch.ts: `unanswered`, `probed`, `named`),
+   * but another member reached it: out of reach here, not suspected (a partial
+   * partition between this node and it?)
    */
-  vouched: [target: string, by: string, why: 'silent' | 'lost']
+  vouched: [target: string, by: string, why: ReachWhy]
   /** a member speaks no protocol version this node speaks (once per member, see compat.ts) */
   incompatible: [nodeId: string, compat: Compat, member: Advert]
   /** a neighbour's clock crossed the offset bound, one way or the other (heartbeat.ts) */
@@ -145,7 +153,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       privateKey: init.privateKey,
       clusterId: init.clusterId,
       nodeId: this.nodeId,
-      body: init.body,
+      // the members this node does not reach though others do go with every advert: placement
+      // reads them, and a member named there checks whether it reaches this node (reach-watch.ts)
+      body: () => ({ ...init.body(), ...unreachedField(this.reach.outOfReach()) }),
       refreshMs: this.timing.advertRefreshMs,
       members: () => this.table.size,
       onSigned: advert => { this.apply(onAdvert(this.table, advert, monoNow()), advert) },
@@ -176,7 +186,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       // liveness tables are protocol 3: an older agent would drop the stream
       tableFor: peer => this.keepsTables(peer) ? (this.tableFrame ??= encodeTable(this.liveness.toSend(monoNow(), id => this.windowOf(id)))) : null,
       onTable: (_peer, entries) => { this.liveness.merge(entries, this.table.keys(), monoNow()) },
-      prefer: peer => this.keepsTables(peer)
+      prefer: peer => this.keepsTables(peer),
+      onUnanswered: peer => { void this.reach.check(peer, 'unanswered') }
     })
     this.reach = new ReachWatch({
       host: init.host,
@@ -186,7 +197,15 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       members: () => this.table,
       sighted: peer => { this.sighted(peer) },
       suspect: (peer, why) => { this.suspect(peer, why) },
-      vouched: (peer, by, why) => { this.emit('vouched', peer, by, why) }
+      vouched: (peer, by, why) => {
+        // said at once (placement keeps VMs with connections or disks off a node cut off from some member)
+        this.advertiseNow()
+        this.emit('vouched', peer, by, why)
+      },
+      partners: () => this.heartbeats.partners,
+      // others reach it: dated news in some table (an older member, with no table, by its state)
+      seen: peer => !this.keepsTables(peer) || this.liveness.fresh(peer, monoNow(), this.windowOf(peer)),
+      addressesOf: peer => this.table.get(peer)?.advert.addrs ?? []
     })
     this.sync = new MemberSync({
       host: init.host,
@@ -482,6 +501,8 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     this.apply(step, advert)
     this.checkProtocol(advert)
     this.emit('advert', advert)
+    // it says it does not reach this node: does this node reach it? (a cut one side found shows on both)
+    if (advert.unreached?.includes(this.nodeId) === true) void this.reach.check(advert.nodeId, 'named')
   }
 
   /**

@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { resetConnections } from '../../protocol/reset-connections.ts'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { MembershipService, type MembershipTiming } from '../../protocol/membership-service.ts'
+import { MembershipService, type MembershipTiming, type ReachWhy } from '../../protocol/membership-service.ts'
 import type { MembershipConfig } from '../../protocol/membership.ts'
 import { countStates, type MemberCounts } from '../../protocol/membership.ts'
 import type { AdvertBody } from '../../protocol/own-advert.ts'
@@ -240,12 +240,11 @@ export class GridMembership implements Service {
     })
     detector.on('clock-offset', (peer, offsetMs, over) => { this.clockWarnings.crossed(peer, offsetMs, over) })
     detector.on('suspected', (_target, by) => { metrics.suspicions.inc({ origin: by === this.id ? 'local' : 'remote' }) })
+    // the advert says so at once (the detector's own advert field, unreached)
     detector.on('vouched', (target, by, why) => {
-      metrics.vouched.inc()
-      // placement keeps VMs with connections or disks off a node cut off from some member: it says so at once
-      if (this.started) detector.advertiseNow()
+      if (why === 'silent' || why === 'lost') metrics.vouched.inc()
       const name = (id: string): string => this.c.directory.nameOf(id) ?? id
-      log.warn(`${why === 'silent' ? 'heartbeats from' : 'every connection to'} ${name(target)} stopped here, but ${name(by)} reaches it: not suspected; is the network between this server and ${name(target)} cut?`, { node: name(target), through: name(by) })
+      log.warn(vouchedText(why, name(target), name(by)), { node: name(target), through: name(by) })
     })
     detector.on('transition', t => {
       const name = t.member?.name ?? detector.members.get(t.nodeId)?.advert.name ?? t.nodeId
@@ -278,7 +277,6 @@ export class GridMembership implements Service {
       wireguard: c.advert.get('wireguard'),
       ...reasonField('overlayDown', c.advert.get('overlayDown')),
       ...reasonField('dataDiskFull', c.advert.get('dataDiskFull')),
-      ...unreachedField(this.detector?.outOfReach()),
       ...vmHostField(c.advert.get('vmHost')),
       ...(c.config.fenceTimeoutMs != null ? { fenceTimeoutMs: c.config.fenceTimeoutMs } : {}),
       ...(this.detector != null ? { silenceMs: this.detector.detection().silenceMs } : {}),
@@ -364,10 +362,16 @@ function vmHostField (h: VmHostAdvert | null): { vmHost?: VmHostAdvert } {
   return h == null ? {} : { vmHost: h }
 }
 
-/** the advert's unreached: the members this node does not reach though others do, sorted, at most 64 */
-function unreachedField (reach: ReadonlyMap<string, unknown> | undefined): { unreached?: string[] } {
-  const ids = reach == null ? [] : [...reach.keys()].sort().slice(0, 64)
-  return ids.length === 0 ? {} : { unreached: ids }
+/** the log line of a member found out of reach, by what found it (reach-watch.ts) */
+export function vouchedText (why: ReachWhy, target: string, by: string): string {
+  const found = {
+    silent: `heartbeats from ${target} stopped here, but ${by} reaches it: not suspected`,
+    lost: `every connection to ${target} stopped here, but ${by} reaches it: not suspected`,
+    unanswered: `${target} stopped answering this server's heartbeats and does not answer its probes, but ${by} reaches it`,
+    probed: `${target} does not answer this server's probes, but ${by} reaches it`,
+    named: `${target} says it does not reach this server, and does not answer its probes, but ${by} reaches it`
+  }[why]
+  return `${found}; is the network between this server and ${target} cut?`
 }
 
 /** an advert field that says why (overlayDown, dataDiskFull): absent when there is nothing to say, cut to what its schema takes */

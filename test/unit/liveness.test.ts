@@ -7,7 +7,7 @@ import { createHost, type VgridHost } from '../../protocol/host.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { Heartbeats, type HeartbeatsInit } from '../../protocol/heartbeat.ts'
 import { livenessWindowMs } from '../../protocol/membership-service.ts'
-import { encodeTable, keyOf, LivenessTable, parseTable, ENTRY_BYTES, NO_AGE, type WireEntry } from '../../protocol/liveness.ts'
+import { countAfter, encodeTable, keyOf, LivenessTable, parseTable, ENTRY_BYTES, NO_AGE, type WireEntry } from '../../protocol/liveness.ts'
 import { prng } from '../helpers/prng.ts'
 
 const W = 3500
@@ -55,6 +55,41 @@ test('a node sends its own count (age 0), every member alive within its window h
   t.is(tb.toSend(1000, all)[1]!.count, 4, 'an older count does not replace the newest (it is what a echoes to date its tables)')
   tb.retain(new Set(['b']))
   t.deepEqual(tb.toSend(1000, all).map(e => e.key), [keyOf('me'), keyOf('b')], 'a forgotten member is dropped')
+})
+
+test('beat counts wrap after 2^32 beats (a uint32 on the wire): compared as serial numbers (RFC 1982), dating goes on across the wrap (rv25)', t => {
+  t.true(countAfter(1, 0))
+  t.true(countAfter(0, 0xffffffff), '0 comes right after 2^32 - 1')
+  t.true(countAfter(5, 0xfffffff0))
+  t.false(countAfter(0xffffffff, 0), 'and 2^32 - 1 is before 0')
+  t.false(countAfter(7, 7))
+  t.true(countAfter(0x7fffffff, 0), '2^31 - 1 ahead: after')
+  t.false(countAfter(0x80000000, 0), 'exactly 2^31 apart: neither (undefined in RFC 1982)')
+  t.false(countAfter(0, 0x80000000))
+  t.true(countAfter(0x80000001, 0x00000002))
+  const known = ['me', 'a']
+  const me = new LivenessTable('me', 7, 0xfffffffe)
+  const a = new LivenessTable('a', 5, 0xfffffffd)
+  // both beat across the wrap; each merges the other's table every tick, 20 ms later
+  let ageAt = 0
+  for (let tick = 0; tick < 6; tick++) {
+    const now = 1000 + tick * 500
+    me.beat(now)
+    a.beat(now + 5)
+    const fromA = a.toSend(now + 5, () => W)
+    const fromMe = me.toSend(now, () => W)
+    t.is(me.merge(fromA, known, now + 20) > 0, tick > 0, `tick ${tick}: a's table dated here from the second exchange on`)
+    a.merge(fromMe, known, now + 20)
+    if (tick > 0) t.true(me.fresh('a', now + 20, W), `tick ${tick}: a in sight here`)
+    ageAt = now
+  }
+  const sent = me.toSend(ageAt + 100, () => W)
+  t.is(sent[0]!.count, 4, 'this node\'s own count wrapped: 0xfffffffe + 6, modulo 2^32')
+  t.is(sent.find(e => e.key === keyOf('a'))?.count, 3, 'the newest count of a is held (and echoed back) across its wrap, not the last one before it')
+  t.true(me.aliveAt('a')! >= ageAt - 500, 'a dated by the latest echo, after the wrap')
+  // an old count from before the wrap does not replace the newest
+  me.merge([entry('a', 5, 0xffffffff), entry('me', 7, 4)], known, ageAt + 200)
+  t.is(me.toSend(ageAt + 200, () => W).find(e => e.key === keyOf('a'))?.count, 3)
 })
 
 test('table frames: round trip, partial frames, and garbage named as such', t => {
@@ -282,4 +317,49 @@ test('over a real heartbeat stream: at most 4 tables a tick are read from a peer
   await until(() => garbage.length > 0 && stream.status !== 'open')
   t.deepEqual(garbage, [hosts[1]!.peerId.toString()])
   t.not(stream.status, 'open', 'the stream was dropped')
+})
+
+test('over a real heartbeat stream: the sender hears its watcher\'s tables back, and reports a watcher that replied and stops, or whose stream goes (onUnanswered); one that never replied says nothing', async t => {
+  const clusterKey = generateClusterKey()
+  const hosts: VgridHost[] = []
+  for (let i = 0; i < 2; i++) hosts.push(await createHost({ privateKey: await generateKeyPair('Ed25519'), clusterKey, listen: [`/memory/liveness-replies${process.pid}-${i}`], mdns: false, transport: 'memory' }))
+  const ids = hosts.map(h => h.peerId.toString())
+  const unanswered: string[] = []
+  let replying = true
+  const table = new LivenessTable(ids[1]!, 1)
+  // 0 beats to 1 (its one watcher) and hears its replies; 1 sends no beats of its own (no watchers)
+  const sender = heartbeats(hosts[0]!, { intervalMs: 100, timeoutMs: 500, onUnanswered: peer => { unanswered.push(peer) } })
+  let watcher = heartbeats(hosts[1]!, { intervalMs: 100, timeoutMs: 5000, watchers: 0, maxWatched: 4, tableFor: () => replying ? encodeTable(table.toSend(performance.now(), () => W)) : null })
+  t.teardown(async () => {
+    await sender.stop()
+    await watcher.stop()
+    await Promise.all(hosts.map(async h => await h.stop()))
+  })
+  await watcher.start()
+  await hosts[0]!.dial(hosts[1]!.getMultiaddrs()[0]!)
+  await sender.start()
+  const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+  await sleep(1000)
+  t.deepEqual(unanswered, [], 'replies every tick: nothing to report')
+  // the watcher stops replying (its stream and connection stay): reported once, after the silence
+  replying = false
+  await sleep(1200)
+  t.deepEqual(unanswered, [ids[1]], 'reported once per silence')
+  replying = true
+  await sleep(400)
+  // the connection goes (a cut the far side hung up on): reported at once
+  await hosts[0]!.hangUp(hosts[1]!.peerId)
+  await sleep(100)
+  t.deepEqual(unanswered, [ids[1], ids[1]], 'a stream that goes is reported too')
+  // a watcher that never replies (an older agent, with no tables): nothing, however long, nor when it goes
+  unanswered.length = 0
+  await watcher.stop()
+  watcher = heartbeats(hosts[1]!, { intervalMs: 100, timeoutMs: 5000, watchers: 0, maxWatched: 4, tableFor: () => null })
+  await watcher.start()
+  await hosts[0]!.dial(hosts[1]!.getMultiaddrs()[0]!)
+  await sleep(1500)
+  t.true(sender.partners.has(ids[1]!), 'it beats to it again')
+  await hosts[0]!.hangUp(hosts[1]!.peerId)
+  await sleep(100)
+  t.deepEqual(unanswered, [])
 })
