@@ -182,12 +182,13 @@ export class Writer {
 }
 
 /**
- * The list fields written in place when they only gain items at their end: logs and
- * records (a lease's events, a volume's writes given up), where concurrent appends
- * should all stay. Any other list is written whole (last writer
+ * The list fields written in place when they only gain items at their end: logs, where
+ * concurrent appends should all stay. (A volume's `writesGivenUp` is written whole and
+ * read by a union rule, conflicts.ts: two appends spliced at once at its bound of 64
+ * would make one list of 65, which the schema refuses, rv26.) Any other list is written whole (last writer
  * wins): two nodes rewriting a volume's `layers` at once must not merge into one list.
  */
-const APPEND_LISTS: Partial<Record<Kind, readonly string[]>> = { leases: ['log'], volumes: ['writesGivenUp'] }
+const APPEND_LISTS: Partial<Record<Kind, readonly string[]>> = { leases: ['log'] }
 
 /**
  * How `next` follows from `prev` by dropping items off its front (not all of them) and

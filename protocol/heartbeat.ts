@@ -226,9 +226,10 @@ export class Heartbeats {
     const { host } = this.init
     host.removeEventListener('peer:connect', this.onConnect)
     host.removeEventListener('peer:disconnect', this.onDisconnect)
+    // replies forgotten first: the streams closed here are no watcher falling silent
+    this.replies.clear()
     for (const s of this.out.values()) s.abort(new Error('heartbeats stopped'))
     this.out.clear()
-    this.replies.clear()
     this.watched.clear()
     this.rested.clear()
     this.samples.clear()
@@ -259,6 +260,9 @@ export class Heartbeats {
     this.forgetClock(id)
     if (this.watched.delete(id) && !this.stalledLately(monoNow())) this.init.onLost(id)
   }
+
+  /** True while this node is late on its own tick or just came out of a stall (no silence is judged then). */
+  inStall (): boolean { return this.stalledLately(monoNow()) }
 
   /** True while this node is late on its own tick (a stall not over yet) or just came out of one. */
   private stalledLately (now: number): boolean {

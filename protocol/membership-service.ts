@@ -205,7 +205,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
       partners: () => this.heartbeats.partners,
       // others reach it: dated news in some table (an older member, with no table, by its state)
       seen: peer => !this.keepsTables(peer) || this.liveness.fresh(peer, monoNow(), this.windowOf(peer)),
-      addressesOf: peer => this.table.get(peer)?.advert.addrs ?? []
+      addressesOf: peer => this.table.get(peer)?.advert.addrs ?? [],
+      // a node late on its own loop finds fresh connections slow everywhere: no sweep then
+      stalled: () => this.heartbeats.inStall()
     })
     this.sync = new MemberSync({
       host: init.host,
@@ -295,8 +297,9 @@ export class MembershipService extends EventEmitter<MembershipEvents> {
     for (const t of this.timers) clearInterval(t)
     clearTimeout(this.syncTimer)
     await this.own.stop(opts)
-    await this.heartbeats.stop()
+    // the reach watch first: streams the heartbeats close as they stop are no cut to check
     await this.reach.stop()
+    await this.heartbeats.stop()
     await this.sync.stop()
     const { pubsub } = this.init.host.services
     pubsub.removeEventListener('message', this.onMessage)

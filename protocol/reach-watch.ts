@@ -21,17 +21,18 @@
 //   fewer connections than the dialer adds (16): members not connected before the
 //   others. Where the dialer connects the whole grid (up to 17 members), a member cut
 //   from here is one of the few not connected: probed at the next sweep. In larger
-//   grids the sweep probes connected members only (a probe's connection would be
-//   trimmed again, churning member and document sync sessions every sweep on every
-//   node), so a cut between two members that neither connect nor share a stream shows
-//   once one of them tries to reach the other (its dial fails, or a heartbeat stream
-//   between them is picked), not before.
+//   grids the sweep probes one connected member a period only (each probe's connection
+//   would stay until the dialer trims, above 32, pushing every node there), so a cut
+//   between two members that neither connect nor share a stream shows once one of
+//   them tries to reach the other (its dial fails, or a heartbeat stream between them
+//   is picked), not before.
 // - `named`: a member whose advert says it does not reach this node (`unreached`) is
 //   checked at once (at most once a period), so a cut one side found shows on both.
-// A check asks the member directly (2 s: a new connection's handshake on a busy
-// machine); if that fails, it asks again while up to three helpers are asked whether
-// they reach it. Both direct tries failing while a helper reaches it makes it out of
-// reach here (`vouched`), exactly as a vouched-for silent neighbour, so the health
+// A check asks the member directly (3 s: a new connection's handshake on a busy
+// machine, as the dialer allows); if that fails, it asks again while up to three
+// helpers are asked whether they reach it. Both direct tries failing while a helper
+// reaches it and no connection to it is open, at two checks a period apart, makes it
+// out of reach here (`vouched`), exactly as a vouched-for silent neighbour, so the health
 // problem, the advert's `unreached` and /v1/nodes keep one meaning; no helper reaching
 // it says nothing (it may be down: its watchers find that). A member that does not
 // speak the probe protocol (an older release) counts as reached (indirect-probe.ts).
@@ -47,8 +48,8 @@ const PROBE_HELPERS = 3
 const PROBE_TIMEOUT_MS = 1000
 /** how often a member found out of reach is asked directly whether it is in reach again (and how often the sweep runs) */
 export const RECHECK_UNREACHED_MS = 5000
-/** how long a direct question may take: a dial and a handshake on a busy machine included */
-const DIRECT_TIMEOUT_MS = 2000
+/** how long a direct question may take: a dial and a handshake on a busy machine included (the dialer's allowance for one dial) */
+const DIRECT_TIMEOUT_MS = 3000
 /** members the sweep probes each period, and of those, members this node has no connection to (a dial each) */
 const SWEEP_PROBES = 3
 const SWEEP_DIALS = 1
@@ -103,12 +104,17 @@ export function planSweep (input: SweepInput): string[] {
   pool.sort((a, b) => Number(a.connected) - Number(b.connected) || byAge(a.at, b.at) || a.r - b.r)
   const out: string[] = []
   // a dial only where the dialer would add the connection too (fewer than its target):
-  // in a grid it does not connect whole, a member not connected is the rule, and a
-  // connection opened for a probe would be trimmed again (and bring, and take away,
-  // a member sync and perhaps a document sync session) every sweep on every node
-  let dials = input.connected.size < input.targetPeers ? input.dials : 0
+  // in a grid it does not connect whole, a member not connected is the rule, and each
+  // probe's connection would stay until the dialer trims (only above twice its target),
+  // pushing every node towards that many, each new one a member sync and perhaps a
+  // document sync session
+  const room = input.connected.size < input.targetPeers
+  let dials = room ? input.dials : 0
+  // with no dial, the sweep checks only connections that are up: one a period is plenty
+  // (each probe is a stream negotiated at both ends, rv26)
+  const probes = room ? input.probes : Math.min(input.probes, 1)
   for (const c of pool) {
-    if (out.length >= input.probes) break
+    if (out.length >= probes) break
     if (!c.connected) { if (dials <= 0) continue; dials-- }
     out.push(c.id)
   }
@@ -145,6 +151,8 @@ export interface ReachWatchInit {
   addressesOf?: (peer: string) => readonly string[]
   /** breaks the sweep's ties (default Math.random) */
   random?: () => number
+  /** this node is late on its own loop (fresh connections are slow from here then): no sweep */
+  stalled?: () => boolean
 }
 
 export class ReachWatch {
@@ -158,6 +166,10 @@ export class ReachWatch {
   private readonly checking = new Set<string>()
   /** when each member was last checked from here (monotonic) */
   private readonly probedAt = new Map<string, number>()
+  /** members a check found out of reach once (monotonic): reported only if the next check, a period later, does too */
+  private readonly failedAt = new Map<string, number>()
+  /** follow-up checks waiting */
+  private readonly followUps = new Set<NodeJS.Timeout>()
   /** neighbours silent here that another member vouched for: until heard directly again */
   private readonly unreached = new Map<string, OutOfReach>()
   private timer?: NodeJS.Timeout
@@ -188,6 +200,9 @@ export class ReachWatch {
     this.init.host.removeEventListener('peer:connect', this.onConnect)
     this.unreached.clear()
     this.probedAt.clear()
+    this.failedAt.clear()
+    for (const t of this.followUps) clearTimeout(t)
+    this.followUps.clear()
   }
 
   /** Members this node does not reach directly while others do (vouched for), by id. */
@@ -226,7 +241,9 @@ export class ReachWatch {
   /**
    * Whether this node still reaches `peer` (no suspicion either way, see the top):
    * asked directly; failing that, asked again while helpers are asked. Out of reach here
-   * only if both direct tries fail and a helper reaches it.
+   * only if both direct tries fail, a helper reaches it, no connection to it is open,
+   * and the same holds at a second check a period later (rv26: under load a fresh
+   * connection's handshake can take longer than a question on the helpers' open ones).
    */
   async check (peer: string, why: CheckWhy): Promise<void> {
     const m = this.init.members().get(peer)
@@ -237,10 +254,25 @@ export class ReachWatch {
     this.checking.add(peer)
     this.probedAt.set(peer, now)
     try {
-      if (await this.reachedDirectly(peer)) return
+      if (await this.reachedDirectly(peer)) { this.failedAt.delete(peer); return }
+      if (!this.running) return
       // a question lost to a busy moment is no cut: asked again meanwhile
       const [again, { reachedBy }] = await Promise.all([this.reachedDirectly(peer), this.probe.ask(this.helpersFor(peer), peer)])
-      if (!this.running || again || reachedBy == null || this.init.members().get(peer)?.state !== 'alive' || this.unreached.has(peer)) return
+      const connected = this.init.host.getConnections().some(c => c.remotePeer.toString() === peer)
+      if (!this.running || again || connected || reachedBy == null || this.init.members().get(peer)?.state !== 'alive' || this.unreached.has(peer)) { this.failedAt.delete(peer); return }
+      const first = this.failedAt.get(peer)
+      const done = monoNow()
+      // the follow-up of a first failure is on its way (a sweep came first): it decides
+      if (first != null && done - first < RECHECK_UNREACHED_MS / 2) return
+      if (first == null || done - first > 4 * RECHECK_UNREACHED_MS) {
+        // once is not enough: asked again a period on
+        this.failedAt.set(peer, done)
+        const t = setTimeout(() => { this.followUps.delete(t); void this.check(peer, why) }, RECHECK_UNREACHED_MS)
+        t.unref?.()
+        this.followUps.add(t)
+        return
+      }
+      this.failedAt.delete(peer)
       this.unreached.set(peer, { by: reachedBy, since: Date.now(), why })
       this.init.sighted(peer)
       this.init.vouched(peer, reachedBy, why)
@@ -257,8 +289,10 @@ export class ReachWatch {
   private sweep (): void {
     const { seen } = this.init
     if (seen == null) return
+    if (this.init.stalled?.() === true) return
     const table = this.init.members()
     for (const id of this.probedAt.keys()) if (!table.has(id)) this.probedAt.delete(id)
+    for (const id of this.failedAt.keys()) if (!table.has(id)) this.failedAt.delete(id)
     const targets = planSweep({
       table,
       self: this.init.nodeId,

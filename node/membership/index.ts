@@ -72,6 +72,7 @@ export class MembershipMetrics {
   readonly bytes: Counter<'direction'>
   readonly suspicions: Counter<'origin'>
   readonly vouched: Counter
+  readonly cutsFound: Counter<'why'>
 
   /** the members by state now, as the gauge reports them when scraped */
   membersNow: (() => MemberCounts) | null = null
@@ -94,6 +95,7 @@ export class MembershipMetrics {
     this.bytes = new Counter({ name: 'vgrid_membership_gossip_bytes_total', help: 'Payload bytes of membership gossip (adverts, suspicions)', labelNames: ['direction'] as const, registers })
     this.suspicions = new Counter({ name: 'vgrid_suspicions_total', help: 'Suspicions raised here (local) or heard from others (remote)', labelNames: ['origin'] as const, registers })
     this.vouched = new Counter({ name: 'vgrid_suspicions_vouched_total', help: 'Neighbours silent here that another member reached, so not suspected (indirect probes)', registers })
+    this.cutsFound = new Counter({ name: 'vgrid_reach_cuts_found_total', help: 'Members found out of reach from here while another member reaches them, by what found it (unanswered, probed, named)', labelNames: ['why'], registers })
   }
 }
 
@@ -243,6 +245,7 @@ export class GridMembership implements Service {
     // the advert says so at once (the detector's own advert field, unreached)
     detector.on('vouched', (target, by, why) => {
       if (why === 'silent' || why === 'lost') metrics.vouched.inc()
+      else metrics.cutsFound.inc({ why })
       const name = (id: string): string => this.c.directory.nameOf(id) ?? id
       log.warn(vouchedText(why, name(target), name(by)), { node: name(target), through: name(by) })
     })

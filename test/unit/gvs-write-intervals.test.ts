@@ -281,3 +281,19 @@ test('writes given up are kept for every node forgotten, one after another or on
   t.deepEqual(a.change(w => forgetInIntervals(w, ID.A, 4 * MiB)).result, ['/t/v'])
   t.deepEqual(a.read().get('volumes', 'V')!.value.writesGivenUp?.map(g => g.node).sort(), [ID.A, ID.B, ID.C])
 })
+
+test('writes given up at the bound of 64, added on two nodes at once: both replicas keep the newest 64, both new ones in (rv26: spliced appends made one list of 65, which the schema refused)', t => {
+  const a = doc([ID.A, ID.B, ID.C])
+  const old = Array.from({ length: 64 }, (_, i) => ({ node: `12D3KooWOld${i}`, name: `old-${i}`, at: 1000 + i }))
+  a.change(w => { w.update('volumes', 'V', { writesGivenUp: old, writeIntervals: withInterval({ writeIntervals: withInterval(undefined, ns(ID.B), 5) }, ns(ID.C), 6) }) })
+  const b = Replica.load({ clusterId: 'c', nodeId: ID.B }, a.save())
+  a.change(w => forgetInIntervals(w, ID.B, 4 * MiB))
+  b.change(w => forgetInIntervals(w, ID.C, 4 * MiB))
+  t.is(syncPair(a, b).rejected, undefined)
+  for (const r of [a, b]) {
+    const given = r.read().get('volumes', 'V')!.value.writesGivenUp!
+    t.is(given.length, 64)
+    t.true(given.some(g => g.node === ID.B) && given.some(g => g.node === ID.C))
+  }
+  t.is(a.read().digest(), b.read().digest())
+})
