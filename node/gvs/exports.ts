@@ -43,6 +43,8 @@ export interface VolumeExportsComponents {
   transport: ReplicaTransport
   /** a live node this node cannot reach (ReplicatedVolumeComponents.unreached) */
   unreached?: (node: string) => boolean
+  /** since when a node membership holds dead has been silent (ReplicatedVolumeComponents.downSince) */
+  downSince?: (node: string) => number | undefined
   holders: (key: string, replicas: number) => string[]
   nodes: () => string[]
   /** changes whenever the live nodes change (SettlerComponents.generation) */
@@ -253,6 +255,7 @@ export class VolumeExports {
       generation: this.c.generation,
       nameOf: this.c.nameOf,
       unreached: this.c.unreached,
+      downSince: this.c.downSince,
       ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => { await wi.before(id) } })
     }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs

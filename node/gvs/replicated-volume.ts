@@ -43,6 +43,8 @@ export interface ReplicatedVolumeComponents {
   nameOf?: (node: string) => string
   /** a live node this node cannot reach, though membership holds it alive (peer-reach.ts) */
   unreached?: (node: string) => boolean
+  /** since when a node membership holds dead has been silent (ms since the epoch: its last sign of life); undefined for a live one or one not known */
+  downSince?: (node: string) => number | undefined
 }
 
 export interface ReplicatedVolumeInit {
@@ -94,7 +96,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
     this.retryMs = init.retryMs ?? 0
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf, downSince: components.downSince }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -153,7 +155,7 @@ export class ReplicatedVolume implements BlockDevice {
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat()))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
     const plan = planSettle(hs, seen, this.settler.suspectsOf(index))
     const self = this.c.transport.self
     if (plan.sources.length === 0) {

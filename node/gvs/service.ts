@@ -14,6 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
+import { monoNow } from '../../protocol/mono-clock.ts'
 import type { Logger } from '../log.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
@@ -251,7 +252,7 @@ export class GvsService {
       retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS
     })
     this.pinKeys = new PinKeys(join(components.config.dataDir, PIN_KEY_FILE), log)
-    this.exports = new VolumeExports({ pinKey: (id, epoch) => this.pinKeys.keyOf(id, epoch), writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
+    this.exports = new VolumeExports({ pinKey: (id, epoch) => this.pinKeys.keyOf(id, epoch), writeIntervals: this.writeIntervals, nameOf: n => this.nodeName(n), unreached: n => this.replicas.outOfReachWhy(n) != null, downSince: n => this.downSince(n), transport: this.replicas, holders: this.holders, nodes: () => this.liveNodes().map(n => n.id), generation: this.placementGeneration, volumes: () => this.volumes(), pinsFile: new PinsFile(join(components.config.dataDir, PINS_FILE), log), retryMs: this.init.writeRetryMs ?? WRITE_RETRY_MS, caches: this.caches, writerFloor: async layer => await this.store.writerFloor(layer) }, new Writers(this.init.writerIdleMs ?? 30_000, async id => this.vmUsing(id) ?? await this.gridWriters.otherWriters(id), (id, epoch) => { this.caches.empty(id, epoch) }, {
       epochs: { next: async (id, held) => await this.epochs.claim(id, held), fence: async (id, epoch) => { await this.epochs.fenceLive(id, epoch) } },
       stallMs: this.init.writerStallMs
     }))
@@ -579,6 +580,14 @@ export class GvsService {
 
   /** the live members that hold replicas, weighted by disk capacity */
   liveNodes (): LiveNode[] { return this.placed.liveNodes() }
+
+  /** since when a member membership holds dead (or gone) has been silent, on the wall clock: its last sign of life (ReplicatedVolumeComponents.downSince) */
+  private downSince (node: string): number | undefined {
+    const m = this.components.membership.members.get(node)
+    if (m == null || mayBeRunning(m.state)) return undefined
+    // lastSeen is on the monotonic clock (protocol/membership-service.ts)
+    return Date.now() - Math.max(0, monoNow() - m.lastSeen)
+  }
 
   private liveIds (): Set<string> { return this.placed.liveIds() }
 

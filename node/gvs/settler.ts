@@ -40,6 +40,8 @@ export interface SettlerComponents {
   intervals?: () => WriteInterval[]
   /** a node's name, for errors */
   nameOf?: (node: string) => string
+  /** since when a node membership holds dead has been silent (ms since the epoch); undefined for a live one or one not known (ReplicatedVolumeComponents.downSince) */
+  downSince?: (node: string) => number | undefined
   /** the clock BEHIND_RETRY_MS counts on (default Date.now) */
   now?: () => number
 }
@@ -85,10 +87,19 @@ export class Silent extends Map<string, string> {
    * and until when they are due to end, where each says (sinceOfAll, untilOfAll): none for
    * a node that was not asked
    */
-  timing (nodes: Iterable<string> = this.causes.keys()): { since?: number, until?: number } {
-    const errs = [...new Set(nodes)].map(n => this.causes.get(n))
+  timing (nodes: Iterable<string> = this.causes.keys(), downSince?: (node: string) => number | undefined): { since?: number, until?: number } {
+    // a node not asked because membership holds it dead: silent since its last sign of
+    // life (bb23: with both holders of an object killed, every request to it waited the
+    // whole retry time, minutes on)
+    const errs = [...new Set(nodes)].map(n => this.causes.get(n) ?? deadSince(n, downSince))
     return { since: sinceOfAll(errs), until: untilOfAll(errs) }
   }
+}
+
+/** a node membership holds dead, as a cause with its time (undefined: not known dead) */
+function deadSince (node: string, downSince?: (node: string) => number | undefined): GvsError | undefined {
+  const since = downSince?.(node)
+  return since == null ? undefined : new GvsError('unavailable', 'not alive in membership', { transient: true, since })
 }
 
 /** what a settle left undone */
@@ -278,7 +289,7 @@ export class Settler {
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
-    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat()))
+    if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []

@@ -79,10 +79,11 @@ async function grid (t: ExecutionContext, names: string[], self: string): Promis
 const fill = (n: number): Uint8Array => new Uint8Array(4096).fill(n)
 
 /** a volume over the live nodes, placed as the service places it, recording its intervals in `rec` when `withRecord` */
-function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string[], R: number, minReplicas: number, rec: { v: Record<string, WriteInterval> }, withRecord: boolean, retryMs?: number): ReplicatedVolume {
+function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string[], R: number, minReplicas: number, rec: { v: Record<string, WriteInterval> }, withRecord: boolean, retryMs?: number, downSince?: (node: string) => number | undefined): ReplicatedVolume {
   const nodes = (): string[] => all.filter(n => live.has(n))
   return new ReplicatedVolume({
     transport,
+    ...(downSince != null ? { downSince } : {}),
     holders: (key, r) => new Placement(ns(...nodes())).holders(key, r),
     nodes,
     generation: () => nodes().length,
@@ -296,4 +297,29 @@ test('writes given up at the bound of 64, added on two nodes at once: both repli
     t.true(given.some(g => g.node === ID.B) && given.some(g => g.node === ID.C))
   }
   t.is(a.read().digest(), b.read().digest())
+})
+
+test('an object whose every holder membership has held dead longer than the retry time fails a read and a write at once; one dead a moment ago is waited for (bb23: every request waited 20 s, minutes after both holders were killed)', async t => {
+  const all = ['A', 'B', 'C', 'D', 'E']
+  const { transport, live } = await grid(t, all, 'E')
+  const rec = { v: {} as Record<string, WriteInterval> }
+  const hs = new Placement(ns(...all)).holders(objectKey('v', 0), 2)
+  await volumeOver(transport, live, all, 2, 2, rec, true).write(0, fill(1), true)
+  for (const h of hs) live.delete(h)
+  // dead (not asked: not live) for a minute
+  let deadAt = Date.now() - 60_000
+  const downSince = (n: string): number | undefined => hs.includes(n) ? deadAt : undefined
+  const v = volumeOver(transport, live, all, 2, 2, rec, true, 20_000, downSince)
+  let t0 = Date.now()
+  await t.throwsAsync(v.read(0, 4096), { instanceOf: GvsError, message: /none of them answers/ })
+  t.true(Date.now() - t0 < 5000, `the read failed at once (${Date.now() - t0} ms)`)
+  t0 = Date.now()
+  await t.throwsAsync(v.write(0, fill(2), true), { instanceOf: GvsError })
+  t.true(Date.now() - t0 < 5000, `the write failed at once (${Date.now() - t0} ms)`)
+  // dead a moment ago: the retry time from then (one may be back: an agent restarting)
+  deadAt = Date.now()
+  const soon = volumeOver(transport, live, all, 2, 2, rec, true, 1500, downSince)
+  t0 = Date.now()
+  await t.throwsAsync(soon.read(0, 4096), { instanceOf: GvsError })
+  t.true(Date.now() - t0 >= 1000, `waited for the holders (${Date.now() - t0} ms)`)
 })
