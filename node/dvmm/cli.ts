@@ -6,6 +6,7 @@ import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import { strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
+import { volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
@@ -216,7 +217,7 @@ export async function node (argv: string[]): Promise<void> {
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)
   if (v.json === true) return json(r)
-  out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}` : ''}`)
+  out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}; its volume copies move to the other nodes in the background (--wait follows both)` : ''}`)
 }
 
 /** where each VM of a drain stands: still on the node, or where it went */
@@ -273,14 +274,19 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
     }
     if (p.done) {
       // a VM that had to leave and fits nowhere runs nowhere now: said, and the exit code says it too
-      if (asJson) {
-        json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded })
-        if (p.stranded.length > 0) process.exitCode = 1
-        return
-      }
       const movedOff = Object.keys(p.moved).length - p.stranded.length
-      if (p.stranded.length === 0) return out(`${r.name}: drained; ${movedOff} VM(s) moved off it`)
-      throw new CliError(`${r.name}: drained, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\``)
+      if (p.stranded.length > 0) {
+        if (asJson) {
+          json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded })
+          process.exitCode = 1
+          return
+        }
+        throw new CliError(`${r.name}: drained, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\``)
+      }
+      // then its volume copies (bb23: a drained node's leave left every volume on one copy)
+      const v = await volumesOff(api, r, end, timeoutMs, asJson)
+      if (asJson) return json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded, volumes: v })
+      return out(`${r.name}: drained; ${movedOff} VM(s) moved off it${v.moved ? ', and its volume copies' : ''}`)
     }
     if (Date.now() > end) {
       // why they are still there, as vm ls says it (a node stopped for a restart: they move when its grace ends; a tester read only "still 4")
@@ -290,6 +296,26 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}${why != null ? `; ${why.name}: ${why.state}, ${why.reason!}` : ''}`)
     }
     await new Promise(resolve => setTimeout(resolve, 500))
+  }
+}
+
+/** Follows the volume copies off a drained node until none is left there and every volume is healthy (drain-volumes.ts). */
+async function volumesOff (api: ApiClient, r: { name: string, node: string }, end: number, timeoutMs: number, asJson: boolean): Promise<VolumeDrainProgress & { moved: boolean }> {
+  let said = ''
+  let moved = false
+  for (;;) {
+    const a = await api.get<VolumesAnswer>('/v1/volumes')
+    const p = volumeDrainProgress(r.node, a)
+    moved ||= p.holding.length > 0
+    // no copy on it, now or since the drain began: nothing to wait for (a volume
+    // degraded for a reason of its own, a dead node, is not this drain's)
+    if (p.holding.length === 0 && !moved) return { ...p, moved }
+    const line = volumeDrainLine(r.name, p)
+    if (!asJson && line !== said) out(said = line)
+    if (p.done) return { ...p, moved }
+    if (p.stays != null) throw new CliError(`${r.name}: its VMs moved off it, but its volume copies stay on it: ${p.stays}; removing or forgetting it leaves those volumes with fewer copies (add a node, or \`vgrid node undrain ${r.name}\`)`)
+    if (Date.now() > end) throw new CliError(`${r.name}: its VMs moved off it, but after ${timeoutMs / 1000} s its volume copies are still on their way:${line.replace(/^ {2}volumes:/, '')}`)
+    await new Promise(resolve => setTimeout(resolve, 1000))
   }
 }
 

@@ -2,33 +2,68 @@
 // current member table, weighted by their disk capacity. Every I/O request asks for
 // holders (several times), so the placement over one table is made once: a table is
 // replaced, never changed in place, when a member changes (protocol/membership.ts),
-// so its identity is the key. The generation moves on only when the live nodes or
-// their weights change (adverts replace the table too): what a writer settled is
-// settled for one generation (settler.ts).
+// so its identity is the key (with the set of nodes being drained, replaced likewise).
+// The generation moves on only when the live nodes or their weights change (adverts
+// replace the table too): what a writer settled is settled for one generation
+// (settler.ts).
+//
+// A node being drained (`vgrid node drain`, its roll entry's `draining`) takes no
+// objects: it stays a live node, where the copies it has are read and copied from, at
+// weight 0, so repair copies its objects to their new holders and then frees its copies
+// as surplus (repair.ts). Once that is done the node holds nothing the volumes need,
+// and leaving or forgetting it takes no copy away (bb23: a drained node's leave left
+// every volume on one copy until repair, and nothing said so).
 import type { MemberTable } from '../../protocol/membership.ts'
 import { Placement } from './placement.ts'
 import type { Pool } from './volumes.ts'
 
 export interface LiveNode { id: string, weight: number, free: number }
 
-/** the live members that hold replicas, weighted by disk capacity */
-export function liveNodesOf (table: MemberTable): LiveNode[] {
+/** the live members that hold replicas, weighted by disk capacity; a node being drained at weight 0 */
+export function liveNodesOf (table: MemberTable, draining: ReadonlySet<string> = new Set()): LiveNode[] {
   return [...table.values()]
     .filter(m => m.state === 'alive')
-    .map(m => ({ id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes }))
+    .map(m => draining.has(m.nodeId) ? { id: m.nodeId, weight: 0, free: 0 } : { id: m.nodeId, weight: m.advert.capacity.diskBytes, free: m.advert.free.diskBytes })
+}
+
+export interface DrainingInput {
+  /** the nodes whose roll entry says draining */
+  draining: Iterable<string>
+  table: MemberTable
+  /** the most copies any volume keeps (R) */
+  replicas: number
+}
+
+/**
+ * The nodes whose objects move off them now (pure): those being drained, unless the
+ * other live nodes with a disk are too few to hold R copies of every object (the
+ * copies then stay where they are, and `why` says so: a drain cannot take away what
+ * the volumes need).
+ */
+export function evacuating (i: DrainingInput): { nodes: Set<string>, why?: string } {
+  const draining = new Set([...i.draining].filter(id => i.table.get(id)?.state === 'alive'))
+  if (draining.size === 0) return { nodes: draining }
+  const others = liveNodesOf(i.table, draining).filter(n => n.weight > 0).length
+  if (others >= i.replicas) return { nodes: draining }
+  return { nodes: new Set(), why: `volume copies stay on the draining node${draining.size === 1 ? '' : 's'}: the ${others} other live node${others === 1 ? '' : 's'} with a disk cannot hold the ${i.replicas} copies a volume keeps` }
 }
 
 export class LivePlacement {
   private readonly members: () => MemberTable
-  /** the placement over the member table it was made from */
-  private placement: { table: MemberTable, p: Placement } | null = null
+  private readonly draining: () => ReadonlySet<string>
+  /** the placement over the member table and drained set it was made from */
+  private placement: { table: MemberTable, draining: ReadonlySet<string>, p: Placement } | null = null
   private gen = { n: 0, signature: '' }
 
-  constructor (members: () => MemberTable) { this.members = members }
+  /** `draining`: the nodes whose objects move off them (evacuating), a new set whenever it changes */
+  constructor (members: () => MemberTable, draining: () => ReadonlySet<string> = () => NONE) {
+    this.members = members
+    this.draining = draining
+  }
 
-  liveNodes (): LiveNode[] { return liveNodesOf(this.members()) }
+  liveNodes (): LiveNode[] { return liveNodesOf(this.members(), this.draining()) }
 
-  /** the live nodes that take replicas (a node with no disk takes none) */
+  /** the live nodes that take replicas (a node with no disk takes none, nor one being drained) */
   liveIds (): Set<string> { return new Set(this.liveNodes().filter(n => n.weight > 0).map(n => n.id)) }
 
   pool (): Pool {
@@ -47,12 +82,15 @@ export class LivePlacement {
 
   private current (): Placement {
     const table = this.members()
-    if (this.placement?.table !== table) {
-      const nodes = liveNodesOf(table)
+    const draining = this.draining()
+    if (this.placement?.table !== table || this.placement.draining !== draining) {
+      const nodes = liveNodesOf(table, draining)
       const signature = nodes.map(n => `${n.id}=${n.weight}`).sort().join(',')
       if (signature !== this.gen.signature) this.gen = { n: this.gen.n + 1, signature }
-      this.placement = { table, p: new Placement(nodes) }
+      this.placement = { table, draining, p: new Placement(nodes) }
     }
     return this.placement.p
   }
 }
+
+const NONE: ReadonlySet<string> = new Set()

@@ -100,6 +100,8 @@ export interface GvsRoutesDeps {
   repairRefusal?: () => string | null
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
+  /** the draining nodes whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
+  evacuation?: () => { nodes: string[], why?: string }
   writersOf: (id: string) => Promise<NodeWriters[]>
   uriOf: (v: Volume) => string
   /** a node's name (its id where none is known) */
@@ -218,7 +220,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // every volume path starts with "/": "shop" or "../x" would list nothing, as if there were none
       if (prefix !== '/') checkPath(prefix.endsWith('/') ? prefix.slice(0, -1) : prefix, 'prefix')
       const vs = svc.volumes().filter(v => v.path === prefix || v.path.startsWith(prefix.endsWith('/') ? prefix : prefix + '/'))
-      return { volumes: await views(vs.sort((a, b) => a.path.localeCompare(b.path))) }
+      return { volumes: await views(vs.sort((a, b) => a.path.localeCompare(b.path))), ...svc.evacuation != null ? { evacuation: svc.evacuation() } : {} }
     })
 
     app.post('/v1/volumes', async (req, reply): Promise<VolumeView> => {

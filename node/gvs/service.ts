@@ -19,7 +19,7 @@ import type { Logger } from '../log.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
 import { objectKey } from './placement.ts'
-import { LivePlacement, type LiveNode } from './live-placement.ts'
+import { LivePlacement, evacuating, type LiveNode } from './live-placement.ts'
 import { WriterEpochs } from './writer-epochs.ts'
 import { resetConnections } from '../../protocol/reset-connections.ts'
 import { BackgroundPass } from './background-pass.ts'
@@ -70,6 +70,9 @@ export interface GvsComponents {
     lacksHeadsOf?: (peers: string[]) => string[]
     /** the document's heads (a writer asks a majority to hold where its writes go: write-interval-records.ts) */
     heads?: () => string[]
+    /** the document changed (a drain or undrain moves objects: evacuating, live-placement.ts) */
+    on?: (event: 'changed', fn: () => void) => unknown
+    off?: (event: 'changed', fn: () => void) => unknown
   }
   /**
    * the failure detector; its transitions (a member died, left, joined) start a repair
@@ -187,7 +190,7 @@ export class GvsService {
     this.components = components
     this.init = { ...(init.env === false ? {} : tuningFromEnv(process.env)), ...init }
     const log = components.log.child('gvs')
-    this.placed = new LivePlacement(() => this.components.membership.members)
+    this.placed = new LivePlacement(() => this.components.membership.members, () => this.evac.nodes)
     this.holders = this.placed.holders
     this.placementGeneration = this.placed.generation
     this.pass = new BackgroundPass({
@@ -341,8 +344,10 @@ export class GvsService {
       void this.caches.checkRoom()
     }, NOTE_EVERY_MS)
     this.noting.unref?.()
+    this.refreshDraining(false)
     this.liveKey = [...this.liveIds()].sort().join(',')
     this.components.membership.on?.('transition', this.onTransition)
+    this.components.state.on?.('changed', this.onDocChanged)
     this.components.membership.on?.('vouched', this.onVouched)
     this.components.host.addEventListener?.('peer:connect', this.onConnect)
     this.pass.start()
@@ -355,6 +360,7 @@ export class GvsService {
     this.heals.stop()
     if (this.noting != null) clearInterval(this.noting)
     this.components.membership.off?.('transition', this.onTransition)
+    this.components.state.off?.('changed', this.onDocChanged)
     this.components.membership.off?.('vouched', this.onVouched)
     this.components.host.removeEventListener?.('peer:connect', this.onConnect)
     // no new pass from here on (the timer goes now); one that runs is waited for below
@@ -395,12 +401,42 @@ export class GvsService {
     // a suspect (its heartbeats to this node stopped) may be cut from this node alone,
     // and held alive by the others' word: probed now, not first when a call waits on it
     if (t?.to === 'suspect') this.replicas.probeSoon(t.nodeId)
+    // since when it has seen no majority: a request then fails once that outlasts the retry window
+    this.writeIntervals.noMajority()
+    // a draining node's objects stay on it while the others are too few to hold them
+    this.refreshDraining(false)
+    this.placementMoved()
+  }
+
+  /** the nodes being drained whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
+  private evac: { nodes: ReadonlySet<string>, why?: string, key: string } = { nodes: new Set(), key: '' }
+
+  /** whose objects move off them, and why not, now: for the drain's progress (vgrid node drain --wait) */
+  evacuation (): { nodes: string[], why?: string } { return { nodes: [...this.evac.nodes].sort(), ...this.evac.why != null ? { why: this.evac.why } : {} } }
+
+  private readonly onDocChanged = (): void => { this.refreshDraining() }
+
+  /** The drained nodes from the roll: a change moves placement (then `moved`, unless the caller does) */
+  private refreshDraining (moved = true): void {
+    const reader = this.components.state.read()
+    const draining = reader.list('roll').filter(e => e.draining === true).map(e => e.node)
+    const replicas = Math.max(1, ...reader.list('volumes').map(v => v.replicas))
+    const e = evacuating({ draining, table: this.components.membership.members, replicas })
+    const key = `${[...e.nodes].sort().join(',')}|${e.why ?? ''}`
+    if (key === this.evac.key) return
+    const was = this.evac
+    this.evac = { ...e, key }
+    for (const n of e.nodes) if (!was.nodes.has(n)) this.components.log.info('volume copies move off a draining node', { node: this.nodeName(n) })
+    if (e.why != null && e.why !== was.why) this.components.log.warn(e.why)
+    if (moved) this.placementMoved()
+  }
+
+  /** The live nodes or their weights may have changed: placement, caches and repairs follow. */
+  private placementMoved (): void {
     // every change of the live nodes moves the placement generation on, also while no
     // I/O of this node asks for holders: a node that went and came back between two of
     // its reads is a change (settler.ts)
     this.placementGeneration()
-    // since when it has seen no majority: a request then fails once that outlasts the retry window
-    this.writeIntervals.noMajority()
     // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
     const key = [...this.liveIds()].sort().join(',')
     if (key === this.liveKey) return

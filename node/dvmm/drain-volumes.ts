@@ -1,0 +1,46 @@
+// The volume half of `vgrid node drain --wait` (pure): a node being drained takes no
+// volume objects (node/gvs/live-placement.ts), repair copies its objects to their new
+// holders and frees its copies; the drain is done once no volume's last inventory
+// finds a copy there and every volume is healthy over the nodes left, or it cannot be
+// (too few other nodes: the copies stay, and why is said).
+import type { VolumeView } from '../gvs/routes.ts'
+
+export interface VolumesAnswer {
+  volumes: Array<Pick<VolumeView, 'path' | 'state'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> }>
+  /** the draining nodes whose objects move off them now, and why none do if so (GET /v1/volumes) */
+  evacuation?: { nodes: string[], why?: string }
+}
+
+export interface VolumeDrainProgress {
+  /** volumes with copies on the node at their last inventory, and how many */
+  holding: Array<{ path: string, copies: number }>
+  /** volumes not yet healthy over the nodes left (being repaired) */
+  repairing: string[]
+  /** why the copies stay on the node (too few other nodes), if so */
+  stays?: string
+  done: boolean
+}
+
+export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrainProgress {
+  const ready = a.volumes.filter(v => v.state === 'ready')
+  const holding = ready.flatMap(v => { const copies = v.health.copiesOn?.[node] ?? 0; return copies > 0 ? [{ path: v.path, copies }] : [] })
+  const repairing = ready.filter(v => v.health.state !== 'healthy').map(v => v.path)
+  // an agent from before drains moved objects says nothing of it: its copies stay; one
+  // that has not taken the drain in yet says neither (the answer after says)
+  const e = a.evacuation
+  const stays = holding.length === 0
+    ? undefined
+    : e == null
+      ? 'the agent answering does not move volume copies off a draining node (an older release)'
+      : !e.nodes.includes(node) ? e.why : undefined
+  return { holding, repairing, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 }
+}
+
+/** one line of the drain's volume progress */
+export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
+  const copies = p.holding.reduce((n, h) => n + h.copies, 0)
+  if (p.done) return `  volumes: no copy left on ${name}, every volume healthy on the other nodes`
+  const on = p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
+  const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})` : ''
+  return `  volumes: ${on}${rep}`
+}

@@ -1,0 +1,61 @@
+// A node being drained takes no volume objects: repair copies its objects to their new
+// holders and frees its copies, so that its leave or forget takes no copy away (bb23: a
+// drained node's leave left every volume on one copy until repair, and nothing said so).
+import test from 'ava'
+import { randomBytes } from 'node:crypto'
+import { startDvmmGrid, until } from '../dvmm/grid.ts'
+import { apiOf } from './hosts.ts'
+import { gvsOf, socketOf } from './agent-grid.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
+
+// surplus copies freed after 1 s unused, repair right after a change (defaults: 30 s, 5 s)
+process.env.VGRID_GVS_RETIRE_QUIET = '1s'
+process.env.VGRID_GVS_REPAIR_DELAY = '0s'
+
+const OBJECTS = 8
+
+async function eventually (check: () => Promise<boolean>, limitMs: number, what: string): Promise<void> {
+  const t0 = Date.now()
+  while (!(await check())) {
+    if (Date.now() - t0 > limitMs) throw new Error(`timed out after ${limitMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 500))
+  }
+}
+
+test('draining a node moves its volume copies off it; every byte reads back from the others; undrained, it takes objects again', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=100G' })
+  t.teardown(g.stop)
+  const [a0, a1, a2] = g.nodes.map(n => n.agent)
+  const api = apiOf(gvsOf(a0!))
+  t.teardown(async () => { await api.close() })
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/p/d', size: OBJECTS * OBJECT_SIZE, replicas: 2 } })
+  t.is(created.statusCode, 201, created.body)
+  const id = created.json<{ id: string }>().id
+  await until(() => g.nodes.every(n => n.agent.state.read().get('volumes', id) != null), 20_000, 'the volume on every agent')
+  const data = randomBytes(OBJECTS * OBJECT_SIZE)
+  const c = await NbdClient.open(socketOf(a0!), 'p/d')
+  await c.write(0, data, true)
+  await c.close()
+  const copies = async (a: typeof a0): Promise<number> => (await gvsOf(a!).store.list(id)).length
+  t.true(await copies(a2) > 0, 'the node to drain holds some objects')
+
+  await a0!.state.write(w => { w.update('roll', a2!.id, { draining: true }) })
+  await until(() => g.nodes.every(n => gvsOf(n.agent).evacuation().nodes.includes(a2!.id)), 20_000, 'every node moves objects off it')
+  // the drain's progress reads it from the volume list (vgrid node drain --wait)
+  const listed = (await api.inject({ method: 'GET', url: '/v1/volumes' })).json<{ evacuation?: { nodes: string[] } }>()
+  t.deepEqual(listed.evacuation, { nodes: [a2!.id] })
+  await eventually(async () => await copies(a2) === 0, 90_000, 'no copy left on the drained node')
+  t.is(await copies(a0), OBJECTS, 'every object on each of the other two (R=2)')
+  t.is(await copies(a1), OBJECTS)
+  for (const a of [a0, a1]) {
+    const r = await NbdClient.open(socketOf(a!), 'p/d')
+    t.true(Buffer.from(await r.read(0, OBJECTS * OBJECT_SIZE)).equals(data), `every byte reads back through ${a!.config.name}`)
+    await r.close()
+  }
+
+  // undrained: it is a holder again, and repair brings it its objects back
+  await a0!.state.write(w => { w.update('roll', a2!.id, { draining: false }) })
+  await eventually(async () => await copies(a2) > 0, 90_000, 'objects back on the undrained node')
+  t.deepEqual(gvsOf(a0!).evacuation(), { nodes: [] })
+})

@@ -1,0 +1,56 @@
+// A drained node's volume copies (node/gvs/live-placement.ts evacuating, LivePlacement;
+// node/dvmm/drain-volumes.ts, the drain's progress), pure.
+import test from 'ava'
+import { evacuating, LivePlacement } from '../../node/gvs/live-placement.ts'
+import { objectKey } from '../../node/gvs/placement.ts'
+import { volumeDrainLine, volumeDrainProgress, type VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
+import type { Member, MemberTable } from '../../protocol/membership.ts'
+
+const member = (id: string, state: Member['state'] = 'alive', disk = 100): Member => ({ nodeId: id, state, since: 0, lastSeen: 0, version: [1, 0], advert: { name: id, capacity: { cpu: 4, memoryBytes: 1, diskBytes: disk }, free: { diskBytes: disk } } } as unknown as Member)
+const table = (...ms: Member[]): MemberTable => new Map(ms.map(m => [m.nodeId, m]))
+
+test('evacuating: drained nodes alive move their objects off, unless the others with a disk are fewer than R', t => {
+  const four = table(member('a'), member('b'), member('c'), member('d'))
+  t.deepEqual([...evacuating({ draining: ['c'], table: four, replicas: 2 }).nodes], ['c'])
+  t.deepEqual([...evacuating({ draining: ['c', 'd'], table: four, replicas: 2 }).nodes].sort(), ['c', 'd'])
+  const three = evacuating({ draining: ['b', 'c', 'd'], table: four, replicas: 2 })
+  t.deepEqual([...three.nodes], [], 'one node left for R=2: the copies stay')
+  t.regex(three.why!, /volume copies stay on the draining nodes: the 1 other live node with a disk cannot hold the 2 copies a volume keeps/)
+  t.deepEqual([...evacuating({ draining: ['x'], table: four, replicas: 2 }).nodes], [], 'a node not alive here: nothing to move')
+  const diskless = table(member('a'), member('b', 'alive', 0), member('c'))
+  t.truthy(evacuating({ draining: ['c'], table: diskless, replicas: 2 }).why, 'a node without a disk holds nothing')
+})
+
+test('LivePlacement: a drained node is live (its copies are read) but holds nothing; the generation moves on when the set changes, and back', t => {
+  const members = table(member('a'), member('b'), member('c'))
+  let drained: ReadonlySet<string> = new Set()
+  const p = new LivePlacement(() => members, () => drained)
+  const g0 = p.generation()
+  const before = Array.from({ length: 64 }, (_, i) => p.holders(objectKey('v', i), 2))
+  t.true(before.some(h => h.includes('c')))
+  drained = new Set(['c'])
+  t.true(p.generation() > g0)
+  t.deepEqual(p.liveNodes().map(n => n.id).sort(), ['a', 'b', 'c'], 'still live: where its copies are read from')
+  t.deepEqual([...p.liveIds()].sort(), ['a', 'b'])
+  for (let i = 0; i < 64; i++) t.deepEqual(p.holders(objectKey('v', i), 2).sort(), ['a', 'b'])
+  t.is(p.pool().nodes, 2)
+  const g1 = p.generation()
+  drained = new Set()
+  t.true(p.generation() > g1)
+  t.deepEqual(Array.from({ length: 64 }, (_, i) => p.holders(objectKey('v', i), 2)), before, 'undrained: placement as before')
+})
+
+test('the drain\'s volume progress: copies on the node and volumes repairing; done once neither; why copies stay', t => {
+  const vol = (path: string, state: string, copiesOn?: Record<string, number>): VolumesAnswer['volumes'][number] => ({ path, state: 'ready', health: { state, ...copiesOn != null ? { copiesOn } : {} } } as VolumesAnswer['volumes'][number])
+  let p = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4, n3: 4 }), vol('/b', 'repairing', { n1: 2 })], evacuation: { nodes: ['n3'] } })
+  t.deepEqual(p, { holding: [{ path: '/a', copies: 4 }], repairing: ['/b'], done: false })
+  t.is(volumeDrainLine('h3', p), '  volumes: 4 object copies of 1 volume(s) still on h3 (/a); 1 volume(s) repairing or degraded (/b)')
+  p = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4, n2: 4 }), vol('/b', 'healthy', { n1: 2, n2: 2 })], evacuation: { nodes: ['n3'] } })
+  t.true(p.done)
+  t.is(volumeDrainLine('h3', p), '  volumes: no copy left on h3, every volume healthy on the other nodes')
+  p = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4, n3: 4 })], evacuation: { nodes: [], why: 'volume copies stay on the draining node: the 1 other live node with a disk cannot hold the 2 copies a volume keeps' } })
+  t.regex(p.stays!, /cannot hold the 2 copies/)
+  t.regex(volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n3: 1 })] }).stays!, /older release/)
+  t.is(volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n3: 1 })], evacuation: { nodes: [] } }).stays, undefined, 'the drain not taken in yet: waited for')
+  t.true(volumeDrainProgress('n3', { volumes: [] }).done, 'no volume: nothing to move')
+})
