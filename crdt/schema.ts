@@ -174,6 +174,8 @@ export const RollEntrySchema = Type.Object({
   joined: Count,
   /** unschedulable: placement skips it and its VMs move elsewhere */
   draining: Type.Optional(Type.Boolean()),
+  /** when the drain began (ms; null once undrained): the volume store moves the copies of earlier drains first (node/gvs/live-placement.ts) */
+  drainedAt: Type.Optional(Type.Union([Type.Null(), Count])),
   /**
    * Written by the node as its agent stops for a restart (SIGTERM), once every member it
    * sees has it (node/dvmm/restart-grace.ts): its VMs run on under its watchdog, and

@@ -45,8 +45,8 @@ export const DEFAULT_TIMING: MembershipTiming = { advertRefreshMs: 10_000, heart
 const RECHECK_DOUBTED_MS = 60_000
 const DOUBT_SYNC_MS = 3_000
 const isDoubted = (m: Member): boolean => m.state === 'suspect' || m.state === 'dead'
-/** a heartbeat that brings no news updates lastSeen at most this often */
-const LAST_SEEN_GRAIN_MS = 5_000
+/** a heartbeat that brings no news updates lastSeen at most this often (a volume store counting a dead member's silence from it adds this: node/gvs/silent-since.ts) */
+export const LAST_SEEN_GRAIN_MS = 5_000
 /** The silence timeout follows the refresh period (see refreshFor), so that two lost refreshes never suspect anyone. */
 export function silenceFor (members: number, cfg: MembershipConfig, baseRefresh: number): number {
   return Math.max(cfg.silenceAfterMs, 3 * refreshFor(members, baseRefresh))

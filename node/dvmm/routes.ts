@@ -281,7 +281,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     await state.write(w => {
       const e = w.reader.get('roll', n.id)
       if (e == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
-      w.update('roll', n.id, { draining })
+      // the drain's start is kept while it lasts (asked again, e.g. to wait, it is the same drain)
+      w.update('roll', n.id, { draining, drainedAt: draining ? (e.value.draining === true ? e.value.drainedAt ?? w.at : w.at) : null })
     }, `node ${draining ? 'drain' : 'undrain'} ${n.name}`)
     svc.schedule()
     // what the drain moves: VMs that run there (a stopped or failed one's lease reserves nothing, and it is placed anew when started)

@@ -27,11 +27,13 @@ export function liveNodesOf (table: MemberTable, draining: ReadonlySet<string> =
 }
 
 export interface DrainingInput {
-  /** the nodes whose roll entry says draining */
-  draining: Iterable<string>
+  /** the nodes whose roll entry says draining, and since when (drainedAt; absent: a drain of an older release) */
+  draining: Iterable<{ node: string, since?: number | null }>
   table: MemberTable
   /** the most copies any volume keeps (R) */
   replicas: number
+  /** a node's name, for `why` */
+  nameOf?: (node: string) => string
 }
 
 /**
@@ -41,11 +43,24 @@ export interface DrainingInput {
  * the volumes need).
  */
 export function evacuating (i: DrainingInput): { nodes: Set<string>, why?: string } {
-  const draining = new Set([...i.draining].filter(id => i.table.get(id)?.state === 'alive'))
-  if (draining.size === 0) return { nodes: draining }
-  const others = liveNodesOf(i.table, draining).filter(n => n.weight > 0).length
-  if (others >= i.replicas) return { nodes: draining }
-  return { nodes: new Set(), why: `volume copies stay on the draining node${draining.size === 1 ? '' : 's'}: the ${others} other live node${others === 1 ? '' : 's'} with a disk cannot hold the ${i.replicas} copies a volume keeps` }
+  const withDisk = new Set(liveNodesOf(i.table).filter(n => n.weight > 0).map(n => n.id))
+  // alive, with a disk (one without holds nothing), in the order the drains began (then
+  // by id: every node takes the same): each moved off while the others left can still
+  // hold R copies, so a second drain never takes the first one's move back (rv27)
+  const draining = [...i.draining].filter(d => withDisk.has(d.node))
+    .sort((a, b) => (a.since ?? Infinity) - (b.since ?? Infinity) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+    .map(d => d.node)
+  const nodes = new Set<string>()
+  const stay: string[] = []
+  for (const id of draining) {
+    if (withDisk.size - nodes.size - 1 >= i.replicas) nodes.add(id)
+    else stay.push(id)
+  }
+  if (stay.length === 0) return { nodes }
+  // what would be left without the first that stays
+  const left = withDisk.size - nodes.size - 1
+  const name = i.nameOf ?? ((n: string) => n)
+  return { nodes, why: `volume copies stay on the draining node${stay.length === 1 ? '' : 's'} ${stay.map(name).join(', ')}: the ${left} other live node${left === 1 ? '' : 's'} with a disk left cannot hold the ${i.replicas} copies a volume keeps` }
 }
 
 export class LivePlacement {
@@ -61,13 +76,15 @@ export class LivePlacement {
     this.draining = draining
   }
 
-  liveNodes (): LiveNode[] { return liveNodesOf(this.members(), this.draining()) }
+  /** the live nodes with their disks: a draining one too (its copies are read, its writers asked; placement alone leaves it out) */
+  liveNodes (): LiveNode[] { return liveNodesOf(this.members()) }
 
-  /** the live nodes that take replicas (a node with no disk takes none, nor one being drained) */
+  /** the live nodes that hold replicas (a node with no disk holds none; a draining one holds what it has until repair frees it) */
   liveIds (): Set<string> { return new Set(this.liveNodes().filter(n => n.weight > 0).map(n => n.id)) }
 
+  /** the room new volumes may take: a draining node's is not */
   pool (): Pool {
-    const live = this.liveNodes().filter(n => n.weight > 0)
+    const live = liveNodesOf(this.members(), this.draining()).filter(n => n.weight > 0)
     return { nodes: live.length, freeBytes: live.reduce((s, n) => s + n.free, 0) }
   }
 

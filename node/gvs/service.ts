@@ -15,6 +15,9 @@ import { join } from 'node:path'
 import type { Reader, Volume, Writer } from '../../crdt/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import { monoNow } from '../../protocol/mono-clock.ts'
+import { LAST_SEEN_GRAIN_MS } from '../../protocol/membership-service.ts'
+import { restartPending } from '../../crdt/placement/index.ts'
+import { silentSince } from './silent-since.ts'
 import type { Logger } from '../log.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
@@ -318,6 +321,7 @@ export class GvsService {
   }
 
   async start (): Promise<void> {
+    this.startedAt = Date.now()
     // the layers of the document as this node kept it on its disk, before peers synced
     // it anything (a destroy made while it was down included: layer-reclaim.ts)
     this.reclaim.note(this.components.state.volumesAsLoaded?.() ?? this.volumes())
@@ -396,6 +400,7 @@ export class GvsService {
   }
 
   private readonly onTransition = (t?: { nodeId: string, to: string }): void => {
+    if (t != null) this.noteGone(t.nodeId, t.to)
     // requests in flight to a node found dead fail now, and are tried on the live nodes
     if (t != null && t.to !== 'alive' && t.to !== 'suspect') this.replicas.dropPeer(t.nodeId)
     // a suspect (its heartbeats to this node stopped) may be cut from this node alone,
@@ -408,6 +413,14 @@ export class GvsService {
     this.placementMoved()
   }
 
+  private noteGone (node: string, to: string): void {
+    if (to === 'alive' || to === 'suspect') { this.goneAt.delete(node); return }
+    const m = this.components.membership.members.get(node)
+    if (m == null || this.goneAt.has(node)) return
+    this.goneAt.set(node, Date.now() - Math.max(0, monoNow() - m.lastSeen) + LAST_SEEN_GRAIN_MS)
+    if (this.goneAt.size > 1024) this.goneAt.delete(this.goneAt.keys().next().value!)
+  }
+
   /** the nodes being drained whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
   private evac: { nodes: ReadonlySet<string>, why?: string, key: string } = { nodes: new Set(), key: '' }
 
@@ -416,19 +429,24 @@ export class GvsService {
 
   private readonly onDocChanged = (): void => { this.refreshDraining() }
 
-  /** The drained nodes from the roll: a change moves placement (then `moved`, unless the caller does) */
+  /** The drained nodes from the roll: a change moves placement, and repair follows it (`moved`; the caller does otherwise) */
   private refreshDraining (moved = true): void {
     const reader = this.components.state.read()
-    const draining = reader.list('roll').filter(e => e.draining === true).map(e => e.node)
-    const replicas = Math.max(1, ...reader.list('volumes').map(v => v.replicas))
-    const e = evacuating({ draining, table: this.components.membership.members, replicas })
+    const draining = reader.list('roll').filter(e => e.draining === true).map(e => ({ node: e.node, since: e.drainedAt }))
+    let replicas = 1
+    for (const v of reader.list('volumes')) if (v.replicas > replicas) replicas = v.replicas
+    const e = evacuating({ draining, table: this.components.membership.members, replicas, nameOf: n => this.nodeName(n) })
     const key = `${[...e.nodes].sort().join(',')}|${e.why ?? ''}`
     if (key === this.evac.key) return
     const was = this.evac
     this.evac = { ...e, key }
     for (const n of e.nodes) if (!was.nodes.has(n)) this.components.log.info('volume copies move off a draining node', { node: this.nodeName(n) })
     if (e.why != null && e.why !== was.why) this.components.log.warn(e.why)
-    if (moved) this.placementMoved()
+    if (!moved) return
+    // the live nodes stay as they were: placement moves, and a repair pass follows it soon
+    this.placementGeneration()
+    this.repairs.stopBackground()
+    this.pass.changed()
   }
 
   /** The live nodes or their weights may have changed: placement, caches and repairs follow. */
@@ -617,13 +635,29 @@ export class GvsService {
   /** the live members that hold replicas, weighted by disk capacity */
   liveNodes (): LiveNode[] { return this.placed.liveNodes() }
 
-  /** since when a member membership holds dead (or gone) has been silent, on the wall clock: its last sign of life (ReplicatedVolumeComponents.downSince) */
+  /** since when a holder membership holds dead, or gone from its table, has been silent (silent-since.ts; ReplicatedVolumeComponents.downSince) */
   private downSince (node: string): number | undefined {
-    const m = this.components.membership.members.get(node)
-    if (m == null || mayBeRunning(m.state)) return undefined
-    // lastSeen is on the monotonic clock (protocol/membership-service.ts)
-    return Date.now() - Math.max(0, monoNow() - m.lastSeen)
+    const m0 = this.components.membership.members.get(node)
+    if (process.env.OLD_DS != null) return m0 == null || mayBeRunning(m0.state) ? undefined : Date.now() - Math.max(0, monoNow() - m0.lastSeen)
+    const entry = this.components.state.read().get('roll', node)?.value
+    const wallNow = Date.now()
+    return silentSince({
+      member: this.components.membership.members.get(node),
+      onRoll: entry != null,
+      restarting: restartPending(entry?.restart, wallNow),
+      goneAt: this.goneAt.get(node),
+      startedAt: this.startedAt,
+      // lastSeen is on the monotonic clock (protocol/membership-service.ts)
+      monoNow: monoNow(),
+      wallNow,
+      grainMs: LAST_SEEN_GRAIN_MS
+    })
   }
+
+  /** the last sign of life (wall clock) of members that went, kept once the member table goes on without them (at most 1,024) */
+  private readonly goneAt = new Map<string, number>()
+  /** when this volume store started (wall clock): a holder on the roll it never saw has been silent at least since */
+  private startedAt = Date.now()
 
   private liveIds (): Set<string> { return this.placed.liveIds() }
 
