@@ -5,7 +5,7 @@
 // before, the suspicions' refutations came back late through b, and a and c were
 // declared dead for seconds at a time, on b too. A real death (c stops) is still
 // found and agreed, since no helper reaches c then.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type VgridHost } from '../protocol/host.ts'
@@ -81,9 +81,13 @@ test('planSweep: alive members seen lately, not partners, not skipped, reachable
   t.deepEqual(worstGap, { connected: 6, dialled: 28 })
 })
 
-test.serial('a cut between two members that a third reaches suspects nobody; a real death is still found', async t => {
+/**
+ * Membership services on memory hosts, one per name, none connected yet; a pair put in
+ * `cut` refuses each other's connections (as a network cut does). `withAddrs`: each
+ * advert names its addresses, as an agent's does (a member not connected is dialled at them).
+ */
+async function cutGrid (t: ExecutionContext, names: string[], prefix: string, withAddrs = false): Promise<{ clusterId: string, hosts: VgridHost[], services: MembershipService[], ids: string[], cut: Set<string>, pair: (x: string, y: string) => string }> {
   const clusterKey = generateClusterKey()
-  const names = ['a', 'b', 'c']
   const cut = new Set<string>()
   const hosts: VgridHost[] = []
   const services: MembershipService[] = []
@@ -96,12 +100,18 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
   const pair = (x: string, y: string): string => [x, y].sort().join(' ')
   for (const [i, name] of names.entries()) {
     const self = ids[i]!
-    const host = await createHost({ privateKey: keys[i]!, clusterKey, listen: [`/memory/pcut-${process.pid}-${name}`], mdns: false, transport: 'memory', refuse: peer => cut.has(pair(self, peer)) })
+    const host = await createHost({ privateKey: keys[i]!, clusterKey, listen: [`/memory/${prefix}-${process.pid}-${name}`], mdns: false, transport: 'memory', refuse: peer => cut.has(pair(self, peer)) })
     hosts.push(host)
-    const svc = new MembershipService({ host, privateKey: keys[i]!, clusterId: clusterKey.clusterId, body: body(name) })
+    const svc = new MembershipService({ host, privateKey: keys[i]!, clusterId: clusterKey.clusterId, body: withAddrs ? () => ({ ...body(name)(), addrs: host.getMultiaddrs().map(String) }) : body(name) })
     services.push(svc)
     await svc.start()
   }
+  return { clusterId: clusterKey.clusterId, hosts, services, ids, cut, pair }
+}
+
+test.serial('a cut between two members that a third reaches suspects nobody; a real death is still found', async t => {
+  const names = ['a', 'b', 'c']
+  const { clusterId, hosts, services, ids, cut, pair } = await cutGrid(t, names, 'pcut')
   const [a, b, c] = services as [MembershipService, MembershipService, MembershipService]
   await hosts[0]!.dial(hosts[1]!.getMultiaddrs()[0]!)
   await hosts[2]!.dial(hosts[1]!.getMultiaddrs()[0]!)
@@ -113,7 +123,7 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
 
   // the protocol itself: a member asked about itself answers at once; about another,
   // it reaches that one; about something that is no member (or no peer id), no
-  const asker = new IndirectProbe({ host: hosts[0]!, protocol: indirectProbeProtocol(clusterKey.clusterId), timeoutMs: 1000, isMember: () => true })
+  const asker = new IndirectProbe({ host: hosts[0]!, protocol: indirectProbeProtocol(clusterId), timeoutMs: 1000, isMember: () => true })
   t.deepEqual(await asker.ask([b.nodeId], b.nodeId), { reachedBy: b.nodeId, answered: 1 })
   t.deepEqual(await asker.ask([b.nodeId], c.nodeId), { reachedBy: b.nodeId, answered: 1 })
   t.deepEqual(await asker.ask([b.nodeId], ids[0]!.slice(0, -3) + 'xyz'), { reachedBy: null, answered: 1 }, 'not a member: b does not dial it')
@@ -162,28 +172,9 @@ test.serial('a cut between two members that a third reaches suspects nobody; a r
 })
 
 test.serial('in a grid of 9, a cut between two members that share no heartbeat stream is reported by both within a sweep and a second check, in their adverts too, and clears after the heal; nothing is reported without a cut (bb22)', async t => {
-  const clusterKey = generateClusterKey()
   const n = 9
   const names = Array.from({ length: n }, (_, i) => `n${i}`)
-  const cut = new Set<string>()
-  const hosts: VgridHost[] = []
-  const services: MembershipService[] = []
-  t.teardown(async () => {
-    await Promise.all(services.map(async s => { await s.stop({ graceful: false }) }))
-    await Promise.all(hosts.map(async h => { await h.stop() }))
-  })
-  const keys = await Promise.all(names.map(async () => await generateKeyPair('Ed25519')))
-  const ids = keys.map(k => peerIdFromPrivateKey(k).toString())
-  const pair = (x: string, y: string): string => [x, y].sort().join(' ')
-  for (const [i, name] of names.entries()) {
-    const self = ids[i]!
-    const host = await createHost({ privateKey: keys[i]!, clusterKey, listen: [`/memory/pcut9-${process.pid}-${name}`], mdns: false, transport: 'memory', refuse: peer => cut.has(pair(self, peer)) })
-    hosts.push(host)
-    // with its addresses, as an agent's advert has them: a member not connected is dialled at them
-    const svc = new MembershipService({ host, privateKey: keys[i]!, clusterId: clusterKey.clusterId, body: () => ({ ...body(name)(), addrs: host.getMultiaddrs().map(String) }) })
-    services.push(svc)
-    await svc.start()
-  }
+  const { hosts, services, ids, cut, pair } = await cutGrid(t, names, 'pcut9', true)
   // not every pair connected (as in a larger grid): everyone to n0 and n1, and to the next one round
   const dial = async (i: number, j: number): Promise<void> => { if (i !== j && hosts[i]!.getConnections(hosts[j]!.peerId).length === 0) await hosts[i]!.dial(hosts[j]!.getMultiaddrs()[0]!) }
   for (let i = 0; i < n; i++) {
