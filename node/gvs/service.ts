@@ -406,6 +406,8 @@ export class GvsService {
     // a suspect (its heartbeats to this node stopped) may be cut from this node alone,
     // and held alive by the others' word: probed now, not first when a call waits on it
     if (t?.to === 'suspect') this.replicas.probeSoon(t.nodeId)
+    // every change of the live nodes moves the placement generation on (placementMoved, below, too)
+    this.placementGeneration()
     // since when it has seen no majority: a request then fails once that outlasts the retry window
     this.writeIntervals.noMajority()
     // a draining node's objects stay on it while the others are too few to hold them
@@ -637,8 +639,6 @@ export class GvsService {
 
   /** since when a holder membership holds dead, or gone from its table, has been silent (silent-since.ts; ReplicatedVolumeComponents.downSince) */
   private downSince (node: string): number | undefined {
-    const m0 = this.components.membership.members.get(node)
-    if (process.env.OLD_DS != null) return m0 == null || mayBeRunning(m0.state) ? undefined : Date.now() - Math.max(0, monoNow() - m0.lastSeen)
     const entry = this.components.state.read().get('roll', node)?.value
     const wallNow = Date.now()
     return silentSince({
