@@ -17,7 +17,7 @@ import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import { monoNow } from '../../protocol/mono-clock.ts'
 import { LAST_SEEN_GRAIN_MS } from '../../protocol/membership-service.ts'
 import { restartPending } from '../../crdt/placement/index.ts'
-import { silentSince } from './silent-since.ts'
+import { lastSignOfLife, silentSince } from './silent-since.ts'
 import type { Logger } from '../log.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
@@ -406,20 +406,29 @@ export class GvsService {
     // a suspect (its heartbeats to this node stopped) may be cut from this node alone,
     // and held alive by the others' word: probed now, not first when a call waits on it
     if (t?.to === 'suspect') this.replicas.probeSoon(t.nodeId)
-    // every change of the live nodes moves the placement generation on (placementMoved, below, too)
+    // every change of the live nodes moves the placement generation on, also while no
+    // I/O of this node asks for holders: a node that went and came back between two of
+    // its reads is a change (settler.ts)
     this.placementGeneration()
     // since when it has seen no majority: a request then fails once that outlasts the retry window
     this.writeIntervals.noMajority()
     // a draining node's objects stay on it while the others are too few to hold them
     this.refreshDraining(false)
-    this.placementMoved()
+    // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
+    const key = [...this.liveIds()].sort().join(',')
+    if (key === this.liveKey) return
+    this.liveKey = key
+    // a partition may let another writer in unasked: the caches of this node's writers go
+    this.caches.dropAll()
+    this.repairs.stopBackground()
+    this.pass.changed()
   }
 
   private noteGone (node: string, to: string): void {
     if (to === 'alive' || to === 'suspect') { this.goneAt.delete(node); return }
     const m = this.components.membership.members.get(node)
     if (m == null || this.goneAt.has(node)) return
-    this.goneAt.set(node, Date.now() - Math.max(0, monoNow() - m.lastSeen) + LAST_SEEN_GRAIN_MS)
+    this.goneAt.set(node, lastSignOfLife(m.lastSeen, monoNow(), Date.now(), LAST_SEEN_GRAIN_MS))
     if (this.goneAt.size > 1024) this.goneAt.delete(this.goneAt.keys().next().value!)
   }
 
@@ -435,10 +444,13 @@ export class GvsService {
   private refreshDraining (moved = true): void {
     const reader = this.components.state.read()
     const draining = reader.list('roll').filter(e => e.draining === true).map(e => ({ node: e.node, since: e.drainedAt }))
+    // no drain, as before (the usual case, at every document change): nothing to work out
+    if (draining.length === 0 && this.evac.key === '') return
     let replicas = 1
     for (const v of reader.list('volumes')) if (v.replicas > replicas) replicas = v.replicas
     const e = evacuating({ draining, table: this.components.membership.members, replicas, nameOf: n => this.nodeName(n) })
-    const key = `${[...e.nodes].sort().join(',')}|${e.why ?? ''}`
+    // '' for no drain at all, as at the start
+    const key = e.nodes.size === 0 && e.why == null ? '' : `${[...e.nodes].sort().join(',')}|${e.why ?? ''}`
     if (key === this.evac.key) return
     const was = this.evac
     this.evac = { ...e, key }
@@ -447,22 +459,6 @@ export class GvsService {
     if (!moved) return
     // the live nodes stay as they were: placement moves, and a repair pass follows it soon
     this.placementGeneration()
-    this.repairs.stopBackground()
-    this.pass.changed()
-  }
-
-  /** The live nodes or their weights may have changed: placement, caches and repairs follow. */
-  private placementMoved (): void {
-    // every change of the live nodes moves the placement generation on, also while no
-    // I/O of this node asks for holders: a node that went and came back between two of
-    // its reads is a change (settler.ts)
-    this.placementGeneration()
-    // suspect -> dead, dead -> forgotten: placement (over the alive) did not move
-    const key = [...this.liveIds()].sort().join(',')
-    if (key === this.liveKey) return
-    this.liveKey = key
-    // a partition may let another writer in unasked: the caches of this node's writers go
-    this.caches.dropAll()
     this.repairs.stopBackground()
     this.pass.changed()
   }

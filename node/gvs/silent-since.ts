@@ -26,8 +26,12 @@ export function silentSince (i: SilentSinceInput): number | undefined {
   const m = i.member
   if (m != null) {
     if (m.state === 'alive' || m.state === 'suspect') return undefined
-    // its lastSeen may be up to a grain older than its last beat: counted late, never early
-    return Math.min(i.wallNow, i.wallNow - Math.max(0, i.monoNow - m.lastSeen) + i.grainMs)
+    return lastSignOfLife(m.lastSeen, i.monoNow, i.wallNow, i.grainMs)
   }
   return i.goneAt ?? (i.onRoll ? i.startedAt : undefined)
+}
+
+/** A member's lastSeen (monotonic) on the wall clock: it may be up to a grain older than its last beat, so counted late, never early, and never after now. */
+export function lastSignOfLife (lastSeen: number, monoNow: number, wallNow: number, grainMs: number): number {
+  return Math.min(wallNow, wallNow - Math.max(0, monoNow - lastSeen) + grainMs)
 }
