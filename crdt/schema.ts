@@ -103,6 +103,8 @@ export const LeaseEventSchema = Type.Object({
   event: Type.String({ pattern: '^[a-z][a-z-]{0,31}$' }),
   /** the node the event happened on */
   node: NodeId,
+  /** its name when the event was written: shown once the node has left the roll and the member table */
+  name: Type.Optional(Name),
   epoch: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
   detail: Type.Optional(Type.String({ maxLength: 512 }))
 }, open)

@@ -65,39 +65,42 @@ export function appendLog (log: unknown, events: readonly LeaseEvent[]): unknown
 
 /**
  * The events of one lease transition, `prev` to `next` (pure; `prev` undefined: a new
- * lease). `nameOf`: a node's name, for a takeover's detail.
+ * lease). `nameOf`: a node's name, for a takeover's detail and each event's `name`.
  */
 export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: (node: string) => string = n => n): Array<Omit<LeaseEvent, 'at'>> {
   const out: Array<Omit<LeaseEvent, 'at'>> = []
   const p = prev
   const l = next
   const node = l.holder
+  const named = nameOf(node)
+  const name = named !== node ? { name: named } : {}
   if (p == null || p.epoch !== l.epoch || p.holder !== l.holder) {
     const failover = l.from != null && l.epoch > 1
-    out.push({ event: failover ? 'failed-over' : 'placed', node, epoch: l.epoch, ...(failover ? { detail: `from ${nameOf(l.from!)}` } : {}) })
+    out.push({ event: failover ? 'failed-over' : 'placed', node, ...name, epoch: l.epoch, ...(failover ? { detail: `from ${nameOf(l.from!)}` } : {}) })
   }
   if (l.status === p?.status && (l.crashes?.length ?? 0) <= (p?.crashes?.length ?? 0)) return out
   const crashed = (l.crashes?.length ?? 0) > (p?.crashes?.length ?? 0) && l.crashes?.at(-1) !== p?.crashes?.at(-1)
   const detail = l.reason != null ? { detail: l.reason } : {}
-  if (crashed) out.push({ event: 'crashed', node, ...detail })
+  if (crashed) out.push({ event: 'crashed', node, ...name, ...detail })
   // a run that ended by no crash and is started again: fenced, or the watchdog killed it
   // while its agent was down, or it exited cleanly under `always` (the crash rule's
   // reason then starts with how it exited: crdt/placement/restart.ts)
-  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: /^exited\b/.test(l.reason ?? '') ? 'exited' : 'killed', node, ...detail })
-  if (l.status === 'running') out.push({ event: 'started', node, epoch: l.epoch })
-  if (l.status === 'stopped' || l.status === 'failed') out.push({ event: l.status, node, ...detail })
+  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: /^exited\b/.test(l.reason ?? '') ? 'exited' : 'killed', node, ...name, ...detail })
+  if (l.status === 'running') out.push({ event: 'started', node, ...name, epoch: l.epoch })
+  if (l.status === 'stopped' || l.status === 'failed') out.push({ event: l.status, node, ...name, ...detail })
   return out
 }
 
 /**
  * A lease update `patch` of `cur` with the events of its transition added to the
- * lease's log, stamped `at` (when it happened, by the writer's clock).
+ * lease's log, stamped `at` (when it happened, by the writer's clock). `holderName`:
+ * the holder's name (the writer is the holder), kept in each event.
  */
-export function logged (cur: Lease, given: Partial<Lease>, at: number): Partial<Lease> {
+export function logged (cur: Lease, given: Partial<Lease>, at: number, holderName?: string): Partial<Lease> {
   // a reason past the schema's bound (a driver's long error) would fail the whole update,
   // and with it the crash rule (rv21: a 3000-character start error restarted for ever)
   const patch = given.reason != null && given.reason.length > LEASE_REASON_MAX ? { ...given, reason: `${given.reason.slice(0, LEASE_REASON_MAX - 3)}...` } : given
-  const events = transitionEvents(cur, { ...cur, ...patch })
+  const events = transitionEvents(cur, { ...cur, ...patch }, n => n === cur.holder && holderName != null ? holderName : n)
   return events.length === 0 ? patch : { ...patch, log: appendLog(cur.log, events.map(e => ({ at, ...e }))) }
 }
 
@@ -167,7 +170,9 @@ export class History {
     const carried = this.logs.get(vm)
     const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => {
       const off = offsetOf(e.node)
-      return { at: off != null ? e.at - off : e.at, event: e.event, node: nameOf(e.node), ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}), ...(off != null ? { clockMs: off } : {}) }
+      // a node that has left the roll and the member table: the name it had when it wrote
+      const named = nameOf(e.node)
+      return { at: off != null ? e.at - off : e.at, event: e.event, node: named === e.node && e.name != null ? e.name : named, ...(e.epoch != null ? { epoch: e.epoch } : {}), ...(e.detail != null ? { detail: e.detail } : {}), ...(off != null ? { clockMs: off } : {}) }
     })
     const inLog = new Set(logged.map(e => `${e.at + (e.clockMs ?? 0)} ${e.event} ${e.node}`))
     // the same event the lease's log has from its own write, a moment apart (a drain's stop: recorded here, then in the lease)

@@ -253,7 +253,7 @@ export class LocalVms {
         const cur = w.reader.get('leases', vm)
         if (cur == null || cur.contested || cur.value.holder === this.c.peerId) return
         if (readLog(cur.value.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) return
-        w.update('leases', vm, { log: appendLog(w.current('leases', vm)?.log ?? cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, detail: k.detail }]) })
+        w.update('leases', vm, { log: appendLog(w.current('leases', vm)?.log ?? cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, name: this.c.config.name, detail: k.detail }]) })
       }, { key: `moved-kill:${vm}` })
     }
   }
@@ -263,7 +263,7 @@ export class LocalVms {
     this.c.enqueue(w => {
       const l = w.current('leases', vm)
       if (l?.holder !== this.c.peerId || !onlyIf(l)) return
-      w.update('leases', vm, logged(l, patch, at))
+      w.update('leases', vm, logged(l, patch, at, this.c.config.name))
     })
   }
 
@@ -342,7 +342,7 @@ export class LocalVms {
       const cur = w.current('leases', vm.id)
       if (cur?.holder !== this.c.peerId) return
       const d = onExit(cur.crashes ?? [], at, { policy: vm.spec.restart === 'never' ? 'never' : 'always', detail: `start failed: ${detail}` })
-      w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at))
+      w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at, this.c.config.name))
     }, { written: () => { this.unwritten.delete(vm.id) } })
   }
 
@@ -434,7 +434,7 @@ export class LocalVms {
         this.c.enqueue(w => {
           const l = w.current('leases', vm)
           if (l?.holder !== this.c.peerId || this.leaveStopped(w, vm, reason, at)) return
-          if (movesOn(l, w.reader.get('vms', vm)?.value)) w.update('leases', vm, parkedLease(l, reason, at))
+          if (movesOn(l, w.reader.get('vms', vm)?.value)) w.update('leases', vm, parkedLease(l, reason, at, this.c.config.name))
           else w.remove('leases', vm)
         })
       }
@@ -505,7 +505,7 @@ export class LocalVms {
     this.c.enqueue(w => {
       const cur = w.current('leases', id)
       if (cur?.holder !== this.c.peerId) return
-      w.update('leases', id, logged(cur, { crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at))
+      w.update('leases', id, logged(cur, { crashes, status: d.action === 'restart' ? 'starting' : 'stopped', reason: d.reason, ...(d.action === 'stop' && d.completed === true ? { completed: true } : {}) }, at, this.c.config.name))
     }, {
       written: () => {
         this.unwritten.delete(id)
@@ -533,7 +533,7 @@ export class LocalVms {
     const l = w.current('leases', vm)
     if (l?.holder !== this.c.peerId || w.reader.get('vms', vm)?.value.desired !== 'stopped') return false
     if (l.status === 'stopped') return true
-    w.update('leases', vm, parkedLease(l, reason, at))
+    w.update('leases', vm, parkedLease(l, reason, at, this.c.config.name))
     return true
   }
 

@@ -61,13 +61,13 @@ export function fencedKillCause (reason: string | null | undefined): string | nu
 /**
  * The update that parks lease `l` of a VM stopped on request, once no run of it is
  * live on its holder: `stopped` and `parked` (crdt/schema.ts), with `reason` (and what
- * it said before unless it ran), logged at `at`. Never written while the VM may run here.
+ * it said before unless it ran), logged at `at` (`holderName`: the holder's). Never written while the VM may run here.
  */
-export function parkedLease (l: Lease, reason: string, at: number): Partial<Lease> {
+export function parkedLease (l: Lease, reason: string, at: number, holderName?: string): Partial<Lease> {
   // a lease `starting` with a reason was about to run again after that (a watchdog kill
   // while its agent was down): the reason is what happened last, not what it was doing
   const was = l.status == null || l.status === 'running'
     ? ''
     : l.status === 'starting' && l.reason != null ? ` (before: ${l.reason})` : ` (it was ${l.status}${l.reason != null ? `: ${l.reason}` : ''})`
-  return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at)
+  return logged(l, { status: 'stopped', parked: true, reason: `${reason}${was}`.slice(0, 2048) }, at, holderName)
 }

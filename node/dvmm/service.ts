@@ -392,7 +392,7 @@ export class DvmmService {
           // it is until started again; the lease of a VM gone (or made anew) goes
           const vm = w.reader.get('vms', l.vm)?.value
           if (vm == null || !sameVm(l.made, vm.created)) w.remove('leases', l.vm)
-          else if (!idle(l)) w.update('leases', l.vm, parkedLease(l, `stopped on ${this.components.config.name}: node leaving`, at))
+          else if (!idle(l)) w.update('leases', l.vm, parkedLease(l, `stopped on ${this.components.config.name}: node leaving`, at, this.components.config.name))
         }
         if (left.size === 0) w.remove('roll', this.me)
       }, 'dvmm: leave').catch((err: Error) => { this.log.warn('could not record the leave', { err: err.message }) })
@@ -479,7 +479,7 @@ export class DvmmService {
         // lease at the next epoch (its volumes' writer epochs follow), with its history:
         // parked by its stop (local-vms.ts), or here when nothing of it ran
         if (r.why === 'node draining' && movesOn(l, w.reader.get('vms', r.vm)?.value)) {
-          if (!isParked(l)) w.update('leases', r.vm, parkedLease(l, `stopped on ${this.components.config.name}: ${r.why}`, Math.floor(wallNow(this.components.clock))))
+          if (!isParked(l)) w.update('leases', r.vm, parkedLease(l, `stopped on ${this.components.config.name}: ${r.why}`, Math.floor(wallNow(this.components.clock)), this.components.config.name))
         } else w.remove('leases', r.vm)
       }
       return ok

@@ -3,7 +3,7 @@
 // carries no log (an older agent's), derived from what an agent sees of it.
 import test from 'ava'
 import { History, appendLog, claimLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
-import { LEASE_LOG_MAX, Replica, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
+import { LEASE_LOG_MAX, Replica, isLeaseEvent, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import { docView } from '../../node/dvmm/view.ts'
 import { onExit, MIN_CLEAN_RUN_MS } from '../../crdt/placement/restart.ts'
 
@@ -111,8 +111,8 @@ test('a VM made again under a removed VM\'s name does not take on its history: a
   t.deepEqual((claimLog({ log: old }, claim, name) as LeaseEvent[]).length, 3, 'a lease of an older agent (no made) is taken as the same VM')
   // the former VM's holder died: the new VM takes its lease over (epoch 2, from n1), and is placed, not failed over
   const takeover = lease({ at: 600, made: 400, epoch: 2, from: 'n1', holder: 'n2', by: 'n2' })
-  t.deepEqual(claimLog({ log: old, made: 50 }, takeover, name), [{ at: 600, event: 'placed', node: takeover.holder, epoch: 2, detail: `over the lease a former VM of this name left on ${name('n1')}` }])
-  t.deepEqual((claimLog({ log: old, made: 400 }, takeover, name) as LeaseEvent[]).at(-1), { at: 600, event: 'failed-over', node: takeover.holder, epoch: 2, detail: `from ${name('n1')}` }, 'the same VM\'s takeover is a failover')
+  t.deepEqual(claimLog({ log: old, made: 50 }, takeover, name), [{ at: 600, event: 'placed', node: takeover.holder, name: name(takeover.holder), epoch: 2, detail: `over the lease a former VM of this name left on ${name('n1')}` }])
+  t.deepEqual((claimLog({ log: old, made: 400 }, takeover, name) as LeaseEvent[]).at(-1), { at: 600, event: 'failed-over', node: takeover.holder, name: name(takeover.holder), epoch: 2, detail: `from ${name('n1')}` }, 'the same VM\'s takeover is a failover')
   // this agent saw the former VM's lease and never saw it removed (rm and create came in one sync)
   const h = new History()
   h.observe(new Map([['web', lease({ log: old, made: 50 })]]), vms, name)
@@ -160,4 +160,18 @@ test('events a node stamped with a clock running ahead (past the bound) are show
     [6000, 'killed', 'N1', undefined]
   ])
   t.is(h.of('web', name).at(-1)!.event, 'failed-over', 'without the offsets: in the future, out of order')
+})
+
+test('an event keeps the name its node had when it was written: shown once the node has left the roll and the member table', t => {
+  let l = lease({})
+  l = { ...l, log: claimLog(undefined, l, n => n === 'n1' ? 'h1' : n) }
+  l = { ...l, ...logged(l, { status: 'running' }, 200, 'h1') }
+  t.deepEqual((l.log as LeaseEvent[]).map(e => e.name), ['h1', 'h1'])
+  const h = new History()
+  h.observe(new Map([['web', l]]), vms, n => n)
+  t.deepEqual(h.of('web', n => n).map(e => e.node), ['h1', 'h1'], 'a node nobody knows now: the name in the log')
+  t.deepEqual(h.of('web', name).map(e => e.node), ['N1', 'N1'], 'a node known now: its name now (a renamed node)')
+  t.deepEqual(transitionEvents(undefined, lease({}))[0], { event: 'placed', node: 'n1', epoch: 1 }, 'no name known: none written')
+  t.is(validateObject('leases', 'web', l), null, 'the lease with named events is valid')
+  t.true((l.log as unknown[]).every(isLeaseEvent), 'and its events readable')
 })
