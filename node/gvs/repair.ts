@@ -6,6 +6,7 @@
 // copies from the bucket (a few at once, so one copy's round trips do not idle the
 // rest of the rate), progress.
 import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { TokenBucket } from './token-bucket.ts'
 import { listObjects, type ReplicaTransport } from './replication.ts'
 import { GvsError } from './errors.ts'
@@ -154,6 +155,9 @@ export interface ScrubFinding { index: number, node: string, blocks: number[], h
 
 export interface RepairerEvents { progress: [RepairProgress] }
 
+/** the waits before each further look at a wanted holder's copy an inventory found behind or absent */
+const BEHIND_LOOKS_MS = [250, 500, 750]
+
 export class Repairer extends EventEmitter<RepairerEvents> {
   private readonly c: RepairerComponents
   private readonly init: RepairerInit
@@ -211,15 +215,24 @@ export class Repairer extends EventEmitter<RepairerEvents> {
       const current = copies.filter(c => compareVersions(c.version, top) === 0).map(c => c.node)
       // a write in flight reaches the holders a moment apart (and a new object its
       // holders), and a list can fall in between: a copy behind, or a holder without
-      // one, is short only if a second look still finds it behind the newest of the first
+      // one, is short only if later looks still find it behind the newest of the first.
+      // A holder placement wants is looked at again over 1.5 s: under load a write's
+      // copy to the second holder came after the first look (bb23: a volume said
+      // degraded for an inventory's 5 s while writes ran)
+      const wanted = this.wanted(i)
       const behind = copies.filter(c => compareVersions(c.version, top) < 0).map(c => c.node)
-      const absent = this.wanted(i).filter(n => listed.includes(n) && !copies.some(c => c.node === n))
+      const absent = wanted.filter(n => listed.includes(n) && !copies.some(c => c.node === n))
       await Promise.all([...behind, ...absent].map(async node => {
         let now: Version | null = null
-        try {
-          const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i, probe: true })).reply
-          if (r.present === true) now = r.version ?? NO_VERSION
-        } catch {}
+        for (const wait of [0, ...wanted.includes(node) ? BEHIND_LOOKS_MS : []]) {
+          if (wait > 0) await sleep(wait)
+          if (this.stopped) break
+          try {
+            const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i, probe: true })).reply
+            now = r.present === true ? r.version ?? NO_VERSION : null
+          } catch { now = null }
+          if (now != null && compareVersions(now, top) >= 0) break
+        }
         if (now != null && compareVersions(now, top) >= 0) current.push(node)
         else if (behind.includes(node)) stale.set(i, [...stale.get(i) ?? [], node])
       }))
