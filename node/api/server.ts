@@ -42,6 +42,15 @@ const LINGER_MS = 5_000
 export const MAX_PARAM_LENGTH = 8192
 /** a request (headers and body) that has not arrived in this long is cut off */
 const REQUEST_TIMEOUT_MS = 10_000
+/**
+ * Connections served at once on each listener; more are closed as they come. Any local
+ * user may connect to read, and 22,000 half-sent requests held for 30 s took every file
+ * descriptor the agent had, which then could not start its watchdog and exited (bb24).
+ * An admin's CLI goes through the unix socket, which has its own count.
+ */
+export const MAX_API_CONNECTIONS = 512
+/** how long an idle kept-alive connection stays open (fastify's own default is 72 s) */
+const KEEP_ALIVE_MS = 5_000
 
 export class ApiService implements Service {
   readonly name = 'api'
@@ -60,6 +69,9 @@ export class ApiService implements Service {
   private token = ''
   private bound?: { host: string, port: number }
   private readonly init: ApiInit
+  private readonly dropped: Counter<'listener'>
+  /** when a drop was last logged: once a minute at most */
+  private droppedSaidAt = -Infinity
 
   constructor (components: ApiComponents, init: ApiInit) {
     this.c = components
@@ -69,6 +81,10 @@ export class ApiService implements Service {
       logger: false,
       bodyLimit: API_BODY_LIMIT,
       requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      // headers that trickle in are cut off at the same time as a body, and looked for
+      // every second (Node looks every 30 s by default: half-sent requests piled up)
+      http: { headersTimeout: REQUEST_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
       // the router's own cap (100) answered a 414 for volume paths of a few segments
       // (an encoded path reaches 2,100 characters and more) and for over-long label keys.
       // A parameter is then bounded by the route's schema where it has one (naming the
@@ -90,6 +106,9 @@ export class ApiService implements Service {
       try { done(null, parseJsonBody(body as string)) } catch (err) { done(err as Error, undefined) }
     })
     this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })
+    this.dropped = new Counter({ name: 'vgrid_api_connections_dropped_total', help: `API connections closed as they came because ${MAX_API_CONNECTIONS} were open on their listener`, labelNames: ['listener'] as const, registers: [components.registry] })
+    this.app.server.maxConnections = MAX_API_CONNECTIONS
+    this.app.server.on('drop', () => { this.onDrop('tcp') })
     this.registerCore()
     for (const s of init.services) s.routes?.(this.app)
   }
@@ -129,6 +148,8 @@ export class ApiService implements Service {
       this.unixSockets.add(sock)
       this.app.server.emit('connection', sock)
     })
+    server.maxConnections = MAX_API_CONNECTIONS
+    server.on('drop', () => { this.onDrop('unix') })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(path, () => { server.off('error', reject); resolve() })
@@ -153,6 +174,14 @@ export class ApiService implements Service {
     const caller: Caller = { via: 'tcp', uid, loopback }
     this.callers.set(s, caller)
     return caller
+  }
+
+  private onDrop (listener: 'tcp' | 'unix'): void {
+    this.dropped.inc({ listener })
+    const now = performance.now()
+    if (now - this.droppedSaidAt < 60_000) return
+    this.droppedSaidAt = now
+    this.c.log.warn(`API connections refused: ${MAX_API_CONNECTIONS} are open on the ${listener === 'tcp' ? 'TCP listener (any local user may open them; an admin\'s CLI goes through the unix socket)' : 'unix socket'}`, { listener })
   }
 
   private fail (reply: FastifyReply, e: ApiError): void {

@@ -364,11 +364,15 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
     // it refuses to run next to a kernel module without this; we probed already
     env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' }
   })
+  // a spawn that fails (EMFILE, no binary) says so in an 'error' event: unheard, it ends the agent
+  let failed: Error | undefined
+  proc.on('error', err => { failed = err })
   let out = ''
   proc.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-2000) })
   proc.stderr?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-2000) })
   const until = Date.now() + 5000
   while (Date.now() < until) {
+    if (failed != null) throw new WireguardError(`wireguard-go ${name} could not be started: ${failed.message}`)
     if (proc.exitCode != null || proc.signalCode != null) {
       throw new WireguardError(`wireguard-go ${name} exited (${proc.exitCode ?? proc.signalCode}): ${out.trim().split('\n').slice(-3).join(' ')}`)
     }

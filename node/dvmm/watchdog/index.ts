@@ -4,7 +4,7 @@
 // (a stalled loop, or a VM manager stuck in a step, stops feeding, which is the point),
 // and disarms it on a clean exit.
 import { spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { writeSmall } from './small-file.ts'
 import type { Logger } from '../../log.ts'
 import { scriptPath } from '../../paths.ts'
@@ -94,7 +94,12 @@ export class Watchdog {
       detached: true, // its own session: the agent's death or its terminal's signals do not reach it
       stdio: 'ignore'
     })
+    // a spawn that fails (EMFILE: a flood of API connections took every descriptor) says
+    // so in an 'error' event, which unheard ended the agent (bb24)
+    const spawned = new Promise<void>((resolve, reject) => { child.once('spawn', resolve); child.once('error', reject) })
+    child.on('error', () => {})
     child.unref()
+    await spawned.catch((err: Error) => { throw new Error(`watchdog: the supervisor could not be started: ${err.message}`) })
     if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
     const st = procStat(child.pid)
     this.pid = child.pid
@@ -113,6 +118,8 @@ export class Watchdog {
   get lost (): string | undefined { return this.lostWhy }
   private lostWhy?: string
   private respawning?: Promise<void>
+  /** the last check could not look (descriptorsOut): said once until it can */
+  private blind = false
 
   /** Checked with each feed: a supervisor that is gone is started again at once. */
   private checkSupervisor (): void {
@@ -124,6 +131,15 @@ export class Watchdog {
       this.log.error('the watchdog supervisor was stopped (SIGSTOP?): continued it; while stopped it fences nothing', { pid: live })
     }
     if (this.timer == null || this.respawning != null || live !== undefined) return
+    // no descriptor left to read its record or /proc with (a flood of connections): the
+    // supervisor is not known gone, and a second one would run beside it (bb24)
+    const blind = descriptorsOut()
+    if (blind != null) {
+      if (!this.blind) this.log.warn('cannot check on the watchdog supervisor: this agent has no file descriptor left; not starting another', { pid: this.pid, error: blind })
+      this.blind = true
+      return
+    }
+    this.blind = false
     const was = this.pid
     this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
     this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
@@ -271,5 +287,16 @@ export class Watchdog {
     } catch (err) {
       this.log.warn('watchdog feed failed', { err: (err as Error).message })
     }
+  }
+}
+
+/** why this process cannot open a file now (EMFILE, ENFILE), or null if it can */
+export function descriptorsOut (): string | null {
+  try {
+    closeSync(openSync('/dev/null', 'r'))
+    return null
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'EMFILE' || code === 'ENFILE' ? `${code}: ${(err as Error).message}` : null
   }
 }

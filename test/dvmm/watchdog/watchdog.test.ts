@@ -481,3 +481,29 @@ maybe('watchdog: a supervisor that fired and has found nothing to kill for its i
   await waitFor('the supervisor gone', () => !alive(supervisor), 5000, 50)
   t.regex(readFileSync(join(dataDir, 'dvmm', 'watchdog', 'watchdog.log'), 'utf8'), /exit: fired, and nothing left to kill for 1\.5 s with no feed/)
 })
+
+test.serial('an agent out of file descriptors neither dies nor starts a second supervisor; once it has them back it starts one again (bb24)', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'wd-fds-'))
+  let out = ''
+  const limit = ['--nofile=2048:2048']
+  const child = existsSync('/usr/bin/prlimit')
+    ? spawn('/usr/bin/prlimit', [...limit, '--', process.execPath, fileURLToPath(new URL('./fd-flood.ts', import.meta.url)), dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [fileURLToPath(new URL('./fd-flood.ts', import.meta.url)), dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const code = await new Promise<number | null>(resolve => child.once('exit', c => resolve(c)))
+  const pidOf = (re: RegExp): number | undefined => { const m = re.exec(out); return m == null ? undefined : Number(m[1]) }
+  t.teardown(() => {
+    for (const pid of [pidOf(/^after (\d+)$/m)]) if (pid != null && isAlive(pid)) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    rmSync(dir, { recursive: true, force: true })
+  })
+  t.is(code, 0, out)
+  const blind = out.slice(out.indexOf('took '), out.indexOf('freeing'))
+  t.regex(blind, /cannot check on the watchdog supervisor: this agent has no file descriptor left/, out)
+  t.notRegex(blind, /supervisor is gone/, 'not taken for gone while it cannot look')
+  const first = pidOf(/^armed (\d+)$/m)
+  const after = pidOf(/^after (\d+)$/m)
+  t.truthy(after, out)
+  t.not(after, first, 'a new supervisor once descriptors are back')
+  t.regex(out, /stopped/)
+})
