@@ -52,10 +52,43 @@ export function toApiError (err: unknown, contentType?: string): ApiError {
   const message = e?.message ?? String(err)
   // an operating-system error (ENOSPC, EIO, ...) under a request: the agent cannot do it now
   if (typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && e.statusCode == null) return new ApiError(503, 'unavailable', `could not be done: ${message}`)
-  // request schema failures: fastify's message names the field ("body/value must be string")
-  if (e?.validation != null) return new ApiError(400, 'bad_request', message)
+  // request schema failures: said in the API's words (fastify's: "params/id must NOT
+  // have fewer than 1 characters", which a tester read as jargon)
+  if (e?.validation != null) return new ApiError(400, 'bad_request', validationMessage(e as { validation: unknown, validationContext?: string }) ?? message)
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new ApiError(e.statusCode, FRAMEWORK_CODES[e.code ?? ''] ?? 'bad_request', FRAMEWORK_MESSAGES[e.code ?? '']?.(message, contentType) ?? message)
   }
   return new ApiError(500, 'internal', message)
+}
+
+interface AjvIssue { instancePath?: string, keyword?: string, params?: Record<string, unknown>, message?: string }
+
+const WHERE: Record<string, string> = { params: 'in the path', querystring: 'query parameter', headers: 'header' }
+
+/**
+ * A request schema failure (fastify's `validation`: ajv's first issue, and where:
+ * body, params, querystring) as the API says it: the field named as a client sends
+ * it, what it must be in plain words; null if there is no issue to read. Pure.
+ */
+export function validationMessage (e: { validation: unknown, validationContext?: string }): string | null {
+  const issue = (Array.isArray(e.validation) ? e.validation[0] : undefined) as AjvIssue | undefined
+  if (issue == null || typeof issue !== 'object') return null
+  const ctx = e.validationContext ?? 'body'
+  const path = (issue.instancePath ?? '').split('/').filter(p => p !== '').map(p => p.replace(/~1/g, '/').replace(/~0/g, '~')).join('.')
+  const p = issue.params ?? {}
+  const field = (name: string): string => ctx === 'body' ? name : ctx === 'querystring' ? `query parameter ${name}` : ctx === 'params' ? `${name} (in the path)` : `${name} (${WHERE[ctx] ?? ctx})`
+  const subject = path === '' ? (ctx === 'body' ? 'the request body' : ctx === 'querystring' ? 'the query' : ctx === 'params' ? 'the path' : ctx) : field(path)
+  const within = path === '' ? '' : `${path}.`
+  const n = (k: string): number => Number(p[k])
+  switch (issue.keyword) {
+    case 'required': return `${ctx === 'body' ? '' : `${WHERE[ctx] ?? ctx} `}${within}${String(p.missingProperty)} is missing`.trimStart()
+    case 'additionalProperties': return `unknown field ${JSON.stringify(`${within}${String(p.additionalProperty)}`)}${ctx === 'body' ? '' : ` (${WHERE[ctx] ?? ctx})`}`
+    case 'minLength': return n('limit') === 1 ? `${subject} must not be empty` : `${subject} must have at least ${n('limit')} characters`
+    case 'maxLength': return `${subject} must have at most ${n('limit')} characters`
+    case 'minItems': return `${subject} must have at least ${n('limit')} item${n('limit') === 1 ? '' : 's'}`
+    case 'maxItems': return `${subject} must have at most ${n('limit')} items`
+    case 'enum': return Array.isArray(p.allowedValues) ? `${subject} must be one of: ${p.allowedValues.map(v => JSON.stringify(v)).join(', ')}` : `${subject} ${issue.message ?? 'is not allowed'}`
+    case 'type': return `${subject} must be ${/^[aeiou]/.test(String(p.type)) ? 'an' : 'a'} ${String(p.type)}`
+    default: return `${subject} ${issue.message ?? 'is not valid'}`
+  }
 }
