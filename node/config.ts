@@ -1,6 +1,7 @@
 // Agent configuration: defaults < JSON config file (--config) < command-line flags.
 // Every bad value is reported with the flag or key that carried it.
-import { readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
@@ -11,6 +12,7 @@ import { DEFAULT_MEMBERSHIP, validateMembershipConfig, type MembershipConfig } f
 import { DEFAULT_TIMING, type MembershipTiming } from '../protocol/membership-service.ts'
 import { tuningFromConfig, type GvsTuning } from './gvs/config.ts'
 import { durationMs, MAX_TIMER_MS } from './durations.ts'
+import { dataDirPlaceProblem } from './data-dir.ts'
 import { FENCE_TIMEOUT_MS, MAX_FENCE_TIMEOUT_MS, MAX_RESTART_GRACE_MS, MIN_FENCE_TIMEOUT_MS, RESTART_GRACE_MS } from './dvmm/timing.ts'
 
 export const DEFAULT_API = '127.0.0.1:7401'
@@ -147,11 +149,41 @@ function checkMultiaddr (v: string, what: string): string {
   return v
 }
 
+/** a config file is a few hundred bytes; more than this is not one (--config /dev/zero read until memory ran out) */
+export const MAX_CONFIG_BYTES = 1024 * 1024
+
+/**
+ * The text of a config file: a regular file of at most MAX_CONFIG_BYTES, read no
+ * further than that (a /proc file says size 0 whatever it holds).
+ */
+async function readConfigText (path: string): Promise<string> {
+  // non-blocking: a named pipe with no writer would hang the open (it is refused below)
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const st = await fh.stat()
+    if (!st.isFile()) throw new ConfigError(`config file ${path}: not a regular file (${st.isDirectory() ? 'a directory' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isFIFO() ? 'a pipe' : st.isSocket() ? 'a socket' : 'not a file'}): give the JSON file`)
+    const tooBig = (): ConfigError => new ConfigError(`config file ${path}: larger than ${MAX_CONFIG_BYTES / 1024 / 1024} MiB, which no vgrid config file is: is it the right file?`)
+    if (st.size > MAX_CONFIG_BYTES) throw tooBig()
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1)
+    let n = 0
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null)
+      if (bytesRead === 0) break
+      n += bytesRead
+      if (n > MAX_CONFIG_BYTES) throw tooBig()
+    }
+    return buf.subarray(0, n).toString('utf8')
+  } finally {
+    await fh.close()
+  }
+}
+
 export async function readConfigFile (path: string): Promise<ConfigFile> {
   let text: string
   try {
-    text = await readFile(path, 'utf8')
+    text = await readConfigText(path)
   } catch (err) {
+    if (err instanceof ConfigError) throw err
     throw new ConfigError(`config file ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (err as Error).message}`)
   }
   let value: unknown
@@ -226,6 +258,9 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   }
   // absolute: VMs, their guards and the watchdog run in other directories and read paths under it
   const dataDir = resolve(pick('dataDir') ?? DEFAULT_DATA_DIR)
+  // before anything makes it: on /proc, Node's recursive mkdir loops for ever
+  const place = dataDirPlaceProblem(dataDir)
+  if (place != null) throw new ConfigError(`--data-dir: ${place}`)
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
   if (apiSocket != null && !apiSocket.startsWith('/')) throw new ConfigError(`--api-socket: "${apiSocket}" must be an absolute path (or "none")`)

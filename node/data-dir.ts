@@ -10,7 +10,8 @@
 // stops the agent instead: made 0700, every other service's files under it would have
 // been out of their users' reach.
 import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
-import { readdirSync, statSync } from 'node:fs'
+import { readdirSync, statfsSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import type { Logger } from './log.ts'
 
 /**
@@ -41,9 +42,52 @@ export function refuseSharedDir (dir: string): void {
   if (problem != null) throw new Error(problem)
 }
 
+/** kernel file systems that cannot hold files (statfs f_type): proc and sysfs */
+const KERNEL_FS: ReadonlyMap<number, string> = new Map([[0x9fa0, 'proc'], [0x62656572, 'sysfs']])
+const KERNEL_DIRS = [['/proc', 'proc'], ['/sys', 'sysfs']] as const
+
+export interface PlaceFs {
+  statSync: (p: string) => { isDirectory: () => boolean }
+  statfsSync: (p: string) => { type: number }
+}
+
+/**
+ * Why `dir` cannot be a data dir, found before anything is made there (null: it may
+ * be): under /proc or /sys, or its nearest existing ancestor on a proc or sysfs file
+ * system (Node's recursive mkdir there loops forever at full CPU), or it or an
+ * ancestor exists and is not a directory (mkdir said only "EEXIST"). Other troubles
+ * (no permission) are left to the mkdir that names them.
+ */
+export function dataDirPlaceProblem (dir: string, fs: PlaceFs = { statSync, statfsSync }): string | null {
+  const abs = resolve(dir)
+  const fix = 'give a directory on a disk (e.g. /var/lib/vgrid)'
+  for (const [top, kind] of KERNEL_DIRS) {
+    if (abs === top || abs.startsWith(`${top}/`)) return `data dir ${dir} is under ${top}, the kernel's ${kind} file system, which cannot hold data: ${fix}`
+  }
+  for (let p = abs; ; p = dirname(p)) {
+    let isDir: boolean
+    try {
+      isDir = fs.statSync(p).isDirectory()
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && dirname(p) !== p) continue
+      // ENOTDIR is said where the walk finds the file; anything else by the mkdir
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR' && dirname(p) !== p) continue
+      return null
+    }
+    if (!isDir) return p === abs ? `data dir ${dir} exists and is not a directory: give a directory (or a path where one can be made)` : `data dir ${dir} cannot be made: ${p} exists and is not a directory`
+    let kind: string | undefined
+    try { kind = KERNEL_FS.get(fs.statfsSync(p).type) } catch { return null }
+    if (kind != null) return `data dir ${dir} would be on ${p}, a ${kind} file system (the kernel's), which cannot hold data: ${fix}`
+    return null
+  }
+}
+
 /** Creates the data dir 0700, or makes an existing one 0700 if group or others have any access to it (see above). */
 export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs: { chmod: typeof chmod } = { chmod }): Promise<void> {
   const named = (what: string, err: unknown): Error => new Error(`data dir ${dir} ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  // before mkdir, which would loop forever on /proc
+  const place = dataDirPlaceProblem(dir)
+  if (place != null) throw new Error(place)
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 })
   } catch (err) {

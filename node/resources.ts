@@ -33,6 +33,21 @@ export function parseSize (text: string): number {
   return n
 }
 
+/**
+ * A number of vCPUs as people write it: decimal digits ("1", "0.5", ".5", "2"), with
+ * whitespace around taken as sizes take it (" 1"). Number() alone also took 1e9, 0x1
+ * and "" (as 0); `vgrid vm create --cpu` refuses those, and so does --capacity.
+ * Throws naming the value; `what` says where it came from (e.g. `--cpu`).
+ */
+export function parseCpu (text: string, what: string): number {
+  const t = text.trim()
+  // a sign only so that -1 is told it must be above zero, not that it is no number
+  const n = /^-?(?:\d+(?:\.\d+)?|\.\d+)$/.test(t) ? Number(t) : NaN
+  if (!Number.isFinite(n)) throw new Error(`${what} "${text}" is not a number of vCPUs (e.g. 1, 0.5, 2)`)
+  if (!(n > 0)) throw new Error(`${what} "${text}": must be above zero`)
+  return n
+}
+
 export type CapacityOverride = Partial<Resources>
 
 /** "cpu=4,mem=8G,disk=100G" -> override. */
@@ -42,9 +57,7 @@ export function parseCapacity (text: string): CapacityOverride {
     const [k, v] = part.split('=', 2).map(s => s.trim())
     if (v == null || v === '') throw new Error(`--capacity: "${part}" is not key=value`)
     if (k === 'cpu') {
-      const n = Number(v)
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`--capacity: cpu must be a positive number, got "${v}"`)
-      out.cpu = n
+      out.cpu = parseCpu(v, '--capacity: cpu')
     } else if (k === 'mem' || k === 'memory') {
       out.memoryBytes = parseSize(v)
     } else if (k === 'disk') {

@@ -11,6 +11,9 @@
 // are digest entries of a shape it does not know (the advert is then sent, as to a
 // peer that lacks it); relayed adverts keep their unknown fields (see advert.ts).
 // Only a known field that is missing or of the wrong type fails the exchange.
+// Only such bad input reaches `onError` (counted as a rejected message): an exchange
+// cut short by the network (a timeout, a peer restarting or going away) is no
+// rejection, and a grid whose members were only restarted counted dozens of them.
 import { lpStream } from '@libp2p/utils'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Advert } from './advert.ts'
@@ -33,7 +36,26 @@ export interface MemberSyncInit {
   onAdverts: (raw: Uint8Array[], from: string) => void
   /** the peer holds this node as suspect or dead at `version`: refute (the reply then carries the newer advert) */
   onDoubted?: (version: Version, from: string) => Promise<void>
+  /** the peer sent bad input (not JSON, a broken known field, a frame over the limit): a rejected message */
   onError?: (peer: string, err: Error) => void
+  /** the exchange was cut short by the stream or the network (timeout, reset, the peer went away): not a rejection */
+  onStreamError?: (peer: string, err: Error) => void
+}
+
+/** A member-sync message that breaks the format: the peer's fault, unlike a stream that fails. */
+export class MalformedSyncMessage extends Error {
+  override name = 'MalformedSyncMessage'
+}
+
+/** the length-prefix reader's errors for a frame that breaks the protocol (@libp2p/utils stream-utils.js) */
+const BAD_FRAME = new Set(['InvalidMessageLengthError', 'InvalidDataLengthError', 'InvalidDataLengthLengthError'])
+
+/**
+ * Whether an exchange failed on the peer's bad input (a malformed message, a frame
+ * over the limit), as opposed to the stream or network failing. Pure.
+ */
+export function isBadInput (err: unknown): boolean {
+  return err instanceof MalformedSyncMessage || BAD_FRAME.has((err as Error | null)?.name ?? '')
 }
 
 export function digestOf (adverts: Advert[], doubted: Array<{ nodeId: string } & Version> = []): Digest {
@@ -90,6 +112,15 @@ export interface SyncMessage { digest: Digest, adverts: Uint8Array[] }
  * broken one) and any other field ignored. Pure.
  */
 export function parseSyncMessage<K extends keyof SyncMessage> (data: Uint8Array, want: readonly K[]): Pick<SyncMessage, K> {
+  try {
+    return parseFields(data, want)
+  } catch (err) {
+    // JSON.parse's SyntaxError, the decoder's TypeError and the checks' own: all bad input
+    throw new MalformedSyncMessage((err as Error).message)
+  }
+}
+
+function parseFields<K extends keyof SyncMessage> (data: Uint8Array, want: readonly K[]): Pick<SyncMessage, K> {
   const v: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data))
   if (typeof v !== 'object' || v == null || Array.isArray(v)) throw new Error('member sync message is not an object')
   const msg = v as Record<string, unknown>
@@ -159,7 +190,7 @@ export class MemberSync {
     } catch (err) {
       stream?.abort(err as Error)
       // a peer that is not a vgrid agent (or went away) simply has nothing for us
-      if ((err as Error).name !== 'UnsupportedProtocolError') this.init.onError?.(id, err as Error)
+      if ((err as Error).name !== 'UnsupportedProtocolError') this.failed(id, err as Error)
     } finally {
       this.inFlight.delete(id)
     }
@@ -186,7 +217,13 @@ export class MemberSync {
       await stream.close({ signal })
     } catch (err) {
       stream.abort(err as Error)
-      this.init.onError?.(id, err as Error)
+      this.failed(id, err as Error)
     }
+  }
+
+  /** bad input is a rejection (onError); a stream that failed is not (onStreamError) */
+  private failed (id: string, err: Error): void {
+    if (isBadInput(err)) this.init.onError?.(id, err)
+    else this.init.onStreamError?.(id, err)
   }
 }

@@ -35,6 +35,40 @@ export const wantsJson = (argv: readonly string[]): boolean => {
 export const jsonError = (code: string, message: string, exitCode: number): string =>
   JSON.stringify({ error: { code, message, exitCode } }, null, 2) + '\n'
 
+/** a quoted value longer than this is clipped where an error echoes it (valid names are at most 128) */
+export const ECHO_MAX = 128
+
+/**
+ * An error message with every quoted value over ECHO_MAX characters clipped to its
+ * first 64 and its length (pure): a 5,000-character path or name given by mistake was
+ * echoed whole, by the CLI and by the agent. Quoted means between two double quotes on
+ * one line, backslash escapes inside taken as JSON.stringify writes them.
+ */
+export function clipEchoes (message: string): string {
+  return message.replace(/"((?:[^"\\\n]|\\.)*)"/g, (whole, inner: string) => {
+    if (inner.length <= ECHO_MAX) return whole
+    // not cut inside an escape (\"): its lone backslash would take the closing quote
+    const head = inner.slice(0, 64).replace(/(?<!\\)((?:\\\\)*)\\$/, '$1')
+    return `"${head}..." (${inner.length} characters)`
+  })
+}
+
+/**
+ * What the CLI says when an answer is not one a vgrid agent gives: another server at
+ * that address, or an agent whose answer this CLI cannot read (pure).
+ */
+export function notAgentAnswer (from: string, method: string, path: string, what: string): string {
+  return `the answer from ${from} to ${method} ${path} is not what a vgrid agent answers (${what}): is --api pointing at a vgrid agent?`
+}
+
+/**
+ * The last answer this process read from an agent: a command that then fails reading
+ * it (a TypeError: a field it needs is missing) read an answer of another shape, which
+ * main.ts says in those words rather than JavaScript's.
+ */
+let lastAnswer: { from: string, method: string, path: string } | undefined
+export const lastAnswerRead = (): { from: string, method: string, path: string } | undefined => lastAnswer
+
 type Target = { socketPath: string } | { host: string, port: number }
 
 /** Where the CLI talks to: an explicit --api / VGRID_API, else the default socket if present, else the default address. */
@@ -87,14 +121,18 @@ export class ApiClient {
     try {
       data = res.text === '' ? undefined : JSON.parse(res.text)
     } catch {
-      throw new CliError(`agent at ${this.display} answered ${res.status} with something that is not JSON`, 1, { code: 'bad_answer' })
+      throw new CliError(notAgentAnswer(this.display, method, path, `status ${res.status}, not JSON`), 1, { code: 'bad_answer' })
     }
     if (res.status >= 400) {
-      const e = (data as { error?: { code?: string, message?: string } } | undefined)?.error
-      const message = e?.message ?? `request failed with status ${res.status}`
+      // every error of an agent is {"error": {"code", "message"}}; anything else is another server's
+      const e = (data as { error?: { code?: unknown, message?: unknown } } | undefined)?.error
+      if (typeof e?.message !== 'string') throw new CliError(notAgentAnswer(this.display, method, path, `status ${res.status}${res.text === '' ? ' with nothing in it' : ' without a vgrid error in it'}`), 1, { code: 'bad_answer' })
+      const message = e.message
+      const code = typeof e.code === 'string' ? e.code : undefined
       // a bad value is a usage error (2) whether the CLI or the agent found it
-      throw new CliError(`${message}${e?.code == null ? '' : ` (${e.code})`}`, res.status === 400 ? 2 : 1, { code: e?.code ?? `http_${res.status}`, detail: message })
+      throw new CliError(`${message}${code == null ? '' : ` (${code})`}`, res.status === 400 ? 2 : 1, { code: code ?? `http_${res.status}`, detail: message })
     }
+    lastAnswer = { from: this.display, method, path }
     return data as T
   }
 

@@ -1,6 +1,6 @@
 // The one binary, `vgrid`. `vgrid agent` runs the daemon; every other subcommand is a
 // client of the local agent's HTTP API. Errors print one line and exit non-zero.
-import { CliError, jsonError, wantsJson } from './client.ts'
+import { CliError, clipEchoes, jsonError, lastAnswerRead, notAgentAnswer, wantsJson } from './client.ts'
 import { VERSION } from '../version.ts'
 
 type Command = { summary: string, run: (argv: string[]) => Promise<void> }
@@ -93,12 +93,29 @@ async function main (argv: string[]): Promise<void> {
   await c.run(rest)
 }
 
+/**
+ * A command that failed reading an agent's answer (a TypeError or RangeError after an
+ * answer came: a field it needs missing, of another type) got an answer of another
+ * shape, most likely from a server that is not a vgrid agent: said so, not in
+ * JavaScript's words ("Cannot read properties of undefined"). With VGRID_DEBUG set
+ * the error and its stack follow, so a bug of the CLI's own stays in sight.
+ */
+function unreadableAnswer (err: unknown): CliError | undefined {
+  const answer = lastAnswerRead()
+  if (answer == null || !(err instanceof TypeError || err instanceof RangeError)) return undefined
+  const hint = process.env.VGRID_DEBUG != null ? '' : ' (VGRID_DEBUG=1 shows the error)'
+  return new CliError(notAgentAnswer(answer.from, answer.method, answer.path, 'it lacks what this command reads') + hint, 1, { code: 'bad_answer' })
+}
+
 main(process.argv.slice(2)).catch((err: unknown) => {
   const json = wantsJson(process.argv.slice(2))
-  if (err instanceof CliError) {
-    if (json) process.stdout.write(jsonError(err.code, err.detail, err.exitCode))
-    else process.stderr.write(`vgrid: ${err.message}\n`)
-    process.exit(err.exitCode)
+  const cli = err instanceof CliError ? err : unreadableAnswer(err)
+  if (cli != null) {
+    // long values given by mistake are clipped, whoever echoes them (the CLI or the agent)
+    if (json) process.stdout.write(jsonError(cli.code, clipEchoes(cli.detail), cli.exitCode))
+    else process.stderr.write(`vgrid: ${clipEchoes(cli.message)}\n`)
+    if (cli !== err && process.env.VGRID_DEBUG != null) process.stderr.write(`${(err as Error).stack}\n`)
+    process.exit(cli.exitCode)
   }
   const e = err as Error
   if (json) process.stdout.write(jsonError('error', e.message ?? String(err), 1))

@@ -86,7 +86,8 @@ export async function vol (argv: string[]): Promise<void> {
     now: { type: 'boolean' },
     force: { type: 'boolean' },
     snapshots: { type: 'boolean' }
-  }, USAGE, 300)
+    // a bad flag of one subcommand shows its usage, not all twenty lines of vol's
+  }, usageOf(sub), 300)
   const api = new ApiClient(v.api as string | undefined)
   /** exactly `n` arguments (at least `n` with `more`): one too many is refused, never dropped (vol rm A B removed A only) */
   const need = (n: number, more = false): string[] => {

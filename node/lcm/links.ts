@@ -27,11 +27,14 @@ function endpointOf (v: unknown, field: string): { vm: string, terminal: string 
     if (i <= 0) throw new ValidationError(field, `${field}: "${v}" is not VM.TERMINAL`)
     vm = v.slice(0, i)
     terminal = v.slice(i + 1)
-  } else if (v != null && typeof v === 'object') {
+  } else if (v != null && typeof v === 'object' && !Array.isArray(v)) {
+    // refused as at the top level: a field this agent does not know is a mistake, not ignored
+    const unknown = Object.keys(v).find(k => k !== 'vm' && k !== 'terminal')
+    if (unknown !== undefined) throw new ValidationError(`${field}.${unknown}`, `${field}: unknown field ${JSON.stringify(unknown)} (an end takes vm, terminal)`)
     vm = (v as Record<string, unknown>).vm
     terminal = (v as Record<string, unknown>).terminal
   } else {
-    throw new ValidationError(field, `${field}: missing: give "VM.TERMINAL" or {"vm","terminal"}`)
+    throw new ValidationError(field, `${field}: ${v == null ? 'missing' : `a ${Array.isArray(v) ? 'list' : typeof v}`}: give "VM.TERMINAL" or {"vm","terminal"}`)
   }
   if (typeof vm !== 'string' || vm === '' || vm.length > 128) throw new ValidationError(`${field}.vm`, `${field}.vm: must be a VM id`)
   if (typeof terminal !== 'string' || !TERMINAL_RE.test(terminal)) throw new ValidationError(`${field}.terminal`, `${field}.terminal: ${JSON.stringify(terminal)} is not a terminal name (a letter, then letters, digits, _ or -, at most 63)`)
@@ -45,8 +48,8 @@ export function parseLinkRequest (body: unknown): LinkRequest {
   onlyFields(b, ['from', 'to', 'protocol', 'port'])
   const from = endpointOf(b.from, 'from')
   const to = endpointOf(b.to, 'to')
-  // TCP and UDP as commonly written are the same protocols
-  const protocol = typeof b.protocol === 'string' ? b.protocol.toLowerCase() : b.protocol
+  // TCP and UDP as commonly written are the same protocols; none given is tcp, as in the CLI
+  const protocol = b.protocol === undefined ? 'tcp' : typeof b.protocol === 'string' ? b.protocol.toLowerCase() : b.protocol
   if (protocol !== 'tcp' && protocol !== 'udp') throw new ValidationError('protocol', `protocol: ${JSON.stringify(b.protocol)} is not tcp or udp`)
   if (typeof b.port !== 'number' || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new ValidationError('port', `port: ${JSON.stringify(b.port)} is not a port (1-65535)`)
   return { from, to, protocol, port: b.port }
@@ -59,19 +62,34 @@ export function linkId (r: LinkRequest): string {
 }
 
 /**
+ * The declared terminal a name means (pure): compared ignoring case, as vm create
+ * compares them for duplicates (they are host names inside the VM), so `web.DB` is
+ * the output `db`. The declared spelling is returned: the link, its id and the rules
+ * use that one. Undefined when none matches.
+ */
+export function matchTerminal (declared: readonly string[], name: string): string | undefined {
+  return declared.find(d => d === name) ?? declared.find(d => d.toLowerCase() === name.toLowerCase())
+}
+
+/**
  * Checks a request against the document: both VMs exist, each declared the terminal
  * (an output on the `from` VM, an input on the `to` VM), the link is new, and the
  * output is not connected yet (an output goes to exactly one input; an input takes many).
+ * The link names the terminals as their VMs declared them.
  */
-export function checkLink (r: LinkRequest, doc: LinkDoc): Link {
-  for (const [field, e, kind] of [['from', r.from, 'outputs'], ['to', r.to, 'inputs']] as const) {
+export function checkLink (req: LinkRequest, doc: LinkDoc): Link {
+  const ends: { from?: LinkRequest['from'], to?: LinkRequest['to'] } = {}
+  for (const [field, e, kind] of [['from', req.from, 'outputs'], ['to', req.to, 'inputs']] as const) {
     const vm = doc.vms.get(e.vm)
     if (vm == null) throw new NotFoundError(`${field}: no VM "${e.vm}"`)
     // a VM from before terminals were declared has the ones its links already use
     const declared = vm[kind] ?? doc.links.flatMap(l => kind === 'outputs' ? (l.from.vm === e.vm ? [l.from.terminal] : []) : (l.to.vm === e.vm ? [l.to.terminal] : []))
     const what = kind === 'outputs' ? 'output' : 'input'
-    if (!declared.includes(e.terminal)) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})`)
+    const terminal = matchTerminal(declared, e.terminal)
+    if (terminal == null) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})`)
+    ends[field] = { vm: e.vm, terminal }
   }
+  const r: LinkRequest = { ...req, from: ends.from!, to: ends.to! }
   if (r.from.vm === r.to.vm) throw new ValidationError('to', 'to: a VM cannot be connected to itself')
   const id = linkId(r)
   if (doc.links.some(l => l.id === id)) throw new ConflictError(`link ${id} exists already`, 'duplicate')

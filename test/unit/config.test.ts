@@ -47,7 +47,7 @@ test('sizes, capacities and durations parse and reject junk', async t => {
   t.throws(() => parseSize('1Gb'), { message: /reads as gigabits/ })
   t.deepEqual(parseCapacity('cpu=4,mem=8G,disk=1T'), { cpu: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 1024 ** 4 })
   t.throws(() => parseCapacity('gpu=1'), { message: /unknown resource "gpu"/ })
-  t.throws(() => parseCapacity('cpu=-1'), { message: /positive/ })
+  t.throws(() => parseCapacity('cpu=-1'), { message: '--capacity: cpu "-1": must be above zero' })
   t.throws(() => parseCapacity('cpu'), { message: /key=value/ })
   t.is(parseDuration('3s', 'x'), 3000)
   t.is(parseDuration('250ms', 'x'), 250)

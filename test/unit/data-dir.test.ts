@@ -65,7 +65,7 @@ test('a data dir that cannot be made 0700, or is not a directory, stops the agen
   t.deepEqual(lines, [])
   const file = join(base, 'file')
   writeFileSync(file, '')
-  await t.throwsAsync(secureDataDir(file, log), { message: `data dir ${file} is not a directory` })
+  await t.throwsAsync(secureDataDir(file, log), { message: `data dir ${file} exists and is not a directory: give a directory (or a path where one can be made)` })
 })
 
 test('a shared directory given as the data dir (--data-dir /var/lib) is refused, naming what it holds, and its mode is left alone; one holding an earlier run\'s identity or document, or only lost+found, is vgrid\'s', async t => {

@@ -1,0 +1,81 @@
+// A server that is not a vgrid agent (or answers in another shape) is said as such,
+// never in JavaScript's words: `vgrid nodes` against a plain web server printed
+// "Cannot read properties of undefined (reading 'map')", and a bare 404 "request
+// failed with status 404". Long values echoed in errors are clipped.
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { createServer, type Server } from 'node:http'
+import { join } from 'node:path'
+import { ApiClient, clipEchoes, notAgentAnswer } from '../../node/cli/client.ts'
+
+const main = join(import.meta.dirname, '../../node/cli/main.ts')
+
+async function run (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VGRID_DEBUG: undefined, ...env } })
+  let stdout = ''
+  let stderr = ''
+  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
+  return { code, stdout, stderr }
+}
+
+/** a web server that is no vgrid agent: every path answered as `answers` says */
+async function server (t: { teardown: (fn: () => void) => void }, answers: Record<string, [number, string]>): Promise<string> {
+  const s: Server = createServer((req, res) => {
+    const [status, body] = answers[req.url ?? ''] ?? [404, '']
+    res.writeHead(status, body.startsWith('{') ? { 'content-type': 'application/json' } : {})
+    res.end(body)
+  })
+  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { s.close() })
+  return `127.0.0.1:${(s.address() as { port: number }).port}`
+}
+
+test('an answer of another shape is said as not what a vgrid agent answers, without JavaScript\'s words; VGRID_DEBUG shows the error', async t => {
+  const at = await server(t, { '/v1/nodes': [200, '{"weird":true}'], '/v1/status': [200, '[]'] })
+  const nodes = await run(['--api', at, 'nodes'])
+  t.is(nodes.code, 1)
+  t.is(nodes.stderr, `vgrid: the answer from ${at} to GET /v1/nodes is not what a vgrid agent answers (it lacks what this command reads): is --api pointing at a vgrid agent? (VGRID_DEBUG=1 shows the error)\n`)
+  const status = await run(['status', '--api', at])
+  t.regex(status.stderr, /^vgrid: the answer from .* to GET \/v1\/status is not what a vgrid agent answers/)
+  const debug = await run(['nodes', '--api', at], { VGRID_DEBUG: '1' })
+  t.regex(debug.stderr, /^vgrid: the answer from .* is not what a vgrid agent answers \(it lacks what this command reads\): is --api pointing at a vgrid agent\?\nTypeError: Cannot read properties of undefined \(reading 'map'\)\n\s+at /)
+})
+
+test('a 404 with nothing in it, an error of another shape, or an answer that is not JSON: not a vgrid agent\'s; an agent\'s own error passes as it is', async t => {
+  const at = await server(t, {
+    '/v1/vms/x': [500, '{"error":"boom"}'],
+    '/v1/token': [200, '<html>hello</html>'],
+    '/v1/links': [404, '{"error":{"code":"not_found","message":"no link \\"l\\""}}']
+  })
+  const api = new ApiClient(at)
+  await t.throwsAsync(api.get('/v1/nodes'), { message: notAgentAnswer(at, 'GET', '/v1/nodes', 'status 404 with nothing in it') })
+  await t.throwsAsync(api.get('/v1/vms/x'), { message: notAgentAnswer(at, 'GET', '/v1/vms/x', 'status 500 without a vgrid error in it') })
+  await t.throwsAsync(api.get('/v1/token'), { message: notAgentAnswer(at, 'GET', '/v1/token', 'status 200, not JSON') })
+  await t.throwsAsync(api.get('/v1/links'), { message: 'no link "l" (not_found)' })
+  const cli = await run(['nodes', '--api', at])
+  t.is(cli.stderr, `vgrid: the answer from ${at} to GET /v1/nodes is not what a vgrid agent answers (status 404 with nothing in it): is --api pointing at a vgrid agent?\n`)
+  const json = await run(['nodes', '--json', '--api', at])
+  t.like(JSON.parse(json.stdout), { error: { code: 'bad_answer', exitCode: 1 } })
+})
+
+test('clipEchoes: a quoted value over 128 characters is clipped to its first 64 and its length; shorter ones, and text outside quotes, are left', t => {
+  const long = 'a'.repeat(5000)
+  t.is(clipEchoes(`path "/${long}" is not a volume path`), `path "/${'a'.repeat(63)}..." (5001 characters) is not a volume path`)
+  t.is(clipEchoes(`"${'b'.repeat(128)}" is fine`), `"${'b'.repeat(128)}" is fine`)
+  t.is(clipEchoes(`snapshot name ${JSON.stringify('x"' + long)} must be`), `snapshot name "x\\"${'a'.repeat(61)}..." (5003 characters) must be`)
+  // not cut inside an escape: a lone backslash would take the closing quote
+  t.is(clipEchoes(JSON.stringify('a'.repeat(63) + '"' + long)), `"${'a'.repeat(63)}..." (5065 characters)`)
+  t.is(clipEchoes('two "a" and "b"\nusage: vgrid "x"'), 'two "a" and "b"\nusage: vgrid "x"')
+})
+
+test('the CLI clips what its errors echo, and what the agent\'s do', async t => {
+  const long = 'n'.repeat(3000)
+  const at = await server(t, { [`/v1/nodes/${long}/labels/k`]: [404, JSON.stringify({ error: { code: 'not_found', message: `no member with id or name "${long}"` } })] })
+  const r = await run(['node', 'label', long, 'k=v', '--api', at])
+  t.is(r.stderr, `vgrid: no member with id or name "${'n'.repeat(64)}..." (3000 characters) (not_found)\n`)
+  const own = await run(['node', 'label', 'n1', `${long}`, '--api', at])
+  t.is(own.code, 2)
+  t.regex(own.stderr, new RegExp(`^vgrid: "${'n'.repeat(64)}\\.\\.\\." \\(3000 characters\\) is not KEY=VALUE\\n`))
+})
