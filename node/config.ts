@@ -1,6 +1,7 @@
 // Agent configuration: defaults < JSON config file (--config) < command-line flags.
 // Every bad value is reported with the flag or key that carried it.
 import { constants } from 'node:fs'
+import { isIP } from 'node:net'
 import { open } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -137,6 +138,17 @@ export function parseHostPort (v: string, what: string): { host: string, port: n
   return { host: m[1] ?? (m[2] === '' ? '127.0.0.1' : m[2]!), port }
 }
 
+/**
+ * host:port for the agent's API to listen on: the host an IP address (or localhost),
+ * checked before anything starts (999.1.1.1 started every service, then failed with
+ * the resolver's raw ENOTFOUND)
+ */
+export function listenHostPort (v: string, what: string): { host: string, port: number } {
+  const hp = parseHostPort(v, what)
+  if (isIP(hp.host) === 0 && hp.host !== 'localhost') throw new ConfigError(`${what}: "${hp.host}" is not an IP address to listen on (e.g. 127.0.0.1:7401)`)
+  return hp
+}
+
 function checkListen (v: string): string {
   const problem = multiaddrProblem(v) == null ? listenAddressProblem(v) : null
   if (problem != null) throw new ConfigError(`--listen: "${v}" is not an address to listen on: ${problem}`)
@@ -267,7 +279,7 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   return {
     dataDir,
     listen,
-    api: parseHostPort(pick('api') ?? DEFAULT_API, '--api'),
+    api: listenHostPort(pick('api') ?? DEFAULT_API, '--api'),
     apiSocket,
     join,
     keyFile: pick('key'),

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { MAX_CONFIG_BYTES, readConfigFile, resolveConfig } from '../../node/config.ts'
+import { MAX_CONFIG_BYTES, listenHostPort, readConfigFile, resolveConfig } from '../../node/config.ts'
 import { parseCapacity, parseCpu } from '../../node/resources.ts'
 
 function root (t: { teardown: (fn: () => void) => void }): string {
@@ -52,4 +52,10 @@ test('--capacity cpu refuses what vm create --cpu refuses (1e9, 0x1), in its wor
 
 test('resolveConfig passes the --capacity cpu error on as it is', async t => {
   await t.throwsAsync(resolveConfig({ capacity: 'cpu=1e9' }), { message: '--capacity: cpu "1e9" is not a number of vCPUs (e.g. 1, 0.5, 2)' })
+})
+
+test('--api takes an IP address (or localhost) to listen on, checked before anything starts (bb24: 999.1.1.1 started every service, then failed with ENOTFOUND)', async t => {
+  await t.throwsAsync(resolveConfig({ api: '999.1.1.1:80' }), { message: '--api: "999.1.1.1" is not an IP address to listen on (e.g. 127.0.0.1:7401)' })
+  await t.throwsAsync(resolveConfig({ api: 'example.invalid:80' }), { message: /^--api: "example.invalid" is not an IP address/ })
+  for (const ok of ['127.0.0.1:7401', '[::1]:7401', 'localhost:7401', ':7401']) t.notThrows(() => listenHostPort(ok, '--api'), ok)
 })
