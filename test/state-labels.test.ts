@@ -31,7 +31,7 @@ test('a label set through one agent is shown by every agent, also after all rest
 
   // errors are one line, with the API's code
   const cases: Array<[string[], RegExp]> = [
-    [['node', 'label', 'nosuch', 'a=b'], /^vgrid: no member with id or name "nosuch" \(not_found\)\n$/],
+    [['node', 'label', 'nosuch', 'a=b'], /^vgrid: no node with id or name "nosuch" \(not_found\)\n$/],
     [['node', 'label', 'n2', 'bad key=x'], /^vgrid: label key "bad key" must be .*\(invalid_label\)\n$/],
     [['node', 'unlabel', 'n2', 'never-set'], /^vgrid: node n2 has no operator label "never-set" \(not_found\)\n$/],
     [['node', 'label', 'n2', 'novalue'], /^vgrid: "novalue" is not KEY=VALUE\nusage: /],

@@ -45,7 +45,7 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
     try {
       return { id: peerIdFromString(idOrName).toString(), name: idOrName }
     } catch {
-      throw new NotFoundError(`no member with id or name "${idOrName}"`)
+      throw new NotFoundError(`no node with id or name "${idOrName}"`)
     }
   }
   const checkKey = (key: string): void => {

@@ -7,6 +7,8 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import { strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
 import { volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
+import { escapeControls } from './control-chars.ts'
+import { parseCpu } from '../resources.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
@@ -18,7 +20,14 @@ SIZE is bytes or a number with K, M, G or T (KB/KiB, MB/MiB... alike: units of 1
 export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
-const json = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
+/**
+ * One line with text of the document in it (a reason, a node's or a volume's name): its
+ * control characters escaped (control-chars.ts), so none reaches the terminal as such
+ * and the line stays one line. Lines meant to hold a newline use `out`.
+ */
+const say = (s: string): void => { out(escapeControls(s)) }
+/** JSON escapes C0 in strings, not DEL and C1 (U+009B is a CSI to some terminals): those too, the value the same */
+const json = (v: unknown): void => { out(JSON.stringify(v, null, 2).replace(/[\u007f-\u009f]/g, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)) }
 /** memory as people wrote it: 128M stays 128M (not 0.13G), 1.5G stays 1.50G */
 const gib = (b: number): string => b < 2 ** 30 && b % 2 ** 20 === 0 ? `${b / 2 ** 20}M` : `${(b / 2 ** 30).toFixed(b % 2 ** 30 === 0 ? 0 : 2)}G`
 const enc = encodeURIComponent
@@ -83,9 +92,9 @@ async function create (args: string[]): Promise<void> {
   const name = positionals[0]
   if (name == null) throw new CliError(`give the VM a name\nusage: ${CREATE_USAGE}`, 2)
   if (v.cpu == null || v.memory == null) throw new CliError(`--cpu and --memory are required\nusage: ${CREATE_USAGE}`, 2)
-  // decimal only: Number() also takes 0x1, 1e0 and " 1 " (a tester's --cpu 0x1 made 1 vCPU)
-  const cpu = /^\d+(?:\.\d+)?$|^\.\d+$/.test(String(v.cpu)) ? Number(v.cpu) : NaN
-  if (!Number.isFinite(cpu)) throw new CliError(`--cpu "${String(v.cpu)}" is not a number of vCPUs (e.g. 1, 0.5, 2)`, 2)
+  // decimal only: Number() also takes 0x1 and 1e0 (a tester's --cpu 0x1 made 1 vCPU); spaces around as --memory takes them
+  let cpu: number
+  try { cpu = parseCpu(String(v.cpu), '--cpu') } catch (err) { throw new CliError((err as Error).message, 2) }
   // nothing to run given: which of the two kinds of VM was meant is not known
   if (v.driver == null && v.command == null && after == null && v.kernel == null && v.image == null) {
     throw new CliError(`say what the VM runs: a command (-- CMD ARG..., a process VM), or --kernel or --image (a qemu VM)\nusage: ${CREATE_USAGE}`, 2)
@@ -102,6 +111,8 @@ async function create (args: string[]): Promise<void> {
   // quotes and backslashes are no part of that (they would reach the command as they are)
   if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
   if (after != null && after.length === 0) throw new CliError(`nothing after --: give the command the VM runs after it (-- CMD ARG...), or leave -- out for a qemu VM\nusage: ${CREATE_USAGE}`, 2)
+  const boot = bootFlagsProblem({ kernel: v.kernel != null, initrd: v.initrd != null, cmdline: v.cmdline != null, image: v.image != null, command: v.command != null || after != null })
+  if (boot != null) throw new CliError(`${boot}\nusage: ${CREATE_USAGE}`, 2)
   const quoted = (v.command as string[] | undefined)?.find(c => /['"\\]/.test(c))
   if (quoted != null) throw new CliError(`--command ${JSON.stringify(quoted)}: --command is split at spaces only, quotes and backslashes stay as they are; give a command that needs them after --, as the shell splits it: vgrid vm create NAME ... -- /bin/sh -c 'sleep 1; exit 1'`, 2)
   if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
@@ -114,7 +125,23 @@ async function create (args: string[]): Promise<void> {
   if (v.stopped === true) body.desired = 'stopped'
   const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body)
   if (v.json === true) return json(d)
-  out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+  say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+}
+
+/**
+ * What is wrong with the boot flags of `vm create` together (pure; undefined: nothing):
+ * a VM runs a command (process) or boots a kernel or an image (qemu), one of them. The
+ * API refuses the same (vms.ts vmDraft); said here in the flags' names.
+ */
+export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline: boolean, image: boolean, command: boolean }): string | undefined {
+  const qemu = (['kernel', 'initrd', 'cmdline', 'image'] as const).filter(k => f[k]).map(k => `--${k}`)
+  if (f.command && qemu.length > 0) return `a command runs a process VM, ${qemu.join(' and ')} ${qemu.length === 1 ? 'is' : 'are'} for a qemu VM: give one or the other`
+  // given both, the kernel was booted and the image ignored (a tester)
+  if (f.kernel && f.image) return 'give --kernel (with --initrd, --cmdline) or --image, not both'
+  const loose = (['initrd', 'cmdline'] as const).filter(k => f[k]).map(k => `--${k}`)
+  // an image boots through its own boot loader, which reads neither
+  if (!f.kernel && loose.length > 0) return `${loose.join(' and ')} ${loose.length === 1 ? 'goes' : 'go'} with --kernel (direct boot), and none is given${f.image ? ': an --image boots through its own boot loader' : ''}`
+  return undefined
 }
 
 async function ls (argv: string[]): Promise<void> {
@@ -123,7 +150,8 @@ async function ls (argv: string[]): Promise<void> {
   if (v.json === true) return json(r)
   if (r.vms.length === 0) return out('no VMs')
   out(table([['NAME', 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
-    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, x.reason ?? ''])]))
+    // a newline in a reason broke the row (a guest's output as the reason of a start that ended at once)
+    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, x.reason ?? ''].map(escapeControls))]))
 }
 
 async function show (argv: string[]): Promise<void> {
@@ -132,31 +160,31 @@ async function show (argv: string[]): Promise<void> {
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
   const d = await new ApiClient(v.api as string | undefined).get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
   if (v.json === true) return json(d)
-  out(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
-  out(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
-  if (d.address != null) out(`  overlay address ${d.address}`)
-  if (d.spec.user != null) out(`  runs as user ${d.spec.user}, without capabilities`)
+  say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+  say(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
+  if (d.address != null) say(`  overlay address ${d.address}`)
+  if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities`)
   // by path, as users name them (an agent of an earlier release sends ids only)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
-  if (disks.length > 0) out(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
-  if (d.spec.inputs != null || d.spec.outputs != null) out(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
+  if (disks.length > 0) say(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
+  if (d.spec.inputs != null || d.spec.outputs != null) say(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   const rt = d.runtime
   // a run that ended keeps its record until the VM starts again: its pid and network are gone
   const running = rt != null && rt.state !== 'stopped' && rt.state !== 'failed'
-  if (rt != null && running) out(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
-  else if (rt != null) out(`  on this node: its last run ${rt.state}${rt.startedAt != null ? ` (started ${new Date(rt.startedAt).toISOString()})` : ''}; nothing of it runs`)
+  if (rt != null && running) say(`  on this node: pid ${rt.pid ?? '-'}${rt.startedAt != null ? ` since ${new Date(rt.startedAt).toISOString()}` : ''}${rt.network != null ? `; interface ${rt.network.hostIf} (${rt.network.hostAddress} <-> ${rt.network.vmAddress})` : ''}${Object.entries(rt.detail ?? {}).filter(([k]) => k === 'accel' || k === 'cgroup' || k === 'netns').map(([k, x]) => `; ${k} ${x}`).join('')}`)
+  else if (rt != null) say(`  on this node: its last run ${rt.state}${rt.startedAt != null ? ` (started ${new Date(rt.startedAt).toISOString()})` : ''}; nothing of it runs`)
   const ranking = d.decision?.ranking ?? d.placement
-  out(d.decision != null ? `placement (as decided at ${d.decision.at}):` : 'placement (if it were placed now):')
+  say(d.decision != null ? `placement (as decided at ${d.decision.at}):` : 'placement (if it were placed now):')
   for (const n of ranking.nodes) {
-    out(n.filtered != null
+    say(n.filtered != null
       ? `  ${n.name}: filtered by ${n.filtered.check}: ${n.filtered.reason}`
       : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0}${n.why != null ? `; ${n.why}` : ''})`)
   }
-  if (d.history.length > 0) out('history:')
-  for (const e of d.history) out(`  ${historyLine(e)}`)
+  if (d.history.length > 0) say('history:')
+  for (const e of d.history) say(`  ${historyLine(e)}`)
   // an agent of an older release answers without it
   const unreadable = d.historyUnreadable ?? 0
-  if (unreadable > 0) out(`  (${unreadable} ${unreadable === 1 ? 'event' : 'events'} of its log could not be read here and ${unreadable === 1 ? 'is' : 'are'} left out: written by a newer agent, or damaged)`)
+  if (unreadable > 0) say(`  (${unreadable} ${unreadable === 1 ? 'event' : 'events'} of its log could not be read here and ${unreadable === 1 ? 'is' : 'are'} left out: written by a newer agent, or damaged)`)
 }
 
 async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {
@@ -169,11 +197,11 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   if (v.json === true) return json(r)
   if (what === 'rm') {
     const { links = [], stillRuns } = r as { links?: string[], stillRuns?: { name: string, why: string } }
-    out(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}`)
+    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}`)
   } else {
     const d = r as VmDetail
     const asked = what === 'start' ? 'running' : 'stopped'
-    out(`${d.name}: desired ${d.desired}, now ${d.state}`)
+    say(`${d.name}: desired ${d.desired}, now ${d.state}`)
     // a start and a stop made at the same moment through two nodes: the later write wins everywhere
     if (d.desired !== asked) {
       process.stderr.write(`vgrid: a ${what === 'start' ? 'stop' : 'start'} of ${d.name} made at the same moment through another node won over this ${what}: it is desired ${d.desired}
@@ -269,7 +297,7 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       for (const [vm, where] of Object.entries(p.moved)) {
         if (said.get(vm) === where) continue
         said.set(vm, where)
-        out(`  ${vm}: ${where} (${p.on.length} left on ${r.name})`)
+        say(`  ${vm}: ${where} (${p.on.length} left on ${r.name})`)
       }
     }
     if (p.done) {
@@ -297,8 +325,8 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       // why they are still there, as vm ls says it (a node stopped for a restart: they move when its grace ends; a tester read only "still 4")
       const why = vms.find(x => p.on.includes(x.name) && x.reason != null)
       // none left on it, some not yet running elsewhere (bb20 read "still 0 VM(s) on it: ")
-      if (p.on.length === 0) throw new CliError(`${r.name}: nothing runs on it any more, but after ${timeoutMs / 1000} s ${p.moving.length} VM(s) that left it are still on their way: ${p.moving.map(m => `${m} ${p.moved[m] ?? ''}`.trim()).join(', ')}`)
-      throw new CliError(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}${why != null ? `; ${why.name}: ${why.state}, ${why.reason!}` : ''}`)
+      if (p.on.length === 0) throw new CliError(escapeControls(`${r.name}: nothing runs on it any more, but after ${timeoutMs / 1000} s ${p.moving.length} VM(s) that left it are still on their way: ${p.moving.map(m => `${m} ${p.moved[m] ?? ''}`.trim()).join(', ')}`))
+      throw new CliError(escapeControls(`${r.name}: still ${p.on.length} VM(s) on it after ${timeoutMs / 1000} s: ${p.on.join(', ')}${why != null ? `; ${why.name}: ${why.state}, ${why.reason!}` : ''}`))
     }
     await new Promise(resolve => setTimeout(resolve, 500))
   }
@@ -338,8 +366,12 @@ export async function ha (argv: string[]): Promise<void> {
   if (!r.ok) process.exitCode = 1
 }
 
-/** `vgrid ha`'s answer, also in `vgrid status` (pure): a headline, then one line per reason, indented */
+/** `vgrid ha`'s answer, also in `vgrid status` (pure): a headline, then one line per reason, indented; control characters escaped (control-chars.ts) */
 export function haLines (r: HaReport): string[] {
+  return haText(r).map(escapeControls)
+}
+
+function haText (r: HaReport): string[] {
   const failover = r.failover == null ? [] : [`  a dead node's VMs start elsewhere ${(r.failover.ms / 1000).toFixed(1)} s after it was last heard of: ${r.failover.why}`]
   if (r.ok) return ['HA ok: every VM could be placed again if any one node failed', ...failover]
   return [
@@ -359,10 +391,10 @@ export function haLines (r: HaReport): string[] {
   ]
 }
 
-/** one event of `vm show`'s history (pure) */
+/** one event of `vm show`'s history (pure), its control characters escaped (control-chars.ts: a detail may hold a guest's output) */
 export function historyLine (e: { at: string, event: string, node?: string, epoch?: number, detail?: string, local?: true, clockMs?: number }): string {
   // a lease's reason often says the same as the line ("stopped on h2: desired stopped"): not twice
   const said = `${e.event}${e.node != null ? ` on ${e.node}` : ''}: `
   const detail = e.detail?.startsWith(said) === true ? e.detail.slice(said.length) : e.detail
-  return `${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}${e.clockMs != null ? `  [${e.node ?? 'its node'}'s clock runs ${Math.abs(e.clockMs / 1000).toFixed(1)} s ${e.clockMs > 0 ? 'ahead' : 'behind'}: shown in this node's time]` : ''}`
+  return escapeControls(`${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}${e.clockMs != null ? `  [${e.node ?? 'its node'}'s clock runs ${Math.abs(e.clockMs / 1000).toFixed(1)} s ${e.clockMs > 0 ? 'ahead' : 'behind'}: shown in this node's time]` : ''}`)
 }

@@ -12,6 +12,7 @@ import type { Decisions } from './decide.ts'
 import { docView, haOf, nodeViews, type DocView } from './view.ts'
 import { lostVms, unplacedVms, type LostVm } from './vms.ts'
 import { GUEST_PAUSED } from './drivers/types.ts'
+import { escapeControls } from './control-chars.ts'
 
 export interface DvmmHealthComponents {
   peerId: string
@@ -113,7 +114,9 @@ export class DvmmHealth {
     })
     if (paused.length > 0) out.push({ service: 'dvmm', cause: 'vms-paused', message: `${paused.length} VM(s) run no more though their process does: ${paused.join('; ')}` })
     if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : (f.lent ?? 0) > 0 ? `this node ${f.reason}; it fences itself once their grace has passed without a majority back` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
-    return out
+    // `vgrid status` prints these as they are: a lease's reason in them (an older agent's,
+    // which may hold a guest's output) is shown with its control characters escaped
+    return out.map(p => ({ ...p, message: escapeControls(p.message) }))
   }
 
   /** Notes the VMs a step would take over but cannot: each logged once per reason. */

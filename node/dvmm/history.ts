@@ -13,6 +13,7 @@
 // are left out when shown, and counted (`unreadable`); they stay in the log as written.
 import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import { sameVm, type Ranking } from '../../crdt/placement/index.ts'
+import { escapeControls } from './control-chars.ts'
 
 export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
 
@@ -39,7 +40,12 @@ const DETAIL_MAX = 512
 
 /** a lease's reason, at most (crdt/schema.ts) */
 export const LEASE_REASON_MAX = 2048
-const clip = (s: string | undefined): string | undefined => s == null ? undefined : s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
+/** an event's detail as written: its control characters escaped (it may hold a guest's output: control-chars.ts), within the schema's bound */
+const clip = (raw: string | undefined): string | undefined => {
+  if (raw == null) return undefined
+  const s = escapeControls(raw)
+  return s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
+}
 
 /**
  * A lease's log as read (any value): its events this agent can read, of the newest
@@ -91,6 +97,12 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
   return out
 }
 
+/** A lease's reason as written: control characters escaped (control-chars.ts), then cut to the schema's bound. */
+export function leaseReason (reason: string): string {
+  const s = escapeControls(reason)
+  return s.length > LEASE_REASON_MAX ? `${s.slice(0, LEASE_REASON_MAX - 3)}...` : s
+}
+
 /**
  * A lease update `patch` of `cur` with the events of its transition added to the
  * lease's log, stamped `at` (when it happened, by the writer's clock). `holderName`:
@@ -98,8 +110,10 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
  */
 export function logged (cur: Lease, given: Partial<Lease>, at: number, holderName?: string): Partial<Lease> {
   // a reason past the schema's bound (a driver's long error) would fail the whole update,
-  // and with it the crash rule (rv21: a 3000-character start error restarted for ever)
-  const patch = given.reason != null && given.reason.length > LEASE_REASON_MAX ? { ...given, reason: `${given.reason.slice(0, LEASE_REASON_MAX - 3)}...` } : given
+  // and with it the crash rule (rv21: a 3000-character start error restarted for ever);
+  // one holding control characters (a guest's output, an older agent's reason carried
+  // on) reached operators' terminals raw when shown: the document gets them escaped
+  const patch = given.reason != null ? { ...given, reason: leaseReason(given.reason) } : given
   const events = transitionEvents(cur, { ...cur, ...patch }, n => n === cur.holder && holderName != null ? holderName : n)
   return events.length === 0 ? patch : { ...patch, log: appendLog(cur.log, events.map(e => ({ at, ...e }))) }
 }

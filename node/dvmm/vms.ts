@@ -7,7 +7,7 @@ import { bytes } from '../cli/format.ts'
 import { cmdlineProblem, kernelMemoryProblem } from './boot-checks.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
-import type { HistoryEvent } from './history.ts'
+import { leaseReason, type HistoryEvent } from './history.ts'
 import { GUEST_PAUSED, type VmInfo } from './drivers/types.ts'
 import { awaitsPlacement, demandOf, formerLease, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
@@ -173,6 +173,11 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     if (typeof b.user !== 'string' || !new RegExp(VM_USER_PATTERN).test(b.user)) throw invalid('user', 'must be a user name (lower case, up to 32 characters) or a numeric uid')
   }
   if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
+  // a VM boots one of them: given both, the kernel was booted and the image ignored (a tester)
+  if (b.driver === 'qemu' && kernel != null && image != null) throw new ValidationError('image', 'kernel and image: give kernel (with initrd, cmdline) or image, not both')
+  // an image boots through its own boot loader, which reads neither: they would be ignored
+  const loose = kernel == null && b.driver === 'qemu' ? ([['initrd', initrd], ['cmdline', cmdline]] as const).find(([, v]) => v != null) : undefined
+  if (loose != null) throw invalid(loose[0], `goes with a kernel (direct boot), and none is given: an image boots through its own boot loader, which reads no ${loose[0]}`)
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
     if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist or is not a file`)
   }
@@ -476,7 +481,7 @@ function parkIdleLease (w: Writer, id: string): void {
   const l = w.reader.get('leases', id)?.value
   if (l == null || !idle(l) || isParked(l)) return
   if (!Number.isSafeInteger(l.epoch + 1)) { w.remove('leases', id); return }
-  w.update('leases', id, { status: 'stopped', parked: true, reason: `started again by vm start${l.reason != null ? ` (it was ${l.status}: ${l.reason})` : ''}`.slice(0, 2048) })
+  w.update('leases', id, { status: 'stopped', parked: true, reason: leaseReason(`started again by vm start${l.reason != null ? ` (it was ${l.status}: ${l.reason})` : ''}`) })
 }
 
 export function findVm (doc: DocView, id: string): Vm {

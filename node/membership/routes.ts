@@ -49,7 +49,7 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
       if (m != null) return view(m)
       const u = unseen().find(x => x.id === idOrName || x.name === idOrName)
       if (u != null) throw new NotFoundError(`${u.name} (${u.id}) is a member of the grid (on its roll since ${u.joined}) that this agent has not heard from since it started: it counts as down; bring it back, or \`vgrid node forget ${u.name}\` if it is gone for good`)
-      throw new NotFoundError(`no member with id or name "${idOrName}"`)
+      throw new NotFoundError(`no node with id or name "${idOrName}"`)
     },
     unseen
   }

@@ -59,7 +59,7 @@ test('a member of the roll this agent never heard from is listed apart as unseen
   const one = await app.inject({ method: 'GET', url: '/v1/nodes/srv-c' })
   t.is(one.statusCode, 404)
   t.regex(one.json<{ error: { message: string } }>().error.message, /^srv-c \(c\) is a member of the grid \(on its roll since 2026-01-02T00:00:00\.000Z\) that this agent has not heard from since it started: it counts as down; .*vgrid node forget srv-c/)
-  t.regex((await app.inject({ method: 'GET', url: '/v1/nodes/zz' })).json<{ error: { message: string } }>().error.message, /^no member with id or name "zz"$/)
+  t.regex((await app.inject({ method: 'GET', url: '/v1/nodes/zz' })).json<{ error: { message: string } }>().error.message, /^no node with id or name "zz"$/)
   t.deepEqual((await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>().members, { alive: 1, suspect: 0, dead: 1, left: 0, unseen: 1 }, 'counted apart in the status')
 })
 

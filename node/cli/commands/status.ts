@@ -6,6 +6,7 @@ import { bytes, num, shortId, table } from '../format.ts'
 import type { NodesView, NodeView, StatusView } from '../../api/types.ts'
 import { haLines } from '../../dvmm/cli.ts'
 import { offsetText } from '../../membership/views.ts'
+import { escapeControls } from '../../dvmm/control-chars.ts'
 
 export async function status (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid status [--json] [--api HOST:PORT]')
@@ -21,7 +22,7 @@ export async function status (argv: string[]): Promise<void> {
     `cluster  ${s.node.cluster}`,
     `members  ${m.alive} alive, ${m.suspect} suspect, ${m.dead} dead, ${m.left} left${(m.unseen ?? 0) > 0 ? `, ${m.unseen!} unseen (on the roll, not heard from since this agent started)` : ''}`,
     `health   ${s.health.ok ? 'ok' : `degraded: ${s.health.problems.length} problem(s)`}`,
-    ...s.health.problems.map(h => `  ${h.service} ${h.cause}${h.since != null ? ` since ${h.since}` : ''}: ${h.message}`),
+    ...s.health.problems.map(h => `  ${h.service} ${h.cause}${h.since != null ? ` since ${h.since}` : ''}: ${escapeControls(h.message)}`),
     // the VM manager's HA check, as `vgrid ha` says it (none where the agent runs no VM manager)
     ...s.ha == null ? [] : haLines(s.ha).map((l, i) => i === 0 ? `ha       ${l.replace(/^HA /, '')}` : l),
     '',

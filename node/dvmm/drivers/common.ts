@@ -7,6 +7,7 @@ import { basename, dirname, isAbsolute, join, normalize } from 'node:path'
 import { TERMINAL_RE, VM_USER_PATTERN } from '../../../crdt/schema.ts'
 import { PARENT as CGROUP_PARENT, findGroups, vmGroupName } from '../host/cgroups.ts'
 import { DriverError, type DriverBoot, type DriverName, type DriverVmSpec, type ExitReason, type VmExit, type VmNetwork, type VmState } from './types.ts'
+import { escapeControls } from '../control-chars.ts'
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 const USER_RE = new RegExp(VM_USER_PATTERN)
@@ -318,6 +319,17 @@ export function allRecords (dataDir: string): KillRecord[] {
 
 export async function sleep (ms: number): Promise<void> {
   await new Promise(resolve => setTimeout(resolve, ms))
+}
+
+/**
+ * Why a start failed whose VM ended before it was up: its exit status and the tail of
+ * its console. That tail is the guest's own output and becomes the lease's reason,
+ * which `vm ls` prints: its control characters are shown escaped (a guest's escape
+ * sequences and newlines reached the operator's terminal).
+ */
+export function endedAtOnce (status: string, consoleTail: string): string {
+  const said = escapeControls(consoleTail.trim())
+  return `it ended at once with status ${status}${said !== '' ? `: ${said}` : ' (its console is empty)'}`
 }
 
 /**

@@ -15,7 +15,7 @@ import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
-import { classifyExit, currentBootId, decodeShellStatus, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, endedAtOnce, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
 /** how often running VMs' console logs are checked for their size (common.ts trimConsole) */
@@ -189,8 +189,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       if (!this.alive(rec)) {
         let status = '?'
         try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
-        const said = tailFile(this.runs.console(rec.id), 400).trim()
-        throw new Error(rec.error ?? `it ended at once with status ${status}${said !== '' ? `: ${said}` : ' (its console is empty)'}`)
+        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400)))
       }
       this.setState(rec, 'running')
       return this.info(rec)

@@ -1,0 +1,107 @@
+// The `vgrid vm` commands and `vgrid ha`/`status` against an agent (a stub answering as
+// an older one would) whose document holds a reason with a guest's raw output in it:
+// colour codes, a window title and newlines. None reaches the terminal as such, and a
+// `vm ls` row stays one line (a tester's broke). `vm create --kernel --image` is
+// refused before the API is asked.
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { createServer, type Server } from 'node:http'
+import { join } from 'node:path'
+
+const main = join(import.meta.dirname, '../../node/cli/main.ts')
+/** what the tester's guest printed, with a C1 CSI besides */
+const GUEST = '\u001b[31mRED\u001b]0;TITLE\u0007\nline2\r\n\u009b2J'
+const REASON = `start failed: driver process: it ended at once with status 0: ${GUEST}`
+/** control characters (C0 but the line breaks the CLI writes, DEL, C1) */
+const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/
+
+const row = { id: 'esc1', name: 'esc1', app: null, desired: 'running', state: 'failed', node: 'h1', nodeId: 'n1', epoch: 1, cpu: 0.1, memoryBytes: 16 * 2 ** 20, driver: 'process', reason: REASON }
+const detail = {
+  ...row,
+  address: null,
+  runtime: null,
+  spec: { driver: 'process', cpu: 0.1, memoryBytes: 16 * 2 ** 20, volumes: [], constraints: {}, command: ['/bin/sh'] },
+  disks: [],
+  lease: null,
+  claims: 1,
+  placement: { vm: 'esc1', nodes: [{ node: 'n1', name: 'h1', filtered: { check: 'drivers', reason: `said ${GUEST}` } }] },
+  decision: null,
+  history: [{ at: '2024-01-01T00:00:00.000Z', event: 'failed', node: 'h1', detail: REASON }],
+  historyUnreadable: 0
+}
+const ha = { ok: false, stranded: [], unplaced: [{ vm: 'esc1', reason: `no node fits: ${GUEST}` }] }
+const status = {
+  node: { id: 'n1', name: 'h1', version: '0', cluster: 'c', addrs: [] },
+  members: { alive: 1, suspect: 0, dead: 0, left: 0 },
+  pool: { cpu: { total: 1, free: 1 }, memoryBytes: { total: 2 ** 30, free: 2 ** 30 }, diskBytes: { total: 2 ** 30, free: 2 ** 30 } },
+  health: { ok: true, problems: [] },
+  ha
+}
+
+let server: Server
+let api = ''
+const asked: string[] = []
+
+test.before(async () => {
+  server = createServer((req, res) => {
+    asked.push(`${req.method!} ${req.url!}`)
+    req.resume()
+    const answer = req.url === '/v1/vms' && req.method === 'GET'
+      ? { vms: [row] }
+      : req.url === '/v1/vms' || req.url === '/v1/vms/esc1' ? detail : req.url === '/v1/ha' ? ha : req.url === '/v1/status' ? status : undefined
+    res.writeHead(answer == null ? 404 : 200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify(answer ?? { error: { code: 'not_found', message: 'no such route' } }))
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  api = `127.0.0.1:${(server.address() as { port: number }).port}`
+})
+test.after.always(async () => { await new Promise(resolve => server.close(resolve)) })
+
+async function vgrid (...args: string[]): Promise<{ code: number | null, out: string, err: string }> {
+  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { env: { ...process.env, VGRID_API: api }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  c.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  c.stderr.on('data', (d: Buffer) => { err += d.toString() })
+  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
+  return { code, out, err }
+}
+
+test.serial('vm ls: a reason with control characters is shown escaped, its row one line', async t => {
+  const r = await vgrid('vm', 'ls')
+  t.is(r.code, 0, r.err)
+  t.false(CONTROL.test(r.out), JSON.stringify(r.out))
+  const lines = r.out.trimEnd().split('\n')
+  t.is(lines.length, 2, r.out)
+  t.true(lines[1]!.endsWith('status 0: \\x1b[31mRED\\x1b]0;TITLE\\x07\\nline2\\r\\n\\x9b2J'), lines[1])
+  // JSON: the value as the document has it, no control character in the text
+  const j = await vgrid('vm', 'ls', '--json')
+  t.false(CONTROL.test(j.out), JSON.stringify(j.out))
+  t.is((JSON.parse(j.out) as { vms: Array<{ reason: string }> }).vms[0]!.reason, REASON)
+})
+
+test.serial('vm show, vm create, ha and status: no control character reaches the terminal', async t => {
+  for (const args of [['vm', 'show', 'esc1'], ['vm', 'create', 'esc1', '--cpu', '0.1', '--memory', '16M', '--', '/bin/sh', '-c', 'exit 0'], ['ha'], ['status']]) {
+    const r = await vgrid(...args)
+    t.false(CONTROL.test(r.out), `${args.join(' ')}: ${JSON.stringify(r.out)}`)
+    t.true(r.out.includes('\\x1b[31mRED'), `${args.join(' ')}: ${r.out}`)
+  }
+  const show = (await vgrid('vm', 'show', 'esc1')).out
+  t.regex(show, /^esc1: failed \(start failed: .*\\nline2\\r\\n\\x9b2J\)$/m)
+  t.regex(show, /^ {2}h1: filtered by drivers: said \\x1b/m)
+  t.regex(show, /^ {2}2024-01-01T00:00:00.000Z {2}failed on h1: start failed: .*\\x07\\nline2/m)
+})
+
+test.serial('vm create: --kernel with --image (and an initrd without a kernel) is refused before the API is asked', async t => {
+  asked.length = 0
+  const both = await vgrid('vm', 'create', 'q6', '--cpu', '1', '--memory', '256M', '--kernel', '/etc/passwd', '--image', '/etc/passwd')
+  t.is(both.code, 2)
+  t.regex(both.err, /^vgrid: give --kernel \(with --initrd, --cmdline\) or --image, not both\nusage: /)
+  const initrd = await vgrid('vm', 'create', 'q6', '--cpu', '1', '--memory', '256M', '--image', '/etc/passwd', '--initrd', '/etc/passwd')
+  t.is(initrd.code, 2)
+  t.regex(initrd.err, /--initrd goes with --kernel/)
+  const cmd = await vgrid('vm', 'create', 'q6', '--cpu', '1', '--memory', '256M', '--kernel', '/etc/passwd', '--', '/bin/true')
+  t.is(cmd.code, 2)
+  t.regex(cmd.err, /a command runs a process VM, --kernel is for a qemu VM/)
+  t.deepEqual(asked, [])
+})
