@@ -110,7 +110,7 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['--api', '127.0.0.1:1']), 2, /--api needs a command after it/)
   oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
-  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu must be a positive number/)
+  oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu "x" is not a number of vCPUs/)
   oneLineError(t, await vgrid(['agent', '--capacity', 'mem=-1', '--data-dir', await scratch()]), 2, /^vgrid: --capacity "mem=-1": "-1" is not a size/)
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
   // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"

@@ -48,7 +48,13 @@ const REQUEST_TIMEOUT_MS = 10_000
  * descriptor the agent had, which then could not start its watchdog and exited (bb24).
  * An admin's CLI goes through the unix socket, which has its own count.
  */
-export const MAX_API_CONNECTIONS = 512
+export const MAX_API_CONNECTIONS = 1024
+/**
+ * Connections one user (a uid, on loopback; a remote address otherwise) may hold at once
+ * on the TCP listener: one user's flood leaves the rest to others and to admins (root
+ * and the vgrid group, not held to it). A CLI command holds one.
+ */
+export const MAX_USER_CONNECTIONS = 64
 /** how long an idle kept-alive connection stays open (fastify's own default is 72 s) */
 const KEEP_ALIVE_MS = 5_000
 
@@ -69,9 +75,11 @@ export class ApiService implements Service {
   private token = ''
   private bound?: { host: string, port: number }
   private readonly init: ApiInit
-  private readonly dropped: Counter<'listener'>
+  private readonly dropped: Counter<'listener' | 'why'>
   /** when a drop was last logged: once a minute at most */
   private droppedSaidAt = -Infinity
+  /** TCP connections open per user (a uid, or a remote address), admins not counted */
+  private readonly perUser = new Map<string, number>()
 
   constructor (components: ApiComponents, init: ApiInit) {
     this.c = components
@@ -106,9 +114,10 @@ export class ApiService implements Service {
       try { done(null, parseJsonBody(body as string)) } catch (err) { done(err as Error, undefined) }
     })
     this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })
-    this.dropped = new Counter({ name: 'vgrid_api_connections_dropped_total', help: `API connections closed as they came because ${MAX_API_CONNECTIONS} were open on their listener`, labelNames: ['listener'] as const, registers: [components.registry] })
+    this.dropped = new Counter({ name: 'vgrid_api_connections_dropped_total', help: `API connections closed as they came: ${MAX_API_CONNECTIONS} were open on their listener (why="full"), or ${MAX_USER_CONNECTIONS} of their user's on the TCP listener (why="user")`, labelNames: ['listener', 'why'] as const, registers: [components.registry] })
     this.app.server.maxConnections = MAX_API_CONNECTIONS
-    this.app.server.on('drop', () => { this.onDrop('tcp') })
+    this.app.server.on('drop', () => { this.onDrop('tcp', 'full') })
+    this.app.server.on('connection', (sock: Socket) => { if (!this.unixSockets.has(sock)) void this.holdToShare(sock) })
     this.registerCore()
     for (const s of init.services) s.routes?.(this.app)
   }
@@ -149,7 +158,7 @@ export class ApiService implements Service {
       this.app.server.emit('connection', sock)
     })
     server.maxConnections = MAX_API_CONNECTIONS
-    server.on('drop', () => { this.onDrop('unix') })
+    server.on('drop', () => { this.onDrop('unix', 'full') })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(path, () => { server.off('error', reject); resolve() })
@@ -176,12 +185,46 @@ export class ApiService implements Service {
     return caller
   }
 
-  private onDrop (listener: 'tcp' | 'unix'): void {
-    this.dropped.inc({ listener })
+  private onDrop (listener: 'tcp' | 'unix', why: 'full' | 'user', who?: string): void {
+    this.dropped.inc({ listener, why })
     const now = performance.now()
     if (now - this.droppedSaidAt < 60_000) return
     this.droppedSaidAt = now
-    this.c.log.warn(`API connections refused: ${MAX_API_CONNECTIONS} are open on the ${listener === 'tcp' ? 'TCP listener (any local user may open them; an admin\'s CLI goes through the unix socket)' : 'unix socket'}`, { listener })
+    if (why === 'user') this.c.log.warn(`API connections refused: ${who ?? 'a user'} holds ${MAX_USER_CONNECTIONS} open on the TCP listener, a user's most`, { listener })
+    else this.c.log.warn(`API connections refused: ${MAX_API_CONNECTIONS} are open on the ${listener === 'tcp' ? 'TCP listener' : 'unix socket'}`, { listener })
+  }
+
+  /**
+   * Holds a TCP connection's user to MAX_USER_CONNECTIONS: its uid (from the socket
+   * table, as for access) on loopback, its address otherwise; admins are not held. One
+   * whose user cannot be told is not held either (the listener's own cap still is).
+   */
+  private async holdToShare (sock: Socket): Promise<void> {
+    const remote = sock.remoteAddress ?? ''
+    let who: string
+    if (isLoopback(remote)) {
+      const uid = await this.sockets.uidOfClient({ address: remote, port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '', port: sock.localPort ?? 0 }, this.acceptedAt.get(sock) ?? performance.now()).catch(() => null)
+      if (uid == null) return
+      // asked once per connection: access (callerOf) reads this
+      if (!this.callers.has(sock)) this.callers.set(sock, { via: 'tcp', uid, loopback: true })
+      if (this.admins.isAdmin(uid)) return
+      who = `uid ${uid}${this.admins.nameOf(uid) != null ? ` (${this.admins.nameOf(uid)!})` : ''}`
+    } else {
+      who = `address ${remote}`
+    }
+    if (sock.destroyed) return
+    const n = this.perUser.get(who) ?? 0
+    if (n >= MAX_USER_CONNECTIONS) {
+      sock.destroy()
+      this.onDrop('tcp', 'user', who)
+      return
+    }
+    this.perUser.set(who, n + 1)
+    sock.once('close', () => {
+      const left = (this.perUser.get(who) ?? 1) - 1
+      if (left <= 0) this.perUser.delete(who)
+      else this.perUser.set(who, left)
+    })
   }
 
   private fail (reply: FastifyReply, e: ApiError): void {

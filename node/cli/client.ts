@@ -114,7 +114,9 @@ export class ApiClient {
       const e = err as NodeJS.ErrnoException & { answering?: boolean }
       // connected, then no answer: the agent runs, but this request waits on something (a
       // node it cannot reach, say); "is it running?" would send the user the wrong way
-      if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`, 1, { code: 'agent_timeout' })
+      if (e.answering === true && e.code === 'ETIMEDOUT') throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`, 1, { code: 'agent_timeout' })
+      // connected, then closed unanswered: an agent holding as many connections as it takes
+      if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} closed the connection without an answer (${e.code ?? e.message}): it may hold as many API connections as it takes (see its log); an admin's CLI can go through its unix socket`, 1, { code: 'agent_unreachable' })
       throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`, 1, { code: 'agent_unreachable' })
     }
     let data: unknown
@@ -155,7 +157,7 @@ export class ApiClient {
       let connected = false
       req.on('socket', s => { if (!s.connecting) connected = true; else s.once('connect', () => { connected = true }) })
       req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT', answering: connected })))
-      req.on('error', reject)
+      req.on('error', err => { reject(Object.assign(err, { answering: (err as { answering?: boolean }).answering ?? connected })) })
       req.end(payload)
     })
   }

@@ -1,6 +1,6 @@
 // The one binary, `vgrid`. `vgrid agent` runs the daemon; every other subcommand is a
 // client of the local agent's HTTP API. Errors print one line and exit non-zero.
-import { CliError, clipEchoes, jsonError, lastAnswerRead, notAgentAnswer, wantsJson } from './client.ts'
+import { CliError, clipEchoes, jsonError, lastAnswerRead, wantsJson } from './client.ts'
 import { VERSION } from '../version.ts'
 
 type Command = { summary: string, run: (argv: string[]) => Promise<void> }
@@ -104,7 +104,8 @@ function unreadableAnswer (err: unknown): CliError | undefined {
   const answer = lastAnswerRead()
   if (answer == null || !(err instanceof TypeError || err instanceof RangeError)) return undefined
   const hint = process.env.VGRID_DEBUG != null ? '' : ' (VGRID_DEBUG=1 shows the error)'
-  return new CliError(notAgentAnswer(answer.from, answer.method, answer.path, 'it lacks what this command reads') + hint, 1, { code: 'bad_answer' })
+  // a field it needs missing: another server's answer, or an agent of another release (rv28)
+  return new CliError(`the answer from ${answer.from} to ${answer.method} ${answer.path} lacks what this command reads: is --api pointing at a vgrid agent, and of this CLI's release (vgrid --version)?${hint}`, 1, { code: 'bad_answer' })
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

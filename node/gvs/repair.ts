@@ -155,8 +155,9 @@ export interface ScrubFinding { index: number, node: string, blocks: number[], h
 
 export interface RepairerEvents { progress: [RepairProgress] }
 
-/** the waits before each further look at a wanted holder's copy an inventory found behind or absent */
-const BEHIND_LOOKS_MS = [250, 500, 750]
+/** the waits before each further look at the wanted holders an inventory still found behind, if no more than SETTLING_MAX */
+const SETTLING_LOOKS_MS = [500, 1000]
+const SETTLING_MAX = 64
 
 export class Repairer extends EventEmitter<RepairerEvents> {
   private readonly c: RepairerComponents
@@ -210,36 +211,56 @@ export class Repairer extends EventEmitter<RepairerEvents> {
     }))
     const inventory = new Map<number, string[]>()
     const stale = new Map<number, string[]>()
+    /** wanted holders the first look found behind (they answered: no error), for the later looks */
+    const settling: Array<{ i: number, node: string, top: Version, behind: boolean }> = []
     await Promise.all([...all].map(async ([i, copies]) => {
       const top = newest(copies.map(c => c.version))
       const current = copies.filter(c => compareVersions(c.version, top) === 0).map(c => c.node)
+      inventory.set(i, current)
       // a write in flight reaches the holders a moment apart (and a new object its
       // holders), and a list can fall in between: a copy behind, or a holder without
-      // one, is short only if later looks still find it behind the newest of the first.
-      // A holder placement wants is looked at again over 1.5 s: under load a write's
-      // copy to the second holder came after the first look (bb23: a volume said
-      // degraded for an inventory's 5 s while writes ran)
+      // one, is short only if a second look still finds it behind the newest of the first
       const wanted = this.wanted(i)
       const behind = copies.filter(c => compareVersions(c.version, top) < 0).map(c => c.node)
       const absent = wanted.filter(n => listed.includes(n) && !copies.some(c => c.node === n))
       await Promise.all([...behind, ...absent].map(async node => {
-        let now: Version | null = null
-        for (const wait of [0, ...wanted.includes(node) ? BEHIND_LOOKS_MS : []]) {
-          if (wait > 0) await sleep(wait)
-          if (this.stopped) break
-          try {
-            const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i, probe: true })).reply
-            now = r.present === true ? r.version ?? NO_VERSION : null
-          } catch { now = null }
-          if (now != null && compareVersions(now, top) >= 0) break
-        }
+        const now = await this.probe(node, i)
         if (now != null && compareVersions(now, top) >= 0) current.push(node)
+        else if (now !== undefined && wanted.includes(node)) settling.push({ i, node, top, behind: behind.includes(node) })
         else if (behind.includes(node)) stale.set(i, [...stale.get(i) ?? [], node])
       }))
-      inventory.set(i, current)
     }))
+    // Under load a write's copy to its second holder came after both looks (bb23: a
+    // volume said degraded for an inventory's 5 s while writes ran): a few wanted
+    // holders still behind are looked at twice more, over 1.5 s. Only a few: a write in
+    // flight touches a few objects, and a node back from a restart, behind on every
+    // object, would cost a look per object twice more (and the API's 3 s wait with it)
+    let left = settling.length <= SETTLING_MAX ? settling : []
+    for (const wait of SETTLING_LOOKS_MS) {
+      if (left.length === 0 || this.stopped) break
+      await sleep(wait)
+      const still: typeof left = []
+      await Promise.all(left.map(async s => {
+        const now = await this.probe(s.node, s.i)
+        if (now != null && compareVersions(now, s.top) >= 0) inventory.get(s.i)!.push(s.node)
+        // a holder that failed to answer is not asked again (a hung one would cost its timeout twice)
+        else if (now !== undefined) still.push(s)
+      }))
+      left = still
+    }
+    for (const s of settling) if (s.behind && !inventory.get(s.i)!.includes(s.node)) stale.set(s.i, [...stale.get(s.i) ?? [], s.node])
     const versions = new Map([...all].map(([i, copies]) => [i, new Map(copies.map(c => [c.node, c.version]))]))
     return { inventory, stale, versions, errors, listed, unlisted }
+  }
+
+  /** the version of object `i` on `node` (null: it has none), or undefined if it did not answer */
+  private async probe (node: string, i: number): Promise<Version | null | undefined> {
+    try {
+      const r = (await this.c.transport.call(node, { op: 'stat', volume: this.init.volume, index: i, probe: true })).reply
+      return r.present === true ? r.version ?? NO_VERSION : null
+    } catch {
+      return undefined
+    }
   }
 
   /** plan, then copy at the paced rate; a failed copy is reported and left for the next run */

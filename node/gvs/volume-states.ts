@@ -143,12 +143,13 @@ export class VolumeStates {
         }
         const here = this.c.repairs.progress(v.id)
         if (here != null && h.repair == null) h = { ...h, repair: here, state: h.state === 'degraded' && live.size >= v.replicas ? 'repairing' : h.state }
-        // a repair run here (vol repair through this node) later than the coordinator's last: the one the user just ran
+        // a repair run here (vol repair through this node) later than the coordinator's
+        // last: the one the user just ran. The coordinator's view is older than it (its
+        // reasons said what that repair mended: bb24 read "degraded" right after
+        // "repaired"): this node's own, whose inventory was taken after it, until the
+        // coordinator's next pass (every 30 s) is later
         const mineLast = this.lastRepairs.get(v.id)
-        if (mineLast != null && mineLast.at > (h.lastRepair?.at ?? 0)) {
-          const { errors: _e, lostObjects: _l, scrubbed: _s, ...view } = mineLast
-          h = { ...h, lastRepair: view }
-        }
+        if (mineLast != null && mineLast.at > (h.lastRepair?.at ?? 0) && this.c.repairs.progress(v.id) == null) h = await this.local(v)
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
         // on every copy, and the document could not take it: the coordinator does not know
         // of it (it keeps its own last repair). Once in the document, the document says it

@@ -19,6 +19,9 @@ export interface LinkDoc {
   links: Link[]
 }
 
+/** what GET /v1/links adds to an end (routes.ts): shown, never taken from a request */
+const END_VIEW_FIELDS = new Set(['node', 'nodeName', 'address', 'down'])
+
 function endpointOf (v: unknown, field: string): { vm: string, terminal: string } {
   let vm: unknown
   let terminal: unknown
@@ -28,8 +31,10 @@ function endpointOf (v: unknown, field: string): { vm: string, terminal: string 
     vm = v.slice(0, i)
     terminal = v.slice(i + 1)
   } else if (v != null && typeof v === 'object' && !Array.isArray(v)) {
-    // refused as at the top level: a field this agent does not know is a mistake, not ignored
-    const unknown = Object.keys(v).find(k => k !== 'vm' && k !== 'terminal')
+    // refused as at the top level: a field this agent does not know is a mistake, not
+    // ignored; those GET /v1/links shows of an end (where it runs) are taken and ignored,
+    // so a link read can be sent back as it is
+    const unknown = Object.keys(v).find(k => k !== 'vm' && k !== 'terminal' && !END_VIEW_FIELDS.has(k))
     if (unknown !== undefined) throw new ValidationError(`${field}.${unknown}`, `${field}: unknown field ${JSON.stringify(unknown)} (an end takes vm, terminal)`)
     vm = (v as Record<string, unknown>).vm
     terminal = (v as Record<string, unknown>).terminal

@@ -36,11 +36,11 @@ test('an answer of another shape is said as not what a vgrid agent answers, with
   const at = await server(t, { '/v1/nodes': [200, '{"weird":true}'], '/v1/status': [200, '[]'] })
   const nodes = await run(['--api', at, 'nodes'])
   t.is(nodes.code, 1)
-  t.is(nodes.stderr, `vgrid: the answer from ${at} to GET /v1/nodes is not what a vgrid agent answers (it lacks what this command reads): is --api pointing at a vgrid agent? (VGRID_DEBUG=1 shows the error)\n`)
+  t.is(nodes.stderr, `vgrid: the answer from ${at} to GET /v1/nodes lacks what this command reads: is --api pointing at a vgrid agent, and of this CLI's release (vgrid --version)? (VGRID_DEBUG=1 shows the error)\n`)
   const status = await run(['status', '--api', at])
-  t.regex(status.stderr, /^vgrid: the answer from .* to GET \/v1\/status is not what a vgrid agent answers/)
+  t.regex(status.stderr, /^vgrid: the answer from .* to GET \/v1\/status lacks what this command reads/)
   const debug = await run(['nodes', '--api', at], { VGRID_DEBUG: '1' })
-  t.regex(debug.stderr, /^vgrid: the answer from .* is not what a vgrid agent answers \(it lacks what this command reads\): is --api pointing at a vgrid agent\?\nTypeError: Cannot read properties of undefined \(reading 'map'\)\n\s+at /)
+  t.regex(debug.stderr, /^vgrid: the answer from .* lacks what this command reads: is --api pointing at a vgrid agent, and of this CLI's release \(vgrid --version\)\?\nTypeError: Cannot read properties of undefined \(reading 'map'\)\n\s+at /)
 })
 
 test('a 404 with nothing in it, an error of another shape, or an answer that is not JSON: not a vgrid agent\'s; an agent\'s own error passes as it is', async t => {

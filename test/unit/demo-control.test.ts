@@ -27,11 +27,14 @@ test('frozen: a process stopped with SIGSTOP, not one running or gone', async t 
   t.teardown(() => { try { p.kill('SIGKILL') } catch {} })
   const pid = p.pid!
   t.false(frozen(pid))
+  // the stop (and the go on) takes effect once the process is scheduled: on a loaded machine not within 100 ms
+  const becomes = async (want: boolean): Promise<boolean> => {
+    for (let i = 0; i < 60 && frozen(pid) !== want; i++) await new Promise(resolve => setTimeout(resolve, 50))
+    return frozen(pid)
+  }
   process.kill(pid, 'SIGSTOP')
-  await new Promise(resolve => setTimeout(resolve, 100))
-  t.true(frozen(pid))
+  t.true(await becomes(true))
   process.kill(pid, 'SIGCONT')
-  await new Promise(resolve => setTimeout(resolve, 100))
-  t.false(frozen(pid))
+  t.false(await becomes(false))
   t.false(frozen(2 ** 22 + 1), 'no such process')
 })

@@ -45,3 +45,18 @@ test('a wanted holder whose copy of a write arrives after the first look counts 
   t.deepEqual(behind.stale.get(0), ['B'])
   t.true(Date.now() - t0 < 3000, 'the looks end within the API\'s inventory wait (3 s)')
 })
+
+test('many wanted holders behind (a node back from a restart) are looked at once each, not again: the later looks are for a write in flight', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-inflight-'))
+  const stores: Record<string, ObjectStore> = {}
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop(); await rm(dir, { recursive: true, force: true }) })
+  for (const n of ['A', 'B']) { stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n) }); await stores[n].start() }
+  const N = 100
+  const put = async (s: ObjectStore, i: number, seq: number): Promise<void> => { await s.write(VOL, i, 0, new Uint8Array(4096).fill(seq), { epoch: 1, version: { epoch: 1, seq } }) }
+  for (let i = 0; i < N; i++) { await put(stores.A!, i, 2); await put(stores.B!, i, 1) }
+  let stats = 0
+  const transport: ReplicaTransport = { self: 'A', call: async (peer, req, data) => { if (req.op === 'stat') stats++; return await execute(stores[peer]!, req, data ?? null) } }
+  const inv = await new Repairer({ transport, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: VOL, replicas: 2, objects: N }).inventory()
+  t.is(stats, N, 'one look at each copy behind')
+  t.is([...inv.stale.values()].filter(s => s.includes('B')).length, N)
+})

@@ -9,6 +9,9 @@ import { checkLink, linkId, matchTerminal, parseLinkRequest } from '../../node/l
 test('unknown fields inside from or to are refused, naming them', t => {
   t.throws(() => parseLinkRequest({ from: { vm: 'web', terminal: 'db', x: 1 }, to: 'db.in', port: 80, protocol: 'tcp' }), { instanceOf: ValidationError, message: 'from: unknown field "x" (an end takes vm, terminal)' })
   t.throws(() => parseLinkRequest({ from: 'web.db', to: { vm: 'db', terminal: 'in', evil: 'yes' }, port: 80, protocol: 'TCP' }), { instanceOf: ValidationError, message: 'to: unknown field "evil" (an end takes vm, terminal)' })
+  // what GET /v1/links shows of an end is taken back and ignored (a link read, sent again)
+  const shown = parseLinkRequest({ from: { vm: 'web', terminal: 'db', node: 'n1', nodeName: 'h1', address: '10.0.0.2', down: null }, to: { vm: 'db', terminal: 'in', node: null, nodeName: null, address: null, down: 'x' }, port: 80, protocol: 'tcp' })
+  t.deepEqual([shown.from, shown.to], [{ vm: 'web', terminal: 'db' }, { vm: 'db', terminal: 'in' }])
   t.throws(() => parseLinkRequest({ from: ['web', 'db'], to: 'db.in', port: 80 }), { instanceOf: ValidationError, message: 'from: a list: give "VM.TERMINAL" or {"vm","terminal"}' })
   t.deepEqual(parseLinkRequest({ from: { vm: 'web', terminal: 'db' }, to: { vm: 'db', terminal: 'in' }, port: 80, protocol: 'udp' }).from, { vm: 'web', terminal: 'db' })
 })

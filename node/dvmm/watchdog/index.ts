@@ -4,12 +4,12 @@
 // (a stalled loop, or a VM manager stuck in a step, stops feeding, which is the point),
 // and disarms it on a clean exit.
 import { spawn } from 'node:child_process'
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { writeSmall } from './small-file.ts'
 import type { Logger } from '../../log.ts'
 import { scriptPath } from '../../paths.ts'
 import { currentBootId, procStat, sleep } from '../drivers/common.ts'
-import { liveSupervisor } from './supervisor-pid.ts'
+import { liveSupervisor, supervisorState } from './supervisor-pid.ts'
 import { watchdogPaths } from './paths.ts'
 import type { FeedState } from './decide.ts'
 import { SleepClock, bootClockMs } from './sleep-clock.ts'
@@ -102,8 +102,14 @@ export class Watchdog {
     await spawned.catch((err: Error) => { throw new Error(`watchdog: the supervisor could not be started: ${err.message}`) })
     if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
     const st = procStat(child.pid)
+    try {
+      writeSmall(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
+    } catch (err) {
+      // unrecorded, it would run unknown beside the next one started
+      try { process.kill(child.pid, 'SIGKILL') } catch {}
+      throw new Error(`watchdog: the supervisor's pid could not be recorded (${(err as Error).message}): stopped it`)
+    }
     this.pid = child.pid
-    writeSmall(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
     for (let i = 0; ; i++) {
       try { if (readFileSync(this.paths.ready, 'utf8').trim() === String(child.pid)) break } catch {}
       if (i > 400) throw new Error('watchdog: the supervisor did not come up within 20 s')
@@ -118,28 +124,29 @@ export class Watchdog {
   get lost (): string | undefined { return this.lostWhy }
   private lostWhy?: string
   private respawning?: Promise<void>
-  /** the last check could not look (descriptorsOut): said once until it can */
-  private blind = false
+  /** why the last check could not look (no descriptor left), said once until it can */
+  private blind?: string
 
   /** Checked with each feed: a supervisor that is gone is started again at once. */
   private checkSupervisor (): void {
-    const live = this.timer == null ? undefined : this.running()
+    if (this.timer == null) return
+    const state = supervisorState(this.init.dataDir)
+    // no descriptor left to read its record or /proc with (a flood of connections): the
+    // supervisor is not known gone, and a second one would run beside it (bb24)
+    if (state !== 'gone' && 'unknown' in state) {
+      if (this.blind == null) this.log.warn('cannot check on the watchdog supervisor: this agent has no file descriptor left; not starting another', { pid: this.pid, error: state.unknown })
+      this.blind = state.unknown
+      return
+    }
+    this.blind = undefined
+    const live = state === 'gone' ? undefined : state.pid
     // a supervisor stopped (SIGSTOP, a debugger) fires nothing: this agent's death would
     // leave its VMs running beside their takeover. It is let go on at once.
     if (live !== undefined && procStat(live)?.state === 'T') {
       try { process.kill(live, 'SIGCONT') } catch {}
       this.log.error('the watchdog supervisor was stopped (SIGSTOP?): continued it; while stopped it fences nothing', { pid: live })
     }
-    if (this.timer == null || this.respawning != null || live !== undefined) return
-    // no descriptor left to read its record or /proc with (a flood of connections): the
-    // supervisor is not known gone, and a second one would run beside it (bb24)
-    const blind = descriptorsOut()
-    if (blind != null) {
-      if (!this.blind) this.log.warn('cannot check on the watchdog supervisor: this agent has no file descriptor left; not starting another', { pid: this.pid, error: blind })
-      this.blind = true
-      return
-    }
-    this.blind = false
+    if (this.respawning != null || live !== undefined) return
     const was = this.pid
     this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
     this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
@@ -163,7 +170,7 @@ export class Watchdog {
     if (this.timer == null) return
     if (this.running() === undefined) this.checkSupervisor()
     await this.respawning
-    if (this.running() === undefined) throw new WatchdogDown(this.lostWhy ?? 'the fencing watchdog\'s supervisor is gone')
+    if (this.running() === undefined) throw new WatchdogDown(this.blind != null ? `cannot check on the fencing watchdog's supervisor (${this.blind}): no VM starts until it can` : this.lostWhy ?? 'the fencing watchdog\'s supervisor is gone')
   }
 
   /** Feeds from now on only while `sound()` holds (the VM manager's loop keeps completing steps). */
@@ -290,13 +297,3 @@ export class Watchdog {
   }
 }
 
-/** why this process cannot open a file now (EMFILE, ENFILE), or null if it can */
-export function descriptorsOut (): string | null {
-  try {
-    closeSync(openSync('/dev/null', 'r'))
-    return null
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return code === 'EMFILE' || code === 'ENFILE' ? `${code}: ${(err as Error).message}` : null
-  }
-}

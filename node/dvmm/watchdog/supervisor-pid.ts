@@ -21,25 +21,73 @@ export function isSupervisorCmdline (argv: readonly string[], dataDir: string): 
   return i >= 0 && argv[i + 1] === dataDir
 }
 
-function cmdlineOf (pid: number): string[] | undefined {
+/** read errors that say this process cannot look now (no descriptor, no memory), not that the file is gone */
+const BLIND = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN'])
+
+class Blind extends Error {}
+
+/** a read that throws Blind when this process cannot look (BLIND), undefined when there is nothing to read */
+function readOr<T> (f: () => T): T | undefined {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(a => a !== '')
-  } catch {
+    return f()
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code != null && BLIND.has(code)) throw new Blind(`${code}: ${(err as Error).message}`)
     return undefined
   }
 }
 
-/** The supervisor's pid when one runs for `dataDir`, else undefined. */
+function cmdlineOf (pid: number): string[] | undefined {
+  return readOr(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(a => a !== ''))
+}
+
+/** whether a process with this pid exists (a signal 0 needs no file descriptor) */
+function pidExists (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+/**
+ * Whether this data dir's supervisor runs: its pid, 'gone', or why this process cannot
+ * tell now (no file descriptor left: bb24 flooded an agent's API). Only a 'gone' found
+ * by reads that worked lets a new one start: a second would run beside it.
+ */
+export function supervisorState (dataDir: string): { pid: number } | 'gone' | { unknown: string } {
+  try {
+    const pid = lookUp(dataDir)
+    return pid === undefined ? 'gone' : { pid }
+  } catch (err) {
+    if (err instanceof Blind) return { unknown: err.message }
+    throw err
+  }
+}
+
+/** The supervisor's pid when one runs for `dataDir`, else undefined (also when this process cannot tell: see supervisorState). */
 export function liveSupervisor (dataDir: string): number | undefined {
+  const s = supervisorState(dataDir)
+  return typeof s === 'object' && 'pid' in s ? s.pid : undefined
+}
+
+function lookUp (dataDir: string): number | undefined {
   const file = watchdogPaths(dataDir).pid
   let p: SupervisorRecord
   try {
     p = JSON.parse(readFileSync(file, 'utf8')) as SupervisorRecord
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : findSupervisor(dataDir)
+    const code = (err as NodeJS.ErrnoException).code
+    if (code != null && BLIND.has(code)) throw new Blind(`${code}: ${(err as Error).message}`)
+    return code === 'ENOENT' ? undefined : findSupervisor(dataDir)
   }
   if (typeof p?.pid !== 'number' || typeof p.startTicks !== 'number') return findSupervisor(dataDir)
-  if (!sameProcessAlive(p.pid, p.startTicks, p.bootId)) return undefined
+  if (!sameProcessAlive(p.pid, p.startTicks, p.bootId)) {
+    // it reads the process's stat and takes a read that failed for want of a descriptor
+    // for a process gone: one of that pid still there is looked at again, and a read
+    // that fails so now is Blind, not gone
+    if (!pidExists(p.pid)) return undefined
+    const stat = readOr(() => readFileSync(`/proc/${p.pid}/stat`, 'utf8'))
+    if (stat === undefined) return undefined
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return sameProcessAlive(p.pid, p.startTicks, p.bootId) || (Number(rest[19]) === p.startTicks && rest[0] !== 'Z' && rest[0] !== 'X' && (p.bootId === undefined || p.bootId === currentBootId())) ? p.pid : undefined
+  }
   if (p.bootId !== undefined) return p.pid
   const argv = cmdlineOf(p.pid)
   if (argv === undefined || !isSupervisorCmdline(argv, dataDir)) return undefined
@@ -52,8 +100,7 @@ export function liveSupervisor (dataDir: string): number | undefined {
 
 /** a supervisor of this data dir found by its command line (its record damaged), recorded again; else undefined */
 function findSupervisor (dataDir: string): number | undefined {
-  let pids: string[] = []
-  try { pids = readdirSync('/proc').filter(n => /^\d+$/.test(n)) } catch {}
+  const pids = readOr(() => readdirSync('/proc').filter(n => /^\d+$/.test(n))) ?? []
   for (const n of pids) {
     const pid = Number(n)
     const argv = cmdlineOf(pid)
