@@ -50,10 +50,14 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // session's kill ends the guard too). It dies with the VM otherwise (the driver's
 // clean-up kills its groups). A supervisor that writes no beats (an earlier release)
 // is only watched for its end.
-// It shares the VM's CPU quota, so it runs at nice -20 (the VM's own processes, however
-// busy, do not delay its tick: the tester's 30 busy loops at 0.05 CPU stretched it to
-// 2.5 s at nice 0), forks nothing (bash's EPOCHREALTIME for the time), and is never the
-// OOM killer's choice in the VM's memory group. It writes its pid to `guard` in the run
+// Where the hierarchy allows (v1) it leaves the VM's CPU group for its parent, which has
+// no quota: a VM stuck in its out-of-memory kill in a tiny quota took all of it, and the
+// guard never ran (bb25); where it does not (v2: no process in an inner group) it shares
+// the VM's quota. It runs at nice -20 (the VM's own processes, however busy, do not delay
+// its tick: the tester's 30 busy loops at 0.05 CPU stretched it to 2.5 s at nice 0),
+// forks nothing (bash's EPOCHREALTIME for the time), and is never the OOM killer's
+// choice in the VM's memory group. When it fires it lifts the VM's CPU quota first: a
+// killed process needs CPU time to exit. It writes its pid to `guard` in the run
 // dir: one found gone while the VM runs is started again by the driver (guardCheck),
 // which joins the VM's groups as its first act. It opens the FIFO through a read-write
 // handle it then drops, so the open never waits for a writer (a supervisor already gone
@@ -62,7 +66,7 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // VM ended is in no group the clean-up kills); while a process the VM left runs in them
 // (its main process ended, a child it put in the background did not) it guards on.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
-  'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
+  'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
   'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
   'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
   'if ! kill -0 "$pg" 2>/dev/null; then left=; for g in "$@"; do while read p; do [ "$p" = $$ ] || left=1; done < "$g/cgroup.procs"; done 2>/dev/null; [ -n "$left" ] || exit 0; fi; ' +
@@ -70,6 +74,7 @@ const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
   'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -ge $t ]; then why=" stalled"; break; fi;; esac; done; ' +
   'now=${EPOCHREALTIME//[.,]/}; echo "${now:0:13} guard$why" > ' + WATCHDOG_KILLED + '; ' +
+  'for g in "$@"; do echo max > "$g/cpu.max"; echo -1 > "$g/cpu.cfs_quota_us"; done 2>/dev/null; ' +
   'for g in "$@"; do while read p; do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; done < "$g/cgroup.procs"; done; ' +
   'kill -KILL -- "-$pg" 2>/dev/null'
 // a caught TERM (unlike an ignored one) is reset in the VM's process, and lets this

@@ -214,8 +214,21 @@ export function groupPids (paths: string[]): number[] {
   return [...pids]
 }
 
-/** SIGKILLs every process in the groups (v2's cgroup.kill where there is one). */
+/**
+ * Lifts the groups' CPU quota: a process killed needs CPU time to exit, and one stuck in
+ * its group's out-of-memory kill in a tiny quota (0.01 CPU) never got it, so SIGKILLs
+ * took no effect for minutes (bb25). What is killed has no use for a limit.
+ */
+export function liftCpuQuota (paths: string[]): void {
+  for (const p of paths) {
+    try { writeFileSync(join(p, 'cpu.max'), 'max') } catch {}
+    try { writeFileSync(join(p, 'cpu.cfs_quota_us'), '-1') } catch {}
+  }
+}
+
+/** SIGKILLs every process in the groups (v2's cgroup.kill where there is one), their CPU quota lifted first. */
 export function killGroups (paths: string[]): number {
+  liftCpuQuota(paths)
   let n = 0
   for (const p of paths) {
     if (existsSync(join(p, 'cgroup.kill'))) {
@@ -242,6 +255,14 @@ export async function removeGroups (paths: string[]): Promise<void> {
     // the drivers' parent group goes with its last VM (rmdir refuses while another VM is in it;
     // createGroups makes it again for the next, and on v2 delegates cpu and memory to it again)
     const parent = dirname(p)
-    if (basename(parent) === 'vgrid') try { rmdirSync(parent) } catch {}
+    // a VM's guard (v1: in the parent's cpu group, host-base.ts) killed with it may take a moment to go
+    if (basename(parent) === 'vgrid') {
+      for (let i = 0; i < 10; i++) {
+        try { rmdirSync(parent); break } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || readdirSync(parent, { withFileTypes: true }).some(e => e.isDirectory())) break
+          await new Promise(resolve => setTimeout(resolve, 20))
+        }
+      }
+    }
   }
 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
-import { groupPaths, probeCgroups, removeGroups } from '../../../node/dvmm/host/cgroups.ts'
+import { groupPaths, groupPids, oomKills, probeCgroups, removeGroups, vmGroupName } from '../../../node/dvmm/host/cgroups.ts'
 import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
 import { NodeRuntime } from '../../../node/dvmm/node-runtime.ts'
@@ -506,4 +506,21 @@ test.serial('an agent out of file descriptors neither dies nor starts a second s
   t.truthy(after, out)
   t.not(after, first, 'a new supervisor once descriptors are back')
   t.regex(out, /stopped/)
+})
+
+maybe('watchdog: a VM stuck in its out-of-memory kill in a tiny CPU quota is still ended by its guard once the supervisor is gone with the agent (bb25)', async t => {
+  const id = `oomq-${process.pid}`
+  const { dataDir, driver, w } = await guarded(t, 60_000, [id])
+  // 0.01 CPU and 16 MiB: the shell's 200 MiB string is killed by the kernel, slowly, inside the quota
+  const pid = (await driver.start({ id, vcpus: 0.01, memoryMiB: 16, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'x=$(head -c 200M /dev/zero | tr "\\0" a); sleep 1000'] } })).pid!
+  const groups = groupPaths(probeCgroups().layout!, vmGroupName('process', dataDir, id))
+  await waitFor('the kernel kills in the VM for want of memory', () => oomKills(groups) >= 1, 30_000, 100)
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  w.abandon()
+  const t0 = Date.now()
+  process.kill(w.pid!, 'SIGKILL')
+  // the guard (outside the quota) lifts it and kills: nothing of the VM is left, not even a process dying in its kill
+  await waitFor('nothing of the VM left in its groups', () => !alive(pid) && groupPids(groups).length === 0, 10_000, 50)
+  t.log(`the VM's groups empty ${Date.now() - t0} ms after the supervisor's SIGKILL`)
+  t.true(Date.now() - t0 < 5000)
 })
