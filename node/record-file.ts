@@ -9,6 +9,7 @@ import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { writeFileDurable } from './durable-file.ts'
 import type { Logger } from './log.ts'
+import { RepeatedLines } from './log-repeats.ts'
 
 export interface RecordFormat<T> {
   /** what the record holds, for messages ("the pinned writer epochs") */
@@ -25,6 +26,7 @@ export class RecordFile<T> {
   readonly path: string
   private readonly log: Logger
   private readonly f: RecordFormat<T>
+  private readonly repeats = new RepeatedLines()
   private writing: Promise<void> = Promise.resolve()
 
   constructor (path: string, log: Logger, format: RecordFormat<T>) {
@@ -60,7 +62,8 @@ export class RecordFile<T> {
       await mkdir(dirname(this.path), { recursive: true })
       await writeFileDurable(this.path, text)
     })
-    this.writing = p.catch(err => { this.log.warn(`could not write ${this.f.what} to ${this.path}`, { error: String(err) }) })
+    // once a minute at most: on a full disk every pass tried again and logged it (bb25: every 2 s)
+    this.writing = p.catch(err => { this.repeats.log(this.log, 'warn', (err as NodeJS.ErrnoException).code ?? 'write', `could not write ${this.f.what} to ${this.path}`, { error: String(err) }) })
     await p
   }
 }

@@ -429,7 +429,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const child = spawn('nice', ['-n', '-20', '/bin/bash', '-c', GUARD, 'vgrid-guard', paths.alive, paths.beat, String(rec.pid), ...rec.cgroups], { cwd: dir, detached: true, stdio: 'ignore' })
       child.on('error', () => {})
       child.unref()
-      if (pid === 0) this.components.log.warn('a running VM had no guard 10 s after it started (started by an earlier release, or its guard never came up): started one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name })
+      if (pid === 0) this.components.log.warn('a running VM had no guard 10 s after it started (started by an earlier release, or its guard never came up or is late on a loaded machine; a second one beside it is harmless: either kills the VM): started one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name })
       else this.components.log.warn('a running VM\'s guard was gone (killed?): started a new one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name, was: pid })
     } catch (err) {
       this.components.log.error('a running VM\'s guard is gone and a new one could not be started: the VM is not ended should the agent and the watchdog both die', { vm: rec.id, err: (err as Error).message })
