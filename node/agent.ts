@@ -123,7 +123,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       // and why the overlay is down (read from the LCM, provided below): placement makes this node the last choice for VMs with connections
       onAdvert: wg => { core.advert.provide('wireguard', () => wg); core.advert.changed() },
       // read when called: DVMM is built below
-      vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false, vmOfLinkAddress: a => dvmm?.local.vmOfLinkAddress(a) ?? null }
+      vms: { interfaceOf: vm => dvmm?.local.interfaceOf(vm) ?? null, interfaceRun: vm => dvmm?.local.interfaceRun(vm) ?? null, setNames: async (vm, names) => await dvmm?.local.setNames(vm, names) ?? false, vmOfLinkAddress: a => dvmm?.local.vmOfLinkAddress(a) ?? null }
     }, { port: core.config.wireguardPort })
     : undefined
   if (lcm != null) core.advert.provide('overlayDown', () => lcm.overlayDown())

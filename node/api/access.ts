@@ -52,6 +52,9 @@ export function parseProcNetTcp (text: string): SocketEntry[] {
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/)
     if (f.length < 8) continue
+    // a caller's end of a connection is established (01); the rest (TIME_WAIT above all:
+    // a user looping connect and close leaves thousands, rv29) is no caller's
+    if (f[3] !== '01') continue
     const local = decodeProcAddr(f[1]!)
     const remote = decodeProcAddr(f[2]!)
     const uid = Number(f[7])
@@ -113,7 +116,7 @@ const endsKey = (local: Endpoint, remote: Endpoint): string => `${plain(local.ad
 export function readSocketTable (): SocketEntry[] {
   const out: SocketEntry[] = []
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    try { out.push(...parseProcNetTcp(readFileSync(f, 'utf8'))) } catch {}
+    try { for (const e of parseProcNetTcp(readFileSync(f, 'utf8'))) out.push(e) } catch {}
   }
   return out
 }

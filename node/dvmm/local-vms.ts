@@ -96,7 +96,7 @@ export class LocalVms {
   /** a graceful stop of the service began: a start that completes now is killed */
   private closing = false
   /** their interfaces on this node (the connection manager routes their overlay addresses there), and the driver of each */
-  private readonly ifaces = new Map<string, { hostIf: string, linkAddress: string, driver: VmDriver }>()
+  private readonly ifaces = new Map<string, { hostIf: string, linkAddress: string, driver: VmDriver, run: string }>()
   private readonly onDriverExit = (e: { id: string } & VmExit): void => { this.exited(e) }
   // a guest its driver finds paused (QEMU, after a disk error) runs no more though its
   // process does: the lease says why, not a plain `running`, until it goes on
@@ -545,7 +545,7 @@ export class LocalVms {
 
   private noteInterface (info: VmInfo, driver: VmDriver): void {
     if (info.network == null) return
-    this.ifaces.set(info.id, { hostIf: info.network.hostIf, linkAddress: info.network.vmAddress, driver })
+    this.ifaces.set(info.id, { hostIf: info.network.hostIf, linkAddress: info.network.vmAddress, driver, run: `${info.network.hostIf}@${info.pid ?? ''}:${info.startedAt ?? ''}` })
     this.c.network?.interfacesChanged()
   }
 
@@ -556,6 +556,11 @@ export class LocalVms {
   /** The node's end of a VM's link, for VMs this node runs (null for others). */
   interfaceOf (vm: string): string | null {
     return this.ifaces.get(vm)?.hostIf ?? null
+  }
+
+  /** Which run of a VM's interface this is (a VM started again gets a new interface of the same name), or null. */
+  interfaceRun (vm: string): string | null {
+    return this.ifaces.get(vm)?.run ?? null
   }
 
   /** The VM this node runs whose end of its link has `address` (its /30's .2, host/net.ts), or null. */

@@ -26,6 +26,8 @@ export function withNoMajority (h: VolumeHealthView, why: string | null | undefi
 const INVENTORY_TTL_MS = 5000
 /** how long the API waits for an inventory before it answers with the last one */
 const INVENTORY_WAIT_MS = 3000
+/** how long after a repair of its own a node shows its own view of the volume over an older one of its coordinator */
+const OWN_VIEW_AFTER_REPAIR_MS = 60_000
 /** how long a coordinator may take before this node begins its own view beside the ask */
 const LOCAL_VIEW_AFTER_MS = 1000
 
@@ -147,9 +149,11 @@ export class VolumeStates {
         // last: the one the user just ran. The coordinator's view is older than it (its
         // reasons said what that repair mended: bb24 read "degraded" right after
         // "repaired"): this node's own, whose inventory was taken after it, until the
-        // coordinator's next pass (every 30 s) is later
+        // coordinator's next pass (every 30 s) is later.
+        // Only for a minute (rv29: a former coordinator's last pass is newer than the new
+        // one's for as long as its first pass takes), and never over a repair running there
         const mineLast = this.lastRepairs.get(v.id)
-        if (mineLast != null && mineLast.at > (h.lastRepair?.at ?? 0) && this.c.repairs.progress(v.id) == null) h = await this.local(v)
+        if (mineLast != null && mineLast.at > (h.lastRepair?.at ?? 0) && Date.now() - mineLast.at < OWN_VIEW_AFTER_REPAIR_MS && h.repair == null && this.c.repairs.progress(v.id) == null) h = await (locals.get(v.id) ?? this.local(v))
         // a scrub run here (vol repair --scrub through this node) that found objects damaged
         // on every copy, and the document could not take it: the coordinator does not know
         // of it (it keeps its own last repair). Once in the document, the document says it

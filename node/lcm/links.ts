@@ -32,9 +32,9 @@ function endpointOf (v: unknown, field: string): { vm: string, terminal: string 
     terminal = v.slice(i + 1)
   } else if (v != null && typeof v === 'object' && !Array.isArray(v)) {
     // refused as at the top level: a field this agent does not know is a mistake, not
-    // ignored; those GET /v1/links shows of an end (where it runs) are taken and ignored,
-    // so a link read can be sent back as it is
-    const unknown = Object.keys(v).find(k => k !== 'vm' && k !== 'terminal' && !END_VIEW_FIELDS.has(k))
+    // ignored; those GET /v1/links shows of an end (where it runs: a string or null) are
+    // taken and ignored, so its `from` and `to` can be sent back as they are
+    const unknown = Object.keys(v).find(k => k !== 'vm' && k !== 'terminal' && !(END_VIEW_FIELDS.has(k) && ((v as Record<string, unknown>)[k] === null || typeof (v as Record<string, unknown>)[k] === 'string')))
     if (unknown !== undefined) throw new ValidationError(`${field}.${unknown}`, `${field}: unknown field ${JSON.stringify(unknown)} (an end takes vm, terminal)`)
     vm = (v as Record<string, unknown>).vm
     terminal = (v as Record<string, unknown>).terminal

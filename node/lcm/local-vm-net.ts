@@ -11,6 +11,8 @@ import { terminalHosts } from './links.ts'
 
 export interface LocalVms {
   interfaceOf: (vm: string) => string | null
+  /** which run of the VM's interface it is now (a VM started again has a new one of the same name); absent: routed on every plan */
+  interfaceRun?: (vm: string) => string | null
   /** tells a running VM its terminal names anew; false where its driver cannot */
   setNames?: (vm: string, names: Record<string, string>) => Promise<boolean>
   /** the VM here whose link address (its end of the /30 to this node) `address` is, or null */
@@ -28,8 +30,18 @@ export function localRoutes (node: string, vms: Addressing['vms'], interfaceOf: 
   return want
 }
 
+/** routed again however unchanged, this often: a route someone removed by hand comes back */
+const REFRESH_MS = 60_000
+
 export class LocalVmNet {
   private readonly routed = new Set<string>()
+  /**
+   * what each address was routed to, by run of its interface: a plan with nothing new
+   * for it does nothing (bb25: with 100 VMs a node, every link made or removed ran 100
+   * `ip route` and 200 sysctl writes, two seconds a link)
+   */
+  private readonly routedRun = new Map<string, string>()
+  private refreshedAt = -Infinity
   /** terminal names last given to each local VM, as JSON */
   private readonly named = new Map<string, string>()
   private forwarding = false
@@ -48,7 +60,15 @@ export class LocalVmNet {
     const ifs = this.vms
     if (ifs == null) return
     const want = localRoutes(this.node, addr.vms, vm => ifs.interfaceOf(vm))
+    const runOf = new Map(addr.vms.flatMap(v => { const r = v.node === this.node ? ifs.interfaceRun?.(v.vm) ?? null : null; return r == null ? [] : [[v.address, r] as const] }))
+    if (performance.now() - this.refreshedAt > REFRESH_MS) {
+      this.refreshedAt = performance.now()
+      this.routedRun.clear()
+    }
     for (const [a, dev] of [...want]) {
+      const run = runOf.get(a)
+      if (run != null && this.routedRun.get(a) === run) continue
+      this.routedRun.delete(a)
       try {
         // the VM's default route points at its link (no gateway address): answer its ARP
         // for every destination, and forward what it sends. At once: the kernel delays
@@ -57,6 +77,7 @@ export class LocalVmNet {
         await writeFile(`/proc/sys/net/ipv4/neigh/${dev}/proxy_delay`, '0')
         await ip(['route', 'replace', `${a}/32`, 'dev', dev])
         this.routed.add(a)
+        if (run != null) this.routedRun.set(a, run)
       } catch (err) {
         // the VM went (killed, stopped, moved) between the plan and now: its route goes with its interface
         if (existsSync(`/sys/class/net/${dev}`)) throw err
@@ -71,6 +92,7 @@ export class LocalVmNet {
     for (const a of [...this.routed].filter(a => !want.has(a))) {
       await ip(['route', 'del', `${a}/32`], { allowFail: true })
       this.routed.delete(a)
+      this.routedRun.delete(a)
     }
   }
 

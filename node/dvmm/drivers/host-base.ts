@@ -66,7 +66,7 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // VM ended is in no group the clean-up kills); while a process the VM left runs in them
 // (its main process ended, a child it put in the background did not) it guards on.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
-  'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
+  'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
   'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
   'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
   'if ! kill -0 "$pg" 2>/dev/null; then left=; for g in "$@"; do while read p; do [ "$p" = $$ ] || left=1; done < "$g/cgroup.procs"; done 2>/dev/null; [ -n "$left" ] || exit 0; fi; ' +

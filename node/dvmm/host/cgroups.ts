@@ -259,7 +259,9 @@ export async function removeGroups (paths: string[]): Promise<void> {
     if (basename(parent) === 'vgrid') {
       for (let i = 0; i < 10; i++) {
         try { rmdirSync(parent); break } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || readdirSync(parent, { withFileTypes: true }).some(e => e.isDirectory())) break
+          let others = true
+          try { others = readdirSync(parent, { withFileTypes: true }).some(e => e.isDirectory()) } catch {}
+          if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || others) break
           await new Promise(resolve => setTimeout(resolve, 20))
         }
       }

@@ -73,7 +73,10 @@ export class Watchdog {
   async start (): Promise<void> {
     mkdirSync(this.paths.dir, { recursive: true })
     this.feed() // before the supervisor reads: a fresh feed, not a stale disarm
-    const existing = this.running()
+    const state = supervisorState(this.init.dataDir)
+    // one that cannot be looked for (no descriptor left) is not started beside: this start fails, and says why
+    if (state !== 'gone' && 'unknown' in state) throw new WatchdogDown(`cannot check for the fencing watchdog's supervisor (${state.unknown})`)
+    const existing = state === 'gone' ? undefined : state.pid
     if (existing !== undefined) {
       this.pid = existing
       this.log.info('watchdog adopted from a previous agent run', { pid: existing })
@@ -103,7 +106,9 @@ export class Watchdog {
     if (child.pid === undefined) throw new Error('watchdog: spawn gave no pid')
     const st = procStat(child.pid)
     try {
-      writeSmall(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st?.startTicks, bootId: currentBootId() }))
+      // its start time is what tells it from a later process of its pid: without it the record names no one
+      if (st == null) throw new Error(`its /proc/${child.pid}/stat could not be read`)
+      writeSmall(this.paths.pid, JSON.stringify({ pid: child.pid, startTicks: st.startTicks, bootId: currentBootId() }))
     } catch (err) {
       // unrecorded, it would run unknown beside the next one started
       try { process.kill(child.pid, 'SIGKILL') } catch {}

@@ -10,7 +10,7 @@
 // it instead of starting a second one beside it (a black-box tester's finding).
 import { readFileSync, readdirSync } from 'node:fs'
 import { writeFileDurableSync } from '../../durable-file.ts'
-import { currentBootId, procStat, sameProcessAlive } from '../drivers/common.ts'
+import { currentBootId, sameProcessAlive } from '../drivers/common.ts'
 import { watchdogPaths } from './paths.ts'
 
 export interface SupervisorRecord { pid: number, startTicks: number, bootId?: string }
@@ -86,7 +86,8 @@ function lookUp (dataDir: string): number | undefined {
     const stat = readOr(() => readFileSync(`/proc/${p.pid}/stat`, 'utf8'))
     if (stat === undefined) return undefined
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return sameProcessAlive(p.pid, p.startTicks, p.bootId) || (Number(rest[19]) === p.startTicks && rest[0] !== 'Z' && rest[0] !== 'X' && (p.bootId === undefined || p.bootId === currentBootId())) ? p.pid : undefined
+    const same = sameProcessAlive(p.pid, p.startTicks, p.bootId) || (Number(rest[19]) === p.startTicks && rest[0] !== 'Z' && rest[0] !== 'X' && (p.bootId === undefined || p.bootId === currentBootId()))
+    if (!same) return undefined
   }
   if (p.bootId !== undefined) return p.pid
   const argv = cmdlineOf(p.pid)
@@ -105,8 +106,9 @@ function findSupervisor (dataDir: string): number | undefined {
     const pid = Number(n)
     const argv = cmdlineOf(pid)
     if (pid === process.pid || argv === undefined || !isSupervisorCmdline(argv, dataDir)) continue
-    const st = procStat(pid)
-    if (st == null) continue
+    const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'))
+    if (stat === undefined) continue
+    const st = { startTicks: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) }
     try { writeFileDurableSync(watchdogPaths(dataDir).pid, JSON.stringify({ pid, startTicks: st.startTicks, bootId: currentBootId() })) } catch {}
     return pid
   }
