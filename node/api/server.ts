@@ -208,7 +208,8 @@ export class ApiService implements Service {
       // asked once per connection: access (callerOf) reads this
       if (!this.callers.has(sock)) this.callers.set(sock, { via: 'tcp', uid, loopback: true })
       if (this.admins.isAdmin(uid)) return
-      who = `uid ${uid}${this.admins.nameOf(uid) != null ? ` (${this.admins.nameOf(uid)!})` : ''}`
+      const name = this.admins.nameOf(uid)
+      who = `uid ${uid}${name != null ? ` (${name})` : ''}`
     } else {
       who = `address ${remote}`
     }

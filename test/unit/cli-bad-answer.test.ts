@@ -3,22 +3,12 @@
 // "Cannot read properties of undefined (reading 'map')", and a bare 404 "request
 // failed with status 404". Long values echoed in errors are clipped.
 import test from 'ava'
-import { spawn } from 'node:child_process'
 import { createServer, type Server } from 'node:http'
-import { join } from 'node:path'
 import { ApiClient, clipEchoes, notAgentAnswer } from '../../node/cli/client.ts'
+import { runCli } from '../helpers/cli-run.ts'
 
-const main = join(import.meta.dirname, '../../node/cli/main.ts')
+const run = async (args: string[], env: NodeJS.ProcessEnv = {}): ReturnType<typeof runCli> => await runCli(args, { VGRID_DEBUG: undefined, ...env })
 
-async function run (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VGRID_DEBUG: undefined, ...env } })
-  let stdout = ''
-  let stderr = ''
-  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
-  return { code, stdout, stderr }
-}
 
 /** a web server that is no vgrid agent: every path answered as `answers` says */
 async function server (t: { teardown: (fn: () => void) => void }, answers: Record<string, [number, string]>): Promise<string> {

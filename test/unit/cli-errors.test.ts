@@ -4,15 +4,14 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
-import { join } from 'node:path'
 import { listenFailure } from '../../node/network/index.ts'
 import { createServer, type Server } from 'node:http'
 import { ApiClient } from '../../node/cli/client.ts'
+import { CLI_MAIN, runCli as runCaptured } from '../helpers/cli-run.ts'
 
-const main = join(import.meta.dirname, '../../node/cli/main.ts')
 
 async function runCli (args: string[], stdout: 'closed' | number): Promise<{ code: number | null, stderr: string }> {
-  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { stdio: ['ignore', stdout === 'closed' ? 'pipe' : stdout, 'pipe'] })
+  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', CLI_MAIN, ...args], { stdio: ['ignore', stdout === 'closed' ? 'pipe' : stdout, 'pipe'] })
   if (stdout === 'closed') c.stdout!.destroy()
   let stderr = ''
   c.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
@@ -50,16 +49,6 @@ test('an agent that takes a request and does not answer is not called unreachabl
   t.regex(gone?.message ?? '', /^cannot reach the vgrid agent at 127\.0\.0\.1:\d+ \(ECONNREFUSED\); is it running\?/)
 })
 
-/** runs the CLI, its output captured */
-async function runCaptured (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
-  return { code, stdout, stderr }
-}
 
 test('with --json an error is JSON on stdout ({error: {code, message, exitCode}}), as the API gives it; without, one line on stderr', async t => {
   const api: Server = createServer((req, res) => {

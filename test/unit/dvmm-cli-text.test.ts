@@ -4,11 +4,9 @@
 // `vm ls` row stays one line (a tester's broke). `vm create --kernel --image` is
 // refused before the API is asked.
 import test from 'ava'
-import { spawn } from 'node:child_process'
 import { createServer, type Server } from 'node:http'
-import { join } from 'node:path'
+import { runCli } from '../helpers/cli-run.ts'
 
-const main = join(import.meta.dirname, '../../node/cli/main.ts')
 /** what the tester's guest printed, with a C1 CSI besides */
 const GUEST = '\u001b[31mRED\u001b]0;TITLE\u0007\nline2\r\n\u009b2J'
 const REASON = `start failed: driver process: it ended at once with status 0: ${GUEST}`
@@ -55,17 +53,13 @@ test.before(async () => {
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   api = `127.0.0.1:${(server.address() as { port: number }).port}`
 })
+async function vgrid (...args: string[]): Promise<{ code: number | null, out: string, err: string }> {
+  const r = await runCli(args, { VGRID_API: api })
+  return { code: r.code, out: r.stdout, err: r.stderr }
+}
+
 test.after.always(async () => { await new Promise(resolve => server.close(resolve)) })
 
-async function vgrid (...args: string[]): Promise<{ code: number | null, out: string, err: string }> {
-  const c = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], { env: { ...process.env, VGRID_API: api }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  c.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  c.stderr.on('data', (d: Buffer) => { err += d.toString() })
-  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
-  return { code, out, err }
-}
 
 test.serial('vm ls: a reason with control characters is shown escaped, its row one line', async t => {
   const r = await vgrid('vm', 'ls')
