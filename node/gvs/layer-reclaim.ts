@@ -278,7 +278,7 @@ export class LayerReclaim {
       const m = planMerges(volumes()).find(x => !failed.has(x.layer) && this.c.coordinatorOf(x.placementKey, live) === this.c.self)
       if (m == null) break
       try {
-        const r = await this.foldOne(m)
+        const r = await this.foldOne(m, volumes)
         if (r === 'folded') { n++; this.waits.delete(m.layer) } else if (typeof r === 'object') { failed.add(m.layer); this.waits.set(m.layer, r.wait) }
       } catch (err) {
         failed.add(m.layer)
@@ -298,7 +298,7 @@ export class LayerReclaim {
    * writer, epochs.ts, would lose it with T's files), and only then is T left out of
    * the stacks.
    */
-  private async foldOne (m: LayerMerge): Promise<'folded' | 'replan' | { wait: string }> {
+  private async foldOne (m: LayerMerge, volumes: () => readonly Volume[]): Promise<'folded' | 'replan' | { wait: string }> {
     const [under, over] = await Promise.all([this.c.repairer(m, m.layer).inventory(), this.c.repairer(m, m.into).inventory()])
     if (under.errors.length > 0 || over.errors.length > 0) {
       this.c.log.debug('a live node did not list a layer to fold: the next pass tries again', { layer: m.layer, errors: [...under.errors, ...over.errors].slice(0, 3) })
@@ -316,6 +316,8 @@ export class LayerReclaim {
       // U has its own copy of it (complete on its holders, checked above): T's is hidden
       if (over.inventory.has(index)) continue
       if (!this.c.running()) return { wait: 'the volume store stopped' }
+      // its volumes removed meanwhile (vol rm): no copy into a layer being freed
+      if (!stillRead(volumes(), m)) return 'replan'
       await Promise.all(this.c.holders(objectKey(m.placementKey, index), m.replicas).map(async node => {
         const r = await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer, index })
         if (r.reply.present !== true) throw new Error(`${node} has no copy of object ${index} of ${m.layer} to fold`)
@@ -330,4 +332,9 @@ export class LayerReclaim {
     if (dropped) this.c.log.info('folded a deleted snapshot\'s layer into the one above it', { layer: m.layer, into: m.into, volumes: m.volumes })
     return dropped ? 'folded' : 'replan'
   }
+}
+
+/** whether a volume the fold is for is still in the document */
+function stillRead (volumes: readonly Volume[], m: LayerMerge): boolean {
+  return volumes.some(v => m.volumes.includes(v.id))
 }

@@ -289,7 +289,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         return data
       }
     }
-    return await this.spans.run(p.data, span, async () => await this.held.with(p, false, async o => {
+    return await this.spans.run(p, span, async () => await this.held.with(p, false, async o => {
       if (o == null) return new Uint8Array(length)
       const { first, data, bad } = await readChecked(o, this.blockSize, offset, length)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -305,7 +305,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** whether the object is here, and its version (NO_VERSION when absent) */
   async stat (volume: string, index: number): Promise<{ present: boolean, version: Version }> {
     const p = this.paths(volume, index)
-    return await this.spans.run(p.data, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o =>
+    return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o =>
       o == null ? { present: false, version: NO_VERSION } : { present: true, version: o.version }))
   }
 
@@ -313,7 +313,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
     const p = this.paths(volume, index)
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
-    return await this.spans.run(p.data, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o => {
+    return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
@@ -327,7 +327,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (data.length === 0) { await this.fence(volume, opts.epoch); return }
     // the range is taken at once (before any await), so requests to overlapping
     // blocks run in the order they were made; the writer's epoch is checked inside
-    await this.spans.run(p.data, this.spans.span(offset, data.length, true), async () => {
+    await this.spans.run(p, this.spans.span(offset, data.length, true), async () => {
       await this.fence(volume, opts.epoch)
       await this.room.admit(data.length, `writing object ${index} of "${volume}"`)
       await this.held.write(volume, index, p, offset, data, opts)
@@ -347,7 +347,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean, ifAbsent?: boolean }): Promise<boolean> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
-    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+    return await this.spans.run(p, ObjectSpans.whole(true), async () => {
       // a copy here that cannot be opened (its side file lost or torn) is as good as none
       const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
         if (isGvsError(err, 'damaged')) return null
@@ -379,7 +379,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (length === 0) {
       // nothing to zero: a version alone marks that copies elsewhere are behind
       // (replicated-volume.ts, a holder a write failed on that does not answer)
-      await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+      await this.spans.run(p, ObjectSpans.whole(true), async () => {
         await this.fence(volume, opts.epoch)
         if (opts.version != null) await this.held.raiseVersion(volume, index, p, opts.version)
       })
@@ -387,7 +387,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       return
     }
     if (offset === 0 && length === this.objectSize) {
-      await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+      await this.spans.run(p, ObjectSpans.whole(true), async () => {
         await this.fence(volume, opts.epoch)
         // the data goes (thin again), the side file stays with the zeroing's version:
         // a copy that missed it must not bring the old data back as the newer one
@@ -397,7 +397,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       })
       return
     }
-    await this.spans.run(p.data, this.spans.span(offset, length, true), async () => {
+    await this.spans.run(p, this.spans.span(offset, length, true), async () => {
       await this.fence(volume, opts.epoch)
       // zeroing an absent object changes nothing: it already reads as zeros
       if (!(await this.held.with(p, false, async o => o != null))) return
@@ -466,7 +466,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** checks every block of one object: the damaged blocks (none: sound or absent) */
   async verify (volume: string, index: number): Promise<number[]> {
     const p = this.paths(volume, index)
-    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+    return await this.spans.run(p, ObjectSpans.whole(true), async () => {
       // an fsync failed on it: what is on disk is unknown, every block counts as damaged
       if (this.syncs.isLost(p.data)) return Array.from({ length: this.objectSize / this.blockSize }, (_, b) => b)
       // a scrub reads the checksums from disk, not the cached copy
@@ -482,7 +482,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   async remove (volume: string, index: number): Promise<void> {
     const p = this.paths(volume, index)
-    await this.spans.run(p.data, ObjectSpans.whole(true), async () => { await this.held.remove(p, false) })
+    await this.spans.run(p, ObjectSpans.whole(true), async () => { await this.held.remove(p, false) })
   }
 
   /**
@@ -494,7 +494,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async retire (volume: string, index: number, version: Version, mayRemove: () => boolean): Promise<'removed' | 'absent' | 'kept'> {
     const p = this.paths(volume, index)
-    return await this.spans.run(p.data, ObjectSpans.whole(true), async () => {
+    return await this.spans.run(p, ObjectSpans.whole(true), async () => {
       if (this.syncs.isLost(p.data)) return 'kept'
       const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
         if (isGvsError(err, 'damaged')) return undefined
@@ -507,13 +507,24 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     })
   }
 
+  /**
+   * Frees a layer's objects, its writer epoch and its freeze here. Runs once the requests
+   * to its objects that began before have ended; those that come meanwhile (a fold's or
+   * a repair's copy) wait and then find it gone. A copy one of them then writes makes
+   * the layer held here again, freed by the background pass (layer-reclaim.ts).
+   */
   async removeVolume (volume: string): Promise<void> {
     const dir = this.volDir(volume)
-    await this.open.dropUnder(dir)
-    this.syncs.forgetUnder(dir)
-    await rm(this.volDir(volume), { recursive: true, force: true })
-    await this.epochs.forget(volume)
-    await this.frozen.forget(volume)
+    await this.spans.removing(dir, async () => {
+      await this.open.dropUnder(dir)
+      this.syncs.forgetUnder(dir)
+      try {
+        // a file another process made there (or a fault) is retried for a while, then said
+        await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
+      } catch (err) { throw fromFsError(err, `removing the objects of layer "${volume}"`) }
+      await this.epochs.forget(volume)
+      await this.frozen.forget(volume)
+    })
   }
 
   /**
