@@ -14,7 +14,7 @@ import { DEFAULT_LINK_RANGE, freeSlot } from '../host/net.ts'
 import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
-import { createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
+import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, endedAtOnce, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
@@ -36,8 +36,16 @@ export interface HostDriverInit {
   pollMs?: number
 }
 
+// The wrapper joins the VM's groups, starts the guard, and then, where the hierarchy
+// allows (v1, a cpu group of its own), leaves the VM's CPU group for its parent (no
+// quota), keeping that group's cgroup.procs open as fd 5 for the VM's own process to
+// join again before it runs anything (INNER; `ip netns exec` hides /sys/fs/cgroup, an
+// open file still writes). The wrapper records the VM's exit: inside a tiny quota the
+// VM's leftover processes took all of it, and an out-of-memory kill was seen about two
+// minutes late (bb25). It stays in the memory group: a kill by the groups finds it.
 const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
   'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" "$VGRID_GUARD_BEAT" $$ $VGRID_CGROUPS & fi; ' +
+  'for g in $VGRID_CGROUPS; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then exec 5> "$g/cgroup.procs" && echo $$ > "${g%/*}/cgroup.procs" && export VGRID_REJOIN=1; fi; done 2>/dev/null; ' +
   'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_BEAT VGRID_GUARD_SH; exec "$@"'
 // The VM's guard: a bash of its own in the VM's session and groups, started before
 // anything of the VM runs. It holds the fencing watchdog's FIFO open for reading, which
@@ -81,7 +89,9 @@ const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
 // shell outlive it to record its status
 /** a running VM that has written no guard file this long after its start has none: it gets one */
 const GUARD_LATE_MS = 10_000
-const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; unset VGRID_EXIT; "$@"; echo $? > "$f"'
+// (writing 0 to cgroup.procs moves the writer: the subshell joins the CPU group it left, then becomes the VM)
+const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; r=$VGRID_REJOIN; unset VGRID_EXIT VGRID_REJOIN; ' +
+  '(if [ -n "$r" ]; then echo 0 >&5 || exit 125; fi; exec 5>&- "$@"); echo $? > "$f"'
 
 export abstract class HostDriver extends EventEmitter<DriverEvents> implements VmDriver {
   abstract readonly name: DriverName
@@ -323,7 +333,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     const pid = rec.pid
     for (let i = 0; i < 1000; i++) {
       if (pid === undefined || !this.alive(rec)) return // the start's own check says why
-      if (rec.cgroups.every(g => groupPids([g]).includes(pid))) return
+      // a CPU group of its own the wrapper leaves again (OUTER): the VM's process joins it before it runs
+      if (rec.cgroups.every(g => groupPids([g]).includes(pid) || cpuOnlyGroup(g))) return
       await sleep(10)
     }
     throw new Error(`its process ${String(pid)} did not join its cgroups (${rec.cgroups.join(', ')}) within 10 s`)

@@ -153,6 +153,16 @@ export function createGroups (layout: CgroupLayout, name: string, limits: Limits
   return paths
 }
 
+/**
+ * Whether a VM group is a v1 group of the cpu controller alone (not co-mounted with
+ * memory): a process of the VM's that must run whatever the VM does (its wrapper, its
+ * guard) leaves it for its parent, which has no quota, and stays held by the memory
+ * group. The wrappers in host-base.ts make the same test in shell.
+ */
+export function cpuOnlyGroup (path: string): boolean {
+  return existsSync(join(path, 'cpu.cfs_quota_us')) && !existsSync(join(path, 'memory.limit_in_bytes'))
+}
+
 /** The cpu quota a group holds, in CPUs (for tests and `inspect`). */
 export function readCpuLimit (paths: string[]): number | undefined {
   for (const p of paths) {

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
-import { cpuUsageUs, groupPids, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
+import { cpuOnlyGroup, cpuUsageUs, groupPids, probeCgroups, readCpuLimit } from '../../../node/dvmm/host/cgroups.ts'
 import { checkSupport, createNamespace, deleteNamespaceSync, nsRun, which } from '../../../node/netns/netns.ts'
 import { createLogger, silentLogger } from '../../../node/log.ts'
 import { driverCompliance, waitFor } from './compliance.ts'
@@ -46,6 +46,7 @@ driverCompliance(test, {
 })
 
 const maybe = skip === undefined ? test.serial : test.serial.skip
+const childrenOf = (pid: number): number[] => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number)
 
 maybe('process driver: a VM with a user runs as that user with no capabilities: it cannot leave its namespace or read the node\'s root-only files', async t => {
   const d = await create()
@@ -179,7 +180,12 @@ maybe('process driver: the cpu quota and memory limit are the spec\'s; the VM ha
   t.is(info.detail?.cgroup, cg?.layout?.version)
   const paths = info.detail!.cgroups!.split(' ')
   // a start returns once the VM is in its groups: held to its limits, and found by a kill by its groups
-  for (const p of paths) t.true(groupPids([p]).includes(info.pid!), `the VM's process is in ${p} when its start returns`)
+  for (const p of paths) {
+    if (!cpuOnlyGroup(p)) { t.true(groupPids([p]).includes(info.pid!), `the VM's process is in ${p} when its start returns`); continue }
+    // a v1 CPU group of its own: the wrapper (info.pid), which records the VM's exit, leaves it for the parent (no quota); the VM's process, its child, is in it
+    await waitFor('the VM\'s process in its CPU group', () => childrenOf(info.pid!).some(c => groupPids([p]).includes(c)), 5000)
+    t.false(groupPids([p]).includes(info.pid!), 'the wrapper is not in the VM\'s CPU quota')
+  }
   t.is(readCpuLimit(paths), 0.5)
   t.is(info.detail?.cpuLimit, '0.5')
   const memFile = cg?.layout?.version === 'v2' ? join(paths[0]!, 'memory.max') : join(paths[1]!, 'memory.limit_in_bytes')
@@ -216,6 +222,30 @@ maybe('process driver: a link set-up that fails half-way leaves no namespace or 
   await t.throwsAsync(createVeth(id, DEFAULT_LINK_RANGE, 40, `vgtest-none-${process.pid}`))
   t.false(existsSync(`/run/netns/${vmNetns(id)}`), 'the VM\'s namespace went with the failure')
   t.false(existsSync(`/etc/netns/${vmNetns(id)}`))
+})
+
+maybe('process driver: a VM\'s end is recorded at once while processes it left take all of a tiny CPU quota (bb25)', async t => {
+  const d = await create()
+  const id = `tiny-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const exited = new Promise<{ reason: string, code?: number | null }>(resolve => d.on('exit', e => { if (e.id === id) resolve(e) }))
+  // 40 busy loops the VM's main process leaves behind in 0.01 CPU; it then waits to be killed
+  const info = await d.start({ ...sh(id, 'for i in $(seq 40); do (while :; do :; done) & done; echo guest ready; exec sleep 600'), vcpus: 0.01, network: false })
+  await waitFor('the ready line', async () => (await d.consoleTail(id)).includes('guest ready'), 30_000, 100)
+  const main = await waitFor('the VM\'s main process', () => childrenOf(info.pid!).find(c => readFileSync(`/proc/${c}/cmdline`, 'utf8').startsWith('sleep')), 30_000, 100)
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  const k = Date.now()
+  process.kill(main, 'SIGKILL')
+  // the kill itself takes the main process time in the quota; from its end (a zombie, or reaped) on, the wrapper's part is timed
+  const ended = (): boolean => { try { return readFileSync(`/proc/${main}/stat`, 'utf8').split(') ')[1]!.startsWith('Z') } catch { return true } }
+  await waitFor('the main process ended', ended, 60_000, 5)
+  const t0 = Date.now()
+  const e = await exited
+  const took = Date.now() - t0
+  t.log(`the main process ended ${t0 - k} ms after its SIGKILL, and its end was recorded ${took} ms later`)
+  t.is(e.reason, 'crashed')
+  // its wrapper, outside the quota, records it at once; inside it, it waited its turn behind 40 busy loops (6-14 s)
+  t.true(took < 2000, `${took} ms`)
 })
 
 maybe('process driver: the cpu quota holds a busy loop to the spec\'s share', async t => {
