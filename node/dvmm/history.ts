@@ -41,10 +41,12 @@ const DETAIL_MAX = 512
 /** a lease's reason, at most (crdt/schema.ts) */
 export const LEASE_REASON_MAX = 2048
 /** an event's detail as written: its control characters escaped (it may hold a guest's output: control-chars.ts), within the schema's bound */
-const clip = (raw: string | undefined): string | undefined => {
-  if (raw == null) return undefined
+const clip = (raw: string | undefined): string | undefined => raw == null ? undefined : escapedWithin(raw, DETAIL_MAX)
+
+/** `raw` with its control characters escaped, then cut to `max` characters */
+function escapedWithin (raw: string, max: number): string {
   const s = escapeControls(raw)
-  return s.length <= DETAIL_MAX ? s : `${s.slice(0, DETAIL_MAX - 3)}...`
+  return s.length <= max ? s : `${s.slice(0, max - 3)}...`
 }
 
 /**
@@ -98,10 +100,7 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
 }
 
 /** A lease's reason as written: control characters escaped (control-chars.ts), then cut to the schema's bound. */
-export function leaseReason (reason: string): string {
-  const s = escapeControls(reason)
-  return s.length > LEASE_REASON_MAX ? `${s.slice(0, LEASE_REASON_MAX - 3)}...` : s
-}
+export function leaseReason (reason: string): string { return escapedWithin(reason, LEASE_REASON_MAX) }
 
 /**
  * A lease update `patch` of `cur` with the events of its transition added to the

@@ -110,13 +110,17 @@ const TICKS = 100 // USER_HZ is 100 on every Linux ABI node runs on
 /** A process's state letter and start time (clock ticks since boot), or undefined if gone. */
 export function procStat (pid: number): { state: string, startTicks: number } | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // "PID (comm) STATE ...": comm may hold spaces and parentheses, so split at the last ")"
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return { state: rest[0] ?? '?', startTicks: Number(rest[19]) }
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))
   } catch {
     return undefined
   }
+}
+
+/** a /proc/PID/stat line's state and start time (in clock ticks since boot) */
+export function parseProcStat (stat: string): { state: string, startTicks: number } {
+  // "PID (comm) STATE ...": comm may hold spaces and parentheses, so split at the last ")"
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { state: rest[0] ?? '?', startTicks: Number(rest[19]) }
 }
 
 export function ticksToMs (ticks: number): number {

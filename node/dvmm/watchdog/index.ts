@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { writeSmall } from './small-file.ts'
 import type { Logger } from '../../log.ts'
+import { RepeatedLines } from '../../log-repeats.ts'
 import { scriptPath } from '../../paths.ts'
 import { currentBootId, procStat, sleep } from '../drivers/common.ts'
 import { liveSupervisor, supervisorState } from './supervisor-pid.ts'
@@ -129,6 +130,9 @@ export class Watchdog {
   get lost (): string | undefined { return this.lostWhy }
   private lostWhy?: string
   private respawning?: Promise<void>
+  /** why the last start of a new supervisor failed, until one starts */
+  private respawnFailed?: string
+  private readonly repeats = new RepeatedLines()
   /** why the last check could not look (no descriptor left), said once until it can */
   private blind?: string
 
@@ -153,14 +157,19 @@ export class Watchdog {
     }
     if (this.respawning != null || live !== undefined) return
     const was = this.pid
-    this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
-    this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
+    // a start that keeps failing is retried at every feed: said once a minute, not each time
+    if (this.respawnFailed == null) {
+      this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone; starting a new one`
+      this.log.error('the watchdog supervisor is gone (killed?): starting a new one; until it runs, a crash of this agent would leave its VMs running', { pid: was })
+    }
     this.respawning = this.spawnSupervisor().then(() => {
       this.lostWhy = undefined
+      this.respawnFailed = undefined
       this.log.info('watchdog started again', { pid: this.pid, was })
     }, (err: Error) => {
       this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone and could not be started again (${err.message}); retrying`
-      this.log.error('the watchdog supervisor could not be started again; retrying', { error: err.message })
+      this.respawnFailed = err.message
+      this.repeats.log(this.log, 'error', 'respawn', 'the watchdog supervisor could not be started again; retrying at every feed', { error: err.message })
     }).finally(() => { this.respawning = undefined })
   }
 

@@ -10,7 +10,7 @@
 // it instead of starting a second one beside it (a black-box tester's finding).
 import { readFileSync, readdirSync } from 'node:fs'
 import { writeFileDurableSync } from '../../durable-file.ts'
-import { currentBootId, sameProcessAlive } from '../drivers/common.ts'
+import { currentBootId, parseProcStat, sameProcessAlive } from '../drivers/common.ts'
 import { watchdogPaths } from './paths.ts'
 
 export interface SupervisorRecord { pid: number, startTicks: number, bootId?: string }
@@ -85,8 +85,8 @@ function lookUp (dataDir: string): number | undefined {
     if (!pidExists(p.pid)) return undefined
     const stat = readOr(() => readFileSync(`/proc/${p.pid}/stat`, 'utf8'))
     if (stat === undefined) return undefined
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const same = sameProcessAlive(p.pid, p.startTicks, p.bootId) || (Number(rest[19]) === p.startTicks && rest[0] !== 'Z' && rest[0] !== 'X' && (p.bootId === undefined || p.bootId === currentBootId()))
+    const st = parseProcStat(stat)
+    const same = sameProcessAlive(p.pid, p.startTicks, p.bootId) || (st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X' && (p.bootId === undefined || p.bootId === currentBootId()))
     if (!same) return undefined
   }
   if (p.bootId !== undefined) return p.pid
@@ -108,7 +108,7 @@ function findSupervisor (dataDir: string): number | undefined {
     if (pid === process.pid || argv === undefined || !isSupervisorCmdline(argv, dataDir)) continue
     const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'))
     if (stat === undefined) continue
-    const st = { startTicks: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) }
+    const st = parseProcStat(stat)
     try { writeFileDurableSync(watchdogPaths(dataDir).pid, JSON.stringify({ pid, startTicks: st.startTicks, bootId: currentBootId() })) } catch {}
     return pid
   }

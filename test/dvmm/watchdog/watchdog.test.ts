@@ -4,7 +4,7 @@
 // nothing; a restarted agent adopts the watchdog and the VMs live on.
 import test, { type ExecutionContext } from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,7 +14,7 @@ import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/wa
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
 import { NodeRuntime } from '../../../node/dvmm/node-runtime.ts'
 import { systemClock } from '../../../node/service.ts'
-import { silentLogger } from '../../../node/log.ts'
+import { createLogger, silentLogger } from '../../../node/log.ts'
 import { isAlive } from '../../../node/netns/netns.ts'
 import { waitFor } from '../drivers/compliance.ts'
 
@@ -263,6 +263,28 @@ maybe('watchdog: a supervisor that dies (killed, OOM) is started again by the ag
   w.abandon()
   const ms = await gone(s, t0)
   t.true(ms < FENCE_MS, `killed within the fence timeout (${ms} ms)`)
+})
+
+maybe('watchdog: a new supervisor that cannot be started is retried at every feed and said once a minute, not each time (rv29)', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vgrid-wd-'))
+  const lines: string[] = []
+  const w = new Watchdog({ log: createLogger({ level: 'info', write: l => lines.push(l) }) }, { dataDir, timeoutMs: TIMEOUT_MS })
+  t.teardown(async () => { await w.stop().catch(() => {}); if (w.pid != null) try { process.kill(w.pid, 'SIGKILL') } catch {}; rmSync(dataDir, { recursive: true, force: true }) })
+  await w.start()
+  const first = w.pid!
+  // its pid record cannot be written (a directory in its place): each new one started is stopped again
+  const record = join(dataDir, 'dvmm', 'watchdog', 'pid.json')
+  rmSync(record)
+  mkdirSync(record)
+  process.kill(first, 'SIGKILL')
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  const count = (re: RegExp): number => lines.filter(l => re.test(l)).length
+  t.regex(w.lost ?? '', /could not be started again .*pid\.json.*; retrying/)
+  t.is(count(/supervisor is gone/), 1, lines.join('\n'))
+  t.is(count(/could not be started again/), 1, `about ${Math.floor(3000 / (TIMEOUT_MS / 3))} retries, one line`)
+  rmSync(record, { recursive: true })
+  await waitFor('a new supervisor', () => w.pid !== first && w.running() === w.pid && w.lost === undefined, FENCE_MS, 10)
+  t.is(count(/watchdog started again/), 1)
 })
 
 maybe('watchdog: a stop for a restart feeds once more as it begins, so the next run has the watchdog\'s whole time from the stop', async t => {
