@@ -26,6 +26,9 @@ export class StaleReaderError extends Error {
 /** `valid`: every valid concurrent value, kept only for contested objects (DVMM reads every claim of a contested lease at each step) */
 interface Entry { value?: Resolved<Objects[Kind]>, invalid: number, valid?: Array<Objects[Kind]> }
 
+/** absent entries a kind keeps at least before a sweep (ResolvedCache.absentSet) */
+const SWEEP_AFTER = 1024
+
 /** Resolved objects by kind and key, shared by the Readers of successive versions. */
 export class ResolvedCache {
   private readonly m = new Map<Kind, Map<string, Entry>>()
@@ -38,6 +41,13 @@ export class ResolvedCache {
    * come without a patch naming the key. The Replica drops these after every merge.
    */
   private readonly multi = new Map<Kind, Set<string>>()
+  /**
+   * entries of keys without a value (a removed VM's lease read again) set since the
+   * kind's last sweep: no change names such a key again, so they would stay for good
+   * (one per removed object and kind, on every agent); swept once they outnumber the
+   * kind's entries, at least SWEEP_AFTER, so a sweep costs O(1) per entry set
+   */
+  private readonly absentSet = new Map<Kind, number>()
   digest?: string
 
   kind (k: Kind): Map<string, Entry> {
@@ -48,7 +58,13 @@ export class ResolvedCache {
 
   /** Records an entry read from `values` concurrent values (see `multi`). */
   set (kind: Kind, key: string, e: Entry, values: number): void {
-    this.kind(kind).set(key, e)
+    const byKey = this.kind(kind)
+    byKey.set(key, e)
+    if (values === 0) {
+      const n = (this.absentSet.get(kind) ?? 0) + 1
+      this.absentSet.set(kind, n)
+      if (n > Math.max(SWEEP_AFTER, byKey.size - n)) this.sweep(kind, byKey)
+    }
     let s = this.multi.get(kind)
     if (values > 1) {
       if (s == null) this.multi.set(kind, s = new Set())
@@ -56,6 +72,12 @@ export class ResolvedCache {
     } else {
       s?.delete(key)
     }
+  }
+
+  /** Drops the kind's entries of keys without a value (read again from the document when asked). */
+  private sweep (kind: Kind, byKey: Map<string, Entry>): void {
+    for (const [key, e] of byKey) if (e.value == null && e.invalid === 0) byKey.delete(key)
+    this.absentSet.delete(kind)
   }
 
   /** Drops every entry read from more than one concurrent value. */
@@ -78,6 +100,7 @@ export class ResolvedCache {
 
   clear (): void {
     this.multi.clear()
+    this.absentSet.clear()
     this.m.clear()
     this.keys.clear()
     this.digest = undefined
