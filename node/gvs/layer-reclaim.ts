@@ -324,7 +324,8 @@ export class LayerReclaim {
       }))
     }
     // every live node: T's epoch taught to U, and U's copies made above on stable storage
-    // (one flush each, before anything lets T go)
+    // (one flush each, before anything lets T go); not for a layer being freed
+    if (!stillRead(volumes(), m)) return 'replan'
     await Promise.all([...this.c.live()].map(async node => await this.c.transport.call(node, { op: 'merge', volume: m.into, from: m.layer })))
     // the document as the write finds it may no longer allow it (a snapshot deleted or a
     // clone made meanwhile): the copies into U were harmless, and the layers are planned again

@@ -41,20 +41,32 @@ export class ObjectSpans {
 
   /** runs fn under a span of the object at `p.data`, in the volume directory `p.dir`, counting the exclusive ones */
   async run<T> (p: { dir: string, data: string }, span: Span, fn: () => Promise<T>): Promise<T> {
-    let d = this.dirs.get(p.dir)
-    // a request that comes while the directory is removed runs after the removal (on what is left: nothing)
-    while (d?.removal != null) {
-      await d.removal
-      d = this.dirs.get(p.dir)
-    }
-    if (d == null) this.dirs.set(p.dir, d = { running: 0, removal: null, drained: null })
-    d.running++
+    // an exclusive span is counted before anything is waited for (a removal ahead of it,
+    // its range), uncounted after it ends: a read behind it must not take the fast path
+    if (span.exclusive) this.writers.set(p.data, (this.writers.get(p.data) ?? 0) + 1)
     try {
-      return await this.inDir(p.data, span, fn)
+      let d = this.dirs.get(p.dir)
+      // a request that comes while the directory is removed runs after the removal (on what is left: nothing)
+      while (d?.removal != null) {
+        await d.removal
+        d = this.dirs.get(p.dir)
+      }
+      if (d == null) this.dirs.set(p.dir, d = { running: 0, removal: null, drained: null })
+      d.running++
+      try {
+        // taken before any await when no removal is in the way: overlapping requests run in the order they came
+        return await this.ranges.run(p.data, span, fn)
+      } finally {
+        if (--d.running === 0) {
+          if (d.drained != null) d.drained()
+          else if (d.removal == null) this.dirs.delete(p.dir)
+        }
+      }
     } finally {
-      if (--d.running === 0) {
-        if (d.drained != null) d.drained()
-        else if (d.removal == null) this.dirs.delete(p.dir)
+      if (span.exclusive) {
+        const left = this.writers.get(p.data)! - 1
+        if (left === 0) this.writers.delete(p.data)
+        else this.writers.set(p.data, left)
       }
     }
   }
@@ -81,19 +93,6 @@ export class ObjectSpans {
       entry.removal = null
       if (entry.running === 0) this.dirs.delete(dir)
       done()
-    }
-  }
-
-  private async inDir<T> (key: string, span: Span, fn: () => Promise<T>): Promise<T> {
-    if (!span.exclusive) return await this.ranges.run(key, span, fn)
-    // counted before the span is taken (no await in between), uncounted after it ends
-    this.writers.set(key, (this.writers.get(key) ?? 0) + 1)
-    try {
-      return await this.ranges.run(key, span, fn)
-    } finally {
-      const left = this.writers.get(key)! - 1
-      if (left === 0) this.writers.delete(key)
-      else this.writers.set(key, left)
     }
   }
 }

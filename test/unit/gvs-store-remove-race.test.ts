@@ -8,6 +8,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ObjectStore } from '../../node/gvs/object-store.ts'
+import { ObjectSpans } from '../../node/gvs/object-spans.ts'
 import { silentLogger } from '../../node/log.ts'
 
 const OBJECT = 64 * 1024
@@ -37,4 +38,19 @@ test('a layer removed while copies land in it: the removal succeeds, the copies 
     t.false(existsSync(join(dir, 'objects', layer)))
   }
   t.deepEqual((await readdir(join(dir, 'objects'))), [])
+})
+
+test('a write waiting behind a removal counts as written: a read that comes after it takes no fast path past it (rv30)', async t => {
+  const s = new ObjectSpans(4096)
+  const p = { dir: '/d', data: '/d/0' }
+  let release!: () => void
+  const slow = s.run(p, ObjectSpans.whole(false), async () => { await new Promise<void>(resolve => { release = resolve }) })
+  const order: string[] = []
+  const removal = s.removing('/d', async () => { order.push('removed') })
+  const write = s.run(p, ObjectSpans.whole(true), async () => { order.push('written') })
+  t.true(s.written('/d/0'))
+  release()
+  await Promise.all([slow, removal, write])
+  t.deepEqual(order, ['removed', 'written'])
+  t.false(s.written('/d/0'))
 })

@@ -43,9 +43,11 @@ export interface HostDriverInit {
 // open file still writes). The wrapper records the VM's exit: inside a tiny quota the
 // VM's leftover processes took all of it, and an out-of-memory kill was seen about two
 // minutes late (bb25). It stays in the memory group: a kill by the groups finds it.
+// (`command exec`: a redirection that fails on the bare special builtin ends dash; this
+// way the wrapper stays in the CPU group instead, as on v2.)
 const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
   'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" "$VGRID_GUARD_BEAT" $$ $VGRID_CGROUPS & fi; ' +
-  'for g in $VGRID_CGROUPS; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then exec 5> "$g/cgroup.procs" && echo $$ > "${g%/*}/cgroup.procs" && export VGRID_REJOIN=1; fi; done 2>/dev/null; ' +
+  'for g in $VGRID_CGROUPS; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then command exec 5> "$g/cgroup.procs" && echo $$ > "${g%/*}/cgroup.procs" && export VGRID_REJOIN=1; fi; done 2>/dev/null; ' +
   'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_BEAT VGRID_GUARD_SH; exec "$@"'
 // The VM's guard: a bash of its own in the VM's session and groups, started before
 // anything of the VM runs. It holds the fencing watchdog's FIFO open for reading, which

@@ -155,6 +155,14 @@ export class Watchdog {
       try { process.kill(live, 'SIGCONT') } catch {}
       this.log.error('the watchdog supervisor was stopped (SIGSTOP?): continued it; while stopped it fences nothing', { pid: live })
     }
+    // one found running that this agent's start did not see come up (it came up after the
+    // start gave up on it): the node runs with its watchdog again
+    if (live !== undefined && this.respawning == null && (this.lostWhy != null || this.respawnFailed != null)) {
+      this.lostWhy = undefined
+      this.respawnFailed = undefined
+      this.pid = live
+      this.log.info('watchdog running again', { pid: live })
+    }
     if (this.respawning != null || live !== undefined) return
     const was = this.pid
     // a start that keeps failing is retried at every feed: said once a minute, not each time
@@ -169,7 +177,7 @@ export class Watchdog {
     }, (err: Error) => {
       this.lostWhy = `the fencing watchdog's supervisor (pid ${was ?? '?'}) is gone and could not be started again (${err.message}); retrying`
       this.respawnFailed = err.message
-      this.repeats.log(this.log, 'error', 'respawn', 'the watchdog supervisor could not be started again; retrying at every feed', { error: err.message })
+      this.repeats.log(this.log, 'error', `respawn ${was ?? '?'}`, 'the watchdog supervisor could not be started again; retrying at every feed', { error: err.message })
     }).finally(() => { this.respawning = undefined })
   }
 

@@ -244,8 +244,9 @@ maybe('process driver: a VM\'s end is recorded at once while processes it left t
   const took = Date.now() - t0
   t.log(`the main process ended ${t0 - k} ms after its SIGKILL, and its end was recorded ${took} ms later`)
   t.is(e.reason, 'crashed')
-  // its wrapper, outside the quota, records it at once; inside it, it waited its turn behind 40 busy loops (6-14 s)
-  t.true(took < 2000, `${took} ms`)
+  // its wrapper, outside the quota, records it at once (19-21 ms measured, also under load);
+  // inside it, it waited its turn behind 40 busy loops (1.9 s measured, and the whole end 14.7 s)
+  t.true(took < 500, `${took} ms`)
 })
 
 maybe('process driver: the cpu quota holds a busy loop to the spec\'s share', async t => {
