@@ -34,7 +34,18 @@ export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
  * two stacks, and the one that took the most snapshots is read (`tallestStack`).
  */
 export const FIELD_RULES: { [K in Kind]?: Record<string, (values: unknown[]) => unknown> } = {
-  volumes: { layers: tallestStack, writesGivenUp: unionOfRecords }
+  volumes: { layers: tallestStack, writesGivenUp: unionOfRecords, sizeBytes: largest }
+}
+
+/**
+ * Of concurrent sizes of a volume (two grows at once through two nodes), the largest:
+ * a volume only grows, and each grow was answered; Automerge's own pick kept the smaller
+ * as often as not, and writes past it that the larger had let in failed (bb26). Values
+ * that are not numbers lose (the schema refuses them).
+ */
+export function largest (values: unknown[]): unknown {
+  const sizes = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v))
+  return sizes.length === 0 ? values[0] : Math.max(...sizes)
 }
 
 /**

@@ -6,7 +6,7 @@
 // top would read the volume without them (and let the layer be freed).
 import test from 'ava'
 import { Replica, syncPair } from '../../crdt/index.ts'
-import { tallestStack } from '../../crdt/conflicts.ts'
+import { largest, tallestStack } from '../../crdt/conflicts.ts'
 
 const CLUSTER = 'c0ffee'
 const volume = { id: 'V', path: '/v', sizeBytes: 1 << 20, replicas: 2, state: 'ready', parent: null, snapshots: {}, layers: ['V'] } as const
@@ -65,4 +65,24 @@ test('tallestStack: the highest-numbered top, then the longer stack, then the sa
   t.is(tallestStack([]), undefined)
   // anything not a list of strings is left to the schema's check (and never preferred)
   t.deepEqual(tallestStack([7, ['V@1', 'V']]), ['V@1', 'V'])
+})
+
+for (const [actorA, actorB] of [['ff'.repeat(16), '11'.repeat(16)], ['11'.repeat(16), 'ff'.repeat(16)]] as const) {
+  test(`concurrent grows through two nodes: the larger size is read on both, whichever actor wrote it (actor ${actorA.slice(0, 2)} grows less; bb26)`, t => {
+    const [a, b] = pair(actorA, actorB)
+    // a wrote more of other things first: Automerge's own pick (the op with the greater counter) would be a's smaller size
+    for (let i = 0; i < 20; i++) a.change(w => { w.setLabel('nodeA', `k${i}`, 'x') })
+    a.change(w => { w.update('volumes', 'V', { sizeBytes: 3 << 20 }) })
+    b.change(w => { w.update('volumes', 'V', { sizeBytes: 5 << 20 }) })
+    syncPair(a, b)
+    for (const r of [a, b]) t.is(r.read().get('volumes', 'V')!.value.sizeBytes, 5 << 20)
+    t.is(a.read().digest(), b.read().digest())
+  })
+}
+
+test('largest: the greatest number, from any order; values that are not numbers lose', t => {
+  t.is(largest([3, 7, 5]), 7)
+  t.is(largest([7, 3]), largest([3, 7]))
+  t.is(largest(['x', 4, null]), 4)
+  t.is(largest(['x']), 'x')
 })
