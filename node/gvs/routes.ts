@@ -287,8 +287,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (b.path != null && changed.path !== was) {
         await settlePath(v.id, changed.path, 'rename', was)
         // the volume as the document has it now: a rename of the same volume elsewhere at
-        // the same moment may have won over this one (the answer then shows its path)
-        return await view(findVolume(svc.volumes(), v.id))
+        // the same moment may have won over this one, which then did not happen (bb26: it
+        // answered 200 with the other's path)
+        const now = findVolume(svc.volumes(), v.id)
+        if (now.path !== changed.path) throw new ConflictError(`volume "${was}" was renamed to "${now.path}" at the same moment through another node, and that rename won: this one, to "${changed.path}", did not take effect`, 'renamed_meanwhile')
+        return await view(now)
       }
       // QEMU cannot grow a disk it reaches over NBD while it runs: its VMs see the new
       // size once they start again, which the answer says rather than leave it a mystery

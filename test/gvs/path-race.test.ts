@@ -116,7 +116,7 @@ test('an undo is decided on the volumes as they are then: a volume renamed meanw
   t.is(paths.get('vol-ffffffffffff'), '/y')
 })
 
-test('one volume renamed to two paths on two nodes at once: both answers show the path the document kept', async t => {
+test('one volume renamed to two paths on two nodes at once: the rename the document kept answers 200, the other 409 naming the path that won (bb26)', async t => {
   const a = node(t, NODES[0]!)
   const b = node(t, NODES[1]!)
   const id = (await a.call('POST', '/v1/volumes', { path: '/start', size: '10M' })).body.id ?? ''
@@ -126,10 +126,14 @@ test('one volume renamed to two paths on two nodes at once: both answers show th
   await new Promise(resolve => setTimeout(resolve, 100))
   syncPair(a.replica, b.replica)
   const [x, y] = await Promise.all([ra, rb])
-  t.deepEqual([x.status, y.status], [200, 200])
+  t.deepEqual([x.status, y.status].sort(), [200, 409])
   const kept = a.replica.read().get('volumes', id)?.value.path
-  t.is(x.body.path, kept)
-  t.is(y.body.path, kept)
+  const won = x.status === 200 ? x : y
+  const lost = x.status === 200 ? y : x
+  t.is(won.body.path, kept)
+  t.is(lost.body.error?.code, 'renamed_meanwhile')
+  const asked = lost === x ? '/p' : '/q'
+  t.is(lost.body.error?.message, `volume "/start" was renamed to "${kept}" at the same moment through another node, and that rename won: this one, to "${asked}", did not take effect`)
 })
 
 test('a node that sees no majority of the roll creates and clones no volume (the other side could give the path away meanwhile): 409 no_majority; bad input still says what is wrong', async t => {
