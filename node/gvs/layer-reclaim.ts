@@ -130,6 +130,10 @@ export interface LayerReclaimComponents {
   coordinatorOf: (name: string, live: Iterable<string>) => string | null
   write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
   running: () => boolean
+  /** the document's heads now (recorded with the layers it reads: unread-layers.ts); absent: none */
+  heads?: () => string[]
+  /** whether the document holds every change these heads name; absent: no */
+  hasHeads?: (heads: readonly string[]) => boolean
 }
 
 export interface LayerReclaimInit {
@@ -146,6 +150,8 @@ export class LayerReclaim {
   private readonly unreadSince = new Map<string, number>()
   /** the layers the newest document this node looked at reads (note, free) */
   private lastRead: ReadonlySet<string> = new Set()
+  /** the document's heads when `lastRead` was taken: a version that holds the one it was read from */
+  private lastHeads: readonly string[] = []
   /** the layers this store had copies or epochs of at the last listing (less those freed since) */
   private held = new Set<string>()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
@@ -169,7 +175,13 @@ export class LayerReclaim {
    * document (`volumes`, now) no longer reads of what this run has seen.
    */
   async load (volumes: readonly Volume[]): Promise<void> {
-    for (const l of await this.record.load()) this.seen.add(l)
+    const rec = await this.record.load()
+    for (const l of rec.unread) this.seen.add(l)
+    // the layers held here that a version of the document read, which the document now
+    // holds: any of them it reads no more was let go by a change it holds (a destroy or
+    // fold that reached this disk before this node saw it: bb26). A document without that
+    // version (lost, older) tells nothing of them: they stay unseen.
+    if (rec.heads.length > 0 && this.c.hasHeads?.(rec.heads) === true) for (const l of rec.read) this.seen.add(l)
     this.held = new Set(await this.c.store.layers())
     this.noteRead(volumes)
     this.recording = true
@@ -181,6 +193,7 @@ export class LayerReclaim {
     const read = referencedLayers(volumes)
     for (const l of read) this.seen.add(l)
     this.lastRead = read
+    this.lastHeads = this.c.heads?.() ?? []
     return read
   }
 
@@ -190,7 +203,11 @@ export class LayerReclaim {
    */
   private async keepRecord (): Promise<void> {
     if (!this.recording) return
-    await this.record.keep(new Set([...this.held].filter(l => this.seen.has(l) && !this.lastRead.has(l))))
+    await this.record.keep({
+      unread: new Set([...this.held].filter(l => this.seen.has(l) && !this.lastRead.has(l))),
+      read: new Set([...this.held].filter(l => this.lastRead.has(l))),
+      heads: this.lastHeads
+    })
   }
 
   /**

@@ -73,6 +73,8 @@ export interface GvsComponents {
     lacksHeadsOf?: (peers: string[]) => string[]
     /** the document's heads (a writer asks a majority to hold where its writes go: write-interval-records.ts) */
     heads?: () => string[]
+    /** whether the document holds every change these heads name (layer-reclaim.ts: an earlier run's record) */
+    hasHeads?: (heads: readonly string[]) => boolean
     /** the document changed (a drain or undrain moves objects: evacuating, live-placement.ts) */
     on?: (event: 'changed', fn: () => void) => unknown
     off?: (event: 'changed', fn: () => void) => unknown
@@ -301,7 +303,9 @@ export class GvsService {
       coordinatorOf,
       // through the state service, as a method (it reads its own fields)
       write: async (fn, message) => await this.components.state.write(fn, message),
-      running: () => this.started
+      running: () => this.started,
+      heads: () => this.components.state.heads?.() ?? [],
+      hasHeads: heads => this.components.state.hasHeads?.(heads) ?? false
     }, { freeAfterMs: this.init.freeAfterMs })
     this.exportSweeper = new ExportSweeper({
       self: this.replicas.self,

@@ -224,6 +224,8 @@ export class StateService extends EventEmitter<StateEvents> {
   }
 
   heads (): string[] { return this.replica.heads() }
+  /** whether the document holds every change these heads name (they may be from an earlier run's document) */
+  hasHeads (heads: readonly string[]): boolean { return this.replica.hasHeads([...heads]) }
 
   /** open sync sessions (one per connected peer once settled) */
   get sessionCount (): number { return this.sync?.sessionCount ?? 0 }

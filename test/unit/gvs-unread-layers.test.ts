@@ -5,10 +5,14 @@ import test from 'ava'
 import { mkdir, mkdtemp, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { UnreadLayers } from '../../node/gvs/unread-layers.ts'
+import { UnreadLayers, type LayerRecord } from '../../node/gvs/unread-layers.ts'
 import { createLogger, silentLogger } from '../../node/log.ts'
 import { LayerReclaim, type LayerReclaimComponents } from '../../node/gvs/layer-reclaim.ts'
 import type { Volume } from '../../crdt/index.ts'
+
+const H1 = 'a'.repeat(64)
+const H2 = 'b'.repeat(64)
+const rec = (unread: string[], read: string[] = [], heads: string[] = []): LayerRecord => ({ unread: new Set(unread), read: new Set(read), heads })
 
 async function dir (t: { teardown: (f: () => Promise<void>) => void }): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'gvs-unread-'))
@@ -21,28 +25,34 @@ test('kept layers are read back by the next run; an unchanged set is not written
   const lines: string[] = []
   const log = createLogger({ level: 'debug', write: l => lines.push(l) })
   const a = new UnreadLayers(file, log)
-  t.deepEqual([...await a.load()], [], 'no file: none')
-  await a.keep(new Set(['vol-a@3', 'vol-b']))
+  t.deepEqual([...(await a.load()).unread], [], 'no file: none')
+  await a.keep(rec(['vol-a@3', 'vol-b']))
   t.is((await stat(file)).mode & 0o777, 0o600)
   const before = (await stat(file)).mtimeMs
   await new Promise(resolve => setTimeout(resolve, 20))
-  await a.keep(new Set(['vol-b', 'vol-a@3']))
-  t.is((await stat(file)).mtimeMs, before, 'the same set: no write')
-  t.deepEqual([...await new UnreadLayers(file, log).load()].sort(), ['vol-a@3', 'vol-b'])
-  await a.keep(new Set())
-  t.deepEqual(JSON.parse(await readFile(file, 'utf8')), { v: 1, layers: [] })
+  await a.keep(rec(['vol-b', 'vol-a@3'], [], [H2]))
+  t.is((await stat(file)).mtimeMs, before, 'the same sets: no write (other heads alone make none)')
+  t.deepEqual([...(await new UnreadLayers(file, log).load()).unread].sort(), ['vol-a@3', 'vol-b'])
+  await a.keep(rec([], ['vol-c'], [H1]))
+  t.deepEqual(JSON.parse(await readFile(file, 'utf8')), { v: 2, layers: [], read: ['vol-c'], heads: [H1] })
+  const back = await new UnreadLayers(file, log).load()
+  t.deepEqual([[...back.read], back.heads], [['vol-c'], [H1]])
+  // an earlier release's record: its unread layers only
+  await writeFile(file, '{"v":1,"layers":["vol-d"]}')
+  const v1 = await new UnreadLayers(file, log).load()
+  t.deepEqual([[...v1.unread], [...v1.read], v1.heads], [['vol-d'], [], []])
   t.deepEqual(lines, [])
 })
 
 test('a damaged record is reported once, naming the file, and read as none', async t => {
   const d = await dir(t)
-  const cases: Array<[string, string]> = [['garbage', 'not json'], ['shape', '{"v":2,"layers":[]}'], ['names', '{"v":1,"layers":["ok","../etc/passwd"]}']]
+  const cases: Array<[string, string]> = [['garbage', 'not json'], ['shape', '{"v":3,"layers":[]}'], ['names', '{"v":1,"layers":["ok","../etc/passwd"]}'], ['read', '{"v":2,"layers":[],"read":"x","heads":[]}'], ['heads', '{"v":2,"layers":[],"read":[],"heads":["nothex"]}']]
   for (const [name, text] of cases) {
     const file = join(d, `${name}.json`)
     await writeFile(file, text)
     const lines: string[] = []
     const r = new UnreadLayers(file, createLogger({ level: 'debug', write: l => lines.push(l) }))
-    t.deepEqual([...await r.load()], [], name)
+    t.deepEqual([...(await r.load()).unread], [], name)
     await r.load()
     t.is(lines.length, 1, `${name}: one warning`)
     t.true(lines[0]!.includes(file), lines[0])
@@ -120,11 +130,48 @@ test('a record that failed to be written is written by the next keep, even of th
   const file = join(d, 'unread-layers.json')
   const u = new UnreadLayers(file, silentLogger)
   await u.load()
-  await u.keep(new Set(['a']))
+  await u.keep(rec(['a']))
   await rm(file)
   await mkdir(file) // the rename over it fails
-  await u.keep(new Set(['a', 'b']))
+  await u.keep(rec(['a', 'b']))
   await rmdir(file)
-  await u.keep(new Set(['a', 'b']))
+  await u.keep(rec(['a', 'b']))
   t.deepEqual(JSON.parse(await readFile(file, 'utf8')).layers, ['a', 'b'])
+})
+
+test('a node killed right after a destroy reached its disk, before it saw it, frees the layer after its restart: the record\'s heads are in the document it loads (bb26)', async t => {
+  const d = await dir(t)
+  const held = new Set(['K', 'K@1'])
+  let heads = [H1]
+  const docHas = new Set([H1])
+  const reclaimWith = (store: object): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store, heads: () => heads, hasHeads: (h: readonly string[]) => h.every(x => docHas.has(x)) } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
+  const first = reclaimWith(fakeStore(d, held).store)
+  const live = [vol('K', ['K@1', 'K'], { s: ['K'] })]
+  await first.load(live)
+  await first.free(live, 0)
+  // the destroy reaches the document on disk (heads H2); the node is killed before it looks
+  heads = [H2]
+  docHas.add(H2)
+  const { store, removed } = fakeStore(d, held)
+  const again = reclaimWith(store)
+  again.note([])
+  await again.load([])
+  await again.free([], 0)
+  await again.free([], 30_000)
+  t.deepEqual(removed.sort(), ['K', 'K@1'], 'freed once unread for the wait')
+})
+
+test('a restart on a document without the record\'s heads (the state lost, or an older one) frees none of the layers it had seen read', async t => {
+  const d = await dir(t)
+  const held = new Set(['L'])
+  const reclaimWith = (store: object, has: boolean): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store, heads: () => [H1], hasHeads: () => has } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
+  const first = reclaimWith(fakeStore(d, held).store, true)
+  await first.load([vol('L', ['L'])])
+  await first.free([vol('L', ['L'])], 0)
+  const { store, removed } = fakeStore(d, held)
+  const again = reclaimWith(store, false)
+  await again.load([])
+  await again.free([], 0)
+  await again.free([], 60_000)
+  t.deepEqual(removed, [], 'kept: the empty document tells nothing of it')
 })
