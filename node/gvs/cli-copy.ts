@@ -129,7 +129,14 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   } finally {
     if (temp != null) {
       // renewed until removed: the agent removes one whose lease ran out by itself
-      removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', (err: Error) => {
+      removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', async (err: Error) => {
+        // gone already: the volume with its snapshots (removed during the copy: bb26 was
+        // told to remove the snapshot by hand), or the snapshot alone (its lease ran out)
+        if ((err as CliError).code === 'not_found') {
+          const volumeGone = await api.request('GET', `/v1/volumes/${enc(d.id)}`).then(() => false, (e: Error) => (e as CliError).code === 'not_found')
+          process.stderr.write(volumeGone ? `vgrid: ${d.path} and its snapshots were removed during the ${sub}\n` : `vgrid: the export's snapshot ${name} was removed already (its lease ran out)\n`)
+          return ''
+        }
         process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): the agent removes it by itself once its lease runs out (vgrid vol snapshot rm ${d.path} ${temp.name} removes it now)\n`)
         return ''
       })

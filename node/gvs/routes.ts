@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -273,7 +273,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // checked inside the write, on the volume as it is then: a resize that waited must not shrink what another grew
       let was = v.path
       const changed = await state.write(w => {
-        const cur = findVolume(w.reader.list('volumes'), v.id)
+        const cur = stillThere(w.reader.list('volumes'), v)
         was = cur.path
         const patch: Partial<Volume> = {}
         if (b.size != null) patch.sizeBytes = planResize(cur, b.size, svc.pool())
@@ -289,7 +289,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         // the volume as the document has it now: a rename of the same volume elsewhere at
         // the same moment may have won over this one, which then did not happen (bb26: it
         // answered 200 with the other's path)
-        const now = findVolume(svc.volumes(), v.id)
+        const now = stillThere(svc.volumes(), v)
         if (now.path !== changed.path) throw new ConflictError(`volume "${was}" was renamed to "${now.path}" at the same moment through another node, and that rename won: this one, to "${changed.path}", did not take effect`, 'renamed_meanwhile')
         return await view(now)
       }
@@ -311,7 +311,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // again inside the write: a VM may have taken the volume while the writers were asked
       const { unread, lineRead, snapshots } = await state.write(w => {
         const all = w.reader.list('volumes')
-        const cur = findVolume(all, v.id)
+        const cur = stillThere(all, v)
         checkDestroy(cur, w.reader.list('vms'), w.reader.list('leases'))
         // a snapshot taken meanwhile is refused too
         checkSnapshotsGo(cur, withSnapshots, exportsOf(cur))
@@ -336,7 +336,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const frozen: string[] = []
       for (const v of vs) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
-        const current = findVolume(w.reader.list('volumes'), v.id)
+        const current = stillThere(w.reader.list('volumes'), v)
         const plan = planSnapshot(current, name, now)
         w.update('volumes', v.id, { layers: plan.layers })
         w.addSnapshot(v.id, exported == null ? plan.snapshot : { ...plan.snapshot, export: exported } as typeof plan.snapshot)
@@ -353,7 +353,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // whose document lags can no longer put a later write into the snapshot
       await svc.freeze(await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`))
       void reply.code(201)
-      return await view(findVolume(svc.volumes(), v.id))
+      return await view(stillThere(svc.volumes(), v))
     })
 
     // `vgrid vol export` of a volume in use: a snapshot named here (export-<UTC time>-<random>),
@@ -374,7 +374,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         await svc.freeze(await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now)), `volume snapshot ${v.path}@${name} (export)`))
       } catch (err) { svc.exportSweeper.endLease(v.id, name); throw err }
       void reply.code(201)
-      return { snapshot: name, leaseMs: svc.exportSweeper.leaseMs, volume: await view(findVolume(svc.volumes(), v.id)) }
+      return { snapshot: name, leaseMs: svc.exportSweeper.leaseMs, volume: await view(stillThere(svc.volumes(), v)) }
     })
 
     app.post<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name/lease', { schema: { params: idParams } }, async req => {
@@ -404,7 +404,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (twice != null) throw new ValidationError('volumes', `volume ${twice.path} is listed twice (by path or id): each volume once`)
       await svc.freeze(await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`))
       void reply.code(201)
-      return { snapshot: b.name, volumes: await views(vs.map(v => findVolume(svc.volumes(), v.id))) }
+      return { snapshot: b.name, volumes: await views(vs.map(v => stillThere(svc.volumes(), v))) }
     })
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
@@ -414,7 +414,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       await state.write(w => { w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
       // an export's lease on it (if any) ends with it
       svc.exportSweeper.endLease(v.id, req.params.name)
-      return await view(findVolume(svc.volumes(), v.id))
+      return await view(stillThere(svc.volumes(), v))
     })
 
     // wait (default true): answer with the report when done; false: 202 at once, and

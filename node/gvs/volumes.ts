@@ -84,6 +84,16 @@ export function findVolume (volumes: Iterable<Volume>, idOrPath: string, doing?:
   return v
 }
 
+/**
+ * The volume `v` as `volumes` have it now (found by its id): a request that found it by
+ * its path and then waited (for a write, a settle) says it was removed meanwhile, by the
+ * path it was given, not a bare "no volume with id" naming an id the user never typed.
+ */
+export function stillThere (volumes: Iterable<Volume>, v: Pick<Volume, 'id' | 'path'>): Volume {
+  for (const x of volumes) if (x.id === v.id) return x
+  throw new NotFoundError(`volume ${v.path} (${v.id}) was removed meanwhile, by another request`)
+}
+
 /** why `ref` names no volume (pure) */
 function notAVolume (all: Volume[], ref: string, doing?: string): Error {
   const parts = splitSnapshotRef(ref)

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned, checkSnapshotsGo, EXPORT_SNAPSHOT, volumeUse } from '../../node/gvs/volumes.ts'
+import { planCreate, planResize, planRename, checkDestroy, checkRename, checkSnapshotName, findVolume, stillThere, checkSize, checkPath, splitSnapshotRef, sayLayers, planSnapshot, planClone, cloneSource, overProvisioned, checkSnapshotsGo, EXPORT_SNAPSHOT, volumeUse } from '../../node/gvs/volumes.ts'
 import { validateObject, type Lease, type Volume, type Vm } from '../../crdt/index.ts'
 
 const G = 2 ** 30
@@ -168,4 +168,10 @@ test('volumeUse: what each VM naming a volume does now, and the runs of removed 
   t.deepEqual([...volumeUse(v, [vmOf('g3', 1)], [leaseOf('g3', { status: 'running', made: 1 })]).states], [['g3', 'running']])
   t.deepEqual(volumeUse(v, [], [leaseOf('g1', { status: 'failed', made: 100, disks: ['vol-d'] })]).formerRuns, [])
   t.deepEqual([...volumeUse(v, [vmOf('g4', 1, 'stopped')], []).states], [['g4', 'stopped']])
+})
+
+test('a volume found by its path and removed while the request waited is said so by that path, not by an id the user never typed (bb26)', t => {
+  const v = vol()
+  t.is(stillThere([vol({ path: '/moved' })], v).path, '/moved', 'found by its id, renamed or not')
+  t.throws(() => stillThere([vol({ id: 'vol-b' })], v), { message: 'volume /shop/db/data (vol-a) was removed meanwhile, by another request' })
 })
