@@ -153,7 +153,9 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
  */
 export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 'export', file: string, name: string, volId: string, existed: boolean): Promise<unknown> {
   if (!(err instanceof Error) || (err instanceof CliError && err.exitCode === 2)) return err
-  const health = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).then(v => v.state === 'ready' && v.health.state !== 'healthy' ? `; ${v.path} is ${v.health.state}${v.health.reasons.length > 0 ? `: ${v.health.reasons[0]!}` : ''}` : '', () => '')
+  const health = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).then(v => v.state === 'ready' && v.health.state !== 'healthy' ? `; ${v.path} is ${v.health.state}${v.health.reasons.length > 0 ? `: ${v.health.reasons[0]!}` : ''}` : '', (e: Error) =>
+    // the agent serving the copy stopped during it (bb26: a bare "Input/output error" said nothing of it)
+    (e as CliError).code === 'not_found' ? `; ${name} was removed during the ${sub}` : `; the agent could not be asked about ${name} afterwards (${e.message}): it may have stopped during the ${sub}`)
   let left = ''
   // qemu-img convert opens the image and the volume before it writes: one it could not open wrote nothing
   if (sub === 'import') left = /Could not open '/.test(err.message) ? `: nothing was written to ${name}` : `: ${name} may hold part of ${file}; import it again once the cause is fixed`
