@@ -44,7 +44,7 @@ export const FIELD_RULES: { [K in Kind]?: Record<string, (values: unknown[]) => 
  * that are not numbers lose (the schema refuses them).
  */
 export function largest (values: unknown[]): unknown {
-  const sizes = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v))
+  const sizes = values.filter((v): v is number => Number.isSafeInteger(v) && (v as number) > 0)
   return sizes.length === 0 ? values[0] : Math.max(...sizes)
 }
 

@@ -134,7 +134,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
         // told to remove the snapshot by hand), or the snapshot alone (its lease ran out)
         if ((err as CliError).code === 'not_found') {
           const volumeGone = await api.request('GET', `/v1/volumes/${enc(d.id)}`).then(() => false, (e: Error) => (e as CliError).code === 'not_found')
-          process.stderr.write(volumeGone ? `vgrid: ${d.path} and its snapshots were removed during the ${sub}\n` : `vgrid: the export's snapshot ${name} was removed already (its lease ran out)\n`)
+          process.stderr.write(volumeGone ? `vgrid: ${d.path} and its snapshots were removed during the ${sub}\n` : `vgrid: the export's snapshot ${name} was removed already (its lease ran out, or it was removed by hand)\n`)
           return ''
         }
         process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): the agent removes it by itself once its lease runs out (vgrid vol snapshot rm ${d.path} ${temp.name} removes it now)\n`)
@@ -155,7 +155,7 @@ export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 
   if (!(err instanceof Error) || (err instanceof CliError && err.exitCode === 2)) return err
   const health = await api.request<VolumeView>('GET', `/v1/volumes/${enc(volId)}`).then(v => v.state === 'ready' && v.health.state !== 'healthy' ? `; ${v.path} is ${v.health.state}${v.health.reasons.length > 0 ? `: ${v.health.reasons[0]!}` : ''}` : '', (e: Error) =>
     // the agent serving the copy stopped during it (bb26: a bare "Input/output error" said nothing of it)
-    (e as CliError).code === 'not_found' ? `; ${name} was removed during the ${sub}` : `; the agent could not be asked about ${name} afterwards (${e.message}): it may have stopped during the ${sub}`)
+    (e as CliError).code === 'not_found' ? `; its volume was removed during the ${sub}` : `; asking the agent about ${name} afterwards failed (${e.message}): it may have stopped during the ${sub}`)
   let left = ''
   // qemu-img convert opens the image and the volume before it writes: one it could not open wrote nothing
   if (sub === 'import') left = /Could not open '/.test(err.message) ? `: nothing was written to ${name}` : `: ${name} may hold part of ${file}; import it again once the cause is fixed`

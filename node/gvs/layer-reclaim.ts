@@ -174,16 +174,19 @@ export class LayerReclaim {
    * (the store started: the record is written from here on), and records what the
    * document (`volumes`, now) no longer reads of what this run has seen.
    */
-  async load (volumes: readonly Volume[]): Promise<void> {
+  async load (volumes: () => readonly Volume[]): Promise<void> {
     const rec = await this.record.load()
+    this.held = new Set(await this.c.store.layers())
     for (const l of rec.unread) this.seen.add(l)
     // the layers held here that a version of the document read, which the document now
     // holds: any of them it reads no more was let go by a change it holds (a destroy or
     // fold that reached this disk before this node saw it: bb26). A document without that
-    // version (lost, older) tells nothing of them: they stay unseen.
+    // version (lost, older) tells nothing of them: they stay unseen. The heads are asked
+    // of the document the volumes are then read from, in the same turn (rv31: a sync
+    // during the awaits above made an older list's layers count as seen and unread).
+    const now = volumes()
     if (rec.heads.length > 0 && this.c.hasHeads?.(rec.heads) === true) for (const l of rec.read) this.seen.add(l)
-    this.held = new Set(await this.c.store.layers())
-    this.noteRead(volumes)
+    this.noteRead(now)
     this.recording = true
     await this.keepRecord()
   }

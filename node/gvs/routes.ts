@@ -290,7 +290,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         // the same moment may have won over this one, which then did not happen (bb26: it
         // answered 200 with the other's path)
         const now = stillThere(svc.volumes(), v)
-        if (now.path !== changed.path) throw new ConflictError(`volume "${was}" was renamed to "${now.path}" at the same moment through another node, and that rename won: this one, to "${changed.path}", did not take effect`, 'renamed_meanwhile')
+        if (now.path !== changed.path) throw new ConflictError(`volume "${was}" is now at "${now.path}" (renamed through another node meanwhile, or at the same moment and that rename won): this rename to "${changed.path}" did not stay`, 'renamed_meanwhile')
         return await view(now)
       }
       // QEMU cannot grow a disk it reaches over NBD while it runs: its VMs see the new
@@ -411,7 +411,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id)
       if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them
-      await state.write(w => { w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
+      await state.write(w => { stillThere(w.reader.list('volumes'), v); w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
       // an export's lease on it (if any) ends with it
       svc.exportSweeper.endLease(v.id, req.params.name)
       return await view(stillThere(svc.volumes(), v))

@@ -336,7 +336,7 @@ export class GvsService {
     this.caches.start()
     if (this.caches.failed != null) this.components.log.warn('the volume cache is off: its directory could not be set up', { error: this.caches.failed })
     // then those an earlier run saw the document stop reading but had not freed, and the document now
-    await this.reclaim.load(this.volumes())
+    await this.reclaim.load(() => this.volumes())
     // VM disks an earlier release pinned open without a key (their QEMU asks for NAME~EPOCH)
     await this.pinKeys.load()
     if (this.pinKeys.fresh) this.exports.acceptKeyless()

@@ -133,7 +133,7 @@ test('one volume renamed to two paths on two nodes at once: the rename the docum
   t.is(won.body.path, kept)
   t.is(lost.body.error?.code, 'renamed_meanwhile')
   const asked = lost === x ? '/p' : '/q'
-  t.is(lost.body.error?.message, `volume "/start" was renamed to "${kept}" at the same moment through another node, and that rename won: this one, to "${asked}", did not take effect`)
+  t.is(lost.body.error?.message, `volume "/start" is now at "${kept}" (renamed through another node meanwhile, or at the same moment and that rename won): this rename to "${asked}" did not stay`)
 })
 
 test('a node that sees no majority of the roll creates and clones no volume (the other side could give the path away meanwhile): 409 no_majority; bad input still says what is wrong', async t => {

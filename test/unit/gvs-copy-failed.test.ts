@@ -30,12 +30,12 @@ test('a failed export over a file that was there (--force) keeps it and says it 
   writeFileSync(file, Buffer.alloc(4096))
   const over = await copyFailed(gone, new CliError('qemu-img convert failed (exit 1)'), 'export', file, '/t/d0', 'vol-1', true) as CliError
   t.true(existsSync(file))
-  t.is(over.message, `qemu-img convert failed (exit 1): ${file} was overwritten in part and holds no whole image; the agent could not be asked about /t/d0 afterwards (no answer): it may have stopped during the export`)
+  t.is(over.message, `qemu-img convert failed (exit 1): ${file} was overwritten in part and holds no whole image; asking the agent about /t/d0 afterwards failed (no answer): it may have stopped during the export`)
   const imp = await copyFailed(gone, new CliError('qemu-img convert failed (exit 1)'), 'import', file, '/t/d0', 'vol-1', false) as CliError
-  t.is(imp.message, `qemu-img convert failed (exit 1): /t/d0 may hold part of ${file}; import it again once the cause is fixed; the agent could not be asked about /t/d0 afterwards (no answer): it may have stopped during the import`)
+  t.is(imp.message, `qemu-img convert failed (exit 1): /t/d0 may hold part of ${file}; import it again once the cause is fixed; asking the agent about /t/d0 afterwards failed (no answer): it may have stopped during the import`)
   // the volume removed during the copy (bb26)
   const removed = { request: async () => { throw new CliError('no volume with id or path "vol-1" (not_found)', 1, { code: 'not_found' }) } } as unknown as ApiClient
-  t.is((await copyFailed(removed, new CliError('qemu-img convert failed (exit 1)'), 'import', file, '/t/d0', 'vol-1', false) as CliError).message, `qemu-img convert failed (exit 1): /t/d0 may hold part of ${file}; import it again once the cause is fixed; /t/d0 was removed during the import`)
+  t.is((await copyFailed(removed, new CliError('qemu-img convert failed (exit 1)'), 'import', file, '/t/d0', 'vol-1', false) as CliError).message, `qemu-img convert failed (exit 1): /t/d0 may hold part of ${file}; import it again once the cause is fixed; its volume was removed during the import`)
   t.true(existsSync(file), 'an import never removes its image')
   const usage = new CliError('--format "x": raw or qcow2', 2)
   t.is(await copyFailed(gone, usage, 'export', file, '/t/d0', 'vol-1', true), usage, 'a usage error is passed on as it is')

@@ -89,7 +89,7 @@ test('a layer the document began to read during a pass is never recorded (a rest
   const r = reclaimOf(fakeStore(d, held, gate).store)
   const before = [vol('A', ['A@1', 'A'], { s: ['A'] })]
   r.note(before)
-  await r.load(before)
+  await r.load(() => before)
   // A's snapshot deleted, A folded into A@1; a pass 20 s later frees A, slowly
   const folded = [vol('A', ['A@1', 'A'], {}, { merged: { A: 'A@1' } })]
   await r.free(folded, 0)
@@ -107,7 +107,7 @@ test('a layer the document began to read during a pass is never recorded (a rest
   const { store, removed } = fakeStore(d, held)
   const again = reclaimOf(store)
   again.note([])
-  await again.load([])
+  await again.load(() => [])
   await again.free([], 0)
   await again.free([], 30_000)
   t.deepEqual(removed, [])
@@ -117,7 +117,7 @@ test('the record names only layers held here: it does not grow with every destro
   const d = await dir(t)
   const held = new Set(['R@1'])
   const r = reclaimOf(fakeStore(d, held).store)
-  await r.load([])
+  await r.load(() => [])
   for (let i = 1; i <= 20; i++) {
     r.note([vol('R', [`R@${i + 1}`, `R@${i}`], { k: [`R@${i}`] })])
     await r.free([vol('R', [`R@${i + 1}`], {}, { merged: { [`R@${i}`]: `R@${i + 1}` } })], i * 60_000)
@@ -147,7 +147,7 @@ test('a node killed right after a destroy reached its disk, before it saw it, fr
   const reclaimWith = (store: object): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store, heads: () => heads, hasHeads: (h: readonly string[]) => h.every(x => docHas.has(x)) } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
   const first = reclaimWith(fakeStore(d, held).store)
   const live = [vol('K', ['K@1', 'K'], { s: ['K'] })]
-  await first.load(live)
+  await first.load(() => live)
   await first.free(live, 0)
   // the destroy reaches the document on disk (heads H2); the node is killed before it looks
   heads = [H2]
@@ -155,7 +155,7 @@ test('a node killed right after a destroy reached its disk, before it saw it, fr
   const { store, removed } = fakeStore(d, held)
   const again = reclaimWith(store)
   again.note([])
-  await again.load([])
+  await again.load(() => [])
   await again.free([], 0)
   await again.free([], 30_000)
   t.deepEqual(removed.sort(), ['K', 'K@1'], 'freed once unread for the wait')
@@ -166,12 +166,30 @@ test('a restart on a document without the record\'s heads (the state lost, or an
   const held = new Set(['L'])
   const reclaimWith = (store: object, has: boolean): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store, heads: () => [H1], hasHeads: () => has } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
   const first = reclaimWith(fakeStore(d, held).store, true)
-  await first.load([vol('L', ['L'])])
+  await first.load(() => [vol('L', ['L'])])
   await first.free([vol('L', ['L'])], 0)
   const { store, removed } = fakeStore(d, held)
   const again = reclaimWith(store, false)
-  await again.load([])
+  await again.load(() => [])
   await again.free([], 0)
   await again.free([], 60_000)
   t.deepEqual(removed, [], 'kept: the empty document tells nothing of it')
+})
+
+test('a document that syncs in during the load is asked for the record\'s heads with the volumes read then, not an older list (rv31: a live layer was recorded as unread)', async t => {
+  const d = await dir(t)
+  const held = new Set(['L'])
+  const docHas = new Set<string>()
+  const reclaimWith = (store: object): LayerReclaim => new LayerReclaim({ self: 'n', log: silentLogger, store, heads: () => [H1], hasHeads: (h: readonly string[]) => h.every(x => docHas.has(x)) } as unknown as LayerReclaimComponents, { freeAfterMs: 20_000 })
+  // run 1 records L as read, with heads H1
+  const first = reclaimWith(fakeStore(d, held).store)
+  await first.load(() => [vol('L', ['L'])])
+  await first.free([vol('L', ['L'])], 0)
+  // run 2 starts on an older document (no L, no H1); the full one syncs in during the load
+  let doc: Volume[] = []
+  const { store } = fakeStore(d, held)
+  const slow = { ...store, layers: async () => { doc = [vol('L', ['L'])]; docHas.add(H1); return [...held] } }
+  const again = reclaimWith(slow)
+  await again.load(() => doc)
+  t.deepEqual(await recordOf(d), [], 'L is read by the document the heads were asked of: not recorded as unread')
 })
