@@ -62,7 +62,7 @@ test('an import\'s image is checked against its format before anything is writte
 })
 
 test('an import qemu-img could not open wrote nothing, and says so (not "may hold part of")', async t => {
-  const gone = { request: async () => { throw new Error('no answer') } } as unknown as ApiClient
-  const err = await copyFailed(gone, new CliError("qemu-img convert failed (exit 1): qemu-img: Could not open '/tmp/r.qcow2': Image is not in qcow2 format"), 'import', '/tmp/r.qcow2', '/prod/q', 'vol-1', false) as CliError
+  const healthy = { request: async () => ({ path: '/prod/q', state: 'ready', health: { state: 'healthy', reasons: [] } }) } as unknown as ApiClient
+  const err = await copyFailed(healthy, new CliError("qemu-img convert failed (exit 1): qemu-img: Could not open '/tmp/r.qcow2': Image is not in qcow2 format"), 'import', '/tmp/r.qcow2', '/prod/q', 'vol-1', false) as CliError
   t.is(err.message, "qemu-img convert failed (exit 1): qemu-img: Could not open '/tmp/r.qcow2': Image is not in qcow2 format: nothing was written to /prod/q")
 })
