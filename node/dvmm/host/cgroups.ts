@@ -65,11 +65,10 @@ export function probeCgroups (): CgroupProbe {
     if (layout.version === 'v2') {
       // children get cpu and memory only if every ancestor delegates them
       writeFileSync(join(layout.root, 'cgroup.subtree_control'), '+cpu +memory')
-      mkdirSync(join(layout.root, PARENT), { recursive: true })
-      writeFileSync(join(layout.root, PARENT, 'cgroup.subtree_control'), '+cpu +memory')
+      tryGroupDir(join(layout.root, PARENT), g => { writeFileSync(join(g, 'cgroup.subtree_control'), '+cpu +memory') })
     } else {
-      mkdirSync(join(layout.cpu, PARENT), { recursive: true })
-      mkdirSync(join(layout.memory, PARENT), { recursive: true })
+      tryGroupDir(join(layout.cpu, PARENT))
+      tryGroupDir(join(layout.memory, PARENT))
     }
   } catch (err) {
     return { ok: false, detail: `${why}, but making the ${PARENT} group failed: ${(err as Error).message}` }
@@ -265,16 +264,69 @@ export async function removeGroups (paths: string[]): Promise<void> {
     // the drivers' parent group goes with its last VM (rmdir refuses while another VM is in it;
     // createGroups makes it again for the next, and on v2 delegates cpu and memory to it again)
     const parent = dirname(p)
-    // a VM's guard (v1: in the parent's cpu group, host-base.ts) killed with it may take a moment to go
-    if (basename(parent) === 'vgrid') {
-      for (let i = 0; i < 10; i++) {
-        try { rmdirSync(parent); break } catch (err) {
-          let others = true
-          try { others = readdirSync(parent, { withFileTypes: true }).some(e => e.isDirectory()) } catch {}
-          if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || others) break
-          await new Promise(resolve => setTimeout(resolve, 20))
-        }
-      }
+    if (basename(parent) === PARENT) await removeParentWhenFree(parent)
+  }
+}
+
+/**
+ * Makes a group directory to see that groups can be made here (and runs `check` on it),
+ * and removes it again if it was not there before: an agent that runs no VM leaves no
+ * group behind (the probe runs at every start and while it fails).
+ */
+export function tryGroupDir (path: string, check?: (path: string) => void): void {
+  const made = !existsSync(path)
+  mkdirSync(path, { recursive: true })
+  try {
+    check?.(path)
+  } finally {
+    // a VM's group made meanwhile (another agent on this machine) keeps it
+    if (made) try { rmdirSync(path) } catch {}
+  }
+}
+
+/** parents still held by a process when their last VM went, looked at again later */
+const parentsHeld = new Set<string>()
+let parentSweep: NodeJS.Timeout | undefined
+/** how often, and how many times, a held parent is looked at again */
+export const PARENT_SWEEP = { everyMs: 500, times: 120 }
+
+/**
+ * Removes a VM parent group once no VM's group is left in it. On cgroup v1 a VM's
+ * guard and wrapper sit in the parent's cpu group (host-base.ts) and may leave it a
+ * moment after their VM: rmdir then fails with EBUSY. It is tried again for 200 ms,
+ * then in the background for up to a minute, so that the last VM's parent does not
+ * stay for good. Resolves once the first 200 ms are over.
+ */
+export async function removeParentWhenFree (parent: string): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    const r = removeParent(parent)
+    if (r !== 'held') return
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  parentsHeld.add(parent)
+  if (parentSweep != null) return
+  let left = PARENT_SWEEP.times
+  parentSweep = setInterval(() => {
+    for (const g of parentsHeld) if (removeParent(g) !== 'held') parentsHeld.delete(g)
+    if (parentsHeld.size === 0 || --left <= 0) {
+      clearInterval(parentSweep)
+      parentSweep = undefined
+      parentsHeld.clear()
     }
+  }, PARENT_SWEEP.everyMs)
+  parentSweep.unref()
+}
+
+/** 'gone', 'in use' (a VM's group is in it: its own removal takes the parent) or 'held' (only processes are) */
+function removeParent (parent: string): 'gone' | 'in use' | 'held' {
+  try {
+    rmdirSync(parent)
+    return 'gone'
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return 'gone'
+    let children = true
+    try { children = readdirSync(parent, { withFileTypes: true }).some(e => e.isDirectory()) } catch {}
+    return code === 'EBUSY' && !children ? 'held' : 'in use'
   }
 }
