@@ -52,3 +52,19 @@ export function scrubLine (here: { at: string, objects: number, bad: number, rep
 export function repairLine (lr: VolumeHealthView['lastRepair'], nodeName: (id: string) => string, noMajority?: string): string {
   return `repair    ${lr == null ? (noMajority == null ? 'none yet' : 'not known here (this node sees no majority: the last repair\'s record is with its coordinator)') : `${new Date(lr.at).toISOString()} on ${nodeName(lr.node)}: ${lr.copied} copied (${bytesText(lr.bytes)}), ${lr.failed} failed${lr.lost > 0 ? `, ${lr.lost} lost` : ''}`}`
 }
+
+/**
+ * `vol info`'s layer count and what the layers under the top are there for (a tester
+ * read `11 of 128` with 2 snapshots and could not tell that clones kept 8). An older
+ * agent's answer has the count and the folds only.
+ */
+export function layersLine (l: { count: number, max: number, folding: number, waiting?: string, snapshots?: number, source?: number, clones?: number, untilNextSnapshot?: number }): string {
+  const parts = [
+    (l.snapshots ?? 0) > 0 ? `${l.snapshots} for snapshots` : '',
+    (l.source ?? 0) > 0 ? `${l.source} of the snapshot it was cloned from` : '',
+    (l.clones ?? 0) > 0 ? `${l.clones} kept for clones of deleted snapshots` : '',
+    (l.untilNextSnapshot ?? 0) > 0 ? `${l.untilNextSnapshot} of a deleted snapshot, folded away after the next snapshot` : '',
+    l.folding > 0 ? `${l.folding} left by deleted snapshots, ${l.waiting != null ? `waiting to be folded away: ${l.waiting}` : 'to be folded away in the background'}` : ''
+  ].filter(p => p !== '')
+  return `${l.count} of ${l.max}${parts.length > 0 ? ` (${parts.join('; ')})` : ''}`
+}

@@ -7,7 +7,7 @@ import type { VolumeUsersView, VolumeView } from './routes.ts'
 import { sayWriters } from './say-writers.ts'
 import { copyFile, repair, scrub } from './cli-copy.ts'
 import { OBJECT_SIZE } from './placement.ts'
-import { enc, json, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
+import { enc, json, layersLine, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
        vgrid vol ls [PREFIX] [--json]
@@ -148,7 +148,7 @@ export async function vol (argv: string[]): Promise<void> {
         // the newest few (a tester's 127 made one line of thousands of characters)
         `snapshots ${d.snapshots.length === 0 ? 'none' : `${d.snapshots.length > SNAPSHOTS_SHOWN ? `${d.snapshots.length}, the newest ${SNAPSHOTS_SHOWN}: ` : ''}${d.snapshots.slice(-SNAPSHOTS_SHOWN).map(x => `${x.name} (${x.createdAt}, ${size(x.sizeBytes)}${x.export != null ? `, read by a vgrid vol export on ${x.export.name}` : ''})`).join(', ')}${d.snapshots.length > SNAPSHOTS_SHOWN ? ' (all: vgrid vol info --json)' : ''}`}`,
         // an older agent's answer has no layers
-        ...(d.layers != null ? [`layers    ${d.layers.count} of ${d.layers.max}${d.layers.folding > 0 ? ` (${d.layers.folding} left by deleted snapshots, ${d.layers.waiting != null ? `waiting to be folded away: ${d.layers.waiting}` : 'to be folded away in the background'})` : ''}`] : []),
+        ...(d.layers != null ? [`layers    ${layersLine(d.layers)}`] : []),
         // an older agent's answer has no clonedFrom
         ...(d.parent != null ? [d.clonedFrom != null ? `clone of  ${d.clonedFrom}` : `parent    ${d.parent} (a clone of one of its snapshots)`] : [])].join('\n'))
     }

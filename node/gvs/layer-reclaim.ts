@@ -79,7 +79,12 @@ export function planMerges (volumes: readonly Volume[]): LayerMerge[] {
  * layers at a time), those a fold waits on (a member down) included.
  */
 export function waitingLayers (volumes: readonly Volume[]): Map<string, number> {
-  const out = new Map(volumes.map(v => [v.id, 0]))
+  return new Map([...foldingLayers(volumes)].map(([id, layers]) => [id, layers.size]))
+}
+
+/** The layers of each volume's stacks that wait to be folded away (see waitingLayers). */
+export function foldingLayers (volumes: readonly Volume[]): Map<string, Set<string>> {
+  const out = new Map(volumes.map(v => [v.id, new Set<string>()]))
   let vols = [...volumes]
   for (let round = 0; round < MAX_LAYERS; round++) {
     const plan = planMerges(vols)
@@ -87,11 +92,35 @@ export function waitingLayers (volumes: readonly Volume[]): Map<string, number> 
     const folds = new Map<string, Array<[string, string]>>()
     for (const m of plan) {
       for (const id of m.volumes) {
-        out.set(id, (out.get(id) ?? 0) + 1)
+        out.get(id)?.add(m.layer)
         folds.set(id, [...folds.get(id) ?? [], [m.layer, m.into]])
       }
     }
     vols = vols.map(v => folds.has(v.id) ? { ...v, merged: { ...v.merged, ...Object.fromEntries(folds.get(v.id)!) } } : v)
+  }
+  return out
+}
+
+/**
+ * What the layers under a volume's top are there for (vol info), each counted once, in
+ * this order: its snapshots' (one each), deleted snapshots' waiting to be folded away,
+ * those of the snapshot it was cloned from (its source's), those a clone of a deleted
+ * snapshot reads (folding one would change what the clone reads), and the rest: a
+ * deleted snapshot's layer right under the top, which the writer copies up from, folded
+ * once the next snapshot freezes the top (planMerges).
+ */
+export interface LayerUses { snapshots: number, folding: number, source: number, clones: number, untilNextSnapshot: number }
+
+export function layerUses (v: Volume, volumes: readonly Volume[], folding: ReadonlySet<string>): LayerUses {
+  const snapshotTops = new Set(Object.values(v.snapshots).map(s => snapshotLayers(v, s)[0]))
+  const readByOthers = new Set(volumes.filter(x => x.id !== v.id).flatMap(x => layersOf(x).slice(1)))
+  const out: LayerUses = { snapshots: 0, folding: 0, source: 0, clones: 0, untilNextSnapshot: 0 }
+  for (const l of layersOf(v).slice(1)) {
+    if (snapshotTops.has(l)) out.snapshots++
+    else if (folding.has(l)) out.folding++
+    else if (layerNumber(l).base !== v.id) out.source++
+    else if (readByOthers.has(l)) out.clones++
+    else out.untilNextSnapshot++
   }
   return out
 }

@@ -14,7 +14,7 @@ import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
-import { waitingLayers } from './layer-reclaim.ts'
+import { foldingLayers, layerUses, type LayerUses } from './layer-reclaim.ts'
 import type { NodeWriters } from './say-writers.ts'
 import { exportRecordOf, exportSnapshotName, type ExportFate, type ExportRecord } from './export-holds.ts'
 
@@ -50,9 +50,10 @@ export interface VolumeView {
    * the layers it reads through (each snapshot kept adds one), the most it may, how many
    * deleted snapshots' layers wait to be folded away (layer-reclaim.ts), and, while some
    * do, what holds them up as this node sees it (absent: nothing, they fold at the next
-   * background pass of the volume's coordinator)
+   * background pass of the volume's coordinator), and what the others under its top are
+   * there for (layer-reclaim.ts layerUses: snapshots, source, clones, untilNextSnapshot)
    */
-  layers: { count: number, max: number, folding: number, waiting?: string }
+  layers: { count: number, max: number, folding: number, waiting?: string } & Omit<LayerUses, 'folding'>
   /** `export`: a `vgrid vol export`'s snapshot, the node whose export reads it and until when its hold stands unrenewed (export-holds.ts) */
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string, export?: { node: string, name: string, until: string } }>
   /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
@@ -167,12 +168,14 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const all = svc.volumes()
     const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all)]))
-    const waiting = waitingLayers(all)
+    const waiting = foldingLayers(all)
     // what every fold waits for, asked once for the whole answer (a roll and table scan)
     let mayFree: string | null | undefined
-    const layersView = (v: Volume, folding: number): VolumeView['layers'] => {
-      const why = folding > 0 ? svc.foldWait(v, mayFree ??= svc.mayFree()) : null
-      return { count: layersOf(v).length, max: MAX_LAYERS, folding, ...(why != null ? { waiting: why } : {}) }
+    const layersView = (v: Volume): VolumeView['layers'] => {
+      const folding = waiting.get(v.id) ?? new Set<string>()
+      const why = folding.size > 0 ? svc.foldWait(v, mayFree ??= svc.mayFree()) : null
+      const { snapshots, source, clones, untilNextSnapshot } = layerUses(v, all, folding)
+      return { count: layersOf(v).length, max: MAX_LAYERS, folding: folding.size, ...(why != null ? { waiting: why } : {}), snapshots, source, clones, untilNextSnapshot }
     }
     return vs.map(v => ({
       id: v.id,
@@ -187,7 +190,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       scrub: scrubOf(v),
       parent: v.parent,
       clonedFrom: cloneSource(v, all),
-      layers: layersView(v, waiting.get(v.id) ?? 0),
+      layers: layersView(v),
       snapshots: Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => {
         const x = exportRecordOf(s)
         return { name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`), ...(x != null ? { export: { node: x.node, name: svc.nodeName?.(x.node) ?? x.node, until: iso(x.until) } } : {}) }

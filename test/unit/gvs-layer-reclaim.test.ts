@@ -3,7 +3,8 @@
 // another node takes a snapshot: both survive, and no snapshot shares a writable layer.
 import test from 'ava'
 import { Replica, syncPair, type Volume } from '../../crdt/index.ts'
-import { planMerges, dropMerged, waitingLayers } from '../../node/gvs/layer-reclaim.ts'
+import { planMerges, dropMerged, waitingLayers, foldingLayers, layerUses } from '../../node/gvs/layer-reclaim.ts'
+import { layersLine } from '../../node/gvs/cli-format.ts'
 import { layersOf, nextLayer, planSnapshot, snapshotLayers } from '../../node/gvs/volumes.ts'
 
 const vol = (id: string, layers: string[], snaps: Record<string, string[]> = {}, extra: Partial<Volume> = {}): Volume => ({
@@ -95,4 +96,24 @@ test('waitingLayers counts a fold under a kept snapshot that a clone was made of
   const c = vol('C', ['C', 'V@3', 'V@2', 'V'], {}, { placementKey: 'V' })
   t.is(planMerges([v, c]).length, 1)
   t.deepEqual([...waitingLayers([v, c])].sort(), [['C', 1], ['V', 1]])
+})
+
+test('vol info says what each layer under the top is there for: snapshots, folds, clones, the source of a clone', t => {
+  // s3 kept; clones were made of the deleted s2 (top V@2) and s1 (top V@1)
+  const v = vol('V', ['V@4', 'V@3', 'V@2', 'V@1', 'V'], { s3: ['V@3', 'V@2', 'V@1', 'V'] })
+  const c1 = vol('C1', ['C1', 'V@2', 'V@1', 'V'])
+  const c2 = vol('C2', ['C2', 'V@1', 'V'])
+  const all = [v, c1, c2]
+  const folding = foldingLayers(all)
+  t.deepEqual([...folding.get('V')!], ['V'], 'V folds into V@1, which every stack reads above it')
+  t.deepEqual(layerUses(v, all, folding.get('V')!), { snapshots: 1, folding: 1, source: 0, clones: 2, untilNextSnapshot: 0 })
+  t.deepEqual(layerUses(c1, all, folding.get('C1')!), { snapshots: 0, folding: 1, source: 2, clones: 0, untilNextSnapshot: 0 })
+  // no snapshot left: the one under the top waits for the next snapshot to freeze the top
+  const w = vol('W', ['W@2', 'W@1'])
+  t.deepEqual(layerUses(w, [w], foldingLayers([w]).get('W')!), { snapshots: 0, folding: 0, source: 0, clones: 0, untilNextSnapshot: 1 })
+  t.is(layersLine({ count: 5, max: 128, ...layerUses(v, all, folding.get('V')!) }),
+    '5 of 128 (1 for snapshots; 2 kept for clones of deleted snapshots; 1 left by deleted snapshots, to be folded away in the background)')
+  t.is(layersLine({ count: 4, max: 128, waiting: 'n2 is down', ...layerUses(c1, all, folding.get('C1')!) }),
+    '4 of 128 (2 of the snapshot it was cloned from; 1 left by deleted snapshots, waiting to be folded away: n2 is down)')
+  t.is(layersLine({ count: 1, max: 128, folding: 0 }), '1 of 128', 'an older agent\'s answer, or a volume without snapshots')
 })
