@@ -284,6 +284,8 @@ export class LayerReclaim {
       this.held.delete(name)
       freed.push(name)
     }
+    // a layer still read whose copies all moved away leaves no empty directory here
+    for (const name of listed) if (this.lastRead.has(name)) await this.c.store.dropIfEmpty(name)
     await this.keepRecord()
     // a line the document reads no layer of any more (its volume destroyed) leaves no
     // writer epoch behind: its floor goes, here once every layer of it freed here is

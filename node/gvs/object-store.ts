@@ -19,7 +19,7 @@
 import { EventEmitter } from 'node:events'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm, rmdir } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
@@ -524,6 +524,25 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       } catch (err) { throw fromFsError(err, `removing the objects of layer "${volume}"`) }
       await this.epochs.forget(volume)
       await this.frozen.forget(volume)
+    })
+  }
+
+  /**
+   * Removes a layer's directory that holds no object any more (a drain or a repair
+   * moved its copies to other nodes; bb26 found them left after a drain): under the
+   * layer's gate, so that no copy is between making the directory and its file. A copy
+   * that waited makes it again. Its writer epoch and freeze stay. True if it went.
+   */
+  async dropIfEmpty (volume: string): Promise<boolean> {
+    const dir = this.volDir(volume)
+    let names: string[]
+    try { names = await readdir(dir) } catch { return false }
+    if (names.length > 0) return false
+    return await this.spans.removing(dir, async () => {
+      try {
+        await rmdir(dir)
+        return true
+      } catch { return false } // a copy came meanwhile (ENOTEMPTY), or it went
     })
   }
 

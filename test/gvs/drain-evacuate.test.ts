@@ -3,6 +3,8 @@
 // drained node's leave left every volume on one copy until repair, and nothing said so).
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { startDvmmGrid, until } from '../dvmm/grid.ts'
 import { apiOf } from './hosts.ts'
 import { gvsOf, socketOf } from './agent-grid.ts'
@@ -46,6 +48,9 @@ test('draining a node moves its volume copies off it; every byte reads back from
   const listed = (await api.inject({ method: 'GET', url: '/v1/volumes' })).json<{ evacuation?: { nodes: string[] } }>()
   t.deepEqual(listed.evacuation, { nodes: [a2!.id] })
   await eventually(async () => await copies(a2) === 0, 90_000, 'no copy left on the drained node')
+  // nor an empty directory of the layer (bb26), after the drained node's next background pass
+  await gvsOf(a2!).reconcile()
+  t.false(existsSync(join(gvsOf(a2!).store.dir, 'objects', id)), 'the drained node keeps no empty layer directory')
   t.is(await copies(a0), OBJECTS, 'every object on each of the other two (R=2)')
   t.is(await copies(a1), OBJECTS)
   for (const a of [a0, a1]) {

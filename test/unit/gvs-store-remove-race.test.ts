@@ -54,3 +54,33 @@ test('a write waiting behind a removal counts as written: a read that comes afte
   t.deepEqual(order, ['removed', 'written'])
   t.false(s.written('/d/0'))
 })
+
+test('a layer whose copies all moved away leaves no empty directory; a copy racing the removal still lands (bb26)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-empty-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const s = new ObjectStore({ log: silentLogger }, { dir, objectSize: OBJECT, blockSize: 4096 })
+  await s.start()
+  t.teardown(async () => { await s.stop() })
+  const layer = 'vol-moved@1'
+  const copy = { data: new Uint8Array(OBJECT).fill(9), version: { epoch: 1, seq: 1 } }
+  t.false(await s.dropIfEmpty(layer), 'no directory: nothing to do')
+  await s.put(layer, 0, copy, { epoch: 1 })
+  t.false(await s.dropIfEmpty(layer), 'an object is there: kept')
+  t.true(existsSync(join(dir, 'objects', layer)))
+  await s.remove(layer, 0)
+  t.true(await s.dropIfEmpty(layer))
+  t.false(existsSync(join(dir, 'objects', layer)))
+  for (let round = 0; round < 20; round++) {
+    await s.put(layer, 0, copy, { epoch: 1 })
+    await s.remove(layer, 0)
+    // the directory is empty when asked; a copy comes at the same time
+    const drop = s.dropIfEmpty(layer)
+    const put = s.put(layer, 1, copy, { epoch: 1 })
+    await Promise.all([drop, put])
+    t.deepEqual(await s.list(layer), [1], `round ${round}: the copy landed`)
+    t.deepEqual(await s.read(layer, 1, 0, 4), new Uint8Array(4).fill(9))
+    await s.remove(layer, 1)
+    t.true(await s.dropIfEmpty(layer))
+  }
+  t.deepEqual(await readdir(join(dir, 'objects')), [])
+})

@@ -75,7 +75,9 @@ function fakeStore (d: string, held: Set<string>, gate: { wait?: Promise<void> }
       layers: async () => [...held],
       removeVolume: async (n: string) => { if (gate.wait != null) await gate.wait; held.delete(n); removed.push(n) },
       epochFloors: async () => [],
-      forgetLine: async () => {}
+      forgetLine: async () => {},
+      // the layers here all hold objects
+      dropIfEmpty: async () => false
     }
   }
 }
