@@ -71,6 +71,8 @@ export interface GvsComponents {
     volumesAsLoaded?: () => Volume[]
     /** the peers among these that announced changes this node's document lacks (node/state) */
     lacksHeadsOf?: (peers: string[]) => string[]
+    /** the peers among these not heard announcing any heads yet (node/state) */
+    headsUnheardOf?: (peers: string[]) => string[]
     /** the document's heads (a writer asks a majority to hold where its writes go: write-interval-records.ts) */
     heads?: () => string[]
     /** whether the document holds every change these heads name (layer-reclaim.ts: an earlier run's record) */
@@ -555,12 +557,16 @@ export class GvsService {
    * Why no layer may be freed or folded now, or null. A layer nothing reads in this
    * node's document may be read by a clone another node made that is not here yet:
    * so only with every member up (a partition's other side may be making one) and
-   * every change another member announced held here.
+   * every change another member announced held here, each member heard from (rv31: a
+   * member not heard announcing yet, after this agent's start, counted as none behind).
    */
   mayFree (): string | null {
     const down = this.notAlive()
     if (down.length > 0) return `a member of the grid is not alive: ${down.join(', ')}`
-    const behind = this.components.state.lacksHeadsOf?.(this.counted()) ?? []
+    const counted = this.counted()
+    const unheard = this.components.state.headsUnheardOf?.(counted) ?? []
+    if (unheard.length > 0) return `not heard yet which changes ${unheard.map(n => this.gridWriters.nameOf(n)).join(', ')} ${unheard.length === 1 ? 'holds' : 'hold'} (a member's advert says)`
+    const behind = this.components.state.lacksHeadsOf?.(counted) ?? []
     return behind.length === 0 ? null : `changes ${behind.map(n => this.gridWriters.nameOf(n)).join(', ')} announced are not here yet`
   }
 

@@ -298,6 +298,15 @@ export class StateService extends EventEmitter<StateEvents> {
   }
 
   /**
+   * The peers among `peers` this agent has not heard announce any heads since it
+   * started (their advert or gossip has not come yet): what they hold is not known.
+   */
+  headsUnheardOf (peers: Iterable<string>): string[] {
+    if (!this.running) return []
+    return [...peers].filter(p => this.sync.announcedHeads(p) == null)
+  }
+
+  /**
    * The peers among `peers` that announced heads this document holds: it has their
    * document as of their last advert (a node told to join counts as synced with the grid
    * once it holds a member's, node/dvmm/roll-join.ts).

@@ -267,7 +267,8 @@ test('nothing is freed while a member is down or announced changes not here yet 
   const grid = await memoryHosts(t, 3, 'gvsbehind')
   const doc = sharedDocument(grid.hosts)
   let behind: string[] = []
-  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), lacksHeadsOf: () => behind }
+  let unheard: string[] = []
+  const state = { read: () => doc.replica.read(), write: doc.state.write.bind(doc.state), lacksHeadsOf: () => behind, headsUnheardOf: () => unheard }
   const svcs = await startServices(grid, { state, members: doc.members }, { freeAfterMs: 0 })
   const id: string = (await apiOf(svcs[0]!).inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/behind', size: 12 * OBJ } })).json().id
   await fill(grid, 'r/behind', 0x5a)
@@ -281,6 +282,12 @@ test('nothing is freed while a member is down or announced changes not here yet 
   for (const s of svcs) await s.reconcile()
   t.is(await held(), before, 'a member announced changes not here: kept')
   behind = []
+  // a member not heard announcing any heads yet (this agent just started): kept too (rv31)
+  unheard = [grid.hosts[1]!.peerId.toString()]
+  for (const s of svcs) await s.reconcile()
+  t.is(await held(), before, 'a member not heard from yet: kept')
+  t.regex(svcs[0]!.mayFree() ?? '', /^not heard yet which changes .+ holds \(a member's advert says\)$/)
+  unheard = []
   const n2 = grid.hosts[2]!.peerId.toString()
   const member = doc.members.get(n2)!
   doc.members.set(n2, { ...member, state: 'dead' })
