@@ -111,16 +111,30 @@ export function foldingLayers (volumes: readonly Volume[]): Map<string, Set<stri
  */
 export interface LayerUses { snapshots: number, folding: number, source: number, clones: number, untilNextSnapshot: number }
 
-export function layerUses (v: Volume, volumes: readonly Volume[], folding: ReadonlySet<string>): LayerUses {
+export function layerUses (v: Volume, readers: LayerReaders, folding: ReadonlySet<string>): LayerUses {
   const snapshotTops = new Set(Object.values(v.snapshots).map(s => snapshotLayers(v, s)[0]))
-  const readByOthers = new Set(volumes.filter(x => x.id !== v.id).flatMap(x => layersOf(x).slice(1)))
   const out: LayerUses = { snapshots: 0, folding: 0, source: 0, clones: 0, untilNextSnapshot: 0 }
   for (const l of layersOf(v).slice(1)) {
     if (snapshotTops.has(l)) out.snapshots++
     else if (folding.has(l)) out.folding++
     else if (layerNumber(l).base !== v.id) out.source++
-    else if (readByOthers.has(l)) out.clones++
+    else if ([...readers.get(l) ?? []].some(id => id !== v.id)) out.clones++
     else out.untilNextSnapshot++
+  }
+  return out
+}
+
+/** layer -> the volumes whose stacks read it under their top (layerUses; made once for many volumes) */
+export type LayerReaders = ReadonlyMap<string, ReadonlySet<string>>
+
+export function layerReaders (volumes: readonly Volume[]): LayerReaders {
+  const out = new Map<string, Set<string>>()
+  for (const v of volumes) {
+    for (const l of layersOf(v).slice(1)) {
+      let s = out.get(l)
+      if (s == null) out.set(l, s = new Set())
+      s.add(v.id)
+    }
   }
   return out
 }

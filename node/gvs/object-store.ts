@@ -19,7 +19,7 @@
 import { EventEmitter } from 'node:events'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdir, readdir, rm, rmdir } from 'node:fs/promises'
+import { mkdir, opendir, readdir, rm, rmdir } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
@@ -535,9 +535,13 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    */
   async dropIfEmpty (volume: string): Promise<boolean> {
     const dir = this.volDir(volume)
-    let names: string[]
-    try { names = await readdir(dir) } catch { return false }
-    if (names.length > 0) return false
+    // one entry tells (a layer may hold 100,000 objects: not all of them listed)
+    let empty = false
+    try {
+      const d = await opendir(dir)
+      try { empty = (await d.read()) == null } finally { await d.close().catch(() => {}) }
+    } catch { return false }
+    if (!empty) return false
     return await this.spans.removing(dir, async () => {
       try {
         await rmdir(dir)

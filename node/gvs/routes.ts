@@ -14,7 +14,7 @@ import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
-import { foldingLayers, layerUses, type LayerUses } from './layer-reclaim.ts'
+import { foldingLayers, layerReaders, layerUses, type LayerUses } from './layer-reclaim.ts'
 import type { NodeWriters } from './say-writers.ts'
 import { exportRecordOf, exportSnapshotName, type ExportFate, type ExportRecord } from './export-holds.ts'
 
@@ -169,12 +169,13 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const all = svc.volumes()
     const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all)]))
     const waiting = foldingLayers(all)
+    const readers = layerReaders(all)
     // what every fold waits for, asked once for the whole answer (a roll and table scan)
     let mayFree: string | null | undefined
     const layersView = (v: Volume): VolumeView['layers'] => {
       const folding = waiting.get(v.id) ?? new Set<string>()
       const why = folding.size > 0 ? svc.foldWait(v, mayFree ??= svc.mayFree()) : null
-      const { snapshots, source, clones, untilNextSnapshot } = layerUses(v, all, folding)
+      const { snapshots, source, clones, untilNextSnapshot } = layerUses(v, readers, folding)
       return { count: layersOf(v).length, max: MAX_LAYERS, folding: folding.size, ...(why != null ? { waiting: why } : {}), snapshots, source, clones, untilNextSnapshot }
     }
     return vs.map(v => ({

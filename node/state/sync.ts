@@ -27,6 +27,8 @@ import { SyncSession, DEFAULT_COALESCE_MS, type SessionOwner, type SyncRejectRea
 export const STATE_SYNC_PROTOCOL = '/vgrid/state/sync/1.0.0'
 /** a whole document travels in one message to a fresh peer: leave room */
 export const DEFAULT_MAX_SYNC_MESSAGE_BYTES = 32 * 1024 * 1024
+/** peers whose last announced heads are kept */
+const MAX_ANNOUNCED = 16_384
 
 export interface SyncEvents {
   changed: [peer: string, changes: number]
@@ -130,7 +132,7 @@ export class SyncService extends EventEmitter<SyncEvents> {
     for (const s of this.sessions.values()) if (s.peer !== except) s.poke()
   }
 
-  /** the heads each peer last announced (gossip or advert), sync refused or not; at most 1,024 peers */
+  /** the heads each peer last announced (gossip or advert), sync refused or not; at most MAX_ANNOUNCED peers */
   private readonly announced = new Map<string, string[]>()
 
   /** the heads `peer` last announced, if any */
@@ -143,7 +145,9 @@ export class SyncService extends EventEmitter<SyncEvents> {
     // what the volume store waits for before it frees anything (node/gvs/layer-reclaim.ts)
     this.announced.delete(peer)
     this.announced.set(peer, heads)
-    if (this.announced.size > 1024) this.announced.delete(this.announced.keys().next().value!)
+    // bounded against peers that come and go, well above any grid's members: a member
+    // pushed out would count as unheard, and the volume store would free nothing (rv32)
+    if (this.announced.size > MAX_ANNOUNCED) this.announced.delete(this.announced.keys().next().value!)
     if (this.blocked.has(peer)) return
     // a pull already waits (it checks when due); Automerge is asked only then, at most
     // once a second per peer: asking it about heads it lacks throws inside it, which

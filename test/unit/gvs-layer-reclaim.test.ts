@@ -3,7 +3,7 @@
 // another node takes a snapshot: both survive, and no snapshot shares a writable layer.
 import test from 'ava'
 import { Replica, syncPair, type Volume } from '../../crdt/index.ts'
-import { planMerges, dropMerged, waitingLayers, foldingLayers, layerUses } from '../../node/gvs/layer-reclaim.ts'
+import { planMerges, dropMerged, waitingLayers, foldingLayers, layerReaders, layerUses } from '../../node/gvs/layer-reclaim.ts'
 import { layersLine } from '../../node/gvs/cli-format.ts'
 import { layersOf, nextLayer, planSnapshot, snapshotLayers } from '../../node/gvs/volumes.ts'
 
@@ -106,14 +106,14 @@ test('vol info says what each layer under the top is there for: snapshots, folds
   const all = [v, c1, c2]
   const folding = foldingLayers(all)
   t.deepEqual([...folding.get('V')!], ['V'], 'V folds into V@1, which every stack reads above it')
-  t.deepEqual(layerUses(v, all, folding.get('V')!), { snapshots: 1, folding: 1, source: 0, clones: 2, untilNextSnapshot: 0 })
-  t.deepEqual(layerUses(c1, all, folding.get('C1')!), { snapshots: 0, folding: 1, source: 2, clones: 0, untilNextSnapshot: 0 })
+  t.deepEqual(layerUses(v, layerReaders(all), folding.get('V')!), { snapshots: 1, folding: 1, source: 0, clones: 2, untilNextSnapshot: 0 })
+  t.deepEqual(layerUses(c1, layerReaders(all), folding.get('C1')!), { snapshots: 0, folding: 1, source: 2, clones: 0, untilNextSnapshot: 0 })
   // no snapshot left: the one under the top waits for the next snapshot to freeze the top
   const w = vol('W', ['W@2', 'W@1'])
-  t.deepEqual(layerUses(w, [w], foldingLayers([w]).get('W')!), { snapshots: 0, folding: 0, source: 0, clones: 0, untilNextSnapshot: 1 })
-  t.is(layersLine({ count: 5, max: 128, ...layerUses(v, all, folding.get('V')!) }),
+  t.deepEqual(layerUses(w, layerReaders([w]), foldingLayers([w]).get('W')!), { snapshots: 0, folding: 0, source: 0, clones: 0, untilNextSnapshot: 1 })
+  t.is(layersLine({ count: 5, max: 128, ...layerUses(v, layerReaders(all), folding.get('V')!) }),
     '5 of 128 (1 for snapshots; 2 kept for clones of deleted snapshots; 1 left by deleted snapshots, to be folded away in the background)')
-  t.is(layersLine({ count: 4, max: 128, waiting: 'n2 is down', ...layerUses(c1, all, folding.get('C1')!) }),
+  t.is(layersLine({ count: 4, max: 128, waiting: 'n2 is down', ...layerUses(c1, layerReaders(all), folding.get('C1')!) }),
     '4 of 128 (2 of the snapshot it was cloned from; 1 left by deleted snapshots, waiting to be folded away: n2 is down)')
   t.is(layersLine({ count: 1, max: 128, folding: 0 }), '1 of 128', 'an older agent\'s answer, or a volume without snapshots')
 })

@@ -53,7 +53,13 @@ function controllers (point: string): string[] {
   try { return readFileSync(join(point, 'cgroup.controllers'), 'utf8').trim().split(/\s+/) } catch { return [] }
 }
 
-/** The real probe: read the mounts, then make (and keep) the vgrid parent group. */
+/**
+ * The real probe: read the mounts, then make a group of this process's own beside the
+ * vgrid parent and remove it again (on v2 with cpu and memory delegated to its
+ * children, as the parent's must be). The parent itself is made by the first VM's
+ * groups and goes with the last: a probe that made and removed it raced other agents'
+ * VM starts on the same machine (rv32).
+ */
 export function probeCgroups (): CgroupProbe {
   let mounts: Mount[]
   try { mounts = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')) } catch (err) {
@@ -65,13 +71,13 @@ export function probeCgroups (): CgroupProbe {
     if (layout.version === 'v2') {
       // children get cpu and memory only if every ancestor delegates them
       writeFileSync(join(layout.root, 'cgroup.subtree_control'), '+cpu +memory')
-      tryGroupDir(join(layout.root, PARENT), g => { writeFileSync(join(g, 'cgroup.subtree_control'), '+cpu +memory') })
+      probeGroupDir(join(layout.root, PROBE_GROUP), g => { writeFileSync(join(g, 'cgroup.subtree_control'), '+cpu +memory') })
     } else {
-      tryGroupDir(join(layout.cpu, PARENT))
-      tryGroupDir(join(layout.memory, PARENT))
+      probeGroupDir(join(layout.cpu, PROBE_GROUP))
+      probeGroupDir(join(layout.memory, PROBE_GROUP))
     }
   } catch (err) {
-    return { ok: false, detail: `${why}, but making the ${PARENT} group failed: ${(err as Error).message}` }
+    return { ok: false, detail: `${why}, but making a group failed: ${(err as Error).message}` }
   }
   return { ok: true, layout, detail: why }
 }
@@ -128,13 +134,18 @@ export function groupPaths (layout: CgroupLayout, name: string): string[] {
 /** Makes a VM's groups with its limits; returns their paths. */
 export function createGroups (layout: CgroupLayout, name: string, limits: Limits): string[] {
   const paths = groupPaths(layout, name)
-  if (layout.version === 'v2') {
-    // the parent goes with the last VM (removeGroups): made again, it delegates nothing
-    // until told, and the VM's group would have no cpu.max or memory.max to write
-    mkdirSync(join(layout.root, PARENT), { recursive: true })
-    writeFileSync(join(layout.root, PARENT, 'cgroup.subtree_control'), '+cpu +memory')
+  for (let attempt = 1; ; attempt++) {
+    try {
+      makeGroups(layout, paths)
+      break
+    } catch (err) {
+      // another agent on this machine removed the parent (its last VM went) between two
+      // steps here (rv32): made again from the start; a group made under a parent that
+      // was made again without delegation is empty and goes first
+      if (attempt >= 3 || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      if (layout.version === 'v2') try { rmdirSync(paths[0]!) } catch {}
+    }
   }
-  for (const p of paths) mkdirSync(p, { recursive: true })
   const quota = Math.max(1000, Math.round(limits.cpus * PERIOD_US))
   if (layout.version === 'v2') {
     const [g] = paths as [string]
@@ -268,24 +279,40 @@ export async function removeGroups (paths: string[]): Promise<void> {
   }
 }
 
+/** the probe's own group, beside the vgrid parent: one per process, so no other agent's */
+export const PROBE_GROUP = `${PARENT}-probe-${process.pid}`
+
 /**
  * Makes a group directory to see that groups can be made here (and runs `check` on it),
- * and removes it again if it was not there before: an agent that runs no VM leaves no
- * group behind (the probe runs at every start and while it fails).
+ * and removes it again: an agent that runs no VM leaves no group behind (the probe runs
+ * at every start and while it fails).
  */
-export function tryGroupDir (path: string, check?: (path: string) => void): void {
-  const made = !existsSync(path)
+export function probeGroupDir (path: string, check?: (path: string) => void): void {
   mkdirSync(path, { recursive: true })
   try {
     check?.(path)
   } finally {
-    // a VM's group made meanwhile (another agent on this machine) keeps it
-    if (made) try { rmdirSync(path) } catch {}
+    try { rmdirSync(path) } catch {}
   }
 }
 
-/** parents still held by a process when their last VM went, looked at again later */
-const parentsHeld = new Set<string>()
+/** The vgrid parent (delegating cpu and memory, on v2) and a VM's groups under it. */
+function makeGroups (layout: CgroupLayout, paths: string[]): void {
+  if (layout.version === 'v2') {
+    // the parent goes with the last VM (removeGroups): made again, it delegates nothing
+    // until told, and the VM's group would have no cpu.max or memory.max to write
+    mkdirSync(join(layout.root, PARENT), { recursive: true })
+    writeFileSync(join(layout.root, PARENT, 'cgroup.subtree_control'), '+cpu +memory')
+  }
+  // (Node's recursive mkdir makes a parent removed meanwhile again)
+  for (const p of paths) mkdirSync(p, { recursive: true })
+  if (layout.version === 'v2' && !existsSync(join(paths[0]!, 'cpu.max'))) {
+    throw Object.assign(new Error(`${paths[0]!} has no cpu.max: its parent was made again without delegating cpu`), { code: 'ENOENT' })
+  }
+}
+
+/** parents still held by a process when their last VM went, and how many more looks each gets */
+const parentsHeld = new Map<string, number>()
 let parentSweep: NodeJS.Timeout | undefined
 /** how often, and how many times, a held parent is looked at again */
 export const PARENT_SWEEP = { everyMs: 500, times: 120 }
@@ -303,15 +330,16 @@ export async function removeParentWhenFree (parent: string): Promise<void> {
     if (r !== 'held') return
     await new Promise(resolve => setTimeout(resolve, 20))
   }
-  parentsHeld.add(parent)
+  parentsHeld.set(parent, PARENT_SWEEP.times)
   if (parentSweep != null) return
-  let left = PARENT_SWEEP.times
   parentSweep = setInterval(() => {
-    for (const g of parentsHeld) if (removeParent(g) !== 'held') parentsHeld.delete(g)
-    if (parentsHeld.size === 0 || --left <= 0) {
+    for (const [g, left] of parentsHeld) {
+      if (removeParent(g) !== 'held' || left <= 1) parentsHeld.delete(g)
+      else parentsHeld.set(g, left - 1)
+    }
+    if (parentsHeld.size === 0) {
       clearInterval(parentSweep)
       parentSweep = undefined
-      parentsHeld.clear()
     }
   }, PARENT_SWEEP.everyMs)
   parentSweep.unref()
