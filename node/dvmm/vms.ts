@@ -449,6 +449,10 @@ export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: str
       : `${up.name}, which holds its lease (epoch ${l.epoch}, ${l.status ?? 'claimed'}), has not been heard from for a moment: create it again once that node has released it, or, if it is dead, once its fence timeout has passed and its run there has surely ended`
     throw new ConflictError(`a VM named "${draft.id}" was removed, and ${who}`, 'name_in_use')
   }
+  // a link names a VM that exists (it cannot be made first), so a link of this name now
+  // was made for a former VM of it, concurrently with that VM's removal (which took the
+  // links it saw): it goes, and the new VM starts with none (bb27: it was connected)
+  for (const c of w.reader.list('connections')) if (c.from.vm === draft.id || c.to.vm === draft.id) w.remove('connections', c.id)
   return w.put('vms', { ...draft, created: w.at })
 }
 

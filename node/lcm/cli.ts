@@ -16,10 +16,12 @@ const end = (e: LinkView['from']): string => `${e.vm}.${e.terminal}${e.node == n
 
 /** the TUNNEL column: the peer node that carries it from here, and whether it is down */
 function tunnelCell (l: LinkView): string {
+  // a skipped link carries nothing, whatever its tunnel (bb27: the link that lost a
+  // race for its output showed its tunnel, as if it worked, on its ends' nodes)
+  if (l.skipped != null) return l.skipped
   if (l.tunnel != null) return `${l.tunnel.name ?? shortId(l.tunnel.node)}${l.tunnel.down == null ? '' : ` DOWN: ${l.tunnel.down}`}`
   // neither end here: the FROM end's node says whether its tunnel for the link is down
   if (l.path === 'elsewhere' && l.counts?.tunnelDown != null) return `${l.to.nodeName ?? shortId(l.to.node ?? '')} DOWN on ${l.counts.name ?? shortId(l.counts.node ?? '')}: ${l.counts.tunnelDown}`
-  if (l.skipped != null) return l.skipped
   if (l.noTunnel != null) return `${l.noTunnel.name ?? shortId(l.noTunnel.node)} DOWN: ${l.noTunnel.why}`
   return l.path === 'local' ? 'local' : '-'
 }

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
-import type { Link } from './rules.ts'
+import { NEITHER_END_HERE, type Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 import type { LinkCounts } from './link-counts.ts'
 import { overlayDownReason } from './health.ts'
@@ -69,7 +69,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       drops: n?.drops ?? 0,
       counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null, tunnelDown: n?.down ?? null },
       // nothing for this node to enforce on a link whose ends are elsewhere or not placed
-      skipped: f == null ? skipped.get(l.id) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
+      skipped: f == null ? realSkip(skipped.get(l.id)) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
       path,
       noTunnel: path === 'no-tunnel' ? { node: remote!, name: nameOf(lcm.members, remote!), why: whyNoTunnel(lcm.members.get(remote!), rejected.get(remote!)) } : null
     }
@@ -119,6 +119,9 @@ export interface NetView {
   /** `spoofed`: the packets of `packets` whose source was forged (it came in where that VM address is not routed) */
   drops: Array<{ src: string, dst: string, srcVm: string | null, dstVm: string | null, srcLink: string | null, packets: number, spoofed: number }>
 }
+
+/** a skip reason that says the link carries nothing (not this node's own: neither end here) */
+const realSkip = (reason: string | undefined): string | undefined => reason === NEITHER_END_HERE ? undefined : reason
 
 const nameOf = (members: MemberTable, id: string | null): string | null => id == null ? null : members.get(id)?.advert.name ?? null
 

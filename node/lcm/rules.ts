@@ -144,6 +144,9 @@ export function tableName (nodeId: string): string {
  * on `node`, both ends placed and addressed. A link with an end that runs nowhere is
  * skipped (with the reason): nothing passes until it runs.
  */
+/** a link's skip reason that is this node's alone: the link may carry traffic elsewhere */
+export const NEITHER_END_HERE = 'neither end runs on this node'
+
 export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: AllowedFlow[], skipped: Ruleset['skipped'] } {
   const byVm = new Map(input.vms.map(v => [v.vm, v]))
   const flows: AllowedFlow[] = []
@@ -156,8 +159,9 @@ export function computeFlows (input: Omit<RuleInput, 'table'>): { flows: Allowed
     // under the same name with other terminals) lets nothing through
     if (s.outputs != null && !s.outputs.includes(l.from.terminal)) { skipped.push({ link: l.id, reason: `VM ${s.vm} has no output terminal "${l.from.terminal}"` }); continue }
     if (d.inputs != null && !d.inputs.includes(l.to.terminal)) { skipped.push({ link: l.id, reason: `VM ${d.vm} has no input terminal "${l.to.terminal}"` }); continue }
-    if (s.node !== input.node && d.node !== input.node) { skipped.push({ link: l.id, reason: 'neither end runs on this node' }); continue }
+    // the real reason first: a node that holds neither end said only that (bb27)
     if (s.node == null || d.node == null) { skipped.push({ link: l.id, reason: `VM ${s.node == null ? s.vm : d.vm} runs nowhere` }); continue }
+    if (s.node !== input.node && d.node !== input.node) { skipped.push({ link: l.id, reason: NEITHER_END_HERE }); continue }
     if (!isIpv4(s.address) || !isIpv4(d.address)) { skipped.push({ link: l.id, reason: 'an end has no IPv4 address' }); continue }
     if (l.port != null && (l.protocol === 'any' || !Number.isInteger(l.port) || l.port < 1 || l.port > 65535)) {
       skipped.push({ link: l.id, reason: `port ${l.port} needs protocol tcp or udp and 1-65535` })

@@ -148,6 +148,9 @@ test('link ls says where its counts come from, that PACKETS include those sent i
   const elsewhere = linkRows([{ ...base, tunnel: null, path: 'elsewhere', to: { ...base.to, node: 'n3', nodeName: 'c' }, counts: { node: 'n2', name: 'b', error: null, tunnelDown: 'no WireGuard handshake for 200 s' } } as LinkView])
   t.regex(elsewhere, /c DOWN on b: no WireGuard handshake for 200 s/)
   t.regex(elsewhere, /also into a tunnel that is DOWN, where they are lost$/)
+  // a link that lost the race for its output carries nothing: said, not its tunnel (bb27)
+  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null }, skipped: 'output web.db is connected already, by link-0 (made first); remove one of them' } as LinkView]),
+    /5432\s+output web\.db is connected already, by link-0 \(made first\); remove one of them\s+7\s+0/)
   // FROM end runs nowhere: nothing counted
   t.regex(linkRows([{ ...base, packets: 0, tunnel: null, path: 'unplaced', counts: { node: null, name: null, error: null } } as LinkView]), /5432\s+-\s+-\s+-/)
 })

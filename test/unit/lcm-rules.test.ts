@@ -19,12 +19,15 @@ test('a node enforces exactly the links with an end on it; the others are skippe
   const links = [link('l1', 'lb', 'web'), link('l2', 'web', 'db', 'tcp', 5432), link('l3', 'lb', 'idle'), link('l4', 'lb', 'ghost')]
   const r = computeFlows({ node: 'n2', vmPrefix: '100.70.128.0/17', vms, links })
   t.deepEqual(r.flows.map(f => f.link), ['l1', 'l2'])
+  // on n2, which holds neither end of l3, the real reason still (bb27)
   t.deepEqual(r.skipped, [
-    { link: 'l3', reason: 'neither end runs on this node' },
+    { link: 'l3', reason: 'VM idle runs nowhere' },
     { link: 'l4', reason: 'VM ghost has no overlay address' }
   ])
   const r1 = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms, links })
   t.deepEqual(r1.skipped.find(s => s.link === 'l3'), { link: 'l3', reason: 'VM idle runs nowhere' })
+  const r3 = computeFlows({ node: 'n3', vmPrefix: '100.70.128.0/17', vms, links })
+  t.deepEqual(r3.skipped.find(s => s.link === 'l1'), { link: 'l1', reason: 'neither end runs on this node' })
 })
 
 test('a link whose terminal its VM does not declare lets nothing through (a VM made again under the name with other terminals)', t => {
