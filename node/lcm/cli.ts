@@ -99,8 +99,10 @@ export function formatNet (n: NetView, now = Date.now()): string {
   const linked = (d: typeof n.drops[number]): boolean => d.srcVm == null && d.srcLink != null
   const from = (d: typeof n.drops[number]): string => {
     if (linked(d)) return `${d.srcLink!}, from its link address ${d.src}`
-    const who = d.srcVm ?? d.src
-    return (d.spoofed ?? 0) >= d.packets && d.packets > 0 ? `${who}'s address, forged` : who
+    // a VM's name reads as a name ("web's address"); a bare address as itself (bb27 read "100.1.2.3's address")
+    const forged = (d.spoofed ?? 0) >= d.packets && d.packets > 0
+    if (!forged) return d.srcVm ?? d.src
+    return d.srcVm != null ? `${d.srcVm}'s address, forged` : `${d.src}, forged`
   }
   const drops = n.drops.length === 0 ? [] : ['', table(['DROPPED FROM', 'TO', 'PACKETS', 'FORGED'], n.drops.map(d => [from(d), d.dstVm ?? d.dst, String(d.packets), String(d.spoofed ?? 0)])),
     ...n.drops.some(d => (d.spoofed ?? 0) > 0 && !linked(d)) ? ['(FORGED: packets that carried that source address but came in where it is not routed: sent by another VM or host, which the count cannot name)'] : [],

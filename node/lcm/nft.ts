@@ -1,6 +1,6 @@
 // Applies a node's link ruleset (rules.ts) with `nft -f` in one transaction, in its
 // own table, and reads its counters back as JSON (`nft -j`), never screen output.
-import { nsRun, run, which } from '../netns/netns.ts'
+import { nsRun, overlaps, run, which } from '../netns/netns.ts'
 import { DROP_SETS, type Ruleset } from './rules.ts'
 import { foreignTables } from './leftovers.ts'
 
@@ -18,7 +18,7 @@ export interface TableCounters {
    * some were) is the packets of them that came in on an interface their source
    * address is not routed to (a forged source)
    */
-  drops: Array<{ src: string, dst: string, spoofed?: number } & Counter>
+  drops: Array<{ src: string, dst: string, spoofed?: number, sets?: string[] } & Counter>
 }
 
 function nftPath (): string {
@@ -70,6 +70,7 @@ export function parseTableJson (text: string): TableCounters {
           const d = drops.get(key) ?? { src: val[0], dst: val[1], packets: 0, bytes: 0 }
           d.packets += c.packets
           d.bytes += c.bytes
+          d.sets = [...d.sets ?? [], set.name as string]
           if (spoofed) d.spoofed = (d.spoofed ?? 0) + c.packets
           drops.set(key, d)
         }
@@ -99,8 +100,21 @@ export async function readCounters (netns: string | null, table: string): Promis
 export async function applyRuleset (netns: string | null, rs: Ruleset): Promise<void> {
   const have = await readCounters(netns, rs.table)
   const stale = [...have.counters.keys()].filter(c => !rs.counters.includes(c))
-  const script = rs.script + stale.map(c => `delete counter inet ${rs.table} ${c}\n`).join('')
+  const script = rs.script + stale.map(c => `delete counter inet ${rs.table} ${c}\n`).join('') +
+    formerVmDrops(have.drops, rs).map(d => `delete element inet ${rs.table} ${d.set} { ${d.src} . ${d.dst} }\n`).join('')
   await nft(netns, ['-f', '-'], script)
+}
+
+/**
+ * The drop records of an address in the VM range that no VM holds now (pure): a former
+ * VM's. An address goes to the next VM made, which would start with the old one's drops
+ * (bb27: a new link showed DROPS before it sent a packet); records of addresses outside
+ * the range (a host beyond the grid, a forged source) stay.
+ */
+export function formerVmDrops (drops: TableCounters['drops'], rs: Pick<Ruleset, 'vmPrefix' | 'vmAddresses'>): Array<{ set: string, src: string, dst: string }> {
+  const held = new Set(rs.vmAddresses)
+  const former = (a: string): boolean => !held.has(a) && overlaps(`${a}/32`, rs.vmPrefix)
+  return drops.filter(d => former(d.src) || former(d.dst)).flatMap(d => (d.sets ?? []).map(set => ({ set, src: d.src, dst: d.dst })))
 }
 
 /** Removes the table (and every rule, counter and drop record in it). */

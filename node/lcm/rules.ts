@@ -92,6 +92,9 @@ export interface Ruleset {
   skipped: Array<{ link: string, reason: string }>
   /** named counters the script declares (the apply step deletes others) */
   counters: string[]
+  /** the VM range, and the addresses VMs of the document hold now: a drop record of another address in the range is a former VM's (the apply step deletes it) */
+  vmPrefix: string
+  vmAddresses: string[]
 }
 
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
@@ -299,7 +302,7 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '}',
     ...mapElements(t, flows)
   ]
-  return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters }
+  return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters, vmPrefix: input.vmPrefix, vmAddresses: input.vms.map(v => v.address) }
 }
 
 /**

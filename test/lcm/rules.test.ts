@@ -3,7 +3,7 @@
 // drops an undeclared port (and undeclared UDP), counting each drop with its source
 // and destination; recomputing keeps the counts; removing a link closes it and resets its TCP connections.
 import test, { type ExecutionContext } from 'ava'
-import { sleep } from '../../node/netns/netns.ts'
+import { nsRun, sleep, which } from '../../node/netns/netns.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
 import { makeNamespaces, routeThrough, skipReason } from './ns.ts'
@@ -12,6 +12,9 @@ import { echoServer, exchange, tcpStream } from './tcp.ts'
 const reason = await skipReason({ nft: true })
 if (reason != null) console.log(`lcm rules tests skipped: ${reason}`)
 const maybe = reason == null ? test : test.skip
+
+/** an nft command in a namespace */
+const nftIn = async (ns: string, args: string[]): Promise<string> => await nsRun(ns, which('nft')!, args)
 
 const A1 = '100.80.64.1'
 const A2 = '100.80.64.2'
@@ -64,6 +67,18 @@ maybe('only the declared flow passes between two VMs; the rest is dropped and co
   await applyRuleset(node, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms, links: [] }))
   t.false(await exchange(v1, 'tcp', A2, 8080), 'a removed link no longer passes')
   t.false((await readCounters(node, table)).counters.has(rs.flows[0]!.counter))
+
+  // db removed from the document: its address's drop records go with it (the next VM
+  // given the address would start with them, bb27); a record of an address outside the
+  // VM range stays
+  await exchange(v1, 'tcp', A2, 9090, 300)
+  const outside = '192.0.2.7'
+  await nftIn(node, ['add', 'element', 'inet', table, 'drops', `{ ${A1} . ${outside} }`])
+  t.true((await readCounters(node, table)).drops.some(d => d.dst === A2), 'db\'s drops are recorded')
+  await applyRuleset(node, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms: vms.slice(0, 1), links: [] }))
+  const after = await readCounters(node, table)
+  t.false(after.drops.some(d => d.src === A2 || d.dst === A2), `no record of the former VM's address: ${JSON.stringify(after.drops)}`)
+  t.true(after.drops.some(d => d.src === A1 && d.dst === outside), 'the outside address\'s record stays')
 
   await removeRuleset(node, table)
   t.true(await exchange(v1, 'tcp', A2, 9090), 'removing the table restores plain forwarding')

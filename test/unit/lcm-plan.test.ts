@@ -97,6 +97,8 @@ test('vgrid net text shows the interface, peers and drops, or exactly why WireGu
   t.regex(text, /^\(FORGED: packets that carried that source address/m)
   // all forged: the address's owner did not send them (a tester saw an innocent VM named)
   t.regex(formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: 'a', dst: 'b', srcVm: 'web2', dstVm: 'db', srcLink: null, packets: 3, spoofed: 3 }] }, 15_000), /web2's address, forged\s+db\s+3\s+3/)
+  // a forged address no VM holds: the address, not "its address" (bb27)
+  t.regex(formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: '100.127.241.99', dst: 'b', srcVm: null, dstVm: 'db', srcLink: null, packets: 2, spoofed: 2 }] }, 15_000), /100\.127\.241\.99, forged\s+db\s+2\s+2/)
   // sent from a VM's own link address (10.254.0.2 on every node's first VM): the VM is named, not called a forger (a tester saw the bare address)
   const fromLink = formatNet({ status, peers: [], rules: { table: 't', flows: 0, skipped: [] }, drops: [{ src: '10.254.0.2', dst: '100.70.128.9', srcVm: null, dstVm: 'db', srcLink: 'web', packets: 4, spoofed: 4 }] }, 15_000)
   t.regex(fromLink, /web, from its link address 10\.254\.0\.2\s+db\s+4\s+4/)

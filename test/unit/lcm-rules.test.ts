@@ -4,7 +4,7 @@ import { dropSeries, OTHER } from '../../node/lcm/metrics.ts'
 import { VM_NAME } from '../../node/dvmm/vms.ts'
 import { tapName, vethName } from '../../node/dvmm/host/net.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
-import { parseTableJson } from '../../node/lcm/nft.ts'
+import { formerVmDrops, parseTableJson } from '../../node/lcm/nft.ts'
 
 const vms: VmPlace[] = [
   { vm: 'lb', address: '100.70.128.1', node: 'n1' },
@@ -172,10 +172,17 @@ test('drops are read per pair from both sets; the forged part of them is marked'
     ]
   }))
   t.deepEqual(r.drops, [
-    { src: '100.1.128.1', dst: '100.1.128.2', packets: 7, bytes: 420, spoofed: 5 },
-    { src: '100.1.128.3', dst: '100.1.128.2', packets: 1, bytes: 60 },
-    { src: '100.1.128.9', dst: '100.1.128.2', packets: 3, bytes: 180, spoofed: 3 }
+    { src: '100.1.128.1', dst: '100.1.128.2', packets: 7, bytes: 420, spoofed: 5, sets: ['drops', 'spoofs'] },
+    { src: '100.1.128.3', dst: '100.1.128.2', packets: 1, bytes: 60, sets: ['drops'] },
+    { src: '100.1.128.9', dst: '100.1.128.2', packets: 3, bytes: 180, spoofed: 3, sets: ['spoofs'] }
   ])
+  // the records of a former VM's address (in the range, held by no VM now) go, from each set they are in; others stay
+  t.deepEqual(formerVmDrops(r.drops, { vmPrefix: '100.1.128.0/17', vmAddresses: ['100.1.128.2', '100.1.128.3'] }), [
+    { set: 'drops', src: '100.1.128.1', dst: '100.1.128.2' },
+    { set: 'spoofs', src: '100.1.128.1', dst: '100.1.128.2' },
+    { set: 'spoofs', src: '100.1.128.9', dst: '100.1.128.2' }
+  ])
+  t.deepEqual(formerVmDrops(r.drops, { vmPrefix: '100.2.0.0/17', vmAddresses: [] }), [], 'addresses outside the range: kept')
 })
 
 test('counter names are valid nft identifiers and distinct for distinct links', t => {

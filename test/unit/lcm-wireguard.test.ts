@@ -78,7 +78,7 @@ test('parseTableJson reads named counters and per-pair drops', t => {
   })
   const r = parseTableJson(json)
   t.deepEqual(r.counters.get('c_a'), { packets: 4, bytes: 240 })
-  t.deepEqual(r.drops, [{ src: '100.1.128.1', dst: '100.1.128.2', packets: 2, bytes: 120 }])
+  t.deepEqual(r.drops, [{ src: '100.1.128.1', dst: '100.1.128.2', packets: 2, bytes: 120, sets: ['drops'] }])
   t.throws(() => parseTableJson('not json'), { message: /no JSON/ })
   t.throws(() => parseTableJson('{}'), { message: /no "nftables" array/ })
 })
