@@ -77,8 +77,13 @@ async function rm (argv: string[]): Promise<void> {
   const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, RM, 1)
   const [id] = positionals
   if (id == null) throw new CliError(`give a link id (see vgrid link ls)\nusage: ${RM}`, 2)
-  const r = await new ApiClient(v.api as string | undefined).request<{ removed: string }>('DELETE', `/v1/links/${encodeURIComponent(id)}`)
-  process.stdout.write(v.json === true ? JSON.stringify(r, null, 2) + '\n' : `removed ${r.removed}\n`)
+  const r = await new ApiClient(v.api as string | undefined).request<{ removed: string, notApplied?: Array<{ node: string, name: string | null, state: string }> }>('DELETE', `/v1/links/${encodeURIComponent(id)}`)
+  if (v.json === true) {
+    process.stdout.write(JSON.stringify(r, null, 2) + '\n')
+    return
+  }
+  const later = (r.notApplied ?? []).map(n => `${n.name ?? shortId(n.node)}, where an end runs, is ${n.state}: the rules there pass the link's traffic until its agent runs again and takes the removal in`)
+  process.stdout.write([`removed ${r.removed}`, ...later].join('\n') + '\n')
 }
 
 /** The text `vgrid net` prints: interface, then one row per peer, then drops. */

@@ -150,12 +150,21 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
     return (await views(lcm, [link]))[0]!
   })
 
-  app.delete<{ Params: { id: string } }>('/v1/links/:id', { config: { access: 'admin' } }, async (req): Promise<{ removed: string }> => {
+  app.delete<{ Params: { id: string } }>('/v1/links/:id', { config: { access: 'admin' } }, async (req): Promise<{ removed: string, notApplied?: Array<{ node: string, name: string | null, state: string }> }> => {
+    const before = links(lcm).find(x => x.id === req.params.id)
     const removed = await lcm.state.write(w => w.remove('connections', req.params.id))
     if (!removed) throw new NotFoundError(`no link "${req.params.id}"`)
     lcm.schedule(0)
     await lcm.settled()
-    return { removed: req.params.id }
+    // the nodes its ends run on take the removal into their rules; one whose agent is
+    // not running (stopped for a restart, dead) keeps the rules it had, which go on
+    // passing the link's traffic until it runs again (fail closed keeps rules): said
+    // (bb27: "removed" while the traffic still passed)
+    const place = new Map((lcm.last?.addr.vms ?? []).map(v => [v.vm, v.node]))
+    const ends = before == null ? [] : [...new Set([place.get(before.from.vm), place.get(before.to.vm)])]
+    const notApplied = ends.filter((n): n is string => n != null && n !== lcm.selfId && lcm.members.get(n)?.state !== 'alive')
+      .map(n => ({ node: n, name: nameOf(lcm.members, n), state: lcm.members.get(n)?.state ?? 'unknown' }))
+    return { removed: req.params.id, ...(notApplied.length > 0 ? { notApplied } : {}) }
   })
 
   app.get('/v1/net', async (): Promise<NetView> => {
