@@ -151,7 +151,20 @@ async function ls (argv: string[]): Promise<void> {
   if (r.vms.length === 0) return out('no VMs')
   out(table([['NAME', 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
     // a newline in a reason broke the row (a guest's output as the reason of a start that ended at once)
-    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, x.reason ?? ''].map(escapeControls))]))
+    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, reasonCell(x.name, x.reason)].map(escapeControls))]))
+}
+
+/**
+ * A reason's first line, and where the rest is: a start that ended at once has the
+ * guest's output in it, which printed escaped made one row of `\n`s and usage text
+ * (bb27); `vm show` has all of it.
+ */
+export function reasonCell (vm: string, reason: string | null | undefined): string {
+  if (reason == null) return ''
+  // the agent writes reasons with their control characters escaped (`\n` as two characters)
+  const lines = reason.split(/\r?\n|(?:\\r)?\\n/)
+  const first = lines[0]!.trimEnd()
+  return lines.slice(1).some(l => l.trim() !== '') ? `${first} ... (all of it: vgrid vm show ${vm})` : first
 }
 
 async function show (argv: string[]): Promise<void> {

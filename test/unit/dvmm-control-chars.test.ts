@@ -5,6 +5,7 @@
 // and log details escaped; the CLI escapes what it prints (an older agent's reason).
 import test from 'ava'
 import { escapeControls } from '../../node/dvmm/control-chars.ts'
+import { reasonCell } from '../../node/dvmm/cli.ts'
 import { endedAtOnce } from '../../node/dvmm/drivers/common.ts'
 import { appendLog, logged, readLog, LEASE_REASON_MAX } from '../../node/dvmm/history.ts'
 import { haLines, historyLine } from '../../node/dvmm/cli.ts'
@@ -86,4 +87,11 @@ test('vgrid status\'s health lines escape a lease reason an older agent wrote ra
   t.truthy(failed)
   t.false(CONTROL.test(failed!.message), failed!.message)
   t.true(failed!.message.includes('esc1 (start failed: it ended at once with status 0: \\x1b[31mRED\\x1b]0;TITLE\\x07\\nline2\\r\\n)'))
+})
+
+test('vm ls shows a reason\'s first line and says where the rest is (bb27: a row of escaped usage text)', t => {
+  t.is(reasonCell('w1', 'exited at once with status 1: BusyBox v1.35.0 multi-call binary.\\n\\nUsage: nc [OPTIONS]\\n\\tlisten'), 'exited at once with status 1: BusyBox v1.35.0 multi-call binary. ... (all of it: vgrid vm show w1)')
+  t.is(reasonCell('w1', 'two\nlines'), 'two ... (all of it: vgrid vm show w1)', 'an older agent\'s, unescaped')
+  t.is(reasonCell('w1', 'one line\\n'), 'one line')
+  t.is(reasonCell('w1', null), '')
 })
