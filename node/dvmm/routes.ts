@@ -13,7 +13,7 @@ import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/mem
 import type { VmInfo } from './drivers/types.ts'
 import type { History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
-import { forgetInIntervals } from '../gvs/write-intervals.ts'
+import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
@@ -101,6 +101,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (!membership.members.has(idOrName) && !doc.roll.has(idOrName)) {
       const gone = [...doc.roll.values()].filter(e => e.name === idOrName && !mayBeRunning(membership.members.get(e.node)?.state))
       if (gone.length === 1) return { id: gone[0]!.node, name: gone[0]!.name }
+      // a node that left long ago, which only the volumes' records of where their writes
+      // went still name (by id: the error that sends the operator here names it so)
+      if (namedInIntervals(state.read().list('volumes'), idOrName)) return { id: idOrName, name: idOrName }
     }
     return findNode(doc, idOrName)
   }
@@ -407,7 +410,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // an object with no copy left reads as zeros from then on (a tester's forget turned
       // a volume's data into zeros without a word, and the volume then read healthy)
       const gaveUp = await state.write(w => {
-        if (!w.remove('roll', n.id)) return null
+        // a node that left the roll (a graceful leave) may still be waited for by the
+        // volumes it took writes of: forgetting it gives those up (bb28: not_found)
+        const named = namedInIntervals(w.reader.list('volumes'), n.id)
+        if (!w.remove('roll', n.id) && !named) return null
         const given = forgetInIntervals(w, n.id, OBJECT_SIZE, n.name)
         if (given.length > 0 && !force) throw new ConflictError(`forgetting ${n.name} gives up writes that may be only on it, of ${given.length === 1 ? 'volume' : 'volumes'} ${given.join(', ')}: an object with no copy left on the other nodes reads as zeros from then on. If ${n.name} can come back, bring it back instead; to forget it all the same: vgrid node forget ${n.name} --force`, 'writes_only_there')
         return given

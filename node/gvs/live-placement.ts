@@ -79,6 +79,14 @@ export class LivePlacement {
   /** the live nodes with their disks: a draining one too (its copies are read, its writers asked; placement alone leaves it out) */
   liveNodes (): LiveNode[] { return liveNodesOf(this.members()) }
 
+  /**
+   * the live nodes and weights placement is made over now: a draining one at weight 0.
+   * Where writes go, so what the write intervals record (write-intervals.ts): recorded
+   * at full weight, a drained node stayed a holder of its objects there, and once it
+   * left they read as unavailable (bb28)
+   */
+  placementNodes (): LiveNode[] { return liveNodesOf(this.members(), this.draining()) }
+
   /** the live nodes that hold replicas (a node with no disk holds none; a draining one holds what it has until repair frees it) */
   liveIds (): Set<string> { return new Set(this.liveNodes().filter(n => n.weight > 0).map(n => n.id)) }
 

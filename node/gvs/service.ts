@@ -247,7 +247,8 @@ export class GvsService {
       lastHeard: n => this.components.membership.members.get(n)?.lastSeen,
       nameOf: n => this.nodeName(n),
       generation: () => this.placementGeneration(),
-      nodes: () => this.liveNodes().map(n => ({ id: n.id, weight: n.weight }))
+      // where writes go: a draining node at weight 0 (live-placement.ts)
+      nodes: () => this.placed.placementNodes().map(n => ({ id: n.id, weight: n.weight }))
     })
     this.epochs = new WriterEpochs({
       self: this.replicas.self,

@@ -179,6 +179,18 @@ export function afterRepair (v: IntervalRecord | undefined, nodes: readonly Inte
 }
 
 /**
+ * Whether a volume's intervals in force name the node, not given up: a node that left
+ * the roll (a graceful leave) with writes of its time may still be waited for, and
+ * `vgrid node forget` gives them up (bb28: it answered "not on the member roll").
+ */
+export function namedInIntervals (volumes: Iterable<IntervalRecord>, node: string): boolean {
+  for (const v of volumes) {
+    if (Object.values(activeIntervals(v)).some(s => s.nodes.some(n => n.id === node && n.weight > 0) && !(s.lost ?? []).includes(node))) return true
+  }
+  return false
+}
+
+/**
  * At `vgrid node forget`: the node is given up in every volume's intervals. The paths
  * of the volumes where it was the last holder not given up of some object in some
  * interval: writes that may have been only there are given up with it.
