@@ -6,7 +6,7 @@
 import type { VolumeView } from '../gvs/routes.ts'
 
 export interface VolumesAnswer {
-  volumes: Array<Pick<VolumeView, 'path' | 'state'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> }>
+  volumes: Array<Pick<VolumeView, 'path' | 'state'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> & Partial<Pick<VolumeView['health'], 'reasons'>> }>
   /** the draining nodes whose objects move off them now, and why none do if so (GET /v1/volumes) */
   evacuation?: { nodes: string[], why?: string }
 }
@@ -16,6 +16,8 @@ export interface VolumeDrainProgress {
   holding: Array<{ path: string, copies: number }>
   /** volumes not yet healthy over the nodes left (being repaired) */
   repairing: string[]
+  /** the first of them not being repaired now, and its first reason (a copy that cannot be made, and where) */
+  why?: string
   /** why the copies stay on the node (too few other nodes), if so */
   stays?: string
   done: boolean
@@ -33,7 +35,10 @@ export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrai
     : e == null
       ? 'the agent answering does not move volume copies off a draining node (an older release)'
       : !e.nodes.includes(node) ? e.why : undefined
-  return { holding, repairing, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 }
+  // a volume that stays degraded says why, where a repair running now would say nothing yet
+  const stuck = ready.find(v => v.health.state === 'degraded' && (v.health.reasons?.length ?? 0) > 0)
+  const why = stuck == null ? undefined : `${stuck.path}: ${stuck.health.reasons![0]!}`
+  return { holding, repairing, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 }
 }
 
 /** one line of the drain's volume progress */
@@ -41,6 +46,6 @@ export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   const copies = p.holding.reduce((n, h) => n + h.copies, 0)
   if (p.done) return `  volumes: no copy left on ${name}, every volume healthy on the other nodes`
   const on = p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
-  const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})` : ''
+  const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})${p.why != null ? `; ${p.why}` : ''}` : ''
   return `  volumes: ${on}${rep}`
 }

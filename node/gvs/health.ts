@@ -33,6 +33,8 @@ export interface RepairProgressView {
 }
 
 export interface LastRepairView {
+  /** what failed, object by object (the coordinator's own record has them; a peer's answer does not) */
+  errors?: string[]
   node: string
   at: number
   copied: number
@@ -168,7 +170,10 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   if (unavailable > 0) reasons.push(`${plural(unavailable, 'object')} ${unavailable === 1 ? 'is' : 'are'} unavailable, unreadable and not written until a node that took ${unavailable === 1 ? 'its' : 'their'} writes returns${why == null || !why.includes('vgrid node forget') ? ' (vgrid node forget of one gone for good gives its writes up)' : ''}${why != null ? `: ${why}` : ''}`)
   const otherFailed = (h.lastRepair?.failed ?? 0) - (h.lastRepair?.unavailable ?? 0)
   if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
-    reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)`)
+    // the first error names where and why (bb28: a drain onto a full disk stalled for
+    // minutes, saying only this, while the full node's status alone said why)
+    const first = h.lastRepair.errors?.find(e => !e.startsWith('scrub:'))
+    reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)${first != null ? `: ${clip(first, 240)}` : ''}`)
   }
   // a repair running now that has failed copies (or left objects alone as unavailable):
   // not healthy while it runs either (a tester saw "healthy, 6/6 copies, 6 failed")
@@ -215,3 +220,6 @@ export function nextScrubAt (nodeId: string, intervalMs: number, now: number, la
   if (lastAt != null && next - lastAt < minGapMs) next += intervalMs
   return next
 }
+
+/** at most `n` characters, an ellipsis marking the cut */
+function clip (text: string, n: number): string { return text.length <= n ? text : `${text.slice(0, n - 3)}...` }

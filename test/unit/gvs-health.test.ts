@@ -82,6 +82,10 @@ test('no inventory yet, or a last repair that failed copies: degraded, saying so
   const h = volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0 } }))
   t.is(h.state, 'degraded')
   t.deepEqual(h.reasons, ['the last repair could not make 2 copies (retried on the next pass)'])
+  // where its record has what failed: the first, which names the node and why (bb28: a drain onto a full disk)
+  const errors = ['scrub: object 1 of v on c is damaged and was not rewritten: unknown why', 'object 3 to h4: writing object 3 of "v": disk full (ENOSPC)', 'object 5 to h4: ...']
+  t.deepEqual(volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0, errors } })).reasons,
+    ['the last repair could not make 2 copies (retried on the next pass): object 3 to h4: writing object 3 of "v": disk full (ENOSPC)'])
 })
 
 test('the repair coordinator: one of the live nodes, the same from any order, moving only when it leaves', t => {
