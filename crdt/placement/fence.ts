@@ -29,10 +29,18 @@ export function voters (roll: Iterable<string>, me: string): Set<string> {
  * every node, their VMs killed), or null when the grid can lose one. `aliveSeen`
  * counts this node.
  */
-export function noMajorityMargin (rollSize: number, aliveSeen: number): string | null {
+export function noMajorityMargin (rollSize: number, aliveSeen: number, restarting = 0): string | null {
   if (rollSize <= 1 || !hasMajority(rollSize, aliveSeen) || hasMajority(rollSize, aliveSeen - 1)) return null
   const need = Math.floor(rollSize / 2) + 1
-  return `${aliveSeen} of ${rollSize} roll members are in sight and a majority is ${need}: losing any one of them fences every node (their VMs are killed, nothing is placed, and volumes refuse reads and writes)${aliveSeen < rollSize ? `; bring back or forget (vgrid node forget) the ${rollSize - aliveSeen} not in sight` : ''}`
+  // those stopped for a restart come back (a forget of one is refused meanwhile, bb28)
+  const away = rollSize - aliveSeen
+  const back = Math.min(restarting, away)
+  const gone = away - back
+  const advice = [
+    ...(gone > 0 ? [`bring back or forget (vgrid node forget) the ${gone} not in sight${back > 0 ? ' otherwise' : ''}`] : []),
+    ...(back > 0 ? [`${back === 1 ? 'one is' : `${back} are`} stopped for a restart, back within ${back === 1 ? 'its' : 'their'} restart grace`] : [])
+  ]
+  return `${aliveSeen} of ${rollSize} roll members are in sight and a majority is ${need}: losing any one of them fences every node (their VMs are killed, nothing is placed, and volumes refuse reads and writes)${advice.length > 0 ? `; ${advice.join('; ')}` : ''}`
 }
 
 export interface RollChangeInput {

@@ -116,7 +116,8 @@ export class Fencing {
     this.lastMajorityAt = f.lastMajorityAt
     if (f.majority) this.seenMajority = true
     // a stalled agent's view is stale: its watchdog killed its VMs, its leases may have moved
-    if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `this agent stalled; waiting until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
+    // said so as to follow "this node" (bb28 read "this node this agent stalled; ...")
+    if (now < this.quarantineUntil) f = { ...f, fenced: true, mayClaim: false, reason: `had its agent stall (its VMs were killed by its watchdog), and waits until ${new Date(this.quarantineUntil).toISOString()} to hear the grid again` }
     this.fence = f
     this.c.metrics.fenced.set(f.fenced ? 1 : 0)
     const live = this.c.local.live

@@ -56,7 +56,8 @@ export class DvmmHealth {
     // sight), the grid must also keep a majority through one more loss: a grid with
     // volumes and no VM said HA ok with one of three members dead (a tester)
     const keep = [...now.doc.vms.values()].some(v => v.desired === 'running') || reader.list('volumes').length > 0
-    const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen) : null
+    const restarting = reader.list('roll').filter(e => this.c.membership.members.get(e.node)?.state !== 'alive' && this.c.restarting?.(e.node) === true).length
+    const margin = noMajority == null && f != null && keep ? noMajorityMargin(f.rollSize, f.aliveSeen, restarting) : null
     // what one more loss would strand is not judged from a side without a majority: its
     // alive nodes are not the grid's (a cut-off node said losing itself strands a VM the
     // majority had already run elsewhere)
