@@ -7,11 +7,14 @@ export interface Pool {
   diskBytes: { total: number, free: number }
 }
 
-export function poolOf (table: MemberTable): Pool {
+/** `draining`: members being drained: their capacity counts, their free room does not (nothing is placed there) */
+export function poolOf (table: MemberTable, draining: (id: string) => boolean = () => false): Pool {
   const pool: Pool = { cpu: { total: 0, free: 0 }, memoryBytes: { total: 0, free: 0 }, diskBytes: { total: 0, free: 0 } }
   for (const m of table.values()) {
     if (m.state !== 'alive') continue
-    const { capacity, free } = m.advert
+    const { capacity } = m.advert
+    // a draining node takes nothing: its free room is no room for the pool (bb28)
+    const free = draining(m.nodeId) ? { cpu: 0, memoryBytes: 0, diskBytes: 0 } : m.advert.free
     pool.cpu.total += capacity.cpu
     pool.cpu.free += free.cpu
     pool.memoryBytes.total += capacity.memoryBytes

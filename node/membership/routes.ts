@@ -68,7 +68,7 @@ function shown (d: MembershipRoutesDeps): MemberTable {
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)
-  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), await d.health(), d.ha?.() ?? null, views.unseen().length))
+  app.get('/v1/status', async (): Promise<StatusView> => statusView(d.self(), shown(d), await d.health(), d.ha?.() ?? null, views.unseen().length, id => d.roll?.(id)?.draining === true))
   app.get('/v1/nodes', async (): Promise<NodesView> => ({ nodes: views.all(), unseen: views.unseen() }))
   app.get<{ Params: { id: string } }>('/v1/nodes/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 128 } }, required: ['id'] } }

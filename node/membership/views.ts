@@ -11,8 +11,8 @@ import type { OutOfReach } from '../../protocol/membership-service.ts'
 export interface SelfInfo { id: string, name: string, version: string, cluster: string, addrs: string[] }
 
 /** `unseen`: the roll's members this agent never heard from (counted apart, only when there are any) */
-export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = [], ha: StatusView['ha'] = null, unseen = 0): StatusView {
-  return { node: self, members: { ...countStates(table), ...(unseen > 0 ? { unseen } : {}) }, pool: poolOf(table), health: { ok: problems.length === 0, problems }, ha }
+export function statusView (self: SelfInfo, table: MemberTable, problems: HealthProblem[] = [], ha: StatusView['ha'] = null, unseen = 0, draining?: (id: string) => boolean): StatusView {
+  return { node: self, members: { ...countStates(table), ...(unseen > 0 ? { unseen } : {}) }, pool: poolOf(table, draining), health: { ok: problems.length === 0, problems }, ha }
 }
 
 /** `labels` are the operator's labels from the cluster document: they win over the node's own (--label). */

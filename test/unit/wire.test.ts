@@ -181,6 +181,10 @@ test('the pool sums alive members only', t => {
   const p = poolOf(table)
   t.deepEqual(p.cpu, { total: 4, free: 2 })
   t.deepEqual(p.diskBytes, { total: 200, free: 200 })
+  // a draining member's room is no room: its capacity counts, its free room not (bb28)
+  const drained = poolOf(table, id => id === [...table.keys()][0])
+  t.deepEqual(drained.cpu, { total: 4, free: 1 })
+  t.deepEqual(drained.diskBytes, { total: 200, free: 100 })
 })
 
 test('planDials picks at random among equally good targets', t => {
