@@ -280,7 +280,8 @@ export const VolumeSchema = Type.Object({
   ...Stamp
 }, open)
 
-const Endpoint = Type.Object({ vm: Id, terminal: Name }, open)
+/** `created`: that of the VM the link was made for (a VM made again under the name is another one; absent: from before) */
+const Endpoint = Type.Object({ vm: Id, terminal: Name, created: Type.Optional(Count) }, open)
 
 export const ConnectionSchema = Type.Object({
   id: Id,

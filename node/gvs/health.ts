@@ -172,7 +172,8 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   if (h.repair == null && h.lastRepair != null && otherFailed > 0) {
     // the first error names where and why (bb28: a drain onto a full disk stalled for
     // minutes, saying only this, while the full node's status alone said why)
-    const first = h.lastRepair.errors?.find(e => !e.startsWith('scrub:'))
+    // a copy's own failure first: the errors begin with the objects left alone as unavailable, said above (rv33)
+    const first = h.lastRepair.errors?.find(e => /^object \d+ to /.test(e)) ?? h.lastRepair.errors?.find(e => !e.startsWith('scrub:'))
     reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)${first != null ? `: ${clip(first, 240)}` : ''}`)
   }
   // a repair running now that has failed copies (or left objects alone as unavailable):

@@ -104,6 +104,23 @@ export function checkLink (req: LinkRequest, doc: LinkDoc): Link {
 }
 
 /**
+ * The links made for a former VM of an end's name (pure): a link records the `created`
+ * of each end's VM, and one made while that VM was being removed on another node
+ * (bb27: `vm rm s1` and `link create c1.o s1.i` at once) must not connect a VM made
+ * again under the name; such links carry nothing, with the reason, until removed.
+ */
+export function formerVmLinks<L extends Link> (links: readonly L[], createdOf: (vm: string) => number | undefined): { links: L[], skipped: Array<{ link: string, reason: string }> } {
+  const out: L[] = []
+  const skipped: Array<{ link: string, reason: string }> = []
+  for (const l of links) {
+    const former = [l.from, l.to].find(e => e.created != null && createdOf(e.vm) != null && createdOf(e.vm) !== e.created)
+    if (former == null) out.push(l)
+    else skipped.push({ link: l.id, reason: `made for a former VM named ${former.vm}, removed since (this ${former.vm} was made after): remove the link, and make it again if this VM should have it` })
+  }
+  return { links: out, skipped }
+}
+
+/**
  * One link per output, the same on every node: two agents that each took a request for
  * one output at the same moment both wrote a link (each checked its own document). The
  * earliest written (`at`, then id) is the output's link; the others are skipped, with

@@ -1,6 +1,6 @@
 // Applies a node's link ruleset (rules.ts) with `nft -f` in one transaction, in its
 // own table, and reads its counters back as JSON (`nft -j`), never screen output.
-import { nsRun, overlaps, run, which } from '../netns/netns.ts'
+import { nsRun, run, which } from '../netns/netns.ts'
 import { DROP_SETS, type Ruleset } from './rules.ts'
 import { foreignTables } from './leftovers.ts'
 
@@ -97,24 +97,24 @@ export async function readCounters (netns: string | null, table: string): Promis
  * longer exist deleted, everything else (counts, drop set) kept. Either all of it
  * takes effect or none (nft -f is atomic).
  */
-export async function applyRuleset (netns: string | null, rs: Ruleset): Promise<void> {
+export async function applyRuleset (netns: string | null, rs: Ruleset, former: ReadonlySet<string> = new Set()): Promise<void> {
   const have = await readCounters(netns, rs.table)
   const stale = [...have.counters.keys()].filter(c => !rs.counters.includes(c))
   const script = rs.script + stale.map(c => `delete counter inet ${rs.table} ${c}\n`).join('') +
-    formerVmDrops(have.drops, rs).map(d => `delete element inet ${rs.table} ${d.set} { ${d.src} . ${d.dst} }\n`).join('')
+    formerVmDrops(have.drops, former).map(d => `delete element inet ${rs.table} ${d.set} { ${d.src} . ${d.dst} }\n`).join('')
   await nft(netns, ['-f', '-'], script)
 }
 
 /**
- * The drop records of an address in the VM range that no VM holds now (pure): a former
- * VM's. An address goes to the next VM made, which would start with the old one's drops
- * (bb27: a new link showed DROPS before it sent a packet); records of addresses outside
- * the range (a host beyond the grid, a forged source) stay.
+ * The drop records of `former` addresses (pure): those a VM held at the last apply and
+ * no VM, or another VM, holds now. An address goes to the next VM made (the same
+ * address, often, for a VM made again under its name), which would start with the
+ * former one's drops (bb27: a new link showed DROPS before it sent a packet). Records
+ * of other addresses stay: a host beyond the grid's, a forged source no VM holds
+ * (rv33: evidence of a VM scanning or forging would have gone at the next apply).
  */
-export function formerVmDrops (drops: TableCounters['drops'], rs: Pick<Ruleset, 'vmPrefix' | 'vmAddresses'>): Array<{ set: string, src: string, dst: string }> {
-  const held = new Set(rs.vmAddresses)
-  const former = (a: string): boolean => !held.has(a) && overlaps(`${a}/32`, rs.vmPrefix)
-  return drops.filter(d => former(d.src) || former(d.dst)).flatMap(d => (d.sets ?? []).map(set => ({ set, src: d.src, dst: d.dst })))
+export function formerVmDrops (drops: TableCounters['drops'], former: ReadonlySet<string>): Array<{ set: string, src: string, dst: string }> {
+  return drops.filter(d => former.has(d.src) || former.has(d.dst)).flatMap(d => (d.sets ?? []).map(set => ({ set, src: d.src, dst: d.dst })))
 }
 
 /** Removes the table (and every rule, counter and drop record in it). */

@@ -9,7 +9,7 @@ import { KEEPALIVE_S } from './tunnel-health.ts'
 
 /** What the plan reads of the document (a narrow view, filled from crdt's Reader). */
 export interface DocView {
-  vms: Array<{ id: string, at: number, overlayIndex?: unknown, inputs?: readonly string[], outputs?: readonly string[] }>
+  vms: Array<{ id: string, at: number, created?: number, overlayIndex?: unknown, inputs?: readonly string[], outputs?: readonly string[] }>
   leases: Array<{ vm: string, holder: string }>
   roll: Array<{ node: string, joined: number, overlayIndex?: unknown }>
 }

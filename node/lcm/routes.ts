@@ -141,7 +141,9 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
     // request, so two agents racing on the same link write one object)
     const link = await lcm.state.write(w => {
       const l = checkLink(r, linkDoc(w.reader))
-      w.put('connections', { id: l.id, app: null, from: l.from, to: l.to, protocol: l.protocol, port: l.port })
+      // each end's VM as it is now: a VM made again under the name later is another one (formerVmLinks)
+      const end = (e: Link['from']): Link['from'] => { const c = w.reader.get('vms', e.vm)?.value.created; return c == null ? e : { ...e, created: c } }
+      w.put('connections', { id: l.id, app: null, from: end(l.from), to: end(l.to), protocol: l.protocol, port: l.port })
       return l
     }, `link create ${r.from.vm}.${r.from.terminal}`)
     lcm.schedule(0)

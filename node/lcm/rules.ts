@@ -31,7 +31,8 @@ import { createHash } from 'node:crypto'
 
 export type Protocol = 'tcp' | 'udp' | 'any'
 
-export interface Terminal { vm: string, terminal: string }
+/** `created`: that of the VM the link was made for (the document's `connections`; absent: from before it was recorded) */
+export interface Terminal { vm: string, terminal: string, created?: number }
 
 /** A declared connection, as the cluster document holds it. */
 export interface Link {
@@ -92,9 +93,6 @@ export interface Ruleset {
   skipped: Array<{ link: string, reason: string }>
   /** named counters the script declares (the apply step deletes others) */
   counters: string[]
-  /** the VM range, and the addresses VMs of the document hold now: a drop record of another address in the range is a former VM's (the apply step deletes it) */
-  vmPrefix: string
-  vmAddresses: string[]
 }
 
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
@@ -302,7 +300,7 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '}',
     ...mapElements(t, flows)
   ]
-  return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters, vmPrefix: input.vmPrefix, vmAddresses: input.vms.map(v => v.address) }
+  return { table: input.table, script: lines.join('\n') + '\n', flows, skipped, counters }
 }
 
 /**

@@ -19,7 +19,7 @@ import { addressing, planPeers, type Addressing, type DocView, type PeerPlan } f
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeForeignTables, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
-import { oneLinkPerOutput, terminalHosts } from './links.ts'
+import { formerVmLinks, oneLinkPerOutput, terminalHosts } from './links.ts'
 import { registerGauges } from './metrics.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
 import { Condition } from './condition.ts'
@@ -145,6 +145,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private foreignTablesError: string | null = null
   private readonly addressWatch: AddressWatch
   last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null = null
+  /** each VM address's holder (`vm@created`) at the last apply: whose drop records are whose */
+  private addressHolders = new Map<string, string>()
   private readonly rejected: Counter<'reason'>
   private readonly listener = (): void => { this.schedule() }
   /** a member's tunnel as the last plan has it differs from its advert now: plan again */
@@ -278,13 +280,17 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   /** `links`: one per output (oneLinkPerOutput); `contested`: the others, skipped */
   private docView (): DocView & { links: Link[], contested: Ruleset['skipped'] } {
     const r = this.c.state.read()
-    const { links, skipped } = oneLinkPerOutput(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })))
+    const vms = r.list('vms')
+    const created = new Map(vms.map(v => [v.id, v.created]))
+    // a link made for a former VM of an end's name takes no output's place either
+    const current = formerVmLinks(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })), vm => created.get(vm))
+    const { links, skipped } = oneLinkPerOutput(current.links)
     return {
-      vms: r.list('vms').map(v => ({ id: v.id, at: v.at, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex, inputs: v.spec.inputs, outputs: v.spec.outputs })),
+      vms: vms.map(v => ({ id: v.id, at: v.at, created: v.created, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex, inputs: v.spec.inputs, outputs: v.spec.outputs })),
       leases: r.list('leases').map(l => ({ vm: l.vm, holder: l.holder })),
       roll: r.list('roll').map(n => ({ node: n.node, joined: n.joined, overlayIndex: (n as { overlayIndex?: unknown }).overlayIndex })),
       links,
-      contested: skipped
+      contested: [...current.skipped, ...skipped]
     }
   }
 
@@ -313,7 +319,11 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.tunnel.applyPeers(plan)
       await this.localVms.route(addr)
       await this.overlayRoutes.check()
-      await applyRuleset(null, rules)
+      // the addresses whose VM went, or is another VM now, since the last apply: their drop records go
+      const holders = new Map(addr.vms.map(v => [v.address, `${v.vm}@${doc.vms.find(x => x.id === v.vm)?.created ?? ''}`]))
+      const former = new Set([...this.addressHolders].filter(([a, h]) => holders.get(a) !== h).map(([a]) => a))
+      await applyRuleset(null, rules, former)
+      this.addressHolders = holders
       await this.removeForeignTables()
       await this.localVms.name(addr, doc.links)
       await this.writeBackIndexes(doc, addr)

@@ -315,8 +315,7 @@ function ipToInt (a: string): number {
   return a.split('.').reduce((n, o) => n * 256 + Number(o), 0)
 }
 
-/** whether two IPv4 CIDRs (or addresses, as /32) share an address */
-export function overlaps (a: string, b: string): boolean {
+function overlaps (a: string, b: string): boolean {
   const [an, al] = a.split('/') as [string, string | undefined]
   const [bn, bl] = b.split('/') as [string, string | undefined]
   const len = Math.min(Number(al ?? 32), Number(bl ?? 32))
