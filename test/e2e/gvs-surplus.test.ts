@@ -97,7 +97,7 @@ test('a joining agent takes objects over; repair frees the copies left on their 
   const layers = async (): Promise<{ count: number, folding: number }> => ((await a.request('GET', `/v1/volumes/${id}`)).body as { layers: { count: number, folding: number } }).layers
   t.like(await layers(), { count: 4, folding: 1 })
   await waitFor(async () => (await layers()).count === 3, 120_000, 'the deleted snapshot\'s layer folded by a background pass')
-  t.regex(await vol('info', '/sur/data'), /layers {4}3 of 128\n/)
+  t.regex(await vol('info', '/sur/data'), /layers {4}3 of 128 \(2 for snapshots\)\n/)
   await waitFor(async () => (await Promise.all(all.map(held))).every(l => l.length === 0), 120_000, 'the folded layer freed on every agent')
   const s2 = await NbdClient.open(join(c.opts.dataDir, 'nbd.sock'), 'sur/data@s2')
   t.teardown(async () => { await s2.close().catch(() => {}) })

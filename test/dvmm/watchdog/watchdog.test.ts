@@ -321,7 +321,10 @@ async function guarded (t: ExecutionContext, timeoutMs: number, ids: string[]): 
     const layout = probeCgroups().layout
     if (layout !== undefined) {
       for (const parent of groupPaths(layout, '').map(p => dirname(join(p, 'x')))) {
-        for (const name of readdirSync(parent)) if (ids.some(id => name.startsWith('process-') && name.endsWith(`-${id}`))) await removeGroups([join(parent, name)])
+        // the parent goes with the last VM's groups
+        let names: string[] = []
+        try { names = readdirSync(parent) } catch { continue }
+        for (const name of names) if (ids.some(id => name.startsWith('process-') && name.endsWith(`-${id}`))) await removeGroups([join(parent, name)])
       }
     }
     rmSync(dataDir, { recursive: true, force: true })
