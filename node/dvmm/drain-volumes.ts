@@ -6,7 +6,7 @@
 import type { VolumeView } from '../gvs/routes.ts'
 
 export interface VolumesAnswer {
-  volumes: Array<Pick<VolumeView, 'path' | 'state'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> & Partial<Pick<VolumeView['health'], 'reasons'>> }>
+  volumes: Array<Pick<VolumeView, 'path' | 'state' | 'writesWentTo'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> & Partial<Pick<VolumeView['health'], 'reasons'>> }>
   /** the draining nodes whose objects move off them now, and why none do if so (GET /v1/volumes) */
   evacuation?: { nodes: string[], why?: string }
 }
@@ -16,6 +16,8 @@ export interface VolumeDrainProgress {
   holding: Array<{ path: string, copies: number }>
   /** volumes not yet healthy over the nodes left (being repaired) */
   repairing: string[]
+  /** volumes whose records of where writes went still place objects on the node (a repair that ends healthy clears them; a leave before that would leave those objects unavailable, bb28) */
+  recorded: string[]
   /** the first of them not being repaired now, and its first reason (a copy that cannot be made, and where) */
   why?: string
   /** why the copies stay on the node (too few other nodes), if so */
@@ -27,6 +29,8 @@ export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrai
   const ready = a.volumes.filter(v => v.state === 'ready')
   const holding = ready.flatMap(v => { const copies = v.health.copiesOn?.[node] ?? 0; return copies > 0 ? [{ path: v.path, copies }] : [] })
   const repairing = ready.filter(v => v.health.state !== 'healthy').map(v => v.path)
+  // an older agent's answer has no such record: not waited for
+  const recorded = ready.filter(v => v.writesWentTo?.includes(node) === true && !holding.some(h => h.path === v.path)).map(v => v.path)
   // an agent from before drains moved objects says nothing of it: its copies stay; one
   // that has not taken the drain in yet says neither (the answer after says)
   const e = a.evacuation
@@ -38,7 +42,7 @@ export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrai
   // a volume that stays degraded says why, where a repair running now would say nothing yet
   const stuck = ready.find(v => v.health.state === 'degraded' && (v.health.reasons?.length ?? 0) > 0)
   const why = stuck == null ? undefined : `${stuck.path}: ${stuck.health.reasons![0]!}`
-  return { holding, repairing, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 }
+  return { holding, repairing, recorded, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 && recorded.length === 0 }
 }
 
 /** one line of the drain's volume progress */
@@ -47,5 +51,6 @@ export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   if (p.done) return `  volumes: no copy left on ${name}, every volume healthy on the other nodes`
   const on = p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
   const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})${p.why != null ? `; ${p.why}` : ''}` : ''
-  return `  volumes: ${on}${rep}`
+  const rec = p.recorded.length > 0 ? `; ${p.recorded.length} volume(s) still record writes as going to ${name} (${p.recorded.slice(0, 3).join(', ')}${p.recorded.length > 3 ? ', ...' : ''}), until their next repair clears that` : ''
+  return `  volumes: ${on}${rep}${rec}`
 }

@@ -15,6 +15,7 @@ import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { foldingLayers, layerReaders, layerUses, type LayerUses } from './layer-reclaim.ts'
+import { activeIntervals } from './write-intervals.ts'
 import type { NodeWriters } from './say-writers.ts'
 import { exportRecordOf, exportSnapshotName, type ExportFate, type ExportRecord } from './export-holds.ts'
 
@@ -58,6 +59,11 @@ export interface VolumeView {
   snapshots: Array<{ name: string, createdAt: string, sizeBytes: number, nbd: string, export?: { node: string, name: string, until: string } }>
   /** nodes `vgrid node forget --force` gave up while writes of this volume may have been only there: objects with no copy left read as zeros since */
   writesGivenUp?: Array<{ node: string, name: string, at: string }>
+  /**
+   * the nodes its records of where writes went still place objects on (write-intervals.ts):
+   * a drained node leaves only once none does (a repair that ends healthy clears them)
+   */
+  writesWentTo?: string[]
   /** open it with qemu-img, nbdinfo, nbdcopy or QEMU on this node */
   nbd: string
   /** on a create or clone: the volumes promise more than the pool has free (overProvisioned) */
@@ -197,6 +203,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         return { name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`), ...(x != null ? { export: { node: x.node, name: svc.nodeName?.(x.node) ?? x.node, until: iso(x.until) } } : {}) }
       }),
       writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
+      writesWentTo: [...new Set(Object.values(activeIntervals(v)).flatMap(s => s.nodes.filter(n => n.weight > 0 && !(s.lost ?? []).includes(n.id)).map(n => n.id)))].sort(),
       nbd: svc.uriOf(v)
     }))
   }

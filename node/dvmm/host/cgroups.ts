@@ -137,15 +137,20 @@ export function createGroups (layout: CgroupLayout, name: string, limits: Limits
   for (let attempt = 1; ; attempt++) {
     try {
       makeGroups(layout, paths)
-      break
+      writeLimits(layout, paths, limits)
+      return paths
     } catch (err) {
       // another agent on this machine removed the parent (its last VM went) between two
       // steps here (rv32): made again from the start; a group made under a parent that
-      // was made again without delegation is empty and goes first
-      if (attempt >= 3 || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      // was made again without delegation has no cpu.max (the write fails) and goes first
+      const code = (err as NodeJS.ErrnoException).code
+      if (attempt >= 3 || (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM')) throw err
       if (layout.version === 'v2') try { rmdirSync(paths[0]!) } catch {}
     }
   }
+}
+
+function writeLimits (layout: CgroupLayout, paths: string[], limits: Limits): void {
   const quota = Math.max(1000, Math.round(limits.cpus * PERIOD_US))
   if (layout.version === 'v2') {
     const [g] = paths as [string]
@@ -160,7 +165,6 @@ export function createGroups (layout: CgroupLayout, name: string, limits: Limits
     writeFileSync(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes))
     try { writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)) } catch {}
   }
-  return paths
 }
 
 /**
@@ -306,9 +310,6 @@ function makeGroups (layout: CgroupLayout, paths: string[]): void {
   }
   // (Node's recursive mkdir makes a parent removed meanwhile again)
   for (const p of paths) mkdirSync(p, { recursive: true })
-  if (layout.version === 'v2' && !existsSync(join(paths[0]!, 'cpu.max'))) {
-    throw Object.assign(new Error(`${paths[0]!} has no cpu.max: its parent was made again without delegating cpu`), { code: 'ENOENT' })
-  }
 }
 
 /** parents still held by a process when their last VM went, and how many more looks each gets */
