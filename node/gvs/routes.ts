@@ -15,7 +15,7 @@ import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.
 import type { ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { foldingLayers, layerReaders, layerUses, type LayerUses } from './layer-reclaim.ts'
-import { activeIntervals } from './write-intervals.ts'
+import { placedOn } from './write-intervals.ts'
 import type { NodeWriters } from './say-writers.ts'
 import { exportRecordOf, exportSnapshotName, type ExportFate, type ExportRecord } from './export-holds.ts'
 
@@ -203,7 +203,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         return { name: s.name, createdAt: iso(s.createdAt), sizeBytes: snapshotSize(v, s), nbd: svc.uriOf(v).replace(/\?socket=/, `@${s.name}?socket=`), ...(x != null ? { export: { node: x.node, name: svc.nodeName?.(x.node) ?? x.node, until: iso(x.until) } } : {}) }
       }),
       writesGivenUp: (v.writesGivenUp ?? []).map(g => ({ node: g.node, name: g.name, at: iso(g.at) })),
-      writesWentTo: [...new Set(Object.values(activeIntervals(v)).flatMap(s => s.nodes.filter(n => n.weight > 0 && !(s.lost ?? []).includes(n.id)).map(n => n.id)))].sort(),
+      writesWentTo: [...placedOn(v)].sort(),
       nbd: svc.uriOf(v)
     }))
   }

@@ -184,10 +184,18 @@ export function afterRepair (v: IntervalRecord | undefined, nodes: readonly Inte
  * `vgrid node forget` gives them up (bb28: it answered "not on the member roll").
  */
 export function namedInIntervals (volumes: Iterable<IntervalRecord>, node: string): boolean {
-  for (const v of volumes) {
-    if (Object.values(activeIntervals(v)).some(s => s.nodes.some(n => n.id === node && n.weight > 0) && !(s.lost ?? []).includes(node))) return true
-  }
+  for (const v of volumes) if (placedOn(v).has(node)) return true
   return false
+}
+
+/** the nodes a volume's intervals in force place objects on (weight above 0), less those given up */
+export function placedOn (v: IntervalRecord | undefined): Set<string> {
+  const out = new Set<string>()
+  for (const s of Object.values(activeIntervals(v))) {
+    const lost = new Set(s.lost ?? [])
+    for (const n of s.nodes) if (n.weight > 0 && !lost.has(n.id)) out.add(n.id)
+  }
+  return out
 }
 
 /**

@@ -320,7 +320,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       await this.localVms.route(addr)
       await this.overlayRoutes.check()
       // the addresses whose VM went, or is another VM now, since the last apply: their drop records go
-      const holders = new Map(addr.vms.map(v => [v.address, `${v.vm}@${doc.vms.find(x => x.id === v.vm)?.created ?? ''}`]))
+      const createdOf = new Map(doc.vms.map(v => [v.id, v.created]))
+      const holders = new Map(addr.vms.map(v => [v.address, `${v.vm}@${createdOf.get(v.vm) ?? ''}`]))
       const former = new Set([...this.addressHolders].filter(([a, h]) => holders.get(a) !== h).map(([a]) => a))
       await applyRuleset(null, rules, former)
       this.addressHolders = holders

@@ -1,11 +1,11 @@
 // A node being drained takes no volume objects: repair copies its objects to their new
 // holders and frees its copies, so that its leave or forget takes no copy away (bb23: a
 // drained node's leave left every volume on one copy until repair, and nothing said so).
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { startDvmmGrid, until, vmApi } from '../dvmm/grid.ts'
+import { startDvmmGrid, until, vmApi, type DvmmGrid } from '../dvmm/grid.ts'
 import { apiOf } from './hosts.ts'
 import { gvsOf, socketOf } from './agent-grid.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
@@ -66,20 +66,27 @@ test('draining a node moves its volume copies off it; every byte reads back from
   t.deepEqual(gvsOf(a0!).evacuation(), { nodes: [] })
 })
 
-test('a drained node that then leaves takes nothing with it: an R=1 volume reads whole through the others (bb28)', async t => {
+/** three agents and an R=1 volume at `path` written whole through the first, every agent holding its record */
+async function oneCopyVolume (t: ExecutionContext, path: string): Promise<{ g: DvmmGrid, api: Awaited<ReturnType<typeof apiOf>>, id: string, data: Buffer }> {
   const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=100G' })
   t.teardown(g.stop)
-  const [a0, , a2] = g.nodes.map(n => n.agent)
-  const api = apiOf(gvsOf(a0!))
+  const a0 = g.nodes[0]!.agent
+  const api = apiOf(gvsOf(a0))
   t.teardown(async () => { await api.close() })
-  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/p/one', size: OBJECTS * OBJECT_SIZE, replicas: 1 } })
+  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path, size: OBJECTS * OBJECT_SIZE, replicas: 1 } })
   t.is(created.statusCode, 201, created.body)
   const id = created.json<{ id: string }>().id
   await until(() => g.nodes.every(n => n.agent.state.read().get('volumes', id) != null), 20_000, 'the volume on every agent')
   const data = randomBytes(OBJECTS * OBJECT_SIZE)
-  const c = await NbdClient.open(socketOf(a0!), 'p/one')
+  const c = await NbdClient.open(socketOf(a0), path.slice(1))
   await c.write(0, data, true)
   await c.close()
+  return { g, api, id, data }
+}
+
+test('a drained node that then leaves takes nothing with it: an R=1 volume reads whole through the others (bb28)', async t => {
+  const { g, id, data } = await oneCopyVolume(t, '/p/one')
+  const [a0, , a2] = g.nodes.map(n => n.agent)
   t.true((await gvsOf(a2!).store.list(id)).length > 0, 'the node to drain holds some objects')
   await a0!.state.write(w => { w.update('roll', a2!.id, { draining: true }) })
   await eventually(async () => (await gvsOf(a2!).store.list(id)).length === 0, 90_000, 'no copy left on the drained node')
@@ -97,18 +104,8 @@ test('a drained node that then leaves takes nothing with it: an R=1 volume reads
 })
 
 test('a node that left without a drain is still waited for by the R=1 objects it took; vgrid node forget gives them up (bb28: not on the roll)', async t => {
-  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=100G' })
-  t.teardown(g.stop)
+  const { g, api, id } = await oneCopyVolume(t, '/p/left')
   const [a0, , a2] = g.nodes.map(n => n.agent)
-  const api = apiOf(gvsOf(a0!))
-  t.teardown(async () => { await api.close() })
-  const created = await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/p/left', size: OBJECTS * OBJECT_SIZE, replicas: 1 } })
-  t.is(created.statusCode, 201, created.body)
-  const id = created.json<{ id: string }>().id
-  await until(() => g.nodes.every(n => n.agent.state.read().get('volumes', id) != null), 20_000, 'the volume on every agent')
-  const c = await NbdClient.open(socketOf(a0!), 'p/left')
-  await c.write(0, randomBytes(OBJECTS * OBJECT_SIZE), true)
-  await c.close()
   t.true((await gvsOf(a2!).store.list(id)).length > 0)
   const a2id = a2!.id
   // a graceful leave: its VM manager takes it off the roll, then the agent goes
