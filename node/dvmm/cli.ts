@@ -249,11 +249,11 @@ export async function node (argv: string[]): Promise<void> {
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
     const query = [...(v.force === true ? ['force=true'] : []), ...(v['without-majority'] === true ? ['withoutMajority=true'] : [])]
-    const r = await api.request<{ name: string, writesGivenUp?: string[], withoutMajority?: boolean }>('DELETE', `${path}/roll${query.length > 0 ? `?${query.join('&')}` : ''}`)
+    const r = await api.request<{ name: string, wasOnRoll?: boolean, writesGivenUp?: string[], withoutMajority?: boolean }>('DELETE', `${path}/roll${query.length > 0 ? `?${query.join('&')}` : ''}`)
     const lost = r.writesGivenUp ?? []
     return v.json === true
       ? json(r)
-      : out(`${r.name}: forgotten (off the member roll)${r.withoutMajority === true ? ', without a majority in sight, on your word that the members out of sight are gone for good' : ''}${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
+      : out(`${r.name}: forgotten (${r.wasOnRoll === false ? 'it had left the member roll; the volumes\' records of where their writes went no longer wait for it' : 'off the member roll'})${r.withoutMajority === true ? ', without a majority in sight, on your word that the members out of sight are gone for good' : ''}${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
   if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)

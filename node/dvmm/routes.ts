@@ -413,14 +413,16 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         // a node that left the roll (a graceful leave) may still be waited for by the
         // volumes it took writes of: forgetting it gives those up (bb28: not_found)
         const named = namedInIntervals(w.reader.list('volumes'), n.id)
-        if (!w.remove('roll', n.id) && !named) return null
+        const onRoll = w.remove('roll', n.id)
+        if (!onRoll && !named) return null
         const given = forgetInIntervals(w, n.id, OBJECT_SIZE, n.name)
         if (given.length > 0 && !force) throw new ConflictError(`forgetting ${n.name} gives up writes that may be only on it, of ${given.length === 1 ? 'volume' : 'volumes'} ${given.join(', ')}: an object with no copy left on the other nodes reads as zeros from then on. If ${n.name} can come back, bring it back instead; to forget it all the same: vgrid node forget ${n.name} --force`, 'writes_only_there')
-        return given
+        return { given, onRoll }
       }, `node forget ${n.name}`)
       if (gaveUp == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       svc.schedule()
-      return { forgotten: n.id, name: n.name, writesGivenUp: gaveUp, ...(may.ok ? {} : { withoutMajority: true }) }
+      // wasOnRoll false: it had left the roll already, and only the volumes' records still named it
+      return { forgotten: n.id, name: n.name, wasOnRoll: gaveUp.onRoll, writesGivenUp: gaveUp.given, ...(may.ok ? {} : { withoutMajority: true }) }
     })
     app.get('/v1/ha', async (): Promise<HaView> => svc.ha())
   }
