@@ -35,8 +35,12 @@ export interface ReplicatedVolumeComponents {
   nodes?: () => string[]
   /** changes whenever the live nodes change (SettlerComponents.generation) */
   generation?: () => number
-  /** before a write: resolves once the placement it writes under is recorded where a majority holds it (write-interval-records.ts); absent: not recorded */
-  beforeWrite?: () => Promise<void>
+  /**
+   * before a write: resolves once the placement it writes under is recorded where a
+   * majority holds it (write-interval-records.ts), to the generation recorded (a write
+   * under another generation records again first); absent: not recorded
+   */
+  beforeWrite?: () => Promise<number | undefined>
   /** the volume's write intervals in force (SettlerComponents.intervals) */
   intervals?: () => WriteInterval[]
   /** a node's name, for errors */
@@ -76,8 +80,11 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly under: string[] | undefined
   private readonly pkey: string
   private readonly retryMs: number
-  /** nodes written to since their last flush, with the objects written there */
-  private readonly unflushed = new Map<string, Set<number>>()
+  /**
+   * nodes written to since their last flush, with the objects written there and the
+   * placement generation of the first of those writes
+   */
+  private readonly unflushed = new Map<string, { gen: number, idx: Set<number> }>()
   private flushedOnce = false
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
@@ -228,10 +235,13 @@ export class ReplicatedVolume implements BlockDevice {
     await this.retrying(stop, async () => {
       for (;;) {
         // where the write goes is recorded first, where a majority holds it (write-intervals.ts)
-        await this.c.beforeWrite?.()
+        const recorded = await this.c.beforeWrite?.()
         const hs = this.writeHolders(p.index)
         await this.settler.settleAll(p.index, hs, data == null ? 'zero' : 'write')
         const sent = await this.inOrder(p, async () => {
+          // the live nodes changed since the record was made: the holders now may be in no
+          // recorded interval, so the record is made again first (rv34)
+          if (recorded != null && recorded !== this.settler.generation()) return false
           const now = this.writeHolders(p.index)
           if (!this.settler.isSettled(p.index, now)) return false
           const seq = this.settler.nextSeq(p.index)
@@ -304,7 +314,10 @@ export class ReplicatedVolume implements BlockDevice {
    * Every node written to since the last flush flushes. A node that died since holds
    * the only unflushed copy of nothing (every write reached all R holders), but its
    * copies no longer count: the objects it had unflushed are first brought to their
-   * holders among the live nodes (settle), which then flush too. So a flush that
+   * holders among the live nodes (settle), which then flush too. So are those of a node
+   * written to in an earlier placement generation: it may have been away meanwhile, its
+   * server restarted, and the writes it had not synced lost (rv34: a flush succeeded on
+   * such a holder, which synced nothing, and the write then had one copy on disk). So a flush that
    * succeeds means R copies on live nodes' stable storage, and a holder's death fails
    * at most the flushes made before membership says it died, not every later one.
    * A flush that starts while another runs is answered once that one is done, and fails
@@ -342,9 +355,10 @@ export class ReplicatedVolume implements BlockDevice {
       for (const n of live ?? []) if (!(this.init.replicas >= 2 && this.c.unreached?.(n) === true)) add(n, [])
     }
     const orphaned = new Set<number>()
-    for (const [node, idx] of entries) {
-      if (live == null || live.has(node)) add(node, idx)
-      else for (const i of idx) orphaned.add(i)
+    const gen = this.settler.generation()
+    for (const [node, e] of entries) {
+      if ((live == null || live.has(node)) && e.gen === gen) add(node, e.idx)
+      else for (const i of e.idx) orphaned.add(i)
     }
     const errors: string[] = []
     const causes: unknown[] = []
@@ -360,7 +374,7 @@ export class ReplicatedVolume implements BlockDevice {
         errors.push(`object ${index}: ${(err as Error).message}`)
         causes.push(err)
         if (!(err instanceof GvsError && err.transient)) transient = false
-        for (const [node, idx] of entries) if (idx.has(index)) this.markUnflushed(node, [index])
+        for (const [node, e] of entries) if (e.idx.has(index)) this.markUnflushed(node, [index], e.gen)
       }
     }
     const peers = [...flushNow.keys()]
@@ -376,10 +390,11 @@ export class ReplicatedVolume implements BlockDevice {
     if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes), until: untilOfAll(causes) })
   }
 
-  private markUnflushed (node: string, idx: Iterable<number>): void {
-    const set = this.unflushed.get(node) ?? new Set<number>()
-    for (const i of idx) set.add(i)
-    this.unflushed.set(node, set)
+  /** `gen`: the placement generation the writes were made in (an entry keeps its oldest) */
+  private markUnflushed (node: string, idx: Iterable<number>, gen = this.settler.generation()): void {
+    const e = this.unflushed.get(node) ?? { gen, idx: new Set<number>() }
+    for (const i of idx) e.idx.add(i)
+    this.unflushed.set(node, e)
   }
 
   /**
@@ -401,17 +416,18 @@ export class ReplicatedVolume implements BlockDevice {
     if (!fua) for (const h of hs) this.markUnflushed(h, [index])
     const bad = results.flatMap((r, i) => r.status === 'rejected' ? [{ peer: hs[i]!, err: r.reason as Error }] : [])
     if (bad.length === 0) return
+    // deposed by a newer writer: this one moves nothing more (rv34: its settle below copied
+    // its refused write from a holder the newer writer's fence missed onto the others)
+    const stale = bad.find(b => isGvsError(b.err, 'stale-epoch'))
+    if (stale != null) { this.settler.unsettle(index); throw stale.err }
     this.settler.suspect(index, bad.map(b => b.peer))
     // bring it back in step now, not only at the next write or read of this object:
     // until then another node's reader could find the suspect's copy (if its holder
     // is gone for good, membership drops it and the next settle skips it)
     void this.settler.settle(index, hs).catch(() => {})
-    // a stale epoch anywhere means this writer is fenced: say so rather than "io"; a
-    // snapshot froze the layer: the live volume above waits for the new top and writes there
-    for (const code of ['stale-epoch', 'frozen'] as const) {
-      const first = bad.find(b => isGvsError(b.err, code))
-      if (first != null) throw first.err
-    }
+    // a snapshot froze the layer: the live volume above waits for the new top and writes there
+    const frozen = bad.find(b => isGvsError(b.err, 'frozen'))
+    if (frozen != null) throw frozen.err
     const full = bad.find(b => b.err instanceof GvsError && b.err.code === 'no-space')
     const transient = bad.every(b => b.err instanceof GvsError && b.err.transient)
     throw new GvsError(full != null ? 'no-space' : transient ? 'unavailable' : 'io', `volume "${this.init.volume}" object ${index}: ${bad.length} of ${hs.length} replica(s) failed the ${req.op}: ${bad.map(b => b.err.message).join('; ')}`, { transient })

@@ -127,7 +127,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       const s = stack(req)
       if (s != null) return { reply: { ok: true, present: await layers.has(s, req.index) }, data: null }
       const st = await store.stat(req.volume, req.index)
-      return { reply: { ok: true, present: st.present, version: st.version }, data: null }
+      // the writer epoch this node refuses writers below: a writer that sees a newer one was deposed (settler.ts)
+      return { reply: { ok: true, present: st.present, version: st.version, epoch: await store.writerFloor(req.volume) }, data: null }
     }
     case 'remove':
       await store.remove(req.volume, req.index)

@@ -110,6 +110,11 @@ export interface Unsettled {
   behind: Set<string>
   /** why the first of `behind` could not be brought the copy (null when none is behind) */
   error: GvsError | null
+  /**
+   * a holder refuses writers below this epoch, above this writer's: a newer writer took
+   * the volume over, and this one moved nothing (a write fails as stale: settleAll)
+   */
+  deposedBy?: { epoch: number, node: string }
 }
 
 export class Settler {
@@ -186,7 +191,7 @@ export class Settler {
     if (inflight == null) {
       const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
         .then(u => {
-          if (u.silent.size === 0 && u.behind.size === 0) this.settled.set(index, key)
+          if (u.silent.size === 0 && u.behind.size === 0 && u.deposedBy == null) this.settled.set(index, key)
           if (u.silent.size === 0 && u.behind.size > 0) this.partly.set(index, { key, u, at: this.now() }); else this.partly.delete(index)
           return u
         })
@@ -213,7 +218,8 @@ export class Settler {
 
   /** settles the object for a write: every holder must have answered (a write needs them all anyway) */
   async settleAll (index: number, hs: string[], op: string): Promise<void> {
-    const { silent, error } = await this.settle(index, hs)
+    const { silent, error, deposedBy } = await this.settle(index, hs)
+    if (deposedBy != null) throw new GvsError('stale-epoch', `volume "${this.init.volume}" object ${index}: writer epoch ${this.init.epoch} is older than ${deposedBy.epoch}, the newest ${this.c.nameOf?.(deposedBy.node) ?? deposedBy.node} has seen: a newer writer took the volume over`)
     if (error != null) throw error
     if (silent.size === 0) return
     // worth another try only if every holder was out of reach (not one whose disk failed)
@@ -229,6 +235,7 @@ export class Settler {
       for (const b of l.behind) u.behind.add(b)
       u.error ??= l.error
       if (layer !== this.init.volume) continue
+      if (l.deposedBy != null) { u.deposedBy = l.deposedBy; return u }
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
       await this.outdateSuspects(index, plan, l.behind)
@@ -271,7 +278,7 @@ export class Settler {
     const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
       try {
         const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
-        return { node, present: r.present === true, version: r.version ?? NO_VERSION }
+        return { node, present: r.present === true, version: r.version ?? NO_VERSION, ...(r.epoch != null ? { floor: r.epoch } : {}) }
       } catch (err) {
         silent.note(node, err)
         return null
@@ -286,11 +293,18 @@ export class Settler {
    * from the first source that can give it: one that cannot take it is `behind` (with
    * the `error` saying why), the others are settled all the same.
    */
-  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null }> {
+  private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null, deposedBy?: { epoch: number, node: string } }> {
     const { seen, silent } = await this.look(vol, index, hs)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
     if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
     const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
+    // the newest writer epoch any node refuses older writers below: what a copy teaches its new holder
+    const top = seen.reduce<CopySeen | null>((a, x) => (x.floor ?? 0) > (a?.floor ?? 0) ? x : a, null)
+    const floor = top?.floor ?? 0
+    // a writer deposed by a newer one moves no copy: one of them may be a write of its own
+    // that a node the newer writer's fence missed took and the others refused (rv34: its
+    // settle copied it onto them, and the new writer read it)
+    if (vol === this.init.volume && top != null && floor > this.init.epoch) return { plan, silent, behind: new Set(plan.lacking.map(l => l.node)), error: null, deposedBy: { epoch: floor, node: top.node } }
     if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []
     const errs: unknown[] = []
@@ -302,7 +316,8 @@ export class Settler {
       } catch (err) { why.push((err as Error).message); errs.push(err); continue }
       if (r.data == null) { why.push(`${src}: absent`); errs.push(null); continue }
       const data = r.data
-      const put = { op: 'put', volume: vol, index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION } as const
+      // the newest writer epoch seen anywhere, not only the source's: a holder the newer writer's fence missed learns it
+      const put = { op: 'put', volume: vol, index, epoch: Math.max(r.reply.epoch ?? 0, floor), version: r.reply.version ?? NO_VERSION } as const
       // every put ends before the caller goes on: none still sends `data`. A put that
       // failed is not tried from another source: the target refused it (a full disk)
       const results = await Promise.allSettled(pending.map(async to => await this.c.transport.call(to.node, { ...put, replace: to.replace }, data)))

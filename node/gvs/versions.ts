@@ -46,8 +46,8 @@ export function decodeVersion (buf: Uint8Array): Version | null {
   return { epoch: Number(epoch), seq: Number(seq) }
 }
 
-/** what one node said of its copy of one object */
-export interface CopySeen { node: string, present: boolean, version: Version }
+/** what one node said of its copy of one object; `floor`: the writer epoch it refuses writers below (absent: an agent of an earlier release did not say) */
+export interface CopySeen { node: string, present: boolean, version: Version, floor?: number }
 
 export interface SettlePlan {
   /** the version every holder must have */

@@ -36,8 +36,12 @@ export interface WriteIntervalRecordsComponents {
 
 export class WriteIntervalRecords {
   private readonly c: WriteIntervalRecordsComponents
-  /** "volume/interval key" a majority confirmed holding when this node asked */
-  private readonly confirmed = new Set<string>()
+  /**
+   * per volume, the "volume/interval key" a majority last confirmed holding when this
+   * node asked: only the newest interval counts (needsRecord), so one a volume (rv34: a
+   * set of every one ever confirmed grew with each change of the live nodes)
+   */
+  private readonly confirmed = new Map<string, string>()
   /** records under way, by "volume/interval key": writes in the same interval wait for one */
   private readonly inflight = new Map<string, Promise<void>>()
   /** per volume, the document and generation a write last found its interval recorded in: nothing to read again until either changes */
@@ -94,21 +98,28 @@ export class WriteIntervalRecords {
 
   /**
    * Before a write: resolves once the interval it writes in (placement over the live
-   * nodes now) is the newest recorded and held by a majority of the roll; fails
-   * (transient: the writer tries again for a while) while no majority holds it.
+   * nodes now) is the newest recorded and held by a majority of the roll, to the
+   * placement generation of the nodes recorded: the live nodes may change while the
+   * record is made, and a write then goes nowhere until the new ones are recorded too
+   * (rv34: it went to holders no interval named). Fails (transient: the writer tries
+   * again for a while) while no majority holds it.
    */
-  async before (volumeId: string): Promise<void> {
+  async before (volumeId: string): Promise<number> {
     const reader = this.c.state.read()
     const generation = this.c.generation()
     const last = this.checked.get(volumeId)
-    if (last?.reader === reader && last.generation === generation) return
+    if (last?.reader === reader && last.generation === generation) return generation
     const v = reader.get('volumes', volumeId)?.value
-    if (v == null) throw new GvsError('unavailable', `volume ${volumeId} no longer exists`)
+    if (v == null) {
+      this.confirmed.delete(volumeId)
+      this.checked.delete(volumeId)
+      throw new GvsError('unavailable', `volume ${volumeId} no longer exists`)
+    }
     const nodes = this.c.nodes()
     const ck = `${volumeId}/${intervalKey(nodes)}`
-    if (!needsRecord(v, nodes, this.confirmed.has(ck))) {
+    if (!needsRecord(v, nodes, this.confirmed.get(volumeId) === ck)) {
       this.checked.set(volumeId, { reader, generation })
-      return
+      return generation
     }
     let p = this.inflight.get(ck)
     if (p == null) {
@@ -116,6 +127,7 @@ export class WriteIntervalRecords {
       this.inflight.set(ck, p)
     }
     await p
+    return generation
   }
 
   private async record (volumeId: string, nodes: IntervalNode[], ck: string): Promise<void> {
@@ -139,7 +151,7 @@ export class WriteIntervalRecords {
       // transient error is tried again), it does not wait (it read "a write waits until")
       throw new GvsError('unavailable', `volume "${path}": not written: a write needs a majority of the grid's ${size} members to hold the record of where it goes, and ${held} ${held === 1 ? 'does' : 'do'} (${missing.length > 0 ? missing.join('; ') : `${peers.length} other member${peers.length === 1 ? ' is' : 's are'} alive`})`, { transient: true, ...(since != null ? { since } : {}), ...due })
     }
-    this.confirmed.add(ck)
+    this.confirmed.set(volumeId, ck)
     const holders = nodes.filter(n => n.weight > 0)
     if (holders.length < replicas) this.c.log.warn('a volume takes writes on fewer than R nodes: recorded where they go, held by a majority', { volume: path, nodes: holders.map(n => this.c.nameOf(n.id)).join(', '), replicas, held })
     else this.c.log.debug('recorded where a volume\'s writes go, held by a majority', { volume: path, nodes: holders.length, held })

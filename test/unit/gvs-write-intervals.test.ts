@@ -87,7 +87,7 @@ function volumeOver (transport: ReplicaTransport, live: Set<string>, all: string
     holders: (key, r) => new Placement(ns(...nodes())).holders(key, r),
     nodes,
     generation: () => nodes().length,
-    ...(withRecord ? { intervals: () => Object.values(rec.v), beforeWrite: async () => { rec.v = withInterval({ writeIntervals: rec.v }, ns(...nodes()), Date.now()) } } : {})
+    ...(withRecord ? { intervals: () => Object.values(rec.v), beforeWrite: async () => { rec.v = withInterval({ writeIntervals: rec.v }, ns(...nodes()), Date.now()); return nodes().length } } : {})
   }, { volume: 'v', size: 8 * MiB, replicas: R, minReplicas, epoch: 1, ...(retryMs != null ? { retryMs } : {}) })
 }
 
