@@ -134,7 +134,8 @@ export function parseDuration (v: string | number, what: string, maxMs = MAX_TIM
 export function parseHostPort (v: string, what: string): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v.trim())
   const port = m == null ? NaN : Number(m[3])
-  if (m == null || !(port >= 0 && port <= 65535)) throw new ConfigError(`${what}: "${v}" is not host:port`)
+  if (m != null && port > 65535) throw new ConfigError(`${what}: "${v}": port ${port} is out of range (0-65535)`)
+  if (m == null || !(port >= 0)) throw new ConfigError(`${what}: "${v}" is not host:port`)
   return { host: m[1] ?? (m[2] === '' ? '127.0.0.1' : m[2]!), port }
 }
 

@@ -96,6 +96,8 @@ test('bodies are taken as sent: wrong types, unknown fields, control characters 
     const r = await agent.request('PUT', '/v1/nodes/acc0/labels/k', JSON.parse(body))
     t.is(r.status, 400, body)
     t.regex((r.body as { error: { message: string } }).error.message, field, body)
+    // the code every route's bad field has (bb30: the label route said bad_request)
+    t.is((r.body as { error: { code: string } }).error.code, 'invalid', body)
   }
   // a volume path of a few segments is longer than the router's default cap (100): it reaches its route
   const path = encodeURIComponent(`/${'a'.repeat(60)}/${'b'.repeat(60)}`)

@@ -206,4 +206,12 @@ test('bad API requests get a 4xx with the error shape', async t => {
   const plain = await fetch(`http://${agent.api}/v1/vms`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'name=x', signal: AbortSignal.timeout(5000) })
   t.is(plain.status, 415)
   t.like(await plain.json(), { error: { code: 'unsupported_media_type', message: 'the request body\'s content type (text/plain) is not accepted: send JSON, with Content-Type: application/json' } })
+  // nor a body sent compressed, or in another charset than UTF-8 (bb30: read as plain JSON)
+  for (const [headers, said] of [[{ 'content-type': 'application/json', 'content-encoding': 'gzip' }, /content-encoding "gzip" is not taken/], [{ 'content-type': 'application/json; charset=latin1' }, /charset "latin1" is not taken/]] as const) {
+    const r = await fetch(`http://${agent.api}/v1/vms`, { method: 'POST', headers, body: '{"name":"x"}', signal: AbortSignal.timeout(5000) })
+    t.is(r.status, 415)
+    const e = ((await r.json()) as { error: { code: string, message: string } }).error
+    t.is(e.code, 'unsupported_media_type')
+    t.regex(e.message, said)
+  }
 })

@@ -35,6 +35,7 @@ test('a label set through one agent is shown by every agent, also after all rest
     [['node', 'label', 'n2', 'bad key=x'], /^vgrid: label key "bad key" must be .*\(invalid_label\)\n$/],
     [['node', 'unlabel', 'n2', 'never-set'], /^vgrid: node n2 has no operator label "never-set" \(not_found\)\n$/],
     [['node', 'label', 'n2', 'novalue'], /^vgrid: "novalue" is not KEY=VALUE\nusage: /],
+    [['node', 'label', 'n2', 'a=b', 'a=c'], /^vgrid: label "a" is given twice: give each key once\nusage: /],
     // in words that name the label, not the schema's "body/value" (bb20)
     [['node', 'label', 'n2', `long=${'v'.repeat(300)}`], /^vgrid: label value for "long": 300 characters, at most 256 \(invalid_label\)\n$/],
     // a key too long: the label words too, not the schema's "params/key" (bb21)

@@ -110,7 +110,13 @@ export class ApiService implements Service {
     this.app.removeContentTypeParser('text/plain')
     // JSON with a depth bound and named refusals (json-body.ts)
     this.app.removeContentTypeParser('application/json')
-    this.app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    this.app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+      // a body sent compressed, or in a charset other than UTF-8, would be read as other
+      // bytes than were meant (bb30: both taken as plain JSON): refused, naming which
+      const enc = req.headers['content-encoding']?.trim().toLowerCase()
+      if (enc != null && enc !== '' && enc !== 'identity') { done(new ApiError(415, 'unsupported_media_type', `content-encoding "${enc.slice(0, 40)}" is not taken: send the JSON body as it is`), undefined); return }
+      const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase()
+      if (charset != null && charset !== 'utf-8' && charset !== 'utf8') { done(new ApiError(415, 'unsupported_media_type', `charset "${charset.slice(0, 40)}" is not taken: JSON bodies are UTF-8`), undefined); return }
       try { done(null, parseJsonBody(body as string)) } catch (err) { done(err as Error, undefined) }
     })
     this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX, isLabelValue } from '../../crdt/index.ts'
-import { NotFoundError, ValidationError } from '../errors.ts'
+import { NotFoundError, ValidationError, bodyObject, onlyFields } from '../errors.ts'
 import type { LabelBody, LabelRemovedView, LabelSetView, StateView } from './types.ts'
 
 /** what these routes use of the state service */
@@ -56,25 +56,20 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
 
   app.get('/v1/state', async (): Promise<StateView> => state.view())
 
-  app.put<{ Params: LabelParams, Body: LabelBody }>('/v1/nodes/:id/labels/:key', {
-    schema: {
-      params: labelParams,
-      body: {
-        type: 'object',
-        // its length is checked below, in words that name the label (not the schema's "body/value")
-        properties: { value: { type: 'string' } },
-        required: ['value'],
-        additionalProperties: false
-      }
-    }
-  }, async (req): Promise<LabelSetView> => {
+  // the body checked as every other route's is (code `invalid`, the fields it takes named: bb30)
+  app.put<{ Params: LabelParams, Body: LabelBody }>('/v1/nodes/:id/labels/:key', { schema: { params: labelParams } }, async (req): Promise<LabelSetView> => {
     const { key } = req.params
+    const b = bodyObject(req.body)
+    onlyFields(b, ['value'])
+    if (b.value === undefined) throw new ValidationError('value', 'value is required: the label\'s value, a string')
+    if (typeof b.value !== 'string') throw new ValidationError('value', `value must be a string, not ${b.value === null ? 'null' : typeof b.value}`)
+    const value = b.value
     checkKey(key)
-    if (req.body.value.length > LABEL_VALUE_MAX) throw new ValidationError('value', `label value for "${key}": ${req.body.value.length} characters, at most ${LABEL_VALUE_MAX}`, 'invalid_label')
-    if (!isLabelValue(req.body.value)) throw new ValidationError('value', 'label value: may not hold control characters or lone surrogates', 'invalid_label')
+    if (value.length > LABEL_VALUE_MAX) throw new ValidationError('value', `label value for "${key}": ${value.length} characters, at most ${LABEL_VALUE_MAX}`, 'invalid_label')
+    if (!isLabelValue(value)) throw new ValidationError('value', 'label value: may not hold control characters or lone surrogates', 'invalid_label')
     const node = resolveNode(req.params.id)
-    await state.setLabel(node.id, key, req.body.value)
-    return { node: node.id, name: node.name, key, value: req.body.value, labels: labelsNow(node.id) }
+    await state.setLabel(node.id, key, value)
+    return { node: node.id, name: node.name, key, value, labels: labelsNow(node.id) }
   })
 
   app.delete<{ Params: LabelParams }>('/v1/nodes/:id/labels/:key', { schema: { params: labelParams } }, async (req): Promise<LabelRemovedView> => {

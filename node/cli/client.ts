@@ -4,7 +4,7 @@
 // VGRID_API_TOKEN is presented as the API token. Every failure becomes a CliError
 // with a one-line message; nothing here prints a stack trace.
 import { request as httpRequest } from 'node:http'
-import { existsSync } from 'node:fs'
+import { accessSync, constants } from 'node:fs'
 import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
 
 /** how long the CLI waits for an answer (no byte of it) before it gives up */
@@ -71,18 +71,29 @@ export const lastAnswerRead = (): { from: string, method: string, path: string }
 
 type Target = { socketPath: string } | { host: string, port: number }
 
-/** Where the CLI talks to: an explicit --api / VGRID_API, else the default socket if present, else the default address. */
-export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = process.env, socketExists = existsSync): Target {
+/** whether this user may connect to the unix socket at `path` (it exists, and may be written: what a connect needs) */
+function socketUsable (path: string): boolean {
+  try { accessSync(path, constants.W_OK); return true } catch { return false }
+}
+
+/**
+ * Where the CLI talks to: an explicit --api / VGRID_API, else the default socket if this
+ * user may open it, else the default address (reading is open there: a user outside the
+ * vgrid group reads status over loopback and is told what a change needs).
+ */
+export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = process.env, usable = socketUsable): Target {
   // an empty --api is a mistake (an unset variable in a script), not a wish for the default (bb19)
   if (api === '') throw new CliError('--api: empty (give HOST:PORT, unix:/path, or leave --api out for this node\'s agent)', 2)
   const raw = api ?? env.VGRID_API
+  // what the user set is named in errors: the flag, or the variable (bb30 read "--api" for a VGRID_API it had set)
+  const what = api != null ? '--api' : 'VGRID_API'
   if (raw == null || raw === '') {
-    if (socketExists(DEFAULT_API_SOCKET)) return { socketPath: DEFAULT_API_SOCKET }
+    if (usable(DEFAULT_API_SOCKET)) return { socketPath: DEFAULT_API_SOCKET }
     return parseHostPort(DEFAULT_API, '--api')
   }
   if (raw.startsWith('unix:')) return { socketPath: raw.slice(5) }
   if (raw.startsWith('/')) return { socketPath: raw }
-  return parseHostPort(raw, '--api')
+  return parseHostPort(raw, what)
 }
 
 export class ApiClient {
@@ -117,6 +128,8 @@ export class ApiClient {
       if (e.answering === true && e.code === 'ETIMEDOUT') throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`, 1, { code: 'agent_timeout' })
       // connected, then closed unanswered: an agent holding as many connections as it takes
       if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} closed the connection without an answer (${e.code ?? e.message}): it may have stopped meanwhile, or hold as many API connections as it takes (see its log)${'socketPath' in this.target ? '' : '; an admin\'s CLI can go through its unix socket'}${method === 'GET' ? '' : `; the ${method} may or may not have been done: see before asking again`}`, 1, { code: 'agent_unreachable' })
+      // the socket is there, and this user may not open it: the API's own rule, said as such (bb30)
+      if ((e.code === 'EACCES' || e.code === 'EPERM') && 'socketPath' in this.target) throw new CliError(`permission denied: the vgrid agent's API socket ${this.display} is for root and the "vgrid" group only (run as root, or add this user to the group)`, 1, { code: 'forbidden' })
       throw new CliError(`cannot reach the vgrid agent at ${this.display} (${e.code ?? e.message}); is it running? (set --api or VGRID_API)`, 1, { code: 'agent_unreachable' })
     }
     let data: unknown

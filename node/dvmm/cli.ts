@@ -299,7 +299,7 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
 }
 
 /** Follows a drain until nothing is left on the node, printing each change. */
-async function drainWait (api: ApiClient, r: { node: string, name: string, vms: string[] }, timeoutMs: number, asJson: boolean): Promise<void> {
+export async function drainWait (api: Pick<ApiClient, 'get'>, r: { node: string, name: string, vms: string[] }, timeoutMs: number, asJson: boolean): Promise<void> {
   const end = Date.now() + timeoutMs
   const said = new Map<string, string>()
   if (!asJson) out(`${r.name}: draining; ${r.vms.length} VM(s) on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}`)
@@ -314,23 +314,17 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
       }
     }
     if (p.done) {
-      // a VM that had to leave and fits nowhere runs nowhere now: said, and the exit code says it too
       const movedOff = Object.keys(p.moved).length - p.stranded.length
-      if (p.stranded.length > 0) {
-        if (asJson) {
-          json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded })
-          process.exitCode = 1
-          return
-        }
-        throw new CliError(`${r.name}: drained, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\``)
-      }
-      // then its volume copies (bb23: a drained node's leave left every volume on one copy)
+      // then its volume copies (bb23: a drained node's leave left every volume on one copy),
+      // also when VMs were left to run nowhere (--force: bb30 found the copies not waited for)
       const v = await volumesOff(api, r, end, timeoutMs, asJson)
       if (asJson) {
         json({ node: r.node, name: r.name, draining: true, vms: p.on, moved: p.moved, stranded: p.stranded, volumes: v })
-        if (v.error != null) process.exitCode = 1
+        if (v.error != null || p.stranded.length > 0) process.exitCode = 1
         return
       }
+      // a VM that had to leave and fits nowhere runs nowhere now: said, and the exit code says it too
+      if (p.stranded.length > 0) throw new CliError(`${r.name}: drained${v.error == null && v.moved ? ' (and its volume copies)' : ''}, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\`${v.error != null ? `\n${v.error}` : ''}`)
       if (v.error != null) throw new CliError(v.error)
       return out(`${r.name}: drained; ${movedOff} VM(s) moved off it${v.moved ? ', and its volume copies' : ''}`)
     }
@@ -349,7 +343,7 @@ async function drainWait (api: ApiClient, r: { node: string, name: string, vms: 
 const STAYS_MS = 10_000
 
 /** Follows the volume copies off a drained node until none is left there and every volume is healthy (drain-volumes.ts). */
-async function volumesOff (api: ApiClient, r: { name: string, node: string }, end: number, timeoutMs: number, asJson: boolean): Promise<VolumeDrainProgress & { moved: boolean, error?: string }> {
+async function volumesOff (api: Pick<ApiClient, 'get'>, r: { name: string, node: string }, end: number, timeoutMs: number, asJson: boolean): Promise<VolumeDrainProgress & { moved: boolean, error?: string }> {
   let said = ''
   let moved = false
   /** since when the copies are said to stay (a node restarting meanwhile says so for a moment: rv27) */
@@ -360,7 +354,7 @@ async function volumesOff (api: ApiClient, r: { name: string, node: string }, en
     moved ||= p.holding.length > 0
     // no copy on it, now or since the drain began: nothing to wait for (a volume
     // degraded for a reason of its own, a dead node, is not this drain's)
-    if (p.holding.length === 0 && !moved) return { ...p, moved }
+    if (p.nothingThere && !moved) return { ...p, moved }
     const line = volumeDrainLine(r.name, p)
     if (!asJson && line !== said) out(said = line)
     if (p.done) return { ...p, moved }

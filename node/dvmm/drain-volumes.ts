@@ -8,7 +8,7 @@ import type { VolumeView } from '../gvs/routes.ts'
 export interface VolumesAnswer {
   volumes: Array<Pick<VolumeView, 'path' | 'state' | 'writesWentTo'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> & Partial<Pick<VolumeView['health'], 'reasons'>> }>
   /** the draining nodes whose objects move off them now, and why none do if so (GET /v1/volumes) */
-  evacuation?: { nodes: string[], why?: string }
+  evacuation?: { nodes: string[], why?: string, away?: string[] }
 }
 
 export interface VolumeDrainProgress {
@@ -22,6 +22,14 @@ export interface VolumeDrainProgress {
   why?: string
   /** why the copies stay on the node (too few other nodes), if so */
   stays?: string
+  /** the node is not alive (restarting, or dead): what it holds is not known */
+  away?: true
+  /**
+   * no copy on it, no record of writes going to it, and it is alive to say so: nothing
+   * of this drain's to wait for (bb30: a node restarting during the drain listed nothing,
+   * and the wait said "drained" while it held the only copies of an R=1 volume)
+   */
+  nothingThere: boolean
   done: boolean
 }
 
@@ -42,14 +50,18 @@ export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrai
   // a volume that stays degraded says why, where a repair running now would say nothing yet
   const stuck = ready.find(v => v.health.state === 'degraded' && (v.health.reasons?.length ?? 0) > 0)
   const why = stuck == null ? undefined : `${stuck.path}: ${stuck.health.reasons![0]!}`
-  return { holding, repairing, recorded, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, done: holding.length === 0 && repairing.length === 0 && recorded.length === 0 }
+  const away = e?.away?.includes(node) === true
+  const nothingThere = holding.length === 0 && recorded.length === 0 && !away
+  return { holding, repairing, recorded, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, ...away ? { away } : {}, nothingThere, done: nothingThere && repairing.length === 0 }
 }
 
 /** one line of the drain's volume progress */
 export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   const copies = p.holding.reduce((n, h) => n + h.copies, 0)
   if (p.done) return `  volumes: no copy left on ${name}, every volume healthy on the other nodes`
-  const on = p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
+  const on = p.away === true
+    ? `${name} is not alive now (restarting?): what it holds is not known, and its copies move once it is back`
+    : p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
   const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})${p.why != null ? `; ${p.why}` : ''}` : ''
   const rec = p.recorded.length > 0 ? `; ${p.recorded.length} volume(s) still record writes as going to ${name} (${p.recorded.slice(0, 3).join(', ')}${p.recorded.length > 3 ? ', ...' : ''}), until their next repair clears that` : ''
   return `  volumes: ${on}${rep}${rec}`

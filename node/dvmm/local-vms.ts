@@ -294,6 +294,10 @@ export class LocalVms {
     if (pause > 0) {
       await new Promise(resolve => setTimeout(resolve, pause))
       if (this.aborted(id)) return
+      // stopped or removed meanwhile, or its lease gone elsewhere: no start (bb30: a
+      // `vm stop` during the pause ran the command once more); the next step writes the stop
+      const r = this.c.state.read()
+      if (r.get('vms', id)?.value.desired !== 'running' || r.get('leases', id)?.value.holder !== this.c.peerId) return
     }
     try {
       const old = await driver.inspect(id)

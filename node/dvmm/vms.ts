@@ -165,6 +165,9 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     if (nul >= 0) throw invalid(`command[${nul}]`, 'holds a NUL byte (an argument cannot)')
     // an empty argument is a valid one (printf '%s|%s' '' x); an empty program is not
     if (b.command[0] === '') throw invalid('command[0]', 'is empty: the program to run must be named')
+    // relative to what? the agent's own directory, on whichever node runs it (bb30: taken, then failed three times)
+    const prog = (b.command as string[])[0]!
+    if (prog.includes('/') && !prog.startsWith('/')) throw invalid('command[0]', `"${prog.length > 80 ? `${prog.slice(0, 80)}…` : prog}" is a relative path: give the program's absolute path, or a bare name looked up in PATH`)
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')

@@ -92,6 +92,7 @@ export async function vol (argv: string[]): Promise<void> {
   /** exactly `n` arguments (at least `n` with `more`): one too many is refused, never dropped (vol rm A B removed A only) */
   const need = (n: number, more = false): string[] => {
     if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${usageOf(sub)}`, 2)
+    if (!more && p.length > n && n === 0) throw new CliError(`vgrid vol ${sub ?? ''} takes no argument: ${p.map(x => JSON.stringify(x)).join(' ')} ${p.length === 1 ? 'is' : 'are'} more (it scrubs this node's copies of every volume)\n${usageOf(sub)}`, 2)
     if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more (one volume per command)\n${usageOf(sub)}`, 2)
     return p
   }
@@ -193,7 +194,7 @@ export async function vol (argv: string[]): Promise<void> {
       return v.json === true ? json(d) : out(`${d.path}: clone of ${from!}, ${size(d.sizeBytes)} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
     case 'repair': return await repair(api, need(1)[0]!, { scrub: v.scrub === true, json: v.json === true })
-    case 'scrub': return await scrub(api, { now: v.now === true, json: v.json === true })
+    case 'scrub': need(0); return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)
       return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true)

@@ -29,7 +29,7 @@ export interface ExportSweeperComponents {
   volumes: () => Volume[]
   /** the members' states as membership has them */
   members: () => ReadonlyMap<string, string>
-  /** the live nodes (coordinatorOf) */
+  /** the live nodes that may coordinate (coordinatorOf over health.ts coordinatorCandidates) */
   live: () => Iterable<string>
   /** this node sees a majority of the roll */
   majority: () => boolean

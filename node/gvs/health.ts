@@ -194,9 +194,22 @@ export function copiesOn (copies: readonly LayerCopies[]): Record<string, number
 }
 
 /**
+ * The nodes that may coordinate volumes (pure): the live ones that reach every other
+ * live one, as their adverts' `unreached` say; all live ones when none does. A node cut
+ * from a holder in a partial partition inventoried without it, showed the volume
+ * unavailable to every node that asked it, and its repair failed every copy (bb30),
+ * while another node reached them all.
+ */
+export function coordinatorCandidates (live: ReadonlySet<string>, unreachedOf: (node: string) => readonly string[] | undefined): Set<string> {
+  const whole = [...live].filter(n => !(unreachedOf(n) ?? []).some(u => u !== n && live.has(u)))
+  return whole.length > 0 ? new Set(whole) : new Set(live)
+}
+
+/**
  * The node that inventories and repairs a volume: a rendezvous hash of the volume's
- * id over the live nodes (unweighted), so every node names the same one from the same
- * membership and one node copies instead of all of them. When views differ for a
+ * id over the live nodes that may coordinate (unweighted; coordinatorCandidates), so
+ * every node names the same one from the same membership and one node copies instead
+ * of all of them. When views differ for a
  * moment two nodes may repair at once, which is safe (a copy never overwrites one).
  */
 export function coordinatorOf (volume: string, live: Iterable<string>): string | null {

@@ -108,7 +108,7 @@ export interface GvsRoutesDeps {
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
   /** the draining nodes whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
-  evacuation?: () => { nodes: string[], why?: string }
+  evacuation?: () => { nodes: string[], why?: string, away?: string[] }
   writersOf: (id: string) => Promise<NodeWriters[]>
   uriOf: (v: Volume) => string
   /** a node's name (its id where none is known) */

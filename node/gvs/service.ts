@@ -40,7 +40,7 @@ import { PINS_FILE, PinsFile } from './pins-file.ts'
 import { REPAIRS_FILE, RepairsFile } from './repairs-file.ts'
 import { gvsRoutes } from './routes.ts'
 import { GvsMetrics } from './metrics.ts'
-import { coordinatorOf, type LastRepair, type RepairProgressView, type VolumeHealthView } from './health.ts'
+import { coordinatorCandidates, coordinatorOf, type LastRepair, type RepairProgressView, type VolumeHealthView } from './health.ts'
 import { StatusService, type StatusAnswer } from './status-protocol.ts'
 import { Writers } from './writers.ts'
 import { GridWriters, type NodeWriters } from './grid-writers.ts'
@@ -293,7 +293,7 @@ export class GvsService {
       generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
-    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), coordinators: () => this.coordinators(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,
@@ -303,7 +303,7 @@ export class GvsService {
       live: () => this.liveIds(),
       mayFree: () => this.mayFree(),
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
-      coordinatorOf,
+      coordinatorOf: name => coordinatorOf(name, this.coordinators()),
       // through the state service, as a method (it reads its own fields)
       write: async (fn, message) => await this.components.state.write(fn, message),
       running: () => this.started,
@@ -315,7 +315,7 @@ export class GvsService {
       log,
       volumes: () => this.volumes(),
       members: () => new Map([...this.components.membership.members.values()].map(m => [m.nodeId, m.state])),
-      live: () => this.liveIds(),
+      live: () => this.coordinators(),
       majority: () => this.writeIntervals.noMajority() == null,
       write: async (fn, message) => await this.components.state.write(fn, message)
     }, { sweepMs: this.init.exportSweepMs, leaseMs: this.init.exportLeaseMs })
@@ -442,8 +442,16 @@ export class GvsService {
   /** the nodes being drained whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
   private evac: { nodes: ReadonlySet<string>, why?: string, key: string } = { nodes: new Set(), key: '' }
 
-  /** whose objects move off them, and why not, now: for the drain's progress (vgrid node drain --wait) */
-  evacuation (): { nodes: string[], why?: string } { return { nodes: [...this.evac.nodes].sort(), ...this.evac.why != null ? { why: this.evac.why } : {} } }
+  /**
+   * whose objects move off them, and why not, now: for the drain's progress (vgrid node
+   * drain --wait); `away`: draining nodes not alive here, whose copies are not known
+   */
+  evacuation (): { nodes: string[], why?: string, away?: string[] } {
+    const away = this.components.state.read().list('roll')
+      .filter(e => e.draining === true && !this.evac.nodes.has(e.node) && this.components.membership.members.get(e.node)?.state !== 'alive')
+      .map(e => e.node).sort()
+    return { nodes: [...this.evac.nodes].sort(), ...this.evac.why != null ? { why: this.evac.why } : {}, ...away.length > 0 ? { away } : {} }
+  }
 
   private readonly onDocChanged = (): void => { this.refreshDraining() }
 
@@ -483,7 +491,7 @@ export class GvsService {
     await this.reclaim.free(vols)
     this.states.forgetGone(vols)
     await this.repairs.forget(new Set(vols.map(v => v.id)))
-    const live = this.liveIds()
+    const live = this.coordinators()
     let unmade = false
     // a node without a majority cannot tell which copies are the newest: it repairs nothing
     // (the minority side of a cut showed a repair of its own that failed)
@@ -668,6 +676,11 @@ export class GvsService {
 
   private liveIds (): Set<string> { return this.placed.liveIds() }
 
+  /** the live nodes that may coordinate volumes: those that reach every other (health.ts coordinatorCandidates) */
+  private coordinators (): Set<string> {
+    return coordinatorCandidates(this.liveIds(), n => this.components.membership.members.get(n)?.advert.unreached)
+  }
+
   pool (): Pool { return this.placed.pool() }
 
   /** the object's holders over the live members (live-placement.ts) */
@@ -739,7 +752,7 @@ export class GvsService {
       return out
     }
     const all = this.volumes()
-    const live = this.liveIds()
+    const live = this.coordinators()
     for (const id of ids) {
       const v = all.find(x => x.id === id)
       const mine = o.writersOnly !== true && v != null && (coordinatorOf(v.id, live) === this.replicas.self || this.repairs.isRunning(v.id))

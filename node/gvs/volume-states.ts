@@ -37,6 +37,8 @@ export interface VolumeStatesComponents {
   status: Pick<StatusService, 'ask'>
   /** the live members with disk */
   live: () => Set<string>
+  /** the live nodes that may coordinate a volume (health.ts coordinatorCandidates; default: the live ones) */
+  coordinators?: () => Set<string>
   members: () => MemberTable
   /** why this node sees no majority of the roll, or null (write-interval-records.ts) */
   noMajority?: () => string | null
@@ -104,7 +106,7 @@ export class VolumeStates {
     const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, ...unsoundOf(v), nameOf, inventoryBy: this.c.self }), this.c.noMajority?.())
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
     if (slow && h.state === 'healthy') h.state = 'degraded'
-    return { ...h, coordinator: coordinatorOf(v.id, live) ?? undefined }
+    return { ...h, coordinator: coordinatorOf(v.id, this.c.coordinators?.() ?? live) ?? undefined }
   }
 
   /**
@@ -115,10 +117,11 @@ export class VolumeStates {
   async of (vs: Volume[]): Promise<Map<string, VolumeHealthView>> {
     const out = new Map<string, VolumeHealthView>()
     const live = this.c.live()
+    const coordinators = this.c.coordinators?.() ?? live
     const byCoord = new Map<string, Volume[]>()
     const mine: Volume[] = []
     for (const v of vs) {
-      const c = coordinatorOf(v.id, live)
+      const c = coordinatorOf(v.id, coordinators)
       if (c == null || c === this.c.self) mine.push(v)
       else byCoord.set(c, [...(byCoord.get(c) ?? []), v])
     }

@@ -181,6 +181,23 @@ test.serial('crash rule: restarted on the same node, left stopped after 3 crashe
   t.is((await call(app, 'POST', '/v1/nodes/nosuch/drain')).status, 404)
 })
 
+test.serial('a VM stopped during the pause before its restart after a crash is not started again (bb30)', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const app = api(g.nodes[0]!)
+  t.teardown(async () => { await app.close() })
+  t.is((await call(app, 'POST', '/v1/vms', vmBody('crasher', 1, { command: ['fake:exit', '1', '100'] }))).status, 201)
+  // its second crash: the restart waits 5 s (RESTART_DELAYS_MS)
+  await until(() => (g.nodes[0]!.agent.state.read().get('leases', 'crasher')?.value.crashes?.length ?? 0) >= 2, 20_000, 'two crashes')
+  const starts = (): number => g.nodes.reduce((n, x) => n + x.fake.starts, 0)
+  const before = starts()
+  t.is((await call(app, 'POST', '/v1/vms/crasher/stop')).status, 200)
+  await until(() => g.nodes[0]!.agent.state.read().get('leases', 'crasher')?.value.status === 'stopped', 15_000, 'the lease stopped')
+  await sleep(6000) // past the pause
+  t.is(starts(), before, 'no start after the stop')
+  t.is((await call<VmRow>(app, 'GET', '/v1/vms/crasher')).body.state, 'stopped')
+})
+
 test.serial('drain: refused, naming the VMs, when they would fit on no other node, unless forced; asked again of a draining node, not refused', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
   t.teardown(g.stop)

@@ -11,7 +11,9 @@ import { ObjectStore } from '../../node/gvs/object-store.ts'
 import { LocalVolume, type BlockDevice } from '../../node/gvs/block-device.ts'
 import { IoFailures } from '../../node/gvs/io-failures.ts'
 import { NbdServer, type NbdServerInit } from '../../node/gvs/nbd/server.ts'
-import { silentLogger } from '../../node/log.ts'
+import { silentLogger, type Logger } from '../../node/log.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
 
 const run = promisify(execFile)
 const MiB = 1024 * 1024
@@ -25,14 +27,14 @@ const missing = ['qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy'].filter((_, i) => t
 
 interface Setup { dir: string, store: ObjectStore, server: NbdServer, sock: string, uri: (name: string) => string, devs: Map<string, BlockDevice>, failures: IoFailures }
 
-async function setup (t: ExecutionContext, opts: { storeDir?: string, init?: Partial<NbdServerInit> } = {}): Promise<Setup> {
+async function setup (t: ExecutionContext, opts: { storeDir?: string, init?: Partial<NbdServerInit>, log?: Logger } = {}): Promise<Setup> {
   const dir = await mkdtemp(join(tmpdir(), 'gvs-nbd-'))
   const store = new ObjectStore({ log: silentLogger }, { dir: opts.storeDir ?? join(dir, 'store') })
   await store.start()
   const devs = new Map<string, BlockDevice>()
   const sock = join(dir, 'nbd.sock')
   const failures = new IoFailures()
-  const server = new NbdServer({ log: silentLogger, exports: { get: n => devs.get(n), list: () => [...devs.keys()], failed: (n, r, m) => { failures.failed(n, r, m) } } }, { socketPath: sock, ...opts.init })
+  const server = new NbdServer({ log: opts.log ?? silentLogger, exports: { get: n => devs.get(n), list: () => [...devs.keys()], failed: (n, r, m) => { failures.failed(n, r, m) } } }, { socketPath: sock, ...opts.init })
   await server.start()
   t.teardown(async () => {
     await server.stop()
@@ -139,6 +141,21 @@ test('a stale writer epoch, a damaged object and a read-only export fail the req
   s.devs.set('ro', new LocalVolume({ store: s.store }, { volume: 'ro', size: 8 * MiB, epoch: 1, readOnly: true }))
   const ro = JSON.parse((await run('nbdinfo', ['--json', s.uri('ro')])).stdout) as { exports: Array<Record<string, unknown>> }
   t.is(ro.exports[0]?.is_read_only, true)
+})
+
+test('a session\'s failures alike are logged once a while, with their count, not once a request (bb30: 65 lines for one copy)', async t => {
+  const lines: Array<{ msg: string, fields: Record<string, unknown> }> = []
+  const log: Logger = { ...silentLogger, warn: (msg: string, fields?: Record<string, unknown>) => { lines.push({ msg, fields: fields ?? {} }) } }
+  const s = await setup(t, { log })
+  const failing: BlockDevice = { size: 4 * MiB, readOnly: false, read: async () => { throw new GvsError('unavailable', 'no majority (test)') }, write: async () => {}, flush: async () => {}, trim: async () => {}, writeZeroes: async () => {} }
+  s.devs.set('f', failing)
+  const c = await NbdClient.open(s.sock, 'f')
+  for (let i = 0; i < 20; i++) await t.throwsAsync(c.read(i * 4096, 4096))
+  await c.close()
+  // the count is said as the session ends
+  for (let i = 0; i < 100 && !lines.some(l => l.msg === 'nbd requests failed as the one before'); i++) await new Promise(resolve => setTimeout(resolve, 50))
+  t.is(lines.filter(l => l.msg === 'nbd request failed').length, 1, JSON.stringify(lines))
+  t.like(lines.find(l => l.msg === 'nbd requests failed as the one before')?.fields, { requests: 19, error: 'no majority (test)' })
 })
 
 test('a full disk surfaces ENOSPC to the NBD client', async t => {

@@ -97,3 +97,13 @@ test('an empty --api is refused, naming it (not taken for the default address: b
   t.regex(err!.message, /^--api: empty/)
   t.deepEqual(apiTarget(undefined, { VGRID_API: '127.0.0.1:7412' }), { host: '127.0.0.1', port: 7412 })
 })
+
+test('the API address names what set it, a port out of range says so, and a socket this user may not open is passed for loopback (bb30)', async t => {
+  const { apiTarget } = await import('../../node/cli/client.ts')
+  const { DEFAULT_API_SOCKET } = await import('../../node/config.ts')
+  t.regex(t.throws(() => apiTarget(undefined, { VGRID_API: 'garbage' }))!.message, /^VGRID_API: "garbage" is not host:port/)
+  t.regex(t.throws(() => apiTarget('garbage', {}))!.message, /^--api: "garbage"/)
+  t.regex(t.throws(() => apiTarget('127.0.0.1:99999', {}))!.message, /port 99999 is out of range \(0-65535\)/)
+  t.deepEqual(apiTarget(undefined, {}, () => true), { socketPath: DEFAULT_API_SOCKET })
+  t.like(apiTarget(undefined, {}, () => false), { host: '127.0.0.1' })
+})

@@ -2,7 +2,8 @@
 // is still on the node, where each VM that was on it went, and when the drain is done
 // (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
 import test from 'ava'
-import { drainProgress, historyLine } from '../../node/dvmm/cli.ts'
+import { drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
+import type { VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const row = (name: string, nodeId: string | null, state: VmRow['state'], reason: string | null = null): VmRow =>
@@ -43,4 +44,34 @@ test('vm show\'s history line says a stop\'s node once, not again from the lease
   t.is(historyLine({ at: 'T', event: 'failed-over', node: 'h3', epoch: 2, detail: 'from h1' }), 'T  failed-over on h3 (epoch 2): from h1')
   t.is(historyLine({ at: 'T', event: 'started', node: 'h3', clockMs: 90_000 }), 'T  started on h3  [h3\'s clock runs 90.0 s ahead: shown in this node\'s time]')
   t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', local: true }), 'T  killed on h1  [seen by this node only]')
+})
+
+/** answers GET /v1/vms with `vms`, and GET /v1/volumes with each of `volumes` in turn (the last one again) */
+const fakeApi = (vms: VmRow[], volumes: VolumesAnswer[]): { get: <T>(path: string) => Promise<T> } => ({
+  get: async <T>(path: string): Promise<T> => (path === '/v1/vms' ? { vms } : volumes.length > 1 ? volumes.shift()! : volumes[0]!) as T
+})
+const volume = (copiesOn: Record<string, number>, state = 'healthy'): VolumesAnswer['volumes'][number] => ({ path: '/r1', state: 'ready', health: { state, copiesOn } } as VolumesAnswer['volumes'][number])
+
+test('drain --wait follows the volume copies also when a VM was left to run nowhere (--force), and says so (bb30)', async t => {
+  const vms = [row('pin', null, 'pending', 'no node fits (1 lacks the label)')]
+  const api = fakeApi(vms, [
+    { volumes: [volume({ n1: 3, n2: 13 }, 'repairing')], evacuation: { nodes: ['n2'] } },
+    { volumes: [volume({ n1: 16 })], evacuation: { nodes: ['n2'] } }
+  ])
+  const err = await t.throwsAsync(drainWait(api, { node: 'n2', name: 'h2', vms: ['pin'] }, 30_000, false))
+  t.regex(err?.message ?? '', /^h2: drained \(and its volume copies\), but 1 VM\(s\) run nowhere now, no other node fits them: pin/)
+})
+
+test('drain --wait does not take a node that is not alive (restarting) for one that holds nothing (bb30)', async t => {
+  const api = fakeApi([row('a', 'n1', 'running')], [
+    { volumes: [volume({ n1: 19 }, 'degraded')], evacuation: { nodes: [], away: ['n3'] } },
+    { volumes: [volume({ n1: 19, n3: 18 }, 'repairing')], evacuation: { nodes: ['n3'] } },
+    { volumes: [volume({ n1: 37 })], evacuation: { nodes: ['n3'] } }
+  ])
+  const lines: string[] = []
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = ((chunk: string) => { lines.push(String(chunk).trimEnd()); return true }) as typeof process.stdout.write
+  try { await drainWait(api, { node: 'n3', name: 'h3', vms: [] }, 30_000, false) } finally { process.stdout.write = write }
+  t.regex(lines.join('\n'), /h3 is not alive now \(restarting\?\)/)
+  t.regex(lines.at(-1) ?? '', /^h3: drained; 0 VM\(s\) moved off it, and its volume copies$/)
 })

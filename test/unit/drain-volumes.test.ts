@@ -49,7 +49,7 @@ test('LivePlacement: a drained node is live (its copies are read) but holds noth
 test('the drain\'s volume progress: copies on the node and volumes repairing; done once neither; why copies stay', t => {
   const vol = (path: string, state: string, copiesOn?: Record<string, number>): VolumesAnswer['volumes'][number] => ({ path, state: 'ready', health: { state, ...copiesOn != null ? { copiesOn } : {} } } as VolumesAnswer['volumes'][number])
   let p = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4, n3: 4 }), vol('/b', 'repairing', { n1: 2 })], evacuation: { nodes: ['n3'] } })
-  t.deepEqual(p, { holding: [{ path: '/a', copies: 4 }], repairing: ['/b'], recorded: [], done: false })
+  t.deepEqual(p, { holding: [{ path: '/a', copies: 4 }], repairing: ['/b'], recorded: [], nothingThere: false, done: false })
   // no copy left there and healthy, but the records of where its writes went still place
   // objects on it: not done until a repair clears them (a leave then left them unavailable, bb28)
   const rec = volumeDrainProgress('n3', { volumes: [{ ...vol('/r', 'healthy', { n1: 4 }), writesWentTo: ['n1', 'n3'] }], evacuation: { nodes: ['n3'] } })
@@ -68,4 +68,10 @@ test('the drain\'s volume progress: copies on the node and volumes repairing; do
   t.regex(volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n3: 1 })] }).stays!, /older release/)
   t.is(volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n3: 1 })], evacuation: { nodes: [] } }).stays, undefined, 'the drain not taken in yet: waited for')
   t.true(volumeDrainProgress('n3', { volumes: [] }).done, 'no volume: nothing to move')
+  // a node not alive (restarting during the drain) lists nothing: not "nothing there" (bb30:
+  // the wait said drained while it held the only copies of an R=1 volume)
+  const away = volumeDrainProgress('n3', { volumes: [vol('/a', 'degraded', { n1: 4 })], evacuation: { nodes: [], away: ['n3'] } })
+  t.like(away, { away: true, nothingThere: false, done: false })
+  t.is(volumeDrainLine('h3', away), '  volumes: h3 is not alive now (restarting?): what it holds is not known, and its copies move once it is back; 1 volume(s) repairing or degraded (/a)')
+  t.like(volumeDrainProgress('n3', { volumes: [vol('/a', 'degraded', { n1: 4 })], evacuation: { nodes: ['n3'] } }), { nothingThere: true, done: false }, 'alive, listed, holding nothing: a volume degraded of its own is not the drain\'s')
 })

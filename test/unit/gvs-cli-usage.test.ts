@@ -38,4 +38,8 @@ test('a bad flag or argument of a vol subcommand shows that subcommand\'s usage,
   t.is(extra.code, 2)
   t.regex(extra.stderr, /^vgrid: vgrid vol rm takes 1 argument, not 2: "\/b{63}\.\.\." \(3001 characters\) is more/)
   t.true(extra.stderr.length < 600, extra.stderr)
+  // a command that takes none refuses one, not drops it (bb30: vol scrub extra went ahead)
+  const scrub = await run(['vol', 'scrub', 'extra'])
+  t.is(scrub.code, 2)
+  t.regex(scrub.stderr, /^vgrid: vgrid vol scrub takes no argument: "extra" is more/)
 })

@@ -3,7 +3,7 @@
 // progress lines.
 import test from 'ava'
 import { Writable } from 'node:stream'
-import { coordinatorOf, nextScrubAt, volumeHealth, type HealthInput, type LayerCopies } from '../../node/gvs/health.ts'
+import { coordinatorCandidates, coordinatorOf, nextScrubAt, volumeHealth, type HealthInput, type LayerCopies } from '../../node/gvs/health.ts'
 import { tuningFromEnv } from '../../node/gvs/config.ts'
 import { parseStatusAnswer, parseStatusRequest } from '../../node/gvs/status-protocol.ts'
 import { progress, qemuImgPercent } from '../../node/gvs/progress.ts'
@@ -195,4 +195,14 @@ test('objects damaged on every copy: unreadable only when some block is damaged 
   t.is(readable.state, 'degraded')
   t.notRegex(readable.reasons.join('\n'), /unreadable/)
   t.regex(readable.reasons.join('\n'), /1 object is damaged on every copy a scrub checked, each block sound on some copy \(reads succeed\), but the copies could not be rewritten/)
+})
+
+test('coordinatorCandidates: a node that does not reach a live node coordinates nothing while another reaches them all (bb30)', t => {
+  const live = new Set(['a', 'b', 'c'])
+  const cut: Record<string, string[]> = { b: ['c'], c: ['b'] }
+  t.deepEqual([...coordinatorCandidates(live, n => cut[n])], ['a'])
+  t.is(coordinatorOf('some-volume', coordinatorCandidates(live, n => cut[n])), 'a')
+  t.deepEqual([...coordinatorCandidates(live, () => undefined)].sort(), ['a', 'b', 'c'], 'no cut: every live node')
+  t.deepEqual([...coordinatorCandidates(live, n => n === 'a' ? ['b'] : ['a'])].sort(), ['a', 'b', 'c'], 'none reaches all: every live node, as before')
+  t.deepEqual([...coordinatorCandidates(live, n => n === 'a' ? ['dead-one'] : undefined)].sort(), ['a', 'b', 'c'], 'a node not live does not count')
 })

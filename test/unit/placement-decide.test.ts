@@ -287,6 +287,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ driver: 'qemu', command: undefined, kernel: '../../etc/passwd' }, /^kernel: \.\.\/\.\.\/etc\/passwd is not an absolute path/)
   bad({ command: ['/bin/sleep', '1000\u0000x'] }, /^command\[1\]: holds a NUL byte/)
   bad({ command: ['', 'x'] }, /^command\[0\]: is empty: the program to run must be named/)
+  bad({ command: ['relative/path'] }, /^command\[0\]: "relative\/path" is a relative path: give the program's absolute path/)
   t.deepEqual(JSON.stringify(vmDraft({ ...ok, command: ['/usr/bin/printf', '%s|%s\n', '', 'x'] }, doc, nodes)).includes('"/usr/bin/printf","%s|%s\\n","","x"'), true, 'an empty argument is one')
   bad({ restrat: 'never' }, /unknown field "restrat"/)
   bad({ labels: Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v'])) }, /^labels: has 5000 entries, more than the 64 a VM may carry/)

@@ -42,6 +42,9 @@ async function label (argv: string[]): Promise<void> {
     if (i <= 0) throw new CliError(`"${p}" is not KEY=VALUE\nusage: ${LABEL_USAGE}`, 2)
     return { key: p.slice(0, i), value: p.slice(i + 1) }
   })
+  // one value a key: which of two was meant is not for the CLI to guess (bb30: the last won)
+  const twice = parsed.find((x, i) => parsed.findIndex(y => y.key === x.key) !== i)
+  if (twice != null) throw new CliError(`label "${twice.key}" is given twice: give each key once\nusage: ${LABEL_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
   let last: LabelAnswer | undefined
   for (const { key, value } of parsed) last = await api.request<LabelAnswer>('PUT', path(node, key), { value })

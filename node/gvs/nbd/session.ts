@@ -45,6 +45,8 @@ const MAX_UNREAD_OPTION_REPLIES = 256 * 1024
 const LINGER_MS = 10_000
 /** a session that holds bytes others wait for, with no reply leaving and nothing arriving for this long, is cut off */
 export const STALL_MS = 30_000
+/** a session's failures alike within this long after one logged are counted, and said in one line */
+const FAIL_LOG_MS = 10_000
 
 export interface SessionInit {
   /** the bytes in flight over all sessions of the server */
@@ -77,6 +79,8 @@ export class NbdSession {
   private readonly closed: Promise<void>
   /** when a reply of this session last left or its client last sent something (watchStall) */
   private progressAt = Date.now()
+  /** the last failure logged, and how many failed alike since (said once a while, not once a request: bb30 read 65 lines for one copy) */
+  private lastFail: { error: string, at: number, repeats: number } | null = null
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
@@ -105,10 +109,28 @@ export class NbdSession {
     this.closed = new Promise(resolve => { socket.once('close', () => { resolve() }) })
     socket.once('close', () => {
       this.gone = true
+      this.sayRepeats()
       const w = this.wake
       this.wake = null
       w?.()
     })
+  }
+
+  /** a failed request logged, unless the last one logged failed alike less than FAIL_LOG_MS ago (then counted) */
+  private failed (req: { type: number, offset: number, length: number }, errno: number, error: string): void {
+    const f = this.lastFail
+    const now = Date.now()
+    if (f != null && f.error === error && now - f.at < FAIL_LOG_MS) { f.repeats++; return }
+    this.sayRepeats()
+    this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno, error })
+    this.lastFail = { error, at: now, repeats: 0 }
+  }
+
+  private sayRepeats (): void {
+    const f = this.lastFail
+    if (f == null || f.repeats === 0) return
+    this.log.warn('nbd requests failed as the one before', { export: this.exportName, requests: f.repeats, error: f.error })
+    f.repeats = 0
   }
 
   /** runs the session to its end; never throws */
@@ -387,7 +409,7 @@ export class NbdSession {
       error = errnoOf(err)
       this.stats.errors++
       if (error === ERRNO.EIO || error === ERRNO.ENOSPC) this.exports.failed?.(this.exportName ?? '', CMD_NAMES[req.type] ?? String(req.type), String((err as Error).message ?? err))
-      this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno: error, error: String((err as Error).message ?? err) })
+      this.failed(req, error, String((err as Error).message ?? err))
     }
     if (this.socket.destroyed) { done(); return }
     // the replies finished in one turn of the event loop go out in one writev (a
