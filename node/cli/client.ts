@@ -1,6 +1,6 @@
 // The CLI's client for the local agent's HTTP API: over loopback TCP (--api or
 // VGRID_API as HOST:PORT) or the agent's unix socket (VGRID_API=unix:/path; with
-// neither set, the default socket when it exists, else 127.0.0.1:7401). A token in
+// neither set, the default socket when this user may open it, else 127.0.0.1:7401). A token in
 // VGRID_API_TOKEN is presented as the API token. Every failure becomes a CliError
 // with a one-line message; nothing here prints a stack trace.
 import { request as httpRequest } from 'node:http'
