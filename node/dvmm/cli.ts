@@ -10,7 +10,7 @@ import { volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type Vo
 import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]
@@ -96,8 +96,9 @@ async function create (args: string[]): Promise<void> {
   let cpu: number
   try { cpu = parseCpu(String(v.cpu), '--cpu') } catch (err) { throw new CliError((err as Error).message, 2) }
   // nothing to run given: which of the two kinds of VM was meant is not known
-  if (v.driver == null && v.command == null && after == null && v.kernel == null && v.image == null) {
-    throw new CliError(`say what the VM runs: a command (-- CMD ARG..., a process VM), or --kernel or --image (a qemu VM)\nusage: ${CREATE_USAGE}`, 2)
+  // (volumes alone: a qemu VM that boots from the first)
+  if (v.driver == null && v.command == null && after == null && v.kernel == null && v.image == null && (v.volume == null || v.volume.length === 0)) {
+    throw new CliError(`say what the VM runs: a command (-- CMD ARG..., a process VM), or --kernel, --image, or a --volume to boot from (a qemu VM)\nusage: ${CREATE_USAGE}`, 2)
   }
   const body: Record<string, unknown> = {
     name,

@@ -13,7 +13,9 @@ export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ 
   const s = vm.spec
   const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
     ? { kind: 'command', command: s.command, ...(s.user != null ? { user: s.user } : {}) }
-    : s.kernel != null ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline } : { kind: 'disk', image: s.image ?? '' }
+    : s.kernel != null
+      ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline }
+      : s.image != null ? { kind: 'disk', image: s.image } : { kind: 'volume' }
   return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
 }
 

@@ -175,14 +175,18 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     if (b.driver !== 'process') throw invalid('user', 'only a process VM runs as a user of its node (a qemu guest has its own)')
     if (typeof b.user !== 'string' || !new RegExp(VM_USER_PATTERN).test(b.user)) throw invalid('user', 'must be a user name (lower case, up to 32 characters) or a numeric uid')
   }
-  if (b.driver === 'qemu' && kernel == null && image == null) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot) or an image')
+  // with neither, it boots from its first volume
+  if (b.driver === 'qemu' && kernel == null && image == null && !(Array.isArray(b.volumes) && b.volumes.length > 0)) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot), an image, or a volume to boot from (with neither kernel nor image, it boots from its first volume)')
   // a VM boots one of them: given both, the kernel was booted and the image ignored (a tester)
   if (b.driver === 'qemu' && kernel != null && image != null) throw new ValidationError('image', 'kernel and image: give kernel (with initrd, cmdline) or image, not both')
   // an image boots through its own boot loader, which reads neither: they would be ignored
   const loose = kernel == null && b.driver === 'qemu' ? ([['initrd', initrd], ['cmdline', cmdline]] as const).find(([, v]) => v != null) : undefined
-  if (loose != null) throw invalid(loose[0], `goes with a kernel (direct boot), and none is given: an image boots through its own boot loader, which reads no ${loose[0]}`)
+  if (loose != null) throw invalid(loose[0], `goes with a kernel (direct boot), and none is given: an image or a volume boots through its own boot loader, which reads no ${loose[0]}`)
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
-    if (p != null && !fileExists(p)) throw invalid(f, `${p} does not exist or is not a file`)
+    if (p == null || fileExists(p)) continue
+    // a volume's path given as the image: say how a volume boots (bb29)
+    if (f === 'image' && volumes.find(p) != null) throw invalid(f, `${p} is a volume, not a file of this node: to boot from it, attach it as the first volume (--volume ${p}) and give no kernel or image`)
+    throw invalid(f, `${p} does not exist or is not a file`)
   }
   if (b.driver === 'qemu' && cmdline != null) {
     const wrong = cmdlineProblem(cmdline)

@@ -19,6 +19,7 @@ import { snapshotOf, type Volume } from '../../crdt/index.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { PinsFile } from './pins-file.ts'
 import { LiveVolume } from './live-volume.ts'
+import { PINNED, pinnedName } from './export-names.ts'
 import { ReplicatedVolume } from './replicated-volume.ts'
 import { CachedVolume } from './cached-volume.ts'
 import type { LocalCaches } from './local-cache.ts'
@@ -27,17 +28,9 @@ import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSn
 import type { WriterHandle, Writers } from './writers.ts'
 import type { WriteInterval } from './write-intervals.ts'
 
-/**
- * NAME~EPOCH~KEY: a volume's export pinned to a writer epoch, with its key (pin-keys.ts;
- * volume paths have no "~"). A key of any form is taken as one: a wrong one, or one that
- * is no hex, opens a plain session, which is refused while a VM uses the volume.
- */
-const PINNED = /^([^~]+)~([0-9]{1,16})(?:~([^~]{1,128}))?$/
 /** pinned epochs kept per volume: the newest few of this node's VM starts */
 const PINS_KEPT = 4
 
-/** the export name of a volume pinned to a writer epoch, with its key (none: exports that ask none, tests) */
-export const pinnedName = (name: string, epoch: number, key?: string): string => key == null ? `${name}~${epoch}` : `${name}~${epoch}~${key}`
 
 export interface VolumeExportsComponents {
   transport: ReplicaTransport

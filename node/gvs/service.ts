@@ -33,6 +33,7 @@ import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
 import { byPath, frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, splitSnapshotRef, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports } from './exports.ts'
+import { exportVolume } from './export-names.ts'
 import { PIN_KEY_FILE, PinKeys } from './pin-keys.ts'
 import { LocalCaches } from './local-cache.ts'
 import { defaultCacheBytes } from './cache-budget.ts'
@@ -217,7 +218,7 @@ export class GvsService {
       resetConnections: (peer, why) => { resetConnections(components.host, peer, why) },
       nameOf: n => this.nodeName(n)
     })
-    this.nbd = new NbdServer({ log, exports: { get: name => this.openDevice(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev); this.exportSweeper.released(dev) }, failed: (name, request, message) => { this.ioFailures.failed(name, request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(name, request) } } }, {
+    this.nbd = new NbdServer({ log, exports: { get: name => this.openDevice(name), list: () => this.volumes().map(exportName), release: dev => { this.exports.writers.release(dev); this.exportSweeper.released(dev) }, failed: (name, request, message) => { this.ioFailures.failed(exportVolume(name), request, message) }, succeeded: (name, request) => { this.ioFailures.succeeded(exportVolume(name), request) } } }, {
       socketPath: init.nbdSocket ?? join(components.config.dataDir, 'nbd.sock'),
       tcpPort: init.nbdTcpPort
     })

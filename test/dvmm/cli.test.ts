@@ -49,7 +49,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   // spaces around taken as --memory takes them (bb24: " 64M" was taken, " 1" refused)
   const spaced = await cli(api, 'vm', 'create', 'spaced', '--cpu', ' 0.5 ', '--memory', ' 64M', '--command', 'fake:run')
   t.is(spaced.code, 0, spaced.err)
-  t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M')).err, /^say what the VM runs: a command .* or --kernel or --image/)
+  t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M')).err, /^say what the VM runs: a command .* or --kernel, --image, or a --volume to boot from/)
   // a bare -- (a tester's `--kernel /k --`) got the API's "command: must be a non-empty array of strings"
   t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--kernel', '/k', '--')).err, /^nothing after --: give the command the VM runs/)
   // quotes in --command would reach the command as they are: refused, pointing at --

@@ -7,6 +7,7 @@ import type { VmDetail } from '../../node/dvmm/vms.ts'
 import { e2e, Grid, guestImage } from '../harness/index.ts'
 import { until } from '../harness/vm-runs.ts'
 import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
 
 interface VolumeView { id: string, path: string, epoch: number, nbd: string }
 
@@ -63,4 +64,39 @@ e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on
   t.regex(head, /read 1\/1 bytes/, 'the first byte read through another host')
   t.notRegex(head, /Pattern verification failed/, 'and it is "r" of run1')
   await h1.api('/v1/vms/store', 'DELETE')
+})
+
+/** a boot sector that prints `msg` on the first serial port and halts (x86 real mode, loaded at 0:7c00) */
+function bootSector (msg: string): Buffer {
+  const code = [
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xFC, // cli; xor ax, ax; mov ds, ax; cld
+    0xBA, 0xF8, 0x03, // mov dx, 0x3f8 (COM1)
+    0xBE, 0x17, 0x7C, // mov si, 0x7c17 (the message, after this code)
+    0xAC, 0x84, 0xC0, 0x74, 0x03, // lodsb; test al, al; jz halt
+    0xEE, 0xEB, 0xF8, // out dx, al; jmp lodsb
+    0xF4, 0xEB, 0xFD // halt: hlt; jmp halt
+  ]
+  const b = Buffer.alloc(512)
+  Buffer.from(code).copy(b)
+  b.write(`${msg}\n\0`, code.length, 'latin1')
+  b[510] = 0x55
+  b[511] = 0xAA
+  return b
+}
+
+e2e('a qemu VM with neither kernel nor image boots from its first volume, imported with vol import (bb29)', async t => {
+  if (guestImage(t) == null) return // QEMU and its firmware are there
+  const grid = await Grid.start(t, { hosts: 2, args: ['--capacity', 'cpu=2,mem=1G,disk=10G'] })
+  await grid.waitAllAlive(20_000)
+  const h1 = grid.host('h1')
+  const file = join(grid.dir, 'boot.raw')
+  await writeFile(file, Buffer.concat([bootSector('vgrid: booted from a volume'), Buffer.alloc(1024 * 1024 - 512)]))
+  await h1.api('/v1/volumes', 'POST', { path: '/os/root', size: '16M', replicas: 2 })
+  const imported = await h1.vgrid(['vol', 'import', file, '/os/root'], 120_000)
+  t.is(imported.code, 0, imported.stderr)
+  await h1.api('/v1/vms', 'POST', { name: 'bootvol', driver: 'qemu', cpu: 1, memory: '64M', volumes: ['/os/root'] })
+  const d = await until('bootvol to run', 60_000, async () => { const x = await h1.api<VmDetail>('/v1/vms/bootvol'); return x.state === 'running' && x.node != null ? x : undefined })
+  const c = await until('its boot sector to print', 60_000, async () => { const x = (await grid.host(d.node!).api<{ console: string }>('/v1/vms/bootvol/console')).console; return x.includes('vgrid: booted from a volume') ? x : undefined })
+  t.regex(c, /vgrid: booted from a volume/)
+  await h1.api('/v1/vms/bootvol', 'DELETE')
 })

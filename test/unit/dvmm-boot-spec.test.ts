@@ -36,10 +36,22 @@ test('POST /v1/vms: kernel and image together are refused (400), naming both', t
 test('POST /v1/vms: an initrd or a cmdline without a kernel is refused, naming it', t => {
   const initrd = refused({ ...qemu, image: '/img', initrd: '/i' })
   t.is(initrd.status, 400)
-  t.regex(initrd.message, /^initrd: goes with a kernel \(direct boot\), and none is given: an image boots through its own boot loader, which reads no initrd$/)
+  t.regex(initrd.message, /^initrd: goes with a kernel \(direct boot\), and none is given: an image or a volume boots through its own boot loader, which reads no initrd$/)
   t.regex(refused({ ...qemu, image: '/img', cmdline: 'console=ttyS0' }).message, /^cmdline: goes with a kernel \(direct boot\)/)
   // with neither kernel nor image: what is missing is said first
-  t.regex(refused({ ...qemu, initrd: '/i' }).message, /^kernel: a qemu VM needs a kernel \(direct boot\) or an image/)
+  t.regex(refused({ ...qemu, initrd: '/i' }).message, /^kernel: a qemu VM needs a kernel \(direct boot\), an image, or a volume to boot from/)
+})
+
+test('POST /v1/vms: a qemu VM with neither kernel nor image boots from its first volume; a volume given as the image is pointed there (bb29)', t => {
+  const vols = { find: (ref: string) => ref === '/os/root' || ref === 'vol-1' ? { id: 'vol-1', path: '/os/root', snapshots: [] } : undefined, usedBy: () => undefined }
+  const spec = vmDraft({ ...qemu, volumes: ['/os/root'] }, doc, nodes, () => true, vols).spec
+  t.deepEqual(spec.volumes, ['vol-1'])
+  t.is(spec.kernel, undefined)
+  t.is(spec.image, undefined)
+  let err: unknown
+  try { vmDraft({ ...qemu, image: '/os/root' }, doc, nodes, () => false, vols) } catch (e) { err = e }
+  t.regex(toApiError(err).message, /^image: \/os\/root is a volume, not a file of this node: to boot from it, attach it as the first volume \(--volume \/os\/root\) and give no kernel or image/)
+  t.regex(refused({ ...qemu, volumes: ['/os/root'], cmdline: 'x' }).message, /^cmdline: goes with a kernel/)
 })
 
 test('POST /v1/vms: a command with a kernel or an image is refused either way; one boot of each kind is taken', t => {

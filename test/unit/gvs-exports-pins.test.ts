@@ -4,7 +4,8 @@
 // goes with a volume that leaves the document.
 import test from 'ava'
 import type { Volume } from '../../crdt/index.ts'
-import { VolumeExports, pinnedName } from '../../node/gvs/exports.ts'
+import { VolumeExports } from '../../node/gvs/exports.ts'
+import { pinnedName } from '../../node/gvs/export-names.ts'
 import { Writers } from '../../node/gvs/writers.ts'
 
 const MiB = 1024 * 1024

@@ -52,6 +52,8 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
   } else if (b.kind === 'disk') {
     str(b.image, 'boot.image')
     if (b.format !== undefined && b.format !== 'raw' && b.format !== 'qcow2') bad('boot.format', 'must be raw or qcow2')
+  } else if (b.kind === 'volume') {
+    if (!Array.isArray(s.disks) || s.disks.length === 0) bad('boot.kind', 'boots from its first disk, and it has none')
   }
   return raw as DriverVmSpec
 }

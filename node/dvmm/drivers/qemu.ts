@@ -94,7 +94,7 @@ export function kernelCmdline (cmdline: string | undefined, extra: readonly stri
 
 export class QemuDriver extends HostDriver {
   readonly name = 'qemu' as const
-  protected readonly boots = ['kernel', 'disk'] as const
+  protected readonly boots = ['kernel', 'disk', 'volume'] as const
   private readonly qemuInit: QemuDriverInit
   private accel: 'kvm' | 'tcg' = 'tcg'
   // a power button pressed before the guest watches it is lost: press again
@@ -188,6 +188,7 @@ export class QemuDriver extends HostDriver {
       const found = imageFormatOf(s.boot.image)
       argv.push('-drive', imageDrive(s.boot.image, s.boot.format ?? ('format' in found ? found.format : 'raw')))
     }
+    // boot kind `volume`: nothing more; the firmware boots the first disk, vda, the first volume
     for (const d of s.disks ?? []) argv.push('-drive', diskDrive(d.uri))
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
     rec.detail = { accel: this.accel }
@@ -221,7 +222,7 @@ export class QemuDriver extends HostDriver {
   }
 
   /** per running VM: when its guest was last looked at, why QEMU paused it (absent: it runs), when `cont` was last sent */
-  private readonly guests = new Map<string, { lookedAt: number, busy: boolean, paused?: string, contAt: number }>()
+  private readonly guests = new Map<string, { lookedAt: number, busy: boolean, paused?: string, contAt: number, silentSince?: number }>()
 
   /**
    * A volume that fails a write makes QEMU pause the guest (werror=stop: diskDrive; a
@@ -238,7 +239,25 @@ export class QemuDriver extends HostDriver {
     g.busy = true
     g.lookedAt = now
     const guest = g
-    this.lookAtGuest(rec, guest).catch(() => {}).finally(() => { guest.busy = false })
+    this.lookAtGuest(rec, guest).then(() => { guest.silentSince = undefined }, err => { this.qmpSilent(rec, guest, err as Error) }).finally(() => { guest.busy = false })
+  }
+
+  /**
+   * QEMU did not answer a look: once it has not for QMP_SILENT_MS, the guest is said
+   * stuck (vm ls, health), as a paused one is, rather than running (bb29: a guest frozen
+   * behind a leaked QMP connection showed as running, health ok, for 11 minutes)
+   */
+  private qmpSilent (rec: VmRecord, g: { paused?: string, silentSince?: number }, err: Error): void {
+    const now = this.components.clock.now()
+    g.silentSince ??= now
+    if (now - g.silentSince < QMP_SILENT_MS) return
+    // the clock counts monotonic time: the wall time it stands for
+    const since = new Date(Date.now() - (now - g.silentSince)).toISOString()
+    const why = `QEMU has not answered on its control socket since ${since} (${err.message}): the guest may be stuck; \`vgrid vm stop\` kills it after the grace time`
+    if (g.paused?.startsWith('QEMU has not answered') === true) return
+    g.paused = why
+    this.components.log?.warn('QEMU does not answer on its control socket', { vm: rec.id, since, err: err.message })
+    this.emit('paused', { id: rec.id, why, at: now })
   }
 
   private async lookAtGuest (rec: VmRecord, g: { paused?: string, contAt: number }): Promise<void> {
@@ -303,11 +322,13 @@ export class QemuDriver extends HostDriver {
 export const GUEST_LOOK_MS = 2000
 /** how often a guest QEMU paused after a disk error is told to go on */
 export const RESUME_EVERY_MS = 10_000
+/** how long QEMU may not answer a look before the guest is said stuck */
+export const QMP_SILENT_MS = 30_000
 
 /** the export name of an NBD URI on a unix socket */
 const NBD_EXPORT = /^nbd\+unix:\/\/\/([^?]+)/
 
-/** a volume's path from the NBD export a VM's disk opens: its path without the "/", pinned as `~EPOCH~KEY` (gvs/exports.ts pinnedName) */
+/** a volume's path from the NBD export a VM's disk opens: its path without the "/", pinned as `~EPOCH~KEY` (gvs/export-names.ts pinnedName) */
 export function volumeOfExport (name: string): string {
   let path = name.replace(/~\d+(~[0-9a-zA-Z]+)?$/, '')
   try { path = decodeURIComponent(path) } catch {}

@@ -42,15 +42,27 @@ export class Qmp {
       s.once('error', err => { clearTimeout(timer); reject(new QmpError(`QMP ${path}: ${err.message}`)) })
     })
     const q = new Qmp(sock)
-    await q.next(timeoutMs) // greeting
-    await q.execute('qmp_capabilities', undefined, timeoutMs)
+    try {
+      await q.next(timeoutMs) // greeting
+      await q.execute('qmp_capabilities', undefined, timeoutMs)
+    } catch (err) {
+      // closed, not left open: QEMU serves one QMP client at a time, and a connection it
+      // accepted late would hold that slot for good (bb29: a guest paused by a failing
+      // disk was never seen paused nor resumed, and a graceful stop found QMP full)
+      q.close()
+      throw err
+    }
     return q
   }
 
   private async next (timeoutMs: number): Promise<Record<string, unknown>> {
     return await new Promise((resolve, reject) => {
       if (this.closed) { reject(new QmpError('QMP connection closed')); return }
-      const timer = setTimeout(() => reject(new QmpError(`QMP: no answer within ${timeoutMs} ms`)), timeoutMs)
+      const timer = setTimeout(() => {
+        // a late answer would go to the next command: the connection is out of step, and ends
+        this.close()
+        reject(new QmpError(`QMP: no answer within ${timeoutMs} ms`))
+      }, timeoutMs)
       this.waiters.push(msg => { clearTimeout(timer); resolve(msg) })
     })
   }

@@ -6,12 +6,14 @@ import type { EventEmitter } from 'node:events'
 
 export type DriverName = 'process' | 'qemu' | 'fake'
 
-/** How a VM boots: a command (process driver), a kernel, or a disk image (qemu). */
+/** How a VM boots: a command (process driver), a kernel, a disk image, or its first disk (qemu). */
 export type DriverBoot =
   /** `user`: a name or numeric uid the command runs as, without capabilities (absent: root) */
   | { kind: 'command', command: string[], env?: Record<string, string>, user?: string }
   | { kind: 'kernel', kernel: string, initrd?: string, cmdline?: string }
   | { kind: 'disk', image: string, format?: 'raw' | 'qcow2' }
+  /** its first disk (a volume, `disks[0]`) through the boot loader on it */
+  | { kind: 'volume' }
 
 export interface DriverVmSpec {
   /** Unique on the node; [a-z0-9][a-z0-9_.-]{0,62}. Names its run dir, cgroups and interfaces. */

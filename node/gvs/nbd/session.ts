@@ -10,6 +10,7 @@ import type { Socket } from 'node:net'
 import { writeZerosAsData, type BlockDevice } from '../block-device.ts'
 import type { Logger } from '../../log.ts'
 import { GvsError } from '../errors.ts'
+import { exportLabel } from '../export-names.ts'
 import { readBuffers } from '../buffer-pool.ts'
 import { Closed, SocketReader } from './socket-reader.ts'
 import type { InFlightBudget } from './budget.ts'
@@ -122,14 +123,14 @@ export class NbdSession {
     const now = Date.now()
     if (f != null && f.error === error && now - f.at < FAIL_LOG_MS) { f.repeats++; return }
     this.sayRepeats()
-    this.log.warn('nbd request failed', { export: this.exportName, type: req.type, offset: req.offset, length: req.length, errno, error })
+    this.log.warn('nbd request failed', { export: exportLabel(this.exportName), type: req.type, offset: req.offset, length: req.length, errno, error })
     this.lastFail = { error, at: now, repeats: 0 }
   }
 
   private sayRepeats (): void {
     const f = this.lastFail
     if (f == null || f.repeats === 0) return
-    this.log.warn('nbd requests failed as the one before', { export: this.exportName, requests: f.repeats, error: f.error })
+    this.log.warn('nbd requests failed as the one before', { export: exportLabel(this.exportName), requests: f.repeats, error: f.error })
     f.repeats = 0
   }
 
@@ -140,7 +141,7 @@ export class NbdSession {
       dev = await this.handshakeInTime()
       if (dev != null) await this.transmit(dev)
     } catch (err) {
-      if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: this.exportName })
+      if (!(err instanceof Closed)) this.log.warn('nbd session ended on an error', { error: String(err), export: exportLabel(this.exportName) })
     } finally {
       // nothing more is read: what the client sends from here on is dropped, not kept
       this.reader.close()
@@ -351,7 +352,7 @@ export class NbdSession {
       unsent = u
       if (late || this.budget == null || this.budget.waiting === 0 || this.activeBytes === 0) { this.progressAt = now; return }
       if (now - this.progressAt < this.stallMs) return
-      this.log.warn('nbd client made no progress while holding what others wait for: connection closed', { export: this.exportName, heldBytes: this.activeBytes, stallMs: this.stallMs })
+      this.log.warn('nbd client made no progress while holding what others wait for: connection closed', { export: exportLabel(this.exportName), heldBytes: this.activeBytes, stallMs: this.stallMs })
       this.socket.destroy()
     }, every)
     timer.unref?.()
