@@ -52,7 +52,7 @@ export interface VolumeExportsComponents {
   /** the newest writer epoch this node's store knows for a layer (and those under it) */
   writerFloor?: (layer: string) => Promise<number>
   /** where each volume's writes went, by volume id (write-interval-records.ts; absent: none kept) */
-  writeIntervals?: { intervals: (volumeId: string) => WriteInterval[], before: (volumeId: string) => Promise<number> }
+  writeIntervals?: { intervals: (volumeId: string) => WriteInterval[], before: (volumeId: string) => Promise<string>, keyNow: () => string }
   /** a node's name, for errors */
   nameOf?: (node: string) => string
   /** the key a pinned name must carry (pin-keys.ts); absent: none asked (tests) */
@@ -249,7 +249,7 @@ export class VolumeExports {
       nameOf: this.c.nameOf,
       unreached: this.c.unreached,
       downSince: this.c.downSince,
-      ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => await wi.before(id) })
+      ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => await wi.before(id), intervalNow: () => wi.keyNow() })
     }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
     })

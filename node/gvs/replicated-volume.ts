@@ -37,10 +37,13 @@ export interface ReplicatedVolumeComponents {
   generation?: () => number
   /**
    * before a write: resolves once the placement it writes under is recorded where a
-   * majority holds it (write-interval-records.ts), to the generation recorded (a write
-   * under another generation records again first); absent: not recorded
+   * majority holds it (write-interval-records.ts), to a token of what was recorded (the
+   * interval's key); a write whose placement's token (`intervalNow`) is another by then
+   * records again first. Absent: not recorded
    */
-  beforeWrite?: () => Promise<number | undefined>
+  beforeWrite?: () => Promise<string | number | undefined>
+  /** the token of the placement writes go to now (default: the placement generation) */
+  intervalNow?: () => string | number
   /** the volume's write intervals in force (SettlerComponents.intervals) */
   intervals?: () => WriteInterval[]
   /** a node's name, for errors */
@@ -69,6 +72,19 @@ export interface ReplicatedVolumeInit {
   retryMs?: number
 }
 
+/** records of where a write goes made again, the live nodes having changed meanwhile, before the write fails as a moment's failure */
+const MAX_RERECORDS = 5
+
+/** object settles a flush runs at once for writes of an earlier placement generation */
+const ORPHAN_SETTLES = 8
+
+/** runs `fn` over `items`, at most `limit` at once */
+async function eachLimited<T> (items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => { while (next < items.length) await fn(items[next++]!) }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
+
 /** shared by the pieces of one request: set once one failed for good */
 interface Stop { failed: Error | null }
 
@@ -81,10 +97,10 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly pkey: string
   private readonly retryMs: number
   /**
-   * nodes written to since their last flush, with the objects written there and the
-   * placement generation of the first of those writes
+   * nodes written to since their last flush: the objects written there, each with the
+   * placement generation of its first write since (the oldest wins: rv35)
    */
-  private readonly unflushed = new Map<string, { gen: number, idx: Set<number> }>()
+  private readonly unflushed = new Map<string, Map<number, number>>()
   private flushedOnce = false
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
@@ -151,10 +167,17 @@ export class ReplicatedVolume implements BlockDevice {
     // one the newest copy could not be brought to, its disk full, neither: the read goes
     // to the others, and the copy is tried again by the next settle or left to repair)
     if (this.under != null) {
-      const { silent, behind, error } = await this.settler.settleForRead(index, hs)
+      const { silent, behind, error, deposedBy, newestOn } = await this.settler.settleForRead(index, hs)
       // as below: an acknowledged write is on at least minReplicas nodes, so with that many
       // silent its only copies may be theirs, and what answered older
       if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, ...silent.timing() })
+      // a device under a newer writer's epoch copies nothing of the top layer: it reads
+      // where the top's newest copy is, whole there (rv35: holders that lacked it were read)
+      if (deposedBy != null && newestOn != null && newestOn.length > 0) {
+        const self = this.c.transport.self
+        const on = newestOn.filter(n => !silent.has(n))
+        return on.includes(self) ? [self, ...on.filter(n => n !== self)] : on
+      }
       const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
       if (sound.length === 0 && error != null) throw error
       return sound
@@ -233,7 +256,7 @@ export class ReplicatedVolume implements BlockDevice {
    */
   private async toObject (p: Piece, req: (seq: number) => ReplicaRequest, data: Uint8Array | undefined, fua: boolean, stop?: Stop): Promise<void> {
     await this.retrying(stop, async () => {
-      for (;;) {
+      for (let moved = 0; ;) {
         // where the write goes is recorded first, where a majority holds it (write-intervals.ts)
         const recorded = await this.c.beforeWrite?.()
         const hs = this.writeHolders(p.index)
@@ -241,14 +264,17 @@ export class ReplicatedVolume implements BlockDevice {
         const sent = await this.inOrder(p, async () => {
           // the live nodes changed since the record was made: the holders now may be in no
           // recorded interval, so the record is made again first (rv34)
-          if (recorded != null && recorded !== this.settler.generation()) return false
+          if (recorded != null && recorded !== (this.c.intervalNow?.() ?? this.settler.generation())) return 'moved'
           const now = this.writeHolders(p.index)
-          if (!this.settler.isSettled(p.index, now)) return false
+          if (!this.settler.isSettled(p.index, now)) return 'unsettled'
           const seq = this.settler.nextSeq(p.index)
           await this.toAll(p.index, now, req(seq), data, fua)
-          return true
+          return 'sent'
         })
-        if (sent) return
+        if (sent === 'sent') return
+        // nodes changing faster than a record is made: a moment's failure, which the retry
+        // time bounds, not a loop without end (rv35)
+        if (sent === 'moved' && ++moved >= MAX_RERECORDS) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${p.index}: the live nodes changed ${moved} times while where this write goes was being recorded`, { transient: true })
       }
     })
   }
@@ -356,15 +382,20 @@ export class ReplicatedVolume implements BlockDevice {
     }
     const orphaned = new Set<number>()
     const gen = this.settler.generation()
-    for (const [node, e] of entries) {
-      if ((live == null || live.has(node)) && e.gen === gen) add(node, e.idx)
-      else for (const i of e.idx) orphaned.add(i)
+    for (const [node, objects] of entries) {
+      const here = live == null || live.has(node)
+      for (const [i, g] of objects) {
+        if (here && g === gen) add(node, [i])
+        else orphaned.add(i)
+      }
     }
     const errors: string[] = []
     const causes: unknown[] = []
     /** every failure was a replica out of reach for a moment: worth another try (retrying) */
     let transient = true
-    for (const index of orphaned) {
+    // a few at once: each settle asks every live node (after a membership change every
+    // object written since the last flush is one of these)
+    await eachLimited([...orphaned], ORPHAN_SETTLES, async index => {
       try {
         const hs = this.writeHolders(index)
         this.settler.unsettle(index)
@@ -374,15 +405,20 @@ export class ReplicatedVolume implements BlockDevice {
         errors.push(`object ${index}: ${(err as Error).message}`)
         causes.push(err)
         if (!(err instanceof GvsError && err.transient)) transient = false
-        for (const [node, e] of entries) if (e.idx.has(index)) this.markUnflushed(node, [index], e.gen)
+        for (const [node, objects] of entries) {
+          const g = objects.get(index)
+          if (g != null) this.markUnflushed(node, [index], g)
+        }
       }
-    }
+    })
     const peers = [...flushNow.keys()]
     const results = await Promise.allSettled(peers.map(async peer => await this.c.transport.call(peer, { op: 'flush', volume: this.init.volume })))
     peers.forEach((p, i) => {
       const r = results[i]
       if (r?.status !== 'rejected') return
-      this.markUnflushed(p, flushNow.get(p)!)
+      // as of the generation this flush began in: a holder that restarted while the call
+      // hung is settled by the next flush (rv35)
+      this.markUnflushed(p, flushNow.get(p)!, gen)
       errors.push(`${p}: ${String((r.reason as Error).message)}`)
       causes.push(r.reason)
       if (!(r.reason instanceof GvsError && r.reason.transient)) transient = false
@@ -390,11 +426,14 @@ export class ReplicatedVolume implements BlockDevice {
     if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes), until: untilOfAll(causes) })
   }
 
-  /** `gen`: the placement generation the writes were made in (an entry keeps its oldest) */
+  /** `gen`: the placement generation the writes were made in (an object keeps its oldest) */
   private markUnflushed (node: string, idx: Iterable<number>, gen = this.settler.generation()): void {
-    const e = this.unflushed.get(node) ?? { gen, idx: new Set<number>() }
-    for (const i of idx) e.idx.add(i)
-    this.unflushed.set(node, e)
+    const objects = this.unflushed.get(node) ?? new Map<number, number>()
+    for (const i of idx) {
+      const g = objects.get(i)
+      objects.set(i, g == null ? gen : Math.min(g, gen))
+    }
+    this.unflushed.set(node, objects)
   }
 
   /**

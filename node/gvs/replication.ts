@@ -20,7 +20,7 @@ import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
 import { STORE_NAME, type ObjectStore } from './object-store.ts'
 import { DiskFull } from './disk-full.ts'
-import { GvsError } from './errors.ts'
+import { GvsError, isGvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import { NO_VERSION, type Version } from './versions.ts'
 import { layerNumber } from './volumes.ts'
@@ -127,8 +127,11 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       const s = stack(req)
       if (s != null) return { reply: { ok: true, present: await layers.has(s, req.index) }, data: null }
       const st = await store.stat(req.volume, req.index)
-      // the writer epoch this node refuses writers below: a writer that sees a newer one was deposed (settler.ts)
-      return { reply: { ok: true, present: st.present, version: st.version, epoch: await store.writerFloor(req.volume) }, data: null }
+      // the writer epoch this node refuses writers below: a writer that sees a newer one was
+      // deposed (settler.ts); not said when its epoch file is damaged (its writes are
+      // refused; a stat, which reads, still answers, as an older agent's does: rv35)
+      const floor = await store.writerFloor(req.volume).catch((err: unknown) => { if (isGvsError(err, 'damaged')) return undefined; throw err })
+      return { reply: { ok: true, present: st.present, version: st.version, ...(floor != null ? { epoch: floor } : {}) }, data: null }
     }
     case 'remove':
       await store.remove(req.volume, req.index)

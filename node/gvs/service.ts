@@ -449,7 +449,8 @@ export class GvsService {
    */
   evacuation (): { nodes: string[], why?: string, away?: string[] } {
     const away = this.components.state.read().list('roll')
-      .filter(e => e.draining === true && !this.evac.nodes.has(e.node) && this.components.membership.members.get(e.node)?.state !== 'alive')
+      // (one whose last advert had no disk holds nothing: not waited for, rv35)
+      .filter(e => { const m = this.components.membership.members.get(e.node); return e.draining === true && !this.evac.nodes.has(e.node) && m?.state !== 'alive' && m?.advert.capacity.diskBytes !== 0 })
       .map(e => e.node).sort()
     return { nodes: [...this.evac.nodes].sort(), ...this.evac.why != null ? { why: this.evac.why } : {}, ...away.length > 0 ? { away } : {} }
   }

@@ -112,9 +112,12 @@ export interface Unsettled {
   error: GvsError | null
   /**
    * a holder refuses writers below this epoch, above this writer's: a newer writer took
-   * the volume over, and this one moved nothing (a write fails as stale: settleAll)
+   * the volume over, and this one moved no copy of the top layer (a write fails as
+   * stale: settleAll; the frozen layers under it are settled as ever)
    */
   deposedBy?: { epoch: number, node: string }
+  /** with deposedBy: the nodes with the top layer's newest copy, holders first (a read goes there) */
+  newestOn?: string[]
 }
 
 export class Settler {
@@ -235,7 +238,9 @@ export class Settler {
       for (const b of l.behind) u.behind.add(b)
       u.error ??= l.error
       if (layer !== this.init.volume) continue
-      if (l.deposedBy != null) { u.deposedBy = l.deposedBy; return u }
+      // deposed: nothing more of the top layer's (the layers under it, frozen, settle as ever:
+      // a read that resolves through them must find them in place, rv35)
+      if (l.deposedBy != null) { u.deposedBy = l.deposedBy; u.newestOn = plan.sources; continue }
       // this writer's next write to the object comes after every write it can see
       if (plan.newest.epoch === this.init.epoch) this.seqs.set(index, Math.max(this.seqs.get(index) ?? 0, plan.newest.seq))
       await this.outdateSuspects(index, plan, l.behind)

@@ -45,7 +45,7 @@ export class WriteIntervalRecords {
   /** records under way, by "volume/interval key": writes in the same interval wait for one */
   private readonly inflight = new Map<string, Promise<void>>()
   /** per volume, the document and generation a write last found its interval recorded in: nothing to read again until either changes */
-  private readonly checked = new Map<string, { reader: Reader, generation: number }>()
+  private readonly checked = new Map<string, { reader: Reader, generation: number, key: string }>()
 
   constructor (components: WriteIntervalRecordsComponents) {
     this.c = components
@@ -98,17 +98,17 @@ export class WriteIntervalRecords {
 
   /**
    * Before a write: resolves once the interval it writes in (placement over the live
-   * nodes now) is the newest recorded and held by a majority of the roll, to the
-   * placement generation of the nodes recorded: the live nodes may change while the
+   * nodes now) is the newest recorded and held by a majority of the roll, to the key of
+   * the interval recorded (keyNow: the one writes go to now): the live nodes may change while the
    * record is made, and a write then goes nowhere until the new ones are recorded too
    * (rv34: it went to holders no interval named). Fails (transient: the writer tries
    * again for a while) while no majority holds it.
    */
-  async before (volumeId: string): Promise<number> {
+  async before (volumeId: string): Promise<string> {
     const reader = this.c.state.read()
     const generation = this.c.generation()
     const last = this.checked.get(volumeId)
-    if (last?.reader === reader && last.generation === generation) return generation
+    if (last?.reader === reader && last.generation === generation) return last.key
     const v = reader.get('volumes', volumeId)?.value
     if (v == null) {
       this.confirmed.delete(volumeId)
@@ -116,10 +116,11 @@ export class WriteIntervalRecords {
       throw new GvsError('unavailable', `volume ${volumeId} no longer exists`)
     }
     const nodes = this.c.nodes()
-    const ck = `${volumeId}/${intervalKey(nodes)}`
+    const key = intervalKey(nodes)
+    const ck = `${volumeId}/${key}`
     if (!needsRecord(v, nodes, this.confirmed.get(volumeId) === ck)) {
-      this.checked.set(volumeId, { reader, generation })
-      return generation
+      this.checked.set(volumeId, { reader, generation, key })
+      return key
     }
     let p = this.inflight.get(ck)
     if (p == null) {
@@ -127,8 +128,11 @@ export class WriteIntervalRecords {
       this.inflight.set(ck, p)
     }
     await p
-    return generation
+    return key
   }
+
+  /** the key of the interval writes go to now (what `before` resolves to once it is recorded) */
+  keyNow (): string { return intervalKey(this.c.nodes()) }
 
   private async record (volumeId: string, nodes: IntervalNode[], ck: string): Promise<void> {
     const { path, replicas } = await this.c.state.write(w => {

@@ -147,7 +147,7 @@ test('a session\'s failures alike are logged once a while, with their count, not
   const lines: Array<{ msg: string, fields: Record<string, unknown> }> = []
   const log: Logger = { ...silentLogger, warn: (msg: string, fields?: Record<string, unknown>) => { lines.push({ msg, fields: fields ?? {} }) } }
   const s = await setup(t, { log })
-  const failing: BlockDevice = { size: 4 * MiB, readOnly: false, read: async () => { throw new GvsError('unavailable', 'no majority (test)') }, write: async () => {}, flush: async () => {}, trim: async () => {}, writeZeroes: async () => {} }
+  const failing: BlockDevice = { size: 4 * MiB, readOnly: false, read: async (offset: number) => { throw new GvsError('unavailable', `no majority (test), at ${offset}`) }, write: async () => {}, flush: async () => {}, trim: async () => {}, writeZeroes: async () => {} }
   s.devs.set('f', failing)
   const c = await NbdClient.open(s.sock, 'f')
   for (let i = 0; i < 20; i++) await t.throwsAsync(c.read(i * 4096, 4096))
@@ -155,7 +155,7 @@ test('a session\'s failures alike are logged once a while, with their count, not
   // the count is said as the session ends
   for (let i = 0; i < 100 && !lines.some(l => l.msg === 'nbd requests failed as the one before'); i++) await new Promise(resolve => setTimeout(resolve, 50))
   t.is(lines.filter(l => l.msg === 'nbd request failed').length, 1, JSON.stringify(lines))
-  t.like(lines.find(l => l.msg === 'nbd requests failed as the one before')?.fields, { requests: 19, error: 'no majority (test)' })
+  t.like(lines.find(l => l.msg === 'nbd requests failed as the one before')?.fields, { requests: 19, last: 'no majority (test), at 77824' })
 })
 
 test('a full disk surfaces ENOSPC to the NBD client', async t => {

@@ -84,7 +84,8 @@ test('the live nodes change while a write\'s interval is recorded: the write rec
     nodes: () => ALL.filter(n => live.has(n)),
     generation: () => gen,
     intervals: () => records.intervals('V'),
-    beforeWrite: async () => await records.before('V')
+    beforeWrite: async () => await records.before('V'),
+    intervalNow: () => records.keyNow()
   }, { volume: 'v', size: (i + 1) * 4 * MiB, replicas: 2, epoch: 1, placementKey: 'v' })
 
   const offset = i * 4 * MiB

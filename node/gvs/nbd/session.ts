@@ -80,8 +80,12 @@ export class NbdSession {
   private readonly closed: Promise<void>
   /** when a reply of this session last left or its client last sent something (watchStall) */
   private progressAt = Date.now()
-  /** the last failure logged, and how many failed alike since (said once a while, not once a request: bb30 read 65 lines for one copy) */
-  private lastFail: { error: string, at: number, repeats: number } | null = null
+  /**
+   * the last failure logged (by request kind and errno: a message names its object, rv35),
+   * and how many failed alike since, with the last one's message (said once a while, not
+   * once a request: bb30 read 65 lines for one copy)
+   */
+  private lastFail: { kind: string, at: number, repeats: number, last: string } | null = null
   private noZeroes = false
   private corked = false
   private corkedBytes = 0
@@ -121,16 +125,17 @@ export class NbdSession {
   private failed (req: { type: number, offset: number, length: number }, errno: number, error: string): void {
     const f = this.lastFail
     const now = Date.now()
-    if (f != null && f.error === error && now - f.at < FAIL_LOG_MS) { f.repeats++; return }
+    const kind = `${req.type}/${errno}`
+    if (f != null && f.kind === kind && now - f.at < FAIL_LOG_MS) { f.repeats++; f.last = error; return }
     this.sayRepeats()
     this.log.warn('nbd request failed', { export: exportLabel(this.exportName), type: req.type, offset: req.offset, length: req.length, errno, error })
-    this.lastFail = { error, at: now, repeats: 0 }
+    this.lastFail = { kind, at: now, repeats: 0, last: error }
   }
 
   private sayRepeats (): void {
     const f = this.lastFail
     if (f == null || f.repeats === 0) return
-    this.log.warn('nbd requests failed as the one before', { export: exportLabel(this.exportName), requests: f.repeats, error: f.error })
+    this.log.warn('nbd requests failed as the one before', { export: exportLabel(this.exportName), requests: f.repeats, last: f.last })
     f.repeats = 0
   }
 
