@@ -121,7 +121,20 @@ export async function vol (argv: string[]): Promise<void> {
       return out(table([['PATH', 'SIZE', 'R', 'STATE', 'ID'], ...r.volumes.map(x => [x.path, size(x.sizeBytes), String(x.replicas), `${x.state === 'ready' ? stateText(x.health) : x.state}${(x.writesGivenUp?.length ?? 0) > 0 ? ', writes given up' : ''}`, x.id])]))
     }
     case 'info': {
-      const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(need(1)[0]!)}`)
+      const ref = need(1)[0]!
+      // VOL@SNAP: the snapshot, as its volume's view has it (bb29: refused as "read-only")
+      const at = ref.lastIndexOf('@')
+      if (at > 0) {
+        const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(ref.slice(0, at))}`).catch(() => null)
+        const s = d?.snapshots.find(x => x.name === ref.slice(at + 1))
+        if (d != null && s != null) {
+          const clones = (await api.request<{ volumes: VolumeView[] }>('GET', '/v1/volumes').catch(() => ({ volumes: [] }))).volumes.filter(x => x.clonedFrom === `${d.path}@${s.name}`).map(x => x.path)
+          if (v.json === true) return json({ volume: d.path, volumeId: d.id, ...s, clones })
+          return out([`${d.path}@${s.name}`, `snapshot  of ${d.path} (id ${d.id}), read-only`, `taken     ${s.createdAt}`, `size      ${size(s.sizeBytes)}`, `nbd       ${s.nbd}`,
+            `clones    ${clones.length === 0 ? 'none' : clones.join(', ')}`, ...(s.export != null ? [`export    read by a vgrid vol export on ${s.export.name}`] : [])].join('\n'))
+        }
+      }
+      const d = await api.request<VolumeView>('GET', `/v1/volumes/${enc(ref)}`)
       // who uses it: the VMs whose disk it is, and NBD sessions writing it (an older agent has no /users: left out)
       const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
       if (v.json === true) return json(users == null ? d : { ...d, users: { vms: users.vms, writers: users.writers } })

@@ -69,6 +69,14 @@ test('vgrid vol commands', async t => {
   const snaps = (await cli('info', '/shop/snaps')).split('\n').find(l => l.startsWith('snapshots'))!
   t.regex(snaps, /^snapshots 12, the newest 10: s3 \(.*, s12 \(.*\(all: vgrid vol info --json\)$/)
   t.notRegex(snaps, /s2 \(/)
+  // a snapshot's own info (bb29: refused as "read-only"), and a clone of it named
+  await cli('clone', '/shop/snaps@s5', '/shop/snapclone')
+  const snap = await cli('info', '/shop/snaps@s5')
+  t.regex(snap, /^\/shop\/snaps@s5\nsnapshot  of \/shop\/snaps \(id .*\), read-only\n/)
+  t.regex(snap, /^clones    \/shop\/snapclone$/m)
+  t.like(JSON.parse(await cli('info', '/shop/snaps@s5', '--json')), { volume: '/shop/snaps', name: 's5', clones: ['/shop/snapclone'] })
+  await t.throwsAsync(cli('info', '/shop/snaps@nosuch'), { message: /has no snapshot "nosuch"/ })
+  await cli('rm', '/shop/snapclone')
   await cli('rm', '/shop/snaps', '--snapshots')
   // writes a forget gave up: said beside the state in ls and info, for good (a tester read plain "healthy")
   await cli('create', '/shop/lost', '--size', '4M')
