@@ -23,7 +23,7 @@ import { NetworkService } from './network/index.ts'
 import { StateService } from './state/index.ts'
 import { stateRoutes } from './api/state-routes.ts'
 import { GridMembership, AdvertFields, MemberDirectory } from './membership/index.ts'
-import { ClockWatch, awayMembers, deadMembers, duplicateNames, joinUnreached, notJoined, outOfReachProblems, unheardMembers } from './membership/views.ts'
+import { ClockWatch, awayMembers, deadMembers, restartingMembers, duplicateNames, joinUnreached, notJoined, outOfReachProblems, unheardMembers } from './membership/views.ts'
 import { RollMemory } from './membership/roll-memory.ts'
 import { ApiService } from './api/server.ts'
 import type { HealthProblem } from './api/types.ts'
@@ -36,6 +36,8 @@ import { tuningFromEnv } from './gvs/config.ts'
 
 import { watchdogTimeoutFor } from './dvmm/timing.ts'
 import { previousFence } from './dvmm/fence-record.ts'
+import { registerHealthMetrics } from './health-metrics.ts'
+import { VERSION } from './version.ts'
 
 /** What the agent prepares before any service is built; every service takes the part of it it needs. */
 export interface CoreComponents {
@@ -72,7 +74,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   () => clockWatch.problems(membership.detector.clockOffsets(), core.directory.members, host.peerId.toString()),
   () => outOfReachProblems(membership.detector.outOfReach(), core.directory.members),
   () => deadMembers(state.read().list('roll'), core.directory.members),
-  () => awayMembers(state.read().list('roll'), core.directory.members)]
+  () => awayMembers(state.read().list('roll'), core.directory.members),
+  () => restartingMembers(state.read().list('roll'), core.directory.members)]
   const clockWatch = new ClockWatch()
   const dataDisk = new DataDisk(core.config.dataDir, undefined, core.capacity.diskBytes)
   const membership = new GridMembership({
@@ -225,6 +228,8 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     start: async () => {},
     stop: async () => { clearTimeout(rollNoteTimer); rollNoteTimer = undefined; await rollMemory.stop() }
   }
+  // what status says, on /metrics too
+  registerHealthMetrics(core.registry, { problems: async () => (await Promise.all(problems.map(async p => await p()))).flat(), haOk: () => { const h = dvmm?.ha(); return h == null ? null : h.ok }, version: VERSION })
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory, onRoll: n => state.read().get('roll', n) != null })),

@@ -16,6 +16,7 @@ import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { installPatches } from './patches/index.ts'
+import { VM_LINK_RANGE } from './vm-links.ts'
 import { tuneGcForStreams } from './gc-tuning.ts'
 import { checkedPreSharedKey, type KeyCheckEvents } from './key-check.ts'
 import type { ClusterKey } from './cluster-key.ts'
@@ -68,13 +69,27 @@ function ownInterfaceAddrs (): Set<string> {
   return out
 }
 
-/** Listen addresses minus those on vgrid's own interfaces (see OWN_INTERFACE). */
+/** whether an IPv4 address is in a CIDR range */
+function inRange (addr: string, cidr: string): boolean {
+  const [base, bits] = cidr.split('/') as [string, string]
+  const n = (a: string): number => a.split('.').reduce((v, o) => v * 256 + Number(o), 0)
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(addr)) return false
+  const size = 2 ** (32 - Number(bits))
+  return Math.floor(n(addr) / size) === Math.floor(n(base) / size)
+}
+
+/**
+ * Listen addresses minus those on vgrid's own interfaces (see OWN_INTERFACE), and any in
+ * the VM link range whatever interface has it: the interface list read here and the one
+ * libp2p expanded its listen address from are two reads, and a VM's link made between
+ * them was announced (bb32: when it went, the agent closed every connection, and every
+ * node took it for a partial cut)
+ */
 export function announceable (addrs: Multiaddr[]): Multiaddr[] {
   const own = ownInterfaceAddrs()
-  if (own.size === 0) return addrs
   return addrs.filter(a => {
     const host = a.toString().split('/')[2]
-    return host === undefined || !own.has(host)
+    return host === undefined || (!own.has(host) && !inRange(host, VM_LINK_RANGE))
   })
 }
 

@@ -165,6 +165,16 @@ test('a body nested deeper than any request, a __proto__ key, bad JSON and an em
   t.notRegex(m, /vgrid_api_errors_total\{code="internal"\}/)
 })
 
+test('/metrics says what status says: health ok or not, the problems by cause, HA, the release, and the process (bb32)', async t => {
+  const m = await agent.metrics()
+  const status = await (await fetch(`http://127.0.0.1:${agent.apiPort}/v1/status`)).json() as { health: { ok: boolean, problems: Array<{ service: string, cause: string }> } }
+  t.regex(m, new RegExp(`^vgrid_health_ok ${status.health.ok ? 1 : 0}$`, 'm'))
+  for (const p of status.health.problems) t.regex(m, new RegExp(`^vgrid_health_problems\\{service="${p.service}",cause="${p.cause}"\\} 1$`, 'm'))
+  t.regex(m, /^vgrid_build_info\{version="[^"]+"\} 1$/m)
+  t.regex(m, /^vgrid_process_resident_memory_bytes \d+/m)
+  t.regex(m, /^vgrid_nodejs_eventloop_lag_seconds /m)
+})
+
 test('the rest of a refused body is read, not reset: the client gets its 413 after sending it all, and the connection serves the next request', async t => {
   const size = 3 * 1024 * 1024
   const answer = await new Promise<string>((resolve, reject) => {

@@ -248,21 +248,27 @@ export function restartsDueBy (roll: ReadonlyArray<{ node: string, restart?: Res
   const ids = voters(roll.map(e => e.node), me)
   const seen = [...ids].filter(id => id === me || alive(id)).length
   if (hasMajority(ids.size, seen)) return null
-  let due = -Infinity
-  let away = 0
+  const away = awayForRestart(roll, me, alive, wallNow, graceOf, heard)
+  return away.size > 0 && hasMajority(ids.size, seen + away.size) ? Math.max(...away.values()) : null
+}
+
+/**
+ * The members away under a confirmed restart grace that has not ended, each with when it
+ * ends (wall time; pure): the shorter of from its `since` (its clock) and from when this
+ * node last heard it (this node's clock), as lentVotes counts: a clock an hour ahead
+ * held requests an hour.
+ */
+export function awayForRestart (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, me: string, alive: (node: string) => boolean, wallNow: number, graceOf: (fenceMs: number) => number = ms => ms, heard?: { lastHeard: (node: string) => number | undefined, now: number }): Map<string, number> {
+  const out = new Map<string, number>()
   for (const e of roll) {
     if (e.node === me || alive(e.node) || e.restart?.confirmed !== true || !restartPending(e.restart, wallNow)) continue
-    // the shorter of from its `since` (its clock) and from when this node last heard it
-    // (this node's clock), as lentVotes counts: a clock an hour ahead held requests an hour
     const grace = graceOf(e.restart.fenceMs)
     const last = heard?.lastHeard(e.node)
     const byHeard = last != null && Number.isFinite(last) ? wallNow + (last + grace - heard!.now) : Infinity
     const end = Math.min(e.restart.since + grace, byHeard)
-    if (end <= wallNow) continue
-    away++
-    due = Math.max(due, end)
+    if (end > wallNow) out.set(e.node, end)
   }
-  return away > 0 && hasMajority(ids.size, seen + away) ? due : null
+  return out
 }
 
 /**

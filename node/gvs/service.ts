@@ -294,7 +294,7 @@ export class GvsService {
       generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
-    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), coordinators: () => this.coordinators(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), coordinators: () => this.coordinators(), awayForRestart: () => this.writeIntervals.awayForRestart(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,
@@ -371,6 +371,7 @@ export class GvsService {
     this.started = false
     this.heals.stop()
     if (this.noting != null) clearInterval(this.noting)
+    if (this.graceTimer != null) clearTimeout(this.graceTimer)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.state.off?.('changed', this.onDocChanged)
     this.components.membership.off?.('vouched', this.onVouched)
@@ -496,8 +497,14 @@ export class GvsService {
     const live = this.coordinators()
     let unmade = false
     // a node without a majority cannot tell which copies are the newest: it repairs nothing
-    // (the minority side of a cut showed a repair of its own that failed)
-    const repairs = this.writeIntervals.noMajority() == null
+    // (the minority side of a cut showed a repair of its own that failed); nor while a
+    // member is away for a restart under a confirmed grace: its copies are waited for, not
+    // made anew elsewhere and then moved back (bb32: every restart of an agent copied its
+    // node's data away; Ceph's noout). Writes still bring the objects they touch to the
+    // holders of now; a pass comes when the grace ends, should the member not be back
+    const away = this.writeIntervals.awayForRestart()
+    if (away.size > 0) this.passAfterGrace(Math.max(...away.values()))
+    const repairs = this.writeIntervals.noMajority() == null && away.size === 0
     for (const v of vols) {
       if (!this.started) return unmade
       if (!repairs) break
@@ -509,6 +516,14 @@ export class GvsService {
     }
     if (this.started) await this.reclaim.fold(() => this.volumes())
     return unmade
+  }
+
+  private graceTimer: NodeJS.Timeout | null = null
+  /** a background pass once the restart graces in force end (wall ms) */
+  private passAfterGrace (until: number): void {
+    if (this.graceTimer != null) clearTimeout(this.graceTimer)
+    this.graceTimer = setTimeout(() => { this.graceTimer = null; if (this.started) this.pass.changed() }, Math.max(0, until - Date.now()) + 1000)
+    this.graceTimer.unref?.()
   }
 
   /**

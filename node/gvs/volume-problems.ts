@@ -8,7 +8,7 @@ import type { HealthProblem } from '../api/types.ts'
 import { stateText } from './cli-format.ts'
 import type { VolumeHealthView } from './health.ts'
 
-const REFRESH_MS = 10_000
+const REFRESH_MS = 5000
 const WAIT_MS = 2000
 /** volumes named in the message; the rest are counted */
 const NAMED = 5

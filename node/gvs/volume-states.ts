@@ -39,6 +39,8 @@ export interface VolumeStatesComponents {
   live: () => Set<string>
   /** the live nodes that may coordinate a volume (health.ts coordinatorCandidates; default: the live ones) */
   coordinators?: () => Set<string>
+  /** the members away under a confirmed restart grace, with when it ends (wall ms): their copies are waited for */
+  awayForRestart?: () => ReadonlyMap<string, number>
   members: () => MemberTable
   /** why this node sees no majority of the roll, or null (write-interval-records.ts) */
   noMajority?: () => string | null
@@ -105,6 +107,13 @@ export class VolumeStates {
     const nameOf = (id: string): string => { const n = members.get(id)?.advert.name; return n == null ? id : `${n} (${id.slice(-8)})` }
     const h = withNoMajority(volumeHealth({ replicas: v.replicas, minReplicas: v.minReplicas ?? v.replicas, live, copies: inv?.copies ?? null, liveAtInventory: inv?.live, repair: this.c.repairs.progress(v.id), lastRepair: this.lastRepairs.get(v.id) ?? null, ...unsoundOf(v), nameOf, inventoryBy: this.c.self }), this.c.noMajority?.())
     if (slow) h.reasons.push(`a live node did not list its copies within ${INVENTORY_WAIT_MS / 1000} s: the inventory is from ${inv == null ? 'nowhere yet' : new Date(inv.at).toISOString()}`)
+    // copies on a member away for a restart are waited for, not made anew (service.ts reconcile)
+    // (the inventory asks live nodes only: whether this volume has copies there is not known here)
+    const away = [...(this.c.awayForRestart?.() ?? new Map<string, number>())]
+    if (away.length > 0 && h.state !== 'healthy') {
+      const until = new Date(Math.max(...away.map(([, at]) => at))).toISOString()
+      h.reasons.push(`${away.map(([n]) => nameOf(n)).join(', ')} ${away.length === 1 ? 'is' : 'are'} away for a restart: copies there are waited for, not made anew elsewhere, until ${until} (then repair makes them, should ${away.length === 1 ? 'it' : 'they'} not be back)`)
+    }
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, this.c.coordinators?.() ?? live) ?? undefined }
   }

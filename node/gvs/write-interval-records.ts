@@ -4,7 +4,7 @@
 // and that this node sees a majority at all), and what a healthy repair clears. The
 // decisions are write-intervals.ts; this is the document and the asking.
 import type { Reader, Writer } from '../../crdt/index.ts'
-import { hasMajority, restartsDueBy, voters } from '../../crdt/placement/fence.ts'
+import { awayForRestart, hasMajority, restartsDueBy, voters } from '../../crdt/placement/fence.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import { HOLDS_PROTOCOL, RESTART_HOLDS_PROTOCOL, askHolds } from '../state/holds-check.ts'
@@ -80,6 +80,11 @@ export class WriteIntervalRecords {
     const due = restartsDueBy(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor, this.c.lastHeard == null ? undefined : { lastHeard: this.c.lastHeard, now: monoNow() })
     // a grace is at most MAX_RESTART_GRACE_MS and its start-up: a record of a wrong clock holds no request longer
     return due == null ? {} : { until: Math.min(due, Date.now() + MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS) }
+  }
+
+  /** the members away under a confirmed restart grace, each with when its grace ends (wall ms; crdt/placement/fence.ts awayForRestart) */
+  awayForRestart (): Map<string, number> {
+    return awayForRestart(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor, this.c.lastHeard == null ? undefined : { lastHeard: this.c.lastHeard, now: monoNow() })
   }
 
   /** since when (epoch ms) this node has seen no majority, as its calls and membership changes found (null: it sees one) */

@@ -191,6 +191,26 @@ export function awayMembers (roll: ReadonlyArray<{ node: string, restart?: Resta
 }
 
 /**
+ * Members on the roll away for a restart within their grace (pure): not down for the
+ * majority, their VMs run on, but those VMs' links are down and the volume copies there
+ * are waited for; the grid is not at full redundancy until they are back (bb32: health
+ * said ok meanwhile, and an operator restarting agents one by one went on too early).
+ */
+export function restartingMembers (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now = monoNow(), wallNow = Date.now()): HealthProblem[] {
+  const byNode = new Map(roll.map(r => [r.node, r]))
+  const away = [...table.values()].filter(m => m.state === 'left' && byNode.get(m.nodeId)?.restart != null && restartPendingFrom(byNode.get(m.nodeId)!.restart, m.lastSeen, now, wallNow))
+    .sort((a, b) => a.since - b.since)
+  if (away.length === 0) return []
+  const say = (m: Member): string => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`
+  return [{
+    service: 'membership',
+    cause: 'members-restarting',
+    message: `${away.length} member(s) of the grid are away for a restart, within their grace: ${away.map(say).join(', ')}; their VMs run on there, their links are down and the volume copies there are waited for until they are back`,
+    since: new Date(monoToWall(away[0]!.since)).toISOString()
+  }]
+}
+
+/**
  * Members alive that this node does not reach directly while another member does
  * (pure): a partial partition, this server and each of them cut from each other on the
  * network. Membership holds them alive (others vouch for them), but whatever goes

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { memberByName, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { MemberDirectory } from '../../node/membership/directory.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
-import { ClockWatch, awayMembers, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
+import { ClockWatch, awayMembers, restartingMembers, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
 import { errorBody, toApiError } from '../../node/api/errors.ts'
 import { monoNow } from '../../protocol/mono-clock.ts'
@@ -168,6 +168,11 @@ test('awayMembers: a member on the roll whose agent left for a restart and is no
   t.regex(p!.message, /^2 member\(s\) of the grid stopped their agent for a restart and are not back past its grace: b \(stopped 70 s ago\), d \(stopped 5 s ago\); .*vgrid node forget NAME/)
   t.deepEqual(awayMembers(roll.slice(0, 1), table, now, wall), [], 'off the roll: a graceful leave')
   t.deepEqual(awayMembers([{ node: 'c', restart: roll[2]!.restart }], table, now, wall), [], 'within its grace')
+  // within its grace it is a problem of its own: not at full redundancy until it is back (bb32)
+  const [r] = restartingMembers(roll, table, now, wall)
+  t.like(r, { service: 'membership', cause: 'members-restarting' })
+  t.regex(r!.message, /^1 member\(s\) of the grid are away for a restart, within their grace: c \(stopped 10 s ago\); their VMs run on there/)
+  t.deepEqual(restartingMembers(roll.filter(e => e.node !== 'c'), table, now, wall), [], 'none within a grace')
 })
 
 test('a member alive but out of reach here (a partial partition) says so in /v1/nodes, with who reaches it (vgrid nodes showed plain alive)', async t => {

@@ -10,8 +10,9 @@ import { join } from 'node:path'
 import { ip, nsRun } from '../../netns/netns.ts'
 import type { VmNetwork, VmOverlay } from '../drivers/types.ts'
 import { hostsFile } from '../drivers/common.ts'
+import { VM_LINK_RANGE } from '../../../protocol/vm-links.ts'
 
-export const DEFAULT_LINK_RANGE = '10.254.0.0/20'
+export const DEFAULT_LINK_RANGE = VM_LINK_RANGE
 
 export const vethName = (id: string): string => `vgp${shortHash(id)}`
 export const tapName = (id: string): string => `vgt${shortHash(id)}`
