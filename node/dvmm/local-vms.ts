@@ -500,7 +500,9 @@ export class LocalVms {
     const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs })
     // a crash is counted with its time: a clean exit that is none (completed, or restarted under always) is not
     if (d.crashes.at(-1) === at) this.c.metrics.crashes.inc()
-    this.c.log.info('VM exited', { vm: id, detail, action: d.action })
+    // one left stopped by the crash rule (not a clean end) is worth an operator's look (bb32: INFO)
+    if (d.action === 'stop' && d.completed !== true && vm.spec.restart !== 'never') this.c.log.warn('VM exited and is left stopped', { vm: id, detail, reason: d.reason })
+    else this.c.log.info('VM exited', { vm: id, detail, action: d.action })
     this.consoles.keep(id)
     // while the update is not written the step would restart it: busy until it is
     if (d.action === 'stop') this.unwritten.set(id, d.reason)

@@ -212,7 +212,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       return this.info(rec)
     } catch (err) {
       const msg = (err as Error).message
-      this.components.log.warn('VM start failed', { vm: rec.id, driver: this.name, err: msg })
+      // said once, by the VM manager that asked (local-vms.ts: "VM failed to start"; bb32 read two WARNs)
+      this.components.log.debug('VM start failed', { vm: rec.id, driver: this.name, err: msg })
       await this.forceKill(rec)
       // `failed` tells the grid nothing runs (its lease may then go, and the VM start
       // elsewhere): a process that outlives SIGKILL (uninterruptible I/O) is waited for,
