@@ -210,8 +210,8 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
   if (v.json === true) return json(r)
   if (what === 'rm') {
-    const { links = [], stillRuns } = r as { links?: string[], stillRuns?: { name: string, why: string } }
-    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}`)
+    const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string } }
+    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (its guest gets its stop grace, then is killed); its volumes go to no other VM until it has (vgrid vol info shows)` : ''}`)
   } else {
     const d = r as VmDetail
     const asked = what === 'start' ? 'running' : 'stopped'

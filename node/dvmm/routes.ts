@@ -372,7 +372,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // `vm stop` says it (a tester read "removed" as gone, while the guest ran on)
       const l = doc.leases.get(vm.id)?.winner
       const away = l != null && !idle(l) && l.holder !== svc.me && membership.members.get(l.holder)?.state !== 'alive'
-      return { removed: vm.id, links, ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it; its disks go to no other VM until then' } } : {}) }
+      // one that runs: it is gone from vm ls at once, while its guest gets its stop grace (bb29)
+      const stopping = l != null && !idle(l) && !away
+      return { removed: vm.id, links, ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it; its disks go to no other VM until then' } } : {}), ...(stopping ? { stopping: { node: l.holder, name: nameOf(l.holder, doc) } } : {}) }
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's
