@@ -38,6 +38,8 @@ export function linkRows (links: LinkView[]): string {
   const down = links.some(l => l.tunnel?.down != null || l.noTunnel != null || (l.path === 'elsewhere' && l.counts?.tunnelDown != null))
   const unknown = links.filter(l => l.counts?.error != null)
   return [rows,
+    // as this node sees it (bb32: the column differed from node to node, unexplained)
+    'TUNNEL is as this node carries it: the node its WireGuard tunnel takes it to, local (both ends here), or - (neither end here)',
     `PACKETS and DROPS are counted on the node the FROM end runs on; PACKETS are those its rules let through${down ? ', also into a tunnel that is DOWN, where they are lost' : ''}`,
     ...unknown.map(l => `${l.id}: counts not known: ${l.counts!.error!}`)].join('\n')
 }

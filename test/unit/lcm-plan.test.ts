@@ -141,6 +141,7 @@ test('link ls says where its counts come from, that PACKETS include those sent i
   const end = { vm: 'web', terminal: 'db', node: 'n2', nodeName: 'b', address: '100.70.0.2', down: null }
   const base = { id: 'link-1', from: end, to: { ...end, vm: 'db', terminal: 'in' }, protocol: 'tcp', port: 5432, packets: 7, drops: 0, skipped: null, path: 'tunnel', noTunnel: null, counts: { node: 'n2', name: 'b', error: null } } as unknown as LinkView
   t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null } } as LinkView]), /PACKETS and DROPS are counted on the node the FROM end runs on; PACKETS are those its rules let through$/)
+  t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null } } as LinkView]), /^TUNNEL is as this node carries it: /m, 'the column explained (bb32)')
   t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: 'partial partition' } } as LinkView]), /b DOWN: partial partition[\s\S]*also into a tunnel that is DOWN, where they are lost$/)
   // its node did not answer: unknown, not zero, and why
   const silent = linkRows([{ ...base, packets: 0, tunnel: null, path: 'elsewhere', counts: { node: 'n2', name: 'b', error: 'counted on b, which did not answer: timeout' } } as LinkView])
