@@ -22,5 +22,8 @@ export function poolOf (table: MemberTable, draining: (id: string) => boolean = 
     pool.diskBytes.total += capacity.diskBytes
     pool.diskBytes.free += free.diskBytes
   }
+  // sums of fractions of a cpu, as they add up: 6.2, not 6.199999999999999 (bb32)
+  pool.cpu.total = Math.round(pool.cpu.total * 1000) / 1000
+  pool.cpu.free = Math.round(pool.cpu.free * 1000) / 1000
   return pool
 }

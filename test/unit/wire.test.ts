@@ -185,6 +185,10 @@ test('the pool sums alive members only', t => {
   const drained = poolOf(table, id => id === [...table.keys()][0])
   t.deepEqual(drained.cpu, { total: 4, free: 1 })
   t.deepEqual(drained.diskBytes, { total: 200, free: 100 })
+  // fractions of a cpu add up as numbers people read (bb32: 6.199999999999999)
+  let frac = onAdvert(new Map(), advert('x', { free: { cpu: 6.1, memoryBytes: 0, diskBytes: 0 } }), 0).table
+  frac = onAdvert(frac, advert('y', { free: { cpu: 0.1, memoryBytes: 0, diskBytes: 0 } }), 0).table
+  t.is(poolOf(frac).cpu.free, 6.2)
 })
 
 test('planDials picks at random among equally good targets', t => {
