@@ -229,7 +229,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
     stop: async () => { clearTimeout(rollNoteTimer); rollNoteTimer = undefined; await rollMemory.stop() }
   }
   // what status says, on /metrics too
-  registerHealthMetrics(core.registry, { problems: async () => (await Promise.all(problems.map(async p => await p()))).flat(), haOk: () => { const h = dvmm?.ha(); return h == null ? null : h.ok }, version: VERSION })
+  registerHealthMetrics(core.registry, { problems: async () => (await Promise.all(problems.map(async p => await p()))).flat(), ...(dvmm != null ? { haOk: () => dvmm.ha().ok } : {}), version: VERSION })
   const services: Service[] = [
     network,
     asService('state', state, stateRoutes({ state, directory: core.directory, onRoll: n => state.read().get('roll', n) != null })),

@@ -2,19 +2,32 @@
 // by service and cause, whether the HA check passes, the agent's release, and Node's
 // process metrics (memory, event-loop delay, CPU). Read at each scrape (bb32: nothing on
 // /metrics could alert on what status showed).
-import { Gauge, collectDefaultMetrics, type Registry } from 'prom-client'
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { HealthProblem } from './api/types.ts'
 
 export interface HealthMetricsSource {
   /** the problems /v1/status shows */
   problems: () => Promise<HealthProblem[]>
-  /** the HA check's verdict (null: no VM manager) */
-  haOk: () => boolean | null
+  /** the HA check's verdict (absent: no VM manager, and no gauge) */
+  haOk?: () => boolean
   version: string
 }
 
+/**
+ * Node's process metrics, once a process: they observe the process (GC, the event loop)
+ * and are never undone, so an agent's own registry holding them kept every agent a
+ * process ever ran alive (rv36: tests and benchmarks run dozens); /metrics appends them.
+ */
+let processMetrics: Registry | null = null
+export function processRegistry (): Registry {
+  if (processMetrics == null) {
+    processMetrics = new Registry()
+    collectDefaultMetrics({ register: processMetrics, prefix: 'vgrid_' })
+  }
+  return processMetrics
+}
+
 export function registerHealthMetrics (registry: Registry, src: HealthMetricsSource): void {
-  collectDefaultMetrics({ register: registry, prefix: 'vgrid_' })
   new Gauge({ name: 'vgrid_build_info', help: 'the agent\'s release (always 1)', labelNames: ['version'] as const, registers: [registry] }).set({ version: src.version }, 1)
   // one look a scrape: the registry collects its metrics at once (null: a check failed, not ok)
   let last: { at: number, p: Promise<HealthProblem[] | null> } | null = null
@@ -42,13 +55,18 @@ export function registerHealthMetrics (registry: Registry, src: HealthMetricsSou
       for (const p of problems ?? []) this.inc({ service: p.service, cause: p.cause })
     }
   })
-  new Gauge({
-    name: 'vgrid_ha_ok',
-    help: '1 while every VM could run again if any one node failed (vgrid ha), else 0; absent without a VM manager',
-    registers: [registry],
-    collect () {
-      const ok = src.haOk()
-      if (ok == null) this.reset(); else this.set(ok ? 1 : 0)
-    }
-  })
+  const haOk = src.haOk
+  if (haOk != null) {
+    new Gauge({
+      name: 'vgrid_ha_ok',
+      help: '1 while every VM could run again if any one node failed (vgrid ha), else 0; absent without a VM manager',
+      registers: [registry],
+      collect () {
+        // a check that throws is not ok, and fails not the whole scrape (rv36)
+        let ok = false
+        try { ok = haOk() } catch {}
+        this.set(ok ? 1 : 0)
+      }
+    })
+  }
 }

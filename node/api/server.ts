@@ -15,6 +15,7 @@ import { StaleReaderError } from '../../crdt/index.ts'
 import { API_BODY_LIMIT, ApiError, errorBody, toApiError } from './errors.ts'
 import { onlyQuery } from '../errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
+import { processRegistry } from '../health-metrics.ts'
 
 export interface ApiComponents {
   config: { api: { host: string, port: number }, apiSocket: string | null, dataDir: string }
@@ -317,7 +318,8 @@ export class ApiService implements Service {
     app.get('/healthz', async () => ({ ok: true }))
     app.get('/metrics', async (_req, reply) => {
       void reply.header('content-type', this.c.registry.contentType)
-      return await this.c.registry.metrics()
+      // the agent's, then the process's (health-metrics.ts processRegistry)
+      return `${await this.c.registry.metrics()}\n${await processRegistry().metrics()}`
     })
   }
 }

@@ -24,6 +24,8 @@ export interface VolumeDrainProgress {
   stays?: string
   /** the node is not alive (restarting, or dead): what it holds is not known */
   away?: true
+  /** volumes with no inventory of their copies yet: whether the node holds some is not known */
+  unknown?: string[]
   /**
    * no copy on it, no record of writes going to it, and it is alive to say so: nothing
    * of this drain's to wait for (bb30: a node restarting during the drain listed nothing,
@@ -51,8 +53,10 @@ export function volumeDrainProgress (node: string, a: VolumesAnswer): VolumeDrai
   const stuck = ready.find(v => v.health.state === 'degraded' && (v.health.reasons?.length ?? 0) > 0)
   const why = stuck == null ? undefined : `${stuck.path}: ${stuck.health.reasons![0]!}`
   const away = e?.away?.includes(node) === true
-  const nothingThere = holding.length === 0 && recorded.length === 0 && !away
-  return { holding, repairing, recorded, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, ...away ? { away } : {}, nothingThere, done: nothingThere && repairing.length === 0 }
+  // a volume with no inventory yet says nothing of where its copies are (bb31: "no copy left", then 45)
+  const unknown = ready.filter(v => v.health.copiesOn == null).map(v => v.path)
+  const nothingThere = holding.length === 0 && recorded.length === 0 && unknown.length === 0 && !away
+  return { holding, repairing, recorded, ...unknown.length > 0 ? { unknown } : {}, ...why != null ? { why } : {}, ...stays != null ? { stays } : {}, ...away ? { away } : {}, nothingThere, done: nothingThere && repairing.length === 0 }
 }
 
 /** one line of the drain's volume progress */
@@ -61,7 +65,9 @@ export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   if (p.done) return `  volumes: no copy left on ${name}, every volume healthy on the other nodes`
   const on = p.away === true
     ? `${name} is not alive now (restarting?): what it holds is not known, and its copies move once it is back`
-    : p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
+    : p.holding.length === 0 && (p.unknown?.length ?? 0) > 0
+      ? `where the copies of ${p.unknown!.length} volume(s) are is not known yet (no inventory: ${p.unknown!.slice(0, 3).join(', ')}${p.unknown!.length > 3 ? ', ...' : ''})`
+      : p.holding.length > 0 ? `${copies} object cop${copies === 1 ? 'y' : 'ies'} of ${p.holding.length} volume(s) still on ${name} (${p.holding.slice(0, 3).map(h => h.path).join(', ')}${p.holding.length > 3 ? ', ...' : ''})` : `no copy left on ${name}`
   const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})${p.why != null ? `; ${p.why}` : ''}` : ''
   const rec = p.recorded.length > 0 ? `; ${p.recorded.length} volume(s) still record writes as going to ${name} (${p.recorded.slice(0, 3).join(', ')}${p.recorded.length > 3 ? ', ...' : ''}), until their next repair clears that` : ''
   return `  volumes: ${on}${rep}${rec}`

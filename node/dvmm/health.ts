@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts'
 import type { Decisions } from './decide.ts'
 import { docView, haOf, nodeViews, type DocView } from './view.ts'
 import { lostVms, unplacedVms, type LostVm } from './vms.ts'
-import { GUEST_PAUSED } from './drivers/types.ts'
+import { guestHeld } from './drivers/types.ts'
 import { escapeControls } from './control-chars.ts'
 
 export interface DvmmHealthComponents {
@@ -111,7 +111,7 @@ export class DvmmHealth {
     // running, but QEMU paused the guest after a disk error: frozen until its disk takes the write
     const paused = [...now.doc.vms.values()].flatMap(vm => {
       const w = now.doc.leases.get(vm.id)?.winner
-      return w?.status === 'running' && w.reason?.startsWith(GUEST_PAUSED) === true ? [`${vm.name} (${w.reason})`] : []
+      return w?.status === 'running' && guestHeld(w.reason) ? [`${vm.name} (${w.reason!})`] : []
     })
     if (paused.length > 0) out.push({ service: 'dvmm', cause: 'vms-paused', message: `${paused.length} VM(s) run no more though their process does: ${paused.join('; ')}` })
     if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : (f.lent ?? 0) > 0 ? `this node ${f.reason}; it fences itself once their grace has passed without a majority back` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })

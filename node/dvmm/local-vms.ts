@@ -11,7 +11,7 @@ import { onExit, restartDelayMs } from '../../crdt/placement/index.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
-import { GUEST_PAUSED, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
+import { GUEST_STUCK, guestHeld, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
 import { appendLog, logged, readLog, sameVm, type History } from './history.ts'
 import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
@@ -101,12 +101,13 @@ export class LocalVms {
   // a guest its driver finds paused (QEMU, after a disk error) runs no more though its
   // process does: the lease says why, not a plain `running`, until it goes on
   private readonly onPaused = (e: { id: string, why: string | null }): void => {
+    const l0 = (id: string): string | null | undefined => this.c.state.read().get('leases', id)?.value.reason
     if (e.why != null) {
       this.c.log.warn('a VM\'s guest is paused', { vm: e.id, why: e.why })
       this.updateLease(e.id, { reason: e.why }, l => l.status === 'running')
     } else {
       this.c.log.info('a VM\'s guest runs again', { vm: e.id })
-      this.updateLease(e.id, { reason: 'runs again: QEMU had paused it after a disk error, and its disk took the write since' }, l => l.status === 'running' && l.reason != null && l.reason.startsWith(GUEST_PAUSED))
+      this.updateLease(e.id, { reason: l0(e.id)?.startsWith(GUEST_STUCK) === true ? 'runs again: its QEMU answers on its control socket again' : 'runs again: QEMU had paused it after a disk error, and its disk took the write since' }, l => l.status === 'running' && guestHeld(l.reason))
     }
   }
 

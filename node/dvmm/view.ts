@@ -57,6 +57,9 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
     const m = members.get(id)
     const e = doc.roll.get(id)
     const alive = id === me || m?.state === 'alive'
+    // the members it does not reach that are alive: one that left since reaches nobody (bb31:
+    // a node cut from one that then stopped stayed the last choice, and a group piled elsewhere)
+    const unreached = alive ? (m?.advert.unreached ?? []).filter(u => u === me || members.get(u)?.state === 'alive') : []
     return {
       id,
       name: m?.advert.name ?? e?.name ?? id,
@@ -69,7 +72,7 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
       ...(alive && m?.advert.overlayDown != null ? { overlayDown: m.advert.overlayDown } : {}),
       ...(alive && m?.advert.dataDiskFull != null ? { dataDiskFull: m.advert.dataDiskFull } : {}),
-      ...(alive && (m?.advert.unreached?.length ?? 0) > 0 ? { unreached: m!.advert.unreached! } : {}),
+      ...(unreached.length > 0 ? { unreached } : {}),
       // dead members too: a takeover of a dead holder's leases waits for its fence (an
       // agent that advertises none runs the default)
       ...(m != null ? { fenceTimeoutMs: m.advert.fenceTimeoutMs ?? FENCE_TIMEOUT_MS } : {}),

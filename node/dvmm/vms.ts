@@ -8,7 +8,7 @@ import { cmdlineProblem, kernelMemoryProblem } from './boot-checks.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import { leaseReason, type HistoryEvent } from './history.ts'
-import { GUEST_PAUSED, type VmInfo } from './drivers/types.ts'
+import { guestHeld, type VmInfo } from './drivers/types.ts'
 import { awaitsPlacement, demandOf, formerLease, holdings, vmState, type DocView, type LeaseView } from './view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
@@ -329,7 +329,7 @@ export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {
   const leaseState = vmState(vm, l)
   // a guest QEMU paused stood `running` while it did nothing (a tester read it as fine)
-  const paused = leaseState === 'running' && l?.winner.reason?.startsWith(GUEST_PAUSED) === true
+  const paused = leaseState === 'running' && guestHeld(l?.winner.reason)
   const state = paused ? 'paused' : leaseState
   // a parked lease of a VM started again: it waits for a holder, as with none; so does a former VM's
   const held = l == null || awaitsPlacement(vm, l) || formerLease(vm, l) ? undefined : l.winner

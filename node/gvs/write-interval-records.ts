@@ -82,9 +82,26 @@ export class WriteIntervalRecords {
     return due == null ? {} : { until: Math.min(due, Date.now() + MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS) }
   }
 
-  /** the members away under a confirmed restart grace, each with when its grace ends (wall ms; crdt/placement/fence.ts awayForRestart) */
-  awayForRestart (): Map<string, number> {
-    return awayForRestart(this.c.state.read().list('roll'), this.c.self, this.c.alive, Date.now(), watchdogTimeoutFor, this.c.lastHeard == null ? undefined : { lastHeard: this.c.lastHeard, now: monoNow() })
+  /** when this node first found each member away for a restart (wall ms) */
+  private readonly awaySeen = new Map<string, number>()
+
+  /**
+   * The members away under a confirmed restart grace, each with when its grace ends (wall
+   * ms; crdt/placement/fence.ts awayForRestart), for at most the longest grace and its
+   * start-up from when this node first found it away: a record of a clock an hour ahead,
+   * of a member this node never heard, held repairs for an hour (rv36)
+   */
+  awayForRestart (now = Date.now()): Map<string, number> {
+    const raw = awayForRestart(this.c.state.read().list('roll'), this.c.self, this.c.alive, now, watchdogTimeoutFor, this.c.lastHeard == null ? undefined : { lastHeard: this.c.lastHeard, now: monoNow() })
+    for (const n of [...this.awaySeen.keys()]) if (!raw.has(n)) this.awaySeen.delete(n)
+    const out = new Map<string, number>()
+    for (const [n, end] of raw) {
+      const seen = this.awaySeen.get(n) ?? now
+      this.awaySeen.set(n, seen)
+      const cap = seen + MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS
+      if (now < cap) out.set(n, Math.min(end, cap))
+    }
+    return out
   }
 
   /** since when (epoch ms) this node has seen no majority, as its calls and membership changes found (null: it sees one) */

@@ -74,4 +74,8 @@ test('the drain\'s volume progress: copies on the node and volumes repairing; do
   t.like(away, { away: true, nothingThere: false, done: false })
   t.is(volumeDrainLine('h3', away), '  volumes: h3 is not alive now (restarting?): what it holds is not known, and its copies move once it is back; 1 volume(s) repairing or degraded (/a)')
   t.like(volumeDrainProgress('n3', { volumes: [vol('/a', 'degraded', { n1: 4 })], evacuation: { nodes: ['n3'] } }), { nothingThere: true, done: false }, 'alive, listed, holding nothing: a volume degraded of its own is not the drain\'s')
+  // a volume with no inventory yet: not known, not "no copy left" (bb31)
+  const unknown = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4 }), vol('/b', 'degraded')], evacuation: { nodes: ['n3'] } })
+  t.like(unknown, { unknown: ['/b'], nothingThere: false, done: false })
+  t.regex(volumeDrainLine('h3', unknown), /^ {2}volumes: where the copies of 1 volume\(s\) are is not known yet \(no inventory: \/b\)/)
 })

@@ -52,3 +52,11 @@ test('a grid whose only node has its overlay down still places a linked VM there
   const nodes = nodeViews(doc, new Map([['a', member('a', DOWN)]]), () => ({}), 'a')
   t.is(rank(demandOf(vm('srv', { inputs: ['in'] })), nodes, usageOf([]), { strategy: 'binpack' }).best, 'a')
 })
+
+test('a node is said cut only from members alive: one it did not reach that has since left reaches nobody (bb31: the node stayed the last choice, and an anti-affinity group piled elsewhere)', t => {
+  const cut = (id: string, unreached: string[]): Member => { const m = member(id); return { ...m, advert: { ...m.advert, unreached } } as unknown as Member }
+  const left = { ...member('a'), state: 'left' } as unknown as Member
+  const nodes = nodeViews(doc, new Map([['a', left], ['b', cut('b', ['c'])], ['c', cut('c', ['a'])]]), () => ({}), 'b')
+  t.deepEqual(nodes.find(n => n.id === 'b')?.unreached, ['c'], 'b does not reach c, alive')
+  t.is(nodes.find(n => n.id === 'c')?.unreached, undefined, 'c did not reach a, which left')
+})

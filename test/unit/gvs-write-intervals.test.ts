@@ -323,3 +323,18 @@ test('an object whose every holder membership has held dead longer than the retr
   await t.throwsAsync(soon.read(0, 4096), { instanceOf: GvsError })
   t.true(Date.now() - t0 >= 1000, `waited for the holders (${Date.now() - t0} ms)`)
 })
+
+test('awayForRestart: a member away under a confirmed grace, until it ends; a record of a clock far ahead holds at most the longest grace and its start-up from when this node found it away (rv36)', t => {
+  const three = doc([ID.A, ID.B, ID.C])
+  const now = Date.now()
+  three.change(w => { w.update('roll', ID.C, { restart: { fenceMs: 35_000, since: now - 1000, confirmed: true } }) })
+  const r = records(three, new Set([ID.B]), ns(ID.A, ID.B))
+  t.deepEqual([...r.awayForRestart(now)], [[ID.C, now - 1000 + 21_000]])
+  // its clock an hour ahead: its record says an hour
+  three.change(w => { w.update('roll', ID.C, { restart: { fenceMs: 35_000, since: now + 3_600_000, confirmed: true } }) })
+  const ahead = records(three, new Set([ID.B]), ns(ID.A, ID.B))
+  t.is(ahead.awayForRestart(now).get(ID.C), now + 5 * 60_000 + 5000, 'capped at the longest grace and its start-up')
+  t.true(ahead.awayForRestart(now + 5 * 60_000 + 4000).has(ID.C))
+  t.false(ahead.awayForRestart(now + 5 * 60_000 + 5000).has(ID.C), 'and no longer once that has passed')
+  t.deepEqual([...records(three, new Set([ID.B, ID.C]), ns(ID.A, ID.B, ID.C)).awayForRestart(now)], [], 'a member alive is not away')
+})

@@ -13,7 +13,7 @@ import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { sleep, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
-import { DriverError, GUEST_PAUSED, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
+import { DriverError, GUEST_PAUSED, GUEST_STUCK, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
 import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
 
 export type QemuDriverComponents = HostDriverComponents
@@ -253,17 +253,20 @@ export class QemuDriver extends HostDriver {
     if (now - g.silentSince < QMP_SILENT_MS) return
     // the clock counts monotonic time: the wall time it stands for
     const since = new Date(Date.now() - (now - g.silentSince)).toISOString()
-    const why = `QEMU has not answered on its control socket since ${since} (${err.message}): the guest may be stuck; \`vgrid vm stop\` kills it after the grace time`
-    if (g.paused?.startsWith('QEMU has not answered') === true) return
+    const why = `${GUEST_STUCK} since ${since} (${err.message}): the guest may be stuck; \`vgrid vm stop\` kills it after the grace time`
+    // said once; and a guest already said paused after a disk error stays so (its QEMU may hang on the failing disk: rv36)
+    if (g.paused != null) return
     g.paused = why
     this.components.log?.warn('QEMU does not answer on its control socket', { vm: rec.id, since, err: err.message })
     this.emit('paused', { id: rec.id, why, at: now })
   }
 
-  private async lookAtGuest (rec: VmRecord, g: { paused?: string, contAt: number }): Promise<void> {
+  private async lookAtGuest (rec: VmRecord, g: { paused?: string, contAt: number, silentSince?: number }): Promise<void> {
     const q = await Qmp.open(join(this.runs.dir(rec.id), 'qmp.sock'))
     try {
       const st = await q.execute('query-status') as { status?: string }
+      // it answers: not stuck, whatever the commands after this one do
+      g.silentSince = undefined
       const why = st.status === 'io-error' ? pausedWhy(await q.execute('query-block'), rec.spec.disks ?? []) : undefined
       if (why !== g.paused) {
         g.paused = why

@@ -115,6 +115,11 @@ export interface ProbeResult {
 
 /** how a paused guest's reason begins (a lease's reason that says so is taken back when it runs again) */
 export const GUEST_PAUSED = 'QEMU paused the guest after a disk error'
+/** how the reason of a guest whose QEMU does not answer its control socket begins (taken back likewise) */
+export const GUEST_STUCK = 'QEMU does not answer on its control socket'
+
+/** whether a running VM's lease reason says its guest runs no more (paused, or its QEMU stuck) */
+export const guestHeld = (reason: string | null | undefined): boolean => reason != null && (reason.startsWith(GUEST_PAUSED) || reason.startsWith(GUEST_STUCK))
 
 export interface DriverEvents {
   state: [{ id: string, state: VmState, at: number }]
