@@ -176,18 +176,22 @@ export function deadMembers (roll: ReadonlyArray<{ node: string }>, table: Membe
  * health said nothing of them (a tester's host away 40 s past its grace: `ok`).
  */
 export function awayMembers (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now = monoNow(), wallNow = Date.now()): HealthProblem[] {
+  return leftOnRoll(roll, table, now, wallNow, false, (n, said) => ({ cause: 'members-away', message: `${n} member(s) of the grid stopped their agent for a restart and are not back past its grace: ${said}; each counts as down for the majority, its VMs run elsewhere: start its agent again, or \`vgrid node forget NAME\` one that is gone for good` }))
+}
+
+/**
+ * The members on the roll whose agent left the gossip, within their restart grace
+ * (`pending`) or not, as one problem (none when there are none). Counted from when this
+ * node last heard each, as the node views count it (a clock ahead said `away` while they
+ * said `restarting`).
+ */
+function leftOnRoll (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now: number, wallNow: number, pending: boolean, say: (n: number, said: string) => { cause: string, message: string }): HealthProblem[] {
   const byNode = new Map(roll.map(r => [r.node, r]))
-  // counted from when this node last heard it, as the node views count it (a clock ahead said `away` while they said `restarting`)
-  const away = [...table.values()].filter(m => m.state === 'left' && byNode.has(m.nodeId) && !restartPendingFrom(byNode.get(m.nodeId)!.restart, m.lastSeen, now, wallNow))
+  const left = [...table.values()].filter(m => m.state === 'left' && byNode.has(m.nodeId) && restartPendingFrom(byNode.get(m.nodeId)!.restart, m.lastSeen, now, wallNow) === pending)
     .sort((a, b) => a.since - b.since)
-  if (away.length === 0) return []
-  const say = (m: Member): string => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`
-  return [{
-    service: 'membership',
-    cause: 'members-away',
-    message: `${away.length} member(s) of the grid stopped their agent for a restart and are not back past its grace: ${away.map(say).join(', ')}; each counts as down for the majority, its VMs run elsewhere: start its agent again, or \`vgrid node forget NAME\` one that is gone for good`,
-    since: new Date(monoToWall(away[0]!.since)).toISOString()
-  }]
+  if (left.length === 0) return []
+  const said = left.map(m => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`).join(', ')
+  return [{ service: 'membership', ...say(left.length, said), since: new Date(monoToWall(left[0]!.since)).toISOString() }]
 }
 
 /**
@@ -197,17 +201,7 @@ export function awayMembers (roll: ReadonlyArray<{ node: string, restart?: Resta
  * said ok meanwhile, and an operator restarting agents one by one went on too early).
  */
 export function restartingMembers (roll: ReadonlyArray<{ node: string, restart?: RestartRecord | null }>, table: MemberTable, now = monoNow(), wallNow = Date.now()): HealthProblem[] {
-  const byNode = new Map(roll.map(r => [r.node, r]))
-  const away = [...table.values()].filter(m => m.state === 'left' && byNode.get(m.nodeId)?.restart != null && restartPendingFrom(byNode.get(m.nodeId)!.restart, m.lastSeen, now, wallNow))
-    .sort((a, b) => a.since - b.since)
-  if (away.length === 0) return []
-  const say = (m: Member): string => `${m.advert.name} (stopped ${Math.max(0, Math.round((now - m.since) / 1000))} s ago)`
-  return [{
-    service: 'membership',
-    cause: 'members-restarting',
-    message: `${away.length} member(s) of the grid are away for a restart, within their grace: ${away.map(say).join(', ')}; their VMs run on there, their links are down and the volume copies there are waited for until they are back`,
-    since: new Date(monoToWall(away[0]!.since)).toISOString()
-  }]
+  return leftOnRoll(roll, table, now, wallNow, true, (n, said) => ({ cause: 'members-restarting', message: `${n} member(s) of the grid are away for a restart, within their grace: ${said}; their VMs are not moved elsewhere meanwhile, their links are down and the volume copies there are waited for until they are back` }))
 }
 
 /**

@@ -171,7 +171,7 @@ test('awayMembers: a member on the roll whose agent left for a restart and is no
   // within its grace it is a problem of its own: not at full redundancy until it is back (bb32)
   const [r] = restartingMembers(roll, table, now, wall)
   t.like(r, { service: 'membership', cause: 'members-restarting' })
-  t.regex(r!.message, /^1 member\(s\) of the grid are away for a restart, within their grace: c \(stopped 10 s ago\); their VMs run on there/)
+  t.regex(r!.message, /^1 member\(s\) of the grid are away for a restart, within their grace: c \(stopped 10 s ago\); their VMs are not moved elsewhere meanwhile/)
   t.deepEqual(restartingMembers(roll.filter(e => e.node !== 'c'), table, now, wall), [], 'none within a grace')
 })
 
