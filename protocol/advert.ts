@@ -65,7 +65,9 @@ export const AdvertSchema = Type.Object({
   vmHost: Type.Optional(Type.Object({
     cgroup: Type.Union([Type.Literal('v1'), Type.Literal('v2'), Type.Literal('none')]),
     accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg'), Type.Null()]),
-    drivers: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 })
+    drivers: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 }),
+    /** it boots a qemu VM from its first volume (absent: an agent of an earlier release, which cannot) */
+    volumeBoot: Type.Optional(Type.Boolean())
   }, open)),
   /**
    * the node's fence timeout setting (ms; 3 s to 10 min, as the agent's flag): a takeover of its

@@ -56,6 +56,14 @@ export const driver: Check = {
     : `no usable ${vm.driver} driver (has ${node.drivers.length === 0 ? 'none' : node.drivers.join(', ')})`
 }
 
+/** a VM that boots from its first volume on an agent of an earlier release would fail its starts there (rv36) */
+export const bootsVolume: Check = {
+  name: 'boot',
+  check: (vm, node) => vm.volumeBoot !== true || node.drivers == null || node.volumeBoot === true
+    ? null
+    : 'its agent\'s release cannot boot a VM from a volume (upgrade it)'
+}
+
 export const fitsCpu: Check = {
   name: 'cpu',
   check: (vm, node, used) => {
@@ -73,7 +81,7 @@ export const fitsMemory: Check = {
 }
 
 /** in this order: the first that fails is the reason shown */
-export const CHECKS: readonly Check[] = [alive, notDraining, dataDisk, labels, driver, fitsCpu, fitsMemory]
+export const CHECKS: readonly Check[] = [alive, notDraining, dataDisk, labels, driver, bootsVolume, fitsCpu, fitsMemory]
 
 /** null when every check passes, else the first failing check and its reason */
 export function feasible (vm: Demand, node: NodeView, used: Usage, checks: readonly Check[] = CHECKS): { check: string, reason: string } | null {

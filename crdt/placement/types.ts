@@ -25,6 +25,8 @@ export interface NodeView {
   labels: Record<string, string>
   /** the VM drivers its probe found usable; absent: not known yet (not probed, or an older agent) */
   drivers?: readonly string[]
+  /** its agent boots a qemu VM from its first volume (an agent of an earlier release says nothing and cannot) */
+  volumeBoot?: boolean
   /** the fence timeout it advertises (ms); absent: not known (an older agent, or no advert seen) */
   fenceTimeoutMs?: number
   /** the silence timeout in force it advertises (ms); absent: not known (an older agent, or no advert seen) */
@@ -54,6 +56,8 @@ export interface Demand {
   links?: boolean
   /** it has volumes as disks: their holders must be reachable from its node */
   disks?: boolean
+  /** it boots from its first volume (qemu, neither kernel nor image): an agent that can must run it */
+  volumeBoot?: boolean
 }
 
 /** resources a node has reserved for one VM (a lease, or a claim being planned) */

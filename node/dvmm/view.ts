@@ -43,7 +43,8 @@ export const demandOf = (vm: Vm): Demand => ({
   antiAffinity: vm.spec.antiAffinity,
   driver: vm.spec.driver,
   ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {}),
-  ...((vm.spec.volumes?.length ?? 0) > 0 ? { disks: true } : {})
+  ...((vm.spec.volumes?.length ?? 0) > 0 ? { disks: true } : {}),
+  ...(vm.spec.driver === 'qemu' && vm.spec.kernel == null && vm.spec.image == null && (vm.spec.volumes?.length ?? 0) > 0 ? { volumeBoot: true } : {})
 })
 
 /**
@@ -69,7 +70,7 @@ export function nodeViews (doc: DocView, members: MemberTable, labelsOf: (node: 
       draining: e?.draining === true,
       capacity: { cpu: m?.advert.capacity.cpu ?? 0, memoryBytes: m?.advert.capacity.memoryBytes ?? 0 },
       labels: { ...m?.advert.labels, ...labelsOf(id) },
-      ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers } : {}),
+      ...(m?.advert.vmHost != null ? { drivers: m.advert.vmHost.drivers, ...(m.advert.vmHost.volumeBoot === true ? { volumeBoot: true } : {}) } : {}),
       ...(alive && m?.advert.overlayDown != null ? { overlayDown: m.advert.overlayDown } : {}),
       ...(alive && m?.advert.dataDiskFull != null ? { dataDiskFull: m.advert.dataDiskFull } : {}),
       ...(unreached.length > 0 ? { unreached } : {}),

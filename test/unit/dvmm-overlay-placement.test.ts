@@ -25,6 +25,14 @@ const vm = (id: string, terminals: { inputs?: string[], outputs?: string[] } = {
 const doc: DocView = { vms: new Map(), leases: new Map(), roll: new Map() }
 const DOWN = 'WireGuard cannot start: Address already in use'
 
+test('a qemu VM with volumes and neither kernel nor image boots from a volume, and needs an agent that can (rv36)', t => {
+  const q = (spec: Record<string, unknown>): Vm => ({ ...vm('q'), spec: { ...vm('q').spec, driver: 'qemu', ...spec } } as unknown as Vm)
+  t.true(demandOf(q({ volumes: ['v1'] })).volumeBoot)
+  t.is(demandOf(q({ volumes: ['v1'], kernel: '/k' })).volumeBoot, undefined)
+  t.is(demandOf(q({ volumes: ['v1'], image: '/i' })).volumeBoot, undefined)
+  t.is(demandOf(vm('p')).volumeBoot, undefined)
+})
+
 test('a VM with terminals needs the overlay; one without does not', t => {
   t.is(demandOf(vm('plain')).links, undefined)
   t.true(demandOf(vm('srv', { inputs: ['in'] })).links)

@@ -36,6 +36,10 @@ test('each feasibility check filters with its own reason, first failing check wi
   t.like(feasible(vm('a', { driver: 'qemu' }), node('n', { drivers: [] }), empty), { check: 'driver', reason: 'no usable qemu driver (has none)' })
   t.is(feasible(vm('a', { driver: 'qemu' }), node('n'), empty), null, 'a node that has not said which drivers it has is not filtered')
   t.is(feasible(vm('a', { driver: 'process' }), node('n', { drivers: ['process', 'qemu'] }), empty), null)
+  // a VM that boots from a volume: not on an agent of an earlier release, which cannot (rv36)
+  t.like(feasible(vm('a', { driver: 'qemu', volumeBoot: true }), node('n', { drivers: ['qemu'] }), empty), { check: 'boot', reason: 'its agent\'s release cannot boot a VM from a volume (upgrade it)' })
+  t.is(feasible(vm('a', { driver: 'qemu', volumeBoot: true }), node('n', { drivers: ['qemu'], volumeBoot: true }), empty), null)
+  t.is(feasible(vm('a', { driver: 'qemu' }), node('n', { drivers: ['qemu'] }), empty), null, 'a VM booting a kernel or an image: any release')
   // a node whose overlay is down is no filter (a link between two VMs of one node needs no tunnel): the scorer puts it last
   t.is(feasible(vm('a', { links: true }), node('n', { overlayDown: 'WireGuard cannot start' }), empty), null)
   t.like(feasible(vm('a'), node('n'), used), { check: 'cpu', reason: 'needs 1 cpu, 0.5 of 4 free' })
