@@ -536,11 +536,13 @@ test.serial('an agent out of file descriptors neither dies nor starts a second s
 maybe('watchdog: a VM stuck in its out-of-memory kill in a tiny CPU quota is still ended by its guard once the supervisor is gone with the agent (bb25)', async t => {
   const id = `oomq-${process.pid}`
   const { dataDir, driver, w } = await guarded(t, 60_000, [id])
-  // 0.01 CPU and 16 MiB: the shell's 200 MiB string is killed by the kernel, slowly, inside the quota
-  // (reaching the limit at 1 % of a CPU took 10-15 s alone and over 90 s once in CI beside other tests)
-  const pid = (await driver.start({ id, vcpus: 0.01, memoryMiB: 16, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'x=$(head -c 200M /dev/zero | tr "\\0" a); sleep 1000'] } })).pid!
+  // 0.01 CPU and 16 MiB: dd's 200 MiB buffer, filled by the kernel from /dev/zero, is killed for want of memory
+  // (the kernel's fill reaches the limit on little CPU: a shell string built through a pipe took 10-15 s alone at
+  // 1 % of a CPU and over 150 s once in CI), then eight busy loops hold the quota spent: a guard inside it got
+  // too little CPU to kill them within 10 s
+  const pid = (await driver.start({ id, vcpus: 0.01, memoryMiB: 16, network: false, boot: { kind: 'command', command: ['/bin/sh', '-c', 'dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null; for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait'] } })).pid!
   const groups = groupPaths(probeCgroups().layout!, vmGroupName('process', dataDir, id))
-  await waitFor('the kernel kills in the VM for want of memory', () => oomKills(groups) >= 1, 150_000, 100)
+  await waitFor('the kernel kills in the VM for want of memory', () => oomKills(groups) >= 1, 60_000, 100)
   await new Promise(resolve => setTimeout(resolve, 1000))
   w.abandon()
   const t0 = Date.now()
