@@ -26,6 +26,8 @@ import type { ReplicaRequest } from './replica-protocol.ts'
 import { planSettle } from './versions.ts'
 import { Settler } from './settler.ts'
 import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
+import { addTo, eachLimited, planFlush, UnflushedWrites } from './unflushed-writes.ts'
+import { retryTransient } from './transient-retry.ts'
 
 export interface ReplicatedVolumeComponents {
   transport: ReplicaTransport
@@ -78,13 +80,6 @@ const MAX_RERECORDS = 5
 /** object settles a flush runs at once for writes of an earlier placement generation */
 const ORPHAN_SETTLES = 8
 
-/** runs `fn` over `items`, at most `limit` at once */
-async function eachLimited<T> (items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async (): Promise<void> => { while (next < items.length) await fn(items[next++]!) }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-}
-
 /** shared by the pieces of one request: set once one failed for good */
 interface Stop { failed: Error | null }
 
@@ -96,11 +91,8 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly under: string[] | undefined
   private readonly pkey: string
   private readonly retryMs: number
-  /**
-   * nodes written to since their last flush: the objects written there, each with the
-   * placement generation of its first write since (the oldest wins: rv35)
-   */
-  private readonly unflushed = new Map<string, Map<number, number>>()
+  /** nodes written to since their last flush, and what (unflushed-writes.ts) */
+  private readonly unflushed = new UnflushedWrites()
   private flushedOnce = false
   /** writes in flight, by object and byte range */
   private readonly writing = new RangeLock()
@@ -279,41 +271,9 @@ export class ReplicatedVolume implements BlockDevice {
     })
   }
 
-  /**
-   * Runs a write or a flush again while it fails only for replicas out of reach for a
-   * moment (GvsError.transient), for up to `retryMs`: an agent that restarts, or one
-   * that stops while the others still place objects on it, cost the client a pause,
-   * not an I/O error (a guest's filesystem turns read-only on one). Meanwhile the node
-   * comes back, or membership drops it and the object settles on its new holders. A
-   * write that reached some holders is written again whole, at a new version: the same
-   * bytes, so nothing is lost or doubled. `retryMs` bounds when a new attempt may
-   * start, not how long one takes (a replica's own timeout); counted from when the
-   * failure's cause began where it says (GvsError.since: a node without a majority, a
-   * peer out of reach), so one that has outlasted it fails at once; one due to end by a
-   * known time (GvsError.until: members back from a restart) is waited for until then. `stop`: a sibling piece
-   * of the same request failed for good: no new attempt (the request fails anyway).
-   */
+  /** a write or flush tried again while replicas are out of reach for a moment, for up to `retryMs` (transient-retry.ts) */
   private async retrying<T> (stop: Stop | undefined, fn: () => Promise<T>): Promise<T> {
-    let windowFrom = Date.now()
-    let firstUntil: number | undefined
-    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
-      try {
-        return await fn()
-      } catch (err) {
-        if (!(err instanceof GvsError) || !err.transient) throw err
-        // a cause due to end by a known time (members back from a restart) is waited for
-        // until then, and what follows it gets a window of its own (bb18: the members back,
-        // their volume services not answering yet, failed a write that had waited for them)
-        // the first such time a request meets bounds it: a cause that keeps moving its end holds no request for ever
-        if (err.until != null) { windowFrom = Date.now(); firstUntil ??= err.until }
-        const deadline = Math.max(Math.min(windowFrom + this.retryMs, (err.since ?? Infinity) + this.retryMs), Math.min(err.until ?? -Infinity, firstUntil ?? Infinity))
-        const left = deadline - Date.now()
-        if (left <= 0) throw err
-        // the last attempt at the deadline, not a wait's length before it
-        await new Promise(resolve => setTimeout(resolve, Math.min(wait, left)))
-        if (stop?.failed != null) throw err
-      }
-    }
+    return await retryTransient(this.retryMs, () => stop?.failed != null, fn)
   }
 
   /**
@@ -362,33 +322,17 @@ export class ReplicatedVolume implements BlockDevice {
   }
 
   private async flushOnce (): Promise<void> {
-    const entries = [...this.unflushed]
-    this.unflushed.clear()
+    const entries = this.unflushed.take()
     const live = this.c.nodes == null ? null : new Set(this.c.nodes())
-    const flushNow = new Map<string, Set<number>>()
-    const add = (node: string, idx: Iterable<number>): void => {
-      const set = flushNow.get(node) ?? new Set<number>()
-      for (const i of idx) set.add(i)
-      flushNow.set(node, set)
-    }
     // the first flush goes to every live node: a client that reconnected to a restarted
     // agent flushes writes an earlier run of it took (on other nodes too) that this one never saw
     // (one cut from this node alone is passed with R >= 2, as a writer's claim passes it:
     // every object an earlier run wrote there was written to another holder too, which
     // this flushes; every flush through a host cut from one other failed after 20 s)
-    if (!this.flushedOnce) {
-      this.flushedOnce = true
-      for (const n of live ?? []) if (!(this.init.replicas >= 2 && this.c.unreached?.(n) === true)) add(n, [])
-    }
-    const orphaned = new Set<number>()
+    const everyNode = this.flushedOnce ? [] : [...live ?? []].filter(n => !(this.init.replicas >= 2 && this.c.unreached?.(n) === true))
+    this.flushedOnce = true
     const gen = this.settler.generation()
-    for (const [node, objects] of entries) {
-      const here = live == null || live.has(node)
-      for (const [i, g] of objects) {
-        if (here && g === gen) add(node, [i])
-        else orphaned.add(i)
-      }
-    }
+    const { flushNow, orphaned } = planFlush(entries, live, gen, everyNode)
     const errors: string[] = []
     const causes: unknown[] = []
     /** every failure was a replica out of reach for a moment: worth another try (retrying) */
@@ -400,7 +344,7 @@ export class ReplicatedVolume implements BlockDevice {
         const hs = this.writeHolders(index)
         this.settler.unsettle(index)
         await this.settler.settleAll(index, hs, 'flush')
-        for (const h of hs) add(h, [index])
+        for (const h of hs) addTo(flushNow, h, [index])
       } catch (err) {
         errors.push(`object ${index}: ${(err as Error).message}`)
         causes.push(err)
@@ -426,14 +370,8 @@ export class ReplicatedVolume implements BlockDevice {
     if (errors.length > 0) throw new GvsError('io', `volume "${this.init.volume}": flush failed: ${errors.join('; ')}`, { transient, since: sinceOfAll(causes), until: untilOfAll(causes) })
   }
 
-  /** `gen`: the placement generation the writes were made in (an object keeps its oldest) */
   private markUnflushed (node: string, idx: Iterable<number>, gen = this.settler.generation()): void {
-    const objects = this.unflushed.get(node) ?? new Map<number, number>()
-    for (const i of idx) {
-      const g = objects.get(i)
-      objects.set(i, g == null ? gen : Math.min(g, gen))
-    }
-    this.unflushed.set(node, objects)
+    this.unflushed.mark(node, idx, gen)
   }
 
   /**

@@ -124,7 +124,7 @@ export interface GvsInit extends GvsTuning {
 
 /**
  * How long a client's write or flush waits out replicas out of reach for a moment
- * (replicated-volume.ts retrying): longer than a member takes to be found dead (about
+ * (transient-retry.ts): longer than a member takes to be found dead (about
  * 3 s) or to come back from a restart, so neither costs a guest an I/O error.
  */
 export const WRITE_RETRY_MS = 20_000
