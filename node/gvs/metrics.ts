@@ -27,14 +27,16 @@ export class GvsMetrics {
     this.scrubBad = new Counter({ name: 'vgrid_gvs_scrub_bad_total', help: 'Copies on this node the scrub found damaged', registers })
     this.scrubRepaired = new Counter({ name: 'vgrid_gvs_scrub_repaired_total', help: 'Damaged copies on this node the scrub rewrote from a sound one', registers })
     this.scrubLast = new Gauge({ name: 'vgrid_gvs_scrub_last_timestamp_seconds', help: 'When this node last finished a scrub (Unix time)', registers })
-    new Gauge({
-      name: 'vgrid_gvs_nbd_requests',
+    new Counter({
+      name: 'vgrid_gvs_nbd_requests_total',
       help: 'NBD requests served by this node since start, by kind',
       labelNames: ['kind'] as const,
       registers,
       collect () {
+        // the NBD server counts; the counter shows its totals at scrape time
         const s = nbd()
-        for (const k of ['read', 'write', 'fua', 'flush', 'trim', 'zero', 'errors'] as const) this.set({ kind: k }, s[k])
+        this.reset()
+        for (const k of ['read', 'write', 'fua', 'flush', 'trim', 'zero', 'errors'] as const) this.inc({ kind: k }, s[k])
       }
     })
     if (caches == null) return

@@ -20,7 +20,7 @@ import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeForeignTables, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
 import { formerVmLinks, oneLinkPerOutput, terminalHosts } from './links.ts'
-import { registerGauges } from './metrics.ts'
+import { registerCounters } from './metrics.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
 import { Condition } from './condition.ts'
 import { LocalVmNet, type LocalVms } from './local-vm-net.ts'
@@ -172,7 +172,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
       log: this.log, registry: components.registry, dataDir: components.config.dataDir, peerId: components.peerId, onAdvert: components.onAdvert, schedule: ms => { this.schedule(ms) }
     }, { ifname: this.ifname, prefix: this.prefix, port: this.init.port, endpointHost: this.init.endpointHost, backend: this.init.backend })
     this.rejected = new Counter({ name: 'vgrid_lcm_peers_rejected_total', help: 'Adverts whose WireGuard key or endpoint was rejected, by reason', labelNames: ['reason'] as const, registers: [components.registry] })
-    registerGauges(components.registry, this)
+    registerCounters(components.registry, this)
   }
 
   async start (): Promise<void> {

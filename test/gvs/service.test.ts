@@ -171,5 +171,5 @@ test('volumes API and NBD exports across agents', async t => {
   // ...and once it is destroyed, every node frees its objects
   for (const s of svcs) await s.reconcile()
   for (const s of svcs) t.false((await s.store.volumes()).includes(vol.id))
-  if (have) t.regex(await registries[0]!.metrics(), /vgrid_gvs_nbd_requests\{kind="write"\} [1-9]/)
+  if (have) t.regex(await registries[0]!.metrics(), /vgrid_gvs_nbd_requests_total\{kind="write"\} [1-9]/)
 })

@@ -92,9 +92,9 @@ maybe('two services: tunnel, declared link passes, undeclared dropped and counte
   const d = drops.find(x => x.srcVm === 'web' && x.dstVm === 'db')
   t.truthy(d, `the drop is counted with source and destination: ${JSON.stringify(drops)}`)
   const metrics = String((await a.send({ type: 'metrics' }, 'metrics')).text)
-  t.regex(metrics, /vgrid_lcm_drops\{src="web",dst="db"\} [1-9]/)
-  t.regex(metrics, new RegExp(`vgrid_lcm_tunnel_bytes\\{peer="${idB}",direction="tx"\\} [1-9]`))
-  t.regex(metrics, /vgrid_lcm_link_packets\{link="web-db"\} [1-9]/)
+  t.regex(metrics, /vgrid_lcm_drops_total\{src="web",dst="db"\} [1-9]/)
+  t.regex(metrics, new RegExp(`vgrid_lcm_tunnel_bytes_total\\{peer="${idB}",direction="tx"\\} [1-9]`))
+  t.regex(metrics, /vgrid_lcm_link_packets_total\{link="web-db"\} [1-9]/)
 
   // host A's address changes: the service notices by itself, re-sets its peers' endpoints, re-advertises
   const stream = pingStream(t, ha!, nodeAddress(p, 2).v4, 0.1)
