@@ -27,6 +27,8 @@ import type { ReplicaTransport } from './replication.ts'
 import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSnapshotRef } from './volumes.ts'
 import type { WriterHandle, Writers } from './writers.ts'
 import type { WriteInterval } from './write-intervals.ts'
+import type { Logger } from '../log.ts'
+import { formatVersion } from './versions.ts'
 
 /** pinned epochs kept per volume: the newest few of this node's VM starts */
 const PINS_KEPT = 4
@@ -34,6 +36,8 @@ const PINS_KEPT = 4
 
 export interface VolumeExportsComponents {
   transport: ReplicaTransport
+  /** where a VM disk's copies found different under one version, and made alike, are said */
+  log?: Pick<Logger, 'warn'>
   /** a live node this node cannot reach (ReplicatedVolumeComponents.unreached) */
   unreached?: (node: string) => boolean
   /** since when a node membership holds dead has been silent (ReplicatedVolumeComponents.downSince) */
@@ -241,6 +245,10 @@ export class VolumeExports {
     if (cached?.key === key) return cached.dev
     const id = v.id
     const wi = this.c.writeIntervals
+    // a VM's disk (`id#epoch`, an epoch this node fenced in for it) has this device for
+    // its sole writer: its first look at each object makes copies of one version alike
+    const vmEpoch = this.pins.get(v.id)?.includes(epoch) === true
+    const log = this.c.log
     const replicated = new ReplicatedVolume({
       transport: this.c.transport,
       holders: this.c.holders,
@@ -249,14 +257,14 @@ export class VolumeExports {
       nameOf: this.c.nameOf,
       unreached: this.c.unreached,
       downSince: this.c.downSince,
+      onDiverged: d => log?.warn(`copies of object ${d.index} of volume layer ${d.layer} at version ${formatVersion(d.version)} held different data (a writer that ended with writes in flight, none of them acknowledged): made alike from ${this.c.nameOf?.(d.kept) ?? d.kept}'s`, { volume: v.path, replaced: d.replaced.map(n => this.c.nameOf?.(n) ?? n).join(', ') }),
       ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => await wi.before(id), intervalNow: () => wi.keyNow() })
     }, {
-      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs
+      volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs, compareCopies: vmEpoch
     })
     // a VM's disk is cached on its holder's node (`id#epoch`, an epoch this node fenced
     // in for it; kept across its snapshots and resizes, which change no byte it reads);
     // a plain export or a snapshot is not
-    const vmEpoch = this.pins.get(v.id)?.includes(epoch) === true
     const cache = readOnly || !vmEpoch ? null : this.c.caches?.of(v.id, epoch) ?? null
     const top = layers[0]!
     const dev = cache == null

@@ -17,6 +17,7 @@
 // named in a log before it is first written after it was last synced, and at start
 // its checksums are made true to the data a power loss left (write-intents.ts).
 import { EventEmitter } from 'node:events'
+import { crc32 } from 'node:zlib'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdir, opendir, readdir, rm, rmdir } from 'node:fs/promises'
@@ -302,11 +303,17 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     return (await this.stat(volume, index)).present
   }
 
-  /** whether the object is here, and its version (NO_VERSION when absent) */
-  async stat (volume: string, index: number): Promise<{ present: boolean, version: Version }> {
+  /**
+   * Whether the object is here, and its version (NO_VERSION when absent); with `digest`,
+   * also the CRC-32 of its block checksums, as of the same moment: two copies of one
+   * version whose digests differ hold different data (versions.ts unifyPlan)
+   */
+  async stat (volume: string, index: number, opts: { digest?: boolean } = {}): Promise<{ present: boolean, version: Version, digest?: string }> {
     const p = this.paths(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o =>
-      o == null ? { present: false, version: NO_VERSION } : { present: true, version: o.version }))
+      o == null
+        ? { present: false, version: NO_VERSION }
+        : { present: true, version: o.version, ...(opts.digest === true ? { digest: crc32(o.sumBuf).toString(16).padStart(8, '0') } : {}) }))
   }
 
   /** the whole object and its version, or null when absent: what repair copies to another holder */

@@ -54,7 +54,10 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('list'), volume: Vol, from: Type.Optional(U), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })) }),
   // probe: a repair's look, which is not a client's use of the copy (retire below)
-  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under, probe: Type.Optional(Type.Boolean()) }),
+  // digest: the answer carries a digest of the copy's block checksums (a writer's first
+  // settle compares copies of one version: versions.ts unifyPlan); an agent of an earlier
+  // release answers without one
+  Type.Object({ op: Type.Literal('stat'), volume: Vol, index: Index, under: Under, probe: Type.Optional(Type.Boolean()), digest: Type.Optional(Type.Boolean()) }),
   Type.Object({ op: Type.Literal('remove'), volume: Vol, index: Index }),
   // a surplus copy freed by repair (object-uses.ts): `mark` hands out this node's mark
   // of now; `retire` frees the copy only while it is still at `version` and no client
@@ -82,6 +85,8 @@ export const ReplicaReplySchema = Type.Union([
     present: Type.Optional(Type.Boolean()),
     epoch: Type.Optional(U),
     version: Type.Optional(VersionT),
+    /** a stat's, when asked: the CRC-32 of the copy's block checksums, 8 hex digits */
+    digest: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}$' })),
     bad: Type.Optional(Type.Array(U, { maxItems: 4096 })),
     indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })),
     versions: Type.Optional(Type.Array(Type.Tuple([U, U]), { maxItems: 1_000_000 })),

@@ -23,8 +23,8 @@ import type { ReplicaTransport } from './replication.ts'
 import { OBJECT_SIZE, objectKey } from './placement.ts'
 import { RangeLock } from './range-lock.ts'
 import type { ReplicaRequest } from './replica-protocol.ts'
-import { planSettle } from './versions.ts'
-import { Settler } from './settler.ts'
+import { planSettle, unifyPlan } from './versions.ts'
+import { Settler, type SettlerComponents } from './settler.ts'
 import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 import { addTo, eachLimited, planFlush, UnflushedWrites } from './unflushed-writes.ts'
 import { retryTransient } from './transient-retry.ts'
@@ -54,6 +54,8 @@ export interface ReplicatedVolumeComponents {
   unreached?: (node: string) => boolean
   /** since when a node membership holds dead has been silent (ms since the epoch: its last sign of life); undefined for a live one or one not known */
   downSince?: (node: string) => number | undefined
+  /** copies of one version that held different data, made alike (compareCopies) */
+  onDiverged?: SettlerComponents['onDiverged']
 }
 
 export interface ReplicatedVolumeInit {
@@ -72,6 +74,8 @@ export interface ReplicatedVolumeInit {
   placementKey?: string
   /** how long a write or flush is tried again while replicas are out of reach for a moment (default 0: it fails at once) */
   retryMs?: number
+  /** this device is the volume's sole writer, at an epoch fenced in for it alone (SettlerInit.compareCopies) */
+  compareCopies?: boolean
 }
 
 /** records of where a write goes made again, the live nodes having changed meanwhile, before the write fails as a moment's failure */
@@ -87,7 +91,7 @@ export class ReplicatedVolume implements BlockDevice {
   readonly size: number
   readonly readOnly: boolean
   private readonly c: ReplicatedVolumeComponents
-  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey' | 'retryMs'>>
+  private readonly init: Required<Omit<ReplicatedVolumeInit, 'readOnly' | 'under' | 'placementKey' | 'retryMs' | 'compareCopies'>>
   private readonly under: string[] | undefined
   private readonly pkey: string
   private readonly retryMs: number
@@ -111,7 +115,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
     this.retryMs = init.retryMs ?? 0
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf, downSince: components.downSince }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf, downSince: components.downSince, onDiverged: components.onDiverged }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas, compareCopies: init.compareCopies === true && !this.readOnly })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -154,27 +158,10 @@ export class ReplicatedVolume implements BlockDevice {
     const generation = this.settler.generation()
     const hs = this.c.holders(objectKey(this.pkey, index), this.init.replicas)
     if (this.settler.isSettled(index, hs)) return this.readOrder(hs)
-    // layers resolve per node, which needs every layer in place: settle as for a write
-    // (a holder that did not answer may have an old copy: not read from until it does;
-    // one the newest copy could not be brought to, its disk full, neither: the read goes
-    // to the others, and the copy is tried again by the next settle or left to repair)
-    if (this.under != null) {
-      const { silent, behind, error, deposedBy, newestOn } = await this.settler.settleForRead(index, hs)
-      // as below: an acknowledged write is on at least minReplicas nodes, so with that many
-      // silent its only copies may be theirs, and what answered older
-      if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, ...silent.timing() })
-      // a device under a newer writer's epoch copies nothing of the top layer: it reads
-      // where the top's newest copy is, whole there (rv35: holders that lacked it were read)
-      if (deposedBy != null && newestOn != null && newestOn.length > 0) {
-        const self = this.c.transport.self
-        const on = newestOn.filter(n => !silent.has(n))
-        return on.includes(self) ? [self, ...on.filter(n => n !== self)] : on
-      }
-      const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
-      if (sound.length === 0 && error != null) throw error
-      return sound
-    }
-    const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs)
+    // layers resolve per node, which needs every layer in place: settled as for a write
+    if (this.under != null) return await this.settledSources(index, hs)
+    const compare = this.settler.comparesCopies(index)
+    const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs, compare)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
     if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
@@ -190,14 +177,42 @@ export class ReplicatedVolume implements BlockDevice {
         if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}); try again`)
         return this.readOrder(hs).filter(n => !silent.has(n))
       }
-      this.settler.markSettled(index, hs, generation)
+      this.settler.markSettled(index, hs, generation, compare)
       return this.readOrder(hs)
     }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
     // only copies may be theirs (former holders too), and the newest that answered older
     if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.map(n => this.c.nameOf?.(n) ?? n).join(', ')}; try again`)
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(hs) }
+    // copies of the newest version that differ (a writer died with writes in flight) are
+    // made alike before either is read: reads must not answer one or the other by where they go
+    if (compare && unifyPlan(hs, plan, seen).diverged.length > 0) return await this.settledSources(index, hs)
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation, compare); return this.readOrder(hs) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
+  }
+
+  /**
+   * Where to read an object from once a settle has run for it (a layered volume's, or
+   * one whose copies of one version differed): the holders that answered and have its
+   * newest copy, this node first (a holder that did not answer may have an old copy:
+   * not read from until it does; one the newest copy could not be brought to, its disk
+   * full, neither: the read goes to the others, and the copy is tried again by the next
+   * settle or left to repair)
+   */
+  private async settledSources (index: number, hs: string[]): Promise<string[]> {
+    const { silent, behind, error, deposedBy, newestOn } = await this.settler.settleForRead(index, hs)
+    // an acknowledged write is on at least minReplicas nodes, so with that many silent its
+    // only copies may be theirs, and what answered older
+    if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than the others; try again`, { transient: true, ...silent.timing() })
+    // a device under a newer writer's epoch copies nothing of the top layer: it reads
+    // where the top's newest copy is, whole there (rv35: holders that lacked it were read)
+    if (deposedBy != null && newestOn != null && newestOn.length > 0) {
+      const self = this.c.transport.self
+      const on = newestOn.filter(n => !silent.has(n))
+      return on.includes(self) ? [self, ...on.filter(n => n !== self)] : on
+    }
+    const sound = this.readOrder(hs).filter(n => !silent.has(n) && !behind.has(n))
+    if (sound.length === 0 && error != null) throw error
+    return sound
   }
 
   private async readPiece (p: Piece): Promise<Uint8Array> {

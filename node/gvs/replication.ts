@@ -126,12 +126,12 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'stat': {
       const s = stack(req)
       if (s != null) return { reply: { ok: true, present: await layers.has(s, req.index) }, data: null }
-      const st = await store.stat(req.volume, req.index)
+      const st = await store.stat(req.volume, req.index, { digest: req.digest })
       // the writer epoch this node refuses writers below: a writer that sees a newer one was
       // deposed (settler.ts); not said when its epoch file is damaged (its writes are
       // refused; a stat, which reads, still answers, as an older agent's does: rv35)
       const floor = await store.writerFloor(req.volume).catch((err: unknown) => { if (isGvsError(err, 'damaged')) return undefined; throw err })
-      return { reply: { ok: true, present: st.present, version: st.version, ...(floor != null ? { epoch: floor } : {}) }, data: null }
+      return { reply: { ok: true, present: st.present, version: st.version, ...(floor != null ? { epoch: floor } : {}), ...(st.digest != null ? { digest: st.digest } : {}) }, data: null }
     }
     case 'remove':
       await store.remove(req.volume, req.index)

@@ -6,7 +6,7 @@
 import { GvsError, sinceOfAll, untilOfAll } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
-import { NO_VERSION, formatVersion, planSettle, type CopySeen, type SettlePlan } from './versions.ts'
+import { NO_VERSION, formatVersion, planSettle, unifyPlan, type CopySeen, type SettlePlan, type Version } from './versions.ts'
 import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 
 /** every byte of an object: settling holds it whole */
@@ -44,7 +44,12 @@ export interface SettlerComponents {
   downSince?: (node: string) => number | undefined
   /** the clock BEHIND_RETRY_MS counts on (default Date.now) */
   now?: () => number
+  /** copies of one version that held different data, made alike (SettlerInit.compareCopies) */
+  onDiverged?: (d: Diverged) => void
 }
+
+/** copies of one object's newest version found to hold different data, and the one kept */
+export interface Diverged { layer: string, index: number, version: Version, kept: string, replaced: string[] }
 
 export interface SettlerInit {
   /** the store name of the volume's objects (its id) */
@@ -57,6 +62,15 @@ export interface SettlerInit {
   placementKey?: string
   /** R (default 1) */
   replicas?: number
+  /**
+   * The first settle of each object compares the newest version's copies by a digest of
+   * their checksums and makes them alike (versions.ts unifyPlan): a writer that died
+   * with writes in flight may have left them different under one version. Only for
+   * the volume's sole writer, fenced in at an epoch of its own (a VM's disk): another
+   * node's writes in flight would look different for a moment, and one of them could
+   * be undone.
+   */
+  compareCopies?: boolean
 }
 
 /** the nodes that did not answer a look, with why; `lasting`: those whose failure was not a moment's (a disk error, a refusal) */
@@ -133,6 +147,8 @@ export class Settler {
   private readonly suspects = new Map<number, Set<string>>()
   /** object index -> the last settle, when it left holders behind but none silent: its key, what it left undone, and when */
   private readonly partly = new Map<number, { key: string, u: Unsettled, at: number }>()
+  /** objects whose copies of one version a settle compared and found (or made) alike (compareCopies) */
+  private readonly compared = new Set<number>()
 
   constructor (components: SettlerComponents, init: SettlerInit) {
     this.c = components
@@ -148,7 +164,13 @@ export class Settler {
   isSettled (index: number, hs: string[]): boolean { return this.settled.get(index) === this.keyOf(hs, this.generation()) }
 
   /** the object is complete on these holders (all hold its newest copy, or nobody has one), as seen in `generation` */
-  markSettled (index: number, hs: string[], generation: number): void { this.settled.set(index, this.keyOf(hs, generation)) }
+  markSettled (index: number, hs: string[], generation: number, compared = false): void {
+    this.settled.set(index, this.keyOf(hs, generation))
+    if (compared) this.compared.add(index)
+  }
+
+  /** whether the next look at the object must compare the copies of its newest version (SettlerInit.compareCopies) */
+  comparesCopies (index: number): boolean { return this.init.compareCopies === true && !this.compared.has(index) }
 
   /** the object settles again before its next write */
   unsettle (index: number): void { this.settled.delete(index); this.partly.delete(index) }
@@ -194,7 +216,10 @@ export class Settler {
     if (inflight == null) {
       const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
         .then(u => {
-          if (u.silent.size === 0 && u.behind.size === 0 && u.deposedBy == null) this.settled.set(index, key)
+          if (u.silent.size === 0 && u.behind.size === 0 && u.deposedBy == null) {
+            this.settled.set(index, key)
+            if (this.init.compareCopies === true) this.compared.add(index)
+          }
           if (u.silent.size === 0 && u.behind.size > 0) this.partly.set(index, { key, u, at: this.now() }); else this.partly.delete(index)
           return u
         })
@@ -277,13 +302,13 @@ export class Settler {
    * other live nodes (a moved object's old holders, or a holder that missed writes
    * while it was away and is back). A node that does not answer is left out.
    */
-  async look (vol: string, index: number, hs: string[]): Promise<{ seen: CopySeen[], everyone: boolean, silent: Silent }> {
+  async look (vol: string, index: number, hs: string[], digest = false): Promise<{ seen: CopySeen[], everyone: boolean, silent: Silent }> {
     const nodes = [...hs, ...(this.c.nodes?.() ?? []).filter(n => !hs.includes(n))]
     const silent = new Silent()
     const answers = await Promise.all(nodes.map(async (node): Promise<CopySeen | null> => {
       try {
-        const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index })).reply
-        return { node, present: r.present === true, version: r.version ?? NO_VERSION, ...(r.epoch != null ? { floor: r.epoch } : {}) }
+        const r = (await this.c.transport.call(node, { op: 'stat', volume: vol, index, ...(digest ? { digest } : {}) })).reply
+        return { node, present: r.present === true, version: r.version ?? NO_VERSION, ...(r.epoch != null ? { floor: r.epoch } : {}), ...(r.digest != null ? { digest: r.digest } : {}) }
       } catch (err) {
         silent.note(node, err)
         return null
@@ -299,10 +324,11 @@ export class Settler {
    * the `error` saying why), the others are settled all the same.
    */
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null, deposedBy?: { epoch: number, node: string } }> {
-    const { seen, silent } = await this.look(vol, index, hs)
+    const compare = this.comparesCopies(index)
+    const { seen, silent } = await this.look(vol, index, hs, compare)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
     if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
-    const plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
+    let plan = planSettle(hs, seen, vol === this.init.volume ? this.suspects.get(index) : undefined)
     // the newest writer epoch any node refuses older writers below: what a copy teaches its new holder
     const top = seen.reduce<CopySeen | null>((a, x) => (x.floor ?? 0) > (a?.floor ?? 0) ? x : a, null)
     const floor = top?.floor ?? 0
@@ -310,6 +336,11 @@ export class Settler {
     // that a node the newer writer's fence missed took and the others refused (rv34: its
     // settle copied it onto them, and the new writer read it)
     if (vol === this.init.volume && top != null && floor > this.init.epoch) return { plan, silent, behind: new Set(plan.lacking.map(l => l.node)), error: null, deposedBy: { epoch: floor, node: top.node } }
+    if (compare) {
+      const u = unifyPlan(hs, plan, seen)
+      if (u.diverged.length > 0) this.c.onDiverged?.({ layer: vol, index, version: plan.newest, kept: u.plan.sources[0]!, replaced: u.diverged })
+      plan = u.plan
+    }
     if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
     const why: string[] = []
     const errs: unknown[] = []

@@ -46,8 +46,12 @@ export function decodeVersion (buf: Uint8Array): Version | null {
   return { epoch: Number(epoch), seq: Number(seq) }
 }
 
-/** what one node said of its copy of one object; `floor`: the writer epoch it refuses writers below (absent: an agent of an earlier release did not say) */
-export interface CopySeen { node: string, present: boolean, version: Version, floor?: number }
+/**
+ * what one node said of its copy of one object; `floor`: the writer epoch it refuses
+ * writers below (absent: an agent of an earlier release did not say); `digest`: of its
+ * block checksums, when asked (absent: not asked, or an earlier release)
+ */
+export interface CopySeen { node: string, present: boolean, version: Version, floor?: number, digest?: string }
 
 export interface SettlePlan {
   /** the version every holder must have */
@@ -78,4 +82,25 @@ export function planSettle (holders: readonly string[], seen: readonly CopySeen[
   const answered = new Set(seen.map(s => s.node))
   const lacking = holders.filter(h => answered.has(h) && !sources.includes(h)).map(node => ({ node, replace: suspects.has(node) }))
   return { newest: top, sources, lacking }
+}
+
+/**
+ * Copies of the newest version that hold different data, made alike (pure). A version
+ * is the highest (epoch, seq) a copy applied, and one writer sends writes to different
+ * parts of an object at once: one that died with two of them in flight can leave one
+ * holder with both and another with only the later one, at the same version (rv34).
+ * Neither write was acknowledged (that takes every holder), so either copy is a right
+ * answer, but reads must not get one or the other by where they go: the first source
+ * (holders first, in placement order) stands, and every other copy of that version
+ * whose digest differs is no source and, on a holder, is replaced. Copies without a
+ * digest (an earlier release's) are left as they are. `diverged`: the copies replaced
+ * or passed over.
+ */
+export function unifyPlan (holders: readonly string[], plan: SettlePlan, seen: readonly CopySeen[]): { plan: SettlePlan, diverged: string[] } {
+  const digestOf = new Map(seen.map(s => [s.node, s.digest]))
+  const truth = plan.sources.map(n => digestOf.get(n)).find(d => d != null)
+  const diverged = truth == null ? [] : plan.sources.filter(n => { const d = digestOf.get(n); return d != null && d !== truth })
+  if (diverged.length === 0) return { plan, diverged }
+  const lacking = [...plan.lacking, ...diverged.filter(n => holders.includes(n)).map(node => ({ node, replace: true }))]
+  return { plan: { newest: plan.newest, sources: plan.sources.filter(n => !diverged.includes(n)), lacking }, diverged }
 }
