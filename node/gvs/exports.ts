@@ -28,7 +28,11 @@ import { byPath, layersOf, placementKeyOf, snapshotLayers, snapshotSize, splitSn
 import type { WriterHandle, Writers } from './writers.ts'
 import type { WriteInterval } from './write-intervals.ts'
 import type { Logger } from '../log.ts'
-import { formatVersion } from './versions.ts'
+import { formatVersion, type ServedCopy } from './versions.ts'
+import { RangeLock } from './range-lock.ts'
+
+/** what the devices of a VM disk's one writer epoch share */
+interface EpochShared { served: Map<number, ServedCopy>, writing: RangeLock }
 
 /** pinned epochs kept per volume: the newest few of this node's VM starts */
 const PINS_KEPT = 4
@@ -67,7 +71,7 @@ export class VolumeExports {
   readonly writers: Writers
   private readonly c: VolumeExportsComponents
   /** devices by volume id and epoch (or id@snapshot), rebuilt when the volume's shape or layers change */
-  private readonly devices = new Map<string, { key: string, dev: BlockDevice }>()
+  private readonly devices = new Map<string, { key: string, dev: BlockDevice, shared?: EpochShared }>()
   /** what new NBD sessions of a volume get: the LiveVolume of its current epoch */
   private readonly live = new Map<string, { id: string, epoch: number, lv: LiveVolume }>()
   /** per volume id, the writer epochs fenced on this node (newest last, a few kept) */
@@ -248,6 +252,10 @@ export class VolumeExports {
     // a VM's disk (`id#epoch`, an epoch this node fenced in for it) has this device for
     // its sole writer: its first look at each object makes copies of one version alike
     const vmEpoch = this.pins.get(v.id)?.includes(epoch) === true
+    // kept across the devices of one epoch (a resize builds a new one, while writes on the
+    // old one may still be in flight from another session): which copies reads were served
+    // from, and the writes in flight, which a settle's comparison of copies waits for
+    const shared = vmEpoch ? cached?.shared ?? { served: new Map<number, ServedCopy>(), writing: new RangeLock() } : undefined
     const log = this.c.log
     const replicated = new ReplicatedVolume({
       transport: this.c.transport,
@@ -257,7 +265,8 @@ export class VolumeExports {
       nameOf: this.c.nameOf,
       unreached: this.c.unreached,
       downSince: this.c.downSince,
-      onDiverged: d => log?.warn(`copies of object ${d.index} of volume layer ${d.layer} at version ${formatVersion(d.version)} held different data (a writer that ended with writes in flight, none of them acknowledged): made alike from ${this.c.nameOf?.(d.kept) ?? d.kept}'s`, { volume: v.path, replaced: d.replaced.map(n => this.c.nameOf?.(n) ?? n).join(', ') }),
+      onDiverged: d => log?.warn(`copies of object ${d.index} of volume layer ${d.layer} at version ${formatVersion(d.version)} held different data (a writer that ended with writes to it in flight: one that not every holder took was never acknowledged): made alike from ${this.c.nameOf?.(d.kept) ?? d.kept}'s`, { volume: v.path, replaced: d.replaced.map(n => this.c.nameOf?.(n) ?? n).join(', ') }),
+      ...(shared ?? {}),
       ...(wi == null ? {} : { intervals: () => wi.intervals(id), beforeWrite: async () => await wi.before(id), intervalNow: () => wi.keyNow() })
     }, {
       volume: layers[0]!, under: layers.slice(1), placementKey: placementKeyOf(v), size, replicas: v.replicas, minReplicas: v.minReplicas, epoch, readOnly, retryMs: this.c.retryMs, compareCopies: vmEpoch
@@ -275,7 +284,7 @@ export class VolumeExports {
         floor: this.c.writerFloor == null ? undefined : async () => await this.c.writerFloor!(top),
         fencedOut: newer => { this.c.caches?.fence(id, newer) }
       }, replicated, cache)
-    this.devices.set(cacheKey, { key, dev })
+    this.devices.set(cacheKey, { key, dev, ...(shared != null ? { shared } : {}) })
     return dev
   }
 }

@@ -86,6 +86,9 @@ export interface WriteOptions {
 /** a whole object and its version: what a copy carries */
 export interface ObjectCopy { data: Uint8Array, version: Version }
 
+/** a digest of a copy's block checksums (CRC-32, 8 hex digits): copies of one version that differ in it hold different data */
+const digestOf = (sums: Uint8Array): string => crc32(sums).toString(16).padStart(8, '0')
+
 export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   readonly dir: string
   /** <dir>/objects, where each volume has its directory */
@@ -313,18 +316,18 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o =>
       o == null
         ? { present: false, version: NO_VERSION }
-        : { present: true, version: o.version, ...(opts.digest === true ? { digest: crc32(o.sumBuf).toString(16).padStart(8, '0') } : {}) }))
+        : { present: true, version: o.version, ...(opts.digest === true ? { digest: digestOf(o.sumBuf) } : {}) }))
   }
 
-  /** the whole object and its version, or null when absent: what repair copies to another holder */
-  async readObject (volume: string, index: number): Promise<ObjectCopy | null> {
+  /** the whole object and its version (and the digest of its checksums), or null when absent: what repair copies to another holder */
+  async readObject (volume: string, index: number): Promise<ObjectCopy & { digest: string } | null> {
     const p = this.paths(volume, index)
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-      return { data, version: o.version }
+      return { data, version: o.version, digest: digestOf(o.sumBuf) }
     }))
   }
 
@@ -349,17 +352,21 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * The check and the write are one hold of the object, so a writer's write that landed
    * in between (a higher version) is never overwritten by the older copy. The copy
    * teaches the volume's epoch but is not refused by it: its version decides. True
-   * when the copy here was kept (as new or newer).
+   * when the copy here was kept (as new or newer). `ifDigest`: only over a copy of the
+   * same version whose checksums still have this digest (settler.ts: copies of one
+   * version made alike; a write that landed since the copies were compared stays).
    */
-  async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean, ifAbsent?: boolean }): Promise<boolean> {
+  async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean, ifAbsent?: boolean, ifDigest?: string }): Promise<boolean> {
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(true), async () => {
       // a copy here that cannot be opened (its side file lost or torn) is as good as none
-      const here = await this.held.with(p, false, async o => o?.version ?? null).catch((err: unknown) => {
+      const held = await this.held.with(p, false, async o => o == null ? null : { version: o.version, digest: digestOf(o.sumBuf) }).catch((err: unknown) => {
         if (isGvsError(err, 'damaged')) return null
         throw err
       })
+      const here = held?.version ?? null
+      if (opts.ifDigest != null && (held == null || held.digest !== opts.ifDigest || compareVersions(held.version, copy.version) !== 0)) return true
       // a fold (layer-reclaim.ts) fills only what the layer lacks, whatever the versions
       if (here != null && opts.ifAbsent === true) return true
       if (here != null) {

@@ -49,8 +49,11 @@ export const ReplicaRequestSchema = Type.Union([
   Type.Object({ op: Type.Literal('write'), volume: Vol, index: Index, offset: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under, followsFreeze: Type.Optional(Type.Literal(true)) }),
   Type.Object({ op: Type.Literal('zero'), volume: Vol, index: Index, offset: U, length: U, epoch: U, seq: Type.Optional(U), fua: Type.Boolean(), under: Under, followsFreeze: Type.Optional(Type.Literal(true)) }),
   Type.Object({ op: Type.Literal('read'), volume: Vol, index: Index, offset: U, length: U, under: Under }),
-  Type.Object({ op: Type.Literal('get'), volume: Vol, index: Index }),
-  Type.Object({ op: Type.Literal('put'), volume: Vol, index: Index, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()) }),
+  // digest: the answer carries the digest of the copy's checksums (as stat's)
+  Type.Object({ op: Type.Literal('get'), volume: Vol, index: Index, digest: Type.Optional(Type.Boolean()) }),
+  // ifDigest: replaces only a copy of the same version whose digest is still this one
+  // (sent only to nodes that answered a digest: an earlier release ignores the field)
+  Type.Object({ op: Type.Literal('put'), volume: Vol, index: Index, epoch: U, version: Type.Optional(VersionT), replace: Type.Optional(Type.Boolean()), ifDigest: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}$' })) }),
   Type.Object({ op: Type.Literal('verify'), volume: Vol, index: Index }),
   Type.Object({ op: Type.Literal('list'), volume: Vol, from: Type.Optional(U), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })) }),
   // probe: a repair's look, which is not a client's use of the copy (retire below)
@@ -85,7 +88,7 @@ export const ReplicaReplySchema = Type.Union([
     present: Type.Optional(Type.Boolean()),
     epoch: Type.Optional(U),
     version: Type.Optional(VersionT),
-    /** a stat's, when asked: the CRC-32 of the copy's block checksums, 8 hex digits */
+    /** a stat's or get's, when asked: the CRC-32 of the copy's block checksums, 8 hex digits */
     digest: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}$' })),
     bad: Type.Optional(Type.Array(U, { maxItems: 4096 })),
     indexes: Type.Optional(Type.Array(U, { maxItems: 1_000_000 })),

@@ -56,6 +56,10 @@ export interface ReplicatedVolumeComponents {
   downSince?: (node: string) => number | undefined
   /** copies of one version that held different data, made alike (compareCopies) */
   onDiverged?: SettlerComponents['onDiverged']
+  /** the copies reads were served from (SettlerComponents.served), kept across devices of one writer epoch */
+  served?: SettlerComponents['served']
+  /** writes in flight, by object and byte range: shared by the devices of one writer epoch (default: this device's own) */
+  writing?: RangeLock
 }
 
 export interface ReplicatedVolumeInit {
@@ -99,7 +103,7 @@ export class ReplicatedVolume implements BlockDevice {
   private readonly unflushed = new UnflushedWrites()
   private flushedOnce = false
   /** writes in flight, by object and byte range */
-  private readonly writing = new RangeLock()
+  private readonly writing: RangeLock
   /** which objects are complete on their holders, suspects, this writer's sequence numbers */
   private readonly settler: Settler
   /** the flush in progress (with those it overlapped): a later one is answered after it */
@@ -107,6 +111,7 @@ export class ReplicatedVolume implements BlockDevice {
 
   constructor (components: ReplicatedVolumeComponents, init: ReplicatedVolumeInit) {
     this.c = components
+    this.writing = components.writing ?? new RangeLock()
     this.size = init.size
     this.readOnly = init.readOnly === true
     const minReplicas = init.minReplicas ?? init.replicas
@@ -115,7 +120,7 @@ export class ReplicatedVolume implements BlockDevice {
     this.under = init.under != null && init.under.length > 0 ? init.under : undefined
     this.pkey = init.placementKey ?? init.volume
     this.retryMs = init.retryMs ?? 0
-    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf, downSince: components.downSince, onDiverged: components.onDiverged }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas, compareCopies: init.compareCopies === true && !this.readOnly })
+    this.settler = new Settler({ transport: components.transport, nodes: components.nodes, writing: this.writing, generation: components.generation, intervals: components.intervals, nameOf: components.nameOf, downSince: components.downSince, onDiverged: components.onDiverged, served: components.served }, { volume: init.volume, epoch: init.epoch, under: this.under, placementKey: this.pkey, replicas: init.replicas, compareCopies: init.compareCopies === true && !this.readOnly })
   }
 
   /** the holders that take writes to one object, or a clear error */
@@ -160,7 +165,7 @@ export class ReplicatedVolume implements BlockDevice {
     if (this.settler.isSettled(index, hs)) return this.readOrder(hs)
     // layers resolve per node, which needs every layer in place: settled as for a write
     if (this.under != null) return await this.settledSources(index, hs)
-    const compare = this.settler.comparesCopies(index)
+    const compare = this.settler.comparesCopies()
     const { seen, everyone, silent } = await this.settler.look(this.init.volume, index, hs, compare)
     // the newest copy may be only on holders of an earlier placement, none of which answered
     const lost = unheard(this.c.intervals?.() ?? [], this.pkey, index, this.init.replicas, n => seen.some(x => x.node === n))
@@ -177,16 +182,22 @@ export class ReplicatedVolume implements BlockDevice {
         if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: no node that answered has a copy, and ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}); try again`)
         return this.readOrder(hs).filter(n => !silent.has(n))
       }
-      this.settler.markSettled(index, hs, generation, compare)
+      this.settler.markSettled(index, hs, generation)
       return this.readOrder(hs)
     }
     // an acknowledged write is on at least minReplicas nodes: with that many silent, its
     // only copies may be theirs (former holders too), and the newest that answered older
     if (silent.size >= this.init.minReplicas) throw new GvsError('unavailable', `volume "${this.init.volume}" object ${index}: ${[...silent.keys()].map(n => this.c.nameOf?.(n) ?? n).join(', ')} did not answer (${[...silent.values()][0]}), and may hold a newer copy than ${plan.sources.map(n => this.c.nameOf?.(n) ?? n).join(', ')}; try again`)
-    // copies of the newest version that differ (a writer died with writes in flight) are
-    // made alike before either is read: reads must not answer one or the other by where they go
-    if (compare && unifyPlan(hs, plan, seen).diverged.length > 0) return await this.settledSources(index, hs)
-    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation, compare); return this.readOrder(hs) }
+    if (compare) {
+      // copies of the newest version that differ (a writer died with writes in flight) are
+      // made alike before either is read: reads must not answer one or the other by where
+      // they go. Alike: reads are served from copies with this digest, which stands should
+      // a holder silent now come back with another (rv37)
+      const u = unifyPlan(hs, plan, seen, this.settler.servedOf(index))
+      if (u.diverged.length > 0) return await this.settledSources(index, hs)
+      if (u.truth != null) this.settler.serve(index, plan.newest, u.truth)
+    }
+    if (plan.lacking.length === 0 && hs.every(h => plan.sources.includes(h))) { this.settler.markSettled(index, hs, generation); return this.readOrder(hs) }
     return plan.sources.includes(self) ? [self, ...plan.sources.filter(n => n !== self)] : plan.sources
   }
 

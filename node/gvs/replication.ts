@@ -106,7 +106,7 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
     case 'get': {
       const obj = await store.readObject(req.volume, req.index)
       // the epoch its writers must reach here (the layers under it count): a copy teaches it to its new holder
-      return { reply: { ok: true, present: obj != null, epoch: await store.writerFloor(req.volume), ...(obj != null ? { version: obj.version } : {}) }, data: obj?.data ?? null }
+      return { reply: { ok: true, present: obj != null, epoch: await store.writerFloor(req.volume), ...(obj != null ? { version: obj.version } : {}), ...(obj != null && req.digest === true ? { digest: obj.digest } : {}) }, data: obj?.data ?? null }
     }
     case 'put':
       // a whole object copied in by repair or a move, carrying its version and the
@@ -118,7 +118,7 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       // wait for the write, not the disk)
       // a copy back where a retire removed one: writes and reads are welcome again
       uses.wasRetired(req.volume, req.index, true)
-      if (await store.put(req.volume, req.index, { data, version: req.version ?? NO_VERSION }, { epoch: req.epoch, replace: req.replace })) return { reply: { ok: true, present: true }, data: null }
+      if (await store.put(req.volume, req.index, { data, version: req.version ?? NO_VERSION }, { epoch: req.epoch, replace: req.replace, ifDigest: req.ifDigest })) return { reply: { ok: true, present: true }, data: null }
       await store.syncObject(req.volume, req.index)
       return { reply: { ok: true }, data: null }
     case 'verify':

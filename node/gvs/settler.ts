@@ -6,7 +6,7 @@
 import { GvsError, sinceOfAll, untilOfAll } from './errors.ts'
 import type { ReplicaTransport } from './replication.ts'
 import type { RangeLock, Span } from './range-lock.ts'
-import { NO_VERSION, formatVersion, planSettle, unifyPlan, type CopySeen, type SettlePlan, type Version } from './versions.ts'
+import { NO_VERSION, compareVersions, formatVersion, planSettle, unifyPlan, type CopySeen, type ServedCopy, type SettlePlan, type Version } from './versions.ts'
 import { unheard, unheardError, type WriteInterval } from './write-intervals.ts'
 
 /** every byte of an object: settling holds it whole */
@@ -46,6 +46,11 @@ export interface SettlerComponents {
   now?: () => number
   /** copies of one version that held different data, made alike (SettlerInit.compareCopies) */
   onDiverged?: (d: Diverged) => void
+  /**
+   * per object, the copy of its newest version reads were served from (compareCopies):
+   * kept by the caller across devices of one writer epoch (a resize makes a new one)
+   */
+  served?: Map<number, ServedCopy>
 }
 
 /** copies of one object's newest version found to hold different data, and the one kept */
@@ -63,12 +68,12 @@ export interface SettlerInit {
   /** R (default 1) */
   replicas?: number
   /**
-   * The first settle of each object compares the newest version's copies by a digest of
-   * their checksums and makes them alike (versions.ts unifyPlan): a writer that died
-   * with writes in flight may have left them different under one version. Only for
-   * the volume's sole writer, fenced in at an epoch of its own (a VM's disk): another
-   * node's writes in flight would look different for a moment, and one of them could
-   * be undone.
+   * Each look at an object not settled compares the newest version's copies of the top
+   * layer by a digest of their checksums, and a settle makes them alike (versions.ts
+   * unifyPlan): a writer that died with writes in flight may have left them different
+   * under one version. Only for the volume's sole writer, fenced in at an epoch of its
+   * own (a VM's disk): another node's writer's writes in flight look different for a
+   * moment. The frozen layers under it are not rewritten (a snapshot stays as taken).
    */
   compareCopies?: boolean
 }
@@ -147,12 +152,13 @@ export class Settler {
   private readonly suspects = new Map<number, Set<string>>()
   /** object index -> the last settle, when it left holders behind but none silent: its key, what it left undone, and when */
   private readonly partly = new Map<number, { key: string, u: Unsettled, at: number }>()
-  /** objects whose copies of one version a settle compared and found (or made) alike (compareCopies) */
-  private readonly compared = new Set<number>()
+  /** per object, the copy of its newest version reads were served from (compareCopies) */
+  private readonly served: Map<number, ServedCopy>
 
   constructor (components: SettlerComponents, init: SettlerInit) {
     this.c = components
     this.init = init
+    this.served = components.served ?? new Map()
   }
 
   /** the placement generation now (see SettlerComponents.generation) */
@@ -164,13 +170,16 @@ export class Settler {
   isSettled (index: number, hs: string[]): boolean { return this.settled.get(index) === this.keyOf(hs, this.generation()) }
 
   /** the object is complete on these holders (all hold its newest copy, or nobody has one), as seen in `generation` */
-  markSettled (index: number, hs: string[], generation: number, compared = false): void {
-    this.settled.set(index, this.keyOf(hs, generation))
-    if (compared) this.compared.add(index)
-  }
+  markSettled (index: number, hs: string[], generation: number): void { this.settled.set(index, this.keyOf(hs, generation)) }
 
-  /** whether the next look at the object must compare the copies of its newest version (SettlerInit.compareCopies) */
-  comparesCopies (index: number): boolean { return this.init.compareCopies === true && !this.compared.has(index) }
+  /** whether a look at an object compares the copies of its newest version (SettlerInit.compareCopies) */
+  comparesCopies (): boolean { return this.init.compareCopies === true }
+
+  /** the copy of the object's newest version reads are served from (compareCopies) */
+  servedOf (index: number): ServedCopy | undefined { return this.served.get(index) }
+
+  /** reads of the object are served from copies of this version and digest */
+  serve (index: number, version: Version, digest: string): void { this.served.set(index, { version, digest }) }
 
   /** the object settles again before its next write */
   unsettle (index: number): void { this.settled.delete(index); this.partly.delete(index) }
@@ -216,10 +225,7 @@ export class Settler {
     if (inflight == null) {
       const p = this.c.writing.run(String(index), WHOLE, async () => await this.settleNow(index, hs))
         .then(u => {
-          if (u.silent.size === 0 && u.behind.size === 0 && u.deposedBy == null) {
-            this.settled.set(index, key)
-            if (this.init.compareCopies === true) this.compared.add(index)
-          }
+          if (u.silent.size === 0 && u.behind.size === 0 && u.deposedBy == null) this.settled.set(index, key)
           if (u.silent.size === 0 && u.behind.size > 0) this.partly.set(index, { key, u, at: this.now() }); else this.partly.delete(index)
           return u
         })
@@ -324,7 +330,8 @@ export class Settler {
    * the `error` saying why), the others are settled all the same.
    */
   private async settleLayer (vol: string, index: number, hs: string[]): Promise<{ plan: SettlePlan, silent: Silent, behind: Set<string>, error: GvsError | null, deposedBy?: { epoch: number, node: string } }> {
-    const compare = this.comparesCopies(index)
+    // the top layer's copies only: a frozen layer is a snapshot, which stays as it was taken
+    const compare = this.comparesCopies() && vol === this.init.volume
     const { seen, silent } = await this.look(vol, index, hs, compare)
     const lost = unheard(this.c.intervals?.() ?? [], this.init.placementKey ?? this.init.volume, index, this.init.replicas ?? 1, n => seen.some(x => x.node === n))
     if (lost.length > 0) throw unheardError(this.init.volume, `object ${index}`, lost, this.c.nameOf, silent.timing(lost.flat(), this.c.downSince))
@@ -336,32 +343,50 @@ export class Settler {
     // that a node the newer writer's fence missed took and the others refused (rv34: its
     // settle copied it onto them, and the new writer read it)
     if (vol === this.init.volume && top != null && floor > this.init.epoch) return { plan, silent, behind: new Set(plan.lacking.map(l => l.node)), error: null, deposedBy: { epoch: floor, node: top.node } }
+    let truth: string | undefined
+    let diverged = false
     if (compare) {
-      const u = unifyPlan(hs, plan, seen)
-      if (u.diverged.length > 0) this.c.onDiverged?.({ layer: vol, index, version: plan.newest, kept: u.plan.sources[0]!, replaced: u.diverged })
+      const u = unifyPlan(hs, plan, seen, this.served.get(index))
+      diverged = u.diverged.length > 0
+      if (diverged) this.c.onDiverged?.({ layer: vol, index, version: plan.newest, kept: u.plan.sources[0]!, replaced: u.diverged })
       plan = u.plan
+      truth = u.truth
     }
-    if (plan.lacking.length === 0) return { plan, silent, behind: new Set(), error: null }
+    const served = (): void => { if (truth != null) this.serve(index, plan.newest, truth) }
+    if (plan.lacking.length === 0) { served(); return { plan, silent, behind: new Set(), error: null } }
     const why: string[] = []
     const errs: unknown[] = []
     let pending = plan.lacking
     for (const src of plan.sources) {
       let r
       try {
-        r = await this.c.transport.call(src, { op: 'get', volume: vol, index })
+        r = await this.c.transport.call(src, { op: 'get', volume: vol, index, ...(diverged ? { digest: true } : {}) })
       } catch (err) { why.push((err as Error).message); errs.push(err); continue }
       if (r.data == null) { why.push(`${src}: absent`); errs.push(null); continue }
+      // copies being made alike: only the copy compared, not one a write changed since
+      if (diverged && (r.reply.digest !== truth || compareVersions(r.reply.version ?? NO_VERSION, plan.newest) !== 0)) {
+        const changed = new GvsError('unavailable', `${src}: its copy changed since the copies were compared`, { transient: true })
+        why.push(changed.message); errs.push(changed); continue
+      }
       const data = r.data
       // the newest writer epoch seen anywhere, not only the source's: a holder the newer writer's fence missed learns it
       const put = { op: 'put', volume: vol, index, epoch: Math.max(r.reply.epoch ?? 0, floor), version: r.reply.version ?? NO_VERSION } as const
       // every put ends before the caller goes on: none still sends `data`. A put that
       // failed is not tried from another source: the target refused it (a full disk)
-      const results = await Promise.allSettled(pending.map(async to => await this.c.transport.call(to.node, { ...put, replace: to.replace }, data)))
+      const results = await Promise.allSettled(pending.map(async to => await this.c.transport.call(to.node, { ...put, replace: to.replace, ...(to.ifDigest != null ? { ifDigest: to.ifDigest } : {}) }, data)))
       for (const res of results) if (res.status === 'rejected') { why.push((res.reason as Error).message); errs.push(res.reason) }
-      pending = pending.filter((_, i) => results[i]!.status === 'rejected')
+      // copies being made alike: a holder that kept its own (a write, or another copy,
+      // came since the look) is compared again at the next look, not taken for alike
+      const kept = (i: number): boolean => { const res = results[i]!; return diverged && res.status === 'fulfilled' && res.value.reply.present === true }
+      for (const [i, to] of pending.entries()) {
+        if (!kept(i)) continue
+        const again = new GvsError('unavailable', `${to.node}: its copy changed since the copies were compared`, { transient: true })
+        why.push(again.message); errs.push(again)
+      }
+      pending = pending.filter((_, i) => results[i]!.status === 'rejected' || kept(i))
       break
     }
-    if (pending.length === 0) return { plan, silent, behind: new Set(), error: null }
+    if (pending.length === 0) { served(); return { plan, silent, behind: new Set(), error: null } }
     // a holder that ran out of room says so to the client (ENOSPC, not EIO); one out of
     // reach for a moment (restarting, a dropped stream) is retried like any write to it
     const gvs = errs.filter((e): e is GvsError => e instanceof GvsError)

@@ -58,8 +58,11 @@ export interface SettlePlan {
   newest: Version
   /** nodes with a sound newest copy, the holders first: where to copy from and read */
   sources: string[]
-  /** holders that must get the copy; `replace` ones whatever version they claim */
-  lacking: Array<{ node: string, replace: boolean }>
+  /**
+   * holders that must get the copy; `replace` ones whatever version they claim;
+   * `ifDigest` ones only while their copy is still the one compared (unifyPlan)
+   */
+  lacking: Array<{ node: string, replace: boolean, ifDigest?: string }>
 }
 
 /**
@@ -84,23 +87,31 @@ export function planSettle (holders: readonly string[], seen: readonly CopySeen[
   return { newest: top, sources, lacking }
 }
 
+/** the copy of an object's newest version a device has served reads from: its version and digest */
+export interface ServedCopy { version: Version, digest: string }
+
 /**
  * Copies of the newest version that hold different data, made alike (pure). A version
  * is the highest (epoch, seq) a copy applied, and one writer sends writes to different
  * parts of an object at once: one that died with two of them in flight can leave one
- * holder with both and another with only the later one, at the same version (rv34).
- * Neither write was acknowledged (that takes every holder), so either copy is a right
- * answer, but reads must not get one or the other by where they go: the first source
- * (holders first, in placement order) stands, and every other copy of that version
- * whose digest differs is no source and, on a holder, is replaced. Copies without a
- * digest (an earlier release's) are left as they are. `diverged`: the copies replaced
- * or passed over.
+ * holder with both and another with only the later one, at the same version (rv34; the
+ * earlier write was not acknowledged, which takes every holder). Either copy is a right
+ * answer, but reads must not get one or the other by where they go. The copy this
+ * device has served reads from stands (`served`, when of this version: the guest has
+ * seen it), else the first source's with a digest (holders first, in placement order).
+ * Every other copy of that version is no source (those without a digest too: an
+ * earlier release's, which cannot be told), and a holder's whose digest differs is
+ * replaced, only while it still has that digest. `truth`: the digest that stands
+ * (none: no source said one).
  */
-export function unifyPlan (holders: readonly string[], plan: SettlePlan, seen: readonly CopySeen[]): { plan: SettlePlan, diverged: string[] } {
+export function unifyPlan (holders: readonly string[], plan: SettlePlan, seen: readonly CopySeen[], served?: ServedCopy): { plan: SettlePlan, diverged: string[], truth?: string } {
   const digestOf = new Map(seen.map(s => [s.node, s.digest]))
-  const truth = plan.sources.map(n => digestOf.get(n)).find(d => d != null)
-  const diverged = truth == null ? [] : plan.sources.filter(n => { const d = digestOf.get(n); return d != null && d !== truth })
-  if (diverged.length === 0) return { plan, diverged }
-  const lacking = [...plan.lacking, ...diverged.filter(n => holders.includes(n)).map(node => ({ node, replace: true }))]
-  return { plan: { newest: plan.newest, sources: plan.sources.filter(n => !diverged.includes(n)), lacking }, diverged }
+  const told = plan.sources.filter(n => digestOf.get(n) != null)
+  const seenServed = served != null && compareVersions(served.version, plan.newest) === 0 && told.some(n => digestOf.get(n) === served.digest)
+  const truth = seenServed ? served.digest : told.length > 0 ? digestOf.get(told[0]!) : undefined
+  if (truth == null) return { plan, diverged: [] }
+  const diverged = told.filter(n => digestOf.get(n) !== truth)
+  if (diverged.length === 0) return { plan, diverged, truth }
+  const lacking = [...plan.lacking, ...diverged.filter(n => holders.includes(n)).map(node => ({ node, replace: true, ifDigest: digestOf.get(node)! }))]
+  return { plan: { newest: plan.newest, sources: plan.sources.filter(n => digestOf.get(n) === truth), lacking }, diverged, truth }
 }

@@ -15,12 +15,13 @@ import { ReplicatedVolume } from '../../node/gvs/replicated-volume.ts'
 import type { Diverged } from '../../node/gvs/settler.ts'
 import { planSettle, unifyPlan, type CopySeen } from '../../node/gvs/versions.ts'
 import { silentLogger } from '../../node/log.ts'
+import { GvsError } from '../../node/gvs/errors.ts'
 
 const MiB = 1024 * 1024
 const block = (v: number): Uint8Array => new Uint8Array(4096).fill(v)
 const v = (seq: number, epoch = 1): { epoch: number, seq: number } => ({ epoch, seq })
 
-test('unifyPlan: the first source\'s copy stands; a holder of the same version with another digest is replaced, a non-holder is no source', t => {
+test('unifyPlan: the first source\'s copy stands; a holder of the same version with another digest is replaced while it still has that digest, a non-holder is no source', t => {
   const seen: CopySeen[] = [
     { node: 'A', present: true, version: v(2), digest: 'aaaaaaaa' },
     { node: 'B', present: true, version: v(2), digest: 'bbbbbbbb' },
@@ -31,14 +32,58 @@ test('unifyPlan: the first source\'s copy stands; a holder of the same version w
   t.deepEqual(plan.lacking, [{ node: 'D', replace: false }])
   const u = unifyPlan(['A', 'B', 'D'], plan, seen)
   t.deepEqual(u.diverged, ['B', 'C'])
+  t.is(u.truth, 'aaaaaaaa')
   t.deepEqual(u.plan.sources, ['A'])
-  t.deepEqual(u.plan.lacking, [{ node: 'D', replace: false }, { node: 'B', replace: true }])
+  t.deepEqual(u.plan.lacking, [{ node: 'D', replace: false }, { node: 'B', replace: true, ifDigest: 'bbbbbbbb' }])
   // alike, or no digest to compare (an agent of an earlier release): the plan as it was
   const alike = seen.map(s => ({ ...s, digest: 'aaaaaaaa' }))
   t.deepEqual(unifyPlan(['A', 'B'], planSettle(['A', 'B'], alike), alike).diverged, [])
   const none = seen.map(s => ({ node: s.node, present: s.present, version: s.version }))
   const p2 = planSettle(['A', 'B'], none)
   t.is(unifyPlan(['A', 'B'], p2, none).plan, p2)
+})
+
+test('unifyPlan: the copy reads were served from stands (the guest has seen it), if it is of the newest version; a source without a digest is passed over', t => {
+  const seen: CopySeen[] = [
+    { node: 'A', present: true, version: v(2), digest: 'aaaaaaaa' },
+    { node: 'B', present: true, version: v(2), digest: 'bbbbbbbb' },
+    { node: 'C', present: true, version: v(2), digest: 'bbbbbbbb' }
+  ]
+  const plan = planSettle(['A', 'B', 'C'], seen)
+  const u = unifyPlan(['A', 'B', 'C'], plan, seen, { version: v(2), digest: 'bbbbbbbb' })
+  t.is(u.truth, 'bbbbbbbb')
+  t.deepEqual(u.plan.sources, ['B', 'C'])
+  t.deepEqual(u.plan.lacking, [{ node: 'A', replace: true, ifDigest: 'aaaaaaaa' }])
+  // served at an older version (this writer wrote since): placement order again
+  t.is(unifyPlan(['A', 'B', 'C'], plan, seen, { version: v(1), digest: 'bbbbbbbb' }).truth, 'aaaaaaaa')
+  // A of an earlier release says no digest: neither the truth nor a source once copies differ (rv37)
+  const mixed: CopySeen[] = [{ node: 'A', present: true, version: v(2) }, { node: 'B', present: true, version: v(2), digest: 'bbbbbbbb' }, { node: 'C', present: true, version: v(2), digest: 'cccccccc' }]
+  const m = unifyPlan(['A', 'B', 'C'], planSettle(['A', 'B', 'C'], mixed), mixed)
+  t.is(m.truth, 'bbbbbbbb')
+  t.deepEqual(m.plan.sources, ['B'])
+  t.deepEqual(m.plan.lacking, [{ node: 'C', replace: true, ifDigest: 'cccccccc' }])
+})
+
+test('a put that makes copies alike lands only over the copy compared (ifDigest): not over one a write changed since', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-ifdigest-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const store = new ObjectStore({ log: silentLogger }, { dir, writebackMs: 0 })
+  t.teardown(async () => { await store.stop().catch(() => {}) })
+  await store.start()
+  await store.write('v', 0, 0, block(1), { epoch: 1, fua: false, version: v(2) })
+  const compared = (await store.stat('v', 0, { digest: true })).digest!
+  const copy = { data: new Uint8Array(4 * MiB).fill(9), version: v(2) }
+  // a write landed since the comparison, at the same version (another device's, in flight)
+  await store.write('v', 0, 4096, block(3), { epoch: 1, fua: false, version: v(2) })
+  t.true(await store.put('v', 0, copy, { epoch: 1, replace: true, ifDigest: compared }), 'kept')
+  t.deepEqual(await store.read('v', 0, 4096, 4096), block(3))
+  // the copy as compared: replaced
+  const now = (await store.stat('v', 0, { digest: true })).digest!
+  t.false(await store.put('v', 0, copy, { epoch: 1, replace: true, ifDigest: now }))
+  t.deepEqual(await store.read('v', 0, 4096, 4096), block(9))
+  // a newer version is never replaced
+  await store.write('v', 0, 0, block(4), { epoch: 1, fua: false, version: v(3) })
+  t.true(await store.put('v', 0, copy, { epoch: 1, replace: true, ifDigest: (await store.stat('v', 0, { digest: true })).digest! }))
 })
 
 /** object 0 on A and B at version 1.2: A took writes 1 (block 0 = 7s) and 2 (block 2 = 9s), B only write 2 */
@@ -89,4 +134,61 @@ test('a writer\'s first write of an object makes the copies alike too; a device 
   await w.write(4096, block(5), false)
   t.deepEqual(await stores.B!.read('v', 0, 0, 4096), block(7))
   t.deepEqual(await stores.A!.read('v', 0, 0, 12288), await stores.B!.read('v', 0, 0, 12288))
+})
+
+test('a write that lands on a holder while the copies are being made alike stays there: the copy is not put over it (rv37)', async t => {
+  const { stores, transport } = await diverged(t)
+  let landed = false
+  const racing: ReplicaTransport = {
+    self: 'B',
+    call: async (peer, req, data) => {
+      // another session's write (at this epoch) reaches B between the comparison and the copy
+      if (req.op === 'put' && peer === 'B' && 'ifDigest' in req && req.ifDigest != null && !landed) {
+        landed = true
+        await stores.B!.write('v', 0, 4096, block(3), { epoch: 1, fua: false, version: v(2) })
+      }
+      return await transport.call(peer, req, data)
+    }
+  }
+  const w = device(racing, 'B', true)
+  await w.read(0, 1)
+  t.true(landed)
+  t.deepEqual(await stores.B!.read('v', 0, 4096, 4096), block(3), 'the write that landed meanwhile is kept')
+})
+
+test('a holder silent at the first read comes back with another copy of that version: the copy the guest read stands (rv37)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gvs-diverged3-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const stores: Record<string, ObjectStore> = {}
+  for (const n of ['A', 'B', 'C']) {
+    stores[n] = new ObjectStore({ log: silentLogger }, { dir: join(dir, n), writebackMs: 0 })
+    await stores[n].start()
+  }
+  t.teardown(async () => { for (const s of Object.values(stores)) await s.stop().catch(() => {}) })
+  await stores.A!.write('v', 0, 0, block(7), { epoch: 1, fua: false, version: v(1) })
+  for (const n of ['A', 'B', 'C']) await stores[n]!.write('v', 0, 8192, block(9), { epoch: 1, fua: false, version: v(2) })
+  let silentA = true
+  let gen = 1
+  const transport: ReplicaTransport = {
+    self: 'B',
+    call: async (peer, req, data) => {
+      if (peer === 'A' && silentA) throw new GvsError('unavailable', 'A restarting (test)', { transient: true })
+      return await execute(stores[peer]!, req, data ?? null)
+    }
+  }
+  const w = new ReplicatedVolume({ transport, holders: () => ['A', 'B', 'C'], nodes: () => ['A', 'B', 'C'], generation: () => gen }, { volume: 'v', size: 8 * MiB, replicas: 3, minReplicas: 2, epoch: 2, compareCopies: true })
+  t.is((await w.read(0, 1))[0], 0, 'read from B and C while A is silent')
+  silentA = false
+  gen++
+  t.is((await w.read(0, 1))[0], 0, 'the same bytes once A answers')
+  t.deepEqual(await stores.A!.read('v', 0, 0, 4096), block(0), 'A\'s copy made alike to the one read')
+})
+
+test('a snapshot\'s layer under a VM disk is not rewritten by the comparison (it stays as taken)', async t => {
+  const { stores, transport } = await diverged(t)
+  // the diverged object is in layer "v", now frozen under a new top "top"
+  const w = new ReplicatedVolume({ transport: { ...transport, self: 'B' }, holders: () => ['A', 'B'], nodes: () => ['A', 'B'] }, { volume: 'top', under: ['v'], size: 8 * MiB, replicas: 2, epoch: 2, compareCopies: true })
+  await w.read(0, 1)
+  t.deepEqual(await stores.A!.read('v', 0, 0, 4096), block(7))
+  t.deepEqual(await stores.B!.read('v', 0, 0, 4096), block(0))
 })

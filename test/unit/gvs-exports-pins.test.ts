@@ -7,6 +7,7 @@ import type { Volume } from '../../crdt/index.ts'
 import { VolumeExports } from '../../node/gvs/exports.ts'
 import { pinnedName } from '../../node/gvs/export-names.ts'
 import { Writers } from '../../node/gvs/writers.ts'
+import type { ReplicaRequest } from '../../node/gvs/replica-protocol.ts'
 
 const MiB = 1024 * 1024
 const volume = (id: string, path: string, epoch: number): Volume =>
@@ -58,4 +59,24 @@ test('names of a pinned epoch with wrong keys or the epoch spelt with zeros shar
   t.truthy(ex.device('app/disk~5~key5'), 'the VM\'s own name')
   for (let i = 0; i < 1000; i++) t.truthy(ex.device(`app/disk~${'0'.repeat(i % 3)}5~wrong${i}`))
   t.true(ex.sizes().live <= 2, JSON.stringify(ex.sizes()))
+})
+
+test('a VM disk\'s device (its pinned epoch) compares copies by digest; a plain export\'s does not (another node may write at its epoch)', async t => {
+  const vols = [volume('vol-aaaaaaaaaaaa', '/app/disk', 1)]
+  const stats: Array<{ digest: boolean }> = []
+  const transport = {
+    self: 'n',
+    call: async (_peer: string, req: ReplicaRequest) => {
+      if (req.op === 'stat') { stats.push({ digest: req.digest === true }); return { reply: { ok: true as const, present: false }, data: null } }
+      if (req.op === 'read') return { reply: { ok: true as const }, data: new Uint8Array(req.length) }
+      throw new Error(`no ${req.op} in this test`)
+    }
+  }
+  const ex = new VolumeExports({ transport, holders: () => ['n'], nodes: () => ['n'], volumes: () => vols }, new Writers(30_000))
+  await ex.device('app/disk')!.read(0, 4096)
+  t.deepEqual(stats, [{ digest: false }])
+  ex.pin('vol-aaaaaaaaaaaa', 7)
+  stats.length = 0
+  await ex.device(pinnedName('app/disk', 7))!.read(0, 4096)
+  t.deepEqual(stats, [{ digest: true }])
 })
