@@ -21,7 +21,13 @@ import { sayWriters } from './say-writers.ts'
 const POLL_MS = 500
 
 export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, json: boolean }): Promise<void> {
-  if (o.json) return json(await api.request('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: true, scrub: o.scrub }))
+  if (o.json) {
+    const r = await api.request<{ health?: string }>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: true, scrub: o.scrub })
+    json(r)
+    // as without --json: a script must not take a volume left degraded for repaired
+    if (r.health != null && r.health !== 'healthy') process.exitCode = 1
+    return
+  }
   const asked = Date.now()
   let st = await api.request<RepairStatusView>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: false, scrub: o.scrub })
   const bar = progress(`repair ${st.volume}`, { format: (v, t) => `${v}/${t} copies` })
@@ -35,17 +41,20 @@ export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, 
   const l = st.last
   if (l == null || Date.parse(l.at) < asked - 1000) { bar.stop(); throw new CliError(`the repair of ${st.volume} ended without a report (the agent may have stopped)`, 1) }
   if (l.copied + l.failed > 0) bar.update(l.copied + l.failed, l.copied + l.failed)
-  const sound = l.failed === 0 && l.lost === 0
+  const short = l.short ?? 0
+  const sound = l.failed === 0 && l.lost === 0 && short === 0
   const freed = (l.freed ?? 0) > 0 ? `; freed ${l.freed} surplus cop${l.freed === 1 ? 'y' : 'ies'} (on nodes that are no longer holders)` : ''
+  // too few live nodes to hold R copies: nothing to copy, and not repaired (bb33: "every object has its copies", exit 0)
+  const few = short > 0 ? `, ${short} object${short === 1 ? '' : 's'} short of ${st.replicas == null ? 'R' : `R=${st.replicas}`} copies: too few live nodes with a disk to hold them (start or add nodes)` : ''
   bar.stop(sound && l.copied === 0
     ? `${st.volume}: nothing to copy, every object has its copies${freed}`
-    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${bytesText(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${freed}`)
+    : `${st.volume}: ${sound ? 'repaired' : 'still degraded'}; copied ${l.copied} objects (${bytesText(l.bytes)}), ${l.failed} failed${l.lost > 0 ? `, ${l.lost} with no live copy` : ''}${few}${freed}`)
   for (const s of l.scrubbed ?? []) out(`  scrub: object ${s.index} of ${s.volume ?? s.layer} on ${s.name ?? s.node} was damaged; ${s.healed ? 'rewritten from a sound copy' : `not rewritten: ${s.error ?? ''}`}`)
   if (o.scrub && (l.scrubbed ?? []).length === 0) out('  scrub: every copy verified sound')
   // an unrewritten scrub finding is in both lists: said once, above
   for (const e of l.errors) if (!(e.startsWith('scrub: object ') && e.includes(' is damaged and was not rewritten'))) out(`  ${e}`)
   // the exit code says it too: a script must not take a volume left degraded for repaired
-  if (l.failed > 0 || l.lost > 0 || (l.unsound ?? 0) > 0) process.exitCode = 1
+  if (l.failed > 0 || l.lost > 0 || short > 0 || (l.unsound ?? 0) > 0) process.exitCode = 1
 }
 
 export async function scrub (api: ApiClient, o: { now: boolean, json: boolean }): Promise<void> {

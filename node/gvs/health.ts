@@ -42,6 +42,8 @@ export interface LastRepairView {
   bytes: number
   /** objects no live node held when it ran */
   lost: number
+  /** objects with fewer live nodes to hold them than R when it ran (fewer live nodes with a disk than R): nothing to copy, and short all the same */
+  short?: number
   /** objects a scrub found damaged with no sound copy to rewrite them from, some block on every copy (kept until a scrub finds otherwise) */
   unsound?: number
   /**

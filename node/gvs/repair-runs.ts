@@ -189,7 +189,7 @@ export class RepairRuns {
         ? this.c.unsound != null && await this.c.unsound(v, unreadable).then(() => true, () => false)
         : prev?.unsoundRecorded === true
       this.last.set(v.id, {
-        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, errors: report.errors, lostObjects: report.plan.lost, unsound, ...(recorded && unsound > 0 ? { unsoundRecorded: true as const } : {}), ...(opts.scrub === true ? { scrubbedAt: view.startedAt } : prev?.scrubbedAt != null ? { scrubbedAt: prev.scrubbedAt } : {}), ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? checked : carried
+        node: this.c.self, at: Date.now(), copied: Math.max(0, report.done - report.failed + unhealed.length), failed: report.failed, ...(report.unavailable != null ? { unavailable: report.unavailable, unavailableWhy: report.unavailableWhy } : {}), bytes: report.bytes, lost: report.plan.lost.length, ...(report.plan.short.length > 0 ? { short: report.plan.short.length } : {}), errors: report.errors, lostObjects: report.plan.lost, unsound, ...(recorded && unsound > 0 ? { unsoundRecorded: true as const } : {}), ...(opts.scrub === true ? { scrubbedAt: view.startedAt } : prev?.scrubbedAt != null ? { scrubbedAt: prev.scrubbedAt } : {}), ...(unrewritten > 0 ? { unrewritten } : {}), freed: report.freed, scrubbed: opts.scrub === true ? checked : carried
       })
       // a failed write is logged by the file; the repair itself stands
       await this.c.file?.save(this.last).catch(() => {})

@@ -394,16 +394,25 @@ export class Repairer extends EventEmitter<RepairerEvents> {
   private async copy (c: Copy, replace = false, bucket?: TokenBucket): Promise<number> {
     const why: string[] = []
     for (const src of c.from) {
+      let r
       try {
-        const r = await this.c.transport.call(src, { op: 'get', volume: this.init.volume, index: c.index })
-        if (r.data == null) { why.push(`${this.name(src)}: absent`); continue }
-        // the copy's bytes go when the bucket has them (the get before it is bounded
-        // by the copies in flight)
-        await bucket?.take(r.data.length)
+        r = await this.c.transport.call(src, { op: 'get', volume: this.init.volume, index: c.index })
+      } catch (err) { why.push((err as Error).message); continue }
+      if (r.data == null) { why.push(`${this.name(src)}: absent`); continue }
+      // the copy's bytes go when the bucket has them (the get before it is bounded
+      // by the copies in flight)
+      await bucket?.take(r.data.length)
+      try {
         // replaces only an older copy there (replace: also an equal one, as a damaged copy needs)
         await this.c.transport.call(c.to, { op: 'put', volume: this.init.volume, index: c.index, epoch: r.reply.epoch ?? 0, version: r.reply.version ?? NO_VERSION, replace }, r.data)
-        return r.data.length
-      } catch (err) { why.push((err as Error).message) }
+      } catch (err) {
+        // the new holder refused it (its disk full, say): another source's copy fares no
+        // better, and the fault is the target's, not the sources' (bb33: "no source could
+        // supply", each cause once per source)
+        const e = err as Error
+        throw new GvsError(e instanceof GvsError ? e.code : 'unavailable', `${this.name(c.to)} could not take object ${c.index}: ${e.message}`, { transient: e instanceof GvsError && e.transient })
+      }
+      return r.data.length
     }
     throw new GvsError('unavailable', `no source could supply object ${c.index}: ${why.join('; ')}`)
   }

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, sayNodes, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
@@ -72,6 +72,8 @@ export interface VolumeView {
 
 export interface RepairStatusView {
   volume: string
+  /** the copies the volume keeps (R) */
+  replicas?: number
   running: RepairProgressView | null
   last: (Omit<LastRepair, 'at'> & { at: string }) | null
 }
@@ -209,10 +211,12 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   }
   const view = async (v: Volume): Promise<VolumeView> => (await views([v]))[0]!
   const body = bodyObject
+  /** a repair's message with layers said as volumes and peer ids as node names (bb33: a full target named by its peer id) */
+  const say = (e: string, all: readonly Volume[]): string => sayNodes(sayLayers(e, all), n => svc.nodeName?.(n) ?? n)
   const repairStatus = (v: Volume): RepairStatusView => {
     const l = svc.lastRepairs.get(v.id)
     const all = svc.volumes()
-    return { volume: v.path, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => sayLayers(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: sayLayers(l.unavailableWhy, all) } : {}), ...(l.scrubbed != null ? { scrubbed: sayFound(l.scrubbed, all) } : {}) } }
+    return { volume: v.path, replicas: v.replicas, running: svc.repairing(v.id), last: l == null ? null : { ...l, at: iso(l.at), errors: l.errors.map(e => say(e, all)), ...(l.unavailableWhy != null ? { unavailableWhy: say(l.unavailableWhy, all) } : {}), ...(l.scrubbed != null ? { scrubbed: sayFound(l.scrubbed, all) } : {}) } }
   }
 
   /** a volume's export snapshots: those whose export is gone (they go with it), those whose export runs, and where */
@@ -446,7 +450,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       }
       const r = await done
       const all = svc.volumes()
-      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors.map(e => sayLayers(e, all)), lost: r.plan.lost, scrubbed: sayFound(svc.lastRepairs.get(v.id)?.scrubbed ?? [], all) }
+      return { volume: v.path, done: r.done, total: r.total, bytes: r.bytes, failed: r.failed, freed: r.freed, health: r.health, errors: r.errors.map(e => say(e, all)), lost: r.plan.lost, short: r.plan.short.length, scrubbed: sayFound(svc.lastRepairs.get(v.id)?.scrubbed ?? [], all) }
     })
 
     app.get<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async req => repairStatus(findVolume(svc.volumes(), req.params.id)))
