@@ -188,8 +188,8 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
  * Sends one request to each node at once (`timeoutMs`: a bound on each answer, beyond
  * the replica's own timeout). Answers the nodes that failed, each with why.
  */
-export async function callEach (transport: ReplicaTransport, nodes: readonly string[], req: ReplicaRequest, timeoutMs?: number): Promise<Array<{ node: string, why: string, moment: boolean }>> {
-  const failed: Array<{ node: string, why: string, moment: boolean }> = []
+export async function callEach (transport: ReplicaTransport, nodes: readonly string[], req: ReplicaRequest, timeoutMs?: number): Promise<Array<{ node: string, why: string, moment: boolean, full?: true }>> {
+  const failed: Array<{ node: string, why: string, moment: boolean, full?: true }> = []
   await Promise.all(nodes.map(async node => {
     let timer: NodeJS.Timeout | undefined
     try {
@@ -200,7 +200,8 @@ export async function callEach (transport: ReplicaTransport, nodes: readonly str
     } catch (err) {
       // `moment`: it may pass (the node out of reach, restarting, its stream reset), as
       // against its answer (a newer writer's epoch there, a bad request, its disk)
-      failed.push({ node, why: (err as Error).message, moment: !(err instanceof GvsError) || err.transient || err.code === 'unavailable' })
+      // `full`: its disk is full (the client is told ENOSPC, not EIO)
+      failed.push({ node, why: (err as Error).message, moment: !(err instanceof GvsError) || err.transient || err.code === 'unavailable', ...(err instanceof GvsError && err.code === 'no-space' ? { full: true as const } : {}) })
     } finally { clearTimeout(timer) }
   }))
   return failed

@@ -115,9 +115,37 @@ export class WriteIntents {
   /** Starts a fresh log (after the objects it named were recovered), headed by the server's boot id, and opens it for appends. */
   async open (boot: string | null = null): Promise<void> {
     this.boot = boot
-    await writeFileDurable(this.file, this.header(), { mode: 0o600 })
+    try {
+      await writeFileDurable(this.file, this.header(), { mode: 0o600 })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err
+      // a full disk has no room for a new file, and the agent must still start, to serve
+      // the copies it holds (bb33: it exited with a bare ENOSPC). The log is emptied in
+      // place instead: what it named was recovered and synced before this
+      await this.emptyInPlace()
+    }
     this.fh = await this.reopen()
     this.opened = true
+  }
+
+  /** the log truncated where it is, then headed by the boot id if there is room for it (none: a later start takes the server for restarted, which only lowers versions) */
+  private async emptyInPlace (): Promise<void> {
+    const fh = await open(this.file, constants.O_WRONLY | constants.O_CREAT, 0o600)
+    try {
+      await fh.truncate(0)
+      await fh.datasync()
+      const header = Buffer.from(this.header())
+      if (header.length > 0) {
+        try {
+          await fh.write(header, 0, header.length, 0)
+          await fh.datasync()
+        } catch {
+          await fh.truncate(0).catch(() => {})
+          await fh.datasync().catch(() => {})
+        }
+      }
+    } finally { await fh.close() }
   }
 
   async close (): Promise<void> {

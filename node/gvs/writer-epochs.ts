@@ -67,7 +67,12 @@ export class WriterEpochs {
       })
       if (passed.length > 0) this.c.log.warn('fenced a volume\'s writer epoch without nodes this one cannot reach: the other holders of every object refuse an older writer there', { volume: v.path, epoch, nodes: passed.join('; ') })
       if (failed.length === 0) return v
-      if (failed.some(f => !f.moment) || Date.now() + wait > until) throw new UnavailableError(`could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${f.node}: ${f.why}`).join('; ')}`, 'fence-failed')
+      if (failed.some(f => !f.moment) || Date.now() + wait > until) {
+        const why = `could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${this.c.nameOf(f.node)}: ${f.why}`).join('; ')}`
+        // a holder's full disk is said as one (an NBD client gets ENOSPC, as for a write the disk refuses; bb33 got EIO)
+        if (failed.some(f => f.full === true)) throw new GvsError('no-space', why)
+        throw new UnavailableError(why, 'fence-failed')
+      }
       await new Promise(resolve => setTimeout(resolve, wait))
     }
   }

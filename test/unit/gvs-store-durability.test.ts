@@ -3,7 +3,7 @@
 // fsyncs are the real ones, watched (or, to fail one, replaced) through the store's
 // `fsync` component: a disk that fails an fsync cannot be had here otherwise.
 import test from 'ava'
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ObjectStore, type DamageReport } from '../../node/gvs/object-store.ts'
@@ -112,6 +112,25 @@ test("a new object's directory entry is synced by the next flush even when the w
   t.true((await s.list('v')).includes(1), 'the object was created')
   await s.flush()
   t.true(done.includes(join(s.dir, 'objects', 'v') + '/'), `synced: ${done.join(', ')}`)
+})
+
+test.serial('a store on a full disk starts all the same, and serves the copies it holds (bb33: the agent exited with a bare ENOSPC)', async t => {
+  const mnt = await smallDisk(t)
+  if (mnt == null) return
+  await mkdir(join(mnt, 'gvs'))
+  const d = join(mnt, 'gvs')
+  const first = new ObjectStore({ log: silentLogger, statfs: noShortage }, { dir: d, writebackMs: 0 })
+  await first.start()
+  await first.write('v', 0, 0, new Uint8Array(4096).fill(7), { epoch: 1 })
+  await first.flush()
+  await first.stop()
+  // the disk filled up by something else while the agent was down
+  await writeFile(join(mnt, 'filler'), new Uint8Array(4 * MiB)).catch(() => {})
+  const again = await store(t, syncPath, d)
+  t.deepEqual(await again.read('v', 0, 0, 4096), new Uint8Array(4096).fill(7))
+  // and writes fail cleanly until there is room
+  const e = await t.throwsAsync(again.write('v', 1, 0, new Uint8Array(MiB).fill(2), { epoch: 1 }))
+  t.true(isGvsError(e, 'no-space'), String(e))
 })
 
 test('a removal failing on the file system fails with a store error, not a raw one', async t => {
