@@ -114,6 +114,14 @@ export class VolumeStates {
       const until = new Date(Math.max(...away.map(([, at]) => at))).toISOString()
       h.reasons.push(`${away.map(([n]) => nameOf(n)).join(', ')} ${away.length === 1 ? 'is' : 'are'} away for a restart: copies there are waited for, not made anew elsewhere, until ${until} (then repair makes them, should ${away.length === 1 ? 'it' : 'they'} not be back)`)
     }
+    // a holder whose disk is full refuses the writes to the objects it holds (its advert
+    // says so): the volume is not at full strength, and says why (bb33: "healthy" while
+    // every write failed)
+    const full = fullHolders(inv?.copies ?? [], live, n => members.get(n)?.advert.dataDiskFull ?? null)
+    if (full.length > 0) {
+      h.state = 'degraded'
+      h.reasons.push(`${full.map(nameOf).join(', ')}, holding copies of it, ${full.length === 1 ? 'has' : 'have'} a full disk: writes to the objects ${full.length === 1 ? 'it holds' : 'they hold'} fail until there is room (vgrid status there says more)`)
+    }
     if (slow && h.state === 'healthy') h.state = 'degraded'
     return { ...h, coordinator: coordinatorOf(v.id, this.c.coordinators?.() ?? live) ?? undefined }
   }
@@ -180,6 +188,12 @@ export class VolumeStates {
     }))
     return out
   }
+}
+
+/** the live nodes holding copies of the volume (at its inventory) whose disk is full (`fullWhy`: their advert's reason, null when not). Pure. */
+export function fullHolders (copies: readonly LayerCopies[], live: ReadonlySet<string>, fullWhy: (node: string) => string | null): string[] {
+  const holding = new Set(copies.flatMap(c => [...c.objects.values()].flat()))
+  return [...holding].filter(n => live.has(n) && fullWhy(n) != null).sort()
 }
 
 /**
