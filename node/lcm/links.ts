@@ -14,10 +14,17 @@ export interface LinkRequest {
 
 /** What validation reads of the document. */
 export interface LinkDoc {
-  /** VM ids, with the terminals each declared when it was created (absent: those its links use) */
-  vms: ReadonlyMap<string, { inputs?: string[], outputs?: string[] }>
+  /** VM ids, with the terminals each declared when it was created (absent: those its links use) and when it was made */
+  vms: ReadonlyMap<string, { inputs?: string[], outputs?: string[], created?: number }>
   links: Link[]
 }
+
+/**
+ * How long a link create waits after its write for what other nodes wrote at the same
+ * moment to arrive (a link from the same output, a removal of an end's VM) before it
+ * answers: the claims' settle window, which a VM create waits as long for its name.
+ */
+export const LINK_SETTLE_MS = 1500
 
 /** what GET /v1/links adds to an end (routes.ts): shown, never taken from a request */
 const END_VIEW_FIELDS = new Set(['node', 'nodeName', 'address', 'down'])
@@ -97,8 +104,12 @@ export function checkLink (req: LinkRequest, doc: LinkDoc): Link {
   const r: LinkRequest = { ...req, from: ends.from!, to: ends.to! }
   if (r.from.vm === r.to.vm) throw new ValidationError('to', 'to: a VM cannot be connected to itself')
   const id = linkId(r)
-  if (doc.links.some(l => l.id === id)) throw new ConflictError(`link ${id} exists already`, 'duplicate')
-  const taken = doc.links.find(l => l.from.vm === r.from.vm && l.from.terminal === r.from.terminal)
+  // a link whose VM went (removed through one node while the link was made through
+  // another) connects nothing: it holds no output (it held one for good) and is no
+  // duplicate (made again, the link is written anew for the VMs as they are)
+  const standing = standingLinks(doc.links, doc.vms).links
+  if (standing.some(l => l.id === id)) throw new ConflictError(`link ${id} exists already`, 'duplicate')
+  const taken = standing.find(l => l.from.vm === r.from.vm && l.from.terminal === r.from.terminal)
   if (taken != null) throw new ConflictError(`output ${r.from.vm}.${r.from.terminal} is connected already (to ${taken.to.vm}.${taken.to.terminal} by ${taken.id})`, 'output-connected')
   return { id, from: r.from, to: r.to, protocol: r.protocol, port: r.port }
 }
@@ -118,6 +129,63 @@ export function formerVmLinks<L extends Link> (links: readonly L[], createdOf: (
     else skipped.push({ link: l.id, reason: `made for a former VM named ${former.vm}, removed since (this ${former.vm} was made after): remove the link, and make it again if this VM should have it` })
   }
   return { links: out, skipped }
+}
+
+/**
+ * The end of a link whose VM is gone (pure): removed (through one node while the link
+ * was made through another: each checked its own copy), or removed and made again (a
+ * VM made since under the name is another one: formerVmLinks). Null while both stand.
+ */
+export function goneEnd (l: Link, vms: ReadonlyMap<string, { created?: number }>): { end: 'from' | 'to', vm: string, madeAgain: boolean } | null {
+  for (const end of ['from', 'to'] as const) {
+    const e = l[end]
+    const v = vms.get(e.vm)
+    if (v == null) return { end, vm: e.vm, madeAgain: false }
+    if (e.created != null && v.created != null && e.created !== v.created) return { end, vm: e.vm, madeAgain: true }
+  }
+  return null
+}
+
+/**
+ * The links whose VMs both still stand (pure), the same on every node; the others are
+ * skipped with the reason until removed, and take no output's place (oneLinkPerOutput
+ * runs over these): a link left by a VM removed while it was made blocked its output
+ * for good, naming a VM that no longer existed.
+ */
+export function standingLinks<L extends Link> (links: readonly L[], vms: ReadonlyMap<string, { created?: number }>): { links: L[], skipped: Array<{ link: string, reason: string }> } {
+  const out: L[] = []
+  const skipped: Array<{ link: string, reason: string }> = []
+  for (const l of links) {
+    const g = goneEnd(l, vms)
+    if (g == null) out.push(l)
+    else if (g.madeAgain) skipped.push(...formerVmLinks([l], vm => vms.get(vm)?.created).skipped)
+    else skipped.push({ link: l.id, reason: `VM ${g.vm} no longer exists (removed while this link was made through another node): the link connects nothing and holds no output; remove it` })
+  }
+  return { links: out, skipped }
+}
+
+/**
+ * A link this node wrote, judged once its create waited the settle window (pure; the
+ * document as it is then): the error its request is answered with, after which the
+ * link is removed, or null if it stands. Two nodes that each took a link from one
+ * output at the same moment each checked only their own copy; the one that is not
+ * the output's link by oneLinkPerOutput's rule (`at`, then id) lost, as a sequential
+ * create would have, and says so naming the winner. An end's VM removed through
+ * another node meanwhile: the link would connect nothing, as a create after the
+ * removal would have been told. A link removed meanwhile (link rm) is not judged.
+ */
+export function lostLink (made: Link, links: ReadonlyArray<Link & { at: number }>, vms: ReadonlyMap<string, { created?: number }>): ConflictError | NotFoundError | null {
+  const g = goneEnd(made, vms)
+  if (g != null) {
+    return g.madeAgain
+      ? new ConflictError(`${g.end}: VM "${g.vm}" was removed through another node while this link was made (the "${g.vm}" there now was made since, and is another VM); this link was removed: make it again to connect that one`, 'vm_removed')
+      : new NotFoundError(`${g.end}: no VM "${g.vm}": it was removed through another node while this link was made; this link was removed`)
+  }
+  const standing = standingLinks(links, vms).links
+  if (!standing.some(l => l.id === made.id)) return null
+  const first = oneLinkPerOutput(standing).links.find(l => l.from.vm === made.from.vm && l.from.terminal === made.from.terminal)
+  if (first == null || first.id === made.id) return null
+  return new ConflictError(`output ${made.from.vm}.${made.from.terminal} is connected already (to ${first.to.vm}.${first.to.terminal} by ${first.id}): that link was made through another node at the same moment, and first; this one was removed`, 'output-connected')
 }
 
 /**

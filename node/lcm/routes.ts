@@ -3,19 +3,22 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { checkLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
+import { LINK_SETTLE_MS, checkLink, lostLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import { NEITHER_END_HERE, type Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 import type { LinkCounts } from './link-counts.ts'
 import { overlayDownReason } from './health.ts'
 
-type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table' | 'linkCounts'> & Partial<Pick<LcmView, 'unreachedBy' | 'askCounts'>>
+type Lcm = Pick<LcmView, 'status' | 'peerStates' | 'counters' | 'drops' | 'schedule' | 'settled' | 'state' | 'last' | 'members' | 'selfId' | 'table' | 'linkCounts'> & Partial<Pick<LcmView, 'unreachedBy' | 'askCounts' | 'linkSettleMs'>>
 
 const linksOf = (r: LcmReader): Link[] => r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port }))
 const links = (lcm: Lcm): Link[] => linksOf(lcm.state.read())
 
-/** what checkLink reads: the VMs with their declared terminals, and the links */
-const linkDoc = (r: LcmReader): LinkDoc => ({ vms: new Map(r.list('vms').map(v => [v.id, v.spec])), links: linksOf(r) })
+/** the VMs with their declared terminals and when each was made */
+const vmsOf = (r: LcmReader): LinkDoc['vms'] => new Map(r.list('vms').map(v => [v.id, { inputs: v.spec.inputs, outputs: v.spec.outputs, created: v.created }]))
+
+/** what checkLink reads: the VMs, and the links */
+const linkDoc = (r: LcmReader): LinkDoc => ({ vms: vmsOf(r), links: linksOf(r) })
 
 async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const last = lcm.last
@@ -126,6 +129,31 @@ const realSkip = (reason: string | undefined): string | undefined => reason === 
 const nameOf = (members: MemberTable, id: string | null): string | null => id == null ? null : members.get(id)?.advert.name ?? null
 
 export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
+  /**
+   * Another node may have taken a link from the same output, or removed an end's VM, at
+   * the same moment (each checked only its own copy of the document; both answered 201,
+   * and one link was inert, or named a VM gone and held its output for good). Once such
+   * a write had time to arrive, a link that lost (lostLink) is removed and its request
+   * answered as a create after that write would have been. Alone on the grid there is
+   * nobody to race with.
+   */
+  const settleLink = async (made: Link): Promise<void> => {
+    if (![...lcm.members.values()].some(m => m.nodeId !== lcm.selfId && (m.state === 'alive' || m.state === 'suspect'))) return
+    await new Promise(resolve => setTimeout(resolve, lcm.linkSettleMs ?? LINK_SETTLE_MS))
+    const judge = (r: LcmReader): Error | null => lostLink(made, r.list('connections'), vmsOf(r))
+    if (judge(lcm.state.read()) == null) return
+    // judged again on what the write finds, and only then undone
+    const lost = await lcm.state.write(w => {
+      const e = judge(w.reader)
+      if (e != null) w.remove('connections', made.id)
+      return e
+    }, `link create ${made.from.vm}.${made.from.terminal}: lost to a write of the same moment`)
+    if (lost == null) return
+    lcm.schedule(0)
+    await lcm.settled()
+    throw lost
+  }
+
   app.get('/v1/links', async (): Promise<{ links: LinkView[] }> => ({ links: await views(lcm, links(lcm)) }))
 
   app.get<{ Params: { id: string } }>('/v1/links/:id', async (req): Promise<LinkView> => {
@@ -139,14 +167,15 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
     // checked inside the write, on the document as the write finds it: two creates from
     // one output through this agent cannot both pass (the id is derived from the
     // request, so two agents racing on the same link write one object)
-    const link = await lcm.state.write(w => {
+    const { link, made } = await lcm.state.write(w => {
       const l = checkLink(r, linkDoc(w.reader))
       // each end's VM as it is now: a VM made again under the name later is another one (formerVmLinks)
       const end = (e: Link['from']): Link['from'] => { const c = w.reader.get('vms', e.vm)?.value.created; return c == null ? e : { ...e, created: c } }
-      w.put('connections', { id: l.id, app: null, from: end(l.from), to: end(l.to), protocol: l.protocol, port: l.port })
-      return l
+      const c = w.put('connections', { id: l.id, app: null, from: end(l.from), to: end(l.to), protocol: l.protocol, port: l.port })
+      return { link: l, made: { ...l, from: c.from, to: c.to } }
     }, `link create ${r.from.vm}.${r.from.terminal}`)
     lcm.schedule(0)
+    await settleLink(made)
     await lcm.settled()
     void reply.code(201)
     return (await views(lcm, [link]))[0]!

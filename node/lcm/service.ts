@@ -19,7 +19,7 @@ import { addressing, planPeers, type Addressing, type DocView, type PeerPlan } f
 import { computeRuleset, tableName, type Link, type Ruleset } from './rules.ts'
 import { applyRuleset, readCounters, removeForeignTables, removeRuleset, type TableCounters } from './nft.ts'
 import { lcmRoutes } from './routes.ts'
-import { formerVmLinks, oneLinkPerOutput, terminalHosts } from './links.ts'
+import { LINK_SETTLE_MS, oneLinkPerOutput, standingLinks, terminalHosts } from './links.ts'
 import { registerCounters } from './metrics.ts'
 import { OverlayRoutes } from './overlay-routes.ts'
 import { Condition } from './condition.ts'
@@ -85,6 +85,8 @@ export interface LcmInit {
   backend?: Backend
   /** leave the nftables rules in place when the service stops (default true: fail closed) */
   keepRulesOnStop?: boolean
+  /** how long a link create waits for others' writes of the same moment before it answers (default LINK_SETTLE_MS) */
+  settleMs?: number
 }
 
 
@@ -159,7 +161,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   constructor (components: LcmComponents, init: LcmInit = {}) {
     super()
     this.c = components
-    this.init = { port: 51820, keepaliveS: KEEPALIVE_S, addressPollMs: 1000, keepRulesOnStop: true, ...init }
+    this.init = { port: 51820, keepaliveS: KEEPALIVE_S, addressPollMs: 1000, keepRulesOnStop: true, settleMs: LINK_SETTLE_MS, ...init }
     this.log = components.log.child('lcm')
     this.prefix = overlayPrefix(components.clusterId)
     this.ifname = interfaceName(components.peerId)
@@ -253,6 +255,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   /** who reaches a member this node does not (a partial partition), or undefined */
   unreachedBy (node: string): string | undefined { return this.c.membership.outOfReach?.().get(node)?.by }
   get selfId (): string { return this.c.peerId }
+  get linkSettleMs (): number { return this.init.settleMs }
 
   /** Recompute and apply soon (coalesces bursts of document and membership events). */
   schedule (delayMs = 50): void {
@@ -281,9 +284,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
   private docView (): DocView & { links: Link[], contested: Ruleset['skipped'] } {
     const r = this.c.state.read()
     const vms = r.list('vms')
-    const created = new Map(vms.map(v => [v.id, v.created]))
-    // a link made for a former VM of an end's name takes no output's place either
-    const current = formerVmLinks(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })), vm => created.get(vm))
+    // a link whose VM is gone (removed while it was made, or a former VM of the name) takes no output's place
+    const current = standingLinks(r.list('connections').map(c => ({ id: c.id, from: c.from, to: c.to, protocol: c.protocol, port: c.port, at: c.at })), new Map(vms.map(v => [v.id, v])))
     const { links, skipped } = oneLinkPerOutput(current.links)
     return {
       vms: vms.map(v => ({ id: v.id, at: v.at, created: v.created, overlayIndex: (v as { overlayIndex?: unknown }).overlayIndex, inputs: v.spec.inputs, outputs: v.spec.outputs })),

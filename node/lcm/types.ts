@@ -60,6 +60,8 @@ export interface LcmView {
   /** who reaches a member this node does not (a partial partition), or undefined */
   unreachedBy?: (node: string) => string | undefined
   readonly selfId: string
+  /** how long a link create waits after its write for others' writes of the same moment (links.ts LINK_SETTLE_MS) */
+  readonly linkSettleMs?: number
   readonly last: { plan: PeerPlan, rules: Ruleset, addr: Addressing, links: Link[] } | null
   status: () => LcmStatus
   schedule: (delayMs?: number) => void

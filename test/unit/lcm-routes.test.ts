@@ -39,7 +39,9 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
     selfId: 'n1',
     table: 'vgrid_lcm_x',
     linkCounts: async (ids: readonly string[]) => countsOf(ids, new Map(replica.read().list('connections').map(l => [l.id, l])), over.last ?? null, { counters: new Map(), drops: over.drops ?? [] }),
-    askCounts: over.askCounts
+    askCounts: over.askCounts,
+    // with another member alive a create waits this long for others' writes of the same moment (lcm-link-race.test.ts)
+    linkSettleMs: 10
   }
   const a = Fastify()
   a.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send(errorBody(e.code, e.message)) })
