@@ -16,6 +16,7 @@ import type { Repairer } from './repair.ts'
 import { MAX_LAYERS, layerNumber, layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
 import { UnreadLayers } from './unread-layers.ts'
+import { foldRoomShort, type NodeRoom } from './fold-room.ts'
 import { join } from 'node:path'
 
 export interface LayerMerge {
@@ -177,6 +178,10 @@ export interface LayerReclaimComponents {
   heads?: () => string[]
   /** whether the document holds every change these heads name; absent: no */
   hasHeads?: (heads: readonly string[]) => boolean
+  /** a node's free and whole disk, as its advert says (null: not known): a fold waits for room on its holders (fold-room.ts) */
+  room?: (node: string) => NodeRoom | null
+  /** a node's name, for what a wait says */
+  nameOf?: (node: string) => string
 }
 
 export interface LayerReclaimInit {
@@ -376,6 +381,10 @@ export class LayerReclaim {
         return { wait: `${short} object(s) of layer ${layer} are not on all their holders yet: the volume's repair comes first` }
       }
     }
+    // room for the copies on every holder first: a fold into a full disk filled it (bb33)
+    const copies = [...under.inventory.keys()].filter(i => !over.inventory.has(i))
+    const noRoom = this.c.room == null ? null : foldRoomShort(copies, i => this.c.holders(objectKey(m.placementKey, i), m.replicas), this.c.store.objectSize, this.c.room, this.c.nameOf)
+    if (noRoom != null) return { wait: noRoom }
     // a copy on each holder's own disk (no network): an object at a time, its holders at once
     for (const index of [...under.inventory.keys()].sort((a, b) => a - b)) {
       // U has its own copy of it (complete on its holders, checked above): T's is hidden

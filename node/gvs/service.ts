@@ -304,6 +304,8 @@ export class GvsService {
       live: () => this.liveIds(),
       mayFree: () => this.mayFree(),
       repairer: (m, layer) => this.repairs.layerRepairer({ ...m, layer }),
+      room: n => { const a = this.components.membership.members.get(n)?.advert; return a == null ? null : { free: a.free.diskBytes, capacity: a.capacity.diskBytes } },
+      nameOf: n => this.nodeName(n),
       coordinatorOf: name => coordinatorOf(name, this.coordinators()),
       // through the state service, as a method (it reads its own fields)
       write: async (fn, message) => await this.components.state.write(fn, message),
