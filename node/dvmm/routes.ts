@@ -275,6 +275,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // a drain stops the node's VMs so that they start elsewhere: VMs no other node fits
     // would just stop. Refused unless asked for (a node that must go down anyway)
     // (asked again of a node already draining, e.g. to wait: nothing new is stopped)
+    // a node cut off from the majority would answer "draining" for a change that takes
+    // effect only once it sees one again (bb34: exit 0, nothing moved until the heal)
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+    if (!may.ok) throw new ConflictError(`${may.reason}: a ${draining ? 'drain' : 'undrain'} written here would take effect only once this node sees one again; ${draining ? 'drain' : 'undrain'} ${n.name} through a node that sees a majority`, 'no_majority')
     const again = doc.roll.get(n.id)?.draining === true
     const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
     if (strand != null) {

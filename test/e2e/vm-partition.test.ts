@@ -84,6 +84,9 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
   t.regex(vmErr?.message ?? '', /: 409 .*"no_majority".*no majority.*a VM created here could collide/)
   const volErr = await t.throwsAsync(cutOff.api('/v1/volumes', 'POST', { path: '/cut-off', size: '16M' }))
   t.regex(volErr?.message ?? '', /: 409 .*"no_majority".*no majority.*a volume created here could take a path/)
+  // nor drains a node: the change would take effect only after the heal (bb34: answered "draining", exit 0)
+  const drainErr = await t.throwsAsync(cutOff.api(`/v1/nodes/${sideB[0]!}/drain`, 'POST', {}))
+  t.regex(drainErr?.message ?? '', /: 409 .*"no_majority".*a drain written here would take effect only once this node sees one again/)
 
   const healedAt = Date.now()
   for (const a of sideA) await grid.heal(a)
