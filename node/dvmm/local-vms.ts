@@ -12,17 +12,19 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import { GUEST_STUCK, guestHeld, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
-import { appendLog, logged, readLog, sameVm, type History } from './history.ts'
+import { appendLog, leaseReason, logged, readLog, sameVm, type History } from './history.ts'
 import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
-import { attachVolumes, type VolumeAccess } from './vm-disks.ts'
+import { attachVolumes, disksReadable, DiskWait, type VolumeAccess } from './vm-disks.ts'
 import { notFoundIsGone, VmConsoles } from './console.ts'
 import { WatchdogDown } from './watchdog/index.ts'
 
 /** how long a VM waits before another start while this node's watchdog cannot be started */
 const WATCHDOG_DOWN_PAUSE_MS = 2000
+/** how long a VM waits before its disks are looked at again while one cannot be read (vm-disks.ts disksReadable) */
+const DISK_WAIT_PAUSE_MS = 2000
 /** how long a kill of a run whose lease moved on waits to go into that lease's log (logMovedKill) */
 const MOVED_KILL_KEEP_MS = 120_000
 
@@ -301,6 +303,10 @@ export class LocalVms {
       if (r.get('vms', id)?.value.desired !== 'running' || r.get('leases', id)?.value.holder !== this.c.peerId) return
     }
     try {
+      // not while a disk has objects no live node holds the newest copy of: the guest would
+      // boot on I/O errors (DiskWait, below); first, so that a crashed run's console stays
+      await disksReadable(this.c, vm)
+      if (this.aborted(id)) throw new StartAborted()
       const old = await driver.inspect(id)
       this.consoles.drop(id)
       if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id).catch(notFoundIsGone)
@@ -319,6 +325,13 @@ export class LocalVms {
         await this.endAborted(id, driver, why)
         return
       }
+      if (err instanceof DiskWait) {
+        // no fault of the VM's: no crash. Its lease says why it waits (vm ls, vm show), and
+        // the step starts it again once the pause is over, looking at its disks anew
+        this.waitForDisks(id, err.message)
+        await new Promise(resolve => setTimeout(resolve, DISK_WAIT_PAUSE_MS))
+        return
+      }
       if (err instanceof WatchdogDown) {
         // no fault of the VM's: not counted as a crash; the step starts it again once the
         // pause is over (the supervisor is tried again at each feed meanwhile)
@@ -330,6 +343,17 @@ export class LocalVms {
       this.c.log.warn('VM failed to start', { vm: id, err: (err as Error).message })
       this.startFailed(vm, `driver ${driver.name}: ${(err as Error).message}`)
     }
+  }
+
+  /**
+   * A start held back while one of the VM's disks cannot be read (vm-disks.ts): its lease,
+   * while this node's and not running (nor left stopped or failed), says `starting` with
+   * why, written when that changes (a wait looks again every DISK_WAIT_PAUSE_MS).
+   */
+  private waitForDisks (id: string, why: string): void {
+    const reason = leaseReason(why)
+    if (this.c.state.read().get('leases', id)?.value.reason !== reason) this.c.log.warn('VM not started: one of its disks cannot be read', { vm: id, why })
+    this.updateLease(id, { status: 'starting', reason }, l => (l.status == null || l.status === 'claimed' || l.status === 'starting') && l.reason !== reason)
   }
 
   /**

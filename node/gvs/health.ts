@@ -97,6 +97,8 @@ export interface VolumeHealthView {
   noMajority?: string
   /** the object copies each node held at the last inventory, by node id (absent: no inventory yet), so vol info says where the volume is */
   copiesOn?: Record<string, number>
+  /** objects that cannot be read now: no live copy, or their newest copies on nodes none of which is live (absent: none); a VM is not started on such a disk (node/dvmm/vm-disks.ts) */
+  unreadable?: number
 }
 
 const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`
@@ -113,6 +115,7 @@ export function unrecordedUnsound (lr: LastRepairView | null | undefined): numbe
 /** the state and its reasons; pure */
 export function volumeHealth (h: HealthInput): VolumeHealthView {
   const reasons: string[] = []
+  let lostObjects = 0
   const { replicas: R } = h
   const name = h.nameOf ?? ((n: string) => n)
   const liveCount = h.live.size
@@ -146,6 +149,7 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
     if (unlisted.length > 0) where += by == null
       ? ` (as far as the nodes that listed their copies say: ${list(unlisted.map(name))} did not answer this inventory, so copies may be there too)`
       : ` (as far as the nodes that listed their copies to ${by} say: ${list(unlisted.map(name))} did not answer ${by}'s inventory, out of reach from it, so copies may be there too)`
+    lostObjects = lost
     if (lost > 0) reasons.push(`${plural(lost, 'object')} ha${lost === 1 ? 's' : 've'} no live copy${where}: unreadable until such a node returns`)
     if (short > 0) reasons.push(`${plural(short, 'object')} ha${short === 1 ? 's' : 've'} fewer than ${R} live copies${lost > 0 ? '' : where}`)
     // objects written while fewer than R nodes were live have fewer copies than the
@@ -185,7 +189,8 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
   // a repair that can finish (enough live nodes) turns degraded into repairing; one
   // that only moves copies to a node that joined shows as repairing too
   if (h.repair != null && h.repair.done < h.repair.total && !tooFewNodes) state = 'repairing'
-  return { state, reasons, repair: h.repair, lastRepair: h.lastRepair, ...(h.copies != null ? { copiesOn: copiesOn(h.copies) } : {}) }
+  const unreadable = lostObjects + unavailable
+  return { state, reasons, repair: h.repair, lastRepair: h.lastRepair, ...(h.copies != null ? { copiesOn: copiesOn(h.copies) } : {}), ...(unreadable > 0 ? { unreadable } : {}) }
 }
 
 /** object copies per node over every layer of an inventory; pure */

@@ -71,7 +71,8 @@ const HealthSchema = TypeCompiler.Compile(Type.Object({
   })])),
   coordinator: Type.Optional(text),
   noMajority: Type.Optional(text),
-  copiesOn: Type.Optional(Type.Unknown())
+  copiesOn: Type.Optional(Type.Unknown()),
+  unreadable: Type.Optional(count)
 }))
 
 /** an answer as far as it has the expected shape: entries of another shape are dropped, a health view of another shape is left out */

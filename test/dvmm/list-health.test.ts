@@ -13,13 +13,19 @@ const VOL = 'vol-000000000001'
 test.serial('a list answers within its wait while the disk health does not come; once it does, the list says it', async t => {
   let answer: ((h: ReadonlyMap<string, DiskHealth>) => void) | null = null
   let asked = 0
+  /** the lists ask from now on (the VM's start asked before: vm-disks.ts disksReadable) */
+  let listing = false
   const h = await harness({
     others: [],
     volumes: {
       uriOf: () => 'nbd+unix:///t/d?socket=/nonexistent',
       fence: async () => {},
-      // the first ask hangs (a holder frozen); later ones answer at once
-      health: async ids => await new Promise(resolve => { if (asked++ === 0) answer = resolve; else resolve(new Map(ids.map(id => [id, { state: 'degraded', reasons: ['a copy is missing'] }]))) })
+      // the start's ask is answered (degraded, but it reads); the first list's ask hangs (a holder frozen), later ones answer at once
+      health: async ids => await new Promise(resolve => {
+        const degraded = new Map(ids.map(id => [id, { state: 'degraded', reasons: ['a copy is missing'] }]))
+        if (listing && asked++ === 0) answer = resolve
+        else resolve(degraded)
+      })
     },
     seed: w => {
       w.put('volumes', { id: VOL, path: '/t/d', sizeBytes: 4 * 2 ** 20, replicas: 1, state: 'ready', parent: null, snapshots: {} } as never)
@@ -31,6 +37,7 @@ test.serial('a list answers within its wait while the disk health does not come;
   h.dvmm.routes(app)
   t.teardown(async () => { await app.close() })
   t.true(await until(() => h.replica.read().get('leases', 'v')?.value.status === 'running', 5000), 'the VM runs')
+  listing = true
   const t0 = performance.now()
   const first = await app.inject({ method: 'GET', url: '/v1/vms' })
   const took = performance.now() - t0
