@@ -278,7 +278,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // a node cut off from the majority would answer "draining" for a change that takes
     // effect only once it sees one again (bb34: exit 0, nothing moved until the heal)
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
-    if (!may.ok) throw new ConflictError(`${may.reason}: a ${draining ? 'drain' : 'undrain'} written here would take effect only once this node sees one again; ${draining ? 'drain' : 'undrain'} ${n.name} through a node that sees a majority`, 'no_majority')
+    if (!may.ok) throw new ConflictError(`${may.reason}: a ${draining ? 'drain' : 'undrain'} written here would take effect only once this node sees one again (no VM is placed or moved meanwhile, by either); ${draining ? 'drain' : 'undrain'} ${n.name} through a node that sees a majority`, 'no_majority')
     const again = doc.roll.get(n.id)?.draining === true
     const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
     if (strand != null) {

@@ -410,7 +410,7 @@ export class Repairer extends EventEmitter<RepairerEvents> {
         // better, and the fault is the target's, not the sources' (bb33: "no source could
         // supply", each cause once per source)
         const e = err as Error
-        throw new GvsError(e instanceof GvsError ? e.code : 'unavailable', `${this.name(c.to)} could not take object ${c.index}: ${e.message}`, { transient: e instanceof GvsError && e.transient })
+        throw new GvsError(e instanceof GvsError ? e.code : 'unavailable', `the new holder could not take the copy: ${e.message}`, { transient: e instanceof GvsError && e.transient })
       }
       return r.data.length
     }

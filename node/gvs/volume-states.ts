@@ -96,7 +96,12 @@ export class VolumeStates {
     // thin volumes gain objects as they are written: an inventory is good for a few seconds
     const inv0 = this.inventories.get(v.id)
     let slow = false
-    if (inv0 == null || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.c.repairs.isRunning(v.id))) {
+    // taken again when it is old (not while a repair runs: it takes its own), or when the
+    // live nodes changed since, repair or not: a node back makes objects readable again,
+    // which a VM's start waits for (rv38: it waited until a long repair ended)
+    const liveNow = this.c.live()
+    const liveChanged = inv0 != null && (inv0.live.size !== liveNow.size || [...liveNow].some(n => !inv0.live.has(n)))
+    if (inv0 == null || liveChanged || (Date.now() - inv0.at > INVENTORY_TTL_MS && !this.c.repairs.isRunning(v.id))) {
       // a node that hangs (not dead yet) must not hang the API: the inventory goes on in the background
       const timer = new Promise<'slow'>(resolve => { setTimeout(() => { resolve('slow') }, INVENTORY_WAIT_MS).unref?.() })
       slow = await Promise.race([this.inventory(v).catch(() => {}), timer]) === 'slow'
@@ -117,9 +122,11 @@ export class VolumeStates {
     // a holder whose disk is full refuses the writes to the objects it holds (its advert
     // says so): the volume is not at full strength, and says why (bb33: "healthy" while
     // every write failed)
-    const full = fullHolders(inv?.copies ?? [], live, n => members.get(n)?.advert.dataDiskFull ?? null)
+    // the top layer's copies: those writes go to (a snapshot's are only read)
+    const full = fullHolders(inv?.copies.slice(0, 1) ?? [], live, n => members.get(n)?.advert.dataDiskFull ?? null)
     if (full.length > 0) {
-      h.state = 'degraded'
+      // a repair running (moving copies off it, say) stays repairing
+      if (h.state === 'healthy') h.state = 'degraded'
       h.reasons.push(`${full.map(nameOf).join(', ')}, holding copies of it, ${full.length === 1 ? 'has' : 'have'} a full disk: writes to the objects ${full.length === 1 ? 'it holds' : 'they hold'} fail until there is room (vgrid status there says more)`)
     }
     if (slow && h.state === 'healthy') h.state = 'degraded'

@@ -70,7 +70,9 @@ export class WriterEpochs {
       if (failed.some(f => !f.moment) || Date.now() + wait > until) {
         const why = `could not fence volume ${v.path} at writer epoch ${epoch} on ${failed.map(f => `${this.c.nameOf(f.node)}: ${f.why}`).join('; ')}`
         // a holder's full disk is said as one (an NBD client gets ENOSPC, as for a write the disk refuses; bb33 got EIO)
-        if (failed.some(f => f.full === true)) throw new GvsError('no-space', why)
+        // only when that is all there is to it (a newer writer's refusal, say, comes first: rv38)
+        const lasting = failed.filter(f => !f.moment)
+        if (lasting.length > 0 && lasting.every(f => f.full === true)) throw new GvsError('no-space', why)
         throw new UnavailableError(why, 'fence-failed')
       }
       await new Promise(resolve => setTimeout(resolve, wait))

@@ -36,3 +36,8 @@ test('one refused otherwise is no no-space', async t => {
   const e = await t.throwsAsync(epochs(n => n === 'b' ? new GvsError('io', 'the disk failed') : null).fenceLive('vol-a', 7))
   t.false(isGvsError(e, 'no-space'))
 })
+
+test('a newer writer\'s refusal beside a full disk is no no-space: the refusal is what the writer must hear (rv38)', async t => {
+  const e = await t.throwsAsync(epochs(n => n === 'b' ? new GvsError('no-space', 'disk full') : new GvsError('stale-epoch', 'writer epoch 7 is older than 9')).fenceLive('vol-a', 7))
+  t.false(isGvsError(e, 'no-space'), String(e))
+})

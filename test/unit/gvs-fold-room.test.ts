@@ -16,6 +16,8 @@ test('a fold waits while a holder would be left with less than its reserve, nami
   t.is(foldRoomShort(idx, holdersOf, 4 * MiB, room(400 * MiB + FOLD_RESERVE_MIN)), null)
   t.is(foldRoomShort(idx, holdersOf, 4 * MiB, () => null), null, 'room not known (an advert without it): the fold goes on')
   t.is(foldRoomShort([], holdersOf, 4 * MiB, room(0)), null, 'nothing to copy')
-  // the reserve grows with the disk: 5 % of a 10 GiB disk is 512 MiB
-  t.not(foldRoomShort([0], () => ['x'], 4 * MiB, () => ({ free: 500 * MiB, capacity: 10_240 * MiB })), null)
+  // the reserve grows with the disk: 1 % of a 100 GiB disk is 1 GiB
+  t.not(foldRoomShort([0], () => ['x'], 4 * MiB, () => ({ free: 1000 * MiB, capacity: 102_400 * MiB })), null)
+  // and stays small beside what a fold frees: a 1 TB disk with 40 GB free folds 20 GB of copies (rv38: 5 % held it for ever)
+  t.is(foldRoomShort(Array.from({ length: 5000 }, (_, i) => i), () => ['x'], 4 * MiB, () => ({ free: 40_000 * MiB, capacity: 1_000_000 * MiB })), null)
 })
