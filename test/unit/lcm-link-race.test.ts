@@ -16,6 +16,7 @@ import type { LcmState } from '../../node/lcm/types.ts'
 import { checkLink, lostLink, oneLinkPerOutput, standingLinks, type LinkDoc } from '../../node/lcm/links.ts'
 import type { Link } from '../../node/lcm/rules.ts'
 import type { Member } from '../../protocol/membership.ts'
+import { idleLcm } from '../helpers/idle-lcm.ts'
 
 const link = (id: string, to: string, at: number, from = 'c1'): Link & { at: number } => ({ id, from: { vm: from, terminal: 'o' }, to: { vm: to, terminal: 'i' }, protocol: 'tcp', port: 80, at })
 const vmsOf = (...ids: string[]): Map<string, { inputs?: string[], outputs?: string[], created?: number }> => new Map(ids.map(id => [id, { inputs: ['i'], outputs: ['o'], created: 1 }]))
@@ -82,11 +83,7 @@ function node (replica: Replica, me: string, other: string, wrote: () => void): 
   const state: LcmState = { read: () => replica.read(), write: async (fn, m) => { const r = replica.change(fn, m).result; wrote(); return r }, on: () => {}, off: () => {} }
   const lcm = {
     status: () => ({ ok: true, error: null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
-    peerStates: async () => [],
-    counters: async () => ({ counters: new Map(), drops: [] }),
-    drops: async () => [],
-    schedule: () => {},
-    settled: async () => {},
+    ...idleLcm,
     state,
     last: null,
     members: new Map([[other, member(other)]]),

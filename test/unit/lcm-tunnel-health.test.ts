@@ -15,6 +15,7 @@ import { formatNet } from '../../node/lcm/cli.ts'
 import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LinkView } from '../../node/lcm/links.ts'
 import type { LcmState, LcmStatus } from '../../node/lcm/types.ts'
+import { idleLcm } from '../helpers/idle-lcm.ts'
 
 const NOW = 1_700_000_000_000
 const S = 1000
@@ -125,11 +126,7 @@ test('the links API shows the tunnel of a link as down, with the reason; other l
   const members = new Map(['n1', 'n2'].map(id => [id, { nodeId: id, state: 'alive', since: 0, lastSeen: 0, version: { incarnation: 1, seq: 1 }, advert: { name: `host${id.slice(1)}` } as unknown as Advert } satisfies Member]))
   const lcm = {
     status: () => status({ tunnelsDown: down }),
-    peerStates: async () => [],
-    counters: async () => ({ counters: new Map(), drops: [] }),
-    drops: async () => [],
-    schedule: () => {},
-    settled: async () => {},
+    ...idleLcm,
     state,
     last: {
       plan: { peers: new Map(), rejected: [], tunnels: [{ node: 'n2', publicKey: 'k2', endpoint: null, address: '100.70.0.2' }, { node: 'n1', publicKey: 'k1', endpoint: null, address: '100.70.0.1' }] },
