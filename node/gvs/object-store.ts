@@ -319,15 +319,15 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         : { present: true, version: o.version, ...(opts.digest === true ? { digest: digestOf(o.sumBuf) } : {}) }))
   }
 
-  /** the whole object and its version (and the digest of its checksums), or null when absent: what repair copies to another holder */
-  async readObject (volume: string, index: number): Promise<ObjectCopy & { digest: string } | null> {
+  /** the whole object and its version (with `digest`, that of its checksums too), or null when absent: what repair copies to another holder */
+  async readObject (volume: string, index: number, opts: { digest?: boolean } = {}): Promise<ObjectCopy & { digest?: string } | null> {
     const p = this.paths(volume, index)
     if (this.syncs.isLost(p.data)) this.lost(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(false), async () => await this.held.with(p, false, async o => {
       if (o == null) return null
       const { data, bad } = await readChecked(o, this.blockSize, 0, this.objectSize)
       if (bad.length > 0) this.damaged(volume, index, bad, p.data)
-      return { data, version: o.version, digest: digestOf(o.sumBuf) }
+      return { data, version: o.version, ...(opts.digest === true ? { digest: digestOf(o.sumBuf) } : {}) }
     }))
   }
 
@@ -361,7 +361,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const p = this.paths(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(true), async () => {
       // a copy here that cannot be opened (its side file lost or torn) is as good as none
-      const held = await this.held.with(p, false, async o => o == null ? null : { version: o.version, digest: digestOf(o.sumBuf) }).catch((err: unknown) => {
+      // the digest only for a put that is conditional on it
+      const held = await this.held.with(p, false, async o => o == null ? null : { version: o.version, digest: opts.ifDigest != null ? digestOf(o.sumBuf) : null }).catch((err: unknown) => {
         if (isGvsError(err, 'damaged')) return null
         throw err
       })

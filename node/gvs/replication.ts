@@ -104,9 +104,9 @@ export async function execute (store: ObjectStore, req: ReplicaRequest, data: Ui
       return { reply: { ok: true }, data: s != null ? await layers.read(s, req.index, req.offset, req.length) : await store.read(req.volume, req.index, req.offset, req.length) }
     }
     case 'get': {
-      const obj = await store.readObject(req.volume, req.index)
+      const obj = await store.readObject(req.volume, req.index, { digest: req.digest })
       // the epoch its writers must reach here (the layers under it count): a copy teaches it to its new holder
-      return { reply: { ok: true, present: obj != null, epoch: await store.writerFloor(req.volume), ...(obj != null ? { version: obj.version } : {}), ...(obj != null && req.digest === true ? { digest: obj.digest } : {}) }, data: obj?.data ?? null }
+      return { reply: { ok: true, present: obj != null, epoch: await store.writerFloor(req.volume), ...(obj != null ? { version: obj.version } : {}), ...(obj?.digest != null ? { digest: obj.digest } : {}) }, data: obj?.data ?? null }
     }
     case 'put':
       // a whole object copied in by repair or a move, carrying its version and the
