@@ -169,8 +169,20 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (damaged.length > 0) this.log.warn(`the write intents log ${join(this.dir, 'intents')} holds ${damaged.length} line${damaged.length === 1 ? '' : 's'} that name no object (damaged): skipped; objects they named are not recovered, and a read or scrub reports any of them left damaged`, { sample: JSON.stringify(damaged[0]!.slice(0, 80)) })
     // the server restarted since the log was begun (or which one cannot be told): its page cache, and with it writes never synced, may be gone
     const restarted = objects.length > 0 && (boot == null || logBoot !== boot)
-    for (const o of objects) await this.recover(o.volume, parseInt(o.file, 16), restarted ? { version: o.version } : null)
-    await this.intents.open(boot)
+    const carried: Array<{ data: string, version: Version | null }> = []
+    const names: string[] = []
+    let lowerAgain = false
+    for (const o of objects) {
+      const index = parseInt(o.file, 16)
+      const failed = await this.recover(o.volume, index, restarted ? { version: o.version } : null)
+      if (failed == null) continue
+      carried.push({ data: this.paths(o.volume, index).data, version: o.version })
+      names.push(`${o.volume}/${o.file}`)
+      lowerAgain ||= failed === 'version'
+    }
+    if (carried.length > 0) this.log.warn(`${carried.length} object${carried.length === 1 ? '' : 's'} the write intents log named could not be recovered: still named in it, and tried again at the next start`, { sample: names[0] })
+    // a version still to be lowered: the fresh log has no boot id, so the next start lowers it whether the server restarted or not
+    await this.intents.open(lowerAgain ? null : boot, carried)
     this.writeback.start()
   }
 
@@ -190,17 +202,18 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * version elsewhere would look no newer than this one, which would be read and kept
    * (write-intents.ts).
    */
-  private async recover (volume: string, index: number, lost: { version: Version | null } | null): Promise<void> {
+  private async recover (volume: string, index: number, lost: { version: Version | null } | null): Promise<'checksums' | 'version' | null> {
     let paths: ReturnType<ObjectStore['paths']>
     try {
       paths = this.paths(volume, index)
     } catch (err) {
       // an entry no run of ours could have written (a damaged log): nothing to make true
       this.log.warn('the write-intent log names an object that cannot exist: skipped', { volume: volume.slice(0, 200), index, err: (err as Error).message })
-      return
+      return null
     }
+    let failed: 'checksums' | 'version' | null = null
     // one that cannot be checked is left as it is: a read reports it damaged, and a copy from another node rewrites it
-    const fixed = await this.held.trueToData(paths).catch((err: Error) => { this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
+    const fixed = await this.held.trueToData(paths).catch((err: Error) => { failed = 'checksums'; this.log.warn('an object written when the last run ended could not be checked', { volume, index, err: err.message }); return [] })
     if (lost != null) {
       try {
         const now = await this.held.versionOf(paths)
@@ -208,6 +221,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
         const was = await this.held.lowerVersion(volume, index, paths, to)
         if (was != null) this.log.warn(`an object written since its last sync when the server went down had its version lowered from ${formatVersion(was)} to ${formatVersion(to)}, what its last sync made sure of: its page cache was lost, so its data may lack writes that version counts, and a copy elsewhere that has them replaces it`, { volume, index })
       } catch (err) {
+        failed = 'version'
         this.log.warn('an object written when the server went down could not have its version lowered: a scrub or a copy from another node rewrites it if it lacks writes', { volume, index, err: (err as Error).message })
       }
     }
@@ -218,6 +232,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
       // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one (healed once the service runs)
       this.emit('damaged', { volume, index, blocks: fixed, path: paths.data })
     }
+    return failed
   }
 
   async stop (): Promise<void> {

@@ -51,6 +51,8 @@ export class WriteIntents {
   private opened = false
   /** objects (data paths) named in the log, with the version each name carries */
   private readonly listed = new Map<string, Version | null>()
+  /** objects whose recovery at start failed: named until the next start, never taken for clean */
+  private readonly carried = new Set<string>()
   /** the boot id the log starts with (null: unknown, none written) */
   private boot: string | null = null
   /** writes under way per object: not dropped while one runs */
@@ -112,33 +114,45 @@ export class WriteIntents {
     return { objects: [...out.values()], damaged, boot }
   }
 
-  /** Starts a fresh log (after the objects it named were recovered), headed by the server's boot id, and opens it for appends. */
-  async open (boot: string | null = null): Promise<void> {
+  /**
+   * Starts a fresh log (after the objects it named were recovered), headed by the
+   * server's boot id, and opens it for appends. `carried`: objects whose recovery
+   * failed (rv38: they were forgotten here, and a later start never tried again),
+   * named in the fresh log with the version their name carried and kept there until
+   * the next start, which tries them again.
+   */
+  async open (boot: string | null = null, carried: Array<{ data: string, version: Version | null }> = []): Promise<void> {
     this.boot = boot
+    this.carried.clear()
+    for (const c of carried) {
+      this.carried.add(c.data)
+      this.listed.set(c.data, c.version)
+    }
+    const content = this.header() + carried.map(c => lineOf(c.data, c.version)).join('')
     try {
-      await writeFileDurable(this.file, this.header(), { mode: 0o600 })
+      await writeFileDurable(this.file, content, { mode: 0o600 })
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err
       // a full disk has no room for a new file, and the agent must still start, to serve
       // the copies it holds (bb33: it exited with a bare ENOSPC). The log is emptied in
       // place instead: what it named was recovered and synced before this
-      await this.emptyInPlace()
+      await this.emptyInPlace(content)
     }
     this.fh = await this.reopen()
     this.opened = true
   }
 
-  /** the log truncated where it is, then headed by the boot id if there is room for it (none: a later start takes the server for restarted, which only lowers versions) */
-  private async emptyInPlace (): Promise<void> {
+  /** the log truncated where it is, then `content` (the boot id, objects carried) if there is room for it (none: a later start takes the server for restarted, which only lowers versions, and does not try the carried objects again) */
+  private async emptyInPlace (content: string): Promise<void> {
     const fh = await open(this.file, constants.O_WRONLY | constants.O_CREAT, 0o600)
     try {
       await fh.truncate(0)
       await fh.datasync()
-      const header = Buffer.from(this.header())
-      if (header.length > 0) {
+      const bytes = Buffer.from(content)
+      if (bytes.length > 0) {
         try {
-          await fh.write(header, 0, header.length, 0)
+          await fh.write(bytes, 0, bytes.length, 0)
           await fh.datasync()
         } catch {
           await fh.truncate(0).catch(() => {})
@@ -189,7 +203,7 @@ export class WriteIntents {
    */
   async settled (pending: (data: string) => boolean, opts: { stopping?: boolean } = {}): Promise<void> {
     if (!this.opened || this.listed.size === 0) return
-    const clean = (d: string): boolean => !this.active.has(d) && !pending(d)
+    const clean = (d: string): boolean => !this.carried.has(d) && !this.active.has(d) && !pending(d)
     const n = [...this.listed.keys()].filter(clean).length
     // a store that stops leaves an empty log when it can: its next start checks nothing
     const wait = opts.stopping === true ? 0 : this.emptyEveryMs
