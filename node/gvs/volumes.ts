@@ -238,9 +238,15 @@ export const EXPORT_SNAPSHOT = /^export-\d{8}T\d{6}-[a-z0-9]{1,8}$/
 export function checkSnapshotsGo (v: Volume, withSnapshots: boolean, exports: { abandoned?: readonly string[], running?: ReadonlyArray<{ name: string, node: string }> } = {}): void {
   const gone = new Set(exports.abandoned ?? [])
   const names = Object.values(v.snapshots).sort((a, b) => a.createdAt - b.createdAt).map(s => s.name).filter(n => !gone.has(n))
-  if (names.length === 0 || withSnapshots) return
-  const shown = names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`
+  if (names.length === 0) return
   const running = (exports.running ?? []).filter(x => names.includes(x.name))
+  // bb33: --snapshots took the snapshot an export was copying from under it, and the
+  // export's reads failed midway; ending that export is a choice of its own
+  if (withSnapshots && running.length > 0) {
+    throw new ConflictError(`volume "${v.path}" has ${running.length === 1 ? 'a snapshot' : 'snapshots'} a vgrid vol export is reading (${running.map(x => `${x.name} on ${x.node}`).join(', ')}): wait for ${running.length === 1 ? 'it' : 'them'} to end, or end ${running.length === 1 ? 'it' : 'each'} with vgrid vol snapshot rm ${v.path} ${running.length === 1 ? running[0]!.name : 'NAME'} (its copy then fails), and remove the volume again`, 'export_running')
+  }
+  if (withSnapshots) return
+  const shown = names.length <= 5 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`
   const runningNote = running.length === 0 ? '' : `; ${running.map(x => `${x.name} is read by a vgrid vol export on ${x.node}`).join(', ')}, which removes it when it ends: wait for ${running.length === 1 ? 'it' : 'them'}`
   // an export of an earlier release recorded nothing of itself: one killed midway left its
   // snapshot, which nothing can tell from a user's (a tester's then blocked the rm)

@@ -80,12 +80,15 @@ test('exportRenewals: this node\'s held exports of this run, once less than half
   t.deepEqual(exportRenewals([v], facts()), [], 'nothing held: nothing renewed (the unheld go)')
 })
 
-test('vol rm: abandoned export snapshots go with the volume unasked; one an export reads is named; an earlier release\'s is said as before', t => {
+test('vol rm: abandoned export snapshots go with the volume unasked; one an export reads is named, and --snapshots does not take it; an earlier release\'s is said as before', t => {
   const v = vol([snap(E1, { node: A, run: 'run1', until: NOW })])
   t.notThrows(() => { checkSnapshotsGo(v, false, { abandoned: [E1] }) }, 'no longer refused because of an abandoned one')
   t.regex(t.throws(() => { checkSnapshotsGo(v, false, { running: [{ name: E1, node: 'host2' }] }) })!.message,
     new RegExp(`^volume "/t/v" has 1 snapshot \\(${E1}\\), which would go with it: .*; ${E1} is read by a vgrid vol export on host2, which removes it when it ends: wait for it$`))
-  t.notThrows(() => { checkSnapshotsGo(v, true, { running: [{ name: E1, node: 'host2' }] }) }, '--snapshots takes it as before')
+  const e = t.throws(() => { checkSnapshotsGo(v, true, { running: [{ name: E1, node: 'host2' }] }) }, undefined, '--snapshots does not take one an export reads (bb33)')
+  t.is((e as { code?: string }).code, 'export_running')
+  t.regex(e!.message, new RegExp(`^volume "/t/v" has a snapshot a vgrid vol export is reading \\(${E1} on host2\\): wait for it to end, or end it with vgrid vol snapshot rm /t/v ${E1} \\(its copy then fails\\), and remove the volume again$`))
+  t.notThrows(() => { checkSnapshotsGo(v, true, { abandoned: [E1] }) }, '--snapshots takes an abandoned one')
   const w = vol([snap(E1, { node: A, run: 'run1', until: NOW }), snap('nightly'), snap(E2)])
   const msg = t.throws(() => { checkSnapshotsGo(w, false, { abandoned: [E1] }) })!.message
   t.regex(msg, /has 2 snapshots \(nightly, export-20261204T135559-zz01\)/, 'the abandoned one is not counted')
