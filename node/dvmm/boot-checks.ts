@@ -87,3 +87,24 @@ export function cmdlineProblem (cmdline: string): string | null {
   }
   return null
 }
+
+/**
+ * What a boot disk image is, from its first 512 bytes: qcow2 (its magic), raw (a boot
+ * sector's signature: an MBR, or GPT's protective one), or neither, with why. Any file
+ * would pass as raw, and a guest with nothing to boot "runs" for ever in the firmware.
+ */
+export function diskImageFormat (head: Uint8Array, path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
+  if (head.length >= 4 && head[0] === 0x51 && head[1] === 0x46 && head[2] === 0x49 && head[3] === 0xfb) return { format: 'qcow2' }
+  if (head.length >= 512 && head[510] === 0x55 && head[511] === 0xaa) return { format: 'raw' }
+  return { problem: `${path} is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector (MBR or GPT)` }
+}
+
+export function imageFormatOf (path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
+  const head = new Uint8Array(512)
+  let n = 0
+  try {
+    const fd = openSync(path, 'r')
+    try { n = readSync(fd, head, 0, 512, 0) } finally { closeSync(fd) }
+  } catch (err) { return { problem: `${path} cannot be read: ${(err as Error).message}` } }
+  return diskImageFormat(head.subarray(0, n), path)
+}

@@ -4,7 +4,7 @@ import { statSync } from 'node:fs'
 import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
 import { idle, isParked, rank, restartPending, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { bytes } from '../cli/format.ts'
-import { cmdlineProblem, kernelMemoryProblem } from './boot-checks.ts'
+import { cmdlineProblem, imageFormatOf, kernelMemoryProblem } from './boot-checks.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import { leaseReason, type HistoryEvent } from './history.ts'
@@ -96,14 +96,27 @@ export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
   }
 }
 
+/** the files a VM's spec names, checked on the node the create goes through */
+export type FileKind = 'kernel' | 'initrd' | 'image' | 'program'
+/** what is wrong with the file a field names (null: nothing) */
+export type FileCheck = (path: string, kind: FileKind) => string | null
+
 /**
- * Checks a create request against the grid: `nodes` are the known nodes (a VM bigger
- * than every node can never run), `fileExists` checks kernel paths (on this node),
- * `volumes` the volume store's namespace.
+ * A regular file (a directory given there fails only when the VM starts); an image
+ * must be one that boots (bb34: /etc/passwd was taken, and the guest sat in its
+ * firmware), a process VM's program an executable file (bb34: one that does not exist
+ * was taken, then failed at every start).
  */
-/** a regular file (a kernel, an initrd, an image): a directory given there fails only when the VM starts */
-function isFile (p: string): boolean {
-  try { return statSync(p).isFile() } catch { return false }
+export function fileProblemHere (p: string, kind: FileKind): string | null {
+  let st
+  try { st = statSync(p) } catch { st = null }
+  if (st == null || !st.isFile()) return kind === 'program' ? `${p} does not exist on this node or is not a file` : `${p} does not exist or is not a file`
+  if (kind === 'program' && (st.mode & 0o111) === 0) return `${p} is not executable (mode ${(st.mode & 0o777).toString(8)})`
+  if (kind === 'image') {
+    const f = imageFormatOf(p)
+    if ('problem' in f) return f.problem
+  }
+  return null
 }
 
 /** the smallest memory a VM gets: a cgroup's grain (MiB) for a process; for a qemu guest what a small kernel needs to boot */
@@ -114,7 +127,12 @@ export const MIN_CPU = 0.01
 /** what a VM create request may hold */
 const VM_FIELDS = ['name', 'app', 'driver', 'cpu', 'memory', 'command', 'user', 'kernel', 'initrd', 'cmdline', 'image', 'volumes', 'inputs', 'outputs', 'restart', 'antiAffinity', 'desired', 'constraints', 'labels'] as const
 
-export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], fileExists: (p: string) => boolean = isFile, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
+/**
+ * Checks a create request against the grid: `nodes` are the known nodes (a VM bigger
+ * than every node can never run), `files` checks the paths it names (on this node),
+ * `volumes` the volume store's namespace.
+ */
+export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[], files: FileCheck = fileProblemHere, volumes: VolumeLookup = NO_VOLUMES): Draft<'vms'> {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
   onlyFields(b, VM_FIELDS)
@@ -168,6 +186,9 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     // relative to what? the agent's own directory, on whichever node runs it (bb30: taken, then failed three times)
     const prog = (b.command as string[])[0]!
     if (prog.includes('/') && !prog.startsWith('/')) throw invalid('command[0]', `"${prog.length > 80 ? `${prog.slice(0, 80)}…` : prog}" is a relative path: give the program's absolute path, or a bare name looked up in PATH`)
+    // a bare name is looked up in the PATH of the node that runs it, which may differ
+    const wrong = prog.startsWith('/') && b.driver === 'process' ? files(prog, 'program') : null
+    if (wrong != null) throw invalid('command[0]', wrong)
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
@@ -183,10 +204,11 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const loose = kernel == null && b.driver === 'qemu' ? ([['initrd', initrd], ['cmdline', cmdline]] as const).find(([, v]) => v != null) : undefined
   if (loose != null) throw invalid(loose[0], `goes with a kernel (direct boot), and none is given: an image or a volume boots through its own boot loader, which reads no ${loose[0]}`)
   for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
-    if (p == null || fileExists(p)) continue
+    const wrong = p == null ? null : files(p, f)
+    if (wrong == null) continue
     // a volume's path given as the image: say how a volume boots (bb29)
-    if (f === 'image' && volumes.find(p) != null) throw invalid(f, `${p} is a volume, not a file of this node: to boot from it, attach it as the first volume (--volume ${p}) and give no kernel or image`)
-    throw invalid(f, `${p} does not exist or is not a file`)
+    if (f === 'image' && volumes.find(p!) != null) throw invalid(f, `${p!} is a volume, not a file of this node: to boot from it, attach it as the first volume (--volume ${p!}) and give no kernel or image`)
+    throw invalid(f, wrong)
   }
   if (b.driver === 'qemu' && cmdline != null) {
     const wrong = cmdlineProblem(cmdline)

@@ -9,11 +9,14 @@ import { toApiError } from '../../node/api/errors.ts'
 import type { DocView } from '../../node/dvmm/view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 
+/** a FileCheck for which no kernel, initrd or image exists (programs do) */
+const missing = (p: string, kind: string): string | null => kind === 'program' ? null : `${p} does not exist or is not a file`
+
 const doc: DocView = { vms: new Map(), leases: new Map(), roll: new Map() }
 const nodes: NodeView[] = [{ id: 'A', name: 'A', alive: true, draining: false, capacity: { cpu: 4, memoryBytes: 8 * 2 ** 30 }, labels: {} }]
 const qemu = { name: 'q6', cpu: 1, memory: '256M', driver: 'qemu' }
 /** every path given exists (the check of files on this node is not what is tested) */
-const draft = (body: Record<string, unknown>): ReturnType<typeof vmDraft> => vmDraft(body, doc, nodes, () => true)
+const draft = (body: Record<string, unknown>): ReturnType<typeof vmDraft> => vmDraft(body, doc, nodes, () => null)
 const refused = (body: Record<string, unknown>): { status: number, message: string } => {
   try {
     draft(body)
@@ -44,12 +47,12 @@ test('POST /v1/vms: an initrd or a cmdline without a kernel is refused, naming i
 
 test('POST /v1/vms: a qemu VM with neither kernel nor image boots from its first volume; a volume given as the image is pointed there (bb29)', t => {
   const vols = { find: (ref: string) => ref === '/os/root' || ref === 'vol-1' ? { id: 'vol-1', path: '/os/root', snapshots: [] } : undefined, usedBy: () => undefined }
-  const spec = vmDraft({ ...qemu, volumes: ['/os/root'] }, doc, nodes, () => true, vols).spec
+  const spec = vmDraft({ ...qemu, volumes: ['/os/root'] }, doc, nodes, () => null, vols).spec
   t.deepEqual(spec.volumes, ['vol-1'])
   t.is(spec.kernel, undefined)
   t.is(spec.image, undefined)
   let err: unknown
-  try { vmDraft({ ...qemu, image: '/os/root' }, doc, nodes, () => false, vols) } catch (e) { err = e }
+  try { vmDraft({ ...qemu, image: '/os/root' }, doc, nodes, missing, vols) } catch (e) { err = e }
   t.regex(toApiError(err).message, /^image: \/os\/root is a volume, not a file of this node: to boot from it, attach it as the first volume \(--volume \/os\/root\) and give no kernel or image/)
   t.regex(refused({ ...qemu, volumes: ['/os/root'], cmdline: 'x' }).message, /^cmdline: goes with a kernel/)
 })

@@ -8,6 +8,12 @@ import { diskOwners, diskTaken } from '../../node/dvmm/disk-owner.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
 import { activeFenceMs, fenced, holderNoticeMs, positionOf, takeover, type NodeView } from '../../crdt/placement/index.ts'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+
+/** a FileCheck for which no kernel, initrd or image exists (programs do) */
+const missing = (p: string, kind: string): string | null => kind === 'program' ? null : `${p} does not exist or is not a file`
 
 const GiB = 2 ** 30
 const A = 'nodeA'
@@ -261,7 +267,7 @@ test('create request: each wrong field gets an error naming it', t => {
   const nodes = [node(A)]
   const ok = { name: 'web', cpu: 1, memory: '512M', driver: 'process', command: ['/bin/true'] }
   t.like(vmDraft(ok, doc, nodes), { id: 'web', spec: { memoryBytes: 512 * 2 ** 20 } })
-  const bad = (patch: Record<string, unknown>, field: RegExp): void => { t.throws(() => vmDraft({ ...ok, ...patch }, doc, nodes, () => false), { message: field }) }
+  const bad = (patch: Record<string, unknown>, field: RegExp): void => { t.throws(() => vmDraft({ ...ok, ...patch }, doc, nodes, missing), { message: field }) }
   bad({ memory: 0 }, /^memory:/)
   bad({ memory: 'lots' }, /^memory:/)
   bad({ driver: 'docker' }, /^driver:/)
@@ -288,6 +294,14 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ command: ['/bin/sleep', '1000\u0000x'] }, /^command\[1\]: holds a NUL byte/)
   bad({ command: ['', 'x'] }, /^command\[0\]: is empty: the program to run must be named/)
   bad({ command: ['relative/path'] }, /^command\[0\]: "relative\/path" is a relative path: give the program's absolute path/)
+  // checked on this node's files (bb34: both were taken, then failed at every start)
+  t.throws(() => vmDraft({ ...ok, command: ['/no/such/prog'] }, doc, nodes), { message: /^command\[0\]: \/no\/such\/prog does not exist on this node or is not a file$/ })
+  const plain = join(mkdtempSync(join(tmpdir(), 'vgrid-prog-')), 'plain')
+  writeFileSync(plain, 'not a program', { mode: 0o644 })
+  t.teardown(() => { rmSync(dirname(plain), { recursive: true, force: true }) })
+  t.throws(() => vmDraft({ ...ok, command: [plain] }, doc, nodes), { message: /^command\[0\]: \S+\/plain is not executable \(mode 644\)$/ })
+  t.like(vmDraft({ ...ok, command: ['sleep', '1'] }, doc, nodes), { spec: { command: ['sleep', '1'] } }, 'a bare name is looked up where it runs')
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, image: '/etc/passwd' }, doc, nodes), { message: /^image: \/etc\/passwd is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector/ })
   t.deepEqual(JSON.stringify(vmDraft({ ...ok, command: ['/usr/bin/printf', '%s|%s\n', '', 'x'] }, doc, nodes)).includes('"/usr/bin/printf","%s|%s\\n","","x"'), true, 'an empty argument is one')
   bad({ restrat: 'never' }, /unknown field "restrat"/)
   bad({ labels: Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, 'v'])) }, /^labels: has 5000 entries, more than the 64 a VM may carry/)
@@ -299,9 +313,9 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ name: 'taken', constraints: null }, /^constraints:/)
   bad({ name: 'taken', labels: { 'a b': 'x' } }, /^labels: key "a b"/)
   t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /a VM named "taken" already exists/ })
-  t.throws(() => vmDraft({ ...ok, kernel: '/k' }, doc, nodes, () => true), { message: /^kernel: a process VM runs its command; kernel is for a qemu VM/ })
-  t.throws(() => vmDraft({ ...ok, driver: 'qemu', kernel: '/k' }, doc, nodes, () => true), { message: /^command: a qemu VM boots a kernel or an image; a command is for a process VM/ })
-  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => true), { message: /^memory: 1M is below the 16M a qemu VM needs/ })
+  t.throws(() => vmDraft({ ...ok, kernel: '/k' }, doc, nodes, () => null), { message: /^kernel: a process VM runs its command; kernel is for a qemu VM/ })
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', kernel: '/k' }, doc, nodes, () => null), { message: /^command: a qemu VM boots a kernel or an image; a command is for a process VM/ })
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', memory: '1M' }, doc, nodes, () => null), { message: /^memory: 1M is below the 16M a qemu VM needs/ })
   // a directory is not a kernel (the default check, on this machine's own files)
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/' }, doc, nodes), { message: /^kernel: \/ does not exist or is not a file/ })
   // the user a process VM runs as: a name or a uid, process VMs only
@@ -309,7 +323,7 @@ test('create request: each wrong field gets an error naming it', t => {
   t.like(vmDraft({ ...ok, user: '1000' }, doc, nodes), { spec: { user: '1000' } })
   bad({ user: 'Not A User' }, /^user: must be a user name/)
   bad({ user: 7 }, /^user: must be a user name/)
-  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', user: 'nobody' }, doc, nodes, () => true), { message: /^user: only a process VM runs as a user/ })
+  t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, kernel: '/k', user: 'nobody' }, doc, nodes, () => null), { message: /^user: only a process VM runs as a user/ })
   t.throws(() => vmDraft({ ...ok, name: 'taken' }, doc, nodes), { message: /already exists/ })
   // a request wrong in itself says what is wrong, not that the name is taken
   t.throws(() => vmDraft({ ...ok, name: 'taken', driver: 'kvm' }, doc, nodes), { message: /^driver: must be "qemu" or "process", not "kvm"/ })
@@ -319,20 +333,20 @@ test('create request: each wrong field gets an error naming it', t => {
   // volumes: by path or id, qemu only, each once, and no other VM's disk
   const vols = { find: (r: string) => ['/shop/db', 'vol-1'].includes(r) ? { id: 'vol-1', path: '/shop/db', snapshots: ['s1'] } : r === '/shop/logs' ? { id: 'vol-2', path: '/shop/logs', snapshots: [] } : undefined, usedBy: (id: string) => id === 'vol-2' ? 'logger' : undefined }
   const q = { ...ok, driver: 'qemu', command: undefined, kernel: '/k' }
-  t.deepEqual(vmDraft({ ...q, volumes: ['/shop/db'] }, doc, nodes, () => true, vols).spec.volumes, ['vol-1'])
-  t.throws(() => vmDraft({ ...ok, volumes: ['/shop/db'] }, doc, nodes, () => true, vols), { message: /^volumes: a process VM cannot attach volumes/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/none'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: no volume "\/shop\/none"/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
+  t.deepEqual(vmDraft({ ...q, volumes: ['/shop/db'] }, doc, nodes, () => null, vols).spec.volumes, ['vol-1'])
+  t.throws(() => vmDraft({ ...ok, volumes: ['/shop/db'] }, doc, nodes, () => null, vols), { message: /^volumes: a process VM cannot attach volumes/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/none'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: no volume "\/shop\/none"/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', 'vol-1'] }, doc, nodes, () => null, vols), { message: /^volumes\[1\]: \/shop\/db is listed twice/ })
   // a path without its leading slash (bb34: "no volume" alone)
-  t.throws(() => vmDraft({ ...q, volumes: ['shop/db'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: no volume "shop\/db" \(a volume's path starts with \/: \/shop\/db\)$/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['relative'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: no volume "relative" \(a volume's path starts with \/, or give its id, vol-\.\.\.\)$/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['shop/db'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: no volume "shop\/db" \(a volume's path starts with \/: \/shop\/db\)$/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['relative'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: no volume "relative" \(a volume's path starts with \/, or give its id, vol-\.\.\.\)$/ })
   // a snapshot, and an empty path, said as what they are (a tester got "no volume" and "must be an array")
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@s1'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: "\/shop\/db@s1" is a snapshot of \/shop\/db, read-only: .*vgrid vol clone \/shop\/db@s1 NEWPATH/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@nosuch'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: \/shop\/db has no snapshot "nosuch" \(it has s1\)$/ }, 'a snapshot that does not exist is not said to be one (a tester)')
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs@s1'] }, doc, nodes, () => true, vols), { message: /^volumes\[0\]: \/shop\/logs has no snapshot "s1"$/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', ''] }, doc, nodes, () => true, vols), { message: /^volumes\[1\]: is empty: give a volume's path or id/ })
-  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => true, vols), { message: /already a disk of VM logger/ })
-  t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => true, vols), { message: /^volumes: must be an array/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@s1'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: "\/shop\/db@s1" is a snapshot of \/shop\/db, read-only: .*vgrid vol clone \/shop\/db@s1 NEWPATH/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db@nosuch'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: \/shop\/db has no snapshot "nosuch" \(it has s1\)$/ }, 'a snapshot that does not exist is not said to be one (a tester)')
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs@s1'] }, doc, nodes, () => null, vols), { message: /^volumes\[0\]: \/shop\/logs has no snapshot "s1"$/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/db', ''] }, doc, nodes, () => null, vols), { message: /^volumes\[1\]: is empty: give a volume's path or id/ })
+  t.throws(() => vmDraft({ ...q, volumes: ['/shop/logs'] }, doc, nodes, () => null, vols), { message: /already a disk of VM logger/ })
+  t.throws(() => vmDraft({ ...q, volumes: 'vol-1' }, doc, nodes, () => null, vols), { message: /^volumes: must be an array/ })
   // terminals: names that can be host names, each once, an input or an output
   t.like(vmDraft({ ...ok, inputs: ['http', 'admin'], outputs: ['db'] }, doc, nodes).spec, { inputs: ['http', 'admin'], outputs: ['db'] })
   t.false('inputs' in vmDraft(ok, doc, nodes).spec, 'none declared: none stored')

@@ -3,7 +3,7 @@
 // its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
-import { closeSync, existsSync, openSync, readSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
@@ -15,6 +15,7 @@ import { HostDriver, type HostDriverComponents, type HostDriverInit } from './ho
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, GUEST_PAUSED, GUEST_STUCK, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
 import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
+import { imageFormatOf } from '../boot-checks.ts'
 
 export type QemuDriverComponents = HostDriverComponents
 
@@ -40,27 +41,6 @@ const TB_SIZE_MIB = 64
 export const NBD_RECONNECT_S = (MAX_RESTART_GRACE_MS + RESTART_STARTUP_MS) / 1000 + 10
 
 const commaSafe = (s: string): string => s.replace(/,/g, ',,')
-
-/**
- * What a boot disk image is, from its first 512 bytes: qcow2 (its magic), raw (a boot
- * sector's signature: an MBR, or GPT's protective one), or neither, with why. Any file
- * would pass as raw, and a guest with nothing to boot "runs" for ever in the firmware.
- */
-export function diskImageFormat (head: Uint8Array, path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
-  if (head.length >= 4 && head[0] === 0x51 && head[1] === 0x46 && head[2] === 0x49 && head[3] === 0xfb) return { format: 'qcow2' }
-  if (head.length >= 512 && head[510] === 0x55 && head[511] === 0xaa) return { format: 'raw' }
-  return { problem: `${path} is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector (MBR or GPT)` }
-}
-
-function imageFormatOf (path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
-  const head = new Uint8Array(512)
-  let n = 0
-  try {
-    const fd = openSync(path, 'r')
-    try { n = readSync(fd, head, 0, 512, 0) } finally { closeSync(fd) }
-  } catch (err) { return { problem: `${path} cannot be read: ${(err as Error).message}` } }
-  return diskImageFormat(head.subarray(0, n), path)
-}
 
 /** A boot disk image's -drive (a path with commas passes as a path, not as more options) */
 export const imageDrive = (image: string, format: string): string => `file=${commaSafe(image)},format=${format},if=virtio`

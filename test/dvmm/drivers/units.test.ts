@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freeSlot, slotAddresses, tapName, vethName, vmNetns } from '../../../node/dvmm/host/net.ts'
 import { kernelBooted } from '../../../node/dvmm/host/accel.ts'
-import { diskImageFormat } from '../../../node/dvmm/drivers/qemu.ts'
+import { diskImageFormat } from '../../../node/dvmm/boot-checks.ts'
 
 const good = { id: 'web-1', vcpus: 1.5, memoryMiB: 256, boot: { kind: 'command', command: ['/bin/true'] } }
 
