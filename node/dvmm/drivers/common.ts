@@ -350,12 +350,12 @@ export function endedAtOnce (status: string, consoleTail: string): string {
  * of a VM that has run for weeks can be gigabytes, and reading it whole (on the agent's
  * event loop) held the loop for seconds, long enough for the watchdog to fence the node.
  */
-export function tailFile (file: string, bytes: number): string {
+export function tailFile (file: string, bytes: number, from = 0): string {
   let fd: number
   try { fd = openSync(file, 'r') } catch { return '' }
   try {
     const size = fstatSync(fd).size
-    const want = Math.max(0, Math.min(bytes, size))
+    const want = Math.max(0, Math.min(bytes, size - from))
     const buf = Buffer.alloc(want)
     let got = 0
     while (got < want) {
@@ -369,6 +369,22 @@ export function tailFile (file: string, bytes: number): string {
   } finally {
     closeSync(fd)
   }
+}
+
+/** how much of the run before's console a new run's log starts with */
+export const EARLIER_CONSOLE_BYTES = 64 * 1024
+
+/**
+ * What a new run's console log starts with: the end of the run before's console (up to
+ * EARLIER_CONSOLE_BYTES, cut at a line), then a line saying how that run ended and
+ * that a new one starts. '' when the run before said nothing.
+ */
+export function earlierConsole (tail: string, old: Pick<VmRecord, 'state' | 'exit' | 'error'>, now: number): string {
+  if (tail === '') return ''
+  const cut = tail.length >= EARLIER_CONSOLE_BYTES ? tail.slice(tail.indexOf('\n') + 1) : tail
+  const e = old.exit
+  const how = e == null ? old.state : e.signal != null ? `${e.reason}, signal ${e.signal}` : e.code != null ? `${e.reason}, status ${e.code}` : e.reason
+  return `${cut}${cut.endsWith('\n') ? '' : '\n'}[vgrid: the run before ended (${how}${old.error != null && e == null ? `: ${old.error.slice(0, 200)}` : ''}); a new run starts at ${new Date(now).toISOString()}]\n`
 }
 
 /** a VM's console log past this is cut back to its last CONSOLE_KEEP_BYTES */

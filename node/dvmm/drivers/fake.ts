@@ -8,7 +8,7 @@
 //   ['fake:exit', CODE, MS]      exits by itself with CODE after MS
 //   ['fake:ignore-stop']         ignores graceful stop (only kill ends it)
 import { EventEmitter } from 'node:events'
-import { classifyExit, sleep, validateSpec } from './common.ts'
+import { classifyExit, earlierConsole, EARLIER_CONSOLE_BYTES, sleep, validateSpec } from './common.ts'
 import { DriverError, type DriverEvents, type DriverVmSpec, type ExitReason, type ProbeResult, type VmDriver, type VmInfo, type VmState } from './types.ts'
 
 export const FAKE_READY_LINE = 'fake guest ready'
@@ -74,7 +74,9 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
       this.node.vms.set(spec.id, { spec, state: 'failed', pid: this.node.nextPid++, startedAt: this.clock.now(), console: '', error, ignoresStop: false })
       throw new DriverError('start-failed', error)
     }
-    const vm: FakeVm = { spec, state: 'starting', pid: this.node.nextPid++, startedAt: this.clock.now(), console: '', ignoresStop: cmd === 'fake:ignore-stop' }
+    // as a host driver does: the run before's console starts the new one's
+    const before = old === undefined ? '' : earlierConsole(old.console.slice(-EARLIER_CONSOLE_BYTES), old, this.clock.now())
+    const vm: FakeVm = { spec, state: 'starting', pid: this.node.nextPid++, startedAt: this.clock.now(), console: before, ignoresStop: cmd === 'fake:ignore-stop' }
     this.node.vms.set(spec.id, vm)
     this.node.starts++
     this.emit('state', { id: spec.id, state: 'starting', at: this.clock.now() })

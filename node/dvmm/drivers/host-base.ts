@@ -6,7 +6,7 @@
 // start time in /proc matches the recorded one.
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
@@ -15,7 +15,7 @@ import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
-import { classifyExit, currentBootId, decodeShellStatus, endedAtOnce, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
 /** how often running VMs' console logs are checked for their size (common.ts trimConsole) */
@@ -171,8 +171,13 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) {
       throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
     }
+    // the earlier run's console ends the new one's log (bb34: a crashed run's output, the
+    // why of its crash, went with the restart that followed it)
+    const before = old === undefined ? '' : earlierConsole(tailFile(this.runs.console(spec.id), EARLIER_CONSOLE_BYTES), old, this.components.clock.now())
     if (old !== undefined) this.runs.remove(spec.id)
     const dir = this.runs.create(spec.id)
+    if (before !== '') writeFileSync(this.runs.console(spec.id), before)
+    const runStart = Buffer.byteLength(before)
     const rec: VmRecord = { version: 1, id: spec.id, driver: this.name, spec, state: 'starting', cgroups: [], cgroupVersion: this.cgroups.version, nodeNetns: this.init.nodeNetns }
     this.recs.set(spec.id, rec)
     this.save(rec)
@@ -206,7 +211,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       if (!this.alive(rec)) {
         let status = '?'
         try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
-        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400)))
+        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400, runStart)))
       }
       this.setState(rec, 'running')
       return this.info(rec)

@@ -91,6 +91,13 @@ export function driverCompliance (test: TestFn, f: DriverFixture): void {
     t.is((await exited).reason, 'stopped')
     t.deepEqual(states, ['starting', 'running', 'stopping', 'stopped'])
     t.is((await d.inspect(id))?.state, 'stopped')
+    // started again: its console starts with the run before's (bb34: a crash's output went with the restart)
+    await d.start(f.specs.running(id))
+    const con = await d.consoleTail(id)
+    const mark = con.indexOf('[vgrid: the run before ended (stopped')
+    t.true(mark > 0 && con.slice(0, mark).includes(f.readyLine), con.slice(-2000))
+    t.regex(con, /\[vgrid: the run before ended \(stopped[^\n]*\); a new run starts at \d{4}-\d\d-\d\dT[^\n]*\]\n/)
+    await d.kill(id)
   })
 
   test.serial(title('stop kills a guest that ignores it after the grace time'), async t => {
