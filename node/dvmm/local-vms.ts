@@ -18,7 +18,7 @@ import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, disksReadable, DiskWait, type VolumeAccess } from './vm-disks.ts'
-import { notFoundIsGone, VmConsoles } from './console.ts'
+import { VmConsoles } from './console.ts'
 import { WatchdogDown } from './watchdog/index.ts'
 
 /** how long a VM waits before another start while this node's watchdog cannot be started */
@@ -307,9 +307,9 @@ export class LocalVms {
       // boot on I/O errors (DiskWait, below); first, so that a crashed run's console stays
       await disksReadable(this.c, vm)
       if (this.aborted(id)) throw new StartAborted()
-      const old = await driver.inspect(id)
+      // the driver's start replaces an ended run itself, carrying its console's end into
+      // the new run's (bb34: removed here first, a crash's output went with the restart)
       this.consoles.drop(id)
-      if (old != null && (old.state === 'stopped' || old.state === 'failed')) await driver.remove(id).catch(notFoundIsGone)
       const disks = await attachVolumes(this.c, vm, doc.leases.get(id)?.winner.epoch ?? 1)
       if (this.aborted(id)) throw new StartAborted()
       const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))

@@ -16,7 +16,7 @@ export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ 
     : s.kernel != null
       ? { kind: 'kernel', kernel: s.kernel, initrd: s.initrd, cmdline: s.cmdline }
       : s.image != null ? { kind: 'disk', image: s.image } : { kind: 'volume' }
-  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}) }
+  return { id: vm.id, vcpus: s.cpu, memoryMiB: Math.max(1, Math.ceil(s.memoryBytes / MiB)), boot, ...(overlay != null ? { overlay } : {}), ...(disks != null && disks.length > 0 ? { disks } : {}), ...(vm.created != null ? { incarnation: String(vm.created) } : {}) }
 }
 
 /**

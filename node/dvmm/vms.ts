@@ -186,9 +186,6 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     // relative to what? the agent's own directory, on whichever node runs it (bb30: taken, then failed three times)
     const prog = (b.command as string[])[0]!
     if (prog.includes('/') && !prog.startsWith('/')) throw invalid('command[0]', `"${prog.length > 80 ? `${prog.slice(0, 80)}…` : prog}" is a relative path: give the program's absolute path, or a bare name looked up in PATH`)
-    // a bare name is looked up in the PATH of the node that runs it, which may differ
-    const wrong = prog.startsWith('/') && b.driver === 'process' ? files(prog, 'program') : null
-    if (wrong != null) throw invalid('command[0]', wrong)
     command = b.command as string[]
   }
   if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
@@ -239,6 +236,12 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (memoryBytes > memMax) throw invalid('memory', `${bytes(memoryBytes)} is more than any node has (largest: ${bytes(memMax)})`)
   const constraints = strMap(b.constraints, 'constraints', true)
   const labels = b.labels === undefined ? undefined : strMap(b.labels, 'labels', true)
+  // an absolute program is looked for on this node (as a kernel is), unless the VM is
+  // bound to labelled nodes, which may be the only ones that have it (rv39); a bare
+  // name is looked up in the PATH of the node that runs it, which may differ
+  const prog = command?.[0]
+  const wrong = prog?.startsWith('/') === true && b.driver === 'process' && Object.keys(constraints).length === 0 ? files(prog, 'program') : null
+  if (wrong != null) throw invalid('command[0]', wrong)
   // last: a request wrong in itself says so, whatever the name
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }

@@ -35,7 +35,7 @@ import { ObjectSpans } from './object-spans.ts'
 import { HeldObjects } from './held-objects.ts'
 import { WriterEpochs } from './epochs.ts'
 import { FrozenLayers } from './frozen-layers.ts'
-import { WriteIntents } from './write-intents.ts'
+import { WriteIntents, type IntentCarried } from './write-intents.ts'
 import { Writeback } from './writeback.ts'
 import { inventoryOf, objectIndexes } from './store-listing.ts'
 import type { Logger } from '../log.ts'
@@ -169,20 +169,23 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     if (damaged.length > 0) this.log.warn(`the write intents log ${join(this.dir, 'intents')} holds ${damaged.length} line${damaged.length === 1 ? '' : 's'} that name no object (damaged): skipped; objects they named are not recovered, and a read or scrub reports any of them left damaged`, { sample: JSON.stringify(damaged[0]!.slice(0, 80)) })
     // the server restarted since the log was begun (or which one cannot be told): its page cache, and with it writes never synced, may be gone
     const restarted = objects.length > 0 && (boot == null || logBoot !== boot)
-    const carried: Array<{ data: string, version: Version | null }> = []
+    const carried: IntentCarried[] = []
     const names: string[] = []
-    let lowerAgain = false
     for (const o of objects) {
       const index = parseInt(o.file, 16)
-      const failed = await this.recover(o.volume, index, restarted ? { version: o.version } : null)
+      // one whose lowering failed at an earlier start is lowered now, whatever the boot
+      const lower = restarted || o.lower === true
+      const failed = await this.recover(o.volume, index, lower ? { version: o.version } : null)
       if (failed == null) continue
-      carried.push({ data: this.paths(o.volume, index).data, version: o.version })
+      carried.push({ data: this.paths(o.volume, index).data, version: o.version, lower: failed === 'version' || (lower && o.lower === true) })
       names.push(`${o.volume}/${o.file}`)
-      lowerAgain ||= failed === 'version'
     }
-    if (carried.length > 0) this.log.warn(`${carried.length} object${carried.length === 1 ? '' : 's'} the write intents log named could not be recovered: still named in it, and tried again at the next start`, { sample: names[0] })
-    // a version still to be lowered: the fresh log has no boot id, so the next start lowers it whether the server restarted or not
-    await this.intents.open(lowerAgain ? null : boot, carried)
+    const kept = await this.intents.open(boot, carried)
+    if (carried.length > 0) {
+      const what = `${carried.length} object${carried.length === 1 ? '' : 's'} the write intents log named could not be recovered`
+      if (kept) this.log.warn(`${what}: still named in it, and tried again at the next start`, { sample: names[0] })
+      else this.log.error(`${what}, and the log has no room to name ${carried.length === 1 ? 'it' : 'them'} again (its disk is full): not tried again at the next start; a read or scrub reports any left damaged`, { sample: names[0] })
+    }
     this.writeback.start()
   }
 
@@ -227,7 +230,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     }
     if (fixed.length > 0) {
       // the checksums made true reach the disk before the fresh intent log forgets the object
-      await this.syncObject(volume, index).catch((err: Error) => { this.log.warn('an object whose checksums were made true could not be synced', { volume, index, err: err.message }) })
+      await this.syncObject(volume, index).catch((err: Error) => { failed ??= 'checksums'; this.log.warn('an object whose checksums were made true could not be synced', { volume, index, err: err.message }) })
       this.log.warn('an object written when the last run ended had checksums the disk did not keep with its data: made true to the data, and reported (a copy elsewhere with its version rewrites it)', { volume, index, blocks: fixed.join(',') })
       // its version may be newer than the data the disk kept: a peer's copy of that version is the sound one (healed once the service runs)
       this.emit('damaged', { volume, index, blocks: fixed, path: paths.data })

@@ -18,19 +18,25 @@
 // (ObjectStore.recover). After a restart of the agent alone the kernel kept every write
 // (the start syncs them), and versions stay.
 //
-// Format, one line each: `boot <id>` first, then `<volume>/<index as 8 hex> <epoch>.<seq>`.
-// A line a crash or full disk cut short is the start of one; a name whose version was
-// cut off, or a line of an earlier release (no version), gives the object no version.
+// Format, one line each: `boot <id>` first, then `<volume>/<index as 8 hex> <epoch>.<seq>`,
+// or `lower <volume>/<index> <epoch>.<seq>` for an object whose version a start had to
+// lower and could not (its files could not be written then): lowered at the next start
+// whether the server restarted or not. A line a crash or full disk cut short is the
+// start of one; a name whose version was cut off, or a line of an earlier release (no
+// version), gives the object no version.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 import { compareVersions, formatVersion, type Version } from './versions.ts'
 
-/** an object named in the log, and the version its name carries (null: none, or cut off) */
-export interface IntentNamed { volume: string, file: string, version: Version | null }
+/** an object named in the log, the version its name carries (null: none, or cut off), and whether its version must be lowered at the next start whatever the boot */
+export interface IntentNamed { volume: string, file: string, version: Version | null, lower?: true }
 
-const NAME = /^([A-Za-z0-9][A-Za-z0-9._:@+-]*)\/([0-9a-f]{8})(?: (.*))?$/
+/** an object whose recovery at start failed: named again in the fresh log (`lower`: its version was still to be lowered) */
+export interface IntentCarried { data: string, version: Version | null, lower: boolean }
+
+const NAME = /^(lower )?([A-Za-z0-9][A-Za-z0-9._:@+-]*)\/([0-9a-f]{8})(?: (.*))?$/
 const VERSION = /^(\d{1,15})\.(\d{1,15})$/
 /** what a line cut short may end in after a name: the start of a version */
 const VERSION_START = /^\d{0,15}(\.\d{0,15})?$/
@@ -51,8 +57,8 @@ export class WriteIntents {
   private opened = false
   /** objects (data paths) named in the log, with the version each name carries */
   private readonly listed = new Map<string, Version | null>()
-  /** objects whose recovery at start failed: named until the next start, never taken for clean */
-  private readonly carried = new Set<string>()
+  /** objects whose recovery at start failed: named until the next start, never taken for clean (true: with `lower`) */
+  private readonly carried = new Map<string, boolean>()
   /** the boot id the log starts with (null: unknown, none written) */
   private boot: string | null = null
   /** writes under way per object: not dropped while one runs */
@@ -100,12 +106,13 @@ export class WriteIntents {
       const b = BOOT.exec(line)
       if (b != null && i === 0) { boot = b[1]!; return }
       const m = NAME.exec(line)
-      if (m != null && (m[3] == null || VERSION.test(m[3]) || VERSION_START.test(m[3]))) {
-        const v = m[3] == null ? null : VERSION.exec(m[3])
+      if (m != null && (m[4] == null || VERSION.test(m[4]) || VERSION_START.test(m[4]))) {
+        const v = m[4] == null ? null : VERSION.exec(m[4])
         const version = v == null ? null : { epoch: Number(v[1]), seq: Number(v[2]) }
-        const key = `${m[1]!}/${m[2]!}`
+        const key = `${m[2]!}/${m[3]!}`
         const before = out.get(key)
-        out.set(key, { volume: m[1]!, file: m[2]!, version: before == null ? version : surer(before.version, version) })
+        const lower = m[1] != null || before?.lower === true
+        out.set(key, { volume: m[2]!, file: m[3]!, version: before == null ? version : surer(before.version, version), ...(lower ? { lower: true as const } : {}) })
         return
       }
       if (NAME_START.test(line) || (i === 0 && BOOT_START.test(line))) return
@@ -118,46 +125,58 @@ export class WriteIntents {
    * Starts a fresh log (after the objects it named were recovered), headed by the
    * server's boot id, and opens it for appends. `carried`: objects whose recovery
    * failed (rv38: they were forgotten here, and a later start never tried again),
-   * named in the fresh log with the version their name carried and kept there until
-   * the next start, which tries them again.
+   * named in the fresh log with the version their name carried (`lower ` before those
+   * whose version is still to be lowered) and kept there until the next start, which
+   * tries them again. False when the carried could not be written (a full disk): then
+   * they are not named.
    */
-  async open (boot: string | null = null, carried: Array<{ data: string, version: Version | null }> = []): Promise<void> {
+  async open (boot: string | null = null, carried: readonly IntentCarried[] = []): Promise<boolean> {
     this.boot = boot
     this.carried.clear()
-    for (const c of carried) {
-      this.carried.add(c.data)
-      this.listed.set(c.data, c.version)
-    }
-    const content = this.header() + carried.map(c => lineOf(c.data, c.version)).join('')
+    const content = this.header() + carried.map(c => lineOf(c.data, c.version, c.lower)).join('')
+    let landed = true
     try {
       await writeFileDurable(this.file, content, { mode: 0o600 })
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err
       // a full disk has no room for a new file, and the agent must still start, to serve
-      // the copies it holds (bb33: it exited with a bare ENOSPC). The log is emptied in
+      // the copies it holds (bb33: it exited with a bare ENOSPC). The log is rewritten in
       // place instead: what it named was recovered and synced before this
-      await this.emptyInPlace(content)
+      landed = await this.rewriteInPlace(content)
+    }
+    // named only once the log holds them: a name in memory alone would spare a later write its append
+    if (landed) {
+      for (const c of carried) {
+        this.carried.set(c.data, c.lower)
+        this.listed.set(c.data, c.version)
+      }
     }
     this.fh = await this.reopen()
     this.opened = true
+    return landed || carried.length === 0
   }
 
-  /** the log truncated where it is, then `content` (the boot id, objects carried) if there is room for it (none: a later start takes the server for restarted, which only lowers versions, and does not try the carried objects again) */
-  private async emptyInPlace (content: string): Promise<void> {
+  /**
+   * The log made `content` where it is: written over the old log's own blocks (which
+   * named at least what it carries, so as a rule it needs no new room), then cut to its
+   * length. Whether it landed whole; if not, the log is left empty (no boot line: a
+   * later start takes the server for restarted, which only lowers versions).
+   */
+  private async rewriteInPlace (content: string): Promise<boolean> {
     const fh = await open(this.file, constants.O_WRONLY | constants.O_CREAT, 0o600)
     try {
-      await fh.truncate(0)
-      await fh.datasync()
       const bytes = Buffer.from(content)
-      if (bytes.length > 0) {
-        try {
-          await fh.write(bytes, 0, bytes.length, 0)
-          await fh.datasync()
-        } catch {
-          await fh.truncate(0).catch(() => {})
-          await fh.datasync().catch(() => {})
-        }
+      try {
+        const { bytesWritten } = await fh.write(bytes, 0, bytes.length, 0)
+        if (bytesWritten !== bytes.length) throw new Error(`took ${bytesWritten} of ${bytes.length} bytes`)
+        await fh.truncate(bytes.length)
+        await fh.datasync()
+        return true
+      } catch {
+        await fh.truncate(0).catch(() => {})
+        await fh.datasync().catch(() => {})
+        return bytes.length === 0
       }
     } finally { await fh.close() }
   }
@@ -202,23 +221,24 @@ export class WriteIntents {
    * without the clean ones once `rewriteAt` of them are named.
    */
   async settled (pending: (data: string) => boolean, opts: { stopping?: boolean } = {}): Promise<void> {
-    if (!this.opened || this.listed.size === 0) return
+    // the objects carried from the start stay named until the next start, whatever else
+    if (!this.opened || this.listed.size === this.carried.size) return
     const clean = (d: string): boolean => !this.carried.has(d) && !this.active.has(d) && !pending(d)
     const n = [...this.listed.keys()].filter(clean).length
     // a store that stops leaves an empty log when it can: its next start checks nothing
     const wait = opts.stopping === true ? 0 : this.emptyEveryMs
-    if (n === this.listed.size ? performance.now() - this.emptiedAt < wait : n < this.rewriteAt) return
+    if (n === this.listed.size - this.carried.size ? performance.now() - this.emptiedAt < wait : n < this.rewriteAt) return
     await this.serial(async () => {
       if (!this.opened || this.fh == null) return
       // checked again in turn: an object written meanwhile stays
       const stay = [...this.listed.keys()].filter(d => !clean(d))
-      if (stay.length === 0) {
-        this.listed.clear()
+      if (stay.every(d => this.carried.has(d))) {
+        for (const d of [...this.listed.keys()]) if (!this.carried.has(d)) this.listed.delete(d)
         this.emptiedAt = performance.now()
         await this.fh.truncate(0)
-        // O_APPEND: the header goes at the start of the empty file
-        const header = Buffer.from(this.header())
-        if (header.length > 0) await this.fh.write(header)
+        // O_APPEND: the header (and what is carried) goes at the start of the empty file
+        const head = Buffer.from(this.header() + stay.map(d => this.lineFor(d)).join(''))
+        if (head.length > 0) await this.fh.write(head)
         await this.fh.datasync()
         return
       }
@@ -228,7 +248,7 @@ export class WriteIntents {
       await this.fh.close()
       this.fh = undefined
       try {
-        await writeFileDurable(this.file, this.header() + stay.map(d => lineOf(d, this.listed.get(d) ?? null)).join(''), { mode: 0o600 })
+        await writeFileDurable(this.file, this.header() + stay.map(d => this.lineFor(d)).join(''), { mode: 0o600 })
       } finally {
         // the new log, or the old one (naming more) when the rewrite failed: appends go on
         this.fh = await this.reopen()
@@ -285,6 +305,9 @@ export class WriteIntents {
 
   private header (): string { return this.boot == null ? '' : `boot ${this.boot}\n` }
 
+  /** the line of an object named now */
+  private lineFor (data: string): string { return lineOf(data, this.listed.get(data) ?? null, this.carried.get(data) === true) }
+
   private async serial (op: () => Promise<void>): Promise<void> {
     const run = this.chain.then(op)
     this.chain = run.catch(() => {})
@@ -299,4 +322,4 @@ const surer = (a: Version | null, b: Version | null): Version | null => a == nul
 const nameOf = (data: string): string => `${basename(dirname(data))}/${basename(data)}`
 
 /** an object's line: its name, and the version it had before its first write since it was clean */
-const lineOf = (data: string, version: Version | null): string => `${nameOf(data)}${version == null ? '' : ` ${formatVersion(version)}`}\n`
+const lineOf = (data: string, version: Version | null, lower = false): string => `${lower ? 'lower ' : ''}${nameOf(data)}${version == null ? '' : ` ${formatVersion(version)}`}\n`

@@ -72,3 +72,14 @@ test.serial('a stopped VM\'s console is still read from the node that ran it, fr
   t.is(gone.body.error.code, 'holder_gone')
   t.regex(gone.body.error.message, new RegExp(`^VM db is stopped; its last console is on node ${dh.agent.config.name} \\(which last ran it\\), which is dead`))
 })
+
+test.serial('a VM the crash rule restarts shows the crashed run\'s console, then a line saying how it ended, then the new run\'s (bb34: the crash\'s output went with the restart)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const app = api(t, n)
+  t.is((await call(app, 'POST', '/v1/vms', { ...vmBody('crashy'), command: ['fake:exit', '1', '300'] })).status, 201)
+  await until(() => n.fake.starts >= 2 && n.fake.vms.get('crashy')?.state === 'running', 30_000, 'started again after its crash')
+  const c = (await call<Console>(app, 'GET', '/v1/vms/crashy/console')).body.console
+  t.regex(c, /^fake guest ready crashy\n\[vgrid: the run before ended \(crashed, status 1\); a new run starts at \d{4}-\d\d-\d\dT[\d:.]+Z\]\nfake guest ready crashy\n/, c)
+})

@@ -6,7 +6,7 @@ import test from 'ava'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { tailFile, trimConsole } from '../../node/dvmm/drivers/common.ts'
+import { earlierConsole, tailFile, trimConsole } from '../../node/dvmm/drivers/common.ts'
 
 test('the tail of a console log is read from its end, also past what a Buffer holds; an absent one is empty', t => {
   const dir = mkdtempSync(join(tmpdir(), 'vgt-console-'))
@@ -42,4 +42,14 @@ test('a console log past its bound is cut back to its last part, saying so; the 
   closeSync(vm)
   t.true(readFileSync(file, 'utf8').endsWith('\nlast line\nafter the cut\n'), 'no hole, no overwrite: the append lands at the new end')
   t.true(statSync(file).size < 300)
+})
+
+test('a new run\'s console starts with the run before\'s bytes as they were, from a line when cut, and says how it ended; not those of another VM of the name', t => {
+  const old = { state: 'stopped' as const, exit: { code: 1, signal: null, reason: 'crashed' as const, at: 0 }, spec: { incarnation: '100' } }
+  const now = Date.parse('2026-12-06T10:00:00Z')
+  const bytes = Buffer.from([0xe2, 0x82, 0xac, 0x0a, 0xff, 0x41]) // "€\n", an invalid byte, "A"
+  t.deepEqual(earlierConsole({ tail: bytes, cut: false }, old, { incarnation: '100' }, now), Buffer.concat([bytes, Buffer.from('\n[vgrid: the run before ended (crashed, status 1); a new run starts at 2026-12-06T10:00:00.000Z]\n')]))
+  t.deepEqual(earlierConsole({ tail: bytes.subarray(1), cut: true }, old, { incarnation: '100' }, now).subarray(0, 2), Buffer.from([0xff, 0x41]), 'cut mid-character: from the first whole line')
+  t.is(earlierConsole({ tail: bytes, cut: false }, old, { incarnation: '200' }, now).length, 0, 'a VM made again under the name')
+  t.is(earlierConsole({ tail: Buffer.alloc(0), cut: false }, old, { incarnation: '100' }, now).length, 0, 'nothing said: nothing carried')
 })

@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { WriteIntents } from '../../node/gvs/write-intents.ts'
+import { smallDisk } from '../helpers/small-disk.ts'
 
 const names = (file: string): string[] => readFileSync(file, 'utf8').split('\n').filter(l => l !== '').sort()
 
@@ -156,4 +157,26 @@ test('objects first written at once are named together: one synced append for a 
   t.false(readFileSync(file, 'utf8').includes('v/000000c9'))
   // and a later name is tried again, not taken as written
   await t.throwsAsync(w.begin(obj(201)))
+})
+
+test.serial('objects carried from a start are written over the old log in place on a full disk; with no room at all they are not taken as named (rv39)', async t => {
+  const mnt = await smallDisk(t)
+  if (mnt == null) return
+  const file = join(mnt, 'intents')
+  const obj = (i: number): string => join(mnt, 'objects', 'v', i.toString(16).padStart(8, '0'))
+  writeFileSync(file, 'boot b1\nv/00000000 1.1\nv/00000001 1.1\n')
+  // the disk filled up by something else
+  try { writeFileSync(join(mnt, 'filler'), new Uint8Array(4 * 2 ** 20)) } catch {}
+  const w = new WriteIntents(file)
+  t.true(await w.open('b2', [{ data: obj(0), version: { epoch: 1, seq: 1 }, lower: true }]))
+  t.is(readFileSync(file, 'utf8'), 'boot b2\nlower v/00000000 1.1\n')
+  t.deepEqual((await w.pending()).objects, [{ volume: 'v', file: '00000000', version: { epoch: 1, seq: 1 }, lower: true }])
+  await w.close()
+  // an empty log on a full disk: no room for the line, so the object is not named (its writes append a name of their own)
+  writeFileSync(file, '')
+  try { writeFileSync(join(mnt, 'filler2'), new Uint8Array(2 ** 20)) } catch {}
+  const again = new WriteIntents(file)
+  t.false(await again.open(null, [{ data: obj(0), version: null, lower: false }]))
+  t.is(readFileSync(file, 'utf8'), '')
+  await again.close()
 })

@@ -301,6 +301,7 @@ test('create request: each wrong field gets an error naming it', t => {
   t.teardown(() => { rmSync(dirname(plain), { recursive: true, force: true }) })
   t.throws(() => vmDraft({ ...ok, command: [plain] }, doc, nodes), { message: /^command\[0\]: \S+\/plain is not executable \(mode 644\)$/ })
   t.like(vmDraft({ ...ok, command: ['sleep', '1'] }, doc, nodes), { spec: { command: ['sleep', '1'] } }, 'a bare name is looked up where it runs')
+  t.like(vmDraft({ ...ok, command: ['/opt/cuda/bin/train'], constraints: { gpu: '1' } }, doc, nodes), { spec: { command: ['/opt/cuda/bin/train'] } }, 'a VM bound to labelled nodes may run what only they have (rv39)')
   t.throws(() => vmDraft({ ...ok, driver: 'qemu', command: undefined, image: '/etc/passwd' }, doc, nodes), { message: /^image: \/etc\/passwd is not a bootable disk image: neither qcow2 nor a raw disk with a boot sector/ })
   t.deepEqual(JSON.stringify(vmDraft({ ...ok, command: ['/usr/bin/printf', '%s|%s\n', '', 'x'] }, doc, nodes)).includes('"/usr/bin/printf","%s|%s\\n","","x"'), true, 'an empty argument is one')
   bad({ restrat: 'never' }, /unknown field "restrat"/)

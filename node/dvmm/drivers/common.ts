@@ -29,6 +29,7 @@ export function validateSpec (raw: unknown, boots: ReadonlyArray<DriverBoot['kin
       if (typeof uri !== 'string' || !/^nbd(\+unix)?:\/\//.test(uri) || uri.includes('\0') || uri.length > 4096) bad(`disks[${i}].uri`, 'must be an nbd:// or nbd+unix:// URI')
     })
   }
+  if (s.incarnation !== undefined && (typeof s.incarnation !== 'string' || s.incarnation.length > 64)) bad('incarnation', 'must be a string of at most 64 characters')
   const b = s.boot as Record<string, unknown> | undefined
   if (b == null || typeof b !== 'object') return bad('boot', 'missing')
   if (!boots.includes(b.kind as DriverBoot['kind'])) bad('boot.kind', `"${String(b.kind)}" is not one this driver runs (${boots.join(', ')})`)
@@ -351,8 +352,13 @@ export function endedAtOnce (status: string, consoleTail: string): string {
  * event loop) held the loop for seconds, long enough for the watchdog to fence the node.
  */
 export function tailFile (file: string, bytes: number, from = 0): string {
+  return tailBytes(file, bytes, from).tail.toString('utf8')
+}
+
+/** The last `bytes` of a file past `from` as they are, and whether the file holds more before them. */
+export function tailBytes (file: string, bytes: number, from = 0): { tail: Buffer, cut: boolean } {
   let fd: number
-  try { fd = openSync(file, 'r') } catch { return '' }
+  try { fd = openSync(file, 'r') } catch { return { tail: Buffer.alloc(0), cut: false } }
   try {
     const size = fstatSync(fd).size
     const want = Math.max(0, Math.min(bytes, size - from))
@@ -363,9 +369,9 @@ export function tailFile (file: string, bytes: number, from = 0): string {
       if (n === 0) break
       got += n
     }
-    return buf.subarray(0, got).toString('utf8')
+    return { tail: buf.subarray(0, got), cut: size - from > want }
   } catch {
-    return ''
+    return { tail: Buffer.alloc(0), cut: false }
   } finally {
     closeSync(fd)
   }
@@ -375,16 +381,21 @@ export function tailFile (file: string, bytes: number, from = 0): string {
 export const EARLIER_CONSOLE_BYTES = 64 * 1024
 
 /**
- * What a new run's console log starts with: the end of the run before's console (up to
- * EARLIER_CONSOLE_BYTES, cut at a line), then a line saying how that run ended and
- * that a new one starts. '' when the run before said nothing.
+ * What a new run's console log starts with: the end of the run before's console, as its
+ * bytes were (`cut`: the log held more before them, so they start at a line), then a
+ * line saying how that run ended and that a new one starts. Empty when the run before
+ * said nothing, or was of another VM of the name (`incarnation`: one removed and made
+ * again must not show the old one's output). Pure.
  */
-export function earlierConsole (tail: string, old: Pick<VmRecord, 'state' | 'exit' | 'error'>, now: number): string {
-  if (tail === '') return ''
-  const cut = tail.length >= EARLIER_CONSOLE_BYTES ? tail.slice(tail.indexOf('\n') + 1) : tail
+export function earlierConsole (before: { tail: Buffer, cut: boolean }, old: Pick<VmRecord, 'state' | 'exit' | 'error'> & { spec: Pick<DriverVmSpec, 'incarnation'> }, spec: Pick<DriverVmSpec, 'incarnation'>, now: number): Buffer {
+  if (old.spec.incarnation !== spec.incarnation) return Buffer.alloc(0)
+  const nl = before.cut ? before.tail.indexOf(0x0a) : -1
+  const kept = before.cut ? (nl < 0 ? Buffer.alloc(0) : before.tail.subarray(nl + 1)) : before.tail
+  if (kept.length === 0) return Buffer.alloc(0)
   const e = old.exit
   const how = e == null ? old.state : e.signal != null ? `${e.reason}, signal ${e.signal}` : e.code != null ? `${e.reason}, status ${e.code}` : e.reason
-  return `${cut}${cut.endsWith('\n') ? '' : '\n'}[vgrid: the run before ended (${how}${old.error != null && e == null ? `: ${old.error.slice(0, 200)}` : ''}); a new run starts at ${new Date(now).toISOString()}]\n`
+  const line = `${kept[kept.length - 1] === 0x0a ? '' : '\n'}[vgrid: the run before ended (${how}${old.error != null && e == null ? `: ${escapeControls(old.error.slice(0, 200))}` : ''}); a new run starts at ${new Date(now).toISOString()}]\n`
+  return Buffer.concat([kept, Buffer.from(line)])
 }
 
 /** a VM's console log past this is cut back to its last CONSOLE_KEEP_BYTES */

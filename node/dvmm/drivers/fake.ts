@@ -75,7 +75,8 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
       throw new DriverError('start-failed', error)
     }
     // as a host driver does: the run before's console starts the new one's
-    const before = old === undefined ? '' : earlierConsole(old.console.slice(-EARLIER_CONSOLE_BYTES), old, this.clock.now())
+    const was = Buffer.from(old?.console ?? '')
+    const before = old === undefined ? '' : earlierConsole({ tail: was.subarray(-EARLIER_CONSOLE_BYTES), cut: was.length > EARLIER_CONSOLE_BYTES }, old, spec, this.clock.now()).toString('utf8')
     const vm: FakeVm = { spec, state: 'starting', pid: this.node.nextPid++, startedAt: this.clock.now(), console: before, ignoresStop: cmd === 'fake:ignore-stop' }
     this.node.vms.set(spec.id, vm)
     this.node.starts++

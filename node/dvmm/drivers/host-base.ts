@@ -15,7 +15,7 @@ import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
-import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
+import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, tailBytes, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
 /** how often running VMs' console logs are checked for their size (common.ts trimConsole) */
@@ -173,11 +173,14 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     }
     // the earlier run's console ends the new one's log (bb34: a crashed run's output, the
     // why of its crash, went with the restart that followed it)
-    const before = old === undefined ? '' : earlierConsole(tailFile(this.runs.console(spec.id), EARLIER_CONSOLE_BYTES), old, this.components.clock.now())
-    if (old !== undefined) this.runs.remove(spec.id)
+    const before = old === undefined ? Buffer.alloc(0) : earlierConsole(tailBytes(this.runs.console(spec.id), EARLIER_CONSOLE_BYTES), old, spec, this.components.clock.now())
+    if (old !== undefined) {
+      this.runs.remove(spec.id)
+      this.guardsSpawned.delete(spec.id)
+    }
     const dir = this.runs.create(spec.id)
-    if (before !== '') writeFileSync(this.runs.console(spec.id), before)
-    const runStart = Buffer.byteLength(before)
+    if (before.length > 0) writeFileSync(this.runs.console(spec.id), before)
+    const runStart = before.length
     const rec: VmRecord = { version: 1, id: spec.id, driver: this.name, spec, state: 'starting', cgroups: [], cgroupVersion: this.cgroups.version, nodeNetns: this.init.nodeNetns }
     this.recs.set(spec.id, rec)
     this.save(rec)

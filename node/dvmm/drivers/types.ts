@@ -28,6 +28,12 @@ export interface DriverVmSpec {
   overlay?: VmOverlay
   /** Block devices from the volume store, attached in order (vda, vdb, ...): NBD URIs (qemu only). */
   disks?: Array<{ uri: string }>
+  /**
+   * Which VM of its name the run is of (the VM's `created`): a new run's console starts
+   * with the run before's only when both are of the same VM (one removed and made again
+   * under its name must not show the old one's output).
+   */
+  incarnation?: string
 }
 
 /**
