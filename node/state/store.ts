@@ -11,7 +11,7 @@
 // file, checked, fsync'ed with its directory, and only then renamed over the old one;
 // from that rename on it counts, whatever happens to the log after it.
 // Every I/O failure comes out as a DiskError naming its cause.
-import { copyFile, link, open, readFile, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { copyFile, link, open, rename, mkdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { join } from 'node:path'
@@ -46,13 +46,48 @@ function frame (payload: Uint8Array): Buffer {
   return Buffer.concat([h, payload])
 }
 
-async function readOptional (path: string): Promise<Buffer | undefined> {
-  try {
-    return await readFile(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+/**
+ * The most of a state file read: the log is compacted into the snapshot once it passes
+ * 4 MiB and the snapshot's size (persister.ts), and a snapshot of 1,000 VMs and volumes
+ * is 38 KiB; past this a file is damage, and reading it whole took gigabytes of memory
+ * (bb35: a log of 1.5 GB ran the agent out of heap, naming nothing).
+ */
+export const STATE_READ_MAX = 256 * 1024 * 1024
+
+/**
+ * A state file's bytes (undefined: there is none), at most `max` of them, or why it
+ * cannot be one: not a regular file (bb35: a log linked to /dev/zero was read for ever),
+ * or longer than `max` (its first `max` bytes are given with the problem).
+ */
+async function readOptional (path: string, max = STATE_READ_MAX): Promise<{ bytes?: Buffer, problem?: string } | undefined> {
+  const fail = (err: unknown): never => {
     // fs errors name no path (EISDIR: a directory made where the file goes)
     throw Object.assign(new Error(`cannot read ${path}: ${(err as Error).message}`, { cause: err }), { code: (err as NodeJS.ErrnoException).code })
+  }
+  let fh: FileHandle
+  try {
+    const st = await stat(path)
+    if (!st.isFile() && !st.isDirectory()) return { problem: `is not a regular file (${st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isFIFO() ? 'a pipe' : st.isSocket() ? 'a socket' : 'not a file'})` }
+    fh = await open(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    return fail(err)
+  }
+  try {
+    const size = (await fh.stat()).size
+    const want = Math.min(size, max)
+    const bytes = Buffer.alloc(want)
+    let got = 0
+    while (got < want) {
+      const { bytesRead } = await fh.read(bytes, got, want - got, got)
+      if (bytesRead === 0) break
+      got += bytesRead
+    }
+    return { bytes: bytes.subarray(0, got), ...(size > max ? { problem: `is ${size} bytes, more than the ${max} a state file reaches: only its first ${max} bytes were read` } : {}) }
+  } catch (err) {
+    return fail(err)
+  } finally {
+    await fh.close()
   }
 }
 
@@ -141,8 +176,10 @@ export class StateStore {
       throw err
     }
     const out: DiskContents = { records: [], problems: [] }
-    const snap = await readOptional(this.path('snapshot'))
-    if (snap != null) {
+    const snapFile = await readOptional(this.path('snapshot'))
+    const snap = snapFile?.bytes
+    if (snapFile?.problem != null) out.problems.push({ file: 'snapshot', path: this.path('snapshot'), detail: snapFile.problem })
+    else if (snap != null) {
       const bad = (detail: string): void => { out.problems.push({ file: 'snapshot', path: this.path('snapshot'), detail }) }
       if (snap.length < SNAPSHOT_MAGIC.length + HEADER || !snap.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
         bad(`not a vgrid state snapshot (${snap.length} bytes, bad header)`)
@@ -154,12 +191,15 @@ export class StateStore {
         else out.snapshot = payload
       }
     }
-    const log = await readOptional(this.path('log'))
+    const logFile = await readOptional(this.path('log'))
+    const log = logFile?.bytes
     if (log != null && log.length > 0) {
       const parsed = parseLog(log)
       out.records = parsed.records
       if (parsed.problem != null) out.problems.push({ file: 'log', path: this.path('log'), detail: parsed.problem })
     }
+    // a log too long is read up to the bound: its intact records there are kept, the rest comes from peers
+    if (logFile?.problem != null && !out.problems.some(p => p.file === 'log')) out.problems.push({ file: 'log', path: this.path('log'), detail: logFile.problem })
     this.snapshotBytes = snap?.length ?? 0
     return out
   }
@@ -261,6 +301,8 @@ export class StateStore {
    */
   async append (payload: Uint8Array): Promise<void> {
     if (this.broken != null) throw this.broken
+    // nothing to keep (an empty record would read as the start of zeros: parseLog)
+    if (payload.byteLength === 0) return
     if (this.logFh == null) await this.openLog()
     const fh = this.logFh!
     const buf = frame(payload)
@@ -394,9 +436,21 @@ export function parseLog (log: Buffer): { records: Uint8Array[], problem?: strin
     return { records, problem: 'not a vgrid state log (bad header)' }
   }
   let at = LOG_MAGIC.length
+  /** the last byte of the log that is not zero (found once, at the first empty record) */
+  let lastData: number | undefined
   while (at < log.length) {
     if (log.length - at < HEADER) return { records, problem: `ends in a partial record header at byte ${at} (an interrupted write?); ${records.length} records before it are intact` }
     const len = log.readUInt32BE(at)
+    if (len === 0) {
+      // zeros to the end are not records, though an empty payload's checksum is 0 (bb35:
+      // a log with zeros after its end loaded each 8 bytes of them as a change, for
+      // minutes, growing to gigabytes); an empty record before more is skipped, as it
+      // holds nothing
+      lastData ??= lastNonZero(log)
+      if (at > lastData) return { records, problem: `ends in ${log.length - at} bytes of zeros from byte ${at} (a file system that kept the file's length and not its data?); ${records.length} records before them are intact` }
+      at += HEADER
+      continue
+    }
     const end = at + HEADER + len
     if (end > log.length) return { records, problem: `record at byte ${at} is truncated (${log.length - at - HEADER} of ${len} bytes); ${records.length} records before it are intact` }
     const payload = log.subarray(at + HEADER, end)
@@ -405,4 +459,11 @@ export function parseLog (log: Buffer): { records: Uint8Array[], problem?: strin
     at = end
   }
   return { records }
+}
+
+/** the index of the last byte that is not zero (-1: none) */
+function lastNonZero (b: Buffer): number {
+  let i = b.length - 1
+  while (i >= 0 && b[i] === 0) i--
+  return i
 }

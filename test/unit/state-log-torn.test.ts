@@ -1,7 +1,7 @@
 // A log whose last record was torn (a crash or a full disk mid-append), cut at every
 // byte offset of that record: recovery keeps every complete record, never a partial one.
 import test from 'ava'
-import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { StateStore, parseLog } from '../../node/state/store.ts'
@@ -114,4 +114,37 @@ test('a directory where the snapshot or log file goes stops the start with an er
     t.is(err?.message, `cannot read ${join(dir, 'state', file)}: EISDIR: illegal operation on a directory, read`)
     t.is((err as NodeJS.ErrnoException).code, 'EISDIR')
   }
+})
+
+test('zeros after a log\'s last record are damage found at once, not empty records (bb35: 64 MiB of them took minutes and gigabytes); an empty record before more is skipped', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgrid-zeros-'))
+  t.teardown(async () => await rm(dir, { recursive: true, force: true }))
+  const s = new StateStore(dir)
+  await s.openLog()
+  await s.append(new Uint8Array(9).fill(1))
+  await s.append(new Uint8Array(0))
+  await s.append(new Uint8Array(3).fill(2))
+  await s.close()
+  const full = await readFile(s.path('log'))
+  t.is(full.length, 8 + 17 + 11, 'an empty append writes nothing')
+  const zeros = Buffer.concat([full, Buffer.alloc(64 * 2 ** 20)])
+  const t0 = performance.now()
+  const r = parseLog(zeros)
+  t.true(performance.now() - t0 < 5000)
+  t.is(r.records.length, 2)
+  t.is(r.problem, `ends in ${64 * 2 ** 20} bytes of zeros from byte ${full.length} (a file system that kept the file's length and not its data?); 2 records before them are intact`)
+  // an empty record (no release writes one) between records: skipped
+  const between = Buffer.concat([full.subarray(0, 25), Buffer.alloc(8), full.subarray(25)])
+  t.deepEqual(parseLog(between), { records: [new Uint8Array(9).fill(1), new Uint8Array(3).fill(2)].map(x => Buffer.from(x)) })
+})
+
+test('a state file that is not a regular file is damage, not read (bb35: a log linked to /dev/zero was read until the machine\'s memory ran out); one past the bound is read up to it', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgrid-devzero-'))
+  t.teardown(async () => await rm(dir, { recursive: true, force: true }))
+  await mkdir(join(dir, 'state'))
+  await symlink('/dev/zero', join(dir, 'state', 'log'))
+  await symlink('/dev/zero', join(dir, 'state', 'snapshot'))
+  const back = await new StateStore(dir).read()
+  t.deepEqual(back.problems.map(p => `${p.file}: ${p.detail}`).sort(), ['log: is not a regular file (a character device)', 'snapshot: is not a regular file (a character device)'])
+  t.deepEqual(back.records, [])
 })
