@@ -248,7 +248,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
-    if (desired === 'running' && vm.desired !== 'running') await notWrittenOverNbd(vm, reader)
+    // a disk removed (at the same moment as the VM was made, before bb35's fix; or a VM of
+    // an earlier release): it would fail three starts and be left stopped
+    const gone = desired === 'running' ? vm.spec.volumes.find(v => reader.get('volumes', v) == null) : undefined
+    if (gone != null) throw new ConflictError(`its disk ${gone} was removed: VM "${vm.name}" cannot run without it; remove the VM (vgrid vm rm ${vm.name}) and create it again with a volume that exists`, 'volume_removed')
+    if (desired === 'running' && vm.desired !== 'running') await notWrittenOverNbd(vm)
     // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
     await state.write(w => { setDesiredIn(w, vm.id, desired) }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
@@ -259,13 +263,14 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * volumes (an import, say): its holder's fence would take the disk from the client
    * midway, which then fails, and the VM would boot a half-written disk (a tester).
    */
-  const notWrittenOverNbd = async (vm: Pick<Vm, 'name' | 'spec'>, reader: Reader): Promise<void> => {
+  const notWrittenOverNbd = async (vm: Pick<Vm, 'name' | 'spec'>): Promise<void> => {
     if (svc.volumeWriters == null) return
     for (const id of vm.spec.volumes) {
       // plain clients only: the VM's own disk session, its QEMU still stopping, is no other writer
       const w = (await svc.volumeWriters(id)).map(x => ({ ...x, plain: x.writers - (x.vmDisks ?? 0) })).filter(x => x.plain > 0)
       if (w.length === 0) continue
-      const path = reader.get('volumes', id)?.value.path ?? id
+      // read again: the reader asked for does not outlast the wait above
+      const path = state.read().get('volumes', id)?.value.path ?? id
       throw new ConflictError(`its disk ${path} is being written over NBD (${w.map(x => `${x.plain} session${x.plain === 1 ? '' : 's'} on ${x.name ?? x.node}`).join(', ')}: an import, an export's client, or another NBD client): starting VM "${vm.name}" now would take the disk from it midway; wait until it ends, or disconnect it`, 'volume_in_use')
     }
   }
@@ -304,7 +309,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * answered 409, not 201 for a spec that is gone or a VM that would never run. Alone on
    * the grid there is nobody to race with.
    */
-  const settleCreate = async (made: Vm): Promise<void> => {
+  const settleCreate = async (made: Vm, paths: ReadonlyMap<string, string>): Promise<void> => {
     if (![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
     // by what the create gave (spec and application): the VM's own later writes (its
@@ -319,12 +324,20 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (now == null || made.spec.volumes.length === 0) return
     const why = await state.write(w => {
       const vm = w.reader.get('vms', made.id)?.value
-      const taken = vm == null || canonical([vm.spec, vm.app]) !== canonical([made.spec, made.app]) ? null : diskTaken(vm, diskOwners(w.reader.list('vms')))
+      if (vm == null || canonical([vm.spec, vm.app]) !== canonical([made.spec, made.app])) return null
+      // a volume removed through another node at the same moment (bb35: both answered,
+      // and the VM crashed three times on a disk that did not exist)
+      const gone = vm.spec.volumes.find(v => w.reader.get('volumes', v) == null)
+      if (gone != null) {
+        removeVmIn(w, made.id)
+        return { code: 'volume_removed', message: `volumes: ${paths.get(gone) ?? gone} was removed through another node at the same moment; this VM, whose disk it was to be, was removed` }
+      }
+      const taken = diskTaken(vm, diskOwners(w.reader.list('vms')))
       if (taken == null) return null
       removeVmIn(w, made.id)
-      return `volumes: ${w.reader.get('volumes', taken.volume)?.value.path ?? taken.volume} was made a disk of VM "${taken.owner.name}" at the same moment through another node; that one keeps it (made first), and this VM was removed`
-    }, `vm create ${made.id}: its disk is another VM's`)
-    if (why != null) throw new ConflictError(why, 'volume_in_use')
+      return { code: 'volume_in_use', message: `volumes: ${w.reader.get('volumes', taken.volume)?.value.path ?? taken.volume} was made a disk of VM "${taken.owner.name}" at the same moment through another node; that one keeps it (made first), and this VM was removed` }
+    }, `vm create ${made.id}: its disk is another VM's, or gone`)
+    if (why != null) throw new ConflictError(why.message, why.code)
   }
 
   return (app: FastifyInstance): void => {
@@ -338,6 +351,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
       const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, volumeLookup(reader))
+      // its disks' paths, to name one removed meanwhile (this reader does not outlast a write)
+      const paths = new Map(draft.spec.volumes.map(v => [v, reader.get('volumes', v)?.value.path ?? v]))
       // a node cut off from the majority would acknowledge a VM that the other side may
       // also create under the same name meanwhile: the merge after healing keeps one,
       // and the other, long answered 201, would be gone without a word. Nothing could
@@ -345,7 +360,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // the members as they are (the last step's fence may predate the others' arrival).
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
-      if (draft.desired === 'running') await notWrittenOverNbd(draft, reader)
+      if (draft.desired === 'running') await notWrittenOverNbd(draft)
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
@@ -358,7 +373,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
         })
       }, `vm create ${draft.id}`)
       svc.schedule()
-      await settleCreate(made)
+      await settleCreate(made, paths)
       void reply.code(201)
       return await detail(draft.id)
     })

@@ -127,6 +127,9 @@ export interface GvsRoutesDeps {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+/** a snapshot this node wrote: which, and its stamp (at, by) to tell it from one another node wrote under the name */
+interface MadeSnapshot { volume: string, path: string, name: string, at: number, by: string }
+
 /** longer than a change takes to reach every node (the claims' settle window, DVMM) */
 export const PATH_SETTLE_MS = 1500
 
@@ -143,9 +146,14 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
    * a rename goes back to its old path only while that is free (else it stays behind the
    * holder, reachable by its id). Alone on the grid there is nobody to race with.
    */
-  const settlePath = async (id: string, path: string, what: 'create' | 'clone' | 'rename', was?: string): Promise<void> => {
+  /** other members that may be writing at the same moment */
+  const othersAlive = (): boolean => {
     const m = svc.components.membership
-    if (m == null || ![...m.members].some(([node, x]) => node !== svc.components.peerId && x.state !== 'dead' && x.state !== 'left')) return
+    return m != null && [...m.members].some(([node, x]) => node !== svc.components.peerId && x.state !== 'dead' && x.state !== 'left')
+  }
+
+  const settlePath = async (id: string, path: string, what: 'create' | 'clone' | 'rename', was?: string): Promise<void> => {
+    if (!othersAlive()) return
     await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
     const lost = await state.write(w => {
       const l = lostPath(w.reader.list('volumes'), id, path, what === 'rename' ? was : undefined)
@@ -346,18 +354,40 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       return { removed: v.id, path: v.path, snapshots }
     })
 
-    /** snapshots of several volumes in one change of the document: one consistent cut (`exported`: an export's, with its record) */
-    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number, exported?: ExportRecord): string[] => {
+    /** snapshots of several volumes in one change of the document: one consistent cut (`exported`: an export's, with its record); the layers frozen, and each snapshot made */
+    const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number, exported?: ExportRecord): { frozen: string[], made: MadeSnapshot[] } => {
       const frozen: string[] = []
+      const made: MadeSnapshot[] = []
       for (const v of vs) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
         const current = stillThere(w.reader.list('volumes'), v)
         const plan = planSnapshot(current, name, now)
         w.update('volumes', v.id, { layers: plan.layers })
-        w.addSnapshot(v.id, exported == null ? plan.snapshot : { ...plan.snapshot, export: exported } as typeof plan.snapshot)
+        const s = w.addSnapshot(v.id, exported == null ? plan.snapshot : { ...plan.snapshot, export: exported } as typeof plan.snapshot)
+        made.push({ volume: v.id, path: current.path, name: s.name, at: s.at, by: s.by })
         frozen.push(layersOf(current)[0]!)
       }
-      return frozen
+      return { frozen, made }
+    }
+
+    /**
+     * After snapshots were written: a `vol rm` through another node at the same moment
+     * removes the volume with them, and a snapshot of the same name taken there keeps
+     * one entry of the two (bb35: both answered 201, and a 201 snapshot was gone). Once
+     * such a change had time to arrive, a snapshot not in the document as written here
+     * is answered 409. Alone on the grid there is nobody to race with.
+     */
+    const settleSnapshots = async (made: readonly MadeSnapshot[]): Promise<void> => {
+      if (!othersAlive()) return
+      await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
+      const r = state.read()
+      for (const m of made) {
+        const v = r.get('volumes', m.volume)?.value
+        if (v == null) throw new ConflictError(`volume "${m.path}" was removed through another node at the same moment: its snapshot "${m.name}" went with it`, 'removed_meanwhile')
+        const s = snapshotOf(v, m.name)
+        if (s == null) throw new ConflictError(`snapshot "${m.name}" of volume "${v.path}" is gone: removed through another node at the same moment`, 'removed_meanwhile')
+        if (s.at !== m.at || s.by !== m.by) throw new ConflictError(`volume "${v.path}" already has a snapshot "${m.name}" (taken at the same moment through another node; that one stands, and this one did not stay)`, 'exists')
+      }
     }
 
     app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {
@@ -366,7 +396,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id, 'snapshotted (snapshot a clone of it)')
       // answered once the replicas refuse further writes to the frozen layer: a writer
       // whose document lags can no longer put a later write into the snapshot
-      await svc.freeze(await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`))
+      const { frozen, made } = await state.write(w => snapshot(w, [v], b.name, Date.now()), `volume snapshot ${v.path}@${String(b.name)}`)
+      await svc.freeze(frozen)
+      await settleSnapshots(made)
       void reply.code(201)
       return await view(stillThere(svc.volumes(), v))
     })
@@ -386,7 +418,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // leased from before it exists: no sweep here finds it unheld
       svc.exportSweeper.lease(v.id, name, now)
       try {
-        await svc.freeze(await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now)), `volume snapshot ${v.path}@${name} (export)`))
+        await svc.freeze((await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now)), `volume snapshot ${v.path}@${name} (export)`)).frozen)
       } catch (err) { svc.exportSweeper.endLease(v.id, name); throw err }
       void reply.code(201)
       return { snapshot: name, leaseMs: svc.exportSweeper.leaseMs, volume: await view(stillThere(svc.volumes(), v)) }
@@ -417,7 +449,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const vs = (b.volumes as string[]).map(x => findVolume(all, x, 'snapshotted (snapshot a clone of it)'))
       const twice = vs.find((v, i) => vs.findIndex(x => x.id === v.id) !== i)
       if (twice != null) throw new ValidationError('volumes', `volume ${twice.path} is listed twice (by path or id): each volume once`)
-      await svc.freeze(await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`))
+      const { frozen, made } = await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`)
+      await svc.freeze(frozen)
+      await settleSnapshots(made)
       void reply.code(201)
       return { snapshot: b.name, volumes: await views(vs.map(v => stillThere(svc.volumes(), v))) }
     })

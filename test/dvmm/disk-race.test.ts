@@ -4,7 +4,7 @@
 // made keeps the disk (node/dvmm/disk-owner.ts): the other's create is answered 409
 // volume_in_use and its VM removed, so the document holds one VM with that disk.
 import test from 'ava'
-import { startDvmmGrid, until, vmApi } from './grid.ts'
+import { fakeVm, startDvmmGrid, until, vmApi } from './grid.ts'
 import { gvsOf, socketOf } from '../gvs/agent-grid.ts'
 import { NbdClient } from '../helpers/nbd-client.ts'
 import { apiOf } from '../gvs/hosts.ts'
@@ -31,6 +31,36 @@ test('two creates through two nodes at once naming one volume: one 201, one 409 
   t.is(e.code, 'volume_in_use')
   t.regex(e.message, /^volumes: \/t\/race was made a disk of VM "r[56]" at the same moment through another node; that one keeps it \(made first\), and this VM was removed$/)
   await until(() => g.nodes.every(n => n.agent.state.read().list('vms').filter(v => v.spec.volumes.includes(vol)).length === 1), 20_000, 'one VM with the disk on both nodes')
+})
+
+test('a VM created through one node while its disk is removed through another: never both (bb35: both answered, the VM crashed on a disk that was gone)', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=100G', dvmm: { settleMs: 300, tickMs: 100 } })
+  t.teardown(g.stop)
+  const gvs = g.nodes.map(n => apiOf(gvsOf(n.agent)))
+  t.teardown(async () => { for (const a of gvs) await a.close() })
+  const apis = g.nodes.map(n => vmApi(t, n))
+  for (let round = 0; round < 3; round++) {
+    const made = await gvs[0]!.inject({ method: 'POST', url: '/v1/volumes', payload: { path: `/t/gone${round}`, size: '8M' } })
+    t.is(made.statusCode, 201, made.body)
+    const vol = made.json<{ id: string }>().id
+    await until(() => g.nodes.every(n => n.agent.state.read().get('volumes', vol) != null), 20_000, 'the volume on both nodes')
+    const [c, r] = await Promise.all([
+      apis[0]!.inject({ method: 'POST', url: '/v1/vms', payload: { name: `g${round}`, driver: 'qemu', cpu: 1, memory: '64M', kernel: process.execPath, volumes: [`/t/gone${round}`], desired: 'stopped' } }),
+      gvs[1]!.inject({ method: 'DELETE', url: `/v1/volumes/${vol}` })
+    ])
+    t.log(`round ${round}: create ${c.statusCode} ${c.body.slice(0, 300)}, rm ${r.statusCode}`)
+    t.not(c.statusCode === 201 && r.statusCode === 200, true, `both answered: ${c.body} ${r.body}`)
+    if (c.statusCode === 409) t.regex(c.json<{ error: { message: string } }>().error.message, new RegExp(`^volumes: /t/gone${round} was removed through another node at the same moment; this VM, whose disk it was to be, was removed$`))
+    await until(() => g.nodes.every(n => {
+      const r = n.agent.state.read()
+      return (r.get('vms', `g${round}`) != null) === (r.get('volumes', vol) != null)
+    }), 20_000, 'a VM with its disk, or neither, on both nodes')
+  }
+  // a VM whose disk is gone (made so before the fix, or by an earlier release): not started, said why
+  await g.nodes[0]!.agent.state.write(w => { w.put('vms', { ...fakeVm('orphan', 1, 2 ** 30, { volumes: ['vol-00000000dead'] }), desired: 'stopped' }) })
+  const start = await apis[0]!.inject({ method: 'POST', url: '/v1/vms/orphan/start' })
+  t.is(start.statusCode, 409, start.body)
+  t.deepEqual(start.json(), { error: { code: 'volume_removed', message: 'its disk vol-00000000dead was removed: VM "orphan" cannot run without it; remove the VM (vgrid vm rm orphan) and create it again with a volume that exists' } })
 })
 
 test('a VM is not started, nor created running, while an NBD client writes its disk (an import): 409 naming the session; once it ends, it starts', async t => {

@@ -15,7 +15,7 @@ const G = 2 ** 30
 // two peer ids (the document's `by` is one)
 const NODES = ['12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo', '12D3KooWLRPJAA5o6Z6bJgzUs4PQ1ZMVGMBb7ZNmBqXoCHTJUXDn']
 
-function node (t: import('ava').ExecutionContext, me: string, noMajority: () => string | null = () => null): { replica: Replica, call: (method: 'POST' | 'PATCH', url: string, payload: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
+function node (t: import('ava').ExecutionContext, me: string, noMajority: () => string | null = () => null): { replica: Replica, call: (method: 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
   const replica = Replica.create({ clusterId: 'c1', nodeId: me })
   const deps: GvsRoutesDeps = {
     components: {
@@ -44,7 +44,7 @@ function node (t: import('ava').ExecutionContext, me: string, noMajority: () => 
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
   gvsRoutes(deps)(app)
   t.teardown(async () => { await app.close() })
-  return { replica, call: async (method, url, payload) => { const r = await app.inject({ method, url, payload }); return { status: r.statusCode, body: r.json() } } }
+  return { replica, call: async (method, url, payload) => { const r = await app.inject({ method, url, ...(payload != null ? { payload } : {}) }); return { status: r.statusCode, body: r.json() } } }
 }
 
 test('two creates of one path on two nodes at once: one 201, one 409, one volume at the path everywhere', async t => {
@@ -150,4 +150,37 @@ test('a node that sees no majority of the roll creates and clones no volume (the
   cut = 'this node sees 1 of the grid\'s 3 members (no majority)'
   const clone = await a.call('POST', '/v1/volumes', { path: '/cut/c', from: '/cut/v@s1' })
   t.is(clone.status, 404, 'a clone of a snapshot that does not exist says so first')
+})
+
+test('a snapshot taken while the volume is removed through another node answers 409, not 201 (bb35: the acknowledged snapshot was gone with the volume)', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const id = (await a.call('POST', '/v1/volumes', { path: '/sv/v', size: '10M' })).body.id ?? ''
+  syncPair(a.replica, b.replica)
+  const snap = a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'keep' })
+  const rm = b.call('DELETE', `/v1/volumes/${id}`)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  const [s, r] = await Promise.all([snap, rm])
+  t.is(r.status, 200)
+  t.is(s.status, 409)
+  t.is(s.body.error?.code, 'removed_meanwhile')
+  t.is(s.body.error?.message, 'volume "/sv/v" was removed through another node at the same moment: its snapshot "keep" went with it')
+})
+
+test('two snapshots of one name through two nodes at once: one 201, one 409 (bb35: both 201, one snapshot)', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const id = (await a.call('POST', '/v1/volumes', { path: '/sv/w', size: '10M' })).body.id ?? ''
+  syncPair(a.replica, b.replica)
+  const x = a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' })
+  const y = b.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  const answers = await Promise.all([x, y])
+  t.deepEqual(answers.map(r => r.status).sort(), [201, 409])
+  const lost = answers.find(r => r.status === 409)!
+  t.is(lost.body.error?.code, 'exists')
+  t.regex(lost.body.error?.message ?? '', /^volume "\/sv\/w" already has a snapshot "sr2" \(taken at the same moment through another node; that one stands, and this one did not stay\)$/)
+  t.deepEqual(Object.keys(a.replica.read().get('volumes', id)!.value.snapshots), ['sr2'])
 })
