@@ -7,6 +7,7 @@
 import { open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
+import { EPOCH_FILE_DAMAGED } from './store-refusals.ts'
 import { syncPath } from './file-io.ts'
 import { layerNumber } from './volumes.ts'
 
@@ -61,7 +62,7 @@ export class WriterEpochs {
           // otherwise write), and the operator is told once
           const why = `holds ${JSON.stringify(text.slice(0, 40))}, not an epoch`
           if (!this.reported.has(volume)) { this.reported.add(volume); this.onDamaged?.(volume, join(this.dir, volume), why) }
-          throw new GvsError('damaged', `epoch file of volume "${volume}" ${why}`)
+          throw new GvsError('damaged', `${EPOCH_FILE_DAMAGED}"${volume}" ${why}`)
         }
       } finally { await fh.close() }
     } catch (err) {

@@ -38,6 +38,13 @@ export class IoFailures {
     if (this.byExport.get(name)?.request === request) this.byExport.delete(name)
   }
 
+  /** why the volume of export `name` is failing through this node (null: it is not), for its state (volume-states.ts) */
+  of (name: string): string | null {
+    const f = this.byExport.get(name)
+    if (f == null || this.now() - f.last > this.windowMs) return null
+    return `NBD requests through this node failed ${f.count} time${f.count === 1 ? '' : 's'} since ${new Date(f.first).toISOString()}, the last a ${f.request} at ${new Date(f.last).toISOString()}: ${f.message}`
+  }
+
   problems (): HealthProblem[] {
     const now = this.now()
     for (const [k, f] of this.byExport) if (now - f.last > this.windowMs) this.byExport.delete(k)

@@ -20,6 +20,7 @@ import type { Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.ts'
 import { STORE_NAME, type ObjectStore } from './object-store.ts'
 import { DiskFull } from './disk-full.ts'
+import { StoreRefusals } from './store-refusals.ts'
 import { GvsError, isGvsError } from './errors.ts'
 import { Layers } from './layers.ts'
 import { NO_VERSION, type Version } from './versions.ts'
@@ -284,6 +285,8 @@ export class ReplicaService implements ReplicaTransport {
   readonly self: string
   /** writes this node's store refused for want of room, for its health */
   readonly diskFull: DiskFull
+  /** requests the store here refused for a fault of its own (store-refusals.ts) */
+  readonly refusals: StoreRefusals
   private readonly c: ReplicaServiceComponents
   /** requests failing for a while (this node's disk full) fail one after another: a line a minute per peer and cause */
   private readonly repeats = new RepeatedLines()
@@ -305,6 +308,7 @@ export class ReplicaService implements ReplicaTransport {
     this.c = components
     this.self = components.host.peerId.toString()
     this.diskFull = new DiskFull(components.store.dir)
+    this.refusals = new StoreRefusals(components.store.dir)
     this.protocol = init.protocol ?? REPLICA_PROTOCOL
     this.timeoutMs = init.timeoutMs ?? 30_000
     this.maxInbound = init.maxInboundStreams ?? 256
@@ -328,7 +332,7 @@ export class ReplicaService implements ReplicaTransport {
         maxRequests: 1024,
         run: async (req, data) => await execute(this.c.store, req, data),
         failed: err => {
-          this.diskFull.note(err)
+          this.noteRefused(err)
           if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.repeats.log(this.c.log, 'warn', `${from}:${err.code}`, 'replica request failed', { from, error: err.message })
         }
       })
@@ -350,9 +354,15 @@ export class ReplicaService implements ReplicaTransport {
     this.probeTimer = null
   }
 
+  /** a request to this node's store failed: for want of room, or a fault of its own, the node's health says so */
+  private noteRefused (err: unknown): void {
+    this.diskFull.note(err)
+    this.refusals.note(err)
+  }
+
   async call (peer: string, req: ReplicaRequest, data?: Uint8Array): Promise<CallResult> {
     if (peer === this.self) {
-      try { return await execute(this.c.store, req, data ?? null) } catch (err) { this.diskFull.note(err); throw err }
+      try { return await execute(this.c.store, req, data ?? null) } catch (err) { this.noteRefused(err); throw err }
     }
     const ch = this.channel(peer, this.lane(req, data))
     for (let attempt = 0; ; attempt++) {
@@ -496,7 +506,7 @@ export class ReplicaService implements ReplicaTransport {
       } catch (err) {
         if (!(err instanceof GvsError)) throw err
         reply = errorReply(err)
-        this.diskFull.note(err)
+        this.noteRefused(err)
         if (err.code !== 'stale-epoch' && err.code !== 'frozen') this.repeats.log(this.c.log, 'warn', `${from}:${err.code}`, 'replica request failed', { from, error: err.message })
       }
       await lp.write(encode(reply), { signal })

@@ -294,7 +294,7 @@ export class GvsService {
       generation: () => this.placementGeneration()
     }, { objectSize: this.store.objectSize, bytesPerSecond: this.init.repairBytesPerSecond, retireQuietMs: this.init.retireQuietMs })
     this.lastRepairs = this.repairs.last
-    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), coordinators: () => this.coordinators(), awayForRestart: () => this.writeIntervals.awayForRestart(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n) })
+    this.states = new VolumeStates({ self: this.replicas.self, repairs: this.repairs, status: this.status, live: () => this.liveIds(), coordinators: () => this.coordinators(), awayForRestart: () => this.writeIntervals.awayForRestart(), members: () => this.components.membership.members, noMajority: () => this.writeIntervals.noMajority(), outOfReach: n => this.replicas.outOfReachWhy(n), ioFailing: v => this.ioFailures.of(exportName(v)) })
     this.reclaim = new LayerReclaim({
       self: this.replicas.self,
       log,
@@ -630,7 +630,7 @@ export class GvsService {
       since: new Date(since).toISOString()
     }))
     const vols = this.volumes()
-    return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...await this.volumeProblems.problems()]
+    return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...this.replicas.refusals.problems(), ...await this.volumeProblems.problems()]
       .map(p => ({ ...p, message: sayNodes(sayLayers(p.message, vols), n => this.nodeName(n)) }))
   }
 

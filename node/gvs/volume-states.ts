@@ -46,6 +46,8 @@ export interface VolumeStatesComponents {
   noMajority?: () => string | null
   /** why this node's calls cannot reach the node now though membership holds it alive (peer-reach.ts), or null */
   outOfReach?: (node: string) => string | null
+  /** why NBD requests to the volume fail through this node now (io-failures.ts), or null */
+  ioFailing?: (v: Volume) => string | null
 }
 
 export class VolumeStates {
@@ -193,6 +195,13 @@ export class VolumeStates {
         out.set(v.id, withNoMajority(h, this.c.noMajority?.()))
       }
     }))
+    // requests that fail through this node are its own to say too (bb35: every write
+    // failed, a holder's store refusing them, while the volume showed healthy)
+    for (const v of vs) {
+      const failing = this.c.ioFailing?.(v)
+      const h = out.get(v.id)
+      if (failing != null && h != null) out.set(v.id, { ...h, state: h.state === 'healthy' ? 'degraded' : h.state, reasons: [...h.reasons, failing] })
+    }
     return out
   }
 }

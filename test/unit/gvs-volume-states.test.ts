@@ -57,3 +57,28 @@ test('a node that sees no majority says so in every volume\'s state, its own vie
     t.regex(h.reasons[0]!, /no majority\): not readable or writable here/)
   }
 })
+
+test('a volume whose requests fail through this node is degraded here, saying why, whatever its coordinator sees (bb35)', async t => {
+  const live = new Set(['n1', 'n2'])
+  const vs = ['vol-000000000001', 'vol-000000000002', 'vol-000000000003', 'vol-000000000004'].map(id => ({ id, path: `/${id}`, sizeBytes: 2 ** 20, replicas: 2, minReplicas: 2, state: 'ready', parent: null, snapshots: {}, epoch: 1 }) as unknown as Volume)
+  const healthy = { state: 'healthy', reasons: [], repair: null, lastRepair: null }
+  const failing = (v: Volume): boolean => v.id === 'vol-000000000001' || v.id === 'vol-000000000004'
+  const make = (ioFailing?: (v: Volume) => string | null): VolumeStates => new VolumeStates({
+    self: 'n1',
+    repairs: { repairer: () => ({ inventory: async () => ({ inventory: new Map([[0, [...live]]]), listed: [...live] }), unavailable: async () => [] }), progress: () => null, isRunning: () => false, last: new Map() } as unknown as RepairRuns,
+    status: { ask: async (_node: string, ids: string[]) => Object.fromEntries(ids.map(id => [id, { writers: 0, health: healthy }])) } as unknown as Pick<StatusService, 'ask'>,
+    live: () => live,
+    members: () => new Map(),
+    ...(ioFailing != null ? { ioFailing } : {})
+  })
+  const base = await make().of(vs)
+  const all = await make(v => failing(v) ? 'NBD requests through this node failed 3 times since ...' : null).of(vs)
+  t.true(vs.filter(failing).some(v => coordinatorOf(v.id, live) === 'n1') && vs.filter(failing).some(v => coordinatorOf(v.id, live) !== 'n1'), 'its own view and its coordinator\'s')
+  for (const v of vs) {
+    const h = all.get(v.id)!
+    if (!failing(v)) { t.deepEqual(h, base.get(v.id)); continue }
+    t.is(h.state, base.get(v.id)!.state === 'healthy' ? 'degraded' : base.get(v.id)!.state, v.id)
+    t.is(h.reasons.at(-1), 'NBD requests through this node failed 3 times since ...')
+  }
+  t.is(all.get(vs.find(v => failing(v) && coordinatorOf(v.id, live) !== 'n1')!.id)!.state, 'degraded', 'its coordinator said healthy')
+})
