@@ -208,8 +208,7 @@ export async function readConfigFile (path: string): Promise<ConfigFile> {
   if (!fileCheck.Check(value)) {
     const e = fileCheck.Errors(value).First()
     const where = e?.path === '' || e == null ? '' : ` at "${e.path.slice(1).replace(/\//g, '.')}"`
-    throw new ConfigError(`config file ${path}${where}: ${e?.message ?? 'invalid'}` +
-      (e?.message?.includes('Unexpected property') === true ? ' (unknown key)' : ''))
+    throw new ConfigError(`config file ${path}${where}: ${sayTypeError(e?.message, e?.path ?? '', e?.value)}`)
   }
   return value
 }
@@ -220,6 +219,8 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
   const pick = <K extends keyof ConfigFile>(k: K): ConfigFile[K] => flags[k] ?? file[k]
   const listenRaw = pick('listen') ?? DEFAULT_LISTEN
   const listen = (Array.isArray(listenRaw) ? listenRaw : [listenRaw]).map(checkListen)
+  // an agent that listens nowhere can be dialled by no member (bb35: "listen": [] started so)
+  if (listen.length === 0) throw new ConfigError('--listen: no address given: the agent must listen somewhere for the other members to reach it (default /ip4/0.0.0.0/tcp/7400)')
   const join = [...(file.join ?? []), ...(flags.join ?? [])].map(j => checkMultiaddr(j, '--join'))
   let capacity: CapacityOverride = {}
   const capText = pick('capacity')
@@ -303,4 +304,25 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
 
 function gvsTuning (raw: Parameters<typeof tuningFromConfig>[0]): GvsTuning {
   try { return tuningFromConfig(raw) } catch (err) { throw new ConfigError((err as Error).message) }
+}
+
+/** what is wrong with a value of the config file, said for its key (bb35: the schema library's "Expected union value") */
+function sayTypeError (message: string | undefined, path: string, value: unknown): string {
+  const got = value === null ? 'null' : Array.isArray(value) ? 'a list' : typeof value === 'object' ? 'an object' : `${typeof value} ${JSON.stringify(value)?.slice(0, 60) ?? ''}`.trim()
+  if (message == null) return 'invalid'
+  if (message.includes('Unexpected property')) return `${message} (unknown key)`
+  if (path === '') return `must be a JSON object of settings, not ${got}`
+  const key = path.split('/').filter(Boolean)[0]
+  const wants: Record<string, string> = {
+    listen: 'a multiaddr string, or a list of them',
+    join: 'a list of multiaddr strings',
+    labels: 'an object of string values',
+    gvs: 'an object of volume store settings',
+    mdns: 'true or false',
+    overlay: 'true or false',
+    wireguardPort: 'a whole number 1-65535'
+  }
+  const durations = ['advertInterval', 'heartbeatInterval', 'suspectAfter', 'deadAfter', 'silenceAfter', 'forgetAfter', 'fenceTimeout', 'restartGrace']
+  const want = key == null ? undefined : path.startsWith('/gvs/') ? 'a number or a string (a rate, size or duration: "50M", "30s")' : wants[key] ?? (durations.includes(key) ? 'a duration ("3s", "10m") or a number of milliseconds' : undefined)
+  return want == null ? `${message}, got ${got}` : `must be ${want}, not ${got}`
 }

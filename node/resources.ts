@@ -53,9 +53,17 @@ export type CapacityOverride = Partial<Resources>
 /** "cpu=4,mem=8G,disk=100G" -> override. */
 export function parseCapacity (text: string): CapacityOverride {
   const out: CapacityOverride = {}
-  for (const part of text.split(',').map(p => p.trim()).filter(p => p !== '')) {
+  const parts = text.split(',').map(p => p.trim()).filter(p => p !== '')
+  // an empty one overrides nothing, which is surely not what was meant (bb35)
+  if (parts.length === 0) throw new Error('--capacity: is empty: give cpu=N, mem=SIZE and/or disk=SIZE, or leave it out to use what the host has')
+  const seen = new Set<string>()
+  for (const part of parts) {
     const [k, v] = part.split('=', 2).map(s => s.trim())
     if (v == null || v === '') throw new Error(`--capacity: "${part}" is not key=value`)
+    // cpu=1,cpu=2: the last silently won (bb35)
+    const key = k === 'memory' ? 'mem' : k!
+    if (seen.has(key)) throw new Error(`--capacity: ${key} is given twice: give each resource once`)
+    seen.add(key)
     if (k === 'cpu') {
       out.cpu = parseCpu(v, '--capacity: cpu')
     } else if (k === 'mem' || k === 'memory') {

@@ -116,11 +116,21 @@ test('bodies are taken as sent: wrong types, unknown fields, control characters 
   const links = await agent.request('GET', '/v1/links')
   t.is(links.status, 503)
   t.like(links.body, { error: { code: 'lcm_off' } })
-  for (const value of ['a\u0085b', 'tab\there', 'x\u009f', '\ud800', 'a\udc00b', 'del\u007f']) {
+  for (const value of ['a\u0085b', 'tab\there', 'x\u009f', '\ud800', 'a\udc00b', 'del\u007f', 'evil\u202etxt.exe', '\u2066x']) {
     const r = await agent.request('PUT', '/v1/nodes/acc0/labels/k', { value })
     t.is(r.status, 400, JSON.stringify(value))
     t.regex((r.body as { error: { code: string, message: string } }).error.message, /label value/)
   }
+  // a node carries at most 64 operator labels (bb35: 3,000 taken, and vgrid nodes printed 941 KB)
+  let over = await agent.request('PUT', '/v1/nodes/acc0/labels/many0', { value: 'v' })
+  for (let i = 1; i <= 64 && over.status === 200; i++) over = await agent.request('PUT', `/v1/nodes/acc0/labels/many${i}`, { value: 'v' })
+  t.is(over.status, 409)
+  t.like(over.body, { error: { code: 'too_many_labels' } })
+  t.regex((over.body as { error: { message: string } }).error.message, /^node acc0 has \d+ operator labels, the most a node may carry: remove one first \(vgrid node unlabel acc0 KEY\)$/)
+  const again = await agent.request('PUT', '/v1/nodes/acc0/labels/many0', { value: 'again' })
+  t.is(again.status, 200, 'one it has can still be set')
+  t.true(Object.keys((again.body as { labels: object }).labels).length >= 64)
+  for (let i = 0; i < 64; i++) await agent.request('DELETE', `/v1/nodes/acc0/labels/many${i}`)
 })
 
 test('an oversized body is a 413 and oversized headers a 431, both in the error shape and counted', async t => {

@@ -59,3 +59,17 @@ test('--api takes an IP address (or localhost) to listen on, checked before anyt
   await t.throwsAsync(resolveConfig({ api: 'example.invalid:80' }), { message: /^--api: "example.invalid" is not an IP address/ })
   for (const ok of ['127.0.0.1:7401', '[::1]:7401', 'localhost:7401', ':7401']) t.notThrows(() => listenHostPort(ok, '--api'), ok)
 })
+
+test('a config value of the wrong type is said for its key; an empty or doubled --capacity and an empty listen list are refused (bb35)', async t => {
+  const dir = root(t)
+  const file = (name: string, text: string): string => { const f = join(dir, name); writeFileSync(f, text); return f }
+  await t.throwsAsync(readConfigFile(file('a.json', '{"listen": 5}')), { message: /at "listen": must be a multiaddr string, or a list of them, not number 5$/ })
+  await t.throwsAsync(readConfigFile(file('b.json', '[]')), { message: /b\.json: must be a JSON object of settings, not a list$/ })
+  await t.throwsAsync(readConfigFile(file('c.json', '{"fenceTimeout": true}')), { message: /at "fenceTimeout": must be a duration \("3s", "10m"\) or a number of milliseconds, not boolean true$/ })
+  await t.throwsAsync(readConfigFile(file('d.json', '{"gvs": {"repairRate": []}}')), { message: /at "gvs\.repairRate": must be a number or a string/ })
+  await t.throwsAsync(resolveConfig({ config: file('e.json', '{"listen": []}') }), { message: /^--listen: no address given/ })
+  t.throws(() => parseCapacity('cpu=1,cpu=2'), { message: '--capacity: cpu is given twice: give each resource once' })
+  t.throws(() => parseCapacity('mem=1G,memory=2G'), { message: '--capacity: mem is given twice: give each resource once' })
+  t.throws(() => parseCapacity(''), { message: /^--capacity: is empty/ })
+  t.throws(() => parseCapacity(' , '), { message: /^--capacity: is empty/ })
+})
