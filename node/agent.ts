@@ -101,10 +101,14 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   // the roll as it changes, at most once a second: a forget is told from an entry yet to arrive
   const rollMemory = new RollMemory({ path: join(core.config.dataDir, 'roll-seen.json'), log: core.log.child('membership') })
   let rollNoteTimer: NodeJS.Timeout | undefined
+  const self = host.peerId.toString()
   state.on('changed', () => {
     rollNoteTimer ??= setTimeout(() => {
       rollNoteTimer = undefined
       const roll = state.read().list('roll')
+      // said by the node itself, whether it was down or cut off then (bb35: one forgotten
+      // while down came back saying nothing of it)
+      if (rollMemory.selfForgotten(self, roll)) core.log.warn('this node was taken off the member roll (vgrid node forget) while it was down or cut off: it joins it again as a member once it sees a majority; its VMs were placed elsewhere meanwhile, and the volume copies it holds are checked against the others\'; if it should be gone, stop it and forget it again')
       for (const id of rollMemory.note(roll)) {
         const name = roll.find(e => e.node === id)?.name ?? id
         core.log.warn(`${name} is back on the member roll after it left it or was taken off it (vgrid node forget): it counts for the majority and takes VMs and volume copies again; if it was forgotten by mistake while cut off, nothing is needed; if it should be gone, stop it and forget it again`, { node: name, id })

@@ -52,9 +52,9 @@ export class RollJoin {
     if (doc.roll.has(me)) { this.joinedAt = undefined; this.listed = true; return }
     if (this.joinedAt == null && this.listed) {
       // its entry went while it ran: forgotten (a leave removes it only as this run stops)
+      // (said by the agent, as for a forget while it was down: node/agent.ts)
       this.listed = false
       this.joinedAt = docStamp(this.c.clock)
-      this.c.log.warn('this node was forgotten (vgrid node forget) while it ran, likely while it was cut off: it is back on the member roll once it sees a majority')
     }
     const joined = this.joinedAt
     if (joined == null) return

@@ -81,6 +81,21 @@ export class RollMemory {
   }
 
   /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */
+  /** this node's own forget was told (once until it is back on the roll) */
+  private selfToldForgotten = false
+
+  /**
+   * Whether this agent's own node was taken off the roll since it was last told: true
+   * once when it finds itself forgotten (while it was down or cut off), again only after
+   * it was back on the roll.
+   */
+  selfForgotten (self: string, roll: ReadonlyArray<RollEntryLike>): boolean {
+    const forgotten = this.forgotten(self, roll)
+    const news = forgotten && !this.selfToldForgotten
+    this.selfToldForgotten = forgotten
+    return news
+  }
+
   forgotten (node: string, roll: ReadonlyArray<RollEntryLike>): boolean {
     this.remember(roll)
     return this.seen.has(node) && !roll.some(e => e.node === node)

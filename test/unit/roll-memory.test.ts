@@ -61,3 +61,13 @@ test('a node back on the roll after it was taken off while this run watched is t
   t.deepEqual(m.note([{ node: 'h1' }, { node: 'h2' }, { node: 'h3' }]), ['h2'], 'back (h3 is new, not back)')
   t.deepEqual(m.note([{ node: 'h1' }, { node: 'h2' }, { node: 'h3' }]), [], 'said once')
 })
+
+test('a node that finds itself taken off the roll (forgotten while it was down or cut off) is told once, and again only after it was back (bb35: it said nothing)', t => {
+  const m = new RollMemory()
+  t.false(m.selfForgotten('me', [{ node: 'me' }, { node: 'b' }]), 'on the roll')
+  t.true(m.selfForgotten('me', [{ node: 'b' }]), 'taken off')
+  t.false(m.selfForgotten('me', [{ node: 'b' }]), 'told once')
+  t.false(m.selfForgotten('me', [{ node: 'me' }, { node: 'b' }]), 'back')
+  t.true(m.selfForgotten('me', [{ node: 'b' }]), 'taken off again')
+  t.false(new RollMemory().selfForgotten('new', [{ node: 'b' }]), 'a node never on the roll is joining, not forgotten')
+})
