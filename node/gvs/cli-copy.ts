@@ -20,16 +20,17 @@ import { sayWriters } from './say-writers.ts'
 
 const POLL_MS = 500
 
-export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, json: boolean }): Promise<void> {
+export async function repair (api: ApiClient, vol: string, o: { scrub: boolean, force?: boolean, json: boolean }): Promise<void> {
+  const forced = o.force === true ? { force: true } : {}
   if (o.json) {
-    const r = await api.request<{ health?: string }>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: true, scrub: o.scrub })
+    const r = await api.request<{ health?: string }>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: true, scrub: o.scrub, ...forced })
     json(r)
     // as without --json: a script must not take a volume left degraded for repaired
     if (r.health != null && r.health !== 'healthy') process.exitCode = 1
     return
   }
   const asked = Date.now()
-  let st = await api.request<RepairStatusView>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: false, scrub: o.scrub })
+  let st = await api.request<RepairStatusView>('POST', `/v1/volumes/${enc(vol)}/repair`, { wait: false, scrub: o.scrub, ...forced })
   const bar = progress(`repair ${st.volume}`, { format: (v, t) => `${v}/${t} copies` })
   while (st.running != null) {
     const r = st.running

@@ -19,7 +19,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-re
        vgrid vol snapshot NAME VOL VOL...     (with --set: one consistent cut of several)
        vgrid vol snapshot rm VOL NAME
        vgrid vol clone VOL@SNAPSHOT NEWPATH
-       vgrid vol repair VOL [--scrub] [--json]   (--scrub: verify every copy first)
+       vgrid vol repair VOL [--scrub] [--force] [--json]   (--scrub: verify every copy first; --force: also while a member is away for a restart)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2]
                                                  (no --format: FILE's name says it: .qcow2 qcow2; .raw, .img, none raw; .vmdk and the like refused)
@@ -67,7 +67,7 @@ const FLAGS_OF: Record<string, readonly string[]> = {
   rm: ['snapshots'],
   snapshot: ['set'],
   clone: [],
-  repair: ['scrub'],
+  repair: ['scrub', 'force'],
   scrub: ['now'],
   import: ['format'],
   export: ['format', 'force']
@@ -206,7 +206,7 @@ export async function vol (argv: string[]): Promise<void> {
       const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, from })
       return v.json === true ? json(d) : out(`${d.path}: clone of ${from!}, ${size(d.sizeBytes)} (id ${d.id})\n  nbd: ${d.nbd}`)
     }
-    case 'repair': return await repair(api, need(1)[0]!, { scrub: v.scrub === true, json: v.json === true })
+    case 'repair': return await repair(api, need(1)[0]!, { scrub: v.scrub === true, force: v.force === true, json: v.json === true })
     case 'scrub': need(0); return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)

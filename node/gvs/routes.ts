@@ -107,6 +107,8 @@ export interface GvsRoutesDeps {
   repair: (v: Volume, opts?: { scrub?: boolean }) => Promise<RepairReport>
   /** why a repair is not run from this node now (live members it does not reach), or null */
   repairRefusal?: () => string | null
+  /** why a repair would copy data that a member away for a restart holds (null: none): refused unless forced */
+  repairWaitsFor?: () => string | null
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
   /** the draining nodes whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
@@ -470,12 +472,15 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     // GET .../repair shows the progress (what `vgrid vol repair` polls for its bar)
     app.post<{ Params: IdParams }>('/v1/volumes/:id/repair', { schema: { params: idParams } }, async (req, reply) => {
       const b = optionalBody(req.body)
-      onlyFields(b, ['wait', 'scrub'])
+      onlyFields(b, ['wait', 'scrub', 'force'])
       const wait = flag(b, 'wait', true)
       const scrub = flag(b, 'scrub', false)
+      const force = flag(b, 'force', false)
       const v = findVolume(svc.volumes(), req.params.id)
       const refused = svc.repairRefusal?.() ?? null
       if (refused != null) throw new ConflictError(`${v.path} is not repaired from here: ${refused}`, 'out_of_reach')
+      const waits = force ? null : svc.repairWaitsFor?.() ?? null
+      if (waits != null) throw new ConflictError(`${v.path} is not repaired now: ${waits}. Repair once it is back, or with --force (force: true) to copy its data elsewhere now`, 'member_restarting')
       const done = svc.repair(v, { scrub })
       if (!wait) {
         done.catch(() => {}) // its errors are in GET .../repair

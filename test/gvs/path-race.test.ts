@@ -15,7 +15,7 @@ const G = 2 ** 30
 // two peer ids (the document's `by` is one)
 const NODES = ['12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo', '12D3KooWLRPJAA5o6Z6bJgzUs4PQ1ZMVGMBb7ZNmBqXoCHTJUXDn']
 
-function node (t: import('ava').ExecutionContext, me: string, noMajority: () => string | null = () => null): { replica: Replica, call: (method: 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
+function node (t: import('ava').ExecutionContext, me: string, noMajority: () => string | null = () => null, extra: Partial<GvsRoutesDeps> = {}): { replica: Replica, call: (method: 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object) => Promise<{ status: number, body: { id?: string, path?: string, error?: { code: string, message: string } } }> } {
   const replica = Replica.create({ clusterId: 'c1', nodeId: me })
   const deps: GvsRoutesDeps = {
     components: {
@@ -38,7 +38,8 @@ function node (t: import('ava').ExecutionContext, me: string, noMajority: () => 
     health: async () => new Map(),
     writersOf: async () => [],
     uriOf: v => `nbd+unix:///${v.path.slice(1)}?socket=/nowhere`,
-    exportSweeper: { lease: () => {}, endLease: () => {}, leaseMs: 15_000, record: (now = Date.now()) => ({ node: me, run: 'r1', until: now + 60_000 }), fates: () => [] }
+    exportSweeper: { lease: () => {}, endLease: () => {}, leaseMs: 15_000, record: (now = Date.now()) => ({ node: me, run: 'r1', until: now + 60_000 }), fates: () => [] },
+    ...extra
   }
   const app = Fastify()
   app.setErrorHandler((err, _req, reply) => { const e = toApiError(err); void reply.code(e.status).send({ error: { code: e.code, message: e.message } }) })
@@ -183,4 +184,20 @@ test('two snapshots of one name through two nodes at once: one 201, one 409 (bb3
   t.is(lost.body.error?.code, 'exists')
   t.regex(lost.body.error?.message ?? '', /^volume "\/sv\/w" already has a snapshot "sr2" \(taken at the same moment through another node; that one stands, and this one did not stay\)$/)
   t.deepEqual(Object.keys(a.replica.read().get('volumes', id)!.value.snapshots), ['sr2'])
+})
+
+test('vol repair while a member is away for a restart is refused unless forced (bb36: it copied the member\'s data away, which the background passes wait for)', async t => {
+  let repaired = 0
+  const a = node(t, NODES[0]!, () => null, {
+    repairWaitsFor: () => 'n3 is away for a restart (its restart grace holds until 2026-12-06T10:00:00.000Z, 40 s more): its copies are waited for, not made anew elsewhere and moved back after',
+    repair: async () => { repaired++; return { done: 0, total: 0, bytes: 0, failed: 0, freed: 0, health: 'healthy', errors: [], plan: { lost: 0, short: [] } } as never }
+  })
+  const id = (await a.call('POST', '/v1/volumes', { path: '/r/v', size: '10M' })).body.id ?? ''
+  const refused = await a.call('POST', `/v1/volumes/${id}/repair`, {})
+  t.is(refused.status, 409)
+  t.is(refused.body.error?.code, 'member_restarting')
+  t.regex(refused.body.error?.message ?? '', /^\/r\/v is not repaired now: n3 is away for a restart .*\. Repair once it is back, or with --force \(force: true\) to copy its data elsewhere now$/)
+  t.is(repaired, 0)
+  t.is((await a.call('POST', `/v1/volumes/${id}/repair`, { force: true })).status, 200)
+  t.is(repaired, 1)
 })
