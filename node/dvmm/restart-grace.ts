@@ -17,7 +17,7 @@
 // a crash, not after the grace; its fence counts from that majority, fencing.ts), and
 // clears the record once no one counts the vote it may have lent. Pure decisions here;
 // the service carries them out.
-import type { Writer } from '../../crdt/index.ts'
+import type { Reader, Writer } from '../../crdt/index.ts'
 import { LENT_VOTE_SLACK_MS } from '../../crdt/placement/index.ts'
 import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
@@ -26,6 +26,9 @@ import { RESTART_HOLDS_PROTOCOL, askHolds, serveHolds } from '../state/holds-che
 import { wallNow, type Clock } from '../service.ts'
 import { fenceTimeoutFor, RESTART_STARTUP_MS, watchdogTimeoutFor } from './timing.ts'
 import type { DocView } from './view.ts'
+
+/** members whose own restart record began this long before this node's ask are stopping with it */
+export const STOPPING_TOGETHER_MS = 30_000
 
 /** the holds check (node/state/holds-check.ts) on a protocol of its own, as earlier releases ask it */
 export const RESTART_PROTOCOL = RESTART_HOLDS_PROTOCOL
@@ -73,6 +76,8 @@ export interface RestartGraceComponents {
   clock: Clock
   state: {
     write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T>
+    /** the document now: a member stopping for a restart of its own says so in its roll entry */
+    read?: () => Reader
     heads?: () => string[]
     /** the document holds every change up to `heads`, on disk (StateService.holds) */
     holds?: (heads: string[]) => Promise<boolean>
@@ -162,9 +167,23 @@ export class RestartGrace {
     }
   }
 
-  /** the members that did not confirm, each with why */
+  /**
+   * The members that did not confirm, each with why. One that could not answer because
+   * it is stopping for a restart of its own (its roll entry says so, or it left) is not
+   * waited for: it takes nothing over while away, and its next run reads this record from
+   * the document it syncs before a takeover of its own could come, as a member that was
+   * down does (bb36: two agents stopped at once, one's VMs lost their grace to the other's
+   * closed stream)
+   */
   private async ask (peers: string[], heads: string[]): Promise<string[]> {
-    return await askHolds(this.c.host, RESTART_PROTOCOL, peers, heads, id => this.c.membership.members.get(id)?.advert.name ?? id)
+    // its record of this stop, begun within the last STOPPING_TOGETHER_MS: an older one not
+    // yet said back may be an earlier run's, and that run may be up and syncing
+    const now = wallNow(this.c.clock)
+    const stopping = (id: string): boolean => {
+      const r = this.c.state.read?.().get('roll', id)?.value.restart
+      return (r != null && r.back !== true && now - r.since < STOPPING_TOGETHER_MS) || this.c.membership.members.get(id)?.state === 'left'
+    }
+    return await askHolds(this.c.host, RESTART_PROTOCOL, peers, heads, id => this.c.membership.members.get(id)?.advert.name ?? id, stopping)
   }
 
   /**

@@ -53,7 +53,7 @@ export async function serveHolds (host: RequestHost, protocol: string, state: Ho
  * Asks every peer at once, on the first of `protocols` it speaks; the ones that did not
  * confirm, each as "NAME: why"
  */
-export async function askHolds (host: RequestHost | undefined, protocols: string | readonly string[], peers: readonly string[], heads: readonly string[], nameOf: (id: string) => string): Promise<string[]> {
+export async function askHolds (host: RequestHost | undefined, protocols: string | readonly string[], peers: readonly string[], heads: readonly string[], nameOf: (id: string) => string, excused: (id: string) => boolean = () => false): Promise<string[]> {
   if (peers.length === 0) return []
   if (host == null || heads.length === 0) return peers.map(p => `${nameOf(p)}: cannot be asked from here`)
   const list = typeof protocols === 'string' ? [protocols] : protocols
@@ -62,14 +62,15 @@ export async function askHolds (host: RequestHost | undefined, protocols: string
     for (const protocol of list) {
       try {
         const a = await request(host, p, protocol, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
-        return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
+        return a?.ok === true || excused(p) ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
       } catch (err) {
         why = (err as Error).message
         // an agent of another release may speak the next protocol; any other failure is the answer
         if ((err as Error).name !== 'UnsupportedProtocolError' && !/protocol/i.test(why)) break
       }
     }
-    return `${nameOf(p)}: ${why}`
+    // one that could not answer because it is going away itself is not waited for (asked after the failure: it may have said so meanwhile)
+    return excused(p) ? null : `${nameOf(p)}: ${why}`
   }))
   return answers.filter(a => a != null)
 }
