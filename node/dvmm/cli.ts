@@ -360,7 +360,7 @@ async function volumesOff (api: Pick<ApiClient, 'get'>, r: { name: string, node:
     if (!asJson && line !== said) out(said = line)
     if (p.done) return { ...p, moved }
     staysSince = p.stays == null ? undefined : staysSince ?? Date.now()
-    if (p.stays != null && Date.now() - staysSince! >= STAYS_MS) return { ...p, moved, error: `${r.name}: its VMs moved off it, but its volume copies stay on it: ${p.stays}; removing or forgetting it leaves those volumes with fewer copies (add a node, or \`vgrid node undrain ${r.name}\`)` }
+    if (p.stays != null && Date.now() - staysSince! >= STAYS_MS) return { ...p, moved, error: `${r.name}: its VMs moved off it, but its volume copies stay on it: ${p.stays}; removing or forgetting it now leaves the volumes with copies on it with fewer (\`vgrid node undrain ${r.name}\` to keep it)` }
     if (Date.now() > end) return { ...p, moved, error: `${r.name}: its VMs moved off it, but after ${timeoutMs / 1000} s its volume copies are still on their way (repair copies at its rate cap: give --timeout more for big volumes):${line.replace(/^ {2}volumes:/, '')}` }
     await new Promise(resolve => setTimeout(resolve, 1000))
   }

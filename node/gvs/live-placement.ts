@@ -32,6 +32,8 @@ export interface DrainingInput {
   table: MemberTable
   /** the most copies any volume keeps (R) */
   replicas: number
+  /** the volumes by path with their R, to name those the nodes left cannot hold (bb36: an empty R=3 volume held a drain back, unnamed) */
+  volumes?: ReadonlyArray<{ path: string, replicas: number }>
   /** a node's name, for `why` */
   nameOf?: (node: string) => string
 }
@@ -60,7 +62,11 @@ export function evacuating (i: DrainingInput): { nodes: Set<string>, why?: strin
   // what would be left without the first that stays
   const left = withDisk.size - nodes.size - 1
   const name = i.nameOf ?? ((n: string) => n)
-  return { nodes, why: `volume copies stay on the draining node${stay.length === 1 ? '' : 's'} ${stay.map(name).join(', ')}: the ${left} other live node${left === 1 ? '' : 's'} with a disk left cannot hold the ${i.replicas} copies a volume keeps` }
+  const over = (i.volumes ?? []).filter(v => v.replicas > left).sort((a, b) => b.replicas - a.replicas || a.path.localeCompare(b.path))
+  const which = over.length === 0
+    ? `the ${i.replicas} copies a volume keeps`
+    : `the ${over[0]!.replicas} copies ${over.length === 1 ? over[0]!.path : `${over.slice(0, 3).map(v => `${v.path} (R=${v.replicas})`).join(', ')}${over.length > 3 ? ` and ${over.length - 3} more` : ''}`} ${over.length === 1 ? 'keeps' : 'keep at most'} (copies move off for every volume or none: lower ${over.length === 1 ? 'its' : 'their'} replicas, remove ${over.length === 1 ? 'it' : 'them'} if unused, or add a node)`
+  return { nodes, why: `volume copies stay on the draining node${stay.length === 1 ? '' : 's'} ${stay.map(name).join(', ')}: the ${left} other live node${left === 1 ? '' : 's'} with a disk left cannot hold ${which}` }
 }
 
 export class LivePlacement {

@@ -467,8 +467,9 @@ export class GvsService {
     // no drain, as before (the usual case, at every document change): nothing to work out
     if (draining.length === 0 && this.evac.key === '') return
     let replicas = 1
-    for (const v of reader.list('volumes')) if (v.replicas > replicas) replicas = v.replicas
-    const e = evacuating({ draining, table: this.components.membership.members, replicas, nameOf: n => this.nodeName(n) })
+    const volumes = reader.list('volumes')
+    for (const v of volumes) if (v.replicas > replicas) replicas = v.replicas
+    const e = evacuating({ draining, table: this.components.membership.members, replicas, volumes: volumes.map(v => ({ path: v.path, replicas: v.replicas })), nameOf: n => this.nodeName(n) })
     // '' for no drain at all, as at the start
     const key = e.nodes.size === 0 && e.why == null ? '' : `${[...e.nodes].sort().join(',')}|${e.why ?? ''}`
     if (key === this.evac.key) return
