@@ -213,9 +213,9 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
     const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string } }
     say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (its guest gets its stop grace, then is killed); its volumes go to no other VM until it has (vgrid vol info shows)` : ''}`)
   } else {
-    const d = r as VmDetail
+    const d = r as VmDetail & { stillRuns?: { name: string, why: string } }
     const asked = what === 'start' ? 'running' : 'stopped'
-    say(`${d.name}: desired ${d.desired}, now ${d.state}`)
+    say(`${d.name}: desired ${d.desired}, now ${d.stillRuns != null ? `still running on ${d.stillRuns.name}: ${d.stillRuns.why}` : d.state}`)
     // a start and a stop made at the same moment through two nodes: the later write wins everywhere
     if (d.desired !== asked) {
       process.stderr.write(`vgrid: a ${what === 'start' ? 'stop' : 'start'} of ${d.name} made at the same moment through another node won over this ${what}: it is desired ${d.desired}

@@ -245,7 +245,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }
-  const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail> => {
+  const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail & { stillRuns?: { node: string, name: string, why: string } }> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
     // a disk removed (at the same moment as the VM was made, before bb35's fix; or a VM of
@@ -256,7 +256,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
     await state.write(w => { setDesiredIn(w, vm.id, desired) }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
-    return await detail(vm.id)
+    // a stop of a VM whose holder's agent is away (killed, not yet found dead) takes effect
+    // only when that agent is back or its watchdog ends the VM: said, as vm rm says it
+    // (bb36: "now stopped" while it ran on for seconds)
+    const l = doc.leases.get(vm.id)?.winner
+    const away = desired === 'stopped' && l != null && !idle(l) && l.holder !== svc.me && membership.members.get(l.holder)?.state !== 'alive'
+    return { ...await detail(vm.id), ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it' } } : {}) }
   }
   /**
    * A VM is not started (nor created running) while a plain NBD client writes one of its

@@ -83,3 +83,19 @@ test.serial('a VM the crash rule restarts shows the crashed run\'s console, then
   const c = (await call<Console>(app, 'GET', '/v1/vms/crashy/console')).body.console
   t.regex(c, /^fake guest ready crashy\n\[vgrid: the run before ended \(crashed, status 1\); a new run starts at \d{4}-\d\d-\d\dT[\d:.]+Z\]\nfake guest ready crashy\n/, c)
 })
+
+test.serial('vm stop of a VM whose holder\'s agent is away says it still runs there until that agent is back or its watchdog ends it (bb36: "now stopped")', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { ...DVMM, fenceTimeoutMs: 30_000 } })
+  t.teardown(g.stop)
+  const app0 = api(t, g.nodes[0]!)
+  t.is((await call(app0, 'POST', '/v1/vms', vmBody('away'))).status, 201)
+  await until(() => holderOf(g, 'away') != null && g.nodes.every(n => leaseOf(n, 'away')?.value.status === 'running'), 30_000, 'away running')
+  const h = holderOf(g, 'away')!
+  const other = g.nodes.find(n => n !== h)!
+  await h.dvmm.stop({ graceful: false })
+  await h.agent.stop({ graceful: false })
+  await until(() => other.agent.membership.members.get(h.agent.id)?.state !== 'alive', 90_000, 'the holder not alive')
+  const r = await call<VmRow & { stillRuns?: { name: string, why: string } }>(api(t, other), 'POST', '/v1/vms/away/stop')
+  t.is(r.status, 200)
+  t.deepEqual(r.body.stillRuns, { node: h.agent.id, name: h.agent.config.name, why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it' })
+})
