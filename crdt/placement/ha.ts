@@ -94,3 +94,29 @@ export function haCheck (demands: ReadonlyMap<string, Demand>, nodes: readonly N
   }
   return { ok: stranded.length === 0, stranded }
 }
+
+/**
+ * What a drain of `target` would strand, with the nodes in `draining` (already draining,
+ * or drained at the same moment) leaving too: the VMs held on all of them re-planned
+ * together on the nodes that stay, with what those hold; those that fit nowhere, by the
+ * node they run on now. haCheck judges one node's loss with the others' VMs where they
+ * are, so two drains, each fine alone, were each let through and stranded a VM between
+ * them (bb36). Pure.
+ */
+export function drainCheck (demands: ReadonlyMap<string, Demand>, nodes: readonly NodeView[], holdings: readonly Holding[], target: string, draining: ReadonlySet<string>, opts: RankOptions = {}): StrandedVms[] {
+  const leaving = new Set([...draining, target])
+  const moving = holdings.filter(h => leaving.has(h.holder) && (h.cpu > 0 || h.memoryBytes > 0))
+  const holderOf = new Map(moving.map(h => [h.vm, h.holder]))
+  const vms = moving.map(h => demands.get(h.vm)).filter((d): d is Demand => d != null).sort((a, b) => a.vm < b.vm ? -1 : 1)
+  if (vms.length === 0) return []
+  // the nodes that stay; the leaving ones are judged draining whatever their roll says yet
+  const rest = nodes.filter(n => !leaving.has(n.id))
+  const placed = plan(vms, rest, holdings.filter(h => !leaving.has(h.holder)), opts)
+  const byNode = new Map<string, Array<{ vm: string, reason: string }>>()
+  for (const r of placed.values()) {
+    if (r.best != null) continue
+    const node = holderOf.get(r.vm)!
+    byNode.set(node, [...byNode.get(node) ?? [], { vm: r.vm, reason: r.pending ?? '' }])
+  }
+  return [...byNode].sort((a, b) => a[0] < b[0] ? -1 : 1).map(([node, fs]) => ({ node, name: nodes.find(n => n.id === node)?.name ?? node, vms: fs.map(f => f.vm), reasons: fs.map(f => f.reason), reason: fs[0]!.reason }))
+}

@@ -69,8 +69,18 @@ export interface DecideInput {
    * (rv25: a document that synced later than the wait still started old leases)
    */
   synced?: boolean
+  /** when (`now`'s clock) this node first saw itself draining in this run (absent: not draining, or not known) */
+  drainSeenAt?: number
   cfg: DecideConfig
 }
+
+/**
+ * A drain moves this node's VMs off only once it has stood this many settle windows: a
+ * drain begun through another node at the same moment may strand a VM together with
+ * this one, and the later of the two is undone after one settle window (routes.ts
+ * settleDrain); its VMs must not have been stopped by then (bb36).
+ */
+export const DRAIN_SETTLE_WINDOWS = 3
 
 /** the roll's only voter is this node (its roll holds only it, or nothing: fence.ts voters) */
 export const aloneOnRoll = (roll: Iterable<string>, me: string): boolean => {
@@ -230,6 +240,9 @@ export function decide (i: DecideInput): Decisions {
     return d
   }
   const meNode = i.nodes.find(n => n.id === i.me)
+  // draining, and for long enough that a drain undone would have been seen (DRAIN_SETTLE_WINDOWS)
+  const drains = meNode?.draining === true && (i.drainSeenAt == null || i.now - i.drainSeenAt >= DRAIN_SETTLE_WINDOWS * i.cfg.settleMs)
+  if (meNode?.draining === true && !drains) wake(DRAIN_SETTLE_WINDOWS * i.cfg.settleMs - (i.now - i.drainSeenAt!))
   // since when this node has seen a majority: a node that just got it back (a healed
   // partition, a restart) holds a stale document and stale liveness for a while
   // alone on its roll, its own vote counts from this run's start (DecideInput.startedAt)
@@ -279,7 +292,7 @@ export function decide (i: DecideInput): Decisions {
     else if (!sameVm(l.winner.made, spec.created)) d.stop.push({ vm, why: 'a former VM of this name (removed, then made again): the new one is placed afresh' })
     else if (taken != null) d.stop.push({ vm, why: taken })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
-    else if (meNode?.draining === true) d.stop.push({ vm, why: 'node draining' })
+    else if (drains) d.stop.push({ vm, why: 'node draining' })
     else keeps.push(vm)
   }
   // its connections need the overlay: moved where it is up, unless no majority could place it again
@@ -298,7 +311,7 @@ export function decide (i: DecideInput): Decisions {
     else if (vm?.desired === 'stopped') {
       if (w.status !== 'stopped') d.park.push({ vm: id, why: 'desired stopped' })
     } else if (vm == null || vm.desired !== 'running') d.release.push({ vm: id, why: vm == null ? 'VM removed' : `desired ${vm.desired}` })
-    else if (meNode?.draining === true && w.status !== 'failed' && w.status !== 'stopped') d.release.push({ vm: id, why: 'node draining' })
+    else if (drains && w.status !== 'failed' && w.status !== 'stopped') d.release.push({ vm: id, why: 'node draining' })
   }
   for (const [id, vm] of i.doc.vms) {
     if (vm.desired !== 'running') continue

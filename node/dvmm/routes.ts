@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
+import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
@@ -49,6 +49,8 @@ export interface DvmmRoutesDeps {
   clockOffsetOf?: (id: string) => number | undefined
   schedule: () => void
   ha: () => HaReport
+  /** what draining a node would strand, with every node draining now leaving too */
+  drainCheck?: (node: string) => StrandedVms[]
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
   /** the NBD sessions writing a volume on each live node (absent: no volume store here) */
@@ -290,20 +292,50 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: a ${draining ? 'drain' : 'undrain'} written here would take effect only once this node sees one again (no VM is placed or moved meanwhile, by either); ${draining ? 'drain' : 'undrain'} ${n.name} through a node that sees a majority`, 'no_majority')
     const again = doc.roll.get(n.id)?.draining === true
-    const strand = draining && !force && !again ? svc.ha().stranded.find(s => s.node === n.id) : undefined
-    if (strand != null) {
-      const them = strand.vms.length === 1 ? 'it' : 'them'
-      throw new ConflictError(`draining ${n.name} would stop ${strandedWhy(strand)} with nowhere else to run: make room, or drain it anyway to stop ${them} (\`vgrid node drain ${n.name} --force\`, or {"force": true} in the request)`, 'would_strand')
-    }
-    await state.write(w => {
+    const check = draining && !force && !again
+    // with the nodes draining now leaving too (bb36: two drains, each fine alone, stranded a VM)
+    const strands = check ? (svc.drainCheck?.(n.id) ?? svc.ha().stranded.filter(s => s.node === n.id)) : []
+    const strandsSaid = (ss: typeof strands): string => ss.map(s => s.node === n.id ? strandedWhy(s) : `${strandedWhy(s)} of draining node ${s.name}`).join(', ')
+    const them = (ss: typeof strands): string => ss.reduce((k, s) => k + s.vms.length, 0) === 1 ? 'it' : 'them'
+    if (strands.length > 0) throw new ConflictError(`draining ${n.name} would stop ${strandsSaid(strands)} with nowhere else to run: make room, or drain it anyway to stop ${them(strands)} (\`vgrid node drain ${n.name} --force\`, or {"force": true} in the request)`, 'would_strand')
+    const drainedAt = await state.write(w => {
       const e = w.reader.get('roll', n.id)
       if (e == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       // the drain's start is kept while it lasts (asked again, e.g. to wait, it is the same drain)
-      w.update('roll', n.id, { draining, drainedAt: draining ? (e.value.draining === true ? e.value.drainedAt ?? w.at : w.at) : null })
+      const at = draining ? (e.value.draining === true ? e.value.drainedAt ?? w.at : w.at) : null
+      w.update('roll', n.id, { draining, drainedAt: at })
+      return at
     }, `node ${draining ? 'drain' : 'undrain'} ${n.name}`)
     svc.schedule()
+    if (check && drainedAt != null) await settleDrain(n, drainedAt, strandsSaid, them)
     // what the drain moves: VMs that run there (a stopped or failed one's lease reserves nothing, and it is placed anew when started)
     return { node: n.id, name: n.name, draining, vms: [...current().doc.leases.values()].filter(l => l.winner.holder === n.id && l.winner.status !== 'stopped' && l.winner.status !== 'failed').map(l => l.winner.vm) }
+  }
+
+  /**
+   * A drain checked what it strands on this node's copy of the roll: another node may
+   * have begun a drain at the same moment, each fine alone and not both (bb36: a VM
+   * stopped with nowhere to run, both answered "draining"). Once such a change had time
+   * to arrive, the drains are checked together; if they strand a VM, the one begun last
+   * (then by node id) is undone and answered 409, the other stands.
+   */
+  const settleDrain = async (n: { id: string, name: string }, drainedAt: number, said: (ss: StrandedVms[]) => string, them: (ss: StrandedVms[]) => string): Promise<void> => {
+    if (svc.drainCheck == null || ![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
+    await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
+    const strands = svc.drainCheck(n.id)
+    if (strands.length === 0) return
+    const roll = state.read().list('roll').filter(e => e.draining === true)
+    const last = roll.reduce<typeof roll[number] | undefined>((a, e) => a == null || (e.drainedAt ?? 0) > (a.drainedAt ?? 0) || ((e.drainedAt ?? 0) === (a.drainedAt ?? 0) && e.node > a.node) ? e : a, undefined)
+    if (last?.node !== n.id) return
+    const undone = await state.write(w => {
+      const e = w.reader.get('roll', n.id)?.value
+      if (e?.draining !== true || e.drainedAt !== drainedAt) return false
+      w.update('roll', n.id, { draining: false, drainedAt: null })
+      return true
+    }, `node drain ${n.name}: undone, it strands VMs with the drains begun with it`)
+    svc.schedule()
+    const others = roll.filter(e => e.node !== n.id).map(e => svc.nameOf?.(e.node) ?? e.node)
+    if (undone) throw new ConflictError(`draining ${n.name} together with ${others.join(', ')} (drained through another node at the same moment) would stop ${said(strands)} with nowhere else to run: this drain was undone; make room, or drain it anyway to stop ${them(strands)} (\`vgrid node drain ${n.name} --force\`)`, 'would_strand')
   }
 
   /**

@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { drainCheck, holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy, type StrandedVms } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -173,6 +173,8 @@ export class DvmmService {
   /** a stop for a restart that keeps the VMs longer, once every member confirms */
   private readonly grace: RestartGrace
   private unplacedSince = new Map<string, number>()
+  /** when this run first saw this node draining (decide.ts DRAIN_SETTLE_WINDOWS) */
+  private drainSeenAt: number | undefined
   /** the names of members seen on the roll this run: a node forgotten since is still named (its leases, its history) */
   private readonly formerNames = new Map<string, string>()
   /** VMs this node would take over but cannot (see Decisions.blocked), with the reason: shown as pending (health.ts) */
@@ -541,6 +543,8 @@ export class DvmmService {
     for (const [id, e] of doc.roll) if (this.formerNames.get(id) !== e.name && this.formerNames.size < 10_000) this.formerNames.set(id, e.name)
     this.history.observe(new Map([...doc.leases].map(([k, l]) => [k, l.winner])), doc.vms, id => this.nameOf(id), this.me)
     const cap = members.get(this.me)?.advert.capacity ?? { cpu: 0, memoryBytes: 0 }
+    if (doc.roll.get(this.me)?.draining === true) this.drainSeenAt ??= now
+    else this.drainSeenAt = undefined
     const d = decide({
       me: this.me,
       now,
@@ -563,6 +567,7 @@ export class DvmmService {
       startedAt: this.fencing.startedAtMs,
       othersExpected: [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
       synced: this.components.gridSynced?.() ?? true,
+      ...(this.drainSeenAt != null ? { drainSeenAt: this.drainSeenAt } : {}),
       cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs }
     })
     this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)
@@ -610,6 +615,16 @@ export class DvmmService {
 
   /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */
   ha (): HaReport { return { ...this.health.ha(), failover: this.failoverWait() } }
+
+  /** what draining `target` would strand, with every node draining now leaving too (crdt/placement/ha.ts drainCheck) */
+  drainCheck (target: string): StrandedVms[] {
+    const reader = this.components.state.read()
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
+    const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
+    const draining = new Set(reader.list('roll').filter(e => e.draining === true && e.node !== target).map(e => e.node))
+    return drainCheck(demands, nodes, holdings(doc), target, draining, { strategy: this.cfg.strategy })
+  }
 
   /** for /v1/status: VMs that run nowhere, this node without a majority or fenced (health.ts) */
   problems (): HealthProblem[] { return this.health.problems() }

@@ -223,6 +223,28 @@ test.serial('drain: refused, naming the VMs, when they would fit on no other nod
   t.is((await call(app, 'POST', `/v1/nodes/${on.agent.config.name}/undrain`)).status, 200)
 })
 
+test.serial('two drains at once through two nodes, each fine alone, not both: one stands, the other is refused or undone, and no VM is left with nowhere to run (bb36)', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=2,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const apps = g.nodes.map(n => api(n))
+  t.teardown(async () => { for (const a of apps) await a.close() })
+  // 1.5 + 1.5 cpu on 2-cpu nodes: one each, and the third node holds one of them, not both
+  for (const n of ['p', 'q']) t.is((await call(apps[0]!, 'POST', '/v1/vms', vmBody(n, 1.5))).status, 201)
+  await until(() => running(g, 'p') && running(g, 'q'), 30_000, 'both running')
+  const np = holderOf(g, 'p')!
+  const nq = holderOf(g, 'q')!
+  const [r1, r2] = await Promise.all([
+    call<{ error?: { code: string, message: string } }>(apps[g.nodes.indexOf(np)]!, 'POST', `/v1/nodes/${np.agent.config.name}/drain`),
+    call<{ error?: { code: string, message: string } }>(apps[g.nodes.indexOf(nq)]!, 'POST', `/v1/nodes/${nq.agent.config.name}/drain`)
+  ])
+  t.log(`drains: ${r1.status} ${JSON.stringify(r1.body).slice(0, 300)}; ${r2.status} ${JSON.stringify(r2.body).slice(0, 300)}`)
+  t.deepEqual([r1.status, r2.status].sort(), [200, 409])
+  const lost = r1.status === 409 ? r1 : r2
+  t.is(lost.body.error?.code, 'would_strand')
+  // once settled: one node draining, both VMs running
+  await until(() => running(g, 'p') && running(g, 'q') && g.nodes.every(n => n.agent.state.read().list('roll').filter(e => e.draining === true).length === 1), 30_000, 'one drain, both VMs running')
+})
+
 test.serial('adoption: a restarted service finds its VMs running and keeps them (no restart, same epoch)', async t => {
   const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
   t.teardown(g.stop)

@@ -4,7 +4,7 @@
 import test from 'ava'
 import {
   rank, plan, positionOf, positionsOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
-  onExit, restartDelayMs, haCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
+  onExit, restartDelayMs, haCheck, drainCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
 import { prng } from '../helpers/prng.ts'
@@ -276,6 +276,24 @@ test('HA check: ok when any one loss can be absorbed; else names the node and th
   t.deepEqual(rep.stranded.map(s => [s.node, s.vms]), [['c', ['v3']]])
   t.regex(rep.stranded[0]!.reason, /lack cpu/)
   t.deepEqual(rep.stranded[0]!.reasons, [rep.stranded[0]!.reason])
+})
+
+test('drain check: two drains each fine alone strand a VM together; the VMs of every node leaving are planned at once (bb36)', t => {
+  // bb36's grid: a holds big1 (1.5) and two small ones, b holds big3 (1.5); c has 1 free, d 2
+  const cap = (cpu: number): Partial<NodeView> => ({ capacity: { cpu, memoryBytes: 8 * GiB } })
+  const nodes = [node('a', cap(2)), node('b', cap(2)), node('c', cap(2)), node('d', cap(2))]
+  const demands = new Map([['big1', vm('big1', { cpu: 1.5 })], ['cli', vm('cli', { cpu: 0.25 })], ['srv', vm('srv', { cpu: 0.25 })], ['big3', vm('big3', { cpu: 1.5 })], ['c1', vm('c1', { cpu: 1 })]])
+  const held: Holding[] = [
+    { vm: 'big1', holder: 'a', cpu: 1.5, memoryBytes: GiB }, { vm: 'cli', holder: 'a', cpu: 0.25, memoryBytes: GiB }, { vm: 'srv', holder: 'a', cpu: 0.25, memoryBytes: GiB },
+    { vm: 'big3', holder: 'b', cpu: 1.5, memoryBytes: GiB }, { vm: 'c1', holder: 'c', cpu: 1, memoryBytes: GiB }
+  ]
+  t.deepEqual(drainCheck(demands, nodes, held, 'a', new Set()), [], 'a alone: its VMs fit on c and d')
+  t.deepEqual(drainCheck(demands, nodes, held, 'b', new Set()), [], 'b alone fits')
+  const both = drainCheck(demands, nodes, held, 'b', new Set(['a']))
+  t.is(both.length, 1)
+  t.deepEqual(both.flatMap(s => s.vms).length, 1, 'one of the two big ones fits nowhere')
+  t.regex(both[0]!.reason, /lack cpu/)
+  t.deepEqual(haCheck(demands, nodes, held).stranded.filter(s => s.node === 'a' || s.node === 'b'), [], 'the one-loss check passes both: it could not tell')
 })
 
 test('HA check: each stranded VM keeps its own reason', t => {
