@@ -7,6 +7,7 @@ import { mayBeRunning, type MemberTable } from '../../protocol/membership.ts'
 import { UnavailableError } from '../errors.ts'
 import { GvsError } from './errors.ts'
 import type { Logger } from '../log.ts'
+import { RepeatedLines } from '../log-repeats.ts'
 import type { StatusService } from './status-protocol.ts'
 import { claimVerdict, type ClaimAnswer } from './writers.ts'
 import type { NodeWriters } from './say-writers.ts'
@@ -31,6 +32,7 @@ export type { NodeWriters } from './say-writers.ts'
 
 export class GridWriters {
   private readonly c: GridWritersComponents
+  private readonly repeats = new RepeatedLines()
   constructor (components: GridWritersComponents) { this.c = components }
 
   nameOf (node: string): string { return this.c.members().get(node)?.advert.name ?? `node ${node}` }
@@ -72,7 +74,8 @@ export class GridWriters {
     const live = (node: string): boolean => mayBeRunning(this.c.members().get(node)?.state)
     const unreached = (node: string): boolean => {
       const why = this.c.passUnreached?.(id, node) ?? null
-      if (why != null) this.c.log.warn('a node this one cannot reach was not asked whether a client writes the volume: the claim goes on, and the fence that follows refuses that node\'s writer, if it has one, at every other holder', { volume: id, node: this.nameOf(node), why })
+      // once a while per node (log-repeats.ts): every NBD session's claim asks (bb36: 132 alike in seconds)
+      if (why != null) this.repeats.log(this.c.log, 'warn', `unasked:${node}`, 'a node this one cannot reach was not asked whether a client writes the volume: the claim goes on, and the fence that follows refuses that node\'s writer, if it has one, at every other holder', { volume: id, node: this.nameOf(node), why })
       return why != null
     }
     let ask = [...this.c.members().values()].filter(m => m.nodeId !== self && live(m.nodeId) && !unreached(m.nodeId)).map(m => m.nodeId)
