@@ -108,7 +108,10 @@ export class VmConsoles {
     const what = l.status === 'stopped' ? `VM ${vmId} is stopped; its last console is on node ${name} (which last ran it), which` : `VM ${vmId} runs on node ${name}, which`
     const state = this.c.membership?.members.get(l.holder)?.state
     if (this.c.membership != null && state !== 'alive' && state !== 'suspect') {
-      throw new ConflictError(`${what} is ${state ?? 'not a member this node knows'}: its console cannot be read until that node is back`, 'holder_gone')
+      // an agent stopped for a restart says so in its roll entry (bb36 read "which is left")
+      const restarting = reader.get('roll', l.holder)?.value.restart
+      const how = restarting != null && restarting.back !== true ? 'away for a restart of its agent' : state ?? 'not a member this node knows'
+      throw new ConflictError(`${what} is ${how}: its console cannot be read until that node is back`, 'holder_gone')
     }
     const host = this.c.host
     if (host == null) throw new ConflictError(`${what} is another node, and this agent does not talk to other nodes`, 'elsewhere')
@@ -116,7 +119,10 @@ export class VmConsoles {
     try {
       answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
     } catch (err) {
-      throw new UnavailableError(`${what} did not answer for the console: ${(err as Error).message}`, 'holder_unreachable')
+      // libp2p's words for a node not reached ("All multiaddr dials failed") said as what they mean (bb36)
+      const msg = (err as Error).message
+      const unreached = /dials failed|ECONNREFUSED|EHOSTUNREACH|ETIMEDOUT|no valid addresses/i.test(msg)
+      throw new UnavailableError(unreached ? `${what} could not be reached for the console (its agent may have just stopped or died: membership has not found it dead yet): ${msg}` : `${what} did not answer for the console: ${msg}`, 'holder_unreachable')
     }
     const a = answer as { console?: unknown, error?: unknown } | null
     if (typeof a?.console === 'string') return { holder: l.holder, console: a.console }
