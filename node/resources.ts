@@ -54,8 +54,7 @@ export type CapacityOverride = Partial<Resources>
 export function parseCapacity (text: string): CapacityOverride {
   const out: CapacityOverride = {}
   const parts = text.split(',').map(p => p.trim()).filter(p => p !== '')
-  // an empty one overrides nothing, which is surely not what was meant (bb35)
-  if (parts.length === 0) throw new Error('--capacity: is empty: give cpu=N, mem=SIZE and/or disk=SIZE, or leave it out to use what the host has')
+  // an empty one overrides nothing, as before (refusing it would stop an upgraded agent whose config has one: rv40)
   const seen = new Set<string>()
   for (const part of parts) {
     const [k, v] = part.split('=', 2).map(s => s.trim())

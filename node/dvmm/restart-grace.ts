@@ -176,12 +176,16 @@ export class RestartGrace {
    * closed stream)
    */
   private async ask (peers: string[], heads: string[]): Promise<string[]> {
-    // its record of this stop, begun within the last STOPPING_TOGETHER_MS: an older one not
-    // yet said back may be an earlier run's, and that run may be up and syncing
+    // its record of this stop: written by the run this node knows (its advert's
+    // incarnation, that run's start on its own clock, is before the record), begun
+    // within the last STOPPING_TOGETHER_MS; an older one, or one a later run may be up
+    // beside, is waited for (rv40: a run back from a restart, slow to answer, was excused)
     const now = wallNow(this.c.clock)
     const stopping = (id: string): boolean => {
+      const m = this.c.membership.members.get(id)
+      if (m?.state === 'left') return true
       const r = this.c.state.read?.().get('roll', id)?.value.restart
-      return (r != null && r.back !== true && now - r.since < STOPPING_TOGETHER_MS) || this.c.membership.members.get(id)?.state === 'left'
+      return r != null && r.back !== true && now - r.since < STOPPING_TOGETHER_MS && m != null && m.advert.incarnation < r.since
     }
     return await askHolds(this.c.host, RESTART_PROTOCOL, peers, heads, id => this.c.membership.members.get(id)?.advert.name ?? id, stopping)
   }

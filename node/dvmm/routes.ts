@@ -50,7 +50,7 @@ export interface DvmmRoutesDeps {
   schedule: () => void
   ha: () => HaReport
   /** what draining a node would strand, with every node draining now leaving too */
-  drainCheck?: (node: string) => StrandedVms[]
+  drainCheck?: (node: string, leaving?: ReadonlySet<string>) => StrandedVms[]
   /** VMs this node would take over but cannot, with the reason: shown as pending */
   readonly blocked?: ReadonlyMap<string, string>
   /** the NBD sessions writing a volume on each live node (absent: no volume store here) */
@@ -302,7 +302,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const e = w.reader.get('roll', n.id)
       if (e == null) throw new NotFoundError(`node ${n.name} is not on the member roll`)
       // the drain's start is kept while it lasts (asked again, e.g. to wait, it is the same drain)
-      const at = draining ? (e.value.draining === true ? e.value.drainedAt ?? w.at : w.at) : null
+      // (a forced one begins anew: an unforced request's undo, settling meanwhile, must not take it back: rv40)
+      const at = draining ? (e.value.draining === true && !force ? e.value.drainedAt ?? w.at : w.at) : null
       w.update('roll', n.id, { draining, drainedAt: at })
       return at
     }, `node ${draining ? 'drain' : 'undrain'} ${n.name}`)
@@ -316,17 +317,24 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * A drain checked what it strands on this node's copy of the roll: another node may
    * have begun a drain at the same moment, each fine alone and not both (bb36: a VM
    * stopped with nowhere to run, both answered "draining"). Once such a change had time
-   * to arrive, the drains are checked together; if they strand a VM, the one begun last
-   * (then by node id) is undone and answered 409, the other stands.
+   * to arrive, every node takes the drains in the order they began (then by node id),
+   * keeping each that strands nothing together with those kept before it; this drain,
+   * if not kept, is undone and answered 409 (rv40: undoing the latest of all let an
+   * unrelated later drain be undone while the two that stranded a VM stood).
    */
   const settleDrain = async (n: { id: string, name: string }, drainedAt: number, said: (ss: StrandedVms[]) => string, them: (ss: StrandedVms[]) => string): Promise<void> => {
     if (svc.drainCheck == null || ![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
-    const strands = svc.drainCheck(n.id)
-    if (strands.length === 0) return
     const roll = state.read().list('roll').filter(e => e.draining === true)
-    const last = roll.reduce<typeof roll[number] | undefined>((a, e) => a == null || (e.drainedAt ?? 0) > (a.drainedAt ?? 0) || ((e.drainedAt ?? 0) === (a.drainedAt ?? 0) && e.node > a.node) ? e : a, undefined)
-    if (last?.node !== n.id) return
+      .sort((a, b) => (a.drainedAt ?? 0) - (b.drainedAt ?? 0) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+    const kept = new Set<string>()
+    let strands: StrandedVms[] = []
+    for (const e of roll) {
+      const ss = svc.drainCheck(e.node, kept)
+      if (ss.length === 0) kept.add(e.node)
+      else if (e.node === n.id) strands = ss
+    }
+    if (kept.has(n.id) || strands.length === 0) return
     const undone = await state.write(w => {
       const e = w.reader.get('roll', n.id)?.value
       if (e?.draining !== true || e.drainedAt !== drainedAt) return false
@@ -334,8 +342,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return true
     }, `node drain ${n.name}: undone, it strands VMs with the drains begun with it`)
     svc.schedule()
-    const others = roll.filter(e => e.node !== n.id).map(e => svc.nameOf?.(e.node) ?? e.node)
-    if (undone) throw new ConflictError(`draining ${n.name} together with ${others.join(', ')} (drained through another node at the same moment) would stop ${said(strands)} with nowhere else to run: this drain was undone; make room, or drain it anyway to stop ${them(strands)} (\`vgrid node drain ${n.name} --force\`)`, 'would_strand')
+    const others = [...kept].map(id => svc.nameOf?.(id) ?? id)
+    const withWhat = others.length > 0 ? ` together with the drain${others.length === 1 ? '' : 's'} of ${others.join(', ')} (begun before it, or through another node at the same moment)` : ' (the grid changed while it settled)'
+    if (undone) throw new ConflictError(`draining ${n.name}${withWhat} would stop ${said(strands)} with nowhere else to run: this drain was undone; make room, or drain it anyway to stop ${them(strands)} (\`vgrid node drain ${n.name} --force\`)`, 'would_strand')
   }
 
   /**

@@ -616,13 +616,13 @@ export class DvmmService {
   /** AppLogic's "HA ok", and the VMs that run nowhere (health.ts) */
   ha (): HaReport { return { ...this.health.ha(), failover: this.failoverWait() } }
 
-  /** what draining `target` would strand, with every node draining now leaving too (crdt/placement/ha.ts drainCheck) */
-  drainCheck (target: string): StrandedVms[] {
+  /** what draining `target` would strand, with `leaving` leaving too (default: every node draining now; crdt/placement/ha.ts drainCheck) */
+  drainCheck (target: string, leaving?: ReadonlySet<string>): StrandedVms[] {
     const reader = this.components.state.read()
     const doc = docView(reader)
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
     const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
-    const draining = new Set(reader.list('roll').filter(e => e.draining === true && e.node !== target).map(e => e.node))
+    const draining = leaving ?? new Set(reader.list('roll').filter(e => e.draining === true && e.node !== target).map(e => e.node))
     return drainCheck(demands, nodes, holdings(doc), target, draining, { strategy: this.cfg.strategy })
   }
 

@@ -80,7 +80,6 @@ export class RollMemory {
     if (!this.stopped) this.file?.save([...this.seen]).catch(() => {}) // logged by the file; the memory still holds them
   }
 
-  /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */
   /** this node's own forget was told (once until it is back on the roll) */
   private selfToldForgotten = false
 
@@ -96,6 +95,7 @@ export class RollMemory {
     return news
   }
 
+  /** Whether `node` was on the roll here and is gone from it (`roll` as it is now). */
   forgotten (node: string, roll: ReadonlyArray<RollEntryLike>): boolean {
     this.remember(roll)
     return this.seen.has(node) && !roll.some(e => e.node === node)

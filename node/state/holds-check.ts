@@ -62,14 +62,16 @@ export async function askHolds (host: RequestHost | undefined, protocols: string
     for (const protocol of list) {
       try {
         const a = await request(host, p, protocol, { heads }, { timeoutMs: ASK_TIMEOUT_MS, maxAnswerBytes: 4096 }) as { ok?: unknown, error?: unknown } | null
-        return a?.ok === true || excused(p) ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
+        return a?.ok === true ? null : `${nameOf(p)}: ${typeof a?.error === 'string' ? a.error : 'no answer'}`
       } catch (err) {
         why = (err as Error).message
         // an agent of another release may speak the next protocol; any other failure is the answer
         if ((err as Error).name !== 'UnsupportedProtocolError' && !/protocol/i.test(why)) break
       }
     }
-    // one that could not answer because it is going away itself is not waited for (asked after the failure: it may have said so meanwhile)
+    // one that could not answer because it is going away itself is not waited for (asked
+    // after the failure: it may have said so meanwhile); one that answers is up, and is
+    // never excused
     return excused(p) ? null : `${nameOf(p)}: ${why}`
   }))
   return answers.filter(a => a != null)

@@ -47,10 +47,12 @@ function frame (payload: Uint8Array): Buffer {
 }
 
 /**
- * The most of a state file read: the log is compacted into the snapshot once it passes
- * 4 MiB and the snapshot's size (persister.ts), and a snapshot of 1,000 VMs and volumes
- * is 38 KiB; past this a file is damage, and reading it whole took gigabytes of memory
- * (bb35: a log of 1.5 GB ran the agent out of heap, naming nothing).
+ * The most of the log read, or twice the snapshot if more: the log is compacted into
+ * the snapshot once it passes 4 MiB and the snapshot's size (persister.ts); past this it
+ * is damage, and reading it whole took gigabytes of memory (bb35: a log of 1.5 GB ran
+ * the agent out of heap, naming nothing). The snapshot is read whole whatever its size
+ * (rv40: one over a bound was set aside with its log, and a node alone lost its
+ * document); its checksum tells garbage.
  */
 export const STATE_READ_MAX = 256 * 1024 * 1024
 
@@ -83,7 +85,7 @@ async function readOptional (path: string, max = STATE_READ_MAX): Promise<{ byte
       if (bytesRead === 0) break
       got += bytesRead
     }
-    return { bytes: bytes.subarray(0, got), ...(size > max ? { problem: `is ${size} bytes, more than the ${max} a state file reaches: only its first ${max} bytes were read` } : {}) }
+    return { bytes: bytes.subarray(0, got), ...(size > max ? { problem: `is ${size} bytes, more than the ${max} the log reaches (twice the snapshot, at least 256 MiB): only its first ${max} bytes were read` } : {}) }
   } catch (err) {
     return fail(err)
   } finally {
@@ -176,7 +178,7 @@ export class StateStore {
       throw err
     }
     const out: DiskContents = { records: [], problems: [] }
-    const snapFile = await readOptional(this.path('snapshot'))
+    const snapFile = await readOptional(this.path('snapshot'), Infinity)
     const snap = snapFile?.bytes
     if (snapFile?.problem != null) out.problems.push({ file: 'snapshot', path: this.path('snapshot'), detail: snapFile.problem })
     else if (snap != null) {
@@ -191,7 +193,7 @@ export class StateStore {
         else out.snapshot = payload
       }
     }
-    const logFile = await readOptional(this.path('log'))
+    const logFile = await readOptional(this.path('log'), Math.max(STATE_READ_MAX, 2 * (snap?.length ?? 0)))
     const log = logFile?.bytes
     if (log != null && log.length > 0) {
       const parsed = parseLog(log)
@@ -441,6 +443,8 @@ export function parseLog (log: Buffer): { records: Uint8Array[], problem?: strin
   while (at < log.length) {
     if (log.length - at < HEADER) return { records, problem: `ends in a partial record header at byte ${at} (an interrupted write?); ${records.length} records before it are intact` }
     const len = log.readUInt32BE(at)
+    // an empty record is a zero header: one with a checksum is a length damaged
+    if (len === 0 && log.readUInt32BE(at + 4) !== 0) return { records, problem: `record at byte ${at} claims 0 bytes with a checksum (a damaged length); ${records.length} records before it are intact` }
     if (len === 0) {
       // zeros to the end are not records, though an empty payload's checksum is 0 (bb35:
       // a log with zeros after its end loaded each 8 bytes of them as a change, for

@@ -233,6 +233,8 @@ test.serial('two drains at once through two nodes, each fine alone, not both: on
   await until(() => running(g, 'p') && running(g, 'q'), 30_000, 'both running')
   const np = holderOf(g, 'p')!
   const nq = holderOf(g, 'q')!
+  const epochOf = (vm: string): number | undefined => g.nodes[0]!.agent.state.read().get('leases', vm)?.value.epoch
+  const before = { p: epochOf('p'), q: epochOf('q') }
   const [r1, r2] = await Promise.all([
     call<{ error?: { code: string, message: string } }>(apps[g.nodes.indexOf(np)]!, 'POST', `/v1/nodes/${np.agent.config.name}/drain`),
     call<{ error?: { code: string, message: string } }>(apps[g.nodes.indexOf(nq)]!, 'POST', `/v1/nodes/${nq.agent.config.name}/drain`)
@@ -243,6 +245,10 @@ test.serial('two drains at once through two nodes, each fine alone, not both: on
   t.is(lost.body.error?.code, 'would_strand')
   // once settled: one node draining, both VMs running
   await until(() => running(g, 'p') && running(g, 'q') && g.nodes.every(n => n.agent.state.read().list('roll').filter(e => e.draining === true).length === 1), 30_000, 'one drain, both VMs running')
+  // the undone drain stopped nothing: its VM kept its lease (the drain that stood moved its own)
+  await until(() => (['p', 'q'] as const).filter(vm => epochOf(vm) !== before[vm]).length === 1, 30_000, 'the standing drain\'s VM moved')
+  await sleep(1000)
+  t.is((['p', 'q'] as const).filter(vm => epochOf(vm) === before[vm]).length, 1, `one VM never stopped: ${JSON.stringify({ before, p: epochOf('p'), q: epochOf('q') })}`)
 })
 
 test.serial('adoption: a restarted service finds its VMs running and keeps them (no restart, same epoch)', async t => {

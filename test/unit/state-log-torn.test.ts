@@ -136,9 +136,14 @@ test('zeros after a log\'s last record are damage found at once, not empty recor
   // an empty record (no release writes one) between records: skipped
   const between = Buffer.concat([full.subarray(0, 25), Buffer.alloc(8), full.subarray(25)])
   t.deepEqual(parseLog(between), { records: [new Uint8Array(9).fill(1), new Uint8Array(3).fill(2)].map(x => Buffer.from(x)) })
+  // a length damaged to 0 under a checksum is damage where it is, not skipped (rv40)
+  const damaged = Buffer.from(full)
+  damaged.writeUInt32BE(0, 25)
+  t.deepEqual(parseLog(damaged).records.length, 1)
+  t.is(parseLog(damaged).problem, 'record at byte 25 claims 0 bytes with a checksum (a damaged length); 1 records before it are intact')
 })
 
-test('a state file that is not a regular file is damage, not read (bb35: a log linked to /dev/zero was read until the machine\'s memory ran out); one past the bound is read up to it', async t => {
+test('a state file that is not a regular file is damage, not read (bb35: a log linked to /dev/zero was read until the machine\'s memory ran out)', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'vgrid-devzero-'))
   t.teardown(async () => await rm(dir, { recursive: true, force: true }))
   await mkdir(join(dir, 'state'))
