@@ -85,6 +85,14 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
   const nodesOf = (reader: Reader, doc: DocView): ReturnType<typeof nodeViews> => nodeViews(doc, membership.members, n => reader.labelsOf(n), svc.me)
   /** a node by id or name: a member, or an entry of the roll */
+  /** other members that may be writing at the same moment (alive or suspect): a settle window is waited for only then */
+  const othersAlive = (): boolean => [...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))
+  /** a run of the VM on a node whose agent is away (stopped for a restart, or not heard from): it goes on until that agent is back or its watchdog ends it */
+  const awayRun = (doc: DocView, vm: string, why: string): { node: string, name: string, why: string } | undefined => {
+    const l = doc.leases.get(vm)?.winner
+    if (l == null || idle(l) || l.holder === svc.me || membership.members.get(l.holder)?.state === 'alive') return undefined
+    return { node: l.holder, name: nameOf(l.holder, doc), why: `its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it${why}` }
+  }
   const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
     const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
     // a member that may be running, or one on the roll; else the roll's entry of that name (a member this node never heard)
@@ -261,9 +269,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // a stop of a VM whose holder's agent is away (killed, not yet found dead) takes effect
     // only when that agent is back or its watchdog ends the VM: said, as vm rm says it
     // (bb36: "now stopped" while it ran on for seconds)
-    const l = doc.leases.get(vm.id)?.winner
-    const away = desired === 'stopped' && l != null && !idle(l) && l.holder !== svc.me && membership.members.get(l.holder)?.state !== 'alive'
-    return { ...await detail(vm.id), ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it' } } : {}) }
+    const away = desired === 'stopped' ? awayRun(doc, vm.id, '') : undefined
+    return { ...await detail(vm.id), ...(away != null ? { stillRuns: away } : {}) }
   }
   /**
    * A VM is not started (nor created running) while a plain NBD client writes one of its
@@ -323,7 +330,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * unrelated later drain be undone while the two that stranded a VM stood).
    */
   const settleDrain = async (n: { id: string, name: string }, drainedAt: number, said: (ss: StrandedVms[]) => string, them: (ss: StrandedVms[]) => string): Promise<void> => {
-    if (svc.drainCheck == null || ![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
+    if (svc.drainCheck == null || !othersAlive()) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
     const roll = state.read().list('roll').filter(e => e.draining === true)
       .sort((a, b) => (a.drainedAt ?? 0) - (b.drainedAt ?? 0) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
@@ -356,7 +363,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * the grid there is nobody to race with.
    */
   const settleCreate = async (made: Vm, paths: ReadonlyMap<string, string>): Promise<void> => {
-    if (![...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))) return
+    if (!othersAlive()) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
     // by what the create gave (spec and application): the VM's own later writes (its
     // overlay index, a start or stop) change at, by and desired
@@ -436,10 +443,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // goes on until that agent is back and stops it, or its watchdog ends it: said, as
       // `vm stop` says it (a tester read "removed" as gone, while the guest ran on)
       const l = doc.leases.get(vm.id)?.winner
-      const away = l != null && !idle(l) && l.holder !== svc.me && membership.members.get(l.holder)?.state !== 'alive'
+      const away = awayRun(doc, vm.id, '; its disks go to no other VM until then')
       // one that runs: it is gone from vm ls at once, while its guest gets its stop grace (bb29)
-      const stopping = l != null && !idle(l) && !away
-      return { removed: vm.id, links, ...(away ? { stillRuns: { node: l.holder, name: nameOf(l.holder, doc), why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it; its disks go to no other VM until then' } } : {}), ...(stopping ? { stopping: { node: l.holder, name: nameOf(l.holder, doc) } } : {}) }
+      const stopping = l != null && !idle(l) && away == null
+      return { removed: vm.id, links, ...(away != null ? { stillRuns: away } : {}), ...(stopping ? { stopping: { node: l.holder, name: nameOf(l.holder, doc) } } : {}) }
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's
