@@ -6,7 +6,8 @@ import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
 import { ApiClient, CliError } from '../cli/client.ts'
 import { strandedWhy, type HaReport } from '../../crdt/placement/index.ts'
 import type { VmDetail, VmRow } from './vms.ts'
-import { volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
+import type { NodeView } from '../api/types.ts'
+import { awayForGood, volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
 import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
 
@@ -349,9 +350,14 @@ async function volumesOff (api: Pick<ApiClient, 'get'>, r: { name: string, node:
   let moved = false
   /** since when the copies are said to stay (a node restarting meanwhile says so for a moment: rv27) */
   let staysSince: number | undefined
+  /** since when the node is away with no restart under way (dead, or gone: bb36 waited the whole timeout) */
+  let goneSince: number | undefined
   for (;;) {
     const a = await api.get<VolumesAnswer>('/v1/volumes')
     const p = volumeDrainProgress(r.node, a)
+    const gone = p.away === true && awayForGood(await api.get<NodeView>(`/v1/nodes/${enc(r.node)}`).catch(() => null), Date.now())
+    goneSince = gone ? goneSince ?? Date.now() : undefined
+    if (gone && Date.now() - goneSince! >= STAYS_MS) return { ...p, moved, error: `${r.name}: its VMs moved off it, but it is down and not restarting, so no copy can move off it (volumes with other copies are repaired onto the nodes left). If it is gone for good, \`vgrid node forget ${r.name}\` (it names the writes only it may hold, if any); else start its agent again and wait again` }
     moved ||= p.holding.length > 0
     // no copy on it, now or since the drain began: nothing to wait for (a volume
     // degraded for a reason of its own, a dead node, is not this drain's)

@@ -4,6 +4,7 @@
 // finds a copy there and every volume is healthy over the nodes left, or it cannot be
 // (too few other nodes: the copies stay, and why is said).
 import type { VolumeView } from '../gvs/routes.ts'
+import type { NodeView } from '../api/types.ts'
 
 export interface VolumesAnswer {
   volumes: Array<Pick<VolumeView, 'path' | 'state' | 'writesWentTo'> & { health: Pick<VolumeView['health'], 'state' | 'copiesOn'> & Partial<Pick<VolumeView['health'], 'reasons'>> }>
@@ -71,4 +72,20 @@ export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   const rep = p.repairing.length > 0 ? `; ${p.repairing.length} volume(s) repairing or degraded (${p.repairing.slice(0, 3).join(', ')}${p.repairing.length > 3 ? ', ...' : ''})${p.why != null ? `; ${p.why}` : ''}` : ''
   const rec = p.recorded.length > 0 ? `; ${p.recorded.length} volume(s) still record writes as going to ${name} (${p.recorded.slice(0, 3).join(', ')}${p.recorded.length > 3 ? ', ...' : ''}), until their next repair clears that` : ''
   return `  volumes: ${on}${rep}${rec}`
+}
+
+/** how long after a restart's grace ran out its node still counts as restarting (its agent loading) */
+const LOADING_MS = 10_000
+
+/**
+ * Whether a draining node that is not alive is away for good, as far as the drain can
+ * tell: no node view (not on the roll, never heard of) or one not alive with no restart
+ * under way (no confirmed grace, or one that ran out). Its copies cannot move off it;
+ * the wait says so and names `vgrid node forget` instead of waiting for ever (bb36).
+ */
+export function awayForGood (view: Pick<NodeView, 'state' | 'restarting'> | null, now: number): boolean {
+  if (view == null) return true
+  if (view.state === 'alive') return false
+  const r = view.restarting
+  return r == null || now > Date.parse(r.since) + r.fenceMs + LOADING_MS
 }

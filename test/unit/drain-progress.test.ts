@@ -3,7 +3,8 @@
 // (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
 import test from 'ava'
 import { drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
-import type { VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
+import { awayForGood, type VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
+import type { NodeView } from '../../node/api/types.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const row = (name: string, nodeId: string | null, state: VmRow['state'], reason: string | null = null): VmRow =>
@@ -46,9 +47,15 @@ test('vm show\'s history line says a stop\'s node once, not again from the lease
   t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', local: true }), 'T  killed on h1  [seen by this node only]')
 })
 
-/** answers GET /v1/vms with `vms`, and GET /v1/volumes with each of `volumes` in turn (the last one again) */
-const fakeApi = (vms: VmRow[], volumes: VolumesAnswer[]): { get: <T>(path: string) => Promise<T> } => ({
-  get: async <T>(path: string): Promise<T> => (path === '/v1/vms' ? { vms } : volumes.length > 1 ? volumes.shift()! : volumes[0]!) as T
+/** answers GET /v1/vms with `vms`, GET /v1/nodes/ID with `node` (a 404 without), and GET /v1/volumes with each of `volumes` in turn (the last one again) */
+const fakeApi = (vms: VmRow[], volumes: VolumesAnswer[], node?: Pick<NodeView, 'state' | 'restarting'>): { get: <T>(path: string) => Promise<T> } => ({
+  get: async <T>(path: string): Promise<T> => {
+    if (path.startsWith('/v1/nodes/')) {
+      if (node == null) throw new Error('not found')
+      return node as T
+    }
+    return (path === '/v1/vms' ? { vms } : volumes.length > 1 ? volumes.shift()! : volumes[0]!) as T
+  }
 })
 const volume = (copiesOn: Record<string, number>, state = 'healthy'): VolumesAnswer['volumes'][number] => ({ path: '/r1', state: 'ready', health: { state, copiesOn } } as VolumesAnswer['volumes'][number])
 
@@ -62,16 +69,35 @@ test('drain --wait follows the volume copies also when a VM was left to run nowh
   t.regex(err?.message ?? '', /^h2: drained \(and its volume copies\), but 1 VM\(s\) run nowhere now, no other node fits them: pin/)
 })
 
-test('drain --wait does not take a node that is not alive (restarting) for one that holds nothing (bb30)', async t => {
+test.serial('drain --wait does not take a node that is not alive (restarting) for one that holds nothing (bb30)', async t => {
   const api = fakeApi([row('a', 'n1', 'running')], [
     { volumes: [volume({ n1: 19 }, 'degraded')], evacuation: { nodes: [], away: ['n3'] } },
     { volumes: [volume({ n1: 19, n3: 18 }, 'repairing')], evacuation: { nodes: ['n3'] } },
     { volumes: [volume({ n1: 37 })], evacuation: { nodes: ['n3'] } }
-  ])
+  ], { state: 'dead', restarting: { since: new Date().toISOString(), fenceMs: 35_000 } })
   const lines: string[] = []
   const write = process.stdout.write.bind(process.stdout)
   process.stdout.write = ((chunk: string) => { lines.push(String(chunk).trimEnd()); return true }) as typeof process.stdout.write
   try { await drainWait(api, { node: 'n3', name: 'h3', vms: [] }, 30_000, false) } finally { process.stdout.write = write }
   t.regex(lines.join('\n'), /h3 is not alive now \(restarting\?\)/)
   t.regex(lines.at(-1) ?? '', /^h3: drained; 0 VM\(s\) moved off it, and its volume copies$/)
+})
+
+test.serial('drain --wait on a node that is down and not restarting ends, naming vgrid node forget, instead of waiting out its timeout (bb36)', async t => {
+  const api = fakeApi([row('a', 'n1', 'running')], [{ volumes: [volume({ n1: 19 }, 'degraded')], evacuation: { nodes: [], away: ['n3'] } }], { state: 'dead', restarting: null })
+  const t0 = Date.now()
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = (() => true) as typeof process.stdout.write
+  const err = await t.throwsAsync(drainWait(api, { node: 'n3', name: 'h3', vms: [] }, 300_000, false)).finally(() => { process.stdout.write = write })
+  t.true(Date.now() - t0 < 60_000, 'ends long before the timeout')
+  t.regex(err?.message ?? '', /^h3: its VMs moved off it, but it is down and not restarting, so no copy can move off it .*`vgrid node forget h3`/)
+})
+
+test('awayForGood: alive never; down with no restart, or a restart whose grace ran out, yes; one in its grace, no', t => {
+  const now = Date.parse('2026-12-06T12:00:00Z')
+  t.false(awayForGood({ state: 'alive', restarting: null }, now))
+  t.true(awayForGood(null, now))
+  t.true(awayForGood({ state: 'dead', restarting: null }, now))
+  t.false(awayForGood({ state: 'left', restarting: { since: '2026-12-06T11:59:50Z', fenceMs: 35_000 } }, now))
+  t.true(awayForGood({ state: 'dead', restarting: { since: '2026-12-06T11:58:00Z', fenceMs: 35_000 } }, now))
 })
