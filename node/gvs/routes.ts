@@ -382,14 +382,29 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const settleSnapshots = async (made: readonly MadeSnapshot[]): Promise<void> => {
       if (!othersAlive()) return
       await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
-      const r = state.read()
-      for (const m of made) {
+      const lost = (m: MadeSnapshot, r: Reader): ConflictError | null => {
         const v = r.get('volumes', m.volume)?.value
-        if (v == null) throw new ConflictError(`volume "${m.path}" was removed through another node at the same moment: its snapshot "${m.name}" went with it`, 'removed_meanwhile')
+        if (v == null) return new ConflictError(`volume "${m.path}" was removed through another node at the same moment: its snapshot "${m.name}" went with it`, 'removed_meanwhile')
         const s = snapshotOf(v, m.name)
-        if (s == null) throw new ConflictError(`snapshot "${m.name}" of volume "${v.path}" is gone: removed through another node at the same moment`, 'removed_meanwhile')
-        if (s.at !== m.at || s.by !== m.by) throw new ConflictError(`volume "${v.path}" already has a snapshot "${m.name}" (taken at the same moment through another node; that one stands, and this one did not stay)`, 'exists')
+        if (s == null) return new ConflictError(`snapshot "${m.name}" of volume "${v.path}" is gone: removed through another node at the same moment`, 'removed_meanwhile')
+        if (s.at !== m.at || s.by !== m.by) return new ConflictError(`volume "${v.path}" already has a snapshot "${m.name}" (taken at the same moment through another node; that one stands, and this one did not stay)`, 'exists')
+        return null
       }
+      const first = made.map(m => lost(m, state.read())).find(e => e != null)
+      if (first == null) return
+      if (made.length === 1) throw first
+      // a set snapshot is whole or not at all (rv40: the others stayed, a set with a hole):
+      // the snapshots of this set that stand are taken back (their layers stay while read)
+      const undone: string[] = []
+      await state.write(w => {
+        for (const m of made) {
+          if (lost(m, w.reader) != null) continue
+          w.removeSnapshot(m.volume, m.name)
+          undone.push(`${m.path}@${m.name}`)
+        }
+      }, `volume set snapshot @${made[0]!.name} taken back`)
+      for (const m of made) svc.exportSweeper.endLease(m.volume, m.name)
+      throw new ConflictError(`${first.message}; a set snapshot is taken whole or not at all, so ${undone.length > 0 ? `the set's other snapshots were removed (${undone.join(', ')})` : 'none of it stays'}`, first.code)
     }
 
     app.post<{ Params: IdParams }>('/v1/volumes/:id/snapshots', { schema: { params: idParams } }, async (req, reply) => {

@@ -186,6 +186,25 @@ test('two snapshots of one name through two nodes at once: one 201, one 409 (bb3
   t.deepEqual(Object.keys(a.replica.read().get('volumes', id)!.value.snapshots), ['sr2'])
 })
 
+test('a set snapshot that loses on one volume takes back its snapshots of the others: whole or not at all (rv40)', async t => {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const one = (await a.call('POST', '/v1/volumes', { path: '/ss/one', size: '10M' })).body.id ?? ''
+  const two = (await a.call('POST', '/v1/volumes', { path: '/ss/two', size: '10M' })).body.id ?? ''
+  syncPair(a.replica, b.replica)
+  const set = a.call('POST', '/v1/snapshots', { name: 'both', volumes: ['/ss/one', '/ss/two'] })
+  const rm = b.call('DELETE', `/v1/volumes/${two}`)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  const [s, r] = await Promise.all([set, rm])
+  t.is(r.status, 200)
+  t.is(s.status, 409)
+  t.is(s.body.error?.code, 'removed_meanwhile')
+  t.is(s.body.error?.message, 'volume "/ss/two" was removed through another node at the same moment: its snapshot "both" went with it; a set snapshot is taken whole or not at all, so the set\'s other snapshots were removed (/ss/one@both)')
+  syncPair(a.replica, b.replica)
+  for (const x of [a, b]) t.deepEqual(Object.keys(x.replica.read().get('volumes', one)!.value.snapshots), [], 'no snapshot of the set stays, on either node')
+})
+
 test('vol repair while a member is away for a restart is refused unless forced (bb36: it copied the member\'s data away, which the background passes wait for)', async t => {
   let repaired = 0
   const a = node(t, NODES[0]!, () => null, {
