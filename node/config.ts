@@ -271,10 +271,11 @@ export async function resolveConfig (flags: ConfigFlags): Promise<AgentConfig> {
     throw new ConfigError(`--restart-grace: must be 0 (off) or between 1 s and ${MAX_RESTART_GRACE_MS / 60_000} min, got ${restartGraceMs} ms`)
   }
   // absolute: VMs, their guards and the watchdog run in other directories and read paths under it
-  const dataDir = resolve(pick('dataDir') ?? DEFAULT_DATA_DIR)
-  // before anything makes it: on /proc, Node's recursive mkdir loops for ever
-  const place = dataDirPlaceProblem(dataDir)
+  const dataDirGiven = pick('dataDir') ?? DEFAULT_DATA_DIR
+  // before anything makes it: on /proc, Node's recursive mkdir loops for ever ('' before it is resolved to the working directory)
+  const place = dataDirPlaceProblem(dataDirGiven)
   if (place != null) throw new ConfigError(`--data-dir: ${place}`)
+  const dataDir = resolve(dataDirGiven)
   const socketText = pick('apiSocket')
   const apiSocket = socketText === 'none' ? null : socketText ?? defaultApiSocket(dataDir)
   if (apiSocket != null && !apiSocket.startsWith('/')) throw new ConfigError(`--api-socket: "${apiSocket}" must be an absolute path (or "none")`)

@@ -59,8 +59,10 @@ export interface PlaceFs {
  * (no permission) are left to the mkdir that names them.
  */
 export function dataDirPlaceProblem (dir: string, fs: PlaceFs = { statSync, statfsSync }): string | null {
-  const abs = resolve(dir)
   const fix = 'give a directory on a disk (e.g. /var/lib/vgrid)'
+  // '' would be the working directory to the agent and nothing to mkdir (bb35)
+  if (dir.trim() === '') return `data dir is empty: ${fix}`
+  const abs = resolve(dir)
   for (const [top, kind] of KERNEL_DIRS) {
     if (abs === top || abs.startsWith(`${top}/`)) return `data dir ${dir} is under ${top}, the kernel's ${kind} file system, which cannot hold data: ${fix}`
   }

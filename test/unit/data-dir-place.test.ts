@@ -79,3 +79,8 @@ test('vgrid init and vgrid agent refuse a data dir under /proc at once, and init
   t.is(onFile.code, 2)
   t.is(onFile.stderr, `vgrid: data dir ${file} exists and is not a directory: give a directory (or a path where one can be made)\n`)
 })
+
+test('dataDirPlaceProblem: an empty data dir is refused (to the agent it was the working directory, to vgrid init nothing to make: bb35)', t => {
+  t.is(dataDirPlaceProblem(''), 'data dir is empty: give a directory on a disk (e.g. /var/lib/vgrid)')
+  t.is(dataDirPlaceProblem('  '), 'data dir is empty: give a directory on a disk (e.g. /var/lib/vgrid)')
+})
