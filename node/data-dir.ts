@@ -10,7 +10,7 @@
 // stops the agent instead: made 0700, every other service's files under it would have
 // been out of their users' reach.
 import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
-import { readdirSync, statfsSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, statfsSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import type { Logger } from './log.ts'
 
@@ -45,6 +45,13 @@ export function refuseSharedDir (dir: string): void {
 /** kernel file systems that cannot hold files (statfs f_type): proc and sysfs */
 const KERNEL_FS: ReadonlyMap<number, string> = new Map([[0x9fa0, 'proc'], [0x62656572, 'sysfs']])
 const KERNEL_DIRS = [['/proc', 'proc'], ['/sys', 'sysfs']] as const
+
+/** the kernel file system (proc, sysfs) `path` is on, or would be made on; null: another */
+export function kernelFsOf (path: string): string | null {
+  const abs = resolve(path)
+  for (const [top, kind] of KERNEL_DIRS) if (abs === top || abs.startsWith(`${top}/`)) return kind
+  try { return KERNEL_FS.get(statfsSync(existsSync(abs) ? abs : dirname(abs)).type) ?? null } catch { return null }
+}
 
 export interface PlaceFs {
   statSync: (p: string) => { isDirectory: () => boolean }

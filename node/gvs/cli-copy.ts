@@ -17,6 +17,7 @@ import type { ScrubReport } from './scrub.ts'
 import { progress, qemuImgPercent } from './progress.ts'
 import { bytesText, enc, json, out, size } from './cli-format.ts'
 import { sayWriters } from './say-writers.ts'
+import { kernelFsOf } from '../data-dir.ts'
 
 const POLL_MS = 500
 
@@ -189,6 +190,9 @@ function checkFile (sub: 'import' | 'export', file: string): void {
     return
   }
   if (st?.isDirectory() === true) throw new CliError(`${file} is a directory: export writes an image file (give its name)`, 1)
+  // (bb35: --force over /proc/version failed, then said it was "overwritten in part")
+  const kernel = kernelFsOf(file)
+  if (kernel != null) throw new CliError(`${file} is on the kernel's ${kernel} file system, which cannot hold an image: export to a file on a disk`, 1)
   // a character device, fifo or socket cannot take an image (qemu-img said "Cannot grow device files" after starting)
   if (st != null && !st.isFile() && !st.isBlockDevice()) throw new CliError(`${file} is not a file or block device: export writes an image file`, 1)
   const dir = dirname(resolve(file))

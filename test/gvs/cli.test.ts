@@ -100,6 +100,8 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('export', '/shop/db/data', join(dir, 'no', 'such', 'out.raw')), { message: /no\/such does not exist: export writes out\.raw there$/ })
   // a character device takes no image (qemu-img said "Cannot grow device files" once it had started)
   await t.throwsAsync(cli('export', '/shop/db/data', '/dev/null'), { message: /^\/dev\/null is not a file or block device: export writes an image file$/ })
+  // a kernel file system takes none either (bb35: --force over /proc/version failed, then said it was "overwritten in part")
+  await t.throwsAsync(cli('export', '/shop/db/data', '/proc/version', '--force'), { message: /^\/proc\/version is on the kernel's proc file system, which cannot hold an image: export to a file on a disk$/ })
   await t.throwsAsync(cli('create', '/shop/db/x', '--size', '8M', '--snapshots', '--now'), { message: /^vgrid vol create: --snapshots, --now are not among its flags/ })
   t.regex(await cli('ls'), /\/shop\/db\/data\s+16M/, 'nothing was removed or resized')
   t.regex(await cli('mv', '/shop/db/data', '/shop/db/main'), /-> \/shop\/db\/main/)
