@@ -170,21 +170,21 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     // the server restarted since the log was begun (or which one cannot be told): its page cache, and with it writes never synced, may be gone
     const restarted = objects.length > 0 && (boot == null || logBoot !== boot)
     const carried: IntentCarried[] = []
-    const names: string[] = []
+    let sample: string | undefined
     for (const o of objects) {
       const index = parseInt(o.file, 16)
       // one whose lowering failed at an earlier start is lowered now, whatever the boot
       const lower = restarted || o.lower === true
       const failed = await this.recover(o.volume, index, lower ? { version: o.version } : null)
       if (failed == null) continue
-      carried.push({ data: this.paths(o.volume, index).data, version: o.version, lower: failed === 'version' || (lower && o.lower === true) })
-      names.push(`${o.volume}/${o.file}`)
+      carried.push({ data: this.paths(o.volume, index).data, version: o.version, lower: failed === 'version' || o.lower === true })
+      sample ??= `${o.volume}/${o.file}`
     }
     const kept = await this.intents.open(boot, carried)
     if (carried.length > 0) {
       const what = `${carried.length} object${carried.length === 1 ? '' : 's'} the write intents log named could not be recovered`
-      if (kept) this.log.warn(`${what}: still named in it, and tried again at the next start`, { sample: names[0] })
-      else this.log.error(`${what}, and the log has no room to name ${carried.length === 1 ? 'it' : 'them'} again (its disk is full): not tried again at the next start; a read or scrub reports any left damaged`, { sample: names[0] })
+      if (kept) this.log.warn(`${what}: still named in it, and tried again at the next start`, { sample })
+      else this.log.error(`${what}, and the log has no room to name ${carried.length === 1 ? 'it' : 'them'} again (its disk is full): not tried again at the next start; a read or scrub reports any left damaged`, { sample })
     }
     this.writeback.start()
   }
