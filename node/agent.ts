@@ -230,7 +230,13 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
   const rollNotes: Service = {
     name: 'roll-memory',
     start: async () => {},
-    stop: async () => { clearTimeout(rollNoteTimer); rollNoteTimer = undefined; await rollMemory.stop() }
+    stop: async o => {
+      clearTimeout(rollNoteTimer)
+      rollNoteTimer = undefined
+      // a leave took this node's roll entry (the VM manager stops first): not a forget
+      if (o.graceful && o.leave !== false) rollMemory.left(self, state.read().list('roll'))
+      await rollMemory.stop()
+    }
   }
   // what status says, on /metrics too
   registerHealthMetrics(core.registry, { problems: async () => (await Promise.all(problems.map(async p => await p()))).flat(), ...(dvmm != null ? { haOk: () => dvmm.ha().ok } : {}), version: VERSION })

@@ -44,6 +44,16 @@ export class RollMemory {
   /** stopped: nothing more is written */
   private stopped = false
 
+  /**
+   * This node left the grid by itself (a graceful leave took its roll entry): it is no
+   * longer one seen on the roll, so a later start, before it has written its entry
+   * again, does not take itself for forgotten by `vgrid node forget` (rv40).
+   */
+  left (node: string, roll: ReadonlyArray<RollEntryLike>): void {
+    if (roll.some(e => e.node === node) || !this.seen.delete(node)) return
+    if (!this.stopped) this.file?.save([...this.seen]).catch(() => {}) // logged by the file
+  }
+
   /** Writes nothing more, once the writes under way are done (the agent's stop). */
   async stop (): Promise<void> {
     this.stopped = true
