@@ -2,7 +2,7 @@
 // by service and cause, whether the HA check passes, the agent's release, and Node's
 // process metrics (memory, event-loop delay, CPU). Read at each scrape (bb32: nothing on
 // /metrics could alert on what status showed).
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { HealthProblem } from './api/types.ts'
 
 export interface HealthMetricsSource {
@@ -22,7 +22,14 @@ let processMetrics: Registry | null = null
 export function processRegistry (): Registry {
   if (processMetrics == null) {
     processMetrics = new Registry()
+    const before = process.cpuUsage()
     collectDefaultMetrics({ register: processMetrics, prefix: 'vgrid_' })
+    // prom-client counts the CPU from here (the first scrape): the process's own before
+    // it is added, so the counters are the process's totals, as Prometheus expects (bb36)
+    const add = (name: string, micros: number): void => { (processMetrics!.getSingleMetric(`vgrid_${name}`) as Counter | undefined)?.inc(micros / 1e6) }
+    add('process_cpu_user_seconds_total', before.user)
+    add('process_cpu_system_seconds_total', before.system)
+    add('process_cpu_seconds_total', before.user + before.system)
   }
   return processMetrics
 }

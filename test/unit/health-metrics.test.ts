@@ -28,3 +28,13 @@ test('an agent\'s health sources are collected once its registry is dropped; the
   for (let i = 0; i < 5; i++) { gc(); await new Promise(resolve => setTimeout(resolve, 50)) }
   t.is(refs.filter(r => r.deref() != null).length, 0)
 })
+
+test('the process CPU counters are the process\'s totals, not the CPU since the first scrape (bb36)', async t => {
+  // CPU this process spent before the process metrics were first asked for
+  const t0 = Date.now()
+  while (Date.now() - t0 < 300) { /* busy */ }
+  const spent = process.cpuUsage()
+  const text = await processRegistry().metrics()
+  const total = Number(/^vgrid_process_cpu_seconds_total (\S+)$/m.exec(text)?.[1])
+  t.true(total >= (spent.user + spent.system) / 1e6, `${total} s counted, ${(spent.user + spent.system) / 1e6} s spent before the first scrape`)
+})
