@@ -108,7 +108,7 @@ export interface GvsRoutesDeps {
   /** why a repair is not run from this node now (live members it does not reach), or null */
   repairRefusal?: () => string | null
   /** why a repair would copy data that a member away for a restart holds (null: none): refused unless forced */
-  repairWaitsFor?: () => string | null
+  repairWaitsFor?: (v: Volume) => string | null
   repairing: (id: string) => RepairProgressView | null
   health: (vs: Volume[]) => Promise<Map<string, VolumeHealthView>>
   /** the draining nodes whose objects move off them now, and why none do if so (live-placement.ts evacuating) */
@@ -494,7 +494,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const v = findVolume(svc.volumes(), req.params.id)
       const refused = svc.repairRefusal?.() ?? null
       if (refused != null) throw new ConflictError(`${v.path} is not repaired from here: ${refused}`, 'out_of_reach')
-      const waits = force ? null : svc.repairWaitsFor?.() ?? null
+      const waits = force ? null : svc.repairWaitsFor?.(v) ?? null
       if (waits != null) throw new ConflictError(`${v.path} is not repaired now: ${waits}. Repair once it is back, or with --force (force: true) to copy its data elsewhere now`, 'member_restarting')
       const done = svc.repair(v, { scrub })
       if (!wait) {

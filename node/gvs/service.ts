@@ -22,6 +22,7 @@ import type { Logger } from '../log.ts'
 import { ObjectStore } from './object-store.ts'
 import { ReplicaService, callEach } from './replication.ts'
 import { objectKey } from './placement.ts'
+import { placedOn } from './write-intervals.ts'
 import { LivePlacement, evacuating, type LiveNode } from './live-placement.ts'
 import { WriterEpochs } from './writer-epochs.ts'
 import { resetConnections } from '../../protocol/reset-connections.ts'
@@ -763,8 +764,11 @@ export class GvsService {
    * (Ceph's noout); a `vol repair` copied their data away all the same (bb36: 188 MiB on
    * a routine restart, 178 copies where 128 were needed once it was back).
    */
-  repairWaitsFor (): string | null {
-    const away = this.writeIntervals.awayForRestart()
+  repairWaitsFor (v?: Volume): string | null {
+    let away = this.writeIntervals.awayForRestart()
+    // only members the volume's writes went to hold copies it needs (a clone's record
+    // carries its source's): repairing the others copies nothing of theirs (rv40)
+    if (v != null && away.size > 0) { const on = placedOn(v); away = new Map([...away].filter(([n]) => on.has(n))) }
     if (away.size === 0) return null
     const names = [...away.keys()].map(n => this.nodeName(n)).sort()
     const until = Math.max(...away.values())

@@ -51,6 +51,14 @@ test('copies on a member away for a restart are waited for while its grace runs,
   }
   t.true(reasons.some(r => /away for a restart: copies there are waited for, not made anew elsewhere, until /.test(r)), JSON.stringify(reasons))
   t.is((await copies(a0)) + (await copies(a1)), before, 'still none')
+  // vol repair is refused for this volume, whose writes went to the member; not for one written nowhere (rv40: every volume was refused)
+  const repair = async (vid: string): Promise<{ statusCode: number, body: string }> => await api.inject({ method: 'POST', url: `/v1/volumes/${vid}/repair`, payload: {} })
+  const refused = await repair(id)
+  t.is(refused.statusCode, 409, refused.body)
+  t.regex(refused.body, /member_restarting/)
+  const unwritten = (await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/p/unwritten', size: OBJECT_SIZE, replicas: 2 } })).json<{ id: string }>().id
+  const fresh = await repair(unwritten)
+  t.is(fresh.statusCode, 200, fresh.body)
   t.true(Date.now() < graceEnds, 'all of that within the grace')
   // the grace ends, the member not back: repair makes the copies on the two left
   const t0 = Date.now()
