@@ -156,7 +156,8 @@ export class LocalVms {
         if (act.do === 'adopt' || act.do === 'stop') {
           this.running.add(vm.id)
           this.noteInterface(vm, d)
-          if (act.do === 'adopt' && act.running != null) this.updateLease(vm.id, { status: 'running', reason: act.running }, l => l.status == null || l.status === 'claimed' || l.status === 'starting')
+          // logged when the guest started, not now (bb36: the adoption's time read as its start)
+          if (act.do === 'adopt' && act.running != null) this.updateLease(vm.id, { status: 'running', reason: act.running }, l => l.status == null || l.status === 'claimed' || l.status === 'starting', vm.startedAt)
           if (act.do === 'stop') stopsUnderWay.push({ vm: vm.id, why: act.why })
         } else if (act.do === 'exit') {
           this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })

@@ -98,11 +98,17 @@ test.serial('agent restart: a VM the driver started whose lease the agent went d
   await sleep(500)
   t.is(lease('db')?.status, 'claimed', 'the write of its start went with the agent')
   const starts = n.fake.starts
+  // down a while: the start its history shows is the guest's, not the adoption's (bb36)
+  await sleep(1500)
+  const startedAt = n.fake.vms.get('db')!.startedAt
   await up(n)
   await until(() => lease('db')?.status === 'running', 10_000, () => `db's lease running (it is ${JSON.stringify(lease('db'))})`)
   t.regex(lease('db')?.reason ?? '', /found running when the agent came back/)
   t.is(n.fake.vms.get('db')?.state, 'running')
   t.is(n.fake.starts, starts, 'adopted, not started again')
+  const started = readLog(lease('db')?.log).events.filter(e => e.event === 'started')
+  t.is(started.length, 1)
+  t.true(Math.abs(started[0]!.at - startedAt) < 500, `started at ${started[0]!.at}, the guest at ${startedAt}`)
 })
 
 test.serial('agent restart: VMs the watchdog killed while the agent was down keep that kill in their history, also one stopped meanwhile (its stop, written in the same change, does not drop it)', async t => {
