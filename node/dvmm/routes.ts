@@ -11,7 +11,7 @@ import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
-import type { History } from './history.ts'
+import { appendLog, type History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
 import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
@@ -92,6 +92,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const l = doc.leases.get(vm)?.winner
     if (l == null || idle(l) || l.holder === svc.me || membership.members.get(l.holder)?.state === 'alive') return undefined
     return { node: l.holder, name: nameOf(l.holder, doc), why: `its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it${why}` }
+  }
+  /** in a vm stop's write: the lease's history says the stop was asked while its holder was away (only that holder writes its run's transitions) */
+  const logAwayStop = (w: Writer, vm: string, away: { node: string, name: string }, via: string): void => {
+    // a running, uncontested lease only: its fields are updated in place, the log appended
+    // at its tail (Writer.update), and `at` (which a claimed or starting lease's left-behind
+    // rule reads) means nothing to it
+    const cur = w.reader.get('leases', vm)
+    const l = w.current('leases', vm)
+    if (cur == null || cur.contested || l == null || l.holder !== away.node || l.status !== 'running') return
+    const detail = `asked through ${via} while the agent of ${away.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
+    w.update('leases', vm, { log: appendLog(l.log, [{ at: Math.floor(Date.now()), event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }]) })
   }
   const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
     const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
@@ -263,13 +274,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const gone = desired === 'running' ? vm.spec.volumes.find(v => reader.get('volumes', v) == null) : undefined
     if (gone != null) throw new ConflictError(`its disk ${gone} was removed: VM "${vm.name}" cannot run without it; remove the VM (vgrid vm rm ${vm.name}) and create it again with a volume that exists`, 'volume_removed')
     if (desired === 'running' && vm.desired !== 'running') await notWrittenOverNbd(vm)
-    // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
-    await state.write(w => { setDesiredIn(w, vm.id, desired) }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
-    svc.schedule()
     // a stop of a VM whose holder's agent is away (killed, not yet found dead) takes effect
     // only when that agent is back or its watchdog ends the VM: said, as vm rm says it
     // (bb36: "now stopped" while it ran on for seconds)
     const away = desired === 'stopped' ? awayRun(doc, vm.id, '') : undefined
+    // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
+    await state.write(w => {
+      setDesiredIn(w, vm.id, desired)
+      // its history says so: the away holder writes nothing until it is back, if ever (bb36)
+      if (away != null && vm.desired === 'running') logAwayStop(w, vm.id, away, nameOf(svc.me, doc))
+    }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
+    svc.schedule()
     return { ...await detail(vm.id), ...(away != null ? { stillRuns: away } : {}) }
   }
   /**

@@ -5,6 +5,7 @@ import test from 'ava'
 import type { FastifyInstance } from 'fastify'
 import { startDvmmGrid, until, type DvmmGrid, type DvmmNode, vmApi } from './grid.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
+import { readLog } from '../../node/dvmm/history.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
@@ -98,4 +99,14 @@ test.serial('vm stop of a VM whose holder\'s agent is away says it still runs th
   const r = await call<VmRow & { stillRuns?: { name: string, why: string } }>(api(t, other), 'POST', '/v1/vms/away/stop')
   t.is(r.status, 200)
   t.deepEqual(r.body.stillRuns, { node: h.agent.id, name: h.agent.config.name, why: 'its agent is away: the VM runs there until that agent is back and stops it, or its watchdog ends it' })
+  // its history says the stop was asked then, on every node (bb36: nothing until the VM was started again)
+  const stop = `asked through ${other.agent.config.name} while the agent of ${h.agent.config.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
+  for (const n of g.nodes.filter(x => x !== h)) {
+    await until(() => readLog(leaseOf(n, 'away')?.value.log).events.some(e => e.event === 'stopped' && e.detail === stop), 20_000, `the stop in the history on ${n.agent.config.name}`)
+  }
+  const shown = (await call<{ history: Array<{ event: string, node?: string, detail?: string }> }>(api(t, other), 'GET', '/v1/vms/away')).body.history
+  t.like(shown.at(-1), { event: 'stopped', node: h.agent.config.name, detail: stop })
+  // asked again: not logged twice
+  await call(api(t, other), 'POST', '/v1/vms/away/stop')
+  t.is(readLog(leaseOf(other, 'away')?.value.log).events.filter(e => e.event === 'stopped').length, 1)
 })
