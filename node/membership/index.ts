@@ -27,7 +27,7 @@ import type { AdvertFields } from './advert-fields.ts'
 import type { MemberDirectory } from './directory.ts'
 import { advertisedAddrs, CLOCK_STEADY_MS, ipsOf, vanished } from './views.ts'
 import { ClockWarnings } from './clock-warnings.ts'
-import { membershipRoutes } from './routes.ts'
+import { gone, membershipRoutes } from './routes.ts'
 import { encodeToken, type ClusterKey } from '../../protocol/cluster-key.ts'
 
 export { AdvertFields } from './advert-fields.ts'
@@ -127,8 +127,8 @@ export class GridMembership implements Service {
     this.metrics = new MembershipMetrics(c.registry)
     this.metrics.membersNow = () => {
       const counts = countStates(this.detector.members)
-      // a dead member taken off the roll (vgrid node forget) is not counted, as in /v1/status
-      for (const m of this.detector.members.values()) if (m.state === 'dead' && c.forgotten?.(m.nodeId) === true) counts.dead--
+      // a member down and off the roll (vgrid node forget, a leave) is not counted, as in /v1/status
+      for (const m of this.detector.members.values()) if (gone(m.state) && c.forgotten?.(m.nodeId) === true) counts[m.state as 'dead' | 'left']--
       return counts
     }
     // the dialer hears discoveries from the moment the host starts (mDNS answers come early)

@@ -56,15 +56,20 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
 }
 
 /**
- * The members shown and counted: all but the dead the roll no longer holds (forgotten
- * with `vgrid node forget`: the gossip table keeps them until its forget time, and they
- * were listed and counted dead meanwhile)
+ * The members shown and counted: all but those down (dead, or left) that the roll no
+ * longer holds (forgotten with `vgrid node forget`, or gone by a leave: the gossip table
+ * keeps them until its forget time, and they were listed and counted meanwhile; bb36: a
+ * reinstalled server's old identity, stopped gracefully, stood beside the new one for
+ * minutes)
  */
 function shown (d: MembershipRoutesDeps): MemberTable {
   const all = d.directory.members
   if (d.forgotten == null) return all
-  return new Map([...all].filter(([id, m]) => !(m.state === 'dead' && d.forgotten!(id))))
+  return new Map([...all].filter(([id, m]) => !(gone(m.state) && d.forgotten!(id))))
 }
+
+/** a member's state that runs nothing: once off the roll too, it is no longer shown */
+export const gone = (state: Member['state']): boolean => state === 'dead' || state === 'left'
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)

@@ -1,5 +1,5 @@
 // Names and forgotten members in the membership views.
-// A member forgotten with `vgrid node forget` (gone from the roll) and dead is neither
+// A member forgotten with `vgrid node forget` (gone from the roll) and down (dead, left) is neither
 // listed nor counted by /v1/nodes and /v1/status, though the gossip table keeps it
 // until its forget time (a black-box tester saw it counted dead for minutes).
 import test, { type ExecutionContext } from 'ava'
@@ -47,6 +47,15 @@ test('a dead member gone from the roll is not listed nor counted; a dead one sti
   t.deepEqual(nodes.map(n => n.name), ['a', 'c', 'd'])
   const status = (await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>()
   t.like(status.members, { alive: 1, dead: 1, left: 1 })
+})
+
+test('a member that left and is gone from the roll (a leave, or forgotten after a graceful stop) is not listed nor counted either; an alive one is (bb36: a reinstalled server\'s old identity stood beside the new one for minutes)', async t => {
+  const members: MemberTable = new Map([['a', member('a', 'alive')], ['e', member('e', 'left')], ['f', member('f', 'alive')], ['g', member('g', 'suspect')]])
+  const roll = new Set(['a'])
+  const app = routesOver(t, members, { forgotten: (id: string) => !roll.has(id) })
+  const nodes = (await app.inject({ method: 'GET', url: '/v1/nodes' })).json<{ nodes: NodeView[] }>().nodes
+  t.deepEqual(nodes.map(n => n.name), ['a', 'f', 'g'], 'one running (forgotten while cut off) is shown')
+  t.like((await app.inject({ method: 'GET', url: '/v1/status' })).json<StatusView>().members, { alive: 2, suspect: 1, dead: 0, left: 0 })
 })
 
 test('a member of the roll this agent never heard from is listed apart as unseen, and /v1/nodes/NAME says what it is', async t => {
