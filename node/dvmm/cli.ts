@@ -355,7 +355,8 @@ async function volumesOff (api: Pick<ApiClient, 'get'>, r: { name: string, node:
   for (;;) {
     const a = await api.get<VolumesAnswer>('/v1/volumes')
     const p = volumeDrainProgress(r.node, a)
-    const gone = p.away === true && awayForGood(await api.get<NodeView>(`/v1/nodes/${enc(r.node)}`).catch(() => null), Date.now())
+    // (a 404 only: an answer that failed says nothing of the node)
+    const gone = p.away === true && awayForGood(await api.get<NodeView>(`/v1/nodes/${enc(r.node)}`).catch((err: unknown) => { if ((err as CliError).code === 'not_found') return null; throw err }))
     goneSince = gone ? goneSince ?? Date.now() : undefined
     if (gone && Date.now() - goneSince! >= STAYS_MS) return { ...p, moved, error: `${r.name}: its VMs moved off it, but it is down and not restarting, so no copy can move off it (volumes with other copies are repaired onto the nodes left). If it is gone for good, \`vgrid node forget ${r.name}\` (it names the writes only it may hold, if any); else start its agent again and wait again` }
     moved ||= p.holding.length > 0

@@ -74,18 +74,14 @@ export function volumeDrainLine (name: string, p: VolumeDrainProgress): string {
   return `  volumes: ${on}${rep}${rec}`
 }
 
-/** how long after a restart's grace ran out its node still counts as restarting (its agent loading) */
-const LOADING_MS = 10_000
-
 /**
- * Whether a draining node that is not alive is away for good, as far as the drain can
- * tell: no node view (not on the roll, never heard of) or one not alive with no restart
- * under way (no confirmed grace, or one that ran out). Its copies cannot move off it;
- * the wait says so and names `vgrid node forget` instead of waiting for ever (bb36).
+ * Whether a draining node that is not alive is down for good, as far as the drain can
+ * tell: no node view (not a member this agent knows: a 404), or one dead with no
+ * restart under way (the agent answering drops a restart record once its grace ran out).
+ * Its copies cannot move off it; the wait says so and names `vgrid node forget` instead
+ * of waiting out its timeout (bb36). A suspect node, or one that left (a restart with
+ * the grace off), may be back in a moment: waited for.
  */
-export function awayForGood (view: Pick<NodeView, 'state' | 'restarting'> | null, now: number): boolean {
-  if (view == null) return true
-  if (view.state === 'alive') return false
-  const r = view.restarting
-  return r == null || now > Date.parse(r.since) + r.fenceMs + LOADING_MS
+export function awayForGood (view: Pick<NodeView, 'state' | 'restarting'> | null): boolean {
+  return view == null || (view.state === 'dead' && view.restarting == null)
 }

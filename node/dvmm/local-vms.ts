@@ -156,8 +156,11 @@ export class LocalVms {
         if (act.do === 'adopt' || act.do === 'stop') {
           this.running.add(vm.id)
           this.noteInterface(vm, d)
-          // logged when the guest started, not now (bb36: the adoption's time read as its start)
-          if (act.do === 'adopt' && act.running != null) this.updateLease(vm.id, { status: 'running', reason: act.running }, l => l.status == null || l.status === 'claimed' || l.status === 'starting', vm.startedAt)
+          // logged when the guest started, not now (bb36: the adoption's time read as its
+          // start); never before the lease's last event (a start time from /proc/stat runs
+          // up to a second early: rv41 saw started before placed)
+          const startedAt = vm.startedAt == null ? undefined : Math.max(vm.startedAt, readLog(lease?.log).events.at(-1)?.at ?? 0)
+          if (act.do === 'adopt' && act.running != null) this.updateLease(vm.id, { status: 'running', reason: act.running }, l => l.status == null || l.status === 'claimed' || l.status === 'starting', startedAt)
           if (act.do === 'stop') stopsUnderWay.push({ vm: vm.id, why: act.why })
         } else if (act.do === 'exit') {
           this.c.log.info('a VM ended while the agent was down', { vm: vm.id, reason: act.exit.reason })

@@ -102,7 +102,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const l = w.current('leases', vm)
     if (cur == null || cur.contested || l == null || l.holder !== away.node || l.status !== 'running') return
     const detail = `asked through ${via} while the agent of ${away.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
-    w.update('leases', vm, { log: appendLog(l.log, [{ at: Math.floor(Date.now()), event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }]) })
+    // stamped as the holder's clock would (vm show takes a holder's offset off its events)
+    const at = Math.floor(Date.now() + (svc.clockOffsetOf?.(away.node) ?? 0))
+    w.update('leases', vm, { log: appendLog(l.log, [{ at, event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }]) })
   }
   const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
     const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
@@ -280,9 +282,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const away = desired === 'stopped' ? awayRun(doc, vm.id, '') : undefined
     // starting a VM left failed or stopped (crash rule, stopped on request) places it afresh
     await state.write(w => {
+      // its history says so (once: read before this write's own change): the away holder writes nothing until it is back, if ever (bb36)
+      if (away != null && w.reader.get('vms', vm.id)?.value.desired === 'running') logAwayStop(w, vm.id, away, nameOf(svc.me, doc))
       setDesiredIn(w, vm.id, desired)
-      // its history says so: the away holder writes nothing until it is back, if ever (bb36)
-      if (away != null && vm.desired === 'running') logAwayStop(w, vm.id, away, nameOf(svc.me, doc))
     }, `vm ${desired === 'running' ? 'start' : 'stop'} ${vm.id}`)
     svc.schedule()
     return { ...await detail(vm.id), ...(away != null ? { stillRuns: away } : {}) }

@@ -142,6 +142,12 @@ export async function vol (argv: string[]): Promise<void> {
       const lr = h.lastRepair
       // the nodes that ran the last repair and run the one now, by name (the view has their ids)
       const nodes = lr == null && h.repair == null && h.copiesOn == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
+      // a node that left or was forgotten is not listed, though its last repair may be named (rv41): asked for by id
+      const named = [lr?.node, h.repair?.node, ...Object.keys(h.copiesOn ?? {})].filter((id): id is string => id != null && !nodes.some(n => n.id === id))
+      for (const id of new Set(named)) {
+        const one = await api.request<{ id: string, name: string }>('GET', `/v1/nodes/${enc(id)}`).catch(() => null)
+        if (one != null) nodes.push(one)
+      }
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       const usedBy = users == null
         ? []

@@ -387,7 +387,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         if (v == null) return new ConflictError(`volume "${m.path}" was removed through another node at the same moment: its snapshot "${m.name}" went with it`, 'removed_meanwhile')
         const s = snapshotOf(v, m.name)
         if (s == null) return new ConflictError(`snapshot "${m.name}" of volume "${v.path}" is gone: removed through another node at the same moment`, 'removed_meanwhile')
-        if (s.at !== m.at || s.by !== m.by) return new ConflictError(`volume "${v.path}" already has a snapshot "${m.name}" (taken at the same moment through another node; that one stands, and this one did not stay)`, 'exists')
+        if (s.at !== m.at || s.by !== m.by) return new ConflictError(`volume "${v.path}" already has a snapshot "${m.name}" (taken at the same moment through another node; the document kept that one, and this one did not stay)`, 'exists')
         return null
       }
       const first = made.map(m => lost(m, state.read())).find(e => e != null)
@@ -466,7 +466,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const vs = (b.volumes as string[]).map(x => findVolume(all, x, 'snapshotted (snapshot a clone of it)'))
       const twice = vs.find((v, i) => vs.findIndex(x => x.id === v.id) !== i)
       if (twice != null) throw new ValidationError('volumes', `volume ${twice.path} is listed twice (by path or id): each volume once`)
-      const { frozen, made } = await state.write(w => snapshot(w, vs, b.name, Date.now()), `volume set snapshot @${String(b.name)}`)
+      // written in one order on every node: of two same-named sets taken at once through
+      // two nodes, the document keeps one whole, not a volume of each (rv41)
+      const inOrder = [...vs].sort((x, y) => x.id < y.id ? -1 : x.id > y.id ? 1 : 0)
+      const { frozen, made } = await state.write(w => snapshot(w, inOrder, b.name, Date.now()), `volume set snapshot @${String(b.name)}`)
       await svc.freeze(frozen)
       await settleSnapshots(made)
       void reply.code(201)

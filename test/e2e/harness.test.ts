@@ -16,9 +16,10 @@ e2e('harness: kill, stop, restart and add hosts; nothing is left afterwards', as
   await grid.host('h2').start()
   t.log(`restarted h2: all alive after ${secs(await grid.waitAllAlive(BOUND_MS))}`)
 
-  // a graceful stop says goodbye: the other side marks it "left", not dead
+  // a graceful stop says goodbye: the other side marks it "left", not dead (and, its
+  // leave having taken it off the roll, lists it no more)
   await grid.host('h1').stop()
-  await grid.waitState(['h2'], 'h1', 'left', BOUND_MS)
+  await grid.waitViews(['h2'], v => [undefined, 'left'].includes(v.h2!.h1), BOUND_MS, 'h1 left on h2')
   await grid.host('h1').restart()
   await grid.waitAllAlive(BOUND_MS)
 

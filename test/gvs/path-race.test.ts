@@ -182,7 +182,7 @@ test('two snapshots of one name through two nodes at once: one 201, one 409 (bb3
   t.deepEqual(answers.map(r => r.status).sort(), [201, 409])
   const lost = answers.find(r => r.status === 409)!
   t.is(lost.body.error?.code, 'exists')
-  t.regex(lost.body.error?.message ?? '', /^volume "\/sv\/w" already has a snapshot "sr2" \(taken at the same moment through another node; that one stands, and this one did not stay\)$/)
+  t.regex(lost.body.error?.message ?? '', /^volume "\/sv\/w" already has a snapshot "sr2" \(taken at the same moment through another node; the document kept that one, and this one did not stay\)$/)
   t.deepEqual(Object.keys(a.replica.read().get('volumes', id)!.value.snapshots), ['sr2'])
 })
 
@@ -203,6 +203,25 @@ test('a set snapshot that loses on one volume takes back its snapshots of the ot
   t.is(s.body.error?.message, 'volume "/ss/two" was removed through another node at the same moment: its snapshot "both" went with it; a set snapshot is taken whole or not at all, so the set\'s other snapshots were removed (/ss/one@both)')
   syncPair(a.replica, b.replica)
   for (const x of [a, b]) t.deepEqual(Object.keys(x.replica.read().get('volumes', one)!.value.snapshots), [], 'no snapshot of the set stays, on either node')
+})
+
+test('two same-named set snapshots of the same volumes through two nodes at once, listed in opposite orders: one stands whole, the other is answered 409 (rv41: each kept one volume and took back the other)', async t => {
+  for (let round = 0; round < 5; round++) {
+    const a = node(t, NODES[0]!)
+    const b = node(t, NODES[1]!)
+    const one = (await a.call('POST', '/v1/volumes', { path: '/so/one', size: '10M' })).body.id ?? ''
+    const two = (await a.call('POST', '/v1/volumes', { path: '/so/two', size: '10M' })).body.id ?? ''
+    syncPair(a.replica, b.replica)
+    const x = a.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/one', '/so/two'] })
+    const y = b.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/two', '/so/one'] })
+    await new Promise(resolve => setTimeout(resolve, 100))
+    syncPair(a.replica, b.replica)
+    const answers = await Promise.all([x, y])
+    t.deepEqual(answers.map(r => r.status).sort(), [201, 409], JSON.stringify(answers.map(r => r.body.error)))
+    syncPair(a.replica, b.replica)
+    const bys = [one, two].map(id => a.replica.read().get('volumes', id)!.value.snapshots.pair?.by)
+    t.true(bys[0] != null && bys[0] === bys[1], `one set whole: ${JSON.stringify(bys)}`)
+  }
 })
 
 test('vol repair while a member is away for a restart is refused unless forced (bb36: it copied the member\'s data away, which the background passes wait for)', async t => {

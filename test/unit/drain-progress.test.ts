@@ -5,6 +5,7 @@ import test from 'ava'
 import { drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
 import { awayForGood, type VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
 import type { NodeView } from '../../node/api/types.ts'
+import { CliError } from '../../node/cli/client.ts'
 import type { VmRow } from '../../node/dvmm/index.ts'
 
 const row = (name: string, nodeId: string | null, state: VmRow['state'], reason: string | null = null): VmRow =>
@@ -51,7 +52,7 @@ test('vm show\'s history line says a stop\'s node once, not again from the lease
 const fakeApi = (vms: VmRow[], volumes: VolumesAnswer[], node?: Pick<NodeView, 'state' | 'restarting'>): { get: <T>(path: string) => Promise<T> } => ({
   get: async <T>(path: string): Promise<T> => {
     if (path.startsWith('/v1/nodes/')) {
-      if (node == null) throw new Error('not found')
+      if (node == null) throw new CliError('no node', 1, { code: 'not_found' })
       return node as T
     }
     return (path === '/v1/vms' ? { vms } : volumes.length > 1 ? volumes.shift()! : volumes[0]!) as T
@@ -93,11 +94,11 @@ test.serial('drain --wait on a node that is down and not restarting ends, naming
   t.regex(err?.message ?? '', /^h3: its VMs moved off it, but it is down and not restarting, so no copy can move off it .*`vgrid node forget h3`/)
 })
 
-test('awayForGood: alive never; down with no restart, or a restart whose grace ran out, yes; one in its grace, no', t => {
-  const now = Date.parse('2026-12-06T12:00:00Z')
-  t.false(awayForGood({ state: 'alive', restarting: null }, now))
-  t.true(awayForGood(null, now))
-  t.true(awayForGood({ state: 'dead', restarting: null }, now))
-  t.false(awayForGood({ state: 'left', restarting: { since: '2026-12-06T11:59:50Z', fenceMs: 35_000 } }, now))
-  t.true(awayForGood({ state: 'dead', restarting: { since: '2026-12-06T11:58:00Z', fenceMs: 35_000 } }, now))
+test('awayForGood: a node dead with no restart under way, or one this agent does not know (404), yes; alive, suspect, left (a restart with the grace off) or restarting under its grace, no (rv41)', t => {
+  t.true(awayForGood(null))
+  t.true(awayForGood({ state: 'dead', restarting: null }))
+  t.false(awayForGood({ state: 'alive', restarting: null }))
+  t.false(awayForGood({ state: 'suspect', restarting: null }))
+  t.false(awayForGood({ state: 'left', restarting: null }))
+  t.false(awayForGood({ state: 'dead', restarting: { since: '2026-12-06T11:59:50Z', fenceMs: 35_000 } }))
 })
