@@ -126,7 +126,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
     // the volume holds the image and nothing else: what lay past a smaller image's end
     // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
     if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
-      await qemuImg(['-f', 'raw', '-c', `write -z -u ${imageBytes} ${d.sizeBytes - imageBytes}`, nbd], undefined, 'qemu-io')
+      for (const cmds of zeroCommands(imageBytes, d.sizeBytes)) await qemuImg(['-f', 'raw', ...cmds.flatMap(c => ['-c', c]), nbd], undefined, 'qemu-io')
       removed = ` (the ${d.sizeBytes - imageBytes} bytes past the image's end, to ${d.sizeBytes}, zeroed)`
     }
   } catch (err) {
@@ -155,6 +155,23 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
     }
   }
   out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
+}
+
+/** the most one qemu-io write may cover (it refuses over 2 GiB - 512 bytes: bb38's 8 GiB volume under a 2 GiB image) */
+const ZERO_CHUNK = 2 ** 30
+/** qemu-io commands a run: argv stays small for a volume of many TiB */
+const ZERO_COMMANDS_A_RUN = 256
+
+/** qemu-io's commands that zero (and unmap) `from`..`to`, a chunk each, in runs (pure) */
+export function zeroCommands (from: number, to: number): string[][] {
+  const runs: string[][] = []
+  let run: string[] = []
+  for (let at = from; at < to; at += ZERO_CHUNK) {
+    run.push(`write -z -u ${at} ${Math.min(ZERO_CHUNK, to - at)}`)
+    if (run.length === ZERO_COMMANDS_A_RUN) { runs.push(run); run = [] }
+  }
+  if (run.length > 0) runs.push(run)
+  return runs
 }
 
 /**
@@ -359,7 +376,7 @@ async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: '
       done()
       if (interrupted != null) reject(new CopyInterrupted(interrupted))
       else if (code === 0 && !/^(write|read) failed/m.test(stdout + err)) resolve(stdout)
-      else reject(new CliError(`${tool} ${args[0] ?? ''} failed (exit ${String(code)})${(err + (onPercent == null ? stdout : '')).trim() === '' ? '' : `: ${(err + (onPercent == null ? stdout : '')).trim()}`}`, 1))
+      else reject(new CliError(`${tool === 'qemu-img' ? `qemu-img ${args[0] ?? ''}` : tool} failed (exit ${String(code)})${(err + (onPercent == null ? stdout : '')).trim() === '' ? '' : `: ${(err + (onPercent == null ? stdout : '')).trim()}`}`, 1))
     })
   })
 }

@@ -5,7 +5,7 @@ import test from 'ava'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkImage, copyFailed, imageFormat } from '../../node/gvs/cli-copy.ts'
+import { checkImage, copyFailed, imageFormat, zeroCommands } from '../../node/gvs/cli-copy.ts'
 import { CliError, type ApiClient } from '../../node/cli/client.ts'
 
 test('the name says the format: .qcow2 qcow2; .raw, .img, none or one naming no image format raw', t => {
@@ -65,4 +65,13 @@ test('an import qemu-img could not open wrote nothing, and says so (not "may hol
   const healthy = { request: async () => ({ path: '/prod/q', state: 'ready', health: { state: 'healthy', reasons: [] } }) } as unknown as ApiClient
   const err = await copyFailed(healthy, new CliError("qemu-img convert failed (exit 1): qemu-img: Could not open '/tmp/r.qcow2': Image is not in qcow2 format"), 'import', '/tmp/r.qcow2', '/prod/q', 'vol-1', false) as CliError
   t.is(err.message, "qemu-img convert failed (exit 1): qemu-img: Could not open '/tmp/r.qcow2': Image is not in qcow2 format: nothing was written to /prod/q")
+})
+
+test('zeroCommands: the tail past an image zeroed in pieces of 1 GiB at most (qemu-io refuses one over 2 GiB - 512: bb38), in runs of 256', t => {
+  t.deepEqual(zeroCommands(2 ** 20, 4 * 2 ** 20), [[`write -z -u ${2 ** 20} ${3 * 2 ** 20}`]])
+  t.deepEqual(zeroCommands(2 * 2 ** 30, 8 * 2 ** 30).flat(), [2, 3, 4, 5, 6, 7].map(g => `write -z -u ${g * 2 ** 30} ${2 ** 30}`))
+  t.deepEqual(zeroCommands(0, 2 ** 30 + 512).flat(), [`write -z -u 0 ${2 ** 30}`, `write -z -u ${2 ** 30} 512`])
+  const many = zeroCommands(0, 1000 * 2 ** 30)
+  t.deepEqual(many.map(r => r.length), [256, 256, 256, 232])
+  t.deepEqual(zeroCommands(5, 5), [])
 })
