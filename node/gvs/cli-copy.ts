@@ -86,7 +86,9 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   if (l.unrepaired.length > 0) process.exitCode = 1
 }
 
-export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false): Promise<void> {
+export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false, asJson = false): Promise<void> {
+  // with --json, stdout holds the one answer: progress and notes go to stderr (bb38: text on success)
+  const note = asJson ? (s: string): void => { process.stderr.write(s + '\n') } : out
   checkFile(sub, file)
   const fmt = imageFormat(sub, file, format)
   // an import's image is what its format says before anything is written (qemu-img's
@@ -114,18 +116,21 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   // an export of a volume that is being written copies a snapshot taken now, so the file
   // is one point in time (as the disk after a power cut), not a mix of before and after
   const users = sub === 'export' && snap == null ? inUse(await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`)) : null
-  const temp = users == null ? undefined : await tempSnapshot(api, d, users)
+  const temp = users == null ? undefined : await tempSnapshot(api, d, users, note)
   const source = snap ?? temp
   const nbd = source?.nbd ?? d.nbd
   const name = source == null ? d.path : `${d.path}@${source.name}`
   let removed = ''
+  /** where the zeroed tail past a smaller image began */
+  let zeroedFrom: number | undefined
   // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
   const existed = sub === 'export' && existsSync(file)
   try {
-    await convert(sub, fmt, file, nbd, name)
+    await convert(sub, fmt, file, nbd, name, asJson)
     // the volume holds the image and nothing else: what lay past a smaller image's end
     // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
     if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
+      zeroedFrom = imageBytes
       for (const cmds of zeroCommands(imageBytes, d.sizeBytes)) await qemuImg(['-f', 'raw', ...cmds.flatMap(c => ['-c', c]), nbd], undefined, 'qemu-io')
       removed = ` (the ${d.sizeBytes - imageBytes} bytes past the image's end, to ${d.sizeBytes}, zeroed)`
     }
@@ -154,6 +159,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
       temp.stop()
     }
   }
+  if (asJson) return json({ [sub === 'import' ? 'imported' : 'exported']: file, volume: d.path, snapshot: source?.name ?? null, format: fmt, ...(zeroedFrom != null ? { zeroed: { from: zeroedFrom, to: d.sizeBytes } } : {}), ...(temp != null ? { snapshotRemoved: removed !== '' } : {}) })
   out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
 }
 
@@ -294,7 +300,7 @@ function inUse (u: VolumeUsersView): string | null {
  * process killed, even by SIGKILL) and no NBD session reads the snapshot, the agent
  * removes it (export-sweeper.ts).
  */
-async function tempSnapshot (api: ApiClient, d: VolumeView, users: string): Promise<{ name: string, nbd: string, stop: () => void }> {
+async function tempSnapshot (api: ApiClient, d: VolumeView, users: string, note: (s: string) => void): Promise<{ name: string, nbd: string, stop: () => void }> {
   const r = await api.request<{ snapshot: string, leaseMs: number, volume: VolumeView }>('POST', `/v1/volumes/${enc(d.id)}/export-snapshot`).catch((err: Error) => {
     throw new CliError(`${d.path} is in use (${users}) and a snapshot to export from could not be taken: ${err.message}`, 1)
   })
@@ -308,17 +314,17 @@ async function tempSnapshot (api: ApiClient, d: VolumeView, users: string): Prom
       warned = true
     })
   }, Math.max(1000, Math.floor(r.leaseMs / 3)))
-  out(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${s.name}, taken now and removed afterwards`)
+  note(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${s.name}, taken now and removed afterwards`)
   return { name: s.name, nbd: s.nbd, stop: () => { clearInterval(renew) } }
 }
 
-async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string): Promise<void> {
+async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, asJson: boolean): Promise<void> {
   checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress
   const args = sub === 'import'
     ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, nbd]
     : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, file]
-  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`)
+  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`, asJson ? { out: process.stderr, tty: process.stderr.isTTY === true } : {})
   try {
     await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
   } finally { bar.stop() }

@@ -175,6 +175,7 @@ export async function vol (argv: string[]): Promise<void> {
     case 'resize': {
       const [id, to] = need(2)
       const d = await api.request<VolumeView & { seenAfterRestartBy?: string[] }>('PATCH', `/v1/volumes/${enc(id!)}`, { size: to })
+      if (v.json === true) return json(d)
       out(`${d.path}: ${size(d.sizeBytes)}`)
       const vms = d.seenAfterRestartBy ?? []
       if (vms.length > 0) out(`  the running VM${vms.length === 1 ? '' : 's'} ${vms.join(', ')} see${vms.length === 1 ? 's' : ''} the new size after ${vms.length === 1 ? 'its' : 'their'} next start (QEMU cannot grow a disk it reaches over NBD while it runs)`)
@@ -183,24 +184,25 @@ export async function vol (argv: string[]): Promise<void> {
     case 'mv': {
       const [id, to] = need(2)
       const d = await api.request<VolumeView>('PATCH', `/v1/volumes/${enc(id!)}`, { path: to })
-      return out(`${id!} -> ${d.path}`)
+      return v.json === true ? json(d) : out(`${id!} -> ${d.path}`)
     }
     case 'rm': {
       const r = await api.request<{ path: string, snapshots?: string[] }>('DELETE', `/v1/volumes/${enc(need(1)[0]!)}${v.snapshots === true ? '?snapshots=true' : ''}`)
+      if (v.json === true) return json(r)
       return out(`removed ${r.path}${r.snapshots != null && r.snapshots.length > 0 ? ` and its snapshot${r.snapshots.length === 1 ? '' : 's'} ${r.snapshots.join(', ')}` : ''}`)
     }
     case 'snapshot': {
       if (p[0] === 'rm') {
         const [, id, name] = need(3)
-        await api.request('DELETE', `/v1/volumes/${enc(id!)}/snapshots/${enc(name!)}`)
-        return out(`removed snapshot ${id!}@${name!}`)
+        const d = await api.request<VolumeView>('DELETE', `/v1/volumes/${enc(id!)}/snapshots/${enc(name!)}`)
+        return v.json === true ? json(d) : out(`removed snapshot ${id!}@${name!}`)
       }
       if (v.set === true) {
         const [name, ...vols] = need(2, true)
         // a path first is the one-volume form's order: the set's name comes first
         if (name!.startsWith('/')) throw new CliError(`vgrid vol snapshot --set takes the snapshot's name first, then the volumes: "${name!}" is a volume path, not a name\n${usageOf(sub)}`, 2)
-        await api.request('POST', '/v1/snapshots', { name, volumes: vols })
-        return out(`snapshot ${name!} of ${vols.join(', ')}`)
+        const r = await api.request<{ snapshot: string, volumes: VolumeView[] }>('POST', '/v1/snapshots', { name, volumes: vols })
+        return v.json === true ? json(r) : out(`snapshot ${name!} of ${vols.join(', ')}`)
       }
       const [id, name] = need(2)
       const d = await api.request<VolumeView>('POST', `/v1/volumes/${enc(id!)}/snapshots`, { name })
@@ -216,7 +218,7 @@ export async function vol (argv: string[]): Promise<void> {
     case 'scrub': need(0); return await scrub(api, { now: v.now === true, json: v.json === true })
     case 'import': case 'export': {
       const [a, b] = need(2)
-      return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true)
+      return await copyFile(api, sub, sub === 'import' ? b! : a!, sub === 'import' ? a! : b!, v.format as string | undefined, v.force === true, v.json === true)
     }
     case undefined: throw new CliError(`vgrid vol: which subcommand?\n${USAGE}`, 2)
     case 'help': case '--help': case '-h': return out(USAGE)

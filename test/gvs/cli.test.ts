@@ -197,8 +197,17 @@ test('vgrid vol commands', async t => {
     // a volume more than 2 GiB over its image: zeroed in pieces (bb38: qemu-io refuses one write over 2 GiB - 512, and every such import failed)
     await cli('create', '/shop/db/big', '--size', '3G')
     t.regex(await cli('import', join(dir, 'small.raw'), '/shop/db/big'), /imported .*small\.raw into \/shop\/db\/big \(the 3220176896 bytes past the image's end, to 3221225472, zeroed\)/)
-    t.regex(await cli('rm', '/shop/db/big'), /removed/)
+    // --json on success too (bb38: text), progress to stderr
+    t.like(JSON.parse(await cli('export', '/shop/db/main', join(dir, 'main.raw'), '--json')), { exported: join(dir, 'main.raw'), volume: '/shop/db/main', snapshot: null, format: 'raw' })
+    await rm(join(dir, 'main.raw'))
+    t.like(JSON.parse(await cli('import', join(dir, 'small.raw'), '/shop/db/big', '--json')), { imported: join(dir, 'small.raw'), volume: '/shop/db/big', zeroed: { from: MiB, to: 3 * 2 ** 30 } })
+    t.like(JSON.parse(await cli('rm', '/shop/db/big', '--json')), { path: '/shop/db/big' })
   }
+  t.like(JSON.parse(await cli('resize', '/shop/db/main', '32M', '--json')), { path: '/shop/db/main', sizeBytes: 32 * MiB })
+  t.like(JSON.parse(await cli('mv', '/shop/db/main', '/shop/db/main2', '--json')), { path: '/shop/db/main2' })
+  t.like(JSON.parse(await cli('mv', '/shop/db/main2', '/shop/db/main', '--json')), { path: '/shop/db/main' })
+  t.like(JSON.parse(await cli('snapshot', '--set', 'js', '/shop/db/main', '--json')), { snapshot: 'js' })
+  t.like(JSON.parse(await cli('snapshot', 'rm', '/shop/db/main', 'js', '--json')), { path: '/shop/db/main' })
   t.regex(await cli('snapshot', '--set', 'both', '/shop/db/main', '/shop/db/copy'), /snapshot both of/)
   // a snapshot given where a volume is expected: read-only, and what to do instead (was a bare not_found)
   await t.throwsAsync(cli('resize', '/shop/db/main@both', '64M'), { message: /"\/shop\/db\/main@both" is snapshot both of volume \/shop\/db\/main, and a snapshot is read-only: it cannot be resized \(vgrid vol clone \/shop\/db\/main@both NEWPATH makes a writable volume of it; vgrid vol snapshot rm \/shop\/db\/main both removes it\)/ })
