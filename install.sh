@@ -10,7 +10,7 @@
 # Layout under the prefix (default /opt/vgrid):
 #   app/                 the code, its node_modules and Node.js 24 (npm package `node`)
 #   bin/vgrid            the CLI (also linked as /usr/local/bin/vgrid with the default prefix)
-#   bin/vgrid-service    start|stop|restart|status of the background service (no systemd)
+#   bin/vgrid-service    start|stop|restart|leave|status of the background service (no systemd)
 #   etc/vgrid.json       the agent's config file (vgrid agent --config), mode 0600
 #   etc/install.env      what this script chose (service mode and name, data dir)
 #   run/*.pid, log/vgrid.log   pid files and log of the background service
@@ -41,7 +41,7 @@ usage: install.sh [flags]        (run as root)
 
 Installs the vgrid agent, or upgrades it in place when it is already installed, and
 starts it: as a systemd service where systemd runs, otherwise as a supervised
-background service (PREFIX/bin/vgrid-service start|stop|restart|status). Prints the
+background service (PREFIX/bin/vgrid-service start|stop|restart|leave|status). Prints the
 grid's join token on stdout. Settings given on an earlier run are kept unless given
 again (or --reset-config).
 
@@ -545,7 +545,7 @@ else
   # 9>&-: the supervisor must not inherit (and so hold) the install lock
   "$PREFIX/bin/vgrid-service" start >&2 9>&-
   agent_alive () { "$PREFIX/bin/vgrid-service" status >/dev/null; }
-  where="background service ($PREFIX/bin/vgrid-service start|stop|restart|status, log $PREFIX/log/vgrid.log)"
+  where="background service ($PREFIX/bin/vgrid-service start|stop|restart|leave|status, log $PREFIX/log/vgrid.log)"
   show_log () { tail -n 20 "$PREFIX/log/vgrid.log" >&2 || true; }
 fi
 

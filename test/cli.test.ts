@@ -95,6 +95,21 @@ test('vgrid init writes a key once and refuses to overwrite it', async t => {
   t.is(first.code, 0, first.stderr)
   t.regex(first.stdout, /^vgrid1\./)
   oneLineError(t, await vgrid(['init', '--data-dir', dir]), 1, /already exists/)
+  // --json too (bb38: a usage error), and an empty --data-dir is a usage error (bb35: ENOENT, exit 1)
+  const j = await vgrid(['init', '--data-dir', join(dir, 'j'), '--json'])
+  t.is(j.code, 0, j.stderr)
+  t.like(JSON.parse(j.stdout), { keyFile: join(dir, 'j', 'cluster.key') })
+  oneLineError(t, await vgrid(['init', '--data-dir', '']), 2, /data dir is empty/)
+})
+
+test('vgrid with no command prints its help on stderr, exit 2; vgrid --help on stdout, exit 0 (bb38)', async t => {
+  const bare = await vgrid([])
+  t.is(bare.code, 2)
+  t.is(bare.stdout, '')
+  t.regex(bare.stderr, /usage: vgrid <command>/)
+  const help = await vgrid(['--help'])
+  t.is(help.code, 0)
+  t.regex(help.stdout, /usage: vgrid <command>/)
 })
 
 test('an unreachable agent is a one-line error', async t => {

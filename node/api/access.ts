@@ -139,8 +139,8 @@ export function denial (caller: Caller, tokenOk: boolean, isAdmin: (uid: number)
   if (tokenOk || caller.via === 'unix') return null
   if (caller.uid != null && isAdmin(caller.uid)) return null
   const name = caller.uid == null ? undefined : nameOf(caller.uid)
-  if (caller.uid != null) return `user ${name != null ? `${name} (uid ${caller.uid})` : `uid ${caller.uid}`} is neither root nor in the "${ADMIN_GROUP}" group; use the agent's unix socket as a member of that group, or present the API token (Authorization: Bearer, from the root-only file ${API_TOKEN_FILE} in the data dir)`
-  return `this connection's user is unknown (not from this machine); present the API token (Authorization: Bearer, from the root-only file ${API_TOKEN_FILE} in the data dir)`
+  if (caller.uid != null) return `user ${name != null ? `${name} (uid ${caller.uid})` : `uid ${caller.uid}`} is neither root nor in the "${ADMIN_GROUP}" group; use the agent's unix socket as a member of that group, or present the API token (from the root-only file ${API_TOKEN_FILE} in the data dir: the vgrid CLI takes it in VGRID_API_TOKEN, other clients as Authorization: Bearer)`
+  return `this connection's user is unknown (not from this machine); present the API token (from the root-only file ${API_TOKEN_FILE} in the data dir: the vgrid CLI takes it in VGRID_API_TOKEN, other clients as Authorization: Bearer)`
 }
 
 export function tokenMatches (presented: string | undefined, token: string): boolean {

@@ -7,8 +7,9 @@ export function bytes (n: number): string {
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`
 }
 
+/** a number as people write it: 1, 0.5, 1.33 (at most two places, no trailing zeros: bb38 read 0.50/2 beside 1/2) */
 export function num (n: number): string {
-  return Number.isInteger(n) ? String(n) : n.toFixed(2)
+  return Number.isInteger(n) ? String(n) : String(Number(n.toFixed(2)))
 }
 
 export function table (headers: string[], rows: string[][]): string {

@@ -72,7 +72,9 @@ function hoistClientFlags (argv: readonly string[]): string[] {
 async function main (argv: string[]): Promise<void> {
   const [cmd, ...rest] = hoistClientFlags(argv)
   if (cmd !== 'agent' && cmd !== 'demo') quietOutputErrors()
-  if (cmd == null || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+  // no command is a usage error, as `vgrid vm` with no subcommand is (bb38: exit 0); asked for, help is the answer
+  if (cmd == null) { process.stderr.write(help() + '\n'); process.exitCode = 2; return }
+  if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(help() + '\n')
     return
   }

@@ -125,9 +125,18 @@ async function create (args: string[]): Promise<void> {
   if (v.input != null) body.inputs = v.input
   if (v.output != null) body.outputs = v.output
   if (v.stopped === true) body.desired = 'stopped'
-  const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body)
+  const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
   if (v.json === true) return json(d)
   say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+}
+
+/** an API error naming a volume by its place in the request (`volumes[1]: ...`) said as the flag the user gave (bb38) */
+export function asFlags (err: unknown, volumes: readonly string[] | undefined): unknown {
+  if (!(err instanceof CliError)) return err
+  const m = /^volumes\[(\d+)\]: /.exec(err.message)
+  const given = m == null ? undefined : volumes?.[Number(m[1])]
+  if (given == null) return err
+  return new CliError(`--volume ${JSON.stringify(given)}: ${err.message.slice(m![0].length)}`, err.exitCode, { code: err.code })
 }
 
 /**
@@ -211,8 +220,9 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
   if (v.json === true) return json(r)
   if (what === 'rm') {
-    const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string } }
-    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (its guest gets its stop grace, then is killed); its volumes go to no other VM until it has (vgrid vol info shows)` : ''}`)
+    const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string, disks?: boolean } }
+    // a process VM has neither a guest to shut down nor volumes (bb38); an older agent does not say whether it had disks
+    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (it gets its stop grace to end, then is killed)${stopping.disks !== false ? '; its volumes go to no other VM until it has (vgrid vol info shows)' : ''}` : ''}`)
   } else {
     const d = r as VmDetail & { stillRuns?: { name: string, why: string } }
     const asked = what === 'start' ? 'running' : 'stopped'
@@ -239,8 +249,10 @@ async function consoleOf (argv: string[]): Promise<void> {
 export async function node (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   if (sub !== 'drain' && sub !== 'undrain' && sub !== 'forget') throw new CliError(`unknown subcommand "node ${String(sub)}"\nusage: ${NODE_USAGE}`, 2)
-  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' }, 'without-majority': { type: 'boolean' } }, NODE_USAGE, 1)
-  if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${NODE_USAGE}`, 2)
+  // its own line (bb38: each printed all three)
+  const usage = NODE_USAGE.split('\n').map(l => l.trim()).find(l => l.startsWith(`vgrid node ${sub} `))!
+  const { values: v, positionals } = parse(rest, { api: { type: 'string' }, json: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, force: { type: 'boolean' }, 'without-majority': { type: 'boolean' } }, usage, 1)
+  if (positionals[0] == null) throw new CliError(`give a node (name or id)\nusage: ${usage}`, 2)
   if (v.wait === true && sub !== 'drain') throw new CliError('--wait is for drain', 2)
   if (v.force === true && sub === 'undrain') throw new CliError('--force is for drain and forget', 2)
   if (v['without-majority'] === true && sub !== 'forget') throw new CliError('--without-majority is for forget', 2)
@@ -316,7 +328,9 @@ export async function drainWait (api: Pick<ApiClient, 'get'>, r: { node: string,
       }
     }
     if (p.done) {
-      const movedOff = Object.keys(p.moved).length - p.stranded.length
+      // a VM removed during the drain did not move (bb38 read "2 moved" of one moved and one removed)
+      const removed = Object.values(p.moved).filter(w => w === 'removed').length
+      const movedOff = Object.keys(p.moved).length - p.stranded.length - removed
       // then its volume copies (bb23: a drained node's leave left every volume on one copy),
       // also when VMs were left to run nowhere (--force: bb30 found the copies not waited for)
       const v = await volumesOff(api, r, end, timeoutMs, asJson)
@@ -328,7 +342,7 @@ export async function drainWait (api: Pick<ApiClient, 'get'>, r: { node: string,
       // a VM that had to leave and fits nowhere runs nowhere now: said, and the exit code says it too
       if (p.stranded.length > 0) throw new CliError(`${r.name}: drained${v.error == null && v.moved ? ' (and its volume copies)' : ''}, but ${p.stranded.length} VM(s) run nowhere now, no other node fits them: ${p.stranded.join(', ')} (${movedOff} moved off it); make room or \`vgrid node undrain ${r.name}\`${v.error != null ? `\n${v.error}` : ''}`)
       if (v.error != null) throw new CliError(v.error)
-      return out(`${r.name}: drained; ${movedOff} VM(s) moved off it${v.moved ? ', and its volume copies' : ''}`)
+      return out(`${r.name}: drained; ${movedOff} VM(s) moved off it${removed > 0 ? ` (${removed} removed meanwhile)` : ''}${v.moved ? ', and its volume copies' : ''}`)
     }
     if (Date.now() > end) {
       // why they are still there, as vm ls says it (a node stopped for a restart: they move when its grace ends; a tester read only "still 4")

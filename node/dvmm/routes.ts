@@ -460,10 +460,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // goes on until that agent is back and stops it, or its watchdog ends it: said, as
       // `vm stop` says it (a tester read "removed" as gone, while the guest ran on)
       const l = doc.leases.get(vm.id)?.winner
-      const away = awayRun(doc, vm.id, '; its disks go to no other VM until then')
+      const disks = vm.spec.volumes.length > 0
+      const away = awayRun(doc, vm.id, disks ? '; its disks go to no other VM until then' : '')
       // one that runs: it is gone from vm ls at once, while its guest gets its stop grace (bb29)
       const stopping = l != null && !idle(l) && away == null
-      return { removed: vm.id, links, ...(away != null ? { stillRuns: away } : {}), ...(stopping ? { stopping: { node: l.holder, name: nameOf(l.holder, doc) } } : {}) }
+      return { removed: vm.id, links, ...(away != null ? { stillRuns: away } : {}), ...(stopping ? { stopping: { node: l.holder, name: nameOf(l.holder, doc), disks } } : {}) }
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's

@@ -12,22 +12,22 @@ import { enc, json, layersLine, out, progressLine, repairLine, scrubLine, size, 
 const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
        vgrid vol ls [PREFIX] [--json]
        vgrid vol info VOL [--json]
-       vgrid vol resize VOL SIZE
-       vgrid vol mv VOL NEWPATH
-       vgrid vol rm VOL [--snapshots (its snapshots too)]
-       vgrid vol snapshot VOL NAME            (one volume)
-       vgrid vol snapshot NAME VOL VOL...     (with --set: one consistent cut of several)
-       vgrid vol snapshot rm VOL NAME
-       vgrid vol clone VOL@SNAPSHOT NEWPATH
+       vgrid vol resize VOL SIZE [--json]
+       vgrid vol mv VOL NEWPATH [--json]
+       vgrid vol rm VOL [--snapshots (its snapshots too)] [--json]
+       vgrid vol snapshot VOL NAME [--json]   (one volume)
+       vgrid vol snapshot NAME VOL VOL... --set [--json]   (one consistent cut of several)
+       vgrid vol snapshot rm VOL NAME [--json]
+       vgrid vol clone VOL@SNAPSHOT NEWPATH [--json]
        vgrid vol repair VOL [--scrub] [--force] [--json]   (--scrub: verify every copy first; --force: also while a member is away for a restart)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
-       vgrid vol import FILE VOL [--format raw|qcow2]
+       vgrid vol import FILE VOL [--format raw|qcow2] [--json]
                                                  (no --format: FILE's name says it: .qcow2 qcow2; .raw, .img, none raw; .vmdk and the like refused)
-       vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)]
+       vgrid vol export VOL[@SNAPSHOT] FILE [--format raw|qcow2] [--force (over an existing FILE)] [--json]
                                                  (a volume in use: from a snapshot taken then, removed after)
                                                  (no --format: FILE's name says it, as for import)
-VOL is a volume's path (/shop/db/data) or id; SIZE is bytes or a number with K, M, G, T or P
-(KB/KiB, MB/MiB... alike: units of 1024); every command takes --api HOST:PORT`
+VOL is a volume's path (/shop/db/data) or id; SIZE is bytes or a number with K, M, G, T or P (KB/KiB, MB/MiB... alike: units of 1024)
+every command takes --api HOST:PORT; with --json its answer is JSON on stdout (progress on stderr)`
 
 /** the usage lines of one subcommand (its continuation lines too), or all of them */
 export function usageOf (sub: string | undefined): string {
@@ -40,7 +40,8 @@ export function usageOf (sub: string | undefined): string {
     else if (!/^ {20,}/.test(l)) mine = false
     if (mine) out.push(m == null ? l : l.replace(/^(usage: | +)/, out.length === 0 ? 'usage: ' : '       '))
   }
-  return out.length === 0 ? USAGE : `${out.join('\n')}\n${lines.at(-1)!}`
+  // the footer: its last two lines (what VOL and SIZE are; --api and --json)
+  return out.length === 0 ? USAGE : `${out.join('\n')}\n${lines.slice(-2).join('\n')}`
 }
 
 function table (rows: string[][]): string {

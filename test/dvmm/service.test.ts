@@ -79,10 +79,11 @@ test.serial('API: bad input is a 4xx naming the field; a VM too big for the free
     w.put('connections', { id: 'link-b', app: null, from: { vm: 'big2', terminal: 'out' }, to: { vm: 'big0', terminal: 'in' }, protocol: 'tcp', port: 80 })
   })
   const big1On = holderOf(g, 'big1')!.agent.config.name
-  const rm = await call<{ removed: string, links: string[], stopping?: { name: string } }>(app, 'DELETE', '/v1/vms/big1')
+  const rm = await call<{ removed: string, links: string[], stopping?: { name: string, disks?: boolean } }>(app, 'DELETE', '/v1/vms/big1')
   t.is(rm.status, 200)
   t.like(rm.body, { removed: 'big1', links: ['link-a'] })
   t.is(rm.body.stopping?.name, big1On, 'a running VM removed: said to be stopping there (bb29: gone from vm ls while its guest ran on)')
+  t.is(rm.body.stopping?.disks, false, 'with no volumes to say anything of (bb38)')
   t.deepEqual(g.nodes[0]!.agent.state.read().list('connections').map(c => c.id), ['link-b'])
   await until(() => running(g, 'two') && holderOf(g, 'big1') == null, 30_000, 'the pending VM placed once room appeared')
   const ls = await call<{ vms: VmRow[] }>(app, 'GET', '/v1/vms')

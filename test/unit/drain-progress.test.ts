@@ -2,7 +2,7 @@
 // is still on the node, where each VM that was on it went, and when the drain is done
 // (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
 import test from 'ava'
-import { drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
+import { asFlags, drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
 import { awayForGood, type VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
 import type { NodeView } from '../../node/api/types.ts'
 import { CliError } from '../../node/cli/client.ts'
@@ -101,4 +101,22 @@ test('awayForGood: a node dead with no restart under way, or one this agent does
   t.false(awayForGood({ state: 'suspect', restarting: null }))
   t.false(awayForGood({ state: 'left', restarting: null }))
   t.false(awayForGood({ state: 'dead', restarting: { since: '2026-12-06T11:59:50Z', fenceMs: 35_000 } }))
+})
+
+test.serial('drain --wait counts a VM removed meanwhile as removed, not moved (bb38: "2 moved" of one moved, one removed)', async t => {
+  const api = fakeApi([row('b', 'n2', 'running')], [{ volumes: [], evacuation: { nodes: ['n1'] } }], { state: 'alive', restarting: null })
+  const lines: string[] = []
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = ((chunk: string) => { lines.push(String(chunk).trimEnd()); return true }) as typeof process.stdout.write
+  try { await drainWait(api, { node: 'n1', name: 'h1', vms: ['a', 'b'] }, 30_000, false) } finally { process.stdout.write = write }
+  t.is(lines.at(-1), 'h1: drained; 1 VM(s) moved off it (1 removed meanwhile)')
+})
+
+test('vm create: an API error naming volumes[i] is said as the --volume flag given (bb38)', t => {
+  const e = asFlags(new CliError('volumes[1]: no volume "/srv/data" (400 invalid)', 2, { code: 'invalid' }), ['/os/root', '/srv/data']) as CliError
+  t.is(e.message, '--volume "/srv/data": no volume "/srv/data" (400 invalid)')
+  t.is(e.exitCode, 2)
+  t.is(e.code, 'invalid')
+  const other = new CliError('name: taken', 2)
+  t.is(asFlags(other, ['/a']), other)
 })

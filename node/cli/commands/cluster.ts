@@ -9,8 +9,8 @@ import { DEFAULT_DATA_DIR } from '../../config.ts'
 import { dataDirPlaceProblem, refuseSharedDir } from '../../data-dir.ts'
 
 export async function init (argv: string[]): Promise<void> {
-  const usage = 'vgrid init [--data-dir DIR] [--force]'
-  const { values: v } = parse(argv, { 'data-dir': { type: 'string' }, force: { type: 'boolean' } }, usage)
+  const usage = 'vgrid init [--data-dir DIR] [--force] [--json]'
+  const { values: v } = parse(argv, { 'data-dir': { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } }, usage)
   const dir = (v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR
   // first: on /proc the mkdir below loops for ever, and on a file it said only EEXIST
   const place = dataDirPlaceProblem(dir)
@@ -28,7 +28,8 @@ export async function init (argv: string[]): Promise<void> {
   const key = generateClusterKey()
   await writeClusterKey(path, key)
   process.stderr.write(`wrote a new cluster key to ${path} (cluster ${key.clusterId})\n`)
-  process.stdout.write(encodeToken(key, []) + '\n')
+  const token = encodeToken(key, [])
+  process.stdout.write(v.json === true ? JSON.stringify({ token, cluster: key.clusterId, keyFile: path }, null, 2) + '\n' : token + '\n')
 }
 
 export async function token (argv: string[]): Promise<void> {
