@@ -65,11 +65,7 @@ test('two creates of one path on two nodes at once: one 201, one 409, one volume
 })
 
 test('two renames onto one path on two nodes at once: one succeeds, the other goes back to its old path', async t => {
-  const a = node(t, NODES[0]!)
-  const b = node(t, NODES[1]!)
-  const p = (await a.call('POST', '/v1/volumes', { path: '/p', size: '10M' })).body.id ?? ''
-  const q = (await a.call('POST', '/v1/volumes', { path: '/q', size: '10M' })).body.id ?? ''
-  syncPair(a.replica, b.replica)
+  const { a, b, ids: [p, q] } = await twoNodesWith(t, '/p', '/q')
   const ra = a.call('PATCH', `/v1/volumes/${p}`, { path: '/same' })
   const rb = b.call('PATCH', `/v1/volumes/${q}`, { path: '/same' })
   await new Promise(resolve => setTimeout(resolve, 100))
@@ -153,16 +149,30 @@ test('a node that sees no majority of the roll creates and clones no volume (the
   t.is(clone.status, 404, 'a clone of a snapshot that does not exist says so first')
 })
 
+type Node = ReturnType<typeof node>
+/** two requests through two nodes at once: each writes its own copy, then the changes cross while both wait out their settle window */
+async function atOnce<X, Y> (a: Node, b: Node, x: Promise<X>, y: Promise<Y>): Promise<[X, Y]> {
+  await new Promise(resolve => setTimeout(resolve, 100))
+  syncPair(a.replica, b.replica)
+  return await Promise.all([x, y])
+}
+
+/** two nodes holding the same document with a 10M volume at each of `paths` (made through the first): their ids in order */
+async function twoNodesWith<P extends string[]> (t: import('ava').ExecutionContext, ...paths: P): Promise<{ a: Node, b: Node, ids: { [K in keyof P]: string } }> {
+  const a = node(t, NODES[0]!)
+  const b = node(t, NODES[1]!)
+  const ids: string[] = []
+  for (const path of paths) ids.push((await a.call('POST', '/v1/volumes', { path, size: '10M' })).body.id ?? '')
+  syncPair(a.replica, b.replica)
+  return { a, b, ids: ids as { [K in keyof P]: string } }
+}
+
 test('a snapshot taken while the volume is removed through another node answers 409, not 201 (bb35: the acknowledged snapshot was gone with the volume)', async t => {
   const a = node(t, NODES[0]!)
   const b = node(t, NODES[1]!)
   const id = (await a.call('POST', '/v1/volumes', { path: '/sv/v', size: '10M' })).body.id ?? ''
   syncPair(a.replica, b.replica)
-  const snap = a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'keep' })
-  const rm = b.call('DELETE', `/v1/volumes/${id}`)
-  await new Promise(resolve => setTimeout(resolve, 100))
-  syncPair(a.replica, b.replica)
-  const [s, r] = await Promise.all([snap, rm])
+  const [s, r] = await atOnce(a, b, a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'keep' }), b.call('DELETE', `/v1/volumes/${id}`))
   t.is(r.status, 200)
   t.is(s.status, 409)
   t.is(s.body.error?.code, 'removed_meanwhile')
@@ -174,11 +184,7 @@ test('two snapshots of one name through two nodes at once: one 201, one 409 (bb3
   const b = node(t, NODES[1]!)
   const id = (await a.call('POST', '/v1/volumes', { path: '/sv/w', size: '10M' })).body.id ?? ''
   syncPair(a.replica, b.replica)
-  const x = a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' })
-  const y = b.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' })
-  await new Promise(resolve => setTimeout(resolve, 100))
-  syncPair(a.replica, b.replica)
-  const answers = await Promise.all([x, y])
+  const answers = await atOnce(a, b, a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' }), b.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' }))
   t.deepEqual(answers.map(r => r.status).sort(), [201, 409])
   const lost = answers.find(r => r.status === 409)!
   t.is(lost.body.error?.code, 'exists')
@@ -187,16 +193,8 @@ test('two snapshots of one name through two nodes at once: one 201, one 409 (bb3
 })
 
 test('a set snapshot that loses on one volume takes back its snapshots of the others: whole or not at all (rv40)', async t => {
-  const a = node(t, NODES[0]!)
-  const b = node(t, NODES[1]!)
-  const one = (await a.call('POST', '/v1/volumes', { path: '/ss/one', size: '10M' })).body.id ?? ''
-  const two = (await a.call('POST', '/v1/volumes', { path: '/ss/two', size: '10M' })).body.id ?? ''
-  syncPair(a.replica, b.replica)
-  const set = a.call('POST', '/v1/snapshots', { name: 'both', volumes: ['/ss/one', '/ss/two'] })
-  const rm = b.call('DELETE', `/v1/volumes/${two}`)
-  await new Promise(resolve => setTimeout(resolve, 100))
-  syncPair(a.replica, b.replica)
-  const [s, r] = await Promise.all([set, rm])
+  const { a, b, ids: [one, two] } = await twoNodesWith(t, '/ss/one', '/ss/two')
+  const [s, r] = await atOnce(a, b, a.call('POST', '/v1/snapshots', { name: 'both', volumes: ['/ss/one', '/ss/two'] }), b.call('DELETE', `/v1/volumes/${two}`))
   t.is(r.status, 200)
   t.is(s.status, 409)
   t.is(s.body.error?.code, 'removed_meanwhile')
@@ -207,16 +205,8 @@ test('a set snapshot that loses on one volume takes back its snapshots of the ot
 
 test('two same-named set snapshots of the same volumes through two nodes at once, listed in opposite orders: one stands whole, the other is answered 409 (rv41: each kept one volume and took back the other)', async t => {
   for (let round = 0; round < 5; round++) {
-    const a = node(t, NODES[0]!)
-    const b = node(t, NODES[1]!)
-    const one = (await a.call('POST', '/v1/volumes', { path: '/so/one', size: '10M' })).body.id ?? ''
-    const two = (await a.call('POST', '/v1/volumes', { path: '/so/two', size: '10M' })).body.id ?? ''
-    syncPair(a.replica, b.replica)
-    const x = a.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/one', '/so/two'] })
-    const y = b.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/two', '/so/one'] })
-    await new Promise(resolve => setTimeout(resolve, 100))
-    syncPair(a.replica, b.replica)
-    const answers = await Promise.all([x, y])
+    const { a, b, ids: [one, two] } = await twoNodesWith(t, '/so/one', '/so/two')
+    const answers = await atOnce(a, b, a.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/one', '/so/two'] }), b.call('POST', '/v1/snapshots', { name: 'pair', volumes: ['/so/two', '/so/one'] }))
     t.deepEqual(answers.map(r => r.status).sort(), [201, 409], JSON.stringify(answers.map(r => r.body.error)))
     syncPair(a.replica, b.replica)
     const bys = [one, two].map(id => a.replica.read().get('volumes', id)!.value.snapshots.pair?.by)
