@@ -71,10 +71,18 @@ export class RollMemory {
   note (roll: ReadonlyArray<RollEntryLike>): string[] {
     const before = this.last
     this.last = new Set(roll.map(e => e.node))
-    const back = before == null ? [] : roll.filter(e => !before.has(e.node) && this.seen.has(e.node)).map(e => e.node)
+    // on the roll at an earlier note of this run, not only seen: a new member's entry
+    // seen first by a question between two notes (forgotten) is not back (CI: "future is
+    // back on the member roll" of an agent that had just joined)
+    const back = before == null ? [] : roll.filter(e => !before.has(e.node) && this.noted.has(e.node)).map(e => e.node)
+    for (const e of roll) this.noted.add(e.node)
+    if (this.noted.size > ROLL_SEEN_MAX) for (const n of this.noted) { if (this.noted.size <= ROLL_SEEN_MAX) break; this.noted.delete(n) }
     this.remember(roll)
     return back
   }
+
+  /** nodes on the roll at some note of this run */
+  private readonly noted = new Set<string>()
 
   /** adds the roll's nodes to those seen, kept on disk when one is new */
   private remember (roll: ReadonlyArray<RollEntryLike>): void {

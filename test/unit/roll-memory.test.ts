@@ -88,3 +88,12 @@ test('a node that left the grid by itself does not take itself for forgotten at 
   t.deepEqual(next.note([{ node: 'me' }, { node: 'b' }]), [], 'its entry back: not "back after a forget" either')
   t.true(next.forgotten('b', [{ node: 'me' }]), 'the others stay remembered')
 })
+
+test('a new member whose roll entry a question saw first, between two notes, is not told as back (CI: "back on the member roll" of an agent that had just joined)', t => {
+  const m = new RollMemory()
+  m.note([{ node: 'a' }])
+  t.false(m.forgotten('new', [{ node: 'a' }, { node: 'new' }]), 'seen by a question (vgrid state, a fold) first')
+  t.deepEqual(m.note([{ node: 'a' }, { node: 'new' }]), [], 'it joined: not back')
+  m.note([{ node: 'a' }])
+  t.deepEqual(m.note([{ node: 'a' }, { node: 'new' }]), ['new'], 'taken off and back: told')
+})
