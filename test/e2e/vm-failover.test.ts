@@ -83,7 +83,8 @@ e2e(`a holder whose agent gets ${how} has its VM fenced by its watchdog, then ru
   t.true(killAt > killedAt && killAt <= endedAt! + 200, `logged when the watchdog killed it (${kill!.at}; the agent was ${how === 'SIGSTOP' ? 'stopped' : 'killed'} at ${new Date(killedAt).toISOString()}, the run's process was gone at ${new Date(endedAt!).toISOString()})`)
   // and every host's history shows it (the lease's log has it), not the old holder's alone
   for (const h of grid.list.filter(x => x !== holder)) {
-    await until(`${h.name}'s history to show the kill on ${holder.name}`, 10_000, async () =>
+    // (a stalled holder first waits to hear the grid again, 6.5 s, and a lease it wrote just before its stall may be contested until the new holder writes it again)
+    await until(`${h.name}'s history to show the kill on ${holder.name}`, 30_000, async () =>
       (await h.api<VmDetail>('/v1/vms/web')).history.some(e => e.event === 'killed' && e.node === holder.name && e.at === kill!.at && e.local !== true) ? true : undefined)
   }
 
