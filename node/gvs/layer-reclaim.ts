@@ -202,6 +202,12 @@ export class LayerReclaim {
   private lastHeads: readonly string[] = []
   /** the layers this store had copies or epochs of at the last listing (less those freed since) */
   private held = new Set<string>()
+  /**
+   * the layers a document read since the last listing: copies of them may have come
+   * since, unlisted (bb39: a volume made and destroyed between two passes, then a
+   * restart: its copies were in neither list of the record, and stayed for good)
+   */
+  private readSinceListing = new Set<string>()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
@@ -245,6 +251,7 @@ export class LayerReclaim {
     for (const l of read) this.seen.add(l)
     this.lastRead = read
     this.lastHeads = this.c.heads?.() ?? []
+    for (const l of read) this.readSinceListing.add(l)
     return read
   }
 
@@ -254,12 +261,18 @@ export class LayerReclaim {
    */
   private async keepRecord (): Promise<void> {
     if (!this.recording) return
+    // held, or maybe held: named in the record whether or not copies came (a name with
+    // none here frees nothing, and the next run's record leaves it out)
+    const here = [...new Set([...this.held, ...this.readSinceListing])]
     await this.record.keep({
-      unread: new Set([...this.held].filter(l => this.seen.has(l) && !this.lastRead.has(l))),
-      read: new Set([...this.held].filter(l => this.lastRead.has(l))),
+      unread: new Set(here.filter(l => this.seen.has(l) && !this.lastRead.has(l))),
+      read: new Set(here.filter(l => this.lastRead.has(l))),
       heads: this.lastHeads
     })
   }
+
+  /** once the record's writes under way are on disk (the service's stop) */
+  async settled (): Promise<void> { await this.record.settled() }
 
   /**
    * The layers the document reads now count as seen. Called at start with the document
@@ -284,6 +297,8 @@ export class LayerReclaim {
     const read = this.noteRead(volumes)
     for (const l of read) this.unreadSince.delete(l)
     const freed: string[] = []
+    // what a note reads from here on may come after the listing
+    this.readSinceListing = new Set(this.lastRead)
     const listed = await this.c.store.layers()
     this.held = new Set(listed)
     // the layers still count their time unread meanwhile; none goes, no line's floor either

@@ -392,6 +392,8 @@ export class GvsService {
     await this.placementCheck.stop()
     await this.replicas.stop()
     await this.usage.stop()
+    // the record of layers to free, as the last note left it (a restart right after a destroy: bb39)
+    await this.reclaim.settled()
     await this.store.stop()
     this.caches.close()
     this.exports.writers.close()

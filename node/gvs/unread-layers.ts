@@ -41,6 +41,9 @@ export class UnreadLayers {
     this.log = log
   }
 
+  /** once the writes under way are done (whether they failed is said where they fail) */
+  async settled (): Promise<void> { await this.writing.catch(() => {}) }
+
   /** The record an earlier run kept; a damaged file is reported and read as none (its layers stay on disk). */
   async load (): Promise<LayerRecord> {
     let text: string
