@@ -18,7 +18,7 @@ import { GvsError } from './errors.ts'
  * request fails anyway).
  */
 export async function retryTransient<T> (retryMs: number, stopped: () => boolean, fn: () => Promise<T>): Promise<T> {
-  let windowFrom = Date.now()
+  const windowFrom = Date.now()
   let firstUntil: number | undefined
   for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
     try {
@@ -27,10 +27,13 @@ export async function retryTransient<T> (retryMs: number, stopped: () => boolean
       if (!(err instanceof GvsError) || !err.transient) throw err
       // a cause due to end by a known time (members back from a restart) is waited for
       // until then, and what follows it gets a window of its own (bb18: the members back,
-      // their volume services not answering yet, failed a write that had waited for them)
-      // the first such time a request meets bounds it: a cause that keeps moving its end holds no request for ever
-      if (err.until != null) { windowFrom = Date.now(); firstUntil ??= err.until }
-      const deadline = Math.max(Math.min(windowFrom + retryMs, (err.since ?? Infinity) + retryMs), Math.min(err.until ?? -Infinity, firstUntil ?? Infinity))
+      // their volume services not answering yet, failed a write that had waited for them).
+      // The first such time a request meets bounds it: a cause that keeps moving its end
+      // holds no request for ever (bb37: the window started anew at each such error, and a
+      // read whose error had no start to count from waited ten minutes, until the member
+      // it waited for was forgotten)
+      if (err.until != null) firstUntil ??= err.until
+      const deadline = Math.max(Math.min(windowFrom + retryMs, (err.since ?? Infinity) + retryMs), (firstUntil ?? -Infinity) + retryMs)
       const left = deadline - Date.now()
       if (left <= 0) throw err
       // the last attempt at the deadline, not a wait's length before it
