@@ -49,9 +49,13 @@ const KERNEL_DIRS = [['/proc', 'proc'], ['/sys', 'sysfs']] as const
 /** the kernel file system (proc, sysfs) `path` is on, or would be made on; null: another */
 export function kernelFsOf (path: string): string | null {
   const abs = resolve(path)
-  for (const [top, kind] of KERNEL_DIRS) if (abs === top || abs.startsWith(`${top}/`)) return kind
+  const under = kernelDirOf(abs)
+  if (under != null) return under[1]
   try { return KERNEL_FS.get(statfsSync(existsSync(abs) ? abs : dirname(abs)).type) ?? null } catch { return null }
 }
+
+/** the kernel's directory (/proc, /sys) an absolute path is under, with its file system */
+const kernelDirOf = (abs: string): readonly [string, string] | undefined => KERNEL_DIRS.find(([top]) => abs === top || abs.startsWith(`${top}/`))
 
 export interface PlaceFs {
   statSync: (p: string) => { isDirectory: () => boolean }
@@ -70,9 +74,8 @@ export function dataDirPlaceProblem (dir: string, fs: PlaceFs = { statSync, stat
   // '' would be the working directory to the agent and nothing to mkdir (bb35)
   if (dir.trim() === '') return `data dir is empty: ${fix}`
   const abs = resolve(dir)
-  for (const [top, kind] of KERNEL_DIRS) {
-    if (abs === top || abs.startsWith(`${top}/`)) return `data dir ${dir} is under ${top}, the kernel's ${kind} file system, which cannot hold data: ${fix}`
-  }
+  const under = kernelDirOf(abs)
+  if (under != null) return `data dir ${dir} is under ${under[0]}, the kernel's ${under[1]} file system, which cannot hold data: ${fix}`
   for (let p = abs; ; p = dirname(p)) {
     let isDir: boolean
     try {

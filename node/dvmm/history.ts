@@ -11,7 +11,7 @@
 // The document takes a lease's log as it is (crdt/schema.ts: informational data must
 // not make a lease invalid): events this agent cannot read (a newer agent's, damage)
 // are left out when shown, and counted (`unreadable`); they stay in the log as written.
-import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent } from '../../crdt/index.ts'
+import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent, type Writer } from '../../crdt/index.ts'
 import { sameVm, type Ranking } from '../../crdt/placement/index.ts'
 import { escapeControls } from './control-chars.ts'
 
@@ -69,6 +69,21 @@ export function readLog (log: unknown): { events: LeaseEvent[], unreadable: numb
 export function appendLog (log: unknown, events: readonly LeaseEvent[]): unknown[] {
   const before: unknown[] = Array.isArray(log) ? log.slice(-LEASE_LOG_MAX) : []
   return [...before, ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-LEASE_LOG_MAX)
+}
+
+/**
+ * In a write: `event` (made from the lease) appended to the log of VM `vm`'s lease, written by a node that is
+ * not its holder (a kill of a run whose lease moved on, a stop asked while the holder
+ * was away), if the lease is uncontested and `onlyIf` holds. Only the log changes,
+ * appended at its tail (Writer.update), so the holder's own events written at the same
+ * moment stay too. Whether it was appended.
+ */
+export function appendToLease (w: Writer, vm: string, event: (l: Lease) => LeaseEvent, onlyIf: (l: Lease) => boolean): boolean {
+  const cur = w.reader.get('leases', vm)
+  const l = w.current('leases', vm)
+  if (cur == null || cur.contested || l == null || !onlyIf(l)) return false
+  w.update('leases', vm, { log: appendLog(l.log, [event(l)]) })
+  return true
 }
 
 /**

@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
 import { GUEST_STUCK, guestHeld, type VmDriver, type VmExit, type VmInfo, type VmOverlay } from './drivers/types.ts'
-import { appendLog, leaseReason, logged, readLog, sameVm, type History } from './history.ts'
+import { appendToLease, leaseReason, logged, readLog, sameVm, type History } from './history.ts'
 import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn, parkedLease } from './run-steps.ts'
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
@@ -257,10 +257,8 @@ export class LocalVms {
       if (l.claims.length > 1 || l.winner.holder === this.c.peerId) continue
       if (readLog(l.winner.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) { this.movedKills.delete(vm); continue }
       this.c.enqueue(w => {
-        const cur = w.reader.get('leases', vm)
-        if (cur == null || cur.contested || cur.value.holder === this.c.peerId) return
-        if (readLog(cur.value.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) return
-        w.update('leases', vm, { log: appendLog(w.current('leases', vm)?.log ?? cur.value.log, [{ at: k.at, event: 'killed', node: this.c.peerId, name: this.c.config.name, detail: k.detail }]) })
+        appendToLease(w, vm, () => ({ at: k.at, event: 'killed', node: this.c.peerId, name: this.c.config.name, detail: k.detail }),
+          l => l.holder !== this.c.peerId && !readLog(l.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at))
       }, { key: `moved-kill:${vm}` })
     }
   }

@@ -11,7 +11,7 @@ import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
-import { appendLog, type History } from './history.ts'
+import { appendToLease, type History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
 import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
@@ -84,7 +84,6 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return { reader, doc: docView(reader) }
   }
   const nodesOf = (reader: Reader, doc: DocView): ReturnType<typeof nodeViews> => nodeViews(doc, membership.members, n => reader.labelsOf(n), svc.me)
-  /** a node by id or name: a member, or an entry of the roll */
   /** other members that may be writing at the same moment (alive or suspect): a settle window is waited for only then */
   const othersAlive = (): boolean => [...membership.members.values()].some(m => m.nodeId !== svc.me && (m.state === 'alive' || m.state === 'suspect'))
   /** a run of the VM on a node whose agent is away (stopped for a restart, or not heard from): it goes on until that agent is back or its watchdog ends it */
@@ -95,17 +94,13 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
   /** in a vm stop's write: the lease's history says the stop was asked while its holder was away (only that holder writes its run's transitions) */
   const logAwayStop = (w: Writer, vm: string, away: { node: string, name: string }, via: string): void => {
-    // a running, uncontested lease only: its fields are updated in place, the log appended
-    // at its tail (Writer.update), and `at` (which a claimed or starting lease's left-behind
-    // rule reads) means nothing to it
-    const cur = w.reader.get('leases', vm)
-    const l = w.current('leases', vm)
-    if (cur == null || cur.contested || l == null || l.holder !== away.node || l.status !== 'running') return
-    const detail = `asked through ${via} while the agent of ${away.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
     // stamped as the holder's clock would (vm show takes a holder's offset off its events)
     const at = Math.floor(Date.now() + (svc.clockOffsetOf?.(away.node) ?? 0))
-    w.update('leases', vm, { log: appendLog(l.log, [{ at, event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }]) })
+    const detail = `asked through ${via} while the agent of ${away.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
+    // a running lease only: `at`, which the update stamps, is read by the left-behind rule of a claimed or starting one
+    appendToLease(w, vm, l => ({ at, event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }), l => l.holder === away.node && l.status === 'running')
   }
+  /** a node by id or name: a member, or an entry of the roll */
   const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
     const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
     // a member that may be running, or one on the roll; else the roll's entry of that name (a member this node never heard)

@@ -8,7 +8,7 @@ import type { MemberDirectory } from './directory.ts'
 import type { Compat } from '../../protocol/compat.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
 import type { OutOfReach } from '../../protocol/reach-watch.ts'
-import { nodeView, statusView, unseenMembers, type SelfInfo } from './views.ts'
+import { gone, nodeView, statusView, unseenMembers, type SelfInfo } from './views.ts'
 
 export interface MembershipRoutesDeps {
   self: () => SelfInfo
@@ -67,9 +67,6 @@ function shown (d: MembershipRoutesDeps): MemberTable {
   if (d.forgotten == null) return all
   return new Map([...all].filter(([id, m]) => !(gone(m.state) && d.forgotten!(id))))
 }
-
-/** a member's state that runs nothing: once off the roll too, it is no longer shown */
-export const gone = (state: Member['state']): boolean => state === 'dead' || state === 'left'
 
 export const membershipRoutes = (d: MembershipRoutesDeps) => (app: FastifyInstance): void => {
   const views = nodeViews(d)

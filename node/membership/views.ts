@@ -256,3 +256,6 @@ export class ClockWatch {
     return clockOff(offsets, table, self, id => now - (this.overSince.get(id) ?? now) >= CLOCK_STEADY_MS)
   }
 }
+
+/** a member's state that runs nothing: once off the roll too, it is no longer shown nor counted (routes.ts shown) */
+export const gone = (state: Member['state']): boolean => state === 'dead' || state === 'left'
