@@ -136,7 +136,9 @@ export function asFlags (err: unknown, volumes: readonly string[] | undefined): 
   const m = /^volumes\[(\d+)\]: /.exec(err.message)
   const given = m == null ? undefined : volumes?.[Number(m[1])]
   if (given == null) return err
-  return new CliError(`--volume ${JSON.stringify(given)}: ${err.message.slice(m![0].length)}`, err.exitCode, { code: err.code })
+  const said = (text: string): string => `--volume ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
+  // the detail (what --json prints) without the code the text form appends (rv42)
+  return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
 }
 
 /**

@@ -158,8 +158,9 @@ export class LocalVms {
           this.noteInterface(vm, d)
           // logged when the guest started, not now (bb36: the adoption's time read as its
           // start); never before the lease's last event (a start time from /proc/stat runs
-          // up to a second early: rv41 saw started before placed)
-          const startedAt = vm.startedAt == null ? undefined : Math.max(vm.startedAt, readLog(lease?.log).events.at(-1)?.at ?? 0)
+          // up to a second early: rv41 saw started before placed); the latest, not the last
+          // appended (another node's events may carry older stamps: rv42)
+          const startedAt = vm.startedAt == null ? undefined : Math.max(vm.startedAt, ...readLog(lease?.log).events.map(e => e.at))
           if (act.do === 'adopt' && act.running != null) this.updateLease(vm.id, { status: 'running', reason: act.running }, l => l.status == null || l.status === 'claimed' || l.status === 'starting', startedAt)
           if (act.do === 'stop') stopsUnderWay.push({ vm: vm.id, why: act.why })
         } else if (act.do === 'exit') {

@@ -97,7 +97,6 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // stamped as the holder's clock would (vm show takes a holder's offset off its events)
     const at = Math.floor(Date.now() + (svc.clockOffsetOf?.(away.node) ?? 0))
     const detail = `asked through ${via} while the agent of ${away.name} was away: its run there ends once that agent is back and stops it, or its watchdog ends it`
-    // a running lease only: `at`, which the update stamps, is read by the left-behind rule of a claimed or starting one
     appendToLease(w, vm, l => ({ at, event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }), l => l.holder === away.node && l.status === 'running')
   }
   /** a node by id or name: a member, or an entry of the roll */

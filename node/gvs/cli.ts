@@ -142,13 +142,13 @@ export async function vol (argv: string[]): Promise<void> {
       const h = d.health
       const lr = h.lastRepair
       // the nodes that ran the last repair and run the one now, by name (the view has their ids)
-      const nodes = lr == null && h.repair == null && h.copiesOn == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => ({ nodes: [] }))).nodes
-      // a node that left or was forgotten is not listed, though its last repair may be named (rv41): asked for by id
-      const named = [lr?.node, h.repair?.node, ...Object.keys(h.copiesOn ?? {})].filter((id): id is string => id != null && !nodes.some(n => n.id === id))
-      for (const id of new Set(named)) {
-        const one = await api.request<{ id: string, name: string }>('GET', `/v1/nodes/${enc(id)}`).catch(() => null)
-        if (one != null) nodes.push(one)
-      }
+      const listed = lr == null && h.repair == null && h.copiesOn == null ? [] : (await api.request<{ nodes: Array<{ id: string, name: string }> }>('GET', '/v1/nodes').catch(() => null))?.nodes
+      const nodes = listed ?? []
+      // a node that left or was forgotten is not listed, though its last repair may be named (rv41): asked for by id,
+      // at once, and not when the list itself failed (each would fail again: rv42)
+      const named = listed == null ? [] : [...new Set([lr?.node, h.repair?.node, ...Object.keys(h.copiesOn ?? {})])].filter((id): id is string => id != null && !nodes.some(n => n.id === id))
+      const found = await Promise.all(named.map(async id => await api.request<{ id: string, name: string }>('GET', `/v1/nodes/${enc(id)}`).catch(() => null)))
+      for (const one of found) if (one != null) nodes.push(one)
       const nodeName = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
       const usedBy = users == null
         ? []

@@ -203,11 +203,13 @@ export class LayerReclaim {
   /** the layers this store had copies or epochs of at the last listing (less those freed since) */
   private held = new Set<string>()
   /**
-   * the layers a document read since the last listing: copies of them may have come
-   * since, unlisted (bb39: a volume made and destroyed between two passes, then a
-   * restart: its copies were in neither list of the record, and stayed for good)
+   * the layers the store named since the last listing began: copies of them may have
+   * come since, unlisted (bb39: a volume made and destroyed between two passes, then a
+   * restart: its copies were in neither list of the record, and stayed for good). Not
+   * every layer the document reads: the record would name the whole grid's, written
+   * again at each one made anywhere (rv42).
    */
-  private readSinceListing = new Set<string>()
+  private touchedSinceListing = new Set<string>()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
@@ -251,7 +253,7 @@ export class LayerReclaim {
     for (const l of read) this.seen.add(l)
     this.lastRead = read
     this.lastHeads = this.c.heads?.() ?? []
-    for (const l of read) this.readSinceListing.add(l)
+    for (const l of this.c.store.takeTouched()) this.touchedSinceListing.add(l)
     return read
   }
 
@@ -263,7 +265,7 @@ export class LayerReclaim {
     if (!this.recording) return
     // held, or maybe held: named in the record whether or not copies came (a name with
     // none here frees nothing, and the next run's record leaves it out)
-    const here = [...new Set([...this.held, ...this.readSinceListing])]
+    const here = [...new Set([...this.held, ...this.touchedSinceListing])]
     await this.record.keep({
       unread: new Set(here.filter(l => this.seen.has(l) && !this.lastRead.has(l))),
       read: new Set(here.filter(l => this.lastRead.has(l))),
@@ -297,8 +299,9 @@ export class LayerReclaim {
     const read = this.noteRead(volumes)
     for (const l of read) this.unreadSince.delete(l)
     const freed: string[] = []
-    // what a note reads from here on may come after the listing
-    this.readSinceListing = new Set(this.lastRead)
+    // what the store names from here on may come after the listing (and what it named
+    // just before may not be on disk yet: kept too)
+    this.touchedSinceListing = this.c.store.takeTouched()
     const listed = await this.c.store.layers()
     this.held = new Set(listed)
     // the layers still count their time unread meanwhile; none goes, no line's floor either

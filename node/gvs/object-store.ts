@@ -115,6 +115,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** room kept for writer epochs and the intent log once object data fills the disk (disk-room.ts) */
   private readonly room: DiskRoom
 
+  /** the layers named since takeTouched was last called */
+  private touched = new Set<string>()
   /** a write or zero landed on an object (a plain callback: called on every write, it costs no event) */
   onWritten: ((volume: string, index: number) => void) | null = null
 
@@ -251,7 +253,19 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   private volDir (volume: string): string {
     if (!STORE_NAME.test(volume)) throw new GvsError('invalid', `volume name "${volume}" is not valid: letters, digits and ._:@+- only, starting with a letter or digit`)
+    this.touched.add(volume)
     return join(this.dir, 'objects', volume)
+  }
+
+  /**
+   * The layers an operation named since the last call (every write, copy, epoch and
+   * freeze names its layer first): what a listing begun after may lack. Taken by the
+   * layer reclaim, whose record names them (layer-reclaim.ts).
+   */
+  takeTouched (): Set<string> {
+    const t = this.touched
+    this.touched = new Set()
+    return t
   }
 
   private paths (volume: string, index: number): { dir: string, data: string, sums: string } {

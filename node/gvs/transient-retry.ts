@@ -1,9 +1,9 @@
-// Trying a replicated volume's write or flush again while it fails only for a moment
-// (replicated-volume.ts).
+// Trying a replicated volume's read, write or flush again while it fails only for a
+// moment (replicated-volume.ts).
 import { GvsError } from './errors.ts'
 
 /**
- * Runs a write or a flush again while it fails only for replicas out of reach for a
+ * Runs a read, write or flush again while it fails only for replicas out of reach for a
  * moment (GvsError.transient), for up to `retryMs`: an agent that restarts, or one
  * that stops while the others still place objects on it, cost the client a pause,
  * not an I/O error (a guest's filesystem turns read-only on one). Meanwhile the node
@@ -13,7 +13,9 @@ import { GvsError } from './errors.ts'
  * start, not how long one takes (a replica's own timeout); counted from when the
  * failure's cause began where it says (GvsError.since: a node without a majority, a
  * peer out of reach), so one that has outlasted it fails at once; one due to end by a
- * known time (GvsError.until: members back from a restart) is waited for until then.
+ * known time (GvsError.until: members back from a restart) is waited for until the
+ * first such time given, and `retryMs` after it at most (a due time that keeps moving
+ * is not followed: bb37).
  * `stopped`: a sibling piece of the same request failed for good: no new attempt (the
  * request fails anyway).
  */

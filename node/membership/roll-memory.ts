@@ -73,7 +73,8 @@ export class RollMemory {
     this.last = new Set(roll.map(e => e.node))
     // on the roll at an earlier note of this run, not only seen: a new member's entry
     // seen first by a question between two notes (forgotten) is not back (CI: "future is
-    // back on the member roll" of an agent that had just joined)
+    // back on the member roll" of an agent that had just joined). A node forgotten while
+    // this agent was down is told by the members that watched the forget, not here.
     const back = before == null ? [] : roll.filter(e => !before.has(e.node) && this.noted.has(e.node)).map(e => e.node)
     for (const e of roll) this.noted.add(e.node)
     if (this.noted.size > ROLL_SEEN_MAX) for (const n of this.noted) { if (this.noted.size <= ROLL_SEEN_MAX) break; this.noted.delete(n) }

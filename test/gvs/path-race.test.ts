@@ -168,10 +168,7 @@ async function twoNodesWith<P extends string[]> (t: import('ava').ExecutionConte
 }
 
 test('a snapshot taken while the volume is removed through another node answers 409, not 201 (bb35: the acknowledged snapshot was gone with the volume)', async t => {
-  const a = node(t, NODES[0]!)
-  const b = node(t, NODES[1]!)
-  const id = (await a.call('POST', '/v1/volumes', { path: '/sv/v', size: '10M' })).body.id ?? ''
-  syncPair(a.replica, b.replica)
+  const { a, b, ids: [id] } = await twoNodesWith(t, '/sv/v')
   const [s, r] = await atOnce(a, b, a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'keep' }), b.call('DELETE', `/v1/volumes/${id}`))
   t.is(r.status, 200)
   t.is(s.status, 409)
@@ -180,10 +177,7 @@ test('a snapshot taken while the volume is removed through another node answers 
 })
 
 test('two snapshots of one name through two nodes at once: one 201, one 409 (bb35: both 201, one snapshot)', async t => {
-  const a = node(t, NODES[0]!)
-  const b = node(t, NODES[1]!)
-  const id = (await a.call('POST', '/v1/volumes', { path: '/sv/w', size: '10M' })).body.id ?? ''
-  syncPair(a.replica, b.replica)
+  const { a, b, ids: [id] } = await twoNodesWith(t, '/sv/w')
   const answers = await atOnce(a, b, a.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' }), b.call('POST', `/v1/volumes/${id}/snapshots`, { name: 'sr2' }))
   t.deepEqual(answers.map(r => r.status).sort(), [201, 409])
   const lost = answers.find(r => r.status === 409)!

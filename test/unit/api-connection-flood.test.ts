@@ -46,12 +46,13 @@ test('connections past the cap are closed as they come; half-sent requests are c
   const t0 = Date.now()
   for (let i = 0; i < MAX_API_CONNECTIONS + 40; i++) conns.push(halfRequest(port))
   await Promise.all(conns.map(async c => await c.opened))
-  // those past the cap (whichever came last to the listener): closed at once, unanswered
+  // those past the cap (whichever came last to the listener): closed unanswered, before
+  // any half-sent request is cut off (told apart by order, not by a time: a loaded
+  // machine accepts late, CI saw none within 8 s once)
   const closedEarly: Array<{ answer: string, at: number }> = []
-  for (const c of conns) void c.closed.then(x => { if (x.at - t0 < 8000) closedEarly.push(x) })
+  for (const c of conns) void c.closed.then(x => { if (x.answer === '') closedEarly.push(x) })
   const waitUntil = async (f: () => boolean, ms: number): Promise<boolean> => { for (const end = Date.now() + ms; Date.now() < end; await new Promise(resolve => setTimeout(resolve, 50))) if (f()) return true; return f() }
-  t.true(await waitUntil(() => closedEarly.length >= 40, 7000), `the 40 connections past the cap were closed at once (${closedEarly.length})`)
-  t.true(closedEarly.every(c => c.answer === ''))
+  t.true(await waitUntil(() => closedEarly.length >= 40, 20_000), `the 40 connections past the cap were closed unanswered (${closedEarly.length})`)
   t.is(await viaUnix(socketPath), 200, 'the unix socket answers while the TCP listener is full')
   const dropped = (await registry.getSingleMetric('vgrid_api_connections_dropped_total')!.get()).values.find(v => v.labels.listener === 'tcp')?.value ?? 0
   t.true(dropped >= 40, `drops counted (${dropped})`)
@@ -59,7 +60,9 @@ test('connections past the cap are closed as they come; half-sent requests are c
   const held = await Promise.all(conns.map(async c => await c.closed))
   const last = Math.max(...held.map(c => c.at)) - t0
   t.true(last < 25_000, `every half-sent request closed within 25 s (the last after ${last} ms)`)
-  t.true(held.filter(c => c.answer.startsWith('HTTP/1.1 408')).length > MAX_API_CONNECTIONS / 2, 'answered 408 request timeout')
+  const timedOut = held.filter(c => c.answer.startsWith('HTTP/1.1 408'))
+  t.true(timedOut.length > MAX_API_CONNECTIONS / 2, 'answered 408 request timeout')
+  t.true(Math.max(...closedEarly.map(c => c.at)) <= Math.min(...timedOut.map(c => c.at)), 'those past the cap were closed at once, before any request timed out')
   // and new connections are served again
   const again = halfRequest(port)
   conns.push(again)

@@ -1,6 +1,6 @@
 import test from 'ava'
 import { Replica, syncPair, listTail, type Draft } from '../../crdt/index.ts'
-import { appendLog } from '../../node/dvmm/history.ts'
+import { appendLog, appendToLease } from '../../node/dvmm/history.ts'
 
 // A lease's log gains an event per transition: written as an append (and a drop off its
 // front once full), not as a new list, so a transition costs the same whatever the log
@@ -108,4 +108,24 @@ test('two updates of one object in one change: the later builds on the earlier (
     w.remove('leases', 'v')
     t.is(w.current('leases', 'v'), undefined, 'removed in this change')
   })
+})
+
+test('appendToLease: another node\'s event goes into a running lease, not into a claimed or starting one, whose stamp the left-behind rule reads (rv42)', t => {
+  const a = replica('n2')
+  const kill = { at: 1_700_000_000_500, event: 'killed', node: 'n2' }
+  for (const status of ['claimed', 'starting'] as const) {
+    a.change(w => w.put('leases', { ...lease([ev(0)]), status }))
+    const before = a.read().get('leases', 'v')!.value
+    let appended: boolean | undefined
+    a.change(w => { appended = appendToLease(w, 'v', () => kill, () => true) })
+    t.false(appended, status)
+    t.deepEqual(a.read().get('leases', 'v')!.value, before, `a ${status} lease unchanged, its at and by too`)
+  }
+  a.change(w => w.put('leases', lease([ev(0)])))
+  let appended: boolean | undefined
+  a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n1') })
+  t.true(appended)
+  t.deepEqual(a.read().get('leases', 'v')!.value.log, appendLog(undefined, [ev(0), kill]))
+  a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n3') })
+  t.false(appended, 'onlyIf')
 })

@@ -113,8 +113,9 @@ test.serial('drain --wait counts a VM removed meanwhile as removed, not moved (b
 })
 
 test('vm create: an API error naming volumes[i] is said as the --volume flag given (bb38)', t => {
-  const e = asFlags(new CliError('volumes[1]: no volume "/srv/data" (400 invalid)', 2, { code: 'invalid' }), ['/os/root', '/srv/data']) as CliError
+  const e = asFlags(new CliError('volumes[1]: no volume "/srv/data" (400 invalid)', 2, { code: 'invalid', detail: 'volumes[1]: no volume "/srv/data"' }), ['/os/root', '/srv/data']) as CliError
   t.is(e.message, '--volume "/srv/data": no volume "/srv/data" (400 invalid)')
+  t.is(e.detail, '--volume "/srv/data": no volume "/srv/data"', '--json: without the code the text form appends (rv42)')
   t.is(e.exitCode, 2)
   t.is(e.code, 'invalid')
   const other = new CliError('name: taken', 2)

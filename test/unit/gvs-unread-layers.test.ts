@@ -73,6 +73,7 @@ function fakeStore (d: string, held: Set<string>, gate: { wait?: Promise<void> }
     store: {
       dir: d,
       layers: async () => [...held],
+      takeTouched: () => new Set<string>(),
       removeVolume: async (n: string) => { if (gate.wait != null) await gate.wait; held.delete(n); removed.push(n) },
       epochFloors: async () => [],
       forgetLine: async () => {},
