@@ -51,6 +51,13 @@ export function parseCpu (text: string, what: string): number {
 export type CapacityOverride = Partial<Resources>
 
 /** "cpu=4,mem=8G,disk=100G" -> override. */
+/** a size of --capacity: past 2^53 bytes no longer exact (bb41: mem=99999999T was advertised as 1.1e20 bytes) */
+function capacitySize (key: string, v: string): number {
+  const n = parseSize(v)
+  if (!Number.isSafeInteger(n)) throw new Error(`--capacity: ${key}=${v} is more than a node can have (at most ${Number.MAX_SAFE_INTEGER} bytes, just under 8P)`)
+  return n
+}
+
 export function parseCapacity (text: string): CapacityOverride {
   const out: CapacityOverride = {}
   const parts = text.split(',').map(p => p.trim()).filter(p => p !== '')
@@ -66,9 +73,9 @@ export function parseCapacity (text: string): CapacityOverride {
     if (k === 'cpu') {
       out.cpu = parseCpu(v, '--capacity: cpu')
     } else if (k === 'mem' || k === 'memory') {
-      out.memoryBytes = parseSize(v)
+      out.memoryBytes = capacitySize(key, v)
     } else if (k === 'disk') {
-      out.diskBytes = parseSize(v)
+      out.diskBytes = capacitySize(key, v)
     } else {
       throw new Error(`--capacity: unknown resource "${k}" (use cpu, mem, disk)`)
     }

@@ -123,6 +123,8 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   // client flags with no command after them: said so, not "unknown command --api"
   oneLineError(t, await vgrid(['--api']), 2, /--api needs a value \(HOST:PORT\) and a command after it/)
   oneLineError(t, await vgrid(['--api', '127.0.0.1:1']), 2, /--api needs a command after it/)
+  oneLineError(t, await vgrid(['--api', 'vm', 'ls']), 2, /^vgrid: --api needs a value \(HOST:PORT\) before the command; it took "vm"/)
+  oneLineError(t, await vgrid(['vol', 'create', '/x', '--size', '1G', '--replicas', '0x2', '--api', '127.0.0.1:1']), 2, /--replicas "0x2" is not a whole number/)
   oneLineError(t, await vgrid(['status', '--api', 'nonsense']), 2, /--api: "nonsense" is not host:port/)
   oneLineError(t, await vgrid(['agent', '--config', '/nonexistent/vgrid.json']), 2, /config file .* not found/)
   oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu "x" is not a number of vCPUs/)

@@ -125,7 +125,7 @@ export class ApiClient {
       const e = err as NodeJS.ErrnoException & { answering?: boolean }
       // connected, then no answer: the agent runs, but this request waits on something (a
       // node it cannot reach, say); "is it running?" would send the user the wrong way
-      if (e.answering === true && e.code === 'ETIMEDOUT') throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`, 1, { code: 'agent_timeout' })
+      if (e.answering === true && e.code === 'ETIMEDOUT') throw new CliError(`the vgrid agent at ${this.display} took the request (${method} ${path}) but did not answer within ${this.answerTimeoutMs / 1000} s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log${method === 'GET' ? '' : `; the ${method} may or may not have been done: see before asking again`}`, 1, { code: 'agent_timeout' })
       // connected, then closed unanswered: an agent holding as many connections as it takes
       if (e.answering === true) throw new CliError(`the vgrid agent at ${this.display} closed the connection without an answer (${e.code ?? e.message}): it may have stopped meanwhile, or hold as many API connections as it takes (see its log)${'socketPath' in this.target ? '' : '; an admin\'s CLI can go through its unix socket'}${method === 'GET' ? '' : `; the ${method} may or may not have been done: see before asking again`}`, 1, { code: 'agent_unreachable' })
       // the socket is there, and this user may not open it: the API's own rule, said as such (bb30)

@@ -61,6 +61,8 @@ function hoistClientFlags (argv: readonly string[]): string[] {
   let i = 0
   for (;;) {
     const a = argv[i]
+    // `vgrid --api vm ls`: the value left out, the command taken for it (bb41: unknown command "ls")
+    if (a === '--api' && argv[i + 1] != null && Object.hasOwn(COMMANDS, argv[i + 1]!)) throw new CliError(`--api needs a value (HOST:PORT) before the command; it took "${argv[i + 1]}" (vgrid [--json] [--api HOST:PORT] COMMAND ...)`, 2)
     if (a === '--api' && argv.length - i >= 3) { flags.push(a, argv[i + 1]!); i += 2 } else if ((a?.startsWith('--api=') === true || a === '--json') && argv.length - i >= 2) { flags.push(a); i++ } else break
   }
   if (flags.length === 0) return [...argv]

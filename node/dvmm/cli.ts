@@ -315,7 +315,15 @@ export function drainProgress (node: string, vms: readonly VmRow[], initial: rea
 }
 
 /** Follows a drain until nothing is left on the node, printing each change. */
-export async function drainWait (api: Pick<ApiClient, 'get'>, r: { node: string, name: string, vms: string[] }, timeoutMs: number, asJson: boolean): Promise<void> {
+export async function drainWait (through: Pick<ApiClient, 'get'>, r: { node: string, name: string, vms: string[] }, timeoutMs: number, asJson: boolean): Promise<void> {
+  // the agent asked went away while the drain went on (bb40: a restart said only ECONNRESET): the drain stands
+  const api: Pick<ApiClient, 'get'> = {
+    get: async <T>(path: string): Promise<T> => await through.get<T>(path).catch((err: unknown) => {
+      if (!(err instanceof CliError)) throw err
+      const more = ` (the drain of ${r.name} stands, in the grid's document; follow it with \`vgrid node drain ${r.name} --wait\`, through another node if this one is down)`
+      throw new CliError(err.message + more, err.exitCode, { code: err.code, detail: err.detail + more })
+    })
+  }
   const end = Date.now() + timeoutMs
   const said = new Map<string, string>()
   if (!asJson) out(`${r.name}: draining; ${r.vms.length} VM(s) on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}`)

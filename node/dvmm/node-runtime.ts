@@ -168,6 +168,7 @@ export class NodeRuntime implements Service {
     if (p !== undefined) this.probe = p
     if (p !== undefined && report) {
       this.c.log.info('VM host probed', { cgroup: p.cgroup.version, accel: p.qemu.accel ?? 'none', drivers: p.drivers.join(',') || 'none' })
+      if (p.runDirs != null) this.c.log.warn('a VM driver is not offered: its run directory cannot be made', { problem: p.runDirs })
       this.c.onProbe?.(p)
     }
     if (againInMs !== undefined) {

@@ -73,6 +73,8 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   let s = await api.request<ScrubStatus>('POST', '/v1/gvs/scrub', { wait: false })
   const bar = progress('scrub', { format: (v, t) => `${v}/${t} objects` })
   while (s.running != null || s.last == null || s.last.finishedAt < asked - 1000) {
+    // it ended in an error: said, not waited for (bb41: it waited for ever)
+    if (s.running == null && s.failed != null && s.failed.at >= asked - 1000) { bar.stop(); throw new CliError(`scrub failed: ${s.failed.error}`) }
     // its total is known once the scrub has listed the objects (a 0/0 line says nothing)
     if (s.running != null && s.running.total > 0) bar.update(s.running.objects, s.running.total, s.running.bad > 0 ? `${s.running.bad} bad` : '')
     await sleep(POLL_MS)

@@ -99,9 +99,9 @@ export async function vol (argv: string[]): Promise<void> {
   }
   const int = (x: unknown, flag: string): number | undefined => {
     if (x == null) return undefined
-    const n = Number(x)
-    if (!Number.isInteger(n)) throw new CliError(`${flag} "${String(x)}" is not a whole number`, 2)
-    return n
+    // decimal digits only: Number() also took 0x2 and 1e1 (bb41), as --size and --cpu do not
+    if (!/^\s*-?\d+\s*$/.test(String(x))) throw new CliError(`${flag} "${String(x)}" is not a whole number`, 2)
+    return Number(x)
   }
   const takes = sub == null ? undefined : FLAGS_OF[sub]
   const wrong = takes == null ? [] : Object.keys(v).filter(f => f !== 'api' && f !== 'json' && !takes.includes(f))

@@ -180,11 +180,11 @@ export function volumeHealth (h: HealthInput): VolumeHealthView {
     // minutes, saying only this, while the full node's status alone said why)
     // a copy's own failure first: the errors begin with the objects left alone as unavailable, said above (rv33)
     const first = h.lastRepair.errors?.find(e => /^object \d+ to /.test(e)) ?? h.lastRepair.errors?.find(e => !e.startsWith('scrub:'))
-    reasons.push(`the last repair could not make ${plural(otherFailed, 'copy', 'copies')} (retried on the next pass)${first != null ? `: ${clip(first, 240)}` : ''}`)
+    reasons.push(`the last repair could not make ${plural(otherFailed, 'object copy', 'object copies')} (retried on the next pass)${first != null ? `: ${clip(first, 240)}` : ''}`)
   }
   // a repair running now that has failed copies (or left objects alone as unavailable):
   // not healthy while it runs either (a tester saw "healthy, 6/6 copies, 6 failed")
-  if (h.repair != null && h.repair.failed > 0) reasons.push(`the repair running now could not make ${plural(h.repair.failed, 'copy', 'copies')} so far`)
+  if (h.repair != null && h.repair.failed > 0) reasons.push(`the repair running now could not make ${plural(h.repair.failed, 'object copy', 'object copies')} so far`)
   let state: VolumeState = reasons.length === 0 ? 'healthy' : 'degraded'
   // a repair that can finish (enough live nodes) turns degraded into repairing; one
   // that only moves copies to a node that joined shows as repairing too

@@ -115,6 +115,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   /** room kept for writer epochs and the intent log once object data fills the disk (disk-room.ts) */
   private readonly room: DiskRoom
 
+  /** entries of the objects directory that are no directory, already logged */
+  private readonly strays = new Set<string>()
   /** the layers named since takeTouched was last called */
   private touched = new Set<string>()
   /** a write or zero landed on an object (a plain callback: called on every write, it costs no event) */
@@ -160,8 +162,12 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * of what a flush must sync, and a client's next flush must cover them.
    */
   async start (): Promise<void> {
-    await mkdir(join(this.dir, 'objects'), { recursive: true })
-    await mkdir(join(this.dir, 'epochs'), { recursive: true })
+    // a file in the way is named, with what to do (bb41: a bare EEXIST of mkdir)
+    for (const d of [this.dir, this.objectsDir, join(this.dir, 'epochs')]) {
+      await mkdir(d, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST' || err.code === 'ENOTDIR' ? new GvsError('io', `${d} must be a directory of the volume store, and something else is in its way (${err.code}): move it away`) : err
+      })
+    }
     await this.frozen.start()
     await this.room.ready()
     try { await run('sync', ['-f', this.dir]) } catch (err) { throw new GvsError('io', `syncing the file system of ${this.dir} failed: ${(err as Error).message}`) }
@@ -507,7 +513,17 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /** the volumes with any object here */
   async volumes (): Promise<string[]> {
-    return (await readdir(join(this.dir, 'objects'))).filter(n => STORE_NAME.test(n)).sort()
+    const out: string[] = []
+    for (const e of await readdir(this.objectsDir, { withFileTypes: true })) {
+      if (!STORE_NAME.test(e.name)) continue
+      if (e.isDirectory()) { out.push(e.name); continue }
+      // not a layer's directory (put there by hand): every listing of it failed, a scrub
+      // with a 500 and its schedule without a word (bb41); named once, left alone
+      if (this.strays.has(e.name)) continue
+      this.strays.add(e.name)
+      this.log.warn('a file in the object store that is no layer\'s directory: ignored (move it out of the store)', { path: join(this.objectsDir, e.name) })
+    }
+    return out.sort()
   }
 
   /** checks every block of one object: the damaged blocks (none: sound or absent) */

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, UnavailableError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
 import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, sayNodes, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -185,7 +185,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const all = svc.volumes()
-    const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all)]))
+    const health = new Map([...await svc.health(vs)].map(([id, h]) => [id, sayHealth(h, all, n => svc.nodeName?.(n) ?? n)]))
     const waiting = foldingLayers(all)
     const readers = layerReaders(all)
     // what every fold waits for, asked once for the whole answer (a roll and table scan)
@@ -521,8 +521,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       onlyFields(b, ['wait'])
       const wait = flag(b, 'wait', false)
       const done = svc.scrub.now()
+      // a failure is logged and in the status (`failed`), where `vol scrub --now` reads it
       if (!wait) { done.catch(() => {}); void reply.code(202); return scrubStatus() }
-      return sayScrub(await done, svc.volumes())
+      const r = await done.catch((err: unknown) => { throw new UnavailableError(`the scrub of this node's copies failed: ${err instanceof Error ? err.message : String(err)}`, 'scrub_failed') })
+      return sayScrub(r, svc.volumes())
     })
   }
 }
@@ -538,7 +540,9 @@ function sayScrub (r: ScrubReport, vols: readonly Volume[]): ScrubReport {
 }
 
 /** a volume's state with the layer names in its reasons said as paths (sayLayers) */
-function sayHealth (h: VolumeHealthView, vols: readonly Volume[]): VolumeHealthView {
-  const lastRepair = h.lastRepair?.unavailableWhy != null ? { ...h.lastRepair, unavailableWhy: sayLayers(h.lastRepair.unavailableWhy, vols) } : h.lastRepair
-  return { ...h, reasons: h.reasons.map(r => sayLayers(r, vols)), lastRepair }
+/** a health view with layers said as volumes and peer ids as node names (bb40: "replica 12D3KooW...: disk full", where vgrid status said the name) */
+function sayHealth (h: VolumeHealthView, vols: readonly Volume[], nameOf: (id: string) => string): VolumeHealthView {
+  const say = (text: string): string => sayNodes(sayLayers(text, vols), nameOf)
+  const lastRepair = h.lastRepair?.unavailableWhy != null ? { ...h.lastRepair, unavailableWhy: say(h.lastRepair.unavailableWhy) } : h.lastRepair
+  return { ...h, reasons: h.reasons.map(say), lastRepair }
 }

@@ -36,6 +36,8 @@ export interface ScrubStatus {
   next: number | null
   running: ScrubProgress | null
   last: ScrubReport | null
+  /** the last scrub that ended in an error, when it did after `last` (bb41: `vol scrub --now` waited for ever) */
+  failed?: { startedAt: number, at: number, error: string }
 }
 
 export class ScrubSchedule {
@@ -47,6 +49,7 @@ export class ScrubSchedule {
   private current: { scrubber: Scrubber, done: Promise<ScrubReport> } | null = null
   private progress: ScrubProgress | null = null
   last: ScrubReport | null = null
+  private failed: { startedAt: number, at: number, error: string } | null = null
   private on = false
 
   constructor (components: ScrubScheduleComponents, init: { intervalMs: number, bytesPerSecond?: number }) {
@@ -77,7 +80,8 @@ export class ScrubSchedule {
   }
 
   status (): ScrubStatus {
-    return { intervalMs: this.intervalMs, next: this.next, running: this.progress, last: this.last }
+    const failed = this.failed != null && this.failed.at > (this.last?.finishedAt ?? 0) ? { failed: this.failed } : {}
+    return { intervalMs: this.intervalMs, next: this.next, running: this.progress, last: this.last, ...failed }
   }
 
   private plan (): void {
@@ -117,9 +121,16 @@ export class ScrubSchedule {
       seen = { objects: p.objects, bad: p.bad, repaired: p.repaired }
     })
     // running from its start, not from its first progress event
-    this.progress = { startedAt: Date.now(), objects: 0, total: 0, bytes: 0, bad: 0, repaired: 0 }
+    const startedAt = Date.now()
+    this.progress = { startedAt, objects: 0, total: 0, bytes: 0, bad: 0, repaired: 0 }
     const done = (async () => {
-      const r = await scrubber.run()
+      const r = await scrubber.run().catch((err: unknown) => {
+        // said where it is asked for, and logged: a scheduled scrub's failure was dropped
+        const error = err instanceof Error ? err.message : String(err)
+        this.failed = { startedAt, at: Date.now(), error }
+        this.c.log.error('the scrub of this node\'s copies failed', { error })
+        throw err
+      })
       this.last = r
       this.c.metrics?.scrubLast.set(r.finishedAt / 1000)
       if (r.bad > 0) this.c.log.warn('scrub found damaged copies', { bad: r.bad, repaired: r.repaired, unrepaired: r.unrepaired.map(u => `${u.layer}/${u.index}: ${u.error}`) })

@@ -633,8 +633,10 @@ export class GvsService {
       message: `this node cannot reach ${this.nodeName(peer)}'s volume store though membership holds it alive (${why}): reads go to other copies; writes of objects it holds fail until it answers`,
       since: new Date(since).toISOString()
     }))
+    const failed = this.scrub.status().failed
+    const scrub: HealthProblem[] = failed == null ? [] : [{ service: 'gvs', cause: 'scrub-failed', message: `the last scrub of this node's copies failed: ${failed.error} (vgrid vol scrub --now tries again)`, since: new Date(failed.at).toISOString() }]
     const vols = this.volumes()
-    return [...unreached, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...this.replicas.refusals.problems(), ...await this.volumeProblems.problems()]
+    return [...unreached, ...scrub, ...this.ioFailures.problems(), ...this.replicas.diskFull.problems(), ...this.replicas.refusals.problems(), ...await this.volumeProblems.problems()]
       .map(p => ({ ...p, message: sayNodes(sayLayers(p.message, vols), n => this.nodeName(n)) }))
   }
 

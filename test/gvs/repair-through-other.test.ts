@@ -18,7 +18,7 @@ test('after a repair through a node that does not coordinate the volume, that no
   const health = async (): Promise<Health> => (await api[other]!.inject({ method: 'GET', url: `/v1/volumes/${id}` })).json<{ health: Health }>().health
   const before = await health()
   t.is(before.state, 'degraded', JSON.stringify(before))
-  t.true(before.reasons.some(r => /the last repair could not make 1 copy/.test(r)), JSON.stringify(before.reasons))
+  t.true(before.reasons.some(r => /the last repair could not make 1 object copy/.test(r)), JSON.stringify(before.reasons))
   const repaired = await api[other]!.inject({ method: 'POST', url: `/v1/volumes/${id}/repair`, payload: {} })
   t.is(repaired.statusCode, 200, repaired.body)
   t.is(repaired.json<{ health: string }>().health, 'healthy')

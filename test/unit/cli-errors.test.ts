@@ -43,6 +43,8 @@ test('an agent that takes a request and does not answer is not called unreachabl
   const port = (silent.address() as { port: number }).port
   const err = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).get('/v1/volumes'))
   t.is(err?.message, `the vgrid agent at 127.0.0.1:${port} took the request (GET /v1/volumes) but did not answer within 0.3 s; it may be waiting on a node it cannot reach: see \`vgrid status\` and its log`)
+  const post = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).request('POST', '/v1/vms', {}))
+  t.regex(post?.message ?? '', /did not answer within 0\.3 s; .*; the POST may or may not have been done: see before asking again$/) // bb40
   silent.closeAllConnections()
   await new Promise(resolve => silent.close(resolve))
   const gone = await t.throwsAsync(new ApiClient(`127.0.0.1:${port}`, { answerTimeoutMs: 300 }).get('/v1/volumes'))

@@ -40,6 +40,9 @@ test('a config file over 1 MiB is refused, naming it; one just under is read', a
 test('--capacity cpu refuses what vm create --cpu refuses (1e9, 0x1), in its words; whitespace around is taken as for sizes', t => {
   t.throws(() => parseCapacity('cpu=1e9'), { message: '--capacity: cpu "1e9" is not a number of vCPUs (e.g. 1, 0.5, 2)' })
   t.throws(() => parseCapacity('cpu=0x1'), { message: /cpu "0x1" is not a number of vCPUs/ })
+  t.throws(() => parseCapacity('cpu=2,mem=99999999T'), { message: '--capacity: mem=99999999T is more than a node can have (at most 9007199254740991 bytes, just under 8P)' }, 'bb41: advertised as 1.1e20 bytes')
+  t.throws(() => parseCapacity('disk=9000P'), { message: /--capacity: disk=9000P is more than a node can have/ })
+  t.deepEqual(parseCapacity('mem=7P'), { memoryBytes: 7 * 2 ** 50 })
   t.throws(() => parseCapacity('cpu=Infinity'), { message: /cpu "Infinity" is not a number of vCPUs/ })
   t.throws(() => parseCapacity('cpu=0'), { message: '--capacity: cpu "0": must be above zero' })
   t.deepEqual(parseCapacity('cpu= 1 ,mem= 64M'), { cpu: 1, memoryBytes: 64 * 1024 ** 2 })

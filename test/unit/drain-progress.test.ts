@@ -121,3 +121,12 @@ test('vm create: an API error naming volumes[i] is said as the --volume flag giv
   const other = new CliError('name: taken', 2)
   t.is(asFlags(other, ['/a']), other)
 })
+
+test.serial('drain --wait whose agent goes away says the drain stands and how to follow it (bb40: only ECONNRESET)', async t => {
+  const api = { get: async () => { throw new CliError('the agent at 127.0.0.1:7401 closed the connection without an answer (ECONNRESET)', 1, { code: 'error' }) } }
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = (() => true) as typeof process.stdout.write
+  const err = await t.throwsAsync(drainWait(api as never, { node: 'n3', name: 'h3', vms: ['a'] }, 30_000, false)).finally(() => { process.stdout.write = write })
+  t.is(err?.message, 'the agent at 127.0.0.1:7401 closed the connection without an answer (ECONNRESET) (the drain of h3 stands, in the grid\'s document; follow it with `vgrid node drain h3 --wait`, through another node if this one is down)')
+  t.is((err as CliError).code, 'error')
+})

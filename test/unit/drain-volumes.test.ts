@@ -60,9 +60,9 @@ test('the drain\'s volume progress: copies on the node and volumes repairing; do
   t.is(volumeDrainLine('h3', rec), '  volumes: no copy left on h3; 1 volume(s) still record writes as going to h3 (/r), until their next repair clears that')
   t.is(volumeDrainLine('h3', p), '  volumes: 4 object copies of 1 volume(s) still on h3 (/a); 1 volume(s) repairing or degraded (/b)')
   // one that stays degraded says why (bb28: a drain onto a full disk said nothing for minutes)
-  const stuck = { ...vol('/c', 'degraded', { n1: 2, n3: 2 }), health: { state: 'degraded', copiesOn: { n1: 2, n3: 2 }, reasons: ['the last repair could not make 2 copies (retried on the next pass): object 3 to h4: disk full'] } } as VolumesAnswer['volumes'][number]
+  const stuck = { ...vol('/c', 'degraded', { n1: 2, n3: 2 }), health: { state: 'degraded', copiesOn: { n1: 2, n3: 2 }, reasons: ['the last repair could not make 2 object copies (retried on the next pass): object 3 to h4: disk full'] } } as VolumesAnswer['volumes'][number]
   t.is(volumeDrainLine('h3', volumeDrainProgress('n3', { volumes: [stuck], evacuation: { nodes: ['n3'] } })),
-    '  volumes: 2 object copies of 1 volume(s) still on h3 (/c); 1 volume(s) repairing or degraded (/c); /c: the last repair could not make 2 copies (retried on the next pass): object 3 to h4: disk full')
+    '  volumes: 2 object copies of 1 volume(s) still on h3 (/c); 1 volume(s) repairing or degraded (/c); /c: the last repair could not make 2 object copies (retried on the next pass): object 3 to h4: disk full')
   p = volumeDrainProgress('n3', { volumes: [vol('/a', 'healthy', { n1: 4, n2: 4 }), vol('/b', 'healthy', { n1: 2, n2: 2 })], evacuation: { nodes: ['n3'] } })
   t.true(p.done)
   t.is(volumeDrainLine('h3', p), '  volumes: no copy left on h3, every volume healthy on the other nodes')

@@ -69,7 +69,7 @@ test('a repair under way turns degraded into repairing, unless too few nodes are
   // one that has failed copies is not healthy while it runs, nor once all are tried
   const failing = volumeHealth(base({ repair: { ...repair, done: 2, failed: 2 } }))
   t.is(failing.state, 'degraded')
-  t.deepEqual(failing.reasons, ['the repair running now could not make 2 copies so far'])
+  t.deepEqual(failing.reasons, ['the repair running now could not make 2 object copies so far'])
 })
 
 test('objects the inventory finds unavailable (every holder of a write interval down): degraded, said apart, before any repair ran', t => {
@@ -84,11 +84,11 @@ test('no inventory yet, or a last repair that failed copies: degraded, saying so
   t.deepEqual(volumeHealth(base({ copies: null })).reasons, ['no inventory of its copies yet'])
   const h = volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0 } }))
   t.is(h.state, 'degraded')
-  t.deepEqual(h.reasons, ['the last repair could not make 2 copies (retried on the next pass)'])
+  t.deepEqual(h.reasons, ['the last repair could not make 2 object copies (retried on the next pass)'])
   // where its record has what failed: the first, which names the node and why (bb28: a drain onto a full disk)
   const errors = ['scrub: object 1 of v on c is damaged and was not rewritten: unknown why', 'object 3 to h4: writing object 3 of "v": disk full (ENOSPC)', 'object 5 to h4: ...']
   t.deepEqual(volumeHealth(base({ lastRepair: { node: 'a', at: 1, copied: 3, failed: 2, bytes: 9, lost: 0, errors } })).reasons,
-    ['the last repair could not make 2 copies (retried on the next pass): object 3 to h4: writing object 3 of "v": disk full (ENOSPC)'])
+    ['the last repair could not make 2 object copies (retried on the next pass): object 3 to h4: writing object 3 of "v": disk full (ENOSPC)'])
 })
 
 test('the repair coordinator: one of the live nodes, the same from any order, moving only when it leaves', t => {

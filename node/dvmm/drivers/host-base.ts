@@ -6,7 +6,7 @@
 // start time in /proc matches the recorded one.
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
@@ -18,8 +18,12 @@ import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGr
 import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, tailBytes, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
-/** how often running VMs' console logs are checked for their size (common.ts trimConsole) */
-const CONSOLE_CHECK_MS = 10_000
+/**
+ * How often VMs' console logs are checked for their size (common.ts trimConsole): a log
+ * grows past its cap by what the VM writes meanwhile (bb41: `yes` in a VM of 0.2 CPU
+ * swung between 0.5 and 2 GB on the data disk with checks 10 s apart). A stat a VM.
+ */
+const CONSOLE_CHECK_MS = 250
 
 export interface HostDriverComponents {
   log: Logger
@@ -150,6 +154,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
 
   async probe (): Promise<ProbeResult> {
     this.probed ??= (async () => {
+      // where its VMs' records go: a file in the way (bb41) failed every start here, three
+      // crashes a VM, while placement kept choosing the node; a failed probe keeps it off
+      try { mkdirSync(this.runs.root, { recursive: true, mode: 0o700 }) } catch (err) {
+        return { ok: false, detail: `its run directory ${this.runs.root} cannot be made (${(err as Error).message}): move what is in the way` }
+      }
       const cg = probeCgroups()
       if (!cg.ok || cg.layout === undefined) return { ok: false, detail: `cgroups: ${cg.detail}` }
       this.cgroups = cg.layout
@@ -382,8 +391,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   private poll (): void {
     if (performance.now() - this.consolesCheckedAt >= CONSOLE_CHECK_MS) {
       this.consolesCheckedAt = performance.now()
+      // an ended VM's too, once: what it wrote last may be past the cap (bb41: 50 MB kept until removed)
       for (const rec of this.recs.values()) {
-        if (rec.state !== 'running' && rec.state !== 'stopping') continue
         try {
           const dropped = trimConsole(this.runs.console(rec.id))
           if (dropped > 0) this.components.log.info('a VM\'s console log was cut back to its last MiB', { vm: rec.id, droppedBytes: dropped })

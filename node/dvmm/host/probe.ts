@@ -1,15 +1,26 @@
 // What this node can run, for its advert and `vgrid nodes`: which cgroup hierarchy
 // holds VM limits and which accelerator QEMU VMs get, each with the probe's reason.
-import { readdirSync } from 'node:fs'
+import { mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
 import { probeAccel } from './accel.ts'
 import { probeCgroups } from './cgroups.ts'
+import { runRoot } from '../drivers/common.ts'
 
 export interface HostProbe {
   cgroup: { version: 'v1' | 'v2' | 'none', detail: string }
   qemu: { available: boolean, accel?: 'kvm' | 'tcg', detail: string }
   drivers: Array<'process' | 'qemu'>
+  /** why a driver is left out for its run directory (a file in the way: bb41), when one is */
+  runDirs?: string
+}
+
+/** why the driver's run directory under the data dir cannot be made (null: it is there) */
+function runDirProblem (dataDir: string, driver: string): string | null {
+  const dir = join(runRoot(dataDir), driver)
+  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); return null } catch (err) {
+    return `${dir} cannot be made (${(err as Error).message}): move what is in the way`
+  }
 }
 
 export async function probeHost (o: { dataDir: string, now: number, qemu?: string, probeKernel?: string }): Promise<HostProbe> {
@@ -26,9 +37,13 @@ export async function probeHost (o: { dataDir: string, now: number, qemu?: strin
     qemu = { available: true, accel: a.accel, detail: a.detail }
   }
   const drivers: HostProbe['drivers'] = []
-  if (cg.ok && process.getuid?.() === 0 && which('ip') !== undefined) drivers.push('process')
-  if (cg.ok && qemu.available) drivers.push('qemu')
-  return { cgroup, qemu, drivers }
+  // a driver whose VMs' records cannot be written fails every start: not offered (bb41:
+  // placement kept choosing the node, three crashes a VM)
+  const problems: string[] = []
+  const runs = (d: 'process' | 'qemu'): boolean => { const p = runDirProblem(o.dataDir, d); if (p != null) problems.push(p); return p == null }
+  if (cg.ok && process.getuid?.() === 0 && which('ip') !== undefined && runs('process')) drivers.push('process')
+  if (cg.ok && qemu.available && runs('qemu')) drivers.push('qemu')
+  return { cgroup, qemu, drivers, ...(problems.length > 0 ? { runDirs: problems.join('; ') } : {}) }
 }
 
 /** Every driver a probe can find: a node missing one may gain it (a package installed, cgroups mounted). */

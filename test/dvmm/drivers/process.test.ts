@@ -3,7 +3,7 @@
 // namespace whose address the node reaches. Host ends of VM links live in a namespace
 // this test makes (not the machine's own), removed by name afterwards.
 import test from 'ava'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
@@ -375,4 +375,39 @@ maybe('process driver: an empty argument reaches the command as one; an empty pr
   await waitFor('the args line', async () => (await d.consoleTail(id)).includes('args:2:[][b]') ? true : undefined, 5000)
   const e = await t.throwsAsync(d.start({ id: `${id}-x`, vcpus: 0.5, memoryMiB: 32, network: false, boot: { kind: 'command', command: ['', 'x'] } }))
   t.regex(e!.message, /boot\.command\[0\]/)
+})
+
+test('process driver: a file where its run directory goes fails the probe, naming it, so placement keeps VMs off the node; moved away, the next probe is good (bb41: every start failed there)', async t => {
+  const own = mkdtempSync(join(tmpdir(), 'vgrid-proc-rundir-'))
+  const d = new ProcessDriver({ log: silentLogger, clock: Date }, { dataDir: own, pollMs: 50 })
+  t.teardown(async () => { await d.close(); rmSync(own, { recursive: true, force: true }) })
+  mkdirSync(join(own, 'dvmm'))
+  writeFileSync(join(own, 'dvmm', 'run'), 'x')
+  const p = await d.probe()
+  t.false(p.ok)
+  t.regex(p.detail, /run directory .*dvmm\/run\/process cannot be made \(.*ENOTDIR.*\): move what is in the way/)
+  // the host probe, which the advert's drivers come from (placement reads them)
+  const { probeHost } = await import('../../../node/dvmm/host/probe.ts')
+  const host = await probeHost({ dataDir: own, now: Date.now(), qemu: join(own, 'no-qemu') })
+  t.false(host.drivers.includes('process'), 'not offered')
+  t.regex(host.runDirs ?? '', /dvmm\/run\/process cannot be made \(.*ENOTDIR.*\)/)
+  rmSync(join(own, 'dvmm', 'run'))
+  const again = await d.probe()
+  t.false(/run directory/.test(again.detail), again.detail)
+  const hostAgain = await probeHost({ dataDir: own, now: Date.now(), qemu: join(own, 'no-qemu') })
+  t.is(hostAgain.runDirs, undefined)
+  t.is(hostAgain.drivers.includes('process'), probeCgroups().ok, 'offered again')
+})
+
+maybe('process driver: an ended VM\'s console log past its cap is cut back too (bb41: 50 MB kept until the VM was removed)', async t => {
+  const d = await create()
+  const id = `spew-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const exited = new Promise<void>(resolve => d.on('exit', e => { if (e.id === id) resolve() }))
+  await d.start(sh(id, 'head -c 40000000 /dev/zero | tr "\\0" a; echo; echo the end', 64))
+  await exited
+  const { statSync } = await import('node:fs')
+  const file = join(dataDir, 'dvmm', 'run', 'process', id, 'console.log')
+  await waitFor('the log cut back under 16 MiB', () => statSync(file).size <= 16 * 1024 * 1024 ? true : undefined, 5000)
+  t.regex(await d.consoleTail(id), /the end\n$/)
 })
