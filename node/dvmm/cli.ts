@@ -10,6 +10,7 @@ import type { NodeView } from '../api/types.ts'
 import { awayForGood, volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
 import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
+import { num } from '../cli/format.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
@@ -30,7 +31,8 @@ const say = (s: string): void => { out(escapeControls(s)) }
 /** JSON escapes C0 in strings, not DEL and C1 (U+009B is a CSI to some terminals): those too, the value the same */
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2).replace(/[\u007f-\u009f]/g, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)) }
 /** memory as people wrote it: 128M stays 128M (not 0.13G), 1.5G stays 1.50G */
-const gib = (b: number): string => b < 2 ** 30 && b % 2 ** 20 === 0 ? `${b / 2 ** 20}M` : `${(b / 2 ** 30).toFixed(b % 2 ** 30 === 0 ? 0 : 2)}G`
+/** memory as --memory takes it: under 1 GiB in MiB (bb41 read 64.5M as 0.06G), else in GiB */
+const gib = (b: number): string => b < 2 ** 30 ? `${num(b / 2 ** 20)}M` : `${num(b / 2 ** 30)}G`
 const enc = encodeURIComponent
 
 function table (rows: string[][]): string {

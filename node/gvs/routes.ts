@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, UnavailableError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, UnavailableError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, sayNodes, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
@@ -447,7 +447,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       if (extra !== undefined) throw new ValidationError(extra, `unknown field "${extra}": this request takes no fields`)
       const v = findVolume(svc.volumes(), req.params.id)
       const s = snapshotOf(v, req.params.name)
-      if (s == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}" (an export's is removed once its lease runs out)`)
+      if (s == null) throw new NotFoundError(`volume "${v.path}" has no snapshot ${quoteGiven(req.params.name)} (an export's is removed once its lease runs out)`)
       const r = exportRecordOf(s)
       if (r == null) throw new ConflictError(`${v.path}@${s.name} is not a snapshot vgrid vol export took: it has no lease to renew`, 'not_export')
       const self = svc.exportSweeper.record().node
@@ -478,7 +478,7 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
     app.delete<{ Params: IdParams & { name: string } }>('/v1/volumes/:id/snapshots/:name', async req => {
       const v = findVolume(svc.volumes(), req.params.id)
-      if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot "${req.params.name}"`)
+      if (snapshotOf(v, req.params.name) == null) throw new NotFoundError(`volume "${v.path}" has no snapshot ${quoteGiven(req.params.name)}`)
       // its entry only (snapshots taken meanwhile stay); its layers stay while the volume or a clone still reads through them
       await state.write(w => { stillThere(w.reader.list('volumes'), v); w.removeSnapshot(v.id, req.params.name) }, `volume snapshot rm ${v.path}@${req.params.name}`)
       // an export's lease on it (if any) ends with it

@@ -5,7 +5,7 @@ import { activeIntervals } from './write-intervals.ts'
 import { randomBytes } from 'node:crypto'
 import { ID_PATTERN, snapshotOf, type Draft, type Lease, type Snapshot, type Volume, type Vm } from '../../crdt/index.ts'
 import { formerRun, sameVm } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, quoteGiven } from '../errors.ts'
 import { parseSize } from '../resources.ts'
 import { bytes } from '../cli/format.ts'
 import { sayWriters, type NodeWriters } from './say-writers.ts'
@@ -98,11 +98,11 @@ export function stillThere (volumes: Iterable<Volume>, v: Pick<Volume, 'id' | 'p
 function notAVolume (all: Volume[], ref: string, doing?: string): Error {
   const parts = splitSnapshotRef(ref)
   const of = parts == null ? undefined : all.find(x => x.id === parts.volume) ?? byPath(all, parts.volume)
-  if (parts == null || of == null) return new NotFoundError(`no volume with id or path "${ref}"`)
+  if (parts == null || of == null) return new NotFoundError(`no volume with id or path ${quoteGiven(ref)}`)
   if (snapshotOf(of, parts.snapshot) == null) {
     const names = Object.keys(of.snapshots).sort()
     const has = names.length === 0 ? 'it has none' : `it has ${names.length > 10 ? `${names.slice(0, 10).join(', ')} and ${names.length - 10} more` : names.join(', ')}`
-    return new NotFoundError(`no volume with id or path "${ref}", and volume ${of.path} has no snapshot "${parts.snapshot}" (${has})`)
+    return new NotFoundError(`no volume with id or path ${quoteGiven(ref)}, and volume ${of.path} has no snapshot ${quoteGiven(parts.snapshot)} (${has})`)
   }
   const is = `"${ref}" is snapshot ${parts.snapshot} of volume ${of.path}, and a snapshot is read-only`
   const instead = `vgrid vol clone ${of.path}@${parts.snapshot} NEWPATH makes a writable volume of it; vgrid vol snapshot rm ${of.path} ${parts.snapshot} removes it`

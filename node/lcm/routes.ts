@@ -1,7 +1,7 @@
 // API routes of the LCM: /v1/links (declared connections: list, create, show,
 // remove) and /v1/net (this agent's WireGuard interface, peers and link rules).
 import type { FastifyInstance } from 'fastify'
-import { NotFoundError } from '../errors.ts'
+import { NotFoundError, quoteGiven } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { LINK_SETTLE_MS, checkLink, lostLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import { NEITHER_END_HERE, type Link } from './rules.ts'
@@ -158,7 +158,7 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
 
   app.get<{ Params: { id: string } }>('/v1/links/:id', async (req): Promise<LinkView> => {
     const l = links(lcm).find(x => x.id === req.params.id)
-    if (l == null) throw new NotFoundError(`no link "${req.params.id}"`)
+    if (l == null) throw new NotFoundError(`no link ${quoteGiven(req.params.id)}`)
     return (await views(lcm, [l]))[0]!
   })
 
@@ -184,7 +184,7 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
   app.delete<{ Params: { id: string } }>('/v1/links/:id', { config: { access: 'admin' } }, async (req): Promise<{ removed: string, notApplied?: Array<{ node: string, name: string | null, state: string }> }> => {
     const before = links(lcm).find(x => x.id === req.params.id)
     const removed = await lcm.state.write(w => w.remove('connections', req.params.id))
-    if (!removed) throw new NotFoundError(`no link "${req.params.id}"`)
+    if (!removed) throw new NotFoundError(`no link ${quoteGiven(req.params.id)}`)
     lcm.schedule(0)
     await lcm.settled()
     // the nodes its ends run on take the removal into their rules; one whose agent is

@@ -119,6 +119,7 @@ test('a VOLUME@SNAPSHOT given where a volume is expected: a snapshot is read-onl
   t.regex(e('/bb/r3@s1').message, /^no volume with id or path "\/bb\/r3@s1": "\/bb\/r3@s1" is snapshot s1 of volume \/bb\/r3, and a snapshot is read-only/)
   t.like(e('/bb/r3@nope', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/r3@nope", and volume /bb/r3 has no snapshot "nope" (it has s1, s2)' })
   t.like(e('/bb/none@s1', 'resized'), { name: 'NotFoundError', message: 'no volume with id or path "/bb/none@s1"' })
+  t.is(e('/' + 'x'.repeat(8000)).message, `no volume with id or path "/${'x'.repeat(39)}…" (8001 characters)`, 'bb41: not echoed whole')
 })
 
 test('cloneSource: a clone names its parent by PATH@SNAP, and what is left once either is gone (vol info showed the parent\'s id)', t => {

@@ -153,3 +153,8 @@ test('a state file that is not a regular file is damage, not read (bb35: a log l
   t.deepEqual(back.problems.map(p => `${p.file}: ${p.detail}`).sort(), ['log: is not a regular file (a character device)', 'snapshot: is not a regular file (a character device)'])
   t.deepEqual(back.records, [])
 })
+
+test('a state log in a format this release does not read is said so, not as a bad header (bb41)', t => {
+  t.deepEqual(parseLog(Buffer.from('VGLOG99\nwhatever')), { records: [], problem: 'a vgrid state log of format 99, which this release does not read (written by a newer vgrid?)' })
+  t.deepEqual(parseLog(Buffer.from('NOTALOG\nwhatever')), { records: [], problem: 'not a vgrid state log (bad header)' })
+})
