@@ -115,6 +115,8 @@ export interface GvsInit extends GvsTuning {
   writeRetryMs?: number
   /** how long a layer nothing reads any more stays on disk before this node frees it (default 20 s) */
   freeAfterMs?: number
+  /** how often the layers the document reads are noted, besides soon after each of its changes (default NOTE_EVERY_MS) */
+  noteEveryMs?: number
   /** how often abandoned export snapshots are looked for (default SWEEP_MS, export-sweeper.ts) */
   exportSweepMs?: number
   /** how long an export's lease on its snapshot lasts unrenewed (default EXPORT_LEASE_MS, export-sweeper.ts) */
@@ -136,6 +138,8 @@ const FREEZE_WAIT_MS = 5_000
 
 /** how often the layers the document reads are noted between passes (layer-reclaim.ts) */
 const NOTE_EVERY_MS = 2000
+/** how soon after a document change its layers are noted (one note for the changes meanwhile) */
+const NOTE_SOON_MS = 100
 
 /**
  * The membership events the volume store follows: transitions, and a neighbour whose
@@ -194,6 +198,8 @@ export class GvsService {
   readonly exportSweeper: ExportSweeper
   /** notes the layers the document reads between passes (a volume made and destroyed within one is freed too) */
   private noting: ReturnType<typeof setInterval> | null = null
+  /** a note of the layers the document reads, due soon after a document change */
+  private noteDue: ReturnType<typeof setTimeout> | null = null
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
@@ -357,7 +363,7 @@ export class GvsService {
       this.reclaim.note(this.volumes())
       // the caches give way when the disk runs short of room (the replicas need it)
       void this.caches.checkRoom()
-    }, NOTE_EVERY_MS)
+    }, this.init.noteEveryMs ?? NOTE_EVERY_MS)
     this.noting.unref?.()
     this.refreshDraining(false)
     this.liveKey = [...this.liveIds()].sort().join(',')
@@ -374,6 +380,7 @@ export class GvsService {
     this.started = false
     this.heals.stop()
     if (this.noting != null) clearInterval(this.noting)
+    if (this.noteDue != null) clearTimeout(this.noteDue)
     if (this.graceTimer != null) clearTimeout(this.graceTimer)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.state.off?.('changed', this.onDocChanged)
@@ -461,7 +468,15 @@ export class GvsService {
     return { nodes: [...this.evac.nodes].sort(), ...this.evac.why != null ? { why: this.evac.why } : {}, ...away.length > 0 ? { away } : {} }
   }
 
-  private readonly onDocChanged = (): void => { this.refreshDraining() }
+  private readonly onDocChanged = (): void => {
+    this.refreshDraining()
+    // the layers it reads noted soon, not only every 2 s: a volume made, written here and
+    // destroyed between two notes was never seen, so its copies here were never freed (rv42)
+    if (this.noteDue == null && this.started) {
+      this.noteDue = setTimeout(() => { this.noteDue = null; if (this.started) this.reclaim.note(this.volumes()) }, NOTE_SOON_MS)
+      this.noteDue.unref?.()
+    }
+  }
 
   /** The drained nodes from the roll: a change moves placement, and repair follows it (`moved`; the caller does otherwise) */
   private refreshDraining (moved = true): void {

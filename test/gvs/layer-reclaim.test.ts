@@ -6,6 +6,7 @@
 // was destroyed frees its copies when it is back.
 import test, { type ExecutionContext } from 'ava'
 import { readdir } from 'node:fs/promises'
+import { EventEmitter } from 'node:events'
 import { join } from 'node:path'
 import type { Volume } from '../../crdt/index.ts'
 import { OBJECT_SIZE } from '../../node/gvs/placement.ts'
@@ -342,4 +343,28 @@ test('a dead member forgotten (vgrid node forget), still in the gossip table for
   t.like(await layers(), { count: 2, folding: 0, waiting: undefined })
   for (const s of svcs) await s.reconcile()
   t.deepEqual(await Promise.all(svcs.map(async s => (await s.store.volumes()).includes(id))), [false, false, false], 'the folded layer is freed on every node')
+})
+
+test('a volume made, written and destroyed between two of the 2 s notes: a node that held copies frees them, having noted the document\'s change (rv42: never seen, they stayed for good)', async t => {
+  const grid = await memoryHosts(t, 3, 'gvsquick')
+  const doc = sharedDocument(grid.hosts)
+  // the document's changes told, as the agent's state service tells them
+  const emitter = new EventEmitter()
+  const state = {
+    replica: doc.replica,
+    read () { return this.replica.read() },
+    async write<T> (fn: Parameters<Replica['change']>[0], message?: string): Promise<T> { const r = this.replica.change(fn, message).result as T; emitter.emit('changed'); return r },
+    on: (e: 'changed', fn: () => void) => emitter.on(e, fn),
+    off: (e: 'changed', fn: () => void) => emitter.off(e, fn)
+  }
+  // no 2 s note falls between the volume's making and its destroy here (they take about 2 s)
+  const svcs = await startServices(grid, { state, members: doc.members }, { freeAfterMs: 0, noteEveryMs: 600_000 })
+  const api = apiOf(svcs[0]!)
+  const id: string = (await api.inject({ method: 'POST', url: '/v1/volumes', payload: { path: '/r/quick', size: 12 * OBJ } })).json().id
+  await fill(grid, 'r/quick', 0x71)
+  t.true((await svcs[2]!.store.list(id)).length > 0, 'node 2 holds some of its objects')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.is((await api.inject({ method: 'DELETE', url: `/v1/volumes/${id}` })).statusCode, 200)
+  for (const s of svcs) await s.reconcile()
+  t.false((await svcs[2]!.store.volumes()).includes(id), 'its copies are freed')
 })
