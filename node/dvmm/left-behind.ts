@@ -48,7 +48,7 @@ export function leftBehind (vm: Pick<VmInfo, 'state' | 'exit' | 'error' | 'start
   if (exit == null) return { do: 'leave', why: `no exit recorded (${vm.error ?? 'it never ran'})` }
   const mine = lease != null && lease.holder === me
   if (!GUEST_EXITS.has(exit.reason)) {
-    if (exit.reason === 'killed' && mine && lease.status === 'running') return { do: 'restart', why: `${vm.error ?? 'killed'} while the agent was down or still loading (not back within the watchdog's timeout of its last feed)` }
+    if (exit.reason === 'killed' && mine && lease.status === 'running') return { do: 'restart', why: `${vm.error ?? 'killed'} while the agent was down or still loading (not back within the watchdog's timeout of its last feed, or after a graceful stop within the restart grace)` }
     return { do: 'leave', why: `${exit.reason}${vm.error != null ? ` (${vm.error})` : ''}: not the guest's doing, no crash` }
   }
   if (!mine) return { do: 'leave', why: lease == null ? 'no lease' : `lease is ${lease.holder}'s` }

@@ -360,6 +360,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     const snapshot = (w: Writer, vs: Volume[], name: unknown, now: number, exported?: ExportRecord): { frozen: string[], made: MadeSnapshot[] } => {
       const frozen: string[] = []
       const made: MadeSnapshot[] = []
+      // a set whose name some of its volumes have already: all of them named (bb40: a retry named only the last)
+      if (vs.length > 1 && typeof name === 'string') {
+        const has = vs.map(v => stillThere(w.reader.list('volumes'), v)).filter(v => snapshotOf(v, name) != null).map(v => `"${v.path}"`)
+        if (has.length > 1) throw new ConflictError(`volumes ${has.join(', ')} already have a snapshot "${name}"${has.length === vs.length ? ' (all of the set: taken before?)' : ''}`, 'exists')
+      }
       for (const v of vs) {
         // planned on the volume as the write finds it: the layers of a snapshot taken while this one waited stay
         const current = stillThere(w.reader.list('volumes'), v)

@@ -208,6 +208,15 @@ test('two same-named set snapshots of the same volumes through two nodes at once
   }
 })
 
+test('a set snapshot asked again names every volume of the set that has the name already (bb40: only the last)', async t => {
+  const { a } = await twoNodesWith(t, '/sa/one', '/sa/two', '/sa/three')
+  t.is((await a.call('POST', '/v1/snapshots', { name: 'set1', volumes: ['/sa/one', '/sa/two', '/sa/three'] })).status, 201)
+  const again = await a.call('POST', '/v1/snapshots', { name: 'set1', volumes: ['/sa/one', '/sa/two', '/sa/three'] })
+  t.is(again.status, 409)
+  t.is(again.body.error?.code, 'exists')
+  t.regex(again.body.error?.message ?? '', /^volumes "\/sa\/(one|two|three)", "\/sa\/(one|two|three)", "\/sa\/(one|two|three)" already have a snapshot "set1" \(all of the set: taken before\?\)$/)
+})
+
 test('vol repair while a member is away for a restart is refused unless forced (bb36: it copied the member\'s data away, which the background passes wait for)', async t => {
   let repaired = 0
   const a = node(t, NODES[0]!, () => null, {
