@@ -13,12 +13,12 @@ export class ValidationError extends Error {
   }
 }
 
-/** What the request names does not exist. */
 /** a name or id a request gave, as an error quotes it: one far past any real one is cut (bb41: 8,000 characters echoed back) */
 export function quoteGiven (given: string, max = 256): string {
   return JSON.stringify(given.length <= max ? given : `${given.slice(0, 40)}…`) + (given.length <= max ? '' : ` (${given.length} characters)`)
 }
 
+/** What the request names does not exist. */
 export class NotFoundError extends Error {
   override name = 'NotFoundError'
 }

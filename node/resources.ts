@@ -50,7 +50,6 @@ export function parseCpu (text: string, what: string): number {
 
 export type CapacityOverride = Partial<Resources>
 
-/** "cpu=4,mem=8G,disk=100G" -> override. */
 /** a size of --capacity: past 2^53 bytes no longer exact (bb41: mem=99999999T was advertised as 1.1e20 bytes) */
 function capacitySize (key: string, v: string): number {
   const n = parseSize(v)
@@ -58,6 +57,7 @@ function capacitySize (key: string, v: string): number {
   return n
 }
 
+/** "cpu=4,mem=8G,disk=100G" -> override. */
 export function parseCapacity (text: string): CapacityOverride {
   const out: CapacityOverride = {}
   const parts = text.split(',').map(p => p.trim()).filter(p => p !== '')

@@ -49,6 +49,13 @@ test('a torn tail, a bad checksum and a foreign file are reported with what is s
   t.is(r.records.length, 0)
   t.regex(r.problems[0]?.detail ?? '', /fails its checksum/)
 
+  // this release's own format cut short inside its header: a bad header, not another format (rv43)
+  await writeFile(join(dir, 'state', 'snapshot'), 'VGSNAP1\n\0\0')
+  r = await s.read()
+  t.regex(r.problems.find(p => p.file === 'snapshot')?.detail ?? '', /^not a vgrid state snapshot \(10 bytes, bad header\)$/)
+  await writeFile(join(dir, 'state', 'snapshot'), 'VGSNAP2\nwhatever of a newer release')
+  r = await s.read()
+  t.regex(r.problems.find(p => p.file === 'snapshot')?.detail ?? '', /^a vgrid state snapshot of format 2, which this release does not read/)
   await writeFile(join(dir, 'state', 'snapshot'), 'not a snapshot at all')
   r = await s.read()
   t.is(r.snapshot, undefined)

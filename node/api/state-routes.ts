@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX, isLabelValue } from '../../crdt/index.ts'
-import { ConflictError, NotFoundError, ValidationError, bodyObject, onlyFields } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, bodyObject, onlyFields, quoteGiven } from '../errors.ts'
 import type { LabelBody, LabelRemovedView, LabelSetView, StateView } from './types.ts'
 
 /** what these routes use of the state service */
@@ -49,7 +49,7 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
     try {
       return { id: peerIdFromString(idOrName).toString(), name: idOrName }
     } catch {
-      throw new NotFoundError(`no node with id or name "${idOrName}"`)
+      throw new NotFoundError(`no node with id or name ${quoteGiven(idOrName, 128)}`)
     }
   }
   const checkKey = (key: string): void => {

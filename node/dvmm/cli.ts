@@ -30,7 +30,6 @@ const out = (s: string): void => { process.stdout.write(s + '\n') }
 const say = (s: string): void => { out(escapeControls(s)) }
 /** JSON escapes C0 in strings, not DEL and C1 (U+009B is a CSI to some terminals): those too, the value the same */
 const json = (v: unknown): void => { out(JSON.stringify(v, null, 2).replace(/[\u007f-\u009f]/g, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)) }
-/** memory as people wrote it: 128M stays 128M (not 0.13G), 1.5G stays 1.50G */
 /** memory as --memory takes it: under 1 GiB in MiB (bb41 read 64.5M as 0.06G), else in GiB */
 const gib = (b: number): string => b < 2 ** 30 ? `${num(b / 2 ** 20)}M` : `${num(b / 2 ** 30)}G`
 const enc = encodeURIComponent

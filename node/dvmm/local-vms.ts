@@ -254,9 +254,14 @@ export class LocalVms {
     for (const [vm, k] of this.movedKills) {
       const l = doc.leases.get(vm)
       const spec = doc.vms.get(vm)
-      if (Date.now() > k.until || l == null || spec == null || (k.startedAt != null && spec.created != null && k.startedAt < spec.created)) { this.movedKills.delete(vm); continue }
-      if (l.claims.length > 1 || l.winner.holder === this.c.peerId) continue
+      if (Date.now() > k.until || l == null || spec == null || (k.startedAt != null && spec.created != null && k.startedAt < spec.created)) {
+        if (Date.now() > k.until) this.c.log.info('the kill of a run whose lease moved on was not written into its history: the lease stayed contested, or starting, for as long as it was kept', { vm, keptMs: MOVED_KILL_KEEP_MS })
+        this.movedKills.delete(vm)
+        continue
+      }
       if (readLog(l.winner.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) { this.movedKills.delete(vm); continue }
+      // not into a claimed or starting lease (history.ts appendToLease): tried again once it runs
+      if (l.claims.length > 1 || l.winner.holder === this.c.peerId || l.winner.status === 'claimed' || l.winner.status === 'starting') continue
       this.c.enqueue(w => {
         appendToLease(w, vm, () => ({ at: k.at, event: 'killed', node: this.c.peerId, name: this.c.config.name, detail: k.detail }),
           l => l.holder !== this.c.peerId && !readLog(l.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at))

@@ -6,7 +6,7 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, optionalBody } from '../errors.ts'
+import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
@@ -107,7 +107,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const e = doc.roll.get(idOrName) ?? [...doc.roll.values()].find(x => x.name === idOrName)
     if (e == null && m != null) return { id: m.nodeId, name: m.advert.name }
     if (e != null) return { id: e.node, name: e.name }
-    throw new NotFoundError(`no node with id or name "${idOrName.length <= 128 ? idOrName : `${idOrName.slice(0, 40)}…`}"`)
+    throw new NotFoundError(`no node with id or name ${quoteGiven(idOrName, 128)}`)
   }
   /**
    * The node a forget means: as findNode, but a name given to two identities (a server

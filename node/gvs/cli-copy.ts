@@ -69,12 +69,13 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
     return out(l == null ? 'last: never' : `last: ${new Date(l.finishedAt).toISOString()}: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten${l.unrepaired.length > 0 ? `, ${l.unrepaired.length} not rewritten` : ''}`)
   }
   if (o.json) return json(await api.request<ScrubReport>('POST', '/v1/gvs/scrub', { wait: true }))
-  const asked = Date.now()
   let s = await api.request<ScrubStatus>('POST', '/v1/gvs/scrub', { wait: false })
+  // the scrub asked for (or joined) started then, in the agent's clock (rv43: this one's may differ)
+  const started = s.running?.startedAt ?? 0
   const bar = progress('scrub', { format: (v, t) => `${v}/${t} objects` })
-  while (s.running != null || s.last == null || s.last.finishedAt < asked - 1000) {
+  while (s.running != null || s.last == null || s.last.startedAt < started) {
     // it ended in an error: said, not waited for (bb41: it waited for ever)
-    if (s.running == null && s.failed != null && s.failed.at >= asked - 1000) { bar.stop(); throw new CliError(`scrub failed: ${s.failed.error}`) }
+    if (s.running == null && s.failed != null && s.failed.startedAt >= started) { bar.stop(); throw new CliError(`scrub failed: ${s.failed.error}`) }
     // its total is known once the scrub has listed the objects (a 0/0 line says nothing)
     if (s.running != null && s.running.total > 0) bar.update(s.running.objects, s.running.total, s.running.bad > 0 ? `${s.running.bad} bad` : '')
     await sleep(POLL_MS)

@@ -210,6 +210,8 @@ export class LayerReclaim {
    * again at each one made anywhere (rv42).
    */
   private touchedSinceListing = new Set<string>()
+  /** what the last note took of the store's touched layers */
+  private justTaken: ReadonlySet<string> = new Set()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
@@ -253,7 +255,8 @@ export class LayerReclaim {
     for (const l of read) this.seen.add(l)
     this.lastRead = read
     this.lastHeads = this.c.heads?.() ?? []
-    for (const l of this.c.store.takeTouched()) this.touchedSinceListing.add(l)
+    this.justTaken = this.c.store.takeTouched()
+    for (const l of this.justTaken) this.touchedSinceListing.add(l)
     return read
   }
 
@@ -299,9 +302,9 @@ export class LayerReclaim {
     const read = this.noteRead(volumes)
     for (const l of read) this.unreadSince.delete(l)
     const freed: string[] = []
-    // what the store names from here on may come after the listing (and what it named
-    // just before may not be on disk yet: kept too)
-    this.touchedSinceListing = this.c.store.takeTouched()
+    // what the store names from here on may come after the listing, and what it named
+    // just before (taken by the note above) may not be on disk yet: kept (rv43)
+    this.touchedSinceListing = new Set(this.justTaken)
     const listed = await this.c.store.layers()
     this.held = new Set(listed)
     // the layers still count their time unread meanwhile; none goes, no line's floor either

@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events'
 import { crc32 } from 'node:zlib'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdir, opendir, readdir, rm, rmdir } from 'node:fs/promises'
+import { mkdir, opendir, readdir, rm, rmdir, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { GvsError, fromFsError, isGvsError } from './errors.ts'
 import { CHECK_BLOCK } from './checksums.ts'
@@ -259,14 +259,21 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   private volDir (volume: string): string {
     if (!STORE_NAME.test(volume)) throw new GvsError('invalid', `volume name "${volume}" is not valid: letters, digits and ._:@+- only, starting with a letter or digit`)
-    this.touched.add(volume)
     return join(this.dir, 'objects', volume)
   }
 
+  /** a layer about to be made or changed on disk: named (a valid name only) for takeTouched */
+  private touch (volume: string): void {
+    this.volDir(volume)
+    this.touched.add(volume)
+  }
+
   /**
-   * The layers an operation named since the last call (every write, copy, epoch and
-   * freeze names its layer first): what a listing begun after may lack. Taken by the
-   * layer reclaim, whose record names them (layer-reclaim.ts).
+   * The layers a write, zero, copy, epoch or freeze named since the last call (each names
+   * its layer before it makes anything of it on disk): what a listing begun after may
+   * lack. Reads, listings and removals do not count (rv43: inventories asked of every
+   * node named every layer of the grid). Taken by the layer reclaim, whose record names
+   * them (layer-reclaim.ts).
    */
   takeTouched (): Set<string> {
     const t = this.touched
@@ -302,13 +309,14 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * a move) only teaches a newer epoch; its version decides whether it lands.
    */
   async fence (volume: string, epoch: number, opts: { learnOnly?: boolean } = {}): Promise<void> {
-    this.volDir(volume)
+    this.touch(volume)
     await this.epochs.admit(volume, epoch, opts.learnOnly === true)
   }
 
   /** a snapshot froze these layers: writes to them are refused from the return on (frozen-layers.ts) */
   async freeze (layers: readonly string[]): Promise<void> {
     for (const l of layers) this.volDir(l)
+    for (const l of layers) this.touch(l)
     await this.frozen.add(layers)
   }
 
@@ -370,6 +378,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
   }
 
   async write (volume: string, index: number, offset: number, data: Uint8Array, opts: WriteOptions): Promise<void> {
+    this.touch(volume)
     this.checkRange(offset, data.length)
     const p = this.paths(volume, index)
     if (data.length === 0) { await this.fence(volume, opts.epoch); return }
@@ -395,6 +404,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
    * version made alike; a write that landed since the copies were compared stays).
    */
   async put (volume: string, index: number, copy: ObjectCopy, opts: { epoch: number, replace?: boolean, ifAbsent?: boolean, ifDigest?: string }): Promise<boolean> {
+    this.touch(volume)
     if (copy.data.length !== this.objectSize) throw new GvsError('invalid', `put needs a whole object of ${this.objectSize} bytes, not ${copy.data.length}`)
     const p = this.paths(volume, index)
     return await this.spans.run(p, ObjectSpans.whole(true), async () => {
@@ -427,6 +437,7 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
 
   /** trim and write-zeroes: a whole object is deleted (thin again), a part zeroed */
   async zero (volume: string, index: number, offset: number, length: number, opts: WriteOptions): Promise<void> {
+    this.touch(volume)
     this.checkRange(offset, length)
     const p = this.paths(volume, index)
     if (length === 0) {
@@ -516,7 +527,8 @@ export class ObjectStore extends EventEmitter<ObjectStoreEvents> {
     const out: string[] = []
     for (const e of await readdir(this.objectsDir, { withFileTypes: true })) {
       if (!STORE_NAME.test(e.name)) continue
-      if (e.isDirectory()) { out.push(e.name); continue }
+      // a link to a directory is one too (an operator's move to another disk)
+      if (e.isDirectory() || (e.isSymbolicLink() && await stat(join(this.objectsDir, e.name)).then(x => x.isDirectory(), () => false))) { out.push(e.name); continue }
       // not a layer's directory (put there by hand): every listing of it failed, a scrub
       // with a 500 and its schedule without a word (bb41); named once, left alone
       if (this.strays.has(e.name)) continue

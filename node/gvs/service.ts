@@ -200,6 +200,8 @@ export class GvsService {
   private noting: ReturnType<typeof setInterval> | null = null
   /** a note of the layers the document reads, due soon after a document change */
   private noteDue: ReturnType<typeof setTimeout> | null = null
+  /** the volumes the last such note read */
+  private notedVolumes: readonly Volume[] = []
 
   constructor (components: GvsComponents, init: GvsInit = {}) {
     this.components = components
@@ -381,6 +383,7 @@ export class GvsService {
     this.heals.stop()
     if (this.noting != null) clearInterval(this.noting)
     if (this.noteDue != null) clearTimeout(this.noteDue)
+    this.noteDue = null
     if (this.graceTimer != null) clearTimeout(this.graceTimer)
     this.components.membership.off?.('transition', this.onTransition)
     this.components.state.off?.('changed', this.onDocChanged)
@@ -473,7 +476,16 @@ export class GvsService {
     // the layers it reads noted soon, not only every 2 s: a volume made, written here and
     // destroyed between two notes was never seen, so its copies here were never freed (rv42)
     if (this.noteDue == null && this.started) {
-      this.noteDue = setTimeout(() => { this.noteDue = null; if (this.started) this.reclaim.note(this.volumes()) }, NOTE_SOON_MS)
+      this.noteDue = setTimeout(() => {
+        this.noteDue = null
+        if (!this.started) return
+        // a change of leases or of the roll changes no volume: the document's read cache
+        // gives the same objects then, and nothing is worked out again (rv43)
+        const vs = this.volumes()
+        if (vs.length === this.notedVolumes.length && vs.every((v, i) => v === this.notedVolumes[i])) return
+        this.notedVolumes = vs
+        this.reclaim.note(vs)
+      }, NOTE_SOON_MS)
       this.noteDue.unref?.()
     }
   }

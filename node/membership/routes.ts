@@ -1,7 +1,7 @@
 // API routes of membership: GET /v1/status, /v1/nodes, /v1/nodes/:id, and the join
 // token (GET /v1/token: admin only, it carries the cluster key).
 import type { FastifyInstance } from 'fastify'
-import { NotFoundError } from '../errors.ts'
+import { NotFoundError, quoteGiven } from '../errors.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 import type { HealthProblem, NodesView, NodeView, StatusView, TokenView, UnseenMemberView } from '../api/types.ts'
 import type { MemberDirectory } from './directory.ts'
@@ -49,7 +49,7 @@ export function nodeViews (d: MembershipRoutesDeps): { all: () => NodeView[], on
       if (m != null) return view(m)
       const u = unseen().find(x => x.id === idOrName || x.name === idOrName)
       if (u != null) throw new NotFoundError(`${u.name} (${u.id}) is a member of the grid (on its roll since ${u.joined}) that this agent has not heard from since it started: it counts as down; bring it back, or \`vgrid node forget ${u.name}\` if it is gone for good`)
-      throw new NotFoundError(`no node with id or name "${idOrName}"`)
+      throw new NotFoundError(`no node with id or name ${quoteGiven(idOrName, 128)}`)
     },
     unseen
   }

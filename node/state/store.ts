@@ -184,7 +184,7 @@ export class StateStore {
     else if (snap != null) {
       const bad = (detail: string): void => { out.problems.push({ file: 'snapshot', path: this.path('snapshot'), detail }) }
       if (snap.length < SNAPSHOT_MAGIC.length + HEADER || !snap.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
-        bad(otherFormat(snap, /^VGSNAP(\d)\n/, 'snapshot') ?? `not a vgrid state snapshot (${snap.length} bytes, bad header)`)
+        bad(otherFormat(snap, /^VGSNAP(\d)\n/, SNAPSHOT_MAGIC, 'snapshot') ?? `not a vgrid state snapshot (${snap.length} bytes, bad header)`)
       } else {
         const len = snap.readUInt32BE(8)
         const payload = snap.subarray(8 + HEADER)
@@ -430,7 +430,9 @@ export class StateStore {
 function idOf (s: { dev: number, ino: number }): string { return `${s.dev}:${s.ino}` }
 
 /** a file of this store's kind in a format version this release does not read (bb41 read "bad header" of one): said so; null otherwise */
-function otherFormat (file: Buffer, magic: RegExp, what: string): string | null {
+function otherFormat (file: Buffer, magic: RegExp, current: Buffer, what: string): string | null {
+  // this release's own, cut short: a bad header, not another format (rv43)
+  if (file.subarray(0, current.length).equals(current)) return null
   const m = magic.exec(file.subarray(0, 16).toString('latin1'))
   return m == null ? null : `a vgrid state ${what} of format ${m[1]!}, which this release does not read (written by a newer vgrid?)`
 }
@@ -441,7 +443,7 @@ export function parseLog (log: Buffer): { records: Uint8Array[], problem?: strin
   if (log.length < LOG_MAGIC.length || !log.subarray(0, LOG_MAGIC.length).equals(LOG_MAGIC)) {
     // a log cut inside its header (a crash while it was created) holds nothing
     if (log.length < LOG_MAGIC.length && LOG_MAGIC.subarray(0, log.length).equals(log)) return { records }
-    return { records, problem: otherFormat(log, /^VGLOG(\d\d)\n/, 'log') ?? 'not a vgrid state log (bad header)' }
+    return { records, problem: otherFormat(log, /^VGLOG(\d\d)\n/, LOG_MAGIC, 'log') ?? 'not a vgrid state log (bad header)' }
   }
   let at = LOG_MAGIC.length
   /** the last byte of the log that is not zero (found once, at the first empty record) */

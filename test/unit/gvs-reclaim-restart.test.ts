@@ -27,6 +27,8 @@ test('a volume made and destroyed between two passes, then a restart: the next r
   const elsewhere = vol('vol-elsewhere')
   r1.note([keep, gone, elsewhere])
   await s1.write('vol-gone', 0, 0, new Uint8Array([2]), { epoch: 1 })
+  // an inventory another node asks of a layer held elsewhere names nothing here (rv43)
+  t.deepEqual(await s1.list('vol-elsewhere'), [])
   r1.note([keep, elsewhere])
   // the agent stops (a graceful restart) before its next pass, once the record is on disk
   await r1.settled()

@@ -196,3 +196,19 @@ test('a document that syncs in during the load is asked for the record\'s heads 
   await again.load(() => doc)
   t.deepEqual(await recordOf(d), [], 'L is read by the document the heads were asked of: not recorded as unread')
 })
+
+test('a layer the store named just before a pass listed it, not on disk yet, stays in the record (rv43: dropped, its copies kept for good after a destroy and a restart)', async t => {
+  const d = await dir(t)
+  const held = new Set<string>()
+  const { store } = fakeStore(d, held)
+  // the write names L and makes its directory once the listing is done
+  let touched = new Set<string>()
+  Object.assign(store, { takeTouched: () => { const x = touched; touched = new Set(); return x } })
+  const r = reclaimOf(store)
+  await r.load(() => [])
+  r.note([vol('L', ['L'])])
+  touched.add('L')
+  // the pass: the document no longer reads L (destroyed), the listing does not show it yet
+  await r.free([], 0)
+  t.deepEqual(await recordOf(d), ['L'], 'named: a restart frees its copies')
+})

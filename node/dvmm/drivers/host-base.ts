@@ -306,6 +306,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     if (rec.state !== 'stopped' && rec.state !== 'failed') throw new DriverError('exists', `VM ${id} is ${rec.state}; stop it first`)
     this.recs.delete(id)
     this.guardsSpawned.delete(id)
+    this.endedConsolesTrimmed.delete(id)
     this.runs.remove(id)
   }
 
@@ -385,6 +386,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   /** link slots chosen by starts that are setting up their network, by VM (not in a record yet) */
   private readonly slotsTaken = new Map<string, number>()
 
+  /** ended VMs whose console log was cut back once since they ended (none is written any more) */
+  private readonly endedConsolesTrimmed = new Set<string>()
   /** when the console logs were last looked at for their size (performance.now) */
   private consolesCheckedAt = performance.now()
 
@@ -393,6 +396,10 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       this.consolesCheckedAt = performance.now()
       // an ended VM's too, once: what it wrote last may be past the cap (bb41: 50 MB kept until removed)
       for (const rec of this.recs.values()) {
+        const ended = rec.state === 'stopped' || rec.state === 'failed'
+        if (!ended) this.endedConsolesTrimmed.delete(rec.id)
+        else if (this.endedConsolesTrimmed.has(rec.id)) continue
+        else this.endedConsolesTrimmed.add(rec.id)
         try {
           const dropped = trimConsole(this.runs.console(rec.id))
           if (dropped > 0) this.components.log.info('a VM\'s console log was cut back to its last MiB', { vm: rec.id, droppedBytes: dropped })
