@@ -68,7 +68,7 @@ test('a run that began after the lease said claimed or starting (its running was
 test('stops and kills are no crashes: this node asked, or the fencing watchdog killed it', t => {
   // killed by the watchdog, lease still this node's and running: no crash, but the lease is told (every agent's history shows it)
   t.deepEqual(leftBehind(ended('killed', 1000, 'killed by the fencing watchdog at 2026-01-01T00:00:00.000Z'), lease('running'), ME),
-    { do: 'restart', why: 'killed by the fencing watchdog at 2026-01-01T00:00:00.000Z while the agent was down or still loading (not back within the watchdog\'s timeout of its last feed)' })
+    { do: 'restart', why: 'killed by the fencing watchdog at 2026-01-01T00:00:00.000Z while the agent was down or still loading (not back within the watchdog\'s timeout of its last feed, or after a graceful stop within the restart grace)' })
   t.is(leftBehind(ended('killed', 1000, 'killed by the fencing watchdog'), lease('running', 2000, 'other'), ME).do, 'leave', 'moved on: nothing of this node\'s to tell')
   t.is(leftBehind(ended('killed', 1000, 'killed by the fencing watchdog'), lease('stopped'), ME).do, 'leave')
   t.is(leftBehind(ended('stopped'), lease('running'), ME).do, 'leave')
