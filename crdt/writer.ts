@@ -71,18 +71,21 @@ export class Writer {
    * Changes some fields of an existing object. Uncontested objects get field-level
    * writes (so concurrent edits of different fields both survive); a contested one is
    * rewritten whole from the value the rule picked, which settles the contest.
+   * `keepStamp`: an uncontested object keeps its `at` and `by` (an event another node
+   * appends to a lease's log: the left-behind rule reads the holder's `at`, rv42).
    */
-  update<K extends Kind> (kind: K, key: string, patch: Partial<Draft<K>>): Objects[K] {
+  update<K extends Kind> (kind: K, key: string, patch: Partial<Draft<K>>, opts: { keepStamp?: boolean } = {}): Objects[K] {
     const cur = this.reader.get(kind, key)
     const base = this.current(kind, key)
     if (cur == null || base == null) throw new NotFoundError(`${kind} "${key}" does not exist`)
-    const value = { ...base, ...patch, at: this.at, by: this.by } as Objects[K]
+    const keep = opts.keepStamp === true && !cur.contested
+    const value = { ...base, ...patch, ...(keep ? {} : { at: this.at, by: this.by }) } as Objects[K]
     this.check(kind, key, value)
     this.latest.set(`${kind}\u0000${key}`, value)
     if (cur.contested) {
       this.ops.push({ op: 'put', kind, key, value })
     } else {
-      const fields: Record<string, unknown> = { at: this.at, by: this.by }
+      const fields: Record<string, unknown> = keep ? {} : { at: this.at, by: this.by }
       const tails: Op[] = []
       // a tail is taken from the value before this change: one earlier in it (a put, an
       // update from the same read) would have it spliced twice, so the value goes whole

@@ -74,18 +74,17 @@ export function appendLog (log: unknown, events: readonly LeaseEvent[]): unknown
 /**
  * In a write: `event` (made from the lease) appended to the log of VM `vm`'s lease, written by a node that is
  * not its holder (a kill of a run whose lease moved on, a stop asked while the holder
- * was away), if the lease is uncontested, past its start, and `onlyIf` holds. The log
- * is appended at its tail (Writer.update), so the holder's own events written at the
- * same moment stay too; the update also stamps the lease's `at` and `by`, which the
- * left-behind rule reads of a claimed or starting lease (a guest that exited while its
- * agent was down is counted only if it started after `at`): those are left alone, and
- * the caller tries again later (rv42). Whether it was appended.
+ * was away), if the lease is uncontested and `onlyIf` holds. Only the log changes,
+ * appended at its tail (Writer.update), so the holder's own events written at the same
+ * moment stay too; the lease keeps its `at` and `by`, which the left-behind rule reads
+ * of a claimed or starting lease (a guest that exited while its agent was down is
+ * counted only if it started after `at`: rv42). Whether it was appended.
  */
 export function appendToLease (w: Writer, vm: string, event: (l: Lease) => LeaseEvent, onlyIf: (l: Lease) => boolean): boolean {
   const cur = w.reader.get('leases', vm)
   const l = w.current('leases', vm)
-  if (cur == null || cur.contested || l == null || l.status === 'claimed' || l.status === 'starting' || !onlyIf(l)) return false
-  w.update('leases', vm, { log: appendLog(l.log, [event(l)]) })
+  if (cur == null || cur.contested || l == null || !onlyIf(l)) return false
+  w.update('leases', vm, { log: appendLog(l.log, [event(l)]) }, { keepStamp: true })
   return true
 }
 

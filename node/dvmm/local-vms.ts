@@ -255,13 +255,13 @@ export class LocalVms {
       const l = doc.leases.get(vm)
       const spec = doc.vms.get(vm)
       if (Date.now() > k.until || l == null || spec == null || (k.startedAt != null && spec.created != null && k.startedAt < spec.created)) {
-        if (Date.now() > k.until) this.c.log.info('the kill of a run whose lease moved on was not written into its history: the lease stayed contested, or starting, for as long as it was kept', { vm, keptMs: MOVED_KILL_KEEP_MS })
+        if (Date.now() > k.until) this.c.log.info('the kill of a run whose lease moved on was not written into its history: the lease stayed contested for as long as it was kept', { vm, keptMs: MOVED_KILL_KEEP_MS })
         this.movedKills.delete(vm)
         continue
       }
+      // first: while contested, the winner read may be this node's own old claim, whose log has the kill already (rv43's reorder lost it)
+      if (l.claims.length > 1 || l.winner.holder === this.c.peerId) continue
       if (readLog(l.winner.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at)) { this.movedKills.delete(vm); continue }
-      // not into a claimed or starting lease (history.ts appendToLease): tried again once it runs
-      if (l.claims.length > 1 || l.winner.holder === this.c.peerId || l.winner.status === 'claimed' || l.winner.status === 'starting') continue
       this.c.enqueue(w => {
         appendToLease(w, vm, () => ({ at: k.at, event: 'killed', node: this.c.peerId, name: this.c.config.name, detail: k.detail }),
           l => l.holder !== this.c.peerId && !readLog(l.log).events.some(e => e.event === 'killed' && e.node === this.c.peerId && e.at === k.at))

@@ -110,22 +110,23 @@ test('two updates of one object in one change: the later builds on the earlier (
   })
 })
 
-test('appendToLease: another node\'s event goes into a running lease, not into a claimed or starting one, whose stamp the left-behind rule reads (rv42)', t => {
-  const a = replica('n2')
+test('appendToLease: another node\'s event goes into the lease\'s log; the lease keeps its at and by, which the left-behind rule reads of a claimed or starting one (rv42)', t => {
   const kill = { at: 1_700_000_000_500, event: 'killed', node: 'n2' }
-  for (const status of ['claimed', 'starting'] as const) {
+  for (const status of ['claimed', 'starting', 'running'] as const) {
+    const a = replica('n2')
     a.change(w => w.put('leases', { ...lease([ev(0)]), status }))
     const before = a.read().get('leases', 'v')!.value
     let appended: boolean | undefined
-    a.change(w => { appended = appendToLease(w, 'v', () => kill, () => true) })
-    t.false(appended, status)
-    t.deepEqual(a.read().get('leases', 'v')!.value, before, `a ${status} lease unchanged, its at and by too`)
+    a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n1') })
+    t.true(appended, status)
+    const after = a.read().get('leases', 'v')!.value
+    t.deepEqual(after.log, appendLog(undefined, [ev(0), kill]), status)
+    t.deepEqual({ ...after, log: before.log }, before, `${status}: nothing else changed, its at and by neither`)
+    // another replica that syncs it reads the same
+    const b = replica('n3')
+    syncPair(a, b)
+    t.deepEqual(b.read().get('leases', 'v')!.value, after)
+    a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n3') })
+    t.false(appended, 'onlyIf')
   }
-  a.change(w => w.put('leases', lease([ev(0)])))
-  let appended: boolean | undefined
-  a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n1') })
-  t.true(appended)
-  t.deepEqual(a.read().get('leases', 'v')!.value.log, appendLog(undefined, [ev(0), kill]))
-  a.change(w => { appended = appendToLease(w, 'v', () => kill, l => l.holder === 'n3') })
-  t.false(appended, 'onlyIf')
 })
