@@ -552,4 +552,6 @@ maybe('watchdog: a VM stuck in its out-of-memory kill in a tiny CPU quota is sti
   // 10 s twice in CI, beside another file's busy loops dying in a tiny quota on 2 cores
   await waitFor('nothing of the VM left in its groups', () => !alive(pid) && groupPids(groups).length === 0, 60_000, 50)
   t.log(`the VM's groups empty ${Date.now() - t0} ms after the supervisor's SIGKILL`)
+  t.false(alive(pid), 'the VM\'s process is gone')
+  t.deepEqual(groupPids(groups), [], 'nothing of it left in its groups')
 })
