@@ -362,7 +362,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       const made: MadeSnapshot[] = []
       // a set whose name some of its volumes have already: all of them named (bb40: a retry named only the last)
       if (vs.length > 1 && typeof name === 'string') {
-        const has = vs.map(v => stillThere(w.reader.list('volumes'), v)).filter(v => snapshotOf(v, name) != null).map(v => `"${v.path}"`)
+        const all = w.reader.list('volumes')
+        const has = vs.map(v => stillThere(all, v)).filter(v => snapshotOf(v, name) != null).map(v => `"${v.path}"`)
         if (has.length > 1) throw new ConflictError(`volumes ${has.join(', ')} already have a snapshot "${name}"${has.length === vs.length ? ' (all of the set: taken before?)' : ''}`, 'exists')
       }
       for (const v of vs) {

@@ -6,7 +6,7 @@
 // start time in /proc matches the recorded one.
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { Logger } from '../../log.ts'
 import { ipPath } from '../../netns/netns.ts'
@@ -16,6 +16,7 @@ import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
 import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, tailBytes, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
+import { runDirProblem } from '../host/probe.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
 
 /**
@@ -156,9 +157,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.probed ??= (async () => {
       // where its VMs' records go: a file in the way (bb41) failed every start here, three
       // crashes a VM, while placement kept choosing the node; a failed probe keeps it off
-      try { mkdirSync(this.runs.root, { recursive: true, mode: 0o700 }) } catch (err) {
-        return { ok: false, detail: `its run directory ${this.runs.root} cannot be made (${(err as Error).message}): move what is in the way` }
-      }
+      const runDir = runDirProblem(this.init.dataDir, this.name)
+      if (runDir != null) return { ok: false, detail: `its run directory ${runDir}` }
       const cg = probeCgroups()
       if (!cg.ok || cg.layout === undefined) return { ok: false, detail: `cgroups: ${cg.detail}` }
       this.cgroups = cg.layout

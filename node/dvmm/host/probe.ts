@@ -16,7 +16,7 @@ export interface HostProbe {
 }
 
 /** why the driver's run directory under the data dir cannot be made (null: it is there) */
-function runDirProblem (dataDir: string, driver: string): string | null {
+export function runDirProblem (dataDir: string, driver: string): string | null {
   const dir = join(runRoot(dataDir), driver)
   try { mkdirSync(dir, { recursive: true, mode: 0o700 }); return null } catch (err) {
     return `${dir} cannot be made (${(err as Error).message}): move what is in the way`
