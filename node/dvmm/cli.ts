@@ -11,6 +11,8 @@ import { awayForGood, volumeDrainLine, volumeDrainProgress, type VolumeDrainProg
 import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
 import { num } from '../cli/format.ts'
+import { linkLine } from '../lcm/cli.ts'
+import type { LinkView } from '../lcm/links.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
@@ -185,8 +187,12 @@ async function show (argv: string[]): Promise<void> {
   const usage = 'vgrid vm show VM [--json] [--api HOST:PORT]'
   const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
-  const d = await new ApiClient(v.api as string | undefined).get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
+  const api = new ApiClient(v.api as string | undefined)
+  const d = await api.get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
   if (v.json === true) return json(d)
+  // its links, by the VM's name as links name their ends (bb42: show listed none); an
+  // agent that cannot list them leaves the line out rather than the whole answer
+  const links = (await api.get<{ links: LinkView[] }>('/v1/links').catch(() => null))?.links.filter(l => l.from.vm === d.name || l.to.vm === d.name)
   say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
   say(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) say(`  overlay address ${d.address}`)
@@ -195,6 +201,10 @@ async function show (argv: string[]): Promise<void> {
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
   if (disks.length > 0) say(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) say(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
+  if (links != null && links.length > 0) {
+    say('  links:')
+    for (const l of links) say(`    ${linkLine(l)}`)
+  }
   const rt = d.runtime
   // a run that ended keeps its record until the VM starts again: its pid and network are gone
   const running = rt != null && rt.state !== 'stopped' && rt.state !== 'failed'

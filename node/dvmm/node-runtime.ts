@@ -140,7 +140,8 @@ export class NodeRuntime implements Service {
     const p = this.probe
     if (p != null && p.drivers.length === 0) {
       const cgroupWhy = p.cgroup.version === 'none' ? `no usable cgroups (${p.cgroup.detail})` : undefined
-      const reasons = [cgroupWhy, p.qemu.available ? undefined : p.qemu.detail, process.getuid?.() === 0 ? undefined : 'not run as root'].filter(x => x != null)
+      // the run directories first (bb42: a file in the way of dvmm/run was sent to "the host probe in the log")
+      const reasons = [p.runDirs, cgroupWhy, p.qemu.available ? undefined : p.qemu.detail, process.getuid?.() === 0 ? undefined : 'not run as root'].filter(x => x != null)
       out.push({ service: 'dvmm', cause: 'no-vm-driver', message: `this node can run no VM (no process or qemu driver): ${reasons.join('; ') || 'see the host probe in the log'}` })
     }
     return out

@@ -6,7 +6,7 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, booleanQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, booleanQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
@@ -17,6 +17,7 @@ import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
+import { lookUpUser } from './host/users.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -43,6 +44,8 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
+  /** how long the watchdog of a node stopped for a restart may still keep its VMs running there (0: it has killed them) */
+  restartWatchdogLeftMs?: (id: string) => number
   /** how long a vote lock (a member back from a restart) still holds this node's takeovers back (0: none) */
   voteLockHoldsMs?: () => number
   /** a member's clock offset from this node's past the bound (its history events are shown in this node's time) */
@@ -138,7 +141,13 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const fence = svc.fenceState
     if (r.state === 'pending' && fence != null && !fence.majority) return { ...r, reason: `${r.reason ?? 'waiting to be placed'}; this node ${fence.reason}, and places nothing until it sees one (a node that does may place it)` }
     const lost = ctx.lost.get(vm.id)
-    if (lost != null) return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined, svc.voteLockHoldsMs?.() ?? 0) }
+    if (lost != null) {
+      // bb42: "may run on there under its watchdog" went on after the watchdog had killed it
+      const restart = lost.restarting === true && svc.restartGraceLeftMs != null && svc.restartWatchdogLeftMs != null
+        ? { watchdogLeftMs: svc.restartWatchdogLeftMs(lost.node), leftMs: svc.restartGraceLeftMs(lost.node) }
+        : undefined
+      return { ...r, state: 'unknown', reason: lostReason(lost, svc.fenceState?.majority === false ? svc.fenceState.reason : undefined, svc.voteLockHoldsMs?.() ?? 0, restart) }
+    }
     // stopped on request while its node is not alive: nobody is left to write the stop,
     // and the run there ends with that node's fence (its watchdog, or its own fence)
     if (r.state === 'stopping' && vm.desired === 'stopped' && l != null && ctx.nodes.find(n => n.id === l.winner.holder)?.alive !== true) {
@@ -425,6 +434,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
       if (draft.desired === 'running') await notWrittenOverNbd(draft)
+      // a user no node has failed three starts wherever it was placed (bb41): this node's
+      // users stand for the grid's, as a process VM may run on any node
+      if (draft.spec.user != null && await lookUpUser(draft.spec.user) == null) {
+        throw new ValidationError('user', `user: there is no user "${draft.spec.user}" on this node (${svc.nameOf?.(svc.me) ?? svc.me}): a process VM runs as a user of whichever node runs it, so give one every node has`)
+      }
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited

@@ -270,6 +270,18 @@ export class DvmmService {
     return Math.max(0, until - this.components.clock.now())
   }
 
+  /**
+   * How long the watchdog of `id`, a node stopped for a restart, may still keep its VMs
+   * running, as this node counts it from when it last heard the node (its last feed came
+   * before its last word): 0 once it has killed them, or with no such record. The
+   * record's fence timeout is the one that goes with that watchdog's (restart-grace.ts).
+   */
+  restartWatchdogLeftMs (id: string): number {
+    const restart = this.components.state.read().get('roll', id)?.value.restart
+    if (restart == null || restart.back === true) return 0
+    return Math.max(0, this.fencing.lastHeard(id) + watchdogTimeoutFor(restart.fenceMs) - this.components.clock.now())
+  }
+
   /** What a takeover of a dead node's leases waits for now, besides the margin: the longest fence timeout advertised, and the holder's notice (decide.ts) */
   private takeoverWait (reader: Reader): { fenceMs: number, notice: number, nodes: NodeView[], windowed: boolean } {
     const doc = docView(reader)

@@ -335,13 +335,14 @@ export function lostVms (doc: DocView, nodes: readonly NodeView[], only?: string
  * nothing now (it sees no majority of the roll), if so; `heldMs`: how long a vote lock
  * still holds its takeovers back (DvmmService.voteLockHoldsMs).
  */
-export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string {
+export function lostReason (l: LostVm, noMajority?: string, heldMs = 0, restart?: { watchdogLeftMs: number, leftMs: number }): string {
   // a node that sees no majority cannot tell a dead node from one cut off from it, nor
   // whether another node took the VM over: the majority side may run it (and fit it)
   if (noMajority != null) return `its node ${l.nodeName} is not in sight of this node, which ${noMajority}: whether the VM runs there or was taken over is not known here`
   // a restart first: its VMs run on under the grace whether or not another node fits them
+  // (`restart`: the grace as this node counts it; the watchdog kills before the fence ends)
   const next = l.restarting === true
-    ? `its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace; ${l.fitsNowhere != null ? `if the agent is not back by then, no other node fits it: ${l.fitsNowhere}` : 'it moves only if the agent is not back by then'}`
+    ? restartLost(l, restart)
     : l.fitsNowhere != null
       ? `no other node fits it: ${l.fitsNowhere}`
       // a majority that counts a member back from a restart waits for the vote it may have lent to lapse (a tester read "once the fence timeout has passed" for a minute)
@@ -349,6 +350,15 @@ export function lostReason (l: LostVm, noMajority?: string, heldMs = 0): string 
         ? `it moves once that node's fence timeout has passed, and not within ${Math.ceil(heldMs / 1000)} s: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed`
         : 'it moves once that node\'s fence timeout has passed'
   return `its node ${l.nodeName} is not alive; ${next}`
+}
+
+/** a lost VM whose holder stopped for a restart: under its watchdog still, or killed by it (bb42: said to run on after the kill) */
+function restartLost (l: LostVm, restart?: { watchdogLeftMs: number, leftMs: number }): string {
+  if (restart != null && restart.watchdogLeftMs <= 0) {
+    return `its agent stopped for a restart and was not back within its restart grace, so its watchdog has killed the VM there by now; ${l.fitsNowhere != null ? `no other node fits it: ${l.fitsNowhere}` : `it moves once that node's fence timeout has passed, within ${Math.ceil(restart.leftMs / 1000)} s`}`
+  }
+  const more = restart != null ? ` (${Math.ceil(restart.watchdogLeftMs / 1000)} s more)` : ''
+  return `its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace${more}; ${l.fitsNowhere != null ? `if the agent is not back by then, no other node fits it: ${l.fitsNowhere}` : 'it moves only if the agent is not back by then'}`
 }
 
 export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) => string, pendingReason?: string | null): VmRow {

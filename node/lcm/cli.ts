@@ -26,6 +26,13 @@ function tunnelCell (l: LinkView): string {
   return l.path === 'local' ? 'local' : '-'
 }
 
+/** One link as `vm show` lists it under its VM: its ends, and whether it carries traffic as this node sees it. */
+export function linkLine (l: LinkView): string {
+  const cell = tunnelCell(l)
+  const how = l.skipped != null ? `carries nothing: ${l.skipped}` : cell === 'local' ? 'both ends on one node' : cell === '-' ? null : `tunnel to ${cell}`
+  return `${l.id} ${end(l.from)} -> ${end(l.to)} ${l.protocol} ${l.port == null ? 'any port' : `port ${l.port}`}${how == null ? '' : `; ${how}`}`
+}
+
 export function linkRows (links: LinkView[]): string {
   // counts not known (their node not asked, or silent; an agent before link-counts.ts sent none) are not zero traffic
   const known = (l: LinkView): boolean => l.counts === undefined || (l.counts.node != null && l.counts.error == null)

@@ -46,7 +46,8 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
     return null
   }
   // membership's word that the tunnel's node is out of reach here comes seconds after a
-  // cut; the handshakes stop being fresh only after half a minute (tunnel-health.ts)
+  // cut; the handshakes stop being fresh only after half a minute (tunnel-health.ts), and
+  // then say less (bb42: "a partial partition" gave way to "nothing received" after 35 s)
   const cutOff = (node: string): string | null => {
     const by = lcm.unreachedBy?.(node)
     return by == null ? null : `this node does not reach ${nameOf(lcm.members, node) ?? node} on the network while ${nameOf(lcm.members, by) ?? by} does (a partial partition)`
@@ -67,7 +68,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       to: { ...l.to, node: d?.node ?? null, nodeName: nameOf(lcm.members, d?.node ?? null), address: d?.address ?? null, down: endDown(l.to.vm) },
       protocol: l.protocol,
       port: l.port,
-      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: overlayDown ?? (down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : cutOff(t.node)) },
+      tunnel: t == null ? null : { node: t.node, name: nameOf(lcm.members, t.node), publicKey: t.publicKey, down: overlayDown ?? cutOff(t.node) ?? (down.get(t.node)?.links.includes(l.id) === true ? down.get(t.node)!.reason : null) },
       packets: n?.packets ?? 0,
       drops: n?.drops ?? 0,
       counts: { node: s?.node ?? null, name: nameOf(lcm.members, s?.node ?? null), error: n?.error ?? null, tunnelDown: n?.down ?? null },

@@ -95,6 +95,12 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   const ls = await h1.vgrid(['link', 'ls'])
   t.is(ls.code, 0, ls.stderr)
   t.regex(ls.stdout, new RegExp(`${link.id}.*web\\.db@${web.holder.name}.*db\\.in@${db.node}`), 'ends by node name')
+  // and under each of its VMs (bb42: vm show listed no links)
+  for (const name of ['web', 'db']) {
+    const show = await h1.vgrid(['vm', 'show', name])
+    t.is(show.code, 0, show.stderr)
+    t.regex(show.stdout, new RegExp(`^ {2}links:\\n {4}${link.id} web\\.db@${web.holder.name} -> db\\.in@${db.node} tcp port 5432`, 'm'), show.stdout)
+  }
   const net = await web.holder.vgrid(['net', '--json'])
   t.is(net.code, 0, net.stderr)
   const peer = (JSON.parse(net.stdout) as NetView).peers.find(p => p.node === db.nodeId)

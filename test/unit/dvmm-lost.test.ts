@@ -45,6 +45,14 @@ test('a lost VM seen from a node with no majority in sight: not known here, whet
   t.regex(lostReason({ ...l, fitsNowhere: 'no node fits (3 not alive)' }, 'sees 1 of 3 roll members (no majority) for 900 ms'), blind, 'not "no other node fits it": the others only look dead from here')
 })
 
+test('a lost VM of a node stopped for a restart: under its watchdog for so long, then said killed by it and moving within the fence (bb42: "may run on there" after the kill)', t => {
+  const l = { vm: 'a', name: 'a', node: 'n1', nodeName: 'h1', fitsNowhere: null, restarting: true } as unknown as Parameters<typeof lostReason>[0]
+  t.is(lostReason(l, undefined, 0, { watchdogLeftMs: 12_300, leftMs: 37_000 }), 'its node h1 is not alive; its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace (13 s more); it moves only if the agent is not back by then')
+  t.is(lostReason(l, undefined, 0, { watchdogLeftMs: 0, leftMs: 21_100 }), 'its node h1 is not alive; its agent stopped for a restart and was not back within its restart grace, so its watchdog has killed the VM there by now; it moves once that node\'s fence timeout has passed, within 22 s')
+  t.regex(lostReason({ ...l, fitsNowhere: 'no node fits (2 not alive)' }, undefined, 0, { watchdogLeftMs: 0, leftMs: 5000 }), /watchdog has killed the VM there by now; no other node fits it: no node fits \(2 not alive\)$/)
+  t.regex(lostReason(l), /may run on there under its watchdog for its restart grace; it moves only if/, 'no count known: as before')
+})
+
 test('VMs that should run, hold no lease and fit nowhere are unplaced; stopped ones and ones that fit are not', t => {
   const nodes = [node('a', true), node('b', true)]
   const d = doc([vm('held', 1.5), vm('huge', 3), vm('fits', 0.25), vm('off', 3, 'stopped')], [lease('held', 'a', 1.5)])

@@ -6,7 +6,7 @@ import { overlayPrefix, vmAddress, nodeAddress } from '../../node/lcm/overlay.ts
 import { checkLink, linkId, oneLinkPerOutput, parseLinkRequest, terminalHosts } from '../../node/lcm/links.ts'
 import { hostsFile, terminalEnv } from '../../node/dvmm/drivers/common.ts'
 import { ConflictError, NotFoundError, ValidationError } from '../../node/errors.ts'
-import { formatNet, linkRows } from '../../node/lcm/cli.ts'
+import { formatNet, linkLine, linkRows } from '../../node/lcm/cli.ts'
 import type { LinkView } from '../../node/lcm/links.ts'
 
 const K = ['yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=', 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', 'TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=']
@@ -154,6 +154,11 @@ test('link ls says where its counts come from, that PACKETS include those sent i
   // a link that lost the race for its output carries nothing: said, not its tunnel (bb27)
   t.regex(linkRows([{ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: null }, skipped: 'output web.db is connected already, by link-0 (made first); remove one of them' } as LinkView]),
     /5432\s+output web\.db is connected already, by link-0 \(made first\); remove one of them\s+7\s+0/)
+  // vm show lists a VM's links one a line (bb42: it listed none)
+  t.is(linkLine({ ...base, tunnel: { node: 'n2', name: 'b', publicKey: 'k', down: 'no WireGuard handshake for 200 s' } } as LinkView), 'link-1 web.db@b -> db.in@b tcp port 5432; tunnel to b DOWN: no WireGuard handshake for 200 s')
+  t.is(linkLine({ ...base, tunnel: null, path: 'local' } as LinkView), 'link-1 web.db@b -> db.in@b tcp port 5432; both ends on one node')
+  t.is(linkLine({ ...base, tunnel: null, path: 'elsewhere', port: null } as LinkView), 'link-1 web.db@b -> db.in@b tcp any port')
+  t.is(linkLine({ ...base, skipped: 'output web.db is connected already, by link-0 (made first); remove one of them' } as LinkView), 'link-1 web.db@b -> db.in@b tcp port 5432; carries nothing: output web.db is connected already, by link-0 (made first); remove one of them')
   // FROM end runs nowhere: nothing counted
   t.regex(linkRows([{ ...base, packets: 0, tunnel: null, path: 'unplaced', counts: { node: null, name: null, error: null } } as LinkView]), /5432\s+-\s+-\s+-/)
 })

@@ -11,11 +11,12 @@ import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
 import { whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
 import type { LcmView } from '../../node/lcm/types.ts'
+import type { TunnelDown } from '../../node/lcm/tunnel-health.ts'
 import { countsOf, parseCountsAnswer, parseCountsRequest } from '../../node/lcm/link-counts.ts'
 import type { Member, MemberTable } from '../../protocol/membership.ts'
 
 /** `gate`: writes wait for it before they run, as a real write waits for the one before it */
-function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }>, askCounts?: LcmView['askCounts'], overlayError?: string } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
+function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['last'], members?: MemberTable, unreachedBy?: (node: string) => string | undefined, drops?: Array<{ src: string, dst: string, packets: number, bytes: number, spoofed?: number }>, askCounts?: LcmView['askCounts'], overlayError?: string, tunnelsDown?: TunnelDown[] } = {}): { app: ReturnType<typeof Fastify>, replica: Replica } {
   const replica = Replica.create({ clusterId: 'c', nodeId: 'n1', migrations: MIGRATIONS })
   const state: LcmState = { read: () => replica.read(), write: async fn => { await gate; return replica.change(fn).result }, on: () => {}, off: () => {} }
   const spec = { driver: 'process' as const, cpu: 0.1, memoryBytes: 1 << 20, volumes: [], constraints: {} }
@@ -26,7 +27,7 @@ function app (gate: Promise<void> = Promise.resolve(), over: { last?: LcmView['l
     w.put('vms', { id: 'bare', name: 'bare', app: null, desired: 'running', spec })
   })
   const lcm = {
-    status: () => ({ ok: over.overlayError == null, error: over.overlayError ?? null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c') }),
+    status: () => ({ ok: over.overlayError == null, error: over.overlayError ?? null, errorSince: null, applyError: null, applyErrorSince: null, routeConflict: null, routeConflictSince: null, backend: 'userspace' as const, interface: 'vgx', publicKey: null, endpoint: null, address: null, prefix: overlayPrefix('c'), ...(over.tunnelsDown != null ? { tunnelsDown: over.tunnelsDown } : {}) }),
     peerStates: async () => [],
     counters: async () => ({ counters: new Map(), drops: over.drops ?? [] }),
     drops: async () => [],
@@ -170,6 +171,17 @@ test('GET /v1/links: a tunnel to a node membership finds out of reach here (a pa
   const [view] = ((await a.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
   t.is(view!.path, 'tunnel')
   t.is(view!.tunnel?.down, 'this node does not reach N2 on the network while N3 does (a partial partition)')
+  // half a minute on, the tunnel's health says it too, with less: the cut's reason stays (bb42)
+  const health: TunnelDown[] = []
+  let cut = true
+  const { app: later } = app(undefined, { last, members: new Map([['n2', member('n2')], ['n3', member('n3')]]), unreachedBy: n => cut && n === 'n2' ? 'n3' : undefined, tunnelsDown: health })
+  t.is((await later.inject({ method: 'POST', url: '/v1/links', payload: { from: 'web.db', to: 'db.in', protocol: 'tcp', port: 5432 } })).statusCode, 201)
+  const linksNow = async (): Promise<LinkView[]> => ((await later.inject({ method: 'GET', url: '/v1/links' })).json() as { links: LinkView[] }).links
+  health.push({ node: 'n2', name: 'N2', links: [(await linksNow())[0]!.id], reason: 'nothing received through the tunnel for 31 s (a live peer sends at least every 10 s)', latestHandshake: null, silentS: 31, since: new Date().toISOString(), message: '' })
+  t.is((await linksNow())[0]!.tunnel?.down, 'this node does not reach N2 on the network while N3 does (a partial partition)')
+  // membership reaching it again, the tunnel's own word until its handshakes are fresh
+  cut = false
+  t.is((await linksNow())[0]!.tunnel?.down, 'nothing received through the tunnel for 31 s (a live peer sends at least every 10 s)')
 })
 
 test('GET /v1/links: on a node whose own overlay is down, a link\'s tunnel is down saying why (it showed up while WireGuard could not start)', async t => {

@@ -44,7 +44,7 @@ export async function nodes (argv: string[]): Promise<void> {
   const addr = (n: NodeView): string => (n.addrs.find(a => !a.startsWith('/ip4/127.')) ?? n.addrs[0] ?? '-').replace(/\/p2p\/.*$/, '')
   // e.g. "tcg,cgroup-v1,fence-5s": how this node runs VMs, and how long its VMs take to move when it dies
   const vmHost = (n: NodeView): string => [
-    ...(n.vmHost != null ? [n.vmHost.accel ?? 'no-qemu', `cgroup-${n.vmHost.cgroup}`] : []),
+    ...(n.vmHost != null ? vmHostParts(n.vmHost) : []),
     ...(n.fenceTimeoutMs != null ? [`fence-${num(n.fenceTimeoutMs / 1000)}s`] : [])
   ].join(',') || '-'
   const labels = (n: NodeView): string => sayLabels(n.labels) || '-'
@@ -69,4 +69,16 @@ export async function nodes (argv: string[]): Promise<void> {
       ]
     }).concat((res.unseen ?? []).map(u => [u.name, 'unseen', '-', '-', '-', '-', '-', '-', shortId(u.id), '-']))
   ) + '\n' + ((res.unseen ?? []).length > 0 ? '\nunseen: on the grid\'s roll, not heard from since this agent started (counted as down for the majority); bring it back, or `vgrid node forget NAME` if it is gone for good\n' : ''))
+}
+
+/**
+ * The VM HOST column's accelerator and cgroups, or that the node runs no VM at all
+ * (bb42: a node whose drivers were all left out still showed "tcg,cgroup-v1"); a driver
+ * left out is named (an agent of an earlier release sends no driver list).
+ */
+export function vmHostParts (h: NonNullable<NodeView['vmHost']>): string[] {
+  const drivers = h.drivers as string[] | undefined
+  if (drivers == null) return [h.accel ?? 'no-qemu', `cgroup-${h.cgroup}`]
+  if (drivers.length === 0) return ['no-vm-driver']
+  return [drivers.includes('qemu') ? h.accel ?? 'no-qemu' : 'no-qemu', `cgroup-${h.cgroup}`, ...(drivers.includes('process') ? [] : ['no-process'])]
 }

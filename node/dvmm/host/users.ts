@@ -3,7 +3,7 @@
 // line that drops to it with no capabilities and no way to gain any (no-new-privs, an
 // empty bounding set): such a command cannot leave its network namespace (setns needs
 // CAP_SYS_ADMIN), change its addresses or routes, or read the node's root-only files.
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 
 export interface UserIds { uid: number, gid: number, name: string, home: string }
 
@@ -24,6 +24,17 @@ export function resolveUser (user: string): UserIds | undefined {
     const u = parsePasswdLine(out.split('\n')[0] ?? '')
     if (u != null) return u
   } catch {}
+  if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return { uid: Number(user), gid: Number(user), name: user, home: '/' }
+  return undefined
+}
+
+/** resolveUser without blocking the event loop (the API asks it of every VM created with a user) */
+export async function lookUpUser (user: string): Promise<UserIds | undefined> {
+  const line = await new Promise<string>(resolve => {
+    execFile('getent', ['passwd', user], { encoding: 'utf8', timeout: 5000 }, (err, out) => { resolve(err == null ? out.split('\n')[0] ?? '' : '') })
+  })
+  const u = parsePasswdLine(line)
+  if (u != null) return u
   if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return { uid: Number(user), gid: Number(user), name: user, home: '/' }
   return undefined
 }
