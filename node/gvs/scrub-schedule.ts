@@ -28,6 +28,8 @@ export interface ScrubScheduleComponents {
   watched?: () => ReadonlySet<string>
   /** a node's name, for what the report says */
   nameOf?: (node: string) => string
+  /** how far the document reads a layer (bytes); objects past it are left unchecked */
+  endOf?: (layer: string) => number | undefined
 }
 
 export interface ScrubStatus {
@@ -109,7 +111,8 @@ export class ScrubSchedule {
       sources: this.c.sources,
       objectSize: this.c.store.objectSize,
       watched: this.c.watched,
-      nameOf: this.c.nameOf
+      nameOf: this.c.nameOf,
+      endOf: this.c.endOf
     }, { bytesPerSecond: this.rate })
     let seen = { objects: 0, bad: 0, repaired: 0 }
     scrubber.on('progress', p => {
@@ -135,6 +138,7 @@ export class ScrubSchedule {
       this.c.metrics?.scrubLast.set(r.finishedAt / 1000)
       if (r.bad > 0) this.c.log.warn('scrub found damaged copies', { bad: r.bad, repaired: r.repaired, unrepaired: r.unrepaired.map(u => `${u.layer}/${u.index}: ${u.error}`) })
       else this.c.log.info('scrub found every copy sound', { objects: r.objects })
+      if (r.pastEnd != null) this.c.log.warn('objects past the end of every volume that reads them were left unchecked: nothing reads or writes them (files put there by hand?)', { count: r.pastEnd.count, first: r.pastEnd.first.join(',') })
       await writeFileDurable(this.c.file, JSON.stringify(r))
         .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
       const everyCopy = r.unrepaired.filter(u => u.everyCopy === true)

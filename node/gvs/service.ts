@@ -32,7 +32,7 @@ import { NbdServer } from './nbd/server.ts'
 import type { BlockDevice } from './block-device.ts'
 import type { RepairReport } from './repair.ts'
 import { RepairRuns } from './repair-runs.ts'
-import { byPath, frozenLayersOf, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, splitSnapshotRef, volumeUsers, type Pool } from './volumes.ts'
+import { byPath, frozenLayersOf, layerEnds, layerNumber, placementKeyOf, referencedLayers, sayLayers, sayNodes, splitSnapshotRef, volumeUsers, type Pool } from './volumes.ts'
 import { VolumeExports } from './exports.ts'
 import { exportVolume } from './export-names.ts'
 import { PIN_KEY_FILE, PinKeys } from './pin-keys.ts'
@@ -335,7 +335,8 @@ export class GvsService {
       self: this.replicas.self, log, transport: this.replicas, store: this.store, metrics: this.metrics, file: join(components.config.dataDir, 'gvs-scrub.json'), sources: (layer, index) => this.sourcesOf(layer, index),
       unsound: async (objects, sound, startedAt) => { await this.unsound.record(objects.map(o => `${o.layer}/${o.index}`), undefined, { sound, before: startedAt }) },
       watched: () => this.unsound.objects(),
-      nameOf: n => this.nodeName(n)
+      nameOf: n => this.nodeName(n),
+      endOf: layer => this.layerEnd(layer)
     }, { intervalMs: this.init.scrubIntervalMs ?? 24 * 3600_000, bytesPerSecond: this.init.scrubBytesPerSecond ?? this.init.repairBytesPerSecond })
   }
 
@@ -674,6 +675,14 @@ export class GvsService {
   async measureStored (): Promise<number | null> { await this.usage.measure(); return this.usage.bytes() }
 
   volumes (): Volume[] { return this.components.state.read().list('volumes') }
+
+  /** how far the document reads a layer (bytes), worked out once per document version */
+  private endsMemo: { reader: Reader, ends: ReadonlyMap<string, number> } | null = null
+  private layerEnd (layer: string): number | undefined {
+    const reader = this.components.state.read()
+    if (this.endsMemo?.reader !== reader) this.endsMemo = { reader, ends: layerEnds(reader.list('volumes')) }
+    return this.endsMemo.ends.get(layer)
+  }
 
   /** the layers this node's document reads frozen, worked out once per document version */
   private frozenMemo: { reader: Reader, layers: ReadonlySet<string> } | null = null

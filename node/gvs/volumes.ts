@@ -446,6 +446,22 @@ export function cloneSource (v: Volume, vols: readonly Volume[]): string | null 
   return snap != null ? `${parent.path}@${snap.name}` : `a snapshot of ${parent.path} removed since`
 }
 
+/**
+ * How far each layer is read (bytes): the largest volume that reads it, itself or
+ * through a snapshot (volumes only grow, so a snapshot reads no further than its
+ * volume). An object past it is read by nothing, and nothing writes it: a write past a
+ * volume's end is refused.
+ */
+export function layerEnds (volumes: Iterable<Volume>): Map<string, number> {
+  const out = new Map<string, number>()
+  const reach = (l: string, size: number): void => { out.set(l, Math.max(out.get(l) ?? 0, size)) }
+  for (const v of volumes) {
+    for (const l of layersOf(v)) reach(l, v.sizeBytes)
+    for (const s of Object.values(v.snapshots)) for (const l of snapshotLayers(v, s)) reach(l, v.sizeBytes)
+  }
+  return out
+}
+
 /** every object set some volume or snapshot still reads: never freed */
 export function referencedLayers (volumes: Iterable<Volume>): Set<string> {
   const out = new Set<string>()
