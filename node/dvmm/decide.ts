@@ -9,7 +9,7 @@ import { demandOf, holdings, type DocView } from './view.ts'
 import { MAX_FENCE_TIMEOUT_MS } from './timing.ts'
 import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
 import { sameVm } from './history.ts'
-import { OVERLAY_MOVE_AFTER_MS, overlayMoves } from './overlay-moves.ts'
+import { OVERLAY_MOVE_AFTER_MS, cutMoves, overlayMoves } from './overlay-moves.ts'
 
 /** settle windows a VM waits for its best-ranked node before the next one may claim too */
 const FALLBACK_SETTLES = 4
@@ -21,6 +21,8 @@ export interface DecideConfig {
   strategy: Strategy
   /** this node's overlay down this long moves its VMs with connections (overlay-moves.ts; default OVERLAY_MOVE_AFTER_MS) */
   overlayMoveAfterMs?: number
+  /** a link's other end on a node this one has not reached this long moves the VM (overlay-moves.ts cutMoves; default OVERLAY_MOVE_AFTER_MS) */
+  cutMoveAfterMs?: number
 }
 
 export interface DecideInput {
@@ -53,6 +55,8 @@ export interface DecideInput {
   capacity: Capacity
   /** this node's overlay (WireGuard) is down, since when (`now`'s clock) and why; absent or null: up, or no overlay */
   overlay?: { why: string, since: number } | null
+  /** members this node does not reach while others do, since when (`now`'s clock), and each VM's link peers (VM ids); absent: no such moves */
+  cut?: { since: ReadonlyMap<string, number>, peers: (vm: string) => readonly string[] }
   /**
    * when this run of the agent started (`now`'s clock; absent: long ago). A node alone on
    * its roll (aloneOnRoll) counts its own majority only from then: its document may be
@@ -298,6 +302,13 @@ export function decide (i: DecideInput): Decisions {
   // its connections need the overlay: moved where it is up, unless no majority could place it again
   if (i.overlay != null && i.fence.mayClaim) {
     const moves = overlayMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, overlay: i.overlay, running: keeps, afterMs: i.cfg.overlayMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
+    d.stop.push(...moves.stop)
+    wake(moves.wakeInMs)
+  }
+  // a link to a VM on a node this one does not reach (a partial cut): moved where both are reached
+  if (i.cut != null && i.fence.mayClaim) {
+    const stopping = new Set(d.stop.map(s => s.vm))
+    const moves = cutMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, cut: i.cut.since, peers: i.cut.peers, running: keeps.filter(vm => !stopping.has(vm)), afterMs: i.cfg.cutMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
     d.stop.push(...moves.stop)
     wake(moves.wakeInMs)
   }

@@ -3,8 +3,9 @@
 // Placement already puts such a node last for them (rank.ts overlayScore); this is the
 // same rule for the VMs already there (a tester's linked VM sat on such a node, every
 // other node saying ok). A stop parks the lease and any node places it anew, this one
-// last. Pure.
-import { rank, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+// last. The same for a link whose other end runs on a node this one does not reach
+// while others do (a partial cut: cutMoves). Pure.
+import { isParked, rank, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
 /** how long the overlay stays down before VMs move: a wireguard-go made again takes about a second, a retry a few */
@@ -55,4 +56,56 @@ export function overlayMoves (i: OverlayMovesInput): OverlayMoves {
     stop.push({ vm: id, why: `this node's overlay has been down for ${Math.round(downMs / 1000)} s (${i.overlay.why}): its connections carry nothing here; moved to a node whose overlay is up (${i.nameOf?.(best) ?? best} ranks best)` })
   }
   return { stop, wakeInMs: Infinity }
+}
+
+export interface CutMovesInput {
+  me: string
+  now: number
+  doc: DocView
+  nodes: readonly NodeView[]
+  /** members this node does not reach while another does (a partial cut), since when (`now`'s clock) */
+  cut: ReadonlyMap<string, number>
+  /** the VMs at the other ends of a VM's links (by VM id) */
+  peers: (vm: string) => readonly string[]
+  /** the VMs this node runs and may stop now (as for overlayMoves) */
+  running: readonly string[]
+  afterMs: number
+  strategy: Strategy
+  nameOf?: (node: string) => string
+}
+
+/**
+ * The VMs to stop here because a link of theirs goes to a VM on a node this node has not
+ * reached for `afterMs` while others do (a partial cut: the tunnel between the two
+ * carries nothing, bb42), so that they run where both ends are reached: only those for
+ * which a node that reaches every member ranks best (rank.ts puts a cut-off node last).
+ * This node's advert must name what it does not reach (others would rank it first
+ * again). Both ends' nodes may move theirs; either way the link is whole again.
+ */
+export function cutMoves (i: CutMovesInput): OverlayMoves {
+  if (i.cut.size === 0 || (i.nodes.find(n => n.id === i.me)?.unreached?.length ?? 0) === 0) return { stop: [], wakeInMs: Infinity }
+  let wakeInMs = Infinity
+  const movers: Array<{ vm: string, node: string, peer: string, ms: number }> = []
+  for (const id of i.running) {
+    for (const peer of i.peers(id)) {
+      const w = i.doc.leases.get(peer)?.winner
+      const since = w == null || w.holder === i.me ? undefined : i.cut.get(w.holder)
+      if (since == null || w!.status === 'stopped' || w!.status === 'failed' || isParked(w!)) continue
+      const ms = i.now - since
+      if (ms < i.afterMs) { wakeInMs = Math.min(wakeInMs, i.afterMs - ms); continue }
+      movers.push({ vm: id, node: w!.holder, peer, ms })
+      break
+    }
+  }
+  if (movers.length === 0) return { stop: [], wakeInMs }
+  const byId = new Map(i.nodes.map(n => [n.id, n]))
+  const usage = usageOf(holdings(i.doc, new Set(movers.map(m => m.vm))))
+  const stop: OverlayMoves['stop'] = []
+  for (const m of movers) {
+    const best = rank(demandOf(i.doc.vms.get(m.vm)!), i.nodes, usage, { strategy: i.strategy }).best
+    if (best == null || best === i.me || (byId.get(best)?.unreached?.length ?? 0) > 0 || byId.get(best)?.overlayDown != null) continue
+    const name = (n: string): string => i.nameOf?.(n) ?? n
+    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best)} ranks best)` })
+  }
+  return { stop, wakeInMs }
 }

@@ -66,6 +66,8 @@ export interface DvmmMembership extends Pick<EventEmitter<MembershipEvents>, 'on
   inSight?: (id: string) => boolean
   /** by when a member is known alive through the liveness tables (MembershipService.aliveAt; the clock's `now`) */
   aliveAt?: (id: string) => number | undefined
+  /** members this node does not reach while another does (a partial cut; MembershipService.outOfReach) */
+  outOfReach?: () => ReadonlyMap<string, unknown>
 }
 
 export interface DvmmComponents {
@@ -136,7 +138,11 @@ export interface DvmmInit {
   lastAliveFenceMs?: number
   /** how long this node's VMs run on without their agent while it restarts, once every member confirmed (restart-grace.ts); 0 (default): off */
   restartGraceMs?: number
-  /** this node's overlay down this long moves its VMs with connections to nodes whose overlay is up (overlay-moves.ts) */
+  /**
+   * this node's overlay down this long moves its VMs with connections to nodes whose
+   * overlay is up, and a link's other end on a node this one has not reached this long
+   * (a partial cut) moves the VM to a node that reaches both (overlay-moves.ts)
+   */
   overlayMoveAfterMs?: number
 }
 
@@ -507,6 +513,21 @@ export class DvmmService {
   /** since when (this clock) the overlay has been down, as the steps saw it */
   private overlayDownSince: number | null = null
 
+  /** members this node has not reached while others do, since when (this clock), as the steps saw it */
+  private readonly cutSince = new Map<string, number>()
+
+  /** what a partial cut moves (cutMoves): since when each member is out of reach here, and each VM's link peers; undefined: none is */
+  private cutNow (now: number, reader: Reader): DecideInput['cut'] {
+    const out = this.components.membership.outOfReach?.() ?? new Map()
+    for (const id of [...this.cutSince.keys()]) if (!out.has(id)) this.cutSince.delete(id)
+    for (const id of out.keys()) if (!this.cutSince.has(id)) this.cutSince.set(id, now)
+    if (this.cutSince.size === 0) return undefined
+    const peers = new Map<string, string[]>()
+    const add = (a: string, b: string): void => { peers.set(a, [...peers.get(a) ?? [], b]) }
+    for (const c of reader.list('connections')) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
+    return { since: this.cutSince, peers: vm => peers.get(vm) ?? [] }
+  }
+
   /** this node's overlay: down since when and why (null: up, or no overlay) */
   private overlayDown (now: number): { why: string, since: number } | null {
     const why = this.components.network?.overlayDown?.() ?? null
@@ -576,11 +597,12 @@ export class DvmmService {
       unplacedSince: this.unplacedSince,
       capacity: cap,
       overlay: this.overlayDown(now),
+      cut: this.cutNow(now, reader),
       startedAt: this.fencing.startedAtMs,
       othersExpected: [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
       synced: this.components.gridSynced?.() ?? true,
       ...(this.drainSeenAt != null ? { drainSeenAt: this.drainSeenAt } : {}),
-      cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs }
+      cfg: { settleMs: this.cfg.settleMs, fenceTimeoutMs: this.cfg.fenceTimeoutMs, takeoverMarginMs: this.cfg.takeoverMarginMs, strategy: this.cfg.strategy, overlayMoveAfterMs: this.cfg.overlayMoveAfterMs, cutMoveAfterMs: this.cfg.overlayMoveAfterMs }
     })
     this.lastStepMs = performance.now() - t0 // the CPU part of the step (not the write's fsync)
     const waiting = new Set(d.unplaced)

@@ -1,0 +1,63 @@
+// A link whose other end runs on a node this one does not reach while others do (a
+// partial cut) moves its VM here to a node that reaches both (node/dvmm/overlay-moves.ts
+// cutMoves, through decide; bb42: the link stayed broken until the cut healed): after
+// the wait, only VMs linked to a VM there, only where a node that reaches every member
+// ranks best, never without a majority, never before this node's advert names the cut.
+import test from 'ava'
+import { decide, type DecideInput } from '../../node/dvmm/decide.ts'
+import { OVERLAY_MOVE_AFTER_MS } from '../../node/dvmm/overlay-moves.ts'
+import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
+import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
+import { fenced, type NodeView } from '../../crdt/placement/index.ts'
+
+const GiB = 2 ** 30
+const [A, B, C] = ['nodeA', 'nodeB', 'nodeC']
+const vm = (id: string, cpu = 1): Vm => ({ id, name: id, app: null, desired: 'running', spec: { driver: 'process', cpu, memoryBytes: GiB, volumes: [], constraints: {}, command: ['x'], inputs: ['in'], outputs: ['out'] }, at: 1, by: A } as unknown as Vm)
+const held = (v: string, holder: string, status: Lease['status'] = 'running'): LeaseView => { const l: Lease = { vm: v, holder, epoch: 1, cpu: 1, memoryBytes: GiB, status, at: 1, by: holder }; return { winner: l, claims: [l] } }
+const roll = (id: string): RollEntry => ({ node: id, name: id, joined: 1, draining: false, at: 1, by: id })
+const node = (id: string, extra: Partial<NodeView> = {}): NodeView => ({ id, name: id, alive: true, draining: false, capacity: { cpu: 4, memoryBytes: 8 * GiB }, labels: {}, ...extra })
+const majority = fenced({ rollSize: 3, aliveSeen: 3, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 })
+const NOW = 100_000
+// web (here, on A) links to db (on B); A and B do not reach each other, C reaches both
+const LINKS: Record<string, string[]> = { web: ['db'], db: ['web'] }
+
+function input (over: Partial<DecideInput> = {}, leases: Record<string, LeaseView> = {}): DecideInput {
+  const vms = [vm('web'), vm('db'), vm('batch')]
+  const doc: DocView = { vms: new Map(vms.map(v => [v.id, v])), leases: new Map(Object.entries({ web: held('web', A), db: held('db', B), batch: held('batch', A), ...leases })), roll: new Map([A, B, C].map(n => [n, roll(n)])) }
+  return {
+    me: A, now: NOW, doc, nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A] }), node(C)],
+    holderAlive: () => true, lastHeard: () => 0, fence: majority,
+    runs: new Set(['web', 'batch']), busy: new Set(), claimedAt: new Map(), conflictSeenAt: new Map(), unplacedSince: new Map(),
+    capacity: { cpu: 4, memoryBytes: 8 * GiB },
+    cut: { since: new Map([[B, NOW - OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] },
+    cfg: { settleMs: 1000, fenceTimeoutMs: 5000, takeoverMarginMs: 1000, strategy: 'spread' },
+    ...over
+  }
+}
+
+test('once the cut has lasted, the VM linked to one on the node cut off stops here, saying why; an unlinked one stays', t => {
+  const d = decide(input())
+  t.deepEqual(d.stop.map(s => s.vm), ['web'])
+  t.is(d.stop[0]!.why, 'this node has not reached nodeB, where db runs, for 30 s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (nodeC ranks best)')
+  t.deepEqual(d.kill, [])
+})
+
+test('before the wait is over nothing moves, and the step wakes when it is; the wait is the overlay move setting', t => {
+  const d = decide(input({ cut: { since: new Map([[B, NOW - 10_000]]), peers: v => LINKS[v] ?? [] } }))
+  t.deepEqual(d.stop, [])
+  t.is(d.wakeInMs, OVERLAY_MOVE_AFTER_MS - 10_000)
+  t.deepEqual(decide(input({ cut: { since: new Map([[B, NOW - 10_000]]), peers: v => LINKS[v] ?? [] }, cfg: { settleMs: 1000, fenceTimeoutMs: 5000, takeoverMarginMs: 1000, strategy: 'spread', cutMoveAfterMs: 5000 } })).stop.map(s => s.vm), ['web'])
+})
+
+test('nothing moves without a cut, without a majority, before the advert names it, to no better node, or for a peer that does not run there', t => {
+  t.deepEqual(decide(input({ cut: undefined })).stop, [], 'no cut')
+  t.deepEqual(decide(input({ cut: { since: new Map(), peers: v => LINKS[v] ?? [] } })).stop, [], 'no member out of reach')
+  t.deepEqual(decide(input({ cut: { since: new Map([[C, 0]]), peers: v => LINKS[v] ?? [] } })).stop, [], 'the node cut off runs no peer of it')
+  const noMajority = fenced({ rollSize: 3, aliveSeen: 1, lastMajorityAt: NOW - 1000, now: NOW, fenceTimeoutMs: 5000 })
+  t.deepEqual(decide(input({ fence: noMajority })).stop, [], 'no majority: no one could place it again')
+  t.deepEqual(decide(input({ nodes: [node(A), node(B, { unreached: [A] }), node(C)] })).stop, [], 'others do not read this node as cut off yet: they could rank it first again')
+  t.deepEqual(decide(input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A] }), node(C, { unreached: [A] })] })).stop, [], 'no node that reaches every member')
+  t.deepEqual(decide(input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A] }), node(C, { capacity: { cpu: 0.5, memoryBytes: 8 * GiB } })] })).stop, [], 'fits nowhere better: it stays')
+  t.deepEqual(decide(input({}, { db: held('db', B, 'stopped') })).stop, [], 'the peer stopped there: nothing to reach')
+  t.deepEqual(decide(input({}, { db: held('db', A) })).stop, [], 'both ends here: the link is local')
+})
