@@ -166,6 +166,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // `starting` here while its holder said `stopped`)
     const fencedCause = l != null && l.winner.holder !== svc.me && r.state === 'starting' ? fencedKillCause(l.winner.reason) : null
     if (fencedCause != null) return { ...r, state: 'stopped', reason: `killed on ${nameOf(l!.winner.holder, doc)}: ${fencedCause}; it starts again there once that node sees a majority of the grid, unless the majority has taken it over meanwhile` }
+    // starting on another node while this one sees no majority: that node, on this side
+    // too as like as not, starts it only once it sees one (bb43: "restarting in 1 s" for
+    // 20 s on every node of a side without a majority, while its own node said fenced)
+    if (fence != null && !fence.majority && l != null && l.winner.holder !== svc.me && r.state === 'starting') {
+      return { ...r, reason: `${r.reason != null ? `${r.reason}; ` : ''}this node ${fence.reason}: ${nameOf(l.winner.holder, doc)} starts it only while it sees a majority of the grid, which it may not either` }
+    }
     // on this node while it sees no majority: its VMs were killed (or are once its fence
     // timeout passes) and start only once a majority is in sight, here or elsewhere
     const f = svc.fenceState

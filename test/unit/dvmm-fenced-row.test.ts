@@ -17,7 +17,7 @@ const WHY = 'fenced: sees 2 of 4 roll members (no majority) for 5009 ms'
 
 const member = (id: string): [string, Member] => [id, { nodeId: id, state: 'alive', since: 0, lastSeen: 0, version: { incarnation: 1, seq: 1 }, advert: { name: `host-${id}`, capacity: { cpu: 4, memoryBytes: 8 * GiB, diskBytes: 0 }, labels: {} } } as unknown as Member]
 
-async function rowOn (me: string, lease: object): Promise<VmRow> {
+async function rowOn (me: string, lease: object, fenceState: DvmmRoutesDeps['fenceState'] = { majority: false, fenced: true, reason: 'sees 2 of 4 roll members (no majority)' }): Promise<VmRow> {
   const replica = Replica.create({ clusterId: 'c', nodeId: me, migrations: MIGRATIONS })
   replica.change(w => {
     for (const n of ['n1', 'n2']) w.put('roll', { node: n, name: `host-${n}`, joined: 1, draining: false })
@@ -30,7 +30,7 @@ async function rowOn (me: string, lease: object): Promise<VmRow> {
     history: new History(),
     schedule: () => {},
     ha: () => ({ ok: true, stranded: [] }) as never,
-    fenceState: { majority: false, fenced: true, reason: 'sees 2 of 4 roll members (no majority)' },
+    fenceState,
     local: { addressOf: () => null, live: new Set(), console: async () => { throw new Error('none') }, runtimeOf: async () => null }
   }
   const app = Fastify()
@@ -59,4 +59,8 @@ test('its holder says it in its own words; a VM starting for another reason stay
   t.regex(own.reason ?? '', /^this node sees 2 of 4 roll members \(no majority\): it is fenced, and killed its VMs/)
   const crash = await rowOn('n2', { status: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' })
   t.is(crash.state, 'starting')
+  // ... saying that its node starts it only with a majority in sight (bb43: "restarting in 1 s" for 20 s)
+  t.is(crash.reason, 'exited (code 1): crash 1 within 24 h, restarting in 1 s; this node sees 2 of 4 roll members (no majority): host-n1 starts it only while it sees a majority of the grid, which it may not either')
+  const seen = await rowOn('n2', { status: 'starting', reason: 'exited (code 1): crash 1 within 24 h, restarting in 1 s' }, { majority: true, fenced: false, reason: 'sees 2 of 2 roll members' })
+  t.is(seen.reason, 'exited (code 1): crash 1 within 24 h, restarting in 1 s', 'with a majority here: as its node wrote it')
 })
