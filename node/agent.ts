@@ -173,7 +173,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       onRestartGrace: t => { runtime.restartGrace(t) },
       // a restart's record is said back once this run's own watchdog guards the VMs
       ownWatchdog: () => runtime.ownWatchdog(),
-      network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) }, overlayDown: () => lcm.overlayDown() },
+      network: lcm == null ? undefined : { overlayOf: vm => lcm.overlayOf(vm), interfacesChanged: () => { lcm.schedule(0) }, overlayDown: () => lcm.overlayDown(), tunnelDown: node => lcm.tunnelDown(node) },
       // read when called: GVS is built below
       volumes: want('gvs')
         ? {

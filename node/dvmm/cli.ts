@@ -191,8 +191,9 @@ async function show (argv: string[]): Promise<void> {
   const d = await api.get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
   if (v.json === true) return json(d)
   // its links, by the VM's name as links name their ends (bb42: show listed none); an
-  // agent that cannot list them leaves the line out rather than the whole answer
-  const links = (await api.get<{ links: LinkView[] }>('/v1/links').catch(() => null))?.links.filter(l => l.from.vm === d.name || l.to.vm === d.name)
+  // agent that cannot list them leaves the line out rather than the whole answer (one
+  // of an earlier release, without ?vm=, lists them all)
+  const links = (await api.get<{ links: LinkView[] }>(`/v1/links?vm=${enc(d.name)}`).catch(async () => await api.get<{ links: LinkView[] }>('/v1/links')).catch(() => null))?.links.filter(l => l.from.vm === d.name || l.to.vm === d.name)
   say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
   say(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) say(`  overlay address ${d.address}`)

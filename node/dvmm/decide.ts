@@ -308,7 +308,7 @@ export function decide (i: DecideInput): Decisions {
   // a link to a VM on a node this one does not reach (a partial cut): moved where both are reached
   if (i.cut != null && i.fence.mayClaim) {
     const stopping = new Set(d.stop.map(s => s.vm))
-    const moves = cutMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, cut: i.cut.since, peers: i.cut.peers, running: keeps.filter(vm => !stopping.has(vm)), afterMs: i.cfg.cutMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
+    const moves = cutMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, cut: i.cut.since, peers: i.cut.peers, running: keeps.filter(vm => !stopping.has(vm)), claimedAt: i.claimedAt, afterMs: i.cfg.cutMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
     d.stop.push(...moves.stop)
     wake(moves.wakeInMs)
   }

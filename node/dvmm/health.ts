@@ -114,7 +114,9 @@ export class DvmmHealth {
       return w?.status === 'running' && guestHeld(w.reason) ? [`${vm.name} (${w.reason!})`] : []
     })
     if (paused.length > 0) out.push({ service: 'dvmm', cause: 'vms-paused', message: `${paused.length} VM(s) run no more though their process does: ${paused.join('; ')}` })
-    if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : (f.lent ?? 0) > 0 ? `this node ${f.reason}; it fences itself once their grace has passed without a majority back. Stopping this agent now gets it no restart grace (no majority to confirm one): the VMs it runs would be killed by its watchdog within seconds of the stop, and started again when it is back` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
+    // a stop now would cost its VMs their run (bb43: a rolling stop of a rack): said where they are
+    const runsHere = [...now.doc.leases.values()].some(l => l.winner.holder === this.c.peerId && (l.winner.status === 'running' || l.winner.status === 'starting'))
+    if (blind) out.push({ service: 'dvmm', cause: f.fenced ? 'fenced' : 'no-majority', message: f.fenced ? `fenced: ${f.reason}; this node's VMs were killed and it places none` : (f.lent ?? 0) > 0 ? `this node ${f.reason}; it fences itself once their grace has passed without a majority back${runsHere ? '. Stopping this agent now gets it no restart grace (no majority to confirm one): the VMs it runs would be killed by its watchdog within its usual timeout (3/5 of the fence timeout) of the stop, and started again when it is back' : ''}` : `this node ${f.reason}: it places no VM and takes none over until it sees a majority (it fences itself after the fence timeout)` })
     // `vgrid status` prints these as they are: a lease's reason in them (an older agent's,
     // which may hold a guest's output) is shown with its control characters escaped
     return out.map(p => ({ ...p, message: escapeControls(p.message) }))

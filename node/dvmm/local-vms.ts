@@ -35,6 +35,8 @@ export interface VmNetworkHooks {
   interfacesChanged: () => void
   /** why this node's overlay is down (null: up); absent: not known */
   overlayDown?: () => string | null
+  /** whether the tunnel from here to that node carries nothing for a link that needs it (tunnel-health.ts); absent: not known */
+  tunnelDown?: (node: string) => boolean
 }
 
 export interface LocalVmsComponents {

@@ -5,7 +5,7 @@
 // other node saying ok). A stop parks the lease and any node places it anew, this one
 // last. The same for a link whose other end runs on a node this one does not reach
 // while others do (a partial cut: cutMoves). Pure.
-import { isParked, rank, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { isParked, rank, sameVm, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
 
 /** how long the overlay stays down before VMs move: a wireguard-go made again takes about a second, a retry a few */
@@ -63,12 +63,14 @@ export interface CutMovesInput {
   now: number
   doc: DocView
   nodes: readonly NodeView[]
-  /** members this node does not reach while another does (a partial cut), since when (`now`'s clock) */
+  /** members this node does not reach while another does and whose tunnel from here carries nothing (a partial cut), since when (`now`'s clock) */
   cut: ReadonlyMap<string, number>
-  /** the VMs at the other ends of a VM's links (by VM id) */
+  /** the VMs at the other ends of a VM's links that carry traffic when whole (by VM id) */
   peers: (vm: string) => readonly string[]
   /** the VMs this node runs and may stop now (as for overlayMoves) */
   running: readonly string[]
+  /** when this node claimed a lease (`now`'s clock; absent: before this run) */
+  claimedAt: ReadonlyMap<string, number>
   afterMs: number
   strategy: Strategy
   nameOf?: (node: string) => string
@@ -80,32 +82,45 @@ export interface CutMovesInput {
  * carries nothing, bb42), so that they run where both ends are reached: only those for
  * which a node that reaches every member ranks best (rank.ts puts a cut-off node last).
  * This node's advert must name what it does not reach (others would rank it first
- * again). Both ends' nodes may move theirs; either way the link is whole again.
+ * again). One end moves, not both: the end on the node cut off from fewer members (on
+ * a tie, the larger node id) waits another `afterMs` while the other end could move,
+ * and moves only if it is still there then (rv44). A VM claimed here after the cut
+ * began stays: placement chose this node knowing of it (no stop, place, stop loop).
  */
 export function cutMoves (i: CutMovesInput): OverlayMoves {
   if (i.cut.size === 0 || (i.nodes.find(n => n.id === i.me)?.unreached?.length ?? 0) === 0) return { stop: [], wakeInMs: Infinity }
+  const byId = new Map(i.nodes.map(n => [n.id, n]))
+  const reachesAll = (id: string | null): boolean => id != null && byId.get(id)?.alive === true && (byId.get(id)?.unreached?.length ?? 0) === 0 && byId.get(id)?.overlayDown == null && byId.get(id)?.draining !== true
+  const unreached = (id: string): number => byId.get(id)?.unreached?.length ?? 0
+  // the other end first: its node is cut off from more members (or as many, and sorts first)
+  const otherFirst = (node: string): boolean => unreached(node) > unreached(i.me) || (unreached(node) === unreached(i.me) && node < i.me)
   let wakeInMs = Infinity
+  const wait = (ms: number): void => { wakeInMs = Math.min(wakeInMs, ms) }
   const movers: Array<{ vm: string, node: string, peer: string, ms: number }> = []
   for (const id of i.running) {
     for (const peer of i.peers(id)) {
       const w = i.doc.leases.get(peer)?.winner
-      const since = w == null || w.holder === i.me ? undefined : i.cut.get(w.holder)
-      if (since == null || w!.status === 'stopped' || w!.status === 'failed' || isParked(w!)) continue
+      const pv = i.doc.vms.get(peer)
+      const since = w == null || pv == null || w.holder === i.me ? undefined : i.cut.get(w.holder)
+      // a peer that runs there (not stopped, parked, or a former VM's run)
+      if (since == null || pv!.desired !== 'running' || w!.status === 'stopped' || w!.status === 'failed' || isParked(w!) || !sameVm(w!.made, pv!.created)) continue
+      if ((i.claimedAt.get(id) ?? -Infinity) >= since) continue
       const ms = i.now - since
-      if (ms < i.afterMs) { wakeInMs = Math.min(wakeInMs, i.afterMs - ms); continue }
+      if (ms < i.afterMs) { wait(i.afterMs - ms); continue }
+      // the other end would move itself first: given another afterMs
+      if (ms < 2 * i.afterMs && otherFirst(w!.holder) && reachesAll(rank(demandOf(pv!), i.nodes, usageOf(holdings(i.doc, new Set([peer]))), { strategy: i.strategy }).best)) { wait(2 * i.afterMs - ms); continue }
       movers.push({ vm: id, node: w!.holder, peer, ms })
       break
     }
   }
   if (movers.length === 0) return { stop: [], wakeInMs }
-  const byId = new Map(i.nodes.map(n => [n.id, n]))
   const usage = usageOf(holdings(i.doc, new Set(movers.map(m => m.vm))))
   const stop: OverlayMoves['stop'] = []
   for (const m of movers) {
     const best = rank(demandOf(i.doc.vms.get(m.vm)!), i.nodes, usage, { strategy: i.strategy }).best
-    if (best == null || best === i.me || (byId.get(best)?.unreached?.length ?? 0) > 0 || byId.get(best)?.overlayDown != null) continue
+    if (best === i.me || !reachesAll(best)) continue
     const name = (n: string): string => i.nameOf?.(n) ?? n
-    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best)} ranks best)` })
+    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best!)} ranks best)` })
   }
   return { stop, wakeInMs }
 }

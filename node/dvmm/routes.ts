@@ -17,7 +17,7 @@ import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
 import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
-import { lookUpUser } from './host/users.ts'
+import { userOnNode } from './host/users.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -441,9 +441,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
       if (draft.desired === 'running') await notWrittenOverNbd(draft)
       // a user no node has failed three starts wherever it was placed (bb41): this node's
-      // users stand for the grid's, as a process VM may run on any node
-      if (draft.spec.user != null && await lookUpUser(draft.spec.user) == null) {
-        throw new ValidationError('user', `user: there is no user "${draft.spec.user}" on this node (${svc.nameOf?.(svc.me) ?? svc.me}): a process VM runs as a user of whichever node runs it, so give one every node has`)
+      // users stand for the grid's where the VM may run here (its labels match), as a
+      // process VM may run on any such node; a node it may not run on is not asked (rv44)
+      if (draft.spec.user != null && missingLabels(draft.spec.constraints, reader.labelsOf(svc.me)).length === 0 && await userOnNode(draft.spec.user) === 'missing') {
+        throw new ValidationError('user', `user: there is no user "${draft.spec.user}" on this node (${svc.nameOf?.(svc.me) ?? svc.me}): a process VM runs as a user of whichever node runs it, so give one every node it may run on has`)
       }
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')

@@ -42,6 +42,7 @@ import { movesOn, parkedLease } from './run-steps.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 import { OVERLAY_MOVE_AFTER_MS } from './overlay-moves.ts'
 import { SleepClock } from './watchdog/sleep-clock.ts'
+import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
 
 // index.ts exports it from here
 
@@ -521,11 +522,18 @@ export class DvmmService {
     const out = this.components.membership.outOfReach?.() ?? new Map()
     for (const id of [...this.cutSince.keys()]) if (!out.has(id)) this.cutSince.delete(id)
     for (const id of out.keys()) if (!this.cutSince.has(id)) this.cutSince.set(id, now)
-    if (this.cutSince.size === 0) return undefined
+    // out of reach is libp2p's word (TCP); the link goes by WireGuard (UDP): moved only
+    // once the tunnel to that node carries nothing too, where the LCM can tell (rv44)
+    const tunnelDown = this.components.network?.tunnelDown
+    const since = new Map([...this.cutSince].filter(([id]) => tunnelDown == null || tunnelDown(id)))
+    if (since.size === 0) return undefined
+    // the links that carry traffic when whole, as the LCM applies them
+    const vms = new Map(reader.list('vms').map(v => [v.id, v]))
+    const standing = standingLinks(reader.list('connections'), vms).links
     const peers = new Map<string, string[]>()
     const add = (a: string, b: string): void => { peers.set(a, [...peers.get(a) ?? [], b]) }
-    for (const c of reader.list('connections')) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
-    return { since: this.cutSince, peers: vm => peers.get(vm) ?? [] }
+    for (const c of oneLinkPerOutput(standing).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
+    return { since, peers: vm => peers.get(vm) ?? [] }
   }
 
   /** this node's overlay: down since when and why (null: up, or no overlay) */

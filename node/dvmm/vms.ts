@@ -342,7 +342,7 @@ export function lostReason (l: LostVm, noMajority?: string, heldMs = 0, restart?
   // a restart first: its VMs run on under the grace whether or not another node fits them
   // (`restart`: the grace as this node counts it; the watchdog kills before the fence ends)
   const next = l.restarting === true
-    ? restartLost(l, restart)
+    ? restartLost(l, restart, heldMs)
     : l.fitsNowhere != null
       ? `no other node fits it: ${l.fitsNowhere}`
       // a majority that counts a member back from a restart waits for the vote it may have lent to lapse (a tester read "once the fence timeout has passed" for a minute)
@@ -353,9 +353,10 @@ export function lostReason (l: LostVm, noMajority?: string, heldMs = 0, restart?
 }
 
 /** a lost VM whose holder stopped for a restart: under its watchdog still, or killed by it (bb42: said to run on after the kill) */
-function restartLost (l: LostVm, restart?: { watchdogLeftMs: number, leftMs: number }): string {
+function restartLost (l: LostVm, restart?: { watchdogLeftMs: number, leftMs: number }, heldMs = 0): string {
   if (restart != null && restart.watchdogLeftMs <= 0) {
-    return `its agent stopped for a restart and was not back within its restart grace, so its watchdog has killed the VM there by now; ${l.fitsNowhere != null ? `no other node fits it: ${l.fitsNowhere}` : `it moves once that node's fence timeout has passed, within ${Math.ceil(restart.leftMs / 1000)} s`}`
+    // an agent back just in time feeds that watchdog before this node hears of it (rv44)
+    return `its agent stopped for a restart and, as this node last heard, was not back within its restart grace, so its watchdog has killed the VM there unless the agent came back just in time; ${l.fitsNowhere != null ? `no other node fits it: ${l.fitsNowhere}` : `it moves once that node's fence timeout has passed, within ${Math.ceil(Math.max(restart.leftMs, heldMs) / 1000)} s`}`
   }
   const more = restart != null ? ` (${Math.ceil(restart.watchdogLeftMs / 1000)} s more)` : ''
   return `its agent stopped for a restart, and the VM may run on there under its watchdog for its restart grace${more}; ${l.fitsNowhere != null ? `if the agent is not back by then, no other node fits it: ${l.fitsNowhere}` : 'it moves only if the agent is not back by then'}`

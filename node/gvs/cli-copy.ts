@@ -85,7 +85,7 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
   bar.update(l.objects, l.total)
   bar.stop(`scrub: ${l.objects} objects checked, ${l.bad} bad, ${l.repaired} rewritten`)
   for (const u of l.unrepaired) out(`  object ${u.index} of ${u.volume ?? u.layer}: not rewritten: ${u.error}`)
-  if (l.pastEnd != null) out(`  ${l.pastEnd.count} ${l.pastEnd.count === 1 ? 'object lies' : 'objects lie'} past the end of every volume that reads ${l.pastEnd.count === 1 ? 'it' : 'them'}, left unchecked: nothing reads or writes ${l.pastEnd.count === 1 ? 'it' : 'them'} (${l.pastEnd.first.join(', ')}${l.pastEnd.count > l.pastEnd.first.length ? ', ...' : ''})`)
+  if (l.pastEnd != null) out(`  ${l.pastEnd.count} ${l.pastEnd.count === 1 ? 'object lies' : 'objects lie'} past the end of every volume that reads ${l.pastEnd.count === 1 ? 'it' : 'them'}, left unchecked: no write this node knows of reaches there (${l.pastEnd.first.join(', ')}${l.pastEnd.count > l.pastEnd.first.length ? ', ...' : ''})`)
   // damage left behind is a failure a script must see (as for repair)
   if (l.unrepaired.length > 0) process.exitCode = 1
 }

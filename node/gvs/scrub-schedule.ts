@@ -138,7 +138,7 @@ export class ScrubSchedule {
       this.c.metrics?.scrubLast.set(r.finishedAt / 1000)
       if (r.bad > 0) this.c.log.warn('scrub found damaged copies', { bad: r.bad, repaired: r.repaired, unrepaired: r.unrepaired.map(u => `${u.layer}/${u.index}: ${u.error}`) })
       else this.c.log.info('scrub found every copy sound', { objects: r.objects })
-      if (r.pastEnd != null) this.c.log.warn('objects past the end of every volume that reads them were left unchecked: nothing reads or writes them (files put there by hand?)', { count: r.pastEnd.count, first: r.pastEnd.first.join(',') })
+      if (r.pastEnd != null) this.c.log.info('objects past the end of every volume that reads them, as this node\'s document has the volumes, were left unchecked (a volume grown on another node whose size has not reached this one yet, or files put there by hand)', { count: r.pastEnd.count, first: r.pastEnd.first.join(',') })
       await writeFileDurable(this.c.file, JSON.stringify(r))
         .catch(err => { this.c.log.warn('could not record the scrub', { error: String(err) }) })
       const everyCopy = r.unrepaired.filter(u => u.everyCopy === true)

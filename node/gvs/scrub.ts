@@ -80,6 +80,7 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
         // a volume's end was "could not be rewritten yet" at every scrub)
         if (end != null && index * this.c.objectSize >= end) {
           if (pastEnd.count++ < 5) pastEnd.first.push(`${layer}/${index}`)
+          p.total-- // not checked: the progress counts to what is
           continue
         }
         await sleep(pace(p.bytes, this.rate, Date.now() - started))

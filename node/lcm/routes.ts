@@ -1,7 +1,7 @@
 // API routes of the LCM: /v1/links (declared connections: list, create, show,
 // remove) and /v1/net (this agent's WireGuard interface, peers and link rules).
 import type { FastifyInstance } from 'fastify'
-import { NotFoundError, quoteGiven } from '../errors.ts'
+import { NotFoundError, ValidationError, quoteGiven } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { LINK_SETTLE_MS, checkLink, lostLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import { NEITHER_END_HERE, type Link } from './rules.ts'
@@ -155,7 +155,12 @@ export const lcmRoutes = (lcm: Lcm) => (app: FastifyInstance): void => {
     throw lost
   }
 
-  app.get('/v1/links', async (): Promise<{ links: LinkView[] }> => ({ links: await views(lcm, links(lcm)) }))
+  // `?vm=NAME`: that VM's links only, whose counts alone are asked for (vm show)
+  app.get<{ Querystring: { vm?: unknown } }>('/v1/links', { config: { query: ['vm'] } }, async (req): Promise<{ links: LinkView[] }> => {
+    const vm = req.query.vm
+    if (vm !== undefined && typeof vm !== 'string') throw new ValidationError('vm', 'query parameter vm: give one VM name')
+    return { links: await views(lcm, links(lcm).filter(l => vm === undefined || l.from.vm === vm || l.to.vm === vm)) }
+  })
 
   app.get<{ Params: { id: string } }>('/v1/links/:id', async (req): Promise<LinkView> => {
     const l = links(lcm).find(x => x.id === req.params.id)

@@ -246,6 +246,8 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
 
   /** why this node's WireGuard is down (null: up): its advert says it: the last choice for VMs with connections, which it moves elsewhere once down a while (dvmm/overlay-moves.ts) */
   overlayDown (): string | null { return this.tunnel.down.value }
+  /** whether the tunnel to `node` carries nothing for a link that needs it (tunnel-health.ts, its last check) */
+  tunnelDown (node: string): boolean { return this.down.some(d => d.node === node) }
 
   /** what /v1/status lists for the LCM (health.ts): this node's overlay, and other members' that is down */
   problems (): HealthProblem[] { return [...lcmProblems(this.status()), ...membersOverlayDown(this.c.membership.members, this.c.peerId)] }

@@ -12,8 +12,8 @@ import { fenced, type NodeView } from '../../crdt/placement/index.ts'
 
 const GiB = 2 ** 30
 const [A, B, C] = ['nodeA', 'nodeB', 'nodeC']
-const vm = (id: string, cpu = 1): Vm => ({ id, name: id, app: null, desired: 'running', spec: { driver: 'process', cpu, memoryBytes: GiB, volumes: [], constraints: {}, command: ['x'], inputs: ['in'], outputs: ['out'] }, at: 1, by: A } as unknown as Vm)
-const held = (v: string, holder: string, status: Lease['status'] = 'running'): LeaseView => { const l: Lease = { vm: v, holder, epoch: 1, cpu: 1, memoryBytes: GiB, status, at: 1, by: holder }; return { winner: l, claims: [l] } }
+const vm = (id: string, cpu = 1): Vm => ({ id, name: id, app: null, desired: 'running', created: 7, spec: { driver: 'process', cpu, memoryBytes: GiB, volumes: [], constraints: {}, command: ['x'], inputs: ['in'], outputs: ['out'] }, at: 1, by: A } as unknown as Vm)
+const held = (v: string, holder: string, status: Lease['status'] = 'running', made = 7): LeaseView => { const l: Lease = { vm: v, holder, epoch: 1, cpu: 1, memoryBytes: GiB, status, made, at: 1, by: holder }; return { winner: l, claims: [l] } }
 const roll = (id: string): RollEntry => ({ node: id, name: id, joined: 1, draining: false, at: 1, by: id })
 const node = (id: string, extra: Partial<NodeView> = {}): NodeView => ({ id, name: id, alive: true, draining: false, capacity: { cpu: 4, memoryBytes: 8 * GiB }, labels: {}, ...extra })
 const majority = fenced({ rollSize: 3, aliveSeen: 3, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 })
@@ -60,4 +60,26 @@ test('nothing moves without a cut, without a majority, before the advert names i
   t.deepEqual(decide(input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A] }), node(C, { capacity: { cpu: 0.5, memoryBytes: 8 * GiB } })] })).stop, [], 'fits nowhere better: it stays')
   t.deepEqual(decide(input({}, { db: held('db', B, 'stopped') })).stop, [], 'the peer stopped there: nothing to reach')
   t.deepEqual(decide(input({}, { db: held('db', A) })).stop, [], 'both ends here: the link is local')
+  t.deepEqual(decide(input({}, { db: held('db', B, 'running', 3) })).stop, [], 'the lease there is a former VM\'s run')
+  t.deepEqual(decide(input({ claimedAt: new Map([['web', NOW - 5000]]) })).stop, [], 'claimed here after the cut began: placement chose this node knowing of it')
+})
+
+test('one end moves, not both: the end on the node cut off from more members (on a tie, the smaller id) moves first, the other waits another interval and moves only if that end has not', t => {
+  // B is cut off from two members, A from one: db (on B) moves, web waits
+  const nodes = [node(A, { unreached: [B] }), node(B, { unreached: [A, 'nodeD'] }), node(C)]
+  const d = decide(input({ nodes }))
+  t.deepEqual(d.stop, [])
+  t.is(d.wakeInMs, OVERLAY_MOVE_AFTER_MS, 'until twice the wait')
+  // db did not move (its node did not act): web moves after all
+  t.deepEqual(decide(input({ nodes, cut: { since: new Map([[B, NOW - 2 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } })).stop.map(s => s.vm), ['web'])
+  // db cannot move (pinned to B by a label only B has): web moves at once
+  const pinned = input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A, 'nodeD'], labels: { role: 'db' } }), node(C)] })
+  pinned.doc.vms.set('db', { ...pinned.doc.vms.get('db')!, spec: { ...pinned.doc.vms.get('db')!.spec, constraints: { role: 'db' } } })
+  t.deepEqual(decide(pinned).stop.map(s => s.vm), ['web'])
+  // a tie: the node whose id sorts first moves its end (A here: web moves at once)
+  t.deepEqual(decide(input()).stop.map(s => s.vm), ['web'])
+  const onB = input({ me: B, runs: new Set(['db']), cut: { since: new Map([[A, NOW - OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } })
+  t.deepEqual(decide(onB).stop, [], 'and on B, db waits for it')
+  t.is(decide(onB).wakeInMs, OVERLAY_MOVE_AFTER_MS)
+  t.deepEqual(decide({ ...onB, cut: { since: new Map([[A, NOW - 2 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } }).stop.map(s => s.vm), ['db'], 'until web has had its time')
 })

@@ -182,6 +182,12 @@ test('GET /v1/links: a tunnel to a node membership finds out of reach here (a pa
   // membership reaching it again, the tunnel's own word until its handshakes are fresh
   cut = false
   t.is((await linksNow())[0]!.tunnel?.down, 'nothing received through the tunnel for 31 s (a live peer sends at least every 10 s)')
+  // one VM's links only (vm show)
+  const of = async (q: string): Promise<{ status: number, ids: string[] }> => { const r = await later.inject({ method: 'GET', url: `/v1/links${q}` }); return { status: r.statusCode, ids: r.statusCode === 200 ? (r.json() as { links: LinkView[] }).links.map(l => l.id) : [] } }
+  t.is((await of('?vm=db')).ids.length, 1)
+  t.is((await of('?vm=web')).ids.length, 1)
+  t.deepEqual(await of('?vm=bare'), { status: 200, ids: [] })
+  t.is((await of('?vm=a&vm=b')).status, 400)
 })
 
 test('GET /v1/links: on a node whose own overlay is down, a link\'s tunnel is down saying why (it showed up while WireGuard could not start)', async t => {

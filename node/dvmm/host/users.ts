@@ -28,15 +28,19 @@ export function resolveUser (user: string): UserIds | undefined {
   return undefined
 }
 
-/** resolveUser without blocking the event loop (the API asks it of every VM created with a user) */
-export async function lookUpUser (user: string): Promise<UserIds | undefined> {
-  const line = await new Promise<string>(resolve => {
-    execFile('getent', ['passwd', user], { encoding: 'utf8', timeout: 5000 }, (err, out) => { resolve(err == null ? out.split('\n')[0] ?? '' : '') })
+/**
+ * Whether `user` is a user of this node, without blocking the event loop (the API asks
+ * it of every VM created with a user): `missing` only when `getent` says there is no
+ * such entry (exit 2); `unknown` when it could not tell (not there, a slow directory).
+ */
+export async function userOnNode (user: string): Promise<'found' | 'missing' | 'unknown'> {
+  if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return 'found'
+  return await new Promise(resolve => {
+    execFile('getent', ['passwd', user], { encoding: 'utf8', timeout: 5000 }, (err, out) => {
+      if (err == null) resolve(parsePasswdLine(out.split('\n')[0] ?? '') != null ? 'found' : 'unknown')
+      else resolve((err as { code?: unknown }).code === 2 ? 'missing' : 'unknown')
+    })
   })
-  const u = parsePasswdLine(line)
-  if (u != null) return u
-  if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return { uid: Number(user), gid: Number(user), name: user, home: '/' }
-  return undefined
 }
 
 /** The command line that runs `argv` as `u`, without capabilities (root: as it is). */
