@@ -56,7 +56,7 @@ export interface DecideInput {
   /** this node's overlay (WireGuard) is down, since when (`now`'s clock) and why; absent or null: up, or no overlay */
   overlay?: { why: string, since: number } | null
   /** members this node does not reach while others do, since when (`now`'s clock), and each VM's link peers (VM ids); absent: no such moves */
-  cut?: { since: ReadonlyMap<string, number>, peers: (vm: string) => readonly string[] }
+  cut?: { since: ReadonlyMap<string, number>, peers: (vm: string) => readonly string[], claimedAt?: ReadonlyMap<string, number> }
   /**
    * when this run of the agent started (`now`'s clock; absent: long ago). A node alone on
    * its roll (aloneOnRoll) counts its own majority only from then: its document may be
@@ -308,7 +308,7 @@ export function decide (i: DecideInput): Decisions {
   // a link to a VM on a node this one does not reach (a partial cut): moved where both are reached
   if (i.cut != null && i.fence.mayClaim) {
     const stopping = new Set(d.stop.map(s => s.vm))
-    const moves = cutMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, cut: i.cut.since, peers: i.cut.peers, running: keeps.filter(vm => !stopping.has(vm)), claimedAt: i.claimedAt, afterMs: i.cfg.cutMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
+    const moves = cutMoves({ me: i.me, now: i.now, doc: i.doc, nodes: i.nodes, cut: i.cut.since, peers: i.cut.peers, running: keeps.filter(vm => !stopping.has(vm)), claimedAt: i.cut.claimedAt ?? i.claimedAt, afterMs: i.cfg.cutMoveAfterMs ?? OVERLAY_MOVE_AFTER_MS, strategy: i.cfg.strategy, ...(i.nameOf != null ? { nameOf: i.nameOf } : {}) })
     d.stop.push(...moves.stop)
     wake(moves.wakeInMs)
   }

@@ -69,7 +69,7 @@ export interface CutMovesInput {
   peers: (vm: string) => readonly string[]
   /** the VMs this node runs and may stop now (as for overlayMoves) */
   running: readonly string[]
-  /** when this node claimed a lease (`now`'s clock; absent: before this run) */
+  /** when this node last claimed a lease it holds (`now`'s clock; absent: before this run) */
   claimedAt: ReadonlyMap<string, number>
   afterMs: number
   strategy: Strategy

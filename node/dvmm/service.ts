@@ -516,6 +516,11 @@ export class DvmmService {
 
   /** members this node has not reached while others do, since when (this clock), as the steps saw it */
   private readonly cutSince = new Map<string, number>()
+  /**
+   * when this run last claimed each lease it holds (this clock): a VM placed here after a
+   * cut began stays (cutMoves); ClaimWatch forgets its claims once they settle
+   */
+  private readonly claimedHereAt = new Map<string, number>()
 
   /** what a partial cut moves (cutMoves): since when each member is out of reach here, and each VM's link peers; undefined: none is */
   private cutNow (now: number, reader: Reader): DecideInput['cut'] {
@@ -526,6 +531,7 @@ export class DvmmService {
     // once the tunnel to that node carries nothing too, where the LCM can tell (rv44)
     const tunnelDown = this.components.network?.tunnelDown
     const since = new Map([...this.cutSince].filter(([id]) => tunnelDown == null || tunnelDown(id)))
+    for (const vm of [...this.claimedHereAt.keys()]) if (reader.get('leases', vm)?.value.holder !== this.me) this.claimedHereAt.delete(vm)
     if (since.size === 0) return undefined
     // the links that carry traffic when whole, as the LCM applies them
     const vms = new Map(reader.list('vms').map(v => [v.id, v]))
@@ -533,7 +539,7 @@ export class DvmmService {
     const peers = new Map<string, string[]>()
     const add = (a: string, b: string): void => { peers.set(a, [...peers.get(a) ?? [], b]) }
     for (const c of oneLinkPerOutput(standing).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
-    return { since, peers: vm => peers.get(vm) ?? [] }
+    return { since, peers: vm => peers.get(vm) ?? [], claimedAt: this.claimedHereAt }
   }
 
   /** this node's overlay: down since when and why (null: up, or no overlay) */
@@ -632,6 +638,7 @@ export class DvmmService {
       const usage = written.length > 0 ? usageOf(holdings(doc, waiting)) : undefined
       for (const c of written) {
         this.claims.claimed(c.vm, at)
+        this.claimedHereAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null && c.parked !== true ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
         if (vm != null) this.history.decisions.set(c.vm, { at: wallNow(this.components.clock), ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })

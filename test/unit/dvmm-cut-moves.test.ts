@@ -62,6 +62,9 @@ test('nothing moves without a cut, without a majority, before the advert names i
   t.deepEqual(decide(input({}, { db: held('db', A) })).stop, [], 'both ends here: the link is local')
   t.deepEqual(decide(input({}, { db: held('db', B, 'running', 3) })).stop, [], 'the lease there is a former VM\'s run')
   t.deepEqual(decide(input({ claimedAt: new Map([['web', NOW - 5000]]) })).stop, [], 'claimed here after the cut began: placement chose this node knowing of it')
+  // and still once that claim has settled (the settle watch forgets it; the service keeps it for this)
+  t.deepEqual(decide(input({ cut: { since: new Map([[B, NOW - 3 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [], claimedAt: new Map([['web', NOW - OVERLAY_MOVE_AFTER_MS]]) } })).stop, [], 'no stop, place, stop loop')
+  t.deepEqual(decide(input({ cut: { since: new Map([[B, NOW - 3 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [], claimedAt: new Map([['web', NOW - 4 * OVERLAY_MOVE_AFTER_MS]]) } })).stop.map(s => s.vm), ['web'], 'claimed before the cut: moved')
 })
 
 test('one end moves, not both: the end on the node cut off from more members (on a tie, the smaller id) moves first, the other waits another interval and moves only if that end has not', t => {
