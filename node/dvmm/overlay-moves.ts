@@ -58,6 +58,9 @@ export function overlayMoves (i: OverlayMovesInput): OverlayMoves {
   return { stop, wakeInMs: Infinity }
 }
 
+/** how many move intervals the end that moves second waits for the other end's node to move its end */
+const OTHER_END_WAITS = 5
+
 export interface CutMovesInput {
   me: string
   now: number
@@ -83,8 +86,9 @@ export interface CutMovesInput {
  * which a node that reaches every member ranks best (rank.ts puts a cut-off node last).
  * This node's advert must name what it does not reach (others would rank it first
  * again). One end moves, not both: the end on the node cut off from fewer members (on
- * a tie, the larger node id) waits another `afterMs` while the other end could move,
- * and moves only if it is still there then (rv44). A VM claimed here after the cut
+ * a tie, the larger node id) waits while the other end could move (by the ranking every
+ * node computes alike) and its node names the cut, for up to OTHER_END_WAITS intervals
+ * (rv44, bb44). A VM claimed here after the cut
  * began stays: placement chose this node knowing of it (no stop, place, stop loop).
  */
 export function cutMoves (i: CutMovesInput): OverlayMoves {
@@ -92,8 +96,9 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
   const byId = new Map(i.nodes.map(n => [n.id, n]))
   const reachesAll = (id: string | null): boolean => id != null && byId.get(id)?.alive === true && (byId.get(id)?.unreached?.length ?? 0) === 0 && byId.get(id)?.overlayDown == null && byId.get(id)?.draining !== true
   const unreached = (id: string): number => byId.get(id)?.unreached?.length ?? 0
-  // the other end first: its node is cut off from more members (or as many, and sorts first)
-  const otherFirst = (node: string): boolean => unreached(node) > unreached(i.me) || (unreached(node) === unreached(i.me) && node < i.me)
+  // the other end first: its node is cut off from more members (or as many, and sorts
+  // first), and says it does not reach this one (so it moves its end itself)
+  const otherFirst = (node: string): boolean => (byId.get(node)?.unreached?.includes(i.me) ?? false) && (unreached(node) > unreached(i.me) || (unreached(node) === unreached(i.me) && node < i.me))
   let wakeInMs = Infinity
   const wait = (ms: number): void => { wakeInMs = Math.min(wakeInMs, ms) }
   const movers: Array<{ vm: string, node: string, peer: string, ms: number }> = []
@@ -107,8 +112,10 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
       if ((i.claimedAt.get(id) ?? -Infinity) >= since) continue
       const ms = i.now - since
       if (ms < i.afterMs) { wait(i.afterMs - ms); continue }
-      // the other end would move itself first: given another afterMs
-      if (ms < 2 * i.afterMs && otherFirst(w!.holder) && reachesAll(rank(demandOf(pv!), i.nodes, usageOf(holdings(i.doc, new Set([peer]))), { strategy: i.strategy }).best)) { wait(2 * i.afterMs - ms); continue }
+      // the other end moves itself whenever it can (room appearing late included, bb44:
+      // both ends moved in one step 74 s into a cut); this end only if it cannot, or if
+      // its node has not done so in OTHER_END_WAITS intervals (it may not see the cut so)
+      if (ms < OTHER_END_WAITS * i.afterMs && otherFirst(w!.holder) && reachesAll(rank(demandOf(pv!), i.nodes, usageOf(holdings(i.doc, new Set([peer]))), { strategy: i.strategy }).best)) { wait(OTHER_END_WAITS * i.afterMs - ms); continue }
       movers.push({ vm: id, node: w!.holder, peer, ms })
       break
     }
@@ -123,4 +130,30 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
     stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best!)} ranks best)` })
   }
   return { stop, wakeInMs }
+}
+
+/**
+ * What `vm ls` says of a running VM whose link goes to a VM on a node its own node does
+ * not reach while others do (adverts' `unreached`), whichever node is asked (bb44: a
+ * linked VM that could not move said nothing): whether one end moves (cutMoves), or
+ * neither can and both stay. Null when none of its links crosses a cut. Pure.
+ */
+export function cutLinkNote (vmId: string, doc: DocView, nodes: readonly NodeView[], peers: readonly string[], nameOf: (node: string) => string = n => n): string | null {
+  const w = doc.leases.get(vmId)?.winner
+  const vm = doc.vms.get(vmId)
+  const byId = new Map(nodes.map(n => [n.id, n]))
+  const cut = w == null ? [] : byId.get(w.holder)?.unreached ?? []
+  if (w == null || vm == null || cut.length === 0) return null
+  const reachesAll = (id: string | null): boolean => id != null && byId.get(id)?.alive === true && (byId.get(id)?.unreached?.length ?? 0) === 0 && byId.get(id)?.overlayDown == null && byId.get(id)?.draining !== true
+  const movable = (v: typeof vm, holder: string): boolean => { const best = rank(demandOf(v), nodes, usageOf(holdings(doc, new Set([v.id])))).best; return best !== holder && reachesAll(best) }
+  for (const peer of peers) {
+    const pw = doc.leases.get(peer)?.winner
+    const pv = doc.vms.get(peer)
+    if (pw == null || pv == null || pw.holder === w.holder || !cut.includes(pw.holder) || pw.status === 'stopped' || pw.status === 'failed' || isParked(pw)) continue
+    const what = `its link to ${peer} on ${nameOf(pw.holder)} carries nothing: ${nameOf(w.holder)} does not reach ${nameOf(pw.holder)} while others do (a partial cut)`
+    return movable(vm, w.holder) || movable(pv, pw.holder)
+      ? `${what}; one of the two moves to a node that reaches both once the cut has lasted ${Math.round(OVERLAY_MOVE_AFTER_MS / 1000)} s`
+      : `${what}; no node that reaches both fits either of them, so they stay until the network heals or room is made on such a node`
+  }
+  return null
 }

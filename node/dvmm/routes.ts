@@ -18,6 +18,8 @@ import { OBJECT_SIZE } from '../gvs/placement.ts'
 import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
 import { userOnNode } from './host/users.ts'
+import { cutLinkNote } from './overlay-moves.ts'
+import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -128,9 +130,18 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return findNode(doc, idOrName)
   }
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
-  const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
+  const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm>, peers: () => ReadonlyMap<string, string[]> } => {
     const nodes = nodesOf(reader, doc)
-    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc), svc.restartGraceLeftMs == null ? undefined : id => svc.restartGraceLeftMs!(id) > 0).map(l => [l.vm, l])) }
+    // each VM's link peers (links the LCM applies), read only once a row asks
+    let peers: Map<string, string[]> | undefined
+    const peersOf = (): ReadonlyMap<string, string[]> => {
+      if (peers != null) return peers
+      peers = new Map()
+      const add = (a: string, b: string): void => { peers!.set(a, [...peers!.get(a) ?? [], b]) }
+      for (const c of oneLinkPerOutput(standingLinks(reader.list('connections'), doc.vms).links).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
+      return peers
+    }
+    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc), svc.restartGraceLeftMs == null ? undefined : id => svc.restartGraceLeftMs!(id) > 0).map(l => [l.vm, l])), peers: peersOf }
   }
   const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)
@@ -191,6 +202,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     }
     const blocked = svc.blocked?.get(vm.id)
     return blocked == null || vm.desired !== 'running' ? r : { ...r, state: 'pending', reason: blocked }
+  }
+  /** a running VM with a link across a partial cut says so, and whether it moves (bb44); after its disks' and labels' word */
+  const withCutLinks = (doc: DocView, r: VmRow, ctx: ReturnType<typeof rowContext>): VmRow => {
+    if (r.state !== 'running' || r.reason != null || !ctx.nodes.some(n => (n.unreached?.length ?? 0) > 0)) return r
+    const cut = cutLinkNote(r.id, doc, ctx.nodes, ctx.peers().get(r.id) ?? [], n => nameOf(n, doc))
+    return cut == null ? r : { ...r, reason: cut }
   }
   /**
    * A running VM where its constraints no longer hold (a label taken off its node): it
@@ -260,7 +277,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const own = row(doc, vm.id, ctx)
     const health = await disksHealth(doc, [own])
     return {
-      ...withGroup(doc, [withLabels(doc, withDisks(reader, doc, own, health), ctx), ...mates])[0]!,
+      ...withGroup(doc, [withCutLinks(doc, withLabels(doc, withDisks(reader, doc, own, health), ctx), ctx), ...mates])[0]!,
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
@@ -425,7 +442,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
       const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)
-      return { vms: withGroup(doc, rows.map(r => withLabels(doc, withDisks(reader, doc, r, health), ctx))) }
+      return { vms: withGroup(doc, rows.map(r => withCutLinks(doc, withLabels(doc, withDisks(reader, doc, r, health), ctx), ctx))) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()

@@ -45,6 +45,7 @@ test('vm show\'s history line says a stop\'s node once, not again from the lease
   t.is(historyLine({ at: 'T', event: 'stopped', node: 'h2', detail: 'stopped on h2: desired stopped' }), 'T  stopped on h2: desired stopped')
   t.is(historyLine({ at: 'T', event: 'failed-over', node: 'h3', epoch: 2, detail: 'from h1' }), 'T  failed-over on h3 (epoch 2): from h1')
   t.is(historyLine({ at: 'T', event: 'started', node: 'h3', clockMs: 90_000 }), 'T  started on h3  [h3\'s clock runs 90.0 s ahead: shown in this node\'s time]')
+  t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', detail: 'killed: fenced: sees 1 of 4 roll members' }), 'T  killed on h1: fenced: sees 1 of 4 roll members', 'not "killed: killed:" (bb44)')
   t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', local: true }), 'T  killed on h1  [seen by this node only]')
 })
 

@@ -5,7 +5,7 @@
 // ranks best, never without a majority, never before this node's advert names the cut.
 import test from 'ava'
 import { decide, type DecideInput } from '../../node/dvmm/decide.ts'
-import { OVERLAY_MOVE_AFTER_MS } from '../../node/dvmm/overlay-moves.ts'
+import { OVERLAY_MOVE_AFTER_MS, cutLinkNote } from '../../node/dvmm/overlay-moves.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
 import { fenced, type NodeView } from '../../crdt/placement/index.ts'
@@ -67,22 +67,39 @@ test('nothing moves without a cut, without a majority, before the advert names i
   t.deepEqual(decide(input({ cut: { since: new Map([[B, NOW - 3 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [], claimedAt: new Map([['web', NOW - 4 * OVERLAY_MOVE_AFTER_MS]]) } })).stop.map(s => s.vm), ['web'], 'claimed before the cut: moved')
 })
 
-test('one end moves, not both: the end on the node cut off from more members (on a tie, the smaller id) moves first, the other waits another interval and moves only if that end has not', t => {
+test('one end moves, not both: the end on the node cut off from more members (on a tie, the smaller id) moves, the other waits while that end can move, up to five intervals', t => {
+  const at = (ms: number): { since: Map<string, number>, peers: (v: string) => string[] } => ({ since: new Map([[B, NOW - ms]]), peers: v => LINKS[v] ?? [] })
   // B is cut off from two members, A from one: db (on B) moves, web waits
   const nodes = [node(A, { unreached: [B] }), node(B, { unreached: [A, 'nodeD'] }), node(C)]
   const d = decide(input({ nodes }))
   t.deepEqual(d.stop, [])
-  t.is(d.wakeInMs, OVERLAY_MOVE_AFTER_MS, 'until twice the wait')
-  // db did not move (its node did not act): web moves after all
-  t.deepEqual(decide(input({ nodes, cut: { since: new Map([[B, NOW - 2 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } })).stop.map(s => s.vm), ['web'])
+  t.is(d.wakeInMs, 4 * OVERLAY_MOVE_AFTER_MS, 'until five intervals')
+  // room appearing late (bb44: both ends moved in one step 74 s into a cut): web still waits
+  t.deepEqual(decide(input({ nodes, cut: at(2.5 * OVERLAY_MOVE_AFTER_MS) })).stop, [])
+  // db did not move in all that time (its node did not act): web moves after all
+  t.deepEqual(decide(input({ nodes, cut: at(5 * OVERLAY_MOVE_AFTER_MS) })).stop.map(s => s.vm), ['web'])
+  // B's advert does not say it misses A (it does not see the cut so): web moves at once
+  t.deepEqual(decide(input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: ['nodeD', 'nodeE'] }), node(C)] })).stop.map(s => s.vm), ['web'])
   // db cannot move (pinned to B by a label only B has): web moves at once
   const pinned = input({ nodes: [node(A, { unreached: [B] }), node(B, { unreached: [A, 'nodeD'], labels: { role: 'db' } }), node(C)] })
   pinned.doc.vms.set('db', { ...pinned.doc.vms.get('db')!, spec: { ...pinned.doc.vms.get('db')!.spec, constraints: { role: 'db' } } })
   t.deepEqual(decide(pinned).stop.map(s => s.vm), ['web'])
   // a tie: the node whose id sorts first moves its end (A here: web moves at once)
   t.deepEqual(decide(input()).stop.map(s => s.vm), ['web'])
-  const onB = input({ me: B, runs: new Set(['db']), cut: { since: new Map([[A, NOW - OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } })
-  t.deepEqual(decide(onB).stop, [], 'and on B, db waits for it')
-  t.is(decide(onB).wakeInMs, OVERLAY_MOVE_AFTER_MS)
-  t.deepEqual(decide({ ...onB, cut: { since: new Map([[A, NOW - 2 * OVERLAY_MOVE_AFTER_MS]]), peers: v => LINKS[v] ?? [] } }).stop.map(s => s.vm), ['db'], 'until web has had its time')
+  const onB = (ms: number): DecideInput => input({ me: B, runs: new Set(['db']), cut: { since: new Map([[A, NOW - ms]]), peers: v => LINKS[v] ?? [] } })
+  t.deepEqual(decide(onB(OVERLAY_MOVE_AFTER_MS)).stop, [], 'and on B, db waits for it')
+  t.deepEqual(decide(onB(3 * OVERLAY_MOVE_AFTER_MS)).stop, [], 'also when room for both appears late')
+  t.deepEqual(decide(onB(5 * OVERLAY_MOVE_AFTER_MS)).stop.map(s => s.vm), ['db'], 'until web has had its time')
+})
+
+test('vm ls on any node says a running VM\'s link crosses a partial cut, and whether one end moves or both stay (bb44: nothing said of one that could not move)', t => {
+  const i = input()
+  t.is(cutLinkNote('web', i.doc, i.nodes, ['db']), 'its link to db on nodeB carries nothing: nodeA does not reach nodeB while others do (a partial cut); one of the two moves to a node that reaches both once the cut has lasted 30 s')
+  t.regex(cutLinkNote('db', i.doc, i.nodes, ['web']) ?? '', /^its link to web on nodeA carries nothing: nodeB does not reach nodeA while others do/)
+  // C full: no node that reaches both fits either
+  const full = [node(A, { unreached: [B] }), node(B, { unreached: [A] }), node(C, { capacity: { cpu: 0.5, memoryBytes: 8 * GiB } })]
+  t.regex(cutLinkNote('web', i.doc, full, ['db']) ?? '', /; no node that reaches both fits either of them, so they stay until the network heals or room is made on such a node$/)
+  t.is(cutLinkNote('batch', i.doc, i.nodes, []), null, 'no links')
+  t.is(cutLinkNote('web', i.doc, [node(A), node(B), node(C)], ['db']), null, 'no cut')
+  t.is(cutLinkNote('web', input({}, { db: held('db', C) }).doc, i.nodes, ['db']), null, 'the peer on a node it reaches')
 })
