@@ -118,7 +118,12 @@ export function overlayScore (vm: Demand, node: NodeView): number {
  * ranks right after overlay: the last choice, not excluded.
  */
 export function reachScore (vm: Demand, node: NodeView): number {
-  return (vm.links === true || vm.disks === true) && (node.unreached?.length ?? 0) > 0 ? -1 : 0
+  const cut = node.unreached ?? []
+  if (cut.length === 0 || (vm.links !== true && vm.disks !== true)) return 0
+  // with its link peers' nodes known and no disks: only a node cut off from one of them
+  // (bb44: a drain in a cut put a VM where its peer was not reached, the peer's own node as good)
+  if (vm.disks !== true && vm.peerNodes != null) return vm.peerNodes.some(p => cut.includes(p)) ? -1 : 0
+  return -1
 }
 
 /** Ranks every node for one VM, given what each node already holds. */

@@ -58,6 +58,8 @@ export interface Demand {
   disks?: boolean
   /** it boots from its first volume (qemu, neither kernel nor image): an agent that can must run it */
   volumeBoot?: boolean
+  /** the nodes its link peers run on (absent: not known, and every node cut off from some member counts as cut off from them) */
+  peerNodes?: readonly string[]
 }
 
 /** resources a node has reserved for one VM (a lease, or a claim being planned) */

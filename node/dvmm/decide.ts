@@ -382,7 +382,7 @@ export function decide (i: DecideInput): Decisions {
   // VMs, which agents see at different times: what every agent agrees on), but those of
   // an anti-affinity group against each other too (positionsOf). Only this node's place
   // in each ranking is computed here; the API ranks in full.
-  const places = positionsOf(order.map(id => demandOf(i.doc.vms.get(id)!)), i.nodes, holdings(i.doc, new Set(unplaced.keys())), i.me, { strategy: i.cfg.strategy })
+  const places = positionsOf(order.map(id => demandOf(i.doc.vms.get(id)!, i.doc)), i.nodes, holdings(i.doc, new Set(unplaced.keys())), i.me, { strategy: i.cfg.strategy })
   d.unplaced = order
   d.fitsNowhere = order.filter(id => places.get(id)!.feasible === 0)
   if (!i.fence.mayClaim) return d

@@ -7,6 +7,7 @@
 // while others do (a partial cut: cutMoves). Pure.
 import { isParked, rank, sameVm, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
+import type { Vm } from '../../crdt/index.ts'
 
 /** how long the overlay stays down before VMs move: a wireguard-go made again takes about a second, a retry a few */
 export const OVERLAY_MOVE_AFTER_MS = 30_000
@@ -41,7 +42,7 @@ export interface OverlayMoves {
 export function overlayMoves (i: OverlayMovesInput): OverlayMoves {
   const none = { stop: [], wakeInMs: Infinity }
   if (i.overlay == null) return none
-  const linked = i.running.filter(id => { const vm = i.doc.vms.get(id); return vm != null && demandOf(vm).links === true })
+  const linked = i.running.filter(id => { const vm = i.doc.vms.get(id); return vm != null && demandOf(vm, i.doc).links === true })
   if (linked.length === 0) return none
   const downMs = i.now - i.overlay.since
   if (downMs < i.afterMs) return { stop: [], wakeInMs: i.afterMs - downMs }
@@ -51,7 +52,7 @@ export function overlayMoves (i: OverlayMovesInput): OverlayMoves {
   const usage = usageOf(holdings(i.doc, new Set(linked)))
   const stop: OverlayMoves['stop'] = []
   for (const id of linked) {
-    const best = rank(demandOf(i.doc.vms.get(id)!), i.nodes, usage, { strategy: i.strategy }).best
+    const best = rank(demandOf(i.doc.vms.get(id)!, i.doc), i.nodes, usage, { strategy: i.strategy }).best
     if (best == null || best === i.me || byId.get(best)?.overlayDown != null) continue
     stop.push({ vm: id, why: `this node's overlay has been down for ${Math.round(downMs / 1000)} s (${i.overlay.why}): its connections carry nothing here; moved to a node whose overlay is up (${i.nameOf?.(best) ?? best} ranks best)` })
   }
@@ -94,7 +95,6 @@ export interface CutMovesInput {
 export function cutMoves (i: CutMovesInput): OverlayMoves {
   if (i.cut.size === 0 || (i.nodes.find(n => n.id === i.me)?.unreached?.length ?? 0) === 0) return { stop: [], wakeInMs: Infinity }
   const byId = new Map(i.nodes.map(n => [n.id, n]))
-  const reachesAll = (id: string | null): boolean => id != null && byId.get(id)?.alive === true && (byId.get(id)?.unreached?.length ?? 0) === 0 && byId.get(id)?.overlayDown == null && byId.get(id)?.draining !== true
   const unreached = (id: string): number => byId.get(id)?.unreached?.length ?? 0
   // the other end first: its node is cut off from more members (or as many, and sorts
   // first), and says it does not reach this one (so it moves its end itself)
@@ -115,7 +115,7 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
       // the other end moves itself whenever it can (room appearing late included, bb44:
       // both ends moved in one step 74 s into a cut); this end only if it cannot, or if
       // its node has not done so in OTHER_END_WAITS intervals (it may not see the cut so)
-      if (ms < OTHER_END_WAITS * i.afterMs && otherFirst(w!.holder) && reachesAll(rank(demandOf(pv!), i.nodes, usageOf(holdings(i.doc, new Set([peer]))), { strategy: i.strategy }).best)) { wait(OTHER_END_WAITS * i.afterMs - ms); continue }
+      if (ms < OTHER_END_WAITS * i.afterMs && otherFirst(w!.holder) && movesTo(pv!, w!.holder, i.doc, i.nodes, usageOf(holdings(i.doc, new Set([peer]))), i.strategy) != null) { wait(OTHER_END_WAITS * i.afterMs - ms); continue }
       movers.push({ vm: id, node: w!.holder, peer, ms })
       break
     }
@@ -124,10 +124,10 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
   const usage = usageOf(holdings(i.doc, new Set(movers.map(m => m.vm))))
   const stop: OverlayMoves['stop'] = []
   for (const m of movers) {
-    const best = rank(demandOf(i.doc.vms.get(m.vm)!), i.nodes, usage, { strategy: i.strategy }).best
-    if (best === i.me || !reachesAll(best)) continue
+    const best = movesTo(i.doc.vms.get(m.vm)!, i.me, i.doc, i.nodes, usage, i.strategy)
+    if (best == null) continue
     const name = (n: string): string => i.nameOf?.(n) ?? n
-    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best!)} ranks best)` })
+    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best)} ranks best)` })
   }
   return { stop, wakeInMs }
 }
@@ -144,8 +144,7 @@ export function cutLinkNote (vmId: string, doc: DocView, nodes: readonly NodeVie
   const byId = new Map(nodes.map(n => [n.id, n]))
   const cut = w == null ? [] : byId.get(w.holder)?.unreached ?? []
   if (w == null || vm == null || cut.length === 0) return null
-  const reachesAll = (id: string | null): boolean => id != null && byId.get(id)?.alive === true && (byId.get(id)?.unreached?.length ?? 0) === 0 && byId.get(id)?.overlayDown == null && byId.get(id)?.draining !== true
-  const movable = (v: typeof vm, holder: string): boolean => { const best = rank(demandOf(v), nodes, usageOf(holdings(doc, new Set([v.id])))).best; return best !== holder && reachesAll(best) }
+  const movable = (v: typeof vm, holder: string): boolean => movesTo(v, holder, doc, nodes, usageOf(holdings(doc, new Set([v.id])))) != null
   for (const peer of peers) {
     const pw = doc.leases.get(peer)?.winner
     const pv = doc.vms.get(peer)
@@ -156,4 +155,16 @@ export function cutLinkNote (vmId: string, doc: DocView, nodes: readonly NodeVie
       : `${what}; no node that reaches both fits either of them, so they stay until the network heals or room is made on such a node`
   }
   return null
+}
+
+/**
+ * Where a VM on `from` would go to have its links carried: the best-ranked node, if that
+ * is another one whose overlay is up and which is cut off from none of its link peers'
+ * nodes (rank.ts: overlay and reach scores; without the peers known, from no member).
+ */
+function movesTo (vm: Vm, from: string, doc: DocView, nodes: readonly NodeView[], usage: ReturnType<typeof usageOf>, strategy?: Strategy): string | null {
+  const r = rank(demandOf(vm, doc), nodes, usage, { strategy })
+  const top = r.nodes[0]
+  if (r.best == null || r.best === from || top == null || (top.scores.reach ?? 0) < 0 || (top.scores.overlay ?? 0) < 0) return null
+  return r.best
 }

@@ -19,7 +19,6 @@ import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
 import { userOnNode } from './host/users.ts'
 import { cutLinkNote } from './overlay-moves.ts'
-import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -130,18 +129,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return findNode(doc, idOrName)
   }
   /** what every row of one answer reads: the nodes, and the VMs whose holder is not alive (`only`: of that VM) */
-  const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm>, peers: () => ReadonlyMap<string, string[]> } => {
+  const rowContext = (reader: Reader, doc: DocView, only?: string): { nodes: ReturnType<typeof nodeViews>, lost: ReadonlyMap<string, LostVm> } => {
     const nodes = nodesOf(reader, doc)
-    // each VM's link peers (links the LCM applies), read only once a row asks
-    let peers: Map<string, string[]> | undefined
-    const peersOf = (): ReadonlyMap<string, string[]> => {
-      if (peers != null) return peers
-      peers = new Map()
-      const add = (a: string, b: string): void => { peers!.set(a, [...peers!.get(a) ?? [], b]) }
-      for (const c of oneLinkPerOutput(standingLinks(reader.list('connections'), doc.vms).links).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
-      return peers
-    }
-    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc), svc.restartGraceLeftMs == null ? undefined : id => svc.restartGraceLeftMs!(id) > 0).map(l => [l.vm, l])), peers: peersOf }
+    return { nodes, lost: new Map(lostVms(doc, nodes, only, id => nameOf(id, doc), svc.restartGraceLeftMs == null ? undefined : id => svc.restartGraceLeftMs!(id) > 0).map(l => [l.vm, l])) }
   }
   const row = (doc: DocView, id: string, ctx: ReturnType<typeof rowContext>): VmRow => {
     const vm = findVm(doc, id)
@@ -206,7 +196,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   /** a running VM with a link across a partial cut says so, and whether it moves (bb44); after its disks' and labels' word */
   const withCutLinks = (doc: DocView, r: VmRow, ctx: ReturnType<typeof rowContext>): VmRow => {
     if (r.state !== 'running' || r.reason != null || !ctx.nodes.some(n => (n.unreached?.length ?? 0) > 0)) return r
-    const cut = cutLinkNote(r.id, doc, ctx.nodes, ctx.peers().get(r.id) ?? [], n => nameOf(n, doc))
+    const cut = cutLinkNote(r.id, doc, ctx.nodes, doc.peers?.get(r.id) ?? [], n => nameOf(n, doc))
     return cut == null ? r : { ...r, reason: cut }
   }
   /**

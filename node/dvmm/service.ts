@@ -28,7 +28,7 @@ import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
 import { ReservedAdvert } from './reserved-advert.ts'
 import { UpdateQueue } from './update-queue.ts'
-import { demandOf, docView, holdings, nodeViews } from './view.ts'
+import { demandOf, docView, holdings, nodeViews, type DocView } from './view.ts'
 import { DvmmHealth } from './health.ts'
 import { RollJoin } from './roll-join.ts'
 import { RestartGrace } from './restart-grace.ts'
@@ -42,7 +42,6 @@ import { movesOn, parkedLease } from './run-steps.ts'
 import { RepeatedLines } from '../log-repeats.ts'
 import { OVERLAY_MOVE_AFTER_MS } from './overlay-moves.ts'
 import { SleepClock } from './watchdog/sleep-clock.ts'
-import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
 
 // index.ts exports it from here
 
@@ -523,7 +522,7 @@ export class DvmmService {
   private readonly claimedHereAt = new Map<string, number>()
 
   /** what a partial cut moves (cutMoves): since when each member is out of reach here, and each VM's link peers; undefined: none is */
-  private cutNow (now: number, reader: Reader): DecideInput['cut'] {
+  private cutNow (now: number, reader: Reader, doc: DocView): DecideInput['cut'] {
     const out = this.components.membership.outOfReach?.() ?? new Map()
     for (const id of [...this.cutSince.keys()]) if (!out.has(id)) this.cutSince.delete(id)
     for (const id of out.keys()) if (!this.cutSince.has(id)) this.cutSince.set(id, now)
@@ -534,11 +533,7 @@ export class DvmmService {
     for (const vm of [...this.claimedHereAt.keys()]) if (reader.get('leases', vm)?.value.holder !== this.me) this.claimedHereAt.delete(vm)
     if (since.size === 0) return undefined
     // the links that carry traffic when whole, as the LCM applies them
-    const vms = new Map(reader.list('vms').map(v => [v.id, v]))
-    const standing = standingLinks(reader.list('connections'), vms).links
-    const peers = new Map<string, string[]>()
-    const add = (a: string, b: string): void => { peers.set(a, [...peers.get(a) ?? [], b]) }
-    for (const c of oneLinkPerOutput(standing).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
+    const peers = doc.peers ?? new Map()
     return { since, peers: vm => peers.get(vm) ?? [], claimedAt: this.claimedHereAt }
   }
 
@@ -611,7 +606,7 @@ export class DvmmService {
       unplacedSince: this.unplacedSince,
       capacity: cap,
       overlay: this.overlayDown(now),
-      cut: this.cutNow(now, reader),
+      cut: this.cutNow(now, reader, doc),
       startedAt: this.fencing.startedAtMs,
       othersExpected: [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
       synced: this.components.gridSynced?.() ?? true,
@@ -641,7 +636,7 @@ export class DvmmService {
         this.claimedHereAt.set(c.vm, at)
         this.metrics.claims.inc({ kind: c.from != null && c.parked !== true ? 'takeover' : 'place' })
         const vm = doc.vms.get(c.vm)
-        if (vm != null) this.history.decisions.set(c.vm, { at: wallNow(this.components.clock), ranking: rank(demandOf(vm), nodes, usage!, { strategy: this.cfg.strategy }) })
+        if (vm != null) this.history.decisions.set(c.vm, { at: wallNow(this.components.clock), ranking: rank(demandOf(vm, doc), nodes, usage!, { strategy: this.cfg.strategy }) })
       }
       if (written.length > 0) this.dirty = true // settle timers start now
     }
@@ -670,7 +665,7 @@ export class DvmmService {
     const reader = this.components.state.read()
     const doc = docView(reader)
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me).filter(n => n.alive)
-    const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
+    const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v, doc)]))
     const draining = leaving ?? new Set(reader.list('roll').filter(e => e.draining === true && e.node !== target).map(e => e.node))
     return drainCheck(demands, nodes, holdings(doc), target, draining, { strategy: this.cfg.strategy })
   }

@@ -3,10 +3,12 @@
 // VMs as demands, leases as holdings. Every agent that holds the same document and
 // sees the same members builds the same inputs.
 import type { Lease, Reader, RollEntry, Vm } from '../../crdt/index.ts'
-import { haCheck, holdingOf, isParked, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
+import { haCheck, holdingOf, idle, isParked, reserves, winner, type Demand, type HaReport, type Holding, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { FENCE_TIMEOUT_MS } from './timing.ts'
 import { sameVm } from './history.ts'
+import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
+import type { Link } from '../lcm/rules.ts'
 
 export interface LeaseView {
   /** the claim every agent reads (highest epoch, then the smaller holder) */
@@ -19,6 +21,8 @@ export interface DocView {
   vms: Map<string, Vm>
   leases: Map<string, LeaseView>
   roll: Map<string, RollEntry>
+  /** each VM's link peers (VM ids; links the LCM applies); absent: not read (placement then takes every cut-off node for a far one) */
+  peers?: ReadonlyMap<string, readonly string[]>
 }
 
 export function docView (r: Reader): DocView {
@@ -32,10 +36,24 @@ export function docView (r: Reader): DocView {
     if (w != null) leases.set(key, { winner: w, claims })
   }
   const roll = new Map(r.list('roll').map(e => [e.node, e]))
-  return { vms, leases, roll }
+  return { vms, leases, roll, peers: linkPeers(r.list('connections'), vms) }
 }
 
-export const demandOf = (vm: Vm): Demand => ({
+/** each VM's link peers, by the links the LCM applies (standing, one per output) */
+export function linkPeers (connections: ReadonlyArray<Link & { at: number }>, vms: ReadonlyMap<string, { created?: number }>): Map<string, string[]> {
+  const peers = new Map<string, string[]>()
+  const add = (a: string, b: string): void => { peers.set(a, [...peers.get(a) ?? [], b]) }
+  for (const c of oneLinkPerOutput(standingLinks(connections, vms).links).links) { add(c.from.vm, c.to.vm); add(c.to.vm, c.from.vm) }
+  return peers
+}
+
+/**
+ * What placement weighs of a VM. With `doc`, the nodes its link peers run on (or are
+ * claimed for): a node cut off from one of them is its last choice, one cut off from
+ * others only is not (bb44: a drain during a cut put a VM on the node its peer's node
+ * did not reach, its peer's own node as good).
+ */
+export const demandOf = (vm: Vm, doc?: Pick<DocView, 'leases' | 'peers'>): Demand => ({
   vm: vm.id,
   cpu: vm.spec.cpu,
   memoryBytes: vm.spec.memoryBytes,
@@ -44,8 +62,18 @@ export const demandOf = (vm: Vm): Demand => ({
   driver: vm.spec.driver,
   ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {}),
   ...((vm.spec.volumes?.length ?? 0) > 0 ? { disks: true } : {}),
-  ...(vm.spec.driver === 'qemu' && vm.spec.kernel == null && vm.spec.image == null && (vm.spec.volumes?.length ?? 0) > 0 ? { volumeBoot: true } : {})
+  ...(vm.spec.driver === 'qemu' && vm.spec.kernel == null && vm.spec.image == null && (vm.spec.volumes?.length ?? 0) > 0 ? { volumeBoot: true } : {}),
+  ...(doc?.peers != null ? { peerNodes: peerNodesOf(vm.id, doc) } : {})
 })
+
+const peerNodesOf = (id: string, doc: Pick<DocView, 'leases' | 'peers'>): string[] => {
+  const out = new Set<string>()
+  for (const p of doc.peers?.get(id) ?? []) {
+    const w = doc.leases.get(p)?.winner
+    if (w != null && !idle(w) && !isParked(w)) out.add(w.holder)
+  }
+  return [...out].sort()
+}
 
 /**
  * Nodes: everyone on the roll plus alive members not on it yet (a node records
@@ -118,6 +146,6 @@ export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'startin
 export function haOf (reader: Reader, members: MemberTable, me: string, strategy: Strategy): HaReport {
   const doc = docView(reader)
   const nodes = nodeViews(doc, members, n => reader.labelsOf(n), me).filter(n => n.alive)
-  const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v)]))
+  const demands = new Map([...doc.vms.values()].filter(v => doc.leases.has(v.id)).map(v => [v.id, demandOf(v, doc)]))
   return haCheck(demands, nodes, holdings(doc), { strategy })
 }

@@ -443,7 +443,7 @@ export function volumeIds (raw: unknown, driver: unknown, volumes: VolumeLookup)
 
 /** the VM's ranking on the current inputs, as if it had to be placed now */
 export function placementNow (vm: Vm, doc: DocView, nodes: readonly NodeView[]): Ranking {
-  return rank(demandOf(vm), nodes, usageOf(holdings(doc, new Set([vm.id]))))
+  return rank(demandOf(vm, doc), nodes, usageOf(holdings(doc, new Set([vm.id]))))
 }
 
 /**

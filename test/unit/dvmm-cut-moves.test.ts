@@ -103,3 +103,22 @@ test('vm ls on any node says a running VM\'s link crosses a partial cut, and whe
   t.is(cutLinkNote('web', i.doc, [node(A), node(B), node(C)], ['db']), null, 'no cut')
   t.is(cutLinkNote('web', input({}, { db: held('db', C) }).doc, i.nodes, ['db']), null, 'the peer on a node it reaches')
 })
+
+test('placement in a cut puts a linked VM on a node that reaches its peers\' nodes: its peer\'s own node before the node cut off from it (bb44: a drain put it on the far side)', async t => {
+  const { rank, usageOf } = await import('../../crdt/placement/index.ts')
+  const { demandOf, holdings } = await import('../../node/dvmm/view.ts')
+  const i = input()
+  const doc = { ...i.doc, peers: new Map(Object.entries(LINKS)) }
+  // C full: web (peer db on B) goes to B, not to A (cut off from B), though A fits it better
+  const nodes = [node(A, { unreached: [B], capacity: { cpu: 8, memoryBytes: 16 * GiB } }), node(B, { unreached: [A] }), node(C, { capacity: { cpu: 0.5, memoryBytes: 8 * GiB } })]
+  const ranked = rank(demandOf(doc.vms.get('web')!, doc), nodes, usageOf(holdings(doc, new Set(['web']))))
+  t.is(ranked.best, B)
+  t.like(ranked.nodes.find(n => n.node === A), { scores: { reach: -1 } })
+  t.like(ranked.nodes.find(n => n.node === B), { scores: { reach: 0 } })
+  // without its peers known: every cut-off node alike (as before)
+  t.like(rank(demandOf(doc.vms.get('web')!), nodes, usageOf(holdings(doc, new Set(['web'])))).nodes.find(n => n.node === B), { scores: { reach: -1 } })
+  // and the cut move takes web to B, its peer's node, where the link is local
+  const d = decide({ ...i, doc, nodes })
+  t.deepEqual(d.stop.map(s => s.vm), ['web'])
+  t.regex(d.stop[0]!.why, /\(nodeB ranks best\)$/)
+})
