@@ -84,13 +84,13 @@ export interface CutMovesInput {
  * The VMs to stop here because a link of theirs goes to a VM on a node this node has not
  * reached for `afterMs` while others do (a partial cut: the tunnel between the two
  * carries nothing, bb42), so that they run where both ends are reached: only those for
- * which a node that reaches every member ranks best (rank.ts puts a cut-off node last).
- * This node's advert must name what it does not reach (others would rank it first
- * again). One end moves, not both: the end on the node cut off from fewer members (on
- * a tie, the larger node id) waits while the other end could move (by the ranking every
- * node computes alike) and its node names the cut, for up to OTHER_END_WAITS intervals
- * (rv44, bb44). A VM claimed here after the cut
- * began stays: placement chose this node knowing of it (no stop, place, stop loop).
+ * which a node cut off from none of their link peers' nodes ranks best (movesTo; the
+ * peer's own node counts). This node's advert must name what it does not reach (others
+ * would rank it first again). One end moves, not both: the end on the node cut off from
+ * fewer members (on a tie, the larger node id) waits while the other end could move (by
+ * the ranking every node computes alike) and its node names the cut, for up to
+ * OTHER_END_WAITS intervals (rv44, bb44). A VM claimed here after the cut began stays:
+ * placement chose this node knowing of it (no stop, place, stop loop).
  */
 export function cutMoves (i: CutMovesInput): OverlayMoves {
   if (i.cut.size === 0 || (i.nodes.find(n => n.id === i.me)?.unreached?.length ?? 0) === 0) return { stop: [], wakeInMs: Infinity }

@@ -78,6 +78,9 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
   let disarmed = false
   let previous = previousTimeouts(undefined)
   const bootNow = opts.bootClock === undefined ? bootClockMs() : opts.bootClock()
+  // the wall clock read with it: the two conversions below use one pair of readings
+  // (two readings a millisecond apart made the bridge's stamp 1 ms off the feed's)
+  const wallAtBoot = now()
   try {
     lastFeedAt = statSync(paths.feed).mtimeMs
     const feed = parseFeed(readFileSync(paths.feed, 'utf8'))
@@ -90,10 +93,10 @@ export function bridgeWatchdog (dataDir: string, opts: { feedMs?: number, now?: 
     // stepped back during the restart made the mtime look recent, and the bridge fed
     // the VMs past the fence the others count (review rv20)
     const stamp = feed?.bridge === true ? feed.sinceBootMs : feed?.bootMs
-    if (bootNow != null && feed?.boot === currentBootId() && typeof stamp === 'number' && Number.isFinite(stamp)) lastFeedAt = now() - Math.max(0, bootNow - stamp)
+    if (bootNow != null && feed?.boot === currentBootId() && typeof stamp === 'number' && Number.isFinite(stamp)) lastFeedAt = wallAtBoot - Math.max(0, bootNow - stamp)
   } catch {}
   /** the boot clock at the last own feed (for the bridge's own feeds) */
-  const lastFeedBootMs = bootNow != null && lastFeedAt != null ? Math.round(bootNow - Math.max(0, now() - lastFeedAt)) : undefined
+  const lastFeedBootMs = bootNow != null && lastFeedAt != null ? Math.round(bootNow - Math.max(0, wallAtBoot - lastFeedAt)) : undefined
   const plan = bridgePlan({ supervisorAlive, disarmed, lastFeedAt: supervisorAlive ? lastFeedAt : null, now: now(), graceMs: previous.fenceMs - BRIDGE_END_MS, firedAt: lastFiredAt(paths.fired) })
   let seq = 0
   const feed = (): void => {
