@@ -7,7 +7,7 @@
 // while others do (a partial cut: cutMoves). Pure.
 import { isParked, rank, sameVm, usageOf, type NodeView, type Strategy } from '../../crdt/placement/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
-import type { Vm } from '../../crdt/index.ts'
+import type { Lease, Vm } from '../../crdt/index.ts'
 
 /** how long the overlay stays down before VMs move: a wireguard-go made again takes about a second, a retry a few */
 export const OVERLAY_MOVE_AFTER_MS = 30_000
@@ -104,11 +104,10 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
   const movers: Array<{ vm: string, node: string, peer: string, ms: number }> = []
   for (const id of i.running) {
     for (const peer of i.peers(id)) {
-      const w = i.doc.leases.get(peer)?.winner
+      const w = peerRun(i.doc, peer)
       const pv = i.doc.vms.get(peer)
-      const since = w == null || pv == null || w.holder === i.me ? undefined : i.cut.get(w.holder)
-      // a peer that runs there (not stopped, parked, or a former VM's run)
-      if (since == null || pv!.desired !== 'running' || w!.status === 'stopped' || w!.status === 'failed' || isParked(w!) || !sameVm(w!.made, pv!.created)) continue
+      const since = w == null || w.holder === i.me ? undefined : i.cut.get(w.holder)
+      if (since == null || pv!.desired !== 'running') continue
       if ((i.claimedAt.get(id) ?? -Infinity) >= since) continue
       const ms = i.now - since
       if (ms < i.afterMs) { wait(i.afterMs - ms); continue }
@@ -146,15 +145,22 @@ export function cutLinkNote (vmId: string, doc: DocView, nodes: readonly NodeVie
   if (w == null || vm == null || cut.length === 0) return null
   const movable = (v: typeof vm, holder: string): boolean => movesTo(v, holder, doc, nodes, usageOf(holdings(doc, new Set([v.id])))) != null
   for (const peer of peers) {
-    const pw = doc.leases.get(peer)?.winner
+    const pw = peerRun(doc, peer)
     const pv = doc.vms.get(peer)
-    if (pw == null || pv == null || pw.holder === w.holder || !cut.includes(pw.holder) || pw.status === 'stopped' || pw.status === 'failed' || isParked(pw)) continue
+    if (pw == null || pw.holder === w.holder || !cut.includes(pw.holder)) continue
     const what = `its link to ${peer} on ${nameOf(pw.holder)} carries nothing: ${nameOf(w.holder)} does not reach ${nameOf(pw.holder)} while others do (a partial cut)`
-    return movable(vm, w.holder) || movable(pv, pw.holder)
+    return movable(vm, w.holder) || movable(pv!, pw.holder)
       ? `${what}; one of the two moves to a node that reaches both once the cut has lasted ${Math.round(OVERLAY_MOVE_AFTER_MS / 1000)} s`
       : `${what}; no node that reaches both fits either of them, so they stay until the network heals or room is made on such a node`
   }
   return null
+}
+
+/** a link peer's lease where it runs or is on its way to (not stopped, parked, or a former VM's run) */
+function peerRun (doc: DocView, peer: string): Lease | null {
+  const w = doc.leases.get(peer)?.winner
+  const vm = doc.vms.get(peer)
+  return w == null || vm == null || w.status === 'stopped' || w.status === 'failed' || isParked(w) || !sameVm(w.made, vm.created) ? null : w
 }
 
 /**

@@ -522,7 +522,7 @@ export class DvmmService {
   private readonly claimedHereAt = new Map<string, number>()
 
   /** what a partial cut moves (cutMoves): since when each member is out of reach here, and each VM's link peers; undefined: none is */
-  private cutNow (now: number, reader: Reader, doc: DocView): DecideInput['cut'] {
+  private cutNow (now: number, doc: DocView): DecideInput['cut'] {
     const out = this.components.membership.outOfReach?.() ?? new Map()
     for (const id of [...this.cutSince.keys()]) if (!out.has(id)) this.cutSince.delete(id)
     for (const id of out.keys()) if (!this.cutSince.has(id)) this.cutSince.set(id, now)
@@ -530,7 +530,7 @@ export class DvmmService {
     // once the tunnel to that node carries nothing too, where the LCM can tell (rv44)
     const tunnelDown = this.components.network?.tunnelDown
     const since = new Map([...this.cutSince].filter(([id]) => tunnelDown == null || tunnelDown(id)))
-    for (const vm of [...this.claimedHereAt.keys()]) if (reader.get('leases', vm)?.value.holder !== this.me) this.claimedHereAt.delete(vm)
+    for (const vm of [...this.claimedHereAt.keys()]) if (doc.leases.get(vm)?.winner.holder !== this.me) this.claimedHereAt.delete(vm)
     if (since.size === 0) return undefined
     // the links that carry traffic when whole, as the LCM applies them
     const peers = doc.peers ?? new Map()
@@ -606,7 +606,7 @@ export class DvmmService {
       unplacedSince: this.unplacedSince,
       capacity: cap,
       overlay: this.overlayDown(now),
-      cut: this.cutNow(now, reader, doc),
+      cut: this.cutNow(now, doc),
       startedAt: this.fencing.startedAtMs,
       othersExpected: [...members.values()].some(m => m.nodeId !== this.me && m.state !== 'left'),
       synced: this.components.gridSynced?.() ?? true,

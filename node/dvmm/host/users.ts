@@ -24,9 +24,12 @@ export function resolveUser (user: string): UserIds | undefined {
     const u = parsePasswdLine(out.split('\n')[0] ?? '')
     if (u != null) return u
   } catch {}
-  if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return { uid: Number(user), gid: Number(user), name: user, home: '/' }
-  return undefined
+  return numericUser(user)
 }
+
+/** a numeric uid with no passwd entry: it runs with its own number as gid */
+const numericUser = (user: string): UserIds | undefined =>
+  /^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe ? { uid: Number(user), gid: Number(user), name: user, home: '/' } : undefined
 
 /**
  * Whether `user` is a user of this node, without blocking the event loop (the API asks
@@ -34,7 +37,7 @@ export function resolveUser (user: string): UserIds | undefined {
  * such entry (exit 2); `unknown` when it could not tell (not there, a slow directory).
  */
 export async function userOnNode (user: string): Promise<'found' | 'missing' | 'unknown'> {
-  if (/^[0-9]{1,10}$/.test(user) && Number(user) <= 0xfffffffe) return 'found'
+  if (numericUser(user) != null) return 'found'
   return await new Promise(resolve => {
     execFile('getent', ['passwd', user], { encoding: 'utf8', timeout: 5000 }, (err, out) => {
       if (err == null) resolve(parsePasswdLine(out.split('\n')[0] ?? '') != null ? 'found' : 'unknown')
