@@ -229,6 +229,22 @@ export class Replica {
     return ok
   }
 
+  /**
+   * Which of `keys` a change since `heads` wrote (put or deleted, in any map), with the
+   * heads it looked up to; null if the history lacks `heads`. Decodes each such change:
+   * for rare questions about recent history only (layer-reclaim.ts: a volume made and
+   * destroyed in one sync, which no read of the document ever shows).
+   */
+  keysWrittenSince (heads: readonly string[], keys: ReadonlySet<string>): { found: Set<string>, heads: string[] } | null {
+    if (!this.hasHeads([...heads])) return null
+    const found = new Set<string>()
+    const now = this.core.getHeads()
+    for (const change of this.core.getChanges([...heads])) {
+      for (const op of A.decodeChange(change).ops) if (keys.has(op.key)) found.add(op.key)
+    }
+    return { found, heads: now }
+  }
+
   /** the schema version the document is at */
   get schema (): number { return schemaOf(this.core) }
   /** the document was migrated by a newer agent: this one must not write */

@@ -101,7 +101,7 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
   const otherFirst = (node: string): boolean => (byId.get(node)?.unreached?.includes(i.me) ?? false) && (unreached(node) > unreached(i.me) || (unreached(node) === unreached(i.me) && node < i.me))
   let wakeInMs = Infinity
   const wait = (ms: number): void => { wakeInMs = Math.min(wakeInMs, ms) }
-  const movers: Array<{ vm: string, node: string, peer: string, ms: number }> = []
+  const movers: Array<{ vm: string, node: string, peer: string, ms: number, also: Array<{ peer: string, node: string }> }> = []
   for (const id of i.running) {
     for (const peer of i.peers(id)) {
       const w = peerRun(i.doc, peer)
@@ -115,7 +115,12 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
       // both ends moved in one step 74 s into a cut); this end only if it cannot, or if
       // its node has not done so in OTHER_END_WAITS intervals (it may not see the cut so)
       if (ms < OTHER_END_WAITS * i.afterMs && otherFirst(w!.holder) && movesTo(pv!, w!.holder, i.doc, i.nodes, usageOf(holdings(i.doc, new Set([peer]))), i.strategy) != null) { wait(OTHER_END_WAITS * i.afterMs - ms); continue }
-      movers.push({ vm: id, node: w!.holder, peer, ms })
+      // its other links across a cut are said too (bb44: only the first was)
+      const also = i.peers(id).filter(p => p !== peer).flatMap(p => {
+        const pw = peerRun(i.doc, p)
+        return pw == null || pw.holder === i.me || !i.cut.has(pw.holder) ? [] : [{ peer: p, node: pw.holder }]
+      })
+      movers.push({ vm: id, node: w!.holder, peer, ms, also })
       break
     }
   }
@@ -126,7 +131,9 @@ export function cutMoves (i: CutMovesInput): OverlayMoves {
     const best = movesTo(i.doc.vms.get(m.vm)!, i.me, i.doc, i.nodes, usage, i.strategy)
     if (best == null) continue
     const name = (n: string): string => i.nameOf?.(n) ?? n
-    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut): their link carries nothing; moved to a node that reaches both (${name(best)} ranks best)` })
+    const also = m.also.map(a => `, nor ${name(a.node)}, where ${a.peer} runs`).join('')
+    const ends = m.also.length === 0 ? 'both' : 'all its link peers\' nodes'
+    stop.push({ vm: m.vm, why: `this node has not reached ${name(m.node)}, where ${m.peer} runs, for ${Math.round(m.ms / 1000)} s while others do (a partial cut)${also}: ${m.also.length === 0 ? 'their link carries' : 'those links carry'} nothing; moved to a node that reaches ${ends} (${name(best)} ranks best)` })
   }
   return { stop, wakeInMs }
 }

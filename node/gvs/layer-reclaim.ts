@@ -16,6 +16,7 @@ import type { Repairer } from './repair.ts'
 import { MAX_LAYERS, layerNumber, layersOf, placementKeyOf, referencedLayers, snapshotLayers } from './volumes.ts'
 import type { ObjectStore } from './object-store.ts'
 import { UnreadLayers } from './unread-layers.ts'
+import { UnseenWrites, type KeysWrittenSince } from './unseen-writes.ts'
 import { foldRoomShort, type NodeRoom } from './fold-room.ts'
 import { join } from 'node:path'
 
@@ -178,6 +179,8 @@ export interface LayerReclaimComponents {
   heads?: () => string[]
   /** whether the document holds every change these heads name; absent: no */
   hasHeads?: (heads: readonly string[]) => boolean
+  /** which of `keys` a change since `heads` wrote, and up to which heads it looked (null: not known); absent: none */
+  keysWrittenSince?: KeysWrittenSince
   /** a node's free and whole disk, as its advert says (null: not known): a fold waits for room on its holders (fold-room.ts) */
   room?: (node: string) => NodeRoom | null
   /** a node's name, for what a wait says */
@@ -212,6 +215,8 @@ export class LayerReclaim {
   private touchedSinceListing = new Set<string>()
   /** what the last note took of the store's touched layers */
   private justTaken: ReadonlySet<string> = new Set()
+  /** layers the store named before their volume reached this node (unseen-writes.ts) */
+  private readonly unseenWrites = new UnseenWrites()
   /** the seen layers nothing reads, not freed yet: on disk, for a restart (unread-layers.ts) */
   private readonly record: UnreadLayers
   /** the record is loaded (and its directory there) */
@@ -253,10 +258,15 @@ export class LayerReclaim {
   private noteRead (volumes: readonly Volume[]): ReadonlySet<string> {
     const read = referencedLayers(volumes)
     for (const l of read) this.seen.add(l)
+    // the store's touches taken now came after the last note, whose heads are older than them
+    const before = this.lastHeads
     this.lastRead = read
     this.lastHeads = this.c.heads?.() ?? []
     this.justTaken = this.c.store.takeTouched()
-    for (const l of this.justTaken) this.touchedSinceListing.add(l)
+    for (const l of this.justTaken) {
+      this.touchedSinceListing.add(l)
+      if (!this.seen.has(l)) this.unseenWrites.add(l, before)
+    }
     return read
   }
 
@@ -300,6 +310,12 @@ export class LayerReclaim {
    */
   async free (volumes: readonly Volume[], now = performance.now()): Promise<string[]> {
     const read = this.noteRead(volumes)
+    if (this.c.keysWrittenSince != null) {
+      for (const l of this.unseenWrites.madeAndDestroyed(volumes, this.seen, this.c.keysWrittenSince)) {
+        this.seen.add(l)
+        this.c.log.info('a layer written here before this node\'s document had its volume, which was made and destroyed since: freed once nothing reads it', { layer: l })
+      }
+    }
     for (const l of read) this.unreadSince.delete(l)
     const freed: string[] = []
     // what the store names from here on may come after the listing, and what it named

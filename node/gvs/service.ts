@@ -79,6 +79,8 @@ export interface GvsComponents {
     heads?: () => string[]
     /** whether the document holds every change these heads name (layer-reclaim.ts: an earlier run's record) */
     hasHeads?: (heads: readonly string[]) => boolean
+    /** which of `keys` a change since `heads` wrote (layer-reclaim.ts: a volume made and destroyed in one sync) */
+    keysWrittenSince?: (heads: readonly string[], keys: ReadonlySet<string>) => { found: Set<string>, heads: string[] } | null
     /** the document changed (a drain or undrain moves objects: evacuating, live-placement.ts) */
     on?: (event: 'changed', fn: () => void) => unknown
     off?: (event: 'changed', fn: () => void) => unknown
@@ -320,7 +322,8 @@ export class GvsService {
       write: async (fn, message) => await this.components.state.write(fn, message),
       running: () => this.started,
       heads: () => this.components.state.heads?.() ?? [],
-      hasHeads: heads => this.components.state.hasHeads?.(heads) ?? false
+      hasHeads: heads => this.components.state.hasHeads?.(heads) ?? false,
+      keysWrittenSince: (heads, keys) => this.components.state.keysWrittenSince?.(heads, keys) ?? null
     }, { freeAfterMs: this.init.freeAfterMs })
     this.exportSweeper = new ExportSweeper({
       self: this.replicas.self,

@@ -250,11 +250,28 @@ export interface LinkView {
   noTunnel: { node: string, name: string | null, why: string } | null
 }
 
+/**
+ * What a member's death as this node sees it may really be (pure): when this node hears
+ * no majority of the members, it may be the one cut off (bb44: a node
+ * without a majority said every other end's agent was dead). '' otherwise.
+ */
+export function cutOffHere (members: Iterable<{ state: string }>): string {
+  let others = 0
+  let heard = 0
+  for (const m of members) {
+    if (m.state === 'left') continue
+    others++
+    if (m.state === 'alive' || m.state === 'suspect') heard++
+  }
+  // no majority of the members, itself counted (as the fence counts them: membership's own view)
+  return others > 0 && (heard + 1) * 2 <= others + 1 ? ` (this node hears ${heard} of the ${others} other members, no majority: it may be the one cut off)` : ''
+}
+
 /** Why this node has no tunnel to `node` (pure): its member state, or what its advert lacks. */
-export function whyNoTunnel (m: { state: string, advert: { wireguard?: unknown } } | undefined, rejected?: string): string {
+export function whyNoTunnel (m: { state: string, advert: { wireguard?: unknown } } | undefined, rejected?: string, cutOff = ''): string {
   if (m == null) return 'that node is not in sight of this one'
   if (m.state === 'left') return 'its agent is away (left: stopped for a restart, or gone)'
-  if (m.state === 'dead') return 'its agent is dead as this node sees it'
+  if (m.state === 'dead') return `its agent is dead as this node sees it${cutOff}`
   if (rejected != null) return `its WireGuard advert is refused: ${rejected}`
   if (m.advert.wireguard == null) return 'it advertises no WireGuard tunnel (its overlay is off or cannot start)'
   return 'no tunnel set up yet'

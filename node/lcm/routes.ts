@@ -3,7 +3,7 @@
 import type { FastifyInstance } from 'fastify'
 import { NotFoundError, ValidationError, quoteGiven } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { LINK_SETTLE_MS, checkLink, lostLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
+import { LINK_SETTLE_MS, checkLink, cutOffHere, lostLink, parseLinkRequest, whyNoTunnel, type LinkDoc, type LinkView } from './links.ts'
 import { NEITHER_END_HERE, type Link } from './rules.ts'
 import type { LcmReader, LcmView } from './types.ts'
 import type { LinkCounts } from './link-counts.ts'
@@ -19,6 +19,9 @@ const vmsOf = (r: LcmReader): LinkDoc['vms'] => new Map(r.list('vms').map(v => [
 
 /** what checkLink reads: the VMs, and the links */
 const linkDoc = (r: LcmReader): LinkDoc => ({ vms: vmsOf(r), links: linksOf(r) })
+
+/** the members other than this node */
+const othersOf = (lcm: Lcm): Array<{ state: string }> => [...lcm.members].filter(([id]) => id !== lcm.selfId).map(([, m]) => m)
 
 async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
   const last = lcm.last
@@ -75,7 +78,7 @@ async function views (lcm: Lcm, list: Link[]): Promise<LinkView[]> {
       // nothing for this node to enforce on a link whose ends are elsewhere or not placed
       skipped: f == null ? realSkip(skipped.get(l.id)) ?? (path === 'elsewhere' || path === 'unplaced' ? null : 'not computed yet') : null,
       path,
-      noTunnel: path === 'no-tunnel' ? { node: remote!, name: nameOf(lcm.members, remote!), why: whyNoTunnel(lcm.members.get(remote!), rejected.get(remote!)) } : null
+      noTunnel: path === 'no-tunnel' ? { node: remote!, name: nameOf(lcm.members, remote!), why: whyNoTunnel(lcm.members.get(remote!), rejected.get(remote!), cutOffHere(othersOf(lcm))) } : null
     }
   })
 }
@@ -99,7 +102,7 @@ async function countsWhereCounted (lcm: Lcm, list: Link[], place: ReadonlyMap<st
     const m = lcm.members.get(node)
     if (node === lcm.selfId) got = await lcm.linkCounts(ids)
     else if (lcm.askCounts == null) error = `counted on ${name}, which this agent cannot ask`
-    else if (m == null || m.state !== 'alive') error = `counted on ${name}, which is ${m?.state ?? 'not a member this node knows'}`
+    else if (m == null || m.state !== 'alive') error = `counted on ${name}, which is ${m?.state ?? 'not a member this node knows'}${m?.state === 'dead' ? cutOffHere(othersOf(lcm)) : ''}`
     else if (lcm.unreachedBy?.(node) != null) error = `counted on ${name}, which this node does not reach (a partial partition)`
     else {
       try {

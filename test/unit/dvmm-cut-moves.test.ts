@@ -122,3 +122,20 @@ test('placement in a cut puts a linked VM on a node that reaches its peers\' nod
   t.deepEqual(d.stop.map(s => s.vm), ['web'])
   t.regex(d.stop[0]!.why, /\(nodeB ranks best\)$/)
 })
+
+test('a VM with links to VMs on two nodes it does not reach names both in its reason (bb44: only the first)', t => {
+  const D = 'nodeD'
+  const links: Record<string, string[]> = { web: ['db', 'cache'], db: ['web'], cache: ['web'] }
+  const base = input()
+  const vms = new Map([...base.doc.vms, ['cache', vm('cache')]])
+  const doc: DocView = { ...base.doc, vms, leases: new Map([...base.doc.leases, ['cache', held('cache', D)]]), roll: new Map([A, B, C, D].map(n => [n, roll(n)])) }
+  const d = decide({
+    ...base,
+    doc,
+    nodes: [node(A, { unreached: [B, D] }), node(B, { unreached: [A] }), node(C), node(D, { unreached: [A] })],
+    fence: fenced({ rollSize: 4, aliveSeen: 4, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 }),
+    cut: { since: new Map([[B, NOW - OVERLAY_MOVE_AFTER_MS], [D, NOW - OVERLAY_MOVE_AFTER_MS]]), peers: v => links[v] ?? [] }
+  })
+  t.deepEqual(d.stop.map(s => s.vm), ['web'])
+  t.is(d.stop[0]!.why, 'this node has not reached nodeB, where db runs, for 30 s while others do (a partial cut), nor nodeD, where cache runs: those links carry nothing; moved to a node that reaches all its link peers\' nodes (nodeC ranks best)')
+})

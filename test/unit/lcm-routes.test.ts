@@ -9,7 +9,7 @@ import { errorBody, toApiError } from '../../node/api/errors.ts'
 import { lcmRoutes } from '../../node/lcm/routes.ts'
 import { overlayPrefix } from '../../node/lcm/overlay.ts'
 import type { LcmState } from '../../node/lcm/service.ts'
-import { whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
+import { cutOffHere, whyNoTunnel, type LinkView } from '../../node/lcm/links.ts'
 import type { LcmView } from '../../node/lcm/types.ts'
 import type { TunnelDown } from '../../node/lcm/tunnel-health.ts'
 import { countsOf, parseCountsAnswer, parseCountsRequest } from '../../node/lcm/link-counts.ts'
@@ -145,6 +145,13 @@ test('GET /v1/links: a link to a node this one has no tunnel to says which node 
   t.deepEqual((rm.json() as { notApplied: unknown }).notApplied, [{ node: 'n2', name: 'N2', state: 'left' }])
   // dead, or alive with no WireGuard in its advert
   t.regex(whyNoTunnel({ state: 'dead', advert: {} }), /dead/)
+  // a node that hears no majority says it may be the one cut off (bb44); one dead of three is just dead
+  const cut = cutOffHere([{ state: 'dead' }, { state: 'dead' }, { state: 'alive' }, { state: 'left' }])
+  t.is(cut, ' (this node hears 1 of the 3 other members, no majority: it may be the one cut off)')
+  t.is(whyNoTunnel({ state: 'dead', advert: {} }, undefined, cut), `its agent is dead as this node sees it${cut}`)
+  t.is(cutOffHere([{ state: 'dead' }, { state: 'alive' }]), '')
+  t.is(cutOffHere([{ state: 'dead' }, { state: 'dead' }, { state: 'alive' }, { state: 'suspect' }]), '')
+  t.is(cutOffHere([]), '')
   t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: null } }), /advertises no WireGuard/)
   t.regex(whyNoTunnel(undefined), /not in sight/)
   t.regex(whyNoTunnel({ state: 'alive', advert: { wireguard: {} } }, 'public key "x" is not a WireGuard key'), /refused: public key/)
@@ -231,7 +238,8 @@ test('GET /v1/links: a link\'s counts come from the node its FROM end runs on, a
   // dead, or out of reach: not asked at all
   asked.length = 0
   const dead = await linkOf({ members: new Map([['n2', member('n2', 'dead')]]), askCounts: async (node, ids) => { asked.push([node, ids]); return new Map() } })
-  t.is(dead.counts.error, 'counted on host-n2, which is dead')
+  // the only other member dead: this one sees no majority, and says it may be the one cut off (bb44)
+  t.is(dead.counts.error, 'counted on host-n2, which is dead (this node hears 0 of the 1 other members, no majority: it may be the one cut off)')
   const cut = await linkOf({ members: alive, unreachedBy: n => n === 'n2' ? 'n3' : undefined, askCounts: async (node, ids) => { asked.push([node, ids]); return new Map() } })
   t.regex(cut.counts.error!, /does not reach .*partial partition/)
   t.deepEqual(asked, [])
