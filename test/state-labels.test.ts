@@ -40,13 +40,18 @@ test('a label set through one agent is shown by every agent, also after all rest
     [['node', 'label', 'n2', `long=${'v'.repeat(300)}`], /^vgrid: label value for "long": 300 characters, at most 256 \(invalid_label\)\n$/],
     // a key too long: the label words too, not the schema's "params/key" (bb21)
     [['node', 'label', 'n2', `${'k'.repeat(64)}=v`], /^vgrid: label key "k{64}" must be 1-63 letters.*\(invalid_label\)\n$/],
-    [['node', 'unlabel', 'n2', 'k'.repeat(200)], /^vgrid: label key "k{64}\.\.\." \(200 characters\) must be 1-63 letters.*\(invalid_label\)\n$/]
+    [['node', 'unlabel', 'n2', 'k'.repeat(200)], /^vgrid: label key "k{64}\.\.\." \(200 characters\) must be 1-63 letters.*\(invalid_label\)\n$/],
+    // all or nothing (bb46: the labels before a bad key were set, the keys before a missing one removed)
+    [['node', 'label', 'n2', 'ok=1', 'bad key=x'], /^vgrid: label key "bad key" must be .*\(invalid_label\)\n$/],
+    [['node', 'unlabel', 'n2', 'rack', 'never-set', 'nor-this'], /^vgrid: node n2 has no operator label "never-set", "nor-this": nothing was changed \(not_found\)\n$/],
+    [['node', 'unlabel', 'n2', 'rack=r7'], /^vgrid: unlabel takes label keys, not KEY=VALUE: "rack"\?\nusage: /]
   ]
   for (const [args, re] of cases) {
     const r = await cli(n1, ...args)
     t.not(r.code, 0)
     t.regex(r.stderr, re)
   }
+  t.true(same((await nodesOf(n1)).get('n2')?.labels), 'the refused commands changed nothing')
 
   // all three die at once and come back
   await Promise.all(agents.map(async a => await a.kill('SIGKILL')))

@@ -1,11 +1,11 @@
 // API routes of the cluster document: GET /v1/state, and node labels
-// (PUT/DELETE /v1/nodes/:id/labels/:key). Writes answer only once the change is on
+// (PUT/DELETE /v1/nodes/:id/labels/:key, PATCH /v1/nodes/:id/labels for several at once). Writes answer only once the change is on
 // disk. With VGRID_TEST_HOOKS=1 a test can cut state sync between peers.
 import type { FastifyInstance } from 'fastify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX, isLabelValue } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, ValidationError, bodyObject, onlyFields, quoteGiven } from '../errors.ts'
-import type { LabelBody, LabelRemovedView, LabelSetView, StateView } from './types.ts'
+import type { LabelBody, LabelRemovedView, LabelSetView, LabelsChangedView, StateView } from './types.ts'
 
 /** what these routes use of the state service */
 export interface StateRoutesState {
@@ -13,6 +13,8 @@ export interface StateRoutesState {
   labelsOf: (node: string) => Record<string, string>
   setLabel: (node: string, key: string, value: string) => Promise<void>
   removeLabel: (node: string, key: string) => Promise<boolean>
+  /** sets and removes labels in one change, or none: the keys to remove the node lacks */
+  setLabels: (node: string, set: Readonly<Record<string, string>>, remove: readonly string[]) => Promise<string[]>
   setBlocked: (peers: string[]) => void
 }
 
@@ -55,6 +57,12 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
   const checkKey = (key: string): void => {
     if (!KEY_RE.test(key)) throw new ValidationError('key', `label key "${key.length > 70 ? `${key.slice(0, 64)}..." (${key.length} characters)` : `${key}"`} must be 1-63 letters, digits, ".", "_", "-" or "/", starting and ending with a letter or digit`, 'invalid_label')
   }
+  const checkValue = (key: string, value: string, field = 'value'): void => {
+    if (value.length > LABEL_VALUE_MAX) throw new ValidationError(field, `label value for "${key}": ${value.length} characters, at most ${LABEL_VALUE_MAX}`, 'invalid_label')
+    if (!isLabelValue(value)) throw new ValidationError(field, `label value for "${key}": may not hold control characters or lone surrogates`, 'invalid_label')
+    // they reorder what `vgrid nodes` prints around them (bb35: U+202E taken and shown raw)
+    if (BIDI_CONTROLS.test(value)) throw new ValidationError(field, `label value for "${key}": may not hold bidirectional text controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which reorder what is printed around them`, 'invalid_label')
+  }
   // the node's own labels (--label) overlaid with the document's, as /v1/nodes shows them
   const labelsNow = (id: string): Record<string, string> => ({ ...directory.find(id)?.advert.labels, ...state.labelsOf(id) })
 
@@ -69,16 +77,45 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
     if (typeof b.value !== 'string') throw new ValidationError('value', `value must be a string, not ${b.value === null ? 'null' : typeof b.value}`)
     const value = b.value
     checkKey(key)
-    if (value.length > LABEL_VALUE_MAX) throw new ValidationError('value', `label value for "${key}": ${value.length} characters, at most ${LABEL_VALUE_MAX}`, 'invalid_label')
-    if (!isLabelValue(value)) throw new ValidationError('value', 'label value: may not hold control characters or lone surrogates', 'invalid_label')
-    // they reorder what `vgrid nodes` prints around them (bb35: U+202E taken and shown raw)
-    if (BIDI_CONTROLS.test(value)) throw new ValidationError('value', 'label value: may not hold bidirectional text controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which reorder what is printed around them', 'invalid_label')
+    checkValue(key, value)
     const node = resolveNode(req.params.id)
     // every agent holds every node's labels, and `vgrid nodes` prints them (bb35: 3,000 taken)
     const had = state.labelsOf(node.id)
     if (!Object.hasOwn(had, key) && Object.keys(had).length >= NODE_LABELS_MAX) throw new ConflictError(`node ${node.name} has ${Object.keys(had).length} operator labels, the most a node may carry: remove one first (vgrid node unlabel ${node.name} KEY)`, 'too_many_labels')
     await state.setLabel(node.id, key, value)
     return { node: node.id, name: node.name, key, value, labels: labelsNow(node.id) }
+  })
+
+  // several labels set and removed at once, all or nothing (bb46: the CLI's one request
+  // a key applied those before a bad or missing one, then failed)
+  app.patch<{ Params: { id: string }, Body: unknown }>('/v1/nodes/:id/labels', { schema: { params: { type: 'object', properties: { id: labelParams.properties.id }, required: ['id'] } } }, async (req): Promise<LabelsChangedView> => {
+    const b = bodyObject(req.body)
+    onlyFields(b, ['set', 'remove'])
+    const set = b.set ?? {}
+    const remove = b.remove ?? []
+    if (typeof set !== 'object' || set === null || Array.isArray(set)) throw new ValidationError('set', 'set must be an object of label keys to string values')
+    if (!Array.isArray(remove)) throw new ValidationError('remove', 'remove must be an array of label keys')
+    const pairs = Object.entries(set as Record<string, unknown>)
+    if (pairs.length === 0 && remove.length === 0) throw new ValidationError('set', 'give labels to set or remove')
+    if (pairs.length + remove.length > NODE_LABELS_MAX) throw new ValidationError('set', `${pairs.length + remove.length} labels in one request, at most ${NODE_LABELS_MAX}`, 'too_many_labels')
+    for (const [key, value] of pairs) {
+      checkKey(key)
+      if (typeof value !== 'string') throw new ValidationError('set', `the value of label "${key}" must be a string, not ${value === null ? 'null' : typeof value}`)
+      checkValue(key, value, 'set')
+    }
+    for (const key of remove) {
+      if (typeof key !== 'string') throw new ValidationError('remove', `remove holds ${key === null ? 'null' : typeof key}, not a label key`)
+      checkKey(key)
+      if (Object.hasOwn(set, key)) throw new ValidationError('remove', `label "${key}" is both set and removed: give it once`)
+    }
+    if (new Set(remove).size !== remove.length) throw new ValidationError('remove', `label "${remove.find((k, i) => remove.indexOf(k) !== i) as string}" is given twice: give each key once`)
+    const node = resolveNode(req.params.id)
+    const had = state.labelsOf(node.id)
+    const after = new Set([...Object.keys(had), ...pairs.map(([k]) => k)].filter(k => !remove.includes(k)))
+    if (after.size > NODE_LABELS_MAX && after.size > Object.keys(had).length) throw new ConflictError(`node ${node.name} would carry ${after.size} operator labels, at most ${NODE_LABELS_MAX}: remove some first (vgrid node unlabel ${node.name} KEY)`, 'too_many_labels')
+    const missing = await state.setLabels(node.id, set as Record<string, string>, remove as string[])
+    if (missing.length > 0) throw new NotFoundError(`node ${node.name} has no operator label ${missing.map(k => `"${k}"`).join(', ')}${pairs.length + remove.length > 1 ? ': nothing was changed' : ''}`)
+    return { node: node.id, name: node.name, set: set as Record<string, string>, removed: remove as string[], labels: labelsNow(node.id) }
   })
 
   app.delete<{ Params: LabelParams }>('/v1/nodes/:id/labels/:key', { schema: { params: labelParams } }, async (req): Promise<LabelRemovedView> => {

@@ -89,5 +89,7 @@ export interface TokenView { token: string }
 /** PUT /v1/nodes/:id/labels/:key */
 export interface LabelBody { value: string }
 export interface LabelSetView { node: string, name: string, key: string, value: string, labels: Record<string, string> }
+/** PATCH /v1/nodes/:id/labels `{set?: {key: value}, remove?: [key]}`: all applied in one change, or none */
+export interface LabelsChangedView { node: string, name: string, set: Record<string, string>, removed: string[], labels: Record<string, string> }
 /** DELETE /v1/nodes/:id/labels/:key */
 export interface LabelRemovedView { node: string, name: string, key: string, removed: true, labels: Record<string, string> }

@@ -6,7 +6,7 @@ import { statSync } from 'node:fs'
 import { EventEmitter } from 'node:events'
 import type { Libp2p } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
-import { Replica, SCHEMA_VERSION, MAX_FUTURE_MS, type Counts, type Kind, type Reader, type Writer, type Volume } from '../../crdt/index.ts'
+import { Replica, SCHEMA_VERSION, MAX_FUTURE_MS, labelKey, type Counts, type Kind, type Reader, type Writer, type Volume } from '../../crdt/index.ts'
 import type { Counter, Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
 import { StateMetrics } from './metrics.ts'
@@ -267,6 +267,21 @@ export class StateService extends EventEmitter<StateEvents> {
 
   async removeLabel (node: string, key: string): Promise<boolean> {
     return await this.write(w => w.removeLabel(node, key), `unlabel ${node} ${key}`)
+  }
+
+  /**
+   * Sets and removes a node's labels in one change, or none of them: the keys to remove
+   * it lacks are returned, and then nothing is written (bb46: `unlabel NODE a b` removed
+   * `a`, then failed on `b`).
+   */
+  async setLabels (node: string, set: Readonly<Record<string, string>>, remove: readonly string[]): Promise<string[]> {
+    return await this.write(w => {
+      const missing = remove.filter(k => w.current('nodeLabels', labelKey(node, k)) == null)
+      if (missing.length > 0) return missing
+      for (const [k, v] of Object.entries(set)) w.setLabel(node, k, v)
+      for (const k of remove) w.removeLabel(node, k)
+      return []
+    }, `labels ${node}${Object.keys(set).map(k => ` ${k}`).join('')}${remove.map(k => ` -${k}`).join('')}`)
   }
 
   /** Heads a peer announced in its advert. */

@@ -62,7 +62,7 @@ test('clipEchoes: a quoted value over 128 characters is clipped to its first 64 
 
 test('the CLI clips what its errors echo, and what the agent\'s do', async t => {
   const long = 'n'.repeat(3000)
-  const at = await server(t, { [`/v1/nodes/${long}/labels/k`]: [404, JSON.stringify({ error: { code: 'not_found', message: `no node with id or name "${long}"` } })] })
+  const at = await server(t, { [`/v1/nodes/${long}/labels`]: [404, JSON.stringify({ error: { code: 'not_found', message: `no node with id or name "${long}"` } })] })
   const r = await run(['node', 'label', long, 'k=v', '--api', at])
   t.is(r.stderr, `vgrid: no node with id or name "${'n'.repeat(64)}..." (3000 characters) (not_found)\n`)
   const own = await run(['node', 'label', 'n1', `${long}`, '--api', at])

@@ -10,9 +10,12 @@ const UNLABEL_USAGE = 'vgrid node unlabel NODE KEY... [--json] [--api HOST:PORT]
 // with the VM manager's node subcommands (node/dvmm/cli.ts), so that `vgrid node --help` names them all
 const USAGE = `usage: ${LABEL_USAGE}\n       ${UNLABEL_USAGE}\n       ${NODE_USAGE}`
 
-interface LabelAnswer { node: string, name: string, key: string, labels: Record<string, string> }
+/** the answer of PATCH /v1/nodes/:id/labels (node/api/types.ts LabelsChangedView) */
+interface LabelsAnswer { node: string, name: string, set: Record<string, string>, removed: string[], labels: Record<string, string> }
 
-const path = (node: string, key: string): string => `/v1/nodes/${encodeURIComponent(node)}/labels/${encodeURIComponent(key)}`
+// every label of one command in one request: all applied in one change, or none (bb46:
+// one request a key applied those before a bad or missing one, then failed)
+const path = (node: string): string => `/v1/nodes/${encodeURIComponent(node)}/labels`
 
 /**
  * Labels as `k=v,k2=v2`, sorted; a value holding the list's own separators (or none) is
@@ -46,25 +49,27 @@ async function label (argv: string[]): Promise<void> {
   const twice = parsed.find((x, i) => parsed.findIndex(y => y.key === x.key) !== i)
   if (twice != null) throw new CliError(`label "${twice.key}" is given twice: give each key once\nusage: ${LABEL_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
-  let last: LabelAnswer | undefined
-  for (const { key, value } of parsed) last = await api.request<LabelAnswer>('PUT', path(node, key), { value })
-  if (v.json === true) {
-    process.stdout.write(JSON.stringify(last, null, 2) + '\n')
+  const answer = await api.request<LabelsAnswer>('PATCH', path(node), { set: Object.fromEntries(parsed.map(p => [p.key, p.value])) })
+  say(answer, v.json === true)
+}
+
+function say (answer: LabelsAnswer, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(answer, null, 2) + '\n')
     return
   }
-  process.stdout.write(`${last!.name}: ${show(last!.labels)}\n`)
+  process.stdout.write(`${answer.name}: ${show(answer.labels)}\n`)
 }
 
 async function unlabel (argv: string[]): Promise<void> {
   const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, UNLABEL_USAGE, Infinity)
   const [node, ...keys] = positionals
   if (node == null || keys.length === 0) throw new CliError(`give a node and at least one KEY\nusage: ${UNLABEL_USAGE}`, 2)
+  // KEY=VALUE given as to `label` (bb46: the key's characters were blamed)
+  const pair = keys.find(k => k.indexOf('=') > 0)
+  if (pair != null) throw new CliError(`unlabel takes label keys, not KEY=VALUE: "${pair.slice(0, pair.indexOf('='))}"?\nusage: ${UNLABEL_USAGE}`, 2)
+  const twice = keys.find((k, i) => keys.indexOf(k) !== i)
+  if (twice != null) throw new CliError(`label "${twice}" is given twice: give each key once\nusage: ${UNLABEL_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
-  let last: LabelAnswer | undefined
-  for (const key of keys) last = await api.request<LabelAnswer>('DELETE', path(node, key))
-  if (v.json === true) {
-    process.stdout.write(JSON.stringify(last, null, 2) + '\n')
-    return
-  }
-  process.stdout.write(`${last!.name}: ${show(last!.labels)}\n`)
+  say(await api.request<LabelsAnswer>('PATCH', path(node), { remove: keys }), v.json === true)
 }
