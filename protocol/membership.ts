@@ -51,6 +51,23 @@ export const mayBeRunning = (state: MemberState | undefined): boolean => state =
  * label went to the old identity. So: one that may be running, then one on the roll
  * (`onRoll`), then the one heard from last.
  */
+/**
+ * The full id a shortened one means (as `vgrid nodes` prints ids: `12D3KooW…R9uGp9`, or
+ * with "..."), when exactly one of `ids` starts and ends so; else `text` as it is (bb46:
+ * an id copied from the table was "no node"). Pure.
+ */
+export function expandShortId (text: string, ids: Iterable<string>): string {
+  const m = /^([^.…]{4,})(?:…|\.\.\.)([^.…]{4,})$/.exec(text)
+  if (m == null) return text
+  let found: string | undefined
+  for (const id of ids) {
+    if (id.length <= m[1]!.length + m[2]!.length || !id.startsWith(m[1]!) || !id.endsWith(m[2]!) || id === found) continue
+    if (found != null) return text
+    found = id
+  }
+  return found ?? text
+}
+
 export function memberByName (members: Iterable<Member>, name: string, onRoll: (id: string) => boolean = () => false): Member | undefined {
   let best: Member | undefined
   let bestRank: [number, number, number] | undefined

@@ -147,11 +147,16 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   t.is(neg.code, 2)
   t.regex(neg.stderr, /^vgrid: "-1G" starts with "-" \(a negative number\?\): values must be above zero/)
   // a command of subcommands without one is a usage error, not a success
-  for (const c of ['vm', 'vol', 'link']) {
+  for (const c of ['vm', 'vol', 'link', 'node', 'image']) {
     const r = await vgrid([c])
     t.is(r.code, 2, c)
     t.regex(r.stderr, new RegExp(`^vgrid: vgrid ${c}: which subcommand\\?\nusage: `), c)
   }
+  // drain's --timeout takes a duration as every other flag does, or seconds (bb46: "5s" refused)
+  const badTimeout = await vgrid(['node', 'drain', 'x', '--wait', '--timeout', '5x'])
+  t.is(badTimeout.code, 2)
+  t.regex(badTimeout.stderr, /^vgrid: --timeout "5x" is not a duration above 0 and at most 24 days \(90s, 10m, or a number of seconds\)\n$/)
+  for (const ok of ['5s', '90']) t.notRegex((await vgrid(['node', 'drain', 'x', '--wait', '--timeout', ok, '--api', '127.0.0.1:1'])).stderr, /--timeout/, ok)
   // decimal only: 0x50 is not taken for port 80
   t.regex((await vgrid(['link', 'create', 'a.o', 'b.i', '--port', '0x50'])).stderr, /^vgrid: --port must be a number \(1-65535\), not "0x50"\n/)
   // a missing --port says so (it said "must be a number"); the usage names tcp as the default protocol

@@ -13,6 +13,7 @@ import { parseCpu } from '../resources.ts'
 import { num } from '../cli/format.ts'
 import { linkLine } from '../lcm/cli.ts'
 import type { LinkView } from '../lcm/links.ts'
+import { durationMs, MAX_TIMER_MS } from '../durations.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
@@ -21,7 +22,7 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm start|stop|rm VM [--json]
        vgrid vm console VM
 SIZE is bytes or a number with K, M, G or T (KB/KiB, MB/MiB... alike: units of 1024)`
-export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout SECONDS]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
+export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout DURATION (default 5m; 90s, 10m, or seconds)]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
 /**
@@ -271,8 +272,10 @@ export async function node (argv: string[]): Promise<void> {
   if (v.force === true && sub === 'undrain') throw new CliError('--force is for drain and forget', 2)
   if (v['without-majority'] === true && sub !== 'forget') throw new CliError('--without-majority is for forget', 2)
   if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
-  const timeoutS = v.timeout == null ? 300 : Number(v.timeout)
-  if (!(timeoutS > 0)) throw new CliError(`--timeout "${String(v.timeout)}" is not a number of seconds above 0`, 2)
+  // seconds, or a duration as every other flag takes (bb46: "5s" refused)
+  const given = v.timeout as string | undefined
+  const timeoutMs = given == null ? 300_000 : /^[0-9]+(\.[0-9]+)?$/.test(given) ? Number(given) * 1000 : durationMs(given)
+  if (timeoutMs == null || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) throw new CliError(`--timeout "${String(given)}" is not a duration above 0 and at most 24 days (90s, 10m, or a number of seconds)`, 2)
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {
@@ -284,7 +287,7 @@ export async function node (argv: string[]): Promise<void> {
       : out(`${r.name}: forgotten (${r.wasOnRoll === false ? 'it had left the member roll; the volumes\' records of where their writes went no longer wait for it' : 'off the member roll'})${r.withoutMajority === true ? ', without a majority in sight, on your word that the members out of sight are gone for good' : ''}${lost.length > 0 ? `\nwrites these volumes may have had only on ${r.name} are given up (their copies on the nodes left, where there are any, are read as the newest now; an object with none reads as zeros; should it come back, its own copies count again): ${lost.join(', ')}` : ''}`)
   }
   const r = await api.request<{ node: string, name: string, draining: boolean, vms: string[] }>('POST', `${path}/${sub}`, v.force === true ? { force: true } : undefined)
-  if (v.wait === true) return await drainWait(api, r, timeoutS * 1000, v.json === true)
+  if (v.wait === true) return await drainWait(api, r, timeoutMs, v.json === true)
   if (v.json === true) return json(r)
   out(`${r.name}: ${r.draining ? 'draining' : 'schedulable'}${r.draining ? `; ${r.vms.length} VM(s) still on it${r.vms.length > 0 ? `: ${r.vms.join(', ')}` : ''}; its volume copies move to the other nodes in the background (--wait follows both)` : ''}`)
 }

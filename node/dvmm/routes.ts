@@ -9,7 +9,7 @@ import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type H
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
-import { mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
+import { expandShortId, mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
 import { appendToLease, type History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
@@ -104,7 +104,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     appendToLease(w, vm, l => ({ at, event: 'stopped', node: away.node, name: away.name, epoch: l.epoch, detail }), l => l.holder === away.node && l.status === 'running')
   }
   /** a node by id or name: a member, or an entry of the roll */
-  const findNode = (doc: DocView, idOrName: string): { id: string, name: string } => {
+  const findNode = (doc: DocView, given: string): { id: string, name: string } => {
+    const idOrName = expandShortId(given, [...membership.members.keys(), ...doc.roll.keys()])
     const m = membership.members.get(idOrName) ?? memberByName(membership.members.values(), idOrName, id => doc.roll.has(id))
     // a member that may be running, or one on the roll; else the roll's entry of that name (a member this node never heard)
     if (m != null && (mayBeRunning(m.state) || doc.roll.has(m.nodeId))) return { id: m.nodeId, name: m.advert.name }
@@ -118,7 +119,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * reinstalled under its old name) means the one that is gone, on the roll and not
    * alive here, not the new one running (the README's advice led to "is alive").
    */
-  const findForgettable = (doc: DocView, idOrName: string): { id: string, name: string } => {
+  const findForgettable = (doc: DocView, given: string): { id: string, name: string } => {
+    const idOrName = expandShortId(given, [...membership.members.keys(), ...doc.roll.keys()])
     if (!membership.members.has(idOrName) && !doc.roll.has(idOrName)) {
       const gone = [...doc.roll.values()].filter(e => e.name === idOrName && !mayBeRunning(membership.members.get(e.node)?.state))
       if (gone.length === 1) return { id: gone[0]!.node, name: gone[0]!.name }

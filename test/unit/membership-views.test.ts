@@ -4,8 +4,9 @@
 // until its forget time (a black-box tester saw it counted dead for minutes).
 import test, { type ExecutionContext } from 'ava'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { memberByName, type Member, type MemberTable } from '../../protocol/membership.ts'
+import { expandShortId, memberByName, type Member, type MemberTable } from '../../protocol/membership.ts'
 import { MemberDirectory } from '../../node/membership/directory.ts'
+import { shortId } from '../../node/cli/format.ts'
 import { membershipRoutes, type MembershipRoutesDeps } from '../../node/membership/routes.ts'
 import { ClockWatch, awayMembers, restartingMembers, clockOff, deadMembers, duplicateNames, joinUnreached, nodeView, notJoined, offsetText, unheardMembers, UNHEARD_GRACE_MS } from '../../node/membership/views.ts'
 import type { NodesView, NodeView, StatusView } from '../../node/api/types.ts'
@@ -207,4 +208,15 @@ test('a name a replaced server had twice means the identity that may be running,
   d.attach(() => new Map([['old', old], ['new', now]]))
   t.is(d.find('host4')?.nodeId, 'new')
   t.is(d.find('old')?.nodeId, 'old', 'an id is that identity')
+})
+
+test('an id shortened as vgrid nodes prints it means the one id that starts and ends so (bb46: "no node")', t => {
+  const ids: [string, string, string, string] = ['12D3KooWAbCdEfGhIjR9uGp9', '12D3KooWZzZzZzZzZzQq1234', '12D3KooWAbCdXxXxXxXyWv12', '12D3KooWAbCdYyYyYyXyWv12']
+  t.is(expandShortId('12D3KooW…R9uGp9', ids), ids[0])
+  t.is(expandShortId(shortId(ids[1]), ids), ids[1])
+  t.is(expandShortId('12D3KooW...R9uGp9', ids), ids[0], 'three dots too')
+  t.is(expandShortId('12D3KooW…XyWv12', ids), '12D3KooW…XyWv12', 'two match: left as given (then not found)')
+  t.is(expandShortId('12D3KooW…nosuch', ids), '12D3KooW…nosuch')
+  t.is(expandShortId('host1', ids), 'host1', 'a name is left alone')
+  t.is(expandShortId('a…b', ids), 'a…b', 'too short to mean one')
 })

@@ -29,7 +29,9 @@ export async function run (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   if (sub === 'label') return await label(rest)
   if (sub === 'unlabel') return await unlabel(rest)
-  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+  // as `vgrid vm` without one (bb46: `vgrid node` exited 0)
+  if (sub == null) throw new CliError(`vgrid node: which subcommand?\n${USAGE}`, 2)
+  if (sub === '--help' || sub === '-h' || sub === 'help') {
     process.stdout.write(USAGE + '\n')
     return
   }

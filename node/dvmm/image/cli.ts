@@ -8,12 +8,22 @@ import { buildGuestImage, ImageError } from './build.ts'
 
 const USAGE = 'vgrid image build [--data-dir DIR] [--kernel-version VERSION] [--force] [--json]'
 
+/** the flags that take a value (the word after them is no subcommand) */
+const VALUED = new Set(['--data-dir', '--kernel-version'])
+
 export async function run (argv: string[]): Promise<void> {
-  const [sub, ...rest] = argv
-  if (sub == null || sub === '--help' || sub === '-h' || sub === 'help') {
+  // the subcommand is the first word that is no flag: `vgrid --json image build` hands
+  // this `build --json`, `vgrid image --json build` gives `--json build` (bb46: "unknown subcommand")
+  let at = 0
+  while (at < argv.length && argv[at]!.startsWith('-')) at += VALUED.has(argv[at]!) ? 2 : 1
+  const sub = argv[at]
+  const rest = sub == null ? argv : [...argv.slice(0, at), ...argv.slice(at + 1)]
+  if (sub === 'help' || argv.includes('-h') || argv.includes('--help')) {
     process.stdout.write(`usage: ${USAGE}\n`)
     return
   }
+  // as `vgrid vm` without one (bb46: exit 0)
+  if (sub == null) throw new CliError(`vgrid image: which subcommand?\nusage: ${USAGE}`, 2)
   if (sub !== 'build') throw new CliError(`unknown subcommand "image ${sub}"\nusage: ${USAGE}`, 2)
   const { values: v } = parse(rest, { json: { type: 'boolean' }, 'data-dir': { type: 'string' }, 'kernel-version': { type: 'string' }, force: { type: 'boolean' } }, USAGE)
   const t0 = performance.now()
