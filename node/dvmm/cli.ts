@@ -12,6 +12,7 @@ import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
 import { num } from '../cli/format.ts'
 import { linkLine } from '../lcm/cli.ts'
+import { follow, type ConsoleAnswer } from './console-follow.ts'
 import type { LinkView } from '../lcm/links.ts'
 import { durationMs, MAX_TIMER_MS } from '../durations.ts'
 
@@ -252,11 +253,14 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
 }
 
 async function consoleOf (argv: string[]): Promise<void> {
-  const usage = 'vgrid vm console VM [--json] [--api HOST:PORT]'
-  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
+  const usage = 'vgrid vm console VM [--follow|-f (then what it prints, until Ctrl-C)] [--json] [--api HOST:PORT]: the last 64 KiB of its console log (read-only)'
+  const { values: v, positionals } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, follow: { type: 'boolean', short: 'f' } }, usage, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
-  const r = await new ApiClient(v.api as string | undefined).get<{ vm: string, node: string, console: string }>(`/v1/vms/${enc(positionals[0])}/console`)
+  if (v.follow === true && v.json === true) throw new CliError('--follow prints the console as it comes; --json gives one answer: give one of them', 2)
+  const api = new ApiClient(v.api as string | undefined)
+  const r = await api.get<ConsoleAnswer>(`/v1/vms/${enc(positionals[0])}/console`)
   if (v.json === true) return json(r)
+  if (v.follow === true) await follow(api, positionals[0], r)
   process.stdout.write(r.console)
 }
 

@@ -634,7 +634,7 @@ export class LocalVms {
   }
 
   /** The tail of a VM's console, from whichever node holds its lease (console.ts). */
-  async console (vmId: string): Promise<{ holder: string, console: string }> { return await this.consoles.of(vmId) }
+  async console (vmId: string): Promise<{ holder: string, console: string, size?: number }> { return await this.consoles.of(vmId) }
 
   private drivers (): Set<VmDriver> { return new Set(Object.values(this.c.drivers)) }
 }

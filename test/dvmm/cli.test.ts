@@ -75,7 +75,14 @@ test('vgrid vm / node drain / ha through the API', async t => {
   const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
   // from whichever node: a node that does not hold it asks the holder
   t.regex((await cli(api, 'vm', 'console', 'web')).out, /fake guest ready web/)
-  t.like(JSON.parse((await cli(api, 'vm', 'console', 'web', '--json')).out), { vm: 'web', console: 'fake guest ready web\n' })
+  t.like(JSON.parse((await cli(api, 'vm', 'console', 'web', '--json')).out), { vm: 'web', console: 'fake guest ready web\n', size: 21, epoch: 1 })
+  // --follow prints what the guest prints after the tail, once (bb46: the console was one read, and said nowhere so)
+  const following = run(NODE, ['--input-type=module', '-e', SCRIPT, 'vm', 'console', 'web', '--follow'], { env: { ...process.env, VGRID_API: api }, timeout: 5000 }).catch((e: { stdout: string }) => e)
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  holder.fake.vms.get('web')!.console += 'more output\n'
+  const followed = (await following) as { stdout: string }
+  t.is(followed.stdout, 'fake guest ready web\nmore output\n')
+  t.regex((await cli(api, 'vm', 'console', 'web', '--follow', '--json')).err, /give one of them/)
   // two nodes: the one left after either is lost sees no majority and fences itself
   const ha = await cli(api, 'ha')
   t.regex(ha.out, /^HA not ok:\n {2}2 of 2 roll members are in sight and a majority is 2: losing any one of them fences every node/)

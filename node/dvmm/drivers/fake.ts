@@ -132,6 +132,10 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     return this.must(id).console.slice(-bytes)
   }
 
+  async consoleSize (id: string): Promise<number> {
+    return Buffer.byteLength(this.must(id).console)
+  }
+
   async remove (id: string): Promise<void> {
     const vm = this.must(id)
     if (vm.state !== 'stopped' && vm.state !== 'failed') throw new DriverError('exists', `VM ${id} is ${vm.state}; stop it first`)

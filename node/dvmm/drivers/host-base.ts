@@ -301,6 +301,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     return tailFile(this.runs.console(id), bytes)
   }
 
+  async consoleSize (id: string): Promise<number> {
+    this.mustLoad(id)
+    try { return statSync(this.runs.console(id)).size } catch { return 0 }
+  }
+
   async remove (id: string): Promise<void> {
     const rec = this.mustLoad(id)
     if (rec.state !== 'stopped' && rec.state !== 'failed') throw new DriverError('exists', `VM ${id} is ${rec.state}; stop it first`)

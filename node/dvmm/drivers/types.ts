@@ -152,6 +152,8 @@ export interface VmDriver extends EventEmitter<DriverEvents> {
   list: () => Promise<VmInfo[]>
   /** The last `bytes` of the VM's console log. */
   consoleTail: (id: string, bytes?: number) => Promise<string>
+  /** How many bytes the console log holds now (it only grows, but for a cut back): what `vm console --follow` counts new output by. */
+  consoleSize?: (id: string) => Promise<number>
   /**
    * Re-points a running VM's terminal names (a link made or removed after it started):
    * a process VM's /etc/hosts; a qemu guest's through a virtio port its init reads.

@@ -1,0 +1,25 @@
+// What `vgrid vm console --follow` prints of each answer after the first (pure:
+// node/dvmm/console-follow.ts newOutput): the bytes the log grew by, or all of the tail
+// after a line saying why.
+import test from 'ava'
+import { newOutput, type ConsoleAnswer } from '../../node/dvmm/console-follow.ts'
+
+const at = (console: string, size: number | undefined, node = 'host1', epoch = 1): ConsoleAnswer => ({ vm: 'web', node, console, ...(size != null ? { size } : {}), epoch })
+
+test('what the log grew by, from the end of the tail; nothing when it did not grow', t => {
+  t.is(newOutput(at('boot\n', 5), at('boot\nready\n', 11)), 'ready\n')
+  t.is(newOutput(at('boot\n', 5), at('boot\n', 5)), '')
+  // a tail that dropped its start (64 KiB kept): still its end
+  t.is(newOutput(at('abcdef', 100_000), at('cdefgh', 100_002)), 'gh')
+  // bytes, not characters
+  t.is(newOutput(at('a', 1), at('aé!', 4)), 'é!')
+})
+
+test('the whole tail after a line saying why: run anew elsewhere, cut back, more than the tail, no size', t => {
+  t.is(newOutput(at('x', 1), at('fresh\n', 6, 'host2', 2)), '\n[vgrid: web runs anew on host2 (epoch 2): its console there]\nfresh\n')
+  t.is(newOutput(at('x', 1), at('fresh\n', 6, 'host1', 2)), '\n[vgrid: web runs anew (epoch 2): its console there]\nfresh\n')
+  t.is(newOutput(at('long log', 2_000_000), at('tail', 1_048_576)), '\n[vgrid: the console log was cut back or started over]\ntail')
+  t.is(newOutput(at('abc', 3), at('xyz', 10)), '\n[vgrid: 4 bytes of output went by between two reads]\nxyz')
+  t.is(newOutput(at('abc', undefined), at('abcd', undefined)), '\n[vgrid: the agent tells no log size: the console\'s tail again]\nabcd')
+  t.is(newOutput(at('abc', undefined), at('abc', undefined)), '')
+})
