@@ -152,6 +152,10 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
     t.is(r.code, 2, c)
     t.regex(r.stderr, new RegExp(`^vgrid: vgrid ${c}: which subcommand\\?\nusage: `), c)
   }
+  // a size where --size goes is said so (bb46: "one volume per command")
+  const noSizeFlag = await vgrid(['vol', 'create', '/shop/z', '1G'])
+  t.is(noSizeFlag.code, 2)
+  t.regex(noSizeFlag.stderr, /^vgrid: vgrid vol create takes 1 argument, not 2: "1G" is more \(the size goes after --size: vgrid vol create \/shop\/z --size 1G\)\n/)
   // drain's --timeout takes a duration as every other flag does, or seconds (bb46: "5s" refused)
   const badTimeout = await vgrid(['node', 'drain', 'x', '--wait', '--timeout', '5x'])
   t.is(badTimeout.code, 2)

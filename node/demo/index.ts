@@ -80,7 +80,11 @@ async function forward (port: number, adminSocket: string, readSocket: string): 
     const u = connect(uid != null && admins.isAdmin(uid) ? adminSocket : readSocket)
     c.pipe(u).pipe(c)
     const close = (): void => { c.destroy(); u.destroy() }
-    for (const s of [c, u]) { s.on('error', close); s.on('close', close) }
+    for (const s of [c, u]) s.on('error', close)
+    c.on('close', close)
+    // the bridge's side ended: what it sent still goes out (destroy would drop it: bb46's
+    // "no agent answers" became a reset), then the end
+    u.on('close', () => c.end())
   })
   const listen = async (p: number): Promise<void> => await new Promise((resolve, reject) => {
     server.once('error', reject)

@@ -16,7 +16,7 @@ import { follow, type ConsoleAnswer } from './console-follow.ts'
 import type { LinkView } from '../lcm/links.ts'
 import { durationMs, MAX_TIMER_MS } from '../durations.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never] [--constraint KEY=VALUE]... [--label KEY=VALUE]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP] [--stopped] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        vgrid vm ls [--json]
        vgrid vm show VM [--json]

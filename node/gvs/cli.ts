@@ -9,7 +9,7 @@ import { copyFile, repair, scrub } from './cli-copy.ts'
 import { OBJECT_SIZE } from './placement.ts'
 import { enc, json, layersLine, out, progressLine, repairLine, scrubLine, size, stateText } from './cli-format.ts'
 
-const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N] [--min-replicas N] [--json]
+const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N (default 2)] [--min-replicas N (copies a write needs; default: all N)] [--json]
        vgrid vol ls [PREFIX] [--json]
        vgrid vol info VOL [--json]
        vgrid vol resize VOL SIZE [--json]
@@ -94,7 +94,9 @@ export async function vol (argv: string[]): Promise<void> {
   const need = (n: number, more = false): string[] => {
     if (p.length < n) throw new CliError(`vgrid vol ${sub ?? ''}: missing arguments\n${usageOf(sub)}`, 2)
     if (!more && p.length > n && n === 0) throw new CliError(`vgrid vol ${sub ?? ''} takes no argument: ${p.map(x => JSON.stringify(x)).join(' ')} ${p.length === 1 ? 'is' : 'are'} more (it scrubs this node's copies of every volume)\n${usageOf(sub)}`, 2)
-    if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more (one volume per command)\n${usageOf(sub)}`, 2)
+    // a size where --size goes (bb46: `vol create /shop/z 1G`)
+    const sizeHint = sub === 'create' && v.size == null && p.length === 2 && /^\d+(\.\d+)?\s*[KMGTP]?(i?B)?$/i.test(p[1]!) ? ` (the size goes after --size: vgrid vol create ${p[0]!} --size ${p[1]!})` : ''
+    if (!more && p.length > n) throw new CliError(`vgrid vol ${sub ?? ''} takes ${n} argument${n === 1 ? '' : 's'}, not ${p.length}: ${p.slice(n).map(x => JSON.stringify(x)).join(' ')} ${p.length - n === 1 ? 'is' : 'are'} more${sizeHint !== '' ? sizeHint : ' (one volume per command)'}\n${usageOf(sub)}`, 2)
     return p
   }
   const int = (x: unknown, flag: string): number | undefined => {
@@ -193,7 +195,8 @@ export async function vol (argv: string[]): Promise<void> {
       return out(`removed ${r.path}${r.snapshots != null && r.snapshots.length > 0 ? ` and its snapshot${r.snapshots.length === 1 ? '' : 's'} ${r.snapshots.join(', ')}` : ''}`)
     }
     case 'snapshot': {
-      if (p[0] === 'rm') {
+      // with --set, "rm" is the set snapshot's name (bb46: taken for a removal, --set ignored)
+      if (p[0] === 'rm' && v.set !== true) {
         const [, id, name] = need(3)
         const d = await api.request<VolumeView>('DELETE', `/v1/volumes/${enc(id!)}/snapshots/${enc(name!)}`)
         return v.json === true ? json(d) : out(`removed snapshot ${id!}@${name!}`)

@@ -57,7 +57,8 @@ export function checkSize (size: unknown, field = 'size'): number {
   const said = typeof size === 'number' ? `(a number beyond ${Number.MAX_SAFE_INTEGER}, which JSON cannot carry exactly)` : JSON.stringify(size)
   if (Number.isFinite(n) && n > Number.MAX_SAFE_INTEGER) throw new ValidationError(field, `${field} ${said} is larger than any volume can be (at most ${Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % SECTOR)} bytes, just under 8 PiB)`, 'too-large')
   if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError(field, `${field} ${typeof size === 'number' ? String(size) : JSON.stringify(size)} must be a positive whole number of bytes`)
-  if (n % SECTOR !== 0) throw new ValidationError(field, `${field} ${n} is not a multiple of ${SECTOR} bytes (whole sectors)`)
+  // a bare number is bytes: a small one was most likely meant in M or G (bb46; as vm create's --memory hints)
+  if (n % SECTOR !== 0) throw new ValidationError(field, `${field} ${n} is not a multiple of ${SECTOR} bytes (whole sectors)${n < 1024 * 1024 && /^\s*\d+\s*$/.test(String(size)) ? `; a number alone is bytes: ${n}M or ${n}G?` : ''}`)
   return n
 }
 

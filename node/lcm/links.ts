@@ -98,7 +98,13 @@ export function checkLink (req: LinkRequest, doc: LinkDoc): Link {
     const declared = vm[kind] ?? doc.links.flatMap(l => kind === 'outputs' ? (l.from.vm === e.vm ? [l.from.terminal] : []) : (l.to.vm === e.vm ? [l.to.terminal] : []))
     const what = kind === 'outputs' ? 'output' : 'input'
     const terminal = matchTerminal(declared, e.terminal)
-    if (terminal == null) throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})`)
+    if (terminal == null) {
+      // the ends given the other way round (bb46: `link create db.in cli.db`): FROM is an output
+      const other = kind === 'outputs' ? 'inputs' : 'outputs'
+      const swapped = matchTerminal(vm[other] ?? [], e.terminal) != null
+      const hint = swapped ? `; ${e.vm}.${e.terminal} is an ${what === 'output' ? 'input' : 'output'}: a link goes from an output (first) to an input (second): vgrid link create ${req.to.vm}.${req.to.terminal} ${req.from.vm}.${req.from.terminal}?` : ''
+      throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})${hint}`)
+    }
     ends[field] = { vm: e.vm, terminal }
   }
   const r: LinkRequest = { ...req, from: ends.from!, to: ends.to! }

@@ -24,9 +24,19 @@ const server = createServer(client => {
   client.pipe(upstream).pipe(client)
   const close = (): void => { client.destroy(); upstream.destroy() }
   client.on('error', close)
-  upstream.on('error', close)
   client.on('close', close)
-  upstream.on('close', close)
+  // the agent's side ended: what it sent still goes out (destroy would drop it), then the end
+  upstream.on('close', () => client.end())
+  // no agent listening (killed, not started again): an HTTP answer saying so, not a reset
+  // of the caller's connection, which read as an agent that took it and hung up (bb46)
+  let connected = false
+  upstream.once('connect', () => { connected = true })
+  upstream.on('error', err => {
+    if (connected || !client.writable) { close(); return }
+    client.unpipe(upstream)
+    const body = JSON.stringify({ error: { code: 'agent_down', message: `no vgrid agent answers in this host's namespace (${(err as NodeJS.ErrnoException).code ?? err.message} on 127.0.0.1:${port}): it is not running` } })
+    client.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  })
 })
 server.listen(socketPath, () => {
   if (mode === '--unprivileged') {

@@ -176,3 +176,9 @@ test('a volume found by its path and removed while the request waited is said so
   t.is(stillThere([vol({ path: '/moved' })], v).path, '/moved', 'found by its id, renamed or not')
   t.throws(() => stillThere([vol({ id: 'vol-b' })], v), { message: 'volume /shop/db/data (vol-a) was removed meanwhile, by another request' })
 })
+
+test('a size of a few bytes that is no whole sector hints at units: a number alone is bytes (bb46)', t => {
+  t.throws(() => checkSize('10'), { message: 'size 10 is not a multiple of 512 bytes (whole sectors); a number alone is bytes: 10M or 10G?' })
+  t.throws(() => checkSize(1000), { message: 'size 1000 is not a multiple of 512 bytes (whole sectors); a number alone is bytes: 1000M or 1000G?' })
+  t.is(checkSize('10M'), 10 * 2 ** 20)
+})

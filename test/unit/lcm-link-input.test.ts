@@ -40,5 +40,7 @@ test('checkLink: terminals given in another case mean the declared ones, and the
   // and so the same link twice, or the output taken, are found whatever the case
   t.throws(() => checkLink(parseLinkRequest({ from: 'web.Db', to: 'db.IN', port: 5432 }), { vms, links: [l] }), { message: /exists already/ })
   t.throws(() => checkLink(parseLinkRequest({ from: 'web.DB', to: 'db.in', port: 1 }), { vms, links: [l] }), { message: /output web\.db is connected already/ })
-  t.throws(() => checkLink(parseLinkRequest({ from: 'web.nope', to: 'db.in', port: 1 }), { vms, links: [] }), { message: /VM "web" has no output terminal "nope" \(its outputs: db\)/ })
+  t.throws(() => checkLink(parseLinkRequest({ from: 'web.nope', to: 'db.in', port: 1 }), { vms, links: [] }), { message: /VM "web" has no output terminal "nope" \(its outputs: db\)$/ })
+  // the ends the other way round: said, with the command the right way (bb46)
+  t.throws(() => checkLink(parseLinkRequest({ from: 'db.in', to: 'web.db', port: 1 }), { vms, links: [] }), { message: /^from: VM "db" has no output terminal "in" \(it has no outputs: .*\); db\.in is an input: a link goes from an output \(first\) to an input \(second\): vgrid link create web\.db db\.in\?$/ })
 })
