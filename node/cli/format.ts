@@ -21,3 +21,10 @@ export function table (headers: string[], rows: string[][]): string {
 export function shortId (id: string): string {
   return id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id
 }
+
+/**
+ * Labels as `k=v,k2=v2`, sorted; a value holding the list's own separators (or none) is
+ * quoted: `k="a,zone=b"` read as two labels (bb20). Empty when there are none.
+ */
+export const sayLabels = (labels: Record<string, string>): string =>
+  Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${/[,=\s"]/.test(v) || v === '' ? JSON.stringify(v) : v}`).join(',')

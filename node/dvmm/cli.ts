@@ -10,7 +10,7 @@ import type { NodeView } from '../api/types.ts'
 import { awayForGood, volumeDrainLine, volumeDrainProgress, type VolumeDrainProgress, type VolumesAnswer } from './drain-volumes.ts'
 import { escapeControls } from './control-chars.ts'
 import { parseCpu } from '../resources.ts'
-import { num } from '../cli/format.ts'
+import { num, sayLabels } from '../cli/format.ts'
 import { linkLine } from '../lcm/cli.ts'
 import { follow, type ConsoleAnswer } from './console-follow.ts'
 import type { LinkView } from '../lcm/links.ts'
@@ -132,7 +132,14 @@ async function create (args: string[]): Promise<void> {
   if (v.stopped === true) body.desired = 'stopped'
   const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
   if (v.json === true) return json(d)
-  say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+  stateLines(d)
+}
+
+/** `NAME: STATE (REASON)`, a reason's lines (a guest's output, written with \n escaped) on lines of their own (bb46: "lock\nIs another process") */
+function stateLines (d: { name: string, state: string, reason?: string | null }): void {
+  const [first, ...more] = d.reason?.split(/(?:\\r)?\\n/).filter((l, i) => i === 0 || l.trim() !== '') ?? []
+  say(`${d.name}: ${d.state}${first != null ? ` (${first}${more.length === 0 ? ')' : ''}` : ''}`)
+  more.forEach((l, i) => { say(`    ${l.trim()}${i === more.length - 1 ? ')' : ''}`) })
 }
 
 /** an API error naming a volume by its place in the request (`volumes[1]: ...`) said as the flag the user gave (bb38) */
@@ -196,9 +203,18 @@ async function show (argv: string[]): Promise<void> {
   // agent that cannot list them leaves the line out rather than the whole answer (one
   // of an earlier release, without ?vm=, lists them all)
   const links = (await api.get<{ links: LinkView[] }>(`/v1/links?vm=${enc(d.name)}`).catch(async () => await api.get<{ links: LinkView[] }>('/v1/links')).catch(() => null))?.links.filter(l => l.from.vm === d.name || l.to.vm === d.name)
-  say(`${d.name}: ${d.state}${d.reason != null ? ` (${d.reason})` : ''}`)
+  stateLines(d)
   say(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) say(`  overlay address ${d.address}`)
+  // what it was made with that placement and the operator read (bb46: only the JSON had them)
+  const made = [
+    ...(d.app != null ? [`app ${d.app}`] : []),
+    ...(Object.keys(d.spec.labels ?? {}).length > 0 ? [`labels ${sayLabels(d.spec.labels!)}`] : []),
+    ...(Object.keys(d.spec.constraints).length > 0 ? [`needs node labels ${sayLabels(d.spec.constraints)}`] : []),
+    ...(d.spec.antiAffinity != null ? [`anti-affinity group ${d.spec.antiAffinity}`] : []),
+    ...(d.spec.restart != null ? [`restart ${d.spec.restart}`] : [])
+  ]
+  if (made.length > 0) say(`  ${made.join('; ')}`)
   if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities`)
   // by path, as users name them (an agent of an earlier release sends ids only)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
@@ -218,13 +234,22 @@ async function show (argv: string[]): Promise<void> {
   for (const n of ranking.nodes) {
     say(n.filtered != null
       ? `  ${n.name}: filtered by ${n.filtered.check}: ${n.filtered.reason}`
-      : `  ${n.name}: score ${n.total.toFixed(3)} (fit ${(n.scores.fit ?? 0).toFixed(3)}, anti-affinity ${n.scores.antiAffinity ?? 0}${n.why != null ? `; ${n.why}` : ''})`)
+      : `  ${n.name}: score ${n.total.toFixed(3)} (${scoreParts(n.scores)}${n.why != null ? `; ${n.why}` : ''})`)
   }
   if (d.history.length > 0) say('history:')
   for (const e of d.history) say(`  ${historyLine(e)}`)
   // an agent of an older release answers without it
   const unreadable = d.historyUnreadable ?? 0
   if (unreadable > 0) say(`  (${unreadable} ${unreadable === 1 ? 'event' : 'events'} of its log could not be read here and ${unreadable === 1 ? 'is' : 'are'} left out: written by a newer agent, or damaged)`)
+}
+
+/**
+ * A node's score as the sum it is (crdt/placement/rank.ts): each part not zero with its
+ * weight, fit always (bb46: "score -999.273 (fit 0.727, anti-affinity -1)" did not add up)
+ */
+export function scoreParts (s: { fit?: number, antiAffinity?: number, reach?: number, overlay?: number }): string {
+  const parts = [['overlay', s.overlay, ' x 1e9'], ['reach', s.reach, ' x 1e6'], ['anti-affinity', s.antiAffinity, ' x 1000']] as const
+  return [...parts.filter(([, x]) => x != null && x !== 0).map(([name, x, w]) => `${name} ${x!}${w}`), `fit ${(s.fit ?? 0).toFixed(3)}`].join(', ')
 }
 
 async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {

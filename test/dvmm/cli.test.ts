@@ -71,6 +71,9 @@ test('vgrid vm / node drain / ha through the API', async t => {
   const show = await cli(api, 'vm', 'show', 'web')
   t.regex(show.out, /placement/)
   t.regex(show.out, /runs as user nobody, without capabilities/)
+  // what it was made with (bb46: only the JSON had its labels and app); its score as the sum it is
+  t.regex(show.out, /^ {2}labels tier=web$/m)
+  t.regex(show.out, /^ {2}a[01]: score -?\d+\.\d{3} \((anti-affinity -?\d+ x 1000, )?fit \d\.\d{3}\)$/m)
   t.regex(show.out, /history:\n.*placed on a[01]/)
   const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
   // from whichever node: a node that does not hold it asks the holder

@@ -2,7 +2,7 @@
 // sorted, with a value that holds the list's own separators quoted (bb20: a value
 // "a,zone=b" showed as `k=a,zone=b`, as if the node had zone=b).
 import test from 'ava'
-import { sayLabels } from '../../node/cli/commands/node-label.ts'
+import { sayLabels } from '../../node/cli/format.ts'
 
 test('labels: sorted k=v; a value with a comma, "=", space, quote, or none is quoted', t => {
   t.is(sayLabels({ zone: 'eu', rack: 'r7' }), 'rack=r7,zone=eu')

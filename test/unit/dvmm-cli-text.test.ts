@@ -6,6 +6,7 @@
 import test from 'ava'
 import { createServer, type Server } from 'node:http'
 import { runCli } from '../helpers/cli-run.ts'
+import { scoreParts } from '../../node/dvmm/cli.ts'
 
 /** what the tester's guest printed, with a C1 CSI besides */
 const GUEST = '\u001b[31mRED\u001b]0;TITLE\u0007\nline2\r\n\u009b2J'
@@ -27,6 +28,8 @@ const detail = {
   history: [{ at: '2024-01-01T00:00:00.000Z', event: 'failed', node: 'h1', detail: REASON }],
   historyUnreadable: 0
 }
+/** a reason as the agent writes it: a guest's (QEMU's) two lines, the line break escaped */
+const LOCKED = { ...detail, id: 'lock', name: 'lock', reason: 'start failed: driver qemu: it ended at once with status 1: qemu-system-x86_64: Failed to get "write" lock\\nIs another process using the image [/x]?' }
 const ha = { ok: false, stranded: [], unplaced: [{ vm: 'esc1', reason: `no node fits: ${GUEST}` }] }
 const status = {
   node: { id: 'n1', name: 'h1', version: '0', cluster: 'c', addrs: [] },
@@ -46,7 +49,7 @@ test.before(async () => {
     req.resume()
     const answer = req.url === '/v1/vms' && req.method === 'GET'
       ? { vms: [row] }
-      : req.url === '/v1/vms' || req.url === '/v1/vms/esc1' ? detail : req.url === '/v1/ha' ? ha : req.url === '/v1/status' ? status : undefined
+      : req.url === '/v1/vms' || req.url === '/v1/vms/esc1' ? detail : req.url === '/v1/vms/lock' ? LOCKED : req.url === '/v1/ha' ? ha : req.url === '/v1/status' ? status : undefined
     res.writeHead(answer == null ? 404 : 200, { 'content-type': 'application/json' })
     res.end(JSON.stringify(answer ?? { error: { code: 'not_found', message: 'no such route' } }))
   })
@@ -87,6 +90,11 @@ test.serial('vm show, vm create, ha and status: no control character reaches the
   t.regex(show, /^ {2}2024-01-01T00:00:00.000Z {2}failed on h1: start failed: .*\\x07\\nline2/m)
 })
 
+test.serial('vm show: a reason\'s escaped line breaks are lines of their own (bb46: "lock\\nIs another process")', async t => {
+  const show = (await vgrid('vm', 'show', 'lock')).out
+  t.regex(show, /^lock: failed \(start failed: driver qemu: it ended at once with status 1: qemu-system-x86_64: Failed to get "write" lock\n {4}Is another process using the image \[\/x\]\?\)\n/)
+})
+
 test.serial('vm create: --kernel with --image (and an initrd without a kernel) is refused before the API is asked', async t => {
   asked.length = 0
   const both = await vgrid('vm', 'create', 'q6', '--cpu', '1', '--memory', '256M', '--kernel', '/etc/passwd', '--image', '/etc/passwd')
@@ -99,4 +107,10 @@ test.serial('vm create: --kernel with --image (and an initrd without a kernel) i
   t.is(cmd.code, 2)
   t.regex(cmd.err, /a command runs a process VM, --kernel is for a qemu VM/)
   t.deepEqual(asked, [])
+})
+
+test('a node\'s score shows the parts it sums, each with its weight (bb46: -999.273 from fit 0.727 and anti-affinity -1)', t => {
+  t.is(scoreParts({ fit: 0.727, antiAffinity: -1, reach: 0, overlay: 0 }), 'anti-affinity -1 x 1000, fit 0.727')
+  t.is(scoreParts({ fit: 0.5, antiAffinity: 0, reach: -1, overlay: -1 }), 'overlay -1 x 1e9, reach -1 x 1e6, fit 0.500')
+  t.is(scoreParts({ fit: 0.25 }), 'fit 0.250')
 })

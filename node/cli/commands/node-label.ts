@@ -4,6 +4,7 @@
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
 import { ApiClient, CliError } from '../client.ts'
 import { NODE_USAGE } from '../../dvmm/cli.ts'
+import { sayLabels } from '../format.ts'
 
 const LABEL_USAGE = 'vgrid node label NODE KEY=VALUE... [--json] [--api HOST:PORT]'
 const UNLABEL_USAGE = 'vgrid node unlabel NODE KEY... [--json] [--api HOST:PORT]'
@@ -17,12 +18,6 @@ interface LabelsAnswer { node: string, name: string, set: Record<string, string>
 // one request a key applied those before a bad or missing one, then failed)
 const path = (node: string): string => `/v1/nodes/${encodeURIComponent(node)}/labels`
 
-/**
- * Labels as `k=v,k2=v2`, sorted; a value holding the list's own separators (or none) is
- * quoted: `k="a,zone=b"` read as two labels (bb20). Empty when there are none.
- */
-export const sayLabels = (labels: Record<string, string>): string =>
-  Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${/[,=\s"]/.test(v) || v === '' ? JSON.stringify(v) : v}`).join(',')
 const show = (labels: Record<string, string>): string => sayLabels(labels) || '(none)'
 
 export async function run (argv: string[]): Promise<void> {

@@ -1,6 +1,6 @@
 // `vgrid status` and `vgrid nodes`: the pool and its members as the local agent sees them.
 import { parse, API_OPTION, JSON_OPTION } from '../args.ts'
-import { sayLabels } from './node-label.ts'
+import { sayLabels } from '../format.ts'
 import { ApiClient } from '../client.ts'
 import { bytes, num, shortId, table } from '../format.ts'
 import type { NodesView, NodeView, StatusView } from '../../api/types.ts'

@@ -342,8 +342,7 @@ export function redactExportKeys (text: string): string {
 export function endedAtOnce (status: string, consoleTail: string): string {
   // QEMU quotes a disk's options when it fails to open one, a VM disk's export key among
   // them: never in a reason others read (rv36)
-  // its lines joined with " / ", not shown as \n escapes (bb46: QEMU's two-line lock error read "lock\nIs another")
-  const said = escapeControls(redactExportKeys(consoleTail.trim()).split(/\s*\r?\n\s*/).filter(l => l !== '').join(' / '))
+  const said = escapeControls(redactExportKeys(consoleTail.trim()))
   return `it ended at once with status ${status}${said !== '' ? `: ${said}` : ' (its console is empty)'}`
 }
 
