@@ -134,7 +134,8 @@ export function fenced (f: FenceInput): FenceDecision {
     fenced: isFenced,
     mayClaim: false,
     lastMajorityAt: f.lastMajorityAt,
-    reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members (no majority) for ${Math.round(without)} ms` + (isFenced ? `, past the fence timeout ${f.fenceTimeoutMs} ms` : '')
+    // in seconds, as `vgrid ha` says the fence timeout (bb46: "10006 ms, past the fence timeout 5000 ms")
+    reason: `sees ${f.aliveSeen} of ${f.rollSize} roll members (no majority) for ${(without / 1000).toFixed(1)} s` + (isFenced ? `, past the fence timeout ${f.fenceTimeoutMs / 1000} s` : '')
   }
 }
 

@@ -158,7 +158,7 @@ export function unheardError (volume: string, what: string, sets: readonly strin
   // since when its holders have been silent, where their errors say (out of reach, no
   // majority): a request waits out the retry time from then, not from its own start (bb19:
   // every write to such an object waited 20 s, however long the cut had lasted)
-  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older, so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`, { transient: true, ...timing })
+  return new GvsError('unavailable', `volume "${volume}" ${what}: its writes went to ${names.join(', then to ')}, and ${one && names.length === 1 ? 'it does not answer' : 'none of them answers'}: the copies that answered may be older (also where it was never written: no record says which objects were), so it is unavailable until one of them returns (vgrid node forget of a node gone for good gives its writes up)`, { transient: true, ...timing })
 }
 
 /**
