@@ -7,7 +7,7 @@
 // console is still served until the lease is not this node's.
 import type { Lease, Reader, Vm, Writer } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
-import { onExit, restartDelayMs } from '../../crdt/placement/index.ts'
+import { onExit, restartDelayMs, QUICK_RUN_MS } from '../../crdt/placement/index.ts'
 import type { Logger } from '../log.ts'
 import type { RequestHost } from '../p2p/request.ts'
 import type { Clock } from '../service.ts'
@@ -95,6 +95,10 @@ export class LocalVms {
    * own lease meanwhile still stops at the third crash
    */
   private readonly crashesUnwritten = new Map<string, number[]>()
+  /** quick clean runs in a row under `always`, by VM (restart.ts QUICK_RUN_MS): this node's own count */
+  private readonly quickRuns = new Map<string, number>()
+  /** when (monotonic ms) a VM's restart after quick runs may begin, by VM (onExit's delayMs) */
+  private readonly restartNotBefore = new Map<string, number>()
   /** consoles, here and of VMs elsewhere, and the ended runs kept for them */
   private readonly consoles: VmConsoles
   /** a graceful stop of the service began: a start that completes now is killed */
@@ -303,7 +307,9 @@ export class LocalVms {
   private async runStart (vm: Vm, driver: VmDriver, doc: DocView): Promise<void> {
     const id = vm.id
     // after a crash, a pause first (the crash rule's: restartDelayMs), busy meanwhile
-    const pause = restartDelayMs(this.crashesUnwritten.get(id) ?? doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock))
+    const quickWait = Math.max(0, (this.restartNotBefore.get(id) ?? 0) - performance.now())
+    this.restartNotBefore.delete(id)
+    const pause = Math.max(quickWait, restartDelayMs(this.crashesUnwritten.get(id) ?? doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock)))
     if (pause > 0) {
       await new Promise(resolve => setTimeout(resolve, pause))
       if (this.aborted(id)) return
@@ -532,7 +538,12 @@ export class LocalVms {
     const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const at = docStamp(this.c.clock)
     const ranMs = e.startedAt != null ? e.at - e.startedAt : undefined
-    const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs })
+    const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs, quickRuns: this.quickRuns.get(id) ?? 0 })
+    // quick clean runs in a row wait longer and longer (restart.ts); anything else starts the count again
+    const quick = d.action === 'restart' && e.reason === 'exited' && ranMs != null && ranMs < QUICK_RUN_MS && d.crashes.at(-1) !== at
+    if (quick) this.quickRuns.set(id, (this.quickRuns.get(id) ?? 0) + 1)
+    else this.quickRuns.delete(id)
+    if (d.action === 'restart' && d.delayMs != null) this.restartNotBefore.set(id, performance.now() + d.delayMs)
     // a crash is counted with its time: a clean exit that is none (completed, or restarted under always) is not
     if (d.crashes.at(-1) === at) this.c.metrics.crashes.inc()
     // one left stopped by the crash rule (not a clean end) is worth an operator's look (bb32: INFO)
@@ -581,6 +592,10 @@ export class LocalVms {
   /** Removes the ended runs (their consoles) of VMs whose lease is no longer this node's (console.ts). */
   sweep (doc: DocView): void {
     this.consoles.sweep(doc)
+    // counts of VMs no longer held here, or asked stopped (a start by hand begins anew)
+    for (const id of this.quickRuns.keys()) {
+      if (doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') { this.quickRuns.delete(id); this.restartNotBefore.delete(id) }
+    }
     if (this.movedKills.size > 0) this.flushMovedKills(doc)
   }
 

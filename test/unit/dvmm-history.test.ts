@@ -5,7 +5,7 @@ import test from 'ava'
 import { History, appendLog, claimLog, logged, readLog, transitionEvents } from '../../node/dvmm/history.ts'
 import { LEASE_LOG_MAX, Replica, isLeaseEvent, syncPair, validateObject, type Lease, type LeaseEvent } from '../../crdt/index.ts'
 import { docView } from '../../node/dvmm/view.ts'
-import { onExit, MIN_CLEAN_RUN_MS } from '../../crdt/placement/restart.ts'
+import { onExit, quickRestartDelayMs, MIN_CLEAN_RUN_MS, QUICK_RUN_MS } from '../../crdt/placement/restart.ts'
 
 const lease = (o: Partial<Lease>): Lease => ({ vm: 'web', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: 1 << 20, status: 'claimed', at: 1, by: 'n1', ...o } as Lease)
 const name = (n: string): string => n.toUpperCase()
@@ -174,4 +174,21 @@ test('an event keeps the name its node had when it was written: shown once the n
   t.deepEqual(transitionEvents(undefined, lease({}))[0], { event: 'placed', node: 'n1', epoch: 1 }, 'no name known: none written')
   t.is(validateObject('leases', 'web', l), null, 'the lease with named events is valid')
   t.true((l.log as unknown[]).every(isLeaseEvent), 'and its events readable')
+})
+
+test('quick clean runs in a row under always wait longer and longer before their restart; a long run starts the count again (bb45)', t => {
+  const now = 100_000_000
+  const quick = (quickRuns: number): ReturnType<typeof onExit> => onExit([], now, { policy: 'always', clean: true, detail: 'exited (code 0)', ranMs: 11_000, quickRuns })
+  t.is(quick(0).reason, 'exited (code 0) cleanly after 11 s; restart policy is always: restarting (a clean exit is no crash)')
+  t.is((quick(0) as { delayMs?: number }).delayMs, undefined, 'the first quick run restarts at once')
+  t.like(quick(1), { action: 'restart', crashes: [], delayMs: 10_000 })
+  t.is(quick(1).reason, 'exited (code 0) cleanly after 11 s; restart policy is always: restarting in 10 s (2 runs in a row under 10 min: each doubles the wait, up to 5 min) (a clean exit is no crash)')
+  t.like(quick(2), { delayMs: 20_000 })
+  t.like(quick(50), { delayMs: 300_000 }, 'at most 5 min')
+  // a run of 10 min or more: at once, whatever came before
+  t.is((onExit([], now, { policy: 'always', clean: true, ranMs: QUICK_RUN_MS, quickRuns: 9 }) as { delayMs?: number }).delayMs, undefined)
+  t.deepEqual([1, 2, 3, 4, 5, 6, 7, 8].map(quickRestartDelayMs), [0, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000])
+  // crashes keep their own rule
+  t.like(onExit([], now, { policy: 'always', clean: false, ranMs: 11_000, quickRuns: 5 }), { action: 'restart', crashes: [now] })
+  t.true(MIN_CLEAN_RUN_MS < QUICK_RUN_MS)
 })
