@@ -152,6 +152,12 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
     t.is(r.code, 2, c)
     t.regex(r.stderr, new RegExp(`^vgrid: vgrid ${c}: which subcommand\\?\nusage: `), c)
   }
+  // --api before a command asked for its help (bb45: "unknown subcommand \"vm --api\"")
+  for (const c of ['vm', 'link', 'vol']) {
+    const help = await vgrid(['--api', '127.0.0.1:1', c, '--help'])
+    t.is(help.code, 0, `${c}: ${help.stderr}`)
+    t.regex(help.stdout, new RegExp(`vgrid ${c} `), c)
+  }
   // a size where --size goes is said so (bb46: "one volume per command")
   const noSizeFlag = await vgrid(['vol', 'create', '/shop/z', '1G'])
   t.is(noSizeFlag.code, 2)

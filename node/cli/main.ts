@@ -67,6 +67,9 @@ function hoistClientFlags (argv: readonly string[]): string[] {
   }
   if (flags.length === 0) return [...argv]
   const rest = argv.slice(i)
+  // help needs no agent: `vgrid --api X vm --help` is `vgrid vm --help` (bb45: "unknown subcommand \"vm --api\"")
+  const dashes = rest.indexOf('--')
+  if (rest.slice(0, dashes < 0 ? undefined : dashes).some(a => a === '--help' || a === '-h')) return rest
   const at = rest.length >= 2 && !rest[1]!.startsWith('-') ? 2 : 1
   return [...rest.slice(0, at), ...flags, ...rest.slice(at)]
 }
