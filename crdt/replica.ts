@@ -230,18 +230,21 @@ export class Replica {
   }
 
   /**
-   * Which of `keys` a change since `heads` wrote (put or deleted, in any map), with the
-   * heads it looked up to; null if the history lacks `heads`. Decodes each such change:
-   * for rare questions about recent history only (layer-reclaim.ts: a volume made and
-   * destroyed in one sync, which no read of the document ever shows).
+   * Which of `keys` a change since `heads` put or deleted in the `kind` collection itself,
+   * and which the collection no longer holds (valid or not: rv45), with the heads it
+   * looked up to; null if the history lacks `heads`. Decodes each such change: for rare
+   * questions about recent history only (layer-reclaim.ts: a volume made and destroyed in
+   * one sync, which no read of the document ever shows).
    */
-  keysWrittenSince (heads: readonly string[], keys: ReadonlySet<string>): { found: Set<string>, heads: string[] } | null {
-    if (!this.hasHeads([...heads])) return null
+  keysWrittenSince (heads: readonly string[], kind: Kind, keys: ReadonlySet<string>): { found: Set<string>, heads: string[] } | null {
+    const coll = this.lineage.objectIds.get(kind)?.id
+    if (coll == null || !this.hasHeads([...heads])) return null
     const found = new Set<string>()
     const now = this.core.getHeads()
     for (const change of this.core.getChanges([...heads])) {
-      for (const op of A.decodeChange(change).ops) if (keys.has(op.key)) found.add(op.key)
+      for (const op of A.decodeChange(change).ops) if (op.obj === coll && keys.has(op.key)) found.add(op.key)
     }
+    for (const k of keysAt(this.core, coll)) found.delete(k)
     return { found, heads: now }
   }
 

@@ -91,13 +91,13 @@ export const stateRoutes = ({ state, directory, onRoll }: { state: StateRoutesSt
   app.patch<{ Params: { id: string }, Body: unknown }>('/v1/nodes/:id/labels', { schema: { params: { type: 'object', properties: { id: labelParams.properties.id }, required: ['id'] } } }, async (req): Promise<LabelsChangedView> => {
     const b = bodyObject(req.body)
     onlyFields(b, ['set', 'remove'])
-    const set = b.set ?? {}
-    const remove = b.remove ?? []
+    const set = b.set === undefined ? {} : b.set
+    const remove = b.remove === undefined ? [] : b.remove
     if (typeof set !== 'object' || set === null || Array.isArray(set)) throw new ValidationError('set', 'set must be an object of label keys to string values')
     if (!Array.isArray(remove)) throw new ValidationError('remove', 'remove must be an array of label keys')
     const pairs = Object.entries(set as Record<string, unknown>)
     if (pairs.length === 0 && remove.length === 0) throw new ValidationError('set', 'give labels to set or remove')
-    if (pairs.length + remove.length > NODE_LABELS_MAX) throw new ValidationError('set', `${pairs.length + remove.length} labels in one request, at most ${NODE_LABELS_MAX}`, 'too_many_labels')
+    if (pairs.length + remove.length > NODE_LABELS_MAX) throw new ValidationError('set', `${pairs.length + remove.length} labels in one request, at most ${NODE_LABELS_MAX}`)
     for (const [key, value] of pairs) {
       checkKey(key)
       if (typeof value !== 'string') throw new ValidationError('set', `the value of label "${key}" must be a string, not ${value === null ? 'null' : typeof value}`)

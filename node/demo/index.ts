@@ -83,8 +83,9 @@ async function forward (port: number, adminSocket: string, readSocket: string): 
     for (const s of [c, u]) s.on('error', close)
     c.on('close', close)
     // the bridge's side ended: what it sent still goes out (destroy would drop it: bb46's
-    // "no agent answers" became a reset), then the end
-    u.on('close', () => c.end())
+    // "no agent answers" became a reset), then the end; the caller's side, unpiped and so
+    // paused, is read on to its end, or its socket stays open (rv45)
+    u.on('close', () => { c.end(); c.resume(); setTimeout(() => c.destroy(), 10_000).unref() })
   })
   const listen = async (p: number): Promise<void> => await new Promise((resolve, reject) => {
     server.once('error', reject)

@@ -3,7 +3,8 @@
 // API answers its last 64 KiB with its size). `newOutput` decides what a poll adds (pure).
 import { ApiClient, CliError } from '../cli/client.ts'
 
-export interface ConsoleAnswer { vm: string, node: string, console: string, size?: number, epoch?: number }
+/** `size`: the offset the tail ends at; `run`: when the run began (a new run's log starts over) */
+export interface ConsoleAnswer { vm: string, node: string, console: string, size?: number, run?: number, epoch?: number }
 
 /** how often the follower asks */
 export const FOLLOW_EVERY_MS = 1000
@@ -16,7 +17,9 @@ export const FOLLOW_EVERY_MS = 1000
  * no size (one of an earlier release).
  */
 export function newOutput (prev: ConsoleAnswer, next: ConsoleAnswer): string {
-  const moved = next.node !== prev.node || next.epoch !== prev.epoch
+  // another node, epoch, or run (a restart on the same node keeps the epoch: rv45)
+  const moved = next.node !== prev.node || next.epoch !== prev.epoch || next.run !== prev.run
+  if (moved && next.node === prev.node && next.epoch === prev.epoch) return `\n[vgrid: ${next.vm} started again: its new run's console]\n${next.console}`
   if (moved) return `\n[vgrid: ${next.vm} runs anew${next.node !== prev.node ? ` on ${next.node}` : ''}${next.epoch != null ? ` (epoch ${next.epoch})` : ''}: its console there]\n${next.console}`
   if (prev.size == null || next.size == null) return next.console === prev.console ? '' : `\n[vgrid: the agent tells no log size: the console's tail again]\n${next.console}`
   if (next.size < prev.size) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`

@@ -86,7 +86,7 @@ export class VmConsoles {
    * `stopped`). A holder that is not alive is named in a 409 (`holder_gone`); one alive
    * that does not answer is a 503 (`holder_unreachable`), also naming it.
    */
-  async of (vmId: string): Promise<{ holder: string, console: string, size?: number }> {
+  async of (vmId: string): Promise<{ holder: string, console: string, size?: number, run?: number }> {
     const reader = this.c.state.read()
     const l = reader.get('leases', vmId)?.value
     if (l == null) {
@@ -124,9 +124,10 @@ export class VmConsoles {
       const unreached = /dials failed|ECONNREFUSED|EHOSTUNREACH|ETIMEDOUT|no valid addresses/i.test(msg)
       throw new UnavailableError(unreached ? `${what} could not be reached for the console (its agent may have just stopped or died: membership has not found it dead yet): ${msg}` : `${what} did not answer for the console: ${msg}`, 'holder_unreachable')
     }
-    const a = answer as { console?: unknown, size?: unknown, error?: unknown } | null
+    const a = answer as { console?: unknown, size?: unknown, run?: unknown, error?: unknown } | null
     // a holder of an earlier release sends no size
-    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console, ...(Number.isSafeInteger(a.size) && (a.size as number) >= 0 ? { size: a.size as number } : {}) }
+    const n = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0
+    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console, ...(n(a.size) ? { size: a.size } : {}), ...(n(a.run) ? { run: a.run } : {}) }
     const said = typeof a?.error === 'string' ? a.error : 'no console'
     // the driver there has no such VM (it never ran): no console; anything else is the holder's answer
     if (/^no \S+ VM \S+ on this node$/.test(said)) throw none(`its holder ${name} says: ${said}`)
@@ -139,7 +140,7 @@ export class VmConsoles {
   }
 
   /** This node's answer to a console request: only for a VM it holds (runs, or ran last and keeps stopped). */
-  private async local (req: unknown): Promise<{ console: string, size?: number }> {
+  private async local (req: unknown): Promise<{ console: string, size?: number, run?: number }> {
     const vmId = (req as { vm?: unknown } | null)?.vm
     if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
     const reader = this.c.state.read()
@@ -148,9 +149,12 @@ export class VmConsoles {
     if (reader.get('leases', vmId)?.value.holder !== this.c.peerId) throw new Error(`VM ${vmId} does not run on this node`)
     const driver = this.c.drivers[vm.spec.driver]
     if (driver == null) throw new Error(`driver ${vm.spec.driver} is not available on this node`)
-    // the size first: output written between the two reads is in the tail, and a follower
-    // counting by the size prints it again rather than never
-    const size = await driver.consoleSize?.(vmId)
-    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES), ...(size != null ? { size } : {}) }
+    // the tail with the offset it ends at, from one read (rv45: a size read apart from the
+    // tail made a follower drop some output and print some twice), and the run it is of
+    if (driver.consoleRead != null) {
+      const r = await driver.consoleRead(vmId, CONSOLE_BYTES)
+      return { console: r.text, size: r.size, ...(r.run != null ? { run: r.run } : {}) }
+    }
+    return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
   }
 }

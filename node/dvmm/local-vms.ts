@@ -99,6 +99,8 @@ export class LocalVms {
   private readonly quickRuns = new Map<string, number>()
   /** when (monotonic ms) a VM's restart after quick runs may begin, by VM (onExit's delayMs) */
   private readonly restartNotBefore = new Map<string, number>()
+  /** starts waiting out their pause before a restart, by VM: ending one wakes it early */
+  private readonly pauses = new Map<string, () => void>()
   /** consoles, here and of VMs elsewhere, and the ended runs kept for them */
   private readonly consoles: VmConsoles
   /** a graceful stop of the service began: a start that completes now is killed */
@@ -220,6 +222,7 @@ export class LocalVms {
    */
   async stopAll (why: string): Promise<Set<string>> {
     this.closing = true
+    for (const wake of [...this.pauses.values()]) wake()
     await Promise.all([...this.starting.values()])
     for (const d of this.drivers()) {
       for (const id of await listedLive(d).catch(() => [])) this.running.add(id)
@@ -311,7 +314,13 @@ export class LocalVms {
     this.restartNotBefore.delete(id)
     const pause = Math.max(quickWait, restartDelayMs(this.crashesUnwritten.get(id) ?? doc.leases.get(id)?.winner.crashes ?? [], docStamp(this.c.clock)))
     if (pause > 0) {
-      await new Promise(resolve => setTimeout(resolve, pause))
+      // ended early by a stop, kill, move or the service's stop (rv45: a leave waited out
+      // a 5-minute pause, and was SIGKILLed by its service manager before it was written)
+      await new Promise<void>(resolve => {
+        const done = (): void => { clearTimeout(timer); this.pauses.delete(id); resolve() }
+        const timer = setTimeout(done, pause)
+        this.pauses.set(id, done)
+      })
       if (this.aborted(id)) return
       // stopped or removed meanwhile, or its lease gone elsewhere: no start (bb30: a
       // `vm stop` during the pause ran the command once more); the next step writes the stop
@@ -414,6 +423,8 @@ export class LocalVms {
     if (cur != null && (cur.how === 'kill' || how === 'stop')) { await cur.done; return }
     const start = this.starting.get(vm)
     if (start != null) {
+      // a start still in its pause before a restart ends it now, and starts nothing
+      this.pauses.get(vm)?.()
       if (how === 'stop') return // the next step decides again once it runs
       this.killAsked.add(vm)
       // the driver ends a VM that is starting (host-base: its process); the start sees killAsked
@@ -596,6 +607,10 @@ export class LocalVms {
     for (const id of this.quickRuns.keys()) {
       if (doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') { this.quickRuns.delete(id); this.restartNotBefore.delete(id) }
     }
+    // a pause whose VM was asked stopped, removed or moved meanwhile ends now (its start then does nothing)
+    for (const [id, wake] of [...this.pauses]) {
+      if (doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') wake()
+    }
     if (this.movedKills.size > 0) this.flushMovedKills(doc)
   }
 
@@ -649,7 +664,7 @@ export class LocalVms {
   }
 
   /** The tail of a VM's console, from whichever node holds its lease (console.ts). */
-  async console (vmId: string): Promise<{ holder: string, console: string, size?: number }> { return await this.consoles.of(vmId) }
+  async console (vmId: string): Promise<{ holder: string, console: string, size?: number, run?: number }> { return await this.consoles.of(vmId) }
 
   private drivers (): Set<VmDriver> { return new Set(Object.values(this.c.drivers)) }
 }

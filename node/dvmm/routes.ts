@@ -74,7 +74,7 @@ export interface DvmmRoutesDeps {
     /** why a VM that ended here is left stopped, while its lease's update waits for the disk */
     unwrittenEnd?: (vm: string) => string | undefined
     /** the tail of a VM's console, from its holder wherever it is */
-    console: (vm: string) => Promise<{ holder: string, console: string, size?: number }>
+    console: (vm: string) => Promise<{ holder: string, console: string, size?: number, run?: number }>
     /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
     runtimeOf: (vm: string) => Promise<VmInfo | null>
   }
@@ -492,13 +492,13 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's
-    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams }, config: { access: 'admin' } }, async (req): Promise<{ vm: string, node: string, console: string, size?: number, epoch?: number }> => {
+    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams }, config: { access: 'admin' } }, async (req): Promise<{ vm: string, node: string, console: string, size?: number, run?: number, epoch?: number }> => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
       const c = await svc.local.console(vm.id)
-      // the log's size and the run's epoch: what `vm console --follow` counts new output by
+      // the offset the tail ends at, the run's start and the lease's epoch: what `vm console --follow` counts new output by
       const epoch = doc.leases.get(vm.id)?.winner.epoch
-      return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console, ...(c.size != null ? { size: c.size } : {}), ...(epoch != null ? { epoch } : {}) }
+      return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console, ...(c.size != null ? { size: c.size } : {}), ...(c.run != null ? { run: c.run } : {}), ...(epoch != null ? { epoch } : {}) }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => {
       const b = optionalBody(req.body)

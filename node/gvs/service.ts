@@ -80,7 +80,7 @@ export interface GvsComponents {
     /** whether the document holds every change these heads name (layer-reclaim.ts: an earlier run's record) */
     hasHeads?: (heads: readonly string[]) => boolean
     /** which of `keys` a change since `heads` wrote (layer-reclaim.ts: a volume made and destroyed in one sync) */
-    keysWrittenSince?: (heads: readonly string[], keys: ReadonlySet<string>) => { found: Set<string>, heads: string[] } | null
+    keysWrittenSince?: (heads: readonly string[], kind: 'volumes', keys: ReadonlySet<string>) => { found: Set<string>, heads: string[] } | null
     /** the document changed (a drain or undrain moves objects: evacuating, live-placement.ts) */
     on?: (event: 'changed', fn: () => void) => unknown
     off?: (event: 'changed', fn: () => void) => unknown
@@ -323,7 +323,7 @@ export class GvsService {
       running: () => this.started,
       heads: () => this.components.state.heads?.() ?? [],
       hasHeads: heads => this.components.state.hasHeads?.(heads) ?? false,
-      keysWrittenSince: (heads, keys) => this.components.state.keysWrittenSince?.(heads, keys) ?? null
+      keysWrittenSince: (heads, keys) => this.components.state.keysWrittenSince?.(heads, 'volumes', keys) ?? null
     }, { freeAfterMs: this.init.freeAfterMs })
     this.exportSweeper = new ExportSweeper({
       self: this.replicas.self,

@@ -269,7 +269,8 @@ export function cutOffHere (members: Iterable<{ state: string }>): string {
     others++
     if (m.state === 'alive' || m.state === 'suspect') heard++
   }
-  // no majority of the members, itself counted (as the fence counts them: membership's own view)
+  // no majority of the members this node's gossip knows, itself counted: a hint only (the
+  // fence counts the roll, which a forgotten member has left: rv45)
   return others > 0 && (heard + 1) * 2 <= others + 1 ? ` (this node hears ${heard} of the ${others} other members, no majority: it may be the one cut off)` : ''
 }
 

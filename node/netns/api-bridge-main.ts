@@ -25,8 +25,11 @@ const server = createServer(client => {
   const close = (): void => { client.destroy(); upstream.destroy() }
   client.on('error', close)
   client.on('close', close)
-  // the agent's side ended: what it sent still goes out (destroy would drop it), then the end
-  upstream.on('close', () => client.end())
+  // the agent's side ended: what it sent still goes out (destroy would drop it), then the
+  // end; the caller's side, unpiped and so paused, is read on to its end (or its socket
+  // stays open: rv45), and let go after 10 s whatever it does
+  const ended = (): void => { client.resume(); setTimeout(() => client.destroy(), 10_000).unref() }
+  upstream.on('close', () => { client.end(); ended() })
   // no agent listening (killed, not started again): an HTTP answer saying so, not a reset
   // of the caller's connection, which read as an agent that took it and hung up (bb46)
   let connected = false
@@ -34,6 +37,7 @@ const server = createServer(client => {
   upstream.on('error', err => {
     if (connected || !client.writable) { close(); return }
     client.unpipe(upstream)
+    ended()
     const body = JSON.stringify({ error: { code: 'agent_down', message: `no vgrid agent answers in this host's namespace (${(err as NodeJS.ErrnoException).code ?? err.message} on 127.0.0.1:${port}): it is not running` } })
     client.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
   })

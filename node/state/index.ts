@@ -227,7 +227,7 @@ export class StateService extends EventEmitter<StateEvents> {
   /** whether the document holds every change these heads name (they may be from an earlier run's document) */
   hasHeads (heads: readonly string[]): boolean { return this.replica.hasHeads([...heads]) }
   /** which of `keys` a change since `heads` wrote, and up to which heads it looked (null: heads not in the history; crdt/replica.ts) */
-  keysWrittenSince (heads: readonly string[], keys: ReadonlySet<string>): { found: Set<string>, heads: string[] } | null { return this.replica.keysWrittenSince(heads, keys) }
+  keysWrittenSince (heads: readonly string[], kind: Kind, keys: ReadonlySet<string>): { found: Set<string>, heads: string[] } | null { return this.replica.keysWrittenSince(heads, kind, keys) }
 
   /** open sync sessions (one per connected peer once settled) */
   get sessionCount (): number { return this.sync?.sessionCount ?? 0 }

@@ -69,3 +69,17 @@ test('the CLI clips what its errors echo, and what the agent\'s do', async t => 
   t.is(own.code, 2)
   t.regex(own.stderr, new RegExp(`^vgrid: "${'n'.repeat(64)}\\.\\.\\." \\(3000 characters\\) is not KEY=VALUE\\n`))
 })
+
+test('node label against an agent without PATCH (an earlier release): one label by its own route, several refused rather than applied in part (rv45)', async t => {
+  const noRoute = [404, JSON.stringify({ error: { code: 'not_found', message: 'no route PATCH /v1/nodes/n1/labels' } })] as [number, string]
+  const at = await server(t, {
+    '/v1/nodes/n1/labels': noRoute,
+    '/v1/nodes/n1/labels/k': [200, JSON.stringify({ node: 'id1', name: 'n1', key: 'k', value: 'v', labels: { k: 'v' } })]
+  })
+  const one = await run(['node', 'label', 'n1', 'k=v', '--api', at])
+  t.is(one.code, 0, one.stderr)
+  t.is(one.stdout, 'n1: k=v\n')
+  const two = await run(['node', 'label', 'n1', 'a=1', 'b=2', '--api', at])
+  t.is(two.code, 1)
+  t.regex(two.stderr, /^vgrid: the agent is of an earlier release, which takes one label per command .*: upgrade it, or give one label at a time/)
+})

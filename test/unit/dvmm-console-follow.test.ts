@@ -4,7 +4,7 @@
 import test from 'ava'
 import { newOutput, type ConsoleAnswer } from '../../node/dvmm/console-follow.ts'
 
-const at = (console: string, size: number | undefined, node = 'host1', epoch = 1): ConsoleAnswer => ({ vm: 'web', node, console, ...(size != null ? { size } : {}), epoch })
+const at = (console: string, size: number | undefined, node = 'host1', epoch = 1, run = 5): ConsoleAnswer => ({ vm: 'web', node, console, ...(size != null ? { size } : {}), epoch, run })
 
 test('what the log grew by, from the end of the tail; nothing when it did not grow', t => {
   t.is(newOutput(at('boot\n', 5), at('boot\nready\n', 11)), 'ready\n')
@@ -19,6 +19,8 @@ test('the whole tail after a line saying why: run anew elsewhere, cut back, more
   t.is(newOutput(at('x', 1), at('fresh\n', 6, 'host2', 2)), '\n[vgrid: web runs anew on host2 (epoch 2): its console there]\nfresh\n')
   t.is(newOutput(at('x', 1), at('fresh\n', 6, 'host1', 2)), '\n[vgrid: web runs anew (epoch 2): its console there]\nfresh\n')
   t.is(newOutput(at('long log', 2_000_000), at('tail', 1_048_576)), '\n[vgrid: the console log was cut back or started over]\ntail')
+  // restarted on the same node (the epoch kept): its new log, larger than the old one, is not read as growth (rv45)
+  t.is(newOutput(at('old', 70_000), at('new run', 72_663, 'host1', 1, 9)), '\n[vgrid: web started again: its new run\'s console]\nnew run')
   t.is(newOutput(at('abc', 3), at('xyz', 10)), '\n[vgrid: 4 bytes of output went by between two reads]\nxyz')
   t.is(newOutput(at('abc', undefined), at('abcd', undefined)), '\n[vgrid: the agent tells no log size: the console\'s tail again]\nabcd')
   t.is(newOutput(at('abc', undefined), at('abc', undefined)), '')

@@ -1,7 +1,7 @@
 // A write that reaches a node before its document has the volume, and the volume's
 // making and destroy then arriving in one sync: no read of the document ever names the
 // layer, and its copies stayed for good (rv43). The changes since that write name the
-// volume (LayerReclaim.unseenWritten, Replica.keysWrittenSince): they are freed.
+// volume (unseen-writes.ts, Replica.keysWrittenSince): they are freed.
 import test, { type ExecutionContext } from 'ava'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -29,7 +29,7 @@ async function setup (t: ExecutionContext): Promise<{ a: Replica, b: Replica, st
     log: silentLogger,
     heads: () => b.heads(),
     hasHeads: (h: readonly string[]) => b.hasHeads([...h]),
-    keysWrittenSince: (h: readonly string[], keys: ReadonlySet<string>) => b.keysWrittenSince(h, keys)
+    keysWrittenSince: (h: readonly string[], keys: ReadonlySet<string>) => b.keysWrittenSince(h, 'volumes', keys)
   } as never, { freeAfterMs: 0 })
   await reclaim.load(() => b.read().list('volumes'))
   await store.write('vol-keep', 0, 0, new Uint8Array([1]), { epoch: 1 })
@@ -70,17 +70,24 @@ test('a layer written here whose volume has not reached this node yet is kept, a
   t.deepEqual(await reclaim.free(b.read().list('volumes'), 300_000), ['vol-early'])
 })
 
-test('keysWrittenSince names the keys changes since the heads put or deleted, and nothing for heads not in the history', t => {
+test('keysWrittenSince names the volumes changes since the heads made or destroyed that the document no longer holds; nothing for heads not in the history', t => {
   let clock = 1
   const a = Replica.create({ clusterId: 'c0ffee', nodeId: 'nodeA', now: () => clock++ })
   const before = a.heads()
   a.change(w => { w.put('volumes', volume('vol-x')) })
   const mid = a.heads()
+  // present now: not named (rv45: one that fails this agent's schema is no destroyed one either)
+  t.deepEqual([...a.keysWrittenSince(before, 'volumes', new Set(['vol-x']))!.found], [])
   a.change(w => { w.remove('volumes', 'vol-x') })
-  t.deepEqual([...a.keysWrittenSince(before, new Set(['vol-x', 'vol-y']))!.found], ['vol-x'])
-  t.deepEqual([...a.keysWrittenSince(mid, new Set(['vol-x']))!.found], ['vol-x'], 'the delete names it')
-  const now = a.keysWrittenSince(a.heads(), new Set(['vol-x']))!
+  t.deepEqual([...a.keysWrittenSince(before, 'volumes', new Set(['vol-x', 'vol-y']))!.found], ['vol-x'])
+  t.deepEqual([...a.keysWrittenSince(mid, 'volumes', new Set(['vol-x']))!.found], ['vol-x'], 'the destroy names it')
+  const now = a.keysWrittenSince(a.heads(), 'volumes', new Set(['vol-x']))!
   t.deepEqual([...now.found], [])
   t.deepEqual(now.heads, a.heads())
-  t.is(a.keysWrittenSince(['00'.repeat(32)], new Set(['vol-x'])), null)
+  t.is(a.keysWrittenSince(['00'.repeat(32)], 'volumes', new Set(['vol-x'])), null)
+  // the same key in another collection, or inside a volume (a snapshot's name), is no volume of that id (rv45)
+  const later = a.heads()
+  a.change(w => { w.put('volumes', { ...volume('vol-z'), snapshots: {} }) })
+  a.change(w => { w.addSnapshot('vol-z', { name: 'vol-q', createdAt: 5, sizeBytes: 4 << 20 }) })
+  t.deepEqual([...a.keysWrittenSince(later, 'volumes', new Set(['vol-q']))!.found], [])
 })

@@ -46,8 +46,29 @@ async function label (argv: string[]): Promise<void> {
   const twice = parsed.find((x, i) => parsed.findIndex(y => y.key === x.key) !== i)
   if (twice != null) throw new CliError(`label "${twice.key}" is given twice: give each key once\nusage: ${LABEL_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
-  const answer = await api.request<LabelsAnswer>('PATCH', path(node), { set: Object.fromEntries(parsed.map(p => [p.key, p.value])) })
-  say(answer, v.json === true)
+  say(await patch(api, node, { set: Object.fromEntries(parsed.map(p => [p.key, p.value])) }, () => one(api, 'PUT', node, parsed[0]!.key, { value: parsed[0]!.value })), v.json === true)
+}
+
+/**
+ * The one request of a command; an agent of an earlier release (no PATCH route, rv45)
+ * takes a single label by its own route, and several are refused rather than applied in
+ * part (what PATCH is for)
+ */
+async function patch (api: ApiClient, node: string, body: { set?: Record<string, string>, remove?: string[] }, single: (() => Promise<LabelsAnswer>) | null): Promise<LabelsAnswer> {
+  try {
+    return await api.request<LabelsAnswer>('PATCH', path(node), body)
+  } catch (err) {
+    if (!(err instanceof CliError && err.code === 'not_found' && /no route PATCH/.test(err.detail))) throw err
+    const n = Object.keys(body.set ?? {}).length + (body.remove?.length ?? 0)
+    if (n === 1 && single != null) return await single()
+    throw new CliError(`the agent is of an earlier release, which takes one label per command (it has no PATCH ${path(node)}): upgrade it, or give one label at a time`, 1, { code: 'agent_too_old' })
+  }
+}
+
+/** one label by its own route (an agent of an earlier release), as PATCH would answer */
+async function one (api: ApiClient, method: 'PUT' | 'DELETE', node: string, key: string, body?: { value: string }): Promise<LabelsAnswer> {
+  const r = await api.request<{ node: string, name: string, labels: Record<string, string> }>(method, `${path(node)}/${encodeURIComponent(key)}`, body)
+  return { node: r.node, name: r.name, set: body != null ? { [key]: body.value } : {}, removed: body == null ? [key] : [], labels: r.labels }
 }
 
 function say (answer: LabelsAnswer, json: boolean): void {
@@ -68,5 +89,5 @@ async function unlabel (argv: string[]): Promise<void> {
   const twice = keys.find((k, i) => keys.indexOf(k) !== i)
   if (twice != null) throw new CliError(`label "${twice}" is given twice: give each key once\nusage: ${UNLABEL_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
-  say(await api.request<LabelsAnswer>('PATCH', path(node), { remove: keys }), v.json === true)
+  say(await patch(api, node, { remove: keys }, () => one(api, 'DELETE', node, keys[0]!)), v.json === true)
 }

@@ -355,10 +355,13 @@ export function tailFile (file: string, bytes: number, from = 0): string {
   return tailBytes(file, bytes, from).tail.toString('utf8')
 }
 
-/** The last `bytes` of a file past `from` as they are, and whether the file holds more before them. */
-export function tailBytes (file: string, bytes: number, from = 0): { tail: Buffer, cut: boolean } {
+/**
+ * The last `bytes` of a file past `from` as they are, whether the file holds more before
+ * them, and the offset the tail ends at (the file's size as read)
+ */
+export function tailBytes (file: string, bytes: number, from = 0): { tail: Buffer, cut: boolean, end: number } {
   let fd: number
-  try { fd = openSync(file, 'r') } catch { return { tail: Buffer.alloc(0), cut: false } }
+  try { fd = openSync(file, 'r') } catch { return { tail: Buffer.alloc(0), cut: false, end: 0 } }
   try {
     const size = fstatSync(fd).size
     const want = Math.max(0, Math.min(bytes, size - from))
@@ -369,9 +372,9 @@ export function tailBytes (file: string, bytes: number, from = 0): { tail: Buffe
       if (n === 0) break
       got += n
     }
-    return { tail: buf.subarray(0, got), cut: size - from > want }
+    return { tail: buf.subarray(0, got), cut: size - from > want, end: size - want + got }
   } catch {
-    return { tail: Buffer.alloc(0), cut: false }
+    return { tail: Buffer.alloc(0), cut: false, end: 0 }
   } finally {
     closeSync(fd)
   }

@@ -132,8 +132,9 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     return this.must(id).console.slice(-bytes)
   }
 
-  async consoleSize (id: string): Promise<number> {
-    return Buffer.byteLength(this.must(id).console)
+  async consoleRead (id: string, bytes: number): Promise<{ text: string, size: number, run: number | null }> {
+    const vm = this.must(id)
+    return { text: vm.console.slice(-bytes), size: Buffer.byteLength(vm.console), run: vm.startedAt }
   }
 
   async remove (id: string): Promise<void> {

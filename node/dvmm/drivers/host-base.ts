@@ -301,9 +301,10 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     return tailFile(this.runs.console(id), bytes)
   }
 
-  async consoleSize (id: string): Promise<number> {
-    this.mustLoad(id)
-    try { return statSync(this.runs.console(id)).size } catch { return 0 }
+  async consoleRead (id: string, bytes: number): Promise<{ text: string, size: number, run: number | null }> {
+    const rec = this.mustLoad(id)
+    const r = tailBytes(this.runs.console(id), bytes)
+    return { text: r.tail.toString('utf8'), size: r.end, run: rec.startedAt ?? null }
   }
 
   async remove (id: string): Promise<void> {

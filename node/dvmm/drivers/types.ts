@@ -152,8 +152,12 @@ export interface VmDriver extends EventEmitter<DriverEvents> {
   list: () => Promise<VmInfo[]>
   /** The last `bytes` of the VM's console log. */
   consoleTail: (id: string, bytes?: number) => Promise<string>
-  /** How many bytes the console log holds now (it only grows, but for a cut back): what `vm console --follow` counts new output by. */
-  consoleSize?: (id: string) => Promise<number>
+  /**
+   * The last `bytes` of the console log with the offset they end at (one read: the log
+   * only grows, but for a cut back) and the run's start (a new run's log starts over):
+   * what `vm console --follow` counts new output by
+   */
+  consoleRead?: (id: string, bytes: number) => Promise<{ text: string, size: number, run: number | null }>
   /**
    * Re-points a running VM's terminal names (a link made or removed after it started):
    * a process VM's /etc/hosts; a qemu guest's through a virtio port its init reads.

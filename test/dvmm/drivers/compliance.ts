@@ -84,6 +84,13 @@ export function driverCompliance (test: TestFn, f: DriverFixture): void {
     t.is((await d.inspect(id))?.state, 'running')
     t.true((await d.list()).some(v => v.id === id && v.state === 'running'))
     await waitFor('the ready line on the console', async () => (await d.consoleTail(id)).includes(f.readyLine), f.readyTimeoutMs)
+    // the tail with the offset it ends at, from one read, and the run it is of (vm console --follow)
+    const read1 = await d.consoleRead?.(id, 64 * 1024)
+    if (read1 != null) {
+      t.true(read1.text.includes(f.readyLine))
+      t.true(read1.size >= Buffer.byteLength(read1.text), `the tail ends at ${read1.size}`)
+      t.is(read1.run, info.startedAt ?? null)
+    }
     const exited = exitOf(d, id)
     const stopped = await d.stop(id, 30_000)
     t.is(stopped.state, 'stopped')
@@ -97,6 +104,8 @@ export function driverCompliance (test: TestFn, f: DriverFixture): void {
     const mark = con.indexOf('[vgrid: the run before ended (stopped')
     t.true(mark > 0 && con.slice(0, mark).includes(f.readyLine), con.slice(-2000))
     t.regex(con, /\[vgrid: the run before ended \(stopped[^\n]*\); a new run starts at \d{4}-\d\d-\d\dT[^\n]*\]\n/)
+    // a new run: another run stamp, so a follower does not read its log as the old one grown
+    if (read1 != null) t.not((await d.consoleRead!(id, 64 * 1024)).run, read1.run)
     await d.kill(id)
   })
 
