@@ -174,9 +174,11 @@ async function ls (argv: string[]): Promise<void> {
   const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>('/v1/vms')
   if (v.json === true) return json(r)
   if (r.vms.length === 0) return out('no VMs')
-  out(table([['NAME', 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
+  // an APP column where a VM belongs to one (bb46: only the JSON said it)
+  const apps = r.vms.some(x => x.app != null)
+  out(table([['NAME', ...apps ? ['APP'] : [], 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
     // a newline in a reason broke the row (a guest's output as the reason of a start that ended at once)
-    ...r.vms.map(x => [x.name, x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, reasonCell(x.name, x.reason)].map(escapeControls))]))
+    ...r.vms.map(x => [x.name, ...apps ? [x.app ?? '-'] : [], x.state, x.node ?? '-', x.epoch == null ? '-' : String(x.epoch), String(x.cpu), gib(x.memoryBytes), x.driver, reasonCell(x.name, x.reason)].map(escapeControls))]))
 }
 
 /**
