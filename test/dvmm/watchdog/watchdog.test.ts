@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ProcessDriver } from '../../../node/dvmm/drivers/process.ts'
+import { runRoot } from '../../../node/dvmm/drivers/common.ts'
+import { WATCHDOG_KILLED } from '../../../node/dvmm/watchdog/kill.ts'
 import { groupPaths, groupPids, oomKills, probeCgroups, removeGroups, vmGroupName } from '../../../node/dvmm/host/cgroups.ts'
 import { decide, feedKey, fedTimeout, nextDeadline } from '../../../node/dvmm/watchdog/decide.ts'
 import { Watchdog } from '../../../node/dvmm/watchdog/index.ts'
@@ -550,7 +552,18 @@ maybe('watchdog: a VM stuck in its out-of-memory kill in a tiny CPU quota is sti
   // the guard (outside the quota) lifts it and kills: nothing of the VM is left, not even a process dying in its kill
   // a bound, not a timing: without the guard nothing ends it at all. 608 ms alone; over
   // 10 s twice in CI, beside another file's busy loops dying in a tiny quota on 2 cores
-  await waitFor('nothing of the VM left in its groups', () => !alive(pid) && groupPids(groups).length === 0, 60_000, 50)
+  // past the bound, what is left and where it waits is said (it has taken over 60 s in CI
+  // three times in thirty runs, never alone: why is not known yet)
+  await waitFor('nothing of the VM left in its groups', () => !alive(pid) && groupPids(groups).length === 0, 60_000, 50).catch((err: Error) => {
+    const run = join(runRoot(dataDir), 'process', id)
+    let guard = NaN
+    try { guard = Number(readFileSync(join(run, 'guard'), 'utf8').trim()) } catch {}
+    const about = (p: number): string => { try { const st = readFileSync(`/proc/${p}/stat`, 'utf8'); return `${p} ${st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3)} wchan=${readFileSync(`/proc/${p}/wchan`, 'utf8')} cgroup=${readFileSync(`/proc/${p}/cgroup`, 'utf8').trim().split('\n').filter(l => /cpu|memory|^0::/.test(l)).join(';')}` } catch { return `${p} gone` } }
+    let killed = ''
+    try { killed = readFileSync(join(run, WATCHDOG_KILLED), 'utf8').trim() } catch {}
+    const quotas = groups.map(g => { try { return `${g}: ${readFileSync(join(g, 'cpu.cfs_quota_us'), 'utf8').trim()}` } catch { return `${g}: -` } }).join(', ')
+    throw new Error(`${err.message}; left: ${[...new Set([pid, ...groupPids(groups)])].map(about).join(' | ')}; guard ${Number.isFinite(guard) ? about(guard) : 'none'}; watchdog-killed "${killed}"; quotas ${quotas}`)
+  })
   t.log(`the VM's groups empty ${Date.now() - t0} ms after the supervisor's SIGKILL`)
   t.false(alive(pid), 'the VM\'s process is gone')
   t.deepEqual(groupPids(groups), [], 'nothing of it left in its groups')
