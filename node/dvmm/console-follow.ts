@@ -7,7 +7,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 export interface ConsoleAnswer { vm: string, node: string, console: string, size?: number, run?: number, epoch?: number }
 
 /** how often the follower asks */
-export const FOLLOW_EVERY_MS = 1000
+const FOLLOW_EVERY_MS = 1000
 
 /**
  * What a console answer adds to what was printed from the one before (pure): the bytes
@@ -17,10 +17,9 @@ export const FOLLOW_EVERY_MS = 1000
  * no size (one of an earlier release).
  */
 export function newOutput (prev: ConsoleAnswer, next: ConsoleAnswer): string {
-  // another node, epoch, or run (a restart on the same node keeps the epoch: rv45)
-  const moved = next.node !== prev.node || next.epoch !== prev.epoch || next.run !== prev.run
-  if (moved && next.node === prev.node && next.epoch === prev.epoch) return `\n[vgrid: ${next.vm} started again: its new run's console]\n${next.console}`
-  if (moved) return `\n[vgrid: ${next.vm} runs anew${next.node !== prev.node ? ` on ${next.node}` : ''}${next.epoch != null ? ` (epoch ${next.epoch})` : ''}: its console there]\n${next.console}`
+  if (next.node !== prev.node || next.epoch !== prev.epoch) return `\n[vgrid: ${next.vm} runs anew${next.node !== prev.node ? ` on ${next.node}` : ''}${next.epoch != null ? ` (epoch ${next.epoch})` : ''}: its console there]\n${next.console}`
+  // a restart on the same node keeps the epoch, and its log starts over (rv45)
+  if (next.run !== prev.run) return `\n[vgrid: ${next.vm} started again: its new run's console]\n${next.console}`
   if (prev.size == null || next.size == null) return next.console === prev.console ? '' : `\n[vgrid: the agent tells no log size: the console's tail again]\n${next.console}`
   if (next.size < prev.size) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`
   const grew = next.size - prev.size

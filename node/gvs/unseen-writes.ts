@@ -16,8 +16,6 @@ export class UnseenWrites {
   /** layer -> document heads from before its first write here */
   private readonly layers = new Map<string, readonly string[]>()
 
-  get size (): number { return this.layers.size }
-
   /** a layer the store wrote that no document read yet, with heads from before the write */
   add (layer: string, before: readonly string[]): void {
     if (!this.layers.has(layer) && this.layers.size < MAX_UNSEEN) this.layers.set(layer, before)
