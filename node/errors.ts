@@ -67,6 +67,15 @@ export function booleanQuery (query: unknown, name: string): boolean {
   throw new ValidationError(name, `${name} must be true or false, given once, not ${JSON.stringify(v)}`)
 }
 
+/** a whole number of 0 or more in the query string (an offset, a time in ms), once; undefined when not given */
+export function countQuery (query: unknown, name: string): number | undefined {
+  const v = (query as Record<string, unknown> | null | undefined)?.[name]
+  if (v === undefined) return undefined
+  const n = typeof v === 'string' && /^\d{1,16}$/.test(v) ? Number(v) : NaN
+  if (!Number.isSafeInteger(n)) throw new ValidationError(name, `${name} must be a whole number of 0 or more, given once, not ${JSON.stringify(v)}`)
+  return n
+}
+
 /** a request body that must be a JSON object */
 export function bodyObject (b: unknown): Record<string, unknown> {
   if (b == null || typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body', 'the request body must be a JSON object')

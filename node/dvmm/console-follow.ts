@@ -1,31 +1,44 @@
 // `vgrid vm console VM --follow`: the console log's tail, then what the guest prints
-// after it, asked of the agent once a second (the log is a file on the VM's node; the
-// API answers its last 64 KiB with its size). `newOutput` decides what a poll adds (pure).
+// after it, asked of the agent once a second (the log is a file on the VM's node): each
+// ask says where the last answer ended (`from`, in run `run`), and the agent answers
+// what came since, at most 64 KiB, with the offsets it begins and ends at. Agents of an
+// earlier release answer the tail with its end. `newOutput` decides what a poll adds (pure).
 import { ApiClient, CliError } from '../cli/client.ts'
 
-/** `size`: the offset the tail ends at; `run`: when the run began (a new run's log starts over) */
-export interface ConsoleAnswer { vm: string, node: string, console: string, size?: number, run?: number, epoch?: number }
+/** `console` is the log's bytes [start, size); `run`: when the run began (a new run's log starts over) */
+export interface ConsoleAnswer { vm: string, node: string, console: string, start?: number, size?: number, run?: number, epoch?: number }
 
 /** how often the follower asks */
 const FOLLOW_EVERY_MS = 1000
 
 /**
- * What a console answer adds to what was printed from the one before (pure): the bytes
- * the log grew by, from the end of the tail; all of the tail, after a line saying why,
- * when the VM runs anew elsewhere (another node or epoch), its log was cut back or
- * started over (smaller than before), more came than the tail holds, or the agent sends
- * no size (one of an earlier release).
+ * What a console answer adds to what was printed from the one before (pure): what came
+ * since; all of the answer after a line saying why when the VM runs anew elsewhere
+ * (another node or epoch) or again here (another run), its log was cut back or started
+ * over (the answer begins before the last end), or more came than one answer holds (it
+ * begins past it). From an agent of an earlier release (no `start`): the bytes the tail
+ * grew by, or the tail again when it tells no size.
  */
 export function newOutput (prev: ConsoleAnswer, next: ConsoleAnswer): string {
   if (next.node !== prev.node || next.epoch !== prev.epoch) return `\n[vgrid: ${next.vm} runs anew${next.node !== prev.node ? ` on ${next.node}` : ''}${next.epoch != null ? ` (epoch ${next.epoch})` : ''}: its console there]\n${next.console}`
   // a restart on the same node keeps the epoch, and its log starts over (rv45)
   if (next.run !== prev.run) return `\n[vgrid: ${next.vm} started again: its new run's console]\n${next.console}`
   if (prev.size == null || next.size == null) return next.console === prev.console ? '' : `\n[vgrid: the agent tells no log size: the console's tail again]\n${next.console}`
-  if (next.size < prev.size) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`
-  const grew = next.size - prev.size
+  // an earlier release's tail: counted by its text encoded again (rv45: this can split a character)
+  const start = next.start ?? next.size - Buffer.byteLength(next.console)
+  if (next.size < prev.size || (next.start != null && start < prev.size)) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`
+  if (start > prev.size) return `\n[vgrid: ${start - prev.size} bytes of output went by between two reads]\n${next.console}`
+  if (next.start != null) return next.console
   const tail = Buffer.from(next.console, 'utf8')
-  if (grew > tail.length) return `\n[vgrid: ${grew - tail.length} bytes of output went by between two reads]\n${next.console}`
-  return tail.subarray(tail.length - grew).toString('utf8')
+  return tail.subarray(tail.length - (next.size - prev.size)).toString('utf8')
+}
+
+/** the ask that continues from `prev`: what came past its end in its run */
+export function nextAsk (vm: string, prev: ConsoleAnswer): string {
+  const path = `/v1/vms/${encodeURIComponent(vm)}/console`
+  // an agent of an earlier release answered no start: it may not take the query either
+  if (prev.start == null || prev.size == null) return path
+  return `${path}?from=${prev.size}${prev.run != null ? `&run=${prev.run}` : ''}`
 }
 
 /** Prints the console, then what comes, until interrupted (errors on the way are said once each, and it keeps asking). */
@@ -36,7 +49,7 @@ export async function follow (api: ApiClient, vm: string, first: ConsoleAnswer, 
   for (;;) {
     await new Promise(resolve => setTimeout(resolve, FOLLOW_EVERY_MS))
     try {
-      const next = await api.get<ConsoleAnswer>(`/v1/vms/${encodeURIComponent(vm)}/console`)
+      const next = await api.get<ConsoleAnswer>(nextAsk(vm, prev))
       write(newOutput(prev, next))
       prev = next
       lastError = ''

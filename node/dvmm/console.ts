@@ -1,20 +1,27 @@
 // VM consoles: the tail of a VM's console log from whichever node holds its lease,
-// answered over `/vgrid/dvmm/console/1.0.0` ({vm} -> {console} or {error}) for a VM
-// this node holds and asked of the holder for one elsewhere. A VM stopped on request
-// keeps its lease with the node that last ran it (`stopped`), and that node keeps the
-// ended run on its driver, so the last console is still read from any node; the ended
-// run goes once the lease is no longer this node's (started elsewhere, the VM removed).
+// answered over `/vgrid/dvmm/console/1.0.0` ({vm, from?, run?} -> {console, start,
+// size, run} or {error}) for a VM this node holds and asked of the holder for one
+// elsewhere. A VM stopped on request keeps its lease with the node that last ran it
+// (`stopped`), and that node keeps the ended run on its driver, so the last console is
+// still read from any node; the ended run goes once the lease is no longer this node's
+// (started elsewhere, the VM removed).
 import type { Reader, Vm } from '../../crdt/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { ConflictError, UnavailableError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { request, serve, type RequestHost } from '../p2p/request.ts'
+import type { ConsoleSince } from './drivers/console-read.ts'
 import { DriverError, type VmDriver } from './drivers/types.ts'
 import type { DocView } from './view.ts'
 
-/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log, asked of its holder ({vm} -> {console} or {error}) */
+/** `/vgrid/dvmm/console/1.0.0`: the tail of a VM's console log or what came past `from` in run `run`, asked of its holder ({vm, from?, run?} -> {console, start, size, run} or {error}) */
 export const CONSOLE_PROTOCOL = '/vgrid/dvmm/console/1.0.0'
 const CONSOLE_BYTES = 64 * 1024
+
+/** a node's answer: the text is the log's bytes [start, size) of the run that began at `run` (older agents: the tail, no start, maybe no size) */
+export interface ConsoleAnswer { console: string, start?: number, size?: number, run?: number }
+
+const offset = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0
 
 export interface VmConsolesComponents {
   peerId: string
@@ -86,7 +93,7 @@ export class VmConsoles {
    * `stopped`). A holder that is not alive is named in a 409 (`holder_gone`); one alive
    * that does not answer is a 503 (`holder_unreachable`), also naming it.
    */
-  async of (vmId: string): Promise<{ holder: string, console: string, size?: number, run?: number }> {
+  async of (vmId: string, since?: ConsoleSince): Promise<{ holder: string } & ConsoleAnswer> {
     const reader = this.c.state.read()
     const l = reader.get('leases', vmId)?.value
     if (l == null) {
@@ -98,7 +105,7 @@ export class VmConsoles {
     const none = (why: string): ConflictError => new ConflictError(`VM ${vmId} has no console${l.status === 'failed' && l.reason != null ? `: it failed before it ran (${l.reason})` : ''}: ${why}`, 'no_console')
     if (l.holder === this.c.peerId) {
       try {
-        return { holder: this.c.peerId, ...await this.local({ vm: vmId }) }
+        return { holder: this.c.peerId, ...await this.local({ vm: vmId, ...since }) }
       } catch (err) {
         if (err instanceof DriverError && err.code === 'not-found') throw none(err.message)
         throw err
@@ -117,17 +124,16 @@ export class VmConsoles {
     if (host == null) throw new ConflictError(`${what} is another node, and this agent does not talk to other nodes`, 'elsewhere')
     let answer: unknown
     try {
-      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
+      answer = await request(host, l.holder, CONSOLE_PROTOCOL, { vm: vmId, ...since }, { timeoutMs: 5000, maxAnswerBytes: CONSOLE_BYTES * 4 + 1024 })
     } catch (err) {
       // libp2p's words for a node not reached ("All multiaddr dials failed") said as what they mean (bb36)
       const msg = (err as Error).message
       const unreached = /dials failed|ECONNREFUSED|EHOSTUNREACH|ETIMEDOUT|no valid addresses/i.test(msg)
       throw new UnavailableError(unreached ? `${what} could not be reached for the console (its agent may have just stopped or died: membership has not found it dead yet): ${msg}` : `${what} did not answer for the console: ${msg}`, 'holder_unreachable')
     }
-    const a = answer as { console?: unknown, size?: unknown, run?: unknown, error?: unknown } | null
-    // a holder of an earlier release sends no size
-    const n = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0
-    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console, ...(n(a.size) ? { size: a.size } : {}), ...(n(a.run) ? { run: a.run } : {}) }
+    const a = answer as { console?: unknown, start?: unknown, size?: unknown, run?: unknown, error?: unknown } | null
+    // a holder of an earlier release sends no size, or no start (it answers the tail, whatever `since`)
+    if (typeof a?.console === 'string') return { holder: l.holder, console: a.console, ...(offset(a.start) ? { start: a.start } : {}), ...(offset(a.size) ? { size: a.size } : {}), ...(offset(a.run) ? { run: a.run } : {}) }
     const said = typeof a?.error === 'string' ? a.error : 'no console'
     // the driver there has no such VM (it never ran): no console; anything else is the holder's answer
     if (/^no \S+ VM \S+ on this node$/.test(said)) throw none(`its holder ${name} says: ${said}`)
@@ -140,9 +146,11 @@ export class VmConsoles {
   }
 
   /** This node's answer to a console request: only for a VM it holds (runs, or ran last and keeps stopped). */
-  private async local (req: unknown): Promise<{ console: string, size?: number, run?: number }> {
-    const vmId = (req as { vm?: unknown } | null)?.vm
-    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id}')
+  private async local (req: unknown): Promise<ConsoleAnswer> {
+    const { vm: vmId, from, run } = (req ?? {}) as { vm?: unknown, from?: unknown, run?: unknown }
+    if (typeof vmId !== 'string' || vmId.length > 128) throw new Error('a console request is {"vm": id, "from"?: offset, "run"?: start}')
+    if (from !== undefined && !offset(from)) throw new Error(`a console request's "from" is an offset in the log (a whole number, 0 or more), not ${JSON.stringify(from)}`)
+    if (run !== undefined && run !== null && !offset(run)) throw new Error(`a console request's "run" is a run's start (ms since the epoch), not ${JSON.stringify(run)}`)
     const reader = this.c.state.read()
     const vm = reader.get('vms', vmId)?.value
     if (vm == null) throw new Error(`no VM "${vmId}"`)
@@ -152,8 +160,8 @@ export class VmConsoles {
     // the tail with the offset it ends at, from one read (rv45: a size read apart from the
     // tail made a follower drop some output and print some twice), and the run it is of
     if (driver.consoleRead != null) {
-      const r = await driver.consoleRead(vmId, CONSOLE_BYTES)
-      return { console: r.text, size: r.size, ...(r.run != null ? { run: r.run } : {}) }
+      const r = await driver.consoleRead(vmId, CONSOLE_BYTES, from !== undefined ? { from, run: run ?? null } : undefined)
+      return { console: r.text, start: r.start, size: r.size, ...(r.run != null ? { run: r.run } : {}) }
     }
     return { console: await driver.consoleTail(vmId, CONSOLE_BYTES) }
   }

@@ -18,7 +18,8 @@ import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
 import { attachVolumes, disksReadable, DiskWait, type VolumeAccess } from './vm-disks.ts'
-import { VmConsoles } from './console.ts'
+import { VmConsoles, type ConsoleAnswer } from './console.ts'
+import type { ConsoleSince } from './drivers/console-read.ts'
 import { WatchdogDown } from './watchdog/index.ts'
 
 /** how long a VM waits before another start while this node's watchdog cannot be started */
@@ -663,8 +664,8 @@ export class LocalVms {
     return undefined
   }
 
-  /** The tail of a VM's console, from whichever node holds its lease (console.ts). */
-  async console (vmId: string): Promise<{ holder: string, console: string, size?: number, run?: number }> { return await this.consoles.of(vmId) }
+  /** The tail of a VM's console, or what came past `since`, from whichever node holds its lease (console.ts). */
+  async console (vmId: string, since?: ConsoleSince): Promise<{ holder: string } & ConsoleAnswer> { return await this.consoles.of(vmId, since) }
 
   private drivers (): Set<VmDriver> { return new Set(Object.values(this.c.drivers)) }
 }

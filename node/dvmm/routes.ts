@@ -6,11 +6,13 @@ import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
-import { ConflictError, NotFoundError, ValidationError, booleanQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
+import { ConflictError, NotFoundError, ValidationError, booleanQuery, countQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
 import { expandShortId, mayBeRunning, memberByName, type MemberTable } from '../../protocol/membership.ts'
 import type { VmInfo } from './drivers/types.ts'
+import type { ConsoleSince } from './drivers/console-read.ts'
+import type { ConsoleAnswer } from './console.ts'
 import { appendToLease, type History } from './history.ts'
 import type { DiskHealth } from './vm-disks.ts'
 import { forgetInIntervals, namedInIntervals } from '../gvs/write-intervals.ts'
@@ -74,7 +76,7 @@ export interface DvmmRoutesDeps {
     /** why a VM that ended here is left stopped, while its lease's update waits for the disk */
     unwrittenEnd?: (vm: string) => string | undefined
     /** the tail of a VM's console, from its holder wherever it is */
-    console: (vm: string) => Promise<{ holder: string, console: string, size?: number, run?: number }>
+    console: (vm: string, since?: ConsoleSince) => Promise<{ holder: string } & ConsoleAnswer>
     /** the driver's view of a VM this node runs (pid, interfaces, accelerator), null elsewhere */
     runtimeOf: (vm: string) => Promise<VmInfo | null>
   }
@@ -492,13 +494,18 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     })
     // a console holds what the guest prints (passwords at first boot, keys): root and the
     // vgrid group only, as the console file on the node is root's
-    app.get<{ Params: IdParams }>('/v1/vms/:id/console', { schema: { params: idParams }, config: { access: 'admin' } }, async (req): Promise<{ vm: string, node: string, console: string, size?: number, run?: number, epoch?: number }> => {
+    // `from` and `run` (a follower's last end and the run it read): only what came since,
+    // unless the log was cut back or the run is another one (then the tail; `start` says)
+    app.get<{ Params: IdParams, Querystring: { from?: unknown, run?: unknown } }>('/v1/vms/:id/console', { schema: { params: idParams }, config: { access: 'admin', query: ['from', 'run'] } }, async (req): Promise<{ vm: string, node: string, console: string, start?: number, size?: number, run?: number, epoch?: number }> => {
+      const from = countQuery(req.query, 'from')
+      const run = countQuery(req.query, 'run')
+      if (run != null && from == null) throw new ValidationError('run', 'run goes with from: the offset read up to in that run')
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
-      const c = await svc.local.console(vm.id)
-      // the offset the tail ends at, the run's start and the lease's epoch: what `vm console --follow` counts new output by
+      const c = await svc.local.console(vm.id, from != null ? { from, run: run ?? null } : undefined)
+      // the offsets the text begins and ends at, the run's start and the lease's epoch: what `vm console --follow` reads by
       const epoch = doc.leases.get(vm.id)?.winner.epoch
-      return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console, ...(c.size != null ? { size: c.size } : {}), ...(c.run != null ? { run: c.run } : {}), ...(epoch != null ? { epoch } : {}) }
+      return { vm: vm.id, node: nameOf(c.holder, doc), console: c.console, ...(c.start != null ? { start: c.start } : {}), ...(c.size != null ? { size: c.size } : {}), ...(c.run != null ? { run: c.run } : {}), ...(epoch != null ? { epoch } : {}) }
     })
     app.post<{ Params: IdParams }>('/v1/nodes/:id/drain', { schema: { params: idParams } }, async req => {
       const b = optionalBody(req.body)

@@ -86,7 +86,19 @@ test('vgrid vm / node drain / ha through the API', async t => {
   const holder = g.nodes.find(n => n.fake.vms.get('web')?.state === 'running')!
   // from whichever node: a node that does not hold it asks the holder
   t.regex((await cli(api, 'vm', 'console', 'web')).out, /fake guest ready web/)
-  t.like(JSON.parse((await cli(api, 'vm', 'console', 'web', '--json')).out), { vm: 'web', console: 'fake guest ready web\n', size: 21, epoch: 1 })
+  const first = JSON.parse((await cli(api, 'vm', 'console', 'web', '--json')).out) as { run: number }
+  t.like(first, { vm: 'web', console: 'fake guest ready web\n', start: 0, size: 21, epoch: 1 })
+  // a follower's ask: only what came past its end in its run (rv45: each poll moved the whole tail)
+  const ask = async (q: string): Promise<{ status: number, body: { console?: string, start?: number, error?: { message: string } } }> => {
+    const r = await fetch(`http://${api}/v1/vms/web/console${q}`, { signal: AbortSignal.timeout(5000) })
+    return { status: r.status, body: await r.json() as { console?: string, start?: number, error?: { message: string } } }
+  }
+  t.like((await ask(`?from=17&run=${first.run}`)).body, { console: 'web\n', start: 17, size: 21 })
+  t.like((await ask(`?from=17&run=${first.run + 1}`)).body, { console: 'fake guest ready web\n', start: 0 })
+  const badFrom = await ask('?from=-1')
+  t.is(badFrom.status, 400)
+  t.regex(badFrom.body.error!.message, /from must be a whole number of 0 or more, given once, not "-1"/)
+  t.regex((await ask('?run=5')).body.error!.message, /run goes with from/)
   // --follow prints what the guest prints after the tail, once (bb46: the console was one read, and said nowhere so)
   const following = run(NODE, ['--input-type=module', '-e', SCRIPT, 'vm', 'console', 'web', '--follow'], { env: { ...process.env, VGRID_API: api }, timeout: 5000 }).catch((e: { stdout: string }) => e)
   await new Promise(resolve => setTimeout(resolve, 2000))

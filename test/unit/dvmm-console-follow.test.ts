@@ -1,12 +1,29 @@
-// What `vgrid vm console --follow` prints of each answer after the first (pure:
-// node/dvmm/console-follow.ts newOutput): the bytes the log grew by, or all of the tail
-// after a line saying why.
+// What `vgrid vm console --follow` asks and prints of each answer after the first (pure:
+// node/dvmm/console-follow.ts newOutput, nextAsk): what came since the last answer's end,
+// or all of the answer after a line saying why; from agents of an earlier release (no
+// `start`), the bytes the tail grew by.
 import test from 'ava'
-import { newOutput, type ConsoleAnswer } from '../../node/dvmm/console-follow.ts'
+import { newOutput, nextAsk, type ConsoleAnswer } from '../../node/dvmm/console-follow.ts'
 
 const at = (console: string, size: number | undefined, node = 'host1', epoch = 1, run = 5): ConsoleAnswer => ({ vm: 'web', node, console, ...(size != null ? { size } : {}), epoch, run })
 
-test('what the log grew by, from the end of the tail; nothing when it did not grow', t => {
+/** an answer of what came past an ask: the log's bytes [start, start + its length) */
+const since = (console: string, start: number, node = 'host1', epoch = 1, run = 5): ConsoleAnswer => ({ vm: 'web', node, console, start, size: start + Buffer.byteLength(console), epoch, run })
+
+test('each ask continues from the last answer\'s end in its run; the answer is what came since, printed as it is', t => {
+  t.is(nextAsk('web', since('boot\n', 0)), '/v1/vms/web/console?from=5&run=5')
+  t.is(nextAsk('a b', at('boot\n', 5)), '/v1/vms/a%20b/console', 'an earlier release\'s agent is asked for the tail, as it was')
+  t.is(newOutput(since('boot\n', 0), since('ready\n', 5)), 'ready\n')
+  t.is(newOutput(since('boot\n', 0), since('', 5)), '')
+  // whatever its bytes: the agent cut it at whole characters and counted the rest
+  t.is(newOutput(since('a', 0), since('\ufffd\ufffdé', 1)), '\ufffd\ufffdé')
+  t.is(newOutput(since('boot\n', 0), since('tail', 9)), '\n[vgrid: 4 bytes of output went by between two reads]\ntail')
+  // an agent that found the log shorter than the ask's end answers its tail from before it
+  t.is(newOutput(since('long log', 2_000_000), since('tail', 100)), '\n[vgrid: the console log was cut back or started over]\ntail')
+  t.is(newOutput(since('old', 70_000), since('new run', 0, 'host1', 1, 9)), '\n[vgrid: web started again: its new run\'s console]\nnew run')
+})
+
+test('from an earlier release: what the log grew by, from the end of the tail; nothing when it did not grow', t => {
   t.is(newOutput(at('boot\n', 5), at('boot\nready\n', 11)), 'ready\n')
   t.is(newOutput(at('boot\n', 5), at('boot\n', 5)), '')
   // a tail that dropped its start (64 KiB kept): still its end

@@ -9,6 +9,7 @@
 //   ['fake:ignore-stop']         ignores graceful stop (only kill ends it)
 import { EventEmitter } from 'node:events'
 import { classifyExit, earlierConsole, EARLIER_CONSOLE_BYTES, sleep, validateSpec } from './common.ts'
+import { readConsole, type ConsoleRead, type ConsoleSince } from './console-read.ts'
 import { DriverError, type DriverEvents, type DriverVmSpec, type ExitReason, type ProbeResult, type VmDriver, type VmInfo, type VmState } from './types.ts'
 
 export const FAKE_READY_LINE = 'fake guest ready'
@@ -132,9 +133,10 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     return this.must(id).console.slice(-bytes)
   }
 
-  async consoleRead (id: string, bytes: number): Promise<{ text: string, size: number, run: number | null }> {
+  async consoleRead (id: string, bytes: number, since?: ConsoleSince): Promise<ConsoleRead> {
     const vm = this.must(id)
-    return { text: vm.console.slice(-bytes), size: Buffer.byteLength(vm.console), run: vm.startedAt }
+    const log = Buffer.from(vm.console)
+    return readConsole(from => ({ tail: log.subarray(log.length - Math.max(0, Math.min(bytes, log.length - from))), end: log.length }), vm.startedAt, since)
   }
 
   async remove (id: string): Promise<void> {

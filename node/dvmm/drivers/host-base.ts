@@ -15,6 +15,7 @@ import { WATCHDOG_KILLED } from '../watchdog/kill.ts'
 import { watchdogPaths } from '../watchdog/paths.ts'
 import { liveSupervisor } from '../watchdog/supervisor-pid.ts'
 import { cpuOnlyGroup, createGroups, dataDirScope, groupPaths, groupPids, killGroups, vmGroupName, oomKills, probeCgroups, readCpuLimit, removeGroups, type CgroupLayout, type Limits } from '../host/cgroups.ts'
+import { readConsole, type ConsoleRead, type ConsoleSince } from './console-read.ts'
 import { classifyExit, currentBootId, decodeShellStatus, earlierConsole, EARLIER_CONSOLE_BYTES, endedAtOnce, tailBytes, procStat, ranBeforeBoot, RunDirs, sameProcessAlive, sleep, tailFile, ticksToMs, trimConsole, validateSpec, type VmRecord } from './common.ts'
 import { runDirProblem } from '../host/probe.ts'
 import { DriverError, type DriverBoot, type DriverEvents, type DriverName, type DriverVmSpec, type ProbeResult, type VmDriver, type VmInfo, type VmNetwork, type VmState } from './types.ts'
@@ -301,10 +302,10 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     return tailFile(this.runs.console(id), bytes)
   }
 
-  async consoleRead (id: string, bytes: number): Promise<{ text: string, size: number, run: number | null }> {
+  async consoleRead (id: string, bytes: number, since?: ConsoleSince): Promise<ConsoleRead> {
     const rec = this.mustLoad(id)
-    const r = tailBytes(this.runs.console(id), bytes)
-    return { text: r.tail.toString('utf8'), size: r.end, run: rec.startedAt ?? null }
+    const file = this.runs.console(id)
+    return readConsole(from => tailBytes(file, bytes, from), rec.startedAt ?? null, since)
   }
 
   async remove (id: string): Promise<void> {

@@ -3,6 +3,7 @@
 // placement core talks to drivers only through this, and test/dvmm/drivers/compliance.ts
 // holds every driver to the same behaviour.
 import type { EventEmitter } from 'node:events'
+import type { ConsoleRead, ConsoleSince } from './console-read.ts'
 
 export type DriverName = 'process' | 'qemu' | 'fake'
 
@@ -153,11 +154,12 @@ export interface VmDriver extends EventEmitter<DriverEvents> {
   /** The last `bytes` of the VM's console log. */
   consoleTail: (id: string, bytes?: number) => Promise<string>
   /**
-   * The last `bytes` of the console log with the offset they end at (one read: the log
-   * only grows, but for a cut back) and the run's start (a new run's log starts over):
-   * what `vm console --follow` counts new output by
+   * The console log's last `bytes`, or at most that much of what came past `since` (a
+   * follower's last end in the same run), as whole characters with the offsets they
+   * begin and end at (one read) and the run's start: what `vm console --follow` reads by
+   * (console-read.ts)
    */
-  consoleRead?: (id: string, bytes: number) => Promise<{ text: string, size: number, run: number | null }>
+  consoleRead?: (id: string, bytes: number, since?: ConsoleSince) => Promise<ConsoleRead>
   /**
    * Re-points a running VM's terminal names (a link made or removed after it started):
    * a process VM's /etc/hosts; a qemu guest's through a virtio port its init reads.

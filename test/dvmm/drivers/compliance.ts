@@ -90,6 +90,13 @@ export function driverCompliance (test: TestFn, f: DriverFixture): void {
       t.true(read1.text.includes(f.readyLine))
       t.true(read1.size >= Buffer.byteLength(read1.text), `the tail ends at ${read1.size}`)
       t.is(read1.run, info.startedAt ?? null)
+      t.is(read1.size - read1.start, Buffer.byteLength(read1.text), 'the text spans [start, size)')
+      // past a follower's end only what came since; asked with another run, the tail
+      const after = await d.consoleRead!(id, 64 * 1024, { from: read1.size, run: read1.run })
+      t.is(after.start, read1.size)
+      t.true(after.size >= read1.size)
+      const other = await d.consoleRead!(id, 64 * 1024, { from: read1.size, run: (read1.run ?? 0) + 1 })
+      t.is(other.start, Math.max(0, other.size - 64 * 1024))
     }
     const exited = exitOf(d, id)
     const stopped = await d.stop(id, 30_000)
