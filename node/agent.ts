@@ -179,6 +179,11 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
         ? {
             uriOf: (id, epoch) => { const v = state.read().get('volumes', id)?.value; return v == null || gvs == null ? null : gvs.uriOf(v, epoch) },
             fence: async (id, epoch) => { if (gvs == null) throw new Error('the volume store does not run on this node'); await gvs.fence(id, epoch) },
+            readDisk: async (id, epoch, offset, length) => {
+              const v = state.read().get('volumes', id)?.value
+              if (v == null || gvs == null) throw new Error(v == null ? `volume ${id} does not exist` : 'the volume store does not run on this node')
+              return await gvs.readDisk(v, epoch, offset, length)
+            },
             writers: async id => gvs == null ? [] : await gvs.writersOf(id),
             health: async ids => {
               const r = state.read()

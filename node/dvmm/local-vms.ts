@@ -17,7 +17,7 @@ import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
-import { attachVolumes, disksReadable, DiskWait, type VolumeAccess } from './vm-disks.ts'
+import { attachVolumes, disksReadable, DiskWait, NothingToBoot, type VolumeAccess } from './vm-disks.ts'
 import { VmConsoles, type ConsoleAnswer } from './console.ts'
 import type { ConsoleSince } from './drivers/console-read.ts'
 import { WatchdogDown } from './watchdog/index.ts'
@@ -358,6 +358,13 @@ export class LocalVms {
         await new Promise(resolve => setTimeout(resolve, DISK_WAIT_PAUSE_MS))
         return
       }
+      if (err instanceof NothingToBoot) {
+        // the same at every start until the volume is written: failed, no crash, not retried
+        this.c.metrics.starts.inc({ result: 'failed' })
+        this.c.log.warn('VM not started: its boot volume has nothing to boot', { vm: id, why: err.message })
+        this.bootFailed(vm, err.message)
+        return
+      }
       if (err instanceof WatchdogDown) {
         // no fault of the VM's: not counted as a crash; the step starts it again once the
         // pause is over (the supervisor is tried again at each feed meanwhile)
@@ -398,6 +405,17 @@ export class LocalVms {
       if (cur?.holder !== this.c.peerId) return
       const d = onExit(cur.crashes ?? [], at, { policy: vm.spec.restart === 'never' ? 'never' : 'always', detail: `start failed: ${detail}` })
       w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at, this.c.config.name))
+    }, { written: () => { this.unwritten.delete(vm.id) } })
+  }
+
+  /** A start that cannot succeed as the VM is (NothingToBoot): left `failed` with why, until `vm start` places it anew. */
+  private bootFailed (vm: Vm, why: string): void {
+    const at = docStamp(this.c.clock)
+    this.unwritten.set(vm.id, undefined)
+    this.c.enqueue(w => {
+      const cur = w.current('leases', vm.id)
+      if (cur?.holder !== this.c.peerId) return
+      w.update('leases', vm.id, logged(cur, { status: 'failed', reason: leaseReason(why) }, at, this.c.config.name))
     }, { written: () => { this.unwritten.delete(vm.id) } })
   }
 

@@ -28,6 +28,8 @@ export interface VolumeAccess {
   uriOf: (volumeId: string, epoch?: number) => string | null
   /** makes `epoch` the volume's writer epoch on every live node (GvsService.fence) */
   fence: (volumeId: string, epoch: number) => Promise<void>
+  /** bytes of a VM's disk through its export pinned at `epoch` here (GvsService.readDisk): a boot volume's first sector */
+  readDisk?: (volumeId: string, epoch: number, offset: number, length: number) => Promise<Uint8Array>
   /** the NBD sessions writing the volume on each live node (GvsService.writersOf): a VM is not started under one */
   writers?: (volumeId: string) => Promise<Array<{ node: string, name?: string, writers: number, vmDisks?: number }>>
   /** the volumes' health (GvsService.health): a VM runs on while its disk is degraded or unavailable, and says so; a start waits while objects are unavailable (disksReadable) */
@@ -103,6 +105,25 @@ export function diskWaitReason (disks: readonly DiskReadability[]): string | nul
   return `waiting for its disk ${first.path}: ${s} unavailable (${where})${more}; it starts once ${first.n === 1 ? 'it is' : 'they are'} readable again (vgrid node forget of a node gone for good gives its writes up)`
 }
 
+/** a qemu VM with neither kernel nor image nor command boots from its first volume (run-steps.ts driverSpec) */
+export const bootsFromVolume = (vm: Vm): boolean => vm.spec.driver === 'qemu' && (vm.spec.command ?? []).length === 0 && vm.spec.kernel == null && vm.spec.image == null && vm.spec.volumes.length > 0
+
+/**
+ * Why a boot volume whose first 512 bytes are `head` boots nothing (pure): the firmware
+ * boots a disk whose first sector ends in a boot signature (an MBR, or GPT's protective
+ * one); null when it has one
+ */
+export function bootVolumeProblem (head: Uint8Array, path: string): string | null {
+  if (head.length >= 512 && head[510] === 0x55 && head[511] === 0xaa) return null
+  const what = head.every(b => b === 0) ? 'its first sector is all zeros (nothing was written there)' : 'its first sector has no boot signature (neither an MBR nor GPT\'s protective one)'
+  return `its boot volume ${path} has nothing to boot: ${what}; stop the VM (vgrid vm stop), write a bootable disk image into the volume (vgrid vol import FILE ${path}) and start it again, or give the VM a kernel to boot`
+}
+
+/** a boot volume with nothing to boot (bootVolumeProblem): the start fails at once, not counted as a crash and not tried again */
+export class NothingToBoot extends Error {
+  override name = 'NothingToBoot'
+}
+
 /** a start that waits for its disks to be readable (disksReadable): no crash, tried again */
 export class DiskWait extends Error {
   override name = 'DiskWait'
@@ -172,6 +193,7 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
   if (store == null) throw new Error('the volume store does not run on this node')
   for (const v of ids) if (store.uriOf(v) == null) throw new Error(`volume ${v} does not exist`)
   const epochs = new Map<string, number>()
+  const paths = new Map<string, string>()
   await c.state.write(w => {
     // the lease may have gone to another node since the step decided to start
     const lease = w.reader.get('leases', vm.id)?.value
@@ -184,6 +206,7 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
       if (cur == null) throw new Error(`volume ${v} does not exist`)
       const epoch = volumeEpoch(cur.epoch ?? 1, Math.max(leaseEpoch, lease.epoch), c.peerId)
       epochs.set(v, epoch)
+      paths.set(v, cur.path)
       w.update('volumes', v, { epoch })
     }
   }, `dvmm: ${vm.id} takes its volumes`)
@@ -200,6 +223,13 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
     }
+  }
+  // a guest booting from its first volume with nothing to boot there "ran" for ever in
+  // the firmware, saying nothing (bb46): its start fails, saying why
+  const first = ids[0]!
+  if (bootsFromVolume(vm) && store.readDisk != null) {
+    const problem = bootVolumeProblem(await store.readDisk(first, epochs.get(first)!, 0, 512), paths.get(first) ?? first)
+    if (problem != null) throw new NothingToBoot(problem)
   }
   return ids.map(v => {
     const uri = store.uriOf(v, epochs.get(v))

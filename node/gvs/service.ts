@@ -859,6 +859,16 @@ export class GvsService {
     return this.exports.pinnedNameOf(name, v.id, epoch)
   }
 
+  /**
+   * `length` bytes at `offset` of a VM's disk as its guest will read them, through its
+   * export pinned at `epoch` here (a start's look at a boot volume's first sector)
+   */
+  async readDisk (v: Volume, epoch: number, offset: number, length: number): Promise<Uint8Array> {
+    const dev = this.device(this.exports.pinnedNameOf(exportName(v), v.id, epoch))
+    if (dev == null) throw new Error(`volume ${v.path} has no disk at writer epoch ${epoch} on this node`)
+    try { return await dev.read(offset, length) } finally { this.exports.writers.release(dev) }
+  }
+
   /** the NBD URI a client on this node opens for a volume */
   uriOf (v: Volume, epoch?: number): string {
     const name = epoch == null ? exportName(v) : this.exports.pinnedNameOf(exportName(v), v.id, epoch)

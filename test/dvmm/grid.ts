@@ -147,6 +147,7 @@ function volumeAccessOf (agent: Agent, full: boolean): NonNullable<DvmmComponent
   return {
     uriOf: (id, epoch) => { const v = volume(id); return v == null ? null : gvs.uriOf(v, epoch) },
     fence: async (id, epoch) => { await gvs.fence(id, epoch) },
+    readDisk: async (id, epoch, offset, length) => await gvs.readDisk(volume(id)!, epoch, offset, length),
     writers,
     health: async ids => await gvs.health(ids.flatMap(id => volume(id) ?? []))
   }

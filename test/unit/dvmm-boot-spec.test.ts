@@ -3,6 +3,7 @@
 // kernel is booted whenever one is given); an initrd or cmdline with an image would be
 // ignored alike. The API refuses them naming the fields (400), the CLI before asking.
 import test from 'ava'
+import { bootVolumeProblem } from '../../node/dvmm/vm-disks.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import { bootFlagsProblem } from '../../node/dvmm/cli.ts'
 import { toApiError } from '../../node/api/errors.ts'
@@ -76,4 +77,15 @@ test('vm create: the boot flags are checked together before the API is asked', t
   t.is(bootFlagsProblem({ ...none, command: true, image: true }), 'a command runs a process VM, --image is for a qemu VM: give one or the other')
   t.is(bootFlagsProblem({ ...none, command: true, kernel: true, initrd: true }), 'a command runs a process VM, --kernel and --initrd are for a qemu VM: give one or the other')
   for (const ok of [{ kernel: true }, { kernel: true, initrd: true, cmdline: true }, { image: true }, { command: true }, {}]) t.is(bootFlagsProblem({ ...none, ...ok }), undefined, JSON.stringify(ok))
+})
+
+test('a boot volume boots when its first sector ends in a boot signature; else the start says what it found', t => {
+  const sector = Buffer.alloc(512)
+  t.regex(bootVolumeProblem(sector, '/os/root') ?? '', /^its boot volume \/os\/root has nothing to boot: its first sector is all zeros/)
+  sector.write('GRUB', 0)
+  t.regex(bootVolumeProblem(sector, '/os/root') ?? '', /its first sector has no boot signature \(neither an MBR nor GPT's protective one\)/)
+  sector[510] = 0x55
+  sector[511] = 0xaa
+  t.is(bootVolumeProblem(sector, '/os/root'), null)
+  t.not(bootVolumeProblem(sector.subarray(0, 100), '/os/root'), null, 'a short read is no boot sector')
 })

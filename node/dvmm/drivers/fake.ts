@@ -60,9 +60,9 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
   async probe (): Promise<ProbeResult> { return this.probeResult }
 
   async start (raw: DriverVmSpec): Promise<VmInfo> {
-    const spec = validateSpec(raw, ['command'])
-    if (spec.boot.kind !== 'command') throw new DriverError('bad-spec', 'boot.kind: fake VMs boot a command', 'boot.kind')
-    const [cmd, a, b] = spec.boot.command
+    const spec = validateSpec(raw, ['command', 'volume'])
+    // a guest booting its first disk (the fake stands for qemu too) runs as fake:run does
+    const [cmd, a, b] = spec.boot.kind === 'volume' ? ['fake:run'] : spec.boot.kind === 'command' ? spec.boot.command : []
     if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:ignore-stop)`, 'boot.command[0]')
     if (!this.probeResult.ok) throw new DriverError('unsupported', `fake driver cannot run VMs here: ${this.probeResult.detail}`)
     const old = this.node.vms.get(spec.id)
