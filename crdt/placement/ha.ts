@@ -24,6 +24,12 @@ export interface HaReport {
     why: string
     /** a vote lock holds takeovers back this much longer from now (DvmmService.voteLockHoldsMs): absent when none does */
     lockedMs?: number
+    /**
+     * were one of `nodes` (names) lost now, its VMs would start elsewhere only `ms` from
+     * now: vote locks of `locked` (names), members back from a restart, hold that
+     * takeover back though they hold none back now (lockedWaitsIfLost); absent: none would
+     */
+    ifLost?: { nodes: string[], ms: number, locked: string[] }
   }
 }
 

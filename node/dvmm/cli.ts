@@ -451,13 +451,22 @@ export async function ha (argv: string[]): Promise<void> {
   if (!r.ok) process.exitCode = 1
 }
 
+/** "a, b and c" (or "a, b or c") */
+const listed = (xs: readonly string[], word: 'and' | 'or'): string => xs.length <= 1 ? xs.join('') : `${xs.slice(0, -1).join(', ')} ${word} ${xs.at(-1)!}`
+
 /** `vgrid ha`'s answer, also in `vgrid status` (pure): a headline, then one line per reason, indented; control characters escaped (control-chars.ts) */
 export function haLines (r: HaReport): string[] {
   return haText(r).map(escapeControls)
 }
 
 function haText (r: HaReport): string[] {
-  const failover = r.failover == null ? [] : [`  a dead node's VMs start elsewhere ${(r.failover.ms / 1000).toFixed(1)} s after it was last heard of: ${r.failover.why}`]
+  const f = r.failover
+  const lost = f?.ifLost
+  const failover = f == null
+    ? []
+    : [`  a dead node's VMs start elsewhere ${(f.ms / 1000).toFixed(1)} s after it was last heard of: ${f.why}`,
+        // bb47: the plain wait was said, and a crash then waited 55 s for locks that held nothing back before it
+        ...lost == null ? [] : [`  but were ${listed(lost.nodes, 'or')} lost now, its VMs would start elsewhere only ${(lost.ms / 1000).toFixed(1)} s from now: ${listed(lost.locked, 'and')} came back from a restart lately and count${lost.locked.length === 1 ? 's' : ''} towards a takeover only once the vote${lost.locked.length === 1 ? '' : 's'} ${lost.locked.length === 1 ? 'it' : 'they'} may have lent, to keep VMs alive elsewhere, ${lost.locked.length === 1 ? 'has' : 'have'} lapsed`]]
   if (r.ok) return ['HA ok: every VM could be placed again if any one node failed', ...failover]
   return [
     'HA not ok:',

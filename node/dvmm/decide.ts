@@ -231,6 +231,27 @@ export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, n
   return Math.min(locked, Math.max(majoritySince(roll, me, aliveSince), sure[need - 1]!))
 }
 
+/**
+ * For each member in sight but this node: when, from `now`, a takeover of its leases
+ * could start at the earliest were it lost now, where vote locks hold that past the plain
+ * wait (`waitMs`: fence timeout + margin) (pure). The locks hold nothing back while the
+ * members in sight without a vote to lend are half the roll, so `vgrid ha` read the plain
+ * wait while losing one of those would wait for them (bb47: after routine restarts of two
+ * nodes of four, ha said 6.5 s and a crash of a third then waited 55 s).
+ */
+export function lockedWaitsIfLost (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number, waitMs: number, now: number): Array<{ node: string, ms: number }> {
+  const out: Array<{ node: string, ms: number }> = []
+  for (const x of nodes) {
+    if (x.id === me || !x.alive || !doc.roll.has(x.id)) continue
+    const without = nodes.map(n => n.id === x.id ? { ...n, alive: false } : n)
+    const since = takeoverMajoritySince(doc, me, without, voteLock)
+    // no majority left at all is `noMargin`'s to say; a lock that holds nothing back is the plain wait
+    if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, me, without) || since <= now) continue
+    out.push({ node: x.id, ms: since + waitMs - now })
+  }
+  return out
+}
+
 /** how much later than this node a holder cut off from all may notice it (fence.ts holderNoticeMs) */
 export const noticeOf = (i: Pick<DecideInput, 'doc' | 'detection' | 'nodes'>): number =>
   holderNoticeMs(Math.max(i.doc.roll.size, i.detection?.agents ?? 0), i.detection, i.nodes)

@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, startsStillDue, takeoverMajoritySince, type DecideInput, type Decisions } from './decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, lockedWaitsIfLost, startsStillDue, takeoverMajoritySince, type DecideInput, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -326,7 +326,23 @@ export class DvmmService {
     const held = this.voteLockHoldsMs()
     // bb22: ha gave the plain wait while a member back from a restart held takeovers back
     const lock = held > 0 ? `; and none within ${Math.ceil(held / 1000)} s from now: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed` : ''
-    return { ms: fenceMs + notice + this.cfg.takeoverMarginMs, why: parts.join(' + ') + lock, ...held > 0 ? { lockedMs: held } : {} }
+    const ms = fenceMs + notice + this.cfg.takeoverMarginMs
+    const ifLost = held > 0 ? undefined : this.lockedIfLost(ms)
+    return { ms, why: parts.join(' + ') + lock, ...held > 0 ? { lockedMs: held } : {}, ...ifLost != null ? { ifLost } : {} }
+  }
+
+  /** the longest wait the loss of one member now would meet past `plainMs` for vote locks, with whose loss and whose locks (lockedWaitsIfLost) */
+  private lockedIfLost (plainMs: number): NonNullable<HaReport['failover']>['ifLost'] {
+    const reader = this.components.state.read()
+    const doc = docView(reader)
+    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+    const now = this.components.clock.now()
+    const lock = (id: string): number => this.fencing.voteLock(id, now)
+    const waits = lockedWaitsIfLost(doc, this.me, nodes, lock, takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs, now).filter(w => w.ms > plainMs)
+    if (waits.length === 0) return undefined
+    const name = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
+    const ms = Math.max(...waits.map(w => w.ms))
+    return { nodes: waits.map(w => name(w.node)).sort(), ms, locked: [...doc.roll.keys()].filter(id => lock(id) > now).map(name).sort() }
   }
 
   /**

@@ -59,3 +59,25 @@ test('while a member back from a restart holds takeovers back (the vote it may h
   t.true(await until(() => h.dvmm.ha().failover!.lockedMs === undefined, 5000), 'no lock once the record is gone')
   t.is(h.dvmm.ha().failover!.why, 'the fence timeout 5 s + a margin of 0.5 s')
 })
+
+test('while no lock holds anything back, the failover wait says whose loss now would bring the locks to bear, and how long it would wait (bb47)', async t => {
+  // Nb and Nc back from restarts a moment ago, Nd never restarted: all in sight, the
+  // locks hold nothing back; losing Nd would leave this node alone with no vote to lend
+  const back = { fenceMs: 20_000, since: Date.now() - 1000, confirmed: true, back: true }
+  const h = await harness({
+    others: ['Nb', 'Nc', 'Nd'],
+    seed: w => { for (const n of ['Nb', 'Nc']) w.put('roll', { node: n, name: n, joined: 1, restart: back }) }
+  })
+  t.teardown(async () => { await h.stop() })
+  await until(() => h.dvmm.ha().failover!.ifLost != null, 5000)
+  const f = h.dvmm.ha().failover!
+  t.is(f.ms, 5500, 'the wait now is the plain one')
+  t.is(f.lockedMs, undefined)
+  t.deepEqual(f.ifLost?.nodes, ['Nd'])
+  t.deepEqual(f.ifLost?.locked, ['Nb', 'Nc'])
+  t.true((f.ifLost?.ms ?? 0) > 19_000 && f.ifLost!.ms <= 19_000 + LENT_VOTE_SLACK_MS + 5500, `would wait ${f.ifLost?.ms} ms`)
+  // the records gone: nothing to say
+  h.replica.change(w => { for (const n of ['Nb', 'Nc']) w.update('roll', n, { restart: null }) })
+  h.transition()
+  t.true(await until(() => h.dvmm.ha().failover!.ifLost === undefined, 5000), 'nothing once the records are gone')
+})

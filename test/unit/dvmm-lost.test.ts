@@ -74,6 +74,9 @@ test('vgrid ha: a node without a majority in sight does not say the others\' VMs
   t.deepEqual(restarting, ['HA not ok:', '  h-b is restarting: web runs on there for its restart grace; should it not come back, no other node fits it: web (lacks label host=b)'])
   const thin = haLines({ ok: false, stranded: [], noMargin: '2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node' })
   t.deepEqual(thin, ['HA not ok:', '  2 of 3 roll members are in sight and a majority is 2: losing any one of them fences every node'])
+  // vote locks that only the loss of one more member would bring to bear are said (bb47)
+  const locked = haLines({ ok: true, stranded: [], failover: { ms: 6500, why: 'the fence timeout 5 s + a margin of 1.5 s', ifLost: { nodes: ['host3', 'host4'], ms: 55_000, locked: ['host1', 'host2'] } } })
+  t.deepEqual(locked, ['HA ok: every VM could be placed again if any one node failed', '  a dead node\'s VMs start elsewhere 6.5 s after it was last heard of: the fence timeout 5 s + a margin of 1.5 s', '  but were host3 or host4 lost now, its VMs would start elsewhere only 55.0 s from now: host1 and host2 came back from a restart lately and count towards a takeover only once the votes they may have lent, to keep VMs alive elsewhere, have lapsed'])
 })
 
 test('a lost VM of a node stopped for a restart is restarting as the caller counts it (its clock, from the last beat), not by the record\'s own stamp', t => {

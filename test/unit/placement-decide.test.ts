@@ -2,7 +2,7 @@
 // claims, settle before start, takeover timing, fencing, drain, losers killed,
 // reservations; and the create-request checks (node/dvmm/vms.ts).
 import test from 'ava'
-import { claimMatchesSpec, claimStillApplies, creditWaits, decide, startsStillDue, takeoverMajoritySince, type DecideInput } from '../../node/dvmm/decide.ts'
+import { claimMatchesSpec, claimStillApplies, creditWaits, decide, lockedWaitsIfLost, startsStillDue, takeoverMajoritySince, type DecideInput } from '../../node/dvmm/decide.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import { diskOwners, diskTaken } from '../../node/dvmm/disk-owner.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
@@ -499,6 +499,24 @@ test('a vote locked for a restart holds nothing back where the holder out of sig
   // two of four out of sight: C and a fourth with D's vote would have 3 of 4: the lock holds
   const cut = { ...i, nodes: [node(A, { aliveSince: 0 }), node(B, { alive: false }), node(C, { alive: false }), node(D, { aliveSince: 5000 })], holderAlive: (id: string) => id !== C && id !== B }
   t.false([A, D].some(me => decide({ ...cut, me }).claims.some(c => c.vm === 'theirs')), 'A and D alone have no majority anyway')
+})
+
+test('what the loss of one member now would wait for vote locks that hold nothing back yet (bb47: two of four back from restarts, ha said 6.5 s and a crash waited 55 s)', t => {
+  // four: C and D back from restarts (locked until 60 s), A and B never restarted; A answers
+  const D = 'nodeD'
+  const nodes = [node(A, { aliveSince: 0 }), node(B, { aliveSince: 0 }), node(C, { aliveSince: 5000 }), node(D, { aliveSince: 8000 })]
+  const voteLock = (id: string): number => id === C || id === D ? 60_000 : -Infinity
+  const i = input({ now: 20_000, nodes })
+  i.doc.roll.set(D, roll(D))
+  // with all four in sight the locks hold nothing back: a majority since C came into sight
+  t.is(takeoverMajoritySince(i.doc, A, nodes, voteLock), 5000)
+  // losing B leaves A alone without a lent vote: a takeover of B waits for the locks, 60 s + the 6.5 s wait
+  t.deepEqual(lockedWaitsIfLost(i.doc, A, nodes, voteLock, 6500, 20_000), [{ node: B, ms: 60_000 + 6500 - 20_000 }])
+  // and after the locks, nothing
+  t.deepEqual(lockedWaitsIfLost(i.doc, A, nodes, voteLock, 6500, 61_000), [])
+  // one member back from a restart: losing any other still leaves half the roll with no vote to lend
+  const one = (id: string): number => id === D ? 60_000 : -Infinity
+  t.deepEqual(lockedWaitsIfLost(i.doc, A, nodes, one, 6500, 20_000), [])
 })
 
 test('locks dropped once a holder out of sight cannot make a majority count the majority from then, not from before (rv23)', t => {
