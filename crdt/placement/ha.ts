@@ -18,6 +18,12 @@ export interface HaReport {
   noMargin?: string
   /** running VMs whose disk one node's loss would leave unreadable or unwritable, and why (ok is false): diskRisks */
   disks?: DiskRisk[]
+  /**
+   * anti-affinity groups with VMs sharing a node whose loss would stop them together, and
+   * the nodes that could take one of them now with none of the group (names; node/dvmm/spread.ts):
+   * said, not judged (ok stands: each could be placed again)
+   */
+  crowded?: Array<{ group: string, node: string, vms: string[], could: string[] }>
   /** how long after a node was last heard of its VMs start elsewhere, as the answering node counts it, and what that is made of (DvmmService.failoverWait) */
   failover?: {
     ms: number

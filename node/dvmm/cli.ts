@@ -467,7 +467,9 @@ function haText (r: HaReport): string[] {
     : [`  a dead node's VMs start elsewhere ${(f.ms / 1000).toFixed(1)} s after it was last heard of: ${f.why}`,
         // bb47: the plain wait was said, and a crash then waited 55 s for locks that held nothing back before it
         ...lost == null ? [] : [`  but were ${listed(lost.nodes, 'or')} lost now, its VMs would start elsewhere only ${(lost.ms / 1000).toFixed(1)} s from now: ${listed(lost.locked, 'and')} came back from a restart lately and count${lost.locked.length === 1 ? 's' : ''} towards a takeover only once the vote${lost.locked.length === 1 ? '' : 's'} ${lost.locked.length === 1 ? 'it' : 'they'} may have lent, to keep VMs alive elsewhere, ${lost.locked.length === 1 ? 'has' : 'have'} lapsed`]]
-  if (r.ok) return ['HA ok: every VM could be placed again if any one node failed', ...failover]
+  // bb47: after a rolling maintenance half a group shared one node, and ha said only ok
+  const crowded = (r.crowded ?? []).map(c => `  anti-affinity group ${c.group}: ${listed(c.vms, 'and')} share ${c.node} (losing it stops ${c.vms.length === 2 ? 'both' : 'all of them'}), though ${listed(c.could.length <= 3 ? c.could : [...c.could.slice(0, 3), `${c.could.length - 3} more`], 'and')} could take one now with none of the group (vgrid vm stop VM, then vgrid vm start VM, places it anew)`)
+  if (r.ok) return ['HA ok: every VM could be placed again if any one node failed', ...crowded, ...failover]
   return [
     'HA not ok:',
     ...r.noMajority != null ? [`  this node ${r.noMajority}: no VM is placed or taken over until a majority of the grid is in sight`] : [],
@@ -481,6 +483,7 @@ function haText (r: HaReport): string[] {
     ...r.stranded.map(s => `  losing ${s.name} strands ${strandedWhy(s)}`),
     ...(r.unplaced ?? []).map(u => `  ${u.vm} runs nowhere: ${u.reason}`),
     ...(r.disks ?? []).map(d => `  ${d.vm}: ${d.reason}`),
+    ...crowded,
     ...failover
   ]
 }

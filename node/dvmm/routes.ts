@@ -21,6 +21,7 @@ import { awaitsPlacement, docView, nodeViews, type DocView } from './view.ts'
 import { fencedKillCause } from './run-steps.ts'
 import { userOnNode } from './host/users.ts'
 import { cutLinkNote } from './overlay-moves.ts'
+import { crowdedGroups } from './spread.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -243,20 +244,22 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   /**
    * Anti-affinity is a preference (a group's VMs on different nodes where possible): a
    * running VM that shares its node with one of its group says so, or the preference
-   * broken is seen nowhere but in the scores of vm show (a tester).
+   * broken is seen nowhere but in the scores of vm show (a tester); and which nodes could
+   * take it now with none of its group (bb47: after a rolling maintenance it said none
+   * could, and two empty nodes could), which a stop and a start gives it.
    */
-  const withGroup = (doc: DocView, rows: VmRow[]): VmRow[] => {
-    const byNode = new Map<string, VmRow[]>()
-    for (const r of rows) {
-      const g = doc.vms.get(r.id)?.spec.antiAffinity
-      if (g == null || r.nodeId == null || (r.state !== 'running' && r.state !== 'starting')) continue
-      const k = `${r.nodeId}\0${g}`
-      byNode.set(k, [...byNode.get(k) ?? [], r])
-    }
+  const withGroup = (doc: DocView, rows: VmRow[], ctx: ReturnType<typeof rowContext>): VmRow[] => {
+    const crowded = crowdedGroups(doc, ctx.nodes)
+    if (crowded.length === 0) return rows
     return rows.map(r => {
-      const g = doc.vms.get(r.id)?.spec.antiAffinity
-      const mates = g == null || r.nodeId == null || r.reason != null ? [] : (byNode.get(`${r.nodeId}\0${g}`) ?? []).filter(m => m.id !== r.id)
-      return mates.length === 0 ? r : { ...r, reason: `shares node ${r.node ?? r.nodeId} with ${mates.map(m => m.name).join(', ')} of its anti-affinity group ${g!} (a preference: no node without one of its group could take it when it was placed)` }
+      const c = r.reason != null ? undefined : crowded.find(x => x.node === r.nodeId && x.vms.includes(r.id))
+      if (c == null) return r
+      const mates = c.vms.filter(id => id !== r.id).map(id => doc.vms.get(id)?.name ?? id)
+      const could = c.could.map(n => nameOf(n, doc))
+      const then = could.length === 0
+        ? ' (a preference: no node without one of its group can take it now)'
+        : `; ${could.length <= 3 ? could.join(', ') : `${could.slice(0, 3).join(', ')} and ${could.length - 3} more`} could take it now with none of its group: vgrid vm stop ${r.name}, then vgrid vm start ${r.name}, places it anew (it restarts)`
+      return { ...r, reason: `shares node ${r.node ?? r.nodeId} with ${mates.join(', ')} of its anti-affinity group ${c.group}${then}` }
     })
   }
   const detail = async (id: string): Promise<VmDetail> => {
@@ -265,13 +268,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
     const ctx = rowContext(reader, doc, vm.id)
-    // its group's rows, to say whether it shares its node with one of them
-    const group = vm.spec.antiAffinity
-    const mates = group == null ? [] : [...doc.vms.values()].filter(x => x.id !== vm.id && x.spec.antiAffinity === group).map(x => row(doc, x.id, ctx))
     const own = row(doc, vm.id, ctx)
     const health = await disksHealth(doc, [own])
     return {
-      ...withGroup(doc, [withCutLinks(doc, withLabels(doc, withDisks(reader, doc, own, health), ctx), ctx), ...mates])[0]!,
+      ...withGroup(doc, [withCutLinks(doc, withLabels(doc, withDisks(reader, doc, own, health), ctx), ctx)], ctx)[0]!,
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,
@@ -436,7 +436,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
       const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)
-      return { vms: withGroup(doc, rows.map(r => withCutLinks(doc, withLabels(doc, withDisks(reader, doc, r, health), ctx), ctx))) }
+      return { vms: withGroup(doc, rows.map(r => withCutLinks(doc, withLabels(doc, withDisks(reader, doc, r, health), ctx), ctx)), ctx) }
     })
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
