@@ -31,12 +31,13 @@ export function crowdedGroups (doc: DocView, nodes: readonly NodeView[]): Crowde
   const out: CrowdedGroup[] = []
   for (const e of together.values()) {
     if (e.vms.length < 2) continue
+    // the nodes that could take the first of them that fits on one (a ranking each: rare, and bounded by the group)
     const could = new Set<string>()
     for (const id of e.vms) {
-      const vm = doc.vms.get(id)!
-      for (const s of placementNow(vm, doc, nodes).nodes) {
+      for (const s of placementNow(doc.vms.get(id)!, doc, nodes).nodes) {
         if (s.filtered == null && s.node !== e.node && (s.scores.antiAffinity ?? 0) === 0) could.add(s.node)
       }
+      if (could.size > 0) break
     }
     out.push({ ...e, vms: e.vms.sort(), could: [...could].sort() })
   }
