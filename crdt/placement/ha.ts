@@ -124,11 +124,14 @@ export function drainCheck (demands: ReadonlyMap<string, Demand>, nodes: readonl
   // the nodes that stay; the leaving ones are judged draining whatever their roll says yet
   const rest = nodes.filter(n => !leaving.has(n.id))
   const placed = plan(vms, rest, holdings.filter(h => !leaving.has(h.holder)), opts)
+  // the nodes draining besides the target are left out of the ranking: said (bb47: "2 lack labels" with a third draining)
+  const others = nodes.filter(n => draining.has(n.id) && n.id !== target).map(n => n.name).sort()
+  const besides = others.length === 0 ? '' : `; ${others.join(', ')} ${others.length === 1 ? 'is' : 'are'} draining too`
   const byNode = new Map<string, Array<{ vm: string, reason: string }>>()
   for (const r of placed.values()) {
     if (r.best != null) continue
     const node = holderOf.get(r.vm)!
-    byNode.set(node, [...byNode.get(node) ?? [], { vm: r.vm, reason: r.pending ?? '' }])
+    byNode.set(node, [...byNode.get(node) ?? [], { vm: r.vm, reason: `${r.pending ?? ''}${besides}` }])
   }
   return [...byNode].sort((a, b) => a[0] < b[0] ? -1 : 1).map(([node, fs]) => ({ node, name: nodes.find(n => n.id === node)?.name ?? node, vms: fs.map(f => f.vm), reasons: fs.map(f => f.reason), reason: fs[0]!.reason }))
 }

@@ -156,8 +156,12 @@ export function pendingReason (scored: readonly NodeScore[]): string {
   const by = new Map<string, number>()
   for (const s of scored) if (s.filtered != null) by.set(s.filtered.check, (by.get(s.filtered.check) ?? 0) + 1)
   const parts = [...by].sort(([a], [b]) => a < b ? -1 : 1).map(([c, n]) => `${n} ${c === 'alive' ? 'not alive' : c === 'draining' ? 'draining' : c === 'labels' ? 'lack labels' : `lack ${c}`}`)
-  const one = scored.find(s => s.filtered != null)
-  return `no node fits (${parts.join(', ')}); e.g. ${one!.name}: ${one!.filtered!.reason}`
+  // the example of the commonest reason a node could be made to take it for (bb47: "3
+  // lack cpu, 1 draining; e.g. host1: node is draining", the node being drained)
+  const passive = (c: string): boolean => c === 'alive' || c === 'draining'
+  const [check] = [...by].sort(([a, n], [b, m]) => Number(passive(a)) - Number(passive(b)) || m - n || (a < b ? -1 : 1))[0]!
+  const one = scored.find(s => s.filtered?.check === check)!
+  return `no node fits (${parts.join(', ')}); e.g. ${one.name}: ${one.filtered!.reason}`
 }
 
 /**

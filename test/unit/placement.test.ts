@@ -4,7 +4,7 @@
 import test from 'ava'
 import {
   rank, plan, positionOf, positionsOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
-  onExit, restartDelayMs, haCheck, drainCheck, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
+  onExit, restartDelayMs, haCheck, drainCheck, pendingReason, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
 import { prng } from '../helpers/prng.ts'
@@ -65,6 +65,8 @@ test('rank: a VM that fits nowhere is pending with a summary of why', t => {
   const r = rank(vm('big', { cpu: 16 }), [node('a'), node('b', { alive: false })], new Map())
   t.is(r.best, null)
   t.regex(r.pending ?? '', /no node fits \(1 not alive, 1 lack cpu\); e.g. name-a: needs 16 cpu/)
+  // the example is of a reason something can be done about, the commonest (bb47: "3 lack cpu, 1 draining; e.g. host1: node is draining")
+  t.regex(pendingReason([...r.nodes, { node: 'z', name: 'name-0', filtered: { check: 'draining', reason: 'node is draining' }, scores: {}, total: -Infinity, tiebreak: 0 }]), /no node fits \(1 not alive, 1 lack cpu, 1 draining\); e.g. name-a: needs 16 cpu/)
 })
 
 test('rank: anti-affinity outweighs fit; the same group goes to another node while one is free of it', t => {
@@ -294,6 +296,8 @@ test('drain check: two drains each fine alone strand a VM together; the VMs of e
   t.is(both.length, 1)
   t.deepEqual(both.flatMap(s => s.vms).length, 1, 'one of the two big ones fits nowhere')
   t.regex(both[0]!.reason, /lack cpu/)
+  // the other node draining is left out of the ranking: said (bb47)
+  t.regex(both[0]!.reason, /; name-a is draining too$/)
   t.deepEqual(haCheck(demands, nodes, held).stranded.filter(s => s.node === 'a' || s.node === 'b'), [], 'the one-loss check passes both: it could not tell')
 })
 
