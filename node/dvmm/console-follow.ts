@@ -26,11 +26,14 @@ export function newOutput (prev: ConsoleAnswer, next: ConsoleAnswer): string {
   if (prev.size == null || next.size == null) return next.console === prev.console ? '' : `\n[vgrid: the agent tells no log size: the console's tail again]\n${next.console}`
   // an earlier release's tail: counted by its text encoded again (rv45: this can split a character)
   const start = next.start ?? next.size - Buffer.byteLength(next.console)
-  if (next.size < prev.size || (next.start != null && start < prev.size)) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`
+  // an answer to an ask from the last end begins there, unless the log was cut back
+  const continued = next.start != null && prev.start != null
+  if (next.size < prev.size || (continued && start < prev.size)) return `\n[vgrid: the console log was cut back or started over]\n${next.console}`
   if (start > prev.size) return `\n[vgrid: ${start - prev.size} bytes of output went by between two reads]\n${next.console}`
-  if (next.start != null) return next.console
-  const tail = Buffer.from(next.console, 'utf8')
-  return tail.subarray(tail.length - (next.size - prev.size)).toString('utf8')
+  if (continued) return next.console
+  // a tail: an earlier release's, or the first of this release's after one (its agent
+  // upgraded under the VM, rv46: read as a cut back, up to 64 KiB printed again)
+  return Buffer.from(next.console, 'utf8').subarray(prev.size - start).toString('utf8')
 }
 
 /** the ask that continues from `prev`: what came past its end in its run */

@@ -232,21 +232,27 @@ export function takeoverMajoritySince (doc: Pick<DocView, 'roll'>, me: string, n
 }
 
 /**
- * For each member in sight but this node: when, from `now`, a takeover of its leases
- * could start at the earliest were it lost now, where vote locks hold that past the plain
- * wait (`waitMs`: fence timeout + margin) (pure). The locks hold nothing back while the
- * members in sight without a vote to lend are half the roll, so `vgrid ha` read the plain
- * wait while losing one of those would wait for them (bb47: after routine restarts of two
- * nodes of four, ha said 6.5 s and a crash of a third then waited 55 s).
+ * For each member in sight: how long from `now` a takeover of its leases would wait were
+ * it lost now, where vote locks hold that past the plain wait (`waitMs`: what a takeover
+ * waits after the majority it counts from, fence timeout + notice + margin: fence.ts
+ * takeover) (pure). The locks hold nothing back while the members in sight without a
+ * vote to lend are half the roll, so `vgrid ha` read the plain wait while losing one of
+ * those would wait for them (bb47: after routine restarts of two nodes of four, ha said
+ * 6.5 s and a crash of a third then waited 55 s). This node's own loss is judged from
+ * another member in sight, with this node's view of the others.
  */
 export function lockedWaitsIfLost (doc: Pick<DocView, 'roll'>, me: string, nodes: readonly NodeView[], voteLock: (node: string) => number, waitMs: number, now: number): Array<{ node: string, ms: number }> {
   const out: Array<{ node: string, ms: number }> = []
+  const inSight = (n: NodeView): boolean => (n.id === me || n.alive) && doc.roll.has(n.id)
   for (const x of nodes) {
-    if (x.id === me || !x.alive || !doc.roll.has(x.id)) continue
-    const without = nodes.map(n => n.id === x.id ? { ...n, alive: false } : n)
-    const since = takeoverMajoritySince(doc, me, without, voteLock)
+    if (!inSight(x)) continue
+    const judge = x.id !== me ? me : nodes.find(n => n.id !== me && inSight(n))?.id
+    if (judge == null) continue
+    // the judge is in sight of itself always (takeoverMajoritySince); this node, when judged lost, is not
+    const without = nodes.map(n => n.id === x.id ? { ...n, alive: false } : n.id === me ? { ...n, alive: true, aliveSince: n.aliveSince ?? -Infinity } : n)
+    const since = takeoverMajoritySince(doc, judge, without, voteLock)
     // no majority left at all is `noMargin`'s to say; a lock that holds nothing back is the plain wait
-    if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, me, without) || since <= now) continue
+    if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, judge, without) || since <= now) continue
     out.push({ node: x.id, ms: since + waitMs - now })
   }
   return out

@@ -13,7 +13,7 @@ import { docView, haOf, nodeViews, type DocView } from './view.ts'
 import { lostVms, unplacedVms, type LostVm } from './vms.ts'
 import { guestHeld } from './drivers/types.ts'
 import { escapeControls } from './control-chars.ts'
-import { crowdedGroups } from './spread.ts'
+import { anyCould, crowdedGroups } from './spread.ts'
 
 export interface DvmmHealthComponents {
   peerId: string
@@ -66,9 +66,9 @@ export class DvmmHealth {
     const disks = noMajority != null ? [] : diskRisks([...now.doc.vms.values()], new Map(reader.list('volumes').map(v => [v.id, v])), now.nodes.filter(n => n.alive).length)
     const r2a = disks.length > 0 ? { ...r1, ok: false, disks } : r1
     // crowded anti-affinity groups where another node could take one now (bb47)
-    const crowded = noMajority != null ? [] : crowdedGroups(now.doc, now.nodes).filter(c => c.could.length > 0)
+    const crowded = noMajority != null ? [] : crowdedGroups(now.doc, now.nodes).map(c => ({ c, could: anyCould(c) })).filter(x => x.could.length > 0)
     const name = (id: string): string => this.c.nameOf?.(id) ?? now.nodes.find(n => n.id === id)?.name ?? id
-    const r2 = crowded.length === 0 ? r2a : { ...r2a, crowded: crowded.map(c => ({ group: c.group, node: name(c.node), vms: c.vms.map(id => now.doc.vms.get(id)?.name ?? id), could: c.could.map(name) })) }
+    const r2 = crowded.length === 0 ? r2a : { ...r2a, crowded: crowded.map(({ c, could }) => ({ group: c.group, node: name(c.node), vms: c.vms.map(id => now.doc.vms.get(id)?.name ?? id), could: could.map(name) })) }
     if (lost.length === 0) return r2
     const byNode = new Map<string, LostVm[]>()
     for (const l of lost) byNode.set(l.node, [...byNode.get(l.node) ?? [], l])

@@ -411,6 +411,8 @@ export class LocalVms {
   /** A start that cannot succeed as the VM is (NothingToBoot): left `failed` with why, until `vm start` places it anew. */
   private bootFailed (vm: Vm, why: string): void {
     const at = docStamp(this.c.clock)
+    // an ended run the driver keeps from before (a restart here) goes once the lease is not this node's (rv46)
+    this.consoles.keep(vm.id)
     this.unwritten.set(vm.id, undefined)
     this.c.enqueue(w => {
       const cur = w.current('leases', vm.id)

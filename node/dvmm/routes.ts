@@ -255,7 +255,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const c = r.reason != null ? undefined : crowded.find(x => x.node === r.nodeId && x.vms.includes(r.id))
       if (c == null) return r
       const mates = c.vms.filter(id => id !== r.id).map(id => doc.vms.get(id)?.name ?? id)
-      const could = c.could.map(n => nameOf(n, doc))
+      const could = (c.could.get(r.id) ?? []).map(n => nameOf(n, doc))
       const then = could.length === 0
         ? ' (a preference: no node without one of its group can take it now)'
         : `; ${could.length <= 3 ? could.join(', ') : `${could.slice(0, 3).join(', ')} and ${could.length - 3} more`} could take it now with none of its group: vgrid vm stop ${r.name}, then vgrid vm start ${r.name}, places it anew (it restarts)`

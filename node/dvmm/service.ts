@@ -338,7 +338,7 @@ export class DvmmService {
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
     const now = this.components.clock.now()
     const lock = (id: string): number => this.fencing.voteLock(id, now)
-    const waits = lockedWaitsIfLost(doc, this.me, nodes, lock, takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs, now).filter(w => w.ms > plainMs)
+    const waits = lockedWaitsIfLost(doc, this.me, nodes, lock, plainMs, now)
     if (waits.length === 0) return undefined
     const name = (id: string): string => nodes.find(n => n.id === id)?.name ?? id
     const ms = Math.max(...waits.map(w => w.ms))
@@ -360,7 +360,9 @@ export class DvmmService {
     // only what a vote lock adds (vm ls says a member back from a restart holds it; CI
     // read "back from a restart" for a majority formed a moment ago)
     if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, this.me, nodes, () => -Infinity)) return 0
-    return Math.max(0, since + takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes) + this.cfg.takeoverMarginMs - now)
+    // as a takeover counts it, the holder's notice included (fence.ts takeover; rv46)
+    const { fenceMs, notice } = this.takeoverWait(reader)
+    return Math.max(0, since + fenceMs + notice + this.cfg.takeoverMarginMs - now)
   }
 
   /** the fence timeout this node runs with now: its setting, or shorter (activeFenceMs) */

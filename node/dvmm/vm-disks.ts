@@ -228,7 +228,15 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
   // the firmware, saying nothing (bb46): its start fails, saying why
   const first = ids[0]!
   if (bootsFromVolume(vm) && store.readDisk != null) {
-    const problem = bootVolumeProblem(await store.readDisk(first, epochs.get(first)!, 0, 512), paths.get(first) ?? first)
+    const path = paths.get(first) ?? first
+    let head: Uint8Array
+    try {
+      head = await store.readDisk(first, epochs.get(first)!, 0, 512)
+    } catch (err) {
+      // the volume store's fault, not the VM's (a copy silent for a moment): no crash, looked at again (rv46)
+      throw new DiskWait(`waiting for its boot volume ${path}: its first sector could not be read (${(err as Error).message}); it starts once it can be`)
+    }
+    const problem = bootVolumeProblem(head, path)
     if (problem != null) throw new NothingToBoot(problem)
   }
   return ids.map(v => {

@@ -21,6 +21,9 @@ test('each ask continues from the last answer\'s end in its run; the answer is w
   // an agent that found the log shorter than the ask's end answers its tail from before it
   t.is(newOutput(since('long log', 2_000_000), since('tail', 100)), '\n[vgrid: the console log was cut back or started over]\ntail')
   t.is(newOutput(since('old', 70_000), since('new run', 0, 'host1', 1, 9)), '\n[vgrid: web started again: its new run\'s console]\nnew run')
+  // the agent upgraded under the VM (same run): its first answer, a tail with a start, continues the old one's (rv46)
+  t.is(newOutput(at('boot\nready\n', 11), since('boot\nready\nmore\n', 0)), 'more\n')
+  t.is(newOutput(at('abc', 100_003), since('bcdefg', 100_001)), 'defg')
 })
 
 test('from an earlier release: what the log grew by, from the end of the tail; nothing when it did not grow', t => {
