@@ -7,7 +7,7 @@
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
 import { spawn } from 'node:child_process'
-import { accessSync, closeSync, constants, existsSync, lstatSync, openSync, readSync, rmSync, statSync, type Stats } from 'node:fs'
+import { accessSync, closeSync, constants, existsSync, lstatSync, openSync, readlinkSync, readSync, rmSync, statSync, type Stats } from 'node:fs'
 import { basename, dirname, extname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
@@ -129,6 +129,15 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   let zeroedFrom: number | undefined
   // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
   const existed = sub === 'export' && existsSync(file)
+  // a new file is made here, readable by root alone (bb48: 0644, every user could read the
+  // disk), never through a link made meanwhile; qemu-img then writes into it as it is
+  if (sub === 'export' && !existed) {
+    try {
+      closeSync(openSync(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600))
+    } catch (err) {
+      throw new CliError(`${file}: ${(err as Error).message}; nothing was written`, 1)
+    }
+  }
   try {
     await convert(sub, fmt, file, nbd, name, asJson)
     // the volume holds the image and nothing else: what lay past a smaller image's end
@@ -217,6 +226,10 @@ function checkFile (sub: 'import' | 'export', file: string): void {
     return
   }
   if (st?.isDirectory() === true) throw new CliError(`${file} is a directory: export writes an image file (give its name)`, 1)
+  // never through a link, dangling or not (bb48: a user's link in /tmp had root's export write a file where the link pointed)
+  let link: string | undefined
+  try { if (lstatSync(file).isSymbolicLink()) link = readlinkSync(file) } catch {}
+  if (link != null) throw new CliError(`${file} is a symbolic link (to ${link}): export writes no file through a link; give the path of the file itself`, 1)
   // (bb35: --force over /proc/version failed, then said it was "overwritten in part")
   const kernel = kernelFsOf(file)
   if (kernel != null) throw new CliError(`${file} is on the kernel's ${kernel} file system, which cannot hold an image: export to a file on a disk`, 1)
@@ -281,14 +294,33 @@ async function imageSize (file: string, fmt: string, vol: string): Promise<numbe
   if (fmt === 'raw') {
     try { return statSync(file).size } catch { return undefined }
   }
-  let v: unknown
+  let info: QcowInfo
   try {
-    v = (JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as { 'virtual-size'?: unknown })['virtual-size']
+    info = JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as QcowInfo
   } catch (err) {
     if (err instanceof CopyInterrupted || !(err instanceof Error)) throw err
     throw new CliError(`${file} cannot be read as ${fmt}: ${err.message}; nothing was written to ${vol}`, 1)
   }
+  const other = otherFileOf(info)
+  if (other != null) throw new CliError(`${file} reads ${other}: vgrid imports self-contained images only (that file would be read with your rights and copied into the volume); make one first (qemu-img convert -O qcow2 ${file} WHOLE.qcow2) and import that; nothing was written to ${vol}`, 1, { code: 'image_not_self_contained' })
+  const v = info['virtual-size']
   return typeof v === 'number' ? v : undefined
+}
+
+/** what `qemu-img info --output=json` says of a qcow2 that matters here */
+interface QcowInfo { 'virtual-size'?: unknown, 'backing-filename'?: unknown, 'full-backing-filename'?: unknown, 'format-specific'?: { data?: { 'data-file'?: unknown } } }
+
+/**
+ * The other file a qcow2 image reads its data from, said for people, or null (pure): a
+ * backing file, or an external data file. Followed by qemu-img, they copied any file the
+ * importer may read into the volume (bb48: a backing file of /etc/shadow).
+ */
+export function otherFileOf (info: QcowInfo): string | null {
+  const backing = info['full-backing-filename'] ?? info['backing-filename']
+  if (typeof backing === 'string' && backing !== '') return `a backing file, ${backing}`
+  const data = info['format-specific']?.data?.['data-file']
+  if (typeof data === 'string' && data !== '') return `an external data file, ${data}`
+  return null
 }
 
 /** who uses the volume, said in a few words, or null when no VM runs from it and no NBD client writes it */
@@ -325,8 +357,10 @@ async function tempSnapshot (api: ApiClient, d: VolumeView, users: string, note:
 async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, asJson: boolean): Promise<void> {
   checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress
+  // a qcow2 opened with no backing file whatever its header says (checked in imageSize; and so if swapped since)
+  const source = fmt === 'qcow2' ? `json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: file }, backing: null })}` : file
   const args = sub === 'import'
-    ? ['convert', '-p', '-n', '-f', fmt, '-O', 'raw', file, nbd]
+    ? ['convert', '-p', '-n', ...fmt === 'qcow2' ? [] : ['-f', fmt], '-O', 'raw', source, nbd]
     : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, file]
   const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`, asJson ? { out: process.stderr, tty: process.stderr.isTTY === true } : {})
   try {

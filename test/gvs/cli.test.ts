@@ -6,8 +6,8 @@ import Fastify from 'fastify'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises'
-import { existsSync } from 'node:fs'
+import { mkdtemp, rm, readFile, symlink, writeFile } from 'node:fs/promises'
+import { existsSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -150,6 +150,12 @@ test('vgrid vol commands', async t => {
     await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')
+    // a volume is a whole disk: its export is root's alone (bb48: 0644)
+    t.is(statSync(join(dir, 'out.qcow2')).mode & 0o777, 0o600)
+    // never written through a link, dangling or not (bb48: a user's link in /tmp)
+    await symlink(join(dir, 'elsewhere.raw'), join(dir, 'link.raw'))
+    for (const force of [[], ['--force']]) await t.throwsAsync(cli('export', '/shop/db/main', join(dir, 'link.raw'), ...force), { message: /link\.raw is a symbolic link \(to \S*elsewhere\.raw\): export writes no file through a link/ })
+    t.false(existsSync(join(dir, 'elsewhere.raw')))
     await run('qemu-img', ['convert', '-O', 'raw', join(dir, 'out.qcow2'), join(dir, 'out.raw')])
     t.true(Buffer.from(await readFile(join(dir, 'out.raw'))).equals(src), 'import then export is byte-exact')
   } else t.log('import/export skipped: qemu-img (qemu-utils) not installed')
@@ -168,6 +174,14 @@ test('vgrid vol commands', async t => {
     await t.throwsAsync(cli('import', join(dir, 'big.raw'), '/shop/db/main'), { message: /big\.raw is 17825792 bytes, more than \/shop\/db\/main's 16777216: grow the volume first/ })
     await run('qemu-img', ['create', '-f', 'qcow2', join(dir, 'big.qcow2'), '17M'])
     await t.throwsAsync(cli('import', join(dir, 'big.qcow2'), '/shop/db/main'), { message: /big\.qcow2 is 17825792 bytes \(its virtual size\), more than \/shop\/db\/main's 16777216/ })
+    // a qcow2 over a backing file is refused: qemu-img would copy that file in with the importer's rights (bb48: /etc/shadow)
+    await writeFile(join(dir, 'secret.raw'), Buffer.alloc(MiB, 0x5a))
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', join(dir, 'secret.raw'), '-u', join(dir, 'over.qcow2'), '1M'])
+    await t.throwsAsync(cli('import', join(dir, 'over.qcow2'), '/shop/db/copy'), { message: /over\.qcow2 reads a backing file, \S*secret\.raw: vgrid imports self-contained images only .*; nothing was written to \/shop\/db\/copy$/ })
+    // a self-contained qcow2 imports, byte for byte (opened with no backing file, whatever its header says)
+    t.regex(await cli('import', join(dir, 'out.qcow2'), '/shop/db/copy'), /out\.qcow2/)
+    await cli('export', '/shop/db/copy', join(dir, 'copy.raw'))
+    t.true(Buffer.from(await readFile(join(dir, 'copy.raw'))).equals(await readFile(join(dir, 'out.raw'))), 'a qcow2 imports as it reads')
     // a raw file named .qcow2 is refused before anything is written (qemu-img's "not in
     // qcow2 format" came with "may hold part of"); a name saying a format vgrid does not
     // write is refused, not written raw under it (a tester's x.vmdk)
