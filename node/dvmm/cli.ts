@@ -218,6 +218,7 @@ async function show (argv: string[]): Promise<void> {
   ]
   if (made.length > 0) say(`  ${made.join('; ')}`)
   if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities`)
+  else if (d.spec.driver === 'process') say('  runs as root, with every capability and the node\'s files in reach (--user runs it as another user, confined)')
   // by path, as users name them (an agent of an earlier release sends ids only)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
   if (disks.length > 0) say(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)

@@ -192,6 +192,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.user !== undefined) {
     if (b.driver !== 'process') throw invalid('user', 'only a process VM runs as a user of its node (a qemu guest has its own)')
     if (typeof b.user !== 'string' || !new RegExp(VM_USER_PATTERN).test(b.user)) throw invalid('user', 'must be a user name (lower case, up to 32 characters) or a numeric uid')
+    // bb48: `--user root` ran with every capability and vm show said "without capabilities"
+    if (b.user === 'root' || /^0+$/.test(b.user)) throw invalid('user', `${b.user} is root: --user runs the command as another user of the node, without capabilities; leave it out to run it as root, with all of them`)
   }
   // with neither, it boots from its first volume
   if (b.driver === 'qemu' && kernel == null && image == null && !(Array.isArray(b.volumes) && b.volumes.length > 0)) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot), an image, or a volume to boot from (with neither kernel nor image, it boots from its first volume)')

@@ -6,7 +6,7 @@ import { delimiter, join } from 'node:path'
 import { checkSupport } from '../../netns/netns.ts'
 import { createVeth, deleteVeth, writeVmHosts, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { terminalEnv, type VmRecord } from './common.ts'
-import { asUser, resolveUser } from '../host/users.ts'
+import { asUser, resolveUser, type UserIds } from '../host/users.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
 
@@ -37,7 +37,7 @@ export class ProcessDriver extends HostDriver {
     const cmd = spec.boot.command[0]!
     const found = cmd.includes('/') ? executable(cmd) : (process.env.PATH ?? '').split(delimiter).some(d => d !== '' && executable(join(d, cmd)))
     if (!found) throw new DriverError('bad-spec', `boot.command[0]: "${cmd}" is not an executable file`, 'boot.command[0]')
-    if (spec.boot.user !== undefined && resolveUser(spec.boot.user) == null) throw new DriverError('bad-spec', `boot.user: there is no user "${spec.boot.user}" on this node`, 'boot.user')
+    if (spec.boot.user !== undefined) userOf(spec.boot.user)
   }
 
   protected async setupNetwork (spec: DriverVmSpec, slot: number): Promise<VmNetwork> {
@@ -57,8 +57,7 @@ export class ProcessDriver extends HostDriver {
     let env = o === undefined ? boot.env : { ...boot.env, VGRID_ADDRESS: o.address, ...terminalEnv(o.names ?? {}) }
     // a user of the node, without capabilities (see host/users.ts); checked at start, gone since: refused
     if (boot.user === undefined) return { argv: boot.command, env, netns: rec.network?.netns }
-    const u = resolveUser(boot.user)
-    if (u == null) throw new DriverError('bad-spec', `boot.user: there is no user "${boot.user}" on this node`, 'boot.user')
+    const u = userOf(boot.user)
     env = { HOME: u.home, USER: u.name, LOGNAME: u.name, ...env }
     return { argv: asUser(u, boot.command), env, netns: rec.network?.netns }
   }
@@ -78,4 +77,13 @@ export class ProcessDriver extends HostDriver {
   protected override extraDetail (rec: VmRecord): Record<string, string> {
     return rec.network?.netns !== undefined ? { netns: rec.network.netns } : { netns: 'none' }
   }
+}
+
+/** the node's user a VM runs as, without capabilities: refused when there is none, or when it is root */
+function userOf (user: string): UserIds {
+  const u = resolveUser(user)
+  if (u == null) throw new DriverError('bad-spec', `boot.user: there is no user "${user}" on this node`, 'boot.user')
+  // root without capabilities still owns root's files (the cluster key): never said to be confined (bb48)
+  if (u.uid === 0) throw new DriverError('bad-spec', `boot.user: "${user}" is uid 0 on this node, root: a VM runs as another user, without capabilities, or as root with all of them (no user given)`, 'boot.user')
+  return u
 }

@@ -76,6 +76,10 @@ maybe('process driver: a VM with a user runs as that user with no capabilities: 
   const e = await d.start({ ...sh(`nou-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: 'no-such-user-here' } }).catch((err: Error & { field?: string }) => err)
   t.like(e, { code: 'bad-spec', field: 'boot.user' })
   t.regex((e as Error).message, /no user "no-such-user-here" on this node/)
+  // a user that is uid 0 here is root, not confined: refused (bb48: it kept every capability)
+  const r = await d.start({ ...sh(`root-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: 'root' } }).catch((err: Error & { field?: string }) => err)
+  t.like(r, { code: 'bad-spec', field: 'boot.user' })
+  t.regex((r as Error).message, /"root" is uid 0 on this node, root/)
 })
 
 maybe('process driver: a damaged run record is skipped and reported once, the node\'s other VMs listed; a garbled watchdog mark names no time', async t => {
