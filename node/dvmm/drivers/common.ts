@@ -335,15 +335,17 @@ export function redactExportKeys (text: string): string {
 
 /**
  * Why a start failed whose VM ended before it was up: its exit status and the tail of
- * its console. That tail is the guest's own output and becomes the lease's reason,
- * which `vm ls` prints: its control characters are shown escaped (a guest's escape
- * sequences and newlines reached the operator's terminal).
+ * its console, or with `console` (the VM's id), where to read it: the reason is read by
+ * every local user, the console by root and the vgrid group only (bb48: a command's
+ * secrets in its output). A tail said has its control characters shown escaped (a
+ * guest's escape sequences and newlines reached the operator's terminal).
  */
-export function endedAtOnce (status: string, consoleTail: string): string {
+export function endedAtOnce (status: string, consoleTail: string, console?: string): string {
+  if (consoleTail.trim() === '') return `it ended at once with status ${status} (its console is empty)`
+  if (console != null) return `it ended at once with status ${status} (what it printed: vgrid vm console ${console})`
   // QEMU quotes a disk's options when it fails to open one, a VM disk's export key among
   // them: never in a reason others read (rv36)
-  const said = escapeControls(redactExportKeys(consoleTail.trim()))
-  return `it ended at once with status ${status}${said !== '' ? `: ${said}` : ' (its console is empty)'}`
+  return `it ended at once with status ${status}: ${escapeControls(redactExportKeys(consoleTail.trim()))}`
 }
 
 /**

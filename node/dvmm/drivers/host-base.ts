@@ -104,6 +104,12 @@ const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; r=$VGRID_REJOIN; unset VGR
 export abstract class HostDriver extends EventEmitter<DriverEvents> implements VmDriver {
   abstract readonly name: DriverName
   protected abstract readonly boots: ReadonlyArray<DriverBoot['kind']>
+  /**
+   * a start that ended at once says what its console holds in its reason (which any local
+   * user reads): a qemu VM's is QEMU's own error, a process VM's is its command's output,
+   * which the console's access keeps to root and the vgrid group (bb48: secrets it printed)
+   */
+  protected readonly outputInReason: boolean = false
   protected readonly components: HostDriverComponents
   protected readonly init: HostDriverInit
   protected readonly runs: RunDirs
@@ -224,7 +230,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       if (!this.alive(rec)) {
         let status = '?'
         try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
-        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400, runStart)))
+        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400, runStart), this.outputInReason ? undefined : rec.id))
       }
       this.setState(rec, 'running')
       return this.info(rec)

@@ -79,6 +79,8 @@ export class QemuDriver extends HostDriver {
   private accel: 'kvm' | 'tcg' = 'tcg'
   // a power button pressed before the guest watches it is lost: press again
   protected override readonly stopRepeatMs = 2000
+  // QEMU's own error ("Failed to get write lock"): the guest had no time to print
+  protected override readonly outputInReason = true
 
   constructor (components: QemuDriverComponents, init: QemuDriverInit) {
     super(components, init, 'qemu')

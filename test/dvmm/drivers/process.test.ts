@@ -117,6 +117,17 @@ maybe('process driver: a damaged run record is skipped and reported once, the no
   t.is((await d.inspect(id))?.error, 'killed by the fencing watchdog')
 })
 
+maybe('process driver: a command that ends at once fails its start saying where its output is, not what it printed (the reason is read by every local user; bb48)', async t => {
+  const d = await create()
+  const id = `leak-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const e = await d.start(sh(id, 'echo PW=leaksecret; exit 3')).catch((err: Error) => err)
+  t.true(e instanceof Error)
+  t.regex((e as Error).message, new RegExp(`it ended at once with status 3 \\(what it printed: vgrid vm console ${id}\\)`))
+  t.false((e as Error).message.includes('leaksecret'))
+  t.regex(await d.consoleTail(id), /PW=leaksecret/, 'its console has it, for those who may read it')
+})
+
 maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {
   const d = await create()
   const id = `oom-${process.pid}`
