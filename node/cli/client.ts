@@ -6,6 +6,7 @@
 import { request as httpRequest } from 'node:http'
 import { accessSync, constants } from 'node:fs'
 import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
+import { listenerUid } from './listener-owner.ts'
 
 /** how long the CLI waits for an answer (no byte of it) before it gives up */
 const ANSWER_TIMEOUT_MS = 30_000
@@ -102,6 +103,7 @@ export class ApiClient {
   private readonly token?: string
 
   private readonly answerTimeoutMs: number
+  private checkedListener = false
 
   constructor (api: string | undefined, opts: { answerTimeoutMs?: number } = {}) {
     this.answerTimeoutMs = opts.answerTimeoutMs ?? ANSWER_TIMEOUT_MS
@@ -117,6 +119,7 @@ export class ApiClient {
   }
 
   async request<T> (method: string, path: string, body?: unknown): Promise<T> {
+    this.listenerIsRoots()
     const payload = body === undefined ? undefined : JSON.stringify(body)
     let res: { status: number, text: string }
     try {
@@ -152,6 +155,18 @@ export class ApiClient {
   }
 
   get<T> (path: string): Promise<T> { return this.request<T>('GET', path) }
+
+  /**
+   * A loopback port is served by root, as an agent is: while the agent is down any local
+   * user may listen on its unprivileged port, answer with a grid of its making and take
+   * the API token (bb48). Nothing is sent to another user's listener.
+   */
+  private listenerIsRoots (): void {
+    if ('socketPath' in this.target || this.checkedListener) return
+    const uid = listenerUid(this.target.host, this.target.port)
+    if (uid != null && uid !== 0) throw new CliError(`${this.display} is served by a program of uid ${uid}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
+    this.checkedListener = true
+  }
 
   private async send (method: string, path: string, payload: string | undefined): Promise<{ status: number, text: string }> {
     const headers: Record<string, string> = {}
