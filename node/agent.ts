@@ -367,7 +367,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       socket: this.api == null ? 'off' : cfg.apiSocket ?? 'off'
     })
     if (cluster.created) {
-      this.log.info('started a new grid; join other servers with: vgrid agent --token ' + this.grid.token())
+      // not the token itself: the log goes to the journal, which more than root may read (bb48)
+      this.log.info('started a new grid; `vgrid token` (as root) prints the token that joins other servers to it')
     }
     this.emit('started')
   }

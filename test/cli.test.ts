@@ -130,6 +130,9 @@ test('bad flags, commands and config files are one-line errors with exit code 2'
   oneLineError(t, await vgrid(['agent', '--capacity', 'cpu=x', '--data-dir', await scratch()]), 2, /^vgrid: --capacity: cpu "x" is not a number of vCPUs/)
   oneLineError(t, await vgrid(['agent', '--capacity', 'mem=-1', '--data-dir', await scratch()]), 2, /^vgrid: --capacity "mem=-1": "-1" is not a size/)
   oneLineError(t, await vgrid(['agent', '--token', 'garbage', '--data-dir', await scratch()]), 2, /--token: join token must start with "vgrid1."/)
+  // the token from the environment, where ps does not show it to every user (bb48), named as such
+  oneLineError(t, await vgrid(['agent', '--data-dir', await scratch()], { VGRID_TOKEN: 'garbage' }), 2, /^vgrid: VGRID_TOKEN: join token must start with "vgrid1."/)
+  oneLineError(t, await vgrid(['agent', '--key', '/nonexistent', '--data-dir', await scratch()], { VGRID_TOKEN: 'garbage' }), 2, /--key and VGRID_TOKEN are alternatives: give one/)
   // a negative value is taken for a flag by the parser: said so, not "argument is ambiguous"
   oneLineError(t, await vgrid(['vm', 'create', 'x', '--cpu', '-1', '--memory', '1G', '--', '/bin/true']), 2, /--cpu is followed by a value that starts with "-" \(a negative number\?\)/)
   // a value left out (the next flag follows): said so, not taken for a negative number

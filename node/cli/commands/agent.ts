@@ -8,7 +8,7 @@ import { takeOverlayNamespace } from '../../lcm/namespace-lock.ts'
 import type { Agent } from '../../agent.ts'
 
 const USAGE = 'vgrid agent [--config FILE] [--data-dir DIR] [--listen MULTIADDR]... [--api HOST:PORT] [--api-socket PATH|none] [--join MULTIADDR]... ' +
-  '[--key FILE | --token TOKEN] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
+  '[--key FILE | --token TOKEN (or VGRID_TOKEN in the environment)] [--name NAME] [--no-mdns] [--no-overlay] [--wg-port PORT] [--capacity cpu=N,mem=SIZE,disk=SIZE] [--label KEY=VALUE]... ' +
   '[--advert-interval DUR] [--heartbeat-interval DUR] [--suspect-after DUR] [--dead-after DUR] [--silence-after DUR] [--forget-after DUR] [--fence-timeout DUR] [--restart-grace DUR]'
 
 function parsePort (text: string, flag: string): number {
@@ -48,7 +48,11 @@ export async function run (argv: string[]): Promise<void> {
     if (i <= 0) throw new CliError(`--label: "${l}" is not KEY=VALUE`, 2)
     labels[l.slice(0, i)] = l.slice(i + 1)
   }
-  if (v.key != null && v.token != null) throw new CliError('--key and --token are alternatives: give one', 2)
+  // a token in the command line shows in `ps` to every local user for the agent's life
+  // (bb48): VGRID_TOKEN (the environment, root's alone to read) takes its place
+  const envToken = process.env.VGRID_TOKEN?.trim()
+  const token = (v.token as string | undefined) ?? (envToken === '' ? undefined : envToken)
+  if (v.key != null && token != null) throw new CliError(`--key and ${v.token != null ? '--token' : 'VGRID_TOKEN'} are alternatives: give one`, 2)
   const flags: ConfigFlags = {
     config: v.config as string | undefined,
     dataDir: v['data-dir'] as string | undefined,
@@ -57,7 +61,7 @@ export async function run (argv: string[]): Promise<void> {
     apiSocket: v['api-socket'] as string | undefined,
     join: v.join as string[] | undefined,
     key: v.key as string | undefined,
-    token: v.token as string | undefined,
+    token,
     name: v.name as string | undefined,
     mdns: v['no-mdns'] === true ? false : undefined,
     overlay: v['no-overlay'] === true ? false : undefined,
@@ -100,8 +104,9 @@ export async function run (argv: string[]): Promise<void> {
     else if (bridge.lastFeedAt != null && /^too late/.test(bridge.why)) agent.log.warn(`the previous run's watchdog could not be kept fed (${bridge.why}): the VMs it guards are killed by its timeout and start again; a restart adopts them only if the agent is back within the watchdog's timeout of the previous run's last feed (the restart grace, --restart-grace, when every member confirmed it as the agent stopped; else 3/5 of the fence timeout)`, { lastFeedAt: new Date(bridge.lastFeedAt).toISOString() })
     await agent.start()
     bridge.stop()
+    if (v.token != null) agent.log.warn('the join token was given with --token, which `ps` shows every user of this machine for as long as the agent runs: VGRID_TOKEN=... vgrid agent (or the config file) keeps it to root')
   } catch (err) {
-    if (err instanceof ConfigError) throw new CliError(err.message, 2)
+    if (err instanceof ConfigError) throw new CliError(v.token == null && token != null ? err.message.replace(/^--token:/, 'VGRID_TOKEN:') : err.message, 2)
     // a service that failed to start wraps the cause (ServiceStartError)
     const e = ((err as Error).cause ?? err) as NodeJS.ErrnoException
     if (e.code === 'EADDRINUSE') throw new CliError(`address already in use: ${e.message.replace(/^listen EADDRINUSE: address already in use /, '')} (is another agent running?)`)
