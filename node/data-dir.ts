@@ -9,7 +9,7 @@
 // writes there (a new file system's lost+found aside). A shared one (`--data-dir /var/lib`)
 // stops the agent instead: made 0700, every other service's files under it would have
 // been out of their users' reach.
-import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
+import { chmod, chown, mkdir, readdir, stat } from 'node:fs/promises'
 import { existsSync, readdirSync, statfsSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import type { Logger } from './log.ts'
@@ -94,8 +94,12 @@ export function dataDirPlaceProblem (dir: string, fs: PlaceFs = { statSync, stat
   }
 }
 
-/** Creates the data dir 0700, or makes an existing one 0700 if group or others have any access to it (see above). */
-export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs: { chmod: typeof chmod } = { chmod }): Promise<void> {
+/**
+ * Creates the data dir 0700, or makes an existing one 0700 if group or others have any
+ * access to it (see above); 0710 of the vgrid group (`adminGid`: it holds the API and
+ * NBD sockets, openToAdmins) stays.
+ */
+export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs: { chmod: typeof chmod } = { chmod }, adminGid?: number | null): Promise<void> {
   const named = (what: string, err: unknown): Error => new Error(`data dir ${dir} ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   // before mkdir, which would loop forever on /proc
   const place = dataDirPlaceProblem(dir)
@@ -107,14 +111,16 @@ export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs:
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw named('cannot be created', err)
   }
   let mode: number
+  let gid: number
   try {
     const st = await stat(dir)
     if (!st.isDirectory()) throw new Error(`data dir ${dir} is not a directory`)
     mode = st.mode & 0o7777
+    gid = st.gid
   } catch (err) {
     throw (err as NodeJS.ErrnoException).code == null ? err : named('cannot be read', err)
   }
-  if ((mode & 0o077) === 0) return
+  if ((mode & 0o077) === 0 || ((mode & 0o077) === 0o010 && adminGid != null && gid === adminGid)) return
   let entries: string[]
   try {
     entries = await readdir(dir)
@@ -129,4 +135,24 @@ export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs:
     throw new Error(`data dir ${dir} is open to other users (mode ${mode.toString(8)}) and cannot be made 0700: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Make it 0700 (chmod 700 ${dir}) or use another --data-dir`)
   }
   log.warn(`the data dir was open to other users (mode ${mode.toString(8)}): made 0700`, { dir, oldMode: mode.toString(8) })
+}
+
+/**
+ * The data dir made 0710 of the vgrid group when the agent's API or NBD socket is in it
+ * (a data dir not the default one; the default's sockets are in /run/vgrid): the
+ * sockets are 0660 of the group, and a 0700 dir kept its members out of them (bb48).
+ * Its files stay out of their reach but by name, and they may read every volume and
+ * console anyway; no one else may enter it.
+ */
+export async function openToAdmins (dir: string, sockets: readonly string[], adminGid: number | null, log: Pick<Logger, 'info' | 'warn'>): Promise<void> {
+  if (adminGid == null || !sockets.some(s => dirname(s) === resolve(dir))) return
+  try {
+    const st = await stat(dir)
+    if ((st.mode & 0o777) === 0o710 && st.gid === adminGid) return
+    await chown(dir, st.uid, adminGid)
+    await chmod(dir, 0o710)
+    log.info('the data dir holds the API and NBD sockets: made 0710 of the vgrid group, so that its members reach them', { dir })
+  } catch (err) {
+    log.warn('could not open the data dir to the vgrid group: its members cannot reach the sockets in it', { dir, error: (err as Error).message })
+  }
 }

@@ -4,7 +4,7 @@ import test from 'ava'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { secureDataDir } from '../../node/data-dir.ts'
+import { openToAdmins, secureDataDir } from '../../node/data-dir.ts'
 import { lockDataDir, lockFile } from '../../node/data-dir-lock.ts'
 import { createLogger } from '../../node/log.ts'
 
@@ -128,3 +128,26 @@ test('an empty data dir the operator made (0755) passes the lock and is made 070
   chmodSync(shared, 0o755)
   await t.throwsAsync(secureDataDir(shared, log), { message: /holds files that are not vgrid's \(postgresql\)/ })
 })
+
+test('a data dir that holds the sockets is 0710 of the vgrid group, for its members to reach them, and kept so; of another group it is made 0700 (bb48)', async t => {
+  const dir = join(root(t), 'data')
+  mkdirSync(dir, { mode: 0o700 })
+  const { log, lines } = logLines()
+  const GID = 65534
+  // sockets elsewhere (the default data dir's are in /run/vgrid): left 0700
+  await openToAdmins(dir, ['/run/vgrid/api.sock'], GID, log)
+  t.is(modeOf(dir), 0o700)
+  // no vgrid group on the machine: left 0700
+  await openToAdmins(dir, [join(dir, 'api.sock')], null, log)
+  t.is(modeOf(dir), 0o700)
+  await openToAdmins(dir, [join(dir, 'api.sock')], GID, log)
+  t.is(modeOf(dir), 0o710)
+  t.is(statSync(dir).gid, GID)
+  t.true(lines.some(l => l.includes('made 0710 of the vgrid group')))
+  // kept at the next start; a group that is not vgrid's gets 0700 back
+  await secureDataDir(dir, log, undefined, GID)
+  t.is(modeOf(dir), 0o710)
+  await secureDataDir(dir, log, undefined, GID + 1)
+  t.is(modeOf(dir), 0o700)
+})
+
