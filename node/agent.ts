@@ -345,8 +345,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     // 0710 of the vgrid group where it holds the sockets, for the group's members to reach
     const adminGid = await groupId(ADMIN_GROUP)
     await secureDataDir(cfg.dataDir, this.log, undefined, adminGid)
-    await openToAdmins(cfg.dataDir, cfg.apiSocket == null ? [join(cfg.dataDir, 'nbd.sock')] : [cfg.apiSocket, join(dirname(cfg.apiSocket), 'nbd.sock')], adminGid, this.log)
     const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token }, this.log)
+    await openToAdmins(cfg.dataDir, cfg.apiSocket == null ? [join(cfg.dataDir, 'nbd.sock')] : [cfg.apiSocket, join(dirname(cfg.apiSocket), 'nbd.sock')], adminGid, this.log)
     const core: CoreComponents = {
       config: cfg,
       log: this.log,

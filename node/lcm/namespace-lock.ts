@@ -1,27 +1,41 @@
 // One agent runs the overlay per network namespace: the WireGuard port, the overlay
 // range's routes and the link tables are the namespace's, and a second agent would
-// remove the first one's interface and table as an earlier agent's leftovers. Held as an
-// abstract unix socket (abstract names are per network namespace, and the kernel frees
-// one when its process ends, however it ends: data-dir-lock.ts's mechanism). The agent
-// command takes it before the agent joins the grid (a second agent refused only at the
-// LCM's start had joined first, and stayed in every table as dead); the LCM takes it
-// again at its start (tests run it alone), shared within the process.
-import type { Server } from 'node:net'
-import { bindAbstractLock } from '../data-dir-lock.ts'
+// remove the first one's interface and table as an earlier agent's leftovers. Held as a
+// flock of a file named after the namespace (its inode) in a directory only root may
+// enter (file-lock.ts: freed when the process ends, however it ends; the abstract unix
+// socket used before could be bound by any user of the namespace, and the agent did not
+// start again: bb48). The agent command takes it before the agent joins the grid (a
+// second agent refused only at the LCM's start had joined first, and stayed in every
+// table as dead); the LCM takes it again at its start (tests run it alone), shared
+// within the process.
+import { chmodSync, mkdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { takeFileLock, type FileLock } from '../file-lock.ts'
 
-const OVERLAY_LOCK = 'vgrid-overlay'
+/** where the namespaces' overlay locks are: root's alone */
+export const OVERLAY_LOCK_DIR = '/run/vgrid/locks'
+
+/** this network namespace's overlay lock file: named by the namespace's inode */
+function lockPath (): string {
+  mkdirSync(OVERLAY_LOCK_DIR, { recursive: true, mode: 0o700 })
+  chmodSync(OVERLAY_LOCK_DIR, 0o700)
+  return join(OVERLAY_LOCK_DIR, `overlay-${statSync('/proc/self/ns/net').ino}.lock`)
+}
 
 export class OverlayInUse extends Error {}
 
-let held: Server | null = null
+/** the lock this process holds, or is taking (two takers at once in one process share it) */
+let held: Promise<FileLock | null> | null = null
 let holders = 0
 
 /** Takes this namespace's overlay lock (shared within this process); throws OverlayInUse when another process holds it. Returns its release. */
 export async function takeOverlayNamespace (): Promise<() => void> {
-  if (held == null) {
-    const server = await bindAbstractLock(OVERLAY_LOCK)
-    if (server == null) throw new OverlayInUse('another vgrid agent runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace\'s); stop that one, or start this one with --no-overlay')
-    held = server
+  held ??= takeFileLock(lockPath())
+  const taken = held
+  const lock = await taken.catch((err: unknown) => { if (held === taken) held = null; throw err })
+  if (lock == null) {
+    if (held === taken) held = null
+    throw new OverlayInUse('another vgrid agent runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace\'s); stop that one, or start this one with --no-overlay')
   }
   holders++
   let released = false
@@ -29,7 +43,7 @@ export async function takeOverlayNamespace (): Promise<() => void> {
     if (released) return
     released = true
     if (--holders > 0) return
-    held?.close()
+    lock.release()
     held = null
   }
 }

@@ -1,0 +1,45 @@
+// An exclusive lock on a file for as long as this process lives, held by flock(1)
+// (util-linux, on every Debian; Node has no flock of its own): `flock -n FILE cat` holds
+// it while its cat reads this process's end of a pipe, which the kernel closes when this
+// process ends, however it ends, so a crashed agent leaves no stale lock. The file is in
+// a directory only root may enter: no other user can take the lock first. Abstract unix
+// socket names, used before, are open to every user of the namespace, and one who bound
+// an agent's name kept it from starting again (bb48).
+import { spawn } from 'node:child_process'
+import type { Socket } from 'node:net'
+
+/** flock's exit code when another holds the lock (--conflict-exit-code) */
+const HELD = 75
+
+export interface FileLock { release: () => void }
+
+/** Takes the lock on `file` (made if missing), or null when another process holds it. */
+export async function takeFileLock (file: string): Promise<FileLock | null> {
+  const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let err = ''
+  child.stderr.on('data', (c: Buffer) => { err += c.toString() })
+  return await new Promise<FileLock | null>((resolve, reject) => {
+    child.once('error', e => { reject(new Error(`flock (util-linux) could not be run: ${e.message}`)) })
+    child.once('exit', code => {
+      if (code === HELD) resolve(null)
+      else reject(new Error(`flock ${file} failed (exit ${String(code)})${err.trim() === '' ? '' : `: ${err.trim()}`}`))
+    })
+    child.stdout.once('data', () => {
+      child.removeAllListeners('exit')
+      // held while this process lives: nothing of it keeps the event loop going
+      child.stdout.destroy()
+      child.stderr.destroy()
+      ;(child.stdin as unknown as Socket).unref()
+      child.unref()
+      let released = false
+      resolve({
+        release: () => {
+          if (released) return
+          released = true
+          child.stdin.end()
+          child.kill()
+        }
+      })
+    })
+  })
+}
