@@ -8,7 +8,7 @@
 // disk after the restart land on the replicas: another host reads them.
 // The guest touches its disk only at boot (its stamp, node/dvmm/image/init.ts), so the
 // writes after the restart are made by the VM's QEMU on the guest's drive (HMP
-// `qemu-io virtio0`: the same block backend and NBD connection as the guest's
+// `qemu-io vgdisk0`: the same block backend and NBD connection as the guest's
 // virtio-blk). An agent back too late for its watchdog (agents from the sources take
 // 6-11 s) finds its VM killed: it runs again, with its disk, and the test says so.
 import { readFileSync } from 'node:fs'
@@ -70,7 +70,10 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
   const epoch = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
   const pins = JSON.parse(readFileSync(join(victim.dataDir, 'gvs-pins.json'), 'utf8')) as { pins: Record<string, number[]> }
   t.deepEqual(pins.pins[vol.id], [epoch], 'the holder kept the epoch it fenced on disk')
-  t.true(readFileSync(`/proc/${before.runtime!.pid!}/cmdline`, 'utf8').split(/[\0,]/).some(a => a.startsWith(`file.export=db/disk~${epoch}~`)), 'the VM\'s drive is the export pinned to that epoch (NAME~EPOCH~KEY)')
+  // the drive, from a file of the run dir: the export's key is not in the command line, which every user reads (bb48)
+  const drives = readFileSync(join(victim.dataDir, 'dvmm/run/qemu', before.id, 'drives.cfg'), 'utf8')
+  t.regex(drives, new RegExp(`file\\.export = "db/disk~${epoch}~[0-9A-Za-z]+"`), 'the VM\'s drive is the export pinned to that epoch (NAME~EPOCH~KEY)')
+  t.false(readFileSync(`/proc/${before.runtime!.pid!}/cmdline`, 'utf8').includes(`db/disk~${epoch}~`), 'no export key in its command line')
 
   // a restart that comes back too late for the watchdog (a loaded machine) is tried again
   let adoptions = 0
@@ -82,8 +85,8 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     const volEpoch = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
     // the VM's drive writes before the restart: object 0, beside the guest's stamp
     const pre = 0x60 + 2 * attempt
-    await hmp(qmpOf(run), `qemu-io virtio0 "write -P 0x${pre.toString(16)} 8192 4096"`)
-    await hmp(qmpOf(run), 'qemu-io virtio0 "flush"')
+    await hmp(qmpOf(run), `qemu-io vgdisk0 "write -P 0x${pre.toString(16)} 8192 4096"`)
+    await hmp(qmpOf(run), 'qemu-io vgdisk0 "flush"')
     t.is(await readsAs(h3, vol, 8192, 4096, pre), 'ok', 'h3 reads what the VM wrote before the restart')
 
     // killed right after it fed its watchdog: the restart gets the whole watchdog timeout
@@ -116,10 +119,10 @@ e2e('a qemu VM with a volume keeps its disk across a restart of its agent: adopt
     // adopted): to the object it wrote before, and to one it never touched (every
     // replica checks the writer epoch)
     const post = pre + 1
-    await hmp(qmpOf(run), `qemu-io virtio0 "write -P 0x${post.toString(16)} 8192 4096"`)
+    await hmp(qmpOf(run), `qemu-io vgdisk0 "write -P 0x${post.toString(16)} 8192 4096"`)
     const fresh = 4 * MiB * (1 + attempt) // object 1 + attempt, within the 64 MiB volume
-    await hmp(qmpOf(run), `qemu-io virtio0 "write -P 0x${post.toString(16)} ${fresh} 4096"`)
-    await hmp(qmpOf(run), 'qemu-io virtio0 "flush"')
+    await hmp(qmpOf(run), `qemu-io vgdisk0 "write -P 0x${post.toString(16)} ${fresh} 4096"`)
+    await hmp(qmpOf(run), 'qemu-io vgdisk0 "flush"')
     t.is(await readsAs(h3, vol, 8192, 4096, post), 'ok', 'h3 reads what the VM wrote after the restart')
     t.is(await readsAs(h1, vol, fresh, 4096, post), 'ok', 'and h1, on an object first written after it')
   }

@@ -21,3 +21,11 @@ test('pausedWhy names the disks that failed, and says what vgrid does about it',
   // an answer of no known shape: still said, without the disks
   t.regex(pausedWhy('nonsense', disks), /^QEMU paused the guest after a disk error: it is told/)
 })
+
+test('a VM\'s disks go to QEMU as a config file, in order, the export names (with their keys) out of its command line (bb48)', async t => {
+  const { drivesConfig, NBD_RECONNECT_S } = await import('../../node/dvmm/drivers/qemu.ts')
+  const cfg = drivesConfig([{ uri: 'nbd+unix:///shop/db~3~abcdef0123456789?socket=/var/lib/vgrid/nbd.sock' }, { uri: '/images/x.raw' }])
+  t.is(cfg, `[drive "vgdisk0"]\n  driver = "raw"\n  file.driver = "nbd"\n  file.server.type = "unix"\n  file.server.path = "/var/lib/vgrid/nbd.sock"\n  file.export = "shop/db~3~abcdef0123456789"\n  file.reconnect-delay = "${NBD_RECONNECT_S}"\n  if = "virtio"\n  cache = "none"\n  werror = "stop"\n` +
+    '\n[drive "vgdisk1"]\n  file = "/images/x.raw"\n  format = "raw"\n  if = "virtio"\n  cache = "none"\n  werror = "stop"\n')
+  t.throws(() => drivesConfig([{ uri: '/images/a"b.raw' }]), { message: /disks\[0\]: its file holds a quote/ })
+})

@@ -3,7 +3,7 @@
 // its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
@@ -56,10 +56,28 @@ export const imageDrive = (image: string, format: string): string => `file=${com
  * are run again, instead of failing the guest's disk. Any other URI goes as it is.
  */
 export function diskDrive (uri: string): string {
+  return diskOptions(uri).map(([k, v]) => `${k}=${commaSafe(v)}`).join(',')
+}
+
+/** a disk's drive options, in order (pure; diskDrive) */
+export function diskOptions (uri: string): Array<[string, string]> {
   const m = /^nbd\+unix:\/\/\/([^?]+)\?socket=(.+)$/.exec(uri)
-  if (m == null) return `file=${commaSafe(uri)},format=raw,if=virtio,cache=none,werror=stop`
-  return `driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=${commaSafe(m[2]!)},file.export=${commaSafe(m[1]!)},` +
-    `file.reconnect-delay=${NBD_RECONNECT_S},if=virtio,cache=none,werror=stop`
+  const rest: Array<[string, string]> = [['if', 'virtio'], ['cache', 'none'], ['werror', 'stop']]
+  if (m == null) return [['file', uri], ['format', 'raw'], ...rest]
+  return [['driver', 'raw'], ['file.driver', 'nbd'], ['file.server.type', 'unix'], ['file.server.path', m[2]!], ['file.export', m[1]!], ['file.reconnect-delay', String(NBD_RECONNECT_S)], ...rest]
+}
+
+/**
+ * The disks as a QEMU config file (`-readconfig`), in order (vda first) (pure): a VM
+ * disk's export name carries its key, which kept any other NBD client off the running
+ * VM's disk, and QEMU's command line is every local user's to read in `ps` (bb48).
+ */
+export function drivesConfig (disks: ReadonlyArray<{ uri: string }>): string {
+  return disks.map((d, i) => {
+    const opts = diskOptions(d.uri)
+    for (const [k, v] of opts) if (/["\n\r\\]/.test(v)) throw new DriverError('bad-spec', `disks[${i}]: its ${k} holds a quote, a backslash or a line break, which a QEMU config file cannot carry`, `disks[${i}]`)
+    return `[drive "vgdisk${i}"]\n${opts.map(([k, v]) => `  ${k} = "${v}"\n`).join('')}`
+  }).join('\n')
 }
 
 /**
@@ -171,7 +189,12 @@ export class QemuDriver extends HostDriver {
       argv.push('-drive', imageDrive(s.boot.image, s.boot.format ?? ('format' in found ? found.format : 'raw')))
     }
     // boot kind `volume`: nothing more; the firmware boots the first disk, vda, the first volume
-    for (const d of s.disks ?? []) argv.push('-drive', diskDrive(d.uri))
+    // by a file of the run dir (root's alone), not the command line: the export names' keys (drivesConfig)
+    if ((s.disks?.length ?? 0) > 0) {
+      const cfg = join(dir, 'drives.cfg')
+      writeFileSync(cfg, drivesConfig(s.disks!), { mode: 0o600 })
+      argv.push('-readconfig', cfg)
+    }
     if (rec.network !== undefined) argv.push('-netdev', `tap,id=n0,ifname=${rec.network.hostIf},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=n0')
     rec.detail = { accel: this.accel }
     // the tap lives in the node's namespace, so QEMU runs there
