@@ -235,7 +235,7 @@ export function computeRuleset (input: RuleInput): Ruleset {
   const pair = '{ ip saddr . ip daddr }'
   const vmIf = `{ ${VM_INTERFACES.map(p => `"${p}"`).join(', ')} }`
   const vm = input.vmPrefix
-  const chains = ['forward', 'input', 'spoofed', 'undeclared']
+  const chains = ['forward', 'input', 'output', 'spoofed', 'undeclared']
   const lines = [
     `table ${t} {`,
     `  set ${DROP_SETS.undeclared} { type ipv4_addr . ipv4_addr; size 65536; flags dynamic; counter; }`,
@@ -247,6 +247,7 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '  chain undeclared { }',
     '  chain forward { type filter hook forward priority 0; policy accept; }',
     '  chain input { type filter hook input priority 0; policy accept; }',
+    '  chain output { type filter hook output priority 0; policy accept; }',
     '}',
     ...chains.map(c => `flush chain ${t} ${c}`),
     ...FLOW_MAP_NAMES.map(m => `flush map ${t} ${m}`),
@@ -296,6 +297,13 @@ export function computeRuleset (input: RuleInput): Ruleset {
     '    fib saddr . iif oif missing goto spoofed',
     '    ct state established,related accept',
     '    goto undeclared',
+    '  }',
+    // the node's own users: root (the agent, the operator) reaches its VMs, as it may
+    // reach anything of the node; a socket of another user may not (bb48: any local user
+    // reached every port of every VM of the node). A packet of no socket (the kernel's
+    // own replies and errors) has no owner, and passes
+    '  chain output {',
+    `    oifname ${vmIf} meta skuid != 0 goto undeclared`,
     '  }',
     '}',
     ...mapElements(t, flows)

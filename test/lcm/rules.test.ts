@@ -3,7 +3,7 @@
 // drops an undeclared port (and undeclared UDP), counting each drop with its source
 // and destination; recomputing keeps the counts; removing a link closes it and resets its TCP connections.
 import test, { type ExecutionContext } from 'ava'
-import { nsRun, sleep, which } from '../../node/netns/netns.ts'
+import { ip, nsRun, sleep, which } from '../../node/netns/netns.ts'
 import { computeRuleset, tableName, type Link, type VmPlace } from '../../node/lcm/rules.ts'
 import { applyRuleset, readCounters, removeRuleset } from '../../node/lcm/nft.ts'
 import { makeNamespaces, routeThrough, skipReason } from './ns.ts'
@@ -121,4 +121,22 @@ maybe('a reply counts for its own link, also when a link the other way (any prot
   t.log(`l1 ${l1} packets, l2 ${l2}`)
   t.true((l1 ?? 0) >= 12, 'both directions of three exchanges on l1')
   t.is(l2, 0, 'nothing of l1 counted on the link the other way')
+})
+
+maybe('the node\'s own root reaches its VMs; a socket of another local user does not, and is counted (bb48)', async t => {
+  const [node, v1] = await makeNamespaces(t, ['node', 'vm1']) as [string, string]
+  // a VM interface as the drivers name them (vgp*: a process VM's veth)
+  await routeThrough(node, [{ ns: v1, dev: 'vgpt1', address: A1 }])
+  // the node's end of the link has an address, as the drivers give it (the source of the node's own connections)
+  await ip(['-n', node, 'addr', 'add', '10.99.0.1/32', 'dev', 'vgpt1'])
+  await echoServer(t, v1, [8080])
+  const table = tableName('node-1')
+  t.teardown(async () => { await removeRuleset(node, table) })
+  await applyRuleset(node, computeRuleset({ node: 'node-1', table, vmPrefix: '100.80.64.0/18', vms: [{ vm: 'web', address: A1, node: 'node-1' }], links: [] }))
+  // perl (perl-base is on every Debian), run as root, then as nobody
+  const connect = async (asUser: string[]): Promise<string> => (await nsRun(node, asUser[0] ?? '/usr/bin/perl', [...asUser.slice(1), ...(asUser.length > 0 ? ['/usr/bin/perl'] : []), '-MIO::Socket::INET', '-e', `print IO::Socket::INET->new(PeerAddr => "${A1}", PeerPort => 8080, Timeout => 2) ? "ok" : "no"`], { allowFail: true })).trim()
+  t.is(await connect([]), 'ok', 'root on the node reaches the VM')
+  t.is(await connect(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']), 'no', 'another user of the node does not')
+  const c = await readCounters(node, table)
+  t.truthy(c.drops.find(d => d.dst === A1), `the attempt is counted: ${JSON.stringify(c.drops)}`)
 })
