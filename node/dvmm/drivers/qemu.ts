@@ -3,6 +3,7 @@
 // its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
+import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
@@ -55,6 +56,16 @@ export const imageDrive = (image: string, format: string): string => `file=${com
  * timeout adopts its VMs, and their requests wait for it (up to NBD_RECONNECT_S) and
  * are run again, instead of failing the guest's disk. Any other URI goes as it is.
  */
+/** QEMU's seccomp filter: no new programs, no privilege changes, no obsolete system calls */
+export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny'
+
+/** whether this QEMU takes -sandbox (built with seccomp): it parses the option before -version ends it */
+async function sandboxes (qemu: string): Promise<boolean> {
+  return await new Promise(resolve => {
+    execFile(qemu, ['-sandbox', SANDBOX, '-version'], { timeout: 10_000 }, err => { resolve(err == null) })
+  })
+}
+
 export function diskDrive (uri: string): string {
   return diskOptions(uri).map(([k, v]) => `${k}=${commaSafe(v)}`).join(',')
 }
@@ -95,6 +106,8 @@ export class QemuDriver extends HostDriver {
   protected readonly boots = ['kernel', 'disk', 'volume'] as const
   private readonly qemuInit: QemuDriverInit
   private accel: 'kvm' | 'tcg' = 'tcg'
+  /** QEMU takes -sandbox (built with seccomp): probed */
+  private sandbox = false
   // a power button pressed before the guest watches it is lost: press again
   protected override readonly stopRepeatMs = 2000
   // QEMU's own error ("Failed to get write lock"): the guest had no time to print
@@ -113,9 +126,11 @@ export class QemuDriver extends HostDriver {
     const qemu = this.qemuBin()
     if (qemu === undefined || !existsSync(qemu)) return { ok: false, detail: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)' }
     if (this.qemuInit.nodeNetns === undefined && process.getuid?.() !== 0) return { ok: false, detail: 'tap interfaces need root' }
+    this.sandbox = await sandboxes(qemu)
+    const unsandboxed = this.sandbox ? '' : '; its QEMU has no seccomp sandbox (-sandbox): guests run without it'
     if (this.qemuInit.accel !== undefined) {
       this.accel = this.qemuInit.accel
-      return { ok: true, accel: this.accel, detail: `${this.accel.toUpperCase()} (set by configuration)` }
+      return { ok: true, accel: this.accel, detail: `${this.accel.toUpperCase()} (set by configuration)${unsandboxed}` }
     }
     let kernel = this.qemuInit.probeKernel
     if (kernel === undefined) {
@@ -124,7 +139,7 @@ export class QemuDriver extends HostDriver {
     }
     const p = await probeAccel({ qemu, kernel, cacheFile: join(this.init.dataDir, 'dvmm', 'qemu-accel.json'), now: this.components.clock.now() })
     this.accel = p.accel
-    return { ok: true, accel: p.accel, detail: p.detail }
+    return { ok: true, accel: p.accel, detail: `${p.detail}${unsandboxed}` }
   }
 
   protected check (spec: DriverVmSpec): void {
@@ -163,6 +178,9 @@ export class QemuDriver extends HostDriver {
       '-smp', String(Math.max(1, Math.ceil(s.vcpus))),
       '-m', String(s.memoryMiB),
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      // QEMU runs as root: its seccomp filter keeps a guest that breaks out of it from
+      // starting programs, raising privileges or using obsolete calls (bb48)
+      ...this.sandbox ? ['-sandbox', SANDBOX] : [],
       '-chardev', `file,id=con,path=${commaSafe(join(dir, 'console.log'))},append=on`, '-serial', 'chardev:con',
       '-qmp', `unix:${commaSafe(join(dir, 'qmp.sock'))},server=on,wait=off`,
       // terminal names told while it runs (setNames): a virtio port the guest's init reads

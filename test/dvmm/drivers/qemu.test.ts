@@ -2,7 +2,7 @@
 // the guest's own ready line, HTTP from its node, a graceful stop through QMP, and the
 // boot time under the probed accelerator. The taps live in a namespace this test makes.
 import test from 'ava'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -59,6 +59,10 @@ maybe('qemu driver: the built guest boots, says it is ready, answers HTTP from i
   const t0 = performance.now()
   const info = await d.start(guest(id))
   t.is(info.detail?.accel, p.accel)
+  // under QEMU's seccomp filter where it has one (bb48: QEMU runs as root), the probe says when not
+  const args = readFileSync(`/proc/${info.pid!}/cmdline`, 'utf8').split('\0')
+  if (/no seccomp sandbox/.test(p.detail)) t.false(args.includes('-sandbox'))
+  else t.is(args[args.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny')
   t.truthy(info.network?.hostIf)
   // a whole line: the serial console may be read in the middle of one
   const line = await waitFor('the ready line', async () => (await d.consoleTail(id)).split('\n').slice(0, -1).find(l => l.includes(READY_MARK)), 90_000, 20)
