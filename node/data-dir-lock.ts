@@ -40,6 +40,14 @@ export async function lockDataDir (dataDir: string): Promise<DataDirLock> {
   refuseSharedDir(dataDir)
   const lock = await takeFileLock(lockFile(dataDir)).catch((err: Error) => { throw new Error(`cannot lock data dir ${dataDir}: ${err.message}`) })
   if (lock == null) throw inUse(dataDir, holder(dataDir))
+  // an agent of an earlier release, which held an abstract socket and not this flock,
+  // runs on the dir still (an upgrade that started the new agent before the old one ended)
+  let older: ReturnType<typeof holder>
+  try { older = holder(dataDir) } catch (err) { lock.release(); throw err }
+  if (older != null) {
+    lock.release()
+    throw inUse(dataDir, older)
+  }
   try {
     // in place (the lock is on this file's inode), 0600
     writeFileSync(lockFile(dataDir), JSON.stringify({ pid: process.pid, startTicks: procStat(process.pid)?.startTicks, bootId: currentBootId() }) + '\n', { mode: 0o600 })

@@ -151,3 +151,21 @@ test('a data dir that holds the sockets is 0710 of the vgrid group, for its memb
   t.is(modeOf(dir), 0o700)
 })
 
+
+test('an agent of an earlier release on the dir (its record in agent.lock, its lock not a flock) keeps a new one out', async t => {
+  const { spawn } = await import('node:child_process')
+  const { procStat, currentBootId } = await import('../../node/dvmm/drivers/common.ts')
+  const dir = join(root(t), 'data')
+  mkdirSync(dir, { mode: 0o700 })
+  const old = spawn('sleep', ['30'])
+  t.teardown(() => { old.kill('SIGKILL') })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  writeFileSync(lockFile(dir), JSON.stringify({ pid: old.pid, startTicks: procStat(old.pid!)?.startTicks, bootId: currentBootId() }))
+  await t.throwsAsync(lockDataDir(dir), { message: new RegExp(`in use by another vgrid agent \\(pid ${old.pid!}\\)`) })
+  // gone: the dir is free, and the flock was let go
+  old.kill('SIGKILL')
+  await new Promise(resolve => old.once('exit', resolve))
+  const lock = await lockDataDir(dir)
+  lock.release()
+  t.pass()
+})
