@@ -15,7 +15,7 @@ import type { MembershipService } from '../protocol/membership-service.ts'
 import type { AgentConfig } from './config.ts'
 import { resolveCluster } from './cluster-key-store.ts'
 import { openToAdmins, secureDataDir } from './data-dir.ts'
-import { groupId } from './gvs/nbd/server.ts'
+import { groupId } from './groups.ts'
 import { ADMIN_GROUP } from './api/access.ts'
 import { DataDisk, detectCapacity } from './resources.ts'
 import { createLogger, type Logger } from './log.ts'
@@ -343,7 +343,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const cfg = this.config
     // 0700, even if the operator made it: it holds the keys and every volume's contents;
     // 0710 of the vgrid group where it holds the sockets, for the group's members to reach
-    const adminGid = await groupId(ADMIN_GROUP)
+    const adminGid = groupId(ADMIN_GROUP)
     await secureDataDir(cfg.dataDir, this.log, undefined, adminGid)
     const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token }, this.log)
     await openToAdmins(cfg.dataDir, cfg.apiSocket == null ? [join(cfg.dataDir, 'nbd.sock')] : [cfg.apiSocket, join(dirname(cfg.apiSocket), 'nbd.sock')], adminGid, this.log)

@@ -15,7 +15,9 @@ export interface FileLock { release: () => void }
 
 /** Takes the lock on `file` (made if missing), or null when another process holds it. */
 export async function takeFileLock (file: string): Promise<FileLock | null> {
-  const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  // a process group of its own: a Ctrl-C to the agent's group (a graceful leave) must not
+  // end it while the agent still stops (rv47); the end of its stdin still does
+  const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
   let err = ''
   child.stderr.on('data', (c: Buffer) => { err += c.toString() })
   return await new Promise<FileLock | null>((resolve, reject) => {

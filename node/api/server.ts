@@ -5,7 +5,6 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises'
-import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../log.ts'
@@ -16,6 +15,7 @@ import { API_BODY_LIMIT, ApiError, errorBody, toApiError } from './errors.ts'
 import { onlyQuery } from '../errors.ts'
 import { AdminCache, ADMIN_GROUP, SocketTableCache, denial, isLoopback, loadOrCreateApiToken, tokenMatches, type Caller } from './access.ts'
 import { processRegistry } from '../health-metrics.ts'
+import { groupId } from '../groups.ts'
 
 export interface ApiComponents {
   config: { api: { host: string, port: number }, apiSocket: string | null, dataDir: string }
@@ -334,16 +334,6 @@ export function refuseUnknownQueries (app: FastifyInstance): void {
     if (req.routeOptions.url == null) return
     onlyQuery(req.query, req.routeOptions.config?.query ?? [])
   })
-}
-
-function groupId (name: string): number | null {
-  try {
-    const line = readFileSync('/etc/group', 'utf8').split('\n').find(l => l.startsWith(name + ':'))
-    const gid = Number(line?.split(':')[2])
-    return Number.isInteger(gid) ? gid : null
-  } catch {
-    return null
-  }
 }
 
 /** A socket file left by an agent that died is removed; one that answers belongs to a running agent. */

@@ -6,7 +6,7 @@
 import { request as httpRequest } from 'node:http'
 import { accessSync, constants } from 'node:fs'
 import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
-import { listenerUid } from './listener-owner.ts'
+import { listenerUids } from './listener-owner.ts'
 
 /** how long the CLI waits for an answer (no byte of it) before it gives up */
 const ANSWER_TIMEOUT_MS = 30_000
@@ -103,7 +103,6 @@ export class ApiClient {
   private readonly token?: string
 
   private readonly answerTimeoutMs: number
-  private checkedListener = false
 
   constructor (api: string | undefined, opts: { answerTimeoutMs?: number } = {}) {
     this.answerTimeoutMs = opts.answerTimeoutMs ?? ANSWER_TIMEOUT_MS
@@ -162,10 +161,11 @@ export class ApiClient {
    * the API token (bb48). Nothing is sent to another user's listener.
    */
   private listenerIsRoots (): void {
-    if ('socketPath' in this.target || this.checkedListener) return
-    const uid = listenerUid(this.target.host, this.target.port)
-    if (uid != null && uid !== 0) throw new CliError(`${this.display} is served by a program of uid ${uid}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
-    this.checkedListener = true
+    if ('socketPath' in this.target) return
+    // before each request (a long copy's renewals span an agent's restart: rv47); an
+    // agent run by this very user (from a checkout, unprivileged) is its own
+    const other = listenerUids(this.target.host, this.target.port).find(uid => uid !== 0 && uid !== process.getuid?.())
+    if (other != null) throw new CliError(`${this.display} is served by a program of uid ${other}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
   }
 
   private async send (method: string, path: string, payload: string | undefined): Promise<{ status: number, text: string }> {

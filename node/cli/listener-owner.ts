@@ -31,24 +31,25 @@ const V6_ANY = '00000000000000000000000000000000'
 const V6_LOOPBACK = '00000000000000000000000001000000'
 
 /**
- * The uid of what listens on `host`:`port` here (an exact or a wildcard address), or
- * undefined when none is found (an address not loopback, /proc not readable).
+ * The owners of what listens on `host`:`port` here (each exact or wildcard address that
+ * takes a connection to it; `localhost` is 127.0.0.1 and ::1, either of which a connect
+ * may take: rv47), or [] when none is found (an address not loopback, /proc not readable).
  */
-export function listenerUid (host: string, port: number, read: (file: string) => string = f => readFileSync(f, 'utf8')): number | undefined {
+export function listenerUids (host: string, port: number, read: (file: string) => string = f => readFileSync(f, 'utf8')): number[] {
   const v4 = host === 'localhost' || (isIPv4(host) && host.startsWith('127.'))
   const v6 = host === 'localhost' || host === '::1'
-  if (!v4 && !v6) return undefined
+  if (!v4 && !v6) return []
   const ip4 = hex4(host === 'localhost' ? '127.0.0.1' : host)
   // an IPv6 wildcard listener takes IPv4 too, as a mapped address
   const wanted: Array<[string, string[]]> = [
     ...v4 ? [['/proc/net/tcp', [ip4, '00000000']] as [string, string[]]] : [],
     ['/proc/net/tcp6', [V6_ANY, ...v6 ? [V6_LOOPBACK] : [], ...v4 ? [`0000000000000000FFFF0000${ip4}`] : []]]
   ]
+  const uids: number[] = []
   for (const [file, addresses] of wanted) {
     let text: string
     try { text = read(file) } catch { continue }
-    const found = parseListeners(text).find(l => l.port === port && addresses.includes(l.address))
-    if (found != null) return found.uid
+    for (const l of parseListeners(text)) if (l.port === port && addresses.includes(l.address)) uids.push(l.uid)
   }
-  return undefined
+  return uids
 }

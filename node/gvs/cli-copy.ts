@@ -6,8 +6,8 @@
 // - import and export run here: qemu-img convert against the volume's NBD export on
 //   this node (raw or qcow2; qemu-img does the format work), its own -p percentage
 //   read from its output (it knows what it skips as sparse).
-import { spawn } from 'node:child_process'
-import { accessSync, closeSync, constants, existsSync, lstatSync, openSync, readlinkSync, readSync, rmSync, statSync, type Stats } from 'node:fs'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, openSync, readlinkSync, readSync, rmSync, statSync, type Stats } from 'node:fs'
 import { basename, dirname, extname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type ApiClient, CliError } from '../cli/client.ts'
@@ -91,13 +91,25 @@ export async function scrub (api: ApiClient, o: { now: boolean, json: boolean })
 }
 
 export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, format: string | undefined, force = false, asJson = false): Promise<void> {
-  // with --json, stdout holds the one answer: progress and notes go to stderr (bb38: text on success)
-  const note = asJson ? (s: string): void => { process.stderr.write(s + '\n') } : out
   checkFile(sub, file)
   const fmt = imageFormat(sub, file, format)
+  // an import's image is opened once, and read by that descriptor alone, qemu-img's reads
+  // too (as /dev/fd/3): read by its path twice, it could be another file the second time
+  // (rv47: a qcow2 swapped after its check for one naming /etc/shadow as its data file)
+  const image = sub === 'import' ? openImage(file, fmt, ref) : undefined
+  try {
+    await copy(api, sub, ref, file, fmt, format, force, asJson, image)
+  } finally {
+    if (image != null) closeSync(image)
+  }
+}
+
+async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file: string, fmt: 'raw' | 'qcow2', format: string | undefined, force: boolean, asJson: boolean, image: number | undefined): Promise<void> {
+  // with --json, stdout holds the one answer: progress and notes go to stderr (bb38: text on success)
+  const note = asJson ? (s: string): void => { process.stderr.write(s + '\n') } : out
   // an import's image is what its format says before anything is written (qemu-img's
   // "Image is not in qcow2 format" came after the volume was said to "may hold part of" it)
-  if (sub === 'import') checkImage(file, fmt, format != null, ref)
+  if (sub === 'import') checkImage(file, fmt, format != null, ref, image)
   // VOL@SNAP: a snapshot, which exports (read-only) and never imports
   const at = ref.indexOf('@')
   const [volId, snapName] = at < 0 ? [ref, undefined] : [ref.slice(0, at), ref.slice(at + 1)]
@@ -112,7 +124,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   // an export never overwrites a file unasked (qemu-img would, silently)
   if (sub === 'export' && !force && existsSync(file) && statSync(file).isFile()) throw new CliError(`${file} exists: give --force to overwrite it, or another file`, 1, { code: 'file_exists' })
   // an image bigger than the volume: said with both sizes (qemu-img only says "smaller")
-  const imageBytes = sub === 'import' ? await imageSize(file, fmt, d.path) : undefined
+  const imageBytes = sub === 'import' ? await imageSize(file, fmt, d.path, image!) : undefined
   if (imageBytes != null && imageBytes > d.sizeBytes) throw new CliError(`${file} is ${imageBytes} bytes${fmt === 'qcow2' ? ' (its virtual size)' : ''}, more than ${d.path}'s ${d.sizeBytes}: grow the volume first (vgrid vol resize ${d.path} SIZE)`, 1)
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
@@ -129,17 +141,13 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
   let zeroedFrom: number | undefined
   // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
   const existed = sub === 'export' && existsSync(file)
-  // a new file is made here, readable by root alone (bb48: 0644, every user could read the
-  // disk), never through a link made meanwhile; qemu-img then writes into it as it is
-  if (sub === 'export' && !existed) {
-    try {
-      closeSync(openSync(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600))
-    } catch (err) {
-      throw new CliError(`${file}: ${(err as Error).message}; nothing was written`, 1)
-    }
-  }
+  // the file qemu-img writes: made here, readable by root alone (bb48: 0644, every user
+  // could read the disk), or one there before (--force) made so; never through a link,
+  // and written by that descriptor alone (rv47: reopened by its path, a link planted
+  // meanwhile in a directory another user may write sent root's writes elsewhere)
+  const target = sub === 'export' ? openTarget(file, existed) : undefined
   try {
-    await convert(sub, fmt, file, nbd, name, asJson)
+    await convert(sub, fmt, file, nbd, name, asJson, image ?? target!)
     // the volume holds the image and nothing else: what lay past a smaller image's end
     // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
     if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
@@ -156,6 +164,7 @@ export async function copyFile (api: ApiClient, sub: 'import' | 'export', ref: s
     const left = sub === 'import' ? `${name} holds part of ${file}; import it again to complete it` : kind === 'file' ? `the partial ${file} was removed` : kind === 'none' ? `nothing was written to ${file}` : `${file} holds part of ${name}`
     throw new CliError(`${err.message}: ${left}`, 130)
   } finally {
+    if (target != null) closeSync(target)
     if (temp != null) {
       // renewed until removed: the agent removes one whose lease ran out by itself
       removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', async (err: Error) => {
@@ -274,29 +283,28 @@ const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1')
  * raw by its name that starts with it is a qcow2 image (imported as raw it would be a
  * disk of qcow2's metadata). A raw file given --format raw is taken as it is.
  */
-export function checkImage (file: string, fmt: 'raw' | 'qcow2', given: boolean, vol: string): void {
+export function checkImage (file: string, fmt: 'raw' | 'qcow2', given: boolean, vol: string, opened?: number): void {
   const head = Buffer.alloc(QCOW2_MAGIC.length)
   let n = 0
   let fd: number | undefined
   try {
-    fd = openSync(file, 'r')
+    fd = opened ?? openSync(file, 'r')
     n = readSync(fd, head, 0, head.length, 0)
   } catch (err) {
     throw new CliError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was written to ${vol}`, 1)
-  } finally { if (fd != null) closeSync(fd) }
+  } finally { if (fd != null && opened == null) closeSync(fd) }
   const qcow2 = n === head.length && head.equals(QCOW2_MAGIC)
   if (fmt === 'qcow2' && !qcow2) throw new CliError(`${file} is not a qcow2 image (it does not start as one): ${given ? '' : 'its name says qcow2; '}--format raw imports it as raw; nothing was written to ${vol}`, 2)
   if (fmt === 'raw' && qcow2 && !given) throw new CliError(`${file} is a qcow2 image (it starts as one), not raw as its name says: --format qcow2 imports it (--format raw its bytes as they are); nothing was written to ${vol}`, 2)
 }
 
 /** an image's size as a disk (a raw file's length, a qcow2's virtual size); a qcow2 that qemu-img cannot read is refused here, before anything is written */
-async function imageSize (file: string, fmt: string, vol: string): Promise<number | undefined> {
-  if (fmt === 'raw') {
-    try { return statSync(file).size } catch { return undefined }
-  }
+async function imageSize (file: string, fmt: string, vol: string, fd: number): Promise<number | undefined> {
+  // a raw file's length; a block device's stat says 0 bytes (its size is qemu-img's to tell)
+  if (fmt === 'raw' && !fstatSync(fd).isBlockDevice()) return fstatSync(fd).size
   let info: QcowInfo
   try {
-    info = JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, file])) as QcowInfo
+    info = JSON.parse(await qemuImg(['info', '--output=json', '-f', fmt, FD_PATH], undefined, 'qemu-img', fd)) as QcowInfo
   } catch (err) {
     if (err instanceof CopyInterrupted || !(err instanceof Error)) throw err
     throw new CliError(`${file} cannot be read as ${fmt}: ${err.message}; nothing was written to ${vol}`, 1)
@@ -316,7 +324,8 @@ interface QcowInfo { 'virtual-size'?: unknown, 'backing-filename'?: unknown, 'fu
  * importer may read into the volume (bb48: a backing file of /etc/shadow).
  */
 export function otherFileOf (info: QcowInfo): string | null {
-  const backing = info['full-backing-filename'] ?? info['backing-filename']
+  // as its header says it (read through /dev/fd/3, a relative name's full one is under /dev/fd)
+  const backing = info['backing-filename'] ?? info['full-backing-filename']
   if (typeof backing === 'string' && backing !== '') return `a backing file, ${backing}`
   const data = info['format-specific']?.data?.['data-file']
   if (typeof data === 'string' && data !== '') return `an external data file, ${data}`
@@ -354,18 +363,62 @@ async function tempSnapshot (api: ApiClient, d: VolumeView, users: string, note:
   return { name: s.name, nbd: s.nbd, stop: () => { clearInterval(renew) } }
 }
 
-async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, asJson: boolean): Promise<void> {
+async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, asJson: boolean, fd: number): Promise<void> {
   checkSocketAccess(nbd)
-  // -n: the volume exists (qemu-img must not try to create it); -p: progress
-  // a qcow2 opened with no backing file whatever its header says (checked in imageSize; and so if swapped since)
-  const source = fmt === 'qcow2' ? `json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: file }, backing: null })}` : file
+  // -n: the volume exists (qemu-img must not try to create it); -p: progress. The file by
+  // its descriptor (FD_PATH); a qcow2 opened with no backing file whatever its header says
+  const source = fmt === 'qcow2' ? `json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: FD_PATH }, backing: null })}` : FD_PATH
   const args = sub === 'import'
     ? ['convert', '-p', '-n', ...fmt === 'qcow2' ? [] : ['-f', fmt], '-O', 'raw', source, nbd]
-    : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, file]
+    : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, FD_PATH]
   const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`, asJson ? { out: process.stderr, tty: process.stderr.isTTY === true } : {})
   try {
-    await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) })
+    await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) }, 'qemu-img', fd)
   } finally { bar.stop() }
+}
+
+/** the image file as qemu-img opens it: the descriptor the CLI opened, its fd 3 */
+const FD_PATH = '/dev/fd/3'
+
+/**
+ * An import's image, opened once for every read (checkImage, imageSize, convert). A
+ * qcow2 must be root's and writable by root alone: its header names the files it reads
+ * (checked once, otherFileOf), and another user who may write it could change that
+ * header between the check and the copy (rv47).
+ */
+function openImage (file: string, fmt: 'raw' | 'qcow2', vol: string): number {
+  let fd: number
+  try { fd = openSync(file, 'r') } catch (err) {
+    throw new CliError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was written to ${vol}`, 1)
+  }
+  const st = fstatSync(fd)
+  if (fmt === 'qcow2' && st.isFile() && (st.uid !== 0 || (st.mode & 0o022) !== 0)) {
+    closeSync(fd)
+    throw new CliError(`${file} may be changed by ${st.uid !== 0 ? `its owner, uid ${st.uid},` : 'its group or every user'} while it is read: a qcow2's header names files it reads, and vgrid imports one only root may write; copy it first (install -m 600 ${file} /root/image.qcow2) and import the copy; nothing was written to ${vol}`, 1, { code: 'image_not_roots' })
+  }
+  return fd
+}
+
+/**
+ * An export's file, opened once for qemu-img to write: made 0600 with O_EXCL, never
+ * through a link; one there before (--force) only a regular file of root's with one
+ * name, or a block device, made 0600 too.
+ */
+function openTarget (file: string, existed: boolean): number {
+  let fd: number
+  try {
+    fd = openSync(file, existed ? constants.O_WRONLY | constants.O_NOFOLLOW : constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new CliError(`${file}: ${code === 'ELOOP' ? 'a symbolic link: export writes no file through a link; give the path of the file itself' : (err as Error).message}; nothing was written`, 1)
+  }
+  const st = fstatSync(fd)
+  if (existed && st.isFile() && (st.uid !== 0 || st.nlink !== 1)) {
+    closeSync(fd)
+    throw new CliError(`${file} is ${st.uid !== 0 ? `uid ${st.uid}'s` : `a file of ${st.nlink} names (hard links)`}: an export writes over a file of root's with one name only (a volume is a whole disk); remove it, or give another file; nothing was written`, 1)
+  }
+  if (st.isFile()) fchmodSync(fd, 0o600)
+  return fd
 }
 
 /** throws naming who uses the volume, when a VM runs from it or an NBD session writes to it */
@@ -397,9 +450,10 @@ export class CopyInterrupted extends CliError {
 }
 
 /** runs qemu-img (or `tool`: qemu-io), stopped with the CLI; its output, or a CliError with its own error */
-async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): Promise<string> {
+async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: 'qemu-img' | 'qemu-io' = 'qemu-img', fd?: number): Promise<string> {
   return await new Promise<string>((resolve, reject) => {
-    const p = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    // `fd`, when given, is the tool's fd 3 (FD_PATH)
+    const p = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe', ...fd != null ? [fd] : []] }) as ChildProcessWithoutNullStreams
     let err = ''
     let stdout = ''
     let interrupted: NodeJS.Signals | undefined

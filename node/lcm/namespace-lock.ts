@@ -9,7 +9,7 @@
 // table as dead); the LCM takes it again at its start (tests run it alone), shared
 // within the process.
 import { chmodSync, mkdirSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { takeFileLock, type FileLock } from '../file-lock.ts'
 
 /** where the namespaces' overlay locks are: root's alone */
@@ -17,6 +17,9 @@ export const OVERLAY_LOCK_DIR = '/run/vgrid/locks'
 
 /** this network namespace's overlay lock file: named by the namespace's inode */
 function lockPath (): string {
+  // /run/vgrid holds the API and NBD sockets too, for the vgrid group: 0755 (rv47: made
+  // 0700 here, with the lock dir, it kept the group out of them); only the locks are root's
+  mkdirSync(dirname(OVERLAY_LOCK_DIR), { recursive: true, mode: 0o755 })
   mkdirSync(OVERLAY_LOCK_DIR, { recursive: true, mode: 0o700 })
   chmodSync(OVERLAY_LOCK_DIR, 0o700)
   return join(OVERLAY_LOCK_DIR, `overlay-${statSync('/proc/self/ns/net').ino}.lock`)

@@ -304,6 +304,8 @@ export function computeRuleset (input: RuleInput): Ruleset {
     // own replies and errors) has no owner, and passes
     '  chain output {',
     `    oifname ${vmIf} meta skuid != 0 goto undeclared`,
+    // nor in a VM's name towards another node's VMs (a freebind socket needs no privilege: rv47)
+    `    ip saddr ${vm} meta skuid != 0 goto spoofed`,
     '  }',
     '}',
     ...mapElements(t, flows)

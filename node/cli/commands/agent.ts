@@ -51,6 +51,8 @@ export async function run (argv: string[]): Promise<void> {
   // a token in the command line shows in `ps` to every local user for the agent's life
   // (bb48): VGRID_TOKEN (the environment, root's alone to read) takes its place
   const envToken = process.env.VGRID_TOKEN?.trim()
+  // not passed on to every program the agent runs (rv47)
+  delete process.env.VGRID_TOKEN
   const token = (v.token as string | undefined) ?? (envToken === '' ? undefined : envToken)
   if (v.key != null && token != null) throw new CliError(`--key and ${v.token != null ? '--token' : 'VGRID_TOKEN'} are alternatives: give one`, 2)
   const flags: ConfigFlags = {

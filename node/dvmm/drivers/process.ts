@@ -7,6 +7,7 @@ import { checkSupport } from '../../netns/netns.ts'
 import { createVeth, deleteVeth, writeVmHosts, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { terminalEnv, type VmRecord } from './common.ts'
 import { asUser, resolveUser, type UserIds } from '../host/users.ts'
+import { groupId } from '../../groups.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { DriverError, type DriverVmSpec, type ProbeResult, type VmNetwork } from './types.ts'
 
@@ -85,5 +86,9 @@ function userOf (user: string): UserIds {
   if (u == null) throw new DriverError('bad-spec', `boot.user: there is no user "${user}" on this node`, 'boot.user')
   // root without capabilities still owns root's files (the cluster key): never said to be confined (bb48)
   if (u.uid === 0) throw new DriverError('bad-spec', `boot.user: "${user}" is uid 0 on this node, root: a VM runs as another user, without capabilities, or as root with all of them (no user given)`, 'boot.user')
+  // nor as root's group or the vgrid group (its API socket): a uid with no passwd entry
+  // runs with the gid of its number, which may be a system group's (rv47)
+  if (u.gid === 0 || u.gid === groupId('vgrid')) throw new DriverError('bad-spec', `boot.user: "${user}" has group ${u.gid === 0 ? 'root' : 'vgrid'} (gid ${u.gid}) on this node, which would give the VM ${u.gid === 0 ? 'root\'s group\'s files' : 'the grid\'s API and volumes'}: give a user of another group`, 'boot.user')
   return u
 }
+

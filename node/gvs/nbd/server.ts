@@ -4,11 +4,12 @@
 // read from the kernel's socket table, as the API does). A volume is a whole disk:
 // no other local user may read or write it.
 import { createServer, type Server, type Socket } from 'node:net'
-import { chmod, chown, readFile, unlink } from 'node:fs/promises'
+import { chmod, chown, unlink } from 'node:fs/promises'
 import { readSocketTable, uidOfClient, isLoopback } from '../../api/access.ts'
 import type { Logger } from '../../log.ts'
 import { NbdSession, emptyStats, type NbdExports, type NbdStats } from './session.ts'
 import { InFlightBudget } from './budget.ts'
+import { groupId } from '../../groups.ts'
 
 /** connections at once, all sockets together: a node's VM disks (one each) and copies fit well within it */
 export const MAX_SESSIONS = 1024
@@ -32,15 +33,6 @@ export interface NbdServerInit {
   maxInFlightBytes?: number
   /** who may use loopback TCP; defaults to root only */
   tcpUidAllowed?: (uid: number) => boolean
-}
-
-/** gid of a group in /etc/group, or null */
-export async function groupId (name: string): Promise<number | null> {
-  try {
-    const line = (await readFile('/etc/group', 'utf8')).split('\n').find(l => l.split(':')[0] === name)
-    const gid = Number(line?.split(':')[2])
-    return line != null && Number.isInteger(gid) ? gid : null
-  } catch { return null }
 }
 
 export class NbdServer {
@@ -73,7 +65,7 @@ export class NbdServer {
       const srv = this.makeServer(false)
       await listen(srv, { path: socketPath })
       await chmod(socketPath, 0o660)
-      const gid = await groupId(this.init.group ?? 'vgrid')
+      const gid = groupId(this.init.group ?? 'vgrid')
       if (gid != null) await chown(socketPath, process.getuid?.() ?? 0, gid)
       this.log.info('nbd listening', { socket: socketPath, group: gid == null ? 'none (root only)' : this.init.group ?? 'vgrid' })
     }

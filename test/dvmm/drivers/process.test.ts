@@ -80,6 +80,15 @@ maybe('process driver: a VM with a user runs as that user with no capabilities: 
   const r = await d.start({ ...sh(`root-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: 'root' } }).catch((err: Error & { field?: string }) => err)
   t.like(r, { code: 'bad-spec', field: 'boot.user' })
   t.regex((r as Error).message, /"root" is uid 0 on this node, root/)
+  // nor with the vgrid group (a uid without a passwd entry runs with the gid of its number: rv47)
+  const { groupId } = await import('../../../node/groups.ts')
+  const { resolveUser } = await import('../../../node/dvmm/host/users.ts')
+  const vgrid = groupId('vgrid')
+  if (vgrid != null && resolveUser(String(vgrid))?.gid === vgrid) {
+    const g = await d.start({ ...sh(`grp-${process.pid}`, 'true'), boot: { kind: 'command', command: ['/bin/true'], user: String(vgrid) } }).catch((err: Error & { field?: string }) => err)
+    t.like(g, { code: 'bad-spec', field: 'boot.user' })
+    t.regex((g as Error).message, /has group vgrid/)
+  } else t.log('no vgrid group here (or a user has its number): its check not tried')
 })
 
 maybe('process driver: a damaged run record is skipped and reported once, the node\'s other VMs listed; a garbled watchdog mark names no time', async t => {
