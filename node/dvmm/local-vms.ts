@@ -396,28 +396,30 @@ export class LocalVms {
    * written, or the step would start it again before the count is in the lease.
    */
   private startFailed (vm: Vm, detail: string): void {
-    const at = docStamp(this.c.clock)
-    // the driver keeps the failed run (its console says why): removed once the lease is not this node's
-    this.consoles.keep(vm.id)
-    this.unwritten.set(vm.id, undefined)
-    this.c.enqueue(w => {
-      const cur = w.current('leases', vm.id)
-      if (cur?.holder !== this.c.peerId) return
+    this.failStart(vm, (cur, at) => {
       const d = onExit(cur.crashes ?? [], at, { policy: vm.spec.restart === 'never' ? 'never' : 'always', detail: `start failed: ${detail}` })
-      w.update('leases', vm.id, logged(cur, { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }, at, this.c.config.name))
-    }, { written: () => { this.unwritten.delete(vm.id) } })
+      return { crashes: d.crashes, status: d.action === 'restart' ? 'starting' : 'failed', reason: d.reason }
+    })
   }
 
-  /** A start that cannot succeed as the VM is (NothingToBoot): left `failed` with why, until `vm start` places it anew. */
+  /** A start that cannot succeed as the VM is (NothingToBoot): left `failed` with why, no crash counted, until `vm start` places it anew. */
   private bootFailed (vm: Vm, why: string): void {
+    this.failStart(vm, () => ({ status: 'failed', reason: leaseReason(why) }))
+  }
+
+  /**
+   * A failed start written to the VM's lease as `patch` says, while the lease is this
+   * node's. The run the driver keeps (its console says why; or one from before, a restart
+   * here: rv46) goes once the lease is not this node's. Busy until written.
+   */
+  private failStart (vm: Vm, patch: (cur: Lease, at: number) => Partial<Lease>): void {
     const at = docStamp(this.c.clock)
-    // an ended run the driver keeps from before (a restart here) goes once the lease is not this node's (rv46)
     this.consoles.keep(vm.id)
     this.unwritten.set(vm.id, undefined)
     this.c.enqueue(w => {
       const cur = w.current('leases', vm.id)
       if (cur?.holder !== this.c.peerId) return
-      w.update('leases', vm.id, logged(cur, { status: 'failed', reason: leaseReason(why) }, at, this.c.config.name))
+      w.update('leases', vm.id, logged(cur, patch(cur, at), at, this.c.config.name))
     }, { written: () => { this.unwritten.delete(vm.id) } })
   }
 
