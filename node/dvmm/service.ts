@@ -146,6 +146,9 @@ export interface DvmmInit {
   overlayMoveAfterMs?: number
 }
 
+/** what a takeover of a dead node's leases waits for now (DvmmService.takeoverWait), with the views it was read from */
+interface TakeoverWait { doc: DocView, fenceMs: number, notice: number, nodes: NodeView[], windowed: boolean }
+
 /** why the takeover waits the silence timeout: the nodes that advertise no liveness window, or none lately (failoverWait) */
 function withoutWindow (old: readonly string[]): string {
   if (old.length === 0) return 'every node has advertised a liveness window only lately'
@@ -289,11 +292,11 @@ export class DvmmService {
   }
 
   /** What a takeover of a dead node's leases waits for now, besides the margin: the longest fence timeout advertised, and the holder's notice (decide.ts) */
-  private takeoverWait (reader: Reader): { fenceMs: number, notice: number, nodes: NodeView[], windowed: boolean } {
+  private takeoverWait (reader: Reader): TakeoverWait {
     const doc = docView(reader)
     const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
     const detection = this.detectionNow(nodes, this.components.clock.now())
-    return { fenceMs: takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes), notice: noticeOf({ doc, nodes, detection }), nodes, windowed: detection?.livenessMs != null }
+    return { doc, fenceMs: takeoverFenceMs(this.cfg.fenceTimeoutMs, nodes), notice: noticeOf({ doc, nodes, detection }), nodes, windowed: detection?.livenessMs != null }
   }
   /**
    * How members are found silent, as a takeover's wait counts it (holderNoticeMs): the
@@ -318,24 +321,22 @@ export class DvmmService {
 
   /** A dead node's VMs start elsewhere this long after it was last heard of, and why (vgrid ha). */
   failoverWait (): NonNullable<HaReport['failover']> {
-    const { fenceMs, notice, nodes, windowed } = this.takeoverWait(this.components.state.read())
+    const w = this.takeoverWait(this.components.state.read())
+    const { fenceMs, notice, nodes, windowed } = w
     const parts = [`the fence timeout ${fenceMs / 1000} s`]
     if (notice > 0 && windowed) parts.push(`the liveness window ${notice / 1000} s (a node cut off from all loses sight of the others only that long after the cut)`)
     else if (notice > 0) parts.push(`the silence timeout ${notice / 1000} s (${withoutWindow(nodes.filter(n => n.livenessMs == null).map(n => n.name))})`)
     parts.push(`a margin of ${this.cfg.takeoverMarginMs / 1000} s`)
-    const held = this.voteLockHoldsMs()
+    const held = this.lockHoldMs(w)
     // bb22: ha gave the plain wait while a member back from a restart held takeovers back
     const lock = held > 0 ? `; and none within ${Math.ceil(held / 1000)} s from now: this node's majority counts a member back from a restart only once the vote it may have lent, to keep VMs alive elsewhere, has lapsed` : ''
     const ms = fenceMs + notice + this.cfg.takeoverMarginMs
-    const ifLost = held > 0 ? undefined : this.lockedIfLost(ms)
+    const ifLost = held > 0 ? undefined : this.lockedIfLost(w, ms)
     return { ms, why: parts.join(' + ') + lock, ...held > 0 ? { lockedMs: held } : {}, ...ifLost != null ? { ifLost } : {} }
   }
 
   /** the longest wait the loss of one member now would meet past `plainMs` for vote locks, with whose loss and whose locks (lockedWaitsIfLost) */
-  private lockedIfLost (plainMs: number): NonNullable<HaReport['failover']>['ifLost'] {
-    const reader = this.components.state.read()
-    const doc = docView(reader)
-    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+  private lockedIfLost ({ doc, nodes }: TakeoverWait, plainMs: number): NonNullable<HaReport['failover']>['ifLost'] {
     const now = this.components.clock.now()
     const lock = (id: string): number => this.fencing.voteLock(id, now)
     const waits = lockedWaitsIfLost(doc, this.me, nodes, lock, plainMs, now)
@@ -351,17 +352,15 @@ export class DvmmService {
    * back from a restart counts towards the majority only once the vote it may have lent
    * lapses (voteLockedUntil, decide.ts).
    */
-  voteLockHoldsMs (): number {
-    const reader = this.components.state.read()
-    const doc = docView(reader)
-    const nodes = nodeViews(doc, this.components.membership.members, n => reader.labelsOf(n), this.me)
+  voteLockHoldsMs (): number { return this.lockHoldMs(this.takeoverWait(this.components.state.read())) }
+
+  private lockHoldMs ({ doc, nodes, fenceMs, notice }: TakeoverWait): number {
     const now = this.components.clock.now()
     const since = takeoverMajoritySince(doc, this.me, nodes, id => this.fencing.voteLock(id, now))
     // only what a vote lock adds (vm ls says a member back from a restart holds it; CI
     // read "back from a restart" for a majority formed a moment ago)
     if (!Number.isFinite(since) || since <= takeoverMajoritySince(doc, this.me, nodes, () => -Infinity)) return 0
     // as a takeover counts it, the holder's notice included (fence.ts takeover; rv46)
-    const { fenceMs, notice } = this.takeoverWait(reader)
     return Math.max(0, since + fenceMs + notice + this.cfg.takeoverMarginMs - now)
   }
 
