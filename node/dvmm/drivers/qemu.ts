@@ -3,12 +3,12 @@
 // its run dir for status and graceful shutdown (ACPI powerdown, then kill after the
 // grace time), a tap per VM on the node, and KVM only where a probe booted a kernel
 // under it (TCG otherwise). QEMU runs in the VM's cgroups like a process VM.
-import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { which } from '../../netns/netns.ts'
 import { probeAccel } from '../host/accel.ts'
+import { probeSandbox, SANDBOX } from '../host/sandbox-probe.ts'
 import type { Limits } from '../host/cgroups.ts'
 import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { sleep, type VmRecord } from './common.ts'
@@ -56,22 +56,6 @@ export const imageDrive = (image: string, format: string): string => `file=${com
  * timeout adopts its VMs, and their requests wait for it (up to NBD_RECONNECT_S) and
  * are run again, instead of failing the guest's disk. Any other URI goes as it is.
  */
-/** QEMU's seccomp filter: no new programs, no privilege changes, no obsolete system calls */
-export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny'
-
-/**
- * Whether QEMU runs under -sandbox here: built with seccomp, and the kernel takes the
- * filter (a parse alone, `-version`, proved neither: rv47). An empty machine, paused, is
- * started: one that still runs after a second has its filter; one that cannot exits.
- */
-async function sandboxes (qemu: string): Promise<boolean> {
-  return await new Promise(resolve => {
-    execFile(qemu, ['-sandbox', SANDBOX, '-machine', 'none', '-nodefaults', '-no-user-config', '-display', 'none', '-S', '-monitor', 'none', '-serial', 'none'], { timeout: 1500, killSignal: 'SIGKILL' }, err => {
-      resolve(err != null && (err as { killed?: boolean }).killed === true)
-    })
-  })
-}
-
 export function diskDrive (uri: string): string {
   return diskOptions(uri).map(([k, v]) => `${k}=${commaSafe(v)}`).join(',')
 }
@@ -133,7 +117,7 @@ export class QemuDriver extends HostDriver {
     if (qemu === undefined || !existsSync(qemu)) return { ok: false, detail: 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)' }
     if (this.qemuInit.nodeNetns === undefined && process.getuid?.() !== 0) return { ok: false, detail: 'tap interfaces need root' }
     // beside the accelerator's probe (a second and a half)
-    const sandboxed = sandboxes(qemu)
+    const sandboxed = probeSandbox(qemu, join(this.init.dataDir, 'dvmm', 'qemu-sandbox.json'))
     const unsandboxed = async (): Promise<string> => (this.sandbox = await sandboxed) ? '' : '; its QEMU has no seccomp sandbox (-sandbox): guests run without it'
     if (this.qemuInit.accel !== undefined) {
       this.accel = this.qemuInit.accel
