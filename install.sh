@@ -3,7 +3,7 @@
 # Run it as root on every server of the grid; `install.sh --help` lists the flags.
 #
 #   first server:   ./install.sh                  starts a new grid, prints its join token
-#   other servers:  ./install.sh --token TOKEN    joins that grid
+#   other servers:  VGRID_TOKEN=TOKEN ./install.sh   joins that grid (or --token TOKEN)
 #   again:          ./install.sh                  upgrades in place, keeps data and settings
 #   remove:         ./install.sh --uninstall      removes everything but the data dir
 #
@@ -49,7 +49,10 @@ again (or --reset-config).
                          /usr/local/bin; with another prefix the CLI is DIR/bin/vgrid)
   --data-dir DIR         the agent's data dir (default /var/lib/vgrid); upgrades and
                          --uninstall keep it
-  --token TOKEN          join the grid of this token (without: start a new grid)
+  --token TOKEN          join the grid of this token (without: start a new grid);
+                         `--token -` reads it from stdin, and VGRID_TOKEN in the
+                         environment does the same as --token without showing it
+                         to every local user in `ps` while this script runs
   --join MULTIADDR       an address of a member to dial (repeatable)
   --name NAME            this node's name (default: the host name)
   --listen MULTIADDR     peer-to-peer listen address (repeatable; default
@@ -104,6 +107,7 @@ UNINSTALL=0
 NO_PACKAGES=0
 RESET_CONFIG=0
 SETTINGS=()   # for the config merge: key=value (set) or key+=value (list item)
+TOKEN=''      # not in SETTINGS: the merge's command line is every local user's to read
 
 # takes_value FLAG REST...: the flag's value, inline (--flag=value) or the next argument
 have_inline=0
@@ -133,7 +137,14 @@ while [ $# -gt 0 ]; do
         --source) SOURCE=$value ;;
         --service) SERVICE=$value ;;
         --service-name) SERVICE_NAME=$value ;;
-        --token) SETTINGS+=("token=$value") ;;
+        --token)
+          if [ "$value" = - ]; then
+            IFS= read -r TOKEN || true
+            [ -n "$TOKEN" ] || bad_usage "--token -: stdin gave no token"
+          else
+            TOKEN=$value
+            printf 'install.sh: warning: --token shows the join token to every local user in ps while this runs; VGRID_TOKEN=TOKEN ./install.sh or --token - (stdin) keep it out\n' >&2
+          fi ;;
         --join) SETTINGS+=("join+=$value") ;;
         --name) SETTINGS+=("name=$value") ;;
         --listen) SETTINGS+=("listen+=$value") ;;
@@ -161,6 +172,10 @@ while [ $# -gt 0 ]; do
   esac
   shift "$shifts"
 done
+
+# the join token from the environment when no --token gave one; no child inherits it
+if [ -z "$TOKEN" ] && [ -n "${VGRID_TOKEN:-}" ]; then TOKEN=$VGRID_TOKEN; fi
+unset VGRID_TOKEN
 
 # Paths: absolute, no trailing slash, never the root directory.
 norm_path () {
@@ -435,6 +450,10 @@ async function main () {
     if (!replaced.has(key)) { replaced.add(key); cfg[key] = key === 'labels' ? {} : [] }
     if (key === 'labels') { const i = value.indexOf('='); cfg.labels[value.slice(0, i)] = value.slice(i + 1) } else cfg[key].push(value)
   }
+  // the join token comes in the environment, not the command line (ps)
+  const token = process.env.VGRID_INSTALL_TOKEN ?? ''
+  delete process.env.VGRID_INSTALL_TOKEN
+  if (token !== '') cfg.token = token
   cfg.dataDir ??= defaultDataDir
   fs.writeFileSync(outPath, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 })
   const { resolveConfig } = await load('node/config.ts')
@@ -442,11 +461,11 @@ async function main () {
   if (c.token != null) {
     const ck = await load('protocol/cluster-key.ts')
     let tok
-    try { tok = ck.decodeToken(c.token) } catch (e) { fail(`--token: ${e.message}`) }
+    try { tok = ck.decodeToken(c.token) } catch (e) { fail(`the join token (--token or VGRID_TOKEN): ${e.message}`) }
     let stored
     try { stored = fs.readFileSync(join(c.dataDir, 'cluster.key'), 'utf8') } catch {}
     if (stored != null && ck.keyHex(ck.parseClusterKey(stored)) !== ck.keyHex(tok.key)) {
-      fail(`--token is for another grid than the one the data dir ${c.dataDir} belongs to (use another --data-dir)`)
+      fail(`the join token (--token or VGRID_TOKEN) is for another grid than the one the data dir ${c.dataDir} belongs to (use another --data-dir)`)
     }
   }
   const host = { '0.0.0.0': '127.0.0.1', '::': '::1' }[c.api.host] ?? c.api.host
@@ -455,7 +474,7 @@ async function main () {
 main().catch((e) => fail(e.message))
 EOF
 merge_err=$(mktemp)
-if ! merged=$("$NODE" --disable-warning=ExperimentalWarning -e "$MERGE_JS" -- \
+if ! merged=$(VGRID_INSTALL_TOKEN=$TOKEN "$NODE" --disable-warning=ExperimentalWarning -e "$MERGE_JS" -- \
   "$old_config" "$CONFIG.new" "$STAGE" "$DEFAULT_DATA_DIR" "${SETTINGS[@]}" 2>"$merge_err"); then
   printf 'install.sh: bad setting: %s\n' "$(tail -n 1 "$merge_err")" >&2
   rm -f "$merge_err"
@@ -588,5 +607,5 @@ if [ -z "$token" ]; then
   say "the API at $API_CONNECT is not on loopback, so it does not give out the join token; ask an agent whose API is on loopback (vgrid token)"
   exit 0
 fi
-say "join other servers to this grid with: install.sh --token <the token below>"
+say "join other servers to this grid with: VGRID_TOKEN=<the token below> ./install.sh"
 printf '%s\n' "$token"

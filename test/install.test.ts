@@ -71,7 +71,7 @@ interface Status { node: { id: string, name: string }, members: { alive: number 
 
 test('install.sh rejects bad flags with one line and exit status 2', async t => {
   for (const args of [['--bogus'], ['--service', 'sometimes'], ['--prefix', 'relative/dir'], ['--prefix'],
-    ['--label', 'novalue'], ['--no-mdns=yes'], ['stray'], ['--uninstall', '--name', 'x']]) {
+    ['--label', 'novalue'], ['--no-mdns=yes'], ['stray'], ['--uninstall', '--name', 'x'], ['--token', '-']]) {
     const r = await install(args, 10_000)
     t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
     t.is(r.stdout, '', args.join(' '))

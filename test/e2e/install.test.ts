@@ -22,7 +22,7 @@ async function lcmState (run: (cmd: string, args: string[]) => Promise<string>):
   return { tables, routes }
 }
 
-e2e('install.sh run inside a host starts an agent that joins the grid with --token', async t => {
+e2e('install.sh run inside a host starts an agent that joins the grid with --token - (the token on stdin, out of ps)', async t => {
   const grid = await Grid.start(t, { hosts: ['h1', 'h2', { name: 'h4', agent: false }] })
   await grid.waitAllAlive(BOUND_MS, ['h1', 'h2'])
   const { token } = await grid.host('h1').api<{ token: string }>('/v1/token')
@@ -35,8 +35,8 @@ e2e('install.sh run inside a host starts an agent that joins the grid with --tok
   try {
     // stderr is the progress; stdout is the token of the grid it joined
     out = await h4.exec('bash', [join(ROOT, 'install.sh'), '--prefix', prefix, '--data-dir', dataDir,
-      '--token', token, '--name', 'h4', '--api', '127.0.0.1:7401', '--no-mdns', '--service', 'background', '--no-packages'],
-    { timeoutMs: 240_000 })
+      '--token', '-', '--name', 'h4', '--api', '127.0.0.1:7401', '--no-mdns', '--service', 'background', '--no-packages'],
+    { timeoutMs: 240_000, input: `${token}\n` })
   } catch (err) {
     const log = await readFile(join(prefix, 'log/vgrid.log'), 'utf8').catch(() => '(no agent log)')
     t.fail(`install.sh failed: ${(err as Error).message}\n--- ${prefix}/log/vgrid.log ---\n${log}`)
