@@ -217,7 +217,8 @@ async function show (argv: string[]): Promise<void> {
     ...(d.spec.restart != null ? [`restart ${d.spec.restart}`] : [])
   ]
   if (made.length > 0) say(`  ${made.join('; ')}`)
-  if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities`)
+  // no PID namespace of its own: a VM's PID 1 would ignore the stop's SIGTERM
+  if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities; other VMs and processes of ${d.spec.user} on its node can signal it (give each VM a user of its own)`)
   else if (d.spec.driver === 'process') say('  runs as root, with every capability and the node\'s files in reach (--user runs it as another user, confined)')
   // by path, as users name them (an agent of an earlier release sends ids only)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))

@@ -80,7 +80,7 @@ test('vgrid vm / node drain / ha through the API', async t => {
   t.is((await cli(api, 'vm', 'rm', 'appvm')).code, 0)
   const show = await cli(api, 'vm', 'show', 'web')
   t.regex(show.out, /placement/)
-  t.regex(show.out, /runs as user nobody, without capabilities/)
+  t.regex(show.out, /runs as user nobody, without capabilities; other VMs and processes of nobody on its node can signal it/)
   // what it was made with (bb46: only the JSON had its labels and app); its score as the sum it is
   t.regex(show.out, /^ {2}labels tier=web$/m)
   t.regex(show.out, /^ {2}a[01]: score -?\d+\.\d{3} \((anti-affinity -?\d+ x 1000, )?fit \d\.\d{3}\)$/m)
