@@ -14,7 +14,7 @@ import type { VgridHost } from '../protocol/host.ts'
 import type { MembershipService } from '../protocol/membership-service.ts'
 import type { AgentConfig } from './config.ts'
 import { resolveCluster } from './cluster-key-store.ts'
-import { openToAdmins, secureDataDir } from './data-dir.ts'
+import { holdsSockets, openToAdmins, secureDataDir } from './data-dir.ts'
 import { groupId } from './groups.ts'
 import { ADMIN_GROUP } from './api/access.ts'
 import { DataDisk, detectCapacity } from './resources.ts'
@@ -344,9 +344,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     // 0700, even if the operator made it: it holds the keys and every volume's contents;
     // 0710 of the vgrid group where it holds the sockets, for the group's members to reach
     const adminGid = groupId(ADMIN_GROUP)
-    await secureDataDir(cfg.dataDir, this.log, undefined, adminGid)
+    const sockets = cfg.apiSocket == null ? [join(cfg.dataDir, 'nbd.sock')] : [cfg.apiSocket, join(dirname(cfg.apiSocket), 'nbd.sock')]
+    // 0710 only while the sockets are in it: moved elsewhere, it is made 0700 again
+    await secureDataDir(cfg.dataDir, this.log, undefined, holdsSockets(cfg.dataDir, sockets) ? adminGid : null)
     const cluster = await resolveCluster(cfg.dataDir, { keyFile: cfg.keyFile, token: cfg.token }, this.log)
-    await openToAdmins(cfg.dataDir, cfg.apiSocket == null ? [join(cfg.dataDir, 'nbd.sock')] : [cfg.apiSocket, join(dirname(cfg.apiSocket), 'nbd.sock')], adminGid, this.log)
+    await openToAdmins(cfg.dataDir, sockets, adminGid, this.log)
     const core: CoreComponents = {
       config: cfg,
       log: this.log,

@@ -96,10 +96,11 @@ export function dataDirPlaceProblem (dir: string, fs: PlaceFs = { statSync, stat
 
 /**
  * Creates the data dir 0700, or makes an existing one 0700 if group or others have any
- * access to it (see above); 0710 of the vgrid group (`adminGid`: it holds the API and
- * NBD sockets, openToAdmins) stays.
+ * access to it (see above); 0710 of the vgrid group (`adminGid`, given only while it
+ * holds the API and NBD sockets, openToAdmins) stays: once the sockets are elsewhere,
+ * the dir is made 0700 again.
  */
-export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs: { chmod: typeof chmod } = { chmod }, adminGid?: number | null): Promise<void> {
+export async function secureDataDir (dir: string, log: Pick<Logger, 'info' | 'warn'>, fs: { chmod: typeof chmod } = { chmod }, adminGid?: number | null): Promise<void> {
   const named = (what: string, err: unknown): Error => new Error(`data dir ${dir} ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   // before mkdir, which would loop forever on /proc
   const place = dataDirPlaceProblem(dir)
@@ -134,7 +135,13 @@ export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs:
   } catch (err) {
     throw new Error(`data dir ${dir} is open to other users (mode ${mode.toString(8)}) and cannot be made 0700: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Make it 0700 (chmod 700 ${dir}) or use another --data-dir`)
   }
-  log.warn(`the data dir was open to other users (mode ${mode.toString(8)}): made 0700`, { dir, oldMode: mode.toString(8) })
+  if (mode === 0o710 && adminGid == null) log.info('the data dir no longer holds the API and NBD sockets: made 0700', { dir, oldMode: mode.toString(8) })
+  else log.warn(`the data dir was open to other users (mode ${mode.toString(8)}): made 0700`, { dir, oldMode: mode.toString(8) })
+}
+
+/** whether any of these sockets is in the data dir itself (pure) */
+export function holdsSockets (dir: string, sockets: readonly string[]): boolean {
+  return sockets.some(s => dirname(s) === resolve(dir))
 }
 
 /**
@@ -145,7 +152,7 @@ export async function secureDataDir (dir: string, log: Pick<Logger, 'warn'>, fs:
  * console anyway; no one else may enter it.
  */
 export async function openToAdmins (dir: string, sockets: readonly string[], adminGid: number | null, log: Pick<Logger, 'info' | 'warn'>): Promise<void> {
-  if (adminGid == null || !sockets.some(s => dirname(s) === resolve(dir))) return
+  if (adminGid == null || !holdsSockets(dir, sockets)) return
   try {
     const st = await stat(dir)
     if ((st.mode & 0o777) === 0o710 && st.gid === adminGid) return

@@ -51,7 +51,7 @@ test('dataDirPlaceProblem: a file where the dir (or one of its parents) goes is 
 
 test('the agent\'s config and secureDataDir refuse such a data dir before anything is made', async t => {
   await t.throwsAsync(resolveConfig({ dataDir: '/proc/nope/x' }), { message: /^--data-dir: data dir \/proc\/nope\/x is under \/proc/ })
-  await t.throwsAsync(secureDataDir('/sys/nope', { warn: () => {} }), { message: /under \/sys/ })
+  await t.throwsAsync(secureDataDir('/sys/nope', { info: () => {}, warn: () => {} }), { message: /under \/sys/ })
 })
 
 async function runCli (args: string[]): Promise<{ code: number | null, stderr: string }> {

@@ -4,7 +4,7 @@ import test from 'ava'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { openToAdmins, secureDataDir } from '../../node/data-dir.ts'
+import { holdsSockets, openToAdmins, secureDataDir } from '../../node/data-dir.ts'
 import { lockDataDir, lockFile } from '../../node/data-dir-lock.ts'
 import { createLogger } from '../../node/log.ts'
 
@@ -149,6 +149,21 @@ test('a data dir that holds the sockets is 0710 of the vgrid group, for its memb
   t.is(modeOf(dir), 0o710)
   await secureDataDir(dir, log, undefined, GID + 1)
   t.is(modeOf(dir), 0o700)
+})
+
+test('a data dir left 0710 of the vgrid group once its sockets moved elsewhere is made 0700 again (bb48)', async t => {
+  const dir = join(root(t), 'data')
+  mkdirSync(dir, { mode: 0o700 })
+  const { log, lines } = logLines()
+  const GID = 65534
+  await openToAdmins(dir, [join(dir, 'api.sock')], GID, log)
+  t.is(modeOf(dir), 0o710)
+  t.true(holdsSockets(dir, [join(dir, 'api.sock')]))
+  // the next start's sockets are in /run/vgrid: the agent gives no group to keep
+  t.false(holdsSockets(dir, ['/run/vgrid/api.sock', '/run/vgrid/nbd.sock']))
+  await secureDataDir(dir, log, undefined, null)
+  t.is(modeOf(dir), 0o700)
+  t.true(lines.some(l => l.includes('no longer holds the API and NBD sockets: made 0700')))
 })
 
 
