@@ -33,6 +33,9 @@ const idParams = { type: 'object', properties: { id: { type: 'string', minLength
 
 export type HaView = HaReport
 
+/** how long a drain waits for the roll entry of a member that is alive here (rollEntryOf) */
+const ROLL_ENTRY_WAIT_MS = 10_000
+
 /** What the routes use of the DVMM service (a narrow view, so the service and its routes do not import each other). */
 export interface DvmmRoutesDeps {
   readonly components: {
@@ -325,9 +328,24 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       throw new ConflictError(`its disk ${path} is being written over NBD (${w.map(x => `${x.plain} session${x.plain === 1 ? '' : 's'} on ${x.name ?? x.node}`).join(', ')}: an import, an export's client, or another NBD client): starting VM "${vm.name}" now would take the disk from it midway; wait until it ends, or disconnect it`, 'volume_in_use')
     }
   }
+  /**
+   * A node's roll entry reaches the others a moment after it is alive there (CI drained
+   * a node that had joined a second before: 404): a drain of a member alive here but
+   * not yet on this node's roll waits for its entry, up to ROLL_ENTRY_WAIT_MS.
+   */
+  const rollEntryOf = async (n: { id: string }): Promise<boolean> => {
+    const alive = (): boolean => mayBeRunning(membership.members.get(n.id)?.state)
+    if (current().doc.roll.has(n.id) || !alive()) return current().doc.roll.has(n.id)
+    const until = Date.now() + ROLL_ENTRY_WAIT_MS
+    while (!current().doc.roll.has(n.id) && alive() && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 200))
+    return current().doc.roll.has(n.id)
+  }
   const setDraining = async (idOrName: string, draining: boolean, force = false): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
+    const n = findNode(current().doc, idOrName)
+    if (!await rollEntryOf(n) && mayBeRunning(membership.members.get(n.id)?.state)) {
+      throw new ConflictError(`node ${n.name} is alive but its entry on the member roll has not reached this node within ${ROLL_ENTRY_WAIT_MS / 1000} s (it joined a moment ago, or this node's copy of the document lags): try again in a moment`, 'not_on_roll_yet')
+    }
     const { doc } = current()
-    const n = findNode(doc, idOrName)
     // a drain stops the node's VMs so that they start elsewhere: VMs no other node fits
     // would just stop. Refused unless asked for (a node that must go down anyway)
     // (asked again of a node already draining, e.g. to wait: nothing new is stopped)
