@@ -355,8 +355,14 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
   // where it may not raise it (no CAP_SYS_NICE)
   const nice = which('nice')
   const by = DATA_PLANE_NICE - getPriority()
-  const [cmd, args] = nice == null || by === 0 ? [inNs[0]!, inNs.slice(1)] : [nice, ['-n', String(by), ...inNs]]
-  const proc = spawn(cmd, args, {
+  const niced = nice == null || by === 0 ? inNs : [nice, '-n', String(by), ...inNs]
+  // ended by the kernel with its agent, however that ends (SIGKILL included): a killed
+  // agent that never came back left it running for good, holding the port and the
+  // overlay's routes (bb45); one restarted replaces it anyway. setpriv, nice and
+  // `ip netns exec` exec in turn, and the parent-death signal survives an exec
+  const setpriv = which('setpriv')
+  const [cmd, ...args] = setpriv == null ? niced : [setpriv, '--pdeathsig', 'KILL', '--', ...niced]
+  const proc = spawn(cmd!, args, {
     // a session of its own, so that where the kernel groups CPU time by session
     // (autogroup) its priority below is its own, not shared with the agent's
     detached: true,

@@ -89,6 +89,34 @@ maybe('a second interface with a name in use on this machine is refused with a c
   }
 })
 
+maybe('wireguard-go ends with the agent that started it, however that ends: SIGKILL left it running for good (bb45)', async t => {
+  const [a] = await makeNamespaces(t, ['k'])
+  const dir = keyDir(t)
+  const name = interfaceName(`${a}-tied`)
+  const mod = new URL('../../node/lcm/wireguard.ts', import.meta.url).href
+  // an agent in miniature: its own process starts the interface, then is killed
+  const agent = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e',
+    `const w = await import(${JSON.stringify(mod)}); const kp = await w.loadOrCreateKeypair(${JSON.stringify(dir)}); const i = await w.WgInterface.create({ name: ${JSON.stringify(name)}, netns: ${JSON.stringify(a)}, privateKey: kp.privateKey, listenPort: 51820, backend: 'userspace' }); console.log(String(i.pid)); setInterval(() => {}, 1000)`],
+  { stdio: ['ignore', 'pipe', 'inherit'] })
+  const started: number[] = []
+  t.teardown(() => {
+    if (agent.exitCode == null) agent.kill('SIGKILL')
+    for (const p of started) if (isAlive(p)) process.kill(p, 'SIGKILL')
+    rmSync(`/run/wireguard/${name}.sock`, { force: true })
+  })
+  const pid = await new Promise<number>((resolve, reject) => {
+    agent.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())) })
+    agent.once('exit', code => { reject(new Error(`the agent process exited (${String(code)}) before its interface was up`)) })
+  })
+  started.push(pid)
+  t.true(Number.isInteger(pid) && isAlive(pid), `wireguard-go ${pid} runs`)
+  agent.kill('SIGKILL')
+  const until = Date.now() + 3000
+  while (isAlive(pid) && Date.now() < until) await sleep(20)
+  t.false(isAlive(pid), 'wireguard-go ended with its agent')
+  t.false((await ip(['-n', a!, '-o', 'link', 'show'])).includes(name), 'and its interface with it')
+})
+
 maybe('an interface left by a killed run in the same namespace is replaced, its wireguard-go ends', async t => {
   const [a] = await makeNamespaces(t, ['e'])
   const kp = await loadOrCreateKeypair(keyDir(t))
