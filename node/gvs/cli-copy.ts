@@ -18,6 +18,7 @@ import { progress, qemuImgPercent } from './progress.ts'
 import { bytesText, enc, json, out, size } from './cli-format.ts'
 import { sayWriters } from './say-writers.ts'
 import { kernelFsOf } from '../data-dir.ts'
+import { groupId } from '../groups.ts'
 
 const POLL_MS = 500
 
@@ -131,21 +132,31 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
   if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
   // an export of a volume that is being written copies a snapshot taken now, so the file
   // is one point in time (as the disk after a power cut), not a mix of before and after
-  const users = sub === 'export' && snap == null ? inUse(await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`)) : null
-  const temp = users == null ? undefined : await tempSnapshot(api, d, users, note)
+  // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
+  const existed = sub === 'export' && existsSync(file)
+  // the file qemu-img writes: made here, readable by root alone (bb48: 0644, every user
+  // could read the disk), or one there before (--force) made so; never through a link,
+  // and written by that descriptor alone (rv47: reopened by its path, a link planted
+  // meanwhile in a directory another user may write sent root's writes elsewhere);
+  // opened before the export's snapshot is taken, which a refusal here left behind (rv48)
+  const target = sub === 'export' ? openTarget(file, existed) : undefined
+  let temp: Awaited<ReturnType<typeof tempSnapshot>> | undefined
+  try {
+    const users = sub === 'export' && snap == null ? inUse(await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`)) : null
+    temp = users == null ? undefined : await tempSnapshot(api, d, users, note)
+  } catch (err) {
+    if (target != null) {
+      closeSync(target)
+      if (!existed) rmSync(file, { force: true })
+    }
+    throw err
+  }
   const source = snap ?? temp
   const nbd = source?.nbd ?? d.nbd
   const name = source == null ? d.path : `${d.path}@${source.name}`
   let removed = ''
   /** where the zeroed tail past a smaller image began */
   let zeroedFrom: number | undefined
-  // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
-  const existed = sub === 'export' && existsSync(file)
-  // the file qemu-img writes: made here, readable by root alone (bb48: 0644, every user
-  // could read the disk), or one there before (--force) made so; never through a link,
-  // and written by that descriptor alone (rv47: reopened by its path, a link planted
-  // meanwhile in a directory another user may write sent root's writes elsewhere)
-  const target = sub === 'export' ? openTarget(file, existed) : undefined
   try {
     await convert(sub, fmt, file, nbd, name, asJson, image ?? target!)
     // the volume holds the image and nothing else: what lay past a smaller image's end
@@ -367,7 +378,9 @@ async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd
   checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress. The file by
   // its descriptor (FD_PATH); a qcow2 opened with no backing file whatever its header says
-  const source = fmt === 'qcow2' ? `json:${JSON.stringify({ driver: 'qcow2', file: { driver: 'file', filename: FD_PATH }, backing: null })}` : FD_PATH
+  // (QEMU's `file` driver refuses a block device: rv48, a qcow2 on a logical volume)
+  const protocol = sub === 'import' && fstatSync(fd).isBlockDevice() ? 'host_device' : 'file'
+  const source = fmt === 'qcow2' ? `json:${JSON.stringify({ driver: 'qcow2', file: { driver: protocol, filename: FD_PATH }, backing: null })}` : FD_PATH
   const args = sub === 'import'
     ? ['convert', '-p', '-n', ...fmt === 'qcow2' ? [] : ['-f', fmt], '-O', 'raw', source, nbd]
     : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, FD_PATH]
@@ -380,42 +393,78 @@ async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd
 /** the image file as qemu-img opens it: the descriptor the CLI opened, its fd 3 */
 const FD_PATH = '/dev/fd/3'
 
+/** the caller's uid: root, or a member of the vgrid group running the CLI as itself */
+const caller = (): number => process.geteuid?.() ?? 0
+
 /**
- * An import's image, opened once for every read (checkImage, imageSize, convert). A
- * qcow2 must be root's and writable by root alone: its header names the files it reads
- * (checked once, otherFileOf), and another user who may write it could change that
- * header between the check and the copy (rv47).
+ * An import's image, opened once for every read (checkImage, imageSize, convert): a
+ * regular file or a block device (a FIFO swapped in after the path's check would hang
+ * the open: O_NONBLOCK, then checked on the descriptor: rv48). A qcow2 must be the
+ * caller's or root's and writable by its owner alone, a block device too (rv48: one of
+ * group disk escaped the check): its header names the files it reads (checked once,
+ * otherFileOf), and another user who may write it could change that header between the
+ * check and the copy (rv47). The caller's own file reads nothing the caller could not
+ * (a vgrid group member's import runs as that member: rv48, refused before).
  */
 function openImage (file: string, fmt: 'raw' | 'qcow2', vol: string): number {
   let fd: number
-  try { fd = openSync(file, 'r') } catch (err) {
+  try { fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK) } catch (err) {
     throw new CliError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nothing was written to ${vol}`, 1)
   }
   const st = fstatSync(fd)
-  if (fmt === 'qcow2' && st.isFile() && (st.uid !== 0 || (st.mode & 0o022) !== 0)) {
+  if (!st.isFile() && !st.isBlockDevice()) {
     closeSync(fd)
-    throw new CliError(`${file} may be changed by ${st.uid !== 0 ? `its owner, uid ${st.uid},` : 'its group or every user'} while it is read: a qcow2's header names files it reads, and vgrid imports one only root may write; copy it first (install -m 600 ${file} /root/image.qcow2) and import the copy; nothing was written to ${vol}`, 1, { code: 'image_not_roots' })
+    throw new CliError(`${file} is not a file or block device (it changed since it was looked at): import reads an image file; nothing was written to ${vol}`, 1)
+  }
+  const me = caller()
+  const who = fmt === 'qcow2' ? othersWhoMayWrite(st, me, groupId('disk')) : undefined
+  if (who != null) {
+    closeSync(fd)
+    const copyTo = me === 0 ? '/root/image.qcow2' : '~/image.qcow2'
+    throw new CliError(`${file} may be changed by ${who} while it is read: a qcow2's header names files it reads, and vgrid imports one only ${me === 0 ? 'root' : 'you or root'} may write; copy it first (install -m 600 ${file} ${copyTo}) and import the copy; nothing was written to ${vol}`, 1, { code: 'image_not_roots' })
   }
   return fd
 }
 
 /**
+ * Who besides the caller and root may write this file or device (pure; undefined: no
+ * one): its owner when neither, its group unless root's (or, for a block device, the
+ * disk group's, whose members may write every disk anyway), every user.
+ */
+export function othersWhoMayWrite (st: { uid: number, gid: number, mode: number, isBlockDevice: () => boolean }, me: number, diskGid: number | null): string | undefined {
+  if (st.uid !== 0 && st.uid !== me) return `its owner, uid ${st.uid},`
+  if ((st.mode & 0o002) !== 0) return `every user (mode ${(st.mode & 0o777).toString(8)})`
+  const rootsGroup = st.gid === 0 || (st.isBlockDevice() && diskGid != null && st.gid === diskGid)
+  if ((st.mode & 0o020) !== 0 && !rootsGroup) return `its group, gid ${st.gid} (mode ${(st.mode & 0o777).toString(8)}),`
+  return undefined
+}
+
+/**
  * An export's file, opened once for qemu-img to write: made 0600 with O_EXCL, never
- * through a link; one there before (--force) only a regular file of root's with one
- * name, or a block device, made 0600 too.
+ * through a link; one there before (--force) only a regular file with one name of the
+ * caller's or root's (a vgrid group member's own earlier export: rv48), or a block
+ * device, made 0600 too. O_NONBLOCK, checked on the descriptor: a FIFO swapped in
+ * after the path's check hung the open (rv48).
  */
 function openTarget (file: string, existed: boolean): number {
   let fd: number
   try {
-    fd = openSync(file, existed ? constants.O_WRONLY | constants.O_NOFOLLOW : constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600)
+    fd = openSync(file, existed ? constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK : constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    throw new CliError(`${file}: ${code === 'ELOOP' ? 'a symbolic link: export writes no file through a link; give the path of the file itself' : (err as Error).message}; nothing was written`, 1)
+    throw new CliError(`${file}: ${code === 'ELOOP' ? 'a symbolic link: export writes no file through a link; give the path of the file itself' : code === 'ENXIO' ? 'not a file or block device (it changed since it was looked at): export writes an image file' : (err as Error).message}; nothing was written`, 1)
   }
   const st = fstatSync(fd)
-  if (existed && st.isFile() && (st.uid !== 0 || st.nlink !== 1)) {
+  const me = caller()
+  const whose = st.uid === 0 || st.uid === me
+  const refuse = !st.isFile() && !st.isBlockDevice()
+    ? 'not a file or block device (it changed since it was looked at): export writes an image file'
+    : existed && st.isFile() && (!whose || st.nlink !== 1)
+      ? `${!whose ? `uid ${st.uid}'s` : `a file of ${st.nlink} names (hard links)`}: an export writes over a file of ${me === 0 ? 'root\'s' : 'yours or root\'s'} with one name only (a volume is a whole disk); remove it, or give another file`
+      : undefined
+  if (refuse != null) {
     closeSync(fd)
-    throw new CliError(`${file} is ${st.uid !== 0 ? `uid ${st.uid}'s` : `a file of ${st.nlink} names (hard links)`}: an export writes over a file of root's with one name only (a volume is a whole disk); remove it, or give another file; nothing was written`, 1)
+    throw new CliError(`${file} is ${refuse}; nothing was written`, 1)
   }
   if (st.isFile()) fchmodSync(fd, 0o600)
   return fd

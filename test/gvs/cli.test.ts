@@ -146,6 +146,11 @@ test('vgrid vol commands', async t => {
       t.false(existsSync(join(dir, 'cut.raw')), 'no partial image is left to pass for one')
       t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, `${sig}: the export's snapshot is removed`)
     }
+    // an export refused its file takes no snapshot first (rv48: the one taken stayed until its lease ran out)
+    await writeFile(join(dir, 'others.raw'), 'x')
+    await run('chown', ['65534', join(dir, 'others.raw')])
+    await t.throwsAsync(cli('export', '/shop/db/main', join(dir, 'others.raw'), '--force'), { message: /others\.raw is uid 65534's: an export writes over a file of root's with one name only/ })
+    t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, 'no export snapshot left by a refused export')
     await writer.write(0, src.subarray(0, 4096))
     await writer.close()
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
@@ -197,6 +202,15 @@ test('vgrid vol commands', async t => {
       t.true(Buffer.from(await readFile(join(dir, 'fromdev.raw'))).equals(await readFile(join(dir, 'in.raw'))), 'a block device imports as it reads')
       await run('losetup', ['-d', dev])
     } else t.log('no loop device here: a block device\'s import not tried')
+    // a qcow2 on a block device (root's, of group disk) imports (rv48: QEMU's file driver refuses a device)
+    const qdev = await run('losetup', ['--find', '--show', join(dir, 'out.qcow2')]).then(r => r.stdout.trim(), () => '')
+    if (qdev !== '') {
+      t.teardown(async () => { await run('losetup', ['-d', qdev]).catch(() => {}) })
+      t.regex(await cli('import', qdev, '/shop/db/copy', '--format', 'qcow2'), /imported/)
+      await cli('export', '/shop/db/copy', join(dir, 'fromqdev.raw'))
+      t.true(Buffer.from(await readFile(join(dir, 'fromqdev.raw'))).equals(await readFile(join(dir, 'out.raw'))), 'a qcow2 on a block device imports as it reads')
+      await run('losetup', ['-d', qdev])
+    }
     // a raw file named .qcow2 is refused before anything is written (qemu-img's "not in
     // qcow2 format" came with "may hold part of"); a name saying a format vgrid does not
     // write is refused, not written raw under it (a tester's x.vmdk)

@@ -5,7 +5,7 @@ import test from 'ava'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkImage, copyFailed, imageFormat, zeroCommands } from '../../node/gvs/cli-copy.ts'
+import { checkImage, copyFailed, imageFormat, othersWhoMayWrite, zeroCommands } from '../../node/gvs/cli-copy.ts'
 import { CliError, type ApiClient } from '../../node/cli/client.ts'
 
 test('the name says the format: .qcow2 qcow2; .raw, .img, none or one naming no image format raw', t => {
@@ -74,4 +74,21 @@ test('zeroCommands: the tail past an image zeroed in pieces of 1 GiB at most (qe
   const many = zeroCommands(0, 1000 * 2 ** 30)
   t.deepEqual(many.map(r => r.length), [256, 256, 256, 232])
   t.deepEqual(zeroCommands(5, 5), [])
+})
+
+test('who else may write a qcow2 to import (pure): the caller\'s own file or root\'s, its group root\'s (or a device\'s disk group), never every user (rv47, rv48)', t => {
+  const file = (uid: number, gid: number, mode: number, block = false): { uid: number, gid: number, mode: number, isBlockDevice: () => boolean } => ({ uid, gid, mode, isBlockDevice: () => block })
+  const DISK = 6
+  // root's and the caller's own files: a vgrid group member imports its own image (rv48: refused before)
+  t.is(othersWhoMayWrite(file(0, 0, 0o600), 0, DISK), undefined)
+  t.is(othersWhoMayWrite(file(1000, 1000, 0o644), 1000, DISK), undefined)
+  t.regex(othersWhoMayWrite(file(1000, 1000, 0o600), 0, DISK)!, /^its owner, uid 1000,$/)
+  t.regex(othersWhoMayWrite(file(1001, 1001, 0o600), 1000, DISK)!, /^its owner, uid 1001,$/)
+  t.regex(othersWhoMayWrite(file(0, 0, 0o646), 0, DISK)!, /^every user \(mode 646\)$/)
+  t.regex(othersWhoMayWrite(file(1000, 100, 0o664), 1000, DISK)!, /^its group, gid 100 \(mode 664\),$/)
+  t.is(othersWhoMayWrite(file(0, 0, 0o660), 0, DISK), undefined, 'root\'s group')
+  // a logical volume or loop device: root's, of group disk, 0660 (its members may write every disk anyway)
+  t.is(othersWhoMayWrite(file(0, DISK, 0o660, true), 0, DISK), undefined)
+  t.regex(othersWhoMayWrite(file(0, DISK, 0o660), 0, DISK)!, /^its group, gid 6/, 'a file of group disk is not a device')
+  t.regex(othersWhoMayWrite(file(0, 1234, 0o660, true), 0, DISK)!, /^its group, gid 1234/, 'a device of another group (rv48: devices skipped the check)')
 })
