@@ -6,7 +6,8 @@
 import { request as httpRequest } from 'node:http'
 import { accessSync, constants } from 'node:fs'
 import { DEFAULT_API, DEFAULT_API_SOCKET, parseHostPort } from '../config.ts'
-import { listenerUids } from './listener-owner.ts'
+import { connect as netConnect, type Socket } from 'node:net'
+import { serverSideUid } from './listener-owner.ts'
 
 /** how long the CLI waits for an answer (no byte of it) before it gives up */
 const ANSWER_TIMEOUT_MS = 30_000
@@ -118,12 +119,14 @@ export class ApiClient {
   }
 
   async request<T> (method: string, path: string, body?: unknown): Promise<T> {
-    this.listenerIsRoots()
     const payload = body === undefined ? undefined : JSON.stringify(body)
     let res: { status: number, text: string }
     try {
-      res = await this.send(method, path, payload)
+      const socket = await this.connect()
+      if (socket != null) this.servedByRoot(socket)
+      res = await this.send(method, path, payload, socket)
     } catch (err) {
+      if (err instanceof CliError) throw err
       const e = err as NodeJS.ErrnoException & { answering?: boolean }
       // connected, then no answer: the agent runs, but this request waits on something (a
       // node it cannot reach, say); "is it running?" would send the user the wrong way
@@ -155,20 +158,37 @@ export class ApiClient {
 
   get<T> (path: string): Promise<T> { return this.request<T>('GET', path) }
 
-  /**
-   * A loopback port is served by root, as an agent is: while the agent is down any local
-   * user may listen on its unprivileged port, answer with a grid of its making and take
-   * the API token (bb48). Nothing is sent to another user's listener.
-   */
-  private listenerIsRoots (): void {
-    if ('socketPath' in this.target) return
-    // before each request (a long copy's renewals span an agent's restart: rv47); an
-    // agent run by this very user (from a checkout, unprivileged) is its own
-    const other = listenerUids(this.target.host, this.target.port).find(uid => uid !== 0 && uid !== process.getuid?.())
-    if (other != null) throw new CliError(`${this.display} is served by a program of uid ${other}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
+  /** a TCP target's connection, made before the request (undefined: the unix socket) */
+  private async connect (): Promise<Socket | undefined> {
+    if ('socketPath' in this.target) return undefined
+    const { host, port } = this.target
+    return await new Promise((resolve, reject) => {
+      const s = netConnect({ host, port })
+      const timer = setTimeout(() => { s.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })) }, this.answerTimeoutMs)
+      s.once('connect', () => { clearTimeout(timer); s.removeAllListeners('error'); resolve(s) })
+      s.once('error', err => { clearTimeout(timer); reject(Object.assign(err, { answering: false })) })
+    })
   }
 
-  private async send (method: string, path: string, payload: string | undefined): Promise<{ status: number, text: string }> {
+  /**
+   * A connection served on this machine is served by root, as an agent is: while the
+   * agent is down any local user may listen on its unprivileged port, answer with a grid
+   * of its making and take the API token (bb48). The connection's own server side is
+   * judged, before anything is written on it (rv48: a look at the listeners beforehand
+   * could be raced, and blocked by a user's IPv6-only listener); an agent run by this
+   * very user (from a checkout, unprivileged) is its own. Checked at each request (a
+   * long copy's renewals span an agent's restart: rv47).
+   */
+  private servedByRoot (socket: Socket): void {
+    const uid = socket.localAddress == null || socket.localPort == null || socket.remoteAddress == null || socket.remotePort == null
+      ? undefined
+      : serverSideUid({ address: socket.localAddress, port: socket.localPort }, { address: socket.remoteAddress, port: socket.remotePort })
+    if (uid == null || uid === 0 || uid === process.getuid?.()) return
+    socket.destroy()
+    throw new CliError(`${this.display} is served by a program of uid ${uid}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
+  }
+
+  private async send (method: string, path: string, payload: string | undefined, socket?: Socket): Promise<{ status: number, text: string }> {
     const headers: Record<string, string> = {}
     if (payload !== undefined) {
       headers['content-type'] = 'application/json'
@@ -176,7 +196,8 @@ export class ApiClient {
     }
     if (this.token != null) headers.authorization = `Bearer ${this.token}`
     return await new Promise((resolve, reject) => {
-      const req = httpRequest({ ...this.target, method, path, headers, timeout: this.answerTimeoutMs }, res => {
+      // over the connection judged above (a TCP target), never a new one
+      const req = httpRequest({ ...this.target, method, path, headers, timeout: this.answerTimeoutMs, ...socket != null ? { createConnection: () => socket } : {} }, res => {
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
@@ -184,6 +205,8 @@ export class ApiClient {
       })
       let connected = false
       req.on('socket', s => { if (!s.connecting) connected = true; else s.once('connect', () => { connected = true }) })
+      // (the `timeout` option is not applied to a socket given by createConnection)
+      req.setTimeout(this.answerTimeoutMs)
       req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT', answering: connected })))
       req.on('error', err => { reject(Object.assign(err, { answering: (err as { answering?: boolean }).answering ?? connected })) })
       req.end(payload)
