@@ -228,9 +228,12 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       await this.joinedGroups(rec)
       await this.ready(rec)
       if (!this.alive(rec)) {
-        let status = '?'
-        try { status = readFileSync(join(dir, 'exit'), 'utf8').trim() } catch {}
-        throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400, runStart), this.outputInReason ? undefined : rec.id))
+        const status = await this.exitWritten(dir)
+        // a command that ran and ended cleanly before it was looked at is a run, not a
+        // failed start (bb49: a short job exiting 0 counted as a crash when it was quick
+        // enough, and ran three times under --restart on-failure); its exit is recorded
+        // by the next poll, as any other, and the restart policy reads a clean exit
+        if (status !== '0' || rec.error != null) throw new Error(rec.error ?? endedAtOnce(status, tailFile(this.runs.console(rec.id), 400, runStart), this.outputInReason ? undefined : rec.id))
       }
       this.setState(rec, 'running')
       return this.info(rec)
@@ -484,6 +487,22 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       else this.components.log.warn('a running VM\'s guard was gone (killed?): started a new one, which ends the VM should the agent and the watchdog both die or stall', { vm: rec.id, driver: this.name, was: pid })
     } catch (err) {
       this.components.log.error('a running VM\'s guard is gone and a new one could not be started: the VM is not ended should the agent and the watchdog both die', { vm: rec.id, err: (err as Error).message })
+    }
+  }
+
+  /**
+   * The exit status the VM's wrapper wrote on its end ('?' when none): written a moment
+   * after the process is gone, so looked for a while (a clean exit read as '?' failed)
+   */
+  private async exitWritten (dir: string): Promise<string> {
+    const until = Date.now() + 1000
+    for (;;) {
+      try {
+        const text = readFileSync(join(dir, 'exit'), 'utf8').trim()
+        if (text !== '') return text
+      } catch {}
+      if (Date.now() >= until) return '?'
+      await sleep(20)
     }
   }
 

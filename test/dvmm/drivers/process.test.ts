@@ -145,6 +145,26 @@ maybe('process driver: a command that ends at once fails its start saying where 
   t.regex(await d.consoleTail(id), /PW=leaksecret/, 'its console has it, for those who may read it')
 })
 
+maybe('process driver: a command that ends at once with status 0 is a run that ended cleanly, never a failed start (bb49: a short job ran three times under on-failure)', async t => {
+  // the VM looked at only once its command has surely ended (a loaded machine's start, where bb49 saw it)
+  class LateLook extends ProcessDriver {
+    protected override async ready (): Promise<void> { await new Promise(resolve => setTimeout(resolve, 400)) }
+  }
+  const d = new LateLook({ log: silentLogger, clock: Date }, { dataDir, nodeNetns: nodeNs, pollMs: 50 })
+  const id = `job-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  for (let round = 0; round < 2; round++) {
+    const exited = new Promise<{ reason: string, code: number | null }>(resolve => { const on = (x: { id: string, reason: string, code: number | null }): void => { if (x.id === id) { d.off('exit', on); resolve(x) } }; d.on('exit', on) })
+    // however quick: started, then its exit recorded as clean
+    const info = await d.start({ ...sh(id, 'echo done'), network: false })
+    t.is(info.state, 'running', `round ${round}`)
+    const e = await exited
+    t.is(e.code, 0)
+    t.not(e.reason, 'crashed')
+    t.is((await d.inspect(id))?.state, 'stopped')
+  }
+})
+
 maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {
   const d = await create()
   const id = `oom-${process.pid}`
