@@ -291,9 +291,20 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }
+  /**
+   * A start, stop or rm written on a node cut off from the majority takes effect only once
+   * it sees one again: the VM's holder on the majority side does not see it meanwhile
+   * (bb49: `vm stop` through such a node answered "stopped" while the VM ran on until
+   * the heal). Refused, as a create is there, naming where to ask.
+   */
+  const refuseWithoutMajority = (doc: DocView, what: string): void => {
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+    if (!may.ok) throw new ConflictError(`${may.reason}: a ${what} written here would take effect only once this node sees one again (nodes on the other side do not see it meanwhile); ${what} it through a node that sees a majority`, 'no_majority')
+  }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail & { stillRuns?: { node: string, name: string, why: string } }> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
+    refuseWithoutMajority(doc, desired === 'running' ? 'start' : 'stop')
     // a disk removed (at the same moment as the VM was made, before bb35's fix; or a VM of
     // an earlier release): it would fail three starts and be left stopped
     const gone = desired === 'running' ? vm.spec.volumes.find(v => reader.get('volumes', v) == null) : undefined
@@ -497,6 +508,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
+      refuseWithoutMajority(doc, 'rm')
       // its links, and its lease if nothing runs under it, go with it (removeVmIn)
       const links = await state.write(w => removeVmIn(w, vm.id), `vm rm ${vm.id}`)
       svc.schedule()
