@@ -86,6 +86,8 @@ function socketUsable (path: string): boolean {
 export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = process.env, usable = socketUsable): Target {
   // an empty --api is a mistake (an unset variable in a script), not a wish for the default (bb19)
   if (api === '') throw new CliError('--api: empty (give HOST:PORT, unix:/path, or leave --api out for this node\'s agent)', 2)
+  // so is a VGRID_API set empty (bb49: `VGRID_API="$TARGET" vgrid vm rm web` with $TARGET empty acted on this node's grid); unset it for the default
+  if (api == null && env.VGRID_API === '') throw new CliError('VGRID_API: set but empty (give HOST:PORT, unix:/path, or unset it for this node\'s agent)', 2)
   const raw = api ?? env.VGRID_API
   // what the user set is named in errors: the flag, or the variable (bb30 read "--api" for a VGRID_API it had set)
   const what = api != null ? '--api' : 'VGRID_API'

@@ -448,9 +448,10 @@ async function volumesOff (api: Pick<ApiClient, 'get'>, r: { name: string, node:
 export async function ha (argv: string[]): Promise<void> {
   const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid ha [--json] [--api HOST:PORT]')
   const r = await new ApiClient(v.api as string | undefined).get<HaReport>('/v1/ha')
+  // exit 1 when HA is not ok, with --json too (bb49: 0 there, 1 in text)
+  if (!r.ok) process.exitCode = 1
   if (v.json === true) return json(r)
   for (const l of haLines(r)) out(l)
-  if (!r.ok) process.exitCode = 1
 }
 
 /** "a, b and c" (or "a, b or c") */

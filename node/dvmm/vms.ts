@@ -493,7 +493,8 @@ export function createVmIn (w: Writer, draft: Draft<'vms'>, holderUp: (node: str
     const who = typeof up === 'string'
       ? `${up} is still stopping it (its lease, epoch ${l.epoch}, is ${l.status ?? 'claimed'}): create it again once that node has released it (a few seconds)`
       : `${up.name}, which holds its lease (epoch ${l.epoch}, ${l.status ?? 'claimed'}), has not been heard from for a moment: create it again once that node has released it, or, if it is dead, once its fence timeout has passed and its run there has surely ended`
-    throw new ConflictError(`a VM named "${draft.id}" was removed, and ${who}`, 'name_in_use')
+    // a code of its own: it passes (a few seconds), where name_in_use does not (bb49: a retry loop could not tell them apart)
+    throw new ConflictError(`a VM named "${draft.id}" was removed, and ${who}`, 'still_stopping')
   }
   // a link names a VM that exists (it cannot be made first), so a link of this name now
   // was made for a former VM of it, concurrently with that VM's removal (which took the

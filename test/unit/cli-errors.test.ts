@@ -98,6 +98,12 @@ test('an empty --api is refused, naming it (not taken for the default address: b
   t.true(err instanceof CliError)
   t.regex(err!.message, /^--api: empty/)
   t.deepEqual(apiTarget(undefined, { VGRID_API: '127.0.0.1:7412' }), { host: '127.0.0.1', port: 7412 })
+  // nor a VGRID_API set empty (bb49: an empty $TARGET acted on this node's grid); unset, the default
+  const env = t.throws(() => apiTarget(undefined, { VGRID_API: '' }))
+  t.is((env as InstanceType<typeof CliError>).exitCode, 2)
+  t.regex(env!.message, /^VGRID_API: set but empty/)
+  t.truthy(apiTarget(undefined, {}, () => false))
+  t.deepEqual(apiTarget('127.0.0.1:7413', { VGRID_API: '' }), { host: '127.0.0.1', port: 7413 }, '--api given: the variable is not read')
 })
 
 test('the API address names what set it, a port out of range says so, and a socket this user may not open is passed for loopback (bb30)', async t => {

@@ -90,6 +90,13 @@ test.serial('vm show, vm create, ha and status: no control character reaches the
   t.regex(show, /^ {2}2024-01-01T00:00:00.000Z {2}failed on h1: start failed: .*\\x07\\nline2/m)
 })
 
+test.serial('vgrid ha exits 1 when HA is not ok, with --json as without (bb49: 0 with --json)', async t => {
+  t.is((await vgrid('ha')).code, 1)
+  const j = await vgrid('ha', '--json')
+  t.is(j.code, 1, j.err)
+  t.false(JSON.parse(j.out).ok)
+})
+
 test.serial('vm show: a reason\'s escaped line breaks are lines of their own (bb46: "lock\\nIs another process")', async t => {
   const show = (await vgrid('vm', 'show', 'lock')).out
   t.regex(show, /^lock: failed \(start failed: driver qemu: it ended at once with status 1: qemu-system-x86_64: Failed to get "write" lock\n {4}Is another process using the image \[\/x\]\?\)\n/)

@@ -125,6 +125,7 @@ test('vm create of a removed VM\'s name while its live holder still runs or stop
   const alive = (id: string): string | null => id === A ? 'node-a' : null
   const e = t.throws(() => { g.x.change(w => { createVmIn(w, vm('app', 4), alive) }) })
   t.regex(e?.message ?? '', /was removed, and node-a is still stopping it/)
+  t.is((e as { code?: string }).code, 'still_stopping', 'a code of its own, not name_in_use: it passes (bb49)')
   t.is(g.x.read().get('vms', 'app'), undefined, 'nothing of the refused create is written')
   // a holder not heard from (suspect): it may be dead, and then nobody stops the run (a tester read "still stopping it" of a crashed node)
   const suspect = t.throws(() => { g.x.change(w => { createVmIn(w, vm('app', 4), id => id === A ? { name: 'node-a', suspect: true } : null) }) })
