@@ -57,6 +57,14 @@ export async function follow (api: ApiClient, vm: string, first: ConsoleAnswer, 
       prev = next
       lastError = ''
     } catch (err) {
+      // a 400 to an ask with from and run: an agent of an earlier release took this one's
+      // place (a downgrade, rv48), which refuses the query it does not know; asked plainly
+      // from now on (newOutput then reads its tails, which tell no run), not refused once a
+      // second for ever
+      if (err instanceof CliError && err.exitCode === 2 && prev.start != null) {
+        prev = { ...prev, start: undefined, run: undefined }
+        continue
+      }
       // a VM removed, or its agent gone: said, and followed on (it may come back)
       const msg = err instanceof CliError ? err.message : (err as Error).message
       if (msg !== lastError) process.stderr.write(`vgrid: ${msg} (still following; Ctrl-C ends)\n`)

@@ -45,3 +45,24 @@ test('the whole tail after a line saying why: run anew elsewhere, cut back, more
   t.is(newOutput(at('abc', undefined), at('abcd', undefined)), '\n[vgrid: the agent tells no log size: the console\'s tail again]\nabcd')
   t.is(newOutput(at('abc', undefined), at('abc', undefined)), '')
 })
+
+test('a follower whose agent is replaced by an earlier release (a 400 to its query) asks plainly from then on, not refused for ever (rv48)', async t => {
+  const { follow } = await import('../../node/dvmm/console-follow.ts')
+  const { CliError } = await import('../../node/cli/client.ts')
+  const asked: string[] = []
+  const printed: string[] = []
+  let done!: () => void
+  const finished = new Promise<void>(resolve => { done = resolve })
+  const api = {
+    get: async (path: string): Promise<ConsoleAnswer> => {
+      asked.push(path)
+      if (path.includes('?')) throw new CliError('the query parameter from is not taken here (invalid)', 2)
+      if (asked.length >= 3) { done(); return await new Promise(() => {}) }
+      return { vm: 'web', node: 'h1', console: 'ab\ncd\n', size: 6, epoch: 1 }
+    }
+  }
+  void follow(api as never, 'web', { vm: 'web', node: 'h1', console: 'ab\n', start: 0, size: 3, run: 5, epoch: 1 }, s => { printed.push(s) })
+  await finished
+  t.deepEqual(asked, ['/v1/vms/web/console?from=3&run=5', '/v1/vms/web/console', '/v1/vms/web/console'])
+  t.is(printed.join(''), 'ab\ncd\n', 'what the old agent\'s tail grew by')
+})
