@@ -18,7 +18,7 @@ export const lockFile = (dataDir: string): string => join(dataDir, 'agent.lock')
 
 export class DataDirInUse extends Error {}
 
-export interface DataDirLock { release: () => void }
+export interface DataDirLock { release: () => Promise<void> }
 
 /** the agent the lock file names, while it runs (not this process) */
 function holder (dataDir: string): { pid: number, since?: string } | undefined {
@@ -34,18 +34,18 @@ const inUse = (dataDir: string, who: { pid: number } | undefined): DataDirInUse 
   new DataDirInUse(`data dir ${dataDir} is in use by another vgrid agent${who != null ? ` (pid ${who.pid})` : ''}: one agent per data dir; stop that one first, or give this one a data dir of its own (--data-dir)`)
 
 /** Takes the data dir's lock (creating the dir), or throws DataDirInUse naming the agent that holds it. */
-export async function lockDataDir (dataDir: string): Promise<DataDirLock> {
+export async function lockDataDir (dataDir: string, onLost?: (why: string) => void): Promise<DataDirLock> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   // a shared directory (--data-dir /var/lib) gets no lock file of ours either
   refuseSharedDir(dataDir)
-  const lock = await takeFileLock(lockFile(dataDir)).catch((err: Error) => { throw new Error(`cannot lock data dir ${dataDir}: ${err.message}`) })
+  const lock = await takeFileLock(lockFile(dataDir), onLost).catch((err: Error) => { throw new Error(`cannot lock data dir ${dataDir}: ${err.message}`) })
   if (lock == null) throw inUse(dataDir, holder(dataDir))
   // an agent of an earlier release, which held an abstract socket and not this flock,
   // runs on the dir still (an upgrade that started the new agent before the old one ended)
   let older: ReturnType<typeof holder>
-  try { older = holder(dataDir) } catch (err) { lock.release(); throw err }
+  try { older = holder(dataDir) } catch (err) { await lock.release(); throw err }
   if (older != null) {
-    lock.release()
+    await lock.release()
     throw inUse(dataDir, older)
   }
   try {

@@ -11,10 +11,15 @@ import type { Socket } from 'node:net'
 /** flock's exit code when another holds the lock (--conflict-exit-code) */
 const HELD = 75
 
-export interface FileLock { release: () => void }
+/** `release` resolves once the lock is let go (its holder has exited: rv48, a take right after a release was told it was held) */
+export interface FileLock { release: () => Promise<void>, /** its holder's (flock's) */ pid: number | undefined }
 
-/** Takes the lock on `file` (made if missing), or null when another process holds it. */
-export async function takeFileLock (file: string): Promise<FileLock | null> {
+/**
+ * Takes the lock on `file` (made if missing), or null when another process holds it.
+ * `onLost`: called if the lock goes while this process still wants it (its holder was
+ * killed: rv48, it went without a word).
+ */
+export async function takeFileLock (file: string, onLost?: (why: string) => void): Promise<FileLock | null> {
   // a process group of its own: a Ctrl-C to the agent's group (a graceful leave) must not
   // end it while the agent still stops (rv47); the end of its stdin still does
   const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
@@ -34,12 +39,23 @@ export async function takeFileLock (file: string): Promise<FileLock | null> {
       ;(child.stdin as unknown as Socket).unref()
       child.unref()
       let released = false
+      const exited = new Promise<void>(resolve => {
+        child.once('exit', (code, signal) => {
+          resolve()
+          if (!released) onLost?.(`its holder (flock, pid ${String(child.pid)}) ended${signal != null ? ` by ${signal}` : ` with status ${String(code)}`}`)
+        })
+      })
       resolve({
-        release: () => {
-          if (released) return
-          released = true
-          child.stdin.end()
-          child.kill()
+        pid: child.pid,
+        release: async () => {
+          if (!released) {
+            released = true
+            // waited for: the loop is kept going until it has let go
+            child.ref()
+            child.stdin.end()
+            child.kill()
+          }
+          await exited
         }
       })
     })

@@ -30,9 +30,12 @@ export class OverlayInUse extends Error {}
 /** the lock this process holds, or is taking (two takers at once in one process share it) */
 let held: Promise<FileLock | null> | null = null
 let holders = 0
+/** the last release, until its holder has let go: a take right after it waits (an overlay stopped and started again) */
+let letGo: Promise<void> = Promise.resolve()
 
 /** Takes this namespace's overlay lock (shared within this process); throws OverlayInUse when another process holds it. Returns its release. */
 export async function takeOverlayNamespace (): Promise<() => void> {
+  if (held == null) await letGo
   held ??= takeFileLock(lockPath())
   const taken = held
   const lock = await taken.catch((err: unknown) => { if (held === taken) held = null; throw err })
@@ -46,7 +49,7 @@ export async function takeOverlayNamespace (): Promise<() => void> {
     if (released) return
     released = true
     if (--holders > 0) return
-    lock.release()
+    letGo = lock.release()
     held = null
   }
 }

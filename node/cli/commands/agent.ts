@@ -79,12 +79,16 @@ export async function run (argv: string[]): Promise<void> {
     fenceTimeout: v['fence-timeout'] as string | undefined,
     restartGrace: v['restart-grace'] as string | undefined
   }
-  let agent: Agent
+  let agent: Agent | undefined
   try {
     const config = await resolveConfig(flags)
     // one agent per data dir, before anything touches it (data-dir-lock.ts); held until the process ends
     try {
-      await lockDataDir(config.dataDir)
+      // its holder killed (rv48: the lock went without a word): said, as another agent could now start on the dir
+      await lockDataDir(config.dataDir, why => {
+        const say = `the data dir's lock was lost (${why}): another agent could now start on ${config.dataDir}; restart this agent to hold it again`
+        if (agent != null) agent.log.error(say); else process.stderr.write(`vgrid agent: ${say}\n`)
+      })
     } catch (err) {
       throw new CliError((err as Error).message, 1)
     }
