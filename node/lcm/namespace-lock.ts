@@ -9,8 +9,44 @@
 // table as dead); the LCM takes it again at its start (tests run it alone), shared
 // within the process.
 import { chmodSync, mkdirSync, statSync } from 'node:fs'
+import { readdir, readFile, readlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { takeFileLock, type FileLock } from '../file-lock.ts'
+
+/** the abstract unix socket an agent of an earlier release held for its overlay */
+const OLDER_OVERLAY_LOCK = '@vgrid-overlay'
+
+/** the inodes of listening unix sockets named `name` in a /proc/net/unix text (pure) */
+export function unixListenerInodes (procNetUnix: string, name: string): number[] {
+  return procNetUnix.split('\n').slice(1).flatMap(line => {
+    const f = line.trim().split(/\s+/)
+    if (f.length < 8) return []
+    const inode = Number(f[6])
+    // __SO_ACCEPTCON: a listening socket
+    return f.slice(7).join(' ') === name && (parseInt(f[3]!, 16) & 0x10000) !== 0 && Number.isSafeInteger(inode) && inode > 0 ? [inode] : []
+  })
+}
+
+/**
+ * A root process holding the abstract overlay lock of an earlier release in this
+ * namespace: an agent of that release runs the overlay here, which a new agent's flock
+ * does not see (rv48: the new one removed its interface and table as leftovers). Only
+ * root's counts: any user may bind that name (bb48), and must not keep an agent out.
+ */
+async function olderOverlayAgent (): Promise<number | undefined> {
+  const inodes = new Set(unixListenerInodes(await readFile('/proc/net/unix', 'utf8').catch(() => ''), OLDER_OVERLAY_LOCK).map(i => `socket:[${i}]`))
+  if (inodes.size === 0) return undefined
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    for (const fd of await readdir(`/proc/${entry}/fd`).catch(() => [])) {
+      if (!inodes.has(await readlink(`/proc/${entry}/fd/${fd}`).catch(() => ''))) continue
+      const uid = /^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${entry}/status`, 'utf8').catch(() => ''))?.[1]
+      if (uid === '0') return Number(entry)
+      break
+    }
+  }
+  return undefined
+}
 
 /** where the namespaces' overlay locks are: root's alone */
 export const OVERLAY_LOCK_DIR = '/run/vgrid/locks'
@@ -39,9 +75,11 @@ export async function takeOverlayNamespace (): Promise<() => void> {
   held ??= takeFileLock(lockPath())
   const taken = held
   const lock = await taken.catch((err: unknown) => { if (held === taken) held = null; throw err })
-  if (lock == null) {
+  const older = lock != null && holders === 0 ? await olderOverlayAgent() : undefined
+  if (lock == null || older != null) {
     if (held === taken) held = null
-    throw new OverlayInUse('another vgrid agent runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace\'s); stop that one, or start this one with --no-overlay')
+    if (lock != null) letGo = lock.release()
+    throw new OverlayInUse(`another vgrid agent${older != null ? `, of an earlier release (pid ${older}),` : ''} runs the overlay in this network namespace: one per namespace (its WireGuard port, the overlay routes and the link rules are the namespace's); stop that one, or start this one with --no-overlay`)
   }
   holders++
   let released = false

@@ -72,3 +72,34 @@ test('the overlay lock of this namespace is a file in a directory only root may 
   t.is(statSync(OVERLAY_LOCK_DIR).uid, 0)
   t.true(readdirSync(OVERLAY_LOCK_DIR).includes(`overlay-${statSync('/proc/self/ns/net').ino}.lock`))
 })
+
+test('an agent of an earlier release holding its abstract overlay lock (root\'s) keeps a new one off the namespace; a user\'s socket of that name does not (rv48)', async t => {
+  const { unixListenerInodes } = await import('../../node/lcm/namespace-lock.ts')
+  const text = 'Num       RefCount Protocol Flags    Type St Inode Path\n' +
+    '0000000000000000: 00000002 00000000 00010000 0001 01 4242 @vgrid-overlay\n' +
+    '0000000000000000: 00000002 00000000 00000000 0001 03 4243 @vgrid-overlay\n' +
+    '0000000000000000: 00000002 00000000 00010000 0001 01 4244 @vgrid-overlay-other\n'
+  t.deepEqual(unixListenerInodes(text, '@vgrid-overlay'), [4242], 'listening, that name exactly')
+  // in a network namespace of its own (abstract names and the lock are per namespace)
+  const mod = new URL('../../node/lcm/namespace-lock.ts', import.meta.url).href
+  const script = (asUser: boolean): string => `
+    const { spawn } = await import('node:child_process')
+    const bind = "require('net').createServer().listen('\\\\0vgrid-overlay', () => console.log('up')); setInterval(() => {}, 1000)"
+    const holder = spawn(${asUser ? "'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', bind]" : "process.execPath, ['-e', bind]"}, { stdio: ['ignore', 'pipe', 'inherit'] })
+    await new Promise(resolve => holder.stdout.once('data', resolve))
+    const { takeOverlayNamespace } = await import(${JSON.stringify(mod)})
+    try { const release = await takeOverlayNamespace(); console.log('taken'); release() } catch (e) { console.log(e.message) }
+    holder.kill('SIGKILL')
+    // this namespace's lock file goes with it
+    const { rmSync, statSync } = await import('node:fs')
+    setTimeout(() => { rmSync('/run/vgrid/locks/overlay-' + statSync('/proc/self/ns/net').ino + '.lock', { force: true }); process.exit(0) }, 300)`
+  const run = async (asUser: boolean): Promise<string> => await new Promise((resolve, reject) => {
+    const p = spawn('unshare', ['--net', process.execPath, '--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script(asUser)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    p.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    p.once('error', reject)
+    p.once('exit', () => { resolve(out.trim()) })
+  })
+  t.regex(await run(false), /^another vgrid agent, of an earlier release \(pid \d+\), runs the overlay in this network namespace/)
+  t.is(await run(true), 'taken', 'a user\'s socket of that name keeps no agent out (bb48)')
+})
