@@ -17,6 +17,14 @@ export interface LinkEntry {
 /** an LCM interface name, this version's ("vgw" + 12) or an earlier one's ("vg" + 13) */
 const LCM_IF_RE = /^vg[a-z2-7]{13}$/
 
+/** the interface names of LCM control sockets in wireguard-go's run dir, other than `own`'s (pure) */
+export function lcmSocketNames (files: readonly string[], own: string): string[] {
+  return files.flatMap(f => {
+    const m = /^(.+)\.sock$/.exec(f)
+    return m != null && m[1] !== own && LCM_IF_RE.test(m[1]!) && !isVmInterface(m[1]!) ? [m[1]!] : []
+  })
+}
+
 /**
  * The LCM WireGuard interfaces in `links` other than `own`: a name an LCM gives, of the
  * kernel's wireguard kind or wireguard-go's tun (a tap is a VM's: `vgp*`/`vgt*` are

@@ -19,7 +19,7 @@ import { getPriority } from 'node:os'
 import { join } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
 import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
-import { leftoverInterfaces, listenerInodes, type LinkEntry } from './leftovers.ts'
+import { lcmSocketNames, leftoverInterfaces, listenerInodes, type LinkEntry } from './leftovers.ts'
 import { WireguardError, isLegacyNameOf, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
 
 /** WireGuard cannot run on this machine at all: the message says exactly why. */
@@ -318,6 +318,13 @@ export async function removeLeftoverInterfaces (own: string, netns: string | nul
     // one killed (or dead of SIGPIPE on its last words, its agent gone) leaves its socket behind
     if (existsSync(sock) && !await socketAnswers(sock)) await unlink(sock).catch(() => {})
     removed.push({ name, pids, killed })
+  }
+  // the sockets of wireguard-go processes that ended with their killed agents (setpriv
+  // --pdeathsig), their interfaces gone with them: one nobody answers on is stale, in
+  // whatever namespace it was (the run dir is the machine's), and goes
+  for (const name of lcmSocketNames(await readdir(RUN_DIR).catch(() => []), own)) {
+    const sock = join(RUN_DIR, `${name}.sock`)
+    if (!await socketAnswers(sock)) await unlink(sock).catch(() => {})
   }
   return removed
 }

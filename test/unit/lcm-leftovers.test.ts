@@ -3,7 +3,7 @@
 // interfaces and LCM tables other than the agent's own, never a VM's tap or another
 // program's table.
 import test from 'ava'
-import { foreignTables, leftoverInterfaces, listenerInodes } from '../../node/lcm/leftovers.ts'
+import { foreignTables, lcmSocketNames, leftoverInterfaces, listenerInodes } from '../../node/lcm/leftovers.ts'
 import { interfaceName } from '../../node/lcm/wireguard-format.ts'
 import { tableName } from '../../node/lcm/rules.ts'
 import { overlayDownReason } from '../../node/lcm/health.ts'
@@ -70,4 +70,8 @@ test('overlay down: the reason links give while this node\'s WireGuard is not ru
   t.is(overlayDownReason({ ok: true, error: null }), null)
   t.is(overlayDownReason({ ok: false, error: 'WireGuard cannot start: x' }), 'this node\'s overlay is down: WireGuard cannot start: x')
   t.is(overlayDownReason({ ok: false, error: null }), 'this node\'s overlay is down: WireGuard is not running')
+})
+
+test('the LCM control sockets in wireguard-go\'s run dir other than our own: LCM names only, never a VM\'s or another program\'s', t => {
+  t.deepEqual(lcmSocketNames(['vgwabcdefghijkl.sock', 'vgwmnopqrstuvwx.sock', 'wg0.sock', 'vgwabcdefghijkl', 'vgpabcdefghijkl.sock', 'notes.txt'], 'vgwmnopqrstuvwx'), ['vgwabcdefghijkl'])
 })
