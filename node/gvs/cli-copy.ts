@@ -141,9 +141,15 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
   // opened before the export's snapshot is taken, which a refusal here left behind (rv48)
   const target = sub === 'export' ? openTarget(file, existed) : undefined
   let temp: Awaited<ReturnType<typeof tempSnapshot>> | undefined
+  let quiet = true
   try {
     const users = sub === 'export' && snap == null ? inUse(await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`)) : null
-    temp = users == null ? undefined : await tempSnapshot(api, d, users, note)
+    // every export of a volume reads a snapshot taken at its start, in use or not: a
+    // writer the look above misses (an NBD client connected but not yet writing, one that
+    // connects for each write) made the file a mix of before and after (bb50, high); said
+    // when the volume is in use, quietly otherwise
+    temp = sub === 'export' && snap == null ? await tempSnapshot(api, d, users, note) : undefined
+    quiet = users == null
   } catch (err) {
     if (target != null) {
       closeSync(target)
@@ -153,7 +159,9 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
   }
   const source = snap ?? temp
   const nbd = source?.nbd ?? d.nbd
-  const name = source == null ? d.path : `${d.path}@${source.name}`
+  // a quiet snapshot (the volume not in use) is not named: the copy is of the volume as it was
+  const name = source == null || (source === temp && quiet) ? d.path : `${d.path}@${source.name}`
+  const tempName = temp == null ? '' : `${d.path}@${temp.name}`
   let removed = ''
   /** where the zeroed tail past a smaller image began */
   let zeroedFrom: number | undefined
@@ -178,21 +186,22 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
     if (target != null) closeSync(target)
     if (temp != null) {
       // renewed until removed: the agent removes one whose lease ran out by itself
-      removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => ' (the snapshot is removed)', async (err: Error) => {
+      removed = await api.request('DELETE', `/v1/volumes/${enc(d.id)}/snapshots/${enc(temp.name)}`).then(() => quiet ? '' : ' (the snapshot is removed)', async (err: Error) => {
         // gone already: the volume with its snapshots (removed during the copy: bb26 was
         // told to remove the snapshot by hand), or the snapshot alone (its lease ran out)
         if ((err as CliError).code === 'not_found') {
           const volumeGone = await api.request('GET', `/v1/volumes/${enc(d.id)}`).then(() => false, (e: Error) => (e as CliError).code === 'not_found')
-          process.stderr.write(volumeGone ? `vgrid: ${d.path} and its snapshots were removed during the ${sub}\n` : `vgrid: the export's snapshot ${name} was removed already (its lease ran out, or it was removed by hand)\n`)
+          process.stderr.write(volumeGone ? `vgrid: ${d.path} and its snapshots were removed during the ${sub}\n` : `vgrid: the export's snapshot ${tempName} was removed already (its lease ran out, or it was removed by hand)\n`)
           return ''
         }
-        process.stderr.write(`vgrid: the export's snapshot ${name} was not removed (${err.message}): the agent removes it by itself once its lease runs out (vgrid vol snapshot rm ${d.path} ${temp.name} removes it now)\n`)
+        // (bb50: its agent gone, another node removes it once the hold the document keeps runs out)
+        process.stderr.write(`vgrid: the export's snapshot ${tempName} was not removed (${err.message}): the agent removes it by itself once its lease runs out, or, were that agent gone, another node within about 5 minutes (vgrid vol snapshot rm ${d.path} ${temp.name} removes it now)\n`)
         return ''
       })
       temp.stop()
     }
   }
-  if (asJson) return json({ [sub === 'import' ? 'imported' : 'exported']: file, volume: d.path, snapshot: source?.name ?? null, format: fmt, ...(zeroedFrom != null ? { zeroed: { from: zeroedFrom, to: d.sizeBytes } } : {}), ...(temp != null ? { snapshotRemoved: removed !== '' } : {}) })
+  if (asJson) return json({ [sub === 'import' ? 'imported' : 'exported']: file, volume: d.path, snapshot: source == null || (source === temp && quiet) ? null : source.name, format: fmt, ...(zeroedFrom != null ? { zeroed: { from: zeroedFrom, to: d.sizeBytes } } : {}), ...(temp != null && !quiet ? { snapshotRemoved: removed !== '' } : {}) })
   out(sub === 'import' ? `imported ${file} into ${name}${removed}` : `exported ${name} to ${file}${removed}`)
 }
 
@@ -356,10 +365,16 @@ function inUse (u: VolumeUsersView): string | null {
  * process killed, even by SIGKILL) and no NBD session reads the snapshot, the agent
  * removes it (export-sweeper.ts).
  */
-async function tempSnapshot (api: ApiClient, d: VolumeView, users: string, note: (s: string) => void): Promise<{ name: string, nbd: string, stop: () => void }> {
-  const r = await api.request<{ snapshot: string, leaseMs: number, volume: VolumeView }>('POST', `/v1/volumes/${enc(d.id)}/export-snapshot`).catch((err: Error) => {
-    throw new CliError(`${d.path} is in use (${users}) and a snapshot to export from could not be taken: ${err.message}`, 1)
-  })
+async function tempSnapshot (api: ApiClient, d: VolumeView, users: string | null, note: (s: string) => void): Promise<{ name: string, nbd: string, stop: () => void } | undefined> {
+  let r: { snapshot: string, leaseMs: number, volume: VolumeView }
+  try {
+    r = await api.request<{ snapshot: string, leaseMs: number, volume: VolumeView }>('POST', `/v1/volumes/${enc(d.id)}/export-snapshot`)
+  } catch (err) {
+    if (users != null) throw new CliError(`${d.path} is in use (${users}) and a snapshot to export from could not be taken: ${(err as Error).message}`, 1)
+    // no writer seen at the start (an agent of an earlier release, a grid without a majority): as it is, said
+    process.stderr.write(`vgrid: no snapshot of ${d.path} could be taken to export from (${(err as Error).message}): exporting the volume as it is, which no writer used at the start; one that writes during the export would make the file a mix of before and after\n`)
+    return undefined
+  }
   const s = r.volume.snapshots.find(x => x.name === r.snapshot)
   if (s == null) throw new CliError(`${d.path}: the snapshot ${r.snapshot} taken to export from is not in the answer`, 1)
   let warned = false
@@ -370,7 +385,7 @@ async function tempSnapshot (api: ApiClient, d: VolumeView, users: string, note:
       warned = true
     })
   }, Math.max(1000, Math.floor(r.leaseMs / 3)))
-  note(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${s.name}, taken now and removed afterwards`)
+  if (users != null) note(`${d.path} is in use (${users}): exporting snapshot ${d.path}@${s.name}, taken now and removed afterwards`)
   return { name: s.name, nbd: s.nbd, stop: () => { clearInterval(renew) } }
 }
 

@@ -153,6 +153,24 @@ test('vgrid vol commands', async t => {
     t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, 'no export snapshot left by a refused export')
     await writer.write(0, src.subarray(0, 4096))
     await writer.close()
+    // a client connected but not yet writing is no user the export sees: it still copies a
+    // snapshot taken at its start, quietly (bb50, high: it copied the live volume, and a
+    // write during the copy made the file a mix of before and after)
+    const idle = await NbdClient.open(join(dir, 'nbd.sock'), 'shop/db/main')
+    t.regex(await cli('info', '/shop/db/main'), /^used by\s+nothing$/m)
+    const end = 16 * MiB - 4096
+    let late: Promise<void> | undefined
+    onOut = s => { if (late == null && /export \/shop\/db\/main -> .*quiet\.raw: \d+%/.test(s)) late = idle.write(end, Buffer.alloc(4096, 0x3c)).then(async () => { await idle.flush() }) }
+    const quiet = await cli('export', '/shop/db/main', join(dir, 'quiet.raw'))
+    onOut = undefined
+    await late
+    t.notRegex(quiet, /in use|exporting snapshot|the snapshot is removed/, 'said nothing of the snapshot: the volume was not in use')
+    t.regex(quiet, /exported \/shop\/db\/main to .*quiet\.raw$/m)
+    t.true((await readFile(join(dir, 'quiet.raw'))).subarray(end).equals(src.subarray(end)), 'the volume as it was when the export began, not the write made during it')
+    // the volume has that write; put back as it was
+    await idle.write(end, Buffer.from(src.subarray(end)))
+    await idle.close()
+    t.deepEqual((await cli('info', '/shop/db/main', '--json')).match(/export-/g), null, 'its snapshot is gone')
     t.regex(await cli('export', '/shop/db/main', join(dir, 'out.qcow2')), /export \/shop\/db\/main -> .*out\.qcow2: 100%/)
     t.is(JSON.parse((await run('qemu-img', ['info', '--output=json', join(dir, 'out.qcow2')])).stdout).format, 'qcow2')
     // a volume is a whole disk: its export is root's alone (bb48: 0644)
