@@ -19,6 +19,7 @@ import { bytesText, enc, json, out, size } from './cli-format.ts'
 import { sayWriters } from './say-writers.ts'
 import { kernelFsOf } from '../data-dir.ts'
 import { groupId } from '../groups.ts'
+import { which } from '../netns/netns.ts'
 
 const POLL_MS = 500
 
@@ -245,6 +246,8 @@ export async function copyFailed (api: ApiClient, err: unknown, sub: 'import' | 
 
 /** the file side, checked before anything starts: an import's image is a file or block device; an export's folder exists */
 function checkFile (sub: 'import' | 'export', file: string): void {
+  // not stdin or stdout, which a copy of a whole disk cannot go through (bb50: a file named "-" was written)
+  if (file === '-') throw new CliError(`"-": vgrid vol ${sub} ${sub === 'import' ? 'reads an image file, not stdin' : 'writes an image file, not stdout'}; give the file's path (./- for a file of that name)`, 2)
   let st: Stats | undefined
   try { st = statSync(file) } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CliError(`${file}: ${(err as Error).message}`, 1)
@@ -517,7 +520,11 @@ export class CopyInterrupted extends CliError {
 async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: 'qemu-img' | 'qemu-io' = 'qemu-img', fd?: number): Promise<string> {
   return await new Promise<string>((resolve, reject) => {
     // `fd`, when given, is the tool's fd 3 (FD_PATH)
-    const p = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe', ...fd != null ? [fd] : []] }) as ChildProcessWithoutNullStreams
+    // ended by the kernel with the CLI, however it ends (bb50: a SIGKILLed export left its
+    // qemu-img writing on, orphaned, to a whole file nobody was told of); setpriv execs it
+    const setpriv = which('setpriv')
+    const [cmd, ...argv] = setpriv == null ? [tool, ...args] : [setpriv, '--pdeathsig', 'KILL', '--', tool, ...args]
+    const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fd != null ? [fd] : []] }) as ChildProcessWithoutNullStreams
     let err = ''
     let stdout = ''
     let interrupted: NodeJS.Signals | undefined

@@ -187,7 +187,14 @@ export async function vol (argv: string[]): Promise<void> {
     case 'mv': {
       const [id, to] = need(2)
       const d = await api.request<VolumeView>('PATCH', `/v1/volumes/${enc(id!)}`, { path: to })
-      return v.json === true ? json(d) : out(`${id!} -> ${d.path}`)
+      if (v.json === true) return json(d)
+      out(`${id!} -> ${d.path}`)
+      // a VM names its disks by volume id: it keeps this volume under its new path, and a
+      // volume moved to the old path is not its disk (bb50: a restore by clone and rename
+      // booted the old disk, and nothing said so)
+      const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
+      for (const vm of users?.vms ?? []) out(`  VM ${vm.name} has it as a disk and keeps it under ${d.path} (a VM names its volumes by id, not path; to give it another volume: vgrid vm rm ${vm.name}, then vgrid vm create ${vm.name} ... --volume PATH)`)
+      return
     }
     case 'rm': {
       const r = await api.request<{ path: string, snapshots?: string[] }>('DELETE', `/v1/volumes/${enc(need(1)[0]!)}${v.snapshots === true ? '?snapshots=true' : ''}`)

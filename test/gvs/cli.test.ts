@@ -86,6 +86,15 @@ test('vgrid vol commands', async t => {
   t.regex(lostInfo, /^state\s+healthy, writes given up \(below\)$/m)
   t.regex(lostInfo, /^given up  writes that may have been only on host9, forgotten 2026-12-04T00:00:00.000Z \(vgrid node forget --force\): an object with no copy left reads as zeros$/m)
   await cli('rm', '/shop/lost')
+  // a volume a VM has as a disk, renamed: the VM keeps it by id, and vol mv says so (bb50: a
+  // restore by clone and rename booted the old disk, and nothing said so)
+  await cli('create', '/shop/disk', '--size', '4M')
+  const diskId = replica.read().list('volumes').find(x => x.path === '/shop/disk')!.id
+  replica.change(w => { w.put('vms', { id: 'dbguest', name: 'dbguest', app: null, desired: 'stopped', spec: { driver: 'process', cpu: 1, memoryBytes: 2 ** 30, volumes: [diskId], constraints: {}, command: ['x'] } }) })
+  t.regex(await cli('mv', '/shop/disk', '/shop/disk.old'), /^\/shop\/disk -> \/shop\/disk\.old\n {2}VM dbguest has it as a disk and keeps it under \/shop\/disk\.old \(a VM names its volumes by id, not path; to give it another volume: vgrid vm rm dbguest, then vgrid vm create dbguest \.\.\. --volume PATH\)\n?$/)
+  replica.change(w => { w.remove('vms', 'dbguest') })
+  t.is((await cli('mv', '/shop/disk.old', '/shop/disk')).trim(), '/shop/disk.old -> /shop/disk', 'no VM: nothing more said')
+  await cli('rm', '/shop/disk')
   // one argument too many is refused, not dropped (rm A B removed A only)
   await t.throwsAsync(cli('rm', '/shop/db/data', '/shop/db/other'), { message: /^vgrid vol rm takes 1 argument, not 2: "\/shop\/db\/other" is more/ })
   await t.throwsAsync(cli('resize', '/shop/db/data', '32M', '64M'), { message: /^vgrid vol resize takes 2 arguments, not 3/ })
@@ -98,6 +107,12 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('import', join(dir, 'nothing.raw'), '/shop/db/data'), { message: /nothing\.raw: no such file \(import reads an image file\)$/ })
   await t.throwsAsync(cli('import', dir, '/shop/db/data'), { message: /is a directory: import reads an image file$/ })
   await t.throwsAsync(cli('export', '/shop/db/data', join(dir, 'no', 'such', 'out.raw')), { message: /no\/such does not exist: export writes out\.raw there$/ })
+  // not stdin or stdout (bb50: a file named "-" was written)
+  for (const args of [['export', '/shop/db/data', '-'], ['import', '-', '/shop/db/data']]) {
+    const e = await t.throwsAsync(cli(...args), { message: /^"-": vgrid vol (export writes an image file, not stdout|import reads an image file, not stdin); give the file's path \(\.\/- for a file of that name\)$/ })
+    t.is((e as CliError).exitCode, 2)
+  }
+  t.false(existsSync('-'))
   // a character device takes no image (qemu-img said "Cannot grow device files" once it had started)
   await t.throwsAsync(cli('export', '/shop/db/data', '/dev/null'), { message: /^\/dev\/null is not a file or block device: export writes an image file$/ })
   // a kernel file system takes none either (bb35: --force over /proc/version failed, then said it was "overwritten in part")
