@@ -252,7 +252,8 @@ export function checkSnapshotsGo (v: Volume, withSnapshots: boolean, exports: { 
   // an export of an earlier release recorded nothing of itself: one killed midway left its
   // snapshot, which nothing can tell from a user's (a tester's then blocked the rm)
   const left = names.filter(n => EXPORT_SNAPSHOT.test(n) && !running.some(x => x.name === n))
-  const leftNote = left.length === 0 ? '' : `; ${left.length === 1 ? `${left[0]!} was` : `${left.length} export-... snapshots were`} left by an interrupted vgrid vol export (vgrid vol snapshot rm ${v.path} ${left.length === 1 ? left[0]! : 'NAME'} removes ${left.length === 1 ? 'it' : 'each'})`
+  // (bb50: a user's backup so named was called a leftover: it may be either)
+  const leftNote = left.length === 0 ? '' : `; ${left.length === 1 ? `${left[0]!} is` : `${left.length} snapshots are`} named like an export's but record${left.length === 1 ? 's' : ''} no export: left by an interrupted export of an earlier release, or a user's own (vgrid vol snapshot rm ${v.path} ${left.length === 1 ? left[0]! : 'NAME'} removes ${left.length === 1 ? 'it' : 'each'})`
   throw new ConflictError(`volume "${v.path}" has ${names.length} snapshot${names.length === 1 ? '' : 's'} (${shown}), which would go with it: remove ${names.length === 1 ? 'it' : 'them'} first (vgrid vol snapshot rm), or remove the volume with ${names.length === 1 ? 'it' : 'them'} (vgrid vol rm ${v.path} --snapshots; over the API, DELETE with ?snapshots=true)${runningNote}${leftNote}`, 'has_snapshots')
 }
 

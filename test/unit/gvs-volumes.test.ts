@@ -149,7 +149,7 @@ test('a volume with snapshots goes only with them; an export snapshot a killed v
   // the name cli-copy.ts gives: when, and a few random characters
   const left = 'export-20261204T135559-k3x9'
   t.true(EXPORT_SNAPSHOT.test(left))
-  t.regex(t.throws(() => { checkSnapshotsGo(v(['s1', left]), false) })!.message, new RegExp(`; ${left} was left by an interrupted vgrid vol export \\(vgrid vol snapshot rm /t/v ${left} removes it\\)$`))
+  t.regex(t.throws(() => { checkSnapshotsGo(v(['s1', left]), false) })!.message, new RegExp(`; ${left} is named like an export's but records no export: left by an interrupted export of an earlier release, or a user's own \\(vgrid vol snapshot rm /t/v ${left} removes it\\)$`))
 })
 
 test('volumeUse: what each VM naming a volume does now, and the runs of removed VMs that may still have it open', t => {
