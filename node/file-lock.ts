@@ -1,7 +1,7 @@
 // An exclusive lock on a file for as long as this process lives, held by flock(1)
-// (util-linux, on every Debian; Node has no flock of its own): `flock -n FILE cat` holds
-// it while its cat reads this process's end of a pipe, which the kernel closes when this
-// process ends, however it ends, so a crashed agent leaves no stale lock. The file is in
+// (util-linux, on every Debian; Node has no flock of its own): `flock -n -o FILE cat`
+// holds it while its cat reads this process's end of a pipe, which the kernel closes when
+// this process ends, however it ends, so a crashed agent leaves no stale lock. The file is in
 // a directory only root may enter: no other user can take the lock first. Abstract unix
 // socket names, used before, are open to every user of the namespace, and one who bound
 // an agent's name kept it from starting again (bb48).
@@ -22,7 +22,10 @@ export interface FileLock { release: () => Promise<void>, /** its holder's (floc
 export async function takeFileLock (file: string, onLost?: (why: string) => void): Promise<FileLock | null> {
   // a process group of its own: a Ctrl-C to the agent's group (a graceful leave) must not
   // end it while the agent still stops (rv47); the end of its stdin still does
-  const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+  // --close: flock alone holds the locked descriptor (its cat does not inherit it), so the
+  // lock goes the moment flock does, and a release that waits for flock's exit waits for
+  // the lock's (rv49: cat, holding it a moment longer, failed a take right after)
+  const child = spawn('flock', ['--nonblock', '--exclusive', '--close', '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked && exec cat > /dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
   let err = ''
   child.stderr.on('data', (c: Buffer) => { err += c.toString() })
   return await new Promise<FileLock | null>((resolve, reject) => {

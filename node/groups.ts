@@ -15,11 +15,20 @@ function groupLines (name: string): string {
   }
 }
 
-/** gid of a group, or null (no such group, nothing to read) */
-export function groupId (name: string, read: () => string = () => groupLines(name)): number | null {
+/** the groups looked up through NSS, for a minute: a directory that hangs must not hold the agent's loop at every VM start (rv49) */
+const known = new Map<string, { gid: number | null, at: number }>()
+const KEEP_MS = 60_000
+
+/** gid of a group, or null (no such group, nothing to read); `read` given: looked up now, not kept */
+export function groupId (name: string, read?: () => string): number | null {
+  const kept = read == null ? known.get(name) : undefined
+  if (kept != null && Date.now() - kept.at < KEEP_MS) return kept.gid
+  let gid: number | null = null
   try {
-    const line = read().split('\n').find(l => l.split(':')[0] === name)
-    const gid = Number(line?.split(':')[2])
-    return line != null && line.split(':')[2] !== '' && Number.isInteger(gid) ? gid : null
-  } catch { return null }
+    const line = (read ?? (() => groupLines(name)))().split('\n').find(l => l.split(':')[0] === name)
+    const n = Number(line?.split(':')[2])
+    gid = line != null && line.split(':')[2] !== '' && Number.isInteger(n) ? n : null
+  } catch {}
+  if (read == null) known.set(name, { gid, at: Date.now() })
+  return gid
 }

@@ -297,14 +297,17 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * (bb49: `vm stop` through such a node answered "stopped" while the VM ran on until
    * the heal). Refused, as a create is there, naming where to ask.
    */
-  const refuseWithoutMajority = (doc: DocView, what: string): void => {
+  const refuseWithoutMajority = (doc: DocView, what: 'start' | 'stop' | 'rm', vm: string): void => {
+    // a stop or rm of a VM this node holds takes effect here, majority or not (rv49: a
+    // 2-node grid whose other node restarts under its grace refused the stop of a local VM)
+    if (what !== 'start' && doc.leases.get(vm)?.winner.holder === svc.me) return
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: a ${what} written here would take effect only once this node sees one again (nodes on the other side do not see it meanwhile); ${what} it through a node that sees a majority`, 'no_majority')
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail & { stillRuns?: { node: string, name: string, why: string } }> => {
     const { reader, doc } = current()
     const vm = findVm(doc, id)
-    refuseWithoutMajority(doc, desired === 'running' ? 'start' : 'stop')
+    refuseWithoutMajority(doc, desired === 'running' ? 'start' : 'stop', vm.id)
     // a disk removed (at the same moment as the VM was made, before bb35's fix; or a VM of
     // an earlier release): it would fail three starts and be left stopped
     const gone = desired === 'running' ? vm.spec.volumes.find(v => reader.get('volumes', v) == null) : undefined
@@ -508,7 +511,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const { doc } = current()
       const vm = findVm(doc, req.params.id)
-      refuseWithoutMajority(doc, 'rm')
+      refuseWithoutMajority(doc, 'rm', vm.id)
       // its links, and its lease if nothing runs under it, go with it (removeVmIn)
       const links = await state.write(w => removeVmIn(w, vm.id), `vm rm ${vm.id}`)
       svc.schedule()

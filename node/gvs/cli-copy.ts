@@ -522,8 +522,11 @@ async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: '
     // `fd`, when given, is the tool's fd 3 (FD_PATH)
     // ended by the kernel with the CLI, however it ends (bb50: a SIGKILLed export left its
     // qemu-img writing on, orphaned, to a whole file nobody was told of); setpriv execs it
+    // (looked up first: through setpriv, a missing one was "exit 127", not what to install: rv49)
+    const path = which(tool)
+    if (path == null) { reject(new CliError(`${tool} could not run (install qemu-utils): it is not on the PATH`, 1)); return }
     const setpriv = which('setpriv')
-    const [cmd, ...argv] = setpriv == null ? [tool, ...args] : [setpriv, '--pdeathsig', 'KILL', '--', tool, ...args]
+    const [cmd, ...argv] = setpriv == null ? [path, ...args] : [setpriv, '--pdeathsig', 'KILL', '--', path, ...args]
     const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fd != null ? [fd] : []] }) as ChildProcessWithoutNullStreams
     let err = ''
     let stdout = ''

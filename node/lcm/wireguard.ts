@@ -322,11 +322,24 @@ export async function removeLeftoverInterfaces (own: string, netns: string | nul
   // the sockets of wireguard-go processes that ended with their killed agents (setpriv
   // --pdeathsig), their interfaces gone with them: one nobody answers on is stale, in
   // whatever namespace it was (the run dir is the machine's), and goes
+  // (rv49: not one whose listener is only busy, nor one caught between its wireguard-go's
+  // bind and listen: refused, no listener there, twice, 200 ms apart)
   for (const name of lcmSocketNames(await readdir(RUN_DIR).catch(() => []), own)) {
     const sock = join(RUN_DIR, `${name}.sock`)
-    if (!await socketAnswers(sock)) await unlink(sock).catch(() => {})
+    if (await connectError(sock) !== 'ECONNREFUSED') continue
+    await sleep(200)
+    if (await connectError(sock) === 'ECONNREFUSED') await unlink(sock).catch(() => {})
   }
   return removed
+}
+
+/** the error a connect to a unix socket gets (undefined: it was taken) */
+async function connectError (path: string): Promise<string | undefined> {
+  return await new Promise(resolve => {
+    const c = createConnection({ path })
+    c.once('connect', () => { c.destroy(); resolve(undefined) })
+    c.once('error', (err: NodeJS.ErrnoException) => { resolve(err.code ?? err.message) })
+  })
 }
 
 /** The PIDs holding the listening control socket of `name` (wireguard-go's), from /proc. */

@@ -87,8 +87,9 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
   // nor drains a node: the change would take effect only after the heal (bb34: answered "draining", exit 0)
   const drainErr = await t.throwsAsync(cutOff.api(`/v1/nodes/${sideB[0]!}/drain`, 'POST', {}))
   t.regex(drainErr?.message ?? '', /: 409 .*"no_majority".*a drain written here would take effect only once this node sees one again/)
-  // nor stops, starts or removes a VM (bb49: "stopped" while it ran on the majority side until the heal)
-  for (const [path, method, what] of [[`/v1/vms/${VMS[0]!}/stop`, 'POST', 'stop'], [`/v1/vms/${VMS[0]!}/start`, 'POST', 'start'], [`/v1/vms/${VMS[0]!}`, 'DELETE', 'rm']] as const) {
+  // nor stops, starts or removes a VM of the other side (bb49: "stopped" while it ran on the majority side until the heal)
+  const there = onB[0]!
+  for (const [path, method, what] of [[`/v1/vms/${there}/stop`, 'POST', 'stop'], [`/v1/vms/${there}/start`, 'POST', 'start'], [`/v1/vms/${there}`, 'DELETE', 'rm']] as const) {
     const err = await t.throwsAsync(cutOff.api(path, method))
     t.regex(err?.message ?? '', new RegExp(`: 409 .*"no_majority".*a ${what} written here would take effect only once this node sees one again`))
   }

@@ -37,13 +37,17 @@ test('the verdict of one run (pure): a filter seen is sandboxed; running without
   t.true(seccompFiltered('Name:\tqemu\nSeccomp:\t2\nSeccomp_filters:\t1\n'))
   t.false(seccompFiltered('Name:\tsleep\nSeccomp:\t0\n'))
   t.is(seccompFiltered('Name:\tx\n'), undefined)
+  // an agent itself under a filter: its children inherit it; only one more of their own counts (rv49)
+  const own = 'Name:\tnode\nSeccomp:\t2\nSeccomp_filters:\t1\n'
+  t.false(seccompFiltered('Name:\tqemu\nSeccomp:\t2\nSeccomp_filters:\t1\n', own))
+  t.true(seccompFiltered('Name:\tqemu\nSeccomp:\t2\nSeccomp_filters:\t2\n', own))
 })
 
 test('a QEMU still running without a seccomp filter on it is not sandboxed, and is asked again (rv48)', async t => {
   const s = standIn(t, 'exec sleep 30')
-  t.false(await probeSandbox(s.qemu, s.cache))
+  t.false(await probeSandbox(s.qemu, s.cache, 1000))
   t.false(existsSync(s.cache))
-  t.false(await probeSandbox(s.qemu, s.cache))
+  t.false(await probeSandbox(s.qemu, s.cache, 1000))
   t.is(s.runs(), 2)
 })
 
