@@ -21,6 +21,12 @@ export interface ExportRecord {
   run: string
   /** until when (ms since the epoch) the hold stands for the other nodes, unless renewed */
   until: number
+  /**
+   * taken for an export of a volume no one was seen using (every export reads a snapshot:
+   * bb50): it does not keep the volume from `vol rm`, which takes it with the volume and
+   * ends the export, as before such exports took one (rv49)
+   */
+  quiet?: true
 }
 
 /** an export snapshot's name: `export-<UTC time>-<random>` (EXPORT_SNAPSHOT), `random` a few of [a-z0-9] */
@@ -36,7 +42,7 @@ export function exportRecordOf (s: Snapshot): ExportRecord | null {
   if (r == null || typeof r !== 'object') return null
   const { node, run, until } = r as Record<string, unknown>
   if (typeof node !== 'string' || node === '' || typeof run !== 'string' || run === '' || typeof until !== 'number' || !Number.isFinite(until)) return null
-  return { node, run, until }
+  return { node, run, until, ...(r as { quiet?: unknown }).quiet === true ? { quiet: true as const } : {} }
 }
 
 /** what this node knows, taken at one moment */
@@ -63,6 +69,8 @@ export interface ExportFate {
   abandoned: boolean
   /** why, in a few words (the node said as "its node") */
   why: string
+  /** a quiet export's (ExportRecord.quiet) */
+  quiet?: true
 }
 
 export const heldKey = (volume: string, snapshot: string): string => `${volume}@${snapshot}`
@@ -79,7 +87,7 @@ export const heldKey = (volume: string, snapshot: string): string => `${volume}@
 export function exportFate (v: Volume, s: Snapshot, f: ExportFacts): ExportFate | null {
   const r = exportRecordOf(s)
   if (r == null) return null
-  const fate = (abandoned: boolean, why: string): ExportFate => ({ volume: v.id, path: v.path, snapshot: s.name, node: r.node, abandoned, why })
+  const fate = (abandoned: boolean, why: string): ExportFate => ({ volume: v.id, path: v.path, snapshot: s.name, node: r.node, abandoned, why, ...r.quiet === true ? { quiet: true as const } : {} })
   const held = f.held.has(heldKey(v.id, s.name))
   if (r.node === f.self) {
     if (held) return fate(false, 'its export runs on this node')

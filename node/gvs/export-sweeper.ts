@@ -71,7 +71,7 @@ export class ExportSweeper {
   }
 
   /** the record of an export snapshot this node makes now */
-  record (now = Date.now()): ExportRecord { return { node: this.c.self, run: this.run, until: now + EXPORT_HOLD_MS } }
+  record (now = Date.now(), quiet = false): ExportRecord { return { node: this.c.self, run: this.run, until: now + EXPORT_HOLD_MS, ...quiet ? { quiet: true as const } : {} } }
 
   /**
    * Takes or renews the lease of an export on VOLUME@NAME for `leaseMs` from `now`

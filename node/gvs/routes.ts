@@ -122,7 +122,7 @@ export interface GvsRoutesDeps {
     lease: (volume: string, snapshot: string, now?: number) => void
     endLease: (volume: string, snapshot: string) => void
     readonly leaseMs: number
-    record: (now?: number) => ExportRecord
+    record: (now?: number, quiet?: boolean) => ExportRecord
     fates: (v: Volume) => ExportFate[]
   }
 }
@@ -232,9 +232,10 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
   /** a volume's export snapshots: those whose export is gone (they go with it), those whose export runs, and where */
   const exportsOf = (v: Volume): { abandoned: string[], running: Array<{ name: string, node: string }> } => {
     const fates = svc.exportSweeper.fates(v)
+    // a quiet export's snapshot (of a volume no one was seen using) goes with the volume, running or not: its export then fails, as before such exports took one (rv49)
     return {
-      abandoned: fates.filter(f => f.abandoned).map(f => f.snapshot),
-      running: fates.filter(f => !f.abandoned).map(f => ({ name: f.snapshot, node: svc.nodeName?.(f.node) ?? f.node }))
+      abandoned: fates.filter(f => f.abandoned || f.quiet === true).map(f => f.snapshot),
+      running: fates.filter(f => !f.abandoned && f.quiet !== true).map(f => ({ name: f.snapshot, node: svc.nodeName?.(f.node) ?? f.node }))
     }
   }
 
@@ -433,15 +434,16 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
     // removes it (export-sweeper.ts): an export killed midway leaves nothing behind.
     app.post<{ Params: IdParams }>('/v1/volumes/:id/export-snapshot', { schema: { params: idParams } }, async (req, reply) => {
       const b = optionalBody(req.body)
-      const extra = Object.keys(b)[0]
-      if (extra !== undefined) throw new ValidationError(extra, `unknown field "${extra}": this request takes no fields (the agent names the export's snapshot)`)
+      const extra = Object.keys(b).find(k => k !== 'quiet')
+      if (extra !== undefined) throw new ValidationError(extra, `unknown field "${extra}": this request takes only quiet (the agent names the export's snapshot)`)
+      if (b.quiet !== undefined && typeof b.quiet !== 'boolean') throw new ValidationError('quiet', 'quiet must be true or false: true for an export of a volume no one was seen using, whose snapshot then goes with the volume should it be removed')
       const v = findVolume(svc.volumes(), req.params.id, 'snapshotted (snapshot a clone of it)')
       const now = Date.now()
       const name = exportSnapshotName(now, randomBytes(4).readUInt32BE(0).toString(36).slice(0, 6))
       // leased from before it exists: no sweep here finds it unheld
       svc.exportSweeper.lease(v.id, name, now)
       try {
-        await svc.freeze((await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now)), `volume snapshot ${v.path}@${name} (export)`)).frozen)
+        await svc.freeze((await state.write(w => snapshot(w, [v], name, now, svc.exportSweeper.record(now, b.quiet === true)), `volume snapshot ${v.path}@${name} (export)`)).frozen)
       } catch (err) { svc.exportSweeper.endLease(v.id, name); throw err }
       void reply.code(201)
       return { snapshot: name, leaseMs: svc.exportSweeper.leaseMs, volume: await view(stillThere(svc.volumes(), v)) }

@@ -182,7 +182,8 @@ test.serial('an export snapshot whose agent died is removed when the agent runs 
   const run1 = a.svc.exportSweeper.run
   t.like(a.replica.read().list('volumes').find(v => v.path === '/e/w')?.snapshots[name], { export: { node: a.self, run: run1 } })
   // bad input: the agent names the snapshot; a field is refused, naming it; only an export's snapshot here has a lease
-  await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fw/export-snapshot', { name: 'mine' }), { message: /unknown field "name": this request takes no fields \(the agent names the export's snapshot\)/ })
+  await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fw/export-snapshot', { name: 'mine' }), { message: /unknown field "name": this request takes only quiet \(the agent names the export's snapshot\)/ })
+  await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fw/export-snapshot', { quiet: 'yes' }), { message: /quiet must be true or false/ })
   await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fnope/export-snapshot'), { message: /no volume with id or path "\/e\/nope"/ })
   await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fw/snapshots/export-20260101T000000-user/lease'), { message: /\/e\/w@export-20260101T000000-user is not a snapshot vgrid vol export took: it has no lease to renew \(not_export\)/ })
   await t.throwsAsync(api.request('POST', '/v1/volumes/%2Fe%2Fw/snapshots/nope/lease'), { message: /volume "\/e\/w" has no snapshot "nope"/ })
@@ -204,4 +205,12 @@ test.serial('an export snapshot whose agent died is removed when the agent runs 
   await c.close()
   // the user's export snapshot still names what it is when it blocks a rm
   await t.throwsAsync(a.cli('rm', '/e/w'), { message: /export-20260101T000000-user is named like an export's but records no export: left by an interrupted export of an earlier release, or a user's own/ })
+
+  // an export of a volume no one was seen using takes a quiet snapshot, which a vol rm takes
+  // with the volume while the export runs, as before such exports took one (rv49)
+  await a.cli('create', '/e/q', '--size', '8M')
+  const quiet = await new ApiClient(a.api).request<{ snapshot: string, volume: VolumeView }>('POST', '/v1/volumes/%2Fe%2Fq/export-snapshot', { quiet: true })
+  t.like(a.replica.read().list('volumes').find(v => v.path === '/e/q')?.snapshots[quiet.snapshot], { export: { node: a.self, quiet: true } })
+  t.regex(await a.cli('rm', '/e/q'), /removed \/e\/q/)
+  t.is(a.replica.read().list('volumes').find(v => v.path === '/e/q'), undefined)
 })
