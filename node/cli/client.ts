@@ -100,6 +100,9 @@ export function apiTarget (api: string | undefined, env: NodeJS.ProcessEnv = pro
   return parseHostPort(raw, what)
 }
 
+/** a loopback address (IPv4, IPv6, or IPv4 mapped into IPv6) */
+const isLoopback = (ip: string): boolean => /^(::ffff:)?127\./i.test(ip) || ip === '::1'
+
 export class ApiClient {
   private readonly target: Target
   private readonly display: string
@@ -182,11 +185,15 @@ export class ApiClient {
    * long copy's renewals span an agent's restart: rv47).
    */
   private servedByRoot (socket: Socket): void {
-    const uid = socket.localAddress == null || socket.localPort == null || socket.remoteAddress == null || socket.remotePort == null
+    const ends = socket.localAddress == null || socket.localPort == null || socket.remoteAddress == null || socket.remotePort == null
       ? undefined
-      : serverSideUid({ address: socket.localAddress, port: socket.localPort }, { address: socket.remoteAddress, port: socket.remotePort })
+      : { client: { address: socket.localAddress, port: socket.localPort }, server: { address: socket.remoteAddress, port: socket.remotePort } }
+    // a loopback connection's server side is on this machine: not found, the tables are
+    // read once more, then nothing is sent (rv49: it failed open); one elsewhere is not judged
+    const uid = ends == null ? undefined : serverSideUid(ends.client, ends.server) ?? (isLoopback(ends.server.address) ? serverSideUid(ends.client, ends.server) ?? -1 : undefined)
     if (uid == null || uid === 0 || uid === process.getuid?.()) return
     socket.destroy()
+    if (uid === -1) throw new CliError(`${this.display}: the program serving this connection could not be found in /proc/net/tcp: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}`, 1, { code: 'not_agent' })
     throw new CliError(`${this.display} is served by a program of uid ${uid}, not by root as a vgrid agent is: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}; is this node's agent down and another program listening on its port?`, 1, { code: 'not_agent' })
   }
 
