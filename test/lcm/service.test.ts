@@ -9,6 +9,7 @@
 import test from 'ava'
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
 import { generateKeyPairSync } from 'node:crypto'
+import { spawn } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ip, isAlive, namespacePids, nsRun, replaceAddress, sleep, which } from '../../node/netns/netns.ts'
@@ -364,7 +365,7 @@ maybe('a tunnel a link needs that goes without handshakes past the bound is a he
   await b.send({ type: 'stop' }, 'stopped')
 })
 
-maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed (its wireguard-go gone with it) removes its interface and table and comes up; a restart of the same identity keeps its own; a second agent beside a running one is refused', async t => {
+maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed (its wireguard-go gone with it) removes its table, and the interface and running wireguard-go an earlier release left, and comes up; a restart of the same identity keeps its own; a second agent beside a running one is refused', async t => {
   const [h, lan] = await makeNamespaces(t, ['hr', 'hrlan'])
   // an address for the endpoint: the host needs one besides loopback
   const net = await subnet()
@@ -386,13 +387,26 @@ maybe('an agent of a new identity on a host whose earlier agent was SIGKILLed (i
   for (let i = 0; i < 150 && isAlive(oldGo[0]!); i++) await sleep(20)
   t.false(isAlive(oldGo[0]!), 'the killed agent\'s wireguard-go ended with it')
   t.true((await nsRun(h!, 'nft', ['list', 'tables'])).includes(tableName(oldId)))
+  // what an agent of an earlier release, whose wireguard-go was not tied to it, leaves: one
+  // still running, holding its interface (its output into pipes nobody reads any more)
+  const olderName = interfaceName(`NodeOlder${process.pid}`)
+  const older = spawn(which('ip')!, ['netns', 'exec', h!, which('wireguard-go')!, '-f', olderName], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } })
+  t.teardown(() => { if (older.exitCode == null) older.kill('SIGKILL'); rmSync(`/run/wireguard/${olderName}.sock`, { force: true }) })
+  for (let i = 0; i < 250 && !existsSync(`/run/wireguard/${olderName}.sock`); i++) await sleep(20)
+  older.stdout.destroy()
+  older.stderr.destroy()
+  t.true(isAlive(older.pid!), 'an earlier release\'s wireguard-go runs')
 
   const b = new Driver(t, h!, cfg(newId))
   const status = (await b.next('ready')).status as LcmStatus
   t.true(status.ok, `the new agent's overlay is up: ${status.error ?? ''}`)
   t.is(status.routeConflict ?? null, null, 'no route of the old interface left in the overlay range')
   t.false(isAlive(oldGo[0]!), 'the old wireguard-go is gone')
+  for (let i = 0; i < 150 && isAlive(older.pid!); i++) await sleep(20)
+  t.false(isAlive(older.pid!), 'the earlier release\'s running wireguard-go is ended')
   const links = await ip(['-n', h!, '-o', 'link', 'show'])
+  t.false(links.includes(olderName), 'and its interface is gone')
+  t.false(existsSync(`/run/wireguard/${olderName}.sock`), 'and its control socket')
   t.false(links.includes(interfaceName(oldId)), 'the old interface is gone')
   t.true(links.includes(interfaceName(newId)))
   t.false(existsSync(`/run/wireguard/${interfaceName(oldId)}.sock`), 'and its control socket')
