@@ -170,7 +170,8 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
 }
 
 async function ls (argv: string[]): Promise<void> {
-  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid vm ls [--json] [--api HOST:PORT]')
+  // the states, said (bb49: `unknown` and `paused` were in no help)
+  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid vm ls [--json] [--api HOST:PORT]\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, or the crash rule: 3 in 24 h), paused (its guest held after a disk error), unknown (its node is out of this node\'s sight)')
   const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>('/v1/vms')
   if (v.json === true) return json(r)
   if (r.vms.length === 0) return out('no VMs')
