@@ -83,6 +83,26 @@ export function mayChangeRoll (i: RollChangeInput): { ok: boolean, reason: strin
   return { ok: true, reason: `this node sees ${seen} of ${roll.size} roll members` }
 }
 
+/**
+ * Whether a VM's start, stop or rm may be written on this node now (pure). With a
+ * majority of the roll in sight (mayChangeRoll), yes. Without: written here it would
+ * take effect only once this node sees one again, while the VM's holder on the other
+ * side, which does not see it, runs it on (bb49: `vm stop` answered "stopped"); so no,
+ * unless it is a stop or rm of a VM this node holds and the members out of sight could
+ * not be a majority on their own, so none of them can have taken its lease over (rv49:
+ * a 2-node grid whose other node restarts under its grace; rv50: this node's document
+ * still names it the holder on the minority side of a 2 + 3 cut, where the other side
+ * took the lease).
+ */
+export function mayChangeDesired (i: RollChangeInput & { what: 'start' | 'stop' | 'rm', holder: string | undefined }): { ok: boolean, reason: string } {
+  const may = mayChangeRoll(i)
+  if (may.ok || i.what === 'start' || i.holder !== i.me) return may
+  const roll = new Set(i.roll)
+  const away = [...roll].filter(id => id !== i.me && !i.alive(id)).length
+  if (!hasMajority(roll.size, away)) return { ok: true, reason: `${may.reason}, but the ${away} out of sight are no majority either: none of them has taken over this node's VM` }
+  return may
+}
+
 export interface FenceInput {
   /** nodes on the member roll */
   rollSize: number

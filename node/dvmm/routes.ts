@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { idle, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
+import { idle, mayChangeDesired, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, countQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
@@ -298,10 +298,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * the heal). Refused, as a create is there, naming where to ask.
    */
   const refuseWithoutMajority = (doc: DocView, what: 'start' | 'stop' | 'rm', vm: string): void => {
-    // a stop or rm of a VM this node holds takes effect here, majority or not (rv49: a
-    // 2-node grid whose other node restarts under its grace refused the stop of a local VM)
-    if (what !== 'start' && doc.leases.get(vm)?.winner.holder === svc.me) return
-    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+    // (mayChangeDesired: a stop or rm of a VM this node holds is taken where no other side can have taken its lease)
+    const may = mayChangeDesired({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false, what, holder: doc.leases.get(vm)?.winner.holder })
     if (!may.ok) throw new ConflictError(`${may.reason}: a ${what} written here would take effect only once this node sees one again (nodes on the other side do not see it meanwhile); ${what} it through a node that sees a majority`, 'no_majority')
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail & { stillRuns?: { node: string, name: string, why: string } }> => {

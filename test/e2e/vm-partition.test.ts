@@ -88,8 +88,10 @@ e2e('a 2 + 3 partition: the 2-side kills its VMs, the 3-side starts them only af
   const drainErr = await t.throwsAsync(cutOff.api(`/v1/nodes/${sideB[0]!}/drain`, 'POST', {}))
   t.regex(drainErr?.message ?? '', /: 409 .*"no_majority".*a drain written here would take effect only once this node sees one again/)
   // nor stops, starts or removes a VM of the other side (bb49: "stopped" while it ran on the majority side until the heal)
+  // nor of its own side, which the 3-side took over (rv50: its document still names this side the holder)
   const there = onB[0]!
-  for (const [path, method, what] of [[`/v1/vms/${there}/stop`, 'POST', 'stop'], [`/v1/vms/${there}/start`, 'POST', 'start'], [`/v1/vms/${there}`, 'DELETE', 'rm']] as const) {
+  const here = onA[0]!
+  for (const [path, method, what] of [[`/v1/vms/${there}/stop`, 'POST', 'stop'], [`/v1/vms/${there}/start`, 'POST', 'start'], [`/v1/vms/${there}`, 'DELETE', 'rm'], [`/v1/vms/${here}/stop`, 'POST', 'stop'], [`/v1/vms/${here}`, 'DELETE', 'rm']] as const) {
     const err = await t.throwsAsync(cutOff.api(path, method))
     t.regex(err?.message ?? '', new RegExp(`: 409 .*"no_majority".*a ${what} written here would take effect only once this node sees one again`))
   }

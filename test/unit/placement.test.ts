@@ -3,7 +3,7 @@
 // restart rule and the HA check; with seeded property tests over random grids.
 import test from 'ava'
 import {
-  rank, plan, positionOf, positionsOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, noMajorityMargin, takeover,
+  rank, plan, positionOf, positionsOf, usageOf, rendezvous, feasible, winner, reservedBy, canReserve, settle, fenced, hasMajority, mayChangeDesired, noMajorityMargin, takeover,
   onExit, restartDelayMs, haCheck, drainCheck, pendingReason, CRASH_WINDOW_MS, type Demand, type NodeView, type Holding
 } from '../../crdt/placement/index.ts'
 import type { Lease } from '../../crdt/schema.ts'
@@ -337,4 +337,22 @@ test('positionsOf: VMs of an anti-affinity group waiting together spread over th
   t.is(two.get('x1')!.pos, 0, 'the first waiting goes to b, where none of its group is')
   const plain = vm('p1')
   t.deepEqual(positionsOf([vm('y1', { antiAffinity: 'y' }), plain], nodes, held, 'a').get('p1'), positionOf(plain, nodes, usageOf(held), 'a'))
+})
+
+test('mayChangeDesired: with a majority anything; without, only a stop or rm of a VM this node holds, and only where those out of sight are no majority either (bb49, rv49, rv50)', t => {
+  const roll5 = ['a', 'b', 'c', 'd', 'e']
+  const sees = (...ids: string[]) => (id: string): boolean => ids.includes(id)
+  const ask = (roll: string[], alive: (id: string) => boolean, what: 'start' | 'stop' | 'rm', holder: string | undefined): boolean => mayChangeDesired({ roll, me: 'a', alive, joining: false, what, holder }).ok
+  // a majority in sight: every change
+  for (const what of ['start', 'stop', 'rm'] as const) t.true(ask(roll5, sees('b', 'c'), what, 'd'))
+  // the 2-side of a 2 + 3 cut: nothing, not even a stop of a VM its document says it holds (the 3-side took it over)
+  for (const what of ['start', 'stop', 'rm'] as const) t.false(ask(roll5, sees('b'), what, 'a'), what)
+  t.false(ask(roll5, sees('b'), 'stop', 'c'))
+  // a 2-node grid whose other node is away (a restart): a stop or rm of its own VM, not a start, nor another's
+  t.true(ask(['a', 'b'], sees(), 'stop', 'a'))
+  t.true(ask(['a', 'b'], sees(), 'rm', 'a'))
+  t.false(ask(['a', 'b'], sees(), 'start', 'a'))
+  t.false(ask(['a', 'b'], sees(), 'stop', 'b'))
+  t.false(ask(['a', 'b'], sees(), 'stop', undefined))
+  t.regex(mayChangeDesired({ roll: ['a', 'b'], me: 'a', alive: sees(), joining: false, what: 'stop', holder: 'a' }).reason, /the 1 out of sight are no majority either/)
 })
