@@ -4,14 +4,14 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 
-/** the group's line as `getent group` prints it, else the whole of /etc/group (no getent) */
-function groupLines (name: string): string {
+/** the group's line as `getent group` prints it, else the whole of /etc/group (no getent); `sure`: getent answered */
+function groupLines (name: string): { text: string, sure: boolean } {
   try {
-    return execFileSync('getent', ['group', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
+    return { text: execFileSync('getent', ['group', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }), sure: true }
   } catch (err) {
     // exit 2: no such group; any other failure (no getent, a directory that does not answer): the file
-    if ((err as { status?: unknown }).status === 2) return ''
-    return readFileSync('/etc/group', 'utf8')
+    if ((err as { status?: unknown }).status === 2) return { text: '', sure: true }
+    return { text: readFileSync('/etc/group', 'utf8'), sure: false }
   }
 }
 
@@ -24,11 +24,15 @@ export function groupId (name: string, read?: () => string): number | null {
   const kept = read == null ? known.get(name) : undefined
   if (kept != null && Date.now() - kept.at < KEEP_MS) return kept.gid
   let gid: number | null = null
+  // kept only what getent answered: a directory that timed out is asked again next time (rv50)
+  let sure = false
   try {
-    const line = (read ?? (() => groupLines(name)))().split('\n').find(l => l.split(':')[0] === name)
+    const got = read != null ? { text: read(), sure: false } : groupLines(name)
+    sure = got.sure
+    const line = got.text.split('\n').find(l => l.split(':')[0] === name)
     const n = Number(line?.split(':')[2])
     gid = line != null && line.split(':')[2] !== '' && Number.isInteger(n) ? n : null
   } catch {}
-  if (read == null) known.set(name, { gid, at: Date.now() })
+  if (read == null && sure) known.set(name, { gid, at: Date.now() })
   return gid
 }

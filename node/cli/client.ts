@@ -190,7 +190,9 @@ export class ApiClient {
       : { client: { address: socket.localAddress, port: socket.localPort }, server: { address: socket.remoteAddress, port: socket.remotePort } }
     // a loopback connection's server side is on this machine: not found, the tables are
     // read once more, then nothing is sent (rv49: it failed open); one elsewhere is not judged
-    const uid = ends == null ? undefined : serverSideUid(ends.client, ends.server) ?? (isLoopback(ends.server.address) ? serverSideUid(ends.client, ends.server) ?? -1 : undefined)
+    // (tables that cannot be read, a /proc that hides them, tell nothing: not judged, rv50)
+    const first = ends == null ? null : serverSideUid(ends.client, ends.server)
+    const uid = first !== undefined || !isLoopback(ends!.server.address) ? first : serverSideUid(ends!.client, ends!.server) ?? -1
     if (uid == null || uid === 0 || uid === process.getuid?.()) return
     socket.destroy()
     if (uid === -1) throw new CliError(`${this.display}: the program serving this connection could not be found in /proc/net/tcp: nothing was sent to it${this.token != null ? ' (nor the API token)' : ''}`, 1, { code: 'not_agent' })

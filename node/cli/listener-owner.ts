@@ -75,20 +75,23 @@ const portHex = (port: number): string => port.toString(16).padStart(4, '0').toU
 /**
  * The owner of the server side of the connection from `client` to `server` (the two
  * ends as the client's socket says them), or undefined when no socket here has those
- * ends (a server on another machine, or /proc not readable). A server side in
+ * ends (a server on another machine), or null when no table could be read. A server side in
  * TIME_WAIT (uid 0 there) has closed: nothing sent can reach anyone.
  */
-export function serverSideUid (client: { address: string, port: number }, server: { address: string, port: number }, read: (file: string) => string = f => readFileSync(f, 'utf8')): number | undefined {
+export function serverSideUid (client: { address: string, port: number }, server: { address: string, port: number }, read: (file: string) => string = f => readFileSync(f, 'utf8')): number | undefined | null {
   const c = forms(client.address)
   const s = forms(server.address)
+  let readAny = false
   for (const [file, key] of [['/proc/net/tcp', 'v4'], ['/proc/net/tcp6', 'v6']] as const) {
     const local = s[key]
     const remote = c[key]
     if (local == null || remote == null) continue
     let text: string
     try { text = read(file) } catch { continue }
+    readAny = true
     const found = parseSockets(text).find(x => x.local === `${local}:${portHex(server.port)}` && x.remote === `${remote}:${portHex(client.port)}`)
     if (found != null) return found.uid
   }
-  return undefined
+  // null: no table could be read (a /proc that hides them), so nothing can be told (rv50)
+  return readAny ? undefined : null
 }

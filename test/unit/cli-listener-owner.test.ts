@@ -28,6 +28,8 @@ test('the owner of a connection\'s server side, found by its two ends swapped, i
   t.is(serverSideUid({ address: '::1', port: 0xd433 }, { address: '::1', port: 7402 }, read), 0)
   t.is(serverSideUid({ address: '127.0.0.1', port: 0xd499 }, { address: '127.0.0.1', port: 7401 }, read), undefined, 'no such connection here')
   t.is(serverSideUid({ address: '10.1.2.3', port: 0xd431 }, { address: '10.9.9.9', port: 7401 }, read), undefined, 'a server elsewhere')
+  // tables that cannot be read tell nothing: null, not judged (rv50: a hardened /proc locked the CLI out)
+  t.is(serverSideUid({ address: '127.0.0.1', port: 0xd431 }, { address: '127.0.0.1', port: 7401 }, () => { throw new Error('EACCES') }), null)
 })
 
 test('the CLI sends nothing, token included, to a loopback port another user listens on; root\'s it talks to', async t => {
