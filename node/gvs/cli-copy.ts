@@ -131,8 +131,8 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
   // an import is a writer: never a second one under a VM that runs from the volume, or
   // beside another NBD writer (a volume has one writer at a time)
   if (sub === 'import') refuseInUse(d.path, await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(volId)}/users`))
-  // an export of a volume that is being written copies a snapshot taken now, so the file
-  // is one point in time (as the disk after a power cut), not a mix of before and after
+  // an export of a volume copies a snapshot taken now, so the file is one point in time
+  // (as the disk after a power cut), not a mix of before and after
   // a file made by this export and left half-written by a failure is removed (one there before, given --force, is said to be overwritten in part)
   const existed = sub === 'export' && existsSync(file)
   // the file qemu-img writes: made here, readable by root alone (bb48: 0644, every user

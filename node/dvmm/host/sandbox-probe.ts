@@ -1,7 +1,7 @@
 // Whether QEMU runs under its seccomp sandbox here. The probe starts an empty paused
-// machine under -sandbox for a second and a half, at every agent start with the qemu
-// driver, beside the accelerator's probe: on a loaded machine that start was slower
-// for everything else (CI's timing tests). So the answer is cached in the data dir,
+// machine under -sandbox until /proc shows its filter (up to 6 s), beside the
+// accelerator's probe: run for 1.5 s at every agent start with the qemu driver, it made
+// a loaded machine's start slower for everything else (CI's timing tests). So the answer is cached in the data dir,
 // keyed by the QEMU binary (path, size, mtime) and the running kernel's release, and
 // only a verdict: QEMU still running with a seccomp filter on it (/proc says so), or
 // QEMU saying it has no sandbox or the kernel refused the filter. Anything else (a QEMU
