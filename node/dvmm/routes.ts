@@ -291,6 +291,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }
+  /** a member this node sees (alive or suspect): what counts towards its majority for a change */
+  const inSight = (id: string): boolean => mayBeRunning(membership.members.get(id)?.state)
   /**
    * A start, stop or rm written on a node cut off from the majority takes effect only once
    * it sees one again: the VM's holder on the majority side does not see it meanwhile
@@ -299,7 +301,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    */
   const refuseWithoutMajority = (doc: DocView, what: 'start' | 'stop' | 'rm', vm: string): void => {
     // (mayChangeDesired: a stop or rm of a VM this node holds is taken where no other side can have taken its lease)
-    const may = mayChangeDesired({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false, what, holder: doc.leases.get(vm)?.winner.holder })
+    const may = mayChangeDesired({ roll: doc.roll.keys(), me: svc.me, alive: inSight, joining: false, what, holder: doc.leases.get(vm)?.winner.holder })
     if (!may.ok) throw new ConflictError(`${may.reason}: a ${what} written here would take effect only once this node sees one again (nodes on the other side do not see it meanwhile); ${what} it through a node that sees a majority`, 'no_majority')
   }
   const setDesired = async (id: string, desired: 'running' | 'stopped'): Promise<VmDetail & { stillRuns?: { node: string, name: string, why: string } }> => {
@@ -346,7 +348,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * not yet on this node's roll waits for its entry, up to ROLL_ENTRY_WAIT_MS.
    */
   const rollEntryOf = async (n: { id: string }): Promise<boolean> => {
-    const alive = (): boolean => mayBeRunning(membership.members.get(n.id)?.state)
+    const alive = (): boolean => inSight(n.id)
     if (current().doc.roll.has(n.id) || !alive()) return current().doc.roll.has(n.id)
     const until = Date.now() + ROLL_ENTRY_WAIT_MS
     while (!current().doc.roll.has(n.id) && alive() && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 200))
@@ -354,7 +356,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
   const setDraining = async (idOrName: string, draining: boolean, force = false): Promise<{ node: string, name: string, draining: boolean, vms: string[] }> => {
     const n = findNode(current().doc, idOrName)
-    if (!await rollEntryOf(n) && mayBeRunning(membership.members.get(n.id)?.state)) {
+    if (!await rollEntryOf(n) && inSight(n.id)) {
       throw new ConflictError(`node ${n.name} is alive but its entry on the member roll has not reached this node within ${ROLL_ENTRY_WAIT_MS / 1000} s (it joined a moment ago, or this node's copy of the document lags): try again in a moment`, 'not_on_roll_yet')
     }
     const { doc } = current()
@@ -363,7 +365,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     // (asked again of a node already draining, e.g. to wait: nothing new is stopped)
     // a node cut off from the majority would answer "draining" for a change that takes
     // effect only once it sees one again (bb34: exit 0, nothing moved until the heal)
-    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: inSight, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: a ${draining ? 'drain' : 'undrain'} written here would take effect only once this node sees one again (no VM is placed or moved meanwhile, by either); ${draining ? 'drain' : 'undrain'} ${n.name} through a node that sees a majority`, 'no_majority')
     const again = doc.roll.get(n.id)?.draining === true
     const check = draining && !force && !again
@@ -478,7 +480,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // and the other, long answered 201, would be gone without a word. Nothing could
       // place it here anyway (no claims without a majority). Judged now, on the roll and
       // the members as they are (the last step's fence may predate the others' arrival).
-      const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: id => { const s = membership.members.get(id)?.state; return s === 'alive' || s === 'suspect' }, joining: false })
+      const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: inSight, joining: false })
       if (!may.ok) throw new ConflictError(`${may.reason}: a VM created here could collide with one of the same name created on the other side, and could not be placed until it sees a majority; create it through a node that sees one`, 'no_majority')
       if (draft.desired === 'running') await notWrittenOverNbd(draft)
       // a user no node has failed three starts wherever it was placed (bb41): this node's

@@ -19,7 +19,7 @@ import { bytesText, enc, json, out, size } from './cli-format.ts'
 import { sayWriters } from './say-writers.ts'
 import { kernelFsOf } from '../data-dir.ts'
 import { groupId } from '../groups.ts'
-import { which } from '../netns/netns.ts'
+import { tiedArgv, which } from '../netns/netns.ts'
 
 const POLL_MS = 500
 
@@ -528,8 +528,7 @@ async function qemuImg (args: string[], onPercent?: (p: number) => void, tool: '
     // (looked up first: through setpriv, a missing one was "exit 127", not what to install: rv49)
     const path = which(tool)
     if (path == null) { reject(new CliError(`${tool} could not run (install qemu-utils): it is not on the PATH`, 1)); return }
-    const setpriv = which('setpriv')
-    const [cmd, ...argv] = setpriv == null ? [path, ...args] : [setpriv, '--pdeathsig', 'KILL', '--', path, ...args]
+    const [cmd, ...argv] = tiedArgv([path, ...args])
     const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fd != null ? [fd] : []] }) as ChildProcessWithoutNullStreams
     let err = ''
     let stdout = ''

@@ -67,12 +67,16 @@ export function foreignTables (nftJson: string, own: string): string[] {
  */
 export function listenerInodes (procNetUnix: string, ifname: string): number[] {
   const suffix = `/wireguard/${ifname}.sock`
+  return listeningUnixInodes(procNetUnix, path => path.endsWith(suffix))
+}
+
+/** the inodes of the listening unix sockets in a /proc/net/unix text whose path (`@name` for an abstract one) `matches` (pure) */
+export function listeningUnixInodes (procNetUnix: string, matches: (path: string) => boolean): number[] {
   return procNetUnix.split('\n').slice(1).flatMap(line => {
     const f = line.trim().split(/\s+/)
     if (f.length < 8) return []
-    const path = f.slice(7).join(' ')
     const flags = parseInt(f[3]!, 16)
     const inode = Number(f[6])
-    return path.endsWith(suffix) && (flags & 0x10000) !== 0 && Number.isSafeInteger(inode) && inode > 0 ? [inode] : []
+    return matches(f.slice(7).join(' ')) && (flags & 0x10000) !== 0 && Number.isSafeInteger(inode) && inode > 0 ? [inode] : []
   })
 }

@@ -9,7 +9,9 @@
 // table as dead); the LCM takes it again at its start (tests run it alone), shared
 // within the process.
 import { chmodSync, mkdirSync, statSync } from 'node:fs'
-import { readdir, readFile, readlink } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
+import { socketHolderPids } from '../netns/netns.ts'
+import { listeningUnixInodes } from './leftovers.ts'
 import { dirname, join } from 'node:path'
 import { takeFileLock, type FileLock } from '../file-lock.ts'
 
@@ -17,15 +19,7 @@ import { takeFileLock, type FileLock } from '../file-lock.ts'
 const OLDER_OVERLAY_LOCK = '@vgrid-overlay'
 
 /** the inodes of listening unix sockets named `name` in a /proc/net/unix text (pure) */
-export function unixListenerInodes (procNetUnix: string, name: string): number[] {
-  return procNetUnix.split('\n').slice(1).flatMap(line => {
-    const f = line.trim().split(/\s+/)
-    if (f.length < 8) return []
-    const inode = Number(f[6])
-    // __SO_ACCEPTCON: a listening socket
-    return f.slice(7).join(' ') === name && (parseInt(f[3]!, 16) & 0x10000) !== 0 && Number.isSafeInteger(inode) && inode > 0 ? [inode] : []
-  })
-}
+export const unixListenerInodes = (procNetUnix: string, name: string): number[] => listeningUnixInodes(procNetUnix, path => path === name)
 
 /**
  * A root process holding the abstract overlay lock of an earlier release in this
@@ -34,16 +28,11 @@ export function unixListenerInodes (procNetUnix: string, name: string): number[]
  * root's counts: any user may bind that name (bb48), and must not keep an agent out.
  */
 async function olderOverlayAgent (): Promise<number | undefined> {
-  const inodes = new Set(unixListenerInodes(await readFile('/proc/net/unix', 'utf8').catch(() => ''), OLDER_OVERLAY_LOCK).map(i => `socket:[${i}]`))
-  if (inodes.size === 0) return undefined
-  for (const entry of await readdir('/proc').catch(() => [])) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
-    for (const fd of await readdir(`/proc/${entry}/fd`).catch(() => [])) {
-      if (!inodes.has(await readlink(`/proc/${entry}/fd/${fd}`).catch(() => ''))) continue
-      const uid = /^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${entry}/status`, 'utf8').catch(() => ''))?.[1]
-      if (uid === '0') return Number(entry)
-      break
-    }
+  const inodes = unixListenerInodes(await readFile('/proc/net/unix', 'utf8').catch(() => ''), OLDER_OVERLAY_LOCK)
+  for (const pid of await socketHolderPids(inodes)) {
+    if (pid === process.pid) continue
+    const uid = /^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1]
+    if (uid === '0') return pid
   }
   return undefined
 }

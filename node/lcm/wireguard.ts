@@ -14,11 +14,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, existsSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
-import { chmod, mkdir, readdir, readFile, readlink, stat, unlink } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { getPriority } from 'node:os'
 import { join } from 'node:path'
 import { writeFileDurable } from '../durable-file.ts'
-import { ip, run, sleep, which, isAlive, type RunOptions } from '../netns/netns.ts'
+import { ip, run, sleep, socketHolderPids, tiedArgv, which, isAlive, type RunOptions } from '../netns/netns.ts'
 import { lcmSocketNames, leftoverInterfaces, listenerInodes, type LinkEntry } from './leftovers.ts'
 import { WireguardError, isLegacyNameOf, isValidEndpoint, isValidKey, parseDump, renderConfig, type InterfaceState, type PeerConfig } from './wireguard-format.ts'
 
@@ -348,17 +348,7 @@ async function socketHolders (name: string, netns: string | null): Promise<numbe
   const text = netns == null
     ? await readFile('/proc/net/unix', 'utf8').catch(() => '')
     : await ip(['netns', 'exec', netns, which('cat') ?? 'cat', '/proc/net/unix'], { allowFail: true })
-  const inodes = new Set(listenerInodes(text, name).map(i => `socket:[${i}]`))
-  if (inodes.size === 0) return []
-  const pids: number[] = []
-  for (const entry of await readdir('/proc').catch(() => [])) {
-    if (!/^\d+$/.test(entry)) continue
-    const fds = await readdir(`/proc/${entry}/fd`).catch(() => [])
-    for (const fd of fds) {
-      if (inodes.has(await readlink(`/proc/${entry}/fd/${fd}`).catch(() => ''))) { pids.push(Number(entry)); break }
-    }
-  }
-  return pids
+  return await socketHolderPids(listenerInodes(text, name))
 }
 
 /** Starts wireguard-go in the foreground inside `netns` and waits for its socket. */
@@ -380,8 +370,7 @@ async function startUserspace (name: string, netns: string | null): Promise<Chil
   // agent that never came back left it running for good, holding the port and the
   // overlay's routes (bb45); one restarted replaces it anyway. setpriv, nice and
   // `ip netns exec` exec in turn, and the parent-death signal survives an exec
-  const setpriv = which('setpriv')
-  const [cmd, ...args] = setpriv == null ? niced : [setpriv, '--pdeathsig', 'KILL', '--', ...niced]
+  const [cmd, ...args] = tiedArgv(niced)
   const proc = spawn(cmd!, args, {
     // a session of its own, so that where the kernel groups CPU time by session
     // (autogroup) its priority below is its own, not shared with the agent's
@@ -427,11 +416,7 @@ function raiseAutogroup (pid: number): void {
 }
 
 async function socketAnswers (path: string): Promise<boolean> {
-  return await new Promise(resolve => {
-    const c = createConnection({ path })
-    c.once('connect', () => { c.destroy(); resolve(true) })
-    c.once('error', () => { resolve(false) })
-  })
+  return await connectError(path) === undefined
 }
 
 /**

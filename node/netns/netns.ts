@@ -10,6 +10,7 @@
 import { spawn, execFileSync } from 'node:child_process'
 import { accessSync, constants, readFileSync, rmSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
+import { readdir, readlink } from 'node:fs/promises'
 
 export class NetnsError extends Error {
   override name = 'NetnsError'
@@ -30,6 +31,30 @@ export function which (prog: string): string | undefined {
     } catch {}
   }
   return undefined
+}
+
+/**
+ * `argv` run so that the kernel ends it when this process ends, however it ends
+ * (util-linux `setpriv --pdeathsig KILL`, which execs it: the child's pid is the
+ * command's own); without setpriv, `argv` as it is, ended only by its caller.
+ */
+export function tiedArgv (argv: readonly string[]): string[] {
+  const setpriv = which('setpriv')
+  return setpriv == null ? [...argv] : [setpriv, '--pdeathsig', 'KILL', '--', ...argv]
+}
+
+/** the processes that hold any of these sockets (by inode) open, from /proc/PID/fd (root sees every process's) */
+export async function socketHolderPids (inodes: readonly number[]): Promise<number[]> {
+  const wanted = new Set(inodes.map(i => `socket:[${i}]`))
+  if (wanted.size === 0) return []
+  const pids: number[] = []
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue
+    for (const fd of await readdir(`/proc/${entry}/fd`).catch(() => [])) {
+      if (wanted.has(await readlink(`/proc/${entry}/fd/${fd}`).catch(() => ''))) { pids.push(Number(entry)); break }
+    }
+  }
+  return pids
 }
 
 export interface Support { ok: boolean, reason?: string }
