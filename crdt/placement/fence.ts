@@ -95,9 +95,10 @@ export function mayChangeRoll (i: RollChangeInput): { ok: boolean, reason: strin
  * took the lease).
  */
 export function mayChangeDesired (i: RollChangeInput & { what: 'start' | 'stop' | 'rm', holder: string | undefined }): { ok: boolean, reason: string } {
-  const may = mayChangeRoll(i)
-  if (may.ok || i.what === 'start' || i.holder !== i.me) return may
+  // read once: the roll may be an iterator (doc.roll.keys()), spent by a second read
   const roll = new Set(i.roll)
+  const may = mayChangeRoll({ ...i, roll })
+  if (may.ok || i.what === 'start' || i.holder !== i.me) return may
   const away = [...roll].filter(id => id !== i.me && !i.alive(id)).length
   if (!hasMajority(roll.size, away)) return { ok: true, reason: `${may.reason}, but the ${away} out of sight are no majority either: none of them has taken over this node's VM` }
   return may
