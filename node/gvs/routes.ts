@@ -7,12 +7,12 @@ import type { FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { snapshotOf, type Draft, type Vm, type Volume, type Writer } from '../../crdt/index.ts'
 import { ConflictError, NotFoundError, UnavailableError, ValidationError, booleanQuery, bodyObject, flag, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
-import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, sayNodes, snapshotLayers, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
+import { checkDestroy, checkSnapshotsGo, overProvisioned, volumeUse, cloneSource, checkPath, checkSize, checkRename, findVolume, stillThere, layerNumber, lostPath, planClone, planCreate, planRename, planResize, planSnapshot, layersOf, referencedLayers, sayLayers, sayNodes, MAX_LAYERS, snapshotSize, volumeUsers, type CreateRequest } from './volumes.ts'
 import type { Reader } from '../../crdt/index.ts'
 import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
-import type { ScrubReport } from './scrub.ts'
+import { scrubOfVolume, type ScrubReport } from './scrub.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { foldingLayers, layerReaders, layerUses, type LayerUses } from './layer-reclaim.ts'
 import { placedOn } from './write-intervals.ts'
@@ -172,16 +172,9 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
 
   const scrubOf = (v: Volume): VolumeView['scrub'] => {
     const last = svc.scrub.status().last
-    if (last == null) return null
-    const out = { at: iso(last.finishedAt), objects: 0, bad: 0, repaired: 0 }
-    const layers = new Set([...layersOf(v), ...Object.values(v.snapshots).flatMap(s => snapshotLayers(v, s))])
-    let seen = false
-    for (const l of layers) {
-      const x = last.layers[l]
-      if (x != null) { seen = true; out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }
-    }
+    const found = last == null ? null : scrubOfVolume(last, v)
     // the last scrub checked none of its copies here (made since, or none here): not a scrub of it
-    return seen ? out : null
+    return found == null ? null : { at: iso(last!.finishedAt), ...found }
   }
   const views = async (vs: Volume[]): Promise<VolumeView[]> => {
     const all = svc.volumes()

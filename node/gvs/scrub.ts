@@ -107,6 +107,23 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
   }
 }
 
+/**
+ * What a scrub report found of one volume's copies here: the sums over every layer its
+ * stack or its snapshots' read, or read before a fold (`merged`: a layer folded after the
+ * scrub went by was still the volume's when it was checked, and `vol info` said "none of
+ * its copies checked yet" for a day; CI). Null when the scrub saw none of them. Pure.
+ */
+export function scrubOfVolume (report: Pick<ScrubReport, 'layers'>, v: { id: string, layers?: readonly string[], snapshots: Record<string, { layers?: readonly string[] }> }): { objects: number, bad: number, repaired: number } | null {
+  const layers = new Set([...(v.layers ?? [v.id]), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [v.id])])
+  const out = { objects: 0, bad: 0, repaired: 0 }
+  let seen = false
+  for (const l of layers) {
+    const x = report.layers[l]
+    if (x != null) { seen = true; out.objects += x.objects; out.bad += x.bad; out.repaired += x.repaired }
+  }
+  return seen ? out : null
+}
+
 /** what healing a copy needs; with `objectSize`, a copy damaged everywhere is assembled block by block (assemble.ts) */
 export type HealComponents = Pick<ScrubberComponents, 'transport' | 'sources' | 'nameOf'> & { objectSize?: number, blockSize?: number }
 
