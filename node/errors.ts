@@ -18,9 +18,14 @@ export function quoteGiven (given: string, max = 256): string {
   return JSON.stringify(given.length <= max ? given : `${given.slice(0, 40)}…`) + (given.length <= max ? '' : ` (${given.length} characters)`)
 }
 
-/** What the request names does not exist. */
+/** What the request names does not exist; `code` says more where a client can act on it (a removed VM still stopping). */
 export class NotFoundError extends Error {
   override name = 'NotFoundError'
+  readonly code: string
+  constructor (message: string, code = 'not_found') {
+    super(message)
+    this.code = code
+  }
 }
 
 /** The request contradicts what exists (a name in use, a volume still attached, ...). */

@@ -44,7 +44,8 @@ export function toApiError (err: unknown, contentType?: string): ApiError {
   if (err instanceof ApiError) return err
   if (err instanceof ValidationError) return new ApiError(400, err.code, err.message)
   if (err instanceof InvalidObjectError) return new ApiError(400, 'invalid', err.message)
-  if (err instanceof NotFoundError || err instanceof DocNotFoundError) return new ApiError(404, 'not_found', err.message)
+  if (err instanceof NotFoundError) return new ApiError(404, err.code, err.message)
+  if (err instanceof DocNotFoundError) return new ApiError(404, 'not_found', err.message)
   if (err instanceof SchemaNewerError) return new ApiError(409, 'schema_newer', err.message)
   if (err instanceof ConflictError) return new ApiError(409, err.code, err.message)
   if (err instanceof UnavailableError) return new ApiError(503, err.code, err.message)

@@ -1,5 +1,5 @@
 // CLI commands of DVMM, clients of the local agent's API:
-//   vgrid vm create|ls|show|start|stop|rm|console
+//   vgrid vm create|ls|show|start|stop|rm|wait|console
 //   vgrid node drain|undrain|forget NODE
 //   vgrid ha
 import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
@@ -14,13 +14,17 @@ import { num, sayLabels } from '../cli/format.ts'
 import { linkLine } from '../lcm/cli.ts'
 import { follow, type ConsoleAnswer } from './console-follow.ts'
 import type { LinkView } from '../lcm/links.ts'
-import { durationMs, MAX_TIMER_MS } from '../durations.ts'
+import { waitForVm, waitTimeoutMs, WAIT_FORS, type WaitFor } from './vm-wait.ts'
+import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 
-const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--json] [--api HOST:PORT]'
+const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
+const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
+const WAIT_USAGE = 'vgrid vm wait VM [--for running|stopped|gone (default running)] [--timeout DURATION (default 5m; 90s, 10m, or seconds)] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
-       vgrid vm ls [--json]
+       ${LS_USAGE}
        vgrid vm show VM [--json]
-       vgrid vm start|stop|rm VM [--json]
+       vgrid vm start|stop|rm VM [--wait [--timeout DURATION]] [--json]
+       ${WAIT_USAGE}
        vgrid vm console VM
 SIZE is bytes or a number with K, M, G or T (KB/KiB, MB/MiB... alike: units of 1024)`
 export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout DURATION (default 5m; 90s, 10m, or seconds)]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
@@ -61,6 +65,7 @@ export async function vm (argv: string[]): Promise<void> {
     case 'show': return await show(rest)
     case 'start': case 'stop': case 'rm': return await act(sub, rest)
     case 'console': return await consoleOf(rest)
+    case 'wait': return await waitCommand(rest)
     // no subcommand is a usage error (exit 2, as for an unknown one); asking for help is not
     case undefined: throw new CliError(`vgrid vm: which subcommand?\n${VM_USAGE}`, 2)
     case 'help': case '--help': case '-h': out(VM_USAGE); return
@@ -93,8 +98,11 @@ async function create (args: string[]): Promise<void> {
     label: { type: 'string', multiple: true },
     'anti-affinity': { type: 'string' },
     app: { type: 'string' },
-    stopped: { type: 'boolean' }
+    stopped: { type: 'boolean' },
+    ...WAIT_OPTIONS
   }, CREATE_USAGE, 1)
+  const timeoutMs = waitFlags(v)
+  if (v.wait === true && v.stopped === true) throw new CliError('--wait waits until the VM runs, and --stopped makes it without starting it: give one of them', 2)
   const name = positionals[0]
   if (name == null) throw new CliError(`give the VM a name\nusage: ${CREATE_USAGE}`, 2)
   if (v.cpu == null || v.memory == null) throw new CliError(`--cpu and --memory are required\nusage: ${CREATE_USAGE}`, 2)
@@ -130,9 +138,35 @@ async function create (args: string[]): Promise<void> {
   if (v.input != null) body.inputs = v.input
   if (v.output != null) body.outputs = v.output
   if (v.stopped === true) body.desired = 'stopped'
-  const d = await new ApiClient(v.api as string | undefined).request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
+  const api = new ApiClient(v.api as string | undefined)
+  const d = await api.request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
+  if (timeoutMs != null) return await waitAndSay(api, d.name, 'running', timeoutMs, v.json === true)
   if (v.json === true) return json(d)
   stateLines(d)
+}
+
+const WAIT_OPTIONS = { wait: { type: 'boolean' }, timeout: { type: 'string' } } as const
+
+/** `--wait [--timeout D]`: how long to wait, or undefined when not asked to */
+function waitFlags (v: { wait?: unknown, timeout?: unknown }): number | undefined {
+  if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
+  return v.wait === true ? waitTimeoutMs(v.timeout as string | undefined) : undefined
+}
+
+/** waits (progress lines on stderr), then says where it stands: its detail, or that it is gone */
+async function waitAndSay (api: ApiClient, name: string, want: WaitFor, timeoutMs: number, asJson: boolean): Promise<void> {
+  const d = await waitForVm(api, name, want, { timeoutMs, progress: asJson ? undefined : line => { process.stderr.write(`${line}\n`) } })
+  if (asJson) return json(d ?? { name, state: 'gone' })
+  if (d == null) return say(`${name}: gone`)
+  stateLines(d)
+}
+
+async function waitCommand (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, for: { type: 'string' }, timeout: { type: 'string' } }, WAIT_USAGE, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${WAIT_USAGE}`, 2)
+  const want = (v.for ?? 'running') as WaitFor
+  if (!WAIT_FORS.includes(want)) throw new CliError(`--for "${String(v.for)}" is none of ${WAIT_FORS.join(', ')}\nusage: ${WAIT_USAGE}`, 2)
+  await waitAndSay(new ApiClient(v.api as string | undefined), positionals[0], want, waitTimeoutMs(v.timeout as string | undefined), v.json === true)
 }
 
 /** `NAME: STATE (REASON)`, a reason's lines (a guest's output, written with \n escaped) on lines of their own (bb46: "lock\nIs another process") */
@@ -171,10 +205,16 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
 
 async function ls (argv: string[]): Promise<void> {
   // the states, said (bb49: `unknown` and `paused` were in no help)
-  const { values: v } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, 'vgrid vm ls [--json] [--api HOST:PORT]\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, or the crash rule: 3 in 24 h), paused (its guest held after a disk error), unknown (its node is out of this node\'s sight)')
-  const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>('/v1/vms')
+  const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, or the crash rule: 3 in 24 h), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
+  const filter = { state: v.state as string | undefined, node: v.node as string | undefined, app: v.app as string | undefined, ...(v.label != null ? { labels: pairs(v.label, '--label') } : {}) }
+  if (filter.state != null && !(VM_STATES as readonly string[]).includes(filter.state)) throw new CliError(`--state "${filter.state}" is none of ${VM_STATES.join(', ')}`, 2)
+  const query = vmFilterQuery(filter)
+  const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>(`/v1/vms${query}`).catch((err: unknown) => {
+    // an agent of an earlier release takes no filter
+    throw err instanceof CliError && query !== '' && /unknown query parameter/.test(err.message) ? new CliError(`${err.detail}: this node's agent is of an earlier release, which lists VMs without --state, --node, --app or --label`, 1, { code: err.code }) : err
+  })
   if (v.json === true) return json(r)
-  if (r.vms.length === 0) return out('no VMs')
+  if (r.vms.length === 0) return out(query === '' ? 'no VMs' : 'no VMs of these')
   // an APP column where a VM belongs to one (bb46: only the JSON said it)
   const apps = r.vms.some(x => x.app != null)
   out(table([['NAME', ...apps ? ['APP'] : [], 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
@@ -258,12 +298,19 @@ export function scoreParts (s: { fit?: number, antiAffinity?: number, reach?: nu
 }
 
 async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void> {
-  const usage = `vgrid vm ${what} VM [--json] [--api HOST:PORT]`
-  const { values: v, positionals } = parse(argv, { ...API_OPTION, ...JSON_OPTION }, usage, 1)
+  const until = what === 'start' ? 'until it runs' : what === 'stop' ? 'until nothing of it runs' : 'until its run has ended and its name is free'
+  const usage = `vgrid vm ${what} VM [--wait [--timeout DURATION (default 5m)] (${until})] [--json] [--api HOST:PORT]`
+  const { values: v, positionals } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, ...WAIT_OPTIONS }, usage, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${usage}`, 2)
+  const timeoutMs = waitFlags(v)
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/vms/${enc(positionals[0])}`
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
+  if (timeoutMs != null) {
+    // by its id: a VM of the same name made meanwhile is another one (rm's answer names the id it removed)
+    const id = what === 'rm' ? (r as { removed?: string }).removed ?? positionals[0] : (r as VmDetail).id
+    return await waitAndSay(api, id, what === 'start' ? 'running' : what === 'stop' ? 'stopped' : 'gone', timeoutMs, v.json === true)
+  }
   if (v.json === true) return json(r)
   if (what === 'rm') {
     const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string, disks?: boolean } }
@@ -307,9 +354,7 @@ export async function node (argv: string[]): Promise<void> {
   if (v['without-majority'] === true && sub !== 'forget') throw new CliError('--without-majority is for forget', 2)
   if (v.timeout != null && v.wait !== true) throw new CliError('--timeout is how long --wait waits: give --wait too', 2)
   // seconds, or a duration as every other flag takes (bb46: "5s" refused)
-  const given = v.timeout as string | undefined
-  const timeoutMs = given == null ? 300_000 : /^[0-9]+(\.[0-9]+)?$/.test(given) ? Number(given) * 1000 : durationMs(given)
-  if (timeoutMs == null || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) throw new CliError(`--timeout "${String(given)}" is not a duration above 0 and at most 24 days (90s, 10m, or a number of seconds)`, 2)
+  const timeoutMs = waitTimeoutMs(v.timeout as string | undefined)
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/nodes/${enc(positionals[0])}`
   if (sub === 'forget') {

@@ -22,6 +22,7 @@ import { fencedKillCause } from './run-steps.ts'
 import { userOnNode } from './host/users.ts'
 import { cutLinkNote } from './overlay-moves.ts'
 import { crowdedGroups } from './spread.ts'
+import { keepsVm, vmFilterOf, VM_FILTER_QUERY } from './vm-filter.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -265,9 +266,22 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       return { ...r, reason: `shares node ${r.node ?? r.nodeId} with ${mates.join(', ')} of its anti-affinity group ${c.group}${then}` }
     })
   }
+  /**
+   * No VM `id`: a 404 that says when a removed VM of the name still stops on a node that
+   * may be running it (code `still_stopping`, as a create of the name is refused then),
+   * so `vm rm --wait` can tell the name free from the run still ending.
+   */
+  const findOrStopping = (doc: DocView, id: string): Vm => {
+    try { return findVm(doc, id) } catch (err) {
+      const l = doc.leases.get(id)?.winner
+      const state = l == null ? undefined : l.holder === svc.me ? 'alive' : membership.members.get(l.holder)?.state
+      if (l == null || idle(l) || (state !== 'alive' && state !== 'suspect')) throw err
+      throw new NotFoundError(`no VM "${id}": it was removed, and ${nameOf(l.holder, doc)} ${state === 'alive' ? 'is still stopping its run' : 'holds its run and has not been heard from for a moment'} (lease epoch ${l.epoch}, ${l.status ?? 'claimed'})`, 'still_stopping')
+    }
+  }
   const detail = async (id: string): Promise<VmDetail> => {
     const { reader, doc } = current()
-    const vm = findVm(doc, id)
+    const vm = findOrStopping(doc, id)
     const l = doc.leases.get(vm.id)
     const d = svc.history.decisions.get(vm.id)
     const ctx = rowContext(reader, doc, vm.id)
@@ -463,10 +477,11 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
 
   return (app: FastifyInstance): void => {
-    app.get('/v1/vms', async (): Promise<{ vms: VmRow[] }> => {
+    app.get('/v1/vms', { config: { query: VM_FILTER_QUERY } }, async (req): Promise<{ vms: VmRow[] }> => {
+      const filter = vmFilterOf(req.query)
       const { reader, doc } = current()
       const ctx = rowContext(reader, doc)
-      const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx))
+      const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx)).filter(r => keepsVm(filter, r, doc.vms.get(r.id)?.spec.labels))
       const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)
       return { vms: withGroup(doc, rows.map(r => withCutLinks(doc, withLabels(doc, withDisks(reader, doc, r, health), ctx), ctx)), ctx) }
     })

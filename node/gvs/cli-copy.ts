@@ -405,7 +405,7 @@ async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd
   const args = sub === 'import'
     ? ['convert', '-p', '-n', ...fmt === 'qcow2' ? [] : ['-f', fmt], '-O', 'raw', source, nbd]
     : ['convert', '-p', '-f', 'raw', '-O', fmt, nbd, FD_PATH]
-  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`, asJson ? { out: process.stderr, tty: process.stderr.isTTY === true } : {})
+  const bar = progress(`${sub} ${sub === 'import' ? `${file} -> ${name}` : `${name} -> ${file}`}`)
   try {
     await qemuImg(args, pct => { bar.update(Math.floor(pct), 100) }, 'qemu-img', fd)
   } finally { bar.stop() }

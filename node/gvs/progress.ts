@@ -1,6 +1,7 @@
-// Progress of a long copy in the CLI: a bar (cli-progress) when stdout is a terminal,
-// otherwise plain lines, one per 10 % step (and the last), which logs and pipes keep
-// readable. `qemuImgPercent` reads qemu-img's own -p output ("    (45.00/100%)\r").
+// Progress of a long copy in the CLI, on stderr: a bar (cli-progress) when stderr is a
+// terminal, otherwise plain lines, one per 10 % step (and the last), which logs keep
+// readable; the result's line on stdout (bb50: a script reading stdout got the progress
+// lines mixed into it). `qemuImgPercent` reads qemu-img's own -p output ("    (45.00/100%)\r").
 import cliProgress from 'cli-progress'
 
 export interface Progress {
@@ -11,14 +12,18 @@ export interface Progress {
 
 export interface ProgressOptions {
   tty?: boolean
+  /** where the progress goes (stderr) */
   out?: NodeJS.WritableStream & { write: (s: string) => boolean }
+  /** where `stop`'s final line goes (stdout) */
+  result?: { write: (s: string) => boolean }
   /** how a value prints beside the percentage ("12/40 objects"); none: the percentage alone */
   format?: (value: number, total: number) => string
 }
 
 export function progress (label: string, opts: ProgressOptions = {}): Progress {
-  const out = opts.out ?? process.stdout
-  const tty = opts.tty ?? process.stdout.isTTY === true
+  const out = opts.out ?? process.stderr
+  const result = opts.result ?? process.stdout
+  const tty = opts.tty ?? process.stderr.isTTY === true
   const fmt = opts.format
   if (tty) {
     const bar = new cliProgress.SingleBar({
@@ -39,21 +44,19 @@ export function progress (label: string, opts: ProgressOptions = {}): Progress {
       },
       stop: final => {
         if (started) bar.stop()
-        if (final != null) out.write(final + '\n')
+        if (final != null) result.write(final + '\n')
       }
     }
   }
   let lastStep = -1
-  let lastLine = ''
   return {
     update: (value, total, note = '') => {
       const step = total > 0 ? Math.floor(value / total * 10) : 0
       if (step === lastStep) return
       lastStep = step
-      lastLine = `${label}: ${total > 0 ? Math.floor(value / total * 100) : 0}%${fmt == null ? '' : ` (${fmt(value, total)})`}${note === '' ? '' : `, ${note}`}`
-      out.write(lastLine + '\n')
+      out.write(`${label}: ${total > 0 ? Math.floor(value / total * 100) : 0}%${fmt == null ? '' : ` (${fmt(value, total)})`}${note === '' ? '' : `, ${note}`}\n`)
     },
-    stop: final => { if (final != null && final !== lastLine) out.write(final + '\n') }
+    stop: final => { if (final != null) result.write(final + '\n') }
   }
 }
 

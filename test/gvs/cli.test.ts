@@ -48,8 +48,13 @@ test('vgrid vol commands', async t => {
   const cli = async (...args: string[]): Promise<string> => {
     const lines: string[] = []
     const write = process.stdout.write.bind(process.stdout)
-    process.stdout.write = ((s: string) => { lines.push(String(s)); onOut?.(String(s)); return true }) as typeof process.stdout.write
-    try { await vol([...args, '--api', api]) } finally { process.stdout.write = write }
+    const writeErr = process.stderr.write.bind(process.stderr)
+    // progress goes to stderr (bb50), the result to stdout: both read here, in their
+    // order, but for --json, whose stdout is the one answer
+    const take = ((s: string) => { lines.push(String(s)); onOut?.(String(s)); return true }) as typeof process.stdout.write
+    process.stdout.write = take
+    process.stderr.write = args.includes('--json') ? ((s: string) => { onOut?.(String(s)); return true }) as typeof process.stderr.write : take
+    try { await vol([...args, '--api', api]) } finally { process.stdout.write = write; process.stderr.write = writeErr }
     return lines.join('')
   }
 

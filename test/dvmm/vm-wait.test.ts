@@ -1,0 +1,108 @@
+// `vgrid vm wait`, the --wait of vm create|start|stop|rm, and vm ls's filters, against
+// a real API of in-process agents with the fake driver (bb49: scripts polled vm show and
+// listed every VM to find the failed ones).
+import test from 'ava'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import Fastify from 'fastify'
+import { startDvmmGrid } from './grid.ts'
+import { toApiError, errorBody } from '../../node/api/errors.ts'
+import { MAX_PARAM_LENGTH } from '../../node/api/server.ts'
+
+const run = promisify(execFile)
+const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
+
+async function cli (api: string, ...args: string[]): Promise<{ code: number, out: string, err: string }> {
+  try {
+    const r = await run(process.execPath, ['--input-type=module', '-e', SCRIPT, ...args], { env: { ...process.env, VGRID_API: api }, timeout: 60_000 })
+    return { code: 0, out: r.stdout, err: r.stderr }
+  } catch (e) {
+    const x = e as { code: number, stdout: string, stderr: string }
+    return { code: x.code, out: x.stdout, err: x.stderr }
+  }
+}
+
+test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100, stopGraceMs: 3000 } })
+  t.teardown(g.stop)
+  const app = Fastify({ routerOptions: { maxParamLength: MAX_PARAM_LENGTH } })
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = toApiError(err)
+    return await reply.code(e.status).send(errorBody(e.code, e.message))
+  })
+  g.nodes[0]!.dvmm.routes(app)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => { await app.close() })
+  const api = `127.0.0.1:${(app.server.address() as { port: number }).port}`
+
+  // create --wait answers once it runs, the pending and starting states on stderr
+  const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '64M', '--label', 'tier=web', '--app', 'shop', '--wait', '--', 'fake:run')
+  t.is(created.code, 0, created.err)
+  t.regex(created.out, /^web: running$/m)
+  t.notRegex(created.out, /pending|starting/, 'progress goes to stderr')
+  t.is((await cli(api, 'vm', 'create', 'other', '--cpu', '0.5', '--memory', '64M', '--stopped', '--', 'fake:run')).code, 0)
+  t.regex((await cli(api, 'vm', 'create', 'x', '--cpu', '1', '--memory', '64M', '--stopped', '--wait', '--', 'fake:run')).err, /--wait waits until the VM runs, and --stopped makes it without starting it/)
+  t.regex((await cli(api, 'vm', 'stop', 'web', '--timeout', '5')).err, /--timeout is how long --wait waits: give --wait too/)
+
+  // filters, in the CLI and the API
+  const only = async (...f: string[]): Promise<string[]> => {
+    const r = await cli(api, 'vm', 'ls', '--json', ...f)
+    t.is(r.code, 0, r.err)
+    return (JSON.parse(r.out) as { vms: Array<{ name: string }> }).vms.map(x => x.name)
+  }
+  t.deepEqual(await only(), ['other', 'web'])
+  t.deepEqual(await only('--state', 'running'), ['web'])
+  t.deepEqual(await only('--state', 'stopped'), ['other'])
+  t.deepEqual(await only('--label', 'tier=web', '--app', 'shop'), ['web'])
+  t.deepEqual(await only('--label', 'tier=db'), [])
+  const holder = g.nodes[0]!.agent.state.read().get('leases', 'web')!.value.holder
+  t.deepEqual(await only('--node', holder), ['web'], 'a node by id')
+  t.regex((await cli(api, 'vm', 'ls', '--state', 'failed')).out, /^no VMs of these$/m)
+  const badState = await cli(api, 'vm', 'ls', '--state', 'runing')
+  t.is(badState.code, 2)
+  t.regex(badState.err, /--state "runing" is none of pending, starting, running/)
+  const res = await fetch(`http://${api}/v1/vms?state=runing`)
+  t.is(res.status, 400)
+  t.regex(((await res.json()) as { error: { message: string } }).error.message, /state "runing" is none of/)
+
+  // stop --wait until nothing runs, start --wait until it runs again
+  const stopped = await cli(api, 'vm', 'stop', 'web', '--wait')
+  t.is(stopped.code, 0, stopped.err)
+  t.regex(stopped.out, /^web: stopped/m)
+  const started = await cli(api, 'vm', 'start', 'web', '--wait', '--json')
+  t.is(started.code, 0, started.err)
+  t.like(JSON.parse(started.out), { name: 'web', state: 'running', desired: 'running' })
+
+  // a VM that cannot get there: the wait ends at once with why, or at its timeout with where it stands
+  const failing = await cli(api, 'vm', 'create', 'bad', '--cpu', '0.5', '--memory', '64M', '--restart', 'never', '--wait', '--json', '--', 'fake:nope')
+  t.is(failing.code, 1, failing.out + failing.err)
+  t.like(JSON.parse(failing.out), { error: { code: 'vm_failed' } })
+  t.regex(failing.err, /^bad: will not be running: it failed: /m)
+  const nowhere = await cli(api, 'vm', 'create', 'nowhere', '--cpu', '0.5', '--memory', '64M', '--constraint', 'rack=none', '--wait', '--timeout', '2', '--', 'fake:run')
+  t.is(nowhere.code, 1)
+  t.regex(nowhere.err, /^nowhere: not running after 2 s: pending \(.*rack=none/m)
+  t.regex(nowhere.err, /^nowhere: pending/m, 'where it stood, said as it waited')
+  const notStopped = await cli(api, 'vm', 'wait', 'web', '--for', 'stopped', '--json')
+  t.like(JSON.parse(notStopped.out), { error: { code: 'desired_changed' } })
+  t.is((await cli(api, 'vm', 'wait', 'web', '--for', 'later')).code, 2)
+
+  // rm --wait: until its run has ended (the fake ignores the stop, so the grace passes); the name is free at once then
+  t.is((await cli(api, 'vm', 'create', 'stubborn', '--cpu', '0.5', '--memory', '64M', '--wait', '--', 'fake:ignore-stop')).code, 0)
+  const rm = await cli(api, 'vm', 'rm', 'stubborn')
+  t.is(rm.code, 0, rm.err)
+  const meanwhile = await fetch(`http://${api}/v1/vms/stubborn`)
+  t.is(meanwhile.status, 404)
+  const body = (await meanwhile.json()) as { error: { code: string, message: string } }
+  t.is(body.error.code, 'still_stopping')
+  t.regex(body.error.message, /^no VM "stubborn": it was removed, and a[01] is still stopping its run \(lease epoch 1, (running|stopping)\)$/)
+  const gone = await cli(api, 'vm', 'wait', 'stubborn', '--for', 'gone')
+  t.is(gone.code, 0, gone.err)
+  t.regex(gone.out, /^stubborn: gone$/m)
+  t.regex(gone.err, /still stopping its run/, 'said while it waited')
+  t.is((await cli(api, 'vm', 'create', 'stubborn', '--cpu', '0.5', '--memory', '64M', '--stopped', '--', 'fake:run')).code, 0, 'the name is free')
+  const rmWait = await cli(api, 'vm', 'rm', 'web', '--wait')
+  t.is(rmWait.code, 0, rmWait.err)
+  t.regex(rmWait.out, /^web: gone$/m)
+  t.false([...g.nodes].some(n => n.fake.vms.get('web')?.state === 'running'), 'nothing of it runs')
+  t.is((await cli(api, 'vm', 'wait', 'nosuch')).code, 1)
+})
