@@ -153,11 +153,11 @@ function waitFlags (v: { wait?: unknown, timeout?: unknown }): number | undefine
   return v.wait === true ? waitTimeoutMs(v.timeout as string | undefined) : undefined
 }
 
-/** waits (progress lines on stderr), then says where it stands: its detail, or that it is gone */
-async function waitAndSay (api: ApiClient, name: string, want: WaitFor, timeoutMs: number, asJson: boolean): Promise<void> {
-  const d = await waitForVm(api, name, want, { timeoutMs, progress: asJson ? undefined : line => { process.stderr.write(`${line}\n`) } })
-  if (asJson) return json(d ?? { name, state: 'gone' })
-  if (d == null) return say(`${name}: gone`)
+/** waits (progress lines on stderr), then says where it stands: its detail, or that it is gone (`removed`: the rm's own answer, kept in --json's) */
+async function waitAndSay (api: ApiClient, name: string, want: WaitFor, timeoutMs: number, asJson: boolean, removed?: unknown): Promise<void> {
+  const { detail: d, note } = await waitForVm(api, name, want, { timeoutMs, afterRm: removed != null, progress: asJson ? undefined : line => { process.stderr.write(`${line}\n`) } })
+  if (asJson) return json(d ?? { name, state: 'gone', ...(note != null ? { note } : {}), ...(removed != null ? { removed } : {}) })
+  if (d == null) return say(`${name}: gone${note != null ? ` (${note})` : ''}`)
   stateLines(d)
 }
 
@@ -206,7 +206,11 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
 async function ls (argv: string[]): Promise<void> {
   // the states, said (bb49: `unknown` and `paused` were in no help)
   const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, or the crash rule: 3 in 24 h), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
-  const filter = { state: v.state as string | undefined, node: v.node as string | undefined, app: v.app as string | undefined, ...(v.label != null ? { labels: pairs(v.label, '--label') } : {}) }
+  const labels = v.label == null ? undefined : pairs(v.label, '--label')
+  // the API refuses it too: one value each (rv51: the last was kept without a word)
+  const twice = (v.label ?? []).find(p => labels![p.slice(0, p.indexOf('='))] !== p.slice(p.indexOf('=') + 1))
+  if (twice != null) throw new CliError(`--label ${twice.slice(0, twice.indexOf('='))} is given twice with different values: a VM has one value of it`, 2)
+  const filter = { state: v.state as string | undefined, node: v.node as string | undefined, app: v.app as string | undefined, ...(labels != null ? { labels } : {}) }
   if (filter.state != null && !(VM_STATES as readonly string[]).includes(filter.state)) throw new CliError(`--state "${filter.state}" is none of ${VM_STATES.join(', ')}`, 2)
   const query = vmFilterQuery(filter)
   const r = await new ApiClient(v.api as string | undefined).get<{ vms: VmRow[] }>(`/v1/vms${query}`).catch((err: unknown) => {
@@ -214,7 +218,7 @@ async function ls (argv: string[]): Promise<void> {
     throw err instanceof CliError && query !== '' && /unknown query parameter/.test(err.message) ? new CliError(`${err.detail}: this node's agent is of an earlier release, which lists VMs without --state, --node, --app or --label`, 1, { code: err.code }) : err
   })
   if (v.json === true) return json(r)
-  if (r.vms.length === 0) return out(query === '' ? 'no VMs' : 'no VMs of these')
+  if (r.vms.length === 0) return out(query === '' ? 'no VMs' : 'no VMs match')
   // an APP column where a VM belongs to one (bb46: only the JSON said it)
   const apps = r.vms.some(x => x.app != null)
   out(table([['NAME', ...apps ? ['APP'] : [], 'STATE', 'NODE', 'EPOCH', 'CPU', 'MEMORY', 'DRIVER', 'REASON'],
@@ -306,16 +310,21 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   const api = new ApiClient(v.api as string | undefined)
   const path = `/v1/vms/${enc(positionals[0])}`
   const r = what === 'rm' ? await api.request<unknown>('DELETE', path) : await api.request<VmDetail>('POST', `${path}/${what}`)
-  if (timeoutMs != null) {
-    // by its id: a VM of the same name made meanwhile is another one (rm's answer names the id it removed)
-    const id = what === 'rm' ? (r as { removed?: string }).removed ?? positionals[0] : (r as VmDetail).id
-    return await waitAndSay(api, id, what === 'start' ? 'running' : what === 'stop' ? 'stopped' : 'gone', timeoutMs, v.json === true)
-  }
-  if (v.json === true) return json(r)
   if (what === 'rm') {
     const { links = [], stillRuns, stopping } = r as { links?: string[], stillRuns?: { name: string, why: string }, stopping?: { name: string, disks?: boolean } }
     // a process VM has neither a guest to shut down nor volumes (bb38); an older agent does not say whether it had disks
-    say(`${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (it gets its stop grace to end, then is killed)${stopping.disks !== false ? '; its volumes go to no other VM until it has (vgrid vol info shows)' : ''}` : ''}`)
+    const line = `${positionals[0]}: removed${links.length > 0 ? `, with its link${links.length === 1 ? '' : 's'} ${links.join(', ')}` : ''}${stillRuns != null ? `; it still runs on ${stillRuns.name}: ${stillRuns.why}` : ''}${stopping != null ? `; it is being stopped on ${stopping.name} (it gets its stop grace to end, then is killed)${stopping.disks !== false ? '; its volumes go to no other VM until it has (vgrid vol info shows)' : ''}` : ''}`
+    // with --wait, said first, with the progress (rv51: the wait dropped it)
+    if (timeoutMs != null) {
+      if (v.json !== true) process.stderr.write(`${escapeControls(line)}\n`)
+      return await waitAndSay(api, positionals[0], 'gone', timeoutMs, v.json === true, r)
+    }
+    if (v.json === true) return json(r)
+    say(line)
+  } else if (timeoutMs != null) {
+    return await waitAndSay(api, (r as VmDetail).id, what === 'start' ? 'running' : 'stopped', timeoutMs, v.json === true)
+  } else if (v.json === true) {
+    return json(r)
   } else {
     const d = r as VmDetail & { stillRuns?: { name: string, why: string } }
     const asked = what === 'start' ? 'running' : 'stopped'

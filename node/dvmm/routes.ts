@@ -275,8 +275,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     try { return findVm(doc, id) } catch (err) {
       const l = doc.leases.get(id)?.winner
       const state = l == null ? undefined : l.holder === svc.me ? 'alive' : membership.members.get(l.holder)?.state
-      if (l == null || idle(l) || (state !== 'alive' && state !== 'suspect')) throw err
-      throw new NotFoundError(`no VM "${id}": it was removed, and ${nameOf(l.holder, doc)} ${state === 'alive' ? 'is still stopping its run' : 'holds its run and has not been heard from for a moment'} (lease epoch ${l.epoch}, ${l.status ?? 'claimed'})`, 'still_stopping')
+      if (l == null || idle(l)) throw err
+      // a node stopped for a restart keeps its VMs running under its watchdog (rv51: said gone meanwhile)
+      const graceMs = state === 'alive' || state === 'suspect' ? 0 : svc.restartGraceLeftMs?.(l.holder) ?? 0
+      if (state !== 'alive' && state !== 'suspect' && !(graceMs > 0)) throw err
+      const how = state === 'alive' ? 'is still stopping its run' : state === 'suspect' ? 'holds its run and has not been heard from for a moment' : `stopped for a restart with its run going on: its agent, back, stops it, or its watchdog kills it within ${Math.ceil(graceMs / 1000)} s`
+      throw new NotFoundError(`no VM "${id}": it was removed, and ${nameOf(l.holder, doc)} ${how} (lease epoch ${l.epoch}, ${l.status ?? 'claimed'})`, 'still_stopping')
     }
   }
   const detail = async (id: string): Promise<VmDetail> => {

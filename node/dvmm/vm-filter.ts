@@ -39,13 +39,13 @@ export function vmFilterOf (query: unknown): VmFilter {
   const raw = q.label
   if (raw !== undefined) {
     const list = Array.isArray(raw) ? raw : [raw]
-    f.labels = {}
+    f.labels = Object.create(null) as Record<string, string>
     for (const p of list) {
       const i = typeof p === 'string' ? p.indexOf('=') : -1
       if (i <= 0) throw new ValidationError('label', `label ${JSON.stringify(String(p).slice(0, 64))} is not KEY=VALUE`)
       const k = (p as string).slice(0, i)
       const v = (p as string).slice(i + 1)
-      if (f.labels[k] != null && f.labels[k] !== v) throw new ValidationError('label', `label ${k} is given twice, as ${JSON.stringify(f.labels[k])} and ${JSON.stringify(v)}: a VM has one value of it`)
+      if (Object.hasOwn(f.labels, k) && f.labels[k] !== v) throw new ValidationError('label', `label ${k} is given twice, as ${JSON.stringify(f.labels[k])} and ${JSON.stringify(v)}: a VM has one value of it`)
       f.labels[k] = v
     }
   }
@@ -57,7 +57,7 @@ export function keepsVm (f: VmFilter, row: Pick<VmRow, 'state' | 'node' | 'nodeI
   if (f.state != null && row.state !== f.state) return false
   if (f.node != null && row.node !== f.node && row.nodeId !== f.node) return false
   if (f.app != null && row.app !== f.app) return false
-  for (const [k, v] of Object.entries(f.labels ?? {})) if (labels?.[k] !== v) return false
+  for (const [k, v] of Object.entries(f.labels ?? {})) if (labels == null || !Object.hasOwn(labels, k) || labels[k] !== v) return false
   return true
 }
 

@@ -10,14 +10,18 @@ import type { VmDetail } from './vms.ts'
 export type WaitFor = 'running' | 'stopped' | 'gone'
 export const WAIT_FORS: readonly WaitFor[] = ['running', 'stopped', 'gone']
 
-/** what one look at the VM found: its row, no VM of the name, or a removed one whose run is still stopping */
+/**
+ * What one look at the VM found: its row (with its lease's status: a `stopped` shown
+ * while desired running may be a fence's kill, which starts again, or an end, which does
+ * not), no VM of the name, or a removed one whose run is still stopping.
+ */
 export type VmSeen =
-  | { kind: 'vm', name: string, state: string, desired: string, node: string | null, reason: string | null }
+  | { kind: 'vm', name: string, state: string, desired: string, node: string | null, reason: string | null, lease?: { status?: string, completed?: boolean, parked?: boolean } | null }
   | { kind: 'gone' }
   | { kind: 'stopping', message: string }
 
 export type WaitVerdict =
-  | { done: true, failed?: undefined }
+  | { done: true, failed?: undefined, note?: string }
   | { done: false, failed: { code: string, message: string } }
   | { done: false, failed?: undefined, now: string }
 
@@ -25,17 +29,21 @@ export type WaitVerdict =
  * Whether the wait is over (`done`), can no longer end as asked (`failed`: a state no
  * change of the grid's leads out of without a new request), or goes on (`now`: what it
  * is meanwhile). Pure.
- * - running: `failed` (a failed start, or the crash rule) and `stopped` while desired
- *   running (its command ended and its restart policy keeps it so) are final, as is a
- *   stop made meanwhile; pending, starting, paused and unknown pass.
+ * - running: `failed` (a failed start) and a lease left `stopped` while desired running
+ *   (its command ended: `completed` when cleanly and its policy keeps it so, else the
+ *   crash rule or restart never after a crash) are final, as is a stop made meanwhile;
+ *   pending, starting, paused, unknown and a `stopped` whose lease is not (a fence's
+ *   kill, an end not yet written) pass (rv51: a fenced VM was called ended).
  * - stopped: stopped or failed (nothing runs); a start made meanwhile ends the wait.
- * - gone: no VM of the name and no run of a removed one still stopping.
+ * - gone: no VM of the name and no run of a removed one still stopping. `afterRm`: the
+ *   wait follows the caller's own rm, so a VM of the name found is a new one, made once
+ *   the old run had ended (createVmIn refuses it before).
  */
-export function waitVerdict (want: WaitFor, seen: VmSeen): WaitVerdict {
+export function waitVerdict (want: WaitFor, seen: VmSeen, afterRm = false): WaitVerdict {
   if (seen.kind === 'gone') return want === 'gone' ? { done: true } : { done: false, failed: { code: 'not_found', message: 'it was removed' } }
   if (seen.kind === 'stopping') return want === 'gone' ? { done: false, now: seen.message } : { done: false, failed: { code: 'not_found', message: seen.message } }
   const now = `${seen.state}${seen.node != null ? ` on ${seen.node}` : ''}${seen.reason != null ? ` (${seen.reason})` : ''}`
-  if (want === 'gone') return { done: false, now: `${now}; it is not removed (vgrid vm rm removes it)` }
+  if (want === 'gone') return afterRm ? { done: true, note: 'its run ended, and a new VM of the name was made meanwhile' } : { done: false, now: `${now}; it is not removed (vgrid vm rm removes it)` }
   if (want === 'stopped') {
     if (seen.state === 'stopped' || seen.state === 'failed') return { done: true }
     if (seen.desired === 'running') return { done: false, failed: { code: 'desired_changed', message: `it is desired running (started meanwhile, or never stopped: vgrid vm stop stops it); now ${now}` } }
@@ -44,7 +52,9 @@ export function waitVerdict (want: WaitFor, seen: VmSeen): WaitVerdict {
   if (seen.state === 'running') return { done: true }
   if (seen.desired === 'stopped') return { done: false, failed: { code: 'desired_changed', message: `it is desired stopped (stopped meanwhile, or made with --stopped: vgrid vm start starts it); now ${now}` } }
   if (seen.state === 'failed') return { done: false, failed: { code: 'vm_failed', message: `it failed: ${seen.reason ?? 'no reason given'} (vgrid vm show says more; vgrid vm start tries again)` } }
-  if (seen.state === 'stopped') return { done: false, failed: { code: 'vm_ended', message: `it ran and ended, and its restart policy leaves it stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm start runs it again)` } }
+  const left = seen.state === 'stopped' && seen.lease?.status === 'stopped' && seen.lease.parked !== true
+  if (left && seen.lease!.completed === true) return { done: false, failed: { code: 'vm_ended', message: `it ran and ended cleanly, and its restart policy leaves it stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm start runs it again)` } }
+  if (left) return { done: false, failed: { code: 'vm_failed', message: `it ended and was left stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm show says more; vgrid vm start runs it again)` } }
   return { done: false, now }
 }
 
@@ -60,6 +70,8 @@ const PASSING = new Set(['agent_unreachable', 'agent_timeout'])
 
 export interface WaitOptions {
   timeoutMs: number
+  /** the wait follows the caller's own `vm rm` (waitVerdict) */
+  afterRm?: boolean
   /** a line each time what the VM is changes (text mode; none with --json) */
   progress?: (line: string) => void
   pollMs?: number
@@ -70,16 +82,17 @@ export interface WaitOptions {
  * once gone) or failed (a CliError with the verdict's code), or the timeout passes
  * (code `timeout`, what it is now said).
  */
-export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, name: string, want: WaitFor, o: WaitOptions): Promise<VmDetail | null> {
+export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, name: string, want: WaitFor, o: WaitOptions): Promise<{ detail: VmDetail | null, note?: string }> {
   const end = Date.now() + o.timeoutMs
   let said = ''
   let last = 'not looked at yet'
+  let looked = false
   for (;;) {
     let seen: VmSeen
     let detail: VmDetail | null = null
     try {
       detail = await api.get<VmDetail>(`/v1/vms/${encodeURIComponent(name)}`)
-      seen = { kind: 'vm', name: detail.name, state: detail.state, desired: detail.desired, node: detail.node, reason: detail.reason }
+      seen = { kind: 'vm', name: detail.name, state: detail.state, desired: detail.desired, node: detail.node, reason: detail.reason, lease: detail.lease }
     } catch (err) {
       const e = err as { code?: string, detail?: string, message?: string }
       if (e.code === 'not_found') seen = { kind: 'gone' }
@@ -91,13 +104,16 @@ export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, 
         continue
       } else throw err
     }
-    const v = waitVerdict(want, seen)
-    if (v.done) return detail
+    // a VM never seen: not one that was removed meanwhile (rv51)
+    if (!looked && seen.kind === 'gone' && want !== 'gone') throw new CliError(`no VM "${escapeControls(name)}"`, 1, { code: 'not_found' })
+    looked = true
+    const v = waitVerdict(want, seen, o.afterRm)
+    if (v.done) return { detail: seen.kind === 'vm' && v.note == null ? detail : null, ...(v.note != null ? { note: v.note } : {}) }
     if (v.failed != null) throw new CliError(`${name}: will not be ${want}: ${escapeControls(v.failed.message)}`, 1, { code: v.failed.code })
     last = v.now
     if (last !== said) o.progress?.(escapeControls(`${name}: ${last}`))
     said = last
-    if (Date.now() >= end) throw new CliError(`${name}: not ${want} after ${Math.round(o.timeoutMs / 1000)} s: ${escapeControls(last)}`, 1, { code: 'timeout' })
+    if (Date.now() >= end) throw new CliError(`${name}: not ${want} after ${Math.round(o.timeoutMs / 100) / 10} s: ${escapeControls(last)}`, 1, { code: 'timeout' })
     await new Promise(resolve => setTimeout(resolve, Math.min(o.pollMs ?? 500, Math.max(0, end - Date.now()))))
   }
 }

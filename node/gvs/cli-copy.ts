@@ -167,7 +167,7 @@ async function copy (api: ApiClient, sub: 'import' | 'export', ref: string, file
   /** where the zeroed tail past a smaller image began */
   let zeroedFrom: number | undefined
   try {
-    await convert(sub, fmt, file, nbd, name, asJson, image ?? target!)
+    await convert(sub, fmt, file, nbd, name, image ?? target!)
     // the volume holds the image and nothing else: what lay past a smaller image's end
     // (an older disk's data, its backup GPT header) is zeroed (and unmapped)
     if (sub === 'import' && imageBytes != null && imageBytes < d.sizeBytes) {
@@ -395,7 +395,7 @@ async function tempSnapshot (api: ApiClient, d: VolumeView, users: string | null
   return { name: s.name, nbd: s.nbd, stop: () => { clearInterval(renew) } }
 }
 
-async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, asJson: boolean, fd: number): Promise<void> {
+async function convert (sub: 'import' | 'export', fmt: string, file: string, nbd: string, name: string, fd: number): Promise<void> {
   checkSocketAccess(nbd)
   // -n: the volume exists (qemu-img must not try to create it); -p: progress. The file by
   // its descriptor (FD_PATH); a qcow2 opened with no backing file whatever its header says

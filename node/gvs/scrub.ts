@@ -111,7 +111,9 @@ export class Scrubber extends EventEmitter<ScrubberEvents> {
  * What a scrub report found of one volume's copies here: the sums over every layer its
  * stack or its snapshots' read, or read before a fold (`merged`: a layer folded after the
  * scrub went by was still the volume's when it was checked, and `vol info` said "none of
- * its copies checked yet" for a day; CI). Null when the scrub saw none of them. Pure.
+ * its copies checked yet" for a day; CI). Between a fold and the freeing of the folded
+ * layer both hold copies of its objects, and a scrub then checks, and counts, both. Null
+ * when the scrub saw none of them. Pure.
  */
 export function scrubOfVolume (report: Pick<ScrubReport, 'layers'>, v: { id: string, layers?: readonly string[], snapshots: Record<string, { layers?: readonly string[] }> }): { objects: number, bad: number, repaired: number } | null {
   const layers = new Set([...(v.layers ?? [v.id]), ...Object.values(v.snapshots).flatMap(s => s.layers ?? [v.id])])

@@ -45,14 +45,17 @@ test('vgrid vol commands', async t => {
 
   /** runs a vol command, returning what it printed */
   let onOut: ((s: string) => void) | undefined
+  /** what the last command wrote to stdout alone */
+  let stdout = ''
   const cli = async (...args: string[]): Promise<string> => {
     const lines: string[] = []
+    stdout = ''
     const write = process.stdout.write.bind(process.stdout)
     const writeErr = process.stderr.write.bind(process.stderr)
     // progress goes to stderr (bb50), the result to stdout: both read here, in their
     // order, but for --json, whose stdout is the one answer
     const take = ((s: string) => { lines.push(String(s)); onOut?.(String(s)); return true }) as typeof process.stdout.write
-    process.stdout.write = take
+    process.stdout.write = ((s: string) => { stdout += String(s); return take(s) }) as typeof process.stdout.write
     process.stderr.write = args.includes('--json') ? ((s: string) => { onOut?.(String(s)); return true }) as typeof process.stderr.write : take
     try { await vol([...args, '--api', api]) } finally { process.stdout.write = write; process.stderr.write = writeErr }
     return lines.join('')
@@ -131,6 +134,8 @@ test('vgrid vol commands', async t => {
     // not a terminal here: plain progress lines, up to 100 %
     const imported = await cli('import', join(dir, 'in.raw'), '/shop/db/main')
     t.regex(imported, /import .*in\.raw -> \/shop\/db\/main: 100%\n/, imported)
+    t.regex(stdout, /^imported .*in\.raw into \/shop\/db\/main/m)
+    t.notRegex(stdout, /\d+%/, 'the progress is on stderr, the result alone on stdout (bb50)')
     t.regex(imported, /imported .* into \/shop\/db\/main/)
     // into a volume not made yet: said how to make it (bb17: only "no volume with id or path")
     await t.throwsAsync(cli('import', join(dir, 'in.raw'), '/shop/db/new'), { message: /no volume with id or path "\/shop\/db\/new".*: an import writes into a volume that exists; make it first \(vgrid vol create \/shop\/db\/new --size SIZE/ })
@@ -312,6 +317,7 @@ test('vgrid vol commands', async t => {
   // this node's scrub: on its schedule, and now when asked, with plain progress lines
   t.regex(await cli('scrub'), /every 24 h; next \d{4}-/)
   const now = await cli('scrub', '--now')
+  t.notRegex(stdout, /\d+%/, 'the scrub\'s progress on stderr (bb50)')
   t.regex(now, haveQemuImg ? /scrub: \d+ objects checked, 0 bad, 0 rewritten/ : /scrub: 0 objects checked/, now)
   t.regex(await cli('scrub'), /last: \S+: \d+ objects checked, 0 bad/)
   if (haveQemuImg) t.regex(await cli('info', '/shop/db/main'), /scrub\s+\S+: [1-9]\d* objects here checked by this node's scheduled scrub, 0 bad/)

@@ -7,7 +7,7 @@ import { scrubOfVolume } from '../../node/gvs/scrub.ts'
 const counts = (objects: number, bad = 0, repaired = 0): { objects: number, bad: number, repaired: number } => ({ objects, bad, repaired })
 
 test('a scrub counts the copies of every layer the volume and its snapshots read, and those folded away since', t => {
-  // the volume as CI had it: vol-a, @1 and @3 folded into @5 after the scrub went by
+  // the volume as CI had it: vol-a, @1 and @3 folded into @5 after the scrub went by (`merged` is not read: the raw stacks hold every layer)
   const v = { id: 'vol-a', layers: ['vol-a@6', 'vol-a@5', 'vol-a@3', 'vol-a@1', 'vol-a'], merged: { 'vol-a': 'vol-a@5', 'vol-a@1': 'vol-a@5', 'vol-a@3': 'vol-a@5' }, snapshots: { s: { name: 's', createdAt: 1, layers: ['vol-a@5', 'vol-a@3', 'vol-a@1', 'vol-a'] } } }
   const report = { layers: { 'vol-a': counts(4), 'vol-a@1': counts(1, 1, 1), 'vol-a@3': counts(1), 'vol-b': counts(9) } }
   t.deepEqual(scrubOfVolume(report, v), counts(6, 1, 1))
