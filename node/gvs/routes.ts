@@ -518,7 +518,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
         await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
         const now = svc.volumes().find(x => x.id === v.id)
         if (now == null) throw new ConflictError(`volume "${v.path}" was removed through another node at the same moment`, 'removed_meanwhile')
-        if (now.layers?.[0] !== done.layers[0]) throw new ConflictError(`volume "${v.path}" was changed through another node at the same moment (a snapshot, or another rollback), and that change stayed: this rollback to ${String(b.snapshot)} did not (vgrid vol info shows it now)`, 'changed_meanwhile')
+        // the whole stack: two rollbacks at the same moment name the same new top over different snapshots
+        if (JSON.stringify(now.layers ?? [now.id]) !== JSON.stringify(done.layers)) throw new ConflictError(`volume "${v.path}" was changed through another node at the same moment (a snapshot, or another rollback), and that change stayed: this rollback to ${String(b.snapshot)} did not (vgrid vol info shows it now)`, 'changed_meanwhile')
       }
       return { ...await view(stillThere(svc.volumes(), v)), rolledBack: { snapshot: done.snapshot.name, createdAt: new Date(done.snapshot.createdAt).toISOString(), sizeBytes: done.sizeBytes, droppedLayers: done.dropped.length } }
     })
