@@ -19,7 +19,6 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N (default 2
        vgrid vol snapshot NAME VOL VOL... --set [--json]   (one consistent cut of several)
        vgrid vol snapshot rm VOL NAME [--json]
        vgrid vol clone VOL@SNAPSHOT NEWPATH [--json]
-       vgrid vol rollback VOL@SNAPSHOT [--json]   (the volume back to its snapshot, in place: what it wrote since is dropped; its snapshots stay)
        vgrid vol repair VOL [--scrub] [--force] [--json]   (--scrub: verify every copy first; --force: also while a member is away for a restart)
        vgrid vol scrub [--now] [--json]          (this node's scheduled scrub)
        vgrid vol import FILE VOL [--format raw|qcow2] [--json]
@@ -69,7 +68,6 @@ const FLAGS_OF: Record<string, readonly string[]> = {
   rm: ['snapshots'],
   snapshot: ['set'],
   clone: [],
-  rollback: [],
   repair: ['scrub', 'force'],
   scrub: ['now'],
   import: ['format'],
@@ -226,14 +224,6 @@ export async function vol (argv: string[]): Promise<void> {
       const [from, path] = need(2)
       const d = await api.request<VolumeView>('POST', '/v1/volumes', { path, from })
       return v.json === true ? json(d) : out(`${d.path}: clone of ${from!}, ${size(d.sizeBytes)} (id ${d.id})\n  nbd: ${d.nbd}`)
-    }
-    case 'rollback': {
-      const [ref] = need(1)
-      const at = ref!.indexOf('@')
-      if (at <= 0 || at === ref!.length - 1) throw new CliError(`vgrid vol rollback takes VOL@SNAPSHOT: "${ref!}" names no snapshot (vgrid vol info VOL lists them)\n${usageOf(sub)}`, 2)
-      const r = await api.request<VolumeView & { rolledBack: { snapshot: string, createdAt: string, sizeBytes: number, droppedLayers: number } }>('POST', `/v1/volumes/${enc(ref!.slice(0, at))}/rollback`, { snapshot: ref!.slice(at + 1) })
-      if (v.json === true) return json(r)
-      return out(`${r.path}: back to snapshot ${r.rolledBack.snapshot} (taken ${r.rolledBack.createdAt}), ${size(r.sizeBytes)}; what it wrote since is dropped${r.snapshots.length > 0 ? `; its snapshots stay (${r.snapshots.map(x => x.name).join(', ')})` : ''}`)
     }
     case 'repair': return await repair(api, need(1)[0]!, { scrub: v.scrub === true, force: v.force === true, json: v.json === true })
     case 'scrub': need(0); return await scrub(api, { now: v.now === true, json: v.json === true })

@@ -305,7 +305,7 @@ export class LayerReclaim {
 
   /**
    * Frees this node's copies of the layers it saw the document read and that nothing
-   * has read for `freeAfterMs` (a destroyed volume's, a folded layer's, one a rollback dropped). A layer this
+   * has read for `freeAfterMs` (a destroyed volume's, a folded layer's). A layer this
    * node never saw may be new and not yet synced here: kept.
    */
   async free (volumes: readonly Volume[], now = performance.now()): Promise<string[]> {
@@ -334,7 +334,7 @@ export class LayerReclaim {
       const since = this.unreadSince.get(name) ?? now
       this.unreadSince.set(name, since)
       if (now - since < this.freeAfterMs || wait != null) continue
-      this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, a folded snapshot layer, or what a rollback dropped)', { layer: name })
+      this.c.log.info('freeing the objects of a layer nothing reads any more (a destroyed volume, or a folded snapshot layer)', { layer: name })
       await this.c.store.removeVolume(name)
       this.unreadSince.delete(name)
       this.held.delete(name)

@@ -13,7 +13,6 @@ import type { Pool } from './volumes.ts'
 import type { RepairReport } from './repair.ts'
 import type { LastRepair, RepairProgressView, VolumeHealthView } from './health.ts'
 import { scrubOfVolume, type ScrubReport } from './scrub.ts'
-import { checkRollback, planRollback, rollbackPatch } from './rollback.ts'
 import type { ScrubStatus } from './scrub-schedule.ts'
 import { foldingLayers, layerReaders, layerUses, type LayerUses } from './layer-reclaim.ts'
 import { placedOn } from './write-intervals.ts'
@@ -486,42 +485,6 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       // an export's lease on it (if any) ends with it
       svc.exportSweeper.endLease(v.id, req.params.name)
       return await view(stillThere(svc.volumes(), v))
-    })
-
-    // back to a snapshot in place (rollback.ts); the writes since are dropped, every snapshot stays
-    app.post<{ Params: IdParams }>('/v1/volumes/:id/rollback', { schema: { params: idParams } }, async req => {
-      const b = body(req.body)
-      onlyFields(b, ['snapshot'])
-      const v = findVolume(svc.volumes(), req.params.id, 'rolled back (roll back the volume it is of)')
-      // cut off from the majority, the other side may snapshot, write or roll it back meanwhile
-      const noMajority = svc.noMajority()
-      if (noMajority != null) throw new ConflictError(`${noMajority}: its volumes are neither read nor written here until it sees one, and the other side may change this one meanwhile; roll it back through a node that sees one`, 'no_majority')
-      planRollback(v, b.snapshot, []) // a snapshot it lacks is said before the users are asked
-      const r = state.read()
-      checkRollback(v, r.list('vms'), r.list('leases'), await svc.writersOf(v.id))
-      const done = await state.write(w => {
-        const all = w.reader.list('volumes')
-        const cur = stillThere(all, v)
-        // again inside the write: a VM may have started from it while the writers were asked
-        checkRollback(cur, w.reader.list('vms'), w.reader.list('leases'))
-        const plan = planRollback(cur, b.snapshot, all)
-        w.update('volumes', v.id, rollbackPatch(cur, plan))
-        return { ...plan, top: layersOf(cur)[0]! }
-      }, `volume rollback ${v.path}@${String(b.snapshot)}`)
-      // its former top frozen at the replicas, as a snapshot freezes it: a writer whose
-      // document lags would write on into a layer nothing reads (writes acknowledged,
-      // then lost); refused there, it waits for the new top and writes to it
-      await svc.freeze([done.top])
-      // a snapshot, rollback or rm of it through another node at the same moment: the
-      // document keeps one stack, and a rollback that did not stay is said (as a rename's is)
-      if (othersAlive()) {
-        await new Promise(resolve => setTimeout(resolve, svc.pathSettleMs ?? PATH_SETTLE_MS))
-        const now = svc.volumes().find(x => x.id === v.id)
-        if (now == null) throw new ConflictError(`volume "${v.path}" was removed through another node at the same moment`, 'removed_meanwhile')
-        // the whole stack: two rollbacks at the same moment name the same new top over different snapshots
-        if (JSON.stringify(now.layers ?? [now.id]) !== JSON.stringify(done.layers)) throw new ConflictError(`volume "${v.path}" was changed through another node at the same moment (a snapshot, or another rollback), and that change stayed: this rollback to ${String(b.snapshot)} did not (vgrid vol info shows it now)`, 'changed_meanwhile')
-      }
-      return { ...await view(stillThere(svc.volumes(), v)), rolledBack: { snapshot: done.snapshot.name, createdAt: new Date(done.snapshot.createdAt).toISOString(), sizeBytes: done.sizeBytes, droppedLayers: done.dropped.length } }
     })
 
     // wait (default true): answer with the report when done; false: 202 at once, and

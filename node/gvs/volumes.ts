@@ -207,7 +207,7 @@ export function volumeUse (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease>
 
 const names = (vms: Vm[]): string => vms.map(u => `"${u.name}"`).join(', ')
 
-export function checkWriters (v: Volume, writers: readonly NodeWriters[]): void {
+function checkWriters (v: Volume, writers: readonly NodeWriters[]): void {
   const w = writers.filter(x => x.writers > 0)
   if (w.length > 0) {
     const onlyVms = w.every(x => (x.vmDisks ?? 0) >= x.writers)
