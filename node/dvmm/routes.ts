@@ -482,8 +482,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
 
   return (app: FastifyInstance): void => {
     app.get('/v1/vms', { config: { query: VM_FILTER_QUERY } }, async (req): Promise<{ vms: VmRow[] }> => {
-      const filter = vmFilterOf(req.query)
+      const given = vmFilterOf(req.query)
       const { reader, doc } = current()
+      // a node as every command takes one: its name, id or the short id `vgrid nodes` shows; one of none is a 404, not an empty list
+      const filter = given.node == null ? given : { ...given, node: findNode(doc, given.node).id }
       const ctx = rowContext(reader, doc)
       const rows = [...doc.vms.keys()].sort().map(id => row(doc, id, ctx)).filter(r => keepsVm(filter, r, doc.vms.get(r.id)?.spec.labels))
       const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)

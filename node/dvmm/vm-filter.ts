@@ -8,7 +8,7 @@ export const VM_STATES = ['pending', 'starting', 'running', 'stopping', 'stopped
 
 export interface VmFilter {
   state?: string
-  /** its holder, by name or id */
+  /** its holder, by name or id (the API resolves a short id or name to the id first) */
   node?: string
   app?: string
   /** labels the VM has, each with this value */

@@ -57,6 +57,12 @@ test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   t.deepEqual(await only('--label', 'tier=db'), [])
   const holder = g.nodes[0]!.agent.state.read().get('leases', 'web')!.value.holder
   t.deepEqual(await only('--node', holder), ['web'], 'a node by id')
+  t.deepEqual(await only('--node', `${holder.slice(0, 8)}…${holder.slice(-6)}`), ['web'], 'by the short id vgrid nodes shows')
+  const holderName = `a${g.nodes.findIndex(n => n.agent.id === holder)}`
+  t.deepEqual(await only('--node', holderName), ['web'], 'by name')
+  const noNode = await cli(api, 'vm', 'ls', '--node', 'nosuchnode')
+  t.is(noNode.code, 1)
+  t.regex(noNode.err, /no node with id or name "nosuchnode"/)
   t.regex((await cli(api, 'vm', 'ls', '--state', 'failed')).out, /^no VMs match$/m)
   const badState = await cli(api, 'vm', 'ls', '--state', 'runing')
   t.is(badState.code, 2)
