@@ -140,7 +140,7 @@ async function create (args: string[]): Promise<void> {
   if (v.stopped === true) body.desired = 'stopped'
   const api = new ApiClient(v.api as string | undefined)
   const d = await api.request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
-  if (timeoutMs != null) return await waitAndSay(api, d.name, 'running', timeoutMs, v.json === true)
+  if (timeoutMs != null) return await waitAndSay(api, d.name, 'running', timeoutMs, v.json === true, { asked: true })
   if (v.json === true) return json(d)
   stateLines(d)
 }
@@ -153,9 +153,14 @@ function waitFlags (v: { wait?: unknown, timeout?: unknown }): number | undefine
   return v.wait === true ? waitTimeoutMs(v.timeout as string | undefined) : undefined
 }
 
-/** waits (progress lines on stderr), then says where it stands: its detail, or that it is gone (`removed`: the rm's own answer, kept in --json's) */
-async function waitAndSay (api: ApiClient, name: string, want: WaitFor, timeoutMs: number, asJson: boolean, removed?: unknown): Promise<void> {
-  const { detail: d, note } = await waitForVm(api, name, want, { timeoutMs, afterRm: removed != null, progress: asJson ? undefined : line => { process.stderr.write(`${line}\n`) } })
+/**
+ * Waits (progress lines on stderr), then says where it stands: its detail, or that it is
+ * gone. `asked`: after the caller's own request; `removed`: the caller's rm's answer, kept
+ * in --json's.
+ */
+async function waitAndSay (api: ApiClient, name: string, want: WaitFor, timeoutMs: number, asJson: boolean, o: { asked?: boolean, removed?: unknown } = {}): Promise<void> {
+  const removed = o.removed
+  const { detail: d, note } = await waitForVm(api, name, want, { timeoutMs, asked: o.asked, afterRm: removed != null, progress: asJson ? undefined : line => { process.stderr.write(`${line}\n`) } })
   if (asJson) return json(d ?? { name, state: 'gone', ...(note != null ? { note } : {}), ...(removed != null ? { removed } : {}) })
   if (d == null) return say(`${name}: gone${note != null ? ` (${note})` : ''}`)
   stateLines(d)
@@ -317,12 +322,12 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
     // with --wait, said first, with the progress (rv51: the wait dropped it)
     if (timeoutMs != null) {
       if (v.json !== true) process.stderr.write(`${escapeControls(line)}\n`)
-      return await waitAndSay(api, positionals[0], 'gone', timeoutMs, v.json === true, r)
+      return await waitAndSay(api, positionals[0], 'gone', timeoutMs, v.json === true, { asked: true, removed: r })
     }
     if (v.json === true) return json(r)
     say(line)
   } else if (timeoutMs != null) {
-    return await waitAndSay(api, (r as VmDetail).id, what === 'start' ? 'running' : 'stopped', timeoutMs, v.json === true)
+    return await waitAndSay(api, (r as VmDetail).id, what === 'start' ? 'running' : 'stopped', timeoutMs, v.json === true, { asked: true })
   } else if (v.json === true) {
     return json(r)
   } else {

@@ -52,6 +52,8 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
+  /** how long a node not alive may still run its VMs (its fence timeout from when this node last heard it; 0: passed) */
+  fenceLeftMs?: (id: string) => number
   /** how long the watchdog of a node stopped for a restart may still keep its VMs running there (0: it has killed them) */
   restartWatchdogLeftMs?: (id: string) => number
   /** how long a vote lock (a member back from a restart) still holds this node's takeovers back (0: none) */
@@ -169,7 +171,10 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (left > 0) {
         return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} stopped for a restart: the VM runs there until its agent is back and stops it, or, if it is not back, until its watchdog kills it, within ${Math.ceil(left / 1000)} s` }
       }
-      return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within the fence timeout of its last sign of life (the lease stays with it until the VM is started again)` }
+      // still within that node's fence: its run may go on until then (bb51: `vm stop --wait` ended while it ran)
+      const fenceLeft = svc.fenceLeftMs?.(l.winner.holder) ?? 0
+      if (fenceLeft > 0) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within ${Math.ceil(fenceLeft / 1000)} s` }
+      return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there was ended by that node's fence, its fence timeout past since its last sign of life (the lease stays with it until the VM is started again)` }
     }
     // killed by its node's fence, as that node's lease says (read here on its side of a
     // cut): not running, and not starting until that node sees a majority (a tester read
@@ -293,6 +298,8 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     const health = await disksHealth(doc, [own])
     return {
       ...withGroup(doc, [withCutLinks(doc, withLabels(doc, withDisks(reader, doc, own, health), ctx), ctx)], ctx)[0]!,
+      // when this VM of the name was made: a wait tells it from one made again under the name (bb51)
+      created: vm.created ?? null,
       address: svc.local.addressOf(vm.id),
       runtime: l?.winner.holder === svc.me ? await svc.local.runtimeOf(vm.id) : null,
       spec: vm.spec,

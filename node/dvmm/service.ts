@@ -280,6 +280,19 @@ export class DvmmService {
   }
 
   /**
+   * How long `id`, a node not alive here, may still run its VMs: until its fence timeout
+   * has passed since this node last heard it (its watchdog or its own fence kills them by
+   * then); 0 once passed. A stop asked meanwhile is `stopping` until then (bb51: `vm stop
+   * --wait` ended while the run went on).
+   */
+  fenceLeftMs (id: string): number {
+    const reader = this.components.state.read()
+    const { fenceMs } = this.takeoverWait(reader)
+    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, reader.get('roll', id)?.value, MAX_FENCE_TIMEOUT_MS)
+    return Math.max(0, until - this.components.clock.now())
+  }
+
+  /**
    * How long the watchdog of `id`, a node stopped for a restart, may still keep its VMs
    * running, as this node counts it from when it last heard the node (its last feed came
    * before its last word): 0 once it has killed them, or with no such record. The

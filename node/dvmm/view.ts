@@ -136,7 +136,10 @@ export function vmState (vm: Vm, l: LeaseView | undefined): 'pending' | 'startin
   switch (l.winner.status) {
     case 'running': return vm.desired === 'running' ? 'running' : 'stopping'
     case 'stopping': return 'stopping'
-    case 'stopped': return 'stopped'
+    // left stopped by the crash rule, or by restart never after a crash, while it should
+    // run: failed, as the README says (bb51: `vm ls --state failed` missed them); a clean
+    // end its policy keeps (`completed`) or a stop on request (parked) is stopped
+    case 'stopped': return vm.desired === 'running' && l.winner.completed !== true && l.winner.parked !== true ? 'failed' : 'stopped'
     case 'failed': return 'failed'
     default: return vm.desired === 'running' ? 'starting' : 'stopping'
   }

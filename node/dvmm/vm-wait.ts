@@ -19,6 +19,15 @@ export type VmSeen =
   | { kind: 'vm', name: string, state: string, desired: string, node: string | null, reason: string | null, lease?: { status?: string, completed?: boolean, parked?: boolean } | null }
   | { kind: 'gone' }
   | { kind: 'stopping', message: string }
+  /** a VM of the name made since the one the wait began on (another `created`) */
+  | { kind: 'replaced' }
+
+export interface VerdictOptions {
+  /** the wait follows the caller's own `vm rm`: a VM of the name found is a new one, made once the old run had ended (createVmIn refuses it before) */
+  afterRm?: boolean
+  /** the wait follows the caller's own start, stop or create: a desired state changed meanwhile (another request won) ends it */
+  asked?: boolean
+}
 
 export type WaitVerdict =
   | { done: true, failed?: undefined, note?: string }
@@ -29,28 +38,34 @@ export type WaitVerdict =
  * Whether the wait is over (`done`), can no longer end as asked (`failed`: a state no
  * change of the grid's leads out of without a new request), or goes on (`now`: what it
  * is meanwhile). Pure.
- * - running: `failed` (a failed start) and a lease left `stopped` while desired running
- *   (its command ended: `completed` when cleanly and its policy keeps it so, else the
- *   crash rule or restart never after a crash) are final, as is a stop made meanwhile;
- *   pending, starting, paused, unknown and a `stopped` whose lease is not (a fence's
- *   kill, an end not yet written) pass (rv51: a fenced VM was called ended).
- * - stopped: stopped or failed (nothing runs); a start made meanwhile ends the wait.
- * - gone: no VM of the name and no run of a removed one still stopping. `afterRm`: the
- *   wait follows the caller's own rm, so a VM of the name found is a new one, made once
- *   the old run had ended (createVmIn refuses it before).
+ * - running: `failed` (a failed start, the crash rule) and a lease left `stopped` while
+ *   desired running (its command ended: `completed` when cleanly and its policy keeps it
+ *   so, else a crash under restart never) are final; pending, starting, paused, unknown
+ *   and a `stopped` whose lease is not (a fence's kill, an end not yet written) pass
+ *   (rv51: a fenced VM was called ended).
+ * - stopped: stopped or failed (nothing runs).
+ * - gone: no VM of the name and no run of a removed one still stopping; a VM of the name
+ *   made since is a new one: the one waited for is gone.
+ * A desired state that is not the one waited for ends a wait that follows the caller's
+ * own request (`asked`: another request won); `vgrid vm wait` waits on (bb51: a job
+ * under restart never, which stops by itself, could not be waited for).
  */
-export function waitVerdict (want: WaitFor, seen: VmSeen, afterRm = false): WaitVerdict {
+export function waitVerdict (want: WaitFor, seen: VmSeen, o: VerdictOptions = {}): WaitVerdict {
+  if (seen.kind === 'replaced') return want === 'gone' ? { done: true, note: 'removed, and a new VM of the name made since' } : { done: false, failed: { code: 'not_found', message: 'it was removed, and a new VM of the name made since' } }
   if (seen.kind === 'gone') return want === 'gone' ? { done: true } : { done: false, failed: { code: 'not_found', message: 'it was removed' } }
   if (seen.kind === 'stopping') return want === 'gone' ? { done: false, now: seen.message } : { done: false, failed: { code: 'not_found', message: seen.message } }
   const now = `${seen.state}${seen.node != null ? ` on ${seen.node}` : ''}${seen.reason != null ? ` (${seen.reason})` : ''}`
-  if (want === 'gone') return afterRm ? { done: true, note: 'its run ended, and a new VM of the name was made meanwhile' } : { done: false, now: `${now}; it is not removed (vgrid vm rm removes it)` }
+  if (want === 'gone') return o.afterRm === true ? { done: true, note: 'its run ended, and a new VM of the name was made meanwhile' } : { done: false, now: `${now}; it is not removed (vgrid vm rm removes it)` }
   if (want === 'stopped') {
     if (seen.state === 'stopped' || seen.state === 'failed') return { done: true }
-    if (seen.desired === 'running') return { done: false, failed: { code: 'desired_changed', message: `it is desired running (started meanwhile, or never stopped: vgrid vm stop stops it); now ${now}` } }
+    if (seen.desired === 'running' && o.asked === true) return { done: false, failed: { code: 'desired_changed', message: `it is desired running (started through another node meanwhile: vgrid vm stop stops it); now ${now}` } }
     return { done: false, now }
   }
   if (seen.state === 'running') return { done: true }
-  if (seen.desired === 'stopped') return { done: false, failed: { code: 'desired_changed', message: `it is desired stopped (stopped meanwhile, or made with --stopped: vgrid vm start starts it); now ${now}` } }
+  if (seen.desired === 'stopped') {
+    if (o.asked === true) return { done: false, failed: { code: 'desired_changed', message: `it is desired stopped (stopped through another node meanwhile: vgrid vm start starts it); now ${now}` } }
+    return { done: false, now: `${now}; desired stopped: waiting for a start` }
+  }
   if (seen.state === 'failed') return { done: false, failed: { code: 'vm_failed', message: `it failed: ${seen.reason ?? 'no reason given'} (vgrid vm show says more; vgrid vm start tries again)` } }
   const left = seen.state === 'stopped' && seen.lease?.status === 'stopped' && seen.lease.parked !== true
   if (left && seen.lease!.completed === true) return { done: false, failed: { code: 'vm_ended', message: `it ran and ended cleanly, and its restart policy leaves it stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm start runs it again)` } }
@@ -65,13 +80,14 @@ export function waitTimeoutMs (given: string | undefined, dflt = 300_000): numbe
   return ms
 }
 
-/** the API errors a wait rides out: the agent restarting, or slow for a moment */
-const PASSING = new Set(['agent_unreachable', 'agent_timeout'])
+/** the API errors a wait rides out once it has reached the agent: the agent restarting (`agent_down`: the demo's bridge to a namespace's agent), or slow for a moment */
+const PASSING = new Set(['agent_unreachable', 'agent_timeout', 'agent_down'])
 
-export interface WaitOptions {
+/** the CLI's own wait for one answer (client.ts), cut to what is left of the wait's */
+const ANSWER_MS = 30_000
+
+export interface WaitOptions extends VerdictOptions {
   timeoutMs: number
-  /** the wait follows the caller's own `vm rm` (waitVerdict) */
-  afterRm?: boolean
   /** a line each time what the VM is changes (text mode; none with --json) */
   progress?: (line: string) => void
   pollMs?: number
@@ -84,36 +100,55 @@ export interface WaitOptions {
  */
 export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, name: string, want: WaitFor, o: WaitOptions): Promise<{ detail: VmDetail | null, note?: string }> {
   const end = Date.now() + o.timeoutMs
+  // a progress line is said when it says something new, not when a countdown in it moves (bb51)
   let said = ''
   let last = 'not looked at yet'
   let looked = false
+  let created: number | null | undefined
+  const timedOut = (): CliError => new CliError(`${name}: not ${want} after ${Math.round(o.timeoutMs / 100) / 10} s: ${escapeControls(last)}`, 1, { code: 'timeout' })
+  const say = (line: string): void => {
+    const shape = line.replace(/\d+/g, '#')
+    if (shape !== said) o.progress?.(line)
+    said = shape
+  }
   for (;;) {
     let seen: VmSeen
     let detail: VmDetail | null = null
     try {
-      detail = await api.get<VmDetail>(`/v1/vms/${encodeURIComponent(name)}`)
-      seen = { kind: 'vm', name: detail.name, state: detail.state, desired: detail.desired, node: detail.node, reason: detail.reason, lease: detail.lease }
+      // the wait's timeout holds whatever the agent does (bb51: one stopped held each request 30 s)
+      detail = await withDeadline(api.get<VmDetail>(`/v1/vms/${encodeURIComponent(name)}`), Math.min(ANSWER_MS, end - Date.now()), timedOut)
+      created ??= detail.created
+      seen = detail.created != null && created != null && detail.created !== created
+        ? { kind: 'replaced' }
+        : { kind: 'vm', name: detail.name, state: detail.state, desired: detail.desired, node: detail.node, reason: detail.reason, lease: detail.lease }
     } catch (err) {
       const e = err as { code?: string, detail?: string, message?: string }
       if (e.code === 'not_found') seen = { kind: 'gone' }
       else if (e.code === 'still_stopping') seen = { kind: 'stopping', message: e.detail ?? String(e.message) }
-      else if (err instanceof CliError && PASSING.has(err.code) && Date.now() < end) {
-        if (said !== err.code) o.progress?.(`${name}: ${err.detail} (waiting on)`)
-        said = err.code
-        await new Promise(resolve => setTimeout(resolve, o.pollMs ?? 500))
+      // an agent never reached is a wrong address, said at once (bb51: retried for the whole timeout)
+      else if (err instanceof CliError && PASSING.has(err.code) && looked && Date.now() < end) {
+        say(`${name}: ${err.detail} (waiting on)`)
+        await new Promise(resolve => setTimeout(resolve, Math.min(o.pollMs ?? 500, Math.max(0, end - Date.now()))))
         continue
       } else throw err
     }
     // a VM never seen: not one that was removed meanwhile (rv51)
     if (!looked && seen.kind === 'gone' && want !== 'gone') throw new CliError(`no VM "${escapeControls(name)}"`, 1, { code: 'not_found' })
     looked = true
-    const v = waitVerdict(want, seen, o.afterRm)
+    const v = waitVerdict(want, seen, o)
     if (v.done) return { detail: seen.kind === 'vm' && v.note == null ? detail : null, ...(v.note != null ? { note: v.note } : {}) }
     if (v.failed != null) throw new CliError(`${name}: will not be ${want}: ${escapeControls(v.failed.message)}`, 1, { code: v.failed.code })
     last = v.now
-    if (last !== said) o.progress?.(escapeControls(`${name}: ${last}`))
-    said = last
-    if (Date.now() >= end) throw new CliError(`${name}: not ${want} after ${Math.round(o.timeoutMs / 100) / 10} s: ${escapeControls(last)}`, 1, { code: 'timeout' })
+    say(escapeControls(`${name}: ${last}`))
+    if (Date.now() >= end) throw timedOut()
     await new Promise(resolve => setTimeout(resolve, Math.min(o.pollMs ?? 500, Math.max(0, end - Date.now()))))
   }
+}
+
+/** `p`, or the error `late` makes once `ms` have passed (the request is left to end with the process) */
+async function withDeadline <T> (p: Promise<T>, ms: number, late: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([p, new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(late()) }, Math.max(0, ms)) })])
+  } finally { clearTimeout(timer) }
 }

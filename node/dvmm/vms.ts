@@ -396,6 +396,8 @@ export function vmRow (vm: Vm, l: LeaseView | undefined, nameOf: (id: string) =>
 }
 
 export interface VmDetail extends VmRow {
+  /** when this VM of the name was made (ms; null: by an agent of an earlier release): one made again under the name has another */
+  created: number | null
   /** its overlay address (stable across moves), null where the grid has no overlay */
   address: string | null
   /** on its holder: what the driver reports (pid, start time, interface, netns, accelerator, cgroups) */

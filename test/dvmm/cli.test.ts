@@ -4,10 +4,8 @@
 import test from 'ava'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import Fastify from 'fastify'
+import { serveDvmmRoutes } from './serve-routes.ts'
 import { startDvmmGrid, until } from './grid.ts'
-import { toApiError, errorBody } from '../../node/api/errors.ts'
-import { MAX_PARAM_LENGTH } from '../../node/api/server.ts'
 
 const run = promisify(execFile)
 const NODE = process.execPath
@@ -26,17 +24,7 @@ async function cli (api: string, ...args: string[]): Promise<{ code: number, out
 test('vgrid vm / node drain / ha through the API', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100 } })
   t.teardown(g.stop)
-  // as the agent's API server takes path parameters (node/api/server.ts)
-  const app = Fastify({ routerOptions: { maxParamLength: MAX_PARAM_LENGTH } })
-  app.setErrorHandler(async (err, _req, reply) => {
-    const e = toApiError(err)
-    return await reply.code(e.status).send(errorBody(e.code, e.message))
-  })
-  g.nodes[0]!.dvmm.routes(app)
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(async () => { await app.close() })
-  const addr = app.server.address() as { port: number }
-  const api = `127.0.0.1:${addr.port}`
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
   const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '512M', '--command', 'fake:run', '--label', 'tier=web', '--user', 'nobody')
   t.is(created.code, 0, created.err)
   t.regex(created.out, /^web: (pending|starting|running)/)

@@ -4,10 +4,8 @@
 import test from 'ava'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import Fastify from 'fastify'
+import { serveDvmmRoutes } from './serve-routes.ts'
 import { startDvmmGrid } from './grid.ts'
-import { toApiError, errorBody } from '../../node/api/errors.ts'
-import { MAX_PARAM_LENGTH } from '../../node/api/server.ts'
 
 const run = promisify(execFile)
 const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
@@ -25,15 +23,7 @@ async function cli (api: string, ...args: string[]): Promise<{ code: number, out
 test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100, stopGraceMs: 12_000 } })
   t.teardown(g.stop)
-  const app = Fastify({ routerOptions: { maxParamLength: MAX_PARAM_LENGTH } })
-  app.setErrorHandler(async (err, _req, reply) => {
-    const e = toApiError(err)
-    return await reply.code(e.status).send(errorBody(e.code, e.message))
-  })
-  g.nodes[0]!.dvmm.routes(app)
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(async () => { await app.close() })
-  const api = `127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
 
   // create --wait answers once it runs, the pending and starting states on stderr
   const created = await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '64M', '--label', 'tier=web', '--app', 'shop', '--wait', '--', 'fake:run')
@@ -88,8 +78,22 @@ test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   t.is(nowhere.code, 1)
   t.regex(nowhere.err, /^nowhere: not running after 2 s: pending \(.*rack=none/m)
   t.regex(nowhere.err, /^nowhere: pending/m, 'where it stood, said as it waited')
-  const notStopped = await cli(api, 'vm', 'wait', 'web', '--for', 'stopped', '--json')
-  t.like(JSON.parse(notStopped.out), { error: { code: 'desired_changed' } })
+  // vm wait waits on a VM desired otherwise (a job may end by itself, another may stop it), to its timeout
+  const notStopped = await cli(api, 'vm', 'wait', 'web', '--for', 'stopped', '--timeout', '1', '--json')
+  t.like(JSON.parse(notStopped.out), { error: { code: 'timeout' } })
+  // bb51: a job under restart never is waited for until it ends by itself; one that crashed is failed
+  t.is((await cli(api, 'vm', 'create', 'job', '--cpu', '0.1', '--memory', '64M', '--restart', 'never', '--wait', '--', 'fake:exit', '0', '1500')).code, 0)
+  const jobDone = await cli(api, 'vm', 'wait', 'job', '--for', 'stopped', '--json')
+  t.is(jobDone.code, 0, jobDone.err)
+  t.like(JSON.parse(jobDone.out), { name: 'job', state: 'stopped', lease: { completed: true } })
+  t.is((await cli(api, 'vm', 'create', 'crash', '--cpu', '0.1', '--memory', '64M', '--restart', 'never', '--', 'fake:exit', '3', '300')).code, 0)
+  t.like(JSON.parse((await cli(api, 'vm', 'wait', 'crash', '--for', 'stopped', '--json')).out), { state: 'failed' })
+  t.deepEqual(await only('--state', 'failed'), ['bad', 'crash'], 'a crash left stopped is failed (bb51: vm ls --state failed missed it)')
+  // an agent never reached is said at once, not retried for the whole timeout (bb51)
+  const t0 = Date.now()
+  const wrong = await cli('127.0.0.1:1', 'vm', 'wait', 'web', '--json')
+  t.like(JSON.parse(wrong.out), { error: { code: 'agent_unreachable' } })
+  t.true(Date.now() - t0 < 20_000)
   t.is((await cli(api, 'vm', 'wait', 'web', '--for', 'later')).code, 2)
 
   // rm --wait: until its run has ended (the fake ignores the stop, so the grace passes); the name is free at once then

@@ -38,3 +38,10 @@ test('a VM made again under the name of one removed while its node was away is p
   t.like(vmRow({ ...vm, created: 100 }, old, n => n), { state: 'running', node: 'd', epoch: 3 })
   t.is(lostVms({ ...doc, vms: new Map([['web', { ...vm, created: 100 }]]) }, nodes).length, 1)
 })
+
+test('a VM the crash rule (or restart never after a crash) left stopped while it should run is failed; a clean end or a stop on request is stopped (bb51: vm ls --state failed missed them)', t => {
+  t.like(vmRow(vm, lease({ status: 'stopped', reason: 'crashed (code 1): 3 crashes within 24 h, left stopped' }), n => n), { state: 'failed', reason: 'crashed (code 1): 3 crashes within 24 h, left stopped' })
+  t.is(vmRow(vm, lease({ status: 'stopped', completed: true, reason: 'exited cleanly; restart policy is never' }), n => n).state, 'stopped')
+  t.is(vmRow({ ...vm, desired: 'stopped' }, lease({ status: 'stopped', parked: true, reason: 'stopped on request' }), n => n).state, 'stopped')
+  t.is(vmRow({ ...vm, desired: 'stopped' }, lease({ status: 'stopped', reason: 'crashed (code 1); restart policy is never' }), n => n).state, 'stopped', 'a crash, then a stop asked: stopped as asked')
+})

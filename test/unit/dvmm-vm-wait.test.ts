@@ -19,9 +19,14 @@ test('waiting for running: running ends it; pending, starting, paused and unknow
   // rv51: shown stopped while it starts again (killed by its node's fence, this node fenced,
   // an end not written yet): its lease is not stopped, or is parked by a start
   for (const lease of [{ status: 'starting' }, { status: 'running' }, { status: 'stopped', parked: true }, null]) t.like(waitVerdict('running', vm('stopped', 'running', 'killed on a1: fenced; it starts again there once that node sees a majority', lease)), { done: false, failed: undefined }, JSON.stringify(lease))
-  t.is(waitVerdict('running', vm('stopping', 'stopped')).failed?.code, 'desired_changed')
-  t.is(waitVerdict('running', vm('stopped', 'stopped')).failed?.code, 'desired_changed')
+  // after the caller's own start, a stop through another node ends the wait; vm wait waits for a start
+  t.is(waitVerdict('running', vm('stopping', 'stopped'), { asked: true }).failed?.code, 'desired_changed')
+  t.is(waitVerdict('running', vm('stopped', 'stopped'), { asked: true }).failed?.code, 'desired_changed')
+  t.like(waitVerdict('running', vm('stopped', 'stopped')), { done: false, failed: undefined, now: 'stopped on a1; desired stopped: waiting for a start' })
   t.is(waitVerdict('running', { kind: 'gone' }).failed?.code, 'not_found')
+  // bb51: a VM of the name made since the wait began is another one
+  t.like(waitVerdict('running', { kind: 'replaced' }), { failed: { code: 'not_found', message: 'it was removed, and a new VM of the name made since' } })
+  t.like(waitVerdict('gone', { kind: 'replaced' }), { done: true, note: 'removed, and a new VM of the name made since' })
   t.is(waitVerdict('running', { kind: 'stopping', message: 'removed, still stopping on a1' }).failed?.code, 'not_found')
 })
 
@@ -30,7 +35,9 @@ test('waiting for stopped: stopped or failed end it (nothing runs); a start mean
   t.true(waitVerdict('stopped', vm('failed', 'running', 'bad command')).done)
   t.false(waitVerdict('stopped', vm('stopping', 'stopped')).done)
   t.false(waitVerdict('stopped', vm('unknown', 'stopped')).done)
-  t.is(waitVerdict('stopped', vm('running', 'running')).failed?.code, 'desired_changed')
+  t.is(waitVerdict('stopped', vm('running', 'running'), { asked: true }).failed?.code, 'desired_changed')
+  // bb51: a job under restart never stops by itself: vm wait --for stopped waits for it
+  t.like(waitVerdict('stopped', vm('running', 'running')), { done: false, failed: undefined })
   t.is(waitVerdict('stopped', { kind: 'gone' }).failed?.code, 'not_found')
 })
 
@@ -39,7 +46,7 @@ test('waiting for gone: no VM and no run of a removed one; a removed one still s
   t.like(waitVerdict('gone', { kind: 'stopping', message: 'still stopping on a1' }), { done: false, now: 'still stopping on a1' })
   t.regex((waitVerdict('gone', vm('running')) as { now: string }).now, /not removed \(vgrid vm rm removes it\)/)
   // after the caller's own rm, one of the name is a new VM, made once the old run had ended (rv51: rm --wait followed it to its timeout)
-  t.like(waitVerdict('gone', vm('pending'), true), { done: true, note: 'its run ended, and a new VM of the name was made meanwhile' })
+  t.like(waitVerdict('gone', vm('pending'), { afterRm: true }), { done: true, note: 'its run ended, and a new VM of the name was made meanwhile' })
 })
 
 test('--timeout: seconds or a duration, above 0, at most 24 days', t => {
