@@ -5,7 +5,7 @@ import test from 'ava'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { serveDvmmRoutes } from './serve-routes.ts'
-import { startDvmmGrid } from './grid.ts'
+import { startDvmmGrid, until } from './grid.ts'
 
 const run = promisify(execFile)
 const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
@@ -119,4 +119,27 @@ test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   t.is(nosuch.code, 1)
   t.regex(nosuch.err, /^no VM "nosuch"$/m, 'not "removed" (rv51)')
   t.regex((await cli(api, 'vm', 'ls', '--label', 't=a', '--label', 't=b')).err, /--label t is given twice with different values/)
+})
+
+test('vm stop --wait of a VM whose node died waits until that node\'s fence has passed (bb51: it ended while the run went on)', async t => {
+  const FENCE_MS = 8000
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100, fenceTimeoutMs: FENCE_MS } })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  t.is((await cli(api, 'vm', 'create', 'far', '--cpu', '0.5', '--memory', '64M', '--constraint', 'pin=x', '--stopped', '--', 'fake:run')).code, 0)
+  // on a node other than the one asked
+  const far = g.nodes[2]!
+  await far.agent.state.write(w => { w.setLabel(far.agent.id, 'pin', 'x') })
+  await until(() => g.nodes.every(n => n.agent.state.read().labelsOf(far.agent.id).pin === 'x'), 10_000, 'the label everywhere')
+  t.is((await cli(api, 'vm', 'start', 'far', '--wait')).code, 0)
+  t.is(g.nodes[0]!.agent.state.read().get('leases', 'far')?.value.holder, far.agent.id)
+  const killedAt = Date.now()
+  await far.dvmm.stop({ graceful: false })
+  await far.agent.stop({ graceful: false })
+  await until(() => g.nodes[0]!.agent.membership.members.get(far.agent.id)?.state === 'dead', 30_000, 'the node seen dead')
+  const stopped = await cli(api, 'vm', 'stop', 'far', '--wait')
+  t.is(stopped.code, 0, stopped.err)
+  t.regex(stopped.err, /far: stopping on a2 \(its node a2 is not alive: its run there ends with that node's fence, within \d+ s\)/)
+  t.regex(stopped.out, /^far: stopped \(its node a2 is not alive: its run there was ended by that node's fence/m)
+  t.true(Date.now() - killedAt >= FENCE_MS, `answered ${Date.now() - killedAt} ms after the kill: not before the fence timeout`)
 })
