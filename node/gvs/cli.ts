@@ -27,7 +27,7 @@ const USAGE = `usage: vgrid vol create PATH --size SIZE [--replicas N (default 2
                                                  (a volume in use: from a snapshot taken then, removed after)
                                                  (no --format: FILE's name says it, as for import)
 VOL is a volume's path (/shop/db/data) or id; SIZE is bytes or a number with K, M, G, T or P (KB/KiB, MB/MiB... alike: units of 1024)
-every command takes --api HOST:PORT; with --json its answer is JSON on stdout (progress on stderr)`
+every command takes --api HOST:PORT; with --json its answer is JSON on stdout (import's and export's progress on stderr; repair and scrub answer when done)`
 
 /** the usage lines of one subcommand (its continuation lines too), or all of them */
 export function usageOf (sub: string | undefined): string {
