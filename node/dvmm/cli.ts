@@ -210,7 +210,7 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
 
 async function ls (argv: string[]): Promise<void> {
   // the states, said (bb49: `unknown` and `paused` were in no help)
-  const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, or the crash rule: 3 in 24 h), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
+  const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, the crash rule: 3 in 24 h, or a crash under --restart never), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
   const labels = v.label == null ? undefined : pairs(v.label, '--label')
   // the API refuses it too: one value each (rv51: the last was kept without a word)
   const twice = (v.label ?? []).find(p => labels![p.slice(0, p.indexOf('='))] !== p.slice(p.indexOf('=') + 1))

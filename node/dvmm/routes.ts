@@ -171,6 +171,9 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (left > 0) {
         return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} stopped for a restart: the VM runs there until its agent is back and stops it, or, if it is not back, until its watchdog kills it, within ${Math.ceil(left / 1000)} s` }
       }
+      // seen from a side without a majority, the holder may be alive on the other, where
+      // this stop has not arrived: whether its run ended is not known here (rv53)
+      if (svc.fenceState?.majority === false) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not in sight of this node, which ${svc.fenceState.reason}: the stop reaches it once this node is back with the majority, and whether its run there has ended is not known here` }
       // still within that node's fence: its run may go on until then (bb51: `vm stop --wait` ended while it ran)
       const fenceLeft = svc.fenceLeftMs?.(l.winner.holder) ?? 0
       if (fenceLeft > 0) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within ${Math.ceil(fenceLeft / 1000)} s` }

@@ -287,8 +287,9 @@ export class DvmmService {
    */
   fenceLeftMs (id: string): number {
     const reader = this.components.state.read()
-    const { fenceMs } = this.takeoverWait(reader)
-    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, reader.get('roll', id)?.value, MAX_FENCE_TIMEOUT_MS)
+    // as a takeover waits: a holder cut off, not dead, learns it only after its notice (rv53)
+    const { fenceMs, notice } = this.takeoverWait(reader)
+    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, reader.get('roll', id)?.value, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
     return Math.max(0, until - this.components.clock.now())
   }
 

@@ -67,6 +67,7 @@ export function waitVerdict (want: WaitFor, seen: VmSeen, o: VerdictOptions = {}
     return { done: false, now: `${now}; desired stopped: waiting for a start` }
   }
   if (seen.state === 'failed') return { done: false, failed: { code: 'vm_failed', message: `it failed: ${seen.reason ?? 'no reason given'} (vgrid vm show says more; vgrid vm start tries again)` } }
+  // an agent of an earlier release shows these `stopped`; this one's, `failed` (view.ts vmState) but a clean end
   const left = seen.state === 'stopped' && seen.lease?.status === 'stopped' && seen.lease.parked !== true
   if (left && seen.lease!.completed === true) return { done: false, failed: { code: 'vm_ended', message: `it ran and ended cleanly, and its restart policy leaves it stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm start runs it again)` } }
   if (left) return { done: false, failed: { code: 'vm_failed', message: `it ended and was left stopped${seen.reason != null ? `: ${seen.reason}` : ''} (vgrid vm show says more; vgrid vm start runs it again)` } }
@@ -91,6 +92,8 @@ export interface WaitOptions extends VerdictOptions {
   /** a line each time what the VM is changes (text mode; none with --json) */
   progress?: (line: string) => void
   pollMs?: number
+  /** how long one look may take before it counts as an agent_timeout (ANSWER_MS; tests set it short) */
+  answerMs?: number
 }
 
 /**
@@ -103,11 +106,13 @@ export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, 
   // a progress line is said when it says something new, not when a countdown in it moves (bb51)
   let said = ''
   let last = 'not looked at yet'
-  let looked = false
+  // the caller's own request reached the agent: a restart of it is ridden out from the first look (rv53)
+  let looked = o.asked === true || o.afterRm === true
   let created: number | null | undefined
   const timedOut = (): CliError => new CliError(`${name}: not ${want} after ${Math.round(o.timeoutMs / 100) / 10} s: ${escapeControls(last)}`, 1, { code: 'timeout' })
   const say = (line: string): void => {
-    const shape = line.replace(/\d+/g, '#')
+    // countdowns only: a node's name or a crash count changing is news (rv53)
+    const shape = line.replace(/\d+(\.\d+)? ?(ms|s|min|h)\b/g, '#')
     if (shape !== said) o.progress?.(line)
     said = shape
   }
@@ -116,7 +121,13 @@ export async function waitForVm (api: { get: <T>(path: string) => Promise<T> }, 
     let detail: VmDetail | null = null
     try {
       // the wait's timeout holds whatever the agent does (bb51: one stopped held each request 30 s)
-      detail = await withDeadline(api.get<VmDetail>(`/v1/vms/${encodeURIComponent(name)}`), Math.min(ANSWER_MS, end - Date.now()), timedOut)
+      // a look gets a second at least, so the last one is judged; one that hangs past the
+      // CLI's own answer time is an agent_timeout, ridden out (rv53: it ended the wait)
+      const left = end - Date.now()
+      const answerMs = o.answerMs ?? ANSWER_MS
+      detail = await withDeadline(api.get<VmDetail>(`/v1/vms/${encodeURIComponent(name)}`), Math.max(Math.min(1000, answerMs), Math.min(answerMs, left)), () => left <= answerMs
+        ? timedOut()
+        : new CliError(`the vgrid agent did not answer within ${answerMs / 1000} s`, 1, { code: 'agent_timeout' }))
       created ??= detail.created
       seen = detail.created != null && created != null && detail.created !== created
         ? { kind: 'replaced' }

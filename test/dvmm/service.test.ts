@@ -349,21 +349,18 @@ test.serial('failover with fencing: a dead holder\'s VMs start elsewhere only af
   t.regex(ha.noMajority ?? '', /sees 1 of 3/)
   t.true((ha.lost ?? []).some(l => l.node === gone.agent.id), 'the VMs of the node it lost run nowhere')
   t.deepEqual(ha.stranded, [], 'what one more loss would strand is not judged from a side without a majority (bb15 read "losing host2 strands srv" there)')
-  // a VM of the dead node stopped on request: stopping while that node's fence may let
-  // it run (bb51: vm stop --wait ended while it ran), then stopped, not stopping for ever
+  // a VM of the dead node stopped on request, from this side without a majority: the
+  // holder may be alive on the other side, where the stop has not arrived, so stopping,
+  // saying why (rv53: it said stopped, and vm stop --wait ended); on a majority side it
+  // is stopped once that node's fence has passed (test/dvmm/vm-wait.test.ts)
   const app2 = api(keep)
   t.teardown(async () => { await app2.close() })
   const theirs = [...keep.agent.state.read().all('leases')].find(([, l]) => l.value.holder === gone.agent.id)![0]
   t.is((await call(app2, 'POST', `/v1/vms/${theirs}/stop`)).status, 200)
-  let shown = (await call<VmDetail>(app2, 'GET', `/v1/vms/${theirs}`)).body
-  if (shown.state === 'stopping') t.regex(shown.reason ?? '', /is not alive: its run there ends with that node's fence, within \d+ s$/)
-  for (let i = 0; i < 100 && shown.state === 'stopping'; i++) {
-    await sleep(100)
-    shown = (await call<VmDetail>(app2, 'GET', `/v1/vms/${theirs}`)).body
-  }
-  t.is(shown.state, 'stopped')
-  t.regex(shown.reason ?? '', /is not alive: its run there was ended by that node's fence, its fence timeout past since its last sign of life/)
-  t.true(Date.now() - cutAt >= DVMM.fenceTimeoutMs, 'stopped only once the fence timeout has passed')
+  await sleep(DVMM.fenceTimeoutMs + DVMM.takeoverMarginMs)
+  const shown = (await call<VmDetail>(app2, 'GET', `/v1/vms/${theirs}`)).body
+  t.is(shown.state, 'stopping')
+  t.regex(shown.reason ?? '', /^its node \S+ is not in sight of this node, which sees 1 of 3 roll members \(no majority\).*: the stop reaches it once this node is back with the majority, and whether its run there has ended is not known here$/)
   // its own VMs, killed by its fence, say why they do not run
   const own = (await call<VmDetail>(app2, 'GET', `/v1/vms/${mine[0]!}`)).body
   t.is(own.state, 'stopped', 'killed by the fence: stopped here, not starting')

@@ -82,7 +82,7 @@ test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   const notStopped = await cli(api, 'vm', 'wait', 'web', '--for', 'stopped', '--timeout', '1', '--json')
   t.like(JSON.parse(notStopped.out), { error: { code: 'timeout' } })
   // bb51: a job under restart never is waited for until it ends by itself; one that crashed is failed
-  t.is((await cli(api, 'vm', 'create', 'job', '--cpu', '0.1', '--memory', '64M', '--restart', 'never', '--wait', '--', 'fake:exit', '0', '1500')).code, 0)
+  t.is((await cli(api, 'vm', 'create', 'job', '--cpu', '0.1', '--memory', '64M', '--restart', 'never', '--', 'fake:exit', '0', '3000')).code, 0)
   const jobDone = await cli(api, 'vm', 'wait', 'job', '--for', 'stopped', '--json')
   t.is(jobDone.code, 0, jobDone.err)
   t.like(JSON.parse(jobDone.out), { name: 'job', state: 'stopped', lease: { completed: true } })
@@ -122,7 +122,7 @@ test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
 })
 
 test('vm stop --wait of a VM whose node died waits until that node\'s fence has passed (bb51: it ended while the run went on)', async t => {
-  const FENCE_MS = 8000
+  const FENCE_MS = 15_000
   const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100, fenceTimeoutMs: FENCE_MS } })
   t.teardown(g.stop)
   const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)

@@ -1,7 +1,9 @@
 // Which states end `vm wait` and `--wait` (bb49: scripts polled and had to know which
 // states are final), and the filters of `vm ls` / GET /v1/vms. Pure.
 import test from 'ava'
-import { waitVerdict, waitTimeoutMs, type VmSeen } from '../../node/dvmm/vm-wait.ts'
+import { waitForVm, waitVerdict, waitTimeoutMs, type VmSeen } from '../../node/dvmm/vm-wait.ts'
+import type { VmDetail } from '../../node/dvmm/vms.ts'
+import { CliError } from '../../node/cli/client.ts'
 import { keepsVm, vmFilterOf, vmFilterQuery } from '../../node/dvmm/vm-filter.ts'
 
 const vm = (state: string, desired = 'running', reason: string | null = null, lease: { status?: string, completed?: boolean, parked?: boolean } | null = null): VmSeen => ({ kind: 'vm', name: 'web', state, desired, node: state === 'pending' ? null : 'a1', reason, lease })
@@ -77,4 +79,38 @@ test('vm filters: each given part must hold; bad values are named', t => {
   t.is(vmFilterQuery({ state: 'running', labels: { 'a b': 'c=d' } }), '?state=running&label=a%20b%3Dc%3Dd')
   t.deepEqual(vmFilterOf({ label: 'a b=c=d' }), { labels: { 'a b': 'c=d' } }, 'a value may hold "="')
   t.is(vmFilterQuery({}), '')
+})
+
+const row = (state: string, node: string | null, reason: string | null = null): VmDetail => ({ name: 'web', id: 'web', state, desired: 'running', node, reason, lease: null, created: 1 }) as unknown as VmDetail
+
+test('waitForVm: a look that hangs past the answer time is ridden out, the wait\'s own timeout holds (rv53, bb51)', async t => {
+  let n = 0
+  const api = { get: async <T>(): Promise<T> => (++n === 2 ? await new Promise<never>(() => {}) : row(n < 3 ? 'starting' : 'running', 'a1')) as T }
+  const r = await waitForVm(api, 'web', 'running', { timeoutMs: 5000, answerMs: 200, pollMs: 10 })
+  t.is(r.detail?.state, 'running')
+  t.is(n, 3, 'the hung look was given up, the next one judged')
+  // one that never answers: the wait ends at its own timeout, not later
+  const t0 = Date.now()
+  await t.throwsAsync(waitForVm({ get: async () => await new Promise<never>(() => {}) }, 'web', 'running', { timeoutMs: 300, answerMs: 30_000, pollMs: 10 }), { message: /^web: not running after 0.3 s: not looked at yet$/ })
+  t.true(Date.now() - t0 < 1500)
+})
+
+test('waitForVm: a progress line is said when it says something new, not when a countdown in it moves (bb51, rv53)', async t => {
+  const seq = [row('starting', 'a1', 'restarting in 5 s'), row('starting', 'a1', 'restarting in 4 s'), row('starting', 'a2'), row('starting', 'a12'), row('running', 'a12')]
+  let n = 0
+  const lines: string[] = []
+  await waitForVm({ get: async <T>(): Promise<T> => seq[Math.min(n++, seq.length - 1)] as T }, 'web', 'running', { timeoutMs: 5000, pollMs: 1, progress: l => { lines.push(l) } })
+  t.deepEqual(lines, ['web: starting on a1 (restarting in 5 s)', 'web: starting on a2', 'web: starting on a12'])
+})
+
+test('waitForVm: a VM made again under the name is another one; a wrong address is said at once', async t => {
+  let n = 0
+  const api = { get: async <T>(): Promise<T> => ({ ...row('starting', 'a1'), created: n++ === 0 ? 1 : 2 }) as T }
+  await t.throwsAsync(waitForVm(api, 'web', 'running', { timeoutMs: 5000, pollMs: 1 }), { message: /web: will not be running: it was removed, and a new VM of the name made since/ })
+  const unreachable = { get: async (): Promise<never> => { throw new CliError('cannot reach the vgrid agent', 1, { code: 'agent_unreachable' }) } }
+  await t.throwsAsync(waitForVm(unreachable, 'web', 'running', { timeoutMs: 60_000 }), { message: /cannot reach/ })
+  // after the caller's own request reached it, the agent's restart is ridden out
+  let m = 0
+  const restarting = { get: async <T>(): Promise<T> => { if (m++ < 2) throw new CliError('cannot reach the vgrid agent', 1, { code: 'agent_unreachable' }); return row('running', 'a1') as T } }
+  t.is((await waitForVm(restarting, 'web', 'running', { timeoutMs: 5000, pollMs: 1, asked: true })).detail?.state, 'running')
 })
