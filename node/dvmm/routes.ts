@@ -52,7 +52,7 @@ export interface DvmmRoutesDeps {
   nameOf?: (id: string) => string
   /** how long the VMs of a node stopped for a restart may still run there (0: none) */
   restartGraceLeftMs?: (id: string) => number
-  /** how long a node not alive may still run its VMs (its fence timeout from when this node last heard it; 0: passed) */
+  /** how long a node not alive may still run its VMs (its fence timeout, notice and the takeover margin from when this node last heard it, as a takeover waits; 0: passed) */
   fenceLeftMs?: (id: string) => number
   /** how long the watchdog of a node stopped for a restart may still keep its VMs running there (0: it has killed them) */
   restartWatchdogLeftMs?: (id: string) => number

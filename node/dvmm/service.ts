@@ -280,10 +280,11 @@ export class DvmmService {
   }
 
   /**
-   * How long `id`, a node not alive here, may still run its VMs: until its fence timeout
-   * has passed since this node last heard it (its watchdog or its own fence kills them by
-   * then); 0 once passed. A stop asked meanwhile is `stopping` until then (bb51: `vm stop
-   * --wait` ended while the run went on).
+   * How long `id`, a node not alive here, may still run its VMs: until its fence timeout,
+   * the holder's notice and the takeover margin have passed since this node last heard it,
+   * as a takeover waits (its watchdog or its own fence kills them by then); 0 once passed.
+   * A stop asked meanwhile is `stopping` until then (bb51: `vm stop --wait` ended while
+   * the run went on).
    */
   fenceLeftMs (id: string): number {
     const reader = this.components.state.read()
