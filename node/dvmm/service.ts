@@ -271,12 +271,9 @@ export class DvmmService {
    * counts it (0: no such record, or passed).
    */
   restartGraceLeftMs (id: string): number {
-    const reader = this.components.state.read()
-    const entry = reader.get('roll', id)?.value
-    if (entry?.restart == null || entry.restart.back === true) return 0
-    const { fenceMs, notice } = this.takeoverWait(reader)
-    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, entry, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
-    return Math.max(0, until - this.components.clock.now())
+    const restart = this.components.state.read().get('roll', id)?.value.restart
+    // the takeover's wait, which holderFenceMs lengthens by the record's fence timeout
+    return restart == null || restart.back === true ? 0 : this.fenceLeftMs(id)
   }
 
   /**
