@@ -16,7 +16,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'label, drain or forget a node (vgrid node label NODE key=value, unlabel NODE key, drain NODE, undrain NODE, forget NODE)',
     run: async a => ['drain', 'undrain', 'forget'].includes(a[0] ?? '') ? (await import('../dvmm/cli.ts')).node(a) : (await import('./commands/node-label.ts')).run(a)
   },
-  vm: { summary: 'VMs on the grid: vgrid vm create|ls|show|start|stop|rm|wait|console', run: async a => (await import('../dvmm/cli.ts')).vm(a) },
+  vm: { summary: 'VMs on the grid: vgrid vm create|ls|show|update|start|stop|rm|wait|console', run: async a => (await import('../dvmm/cli.ts')).vm(a) },
   vol: { summary: 'volumes: vgrid vol create|ls|info|resize|mv|rm|snapshot|clone|import|export|repair|scrub', run: async a => { await (await import('../gvs/cli.ts')).vol(a) } },
   ha: { summary: 'could every running VM be placed again if any one node failed', run: async a => (await import('../dvmm/cli.ts')).ha(a) },
   image: { summary: 'build the guest appliance the qemu driver boots (vgrid image build)', run: async a => (await import('../dvmm/image/cli.ts')).run(a) },

@@ -1,5 +1,5 @@
 // CLI commands of DVMM, clients of the local agent's API:
-//   vgrid vm create|ls|show|start|stop|rm|wait|console
+//   vgrid vm create|ls|show|update|start|stop|rm|wait|console
 //   vgrid node drain|undrain|forget NODE
 //   vgrid ha
 import { parse, API_OPTION, JSON_OPTION } from '../cli/args.ts'
@@ -19,10 +19,12 @@ import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
+const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] (only while it is stopped) [--restart always|on-failure|never] [--label KEY=VALUE]... [--rm-label KEY]... [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--json] [--api HOST:PORT]'
 const WAIT_USAGE = 'vgrid vm wait VM [--for running|stopped|gone (default running)] [--timeout DURATION (default 5m; 90s, 10m, or seconds)] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        ${LS_USAGE}
        vgrid vm show VM [--json]
+       ${UPDATE_USAGE}
        vgrid vm start|stop|rm VM [--wait [--timeout DURATION]] [--json]
        ${WAIT_USAGE}
        vgrid vm console VM
@@ -66,6 +68,7 @@ export async function vm (argv: string[]): Promise<void> {
     case 'start': case 'stop': case 'rm': return await act(sub, rest)
     case 'console': return await consoleOf(rest)
     case 'wait': return await waitCommand(rest)
+    case 'update': return await update(rest)
     // no subcommand is a usage error (exit 2, as for an unknown one); asking for help is not
     case undefined: throw new CliError(`vgrid vm: which subcommand?\n${VM_USAGE}`, 2)
     case 'help': case '--help': case '-h': out(VM_USAGE); return
@@ -142,6 +145,52 @@ async function create (args: string[]): Promise<void> {
   const d = await api.request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
   if (timeoutMs != null) return await waitAndSay(api, d.name, 'running', timeoutMs, v.json === true, { asked: true })
   if (v.json === true) return json(d)
+  stateLines(d)
+}
+
+/** `vm update VM ...`: PATCH /v1/vms/:id (vm-update.ts) */
+async function update (argv: string[]): Promise<void> {
+  const { values: v, positionals } = parse(argv, {
+    api: { type: 'string' },
+    json: { type: 'boolean' },
+    cpu: { type: 'string' },
+    memory: { type: 'string' },
+    restart: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    'rm-label': { type: 'string', multiple: true },
+    constraint: { type: 'string', multiple: true },
+    'rm-constraint': { type: 'string', multiple: true },
+    'anti-affinity': { type: 'string' },
+    'no-anti-affinity': { type: 'boolean' }
+  }, UPDATE_USAGE, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${UPDATE_USAGE}`, 2)
+  const body: Record<string, unknown> = {}
+  if (v.cpu != null) {
+    try { body.cpu = parseCpu(String(v.cpu), '--cpu') } catch (err) { throw new CliError((err as Error).message, 2) }
+  }
+  if (v.memory != null) body.memory = v.memory
+  if (v.restart != null) body.restart = v.restart
+  if (v['anti-affinity'] != null && v['no-anti-affinity'] === true) throw new CliError('--anti-affinity puts it in a group and --no-anti-affinity takes it out of its group: give one of them', 2)
+  if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
+  if (v['no-anti-affinity'] === true) body.antiAffinity = null
+  // a key set and removed at once: which was meant is not known
+  const edits = (set: unknown, rm: unknown, flag: string): Record<string, string | null> | undefined => {
+    const sets = pairs(set, `--${flag}`)
+    const rms = (rm as string[] | undefined) ?? []
+    const both = rms.find(k => k in sets)
+    if (both != null) throw new CliError(`--${flag} ${both}=... and --rm-${flag} ${both}: give one of them`, 2)
+    if (Object.keys(sets).length === 0 && rms.length === 0) return undefined
+    return { ...sets, ...Object.fromEntries(rms.map(k => [k, null])) }
+  }
+  const labels = edits(v.label, v['rm-label'], 'label')
+  if (labels != null) body.labels = labels
+  const constraints = edits(v.constraint, v['rm-constraint'], 'constraint')
+  if (constraints != null) body.constraints = constraints
+  if (Object.keys(body).length === 0) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
+  const api = new ApiClient(v.api as string | undefined)
+  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', `/v1/vms/${enc(positionals[0])}`, body)
+  if (v.json === true) return json(d)
+  say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.join(', ')}`)
   stateLines(d)
 }
 
@@ -258,6 +307,9 @@ async function show (argv: string[]): Promise<void> {
   stateLines(d)
   say(`  desired ${d.desired}; ${d.cpu} cpu, ${gib(d.memoryBytes)}; driver ${d.driver}; node ${d.node ?? '-'}; epoch ${d.epoch ?? '-'}${d.claims > 1 ? `; ${d.claims} concurrent claims` : ''}`)
   if (d.address != null) say(`  overlay address ${d.address}`)
+  // a run placed before a `vm update` changed its size keeps the size it was placed with
+  const l = d.lease
+  if (l != null && d.node != null && (d.state === 'running' || d.state === 'starting' || d.state === 'stopping') && (l.cpu !== d.cpu || l.memoryBytes !== d.memoryBytes)) say(`  this run has ${l.cpu} cpu, ${gib(l.memoryBytes)}, as placed before its size was changed; ${d.cpu} cpu, ${gib(d.memoryBytes)} from its next start`)
   // what it was made with that placement and the operator read (bb46: only the JSON had them)
   const made = [
     ...(d.app != null ? [`app ${d.app}`] : []),

@@ -118,6 +118,12 @@ export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'st
   return c.former === true ? idle(current) : c.parked !== true || isParked(current)
 }
 
+/** why a lease is given up by decide when its VM's size changed since the claim (parked: placed anew at the next epoch) */
+export const RESIZED = 'its size was changed (vm update) since this lease was claimed: placed anew with the new size'
+
+/** whether a lease reserves another size than its VM's spec asks for now (pure) */
+export const resized = (l: Pick<Lease, 'cpu' | 'memoryBytes'>, vm: Pick<Vm, 'spec'>): boolean => l.cpu !== vm.spec.cpu || l.memoryBytes !== vm.spec.memoryBytes
+
 /**
  * Whether the VM a claim was decided for is still the one in the document, with the
  * demand it reserves (pure): a `vm rm` and `vm create` of the same name between a step's
@@ -390,6 +396,9 @@ export function decide (i: DecideInput): Decisions {
       // only as the document catches up; it waits as long as a takeover would
       const claimed = i.claimedAt.get(id)
       if ((claimed == null || claimed < seenSince) && i.now < staleUntil) { wake(staleUntil - i.now); continue }
+      // its size changed (vm update) after the claim: it would run bigger than reserved
+      // here, or keep more than it needs; placed anew with its size instead (vm-update.ts)
+      if (resized(w, vm)) { d.release.push({ vm: id, why: RESIZED }); continue }
       const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
       if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)
       else if (s.state === 'waiting') wake(s.ms)

@@ -336,9 +336,10 @@ export class LocalVms {
       // the driver's start replaces an ended run itself, carrying its console's end into
       // the new run's (bb34: removed here first, a crash's output went with the restart)
       this.consoles.drop(id)
-      const disks = await attachVolumes(this.c, vm, doc.leases.get(id)?.winner.epoch ?? 1)
+      const lease = doc.leases.get(id)?.winner
+      const disks = await attachVolumes(this.c, vm, lease?.epoch ?? 1)
       if (this.aborted(id)) throw new StartAborted()
-      const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks))
+      const info = await driver.start(driverSpec(vm, this.c.network?.overlayOf(id), disks, lease))
       // a kill or a graceful stop that came while the driver started it ends it now
       if (this.aborted(id)) throw new StartAborted()
       this.running.add(id)

@@ -8,9 +8,13 @@ import { logged, sameVm } from './history.ts'
 
 const MiB = 2 ** 20
 
-/** What a driver is asked to run for `vm`: its boot, resources, overlay address and disks. */
-export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>): DriverVmSpec {
-  const s = vm.spec
+/**
+ * What a driver is asked to run for `vm`: its boot, resources, overlay address and
+ * disks. The cpu and memory are the lease's, where given: what its holder reserved for
+ * it (a `vm update` after the claim must not make it run bigger than reserved).
+ */
+export function driverSpec (vm: Vm, overlay?: VmOverlay | null, disks?: Array<{ uri: string }>, reserved?: Pick<Lease, 'cpu' | 'memoryBytes'>): DriverVmSpec {
+  const s = { ...vm.spec, ...(reserved != null ? { cpu: reserved.cpu, memoryBytes: reserved.memoryBytes } : {}) }
   const boot: DriverVmSpec['boot'] = s.command != null && s.command.length > 0
     ? { kind: 'command', command: s.command, ...(s.user != null ? { user: s.user } : {}) }
     : s.kernel != null

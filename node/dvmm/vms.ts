@@ -48,7 +48,7 @@ export interface CreateVmBody {
 /** labels or constraints one VM may carry: every agent holds every VM's spec */
 export const STR_MAP_MAX = 64
 
-const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
+export const strMap = (v: unknown, field: string, keys = false): Record<string, string> => {
   if (v === undefined) return {}
   if (v == null || typeof v !== 'object' || Array.isArray(v)) throw invalid(field, 'must be an object of strings')
   const n = Object.keys(v).length
@@ -124,6 +124,41 @@ export const MIN_MEMORY = { process: 2 ** 20, qemu: 16 * 2 ** 20 } as const
 /** the smallest cpu share: the cfs quota's grain (1 ms of a 100 ms period) */
 export const MIN_CPU = 0.01
 
+/** A request's `cpu`: vCPUs, a JSON number from MIN_CPU to 4096 (a 400 naming the field otherwise). */
+export function cpuOf (raw: unknown): number {
+  if (typeof raw !== 'number') throw invalid('cpu', `must be a JSON number of vCPUs above 0, not ${raw === undefined ? 'missing' : `a ${raw === null ? 'null' : typeof raw} (${JSON.stringify(raw).slice(0, 40)})`}`)
+  if (raw === Infinity) throw invalid('cpu', 'reads as infinite, more than the 4096 vCPUs a VM may have')
+  if (!Number.isFinite(raw) || raw <= 0) throw invalid('cpu', 'must be a number of vCPUs above 0')
+  if (raw < MIN_CPU) throw invalid('cpu', `${raw} is below ${MIN_CPU}, the smallest share a VM gets`)
+  if (raw > 4096) throw invalid('cpu', `${raw} vCPUs is more than the 4096 a VM may have`)
+  return raw
+}
+
+/** A request's `memory` (bytes, or a size like "512M") for a VM of `driver`: whole bytes, at least what the driver needs. */
+export function memoryOf (raw: unknown, driver: 'qemu' | 'process'): number {
+  let memoryBytes: number
+  try {
+    memoryBytes = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseSize(raw) : NaN
+  } catch (err) {
+    throw invalid('memory', (err as Error).message)
+  }
+  if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', memoryBytes === Infinity ? 'is larger than any node has (bytes, or e.g. 512M)' : 'must be a size above zero (bytes, or e.g. 512M)')
+  if (memoryBytes > Number.MAX_SAFE_INTEGER) throw invalid('memory', `${String(raw)} is more than any node has`)
+  if (!Number.isInteger(memoryBytes)) throw invalid('memory', `${String(raw)} is not a whole number of bytes`)
+  // a bare number is bytes: "128" was likely meant as 128M
+  const bare = typeof raw === 'number' || /^\s*\d+\s*$/.test(String(raw)) ? ` (a number alone is bytes: ${String(raw).trim()}M?)` : ''
+  if (memoryBytes < MIN_MEMORY[driver]) throw invalid('memory', `${typeof raw === 'string' ? raw : bytes(memoryBytes)} is below the ${MIN_MEMORY[driver] / 2 ** 20}M a ${driver} VM needs at least${bare}`)
+  return memoryBytes
+}
+
+/** A VM bigger than every known node can never run: a 400 naming what is too big. */
+export function fitsSomeNode (cpu: number, memoryBytes: number, nodes: readonly NodeView[]): void {
+  const cpuMax = Math.max(0, ...nodes.map(n => n.capacity.cpu))
+  const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
+  if (cpu > cpuMax) throw invalid('cpu', `${cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
+  if (memoryBytes > memMax) throw invalid('memory', `${bytes(memoryBytes)} is more than any node has (largest: ${bytes(memMax)})`)
+}
+
 /** what a VM create request may hold */
 const VM_FIELDS = ['name', 'app', 'driver', 'cpu', 'memory', 'command', 'user', 'kernel', 'initrd', 'cmdline', 'image', 'volumes', 'inputs', 'outputs', 'restart', 'antiAffinity', 'desired', 'constraints', 'labels'] as const
 
@@ -139,23 +174,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (typeof b.name !== 'string' || !VM_NAME.test(b.name)) throw invalid('name', `${typeof b.name === 'string' ? `${JSON.stringify(b.name.length <= 80 ? b.name : `${b.name.slice(0, 40)}…`)} ` : ''}must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit`)
   if (b.driver === undefined) throw invalid('driver', 'is missing: "qemu" or "process"')
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
-  if (typeof b.cpu !== 'number') throw invalid('cpu', `must be a JSON number of vCPUs above 0, not ${b.cpu === undefined ? 'missing' : `a ${b.cpu === null ? 'null' : typeof b.cpu} (${JSON.stringify(b.cpu).slice(0, 40)})`}`)
-  if (b.cpu === Infinity) throw invalid('cpu', 'reads as infinite, more than the 4096 vCPUs a VM may have')
-  if (!Number.isFinite(b.cpu) || b.cpu <= 0) throw invalid('cpu', 'must be a number of vCPUs above 0')
-  if (b.cpu < MIN_CPU) throw invalid('cpu', `${b.cpu} is below ${MIN_CPU}, the smallest share a VM gets`)
-  if (b.cpu > 4096) throw invalid('cpu', `${b.cpu} vCPUs is more than the 4096 a VM may have`)
-  let memoryBytes: number
-  try {
-    memoryBytes = typeof b.memory === 'number' ? b.memory : typeof b.memory === 'string' ? parseSize(b.memory) : NaN
-  } catch (err) {
-    throw invalid('memory', (err as Error).message)
-  }
-  if (!Number.isFinite(memoryBytes) || memoryBytes <= 0) throw invalid('memory', memoryBytes === Infinity ? 'is larger than any node has (bytes, or e.g. 512M)' : 'must be a size above zero (bytes, or e.g. 512M)')
-  if (memoryBytes > Number.MAX_SAFE_INTEGER) throw invalid('memory', `${String(b.memory)} is more than any node has`)
-  if (!Number.isInteger(memoryBytes)) throw invalid('memory', `${String(b.memory)} is not a whole number of bytes`)
-  // a bare number is bytes: "128" was likely meant as 128M
-  const bare = typeof b.memory === 'number' || /^\s*\d+\s*$/.test(String(b.memory)) ? ` (a number alone is bytes: ${String(b.memory).trim()}M?)` : ''
-  if (memoryBytes < MIN_MEMORY[b.driver]) throw invalid('memory', `${typeof b.memory === 'string' ? b.memory : bytes(memoryBytes)} is below the ${MIN_MEMORY[b.driver] / 2 ** 20}M a ${b.driver} VM needs at least${bare}`)
+  const cpu = cpuOf(b.cpu)
+  const memoryBytes = memoryOf(b.memory, b.driver)
   const str = (f: string): string | undefined => {
     const v = b[f]
     if (v === undefined) return undefined
@@ -232,10 +252,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
   if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id: a letter or digit, then up to 127 letters, digits or . _ : @ - (no spaces)')
   if (b.desired !== undefined && b.desired !== 'running' && b.desired !== 'stopped') throw invalid('desired', 'must be running or stopped')
-  const cpuMax = Math.max(0, ...nodes.map(n => n.capacity.cpu))
-  const memMax = Math.max(0, ...nodes.map(n => n.capacity.memoryBytes))
-  if (b.cpu > cpuMax) throw invalid('cpu', `${b.cpu} vCPUs is more than any node has (largest: ${cpuMax})`)
-  if (memoryBytes > memMax) throw invalid('memory', `${bytes(memoryBytes)} is more than any node has (largest: ${bytes(memMax)})`)
+  fitsSomeNode(cpu, memoryBytes, nodes)
   const constraints = strMap(b.constraints, 'constraints', true)
   const labels = b.labels === undefined ? undefined : strMap(b.labels, 'labels', true)
   // an absolute program is looked for on this node (as a kernel is), unless the VM is
@@ -254,7 +271,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
     desired: (b.desired as 'running' | 'stopped' | undefined) ?? 'running',
     spec: {
       driver: b.driver,
-      cpu: b.cpu,
+      cpu,
       memoryBytes,
       volumes: vols,
       constraints,

@@ -1,0 +1,116 @@
+// `vgrid vm update VM` and PATCH /v1/vms/:id: a VM's size, restart policy, labels,
+// constraints and anti-affinity group changed in place, its name, history, volumes and
+// lease epochs kept (before, only a `vm rm` and a `vm create` could, and lost the history).
+//
+// What a lease reserves is the size it was claimed with, and the holder runs the VM
+// with that size (run-steps.ts driverSpec), so a size changed while a claim was made
+// elsewhere never overcommits a node (invariant 2): a holder that finds its lease's size
+// no longer the spec's before it starts the VM parks the lease instead (decide.ts
+// `resized`), and the VM is placed anew with its new size.
+import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '../../crdt/index.ts'
+import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
+import { ValidationError, onlyFields } from '../errors.ts'
+import { kernelMemoryProblem } from './boot-checks.ts'
+import { bytes } from '../cli/format.ts'
+import { cpuOf, fitsSomeNode, memoryOf, strMap, STR_MAP_MAX } from './vms.ts'
+
+/** what an update request may hold */
+export const UPDATE_FIELDS = ['cpu', 'memory', 'restart', 'labels', 'constraints', 'antiAffinity'] as const
+export type UpdateField = typeof UPDATE_FIELDS[number]
+
+/** the fields that decide where a VM runs and what is reserved for it: changed only while nothing of it runs */
+export const PLACEMENT_FIELDS: readonly UpdateField[] = ['cpu', 'memory', 'constraints', 'antiAffinity']
+
+export interface VmUpdate {
+  spec: VmSpec
+  /** the fields whose value changes (none: the VM is already so) */
+  changed: UpdateField[]
+}
+
+const invalid = (field: string, msg: string): ValidationError => new ValidationError(field, `${field}: ${msg}`)
+
+/**
+ * `patch` applied to a map of labels or constraints: a string sets a key, null removes
+ * it (a key not there is no error: the map is then as asked).
+ */
+function patchedMap (cur: Readonly<Record<string, string>> | undefined, raw: unknown, field: 'labels' | 'constraints'): Record<string, string> {
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid(field, 'must be an object: a key set to a string sets it, set to null removes it')
+  const out: Record<string, string> = { ...cur }
+  const sets: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(raw)) {
+    if (v === null) delete out[k]
+    else sets[k] = v
+  }
+  Object.assign(out, strMap(sets, field, true))
+  const n = Object.keys(out).length
+  if (n > STR_MAP_MAX) throw invalid(field, `would have ${n} entries, more than the ${STR_MAP_MAX} a VM may carry`)
+  return out
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b)
+const sortedMap = (m: Readonly<Record<string, string>> | undefined): Array<[string, string]> => Object.entries(m ?? {}).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+
+/**
+ * Checks an update request against the VM and the grid (pure but for the kernel's
+ * size, read where the VM boots a kernel of this node): its new spec and the fields it
+ * changes, or a 400 naming the field.
+ */
+export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[]): VmUpdate {
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
+  const b = raw as Record<string, unknown>
+  onlyFields(b, UPDATE_FIELDS)
+  if (Object.keys(b).length === 0) throw invalid('body', `names nothing to change: give one or more of ${UPDATE_FIELDS.join(', ')}`)
+  const old = vm.spec
+  const spec: VmSpec = { ...old }
+  if (b.cpu !== undefined) spec.cpu = cpuOf(b.cpu)
+  if (b.memory !== undefined) spec.memoryBytes = memoryOf(b.memory, old.driver)
+  if (b.cpu !== undefined || b.memory !== undefined) fitsSomeNode(spec.cpu, spec.memoryBytes, nodes)
+  if (b.memory !== undefined && old.driver === 'qemu' && old.kernel != null) {
+    const small = kernelMemoryProblem(old.kernel, old.initrd, spec.memoryBytes, typeof b.memory === 'string' ? b.memory : bytes(spec.memoryBytes))
+    if (small != null) throw invalid('memory', small)
+  }
+  if (b.restart !== undefined) {
+    // null: back to the default
+    if (b.restart === null) delete spec.restart
+    else if ((RESTART_POLICIES as readonly unknown[]).includes(b.restart)) spec.restart = b.restart as VmSpec['restart']
+    else throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}, or null for the default (always)`)
+  }
+  if (b.antiAffinity !== undefined) {
+    if (b.antiAffinity === null) delete spec.antiAffinity
+    else if (typeof b.antiAffinity === 'string' && new RegExp(ID_PATTERN).test(b.antiAffinity)) spec.antiAffinity = b.antiAffinity
+    else throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -), or null for none')
+  }
+  if (b.constraints !== undefined) spec.constraints = patchedMap(old.constraints, b.constraints, 'constraints')
+  if (b.labels !== undefined) {
+    const labels = patchedMap(old.labels, b.labels, 'labels')
+    if (Object.keys(labels).length > 0) spec.labels = labels
+    else delete spec.labels
+  }
+  const changed = UPDATE_FIELDS.filter(f => {
+    switch (f) {
+      case 'cpu': return spec.cpu !== old.cpu
+      case 'memory': return spec.memoryBytes !== old.memoryBytes
+      case 'restart': return (spec.restart ?? 'always') !== (old.restart ?? 'always')
+      case 'antiAffinity': return spec.antiAffinity !== old.antiAffinity
+      case 'labels': return !same(sortedMap(spec.labels), sortedMap(old.labels))
+      case 'constraints': return !same(sortedMap(spec.constraints), sortedMap(old.constraints))
+    }
+    return false
+  })
+  return { spec, changed }
+}
+
+/**
+ * Whether a change of `changed` must wait until nothing of the VM runs (pure): the
+ * placement fields while its lease is neither idle nor parked (it runs, starts or is
+ * claimed; a lease of a former VM of the name is not its own).
+ */
+export function runsForUpdate (changed: readonly UpdateField[], lease: Pick<Lease, 'status' | 'parked'> | undefined, own: boolean): boolean {
+  return changed.some(f => PLACEMENT_FIELDS.includes(f)) && lease != null && own && !idle(lease) && !isParked(lease)
+}
+
+/** The sentence of a 409 for an update of placement fields while the VM runs. */
+export function runningUpdateWhy (name: string, node: string, changed: readonly UpdateField[]): string {
+  const which = changed.filter(f => PLACEMENT_FIELDS.includes(f))
+  return `VM "${name}" runs on ${node} (or is being started there): a VM's cpu, memory, constraints and anti-affinity group change only while nothing of it runs, as they decide where it runs and what is reserved for it (this update changes ${which.join(' and ')}); stop it first (vgrid vm stop ${name} --wait), update it, then start it (labels and the restart policy change at any time)`
+}

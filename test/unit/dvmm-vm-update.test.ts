@@ -1,0 +1,109 @@
+// `vgrid vm update` (node/dvmm/vm-update.ts): the request checked field by field, the
+// fields it changes, which of them wait until nothing of the VM runs; and the holder's
+// side (decide.ts `resized`): a lease claimed before a size change is not started with
+// the new size, nor with the old, but parked and placed anew.
+import test from 'ava'
+import { runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
+import { decide, resized, RESIZED, type DecideInput } from '../../node/dvmm/decide.ts'
+import { driverSpec } from '../../node/dvmm/run-steps.ts'
+import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
+import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
+import { fenced, type NodeView } from '../../crdt/placement/index.ts'
+import { ValidationError } from '../../node/errors.ts'
+
+const GiB = 2 ** 30
+const MiB = 2 ** 20
+const node = (id: string, cpu = 4, mem = 8 * GiB): NodeView => ({ id, name: id, alive: true, draining: false, capacity: { cpu, memoryBytes: mem }, labels: {} })
+const NODES = [node('a'), node('b', 8, 16 * GiB)]
+const vm = (extra: Partial<Vm['spec']> = {}): Vm => ({ id: 'web', name: 'web', app: null, desired: 'stopped', spec: { driver: 'process', cpu: 1, memoryBytes: 64 * MiB, volumes: [], constraints: { zone: 'a' }, command: ['x'], labels: { tier: 'web' }, ...extra }, at: 1, by: 'a' })
+
+function refused (t: import('ava').ExecutionContext, body: unknown, field: string, msg: RegExp, v = vm()): void {
+  const err = t.throws(() => vmUpdateOf(body, v, NODES), { instanceOf: ValidationError })
+  t.is((err as ValidationError & { field: string }).field, field, String(err?.message))
+  t.regex(err!.message, msg)
+}
+
+test('an update changes only what it names, and says which fields changed', t => {
+  const u = vmUpdateOf({ cpu: 2, memory: '128M', labels: { tier: 'api', team: 'x' } }, vm(), NODES)
+  t.deepEqual(u.changed, ['cpu', 'memory', 'labels'])
+  t.like(u.spec, { driver: 'process', cpu: 2, memoryBytes: 128 * MiB, constraints: { zone: 'a' }, command: ['x'] })
+  t.deepEqual(u.spec.labels, { tier: 'api', team: 'x' })
+  // null removes a label or constraint, or puts restart and the group back to none
+  const v = vm({ restart: 'never', antiAffinity: 'g' })
+  const back = vmUpdateOf({ restart: null, antiAffinity: null, labels: { tier: null }, constraints: { zone: null, rack: '1' } }, v, NODES)
+  t.deepEqual(back.changed, ['restart', 'labels', 'constraints', 'antiAffinity'])
+  t.is(back.spec.restart, undefined)
+  t.is(back.spec.antiAffinity, undefined)
+  t.is(back.spec.labels, undefined, 'the last label removed: none')
+  t.deepEqual(back.spec.constraints, { rack: '1' })
+  // already so: nothing changes (a script may ask again)
+  t.deepEqual(vmUpdateOf({ cpu: 1, memory: 64 * MiB, labels: { tier: 'web', gone: null }, restart: 'always' }, vm(), NODES).changed, [])
+  t.deepEqual(vmUpdateOf({ restart: 'always' }, vm({ restart: 'always' }), NODES).changed, [], 'always is the default')
+})
+
+test('an update request that is wrong is a 400 naming the field', t => {
+  refused(t, 'x', 'body', /must be a JSON object/)
+  refused(t, {}, 'body', /names nothing to change: give one or more of cpu, memory/)
+  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, restart, labels, constraints, antiAffinity\)/)
+  refused(t, { driver: 'qemu' }, 'driver', /unknown field "driver"/)
+  refused(t, { cpu: 0 }, 'cpu', /above 0/)
+  refused(t, { cpu: '2' }, 'cpu', /must be a JSON number/)
+  refused(t, { cpu: 9 }, 'cpu', /9 vCPUs is more than any node has \(largest: 8\)/)
+  refused(t, { memory: '512K' }, 'memory', /below the 1M a process VM needs/)
+  refused(t, { memory: '32G' }, 'memory', /more than any node has \(largest: 16/)
+  refused(t, { memory: '8M' }, 'memory', /below the 16M a qemu VM needs/, vm({ driver: 'qemu', command: undefined, kernel: '/nonexistent/vmlinux' }))
+  refused(t, { restart: 'sometimes' }, 'restart', /must be one of always, on-failure, never, or null/)
+  refused(t, { antiAffinity: 'a b' }, 'antiAffinity', /must be a group name/)
+  refused(t, { labels: ['a'] }, 'labels', /must be an object: a key set to a string sets it, set to null removes it/)
+  refused(t, { labels: { 'bad key': 'x' } }, 'labels', /key "bad key" is not a label key/)
+  refused(t, { constraints: { zone: 5 } }, 'constraints.zone', /must be a string/)
+  const many = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'v']))
+  refused(t, { labels: many }, 'labels', /would have 65 entries, more than the 64/)
+})
+
+test('size, constraints and the group wait until nothing of the VM runs; labels and restart do not', t => {
+  const running: Pick<Lease, 'status' | 'parked'> = { status: 'running' }
+  t.true(runsForUpdate(['memory'], running, true))
+  t.true(runsForUpdate(['labels', 'constraints'], { status: 'claimed' }, true), 'a claim is on its way to a start')
+  t.false(runsForUpdate(['labels', 'restart'], running, true))
+  t.false(runsForUpdate(['cpu'], { status: 'stopped' }, true), 'stopped')
+  t.false(runsForUpdate(['cpu'], { status: 'failed' }, true), 'failed (the crash rule)')
+  t.false(runsForUpdate(['cpu'], { status: 'stopped', parked: true }, true))
+  t.false(runsForUpdate(['cpu'], undefined, true), 'pending: no lease')
+  t.false(runsForUpdate(['cpu'], running, false), "a former VM's run of the name is not this VM's")
+  t.regex(runningUpdateWhy('web', 'host2', ['cpu', 'labels', 'memory']), /^VM "web" runs on host2 \(or is being started there\): a VM's cpu, memory, constraints and anti-affinity group change only while nothing of it runs.*\(this update changes cpu and memory\).*vgrid vm stop web --wait/)
+})
+
+const roll = (id: string): RollEntry => ({ node: id, name: id, joined: 1, draining: false, at: 1, by: id })
+function input (vms: Vm[], leases: LeaseView[]): DecideInput {
+  const doc: DocView = { vms: new Map(vms.map(v => [v.id, v])), leases: new Map(leases.map(l => [l.winner.vm, l])), roll: new Map(['a', 'b', 'c'].map(n => [n, roll(n)])) }
+  return {
+    me: 'a', now: 10_000, doc, nodes: [node('a'), node('b'), node('c')],
+    holderAlive: () => true, lastHeard: () => 0, fence: fenced({ rollSize: 3, aliveSeen: 3, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 }),
+    runs: new Set(), busy: new Set(), claimedAt: new Map([['web', 1000]]), conflictSeenAt: new Map(), unplacedSince: new Map(),
+    capacity: { cpu: 4, memoryBytes: 8 * GiB },
+    cfg: { settleMs: 1000, fenceTimeoutMs: 5000, takeoverMarginMs: 1000, strategy: 'spread' }
+  }
+}
+
+test('a lease claimed before a size change is parked, not started, by its holder', t => {
+  const lease: Lease = { vm: 'web', holder: 'a', epoch: 3, cpu: 1, memoryBytes: 64 * MiB, status: 'claimed', at: 1, by: 'a' }
+  const grown = { ...vm({ memoryBytes: 256 * MiB }), desired: 'running' as const }
+  t.true(resized(lease, grown))
+  const d = decide(input([grown], [{ winner: lease, claims: [lease] }]))
+  t.deepEqual(d.start, [], 'not started with a size its node did not reserve')
+  t.deepEqual(d.release, [{ vm: 'web', why: RESIZED }])
+  // the same size: started as ever
+  const same = { ...vm(), desired: 'running' as const }
+  t.false(resized(lease, same))
+  t.deepEqual(decide(input([same], [{ winner: lease, claims: [lease] }])).start, ['web'])
+  // a run already going keeps its size: not released
+  const i = input([grown], [{ winner: { ...lease, status: 'running' }, claims: [{ ...lease, status: 'running' }] }])
+  t.deepEqual(decide({ ...i, runs: new Set(['web']) }).release, [])
+})
+
+test("a driver is asked for the lease's size, not the spec's", t => {
+  const v = { ...vm({ cpu: 3, memoryBytes: 512 * MiB }), desired: 'running' as const }
+  t.like(driverSpec(v, null, [], { cpu: 1, memoryBytes: 64 * MiB }), { vcpus: 1, memoryMiB: 64 })
+  t.like(driverSpec(v), { vcpus: 3, memoryMiB: 512 }, 'no lease given: the spec')
+})
