@@ -148,7 +148,7 @@ async function buildServices (core: CoreComponents, opts: { api: boolean, withou
       log: core.log.child('dvmm'),
       stopBridge: opts.stopBridge,
       onProbe: p => {
-        core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers, volumeBoot: true }))
+        core.advert.provide('vmHost', () => ({ cgroup: p.cgroup.version, accel: p.qemu.accel ?? null, drivers: p.drivers, volumeBoot: true, leaseSized: true }))
         core.advert.changed()
       }
     }, { watchdogTimeoutMs: watchdogTimeoutFor(core.config.fenceTimeoutMs) }) // DVMM sets the fence in force below (setFence), before anything runs

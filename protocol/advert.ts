@@ -67,7 +67,9 @@ export const AdvertSchema = Type.Object({
     accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg'), Type.Null()]),
     drivers: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 }),
     /** it boots a qemu VM from its first volume (absent: an agent of an earlier release, which cannot) */
-    volumeBoot: Type.Optional(Type.Boolean())
+    volumeBoot: Type.Optional(Type.Boolean()),
+    /** it runs a VM with the size its lease reserved and parks a lease claimed for a spec since changed (absent: an earlier release, which `vm update` waits for) */
+    leaseSized: Type.Optional(Type.Boolean())
   }, open)),
   /**
    * the node's fence timeout setting (ms; 3 s to 10 min, as the agent's flag): a takeover of its

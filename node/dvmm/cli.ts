@@ -19,7 +19,7 @@ import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
-const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] (only while it is stopped) [--restart always|on-failure|never] [--label KEY=VALUE]... [--rm-label KEY]... [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--json] [--api HOST:PORT]'
+const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
 const WAIT_USAGE = 'vgrid vm wait VM [--for running|stopped|gone (default running)] [--timeout DURATION (default 5m; 90s, 10m, or seconds)] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        ${LS_USAGE}
@@ -161,7 +161,9 @@ async function update (argv: string[]): Promise<void> {
     constraint: { type: 'string', multiple: true },
     'rm-constraint': { type: 'string', multiple: true },
     'anti-affinity': { type: 'string' },
-    'no-anti-affinity': { type: 'boolean' }
+    'no-anti-affinity': { type: 'boolean' },
+    attach: { type: 'string', multiple: true },
+    detach: { type: 'string', multiple: true }
   }, UPDATE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${UPDATE_USAGE}`, 2)
   const body: Record<string, unknown> = {}
@@ -186,8 +188,20 @@ async function update (argv: string[]): Promise<void> {
   if (labels != null) body.labels = labels
   const constraints = edits(v.constraint, v['rm-constraint'], 'constraint')
   if (constraints != null) body.constraints = constraints
-  if (Object.keys(body).length === 0) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
+  const attach = (v.attach as string[] | undefined) ?? []
+  const detach = (v.detach as string[] | undefined) ?? []
+  if (Object.keys(body).length === 0 && attach.length === 0 && detach.length === 0) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
+  // the whole new list, from the one it has now: attached ones go last (the first, where
+  // it boots from a volume, stays its boot disk)
+  if (attach.length > 0 || detach.length > 0) {
+    const cur = await api.get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
+    const has = (x: { id: string, path: string | null }, ref: string): boolean => x.id === ref || x.path === ref || x.path === `/${ref}`
+    const keep = cur.disks.filter(x => !detach.some(ref => has(x, ref)))
+    const missing = detach.find(ref => !cur.disks.some(x => has(x, ref)))
+    if (missing != null) throw new CliError(`VM ${cur.name} has no volume ${missing}${cur.disks.length > 0 ? ` (it has ${cur.disks.map(x => x.path ?? x.id).join(', ')})` : ' (it has none)'}`, 1)
+    body.volumes = [...keep.map(x => x.id), ...attach]
+  }
   const d = await api.request<VmDetail & { changed: string[] }>('PATCH', `/v1/vms/${enc(positionals[0])}`, body)
   if (v.json === true) return json(d)
   say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.join(', ')}`)
@@ -309,7 +323,7 @@ async function show (argv: string[]): Promise<void> {
   if (d.address != null) say(`  overlay address ${d.address}`)
   // a run placed before a `vm update` changed its size keeps the size it was placed with
   const l = d.lease
-  if (l != null && d.node != null && (d.state === 'running' || d.state === 'starting' || d.state === 'stopping') && (l.cpu !== d.cpu || l.memoryBytes !== d.memoryBytes)) say(`  this run has ${l.cpu} cpu, ${gib(l.memoryBytes)}, as placed before its size was changed; ${d.cpu} cpu, ${gib(d.memoryBytes)} from its next start`)
+  if (l != null && d.node != null && (l.status === 'running' || l.status === 'stopping') && (l.cpu !== d.cpu || l.memoryBytes !== d.memoryBytes)) say(`  this run has ${l.cpu} cpu, ${gib(l.memoryBytes)}, as placed before its size was changed; ${d.cpu} cpu, ${gib(d.memoryBytes)} from its next start`)
   // what it was made with that placement and the operator read (bb46: only the JSON had them)
   const made = [
     ...(d.app != null ? [`app ${d.app}`] : []),

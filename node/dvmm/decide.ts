@@ -2,7 +2,7 @@
 // what this node runs and the clock, what to claim, start, stop, kill and release.
 // The service (service.ts) feeds it and carries the answer out.
 import {
-  formerRun, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, voters, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
+  formerRun, missingLabels, positionsOf, reservedBy, canReserve, settle, takeover, takeoverFenceMs, holderFenceMs, holderNoticeMs, majoritySince, voters, idle, isParked, type Capacity, type FenceDecision, type NodeView, type Strategy
 } from '../../crdt/placement/index.ts'
 import type { Lease, Vm } from '../../crdt/index.ts'
 import { demandOf, holdings, type DocView } from './view.ts'
@@ -118,11 +118,18 @@ export function claimStillApplies (current: Pick<Lease, 'holder' | 'epoch' | 'st
   return c.former === true ? idle(current) : c.parked !== true || isParked(current)
 }
 
-/** why a lease is given up by decide when its VM's size changed since the claim (parked: placed anew at the next epoch) */
-export const RESIZED = 'its size was changed (vm update) since this lease was claimed: placed anew with the new size'
+/** why a lease is given up by decide when its VM's size or volumes changed since the claim (parked: placed anew at the next epoch) */
+export const OUTDATED_LEASE = 'its size or volumes were changed (vm update) since this lease was claimed: placed anew as it is now'
+/** why a claim not started yet is given up when its node lacks a label the VM needs now (parked: placed anew at the next epoch) */
+export const UNFIT_LEASE = 'this node lacks a label the VM needs now (its constraints, or the node\'s labels, changed since the claim): placed anew'
 
-/** whether a lease reserves another size than its VM's spec asks for now (pure) */
-export const resized = (l: Pick<Lease, 'cpu' | 'memoryBytes'>, vm: Pick<Vm, 'spec'>): boolean => l.cpu !== vm.spec.cpu || l.memoryBytes !== vm.spec.memoryBytes
+/**
+ * Whether a lease was claimed for another size or other disks than its VM's spec names
+ * now (pure): its reservation, and the disks its holder would fence and open, are not
+ * the VM's any more.
+ */
+export const leaseOutdated = (l: Pick<Lease, 'cpu' | 'memoryBytes' | 'disks'>, vm: Pick<Vm, 'spec'>): boolean =>
+  l.cpu !== vm.spec.cpu || l.memoryBytes !== vm.spec.memoryBytes || (l.disks ?? []).join('\n') !== vm.spec.volumes.join('\n')
 
 /**
  * Whether the VM a claim was decided for is still the one in the document, with the
@@ -396,9 +403,12 @@ export function decide (i: DecideInput): Decisions {
       // only as the document catches up; it waits as long as a takeover would
       const claimed = i.claimedAt.get(id)
       if ((claimed == null || claimed < seenSince) && i.now < staleUntil) { wake(staleUntil - i.now); continue }
-      // its size changed (vm update) after the claim: it would run bigger than reserved
-      // here, or keep more than it needs; placed anew with its size instead (vm-update.ts)
-      if (resized(w, vm)) { d.release.push({ vm: id, why: RESIZED }); continue }
+      // its size or volumes changed (vm update) after the claim: it would run bigger than
+      // reserved here, or with disks the lease does not name; placed anew instead (vm-update.ts).
+      // Its constraints likewise, before its first start here: a node without the labels
+      // it needs now never ran it (one that runs it keeps it: a move restarts it)
+      const unfit = meNode != null && (w.status ?? 'claimed') === 'claimed' && missingLabels(vm.spec.constraints, meNode?.labels ?? {}).length > 0
+      if (leaseOutdated(w, vm) || unfit) { d.release.push({ vm: id, why: unfit ? UNFIT_LEASE : OUTDATED_LEASE }); continue }
       const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
       if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)
       else if (s.state === 'waiting') wake(s.ms)

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Reader, Vm } from '../../crdt/index.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { canonical } from '../../crdt/conflicts.ts'
-import { idle, mayChangeDesired, mayChangeRoll, missingLabels, restartPending, sameVm, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
+import { idle, mayChangeDesired, mayChangeRoll, missingLabels, restartPending, strandedWhy, type HaReport, type StrandedVms } from '../../crdt/placement/index.ts'
 import { ConflictError, NotFoundError, ValidationError, booleanQuery, countQuery, flag, noBody, onlyFields, optionalBody, quoteGiven } from '../errors.ts'
 import type { Writer } from '../../crdt/index.ts'
 import type { Logger } from '../log.ts'
@@ -23,7 +23,7 @@ import { userOnNode } from './host/users.ts'
 import { cutLinkNote } from './overlay-moves.ts'
 import { crowdedGroups } from './spread.ts'
 import { keepsVm, vmFilterOf, VM_FILTER_QUERY } from './vm-filter.ts'
-import { runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import { updateVmRoute } from './update-route.ts'
 import { createVmIn, findVm, lostReason, lostVms, placementNow, removeVmIn, setDesiredIn, vmDraft, vmRow, volumeIds, volumeLookup, type LostVm, type VmDetail, type VmRow } from './vms.ts'
 
 /** how long `vm ls` waits for its running VMs' disk health; past it the rows go without (vm show waits for it) */
@@ -356,38 +356,6 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     return { ...await detail(vm.id), ...(away != null ? { stillRuns: away } : {}) }
   }
   /**
-   * `vm update`: the spec's size, restart policy, labels, constraints or anti-affinity
-   * group changed in place (vm-update.ts). Written only over the spec it was checked
-   * against, and, like a create, answered after the settle window: an update through
-   * another node at the same moment would otherwise win without a word (the spec is one
-   * value to the conflict rule).
-   */
-  const updateVm = async (id: string, body: unknown): Promise<VmDetail & { changed: UpdateField[] }> => {
-    const { reader, doc } = current()
-    const vm = findVm(doc, id)
-    const u = vmUpdateOf(body, vm, nodesOf(reader, doc))
-    if (u.changed.length === 0) return { ...await detail(vm.id), changed: [] }
-    const may = mayChangeRoll({ roll: doc.roll.keys(), me: svc.me, alive: inSight, joining: false })
-    if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
-    await state.write(w => {
-      const now = w.reader.get('vms', vm.id)?.value
-      if (now == null || now.created !== vm.created) throw new NotFoundError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} while this update waited: nothing was changed`)
-      if (canonical(now.spec) !== canonical(vm.spec)) throw new ConflictError(`VM "${vm.name}" was updated through another node while this update waited: nothing was changed; look at it (vgrid vm show ${vm.name}) and update it again`, 'changed_meanwhile')
-      const l = w.reader.get('leases', vm.id)?.value
-      if (l != null && runsForUpdate(u.changed, l, sameVm(l.made, now.created))) throw new ConflictError(runningUpdateWhy(vm.name, nameOf(l.holder, doc), u.changed), 'vm_running')
-      w.update('vms', vm.id, { spec: u.spec })
-    }, `vm update ${vm.id}`)
-    svc.schedule()
-    if (othersAlive()) {
-      await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
-      const now = state.read().get('vms', vm.id)?.value
-      if (now != null && now.created === vm.created && canonical(now.spec) !== canonical(u.spec)) {
-        throw new ConflictError(`VM "${vm.name}" was updated at the same moment through another node; that update was kept, this one dropped: look at it (vgrid vm show ${vm.name}) and update it again`, 'changed_meanwhile')
-      }
-    }
-    return { ...await detail(vm.id), changed: u.changed }
-  }
-  /**
    * A VM is not started (nor created running) while a plain NBD client writes one of its
    * volumes (an import, say): its holder's fence would take the disk from the client
    * midway, which then fails, and the VM would boot a half-written disk (a tester).
@@ -572,6 +540,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await detail(req.params.id))
     app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'running') })
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
+    const updateVm = updateVmRoute({ state, members: membership.members, me: svc.me, settleMs: svc.nameSettleMs ?? 1500, current, nodesOf, nameOf, inSight, othersAlive, schedule: () => { svc.schedule() }, detail })
     app.patch<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await updateVm(req.params.id, req.body))
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const { doc } = current()

@@ -22,7 +22,7 @@ import type { StateEvents } from '../state/index.ts'
 import type { FastifyInstance } from 'fastify'
 import type { VmDriver } from './drivers/types.ts'
 import { ClaimWatch } from './claim-watch.ts'
-import { RESIZED, claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, lockedWaitsIfLost, startsStillDue, takeoverMajoritySince, type DecideInput, type Decisions } from './decide.ts'
+import { OUTDATED_LEASE, UNFIT_LEASE, claimMatchesSpec, claimStillApplies, creditWaits, decide, noticeOf, lockedWaitsIfLost, startsStillDue, takeoverMajoritySince, type DecideInput, type Decisions } from './decide.ts'
 import { claimLog, History, sameVm } from './history.ts'
 import { DvmmMetrics } from './metrics.ts'
 import { Fencing } from './fencing.ts'
@@ -527,8 +527,8 @@ export class DvmmService {
         // a VM that should run and leaves a draining node is placed anew over its parked
         // lease at the next epoch (its volumes' writer epochs follow), with its history:
         // parked by its stop (local-vms.ts), or here when nothing of it ran
-        // (a VM resized after its claim likewise: decide's `resized`)
-        if ((r.why === 'node draining' || r.why === RESIZED) && movesOn(l, w.reader.get('vms', r.vm)?.value)) {
+        // (a claim outdated by a vm update, or on a node without the labels its VM needs, likewise: decide)
+        if ((r.why === 'node draining' || r.why === OUTDATED_LEASE || r.why === UNFIT_LEASE) && movesOn(l, w.reader.get('vms', r.vm)?.value)) {
           if (!isParked(l)) w.update('leases', r.vm, parkedLease(l, `stopped on ${this.components.config.name}: ${r.why}`, Math.floor(wallNow(this.components.clock)), this.components.config.name))
         } else w.remove('leases', r.vm)
       }

@@ -78,7 +78,8 @@ export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): strin
 export interface VolumeLookup {
   /** a volume by path or id, with its snapshots' names */
   find: (ref: string) => { id: string, path: string, snapshots: string[] } | undefined
-  usedBy: (id: string) => string | undefined
+  /** the VM that has volume `id` as a disk (other than `except`) */
+  usedBy: (id: string, except?: string) => string | undefined
 }
 
 const NO_VOLUMES: VolumeLookup = { find: () => undefined, usedBy: () => undefined }
@@ -92,7 +93,7 @@ export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
       const v = vols.find(v => v.id === ref || v.path === ref || v.path === `/${ref}`)
       return v == null ? undefined : { id: v.id, path: v.path, snapshots: Object.keys(v.snapshots) }
     },
-    usedBy: id => vms.find(vm => vm.spec.volumes.includes(id))?.id
+    usedBy: (id, except) => vms.find(vm => vm.id !== except && vm.spec.volumes.includes(id))?.id
   }
 }
 

@@ -1,13 +1,16 @@
 // `vgrid vm update` against a real API of in-process agents with the fake driver: a
 // stopped VM resized and started with its new size; a running one refused a new size
-// but given labels; and a size changed while a claim settles (an update merged from
+// but given labels; volumes attached and detached; and a size changed while a claim settles (an update merged from
 // another node) never runs the VM with a size its node did not reserve.
 import test from 'ava'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { serveDvmmRoutes } from './serve-routes.ts'
-import { startDvmmGrid, until } from './grid.ts'
+import { startDvmmGrid, until, vmApi } from './grid.ts'
 import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
+import { gvsOf, socketOf } from '../gvs/agent-grid.ts'
+import { NbdClient } from '../helpers/nbd-client.ts'
+import { apiOf } from '../gvs/hosts.ts'
 
 const run = promisify(execFile)
 const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
@@ -67,9 +70,9 @@ test('vm update: a stopped VM resized runs with its new size; a running one keep
   t.regex(missing.err, /no VM "nosuch"/)
   const big = await cli(api, 'vm', 'update', 'web', '--cpu', '64')
   t.regex(big.err, /cpu: 64 vCPUs is more than any node has \(largest: 4\)/)
-  const res = await fetch(`http://${api}/v1/vms/web`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ volumes: [] }) })
+  const res = await fetch(`http://${api}/v1/vms/web`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ volumes: ['/t/x'] }) })
   t.is(res.status, 400)
-  t.regex(((await res.json()) as { error: { message: string } }).error.message, /unknown field "volumes"/)
+  t.regex(((await res.json()) as { error: { message: string } }).error.message, /a process VM cannot attach volumes/)
 })
 
 test('a size changed while a claim settles: the holder parks the lease and the VM runs with the new size at the next epoch', async t => {
@@ -93,4 +96,92 @@ test('a size changed while a claim settles: the holder parks the lease and the V
   t.true(l.epoch > claimed.epoch, `placed anew at the next epoch (${claimed.epoch} -> ${l.epoch})`)
   const runs = started.filter(s => s.id === 'job')
   t.deepEqual(runs.map(s => s.memoryMiB), [256], 'never run with a size other than its lease reserved')
+})
+
+test('vm update --attach|--detach: a stopped VM gets and gives up volumes, whose lease then names them; a running one is refused', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=100G', dvmm: { settleMs: 300, tickMs: 100, stopGraceMs: 12_000 }, volumeStore: true })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  const gvs = apiOf(gvsOf(g.nodes[0]!.agent))
+  t.teardown(async () => { await gvs.close() })
+  const ids: Record<string, string> = {}
+  for (const p of ['/t/boot', '/t/data', '/t/other']) {
+    const made = await gvs.inject({ method: 'POST', url: '/v1/volumes', payload: { path: p, size: '8M' } })
+    t.is(made.statusCode, 201, made.body)
+    ids[p] = made.json<{ id: string }>().id
+  }
+  await until(() => g.nodes.every(n => Object.values(ids).every(id => n.agent.state.read().get('volumes', id) != null)), 20_000, 'the volumes on both nodes')
+  // a qemu VM that boots from its first volume (the fake driver stands for QEMU here), which has a boot sector; another VM's disk
+  const client = await NbdClient.open(socketOf(g.nodes[0]!.agent), 't/boot')
+  const sector = Buffer.alloc(512)
+  sector[510] = 0x55
+  sector[511] = 0xaa
+  await client.write(0, sector)
+  await client.flush()
+  await client.close()
+  t.is((await cli(api, 'vm', 'create', 'srv', '--cpu', '1', '--memory', '64M', '--volume', '/t/boot', '--stopped')).code, 0)
+  t.is((await cli(api, 'vm', 'create', 'db', '--driver', 'qemu', '--kernel', process.execPath, '--cpu', '1', '--memory', '64M', '--volume', '/t/other', '--stopped')).code, 0)
+  const spec = (): string[] | undefined => g.nodes[0]!.agent.state.read().get('vms', 'srv')?.value.spec.volumes
+
+  const attached = await cli(api, 'vm', 'update', 'srv', '--attach', '/t/data')
+  t.is(attached.code, 0, attached.err)
+  t.regex(attached.out, /^srv: updated volumes$/m)
+  t.deepEqual(spec(), [ids['/t/boot'], ids['/t/data']])
+  const taken = await cli(api, 'vm', 'update', 'srv', '--attach', '/t/other', '--json')
+  t.is(JSON.parse(taken.out).error.code, 'volume_in_use')
+  t.regex(taken.err, /\/t\/other is already a disk of VM db/)
+  t.regex((await cli(api, 'vm', 'update', 'srv', '--detach', '/t/nope')).err, /VM srv has no volume \/t\/nope \(it has \/t\/boot, \/t\/data\)/)
+  t.regex((await cli(api, 'vm', 'update', 'srv', '--detach', '/t/boot', '--detach', '/t/data')).err, /this VM boots from its first volume \(it has neither kernel nor image\): it keeps at least one/)
+
+  const first = await cli(api, 'vm', 'start', 'srv', '--wait')
+  t.is(first.code, 0, first.out + first.err)
+  t.deepEqual(g.nodes[0]!.agent.state.read().get('leases', 'srv')?.value.disks, [ids['/t/boot'], ids['/t/data']], 'its lease names the disks it runs with')
+  const running = await cli(api, 'vm', 'update', 'srv', '--detach', '/t/data', '--json')
+  t.is(JSON.parse(running.out).error.code, 'vm_running')
+  t.regex(running.err, /\(this update changes volumes\)/)
+
+  // stopped: detached, the volume is nobody's disk and goes with vol rm
+  t.is((await cli(api, 'vm', 'stop', 'srv', '--wait')).code, 0)
+  const inUse = await gvs.inject({ method: 'DELETE', url: `/v1/volumes/${ids['/t/data']!}` })
+  t.is(inUse.statusCode, 409, 'a disk of a VM is not removed')
+  const detached = await cli(api, 'vm', 'update', 'srv', '--detach', '/t/data')
+  t.is(detached.code, 0, detached.err)
+  t.deepEqual(spec(), [ids['/t/boot']])
+  await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'srv')?.value.spec.volumes.length === 1), 20_000, 'the detach on both nodes')
+  const rm = await gvs.inject({ method: 'DELETE', url: `/v1/volumes/${ids['/t/data']!}` })
+  t.is(rm.statusCode, 200, rm.body)
+  const again = await cli(api, 'vm', 'start', 'srv', '--wait')
+  t.is(again.code, 0, again.out + again.err)
+  t.deepEqual(g.nodes[0]!.agent.state.read().get('leases', 'srv')?.value.disks, [ids['/t/boot']])
+})
+
+test('two updates of one VM through two nodes at once: one kept and answered 200, the other answered 409 changed_meanwhile, never both', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100 } })
+  t.teardown(g.stop)
+  const apis = g.nodes.map(n => vmApi(t, n))
+  t.is((await apis[0]!.inject({ method: 'POST', url: '/v1/vms', payload: { name: 'web', driver: 'process', cpu: 1, memory: '64M', command: ['fake:run'], desired: 'stopped' } })).statusCode, 201)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'web') != null), 20_000, 'the VM on both nodes')
+  for (const [round, field] of [[0, 'memory'], [1, 'labels']] as const) {
+    const bodies = field === 'memory' ? [{ memory: `${96 + round * 64}M` }, { memory: `${128 + round * 64}M` }] : [{ labels: { who: 'a0' } }, { labels: { who: 'a1' } }]
+    const [a, b] = await Promise.all(apis.map(async (api, i) => await api.inject({ method: 'PATCH', url: '/v1/vms/web', payload: bodies[i] })))
+    t.log(`${field}: ${a!.statusCode} ${b!.statusCode}`)
+    t.deepEqual([a!.statusCode, b!.statusCode].sort(), [200, 409], `${a!.body} ${b!.body}`)
+    const lost = a!.statusCode === 409 ? a! : b!
+    t.like(lost.json(), { error: { code: 'changed_meanwhile' } })
+    t.regex(lost.json<{ error: { message: string } }>().error.message, new RegExp(`was updated at the same moment through another node, and its ${field} is that update's, not this one's`))
+    const kept = bodies[a!.statusCode === 200 ? 0 : 1]!
+    await until(() => g.nodes.every(n => {
+      const spec = n.agent.state.read().get('vms', 'web')?.value.spec
+      return 'memory' in kept ? spec?.memoryBytes === parseInt(kept.memory) * MiB : spec?.labels?.who === kept.labels.who
+    }), 20_000, 'the kept update on both nodes')
+  }
+  // other labels at once: each update answered 200 holds (both, where one was made over the other)
+  const [a, b] = await Promise.all(apis.map(async (api, i) => await api.inject({ method: 'PATCH', url: '/v1/vms/web', payload: { labels: { [`k${i}`]: 'v' } } })))
+  t.log(`other labels: ${a!.statusCode} ${b!.statusCode}`)
+  t.true([a, b].some(r => r!.statusCode === 200))
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  for (const [i, r] of [a, b].entries()) {
+    if (r!.statusCode === 200) t.true(g.nodes.every(n => n.agent.state.read().get('vms', 'web')?.value.spec.labels?.[`k${i}`] === 'v'), `k${i} answered 200 and kept`)
+    else t.like(r!.json(), { error: { code: 'changed_meanwhile' } })
+  }
 })

@@ -1,10 +1,10 @@
 // `vgrid vm update` (node/dvmm/vm-update.ts): the request checked field by field, the
 // fields it changes, which of them wait until nothing of the VM runs; and the holder's
-// side (decide.ts `resized`): a lease claimed before a size change is not started with
-// the new size, nor with the old, but parked and placed anew.
+// side (decide.ts `leaseOutdated`): a lease claimed before a change of size or volumes
+// is not started, but parked and placed anew.
 import test from 'ava'
-import { runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
-import { decide, resized, RESIZED, type DecideInput } from '../../node/dvmm/decide.ts'
+import { olderAgents, runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
+import { decide, leaseOutdated, OUTDATED_LEASE, UNFIT_LEASE, type DecideInput } from '../../node/dvmm/decide.ts'
 import { driverSpec } from '../../node/dvmm/run-steps.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
@@ -44,7 +44,7 @@ test('an update changes only what it names, and says which fields changed', t =>
 test('an update request that is wrong is a 400 naming the field', t => {
   refused(t, 'x', 'body', /must be a JSON object/)
   refused(t, {}, 'body', /names nothing to change: give one or more of cpu, memory/)
-  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, restart, labels, constraints, antiAffinity\)/)
+  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity\)/)
   refused(t, { driver: 'qemu' }, 'driver', /unknown field "driver"/)
   refused(t, { cpu: 0 }, 'cpu', /above 0/)
   refused(t, { cpu: '2' }, 'cpu', /must be a JSON number/)
@@ -71,14 +71,14 @@ test('size, constraints and the group wait until nothing of the VM runs; labels 
   t.false(runsForUpdate(['cpu'], { status: 'stopped', parked: true }, true))
   t.false(runsForUpdate(['cpu'], undefined, true), 'pending: no lease')
   t.false(runsForUpdate(['cpu'], running, false), "a former VM's run of the name is not this VM's")
-  t.regex(runningUpdateWhy('web', 'host2', ['cpu', 'labels', 'memory']), /^VM "web" runs on host2 \(or is being started there\): a VM's cpu, memory, constraints and anti-affinity group change only while nothing of it runs.*\(this update changes cpu and memory\).*vgrid vm stop web --wait/)
+  t.regex(runningUpdateWhy('web', 'host2', ['cpu', 'labels', 'memory']), /^VM "web" runs on host2 \(or is being started there\): a VM's cpu, memory, volumes, constraints and anti-affinity group change only while nothing of it runs.*\(this update changes cpu and memory\).*vgrid vm stop web --wait/)
 })
 
 const roll = (id: string): RollEntry => ({ node: id, name: id, joined: 1, draining: false, at: 1, by: id })
 function input (vms: Vm[], leases: LeaseView[]): DecideInput {
   const doc: DocView = { vms: new Map(vms.map(v => [v.id, v])), leases: new Map(leases.map(l => [l.winner.vm, l])), roll: new Map(['a', 'b', 'c'].map(n => [n, roll(n)])) }
   return {
-    me: 'a', now: 10_000, doc, nodes: [node('a'), node('b'), node('c')],
+    me: 'a', now: 10_000, doc, nodes: [{ ...node('a'), labels: { zone: 'a' } }, node('b'), node('c')],
     holderAlive: () => true, lastHeard: () => 0, fence: fenced({ rollSize: 3, aliveSeen: 3, lastMajorityAt: 0, now: 0, fenceTimeoutMs: 5000 }),
     runs: new Set(), busy: new Set(), claimedAt: new Map([['web', 1000]]), conflictSeenAt: new Map(), unplacedSince: new Map(),
     capacity: { cpu: 4, memoryBytes: 8 * GiB },
@@ -86,16 +86,22 @@ function input (vms: Vm[], leases: LeaseView[]): DecideInput {
   }
 }
 
-test('a lease claimed before a size change is parked, not started, by its holder', t => {
+test('a lease claimed before a change of size or volumes is parked, not started, by its holder', t => {
   const lease: Lease = { vm: 'web', holder: 'a', epoch: 3, cpu: 1, memoryBytes: 64 * MiB, status: 'claimed', at: 1, by: 'a' }
   const grown = { ...vm({ memoryBytes: 256 * MiB }), desired: 'running' as const }
-  t.true(resized(lease, grown))
+  t.true(leaseOutdated(lease, grown))
   const d = decide(input([grown], [{ winner: lease, claims: [lease] }]))
   t.deepEqual(d.start, [], 'not started with a size its node did not reserve')
-  t.deepEqual(d.release, [{ vm: 'web', why: RESIZED }])
+  t.deepEqual(d.release, [{ vm: 'web', why: OUTDATED_LEASE }])
   // the same size: started as ever
   const same = { ...vm(), desired: 'running' as const }
-  t.false(resized(lease, same))
+  t.false(leaseOutdated(lease, same))
+  // a disk attached or detached after the claim likewise (the holder would fence and open others than its lease names)
+  const disked = { ...vm({ driver: 'qemu', volumes: ['vol-b', 'vol-a'] }), desired: 'running' as const }
+  t.true(leaseOutdated({ ...lease, disks: ['vol-a', 'vol-b'] }, disked), 'another order: another boot disk')
+  t.true(leaseOutdated({ ...lease, disks: ['vol-b'] }, disked))
+  t.false(leaseOutdated({ ...lease, disks: ['vol-b', 'vol-a'] }, disked))
+  t.deepEqual(decide(input([disked], [{ winner: { ...lease, disks: ['vol-b'] }, claims: [{ ...lease, disks: ['vol-b'] }] }])).release, [{ vm: 'web', why: OUTDATED_LEASE }])
   t.deepEqual(decide(input([same], [{ winner: lease, claims: [lease] }])).start, ['web'])
   // a run already going keeps its size: not released
   const i = input([grown], [{ winner: { ...lease, status: 'running' }, claims: [{ ...lease, status: 'running' }] }])
@@ -106,4 +112,39 @@ test("a driver is asked for the lease's size, not the spec's", t => {
   const v = { ...vm({ cpu: 3, memoryBytes: 512 * MiB }), desired: 'running' as const }
   t.like(driverSpec(v, null, [], { cpu: 1, memoryBytes: 64 * MiB }), { vcpus: 1, memoryMiB: 64 })
   t.like(driverSpec(v), { vcpus: 3, memoryMiB: 512 }, 'no lease given: the spec')
+})
+
+test('volumes: the whole new list, checked as a create checks it, this VM\'s own disks not "in use"', t => {
+  const vols: Record<string, { id: string, path: string, snapshots: string[] }> = { '/d/a': { id: 'vol-a', path: '/d/a', snapshots: [] }, '/d/b': { id: 'vol-b', path: '/d/b', snapshots: ['s1'] }, '/d/c': { id: 'vol-c', path: '/d/c', snapshots: [] } }
+  const lookup = { find: (ref: string) => vols[ref] ?? Object.values(vols).find(v => v.id === ref), usedBy: (id: string) => id === 'vol-c' ? 'db' : undefined }
+  const q = { ...vm({ driver: 'qemu', command: undefined, volumes: ['vol-a'] }) }
+  const u = vmUpdateOf({ volumes: ['vol-a', '/d/b'] }, q, NODES, lookup)
+  t.deepEqual(u.spec.volumes, ['vol-a', 'vol-b'])
+  t.deepEqual(u.changed, ['volumes'])
+  t.deepEqual(vmUpdateOf({ volumes: ['/d/a'] }, q, NODES, lookup).changed, [], 'by path or id alike')
+  t.deepEqual(vmUpdateOf({ volumes: ['/d/b', '/d/a'] }, { spec: { ...q.spec, volumes: ['vol-a', 'vol-b'] } }, NODES, lookup).changed, ['volumes'], 'the order is the boot order')
+  const err = t.throws(() => vmUpdateOf({ volumes: ['/d/c'] }, q, NODES, lookup))
+  t.regex(err!.message, /\/d\/c is already a disk of VM db/)
+  t.regex(t.throws(() => vmUpdateOf({ volumes: ['/d/b@s1'] }, q, NODES, lookup))!.message, /read-only: a VM's disk is written; clone it/)
+  t.regex(t.throws(() => vmUpdateOf({ volumes: ['/d/a', 'vol-a'] }, q, NODES, lookup))!.message, /listed twice/)
+  t.regex(t.throws(() => vmUpdateOf({ volumes: [] }, q, NODES, lookup))!.message, /^volumes: this VM boots from its first volume \(it has neither kernel nor image\): it keeps at least one$/)
+  t.deepEqual(vmUpdateOf({ volumes: [] }, { spec: { ...q.spec, kernel: '/k' } }, NODES, lookup).spec.volumes, [], 'one that boots a kernel may have none')
+  t.regex(t.throws(() => vmUpdateOf({ volumes: ['/d/a'] }, vm(), NODES, lookup))!.message, /a process VM cannot attach volumes/)
+})
+
+test('a claim on a node without a label its VM needs now is parked before its first start; one that ran is kept', t => {
+  const lease: Lease = { vm: 'web', holder: 'a', epoch: 1, cpu: 1, memoryBytes: 64 * MiB, status: 'claimed', at: 1, by: 'a' }
+  const needs = { ...vm({ constraints: { disk: 'ssd' } }), desired: 'running' as const }
+  t.deepEqual(decide(input([needs], [{ winner: lease, claims: [lease] }])).release, [{ vm: 'web', why: UNFIT_LEASE }])
+  t.deepEqual(decide(input([needs], [{ winner: lease, claims: [lease] }])).start, [])
+  // after a crash (status starting): restarted where it ran, as ever
+  const crashed = { ...lease, status: 'starting' as const }
+  t.deepEqual(decide(input([needs], [{ winner: crashed, claims: [crashed] }])).start, ['web'])
+  const fits = { ...vm({ constraints: {} }), desired: 'running' as const }
+  t.deepEqual(decide(input([fits], [{ winner: lease, claims: [lease] }])).start, ['web'])
+})
+
+test('an update of placement fields waits for members of an earlier release; one not probed yet runs no VM', t => {
+  const m = (name: string, state: string, vmHost?: { leaseSized?: boolean } | null): [string, { state: string, advert: { name: string, vmHost?: { leaseSized?: boolean } | null } }] => [name, { state, advert: { name, ...(vmHost !== undefined ? { vmHost } : {}) } }]
+  t.deepEqual(olderAgents(new Map([m('h1', 'alive', { leaseSized: true }), m('h2', 'alive', {}), m('h3', 'suspect', {}), m('h4', 'dead', {}), m('h5', 'alive'), m('h6', 'alive', null)])), ['h2', 'h3'])
 })

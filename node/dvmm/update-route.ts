@@ -1,0 +1,95 @@
+// PATCH /v1/vms/:id (`vgrid vm update`): the request checked (vm-update.ts), written
+// over the spec the write finds, and answered after one settle window, as a create is:
+// the spec is one value to the document's conflict rule, so an update through another
+// node at the same moment keeps one of the two, and the one dropped is told so.
+import type { Reader, Vm, Writer } from '../../crdt/index.ts'
+import { canonical } from '../../crdt/conflicts.ts'
+import { mayChangeRoll, sameVm, type NodeView } from '../../crdt/placement/index.ts'
+import { ConflictError } from '../errors.ts'
+import type { MemberTable } from '../../protocol/membership.ts'
+import { diskOwners, diskTaken } from './disk-owner.ts'
+import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
+import { olderAgents, PLACEMENT_FIELDS, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import type { DocView } from './view.ts'
+
+export interface UpdateRouteDeps {
+  state: { read: () => Reader, write: <T>(fn: (w: Writer) => T, message?: string) => Promise<T> }
+  members: MemberTable
+  me: string
+  settleMs: number
+  current: () => { reader: Reader, doc: DocView }
+  nodesOf: (reader: Reader, doc: DocView) => NodeView[]
+  nameOf: (id: string, doc?: DocView) => string
+  inSight: (id: string) => boolean
+  othersAlive: () => boolean
+  schedule: () => void
+  detail: (id: string) => Promise<VmDetail>
+}
+
+/** volumes by path or id, a VM's own disks not "another VM's" */
+const lookupFor = (r: Reader, vm: string): VolumeLookup => {
+  const l = volumeLookup(r)
+  return { find: l.find, usedBy: v => l.usedBy(v, vm) }
+}
+
+export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) => Promise<VmDetail & { changed: UpdateField[] }> {
+  return async (id, body) => {
+    const { reader, doc } = d.current()
+    const vm = findVm(doc, id)
+    const first = vmUpdateOf(body, vm, d.nodesOf(reader, doc), lookupFor(reader, vm.id))
+    if (first.changed.length === 0) return { ...await d.detail(vm.id), changed: [] }
+    const may = mayChangeRoll({ roll: doc.roll.keys(), me: d.me, alive: d.inSight, joining: false })
+    if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
+    // an agent of an earlier release runs a VM with its spec's size, whatever its lease reserved
+    const older = first.changed.some(f => PLACEMENT_FIELDS.includes(f)) ? olderAgents(d.members) : []
+    if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with the new ${first.changed.filter(f => PLACEMENT_FIELDS.includes(f)).join(' and ')}: change them once every node runs this release (labels and the restart policy change now)`, 'upgrade_pending')
+    // on the spec the write finds (another field changed meanwhile through another node is
+    // kept), checked again there: a volume removed or made another's disk meanwhile, a start
+    const u = await d.state.write(w => {
+      const now = w.reader.get('vms', vm.id)?.value
+      if (now == null || now.created !== vm.created) throw new ConflictError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} through another node while this update waited: nothing was changed`, 'removed_meanwhile')
+      const again = vmUpdateOf(body, now, d.nodesOf(w.reader, doc), lookupFor(w.reader, vm.id))
+      const l = w.reader.get('leases', vm.id)?.value
+      if (l != null && runsForUpdate(again.changed, l, sameVm(l.made, now.created))) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed), 'vm_running')
+      if (again.changed.length > 0) w.update('vms', vm.id, { spec: again.spec })
+      return { ...again, before: now.spec, paths: new Map(again.spec.volumes.map(v => [v, w.reader.get('volumes', v)?.value.path ?? v])) }
+    }, `vm update ${vm.id}`)
+    d.schedule()
+    if (u.changed.length > 0 && d.othersAlive()) await settle(d, vm, body, u)
+    return { ...await d.detail(vm.id), changed: u.changed }
+  }
+}
+
+/**
+ * After one settle window: the update's fields as it wrote them, on the VM it wrote
+ * them to, or a 409 saying what happened; a volume it attached that another node removed,
+ * or made the disk of a VM made first (disk-owner.ts), at the same moment: taken back.
+ */
+async function settle (d: UpdateRouteDeps, vm: Vm, body: unknown, u: { spec: Vm['spec'], before: Vm['spec'], changed: UpdateField[], paths: ReadonlyMap<string, string> }): Promise<void> {
+  await new Promise(resolve => setTimeout(resolve, d.settleMs))
+  const reader = d.state.read()
+  const now = reader.get('vms', vm.id)?.value
+  if (now == null || now.created !== vm.created) throw new ConflictError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} through another node at the same moment: this update went with it`, 'removed_meanwhile')
+  // it holds where asking it again would change nothing (another update of other labels,
+  // made over this one, keeps it); one that cannot be asked again (a volume it attached
+  // is gone) is seen to below
+  let lost: UpdateField[] = []
+  try { lost = vmUpdateOf(body, now, d.nodesOf(reader, d.current().doc), lookupFor(reader, vm.id)).changed } catch {}
+  if (lost.length > 0) throw new ConflictError(`VM "${vm.name}" was updated at the same moment through another node, and its ${lost.join(', ')} ${lost.length === 1 ? 'is' : 'are'} that update's, not this one's: look at it (vgrid vm show ${vm.name}) and update it again`, 'changed_meanwhile')
+  const added = u.spec.volumes.filter(v => !u.before.volumes.includes(v))
+  if (added.length === 0) return
+  const why = await d.state.write(w => {
+    const cur = w.reader.get('vms', vm.id)?.value
+    if (cur == null || canonical(cur.spec) !== canonical(u.spec)) return null
+    const path = (v: string): string => u.paths.get(v) ?? v
+    const gone = added.find(v => w.reader.get('volumes', v) == null)
+    const taken = diskTaken(cur, diskOwners(w.reader.list('vms')))
+    const lost = gone != null
+      ? { code: 'volume_removed', message: `volumes: ${path(gone)} was removed through another node at the same moment` }
+      : taken != null && added.includes(taken.volume) ? { code: 'volume_in_use', message: `volumes: ${path(taken.volume)} was made a disk of VM "${taken.owner.name}" at the same moment through another node; that one keeps it (made first)` } : null
+    if (lost == null) return null
+    w.update('vms', vm.id, { spec: u.before })
+    return lost
+  }, `vm update ${vm.id} taken back: a volume it attached is gone, or another VM's disk`)
+  if (why != null) throw new ConflictError(`${why.message}: this update of VM "${vm.name}" was taken back, nothing of it is kept`, why.code)
+}
