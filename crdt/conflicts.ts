@@ -34,7 +34,22 @@ export const RULE_OF: { [K in Kind]: Exclude<RuleName, 'single'> } = {
  * two stacks, and the one that took the most snapshots is read (`tallestStack`).
  */
 export const FIELD_RULES: { [K in Kind]?: Record<string, (values: unknown[]) => unknown> } = {
-  volumes: { layers: tallestStack, writesGivenUp: unionOfRecords, sizeBytes: largest }
+  volumes: { layers: tallestStack, writesGivenUp: unionOfRecords, sizeBytes: largest },
+  vms: { spec: latestSpec }
+}
+
+/**
+ * Of concurrent specs of a VM (two `vm update`s at once, or one accepted on a node cut
+ * off a moment before it knew, bb52), the one written last: its `updatedAt` (the
+ * update's stamp), then the greater canonical JSON. Automerge's own pick (actor order)
+ * kept a minority's earlier update over the majority's later one, which the VM then ran
+ * with. Values that are not objects lose (the schema refuses them).
+ */
+export function latestSpec (values: unknown[]): unknown {
+  const specs = values.filter((v): v is Record<string, unknown> => v != null && typeof v === 'object' && !Array.isArray(v))
+  if (specs.length === 0) return values[0]
+  const at = (v: Record<string, unknown>): number => typeof v.updatedAt === 'number' ? v.updatedAt : 0
+  return specs.reduce((best, v) => at(v) > at(best) || (at(v) === at(best) && canonical(v) > canonical(best)) ? v : best)
 }
 
 /**

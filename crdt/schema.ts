@@ -68,7 +68,9 @@ export const VmSpecSchema = Type.Object({
   labels: Type.Optional(Props),
   /** the terminals links may connect: an input takes many links, an output exactly one (absent = none) */
   inputs: Type.Optional(Terminals),
-  outputs: Type.Optional(Terminals)
+  outputs: Type.Optional(Terminals),
+  /** when `vm update` last wrote it (the write's stamp): of two written at once, the later is read (conflicts.ts latestSpec) */
+  updatedAt: Type.Optional(Type.Integer({ minimum: 0 }))
 }, open)
 
 export const VmSchema = Type.Object({

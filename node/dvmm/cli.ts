@@ -16,10 +16,10 @@ import { follow, type ConsoleAnswer } from './console-follow.ts'
 import type { LinkView } from '../lcm/links.ts'
 import { waitForVm, waitTimeoutMs, WAIT_FORS, type WaitFor } from './vm-wait.ts'
 import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
+import { pairs, update, UPDATE_USAGE } from './update-cli.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
-const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
 const WAIT_USAGE = 'vgrid vm wait VM [--for running|stopped|gone (default running)] [--timeout DURATION (default 5m; 90s, 10m, or seconds)] [--json] [--api HOST:PORT]'
 const VM_USAGE = `usage: ${CREATE_USAGE}
        ${LS_USAGE}
@@ -49,15 +49,6 @@ function table (rows: string[][]): string {
   return rows.map(r => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
 }
 
-function pairs (list: unknown, flag: string): Record<string, string> {
-  const o: Record<string, string> = {}
-  for (const p of (list as string[] | undefined) ?? []) {
-    const i = p.indexOf('=')
-    if (i <= 0) throw new CliError(`${flag} "${p}" is not KEY=VALUE`, 2)
-    o[p.slice(0, i)] = p.slice(i + 1)
-  }
-  return o
-}
 
 export async function vm (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
@@ -68,7 +59,7 @@ export async function vm (argv: string[]): Promise<void> {
     case 'start': case 'stop': case 'rm': return await act(sub, rest)
     case 'console': return await consoleOf(rest)
     case 'wait': return await waitCommand(rest)
-    case 'update': return await update(rest)
+    case 'update': return await update(rest, { say, json, stateLines })
     // no subcommand is a usage error (exit 2, as for an unknown one); asking for help is not
     case undefined: throw new CliError(`vgrid vm: which subcommand?\n${VM_USAGE}`, 2)
     case 'help': case '--help': case '-h': out(VM_USAGE); return
@@ -145,66 +136,6 @@ async function create (args: string[]): Promise<void> {
   const d = await api.request<VmDetail>('POST', '/v1/vms', body).catch((err: unknown) => { throw asFlags(err, v.volume as string[] | undefined) })
   if (timeoutMs != null) return await waitAndSay(api, d.name, 'running', timeoutMs, v.json === true, { asked: true })
   if (v.json === true) return json(d)
-  stateLines(d)
-}
-
-/** `vm update VM ...`: PATCH /v1/vms/:id (vm-update.ts) */
-async function update (argv: string[]): Promise<void> {
-  const { values: v, positionals } = parse(argv, {
-    api: { type: 'string' },
-    json: { type: 'boolean' },
-    cpu: { type: 'string' },
-    memory: { type: 'string' },
-    restart: { type: 'string' },
-    label: { type: 'string', multiple: true },
-    'rm-label': { type: 'string', multiple: true },
-    constraint: { type: 'string', multiple: true },
-    'rm-constraint': { type: 'string', multiple: true },
-    'anti-affinity': { type: 'string' },
-    'no-anti-affinity': { type: 'boolean' },
-    attach: { type: 'string', multiple: true },
-    detach: { type: 'string', multiple: true }
-  }, UPDATE_USAGE, 1)
-  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${UPDATE_USAGE}`, 2)
-  const body: Record<string, unknown> = {}
-  if (v.cpu != null) {
-    try { body.cpu = parseCpu(String(v.cpu), '--cpu') } catch (err) { throw new CliError((err as Error).message, 2) }
-  }
-  if (v.memory != null) body.memory = v.memory
-  if (v.restart != null) body.restart = v.restart
-  if (v['anti-affinity'] != null && v['no-anti-affinity'] === true) throw new CliError('--anti-affinity puts it in a group and --no-anti-affinity takes it out of its group: give one of them', 2)
-  if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
-  if (v['no-anti-affinity'] === true) body.antiAffinity = null
-  // a key set and removed at once: which was meant is not known
-  const edits = (set: unknown, rm: unknown, flag: string): Record<string, string | null> | undefined => {
-    const sets = pairs(set, `--${flag}`)
-    const rms = (rm as string[] | undefined) ?? []
-    const both = rms.find(k => k in sets)
-    if (both != null) throw new CliError(`--${flag} ${both}=... and --rm-${flag} ${both}: give one of them`, 2)
-    if (Object.keys(sets).length === 0 && rms.length === 0) return undefined
-    return { ...sets, ...Object.fromEntries(rms.map(k => [k, null])) }
-  }
-  const labels = edits(v.label, v['rm-label'], 'label')
-  if (labels != null) body.labels = labels
-  const constraints = edits(v.constraint, v['rm-constraint'], 'constraint')
-  if (constraints != null) body.constraints = constraints
-  const attach = (v.attach as string[] | undefined) ?? []
-  const detach = (v.detach as string[] | undefined) ?? []
-  if (Object.keys(body).length === 0 && attach.length === 0 && detach.length === 0) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
-  const api = new ApiClient(v.api as string | undefined)
-  // the whole new list, from the one it has now: attached ones go last (the first, where
-  // it boots from a volume, stays its boot disk)
-  if (attach.length > 0 || detach.length > 0) {
-    const cur = await api.get<VmDetail>(`/v1/vms/${enc(positionals[0])}`)
-    const has = (x: { id: string, path: string | null }, ref: string): boolean => x.id === ref || x.path === ref || x.path === `/${ref}`
-    const keep = cur.disks.filter(x => !detach.some(ref => has(x, ref)))
-    const missing = detach.find(ref => !cur.disks.some(x => has(x, ref)))
-    if (missing != null) throw new CliError(`VM ${cur.name} has no volume ${missing}${cur.disks.length > 0 ? ` (it has ${cur.disks.map(x => x.path ?? x.id).join(', ')})` : ' (it has none)'}`, 1)
-    body.volumes = [...keep.map(x => x.id), ...attach]
-  }
-  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', `/v1/vms/${enc(positionals[0])}`, body)
-  if (v.json === true) return json(d)
-  say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.join(', ')}`)
   stateLines(d)
 }
 

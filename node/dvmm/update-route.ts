@@ -8,8 +8,9 @@ import { mayChangeRoll, sameVm, type NodeView } from '../../crdt/placement/index
 import { ConflictError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
+import { appendToLease, leaseReason } from './history.ts'
 import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
-import { olderAgents, PLACEMENT_FIELDS, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import { changeSummary, FLAG_OF, olderAgents, PLACEMENT_FIELDS, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
 import type { DocView } from './view.ts'
 
 export interface UpdateRouteDeps {
@@ -24,6 +25,8 @@ export interface UpdateRouteDeps {
   othersAlive: () => boolean
   schedule: () => void
   detail: (id: string) => Promise<VmDetail>
+  /** how long a node out of sight may still run its VMs (its fence timeout, notice and takeover margin since last heard; 0: passed) */
+  fenceLeftMs?: (id: string) => number
 }
 
 /** volumes by path or id, a VM's own disks not "another VM's" */
@@ -50,9 +53,18 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       if (now == null || now.created !== vm.created) throw new ConflictError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} through another node while this update waited: nothing was changed`, 'removed_meanwhile')
       const again = vmUpdateOf(body, now, d.nodesOf(w.reader, doc), lookupFor(w.reader, vm.id))
       const l = w.reader.get('leases', vm.id)?.value
-      if (l != null && runsForUpdate(again.changed, l, sameVm(l.made, now.created))) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed), 'vm_running')
-      if (again.changed.length > 0) w.update('vms', vm.id, { spec: again.spec })
-      return { ...again, before: now.spec, paths: new Map(again.spec.volumes.map(v => [v, w.reader.get('volumes', v)?.value.path ?? v])) }
+      const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: d.fenceLeftMs?.(l.holder) ?? Infinity } : {}) }
+      if (l != null && runsForUpdate(again.changed, lease)) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed, lease), 'vm_running')
+      const paths = new Map([...now.spec.volumes, ...again.spec.volumes].map(v => [v, w.reader.get('volumes', v)?.value.path ?? v]))
+      // stamped: of two updates written at once, the later is read (conflicts.ts latestSpec)
+      const spec = { ...again.spec, updatedAt: w.at }
+      if (again.changed.length > 0) {
+        w.update('vms', vm.id, { spec })
+        // in its history, where it has one (a lease of this VM): the node named is the one it went through
+        const detail = changeSummary(now.spec, again.spec, again.changed, v => paths.get(v) ?? v)
+        appendToLease(w, vm.id, l => ({ at: w.at, event: 'updated', node: d.me, ...(l.epoch != null ? { epoch: l.epoch } : {}), detail: leaseReason(detail) }), l => sameVm(l.made, now.created))
+      }
+      return { ...again, spec, before: now.spec, paths }
     }, `vm update ${vm.id}`)
     d.schedule()
     if (u.changed.length > 0 && d.othersAlive()) await settle(d, vm, body, u)
@@ -75,7 +87,11 @@ async function settle (d: UpdateRouteDeps, vm: Vm, body: unknown, u: { spec: Vm[
   // is gone) is seen to below
   let lost: UpdateField[] = []
   try { lost = vmUpdateOf(body, now, d.nodesOf(reader, d.current().doc), lookupFor(reader, vm.id)).changed } catch {}
-  if (lost.length > 0) throw new ConflictError(`VM "${vm.name}" was updated at the same moment through another node, and its ${lost.join(', ')} ${lost.length === 1 ? 'is' : 'are'} that update's, not this one's: look at it (vgrid vm show ${vm.name}) and update it again`, 'changed_meanwhile')
+  if (lost.length > 0) {
+    // which of it holds, said: a script must not read the 409 as "nothing happened" (bb52)
+    const held = u.changed.filter(f => !lost.includes(f))
+    throw new ConflictError(`VM "${vm.name}" was updated at the same moment through another node, whose ${lost.map(f => FLAG_OF[f]).join(', ')} ${lost.length === 1 ? 'value was' : 'values were'} kept, not this update's${held.length > 0 ? ` (its ${held.map(f => FLAG_OF[f]).join(', ')} ${held.length === 1 ? 'is' : 'are'} as this update asked)` : ''}: look at it (vgrid vm show ${vm.name}) and update it again`, 'changed_meanwhile')
+  }
   const added = u.spec.volumes.filter(v => !u.before.volumes.includes(v))
   if (added.length === 0) return
   const why = await d.state.write(w => {
@@ -88,7 +104,7 @@ async function settle (d: UpdateRouteDeps, vm: Vm, body: unknown, u: { spec: Vm[
       ? { code: 'volume_removed', message: `volumes: ${path(gone)} was removed through another node at the same moment` }
       : taken != null && added.includes(taken.volume) ? { code: 'volume_in_use', message: `volumes: ${path(taken.volume)} was made a disk of VM "${taken.owner.name}" at the same moment through another node; that one keeps it (made first)` } : null
     if (lost == null) return null
-    w.update('vms', vm.id, { spec: u.before })
+    w.update('vms', vm.id, { spec: { ...u.before, updatedAt: w.at } })
     return lost
   }, `vm update ${vm.id} taken back: a volume it attached is gone, or another VM's disk`)
   if (why != null) throw new ConflictError(`${why.message}: this update of VM "${vm.name}" was taken back, nothing of it is kept`, why.code)

@@ -11,7 +11,7 @@ import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '
 import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError, onlyFields } from '../errors.ts'
 import { kernelMemoryProblem } from './boot-checks.ts'
-import { bytes } from '../cli/format.ts'
+import { bytes, num, sayLabels } from '../cli/format.ts'
 import { cpuOf, fitsSomeNode, memoryOf, strMap, volumeIds, STR_MAP_MAX, type VolumeLookup } from './vms.ts'
 
 /** what an update request may hold */
@@ -64,7 +64,7 @@ const sortedMap = (m: Readonly<Record<string, string>> | undefined): Array<[stri
 export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[], lookup?: VolumeLookup): VmUpdate {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
-  onlyFields(b, UPDATE_FIELDS)
+  onlyFields(b, [...UPDATE_FIELDS, 'bootVolume'])
   if (Object.keys(b).length === 0) throw invalid('body', `names nothing to change: give one or more of ${UPDATE_FIELDS.join(', ')}`)
   const old = vm.spec
   const spec: VmSpec = { ...old }
@@ -78,18 +78,31 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
   if (b.volumes !== undefined) {
     if (lookup == null) throw invalid('volumes', 'cannot be checked here')
     spec.volumes = volumeIds(b.volumes, old.driver, lookup)
-    if (old.driver === 'qemu' && old.kernel == null && old.image == null && spec.volumes.length === 0) throw invalid('volumes', 'this VM boots from its first volume (it has neither kernel nor image): it keeps at least one')
+    const bootsFromVolume = old.driver === 'qemu' && old.kernel == null && old.image == null
+    if (bootsFromVolume && spec.volumes.length === 0) throw invalid('volumes', 'this VM boots from its first volume (it has neither kernel nor image): it keeps at least one')
+    // another first volume is another boot disk: only when said (bb52: a detach and an
+    // attach left a data volume first, and the VM failed to boot from it)
+    const path = (id: string | undefined): string => id == null ? 'none' : lookup.find(id)?.path ?? id
+    const said = typeof b.bootVolume === 'string' ? lookup.find(b.bootVolume)?.id : undefined
+    if (bootsFromVolume && spec.volumes[0] !== old.volumes[0] && said !== spec.volumes[0]) {
+      throw invalid('bootVolume', `this VM boots from its first volume, ${path(old.volumes[0])}: this update makes ${path(spec.volumes[0])} its boot disk; if that is meant, say so (bootVolume, --boot-volume ${path(spec.volumes[0])}), else keep ${path(old.volumes[0])} first`)
+    }
+  }
+  if (b.bootVolume !== undefined) {
+    if (typeof b.bootVolume !== 'string' || lookup?.find(b.bootVolume) == null) throw invalid('bootVolume', 'must be a volume\'s path or id')
+    if (old.driver !== 'qemu' || old.kernel != null || old.image != null) throw invalid('bootVolume', 'this VM boots from its kernel or image, not from a volume')
+    if (lookup.find(b.bootVolume)?.id !== (b.volumes === undefined ? old.volumes[0] : spec.volumes[0])) throw invalid('bootVolume', 'must be the first of the volumes (the one the VM boots from)')
   }
   if (b.restart !== undefined) {
     // null: back to the default
     if (b.restart === null) delete spec.restart
     else if ((RESTART_POLICIES as readonly unknown[]).includes(b.restart)) spec.restart = b.restart as VmSpec['restart']
-    else throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}, or null for the default (always)`)
+    else throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')} (or null: the default, always)`)
   }
   if (b.antiAffinity !== undefined) {
     if (b.antiAffinity === null) delete spec.antiAffinity
     else if (typeof b.antiAffinity === 'string' && new RegExp(ID_PATTERN).test(b.antiAffinity)) spec.antiAffinity = b.antiAffinity
-    else throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -), or null for none')
+    else throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -), or null for none (--no-anti-affinity)')
   }
   if (b.constraints !== undefined) spec.constraints = patchedMap(old.constraints, b.constraints, 'constraints')
   if (b.labels !== undefined) {
@@ -114,6 +127,29 @@ function fieldChanged (f: UpdateField, a: VmSpec, b: VmSpec): boolean {
   }
 }
 
+/** the flag a field is changed by (what the CLI user typed) */
+export const FLAG_OF: Record<UpdateField, string> = { cpu: 'cpu', memory: 'memory', volumes: 'volumes', restart: 'restart', labels: 'labels', constraints: 'constraints', antiAffinity: 'anti-affinity' }
+
+/**
+ * What an update changed, for the VM's history: `memory 64M -> 256M; labels tier=web ->
+ * tier=api` (pure; `pathOf` names a volume by its path).
+ */
+export function changeSummary (before: VmSpec, after: VmSpec, changed: readonly UpdateField[], pathOf: (volume: string) => string = v => v): string {
+  const mem = (b: number): string => b < 2 ** 30 ? `${num(b / 2 ** 20)}M` : `${num(b / 2 ** 30)}G`
+  const say = (f: UpdateField, x: VmSpec): string => {
+    switch (f) {
+      case 'cpu': return num(x.cpu)
+      case 'memory': return mem(x.memoryBytes)
+      case 'volumes': return x.volumes.length === 0 ? 'none' : x.volumes.map(pathOf).join(', ')
+      case 'restart': return x.restart ?? 'always'
+      case 'labels': return sayLabels(x.labels ?? {}) || 'none'
+      case 'constraints': return sayLabels(x.constraints) || 'none'
+      case 'antiAffinity': return x.antiAffinity ?? 'none'
+    }
+  }
+  return changed.map(f => `${FLAG_OF[f]} ${say(f, before)} -> ${say(f, after)}`).join('; ')
+}
+
 /**
  * The members in sight that run an earlier release (their advert's `vmHost` without
  * `leaseSized`): one of those starts a VM with its spec's size and disks, whatever its
@@ -124,17 +160,37 @@ export function olderAgents (members: ReadonlyMap<string, { state: string, adver
   return [...members.values()].filter(m => (m.state === 'alive' || m.state === 'suspect') && m.advert.vmHost != null && m.advert.vmHost.leaseSized !== true).map(m => m.advert.name).sort()
 }
 
+/** where the VM's lease stands, as an update of placement fields sees it */
+export interface LeaseNow {
+  status?: Lease['status']
+  parked?: boolean
+  /** the lease is this VM's (not a former VM's of the name) */
+  own: boolean
+  /** its holder is out of sight: how long its run there may still go on (its fence, notice and takeover margin; 0: ended) */
+  awayLeftMs?: number
+}
+
 /**
  * Whether a change of `changed` must wait until nothing of the VM runs (pure): the
  * placement fields while its lease is neither idle nor parked (it runs, starts or is
- * claimed; a lease of a former VM of the name is not its own).
+ * claimed), unless its holder is out of sight past the time its run there could go on
+ * (its fence ended it; bb52: a VM stopped on a dead node could not be moved to other
+ * nodes by its constraints). A lease of a former VM of the name is not its own.
  */
-export function runsForUpdate (changed: readonly UpdateField[], lease: Pick<Lease, 'status' | 'parked'> | undefined, own: boolean): boolean {
-  return changed.some(f => PLACEMENT_FIELDS.includes(f)) && lease != null && own && !idle(lease) && !isParked(lease)
+export function runsForUpdate (changed: readonly UpdateField[], lease: LeaseNow | undefined): boolean {
+  if (!changed.some(f => PLACEMENT_FIELDS.includes(f)) || lease == null || !lease.own) return false
+  if (idle({ status: lease.status }) || isParked({ status: lease.status, parked: lease.parked })) return false
+  return lease.awayLeftMs == null || lease.awayLeftMs > 0
 }
 
-/** The sentence of a 409 for an update of placement fields while the VM runs. */
-export function runningUpdateWhy (name: string, node: string, changed: readonly UpdateField[]): string {
+/** The sentence of a 409 for an update of placement fields while the VM runs (or may, on a node out of sight). */
+export function runningUpdateWhy (name: string, node: string, changed: readonly UpdateField[], lease: Pick<LeaseNow, 'status' | 'awayLeftMs'> = {}): string {
   const which = changed.filter(f => PLACEMENT_FIELDS.includes(f))
-  return `VM "${name}" runs on ${node} (or is being started there): a VM's cpu, memory, volumes, constraints and anti-affinity group change only while nothing of it runs, as they decide where it runs, what is reserved for it and which disks it writes (this update changes ${which.join(' and ')}); stop it first (vgrid vm stop ${name} --wait), update it, then start it (labels and the restart policy change at any time)`
+  const where = lease.awayLeftMs != null
+    ? `may still run on ${node}, which is out of sight: its run there ends by its fence within ${Math.ceil(lease.awayLeftMs / 1000)} s`
+    : lease.status === 'stopping' ? `is stopping on ${node}` : `runs on ${node} (or is being started there)`
+  const then = lease.awayLeftMs != null || lease.status === 'stopping'
+    ? `wait until nothing of it runs (vgrid vm wait ${name} --for stopped), then update it`
+    : `stop it first (vgrid vm stop ${name} --wait), update it, then start it`
+  return `VM "${name}" ${where}: a VM's cpu, memory, volumes, constraints and anti-affinity group change only while nothing of it runs, as they decide where it runs, what is reserved for it and which disks it writes (this update changes ${which.map(f => FLAG_OF[f]).join(' and ')}); ${then} (labels and the restart policy change at any time)`
 }

@@ -54,7 +54,7 @@ export const strMap = (v: unknown, field: string, keys = false): Record<string, 
   const n = Object.keys(v).length
   if (n > STR_MAP_MAX) throw invalid(field, `has ${n} entries, more than the ${STR_MAP_MAX} a VM may carry`)
   for (const [k, x] of Object.entries(v)) {
-    if (k.length > 128) throw invalid(field, `key "${k.slice(0, 40)}..." is longer than 128 characters`)
+    if (k.length > (keys ? 63 : 128)) throw invalid(field, `key "${k.slice(0, 40)}..." is longer than ${keys ? '63 characters (a label key has 1-63)' : '128 characters'}`)
     if (typeof x !== 'string' || x.length > 256) throw invalid(`${field}.${k}`, 'must be a string of at most 256 characters')
     if (keys && !new RegExp(LABEL_KEY_PATTERN).test(k)) throw invalid(field, `key ${JSON.stringify(k)} is not a label key (1-63 letters, digits, ".", "_", "/" or "-", starting and ending with a letter or digit)`)
   }

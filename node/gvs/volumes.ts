@@ -222,8 +222,10 @@ function checkWriters (v: Volume, writers: readonly NodeWriters[]): void {
  */
 export function checkDestroy (v: Volume, vms: Iterable<Vm>, leases: Iterable<Lease> = [], writers: readonly NodeWriters[] = []): void {
   const u = volumeUsers(v, vms, leases)
-  if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}; stop and remove it first`, 'in-use')
-  if (u.stopped.length > 0) throw new ConflictError(`volume "${v.path}" is a disk of VM ${names(u.stopped)} (stopped); remove the VM first`, 'in-use')
+  // (bb52: the way out named was a vm rm, where a detach keeps the VM)
+  const detach = (vms: Vm[]): string => vms.map(u => `vgrid vm update ${u.name} --detach ${v.path}`).join(', ')
+  if (u.running.length > 0) throw new ConflictError(`volume "${v.path}" is in use by VM ${names(u.running)}; stop it and detach the volume (${detach(u.running)}), or remove the VM, first`, 'in-use')
+  if (u.stopped.length > 0) throw new ConflictError(`volume "${v.path}" is a disk of VM ${names(u.stopped)} (stopped); detach it (${detach(u.stopped)}), or remove the VM, first`, 'in-use')
   checkWriters(v, writers)
 }
 

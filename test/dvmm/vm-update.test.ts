@@ -60,6 +60,9 @@ test('vm update: a stopped VM resized runs with its new size; a running one keep
   t.is(labelled.code, 0, labelled.err)
   t.like(g.nodes[0]!.agent.state.read().get('vms', 'web')?.value.spec, { labels: { tier: 'web', x: 'y' }, restart: 'always' })
   t.is(started.filter(s => s.id === 'web').length, 1, 'a label does not restart it')
+  // each update is in its history (bb52: none left a trace)
+  const shown = await cli(api, 'vm', 'show', 'web')
+  t.regex(shown.out, /updated on a0 \(epoch 1\): restart on-failure -> always; labels tier=web -> tier=web,x=y$/m)
 
   // wrong requests: said before anything is asked, or by the agent
   t.regex((await cli(api, 'vm', 'update', 'web')).err, /say what to change/)
@@ -168,7 +171,7 @@ test('two updates of one VM through two nodes at once: one kept and answered 200
     t.deepEqual([a!.statusCode, b!.statusCode].sort(), [200, 409], `${a!.body} ${b!.body}`)
     const lost = a!.statusCode === 409 ? a! : b!
     t.like(lost.json(), { error: { code: 'changed_meanwhile' } })
-    t.regex(lost.json<{ error: { message: string } }>().error.message, new RegExp(`was updated at the same moment through another node, and its ${field} is that update's, not this one's`))
+    t.regex(lost.json<{ error: { message: string } }>().error.message, new RegExp(`was updated at the same moment through another node, whose ${field} value was kept, not this update's: look at it`))
     const kept = bodies[a!.statusCode === 200 ? 0 : 1]!
     await until(() => g.nodes.every(n => {
       const spec = n.agent.state.read().get('vms', 'web')?.value.spec

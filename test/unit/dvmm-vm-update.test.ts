@@ -3,7 +3,8 @@
 // side (decide.ts `leaseOutdated`): a lease claimed before a change of size or volumes
 // is not started, but parked and placed anew.
 import test from 'ava'
-import { olderAgents, runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
+import { changeSummary, olderAgents, runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
+import { volumeList } from '../../node/dvmm/update-cli.ts'
 import { decide, leaseOutdated, OUTDATED_LEASE, UNFIT_LEASE, type DecideInput } from '../../node/dvmm/decide.ts'
 import { driverSpec } from '../../node/dvmm/run-steps.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
@@ -44,7 +45,7 @@ test('an update changes only what it names, and says which fields changed', t =>
 test('an update request that is wrong is a 400 naming the field', t => {
   refused(t, 'x', 'body', /must be a JSON object/)
   refused(t, {}, 'body', /names nothing to change: give one or more of cpu, memory/)
-  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity\)/)
+  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity, bootVolume\)/)
   refused(t, { driver: 'qemu' }, 'driver', /unknown field "driver"/)
   refused(t, { cpu: 0 }, 'cpu', /above 0/)
   refused(t, { cpu: '2' }, 'cpu', /must be a JSON number/)
@@ -52,7 +53,7 @@ test('an update request that is wrong is a 400 naming the field', t => {
   refused(t, { memory: '512K' }, 'memory', /below the 1M a process VM needs/)
   refused(t, { memory: '32G' }, 'memory', /more than any node has \(largest: 16/)
   refused(t, { memory: '8M' }, 'memory', /below the 16M a qemu VM needs/, vm({ driver: 'qemu', command: undefined, kernel: '/nonexistent/vmlinux' }))
-  refused(t, { restart: 'sometimes' }, 'restart', /must be one of always, on-failure, never, or null/)
+  refused(t, { restart: 'sometimes' }, 'restart', /must be one of always, on-failure, never \(or null: the default, always\)/)
   refused(t, { antiAffinity: 'a b' }, 'antiAffinity', /must be a group name/)
   refused(t, { labels: ['a'] }, 'labels', /must be an object: a key set to a string sets it, set to null removes it/)
   refused(t, { labels: { 'bad key': 'x' } }, 'labels', /key "bad key" is not a label key/)
@@ -62,15 +63,20 @@ test('an update request that is wrong is a 400 naming the field', t => {
 })
 
 test('size, constraints and the group wait until nothing of the VM runs; labels and restart do not', t => {
-  const running: Pick<Lease, 'status' | 'parked'> = { status: 'running' }
-  t.true(runsForUpdate(['memory'], running, true))
-  t.true(runsForUpdate(['labels', 'constraints'], { status: 'claimed' }, true), 'a claim is on its way to a start')
-  t.false(runsForUpdate(['labels', 'restart'], running, true))
-  t.false(runsForUpdate(['cpu'], { status: 'stopped' }, true), 'stopped')
-  t.false(runsForUpdate(['cpu'], { status: 'failed' }, true), 'failed (the crash rule)')
-  t.false(runsForUpdate(['cpu'], { status: 'stopped', parked: true }, true))
-  t.false(runsForUpdate(['cpu'], undefined, true), 'pending: no lease')
-  t.false(runsForUpdate(['cpu'], running, false), "a former VM's run of the name is not this VM's")
+  const running = { status: 'running' as const, own: true }
+  t.true(runsForUpdate(['memory'], running))
+  t.true(runsForUpdate(['labels', 'constraints'], { status: 'claimed', own: true }), 'a claim is on its way to a start')
+  t.false(runsForUpdate(['labels', 'restart'], running))
+  t.false(runsForUpdate(['cpu'], { status: 'stopped', own: true }), 'stopped')
+  t.false(runsForUpdate(['cpu'], { status: 'failed', own: true }), 'failed (the crash rule)')
+  t.false(runsForUpdate(['cpu'], { status: 'stopped', parked: true, own: true }))
+  t.false(runsForUpdate(['cpu'], undefined), 'pending: no lease')
+  t.false(runsForUpdate(['cpu'], { ...running, own: false }), "a former VM's run of the name is not this VM's")
+  // its node out of sight: until its fence has ended the run there (bb52: a VM stopped on a dead node could not be changed)
+  t.true(runsForUpdate(['cpu'], { ...running, awayLeftMs: 4000 }))
+  t.false(runsForUpdate(['cpu'], { ...running, awayLeftMs: 0 }))
+  t.regex(runningUpdateWhy('web', 'host2', ['cpu'], { status: 'running', awayLeftMs: 3500 }), /^VM "web" may still run on host2, which is out of sight: its run there ends by its fence within 4 s: .*wait until nothing of it runs \(vgrid vm wait web --for stopped\), then update it/)
+  t.regex(runningUpdateWhy('web', 'host2', ['antiAffinity'], { status: 'stopping' }), /^VM "web" is stopping on host2: .*\(this update changes anti-affinity\); wait until nothing of it runs/)
   t.regex(runningUpdateWhy('web', 'host2', ['cpu', 'labels', 'memory']), /^VM "web" runs on host2 \(or is being started there\): a VM's cpu, memory, volumes, constraints and anti-affinity group change only while nothing of it runs.*\(this update changes cpu and memory\).*vgrid vm stop web --wait/)
 })
 
@@ -122,7 +128,7 @@ test('volumes: the whole new list, checked as a create checks it, this VM\'s own
   t.deepEqual(u.spec.volumes, ['vol-a', 'vol-b'])
   t.deepEqual(u.changed, ['volumes'])
   t.deepEqual(vmUpdateOf({ volumes: ['/d/a'] }, q, NODES, lookup).changed, [], 'by path or id alike')
-  t.deepEqual(vmUpdateOf({ volumes: ['/d/b', '/d/a'] }, { spec: { ...q.spec, volumes: ['vol-a', 'vol-b'] } }, NODES, lookup).changed, ['volumes'], 'the order is the boot order')
+  t.deepEqual(vmUpdateOf({ volumes: ['/d/b', '/d/a'], bootVolume: '/d/b' }, { spec: { ...q.spec, volumes: ['vol-a', 'vol-b'] } }, NODES, lookup).changed, ['volumes'], 'the order is the boot order')
   const err = t.throws(() => vmUpdateOf({ volumes: ['/d/c'] }, q, NODES, lookup))
   t.regex(err!.message, /\/d\/c is already a disk of VM db/)
   t.regex(t.throws(() => vmUpdateOf({ volumes: ['/d/b@s1'] }, q, NODES, lookup))!.message, /read-only: a VM's disk is written; clone it/)
@@ -147,4 +153,39 @@ test('a claim on a node without a label its VM needs now is parked before its fi
 test('an update of placement fields waits for members of an earlier release; one not probed yet runs no VM', t => {
   const m = (name: string, state: string, vmHost?: { leaseSized?: boolean } | null): [string, { state: string, advert: { name: string, vmHost?: { leaseSized?: boolean } | null } }] => [name, { state, advert: { name, ...(vmHost !== undefined ? { vmHost } : {}) } }]
   t.deepEqual(olderAgents(new Map([m('h1', 'alive', { leaseSized: true }), m('h2', 'alive', {}), m('h3', 'suspect', {}), m('h4', 'dead', {}), m('h5', 'alive'), m('h6', 'alive', null)])), ['h2', 'h3'])
+})
+
+test('another first volume of a VM that boots from its first volume is another boot disk: only when said (bb52)', t => {
+  const vols: Record<string, { id: string, path: string, snapshots: string[] }> = { '/d/boot': { id: 'vol-a', path: '/d/boot', snapshots: [] }, '/d/data': { id: 'vol-b', path: '/d/data', snapshots: [] } }
+  const lookup = { find: (ref: string) => vols[ref] ?? Object.values(vols).find(v => v.id === ref), usedBy: () => undefined }
+  const q = vm({ driver: 'qemu', command: undefined, volumes: ['vol-a', 'vol-b'] })
+  const err = t.throws(() => vmUpdateOf({ volumes: ['/d/data'] }, q, NODES, lookup))
+  t.regex(err!.message, /^bootVolume: this VM boots from its first volume, \/d\/boot: this update makes \/d\/data its boot disk; if that is meant, say so \(bootVolume, --boot-volume \/d\/data\), else keep \/d\/boot first$/)
+  t.deepEqual(vmUpdateOf({ volumes: ['/d/data'], bootVolume: '/d/data' }, q, NODES, lookup).spec.volumes, ['vol-b'])
+  t.deepEqual(vmUpdateOf({ volumes: ['vol-b', 'vol-a'], bootVolume: 'vol-b' }, q, NODES, lookup).changed, ['volumes'], 'a reorder')
+  t.deepEqual(vmUpdateOf({ volumes: ['vol-a'] }, q, NODES, lookup).spec.volumes, ['vol-a'], 'the boot disk kept: nothing to say')
+  t.regex(t.throws(() => vmUpdateOf({ volumes: ['vol-b', 'vol-a'], bootVolume: 'vol-a' }, q, NODES, lookup))!.message, /this update makes \/d\/data its boot disk/)
+  t.regex(t.throws(() => vmUpdateOf({ bootVolume: 'vol-b' }, q, NODES, lookup))!.message, /must be the first of the volumes/)
+  t.regex(t.throws(() => vmUpdateOf({ volumes: ['vol-a'], bootVolume: '/d/data' }, { spec: { ...q.spec, kernel: '/k' } }, NODES, lookup))!.message, /boots from its kernel or image, not from a volume/)
+  // a VM that boots a kernel: any order
+  t.deepEqual(vmUpdateOf({ volumes: ['vol-b'] }, { spec: { ...q.spec, kernel: '/k' } }, NODES, lookup).spec.volumes, ['vol-b'])
+})
+
+test('what an update changed, for its history', t => {
+  const before = vm({ restart: 'never' }).spec
+  const after = { ...before, cpu: 2, memoryBytes: 3 * GiB, labels: { tier: 'api' }, restart: undefined, antiAffinity: 'g' }
+  t.is(changeSummary(before, after, ['cpu', 'memory', 'restart', 'labels', 'antiAffinity']), 'cpu 1 -> 2; memory 64M -> 3G; restart never -> always; labels tier=web -> tier=api; anti-affinity none -> g')
+  t.is(changeSummary({ ...before, volumes: ['vol-a'] }, { ...before, volumes: [] }, ['volumes'], v => `/p/${v}`), 'volumes /p/vol-a -> none')
+})
+
+test("the CLI's list of volumes: detached out, attached last, the boot volume first", t => {
+  const has = [{ id: 'vol-a', path: '/d/boot' }, { id: 'vol-b', path: '/d/data' }]
+  t.deepEqual(volumeList('q', has, ['/d/new'], []), ['vol-a', 'vol-b', '/d/new'])
+  t.deepEqual(volumeList('q', has, ['/d/data'], []), ['vol-a', 'vol-b'], 'attached already: where it is')
+  t.deepEqual(volumeList('q', has, [], ['d/data']), ['vol-a'])
+  t.deepEqual(volumeList('q', has, ['/d/new'], ['/d/boot'], '/d/new'), ['/d/new', 'vol-b'])
+  t.deepEqual(volumeList('q', has, [], [], '/d/data'), ['vol-b', 'vol-a'])
+  t.throws(() => volumeList('q', has, ['/d/x'], ['/d/x']), { message: /--attach \/d\/x and --detach \/d\/x: give one of them/ })
+  t.throws(() => volumeList('q', has, [], ['/d/nope']), { message: /VM q has no volume \/d\/nope \(it has \/d\/boot, \/d\/data\)/ })
+  t.throws(() => volumeList('q', has, [], ['/d/boot'], 'vol-a'), { message: /--boot-volume vol-a and --detach vol-a: give one of them/ })
 })

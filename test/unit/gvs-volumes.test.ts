@@ -44,7 +44,7 @@ test('resize grows only; rename keeps paths unique; destroy refuses a volume in 
   const vm = { id: 'db', name: 'db', app: null, desired: 'running', spec: { driver: 'qemu', cpu: 1, memoryBytes: G, volumes: ['vol-a'], constraints: {} }, ...stamp } as Vm
   t.throws(() => checkDestroy(vol(), [vm]), { message: /in use by VM "db"/ })
   // a stopped VM keeps its disk (it would fail at its next start): not destroyed under it, but renamed (it names it by id)
-  t.throws(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped' }]), { message: /is a disk of VM "db" \(stopped\); remove the VM first/ })
+  t.throws(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped' }]), { message: /is a disk of VM "db" \(stopped\); detach it \(vgrid vm update db --detach \/[^)]*\), or remove the VM, first/ })
   t.notThrows(() => checkDestroy(vol(), [{ ...vm, desired: 'stopped', spec: { ...vm.spec, volumes: [] } }]))
   t.throws(() => checkRename(vol(), [vm]), { message: /in use by VM "db", which opens it by its path/ })
   t.throws(() => checkRename(vol(), [{ ...vm, desired: 'stopped' }], [{ vm: 'db', holder: 'n1', epoch: 1, cpu: 1, memoryBytes: G, status: 'stopping', ...stamp }]), { message: /in use by VM "db"/ }, 'stopping is not stopped')

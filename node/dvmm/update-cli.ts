@@ -1,0 +1,107 @@
+// `vgrid vm update VM ...`: a client of PATCH /v1/vms/:id (vm-update.ts, update-route.ts).
+import { parse } from '../cli/args.ts'
+import { ApiClient, CliError } from '../cli/client.ts'
+import { parseCpu } from '../resources.ts'
+import type { VmDetail } from './vms.ts'
+import { escapeControls } from './control-chars.ts'
+
+export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
+
+/** the flag each field of the answer's `changed` is given by */
+const FLAGS: Record<string, string> = { antiAffinity: 'anti-affinity' }
+
+/** KEY=VALUE flags as a map */
+export function pairs (list: unknown, flag: string): Record<string, string> {
+  const o: Record<string, string> = {}
+  for (const p of (list as string[] | undefined) ?? []) {
+    const i = p.indexOf('=')
+    if (i <= 0) throw new CliError(`${flag} "${p}" is not KEY=VALUE`, 2)
+    o[p.slice(0, i)] = p.slice(i + 1)
+  }
+  return o
+}
+
+/** labels or constraints to set (a string) and remove (null); a key set and removed at once: which was meant is not known */
+function edits (set: unknown, rm: unknown, flag: string): Record<string, string | null> | undefined {
+  const sets = pairs(set, `--${flag}`)
+  const rms = (rm as string[] | undefined) ?? []
+  const both = rms.find(k => k in sets)
+  if (both != null) throw new CliError(`--${flag} ${both}=... and --rm-${flag} ${both}: give one of them`, 2)
+  if (Object.keys(sets).length === 0 && rms.length === 0) return undefined
+  return { ...sets, ...Object.fromEntries(rms.map(k => [k, null])) }
+}
+
+type Disk = VmDetail['disks'][number]
+const names = (x: Disk, ref: string): boolean => x.id === ref || x.path === ref || x.path === `/${ref}`
+
+/**
+ * The VM's whole new list of volumes from the one it has (pure): detached ones out,
+ * attached ones last (one it has already stays where it is), the boot volume, if given,
+ * first. Ids where it has them, else as given.
+ */
+export function volumeList (name: string, has: readonly Disk[], attach: readonly string[], detach: readonly string[], boot?: string): string[] {
+  const both = attach.find(a => detach.includes(a))
+  if (both != null) throw new CliError(`--attach ${both} and --detach ${both}: give one of them`, 2)
+  const missing = detach.find(ref => !has.some(x => names(x, ref)))
+  if (missing != null) throw new CliError(`VM ${name} has no volume ${missing}${has.length > 0 ? ` (it has ${has.map(x => x.path ?? x.id).join(', ')})` : ' (it has none)'}`, 1)
+  if (boot != null && detach.some(ref => has.some(x => names(x, ref) && names(x, boot)))) throw new CliError(`--boot-volume ${boot} and --detach ${boot}: give one of them`, 2)
+  const kept = has.filter(x => !detach.some(ref => names(x, ref)))
+  const list = [...kept.map(x => x.id), ...attach.filter(a => !kept.some(x => names(x, a)))]
+  if (boot == null) return list
+  const own = kept.find(x => names(x, boot))?.id ?? boot
+  return [own, ...list.filter(x => x !== own && x !== boot)]
+}
+
+export async function update (argv: string[], print: { say: (s: string) => void, json: (v: unknown) => void, stateLines: (d: VmDetail) => void }): Promise<void> {
+  const { values: v, positionals } = parse(argv, {
+    api: { type: 'string' },
+    json: { type: 'boolean' },
+    cpu: { type: 'string' },
+    memory: { type: 'string' },
+    restart: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    'rm-label': { type: 'string', multiple: true },
+    constraint: { type: 'string', multiple: true },
+    'rm-constraint': { type: 'string', multiple: true },
+    'anti-affinity': { type: 'string' },
+    'no-anti-affinity': { type: 'boolean' },
+    attach: { type: 'string', multiple: true },
+    detach: { type: 'string', multiple: true },
+    'boot-volume': { type: 'string' }
+  }, UPDATE_USAGE, 1)
+  if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${UPDATE_USAGE}`, 2)
+  const body: Record<string, unknown> = {}
+  if (v.cpu != null) {
+    try { body.cpu = parseCpu(String(v.cpu), '--cpu') } catch (err) { throw new CliError((err as Error).message, 2) }
+  }
+  if (v.memory != null) body.memory = v.memory
+  if (v.restart != null) body.restart = v.restart
+  if (v['anti-affinity'] != null && v['no-anti-affinity'] === true) throw new CliError('--anti-affinity puts it in a group and --no-anti-affinity takes it out of its group: give one of them', 2)
+  if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
+  if (v['no-anti-affinity'] === true) body.antiAffinity = null
+  const labels = edits(v.label, v['rm-label'], 'label')
+  if (labels != null) body.labels = labels
+  const constraints = edits(v.constraint, v['rm-constraint'], 'constraint')
+  if (constraints != null) body.constraints = constraints
+  const attach = (v.attach as string[] | undefined) ?? []
+  const detach = (v.detach as string[] | undefined) ?? []
+  const boot = v['boot-volume'] as string | undefined
+  if (Object.keys(body).length === 0 && attach.length === 0 && detach.length === 0 && boot == null) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
+  const api = new ApiClient(v.api as string | undefined)
+  const at = `/v1/vms/${encodeURIComponent(positionals[0])}`
+  if (attach.length > 0 || detach.length > 0 || boot != null) {
+    const cur = await api.get<VmDetail>(at)
+    body.volumes = volumeList(cur.name, cur.disks, attach, detach, boot)
+    if (boot != null) body.bootVolume = boot
+  }
+  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body)
+  if (v.json === true) return print.json(d)
+  print.say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.map(f => FLAGS[f] ?? f).join(', ')}`)
+  print.stateLines(d)
+  // a VM no node can take now, said now rather than when it stays pending (bb52: a typo in a constraint's key)
+  const nodes = d.placement?.nodes ?? []
+  const example = nodes.find(n => n.filtered != null)
+  if (d.changed.length > 0 && (d.state === 'stopped' || d.state === 'failed' || d.state === 'pending') && nodes.length > 0 && nodes.every(n => n.filtered != null) && example?.filtered != null) {
+    process.stderr.write(escapeControls(`vgrid: warning: no node could take ${d.name} now (e.g. ${example.name}: ${example.filtered.reason}); it would stay pending when started`) + '\n')
+  }
+}
