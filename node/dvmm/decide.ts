@@ -129,7 +129,18 @@ export const UNFIT_LEASE = 'this node lacks a label the VM needs now (its constr
  * the VM's any more.
  */
 export const leaseOutdated = (l: Pick<Lease, 'cpu' | 'memoryBytes' | 'disks'>, vm: Pick<Vm, 'spec'>): boolean =>
-  l.cpu !== vm.spec.cpu || l.memoryBytes !== vm.spec.memoryBytes || (l.disks ?? []).join('\n') !== vm.spec.volumes.join('\n')
+  l.cpu !== vm.spec.cpu || l.memoryBytes !== vm.spec.memoryBytes || otherDisks(l, vm)
+
+/**
+ * Whether a lease names other disks than its VM's spec now (pure). A lease without
+ * `disks` was claimed by an earlier release, which wrote none for a VM without volumes:
+ * not judged (its VMs would all move at their next start after an upgrade).
+ */
+export const otherDisks = (l: Pick<Lease, 'disks'>, vm: Pick<Vm, 'spec'>): boolean =>
+  l.disks != null && l.disks.join('\n') !== vm.spec.volumes.join('\n')
+
+/** why a run is stopped whose volumes were changed (vm update) after its lease was claimed: a start that raced the update (parked: placed anew) */
+export const DISKS_CHANGED = 'its volumes were changed (vm update) after this run was placed: stopped, and placed anew with them'
 
 /**
  * Whether the VM a claim was decided for is still the one in the document, with the
@@ -189,7 +200,9 @@ export function startsStillDue (starts: readonly string[], before: DocView, afte
     const was = before.leases.get(id)
     const now = after.leases.get(id)
     return was != null && now != null && now.winner.holder === me && now.winner.epoch === was.winner.epoch && !idle(now.winner) &&
-      now.claims.every(c => was.claims.some(w => w.holder === c.holder && w.epoch === c.epoch)) && after.vms.get(id)?.desired === 'running'
+      now.claims.every(c => was.claims.some(w => w.holder === c.holder && w.epoch === c.epoch)) && after.vms.get(id)?.desired === 'running' &&
+      // an update merged while the step wrote (rv55): the next step parks it instead
+      !leaseOutdated(now.winner, after.vms.get(id)!)
   })
 }
 
@@ -337,6 +350,9 @@ export function decide (i: DecideInput): Decisions {
     else if (taken != null) d.stop.push({ vm, why: taken })
     else if (spec.desired !== 'running') d.stop.push({ vm, why: `desired ${spec.desired}` })
     else if (drains) d.stop.push({ vm, why: 'node draining' })
+    // started with disks its spec no longer names (an update that merged after the claim
+    // and the start, rv55): the volumes it gave up count as free everywhere else
+    else if (otherDisks(l.winner, spec)) d.stop.push({ vm, why: DISKS_CHANGED })
     else keeps.push(vm)
   }
   // its connections need the overlay: moved where it is up, unless no majority could place it again

@@ -177,7 +177,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       if (svc.fenceState?.majority === false) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not in sight of this node, which ${svc.fenceState.reason}: the stop reaches it once this node is back with the majority, and whether its run there has ended is not known here` }
       // still within that node's fence: its run may go on until then (bb51: `vm stop --wait` ended while it ran)
       const fenceLeft = svc.fenceLeftMs?.(l.winner.holder) ?? 0
-      if (fenceLeft > 0) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence, within ${Math.ceil(fenceLeft / 1000)} s` }
+      if (fenceLeft > 0) return { ...r, reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there ends with that node's fence${Number.isFinite(fenceLeft) ? `, within ${Math.ceil(fenceLeft / 1000)} s` : ''}` }
       return { ...r, state: 'stopped', reason: `its node ${nameOf(l.winner.holder, doc)} is not alive: its run there was ended by that node's fence, its fence timeout past since its last sign of life (the lease stays with it until the VM is started again)` }
     }
     // killed by its node's fence, as that node's lease says (read here on its side of a
@@ -460,13 +460,19 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * answered 409, not 201 for a spec that is gone or a VM that would never run. Alone on
    * the grid there is nobody to race with.
    */
+  /**
+   * whether the VM of the name is this create's: by what the create gave (spec and
+   * application), or, once a `vm update` changed its spec (stamped), by when it was made
+   * (rv55: an update through another node within the window read as another create)
+   */
+  const sameCreate = (now: Vm, made: Vm): boolean => now.spec.updatedAt != null ? now.created === made.created : canonical([now.spec, now.app]) === canonical([made.spec, made.app])
   const settleCreate = async (made: Vm, paths: ReadonlyMap<string, string>): Promise<void> => {
     if (!othersAlive()) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))
     // by what the create gave (spec and application): the VM's own later writes (its
     // overlay index, a start or stop) change at, by and desired
     const now = state.read().get('vms', made.id)?.value
-    if (now != null && canonical([now.spec, now.app]) !== canonical([made.spec, made.app])) {
+    if (now != null && !sameCreate(now, made)) {
       throw new ConflictError(`a VM named "${made.id}" was created at the same moment through another node; that one was kept, this one dropped`, 'name_in_use')
     }
     // a VM made through another node at the same moment with one of its volumes as its
@@ -475,7 +481,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     if (now == null || made.spec.volumes.length === 0) return
     const why = await state.write(w => {
       const vm = w.reader.get('vms', made.id)?.value
-      if (vm == null || canonical([vm.spec, vm.app]) !== canonical([made.spec, made.app])) return null
+      if (vm == null || !sameCreate(vm, made)) return null
       // a volume removed through another node at the same moment (bb35: both answered,
       // and the VM crashed three times on a disk that did not exist)
       const gone = vm.spec.volumes.find(v => w.reader.get('volumes', v) == null)

@@ -285,10 +285,14 @@ export class DvmmService {
    */
   fenceLeftMs (id: string): number {
     const reader = this.components.state.read()
-    // as a takeover waits: a holder cut off, not dead, learns it only after its notice (rv53)
-    const { fenceMs, notice } = this.takeoverWait(reader)
-    const until = this.fencing.lastHeard(id) + holderFenceMs(fenceMs, reader.get('roll', id)?.value, MAX_FENCE_TIMEOUT_MS) + notice + this.cfg.takeoverMarginMs
-    return Math.max(0, until - this.components.clock.now())
+    // as a takeover waits: a holder cut off, not dead, learns it only after its notice
+    // (rv53), and its silence counts only from when this node has had a majority (rv55: a
+    // node back from its own isolation counted from its last word alone)
+    const wait = this.takeoverWait(reader)
+    const now = this.components.clock.now()
+    const since = Math.max(this.fencing.lastHeard(id), takeoverMajoritySince(wait.doc, this.me, wait.nodes, n => this.fencing.voteLock(n, now)))
+    const until = since + holderFenceMs(wait.fenceMs, reader.get('roll', id)?.value, MAX_FENCE_TIMEOUT_MS) + wait.notice + this.cfg.takeoverMarginMs
+    return Number.isNaN(until) ? Infinity : Math.max(0, until - now)
   }
 
   /**
@@ -511,7 +515,7 @@ export class DvmmService {
           // over a parked lease: a placement anew (no `from`, no failover in its history)
           const made = spec?.created
           const disks = spec?.spec.volumes ?? []
-          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), ...(disks.length > 0 ? { disks: [...disks] } : {}) }
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), disks: [...disks] }
           // its history carries on the log of the lease taken over, or of the last one this node saw (not a former VM's of its name)
           const before = w.reader.get('leases', c.vm)?.value
           w.put('leases', { ...lease, log: claimLog(before?.log != null ? { log: before.log, made: before.made } : this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
@@ -528,7 +532,9 @@ export class DvmmService {
         // lease at the next epoch (its volumes' writer epochs follow), with its history:
         // parked by its stop (local-vms.ts), or here when nothing of it ran
         // (a claim outdated by a vm update, or on a node without the labels its VM needs, likewise: decide)
-        if ((r.why === 'node draining' || r.why === OUTDATED_LEASE || r.why === UNFIT_LEASE) && movesOn(l, w.reader.get('vms', r.vm)?.value)) {
+        const vm = w.reader.get('vms', r.vm)?.value
+        const redo = r.why === OUTDATED_LEASE || r.why === UNFIT_LEASE
+        if ((r.why === 'node draining' || redo) && (movesOn(l, vm) || (redo && vm != null && sameVm(l.made, vm.created) && Number.isSafeInteger(l.epoch + 1)))) {
           if (!isParked(l)) w.update('leases', r.vm, parkedLease(l, `stopped on ${this.components.config.name}: ${r.why}`, Math.floor(wallNow(this.components.clock)), this.components.config.name))
         } else w.remove('leases', r.vm)
       }

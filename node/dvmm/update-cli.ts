@@ -92,6 +92,8 @@ export async function update (argv: string[], print: { say: (s: string) => void,
   if (attach.length > 0 || detach.length > 0 || boot != null) {
     const cur = await api.get<VmDetail>(at)
     body.volumes = volumeList(cur.name, cur.disks, attach, detach, boot)
+    // what the list was made from: one changed through another node meanwhile is a 409, not undone
+    body.volumesWere = cur.disks.map(x => x.id)
     if (boot != null) body.bootVolume = boot
   }
   const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body)

@@ -29,6 +29,13 @@ export interface UpdateRouteDeps {
   fenceLeftMs?: (id: string) => number
 }
 
+/** whether `given` (paths or ids, as a client sent them) names the volumes `ids`, in order */
+function sameList (given: unknown, ids: readonly string[], r: Reader): boolean {
+  if (!Array.isArray(given) || given.length !== ids.length) return false
+  const l = volumeLookup(r)
+  return given.every((g, i) => typeof g === 'string' && (g === ids[i] || l.find(g)?.id === ids[i]))
+}
+
 /** volumes by path or id, a VM's own disks not "another VM's" */
 const lookupFor = (r: Reader, vm: string): VolumeLookup => {
   const l = volumeLookup(r)
@@ -43,15 +50,19 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
     if (first.changed.length === 0) return { ...await d.detail(vm.id), changed: [] }
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: d.me, alive: d.inSight, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
-    // an agent of an earlier release runs a VM with its spec's size, whatever its lease reserved
-    const older = first.changed.some(f => PLACEMENT_FIELDS.includes(f)) ? olderAgents(d.members) : []
-    if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with the new ${first.changed.filter(f => PLACEMENT_FIELDS.includes(f)).join(' and ')}: change them once every node runs this release (labels and the restart policy change now)`, 'upgrade_pending')
     // on the spec the write finds (another field changed meanwhile through another node is
     // kept), checked again there: a volume removed or made another's disk meanwhile, a start
     const u = await d.state.write(w => {
       const now = w.reader.get('vms', vm.id)?.value
       if (now == null || now.created !== vm.created) throw new ConflictError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} through another node while this update waited: nothing was changed`, 'removed_meanwhile')
       const again = vmUpdateOf(body, now, d.nodesOf(w.reader, doc), lookupFor(w.reader, vm.id))
+      // the list of volumes the client made its --attach/--detach from: another update's meanwhile is not undone (rv55)
+      const were = (body as { volumesWere?: unknown }).volumesWere
+      if (were !== undefined && !sameList(were, now.spec.volumes, w.reader)) throw new ConflictError(`the volumes of VM "${vm.name}" were changed through another node meanwhile (now ${now.spec.volumes.map(v => w.reader.get('volumes', v)?.value.path ?? v).join(', ') || 'none'}): nothing was changed; run the update again`, 'changed_meanwhile')
+      // an agent of an earlier release runs a VM with its spec's size, whatever its lease reserved
+      const placement = again.changed.filter(f => PLACEMENT_FIELDS.includes(f))
+      const older = placement.length > 0 ? olderAgents(d.members) : []
+      if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with its new ${placement.map(f => FLAG_OF[f]).join(' and ')}: change ${placement.length === 1 ? 'it' : 'them'} once every node runs this release (labels and the restart policy change now)`, 'upgrade_pending')
       const l = w.reader.get('leases', vm.id)?.value
       const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: d.fenceLeftMs?.(l.holder) ?? Infinity } : {}) }
       if (l != null && runsForUpdate(again.changed, lease)) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed, lease), 'vm_running')

@@ -64,7 +64,7 @@ const sortedMap = (m: Readonly<Record<string, string>> | undefined): Array<[stri
 export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[], lookup?: VolumeLookup): VmUpdate {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
-  onlyFields(b, [...UPDATE_FIELDS, 'bootVolume'])
+  onlyFields(b, [...UPDATE_FIELDS, 'bootVolume', 'volumesWere'])
   if (Object.keys(b).length === 0) throw invalid('body', `names nothing to change: give one or more of ${UPDATE_FIELDS.join(', ')}`)
   const old = vm.spec
   const spec: VmSpec = { ...old }
@@ -187,7 +187,7 @@ export function runsForUpdate (changed: readonly UpdateField[], lease: LeaseNow 
 export function runningUpdateWhy (name: string, node: string, changed: readonly UpdateField[], lease: Pick<LeaseNow, 'status' | 'awayLeftMs'> = {}): string {
   const which = changed.filter(f => PLACEMENT_FIELDS.includes(f))
   const where = lease.awayLeftMs != null
-    ? `may still run on ${node}, which is out of sight: its run there ends by its fence within ${Math.ceil(lease.awayLeftMs / 1000)} s`
+    ? `may still run on ${node}, which is out of sight: its run there ends by its fence${Number.isFinite(lease.awayLeftMs) ? ` within ${Math.ceil(lease.awayLeftMs / 1000)} s` : ', which this node can judge once it has had a majority for a fence wait'}`
     : lease.status === 'stopping' ? `is stopping on ${node}` : `runs on ${node} (or is being started there)`
   const then = lease.awayLeftMs != null || lease.status === 'stopping'
     ? `wait until nothing of it runs (vgrid vm wait ${name} --for stopped), then update it`

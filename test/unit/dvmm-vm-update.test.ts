@@ -5,7 +5,7 @@
 import test from 'ava'
 import { changeSummary, olderAgents, runsForUpdate, runningUpdateWhy, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
 import { volumeList } from '../../node/dvmm/update-cli.ts'
-import { decide, leaseOutdated, OUTDATED_LEASE, UNFIT_LEASE, type DecideInput } from '../../node/dvmm/decide.ts'
+import { decide, leaseOutdated, startsStillDue, DISKS_CHANGED, OUTDATED_LEASE, UNFIT_LEASE, type DecideInput } from '../../node/dvmm/decide.ts'
 import { driverSpec } from '../../node/dvmm/run-steps.ts'
 import type { DocView, LeaseView } from '../../node/dvmm/view.ts'
 import type { Lease, RollEntry, Vm } from '../../crdt/index.ts'
@@ -45,7 +45,7 @@ test('an update changes only what it names, and says which fields changed', t =>
 test('an update request that is wrong is a 400 naming the field', t => {
   refused(t, 'x', 'body', /must be a JSON object/)
   refused(t, {}, 'body', /names nothing to change: give one or more of cpu, memory/)
-  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity, bootVolume\)/)
+  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity, bootVolume, volumesWere\)/)
   refused(t, { driver: 'qemu' }, 'driver', /unknown field "driver"/)
   refused(t, { cpu: 0 }, 'cpu', /above 0/)
   refused(t, { cpu: '2' }, 'cpu', /must be a JSON number/)
@@ -188,4 +188,21 @@ test("the CLI's list of volumes: detached out, attached last, the boot volume fi
   t.throws(() => volumeList('q', has, ['/d/x'], ['/d/x']), { message: /--attach \/d\/x and --detach \/d\/x: give one of them/ })
   t.throws(() => volumeList('q', has, [], ['/d/nope']), { message: /VM q has no volume \/d\/nope \(it has \/d\/boot, \/d\/data\)/ })
   t.throws(() => volumeList('q', has, [], ['/d/boot'], 'vol-a'), { message: /--boot-volume vol-a and --detach vol-a: give one of them/ })
+})
+
+test('a run started with disks its spec no longer names is stopped (placed anew); a start judged again after the write is not made with them (rv55)', t => {
+  const lease: Lease = { vm: 'web', holder: 'a', epoch: 1, cpu: 1, memoryBytes: 64 * MiB, status: 'running', disks: ['vol-a', 'vol-d'], at: 1, by: 'a' }
+  const detached = { ...vm({ driver: 'qemu', volumes: ['vol-a'], constraints: {} }), desired: 'running' as const }
+  const running = (l: Lease): DecideInput => ({ ...input([detached], [{ winner: l, claims: [l] }]), runs: new Set(['web']) })
+  t.deepEqual(decide(running(lease)).stop, [{ vm: 'web', why: DISKS_CHANGED }])
+  t.deepEqual(decide(running({ ...lease, disks: ['vol-a'] })).stop, [], 'its disks: kept')
+  const { disks: _, ...older } = lease
+  t.deepEqual(decide(running(older)).stop, [], "a lease of an earlier release names no disks: not judged (an upgrade moves nothing)")
+  t.false(leaseOutdated(older, detached))
+  // a start decided on the read before the step's write, an update merged in that write
+  const claimed: Lease = { ...lease, status: 'claimed', disks: ['vol-a', 'vol-d'] }
+  const before: DocView = { vms: new Map([['web', { ...detached, spec: { ...detached.spec, volumes: ['vol-a', 'vol-d'] } }]]), leases: new Map([['web', { winner: claimed, claims: [claimed] }]]), roll: new Map() }
+  const after: DocView = { ...before, vms: new Map([['web', detached]]) }
+  t.deepEqual(startsStillDue(['web'], before, before, 'a', true), ['web'])
+  t.deepEqual(startsStillDue(['web'], before, after, 'a', true), [], 'not started with disks its lease does not name')
 })
