@@ -412,15 +412,26 @@ export const CONSOLE_KEEP_BYTES = 1024 * 1024
  * document too): past `max` bytes, the file is cut back to its last `keep` bytes, after a
  * line saying how much went. In place (copy and truncate), as the VM's process or QEMU
  * keeps appending through its own descriptor (O_APPEND: its next write lands at the new
- * end); what it writes between the copy and the truncate is lost. The bytes dropped, or 0.
+ * end); what it writes between the last read and the truncate is lost. The bytes dropped, or 0.
  */
 export function trimConsole (file: string, max = CONSOLE_MAX_BYTES, keep = CONSOLE_KEEP_BYTES): number {
   let size: number
   try { size = statSync(file).size } catch { return 0 }
   if (size <= max) return 0
-  const tail = tailFile(file, keep)
+  const first = tailBytes(file, keep)
+  let tail = first.tail
+  let end = first.end
+  // what the VM appended while the tail was read goes with it: only what lands between
+  // the last look and the truncate is lost (a CI run under load lost a VM's last line,
+  // written while the tail of a busy log was read)
+  for (let i = 0; i < 16; i++) {
+    const more = tailBytes(file, Number.MAX_SAFE_INTEGER, end)
+    if (more.end <= end) break
+    tail = Buffer.concat([tail, more.tail])
+    end = more.end
+  }
   truncateSync(file, 0)
-  const dropped = size - Buffer.byteLength(tail)
-  appendFileSync(file, `[vgrid: ${dropped} earlier bytes of this console were dropped, the log is kept under ${max} bytes]\n${tail}`)
+  const dropped = end - tail.length
+  appendFileSync(file, Buffer.concat([Buffer.from(`[vgrid: ${dropped} earlier bytes of this console were dropped, the log is kept under ${max} bytes]\n`), tail]))
   return dropped
 }
