@@ -49,7 +49,6 @@ function table (rows: string[][]): string {
   return rows.map(r => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
 }
 
-
 export async function vm (argv: string[]): Promise<void> {
   const [sub, ...rest] = argv
   switch (sub) {

@@ -423,7 +423,7 @@ export function decide (i: DecideInput): Decisions {
       // reserved here, or with disks the lease does not name; placed anew instead (vm-update.ts).
       // Its constraints likewise, before its first start here: a node without the labels
       // it needs now never ran it (one that runs it keeps it: a move restarts it)
-      const unfit = meNode != null && (w.status ?? 'claimed') === 'claimed' && missingLabels(vm.spec.constraints, meNode?.labels ?? {}).length > 0
+      const unfit = meNode != null && (w.status ?? 'claimed') === 'claimed' && missingLabels(vm.spec.constraints, meNode.labels).length > 0
       if (leaseOutdated(w, vm) || unfit) { d.release.push({ vm: id, why: unfit ? UNFIT_LEASE : OUTDATED_LEASE }); continue }
       const s = settle({ me: i.me, claims: l.claims, claimedAt: i.claimedAt.get(id) ?? -Infinity, conflictSeenAt: i.conflictSeenAt.get(id), now: i.now, settleMs: i.cfg.settleMs })
       if (s.state === 'settled' && i.fence.mayClaim) d.start.push(id)

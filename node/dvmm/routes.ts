@@ -453,6 +453,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
   }
 
   /**
+   * whether the VM of the name is this create's: by what the create gave (spec and
+   * application), or, once a `vm update` changed its spec (stamped), by when it was made
+   * (rv55: an update through another node within the window read as another create)
+   */
+  const sameCreate = (now: Vm, made: Vm): boolean => now.spec.updatedAt != null ? now.created === made.created : canonical([now.spec, now.app]) === canonical([made.spec, made.app])
+  /**
    * A VM's name is its key: another node may have created one of the same name at the
    * same moment (each checks only its own copy of the document), and the document then
    * keeps one by its latest-write rule. Likewise a VM with one of the same volumes as
@@ -460,12 +466,6 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
    * answered 409, not 201 for a spec that is gone or a VM that would never run. Alone on
    * the grid there is nobody to race with.
    */
-  /**
-   * whether the VM of the name is this create's: by what the create gave (spec and
-   * application), or, once a `vm update` changed its spec (stamped), by when it was made
-   * (rv55: an update through another node within the window read as another create)
-   */
-  const sameCreate = (now: Vm, made: Vm): boolean => now.spec.updatedAt != null ? now.created === made.created : canonical([now.spec, now.app]) === canonical([made.spec, made.app])
   const settleCreate = async (made: Vm, paths: ReadonlyMap<string, string>): Promise<void> => {
     if (!othersAlive()) return
     await new Promise(resolve => setTimeout(resolve, svc.nameSettleMs ?? 1500))

@@ -50,6 +50,9 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
     if (first.changed.length === 0) return { ...await d.detail(vm.id), changed: [] }
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: d.me, alive: d.inSight, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
+    // a holder out of sight: how long its run there may go on (read before the write)
+    const holder = doc.leases.get(vm.id)?.winner.holder
+    const awayLeftMs = holder != null && holder !== d.me && !d.inSight(holder) ? d.fenceLeftMs?.(holder) ?? Infinity : undefined
     // on the spec the write finds (another field changed meanwhile through another node is
     // kept), checked again there: a volume removed or made another's disk meanwhile, a start
     const u = await d.state.write(w => {
@@ -64,7 +67,7 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       const older = placement.length > 0 ? olderAgents(d.members) : []
       if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with its new ${placement.map(f => FLAG_OF[f]).join(' and ')}: change ${placement.length === 1 ? 'it' : 'them'} once every node runs this release (labels and the restart policy change now)`, 'upgrade_pending')
       const l = w.reader.get('leases', vm.id)?.value
-      const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: d.fenceLeftMs?.(l.holder) ?? Infinity } : {}) }
+      const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: l.holder === holder ? awayLeftMs ?? Infinity : Infinity } : {}) }
       if (l != null && runsForUpdate(again.changed, lease)) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed, lease), 'vm_running')
       const paths = new Map([...now.spec.volumes, ...again.spec.volumes].map(v => [v, w.reader.get('volumes', v)?.value.path ?? v]))
       // stamped: of two updates written at once, the later is read (conflicts.ts latestSpec)
@@ -73,7 +76,7 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
         w.update('vms', vm.id, { spec })
         // in its history, where it has one (a lease of this VM): the node named is the one it went through
         const detail = changeSummary(now.spec, again.spec, again.changed, v => paths.get(v) ?? v)
-        appendToLease(w, vm.id, l => ({ at: w.at, event: 'updated', node: d.me, ...(l.epoch != null ? { epoch: l.epoch } : {}), detail: leaseReason(detail) }), l => sameVm(l.made, now.created))
+        appendToLease(w, vm.id, l => ({ at: w.at, event: 'updated', node: d.me, epoch: l.epoch, detail: leaseReason(detail) }), l => sameVm(l.made, now.created))
       }
       return { ...again, spec, before: now.spec, paths }
     }, `vm update ${vm.id}`)

@@ -5,7 +5,7 @@ import test from 'ava'
 import { startDvmmGrid, until, vmApi } from './grid.ts'
 import { gvsOf, socketOf } from '../gvs/agent-grid.ts'
 import { apiOf } from '../gvs/hosts.ts'
-import { NbdClient } from '../helpers/nbd-client.ts'
+import { writeBootSector } from './boot-sector.ts'
 import type { VmDetail } from '../../node/dvmm/vms.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
@@ -34,13 +34,7 @@ test('a VM booting from an empty volume fails at once with why; with a boot sect
 
   // as the reason says: stopped, a disk with a boot sector written, started again
   t.is((await api.inject({ method: 'POST', url: '/v1/vms/bv/stop' })).statusCode, 200)
-  const client = await NbdClient.open(socketOf(node.agent), 'os/root')
-  const sector = Buffer.alloc(512)
-  sector[510] = 0x55
-  sector[511] = 0xaa
-  await client.write(0, sector)
-  await client.flush()
-  await client.close()
+  await writeBootSector(socketOf(node.agent), 'os/root')
   // once the agent has seen the NBD session end (a start refuses while a client writes the disk)
   let started = await api.inject({ method: 'POST', url: '/v1/vms/bv/start' })
   for (const t0 = Date.now(); started.statusCode === 409 && Date.now() - t0 < 10_000;) {

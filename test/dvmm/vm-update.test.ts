@@ -1,30 +1,18 @@
 // `vgrid vm update` against a real API of in-process agents with the fake driver: a
 // stopped VM resized and started with its new size; a running one refused a new size
-// but given labels; volumes attached and detached; and a size changed while a claim settles (an update merged from
-// another node) never runs the VM with a size its node did not reserve.
+// but given labels; volumes attached and detached; and a size changed while a claim
+// settles (an update merged from another node) never runs the VM with a size its node
+// did not reserve.
 import test from 'ava'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
+import { cli } from './cli-run.ts'
 import { serveDvmmRoutes } from './serve-routes.ts'
 import { startDvmmGrid, until, vmApi } from './grid.ts'
 import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
 import { gvsOf, socketOf } from '../gvs/agent-grid.ts'
-import { NbdClient } from '../helpers/nbd-client.ts'
+import { writeBootSector } from './boot-sector.ts'
 import { apiOf } from '../gvs/hosts.ts'
 
-const run = promisify(execFile)
-const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
 const MiB = 2 ** 20
-
-async function cli (api: string, ...args: string[]): Promise<{ code: number, out: string, err: string }> {
-  try {
-    const r = await run(process.execPath, ['--input-type=module', '-e', SCRIPT, ...args], { env: { ...process.env, VGRID_API: api }, timeout: 60_000 })
-    return { code: 0, out: r.stdout, err: r.stderr }
-  } catch (e) {
-    const x = e as { code: number, stdout: string, stderr: string }
-    return { code: x.code, out: x.stdout, err: x.stderr }
-  }
-}
 
 test('vm update: a stopped VM resized runs with its new size; a running one keeps its size and takes labels', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100, stopGraceMs: 12_000 } })
@@ -115,13 +103,7 @@ test('vm update --attach|--detach: a stopped VM gets and gives up volumes, whose
   }
   await until(() => g.nodes.every(n => Object.values(ids).every(id => n.agent.state.read().get('volumes', id) != null)), 20_000, 'the volumes on both nodes')
   // a qemu VM that boots from its first volume (the fake driver stands for QEMU here), which has a boot sector; another VM's disk
-  const client = await NbdClient.open(socketOf(g.nodes[0]!.agent), 't/boot')
-  const sector = Buffer.alloc(512)
-  sector[510] = 0x55
-  sector[511] = 0xaa
-  await client.write(0, sector)
-  await client.flush()
-  await client.close()
+  await writeBootSector(socketOf(g.nodes[0]!.agent), 't/boot')
   t.is((await cli(api, 'vm', 'create', 'srv', '--cpu', '1', '--memory', '64M', '--volume', '/t/boot', '--stopped')).code, 0)
   t.is((await cli(api, 'vm', 'create', 'db', '--driver', 'qemu', '--kernel', process.execPath, '--cpu', '1', '--memory', '64M', '--volume', '/t/other', '--stopped')).code, 0)
   const spec = (): string[] | undefined => g.nodes[0]!.agent.state.read().get('vms', 'srv')?.value.spec.volumes

@@ -2,23 +2,9 @@
 // a real API of in-process agents with the fake driver (bb49: scripts polled vm show and
 // listed every VM to find the failed ones).
 import test from 'ava'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
+import { cli } from './cli-run.ts'
 import { serveDvmmRoutes } from './serve-routes.ts'
 import { startDvmmGrid, until } from './grid.ts'
-
-const run = promisify(execFile)
-const SCRIPT = "const m = await import(process.cwd() + '/node/dvmm/cli.ts'); const [cmd, ...rest] = process.argv.slice(1); try { await m[cmd](rest) } catch (e) { process.stderr.write(e.message + '\\n'); if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code: e.code } })); process.exitCode = e.exitCode ?? 1 }"
-
-async function cli (api: string, ...args: string[]): Promise<{ code: number, out: string, err: string }> {
-  try {
-    const r = await run(process.execPath, ['--input-type=module', '-e', SCRIPT, ...args], { env: { ...process.env, VGRID_API: api }, timeout: 60_000 })
-    return { code: 0, out: r.stdout, err: r.stderr }
-  } catch (e) {
-    const x = e as { code: number, stdout: string, stderr: string }
-    return { code: x.code, out: x.stdout, err: x.stderr }
-  }
-}
 
 test('vm create|start|stop|rm --wait, vm wait and vm ls filters', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 200, tickMs: 100, stopGraceMs: 12_000 } })
