@@ -52,7 +52,8 @@ e2e('a qemu VM boots with a volume over NBD, and finds its disk as it left it on
   // drain its host: stopped there (the guest shuts down, flushing), started on the other vm host
   await h1.api(`/v1/nodes/${first.node!}/drain`, 'POST')
   const second = await until('store to run on the other host', 90_000, async () => { const d = await h1.api<VmDetail>('/v1/vms/store'); return d.state === 'running' && d.node != null && d.node !== first.node ? d : undefined })
-  const c2 = await until('the guest on the new host to read its disk', 90_000, async () => { const c = await consoleOn(second.node!); return c.includes('vgrid-guest: disk vda') ? c : undefined })
+  // the whole line: under load the serial console is read while the guest still prints it
+  const c2 = await until('the guest on the new host to read its disk', 90_000, async () => { const c = await consoleOn(second.node!); return /vgrid-guest: disk vda \[[^\]\n]*\]/.test(c) ? c : undefined })
   t.log(`store ran on ${first.node}, then on ${second.node}: ${c2.split('\n').find(l => l.includes('disk vda'))?.trim()}`)
   t.regex(c2, /vgrid-guest: disk vda \[run1\]/, 'the disk as the guest left it on the other host')
   const epoch2 = (await h1.api<VolumeView>(`/v1/volumes/${vol.id}`)).epoch
