@@ -49,13 +49,14 @@ export interface HostDriverInit {
 // open file still writes). The wrapper records the VM's exit: inside a tiny quota the
 // VM's leftover processes took all of it, and an out-of-memory kill was seen about two
 // minutes late (bb25). It stays in the memory group: a kill by the groups finds it.
+// The guard is started first, outside the VM's groups (below).
 // (`command exec`: a redirection that fails on the bare special builtin ends dash; this
 // way the wrapper stays in the CPU group instead, as on v2.)
-const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
-  'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" "$VGRID_GUARD_BEAT" $$ $VGRID_CGROUPS & fi; ' +
+const OUTER = 'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_GUARD_SH" vgrid-guard "$VGRID_GUARD" "$VGRID_GUARD_BEAT" $$ $VGRID_CGROUPS & fi; ' +
+  'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 125; done; ' +
   'for g in $VGRID_CGROUPS; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then command exec 5> "$g/cgroup.procs" && echo $$ > "${g%/*}/cgroup.procs" && export VGRID_REJOIN=1; fi; done 2>/dev/null; ' +
   'unset VGRID_CGROUPS VGRID_GUARD VGRID_GUARD_BEAT VGRID_GUARD_SH; exec "$@"'
-// The VM's guard: a bash of its own in the VM's session and groups, started before
+// The VM's guard: a bash of its own in the VM's session (on v2 in its group), started before
 // anything of the VM runs. It holds the fencing watchdog's FIFO open for reading, which
 // the supervisor holds open for writing while it lives (watchdog/supervisor-main.ts),
 // and wakes each second (read -t: no process forked) to read the supervisor's beats.
@@ -63,16 +64,20 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // than the watchdog's timeout in force (stopped or stalled while the agent is dead),
 // nothing would end the VM before another node takes it over: the guard marks the run
 // as the watchdog does and kills the VM's session and groups (its groups first: the
-// session's kill ends the guard too). It dies with the VM otherwise (the driver's
-// clean-up kills its groups). A supervisor that writes no beats (an earlier release)
+// session's kill ends the guard too). It ends with the VM otherwise (the driver's
+// clean-up kills the VM's groups; a guard outside them sees them empty or gone, below). A supervisor that writes no beats (an earlier release)
 // is only watched for its end.
-// Where the hierarchy allows (v1) it leaves the VM's CPU group for its parent, which has
-// no quota: a VM stuck in its out-of-memory kill in a tiny quota took all of it, and the
-// guard never ran (bb25); where it does not (v2: no process in an inner group) it shares
-// the VM's quota. It runs at nice -20 (the VM's own processes, however busy, do not delay
+// Where the hierarchy allows (v1) it joins the parents of the VM's groups, which have no
+// quota or limit of the VM's: a VM stuck in its out-of-memory kill in a tiny CPU quota
+// took all of it, and the guard never ran (bb25); and in the VM's memory group it was the
+// out-of-memory killer's choice as soon as it lifted the quota, the VM's processes
+// surviving it (CI: where root lacks CAP_SYS_RESOURCE, as on these machines, its -1000
+// score is refused). It is started before the wrapper joins the VM's groups, so no part
+// of its start runs in them. Where the hierarchy does not allow it (v2: no process in an
+// inner group) it shares the VM's quota and memory, with the -1000 score where it may.
+// It runs at nice -20 (the VM's own processes, however busy, do not delay
 // its tick: the tester's 30 busy loops at 0.05 CPU stretched it to 2.5 s at nice 0),
-// forks nothing (bash's EPOCHREALTIME for the time), and is never the OOM killer's
-// choice in the VM's memory group. When it fires it lifts the VM's CPU quota first: a
+// forks nothing (bash's EPOCHREALTIME for the time). When it fires it lifts the VM's CPU quota first: a
 // killed process needs CPU time to exit. It writes its pid to `guard` in the run
 // dir: one found gone while the VM runs is started again by the driver (guardCheck),
 // which joins the VM's groups as its first act. It opens the FIFO through a read-write
@@ -82,7 +87,7 @@ const OUTER = 'for g in $VGRID_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1
 // VM ended is in no group the clean-up kills); while a process the VM left runs in them
 // (its main process ended, a child it put in the background did not) it guards on.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
-  'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ] && [ ! -e "$g/memory.limit_in_bytes" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
+  'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ] || [ -e "$g/memory.limit_in_bytes" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
   'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
   'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
   'if ! kill -0 "$pg" 2>/dev/null; then left=; for g in "$@"; do while read p; do [ "$p" = $$ ] || left=1; done < "$g/cgroup.procs"; done 2>/dev/null; [ -n "$left" ] || exit 0; fi; ' +
