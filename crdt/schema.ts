@@ -154,6 +154,13 @@ export const LeaseSchema = Type.Object({
    */
   disks: Type.Optional(Type.Array(Id, { maxItems: 64 })),
   /**
+   * what the run boots (a digest of its spec's kernel, initrd, command line, image,
+   * command and user: node/dvmm/boot-fields.ts bootDigest), written when its last run
+   * started: a `vm update` of them that merged after the start shows as a run of the
+   * earlier boot (absent: never started, or started by an older agent)
+   */
+  boot: Type.Optional(Type.String({ maxLength: 64 })),
+  /**
    * the VM's history, oldest first (LeaseEventSchema, at most LEASE_LOG_MAX written); a
    * new claim carries on the log of the lease before it (absent: written by an agent
    * that kept none). Informational, so any value is accepted here: a lease is

@@ -17,6 +17,8 @@ import type { LinkView } from '../lcm/links.ts'
 import { waitForVm, waitTimeoutMs, WAIT_FORS, type WaitFor } from './vm-wait.ts'
 import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 import { pairs, update, UPDATE_USAGE } from './update-cli.ts'
+import { bootDigest } from './boot-fields.ts'
+import { commandOf, splitAtDashes } from './command-flags.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
@@ -68,9 +70,7 @@ export async function vm (argv: string[]): Promise<void> {
 
 async function create (args: string[]): Promise<void> {
   // everything after `--` is the command, taken as given (it may hold flags of its own)
-  const dash = args.indexOf('--')
-  const argv = dash < 0 ? args : args.slice(0, dash)
-  const after = dash < 0 ? undefined : args.slice(dash + 1)
+  const { argv, after } = splitAtDashes(args)
   const { values: v, positionals } = parse(argv, {
     api: { type: 'string' },
     json: { type: 'boolean' },
@@ -115,16 +115,10 @@ async function create (args: string[]): Promise<void> {
     constraints: pairs(v.constraint, '--constraint'),
     labels: pairs(v.label, '--label')
   }
-  // `--command` once with spaces is split at the spaces, as a shell splits a simple line;
-  // quotes and backslashes are no part of that (they would reach the command as they are)
-  if (v.command != null && after != null) throw new CliError('give the command either with --command or after --, not both', 2)
-  if (after != null && after.length === 0) throw new CliError(`nothing after --: give the command the VM runs after it (-- CMD ARG...), or leave -- out for a qemu VM\nusage: ${CREATE_USAGE}`, 2)
-  const boot = bootFlagsProblem({ kernel: v.kernel != null, initrd: v.initrd != null, cmdline: v.cmdline != null, image: v.image != null, command: v.command != null || after != null })
+  const command = commandOf(v.command as string[] | undefined, after, 'vgrid vm create NAME ...', CREATE_USAGE)
+  const boot = bootFlagsProblem({ kernel: v.kernel != null, initrd: v.initrd != null, cmdline: v.cmdline != null, image: v.image != null, command: command != null })
   if (boot != null) throw new CliError(`${boot}\nusage: ${CREATE_USAGE}`, 2)
-  const quoted = (v.command as string[] | undefined)?.find(c => /['"\\]/.test(c))
-  if (quoted != null) throw new CliError(`--command ${JSON.stringify(quoted)}: --command is split at spaces only, quotes and backslashes stay as they are; give a command that needs them after --, as the shell splits it: vgrid vm create NAME ... -- /bin/sh -c 'sleep 1; exit 1'`, 2)
-  if (v.command != null) body.command = (v.command as string[]).length === 1 ? (v.command as string[])[0]!.split(/\s+/).filter(s => s !== '') : v.command
-  if (after != null) body.command = after
+  if (command != null) body.command = command
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'restart', 'app', 'user'] as const) if (v[k] != null) body[k] = v[k]
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
   if (v.volume != null) body.volumes = v.volume
@@ -254,6 +248,8 @@ async function show (argv: string[]): Promise<void> {
   // a run placed before a `vm update` changed its size keeps the size it was placed with
   const l = d.lease
   if (l != null && d.node != null && (l.status === 'running' || l.status === 'stopping') && (l.cpu !== d.cpu || l.memoryBytes !== d.memoryBytes)) say(`  this run has ${l.cpu} cpu, ${gib(l.memoryBytes)}, as placed before its size was changed; ${d.cpu} cpu, ${gib(d.memoryBytes)} from its next start`)
+  // likewise what it boots: an update of it that merged after the start
+  if (l != null && d.node != null && (l.status === 'running' || l.status === 'stopping') && l.boot != null && l.boot !== bootDigest(d.spec)) say(`  this run boots what it was started with, before what it boots or runs was changed (vm update); the new one from its next start`)
   // what it was made with that placement and the operator read (bb46: only the JSON had them)
   const made = [
     ...(d.app != null ? [`app ${d.app}`] : []),

@@ -17,6 +17,7 @@ import { docStamp, driverSpec, fencedKillReason, killIfLive, listedLive, movesOn
 import { leftBehind } from './left-behind.ts'
 import type { DvmmMetrics } from './metrics.ts'
 import type { DocView } from './view.ts'
+import { bootDigest } from './boot-fields.ts'
 import { attachVolumes, disksReadable, DiskWait, NothingToBoot, type VolumeAccess } from './vm-disks.ts'
 import { VmConsoles, type ConsoleAnswer } from './console.ts'
 import type { ConsoleSince } from './drivers/console-read.ts'
@@ -345,7 +346,7 @@ export class LocalVms {
       this.running.add(id)
       this.noteInterface(info, driver)
       this.c.metrics.starts.inc({ result: 'ok' })
-      this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}` })
+      this.updateLease(id, { status: 'running', reason: `started by ${this.c.config.name}`, boot: bootDigest(vm.spec) })
     } catch (err) {
       if (this.aborted(id)) {
         const why = this.killAsked.has(id) ? 'killed while starting' : 'the service stopped while it started'

@@ -508,6 +508,12 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       const health = await disksHealth(doc, rows, LIST_HEALTH_WAIT_MS)
       return { vms: withGroup(doc, rows.map(r => withCutLinks(doc, withLabels(doc, withDisks(reader, doc, r, health), ctx), ctx)), ctx) }
     })
+    /** a process VM's user, where this node is one it may run on: one this node has */
+    const userHere = async (spec: Vm['spec'], reader: Reader): Promise<void> => {
+      if (spec.user != null && missingLabels(spec.constraints, reader.labelsOf(svc.me)).length === 0 && await userOnNode(spec.user) === 'missing') {
+        throw new ValidationError('user', `user: there is no user "${spec.user}" on this node (${svc.nameOf?.(svc.me) ?? svc.me}): a process VM runs as a user of whichever node runs it, so give one every node it may run on has`)
+      }
+    }
     app.post('/v1/vms', async (req, reply): Promise<VmDetail> => {
       const { reader, doc } = current()
       const draft = vmDraft(req.body, doc, nodesOf(reader, doc), undefined, volumeLookup(reader))
@@ -524,9 +530,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       // a user no node has failed three starts wherever it was placed (bb41): this node's
       // users stand for the grid's where the VM may run here (its labels match), as a
       // process VM may run on any such node; a node it may not run on is not asked (rv44)
-      if (draft.spec.user != null && missingLabels(draft.spec.constraints, reader.labelsOf(svc.me)).length === 0 && await userOnNode(draft.spec.user) === 'missing') {
-        throw new ValidationError('user', `user: there is no user "${draft.spec.user}" on this node (${svc.nameOf?.(svc.me) ?? svc.me}): a process VM runs as a user of whichever node runs it, so give one every node it may run on has`)
-      }
+      await userHere(draft.spec, reader)
       const made = await state.write(w => {
         if (w.reader.get('vms', draft.id) != null) throw new ConflictError(`a VM named "${draft.id}" already exists`, 'name_in_use')
         // again on what the write finds: a volume removed, or taken by a VM created, while an earlier write waited
@@ -546,7 +550,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await detail(req.params.id))
     app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'running') })
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
-    const updateVm = updateVmRoute({ state, members: membership.members, me: svc.me, settleMs: svc.nameSettleMs ?? 1500, current, nodesOf, nameOf, inSight, othersAlive, schedule: () => { svc.schedule() }, detail, ...(svc.fenceLeftMs != null ? { fenceLeftMs: svc.fenceLeftMs } : {}) })
+    const updateVm = updateVmRoute({ state, members: membership.members, me: svc.me, settleMs: svc.nameSettleMs ?? 1500, current, nodesOf, nameOf, inSight, othersAlive, schedule: () => { svc.schedule() }, detail, userHere, ...(svc.fenceLeftMs != null ? { fenceLeftMs: svc.fenceLeftMs } : {}) })
     app.patch<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await updateVm(req.params.id, req.body))
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const { doc } = current()

@@ -4,8 +4,9 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import { parseCpu } from '../resources.ts'
 import type { VmDetail } from './vms.ts'
 import { escapeControls } from './control-chars.ts'
+import { commandOf, splitAtDashes } from './command-flags.ts'
 
-export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
+export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--kernel PATH] [--initrd PATH | --no-initrd] [--cmdline TEXT | --no-cmdline] [--image PATH] [--command "CMD ARG..." | -- CMD ARG...] [--user USER | --no-user] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
 
 /** the flag each field of the answer's `changed` is given by */
 const FLAGS: Record<string, string> = { antiAffinity: 'anti-affinity' }
@@ -52,7 +53,9 @@ export function volumeList (name: string, has: readonly Disk[], attach: readonly
   return [own, ...list.filter(x => x !== own && x !== boot)]
 }
 
-export async function update (argv: string[], print: { say: (s: string) => void, json: (v: unknown) => void, stateLines: (d: VmDetail) => void }): Promise<void> {
+export async function update (args: string[], print: { say: (s: string) => void, json: (v: unknown) => void, stateLines: (d: VmDetail) => void }): Promise<void> {
+  // everything after `--` is the new command, taken as given
+  const { argv, after } = splitAtDashes(args)
   const { values: v, positionals } = parse(argv, {
     api: { type: 'string' },
     json: { type: 'boolean' },
@@ -67,7 +70,16 @@ export async function update (argv: string[], print: { say: (s: string) => void,
     'no-anti-affinity': { type: 'boolean' },
     attach: { type: 'string', multiple: true },
     detach: { type: 'string', multiple: true },
-    'boot-volume': { type: 'string' }
+    'boot-volume': { type: 'string' },
+    kernel: { type: 'string' },
+    initrd: { type: 'string' },
+    'no-initrd': { type: 'boolean' },
+    cmdline: { type: 'string' },
+    'no-cmdline': { type: 'boolean' },
+    image: { type: 'string' },
+    command: { type: 'string', multiple: true },
+    user: { type: 'string' },
+    'no-user': { type: 'boolean' }
   }, UPDATE_USAGE, 1)
   if (positionals[0] == null) throw new CliError(`give a VM\nusage: ${UPDATE_USAGE}`, 2)
   const body: Record<string, unknown> = {}
@@ -79,6 +91,15 @@ export async function update (argv: string[], print: { say: (s: string) => void,
   if (v['anti-affinity'] != null && v['no-anti-affinity'] === true) throw new CliError('--anti-affinity puts it in a group and --no-anti-affinity takes it out of its group: give one of them', 2)
   if (v['anti-affinity'] != null) body.antiAffinity = v['anti-affinity']
   if (v['no-anti-affinity'] === true) body.antiAffinity = null
+  // what it boots or runs: a string sets it, --no-X removes it (null)
+  for (const [k, none, means] of [['initrd', 'no-initrd', 'boots without one'], ['cmdline', 'no-cmdline', 'boots with none'], ['user', 'no-user', 'runs as root']] as const) {
+    if (v[k] != null && v[none] === true) throw new CliError(`--${k} sets it and --${none} ${means}: give one of them`, 2)
+    if (v[none] === true) body[k] = null
+  }
+  for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'user'] as const) if (v[k] != null) body[k] = v[k]
+  if (v.kernel != null && v.image != null) throw new CliError('give --kernel (with --initrd, --cmdline) or --image, not both: a VM boots one of them', 2)
+  const command = commandOf(v.command as string[] | undefined, after, `vgrid vm update ${positionals[0] ?? 'VM'}`, UPDATE_USAGE)
+  if (command != null) body.command = command
   const labels = edits(v.label, v['rm-label'], 'label')
   if (labels != null) body.labels = labels
   const constraints = edits(v.constraint, v['rm-constraint'], 'constraint')

@@ -10,7 +10,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { appendToLease, leaseReason } from './history.ts'
 import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
-import { changeSummary, FLAG_OF, olderAgents, PLACEMENT_FIELDS, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import { changeSummary, CLAIM_FIELDS, FLAG_OF, olderAgents, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
 import type { DocView } from './view.ts'
 
 export interface UpdateRouteDeps {
@@ -25,6 +25,8 @@ export interface UpdateRouteDeps {
   othersAlive: () => boolean
   schedule: () => void
   detail: (id: string) => Promise<VmDetail>
+  /** a process VM's user checked on this node, as a create checks it (a 400 where this node may run it and has no such user) */
+  userHere?: (spec: Vm['spec'], reader: Reader) => Promise<void>
   /** how long a node out of sight may still run its VMs (its fence timeout, notice and takeover margin since last heard; 0: passed) */
   fenceLeftMs?: (id: string) => number
 }
@@ -48,6 +50,7 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
     const vm = findVm(doc, id)
     const first = vmUpdateOf(body, vm, d.nodesOf(reader, doc), lookupFor(reader, vm.id))
     if (first.changed.length === 0) return { ...await d.detail(vm.id), changed: [] }
+    if (first.changed.includes('user')) await d.userHere?.(first.spec, reader)
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: d.me, alive: d.inSight, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
     // a holder out of sight: how long its run there may go on (read before the write)
@@ -63,9 +66,9 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       const were = (body as { volumesWere?: unknown }).volumesWere
       if (were !== undefined && !sameList(were, now.spec.volumes, w.reader)) throw new ConflictError(`the volumes of VM "${vm.name}" were changed through another node meanwhile (now ${now.spec.volumes.map(v => w.reader.get('volumes', v)?.value.path ?? v).join(', ') || 'none'}): nothing was changed; run the update again`, 'changed_meanwhile')
       // an agent of an earlier release runs a VM with its spec's size, whatever its lease reserved
-      const placement = again.changed.filter(f => PLACEMENT_FIELDS.includes(f))
+      const placement = again.changed.filter(f => CLAIM_FIELDS.includes(f))
       const older = placement.length > 0 ? olderAgents(d.members) : []
-      if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with its new ${placement.map(f => FLAG_OF[f]).join(' and ')}: change ${placement.length === 1 ? 'it' : 'them'} once every node runs this release (labels and the restart policy change now)`, 'upgrade_pending')
+      if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with its new ${placement.map(f => FLAG_OF[f]).join(' and ')}: change ${placement.length === 1 ? 'it' : 'them'} once every node runs this release (labels, the restart policy and what it boots change now)`, 'upgrade_pending')
       const l = w.reader.get('leases', vm.id)?.value
       const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: l.holder === holder ? awayLeftMs ?? Infinity : Infinity } : {}) }
       if (l != null && runsForUpdate(again.changed, lease)) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed, lease), 'vm_running')

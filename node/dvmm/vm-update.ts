@@ -1,6 +1,7 @@
-// `vgrid vm update VM` and PATCH /v1/vms/:id: a VM's size, volumes, restart policy,
-// labels, constraints and anti-affinity group changed in place, its name, history and
-// lease epochs kept (before, only a `vm rm` and a `vm create` could, and lost the history).
+// `vgrid vm update VM` and PATCH /v1/vms/:id: a VM's size, volumes, what it boots or
+// runs (kernel, initrd, command line, image; a process VM's command and user), restart
+// policy, labels, constraints and anti-affinity group changed in place, its name, history
+// and lease epochs kept (before, only a `vm rm` and a `vm create` could, and lost the history).
 //
 // What a lease reserves is the size it was claimed with, and the holder runs the VM
 // with that size (run-steps.ts driverSpec), so a size changed while a claim was made
@@ -10,19 +11,25 @@
 import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '../../crdt/index.ts'
 import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError, onlyFields } from '../errors.ts'
-import { kernelMemoryProblem } from './boot-checks.ts'
 import { bytes, num, sayLabels } from '../cli/format.ts'
+import { BOOT_FIELDS, bootFieldsOf, fileProblemHere, type BootFields, type FileCheck } from './boot-fields.ts'
 import { cpuOf, fitsSomeNode, memoryOf, strMap, volumeIds, STR_MAP_MAX, type VolumeLookup } from './vms.ts'
 
 /** what an update request may hold */
-export const UPDATE_FIELDS = ['cpu', 'memory', 'volumes', 'restart', 'labels', 'constraints', 'antiAffinity'] as const
+export const UPDATE_FIELDS = ['cpu', 'memory', 'volumes', 'restart', 'labels', 'constraints', 'antiAffinity', ...BOOT_FIELDS] as const
 export type UpdateField = typeof UPDATE_FIELDS[number]
 
 /**
- * the fields that decide where a VM runs, what is reserved for it and which disks it
- * writes: changed only while nothing of it runs
+ * the fields a lease is claimed for (its size and disks) or a claim judged by (a node's
+ * labels, the group's other VMs)
  */
-export const PLACEMENT_FIELDS: readonly UpdateField[] = ['cpu', 'memory', 'volumes', 'constraints', 'antiAffinity']
+export const CLAIM_FIELDS: readonly UpdateField[] = ['cpu', 'memory', 'volumes', 'constraints', 'antiAffinity']
+
+/**
+ * the fields that decide where a VM runs, what is reserved for it, which disks it
+ * writes and what it boots: changed only while nothing of it runs
+ */
+export const STOPPED_FIELDS: readonly UpdateField[] = [...CLAIM_FIELDS, ...BOOT_FIELDS]
 
 export interface VmUpdate {
   spec: VmSpec
@@ -61,7 +68,7 @@ const sortedMap = (m: Readonly<Record<string, string>> | undefined): Array<[stri
  * create checks it by `lookup`, whose `usedBy` must leave this VM out (409 for a volume
  * that is another VM's disk).
  */
-export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[], lookup?: VolumeLookup): VmUpdate {
+export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[], lookup?: VolumeLookup, files: FileCheck = fileProblemHere): VmUpdate {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
   onlyFields(b, [...UPDATE_FIELDS, 'bootVolume', 'volumesWere'])
@@ -71,14 +78,12 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
   if (b.cpu !== undefined) spec.cpu = cpuOf(b.cpu)
   if (b.memory !== undefined) spec.memoryBytes = memoryOf(b.memory, old.driver)
   if (b.cpu !== undefined || b.memory !== undefined) fitsSomeNode(spec.cpu, spec.memoryBytes, nodes)
-  if (b.memory !== undefined && old.driver === 'qemu' && old.kernel != null) {
-    const small = kernelMemoryProblem(old.kernel, old.initrd, spec.memoryBytes, typeof b.memory === 'string' ? b.memory : bytes(spec.memoryBytes))
-    if (small != null) throw invalid('memory', small)
-  }
+  // a boot volume given to a VM that boots a kernel or an image: it boots from that volume instead
+  const toVolume = b.bootVolume !== undefined && old.driver === 'qemu' && (old.kernel != null || old.image != null)
   if (b.volumes !== undefined) {
     if (lookup == null) throw invalid('volumes', 'cannot be checked here')
     spec.volumes = volumeIds(b.volumes, old.driver, lookup)
-    const bootsFromVolume = old.driver === 'qemu' && old.kernel == null && old.image == null
+    const bootsFromVolume = old.driver === 'qemu' && old.kernel == null && old.image == null && !BOOT_FIELDS.some(f => typeof b[f] === 'string')
     if (bootsFromVolume && spec.volumes.length === 0) throw invalid('volumes', 'this VM boots from its first volume (it has neither kernel nor image): it keeps at least one')
     // another first volume is another boot disk: only when said (bb52: a detach and an
     // attach left a data volume first, and the VM failed to boot from it)
@@ -90,8 +95,22 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
   }
   if (b.bootVolume !== undefined) {
     if (typeof b.bootVolume !== 'string' || lookup?.find(b.bootVolume) == null) throw invalid('bootVolume', 'must be a volume\'s path or id')
-    if (old.driver !== 'qemu' || old.kernel != null || old.image != null) throw invalid('bootVolume', 'this VM boots from its kernel or image, not from a volume')
+    if (old.driver !== 'qemu') throw invalid('bootVolume', 'a process VM runs its command; it boots from no volume')
+    const also = (['kernel', 'image'] as const).find(f => typeof b[f] === 'string')
+    if (also != null) throw invalid('bootVolume', `and ${also}: a VM boots from one of them, give one`)
     if (lookup.find(b.bootVolume)?.id !== (b.volumes === undefined ? old.volumes[0] : spec.volumes[0])) throw invalid('bootVolume', 'must be the first of the volumes (the one the VM boots from)')
+  }
+  const bootGiven = BOOT_FIELDS.some(f => b[f] !== undefined)
+  if (bootGiven || toVolume || b.memory !== undefined || b.volumes !== undefined) {
+    const boot = bootOf(b, spec, old, toVolume, lookup, files)
+    for (const f of BOOT_FIELDS) delete spec[f]
+    Object.assign(spec, boot)
+    // its kernel or image taken away: it would boot from its first volume, which only a boot volume says
+    const first = spec.volumes[0]
+    if (old.driver === 'qemu' && (old.kernel != null || old.image != null) && spec.kernel == null && spec.image == null && !toVolume && first != null) {
+      const path = lookup?.find(first)?.path ?? first
+      throw invalid('bootVolume', `with neither kernel nor image this VM boots from its first volume, ${path}; if that is meant, say so (bootVolume, --boot-volume ${path})`)
+    }
   }
   if (b.restart !== undefined) {
     // null: back to the default
@@ -124,17 +143,41 @@ function fieldChanged (f: UpdateField, a: VmSpec, b: VmSpec): boolean {
     case 'antiAffinity': return a.antiAffinity !== b.antiAffinity
     case 'labels': return !same(sortedMap(a.labels), sortedMap(b.labels))
     case 'constraints': return !same(sortedMap(a.constraints), sortedMap(b.constraints))
+    default: return !same(a[f] ?? null, b[f] ?? null)
   }
 }
 
+/**
+ * The boot fields of `spec` after update `b` of `old` (null removes one), checked as a
+ * create checks them: one kind of boot replaces another (a kernel an image, an image a
+ * kernel with its initrd and command line, a boot volume either). A file is looked for on
+ * this node only where the update names another one: an unchanged kernel may exist only on
+ * the nodes its constraints bind the VM to.
+ */
+function bootOf (b: Record<string, unknown>, spec: VmSpec, old: VmSpec, toVolume: boolean, lookup: VolumeLookup | undefined, files: FileCheck): BootFields {
+  const merged: Record<string, unknown> = {}
+  for (const f of BOOT_FIELDS) if (old[f] !== undefined) merged[f] = old[f]
+  const drop = (fields: readonly string[]): void => { for (const f of fields) if (b[f] === undefined) delete merged[f] }
+  if (typeof b.kernel === 'string') drop(['image'])
+  if (typeof b.image === 'string') drop(['kernel', 'initrd', 'cmdline'])
+  if (toVolume) drop(['kernel', 'initrd', 'cmdline', 'image'])
+  for (const f of BOOT_FIELDS) {
+    if (b[f] === null) delete merged[f]
+    else if (b[f] !== undefined) merged[f] = b[f]
+  }
+  const changedFile: FileCheck = (p, kind) => (kind === 'program' ? old.command?.[0] === p : old[kind] === p) ? null : files(p, kind)
+  return bootFieldsOf(merged, { driver: old.driver, memoryBytes: spec.memoryBytes, memoryGiven: typeof b.memory === 'string' ? b.memory : bytes(spec.memoryBytes), hasVolumes: spec.volumes.length > 0, constraints: spec.constraints, files: changedFile, isVolume: p => lookup?.find(p) != null })
+}
+
 /** the flag a field is changed by (what the CLI user typed) */
-export const FLAG_OF: Record<UpdateField, string> = { cpu: 'cpu', memory: 'memory', volumes: 'volumes', restart: 'restart', labels: 'labels', constraints: 'constraints', antiAffinity: 'anti-affinity' }
+export const FLAG_OF: Record<UpdateField, string> = { cpu: 'cpu', memory: 'memory', volumes: 'volumes', restart: 'restart', labels: 'labels', constraints: 'constraints', antiAffinity: 'anti-affinity', command: 'command', user: 'user', kernel: 'kernel', initrd: 'initrd', cmdline: 'cmdline', image: 'image' }
 
 /**
  * What an update changed, for the VM's history: `memory 64M -> 256M; labels tier=web ->
  * tier=api` (pure; `pathOf` names a volume by its path).
  */
 export function changeSummary (before: VmSpec, after: VmSpec, changed: readonly UpdateField[], pathOf: (volume: string) => string = v => v): string {
+  const short = (t: string): string => t.length > 60 ? `${t.slice(0, 57)}...` : t
   const mem = (b: number): string => b < 2 ** 30 ? `${num(b / 2 ** 20)}M` : `${num(b / 2 ** 30)}G`
   const say = (f: UpdateField, x: VmSpec): string => {
     switch (f) {
@@ -145,6 +188,9 @@ export function changeSummary (before: VmSpec, after: VmSpec, changed: readonly 
       case 'labels': return sayLabels(x.labels ?? {}) || 'none'
       case 'constraints': return sayLabels(x.constraints) || 'none'
       case 'antiAffinity': return x.antiAffinity ?? 'none'
+      case 'command': return x.command == null ? 'none' : short(x.command.join(' '))
+      case 'user': return x.user ?? 'root'
+      default: return x[f] == null ? 'none' : short(x[f])
     }
   }
   return changed.map(f => `${FLAG_OF[f]} ${say(f, before)} -> ${say(f, after)}`).join('; ')
@@ -178,19 +224,19 @@ export interface LeaseNow {
  * nodes by its constraints). A lease of a former VM of the name is not its own.
  */
 export function runsForUpdate (changed: readonly UpdateField[], lease: LeaseNow | undefined): boolean {
-  if (!changed.some(f => PLACEMENT_FIELDS.includes(f)) || lease == null || !lease.own) return false
+  if (!changed.some(f => STOPPED_FIELDS.includes(f)) || lease == null || !lease.own) return false
   if (idle({ status: lease.status }) || isParked({ status: lease.status, parked: lease.parked })) return false
   return lease.awayLeftMs == null || lease.awayLeftMs > 0
 }
 
 /** The sentence of a 409 for an update of placement fields while the VM runs (or may, on a node out of sight). */
 export function runningUpdateWhy (name: string, node: string, changed: readonly UpdateField[], lease: Pick<LeaseNow, 'status' | 'awayLeftMs'> = {}): string {
-  const which = changed.filter(f => PLACEMENT_FIELDS.includes(f))
+  const which = changed.filter(f => STOPPED_FIELDS.includes(f))
   const where = lease.awayLeftMs != null
     ? `may still run on ${node}, which is out of sight: its run there ends by its fence${Number.isFinite(lease.awayLeftMs) ? ` within ${Math.ceil(lease.awayLeftMs / 1000)} s` : ', which this node can judge once it has had a majority for a fence wait'}`
     : lease.status === 'stopping' ? `is stopping on ${node}` : `runs on ${node} (or is being started there)`
   const then = lease.awayLeftMs != null || lease.status === 'stopping'
     ? `wait until nothing of it runs (vgrid vm wait ${name} --for stopped), then update it`
     : `stop it first (vgrid vm stop ${name} --wait), update it, then start it`
-  return `VM "${name}" ${where}: a VM's cpu, memory, volumes, constraints and anti-affinity group change only while nothing of it runs, as they decide where it runs, what is reserved for it and which disks it writes (this update changes ${which.map(f => FLAG_OF[f]).join(' and ')}); ${then} (labels and the restart policy change at any time)`
+  return `VM "${name}" ${where}: a VM's cpu, memory, volumes, constraints, anti-affinity group and what it boots or runs change only while nothing of it runs, as they decide where it runs, what is reserved for it, which disks it writes and what it boots (this update changes ${which.map(f => FLAG_OF[f]).join(' and ')}); ${then} (labels and the restart policy change at any time)`
 }

@@ -1,10 +1,9 @@
 // VM operations behind /v1/vms and the CLI: a create request checked field by field
 // (a 4xx naming the field, never a crash), and the views `ls` and `show` answer with.
-import { statSync } from 'node:fs'
-import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, VM_USER_PATTERN, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
+import { ID_PATTERN, LABEL_KEY_PATTERN, RESTART_POLICIES, TERMINAL_RE, TERMINALS_MAX, type Draft, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
 import { idle, isParked, rank, restartPending, usageOf, type Ranking } from '../../crdt/placement/index.ts'
 import { bytes } from '../cli/format.ts'
-import { cmdlineProblem, imageFormatOf, kernelMemoryProblem } from './boot-checks.ts'
+import { bootFieldsOf, fileProblemHere, type FileCheck } from './boot-fields.ts'
 import { parseSize } from '../resources.ts'
 import { ConflictError, NotFoundError, ValidationError, onlyFields } from '../errors.ts'
 import { leaseReason, type HistoryEvent } from './history.ts'
@@ -97,29 +96,6 @@ export function volumeLookup (r: Pick<Reader, 'list'>): VolumeLookup {
   }
 }
 
-/** the files a VM's spec names, checked on the node the create goes through */
-export type FileKind = 'kernel' | 'initrd' | 'image' | 'program'
-/** what is wrong with the file a field names (null: nothing) */
-export type FileCheck = (path: string, kind: FileKind) => string | null
-
-/**
- * A regular file (a directory given there fails only when the VM starts); an image
- * must be one that boots (bb34: /etc/passwd was taken, and the guest sat in its
- * firmware), a process VM's program an executable file (bb34: one that does not exist
- * was taken, then failed at every start).
- */
-export function fileProblemHere (p: string, kind: FileKind): string | null {
-  let st
-  try { st = statSync(p) } catch { st = null }
-  if (st == null || !st.isFile()) return kind === 'program' ? `${p} does not exist on this node or is not a file` : `${p} does not exist or is not a file`
-  if (kind === 'program' && (st.mode & 0o111) === 0) return `${p} is not executable (mode ${(st.mode & 0o777).toString(8)})`
-  if (kind === 'image') {
-    const f = imageFormatOf(p)
-    if ('problem' in f) return f.problem
-  }
-  return null
-}
-
 /** the smallest memory a VM gets: a cgroup's grain (MiB) for a process; for a qemu guest what a small kernel needs to boot */
 export const MIN_MEMORY = { process: 2 ** 20, qemu: 16 * 2 ** 20 } as const
 /** the smallest cpu share: the cfs quota's grain (1 ms of a 100 ms period) */
@@ -177,73 +153,8 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.driver !== 'qemu' && b.driver !== 'process') throw invalid('driver', `must be "qemu" or "process", not ${JSON.stringify(b.driver)}`)
   const cpu = cpuOf(b.cpu)
   const memoryBytes = memoryOf(b.memory, b.driver)
-  const str = (f: string): string | undefined => {
-    const v = b[f]
-    if (v === undefined) return undefined
-    if (typeof v !== 'string' || v === '' || v.length > 4096) throw invalid(f, 'must be a non-empty string of at most 4096 characters')
-    if (v.includes('\0')) throw invalid(f, 'holds a NUL byte')
-    return v
-  }
-  /** a file on the node that runs the VM: absolute, as any node resolves it alike (a relative one would be the agent's working directory) */
-  const file = (f: string): string | undefined => {
-    const v = str(f)
-    if (v != null && !v.startsWith('/')) throw invalid(f, `${v} is not an absolute path`)
-    return v
-  }
-  const kernel = file('kernel')
-  const initrd = file('initrd')
-  const cmdline = str('cmdline')
-  const image = file('image')
-  let command: string[] | undefined
-  if (b.command !== undefined) {
-    if (!Array.isArray(b.command) || b.command.length === 0 || !b.command.every(a => typeof a === 'string')) throw invalid('command', 'must be a non-empty array of strings')
-    if (b.command.length > 256) throw invalid('command', `has ${b.command.length} arguments, more than the 256 a VM's command may have`)
-    const long = (b.command as string[]).findIndex(a => a.length > 4096)
-    if (long >= 0) throw invalid(`command[${long}]`, 'is longer than 4096 characters')
-    const nul = (b.command as string[]).findIndex(a => a.includes('\0'))
-    if (nul >= 0) throw invalid(`command[${nul}]`, 'holds a NUL byte (an argument cannot)')
-    // an empty argument is a valid one (printf '%s|%s' '' x); an empty program is not
-    if (b.command[0] === '') throw invalid('command[0]', 'is empty: the program to run must be named')
-    // relative to what? the agent's own directory, on whichever node runs it (bb30: taken, then failed three times)
-    const prog = (b.command as string[])[0]!
-    if (prog.includes('/') && !prog.startsWith('/')) throw invalid('command[0]', `"${prog.length > 80 ? `${prog.slice(0, 80)}…` : prog}" is a relative path: give the program's absolute path, or a bare name looked up in PATH`)
-    command = b.command as string[]
-  }
-  if (b.driver === 'process' && command == null) throw invalid('command', 'a process VM needs a command')
-  if (b.user !== undefined) {
-    if (b.driver !== 'process') throw invalid('user', 'only a process VM runs as a user of its node (a qemu guest has its own)')
-    if (typeof b.user !== 'string' || !new RegExp(VM_USER_PATTERN).test(b.user)) throw invalid('user', 'must be a user name (lower case, up to 32 characters) or a numeric uid')
-    // bb48: `--user root` ran with every capability and vm show said "without capabilities"
-    if (b.user === 'root' || /^0+$/.test(b.user)) throw invalid('user', `${b.user} is root: --user runs the command as another user of the node, without capabilities; leave it out to run it as root, with all of them`)
-  }
-  // with neither, it boots from its first volume
-  if (b.driver === 'qemu' && kernel == null && image == null && !(Array.isArray(b.volumes) && b.volumes.length > 0)) throw invalid('kernel', 'a qemu VM needs a kernel (direct boot), an image, or a volume to boot from (with neither kernel nor image, it boots from its first volume)')
-  // a VM boots one of them: given both, the kernel was booted and the image ignored (a tester)
-  if (b.driver === 'qemu' && kernel != null && image != null) throw new ValidationError('image', 'kernel and image: give kernel (with initrd, cmdline) or image, not both')
-  // an image boots through its own boot loader, which reads neither: they would be ignored
-  const loose = kernel == null && b.driver === 'qemu' ? ([['initrd', initrd], ['cmdline', cmdline]] as const).find(([, v]) => v != null) : undefined
-  if (loose != null) throw invalid(loose[0], `goes with a kernel (direct boot), and none is given: an image or a volume boots through its own boot loader, which reads no ${loose[0]}`)
-  for (const [f, p] of [['kernel', kernel], ['initrd', initrd], ['image', image]] as const) {
-    const wrong = p == null ? null : files(p, f)
-    if (wrong == null) continue
-    // a volume's path given as the image: say how a volume boots (bb29)
-    if (f === 'image' && volumes.find(p!) != null) throw invalid(f, `${p!} is a volume, not a file of this node: to boot from it, attach it as the first volume (--volume ${p!}) and give no kernel or image`)
-    throw invalid(f, wrong)
-  }
-  if (b.driver === 'qemu' && cmdline != null) {
-    const wrong = cmdlineProblem(cmdline)
-    if (wrong != null) throw invalid('cmdline', wrong)
-  }
-  if (b.driver === 'qemu' && kernel != null) {
-    const small = kernelMemoryProblem(kernel, initrd, memoryBytes, typeof b.memory === 'string' ? b.memory : bytes(memoryBytes))
-    if (small != null) throw invalid('memory', small)
-  }
-  // what boots it is the driver's: a field of the other kind would be ignored or fail at start
-  if (b.driver === 'qemu' && command != null) throw invalid('command', 'a qemu VM boots a kernel or an image; a command is for a process VM')
-  if (b.driver === 'process') {
-    const other = ([['kernel', kernel], ['initrd', initrd], ['cmdline', cmdline], ['image', image]] as const).find(([, v]) => v != null)
-    if (other != null) throw invalid(other[0], `a process VM runs its command; ${other[0]} is for a qemu VM`)
-  }
+  const constraints = strMap(b.constraints, 'constraints', true)
+  const boot = bootFieldsOf(b, { driver: b.driver, memoryBytes, memoryGiven: typeof b.memory === 'string' ? b.memory : bytes(memoryBytes), hasVolumes: Array.isArray(b.volumes) && b.volumes.length > 0, constraints, files, isVolume: p => volumes.find(p) != null })
   const vols = volumeIds(b.volumes, b.driver, volumes)
   const inputs = terminalNames(b.inputs, 'inputs')
   const outputs = terminalNames(b.outputs, 'outputs')
@@ -254,14 +165,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id: a letter or digit, then up to 127 letters, digits or . _ : @ - (no spaces)')
   if (b.desired !== undefined && b.desired !== 'running' && b.desired !== 'stopped') throw invalid('desired', 'must be running or stopped')
   fitsSomeNode(cpu, memoryBytes, nodes)
-  const constraints = strMap(b.constraints, 'constraints', true)
   const labels = b.labels === undefined ? undefined : strMap(b.labels, 'labels', true)
-  // an absolute program is looked for on this node (as a kernel is), unless the VM is
-  // bound to labelled nodes, which may be the only ones that have it (rv39); a bare
-  // name is looked up in the PATH of the node that runs it, which may differ
-  const prog = command?.[0]
-  const wrong = prog?.startsWith('/') === true && b.driver === 'process' && Object.keys(constraints).length === 0 ? files(prog, 'program') : null
-  if (wrong != null) throw invalid('command[0]', wrong)
   // last: a request wrong in itself says so, whatever the name
   if (doc.vms.has(b.name)) throw new ConflictError(`a VM named "${b.name}" already exists`, 'name_in_use')
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => v === undefined ? {} : { [k]: v }
@@ -276,12 +180,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
       memoryBytes,
       volumes: vols,
       constraints,
-      ...opt('command', command),
-      ...opt('user', b.user as string | undefined),
-      ...opt('kernel', kernel),
-      ...opt('initrd', initrd),
-      ...opt('cmdline', cmdline),
-      ...opt('image', image),
+      ...boot,
       ...opt('restart', b.restart as CreateVmBody['restart']),
       ...opt('antiAffinity', b.antiAffinity as string | undefined),
       ...(labels === undefined ? {} : { labels }),

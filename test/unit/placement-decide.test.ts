@@ -271,7 +271,7 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ memory: 0 }, /^memory:/)
   bad({ memory: 'lots' }, /^memory:/)
   bad({ driver: 'docker' }, /^driver:/)
-  bad({ driver: 'qemu', kernel: '/no/such/vmlinux' }, /^kernel: \/no\/such\/vmlinux does not exist/)
+  bad({ driver: 'qemu', command: undefined, kernel: '/no/such/vmlinux' }, /^kernel: \/no\/such\/vmlinux does not exist/)
   bad({ cpu: 64 }, /^cpu: 64 vCPUs is more than any node has/)
   bad({ memory: '100T' }, /^memory: 100\.0 TiB is more than any node has \(largest: \d+\.\d (GiB|TiB|MiB)\)/)
   bad({ name: 'Bad Name' }, /^name: "Bad Name" must be 1-63 lowercase letters/)
@@ -289,7 +289,8 @@ test('create request: each wrong field gets an error naming it', t => {
   bad({ memory: 1048576.5 }, /^memory: 1048576.5 is not a whole number of bytes/)
   bad({ command: Array.from({ length: 900 }, () => 'x') }, /^command: has 900 arguments, more than the 256/)
   bad({ command: ['/bin/x', 'y'.repeat(5000)] }, /^command\[1\]: is longer than 4096 characters/)
-  bad({ kernel: '/k' }, /^kernel: \/k does not exist or is not a file/)
+  // the other kind's field is said before its file is looked for
+  bad({ kernel: '/k' }, /^kernel: a process VM runs its command; kernel is for a qemu VM/)
   bad({ driver: 'qemu', command: undefined, kernel: '../../etc/passwd' }, /^kernel: \.\.\/\.\.\/etc\/passwd is not an absolute path/)
   bad({ command: ['/bin/sleep', '1000\u0000x'] }, /^command\[1\]: holds a NUL byte/)
   bad({ command: ['', 'x'] }, /^command\[0\]: is empty: the program to run must be named/)

@@ -1,0 +1,66 @@
+// `vgrid vm update` of what a VM runs, against a real API of in-process agents with the
+// fake driver: a stopped process VM given another command starts with it; a running one
+// is refused; the run's lease records what it boots, and `vm show` says when a run boots
+// what it had before an update that merged after its start; the CLI's flags.
+import test from 'ava'
+import { cli } from './cli-run.ts'
+import { serveDvmmRoutes } from './serve-routes.ts'
+import { startDvmmGrid, until } from './grid.ts'
+import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
+import { bootDigest } from '../../node/dvmm/boot-fields.ts'
+
+test('vm update of a command: refused while it runs; stopped, updated and started, it runs the new one, as its lease records', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100, stopGraceMs: 12_000 } })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  const started: DriverVmSpec[] = []
+  for (const n of g.nodes) {
+    const start = n.driver.start.bind(n.driver)
+    n.driver.start = async spec => { started.push(spec); return await start(spec) }
+  }
+  const state = g.nodes[0]!.agent.state
+  t.is((await cli(api, 'vm', 'create', 'job', '--cpu', '1', '--memory', '64M', '--wait', '--', 'fake:exit', '0', '600000')).code, 0)
+  const lease = (): { boot?: string } | undefined => state.read().get('leases', 'job')?.value
+  const spec = (): NonNullable<ReturnType<ReturnType<typeof state.read>['get']>>['value'] => state.read().get('vms', 'job')!.value
+  await until(() => lease()?.boot != null, 10_000, 'the run recorded in its lease')
+  t.is(lease()!.boot, bootDigest((spec() as { spec: Parameters<typeof bootDigest>[0] }).spec), 'the lease records what the run boots')
+
+  const running = await cli(api, 'vm', 'update', 'job', '--json', '--', 'fake:run')
+  t.is(running.code, 1)
+  t.is(JSON.parse(running.out).error.code, 'vm_running')
+  t.regex(running.err, /what it boots or runs change only while nothing of it runs.*\(this update changes command\)/)
+
+  t.is((await cli(api, 'vm', 'stop', 'job', '--wait')).code, 0)
+  const up = await cli(api, 'vm', 'update', 'job', '--', 'fake:run')
+  t.is(up.code, 0, up.err)
+  t.regex(up.out, /^job: updated command$/m)
+  t.is((await cli(api, 'vm', 'start', 'job', '--wait')).code, 0)
+  t.deepEqual(started.filter(s => s.id === 'job').map(s => s.boot.kind === 'command' ? s.boot.command : null), [['fake:exit', '0', '600000'], ['fake:run']])
+  const shown = await cli(api, 'vm', 'show', 'job')
+  t.regex(shown.out, /updated on a0 \(epoch \d+\): command fake:exit 0 600000 -> fake:run$/m)
+  t.notRegex(shown.out, /this run boots what it was started with/)
+
+  // an update that merged after the start (through a node that had not seen it): the run
+  // goes on with what it was started with, and show says so
+  await state.write(w => { const v = w.reader.get('vms', 'job')!.value; w.update('vms', 'job', { spec: { ...v.spec, command: ['fake:ignore-stop'] } }) })
+  const later = await cli(api, 'vm', 'show', 'job')
+  t.regex(later.out, /this run boots what it was started with, before what it boots or runs was changed \(vm update\); the new one from its next start/)
+})
+
+test('vm update: the flags of what a VM boots, refused before the agent is asked where they cannot go together', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 100, tickMs: 100 } })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--kernel', '/k', '--image', '/i')).err, /give --kernel \(with --initrd, --cmdline\) or --image, not both/)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--initrd', '/i', '--no-initrd')).err, /--initrd sets it and --no-initrd boots without one: give one of them/)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--user', 'nobody', '--no-user')).err, /--user sets it and --no-user runs as root: give one of them/)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--command', 'a', '--', 'b')).err, /give the command either with --command or after --, not both/)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--')).err, /nothing after --/)
+  // the agent's word on a request that goes
+  t.is((await cli(api, 'vm', 'create', 'p', '--cpu', '1', '--memory', '64M', '--stopped', '--', 'fake:run')).code, 0)
+  t.regex((await cli(api, 'vm', 'update', 'p', '--kernel', '/k')).err, /kernel: a process VM runs its command; kernel is for a qemu VM/)
+  const back = await cli(api, 'vm', 'update', 'p', '--command', 'fake:exit 3 10', '--json')
+  t.is(back.code, 0, back.err)
+  t.deepEqual(JSON.parse(back.out).changed, ['command'])
+  t.deepEqual(g.nodes[0]!.agent.state.read().get('vms', 'p')?.value.spec.command, ['fake:exit', '3', '10'], '--command split at its spaces, as create splits it')
+})
