@@ -13,6 +13,7 @@ import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { systemClock } from '../../node/service.ts'
 import { FakeDriver, FakeNode } from '../../node/dvmm/drivers/fake.ts'
+import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
 import { DvmmService, type DvmmComponents, type DvmmInit } from '../../node/dvmm/index.ts'
 import type { Draft, Volume } from '../../crdt/index.ts'
 import type { GvsService } from '../../node/gvs/index.ts'
@@ -106,6 +107,16 @@ export async function startDvmmGrid (o: GridOptions): Promise<DvmmGrid> {
 function dvmmLog (name: string): ReturnType<typeof createLogger> {
   const level = process.env.VGRID_GRID_LOG as Level | undefined
   return level == null ? silentLogger : createLogger({ component: name, level, write: line => { process.stderr.write(line + '\n') } })
+}
+
+/** every start the grid's drivers are asked for, in order (the fake driver records none of its own) */
+export function recordStarts (g: DvmmGrid): DriverVmSpec[] {
+  const started: DriverVmSpec[] = []
+  for (const n of g.nodes) {
+    const start = n.driver.start.bind(n.driver)
+    n.driver.start = async spec => { started.push(spec); return await start(spec) }
+  }
+  return started
 }
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))

@@ -5,19 +5,14 @@
 import test from 'ava'
 import { cli } from './cli-run.ts'
 import { serveDvmmRoutes } from './serve-routes.ts'
-import { startDvmmGrid, until } from './grid.ts'
-import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
+import { recordStarts, startDvmmGrid, until } from './grid.ts'
 import { bootDigest } from '../../node/dvmm/boot-fields.ts'
 
 test('vm update of a command: refused while it runs; stopped, updated and started, it runs the new one, as its lease records', async t => {
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100, stopGraceMs: 12_000 } })
   t.teardown(g.stop)
   const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
-  const started: DriverVmSpec[] = []
-  for (const n of g.nodes) {
-    const start = n.driver.start.bind(n.driver)
-    n.driver.start = async spec => { started.push(spec); return await start(spec) }
-  }
+  const started = recordStarts(g)
   const state = g.nodes[0]!.agent.state
   t.is((await cli(api, 'vm', 'create', 'job', '--cpu', '1', '--memory', '64M', '--wait', '--', 'fake:exit', '0', '600000')).code, 0)
   const lease = (): { boot?: string } | undefined => state.read().get('leases', 'job')?.value

@@ -6,8 +6,7 @@
 import test from 'ava'
 import { cli } from './cli-run.ts'
 import { serveDvmmRoutes } from './serve-routes.ts'
-import { startDvmmGrid, until, vmApi } from './grid.ts'
-import type { DriverVmSpec } from '../../node/dvmm/drivers/types.ts'
+import { recordStarts, startDvmmGrid, until, vmApi } from './grid.ts'
 import { gvsOf, socketOf } from '../gvs/agent-grid.ts'
 import { writeBootSector } from './boot-sector.ts'
 import { apiOf } from '../gvs/hosts.ts'
@@ -18,11 +17,7 @@ test('vm update: a stopped VM resized runs with its new size; a running one keep
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100, stopGraceMs: 12_000 } })
   t.teardown(g.stop)
   const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
-  const started: DriverVmSpec[] = []
-  for (const n of g.nodes) {
-    const start = n.driver.start.bind(n.driver)
-    n.driver.start = async spec => { started.push(spec); return await start(spec) }
-  }
+  const started = recordStarts(g)
 
   t.is((await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '64M', '--label', 'old=1', '--stopped', '--', 'fake:run')).code, 0)
   const up = await cli(api, 'vm', 'update', 'web', '--cpu', '2', '--memory', '128M', '--label', 'tier=web', '--rm-label', 'old', '--restart', 'on-failure')
@@ -70,11 +65,7 @@ test('a size changed while a claim settles: the holder parks the lease and the V
   // a long settle window: the change lands while the claim waits in it
   const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 2000, tickMs: 100 } })
   t.teardown(g.stop)
-  const started: DriverVmSpec[] = []
-  for (const n of g.nodes) {
-    const start = n.driver.start.bind(n.driver)
-    n.driver.start = async spec => { started.push(spec); return await start(spec) }
-  }
+  const started = recordStarts(g)
   const a = g.nodes[0]!.agent.state
   await a.write(w => { w.put('vms', { id: 'job', name: 'job', app: null, desired: 'running', created: 1, spec: { driver: 'process', cpu: 1, memoryBytes: 64 * MiB, volumes: [], constraints: {}, command: ['fake:run'] } }) })
   await until(() => a.read().get('leases', 'job')?.value.status === 'claimed', 10_000, 'a claim')
