@@ -10,7 +10,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { appendToLease, leaseReason } from './history.ts'
 import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
-import { changeSummary, CLAIM_FIELDS, FLAG_OF, olderAgents, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import { changeSummary, CLAIM_FIELDS, FLAG_OF, fieldChanged, olderAgents, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
 import type { DocView } from './view.ts'
 
 export interface UpdateRouteDeps {
@@ -50,7 +50,8 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
     const vm = findVm(doc, id)
     const first = vmUpdateOf(body, vm, d.nodesOf(reader, doc), lookupFor(reader, vm.id))
     if (first.changed.length === 0) return { ...await d.detail(vm.id), changed: [] }
-    if (first.changed.includes('user')) await d.userHere?.(first.spec, reader)
+    // a new user, or constraints that now let this node run it: its user looked for here
+    if (first.changed.includes('user') || first.changed.includes('constraints')) await d.userHere?.(first.spec, reader)
     const may = mayChangeRoll({ roll: doc.roll.keys(), me: d.me, alive: d.inSight, joining: false })
     if (!may.ok) throw new ConflictError(`${may.reason}: an update written here could be undone by one made on the other side meanwhile; update it through a node that sees one`, 'no_majority')
     // a holder out of sight: how long its run there may go on (read before the write)
@@ -100,10 +101,16 @@ async function settle (d: UpdateRouteDeps, vm: Vm, body: unknown, u: { spec: Vm[
   const now = reader.get('vms', vm.id)?.value
   if (now == null || now.created !== vm.created) throw new ConflictError(`VM "${vm.name}" was removed${now != null ? ', and made again,' : ''} through another node at the same moment: this update went with it`, 'removed_meanwhile')
   // it holds where asking it again would change nothing (another update of other labels,
-  // made over this one, keeps it); one that cannot be asked again (a volume it attached
-  // is gone) is seen to below
-  let lost: UpdateField[] = []
-  try { lost = vmUpdateOf(body, now, d.nodesOf(reader, d.current().doc), lookupFor(reader, vm.id)).changed } catch {}
+  // made over this one, keeps it); one that cannot be asked again holds in the fields the
+  // spec still has as it wrote them (rv56: a command line asked of a VM another update
+  // gave an image is refused, and was answered 200); a volume it attached that is gone
+  // is seen to below
+  let lost: UpdateField[]
+  try {
+    lost = vmUpdateOf(body, now, d.nodesOf(reader, d.current().doc), lookupFor(reader, vm.id)).changed
+  } catch {
+    lost = u.changed.filter(f => fieldChanged(f, now.spec, u.spec))
+  }
   if (lost.length > 0) {
     // which of it holds, said: a script must not read the 409 as "nothing happened" (bb52)
     const held = u.changed.filter(f => !lost.includes(f))

@@ -12,6 +12,7 @@ import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '
 import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError, onlyFields } from '../errors.ts'
 import { bytes, num, sayLabels } from '../cli/format.ts'
+import { kernelMemoryProblem } from './boot-checks.ts'
 import { BOOT_FIELDS, bootFieldsOf, fileProblemHere, type BootFields, type FileCheck } from './boot-fields.ts'
 import { cpuOf, fitsSomeNode, memoryOf, strMap, volumeIds, STR_MAP_MAX, type VolumeLookup } from './vms.ts'
 
@@ -100,8 +101,14 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
     if (also != null) throw invalid('bootVolume', `and ${also}: a VM boots from one of them, give one`)
     if (lookup.find(b.bootVolume)?.id !== (b.volumes === undefined ? old.volumes[0] : spec.volumes[0])) throw invalid('bootVolume', 'must be the first of the volumes (the one the VM boots from)')
   }
+  // what it boots, checked as a whole where the update changes it (rv56: a VM made before
+  // one of create's checks must still take a new size or volume)
   const bootGiven = BOOT_FIELDS.some(f => b[f] !== undefined)
-  if (bootGiven || toVolume || b.memory !== undefined || b.volumes !== undefined) {
+  if (!bootGiven && !toVolume && b.memory !== undefined && old.driver === 'qemu' && old.kernel != null) {
+    const small = kernelMemoryProblem(old.kernel, old.initrd, spec.memoryBytes, typeof b.memory === 'string' ? b.memory : bytes(spec.memoryBytes))
+    if (small != null) throw invalid('memory', small)
+  }
+  if (bootGiven || toVolume) {
     const boot = bootOf(b, spec, old, toVolume, lookup, files)
     for (const f of BOOT_FIELDS) delete spec[f]
     Object.assign(spec, boot)
@@ -134,7 +141,7 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
 }
 
 /** whether field `f` of an update differs between specs `a` and `b` (pure) */
-function fieldChanged (f: UpdateField, a: VmSpec, b: VmSpec): boolean {
+export function fieldChanged (f: UpdateField, a: VmSpec, b: VmSpec): boolean {
   switch (f) {
     case 'cpu': return a.cpu !== b.cpu
     case 'memory': return a.memoryBytes !== b.memoryBytes

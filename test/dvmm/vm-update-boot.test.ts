@@ -3,9 +3,12 @@
 // is refused; the run's lease records what it boots, and `vm show` says when a run boots
 // what it had before an update that merged after its start; the CLI's flags.
 import test from 'ava'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { cli } from './cli-run.ts'
 import { serveDvmmRoutes } from './serve-routes.ts'
-import { recordStarts, startDvmmGrid, until } from './grid.ts'
+import { recordStarts, startDvmmGrid, until, vmApi } from './grid.ts'
 import { bootDigest } from '../../node/dvmm/boot-fields.ts'
 
 test('vm update of a command: refused while it runs; stopped, updated and started, it runs the new one, as its lease records', async t => {
@@ -58,4 +61,33 @@ test('vm update: the flags of what a VM boots, refused before the agent is asked
   t.is(back.code, 0, back.err)
   t.deepEqual(JSON.parse(back.out).changed, ['command'])
   t.deepEqual(g.nodes[0]!.agent.state.read().get('vms', 'p')?.value.spec.command, ['fake:exit', '3', '10'], '--command split at its spaces, as create splits it')
+})
+
+test('a command line and an image asked at once through two nodes: the image, written later, is kept, and the command line answered 409, not 200 (rv56)', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 400, tickMs: 100 } })
+  t.teardown(g.stop)
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-boot-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const kernel = join(dir, 'vmlinux')
+  writeFileSync(kernel, 'not an ELF: its size is not judged')
+  const image = join(dir, 'disk.raw')
+  const sector = Buffer.alloc(1024 * 1024)
+  sector[510] = 0x55
+  sector[511] = 0xaa
+  writeFileSync(image, sector)
+  const apis = g.nodes.map(n => vmApi(t, n))
+  const made = await apis[0]!.inject({ method: 'POST', url: '/v1/vms', payload: { name: 'q', driver: 'qemu', cpu: 1, memory: '128M', kernel, cmdline: 'console=ttyS0', desired: 'stopped' } })
+  t.is(made.statusCode, 201, made.body)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'q') != null), 20_000, 'the VM on both nodes')
+  const cmdline = apis[0]!.inject({ method: 'PATCH', url: '/v1/vms/q', payload: { cmdline: 'console=ttyS0 quiet' } })
+  await new Promise(resolve => setTimeout(resolve, 50))
+  const toImage = apis[1]!.inject({ method: 'PATCH', url: '/v1/vms/q', payload: { image } })
+  const [a, b] = await Promise.all([cmdline, toImage])
+  t.is(b.statusCode, 200, b.body)
+  // asked again of the image's spec, the command line is refused (it goes with a kernel): it did not hold
+  t.is(a.statusCode, 409, a.body)
+  t.like(a.json(), { error: { code: 'changed_meanwhile' } })
+  t.regex(a.json<{ error: { message: string } }>().error.message, /whose cmdline value was kept, not this update's/)
+  await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'q')?.value.spec.image === image), 20_000, 'the image on both nodes')
+  t.is(g.nodes[0]!.agent.state.read().get('vms', 'q')?.value.spec.cmdline, undefined)
 })

@@ -42,7 +42,7 @@ export interface HostDriverInit {
   pollMs?: number
 }
 
-// The wrapper joins the VM's groups, starts the guard, and then, where the hierarchy
+// The wrapper starts the guard, joins the VM's groups, and then, where the hierarchy
 // allows (v1, a cpu group of its own), leaves the VM's CPU group for its parent (no
 // quota), keeping that group's cgroup.procs open as fd 5 for the VM's own process to
 // join again before it runs anything (INNER; `ip netns exec` hides /sys/fs/cgroup, an
@@ -64,9 +64,8 @@ const OUTER = 'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_G
 // than the watchdog's timeout in force (stopped or stalled while the agent is dead),
 // nothing would end the VM before another node takes it over: the guard marks the run
 // as the watchdog does and kills the VM's session and groups (its groups first: the
-// session's kill ends the guard too). It ends with the VM otherwise (the driver's
-// clean-up kills the VM's groups; a guard outside them sees them empty or gone, below). A supervisor that writes no beats (an earlier release)
-// is only watched for its end.
+// session's kill ends the guard too). It ends with the VM otherwise (below). A
+// supervisor that writes no beats (an earlier release) is only watched for its end.
 // Where the hierarchy allows (v1) it joins the parents of the VM's groups, which have no
 // quota or limit of the VM's: a VM stuck in its out-of-memory kill in a tiny CPU quota
 // took all of it, and the guard never ran (bb25); and in the VM's memory group it was the
@@ -77,23 +76,28 @@ const OUTER = 'if [ -p "$VGRID_GUARD" ]; then nice -n -20 /bin/bash -c "$VGRID_G
 // inner group) it shares the VM's quota and memory, with the -1000 score where it may.
 // It runs at nice -20 (the VM's own processes, however busy, do not delay
 // its tick: the tester's 30 busy loops at 0.05 CPU stretched it to 2.5 s at nice 0),
-// forks nothing (bash's EPOCHREALTIME for the time). When it fires it lifts the VM's CPU quota first: a
-// killed process needs CPU time to exit. It writes its pid to `guard` in the run
+// forks nothing (bash's EPOCHREALTIME for the time). When it fires it lifts the VM's
+// CPU quota first: a killed process needs CPU time to exit. It writes its pid to `guard` in the run
 // dir: one found gone while the VM runs is started again by the driver (guardCheck),
-// which joins the VM's groups as its first act. It opens the FIFO through a read-write
+// which goes where the first went as its first act. It opens the FIFO through a read-write
 // handle it then drops, so the open never waits for a writer (a supervisor already gone
 // is an end of file at once, where a blocking open hung for ever, fencing nothing), and
-// a guard whose VM is gone, its groups empty but for itself, exits (one started as the
-// VM ended is in no group the clean-up kills); while a process the VM left runs in them
-// (its main process ended, a child it put in the background did not) it guards on.
+// a guard whose VM is gone, its groups empty but for itself, exits, also when the
+// supervisor's end comes after the VM's (an agent that stops once its VMs have: rv56), and
+// the driver's clean-up ends it (`endGuard`: on v1 it is in none of the groups the
+// clean-up kills, and a restart at once would find it watching the next run, with this
+// run's process group); while a process the VM left runs in them (its main process
+// ended, a child it put in the background did not) it guards on.
 const GUARD = 'trap "" TERM INT HUP; f=$1; b=$2; pg=$3; shift 3; ' +
   'for g in "$@"; do if [ -e "$g/cpu.cfs_quota_us" ] || [ -e "$g/memory.limit_in_bytes" ]; then echo $$ > "${g%/*}/cgroup.procs"; else echo $$ > "$g/cgroup.procs"; fi; done 2>/dev/null; echo -1000 > /proc/$$/oom_score_adj 2>/dev/null; echo $$ > guard; ' +
+  'gone () { if kill -0 "$pg" 2>/dev/null; then st=; read -r st < "/proc/$pg/stat"; st=${st##*) }; [ "${st%% *}" = Z ] || return 1; fi 2>/dev/null; for g in "$@"; do while read p; do [ "$p" = $$ ] || return 1; done < "$g/cgroup.procs"; done 2>/dev/null; return 0; }; ' +
   'exec 4<> "$f" || exit 0; exec 3< "$f"; exec 4>&-; last=; still=0; why=; ' +
   'while :; do read -t 1 -u 3 _; [ $? -gt 128 ] || break; ' +
-  'if ! kill -0 "$pg" 2>/dev/null; then left=; for g in "$@"; do while read p; do [ "$p" = $$ ] || left=1; done < "$g/cgroup.procs"; done 2>/dev/null; [ -n "$left" ] || exit 0; fi; ' +
+  'gone "$@" && exit 0; ' +
   'n=; t=; read n t < "$b" 2>/dev/null; ' +
   'if [ "$n" != "$last" ]; then last=$n; still=0; else still=$((still + 1)); fi; ' +
   'case $t in ""|*[!0-9]*) ;; *) if [ $((still * 1000)) -ge $t ]; then why=" stalled"; break; fi;; esac; done; ' +
+  'gone "$@" && exit 0; ' +
   'now=${EPOCHREALTIME//[.,]/}; echo "${now:0:13} guard$why" > ' + WATCHDOG_KILLED + '; ' +
   'for g in "$@"; do echo max > "$g/cpu.max"; echo -1 > "$g/cpu.cfs_quota_us"; done 2>/dev/null; ' +
   'for g in "$@"; do while read p; do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; done < "$g/cgroup.procs"; done; ' +
@@ -212,6 +216,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       // one must not run beside
       const name = vmGroupName(this.name, this.init.dataDir, spec.id)
       const strays = killGroups(groupPaths(this.cgroups, name))
+      this.endGuard(spec.id)
       if (strays > 0) this.components.log.warn('killed what still ran in a VM\'s groups without a run record of it before starting it', { vm: spec.id, killed: strays })
       rec.cgroups = createGroups(this.cgroups, name, this.limits(spec))
       this.save(rec)
@@ -391,6 +396,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       try { process.kill(-rec.pid, 'SIGKILL') } catch {}
     }
     killGroups(rec.cgroups)
+    this.endGuard(rec.id)
     for (let i = 0; i < 200 && this.alive(rec); i++) await sleep(10)
   }
 
@@ -451,8 +457,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
    * A running VM whose guard is gone (killed by hand, or by the VM itself: a process VM
    * run as root may kill what shares its session) gets a new one, so it is still ended
    * should its node's agent and watchdog die or stall together. The new guard is not in
-   * the VM's session (none can join one) but joins its groups, which the driver's
-   * clean-up kills, and kills the VM's process group as the first did.
+   * the VM's session (none can join one) but goes where the first went, ends as it
+   * does, and kills the VM's process group as the first did.
    */
   private guardCheck (rec: VmRecord): void {
     if (rec.pid === undefined || !this.alive(rec)) return
@@ -493,6 +499,17 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     } catch (err) {
       this.components.log.error('a running VM\'s guard is gone and a new one could not be started: the VM is not ended should the agent and the watchdog both die', { vm: rec.id, err: (err as Error).message })
     }
+  }
+
+  /** Ends the guard a VM's run dir names, where that pid is still a guard (its end, a start anew, a kill). */
+  private endGuard (id: string): void {
+    const file = join(this.runs.dir(id), 'guard')
+    let pid = 0
+    try { pid = Number(readFileSync(file, 'utf8').trim()) } catch { return }
+    let cmd = ''
+    try { if (Number.isSafeInteger(pid) && pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
+    if (cmd.includes('vgrid-guard')) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    rmSync(file, { force: true })
   }
 
   /**
@@ -544,6 +561,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
 
   private async cleanup (rec: VmRecord): Promise<void> {
     killGroups(rec.cgroups)
+    this.endGuard(rec.id)
     await removeGroups(rec.cgroups)
     if (rec.network !== undefined) await this.teardownNetwork(rec)
     rmSync(join(this.runs.dir(rec.id), 'qmp.sock'), { force: true })
@@ -604,6 +622,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     // time the record is read (a new run of the VM never runs beside it)
     const id = basename(dirname(file))
     const killed = this.cgroups === undefined ? 0 : killGroups(groupPaths(this.cgroups, vmGroupName(this.name, this.init.dataDir, id)))
+    this.endGuard(id)
     if (this.badRecords.get(file) === problem && killed === 0) return
     if (this.badRecords.size >= 1024) this.badRecords.clear()
     this.badRecords.set(file, problem)

@@ -431,6 +431,29 @@ maybe('watchdog: a busy VM does not delay its guard (it runs at nice -20 in the 
   }
 })
 
+maybe('watchdog: a VM that ended is left no guard to watch its next run; one whose VM ended does not fire when the supervisor ends right after (rv56)', async t => {
+  const id = `again-${process.pid}`
+  const { dataDir, driver, w } = await guarded(t, 60_000, [id])
+  const run = join(runRoot(dataDir), 'process', id)
+  const spec = { id, vcpus: 0.2, memoryMiB: 32, network: false, boot: { kind: 'command' as const, command: ['/bin/sleep', '1'] } }
+  const guardOf = async (not?: number): Promise<number> => await waitFor('its guard', () => {
+    try { const g = Number(readFileSync(join(run, 'guard'), 'utf8').trim()); return g > 0 && g !== not && alive(g) ? g : undefined } catch { return undefined }
+  }, 10_000, 10)
+  // it ends by itself: on cgroup v1 its guard is in none of its groups, and the clean-up ends it by its pid
+  const pid1 = (await driver.start(spec)).pid!
+  const first = await guardOf()
+  await waitFor('the VM ended, as the driver saw it', async () => !alive(pid1) && (await driver.inspect(id))?.state === 'stopped', 10_000, 5)
+  t.false(alive(first), 'the guard ended with its VM, not left to watch the next run with this one\'s process group')
+  // again, and the supervisor ends right after the VM (an agent stopping once its VMs have)
+  const pid2 = (await driver.start(spec)).pid!
+  const second = await guardOf(first)
+  await waitFor('the VM ended', () => !alive(pid2), 10_000, 2)
+  w.abandon()
+  process.kill(w.pid!, 'SIGKILL')
+  await waitFor('its guard gone', () => !alive(second), 5000, 20)
+  t.false(existsSync(join(run, WATCHDOG_KILLED)), 'it did not fire for a VM that had ended')
+})
+
 maybe('watchdog: a guard gone while no supervisor holds the FIFO is not started again until one does (it would hang in open, fencing nothing); the new one then fences', async t => {
   const id = `noreguard-${process.pid}`
   const { dataDir, driver, w } = await guarded(t, 60_000, [id])
