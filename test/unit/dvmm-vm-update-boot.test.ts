@@ -70,6 +70,9 @@ test('files are looked for on this node only where the update names new ones', t
   // the kernel it has may be on the nodes its constraints bind it to only: not judged again
   t.deepEqual(vmUpdateOf({ cmdline: 'quiet' }, kernelVm(), NODES, lookup, nowhere).changed, ['cmdline'])
   t.deepEqual(vmUpdateOf({ memory: '512M' }, kernelVm(), NODES, lookup, nowhere).changed, ['memory'])
+  // nor its command line, by a check made since it was created (rv56: a new size was refused naming cmdline)
+  t.deepEqual(vmUpdateOf({ memory: '512M' }, kernelVm({ cmdline: 'vgrid.ip=ADDR/PREFIX' }), NODES, lookup, here).changed, ['memory'])
+  t.deepEqual(vmUpdateOf({ volumes: ['/os/root'] }, kernelVm({ cmdline: 'vgrid.ip=ADDR/PREFIX' }), NODES, lookup, here).changed, ['volumes'])
   refused(t, { kernel: '/k/other' }, kernelVm(), 'kernel', /^kernel: \/k\/other does not exist or is not a file$/, nowhere)
   refused(t, { initrd: '/k/other' }, kernelVm(), 'initrd', /^initrd: \/k\/other does not exist/, nowhere)
   refused(t, { image: '/os/root' }, kernelVm(), 'image', /\/os\/root is a volume, not a file of this node: to boot from it, attach it as the first volume/, nowhere)
