@@ -508,8 +508,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     try { pid = Number(readFileSync(file, 'utf8').trim()) } catch { return }
     let cmd = ''
     try { if (Number.isSafeInteger(pid) && pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
+    // the file stays (the next run's guard writes its own): a full data disk must not gain room here
     if (cmd.includes('vgrid-guard')) { try { process.kill(pid, 'SIGKILL') } catch {} }
-    rmSync(file, { force: true })
   }
 
   /**
