@@ -28,6 +28,8 @@ export interface ApiInit {
   services: ReadonlyArray<{ routes?: (app: FastifyInstance) => void }>
   /** why changes are refused for now (503 not_joined), or null (membership/views.ts notJoined) */
   refuseChanges?: () => string | null
+  /** connections served at once on each listener (default MAX_API_CONNECTIONS; a test's flood is smaller) */
+  maxConnections?: number
 }
 
 /** Route option `config: { access }`: reads are open, changes need an admin; 'admin' marks a read that needs one too. */
@@ -77,6 +79,7 @@ export class ApiService implements Service {
   private bound?: { host: string, port: number }
   private readonly init: ApiInit
   private readonly dropped: Counter<'listener' | 'why'>
+  private get maxConnections (): number { return this.init.maxConnections ?? MAX_API_CONNECTIONS }
   /** when a drop was last logged: once a minute at most */
   private droppedSaidAt = -Infinity
   /** TCP connections open per user (a uid, or a remote address), admins not counted */
@@ -121,8 +124,8 @@ export class ApiService implements Service {
       try { done(null, parseJsonBody(body as string)) } catch (err) { done(err as Error, undefined) }
     })
     this.app.server.on('connection', (sock: Socket) => { this.acceptedAt.set(sock, performance.now()) })
-    this.dropped = new Counter({ name: 'vgrid_api_connections_dropped_total', help: `API connections closed as they came: ${MAX_API_CONNECTIONS} were open on their listener (why="full"), or ${MAX_USER_CONNECTIONS} of their user's on the TCP listener (why="user")`, labelNames: ['listener', 'why'] as const, registers: [components.registry] })
-    this.app.server.maxConnections = MAX_API_CONNECTIONS
+    this.dropped = new Counter({ name: 'vgrid_api_connections_dropped_total', help: `API connections closed as they came: ${this.maxConnections} were open on their listener (why="full"), or ${MAX_USER_CONNECTIONS} of their user's on the TCP listener (why="user")`, labelNames: ['listener', 'why'] as const, registers: [components.registry] })
+    this.app.server.maxConnections = this.maxConnections
     this.app.server.on('drop', () => { this.onDrop('tcp', 'full') })
     this.app.server.on('connection', (sock: Socket) => { if (!this.unixSockets.has(sock)) void this.holdToShare(sock) })
     this.registerCore()
@@ -164,7 +167,7 @@ export class ApiService implements Service {
       this.unixSockets.add(sock)
       this.app.server.emit('connection', sock)
     })
-    server.maxConnections = MAX_API_CONNECTIONS
+    server.maxConnections = this.maxConnections
     server.on('drop', () => { this.onDrop('unix', 'full') })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -198,7 +201,7 @@ export class ApiService implements Service {
     if (now - this.droppedSaidAt < 60_000) return
     this.droppedSaidAt = now
     if (why === 'user') this.c.log.warn(`API connections refused: ${who ?? 'a user'} holds ${MAX_USER_CONNECTIONS} open on the TCP listener, a user's most`, { listener })
-    else this.c.log.warn(`API connections refused: ${MAX_API_CONNECTIONS} are open on the ${listener === 'tcp' ? 'TCP listener' : 'unix socket'}`, { listener })
+    else this.c.log.warn(`API connections refused: ${this.maxConnections} are open on the ${listener === 'tcp' ? 'TCP listener' : 'unix socket'}`, { listener })
   }
 
   /**

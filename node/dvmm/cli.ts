@@ -17,8 +17,8 @@ import type { LinkView } from '../lcm/links.ts'
 import { waitForVm, waitTimeoutMs, WAIT_FORS, type WaitFor } from './vm-wait.ts'
 import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 import { pairs, update, UPDATE_USAGE } from './update-cli.ts'
-import { bootDigest } from './boot-fields.ts'
-import { commandOf, splitAtDashes } from './command-flags.ts'
+import { bootDigest, bootLine } from './boot-fields.ts'
+import { bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
@@ -179,22 +179,6 @@ export function asFlags (err: unknown, volumes: readonly string[] | undefined): 
   return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
 }
 
-/**
- * What is wrong with the boot flags of `vm create` together (pure; undefined: nothing):
- * a VM runs a command (process) or boots a kernel or an image (qemu), one of them. The
- * API refuses the same (vms.ts vmDraft); said here in the flags' names.
- */
-export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline: boolean, image: boolean, command: boolean }): string | undefined {
-  const qemu = (['kernel', 'initrd', 'cmdline', 'image'] as const).filter(k => f[k]).map(k => `--${k}`)
-  if (f.command && qemu.length > 0) return `a command runs a process VM, ${qemu.join(' and ')} ${qemu.length === 1 ? 'is' : 'are'} for a qemu VM: give one or the other`
-  // given both, the kernel was booted and the image ignored (a tester)
-  if (f.kernel && f.image) return 'give --kernel (with --initrd, --cmdline) or --image, not both'
-  const loose = (['initrd', 'cmdline'] as const).filter(k => f[k]).map(k => `--${k}`)
-  // an image boots through its own boot loader, which reads neither
-  if (!f.kernel && loose.length > 0) return `${loose.join(' and ')} ${loose.length === 1 ? 'goes' : 'go'} with --kernel (direct boot), and none is given${f.image ? ': an --image boots through its own boot loader' : ''}`
-  return undefined
-}
-
 async function ls (argv: string[]): Promise<void> {
   // the states, said (bb49: `unknown` and `paused` were in no help)
   const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, the crash rule: 3 in 24 h, or a crash under --restart never), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
@@ -259,11 +243,12 @@ async function show (argv: string[]): Promise<void> {
     ...(d.spec.restart != null ? [`restart ${d.spec.restart}`] : [])
   ]
   if (made.length > 0) say(`  ${made.join('; ')}`)
+  const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
+  say(`  ${bootLine(d.spec, disks[0]?.path ?? undefined)}`)
   // no PID namespace of its own: a VM's PID 1 would ignore the stop's SIGTERM
   if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities; other VMs and processes of ${d.spec.user} on its node can signal it (give each VM a user of its own)`)
   else if (d.spec.driver === 'process') say('  runs as root, with every capability and the node\'s files in reach (--user runs it as another user, confined)')
   // by path, as users name them (an agent of an earlier release sends ids only)
-  const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
   if (disks.length > 0) say(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
   if (d.spec.inputs != null || d.spec.outputs != null) say(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
   if (links != null && links.length > 0) {

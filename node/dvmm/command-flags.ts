@@ -1,5 +1,6 @@
-// A process VM's command as `vm create` and `vm update` take it: after `--`, as the
-// shell split it, or `--command "CMD ARG..."` split at its spaces.
+// What a VM runs or boots as `vm create` and `vm update` take it: a process VM's command
+// after `--`, as the shell split it, or `--command "CMD ARG..."` split at its spaces; and
+// which boot flags go together.
 import { CliError } from '../cli/client.ts'
 
 /** `args` split at `--`: the flags before it, and the command after it (undefined: no `--`) */
@@ -20,4 +21,20 @@ export function commandOf (flag: string[] | undefined, after: string[] | undefin
   if (quoted != null) throw new CliError(`--command ${JSON.stringify(quoted)}: --command is split at spaces only, quotes and backslashes stay as they are; give a command that needs them after --, as the shell splits it: ${example} -- /bin/sh -c 'sleep 1; exit 1'`, 2)
   if (flag != null) return flag.length === 1 ? flag[0]!.split(/\s+/).filter(s => s !== '') : flag
   return after
+}
+
+/**
+ * What is wrong with the boot flags of `vm create` together (pure; undefined: nothing):
+ * a VM runs a command (process) or boots a kernel or an image (qemu), one of them. The
+ * API refuses the same (boot-fields.ts bootFieldsOf); said here in the flags' names.
+ */
+export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline: boolean, image: boolean, command: boolean }): string | undefined {
+  const qemu = (['kernel', 'initrd', 'cmdline', 'image'] as const).filter(k => f[k]).map(k => `--${k}`)
+  if (f.command && qemu.length > 0) return `a command runs a process VM, ${qemu.join(' and ')} ${qemu.length === 1 ? 'is' : 'are'} for a qemu VM: give one or the other`
+  // given both, the kernel was booted and the image ignored (a tester)
+  if (f.kernel && f.image) return 'give --kernel (with --initrd, --cmdline) or --image, not both'
+  const loose = (['initrd', 'cmdline'] as const).filter(k => f[k]).map(k => `--${k}`)
+  // an image boots through its own boot loader, which reads neither
+  if (!f.kernel && loose.length > 0) return `${loose.join(' and ')} ${loose.length === 1 ? 'goes' : 'go'} with --kernel (direct boot), and none is given${f.image ? ': an --image boots through its own boot loader' : ''}`
+  return undefined
 }

@@ -550,7 +550,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
     app.get<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await detail(req.params.id))
     app.post<{ Params: IdParams }>('/v1/vms/:id/start', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'running') })
     app.post<{ Params: IdParams }>('/v1/vms/:id/stop', { schema: { params: idParams } }, async req => { noBody(req.body); return await setDesired(req.params.id, 'stopped') })
-    const updateVm = updateVmRoute({ state, members: membership.members, me: svc.me, settleMs: svc.nameSettleMs ?? 1500, current, nodesOf, nameOf, inSight, othersAlive, schedule: () => { svc.schedule() }, detail, userHere, ...(svc.fenceLeftMs != null ? { fenceLeftMs: svc.fenceLeftMs } : {}) })
+    const updateVm = updateVmRoute({ state, members: membership.members, me: svc.me, settleMs: svc.nameSettleMs ?? 1500, current, nodesOf, nameOf, inSight, othersAlive, schedule: () => { svc.schedule() }, detail, userHere, ...(svc.fenceLeftMs != null ? { fenceLeftMs: svc.fenceLeftMs.bind(svc) } : {}) })
     app.patch<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => await updateVm(req.params.id, req.body))
     app.delete<{ Params: IdParams }>('/v1/vms/:id', { schema: { params: idParams } }, async req => {
       const { doc } = current()

@@ -4,9 +4,9 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import { parseCpu } from '../resources.ts'
 import type { VmDetail } from './vms.ts'
 import { escapeControls } from './control-chars.ts'
-import { commandOf, splitAtDashes } from './command-flags.ts'
+import { bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
 
-export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--kernel PATH] [--initrd PATH | --no-initrd] [--cmdline TEXT | --no-cmdline] [--image PATH] [--command "CMD ARG..." | -- CMD ARG...] [--user USER | --no-user] (these only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
+export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--input NAME]... [--rm-input NAME]... [--output NAME]... [--rm-output NAME]... [--kernel PATH] [--initrd PATH | --no-initrd] [--cmdline TEXT | --no-cmdline] [--image PATH] [--command "CMD ARG..." | -- CMD ARG...] [--user USER | --no-user] (the size, volumes, constraints, group and boot only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
 
 /** the flag each field of the answer's `changed` is given by */
 const FLAGS: Record<string, string> = { antiAffinity: 'anti-affinity' }
@@ -30,6 +30,20 @@ function edits (set: unknown, rm: unknown, flag: string): Record<string, string 
   if (both != null) throw new CliError(`--${flag} ${both}=... and --rm-${flag} ${both}: give one of them`, 2)
   if (Object.keys(sets).length === 0 && rms.length === 0) return undefined
   return { ...sets, ...Object.fromEntries(rms.map(k => [k, null])) }
+}
+
+/**
+ * A VM's whole new list of input or output terminals from the one it has (pure): removed
+ * ones out, added ones last; names compared as host names (case does not count).
+ */
+export function terminalList (name: string, has: readonly string[], add: readonly string[], rm: readonly string[], flag: 'input' | 'output'): string[] {
+  const is = (a: string) => (b: string): boolean => a.toLowerCase() === b.toLowerCase()
+  const both = add.find(a => rm.some(is(a)))
+  if (both != null) throw new CliError(`--${flag} ${both} and --rm-${flag} ${both}: give one of them`, 2)
+  const missing = rm.find(r => !has.some(is(r)))
+  if (missing != null) throw new CliError(`VM ${name} has no ${flag} terminal ${missing}${has.length > 0 ? ` (its ${flag}s: ${has.join(', ')})` : ` (it has no ${flag}s)`}`, 1)
+  const kept = has.filter(x => !rm.some(is(x)))
+  return [...kept, ...add.filter(a => !kept.some(is(a)))]
 }
 
 type Disk = VmDetail['disks'][number]
@@ -68,6 +82,10 @@ export async function update (args: string[], print: { say: (s: string) => void,
     'rm-constraint': { type: 'string', multiple: true },
     'anti-affinity': { type: 'string' },
     'no-anti-affinity': { type: 'boolean' },
+    input: { type: 'string', multiple: true },
+    'rm-input': { type: 'string', multiple: true },
+    output: { type: 'string', multiple: true },
+    'rm-output': { type: 'string', multiple: true },
     attach: { type: 'string', multiple: true },
     detach: { type: 'string', multiple: true },
     'boot-volume': { type: 'string' },
@@ -97,8 +115,12 @@ export async function update (args: string[], print: { say: (s: string) => void,
     if (v[none] === true) body[k] = null
   }
   for (const k of ['kernel', 'initrd', 'cmdline', 'image', 'user'] as const) if (v[k] != null) body[k] = v[k]
-  if (v.kernel != null && v.image != null) throw new CliError('give --kernel (with --initrd, --cmdline) or --image, not both: a VM boots one of them', 2)
   const command = commandOf(v.command as string[] | undefined, after, `vgrid vm update ${positionals[0] ?? 'VM'}`, UPDATE_USAGE)
+  // create's rule, but an --initrd or --cmdline alone is for the kernel the VM has
+  const alsoBoots = (['kernel', 'image'] as const).find(k => v[k] != null)
+  if (v['boot-volume'] != null && alsoBoots != null) throw new CliError(`--boot-volume and --${alsoBoots}: a VM boots from a volume, a kernel or an image, one of them: give one`, 2)
+  const bootFlags = bootFlagsProblem({ kernel: v.kernel != null, initrd: false, cmdline: false, image: v.image != null, command: command != null })
+  if (bootFlags != null) throw new CliError(bootFlags, 2)
   if (command != null) body.command = command
   const labels = edits(v.label, v['rm-label'], 'label')
   if (labels != null) body.labels = labels
@@ -107,11 +129,16 @@ export async function update (args: string[], print: { say: (s: string) => void,
   const attach = (v.attach as string[] | undefined) ?? []
   const detach = (v.detach as string[] | undefined) ?? []
   const boot = v['boot-volume'] as string | undefined
-  if (Object.keys(body).length === 0 && attach.length === 0 && detach.length === 0 && boot == null) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
+  const list = (k: 'input' | 'rm-input' | 'output' | 'rm-output'): string[] => v[k] ?? []
+  const terminals = (['input', 'output'] as const).filter(k => list(k).length > 0 || list(`rm-${k}`).length > 0)
+  const volumes = attach.length > 0 || detach.length > 0 || boot != null
+  if (Object.keys(body).length === 0 && !volumes && terminals.length === 0) throw new CliError(`say what to change\nusage: ${UPDATE_USAGE}`, 2)
   const api = new ApiClient(v.api as string | undefined)
   const at = `/v1/vms/${encodeURIComponent(positionals[0])}`
-  if (attach.length > 0 || detach.length > 0 || boot != null) {
-    const cur = await api.get<VmDetail>(at)
+  // lists are sent whole, made from the ones it has
+  const cur = volumes || terminals.length > 0 ? await api.get<VmDetail>(at) : undefined
+  if (cur != null) for (const k of terminals) body[`${k}s`] = terminalList(cur.name, cur.spec[`${k}s`] ?? [], list(k), list(`rm-${k}`), k)
+  if (volumes && cur != null) {
     body.volumes = volumeList(cur.name, cur.disks, attach, detach, boot)
     // what the list was made from: one changed through another node meanwhile is a 409, not undone
     body.volumesWere = cur.disks.map(x => x.id)

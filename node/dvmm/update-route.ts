@@ -10,7 +10,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
 import { appendToLease, leaseReason } from './history.ts'
 import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
-import { changeSummary, CLAIM_FIELDS, FLAG_OF, fieldChanged, olderAgents, runningUpdateWhy, runsForUpdate, vmUpdateOf, type UpdateField } from './vm-update.ts'
+import { changeSummary, CLAIM_FIELDS, FLAG_OF, fieldChanged, olderAgents, runningUpdateWhy, runsForUpdate, terminalInUse, vmUpdateOf, type UpdateField } from './vm-update.ts'
 import type { DocView } from './view.ts'
 
 export interface UpdateRouteDeps {
@@ -70,6 +70,9 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       const placement = again.changed.filter(f => CLAIM_FIELDS.includes(f))
       const older = placement.length > 0 ? olderAgents(d.members) : []
       if (older.length > 0) throw new ConflictError(`${older.join(', ')} ${older.length === 1 ? 'runs' : 'run'} an earlier release of vgrid, which could start VM "${vm.name}" as it was claimed before this update and with its new ${placement.map(f => FLAG_OF[f]).join(' and ')}: change ${placement.length === 1 ? 'it' : 'them'} once every node runs this release (labels, the restart policy and what it boots change now)`, 'upgrade_pending')
+      // a terminal a link uses goes only with the link
+      const inUse = again.changed.includes('inputs') || again.changed.includes('outputs') ? terminalInUse(vm.id, now.created, again.spec, w.reader.list('connections')) : null
+      if (inUse != null) throw new ConflictError(inUse, 'terminal_in_use')
       const l = w.reader.get('leases', vm.id)?.value
       const lease = l == null ? undefined : { status: l.status, parked: l.parked, own: sameVm(l.made, now.created), ...(l.holder !== d.me && !d.inSight(l.holder) ? { awayLeftMs: l.holder === holder ? awayLeftMs ?? Infinity : Infinity } : {}) }
       if (l != null && runsForUpdate(again.changed, lease)) throw new ConflictError(runningUpdateWhy(vm.name, d.nameOf(l.holder, doc), again.changed, lease), 'vm_running')

@@ -7,6 +7,7 @@ import { haCheck, holdingOf, idle, isParked, reserves, winner, type Demand, type
 import type { MemberTable } from '../../protocol/membership.ts'
 import { FENCE_TIMEOUT_MS } from './timing.ts'
 import { sameVm } from './history.ts'
+import { bootsFromVolume } from './boot-fields.ts'
 import { oneLinkPerOutput, standingLinks } from '../lcm/links.ts'
 import type { Link } from '../lcm/rules.ts'
 
@@ -62,7 +63,7 @@ export const demandOf = (vm: Vm, doc?: Pick<DocView, 'leases' | 'peers'>): Deman
   driver: vm.spec.driver,
   ...((vm.spec.inputs?.length ?? 0) + (vm.spec.outputs?.length ?? 0) > 0 ? { links: true } : {}),
   ...((vm.spec.volumes?.length ?? 0) > 0 ? { disks: true } : {}),
-  ...(vm.spec.driver === 'qemu' && vm.spec.kernel == null && vm.spec.image == null && (vm.spec.volumes?.length ?? 0) > 0 ? { volumeBoot: true } : {}),
+  ...(bootsFromVolume(vm.spec) ? { volumeBoot: true } : {}),
   ...(doc?.peers != null ? { peerNodes: peerNodesOf(vm.id, doc) } : {})
 })
 

@@ -9,6 +9,7 @@ import type { MemberTable } from '../../protocol/membership.ts'
 import type { Logger } from '../log.ts'
 import { activeIntervals } from '../gvs/write-intervals.ts'
 import { diskOwners, diskTaken, diskTakenWhy } from './disk-owner.ts'
+import { bootsFromVolume } from './boot-fields.ts'
 
 /** tries at fencing a VM's volume before its start fails */
 const FENCE_ATTEMPTS = 3
@@ -104,9 +105,6 @@ export function diskWaitReason (disks: readonly DiskReadability[]): string | nul
   const s = first.n === 1 ? '1 object is' : `${first.n} objects are`
   return `waiting for its disk ${first.path}: ${s} unavailable (${where})${more}; it starts once ${first.n === 1 ? 'it is' : 'they are'} readable again (vgrid node forget of a node gone for good gives its writes up)`
 }
-
-/** a qemu VM with neither kernel nor image nor command boots from its first volume (run-steps.ts driverSpec) */
-export const bootsFromVolume = (vm: Vm): boolean => vm.spec.driver === 'qemu' && (vm.spec.command ?? []).length === 0 && vm.spec.kernel == null && vm.spec.image == null && vm.spec.volumes.length > 0
 
 /**
  * Why a boot volume whose first 512 bytes are `head` boots nothing (pure): the firmware
@@ -227,7 +225,7 @@ export async function attachVolumes (c: VmDisksComponents, vm: Vm, leaseEpoch: n
   // a guest booting from its first volume with nothing to boot there "ran" for ever in
   // the firmware, saying nothing (bb46): its start fails, saying why
   const first = ids[0]!
-  if (bootsFromVolume(vm) && store.readDisk != null) {
+  if (bootsFromVolume(vm.spec) && store.readDisk != null) {
     const path = paths.get(first) ?? first
     let head: Uint8Array
     try {

@@ -1,7 +1,8 @@
 // `vgrid vm update VM` and PATCH /v1/vms/:id: a VM's size, volumes, what it boots or
 // runs (kernel, initrd, command line, image; a process VM's command and user), restart
-// policy, labels, constraints and anti-affinity group changed in place, its name, history
-// and lease epochs kept (before, only a `vm rm` and a `vm create` could, and lost the history).
+// policy, labels, constraints, anti-affinity group and terminals changed in place, its
+// name, history and lease epochs kept (before, only a `vm rm` and a `vm create` could,
+// and lost the history).
 //
 // What a lease reserves is the size it was claimed with, and the holder runs the VM
 // with that size (run-steps.ts driverSpec), so a size changed while a claim was made
@@ -9,15 +10,16 @@
 // or disks no longer the spec's before it starts the VM parks the lease instead
 // (decide.ts `leaseOutdated`), and the VM is placed anew as it is now.
 import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '../../crdt/index.ts'
+import type { Link } from '../lcm/rules.ts'
 import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError, onlyFields } from '../errors.ts'
 import { bytes, num, sayLabels } from '../cli/format.ts'
 import { kernelMemoryProblem } from './boot-checks.ts'
 import { BOOT_FIELDS, bootFieldsOf, fileProblemHere, type BootFields, type FileCheck } from './boot-fields.ts'
-import { cpuOf, fitsSomeNode, memoryOf, strMap, volumeIds, STR_MAP_MAX, type VolumeLookup } from './vms.ts'
+import { cpuOf, fitsSomeNode, memoryOf, noTerminalInBoth, strMap, terminalNames, volumeIds, STR_MAP_MAX, type VolumeLookup } from './vms.ts'
 
 /** what an update request may hold */
-export const UPDATE_FIELDS = ['cpu', 'memory', 'volumes', 'restart', 'labels', 'constraints', 'antiAffinity', ...BOOT_FIELDS] as const
+export const UPDATE_FIELDS = ['cpu', 'memory', 'volumes', 'restart', 'labels', 'constraints', 'antiAffinity', 'inputs', 'outputs', ...BOOT_FIELDS] as const
 export type UpdateField = typeof UPDATE_FIELDS[number]
 
 /**
@@ -84,13 +86,13 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
   if (b.volumes !== undefined) {
     if (lookup == null) throw invalid('volumes', 'cannot be checked here')
     spec.volumes = volumeIds(b.volumes, old.driver, lookup)
-    const bootsFromVolume = old.driver === 'qemu' && old.kernel == null && old.image == null && !BOOT_FIELDS.some(f => typeof b[f] === 'string')
-    if (bootsFromVolume && spec.volumes.length === 0) throw invalid('volumes', 'this VM boots from its first volume (it has neither kernel nor image): it keeps at least one')
+    const keepsVolumeBoot = old.driver === 'qemu' && old.kernel == null && old.image == null && !BOOT_FIELDS.some(f => typeof b[f] === 'string')
+    if (keepsVolumeBoot && spec.volumes.length === 0) throw invalid('volumes', 'this VM boots from its first volume (it has neither kernel nor image): it keeps at least one')
     // another first volume is another boot disk: only when said (bb52: a detach and an
     // attach left a data volume first, and the VM failed to boot from it)
     const path = (id: string | undefined): string => id == null ? 'none' : lookup.find(id)?.path ?? id
     const said = typeof b.bootVolume === 'string' ? lookup.find(b.bootVolume)?.id : undefined
-    if (bootsFromVolume && spec.volumes[0] !== old.volumes[0] && said !== spec.volumes[0]) {
+    if (keepsVolumeBoot && spec.volumes[0] !== old.volumes[0] && said !== spec.volumes[0]) {
       throw invalid('bootVolume', `this VM boots from its first volume, ${path(old.volumes[0])}: this update makes ${path(spec.volumes[0])} its boot disk; if that is meant, say so (bootVolume, --boot-volume ${path(spec.volumes[0])}), else keep ${path(old.volumes[0])} first`)
     }
   }
@@ -98,7 +100,7 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
     if (typeof b.bootVolume !== 'string' || lookup?.find(b.bootVolume) == null) throw invalid('bootVolume', 'must be a volume\'s path or id')
     if (old.driver !== 'qemu') throw invalid('bootVolume', 'a process VM runs its command; it boots from no volume')
     const also = (['kernel', 'image'] as const).find(f => typeof b[f] === 'string')
-    if (also != null) throw invalid('bootVolume', `and ${also}: a VM boots from one of them, give one`)
+    if (also != null) throw invalid('bootVolume', `given with ${also}: a VM boots from a volume, a kernel or an image, one of them: give bootVolume or ${also}`)
     if (lookup.find(b.bootVolume)?.id !== (b.volumes === undefined ? old.volumes[0] : spec.volumes[0])) throw invalid('bootVolume', 'must be the first of the volumes (the one the VM boots from)')
   }
   // what it boots, checked as a whole where the update changes it (rv56: a VM made before
@@ -131,6 +133,14 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
     else throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -), or null for none (--no-anti-affinity)')
   }
   if (b.constraints !== undefined) spec.constraints = patchedMap(old.constraints, b.constraints, 'constraints')
+  // the whole new list of each (null or [] for none), checked as a create checks them
+  for (const f of ['inputs', 'outputs'] as const) {
+    if (b[f] === undefined) continue
+    const list = terminalNames(b[f] ?? [], f)
+    if (list.length > 0) spec[f] = list
+    else delete spec[f]
+  }
+  if (b.inputs !== undefined || b.outputs !== undefined) noTerminalInBoth(spec.inputs ?? [], spec.outputs ?? [])
   if (b.labels !== undefined) {
     const labels = patchedMap(old.labels, b.labels, 'labels')
     if (Object.keys(labels).length > 0) spec.labels = labels
@@ -150,6 +160,7 @@ export function fieldChanged (f: UpdateField, a: VmSpec, b: VmSpec): boolean {
     case 'antiAffinity': return a.antiAffinity !== b.antiAffinity
     case 'labels': return !same(sortedMap(a.labels), sortedMap(b.labels))
     case 'constraints': return !same(sortedMap(a.constraints), sortedMap(b.constraints))
+    case 'inputs': case 'outputs': return !same(a[f] ?? [], b[f] ?? [])
     default: return !same(a[f] ?? null, b[f] ?? null)
   }
 }
@@ -176,8 +187,25 @@ function bootOf (b: Record<string, unknown>, spec: VmSpec, old: VmSpec, toVolume
   return bootFieldsOf(merged, { driver: old.driver, memoryBytes: spec.memoryBytes, memoryGiven: typeof b.memory === 'string' ? b.memory : bytes(spec.memoryBytes), hasVolumes: spec.volumes.length > 0, constraints: spec.constraints, files: changedFile, isVolume: p => lookup?.find(p) != null })
 }
 
+/**
+ * The links of VM `vm` (made `created`) that connect a terminal `spec` no longer
+ * declares (pure; a former VM's links of the name are not its own): a terminal a link
+ * uses is taken away only once the link is (vgrid link rm), or the link would be left
+ * carrying nothing. Null when none.
+ */
+export function terminalInUse (vm: string, created: number | undefined, spec: Pick<VmSpec, 'inputs' | 'outputs'>, links: ReadonlyArray<Pick<Link, 'id' | 'from' | 'to'>>): string | null {
+  const has = (list: readonly string[] | undefined, t: string): boolean => (list ?? []).some(x => x.toLowerCase() === t.toLowerCase())
+  const own = (e: Link['from']): boolean => e.vm === vm && (e.created == null || created == null || e.created === created)
+  for (const l of links) {
+    const [end, kind] = own(l.from) && !has(spec.outputs, l.from.terminal) ? [l.from, 'output'] : own(l.to) && !has(spec.inputs, l.to.terminal) ? [l.to, 'input'] : [null, '']
+    if (end == null) continue
+    return `${kind} terminal "${end.terminal}" of VM "${vm}" is used by link ${l.id} (${l.from.vm}.${l.from.terminal} -> ${l.to.vm}.${l.to.terminal}): remove the link first (vgrid link rm ${l.id}), then the terminal`
+  }
+  return null
+}
+
 /** the flag a field is changed by (what the CLI user typed) */
-export const FLAG_OF: Record<UpdateField, string> = { cpu: 'cpu', memory: 'memory', volumes: 'volumes', restart: 'restart', labels: 'labels', constraints: 'constraints', antiAffinity: 'anti-affinity', command: 'command', user: 'user', kernel: 'kernel', initrd: 'initrd', cmdline: 'cmdline', image: 'image' }
+export const FLAG_OF: Record<UpdateField, string> = { cpu: 'cpu', memory: 'memory', volumes: 'volumes', restart: 'restart', labels: 'labels', constraints: 'constraints', antiAffinity: 'anti-affinity', inputs: 'inputs', outputs: 'outputs', command: 'command', user: 'user', kernel: 'kernel', initrd: 'initrd', cmdline: 'cmdline', image: 'image' }
 
 /**
  * What an update changed, for the VM's history: `memory 64M -> 256M; labels tier=web ->
@@ -195,6 +223,7 @@ export function changeSummary (before: VmSpec, after: VmSpec, changed: readonly 
       case 'labels': return sayLabels(x.labels ?? {}) || 'none'
       case 'constraints': return sayLabels(x.constraints) || 'none'
       case 'antiAffinity': return x.antiAffinity ?? 'none'
+      case 'inputs': case 'outputs': return (x[f] ?? []).join(', ') || 'none'
       case 'command': return x.command == null ? 'none' : short(x.command.join(' '))
       case 'user': return x.user ?? 'root'
       default: return x[f] == null ? 'none' : short(x[f])
@@ -245,5 +274,5 @@ export function runningUpdateWhy (name: string, node: string, changed: readonly 
   const then = lease.awayLeftMs != null || lease.status === 'stopping'
     ? `wait until nothing of it runs (vgrid vm wait ${name} --for stopped), then update it`
     : `stop it first (vgrid vm stop ${name} --wait), update it, then start it`
-  return `VM "${name}" ${where}: a VM's cpu, memory, volumes, constraints, anti-affinity group and what it boots or runs change only while nothing of it runs, as they decide where it runs, what is reserved for it, which disks it writes and what it boots (this update changes ${which.map(f => FLAG_OF[f]).join(' and ')}); ${then} (labels and the restart policy change at any time)`
+  return `VM "${name}" ${where}: a VM's cpu, memory, volumes, constraints, anti-affinity group and what it boots or runs change only while nothing of it runs, as they decide where it runs, what is reserved for it, which disks it writes and what it boots (this update changes ${which.map(f => FLAG_OF[f]).join(' and ')}); ${then} (labels, terminals and the restart policy change at any time)`
 }

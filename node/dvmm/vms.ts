@@ -73,6 +73,12 @@ export function terminalNames (raw: unknown, field: 'inputs' | 'outputs'): strin
   return raw as string[]
 }
 
+/** a terminal is an input or an output, not both (names compared as host names: case does not count) */
+export function noTerminalInBoth (inputs: readonly string[], outputs: readonly string[]): void {
+  const both = inputs.find(t => outputs.some(o => o.toLowerCase() === t.toLowerCase()))
+  if (both != null) throw invalid('outputs', `"${both}" is an input too: a terminal is an input or an output`)
+}
+
 /** What a create request may attach: volumes by path or id, and the VMs that use each already. */
 export interface VolumeLookup {
   /** a volume by path or id, with its snapshots' names */
@@ -158,8 +164,7 @@ export function vmDraft (raw: unknown, doc: DocView, nodes: readonly NodeView[],
   const vols = volumeIds(b.volumes, b.driver, volumes)
   const inputs = terminalNames(b.inputs, 'inputs')
   const outputs = terminalNames(b.outputs, 'outputs')
-  const both = inputs.find(t => outputs.some(o => o.toLowerCase() === t.toLowerCase()))
-  if (both != null) throw invalid('outputs', `"${both}" is an input too: a terminal is an input or an output`)
+  noTerminalInBoth(inputs, outputs)
   if (b.restart !== undefined && !(RESTART_POLICIES as readonly unknown[]).includes(b.restart)) throw invalid('restart', `must be one of ${RESTART_POLICIES.join(', ')}`)
   if (b.antiAffinity !== undefined && (typeof b.antiAffinity !== 'string' || !new RegExp(ID_PATTERN).test(b.antiAffinity))) throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -)')
   if (b.app !== undefined && b.app !== null && (typeof b.app !== 'string' || !new RegExp(ID_PATTERN).test(b.app))) throw invalid('app', 'must be an application id: a letter or digit, then up to 127 letters, digits or . _ : @ - (no spaces)')

@@ -193,7 +193,7 @@ export async function vol (argv: string[]): Promise<void> {
       // volume moved to the old path is not its disk (bb50: a restore by clone and rename
       // booted the old disk, and nothing said so)
       const users = await api.request<VolumeUsersView>('GET', `/v1/volumes/${enc(d.id)}/users`).catch(() => null)
-      for (const vm of users?.vms ?? []) out(`  VM ${vm.name} has it as a disk and keeps it under ${d.path} (a VM names its volumes by id, not path; to give it another volume: vgrid vm rm ${vm.name}, then vgrid vm create ${vm.name} ... --volume PATH)`)
+      for (const vm of users?.vms ?? []) out(`  VM ${vm.name} has it as a disk and keeps it under ${d.path} (a VM names its volumes by id, not path; to give it another volume: vgrid vm stop ${vm.name}, then vgrid vm update ${vm.name} --detach ${d.path} --attach PATH)`)
       return
     }
     case 'rm': {

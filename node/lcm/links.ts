@@ -103,7 +103,7 @@ export function checkLink (req: LinkRequest, doc: LinkDoc): Link {
       const other = kind === 'outputs' ? 'inputs' : 'outputs'
       const swapped = matchTerminal(vm[other] ?? [], e.terminal) != null
       const hint = swapped ? `; ${e.vm}.${e.terminal} is an ${what === 'output' ? 'input' : 'output'}: a link goes from an output (first) to an input (second): vgrid link create ${req.to.vm}.${req.to.terminal} ${req.from.vm}.${req.from.terminal}?` : ''
-      throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}")`})${hint}`)
+      throw new NotFoundError(`${field}: VM "${e.vm}" has no ${what} terminal "${e.terminal}" (${declared.length > 0 ? `its ${kind}: ${declared.join(', ')}` : `it has no ${kind}: a VM's terminals are declared when it is created, with vgrid vm create --${what} NAME (the API's "${kind}"), or added later with vgrid vm update ${e.vm} --${what} NAME`})${hint}`)
     }
     ends[field] = { vm: e.vm, terminal }
   }

@@ -163,7 +163,7 @@ export class NsAgent extends NsProcess {
   get name (): string { return this.opts.name }
 
   /** Starts it and waits for its API; `signal` aborts the wait (the process stays, for the caller to kill). */
-  async start (timeoutMs = 30_000, signal?: AbortSignal): Promise<void> {
+  async start (timeoutMs = 60_000, signal?: AbortSignal): Promise<void> {
     if (this.running) throw new Error(`agent ${this.name} is already running (pid ${this.pid})`)
     if (this.opts.logFile != null && this.file == null) this.file = createWriteStream(this.opts.logFile, { flags: 'a' })
     const args = ['agent', '--name', this.name, '--data-dir', this.opts.dataDir,

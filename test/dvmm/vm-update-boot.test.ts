@@ -54,6 +54,9 @@ test('vm update: the flags of what a VM boots, refused before the agent is asked
   t.regex((await cli(api, 'vm', 'update', 'x', '--user', 'nobody', '--no-user')).err, /--user sets it and --no-user runs as root: give one of them/)
   t.regex((await cli(api, 'vm', 'update', 'x', '--command', 'a', '--', 'b')).err, /give the command either with --command or after --, not both/)
   t.regex((await cli(api, 'vm', 'update', 'x', '--')).err, /nothing after --/)
+  t.regex((await cli(api, 'vm', 'update', 'x', '--boot-volume', '/v', '--kernel', '/k')).err, /--boot-volume and --kernel: a VM boots from a volume, a kernel or an image, one of them: give one/)
+  // create's rule: a process VM's command or a qemu VM's kernel, not both
+  t.regex((await cli(api, 'vm', 'update', 'x', '--image', '/i', '--', 'b')).err, /a command runs a process VM, --image is for a qemu VM: give one or the other/)
   // the agent's word on a request that goes
   t.is((await cli(api, 'vm', 'create', 'p', '--cpu', '1', '--memory', '64M', '--stopped', '--', 'fake:run')).code, 0)
   t.regex((await cli(api, 'vm', 'update', 'p', '--kernel', '/k')).err, /kernel: a process VM runs its command; kernel is for a qemu VM/)

@@ -165,3 +165,55 @@ test('two updates of one VM through two nodes at once: one kept and answered 200
     else t.like(r!.json(), { error: { code: 'changed_meanwhile' } })
   }
 })
+
+test('vm update of a VM whose node stopped for a restart (left, not dead): labels are taken, a size is refused 409 while its run may go on, never a 500 (bb53)', async t => {
+  const g = await startDvmmGrid({ n: 3, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100 } })
+  t.teardown(g.stop)
+  const apis = await Promise.all(g.nodes.map(async n => await serveDvmmRoutes(t, n.dvmm)))
+  t.is((await cli(apis[0]!, 'vm', 'create', 'web', '--cpu', '1', '--memory', '64M', '--', 'fake:run')).code, 0)
+  await until(() => g.nodes[0]!.agent.state.read().get('leases', 'web')?.value.status === 'running', 20_000, 'web running')
+  const h = g.nodes.findIndex(n => n.agent.id === g.nodes[0]!.agent.state.read().get('leases', 'web')?.value.holder)
+  const holder = g.nodes[h]!
+  const asked = g.nodes[(h + 1) % 3]!
+  const api = apis[(h + 1) % 3]!
+  // its holder stops for a restart (SIGTERM): left, its VM and lease stay for the next run
+  await holder.dvmm.stop({ graceful: true, leave: false })
+  await holder.agent.stop({ graceful: true, leave: false })
+  await until(() => asked.agent.membership.members.get(holder.agent.id)?.state === 'left', 20_000, 'the holder seen as left')
+  const labelled = await cli(api, 'vm', 'update', 'web', '--label', 'z=1')
+  t.is(labelled.code, 0, labelled.err)
+  t.is(asked.agent.state.read().get('vms', 'web')?.value.spec.labels?.z, '1')
+  const sized = await cli(api, 'vm', 'update', 'web', '--memory', '128M', '--json')
+  t.is(sized.code, 1, sized.err)
+  t.is(JSON.parse(sized.out).error.code, 'vm_running', sized.out)
+  t.regex(sized.err, /may still run on a\d, which is out of sight/)
+})
+
+test('vm update --input/--output/--rm-input/--rm-output: a running VM gets and gives up terminals without a restart; one a link uses goes only with the link', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 100, tickMs: 100 } })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  const started = recordStarts(g)
+  t.is((await cli(api, 'vm', 'create', 'web', '--cpu', '1', '--memory', '64M', '--output', 'db', '--wait', '--', 'fake:run')).code, 0)
+  const up = await cli(api, 'vm', 'update', 'web', '--output', 'cache', '--input', 'http')
+  t.is(up.code, 0, up.err)
+  t.regex(up.out, /^web: updated inputs, outputs$/m)
+  const spec = (): Record<string, unknown> | undefined => g.nodes[0]!.agent.state.read().get('vms', 'web')?.value.spec
+  t.like(spec(), { inputs: ['http'], outputs: ['db', 'cache'] })
+  t.is(started.filter(s => s.id === 'web').length, 1, 'not restarted')
+  t.regex((await cli(api, 'vm', 'show', 'web')).out, /updated on a0 \(epoch 1\): inputs none -> http; outputs db -> db, cache$/m)
+  // a link from its output db: that terminal goes only with the link
+  const created = g.nodes[0]!.agent.state.read().get('vms', 'web')!.value.created
+  await g.nodes[0]!.agent.state.write(w => { w.put('connections', { id: 'link-t', app: null, from: { vm: 'web', terminal: 'db', created }, to: { vm: 'pg', terminal: 'sql' }, protocol: 'tcp', port: 5432 }) })
+  const inUse = await cli(api, 'vm', 'update', 'web', '--rm-output', 'db', '--json')
+  t.is(inUse.code, 1)
+  t.is(JSON.parse(inUse.out).error.code, 'terminal_in_use')
+  t.regex(inUse.err, /output terminal "db" of VM "web" is used by link link-t \(web\.db -> pg\.sql\): remove the link first \(vgrid link rm link-t\), then the terminal/)
+  t.like(spec(), { outputs: ['db', 'cache'] }, 'nothing of it written')
+  const gone = await cli(api, 'vm', 'update', 'web', '--rm-output', 'cache', '--rm-input', 'http')
+  t.is(gone.code, 0, gone.err)
+  t.like(spec(), { outputs: ['db'] })
+  t.false('inputs' in (spec() ?? {}))
+  t.regex((await cli(api, 'vm', 'update', 'web', '--rm-input', 'http')).err, /VM web has no input terminal http \(it has no inputs\)/)
+  t.regex((await cli(api, 'vm', 'update', 'web', '--input', 'db')).err, /"db" is an input too: a terminal is an input or an output/)
+})

@@ -5,7 +5,7 @@
 import test from 'ava'
 import { bootVolumeProblem } from '../../node/dvmm/vm-disks.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
-import { bootFlagsProblem } from '../../node/dvmm/cli.ts'
+import { bootFlagsProblem } from '../../node/dvmm/command-flags.ts'
 import { toApiError } from '../../node/api/errors.ts'
 import type { DocView } from '../../node/dvmm/view.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'

@@ -5,7 +5,7 @@
 // boots, which `vm show` compares with the spec.
 import test from 'ava'
 import { changeSummary, runsForUpdate, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
-import { bootDigest, type FileCheck } from '../../node/dvmm/boot-fields.ts'
+import { bootDigest, bootLine, type FileCheck } from '../../node/dvmm/boot-fields.ts'
 import type { Vm } from '../../crdt/index.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError } from '../../node/errors.ts'
@@ -51,7 +51,7 @@ test('one kind of boot replaces another: an image a kernel (with its initrd and 
   const toVolume = vmUpdateOf({ bootVolume: '/os/root' }, v, NODES, lookup, here)
   t.deepEqual(toVolume.changed, ['kernel', 'initrd', 'cmdline'])
   t.deepEqual(toVolume.spec.volumes, ['vol-r'])
-  refused(t, { bootVolume: '/os/root', kernel: '/k/vmlinux-2' }, v, 'bootVolume', /and kernel: a VM boots from one of them, give one/)
+  refused(t, { bootVolume: '/os/root', kernel: '/k/vmlinux-2' }, v, 'bootVolume', /^bootVolume: given with kernel: a VM boots from a volume, a kernel or an image, one of them: give bootVolume or kernel$/)
   // and back: a kernel given to a VM that boots from its volume keeps the volume as a disk
   const back = vmUpdateOf({ kernel: '/k/vmlinux' }, { spec: toVolume.spec }, NODES, lookup, here)
   t.deepEqual(back.changed, ['kernel'])
@@ -112,4 +112,13 @@ test('what it boots waits until nothing of the VM runs, is said in its history, 
   t.not(bootDigest(before), bootDigest(after))
   t.not(bootDigest(processVm().spec), bootDigest(processVm({ user: 'nobody' }).spec))
   t.is(bootDigest(before), bootDigest({ ...before, labels: { a: 'b' }, cpu: 3, memoryBytes: 1 } as typeof before))
+})
+
+test('bootLine: what a VM runs or boots, in the one line vm show gives it (bb53: only the JSON had it)', t => {
+  t.is(bootLine(processVm().spec), 'runs /bin/sleep 60')
+  t.is(bootLine(processVm({ command: ['/bin/sh', '-c', 'echo "v3" $(id -u)', ''] }).spec), 'runs /bin/sh -c "echo \\"v3\\" $(id -u)" ""', 'an argument with spaces or quotes quoted, an empty one shown')
+  t.is(bootLine(kernelVm().spec), 'boots kernel /k/vmlinux, initrd /k/initrd, command line "console=ttyS0"')
+  t.is(bootLine(kernelVm({ initrd: undefined, cmdline: undefined }).spec), 'boots kernel /k/vmlinux')
+  t.is(bootLine(kernelVm({ kernel: undefined, initrd: undefined, cmdline: undefined, image: '/img/disk.qcow2' }).spec), 'boots image /img/disk.qcow2')
+  t.is(bootLine(kernelVm({ kernel: undefined, initrd: undefined, cmdline: undefined, volumes: ['vol-r'] }).spec, '/os/root'), 'boots from its first volume, /os/root')
 })

@@ -61,7 +61,7 @@ test('POST /v1/links: bad input gets a 4xx naming what is wrong; a good link is 
     [{ ...good, from: 'ghost.db' }, 404, /no VM "ghost"/],
     [{ ...good, to: 'db.nope' }, 404, /no input terminal "nope" \(its inputs: in\)/],
     [{ ...good, from: 'web.in' }, 404, /VM "web" has no output terminal "in"/],
-    [{ ...good, to: 'bare.in' }, 404, /VM "bare" has no input terminal "in" \(it has no inputs: a VM's terminals are declared when it is created, with vgrid vm create --input NAME \(the API's "inputs"\)\)$/],
+    [{ ...good, to: 'bare.in' }, 404, /VM "bare" has no input terminal "in" \(it has no inputs: a VM's terminals are declared when it is created, with vgrid vm create --input NAME \(the API's "inputs"\), or added later with vgrid vm update bare --input NAME\)$/],
     [{ ...good, from: 'db.in', to: 'web.db' }, 404, /no output terminal "in"/],
     [{ ...good, protocol: 'any' }, 400, /protocol: "any" is not tcp or udp/],
     [{ ...good, port: undefined }, 400, /port/],

@@ -197,6 +197,8 @@ export interface VmRecord {
   nodeNetns?: string
   stopRequested?: boolean
   killRequested?: boolean
+  /** where this run's output begins in the console log (the earlier run's end comes before it); absent in records of earlier releases */
+  consoleStart?: number
   exit?: VmExit
   error?: string
   detail?: Record<string, string>

@@ -206,7 +206,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     const dir = this.runs.create(spec.id)
     if (before.length > 0) writeFileSync(this.runs.console(spec.id), before)
     const runStart = before.length
-    const rec: VmRecord = { version: 1, id: spec.id, driver: this.name, spec, state: 'starting', cgroups: [], cgroupVersion: this.cgroups.version, nodeNetns: this.init.nodeNetns }
+    const rec: VmRecord = { version: 1, id: spec.id, driver: this.name, spec, state: 'starting', cgroups: [], cgroupVersion: this.cgroups.version, nodeNetns: this.init.nodeNetns, consoleStart: runStart }
     this.recs.set(spec.id, rec)
     this.save(rec)
     this.emit('state', { id: rec.id, state: 'starting', at: this.components.clock.now() })
@@ -396,7 +396,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       try { process.kill(-rec.pid, 'SIGKILL') } catch {}
     }
     killGroups(rec.cgroups)
-    this.endGuard(rec.id)
+    // its guard is ended by the clean-up, once the VM is gone: until then it may still be needed
     for (let i = 0; i < 200 && this.alive(rec); i++) await sleep(10)
   }
 
@@ -463,16 +463,12 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   private guardCheck (rec: VmRecord): void {
     if (rec.pid === undefined || !this.alive(rec)) return
     const dir = this.runs.dir(rec.id)
-    let pid = 0
-    try { pid = Number(readFileSync(join(dir, 'guard'), 'utf8').trim()) } catch {
-      // none yet (it writes the file as it starts), or never one: a VM started by an
-      // earlier release, or while its watchdog had no FIFO; given one after a while
-      if (rec.startedAt == null || this.components.clock.now() - rec.startedAt < GUARD_LATE_MS) return
-    }
-    if (!Number.isSafeInteger(pid) || pid < 0) return
-    let cmd = ''
-    try { if (pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
-    if (cmd.includes('vgrid-guard')) return
+    const named = guardNamed(dir)
+    // none yet (it writes the file as it starts), or never one: a VM started by an
+    // earlier release, or while its watchdog had no FIFO; given one after a while
+    if (named === undefined && (rec.startedAt == null || this.components.clock.now() - rec.startedAt < GUARD_LATE_MS)) return
+    if (named?.live === true) return
+    const pid = named?.pid ?? 0
     const paths = watchdogPaths(this.init.dataDir)
     let fifo = false
     try { fifo = statSync(paths.alive).isFIFO() } catch {}
@@ -501,15 +497,19 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     }
   }
 
+  /**
+   * Why a run that exited with status 0, unasked, was a crash all the same (undefined: a
+   * clean exit); a driver whose VMs can end so says (qemu: a guest whose kernel panicked)
+   */
+  protected cleanExitCrash (_rec: VmRecord): string | undefined {
+    return undefined
+  }
+
   /** Ends the guard a VM's run dir names, where that pid is still a guard (its end, a start anew, a kill). */
   private endGuard (id: string): void {
-    const file = join(this.runs.dir(id), 'guard')
-    let pid = 0
-    try { pid = Number(readFileSync(file, 'utf8').trim()) } catch { return }
-    let cmd = ''
-    try { if (Number.isSafeInteger(pid) && pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
+    const named = guardNamed(this.runs.dir(id))
     // the file stays (the next run's guard writes its own): a full data disk must not gain room here
-    if (cmd.includes('vgrid-guard')) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    if (named?.live === true) { try { process.kill(named.pid, 'SIGKILL') } catch {} }
   }
 
   /**
@@ -542,7 +542,9 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       // the watchdog (a separate process) marks the VMs it killed
       let watchdogAt: string | undefined
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
-      const exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
+      let exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
+      const crash = exit.reason === 'exited' ? this.cleanExitCrash(rec) : undefined
+      if (crash !== undefined) exit = { ...exit, reason: 'crashed' }
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
       const byGuard = watchdogAt !== undefined && /\bguard\b/.test(watchdogAt)
       const stalled = byGuard && /\bstalled\b/.test(watchdogAt ?? '')
@@ -551,7 +553,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       rec.exit = watchdogAt !== undefined ? { ...run, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now(), ...(byGuard ? { watchdogKillBy: 'guard' as const } : {}), ...(stalled ? { guardSawStall: true as const } : {}) } : run
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
-      if (failed) rec.error = exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
+      if (failed) rec.error = crash !== undefined ? crash : exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
       this.setState(rec, failed ? 'failed' : 'stopped')
       this.emit('exit', { id: rec.id, ...rec.exit })
     } finally {
@@ -677,4 +679,17 @@ export function watchdogMs (text: string): number | undefined {
   const t = text.trim().replace(/ guard( stalled)?$/, '')
   const ms = /^\d{1,15}$/.test(t) ? Number(t) : NaN
   return Number.isFinite(ms) && ms > 0 ? ms : undefined
+}
+
+/**
+ * The guard a VM's run dir names in its `guard` file (undefined: no file) and whether
+ * that pid is still a guard (a pid since reused by another process is not)
+ */
+function guardNamed (dir: string): { pid: number, live: boolean } | undefined {
+  let text: string
+  try { text = readFileSync(join(dir, 'guard'), 'utf8').trim() } catch { return undefined }
+  const pid = /^[0-9]+$/.test(text) ? Number(text) : 0
+  let cmd = ''
+  try { if (Number.isSafeInteger(pid) && pid > 0) cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8') } catch {}
+  return { pid, live: cmd.includes('vgrid-guard') }
 }

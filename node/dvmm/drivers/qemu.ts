@@ -11,7 +11,7 @@ import { probeAccel } from '../host/accel.ts'
 import { probeSandbox, SANDBOX } from '../host/sandbox-probe.ts'
 import type { Limits } from '../host/cgroups.ts'
 import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
-import { sleep, type VmRecord } from './common.ts'
+import { sleep, tailFile, type VmRecord } from './common.ts'
 import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, GUEST_PAUSED, GUEST_STUCK, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
@@ -90,6 +90,14 @@ export function kernelCmdline (cmdline: string | undefined, extra: readonly stri
   const own = cmdline?.trim() ?? ''
   return [...(/(^|\s)console=/.test(own) ? [] : ['console=ttyS0']), ...(own === '' ? [] : [own]), ...extra].join(' ')
 }
+
+/**
+ * Whether a guest's console output shows its kernel panicked (pure): with `panic=N` it
+ * resets, and QEMU, run with -no-reboot, exits with status 0 as on a power-off, which
+ * read as a clean exit (bb53: a guest that could not mount its root "exited cleanly",
+ * and under --restart on-failure would be left stopped as done)
+ */
+export const kernelPanicked = (console: string): boolean => /Kernel panic - not syncing/.test(console)
 
 export class QemuDriver extends HostDriver {
   readonly name = 'qemu' as const
@@ -229,6 +237,12 @@ export class QemuDriver extends HostDriver {
   protected async requestStop (rec: VmRecord): Promise<void> {
     const q = await Qmp.open(join(this.runs.dir(rec.id), 'qmp.sock'))
     try { await q.execute('system_powerdown') } finally { q.close() }
+  }
+
+  protected override cleanExitCrash (rec: VmRecord): string | undefined {
+    if (rec.consoleStart === undefined) return undefined
+    // what the guest printed stays out of the reason, which every local user reads (bb48)
+    return kernelPanicked(tailFile(this.runs.console(rec.id), 64 * 1024, rec.consoleStart)) ? `its guest's kernel panicked (vgrid vm console ${rec.id} shows why)` : undefined
   }
 
   protected override extraDetail (rec: VmRecord): Record<string, string> {

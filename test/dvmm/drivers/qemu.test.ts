@@ -95,6 +95,20 @@ maybe('qemu driver: terminal names told while the guest runs reach its /etc/host
   t.true(out.indexOf('terminals now db=100.64.0.9,cache=100.64.0.10') < out.indexOf('terminals now none'), out.slice(-400))
 })
 
+maybe('qemu driver: a guest whose kernel panics is a crash, not a clean exit, though QEMU (-no-reboot) ends with status 0 (bb53)', async t => {
+  const d = await create()
+  const id = `panic-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  // no initramfs in it: the kernel finds no root to mount and panics; panic=-1 resets the guest
+  const junk = join(dataDir, 'junk-initrd')
+  writeFileSync(junk, 'not an initramfs\n'.repeat(256))
+  await d.start({ ...guest(id), boot: { kind: 'kernel', kernel: image!.kernel, initrd: junk, cmdline: image!.cmdline } })
+  const ended = await waitFor('the guest ended', async () => { const i = await d.inspect(id); return i?.state === 'failed' || i?.state === 'stopped' ? i : undefined }, 90_000, 100)
+  t.true((await d.consoleTail(id)).includes('Kernel panic - not syncing'))
+  t.like(ended, { state: 'failed', exit: { reason: 'crashed', code: 0 } })
+  t.is(ended.error, `its guest's kernel panicked (vgrid vm console ${id} shows why)`)
+})
+
 for (const [errno, said] of [['28', 'found no space left \\(ENOSPC\\)'], ['5', 'failed a request']] as const) {
 maybe(`qemu driver: a guest QEMU paused after its volume failed a write (errno ${errno}) is said to be paused, told to go on, and runs again once the disk takes the write`, async t => {
   const d = await create()
