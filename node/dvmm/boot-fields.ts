@@ -143,7 +143,6 @@ function commandOf (raw: unknown): string[] | undefined {
   return args
 }
 
-/** what a VM boots, as the lease of its run records it (`boot`): a short digest of its boot fields */
 /** a qemu VM with neither kernel nor image boots from its first volume (run-steps.ts driverSpec) */
 export const bootsFromVolume = (spec: Pick<VmSpec, 'driver' | 'command' | 'kernel' | 'image' | 'volumes'>): boolean =>
   spec.driver === 'qemu' && (spec.command ?? []).length === 0 && spec.kernel == null && spec.image == null && spec.volumes.length > 0
@@ -154,12 +153,17 @@ export const bootsFromVolume = (spec: Pick<VmSpec, 'driver' | 'command' | 'kerne
  * first volume, the one it boots from when it has neither kernel nor image.
  */
 export function bootLine (spec: Pick<VmSpec, 'driver' | 'volumes' | typeof BOOT_FIELDS[number]>, firstDisk?: string): string {
-  if (spec.driver === 'process') return `runs ${spec.command == null ? '-' : spec.command.map(a => a === '' || /[\s"'\\]/.test(a) ? JSON.stringify(a) : a).join(' ')}`
+  if (spec.driver === 'process') {
+    const line = spec.command == null ? '-' : spec.command.map(a => a === '' || /[\s"'\\]/.test(a) ? JSON.stringify(a) : a).join(' ')
+    // a command may be 256 arguments of 4 KiB: its whole in vm show --json
+    return `runs ${line.length > 200 ? `${line.slice(0, 197)}...` : line}`
+  }
   if (spec.kernel != null) return `boots kernel ${spec.kernel}${spec.initrd != null ? `, initrd ${spec.initrd}` : ''}${spec.cmdline != null ? `, command line ${JSON.stringify(spec.cmdline)}` : ''}`
   if (spec.image != null) return `boots image ${spec.image}`
   return bootsFromVolume(spec) ? `boots from its first volume, ${firstDisk ?? spec.volumes[0]}` : 'boots nothing (no kernel, image or volume)'
 }
 
+/** what a VM boots, as the lease of its run records it (`boot`): a short digest of its boot fields */
 export function bootDigest (spec: BootFields): string {
   // 96 bits: telling two boots of one VM apart, not a security check
   return createHash('sha256').update(JSON.stringify(BOOT_FIELDS.map(f => spec[f] ?? null))).digest('base64url').slice(0, 16)

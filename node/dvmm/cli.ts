@@ -18,7 +18,7 @@ import { waitForVm, waitTimeoutMs, WAIT_FORS, type WaitFor } from './vm-wait.ts'
 import { VM_STATES, vmFilterQuery } from './vm-filter.ts'
 import { pairs, update, UPDATE_USAGE } from './update-cli.ts'
 import { bootDigest, bootLine } from './boot-fields.ts'
-import { bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
+import { asFlags, bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
 
 const CREATE_USAGE = 'vgrid vm create NAME --cpu N --memory SIZE [--driver process|qemu (default: process with a command, else qemu)] (--command "CMD ARG..." | -- CMD ARG... [--user USER] | --kernel PATH [--initrd PATH] [--cmdline TEXT] | --image PATH | --volume PATH: boots from it) [--volume PATH]... [--restart always|on-failure|never (default always)] [--constraint KEY=VALUE (node labels it needs)]... [--label KEY=VALUE (its own)]... [--anti-affinity GROUP] [--input TERMINAL]... [--output TERMINAL]... [--app APP (the application it belongs to)] [--stopped (made, not started)] [--wait [--timeout DURATION] (until it runs)] [--json] [--api HOST:PORT]'
 const LS_USAGE = 'vgrid vm ls [--state STATE] [--node NODE] [--app APP] [--label KEY=VALUE]... [--json] [--api HOST:PORT]'
@@ -29,8 +29,8 @@ const VM_USAGE = `usage: ${CREATE_USAGE}
        ${UPDATE_USAGE}
        vgrid vm start|stop|rm VM [--wait [--timeout DURATION]] [--json]
        ${WAIT_USAGE}
-       vgrid vm console VM
-SIZE is bytes or a number with K, M, G or T (KB/KiB, MB/MiB... alike: units of 1024)`
+       vgrid vm console VM [--follow|-f] [--json]
+SIZE is bytes or a number with K, M, G, T or P (KB/KiB, MB/MiB... alike: units of 1024)`
 export const NODE_USAGE = 'vgrid node drain NODE [--force] [--wait [--timeout DURATION (default 5m; 90s, 10m, or seconds)]] [--json] [--api HOST:PORT]\n       vgrid node forget NODE [--force (also when writes only it may hold are given up)] [--without-majority (from a node that sees no majority: only when the members out of sight are gone for good)] [--json] [--api HOST:PORT]\n       vgrid node undrain NODE [--json] [--api HOST:PORT]'
 
 const out = (s: string): void => { process.stdout.write(s + '\n') }
@@ -168,17 +168,6 @@ function stateLines (d: { name: string, state: string, reason?: string | null })
   more.forEach((l, i) => { say(`    ${l.trim()}${i === more.length - 1 ? ')' : ''}`) })
 }
 
-/** an API error naming a volume by its place in the request (`volumes[1]: ...`) said as the flag the user gave (bb38) */
-export function asFlags (err: unknown, volumes: readonly string[] | undefined): unknown {
-  if (!(err instanceof CliError)) return err
-  const m = /^volumes\[(\d+)\]: /.exec(err.message)
-  const given = m == null ? undefined : volumes?.[Number(m[1])]
-  if (given == null) return err
-  const said = (text: string): string => `--volume ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
-  // the detail (what --json prints) without the code the text form appends (rv42)
-  return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
-}
-
 async function ls (argv: string[]): Promise<void> {
   // the states, said (bb49: `unknown` and `paused` were in no help)
   const { values: v } = parse(argv, { api: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, node: { type: 'string' }, app: { type: 'string' }, label: { type: 'string', multiple: true } }, `${LS_USAGE}\n  STATE: pending (no place yet, why in REASON), starting, running, stopping, stopped (by request, or its command ended cleanly), failed (a failed start, the crash rule: 3 in 24 h, or a crash under --restart never), paused (its guest held after a disk error), unknown (its node is out of this node's sight)`)
@@ -244,13 +233,14 @@ async function show (argv: string[]): Promise<void> {
   ]
   if (made.length > 0) say(`  ${made.join('; ')}`)
   const disks = d.disks ?? d.spec.volumes.map(id => ({ id, path: id }))
-  say(`  ${bootLine(d.spec, disks[0]?.path ?? undefined)}`)
+  say(`  ${bootLine(d.spec, disks[0] == null ? undefined : disks[0].path ?? `${disks[0].id} (removed)`)}`)
   // no PID namespace of its own: a VM's PID 1 would ignore the stop's SIGTERM
   if (d.spec.user != null) say(`  runs as user ${d.spec.user}, without capabilities; other VMs and processes of ${d.spec.user} on its node can signal it (give each VM a user of its own)`)
   else if (d.spec.driver === 'process') say('  runs as root, with every capability and the node\'s files in reach (--user runs it as another user, confined)')
   // by path, as users name them (an agent of an earlier release sends ids only)
   if (disks.length > 0) say(`  volumes ${disks.map(x => x.path == null ? `${x.id} (removed)` : `${x.path}${x.state != null && x.state !== 'healthy' ? ` (${x.state})` : ''}`).join(', ')}`)
-  if (d.spec.inputs != null || d.spec.outputs != null) say(`  terminals: inputs ${d.spec.inputs?.join(', ') ?? '-'}; outputs ${d.spec.outputs?.join(', ') ?? '-'}`)
+  const terms = (l: string[] | undefined): string => l == null || l.length === 0 ? '-' : l.join(', ')
+  if ((d.spec.inputs?.length ?? 0) + (d.spec.outputs?.length ?? 0) > 0) say(`  terminals: inputs ${terms(d.spec.inputs)}; outputs ${terms(d.spec.outputs)}`)
   if (links != null && links.length > 0) {
     say('  links:')
     for (const l of links) say(`    ${linkLine(l)}`)

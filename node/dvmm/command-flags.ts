@@ -38,3 +38,14 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
   if (!f.kernel && loose.length > 0) return `${loose.join(' and ')} ${loose.length === 1 ? 'goes' : 'go'} with --kernel (direct boot), and none is given${f.image ? ': an --image boots through its own boot loader' : ''}`
   return undefined
 }
+
+/** an API error naming a volume by its place in the request (`volumes[1]: ...`) said as the flag the user gave (bb38; vm update's --attach, bb53) */
+export function asFlags (err: unknown, volumes: readonly string[] | undefined, flag = '--volume'): unknown {
+  if (!(err instanceof CliError)) return err
+  const m = /^volumes\[(\d+)\]: /.exec(err.message)
+  const given = m == null ? undefined : volumes?.[Number(m[1])]
+  if (given == null) return err
+  const said = (text: string): string => `${flag} ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
+  // the detail (what --json prints) without the code the text form appends (rv42)
+  return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
+}

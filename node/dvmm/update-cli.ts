@@ -4,7 +4,7 @@ import { ApiClient, CliError } from '../cli/client.ts'
 import { parseCpu } from '../resources.ts'
 import type { VmDetail } from './vms.ts'
 import { escapeControls } from './control-chars.ts'
-import { bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
+import { asFlags, bootFlagsProblem, commandOf, splitAtDashes } from './command-flags.ts'
 
 export const UPDATE_USAGE = 'vgrid vm update VM [--cpu N] [--memory SIZE] [--attach VOLUME]... [--detach VOLUME]... [--boot-volume VOLUME (the first: it boots from it)] [--constraint KEY=VALUE]... [--rm-constraint KEY]... [--anti-affinity GROUP | --no-anti-affinity] [--input NAME]... [--rm-input NAME]... [--output NAME]... [--rm-output NAME]... [--kernel PATH] [--initrd PATH | --no-initrd] [--cmdline TEXT | --no-cmdline] [--image PATH] [--command "CMD ARG..." | -- CMD ARG...] [--user USER | --no-user] (the size, volumes, constraints, group and boot only while nothing of it runs) [--restart always|on-failure|never (from its next exit)] [--label KEY=VALUE]... [--rm-label KEY]... [--json] [--api HOST:PORT]'
 
@@ -44,6 +44,16 @@ export function terminalList (name: string, has: readonly string[], add: readonl
   if (missing != null) throw new CliError(`VM ${name} has no ${flag} terminal ${missing}${has.length > 0 ? ` (its ${flag}s: ${has.join(', ')})` : ` (it has no ${flag}s)`}`, 1)
   const kept = has.filter(x => !rm.some(is(x)))
   return [...kept, ...add.filter(a => !kept.some(is(a)))]
+}
+
+/** an API error naming a terminal by its place in the list sent (`inputs[2]: ...`) said as the flag it came from */
+function terminalFlags (err: unknown, body: Record<string, unknown>): unknown {
+  if (!(err instanceof CliError)) return err
+  const m = /^(inputs|outputs)\[(\d+)\]: /.exec(err.message)
+  const given = m == null ? undefined : (body[m[1]!] as string[] | undefined)?.[Number(m[2])]
+  if (given == null) return err
+  const said = (text: string): string => `--${m![1]!.slice(0, -1)} ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
+  return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
 }
 
 type Disk = VmDetail['disks'][number]
@@ -137,14 +147,28 @@ export async function update (args: string[], print: { say: (s: string) => void,
   const at = `/v1/vms/${encodeURIComponent(positionals[0])}`
   // lists are sent whole, made from the ones it has
   const cur = volumes || terminals.length > 0 ? await api.get<VmDetail>(at) : undefined
-  if (cur != null) for (const k of terminals) body[`${k}s`] = terminalList(cur.name, cur.spec[`${k}s`] ?? [], list(k), list(`rm-${k}`), k)
+  for (const k of terminals) {
+    if (cur == null) break
+    const has = cur.spec[`${k}s`] ?? []
+    body[`${k}s`] = terminalList(cur.name, has, list(k), list(`rm-${k}`), k)
+    // what the list was made from: one changed meanwhile is a 409, not undone
+    body[`${k}sWere`] = has
+  }
+  // a terminal is an input or an output: said in the flags' words
+  const inputs = (body.inputs ?? cur?.spec.inputs ?? []) as string[]
+  const outputs = (body.outputs ?? cur?.spec.outputs ?? []) as string[]
+  const both = inputs.find(t => outputs.some(o => o.toLowerCase() === t.toLowerCase()))
+  if (both != null && cur != null) {
+    const isOutput = (cur.spec.outputs ?? []).some(o => o.toLowerCase() === both.toLowerCase())
+    throw new CliError(isOutput ? `--input ${both}: VM ${cur.name} has output ${both} (a terminal is an input or an output): --rm-output ${both} with it` : `--output ${both}: VM ${cur.name} has input ${both} (a terminal is an input or an output): --rm-input ${both} with it`, 2)
+  }
   if (volumes && cur != null) {
     body.volumes = volumeList(cur.name, cur.disks, attach, detach, boot)
     // what the list was made from: one changed through another node meanwhile is a 409, not undone
     body.volumesWere = cur.disks.map(x => x.id)
     if (boot != null) body.bootVolume = boot
   }
-  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body)
+  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body).catch((err: unknown) => { throw terminalFlags(asFlags(err, body.volumes as string[] | undefined, '--attach'), body) })
   if (v.json === true) return print.json(d)
   print.say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.map(f => FLAGS[f] ?? f).join(', ')}`)
   print.stateLines(d)

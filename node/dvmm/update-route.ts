@@ -65,6 +65,11 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       const again = vmUpdateOf(body, now, d.nodesOf(w.reader, doc), lookupFor(w.reader, vm.id))
       // the list of volumes the client made its --attach/--detach from: another update's meanwhile is not undone (rv55)
       const were = (body as { volumesWere?: unknown }).volumesWere
+      // likewise the terminals the client made its --input/--output from
+      for (const f of ['inputs', 'outputs'] as const) {
+        const had = (body as Record<string, unknown>)[`${f}Were`]
+        if (had !== undefined && JSON.stringify(had) !== JSON.stringify(now.spec[f] ?? [])) throw new ConflictError(`the ${f} of VM "${vm.name}" were changed through another node meanwhile (now ${(now.spec[f] ?? []).join(', ') || 'none'}): nothing was changed; run the update again`, 'changed_meanwhile')
+      }
       if (were !== undefined && !sameList(were, now.spec.volumes, w.reader)) throw new ConflictError(`the volumes of VM "${vm.name}" were changed through another node meanwhile (now ${now.spec.volumes.map(v => w.reader.get('volumes', v)?.value.path ?? v).join(', ') || 'none'}): nothing was changed; run the update again`, 'changed_meanwhile')
       // an agent of an earlier release runs a VM with its spec's size, whatever its lease reserved
       const placement = again.changed.filter(f => CLAIM_FIELDS.includes(f))

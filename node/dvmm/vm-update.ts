@@ -74,7 +74,7 @@ const sortedMap = (m: Readonly<Record<string, string>> | undefined): Array<[stri
 export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly NodeView[], lookup?: VolumeLookup, files: FileCheck = fileProblemHere): VmUpdate {
   if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('body', 'must be a JSON object')
   const b = raw as Record<string, unknown>
-  onlyFields(b, [...UPDATE_FIELDS, 'bootVolume', 'volumesWere'])
+  onlyFields(b, [...UPDATE_FIELDS, 'bootVolume', 'volumesWere', 'inputsWere', 'outputsWere'])
   if (Object.keys(b).length === 0) throw invalid('body', `names nothing to change: give one or more of ${UPDATE_FIELDS.join(', ')}`)
   const old = vm.spec
   const spec: VmSpec = { ...old }
@@ -133,12 +133,13 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
     else throw invalid('antiAffinity', 'must be a group name (letters, digits, . _ : @ -), or null for none (--no-anti-affinity)')
   }
   if (b.constraints !== undefined) spec.constraints = patchedMap(old.constraints, b.constraints, 'constraints')
-  // the whole new list of each (null or [] for none), checked as a create checks them
+  // the whole new list of each (null or [] for none), checked as a create checks them;
+  // one it has kept as it is spelled (links name it so: a new case would leave them
+  // carrying nothing); none is kept as [], "declares none", which an absent list is not
+  // (a VM from before terminals has those its links use)
   for (const f of ['inputs', 'outputs'] as const) {
     if (b[f] === undefined) continue
-    const list = terminalNames(b[f] ?? [], f)
-    if (list.length > 0) spec[f] = list
-    else delete spec[f]
+    spec[f] = terminalNames(b[f] ?? [], f).map(t => old[f]?.find(o => o.toLowerCase() === t.toLowerCase()) ?? t)
   }
   if (b.inputs !== undefined || b.outputs !== undefined) noTerminalInBoth(spec.inputs ?? [], spec.outputs ?? [])
   if (b.labels !== undefined) {

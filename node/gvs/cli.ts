@@ -188,6 +188,8 @@ export async function vol (argv: string[]): Promise<void> {
       const [id, to] = need(2)
       const d = await api.request<VolumeView>('PATCH', `/v1/volumes/${enc(id!)}`, { path: to })
       if (v.json === true) return json(d)
+      // moved onto the path it has: nothing changed, and none of its VMs need be told (bb53)
+      if (id === d.path) return out(`${d.path}: unchanged (it is already so)`)
       out(`${id!} -> ${d.path}`)
       // a VM names its disks by volume id: it keeps this volume under its new path, and a
       // volume moved to the old path is not its disk (bb50: a restore by clone and rename

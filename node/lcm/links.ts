@@ -290,10 +290,12 @@ export function whyNoTunnel (m: { state: string, advert: { wireguard?: unknown }
  * `process` VM gets them in /etc/hosts and its environment, a `qemu` guest on its
  * kernel command line, so appliances are configured by terminal names.
  */
-export function terminalHosts (vm: string, links: Link[], addressOf: (vm: string) => string | null): Record<string, string> {
+export function terminalHosts (vm: string, links: Link[], addressOf: (vm: string) => string | null, outputs?: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {}
   for (const l of [...links].sort((a, b) => a.id < b.id ? -1 : 1)) {
     if (l.from.vm !== vm) continue
+    // an output the VM no longer declares (vm update) names nothing: its link carries nothing (rules.ts)
+    if (outputs != null && !outputs.includes(l.from.terminal)) continue
     const a = addressOf(l.to.vm)
     if (a != null) out[l.from.terminal] = a
   }

@@ -105,7 +105,7 @@ export class LocalVmNet {
     for (const v of addr.vms) {
       if (v.node !== this.node || vms.interfaceOf(v.vm) == null) continue
       here.add(v.vm)
-      const names = terminalHosts(v.vm, links, x => byVm.get(x) ?? null)
+      const names = terminalHosts(v.vm, links, x => byVm.get(x) ?? null, v.outputs)
       const key = JSON.stringify(names)
       if (this.named.get(v.vm) === key) continue
       try {

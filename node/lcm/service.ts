@@ -416,7 +416,7 @@ export class LcmService extends EventEmitter<LcmEvents> implements Service, LcmV
     const byVm = new Map(addr.vms.map(v => [v.vm, v.address]))
     const address = byVm.get(vm)
     if (address == null) return null
-    return { address, names: terminalHosts(vm, doc.links, x => byVm.get(x) ?? null) }
+    return { address, names: terminalHosts(vm, doc.links, x => byVm.get(x) ?? null, addr.vms.find(v => v.vm === vm)?.outputs) }
   }
 
   /**

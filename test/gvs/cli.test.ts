@@ -99,6 +99,7 @@ test('vgrid vol commands', async t => {
   await cli('create', '/shop/disk', '--size', '4M')
   const diskId = replica.read().list('volumes').find(x => x.path === '/shop/disk')!.id
   replica.change(w => { w.put('vms', { id: 'dbguest', name: 'dbguest', app: null, desired: 'stopped', spec: { driver: 'process', cpu: 1, memoryBytes: 2 ** 30, volumes: [diskId], constraints: {}, command: ['x'] } }) })
+  t.is(await cli('mv', '/shop/disk', '/shop/disk'), '/shop/disk: unchanged (it is already so)\n', 'onto its own path: nothing changed (bb53)')
   t.regex(await cli('mv', '/shop/disk', '/shop/disk.old'), /^\/shop\/disk -> \/shop\/disk\.old\n {2}VM dbguest has it as a disk and keeps it under \/shop\/disk\.old \(a VM names its volumes by id, not path; to give it another volume: vgrid vm stop dbguest, then vgrid vm update dbguest --detach \/shop\/disk\.old --attach PATH\)\n?$/)
   replica.change(w => { w.remove('vms', 'dbguest') })
   t.is((await cli('mv', '/shop/disk.old', '/shop/disk')).trim(), '/shop/disk.old -> /shop/disk', 'no VM: nothing more said')

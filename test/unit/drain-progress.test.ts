@@ -2,7 +2,8 @@
 // is still on the node, where each VM that was on it went, and when the drain is done
 // (nothing on the node, nothing on its way; a VM that fits nowhere stays pending).
 import test from 'ava'
-import { asFlags, drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
+import { drainProgress, drainWait, historyLine } from '../../node/dvmm/cli.ts'
+import { asFlags } from '../../node/dvmm/command-flags.ts'
 import { awayForGood, type VolumesAnswer } from '../../node/dvmm/drain-volumes.ts'
 import type { NodeView } from '../../node/api/types.ts'
 import { CliError } from '../../node/cli/client.ts'
@@ -130,4 +131,9 @@ test.serial('drain --wait whose agent goes away says the drain stands and how to
   const err = await t.throwsAsync(drainWait(api as never, { node: 'n3', name: 'h3', vms: ['a'] }, 30_000, false)).finally(() => { process.stdout.write = write })
   t.is(err?.message, 'the agent at 127.0.0.1:7401 closed the connection without an answer (ECONNRESET) (the drain of h3 stands, in the grid\'s document; follow it with `vgrid node drain h3 --wait`, through another node if this one is down)')
   t.is((err as CliError).code, 'error')
+})
+
+test('asFlags: vm update names a volume it could not attach by --attach, not by its place in the list it sent (bb53)', t => {
+  const e = asFlags(new CliError('volumes[1]: no volume "/nope" (400 invalid)', 2, { code: 'invalid', detail: 'volumes[1]: no volume "/nope"' }), ['vol-1', '/nope'], '--attach') as CliError
+  t.is(e.message, '--attach "/nope": no volume "/nope" (400 invalid)')
 })

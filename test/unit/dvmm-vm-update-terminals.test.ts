@@ -5,6 +5,9 @@
 import test from 'ava'
 import { changeSummary, runsForUpdate, terminalInUse, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
 import { terminalList } from '../../node/dvmm/update-cli.ts'
+import { terminalHosts } from '../../node/lcm/links.ts'
+import { kernelPanicked } from '../../node/dvmm/drivers/qemu.ts'
+import { computeFlows, type VmPlace } from '../../node/lcm/rules.ts'
 import type { Vm } from '../../crdt/index.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError } from '../../node/errors.ts'
@@ -18,12 +21,16 @@ test('terminals: whole new lists, null or [] for none; one in both, twice, or no
   const u = vmUpdateOf({ inputs: ['http', 'admin'], outputs: ['db', 'cache'] }, web(), NODES)
   t.deepEqual(u.changed, ['inputs', 'outputs'])
   t.like(u.spec, { inputs: ['http', 'admin'], outputs: ['db', 'cache'] })
+  // none is kept as [], "declares none": an absent list is a VM's from before terminals,
+  // which has those its links use, and the link rules would not hold it to none (rv57)
   const none = vmUpdateOf({ outputs: null, inputs: [] }, web(), NODES)
   t.deepEqual(none.changed, ['inputs', 'outputs'])
-  t.false('inputs' in none.spec)
-  t.false('outputs' in none.spec)
+  t.like(none.spec, { inputs: [], outputs: [] })
   t.deepEqual(vmUpdateOf({ inputs: ['http'] }, web(), NODES).changed, [], 'already so')
   t.deepEqual(vmUpdateOf({ inputs: [] }, web({ inputs: undefined }), NODES).changed, [], 'none is none, absent or empty')
+  // one it has keeps its spelling: links name it so (rv57: outputs ["DB"] left a link of db carrying nothing)
+  const cased = vmUpdateOf({ outputs: ['DB', 'Cache'] }, web(), NODES)
+  t.deepEqual(cased.spec.outputs, ['db', 'Cache'])
   const bad = (body: unknown, field: string, msg: RegExp): void => {
     const err = t.throws(() => vmUpdateOf(body, web(), NODES), { instanceOf: ValidationError })
     t.is((err as ValidationError & { field: string }).field, field, String(err?.message))
@@ -65,4 +72,29 @@ test('terminalList: the CLI\'s --input/--rm-input made into the whole new list f
   const missing = t.throws(() => terminalList('web', ['db'], [], ['dbx'], 'output'), { instanceOf: CliError })
   t.is(missing?.message, 'VM web has no output terminal dbx (its outputs: db)')
   t.regex(t.throws(() => terminalList('web', [], [], ['x'], 'input'))?.message ?? '', /\(it has no inputs\)$/)
+})
+
+test('terminalHosts: an output the VM no longer declares names nothing inside it (its link carries nothing)', t => {
+  const links = [{ id: 'l1', from: { vm: 'web', terminal: 'db' }, to: { vm: 'pg', terminal: 'sql' }, protocol: 'tcp' as const, port: 5432 }]
+  const at = (vm: string): string | null => vm === 'pg' ? '100.64.0.9' : null
+  t.deepEqual(terminalHosts('web', links, at), { db: '100.64.0.9' }, 'a VM from before terminals: those its links use')
+  t.deepEqual(terminalHosts('web', links, at, ['db']), { db: '100.64.0.9' })
+  t.deepEqual(terminalHosts('web', links, at, []), {})
+})
+
+test('kernelPanicked: a guest console whose kernel panicked; one that printed the words and powered off after did not', t => {
+  t.true(kernelPanicked('[    1.2] VFS: Unable to mount root fs on unknown-block(0,0)\n[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\n[    1.3] CPU: 0 PID: 1\n'))
+  t.false(kernelPanicked('vgrid-guest: ready\nvgrid-guest: power button, shutting down\n[   9.1] reboot: Power down\n'))
+  t.false(kernelPanicked('echo Kernel panic - not syncing\n[   9.1] reboot: Power down\n'))
+  t.false(kernelPanicked(''))
+})
+
+test('a link made through another node as its output was taken away (both answered 200) carries nothing once the update merges: none declared is [], not absent (rv57)', t => {
+  const link = { id: 'l1', from: { vm: 'web', terminal: 'db' }, to: { vm: 'pg', terminal: 'sql' }, protocol: 'tcp' as const, port: 5432 }
+  const place = (outputs: string[] | undefined): VmPlace[] => [{ vm: 'web', address: '100.70.128.2', node: 'n1', ...(outputs != null ? { outputs } : {}) }, { vm: 'pg', address: '100.70.128.3', node: 'n2', inputs: ['sql'] }]
+  const removed = vmUpdateOf({ outputs: [] }, web({ outputs: ['db'] }), NODES).spec.outputs
+  t.deepEqual(removed, [])
+  const r = computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms: place(removed), links: [link] })
+  t.deepEqual(r.skipped, [{ link: 'l1', reason: 'VM web has no output terminal "db"' }])
+  t.is(computeFlows({ node: 'n1', vmPrefix: '100.70.128.0/17', vms: place(undefined), links: [link] }).flows.length, 1, 'absent: a VM from before terminals, held to nothing')
 })

@@ -45,7 +45,7 @@ test('an update changes only what it names, and says which fields changed', t =>
 test('an update request that is wrong is a 400 naming the field', t => {
   refused(t, 'x', 'body', /must be a JSON object/)
   refused(t, {}, 'body', /names nothing to change: give one or more of cpu, memory/)
-  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity, inputs, outputs, command, user, kernel, initrd, cmdline, image, bootVolume, volumesWere\)/)
+  refused(t, { name: 'other' }, 'name', /unknown field "name" \(this request takes cpu, memory, volumes, restart, labels, constraints, antiAffinity, inputs, outputs, command, user, kernel, initrd, cmdline, image, bootVolume, volumesWere, inputsWere, outputsWere\)/)
   refused(t, { driver: 'qemu' }, 'driver', /unknown field "driver"/)
   refused(t, { cpu: 0 }, 'cpu', /above 0/)
   refused(t, { cpu: '2' }, 'cpu', /must be a JSON number/)

@@ -200,6 +200,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     // why of its crash, went with the restart that followed it)
     const before = old === undefined ? Buffer.alloc(0) : earlierConsole(tailBytes(this.runs.console(spec.id), EARLIER_CONSOLE_BYTES), old, spec, this.components.clock.now())
     if (old !== undefined) {
+      // the last run's guard, named in the dir that goes now (one a check started beside it goes by its own check)
+      this.endGuard(spec.id)
       this.runs.remove(spec.id)
       this.guardsSpawned.delete(spec.id)
     }

@@ -97,7 +97,11 @@ export function kernelCmdline (cmdline: string | undefined, extra: readonly stri
  * read as a clean exit (bb53: a guest that could not mount its root "exited cleanly",
  * and under --restart on-failure would be left stopped as done)
  */
-export const kernelPanicked = (console: string): boolean => /Kernel panic - not syncing/.test(console)
+export function kernelPanicked (console: string): boolean {
+  const at = console.lastIndexOf('Kernel panic - not syncing')
+  // a guest that printed the words and then powered off ended cleanly
+  return at >= 0 && !console.includes('reboot: Power down', at)
+}
 
 export class QemuDriver extends HostDriver {
   readonly name = 'qemu' as const
