@@ -212,7 +212,7 @@ function removeEtcNetns (ns: string): void {
 }
 
 /** The names of a namespace's interfaces. */
-async function linkNames (ns: string): Promise<string[]> {
+export async function linkNames (ns: string): Promise<string[]> {
   const out = await ip(['-n', ns, '-o', 'link', 'show'], { allowFail: true })
   return out.split('\n').map(l => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((n): n is string => n != null)
 }
@@ -222,7 +222,7 @@ async function linkNames (ns: string): Promise<string[]> {
  * of the machine, and leaves it behind when it is killed: remove those of the
  * namespace's own interfaces, by name.
  */
-function removeWireguardSockets (links: string[]): void {
+export function removeWireguardSockets (links: string[]): void {
   for (const name of links) {
     try { rmSync(`/run/wireguard/${name}.sock`) } catch {}
   }

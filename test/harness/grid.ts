@@ -11,7 +11,7 @@ import type { ExecutionContext } from 'ava'
 import { Topology, type NetHost } from '../../node/netns/topology.ts'
 import { spawn } from 'node:child_process'
 import { ApiBridge, NsAgent, VGRID } from '../../node/netns/processes.ts'
-import { deleteNamespace, findStale, isAlive, nsenterPath, nsRun, type RunOptions } from '../../node/netns/netns.ts'
+import { deleteNamespace, findStale, isAlive, linkNames, nsenterPath, nsRun, removeWireguardSockets, type RunOptions } from '../../node/netns/netns.ts'
 import { generateClusterKey } from '../../protocol/cluster-key.ts'
 import { writeClusterKey } from '../../node/cluster-key-store.ts'
 import type { NodeView, StatusView } from '../../node/api/types.ts'
@@ -358,10 +358,15 @@ export class Grid implements Cleanup {
   /** Stops every agent (SIGKILL: tests do not need the goodbye) and removes everything; once. */
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
+      // an agent's wireguard-go goes with its kill (tied to it), and its interface with
+      // it, but not its control socket in /run/wireguard, which the namespace's removal
+      // finds by the interfaces left: named now, removed after
+      const tunnels = (await Promise.all(this.list.map(async h => await linkNames(h.ns).catch(() => [])))).flat().filter(n => n.startsWith('vgw'))
       await Promise.all(this.list.map(async h => { await h.agent.kill('SIGKILL'); await h.bridge.kill('SIGKILL'); h.agent.closeLog() }))
       // VMs live in namespaces and cgroups of their own, outside the hosts' namespaces
       for (const h of this.list) await reapDataDir(join(h.dir, 'data')).catch(() => {})
       await this.topo.destroy()
+      removeWireguardSockets(tunnels)
       await rm(this.dir, { recursive: true, force: true })
       offInterrupt(this)
     })()
