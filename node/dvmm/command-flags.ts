@@ -39,11 +39,14 @@ export function bootFlagsProblem (f: { kernel: boolean, initrd: boolean, cmdline
   return undefined
 }
 
-/** an API error naming a volume by its place in the request (`volumes[1]: ...`) said as the flag the user gave (bb38; vm update's --attach, bb53) */
-export function asFlags (err: unknown, volumes: readonly string[] | undefined, flag = '--volume'): unknown {
+/**
+ * An API error naming an entry of a list by its place in the request (`volumes[1]: ...`)
+ * said as the flag the user gave (bb38; vm update's --attach, --input and --output, bb53)
+ */
+export function asFlags (err: unknown, list: readonly string[] | undefined, flag = '--volume', field = 'volumes'): unknown {
   if (!(err instanceof CliError)) return err
-  const m = /^volumes\[(\d+)\]: /.exec(err.message)
-  const given = m == null ? undefined : volumes?.[Number(m[1])]
+  const m = new RegExp(`^${field}\\[(\\d+)\\]: `).exec(err.message)
+  const given = m == null ? undefined : list?.[Number(m[1])]
   if (given == null) return err
   const said = (text: string): string => `${flag} ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
   // the detail (what --json prints) without the code the text form appends (rv42)

@@ -46,16 +46,6 @@ export function terminalList (name: string, has: readonly string[], add: readonl
   return [...kept, ...add.filter(a => !kept.some(is(a)))]
 }
 
-/** an API error naming a terminal by its place in the list sent (`inputs[2]: ...`) said as the flag it came from */
-function terminalFlags (err: unknown, body: Record<string, unknown>): unknown {
-  if (!(err instanceof CliError)) return err
-  const m = /^(inputs|outputs)\[(\d+)\]: /.exec(err.message)
-  const given = m == null ? undefined : (body[m[1]!] as string[] | undefined)?.[Number(m[2])]
-  if (given == null) return err
-  const said = (text: string): string => `--${m![1]!.slice(0, -1)} ${JSON.stringify(given)}: ${text.startsWith(m![0]) ? text.slice(m![0].length) : text}`
-  return new CliError(said(err.message), err.exitCode, { code: err.code, detail: said(err.detail) })
-}
-
 type Disk = VmDetail['disks'][number]
 const names = (x: Disk, ref: string): boolean => x.id === ref || x.path === ref || x.path === `/${ref}`
 
@@ -168,7 +158,10 @@ export async function update (args: string[], print: { say: (s: string) => void,
     body.volumesWere = cur.disks.map(x => x.id)
     if (boot != null) body.bootVolume = boot
   }
-  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body).catch((err: unknown) => { throw terminalFlags(asFlags(err, body.volumes as string[] | undefined, '--attach'), body) })
+  const d = await api.request<VmDetail & { changed: string[] }>('PATCH', at, body).catch((err: unknown) => {
+    const named = (e: unknown, field: 'volumes' | 'inputs' | 'outputs', flag: string): unknown => asFlags(e, body[field] as string[] | undefined, flag, field)
+    throw named(named(named(err, 'volumes', '--attach'), 'inputs', '--input'), 'outputs', '--output')
+  })
   if (v.json === true) return print.json(d)
   print.say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.map(f => FLAGS[f] ?? f).join(', ')}`)
   print.stateLines(d)

@@ -11,6 +11,7 @@
 // (decide.ts `leaseOutdated`), and the VM is placed anew as it is now.
 import { RESTART_POLICIES, ID_PATTERN, type Lease, type Vm, type VmSpec } from '../../crdt/index.ts'
 import type { Link } from '../lcm/rules.ts'
+import { matchTerminal } from '../lcm/links.ts'
 import { idle, isParked, type NodeView } from '../../crdt/placement/index.ts'
 import { ValidationError, onlyFields } from '../errors.ts'
 import { bytes, num, sayLabels } from '../cli/format.ts'
@@ -139,7 +140,7 @@ export function vmUpdateOf (raw: unknown, vm: Pick<Vm, 'spec'>, nodes: readonly 
   // (a VM from before terminals has those its links use)
   for (const f of ['inputs', 'outputs'] as const) {
     if (b[f] === undefined) continue
-    spec[f] = terminalNames(b[f] ?? [], f).map(t => old[f]?.find(o => o.toLowerCase() === t.toLowerCase()) ?? t)
+    spec[f] = terminalNames(b[f] ?? [], f).map(t => matchTerminal(old[f] ?? [], t) ?? t)
   }
   if (b.inputs !== undefined || b.outputs !== undefined) noTerminalInBoth(spec.inputs ?? [], spec.outputs ?? [])
   if (b.labels !== undefined) {
@@ -195,7 +196,7 @@ function bootOf (b: Record<string, unknown>, spec: VmSpec, old: VmSpec, toVolume
  * carrying nothing. Null when none.
  */
 export function terminalInUse (vm: string, created: number | undefined, spec: Pick<VmSpec, 'inputs' | 'outputs'>, links: ReadonlyArray<Pick<Link, 'id' | 'from' | 'to'>>): string | null {
-  const has = (list: readonly string[] | undefined, t: string): boolean => (list ?? []).some(x => x.toLowerCase() === t.toLowerCase())
+  const has = (list: readonly string[] | undefined, t: string): boolean => matchTerminal(list ?? [], t) != null
   const own = (e: Link['from']): boolean => e.vm === vm && (e.created == null || created == null || e.created === created)
   for (const l of links) {
     const [end, kind] = own(l.from) && !has(spec.outputs, l.from.terminal) ? [l.from, 'output'] : own(l.to) && !has(spec.inputs, l.to.terminal) ? [l.to, 'input'] : [null, '']

@@ -186,7 +186,8 @@ test('vm update of a VM whose node stopped for a restart (left, not dead): label
   const sized = await cli(api, 'vm', 'update', 'web', '--memory', '128M', '--json')
   t.is(sized.code, 1, sized.err)
   t.is(JSON.parse(sized.out).error.code, 'vm_running', sized.out)
-  t.regex(sized.err, /may still run on a\d, which is out of sight/)
+  // out of sight once its leave is seen; on a loaded machine the restart grace can still hold it in sight: either way a 409
+  t.regex(sized.err, /VM "web" (may still run on a\d, which is out of sight|runs on a\d \(or is being started there\))/)
 })
 
 test('vm update --input/--output/--rm-input/--rm-output: a running VM gets and gives up terminals without a restart; one a link uses goes only with the link', async t => {
