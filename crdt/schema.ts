@@ -84,8 +84,19 @@ export const VmSchema = Type.Object({
    * A VM's id is its name: history events from before it are a former VM's of that name
    */
   created: Type.Optional(Type.Integer({ minimum: 0 })),
+  /**
+   * its latest updates (`vm update`) as history events, a lease's log's shape, at most
+   * VM_UPDATES_MAX: written in the update's own change, so each is kept as long as the
+   * update is (the copy in the lease's log, for agents of earlier releases, was lost to a
+   * claim written at the same moment, which writes the lease whole) and an update before
+   * any lease is shown. Informational, as the lease's log: any value is taken
+   */
+  updates: Type.Optional(Type.Unknown()),
   ...Stamp
 }, open)
+
+/** the updates a VM's entry keeps in its history (`updates`) */
+export const VM_UPDATES_MAX = 8
 
 /** what the holder last reported about its run of the VM */
 export const LEASE_STATUSES = ['claimed', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const

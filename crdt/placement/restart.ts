@@ -4,6 +4,8 @@
 // crash: it is restarted and counted nothing (a job that finishes and is started
 // again); a shorter one counts, so a VM that exits 0 at once is not restarted for ever,
 // and runs under QUICK_RUN_MS in a row wait longer and longer before their restart.
+// A guest's own reboot is no exit a policy judges: it is restarted under every policy,
+// counted nothing, quick reboots in a row waiting as quick clean runs do.
 
 export const CRASH_LIMIT = 3
 export const CRASH_WINDOW_MS = 24 * 3600_000
@@ -48,22 +50,35 @@ export type CrashDecision =
   /** `completed`: it exited cleanly and its policy does not restart that: it did its work, no failure */
   | { action: 'stop', crashes: number[], reason: string, completed?: true }
 
+/** the wait, and how the reason says it, before a restart after `quick` quick clean runs in a row */
+function quickRestart (quick: number): { delayMs?: number, when: string } {
+  const delayMs = quickRestartDelayMs(quick)
+  if (delayMs === 0) return { when: 'restarting' }
+  return { delayMs, when: `restarting in ${delayMs / 1000} s (${quick} runs in a row under ${QUICK_RUN_MS / 60_000} min: each doubles the wait, up to ${QUICK_RESTART_MAX_MS / 60_000} min)` }
+}
+
 /**
- * `crashes`: earlier crash times; `clean`: the VM exited with status 0; `ranMs`: how long
- * the run lasted, where known; `quickRuns`: the quick clean runs in a row before this one
+ * `crashes`: earlier crash times; `clean`: the VM exited with status 0; `rebooted`: its
+ * guest rebooted (a clean run too: restarted whatever the policy); `ranMs`: how long the
+ * run lasted, where known; `quickRuns`: the quick clean runs in a row before this one
  * (QUICK_RUN_MS)
  */
-export function onExit (crashes: readonly number[], now: number, opts: { policy?: RestartPolicy, clean?: boolean, detail?: string, ranMs?: number, quickRuns?: number } = {}): CrashDecision {
+export function onExit (crashes: readonly number[], now: number, opts: { policy?: RestartPolicy, clean?: boolean, rebooted?: boolean, detail?: string, ranMs?: number, quickRuns?: number } = {}): CrashDecision {
   const policy = opts.policy ?? 'always'
   const what = opts.detail ?? 'exited'
+  if (opts.rebooted === true) {
+    const quick = opts.ranMs != null && opts.ranMs < QUICK_RUN_MS ? (opts.quickRuns ?? 0) + 1 : 0
+    const { delayMs, when } = quickRestart(quick)
+    const after = opts.ranMs != null ? ` after ${Math.round(opts.ranMs / 1000)} s` : ''
+    return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what}${after}: ${when} (a guest's reboot is no crash, and restarts it whatever its restart policy)`, ...(delayMs != null ? { delayMs } : {}) }
+  }
   const completed = opts.clean === true ? { completed: true as const } : {}
   if (policy === 'never') return { action: 'stop', crashes: [...crashes], reason: `${what}; restart policy is never`, ...completed }
   if (opts.clean === true && policy === 'on-failure') return { action: 'stop', crashes: [...crashes], reason: `${what} cleanly; restart policy is on-failure`, ...completed }
   if (opts.clean === true && policy === 'always' && (opts.ranMs ?? 0) >= MIN_CLEAN_RUN_MS) {
     const quick = opts.ranMs! < QUICK_RUN_MS ? (opts.quickRuns ?? 0) + 1 : 0
-    const delayMs = quickRestartDelayMs(quick)
-    const when = delayMs === 0 ? 'restarting' : `restarting in ${delayMs / 1000} s (${quick} runs in a row under ${QUICK_RUN_MS / 60_000} min: each doubles the wait, up to ${QUICK_RESTART_MAX_MS / 60_000} min)`
-    return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what} cleanly after ${Math.round(opts.ranMs! / 1000)} s; restart policy is always: ${when} (a clean exit is no crash)`, ...(delayMs > 0 ? { delayMs } : {}) }
+    const { delayMs, when } = quickRestart(quick)
+    return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what} cleanly after ${Math.round(opts.ranMs! / 1000)} s; restart policy is always: ${when} (a clean exit is no crash)`, ...(delayMs != null ? { delayMs } : {}) }
   }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)
   // a clean exit this soon counts as a crash (else a VM that exits 0 at once restarts for ever): said so

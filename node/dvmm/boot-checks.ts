@@ -108,3 +108,32 @@ export function imageFormatOf (path: string): { format: 'raw' | 'qcow2' } | { pr
   } catch (err) { return { problem: `${path} cannot be read: ${(err as Error).message}` } }
   return diskImageFormat(head.subarray(0, n), path)
 }
+
+/** how an initramfs may begin: a cpio archive (newc, crc, old binary either way round: early microcode goes so, uncompressed) or one of the compressions the kernel unpacks */
+const INITRD_MAGICS: ReadonlyArray<readonly [string, readonly number[]]> = [
+  ['cpio', [0x30, 0x37, 0x30, 0x37, 0x30, 0x31]], ['cpio', [0x30, 0x37, 0x30, 0x37, 0x30, 0x32]], ['cpio', [0xc7, 0x71]], ['cpio', [0x71, 0xc7]],
+  ['gzip', [0x1f, 0x8b]], ['gzip', [0x1f, 0x9e]], ['bzip2', [0x42, 0x5a, 0x68]], ['lzma', [0x5d, 0x00, 0x00]], ['xz', [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]],
+  ['lzo', [0x89, 0x4c, 0x5a, 0x4f]], ['lz4', [0x02, 0x21, 0x4c, 0x18]], ['zstd', [0x28, 0xb5, 0x2f, 0xfd]]
+]
+
+/**
+ * Whether a file's first bytes are an initramfs the kernel can unpack (null), or why not:
+ * any file was taken, and the guest's kernel found no root and panicked at every start
+ * (bb53).
+ */
+export function initrdProblem (head: Uint8Array, path: string): string | null {
+  if (head.length === 0) return `${path} is empty, not an initramfs`
+  const found = INITRD_MAGICS.some(([, m]) => head.length >= m.length && m.every((b, i) => head[i] === b))
+  return found ? null : `${path} is not an initramfs: neither a cpio archive nor one compressed with ${[...new Set(INITRD_MAGICS.map(([k]) => k).filter(k => k !== 'cpio'))].join(', ')}`
+}
+
+/** initrdProblem of the file at `path` */
+export function initrdFileProblem (path: string): string | null {
+  const head = new Uint8Array(8)
+  let n = 0
+  try {
+    const fd = openSync(path, 'r')
+    try { n = readSync(fd, head, 0, head.length, 0) } finally { closeSync(fd) }
+  } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
+  return initrdProblem(head.subarray(0, n), path)
+}

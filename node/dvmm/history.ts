@@ -11,11 +11,11 @@
 // The document takes a lease's log as it is (crdt/schema.ts: informational data must
 // not make a lease invalid): events this agent cannot read (a newer agent's, damage)
 // are left out when shown, and counted (`unreadable`); they stay in the log as written.
-import { LEASE_LOG_MAX, isLeaseEvent, type Lease, type LeaseEvent, type Writer } from '../../crdt/index.ts'
+import { LEASE_LOG_MAX, VM_UPDATES_MAX, isLeaseEvent, type Lease, type LeaseEvent, type Writer } from '../../crdt/index.ts'
 import { sameVm, type Ranking } from '../../crdt/placement/index.ts'
 import { escapeControls } from './control-chars.ts'
 
-export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
+export type HistoryEventName = 'placed' | 'failed-over' | 'started' | 'crashed' | 'exited' | 'rebooted' | 'stopped' | 'failed' | 'lost-claim' | 'killed'
 
 export interface HistoryEvent {
   /** ms since the epoch (wall time) */
@@ -53,10 +53,10 @@ function escapedWithin (raw: string, max: number): string {
  * A lease's log as read (any value): its events this agent can read, of the newest
  * LEASE_LOG_MAX entries, and how many of those it cannot (a log that is no list: 1).
  */
-export function readLog (log: unknown): { events: LeaseEvent[], unreadable: number } {
+export function readLog (log: unknown, max = LEASE_LOG_MAX): { events: LeaseEvent[], unreadable: number } {
   if (log == null) return { events: [], unreadable: 0 }
   if (!Array.isArray(log)) return { events: [], unreadable: 1 }
-  const recent = log.slice(-LEASE_LOG_MAX)
+  const recent = log.slice(-max)
   const events = recent.filter(isLeaseEvent)
   return { events, unreadable: recent.length - events.length }
 }
@@ -66,9 +66,9 @@ export function readLog (log: unknown): { events: LeaseEvent[], unreadable: numb
  * LEASE_LOG_MAX. Entries this agent cannot read are kept as they are (a newer agent's
  * events); a log that is no list is started anew.
  */
-export function appendLog (log: unknown, events: readonly LeaseEvent[]): unknown[] {
-  const before: unknown[] = Array.isArray(log) ? log.slice(-LEASE_LOG_MAX) : []
-  return [...before, ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-LEASE_LOG_MAX)
+export function appendLog (log: unknown, events: readonly LeaseEvent[], max = LEASE_LOG_MAX): unknown[] {
+  const before: unknown[] = Array.isArray(log) ? log.slice(-max) : []
+  return [...before, ...events.map(e => ({ ...e, ...(e.detail != null ? { detail: clip(e.detail) } : {}) }))].slice(-max)
 }
 
 /**
@@ -108,9 +108,9 @@ export function transitionEvents (prev: Lease | undefined, next: Lease, nameOf: 
   const detail = l.reason != null ? { detail: l.reason } : {}
   if (crashed) out.push({ event: 'crashed', node, ...name, ...detail })
   // a run that ended by no crash and is started again: fenced, or the watchdog killed it
-  // while its agent was down, or it exited cleanly under `always` (the crash rule's
-  // reason then starts with how it exited: crdt/placement/restart.ts)
-  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: /^exited\b/.test(l.reason ?? '') ? 'exited' : 'killed', node, ...name, ...detail })
+  // while its agent was down, or it exited cleanly under `always`, or its guest rebooted
+  // (the crash rule's reason then starts with how it exited: crdt/placement/restart.ts)
+  else if (p?.status === 'running' && l.status === 'starting' && p.epoch === l.epoch && p.holder === l.holder) out.push({ event: /^exited\b/.test(l.reason ?? '') ? 'exited' : /^rebooted\b/.test(l.reason ?? '') ? 'rebooted' : 'killed', node, ...name, ...detail })
   if (l.status === 'running') out.push({ event: 'started', node, ...name, epoch: l.epoch })
   if (l.status === 'stopped' || l.status === 'failed') out.push({ event: l.status, node, ...name, ...detail })
   return out
@@ -186,19 +186,22 @@ export class History {
   }
 
   /**
-   * The history of a VM, oldest first: its lease's log (the same on every node) and this
-   * agent's own events. `created`: the VM's; a log of a former VM of its name (a lease
-   * not taken over yet) is not shown.
+   * The history of a VM, oldest first: its lease's log (the same on every node), the
+   * updates its entry keeps (`updates`: the VM's, the same on every node; each also in the
+   * lease's log unless a claim written at the same moment lost it there) and this agent's
+   * own events. `created`: the VM's; a log of a former VM of its name (a lease not taken
+   * over yet) is not shown. `offsetOf`: a node's clock offset from this agent's (ms,
+   * theirs minus ours) where it is past the bound: its events are put in this agent's
+   * time, so that a node whose clock runs ahead does not put them in the future and out
+   * of order (the offset as measured now: an approximation for old events)
    */
-  /**
-   * The VM's history, oldest first. `offsetOf`: a node's clock offset from this agent's
-   * (ms, theirs minus ours) where it is past the bound: its events are put in this
-   * agent's time, so that a node whose clock runs ahead does not put them in the future
-   * and out of order (the offset as measured now: an approximation for old events)
-   */
-  of (vm: string, nameOf: (node: string) => string = n => n, created?: number, offsetOf: (node: string) => number | undefined = () => undefined): HistoryEvent[] {
+  of (vm: string, nameOf: (node: string) => string = n => n, created?: number, offsetOf: (node: string) => number | undefined = () => undefined, updates?: unknown): HistoryEvent[] {
     const carried = this.logs.get(vm)
-    const logged = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events.map(e => {
+    const leased = readLog(sameVm(carried?.made, created) ? carried?.log : undefined).events
+    const key = (e: LeaseEvent): string => `${e.at} ${e.event} ${e.node}`
+    const inLease = new Set(leased.map(key))
+    const fromVm = readLog(updates, VM_UPDATES_MAX).events.filter(e => !inLease.has(key(e)))
+    const logged = [...leased, ...fromVm].map(e => {
       const off = offsetOf(e.node)
       // a node that has left the roll and the member table: the name it had when it wrote
       const named = nameOf(e.node)

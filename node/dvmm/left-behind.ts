@@ -33,7 +33,7 @@ export type LeftBehind =
   | { do: 'stop', why: string }
 
 /** exits that were the guest's own doing; `stopped` and `killed` were asked for (by this node, or the fencing watchdog): no crash */
-const GUEST_EXITS: ReadonlySet<VmExit['reason']> = new Set(['exited', 'crashed', 'oom-killed', 'lost'])
+const GUEST_EXITS: ReadonlySet<VmExit['reason']> = new Set(['exited', 'rebooted', 'crashed', 'oom-killed', 'lost'])
 
 export function leftBehind (vm: Pick<VmInfo, 'state' | 'exit' | 'error' | 'startedAt'>, lease: Pick<Lease, 'holder' | 'status' | 'at'> | undefined, me: string): LeftBehind {
   if (vm.state === 'running' || vm.state === 'starting') {

@@ -571,12 +571,14 @@ export class LocalVms {
     const l = this.c.state.read().get('leases', id)?.value
     const vm = this.c.state.read().get('vms', id)?.value
     if (l == null || l.holder !== this.c.peerId || vm == null) return
-    const detail = `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
+    const rebooted = e.reason === 'rebooted'
+    // the history reads the event from the reason's first word (history.ts)
+    const detail = rebooted ? 'rebooted by its guest' : `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const at = docStamp(this.c.clock)
     const ranMs = e.startedAt != null ? e.at - e.startedAt : undefined
-    const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', detail, ranMs, quickRuns: this.quickRuns.get(id) ?? 0 })
+    const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', rebooted, detail, ranMs, quickRuns: this.quickRuns.get(id) ?? 0 })
     // quick clean runs in a row wait longer and longer (restart.ts); anything else starts the count again
-    const quick = d.action === 'restart' && e.reason === 'exited' && ranMs != null && ranMs < QUICK_RUN_MS && d.crashes.at(-1) !== at
+    const quick = d.action === 'restart' && (e.reason === 'exited' || rebooted) && ranMs != null && ranMs < QUICK_RUN_MS && d.crashes.at(-1) !== at
     if (quick) this.quickRuns.set(id, (this.quickRuns.get(id) ?? 0) + 1)
     else this.quickRuns.delete(id)
     if (d.action === 'restart' && d.delayMs != null) this.restartNotBefore.set(id, performance.now() + d.delayMs)

@@ -316,7 +316,7 @@ export function dvmmRoutes (svc: DvmmRoutesDeps) {
       placement: placementNow(vm, doc, ctx.nodes),
       // the ranking this agent claimed it by, kept while the lease is this node's (History.observe)
       decision: d == null ? null : { at: new Date(d.at).toISOString(), ranking: d.ranking },
-      history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created, n => svc.clockOffsetOf?.(n)).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
+      history: svc.history.of(vm.id, n => nameOf(n, doc), vm.created, n => svc.clockOffsetOf?.(n), vm.updates).map(e => ({ ...e, at: new Date(e.at).toISOString() })),
       historyUnreadable: svc.history.unreadable(vm.id)
     }
   }

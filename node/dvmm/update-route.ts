@@ -2,13 +2,13 @@
 // over the spec the write finds, and answered after one settle window, as a create is:
 // the spec is one value to the document's conflict rule, so an update through another
 // node at the same moment keeps one of the two, and the one dropped is told so.
-import type { Reader, Vm, Writer } from '../../crdt/index.ts'
+import { VM_UPDATES_MAX, type Reader, type Vm, type Writer } from '../../crdt/index.ts'
 import { canonical } from '../../crdt/conflicts.ts'
 import { mayChangeRoll, sameVm, type NodeView } from '../../crdt/placement/index.ts'
 import { ConflictError } from '../errors.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import { diskOwners, diskTaken } from './disk-owner.ts'
-import { appendToLease, leaseReason } from './history.ts'
+import { appendLog, appendToLease, leaseReason } from './history.ts'
 import { findVm, volumeLookup, type VmDetail, type VolumeLookup } from './vms.ts'
 import { changeSummary, CLAIM_FIELDS, FLAG_OF, fieldChanged, olderAgents, runningUpdateWhy, runsForUpdate, terminalInUse, vmUpdateOf, type UpdateField } from './vm-update.ts'
 import type { DocView } from './view.ts'
@@ -85,10 +85,13 @@ export function updateVmRoute (d: UpdateRouteDeps): (id: string, body: unknown) 
       // stamped: of two updates written at once, the later is read (conflicts.ts latestSpec)
       const spec = { ...again.spec, updatedAt: w.at }
       if (again.changed.length > 0) {
-        w.update('vms', vm.id, { spec })
-        // in its history, where it has one (a lease of this VM): the node named is the one it went through
-        const detail = changeSummary(now.spec, again.spec, again.changed, v => paths.get(v) ?? v)
-        appendToLease(w, vm.id, l => ({ at: w.at, event: 'updated', node: d.me, epoch: l.epoch, detail: leaseReason(detail) }), l => sameVm(l.made, now.created))
+        // in its history: the node named is the one it went through; the epoch, of its lease where it has one
+        const detail = leaseReason(changeSummary(now.spec, again.spec, again.changed, v => paths.get(v) ?? v))
+        const own = l != null && sameVm(l.made, now.created) ? { epoch: l.epoch } : {}
+        const event = { at: w.at, event: 'updated', node: d.me, ...own, detail }
+        // kept with the update itself (the VM's `updates`), and in its lease's log for agents of earlier releases
+        w.update('vms', vm.id, { spec, updates: appendLog(w.current('vms', vm.id)?.updates, [event], VM_UPDATES_MAX) })
+        appendToLease(w, vm.id, () => event, l => sameVm(l.made, now.created))
       }
       return { ...again, spec, before: now.spec, paths }
     }, `vm update ${vm.id}`)

@@ -177,8 +177,9 @@ export async function vol (argv: string[]): Promise<void> {
     }
     case 'resize': {
       const [id, to] = need(2)
-      const d = await api.request<VolumeView & { seenAfterRestartBy?: string[] }>('PATCH', `/v1/volumes/${enc(id!)}`, { size: to })
+      const d = await api.request<VolumeView & { seenAfterRestartBy?: string[], unchanged?: true }>('PATCH', `/v1/volumes/${enc(id!)}`, { size: to })
       if (v.json === true) return json(d)
+      if (d.unchanged === true) return out(`${d.path}: ${size(d.sizeBytes)}, unchanged (it is already so)`)
       out(`${d.path}: ${size(d.sizeBytes)}`)
       const vms = d.seenAfterRestartBy ?? []
       if (vms.length > 0) out(`  the running VM${vms.length === 1 ? '' : 's'} ${vms.join(', ')} see${vms.length === 1 ? 's' : ''} the new size after ${vms.length === 1 ? 'its' : 'their'} next start (QEMU cannot grow a disk it reaches over NBD while it runs)`)

@@ -291,9 +291,11 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       }
       // checked inside the write, on the volume as it is then: a resize that waited must not shrink what another grew
       let was = v.path
+      let sizeWas = v.sizeBytes
       const changed = await state.write(w => {
         const cur = stillThere(w.reader.list('volumes'), v)
         was = cur.path
+        sizeWas = cur.sizeBytes
         const patch: Partial<Volume> = {}
         if (b.size != null) patch.sizeBytes = planResize(cur, b.size, svc.pool())
         if (b.path != null) {
@@ -314,6 +316,8 @@ export function gvsRoutes (svc: GvsRoutesDeps) {
       }
       // QEMU cannot grow a disk it reaches over NBD while it runs: its VMs see the new
       // size once they start again, which the answer says rather than leave it a mystery
+      // the size it has already: nothing changed, and no VM need be told (bb53)
+      if (b.size != null && changed.sizeBytes === sizeWas) return { ...await view(changed), unchanged: true }
       const r = state.read()
       const running = b.size != null ? volumeUsers(changed, r.list('vms'), r.list('leases')).running.map(x => x.name).sort() : []
       return { ...await view(changed), ...(running.length > 0 ? { seenAfterRestartBy: running } : {}) }

@@ -46,6 +46,8 @@ test('vm update: a stopped VM resized runs with its new size; a running one keep
   // each update is in its history (bb52: none left a trace)
   const shown = await cli(api, 'vm', 'show', 'web')
   t.regex(shown.out, /updated on a0 \(epoch 1\): restart on-failure -> always; labels tier=web -> tier=web,x=y$/m)
+  // and the one before its first start, when it had no lease (kept in the VM's entry, `updates`)
+  t.regex(shown.out, /updated on a0: cpu 1 -> 2; memory 64M -> 128M; restart always -> on-failure; labels old=1 -> tier=web$/m, shown.out)
 
   // wrong requests: said before anything is asked, or by the agent
   t.regex((await cli(api, 'vm', 'update', 'web')).err, /say what to change/)

@@ -68,6 +68,7 @@ test('vgrid vol commands', async t => {
   t.regex(await cli('info', '/shop/db/data'), /^used by\s+nothing$/m)
   t.like(JSON.parse(await cli('info', '/shop/db/data', '--json')), { path: '/shop/db/data', users: { vms: [], writers: [] } }, '--json has the users too (a tester)')
   t.regex(await cli('resize', '/shop/db/data', '16M'), /16M/)
+  t.regex(await cli('resize', '/shop/db/data', '16M'), /^\/shop\/db\/data: 16(\.0)? ?Mi?B?, unchanged \(it is already so\)$/m, 'the size it has (bb53)')
   await t.throwsAsync(cli('resize', '/shop/db/data', '4M'), { message: /shrinking .* is refused/ })
   await t.throwsAsync(cli('create', '/x', '--size', '0'), { message: /positive/ })
   await t.throwsAsync(cli('info', '/nope'), { message: /no volume with id or path/ })

@@ -126,9 +126,14 @@ test('requests that read the same document and write one after the other: nothin
   t.regex(d.body.error?.message ?? '', /in use by VM "db"/)
   t.truthy(a.replica.read().get('volumes', vol.id))
   // a resize under a running VM is made, and says that VM sees it after its next start
-  const grown = await a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '64M' })
+  const grown = await a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '96M' })
   t.is(grown.status, 200, JSON.stringify(grown.body))
   t.deepEqual((grown.body as { seenAfterRestartBy?: string[] }).seenAfterRestartBy, ['db'])
+  // to the size it has: unchanged, said so, and no VM told of a new size (bb53)
+  const same = await a.call('PATCH', `/v1/volumes/${vol.id}`, { size: '96M' })
+  t.is(same.status, 200, JSON.stringify(same.body))
+  t.like(same.body, { sizeBytes: 96 * MiB, unchanged: true })
+  t.is((same.body as { seenAfterRestartBy?: string[] }).seenAfterRestartBy, undefined)
 })
 
 test('destroying a volume keeps the layers a clone of its snapshot reads; snapshot names are the volume\'s own entries only', async t => {

@@ -3,6 +3,12 @@
 // kernel is booted whenever one is given); an initrd or cmdline with an image would be
 // ignored alike. The API refuses them naming the fields (400), the CLI before asking.
 import test from 'ava'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import { initrdProblem } from '../../node/dvmm/boot-checks.ts'
+import { fileProblemHere } from '../../node/dvmm/boot-fields.ts'
 import { bootVolumeProblem } from '../../node/dvmm/vm-disks.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
 import { bootFlagsProblem } from '../../node/dvmm/command-flags.ts'
@@ -88,4 +94,25 @@ test('a boot volume boots when its first sector ends in a boot signature; else t
   sector[511] = 0xaa
   t.is(bootVolumeProblem(sector, '/os/root'), null)
   t.not(bootVolumeProblem(sector.subarray(0, 100), '/os/root'), null, 'a short read is no boot sector')
+})
+
+test('an initrd is an initramfs: a cpio archive or one the kernel can uncompress; any other file is refused naming it (bb53: a guest given one panicked at every start)', t => {
+  const cpio = Buffer.from('070701000000000000000000')
+  t.is(initrdProblem(cpio, '/i'), null, 'newc cpio (early microcode comes so)')
+  t.is(initrdProblem(gzipSync(cpio), '/i'), null, 'gzip')
+  for (const head of [[0x28, 0xb5, 0x2f, 0xfd, 0], [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0], [0x02, 0x21, 0x4c, 0x18], [0x42, 0x5a, 0x68, 0x39]]) t.is(initrdProblem(Uint8Array.from(head), '/i'), null, head.join(','))
+  t.is(initrdProblem(Buffer.from('not an initramfs\n'), '/boot/junk'), '/boot/junk is not an initramfs: neither a cpio archive nor one compressed with gzip, bzip2, lzma, xz, lzo, lz4, zstd')
+  t.is(initrdProblem(new Uint8Array(0), '/boot/empty'), '/boot/empty is empty, not an initramfs')
+  t.is(initrdProblem(Buffer.from('0707'), '/i') != null, true, 'too short for its magic')
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-initrd-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  writeFileSync(join(dir, 'junk'), 'not an initramfs\n'.repeat(16))
+  writeFileSync(join(dir, 'good'), gzipSync(cpio))
+  t.regex(fileProblemHere(join(dir, 'junk'), 'initrd') ?? '', /junk is not an initramfs/)
+  t.is(fileProblemHere(join(dir, 'good'), 'initrd'), null)
+  t.is(fileProblemHere(join(dir, 'junk'), 'kernel'), null, 'a kernel is not looked into here')
+  // through the API's check: a 400 naming initrd
+  let said = ''
+  try { vmDraft({ ...qemu, kernel: join(dir, 'good'), initrd: join(dir, 'junk') }, doc, nodes) } catch (err) { said = `${toApiError(err).status} ${toApiError(err).message}` }
+  t.regex(said, /^400 initrd: .*junk is not an initramfs/)
 })

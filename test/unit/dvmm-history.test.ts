@@ -192,3 +192,18 @@ test('quick clean runs in a row under always wait longer and longer before their
   t.like(onExit([], now, { policy: 'always', clean: false, ranMs: 11_000, quickRuns: 5 }), { action: 'restart', crashes: [now] })
   t.true(MIN_CLEAN_RUN_MS < QUICK_RUN_MS)
 })
+
+test('a VM\'s updates kept in its entry are its history too: shown once where its lease\'s log has them as well, and where a claim written at the same moment lost them there; before any lease too', t => {
+  let l = lease({})
+  l = { ...l, log: appendLog(undefined, transitionEvents(undefined, l).map(e => ({ at: 100, ...e }))) }
+  const both = { at: 150, event: 'updated', node: 'n1', epoch: 1, detail: 'labels - -> a=b' }
+  const lost = { at: 250, event: 'updated', node: 'n2', detail: 'cpu 1 -> 2' }
+  l = { ...l, log: appendLog(l.log, [both]) }
+  l = { ...l, ...logged(l, { status: 'running', reason: 'started by n1' }, 200) }
+  const h = new History()
+  h.observe(new Map([['web', l]]), vms, name)
+  const updates = appendLog(appendLog(undefined, [both]), [lost])
+  t.deepEqual(h.of('web', name, undefined, undefined, updates).map(e => [e.at, e.event, e.detail ?? null]), [[100, 'placed', null], [150, 'updated', 'labels - -> a=b'], [200, 'started', null], [250, 'updated', 'cpu 1 -> 2']])
+  t.deepEqual(h.of('new', name, undefined, undefined, [lost, { not: 'an event' }]).map(e => [e.at, e.event, e.node]), [[250, 'updated', 'N2']], 'no lease yet: its updates; what is no event is left out')
+  t.deepEqual(h.of('new', name, undefined, undefined, 'no list'), [])
+})

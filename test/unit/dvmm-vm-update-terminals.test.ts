@@ -6,7 +6,6 @@ import test from 'ava'
 import { changeSummary, runsForUpdate, terminalInUse, vmUpdateOf } from '../../node/dvmm/vm-update.ts'
 import { terminalList } from '../../node/dvmm/update-cli.ts'
 import { terminalHosts } from '../../node/lcm/links.ts'
-import { kernelPanicked } from '../../node/dvmm/drivers/qemu.ts'
 import { computeFlows, type VmPlace } from '../../node/lcm/rules.ts'
 import type { Vm } from '../../crdt/index.ts'
 import type { NodeView } from '../../crdt/placement/index.ts'
@@ -80,13 +79,6 @@ test('terminalHosts: an output the VM no longer declares names nothing inside it
   t.deepEqual(terminalHosts('web', links, at), { db: '100.64.0.9' }, 'a VM from before terminals: those its links use')
   t.deepEqual(terminalHosts('web', links, at, ['db']), { db: '100.64.0.9' })
   t.deepEqual(terminalHosts('web', links, at, []), {})
-})
-
-test('kernelPanicked: a guest console whose kernel panicked; one that printed the words and powered off after did not', t => {
-  t.true(kernelPanicked('[    1.2] VFS: Unable to mount root fs on unknown-block(0,0)\n[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\n[    1.3] CPU: 0 PID: 1\n'))
-  t.false(kernelPanicked('vgrid-guest: ready\nvgrid-guest: power button, shutting down\n[   9.1] reboot: Power down\n'))
-  t.false(kernelPanicked('echo Kernel panic - not syncing\n[   9.1] reboot: Power down\n'))
-  t.false(kernelPanicked(''))
 })
 
 test('a link made through another node as its output was taken away (both answered 200) carries nothing once the update merges: none declared is [], not absent (rv57)', t => {

@@ -6,6 +6,7 @@
 // A fake VM's boot command says how its guest behaves:
 //   ['fake:run']                 runs until stopped
 //   ['fake:exit', CODE, MS]      exits by itself with CODE after MS
+//   ['fake:reboot', MS]          its guest reboots after MS (as a qemu guest's reset under -no-reboot: rebooted)
 //   ['fake:ignore-stop']         ignores graceful stop (only kill ends it)
 import { EventEmitter } from 'node:events'
 import { classifyExit, earlierConsole, EARLIER_CONSOLE_BYTES, sleep, validateSpec } from './common.ts'
@@ -25,6 +26,8 @@ interface FakeVm {
   timer?: NodeJS.Timeout
   ignoresStop: boolean
   onExit?: (code: number | null, signal: string | null) => void
+  /** its guest reset itself (fake:reboot) */
+  rebooting?: true
 }
 
 /** One simulated server: its VMs outlive driver instances, as real processes outlive agents. */
@@ -63,7 +66,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     const spec = validateSpec(raw, ['command', 'volume'])
     // a guest booting its first disk (the fake stands for qemu too) runs as fake:run does
     const [cmd, a, b] = spec.boot.kind === 'volume' ? ['fake:run'] : spec.boot.kind === 'command' ? spec.boot.command : []
-    if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:ignore-stop)`, 'boot.command[0]')
+    if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:reboot' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:reboot, fake:ignore-stop)`, 'boot.command[0]')
     if (!this.probeResult.ok) throw new DriverError('unsupported', `fake driver cannot run VMs here: ${this.probeResult.detail}`)
     const old = this.node.vms.get(spec.id)
     if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
@@ -85,6 +88,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     vm.console += `${FAKE_READY_LINE} ${spec.id}\n`
     vm.onExit = (code, signal) => { (this.node.owner ?? this).finish(spec.id, vm, code, signal) }
     if (cmd === 'fake:exit') vm.timer = setTimeout(() => vm.onExit?.(Number(a ?? 0), null), Number(b ?? 0))
+    if (cmd === 'fake:reboot') vm.timer = setTimeout(() => { vm.rebooting = true; vm.onExit?.(0, null) }, Number(a ?? 0))
     this.set(spec.id, vm, 'running')
     return this.info(spec.id, vm)
   }
@@ -152,7 +156,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
   protected finish (id: string, vm: FakeVm, code: number | null, signal: string | null): void {
     if (vm.state === 'stopped' || vm.state === 'failed') return
     const exit = classifyExit({ code, signal, oomKills: 0, stopRequested: vm.state === 'stopping', killRequested: false, now: this.clock.now() })
-    this.end(id, vm, code, signal, exit.reason)
+    this.end(id, vm, code, signal, exit.reason === 'exited' && vm.rebooting === true ? 'rebooted' : exit.reason)
   }
 
   private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason, watchdogKillAt?: number): void {

@@ -110,6 +110,9 @@ const GUARD_LATE_MS = 10_000
 const INNER = 'trap true TERM INT HUP; f=$VGRID_EXIT; r=$VGRID_REJOIN; unset VGRID_EXIT VGRID_REJOIN; ' +
   '(if [ -n "$r" ]; then echo 0 >&5 || exit 125; fi; exec 5>&- "$@"); echo $? > "$f"'
 
+/** what a run that exited with status 0, unasked, was all the same (`cleanExitCause`) */
+export type CleanExitCause = { reason: 'crashed', why: string } | { reason: 'rebooted' }
+
 export abstract class HostDriver extends EventEmitter<DriverEvents> implements VmDriver {
   abstract readonly name: DriverName
   protected abstract readonly boots: ReadonlyArray<DriverBoot['kind']>
@@ -500,10 +503,11 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
   }
 
   /**
-   * Why a run that exited with status 0, unasked, was a crash all the same (undefined: a
-   * clean exit); a driver whose VMs can end so says (qemu: a guest whose kernel panicked)
+   * What a run that exited with status 0, unasked, was all the same (undefined: a clean
+   * exit); a driver whose VMs can end so says (qemu: a guest whose kernel panicked is a
+   * crash, one that rebooted is started again)
    */
-  protected cleanExitCrash (_rec: VmRecord): string | undefined {
+  protected cleanExitCause (_rec: VmRecord): CleanExitCause | undefined {
     return undefined
   }
 
@@ -545,8 +549,8 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       let watchdogAt: string | undefined
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
       let exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
-      const crash = exit.reason === 'exited' ? this.cleanExitCrash(rec) : undefined
-      if (crash !== undefined) exit = { ...exit, reason: 'crashed' }
+      const cause = exit.reason === 'exited' ? this.cleanExitCause(rec) : undefined
+      if (cause !== undefined) exit = { ...exit, reason: cause.reason }
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'
       const byGuard = watchdogAt !== undefined && /\bguard\b/.test(watchdogAt)
       const stalled = byGuard && /\bstalled\b/.test(watchdogAt ?? '')
@@ -555,7 +559,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       rec.exit = watchdogAt !== undefined ? { ...run, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now(), ...(byGuard ? { watchdogKillBy: 'guard' as const } : {}), ...(stalled ? { guardSawStall: true as const } : {}) } : run
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'
-      if (failed) rec.error = crash !== undefined ? crash : exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
+      if (failed) rec.error = cause?.reason === 'crashed' ? cause.why : exit.reason === 'crashed' ? `crashed (code ${String(exit.code)}${exit.signal != null ? `, ${exit.signal}` : ''})` : exit.reason
       this.setState(rec, failed ? 'failed' : 'stopped')
       this.emit('exit', { id: rec.id, ...rec.exit })
     } finally {

@@ -12,7 +12,7 @@ import { probeSandbox, SANDBOX } from '../host/sandbox-probe.ts'
 import type { Limits } from '../host/cgroups.ts'
 import { createTap, deleteTap, DEFAULT_LINK_RANGE } from '../host/net.ts'
 import { sleep, tailFile, type VmRecord } from './common.ts'
-import { HostDriver, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
+import { HostDriver, type CleanExitCause, type HostDriverComponents, type HostDriverInit } from './host-base.ts'
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, GUEST_PAUSED, GUEST_STUCK, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
 import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
@@ -92,15 +92,22 @@ export function kernelCmdline (cmdline: string | undefined, extra: readonly stri
 }
 
 /**
- * Whether a guest's console output shows its kernel panicked (pure): with `panic=N` it
- * resets, and QEMU, run with -no-reboot, exits with status 0 as on a power-off, which
- * read as a clean exit (bb53: a guest that could not mount its root "exited cleanly",
- * and under --restart on-failure would be left stopped as done)
+ * How a guest that reset itself ended, from its console output (pure; undefined: it
+ * powered off, or said nothing). QEMU, run with -no-reboot, exits with status 0 on a
+ * reset as on a power-off, which read as a clean exit:
+ * - `panicked`: its kernel panicked and, with `panic=N`, reset (bb53: a guest that could
+ *   not mount its root "exited cleanly", and under --restart on-failure was left stopped
+ *   as done);
+ * - `rebooted`: it rebooted (Linux's "reboot: Restarting system"), which a user expects to
+ *   bring it back, whatever its restart policy (it was left stopped under on-failure).
+ * A guest that printed either and then powered off ended cleanly.
  */
-export function kernelPanicked (console: string): boolean {
-  const at = console.lastIndexOf('Kernel panic - not syncing')
-  // a guest that printed the words and then powered off ended cleanly
-  return at >= 0 && !console.includes('reboot: Power down', at)
+export function guestReset (console: string): 'panicked' | 'rebooted' | undefined {
+  const panic = console.lastIndexOf('Kernel panic - not syncing')
+  const reboot = console.lastIndexOf('reboot: Restarting system')
+  const last = Math.max(panic, reboot)
+  if (last < 0 || console.includes('reboot: Power down', last)) return undefined
+  return last === panic ? 'panicked' : 'rebooted'
 }
 
 export class QemuDriver extends HostDriver {
@@ -243,10 +250,12 @@ export class QemuDriver extends HostDriver {
     try { await q.execute('system_powerdown') } finally { q.close() }
   }
 
-  protected override cleanExitCrash (rec: VmRecord): string | undefined {
+  protected override cleanExitCause (rec: VmRecord): CleanExitCause | undefined {
     if (rec.consoleStart === undefined) return undefined
+    const how = guestReset(tailFile(this.runs.console(rec.id), 64 * 1024, rec.consoleStart))
     // what the guest printed stays out of the reason, which every local user reads (bb48)
-    return kernelPanicked(tailFile(this.runs.console(rec.id), 64 * 1024, rec.consoleStart)) ? `its guest's kernel panicked (vgrid vm console ${rec.id} shows why)` : undefined
+    if (how === 'panicked') return { reason: 'crashed', why: `its guest's kernel panicked (vgrid vm console ${rec.id} shows why)` }
+    return how === 'rebooted' ? { reason: 'rebooted' } : undefined
   }
 
   protected override extraDetail (rec: VmRecord): Record<string, string> {

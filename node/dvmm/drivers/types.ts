@@ -53,6 +53,7 @@ export type VmState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
 /** Why a VM's process ended. */
 export type ExitReason =
   | 'exited' // ended by itself with code 0 (a guest poweroff)
+  | 'rebooted' // a qemu guest reset itself (a reboot), which QEMU's -no-reboot turns into its exit with code 0: started again on its node, whatever its restart policy
   | 'crashed' // ended by itself with a non-zero code or a signal
   | 'stopped' // ended after stop() asked it to
   | 'killed' // ended by kill(), or by stop() after the grace time

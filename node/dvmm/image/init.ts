@@ -4,8 +4,9 @@
 // (terminal names for /etc/hosts),
 // vgrid.disks=N (wait for N virtio disks), vgrid.stamp=TEXT (write TEXT over the
 // start of its first disk),
-// vgrid.acpi=off (ignore the power button: a guest that does not cooperate), and
-// vgrid.exit=SECONDS (power off by itself after that long, for tests). While it runs,
+// vgrid.acpi=off (ignore the power button: a guest that does not cooperate),
+// vgrid.exit=SECONDS (power off by itself after that long, for tests), and
+// vgrid.reboot=SECONDS (reboot by itself after that long, for tests). While it runs,
 // lines "hosts N=A,..." on the virtio port org.vgrid.names replace its terminal names
 // (a link made after it booted; the qemu driver's setNames).
 
@@ -82,6 +83,8 @@ httpd -p 80 -h /www
 echo "${READY_MARK} name=\${NAME:-unnamed} ip=\${IP:-none}"
 X=$(arg vgrid.exit)
 if [ -n "$X" ]; then sleep "$X"; echo "vgrid-guest: powering off"; poweroff -f; fi
+X=$(arg vgrid.reboot)
+if [ -n "$X" ]; then sleep "$X"; echo "vgrid-guest: rebooting"; reboot -f; fi
 while :; do sleep 3600; done
 `
 

@@ -109,6 +109,17 @@ maybe('qemu driver: a guest whose kernel panics is a crash, not a clean exit, th
   t.is(ended.error, `its guest's kernel panicked (vgrid vm console ${id} shows why)`)
 })
 
+maybe('qemu driver: a guest that reboots itself ends as rebooted, no crash, though QEMU (-no-reboot) ends with status 0 as on a power-off', async t => {
+  const d = await create()
+  const id = `reboot-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  await d.start(guest(id, 'vgrid.reboot=1'))
+  const ended = await waitFor('the guest ended', async () => { const i = await d.inspect(id); return i?.state === 'failed' || i?.state === 'stopped' ? i : undefined }, 90_000, 100)
+  t.true((await d.consoleTail(id)).includes('vgrid-guest: rebooting'))
+  t.like(ended, { state: 'stopped', exit: { reason: 'rebooted', code: 0 } })
+  t.is(ended.error, undefined)
+})
+
 for (const [errno, said] of [['28', 'found no space left \\(ENOSPC\\)'], ['5', 'failed a request']] as const) {
 maybe(`qemu driver: a guest QEMU paused after its volume failed a write (errno ${errno}) is said to be paused, told to go on, and runs again once the disk takes the write`, async t => {
   const d = await create()

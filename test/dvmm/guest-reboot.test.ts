@@ -1,0 +1,36 @@
+// A guest that reboots itself is started again on its node whatever its restart policy,
+// counted no crash (a qemu guest's reset under -no-reboot ends QEMU with status 0, and
+// under --restart on-failure read as a job that was done: left stopped). In-process grid,
+// fake driver (its `fake:reboot` guest ends as a qemu guest's reboot does).
+import test from 'ava'
+import { startDvmmGrid, fakeVm, until } from './grid.ts'
+
+const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
+
+test('a guest\'s reboot restarts it on its node under on-failure and never, counted no crash, shown as rebooted in its history', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const starts = new Map<string, number>()
+  n.driver.on('state', e => { if (e.state === 'running') starts.set(e.id, (starts.get(e.id) ?? 0) + 1) })
+  await n.agent.state.write(w => {
+    w.put('vms', fakeVm('onf', 1, 2 ** 30, { command: ['fake:reboot', '300'], restart: 'on-failure' }))
+    w.put('vms', fakeVm('nev', 1, 2 ** 30, { command: ['fake:reboot', '300'], restart: 'never' }))
+    // beside them, what a clean exit under on-failure still is: done, left stopped
+    w.put('vms', fakeVm('job', 1, 2 ** 30, { command: ['fake:exit', '0', '300'], restart: 'on-failure' }))
+  })
+  await until(() => (starts.get('onf') ?? 0) >= 2 && (starts.get('nev') ?? 0) >= 2, 20_000, 'both rebooted VMs started again')
+  await until(() => n.agent.state.read().get('leases', 'job')?.value.status === 'stopped', 10_000, 'the job left stopped')
+  t.is(starts.get('job'), 1)
+  for (const vm of ['onf', 'nev']) {
+    await until(() => n.dvmm.history.of(vm).length >= 4, 10_000, `${vm}'s second start in its history`)
+    const l = n.agent.state.read().get('leases', vm)!.value
+    t.deepEqual(l.crashes ?? [], [], `${vm}: no crash counted`)
+    const events = n.dvmm.history.of(vm)
+    t.deepEqual(events.slice(0, 4).map(e => e.event), ['placed', 'started', 'rebooted', 'started'], `${vm}: ${events.map(e => e.event).join(', ')}`)
+    t.regex(events[2]!.detail ?? '', /^rebooted by its guest after \d+ s: restarting \(a guest's reboot is no crash, and restarts it whatever its restart policy\)$/)
+  }
+  // a second quick reboot waits, as quick clean runs in a row do
+  await until(() => /^rebooted by its guest after \d+ s: restarting in 10 s \(2 runs in a row/.test(n.agent.state.read().get('leases', 'onf')?.value.reason ?? ''), 10_000, 'the second reboot, with its wait')
+  t.deepEqual(n.agent.state.read().get('leases', 'onf')!.value.crashes ?? [], [])
+})
