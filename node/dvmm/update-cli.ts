@@ -41,7 +41,8 @@ export function terminalList (name: string, has: readonly string[], add: readonl
   const both = add.find(a => rm.some(is(a)))
   if (both != null) throw new CliError(`--${flag} ${both} and --rm-${flag} ${both}: give one of them`, 2)
   const missing = rm.find(r => !has.some(is(r)))
-  if (missing != null) throw new CliError(`VM ${name} has no ${flag} terminal ${missing}${has.length > 0 ? ` (its ${flag}s: ${has.join(', ')})` : ` (it has no ${flag}s)`}`, 1)
+  // a value that names nothing of the VM is a bad value (exit 2), as a flag's always is
+  if (missing != null) throw new CliError(`--rm-${flag} ${missing}: VM ${name} has no ${flag} terminal ${missing}${has.length > 0 ? ` (its ${flag}s: ${has.join(', ')})` : ` (it has no ${flag}s)`}`, 2)
   const kept = has.filter(x => !rm.some(is(x)))
   return [...kept, ...add.filter(a => !kept.some(is(a)))]
 }
@@ -58,7 +59,7 @@ export function volumeList (name: string, has: readonly Disk[], attach: readonly
   const both = attach.find(a => detach.includes(a))
   if (both != null) throw new CliError(`--attach ${both} and --detach ${both}: give one of them`, 2)
   const missing = detach.find(ref => !has.some(x => names(x, ref)))
-  if (missing != null) throw new CliError(`VM ${name} has no volume ${missing}${has.length > 0 ? ` (it has ${has.map(x => x.path ?? x.id).join(', ')})` : ' (it has none)'}`, 1)
+  if (missing != null) throw new CliError(`--detach ${missing}: VM ${name} has no volume ${missing}${has.length > 0 ? ` (it has ${has.map(x => x.path ?? x.id).join(', ')})` : ' (it has none)'}`, 2)
   if (boot != null && detach.some(ref => has.some(x => names(x, ref) && names(x, boot)))) throw new CliError(`--boot-volume ${boot} and --detach ${boot}: give one of them`, 2)
   const kept = has.filter(x => !detach.some(ref => names(x, ref)))
   const list = [...kept.map(x => x.id), ...attach.filter(a => !kept.some(x => names(x, a)))]
@@ -165,6 +166,8 @@ export async function update (args: string[], print: { say: (s: string) => void,
   if (v.json === true) return print.json(d)
   print.say(d.changed.length === 0 ? `${d.name}: unchanged (it is already so)` : `${d.name}: updated ${d.changed.map(f => FLAGS[f] ?? f).join(', ')}`)
   print.stateLines(d)
+  // the reason is its last run's, which the update does not undo (bb53: read as the update's outcome)
+  if (d.changed.length > 0 && d.state === 'failed') print.say(`  (that is its last run's, from before this update: vgrid vm start ${d.name} runs it with the change)`)
   // a VM no node can take now, said now rather than when it stays pending (bb52: a typo in a constraint's key)
   const nodes = d.placement?.nodes ?? []
   const example = nodes.find(n => n.filtered != null)

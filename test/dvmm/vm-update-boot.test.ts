@@ -94,3 +94,19 @@ test('a command line and an image asked at once through two nodes: the image, wr
   await until(() => g.nodes.every(n => n.agent.state.read().get('vms', 'q')?.value.spec.image === image), 20_000, 'the image on both nodes')
   t.is(g.nodes[0]!.agent.state.read().get('vms', 'q')?.value.spec.cmdline, undefined)
 })
+
+test('vm update of a failed VM says its reason is its last run\'s, from before the update, and how to run it with the change (bb53)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: { settleMs: 300, tickMs: 100 } })
+  t.teardown(g.stop)
+  const api = await serveDvmmRoutes(t, g.nodes[0]!.dvmm)
+  // exits with code 1 at once, under never: failed at its first exit
+  t.is((await cli(api, 'vm', 'create', 'bad', '--cpu', '1', '--memory', '64M', '--restart', 'never', '--', 'fake:exit', '1', '100')).code, 0)
+  await until(() => g.nodes[0]!.agent.state.read().get('leases', 'bad')?.value.status === 'stopped', 10_000, 'the crash rule to stop it')
+  const up = await cli(api, 'vm', 'update', 'bad', '--', 'fake:run')
+  t.is(up.code, 0, up.err)
+  t.regex(up.out, /^bad: updated command\nbad: failed \(.*restart policy is never\)\n {2}\(that is its last run's, from before this update: vgrid vm start bad runs it with the change\)$/m, up.out)
+  const labelled = await cli(api, 'vm', 'update', 'bad', '--label', 'a=b')
+  t.regex(labelled.out, /that is its last run's/, 'any change')
+  const same = await cli(api, 'vm', 'update', 'bad', '--label', 'a=b')
+  t.notRegex(same.out, /that is its last run's/, 'nothing changed: nothing to say')
+})

@@ -69,7 +69,8 @@ test('terminalList: the CLI\'s --input/--rm-input made into the whole new list f
   const both = t.throws(() => terminalList('web', [], ['a'], ['a'], 'output'), { instanceOf: CliError })
   t.is(both?.message, '--output a and --rm-output a: give one of them')
   const missing = t.throws(() => terminalList('web', ['db'], [], ['dbx'], 'output'), { instanceOf: CliError })
-  t.is(missing?.message, 'VM web has no output terminal dbx (its outputs: db)')
+  t.is(missing?.message, '--rm-output dbx: VM web has no output terminal dbx (its outputs: db)')
+  t.is(missing?.exitCode, 2, 'a bad value')
   t.regex(t.throws(() => terminalList('web', [], [], ['x'], 'input'))?.message ?? '', /\(it has no inputs\)$/)
 })
 
