@@ -518,11 +518,14 @@ function haText (r: HaReport): string[] {
   ]
 }
 
-/** one event of `vm show`'s history (pure), its control characters escaped (control-chars.ts: a detail may hold a guest's output) */
+/** one event of `vm show`'s history (pure; a detail of several lines below it), its control characters escaped (control-chars.ts: a detail may hold a guest's output) */
 export function historyLine (e: { at: string, event: string, node?: string, epoch?: number, detail?: string, local?: true, clockMs?: number }): string {
   // a lease's reason often says the same as the line ("stopped on h2: desired stopped"): not twice
   const said = `${e.event}${e.node != null ? ` on ${e.node}` : ''}: `
   // or its event alone ("killed on h1: killed: fenced: ...", bb44)
   const detail = e.detail?.startsWith(said) === true ? e.detail.slice(said.length) : e.detail?.startsWith(`${e.event}: `) === true ? e.detail.slice(e.event.length + 2) : e.detail
-  return escapeControls(`${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${detail != null ? `: ${detail}` : ''}${e.local === true ? '  [seen by this node only]' : ''}${e.clockMs != null ? `  [${e.node ?? 'its node'}'s clock runs ${Math.abs(e.clockMs / 1000).toFixed(1)} s ${e.clockMs > 0 ? 'ahead' : 'behind'}: shown in this node's time]` : ''}`)
+  // a detail's newlines were written escaped (`\n`, history.ts): its lines below it, indented, as stateLines does a reason's (bb53)
+  const [first, ...more] = detail?.split(/(?:\\r)?\\n/).filter((l, i) => i === 0 || l.trim() !== '') ?? []
+  const line = escapeControls(`${e.at}  ${e.event}${e.node != null ? ` on ${e.node}` : ''}${e.epoch != null ? ` (epoch ${e.epoch})` : ''}${first != null ? `: ${first}` : ''}${e.local === true ? '  [seen by this node only]' : ''}${e.clockMs != null ? `  [${e.node ?? 'its node'}'s clock runs ${Math.abs(e.clockMs / 1000).toFixed(1)} s ${e.clockMs > 0 ? 'ahead' : 'behind'}: shown in this node's time]` : ''}`)
+  return [line, ...more.map(l => `    ${escapeControls(l.trim())}`)].join('\n')
 }

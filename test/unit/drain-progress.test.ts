@@ -47,6 +47,9 @@ test('vm show\'s history line says a stop\'s node once, not again from the lease
   t.is(historyLine({ at: 'T', event: 'failed-over', node: 'h3', epoch: 2, detail: 'from h1' }), 'T  failed-over on h3 (epoch 2): from h1')
   t.is(historyLine({ at: 'T', event: 'started', node: 'h3', clockMs: 90_000 }), 'T  started on h3  [h3\'s clock runs 90.0 s ahead: shown in this node\'s time]')
   t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', detail: 'killed: fenced: sees 1 of 4 roll members' }), 'T  killed on h1: fenced: sees 1 of 4 roll members', 'not "killed: killed:" (bb44)')
+  // a detail's newlines, written escaped: its lines below it, not a literal \n (bb53)
+  t.is(historyLine({ at: 'T', event: 'failed', node: 'h1', detail: 'start failed: qemu: -drive x: Could not open\\r\\nqemu: giving up\\n\\n' }), 'T  failed on h1: start failed: qemu: -drive x: Could not open\n    qemu: giving up')
+  t.is(historyLine({ at: 'T', event: 'crashed', node: 'h1', detail: 'a\x1b[31m\\nb\x07' }), 'T  crashed on h1: a\\x1b[31m\n    b\\x07', 'each line escaped')
   t.is(historyLine({ at: 'T', event: 'killed', node: 'h1', local: true }), 'T  killed on h1  [seen by this node only]')
 })
 
