@@ -35,6 +35,16 @@ export function quickRestartDelayMs (quickRuns: number): number {
   return Math.min(QUICK_RESTART_FIRST_MS * 2 ** Math.min(quickRuns - 2, 30), QUICK_RESTART_MAX_MS)
 }
 
+/**
+ * The crashes a takeover's claim carries on from the lease it takes over (the same VM's:
+ * the crash rule counts a VM's crashes, not a node's), those within the window: a VM
+ * that crashed twice and took its node down with it is left stopped at its next crash,
+ * where each node's count began anew and it went round the grid for ever.
+ */
+export function recentCrashes (crashes: readonly number[] | undefined, now: number): number[] {
+  return (crashes ?? []).filter(t => now - t < CRASH_WINDOW_MS)
+}
+
 /** how long to wait, from `now`, before restarting after the crashes in `crashes` (0: none recent) */
 export function restartDelayMs (crashes: readonly number[], now: number): number {
   const recent = crashes.filter(t => now - t < CRASH_WINDOW_MS && t <= now)

@@ -11,7 +11,7 @@
 import type { EventEmitter } from 'node:events'
 import type { Registry } from 'prom-client'
 import type { Reader, Vm, Writer } from '../../crdt/index.ts'
-import { drainCheck, holderFenceMs, idle, isParked, rank, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy, type StrandedVms } from '../../crdt/placement/index.ts'
+import { drainCheck, holderFenceMs, idle, isParked, rank, recentCrashes, takeoverFenceMs, usageOf, type FenceDecision, type HaReport, type NodeView, type Strategy, type StrandedVms } from '../../crdt/placement/index.ts'
 import type { MemberTable } from '../../protocol/membership.ts'
 import type { MembershipEvents } from '../../protocol/membership-service.ts'
 import type { ClockOffset } from '../../protocol/heartbeat.ts'
@@ -515,9 +515,11 @@ export class DvmmService {
           // over a parked lease: a placement anew (no `from`, no failover in its history)
           const made = spec?.created
           const disks = spec?.spec.volumes ?? []
-          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), disks: [...disks] }
-          // its history carries on the log of the lease taken over, or of the last one this node saw (not a former VM's of its name)
           const before = w.reader.get('leases', c.vm)?.value
+          // a takeover carries on the VM's recent crashes (a placement anew, over a parked lease, starts with none)
+          const crashes = c.from != null && c.parked !== true && before != null && sameVm(before.made, made) ? recentCrashes(before.crashes, w.at) : []
+          const lease = { vm: c.vm, holder: this.me, epoch: c.epoch, cpu: c.cpu, memoryBytes: c.memoryBytes, status: 'claimed' as const, ...(c.from != null && c.parked !== true ? { from: c.from } : {}), ...(made != null ? { made } : {}), disks: [...disks], ...(crashes.length > 0 ? { crashes } : {}) }
+          // its history carries on the log of the lease taken over, or of the last one this node saw (not a former VM's of its name)
           w.put('leases', { ...lease, log: claimLog(before?.log != null ? { log: before.log, made: before.made } : this.history.carried(c.vm), { ...lease, at: w.at, by: this.me }, n => this.nameOf(n)) })
           return true
         } catch (err) {
