@@ -1,5 +1,6 @@
-// What this server has: detected from the host, overridable with --capacity
-// (tests use it to model servers of different sizes).
+// What this server has for VMs: detected from the host (its memory less what the host
+// keeps for itself), overridable with --capacity (tests use it to model servers of
+// different sizes).
 import { cpus, totalmem, loadavg } from 'node:os'
 import { statfs } from 'node:fs/promises'
 import type { Resources } from '../protocol/advert.ts'
@@ -83,6 +84,20 @@ export function parseCapacity (text: string): CapacityOverride {
   return out
 }
 
+const GiB = 1024 ** 3
+
+/**
+ * The memory a server keeps for itself, outside what VMs may reserve, when --capacity
+ * gives none: its kernel, page cache, this agent, QEMU's own memory beside each guest's
+ * (qemu.ts: up to 160 MiB) and the volume store's (pure). A tenth of it, at least
+ * 512 MiB, at most 8 GiB, never over half: VMs given all of RAM, as before, left the
+ * host to swap or its OOM killer to pick a guest (Nomad's `reserved`, Kubernetes'
+ * system-reserved, say the same; there the operator sets it).
+ */
+export function hostMemoryReserve (totalBytes: number): number {
+  return Math.min(Math.max(Math.round(totalBytes / 10), GiB / 2), 8 * GiB, Math.floor(totalBytes / 2))
+}
+
 export async function detectCapacity (dataDir: string, override: CapacityOverride = {}): Promise<Resources> {
   let diskBytes = override.diskBytes
   if (diskBytes == null) {
@@ -91,7 +106,7 @@ export async function detectCapacity (dataDir: string, override: CapacityOverrid
   }
   return {
     cpu: override.cpu ?? cpus().length,
-    memoryBytes: override.memoryBytes ?? totalmem(),
+    memoryBytes: override.memoryBytes ?? totalmem() - hostMemoryReserve(totalmem()),
     diskBytes
   }
 }

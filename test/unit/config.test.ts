@@ -3,7 +3,8 @@ import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { resolveConfig, parseDuration, parseHostPort, DEFAULT_API } from '../../node/config.ts'
-import { DataDisk, dataDiskProblem, diskCapacityProblem, parseCapacity, parseSize } from '../../node/resources.ts'
+import { DataDisk, dataDiskProblem, detectCapacity, diskCapacityProblem, hostMemoryReserve, parseCapacity, parseSize } from '../../node/resources.ts'
+import { totalmem } from 'node:os'
 import { statfs } from 'node:fs/promises'
 
 test('defaults follow the design brief', async t => {
@@ -167,4 +168,15 @@ test('diskCapacityProblem: a disk capacity over the data dir\'s whole file syste
   const total = (await statfs(tmpdir())).blocks * (await statfs(tmpdir())).bsize
   t.deepEqual((await new DataDisk(tmpdir(), 0, total).problems()).map(x => x.cause), [])
   t.deepEqual((await new DataDisk(tmpdir(), 0, total * 2).problems()).map(x => x.cause), ['disk-capacity-too-large'])
+})
+
+test('the memory VMs may reserve is the host\'s less what it keeps for itself (a tenth, 512 MiB to 8 GiB, never over half), unless --capacity says (VMs were given all of RAM)', async t => {
+  const GiB = 1024 ** 3
+  t.is(hostMemoryReserve(64 * GiB), Math.round(6.4 * GiB))
+  t.is(hostMemoryReserve(2 * GiB), GiB / 2, 'at least 512 MiB')
+  t.is(hostMemoryReserve(512 * GiB), 8 * GiB, 'at most 8 GiB')
+  t.is(hostMemoryReserve(GiB / 2), GiB / 4, 'never over half')
+  const found = await detectCapacity(tmpdir())
+  t.is(found.memoryBytes, totalmem() - hostMemoryReserve(totalmem()))
+  t.is((await detectCapacity(tmpdir(), { memoryBytes: 3 * GiB })).memoryBytes, 3 * GiB, '--capacity mem= is taken as it is')
 })
