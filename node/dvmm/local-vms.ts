@@ -327,7 +327,7 @@ export class LocalVms {
       // stopped or removed meanwhile, or its lease gone elsewhere: no start (bb30: a
       // `vm stop` during the pause ran the command once more); the next step writes the stop
       const r = this.c.state.read()
-      if (r.get('vms', id)?.value.desired !== 'running' || r.get('leases', id)?.value.holder !== this.c.peerId) return
+      if (r.get('vms', id)?.value.desired !== 'running' || r.get('leases', id)?.value.holder !== this.c.peerId || r.get('roll', this.c.peerId)?.value.draining === true) return
     }
     try {
       // not while a disk has objects no live node holds the newest copy of: the guest would
@@ -634,9 +634,12 @@ export class LocalVms {
     for (const id of this.quickRuns.keys()) {
       if (doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') { this.quickRuns.delete(id); this.restartNotBefore.delete(id) }
     }
-    // a pause whose VM was asked stopped, removed or moved meanwhile ends now (its start then does nothing)
+    // a pause whose VM was asked stopped, removed or moved meanwhile ends now (its start then
+    // does nothing); on a draining node too: the drain moves it at once (bb54: it waited out
+    // the pause, up to 5 min, then booted here only to be stopped and moved)
+    const draining = doc.roll.get(this.c.peerId)?.draining === true
     for (const [id, wake] of [...this.pauses]) {
-      if (doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') wake()
+      if (draining || doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') wake()
     }
     if (this.movedKills.size > 0) this.flushMovedKills(doc)
   }

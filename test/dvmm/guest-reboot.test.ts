@@ -34,3 +34,22 @@ test('a guest\'s reboot restarts it on its node under on-failure and never, coun
   await until(() => /^rebooted by its guest after \d+ s: restarting in 10 s \(2 runs in a row/.test(n.agent.state.read().get('leases', 'onf')?.value.reason ?? ''), 10_000, 'the second reboot, with its wait')
   t.deepEqual(n.agent.state.read().get('leases', 'onf')!.value.crashes ?? [], [])
 })
+
+test('a drain moves a VM waiting out its restart pause at once, without starting it on the draining node first (bb54)', async t => {
+  const g = await startDvmmGrid({ n: 2, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const starts: Array<{ node: string, at: number }> = []
+  for (const n of g.nodes) n.driver.on('state', e => { if (e.id === 'rb' && e.state === 'running') starts.push({ node: n.agent.config.name, at: Date.now() }) })
+  await g.nodes[0]!.agent.state.write(w => { w.put('vms', fakeVm('rb', 1, 2 ** 30, { command: ['fake:reboot', '300'], restart: 'never' })) })
+  const lease = (): { holder: string, reason?: string } | undefined => g.nodes[0]!.agent.state.read().get('leases', 'rb')?.value
+  // the second quick reboot: a pause of 10 s
+  await until(() => /restarting in 10 s/.test(lease()?.reason ?? ''), 20_000, 'the pause after the second reboot')
+  const holder = g.nodes.find(n => n.agent.id === lease()!.holder)!
+  const other = g.nodes.find(n => n !== holder)!
+  const before = starts.length
+  const drained = Date.now()
+  await holder.agent.state.write(w => { w.update('roll', holder.agent.id, { draining: true }) })
+  await until(() => starts.slice(before).some(s => s.node === other.agent.config.name), 8000, 'started on the other node within the pause')
+  t.true(Date.now() - drained < 8000)
+  t.deepEqual(starts.slice(before).filter(s => s.node === holder.agent.config.name), [], 'not started on the draining node first')
+})
