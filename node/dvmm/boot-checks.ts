@@ -60,6 +60,11 @@ export function kernelMemoryProblem (kernel: string, initrd: string | undefined,
   return `${given} cannot boot this kernel: it loads up to ${mib(end)} of guest memory${initrdBytes > 0 ? `, its initrd takes ${mib(initrdBytes)} more` : ''}, and it needs room to run; give at least ${least}M, more for what the guest runs`
 }
 
+/** the longest command line an x86 kernel takes (COMMAND_LINE_SIZE, 2048 with its NUL) */
+export const KERNEL_CMDLINE_MAX = 2047
+/** what vgrid's own arguments may take of it, its terminal names (vgrid.hosts) aside */
+export const VGRID_CMDLINE_ROOM = 256
+
 /** the guest init's arguments vgrid itself adds to a qemu VM's command line (drivers/qemu.ts) */
 const VGRID_SETS = ['vgrid.name', 'vgrid.disks', 'vgrid.overlay', 'vgrid.hosts']
 
@@ -71,6 +76,9 @@ const VGRID_SETS = ['vgrid.name', 'vgrid.disks', 'vgrid.overlay', 'vgrid.hosts']
  * `vgrid.disks=1` made the guest's disk wait fail on "1\n1"), nor any vgrid one twice.
  */
 export function cmdlineProblem (cmdline: string): string | null {
+  // a longer one is cut (or the guest does not boot at all: bb54's sat `running` with no output)
+  const bytes = Buffer.byteLength(cmdline)
+  if (bytes > KERNEL_CMDLINE_MAX - VGRID_CMDLINE_ROOM) return `is ${bytes} bytes: an x86 kernel takes a command line of at most ${KERNEL_CMDLINE_MAX}, and vgrid adds up to ${VGRID_CMDLINE_ROOM} of its own (console=ttyS0, vgrid.name, vgrid.ip, vgrid.gw, vgrid.disks, vgrid.overlay): give at most ${KERNEL_CMDLINE_MAX - VGRID_CMDLINE_ROOM}`
   const seen = new Set<string>()
   for (const word of cmdline.split(/\s+/)) {
     const eq = word.indexOf('=')

@@ -5,7 +5,7 @@ import test from 'ava'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cmdlineProblem, elfLoadEnd, kernelMemoryProblem } from '../../node/dvmm/boot-checks.ts'
+import { cmdlineProblem, elfLoadEnd, kernelMemoryProblem, KERNEL_CMDLINE_MAX, VGRID_CMDLINE_ROOM } from '../../node/dvmm/boot-checks.ts'
 
 const MiB = 2 ** 20
 
@@ -72,4 +72,11 @@ test('cmdlineProblem: the arguments vgrid adds itself are refused, and a vgrid o
   t.regex(cmdlineProblem('vgrid.name=x') ?? '', /^vgrid\.name is set by vgrid/)
   t.is(cmdlineProblem('vgrid.stamp=a quiet quiet'), null, 'the init\'s own vgrid.stamp, and other arguments twice, are the user\'s')
   t.is(cmdlineProblem('vgrid.stamp=a vgrid.stamp=b'), 'vgrid.stamp is given twice')
+})
+
+test('cmdlineProblem: a command line longer than an x86 kernel takes, with room for vgrid\'s own arguments, is refused (bb54: the guest never booted and showed running)', t => {
+  const most = KERNEL_CMDLINE_MAX - VGRID_CMDLINE_ROOM
+  t.is(cmdlineProblem(`quiet ${'x'.repeat(most - 6)}`), null)
+  t.is(cmdlineProblem(`quiet ${'x'.repeat(most - 5)}`), `is ${most + 1} bytes: an x86 kernel takes a command line of at most 2047, and vgrid adds up to 256 of its own (console=ttyS0, vgrid.name, vgrid.ip, vgrid.gw, vgrid.disks, vgrid.overlay): give at most ${most}`)
+  t.regex(cmdlineProblem('é'.repeat(1000)) ?? '', /^is 2000 bytes/, 'bytes, not characters')
 })

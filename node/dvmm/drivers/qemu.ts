@@ -16,7 +16,7 @@ import { HostDriver, type CleanExitCause, type HostDriverComponents, type HostDr
 import { Qmp, qmpOnce } from './qmp.ts'
 import { DriverError, GUEST_PAUSED, GUEST_STUCK, type DriverVmSpec, type ProbeResult, type VmInfo, type VmNetwork } from './types.ts'
 import { MAX_RESTART_GRACE_MS, RESTART_STARTUP_MS } from '../timing.ts'
-import { imageFormatOf } from '../boot-checks.ts'
+import { imageFormatOf, KERNEL_CMDLINE_MAX } from '../boot-checks.ts'
 
 export type QemuDriverComponents = HostDriverComponents
 
@@ -209,7 +209,14 @@ export class QemuDriver extends HostDriver {
           if (names !== '') extra.push(`vgrid.hosts=${names}`)
         }
       }
-      argv.push('-kernel', s.boot.kernel, '-append', kernelCmdline(s.boot.cmdline, extra))
+      const append = kernelCmdline(s.boot.cmdline, extra)
+      // the kernel would cut it, or not boot at all (bb54): said, not a guest silent for ever
+      const bytes = Buffer.byteLength(append)
+      if (bytes > KERNEL_CMDLINE_MAX) {
+        const hosts = extra.find(a => a.startsWith('vgrid.hosts='))
+        throw new DriverError('bad-spec', `its kernel command line would be ${bytes} bytes, over the ${KERNEL_CMDLINE_MAX} an x86 kernel takes${hosts != null ? ` (its terminal names, vgrid.hosts, take ${Buffer.byteLength(hosts)}: fewer outputs, or a shorter cmdline)` : ': a shorter cmdline'}`, 'boot.cmdline')
+      }
+      argv.push('-kernel', s.boot.kernel, '-append', append)
       if (s.boot.initrd !== undefined) argv.push('-initrd', s.boot.initrd)
     } else if (s.boot.kind === 'disk') {
       // the format found in the image (checked at start): a qcow2 image boots as qcow2

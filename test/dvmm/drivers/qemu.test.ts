@@ -120,6 +120,16 @@ maybe('qemu driver: a guest that reboots itself ends as rebooted, no crash, thou
   t.is(ended.error, undefined)
 })
 
+maybe('qemu driver: a kernel command line over what an x86 kernel takes, with the terminal names vgrid adds, fails the start saying so (bb54: the guest never booted and showed running)', async t => {
+  const d = await create()
+  const id = `longcl-${process.pid}`
+  t.teardown(async () => { try { await d.kill(id) } catch {}; try { await d.remove(id) } catch {}; await d.close() })
+  const names = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`terminal-${String(i).padStart(2, '0')}-${'n'.repeat(40)}`, `100.64.0.${i + 1}`]))
+  const err = await t.throwsAsync(d.start({ ...guest(id), overlay: { address: '100.70.0.9', names } }))
+  t.regex(err?.message ?? '', /its kernel command line would be \d+ bytes, over the 2047 an x86 kernel takes \(its terminal names, vgrid\.hosts, take \d+: fewer outputs, or a shorter cmdline\)/)
+  t.is((await d.inspect(id))?.state, 'failed')
+})
+
 for (const [errno, said] of [['28', 'found no space left \\(ENOSPC\\)'], ['5', 'failed a request']] as const) {
 maybe(`qemu driver: a guest QEMU paused after its volume failed a write (errno ${errno}) is said to be paused, told to go on, and runs again once the disk takes the write`, async t => {
   const d = await create()
