@@ -145,3 +145,28 @@ export function initrdFileProblem (path: string): string | null {
   } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
   return initrdProblem(head.subarray(0, n), path)
 }
+
+/**
+ * Whether a file's first 8 KiB are a kernel QEMU boots directly (null), or why not: an
+ * ELF (a vmlinux, PVH or multiboot), a Linux bzImage (its "HdrS" at 0x202), or a
+ * multiboot image (its magic within 8 KiB, 4-aligned). Any file was taken, and failed
+ * three starts with QEMU's "invalid kernel header" (bb54).
+ */
+export function kernelProblem (head: Uint8Array, path: string): string | null {
+  if (head.length === 0) return `${path} is empty, not a kernel`
+  const at = (off: number, bytes: readonly number[]): boolean => head.length >= off + bytes.length && bytes.every((b, i) => head[off + i] === b)
+  if (at(0, [0x7f, 0x45, 0x4c, 0x46]) || at(0x202, [0x48, 0x64, 0x72, 0x53])) return null
+  for (let off = 0; off + 4 <= Math.min(head.length, 8192); off += 4) if (at(off, [0x02, 0xb0, 0xad, 0x1b])) return null
+  return `${path} is not a kernel QEMU boots: neither an ELF (a vmlinux), a Linux bzImage (a vmlinuz) nor a multiboot image`
+}
+
+/** kernelProblem of the file at `path` */
+export function kernelFileProblem (path: string): string | null {
+  const head = new Uint8Array(8192)
+  let n = 0
+  try {
+    const fd = openSync(path, 'r')
+    try { n = readSync(fd, head, 0, head.length, 0) } finally { closeSync(fd) }
+  } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
+  return kernelProblem(head.subarray(0, n), path)
+}

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto'
 import { statSync } from 'node:fs'
 import { VM_USER_PATTERN, type VmSpec } from '../../crdt/index.ts'
 import { ValidationError } from '../errors.ts'
-import { cmdlineProblem, imageFormatOf, initrdFileProblem, kernelMemoryProblem } from './boot-checks.ts'
+import { cmdlineProblem, imageFormatOf, initrdFileProblem, kernelFileProblem, kernelMemoryProblem } from './boot-checks.ts'
 
 const invalid = (field: string, msg: string): ValidationError => new ValidationError(field, `${field}: ${msg}`)
 
@@ -18,7 +18,8 @@ export type FileCheck = (path: string, kind: FileKind) => string | null
 /**
  * A regular file (a directory given there fails only when the VM starts); an image
  * must be one that boots (bb34: /etc/passwd was taken, and the guest sat in its
- * firmware), an initrd an initramfs (initrdProblem), a process VM's program an
+ * firmware), a kernel one QEMU boots (kernelProblem), an initrd an initramfs
+ * (initrdProblem), a process VM's program an
  * executable file (bb34: one that does not exist was taken, then failed at every start).
  */
 export function fileProblemHere (p: string, kind: FileKind): string | null {
@@ -31,6 +32,7 @@ export function fileProblemHere (p: string, kind: FileKind): string | null {
     if ('problem' in f) return f.problem
   }
   if (kind === 'initrd') return initrdFileProblem(p)
+  if (kind === 'kernel') return kernelFileProblem(p)
   return null
 }
 

@@ -376,7 +376,10 @@ test.serial('API: two VMs created at once with one volume: the second, written a
   const dir = mkdtempSync(join(tmpdir(), 'vgt-vmvol-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const kernel = join(dir, 'vmlinux')
-  writeFileSync(kernel, 'not booted here')
+  // a bzImage's header ("HdrS" at 0x202), which the API takes as a kernel: not booted here
+  const bz = Buffer.alloc(1024)
+  bz.write('HdrS', 0x202)
+  writeFileSync(kernel, bz)
   const state = n.agent.state
   await state.write(w => w.put('volumes', planCreate({ path: '/d', size: '16M' }, [], { nodes: 1, freeBytes: 2 ** 40 }, () => 'vol-d')))
   // each write waits at a gate: both requests read the document before either writes

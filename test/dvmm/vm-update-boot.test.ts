@@ -72,7 +72,10 @@ test('a command line and an image asked at once through two nodes: the image, wr
   const dir = mkdtempSync(join(tmpdir(), 'vgrid-boot-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const kernel = join(dir, 'vmlinux')
-  writeFileSync(kernel, 'not an ELF: its size is not judged')
+  // a bzImage's header ("HdrS" at 0x202): a kernel to the API, not an ELF, so its size is not judged
+  const bz = Buffer.alloc(1024)
+  bz.write('HdrS', 0x202)
+  writeFileSync(kernel, bz)
   const image = join(dir, 'disk.raw')
   const sector = Buffer.alloc(1024 * 1024)
   sector[510] = 0x55

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { initrdProblem } from '../../node/dvmm/boot-checks.ts'
+import { initrdProblem, kernelProblem } from '../../node/dvmm/boot-checks.ts'
 import { fileProblemHere } from '../../node/dvmm/boot-fields.ts'
 import { bootVolumeProblem } from '../../node/dvmm/vm-disks.ts'
 import { vmDraft } from '../../node/dvmm/vms.ts'
@@ -110,9 +110,33 @@ test('an initrd is an initramfs: a cpio archive or one the kernel can uncompress
   writeFileSync(join(dir, 'good'), gzipSync(cpio))
   t.regex(fileProblemHere(join(dir, 'junk'), 'initrd') ?? '', /junk is not an initramfs/)
   t.is(fileProblemHere(join(dir, 'good'), 'initrd'), null)
-  t.is(fileProblemHere(join(dir, 'junk'), 'kernel'), null, 'a kernel is not looked into here')
+  t.regex(fileProblemHere(join(dir, 'junk'), 'kernel') ?? '', /not a kernel/, 'a kernel is looked into as a kernel')
   // through the API's check: a 400 naming initrd
   let said = ''
-  try { vmDraft({ ...qemu, kernel: join(dir, 'good'), initrd: join(dir, 'junk') }, doc, nodes) } catch (err) { said = `${toApiError(err).status} ${toApiError(err).message}` }
+  try { vmDraft({ ...qemu, kernel: process.execPath, initrd: join(dir, 'junk') }, doc, nodes) } catch (err) { said = `${toApiError(err).status} ${toApiError(err).message}` }
   t.regex(said, /^400 initrd: .*junk is not an initramfs/)
+})
+
+test('a kernel is one QEMU boots: an ELF, a Linux bzImage or a multiboot image; any other file is refused naming it (bb54: it failed three starts with QEMU\'s "invalid kernel header")', t => {
+  t.is(kernelProblem(Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]), '/k'), null, 'ELF')
+  const bz = Buffer.alloc(1024)
+  bz.write('HdrS', 0x202)
+  t.is(kernelProblem(bz, '/k'), null, 'bzImage')
+  const mb = Buffer.alloc(8192)
+  mb.writeUInt32LE(0x1badb002, 4096)
+  t.is(kernelProblem(mb, '/k'), null, 'multiboot, 4-aligned within 8 KiB')
+  const off = Buffer.alloc(8192)
+  off.writeUInt32LE(0x1badb002, 4097)
+  t.is(kernelProblem(off, '/k'), '/k is not a kernel QEMU boots: neither an ELF (a vmlinux), a Linux bzImage (a vmlinuz) nor a multiboot image')
+  t.is(kernelProblem(new Uint8Array(0), '/boot/empty'), '/boot/empty is empty, not a kernel')
+  t.regex(kernelProblem(Buffer.from('ubuntu\n'), '/etc/hostname') ?? '', /^\/etc\/hostname is not a kernel QEMU boots/)
+  const dir = mkdtempSync(join(tmpdir(), 'vgrid-kernel-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  writeFileSync(join(dir, 'junk'), 'not a kernel\n')
+  writeFileSync(join(dir, 'bz'), bz)
+  t.regex(fileProblemHere(join(dir, 'junk'), 'kernel') ?? '', /junk is not a kernel QEMU boots/)
+  t.is(fileProblemHere(join(dir, 'bz'), 'kernel'), null)
+  let said = ''
+  try { vmDraft({ ...qemu, kernel: join(dir, 'junk') }, doc, nodes) } catch (err) { said = `${toApiError(err).status} ${toApiError(err).message}` }
+  t.regex(said, /^400 kernel: .*junk is not a kernel QEMU boots/)
 })
