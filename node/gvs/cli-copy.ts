@@ -258,6 +258,8 @@ function checkFile (sub: 'import' | 'export', file: string): void {
     return
   }
   if (st?.isDirectory() === true) throw new CliError(`${file} is a directory: export writes an image file (give its name)`, 1)
+  // a path ending in "/" names a directory, there or not (bb54: a raw EISDIR)
+  if (file.endsWith('/')) throw new CliError(`${file} names a directory: export writes an image file (give its name, e.g. ${file}disk.raw)`, 1)
   // never through a link, dangling or not (bb48: a user's link in /tmp had root's export write a file where the link pointed)
   let link: string | undefined
   try { if (lstatSync(file).isSymbolicLink()) link = readlinkSync(file) } catch {}

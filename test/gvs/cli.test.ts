@@ -117,6 +117,7 @@ test('vgrid vol commands', async t => {
   await t.throwsAsync(cli('import', join(dir, 'nothing.raw'), '/shop/db/data'), { message: /nothing\.raw: no such file \(import reads an image file\)$/ })
   await t.throwsAsync(cli('import', dir, '/shop/db/data'), { message: /is a directory: import reads an image file$/ })
   await t.throwsAsync(cli('export', '/shop/db/data', join(dir, 'no', 'such', 'out.raw')), { message: /no\/such does not exist: export writes out\.raw there$/ })
+  await t.throwsAsync(cli('export', '/shop/db/data', join(dir, 'nodir') + '/'), { message: /nodir\/ names a directory: export writes an image file \(give its name, e\.g\. .*nodir\/disk\.raw\)$/ }, 'a path ending in / (bb54: a raw EISDIR)')
   // not stdin or stdout (bb50: a file named "-" was written)
   for (const args of [['export', '/shop/db/data', '-'], ['import', '-', '/shop/db/data']]) {
     const e = await t.throwsAsync(cli(...args), { message: /^"-": vgrid vol (export writes an image file, not stdout|import reads an image file, not stdin); give the file's path \(\.\/- for a file of that name\)$/ })
