@@ -573,7 +573,7 @@ export class LocalVms {
     if (l == null || l.holder !== this.c.peerId || vm == null) return
     const rebooted = e.reason === 'rebooted'
     // the history reads the event from the reason's first word (history.ts)
-    const detail = rebooted ? 'rebooted by its guest' : `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
+    const detail = rebooted ? 'rebooted by its guest' : e.why != null ? `${e.reason}: ${e.why}` : `${e.reason}${e.code != null ? ` (code ${e.code})` : ''}${e.signal != null ? ` (${e.signal})` : ''}`
     const at = docStamp(this.c.clock)
     const ranMs = e.startedAt != null ? e.at - e.startedAt : undefined
     const d = onExit(this.crashesUnwritten.get(id) ?? l.crashes ?? [], at, { policy: vm.spec.restart, clean: e.reason === 'exited', rebooted, detail, ranMs, quickRuns: this.quickRuns.get(id) ?? 0 })

@@ -53,3 +53,17 @@ test('a drain moves a VM waiting out its restart pause at once, without starting
   t.true(Date.now() - drained < 8000)
   t.deepEqual(starts.slice(before).filter(s => s.node === holder.agent.config.name), [], 'not started on the draining node first')
 })
+
+test('a guest whose kernel panicked is said so in its history and the crash rule\'s reason, not "crashed (code 0)" (bb54)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  await n.agent.state.write(w => {
+    w.put('vms', fakeVm('pan', 1, 2 ** 30, { command: ['fake:panic', '200'], restart: 'never' }))
+    w.put('vms', fakeVm('pan2', 1, 2 ** 30, { command: ['fake:panic', '200'] }))
+  })
+  await until(() => n.agent.state.read().get('leases', 'pan')?.value.status === 'stopped', 10_000, 'the crash rule to stop it')
+  t.is(n.agent.state.read().get('leases', 'pan')!.value.reason, 'crashed: its guest\'s kernel panicked (vgrid vm console pan shows why); restart policy is never')
+  await until(() => n.dvmm.history.of('pan2').some(e => e.event === 'crashed'), 10_000, 'the crash in its history')
+  t.regex(n.dvmm.history.of('pan2').find(e => e.event === 'crashed')!.detail ?? '', /^crashed: its guest's kernel panicked \(vgrid vm console pan2 shows why\): crash 1 within 24 h/)
+})

@@ -7,6 +7,7 @@
 //   ['fake:run']                 runs until stopped
 //   ['fake:exit', CODE, MS]      exits by itself with CODE after MS
 //   ['fake:reboot', MS]          its guest reboots after MS (as a qemu guest's reset under -no-reboot: rebooted)
+//   ['fake:panic', MS]           its guest's kernel panics after MS (as a qemu guest's: crashed with code 0, and why)
 //   ['fake:ignore-stop']         ignores graceful stop (only kill ends it)
 import { EventEmitter } from 'node:events'
 import { classifyExit, earlierConsole, EARLIER_CONSOLE_BYTES, sleep, validateSpec } from './common.ts'
@@ -26,8 +27,9 @@ interface FakeVm {
   timer?: NodeJS.Timeout
   ignoresStop: boolean
   onExit?: (code: number | null, signal: string | null) => void
-  /** its guest reset itself (fake:reboot) */
+  /** its guest reset itself (fake:reboot), or its kernel panicked (fake:panic) */
   rebooting?: true
+  panicked?: true
 }
 
 /** One simulated server: its VMs outlive driver instances, as real processes outlive agents. */
@@ -66,7 +68,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     const spec = validateSpec(raw, ['command', 'volume'])
     // a guest booting its first disk (the fake stands for qemu too) runs as fake:run does
     const [cmd, a, b] = spec.boot.kind === 'volume' ? ['fake:run'] : spec.boot.kind === 'command' ? spec.boot.command : []
-    if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:reboot' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:reboot, fake:ignore-stop)`, 'boot.command[0]')
+    if (cmd !== 'fake:run' && cmd !== 'fake:exit' && cmd !== 'fake:reboot' && cmd !== 'fake:panic' && cmd !== 'fake:ignore-stop') throw new DriverError('bad-spec', `boot.command[0]: "${String(cmd)}" is not a fake guest (fake:run, fake:exit, fake:reboot, fake:panic, fake:ignore-stop)`, 'boot.command[0]')
     if (!this.probeResult.ok) throw new DriverError('unsupported', `fake driver cannot run VMs here: ${this.probeResult.detail}`)
     const old = this.node.vms.get(spec.id)
     if (old !== undefined && (old.state === 'starting' || old.state === 'running' || old.state === 'stopping')) throw new DriverError('exists', `VM ${spec.id} is already ${old.state} on this node`, 'id')
@@ -89,6 +91,7 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
     vm.onExit = (code, signal) => { (this.node.owner ?? this).finish(spec.id, vm, code, signal) }
     if (cmd === 'fake:exit') vm.timer = setTimeout(() => vm.onExit?.(Number(a ?? 0), null), Number(b ?? 0))
     if (cmd === 'fake:reboot') vm.timer = setTimeout(() => { vm.rebooting = true; vm.onExit?.(0, null) }, Number(a ?? 0))
+    if (cmd === 'fake:panic') vm.timer = setTimeout(() => { vm.panicked = true; vm.onExit?.(0, null) }, Number(a ?? 0))
     this.set(spec.id, vm, 'running')
     return this.info(spec.id, vm)
   }
@@ -156,14 +159,15 @@ export class FakeDriver extends EventEmitter<DriverEvents> implements VmDriver {
   protected finish (id: string, vm: FakeVm, code: number | null, signal: string | null): void {
     if (vm.state === 'stopped' || vm.state === 'failed') return
     const exit = classifyExit({ code, signal, oomKills: 0, stopRequested: vm.state === 'stopping', killRequested: false, now: this.clock.now() })
-    this.end(id, vm, code, signal, exit.reason === 'exited' && vm.rebooting === true ? 'rebooted' : exit.reason)
+    const reason = exit.reason !== 'exited' ? exit.reason : vm.rebooting === true ? 'rebooted' : vm.panicked === true ? 'crashed' : 'exited'
+    this.end(id, vm, code, signal, reason, undefined, vm.panicked === true && exit.reason === 'exited' ? `its guest's kernel panicked (vgrid vm console ${id} shows why)` : undefined)
   }
 
-  private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason, watchdogKillAt?: number): void {
+  private end (id: string, vm: FakeVm, code: number | null, signal: string | null, reason: ExitReason, watchdogKillAt?: number, why?: string): void {
     clearTimeout(vm.timer)
-    vm.exit = { code, signal, reason, at: this.clock.now(), startedAt: vm.startedAt, ...(watchdogKillAt !== undefined ? { watchdogKillAt } : {}) }
+    vm.exit = { code, signal, reason, at: this.clock.now(), startedAt: vm.startedAt, ...(watchdogKillAt !== undefined ? { watchdogKillAt } : {}), ...(why !== undefined ? { why } : {}) }
     const failed = reason === 'crashed' || reason === 'oom-killed' || reason === 'lost'
-    if (failed) vm.error = reason === 'crashed' ? `crashed (code ${String(code)})` : reason
+    if (failed) vm.error = why ?? (reason === 'crashed' ? `crashed (code ${String(code)})` : reason)
     // a closed driver (a dead agent) sees nothing; the next one finds the result in list()
     if (this.closed) { vm.state = failed ? 'failed' : 'stopped'; return }
     this.set(id, vm, failed ? 'failed' : 'stopped')

@@ -555,7 +555,7 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
       const byGuard = watchdogAt !== undefined && /\bguard\b/.test(watchdogAt)
       const stalled = byGuard && /\bstalled\b/.test(watchdogAt ?? '')
       if (watchdogAt !== undefined) rec.error = byGuard ? `killed by its guard${watchdogTime(watchdogAt)}: the fencing watchdog's supervisor was ${stalled ? 'stopped or stalled, its agent not there to wake it' : 'gone'}` : `killed by the fencing watchdog${watchdogTime(watchdogAt)}`
-      const run = { ...exit, ...(rec.startedAt != null ? { startedAt: rec.startedAt } : {}) }
+      const run = { ...exit, ...(rec.startedAt != null ? { startedAt: rec.startedAt } : {}), ...(cause?.reason === 'crashed' ? { why: cause.why } : {}) }
       rec.exit = watchdogAt !== undefined ? { ...run, watchdogKillAt: watchdogMs(watchdogAt) ?? Date.now(), ...(byGuard ? { watchdogKillBy: 'guard' as const } : {}), ...(stalled ? { guardSawStall: true as const } : {}) } : run
       await this.cleanup(rec)
       const failed = exit.reason === 'crashed' || exit.reason === 'oom-killed' || exit.reason === 'lost'

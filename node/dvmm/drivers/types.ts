@@ -77,6 +77,8 @@ export interface VmExit {
   guardSawStall?: true
   /** when the run that ended began (ms since the epoch), where known */
   startedAt?: number
+  /** what a crash with code 0 was, said by the driver ("its guest's kernel panicked ..."): the history says it, not "code 0" */
+  why?: string
 }
 
 export interface VmNetwork {

@@ -105,7 +105,7 @@ maybe('qemu driver: a guest whose kernel panics is a crash, not a clean exit, th
   await d.start({ ...guest(id), boot: { kind: 'kernel', kernel: image!.kernel, initrd: junk, cmdline: image!.cmdline } })
   const ended = await waitFor('the guest ended', async () => { const i = await d.inspect(id); return i?.state === 'failed' || i?.state === 'stopped' ? i : undefined }, 90_000, 100)
   t.true((await d.consoleTail(id)).includes('Kernel panic - not syncing'))
-  t.like(ended, { state: 'failed', exit: { reason: 'crashed', code: 0 } })
+  t.like(ended, { state: 'failed', exit: { reason: 'crashed', code: 0, why: `its guest's kernel panicked (vgrid vm console ${id} shows why)` } })
   t.is(ended.error, `its guest's kernel panicked (vgrid vm console ${id} shows why)`)
 })
 
