@@ -300,7 +300,9 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   } else {
     const d = r as VmDetail & { stillRuns?: { name: string, why: string } }
     const asked = what === 'start' ? 'running' : 'stopped'
-    say(`${d.name}: desired ${d.desired}, now ${d.stillRuns != null ? `still running on ${d.stillRuns.name}: ${d.stillRuns.why}` : d.state}`)
+    // why it is not there yet, where it says (bb54: a start during a restart pause read "now starting", the pause unsaid)
+    const why = d.stillRuns == null && d.state !== asked && d.state !== 'running' ? d.reason?.split(/(?:\\r)?\\n/)[0] : undefined
+    say(`${d.name}: desired ${d.desired}, now ${d.stillRuns != null ? `still running on ${d.stillRuns.name}: ${d.stillRuns.why}` : d.state}${why != null && why !== '' ? ` (${why})` : ''}`)
     // a start and a stop made at the same moment through two nodes: the later write wins everywhere
     if (d.desired !== asked) {
       process.stderr.write(`vgrid: a ${what === 'start' ? 'stop' : 'start'} of ${d.name} made at the same moment through another node won over this ${what}: it is desired ${d.desired}

@@ -4,6 +4,8 @@
 // fake driver (its `fake:reboot` guest ends as a qemu guest's reboot does).
 import test from 'ava'
 import { startDvmmGrid, fakeVm, until } from './grid.ts'
+import { serveDvmmRoutes } from './serve-routes.ts'
+import { cli } from './cli-run.ts'
 
 const DVMM = { settleMs: 300, tickMs: 100, fenceTimeoutMs: 2000, takeoverMarginMs: 500 }
 
@@ -66,4 +68,16 @@ test('a guest whose kernel panicked is said so in its history and the crash rule
   t.is(n.agent.state.read().get('leases', 'pan')!.value.reason, 'crashed: its guest\'s kernel panicked (vgrid vm console pan shows why); restart policy is never')
   await until(() => n.dvmm.history.of('pan2').some(e => e.event === 'crashed'), 10_000, 'the crash in its history')
   t.regex(n.dvmm.history.of('pan2').find(e => e.event === 'crashed')!.detail ?? '', /^crashed: its guest's kernel panicked \(vgrid vm console pan2 shows why\): crash 1 within 24 h/)
+})
+
+test('vm start of a VM in its restart pause says the pause, not a bare "now starting" (bb54)', async t => {
+  const g = await startDvmmGrid({ n: 1, capacity: 'cpu=4,mem=8G,disk=10G', dvmm: DVMM })
+  t.teardown(g.stop)
+  const n = g.nodes[0]!
+  const api = await serveDvmmRoutes(t, n.dvmm)
+  await n.agent.state.write(w => { w.put('vms', fakeVm('rb', 1, 2 ** 30, { command: ['fake:reboot', '300'], restart: 'never' })) })
+  await until(() => /restarting in 10 s/.test(n.agent.state.read().get('leases', 'rb')?.value.reason ?? ''), 20_000, 'the pause after the second reboot')
+  const r = await cli(api, 'vm', 'start', 'rb')
+  t.is(r.code, 0, r.err)
+  t.regex(r.out, /^rb: desired running, now starting \(rebooted by its guest after \d+ s: restarting in 10 s \(2 runs in a row/m, r.out)
 })
