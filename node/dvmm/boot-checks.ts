@@ -108,13 +108,19 @@ export function diskImageFormat (head: Uint8Array, path: string): { format: 'raw
 }
 
 export function imageFormatOf (path: string): { format: 'raw' | 'qcow2' } | { problem: string } {
-  const head = new Uint8Array(512)
+  const head = headOf(path, 512)
+  return typeof head === 'string' ? { problem: head } : diskImageFormat(head, path)
+}
+
+/** a file's first `bytes` (fewer if it is shorter), or why they cannot be read */
+function headOf (path: string, bytes: number): Uint8Array | string {
+  const head = new Uint8Array(bytes)
   let n = 0
   try {
     const fd = openSync(path, 'r')
-    try { n = readSync(fd, head, 0, 512, 0) } finally { closeSync(fd) }
-  } catch (err) { return { problem: `${path} cannot be read: ${(err as Error).message}` } }
-  return diskImageFormat(head.subarray(0, n), path)
+    try { n = readSync(fd, head, 0, bytes, 0) } finally { closeSync(fd) }
+  } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
+  return head.subarray(0, n)
 }
 
 /** how an initramfs may begin: a cpio archive (newc, crc, old binary either way round: early microcode goes so, uncompressed) or one of the compressions the kernel unpacks */
@@ -137,13 +143,8 @@ export function initrdProblem (head: Uint8Array, path: string): string | null {
 
 /** initrdProblem of the file at `path` */
 export function initrdFileProblem (path: string): string | null {
-  const head = new Uint8Array(8)
-  let n = 0
-  try {
-    const fd = openSync(path, 'r')
-    try { n = readSync(fd, head, 0, head.length, 0) } finally { closeSync(fd) }
-  } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
-  return initrdProblem(head.subarray(0, n), path)
+  const head = headOf(path, 8)
+  return typeof head === 'string' ? head : initrdProblem(head, path)
 }
 
 /**
@@ -162,11 +163,6 @@ export function kernelProblem (head: Uint8Array, path: string): string | null {
 
 /** kernelProblem of the file at `path` */
 export function kernelFileProblem (path: string): string | null {
-  const head = new Uint8Array(8192)
-  let n = 0
-  try {
-    const fd = openSync(path, 'r')
-    try { n = readSync(fd, head, 0, head.length, 0) } finally { closeSync(fd) }
-  } catch (err) { return `${path} cannot be read: ${(err as Error).message}` }
-  return kernelProblem(head.subarray(0, n), path)
+  const head = headOf(path, 8192)
+  return typeof head === 'string' ? head : kernelProblem(head, path)
 }
