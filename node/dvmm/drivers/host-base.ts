@@ -541,14 +541,23 @@ export abstract class HostDriver extends EventEmitter<DriverEvents> implements V
     this.finishing.add(rec.id)
     try {
       let status: number | undefined
+      let endedAt: number | undefined
       // an empty file is no status: its wrapper could not write it (a full disk), and
       // Number('') is 0, which read a SIGKILL as a clean exit
-      try { const text = readFileSync(join(this.runs.dir(rec.id), 'exit'), 'utf8').trim(); if (text !== '') status = Number(text) } catch {}
+      try {
+        const file = join(this.runs.dir(rec.id), 'exit')
+        const text = readFileSync(file, 'utf8').trim()
+        if (text !== '') { status = Number(text); endedAt = statSync(file).mtimeMs }
+      } catch {}
       const cs = status === undefined || Number.isNaN(status) ? { code: null, signal: rec.killRequested === true ? 'SIGKILL' : null } : decodeShellStatus(status)
       // the watchdog (a separate process) marks the VMs it killed
       let watchdogAt: string | undefined
       try { watchdogAt = readFileSync(join(this.runs.dir(rec.id), WATCHDOG_KILLED), 'utf8') } catch {}
-      let exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: this.components.clock.now() })
+      // when it ended: as its wrapper wrote the status, not when this agent saw it (bb54: an
+      // agent down for 20 s made a guest's 12 s run read 27 s, which the quick-run rule reads)
+      const seen = this.components.clock.now()
+      const at = endedAt != null && endedAt <= seen && (rec.startedAt == null || endedAt >= rec.startedAt) ? Math.floor(endedAt) : seen
+      let exit = classifyExit({ ...cs, oomKills: oomKills(rec.cgroups), stopRequested: rec.stopRequested === true, killRequested: rec.killRequested === true || watchdogAt !== undefined, hostRestarted: ranBeforeBoot(rec), now: at })
       const cause = exit.reason === 'exited' ? this.cleanExitCause(rec) : undefined
       if (cause !== undefined) exit = { ...exit, reason: cause.reason }
       if (exit.reason === 'host-restarted') rec.error = 'its host restarted while it ran'

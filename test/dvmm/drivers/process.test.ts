@@ -165,6 +165,22 @@ maybe('process driver: a command that ends at once with status 0 is a run that e
   }
 })
 
+maybe('process driver: a run that ended while no agent looked ended when its command did, not when the next agent saw it (bb54: a 12 s run read 27 s)', async t => {
+  const first = await create()
+  const id = `late-${process.pid}`
+  const info = await first.start({ ...sh(id, 'sleep 0.3'), network: false })
+  // the agent goes; the command ends 0.3 s later; the next agent looks 2 s after that
+  await first.close()
+  await new Promise(resolve => setTimeout(resolve, 2300))
+  const next = await create()
+  t.teardown(async () => { try { await next.kill(id) } catch {}; try { await next.remove(id) } catch {}; await next.close() })
+  const seen = Date.now()
+  const ended = await waitFor('its exit recorded', async () => { const i = await next.inspect(id); return i?.state === 'stopped' ? i : undefined }, 10_000, 50)
+  t.is(ended.exit?.reason, 'exited')
+  const ran = ended.exit!.at - (ended.exit!.startedAt ?? info.startedAt!)
+  t.true(ran < 1500, `ran ${ran} ms by its exit's time (seen ${seen - ended.exit!.startedAt!} ms after its start)`)
+})
+
 maybe('process driver: allocating over the memory limit is OOM-killed and reported so', async t => {
   const d = await create()
   const id = `oom-${process.pid}`
