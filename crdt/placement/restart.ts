@@ -60,11 +60,16 @@ export type CrashDecision =
   /** `completed`: it exited cleanly and its policy does not restart that: it did its work, no failure */
   | { action: 'stop', crashes: number[], reason: string, completed?: true }
 
-/** the wait, and how the reason says it, before a restart after `quick` quick clean runs in a row */
-function quickRestart (quick: number): { delayMs?: number, when: string } {
+/**
+ * The wait, and how the reason says it, before a restart after `quick` quick clean runs
+ * in a row; with the time it ends (UTC), as the reason is read long after it was written
+ * (bb54: "restarting in 300 s" read the same for all of 5 minutes)
+ */
+function quickRestart (quick: number, now: number): { delayMs?: number, when: string } {
   const delayMs = quickRestartDelayMs(quick)
   if (delayMs === 0) return { when: 'restarting' }
-  return { delayMs, when: `restarting in ${delayMs / 1000} s (${quick} runs in a row under ${QUICK_RUN_MS / 60_000} min: each doubles the wait, up to ${QUICK_RESTART_MAX_MS / 60_000} min)` }
+  const at = new Date(now + delayMs).toISOString().slice(11, 19)
+  return { delayMs, when: `restarting in ${delayMs / 1000} s (at ${at} UTC; ${quick} runs in a row under ${QUICK_RUN_MS / 60_000} min: each doubles the wait, up to ${QUICK_RESTART_MAX_MS / 60_000} min)` }
 }
 
 /**
@@ -78,7 +83,7 @@ export function onExit (crashes: readonly number[], now: number, opts: { policy?
   const what = opts.detail ?? 'exited'
   if (opts.rebooted === true) {
     const quick = opts.ranMs != null && opts.ranMs < QUICK_RUN_MS ? (opts.quickRuns ?? 0) + 1 : 0
-    const { delayMs, when } = quickRestart(quick)
+    const { delayMs, when } = quickRestart(quick, now)
     const after = opts.ranMs != null ? ` after ${Math.round(opts.ranMs / 1000)} s` : ''
     return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what}${after}: ${when} (a guest's reboot is no crash, and restarts it whatever its restart policy)`, ...(delayMs != null ? { delayMs } : {}) }
   }
@@ -87,7 +92,7 @@ export function onExit (crashes: readonly number[], now: number, opts: { policy?
   if (opts.clean === true && policy === 'on-failure') return { action: 'stop', crashes: [...crashes], reason: `${what} cleanly; restart policy is on-failure`, ...completed }
   if (opts.clean === true && policy === 'always' && (opts.ranMs ?? 0) >= MIN_CLEAN_RUN_MS) {
     const quick = opts.ranMs! < QUICK_RUN_MS ? (opts.quickRuns ?? 0) + 1 : 0
-    const { delayMs, when } = quickRestart(quick)
+    const { delayMs, when } = quickRestart(quick, now)
     return { action: 'restart', crashes: crashes.filter(t => now - t < CRASH_WINDOW_MS), reason: `${what} cleanly after ${Math.round(opts.ranMs! / 1000)} s; restart policy is always: ${when} (a clean exit is no crash)`, ...(delayMs != null ? { delayMs } : {}) }
   }
   const recent = [...crashes.filter(t => now - t < CRASH_WINDOW_MS), now].slice(-CRASH_LIMIT)

@@ -33,7 +33,7 @@ test('a guest\'s reboot restarts it on its node under on-failure and never, coun
     t.regex(events[2]!.detail ?? '', /^rebooted by its guest after \d+ s: restarting \(a guest's reboot is no crash, and restarts it whatever its restart policy\)$/)
   }
   // a second quick reboot waits, as quick clean runs in a row do
-  await until(() => /^rebooted by its guest after \d+ s: restarting in 10 s \(2 runs in a row/.test(n.agent.state.read().get('leases', 'onf')?.value.reason ?? ''), 10_000, 'the second reboot, with its wait')
+  await until(() => /^rebooted by its guest after \d+ s: restarting in 10 s \(at \d\d:\d\d:\d\d UTC; 2 runs in a row/.test(n.agent.state.read().get('leases', 'onf')?.value.reason ?? ''), 10_000, 'the second reboot, with its wait')
   t.deepEqual(n.agent.state.read().get('leases', 'onf')!.value.crashes ?? [], [])
 })
 
@@ -79,5 +79,5 @@ test('vm start of a VM in its restart pause says the pause, not a bare "now star
   await until(() => /restarting in 10 s/.test(n.agent.state.read().get('leases', 'rb')?.value.reason ?? ''), 20_000, 'the pause after the second reboot')
   const r = await cli(api, 'vm', 'start', 'rb')
   t.is(r.code, 0, r.err)
-  t.regex(r.out, /^rb: desired running, now starting \(rebooted by its guest after \d+ s: restarting in 10 s \(2 runs in a row/m, r.out)
+  t.regex(r.out, /^rb: desired running, now starting \(rebooted by its guest after \d+ s: restarting in 10 s \(at \d\d:\d\d:\d\d UTC; 2 runs in a row/m, r.out)
 })

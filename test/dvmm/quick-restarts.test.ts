@@ -23,7 +23,7 @@ test('quick clean runs in a row: restarted at once, then after 10 s, saying so; 
   await until(() => starts.length >= 2, 30_000, 'the first restart')
   t.true(starts[1]! - starts[0]! < 10_200 + 3000, `the first restart at once: ${starts[1]! - starts[0]!} ms after the start`)
   // the second end: a wait of 10 s, said in the lease
-  await until(() => /restarting in 10 s \(2 runs in a row under 10 min/.test(n.agent.state.read().get('leases', 'job')?.value.reason ?? ''), 20_000, 'the second end, with its wait')
+  await until(() => /restarting in 10 s \(at \d\d:\d\d:\d\d UTC; 2 runs in a row under 10 min/.test(n.agent.state.read().get('leases', 'job')?.value.reason ?? ''), 20_000, 'the second end, with its wait')
   const ended = Date.now()
   t.is(n.agent.state.read().get('leases', 'job')?.value.status, 'starting')
   // job2, in the same wait, is asked stopped: stopped at once, never started again (rv45: busy until the wait was over)

@@ -25,7 +25,7 @@ test('onExit: a guest\'s reboot restarts it under every policy, counted no crash
   }
   // at once after a start too (no MIN_CLEAN_RUN_MS rule: a reboot is no exit to count)
   t.like(onExit([], now, { policy: 'on-failure', rebooted: true, ranMs: 2000 }), { action: 'restart', crashes: [] })
-  t.like(onExit([], now, { rebooted: true, detail: 'rebooted by its guest', ranMs: 60_000, quickRuns: 1 }), { action: 'restart', delayMs: 10_000, reason: 'rebooted by its guest after 60 s: restarting in 10 s (2 runs in a row under 10 min: each doubles the wait, up to 5 min) (a guest\'s reboot is no crash, and restarts it whatever its restart policy)' })
+  t.like(onExit([], now, { rebooted: true, detail: 'rebooted by its guest', ranMs: 60_000, quickRuns: 1 }), { action: 'restart', delayMs: 10_000, reason: `rebooted by its guest after 60 s: restarting in 10 s (at ${new Date(now + 10_000).toISOString().slice(11, 19)} UTC; 2 runs in a row under 10 min: each doubles the wait, up to 5 min) (a guest's reboot is no crash, and restarts it whatever its restart policy)` })
   t.like(onExit([], now, { rebooted: true, ranMs: QUICK_RUN_MS, quickRuns: 7 }), { action: 'restart' })
   t.is((onExit([], now, { rebooted: true, ranMs: QUICK_RUN_MS, quickRuns: 7 }) as { delayMs?: number }).delayMs, undefined, 'a long run starts the count again')
   // crashes older than the window are dropped as on any restart

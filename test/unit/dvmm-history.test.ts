@@ -182,7 +182,7 @@ test('quick clean runs in a row under always wait longer and longer before their
   t.is(quick(0).reason, 'exited (code 0) cleanly after 11 s; restart policy is always: restarting (a clean exit is no crash)')
   t.is((quick(0) as { delayMs?: number }).delayMs, undefined, 'the first quick run restarts at once')
   t.like(quick(1), { action: 'restart', crashes: [], delayMs: 10_000 })
-  t.is(quick(1).reason, 'exited (code 0) cleanly after 11 s; restart policy is always: restarting in 10 s (2 runs in a row under 10 min: each doubles the wait, up to 5 min) (a clean exit is no crash)')
+  t.is(quick(1).reason, 'exited (code 0) cleanly after 11 s; restart policy is always: restarting in 10 s (at 03:46:50 UTC; 2 runs in a row under 10 min: each doubles the wait, up to 5 min) (a clean exit is no crash)', 'with the time it restarts, now + 10 s (100,010,000 ms after the epoch)')
   t.like(quick(2), { delayMs: 20_000 })
   t.like(quick(50), { delayMs: 300_000 }, 'at most 5 min')
   // a run of 10 min or more: at once, whatever came before
