@@ -92,6 +92,11 @@ export const VmSchema = Type.Object({
    * any lease is shown. Informational, as the lease's log: any value is taken
    */
   updates: Type.Optional(Type.Unknown()),
+  /**
+   * when `vm start` last asked it to run (the write's stamp): a holder waiting out a
+   * restart pause begun before it starts it now (an operator's start is no quick run)
+   */
+  startAsked: Type.Optional(Type.Integer({ minimum: 0 })),
   ...Stamp
 }, open)
 

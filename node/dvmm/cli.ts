@@ -300,8 +300,10 @@ async function act (what: 'start' | 'stop' | 'rm', argv: string[]): Promise<void
   } else {
     const d = r as VmDetail & { stillRuns?: { name: string, why: string } }
     const asked = what === 'start' ? 'running' : 'stopped'
-    // why it is not there yet, where it says (bb54: a start during a restart pause read "now starting", the pause unsaid)
-    const why = d.stillRuns == null && d.state !== asked && d.state !== 'running' ? d.reason?.split(/(?:\\r)?\\n/)[0] : undefined
+    // why it is not there yet, where it says (bb54: a start during a restart pause read "now starting", the pause unsaid);
+    // a restart pause the start ends (setDesiredIn's startAsked) is said so, not as the wait it was
+    const first = d.stillRuns == null && d.state !== asked && d.state !== 'running' ? d.reason?.split(/(?:\\r)?\\n/)[0] : undefined
+    const why = what === 'start' && first != null && /\brestarting in \d+(\.\d+)? s\b/.test(first) ? 'its restart pause ends now: it starts at once on its node' : first
     say(`${d.name}: desired ${d.desired}, now ${d.stillRuns != null ? `still running on ${d.stillRuns.name}: ${d.stillRuns.why}` : d.state}${why != null && why !== '' ? ` (${why})` : ''}`)
     // a start and a stop made at the same moment through two nodes: the later write wins everywhere
     if (d.desired !== asked) {

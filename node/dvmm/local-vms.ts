@@ -103,6 +103,8 @@ export class LocalVms {
   private readonly restartNotBefore = new Map<string, number>()
   /** starts waiting out their pause before a restart, by VM: ending one wakes it early */
   private readonly pauses = new Map<string, () => void>()
+  /** when (docStamp) each pause began: a `vm start` asked after it ends it (the VM's startAsked) */
+  private readonly pausedSince = new Map<string, number>()
   /** consoles, here and of VMs elsewhere, and the ended runs kept for them */
   private readonly consoles: VmConsoles
   /** a graceful stop of the service began: a start that completes now is killed */
@@ -319,9 +321,10 @@ export class LocalVms {
       // ended early by a stop, kill, move or the service's stop (rv45: a leave waited out
       // a 5-minute pause, and was SIGKILLed by its service manager before it was written)
       await new Promise<void>(resolve => {
-        const done = (): void => { clearTimeout(timer); this.pauses.delete(id); resolve() }
+        const done = (): void => { clearTimeout(timer); this.pauses.delete(id); this.pausedSince.delete(id); resolve() }
         const timer = setTimeout(done, pause)
         this.pauses.set(id, done)
+        this.pausedSince.set(id, docStamp(this.c.clock))
       })
       if (this.aborted(id)) return
       // stopped or removed meanwhile, or its lease gone elsewhere: no start (bb30: a
@@ -639,7 +642,10 @@ export class LocalVms {
     // the pause, up to 5 min, then booted here only to be stopped and moved)
     const draining = doc.roll.get(this.c.peerId)?.draining === true
     for (const [id, wake] of [...this.pauses]) {
-      if (draining || doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') wake()
+      // and one a `vm start` asked after it began: an operator's start is now, and starts the count of quick runs anew
+      const asked = (doc.vms.get(id)?.startAsked ?? -Infinity) >= (this.pausedSince.get(id) ?? Infinity)
+      if (asked) this.quickRuns.delete(id)
+      if (asked || draining || doc.leases.get(id)?.winner.holder !== this.c.peerId || doc.vms.get(id)?.desired !== 'running') wake()
     }
     if (this.movedKills.size > 0) this.flushMovedKills(doc)
   }

@@ -441,9 +441,13 @@ export function removeVmIn (w: Writer, id: string): string[] {
   return gone
 }
 
-/** In a write (`vm start`, `vm stop`): the VM's desired state; started, a lease nothing runs under goes (it is placed anew). */
+/**
+ * In a write (`vm start`, `vm stop`): the VM's desired state; started, a lease nothing
+ * runs under goes (it is placed anew), and a restart pause its holder waits out ends
+ * (`startAsked`; bb54: vm start said "now starting" and the pause went on)
+ */
 export function setDesiredIn (w: Writer, id: string, desired: 'running' | 'stopped'): void {
-  w.update('vms', id, { desired })
+  w.update('vms', id, desired === 'running' ? { desired, startAsked: w.at } : { desired })
   if (desired === 'running') parkIdleLease(w, id)
 }
 
